@@ -1,0 +1,127 @@
+/**
+ * The validated, normalised configuration every other module consumes.
+ * YAML keys are snake_case; src/config/load.ts validates the YAML and produces this camelCase shape
+ * with every default filled in. docs/configuration.md documents each key.
+ */
+import type { SessionLimits, ServerLimits } from '../limits.js';
+
+export type Protocol = 'imap' | 'pop3';
+/** Client-side TLS mode of a listener. */
+export type ClientTlsMode = 'none' | 'starttls' | 'starttls-required' | 'implicit';
+/** Upstream TLS mode. */
+export type UpstreamTlsMode = 'none' | 'starttls' | 'implicit';
+export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+
+export interface UpstreamTlsConfig {
+  mode: UpstreamTlsMode;
+  /** Verify the upstream certificate (chain + hostname). Default true. */
+  verify: boolean;
+  /** Extra CA bundle (PEM file) trusted in addition to the system store. */
+  caFile?: string;
+  /** SNI / name to verify; default: the upstream host. */
+  servername?: string;
+  minVersion: TlsVersion;
+}
+
+export interface StaticUpstream {
+  kind: 'static';
+  host: string;
+  port: number;
+  tls: UpstreamTlsConfig;
+}
+
+export interface LoginRoutedUpstream {
+  kind: 'login-routed';
+  /** Port used for every routed host (e.g. 993 for implicit IMAP, 143 for STARTTLS). */
+  port: number;
+  tls: UpstreamTlsConfig;
+  /**
+   * Host patterns a client may route to (`imap.example.com`, `*.example.com`, `127.0.0.1`).
+   * Case-insensitive; `*` matches one or more labels. Empty = nothing allowed.
+   * `allowAnyHost` (only valid when the listener binds a loopback address) allows everything.
+   */
+  allow: string[];
+  allowAnyHost: boolean;
+}
+
+export type UpstreamConfig = StaticUpstream | LoginRoutedUpstream;
+
+export interface ListenerTlsConfig {
+  mode: ClientTlsMode;
+  /** Operator-supplied certificate and key (PEM files) instead of leaves minted by the CA. */
+  certFile?: string;
+  keyFile?: string;
+  /** Name put in minted leaf certs when the client sends no SNI. */
+  hostname: string;
+  minVersion: TlsVersion;
+}
+
+export interface InspectConfig {
+  /** IMAP: vet (download + scan) a message when the client asks only for RFC822.SIZE/BODYSTRUCTURE/BODY, so they describe the sanitised message. */
+  vetOnMetadata: boolean;
+  /** Per-session sanitised-message cache: bytes kept in memory before spilling to temp files. */
+  cacheMemoryBytes: number;
+  /** Interval of keep-alive output while a long scan runs (IMAP `* OK` lines). 0 = off. */
+  keepaliveMs: number;
+}
+
+export interface ListenerConfig {
+  name: string;
+  protocol: Protocol;
+  host: string;
+  port: number;
+  tls: ListenerTlsConfig;
+  upstream: UpstreamConfig;
+  /** Policy name (file policies/<name>.yaml) or path; null = no inspection (pure relay). */
+  policy: string | null;
+  limits: SessionLimits;
+  inspect: InspectConfig;
+}
+
+export interface CaConfig {
+  /** Directory holding ca.crt and ca.key (mode 0600). */
+  dir: string;
+  /** Common name of the generated CA. */
+  commonName: string;
+  organization: string;
+}
+
+export interface ClamdEndpoint {
+  host?: string;
+  port?: number;
+  socket?: string;
+}
+
+export interface ScannerConfig {
+  type: 'clamd';
+  endpoints: ClamdEndpoint[];
+  /** Absolute deadline for one scan. */
+  timeoutMs: number;
+  /** Health check (PING) interval. */
+  healthIntervalMs: number;
+  /** Largest stream sent to clamd (keep <= clamd StreamMaxLength). */
+  maxStreamBytes: number;
+}
+
+export interface QuarantineConfig {
+  dir: string;
+  retentionDays: number;
+}
+
+export interface LogConfig {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+  /** File path; omitted = stdout. */
+  file?: string;
+}
+
+export interface PosternConfig {
+  /** Absolute path of the config file (relative paths in it are resolved against its directory). */
+  file: string;
+  ca: CaConfig;
+  log: LogConfig;
+  policiesDir: string;
+  quarantine: QuarantineConfig;
+  scanner: ScannerConfig | null;
+  limits: ServerLimits;
+  listeners: ListenerConfig[];
+}

@@ -1,0 +1,57 @@
+/**
+ * Coded errors. Every limit violation, protocol fault and upstream failure that ends a session
+ * carries one of these codes, so operators can grep logs and tests can assert on them.
+ */
+export const ErrorCodes = {
+  // protocol / framing
+  LINE_TOO_LONG: 'E_LINE_TOO_LONG',
+  LITERAL_TOO_LARGE: 'E_LITERAL_TOO_LARGE',
+  BUFFER_LIMIT: 'E_BUFFER_LIMIT',
+  PROTOCOL: 'E_PROTOCOL',
+  TOO_MANY_BAD: 'E_TOO_MANY_BAD_COMMANDS',
+  // timeouts
+  CONNECT_TIMEOUT: 'E_CONNECT_TIMEOUT',
+  GREETING_TIMEOUT: 'E_GREETING_TIMEOUT',
+  LOGIN_TIMEOUT: 'E_LOGIN_TIMEOUT',
+  IDLE_TIMEOUT: 'E_IDLE_TIMEOUT',
+  // upstream
+  UPSTREAM_REFUSED: 'E_UPSTREAM_REFUSED',
+  UPSTREAM_TLS: 'E_UPSTREAM_TLS',
+  UPSTREAM_CLOSED: 'E_UPSTREAM_CLOSED',
+  UPSTREAM_NO_STARTTLS: 'E_UPSTREAM_NO_STARTTLS',
+  UPSTREAM_PREAUTH: 'E_UPSTREAM_PREAUTH',
+  UPSTREAM_PROTOCOL: 'E_UPSTREAM_PROTOCOL',
+  ROUTE_DENIED: 'E_ROUTE_DENIED',
+  // admission
+  MAX_SESSIONS: 'E_MAX_SESSIONS',
+  MAX_SESSIONS_PER_CLIENT: 'E_MAX_SESSIONS_PER_CLIENT',
+  SHUTDOWN: 'E_SHUTDOWN',
+  // config / policy
+  CONFIG: 'E_CONFIG',
+  POLICY: 'E_POLICY',
+  // MIME / inspection
+  MIME_DEPTH: 'E_MIME_DEPTH',
+  MIME_PARTS: 'E_MIME_PARTS',
+  MIME_MALFORMED: 'E_MIME_MALFORMED',
+  MESSAGE_TOO_LARGE: 'E_MESSAGE_TOO_LARGE',
+  SCAN_ERROR: 'E_SCAN_ERROR',
+  SCAN_TIMEOUT: 'E_SCAN_TIMEOUT',
+  QUARANTINE: 'E_QUARANTINE',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export class PosternError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown>;
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}) {
+    super(message);
+    this.name = 'PosternError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export function isPosternError(e: unknown): e is PosternError {
+  return e instanceof PosternError;
+}

@@ -1,0 +1,86 @@
+/**
+ * Contract of the policy engine (pure: message + context in, verdict + deterministic rewrite out).
+ * Implemented in src/policy/engine.ts. The relay (src/session, src/inspect) only uses what is here.
+ */
+import type { Scanner } from '../scanners/types.js';
+
+/** Where a message came from; recorded in verdicts, logs and quarantine metadata. */
+export interface InspectContext {
+  listener?: string;
+  protocol?: 'imap' | 'pop3';
+  user?: string;
+  upstream?: string;
+  mailbox?: string;
+  uidValidity?: number;
+  uid?: number;
+  /** POP3 message number. */
+  msgno?: number;
+}
+
+export type ActionName = 'allow' | 'strip' | 'block';
+
+export interface RuleHit {
+  /** IMAP section path of the part ('' = whole message, '1', '2.1', ...). */
+  part: string;
+  declaredType?: string;
+  detectedType?: string;
+  filename?: string;
+  /** Which rule matched, e.g. 'content_types[2]', 'filenames[0]', 'antivirus', 'limits.max_parts'. */
+  rule: string;
+  action: ActionName | 'tempfail';
+  reason: string;
+  virus?: string;
+  /** Path inside an archive when the hit is a member ('a.zip/b/c.exe'). */
+  archivePath?: string;
+}
+
+export interface Verdict {
+  policy: string;
+  /** Overall: clean (untouched), changed (parts stripped / headers changed), blocked (replaced), tempfail (could not vet: relay answers with a temporary failure). */
+  status: 'clean' | 'changed' | 'blocked' | 'tempfail';
+  hits: RuleHit[];
+  viruses: string[];
+  quarantineId?: string;
+  /** True when the policy wanted a quarantine copy and storing it failed: the relay must keep the original upstream (no POP3 DELE). */
+  quarantineFailed?: boolean;
+  sizeIn: number;
+  sizeOut: number;
+  scanMs: number;
+}
+
+/** One MIME part of the sanitised message, with byte offsets into `InspectResult.output`. */
+export interface PartMap {
+  /** IMAP section number ('' for the top-level message, '1', '1.2', ...). */
+  section: string;
+  /** Offset of the first header byte (for the root: 0). */
+  headerStart: number;
+  /** Offset just past the blank line ending the header (= bodyStart). */
+  bodyStart: number;
+  /** Offset just past the body (before the CRLF that precedes the next boundary). */
+  bodyEnd: number;
+  contentType: string; // lower-case type/subtype
+  params: Record<string, string>;
+  children: PartMap[];
+  /** For message/rfc822 parts: the encapsulated message's root map. */
+  message?: PartMap;
+}
+
+export interface InspectResult {
+  verdict: Verdict;
+  /** The sanitised message; identical bytes (same Buffer) as the input when status is 'clean'. */
+  output: Buffer;
+  /** Part map of `output` (what IMAP section fetches / BODYSTRUCTURE are served from). */
+  structure: PartMap;
+}
+
+export interface EngineDeps {
+  scanner?: Scanner | null;
+  quarantine?: QuarantineStore | null;
+  /** Clock for quarantine metadata and verdict timing (tests pin it). */
+  now?: () => Date;
+}
+
+export interface QuarantineStore {
+  /** Stores the original; returns its id. Throws on failure (disk full, permissions). */
+  put(original: Buffer, meta: Record<string, unknown>): Promise<string>;
+}
