@@ -39,6 +39,8 @@ export interface SessionHost {
   startClientTls(): Promise<TlsInfo>;
   /** Upgrade the upstream connection (after its STARTTLS OK; the session discards bytes received after the OK). */
   startUpstreamTls(): Promise<TlsInfo>;
+  /** Close the upstream connection (failed login, retry with another route); the client stays connected. */
+  disconnectUpstream(): void;
   /** Record the user once known (added to the session's log context). Never pass a password. */
   setUser(user: string, upstream: string): void;
   /** End the session (after flushing anything already sent). */

@@ -1,0 +1,202 @@
+/**
+ * IMAP stream framer (pure: bytes in, frames out). The same framer serves both directions:
+ * client commands and server responses are both CRLF-terminated lines that may end in a literal
+ * announcement (`{n}`, `{n+}`, `{n-}`, `~{n}`), followed by exactly n literal bytes, then the rest
+ * of the line. Frames never convert payload bytes to strings, and literals are streamed as chunks,
+ * so a 25 MB APPEND or FETCH passes without being held whole.
+ */
+import { ErrorCodes, PosternError } from '../../errors.js';
+
+export interface LiteralInfo {
+  size: number;
+  /** `{n+}` / `{n-}` (RFC 7888): the sender does not wait for a continuation. */
+  nonSync: boolean;
+  /** `~{n}` literal8 (RFC 3516). */
+  binary: boolean;
+}
+
+export interface LineFrame {
+  type: 'line';
+  /** The line including its terminating CRLF (or bare LF). */
+  data: Buffer;
+  /** True when this line starts a new command/response (not a continuation after a literal). */
+  start: boolean;
+  /** Literal announced at the end of this line, if any. */
+  literal: LiteralInfo | null;
+}
+
+export interface LiteralFrame {
+  type: 'literal';
+  data: Buffer;
+  /** True for the chunk that completes the literal. */
+  last: boolean;
+}
+
+export type Frame = LineFrame | LiteralFrame;
+
+export interface FramerLimits {
+  maxLineLength: number;
+  maxLiteralSize: number;
+}
+
+const LF = 0x0a;
+
+/** Parses a literal announcement at the end of a line (`... {123}\r\n`). */
+export function parseLiteralTail(line: Buffer): LiteralInfo | null {
+  let end = line.length;
+  if (end > 0 && line[end - 1] === LF) end--;
+  if (end > 0 && line[end - 1] === 0x0d) end--;
+  if (end < 3 || line[end - 1] !== 0x7d /* } */) return null;
+  let i = end - 2;
+  let nonSync = false;
+  if (line[i] === 0x2b /* + */ || line[i] === 0x2d /* - */) {
+    nonSync = true;
+    i--;
+  }
+  const digitsEnd = i + 1;
+  while (i >= 0 && line[i]! >= 0x30 && line[i]! <= 0x39) i--;
+  const digitsStart = i + 1;
+  if (digitsStart === digitsEnd || i < 0 || line[i] !== 0x7b /* { */) return null;
+  if (digitsEnd - digitsStart > 15) return { size: Number.MAX_SAFE_INTEGER, nonSync, binary: false };
+  const size = Number(line.toString('latin1', digitsStart, digitsEnd));
+  const binary = i > 0 && line[i - 1] === 0x7e; /* ~ */
+  return { size, nonSync, binary };
+}
+
+export class ImapFramer {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private literalRemaining = 0;
+  private atStart = true;
+
+  constructor(private readonly limits: FramerLimits) {}
+
+  /** Bytes held inside the framer (an incomplete line). */
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  /** True when the framer is between two commands/responses (nothing partial held). */
+  get atBoundary(): boolean {
+    return this.atStart && this.literalRemaining === 0 && this.buffered === 0;
+  }
+
+  /** Drops everything buffered (used after STARTTLS: pipelined plaintext must never be executed). */
+  discard(): number {
+    const n = this.buffered;
+    this.chunks = [];
+    this.buffered = 0;
+    return n;
+  }
+
+  push(chunk: Buffer): Frame[] {
+    const out: Frame[] = [];
+    let pos = 0;
+    while (pos < chunk.length) {
+      if (this.literalRemaining > 0) {
+        const take = Math.min(this.literalRemaining, chunk.length - pos);
+        this.literalRemaining -= take;
+        out.push({ type: 'literal', data: chunk.subarray(pos, pos + take), last: this.literalRemaining === 0 });
+        pos += take;
+        continue;
+      }
+      const nl = chunk.indexOf(LF, pos);
+      if (nl === -1) {
+        const rest = chunk.subarray(pos);
+        if (this.buffered + rest.length > this.limits.maxLineLength) {
+          throw new PosternError(ErrorCodes.LINE_TOO_LONG, `line longer than ${this.limits.maxLineLength} bytes`, {
+            limit: this.limits.maxLineLength,
+          });
+        }
+        this.chunks.push(rest);
+        this.buffered += rest.length;
+        break;
+      }
+      const piece = chunk.subarray(pos, nl + 1);
+      pos = nl + 1;
+      let line: Buffer;
+      if (this.buffered > 0) {
+        this.chunks.push(piece);
+        line = Buffer.concat(this.chunks, this.buffered + piece.length);
+        this.chunks = [];
+        this.buffered = 0;
+      } else {
+        line = piece;
+      }
+      if (line.length > this.limits.maxLineLength + 2) {
+        throw new PosternError(ErrorCodes.LINE_TOO_LONG, `line longer than ${this.limits.maxLineLength} bytes`, {
+          limit: this.limits.maxLineLength,
+        });
+      }
+      const literal = parseLiteralTail(line);
+      if (literal && literal.size > this.limits.maxLiteralSize) {
+        throw new PosternError(ErrorCodes.LITERAL_TOO_LARGE, `literal of ${literal.size} bytes exceeds ${this.limits.maxLiteralSize}`, {
+          literalSize: literal.size,
+          limit: this.limits.maxLiteralSize,
+        });
+      }
+      out.push({ type: 'line', data: line, start: this.atStart, literal });
+      if (literal && literal.size > 0) {
+        this.literalRemaining = literal.size;
+        this.atStart = false;
+      } else if (literal) {
+        // `{0}`: the line continues right away
+        this.atStart = false;
+      } else {
+        this.atStart = true;
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * Collects the frames of one command/response into its parts: [line, literal, line, literal, ..., line].
+ * Used where a whole small command or response is needed (pre-auth commands, FETCH responses to rewrite).
+ */
+export class MessageAssembler {
+  private parts: Buffer[] = [];
+  private literalChunks: Buffer[] = [];
+  private size = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  get bytes(): number {
+    return this.size;
+  }
+
+  get empty(): boolean {
+    return this.parts.length === 0 && this.literalChunks.length === 0;
+  }
+
+  /** Adds a frame; returns the complete parts once the final line arrives, else null. */
+  add(frame: Frame): Buffer[] | null {
+    this.size += frame.data.length;
+    if (this.size > this.maxBytes) {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, `response larger than ${this.maxBytes} bytes held`, { limit: this.maxBytes });
+    }
+    if (frame.type === 'literal') {
+      this.literalChunks.push(frame.data);
+      if (frame.last) {
+        this.parts.push(this.literalChunks.length === 1 ? this.literalChunks[0]! : Buffer.concat(this.literalChunks));
+        this.literalChunks = [];
+      }
+      return null;
+    }
+    this.parts.push(frame.data);
+    if (frame.literal) {
+      if (frame.literal.size === 0) this.parts.push(Buffer.alloc(0));
+      return null;
+    }
+    const done = this.parts;
+    this.parts = [];
+    this.size = 0;
+    return done;
+  }
+
+  reset(): void {
+    this.parts = [];
+    this.literalChunks = [];
+    this.size = 0;
+  }
+}

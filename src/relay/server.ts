@@ -1,0 +1,135 @@
+/**
+ * Listeners, admission control (max sessions, per client address), session construction per
+ * protocol, and graceful shutdown. Together with connection.ts the only code that owns sockets.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ListenerConfig, PosternConfig } from '../config/types.js';
+import { ErrorCodes } from '../errors.js';
+import { ImapSession } from '../session/imap.js';
+import { Pop3Session } from '../session/pop3.js';
+import type { Session, SessionHost } from '../session/types.js';
+import { serverTlsOptions } from '../tls/contexts.js';
+import type { LeafMinter } from '../tls/leaf.js';
+import { Connection } from './connection.js';
+
+export interface ServerDeps {
+  log: Logger;
+  minter: LeafMinter | null;
+  /** Builds the session for a connection; default: plain relay sessions by protocol. Inline inspection plugs in here. */
+  createSession?: (host: SessionHost) => Session;
+}
+
+export interface RunningServer {
+  close(graceMs?: number): Promise<void>;
+  address(listenerName: string): { host: string; port: number };
+  readonly sessionCount: number;
+}
+
+function defaultSession(host: SessionHost): Session {
+  return host.listener.protocol === 'imap' ? new ImapSession(host) : new Pop3Session(host);
+}
+
+function refusal(listener: ListenerConfig, text: string): string {
+  return listener.protocol === 'imap' ? `* BYE [UNAVAILABLE] postern: ${text}\r\n` : `-ERR [SYS/TEMP] postern: ${text}\r\n`;
+}
+
+export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
+  const log = deps.log;
+  const createSession = deps.createSession ?? defaultSession;
+  const sessions = new Set<Connection>();
+  const perClient = new Map<string, number>();
+  const servers = new Map<string, net.Server>();
+  let accepting = true;
+
+  const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean) => {
+    const addr = socket.remoteAddress ?? 'unknown';
+    const port = socket.remotePort ?? 0;
+    const sid = randomBytes(6).toString('hex');
+    const slog = log.child({ sid, listener: listener.name, protocol: listener.protocol, client: `${addr}:${port}` });
+    socket.on('error', () => undefined);
+    if (!accepting) {
+      socket.end(refusal(listener, 'server shutting down'));
+      return;
+    }
+    const count = perClient.get(addr) ?? 0;
+    if (sessions.size >= config.limits.maxSessions) {
+      slog.warn({ code: ErrorCodes.MAX_SESSIONS, limit: config.limits.maxSessions }, 'connection refused: too many sessions');
+      socket.end(refusal(listener, 'too many sessions'));
+      return;
+    }
+    if (count >= config.limits.maxSessionsPerClient) {
+      slog.warn({ code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, limit: config.limits.maxSessionsPerClient }, 'connection refused: too many sessions from this address');
+      socket.end(refusal(listener, 'too many sessions from your address'));
+      return;
+    }
+    perClient.set(addr, count + 1);
+    slog.info({ tlsMode: listener.tls.mode }, 'client connected');
+    const conn = new Connection(listener, socket, clientTls, addr, slog, {
+      minter: deps.minter,
+      onClose: (c) => {
+        sessions.delete(c);
+        const n = (perClient.get(addr) ?? 1) - 1;
+        if (n <= 0) perClient.delete(addr);
+        else perClient.set(addr, n);
+      },
+    });
+    sessions.add(conn);
+    try {
+      conn.attach(createSession(conn));
+    } catch (err) {
+      slog.error({ err: (err as Error).message }, 'session failed to start');
+      conn.close({ kind: 'error', message: (err as Error).message });
+    }
+  };
+
+  for (const listener of config.listeners) {
+    let server: net.Server;
+    if (listener.tls.mode === 'implicit') {
+      const opts = serverTlsOptions(listener, deps.minter);
+      server = tls.createServer(opts, (sock) => admit(listener, sock, true));
+      server.on('tlsClientError', (err, sock) => {
+        log.info({ listener: listener.name, client: sock.remoteAddress, err: err.message }, 'client TLS handshake failed');
+      });
+    } else {
+      server = net.createServer((sock) => admit(listener, sock, false));
+    }
+    server.on('error', (err) => log.error({ listener: listener.name, err: err.message }, 'listener error'));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: listener.host, port: listener.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = server.address() as net.AddressInfo;
+    log.info({ listener: listener.name, protocol: listener.protocol, host: a.address, port: a.port, tls: listener.tls.mode, upstream: listener.upstream.kind }, 'listening');
+    servers.set(listener.name, server);
+  }
+
+  return {
+    get sessionCount() {
+      return sessions.size;
+    },
+    address(name: string) {
+      const s = servers.get(name);
+      if (!s) throw new Error(`no listener named ${name}`);
+      const a = s.address() as net.AddressInfo;
+      return { host: a.address, port: a.port };
+    },
+    async close(graceMs = config.limits.shutdownGraceMs) {
+      accepting = false;
+      // server.close() only calls back once every connection is gone, so don't wait on it here
+      const closed = Promise.all([...servers.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      const deadline = Date.now() + graceMs;
+      while (sessions.size > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
+      log.info({ remaining: sessions.size }, 'server stopped');
+    },
+  };
+}

@@ -1,0 +1,67 @@
+/**
+ * Login routing (the REDDOXX model): the client logs in as `login@upstream-host`, split at the LAST `@`.
+ * `me@gmx.de@pop3.gmx.de` is user `me@gmx.de` at `pop3.gmx.de`. Pure functions, shared by IMAP and POP3.
+ */
+import { isIP } from 'node:net';
+import type { LoginRoutedUpstream, UpstreamConfig } from '../config/types.js';
+import type { UpstreamTarget } from './types.js';
+
+export interface RoutedLogin {
+  user: string;
+  host: string;
+}
+
+const HOST_RE = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** Splits `login@host` at the last `@`; null when there is no usable host part. */
+export function parseRoutedLogin(login: string): RoutedLogin | null {
+  const at = login.lastIndexOf('@');
+  if (at <= 0 || at === login.length - 1) return null;
+  const user = login.slice(0, at);
+  let host = login.slice(at + 1).toLowerCase();
+  if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
+  if (!isIP(host) && !HOST_RE.test(host)) return null;
+  return { user, host };
+}
+
+/** `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`. Case-insensitive. */
+export function hostMatches(pattern: string, host: string): boolean {
+  const p = pattern.toLowerCase();
+  const h = host.toLowerCase();
+  if (p === '*') return true;
+  if (p.startsWith('*.')) return h.endsWith(p.slice(1)) && h.length > p.length - 1;
+  return p === h;
+}
+
+export function hostAllowed(upstream: LoginRoutedUpstream, host: string): boolean {
+  if (upstream.allowAnyHost) return true;
+  return upstream.allow.some((p) => hostMatches(p, host));
+}
+
+export type RouteDecision =
+  | { ok: true; user: string; target: UpstreamTarget; upstreamName: string }
+  | { ok: false; reason: 'syntax' | 'denied'; host?: string };
+
+/**
+ * Decides where a login goes. Static upstreams use the login unchanged; login-routed ones split it and
+ * check the allowlist before any connection is attempted.
+ */
+export function routeLogin(upstream: UpstreamConfig, login: string): RouteDecision {
+  if (upstream.kind === 'static') {
+    return {
+      ok: true,
+      user: login,
+      target: { host: upstream.host, port: upstream.port, implicitTls: upstream.tls.mode === 'implicit' },
+      upstreamName: `${upstream.host}:${upstream.port}`,
+    };
+  }
+  const parsed = parseRoutedLogin(login);
+  if (!parsed) return { ok: false, reason: 'syntax' };
+  if (!hostAllowed(upstream, parsed.host)) return { ok: false, reason: 'denied', host: parsed.host };
+  return {
+    ok: true,
+    user: parsed.user,
+    target: { host: parsed.host, port: upstream.port, implicitTls: upstream.tls.mode === 'implicit' },
+    upstreamName: `${parsed.host}:${upstream.port}`,
+  };
+}

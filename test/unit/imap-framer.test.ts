@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import { ImapFramer, MessageAssembler, parseLiteralTail, type Frame } from '../../src/protocol/imap/framer.js';
+
+const limits = { maxLineLength: 1024, maxLiteralSize: 1 << 20 };
+
+function feed(input: Buffer, chunk: number): Frame[] {
+  const f = new ImapFramer(limits);
+  const out: Frame[] = [];
+  for (let i = 0; i < input.length; i += chunk) out.push(...f.push(input.subarray(i, i + chunk)));
+  return out;
+}
+
+/** Merges consecutive literal chunks so results do not depend on the feed size. */
+function normalise(frames: Frame[]): Array<{ type: string; data: string; start?: boolean; literal?: unknown }> {
+  const out: Array<{ type: string; data: string; start?: boolean; literal?: unknown }> = [];
+  for (const f of frames) {
+    if (f.type === 'literal') {
+      const last = out[out.length - 1];
+      if (last && last.type === 'literal' && !(last as { done?: boolean }).done) last.data += f.data.toString('latin1');
+      else out.push({ type: 'literal', data: f.data.toString('latin1') });
+      if (f.last) (out[out.length - 1] as { done?: boolean }).done = true;
+    } else out.push({ type: 'line', data: f.data.toString('latin1'), start: f.start, literal: f.literal });
+  }
+  return out.map((o) => {
+    const { done: _d, ...rest } = o as { done?: boolean };
+    return rest as { type: string; data: string };
+  });
+}
+
+const transcript = Buffer.from(
+  'a1 LOGIN {5}\r\nalice {8+}\r\npa\r\nss\x00x\r\n' +
+    '* 1 FETCH (UID 7 BODY[] {12}\r\nHello\r\nWorld FLAGS (\\Seen))\r\n' +
+    '* 2 FETCH (BINARY[1] ~{3}\r\n\x00\x01\x02)\r\n' +
+    'a2 APPEND INBOX {0}\r\n\r\n' +
+    'DONE\n',
+  'latin1',
+);
+
+describe('ImapFramer', () => {
+  const expected = [
+    { type: 'line', data: 'a1 LOGIN {5}\r\n', start: true, literal: { size: 5, nonSync: false, binary: false } },
+    { type: 'literal', data: 'alice' },
+    { type: 'line', data: ' {8+}\r\n', start: false, literal: { size: 8, nonSync: true, binary: false } },
+    { type: 'literal', data: 'pa\r\nss\x00x' },
+    { type: 'line', data: '\r\n', start: false, literal: null },
+    { type: 'line', data: '* 1 FETCH (UID 7 BODY[] {12}\r\n', start: true, literal: { size: 12, nonSync: false, binary: false } },
+    { type: 'literal', data: 'Hello\r\nWorld' },
+    { type: 'line', data: ' FLAGS (\\Seen))\r\n', start: false, literal: null },
+    { type: 'line', data: '* 2 FETCH (BINARY[1] ~{3}\r\n', start: true, literal: { size: 3, nonSync: false, binary: true } },
+    { type: 'literal', data: '\x00\x01\x02' },
+    { type: 'line', data: ')\r\n', start: false, literal: null },
+    { type: 'line', data: 'a2 APPEND INBOX {0}\r\n', start: true, literal: { size: 0, nonSync: false, binary: false } },
+    { type: 'line', data: '\r\n', start: false, literal: null },
+    { type: 'line', data: 'DONE\n', start: true, literal: null },
+  ];
+
+  for (const chunk of [transcript.length, 7, 1]) {
+    it(`frames lines and literals exactly (chunk size ${chunk})`, () => {
+      expect(normalise(feed(transcript, chunk))).toEqual(expected);
+    });
+  }
+
+  it('reassembles the exact input bytes from frames fed 1 byte at a time', () => {
+    const frames = feed(transcript, 1);
+    expect(Buffer.concat(frames.map((f) => f.data)).equals(transcript)).toBe(true);
+  });
+
+  it('rejects an over-long line with a coded error, also when fed byte by byte', () => {
+    const long = Buffer.from('a '.padEnd(2000, 'x') + '\r\n');
+    expect(() => feed(long, long.length)).toThrow(expect.objectContaining({ code: 'E_LINE_TOO_LONG' }));
+    expect(() => feed(long, 1)).toThrow(expect.objectContaining({ code: 'E_LINE_TOO_LONG' }));
+  });
+
+  it('rejects an oversized literal announcement before reading it', () => {
+    const big = Buffer.from('a APPEND INBOX {2000000}\r\n');
+    expect(() => feed(big, 1)).toThrow(expect.objectContaining({ code: 'E_LITERAL_TOO_LARGE' }));
+    const absurd = Buffer.from('a APPEND INBOX {99999999999999999999999}\r\n');
+    expect(() => feed(absurd, absurd.length)).toThrow(expect.objectContaining({ code: 'E_LITERAL_TOO_LARGE' }));
+  });
+
+  it('discard() drops a partial line (STARTTLS pipelining)', () => {
+    const f = new ImapFramer(limits);
+    expect(f.push(Buffer.from('a STARTTLS\r\nb LOG'))).toHaveLength(1);
+    expect(f.discard()).toBe(5);
+    expect(f.atBoundary).toBe(true);
+    expect(normalise(f.push(Buffer.from('c NOOP\r\n')))).toEqual([{ type: 'line', data: 'c NOOP\r\n', start: true, literal: null }]);
+  });
+
+  it('parseLiteralTail only accepts a literal at the end of the line', () => {
+    expect(parseLiteralTail(Buffer.from('x {3}\r\n'))).toEqual({ size: 3, nonSync: false, binary: false });
+    expect(parseLiteralTail(Buffer.from('x {3-}\r\n'))).toEqual({ size: 3, nonSync: true, binary: false });
+    expect(parseLiteralTail(Buffer.from('x {3} y\r\n'))).toBeNull();
+    expect(parseLiteralTail(Buffer.from('x {}\r\n'))).toBeNull();
+    expect(parseLiteralTail(Buffer.from('x 3}\r\n'))).toBeNull();
+  });
+});
+
+describe('MessageAssembler', () => {
+  it('collects a response into line and literal parts, byte by byte', () => {
+    const frames = feed(transcript, 1);
+    const asm = new MessageAssembler(1 << 20);
+    const done: string[][] = [];
+    for (const f of frames) {
+      const parts = asm.add(f);
+      if (parts) done.push(parts.map((p) => p.toString('latin1')));
+    }
+    expect(done[0]).toEqual(['a1 LOGIN {5}\r\n', 'alice', ' {8+}\r\n', 'pa\r\nss\x00x', '\r\n']);
+    expect(done[1]).toEqual(['* 1 FETCH (UID 7 BODY[] {12}\r\n', 'Hello\r\nWorld', ' FLAGS (\\Seen))\r\n']);
+    expect(done[3]).toEqual(['a2 APPEND INBOX {0}\r\n', '', '\r\n']);
+    expect(done).toHaveLength(5);
+  });
+
+  it('enforces its byte bound', () => {
+    const asm = new MessageAssembler(10);
+    expect(() => asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {40}\r\n'), start: true, literal: { size: 40, nonSync: false, binary: false } })).toThrow(
+      expect.objectContaining({ code: 'E_BUFFER_LIMIT' }),
+    );
+  });
+});

@@ -1,0 +1,312 @@
+import { describe, expect, it } from 'vitest';
+import { ImapSession } from '../../src/session/imap.js';
+import { ScriptedHost, testListener, tick } from '../helpers/scripted-host.js';
+import type { ListenerConfig } from '../../src/config/types.js';
+
+const GREETING_NONE = '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\r\n';
+const UP_GREETING = '* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN] Dovecot ready.\r\n';
+const UP_CAPS_AFTER_LOGIN =
+  'IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT THREAD=REFERENCES MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE COMPRESS=DEFLATE LITERAL+ NOTIFY SPECIAL-USE';
+const FILTERED_AFTER_LOGIN =
+  'IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE SORT THREAD=REFERENCES MULTIAPPEND URL-PARTIAL UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE PREVIEW=FUZZY STATUS=SIZE SAVEDATE LITERAL+ SPECIAL-USE';
+
+function setup(over: Partial<ListenerConfig> = {}, clientTls = false) {
+  const host = new ScriptedHost(testListener(over), clientTls);
+  const session = new ImapSession(host, { privateTagPrefix: 'P.' });
+  session.start();
+  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
+  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
+  return { host, session, client, upstream };
+}
+
+/** Drives a static-upstream login to the relay phase; returns after the injected CAPABILITY completed. */
+async function loggedIn(over: Partial<ListenerConfig> = {}) {
+  const t = setup(over);
+  t.host.takeClient();
+  t.client('a1 LOGIN alice "secret pass"\r\n');
+  await tick();
+  t.upstream(UP_GREETING);
+  await tick();
+  expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldCBwYXNz\r\n');
+  t.upstream(`P.1 OK [CAPABILITY ${UP_CAPS_AFTER_LOGIN}] Logged in\r\n`);
+  await tick();
+  expect(t.host.takeClient()).toBe(`a1 OK [CAPABILITY ${FILTERED_AFTER_LOGIN}] Logged in\r\n`);
+  expect(t.host.takeUpstream()).toBe('P.2 CAPABILITY\r\n');
+  t.upstream(`* CAPABILITY ${UP_CAPS_AFTER_LOGIN}\r\nP.2 OK Capability completed.\r\n`);
+  await tick();
+  expect(t.host.takeClient()).toBe('');
+  return t;
+}
+
+describe('ImapSession pre-authentication (postern answers itself)', () => {
+  it('greets with a capability list matching the listener TLS mode', () => {
+    expect(setup().host.takeClient()).toBe(GREETING_NONE);
+    expect(setup({ tls: { mode: 'starttls', hostname: 'h', minVersion: 'TLSv1.2' } }).host.takeClient()).toBe(
+      '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\r\n',
+    );
+    expect(setup({ tls: { mode: 'starttls-required', hostname: 'h', minVersion: 'TLSv1.2' } }).host.takeClient()).toBe(
+      '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID STARTTLS LOGINDISABLED] postern IMAP proxy ready\r\n',
+    );
+    expect(setup({ tls: { mode: 'implicit', hostname: 'h', minVersion: 'TLSv1.2' } }, true).host.takeClient()).toBe(GREETING_NONE);
+  });
+
+  it('answers CAPABILITY, NOOP, ID, unknown commands and LOGOUT locally, fed 1 byte at a time', () => {
+    const t = setup();
+    t.host.takeClient();
+    const input = 'c1 CAPABILITY\r\nc2 NOOP\r\nc3 SELECT INBOX\r\nc4 LOGOUT\r\n';
+    for (const ch of input) t.client(ch);
+    expect(t.host.takeClient()).toBe(
+      '* CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN\r\nc1 OK CAPABILITY completed\r\n' +
+        'c2 OK NOOP completed\r\n' +
+        'c3 BAD SELECT not allowed before login\r\n' +
+        '* BYE postern logging out\r\nc4 OK LOGOUT completed\r\n',
+    );
+    expect(t.host.connects).toHaveLength(0);
+    expect(t.host.closed?.kind).toBe('client-quit');
+  });
+
+  it('refuses LOGIN before STARTTLS in starttls-required mode without contacting upstream', () => {
+    const t = setup({ tls: { mode: 'starttls-required', hostname: 'h', minVersion: 'TLSv1.2' } });
+    t.host.takeClient();
+    t.client('a LOGIN alice pw\r\nb AUTHENTICATE PLAIN\r\n');
+    expect(t.host.takeClient()).toBe('a NO [PRIVACYREQUIRED] Run STARTTLS first\r\nb NO [PRIVACYREQUIRED] Run STARTTLS first\r\n');
+    expect(t.host.connects).toHaveLength(0);
+  });
+
+  it('STARTTLS discards commands pipelined in the same plaintext segment (CVE-2011-0411 class)', async () => {
+    const t = setup({ tls: { mode: 'starttls', hostname: 'h', minVersion: 'TLSv1.2' } });
+    t.host.takeClient();
+    t.client('s STARTTLS\r\nevil LOGIN mallory pw\r\nevil2 NOO');
+    await tick();
+    expect(t.host.takeClient()).toBe('s OK Begin TLS negotiation now\r\n');
+    expect(t.host.clientTlsStarted).toBe(1);
+    expect(t.host.connects).toHaveLength(0);
+    // after the handshake: STARTTLS is gone from the capabilities, LOGIN works
+    t.client('c CAPABILITY\r\n');
+    expect(t.host.takeClient()).toBe('* CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN\r\nc OK CAPABILITY completed\r\n');
+    expect(t.host.logLines.join('')).toContain('discarded client bytes pipelined after STARTTLS');
+  });
+
+  it('accepts LOGIN with synchronizing and non-synchronizing literals', async () => {
+    const t = setup();
+    t.host.takeClient();
+    t.client('a LOGIN {5}\r\n');
+    expect(t.host.takeClient()).toBe('+ Ready for literal data\r\n');
+    t.client('alice {6+}\r\npa ss\x01\r\n');
+    await tick();
+    expect(t.host.connects).toEqual([{ host: 'upstream.test', port: 143, implicitTls: false }]);
+    t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe(`P.1 AUTHENTICATE PLAIN\r\n`);
+    t.upstream('+ \r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe(Buffer.from('\0alice\0pa ss\x01').toString('base64') + '\r\n');
+  });
+
+  it('falls back to LOGIN with a literal when the upstream offers no AUTH=PLAIN', async () => {
+    const t = setup();
+    t.host.takeClient();
+    t.client('a LOGIN alice {3+}\r\np"\x01\r\n');
+    await tick();
+    t.upstream('* OK [CAPABILITY IMAP4rev1] hi\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('P.1 LOGIN "alice" {3}\r\n');
+    t.upstream('+ go ahead\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('p"\x01\r\n');
+    t.upstream('P.1 OK done\r\n');
+    await tick();
+    expect(t.host.takeClient()).toBe('a OK done\r\n');
+  });
+
+  it('AUTHENTICATE PLAIN with continuation, and AUTHENTICATE LOGIN', async () => {
+    const t = setup();
+    t.host.takeClient();
+    t.client('a AUTHENTICATE PLAIN\r\n');
+    expect(t.host.takeClient()).toBe('+ \r\n');
+    t.client(Buffer.from('\0bob\0bobpass').toString('base64') + '\r\n');
+    await tick();
+    expect(t.host.connects).toHaveLength(1);
+    t.upstream(UP_GREETING);
+    await tick();
+    expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN ' + Buffer.from('\0bob\0bobpass').toString('base64') + '\r\n');
+    t.upstream('P.1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
+    await tick();
+    expect(t.host.takeClient()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
+    expect(t.host.events).toContain('disconnect-upstream');
+    // retry with LOGIN mechanism
+    t.client('b AUTHENTICATE LOGIN\r\n');
+    expect(t.host.takeClient()).toBe('+ VXNlcm5hbWU6\r\n');
+    t.client(Buffer.from('bob').toString('base64') + '\r\n');
+    expect(t.host.takeClient()).toBe('+ UGFzc3dvcmQ6\r\n');
+    t.client(Buffer.from('bobpass').toString('base64') + '\r\n');
+    await tick();
+    expect(t.host.connects).toHaveLength(2);
+  });
+
+  it('login routing: a denied host is refused with NO and never connected', async () => {
+    const t = setup({
+      upstream: { kind: 'login-routed', port: 993, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    t.host.takeClient();
+    t.client('a LOGIN me@gmx.de@evil.test pw\r\nb LOGIN plainuser pw\r\n');
+    await tick();
+    expect(t.host.takeClient()).toBe(
+      'a NO [AUTHENTICATIONFAILED] postern: mail server "evil.test" is not allowed here\r\n' +
+        'b NO [AUTHENTICATIONFAILED] postern: log in as user@mail-server (login routing)\r\n',
+    );
+    expect(t.host.connects).toHaveLength(0);
+    t.client('c LOGIN me@gmx.de@imap.example.com pw\r\n');
+    await tick();
+    expect(t.host.connects).toEqual([{ host: 'imap.example.com', port: 993, implicitTls: true }]);
+    t.upstream(UP_GREETING);
+    await tick();
+    expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN ' + Buffer.from('\0me@gmx.de\0pw').toString('base64') + '\r\n');
+  });
+
+  it('an unreachable upstream gives a tagged NO [UNAVAILABLE] and the session stays usable', async () => {
+    const t = setup();
+    t.host.takeClient();
+    const { PosternError } = await import('../../src/errors.js');
+    t.host.connectError = new PosternError('E_UPSTREAM_REFUSED', 'cannot connect to upstream.test:143: ECONNREFUSED');
+    t.client('a LOGIN alice pw\r\nb NOOP\r\n');
+    await tick();
+    expect(t.host.takeClient()).toBe(
+      'a NO [UNAVAILABLE] postern: cannot connect to upstream.test:143: ECONNREFUSED (E_UPSTREAM_REFUSED)\r\nb OK NOOP completed\r\n',
+    );
+    expect(t.host.closed).toBeNull();
+  });
+});
+
+describe('ImapSession upstream STARTTLS hygiene', () => {
+  const starttlsUpstream = { kind: 'static' as const, host: 'up.test', port: 143, tls: { mode: 'starttls' as const, verify: true, minVersion: 'TLSv1.2' as const } };
+
+  it('runs STARTTLS upstream before any credential and discards bytes injected after its OK', async () => {
+    const t = setup({ upstream: starttlsUpstream });
+    t.host.takeClient();
+    t.client('a LOGIN alice secret\r\n');
+    await tick();
+    t.upstream('* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('P.1 STARTTLS\r\n');
+    t.upstream('P.1 OK Begin TLS\r\nP.2 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n');
+    await tick();
+    expect(t.host.upstreamTlsStarted).toBe(1);
+    expect(t.host.takeUpstream()).toBe('P.2 CAPABILITY\r\n');
+    // the injected "P.2 OK" was discarded: postern still waits for the real CAPABILITY answer
+    t.upstream('* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\nP.2 OK done\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('P.3 AUTHENTICATE PLAIN ' + Buffer.from('\0alice\0secret').toString('base64') + '\r\n');
+    expect(t.host.logLines.join('')).toContain('discarded upstream bytes sent after its STARTTLS OK');
+  });
+
+  it('refuses an upstream that does not offer STARTTLS: no credentials in plaintext', async () => {
+    const t = setup({ upstream: starttlsUpstream });
+    t.host.takeClient();
+    t.client('a LOGIN alice secret\r\n');
+    await tick();
+    t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe(
+      'a NO [UNAVAILABLE] postern: upstream does not offer STARTTLS but TLS is required (E_UPSTREAM_NO_STARTTLS)\r\n' +
+        '* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream\r\n',
+    );
+    expect(t.host.closed?.code).toBe('E_UPSTREAM_NO_STARTTLS');
+  });
+
+  it('refuses an upstream PREAUTH greeting', async () => {
+    const t = setup({ upstream: starttlsUpstream });
+    t.host.takeClient();
+    t.client('a LOGIN alice secret\r\n');
+    await tick();
+    t.upstream('* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n');
+    await tick();
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toContain('(E_UPSTREAM_PREAUTH)');
+    expect(t.host.closed?.code).toBe('E_UPSTREAM_PREAUTH');
+  });
+});
+
+describe('ImapSession relay phase', () => {
+  it('forwards commands and responses byte-exact, literals included, and filters capabilities', async () => {
+    const t = await loggedIn();
+    const cmd = 'a2 SELECT INBOX\r\na3 UID FETCH 1:* (FLAGS BODY.PEEK[])\r\n';
+    for (const ch of cmd) t.client(ch);
+    expect(t.host.takeUpstream()).toBe(cmd);
+    const resp =
+      '* 1 EXISTS\r\n* OK [UIDVALIDITY 1] ok\r\na2 OK [READ-WRITE] Select completed\r\n' +
+      '* 1 FETCH (UID 1 FLAGS () BODY[] {11}\r\nHi\r\n\r\nthere)\r\na3 OK Fetch completed\r\n';
+    for (const ch of resp) t.upstream(ch);
+    expect(t.host.takeClient()).toBe(resp);
+    t.client('a4 CAPABILITY\r\n');
+    t.upstream(`* CAPABILITY ${UP_CAPS_AFTER_LOGIN}\r\na4 OK done\r\n`);
+    expect(t.host.takeClient()).toBe(`* CAPABILITY ${FILTERED_AFTER_LOGIN}\r\na4 OK done\r\n`);
+  });
+
+  it('streams a synchronizing APPEND literal through the upstream continuation', async () => {
+    const t = await loggedIn();
+    t.client('a5 APPEND INBOX {10}\r\n');
+    expect(t.host.takeUpstream()).toBe('a5 APPEND INBOX {10}\r\n');
+    t.upstream('+ OK\r\n');
+    expect(t.host.takeClient()).toBe('+ OK\r\n');
+    t.client('0123456789\r\n');
+    expect(t.host.takeUpstream()).toBe('0123456789\r\n');
+    t.upstream('a5 OK [APPENDUID 1 2] Append completed\r\n');
+    expect(t.host.takeClient()).toBe('a5 OK [APPENDUID 1 2] Append completed\r\n');
+  });
+
+  it('IDLE: DONE is forwarded, the session reports idling until the tagged OK', async () => {
+    const t = await loggedIn();
+    t.client('i IDLE\r\n');
+    expect(t.session.idling).toBe(true);
+    t.upstream('+ idling\r\n* 2 EXISTS\r\n');
+    t.client('DONE\r\n');
+    t.upstream('i OK Idle completed\r\n');
+    expect(t.host.takeUpstream()).toBe('i IDLE\r\nDONE\r\n');
+    expect(t.host.takeClient()).toBe('+ idling\r\n* 2 EXISTS\r\ni OK Idle completed\r\n');
+    expect(t.session.idling).toBe(false);
+  });
+
+  it('injected commands wait for a client command boundary and their responses are consumed', async () => {
+    const t = await loggedIn();
+    t.client('a6 APPEND INBOX {4+}\r\nab');
+    t.session.inject('NOOP', () => t.host.events.push('noop done'));
+    expect(t.host.takeUpstream()).toBe('a6 APPEND INBOX {4+}\r\nab');
+    t.client('cd\r\n');
+    expect(t.host.takeUpstream()).toBe('cd\r\nP.3 NOOP\r\n');
+    t.upstream('a6 OK appended\r\n* 3 EXISTS\r\nP.3 OK NOOP completed\r\n');
+    expect(t.host.takeClient()).toBe('a6 OK appended\r\n* 3 EXISTS\r\n');
+    expect(t.host.events).toContain('noop done');
+  });
+
+  it('refuses STARTTLS and COMPRESS after login and reserved tags', async () => {
+    const t = await loggedIn();
+    t.client('x STARTTLS\r\ny COMPRESS DEFLATE\r\nP.9 NOOP\r\n');
+    expect(t.host.takeClient()).toBe(
+      'x BAD STARTTLS not available after login\r\ny NO [CANNOT] COMPRESS is not available through postern\r\nP.9 BAD Tag reserved by postern\r\n',
+    );
+    expect(t.host.takeUpstream()).toBe('');
+  });
+
+  it('upstream closing mid-session gives the client * BYE [UNAVAILABLE]', async () => {
+    const t = await loggedIn();
+    t.session.onUpstreamEnd();
+    await tick();
+    expect(t.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
+    expect(t.host.closed?.code).toBe('E_UPSTREAM_CLOSED');
+  });
+
+  it('an over-long client line ends only this session with a coded BYE', async () => {
+    const t = await loggedIn({ limits: { ...testListener().limits, maxLineLength: 600 } });
+    t.client('a '.padEnd(1000, 'x'));
+    expect(t.host.takeClient()).toBe('* BYE [ALERT] postern: line longer than 600 bytes (E_LINE_TOO_LONG)\r\n');
+    expect(t.host.closed?.code).toBe('E_LINE_TOO_LONG');
+  });
+
+  it('never logs the password', async () => {
+    const t = await loggedIn();
+    expect(t.host.logLines.join('')).not.toContain('secret pass');
+    expect(t.host.logLines.join('')).not.toContain(Buffer.from('\0alice\0secret pass').toString('base64'));
+  });
+});
