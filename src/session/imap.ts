@@ -490,7 +490,7 @@ export class ImapSession implements Session, ImapSessionView {
     const t0 = Date.now();
     try {
       await this.host.connectUpstream(route.target);
-      this.host.log.info({ upstream: route.upstreamName, ms: Date.now() - t0 }, 'upstream connected');
+      this.host.log.info({ target: route.upstreamName, ms: Date.now() - t0 }, 'upstream connected');
       await this.upstreamHandshake(route.target.implicitTls);
       const result = await this.upstreamLogin(route.user, password);
       if (result.head.keyword !== 'OK') {
@@ -509,7 +509,7 @@ export class ImapSession implements Session, ImapSessionView {
         this.upstreamCapabilities = new Set(caps.map((c) => c.toUpperCase()));
         code = `[CAPABILITY ${filterCapabilities(caps).join(' ')}] `;
       }
-      this.host.log.info({ user: route.user, upstream: route.upstreamName, ms: Date.now() - t0 }, 'login ok');
+      this.host.log.info({ ms: Date.now() - t0 }, 'login ok');
       this.phase = 'relay';
       // hand any bytes the upstream already sent after the login OK to the relay framer
       const leftover = this.handshakeQueue;
