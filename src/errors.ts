@@ -29,6 +29,8 @@ export const ErrorCodes = {
   // config / policy
   CONFIG: 'E_CONFIG',
   POLICY: 'E_POLICY',
+  /** The generated CA is missing, unreadable, mismatched, or would be overwritten without --force. */
+  CA: 'E_CA',
   // MIME / inspection
   MIME_DEPTH: 'E_MIME_DEPTH',
   MIME_PARTS: 'E_MIME_PARTS',

@@ -84,6 +84,11 @@ export interface CaConfig {
   /** Common name of the generated CA. */
   commonName: string;
   organization: string;
+  /**
+   * Key type of the one leaf key minted certificates share. Default 'rsa' (RSA 2048: works with every
+   * client); 'ec' (P-256) is faster to generate and handshake but some old clients lack ECDSA suites.
+   */
+  leafKeyType?: 'rsa' | 'ec';
 }
 
 export interface ClamdEndpoint {

@@ -32,6 +32,10 @@ export interface RuleHit {
   virus?: string;
   /** Path inside an archive when the hit is a member ('a.zip/b/c.exe'). */
   archivePath?: string;
+  /** The action asked for a quarantine copy of the original. */
+  quarantine?: boolean;
+  /** false when the policy asked not to log this hit (`log: false`). */
+  log?: boolean;
 }
 
 export interface Verdict {

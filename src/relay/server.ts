@@ -8,8 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
-import { ImapSession } from '../session/imap.js';
-import { Pop3Session } from '../session/pop3.js';
+import { createSessionFactory } from '../inspect/factory.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -18,7 +17,7 @@ import { Connection } from './connection.js';
 export interface ServerDeps {
   log: Logger;
   minter: LeafMinter | null;
-  /** Builds the session for a connection; default: plain relay sessions by protocol. Inline inspection plugs in here. */
+  /** Builds the session for a connection; default: src/inspect/factory.ts (policy per listener, scanner, quarantine). */
   createSession?: (host: SessionHost) => Session;
 }
 
@@ -28,17 +27,14 @@ export interface RunningServer {
   readonly sessionCount: number;
 }
 
-function defaultSession(host: SessionHost): Session {
-  return host.listener.protocol === 'imap' ? new ImapSession(host) : new Pop3Session(host);
-}
-
 function refusal(listener: ListenerConfig, text: string): string {
   return listener.protocol === 'imap' ? `* BYE [UNAVAILABLE] postern: ${text}\r\n` : `-ERR [SYS/TEMP] postern: ${text}\r\n`;
 }
 
 export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
   const log = deps.log;
-  const createSession = deps.createSession ?? defaultSession;
+  const factory = deps.createSession ? null : createSessionFactory(config, log);
+  const createSession = deps.createSession ?? factory!.createSession;
   const sessions = new Set<Connection>();
   const perClient = new Map<string, number>();
   const servers = new Map<string, net.Server>();
@@ -129,6 +125,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       }
       for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
+      await factory?.close();
       log.info({ remaining: sessions.size }, 'server stopped');
     },
   };

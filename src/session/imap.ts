@@ -43,7 +43,9 @@ export interface ImapInterceptor {
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
-  observeTagged?(command: string, head: ResponseHead): void;
+  observeTagged?(tag: string, command: string, head: ResponseHead): void;
+  /** The session ended: release resources (cache files). */
+  close?(): void;
 }
 
 /** What an interceptor may see of the session. */
@@ -174,6 +176,7 @@ export class ImapSession implements Session, ImapSessionView {
   private finish(reason: Parameters<SessionHost['close']>[0]): void {
     if (this.phase === 'closed') return;
     this.phase = 'closed';
+    this.interceptor?.close?.();
     this.handshakeWaiter?.(new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'session closed'));
     this.host.close(reason);
   }
@@ -756,7 +759,7 @@ export class ImapSession implements Session, ImapSessionView {
       }
       if (target) this.inflight.splice(idx, 1);
       if (target?.tag === this.idleTag) this.idleTag = null;
-      if (target) this.interceptor?.observeTagged?.(target.name, head);
+      if (target) this.interceptor?.observeTagged?.(target.tag, target.name, head);
       if (head.code && /^CAPABILITY /i.test(head.code) && !frame.literal) {
         this.upstreamResponse = { forward: false, target: null, parts: null, head, assembler: null };
         this.sendClient(this.rewriteCapabilityCode(frame.data, head));
@@ -819,11 +822,12 @@ export class ImapSession implements Session, ImapSessionView {
     const ic = target.intercepted!;
     if (head.kind === 'tagged') {
       this.inflight.splice(this.inflight.indexOf(target), 1);
-      this.interceptor?.observeTagged?.(target.name, head);
+      this.interceptor?.observeTagged?.(target.tag, target.name, head);
       const out = ic.onTagged(parts, head);
       if (out instanceof Promise) this.sendClientLater(out);
       else this.sendClient(out);
       this.maybeInject();
+      this.interceptDone();
       return;
     }
     const out = ic.onUntagged(parts, head);
@@ -842,7 +846,17 @@ export class ImapSession implements Session, ImapSessionView {
   // ---------------------------------------------------------------- relay: client -> upstream
 
   private relayClient(frames: Frame[]): void {
-    for (const frame of frames) {
+    for (let i = 0; i < frames.length; i++) {
+      const frame = frames[i]!;
+      if (frame.type === 'line' && frame.start && this.inflight.some((c) => c.intercepted)) {
+        // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
+        // nothing new goes upstream until the intercepted command has completed.
+        this.frameBacklog = frames.slice(i).concat(this.frameBacklog);
+        this.busy = true;
+        this.waitingForIntercept = true;
+        this.host.pauseClient(true);
+        return;
+      }
       if (frame.type === 'line' && frame.start) {
         if (!this.clientCommandStart(frame)) continue;
       } else {
@@ -855,6 +869,15 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   private clientAtBoundary = true;
+  private waitingForIntercept = false;
+
+  private interceptDone(): void {
+    if (!this.waitingForIntercept) return;
+    this.waitingForIntercept = false;
+    this.busy = false;
+    this.host.pauseClient(false);
+    this.drainBacklog();
+  }
 
   /** Handles the first line of a client command; returns false when the line was consumed locally. */
   private clientCommandStart(frame: LineFrame): boolean {

@@ -12,6 +12,7 @@ import {
   Pop3CommandFramer,
   Pop3ResponseFramer,
   encodeStuffedMultiline,
+  parseCommandLine,
   type Pop3Command,
   type Pop3Response,
 } from '../protocol/pop3/framer.js';
@@ -26,16 +27,26 @@ export interface Pop3PendingCommand {
   multiline: boolean;
 }
 
+/** What onMultiline returns: the dot-stuffed body to send, or a -ERR text sent instead of the whole response. */
+export type Pop3MultilineResult = Buffer | { error: string };
+
 /**
- * Extension points for the inspection stage. Both may be async; responses stay in order because the
- * session stops reading upstream responses while a hook runs.
+ * Extension points for the inspection stage. onMultiline and onDele may be async; responses stay in
+ * order because the session stops reading upstream responses (or client commands) while a hook runs.
  */
 export interface Pop3Hooks {
   /**
-   * A multi-line +OK response to RETR or TOP. `body` is the dot-stuffed body as received (see
-   * unstuff/stuff in protocol/pop3/framer.ts). Return the dot-stuffed body to send instead.
+   * The line to send upstream instead of a relayed command, or null to send it unchanged (e.g. TOP n m
+   * -> RETR n, so the whole message is vetted). The response is framed for the replacement and handed
+   * to onMultiline with the client's command.
    */
-  onMultiline?(command: Pop3PendingCommand, body: Buffer): Buffer | Promise<Buffer>;
+  upstreamCommand?(command: Pop3PendingCommand): string | null;
+  /**
+   * A multi-line +OK response to RETR or TOP. `body` is the dot-stuffed body as received (see
+   * unstuff/stuff in protocol/pop3/framer.ts). Return the dot-stuffed body to send instead, or
+   * `{ error }` to answer `-ERR <error>`.
+   */
+  onMultiline?(command: Pop3PendingCommand, body: Buffer): Pop3MultilineResult | Promise<Pop3MultilineResult>;
   /** Before DELE n is forwarded: return a -ERR text to refuse it locally, or null to forward it. */
   onDele?(msg: number): string | null | Promise<string | null>;
 }
@@ -242,7 +253,8 @@ export class Pop3Session implements Session {
     const decoded = b64 === '=' ? Buffer.alloc(0) : Buffer.from(b64, 'base64');
     const canonical = b64 === '=' ? '=' : decoded.toString('base64');
     if (b64 !== canonical || decoded.length === 0) return this.bad('[AUTH] Invalid base64 in SASL response');
-    const parts = decoded.toString('utf8').split('\0');
+    // latin1 keeps every byte as one char, so the credentials reach the upstream byte for byte.
+    const parts = decoded.toString('latin1').split('\0');
     decoded.fill(0);
     if (parts.length !== 3 || parts[1] === '') return this.bad('[AUTH] Malformed SASL PLAIN response');
     const [authzid, authcid, password] = parts as [string, string, string];
@@ -274,6 +286,9 @@ export class Pop3Session implements Session {
   }
 
   private onRelayCommand(cmd: Pop3Command): void {
+    // A bare CR or NUL inside a line could end the line early on some upstreams and smuggle a second
+    // command past postern's view (e.g. a DELE the inspection stage would refuse).
+    if (cmd.line.includes(0x0d) || cmd.line.includes(0)) return this.bad('Invalid characters in command');
     if (!RELAYED.has(cmd.name)) {
       if (['USER', 'PASS', 'AUTH', 'APOP', 'STLS'].includes(cmd.name)) return this.bad('Already logged in');
       return this.bad(cmd.name === '' ? 'Empty command' : 'Unknown command');
@@ -303,13 +318,29 @@ export class Pop3Session implements Session {
   }
 
   private forward(cmd: Pop3Command): void {
-    this.inflight.push({ name: cmd.name, args: cmd.args, multiline: isMultiline(cmd.name, cmd.args) });
+    const pending: Pop3PendingCommand = { name: cmd.name, args: cmd.args, multiline: isMultiline(cmd.name, cmd.args) };
+    let line = cmd.line;
+    if (this.hooks.upstreamCommand) {
+      let replacement: string | null;
+      try {
+        replacement = this.hooks.upstreamCommand(pending);
+      } catch (e) {
+        return this.fail(e, 'hook');
+      }
+      if (replacement !== null) {
+        if (/[\r\n\0]/.test(replacement)) return this.fail(new Error('upstreamCommand returned a line break'), 'hook');
+        const up = parseCommandLine(Buffer.from(replacement, 'latin1'));
+        pending.multiline = isMultiline(up.name, up.args);
+        line = up.line;
+      }
+    }
+    this.inflight.push(pending);
     if (cmd.name === 'QUIT') {
       this.state = 'quit';
       // Nothing after QUIT is meaningful; stop reading the client.
       this.cf.clear();
     }
-    this.host.sendUpstream(Buffer.concat([cmd.line, Buffer.from(CRLF)]));
+    this.host.sendUpstream(Buffer.concat([line, Buffer.from(CRLF)]));
   }
 
   // ---------------------------------------------------------------- login
@@ -358,12 +389,12 @@ export class Pop3Session implements Session {
     const c = this.creds!;
     if (c.method === 'plain') {
       this.up = 'auth';
-      const ir = Buffer.from(`\0${this.routedUser}\0${c.password}`, 'utf8');
+      const ir = Buffer.from(`\0${this.routedUser}\0${c.password}`, 'latin1');
       this.host.sendUpstream(Buffer.from(`AUTH PLAIN ${ir.toString('base64')}${CRLF}`, 'latin1'));
       ir.fill(0);
     } else {
       this.up = 'user';
-      this.host.sendUpstream(Buffer.from(`USER ${this.routedUser}${CRLF}`, 'utf8'));
+      this.host.sendUpstream(Buffer.from(`USER ${this.routedUser}${CRLF}`, 'latin1'));
     }
   }
 
@@ -414,7 +445,7 @@ export class Pop3Session implements Session {
       case 'user':
         if (r.kind === 'ok') {
           this.up = 'pass';
-          this.host.sendUpstream(Buffer.from(`PASS ${this.creds!.password}${CRLF}`, 'utf8'));
+          this.host.sendUpstream(Buffer.from(`PASS ${this.creds!.password}${CRLF}`, 'latin1'));
           return;
         }
         return this.loginResult(r);
@@ -502,9 +533,10 @@ export class Pop3Session implements Session {
       Promise.resolve()
         .then(() => this.hooks.onMultiline!(cmd, r.body!))
         .then(
-          (body) => {
+          (result) => {
             if (this.state === 'closed') return;
-            this.host.sendClient(encodeStuffedMultiline(r.status, body));
+            if (Buffer.isBuffer(result)) this.host.sendClient(encodeStuffedMultiline(r.status, result));
+            else this.toClient(`-ERR ${oneLine(result.error)}`);
             this.upstreamBusy = false;
             this.host.pauseUpstream(false);
             this.afterResponse(cmd, r);

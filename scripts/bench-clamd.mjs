@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+/**
+ * Scan overhead of postern's ClamdScanner per message size, against clamd scanning the same bytes
+ * directly, measured in the same run on a private clamd (test/fixtures/clamav config + database):
+ *   - scanner:   ClamdScanner.scan() (dist/scanners/clamd.js)
+ *   - raw:       a minimal INSTREAM client (the floor: clamd's own scan time + loopback transfer)
+ *   - clamdscan: `clamdscan --stream` on a file with the same bytes (process start included)
+ * Runs are interleaved so drift hits every variant alike. Usage: npm run build && node scripts/bench-clamd.mjs
+ */
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { pino } from 'pino';
+import { ClamdScanner } from '../dist/scanners/clamd.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const fixtures = join(root, 'test/fixtures/clamav');
+const run = promisify(execFile);
+
+function findBin(name) {
+  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/sbin']) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  throw new Error(`${name} not found (apt-get install clamav-daemon clamav)`);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function raw(port, data) {
+  // The floor: zINSTREAM, one frame per 256 KiB, terminator, read until close.
+  return new Promise((resolve, reject) => {
+    const s = net.createConnection({ host: '127.0.0.1', port });
+    const out = [];
+    s.on('error', reject);
+    s.on('data', (d) => out.push(d));
+    s.on('end', () => resolve(Buffer.concat(out).toString('latin1')));
+    s.cork();
+    s.write('zINSTREAM\0');
+    for (let off = 0; off < data.length; off += 262144) {
+      const chunk = data.subarray(off, off + 262144);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(chunk.length);
+      s.write(len);
+      s.write(chunk);
+    }
+    s.write(Buffer.alloc(4));
+    s.uncork();
+  });
+}
+
+async function startClamd() {
+  const dir = mkdtempSync(join(tmpdir(), 'postern-bench-clamd-'));
+  mkdirSync(join(dir, 'db'));
+  mkdirSync(join(dir, 'tmp'));
+  for (const f of readdirSync(fixtures)) if (/\.(ndb|hdb)$/.test(f)) copyFileSync(join(fixtures, f), join(dir, 'db', f));
+  const port = await freePort();
+  const conf = readFileSync(join(fixtures, 'clamd.conf.in'), 'utf8')
+    .replaceAll('@DIR@', dir)
+    .replaceAll('@PORT@', String(port))
+    .replaceAll('@STREAM_MAX_LENGTH@', '25M')
+    .replaceAll('@MAX_SCAN_SIZE@', '100M')
+    .replaceAll('@MAX_FILE_SIZE@', '25M');
+  writeFileSync(join(dir, 'clamd.conf'), conf);
+  const child = spawn(findBin('clamd'), ['-c', join(dir, 'clamd.conf')], { stdio: 'ignore' });
+  const until = Date.now() + 30_000;
+  for (;;) {
+    try {
+      const r = await new Promise((resolve, reject) => {
+        const s = net.createConnection({ host: '127.0.0.1', port }, () => s.write('zPING\0'));
+        s.on('data', (d) => { resolve(d.toString()); s.destroy(); });
+        s.on('error', reject);
+      });
+      if (r.startsWith('PONG')) break;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > until || child.exitCode !== null) throw new Error('clamd did not start');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { dir, port, conf: join(dir, 'clamd.conf'), stop: () => { child.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); } };
+}
+
+function buildMessage(size) {
+  // A mail with one base64 attachment (clamd decodes it: ScanMail), filled from a hash chain so
+  // content is deterministic, incompressible and signature-free; about `size` bytes in all.
+  const head =
+    'From: a@example.test\r\nTo: b@example.test\r\nSubject: bench\r\nDate: Mon, 02 Jun 2025 10:00:00 +0000\r\n' +
+    'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n' +
+    '--XX\r\nContent-Type: application/octet-stream; name="a.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
+  const tail = '\r\n--XX--\r\n';
+  const payloadBytes = Math.max(0, Math.floor(((size - head.length - tail.length) * 3 * 76) / (4 * 78)));
+  const payload = Buffer.alloc(payloadBytes);
+  for (let i = 0, off = 0; off < payloadBytes; i++) off += createHash('sha256').update(`bench:${i}`).digest().copy(payload, off);
+  const b64 = payload.toString('base64').replace(/.{76}/g, '$&\r\n');
+  return Buffer.from(`${head}${b64}${tail}`, 'latin1');
+}
+
+const stats = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { median: q(0.5), p90: q(0.9) };
+};
+const fmt = (ms) => `${ms.toFixed(2).padStart(8)} ms`;
+
+async function main() {
+  const clamd = await startClamd();
+  const clamdscan = findBin('clamdscan');
+  const scanner = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: clamd.port }], timeoutMs: 60_000, healthIntervalMs: 0, maxStreamBytes: 25 * 1024 * 1024, log: pino({ level: 'silent' }) });
+  await scanner.ready;
+  const plan = [
+    { label: '10 KB', size: 10 * 1024, iters: 200 },
+    { label: '1 MB', size: 1024 * 1024, iters: 40 },
+    { label: '10 MB', size: 10 * 1024 * 1024, iters: 10 },
+  ];
+  console.log(`clamd ${(await run(findBin('clamd'), ['--version'])).stdout.trim()}, node ${process.version}; median / p90 per scan, interleaved in one run\n`);
+  console.log(`${'size'.padEnd(7)} ${'variant'.padEnd(10)} ${'median'.padStart(11)} ${'p90'.padStart(11)} ${'MB/s'.padStart(8)}   overhead vs raw (median)`);
+  try {
+    for (const { label, size, iters } of plan) {
+      const msg = buildMessage(size);
+      const file = join(clamd.dir, `msg-${size}.eml`);
+      writeFileSync(file, msg);
+      const t = { scanner: [], raw: [], clamdscan: [] };
+      const csIters = Math.min(iters, 20);
+      for (let i = -2; i < iters; i++) {
+        let t0 = performance.now();
+        const o = await scanner.scan(msg);
+        const a = performance.now() - t0;
+        if (o.kind !== 'clean') throw new Error(`scanner: unexpected ${JSON.stringify(o)}`);
+        t0 = performance.now();
+        const r = await raw(clamd.port, msg);
+        const b = performance.now() - t0;
+        if (r !== 'stream: OK\0') throw new Error(`raw: unexpected ${r}`);
+        let c;
+        if (i < csIters) {
+          t0 = performance.now();
+          await run(clamdscan, ['-c', clamd.conf, '--stream', '--no-summary', file]);
+          c = performance.now() - t0;
+        }
+        if (i >= 0) {
+          t.scanner.push(a);
+          t.raw.push(b);
+          if (c !== undefined) t.clamdscan.push(c);
+        }
+      }
+      const base = stats(t.raw).median;
+      for (const k of ['raw', 'scanner', 'clamdscan']) {
+        const s = stats(t[k]);
+        const mbs = msg.length / 1024 / 1024 / (s.median / 1000);
+        const over = k === 'raw' ? '' : `${(s.median - base >= 0 ? '+' : '')}${(s.median - base).toFixed(2)} ms (${((s.median / base - 1) * 100).toFixed(1)}%)`;
+        console.log(`${label.padEnd(7)} ${k.padEnd(10)} ${fmt(s.median)} ${fmt(s.p90)} ${mbs.toFixed(1).padStart(8)}   ${over}`);
+      }
+    }
+    console.log(`\npeak RSS of this process: ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MB`);
+  } finally {
+    await scanner.close();
+    clamd.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(2);
+});

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What `npm test` runs: make sure the real servers exist, type-check and build, run every test, and end
+# with one plain line "N passed, N failed[, N skipped]" that CI reads.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+packages=(dovecot-imapd dovecot-pop3d clamav-daemon clamav)
+missing=()
+for bin in dovecot doveadm clamd; do command -v "$bin" >/dev/null 2>&1 || missing+=("$bin"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "Installing ${packages[*]} (missing: ${missing[*]})"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q && apt-get install -y -q --no-install-recommends "${packages[@]}" || {
+      echo "0 passed, 1 failed"; exit 1; }
+  else
+    echo "The tests need ${missing[*]}: run 'sudo apt-get update && sudo apt-get install -y ${packages[*]}' and try again."
+    echo "0 passed, 1 failed"
+    exit 1
+  fi
+fi
+
+if ! npx tsc -p .; then
+  echo "type check failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+results=.vitest-results.json
+rm -f "$results"
+npx vitest run --reporter=default --reporter=json --outputFile="$results" "$@"
+vitest_status=$?
+
+summary=$(node -e '
+const fs = require("fs");
+let r;
+try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { console.log("0 passed, 1 failed"); process.exit(0); }
+let failed = r.numFailedTests;
+// A file that fails before any test runs (import error, hook failure) reports no failed test: count it once.
+for (const f of r.testResults ?? []) {
+  if (f.status === "failed" && !(f.assertionResults ?? []).some((a) => a.status === "failed")) failed++;
+}
+const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+console.log(`${r.numPassedTests} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""));
+' "$results")
+echo "$summary"
+
+case "$summary" in
+  *" 0 failed"*) ;;
+  *) exit 1 ;;
+esac
+exit "$vitest_status"

@@ -1,0 +1,441 @@
+/**
+ * The `postern` command. bin/postern.js calls main(argv) with the arguments after the program name
+ * and uses the resolved number as the exit code: 0 success, 1 failure (invalid config, CA problem,
+ * server error), 2 usage error.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { createSecureContext } from 'node:tls';
+import { parseArgs } from 'node:util';
+import type { DestinationStream } from 'pino';
+import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
+import type { PosternConfig, ScannerConfig } from './config/types.js';
+import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
+import { isPosternError } from './errors.js';
+import { createLogger, type Logger } from './log/logger.js';
+import type { Scanner } from './scanners/types.js';
+import { caPaths, initCa, loadCa, loadOrCreateCa, type CertAuthority } from './tls/ca.js';
+import { LeafMinter } from './tls/leaf.js';
+
+// Contracts of modules other parts of postern provide (loaded lazily so `check`/`ca` work without them).
+export interface ServerModule {
+  startServer(config: PosternConfig, deps: { log: Logger; minter: LeafMinter }): Promise<{ close(graceMs?: number): Promise<void> }>;
+}
+export interface PolicyLoadModule {
+  loadPolicy(nameOrPath: string, policiesDir: string): unknown;
+}
+export interface ScanCommandModule {
+  scanCommand(args: string[], deps: { policiesDir: string; scanner: Scanner | null; quarantineDir: string }): Promise<number>;
+}
+export interface QuarantineCommandModule {
+  quarantineCommand(args: string[], deps: { dir: string; retentionDays?: number }): Promise<number>;
+}
+export interface ClamdModule {
+  createScanner(cfg: ScannerConfig, log: Logger): Scanner | Promise<Scanner>;
+}
+export interface CliModules {
+  server: ServerModule;
+  policy: PolicyLoadModule;
+  scan: ScanCommandModule;
+  quarantine: QuarantineCommandModule;
+  clamd: ClamdModule;
+}
+
+// Compile-time proof that the real modules satisfy the contracts above (type-only: nothing is loaded).
+type Satisfies<T, _C extends T> = true;
+export type ModuleContractsHold = [
+  Satisfies<ServerModule, typeof import('./relay/server.js')>,
+  Satisfies<PolicyLoadModule, typeof import('./policy/load.js')>,
+  Satisfies<ScanCommandModule, typeof import('./commands/scan.js')>,
+  Satisfies<QuarantineCommandModule, typeof import('./commands/quarantine.js')>,
+  Satisfies<ClamdModule, typeof import('./scanners/clamd.js')>,
+];
+
+const MODULE_PATHS: Record<keyof CliModules, string> = {
+  server: './relay/server.js',
+  policy: './policy/load.js',
+  scan: './commands/scan.js',
+  quarantine: './commands/quarantine.js',
+  clamd: './scanners/clamd.js',
+};
+
+/** Where output goes and what the process hooks are; tests replace them. */
+export interface CliIo {
+  stdout(data: string | Uint8Array): void;
+  stderr(data: string): void;
+  /** Hard exit, used on a second shutdown signal or when something keeps the process alive after shutdown. */
+  exit(code: number): void;
+  /** Source of SIGTERM/SIGINT (default: process). */
+  signals: NodeJS.EventEmitter;
+  /** Log destination for `serve` (default: the config's). */
+  logDest?: DestinationStream;
+  /** Module overrides (tests). */
+  modules?: Partial<CliModules>;
+}
+
+const defaultIo: CliIo = {
+  stdout: (d) => void process.stdout.write(d),
+  stderr: (d) => void process.stderr.write(d),
+  exit: (code) => process.exit(code),
+  signals: process,
+};
+
+class UsageError extends Error {}
+
+export const USAGE = `postern — IMAP/POP3 inspection proxy
+
+Usage:
+  postern serve [--config FILE]          run the proxy (creates the CA on first start)
+  postern check [--config FILE]          validate the config and the policies it names
+  postern ca init [--force] [--config FILE]
+                                         create the CA (never replaces one without --force)
+  postern ca show [--config FILE]        print the CA's subject, SHA-256 fingerprint and expiry
+  postern ca export [--format pem|der] [--out FILE] [--config FILE]
+                                         export the CA certificate for mail clients / trust stores
+  postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--config FILE]
+                                         apply a policy to one message
+  postern quarantine list | show ID | release ID --out FILE | purge --older-than DAYS [--config FILE]
+  postern --help | --version
+
+Default config: ${DEFAULT_CONFIG_FILE}
+Exit codes: 0 success, 1 failure, 2 usage error.
+`;
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function loadModule<K extends keyof CliModules>(io: CliIo, key: K): Promise<CliModules[K]> {
+  const override = io.modules?.[key];
+  if (override) return override as CliModules[K];
+  // a computed specifier: these modules belong to other parts of postern and may be built later
+  const spec = MODULE_PATHS[key];
+  return (await import(spec)) as CliModules[K];
+}
+
+/** True when `e` says the module `which` itself (not something it imports) does not exist. */
+function isModuleMissing(e: unknown, which: string): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  const msg = String((e as Error)?.message ?? e);
+  return (code === 'ERR_MODULE_NOT_FOUND' || /Cannot find module|Failed to load url/i.test(msg)) && msg.includes(which);
+}
+
+/** parseArgs failures are usage errors (exit 2). */
+function usage<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+const configOpt = { config: { type: 'string', short: 'c' } } as const;
+
+function printIssues(io: CliIo, issues: LocatedIssue[]): void {
+  for (const i of issues) io.stderr(`${formatIssue(i)}\n`);
+}
+
+/** Removes `--config FILE` / `--config=FILE` from args; notes (and keeps) `--no-av`. */
+function extractGlobal(args: string[]): { rest: string[]; config?: string; noAv: boolean } {
+  const rest: string[] = [];
+  let config: string | undefined;
+  let noAv = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (a === '--config') {
+      config = args[++i];
+      if (config === undefined) throw new UsageError('--config needs a file');
+    } else if (a.startsWith('--config=')) config = a.slice('--config='.length);
+    else {
+      if (a === '--no-av') noAv = true;
+      rest.push(a);
+    }
+  }
+  return { rest, config, noAv };
+}
+
+/** Runs the CLI. Never throws for expected failures: prints the reason and returns the exit code. */
+export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Promise<number> {
+  const io: CliIo = { ...defaultIo, ...ioOverrides };
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case undefined:
+        io.stderr(USAGE);
+        return 2;
+      case '--help':
+      case '-h':
+      case 'help':
+        io.stdout(USAGE);
+        return 0;
+      case '--version':
+      case '-V':
+      case 'version':
+        io.stdout(`postern ${version()}\n`);
+        return 0;
+      case 'serve':
+        return await serve(rest, io);
+      case 'check':
+        return await check(rest, io);
+      case 'ca':
+        return await caCommand(rest, io);
+      case 'scan':
+        return await scan(rest, io);
+      case 'quarantine':
+        return await quarantine(rest, io);
+      default:
+        throw new UsageError(`unknown command "${cmd}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr(`postern: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      printIssues(io, e.issues);
+      return 1;
+    }
+    if (isPosternError(e)) {
+      io.stderr(`postern: ${e.message} (${e.code})\n`);
+      return 1;
+    }
+    io.stderr(`postern: ${(e as Error)?.stack ?? String(e)}\n`);
+    return 1;
+  }
+}
+
+// ---------- serve ----------
+
+async function serve(args: string[], io: CliIo): Promise<number> {
+  const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
+  const config = loadConfig(values.config);
+  const log = createLogger(config.log, io.logDest);
+  let ca: CertAuthority;
+  try {
+    const r = loadOrCreateCa(config.ca);
+    ca = r.ca;
+    log.info(
+      { ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
+      r.created
+        ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)`
+        : `using CA ${ca.certFile}`,
+    );
+    for (const w of ca.warnings) log.warn({ ca: ca.certFile }, w);
+  } catch (e) {
+    log.fatal({ err: e }, 'cannot load or create the CA');
+    throw e;
+  }
+  const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
+  const { startServer } = await loadModule(io, 'server');
+  let server: { close(graceMs?: number): Promise<void> };
+  try {
+    server = await startServer(config, { log, minter });
+  } catch (e) {
+    log.fatal({ err: e }, 'cannot start');
+    await flush(log);
+    io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
+    return 1;
+  }
+  log.info({ config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
+
+  return await new Promise<number>((resolve) => {
+    let closing = false;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (closing) {
+        log.warn({ signal }, 'second signal during shutdown: exiting now');
+        void flush(log).then(() => io.exit(1));
+        return;
+      }
+      closing = true;
+      const graceMs = config.limits.shutdownGraceMs;
+      log.info({ signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
+      server.close(graceMs).then(
+        () => 0,
+        (err: unknown) => {
+          log.error({ err }, 'error during shutdown');
+          return 1;
+        },
+      ).then(async (code) => {
+        io.signals.off('SIGTERM', onSignal);
+        io.signals.off('SIGINT', onSignal);
+        log.info('stopped');
+        await flush(log);
+        resolve(code);
+        // anything still holding the event loop (a stray timer or socket) must not keep a stopped
+        // server alive; unref'd, this fires only in that case
+        setTimeout(() => io.exit(code), 2000).unref();
+      });
+    };
+    io.signals.on('SIGTERM', onSignal);
+    io.signals.on('SIGINT', onSignal);
+  });
+}
+
+function flush(log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      log.flush(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
+
+// ---------- check ----------
+
+async function check(args: string[], io: CliIo): Promise<number> {
+  const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
+  const config = loadConfig(values.config);
+  const issues: LocatedIssue[] = [];
+  const problems: string[] = [];
+
+  const policies = [...new Set(config.listeners.map((l) => l.policy).filter((p): p is string => p !== null))];
+  if (policies.length > 0) {
+    let mod: PolicyLoadModule | null = null;
+    try {
+      mod = await loadModule(io, 'policy');
+    } catch (e) {
+      if (!isModuleMissing(e, 'policy/load')) throw e;
+      problems.push(`cannot validate policies ${policies.join(', ')}: the policy loader (src/policy/load) is not available`);
+    }
+    for (const name of mod ? policies : []) {
+      try {
+        await mod!.loadPolicy(name, config.policiesDir);
+      } catch (e) {
+        if (e instanceof ConfigError) issues.push(...e.issues);
+        else if (isPosternError(e) || e instanceof Error) problems.push(`policy ${name}: ${e.message}`);
+        else problems.push(`policy ${name}: ${String(e)}`);
+      }
+    }
+  }
+
+  config.listeners.forEach((l, i) => {
+    if (!l.tls.certFile || !l.tls.keyFile) return;
+    try {
+      createSecureContext({ cert: readFileSync(l.tls.certFile), key: readFileSync(l.tls.keyFile) });
+    } catch (e) {
+      problems.push(`${config.file}: listeners[${i}].tls: cannot use cert_file/key_file: ${(e as Error).message}`);
+    }
+  });
+
+  const files = caPaths(config.ca);
+  try {
+    const ca = loadCa(config.ca);
+    for (const w of ca.warnings) io.stderr(`warning: ${w}\n`);
+  } catch (e) {
+    // a missing CA is fine (serve creates it); an unusable one is not
+    const missingBoth = !existsSync(files.certFile) && !existsSync(files.keyFile);
+    if (!missingBoth) problems.push(`CA: ${(e as Error).message}`);
+  }
+
+  printIssues(io, issues);
+  for (const p of problems) io.stderr(`${p}\n`);
+  if (issues.length > 0 || problems.length > 0) return 1;
+  io.stdout(`config OK: ${config.file} (${config.listeners.length} listener(s), ${policies.length} polic${policies.length === 1 ? 'y' : 'ies'})\n`);
+  return 0;
+}
+
+// ---------- ca ----------
+
+function describeCa(ca: CertAuthority): string {
+  return [
+    `certificate: ${ca.certFile}`,
+    `key:         ${ca.keyFile}`,
+    `subject:     ${ca.subject}`,
+    `SHA-256:     ${ca.fingerprint256}`,
+    `valid from:  ${ca.notBefore.toISOString()}`,
+    `expires:     ${ca.notAfter.toISOString()}${ca.expired ? ' (EXPIRED)' : ''}`,
+    '',
+  ].join('\n');
+}
+
+async function caCommand(args: string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case 'init': {
+      const { values } = usage(() => parseArgs({ args: rest, options: { ...configOpt, force: { type: 'boolean' } }, strict: true }));
+      const config = loadConfig(values.config);
+      const ca = initCa(config.ca, { force: values.force === true });
+      io.stdout(`created CA\n${describeCa(ca)}Import ${ca.certFile} into mail clients (postern ca export --format der for Windows/macOS).\n`);
+      return 0;
+    }
+    case 'show': {
+      const { values } = usage(() => parseArgs({ args: rest, options: configOpt, strict: true }));
+      const config = loadConfig(values.config);
+      const ca = loadCa(config.ca);
+      io.stdout(describeCa(ca));
+      for (const w of ca.warnings) io.stderr(`warning: ${w}\n`);
+      return 0;
+    }
+    case 'export': {
+      const { values } = usage(() =>
+        parseArgs({ args: rest, options: { ...configOpt, format: { type: 'string', short: 'f' }, out: { type: 'string', short: 'o' } }, strict: true }),
+      );
+      const format = values.format ?? 'pem';
+      if (format !== 'pem' && format !== 'der') throw new UsageError(`--format must be pem or der, not "${format}"`);
+      const config = loadConfig(values.config);
+      const ca = loadCa(config.ca);
+      const data = format === 'pem' ? Buffer.from(ca.certPem) : ca.derBytes;
+      if (values.out) {
+        writeFileSync(values.out, data, { mode: 0o644 });
+        io.stdout(`wrote ${path.resolve(values.out)} (${format}, SHA-256 ${ca.fingerprint256})\n`);
+      } else {
+        io.stdout(format === 'pem' ? ca.certPem : data);
+      }
+      return 0;
+    }
+    case undefined:
+      throw new UsageError('ca needs a subcommand: init, show or export');
+    default:
+      throw new UsageError(`unknown ca subcommand "${sub}"`);
+  }
+}
+
+// ---------- scan / quarantine (implemented by their own modules) ----------
+
+async function scan(args: string[], io: CliIo): Promise<number> {
+  const { rest, config: file, noAv } = extractGlobal(args);
+  let config: PosternConfig;
+  try {
+    config = loadConfig(file);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      printIssues(io, e.issues);
+      return 2; // scan's own convention: 2 = error
+    }
+    throw e;
+  }
+  const { scanCommand } = await loadModule(io, 'scan');
+  let scanner: Scanner | null = null;
+  if (config.scanner && !noAv) {
+    // scan output goes to stdout; scanner logs go to stderr
+    const log = createLogger({ level: config.log.level === 'info' ? 'warn' : config.log.level }, io.logDest ?? (await stderrDestination()));
+    const { createScanner } = await loadModule(io, 'clamd');
+    scanner = await createScanner(config.scanner, log);
+  }
+  try {
+    return await scanCommand(rest, { policiesDir: config.policiesDir, scanner, quarantineDir: config.quarantine.dir });
+  } finally {
+    await scanner?.close();
+  }
+}
+
+async function stderrDestination(): Promise<DestinationStream> {
+  const pino = (await import('pino')).default;
+  return pino.destination({ dest: 2, sync: true });
+}
+
+async function quarantine(args: string[], io: CliIo): Promise<number> {
+  const { rest, config: file } = extractGlobal(args);
+  const config = loadConfig(file);
+  const { quarantineCommand } = await loadModule(io, 'quarantine');
+  return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+}

@@ -1,0 +1,95 @@
+/**
+ * `postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av]`
+ * Runs one message through a policy the way the relay would, so an operator can try a policy before
+ * deploying it. Exit codes: 0 clean, 1 changed or blocked, 2 error (including an AV tempfail).
+ */
+import { promises as fs } from 'node:fs';
+import type { Scanner } from '../scanners/types.js';
+import { loadPolicy } from '../policy/load.js';
+import { inspectMessage } from '../policy/engine.js';
+import { FileQuarantineStore } from '../quarantine/store.js';
+import type { Verdict } from '../policy/types.js';
+
+export interface ScanCommandOptions {
+  policiesDir: string;
+  scanner?: Scanner | null;
+  quarantineDir?: string;
+  out?: (s: string) => void;
+  err?: (s: string) => void;
+}
+
+const USAGE = 'usage: postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av]';
+
+export async function scanCommand(argv: string[], opts: ScanCommandOptions): Promise<number> {
+  const out = opts.out ?? ((s: string) => void process.stdout.write(s));
+  const err = opts.err ?? ((s: string) => void process.stderr.write(s));
+  let file: string | undefined;
+  let policyRef = 'default';
+  let outFile: string | undefined;
+  let json = false;
+  let noAv = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--policy' || a === '--out') {
+      const v = argv[++i];
+      if (v === undefined) {
+        err(`${a} needs a value\n${USAGE}\n`);
+        return 2;
+      }
+      if (a === '--policy') policyRef = v;
+      else outFile = v;
+    } else if (a === '--json') json = true;
+    else if (a === '--no-av') noAv = true;
+    else if (a.startsWith('--') || file !== undefined) {
+      err(`unexpected argument ${a}\n${USAGE}\n`);
+      return 2;
+    } else file = a;
+  }
+  if (!file) {
+    err(USAGE + '\n');
+    return 2;
+  }
+  try {
+    const policy = loadPolicy(policyRef, opts.policiesDir);
+    const raw = await fs.readFile(file);
+    const res = await inspectMessage(
+      raw,
+      policy,
+      {},
+      {
+        scanner: noAv ? null : opts.scanner ?? null,
+        quarantine: opts.quarantineDir ? new FileQuarantineStore({ dir: opts.quarantineDir }) : null,
+      },
+    );
+    if (outFile) await fs.writeFile(outFile, res.output);
+    const v = res.verdict;
+    if (json) out(JSON.stringify({ file, verdict: v, output: outFile ?? null }, null, 2) + '\n');
+    else out(humanVerdict(file, v, !!opts.quarantineDir, noAv || !opts.scanner));
+    if (v.status === 'tempfail') return 2;
+    return v.status === 'clean' ? 0 : 1;
+  } catch (e) {
+    err(`${(e as Error).message}\n`);
+    return 2;
+  }
+}
+
+function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean): string {
+  const lines = [`${file}: ${v.status.toUpperCase()} (policy ${v.policy}, ${v.sizeIn} -> ${v.sizeOut} bytes, ${v.scanMs} ms)`];
+  if (noAv) lines.push('  antivirus: not used');
+  for (const h of v.hits) {
+    const what = [
+      h.part === '' ? 'message' : `part ${h.part}`,
+      h.archivePath ? `member ${h.archivePath}` : '',
+      h.filename ? `"${h.filename}"` : '',
+      h.declaredType ?? '',
+      h.detectedType && h.detectedType !== h.declaredType ? `(detected ${h.detectedType})` : '',
+    ]
+      .filter(Boolean)
+      .join(' ');
+    lines.push(`  ${h.action.toUpperCase()} ${what}: ${h.reason} [${h.rule}]`);
+  }
+  if (v.viruses.length) lines.push(`  viruses: ${v.viruses.join(', ')}`);
+  if (v.quarantineId) lines.push(`  quarantined as ${v.quarantineId}`);
+  if (v.quarantineFailed) lines.push(hasStore ? '  quarantine FAILED: original not stored' : '  quarantine requested but no quarantine directory given');
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,432 @@
+/**
+ * The YAML schema of the main config file (snake_case keys, strict: unknown keys are errors) and its
+ * normalisation into the camelCase PosternConfig of ./types.ts with every default filled in.
+ * Rules that span several keys (unique listeners, the open-relay rule, ...) are checked here too, so
+ * that parseYamlWithSchema can point each problem at its file, line, column and key path.
+ */
+import { statSync } from 'node:fs';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import { z } from 'zod';
+import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
+import type {
+  ClientTlsMode,
+  InspectConfig,
+  ListenerConfig,
+  PosternConfig,
+  Protocol,
+  ScannerConfig,
+  UpstreamConfig,
+  UpstreamTlsConfig,
+  UpstreamTlsMode,
+} from './types.js';
+
+export const DEFAULT_INSPECT: InspectConfig = {
+  vetOnMetadata: true,
+  cacheMemoryBytes: 32 * 1024 * 1024,
+  keepaliveMs: 15_000,
+};
+
+export const DEFAULT_SCANNER = {
+  timeoutMs: 60_000,
+  healthIntervalMs: 30_000,
+  // clamd's own StreamMaxLength default is 25M; sending more only gets "size limit exceeded".
+  maxStreamBytes: 25 * 1024 * 1024,
+} as const;
+
+export const DEFAULT_QUARANTINE_RETENTION_DAYS = 30;
+export const DEFAULT_CA_COMMON_NAME = 'postern local interception CA';
+export const DEFAULT_CA_ORGANIZATION = 'postern';
+export const DEFAULT_LISTENER_HOSTNAME = 'localhost';
+
+/** Default upstream port for a protocol and upstream TLS mode (RFC 8314 implicit-TLS ports). */
+export function defaultUpstreamPort(protocol: Protocol, mode: UpstreamTlsMode): number {
+  if (protocol === 'imap') return mode === 'implicit' ? 993 : 143;
+  return mode === 'implicit' ? 995 : 110;
+}
+
+/** 127.0.0.0/8, ::1 (also IPv4-mapped loopback) and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h.startsWith('::ffff:')) h = h.slice(7);
+  if (isIP(h) === 4) return h.split('.')[0] === '127';
+  if (isIP(h) === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
+  return false;
+}
+
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+
+// ---------- scalar helpers ----------
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1, b: 1,
+  k: 1000, kb: 1000, kib: 1024,
+  m: 1000 ** 2, mb: 1000 ** 2, mib: 1024 ** 2,
+  g: 1000 ** 3, gb: 1000 ** 3, gib: 1024 ** 3,
+};
+const DURATION_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `123`, `"64MiB"`, `"30s"`; returns null when the text is not a non-negative amount with a known unit. */
+export function parseAmount(value: unknown, units: Record<string, number>): number | null {
+  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : null;
+  if (typeof value !== 'string') return null;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  if (!m) return null;
+  const factor = units[m[2]!.toLowerCase()];
+  if (factor === undefined) return null;
+  const n = Math.round(Number(m[1]) * factor);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+const bytes = z.unknown().transform((v, ctx) => {
+  const n = parseAmount(v, SIZE_UNITS);
+  if (n === null) {
+    ctx.addIssue({ code: 'custom', message: 'expected a non-negative whole number of bytes or a size such as "64MiB" (units B, KB, KiB, MB, MiB, GB, GiB)' });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const millis = z.unknown().transform((v, ctx) => {
+  const n = parseAmount(v, DURATION_UNITS);
+  if (n === null) {
+    ctx.addIssue({ code: 'custom', message: 'expected a non-negative whole number of milliseconds or a duration such as "30s" (units ms, s, m, h, d)' });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const count = z.number().int().nonnegative();
+const port = z.number().int().min(0).max(65535);
+const nonEmpty = z.string().trim().min(1, 'must not be empty');
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+
+const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
+export function isValidHost(host: string): boolean {
+  return isIP(host) !== 0 || HOSTNAME_RE.test(host);
+}
+const host = z.string().trim().refine((h) => isValidHost(h), 'expected a host name or an IP address');
+/** `imap.example.com`, `*.example.com`, an IP address, or `*` (everything). */
+const hostPattern = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((p) => p === '*' || isValidHost(p.startsWith('*.') ? p.slice(2) : p), 'expected a host name, "*.domain", an IP address or "*"');
+
+// ---------- section schemas (raw, snake_case) ----------
+
+const sessionLimitsShape = {
+  max_line_length: bytes.optional(),
+  max_literal_size: bytes.optional(),
+  max_buffered_bytes: bytes.optional(),
+  connect_timeout_ms: millis.optional(),
+  greeting_timeout_ms: millis.optional(),
+  login_timeout_ms: millis.optional(),
+  idle_timeout_ms: millis.optional(),
+  max_bad_commands: count.optional(),
+};
+const sessionLimitsSchema = z.strictObject(sessionLimitsShape);
+const globalLimitsSchema = z.strictObject({
+  ...sessionLimitsShape,
+  max_sessions: count.optional(),
+  max_sessions_per_client: count.optional(),
+  shutdown_grace_ms: millis.optional(),
+});
+type RawSessionLimits = z.output<typeof sessionLimitsSchema>;
+
+const listenerTlsSchema = z.strictObject({
+  mode: z.enum(['none', 'starttls', 'starttls-required', 'implicit']),
+  hostname: host.optional(),
+  cert_file: nonEmpty.optional(),
+  key_file: nonEmpty.optional(),
+  min_version: tlsVersion.optional(),
+});
+
+const upstreamTlsSchema = z.strictObject({
+  mode: z.enum(['none', 'starttls', 'implicit']).optional(),
+  verify: z.boolean().optional(),
+  ca_file: nonEmpty.optional(),
+  servername: host.optional(),
+  min_version: tlsVersion.optional(),
+});
+
+const upstreamSchema = z.strictObject({
+  kind: z.enum(['static', 'login-routed']),
+  host: host.optional(),
+  port: port.optional(),
+  tls: upstreamTlsSchema.optional(),
+  allow: z.array(hostPattern).optional(),
+  allow_any_host: z.boolean().optional(),
+});
+
+const inspectSchema = z.strictObject({
+  vet_on_metadata: z.boolean().optional(),
+  cache_memory_bytes: bytes.optional(),
+  keepalive_ms: millis.optional(),
+});
+
+const listenerSchema = z.strictObject({
+  name: nonEmpty.optional(),
+  protocol: z.enum(['imap', 'pop3']),
+  host: host.optional(),
+  port,
+  tls: listenerTlsSchema,
+  upstream: upstreamSchema,
+  policy: nonEmpty.nullable().optional(),
+  limits: sessionLimitsSchema.optional(),
+  inspect: inspectSchema.optional(),
+});
+type RawListener = z.output<typeof listenerSchema>;
+
+const clamdEndpointSchema = z.strictObject({
+  host: host.optional(),
+  port: z.number().int().min(1).max(65535).optional(),
+  socket: nonEmpty.optional(),
+});
+
+const scannerSchema = z.strictObject({
+  type: z.literal('clamd'),
+  endpoints: z.array(clamdEndpointSchema).min(1, 'at least one clamd endpoint is required'),
+  timeout_ms: millis.optional(),
+  health_interval_ms: millis.optional(),
+  max_stream_bytes: bytes.optional(),
+});
+
+const rawConfigSchema = z.strictObject({
+  log: z
+    .strictObject({
+      level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).optional(),
+      file: nonEmpty.optional(),
+    })
+    .optional(),
+  ca: z
+    .strictObject({
+      dir: nonEmpty.optional(),
+      common_name: nonEmpty.max(64, 'at most 64 characters (X.509 upper bound for CN)').optional(),
+      organization: nonEmpty.max(64, 'at most 64 characters').optional(),
+      leaf_key_type: z.enum(['rsa', 'ec']).optional(),
+    })
+    .optional(),
+  policies_dir: nonEmpty.optional(),
+  quarantine: z
+    .strictObject({
+      dir: nonEmpty.optional(),
+      retention_days: count.optional(),
+    })
+    .optional(),
+  scanner: scannerSchema.nullable().optional(),
+  limits: globalLimitsSchema.optional(),
+  listeners: z.array(listenerSchema).min(1, 'at least one listener is required'),
+});
+type RawConfig = z.output<typeof rawConfigSchema>;
+
+// ---------- cross-key rules ----------
+
+type Ctx = z.RefinementCtx;
+const issue = (ctx: Ctx, pathParts: (string | number)[], message: string) =>
+  ctx.addIssue({ code: 'custom', message, path: pathParts });
+
+function listenerName(l: RawListener): string {
+  return l.name ?? `${l.protocol}-${l.port}`;
+}
+
+function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (string | number)[], what: string): void {
+  if (file === undefined) return;
+  const abs = path.resolve(baseDir, file);
+  let ok = false;
+  try {
+    ok = statSync(abs).isFile();
+  } catch {
+    ok = false;
+  }
+  if (!ok) issue(ctx, at, `${what} ${abs} does not exist or is not a file`);
+}
+
+function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
+  const names = new Map<string, number>();
+  const binds: { host: string; port: number; index: number }[] = [];
+  raw.listeners.forEach((l, i) => {
+    const at = (...p: (string | number)[]) => ['listeners', i, ...p];
+    const name = listenerName(l);
+    const prev = names.get(name);
+    if (prev !== undefined) issue(ctx, at(l.name ? 'name' : 'port'), `duplicate listener name "${name}" (also listeners[${prev}])`);
+    else names.set(name, i);
+
+    const bindHost = (l.host ?? '127.0.0.1').toLowerCase();
+    if (l.port !== 0) {
+      for (const b of binds) {
+        if (b.port !== l.port) continue;
+        if (b.host === bindHost || WILDCARD_HOSTS.has(b.host) || WILDCARD_HOSTS.has(bindHost)) {
+          issue(ctx, at('port'), `${bindHost}:${l.port} is already bound by listeners[${b.index}] (${b.host}:${b.port})`);
+          break;
+        }
+      }
+      binds.push({ host: bindHost, port: l.port, index: i });
+    }
+
+    const t = l.tls;
+    if ((t.cert_file === undefined) !== (t.key_file === undefined)) {
+      issue(ctx, at('tls', t.cert_file === undefined ? 'key_file' : 'cert_file'), 'cert_file and key_file must be given together');
+    }
+    if (t.mode === 'none' && (t.cert_file || t.key_file)) {
+      issue(ctx, at('tls', 'mode'), 'cert_file/key_file given but tls.mode is "none"');
+    }
+    checkFile(ctx, baseDir, t.cert_file, at('tls', 'cert_file'), 'certificate file');
+    checkFile(ctx, baseDir, t.key_file, at('tls', 'key_file'), 'key file');
+
+    const u = l.upstream;
+    checkFile(ctx, baseDir, u.tls?.ca_file, at('upstream', 'tls', 'ca_file'), 'CA file');
+    if (u.kind === 'static') {
+      if (u.host === undefined) issue(ctx, at('upstream'), 'a static upstream needs "host"');
+      if (u.allow !== undefined) issue(ctx, at('upstream', 'allow'), '"allow" is only valid for a login-routed upstream');
+      if (u.allow_any_host !== undefined) issue(ctx, at('upstream', 'allow_any_host'), '"allow_any_host" is only valid for a login-routed upstream');
+    } else {
+      if (u.host !== undefined) issue(ctx, at('upstream', 'host'), 'a login-routed upstream takes its host from the login; remove "host"');
+      if (u.tls?.servername !== undefined) issue(ctx, at('upstream', 'tls', 'servername'), 'a login-routed upstream verifies each routed host by its own name; remove "servername"');
+      const loopback = isLoopbackHost(bindHost);
+      if (u.allow_any_host === true && !loopback) {
+        issue(
+          ctx,
+          at('upstream', 'allow_any_host'),
+          `allow_any_host is only allowed on a listener bound to a loopback address (127.0.0.0/8, ::1, localhost), not ${bindHost}: it would make postern an open relay; list the reachable hosts in "allow"`,
+        );
+      }
+      (u.allow ?? []).forEach((p, j) => {
+        if (p === '*' && !loopback) {
+          issue(ctx, at('upstream', 'allow', j), `"*" allows every host: only allowed on a loopback listener (it would make postern an open relay)`);
+        }
+      });
+    }
+  });
+
+  raw.scanner?.endpoints.forEach((e, i) => {
+    const at = ['scanner', 'endpoints', i];
+    const tcp = e.host !== undefined || e.port !== undefined;
+    if (tcp && e.socket !== undefined) issue(ctx, at, 'an endpoint is either host/port or socket, not both');
+    else if (!tcp && e.socket === undefined) issue(ctx, at, 'an endpoint needs host and port, or socket');
+    else if (tcp && (e.host === undefined || e.port === undefined)) issue(ctx, at, 'a TCP endpoint needs both host and port');
+  });
+}
+
+// ---------- normalisation ----------
+
+function sessionLimits(base: SessionLimits, raw: RawSessionLimits | undefined): SessionLimits {
+  const r = raw ?? {};
+  return {
+    maxLineLength: r.max_line_length ?? base.maxLineLength,
+    maxLiteralSize: r.max_literal_size ?? base.maxLiteralSize,
+    maxBufferedBytes: r.max_buffered_bytes ?? base.maxBufferedBytes,
+    connectTimeoutMs: r.connect_timeout_ms ?? base.connectTimeoutMs,
+    greetingTimeoutMs: r.greeting_timeout_ms ?? base.greetingTimeoutMs,
+    loginTimeoutMs: r.login_timeout_ms ?? base.loginTimeoutMs,
+    idleTimeoutMs: r.idle_timeout_ms ?? base.idleTimeoutMs,
+    maxBadCommands: r.max_bad_commands ?? base.maxBadCommands,
+  };
+}
+
+function upstreamTls(raw: z.output<typeof upstreamTlsSchema> | undefined, baseDir: string): UpstreamTlsConfig {
+  const t: UpstreamTlsConfig = {
+    mode: raw?.mode ?? 'implicit',
+    verify: raw?.verify ?? true,
+    minVersion: raw?.min_version ?? 'TLSv1.2',
+  };
+  if (raw?.ca_file !== undefined) t.caFile = path.resolve(baseDir, raw.ca_file);
+  if (raw?.servername !== undefined) t.servername = raw.servername;
+  return t;
+}
+
+function normaliseListener(l: RawListener, baseDir: string, limitDefaults: SessionLimits): ListenerConfig {
+  const tlsRaw = l.tls;
+  const tls: ListenerConfig['tls'] = {
+    mode: tlsRaw.mode as ClientTlsMode,
+    hostname: (tlsRaw.hostname ?? DEFAULT_LISTENER_HOSTNAME).toLowerCase(),
+    minVersion: tlsRaw.min_version ?? 'TLSv1.2',
+  };
+  if (tlsRaw.cert_file !== undefined) tls.certFile = path.resolve(baseDir, tlsRaw.cert_file);
+  if (tlsRaw.key_file !== undefined) tls.keyFile = path.resolve(baseDir, tlsRaw.key_file);
+
+  const u = l.upstream;
+  const utls = upstreamTls(u.tls, baseDir);
+  const uport = u.port ?? defaultUpstreamPort(l.protocol, utls.mode);
+  const upstream: UpstreamConfig =
+    u.kind === 'static'
+      ? { kind: 'static', host: u.host!, port: uport, tls: utls }
+      : { kind: 'login-routed', port: uport, tls: utls, allow: [...new Set(u.allow ?? [])], allowAnyHost: u.allow_any_host ?? false };
+
+  return {
+    name: listenerName(l),
+    protocol: l.protocol,
+    host: l.host ?? '127.0.0.1',
+    port: l.port,
+    tls,
+    upstream,
+    policy: l.policy ?? null,
+    limits: sessionLimits(limitDefaults, l.limits),
+    inspect: {
+      vetOnMetadata: l.inspect?.vet_on_metadata ?? DEFAULT_INSPECT.vetOnMetadata,
+      cacheMemoryBytes: l.inspect?.cache_memory_bytes ?? DEFAULT_INSPECT.cacheMemoryBytes,
+      keepaliveMs: l.inspect?.keepalive_ms ?? DEFAULT_INSPECT.keepaliveMs,
+    },
+  };
+}
+
+function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig {
+  const gl = raw.limits ?? {};
+  const limits: ServerLimits = {
+    maxSessions: gl.max_sessions ?? DEFAULT_SERVER_LIMITS.maxSessions,
+    maxSessionsPerClient: gl.max_sessions_per_client ?? DEFAULT_SERVER_LIMITS.maxSessionsPerClient,
+    shutdownGraceMs: gl.shutdown_grace_ms ?? DEFAULT_SERVER_LIMITS.shutdownGraceMs,
+  };
+  const sessionDefaults = sessionLimits(DEFAULT_SESSION_LIMITS, gl);
+
+  let scanner: ScannerConfig | null = null;
+  if (raw.scanner) {
+    scanner = {
+      type: 'clamd',
+      endpoints: raw.scanner.endpoints.map((e) =>
+        e.socket !== undefined ? { socket: path.resolve(baseDir, e.socket) } : { host: e.host!, port: e.port! },
+      ),
+      timeoutMs: raw.scanner.timeout_ms ?? DEFAULT_SCANNER.timeoutMs,
+      healthIntervalMs: raw.scanner.health_interval_ms ?? DEFAULT_SCANNER.healthIntervalMs,
+      maxStreamBytes: raw.scanner.max_stream_bytes ?? DEFAULT_SCANNER.maxStreamBytes,
+    };
+  }
+
+  const log: PosternConfig['log'] = { level: raw.log?.level ?? 'info' };
+  if (raw.log?.file !== undefined) log.file = path.resolve(baseDir, raw.log.file);
+
+  const ca: PosternConfig['ca'] = {
+    dir: path.resolve(baseDir, raw.ca?.dir ?? 'certs'),
+    commonName: raw.ca?.common_name ?? DEFAULT_CA_COMMON_NAME,
+    organization: raw.ca?.organization ?? DEFAULT_CA_ORGANIZATION,
+  };
+  if (raw.ca?.leaf_key_type !== undefined) ca.leafKeyType = raw.ca.leaf_key_type;
+
+  return {
+    file,
+    ca,
+    log,
+    policiesDir: path.resolve(baseDir, raw.policies_dir ?? 'policies'),
+    quarantine: {
+      dir: path.resolve(baseDir, raw.quarantine?.dir ?? 'var/quarantine'),
+      retentionDays: raw.quarantine?.retention_days ?? DEFAULT_QUARANTINE_RETENTION_DAYS,
+    },
+    scanner,
+    limits,
+    listeners: raw.listeners.map((l) => normaliseListener(l, baseDir, sessionDefaults)),
+  };
+}
+
+/**
+ * The schema for one config file: validates the YAML data, checks the cross-key rules and produces the
+ * normalised PosternConfig. `file` is the absolute path of the config; relative paths resolve against its directory.
+ */
+export function configSchema(file: string): z.ZodType<PosternConfig> {
+  const baseDir = path.dirname(file);
+  return rawConfigSchema
+    .superRefine((raw, ctx) => crossCheck(raw, ctx, baseDir))
+    .transform((raw) => normalise(raw, file, baseDir)) as unknown as z.ZodType<PosternConfig>;
+}
+

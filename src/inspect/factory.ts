@@ -1,0 +1,56 @@
+/**
+ * Composition root for inspection: per listener, the compiled policy, the shared scanner and the
+ * quarantine store, turned into a session factory for the relay. Listeners without a policy get plain
+ * relay sessions.
+ */
+import type { Logger } from 'pino';
+import type { PosternConfig } from '../config/types.js';
+import { loadPolicy, type CompiledPolicy } from '../policy/load.js';
+import type { EngineDeps } from '../policy/types.js';
+import { FileQuarantineStore } from '../quarantine/store.js';
+import { createScanner } from '../scanners/clamd.js';
+import type { Scanner } from '../scanners/types.js';
+import { ImapSession } from '../session/imap.js';
+import { Pop3Session } from '../session/pop3.js';
+import type { Session, SessionHost } from '../session/types.js';
+import { ImapInspector } from './imap-inspector.js';
+import { Pop3Inspector } from './pop3-inspector.js';
+
+export interface SessionFactory {
+  createSession(host: SessionHost): Session;
+  close(): Promise<void>;
+}
+
+export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null } = {}): SessionFactory {
+  const policies = new Map<string, CompiledPolicy>();
+  for (const l of config.listeners) {
+    if (l.policy && !policies.has(l.policy)) policies.set(l.policy, loadPolicy(l.policy, config.policiesDir));
+  }
+  const needsScanner = [...policies.values()].some((p) => p.antivirus.enabled);
+  const scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
+  const engine: EngineDeps = {
+    scanner,
+    quarantine: new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays }),
+  };
+  for (const [name, p] of policies) {
+    log.info({ policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner }, 'policy loaded');
+    if (p.antivirus.enabled && !scanner) {
+      log.warn({ policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+    }
+  }
+  return {
+    createSession(host: SessionHost): Session {
+      const l = host.listener;
+      const policy = l.policy ? policies.get(l.policy)! : null;
+      if (l.protocol === 'imap') {
+        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: host.log }) : null;
+        return new ImapSession(host, { interceptor });
+      }
+      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: host.log }).hooks() : {};
+      return new Pop3Session(host, hooks);
+    },
+    async close() {
+      await scanner?.close();
+    },
+  };
+}

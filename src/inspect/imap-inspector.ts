@@ -1,0 +1,355 @@
+/**
+ * Inline inspection for IMAP: an ImapInterceptor that makes every FETCH safe.
+ *
+ * When a client asks for any content of a message (BODY[...], BINARY[...], RFC822*, and — with
+ * `vet_on_metadata` — RFC822.SIZE, BODY, BODYSTRUCTURE, BINARY.SIZE), postern rewrites the FETCH:
+ * content items are replaced by `UID BODY.PEEK[]` (or `BODY[]` when the client's request would set
+ * \Seen, so the server sets it exactly as a direct fetch would), every other item is passed on.
+ * Each returned message is vetted once per session (policy + antivirus), cached by mailbox,
+ * UIDVALIDITY and UID, and the client's items are rendered from the sanitised bytes in the order
+ * Dovecot uses. Header-only fetches are never widened: the header bytes the server returns get the
+ * policy's header rules (literal sizes recomputed). A message that cannot be vetted (scanner down,
+ * on_error: tempfail) is withheld and the FETCH completes with `NO [UNAVAILABLE]`.
+ */
+import type { Logger } from 'pino';
+import type { ListenerConfig } from '../config/types.js';
+import { isPosternError } from '../errors.js';
+import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
+import {
+  classifyItem,
+  formatItemName,
+  parseFetchItems,
+  setsSeen,
+  type FetchItem,
+  type FetchItemList,
+} from '../protocol/imap/fetch-items.js';
+import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
+import { applyHeaderRules, inspectMessage, type CompiledPolicy } from '../policy/engine.js';
+import type { EngineDeps } from '../policy/types.js';
+import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap.js';
+import { VettedCache, type Vetted } from './cache.js';
+import { renderItem } from './render.js';
+
+/** Items Dovecot writes before the body sections ("buffered" handlers), in request order. */
+const BUFFERED = new Set([
+  'UID',
+  'FLAGS',
+  'INTERNALDATE',
+  'RFC822.SIZE',
+  'BODY',
+  'BODYSTRUCTURE',
+  'MODSEQ',
+  'SAVEDATE',
+  'EMAILID',
+  'THREADID',
+  'X-GUID',
+  'X-MAILBOX',
+  'X-REAL-UID',
+  'X-SAVEDATE',
+  'X-GM-MSGID',
+  'X-GM-THRID',
+  'X-GM-LABELS',
+]);
+
+function isBuffered(item: FetchItem): boolean {
+  if (item.section) return false;
+  return BUFFERED.has(item.name);
+}
+
+export interface ImapInspectorDeps {
+  listener: ListenerConfig;
+  policy: CompiledPolicy;
+  engine: EngineDeps;
+  log: Logger;
+}
+
+interface CommandState {
+  tag: string;
+  uidCommand: boolean;
+  items: FetchItem[];
+  pending: Promise<void>[];
+  tempfail: string[];
+  failedCte: boolean;
+}
+
+function crlfStrip(s: string): string {
+  return s.replace(/\r?\n$/, '');
+}
+
+/** Reads the mailbox argument of SELECT/EXAMINE (atom or quoted; literals are left to the server). */
+function mailboxArg(text: string): string | null {
+  const t = text.trim();
+  if (t.startsWith('"')) {
+    let out = '';
+    for (let i = 1; i < t.length; i++) {
+      const c = t[i]!;
+      if (c === '\\') {
+        out += t[++i] ?? '';
+        continue;
+      }
+      if (c === '"') return out;
+      out += c;
+    }
+    return null;
+  }
+  const m = /^[^\s(]+/.exec(t);
+  return m ? m[0] : null;
+}
+
+export class ImapInspector implements ImapInterceptor {
+  private mailbox: string | null = null;
+  private uidValidity: number | null = null;
+  private readonly pendingSelect = new Map<string, string>();
+  private selectingUidValidity: number | null = null;
+  private readonly cache: VettedCache;
+  private readonly inflightVets = new Map<string, Promise<Vetted | { tempfail: string }>>();
+
+  constructor(private readonly deps: ImapInspectorDeps) {
+    this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes);
+  }
+
+  close(): void {
+    this.cache.close();
+  }
+
+  observeUntagged(head: ResponseHead): void {
+    if (this.pendingSelect.size > 0 && head.code) {
+      const m = /^UIDVALIDITY (\d+)/i.exec(head.code);
+      if (m) this.selectingUidValidity = Number(m[1]);
+    }
+  }
+
+  observeTagged(tag: string, _command: string, head: ResponseHead): void {
+    const box = this.pendingSelect.get(tag);
+    if (box === undefined) return;
+    this.pendingSelect.delete(tag);
+    if (head.keyword === 'OK') {
+      this.mailbox = box;
+      this.uidValidity = this.selectingUidValidity;
+    }
+    this.selectingUidValidity = null;
+  }
+
+  intercept(head: CommandHead, line: Buffer, session: ImapSessionView): InterceptedCommand | null {
+    const args = crlfStrip(line.toString('latin1', head.argsOffset));
+    switch (head.name) {
+      case 'SELECT':
+      case 'EXAMINE': {
+        // the old mailbox is deselected as soon as SELECT starts (RFC 9051 6.3.2)
+        this.mailbox = null;
+        this.uidValidity = null;
+        const box = mailboxArg(args);
+        if (box !== null) this.pendingSelect.set(head.tag, box);
+        return null;
+      }
+      case 'CLOSE':
+      case 'UNSELECT':
+        this.mailbox = null;
+        this.uidValidity = null;
+        return null;
+      case 'FETCH':
+      case 'UID FETCH':
+        return this.interceptFetch(head, args, line, session);
+      default:
+        return null;
+    }
+  }
+
+  private interceptFetch(head: CommandHead, args: string, line: Buffer, _session: ImapSessionView): InterceptedCommand | null {
+    const sp = args.indexOf(' ');
+    if (sp <= 0) return null;
+    const seqSet = args.slice(0, sp);
+    let parsed: FetchItemList;
+    try {
+      parsed = parseFetchItems(args.slice(sp + 1));
+    } catch {
+      return null; // let the server answer BAD
+    }
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const classes = parsed.items.map(classifyItem);
+    const needContent = classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata'));
+    const hasHeader = classes.some((c) => c === 'header');
+    if (!needContent && !hasHeader) return null;
+    const state: CommandState = {
+      tag: head.tag,
+      uidCommand: head.name === 'UID FETCH',
+      items: parsed.items,
+      pending: [],
+      tempfail: [],
+      failedCte: false,
+    };
+    if (!needContent) return this.headerOnly(line);
+
+    const upstreamItems: string[] = [];
+    const seen = new Set<string>();
+    const add = (s: string) => {
+      const k = s.toUpperCase();
+      if (!seen.has(k)) {
+        seen.add(k);
+        upstreamItems.push(s);
+      }
+    };
+    for (let i = 0; i < parsed.items.length; i++) {
+      const item = parsed.items[i]!;
+      const cls = classes[i]!;
+      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) add(item.macro ? item.name : item.raw);
+    }
+    add('UID');
+    add(parsed.items.some(setsSeen) ? 'BODY[]' : 'BODY.PEEK[]');
+    const mods: string[] = [];
+    if (parsed.modifiers.changedSince !== undefined) mods.push(`CHANGEDSINCE ${parsed.modifiers.changedSince}`);
+    if (parsed.modifiers.vanished) mods.push('VANISHED');
+    mods.push(...parsed.modifiers.other);
+    const command = `${head.tag} ${head.name} ${seqSet} (${upstreamItems.join(' ')})${mods.length ? ` (${mods.join(' ')})` : ''}\r\n`;
+    return {
+      upstreamCommand: Buffer.from(command, 'latin1'),
+      onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
+      onTagged: (parts, h) => this.onDone(state, parts, h),
+    };
+  }
+
+  /** Header-only fetches go upstream unchanged; the returned header bytes get the header rules. */
+  private headerOnly(line: Buffer): InterceptedCommand {
+    return {
+      upstreamCommand: line,
+      onUntagged: (parts, h) => {
+        if (h.keyword !== 'FETCH') return null;
+        const resp = parseFetchResponse(parts);
+        let changed = false;
+        const out = resp.items.map((it) => {
+          if (!it.literal || !isHeaderName(it.name)) return it.raw;
+          const rewritten = applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(it.name) });
+          if (rewritten.equals(it.literal)) return it.raw;
+          changed = true;
+          return literalItem(it.name, rewritten);
+        });
+        return changed ? buildFetchResponse(resp.seq, out) : Buffer.concat(parts);
+      },
+      onTagged: (parts) => Buffer.concat(parts),
+    };
+  }
+
+  private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
+    const resp = parseFetchResponse(parts);
+    const body = resp.items.find((i) => i.name === 'BODY[]');
+    if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
+    const uidItem = resp.items.find((i) => i.name === 'UID');
+    const uid = uidItem?.atom ? Number(uidItem.atom) : null;
+    const p = this.vet(body.literal, uid).then((v) => {
+      if ('tempfail' in v) {
+        state.tempfail.push(uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
+        return Buffer.alloc(0);
+      }
+      return this.render(state, resp.seq, resp.items, v);
+    });
+    state.pending.push(p.then(() => undefined, () => undefined));
+    return p;
+  }
+
+  private async vet(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
+    const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
+    if (key) {
+      const hit = await this.cache.get(key);
+      if (hit) return hit;
+      const inflight = this.inflightVets.get(key);
+      if (inflight) return inflight;
+    }
+    const work = this.runEngine(raw, uid);
+    if (key) this.inflightVets.set(key, work);
+    try {
+      const v = await work;
+      if (key && !('tempfail' in v)) await this.cache.set(key, v);
+      return v;
+    } finally {
+      if (key) this.inflightVets.delete(key);
+    }
+  }
+
+  private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
+    const l = this.deps.listener;
+    const ctx = { listener: l.name, protocol: 'imap' as const, mailbox: this.mailbox ?? undefined, uidValidity: this.uidValidity ?? undefined, uid: uid ?? undefined };
+    try {
+      const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
+      const v = r.verdict;
+      this.deps.log.info(
+        {
+          inspect: {
+            mailbox: this.mailbox,
+            uidValidity: this.uidValidity,
+            uid,
+            sizeIn: v.sizeIn,
+            sizeOut: v.sizeOut,
+            verdict: v.status,
+            rules: v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })),
+            viruses: v.viruses,
+            quarantineId: v.quarantineId,
+            quarantineFailed: v.quarantineFailed,
+            scanMs: Math.round(v.scanMs),
+          },
+        },
+        'message inspected',
+      );
+      if (v.status === 'tempfail') return { tempfail: v.hits.find((h) => h.action === 'tempfail')?.reason ?? 'scanner unavailable' };
+      return { output: r.output, structure: r.structure, verdict: v };
+    } catch (err) {
+      this.deps.log.error({ err: (err as Error).message, uid }, 'inspection failed; withholding message');
+      return { tempfail: `inspection failed: ${(err as Error).message}` };
+    }
+  }
+
+  /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */
+  private render(state: CommandState, seq: number, serverItems: FetchResponseItem[], v: Vetted): Buffer {
+    const byName = new Map(serverItems.map((i) => [i.name, i]));
+    const out: Buffer[] = [];
+    const emitted = new Set<string>();
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const emitServer = (name: string) => {
+      const it = byName.get(name);
+      if (it && !emitted.has(name)) {
+        out.push(it.raw);
+        emitted.add(name);
+      }
+    };
+    const emitItem = (item: FetchItem) => {
+      const cls = classifyItem(item);
+      const name = formatItemName(item).toUpperCase();
+      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) {
+        emitServer(name);
+        return;
+      }
+      if (emitted.has(name)) return;
+      try {
+        out.push(renderItem(v.output, v.structure, item));
+        emitted.add(name);
+      } catch (err) {
+        if (isPosternError(err) && err.code === 'E_MIME_MALFORMED') state.failedCte = true;
+        else throw err;
+      }
+    };
+    if (state.uidCommand) emitServer('UID');
+    for (const item of state.items) if (isBuffered(item)) emitItem(item);
+    if (!state.items.some((i) => i.name === 'FLAGS')) emitServer('FLAGS');
+    for (const item of state.items) if (!isBuffered(item)) emitItem(item);
+    return buildFetchResponse(seq, out);
+  }
+
+  private async onDone(state: CommandState, parts: Buffer[], head: ResponseHead): Promise<Buffer> {
+    await Promise.all(state.pending);
+    if (head.keyword === 'OK' && state.tempfail.length > 0) {
+      const list = state.tempfail.slice(0, 10).join(', ') + (state.tempfail.length > 10 ? ', ...' : '');
+      return Buffer.from(`${state.tag} NO [UNAVAILABLE] postern: could not scan ${list}; try again later\r\n`);
+    }
+    if (head.keyword === 'OK' && state.failedCte) {
+      return Buffer.from(`${state.tag} NO [UNKNOWN-CTE] Unknown Content-Transfer-Encoding\r\n`);
+    }
+    return Buffer.concat(parts);
+  }
+}
+
+function isHeaderName(name: string): boolean {
+  return name === 'RFC822.HEADER' || /^BODY\[HEADER(\.FIELDS(\.NOT)? \(.*\))?\]/.test(name);
+}
+
+function literalItem(name: string, data: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(`${name} {${data.length}}\r\n`, 'latin1'), data]);
+}

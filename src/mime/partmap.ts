@@ -1,0 +1,727 @@
+/**
+ * IMAP section map of a message (RFC 3501/9051 §6.4.5), computed the way Dovecot 2.3 parses MIME,
+ * so that sections, sizes and BODYSTRUCTURE rendered from it match what Dovecot serves directly.
+ *
+ * Pure and total: any byte sequence yields a map (hostile input is bounded by maxDepth/maxParts:
+ * beyond them a part is kept as a leaf and not descended into). Strings inside are "binary"
+ * (latin1) strings so that every byte survives round trips unchanged.
+ *
+ * Conventions of the map (see PartMap in src/policy/types.ts):
+ * - the root has section '' and covers the whole buffer;
+ * - children of a multipart with section S are S.1, S.2, ... ('1', '2', ... under the root);
+ * - a message/rfc822 part with section S has `message`: the encapsulated message's root map, whose
+ *   section is also S, and whose children (when its body is multipart) are S.1, S.2, ...;
+ * - a non-multipart message's body is section 1 of that message: use findSection() to resolve a
+ *   section path exactly as Dovecot does (it applies these rules).
+ */
+import type { PartMap } from '../policy/types.js';
+import { DEFAULT_MIME_LIMITS } from '../limits.js';
+
+export interface PartMapLimits {
+  /** Deepest nesting of multipart / message/rfc822 containers that is descended into. */
+  maxDepth: number;
+  /** Most MIME parts (root included) that are created; later containers stay leaves. */
+  maxParts: number;
+}
+
+export const DEFAULT_PARTMAP_LIMITS: PartMapLimits = {
+  maxDepth: DEFAULT_MIME_LIMITS.maxDepth,
+  maxParts: DEFAULT_MIME_LIMITS.maxParts,
+};
+
+/** One header field as Dovecot's header parser sees it (with SKIP_INITIAL_LWSP and DROP_CR). */
+export interface HeaderField {
+  /** Name as written (latin1), without trailing whitespace before ':'. Whole line when no ':'. */
+  name: string;
+  /** Value: first line after ':' and its whitespace, continuation lines joined with '\n'. */
+  value: string;
+  /** Offset of the field's first byte. */
+  start: number;
+  /** Offset just past the field's last line (including its line ending, when present). */
+  end: number;
+}
+
+/** Internal node: PartMap plus what rendering needs. */
+export interface MimeNode extends PartMap {
+  children: MimeNode[];
+  message?: MimeNode;
+  parent?: MimeNode;
+  fields: HeaderField[];
+  /** Header ended with an empty line (false when cut by EOF or by a boundary). */
+  headerComplete: boolean;
+  isMime: boolean;
+  multipart: boolean;
+  rfc822: boolean;
+  text: boolean;
+  /** multipart/digest: children without Content-Type default to message/rfc822. */
+  digest: boolean;
+  /** Parsed Content-Type exactly as Dovecot keeps it (case preserved); null when absent / not MIME. */
+  ct: { type: string; subtype: string | null; params: Array<[string, string]>; broken: boolean } | null;
+}
+
+const nodeOf = new WeakMap<PartMap, MimeNode>();
+
+/** The internal node behind a map built by buildPartMap (undefined for foreign maps). */
+export function mimeNodeOf(map: PartMap): MimeNode | undefined {
+  return nodeOf.get(map) ?? (isMimeNode(map) ? map : undefined);
+}
+
+function isMimeNode(m: PartMap): m is MimeNode {
+  return Array.isArray((m as MimeNode).fields) && typeof (m as MimeNode).multipart === 'boolean';
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 822 tokenizer (a port of the semantics of Dovecot's rfc822-parser, on latin1 strings)
+
+/* atext = 1, alpha/digit/8bit = 2, atext-but-MIME-tspecial ('/', '=', '?') = 4 */
+const ATEXT = new Uint8Array(256);
+(() => {
+  for (let c = 0; c < 256; c++) {
+    if (c >= 128 || (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122)) ATEXT[c] = 2;
+  }
+  for (const ch of "!#$%&'*+-^_`{|}~") ATEXT[ch.charCodeAt(0)] = 1;
+  for (const ch of '/=?') ATEXT[ch.charCodeAt(0)] = 4;
+})();
+const isAtext = (c: number): boolean => c >= 0 && ATEXT[c] !== 0;
+const isAtextNonTspecial = (c: number): boolean => c >= 0 && (ATEXT[c]! & 3) !== 0;
+
+export class Rfc822Parser {
+  pos = 0;
+  readonly end: number;
+  lastComment: string | null;
+  constructor(readonly s: string, wantComments = false) {
+    this.end = s.length;
+    this.lastComment = wantComments ? '' : null;
+  }
+  /** Current char code, or -1 at the end (C code reads the terminating NUL there). */
+  cur(): number {
+    return this.pos < this.end ? this.s.charCodeAt(this.pos) : -1;
+  }
+  atEnd(): boolean {
+    return this.pos >= this.end;
+  }
+  skipComment(): number {
+    let level = 1;
+    if (this.lastComment !== null) this.lastComment = '';
+    let start = ++this.pos;
+    for (; this.pos < this.end; this.pos++) {
+      const ch = this.s.charCodeAt(this.pos);
+      if (ch === 40) level++;
+      else if (ch === 41) {
+        if (--level === 0) {
+          if (this.lastComment !== null) this.lastComment += this.s.slice(start, this.pos);
+          this.pos++;
+          return this.pos < this.end ? 1 : 0;
+        }
+      } else if (ch === 92) {
+        if (this.lastComment !== null) this.lastComment += this.s.slice(start, this.pos);
+        start = this.pos + 1;
+        this.pos++;
+        if (this.pos >= this.end) return -1;
+      }
+    }
+    return -1;
+  }
+  skipLwsp(): number {
+    while (this.pos < this.end) {
+      const ch = this.s.charCodeAt(this.pos);
+      if (ch === 32 || ch === 9 || ch === 13 || ch === 10) {
+        this.pos++;
+        continue;
+      }
+      if (ch !== 40) break;
+      if (this.skipComment() < 0) return -1;
+    }
+    return this.pos < this.end ? 1 : 0;
+  }
+  parseAtom(out: string[]): number {
+    if (this.pos >= this.end || !isAtext(this.cur())) return -1;
+    const start = this.pos++;
+    while (this.pos < this.end && isAtext(this.cur())) this.pos++;
+    out.push(this.s.slice(start, this.pos));
+    return this.pos < this.end ? this.skipLwsp() : 0;
+  }
+  parseDotAtom(out: string[]): number {
+    if (this.pos >= this.end || !isAtext(this.cur())) return -1;
+    let start = this.pos++;
+    for (;;) {
+      while (this.pos < this.end && isAtext(this.cur())) this.pos++;
+      if (this.pos >= this.end) {
+        out.push(this.s.slice(start, this.pos));
+        return 0;
+      }
+      out.push(this.s.slice(start, this.pos));
+      let ret = this.skipLwsp();
+      if (ret <= 0) return ret;
+      if (this.cur() !== 46) return 1;
+      this.pos++;
+      out.push('.');
+      ret = this.skipLwsp();
+      if (ret <= 0) return ret;
+      start = this.pos;
+    }
+  }
+  parseMimeToken(out: string[]): number {
+    const start = this.pos;
+    while (this.pos < this.end && (isAtextNonTspecial(this.cur()) || this.cur() === 46)) this.pos++;
+    out.push(this.s.slice(start, this.pos));
+    return this.pos < this.end ? this.skipLwsp() : 0;
+  }
+  parseQuotedString(out: string[]): number {
+    this.pos++;
+    let start = this.pos;
+    for (; this.pos < this.end; this.pos++) {
+      const ch = this.s.charCodeAt(this.pos);
+      if (ch === 34) {
+        out.push(this.s.slice(start, this.pos));
+        this.pos++;
+        return this.skipLwsp();
+      } else if (ch === 10) {
+        let len = this.pos - start;
+        if (len > 0 && this.s.charCodeAt(start + len - 1) === 13) len--;
+        out.push(this.s.slice(start, start + len));
+        start = this.pos + 1;
+      } else if (ch === 92) {
+        this.pos++;
+        if (this.pos >= this.end) return -1;
+        out.push(this.s.slice(start, this.pos - 1));
+        start = this.pos;
+      }
+    }
+    return -1;
+  }
+  private parseAtomOrDot(out: string[]): number {
+    const start = this.pos;
+    while (this.pos < this.end && (isAtext(this.cur()) || this.cur() === 46)) this.pos++;
+    out.push(this.s.slice(start, this.pos));
+    return this.pos < this.end ? this.skipLwsp() : 0;
+  }
+  parsePhrase(out: string[]): number {
+    if (this.pos >= this.end) return 0;
+    if (this.cur() === 46) return -1;
+    for (;;) {
+      const ret = this.cur() === 34 ? this.parseQuotedString(out) : this.parseAtomOrDot(out);
+      if (ret <= 0) return ret;
+      const ch = this.cur();
+      if (!isAtext(ch) && ch !== 34 && ch !== 46) break;
+      out.push(' ');
+    }
+    return this.skipLwsp();
+  }
+  private parseDomainLiteral(out: string[]): number {
+    const start = this.pos;
+    for (; this.pos < this.end; this.pos++) {
+      const ch = this.cur();
+      if (ch === 92) {
+        this.pos++;
+        if (this.pos >= this.end) break;
+      } else if (ch === 93) {
+        this.pos++;
+        out.push(this.s.slice(start, this.pos));
+        return this.skipLwsp();
+      }
+    }
+    return -1;
+  }
+  parseDomain(out: string[]): number {
+    this.pos++;
+    if (this.skipLwsp() <= 0) return -1;
+    return this.cur() === 91 ? this.parseDomainLiteral(out) : this.parseDotAtom(out);
+  }
+  parseContentType(out: string[]): number {
+    if (this.skipLwsp() <= 0) return -1;
+    if (this.parseMimeToken(out) <= 0) return -1;
+    if (this.cur() !== 47) return -1;
+    this.pos++;
+    if (this.skipLwsp() <= 0) return -1;
+    out.push('/');
+    return this.parseMimeToken(out);
+  }
+  /** 1 = got key/value, 0 = end, -1 = broken. */
+  parseContentParam(): { ret: number; key: string; value: string } {
+    if (this.pos >= this.end) return { ret: 0, key: '', value: '' };
+    if (this.cur() !== 59) return { ret: -1, key: '', value: '' };
+    this.pos++;
+    if (this.skipLwsp() <= 0) return { ret: -1, key: '', value: '' };
+    const k: string[] = [];
+    if (this.parseMimeToken(k) <= 0) return { ret: -1, key: '', value: '' };
+    const key = k.join('');
+    if (this.cur() !== 61) return { ret: -1, key: '', value: '' };
+    this.pos++;
+    const v: string[] = [];
+    let ret = this.skipLwsp();
+    if (ret <= 0) {
+      // broken / no value
+    } else if (this.cur() === 34) {
+      ret = this.parseQuotedString(v);
+    } else if (this.cur() === 61) {
+      // Dovecot's workaround for name==?utf-8?b?...?=
+      while (this.pos < this.end) {
+        const ch = this.cur();
+        if (ch === 59 || ch === 32 || ch === 9 || ch === 13 || ch === 10) break;
+        v.push(this.s[this.pos]!);
+        this.pos++;
+      }
+    } else {
+      ret = this.parseMimeToken(v);
+    }
+    return { ret: ret < 0 ? -1 : 1, key, value: v.join('') };
+  }
+}
+
+/** RFC 2231 merge exactly as Dovecot's rfc2231_parse: plain params first, then merged key*n params sorted. */
+export function parseRfc2231Params(p: Rfc822Parser): Array<[string, string]> {
+  const result: Array<[string, string]> = [];
+  const cont: Array<{ key: string; value: string; idx: number; extended: boolean }> = [];
+  // Dovecot keeps idx/extended in one struct reused across params; mirrored for identical output.
+  let idx = 0;
+  let guard = 0;
+  for (;;) {
+    if (++guard > 100_000) break;
+    const r = p.parseContentParam();
+    if (r.ret === 0) break;
+    if (r.ret < 0) {
+      if (p.atEnd()) break;
+      p.pos++;
+      continue;
+    }
+    const key = r.key;
+    const star = key.indexOf('*');
+    let plain = star < 0;
+    if (!plain) {
+      let q = star;
+      if (q + 1 < key.length) {
+        q++;
+        idx = 0;
+        while (q < key.length && key.charCodeAt(q) >= 48 && key.charCodeAt(q) <= 57) {
+          idx = (idx * 10 + key.charCodeAt(q) - 48) >>> 0;
+          q++;
+        }
+      }
+      let extended = false;
+      if (key[q] === '*') {
+        extended = true;
+        q++;
+      }
+      if (q < key.length) plain = true;
+      else cont.push({ key: key.slice(0, star), value: r.value, idx, extended });
+    }
+    if (plain) result.push([key, r.value]);
+  }
+  if (cont.length === 0) return result;
+  cont.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.idx - b.idx));
+  for (let i = 0; i < cont.length; ) {
+    let ok = true;
+    let haveExt = false;
+    let nextIdx = 0;
+    let j = i;
+    for (; j < cont.length; j++) {
+      if (cont[i]!.key.toLowerCase() !== cont[j]!.key.toLowerCase()) break;
+      if (cont[j]!.idx !== nextIdx) ok = false;
+      if (cont[j]!.extended) haveExt = true;
+      nextIdx++;
+    }
+    if (!ok) {
+      for (let k = i; k < j; k++) {
+        const c = cont[k]!;
+        result.push([`${c.key}*${c.idx}${c.extended ? '*' : ''}`, c.value]);
+      }
+    } else {
+      let v = !cont[i]!.extended && haveExt ? "''" : '';
+      for (let k = i; k < j; k++) {
+        const c = cont[k]!;
+        v += !c.extended && haveExt ? c.value.replace(/%/g, '%25') : c.value;
+      }
+      result.push([haveExt ? `${cont[i]!.key}*` : cont[i]!.key, v]);
+    }
+    i = j;
+  }
+  return result;
+}
+
+/** Content-Type parse as Dovecot's message_part_data keeps it (case preserved). */
+export function parseContentTypeValue(value: string): NonNullable<MimeNode['ct']> {
+  const p = new Rfc822Parser(value);
+  p.skipLwsp();
+  const out: string[] = [];
+  const ret = p.parseContentType(out);
+  const full = out.join('');
+  const slash = full.indexOf('/');
+  const ct = {
+    type: slash < 0 ? full : full.slice(0, slash),
+    subtype: slash < 0 ? null : full.slice(slash + 1),
+    params: [] as Array<[string, string]>,
+    broken: ret < 0,
+  };
+  if (ret >= 0) ct.params = parseRfc2231Params(p);
+  return ct;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header and body scanning
+
+const LF = 10;
+const CR = 13;
+
+function lineEnd(buf: Buffer, pos: number): number {
+  const i = buf.indexOf(LF, pos);
+  return i < 0 ? buf.length : i + 1;
+}
+
+interface Boundary {
+  b: Buffer;
+  node: MimeNode;
+}
+
+interface Hit {
+  boundary: Boundary;
+  /** Offset where the content before the boundary line ends ([CR]LF before it excluded). */
+  contentEnd: number;
+  /** Offset of the "--boundary" line. */
+  lineStart: number;
+  epilogue: boolean;
+}
+
+/** Longest active boundary that is a prefix of the line after "--". Dovecot matches prefixes only. */
+function matchBoundary(buf: Buffer, lineStart: number, stack: Boundary[]): Boundary | null {
+  if (stack.length === 0) return null;
+  if (lineStart + 2 > buf.length || buf[lineStart] !== 45 || buf[lineStart + 1] !== 45) return null;
+  let best: Boundary | null = null;
+  const from = lineStart + 2;
+  for (let i = stack.length - 1; i >= 0; i--) {
+    const bd = stack[i]!;
+    const n = bd.b.length;
+    if (from + n <= buf.length && buf.compare(bd.b, 0, n, from, from + n) === 0) {
+      if (best === null || best.b.length < n) best = bd;
+    }
+  }
+  return best;
+}
+
+class Builder {
+  parts = 0;
+  stack: Boundary[] = [];
+  constructor(
+    readonly buf: Buffer,
+    readonly limits: PartMapLimits,
+  ) {}
+
+  newNode(section: string, start: number, parent: MimeNode | undefined, isMimeChild: boolean): MimeNode {
+    this.parts++;
+    return {
+      section,
+      headerStart: start,
+      bodyStart: start,
+      bodyEnd: start,
+      contentType: 'text/plain',
+      params: {},
+      children: [],
+      parent,
+      fields: [],
+      headerComplete: false,
+      isMime: isMimeChild,
+      multipart: false,
+      rfc822: false,
+      text: false,
+      digest: false,
+      ct: null,
+    };
+  }
+
+  /** Finds the next boundary line at or after a line start (first line checked as is). */
+  scan(pos: number): Hit | null {
+    const buf = this.buf;
+    if (this.stack.length === 0) return null;
+    let line = pos;
+    while (line < buf.length) {
+      const bd = matchBoundary(buf, line, this.stack);
+      if (bd) {
+        let contentEnd = line;
+        if (line > pos) {
+          contentEnd = line - 1;
+          if (contentEnd > pos && buf[contentEnd - 1] === CR) contentEnd--;
+        }
+        const after = line + 2 + bd.b.length;
+        const epilogue = after + 2 <= buf.length && buf[after] === 45 && buf[after + 1] === 45;
+        const k = this.stack.indexOf(bd);
+        // forget boundaries of parts that this one closes; drop this one too after its close delimiter
+        this.stack.length = epilogue ? k : k + 1;
+        return { boundary: bd, contentEnd, lineStart: line, epilogue };
+      }
+      const nl = buf.indexOf(LF, line);
+      if (nl < 0) break;
+      line = nl + 1;
+    }
+    return null;
+  }
+
+  /** Parses one entity (header + body) starting at `start`. Returns the boundary hit that ended it. */
+  entity(node: MimeNode, depth: number): Hit | null {
+    const buf = this.buf;
+    let pos = node.headerStart;
+    let sawMimeVersion = false;
+    let sawCt = false;
+    let cut = false;
+    let prevNl = 0;
+    let blankNl = 0;
+    let scanFrom = -1;
+    // header
+    for (;;) {
+      if (pos >= buf.length) break;
+      if (this.stack.length > 0 && matchBoundary(buf, pos, this.stack)) {
+        // the [CR]LF before a boundary leaves this header (Dovecot counts it in the parent's body)
+        scanFrom = pos;
+        pos -= prevNl;
+        cut = true;
+        break;
+      }
+      if (buf[pos] === LF || (buf[pos] === CR && pos + 1 < buf.length && buf[pos + 1] === LF)) {
+        blankNl = buf[pos] === LF ? 1 : 2;
+        pos += blankNl;
+        node.headerComplete = true;
+        break;
+      }
+      const start = pos;
+      let e = lineEnd(buf, pos);
+      // continuation lines
+      while (e < buf.length && (buf[e] === 32 || buf[e] === 9)) e = lineEnd(buf, e);
+      const field = parseField(buf, start, e);
+      node.fields.push(field);
+      prevNl = buf[e - 1] === LF ? (e - 2 >= start && buf[e - 2] === CR ? 2 : 1) : 0;
+      pos = e;
+      const lname = field.name.toLowerCase();
+      if (lname === 'mime-version') sawMimeVersion = true;
+      else if (lname === 'content-type') {
+        node.isMime = true;
+        if (!sawCt) {
+          sawCt = true;
+          node.ct = parseContentTypeValue(field.value);
+        }
+      }
+    }
+    if (sawMimeVersion) node.isMime = true;
+    node.bodyStart = pos;
+    node.bodyEnd = pos;
+
+    let boundary: string | null = null;
+    if (node.isMime && node.ct) {
+      const full = node.ct.type + (node.ct.subtype === null ? '' : '/' + node.ct.subtype);
+      const lower = full.toLowerCase();
+      if (lower === 'message/rfc822') node.rfc822 = true;
+      else if (lower.startsWith('text') && (lower.length === 4 || lower[4] === '/')) node.text = true;
+      else if (lower.startsWith('multipart/')) {
+        node.multipart = true;
+        node.digest = lower.slice(10) === 'digest';
+        if (!node.ct.broken) {
+          for (const [k, v] of node.ct.params) {
+            if (k.toLowerCase() === 'boundary') {
+              boundary = v;
+              break;
+            }
+          }
+        }
+      }
+    }
+    if (!node.isMime) {
+      node.rfc822 = node.text = node.multipart = node.digest = false;
+    }
+    if (!sawCt || !node.isMime) {
+      if (node.parent && node.parent.digest) node.rfc822 = true;
+      else node.text = true;
+    }
+    if (!node.isMime) node.ct = null;
+    node.contentType = publicContentType(node);
+    node.params = publicParams(node);
+
+    const canDescend = depth < this.limits.maxDepth && this.parts < this.limits.maxParts;
+    const wantMultipart = node.multipart && boundary !== null && node.headerComplete && !cut && canDescend;
+
+    // Dovecot checks for a boundary once more after the empty line: when a foreign boundary follows
+    // at once, the empty line's newline belongs to that boundary and leaves this header.
+    if (node.headerComplete && this.stack.length > 0) {
+      const own: Boundary | null = wantMultipart ? { b: Buffer.from(boundary!, 'latin1'), node } : null;
+      const bd = matchBoundary(buf, pos, own ? [...this.stack, own] : this.stack);
+      if (bd && bd !== own) {
+        scanFrom = pos;
+        pos -= blankNl;
+        node.bodyStart = node.bodyEnd = pos;
+      }
+    }
+    // A header cut short by a boundary leaves an empty body; scanning resumes at the boundary line
+    // itself, so the newline that left the header stays in the enclosing body.
+    const stripped = scanFrom >= 0;
+    const bodyFrom = stripped ? scanFrom : node.bodyStart;
+
+    if (wantMultipart) {
+      const bd: Boundary = { b: Buffer.from(boundary!, 'latin1'), node };
+      this.stack.push(bd);
+      let hit = this.scan(bodyFrom);
+      for (;;) {
+        if (hit === null) {
+          node.bodyEnd = stripped ? node.bodyStart : buf.length;
+          return null;
+        }
+        if (hit.boundary.node !== node) {
+          node.bodyEnd = stripped ? node.bodyStart : hit.contentEnd;
+          return hit;
+        }
+        const next = lineEnd(buf, hit.lineStart);
+        if (hit.epilogue) {
+          hit = this.scan(next);
+          continue;
+        }
+        if (this.parts >= this.limits.maxParts) {
+          // no more parts: the rest up to the next foreign boundary stays in this body
+          this.stack.splice(this.stack.indexOf(bd), 1);
+          hit = this.scan(next);
+          continue;
+        }
+        const sec = (node.section ? node.section + '.' : '') + String(node.children.length + 1);
+        const child = this.newNode(sec, next, node, true);
+        node.children.push(child);
+        hit = this.entity(child, depth + 1);
+      }
+    }
+    if (node.rfc822 && canDescend && !stripped) {
+      const child = this.newNode(node.section, node.bodyStart, node, false);
+      node.message = child;
+      const hit = this.entity(child, depth + 1);
+      node.bodyEnd = hit ? hit.contentEnd : buf.length;
+      return hit;
+    }
+    const hit = this.scan(bodyFrom);
+    node.bodyEnd = stripped ? node.bodyStart : hit ? hit.contentEnd : buf.length;
+    return hit;
+  }
+}
+
+function parseField(buf: Buffer, start: number, end: number): HeaderField {
+  // first line
+  let e1 = buf.indexOf(LF, start);
+  if (e1 < 0 || e1 >= end) e1 = end;
+  const lineStr = (from: number, to: number): string => {
+    let t = to;
+    if (t < end || (t === end && t > from && buf[t - 1] === LF)) {
+      // strip the line ending
+    }
+    if (t > from && buf[t - 1] === LF) t--;
+    if (t > from && buf[t - 1] === CR) t--;
+    return buf.toString('latin1', from, t);
+  };
+  const first = lineStr(start, Math.min(e1 + 1, end));
+  const colon = first.indexOf(':');
+  let name: string;
+  let value: string;
+  if (colon < 0) {
+    name = first;
+    value = '';
+  } else {
+    name = first.slice(0, colon).replace(/[ \t]+$/, '');
+    const v = first.slice(colon + 1);
+    let i = 0;
+    while (i < v.length && (v[i] === ' ' || v[i] === '\t')) i++;
+    if (i === v.length && v.length > 0) i = 1; // value of only LWSP: skip one
+    value = v.slice(i);
+  }
+  let p = Math.min(e1 + 1, end);
+  while (p < end) {
+    const e = lineEnd(buf, p);
+    const stop = Math.min(e, end);
+    value += '\n' + lineStr(p, stop);
+    p = stop;
+  }
+  return { name, value, start, end };
+}
+
+function publicContentType(n: MimeNode): string {
+  if (n.rfc822) return 'message/rfc822';
+  if (!n.ct) return 'text/plain';
+  const t = n.ct.type.toLowerCase();
+  const st = (n.ct.subtype ?? '').toLowerCase();
+  if (!t) return 'text/plain';
+  return st ? `${t}/${st}` : t;
+}
+
+function decodeText(bin: string, charset?: string): string {
+  const bytes = Buffer.from(bin, 'latin1');
+  const cs = (charset ?? 'utf-8').toLowerCase();
+  try {
+    return new TextDecoder(cs === 'us-ascii' ? 'utf-8' : cs, { fatal: true }).decode(bytes);
+  } catch {
+    return bin;
+  }
+}
+
+function publicParams(n: MimeNode): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  if (!n.ct) return out;
+  for (const [k, v] of n.ct.params) {
+    let key = k.toLowerCase();
+    let val: string;
+    if (key.endsWith('*')) {
+      key = key.slice(0, -1);
+      const m = /^([^']*)'[^']*'(.*)$/s.exec(v);
+      const raw = (m ? m[2]! : v).replace(/%([0-9A-Fa-f]{2})/g, (_s, h: string) => String.fromCharCode(parseInt(h, 16)));
+      val = decodeText(raw, m ? m[1] || 'utf-8' : 'utf-8');
+    } else {
+      val = decodeText(v);
+    }
+    if (!(key in out) || k.endsWith('*')) out[key] = val;
+  }
+  return out;
+}
+
+/** Builds the IMAP part map of `buf`. Never throws; bounded by `limits`. */
+export function buildPartMap(buf: Buffer, limits?: Partial<PartMapLimits>): PartMap {
+  const lim: PartMapLimits = {
+    maxDepth: Math.max(0, limits?.maxDepth ?? DEFAULT_PARTMAP_LIMITS.maxDepth),
+    maxParts: Math.max(1, limits?.maxParts ?? DEFAULT_PARTMAP_LIMITS.maxParts),
+  };
+  const b = new Builder(buf, lim);
+  const root = b.newNode('', 0, undefined, false);
+  b.entity(root, 0);
+  root.bodyEnd = buf.length;
+  nodeOf.set(root, root);
+  return root;
+}
+
+/**
+ * Resolves an IMAP section part path (e.g. [2, 1]) to the part Dovecot serves for it, following
+ * imap_msgpart_find: in a non-multipart entity only part 1 exists (the entity itself); a
+ * message/rfc822 part continues into its encapsulated message when the path goes on.
+ * Returns null when the section does not exist. [] is the root.
+ */
+export function findSection(root: PartMap, path: readonly number[]): MimeNode | null {
+  let part: MimeNode | null = mimeNodeOf(root) ?? null;
+  if (part === null) return null;
+  for (let i = 0; i < path.length && part !== null; i++) {
+    const num = path[i]!;
+    const more = i + 1 < path.length;
+    if (part.multipart && part.children.length > 0) {
+      part = num >= 1 && num <= part.children.length ? part.children[num - 1]! : null;
+    } else if (part.multipart) {
+      part = null;
+    } else if (num !== 1) {
+      part = null;
+    } else if (more && !part.rfc822) {
+      part = null;
+    }
+    if (part !== null && part.rfc822 && more) part = part.message ?? null;
+  }
+  return part;
+}
+
+/** All nodes of the tree in document order (root first), including encapsulated messages. */
+export function walkParts(root: PartMap): MimeNode[] {
+  const out: MimeNode[] = [];
+  const start = mimeNodeOf(root);
+  if (!start) return out;
+  const todo: MimeNode[] = [start];
+  while (todo.length) {
+    const n = todo.pop()!;
+    out.push(n);
+    const kids = n.message ? [n.message] : n.children;
+    for (let i = kids.length - 1; i >= 0; i--) todo.push(kids[i]!);
+  }
+  return out;
+}

@@ -1,0 +1,535 @@
+/**
+ * The policy engine: one message in, a verdict and a deterministic sanitised message out.
+ *
+ * The rewrite works on byte offsets into the original buffer: untouched ranges are re-emitted as
+ * zero-copy subarrays and only replaced entities (stripped parts, rewritten headers) are new bytes,
+ * so kept parts are byte-identical and boundaries stay valid. Nothing in the output depends on the
+ * clock, randomness or the process: the recovery id is derived from the original and the policy.
+ */
+import { createHash } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import type { ScanOutcome } from '../scanners/types.js';
+import { parseMime, forEachLeaf, leafSection, type MimeNode, type ParseResult } from '../mime/parse.js';
+import { parseHeader, decodedValue, firstField, type ParsedHeader } from '../mime/headers.js';
+import { decodeBody, decodePrefix } from '../mime/decode.js';
+import { detectType, ZIP_TYPE } from '../mime/detect.js';
+import { inspectZip } from '../mime/zip.js';
+import { buildPartMap } from '../mime/partmap.js';
+import type { ActionName, EngineDeps, InspectContext, InspectResult, RuleHit, Verdict } from './types.js';
+import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
+import { renderTemplate, strippedPart, encodeDenyBody, type TemplateVars } from './deny.js';
+
+export type { CompiledPolicy } from './load.js';
+
+interface Hit extends RuleHit {
+  spec: ActionSpec;
+  /** Entity to replace for a strip; undefined = whole message. */
+  target?: MimeNode;
+}
+
+const SEVERITY: Record<ActionName, number> = { allow: 0, strip: 1, block: 2 };
+const MAX_HITS = 200;
+const MAX_NAME = 1024;
+
+/** Header fields a block notice keeps so threads and the message list stay intact. */
+const KEPT_ON_BLOCK = new Set(['date', 'from', 'to', 'cc', 'subject', 'message-id', 'in-reply-to', 'references']);
+
+/** Deterministic recovery / quarantine id for an original under a policy. */
+export function recoveryId(raw: Buffer, policyName: string): string {
+  const inner = createHash('sha256').update(raw).digest();
+  return createHash('sha256').update(policyName).update('\0').update(inner).digest('hex').slice(0, 24);
+}
+
+function stricter(a: ActionSpec, b: ActionSpec): ActionSpec {
+  return SEVERITY[b.action] > SEVERITY[a.action] ? b : a;
+}
+
+/** Windows ignores trailing dots/spaces; bidi and zero-width characters hide the real extension. */
+export function normaliseFilename(name: string): string {
+  // eslint-disable-next-line no-control-regex
+  let s = name.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, '');
+  s = s.split(/[\\/]/).pop() ?? s;
+  s = s.replace(/[. \t]+$/, '').trim();
+  return s.slice(0, MAX_NAME);
+}
+
+function matchRules(rules: CompiledTypeRule[], value: string): CompiledTypeRule | undefined {
+  for (const r of rules) if (r.re.some((re) => re.test(value))) return r;
+  return undefined;
+}
+
+function typeDecision(policy: CompiledPolicy, t: string): { spec: ActionSpec; rule: string; reason?: string } {
+  const r = matchRules(policy.contentRules, t);
+  if (r) return { spec: r.spec, rule: `content_types.rules[${r.index}]`, reason: r.reason };
+  return { spec: policy.contentDefault, rule: 'content_types.default' };
+}
+
+function doubleExtension(policy: CompiledPolicy, name: string): boolean {
+  const parts = name.toLowerCase().split('.');
+  if (parts.length < 3) return false;
+  const last = parts[parts.length - 1];
+  const prev = parts[parts.length - 2];
+  return policy.dangerousExtensions.has(last) && /^[a-z]{2,5}$/.test(prev) && !policy.dangerousExtensions.has(prev);
+}
+
+/** The entity a strip replaces: a message's only body is replaced with its message/rfc822 container; the top-level body cannot be stripped (block). */
+function stripTarget(leaf: MimeNode): MimeNode | undefined {
+  if (!leaf.isMessage) return leaf;
+  return leaf.parent; // undefined for the top-level message
+}
+
+function stripRules(policy: CompiledPolicy, scope: 'top' | 'all') {
+  return policy.headers.strip.filter((r) => scope === 'top' || r.scope === 'all');
+}
+
+/** Returns the kept segments of a header (null when nothing is dropped). */
+function filterHeader(buf: Buffer, h: ParsedHeader, rules: CompiledPolicy['headers']['strip']): Buffer[] | null {
+  if (rules.length === 0) return null;
+  const out: Buffer[] = [];
+  let dropped = false;
+  for (const seg of h.segments) {
+    const f = seg.field;
+    if (f && rules.some((r) => r.name.test(f.name) && (r.value === null || r.value.test(decodedValue(buf, f))))) {
+      dropped = true;
+      continue;
+    }
+    out.push(buf.subarray(seg.start, seg.end));
+  }
+  return dropped ? out : null;
+}
+
+function addedHeaderLines(policy: CompiledPolicy, eol: string): Buffer[] {
+  return policy.headers.add.map((a) => Buffer.from(`${a.name}: ${a.value.replace(/\{policy\}/g, policy.name)}${eol}`, 'latin1'));
+}
+
+/**
+ * Applies the policy's header rules to header-only data (a whole header ending with its blank line,
+ * or a subset of fields). The engine uses this same function for the top-level header, so a header
+ * fetch and a full fetch agree. `add: false` skips added headers (for HEADER.FIELDS subsets).
+ * Returns the input Buffer itself when nothing changes.
+ */
+export function applyHeaderRules(header: Buffer, policy: CompiledPolicy, opts: { add?: boolean } = {}): Buffer {
+  const h = parseHeader(header, 0, header.length, header.length + 1);
+  return applyParsedHeaderRules(header, h, policy, opts.add !== false, []);
+}
+
+function applyParsedHeaderRules(buf: Buffer, h: ParsedHeader, policy: CompiledPolicy, add: boolean, extra: string[]): Buffer {
+  const kept = filterHeader(buf, h, stripRules(policy, 'top'));
+  const adds = add ? addedHeaderLines(policy, h.eol) : [];
+  for (const e of extra) adds.push(Buffer.from(e + h.eol, 'latin1'));
+  const headerEnd = h.segments.length ? h.segments[h.segments.length - 1].end : h.blankLineStart;
+  if (!kept && adds.length === 0) return h.bodyStart === buf.length ? buf : buf.subarray(0, h.bodyStart);
+  const parts = [...adds, ...(kept ?? [buf.subarray(h.segments[0]?.start ?? 0, headerEnd)]), buf.subarray(headerEnd, h.bodyStart)];
+  return Buffer.concat(parts);
+}
+
+function headerValue(buf: Buffer, h: ParsedHeader, name: string): string | undefined {
+  const f = firstField(h, name);
+  return f ? decodedValue(buf, f) : undefined;
+}
+
+function isInsideSigned(node: MimeNode): boolean {
+  for (let a = node.parent; a; a = a.parent) if (a.type === 'multipart/signed') return true;
+  return false;
+}
+
+/**
+ * Inspects one message. Never throws for hostile input: limits and malformed structure give the
+ * policy's action; an unexpected internal failure blocks the message (fail closed) with a notice.
+ */
+export async function inspectMessage(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext, deps: EngineDeps): Promise<InspectResult> {
+  try {
+    return await inspect(raw, policy, ctx, deps);
+  } catch (e) {
+    return failClosed(raw, policy, e);
+  }
+}
+
+function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectResult {
+  const text = renderTemplate(policy.deny.block, { reason: 'the message could not be inspected', policy: policy.name, action: 'block', rule: 'engine', recovery: recoveryId(raw, policy.name) });
+  const { body, cte } = encodeDenyBody(text, '\r\n');
+  const output = Buffer.concat([
+    Buffer.from(`Subject: [postern] message could not be inspected\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ${cte}\r\nX-Postern-Verdict: blocked; policy=${policy.name}\r\n\r\n`, 'latin1'),
+    body,
+  ]);
+  const verdict: Verdict = {
+    policy: policy.name,
+    status: 'blocked',
+    hits: [{ part: '', rule: 'engine', action: 'block', reason: `internal inspection error: ${(e as Error)?.message ?? String(e)}` }],
+    viruses: [],
+    sizeIn: raw.length,
+    sizeOut: output.length,
+    scanMs: 0,
+    quarantineFailed: true,
+  };
+  return { verdict, output, structure: buildPartMap(output) };
+}
+
+async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext, deps: EngineDeps): Promise<InspectResult> {
+  const t0 = performance.now();
+  const hits: Hit[] = [];
+  const viruses: string[] = [];
+  const tags: string[] = [];
+  const addHit = (h: Hit) => {
+    if (hits.length < MAX_HITS) hits.push(h);
+    else if (SEVERITY[h.spec.action] > 0) {
+      // keep the decision even when the list is full
+      const worst = hits.findIndex((x) => SEVERITY[x.spec.action] < SEVERITY[h.spec.action]);
+      if (worst >= 0) hits[worst] = h;
+    }
+  };
+
+  let parsed: ParseResult | undefined;
+  let tempfail = false;
+  const scanner = policy.antivirus.enabled ? deps.scanner ?? null : null;
+
+  if (raw.length > policy.limits.maxMessageSize) {
+    const spec = policy.limits.onLimit;
+    if (spec.action !== 'allow') {
+      addHit({ part: '', rule: 'limits.max_message_size', action: 'block', reason: `message larger than ${policy.limits.maxMessageSize} bytes`, spec: { ...spec, action: 'block' } });
+    }
+  } else {
+    parsed = parseMime(raw, policy.limits);
+    if (parsed.limit) {
+      const spec = policy.limits.onLimit;
+      if (spec.action !== 'allow') addHit({ part: parsed.limit.section, rule: parsed.limit.rule, action: 'block', reason: parsed.limit.reason, spec: { ...spec, action: 'block' } });
+    }
+    const mspec = policy.limits.onMalformed;
+    if (mspec.action !== 'allow') {
+      for (const m of parsed.malformed) {
+        addHit({ part: m.section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...mspec, action: 'block' } });
+      }
+    }
+    const leaves: MimeNode[] = [];
+    forEachLeaf(parsed.root, (l) => leaves.push(l));
+    for (const leaf of leaves) evaluateLeaf(raw, leaf, policy, addHit);
+  }
+
+  // antivirus: the raw message and every decoded leaf part
+  if (scanner && !hits.some((h) => h.spec.action === 'block')) {
+    const av = policy.antivirus;
+    const onOversize = (part: string, size: number) => {
+      if (av.onOversize === 'block') {
+        addHit({ part, rule: 'antivirus.on_oversize', action: 'block', reason: `too large to scan (${size} bytes)`, spec: { action: 'block', quarantine: false, log: true } });
+      } else if (!tags.some((t) => t.includes('oversize'))) tags.push(`${av.tagHeader}: unscanned; reason=oversize; policy=${policy.name}`);
+    };
+    const onError = (part: string, o: Extract<ScanOutcome, { kind: 'error' }>) => {
+      if (av.onError === 'tempfail') tempfail = true;
+      else if (av.onError === 'block') {
+        addHit({ part, rule: 'antivirus.on_error', action: 'block', reason: `scanner ${o.reason}: ${o.message}`, spec: { action: 'block', quarantine: false, log: true } });
+      } else if (!tags.some((t) => t.includes('reason=error'))) tags.push(`${av.tagHeader}: unscanned; reason=error; policy=${policy.name}`);
+    };
+    const handle = (o: ScanOutcome, part: string, size: number, leaf?: MimeNode): boolean => {
+      if (o.kind === 'oversize') onOversize(part, size);
+      else if (o.kind === 'error') onError(part, o);
+      else if (o.kind === 'infected') {
+        for (const v of o.viruses) if (!viruses.includes(v)) viruses.push(v);
+        return true;
+      }
+      return false;
+    };
+    let rawInfected = false;
+    let partInfected = false;
+    if (raw.length > av.maxSize) onOversize('', raw.length);
+    else rawInfected = handle(await scanner.scan(raw, { label: 'message' }), '', raw.length);
+    if (!tempfail && av.scanParts && parsed) {
+      const leaves: MimeNode[] = [];
+      forEachLeaf(parsed.root, (l) => leaves.push(l));
+      for (const leaf of leaves) {
+        if (tempfail) break;
+        const section = leafSection(leaf);
+        const data = decodeBody(raw.subarray(leaf.bodyStart, leaf.end), leaf.cte).data;
+        if (data.length === 0) continue;
+        if (data.length > av.maxSize) {
+          onOversize(section, data.length);
+          continue;
+        }
+        const o = await scanner.scan(data, { label: `part ${section}` });
+        if (handle(o, section, data.length, leaf)) {
+          partInfected = true;
+          const target = av.onVirus.action === 'strip' ? stripTarget(leaf) : undefined;
+          addHit({
+            part: section,
+            declaredType: leaf.type,
+            filename: leaf.filenames[0],
+            rule: 'antivirus',
+            action: target ? 'strip' : 'block',
+            reason: `virus found: ${(o as { viruses: string[] }).viruses.join(', ')}`,
+            virus: (o as { viruses: string[] }).viruses.join(', '),
+            spec: target ? av.onVirus : { ...av.onVirus, action: 'block' },
+            target,
+          });
+        }
+      }
+    }
+    if (rawInfected && !partInfected && !tempfail) {
+      addHit({ part: '', rule: 'antivirus', action: 'block', reason: `virus found: ${viruses.join(', ')}`, virus: viruses.join(', '), spec: { ...av.onVirus, action: 'block' } });
+    }
+  }
+
+  const finish = (status: Verdict['status'], output: Buffer, quarantineId?: string, quarantineFailed?: boolean): InspectResult => {
+    const verdict: Verdict = {
+      policy: policy.name,
+      status,
+      hits: hits.map(publicHit),
+      viruses,
+      sizeIn: raw.length,
+      sizeOut: output.length,
+      scanMs: Math.round((performance.now() - t0) * 100) / 100,
+    };
+    if (quarantineId) verdict.quarantineId = quarantineId;
+    if (quarantineFailed) verdict.quarantineFailed = true;
+    return { verdict, output, structure: buildPartMap(output) };
+  };
+
+  if (tempfail) {
+    for (const h of hits) h.spec = { ...h.spec }; // verdict still lists what was found
+    hits.unshift({ part: '', rule: 'antivirus.on_error', action: 'tempfail', reason: 'scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
+    return finish('tempfail', raw);
+  }
+
+  // strips inside a signed part invalidate the signature: the policy decides whether that is acceptable
+  if (policy.signed.onChange === 'block') {
+    const signedHit = hits.find((h) => h.spec.action === 'strip' && h.target && isInsideSigned(h.target));
+    if (signedHit) {
+      addHit({ part: signedHit.part, rule: 'signed.on_change', action: 'block', reason: 'a change inside a signed part would break its signature', spec: { action: 'block', quarantine: signedHit.spec.quarantine, log: true } });
+    }
+  }
+  // a strip with no replaceable entity (the top-level body) becomes a block
+  for (const h of hits) {
+    if (h.spec.action === 'strip' && !h.target) {
+      h.spec = { ...h.spec, action: 'block' };
+      h.action = 'block';
+    }
+  }
+
+  const blocked = hits.some((h) => h.spec.action === 'block');
+  const acting = hits.filter((h) => h.spec.action !== 'allow');
+  const wantQuarantine = acting.some((h) => h.spec.quarantine);
+  const rid = recoveryId(raw, policy.name);
+  let quarantineId: string | undefined;
+  let quarantineFailed = false;
+  if (wantQuarantine) {
+    if (!deps.quarantine) quarantineFailed = true;
+    else {
+      try {
+        quarantineId = await deps.quarantine.put(raw, {
+          id: rid,
+          policy: policy.name,
+          status: blocked ? 'blocked' : 'changed',
+          hits: acting.map(publicHit),
+          viruses,
+          context: ctx,
+          time: (deps.now ?? (() => new Date()))().toISOString(),
+        });
+      } catch {
+        quarantineFailed = true;
+      }
+    }
+  }
+  const rootHeader = parsed?.root.header ?? parseHeader(raw, 0, raw.length, policy.limits.maxHeaderSize);
+  const vars = (h: Hit[]): TemplateVars => ({
+    reason: uniq(h.map((x) => x.reason)).join('; '),
+    filename: uniq(h.map((x) => x.filename ?? '').filter(Boolean)).join(', ') || undefined,
+    type: uniq(h.map((x) => (x.detectedType && x.detectedType !== x.declaredType ? `${x.declaredType ?? '?'} (detected ${x.detectedType})` : x.declaredType ?? '')).filter(Boolean)).join(', ') || undefined,
+    virus: uniq(h.map((x) => x.virus ?? '').filter(Boolean)).join(', ') || undefined,
+    action: h.some((x) => x.spec.action === 'block') ? 'block' : 'strip',
+    policy: policy.name,
+    rule: uniq(h.map((x) => x.rule)).join(', '),
+    message_id: headerValue(raw, rootHeader, 'message-id'),
+    subject: headerValue(raw, rootHeader, 'subject'),
+    sender: headerValue(raw, rootHeader, 'from'),
+    // the id is shown even when storing failed: the text must not depend on disk state
+    recovery: wantQuarantine ? rid : 'none (original not kept)',
+    part: uniq(h.map((x) => x.part)).join(', '),
+  });
+
+  if (blocked) {
+    const eol = rootHeader.eol;
+    const out: Buffer[] = [];
+    for (const f of rootHeader.fields) {
+      if (!KEPT_ON_BLOCK.has(f.name)) continue;
+      const slice = raw.subarray(f.start, f.end);
+      out.push(slice);
+      if (slice[slice.length - 1] !== 0x0a) out.push(Buffer.from(eol));
+    }
+    const text = renderTemplate(policy.deny.block, vars(acting.filter((h) => h.spec.action === 'block').concat(acting.filter((h) => h.spec.action !== 'block'))));
+    const { body, cte } = encodeDenyBody(text, eol);
+    out.push(
+      Buffer.from(
+        `MIME-Version: 1.0${eol}Content-Type: text/plain; charset=utf-8${eol}Content-Transfer-Encoding: ${cte}${eol}` +
+          `X-Postern-Verdict: blocked; policy=${policy.name}${eol}${eol}`,
+        'latin1',
+      ),
+    );
+    const headerBuf = Buffer.concat(out);
+    const finalHeader = applyHeaderRules(headerBuf, policy);
+    return finish('blocked', Buffer.concat([finalHeader, body]), quarantineId, quarantineFailed);
+  }
+
+  // changed / clean: collect non-overlapping replacements
+  const replacements: { start: number; end: number; bytes: Buffer[] }[] = [];
+  const replaced = new Set<MimeNode>();
+  const byTarget = new Map<MimeNode, Hit[]>();
+  for (const h of acting) {
+    if (h.spec.action !== 'strip' || !h.target) continue;
+    const list = byTarget.get(h.target) ?? [];
+    list.push(h);
+    byTarget.set(h.target, list);
+  }
+  for (const target of byTarget.keys()) {
+    let covered = false;
+    for (let a = target.parent; a && !covered; a = a.parent) covered = byTarget.has(a);
+    if (covered) continue; // a stripped ancestor already removes it
+    replaced.add(target);
+    const eol = target.header.eol;
+    const text = renderTemplate(policy.deny.strip, vars(byTarget.get(target)!));
+    replacements.push({ start: target.start, end: target.end, bytes: [defuse(strippedPart(text, eol), target)] });
+  }
+  if (parsed) {
+    // part headers (scope: all)
+    const allRules = policy.headers.strip.filter((r) => r.scope === 'all');
+    if (allRules.length) {
+      const walk = (n: MimeNode) => {
+        if (replaced.has(n)) return;
+        if (n !== parsed!.root) {
+          const kept = filterHeader(raw, n.header, allRules);
+          if (kept) replacements.push({ start: n.start, end: n.header.blankLineStart, bytes: kept });
+        }
+        if (n.message) walk(n.message);
+        for (const c of n.children) walk(c);
+      };
+      walk(parsed.root);
+    }
+  }
+  const top = applyParsedHeaderRules(raw, rootHeader, policy, true, tags);
+  if (top.length !== rootHeader.bodyStart || !top.equals(raw.subarray(0, rootHeader.bodyStart))) {
+    replacements.push({ start: 0, end: rootHeader.bodyStart, bytes: [top] });
+  }
+  if (replacements.length === 0) return finish('clean', raw, quarantineId, quarantineFailed);
+  replacements.sort((a, b) => a.start - b.start);
+  const pieces: Buffer[] = [];
+  let pos = 0;
+  for (const r of replacements) {
+    if (r.start < pos) continue; // nested in an earlier replacement
+    pieces.push(raw.subarray(pos, r.start), ...r.bytes);
+    pos = r.end;
+  }
+  pieces.push(raw.subarray(pos));
+  return finish('changed', Buffer.concat(pieces), quarantineId, quarantineFailed);
+}
+
+/** Deny text is generated, but defuse any line that would equal an enclosing delimiter anyway. */
+function defuse(part: Buffer, target: MimeNode): Buffer {
+  let s = part.toString('latin1');
+  for (let a = target.parent; a; a = a.parent) {
+    if (!a.boundary) continue;
+    const b = `--${a.boundary}`;
+    if (s.startsWith(b) || s.includes(`\n${b}`)) s = s.split(`\n${b}`).join(`\n ${b}`);
+  }
+  return Buffer.from(s, 'latin1');
+}
+
+function uniq<T>(a: T[]): T[] {
+  return [...new Set(a)];
+}
+
+function publicHit(h: Hit): RuleHit {
+  const { spec: _spec, target: _target, ...rest } = h;
+  const out: RuleHit = { ...rest, action: rest.action === 'tempfail' ? 'tempfail' : h.spec.action };
+  if (h.spec.quarantine) out.quarantine = true;
+  if (!h.spec.log) out.log = false;
+  return out;
+}
+
+function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void): void {
+  const section = leafSection(leaf);
+  const body = raw.subarray(leaf.bodyStart, leaf.end);
+  const target = stripTarget(leaf);
+  const declared = leaf.type;
+  let detected: string | undefined;
+  if (policy.detectTypes && body.length > 0) detected = detectType(decodePrefix(body, leaf.cte));
+  const names = leaf.filenames.map(normaliseFilename).filter(Boolean);
+  const filename = names[0];
+  const base = { part: section, declaredType: declared, filename, target } as const;
+
+  let full: Buffer | undefined;
+  const decoded = (): Buffer => {
+    if (!full) {
+      const d = decodeBody(body, leaf.cte);
+      full = d.data;
+      if (d.bad && policy.limits.onBadEncoding.action !== 'allow') {
+        addHit({ ...base, detectedType: detected, rule: 'limits.on_bad_encoding', action: policy.limits.onBadEncoding.action, reason: `damaged ${leaf.cte} encoding`, spec: policy.limits.onBadEncoding });
+      }
+    }
+    return full;
+  };
+  if ((leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && policy.limits.onBadEncoding.action !== 'allow') decoded();
+
+  // archives: member names and types, refined container type (docx/odt/jar are ZIPs)
+  const isZip = detected === ZIP_TYPE || (!detected && /^application\/(x-)?zip(-compressed)?$/.test(declared));
+  const memberHits: Hit[] = [];
+  if (isZip && policy.archives.inspect) {
+    const rep = inspectZip(decoded(), {
+      maxDepth: policy.archives.maxDepth,
+      maxEntries: policy.archives.maxEntries,
+      maxTotalSize: policy.archives.maxTotalSize,
+      maxRatio: policy.archives.maxRatio,
+    });
+    if (detected === ZIP_TYPE) detected = rep.type;
+    if (rep.limit || rep.malformed) {
+      const spec = policy.archives.onLimit;
+      if (spec.action !== 'allow') {
+        memberHits.push({ ...base, detectedType: detected, rule: 'archives.on_limit', action: spec.action, reason: `archive not fully inspected: ${rep.limit ?? rep.malformed}`, spec });
+      }
+    }
+    for (const m of rep.members) {
+      if (m.encrypted && policy.archives.onEncrypted.action !== 'allow') {
+        memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_encrypted', action: policy.archives.onEncrypted.action, reason: `encrypted archive member ${m.path} cannot be inspected`, spec: policy.archives.onEncrypted });
+      }
+      const mname = normaliseFilename(m.name);
+      const fr = mname ? filenameDecision(policy, mname) : undefined;
+      if (fr && fr.spec.action !== 'allow') {
+        memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `archive member ${m.path} matches a forbidden file name`, spec: fr.spec });
+      }
+      if (m.detectedType) {
+        const td = typeDecision(policy, m.detectedType);
+        if (td.spec.action !== 'allow') {
+          memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: td.rule, action: td.spec.action, reason: td.reason ?? `archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
+        }
+      }
+      if (memberHits.length > 50) break;
+    }
+  }
+
+  // content type: declared and detected are both checked; the stricter action wins
+  const dd = typeDecision(policy, declared);
+  let decision = dd;
+  let decidedOn = declared;
+  if (detected && detected !== declared) {
+    const dt = typeDecision(policy, detected);
+    if (stricter(dd.spec, dt.spec) === dt.spec && dt.spec !== dd.spec) {
+      decision = dt;
+      decidedOn = detected;
+    }
+  }
+  if (decision.spec.action !== 'allow') {
+    addHit({ ...base, detectedType: detected, rule: decision.rule, action: decision.spec.action, reason: decision.reason ?? (decidedOn === declared ? `content type ${declared} not allowed` : `detected type ${detected} (declared ${declared}) not allowed`), spec: decision.spec });
+  }
+  for (const n of names) {
+    const fr = filenameDecision(policy, n);
+    if (fr && fr.spec.action !== 'allow') {
+      addHit({ ...base, filename: n, detectedType: detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec });
+    }
+  }
+  for (const h of memberHits) addHit(h);
+}
+
+function filenameDecision(policy: CompiledPolicy, name: string): { spec: ActionSpec; rule: string; reason?: string } | undefined {
+  const r = matchRules(policy.filenameRules, name);
+  if (r && r.spec.action !== 'allow') return { spec: r.spec, rule: `filenames.rules[${r.index}]`, reason: r.reason };
+  if (policy.doubleExtension && policy.doubleExtension.action !== 'allow' && doubleExtension(policy, name)) {
+    return { spec: policy.doubleExtension, rule: 'filenames.double_extension', reason: `double extension in ${name}` };
+  }
+  return r ? { spec: r.spec, rule: `filenames.rules[${r.index}]` } : undefined;
+}

@@ -1,0 +1,217 @@
+/**
+ * Loads a policy YAML file, validates it (located errors via parseYamlWithSchema) and compiles it
+ * into the immutable form the engine uses for every message.
+ */
+import { readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { ConfigError, parseYamlWithSchema } from '../config/validate.js';
+import { DEFAULT_MIME_LIMITS } from '../limits.js';
+import type { ActionName } from './types.js';
+import { policySchema, type PolicyYaml } from './schema.js';
+import { globToRegExp } from './glob.js';
+
+export interface ActionSpec {
+  action: ActionName;
+  quarantine: boolean;
+  log: boolean;
+}
+
+export interface CompiledTypeRule {
+  index: number;
+  patterns: string[];
+  re: RegExp[];
+  spec: ActionSpec;
+  reason?: string;
+}
+
+export interface CompiledPolicy {
+  name: string;
+  /** Absolute path of the file it was loaded from ('' when compiled from an object). */
+  file: string;
+  description: string;
+  detectTypes: boolean;
+  contentRules: CompiledTypeRule[];
+  contentDefault: ActionSpec;
+  filenameRules: CompiledTypeRule[];
+  doubleExtension: ActionSpec | null;
+  dangerousExtensions: Set<string>;
+  archives: {
+    inspect: boolean;
+    maxDepth: number;
+    maxEntries: number;
+    maxTotalSize: number;
+    maxRatio: number;
+    onEncrypted: ActionSpec;
+    onLimit: ActionSpec;
+  };
+  headers: {
+    strip: { name: RegExp; value: RegExp | null; scope: 'top' | 'all' }[];
+    add: { name: string; value: string }[];
+  };
+  limits: {
+    maxMessageSize: number;
+    maxDepth: number;
+    maxParts: number;
+    maxHeaderSize: number;
+    onLimit: ActionSpec;
+    onMalformed: ActionSpec;
+    onBadEncoding: ActionSpec;
+  };
+  signed: { onChange: 'strip' | 'block' };
+  antivirus: {
+    enabled: boolean;
+    /** Objects larger than this are not sent to the scanner (on_oversize applies). */
+    maxSize: number;
+    onVirus: ActionSpec;
+    onError: 'tempfail' | 'block' | 'allow';
+    onOversize: 'allow' | 'block';
+    /** Header added to the top level when a message passes unscanned (on_error/on_oversize allow). */
+    tagHeader: string;
+    /** Scan every decoded leaf part in addition to the raw message. */
+    scanParts: boolean;
+  };
+  deny: { strip: string; block: string };
+}
+
+export const DEFAULT_STRIP_TEMPLATE = `An attachment was removed from this message by the mail gateway (policy "{policy}").
+
+  File:    {filename}
+  Type:    {type}
+  Reason:  {reason}
+  Virus:   {virus}
+  Rule:    {rule}
+
+Recovery id: {recovery}
+If you need the original, ask your mail administrator and quote the recovery id.
+`;
+
+export const DEFAULT_BLOCK_TEMPLATE = `This message was blocked by the mail gateway (policy "{policy}").
+
+  From:     {sender}
+  Subject:  {subject}
+  Message:  {message_id}
+  Reason:   {reason}
+  File:     {filename}
+  Virus:    {virus}
+  Rule:     {rule}
+
+Recovery id: {recovery}
+If you need the original, ask your mail administrator and quote the recovery id.
+`;
+
+const DEFAULT_DANGEROUS = [
+  'exe', 'com', 'scr', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', 'wsf', 'wsh', 'hta', 'msi', 'msp',
+  'cpl', 'jar', 'ps1', 'lnk', 'reg', 'dll', 'sh', 'app', 'iso', 'img', 'vhd', 'scf', 'url',
+];
+
+function spec(v: unknown, dflt: ActionSpec): ActionSpec {
+  if (v === undefined || v === null) return dflt;
+  if (typeof v === 'string') return { action: v as ActionName, quarantine: false, log: true };
+  const o = v as { action: ActionName; quarantine?: boolean; log?: boolean };
+  return { action: o.action, quarantine: o.quarantine ?? false, log: o.log ?? true };
+}
+
+const A = (action: ActionName, quarantine = false): ActionSpec => ({ action, quarantine, log: true });
+
+/** Compiles a validated policy object. `name` is used when the YAML has no `name:`. */
+export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledPolicy {
+  const contentRules: CompiledTypeRule[] = (y.content_types?.rules ?? []).map((r, index) => {
+    const patterns = (Array.isArray(r.match) ? r.match : [r.match]).map((p) => p.toLowerCase());
+    return {
+      index,
+      patterns,
+      re: patterns.map(globToRegExp),
+      spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
+      reason: r.reason,
+    };
+  });
+  const filenameRules: CompiledTypeRule[] = (y.filenames?.rules ?? []).map((r, index) => {
+    const patterns = Array.isArray(r.match) ? r.match : [r.match];
+    return {
+      index,
+      patterns,
+      re: patterns.map(globToRegExp),
+      spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
+      reason: r.reason,
+    };
+  });
+  const av = y.antivirus ?? {};
+  const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
+  return Object.freeze({
+    name: y.name ?? name,
+    file,
+    description: y.description ?? '',
+    detectTypes: y.detect_types ?? true,
+    contentRules,
+    contentDefault: spec(y.content_types?.default, A('allow')),
+    filenameRules,
+    doubleExtension: y.filenames?.double_extension === undefined ? null : spec(y.filenames.double_extension, A('allow')),
+    dangerousExtensions: new Set((y.filenames?.dangerous_extensions ?? DEFAULT_DANGEROUS).map((e) => e.toLowerCase())),
+    archives: {
+      inspect: y.archives?.inspect ?? true,
+      maxDepth: y.archives?.max_depth ?? 3,
+      maxEntries: y.archives?.max_entries ?? 10_000,
+      maxTotalSize: y.archives?.max_total_size ?? 100 * 1024 * 1024,
+      maxRatio: y.archives?.max_ratio ?? 200,
+      onEncrypted: spec(y.archives?.on_encrypted, A('allow')),
+      onLimit: spec(y.archives?.on_limit, A('strip')),
+    },
+    headers: {
+      strip: (y.headers?.strip ?? []).map((h) => ({
+        name: globToRegExp(h.name),
+        value: h.value === undefined ? null : new RegExp(h.value, 'i'),
+        scope: h.scope ?? 'top',
+      })),
+      add: (y.headers?.add ?? []).map((h) => ({ name: h.name, value: h.value })),
+    },
+    limits: {
+      maxMessageSize: y.limits?.max_message_size ?? DEFAULT_MIME_LIMITS.maxMessageSize,
+      maxDepth: y.limits?.max_depth ?? DEFAULT_MIME_LIMITS.maxDepth,
+      maxParts: y.limits?.max_parts ?? DEFAULT_MIME_LIMITS.maxParts,
+      maxHeaderSize: y.limits?.max_header_size ?? DEFAULT_MIME_LIMITS.maxHeaderSize,
+      onLimit: spec(y.limits?.on_limit, A('block', true)),
+      onMalformed: spec(y.limits?.on_malformed, A('block', true)),
+      onBadEncoding: spec(y.limits?.on_bad_encoding, A('allow')),
+    },
+    signed: { onChange: y.signed?.on_change ?? 'strip' },
+    antivirus: {
+      enabled: av.enabled ?? true,
+      maxSize: av.max_size ?? 25 * 1024 * 1024,
+      onVirus,
+      onError: av.on_error ?? 'tempfail',
+      onOversize: av.on_oversize ?? 'allow',
+      tagHeader: av.tag_header ?? 'X-Postern-AV',
+      scanParts: av.scan_parts ?? true,
+    },
+    deny: {
+      strip: y.deny_messages?.strip ?? DEFAULT_STRIP_TEMPLATE,
+      block: y.deny_messages?.block ?? DEFAULT_BLOCK_TEMPLATE,
+    },
+  });
+}
+
+/** Resolves a policy reference: a bare name is `${policiesDir}/${name}.yaml`; anything with '/' or ending .yaml/.yml is a path. */
+export function resolvePolicyPath(nameOrPath: string, policiesDir: string): string {
+  if (nameOrPath.includes('/') || /\.ya?ml$/i.test(nameOrPath)) return resolve(nameOrPath);
+  if (!/^[A-Za-z0-9._-]+$/.test(nameOrPath) || nameOrPath.startsWith('.')) {
+    throw new ConfigError([{ file: policiesDir, line: 0, column: 0, path: 'policy', message: `invalid policy name "${nameOrPath}"` }]);
+  }
+  return resolve(policiesDir, `${nameOrPath}.yaml`);
+}
+
+/** Parses and compiles policy text; `file` is used in error locations and for the default name. */
+export function compilePolicyText(text: string, file: string): CompiledPolicy {
+  const y = parseYamlWithSchema(text, file, policySchema);
+  return compilePolicy(y, basename(file).replace(/\.ya?ml$/i, ''), file);
+}
+
+export function loadPolicy(nameOrPath: string, policiesDir: string): CompiledPolicy {
+  const file = resolvePolicyPath(nameOrPath, policiesDir);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ file, line: 0, column: 0, path: '', message: `cannot read policy: ${(e as Error).message}` }]);
+  }
+  return compilePolicyText(text, file);
+}

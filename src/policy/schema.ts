@@ -1,0 +1,176 @@
+/**
+ * Policy YAML schema (snake_case keys). Strict objects: an unknown key is an error with its location,
+ * so a typo never silently disables a rule. Defaults are filled in by compile.ts, not here.
+ */
+import { z } from 'zod';
+
+export const TEMPLATE_VARIABLES = [
+  'reason',
+  'filename',
+  'type',
+  'virus',
+  'action',
+  'policy',
+  'rule',
+  'message_id',
+  'subject',
+  'sender',
+  'recovery',
+  'part',
+] as const;
+
+const SIZE_RE = /^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$/i;
+
+export function parseSize(v: number | string): number {
+  if (typeof v === 'number') return v;
+  const m = SIZE_RE.exec(v);
+  if (!m) return NaN;
+  const unit = (m[2] ?? 'b').toLowerCase()[0];
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
+  return Math.floor(Number(m[1]) * mult);
+}
+
+const size = z
+  .union([z.number().int().nonnegative(), z.string().regex(SIZE_RE, 'expected a size such as 25MB, 512KB or a byte count')])
+  .transform((v) => parseSize(v));
+
+const count = z.number().int().nonnegative();
+
+const actionName = z.enum(['allow', 'strip', 'block']);
+
+const actionObject = z.strictObject({
+  action: actionName,
+  quarantine: z.boolean().optional(),
+  log: z.boolean().optional(),
+});
+
+/** `strip` or `{ action: strip, quarantine: true, log: true }` */
+export const actionSpec = z.union([actionName, actionObject]);
+
+const template = z.string().superRefine((s, ctx) => {
+  for (const m of s.matchAll(/\{([a-z_]+)\}/g)) {
+    if (!(TEMPLATE_VARIABLES as readonly string[]).includes(m[1])) {
+      ctx.addIssue({ code: 'custom', message: `unknown template variable {${m[1]}} (known: ${TEMPLATE_VARIABLES.join(', ')})` });
+    }
+  }
+});
+
+const typePattern = z.string().regex(/^(\*|[a-z0-9!#$&^_.+*-]+)\/(\*|[a-z0-9!#$&^_.+*-]+)$/i, 'expected type/subtype, wildcards allowed (image/*, */*)');
+
+const globPattern = z.string().min(1).max(500);
+
+const regexString = z.string().superRefine((s, ctx) => {
+  try {
+    new RegExp(s, 'i');
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: `invalid regular expression: ${(e as Error).message}` });
+  }
+});
+
+const contentRule = z.strictObject({
+  match: z.union([typePattern, z.array(typePattern).min(1)]),
+  action: actionName,
+  quarantine: z.boolean().optional(),
+  log: z.boolean().optional(),
+  reason: z.string().max(500).optional(),
+});
+
+const filenameRule = z.strictObject({
+  match: z.union([globPattern, z.array(globPattern).min(1)]),
+  action: actionName,
+  quarantine: z.boolean().optional(),
+  log: z.boolean().optional(),
+  reason: z.string().max(500).optional(),
+});
+
+const headerName = z.string().regex(/^[!-9;-~]+$/, 'expected a header field name');
+
+export const policySchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-" only').optional(),
+  description: z.string().optional(),
+  detect_types: z.boolean().optional(),
+  content_types: z
+    .strictObject({
+      rules: z.array(contentRule).optional(),
+      default: actionSpec.optional(),
+    })
+    .optional(),
+  filenames: z
+    .strictObject({
+      rules: z.array(filenameRule).optional(),
+      double_extension: actionSpec.optional(),
+      /** Extensions that make "name.<doc>.<this>" a double-extension hit. */
+      dangerous_extensions: z.array(z.string().regex(/^[a-z0-9]{1,10}$/i)).optional(),
+    })
+    .optional(),
+  archives: z
+    .strictObject({
+      inspect: z.boolean().optional(),
+      max_depth: count.optional(),
+      max_entries: count.optional(),
+      max_total_size: size.optional(),
+      max_ratio: z.number().positive().optional(),
+      on_encrypted: actionSpec.optional(),
+      on_limit: actionSpec.optional(),
+    })
+    .optional(),
+  headers: z
+    .strictObject({
+      strip: z
+        .array(
+          z.strictObject({
+            name: globPattern,
+            value: regexString.optional(),
+            scope: z.enum(['top', 'all']).optional(),
+          }),
+        )
+        .optional(),
+      add: z
+        .array(
+          z.strictObject({
+            name: headerName,
+            value: z
+              .string()
+              .regex(/^[\x20-\x7e]*$/, 'printable ASCII only')
+              .refine((s) => [...s.matchAll(/\{([a-z_]+)\}/g)].every((m) => m[1] === 'policy'), 'only {policy} may be used in added headers'),
+          }),
+        )
+        .optional(),
+    })
+    .optional(),
+  limits: z
+    .strictObject({
+      max_message_size: size.optional(),
+      max_depth: count.optional(),
+      max_parts: count.optional(),
+      max_header_size: size.optional(),
+      on_limit: actionSpec.optional(),
+      on_malformed: actionSpec.optional(),
+      on_bad_encoding: actionSpec.optional(),
+    })
+    .optional(),
+  signed: z
+    .strictObject({
+      on_change: z.enum(['strip', 'block']).optional(),
+    })
+    .optional(),
+  antivirus: z
+    .strictObject({
+      enabled: z.boolean().optional(),
+      max_size: size.optional(),
+      on_virus: z.union([z.enum(['strip', 'block']), z.strictObject({ action: z.enum(['strip', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
+      on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
+      on_oversize: z.enum(['allow', 'block']).optional(),
+      tag_header: headerName.optional(),
+      scan_parts: z.boolean().optional(),
+    })
+    .optional(),
+  deny_messages: z
+    .strictObject({
+      strip: template.optional(),
+      block: template.optional(),
+    })
+    .optional(),
+});
+
+export type PolicyYaml = z.output<typeof policySchema>;

@@ -1,0 +1,349 @@
+/**
+ * POP3 wire codec (RFC 1939, RFC 2449): pure, stream-safe, bytes in and frames out.
+ *
+ * - Pop3CommandFramer cuts client input into command lines.
+ * - Pop3ResponseFramer cuts server input into responses. POP3 responses do not say whether they are
+ *   multi-line: that depends on the command they answer, so the caller passes `multiline` for every
+ *   response it pulls (`next(true)` for CAPA, LIST/UIDL without argument, RETR, TOP).
+ * - stuff/unstuff convert between message content and a dot-stuffed multi-line body.
+ *
+ * Both framers are pull-based: push() only buffers, next() yields one frame or null. A session stops
+ * pulling while it waits (login, STLS, a held response), which keeps pipelined input in order and lets
+ * it discard everything after STLS.
+ */
+import { ErrorCodes, PosternError } from '../../errors.js';
+
+const LF = 0x0a;
+const CR = 0x0d;
+const DOT = 0x2e;
+const INITIAL_CAPACITY = 16 * 1024;
+
+/**
+ * Append-only byte buffer. Frames are returned as views into it without copying; it never writes below
+ * its end, and growing allocates a new backing buffer, so views handed out earlier stay intact.
+ */
+export class ByteQueue {
+  private buf: Buffer = Buffer.alloc(0);
+  private start = 0;
+  private end = 0;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  append(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    if (this.end + chunk.length > this.buf.length) {
+      const live = this.end - this.start;
+      const next = Buffer.allocUnsafe(Math.max(INITIAL_CAPACITY, 2 * (live + chunk.length)));
+      this.buf.copy(next, 0, this.start, this.end);
+      this.buf = next;
+      this.start = 0;
+      this.end = live;
+    }
+    chunk.copy(this.buf, this.end);
+    this.end += chunk.length;
+  }
+
+  /** Offset (relative to the queue start) of `needle` at or after `from`, or -1. */
+  indexOf(needle: number | Buffer, from = 0): number {
+    if (from >= this.length) return -1;
+    const i = this.buf.subarray(this.start, this.end).indexOf(needle, from);
+    return i;
+  }
+
+  at(i: number): number | undefined {
+    return i < this.length ? this.buf[this.start + i] : undefined;
+  }
+
+  /** Removes and returns the first n bytes (a view). */
+  take(n: number): Buffer {
+    const out = this.buf.subarray(this.start, this.start + n);
+    this.start += n;
+    return out;
+  }
+
+  /** Drops everything buffered; returns how many bytes were dropped. */
+  clear(): number {
+    const n = this.length;
+    this.start = this.end;
+    return n;
+  }
+}
+
+export interface Pop3FramerLimits {
+  /** Longest command or status line (CRLF excluded). */
+  maxLineLength: number;
+  /** Most bytes buffered at once (pipelined commands, or one whole multi-line response). */
+  maxBufferedBytes: number;
+}
+
+export interface Pop3Command {
+  /** The line without its terminator, exactly as received. */
+  line: Buffer;
+  /** Keyword in upper case (`RETR`); '' for an empty line. */
+  name: string;
+  /** Everything after the first space (latin1), '' if none. PASS passwords may contain spaces. */
+  argText: string;
+  /** argText split on runs of spaces. */
+  args: string[];
+}
+
+function lineEnd(q: ByteQueue, lf: number): number {
+  // Accept bare LF as well as CRLF: lenient on input, the session always writes CRLF.
+  return lf > 0 && q.at(lf - 1) === CR ? lf - 1 : lf;
+}
+
+export function parseCommandLine(line: Buffer): Pop3Command {
+  const text = line.toString('latin1');
+  const sp = text.indexOf(' ');
+  const name = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
+  const argText = sp < 0 ? '' : text.slice(sp + 1);
+  const trimmed = argText.trim();
+  return { line, name, argText, args: trimmed === '' ? [] : trimmed.split(/ +/) };
+}
+
+/** Client -> server: command lines. */
+export class Pop3CommandFramer {
+  private q = new ByteQueue();
+  private scanned = 0;
+
+  constructor(private readonly limits: Pop3FramerLimits) {}
+
+  get buffered(): number {
+    return this.q.length;
+  }
+
+  /** Buffers input; throws E_BUFFER_LIMIT when too much unread input piles up. */
+  push(chunk: Buffer): void {
+    if (this.q.length + chunk.length > this.limits.maxBufferedBytes) {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'too much pipelined client input', {
+        buffered: this.q.length + chunk.length,
+        max: this.limits.maxBufferedBytes,
+      });
+    }
+    this.q.append(chunk);
+  }
+
+  /** The next complete command, or null. Throws E_LINE_TOO_LONG for an over-long line. */
+  next(): Pop3Command | null {
+    const lf = this.q.indexOf(LF, this.scanned);
+    if (lf < 0) {
+      this.scanned = this.q.length;
+      if (this.q.length > this.limits.maxLineLength + 1) throw this.tooLong(this.q.length);
+      return null;
+    }
+    const end = lineEnd(this.q, lf);
+    if (end > this.limits.maxLineLength) throw this.tooLong(end);
+    const line = this.q.take(end);
+    this.q.take(lf + 1 - end);
+    this.scanned = 0;
+    return parseCommandLine(line);
+  }
+
+  /** Discards all buffered input (bytes pipelined after STLS must never be executed). Returns the count. */
+  clear(): number {
+    this.scanned = 0;
+    return this.q.clear();
+  }
+
+  private tooLong(len: number): PosternError {
+    return new PosternError(ErrorCodes.LINE_TOO_LONG, 'command line too long', {
+      length: len,
+      max: this.limits.maxLineLength,
+    });
+  }
+}
+
+export type Pop3ResponseKind = 'ok' | 'err' | 'cont';
+
+export interface Pop3Response {
+  kind: Pop3ResponseKind;
+  /** Status line without its terminator. */
+  status: Buffer;
+  /** Text after `+OK `/`-ERR `/`+ ` (latin1). */
+  text: string;
+  /** Multi-line responses only: the dot-stuffed body between the status line and the `.` line (ends with CRLF or is empty). */
+  body?: Buffer;
+  /** The whole response exactly as received (status line, body, terminator). */
+  raw: Buffer;
+}
+
+/** Server -> client: responses. */
+export class Pop3ResponseFramer {
+  private q = new ByteQueue();
+  /** Where to resume scanning for the current response (avoids rescanning a large body). */
+  private scanned = 0;
+
+  constructor(private readonly limits: Pop3FramerLimits) {}
+
+  get buffered(): number {
+    return this.q.length;
+  }
+
+  push(chunk: Buffer): void {
+    if (this.q.length + chunk.length > this.limits.maxBufferedBytes) {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'server response exceeds the buffer limit', {
+        buffered: this.q.length + chunk.length,
+        max: this.limits.maxBufferedBytes,
+      });
+    }
+    this.q.append(chunk);
+  }
+
+  /**
+   * The next complete response, or null. `multiline`: whether a `+OK` to the command being answered
+   * starts a multi-line body. Pass the same value until a response is returned.
+   * Throws E_PROTOCOL for a malformed status line, E_LINE_TOO_LONG for an over-long one.
+   */
+  next(multiline: boolean): Pop3Response | null {
+    const lf = this.q.indexOf(LF);
+    if (lf < 0) {
+      if (this.q.length > this.limits.maxLineLength + 1) {
+        throw new PosternError(ErrorCodes.LINE_TOO_LONG, 'status line too long', {
+          length: this.q.length,
+          max: this.limits.maxLineLength,
+        });
+      }
+      return null;
+    }
+    const end = lineEnd(this.q, lf);
+    if (end > this.limits.maxLineLength) {
+      throw new PosternError(ErrorCodes.LINE_TOO_LONG, 'status line too long', { length: end, max: this.limits.maxLineLength });
+    }
+    const kind = statusKind(this.q, end);
+    if (!kind) {
+      const sample = this.peekText(Math.min(end, 80));
+      throw new PosternError(ErrorCodes.PROTOCOL, 'malformed POP3 status line', { sample });
+    }
+    if (kind !== 'ok' || !multiline) {
+      this.scanned = 0;
+      const raw = this.q.take(lf + 1);
+      const status = raw.subarray(0, end);
+      return { kind, status, text: statusText(kind, status), raw };
+    }
+    // Multi-line: find a line consisting of "." alone. The status line's LF counts as a line start.
+    let from = Math.max(this.scanned, lf);
+    for (;;) {
+      const i = this.q.indexOf(LF, from);
+      if (i < 0 || i + 1 >= this.q.length) {
+        this.scanned = Math.max(lf, this.q.length - 1);
+        return null;
+      }
+      if (this.q.at(i + 1) === DOT) {
+        const a = this.q.at(i + 2);
+        if (a === undefined || (a === CR && this.q.at(i + 3) === undefined)) {
+          this.scanned = i;
+          return null;
+        }
+        const termLen = a === LF ? 2 : a === CR && this.q.at(i + 3) === LF ? 3 : 0;
+        if (termLen) {
+          this.scanned = 0;
+          const raw = this.q.take(i + 1 + termLen);
+          const status = raw.subarray(0, end);
+          return { kind, status, text: statusText(kind, status), body: raw.subarray(lf + 1, i + 1), raw };
+        }
+      }
+      from = i + 1;
+    }
+  }
+
+  /** Discards buffered input (bytes an upstream sent after its STLS +OK). Returns the count. */
+  clear(): number {
+    this.scanned = 0;
+    return this.q.clear();
+  }
+
+  private peekText(n: number): string {
+    let s = '';
+    for (let i = 0; i < n; i++) s += String.fromCharCode(this.q.at(i)!);
+    return s;
+  }
+}
+
+function statusKind(q: ByteQueue, end: number): Pop3ResponseKind | null {
+  const c0 = q.at(0);
+  if (c0 === 0x2b /* + */) {
+    const c1 = q.at(1);
+    const c2 = q.at(2);
+    if ((c1 === 0x4f || c1 === 0x6f) && (c2 === 0x4b || c2 === 0x6b) && (end === 3 || q.at(3) === 0x20)) return 'ok';
+    if (end === 1 || c1 === 0x20) return 'cont';
+    return null;
+  }
+  if (c0 === 0x2d /* - */ && end >= 4) {
+    let w = '';
+    for (let i = 1; i < 4; i++) w += String.fromCharCode(q.at(i)!);
+    if (w.toUpperCase() === 'ERR' && (end === 4 || q.at(4) === 0x20)) return 'err';
+  }
+  return null;
+}
+
+function statusText(kind: Pop3ResponseKind, status: Buffer): string {
+  const skip = kind === 'ok' ? 4 : kind === 'err' ? 5 : 2;
+  return status.length > skip ? status.toString('latin1', skip) : '';
+}
+
+/**
+ * Removes dot-stuffing from a multi-line body (RFC 1939 §3): a line beginning with "." loses that first
+ * ".". The input is the body without the terminating "." line.
+ */
+export function unstuff(body: Buffer): Buffer {
+  if (body.length === 0) return body;
+  const parts: Buffer[] = [];
+  let segStart = 0;
+  let lineStart = 0;
+  while (lineStart < body.length) {
+    if (body[lineStart] === DOT) {
+      parts.push(body.subarray(segStart, lineStart));
+      segStart = lineStart + 1;
+    }
+    const lf = body.indexOf(LF, lineStart);
+    if (lf < 0) break;
+    lineStart = lf + 1;
+  }
+  if (parts.length === 0) return body;
+  parts.push(body.subarray(segStart));
+  return Buffer.concat(parts);
+}
+
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * Dot-stuffs content for a multi-line body: every line beginning with "." gets one more. Content that does
+ * not end with a line break gets a CRLF, because the terminating "." must start a line; so
+ * unstuff(stuff(x)) === x for every x that is empty or ends with CRLF, and stuff(unstuff(b)) === b for
+ * every well-formed body b.
+ */
+export function stuff(content: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let segStart = 0;
+  let lineStart = 0;
+  while (lineStart < content.length) {
+    if (content[lineStart] === DOT) {
+      parts.push(content.subarray(segStart, lineStart), DOT_BUF);
+      segStart = lineStart;
+    }
+    const lf = content.indexOf(LF, lineStart);
+    if (lf < 0) break;
+    lineStart = lf + 1;
+  }
+  const needsEol = content.length > 0 && content[content.length - 1] !== LF;
+  if (parts.length === 0 && !needsEol) return content;
+  parts.push(content.subarray(segStart));
+  if (needsEol) parts.push(CRLF);
+  return Buffer.concat(parts);
+}
+
+const DOT_BUF = Buffer.from('.');
+const TERMINATOR = Buffer.from('.\r\n');
+
+/** A complete multi-line response: status line, stuffed body, terminator. */
+export function encodeMultiline(status: string | Buffer, content: Buffer): Buffer {
+  const head = typeof status === 'string' ? Buffer.from(status, 'latin1') : status;
+  return Buffer.concat([head, CRLF, stuff(content), TERMINATOR]);
+}
+
+/** Reassembles a multi-line response from a status line and an already-stuffed body. */
+export function encodeStuffedMultiline(status: Buffer, body: Buffer): Buffer {
+  return Buffer.concat([status, CRLF, body, TERMINATOR]);
+}

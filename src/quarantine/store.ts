@@ -1,0 +1,172 @@
+/**
+ * File-based quarantine: one `<id>.eml` (the original, mode 0600) plus one `<id>.json` metadata
+ * record per message, in a 0700 directory. Writes go to a temp file and are renamed into place, so a
+ * crash never leaves a half-written original under a valid id. Storing the same original twice under
+ * the same id is a no-op (the relay vets the same message again in every session).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { PosternError, ErrorCodes } from '../errors.js';
+import type { QuarantineStore } from '../policy/types.js';
+
+export interface QuarantineRecord {
+  id: string;
+  /** ISO time the original was stored. */
+  time: string;
+  policy: string;
+  sha256: string;
+  size: number;
+  status?: string;
+  hits?: unknown[];
+  viruses?: string[];
+  context?: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+export interface FileQuarantineOptions {
+  dir: string;
+  /** Records older than this are removed by purgeExpired(). */
+  retentionDays?: number;
+  now?: () => Date;
+}
+
+const ID_RE = /^[a-z0-9][a-z0-9-]{7,63}$/;
+
+export function isValidQuarantineId(id: string): boolean {
+  return ID_RE.test(id);
+}
+
+export class FileQuarantineStore implements QuarantineStore {
+  readonly dir: string;
+  readonly retentionDays: number;
+  private readonly now: () => Date;
+
+  constructor(opts: FileQuarantineOptions) {
+    this.dir = opts.dir;
+    this.retentionDays = opts.retentionDays ?? 30;
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  private paths(id: string): { eml: string; json: string } {
+    if (!isValidQuarantineId(id)) throw new PosternError(ErrorCodes.QUARANTINE, `invalid quarantine id "${id.slice(0, 80)}"`);
+    return { eml: join(this.dir, `${id}.eml`), json: join(this.dir, `${id}.json`) };
+  }
+
+  private async ensureDir(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  private async writeAtomic(file: string, data: Buffer | string): Promise<void> {
+    const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await fs.writeFile(tmp, data, { mode: 0o600, flag: 'wx' });
+      await fs.rename(tmp, file);
+    } catch (e) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async put(original: Buffer, meta: Record<string, unknown>): Promise<string> {
+    const sha256 = createHash('sha256').update(original).digest('hex');
+    const id = typeof meta.id === 'string' && isValidQuarantineId(meta.id) ? meta.id : sha256.slice(0, 24);
+    const p = this.paths(id);
+    try {
+      await this.ensureDir();
+      const existing = await this.get(id).catch(() => null);
+      if (existing && existing.sha256 === sha256) return id;
+      await this.writeAtomic(p.eml, original);
+      const record: QuarantineRecord = {
+        ...meta,
+        id,
+        time: typeof meta.time === 'string' ? meta.time : this.now().toISOString(),
+        policy: String(meta.policy ?? ''),
+        sha256,
+        size: original.length,
+      };
+      await this.writeAtomic(p.json, JSON.stringify(record, null, 2) + '\n');
+      return id;
+    } catch (e) {
+      throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
+    }
+  }
+
+  async get(id: string): Promise<QuarantineRecord | null> {
+    const p = this.paths(id);
+    try {
+      return JSON.parse(await fs.readFile(p.json, 'utf8')) as QuarantineRecord;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw new PosternError(ErrorCodes.QUARANTINE, `cannot read quarantine record ${id}: ${(e as Error).message}`, { id });
+    }
+  }
+
+  async read(id: string): Promise<Buffer> {
+    const p = this.paths(id);
+    try {
+      return await fs.readFile(p.eml);
+    } catch (e) {
+      throw new PosternError(ErrorCodes.QUARANTINE, `no quarantined original ${id}: ${(e as Error).message}`, { id });
+    }
+  }
+
+  /** Records sorted by time (oldest first). Unreadable records are skipped. */
+  async list(): Promise<QuarantineRecord[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw new PosternError(ErrorCodes.QUARANTINE, `cannot list quarantine: ${(e as Error).message}`);
+    }
+    const out: QuarantineRecord[] = [];
+    for (const n of names) {
+      if (!n.endsWith('.json')) continue;
+      const id = n.slice(0, -5);
+      if (!isValidQuarantineId(id)) continue;
+      const r = await this.get(id).catch(() => null);
+      if (r) out.push(r);
+    }
+    return out.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : a.id < b.id ? -1 : 1));
+  }
+
+  /** Writes the original to `outFile` (0600, refuses to overwrite) and verifies its hash. */
+  async release(id: string, outFile: string): Promise<QuarantineRecord> {
+    const rec = await this.get(id);
+    if (!rec) throw new PosternError(ErrorCodes.QUARANTINE, `no quarantine record ${id}`, { id });
+    const data = await this.read(id);
+    const sha = createHash('sha256').update(data).digest('hex');
+    if (sha !== rec.sha256) throw new PosternError(ErrorCodes.QUARANTINE, `quarantined original ${id} does not match its recorded sha256`, { id });
+    try {
+      await fs.writeFile(outFile, data, { mode: 0o600, flag: 'wx' });
+    } catch (e) {
+      throw new PosternError(ErrorCodes.QUARANTINE, `cannot write ${outFile}: ${(e as Error).message}`, { id });
+    }
+    return rec;
+  }
+
+  async remove(id: string): Promise<void> {
+    const p = this.paths(id);
+    await fs.rm(p.eml, { force: true });
+    await fs.rm(p.json, { force: true });
+  }
+
+  /** Removes records stored more than `days` days ago; returns their ids. */
+  async purge(days: number): Promise<string[]> {
+    const cutoff = this.now().getTime() - days * 86_400_000;
+    const removed: string[] = [];
+    for (const r of await this.list()) {
+      const t = Date.parse(r.time);
+      if (Number.isFinite(t) && t < cutoff) {
+        await this.remove(r.id);
+        removed.push(r.id);
+      }
+    }
+    return removed;
+  }
+
+  purgeExpired(): Promise<string[]> {
+    return this.purge(this.retentionDays);
+  }
+}

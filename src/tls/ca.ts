@@ -1,0 +1,197 @@
+/**
+ * postern's own certificate authority: signs the leaf certificates mail clients see.
+ *
+ * Key choice: RSA 2048. The CA key is generated once (0.2-1.2 s) and every client that trusts the
+ * CA must be able to verify its signatures; RSA/SHA-256 is understood by every TLS stack still in
+ * use, including old Outlook and embedded clients, whereas ECDSA-signed chains are not.
+ */
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import type { CaConfig } from '../config/types.js';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { buildCertificate, issuerInfoFromCert, type IssuerInfo } from './x509.js';
+
+export const CA_CERT_FILE = 'ca.crt';
+export const CA_KEY_FILE = 'ca.key';
+export const CA_VALIDITY_YEARS = 10;
+
+export class CertAuthority {
+  readonly certPem: string;
+  readonly keyPem: string;
+  readonly key: KeyObject;
+  readonly derBytes: Buffer;
+  readonly x509: X509Certificate;
+  /** `AB:CD:...` (as openssl prints it). */
+  readonly fingerprint256: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** e.g. `CN=postern local interception CA, O=postern`. */
+  readonly subject: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Problems that do not stop the CA from working (loose key file permissions, expiry soon). */
+  readonly warnings: string[];
+  /** Issuer data for minting leaves. */
+  readonly issuer: IssuerInfo;
+
+  constructor(certPem: string, keyPem: string, files: { certFile: string; keyFile: string }, warnings: string[] = []) {
+    this.certPem = certPem;
+    this.keyPem = keyPem;
+    this.certFile = files.certFile;
+    this.keyFile = files.keyFile;
+    this.warnings = warnings;
+    let x509: X509Certificate;
+    try {
+      x509 = new X509Certificate(certPem);
+    } catch (e) {
+      throw caError(`${files.certFile}: not a PEM certificate (${(e as Error).message})`);
+    }
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(keyPem);
+    } catch (e) {
+      throw caError(`${files.keyFile}: not a PEM private key (${(e as Error).message})`);
+    }
+    if (!x509.ca) throw caError(`${files.certFile}: certificate is not a CA (basicConstraints CA:TRUE missing)`);
+    if (!x509.checkPrivateKey(key)) throw caError(`${files.keyFile} does not belong to ${files.certFile}`);
+    if (key.asymmetricKeyType !== 'rsa' && key.asymmetricKeyType !== 'ec') {
+      throw caError(`${files.keyFile}: unsupported key type ${String(key.asymmetricKeyType)} (RSA or EC needed)`);
+    }
+    this.x509 = x509;
+    this.key = key;
+    this.derBytes = x509.raw;
+    this.fingerprint256 = x509.fingerprint256;
+    this.notBefore = new Date(x509.validFrom);
+    this.notAfter = new Date(x509.validTo);
+    this.subject = x509.subject.split('\n').join(', ');
+    this.issuer = issuerInfoFromCert(x509.raw, key);
+    const now = Date.now();
+    if (this.notAfter.getTime() <= now) {
+      this.warnings.push(`CA certificate expired on ${this.notAfter.toISOString()}: clients will reject every minted certificate; run \`postern ca init --force\``);
+    } else if (this.notAfter.getTime() - now < 30 * 86_400_000) {
+      this.warnings.push(`CA certificate expires on ${this.notAfter.toISOString()}`);
+    }
+  }
+
+  get expired(): boolean {
+    return this.notAfter.getTime() <= Date.now();
+  }
+}
+
+function caError(message: string, details: Record<string, unknown> = {}): PosternError {
+  return new PosternError(ErrorCodes.CA, message, details);
+}
+
+export function caPaths(cfg: CaConfig): { certFile: string; keyFile: string } {
+  return { certFile: path.join(cfg.dir, CA_CERT_FILE), keyFile: path.join(cfg.dir, CA_KEY_FILE) };
+}
+
+/**
+ * Writes `data` to `file` atomically with `mode`: a temp file opened with the mode (so the key is
+ * never readable by others, whatever the umask), chmod'ed (umask may have removed bits from the
+ * requested mode, never added: chmod makes it exact), fsynced, then renamed over the target.
+ */
+function writeFileAtomic(file: string, data: string, mode: number): void {
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const fd = openSync(tmp, 'wx', mode);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    chmodSync(tmp, mode);
+    renameSync(tmp, file);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      /* already gone */
+    }
+    throw e;
+  }
+}
+
+/** Creates a new CA in cfg.dir. Refuses to replace an existing ca.crt / ca.key unless `force`. */
+export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAuthority {
+  const files = caPaths(cfg);
+  if (!opts.force) {
+    const existing = [files.certFile, files.keyFile].filter((f) => existsSync(f));
+    if (existing.length > 0) {
+      throw caError(`a CA already exists (${existing.join(', ')}); replacing it breaks every client that trusts it: use --force to do it anyway`, {
+        existing,
+      });
+    }
+  }
+  mkdirSync(cfg.dir, { recursive: true, mode: 0o700 });
+
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const now = Date.now();
+  // an hour back: tolerates clients whose clock runs a little behind
+  const notBefore = new Date(now - 3_600_000);
+  const notAfter = new Date(notBefore);
+  notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_VALIDITY_YEARS);
+  const host = hostname().replace(/[^\x20-\x7e]/g, '').slice(0, 64) || 'unknown host';
+  const built = buildCertificate({
+    subject: [
+      { name: 'commonName', value: cfg.commonName },
+      { name: 'organizationName', value: cfg.organization },
+      // tells apart the CAs of several postern installs in one trust store
+      { name: 'organizationalUnitName', value: host },
+    ],
+    notBefore,
+    notAfter,
+    publicKey,
+    selfKey: privateKey,
+    extensions: [
+      // pathlen 0: this CA signs leaves only, never another CA
+      { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    ],
+  });
+  const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+  // key first: a crash in between leaves a key without a cert, which loadOrCreateCa reports rather than replaces
+  writeFileAtomic(files.keyFile, keyPem, 0o600);
+  writeFileAtomic(files.certFile, built.pem, 0o644);
+  return new CertAuthority(built.pem, keyPem, files);
+}
+
+/** Loads the CA from cfg.dir; PosternError E_CA when missing or unusable. */
+export function loadCa(cfg: CaConfig): CertAuthority {
+  const files = caPaths(cfg);
+  const read = (f: string, what: string): string => {
+    try {
+      return readFileSync(f, 'utf8');
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw caError(code === 'ENOENT' ? `no CA ${what} at ${f}: run \`postern ca init\`` : `cannot read CA ${what} ${f}: ${(e as Error).message}`, {
+        file: f,
+      });
+    }
+  };
+  const certPem = read(files.certFile, 'certificate');
+  const keyPem = read(files.keyFile, 'key');
+  const warnings: string[] = [];
+  const mode = statSync(files.keyFile).mode & 0o777;
+  if (mode & 0o077) {
+    warnings.push(`${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}; it should be 0600 (chmod 600 ${files.keyFile})`);
+  }
+  return new CertAuthority(certPem, keyPem, files, warnings);
+}
+
+/** Loads the CA, creating it when neither file exists. A half-present CA (one file missing) is an error, never overwritten. */
+export function loadOrCreateCa(cfg: CaConfig): { ca: CertAuthority; created: boolean } {
+  const files = caPaths(cfg);
+  const haveCert = existsSync(files.certFile);
+  const haveKey = existsSync(files.keyFile);
+  if (!haveCert && !haveKey) return { ca: initCa(cfg), created: true };
+  if (haveCert !== haveKey) {
+    throw caError(
+      `incomplete CA in ${cfg.dir}: ${haveCert ? files.keyFile : files.certFile} is missing; restore it or run \`postern ca init --force\` to create a new CA`,
+    );
+  }
+  return { ca: loadCa(cfg), created: false };
+}

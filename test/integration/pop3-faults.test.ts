@@ -1,0 +1,174 @@
+/**
+ * POP3 through postern against a scripted upstream (test/harness/fake-pop3.ts) for what Dovecot never
+ * does: response injection after STLS, no STLS, silence, a reset mid-RETR, garbage.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { startFakePop3, type FakePop3, type FakePop3Options } from '../harness/fake-pop3.js';
+import { RawConn, selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
+import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+
+let dir: TempDir;
+let cert: { certFile: string; keyFile: string };
+const cleanups: Array<() => Promise<void>> = [];
+
+beforeAll(async () => {
+  dir = await tempDir('postern-pop3-faults-');
+  cert = await selfSignedCert(dir.path);
+});
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+afterAll(async () => {
+  await dir?.remove();
+});
+
+async function setup(fakeOpts: FakePop3Options, spec: Partial<ListenerSpec> = {}, upstreamTls: 'none' | 'starttls' = 'starttls') {
+  const fake = await startFakePop3(fakeOpts);
+  cleanups.push(() => fake.close());
+  const postern = await startPostern([
+    {
+      name: 'p',
+      protocol: 'pop3',
+      tls: 'none',
+      upstream: { routed: true, port: fake.port, tls: upstreamTls, allow: ['127.0.0.1'], caFile: cert.certFile },
+      ...spec,
+    },
+  ]);
+  cleanups.push(() => postern.close());
+  onTestFailed(() => console.error('--- postern log ---\n' + postern.logs()));
+  return { fake, postern };
+}
+
+/** Connects a raw client, logs in with pipelined USER/PASS, returns the connection. */
+async function login(postern: PosternHandle, extra = ''): Promise<RawConn> {
+  const c = await RawConn.connect(postern.port('p'));
+  await c.waitFor('+OK postern ready\r\n');
+  c.write(`USER alice@127.0.0.1\r\nPASS pw\r\n${extra}`);
+  return c;
+}
+
+function sentBy(fake: FakePop3, name: string) {
+  return fake.lines.filter((l) => l.line.split(' ')[0]!.toUpperCase() === name);
+}
+
+describe('POP3 upstream faults', () => {
+  it('discards bytes the upstream sends after its STLS +OK (response injection)', async () => {
+    const { fake, postern } = await setup({ tls: cert, injectAfterStls: '+OK injected\r\n' });
+    const c = await login(postern, 'STAT\r\nQUIT\r\n');
+    await c.waitEnd();
+    // Had the injected line been taken as the USER reply, the client would see "+OK user accepted" as
+    // its login result, and the STAT reply one response late.
+    expect(c.text).toBe('+OK postern ready\r\n+OK\r\n+OK Logged in as fake.\r\n+OK 0 0\r\n+OK bye\r\n');
+    const creds = [...sentBy(fake, 'USER'), ...sentBy(fake, 'PASS')];
+    expect(creds).toHaveLength(2);
+    expect(creds.every((l) => l.tls)).toBe(true);
+    expect(fake.lines.map((l) => `${l.tls ? 'tls' : 'plain'} ${l.line}`)).toEqual([
+      'plain CAPA',
+      'plain STLS',
+      'tls USER alice',
+      'tls PASS pw',
+      'tls STAT',
+      'tls QUIT',
+    ]);
+    expect(postern.logs()).toContain('upstream-stls-injection-discarded');
+  });
+
+  it('never sends credentials in plaintext when the upstream offers no STLS', async () => {
+    const { fake, postern } = await setup({ capa: ['USER', 'TOP'] });
+    const c = await login(postern);
+    await c.waitEnd();
+    expect(c.text).toBe('+OK postern ready\r\n+OK\r\n-ERR [SYS/TEMP] upstream does not offer STLS\r\n');
+    expect(fake.lines.map((l) => l.line)).toEqual(['CAPA']);
+    expect(postern.logs()).toContain('E_UPSTREAM_NO_STARTTLS');
+  });
+
+  it('a reset in the middle of a RETR body gives -ERR [SYS/TEMP], never a truncated message', async () => {
+    const { postern } = await setup(
+      {
+        onCommand(line, conn) {
+          if (line === 'RETR 1') {
+            conn.write('+OK 500 octets\r\nSubject: partial\r\n\r\nfirst half\r\n');
+            setTimeout(() => conn.destroy(), 50);
+            return true;
+          }
+          return false;
+        },
+      },
+      {},
+      'none',
+    );
+    // a second, healthy session on the same listener must be untouched
+    const other = await login(postern);
+    await other.waitFor('Logged in as fake.\r\n');
+    const c = await login(postern, 'RETR 1\r\n');
+    await c.waitEnd();
+    expect(c.text).toBe('+OK postern ready\r\n+OK\r\n+OK Logged in as fake.\r\n-ERR [SYS/TEMP] upstream closed the connection\r\n');
+    other.write('STAT\r\nQUIT\r\n');
+    await other.waitEnd();
+    expect(other.text).toMatch(/\+OK 0 0\r\n\+OK bye\r\n$/);
+  });
+
+  it('a garbage upstream response ends the session with -ERR [SYS/TEMP] and a coded log line', async () => {
+    const { postern } = await setup(
+      {
+        onCommand(line, conn) {
+          if (line === 'STAT') {
+            conn.write('HTTP/1.1 400 Bad Request\r\n');
+            return true;
+          }
+          return false;
+        },
+      },
+      {},
+      'none',
+    );
+    const c = await login(postern, 'STAT\r\n');
+    await c.waitEnd();
+    expect(c.text).toMatch(/-ERR \[SYS\/TEMP\] upstream protocol error: malformed POP3 status line\r\n$/);
+    expect(postern.logs()).toContain('E_UPSTREAM_PROTOCOL');
+  });
+
+  it('an upstream that refuses the connection gives -ERR [SYS/TEMP] with the reason', async () => {
+    const fake = await startFakePop3({});
+    const port = fake.port;
+    await fake.close();
+    const postern = await startPostern([
+      { name: 'p', protocol: 'pop3', tls: 'none', upstream: { routed: true, port, tls: 'none', allow: ['127.0.0.1'] } },
+    ]);
+    cleanups.push(() => postern.close());
+    const c = await login(postern);
+    await c.waitEnd();
+    expect(c.text).toMatch(/^\+OK postern ready\r\n\+OK\r\n-ERR \[SYS\/TEMP\] upstream unavailable: .*ECONNREFUSED\r\n$/);
+  });
+
+  it('a silent upstream (no greeting) ends the session with -ERR [SYS/TEMP] after the greeting timeout', async () => {
+    const { postern } = await setup({ greeting: null }, { limits: { greetingTimeoutMs: 300 } }, 'none');
+    const c = await login(postern);
+    const t0 = Date.now();
+    await c.waitEnd(5000);
+    expect(c.text).toBe('+OK postern ready\r\n+OK\r\n-ERR [SYS/TEMP] upstream greeting timed out\r\n');
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+
+  it('an over-long upstream status line is a coded error, not unbounded buffering', async () => {
+    const { postern } = await setup(
+      {
+        onCommand(line, conn) {
+          if (line === 'STAT') {
+            conn.write('+OK ' + 'x'.repeat(5000));
+            return true;
+          }
+          return false;
+        },
+      },
+      { limits: { maxLineLength: 1024 } },
+      'none',
+    );
+    const c = await login(postern, 'STAT\r\n');
+    await c.waitEnd();
+    expect(c.text).toMatch(/-ERR \[SYS\/TEMP\] upstream protocol error: status line too long\r\n$/);
+    expect(postern.logs()).toContain('E_LINE_TOO_LONG');
+  });
+});

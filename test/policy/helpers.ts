@@ -1,0 +1,46 @@
+import { spawnSync } from 'node:child_process';
+import { simpleParser } from 'mailparser';
+import { resolve } from 'node:path';
+import { loadPolicy, compilePolicyText, type CompiledPolicy } from '../../src/policy/load.js';
+
+export const POLICIES = resolve(__dirname, '../../policies');
+export const REAL = resolve(__dirname, '../fixtures/mail/real');
+
+export function defaultPolicy(): CompiledPolicy {
+  return loadPolicy('default', POLICIES);
+}
+
+/** Compiles inline YAML as a policy named `test` (unless the YAML names itself). */
+export function policyFrom(yaml: string): CompiledPolicy {
+  return compilePolicyText(yaml, '/virtual/test.yaml');
+}
+
+export interface PyPart {
+  type: string;
+  filename: string | null;
+  defects: string[];
+  size: number;
+}
+
+const PY = `
+import sys, json, email
+from email import policy
+msg = email.message_from_bytes(sys.stdin.buffer.read(), policy=policy.compat32)
+out = []
+for p in msg.walk():
+    payload = p.get_payload(decode=True) if not p.is_multipart() else None
+    out.append({"type": p.get_content_type(), "filename": p.get_filename(), "defects": [type(d).__name__ for d in p.defects], "size": len(payload) if payload is not None else -1})
+print(json.dumps(out))
+`;
+
+/** Parses with Python's email package; returns every part in walk order with its defects. */
+export function pythonParts(buf: Buffer): PyPart[] {
+  const r = spawnSync('python3', ['-c', PY], { input: buf, maxBuffer: 64 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`python failed: ${r.stderr.toString()}`);
+  return JSON.parse(r.stdout.toString()) as PyPart[];
+}
+
+export async function mailparserAttachments(buf: Buffer) {
+  const m = await simpleParser(buf);
+  return { parsed: m, attachments: m.attachments.map((a) => ({ type: a.contentType, filename: a.filename, size: a.size, content: a.content })) };
+}

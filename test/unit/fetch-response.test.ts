@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { ImapFramer, MessageAssembler } from '../../src/protocol/imap/framer.js';
+import { buildFetchResponse, parseFetchResponse } from '../../src/protocol/imap/fetch-response.js';
+
+function frame(input: string, chunk: number): Buffer[][] {
+  const f = new ImapFramer({ maxLineLength: 4096, maxLiteralSize: 1 << 20 });
+  const a = new MessageAssembler(1 << 20);
+  const out: Buffer[][] = [];
+  const buf = Buffer.from(input, 'latin1');
+  for (let i = 0; i < buf.length; i += chunk) {
+    for (const fr of f.push(buf.subarray(i, i + chunk))) {
+      const p = a.add(fr);
+      if (p) out.push(p);
+    }
+  }
+  return out;
+}
+
+const RESP =
+  '* 12 FETCH (UID 345 FLAGS (\\Seen $Forwarded) INTERNALDATE "02-Nov-2026 10:00:00 +0000" ' +
+  'ENVELOPE ("Mon, 2 Nov 2026" {5}\r\nSubj\x01 (("A" NIL "a" "x.test")) NIL NIL NIL NIL NIL NIL "<m@x>") ' +
+  'BODY[HEADER.FIELDS (SUBJECT FROM)] {10}\r\nSubject: x' +
+  ' BODY[]<0> {3}\r\nabc BINARY[1] ~{2}\r\n\x00\x01 MODSEQ (42) RFC822.SIZE 999)\r\n';
+
+describe('parseFetchResponse', () => {
+  for (const chunk of [RESP.length, 1]) {
+    it(`splits items keeping their exact bytes (chunk ${chunk})`, () => {
+      const [parts] = frame(RESP, chunk);
+      const r = parseFetchResponse(parts!);
+      expect(r.seq).toBe(12);
+      expect(r.items.map((i) => i.name)).toEqual([
+        'UID',
+        'FLAGS',
+        'INTERNALDATE',
+        'ENVELOPE',
+        'BODY[HEADER.FIELDS (SUBJECT FROM)]',
+        'BODY[]<0>',
+        'BINARY[1]',
+        'MODSEQ',
+        'RFC822.SIZE',
+      ]);
+      expect(r.items[0]!.atom).toBe('345');
+      expect(r.items[5]!.literal!.toString()).toBe('abc');
+      expect(r.items[6]!.literal!.toString('latin1')).toBe('\x00\x01');
+      expect(r.items[3]!.raw.toString('latin1')).toBe('ENVELOPE ("Mon, 2 Nov 2026" {5}\r\nSubj\x01 (("A" NIL "a" "x.test")) NIL NIL NIL NIL NIL NIL "<m@x>")');
+      expect(buildFetchResponse(r.seq, r.items.map((i) => i.raw)).toString('latin1')).toBe(RESP);
+    });
+  }
+
+  it('rejects malformed responses with a coded error', () => {
+    for (const bad of ['* 1 FETCH (UID)\r\n', '* 1 FETCH (BODY[] {3}\r\n', '* 1 FETCH (FLAGS (\\Seen)\r\n', '* 1 FETCH (X "unterminated)\r\n']) {
+      const parts = [Buffer.from(bad, 'latin1')];
+      expect(() => parseFetchResponse(parts)).toThrow(expect.objectContaining({ code: 'E_UPSTREAM_PROTOCOL' }));
+    }
+  });
+});

@@ -1,0 +1,576 @@
+/**
+ * Pop3Session transcript tests: a scripted SessionHost records the exact bytes sent each way and every
+ * host call; no sockets.
+ */
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { describe, expect, it } from 'vitest';
+import type { ClientTlsMode, ListenerConfig, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
+import { ErrorCodes, PosternError } from '../../src/errors.js';
+import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../src/limits.js';
+import { unstuff, stuff } from '../../src/protocol/pop3/framer.js';
+import { Pop3Session, filterCapa, type Pop3Hooks } from '../../src/session/pop3.js';
+import type { CloseReason, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+
+const ROUTED_HOST = 'mail.example.test';
+
+interface HostOptions {
+  tls?: ClientTlsMode;
+  upstreamTls?: UpstreamTlsMode;
+  limits?: Partial<SessionLimits>;
+  clientTls?: boolean;
+  connectError?: Error;
+  upstream?: UpstreamConfig;
+}
+
+class ScriptHost implements SessionHost {
+  readonly log: pino.Logger;
+  readonly logLines: string[] = [];
+  readonly listener: ListenerConfig;
+  readonly clientAddress = '127.0.0.1';
+  readonly clientTls: boolean;
+  toClient = Buffer.alloc(0);
+  toUpstream = Buffer.alloc(0);
+  /** Ordered record of host calls (for sequencing assertions). */
+  calls: string[] = [];
+  connects: UpstreamTarget[] = [];
+  closed: CloseReason | null = null;
+  user: string | null = null;
+  pausedClient = false;
+  pausedUpstream = false;
+
+  constructor(private readonly opts: HostOptions = {}) {
+    const sink = new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        this.logLines.push(chunk.toString());
+        cb();
+      },
+    });
+    this.log = pino({ level: 'trace' }, sink);
+    this.clientTls = opts.clientTls ?? opts.tls === 'implicit';
+    const upstreamTls = { mode: opts.upstreamTls ?? 'none', verify: true, minVersion: 'TLSv1.2' as const };
+    this.listener = {
+      name: 'pop3-test',
+      protocol: 'pop3',
+      host: '127.0.0.1',
+      port: 0,
+      tls: { mode: opts.tls ?? 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
+      upstream: opts.upstream ?? { kind: 'login-routed', port: 110, tls: upstreamTls, allow: ['*.example.test'], allowAnyHost: false },
+      policy: null,
+      limits: { ...DEFAULT_SESSION_LIMITS, ...opts.limits },
+      inspect: { vetOnMetadata: false, cacheMemoryBytes: 0, keepaliveMs: 0 },
+    };
+  }
+
+  sendClient(data: Buffer): void {
+    this.toClient = Buffer.concat([this.toClient, data]);
+    this.calls.push(`C<${data.toString('latin1')}`);
+  }
+  sendUpstream(data: Buffer): void {
+    this.toUpstream = Buffer.concat([this.toUpstream, data]);
+    this.calls.push(`U>${data.toString('latin1')}`);
+  }
+  async connectUpstream(target: UpstreamTarget): Promise<void> {
+    this.connects.push(target);
+    this.calls.push(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
+    if (this.opts.connectError) throw this.opts.connectError;
+  }
+  async startClientTls(): Promise<TlsInfo> {
+    this.calls.push('client-tls');
+    return { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
+  }
+  async startUpstreamTls(): Promise<TlsInfo> {
+    this.calls.push('upstream-tls');
+    return { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
+  }
+  setUser(user: string, upstream: string): void {
+    this.user = `${user}@${upstream}`;
+  }
+  close(reason: CloseReason): void {
+    this.calls.push(`close ${reason.kind}${reason.code ? ' ' + reason.code : ''}`);
+    this.closed = reason;
+  }
+  pauseClient(p: boolean): void {
+    this.pausedClient = p;
+  }
+  pauseUpstream(p: boolean): void {
+    this.pausedUpstream = p;
+  }
+
+  get clientText(): string {
+    return this.toClient.toString('latin1');
+  }
+  get upstreamText(): string {
+    return this.toUpstream.toString('latin1');
+  }
+  takeClient(): string {
+    const t = this.clientText;
+    this.toClient = Buffer.alloc(0);
+    return t;
+  }
+  takeUpstream(): string {
+    const t = this.upstreamText;
+    this.toUpstream = Buffer.alloc(0);
+    return t;
+  }
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/** Feeds a string to one side, whole or one byte at a time, letting promises settle afterwards. */
+async function feed(fn: (b: Buffer) => void, s: string | Buffer, byteByByte = false): Promise<void> {
+  const b = typeof s === 'string' ? Buffer.from(s, 'latin1') : s;
+  if (byteByByte) for (let i = 0; i < b.length; i++) fn(b.subarray(i, i + 1));
+  else fn(b);
+  await tick();
+  await tick();
+}
+
+function setup(opts: HostOptions = {}, hooks?: Pop3Hooks) {
+  const host = new ScriptHost(opts);
+  const s = new Pop3Session(host, hooks);
+  s.start();
+  const client = (x: string | Buffer, bb = false) => feed((b) => s.onClientData(b), x, bb);
+  const upstream = (x: string | Buffer, bb = false) => feed((b) => s.onUpstreamData(b), x, bb);
+  return { host, s, client, upstream };
+}
+
+const CAPA_PLAIN =
+  '+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN\r\nIMPLEMENTATION postern\r\n.\r\n';
+
+/** Logs in alice@mail.example.test with USER/PASS through an upstream without TLS. */
+async function loggedIn(opts: HostOptions = {}, hooks?: Pop3Hooks, byteByByte = false) {
+  const t = setup(opts, hooks);
+  await t.client(`USER alice@${ROUTED_HOST}\r\nPASS s3cret pass\r\n`, byteByByte);
+  expect(t.host.connects).toEqual([{ host: ROUTED_HOST, port: 110, implicitTls: false }]);
+  await t.upstream('+OK Dovecot ready.\r\n', byteByByte);
+  expect(t.host.takeUpstream()).toBe('USER alice\r\n');
+  await t.upstream('+OK\r\n', byteByByte);
+  expect(t.host.takeUpstream()).toBe('PASS s3cret pass\r\n');
+  await t.upstream('+OK Logged in.\r\n', byteByByte);
+  expect(t.host.takeClient()).toBe('+OK postern ready\r\n+OK\r\n+OK Logged in.\r\n');
+  expect(t.s.authenticated).toBe(true);
+  expect(t.host.user).toBe(`alice@${ROUTED_HOST}:110`);
+  return t;
+}
+
+describe('Pop3Session: before login', () => {
+  it('greets without an APOP timestamp and answers CAPA itself', async () => {
+    const { host, client } = setup();
+    expect(host.clientText).toBe('+OK postern ready\r\n');
+    await client('CAPA\r\n');
+    expect(host.clientText).toBe('+OK postern ready\r\n' + CAPA_PLAIN);
+    expect(host.connects).toEqual([]);
+  });
+
+  it('offers STLS per listener mode and hides logins before TLS in starttls-required mode', async () => {
+    const a = setup({ tls: 'starttls' });
+    await a.client('CAPA\r\n');
+    expect(a.host.clientText).toContain('\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n');
+
+    const b = setup({ tls: 'starttls-required' });
+    b.host.takeClient();
+    await b.client('CAPA\r\nUSER alice@mail.example.test\r\nPASS x\r\nAUTH PLAIN AGFAYgBj\r\nAUTH\r\n');
+    expect(b.host.takeClient()).toBe(
+      '+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nIMPLEMENTATION postern\r\n.\r\n' +
+        '-ERR [AUTH] TLS required: use STLS first\r\n'.repeat(3) +
+        '+OK\r\n.\r\n',
+    );
+    await b.client('STLS\r\n');
+    expect(b.host.takeClient()).toBe('+OK Begin TLS negotiation\r\n');
+    await b.client('CAPA\r\n');
+    expect(b.host.takeClient()).toBe(CAPA_PLAIN);
+    expect(b.host.connects).toEqual([]);
+
+    const c = setup({ tls: 'implicit' });
+    c.host.takeClient();
+    await c.client('STLS\r\n');
+    expect(c.host.takeClient()).toBe('-ERR TLS is already active\r\n');
+    const d = setup({ tls: 'none' });
+    d.host.takeClient();
+    await d.client('STLS\r\n');
+    expect(d.host.takeClient()).toBe('-ERR STLS not available\r\n');
+  });
+
+  it('discards commands pipelined after STLS in the same segment (CVE-2011-0411 class)', async () => {
+    const { host, client } = setup({ tls: 'starttls' });
+    host.takeClient();
+    await client('STLS\r\nUSER evil@mail.example.test\r\nPASS x\r\n');
+    expect(host.calls).toEqual(['C<+OK postern ready\r\n', 'C<+OK Begin TLS negotiation\r\n', 'client-tls']);
+    expect(host.takeClient()).toBe('+OK Begin TLS negotiation\r\n');
+    // Over TLS the injected PASS is not remembered: PASS without USER is refused.
+    await client('PASS x\r\n');
+    expect(host.takeClient()).toBe('-ERR USER first\r\n');
+    expect(host.connects).toEqual([]);
+    expect(host.logLines.join('')).toContain('stls-injection-discarded');
+  });
+
+  it('refuses a routed host outside the allowlist without any connection attempt', async () => {
+    const { host, client } = setup();
+    host.takeClient();
+    await client('USER alice@evil.test\r\nPASS pw\r\nUSER alice\r\nPASS pw\r\nAUTH PLAIN ' + Buffer.from('\0bob@evil.test\0pw').toString('base64') + '\r\n');
+    expect(host.takeClient()).toBe(
+      '+OK\r\n-ERR [AUTH] upstream host evil.test is not allowed\r\n+OK\r\n-ERR [AUTH] login must be user@host\r\n-ERR [AUTH] upstream host evil.test is not allowed\r\n',
+    );
+    expect(host.connects).toEqual([]);
+    expect(host.toUpstream.length).toBe(0);
+    expect(host.closed).toBeNull();
+  });
+
+  it('rejects PASS before USER, APOP, NOOP, unknown commands, and ends after too many bad commands', async () => {
+    const { host, client } = setup({ limits: { maxBadCommands: 3 } });
+    host.takeClient();
+    await client('PASS x\r\nAPOP a b\r\nNOOP\r\nFOO\r\nCAPA\r\n');
+    expect(host.takeClient()).toBe(
+      '-ERR USER first\r\n-ERR APOP is not supported: use USER/PASS or AUTH PLAIN\r\n-ERR Not logged in\r\n-ERR Too many bad commands\r\n',
+    );
+    expect(host.closed).toEqual({ kind: 'error', code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' });
+  });
+
+  it('answers QUIT before login locally', async () => {
+    const { host, client } = setup();
+    await client('QUIT\r\n');
+    expect(host.clientText).toBe('+OK postern ready\r\n+OK postern signing off\r\n');
+    expect(host.closed?.kind).toBe('client-quit');
+  });
+
+  it('ends the session with E_LINE_TOO_LONG on an over-long line', async () => {
+    const { host, client } = setup({ limits: { maxLineLength: 50 } });
+    host.takeClient();
+    await client('USER ' + 'a'.repeat(100));
+    expect(host.takeClient()).toBe('-ERR Line too long\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.LINE_TOO_LONG);
+  });
+
+  it('refuses credentials containing CR or NUL (they would split the upstream line)', async () => {
+    const { host, client } = setup();
+    host.takeClient();
+    const ir = Buffer.from('\0alice\r\nDELE 1@mail.example.test\0pw').toString('base64');
+    await client(`AUTH PLAIN ${ir}\r\n`);
+    expect(host.takeClient()).toBe('-ERR [AUTH] Invalid characters in credentials\r\n');
+    expect(host.connects).toEqual([]);
+  });
+});
+
+describe('Pop3Session: login', () => {
+  it.each([false, true])('USER/PASS login is routed and relayed (byte at a time: %s)', async (bb) => {
+    const t = await loggedIn({}, undefined, bb);
+    expect(t.host.pausedClient).toBe(false);
+    expect(t.host.calls.filter((c) => c.startsWith('connect'))).toEqual([`connect ${ROUTED_HOST}:110`]);
+  });
+
+  it('AUTH PLAIN with initial response logs in upstream with the routed user', async () => {
+    const { host, client, upstream, s } = setup();
+    host.takeClient();
+    await client('AUTH PLAIN ' + Buffer.from(`\0alice@${ROUTED_HOST}\0pw pw`).toString('base64') + '\r\n');
+    await upstream('+OK hi\r\n');
+    expect(host.takeUpstream()).toBe('AUTH PLAIN ' + Buffer.from('\0alice\0pw pw').toString('base64') + '\r\n');
+    await upstream('+OK Logged in.\r\n');
+    expect(host.takeClient()).toBe('+OK Logged in.\r\n');
+    expect(s.authenticated).toBe(true);
+  });
+
+  it('AUTH PLAIN with a continuation, and cancellation with *', async () => {
+    const { host, client, upstream } = setup();
+    host.takeClient();
+    await client('AUTH PLAIN\r\n*\r\nAUTH plain\r\n');
+    expect(host.takeClient()).toBe('+ \r\n-ERR [AUTH] Authentication cancelled\r\n+ \r\n');
+    await client(Buffer.from(`alice@${ROUTED_HOST}\0alice@${ROUTED_HOST}\0pw`).toString('base64') + '\r\n');
+    await upstream('+OK hi\r\n');
+    // authzid equal to authcid is accepted and not forwarded
+    expect(host.takeUpstream()).toBe('AUTH PLAIN ' + Buffer.from('\0alice\0pw').toString('base64') + '\r\n');
+  });
+
+  it('passes non-ASCII credentials byte for byte (USER/PASS and AUTH PLAIN)', async () => {
+    const pw = Buffer.from('p\u00e4ss w\u00f6rd \u2713', 'utf8');
+    const user = Buffer.from('j\u00fcrgen', 'utf8');
+    const a = setup();
+    await a.client(Buffer.concat([Buffer.from('USER '), user, Buffer.from(`@${ROUTED_HOST}\r\nPASS `), pw, Buffer.from('\r\n')]));
+    await a.upstream('+OK\r\n+OK\r\n');
+    expect(a.host.toUpstream).toEqual(Buffer.concat([Buffer.from('USER '), user, Buffer.from('\r\nPASS '), pw, Buffer.from('\r\n')]));
+
+    const b = setup();
+    const ir = (u: Buffer) => Buffer.concat([Buffer.from([0]), u, Buffer.from([0]), pw]).toString('base64');
+    await b.client(`AUTH PLAIN ${ir(Buffer.concat([user, Buffer.from(`@${ROUTED_HOST}`)]))}\r\n`);
+    await b.upstream('+OK\r\n');
+    expect(b.host.upstreamText).toBe(`AUTH PLAIN ${ir(user)}\r\n`);
+  });
+
+  it('refuses malformed SASL responses and foreign authorization identities', async () => {
+    const { host, client } = setup();
+    host.takeClient();
+    await client('AUTH PLAIN !!!\r\nAUTH PLAIN ' + Buffer.from('bob\0alice@mail.example.test\0pw').toString('base64') + '\r\nAUTH LOGIN\r\nAUTH PLAIN =\r\n');
+    expect(host.takeClient()).toBe(
+      '-ERR [AUTH] Invalid base64 in SASL response\r\n-ERR [AUTH] Authorization identity not supported\r\n-ERR [AUTH] Unsupported authentication mechanism\r\n-ERR [AUTH] Invalid base64 in SASL response\r\n',
+    );
+    expect(host.connects).toEqual([]);
+  });
+
+  it('reports an upstream login failure, allows a retry on the same connection', async () => {
+    const { host, client, upstream, s } = setup();
+    host.takeClient();
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS wrong\r\n`);
+    await upstream('+OK ready\r\n+OK\r\n');
+    expect(host.takeUpstream()).toBe('USER alice\r\nPASS wrong\r\n');
+    await upstream('-ERR [AUTH] Authentication failed.\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [AUTH] Authentication failed.\r\n');
+    expect(s.authenticated).toBe(false);
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS right\r\n`);
+    await upstream('+OK\r\n');
+    await upstream('-ERR bad\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [AUTH] bad\r\n');
+    await client(`USER alice@other.example.test\r\nPASS right\r\n`);
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [AUTH] This session is bound to another upstream host: reconnect\r\n');
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS right\r\n`);
+    await upstream('+OK\r\n+OK Logged in.\r\n');
+    expect(host.takeUpstream()).toBe('USER alice\r\nPASS right\r\nUSER alice\r\nPASS right\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n+OK Logged in.\r\n');
+    expect(host.connects).toHaveLength(1);
+  });
+
+  it('does STLS upstream before credentials and discards bytes injected after its +OK', async () => {
+    const { host, client, upstream } = setup({ upstreamTls: 'starttls' });
+    host.takeClient();
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await upstream('+OK ready\r\n');
+    expect(host.takeUpstream()).toBe('CAPA\r\n');
+    await upstream('+OK\r\nUSER\r\nSTLS\r\nSASL PLAIN\r\n.\r\n');
+    expect(host.takeUpstream()).toBe('STLS\r\n');
+    // A hostile upstream (or a man in the middle) appends a fake login success to its STLS answer.
+    await upstream('+OK Begin TLS\r\n+OK Logged in.\r\n');
+    expect(host.calls.slice(-2)).toEqual(['upstream-tls', 'U>USER alice\r\n']);
+    expect(host.takeClient()).toBe('+OK\r\n');
+    await upstream('+OK\r\n');
+    expect(host.takeUpstream()).toBe('USER alice\r\nPASS pw\r\n');
+    await upstream('+OK Logged in.\r\n');
+    expect(host.takeClient()).toBe('+OK Logged in.\r\n');
+    expect(host.logLines.join('')).toContain('upstream-stls-injection-discarded');
+  });
+
+  it.each([
+    ['no STLS in CAPA', '+OK\r\nUSER\r\n.\r\n'],
+    ['CAPA refused', '-ERR unknown command\r\n'],
+  ])('never sends credentials when the upstream cannot do STLS (%s)', async (_n, capa) => {
+    const { host, client, upstream } = setup({ upstreamTls: 'starttls' });
+    host.takeClient();
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await upstream('+OK ready\r\n');
+    await upstream(capa);
+    expect(host.upstreamText).toBe('CAPA\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream does not offer STLS\r\n');
+    expect(host.closed).toEqual({ kind: 'error', code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' });
+  });
+
+  it('connects with implicit TLS for an implicit upstream', async () => {
+    const { host, client } = setup({ upstreamTls: 'implicit' });
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    expect(host.connects).toEqual([{ host: ROUTED_HOST, port: 110, implicitTls: true }]);
+  });
+
+  it('uses the static upstream and the login unchanged', async () => {
+    const { host, client, upstream } = setup({
+      upstream: { kind: 'static', host: '127.0.0.1', port: 2110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    await client('USER alice\r\nPASS pw\r\n');
+    await upstream('+OK\r\n');
+    expect(host.connects).toEqual([{ host: '127.0.0.1', port: 2110, implicitTls: false }]);
+    expect(host.upstreamText).toBe('USER alice\r\n');
+  });
+
+  it('maps a connect failure to -ERR [SYS/TEMP] with the reason', async () => {
+    const { host, client } = setup({ connectError: new PosternError(ErrorCodes.UPSTREAM_REFUSED, 'connect ECONNREFUSED 127.0.0.1:110') });
+    host.takeClient();
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable: connect ECONNREFUSED 127.0.0.1:110\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.UPSTREAM_REFUSED);
+  });
+
+  it('ends with E_GREETING_TIMEOUT when the upstream stays silent, and on a bad greeting', async () => {
+    const a = setup();
+    a.host.takeClient();
+    await a.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    a.s.onTimeout('greeting');
+    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting timed out\r\n');
+    expect(a.host.closed).toMatchObject({ kind: 'timeout', code: ErrorCodes.GREETING_TIMEOUT });
+
+    const b = setup();
+    b.host.takeClient();
+    await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await b.upstream('-ERR go away\r\n');
+    expect(b.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting: go away\r\n');
+    expect(b.host.closed?.code).toBe(ErrorCodes.UPSTREAM_PROTOCOL);
+    expect(b.host.upstreamText).toBe('');
+  });
+
+  it('login timeout before login, idle timeout after', async () => {
+    const a = setup();
+    a.host.takeClient();
+    a.s.onTimeout('login');
+    expect(a.host.takeClient()).toBe('-ERR [SYS/TEMP] Login timeout\r\n');
+    expect(a.host.closed?.code).toBe(ErrorCodes.LOGIN_TIMEOUT);
+
+    const b = await loggedIn();
+    b.s.onTimeout('login'); // ignored once logged in
+    expect(b.host.closed).toBeNull();
+    b.s.onTimeout('idle');
+    expect(b.host.takeClient()).toBe('-ERR [SYS/TEMP] Idle timeout\r\n');
+    expect(b.host.closed?.code).toBe(ErrorCodes.IDLE_TIMEOUT);
+  });
+
+  it('never logs passwords or AUTH payloads', async () => {
+    const secret = 'Sup3r-Secret-PW';
+    const a = setup({ upstreamTls: 'starttls' });
+    await a.client(`USER alice@${ROUTED_HOST}\r\nPASS ${secret}\r\n`);
+    await a.upstream('+OK\r\n+OK\r\nSTLS\r\n.\r\n+OK go\r\n');
+    await a.upstream('+OK\r\n');
+    await a.upstream('-ERR [AUTH] failed\r\n');
+    const ir = Buffer.from(`\0alice@${ROUTED_HOST}\0${secret}`).toString('base64');
+    await a.client(`AUTH PLAIN ${ir}\r\n`);
+    await a.upstream('+OK Logged in.\r\n');
+    await a.client('QUIT\r\n');
+    expect(a.host.upstreamText).toContain(secret); // it was really used
+    const logs = a.host.logLines.join('');
+    expect(logs).toContain('"event":"login"');
+    expect(logs).not.toContain(secret);
+    expect(logs).not.toContain(ir);
+    expect(logs).not.toContain(Buffer.from(`\0alice\0${secret}`).toString('base64'));
+  });
+});
+
+describe('Pop3Session: relay', () => {
+  const STAT = '+OK 2 3456\r\n';
+  const LIST = '+OK 2 messages:\r\n1 1200\r\n2 2256\r\n.\r\n';
+  const RETR = '+OK 1200 octets\r\nSubject: x\r\n\r\n..dot\r\n...\r\nbody\r\n.\r\n';
+  const QUIT = '+OK Logging out.\r\n';
+
+  it.each([false, true])('relays pipelined commands and multi-line responses exactly (byte at a time: %s)', async (bb) => {
+    const { host, client, upstream } = await loggedIn();
+    await client('STAT\r\nLIST\r\nRETR 1\r\nLIST 2\r\nUIDL\r\nTOP 1 0\r\nDELE 1\r\nRSET\r\nNOOP\r\n', bb);
+    // all forwarded at once: PIPELINING
+    expect(host.takeUpstream()).toBe('STAT\r\nLIST\r\nRETR 1\r\nLIST 2\r\nUIDL\r\nTOP 1 0\r\nDELE 1\r\nRSET\r\nNOOP\r\n');
+    const responses =
+      STAT + LIST + RETR + '+OK 2 2256\r\n' + '+OK\r\n1 000000010000001a\r\n.\r\n' + '+OK\r\nSubject: x\r\n\r\n.\r\n' +
+      '+OK Marked to be deleted.\r\n' + '+OK\r\n' + '+OK\r\n';
+    await upstream(responses, bb);
+    expect(host.takeClient()).toBe(responses);
+    await client('QUIT\r\n');
+    expect(host.takeUpstream()).toBe('QUIT\r\n');
+    expect(host.closed).toBeNull();
+    await upstream(QUIT);
+    expect(host.takeClient()).toBe(QUIT);
+    expect(host.closed).toEqual({ kind: 'client-quit' });
+  });
+
+  it('frames a LIST/UIDL with an argument as single-line, and -ERR to RETR as single-line', async () => {
+    const { host, client, upstream } = await loggedIn();
+    await client('RETR 9\r\nUIDL 1\r\nSTAT\r\n');
+    await upstream('-ERR There\'s no message 9.\r\n+OK 1 abc\r\n+OK 1 5\r\n');
+    expect(host.takeClient()).toBe("-ERR There's no message 9.\r\n+OK 1 abc\r\n+OK 1 5\r\n");
+  });
+
+  it('filters CAPA after login: no STLS, SASL only PLAIN', async () => {
+    const { host, client, upstream } = await loggedIn();
+    await client('CAPA\r\n');
+    await upstream('+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n');
+    expect(filterCapa(Buffer.from('SASL LOGIN\r\nTOP\r\n')).toString()).toBe('TOP\r\n');
+  });
+
+  it('refuses login commands and unknown commands locally after login', async () => {
+    const { host, client } = await loggedIn();
+    await client('USER x\r\nSTLS\r\nXTND XLST\r\nLAST\r\n');
+    expect(host.takeClient()).toBe('-ERR Already logged in\r\n-ERR Already logged in\r\n-ERR Unknown command\r\n-ERR Unknown command\r\n');
+    await client('STAT\rDELE 1\r\nNOOP\0\r\n');
+    expect(host.takeClient()).toBe('-ERR Invalid characters in command\r\n'.repeat(2));
+    expect(host.upstreamText).toBe('');
+  });
+
+  it('does not QUIT upstream when the client vanishes (no DELE is committed)', async () => {
+    const { host, client, s } = await loggedIn();
+    await client('DELE 1\r\n');
+    s.onClientEnd();
+    expect(host.upstreamText).toBe('DELE 1\r\n');
+    expect(host.closed).toEqual({ kind: 'client-closed' });
+  });
+
+  it('upstream close, unsolicited and malformed responses end the session with -ERR [SYS/TEMP]', async () => {
+    const a = await loggedIn();
+    a.s.onUpstreamEnd();
+    expect(a.host.takeClient()).toBe('-ERR [SYS/TEMP] upstream closed the connection\r\n');
+    expect(a.host.closed).toMatchObject({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED });
+
+    const b = await loggedIn();
+    await b.upstream('+OK surprise\r\n');
+    expect(b.host.takeClient()).toBe('-ERR [SYS/TEMP] unsolicited upstream response\r\n');
+    expect(b.host.closed?.code).toBe(ErrorCodes.UPSTREAM_PROTOCOL);
+
+    const c = await loggedIn();
+    await c.client('STAT\r\n');
+    await c.upstream('garbage\r\n');
+    expect(c.host.takeClient()).toBe('-ERR [SYS/TEMP] upstream protocol error: malformed POP3 status line\r\n');
+    expect(c.host.closed?.code).toBe(ErrorCodes.UPSTREAM_PROTOCOL);
+  });
+
+  it('bounds a multi-line response with E_BUFFER_LIMIT', async () => {
+    const { host, client, upstream } = await loggedIn({ limits: { maxBufferedBytes: 1000 } });
+    await client('RETR 1\r\n');
+    await upstream('+OK\r\n' + 'x'.repeat(70).concat('\r\n').repeat(20));
+    expect(host.takeClient()).toMatch(/^-ERR \[SYS\/TEMP\] upstream protocol error: /);
+    expect(host.closed?.code).toBe(ErrorCodes.BUFFER_LIMIT);
+  });
+
+  it('shutdown says goodbye with -ERR', async () => {
+    const { host, s } = await loggedIn();
+    s.shutdown('server shutting down');
+    expect(host.takeClient()).toBe('-ERR [SYS/TEMP] server shutting down\r\n');
+    expect(host.closed).toMatchObject({ kind: 'shutdown', code: ErrorCodes.SHUTDOWN });
+  });
+});
+
+describe('Pop3Session: hooks', () => {
+  it('onMultiline replaces RETR/TOP bodies in order, even asynchronously', async () => {
+    const seen: string[] = [];
+    const hooks: Pop3Hooks = {
+      async onMultiline(cmd, body) {
+        seen.push(`${cmd.name} ${cmd.args.join(' ')}`);
+        await new Promise((r) => setTimeout(r, 5));
+        const text = unstuff(body).toString().replace('secret', 'XXXXXX');
+        return stuff(Buffer.from(text));
+      },
+    };
+    const { host, client, upstream } = await loggedIn({}, hooks);
+    await client('RETR 1\r\nSTAT\r\nTOP 1 0\r\n');
+    await upstream('+OK\r\nsecret\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nsecret\r\n.\r\n');
+    await new Promise((r) => setTimeout(r, 30));
+    expect(host.takeClient()).toBe('+OK\r\nXXXXXX\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nXXXXXX\r\n.\r\n');
+    expect(seen).toEqual(['RETR 1', 'TOP 1 0']);
+    expect(host.pausedUpstream).toBe(false);
+  });
+
+  it('upstreamCommand rewrites TOP to RETR; onMultiline sees the client command and may answer -ERR', async () => {
+    const seen: string[] = [];
+    const hooks: Pop3Hooks = {
+      upstreamCommand: (cmd) => (cmd.name === 'TOP' ? `RETR ${cmd.args[0]}` : null),
+      onMultiline(cmd, body) {
+        seen.push(`${cmd.name} ${cmd.args.join(' ')} multiline=${cmd.multiline}`);
+        if (cmd.args[0] === '2') return { error: '[SYS/TEMP] message 2 could not be scanned\r\nINJECT' };
+        return Buffer.from(unstuff(body).toString().split('\r\n\r\n')[0] + '\r\n\r\n');
+      },
+    };
+    const { host, client, upstream } = await loggedIn({}, hooks);
+    await client('TOP 1 0\r\nTOP 2 5\r\nLIST\r\n');
+    expect(host.takeUpstream()).toBe('RETR 1\r\nRETR 2\r\nLIST\r\n');
+    await upstream('+OK 30 octets\r\nSubject: a\r\n\r\nbody\r\n.\r\n+OK\r\nSubject: b\r\n\r\nx\r\n.\r\n+OK\r\n1 30\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK 30 octets\r\nSubject: a\r\n\r\n.\r\n-ERR [SYS/TEMP] message 2 could not be scanned INJECT\r\n+OK\r\n1 30\r\n.\r\n');
+    expect(seen).toEqual(['TOP 1 0 multiline=true', 'TOP 2 5 multiline=true']);
+  });
+
+  it('onDele refuses DELE of chosen messages locally', async () => {
+    const hooks: Pop3Hooks = { onDele: (n) => (n === 2 ? 'message 2 is held in quarantine' : null) };
+    const { host, client, upstream } = await loggedIn({}, hooks);
+    await client('DELE 1\r\nDELE 2\r\nDELE 3\r\n');
+    await upstream('+OK Marked.\r\n+OK Marked.\r\n');
+    expect(host.takeUpstream()).toBe('DELE 1\r\nDELE 3\r\n');
+    expect(host.takeClient()).toBe('-ERR message 2 is held in quarantine\r\n+OK Marked.\r\n+OK Marked.\r\n');
+  });
+});
