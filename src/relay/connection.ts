@@ -153,10 +153,6 @@ export class Connection implements SessionHost {
 
   setUser(user: string, upstream: string): void {
     this.log.setBindings({ user, upstream });
-    if (this.loginTimer) {
-      clearTimeout(this.loginTimer);
-      this.loginTimer = null;
-    }
   }
 
   connectUpstream(target: UpstreamTarget): Promise<void> {
@@ -186,6 +182,7 @@ export class Connection implements SessionHost {
         sock.removeAllListeners('error');
         this.bindUpstream(sock, gen);
         if (sock instanceof tls.TLSSocket) this.log.info({ tls: tlsInfo(sock), side: 'upstream' }, 'upstream TLS established');
+        this.armGreetingTimer(gen);
         resolve();
       };
       if (target.implicitTls) {
@@ -207,10 +204,29 @@ export class Connection implements SessionHost {
     });
   }
 
+  /** The upstream must say something (its greeting) within greetingTimeoutMs of connecting. */
+  private armGreetingTimer(gen: number): void {
+    const ms = this.listener.limits.greetingTimeoutMs;
+    if (ms <= 0) return;
+    this.greetingTimer = setTimeout(() => {
+      this.greetingTimer = null;
+      if (gen === this.upstreamGen && !this.closed) this.session.onTimeout('greeting');
+    }, ms);
+    this.greetingTimer.unref();
+  }
+
+  private clearGreetingTimer(): void {
+    if (this.greetingTimer) clearTimeout(this.greetingTimer);
+    this.greetingTimer = null;
+  }
+
+  private greetingTimer: NodeJS.Timeout | null = null;
+
   private bindUpstream(sock: Sock, gen: number): void {
     this.upstream = sock;
     sock.on('data', (d: Buffer) => {
       if (gen !== this.upstreamGen) return;
+      this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
       this.touch();
       this.session.onUpstreamData(d);
@@ -234,6 +250,7 @@ export class Connection implements SessionHost {
   }
 
   disconnectUpstream(): void {
+    this.clearGreetingTimer();
     if (!this.upstream) return;
     this.upstreamGen++;
     this.upstream.destroy();
@@ -312,6 +329,7 @@ export class Connection implements SessionHost {
     this.closed = true;
     if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.clearGreetingTimer();
     this.upstreamGen++;
     this.upstream?.destroy();
     this.client.end();

@@ -216,13 +216,25 @@ export class ImapSession implements Session, ImapSessionView {
       while (this.outQueue.length > 0) {
         const head = this.outQueue[0]!;
         let buf: Buffer;
+        let keepalive: NodeJS.Timeout | null = null;
         try {
-          buf = head instanceof Promise ? await head : head;
+          if (head instanceof Promise) {
+            // a long scan must not make the client give up: untagged OK lines are legal between responses
+            const ms = this.host.listener.inspect.keepaliveMs;
+            if (ms > 0) {
+              keepalive = setInterval(() => {
+                if (this.phase !== 'closed') this.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
+              }, ms);
+            }
+            buf = await head;
+          } else buf = head;
         } catch (err) {
+          if (keepalive) clearInterval(keepalive);
           this.outQueue.length = 0;
           this.fail(err, 'upstream');
           return;
         }
+        if (keepalive) clearInterval(keepalive);
         this.outQueue.shift();
         if (this.phase === 'closed') continue;
         this.host.sendClient(buf);

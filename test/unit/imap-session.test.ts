@@ -310,3 +310,59 @@ describe('ImapSession relay phase', () => {
     expect(t.host.logLines.join('')).not.toContain(Buffer.from('\0alice\0secret pass').toString('base64'));
   });
 });
+
+describe('ImapSession interception', () => {
+  async function withInterceptor(delayMs: number, keepaliveMs: number) {
+    const listener = testListener();
+    listener.inspect.keepaliveMs = keepaliveMs;
+    const host = new ScriptedHost(listener);
+    const session = new ImapSession(host, {
+      privateTagPrefix: 'P.',
+      interceptor: {
+        intercept: (head, line) =>
+          head.name === 'FETCH'
+            ? {
+                upstreamCommand: Buffer.from(line.toString().replace('BODY[1]', 'BODY.PEEK[]')),
+                onUntagged: (parts) =>
+                  new Promise<Buffer>((r) => setTimeout(() => r(Buffer.from(Buffer.concat(parts).toString().replace('secret', 'XXXXXX'))), delayMs)),
+                onTagged: (parts) => Buffer.concat(parts),
+              }
+            : null,
+      },
+    });
+    session.start();
+    const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s)), upstream: (s: string) => session.onUpstreamData(Buffer.from(s)) };
+    host.takeClient();
+    t.client('a1 LOGIN alice pw\r\n');
+    await tick();
+    t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
+    await tick();
+    t.upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
+    await tick();
+    t.upstream('* CAPABILITY IMAP4rev1\r\nP.2 OK done\r\n');
+    host.takeClient();
+    host.takeUpstream();
+    return t;
+  }
+
+  it('holds a rewritten response in order, holds later commands, and sends keep-alives while it waits', async () => {
+    const t = await withInterceptor(130, 40);
+    t.client('f1 FETCH 1 BODY[1]\r\nn1 NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('f1 FETCH 1 BODY.PEEK[]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {6}\r\nsecret)\r\n* 2 EXISTS\r\nf1 OK done\r\n');
+    // NOOP waits until f1 has completed upstream
+    expect(t.host.takeUpstream()).toBe('n1 NOOP\r\n');
+    expect(t.host.takeClient()).toBe('');
+    await new Promise((r) => setTimeout(r, 200));
+    const out = t.host.takeClient();
+    expect(out).toMatch(/^(\* OK postern: still inspecting message content\r\n){2,3}\* 1 FETCH \(BODY\[\] \{6\}\r\nXXXXXX\)\r\n\* 2 EXISTS\r\nf1 OK done\r\n$/);
+  });
+
+  it('sends no keep-alive when keepalive_ms is 0', async () => {
+    const t = await withInterceptor(60, 0);
+    t.client('f1 FETCH 1 BODY[1]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {6}\r\nsecret)\r\nf1 OK done\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(t.host.takeClient()).toBe('* 1 FETCH (BODY[] {6}\r\nXXXXXX)\r\nf1 OK done\r\n');
+  });
+});
