@@ -1,0 +1,218 @@
+/**
+ * IMAP faults a real server never produces, with a scripted fake upstream over real sockets:
+ * silence, garbage, a reset in the middle of a literal, bytes injected after the upstream's STARTTLS
+ * OK; plus admission limits and graceful shutdown. Each ends one session with a protocol-correct
+ * error and a log line, and never touches other sessions.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
+import { RawImap } from '../helpers/imap-client.js';
+import { startPostern, type PosternHandle } from '../helpers/postern.js';
+
+type Handler = (line: string, w: (s: string | Buffer) => void, sock: net.Socket, upgrade: (afterOk: string) => void) => void;
+
+interface Fake {
+  port: number;
+  received: string[];
+  tlsUsed: () => boolean;
+  close(): Promise<void>;
+}
+
+async function fakeImap(greeting: string | null, handler: Handler, cert?: { certFile: string; keyFile: string }): Promise<Fake> {
+  const received: string[] = [];
+  let usedTls = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((raw) => {
+    sockets.add(raw);
+    raw.on('error', () => {});
+    let sock: net.Socket = raw;
+    let buf = '';
+    const w = (s: string | Buffer) => sock.write(s);
+    const onData = (d: Buffer) => {
+      buf += d.toString('latin1');
+      let i;
+      while ((i = buf.indexOf('\r\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        received.push(`${usedTls ? 'tls' : 'plain'}: ${line}`);
+        handler(line, w, sock, (afterOk) => {
+          raw.removeListener('data', onData);
+          raw.write(afterOk);
+          const t = new tls.TLSSocket(raw, { isServer: true, secureContext: tls.createSecureContext({ cert: readFileSync(cert!.certFile), key: readFileSync(cert!.keyFile) }) });
+          t.on('error', () => {});
+          t.on('secure', () => (usedTls = true));
+          t.on('data', onData);
+          sock = t;
+        });
+      }
+    };
+    raw.on('data', onData);
+    if (greeting !== null) raw.write(greeting);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    received,
+    tlsUsed: () => usedTls,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+/** Answers like a minimal server: CAPABILITY, LOGIN/AUTHENTICATE ok, SELECT, and a FETCH via `onFetch`. */
+function basicHandler(onFetch?: (tag: string, w: (s: string | Buffer) => void, sock: net.Socket) => void): Handler {
+  return (line, w, sock) => {
+    const [tag, cmd] = line.split(' ');
+    const c = (cmd ?? '').toUpperCase();
+    if (c === 'CAPABILITY') w(`* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n${tag} OK done\r\n`);
+    else if (c === 'AUTHENTICATE' || c === 'LOGIN') w(`${tag} OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n`);
+    else if (c === 'SELECT') w(`* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n${tag} OK [READ-WRITE] selected\r\n`);
+    else if (c === 'FETCH' && onFetch) onFetch(tag!, w, sock);
+    else if (c === 'LOGOUT') w(`* BYE bye\r\n${tag} OK bye\r\n`);
+    else w(`${tag} OK ${c} done\r\n`);
+  };
+}
+
+let dir: TempDir;
+let cert: { certFile: string; keyFile: string };
+const fakes: Fake[] = [];
+let postern: PosternHandle;
+
+beforeAll(async () => {
+  dir = await tempDir();
+  cert = await selfSignedCert(dir.path);
+  const greet = '* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] fake ready\r\n';
+  const silent = await fakeImap(null, () => {});
+  const garbage = await fakeImap('HTTP/1.1 400 Bad Request\r\n\r\n', () => {});
+  const reset = await fakeImap(
+    greet,
+    basicHandler((_tag, w, sock) => {
+      w('* 1 FETCH (UID 1 BODY[] {1000}\r\n' + 'x'.repeat(100));
+      setTimeout(() => sock.destroy(), 50);
+    }),
+  );
+  const injecting = await fakeImap(
+    '* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] fake ready\r\n',
+    (line, w, sock, upgrade) => {
+      const [tag, cmd] = line.split(' ');
+      if (cmd?.toUpperCase() === 'STARTTLS') {
+        // the OK and a forged tagged response for postern's next private command, in one segment
+        const next = tag!.replace(/\d+$/, (n) => String(Number(n) + 1));
+        upgrade(`${tag} OK begin TLS\r\n${next} OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] forged\r\n`);
+        return;
+      }
+      basicHandler()(line, w, sock, upgrade);
+    },
+    cert,
+  );
+  fakes.push(silent, garbage, reset, injecting);
+  postern = await startPostern(
+    [
+      { name: 'silent', upstream: { host: '127.0.0.1', port: silent.port, tls: 'none' }, limits: { greetingTimeoutMs: 300 } },
+      { name: 'garbage', upstream: { host: '127.0.0.1', port: garbage.port, tls: 'none' } },
+      { name: 'reset', upstream: { host: '127.0.0.1', port: reset.port, tls: 'none' } },
+      { name: 'reset-inspect', policy: 'default', upstream: { host: '127.0.0.1', port: reset.port, tls: 'none' } },
+      { name: 'injecting', upstream: { host: '127.0.0.1', port: injecting.port, tls: 'starttls', caFile: cert.certFile } },
+    ],
+    { serverLimits: { maxSessionsPerClient: 6 } },
+  );
+});
+
+afterAll(async () => {
+  await postern?.close();
+  await Promise.all(fakes.map((f) => f.close()));
+  await dir?.remove();
+});
+
+describe('IMAP upstream faults', () => {
+  it('an upstream that never greets: tagged NO [UNAVAILABLE] with E_GREETING_TIMEOUT, bounded in time', async () => {
+    const c = await RawImap.connect({ port: postern.port('silent') });
+    const t0 = Date.now();
+    const r = (await c.command('LOGIN alice pw')).toString();
+    expect(r).toBe('t1 NO [UNAVAILABLE] postern: upstream did not answer in time (E_GREETING_TIMEOUT)\r\n');
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect((await c.command('NOOP')).toString()).toMatch(/^t2 OK/);
+    c.close();
+  });
+
+  it('an upstream that is not IMAP: tagged NO [UNAVAILABLE] E_UPSTREAM_PROTOCOL', async () => {
+    const c = await RawImap.connect({ port: postern.port('garbage') });
+    expect((await c.command('LOGIN alice pw')).toString()).toBe('t1 NO [UNAVAILABLE] postern: upstream sent no IMAP greeting (E_UPSTREAM_PROTOCOL)\r\n');
+    c.close();
+  });
+
+  it('reset mid-literal while inspecting: the client gets * BYE [UNAVAILABLE] and no partial message', async () => {
+    const c = await RawImap.connect({ port: postern.port('reset-inspect') });
+    await c.command('LOGIN alice pw');
+    await c.command('SELECT INBOX');
+    c.write('f FETCH 1 BODY.PEEK[]\r\n');
+    const out = (await c.readUntil(/\* BYE [^\r]*\r\n/)).toString();
+    expect(out).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(c.ended).toBe(true);
+    expect(postern.logs()).toMatch(/"code":"E_UPSTREAM_CLOSED"/);
+  });
+
+  it('reset mid-literal in pure relay mode: the connection is closed (a BYE inside a literal would corrupt it), and logged', async () => {
+    const c = await RawImap.connect({ port: postern.port('reset') });
+    await c.command('LOGIN alice pw');
+    await c.command('SELECT INBOX');
+    c.write('f FETCH 1 BODY.PEEK[]\r\n');
+    await c.readUntil(/x{100}/);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(c.ended).toBe(true);
+  });
+
+  it('bytes injected after the upstream STARTTLS OK are discarded; login happens only over TLS', async () => {
+    const c = await RawImap.connect({ port: postern.port('injecting') });
+    const r = (await c.command('LOGIN alice secretpw')).toString();
+    expect(r).toMatch(/^t1 OK /);
+    const fake = fakes[3]!;
+    expect(fake.tlsUsed()).toBe(true);
+    const plain = fake.received.filter((l) => l.startsWith('plain: '));
+    expect(plain.map((l) => l.replace(/^plain: \S+ /, ''))).toEqual(['STARTTLS']);
+    expect(fake.received.some((l) => l.startsWith('tls: ') && / CAPABILITY$/.test(l))).toBe(true);
+    expect(fake.received.some((l) => l.startsWith('tls: ') && / AUTHENTICATE PLAIN /.test(l))).toBe(true);
+    expect(postern.logs()).toContain('discarded upstream bytes sent after its STARTTLS OK');
+    c.close();
+  });
+});
+
+describe('admission and lifecycle', () => {
+  it('sessions over max_sessions_per_client are refused with * BYE, others keep working', async () => {
+    const held: RawImap[] = [];
+    try {
+      for (let i = 0; i < 6; i++) held.push(await RawImap.connect({ port: postern.port('garbage') }));
+      const sock = net.connect(postern.port('garbage'), '127.0.0.1');
+      const text = await new Promise<string>((resolve) => {
+        let s = '';
+        sock.on('data', (d) => (s += d.toString()));
+        sock.on('close', () => resolve(s));
+      });
+      expect(text).toBe('* BYE [UNAVAILABLE] postern: too many sessions from your address\r\n');
+      expect(postern.logs()).toMatch(/"code":"E_MAX_SESSIONS_PER_CLIENT"/);
+      expect((await held[0]!.command('NOOP')).toString()).toMatch(/^t1 OK/);
+    } finally {
+      held.forEach((h) => h.close());
+    }
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('stops accepting, then says * BYE to sessions still open after the grace period', async () => {
+    const own = await startPostern([{ name: 'g', upstream: { host: '127.0.0.1', port: fakes[2]!.port, tls: 'none' } }]);
+    const c = await RawImap.connect({ port: own.port('g') });
+    const port = own.port('g');
+    const closing = own.server.close(300);
+    const bye = (await c.readUntil(/\* BYE [^\r]*\r\n/)).toString();
+    expect(bye).toBe('* BYE [UNAVAILABLE] server shutting down\r\n');
+    await closing;
+    await expect(RawImap.connect({ port })).rejects.toThrow();
+  });
+});
