@@ -101,6 +101,11 @@ export class VettedCache {
     }
   }
 
+  /** Directory of the spill files (null until something spilled). */
+  get spillDirectory(): string | null {
+    return this.dir;
+  }
+
   get stats(): { entries: number; memoryBytes: number; spillBytes: number } {
     return { entries: this.entries.size, memoryBytes: this.memoryBytes, spillBytes: this.spillBytes };
   }

@@ -2,7 +2,9 @@
  * Inline inspection over IMAP, end to end: real Dovecot, real clamd (the project's test signatures),
  * the shipped default policy. Each invariant of issue 5 is asserted against what the client sees.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClamd, type ClamdHandle } from '../harness/clamd.js';
 import { startDovecot, type Dovecot } from '../harness/dovecot.js';
@@ -63,8 +65,13 @@ const U = { clean: 1, exe: 2, virus: 3, big: 4 };
 beforeAll(async () => {
   [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
   for (const m of [CLEAN, EXE, VIRUS, bigInfected()]) await dovecot.deliver('alice', m);
+  const tinyPolicy = path.join(mkdtempSync(path.join(os.tmpdir(), 'postern-pol-')), 'tiny-av.yaml');
+  writeFileSync(tinyPolicy, 'name: tiny-av\nantivirus:\n  enabled: true\n  max_size: 2KB\n  on_oversize: block\n');
   postern = await startPostern(
-    [{ name: 'inspect', tls: 'none', policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } }],
+    [
+      { name: 'inspect', tls: 'none', policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } },
+      { name: 'oversize', tls: 'none', policy: tinyPolicy, upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } },
+    ],
     {
       extra: {
         scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 },
@@ -321,5 +328,31 @@ describe('invariant 7 and 8: pipelining, failures', () => {
     expect(virus.inspect.quarantineId).toMatch(/^[a-z0-9-]{8,}$/);
     expect(virus.inspect.mailbox).toBe('INBOX');
     expect(virus.user).toBe('alice');
+  });
+});
+
+describe('invariant 8: over the policy size limit', () => {
+  it('a message over antivirus.max_size follows on_oversize (block): deny notice, thread headers kept', async () => {
+    const text = 'From: Big Clean <bc@example.test>\r\nTo: alice@example.test\r\nSubject: five kilobytes\r\nMessage-ID: <five@example.test>\r\n\r\n' + 'clean line of text\r\n'.repeat(250);
+    await dovecot.deliver('alice', text);
+    const c = await RawImap.connect({ port: postern.port('oversize') });
+    try {
+      await c.command('LOGIN alice alicepass');
+      await c.command('SELECT INBOX');
+      const r = await c.command('UID FETCH 6 BODY.PEEK[]');
+      const b = body(r).toString('latin1');
+      expect(b).not.toContain('clean line of text');
+      expect(b).toContain('Subject: five kilobytes');
+      expect(b).toContain('Message-ID: <five@example.test>');
+      expect(b).toMatch(/blocked/i);
+    } finally {
+      c.close();
+    }
+    const p = await proxied();
+    try {
+      expect(body(await p.command('UID FETCH 6 BODY.PEEK[]')).toString('latin1')).toBe(text);
+    } finally {
+      p.close();
+    }
   });
 });

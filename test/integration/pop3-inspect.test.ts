@@ -1,16 +1,447 @@
-import { it } from 'vitest';
-import { startDovecot } from '../harness/dovecot.js';
-import { RawConn, sleep } from '../harness/util.js';
-it('probe', async () => {
-  const d = await startDovecot();
-  for (let i = 0; i < 3; i++) await d.deliver('alice', `From: a@b\r\nSubject: m${i}\r\n\r\nbody ${i}\r\n`);
-  const c = await RawConn.connect(d.ports.pop3);
-  await c.waitFor('+OK');
-  c.write('USER alice\r\nPASS alicepass\r\n');
-  await sleep(300);
-  for (const cmd of ['RETR 1x', 'RETR 01', 'RETR +1', 'RETR 1 junk', 'TOP 1', 'TOP 1 -1', 'TOP 1 x', 'DELE 1x', 'DELE 1 2', 'DELE 1\t', 'DELE  2', 'LIST', 'STAT']) {
-    c.clear(); c.write(cmd + '\r\n'); await sleep(150);
-    console.log(JSON.stringify(cmd), '=>', JSON.stringify(c.text.slice(0, 200)));
+/**
+ * Inline inspection over POP3, end to end: real Dovecot, real clamd (the project's test signatures),
+ * the shipped policies/default.yaml; driven by python3 poplib and by raw sockets (exact bytes).
+ *
+ * STAT and LIST: postern passes them through, so they report the upstream's sizes of the ORIGINAL
+ * messages. postern only learns the sanitised size by retrieving and vetting a message, and doing that
+ * for a whole mailbox on every STAT/LIST would download everything on each poll. Consequence: for a
+ * message the policy changed, the LIST size differs from the number of octets RETR delivers (a client
+ * that compares them sees a difference; RETR's "+OK n octets" states the size actually sent). Clean
+ * messages match exactly. The test "STAT/LIST report the originals' sizes" pins this down.
+ */
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import type { ScannerConfig } from '../../src/config/types.js';
+import { inspectMessage, recoveryId } from '../../src/policy/engine.js';
+import { loadPolicy } from '../../src/policy/load.js';
+import { createScanner } from '../../src/scanners/clamd.js';
+import { startClamd, type ClamdHandle } from '../harness/clamd.js';
+import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { RawConn, run } from '../harness/util.js';
+import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { eicar } from '../scanners/samples.js';
+
+function b64lines(data: Buffer): string {
+  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
+}
+
+const EXE_PAYLOAD = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00', 'latin1'), Buffer.from('POSTERN-EXE-MARKER-0002 '.repeat(40))]);
+const EXE_B64_PROBE = EXE_PAYLOAD.toString('base64').slice(0, 40);
+const EICAR_B64_PROBE = eicar().toString('base64').slice(0, 40);
+
+const CLEAN =
+  'From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: dots\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n' +
+  'Message-ID: <dots@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n' +
+  '.leading dot\r\n..two dots\r\n.\r\n...\r\nmiddle . dot\r\n.\r\nlast line\r\n';
+
+// The kept text part has lines starting with '.', so the sanitised body needs dot-stuffing too.
+const EXE =
+  'From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: tool for you\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\n' +
+  'Message-ID: <exe@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n' +
+  '--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n.dotted line in the kept part\r\n.\r\n' +
+  '--XX\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  b64lines(EXE_PAYLOAD) +
+  '\r\n--XX--\r\n';
+
+const VIRUS =
+  'From: Eve <eve@example.test>\r\nTo: alice@example.test\r\nSubject: invoice\r\nDate: Tue, 3 Nov 2026 11:00:00 +0000\r\n' +
+  'Message-ID: <virus@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="YY"\r\n\r\n' +
+  '--YY\r\nContent-Type: text/plain\r\n\r\nplease pay\r\n..and pay soon\r\n' +
+  '--YY\r\nContent-Type: text/plain; name="readme.txt"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  b64lines(eicar()) +
+  '\r\n--YY--\r\n';
+
+// alice's INBOX, in POP3 message numbers
+const M = { clean: 1, exe: 2, virus: 3 };
+const ORIGINAL: Record<number, string> = { [M.clean]: CLEAN, [M.exe]: EXE, [M.virus]: VIRUS };
+const PROBES: Record<number, string[]> = {
+  [M.exe]: [EXE_B64_PROBE, 'POSTERN-EXE-MARKER'],
+  [M.virus]: [EICAR_B64_PROBE, 'EICAR-STANDARD-ANTIVIRUS'],
+};
+
+let dovecot: Dovecot;
+let clamd: ClamdHandle;
+let postern: PosternHandle; // working quarantine
+let broken: PosternHandle; // quarantine dir under a regular file: every store fails
+let tmp: string;
+let scannerCfg: ScannerConfig;
+/** What inspectMessage alone makes of each original (filled by the consistency test). */
+const oracle = new Map<number, Buffer>();
+
+beforeAll(async () => {
+  [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
+  for (const m of [CLEAN, EXE, VIRUS]) await dovecot.deliver('alice', m);
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-pop3-inspect-'));
+  // root ignores permission bits, so an unwritable quarantine is a path whose parent is a regular file
+  writeFileSync(path.join(tmp, 'not-a-dir'), 'x');
+  scannerCfg = { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 };
+  const spec = { name: 'pop3', protocol: 'pop3' as const, tls: 'none' as const, policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const } };
+  [postern, broken] = await Promise.all([
+    startPostern([spec], { extra: { scanner: scannerCfg, quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 } } }),
+    startPostern([spec], { extra: { scanner: scannerCfg, quarantine: { dir: path.join(tmp, 'not-a-dir', 'quarantine'), retentionDays: 30 } } }),
+  ]);
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all([postern?.close(), broken?.close()]);
+  await Promise.all([dovecot?.stop(), clamd?.stop()]);
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+function dumpOnFailure(): void {
+  onTestFailed(() => {
+    console.error('--- postern log ---\n' + postern.logs().slice(-20_000));
+    console.error('--- broken-quarantine postern log ---\n' + broken.logs().slice(-10_000));
+  });
+}
+
+// ------------------------------------------------------------------ raw POP3
+
+/** A logged-in raw POP3 conversation (exact bytes). */
+class Pop {
+  private constructor(readonly c: RawConn) {}
+
+  static async open(port: number, user = 'alice'): Promise<Pop> {
+    const c = await RawConn.connect(port);
+    await c.waitFor(/^\+OK[^\r\n]*\r\n/);
+    const p = new Pop(c);
+    expect((await p.cmd(`USER ${user}`)).toString()).toMatch(/^\+OK/);
+    expect((await p.cmd(`PASS ${dovecot.users[user as 'alice']}`)).toString()).toMatch(/^\+OK/);
+    return p;
   }
-  c.close(); await d.stop();
+
+  /** Sends one command; returns its whole response (status, body, terminator). */
+  async cmd(line: string, multiline = false): Promise<Buffer> {
+    this.c.clear();
+    this.c.write(line + '\r\n');
+    await this.c.waitFor(multiline ? /^(-ERR[^\r\n]*\r\n|\+OK[\s\S]*\r\n\.\r\n)$/ : /\r\n$/, 15_000);
+    return Buffer.concat(this.c.received);
+  }
+
+  close(): void {
+    this.c.close();
+  }
+}
+
+/** Splits a multi-line +OK response into its status line and its dot-stuffed body (terminator removed). */
+function split(resp: Buffer): { status: string; body: Buffer } {
+  const eol = resp.indexOf('\r\n');
+  expect(resp.subarray(resp.length - 5).toString()).toBe('\r\n.\r\n');
+  return { status: resp.subarray(0, eol).toString('latin1'), body: resp.subarray(eol + 2, resp.length - 3) };
+}
+
+/** RFC 1939 dot-stuffing, written independently of the code under test. */
+function stuffed(content: Buffer | string): Buffer {
+  return Buffer.from(Buffer.from(content).toString('latin1').replace(/^\./gm, '..'), 'latin1');
+}
+
+function unstuffed(body: Buffer): Buffer {
+  return Buffer.from(body.toString('latin1').replace(/^\./gm, ''), 'latin1');
+}
+
+/** Header block plus the first `n` body lines (what TOP msg n must return). */
+function top(message: Buffer, n: number): Buffer {
+  const s = message.toString('latin1');
+  const h = s.indexOf('\r\n\r\n') + 4;
+  const lines = s.slice(h).match(/[^\n]*\n/g) ?? [];
+  return Buffer.from(s.slice(0, h) + lines.slice(0, n).join(''), 'latin1');
+}
+
+async function directRetr(n: number, user = 'alice'): Promise<Buffer> {
+  const d = await Pop.open(dovecot.ports.pop3, user);
+  try {
+    return await d.cmd(`RETR ${n}`, true);
+  } finally {
+    d.close();
+  }
+}
+
+// ------------------------------------------------------------------ python3 poplib
+
+const PY_CLIENT = String.raw`
+import base64, json, poplib, sys
+a = json.loads(sys.argv[1])
+p = poplib.POP3('127.0.0.1', a['port'], timeout=20)
+p.user(a['user']); p.pass_(a['password'])
+out = []
+for op in a['ops']:
+    try:
+        if op[0] == 'stat': out.append(list(p.stat()))
+        elif op[0] == 'list':
+            resp, lines, _ = p.list()
+            out.append([l.decode() for l in lines])
+        elif op[0] in ('retr', 'top'):
+            resp, lines, octets = p.retr(op[1]) if op[0] == 'retr' else p.top(op[1], op[2])
+            out.append({'status': resp.decode('latin1'), 'octets': octets, 'msg': base64.b64encode(b'\r\n'.join(lines) + b'\r\n').decode()})
+        elif op[0] == 'dele': out.append(p.dele(op[1]).decode('latin1'))
+        elif op[0] == 'noop': out.append(p.noop().decode('latin1'))
+        elif op[0] == 'quit': out.append(p.quit().decode('latin1'))
+    except poplib.error_proto as e:
+        out.append({'error': e.args[0].decode('latin1')})
+print(json.dumps(out))
+`;
+
+type PyOut = Array<[number, number] | string[] | string | { status: string; octets: number; msg: string } | { error: string }>;
+
+async function poplib(port: number, ops: Array<[string, ...number[]]>, user = 'alice'): Promise<PyOut> {
+  const r = await run('python3', ['-c', PY_CLIENT, JSON.stringify({ port, user, password: dovecot.users[user as 'alice'], ops })], { timeoutMs: 25_000 });
+  if (r.code !== 0) throw new Error(`poplib client failed: ${r.stderr.toString()}`);
+  return JSON.parse(r.stdout.toString()) as PyOut;
+}
+
+const msgOf = (x: PyOut[number]) => Buffer.from((x as { msg: string }).msg, 'base64');
+
+function inspectedLines(h: PosternHandle): Array<Record<string, any>> {
+  return h
+    .logs()
+    .split('\n')
+    .filter((l) => l.includes('"message inspected"'))
+    .map((l) => JSON.parse(l) as Record<string, any>);
+}
+
+// ------------------------------------------------------------------ tests
+
+describe('POP3 RETR through the default policy', () => {
+  it('a clean message (lines starting with ".") is byte-identical to a direct RETR, including dot-stuffing', async () => {
+    dumpOnFailure();
+    const direct = await directRetr(M.clean);
+    expect(direct.toString('latin1')).toContain('\r\n...leading dot\r\n');
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      const viaPostern = await p.cmd(`RETR ${M.clean}`, true);
+      expect(viaPostern.toString('latin1')).toBe(direct.toString('latin1'));
+      expect(unstuffed(split(viaPostern).body).toString('latin1')).toBe(CLEAN);
+      // TOP of a clean message: the same bytes Dovecot's own TOP gives
+      const d = await Pop.open(dovecot.ports.pop3);
+      try {
+        for (const n of [0, 2, 100]) {
+          expect(split(await p.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'), `TOP ${n}`).toBe(split(await d.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'));
+        }
+      } finally {
+        d.close();
+      }
+    } finally {
+      p.close();
+    }
+  });
+
+  it('stripped .exe and EICAR attachments: sanitised, deny note present, dot-stuffing right, equal to inspectMessage of the original', async () => {
+    dumpOnFailure();
+    const policy = loadPolicy('default', 'policies');
+    const scanner = createScanner(scannerCfg, pino({ level: 'silent' }));
+    try {
+      for (const n of [M.exe, M.virus]) {
+        // the original as Dovecot serves it
+        const original = unstuffed(split(await directRetr(n)).body);
+        expect(original.toString('latin1')).toBe(ORIGINAL[n]);
+        const r = await inspectMessage(original, policy, { protocol: 'pop3', msgno: n }, { scanner, quarantine: null });
+        expect(r.verdict.status).toBe('changed');
+        oracle.set(n, r.output);
+      }
+    } finally {
+      await scanner.close();
+    }
+
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      for (const n of [M.exe, M.virus]) {
+        const resp = await p.cmd(`RETR ${n}`, true);
+        const text = resp.toString('latin1');
+        for (const probe of PROBES[n]!) expect(text, `message ${n}`).not.toContain(probe);
+        const { status, body } = split(resp);
+        const msg = unstuffed(body);
+        expect(msg.equals(oracle.get(n)!), `message ${n} equals inspectMessage output`).toBe(true);
+        expect(body.equals(stuffed(msg))).toBe(true);
+        // the octet count announced is the size of what is sent, not the original's
+        expect(status).toBe(`+OK ${msg.length} octets`);
+        expect(msg.toString('latin1')).toContain('An attachment was removed from this message by the mail gateway (policy "default")');
+        expect(msg.toString('latin1')).toContain(`Recovery id: ${recoveryId(Buffer.from(ORIGINAL[n]!, 'latin1'), 'default')}`);
+      }
+      // a sanitised body line starting with '.' is stuffed on the wire
+      const exe = (await p.cmd(`RETR ${M.exe}`, true)).toString('latin1');
+      expect(exe).toContain('\r\n..dotted line in the kept part\r\n..\r\n--XX\r\n');
+      expect(exe).toContain('tool.exe');
+      const virus = (await p.cmd(`RETR ${M.virus}`, true)).toString('latin1');
+      expect(virus).toContain('\r\n...and pay soon\r\n');
+      expect(virus).toMatch(/Eicar-Test-Signature/);
+    } finally {
+      p.close();
+    }
+
+    // python poplib parses the result; a second session gets the same bytes (deterministic)
+    const py = await poplib(postern.port('pop3'), [['retr', M.exe], ['retr', M.virus], ['quit']]);
+    expect(msgOf(py[0]).equals(oracle.get(M.exe)!)).toBe(true);
+    expect(msgOf(py[1]).equals(oracle.get(M.virus)!)).toBe(true);
+    expect((py[1] as { octets: number }).octets).toBeGreaterThan(0);
+  });
+
+  it('TOP n m of the infected and the stripped message is cut from the sanitised message, even with a huge m', async () => {
+    dumpOnFailure();
+    expect(oracle.size).toBe(2); // filled by the previous test
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      for (const n of [M.virus, M.exe]) {
+        const sanitised = oracle.get(n)!;
+        const bodyLines = sanitised.toString('latin1').split('\r\n\r\n').slice(1).join('\r\n\r\n').split('\r\n').length;
+        for (const m of [0, 1, 3, 8, bodyLines, 1_000_000]) {
+          const resp = await p.cmd(`TOP ${n} ${m}`, true);
+          for (const probe of PROBES[n]!) expect(resp.toString('latin1'), `TOP ${n} ${m}`).not.toContain(probe);
+          expect(split(resp).body.toString('latin1'), `TOP ${n} ${m}`).toBe(stuffed(top(sanitised, m)).toString('latin1'));
+        }
+      }
+    } finally {
+      p.close();
+    }
+    const py = await poplib(postern.port('pop3'), [['top', M.virus, 1_000_000], ['top', M.exe, 2], ['quit']]);
+    expect(msgOf(py[0]).equals(oracle.get(M.virus)!)).toBe(true);
+    expect(msgOf(py[1]).equals(top(oracle.get(M.exe)!, 2))).toBe(true);
+  });
+
+  it('STAT/LIST report the originals\u2019 sizes (passed through); RETR of a changed message delivers a different size', async () => {
+    dumpOnFailure();
+    const d = await Pop.open(dovecot.ports.pop3);
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      expect((await p.cmd('STAT')).toString('latin1')).toBe((await d.cmd('STAT')).toString('latin1'));
+      const list = (await p.cmd('LIST', true)).toString('latin1');
+      expect(list).toBe((await d.cmd('LIST', true)).toString('latin1'));
+      expect((await p.cmd(`LIST ${M.exe}`)).toString('latin1')).toBe((await d.cmd(`LIST ${M.exe}`)).toString('latin1'));
+      const sizes = new Map([...list.matchAll(/^(\d+) (\d+)\r$/gm)].map((m) => [Number(m[1]), Number(m[2])]));
+      expect(sizes.get(M.clean)).toBe(CLEAN.length);
+      expect(sizes.get(M.exe)).toBe(EXE.length);
+      expect(sizes.get(M.virus)).toBe(VIRUS.length);
+    } finally {
+      d.close();
+      p.close();
+    }
+    const py = await poplib(postern.port('pop3'), [['list'], ['retr', M.clean], ['retr', M.exe], ['quit']]);
+    const listed = new Map((py[0] as string[]).map((l) => l.split(' ').map(Number) as [number, number]));
+    // poplib's octets count includes a CRLF per line; compare the message bytes instead
+    expect(msgOf(py[1]).length).toBe(listed.get(M.clean));
+    expect(msgOf(py[2]).length).not.toBe(listed.get(M.exe));
+    expect(msgOf(py[2]).length).toBe(oracle.get(M.exe)!.length);
+  });
+
+  it('one "message inspected" log line per inspected message, with verdict, rules, viruses, quarantine id', async () => {
+    dumpOnFailure();
+    const before = inspectedLines(postern).length;
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      await p.cmd(`RETR ${M.virus}`, true);
+      await p.cmd(`RETR ${M.virus}`, true);
+      await p.cmd(`TOP ${M.virus} 3`, true);
+      await p.cmd(`RETR ${M.exe}`, true);
+      await p.cmd(`RETR ${M.clean}`, true);
+      await p.cmd('QUIT');
+    } finally {
+      p.close();
+    }
+    const lines = inspectedLines(postern).slice(before);
+    expect(lines.map((l) => l.inspect.msgno)).toEqual([M.virus, M.exe, M.clean]);
+    const [virus, exe, clean] = lines as [Record<string, any>, Record<string, any>, Record<string, any>];
+    for (const l of lines) {
+      expect(l.listener).toBe('pop3');
+      expect(l.user).toBe('alice');
+      expect(l.level).toBe(30);
+      expect(l.inspect.sizeIn).toBe(ORIGINAL[l.inspect.msgno]!.length);
+      expect(typeof l.inspect.scanMs).toBe('number');
+    }
+    expect(virus.inspect).toMatchObject({ verdict: 'changed', sizeOut: oracle.get(M.virus)!.length, quarantineId: recoveryId(Buffer.from(VIRUS, 'latin1'), 'default') });
+    expect(virus.inspect.viruses.join(' ')).toMatch(/Eicar/i);
+    expect(virus.inspect.rules).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip' })]);
+    expect(exe.inspect).toMatchObject({ verdict: 'changed', viruses: [], quarantineId: recoveryId(Buffer.from(EXE, 'latin1'), 'default') });
+    expect(exe.inspect.rules.map((r: { rule: string; filename?: string }) => r.filename)).toContain('tool.exe');
+    expect(clean.inspect).toMatchObject({ verdict: 'clean', rules: [], viruses: [], sizeOut: CLEAN.length });
+    expect(clean.inspect.quarantineId).toBeUndefined();
+    // never a password in the log
+    expect(postern.logs()).not.toContain(dovecot.users.alice);
+  });
+});
+
+describe('nothing lost: DELE of an altered message needs its original in quarantine', () => {
+  it('quarantine unwritable: DELE of the stripped message is refused with -ERR [SYS/PERM], the clean one is deleted', async () => {
+    dumpOnFailure();
+    await dovecot.deliver('bob', EXE);
+    await dovecot.deliver('bob', CLEAN);
+    const p = await Pop.open(broken.port('pop3'), 'bob');
+    try {
+      const sanitised = unstuffed(split(await p.cmd('RETR 1', true)).body);
+      expect(sanitised.toString('latin1')).not.toContain('POSTERN-EXE-MARKER');
+      expect(sanitised.toString('latin1')).toContain(`Recovery id: ${recoveryId(Buffer.from(EXE, 'latin1'), 'default')}`); // the text does not depend on the disk
+      expect(sanitised.equals(oracle.get(M.exe)!)).toBe(true);
+      await p.cmd('RETR 2', true);
+      expect((await p.cmd('DELE 1')).toString('latin1')).toMatch(/^-ERR \[SYS\/PERM\] [^\r\n]*quarantine[^\r\n]*\r\n$/);
+      expect((await p.cmd('DELE 2')).toString('latin1')).toMatch(/^\+OK/);
+      expect((await p.cmd('NOOP')).toString('latin1')).toMatch(/^\+OK/);
+      expect((await p.cmd('QUIT')).toString('latin1')).toMatch(/^\+OK/);
+    } finally {
+      p.close();
+    }
+    await expect.poll(() => dovecot.count('bob')).toBe(1);
+    expect(unstuffed(split(await directRetr(1, 'bob')).body).toString('latin1')).toBe(EXE);
+    const line = inspectedLines(broken).find((l) => l.user === 'bob' && l.inspect.msgno === 1)!;
+    expect(line.inspect).toMatchObject({ verdict: 'changed', quarantineFailed: true });
+    expect(line.inspect.quarantineId).toBeUndefined();
+    expect(broken.logs()).toMatch(/"msg":"DELE refused: message was altered and its original could not be quarantined"/);
+  });
+
+  it('quarantine unwritable: DELE pipelined right behind RETR (or after TOP) is still refused', async () => {
+    dumpOnFailure();
+    expect(await dovecot.count('bob')).toBe(1); // the stripped message the previous test kept
+    const c = await RawConn.connect(broken.port('pop3'));
+    try {
+      await c.waitFor('\r\n');
+      c.write('USER bob\r\nPASS bobpass\r\nRETR 1\r\nDELE 1\r\nTOP 1 0\r\nDELE 1\r\nQUIT\r\n');
+      await c.waitEnd(15_000); // QUIT's answer closes the connection
+      const text = c.text;
+      expect(text).not.toContain('POSTERN-EXE-MARKER');
+      expect(text.match(/^-ERR \[SYS\/PERM\][^\r\n]*\r\n/gm)?.length, text).toBe(2);
+      expect(text).not.toMatch(/^\+OK.*[Dd]elete/m);
+    } finally {
+      c.close();
+    }
+    expect(await dovecot.count('bob')).toBe(1);
+  });
+
+  it('working quarantine: DELE of the stripped message passes; the original is in quarantine, mode 0600', async () => {
+    dumpOnFailure();
+    const py = await poplib(postern.port('pop3'), [['retr', 1], ['dele', 1], ['quit']], 'bob');
+    expect(msgOf(py[0]).equals(oracle.get(M.exe)!)).toBe(true);
+    expect(py[1]).toMatch(/^\+OK/);
+    expect(py[2]).toMatch(/^\+OK/);
+    await expect.poll(() => dovecot.count('bob')).toBe(0);
+    const id = recoveryId(Buffer.from(EXE, 'latin1'), 'default');
+    const eml = path.join(tmp, 'quarantine', `${id}.eml`);
+    expect(readFileSync(eml).toString('latin1')).toBe(EXE);
+    expect(statSync(eml).mode & 0o777).toBe(0o600);
+    expect(inspectedLines(postern).some((l) => l.user === 'bob' && l.inspect.quarantineId === id)).toBe(true);
+  });
+});
+
+describe('scanner failure', () => {
+  it('clamd killed: RETR and TOP get -ERR [SYS/TEMP] and nothing unscanned; the session stays usable; after restart RETR works', async () => {
+    dumpOnFailure();
+    const p = await Pop.open(postern.port('pop3'));
+    try {
+      await clamd.kill();
+      for (const cmd of [`RETR ${M.virus}`, `TOP ${M.virus} 100`, `RETR ${M.clean}`]) {
+        const r = (await p.cmd(cmd, true)).toString('latin1');
+        expect(r, cmd).toMatch(/^-ERR \[SYS\/TEMP\] [^\r\n]*\r\n$/);
+        expect(r).not.toContain('Subject:');
+      }
+      expect((await p.cmd('NOOP')).toString('latin1')).toMatch(/^\+OK/);
+      expect((await p.cmd('STAT')).toString('latin1')).toMatch(/^\+OK 3 \d+\r\n$/);
+      await clamd.restart();
+      const ok = await p.cmd(`RETR ${M.virus}`, true);
+      expect(unstuffed(split(ok).body).equals(oracle.get(M.virus)!)).toBe(true);
+      expect((await p.cmd(`RETR ${M.clean}`, true)).toString('latin1')).toBe((await directRetr(M.clean)).toString('latin1'));
+    } finally {
+      p.close();
+    }
+    const tempfails = inspectedLines(postern).filter((l) => l.inspect.verdict === 'tempfail');
+    expect(tempfails.length).toBeGreaterThanOrEqual(3);
+  });
 });

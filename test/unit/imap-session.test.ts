@@ -144,6 +144,30 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     expect(t.host.connects).toHaveLength(2);
   });
 
+  it('AUTHENTICATE PLAIN with an initial response (SASL-IR) and a cancelled exchange', async () => {
+    const t = setup();
+    t.host.takeClient();
+    t.client('x AUTHENTICATE LOGIN\r\n*\r\n');
+    expect(t.host.takeClient()).toBe('+ VXNlcm5hbWU6\r\nx BAD Authentication cancelled\r\n');
+    t.client('a AUTHENTICATE PLAIN ' + Buffer.from('\0alice\0pw').toString('base64') + '\r\n');
+    await tick();
+    expect(t.host.connects).toHaveLength(1);
+    expect(t.host.takeClient()).toBe('');
+  });
+
+  it('login timeout and idle timeout end the session with a coded BYE', () => {
+    const a = setup();
+    a.host.takeClient();
+    a.session.onTimeout('login');
+    expect(a.host.takeClient()).toBe('* BYE Login timeout\r\n');
+    expect(a.host.closed).toEqual({ kind: 'timeout', code: 'E_LOGIN_TIMEOUT', message: 'login timeout' });
+    const b = setup();
+    b.host.takeClient();
+    b.session.onTimeout('idle');
+    expect(b.host.takeClient()).toBe('* BYE Autologout; idle for too long\r\n');
+    expect(b.host.closed?.code).toBe('E_IDLE_TIMEOUT');
+  });
+
   it('login routing: a denied host is refused with NO and never connected', async () => {
     const t = setup({
       upstream: { kind: 'login-routed', port: 993, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' } },

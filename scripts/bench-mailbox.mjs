@@ -1,0 +1,1029 @@
+#!/usr/bin/env node
+/**
+ * Download of a mixed mailbox through postern vs direct to Dovecot, in one run.
+ *
+ * Starts a private Dovecot (plain IMAP + POP3 on loopback), a private clamd (the project's test
+ * signatures, test/fixtures/clamav), seeds ~200 messages / ~60 MB (clean text, clean with PDF/PNG-like
+ * attachments, .exe attachments the default policy strips, EICAR attachments clamd finds, a few
+ * multi-MB ones), then starts postern as its own process (`node bin/postern.js serve`) with static
+ * listeners to that Dovecot, policy `default`, scanner clamd, and downloads everything:
+ *   - IMAP bulk `UID FETCH 1:* BODY.PEEK[]`: direct, through a plain TCP relay (a separate node
+ *     process, the floor of any proxy), through postern (pass 1 vets and scans, pass 2 in the same
+ *     session is served from the per-session cache), through postern with implicit TLS client side;
+ *   - IMAP per-message `UID FETCH n BODY.PEEK[]`, one at a time like a client: direct vs postern;
+ *   - POP3 `RETR n` one at a time: direct, relay, postern.
+ * Every download is checked: each message's bytes are hashed and compared with the direct fetch
+ * (clean messages must be identical, stripped/infected ones must differ).
+ *
+ * postern's peak RSS per phase: VmHWM of /proc/<pid>/status, reset before each phase through
+ * /proc/<pid>/clear_refs ("5") when the kernel allows it (otherwise the cumulative peak is shown).
+ * CPU seconds come from /proc/<pid>/stat; "scan" is the sum of the scanMs postern logs per message.
+ *
+ * Usage: npm run build && node scripts/bench-mailbox.mjs [--messages N] [--mb M]
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createCipheriv, createHash } from 'node:crypto';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import tls from 'node:tls';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const fixtures = join(root, 'test/fixtures/clamav');
+const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
+const USER = 'alice';
+const PASS = 'alicepass';
+const OVERALL_TIMEOUT_MS = 8 * 60_000;
+const COMMAND_TIMEOUT_MS = 180_000;
+
+const { values: argv } = parseArgs({ options: { messages: { type: 'string', default: '200' }, mb: { type: 'string', default: '60' } } });
+const N_MESSAGES = Number(argv.messages);
+const TARGET_BYTES = Number(argv.mb) * 1024 * 1024;
+
+// ---------- process and temp-dir bookkeeping (cleaned up on every exit path) ----------
+
+const children = new Set();
+const tempDirs = new Set();
+
+function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+function cleanupSync() {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  children.clear();
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+process.on('exit', cleanupSync);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    console.error(`\n${sig}: cleaning up`);
+    process.exit(130);
+  });
+}
+
+function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+function waitExit(child, ms = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+async function stop(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await waitExit(child);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function findBin(name) {
+  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/sbin']) {
+    if (d && existsSync(join(d, name))) return join(d, name);
+  }
+  throw new Error(`${name} not found (apt-get install dovecot-imapd dovecot-pop3d clamav-daemon)`);
+}
+
+async function freePorts(n) {
+  const servers = [];
+  const ports = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.createServer();
+    await new Promise((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', resolve);
+    });
+    servers.push(s);
+    ports.push(s.address().port);
+  }
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
+}
+
+// ---------- /proc probes ----------
+
+const CLK_TCK = 100;
+
+function cpuSeconds(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    // fields 14-17 of stat: utime stime cutime cstime (f[0] is field 3)
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+function procStatus(pid, key) {
+  try {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resets the peak-RSS counter (VmHWM); false when the kernel refuses. */
+function resetPeak(pid) {
+  try {
+    const before = procStatus(pid, 'VmHWM');
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return procStatus(pid, 'VmHWM') <= before;
+  } catch {
+    return false;
+  }
+}
+
+// ---------- Dovecot ----------
+
+async function startDovecot() {
+  const dir = tempDir('postern-bench-dovecot-');
+  chmodSync(dir, 0o755); // mail processes (uid 8) traverse it to reach the home
+  const home = join(dir, 'home', USER);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  chmodSync(join(dir, 'home'), 0o755);
+  chownSync(home, MAIL_UID, MAIL_UID);
+  writeFileSync(join(dir, 'users'), `${USER}:{PLAIN}${PASS}:${MAIL_UID}:${MAIL_UID}::${home}::\n`);
+  const [imap, pop3] = await freePorts(2);
+  const conf = join(dir, 'dovecot.conf');
+  writeFileSync(
+    conf,
+    `instance_name = postern-bench-${process.pid}
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+protocols = imap pop3
+listen = 127.0.0.1
+log_path = /dev/stderr
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+ssl = no
+mail_location = maildir:~/Maildir
+mail_uid = mail
+mail_gid = mail
+first_valid_uid = ${MAIL_UID}
+first_valid_gid = ${MAIL_UID}
+pop3_uidl_format = %08Xu%08Xv
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${dir}/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%u ${dir}/users
+}
+namespace inbox {
+  inbox = yes
+}
+protocol imap {
+  mail_max_userip_connections = 200
+}
+protocol pop3 {
+  mail_max_userip_connections = 200
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${imap}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = ${pop3}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+`,
+  );
+  let log = '';
+  const proc = track(spawn(findBin('dovecot'), ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const keep = (d) => {
+    log = (log + d.toString()).slice(-20_000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  const until = Date.now() + 15_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`dovecot exited during start:\n${log}`);
+    try {
+      const c = await Imap.connect({ port: imap });
+      await c.login();
+      await c.logout();
+      break;
+    } catch (e) {
+      if (Date.now() > until) throw new Error(`dovecot not ready (${e.message}):\n${log}`);
+      await sleep(50);
+    }
+  }
+  return { dir, conf, proc, ports: { imap, pop3 }, log: () => log };
+}
+
+function deliver(dovecot, message) {
+  const r = spawnSync(findBin('doveadm'), ['-c', dovecot.conf, 'save', '-u', USER], { input: message, timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`doveadm save failed (${r.status}): ${r.stderr}`);
+}
+
+// ---------- clamd ----------
+
+async function clamdPing(port) {
+  return new Promise((resolve) => {
+    const s = net.createConnection({ host: '127.0.0.1', port }, () => s.write('zPING\0'));
+    s.setTimeout(500, () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.on('data', (d) => {
+      resolve(d.toString('latin1').startsWith('PONG'));
+      s.destroy();
+    });
+    s.on('error', () => resolve(false));
+  });
+}
+
+async function startClamd() {
+  const dir = tempDir('postern-bench-clamd-');
+  mkdirSync(join(dir, 'db'));
+  mkdirSync(join(dir, 'tmp'));
+  for (const f of readdirSync(fixtures)) if (/\.(ndb|hdb)$/.test(f)) copyFileSync(join(fixtures, f), join(dir, 'db', f));
+  const [port] = await freePorts(1);
+  const conf = readFileSync(join(fixtures, 'clamd.conf.in'), 'utf8')
+    .replaceAll('@DIR@', dir)
+    .replaceAll('@PORT@', String(port))
+    .replaceAll('@STREAM_MAX_LENGTH@', '25M')
+    .replaceAll('@MAX_SCAN_SIZE@', '100M')
+    .replaceAll('@MAX_FILE_SIZE@', '25M');
+  writeFileSync(join(dir, 'clamd.conf'), conf);
+  const proc = track(spawn(findBin('clamd'), ['-c', join(dir, 'clamd.conf')], { stdio: 'ignore' }));
+  const until = Date.now() + 30_000;
+  while (!(await clamdPing(port))) {
+    if (proc.exitCode !== null) throw new Error(`clamd exited during start:\n${existsSync(join(dir, 'clamd.log')) ? readFileSync(join(dir, 'clamd.log'), 'utf8') : ''}`);
+    if (Date.now() > until) throw new Error('clamd did not answer PING within 30 s');
+    await sleep(50);
+  }
+  const version = spawnSync(findBin('clamd'), ['--version'], { encoding: 'utf8' }).stdout.trim();
+  return { dir, port, proc, version };
+}
+
+// ---------- the mailbox ----------
+
+/** mulberry32: a tiny seeded PRNG, so the mailbox is the same on every run. */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Deterministic incompressible bytes (AES-CTR keystream over a seed), fast enough for 60 MB. */
+function noise(size, seed) {
+  const key = createHash('sha256').update(`bench-mailbox:${seed}`).digest();
+  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));
+}
+
+function eicar() {
+  // two halves, so this file is no EICAR sample for scanners that look at the repository
+  return Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
+}
+
+const WORDS = 'the quarterly report attached please review budget meeting tomorrow project status update regards team schedule invoice delivery customer contract draft final version notes agenda minutes follow up thanks'.split(' ');
+
+function prose(rand, bytes) {
+  const lines = [];
+  let n = 0;
+  while (n < bytes) {
+    const w = [];
+    for (let len = 0; len < 66; ) {
+      const word = WORDS[Math.floor(rand() * WORDS.length)];
+      w.push(word);
+      len += word.length + 1;
+    }
+    const line = w.join(' ');
+    lines.push(line);
+    n += line.length + 2;
+  }
+  return lines.join('\r\n');
+}
+
+const b64 = (buf) => (buf.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
+
+function attachment(type, name, data) {
+  return `Content-Type: ${type}; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(data)}\r\n`;
+}
+
+function pdfLike(size, seed) {
+  return Buffer.concat([Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 0 >>\nstream\n', 'latin1'), noise(Math.max(0, size - 60), seed), Buffer.from('\nendstream\nendobj\n%%EOF\n')]);
+}
+
+function pngLike(size, seed) {
+  return Buffer.concat([Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex'), noise(Math.max(0, size - 16), seed)]);
+}
+
+function exeLike(size, seed) {
+  return Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), noise(Math.max(0, size - 16), seed)]);
+}
+
+/**
+ * The mix, by kind (share of N): text-only, PDF, PNG(s), .exe (stripped), EICAR (bare or appended
+ * to a bigger file; stripped by on_virus), big (multi-MB PDF). Sizes are drawn from the PRNG and
+ * then scaled so the mailbox totals about TARGET_BYTES.
+ */
+function buildMailbox(n, target) {
+  const rand = prng(20250602);
+  const quota = { text: 0.3, pdf: 0.22, png: 0.18, exe: 0.125, eicar: 0.125, big: 0.05 };
+  const kinds = [];
+  for (const [k, share] of Object.entries(quota)) for (let i = 0; i < Math.round(share * n); i++) kinds.push(k);
+  while (kinds.length < n) kinds.push('text');
+  kinds.length = n;
+  for (let i = kinds.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [kinds[i], kinds[j]] = [kinds[j], kinds[i]];
+  }
+  const range = (lo, hi) => Math.floor(lo + rand() * (hi - lo));
+  const plan = kinds.map((kind) => {
+    switch (kind) {
+      case 'text':
+        return { kind, text: range(1_000, 30_000), att: [] };
+      case 'pdf':
+        return { kind, text: range(300, 3_000), att: [range(60_000, 700_000)] };
+      case 'png':
+        return { kind, text: range(300, 2_000), att: Array.from({ length: range(1, 4) }, () => range(20_000, 300_000)) };
+      case 'exe':
+        return { kind, text: range(300, 2_000), att: [range(30_000, 400_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
+      case 'eicar':
+        return { kind, text: range(300, 2_000), att: [rand() < 0.5 ? 0 : range(20_000, 300_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
+      case 'big':
+        return { kind, text: range(500, 3_000), att: [range(2_000_000, 5_000_000)] };
+      default:
+        throw new Error(kind);
+    }
+  });
+  // base64 grows attachments by 4/3 plus CRLF every 76 chars
+  const est = plan.reduce((s, p) => s + p.text + 800 + [...p.att, p.extra ?? 0].reduce((a, b) => a + (b * 4 * 78) / (3 * 76) + 300, 0), 0);
+  const scale = target / est;
+  const messages = plan.map((p, i) => {
+    const id = `m${String(i + 1).padStart(3, '0')}`;
+    const att = p.att.map((s) => Math.round(s * scale));
+    const extra = Math.round((p.extra ?? 0) * scale);
+    const date = new Date(Date.UTC(2025, 5, 2, 8, 0, 0) + i * 3_600_000).toUTCString().replace('GMT', '+0000');
+    let head =
+      `From: Sender ${i % 17} <sender${i % 17}@example.test>\r\nTo: ${USER}@example.test\r\nSubject: bench ${id} ${p.kind}\r\n` +
+      `Date: ${date}\r\nMessage-ID: <${id}.bench@example.test>\r\nMIME-Version: 1.0\r\n`;
+    const text = prose(rand, p.text);
+    if (p.kind === 'text') return { id, kind: p.kind, raw: Buffer.from(`${head}Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`, 'latin1') };
+    const B = `=_bench_${id}`;
+    const parts = [`Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`];
+    if (p.kind === 'pdf' || p.kind === 'big') parts.push(attachment('application/pdf', `report-${id}.pdf`, pdfLike(att[0], id)));
+    if (p.kind === 'png') att.forEach((s, j) => parts.push(attachment('image/png', `photo-${id}-${j}.png`, pngLike(s, `${id}:${j}`))));
+    if (p.kind === 'exe') parts.push(attachment('application/octet-stream', `setup-${id}.exe`, exeLike(att[0], id)));
+    if (p.kind === 'eicar') {
+      const payload = att[0] ? Buffer.concat([noise(att[0], id), eicar()]) : eicar();
+      parts.push(attachment('application/octet-stream', `data-${id}.bin`, payload));
+    }
+    if (extra) parts.push(attachment('application/pdf', `notes-${id}.pdf`, pdfLike(extra, `${id}:x`)));
+    head += `Content-Type: multipart/mixed; boundary="${B}"\r\n\r\nThis is a multi-part message in MIME format.\r\n`;
+    return { id, kind: p.kind, raw: Buffer.from(`${head}${parts.map((x) => `--${B}\r\n${x}`).join('')}--${B}--\r\n`, 'latin1') };
+  });
+  return messages;
+}
+
+// ---------- raw clients ----------
+
+class Conn {
+  constructor(socket) {
+    this.socket = socket;
+    this.wire = 0;
+    this.handler = null;
+    this.error = null;
+    socket.on('data', (d) => {
+      this.wire += d.length;
+      if (this.handler) this.handler(d);
+      else this.early = this.early ? Buffer.concat([this.early, d]) : d;
+    });
+    socket.on('error', (e) => this.fail(e));
+    socket.on('close', () => this.fail(new Error('connection closed')));
+  }
+
+  static open({ port, useTls, ca }) {
+    return new Promise((resolve, reject) => {
+      const socket = useTls
+        ? tls.connect({ host: '127.0.0.1', port, ca, servername: 'localhost' }, () => resolve(socket))
+        : net.connect({ host: '127.0.0.1', port }, () => resolve(socket));
+      socket.once('error', reject);
+    });
+  }
+
+  fail(e) {
+    if (this.error) return;
+    this.error = e;
+    this.reject?.(e);
+  }
+
+  /** Runs one exchange: `feed(chunk)` returns true once the response is complete. */
+  exchange(text, feed, what) {
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.socket.destroy();
+        reject(new Error(`timeout: ${what}`));
+      }, COMMAND_TIMEOUT_MS);
+      this.reject = (e) => {
+        clearTimeout(timer);
+        reject(e);
+      };
+      this.handler = (d) => {
+        let r;
+        try {
+          r = feed(d);
+        } catch (e) {
+          this.reject(e);
+          return;
+        }
+        if (r) {
+          clearTimeout(timer);
+          this.handler = null;
+          this.reject = null;
+          resolve(r);
+        }
+      };
+      if (text !== null) this.socket.write(text);
+      if (this.early) {
+        const e = this.early;
+        this.early = null;
+        this.handler(e);
+      }
+    });
+  }
+
+  close() {
+    this.socket.removeAllListeners('close');
+    this.socket.destroy();
+  }
+}
+
+/**
+ * Minimal streaming IMAP client: lines, literals counted and hashed as they arrive (nothing held),
+ * the UID of each FETCH taken from the text before its literal.
+ */
+class Imap {
+  static async connect(opts) {
+    const c = new Imap(new Conn(await Conn.open(opts)));
+    const g = await c.conn.exchange(null, c.lineReader((line) => line), 'greeting');
+    if (!g.startsWith('* OK')) throw new Error(`greeting: ${g}`);
+    return c;
+  }
+
+  constructor(conn) {
+    this.conn = conn;
+    this.n = 0;
+  }
+
+  lineReader(done) {
+    let parts = [];
+    return (d) => {
+      const nl = d.indexOf(10);
+      if (nl < 0) {
+        parts.push(d);
+        return false;
+      }
+      parts.push(d.subarray(0, nl + 1));
+      const line = Buffer.concat(parts).toString('latin1');
+      parts = [];
+      return done(line);
+    };
+  }
+
+  /** Sends a command, streams the response; resolves {status, text, literals: Map<uid, {hash, size}>, bytes}. */
+  command(cmd) {
+    const tag = `b${++this.n}`;
+    const literals = new Map();
+    let parts = [];
+    let cur = '';
+    let litLeft = 0;
+    let hash = null;
+    let litSize = 0;
+    let litUid = 0;
+    let bytes = 0;
+    let result = null;
+    const endLiteral = () => {
+      literals.set(litUid, { hash: hash.digest('hex'), size: litSize });
+      hash = null;
+    };
+    const feed = (d) => {
+      let off = 0;
+      while (off < d.length) {
+        if (litLeft > 0) {
+          const n = Math.min(litLeft, d.length - off);
+          hash.update(d.subarray(off, off + n));
+          litLeft -= n;
+          off += n;
+          bytes += n;
+          if (litLeft === 0) endLiteral();
+          continue;
+        }
+        const nl = d.indexOf(10, off);
+        if (nl < 0) {
+          parts.push(d.subarray(off));
+          break;
+        }
+        parts.push(d.subarray(off, nl + 1));
+        off = nl + 1;
+        const line = Buffer.concat(parts).toString('latin1');
+        parts = [];
+        cur += line;
+        const m = /\{(\d+)\}\r\n$/.exec(line);
+        if (m) {
+          litLeft = Number(m[1]);
+          litSize = litLeft;
+          litUid = Number(/\bUID (\d+)/.exec(cur)?.[1] ?? /^\* (\d+) FETCH/.exec(cur)?.[1] ?? 0);
+          hash = createHash('sha1');
+          if (litLeft === 0) endLiteral();
+          continue;
+        }
+        if (cur.startsWith(`${tag} `)) {
+          const status = cur.slice(tag.length + 1).split(' ')[0];
+          result = { status, text: cur.trimEnd(), literals, bytes };
+        }
+        cur = '';
+      }
+      return result;
+    };
+    return this.conn.exchange(`${tag} ${cmd}\r\n`, feed, cmd);
+  }
+
+  async ok(cmd) {
+    const r = await this.command(cmd);
+    if (r.status !== 'OK') throw new Error(`${cmd}: ${r.text}`);
+    return r;
+  }
+
+  async login() {
+    await this.ok(`LOGIN ${USER} ${PASS}`);
+  }
+
+  async logout() {
+    try {
+      await this.command('LOGOUT');
+    } catch {
+      /* the server closes after BYE */
+    }
+    this.conn.close();
+  }
+}
+
+/** Minimal POP3 client: one command at a time; multi-line bodies streamed, hashed and counted. */
+class Pop3 {
+  static async connect(opts) {
+    const c = new Pop3(new Conn(await Conn.open(opts)));
+    const g = await c.single(null);
+    if (!g.startsWith('+OK')) throw new Error(`greeting: ${g}`);
+    return c;
+  }
+
+  constructor(conn) {
+    this.conn = conn;
+  }
+
+  single(cmd) {
+    let parts = [];
+    return this.conn.exchange(cmd === null ? null : `${cmd}\r\n`, (d) => {
+      const nl = d.indexOf(10);
+      if (nl < 0) {
+        parts.push(d);
+        return false;
+      }
+      parts.push(d.subarray(0, nl + 1));
+      return Buffer.concat(parts).toString('latin1');
+    }, cmd ?? 'greeting');
+  }
+
+  async ok(cmd) {
+    const r = await this.single(cmd);
+    if (!r.startsWith('+OK')) throw new Error(`${cmd.startsWith('PASS') ? 'PASS' : cmd}: ${r.trimEnd()}`);
+    return r;
+  }
+
+  /** RETR n: resolves {hash, size} of the dot-stuffed body (terminator excluded, last CRLF included). */
+  retr(n) {
+    let status = null;
+    let parts = [];
+    const hash = createHash('sha1');
+    let size = 0;
+    // The last 4 bytes stay unhashed until the next chunk (the terminator may span chunks). The
+    // status line's CRLF starts the search window, so an empty body (".\r\n" at once) is found too;
+    // `skip` counts the leading bytes of `held` that are not body.
+    let held = Buffer.from('\r\n');
+    let skip = 2;
+    const feed = (d) => {
+      if (status === null) {
+        const nl = d.indexOf(10);
+        if (nl < 0) {
+          parts.push(d);
+          return false;
+        }
+        parts.push(d.subarray(0, nl + 1));
+        status = Buffer.concat(parts).toString('latin1');
+        if (!status.startsWith('+OK')) throw new Error(`RETR ${n}: ${status.trimEnd()}`);
+        d = d.subarray(nl + 1);
+      }
+      const buf = Buffer.concat([held, d]);
+      const end = buf.indexOf('\r\n.\r\n');
+      if (end >= 0) {
+        if (end + 2 > skip) {
+          hash.update(buf.subarray(skip, end + 2));
+          size += end + 2 - skip;
+        }
+        return { hash: hash.digest('hex'), size };
+      }
+      const keep = Math.max(0, buf.length - 4);
+      if (keep > skip) {
+        hash.update(buf.subarray(skip, keep));
+        size += keep - skip;
+      }
+      skip = Math.max(0, skip - keep);
+      held = buf.subarray(keep);
+      return false;
+    };
+    return this.conn.exchange(`RETR ${n}\r\n`, feed, `RETR ${n}`);
+  }
+
+  async quit() {
+    try {
+      await this.single('QUIT');
+    } catch {
+      /* closed */
+    }
+    this.conn.close();
+  }
+}
+
+// ---------- plain TCP relay (a separate node process, like postern) ----------
+
+const RELAY_SOURCE = `
+import net from 'node:net';
+const pairs = JSON.parse(process.argv[1]);
+for (const { listen, target } of pairs) {
+  net.createServer((c) => {
+    const u = net.connect(target, '127.0.0.1');
+    c.pipe(u); u.pipe(c);
+    const end = () => { c.destroy(); u.destroy(); };
+    c.on('error', end); u.on('error', end); c.on('close', end); u.on('close', end);
+  }).listen(listen, '127.0.0.1', () => { if (++globalThis.up === pairs.length) console.log('ready'); });
+}
+globalThis.up = 0;
+`;
+
+async function startRelay(pairs) {
+  const proc = track(spawn(process.execPath, ['--input-type=module', '-e', RELAY_SOURCE, JSON.stringify(pairs)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('relay did not start')), 10_000);
+    proc.stdout.on('data', (d) => {
+      if (String(d).includes('ready')) {
+        clearTimeout(t);
+        resolve();
+      }
+    });
+    proc.once('exit', (c) => reject(new Error(`relay exited ${c}`)));
+  });
+  return proc;
+}
+
+// ---------- postern ----------
+
+async function startPostern(dovecot, clamd) {
+  const dir = tempDir('postern-bench-run-');
+  const [imap, imaps, pop3] = await freePorts(3);
+  const up = (port) => `    upstream: { kind: static, host: 127.0.0.1, port: ${port}, tls: { mode: none } }\n    policy: default\n`;
+  const yaml =
+    `log: { level: info, file: ${dir}/postern.log }\n` +
+    `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
+    `policies_dir: ${join(root, 'policies')}\n` +
+    `quarantine: { dir: ${dir}/quarantine }\n` +
+    `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${clamd.port} }]\n  timeout_ms: 60s\n  health_interval_ms: 30s\n  max_stream_bytes: 25MiB\n` +
+    `limits: { shutdown_grace_ms: 1s }\n` +
+    `listeners:\n` +
+    `  - name: bench-imap\n    protocol: imap\n    host: 127.0.0.1\n    port: ${imap}\n    tls: { mode: none }\n${up(dovecot.ports.imap)}` +
+    `  - name: bench-imaps\n    protocol: imap\n    host: 127.0.0.1\n    port: ${imaps}\n    tls: { mode: implicit, hostname: localhost }\n${up(dovecot.ports.imap)}` +
+    `  - name: bench-pop3\n    protocol: pop3\n    host: 127.0.0.1\n    port: ${pop3}\n    tls: { mode: none }\n${up(dovecot.ports.pop3)}`;
+  const config = join(dir, 'postern.yaml');
+  writeFileSync(config, yaml);
+  let out = '';
+  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const keep = (d) => {
+    out = (out + d.toString()).slice(-20_000);
+  };
+  proc.stdout.on('data', keep);
+  proc.stderr.on('data', keep);
+  const logFile = join(dir, 'postern.log');
+  const until = Date.now() + 30_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`postern exited (${proc.exitCode}) during start:\n${out}\n${existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''}`);
+    if (existsSync(logFile) && readFileSync(logFile, 'utf8').includes('"postern started"')) break;
+    if (Date.now() > until) throw new Error(`postern did not start within 30 s:\n${out}`);
+    await sleep(50);
+  }
+  const ca = readFileSync(join(dir, 'ca', 'ca.crt'));
+  let logOffset = readFileSync(logFile).length;
+  return {
+    dir,
+    proc,
+    ports: { imap, imaps, pop3 },
+    ca,
+    /** The 'message inspected' log lines written since the previous call. */
+    inspected() {
+      const buf = readFileSync(logFile);
+      const lines = buf.subarray(logOffset).toString('utf8').split('\n');
+      logOffset = buf.length;
+      const rows = [];
+      for (const l of lines) {
+        if (!l.includes('"message inspected"')) continue;
+        try {
+          rows.push(JSON.parse(l).inspect);
+        } catch {
+          /* partial line */
+        }
+      }
+      return rows;
+    },
+    errors() {
+      return readFileSync(logFile, 'utf8')
+        .split('\n')
+        .filter((l) => /"level":(50|60)|"level":"(error|fatal)"/.test(l));
+    },
+  };
+}
+
+// ---------- phases ----------
+
+const MB = 1024 * 1024;
+
+async function imapBulk(port, opts = {}) {
+  const c = await Imap.connect({ port, ...opts });
+  await c.login();
+  await c.ok('SELECT INBOX');
+  const passes = [];
+  for (let i = 0; i < (opts.passes ?? 1); i++) {
+    opts.meter?.start();
+    const t0 = performance.now();
+    const r = await c.ok('UID FETCH 1:* BODY.PEEK[]');
+    passes.push({ seconds: (performance.now() - t0) / 1000, literals: r.literals, bytes: r.bytes, postern: opts.meter?.stop() });
+  }
+  await c.logout();
+  return passes;
+}
+
+async function imapEach(port, uids, opts = {}) {
+  const c = await Imap.connect({ port, ...opts });
+  await c.login();
+  await c.ok('SELECT INBOX');
+  const literals = new Map();
+  let bytes = 0;
+  opts.meter?.start();
+  const t0 = performance.now();
+  for (const uid of uids) {
+    const r = await c.ok(`UID FETCH ${uid} BODY.PEEK[]`);
+    for (const [k, v] of r.literals) literals.set(k, v);
+    bytes += r.bytes;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const postern = opts.meter?.stop();
+  await c.logout();
+  return { seconds, literals, bytes, postern };
+}
+
+async function pop3All(port, opts = {}) {
+  const c = await Pop3.connect({ port });
+  await c.ok(`USER ${USER}`);
+  await c.ok(`PASS ${PASS}`);
+  const stat = await c.ok('STAT');
+  const count = Number(stat.split(' ')[1]);
+  const literals = new Map();
+  let bytes = 0;
+  opts.meter?.start();
+  const t0 = performance.now();
+  for (let i = 1; i <= count; i++) {
+    const r = await c.retr(i);
+    literals.set(i, r);
+    bytes += r.size;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const postern = opts.meter?.stop();
+  await c.quit();
+  return { seconds, literals, bytes, postern };
+}
+
+function compare(ref, got) {
+  let same = 0;
+  let differ = 0;
+  let missing = 0;
+  for (const [k, v] of ref) {
+    const g = got.get(k);
+    if (!g) missing++;
+    else if (g.hash === v.hash) same++;
+    else differ++;
+  }
+  return { same, differ, missing };
+}
+
+async function main() {
+  const watchdog = setTimeout(() => {
+    console.error(`benchmark exceeded ${OVERALL_TIMEOUT_MS / 1000} s: aborting`);
+    process.exit(3);
+  }, OVERALL_TIMEOUT_MS);
+  watchdog.unref();
+  if (!existsSync(join(root, 'dist/cli.js'))) throw new Error('dist/ missing: run `npm run build` first');
+
+  const t0 = performance.now();
+  const [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
+  const messages = buildMailbox(N_MESSAGES, TARGET_BYTES);
+  for (const m of messages) deliver(dovecot, m.raw);
+  const total = messages.reduce((s, m) => s + m.raw.length, 0);
+  const byKind = {};
+  for (const m of messages) {
+    const k = (byKind[m.kind] ??= { n: 0, bytes: 0 });
+    k.n++;
+    k.bytes += m.raw.length;
+  }
+  const expectChanged = messages.filter((m) => m.kind === 'exe' || m.kind === 'eicar').length;
+  const largest = Math.max(...messages.map((m) => m.raw.length));
+  const dovecotVersion = spawnSync(findBin('dovecot'), ['--version'], { encoding: 'utf8' }).stdout.trim();
+  console.log(`node ${process.version}, ${clamd.version}, Dovecot ${dovecotVersion}, ${(await import('node:os')).cpus().length} CPUs`);
+  console.log(
+    `mailbox: ${messages.length} messages, ${(total / MB).toFixed(1)} MB (largest ${(largest / MB).toFixed(1)} MB); ` +
+      Object.entries(byKind)
+        .map(([k, v]) => `${k} ${v.n} (${(v.bytes / MB).toFixed(1)} MB)`)
+        .join(', '),
+  );
+  console.log(`setup (dovecot + clamd + generate + deliver): ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+
+  const [relayImapPort, relayPop3Port] = await freePorts(2);
+  const relay = await startRelay([
+    { listen: relayImapPort, target: dovecot.ports.imap },
+    { listen: relayPop3Port, target: dovecot.ports.pop3 },
+  ]);
+  const postern = await startPostern(dovecot, clamd);
+  const pid = postern.proc.pid;
+  const canReset = resetPeak(pid);
+  const startRss = procStatus(pid, 'VmRSS');
+
+  // warm-up: Dovecot builds its index and cache files on the first full fetch
+  const warm = await imapBulk(dovecot.ports.imap);
+  if (warm[0].literals.size !== messages.length) throw new Error(`direct fetch returned ${warm[0].literals.size} of ${messages.length} messages`);
+
+  const rows = [];
+  const checks = [];
+  let refImap = null;
+  let refPop3 = null;
+  const row = (name, r, extra = {}) => {
+    rows.push({ name, bytes: r.bytes, seconds: r.seconds, msgs: r.literals.size, ...extra });
+  };
+
+  /** Accounts one download through postern: its peak RSS (counter reset at start), CPU, scan time. */
+  let cpuP = 0;
+  let cpuC = 0;
+  const meter = {
+    start() {
+      postern.inspected();
+      if (canReset) resetPeak(pid);
+      cpuP = cpuSeconds(pid);
+      cpuC = cpuSeconds(clamd.proc.pid);
+    },
+    stop() {
+      const ins = postern.inspected();
+      return {
+        peak: procStatus(pid, 'VmHWM'),
+        cpuPostern: cpuSeconds(pid) - cpuP,
+        cpuClamd: cpuSeconds(clamd.proc.pid) - cpuC,
+        scanMs: ins.reduce((s, x) => s + (x.scanMs ?? 0), 0),
+        inspected: ins.length,
+        verdicts: ins.reduce((acc, x) => ((acc[x.verdict] = (acc[x.verdict] ?? 0) + 1), acc), {}),
+      };
+    },
+  };
+  const prow = (name, r) => row(name, r, { postern: r.postern, cpuProxy: r.postern.cpuPostern });
+
+  // --- IMAP bulk ---
+  {
+    const [d] = await imapBulk(dovecot.ports.imap);
+    refImap = d.literals;
+    row('IMAP bulk   direct', d);
+    const cpuR = cpuSeconds(relay.pid);
+    const [r] = await imapBulk(relayImapPort);
+    row('IMAP bulk   tcp relay', r, { cpuProxy: cpuSeconds(relay.pid) - cpuR });
+    checks.push(['IMAP bulk tcp relay', compare(refImap, r.literals), 0]);
+    const p = await imapBulk(postern.ports.imap, { passes: 2, meter });
+    prow('IMAP bulk   postern pass 1 (vet+scan)', p[0]);
+    prow('IMAP bulk   postern pass 2 (cache)', p[1]);
+    checks.push(['IMAP bulk postern pass 1', compare(refImap, p[0].literals), expectChanged]);
+    checks.push(['IMAP bulk postern pass 2 vs pass 1', compare(p[0].literals, p[1].literals), 0]);
+    const s = await imapBulk(postern.ports.imaps, { useTls: true, ca: postern.ca, meter });
+    prow('IMAP bulk   postern client TLS (vet+scan)', s[0]);
+    checks.push(['IMAP bulk postern TLS', compare(refImap, s[0].literals), expectChanged]);
+  }
+
+  // --- IMAP one message per command ---
+  {
+    const uids = [...refImap.keys()].sort((a, b) => a - b);
+    const d = await imapEach(dovecot.ports.imap, uids);
+    row('IMAP each   direct', d);
+    const p = await imapEach(postern.ports.imap, uids, { meter });
+    prow('IMAP each   postern (vet+scan)', p);
+    checks.push(['IMAP each postern', compare(refImap, p.literals), expectChanged]);
+  }
+
+  // --- POP3 RETR ---
+  {
+    const d = await pop3All(dovecot.ports.pop3);
+    refPop3 = d.literals;
+    row('POP3 RETR   direct', d);
+    const cpuR = cpuSeconds(relay.pid);
+    const r = await pop3All(relayPop3Port);
+    row('POP3 RETR   tcp relay', r, { cpuProxy: cpuSeconds(relay.pid) - cpuR });
+    checks.push(['POP3 tcp relay', compare(refPop3, r.literals), 0]);
+    const p = await pop3All(postern.ports.pop3, { meter });
+    prow('POP3 RETR   postern (vet+scan)', p);
+    checks.push(['POP3 postern', compare(refPop3, p.literals), expectChanged]);
+  }
+  const peakAll = canReset ? NaN : procStatus(pid, 'VmHWM');
+  const relayPeak = procStatus(relay.pid, 'VmHWM');
+
+  // ---------- report ----------
+  const pad = (s, n) => String(s).padStart(n);
+  console.log(`${'phase'.padEnd(44)} ${pad('MB', 7)} ${pad('s', 7)} ${pad('MB/s', 7)} ${pad('msg/s', 7)} ${pad('proxy CPU s', 11)} ${pad('postern peak RSS', 16)} ${pad('clamd CPU s', 11)} ${pad('scan s (share)', 15)}  verdicts`);
+  for (const r of rows) {
+    const st = r.postern;
+    const scanShare = st ? `${(st.scanMs / 1000).toFixed(2)} (${((st.scanMs / 1000 / r.seconds) * 100).toFixed(0)}%)` : '';
+    console.log(
+      `${r.name.padEnd(44)} ${pad((r.bytes / MB).toFixed(1), 7)} ${pad(r.seconds.toFixed(2), 7)} ${pad((r.bytes / MB / r.seconds).toFixed(1), 7)} ${pad((r.msgs / r.seconds).toFixed(0), 7)} ` +
+        `${pad(r.cpuProxy !== undefined ? r.cpuProxy.toFixed(2) : '', 11)} ${pad(st && canReset ? `${(st.peak / MB).toFixed(0)} MB` : '', 16)} ${pad(st ? st.cpuClamd.toFixed(2) : '', 11)} ${pad(scanShare, 15)}  ` +
+        (st ? `${st.inspected} inspected: ${Object.entries(st.verdicts).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''),
+    );
+  }
+  console.log('');
+  console.log(`MB = message bytes delivered to the client (IMAP literal / POP3 body, 1 MB = 2^20 bytes); s = wall time of the downloads (login excluded).`);
+  console.log(`postern peak RSS: VmHWM of the postern process ${canReset ? 'reset before each postern phase (/proc/PID/clear_refs 5)' : `over the whole run (clear_refs not available): ${(peakAll / MB).toFixed(0)} MB`}; RSS after start ${(startRss / MB).toFixed(0)} MB, final VmHWM ${(procStatus(pid, 'VmHWM') / MB).toFixed(0)} MB${canReset ? ' (since the last reset)' : ''}.`);
+  console.log(`tcp relay peak RSS: ${(relayPeak / MB).toFixed(0)} MB. proxy CPU s = CPU seconds (user+sys) of postern or of the relay process during the phase; clamd CPU s likewise for clamd.`);
+  console.log(`scan s = sum of per-message scanMs postern logged (time waiting on clamd, raw message + every decoded part); share = scan s / phase wall time.`);
+  console.log('\nbyte checks against the direct download (same = identical bytes):');
+  let bad = false;
+  for (const [name, c, changed] of checks) {
+    const ok = c.missing === 0 && c.differ === changed;
+    if (!ok) bad = true;
+    console.log(`  ${name.padEnd(36)} same ${c.same}, changed ${c.differ}, missing ${c.missing}   ${ok ? 'ok' : `UNEXPECTED (expected ${changed} changed)`}`);
+  }
+  const errs = postern.errors();
+  if (errs.length) {
+    console.log(`\npostern logged ${errs.length} error line(s); first: ${errs[0].slice(0, 400)}`);
+    bad = true;
+  }
+
+  await stop(postern.proc);
+  await stop(relay);
+  await Promise.all([stop(dovecot.proc), stop(clamd.proc)]);
+  cleanupSync();
+  console.log(`\ntotal run time ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  clearTimeout(watchdog);
+  return bad ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    console.error(e);
+    process.exit(2);
+  },
+);
