@@ -51,6 +51,18 @@ const BUFFERED = new Set([
   'X-GM-LABELS',
 ]);
 
+/** Commands that hand out message content outside FETCH (their capabilities are hidden too). */
+const CONTENT_OUTSIDE_FETCH = new Set(['URLFETCH', 'GENURLAUTH', 'RESETKEY', 'NOTIFY']);
+
+/**
+ * FETCH items passed upstream untouched. Anything else (PREVIEW, SNIPPET, unknown extensions) could
+ * return content the policy never saw, so a FETCH naming it is refused.
+ */
+const SAFE_METADATA = new Set([
+  'UID', 'FLAGS', 'INTERNALDATE', 'ENVELOPE', 'MODSEQ', 'RFC822.SIZE', 'BODY', 'BODYSTRUCTURE', 'BINARY.SIZE',
+  'SAVEDATE', 'EMAILID', 'THREADID', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE', 'X-GM-MSGID', 'X-GM-THRID', 'X-GM-LABELS',
+]);
+
 function isBuffered(item: FetchItem): boolean {
   if (item.section) return false;
   return BUFFERED.has(item.name);
@@ -130,6 +142,28 @@ export class ImapInspector implements ImapInterceptor {
     this.selectingUidValidity = null;
   }
 
+  refuse(head: CommandHead, line: Buffer, hasLiteral: boolean): string | null {
+    if (head.name === 'FETCH' || head.name === 'UID FETCH') {
+      // a literal would hide items from inspection; no real client sends one in FETCH
+      if (hasLiteral) return 'postern: literals in FETCH are not supported';
+      const args = crlfStrip(line.toString('latin1', head.argsOffset));
+      const sp = args.indexOf(' ');
+      if (sp <= 0) return null;
+      let items: FetchItem[];
+      try {
+        items = parseFetchItems(args.slice(sp + 1)).items;
+      } catch (err) {
+        // fail closed: what postern cannot parse it cannot inspect (PREVIEW (LAZY), SNIPPET (FUZZY), ...)
+        return `postern: ${(err as Error).message}`;
+      }
+      const unsafe = items.find((i) => classifyItem(i) === 'metadata' && !SAFE_METADATA.has(i.name));
+      if (unsafe) return `postern: FETCH item ${unsafe.name} is not available through this inspecting proxy`;
+      return null;
+    }
+    if (CONTENT_OUTSIDE_FETCH.has(head.name)) return `postern: ${head.name} is not available through this inspecting proxy`;
+    return null;
+  }
+
   intercept(head: CommandHead, line: Buffer, session: ImapSessionView): InterceptedCommand | null {
     const args = crlfStrip(line.toString('latin1', head.argsOffset));
     switch (head.name) {
@@ -163,7 +197,7 @@ export class ImapInspector implements ImapInterceptor {
     try {
       parsed = parseFetchItems(args.slice(sp + 1));
     } catch {
-      return null; // let the server answer BAD
+      return null; // unreachable: refuse() already answered BAD for unparseable item lists
     }
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const classes = parsed.items.map(classifyItem);

@@ -40,6 +40,12 @@ export interface ImapInterceptor {
    * forward it unchanged, or an InterceptedCommand to take it over.
    */
   intercept(head: CommandHead, line: Buffer, session: ImapSessionView): InterceptedCommand | null;
+  /**
+   * Offered every client command in the relay phase before anything else: return a reason to refuse
+   * it with a tagged BAD (it is never sent upstream), or null. `hasLiteral`: the command line
+   * announces a literal, so it cannot be offered to intercept() whole.
+   */
+  refuse?(head: CommandHead, line: Buffer, hasLiteral: boolean): string | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -860,6 +866,14 @@ export class ImapSession implements Session, ImapSessionView {
   private relayClient(frames: Frame[]): void {
     for (let i = 0; i < frames.length; i++) {
       const frame = frames[i]!;
+      if (this.rejecting) {
+        // the rest of a refused command (non-synchronizing literals and their continuation lines)
+        if (frame.type === 'line' && frame.literal === null) {
+          this.sendClient(`${this.rejecting.tag} BAD ${this.rejecting.text}${CRLF}`);
+          this.rejecting = null;
+        }
+        continue;
+      }
       if (frame.type === 'line' && frame.start && this.inflight.some((c) => c.intercepted)) {
         // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
         // nothing new goes upstream until the intercepted command has completed.
@@ -870,7 +884,13 @@ export class ImapSession implements Session, ImapSessionView {
         return;
       }
       if (frame.type === 'line' && frame.start) {
-        if (!this.clientCommandStart(frame)) continue;
+        if (!this.clientCommandStart(frame)) {
+          if (this.rejectRestOfBatch) {
+            this.rejectRestOfBatch = false;
+            return;
+          }
+          continue;
+        }
       } else {
         this.host.sendUpstream(frame.data);
       }
@@ -882,6 +902,10 @@ export class ImapSession implements Session, ImapSessionView {
 
   private clientAtBoundary = true;
   private waitingForIntercept = false;
+  /** A refused command whose remaining frames are being skipped. */
+  private rejecting: { tag: string; text: string } | null = null;
+  /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
+  private rejectRestOfBatch = false;
 
   private interceptDone(): void {
     if (!this.waitingForIntercept) return;
@@ -918,6 +942,22 @@ export class ImapSession implements Session, ImapSessionView {
         break;
       default:
         break;
+    }
+    if (this.interceptor) {
+      const refusal = this.interceptor.refuse?.(head, frame.data, frame.literal !== null);
+      if (refusal) {
+        if (!frame.literal) {
+          this.sendClient(`${head.tag} BAD ${refusal}${CRLF}`);
+        } else if (frame.literal.nonSync) {
+          this.rejecting = { tag: head.tag, text: refusal };
+        } else {
+          // a synchronizing literal is refused by answering BAD instead of `+`
+          this.clientFramer.cancelLiteral();
+          this.sendClient(`${head.tag} BAD ${refusal}${CRLF}`);
+          this.rejectRestOfBatch = true;
+        }
+        return false;
+      }
     }
     if (!frame.literal && this.interceptor) {
       const ic = this.interceptor.intercept(head, frame.data, this);

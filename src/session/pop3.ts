@@ -13,6 +13,7 @@ import {
   Pop3ResponseFramer,
   encodeStuffedMultiline,
   parseCommandLine,
+  unstuff,
   type Pop3Command,
   type Pop3Response,
 } from '../protocol/pop3/framer.js';
@@ -99,6 +100,8 @@ export class Pop3Session implements Session {
   /** A hook is running: stop pulling frames from that side until it settles. */
   private clientBusy = false;
   private upstreamBusy = false;
+  /** A DELE waiting for the responses to earlier pipelined commands (see onRelayCommand). */
+  private heldDele: Pop3Command | null = null;
 
   constructor(
     private readonly host: SessionHost,
@@ -296,6 +299,14 @@ export class Pop3Session implements Session {
     if (cmd.name === 'DELE' && this.hooks.onDele) {
       const n = Number(cmd.args[0]);
       if (cmd.args.length === 1 && Number.isInteger(n) && n > 0) {
+        if (this.inflight.length > 0 || this.upstreamBusy) {
+          // A pipelined "RETR n / DELE n": the verdict onDele decides on comes from the RETR still in
+          // flight, so decide only once every earlier response has been handled.
+          this.heldDele = cmd;
+          this.clientBusy = true;
+          this.host.pauseClient(true);
+          return;
+        }
         this.clientBusy = true;
         this.host.pauseClient(true);
         Promise.resolve()
@@ -521,7 +532,18 @@ export class Pop3Session implements Session {
       if (!pending) return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, 'unsolicited upstream response');
       this.inflight.shift();
       this.onRelayResponse(pending, r);
+      this.releaseHeldDele();
     }
+  }
+
+  private releaseHeldDele(): void {
+    const cmd = this.heldDele;
+    if (!cmd || this.inflight.length > 0 || this.upstreamBusy || this.state !== 'relay') return;
+    this.heldDele = null;
+    this.clientBusy = false;
+    this.host.pauseClient(false);
+    this.onRelayCommand(cmd);
+    this.pumpClient();
   }
 
   private onRelayResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
@@ -535,11 +557,15 @@ export class Pop3Session implements Session {
         .then(
           (result) => {
             if (this.state === 'closed') return;
-            if (Buffer.isBuffer(result)) this.host.sendClient(encodeStuffedMultiline(r.status, result));
-            else this.toClient(`-ERR ${oneLine(result.error)}`);
+            if (Buffer.isBuffer(result)) {
+              // "+OK n octets" must state the size of what is sent, not of the upstream's original.
+              const status = result === r.body ? r.status : withOctets(r.status, result);
+              this.host.sendClient(encodeStuffedMultiline(status, result));
+            } else this.toClient(`-ERR ${oneLine(result.error)}`);
             this.upstreamBusy = false;
             this.host.pauseUpstream(false);
             this.afterResponse(cmd, r);
+            this.releaseHeldDele();
             this.pumpUpstream();
           },
           (e: unknown) => this.fail(e, 'hook'),
@@ -623,6 +649,14 @@ function errMessage(e: unknown): string {
 
 function codeOf(e: unknown, fallback: ErrorCode): ErrorCode {
   return isPosternError(e) ? e.code : fallback;
+}
+
+/** A "+OK <n> octets ..." status with n replaced by the unstuffed size of `body`; other statuses unchanged. */
+function withOctets(status: Buffer, body: Buffer): Buffer {
+  const text = status.toString('latin1');
+  const m = /^(\+OK )(\d+)( octets\b)/i.exec(text);
+  if (!m) return status;
+  return Buffer.from(m[1] + String(unstuff(body).length) + m[3] + text.slice(m[0].length), 'latin1');
 }
 
 /** Capability names (first word, upper case) of a CAPA body. */

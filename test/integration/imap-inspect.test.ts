@@ -356,3 +356,27 @@ describe('invariant 8: over the policy size limit', () => {
     }
   });
 });
+
+describe('no side doors around inspection', () => {
+  it('refuses FETCH items and commands that return content outside inspected FETCH items', async () => {
+    const c = await proxied();
+    try {
+      expect((await c.command(`UID FETCH ${U.exe} (UID PREVIEW)`, 'x1')).toString()).toBe('x1 BAD postern: FETCH item PREVIEW is not available through this inspecting proxy\r\n');
+      expect((await c.command(`UID FETCH ${U.exe} (SNIPPET (FUZZY))`, 'x2')).toString()).toMatch(/^x2 BAD /);
+      expect((await c.command('URLFETCH "imap://alice@localhost/INBOX/;UID=2"', 'x3')).toString()).toBe(
+        'x3 BAD postern: URLFETCH is not available through this inspecting proxy\r\n',
+      );
+      // a synchronizing literal inside FETCH is refused instead of continued; the session goes on
+      c.write(`x4 UID FETCH ${U.exe} (BODY.PEEK[] BODY.PEEK[HEADER.FIELDS ({4}\r\n`);
+      expect((await c.readUntil(/x4 [^\r]*\r\n/)).toString()).toBe('x4 BAD postern: literals in FETCH are not supported\r\n');
+      // a non-synchronizing one is consumed and refused
+      c.write(`x5 UID FETCH ${U.exe} (BODY.PEEK[] BODY.PEEK[HEADER.FIELDS ({4+}\r\nDATE)])\r\n`);
+      expect((await c.readUntil(/x5 [^\r]*\r\n/)).toString()).toBe('x5 BAD postern: literals in FETCH are not supported\r\n');
+      const after = (await c.command(`UID FETCH ${U.exe} BODY.PEEK[2]`, 'x6')).toString('latin1');
+      expect(after).toMatch(/x6 OK/);
+      expect(after).not.toContain(EXE_B64_PROBE);
+    } finally {
+      c.close();
+    }
+  });
+});

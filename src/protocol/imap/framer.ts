@@ -89,6 +89,15 @@ export class ImapFramer {
     return n;
   }
 
+  /**
+   * Forgets an announced synchronizing literal the receiver refused (tagged BAD instead of `+`): the
+   * sender will not send it, so the next bytes start a new command.
+   */
+  cancelLiteral(): void {
+    this.literalRemaining = 0;
+    this.atStart = true;
+  }
+
   push(chunk: Buffer): Frame[] {
     const out: Frame[] = [];
     let pos = 0;
