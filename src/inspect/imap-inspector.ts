@@ -75,7 +75,14 @@ export interface ImapInspectorDeps {
   log: Logger;
 }
 
+/** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
+const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
+/** Largest explicit UID set served from the cache without a body download. */
+const MAX_CACHED_SET = 1000;
+
 interface CommandState {
+  /** Every UID was vetted before: the upstream FETCH carries no body. */
+  fromCache?: boolean;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -229,7 +236,13 @@ export class ImapInspector implements ImapInterceptor {
       if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) add(item.macro ? item.name : item.raw);
     }
     add('UID');
-    add(parsed.items.some(setsSeen) ? 'BODY[]' : 'BODY.PEEK[]');
+    const marksSeen = parsed.items.some(setsSeen);
+    // Every UID already vetted in this session (Thunderbird's chunked fetches, Apple Mail's per-part
+    // fetches): no body download; a tiny non-PEEK section still makes the server set \Seen itself.
+    state.fromCache = head.name === 'UID FETCH' && this.allCached(seqSet);
+    if (state.fromCache) {
+      if (marksSeen) add(SEEN_MARKER);
+    } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
     const mods: string[] = [];
     if (parsed.modifiers.changedSince !== undefined) mods.push(`CHANGEDSINCE ${parsed.modifiers.changedSince}`);
     if (parsed.modifiers.vanished) mods.push('VANISHED');
@@ -263,12 +276,39 @@ export class ImapInspector implements ImapInterceptor {
     };
   }
 
+  /** True when `set` names explicit UIDs (no `*`, at most MAX_CACHED_SET) that are all in the cache. */
+  private allCached(set: string): boolean {
+    if (this.mailbox === null || this.uidValidity === null || /[^0-9:,]/.test(set)) return false;
+    let n = 0;
+    for (const range of set.split(',')) {
+      const [a, b] = range.split(':').map(Number);
+      if (!a) return false;
+      const lo = Math.min(a, b ?? a);
+      const hi = Math.max(a, b ?? a);
+      for (let u = lo; u <= hi; u++) {
+        if (++n > MAX_CACHED_SET || !this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) return false;
+      }
+    }
+    return n > 0;
+  }
+
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
     const resp = parseFetchResponse(parts);
     const body = resp.items.find((i) => i.name === 'BODY[]');
-    if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
     const uidItem = resp.items.find((i) => i.name === 'UID');
     const uid = uidItem?.atom ? Number(uidItem.atom) : null;
+    if (state.fromCache && uid !== null) {
+      const p = this.fromCache(uid).then((v) => {
+        if (!v) {
+          state.tempfail.push(`UID ${uid}`);
+          return Buffer.alloc(0);
+        }
+        return this.render(state, resp.seq, resp.items, v);
+      });
+      state.pending.push(p.then(() => undefined, () => undefined));
+      return p;
+    }
+    if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
     const p = this.vet(body.literal, uid).then((v) => {
       if ('tempfail' in v) {
         state.tempfail.push(uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
@@ -278,6 +318,11 @@ export class ImapInspector implements ImapInterceptor {
     });
     state.pending.push(p.then(() => undefined, () => undefined));
     return p;
+  }
+
+  private async fromCache(uid: number): Promise<Vetted | null> {
+    if (this.mailbox === null || this.uidValidity === null) return null;
+    return this.cache.get(VettedCache.key(this.mailbox, this.uidValidity, uid));
   }
 
   private async vet(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {

@@ -202,6 +202,12 @@ describe('invariant 2: consistency with the sanitised message', () => {
     } finally {
       c.close();
     }
+    // the chunks were served from the session cache: about one download of the message, not one per chunk
+    await new Promise((r) => setTimeout(r, 200));
+    const closed = postern.logs().split('\n').filter((l) => l.includes('"session closed"')).map((l) => JSON.parse(l));
+    const last = closed[closed.length - 1];
+    expect(last.bytes.fromUpstream).toBeGreaterThan(800_000);
+    expect(last.bytes.fromUpstream).toBeLessThan(1_500_000);
   });
 
   it('Apple-Mail-like: BODYSTRUCTURE, then BODY.PEEK[N] per part', async () => {
