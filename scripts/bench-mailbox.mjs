@@ -19,7 +19,10 @@
  * /proc/<pid>/clear_refs ("5") when the kernel allows it (otherwise the cumulative peak is shown).
  * CPU seconds come from /proc/<pid>/stat; "scan" is the sum of the scanMs postern logs per message.
  *
- * Usage: npm run build && node scripts/bench-mailbox.mjs [--messages N] [--mb M]
+ * --nodelay preloads a module into postern and the relay that sets TCP_NODELAY on every socket
+ * (diagnostic: shows how much of the per-command latency is Nagle + delayed ACK).
+ *
+ * Usage: npm run build && node scripts/bench-mailbox.mjs [--messages N] [--mb M] [--nodelay]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -39,7 +42,9 @@ const PASS = 'alicepass';
 const OVERALL_TIMEOUT_MS = 8 * 60_000;
 const COMMAND_TIMEOUT_MS = 180_000;
 
-const { values: argv } = parseArgs({ options: { messages: { type: 'string', default: '200' }, mb: { type: 'string', default: '60' } } });
+const { values: argv } = parseArgs({
+  options: { messages: { type: 'string', default: '200' }, mb: { type: 'string', default: '60' }, nodelay: { type: 'boolean', default: false } },
+});
 const N_MESSAGES = Number(argv.messages);
 const TARGET_BYTES = Number(argv.mb) * 1024 * 1024;
 
@@ -428,11 +433,9 @@ function buildMailbox(n, target) {
 class Conn {
   constructor(socket) {
     this.socket = socket;
-    this.wire = 0;
     this.handler = null;
     this.error = null;
     socket.on('data', (d) => {
-      this.wire += d.length;
       if (this.handler) this.handler(d);
       else this.early = this.early ? Buffer.concat([this.early, d]) : d;
     });
@@ -693,6 +696,28 @@ class Pop3 {
   }
 }
 
+/** Preload for --nodelay: TCP_NODELAY on every accepted and every outgoing socket. */
+const NODELAY_SOURCE = `
+import net from 'node:net';
+const emit = net.Server.prototype.emit;
+net.Server.prototype.emit = function (ev, s, ...rest) {
+  if (ev === 'connection' && s && typeof s.setNoDelay === 'function') s.setNoDelay(true);
+  return emit.call(this, ev, s, ...rest);
+};
+const connect = net.Socket.prototype.connect;
+net.Socket.prototype.connect = function (...args) {
+  this.setNoDelay(true);
+  return connect.apply(this, args);
+};
+`;
+
+function nodeFlags() {
+  if (!argv.nodelay) return [];
+  const dir = tempDir('postern-bench-preload-');
+  writeFileSync(join(dir, 'nodelay.mjs'), NODELAY_SOURCE);
+  return ['--import', join(dir, 'nodelay.mjs')];
+}
+
 // ---------- plain TCP relay (a separate node process, like postern) ----------
 
 const RELAY_SOURCE = `
@@ -710,7 +735,7 @@ globalThis.up = 0;
 `;
 
 async function startRelay(pairs) {
-  const proc = track(spawn(process.execPath, ['--input-type=module', '-e', RELAY_SOURCE, JSON.stringify(pairs)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const proc = track(spawn(process.execPath, [...nodeFlags(), '--input-type=module', '-e', RELAY_SOURCE, JSON.stringify(pairs)], { stdio: ['ignore', 'pipe', 'inherit'] }));
   await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('relay did not start')), 10_000);
     proc.stdout.on('data', (d) => {
@@ -744,7 +769,7 @@ async function startPostern(dovecot, clamd) {
   const config = join(dir, 'postern.yaml');
   writeFileSync(config, yaml);
   let out = '';
-  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const proc = track(spawn(process.execPath, [...nodeFlags(), join(root, 'bin/postern.js'), 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
   const keep = (d) => {
     out = (out + d.toString()).slice(-20_000);
   };
@@ -900,6 +925,7 @@ async function main() {
         .map(([k, v]) => `${k} ${v.n} (${(v.bytes / MB).toFixed(1)} MB)`)
         .join(', '),
   );
+  if (argv.nodelay) console.log('--nodelay: TCP_NODELAY forced on every socket of postern and of the relay');
   console.log(`setup (dovecot + clamd + generate + deliver): ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 
   const [relayImapPort, relayPop3Port] = await freePorts(2);

@@ -299,7 +299,7 @@ export class Pop3Session implements Session {
     if (cmd.name === 'DELE' && this.hooks.onDele) {
       const n = Number(cmd.args[0]);
       if (cmd.args.length === 1 && Number.isInteger(n) && n > 0) {
-        if (this.inflight.length > 0 || this.upstreamBusy) {
+        if (this.retrievalPending()) {
           // A pipelined "RETR n / DELE n": the verdict onDele decides on comes from the RETR still in
           // flight, so decide only once every earlier response has been handled.
           this.heldDele = cmd;
@@ -536,9 +536,14 @@ export class Pop3Session implements Session {
     }
   }
 
+  /** A RETR/TOP is in flight or its body is being inspected: its verdict is not known yet. */
+  private retrievalPending(): boolean {
+    return this.upstreamBusy || this.inflight.some((c) => c.name === 'RETR' || c.name === 'TOP');
+  }
+
   private releaseHeldDele(): void {
     const cmd = this.heldDele;
-    if (!cmd || this.inflight.length > 0 || this.upstreamBusy || this.state !== 'relay') return;
+    if (!cmd || this.retrievalPending() || this.state !== 'relay') return;
     this.heldDele = null;
     this.clientBusy = false;
     this.host.pauseClient(false);

@@ -561,7 +561,7 @@ describe('Pop3Session: hooks', () => {
     await client('TOP 1 0\r\nTOP 2 5\r\nLIST\r\n');
     expect(host.takeUpstream()).toBe('RETR 1\r\nRETR 2\r\nLIST\r\n');
     await upstream('+OK 30 octets\r\nSubject: a\r\n\r\nbody\r\n.\r\n+OK\r\nSubject: b\r\n\r\nx\r\n.\r\n+OK\r\n1 30\r\n.\r\n');
-    expect(host.takeClient()).toBe('+OK 30 octets\r\nSubject: a\r\n\r\n.\r\n-ERR [SYS/TEMP] message 2 could not be scanned INJECT\r\n+OK\r\n1 30\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK 14 octets\r\nSubject: a\r\n\r\n.\r\n-ERR [SYS/TEMP] message 2 could not be scanned INJECT\r\n+OK\r\n1 30\r\n.\r\n');
     expect(seen).toEqual(['TOP 1 0 multiline=true', 'TOP 2 5 multiline=true']);
   });
 
