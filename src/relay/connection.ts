@@ -90,6 +90,8 @@ export class Connection implements SessionHost {
   }
 
   private bindClient(sock: Sock): void {
+    // IMAP/POP3 are request/response: Nagle + delayed ACK would add ~40 ms to every small exchange
+    sock.setNoDelay(true);
     sock.on('data', (d: Buffer) => {
       this.bytesFromClient += d.length;
       this.touch();
@@ -224,6 +226,7 @@ export class Connection implements SessionHost {
 
   private bindUpstream(sock: Sock, gen: number): void {
     this.upstream = sock;
+    sock.setNoDelay(true);
     sock.on('data', (d: Buffer) => {
       if (gen !== this.upstreamGen) return;
       this.clearGreetingTimer();
