@@ -16,6 +16,9 @@ import type { Session, SessionHost } from '../session/types.js';
 import { ImapInspector } from './imap-inspector.js';
 import { Pop3Inspector } from './pop3-inspector.js';
 
+/** How often quarantined originals older than `quarantine.retention_days` are removed. */
+export const QUARANTINE_PURGE_INTERVAL_MS = 6 * 60 * 60 * 1000;
+
 export interface SessionFactory {
   createSession(host: SessionHost): Session;
   close(): Promise<void>;
@@ -28,10 +31,17 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   }
   const needsScanner = [...policies.values()].some((p) => p.antivirus.enabled);
   const scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
-  const engine: EngineDeps = {
-    scanner,
-    quarantine: new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays }),
-  };
+  const quarantine = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+  const engine: EngineDeps = { scanner, quarantine };
+  // retention: expired originals are purged at start and then every QUARANTINE_PURGE_INTERVAL_MS
+  const purge = () =>
+    quarantine.purgeExpired().then(
+      (ids) => ids.length > 0 && log.info({ purged: ids.length, retentionDays: quarantine.retentionDays }, 'expired quarantine records purged'),
+      (err: Error) => log.warn({ err: err.message, dir: quarantine.dir }, 'quarantine purge failed'),
+    );
+  const purgeTimer = config.quarantine.retentionDays > 0 && policies.size > 0 ? setInterval(purge, QUARANTINE_PURGE_INTERVAL_MS) : null;
+  purgeTimer?.unref();
+  if (purgeTimer) void purge();
   for (const [name, p] of policies) {
     log.info({ policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner }, 'policy loaded');
     if (p.antivirus.enabled && !scanner) {
@@ -50,6 +60,7 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
       return new Pop3Session(host, hooks);
     },
     async close() {
+      if (purgeTimer) clearInterval(purgeTimer);
       await scanner?.close();
     },
   };
