@@ -101,7 +101,8 @@ export class ImapSession implements Session, ImapSessionView {
   private readonly inflight: InFlight[] = [];
   private readonly privatePrefix: string;
   private privateSeq = 0;
-  private upstreamResponse: { forward: boolean; target: InFlight | null; parts: Buffer[] | null; head: ResponseHead | null; assembler: MessageAssembler | null } | null = null;
+  /** The upstream response being relayed: forwarded frame by frame, or held whole (assembler) for its target. */
+  private upstreamResponse: { forward: boolean; target: InFlight | null; head: ResponseHead; assembler: MessageAssembler | null } | null = null;
   private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
   private idleTag: string | null = null;
   private logoutTag: string | null = null;
@@ -739,7 +740,7 @@ export class ImapSession implements Session, ImapSessionView {
       const parts = cur.assembler.add(frame);
       if (parts) {
         this.upstreamResponse = null;
-        this.completeHeldResponse(cur.head!, cur.target, parts);
+        this.completeHeldResponse(cur.head, cur.target, parts);
       }
       return;
     }
@@ -759,13 +760,12 @@ export class ImapSession implements Session, ImapSessionView {
       this.upstreamResponse = {
         forward: false,
         target,
-        parts: null,
         head,
         assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
       };
     };
     if (head.kind === 'continuation') {
-      this.upstreamResponse = { forward: true, target: null, parts: null, head, assembler: null };
+      this.upstreamResponse = { forward: true, target: null, head, assembler: null };
       return;
     }
     if (head.kind === 'tagged') {
@@ -779,11 +779,11 @@ export class ImapSession implements Session, ImapSessionView {
       if (target?.tag === this.idleTag) this.idleTag = null;
       if (target) this.interceptor?.observeTagged?.(target.tag, target.name, head);
       if (head.code && /^CAPABILITY /i.test(head.code) && !frame.literal) {
-        this.upstreamResponse = { forward: false, target: null, parts: null, head, assembler: null };
+        this.upstreamResponse = { forward: false, target: null, head, assembler: null };
         this.sendClient(this.rewriteCapabilityCode(frame.data, head));
         return;
       }
-      this.upstreamResponse = { forward: true, target, parts: null, head, assembler: null };
+      this.upstreamResponse = { forward: true, target, head, assembler: null };
       if (target && target.tag === this.logoutTag) {
         // after the LOGOUT completion the session ends (once it has been flushed)
         queueMicrotask(() => this.finish({ kind: 'client-quit' }));
@@ -803,17 +803,17 @@ export class ImapSession implements Session, ImapSessionView {
       return;
     }
     if (head.keyword === 'CAPABILITY' && !frame.literal) {
-      this.upstreamResponse = { forward: false, target: null, parts: null, head, assembler: null };
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
       this.sendClient(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
       return;
     }
     if (head.code && /^CAPABILITY /i.test(head.code) && !frame.literal) {
-      this.upstreamResponse = { forward: false, target: null, parts: null, head, assembler: null };
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
       this.sendClient(this.rewriteCapabilityCode(frame.data, head));
       return;
     }
     this.interceptor?.observeUntagged?.(head, null);
-    this.upstreamResponse = { forward: true, target: null, parts: null, head, assembler: null };
+    this.upstreamResponse = { forward: true, target: null, head, assembler: null };
   }
 
   private rewriteCapabilityCode(line: Buffer, head: ResponseHead): Buffer {
