@@ -219,7 +219,20 @@ export class ImapInspector implements ImapInterceptor {
       tempfail: [],
       failedCte: false,
     };
-    if (!needContent) return this.headerOnly(line);
+    const mods: string[] = [];
+    if (parsed.modifiers.changedSince !== undefined) mods.push(`CHANGEDSINCE ${parsed.modifiers.changedSince}`);
+    if (parsed.modifiers.vanished) mods.push('VANISHED');
+    mods.push(...parsed.modifiers.other);
+    const build = (items: string[]) =>
+      Buffer.from(`${head.tag} ${head.name} ${seqSet} (${items.join(' ')})${mods.length ? ` (${mods.join(' ')})` : ''}\r\n`, 'latin1');
+    if (!needContent) {
+      // Nothing vetted yet in this session: the command goes upstream untouched. Otherwise UID is
+      // added, so headers of messages already vetted are served from their sanitised version.
+      if (this.cache.stats.entries === 0) return this.headerOnly(state, line, false);
+      const items = parsed.items.map((i) => (i.macro ? i.name : i.raw));
+      const addUid = !parsed.items.some((i) => i.name === 'UID');
+      return this.headerOnly(state, build(addUid ? [...items, 'UID'] : items), addUid && !state.uidCommand);
+    }
 
     const upstreamItems: string[] = [];
     const seen = new Set<string>();
@@ -243,37 +256,50 @@ export class ImapInspector implements ImapInterceptor {
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
-    const mods: string[] = [];
-    if (parsed.modifiers.changedSince !== undefined) mods.push(`CHANGEDSINCE ${parsed.modifiers.changedSince}`);
-    if (parsed.modifiers.vanished) mods.push('VANISHED');
-    mods.push(...parsed.modifiers.other);
-    const command = `${head.tag} ${head.name} ${seqSet} (${upstreamItems.join(' ')})${mods.length ? ` (${mods.join(' ')})` : ''}\r\n`;
     return {
-      upstreamCommand: Buffer.from(command, 'latin1'),
+      upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
       onTagged: (parts, h) => this.onDone(state, parts, h),
     };
   }
 
-  /** Header-only fetches go upstream unchanged; the returned header bytes get the header rules. */
-  private headerOnly(line: Buffer): InterceptedCommand {
+  /**
+   * Header-only fetches never download bodies. Headers of messages vetted in this session are served
+   * from the sanitised message (so a blocked message's header is the deny notice's, as in BODY[]);
+   * others get the policy's header rules applied to the bytes the server returns.
+   */
+  private headerOnly(state: CommandState, command: Buffer, dropUid: boolean): InterceptedCommand {
     return {
-      upstreamCommand: line,
+      upstreamCommand: command,
       onUntagged: (parts, h) => {
         if (h.keyword !== 'FETCH') return null;
         const resp = parseFetchResponse(parts);
-        let changed = false;
-        const out = resp.items.map((it) => {
-          if (!it.literal || !isHeaderName(it.name)) return it.raw;
-          const rewritten = applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(it.name) });
-          if (rewritten.equals(it.literal)) return it.raw;
-          changed = true;
-          return literalItem(it.name, rewritten);
-        });
-        return changed ? buildFetchResponse(resp.seq, out) : Buffer.concat(parts);
+        const uidItem = resp.items.find((i) => i.name === 'UID');
+        const uid = uidItem?.atom ? Number(uidItem.atom) : null;
+        const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
+        if (key && this.cache.has(key)) {
+          const p = this.cache.get(key).then((v) => (v ? this.render(state, resp.seq, resp.items, v) : this.headerRules(resp.seq, resp.items, dropUid)));
+          state.pending.push(p.then(() => undefined, () => undefined));
+          return p;
+        }
+        return this.headerRules(resp.seq, resp.items, dropUid);
       },
-      onTagged: (parts) => Buffer.concat(parts),
+      onTagged: (parts, h) => this.onDone(state, parts, h),
     };
+  }
+
+  private headerRules(seq: number, items: FetchResponseItem[], dropUid: boolean): Buffer {
+    const out: Buffer[] = [];
+    for (const it of items) {
+      if (dropUid && it.name === 'UID') continue;
+      if (!it.literal || !isHeaderName(it.name)) {
+        out.push(it.raw);
+        continue;
+      }
+      const rewritten = applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(it.name) });
+      out.push(rewritten.equals(it.literal) ? it.raw : literalItem(it.name, rewritten));
+    }
+    return buildFetchResponse(seq, out);
   }
 
   /** True when `set` names explicit UIDs (no `*`, at most MAX_CACHED_SET) that are all in the cache. */
