@@ -386,3 +386,28 @@ describe('no side doors around inspection', () => {
     }
   });
 });
+
+describe('invariant 7: IDLE before and after inspected fetches', () => {
+  it('IDLE sees a new message, then its content is inspected, then IDLE works again', async () => {
+    const c = await proxied();
+    try {
+      await c.command(`UID FETCH ${U.virus} BODY.PEEK[2]`);
+      c.write('i1 IDLE\r\n');
+      await c.readUntil(/^\+ [^\r]*\r\n/m);
+      await dovecot.deliver('alice', VIRUS.replace('Subject: invoice', 'Subject: invoice again'));
+      const exists = (await c.readUntil(/\* (\d+) EXISTS\r\n/)).toString();
+      const n = Number(/\* (\d+) EXISTS/.exec(exists)![1]);
+      c.write('DONE\r\n');
+      await c.readUntil(/^i1 OK[^\r]*\r\n/m);
+      const r = (await c.command(`FETCH ${n} (UID BODY.PEEK[2])`)).toString('latin1');
+      expect(r).not.toContain(EICAR_B64_PROBE);
+      expect(r).toMatch(/Eicar-Test-Signature/);
+      c.write('i2 IDLE\r\n');
+      await c.readUntil(/^\+ [^\r]*\r\n/m);
+      c.write('DONE\r\n');
+      expect((await c.readUntil(/^i2 [^\r]*\r\n/m)).toString()).toMatch(/i2 OK/);
+    } finally {
+      c.close();
+    }
+  });
+});
