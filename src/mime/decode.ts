@@ -22,22 +22,56 @@ function b64Class(c: number): number {
   return 0;
 }
 
-export function decodeBase64(src: Buffer): Decoded {
-  let bad = false;
+/** True when the text has a byte outside alphabet/'='/whitespace, or alphabet after padding. */
+function base64Damaged(src: Buffer): boolean {
   let afterPad = false;
   for (let i = 0; i < src.length; i++) {
     const k = b64Class(src[i]);
-    if (k === 0) {
-      bad = true;
-      break;
-    }
+    if (k === 0) return true;
     if (k === 2) afterPad = true;
-    else if (k === 1 && afterPad) {
-      bad = true;
-      break;
-    }
+    else if (k === 1 && afterPad) return true;
   }
-  return { data: Buffer.from(src.toString('latin1', 0, src.length), 'base64'), bad };
+  return false;
+}
+
+export function decodeBase64(src: Buffer): Decoded {
+  const bad = base64Damaged(src);
+  // Windowed, so no string as large as the part is built; base64Groups keeps Buffer.from's bytes.
+  const out = Buffer.allocUnsafe(Math.ceil((src.length * 3) / 4));
+  let o = 0;
+  for (const g of base64Groups(src, B64_WINDOW)) o += out.write(g, o, 'base64');
+  return { data: out.subarray(0, o), bad };
+}
+
+/** Encoded bytes looked at per step by the windowed base64 decoders. */
+const B64_WINDOW = 64 * 1024;
+const B64_SKIPPED = /[^A-Za-z0-9+/_\-]+/g;
+
+/**
+ * The base64 text of `src` as strings of whole 4-character groups (the last may be 2 or 3
+ * characters), each at most `window` + 3 characters long. This makes Node's decoder semantics
+ * explicit, so decoding group by group gives exactly the bytes of `Buffer.from(all, 'base64')`:
+ * characters outside the standard and URL-safe alphabets are skipped, the first '=' ends the
+ * data, and a lone final character decodes to nothing.
+ */
+function* base64Groups(src: Buffer, window: number): Generator<string> {
+  let carry = '';
+  for (let pos = 0; pos < src.length; pos += window) {
+    let s = src.toString('latin1', pos, Math.min(src.length, pos + window));
+    const eq = s.indexOf('=');
+    if (eq >= 0) s = s.slice(0, eq);
+    s = carry + s.replace(B64_SKIPPED, '');
+    const whole = s.length - (s.length % 4);
+    if (whole > 0) yield s.slice(0, whole);
+    carry = s.slice(whole);
+    if (eq >= 0) break;
+  }
+  if (carry.length >= 2) yield carry;
+}
+
+function base64Length(chars: number): number {
+  const r = chars % 4;
+  return ((chars - r) / 4) * 3 + (r === 2 ? 1 : r === 3 ? 2 : 0);
 }
 
 function hexVal(c: number): number {
@@ -84,6 +118,115 @@ export function decodeQuotedPrintable(src: Buffer): Decoded {
     }
   }
   return { data: out.subarray(0, o), bad };
+}
+
+/**
+ * Quoted-printable, decoded into fresh chunks of at most `chunkBytes` bytes. The same algorithm as
+ * decodeQuotedPrintable (the source is in memory, so look-ahead across a chunk edge is free).
+ */
+function* quotedPrintableChunks(src: Buffer, chunkBytes: number, report?: { bad: boolean }): Generator<Buffer> {
+  const n = src.length;
+  let out = Buffer.allocUnsafe(Math.min(chunkBytes, n));
+  let o = 0;
+  const put = (b: number): Buffer | undefined => {
+    out[o++] = b;
+    if (o < out.length) return undefined;
+    const full = out;
+    out = Buffer.allocUnsafe(Math.min(chunkBytes, n));
+    o = 0;
+    return full;
+  };
+  for (let i = 0; i < n; i++) {
+    const c = src[i];
+    let full: Buffer | undefined;
+    if (c !== 61) {
+      full = put(c);
+    } else {
+      let j = i + 1;
+      while (j < n && (src[j] === 32 || src[j] === 9)) j++;
+      if (j < n && src[j] === 13 && src[j + 1] === 10) {
+        i = j + 1;
+        continue;
+      }
+      if (j < n && src[j] === 10) {
+        i = j;
+        continue;
+      }
+      if (j >= n) break;
+      const h = i + 2 < n ? hexVal(src[i + 1]) : -1;
+      const l = i + 2 < n ? hexVal(src[i + 2]) : -1;
+      if (h >= 0 && l >= 0) {
+        full = put((h << 4) | l);
+        i += 2;
+      } else {
+        if (report) report.bad = true;
+        full = put(c);
+      }
+    }
+    if (full) yield full;
+  }
+  if (o > 0) yield out.subarray(0, o);
+}
+
+/** Default size of the chunks decodeChunks yields. */
+export const DECODE_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Decodes a part body incrementally: yields the decoded bytes in order, in chunks of at most
+ * `chunkBytes` bytes (each a new Buffer or, for identity encodings, a view of `src`), so a large
+ * attachment can be scanned or measured without holding it decoded in full. The concatenation
+ * equals decodeBody(src, cte).data exactly. `report.bad` is set as damage is seen (complete
+ * once the iteration has finished); base64 damage is reported by decodeBody/encodingDamaged.
+ */
+export function* decodeChunks(src: Buffer, cte: string, chunkBytes = DECODE_CHUNK_BYTES, report?: { bad: boolean }): Generator<Buffer> {
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes out of range: ${chunkBytes}`);
+  if (cte === 'base64') {
+    const window = Math.max(4, Math.floor(chunkBytes / 3) * 4);
+    for (const g of base64Groups(src, window)) {
+      const d = Buffer.from(g, 'base64');
+      if (d.length <= chunkBytes) yield d;
+      else for (let off = 0; off < d.length; off += chunkBytes) yield d.subarray(off, off + chunkBytes);
+    }
+    return;
+  }
+  if (cte === 'quoted-printable') {
+    yield* quotedPrintableChunks(src, chunkBytes, report);
+    return;
+  }
+  for (let off = 0; off < src.length; off += chunkBytes) yield src.subarray(off, Math.min(src.length, off + chunkBytes));
+}
+
+/** Exact length of decodeBody(src, cte).data, in bounded memory. */
+export function decodedSize(src: Buffer, cte: string): number {
+  if (cte === 'base64') {
+    let n = 0;
+    for (const g of base64Groups(src, B64_WINDOW)) n += base64Length(g.length);
+    return n;
+  }
+  if (cte === 'quoted-printable') {
+    let n = 0;
+    for (const c of quotedPrintableChunks(src, DECODE_CHUNK_BYTES)) n += c.length;
+    return n;
+  }
+  return src.length;
+}
+
+/** Upper bound of decodedSize(src, cte), without reading the body. */
+export function decodedSizeBound(src: Buffer, cte: string): number {
+  return cte === 'base64' ? Math.ceil((src.length * 3) / 4) : src.length;
+}
+
+/** decodeBody(src, cte).bad, in bounded memory. */
+export function encodingDamaged(src: Buffer, cte: string): boolean {
+  if (cte === 'base64') return base64Damaged(src);
+  if (cte === 'quoted-printable') {
+    const report = { bad: false };
+    for (const _ of quotedPrintableChunks(src, DECODE_CHUNK_BYTES, report)) {
+      if (report.bad) return true;
+    }
+    return report.bad;
+  }
+  return false;
 }
 
 /** Decodes a part body by its Content-Transfer-Encoding; unknown encodings are returned raw. */

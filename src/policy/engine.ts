@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import type { ScanOutcome } from '../scanners/types.js';
 import { parseMime, forEachLeaf, leafSection, type MimeNode, type ParseResult } from '../mime/parse.js';
 import { parseHeader, decodedValue, firstField, type ParsedHeader } from '../mime/headers.js';
-import { decodeBody, decodePrefix } from '../mime/decode.js';
+import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamaged } from '../mime/decode.js';
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
 import { inspectZip } from '../mime/zip.js';
 import { buildPartMap } from '../mime/partmap.js';
@@ -219,8 +219,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
         addHit({ part, rule: 'antivirus.on_error', action: 'block', reason: `scanner ${o.reason}: ${o.message}`, spec: { action: 'block', quarantine: false, log: true } });
       } else if (!tags.some((t) => t.includes('reason=error'))) tags.push(`${av.tagHeader}: unscanned; reason=error; policy=${policy.name}`);
     };
-    const handle = (o: ScanOutcome, part: string, size: number, leaf?: MimeNode): boolean => {
-      if (o.kind === 'oversize') onOversize(part, size);
+    const handle = (o: ScanOutcome, part: string, size: () => number): boolean => {
+      if (o.kind === 'oversize') onOversize(part, size());
       else if (o.kind === 'error') onError(part, o);
       else if (o.kind === 'infected') {
         for (const v of o.viruses) if (!viruses.includes(v)) viruses.push(v);
@@ -231,21 +231,21 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     let rawInfected = false;
     let partInfected = false;
     if (raw.length > av.maxSize) onOversize('', raw.length);
-    else rawInfected = handle(await scanner.scan(raw, { label: 'message' }), '', raw.length);
+    else rawInfected = handle(await scanner.scan(raw, { label: 'message' }), '', () => raw.length);
     if (!tempfail && av.scanParts && parsed) {
       const leaves: MimeNode[] = [];
       forEachLeaf(parsed.root, (l) => leaves.push(l));
       for (const leaf of leaves) {
         if (tempfail) break;
         const section = leafSection(leaf);
-        const data = decodeBody(raw.subarray(leaf.bodyStart, leaf.end), leaf.cte).data;
-        if (data.length === 0) continue;
-        if (data.length > av.maxSize) {
-          onOversize(section, data.length);
+        const scanned = await scanLeaf(scanner, raw.subarray(leaf.bodyStart, leaf.end), leaf.cte, av.maxSize, `part ${section}`);
+        if (!scanned) continue;
+        if ('oversize' in scanned) {
+          onOversize(section, scanned.oversize);
           continue;
         }
-        const o = await scanner.scan(data, { label: `part ${section}` });
-        if (handle(o, section, data.length, leaf)) {
+        const o = scanned.outcome;
+        if (handle(o, section, scanned.size)) {
           partInfected = true;
           const target = av.onVirus.action === 'strip' ? stripTarget(leaf) : undefined;
           addHit({
@@ -442,6 +442,38 @@ function publicHit(h: Hit): RuleHit {
   return out;
 }
 
+/**
+ * Scans one decoded leaf. With a chunk-capable scanner the part is decoded and sent in bounded
+ * chunks (a 40 MB attachment is never held decoded); otherwise it is decoded whole for `scan`.
+ * Returns undefined for an empty part (not scanned), `oversize` for a part over `maxSize`.
+ */
+async function scanLeaf(
+  scanner: NonNullable<EngineDeps['scanner']>,
+  body: Buffer,
+  cte: string,
+  maxSize: number,
+  label: string,
+): Promise<{ oversize: number } | { outcome: ScanOutcome; size: () => number } | undefined> {
+  if (!scanner.scanChunks) {
+    const data = decodeBody(body, cte).data;
+    if (data.length === 0) return undefined;
+    if (data.length > maxSize) return { oversize: data.length };
+    return { outcome: await scanner.scan(data, { label }), size: () => data.length };
+  }
+  // the exact decoded size costs a pass over the body: only needed when it may be over the limit
+  let size = decodedSizeBound(body, cte) > maxSize ? decodedSize(body, cte) : undefined;
+  if (size !== undefined && size > maxSize) return { oversize: size };
+  const chunks = decodeChunks(body, cte);
+  const first = chunks.next();
+  if (first.done) return undefined;
+  const all = (function* () {
+    yield first.value;
+    yield* chunks;
+  })();
+  const outcome = await scanner.scanChunks(all, size === undefined ? { label } : { label, size });
+  return { outcome, size: () => (size ??= decodedSize(body, cte)) };
+}
+
 function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void): void {
   const section = leafSection(leaf);
   const body = raw.subarray(leaf.bodyStart, leaf.end);
@@ -453,18 +485,11 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
   const filename = names[0];
   const base = { part: section, declaredType: declared, filename, target } as const;
 
-  let full: Buffer | undefined;
-  const decoded = (): Buffer => {
-    if (!full) {
-      const d = decodeBody(body, leaf.cte);
-      full = d.data;
-      if (d.bad && policy.limits.onBadEncoding.action !== 'allow') {
-        addHit({ ...base, detectedType: detected, rule: 'limits.on_bad_encoding', action: policy.limits.onBadEncoding.action, reason: `damaged ${leaf.cte} encoding`, spec: policy.limits.onBadEncoding });
-      }
-    }
-    return full;
-  };
-  if ((leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && policy.limits.onBadEncoding.action !== 'allow') decoded();
+  // damage is checked in bounded memory; the part is decoded whole only for ZIP inspection
+  if ((leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && policy.limits.onBadEncoding.action !== 'allow' && encodingDamaged(body, leaf.cte)) {
+    addHit({ ...base, detectedType: detected, rule: 'limits.on_bad_encoding', action: policy.limits.onBadEncoding.action, reason: `damaged ${leaf.cte} encoding`, spec: policy.limits.onBadEncoding });
+  }
+  const decoded = (): Buffer => decodeBody(body, leaf.cte).data;
 
   // archives: member names and types, refined container type (docx/odt/jar are ZIPs)
   const isZip = detected === ZIP_TYPE || (!detected && /^application\/(x-)?zip(-compressed)?$/.test(declared));

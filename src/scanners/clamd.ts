@@ -19,6 +19,7 @@ import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import type { ScanOutcome, Scanner } from './types.js';
 import {
+  CMD_INSTREAM,
   CMD_PING,
   DEFAULT_CHUNK_BYTES,
   DEFAULT_MAX_REPLY_BYTES,
@@ -87,7 +88,13 @@ type Exchange =
   | { kind: 'closed'; reply: ReplyCollector }
   | { kind: 'deadline'; reply: ReplyCollector }
   | { kind: 'overflow'; reply: ReplyCollector }
-  | { kind: 'socket-error'; reply: ReplyCollector; message: string };
+  | { kind: 'socket-error'; reply: ReplyCollector; message: string }
+  /** scanChunks only: the object grew past maxStreamBytes (size: its full length, counted). */
+  | { kind: 'oversize'; reply: ReplyCollector; size: number }
+  /** scanChunks only: the chunk source threw. */
+  | { kind: 'source-error'; reply: ReplyCollector; message: string };
+
+const INSTREAM_END = Buffer.alloc(4);
 
 export class ClamdScanner implements Scanner {
   readonly name = ENGINE;
@@ -155,11 +162,33 @@ export class ClamdScanner implements Scanner {
 
   async scan(data: Buffer, info: { label?: string } = {}): Promise<ScanOutcome> {
     const started = performance.now();
+    if (data.length > this.opts.maxStreamBytes) return this.refuseOversize(info.label, data.length);
+    return this.run(started, info.label, data.length, (socket, left) => this.exchange(socket, encodeInstream(data, this.opts.chunkBytes), left));
+  }
+
+  /**
+   * Streams the object to clamd chunk by chunk with backpressure (at most one chunk plus the
+   * socket's buffer in flight), under the same absolute deadline as `scan`.
+   */
+  async scanChunks(chunks: Iterable<Buffer> | AsyncIterable<Buffer>, info: { label?: string; size?: number } = {}): Promise<ScanOutcome> {
+    const started = performance.now();
+    if (info.size !== undefined && info.size > this.opts.maxStreamBytes) return this.refuseOversize(info.label, info.size);
+    return this.run(started, info.label, info.size, (socket, left) => this.exchangeChunks(socket, chunks, left));
+  }
+
+  private refuseOversize(label: string | undefined, size: number): ScanOutcome {
+    this.log.debug({ label, size, limit: this.opts.maxStreamBytes }, 'clamd scan skipped: oversize');
+    return { kind: 'oversize', engine: ENGINE, size, limit: this.opts.maxStreamBytes };
+  }
+
+  /** Endpoint selection and failover within the deadline; `send` runs on the first connection made. */
+  private async run(
+    started: number,
+    label: string | undefined,
+    size: number | undefined,
+    send: (socket: net.Socket, timeLeftMs: number) => Promise<Exchange & { sent?: number }>,
+  ): Promise<ScanOutcome> {
     const ms = () => Math.round((performance.now() - started) * 10) / 10;
-    if (data.length > this.opts.maxStreamBytes) {
-      this.log.debug({ label: info.label, size: data.length, limit: this.opts.maxStreamBytes }, 'clamd scan skipped: oversize');
-      return { kind: 'oversize', engine: ENGINE, size: data.length, limit: this.opts.maxStreamBytes };
-    }
     if (this.closed) return { kind: 'error', engine: ENGINE, reason: 'unavailable', message: 'scanner closed', ms: 0 };
 
     const deadline = started + this.opts.timeoutMs;
@@ -177,9 +206,9 @@ export class ClamdScanner implements Scanner {
         failures.push(`${slot.label}: ${conn.message}`);
         continue;
       }
-      const ex = await this.exchange(conn.socket, encodeInstream(data, this.opts.chunkBytes), remaining());
+      const ex = await send(conn.socket, remaining());
       const outcome = this.classify(slot, ex, ms());
-      this.logOutcome(outcome, info.label, data.length);
+      this.logOutcome(outcome, label, size ?? ex.sent ?? 0);
       return outcome;
     }
 
@@ -194,7 +223,7 @@ export class ClamdScanner implements Scanner {
         : `no clamd endpoint reachable (${failures.join('; ')})`,
       ms: ms(),
     };
-    this.logOutcome(outcome, info.label, data.length);
+    this.logOutcome(outcome, label, size ?? 0);
     return outcome;
   }
 
@@ -294,9 +323,83 @@ export class ClamdScanner implements Scanner {
     });
   }
 
+  /**
+   * exchange() for a chunk source: frames are written as chunks arrive, waiting for 'drain' when
+   * the socket's buffer is full, so memory stays at one chunk plus the socket's high-water mark.
+   */
+  private exchangeChunks(socket: net.Socket, chunks: Iterable<Buffer> | AsyncIterable<Buffer>, timeLeftMs: number): Promise<Exchange & { sent: number }> {
+    return new Promise((resolve) => {
+      const reply = new ReplyCollector(this.opts.maxReplyBytes);
+      let done = false;
+      let sent = 0;
+      let wake: (() => void) | null = null;
+      const stop = () => {
+        if (done) return false;
+        done = true;
+        clearTimeout(timer);
+        socket.removeAllListeners('data');
+        socket.destroy();
+        this.live.delete(socket);
+        wake?.();
+        return true;
+      };
+      const finish = (ex: Exchange) => {
+        if (stop()) resolve({ ...ex, sent });
+      };
+      const timer = setTimeout(() => finish({ kind: 'deadline', reply }), Math.max(0, timeLeftMs));
+      socket.on('data', (chunk: Buffer) => {
+        if (!reply.push(chunk)) finish({ kind: 'overflow', reply });
+      });
+      socket.once('end', () => finish({ kind: 'closed', reply }));
+      socket.once('close', () => finish({ kind: 'closed', reply }));
+      socket.on('error', (e: NodeJS.ErrnoException) => finish({ kind: 'socket-error', reply, message: e.code ?? e.message }));
+      socket.on('drain', () => wake?.());
+
+      const pump = async (): Promise<void> => {
+        socket.write(CMD_INSTREAM);
+        let over = -1;
+        for await (const chunk of chunks) {
+          if (over >= 0) {
+            over += chunk.length; // only counted, for the oversize outcome
+            continue;
+          }
+          if (done) return;
+          if (sent + chunk.length > this.opts.maxStreamBytes) {
+            // stop sending now (clamd would refuse it anyway), keep counting for the exact size
+            over = sent + chunk.length;
+            if (!stop()) return;
+            continue;
+          }
+          for (let off = 0; off < chunk.length; off += this.opts.chunkBytes) {
+            const piece = chunk.subarray(off, Math.min(chunk.length, off + this.opts.chunkBytes));
+            const len = Buffer.allocUnsafe(4);
+            len.writeUInt32BE(piece.length, 0);
+            socket.cork();
+            socket.write(len);
+            const ok = socket.write(piece);
+            socket.uncork();
+            sent += piece.length;
+            if (!ok && !done) await new Promise<void>((r) => (wake = r));
+            wake = null;
+            if (done) return;
+          }
+        }
+        if (over >= 0) resolve({ kind: 'oversize', reply, size: over, sent });
+        else if (!done) socket.write(INSTREAM_END);
+      };
+      pump().catch((e: unknown) => finish({ kind: 'source-error', reply, message: (e as Error)?.message ?? String(e) }));
+    });
+  }
+
   private classify(slot: EndpointSlot, ex: Exchange, ms: number): ScanOutcome {
     const endpoint = slot.label;
     const fail = (reason: 'unavailable' | 'timeout' | 'protocol' | 'limit', message: string): ScanOutcome => ({ kind: 'error', engine: ENGINE, endpoint, reason, message, ms });
+    if (ex.kind === 'oversize') {
+      this.log.debug({ size: ex.size, limit: this.opts.maxStreamBytes }, 'clamd scan stopped: oversize');
+      return { kind: 'oversize', engine: ENGINE, size: ex.size, limit: this.opts.maxStreamBytes };
+    }
+    // the object could not be read: says nothing about the endpoint
+    if (ex.kind === 'source-error') return fail('unavailable', `object to scan could not be read: ${ex.message}`);
     if (ex.kind === 'deadline') {
       this.mark(slot, 'down', 'scan deadline passed');
       return fail('timeout', `no complete reply within the ${this.opts.timeoutMs} ms scan deadline (${ex.reply.bytes} reply bytes so far)`);

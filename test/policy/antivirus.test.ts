@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
+import { DECODE_CHUNK_BYTES } from '../../src/mime/decode.js';
 import { defaultPolicy, policyFrom } from './helpers.js';
 import { message, multipart, leaf, PDF } from '../../scripts/gen-fixtures.js';
 
@@ -98,5 +99,74 @@ describe('antivirus semantics', () => {
     expect(r.verdict.status).toBe('changed');
     expect(r.verdict.hits[0].part).toBe('2.1');
     expect(r.output.toString()).not.toContain('Subject: inner');
+  });
+});
+
+/** A chunk-capable test double: records every chunk so the test can see nothing was materialised whole. */
+class ChunkScanner implements Scanner {
+  readonly name = 'chunks';
+  whole: { label?: string; size: number }[] = [];
+  streamed: { label?: string; size?: number; chunks: number[]; data: Buffer }[] = [];
+  constructor(private limit = Infinity) {}
+  async scan(data: Buffer, info?: { label?: string }): Promise<ScanOutcome> {
+    this.whole.push({ label: info?.label, size: data.length });
+    return { kind: 'clean', engine: 'chunks', endpoint: 'mem', ms: 0 };
+  }
+  async scanChunks(chunks: Iterable<Buffer> | AsyncIterable<Buffer>, info?: { label?: string; size?: number }): Promise<ScanOutcome> {
+    const rec = { label: info?.label, size: info?.size, chunks: [] as number[], data: Buffer.alloc(0) };
+    this.streamed.push(rec);
+    const kept: Buffer[] = [];
+    let total = 0;
+    for await (const c of chunks) {
+      rec.chunks.push(c.length);
+      total += c.length;
+      if (total > this.limit) return { kind: 'oversize', engine: 'chunks', size: -1, limit: this.limit };
+      kept.push(c);
+    }
+    rec.data = Buffer.concat(kept);
+    if (rec.data.includes(EICAR)) return { kind: 'infected', engine: 'chunks', endpoint: 'mem', viruses: ['Eicar-Test-Signature'], ms: 0 };
+    return { kind: 'clean', engine: 'chunks', endpoint: 'mem', ms: 0 };
+  }
+  async close() {}
+}
+
+describe('antivirus with a chunk-capable scanner (decoded parts are streamed, never materialised whole)', () => {
+  const payload = Buffer.alloc(300_000);
+  PDF.copy(payload);
+  for (let i = PDF.length; i < payload.length; i++) payload[i] = (i * 131 + 7) & 0xff;
+  const bigClean = () => message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: payload, filename: 'big.pdf' })]));
+
+  it('the raw message goes to scan(); each decoded part arrives in chunks of at most DECODE_CHUNK_BYTES with the exact bytes', async () => {
+    const s = new ChunkScanner();
+    const raw = bigClean();
+    const r = await inspectMessage(raw, defaultPolicy(), {}, { scanner: s });
+    expect(r.verdict.status).toBe('clean');
+    expect(r.output).toBe(raw);
+    expect(s.whole).toEqual([{ label: 'message', size: raw.length }]);
+    expect(s.streamed.map((x) => x.label)).toEqual(['part 1', 'part 2']);
+    const big = s.streamed[1];
+    expect(big.data.equals(payload)).toBe(true);
+    expect(Math.max(...big.chunks)).toBeLessThanOrEqual(DECODE_CHUNK_BYTES);
+    expect(big.chunks.length).toBeGreaterThan(1);
+  });
+
+  it('verdicts are the same as with scan(): an infected part is stripped', async () => {
+    const a = await inspectMessage(infected(), defaultPolicy(), {}, { scanner: new ChunkScanner() });
+    const b = await inspectMessage(infected(), defaultPolicy(), {}, { scanner: new FakeScanner() });
+    expect(a.verdict.hits).toEqual(b.verdict.hits);
+    expect(a.output.equals(b.output)).toBe(true);
+  });
+
+  it('max_size: a part over it is not streamed and the oversize reason has the exact decoded size', async () => {
+    const s = new ChunkScanner();
+    const r = await inspectMessage(bigClean(), policyFrom('antivirus: { max_size: 200000, on_oversize: block }'), {}, { scanner: s });
+    expect(r.verdict.status).toBe('blocked');
+    expect(r.verdict.hits.find((h) => h.rule === 'antivirus.on_oversize' && h.part === '2')).toMatchObject({ reason: `too large to scan (${payload.length} bytes)` });
+    expect(s.streamed.map((x) => x.label)).toEqual(['part 1']);
+  });
+
+  it('a scanner-reported oversize mid-stream gives the exact decoded size too', async () => {
+    const r = await inspectMessage(bigClean(), policyFrom('antivirus: { on_oversize: block }'), {}, { scanner: new ChunkScanner(100_000) });
+    expect(r.verdict.hits.find((h) => h.part === '2')).toMatchObject({ rule: 'antivirus.on_oversize', reason: `too large to scan (${payload.length} bytes)` });
   });
 });
