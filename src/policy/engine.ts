@@ -170,6 +170,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   const hits: Hit[] = [];
   const viruses: string[] = [];
   const tags: string[] = [];
+  /** Largest uncompressed member of each ZIP part (antivirus treats an over-max_size member as unscanned). */
+  const largestMember = new Map<MimeNode, number>();
   const addHit = (h: Hit) => {
     if (hits.length < MAX_HITS) hits.push(h);
     else if (SEVERITY[h.spec.action] > 0) {
@@ -202,7 +204,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     }
     const leaves: MimeNode[] = [];
     forEachLeaf(parsed.root, (l) => leaves.push(l));
-    for (const leaf of leaves) evaluateLeaf(raw, leaf, policy, addHit);
+    for (const leaf of leaves) evaluateLeaf(raw, leaf, policy, addHit, largestMember);
   }
 
   // antivirus: the raw message and every decoded leaf part
@@ -240,6 +242,10 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
         const section = leafSection(leaf);
         const scanned = await scanLeaf(scanner, raw.subarray(leaf.bodyStart, leaf.end), leaf.cte, av.maxSize, `part ${section}`);
         if (!scanned) continue;
+        // clamd scans an archive member only up to its MaxFileSize and then answers OK: a member
+        // bigger than max_size (keep it <= clamd's MaxFileSize) counts as not scanned
+        const member = largestMember.get(leaf) ?? 0;
+        if (member > av.maxSize) onOversize(section, member);
         if ('oversize' in scanned) {
           onOversize(section, scanned.oversize);
           continue;
@@ -474,7 +480,7 @@ async function scanLeaf(
   return { outcome, size: () => (size ??= decodedSize(body, cte)) };
 }
 
-function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void): void {
+function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<MimeNode, number>): void {
   const section = leafSection(leaf);
   const body = raw.subarray(leaf.bodyStart, leaf.end);
   const target = stripTarget(leaf);
@@ -509,6 +515,7 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
       }
     }
     for (const m of rep.members) {
+      if (m.size > (largestMember.get(leaf) ?? 0)) largestMember.set(leaf, m.size);
       if (m.encrypted && policy.archives.onEncrypted.action !== 'allow') {
         memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_encrypted', action: policy.archives.onEncrypted.action, reason: `encrypted archive member ${m.path} cannot be inspected`, spec: policy.archives.onEncrypted });
       }

@@ -170,3 +170,24 @@ describe('antivirus with a chunk-capable scanner (decoded parts are streamed, ne
     expect(r.verdict.hits.find((h) => h.part === '2')).toMatchObject({ rule: 'antivirus.on_oversize', reason: `too large to scan (${payload.length} bytes)` });
   });
 });
+
+describe('archive members over antivirus.max_size', () => {
+  it('count as unscanned (clamd scans a member only up to MaxFileSize and answers OK): on_oversize applies', async () => {
+    const { makeZip } = await import('../../scripts/gen-fixtures.js');
+    // 200 KB member, deflated to a few hundred bytes: the part itself is small enough to scan
+    const archive = makeZip([{ name: 'big.bin', data: Buffer.alloc(200_000, 0x41) }]);
+    expect(archive.length).toBeLessThan(10_000);
+    const raw = message(multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/zip', body: archive, filename: 'a.zip' })]));
+    const block = policyFrom('name: z\nantivirus:\n  enabled: true\n  max_size: 100KB\n  on_oversize: block\n');
+    const r = await inspectMessage(raw, block, {}, { scanner: new FakeScanner() });
+    expect(r.verdict.status).toBe('blocked');
+    expect(r.verdict.hits.map((h) => h.rule)).toContain('antivirus.on_oversize');
+    expect(r.verdict.hits.find((h) => h.rule === 'antivirus.on_oversize')?.reason).toBe('too large to scan (200000 bytes)');
+    const allow = policyFrom('name: z\nantivirus:\n  enabled: true\n  max_size: 100KB\n  on_oversize: allow\n');
+    const a = await inspectMessage(raw, allow, {}, { scanner: new FakeScanner() });
+    expect(a.verdict.status).toBe('changed');
+    expect(a.output.toString('latin1')).toMatch(/^X-Postern-AV: unscanned; reason=oversize; policy=z\r\n/);
+    const roomy = policyFrom('name: z\nantivirus:\n  enabled: true\n  max_size: 1MB\n  on_oversize: block\n');
+    expect((await inspectMessage(raw, roomy, {}, { scanner: new FakeScanner() })).verdict.status).toBe('clean');
+  });
+});
