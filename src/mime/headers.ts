@@ -205,6 +205,33 @@ interface Piece {
   parts: Map<number, { text: string; encoded: boolean }>;
 }
 
+/** Removes (possibly nested) RFC 822 comments outside quoted strings; bounded by the input length. */
+export function stripComments(v: string): string {
+  if (!v.includes('(')) return v;
+  let out = '';
+  let depth = 0;
+  let quoted = false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i]!;
+    if (c === '\\' && i + 1 < v.length) {
+      if (depth === 0) out += c + v[i + 1];
+      i++;
+      continue;
+    }
+    if (depth === 0 && c === '"') quoted = !quoted;
+    if (!quoted && c === '(') {
+      depth++;
+      continue;
+    }
+    if (!quoted && c === ')' && depth > 0) {
+      depth--;
+      continue;
+    }
+    if (depth === 0) out += c;
+  }
+  return out;
+}
+
 /** Parses `value; a=b; c*=utf-8''x; d*0="..."; d*1="..."`. Bounded and tolerant. */
 export function parseStructured(raw: string): ParsedContentValue {
   const params: Record<string, string> = Object.create(null) as Record<string, string>;
@@ -212,7 +239,9 @@ export function parseStructured(raw: string): ParsedContentValue {
   const n = raw.length;
   let malformed = false;
   while (i < n && raw[i] !== ';') i++;
-  const value = raw.slice(0, i).trim().toLowerCase().replace(/\s+/g, '');
+  // RFC 822 comments are not part of the value: `Multipart/Mixed (generated)` is multipart/mixed, as
+  // Dovecot and every client read it (a parser that disagrees with them on structure is a bypass)
+  const value = stripComments(raw.slice(0, i)).trim().toLowerCase().replace(/\s+/g, '');
   const pieces = new Map<string, Piece>();
   const plain = new Map<string, string>();
   let count = 0;

@@ -15,7 +15,7 @@ import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, 
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
 import { inspectZip } from '../mime/zip.js';
 import { buildPartMap } from '../mime/partmap.js';
-import type { ActionName, EngineDeps, InspectContext, InspectResult, RuleHit, Verdict } from './types.js';
+import type { ActionName, EngineDeps, InspectContext, InspectResult, PartMap, RuleHit, Verdict } from './types.js';
 import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
 import { renderTemplate, strippedPart, encodeDenyBody, type TemplateVars } from './deny.js';
 
@@ -170,6 +170,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   const hits: Hit[] = [];
   const viruses: string[] = [];
   const tags: string[] = [];
+  /** The input's part map (reused as the output's when the message is not changed). */
+  let inputMap: PartMap | undefined;
   /** Largest uncompressed member of each ZIP part (antivirus treats an over-max_size member as unscanned). */
   const largestMember = new Map<MimeNode, number>();
   const addHit = (h: Hit) => {
@@ -195,6 +197,14 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     if (parsed.limit) {
       const spec = policy.limits.onLimit;
       if (spec.action !== 'allow') addHit({ part: parsed.limit.section, rule: parsed.limit.rule, action: 'block', reason: parsed.limit.reason, spec: { ...spec, action: 'block' } });
+    }
+    // Defence in depth against parser differentials: the engine's view of the parts must be the one
+    // IMAP clients get (src/mime/partmap.ts follows Dovecot). Any disagreement is treated as malformed.
+    if (!parsed.limit) {
+      inputMap = buildPartMap(raw, { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts });
+      const a = leafLayout(parsed.root);
+      const b = mapLayout(inputMap);
+      if (a !== b && !parsed.malformed.length) parsed.malformed.push({ section: '', reason: 'MIME structure is ambiguous (parsers disagree on the parts)' });
     }
     const mspec = policy.limits.onMalformed;
     if (mspec.action !== 'allow') {
@@ -285,7 +295,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     };
     if (quarantineId) verdict.quarantineId = quarantineId;
     if (quarantineFailed) verdict.quarantineFailed = true;
-    return { verdict, output, structure: buildPartMap(output) };
+    return { verdict, output, structure: inputMap && output === raw ? inputMap : buildPartMap(output) };
   };
 
   if (tempfail) {
@@ -564,4 +574,28 @@ function filenameDecision(policy: CompiledPolicy, name: string): { spec: ActionS
     return { spec: policy.doubleExtension, rule: 'filenames.double_extension', reason: `double extension in ${name}` };
   }
   return r ? { spec: r.spec, rule: `filenames.rules[${r.index}]` } : undefined;
+}
+
+/** Leaf sections with their body ranges, as the engine's parser sees them. */
+function leafLayout(root: MimeNode): string {
+  const out: string[] = [];
+  const walk = (n: MimeNode): void => {
+    if (n.message) return walk(n.message);
+    if (n.children.length) return n.children.forEach(walk);
+    out.push(`${n.section}@${n.bodyStart}-${n.end}`);
+  };
+  walk(root);
+  return out.join(' ');
+}
+
+/** The same, as IMAP clients see it (Dovecot's parsing rules). */
+function mapLayout(root: PartMap): string {
+  const out: string[] = [];
+  const walk = (n: PartMap): void => {
+    if (n.message) return walk(n.message);
+    if (n.children.length) return n.children.forEach(walk);
+    out.push(`${n.section}@${n.bodyStart}-${n.bodyEnd}`);
+  };
+  walk(root);
+  return out.join(' ');
 }
