@@ -14,7 +14,7 @@ import { parseHeader, decodedValue, firstField, type ParsedHeader } from '../mim
 import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamaged } from '../mime/decode.js';
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
 import { inspectZip } from '../mime/zip.js';
-import { buildPartMap } from '../mime/partmap.js';
+import { buildPartMap, mimeNodeOf } from '../mime/partmap.js';
 import type { ActionName, EngineDeps, InspectContext, InspectResult, PartMap, RuleHit, Verdict } from './types.js';
 import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
 import { renderTemplate, strippedPart, encodeDenyBody, type TemplateVars } from './deny.js';
@@ -490,7 +490,10 @@ async function scanLeaf(
   return { outcome, size: () => (size ??= decodedSize(body, cte)) };
 }
 
-function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<MimeNode, number>): void {
+/** How deep base64/quoted-printable encoded forwarded messages are opened. */
+const MAX_ENCODED_MESSAGE_DEPTH = 5;
+
+function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<MimeNode, number>, depth = 0): void {
   const section = leafSection(leaf);
   const body = raw.subarray(leaf.bodyStart, leaf.end);
   const target = stripTarget(leaf);
@@ -544,6 +547,39 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
     }
   }
 
+  // A message/rfc822 part sent base64 or quoted-printable is one opaque part to the MIME structure,
+  // but a client decodes and shows it with its attachments: look inside, and strip or block the
+  // whole part when anything in it is not allowed (it cannot be rewritten inside its encoding).
+  if (/^message\/(rfc822|global)$/.test(declared) && (leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && body.length <= policy.limits.maxMessageSize) {
+    const inner = decoded();
+    const innerHits: Hit[] = [];
+    if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
+      innerHits.push({ part: section, rule: 'limits.max_depth', action: 'block', reason: 'encoded forwarded messages nested too deep', spec: { ...policy.limits.onLimit, action: 'block' } });
+    } else {
+      const parsedInner = parseMime(inner, policy.limits);
+      if (parsedInner.limit) innerHits.push({ part: section, rule: parsedInner.limit.rule, action: 'block', reason: parsedInner.limit.reason, spec: { ...policy.limits.onLimit, action: 'block' } });
+      for (const m of parsedInner.malformed) {
+        if (policy.limits.onMalformed.action !== 'allow') innerHits.push({ part: section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+      }
+      const innerLeaves: MimeNode[] = [];
+      forEachLeaf(parsedInner.root, (l) => innerLeaves.push(l));
+      for (const l of innerLeaves) evaluateLeaf(inner, l, policy, (h) => innerHits.push(h), new Map(), depth + 1);
+    }
+    const worst = innerHits.reduce<Hit | undefined>((w, h) => (!w || SEVERITY[h.spec.action] > SEVERITY[w.spec.action] ? h : w), undefined);
+    if (worst && worst.spec.action !== 'allow') {
+      addHit({
+        ...base,
+        detectedType: worst.detectedType,
+        filename: worst.filename ?? filename,
+        archivePath: worst.filename ?? worst.archivePath,
+        rule: worst.rule,
+        action: worst.spec.action,
+        reason: `encoded forwarded message: ${worst.reason}`,
+        spec: worst.spec,
+      });
+    }
+  }
+
   // content type: declared and detected are both checked; the stricter action wins
   const dd = typeDecision(policy, declared);
   let decision = dd;
@@ -582,16 +618,30 @@ function leafLayout(root: MimeNode): string {
   const walk = (n: MimeNode): void => {
     if (n.message) return walk(n.message);
     if (n.children.length) return n.children.forEach(walk);
-    out.push(`${n.section}@${n.bodyStart}-${n.end}`);
+    const encodedMessage = /^message\/(rfc822|global)$/.test(n.type) && (n.cte === 'base64' || n.cte === 'quoted-printable');
+    out.push(`${n.section}@${n.bodyStart}-${encodedMessage ? '*' : n.end}`);
   };
   walk(root);
   return out.join(' ');
 }
 
-/** The same, as IMAP clients see it (Dovecot's parsing rules). */
+/**
+ * The same, as IMAP clients see it (Dovecot's parsing rules). A message/rfc822 part in base64 or
+ * quoted-printable is a leaf for the engine (it opens it by decoding, see evaluateLeaf) while Dovecot
+ * parses the encoded text as a message; both describe the same bytes, so it counts as a leaf here.
+ */
 function mapLayout(root: PartMap): string {
   const out: string[] = [];
+  const encoded = (n: PartMap): boolean => {
+    const cte = mimeNodeOf(n)?.fields.find((f) => f.name.toLowerCase() === 'content-transfer-encoding')?.value;
+    return !!cte && /^\s*(base64|quoted-printable)\s*$/i.test(cte);
+  };
   const walk = (n: PartMap): void => {
+    if (n.message && encoded(n)) {
+      // Dovecot's end of a message part counts the line ending before the delimiter: start only
+      out.push(`${n.section}@${n.bodyStart}-*`);
+      return;
+    }
     if (n.message) return walk(n.message);
     if (n.children.length) return n.children.forEach(walk);
     out.push(`${n.section}@${n.bodyStart}-${n.bodyEnd}`);

@@ -374,3 +374,38 @@ describe('structure as clients see it', () => {
     expect(r.output.toString('latin1')).toContain('hello');
   });
 });
+
+describe('encoded forwarded messages', () => {
+  const inner = (attachment: Buffer, name: string) =>
+    Buffer.from(
+      'From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n' +
+        `--in\r\nContent-Type: text/plain\r\n\r\ninner text\r\n--in\r\nContent-Type: application/octet-stream; name="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n` +
+        b64(attachment) + '\r\n--in--\r\n',
+      'latin1',
+    );
+  const outer = (msg: Buffer) =>
+    Buffer.from(
+      'From: a@example.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="out"\r\n\r\n' +
+        '--out\r\nContent-Type: text/plain\r\n\r\nsee forwarded\r\n--out\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+        b64(msg) + '\r\n--out--\r\n',
+      'latin1',
+    );
+
+  it('a base64 message/rfc822 part is opened: an .exe inside strips the whole forwarded part', async () => {
+    const raw = outer(inner(EXE, 'tool.exe'));
+    const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    const hit = r.verdict.hits.find((h) => h.part === '2');
+    expect(hit?.action).toBe('strip');
+    expect(hit?.reason).toMatch(/^encoded forwarded message: /);
+    expect(r.output.toString('latin1')).toContain('see forwarded');
+    expect(r.output.toString('latin1')).not.toContain(b64(inner(EXE, 'tool.exe')).slice(0, 60));
+  });
+
+  it('a clean encoded forwarded message passes byte-identical', async () => {
+    const raw = outer(inner(PDF, 'doc.pdf'));
+    const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('clean');
+    expect(r.output).toBe(raw);
+  });
+});
