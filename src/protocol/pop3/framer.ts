@@ -103,12 +103,16 @@ export function parseCommandLine(line: Buffer): Pop3Command {
   return { line, name, argText, args: trimmed === '' ? [] : trimmed.split(/ +/) };
 }
 
-/** Client -> server: command lines. */
-export class Pop3CommandFramer {
-  private q = new ByteQueue();
-  private scanned = 0;
+/** Bounded input buffer shared by both directions' framers. */
+abstract class BoundedFramer {
+  protected q = new ByteQueue();
+  /** Where to resume scanning (avoids rescanning what was already searched). */
+  protected scanned = 0;
 
-  constructor(private readonly limits: Pop3FramerLimits) {}
+  constructor(
+    protected readonly limits: Pop3FramerLimits,
+    private readonly overflow: string,
+  ) {}
 
   get buffered(): number {
     return this.q.length;
@@ -117,12 +121,19 @@ export class Pop3CommandFramer {
   /** Buffers input; throws E_BUFFER_LIMIT when too much unread input piles up. */
   push(chunk: Buffer): void {
     if (this.q.length + chunk.length > this.limits.maxBufferedBytes) {
-      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'too much pipelined client input', {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, this.overflow, {
         buffered: this.q.length + chunk.length,
         max: this.limits.maxBufferedBytes,
       });
     }
     this.q.append(chunk);
+  }
+}
+
+/** Client -> server: command lines. */
+export class Pop3CommandFramer extends BoundedFramer {
+  constructor(limits: Pop3FramerLimits) {
+    super(limits, 'too much pipelined client input');
   }
 
   /** The next complete command, or null. Throws E_LINE_TOO_LONG for an over-long line. */
@@ -170,25 +181,9 @@ export interface Pop3Response {
 }
 
 /** Server -> client: responses. */
-export class Pop3ResponseFramer {
-  private q = new ByteQueue();
-  /** Where to resume scanning for the current response (avoids rescanning a large body). */
-  private scanned = 0;
-
-  constructor(private readonly limits: Pop3FramerLimits) {}
-
-  get buffered(): number {
-    return this.q.length;
-  }
-
-  push(chunk: Buffer): void {
-    if (this.q.length + chunk.length > this.limits.maxBufferedBytes) {
-      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'server response exceeds the buffer limit', {
-        buffered: this.q.length + chunk.length,
-        max: this.limits.maxBufferedBytes,
-      });
-    }
-    this.q.append(chunk);
+export class Pop3ResponseFramer extends BoundedFramer {
+  constructor(limits: Pop3FramerLimits) {
+    super(limits, 'server response exceeds the buffer limit');
   }
 
   /**
