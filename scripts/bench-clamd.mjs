@@ -17,28 +17,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { ClamdScanner } from '../dist/scanners/clamd.js';
+import { requireBin as findBin, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = join(root, 'test/fixtures/clamav');
 const run = promisify(execFile);
-
-function findBin(name) {
-  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/sbin']) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  throw new Error(`${name} not found (apt-get install clamav-daemon clamav)`);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function raw(port, data) {
   // The floor: zINSTREAM, one frame per 256 KiB, terminator, read until close.
@@ -60,38 +43,6 @@ function raw(port, data) {
     s.write(Buffer.alloc(4));
     s.uncork();
   });
-}
-
-async function startClamd() {
-  const dir = mkdtempSync(join(tmpdir(), 'postern-bench-clamd-'));
-  mkdirSync(join(dir, 'db'));
-  mkdirSync(join(dir, 'tmp'));
-  for (const f of readdirSync(fixtures)) if (/\.(ndb|hdb)$/.test(f)) copyFileSync(join(fixtures, f), join(dir, 'db', f));
-  const port = await freePort();
-  const conf = readFileSync(join(fixtures, 'clamd.conf.in'), 'utf8')
-    .replaceAll('@DIR@', dir)
-    .replaceAll('@PORT@', String(port))
-    .replaceAll('@STREAM_MAX_LENGTH@', '25M')
-    .replaceAll('@MAX_SCAN_SIZE@', '100M')
-    .replaceAll('@MAX_FILE_SIZE@', '25M');
-  writeFileSync(join(dir, 'clamd.conf'), conf);
-  const child = spawn(findBin('clamd'), ['-c', join(dir, 'clamd.conf')], { stdio: 'ignore' });
-  const until = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const r = await new Promise((resolve, reject) => {
-        const s = net.createConnection({ host: '127.0.0.1', port }, () => s.write('zPING\0'));
-        s.on('data', (d) => { resolve(d.toString()); s.destroy(); });
-        s.on('error', reject);
-      });
-      if (r.startsWith('PONG')) break;
-    } catch {
-      /* not up yet */
-    }
-    if (Date.now() > until || child.exitCode !== null) throw new Error('clamd did not start');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { dir, port, conf: join(dir, 'clamd.conf'), stop: () => { child.kill('SIGTERM'); rmSync(dir, { recursive: true, force: true }); } };
 }
 
 function buildMessage(size) {

@@ -33,6 +33,7 @@ import { dirname, join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { freePorts, requireBin as findBin, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const fixtures = join(root, 'test/fixtures/clamav');
@@ -106,28 +107,6 @@ async function stop(child) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-function findBin(name) {
-  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/sbin']) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  throw new Error(`${name} not found (apt-get install dovecot-imapd dovecot-pop3d clamav-daemon)`);
-}
-
-async function freePorts(n) {
-  const servers = [];
-  const ports = [];
-  for (let i = 0; i < n; i++) {
-    const s = net.createServer();
-    await new Promise((resolve, reject) => {
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', resolve);
-    });
-    servers.push(s);
-    ports.push(s.address().port);
-  }
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  return ports;
-}
 
 // ---------- /proc probes ----------
 
@@ -261,45 +240,13 @@ function deliver(dovecot, message) {
 
 // ---------- clamd ----------
 
-async function clamdPing(port) {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ host: '127.0.0.1', port }, () => s.write('zPING\0'));
-    s.setTimeout(500, () => {
-      s.destroy();
-      resolve(false);
-    });
-    s.on('data', (d) => {
-      resolve(d.toString('latin1').startsWith('PONG'));
-      s.destroy();
-    });
-    s.on('error', () => resolve(false));
-  });
-}
 
-async function startClamd() {
-  const dir = tempDir('postern-bench-clamd-');
-  mkdirSync(join(dir, 'db'));
-  mkdirSync(join(dir, 'tmp'));
-  for (const f of readdirSync(fixtures)) if (/\.(ndb|hdb)$/.test(f)) copyFileSync(join(fixtures, f), join(dir, 'db', f));
-  const [port] = await freePorts(1);
-  const conf = readFileSync(join(fixtures, 'clamd.conf.in'), 'utf8')
-    .replaceAll('@DIR@', dir)
-    .replaceAll('@PORT@', String(port))
-    .replaceAll('@STREAM_MAX_LENGTH@', '25M')
-    .replaceAll('@MAX_SCAN_SIZE@', '100M')
-    .replaceAll('@MAX_FILE_SIZE@', '25M');
-  // clamd caches the hashes of clean objects: without this every phase after the first would
+async function startMailboxClamd() {
+  // clamd caches the hashes of clean objects: without DisableCache every phase after the first would
   // rescan the same mailbox from that cache, which no real mail flow (new mail each time) sees
-  writeFileSync(join(dir, 'clamd.conf'), `${conf}DisableCache yes\n`);
-  const proc = track(spawn(findBin('clamd'), ['-c', join(dir, 'clamd.conf')], { stdio: 'ignore' }));
-  const until = Date.now() + 30_000;
-  while (!(await clamdPing(port))) {
-    if (proc.exitCode !== null) throw new Error(`clamd exited during start:\n${existsSync(join(dir, 'clamd.log')) ? readFileSync(join(dir, 'clamd.log'), 'utf8') : ''}`);
-    if (Date.now() > until) throw new Error('clamd did not answer PING within 30 s');
-    await sleep(50);
-  }
-  const version = spawnSync(findBin('clamd'), ['--version'], { encoding: 'utf8' }).stdout.trim();
-  return { dir, port, proc, version };
+  const c = await startClamd({ extraConfig: 'DisableCache yes\n' });
+  track(c.proc);
+  return c;
 }
 
 // ---------- the mailbox ----------
@@ -905,7 +852,7 @@ async function main() {
   if (!existsSync(join(root, 'dist/cli.js'))) throw new Error('dist/ missing: run `npm run build` first');
 
   const t0 = performance.now();
-  const [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
+  const [dovecot, clamd] = await Promise.all([startDovecot(), startMailboxClamd()]);
   const messages = buildMailbox(N_MESSAGES, TARGET_BYTES);
   for (const m of messages) deliver(dovecot, m.raw);
   const total = messages.reduce((s, m) => s + m.raw.length, 0);

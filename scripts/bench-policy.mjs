@@ -20,6 +20,7 @@ import { dirname, join } from 'node:path';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
+import { findBin, startClamd } from './lib/servers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -100,61 +101,7 @@ function zipMessage(size) {
 }
 
 // ------------------------------------------------------------------ a private clamd for the AV runs
-function findBin(name) {
-  for (const d of [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/sbin']) {
-    if (d && existsSync(join(d, name))) return join(d, name);
-  }
-  return null;
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 const AV_MAX = 64 * 1024 * 1024;
-async function startClamd() {
-  const bin = findBin('clamd');
-  if (!bin) return null;
-  const fixtures = join(root, 'test/fixtures/clamav');
-  const dir = mkdtempSync(join(tmpdir(), 'postern-bench-policy-clamd-'));
-  mkdirSync(join(dir, 'db'));
-  mkdirSync(join(dir, 'tmp'));
-  for (const f of readdirSync(fixtures)) if (/\.(ndb|hdb)$/.test(f)) copyFileSync(join(fixtures, f), join(dir, 'db', f));
-  const port = await freePort();
-  const conf = readFileSync(join(fixtures, 'clamd.conf.in'), 'utf8')
-    .replaceAll('@DIR@', dir)
-    .replaceAll('@PORT@', String(port))
-    .replaceAll('@STREAM_MAX_LENGTH@', '64M')
-    .replaceAll('@MAX_SCAN_SIZE@', '400M')
-    .replaceAll('@MAX_FILE_SIZE@', '64M');
-  writeFileSync(join(dir, 'clamd.conf'), conf);
-  const child = spawn(bin, ['-c', join(dir, 'clamd.conf')], { stdio: 'ignore' });
-  const stop = () => {
-    child.kill('SIGTERM');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  const until = Date.now() + 30_000;
-  for (;;) {
-    const pong = await new Promise((resolve) => {
-      const s = net.createConnection({ host: '127.0.0.1', port }, () => s.write('zPING\0'));
-      s.on('data', (d) => { resolve(d.toString().startsWith('PONG')); s.destroy(); });
-      s.on('error', () => resolve(false));
-    });
-    if (pong) break;
-    if (Date.now() > until || child.exitCode !== null) {
-      stop();
-      throw new Error('clamd did not start');
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { port, stop };
-}
-
 const SIZES = { '10KB': 10 * 1024, '1MB': 1024 * 1024, '25MB': 25 * 1024 * 1024, '50MB': 49 * 1024 * 1024 };
 
 const inputDir = process.env.POSTERN_BENCH_INPUTS ?? mkdtempSync(join(tmpdir(), 'postern-bench-policy-'));
@@ -238,7 +185,7 @@ async function main() {
   }
   const bigRows = [];
   for (const shape of ['clean', 'exe', 'zip']) bigRows.push(await child(['engine', '50MB', shape]));
-  const clamd = quick ? null : await startClamd();
+  const clamd = quick || !findBin('clamd') ? null : await startClamd({ prefix: 'postern-bench-policy-clamd-', streamMaxLength: '64M', maxScanSize: '400M', maxFileSize: '64M' });
   try {
     if (clamd) for (const shape of ['clean', 'exe', 'zip']) bigRows.push(await child(['engine', '50MB', shape, String(clamd.port)]));
   } finally {
