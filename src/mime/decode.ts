@@ -82,47 +82,16 @@ function hexVal(c: number): number {
 }
 
 export function decodeQuotedPrintable(src: Buffer): Decoded {
-  const out = Buffer.allocUnsafe(src.length);
-  let o = 0;
-  let bad = false;
-  const n = src.length;
-  for (let i = 0; i < n; i++) {
-    const c = src[i];
-    if (c !== 61) {
-      out[o++] = c;
-      continue;
-    }
-    // soft line break: '=' [WSP]* CRLF|LF
-    let j = i + 1;
-    while (j < n && (src[j] === 32 || src[j] === 9)) j++;
-    if (j < n && src[j] === 13 && src[j + 1] === 10) {
-      i = j + 1;
-      continue;
-    }
-    if (j < n && src[j] === 10) {
-      i = j;
-      continue;
-    }
-    if (j >= n) {
-      i = n;
-      continue;
-    }
-    const h = i + 2 < n ? hexVal(src[i + 1]) : -1;
-    const l = i + 2 < n ? hexVal(src[i + 2]) : -1;
-    if (h >= 0 && l >= 0) {
-      out[o++] = (h << 4) | l;
-      i += 2;
-    } else {
-      bad = true;
-      out[o++] = c;
-    }
-  }
-  return { data: out.subarray(0, o), bad };
+  // one chunk as large as the input (decoded QP is never longer): the chunked decoder is the only copy of the algorithm
+  const report = { bad: false };
+  const chunks = [...quotedPrintableChunks(src, Math.max(1, src.length), report)];
+  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad };
 }
 
 /**
- * Quoted-printable, decoded into fresh chunks of at most `chunkBytes` bytes. The same algorithm as
- * decodeQuotedPrintable (the source is in memory, so look-ahead across a chunk edge is free).
+ * Quoted-printable, decoded into fresh chunks of at most `chunkBytes` bytes (the source is in
+ * memory, so look-ahead across a chunk edge is free). Damage ('=' not followed by two hex digits,
+ * kept as is) is reported in `report.bad`.
  */
 function* quotedPrintableChunks(src: Buffer, chunkBytes: number, report?: { bad: boolean }): Generator<Buffer> {
   const n = src.length;

@@ -113,28 +113,26 @@ function spec(v: unknown, dflt: ActionSpec): ActionSpec {
 
 const A = (action: ActionName, quarantine = false): ActionSpec => ({ action, quarantine, log: true });
 
+type RuleYaml = { match: string | string[]; action: ActionName; quarantine?: boolean; log?: boolean; reason?: string };
+
+function compileRules(rules: RuleYaml[], norm: (p: string) => string): CompiledTypeRule[] {
+  return rules.map((r, index) => {
+    const patterns = (Array.isArray(r.match) ? r.match : [r.match]).map(norm);
+    return {
+      index,
+      patterns,
+      re: patterns.map(globToRegExp),
+      spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
+      reason: r.reason,
+    };
+  });
+}
+
 /** Compiles a validated policy object. `name` is used when the YAML has no `name:`. */
 export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledPolicy {
-  const contentRules: CompiledTypeRule[] = (y.content_types?.rules ?? []).map((r, index) => {
-    const patterns = (Array.isArray(r.match) ? r.match : [r.match]).map((p) => p.toLowerCase());
-    return {
-      index,
-      patterns,
-      re: patterns.map(globToRegExp),
-      spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
-      reason: r.reason,
-    };
-  });
-  const filenameRules: CompiledTypeRule[] = (y.filenames?.rules ?? []).map((r, index) => {
-    const patterns = Array.isArray(r.match) ? r.match : [r.match];
-    return {
-      index,
-      patterns,
-      re: patterns.map(globToRegExp),
-      spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
-      reason: r.reason,
-    };
-  });
+  // content types are matched lower-cased; file name globs are case-insensitive RegExps already
+  const contentRules = compileRules(y.content_types?.rules ?? [], (p) => p.toLowerCase());
+  const filenameRules = compileRules(y.filenames?.rules ?? [], (p) => p);
   const av = y.antivirus ?? {};
   const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
   return Object.freeze({

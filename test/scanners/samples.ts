@@ -4,7 +4,7 @@
  * test/fixtures/clamav/postern-test.hdb, a minimal ZIP writer and MIME message builders (CRLF).
  */
 import { createHash } from 'node:crypto';
-import { deflateRawSync } from 'node:zlib';
+import { makeZip } from '../../scripts/gen-fixtures.js';
 
 export const EICAR_NAME = 'Eicar-Test-Signature.UNOFFICIAL';
 export const HASH_SAMPLE_NAME = 'Postern.Test.HashSample.UNOFFICIAL';
@@ -33,64 +33,9 @@ export function filler(size: number, seed = 'filler'): Buffer {
   return out;
 }
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(buf: Buffer): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-/** A plain ZIP (deflate unless `store`), enough for clamd's unzipper. */
+/** A plain ZIP (deflate unless `store`), enough for clamd's unzipper: scripts/gen-fixtures.ts makeZip. */
 export function zip(entries: Array<{ name: string; data: Buffer; store?: boolean }>): Buffer {
-  const locals: Buffer[] = [];
-  const central: Buffer[] = [];
-  let offset = 0;
-  for (const e of entries) {
-    const name = Buffer.from(e.name, 'utf8');
-    const method = e.store ? 0 : 8;
-    const body = e.store ? e.data : deflateRawSync(e.data);
-    const crc = crc32(e.data);
-    const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0);
-    lh.writeUInt16LE(20, 4);
-    lh.writeUInt16LE(0x0800, 6); // UTF-8 names
-    lh.writeUInt16LE(method, 8);
-    lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(body.length, 18);
-    lh.writeUInt32LE(e.data.length, 22);
-    lh.writeUInt16LE(name.length, 26);
-    locals.push(lh, name, body);
-    const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0);
-    ch.writeUInt16LE(20, 4);
-    ch.writeUInt16LE(20, 6);
-    ch.writeUInt16LE(0x0800, 8);
-    ch.writeUInt16LE(method, 10);
-    ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(body.length, 20);
-    ch.writeUInt32LE(e.data.length, 24);
-    ch.writeUInt16LE(name.length, 28);
-    ch.writeUInt32LE(offset, 42);
-    central.push(ch, name);
-    offset += lh.length + name.length + body.length;
-  }
-  const cd = Buffer.concat(central);
-  const end = Buffer.alloc(22);
-  end.writeUInt32LE(0x06054b50, 0);
-  end.writeUInt16LE(entries.length, 8);
-  end.writeUInt16LE(entries.length, 10);
-  end.writeUInt32LE(cd.length, 12);
-  end.writeUInt32LE(offset, 16);
-  return Buffer.concat([...locals, cd, end]);
+  return makeZip(entries.map((e) => ({ name: e.name, data: e.data, method: e.store ? 0 : 8 })));
 }
 
 function base64Lines(data: Buffer): string {
