@@ -5,20 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
-packages=(dovecot-imapd dovecot-pop3d clamav-daemon clamav)
-missing=()
-for bin in dovecot doveadm clamd; do command -v "$bin" >/dev/null 2>&1 || missing+=("$bin"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ]; then
-    echo "Installing ${packages[*]} (missing: ${missing[*]})"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q && apt-get install -y -q --no-install-recommends "${packages[@]}" || {
-      echo "0 passed, 1 failed"; exit 1; }
-  else
-    echo "The tests need ${missing[*]}: run 'sudo apt-get update && sudo apt-get install -y ${packages[*]}' and try again."
-    echo "0 passed, 1 failed"
-    exit 1
-  fi
+if ! bash scripts/install-system-deps.sh; then
+  echo "0 passed, 1 failed"
+  exit 1
 fi
 
 if ! npx tsc -p .; then

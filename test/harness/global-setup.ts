@@ -1,13 +1,13 @@
 /**
- * Vitest global setup: the integration tests need real Dovecot and clamd binaries. Installs them from
- * Debian when running as root (a fresh CI machine), otherwise stops with one sentence saying what to run.
+ * Vitest global setup: the integration tests need real Dovecot and clamd binaries. System packages are
+ * installed by scripts/install-system-deps.sh (the one place that installs them; `npm test` and CI run
+ * it first); this setup only puts sbin on PATH and runs that script when something is missing.
  */
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 
 const BINARIES = ['dovecot', 'doveadm', 'clamd'];
-const PACKAGES = ['dovecot-imapd', 'dovecot-pop3d', 'clamav-daemon', 'clamav'];
 const EXTRA_PATH = ['/usr/sbin', '/sbin', '/usr/local/sbin'];
 
 function onPath(bin: string): boolean {
@@ -31,15 +31,8 @@ export default function setup(): void {
   for (const d of EXTRA_PATH) {
     if (!(process.env.PATH ?? '').split(path.delimiter).includes(d)) process.env.PATH = `${process.env.PATH}${path.delimiter}${d}`;
   }
-  const missing = missingBinaries();
-  if (missing.length === 0) return;
-  const cmd = `apt-get update && apt-get install -y ${PACKAGES.join(' ')}`;
-  if (process.getuid?.() !== 0) {
-    throw new Error(`The integration tests need ${missing.join(', ')}: run \`sudo sh -c '${cmd}'\` and try again.`);
-  }
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  execFileSync('apt-get', ['update'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '--no-install-recommends', ...PACKAGES], { stdio: 'inherit', env });
+  if (missingBinaries().length === 0) return;
+  execFileSync('bash', [path.join(import.meta.dirname, '../../scripts/install-system-deps.sh')], { stdio: 'inherit' });
   const still = missingBinaries();
-  if (still.length) throw new Error(`Installing ${PACKAGES.join(' ')} did not provide ${still.join(', ')}.`);
+  if (still.length) throw new Error(`scripts/install-system-deps.sh did not provide ${still.join(', ')}.`);
 }

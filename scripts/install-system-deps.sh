@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The one place that installs the system packages the tests need (CI and `npm test` both call it).
+# Each entry: a binary (or file) to look for, and the Debian package that provides it.
+# Installs only what is missing; as root it runs apt-get, otherwise it prints the command to run.
+set -uo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
+export DEBIAN_FRONTEND=noninteractive
+
+checks=(
+  "dovecot:dovecot-imapd"
+  "doveadm:dovecot-imapd"
+  "/usr/lib/dovecot/pop3:dovecot-pop3d"
+  "clamd:clamav-daemon"
+  "clamscan:clamav"
+  "openssl:openssl"
+  "curl:curl"
+  "python3:python3"
+  "unzip:unzip"
+  "bsdtar:libarchive-tools"
+  "7zz:7zip"
+)
+
+need=()
+for c in "${checks[@]}"; do
+  what=${c%%:*}
+  pkg=${c#*:}
+  if [[ $what == /* ]]; then [ -e "$what" ] && continue; else command -v "$what" >/dev/null 2>&1 && continue; fi
+  [[ " ${need[*]-} " == *" $pkg "* ]] || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "The tests need: ${need[*]}. Run: sudo apt-get update && sudo apt-get install -y --no-install-recommends ${need[*]}" >&2
+  exit 1
+fi
+echo "Installing ${need[*]}"
+apt-get update -q && apt-get install -y -q --no-install-recommends "${need[@]}"
