@@ -21,6 +21,10 @@ export const ErrorCodes = {
   UPSTREAM_NO_STARTTLS: 'E_UPSTREAM_NO_STARTTLS',
   UPSTREAM_PREAUTH: 'E_UPSTREAM_PREAUTH',
   UPSTREAM_PROTOCOL: 'E_UPSTREAM_PROTOCOL',
+  /** An upstream response carried content (or was of a kind) postern did not vet: the session ends with BYE. */
+  UNVETTED_RESPONSE: 'E_UNVETTED_RESPONSE',
+  /** A client command did not parse against the IMAP grammar (answered BAD, never forwarded). */
+  COMMAND_SYNTAX: 'E_COMMAND_SYNTAX',
   ROUTE_DENIED: 'E_ROUTE_DENIED',
   // admission
   MAX_SESSIONS: 'E_MAX_SESSIONS',
@@ -39,6 +43,20 @@ export const ErrorCodes = {
   SCAN_ERROR: 'E_SCAN_ERROR',
   SCAN_TIMEOUT: 'E_SCAN_TIMEOUT',
   QUARANTINE: 'E_QUARANTINE',
+  /** The file of protected POP3 originals (altered, not quarantined) cannot be read, parsed or written, or is full. */
+  PROTECTED_STORE: 'E_PROTECTED_STORE',
+  /** POP3: a client piled up more unanswered input than postern buffers (pipelined commands it never reads answers to). */
+  PIPELINE_LIMIT: 'E_PIPELINE_LIMIT',
+  /** POP3: more commands before login than any client needs (e.g. CAPA in a loop). */
+  TOO_MANY_COMMANDS: 'E_TOO_MANY_COMMANDS',
+  /** The client's unread output passed `client_output_hard_bytes` (it sends but does not read). */
+  CLIENT_OUTPUT_LIMIT: 'E_CLIENT_OUTPUT_LIMIT',
+  /** The client had more than `client_output_soft_bytes` unread and took no byte for `client_stall_timeout_ms`. */
+  CLIENT_STALLED: 'E_CLIENT_STALLED',
+  /** A held response (or a wait the session imposed on the client) outlived `hold_timeout_ms`. */
+  HOLD_TIMEOUT: 'E_HOLD_TIMEOUT',
+  /** The process-wide memory budget (`memory_budget_bytes`) is spent: a new session or a piece of work was refused. */
+  MEMORY_BUDGET: 'E_MEMORY_BUDGET',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

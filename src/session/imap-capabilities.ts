@@ -8,18 +8,38 @@ export const HIDDEN_CAPABILITIES: ReadonlyArray<{ match: (cap: string) => boolea
   { match: (c) => c === 'LOGINDISABLED', reason: 'postern decides per listener whether plaintext login is allowed' },
   { match: (c) => c.startsWith('AUTH='), reason: 'postern authenticates the client itself (PLAIN, LOGIN) and logs in upstream on its behalf' },
   { match: (c) => c === 'SASL-IR', reason: 'only meaningful before login, where postern answers itself' },
-  { match: (c) => c.startsWith('URLAUTH'), reason: 'URLFETCH returns message content outside FETCH, bypassing inspection' },
+  { match: (c) => c.startsWith('URLAUTH') || c === 'URL-PARTIAL', reason: 'URLFETCH returns message content outside FETCH, bypassing inspection' },
   { match: (c) => c === 'NOTIFY', reason: 'NOTIFY can push FETCH data outside any client command, bypassing inspection' },
-  { match: (c) => c === 'PREVIEW' || c.startsWith('SNIPPET='), reason: 'previews return body text outside FETCH body items, bypassing inspection' },
+  { match: (c) => c.startsWith('PREVIEW') || c.startsWith('SNIPPET='), reason: 'previews return body text outside FETCH body items, bypassing inspection' },
   { match: (c) => c === 'CATENATE', reason: 'CATENATE builds messages from server-side URLs; not relayed in this version' },
 ];
 
-export function filterCapabilities(caps: string[]): string[] {
-  return caps.filter((c) => {
-    const u = c.toUpperCase();
-    return !HIDDEN_CAPABILITIES.some((h) => h.match(u));
-  });
+/**
+ * Capabilities relayed to clients: an allowlist (fail closed). Postern relays only extensions whose
+ * commands its grammar parses and whose responses its choke point understands; everything else, the
+ * HIDDEN_CAPABILITIES above and any extension a server adds tomorrow, is not shown.
+ */
+const RELAYED_CAPABILITIES = new Set([
+  'IMAP4REV1', 'LITERAL+', 'LITERAL-', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN',
+  'LIST-EXTENDED', 'LIST-STATUS', 'LIST-MYRIGHTS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'ESEARCH', 'ESORT', 'SEARCHRES',
+  'SORT', 'SORT=DISPLAY', 'CONDSTORE', 'QRESYNC', 'I18NLEVEL=1', 'MULTIAPPEND', 'BINARY', 'QUOTA', 'ACL', 'METADATA',
+  'METADATA-SERVER', 'WITHIN', 'CONTEXT=SEARCH', 'CONTEXT=SORT', 'SAVEDATE', 'OBJECTID', 'STATUS=SIZE', 'LOGIN-REFERRALS',
+  'MAILBOX-REFERRALS', 'X-GM-EXT-1', 'SEARCH=FUZZY',
+]);
+const RELAYED_PREFIXES = ['THREAD=', 'QUOTA=', 'RIGHTS=', 'APPENDLIMIT='];
+
+export function isRelayedCapability(cap: string): boolean {
+  const u = cap.toUpperCase();
+  if (HIDDEN_CAPABILITIES.some((h) => h.match(u))) return false;
+  return RELAYED_CAPABILITIES.has(u) || RELAYED_PREFIXES.some((p) => u.startsWith(p) && /^[A-Z0-9=+.\-]+$/.test(u));
 }
+
+export function filterCapabilities(caps: string[]): string[] {
+  return caps.filter(isRelayedCapability);
+}
+
+/** Extensions a client may ENABLE through postern (RFC 5161); anything else is refused. */
+export const ENABLE_ALLOWED: ReadonlySet<string> = new Set(['CONDSTORE', 'QRESYNC']);
 
 /** Capabilities postern advertises before login (it handles that phase itself). */
 export function preauthCapabilities(opts: { offerStartTls: boolean; loginDisabled: boolean }): string[] {

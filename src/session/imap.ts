@@ -500,7 +500,8 @@ export class ImapSession implements Session, ImapSessionView {
         route.reason === 'denied'
           ? `postern: mail server "${route.host}" is not allowed here`
           : 'postern: log in as user@mail-server (login routing)';
-      this.host.log.warn({ login, reason: route.reason, routedHost: route.host }, 'login refused by routing');
+      // never the raw login: a password typed into the user field would end up in the log
+      this.host.log.warn({ reason: route.reason, routedHost: route.reason === 'denied' ? route.host : undefined }, 'login refused by routing');
       this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
       return;
     }
