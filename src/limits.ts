@@ -62,3 +62,87 @@ export const DEFAULT_MIME_LIMITS: MimeLimits = {
   maxParts: 1000,
   maxHeaderSize: 1024 * 1024,
 };
+
+/**
+ * Output, hold and memory-budget limits (relay/connection.ts, relay/server.ts, relay/memory.ts). They
+ * are optional members of SessionLimits / ServerLimits so configs built before they existed stay
+ * valid; `effectiveFlowLimits` fills in the defaults below. YAML keys: docs/configuration.md, "limits".
+ */
+export interface FlowLimits {
+  /**
+   * Unread client output (socket buffer + host queue) above which postern stops reading the client
+   * (every phase, pre-login included); reading resumes once it is back under half of this.
+   */
+  clientOutputSoftBytes: number;
+  /**
+   * Unread client output that ends the session (E_CLIENT_OUTPUT_LIMIT). Never taken lower than
+   * max_buffered_bytes + clientOutputSoftBytes: one held response is written whole.
+   */
+  clientOutputHardBytes: number;
+  /**
+   * A client with more than clientOutputSoftBytes unread that takes no byte for this long is ended
+   * (E_CLIENT_STALLED). 0 disables.
+   */
+  clientStallTimeoutMs: number;
+  /**
+   * Client bytes read and kept while reading is paused (so a disconnect, FIN or RST, is still seen at
+   * once). Past it the socket itself stops reading.
+   */
+  clientInputHoldBytes: number;
+  /**
+   * Longest a session may keep the client waiting: a held response pending with the upstream paused
+   * (absolute), or the client's reading paused by the session with nothing arriving from the upstream.
+   * E_HOLD_TIMEOUT. Default (undefined): scanner.timeout_ms + HOLD_TIMEOUT_MARGIN_MS. 0 disables.
+   */
+  holdTimeoutMs: number | undefined;
+}
+
+export const DEFAULT_FLOW_LIMITS: FlowLimits = {
+  clientOutputSoftBytes: 1024 * 1024,
+  clientOutputHardBytes: 256 * 1024 * 1024,
+  clientStallTimeoutMs: 5 * 60_000,
+  clientInputHoldBytes: 64 * 1024,
+  holdTimeoutMs: undefined,
+};
+
+/** Flow limits per listener (merged into SessionLimits; optional, defaults in DEFAULT_FLOW_LIMITS). */
+export interface SessionLimits extends Partial<Omit<FlowLimits, 'holdTimeoutMs'>> {
+  holdTimeoutMs?: number;
+}
+
+/** Server-wide memory budget (merged into ServerLimits; optional, default DEFAULT_MEMORY_BUDGET_BYTES). */
+export interface ServerLimits {
+  memoryBudgetBytes?: number;
+}
+
+/** Added to the scanner's per-scan deadline to give the default hold_timeout_ms (parse, quarantine, rendering). */
+export const HOLD_TIMEOUT_MARGIN_MS = 60_000;
+
+/** Process-wide memory budget (relay/memory.ts): client buffers, held responses and in-memory cache entries. */
+export const DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * Reserved from the memory budget for every admitted session (framing buffers, TLS state, session
+ * objects). A new connection is refused with E_MEMORY_BUDGET when this much no longer fits.
+ */
+export const SESSION_BASE_MEMORY_BYTES = 64 * 1024;
+
+/**
+ * Client input is handed to the session in slices of at most this many bytes, and the unread output
+ * is checked between slices: one 64 KiB read of `a CAPABILITY` lines cannot produce 700 KB of
+ * replies past the soft bound before reading stops.
+ */
+export const CLIENT_INPUT_SLICE_BYTES = 4096;
+
+/** Session limits with the flow limits' defaults filled in (`scannerTimeoutMs`: null without a scanner). */
+export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>, scannerTimeoutMs: number | null): Required<Omit<FlowLimits, 'holdTimeoutMs'>> & { holdTimeoutMs: number } {
+  const soft = limits.clientOutputSoftBytes ?? DEFAULT_FLOW_LIMITS.clientOutputSoftBytes;
+  const hard = limits.clientOutputHardBytes ?? DEFAULT_FLOW_LIMITS.clientOutputHardBytes;
+  return {
+    clientOutputSoftBytes: soft,
+    clientOutputHardBytes: Math.max(hard, limits.maxBufferedBytes + soft),
+    clientStallTimeoutMs: limits.clientStallTimeoutMs ?? DEFAULT_FLOW_LIMITS.clientStallTimeoutMs,
+    clientInputHoldBytes: limits.clientInputHoldBytes ?? DEFAULT_FLOW_LIMITS.clientInputHoldBytes,
+    holdTimeoutMs: limits.holdTimeoutMs ?? (scannerTimeoutMs ?? 0) + HOLD_TIMEOUT_MARGIN_MS,
+  };
+}

@@ -2,12 +2,19 @@
  * Per-session cache of vetted (sanitised) messages, keyed by mailbox, UIDVALIDITY and UID. Bounded
  * in memory: past the budget, the oldest outputs spill to temp files (mode 0600, in a 0700 directory
  * removed when the session ends). The part map and verdict stay in memory (they are small).
+ *
+ * The bytes kept in memory are also leased from the process-wide memory budget when the session's
+ * host offers one (SessionHost.reserveMemory): when the budget refuses, outputs go to disk instead.
+ * After close() the cache is inert: set() keeps nothing and writes nothing, and a spill file whose
+ * write was in flight at close is removed when the write completes (a scan that finishes after the
+ * client left must not leave a sanitised message in the temp dir).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { PartMap, Verdict } from '../policy/types.js';
+import type { MemoryLease } from '../session/types.js';
 
 export interface Vetted {
   output: Buffer;
@@ -18,6 +25,8 @@ export interface Vetted {
 interface Entry {
   output: Buffer | null;
   file: string | null;
+  /** A spill write of this entry is in flight. */
+  spilling: boolean;
   size: number;
   structure: PartMap;
   verdict: Verdict;
@@ -28,24 +37,46 @@ export const MAX_CACHE_ENTRIES = 20_000;
 /** Most bytes spilled to disk per session; past it the oldest entries are forgotten (and re-vetted if asked again). */
 export const MAX_SPILL_BYTES = 2 * 1024 * 1024 * 1024;
 
+export interface VettedCacheOptions {
+  /** Leases memory from the process-wide budget (SessionHost.reserveMemory); absent: only `memoryBudget` applies. */
+  reserve?: (bytes: number, what: string) => MemoryLease | null;
+  /** Where the spill directory is created (default: the OS temp dir). */
+  tmpDir?: string;
+}
+
+function removeQuietly(p: string, recursive = false): void {
+  try {
+    rmSync(p, { force: true, recursive });
+  } catch {
+    // a concurrent write may still be creating a file in it; the write's own cleanup retries
+  }
+}
+
 export class VettedCache {
   private readonly entries = new Map<string, Entry>();
   private memoryBytes = 0;
   private spillBytes = 0;
   private dir: string | null = null;
   private seq = 0;
+  private closed = false;
+  private lease: MemoryLease | null = null;
+  private leaseRefused = false;
 
-  constructor(private readonly memoryBudget: number) {}
+  constructor(
+    private readonly memoryBudget: number,
+    private readonly opts: VettedCacheOptions = {},
+  ) {}
 
   static key(mailbox: string, uidValidity: number, uid: number): string {
     return `${uidValidity}/${uid}/${mailbox}`;
   }
 
   has(key: string): boolean {
-    return this.entries.has(key);
+    return !this.closed && this.entries.has(key);
   }
 
   async get(key: string): Promise<Vetted | null> {
+    if (this.closed) return null;
     const e = this.entries.get(key);
     if (!e) return null;
     // refresh recency
@@ -56,9 +87,11 @@ export class VettedCache {
   }
 
   async set(key: string, v: Vetted): Promise<void> {
+    // a scan that completes after the session ended: keep nothing, write nothing
+    if (this.closed) return;
     const old = this.entries.get(key);
     if (old) this.drop(key, old);
-    const e: Entry = { output: v.output, file: null, size: v.output.length, structure: v.structure, verdict: v.verdict };
+    const e: Entry = { output: v.output, file: null, spilling: false, size: v.output.length, structure: v.structure, verdict: v.verdict };
     this.entries.set(key, e);
     this.memoryBytes += e.size;
     await this.enforce();
@@ -66,11 +99,23 @@ export class VettedCache {
 
   private drop(key: string, e: Entry): void {
     this.entries.delete(key);
-    if (e.output) this.memoryBytes -= e.size;
+    if (e.output && !e.spilling) this.memoryBytes -= e.size;
     if (e.file) {
       this.spillBytes -= e.size;
-      rmSync(e.file, { force: true });
+      removeQuietly(e.file);
     }
+  }
+
+  /** Whether the bytes in memory fit the session budget and the process-wide lease. */
+  private memoryFits(): boolean {
+    if (this.memoryBytes > this.memoryBudget) return false;
+    if (!this.opts.reserve) return true;
+    if (!this.lease && !this.leaseRefused) {
+      this.lease = this.opts.reserve(0, 'vetted message cache');
+      if (!this.lease) this.leaseRefused = true;
+    }
+    if (!this.lease) return this.memoryBytes === 0;
+    return this.lease.resize(this.memoryBytes);
   }
 
   private async enforce(): Promise<void> {
@@ -78,27 +123,44 @@ export class VettedCache {
       const [k, e] = this.entries.entries().next().value as [string, Entry];
       this.drop(k, e);
     }
-    if (this.memoryBytes <= this.memoryBudget) return;
     for (const [k, e] of this.entries) {
-      if (this.memoryBytes <= this.memoryBudget) break;
-      if (!e.output) continue;
+      if (this.closed || this.memoryFits()) break;
+      if (!e.output || e.spilling) continue;
       if (this.spillBytes + e.size > MAX_SPILL_BYTES) {
         this.drop(k, e);
         continue;
       }
-      if (!this.dir) this.dir = mkdtempSync(path.join(os.tmpdir(), 'postern-cache-'));
-      const file = path.join(this.dir, `${++this.seq}.eml`);
+      if (!this.dir) this.dir = mkdtempSync(path.join(this.opts.tmpDir ?? os.tmpdir(), 'postern-cache-'));
+      const dir = this.dir;
+      const file = path.join(dir, `${++this.seq}.eml`);
       this.memoryBytes -= e.size;
       this.spillBytes += e.size;
+      e.spilling = true;
       // the bytes stay readable from memory until the file is complete
-      await writeFile(file, e.output, { mode: 0o600 });
-      if (this.entries.get(k) !== e) {
-        rmSync(file, { force: true });
+      let written = true;
+      try {
+        await writeFile(file, e.output, { mode: 0o600 });
+      } catch {
+        written = false;
+      }
+      e.spilling = false;
+      if (this.closed) {
+        // closed while the write was in flight: close() could not see this file
+        removeQuietly(file);
+        removeQuietly(dir, true);
+        return;
+      }
+      if (!written || this.entries.get(k) !== e) {
+        // dropped meanwhile, or the disk refused: forget it (it is vetted again if asked for again)
+        removeQuietly(file);
+        this.spillBytes -= e.size;
+        if (this.entries.get(k) === e) this.entries.delete(k);
         continue;
       }
       e.file = file;
       e.output = null;
     }
+    if (!this.closed) this.lease?.resize(this.memoryBytes);
   }
 
   /** Directory of the spill files (null until something spilled). */
@@ -111,10 +173,14 @@ export class VettedCache {
   }
 
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     this.entries.clear();
     this.memoryBytes = 0;
     this.spillBytes = 0;
-    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+    this.lease?.release();
+    this.lease = null;
+    if (this.dir) removeQuietly(this.dir, true);
     this.dir = null;
   }
 }

@@ -2,19 +2,42 @@
  * One client connection: the only place (with server.ts) that touches sockets. It implements the
  * SessionHost the session logic talks to: writes, upstream connect, TLS upgrades on either side,
  * backpressure, timers, and the close log line with byte counts.
+ *
+ * Flow control (every phase, pre-login included):
+ * - Client input is read into a small host queue and handed to the session in slices of
+ *   CLIENT_INPUT_SLICE_BYTES. Reading is paused (logically: the queue is not handed on) while the
+ *   session asks for it, while the upstream does not take what is written to it, and while the
+ *   client's unread output is above `client_output_soft_bytes` (until it is back under half of it).
+ *   The socket itself keeps reading while paused, up to `client_input_hold_bytes`, so that a client
+ *   that leaves (FIN or RST) is noticed at once even while a held response is pending; the session
+ *   then ends and the upstream connection and the per-address slot are released immediately.
+ * - Unread output above `client_output_hard_bytes` ends the session (E_CLIENT_OUTPUT_LIMIT); above
+ *   the soft bound with no byte taken for `client_stall_timeout_ms`, E_CLIENT_STALLED. Output the
+ *   client does not take pauses the upstream socket (past the socket's high-water mark).
+ * - A session may keep the client waiting (pauseClient) or hold a response (pauseUpstream) for at
+ *   most `hold_timeout_ms`: absolute while the upstream is paused, otherwise since the last upstream
+ *   byte or client progress. Then E_HOLD_TIMEOUT.
+ * - Bytes held (unread output, held input) count against the process-wide memory budget through a
+ *   gauge; sessions lease further bytes with reserveMemory().
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
-import { ErrorCodes, PosternError } from '../errors.js';
-import type { CloseReason, Session, SessionHost, TlsInfo, UpstreamTarget } from '../session/types.js';
+import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
+import { CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from '../session/types.js';
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
+import type { MemoryBudget } from './memory.js';
 
 export interface ConnectionDeps {
   minter: LeafMinter | null;
   onClose(conn: Connection): void;
+  /** The process-wide memory budget (reserveMemory); none: every reservation is granted. */
+  memory?: MemoryBudget | null;
+  /** The scanner's per-scan deadline, for the default hold timeout (null or absent: no scanner). */
+  scannerTimeoutMs?: number | null;
 }
 
 type Sock = net.Socket | tls.TLSSocket;
@@ -42,9 +65,29 @@ export class Connection implements SessionHost {
   private closed = false;
   private loginTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  private readonly flow: ReturnType<typeof effectiveFlowLimits>;
+
+  // client input: read, queued here, handed to the session in slices while nothing pauses it
+  private heldInput: Buffer[] = [];
+  private heldInputBytes = 0;
+  private pumping = false;
   private clientPausedBySession = false;
+  /** The upstream socket does not take what is written to it. */
+  private clientPausedForUpstream = false;
+  /** The client's unread output is above the soft bound. */
+  private clientPausedForOutput = false;
+  /** The socket itself was paused (held input reached client_input_hold_bytes). */
+  private socketReadPaused = false;
+
   private upstreamPausedBySession = false;
   private upstreamPausedForClient = false;
+
+  private stallTimer: NodeJS.Timeout | null = null;
+  private holdTimer: NodeJS.Timeout | null = null;
+  private drainWaiters: Array<() => void> = [];
+  private readonly leases = new Set<MemoryLease>();
+  /** Set when the host itself ends the session: the close line reports this, whatever the session says. */
+  private closeOverride: CloseReason | null = null;
 
   constructor(
     readonly listener: ListenerConfig,
@@ -56,6 +99,7 @@ export class Connection implements SessionHost {
   ) {
     this.client = socket;
     this.log = log;
+    this.flow = effectiveFlowLimits(listener.limits, deps.scannerTimeoutMs ?? null);
   }
 
   attach(session: Session): void {
@@ -76,6 +120,16 @@ export class Connection implements SessionHost {
     session.start();
   }
 
+  /** Bytes this connection holds in memory: unread client output plus client input held while paused. */
+  get bufferedBytes(): number {
+    return this.closed ? 0 : this.unreadOutput() + this.heldInputBytes;
+  }
+
+  /** Whether the session has ended (for tests and the server). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   private onIdleTimer(): void {
     if (this.closed) return;
     if (this.session.idling) {
@@ -89,27 +143,195 @@ export class Connection implements SessionHost {
     this.idleTimer?.refresh();
   }
 
+  // ---------------------------------------------------------------- client input
+
   private bindClient(sock: Sock): void {
     // IMAP/POP3 are request/response: Nagle + delayed ACK would add ~40 ms to every small exchange
     sock.setNoDelay(true);
+    this.socketReadPaused = false;
     sock.on('data', (d: Buffer) => {
+      if (this.closed) return;
       this.bytesFromClient += d.length;
       this.touch();
-      this.session.onClientData(d);
+      this.heldInput.push(d);
+      this.heldInputBytes += d.length;
+      this.pumpClient();
     });
-    sock.on('end', () => this.session.onClientEnd());
+    // 'end' (FIN), 'error' (RST) and 'close' arrive while input is paused too: the socket keeps reading
+    sock.on('end', () => this.clientGone('end'));
     sock.on('error', (err: NodeJS.ErrnoException) => {
       this.log.debug({ err: err.message, code: err.code }, 'client socket error');
-      this.session.onClientEnd();
+      this.clientGone('error');
     });
-    sock.on('close', () => this.session.onClientEnd());
+    sock.on('close', () => this.clientGone('close'));
     sock.on('drain', () => {
       if (this.upstreamPausedForClient) {
         this.upstreamPausedForClient = false;
         this.applyUpstreamPause();
       }
+      this.outputProgress();
     });
   }
+
+  private clientGone(how: 'end' | 'error' | 'close'): void {
+    if (this.closed) return;
+    if (this.heldInputBytes > 0) this.log.debug({ bytes: this.heldInputBytes, how }, 'client left with unprocessed input');
+    this.heldInput = [];
+    this.heldInputBytes = 0;
+    this.session.onClientEnd();
+  }
+
+  private inputPaused(): boolean {
+    return this.clientPausedBySession || this.clientPausedForUpstream || this.clientPausedForOutput;
+  }
+
+  /** Hands queued client input to the session, one slice at a time, while nothing pauses it. */
+  private pumpClient(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.heldInput.length > 0 && !this.closed && !this.inputPaused()) {
+        const head = this.heldInput[0]!;
+        let slice: Buffer;
+        if (head.length > CLIENT_INPUT_SLICE_BYTES) {
+          slice = head.subarray(0, CLIENT_INPUT_SLICE_BYTES);
+          this.heldInput[0] = head.subarray(CLIENT_INPUT_SLICE_BYTES);
+        } else {
+          slice = head;
+          this.heldInput.shift();
+        }
+        this.heldInputBytes -= slice.length;
+        this.session.onClientData(slice);
+        this.checkOutput();
+      }
+    } finally {
+      this.pumping = false;
+    }
+    this.updateSocketPause();
+  }
+
+  /** Stops the socket reading only once the held input is at its bound; otherwise keeps it reading. */
+  private updateSocketPause(): void {
+    if (this.closed) return;
+    const stop = this.inputPaused() && this.heldInputBytes >= this.flow.clientInputHoldBytes;
+    if (stop && !this.socketReadPaused) {
+      this.socketReadPaused = true;
+      this.client.pause();
+    } else if (!stop && this.socketReadPaused) {
+      this.socketReadPaused = false;
+      this.client.resume();
+    }
+  }
+
+  private inputPauseChanged(): void {
+    if (this.closed) return;
+    if (this.inputPaused()) this.updateSocketPause();
+    else this.pumpClient();
+  }
+
+  // ---------------------------------------------------------------- client output
+
+  private unreadOutput(): number {
+    return this.client.writableLength;
+  }
+
+  private readonly onClientWritten = (err?: Error | null): void => {
+    if (err) return;
+    this.outputProgress();
+  };
+
+  /** The client took some output (a write reached the kernel, or the socket drained). */
+  private outputProgress(): void {
+    if (this.closed) return;
+    this.stallTimer?.refresh();
+    if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
+    const unread = this.unreadOutput();
+    if (this.clientPausedForOutput && unread <= this.flow.clientOutputSoftBytes / 2) {
+      this.clientPausedForOutput = false;
+      this.clearStallTimer();
+      this.log.debug({ unread }, 'client output drained: reading the client again');
+      this.inputPauseChanged();
+    }
+    if (this.drainWaiters.length > 0 && unread <= this.flow.clientOutputSoftBytes) this.wakeDrainWaiters();
+  }
+
+  private wakeDrainWaiters(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** Applies the output bounds after anything was written to the client. */
+  private checkOutput(): void {
+    if (this.closed) return;
+    const unread = this.unreadOutput();
+    if (unread > this.flow.clientOutputHardBytes) {
+      this.abortClient(ErrorCodes.CLIENT_OUTPUT_LIMIT, `client does not read its output: ${unread} bytes unread (limit ${this.flow.clientOutputHardBytes})`, { unread, limit: this.flow.clientOutputHardBytes });
+      return;
+    }
+    if (!this.clientPausedForOutput && unread > this.flow.clientOutputSoftBytes) {
+      this.clientPausedForOutput = true;
+      this.log.debug({ unread, soft: this.flow.clientOutputSoftBytes }, 'client not reading its output: pausing client input');
+      this.armStallTimer();
+      this.inputPauseChanged();
+    }
+  }
+
+  private armStallTimer(): void {
+    const ms = this.flow.clientStallTimeoutMs;
+    if (ms <= 0 || this.stallTimer) return;
+    this.stallTimer = setTimeout(() => {
+      this.stallTimer = null;
+      if (this.closed || !this.clientPausedForOutput) return;
+      const unread = this.unreadOutput();
+      this.abortClient(ErrorCodes.CLIENT_STALLED, `client took no output for ${ms} ms with ${unread} bytes unread`, { unread, stallMs: ms });
+    }, ms);
+    this.stallTimer.unref();
+  }
+
+  private clearStallTimer(): void {
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = null;
+  }
+
+  /**
+   * Ends a session whose client does not read: nothing more can usefully be written to it, so the
+   * socket is destroyed at once (freeing its buffer) and the session is told the client is gone.
+   */
+  private abortClient(code: ErrorCode, message: string, details: Record<string, unknown>): void {
+    if (this.closed || this.closeOverride) return;
+    this.closeOverride = { kind: 'error', code, message };
+    this.log.warn({ code, ...details }, 'ending session: client does not read its output');
+    this.heldInput = [];
+    this.heldInputBytes = 0;
+    this.client.destroy();
+    // the session may be in the middle of producing output: tell it once that call has returned
+    queueMicrotask(() => {
+      if (this.closed) return;
+      this.session.onClientEnd();
+      if (!this.closed) this.close(this.closeOverride!);
+    });
+  }
+
+  sendClient(data: Buffer): void {
+    if (this.closed || this.closeOverride?.kind === 'error' || this.client.destroyed || data.length === 0) return;
+    this.bytesToClient += data.length;
+    this.touch();
+    const ok = this.client.write(data, this.onClientWritten);
+    if (!ok && !this.upstreamPausedForClient) {
+      // slow client: stop reading upstream until the client socket drains
+      this.upstreamPausedForClient = true;
+      this.applyUpstreamPause();
+    }
+    this.checkOutput();
+  }
+
+  clientDrained(): Promise<void> {
+    if (this.closed || this.unreadOutput() <= this.flow.clientOutputSoftBytes) return Promise.resolve();
+    return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  // ---------------------------------------------------------------- pauses and the hold deadline
 
   private applyUpstreamPause(): void {
     if (!this.upstream) return;
@@ -117,41 +339,99 @@ export class Connection implements SessionHost {
     else this.upstream.resume();
   }
 
-  sendClient(data: Buffer): void {
-    if (this.closed || this.client.destroyed || data.length === 0) return;
-    this.bytesToClient += data.length;
-    this.touch();
-    const ok = this.client.write(data);
-    if (!ok && !this.upstreamPausedForClient) {
-      // slow client: stop reading upstream until the client socket drains
-      this.upstreamPausedForClient = true;
-      this.applyUpstreamPause();
-    }
-  }
-
   sendUpstream(data: Buffer): void {
     if (this.closed || !this.upstream || this.upstream.destroyed || data.length === 0) return;
     this.bytesToUpstream += data.length;
     this.touch();
     const ok = this.upstream.write(data);
-    if (!ok && !this.clientPausedBySession) {
-      this.client.pause();
-      this.upstream.once('drain', () => {
-        if (!this.clientPausedBySession && !this.closed) this.client.resume();
-      });
+    if (!ok && !this.clientPausedForUpstream) {
+      // the upstream does not take our writes: stop handing client input on until it drains
+      this.clientPausedForUpstream = true;
+      this.inputPauseChanged();
     }
   }
 
   pauseClient(paused: boolean): void {
+    if (paused === this.clientPausedBySession) return;
     this.clientPausedBySession = paused;
-    if (paused) this.client.pause();
-    else this.client.resume();
+    this.updateHoldTimer(false);
+    this.inputPauseChanged();
   }
 
   pauseUpstream(paused: boolean): void {
-    this.upstreamPausedBySession = paused;
+    if (paused !== this.upstreamPausedBySession) {
+      this.upstreamPausedBySession = paused;
+      // a held response starts (absolute deadline) or ends (the client may still be waiting: fresh start)
+      this.updateHoldTimer(true);
+    }
     this.applyUpstreamPause();
   }
+
+  private holding(): boolean {
+    return !this.closed && (this.clientPausedBySession || this.upstreamPausedBySession);
+  }
+
+  private updateHoldTimer(restart: boolean): void {
+    const ms = this.flow.holdTimeoutMs;
+    if (!this.holding() || ms <= 0) {
+      if (this.holdTimer) clearTimeout(this.holdTimer);
+      this.holdTimer = null;
+      return;
+    }
+    if (this.holdTimer && !restart) return;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = setTimeout(() => this.onHoldTimer(), ms);
+    this.holdTimer.unref();
+  }
+
+  private onHoldTimer(): void {
+    this.holdTimer = null;
+    if (!this.holding() || this.closeOverride) return;
+    const ms = this.flow.holdTimeoutMs;
+    const what = this.upstreamPausedBySession ? 'a held response did not complete' : 'the session kept the client waiting';
+    const message = `postern: ${what} within ${Math.round(ms / 1000)} s (${ErrorCodes.HOLD_TIMEOUT})`;
+    this.closeOverride = { kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message };
+    this.log.warn({ code: ErrorCodes.HOLD_TIMEOUT, holdMs: ms, upstreamHeld: this.upstreamPausedBySession, clientHeld: this.clientPausedBySession }, 'ending session: hold deadline passed');
+    if (this.session.onHoldTimeout) this.session.onHoldTimeout();
+    else this.session.shutdown(message);
+    if (!this.closed) this.close(this.closeOverride);
+  }
+
+  // ---------------------------------------------------------------- memory budget
+
+  reserveMemory(bytes: number, what: string): MemoryLease | null {
+    if (this.closed) return null;
+    const budget = this.deps.memory;
+    if (!budget) return this.trackLease(unlimitedLease(bytes));
+    const lease = budget.tryReserve(bytes);
+    if (!lease) {
+      this.log.warn({ code: ErrorCodes.MEMORY_BUDGET, bytes, what, used: budget.used, limit: budget.limitBytes }, 'memory budget exhausted: work refused');
+      return null;
+    }
+    return this.trackLease(lease);
+  }
+
+  /** Takes ownership of a lease (released when the session closes at the latest). */
+  adoptLease(lease: MemoryLease): void {
+    this.trackLease(lease);
+  }
+
+  private trackLease(lease: MemoryLease): MemoryLease {
+    this.leases.add(lease);
+    const leases = this.leases;
+    return {
+      get bytes() {
+        return lease.bytes;
+      },
+      resize: (n: number) => lease.resize(n),
+      release: () => {
+        leases.delete(lease);
+        lease.release();
+      },
+    };
+  }
+
+  // ---------------------------------------------------------------- upstream
 
   setUser(user: string, upstream: string): void {
     this.log.setBindings({ user, upstream });
@@ -232,6 +512,8 @@ export class Connection implements SessionHost {
       this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
       this.touch();
+      // progress while the session keeps the client waiting (not during a held response: absolute)
+      if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
       this.session.onUpstreamData(d);
     });
     let ended = false;
@@ -247,13 +529,19 @@ export class Connection implements SessionHost {
       end(err);
     });
     sock.on('drain', () => {
-      if (!this.clientPausedBySession && !this.closed) this.client.resume();
+      if (gen !== this.upstreamGen || !this.clientPausedForUpstream) return;
+      this.clientPausedForUpstream = false;
+      this.inputPauseChanged();
     });
     this.applyUpstreamPause();
   }
 
   disconnectUpstream(): void {
     this.clearGreetingTimer();
+    if (this.clientPausedForUpstream) {
+      this.clientPausedForUpstream = false;
+      this.inputPauseChanged();
+    }
     if (!this.upstream) return;
     this.upstreamGen++;
     this.upstream.destroy();
@@ -262,6 +550,11 @@ export class Connection implements SessionHost {
 
   startClientTls(): Promise<TlsInfo> {
     const raw = this.client;
+    // Plaintext read after the STARTTLS line but not yet handed on must never reach the session once
+    // TLS is up (CVE-2011-0411 class): drop it here, the session drops what it had already framed.
+    if (this.heldInputBytes > 0) this.log.warn({ bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
+    this.heldInput = [];
+    this.heldInputBytes = 0;
     raw.removeAllListeners('data');
     raw.removeAllListeners('end');
     raw.removeAllListeners('close');
@@ -279,7 +572,7 @@ export class Connection implements SessionHost {
         sock.removeAllListeners('error');
         this.client = sock;
         this.bindClient(sock);
-        if (this.clientPausedBySession) sock.pause();
+        this.updateSocketPause();
         resolve(tlsInfo(sock));
       });
       sock.once('error', (err) => {
@@ -327,17 +620,29 @@ export class Connection implements SessionHost {
   }
   private lastTarget: UpstreamTarget | null = null;
 
-  close(reason: CloseReason): void {
+  close(sessionReason: CloseReason): void {
     if (this.closed) return;
     this.closed = true;
+    const reason = this.closeOverride ?? sessionReason;
     if (this.loginTimer) clearTimeout(this.loginTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.clearGreetingTimer();
+    this.clearStallTimer();
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+    this.heldInput = [];
+    this.heldInputBytes = 0;
+    // the upstream connection (and, through onClose, the per-address slot) is released at once
     this.upstreamGen++;
     this.upstream?.destroy();
+    this.upstream = null;
+    for (const lease of this.leases) lease.release();
+    this.leases.clear();
+    this.wakeDrainWaiters();
     this.client.end();
+    if (this.socketReadPaused) this.client.resume();
     setTimeout(() => this.client.destroy(), 2000).unref();
-    const level = reason.kind === 'error' ? 'warn' : 'info';
+    const level = reason.kind === 'error' || reason.code === ErrorCodes.HOLD_TIMEOUT ? 'warn' : 'info';
     this.log[level](
       {
         reason: reason.kind,
@@ -355,4 +660,21 @@ export class Connection implements SessionHost {
     );
     this.deps.onClose(this);
   }
+}
+
+/** A lease for hosts without a budget: grants everything. */
+function unlimitedLease(bytes: number): MemoryLease {
+  let held = bytes;
+  return {
+    get bytes() {
+      return held;
+    },
+    resize(n: number) {
+      held = n;
+      return true;
+    },
+    release() {
+      held = 0;
+    },
+  };
 }

@@ -8,11 +8,13 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
+import { DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { createSessionFactory } from '../inspect/factory.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { Connection } from './connection.js';
+import { MemoryBudget } from './memory.js';
 
 export interface ServerDeps {
   log: Logger;
@@ -25,10 +27,18 @@ export interface RunningServer {
   close(graceMs?: number): Promise<void>;
   address(listenerName: string): { host: string; port: number };
   readonly sessionCount: number;
+  /** The process-wide memory budget (limits.memory_budget_bytes): sessions' buffers and leases. */
+  readonly memory: MemoryBudget;
 }
 
 function refusal(listener: ListenerConfig, text: string): string {
   return listener.protocol === 'imap' ? `* BYE [UNAVAILABLE] postern: ${text}\r\n` : `-ERR [SYS/TEMP] postern: ${text}\r\n`;
+}
+
+/** Says why and closes; a refused client that does not read is not kept around either. */
+function refuse(socket: net.Socket, text: string): void {
+  socket.end(text);
+  setTimeout(() => socket.destroy(), 2000).unref();
 }
 
 export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
@@ -39,6 +49,14 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
   const perClient = new Map<string, number>();
   const servers = new Map<string, net.Server>();
   let accepting = true;
+  // one accountant for the whole process: every session's socket buffers (gauge) plus leases
+  const memory = new MemoryBudget(config.limits.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
+  memory.addGauge(() => {
+    let n = 0;
+    for (const c of sessions) n += c.bufferedBytes;
+    return n;
+  });
+  const scannerTimeoutMs = config.scanner?.timeoutMs ?? null;
 
   const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean) => {
     const addr = socket.remoteAddress ?? 'unknown';
@@ -47,24 +65,33 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     const slog = log.child({ sid, listener: listener.name, protocol: listener.protocol, client: `${addr}:${port}` });
     socket.on('error', () => undefined);
     if (!accepting) {
-      socket.end(refusal(listener, 'server shutting down'));
+      refuse(socket, refusal(listener, 'server shutting down'));
       return;
     }
     const count = perClient.get(addr) ?? 0;
     if (sessions.size >= config.limits.maxSessions) {
       slog.warn({ code: ErrorCodes.MAX_SESSIONS, limit: config.limits.maxSessions }, 'connection refused: too many sessions');
-      socket.end(refusal(listener, 'too many sessions'));
+      refuse(socket, refusal(listener, 'too many sessions'));
       return;
     }
     if (count >= config.limits.maxSessionsPerClient) {
       slog.warn({ code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, limit: config.limits.maxSessionsPerClient }, 'connection refused: too many sessions from this address');
-      socket.end(refusal(listener, 'too many sessions from your address'));
+      refuse(socket, refusal(listener, 'too many sessions from your address'));
+      return;
+    }
+    // a new session must fit in the memory budget before it is admitted
+    const base = memory.tryReserve(SESSION_BASE_MEMORY_BYTES);
+    if (!base) {
+      slog.warn({ code: ErrorCodes.MEMORY_BUDGET, used: memory.used, limit: memory.limitBytes }, 'connection refused: memory budget exhausted');
+      refuse(socket, refusal(listener, 'server busy (memory), try again later'));
       return;
     }
     perClient.set(addr, count + 1);
     slog.info({ tlsMode: listener.tls.mode }, 'client connected');
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
+      memory,
+      scannerTimeoutMs,
       onClose: (c) => {
         sessions.delete(c);
         const n = (perClient.get(addr) ?? 1) - 1;
@@ -72,6 +99,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
         else perClient.set(addr, n);
       },
     });
+    conn.adoptLease(base);
     sessions.add(conn);
     try {
       conn.attach(createSession(conn));
@@ -109,6 +137,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     get sessionCount() {
       return sessions.size;
     },
+    memory,
     address(name: string) {
       const s = servers.get(name);
       if (!s) throw new Error(`no listener named ${name}`);

@@ -22,6 +22,19 @@ export interface UpstreamTarget {
   implicitTls: boolean;
 }
 
+/**
+ * Bytes granted by the process-wide memory budget (src/relay/memory.ts). Hold it while the bytes are
+ * held; release it (or resize it down) as soon as they are freed. The host releases every lease of a
+ * session when the session closes, so a forgotten lease cannot leak budget past the session.
+ */
+export interface MemoryLease {
+  /** Bytes currently granted (0 once released). */
+  readonly bytes: number;
+  /** Grows or shrinks the grant; returns false (grant unchanged) when growing would pass the budget. */
+  resize(bytes: number): boolean;
+  release(): void;
+}
+
 export interface SessionHost {
   readonly log: Logger;
   readonly listener: ListenerConfig;
@@ -48,6 +61,23 @@ export interface SessionHost {
   /** Pause/resume reading from a side (backpressure while a message is being vetted). */
   pauseClient(paused: boolean): void;
   pauseUpstream(paused: boolean): void;
+  /**
+   * Ask the process-wide memory budget for `bytes` before holding them (an assembled response being
+   * held for inspection, a sanitised message kept in memory). Returns null when the budget is spent:
+   * the session then refuses that piece of work cleanly (IMAP tagged `NO [UNAVAILABLE]`, POP3
+   * `-ERR [SYS/TEMP]`) instead of holding the bytes; the host has already logged E_MEMORY_BUDGET.
+   * `what` names the purpose in that log line. Optional so scripted test hosts need not implement it;
+   * a session treats a host without it as granting everything (null still means refused).
+   */
+  reserveMemory?(bytes: number, what: string): MemoryLease | null;
+  /**
+   * Resolves once the client's unread output (socket buffer + anything the host queues) is back under
+   * the listener's `client_output_soft_bytes` (at once when it already is; never rejects, and resolves
+   * when the session closes). A session that writes several queued responses in a row (held FETCH
+   * results, cache hits) awaits it between them, so a client that reads slowly does not make postern
+   * render everything into memory at once.
+   */
+  clientDrained?(): Promise<void>;
 }
 
 export interface CloseReason {
@@ -68,6 +98,15 @@ export interface Session {
   shutdown(message: string): void;
   /** Timer expiry forwarded by the host (the host owns the timers; see relay/runner.ts). */
   onTimeout(kind: 'login' | 'idle' | 'greeting'): void;
+  /**
+   * The host's hold deadline passed: the session has kept the client waiting (client reading paused by
+   * the session, or a held response pending with the upstream paused) longer than the listener's
+   * `hold_timeout_ms` (default: scanner timeout + HOLD_TIMEOUT_MARGIN_MS). The session must end with a
+   * protocol-correct error (IMAP `* BYE [UNAVAILABLE]`, POP3 `-ERR [SYS/TEMP]` answering the pending
+   * command) and close with code E_HOLD_TIMEOUT. Optional: without it the host calls
+   * `shutdown(<reason>)` and records E_HOLD_TIMEOUT as the close code itself.
+   */
+  onHoldTimeout?(): void;
   /** True while the IMAP client is in IDLE (idle timeout exempt). */
   readonly idling?: boolean;
   /** True once logged in (login timer stops). */

@@ -1,8 +1,10 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VettedCache } from '../../src/inspect/cache.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
+import { MemoryBudget } from '../../src/relay/memory.js';
 import type { Verdict } from '../../src/policy/types.js';
 
 const verdict: Verdict = { policy: 'p', status: 'clean', hits: [], viruses: [], sizeIn: 0, sizeOut: 0, scanMs: 0 };
@@ -31,6 +33,76 @@ describe('VettedCache', () => {
     expect(files.length).toBeGreaterThan(0);
     for (const f of files) expect(statSync(path.join(dir, f)).mode & 0o777).toBe(0o600);
     cache.close();
+    expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe('VettedCache after close (a scan that finishes after the client left)', () => {
+  // spill directories are created under os.tmpdir(), which follows TMPDIR: point it at a fresh directory
+  let savedTmp: string | undefined;
+  beforeEach(() => {
+    savedTmp = process.env.TMPDIR;
+  });
+  afterEach(() => {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+  });
+
+  const big = (i: number) => msg(i, 5000);
+  const entry = (b: Buffer) => ({ output: b, structure: buildPartMap(b), verdict });
+
+  it('set() after close keeps nothing and writes nothing: no spill directory, no file', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-cache-test-'));
+    process.env.TMPDIR = tmp;
+    try {
+      const cache = new VettedCache(1000);
+      cache.close();
+      await cache.set(VettedCache.key('INBOX', 7, 1), entry(big(1)));
+      await cache.set(VettedCache.key('INBOX', 7, 2), entry(big(2)));
+      expect(readdirSync(tmp)).toEqual([]);
+      expect(cache.spillDirectory).toBeNull();
+      expect(cache.stats).toEqual({ entries: 0, memoryBytes: 0, spillBytes: 0 });
+      expect(cache.has(VettedCache.key('INBOX', 7, 1))).toBe(false);
+      expect(await cache.get(VettedCache.key('INBOX', 7, 1))).toBeNull();
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('a spill written while the cache closes is removed when the write completes', async () => {
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-cache-test-'));
+    process.env.TMPDIR = tmp;
+    try {
+      for (let round = 0; round < 20; round++) {
+        const cache = new VettedCache(1000);
+        // the first set spills (its output is over the budget): close while that write is in flight
+        const pending = cache.set(VettedCache.key('INBOX', 7, round), entry(big(round)));
+        const pending2 = cache.set(VettedCache.key('INBOX', 7, round + 100), entry(big(round + 1)));
+        if (round % 2 === 0) await new Promise((r) => setImmediate(r));
+        cache.close();
+        await expect(pending).resolves.toBeUndefined();
+        await expect(pending2).resolves.toBeUndefined();
+        await cache.set(VettedCache.key('INBOX', 7, round + 200), entry(big(round)));
+        expect(readdirSync(tmp)).toEqual([]);
+        expect(cache.spillDirectory).toBeNull();
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  it('leases its memory from the process budget: spills when the budget refuses, releases on close', async () => {
+    const budget = new MemoryBudget(12_000);
+    const cache = new VettedCache(1 << 20, { reserve: (n) => budget.tryReserve(n) });
+    for (let i = 0; i < 5; i++) await cache.set(VettedCache.key('INBOX', 7, i), entry(big(i)));
+    // 5 x ~5 KB: the session budget (1 MiB) would keep all in memory; the process budget keeps two
+    expect(cache.stats.memoryBytes).toBeLessThanOrEqual(12_000);
+    expect(cache.stats.spillBytes).toBeGreaterThan(0);
+    expect(budget.leasedBytes).toBe(cache.stats.memoryBytes);
+    for (let i = 0; i < 5; i++) expect((await cache.get(VettedCache.key('INBOX', 7, i)))?.output.equals(big(i))).toBe(true);
+    const dir = cache.spillDirectory!;
+    cache.close();
+    expect(budget.leasedBytes).toBe(0);
     expect(existsSync(dir)).toBe(false);
   });
 });
