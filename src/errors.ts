@@ -57,14 +57,6 @@ export const ErrorCodes = {
   HOLD_TIMEOUT: 'E_HOLD_TIMEOUT',
   /** The process-wide memory budget (`memory_budget_bytes`) is spent: a new session or a piece of work was refused. */
   MEMORY_BUDGET: 'E_MEMORY_BUDGET',
-  /** The client's unread output passed `client_output_hard_bytes` (it sends but does not read). */
-  CLIENT_OUTPUT_LIMIT: 'E_CLIENT_OUTPUT_LIMIT',
-  /** The client had more than `client_output_soft_bytes` unread and took no byte for `client_stall_timeout_ms`. */
-  CLIENT_STALLED: 'E_CLIENT_STALLED',
-  /** A held response (or a wait the session imposed on the client) outlived `hold_timeout_ms`. */
-  HOLD_TIMEOUT: 'E_HOLD_TIMEOUT',
-  /** The process-wide memory budget (`memory_budget_bytes`) is spent: a new session or a piece of work was refused. */
-  MEMORY_BUDGET: 'E_MEMORY_BUDGET',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
