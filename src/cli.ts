@@ -89,7 +89,7 @@ Usage:
   postern check [--config FILE]          validate the config and the policies it names
   postern ca init [--force] [--config FILE]
                                          create the CA (never replaces one without --force)
-  postern ca show [--config FILE]        print the CA's subject, SHA-256 fingerprint and expiry
+  postern ca show [--config FILE]        print the CA's subject, SHA-256 fingerprint, expiry and name constraints
   postern ca export [--format pem|der] [--out FILE] [--config FILE]
                                          export the CA certificate for mail clients / trust stores
   postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--config FILE]
@@ -353,6 +353,7 @@ function describeCa(ca: CertAuthority): string {
     `SHA-256:     ${ca.fingerprint256}`,
     `valid from:  ${ca.notBefore.toISOString()}`,
     `expires:     ${ca.notAfter.toISOString()}${ca.expired ? ' (EXPIRED)' : ''}`,
+    `name constraints: ${ca.nameConstraintsText}`,
     '',
   ].join('\n');
 }

@@ -146,3 +146,12 @@ export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>,
     holdTimeoutMs: limits.holdTimeoutMs ?? (scannerTimeoutMs ?? 0) + HOLD_TIMEOUT_MARGIN_MS,
   };
 }
+
+/**
+ * Minted leaf certificates (and their TLS secure contexts) the leaf minter keeps in memory, least
+ * recently used dropped first. Leaves are only minted for names a listener serves (its hostname,
+ * `tls.names`, and on login-routed listeners names matching the allowlist), so this bounds the cache
+ * when a wildcard allow pattern lets clients pick many names below it. Not configurable: a miss costs
+ * one signature (about a millisecond).
+ */
+export const MAX_CACHED_LEAVES = 1000;

@@ -8,6 +8,8 @@ import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { allowPatternProblem, isValidHost } from './hosts.js';
+import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
 import type {
   ClientTlsMode,
@@ -103,17 +105,36 @@ const port = z.number().int().min(0).max(65535);
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
 const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
 
-const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
-export function isValidHost(host: string): boolean {
-  return isIP(host) !== 0 || HOSTNAME_RE.test(host);
-}
+export { isValidHost };
 const host = z.string().trim().refine((h) => isValidHost(h), 'expected a host name or an IP address');
-/** `imap.example.com`, `*.example.com`, an IP address, or `*` (everything). */
+/**
+ * An `allow` entry: `imap.example.com`, `*.example.com` (a registrable domain or below), or an IP
+ * address. `*`, `*.*` and public-suffix wildcards (`*.com`, `*.co.uk`, `*.github.io`) are refused:
+ * see allowPatternProblem in ./hosts.ts.
+ */
 const hostPattern = z
   .string()
   .trim()
   .toLowerCase()
-  .refine((p) => p === '*' || isValidHost(p.startsWith('*.') ? p.slice(2) : p), 'expected a host name, "*.domain", an IP address or "*"');
+  .superRefine((p, ctx) => {
+    const problem = allowPatternProblem(p);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
+/** A name a listener serves (`tls.names`): a host name or an IP address, no wildcards. */
+const servedName = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .refine((h) => isValidHost(h), 'expected a host name or an IP address (no wildcards: list each name)');
+/** A `ca.name_constraints` entry: a DNS domain (covers itself and every name below it) or an IP range in CIDR notation. */
+const nameConstraint = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .superRefine((c, ctx) => {
+    const problem = nameConstraintProblem(c);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  });
 
 // ---------- section schemas (raw, snake_case) ----------
 
@@ -139,6 +160,7 @@ type RawSessionLimits = z.output<typeof sessionLimitsSchema>;
 const listenerTlsSchema = z.strictObject({
   mode: z.enum(['none', 'starttls', 'starttls-required', 'implicit']),
   hostname: host.optional(),
+  names: z.array(servedName).optional(),
   cert_file: nonEmpty.optional(),
   key_file: nonEmpty.optional(),
   min_version: tlsVersion.optional(),
@@ -207,6 +229,7 @@ const rawConfigSchema = z.strictObject({
       common_name: nonEmpty.max(64, 'at most 64 characters (X.509 upper bound for CN)').optional(),
       organization: nonEmpty.max(64, 'at most 64 characters').optional(),
       leaf_key_type: z.enum(['rsa', 'ec']).optional(),
+      name_constraints: z.array(nameConstraint).min(1, 'list at least one domain or IP range, or omit the key').optional(),
     })
     .optional(),
   policies_dir: nonEmpty.optional(),
@@ -293,10 +316,20 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
           `allow_any_host is only allowed on a listener bound to a loopback address (127.0.0.0/8, ::1, localhost), not ${bindHost}: it would make postern an open relay; list the reachable hosts in "allow"`,
         );
       }
-      (u.allow ?? []).forEach((p, j) => {
-        if (p === '*' && !loopback) {
-          issue(ctx, at('upstream', 'allow', j), `"*" allows every host: only allowed on a loopback listener (it would make postern an open relay)`);
-        }
+    }
+
+    // Every name the listener serves with minted leaves must be one the CA may sign.
+    const constraints = raw.ca?.name_constraints;
+    if (constraints && constraints.length > 0 && t.mode !== 'none' && t.cert_file === undefined) {
+      // entries with problems are reported by the schema already; check against the valid ones
+      const nc = constraintsFromEntries(constraints.filter((c) => nameConstraintProblem(c) === null));
+      const outside = (n: string) => !constraintsPermit(nc, n.replace(/^\[|\]$/g, '').replace(/\.$/, ''));
+      const hostname = (t.hostname ?? DEFAULT_LISTENER_HOSTNAME).toLowerCase();
+      if (outside(hostname)) {
+        issue(ctx, at('tls', t.hostname === undefined ? 'mode' : 'hostname'), `hostname "${hostname}" is outside ca.name_constraints: the CA cannot sign a certificate for it`);
+      }
+      (t.names ?? []).forEach((n, j) => {
+        if (outside(n)) issue(ctx, at('tls', 'names', j), `"${n}" is outside ca.name_constraints: the CA cannot sign a certificate for it`);
       });
     }
   });
@@ -344,6 +377,7 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
     hostname: (tlsRaw.hostname ?? DEFAULT_LISTENER_HOSTNAME).toLowerCase(),
     minVersion: tlsRaw.min_version ?? 'TLSv1.2',
   };
+  if (tlsRaw.names !== undefined) tls.names = [...new Set(tlsRaw.names.map((n) => n.replace(/\.$/, '')))];
   if (tlsRaw.cert_file !== undefined) tls.certFile = path.resolve(baseDir, tlsRaw.cert_file);
   if (tlsRaw.key_file !== undefined) tls.keyFile = path.resolve(baseDir, tlsRaw.key_file);
 
@@ -403,6 +437,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     organization: raw.ca?.organization ?? DEFAULT_CA_ORGANIZATION,
   };
   if (raw.ca?.leaf_key_type !== undefined) ca.leafKeyType = raw.ca.leaf_key_type;
+  if (raw.ca?.name_constraints !== undefined) ca.nameConstraints = [...new Set(raw.ca.name_constraints.map((c) => c.replace(/\.$/, '')))];
 
   return {
     file,

@@ -51,8 +51,21 @@ export interface ListenerTlsConfig {
   /** Operator-supplied certificate and key (PEM files) instead of leaves minted by the CA. */
   certFile?: string;
   keyFile?: string;
-  /** Name put in minted leaf certs when the client sends no SNI. */
+  /**
+   * The listener's own name: put in the certificate a client gets without SNI (or with an SNI the
+   * listener does not serve).
+   */
   hostname: string;
+  /**
+   * Further names (host names or IP addresses) the listener serves, e.g. every DNS alias clients use.
+   * They go into the default certificate with `hostname`. Minted leaves are only ever issued for
+   * these names, `hostname`, and (login-routed listeners) names matching the upstream allowlist.
+   */
+  names?: string[];
+  /**
+   * Lowest TLS version accepted. The cipher suites are fixed to Mozilla's "intermediate" profile
+   * (src/tls/profile.ts); this is the only knob, and it only makes things stricter.
+   */
   minVersion: TlsVersion;
 }
 
@@ -89,6 +102,12 @@ export interface CaConfig {
    * client); 'ec' (P-256) is faster to generate and handshake but some old clients lack ECDSA suites.
    */
   leafKeyType?: 'rsa' | 'ec';
+  /**
+   * `ca.name_constraints`: DNS domains (`example.com`) and IP ranges (`10.0.0.0/8`) the CA may vouch
+   * for, written as a critical nameConstraints extension when the CA is generated (no IP range given =
+   * no IP address at all). Changing it later needs `postern ca init --force`.
+   */
+  nameConstraints?: string[];
 }
 
 export interface ClamdEndpoint {

@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 import type { LoginRoutedUpstream, UpstreamConfig } from '../config/types.js';
 import type { UpstreamTarget } from './types.js';
+import { hostMatches } from '../config/hosts.js';
 
 export interface RoutedLogin {
   user: string;
@@ -24,14 +25,12 @@ export function parseRoutedLogin(login: string): RoutedLogin | null {
   return { user, host };
 }
 
-/** `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`. Case-insensitive. */
-export function hostMatches(pattern: string, host: string): boolean {
-  const p = pattern.toLowerCase();
-  const h = host.toLowerCase();
-  if (p === '*') return true;
-  if (p.startsWith('*.')) return h.endsWith(p.slice(1)) && h.length > p.length - 1;
-  return p === h;
-}
+/**
+ * `*.example.com` matches `a.example.com` and `a.b.example.com`, not `example.com`. Case-insensitive.
+ * `*` and public-suffix wildcards (`*.com`) match nothing (the config refuses them; allow_any_host is
+ * the only way to allow every host). Re-exported from src/config/hosts.ts, shared with the leaf minter.
+ */
+export { hostMatches };
 
 export function hostAllowed(upstream: LoginRoutedUpstream, host: string): boolean {
   if (upstream.allowAnyHost) return true;

@@ -11,7 +11,8 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import type { CaConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import { buildCertificate, issuerInfoFromCert, type IssuerInfo } from './x509.js';
+import { constraintsFromEntries, describeNameConstraints, sameConstraints, type NameConstraints } from '../config/name-constraints.js';
+import { buildCertificate, issuerInfoFromCert, nameConstraintsExtension, readNameConstraints, type IssuerInfo } from './x509.js';
 
 export const CA_CERT_FILE = 'ca.crt';
 export const CA_KEY_FILE = 'ca.key';
@@ -35,6 +36,8 @@ export class CertAuthority {
   readonly warnings: string[];
   /** Issuer data for minting leaves. */
   readonly issuer: IssuerInfo;
+  /** The CA certificate's nameConstraints (null = none): the leaf minter never signs a name outside them. */
+  readonly nameConstraints: NameConstraints | null;
 
   constructor(certPem: string, keyPem: string, files: { certFile: string; keyFile: string }, warnings: string[] = []) {
     this.certPem = certPem;
@@ -67,6 +70,11 @@ export class CertAuthority {
     this.notAfter = new Date(x509.validTo);
     this.subject = x509.subject.split('\n').join(', ');
     this.issuer = issuerInfoFromCert(x509.raw, key);
+    try {
+      this.nameConstraints = readNameConstraints(x509.raw);
+    } catch (e) {
+      throw caError(`${files.certFile}: malformed nameConstraints extension (${(e as Error).message})`);
+    }
     const now = Date.now();
     if (this.notAfter.getTime() <= now) {
       this.warnings.push(`CA certificate expired on ${this.notAfter.toISOString()}: clients will reject every minted certificate; run \`postern ca init --force\``);
@@ -77,6 +85,11 @@ export class CertAuthority {
 
   get expired(): boolean {
     return this.notAfter.getTime() <= Date.now();
+  }
+
+  /** `none`, or e.g. `permitted DNS:example.com; excluded IP:0.0.0.0/0, IP:::/0` (for `postern ca show`). */
+  get nameConstraintsText(): string {
+    return describeNameConstraints(this.nameConstraints);
   }
 }
 
@@ -150,6 +163,8 @@ export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAutho
       // pathlen 0: this CA signs leaves only, never another CA
       { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
       { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+      // RFC 5280 says nameConstraints MUST be critical; clients that do not understand it then refuse the CA instead of ignoring it
+      ...(cfg.nameConstraints?.length ? [nameConstraintsExtension(constraintsFromEntries(cfg.nameConstraints))] : []),
     ],
   });
   const keyPem = privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
@@ -179,7 +194,14 @@ export function loadCa(cfg: CaConfig): CertAuthority {
   if (mode & 0o077) {
     warnings.push(`${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}; it should be 0600 (chmod 600 ${files.keyFile})`);
   }
-  return new CertAuthority(certPem, keyPem, files, warnings);
+  const ca = new CertAuthority(certPem, keyPem, files, warnings);
+  const wanted = cfg.nameConstraints?.length ? constraintsFromEntries(cfg.nameConstraints) : null;
+  if (!sameConstraints(wanted, ca.nameConstraints)) {
+    ca.warnings.push(
+      `ca.name_constraints in the config (${describeNameConstraints(wanted)}) differ from the CA's (${ca.nameConstraintsText}): they are written only when the CA is generated; run \`postern ca init --force\` (clients must then import the new CA)`,
+    );
+  }
+  return ca;
 }
 
 /** Loads the CA, creating it when neither file exists. A half-present CA (one file missing) is an error, never overwritten. */

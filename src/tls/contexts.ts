@@ -1,56 +1,101 @@
 /**
- * TLS options for both sides of a session: the client-facing server side (minted leaves per SNI, or
- * the operator's certificate) and the upstream client side (verification on by default).
+ * TLS options for both sides of a session: the client-facing server side (leaves minted for the names
+ * the listener serves, or the operator's certificate) and the upstream client side (verification on
+ * by default, subjectAltName required). Both sides use the profile of ./profile.ts.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { checkServerIdentity, createSecureContext, rootCertificates, type ConnectionOptions, type SecureContext, type TlsOptions } from 'node:tls';
+import { createSecureContext, rootCertificates, type ConnectionOptions, type PeerCertificate, type SecureContext, type TlsOptions } from 'node:tls';
+import { hostMatches } from '../config/hosts.js';
 import type { ListenerConfig, UpstreamTlsConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { normaliseCertName, type LeafMinter } from './leaf.js';
+import { profileOptions } from './profile.js';
 
 const WILDCARD_BIND = new Set(['0.0.0.0', '::', '']);
 
 /**
- * Names in the certificate a client gets when it sends no SNI: the listener's hostname, plus the
- * listener's address when it binds one specific IP. Clients connecting to an IP literal send no SNI
- * (RFC 6066 forbids IP literals there) and check the IP against the SAN.
+ * Names in the listener's default certificate (served without SNI, and for an SNI the listener does
+ * not serve): its hostname, its `tls.names`, plus the listener's address when it binds one specific
+ * IP (clients connecting to an IP literal send no SNI, RFC 6066, and check the IP against the SAN).
+ * The bound IP is left out when `permits` (the CA's name constraints) refuses it.
  */
-export function defaultCertNames(listener: ListenerConfig): string[] {
-  const names = [listener.tls.hostname];
+export function defaultCertNames(listener: ListenerConfig, permits: (name: string) => boolean = () => true): string[] {
+  const names: string[] = [];
+  for (const raw of [listener.tls.hostname, ...(listener.tls.names ?? [])]) {
+    const n = normaliseCertName(raw) ?? raw;
+    if (!names.includes(n)) names.push(n);
+  }
   const host = listener.host.toLowerCase();
-  if (!WILDCARD_BIND.has(host) && isIP(host) && host !== listener.tls.hostname) names.push(host);
+  if (!WILDCARD_BIND.has(host) && isIP(host) && !names.includes(host) && permits(host)) names.push(host);
   return names;
 }
 
 /**
- * Server-side options for tls.createServer / new tls.TLSSocket({isServer: true}). Without an
- * operator cert, leaves are minted per SNI name; an SNI that is not a valid host name gets the
- * default leaf. Includes `secureContext` (used by TLSSocket) as well as key/cert (used by tls.Server).
+ * How a listener answers an SNI name: `default` (one of its own names: the default certificate
+ * carries them all), `mint` (a login-routed listener and the name matches the upstream allowlist, or
+ * allow_any_host: a leaf for exactly that name), or `unserved` (anything else: the default
+ * certificate, never a leaf for the client's name).
  */
-export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | null): TlsOptions {
+export function sniDisposition(listener: ListenerConfig, defaultNames: readonly string[], name: string): 'default' | 'mint' | 'unserved' {
+  if (defaultNames.includes(name)) return 'default';
+  const up = listener.upstream;
+  if (up.kind === 'login-routed' && (up.allowAnyHost || up.allow.some((p) => hostMatches(p, name)))) return 'mint';
+  return 'unserved';
+}
+
+export interface ServerTlsHooks {
+  /**
+   * Called (synchronously, in the SNI callback) when a client asks for a name the listener does not
+   * serve and gets the default certificate instead. The name is client input: log it escaped/truncated.
+   */
+  onUnservedName?(servername: string): void;
+}
+
+/**
+ * Server-side options for tls.createServer / new tls.TLSSocket({isServer: true}).
+ *
+ * Without an operator certificate, leaves are minted only for names the listener serves (see
+ * sniDisposition). An SNI naming anything else gets the listener's default certificate rather than a
+ * refused handshake: no leaf is minted for the client's name (so a client that verifies names fails
+ * with an ordinary name mismatch it can report, and the leaf cache cannot be grown by clients), and
+ * clients that send a stray SNI but check the listener's own name (e.g. connected through an alias
+ * listed in `tls.names` with a different SNI) still work. Includes `secureContext` (used by
+ * TLSSocket) as well as key/cert (used by tls.Server).
+ */
+export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | null, hooks: ServerTlsHooks = {}): TlsOptions {
   const minVersion = listener.tls.minVersion;
   if (listener.tls.certFile && listener.tls.keyFile) return operatorTlsOptions(listener);
   if (!minter) throw new PosternError(ErrorCodes.CA, `listener ${listener.name}: no certificate configured and no CA to mint one`);
-  const [defaultName, ...extra] = defaultCertNames(listener);
-  const defaultLeaf = minter.leaf(defaultName!, extra);
-  const defaultContext = minter.secureContext(defaultName!, { minVersion, extraNames: extra });
+  const defaultNames = defaultCertNames(listener, (n) => minter.permits(n));
+  const [defaultName, ...extra] = defaultNames;
+  let defaultLeaf;
+  let defaultContext: SecureContext;
+  try {
+    defaultLeaf = minter.leaf(defaultName!, extra);
+    defaultContext = minter.secureContext(defaultName!, { minVersion, extraNames: extra });
+  } catch (e) {
+    throw new PosternError(ErrorCodes.CA, `listener ${listener.name}: ${(e as Error).message}`);
+  }
   return {
+    ...profileOptions(minVersion),
     key: defaultLeaf.keyPem,
     cert: defaultLeaf.chainPem,
-    minVersion,
     secureContext: defaultContext,
     SNICallback(servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
       const name = normaliseCertName(servername);
-      if (name === null) {
-        cb(null, defaultContext);
-        return;
+      const disposition = name === null ? 'unserved' : sniDisposition(listener, defaultNames, name);
+      if (disposition === 'mint') {
+        try {
+          cb(null, minter.secureContext(name!, { minVersion }));
+          return;
+        } catch {
+          // outside the CA's name constraints: treated like an unserved name
+        }
       }
-      try {
-        cb(null, minter.secureContext(name, { minVersion }));
-      } catch {
-        cb(null, defaultContext);
-      }
+      if (disposition !== 'default') hooks.onUnservedName?.(servername);
+      cb(null, defaultContext);
     },
   };
 }
@@ -79,8 +124,9 @@ function operatorTlsOptions(listener: ListenerConfig): TlsOptions {
   } catch (e) {
     throw new PosternError(ErrorCodes.CONFIG, `listener ${listener.name}: cannot read certificate/key: ${(e as Error).message}`);
   }
-  const secureContext = createSecureContext({ cert, key: keyPem, minVersion });
-  const opts: TlsOptions = { cert, key: keyPem, minVersion, secureContext };
+  const profile = profileOptions(minVersion);
+  const secureContext = createSecureContext({ ...profile, cert, key: keyPem });
+  const opts: TlsOptions = { ...profile, cert, key: keyPem, secureContext };
   operatorCache.set(key, { stamp, opts });
   return opts;
 }
@@ -120,15 +166,60 @@ function upstreamContext(tls: UpstreamTlsConfig): SecureContext {
       throw new PosternError(ErrorCodes.CONFIG, `cannot read upstream CA file ${tls.caFile}: ${(e as Error).message}`);
     }
   }
-  ctx = createSecureContext({ ca, minVersion: tls.minVersion });
+  ctx = createSecureContext({ ...profileOptions(tls.minVersion), ca });
   upstreamContexts.set(key, ctx);
   return ctx;
 }
 
+/** An identity-check failure, shaped like Node's own (code, reason, host, cert). */
+function identityError(code: string, message: string, host: string, cert: PeerCertificate): Error {
+  return Object.assign(new Error(message), { code, reason: message, host, cert });
+}
+
+const CHECK_HOST_OPTIONS = { subject: 'never', wildcards: true, partialWildcards: false, multiLabelWildcards: false, singleLabelSubdomains: false } as const;
+
+/**
+ * The upstream's identity, from the subjectAltName only. A certificate without subjectAltName is
+ * refused (Node's checkServerIdentity, and RFC 6125's legacy rule, would accept a matching CN); so is
+ * one whose SAN has no entry of the right type (Node falls back to the CN then). An IP upstream needs
+ * an IP SAN; a DNS name needs a DNS SAN, `*` only as the whole first label and matching one label.
+ * Returns an Error (what tls.connect's checkServerIdentity expects) or undefined when it matches.
+ */
+export function checkUpstreamIdentity(name: string, cert: PeerCertificate): Error | undefined {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(cert.raw);
+  } catch (e) {
+    return identityError('ERR_TLS_CERT_UNREADABLE', `upstream certificate for ${name} cannot be read: ${(e as Error).message}`, name, cert);
+  }
+  const san = x509.subjectAltName;
+  if (!san) {
+    const cn = cert.subject?.CN;
+    return identityError(
+      'ERR_TLS_CERT_NO_SAN',
+      `upstream certificate for ${name} has no subjectAltName${cn ? ` (only CN=${String(cn).slice(0, 100)})` : ''}: certificates that name their host only in the CN are refused`,
+      name,
+      cert,
+    );
+  }
+  const ip = isIP(name) !== 0;
+  const match = ip ? x509.checkIP(name) : x509.checkHost(name, CHECK_HOST_OPTIONS);
+  if (match === undefined) {
+    return identityError(
+      'ERR_TLS_CERT_ALTNAME_INVALID',
+      `Hostname/IP does not match certificate's altnames: ${ip ? 'IP' : 'Host'}: ${name}. is not in the cert's altnames: ${san.slice(0, 500)}`,
+      name,
+      cert,
+    );
+  }
+  return undefined;
+}
+
 /**
  * Client-side options for tls.connect / new tls.TLSSocket to `host`. Verification (chain against
- * Node's roots + the system bundle + `caFile`, and the host name) is on unless `verify: false`.
- * SNI is the configured servername, else the host (never an IP literal: RFC 6066).
+ * Node's roots + the system bundle + `caFile`, and the name against the subjectAltName only, see
+ * checkUpstreamIdentity) is on unless `verify: false`. SNI is the configured servername, else the
+ * host (never an IP literal: RFC 6066).
  */
 export function upstreamTlsOptions(tls: UpstreamTlsConfig, host: string): ConnectionOptions {
   const opts: ConnectionOptions = {
@@ -142,7 +233,7 @@ export function upstreamTlsOptions(tls: UpstreamTlsConfig, host: string): Connec
   if (tls.verify) {
     // Pin the name checked to the one we mean: Node otherwise falls back to options.host, the
     // socket's host, or even 'localhost' when a STARTTLS upgrade passes only `socket`.
-    opts.checkServerIdentity = (_host, cert) => checkServerIdentity(bare, cert);
+    opts.checkServerIdentity = (_host, cert) => checkUpstreamIdentity(bare, cert);
   }
   return opts;
 }

@@ -1,13 +1,17 @@
 /**
- * Leaf certificates for the names clients ask for (SNI, else the listener's hostname), signed by the
- * CA. One leaf key is generated per minter and shared by every leaf: generating an RSA key costs up
+ * Leaf certificates for the names a listener serves (src/tls/contexts.ts decides which SNI names
+ * those are; this module signs whatever it is asked for, within the CA's name constraints), signed by
+ * the CA. One leaf key is generated per minter and shared by every leaf: generating an RSA key costs up
  * to a second, signing a certificate with Node crypto about a millisecond.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
+import { constraintsPermit } from '../config/name-constraints.js';
 import type { TlsVersion } from '../config/types.js';
+import { MAX_CACHED_LEAVES } from '../limits.js';
 import type { CertAuthority } from './ca.js';
+import { profileOptions } from './profile.js';
 import { buildCertificate } from './x509.js';
 
 const DAY = 86_400_000;
@@ -17,7 +21,7 @@ export const LEAF_VALIDITY_DAYS = 366;
 export const LEAF_BACKDATE_MS = DAY;
 /** Re-mint a cached leaf when it expires within this window. */
 const RENEW_BEFORE_MS = DAY;
-export const DEFAULT_LEAF_CACHE_SIZE = 1000;
+export const DEFAULT_LEAF_CACHE_SIZE = MAX_CACHED_LEAVES;
 
 export interface LeafMinterOptions {
   keyType?: 'rsa' | 'ec';
@@ -76,15 +80,29 @@ export class LeafMinter {
     return this.leaves.size;
   }
 
+  /** Number of secure contexts currently cached (bounded like the leaves). */
+  get contextCacheSize(): number {
+    return this.contexts.size;
+  }
+
+  /** Whether the CA may sign a certificate for `name` (its name constraints, if any, permit it). */
+  permits(name: string): boolean {
+    const n = normaliseCertName(name);
+    return n !== null && constraintsPermit(this.ca.nameConstraints, n);
+  }
+
   /**
    * The leaf for `name` (plus optional extra SAN names), minted on first use and cached.
-   * Throws when a name is neither a DNS name nor an IP literal.
+   * Throws when a name is neither a DNS name nor an IP literal, or is outside the CA's name constraints.
    */
   leaf(name: string, extraNames: string[] = []): MintedLeaf {
     const names: string[] = [];
     for (const raw of [name, ...extraNames]) {
       const n = normaliseCertName(raw);
       if (n === null) throw new Error(`cannot mint a certificate for ${JSON.stringify(raw.slice(0, 80))}`);
+      if (!constraintsPermit(this.ca.nameConstraints, n)) {
+        throw new Error(`cannot mint a certificate for ${n}: outside the CA's name constraints (${this.ca.nameConstraintsText})`);
+      }
       if (!names.includes(n)) names.push(n);
     }
     const cacheKey = names.join(' ');
@@ -101,7 +119,7 @@ export class LeafMinter {
     const key = `${opts.minVersion ?? 'TLSv1.2'} ${leaf.names.join(' ')}`;
     const cached = lruGet(this.contexts, key);
     if (cached && cached.leaf === leaf) return cached.ctx;
-    const ctx = createSecureContext({ key: this.keyPem, cert: leaf.chainPem, minVersion: opts.minVersion ?? 'TLSv1.2' });
+    const ctx = createSecureContext({ ...profileOptions(opts.minVersion ?? 'TLSv1.2'), key: this.keyPem, cert: leaf.chainPem });
     lruSet(this.contexts, key, { ctx, leaf }, this.maxCached);
     return ctx;
   }
@@ -111,8 +129,10 @@ export class LeafMinter {
     const notBefore = new Date(now - LEAF_BACKDATE_MS);
     // a leaf outliving its CA would fail verification anyway; keep the dates honest
     const notAfter = new Date(Math.min(notBefore.getTime() + LEAF_VALIDITY_DAYS * DAY, this.ca.notAfter.getTime()));
-    const cn = names[0]!;
-    const subject = cn.length <= 64 ? [{ name: 'commonName', value: cn }] : [];
+    // CN: the first DNS name. An IP in the CN would be read as a DNS name by OpenSSL's name-constraint
+    // check of certificates without a DNS SAN, and an IP-only leaf is matched by its IP SAN anyway.
+    const cn = names.find((n) => !isIP(n));
+    const subject = cn !== undefined && cn.length <= 64 ? [{ name: 'commonName', value: cn }] : [];
     subject.push({ name: 'organizationName', value: 'postern' });
     const built = buildCertificate({
       subject,

@@ -8,6 +8,7 @@
  */
 import { createHash, createPublicKey, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
 import forge from 'node-forge';
+import type { IpRange, NameConstraints } from '../config/name-constraints.js';
 
 const { asn1, pki } = forge;
 type Asn1 = forge.asn1.Asn1;
@@ -152,4 +153,63 @@ export function buildCertificate(spec: CertSpec): BuiltCert {
   const der = buf(asn1.toDer(certAsn1).getBytes());
   const x509 = new X509Certificate(der);
   return { der, pem: x509.toString(), x509 };
+}
+
+// ---------- name constraints (RFC 5280 4.2.1.10) ----------
+
+const OID_NAME_CONSTRAINTS = '2.5.29.30';
+const GN_DNS = 2;
+const GN_IP = 7;
+const GENERAL_NAME_FORMS: Record<number, string> = { 0: 'otherName', 1: 'email', 2: 'DNS', 3: 'x400Address', 4: 'dirName', 5: 'ediPartyName', 6: 'URI', 7: 'IP', 8: 'registeredID' };
+
+function subtrees(tag: number, dns: string[], ips: IpRange[]): Asn1 | null {
+  const items: Asn1[] = [
+    ...dns.map((d) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [asn1.create(asn1.Class.CONTEXT_SPECIFIC, GN_DNS, false, d)])),
+    ...ips.map((r) =>
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [asn1.create(asn1.Class.CONTEXT_SPECIFIC, GN_IP, false, bin(Buffer.concat([r.addr, r.mask])))]),
+    ),
+  ];
+  return items.length ? asn1.create(asn1.Class.CONTEXT_SPECIFIC, tag, true, items) : null;
+}
+
+/** A critical nameConstraints extension (forge extension object) for buildCertificate. */
+export function nameConstraintsExtension(nc: NameConstraints): Record<string, unknown> {
+  const parts = [subtrees(0, nc.permittedDns, nc.permittedIp), subtrees(1, nc.excludedDns, nc.excludedIp)].filter((x): x is Asn1 => x !== null);
+  if (parts.length === 0) throw new Error('nameConstraints: no subtrees');
+  return { id: OID_NAME_CONSTRAINTS, critical: true, value: asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, parts) };
+}
+
+/**
+ * The nameConstraints of a certificate (null when it has none). dNSName and iPAddress subtrees are
+ * read; subtrees of other forms are listed in `other`. Throws on a malformed extension.
+ */
+export function readNameConstraints(certDer: Buffer): NameConstraints | null {
+  const cert = fromDer(certDer);
+  const tbs = (cert.value as Asn1[])[0]!.value as Asn1[];
+  const extsTagged = tbs.find((n) => n.tagClass === asn1.Class.CONTEXT_SPECIFIC && n.type === 3);
+  if (!extsTagged) return null;
+  for (const ext of (extsTagged.value as Asn1[])[0]!.value as Asn1[]) {
+    const parts = ext.value as Asn1[];
+    if (asn1.derToOid(parts[0]!.value as string) !== OID_NAME_CONSTRAINTS) continue;
+    const inner = fromDer(buf(parts[parts.length - 1]!.value as string));
+    const nc: NameConstraints = { permittedDns: [], excludedDns: [], permittedIp: [], excludedIp: [], other: [] };
+    for (const group of inner.value as Asn1[]) {
+      const permitted = group.type === 0;
+      for (const subtree of group.value as Asn1[]) {
+        const base = (subtree.value as Asn1[])[0]!;
+        if (base.tagClass !== asn1.Class.CONTEXT_SPECIFIC) throw new Error('nameConstraints: malformed GeneralSubtree');
+        if (base.type === GN_DNS && typeof base.value === 'string') {
+          (permitted ? nc.permittedDns : nc.excludedDns).push(base.value.toLowerCase());
+        } else if (base.type === GN_IP && typeof base.value === 'string' && (base.value.length === 8 || base.value.length === 32)) {
+          const b = buf(base.value);
+          const half = b.length / 2;
+          (permitted ? nc.permittedIp : nc.excludedIp).push({ addr: b.subarray(0, half), mask: b.subarray(half) });
+        } else {
+          nc.other.push(`${permitted ? 'permitted' : 'excluded'} ${GENERAL_NAME_FORMS[base.type] ?? `[${base.type}]`}`);
+        }
+      }
+    }
+    return nc;
+  }
+  return null;
 }

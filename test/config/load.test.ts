@@ -154,18 +154,119 @@ const invalid: { name: string; text: string; expect: Expected[] }[] = [
     expect: [[8, 23, 'listeners[0].upstream.allow_any_host', /only allowed on a listener bound to a loopback address.*open relay/]],
   },
   {
-    name: 'allow "*" on a non-loopback listener',
+    name: 'allow "*" (on any listener, loopback included: allow_any_host is the only way to allow every host)',
     text: yaml`
       listeners:
         - protocol: pop3
-          host: 192.0.2.10
+          host: 127.0.0.1
           port: 1995
           tls: { mode: implicit }
           upstream:
             kind: login-routed
             allow: [pop.example.com, "*"]
     `,
-    expect: [[8, 32, 'listeners[0].upstream.allow[1]', /"\*" allows every host.*open relay/]],
+    expect: [[8, 32, 'listeners[0].upstream.allow[1]', /"\*" allows every host.*allow_any_host on a loopback listener/]],
+  },
+  {
+    name: 'public-suffix allow patterns (ICANN and private PSL entries, unlisted TLDs, "*.*", IP wildcards, bare suffixes)',
+    text: yaml`
+      listeners:
+        - protocol: imap
+          port: 1993
+          tls: { mode: implicit }
+          upstream:
+            kind: login-routed
+            allow:
+              - imap.example.com
+              - "*.com"
+              - "*.co.uk"
+              - "*.*"
+              - "*.github.io"
+              - "*.lan"
+              - "*.0.0.1"
+              - co.uk
+              - "*.example.co.uk"
+              - "*.mail.example.com"
+              - "*.kawasaki.jp"
+    `,
+    expect: [
+      [9, 11, 'listeners[0].upstream.allow[1]', /"\*\.com" covers a public suffix \("com" is not a registrable domain\).*"\*\.example\.com"/],
+      [10, 11, 'listeners[0].upstream.allow[2]', /"\*\.co\.uk" covers a public suffix/],
+      [11, 11, 'listeners[0].upstream.allow[3]', /expected a host name, "\*\.domain"/],
+      [12, 11, 'listeners[0].upstream.allow[4]', /"\*\.github\.io" covers a public suffix/],
+      [13, 11, 'listeners[0].upstream.allow[5]', /"\*\.lan" covers a public suffix/],
+      [14, 11, 'listeners[0].upstream.allow[6]', /wildcard over IP addresses/],
+      [15, 11, 'listeners[0].upstream.allow[7]', /"co\.uk" is a public suffix, not a host/],
+      [18, 11, 'listeners[0].upstream.allow[10]', /"\*\.kawasaki\.jp" covers a public suffix/],
+    ],
+  },
+  {
+    name: 'tls.names entries must be host names or IPs, and inside ca.name_constraints',
+    text: yaml`
+      ca:
+        name_constraints: [example.com, 192.0.2.0/24]
+      listeners:
+        - protocol: imap
+          host: 192.0.2.10
+          port: 1993
+          tls:
+            mode: implicit
+            hostname: proxy.example.org
+            names: [imap.example.com, "*.example.com", 192.0.2.11, 198.51.100.1, mail.example.net]
+          upstream: { kind: static, host: mail.example.com }
+    `,
+    expect: [
+      [10, 33, 'listeners[0].tls.names[1]', /no wildcards: list each name/],
+      [9, 17, 'listeners[0].tls.hostname', /"proxy\.example\.org" is outside ca\.name_constraints/],
+      [10, 62, 'listeners[0].tls.names[3]', /"198\.51\.100\.1" is outside ca\.name_constraints/],
+      [10, 76, 'listeners[0].tls.names[4]', /"mail\.example\.net" is outside ca\.name_constraints/],
+    ],
+  },
+  {
+    name: 'ca.name_constraints entries: wildcards, bad ranges, host bits, bad names',
+    text: yaml`
+      ca:
+        name_constraints: ["*.example.com", 10.0.0.0/33, 10.1.2.3/8, "bad name", 10.0.0]
+      listeners:
+        - protocol: imap
+          port: 1993
+          tls: { mode: implicit }
+          upstream: { kind: static, host: mail.example.com }
+    `,
+    expect: [
+      [2, 22, 'ca.name_constraints[0]', /no wildcards/],
+      [2, 39, 'ca.name_constraints[1]', /expected an IP range/],
+      [2, 52, 'ca.name_constraints[2]', /host bits set; did you mean 10\.0\.0\.0\/8\?/],
+      [2, 64, 'ca.name_constraints[3]', /expected a DNS domain/],
+      [2, 76, 'ca.name_constraints[4]', /expected a DNS domain/],
+    ],
+  },
+  {
+    name: 'ca.name_constraints: an empty list',
+    text: yaml`
+      ca: { name_constraints: [] }
+      listeners:
+        - protocol: imap
+          port: 1993
+          tls: { mode: implicit }
+          upstream: { kind: static, host: mail.example.com }
+    `,
+    expect: [[1, 25, 'ca.name_constraints', /list at least one domain or IP range, or omit the key/]],
+  },
+  {
+    name: 'ca.name_constraints: the default hostname (localhost) and an IP outside them',
+    text: yaml`
+      ca: { name_constraints: [example.com] }
+      listeners:
+        - protocol: imap
+          port: 1993
+          tls: { mode: implicit, names: [localhost.example.com, 127.0.0.1] }
+          upstream: { kind: static, host: mail.example.com }
+    `,
+    expect: [
+      [5, 18, 'listeners[0].tls.mode', /hostname "localhost" is outside ca\.name_constraints/],
+      [5, 59, 'listeners[0].tls.names[1]', /"127\.0\.0\.1" is outside ca\.name_constraints/],
+    ],
   },
   {
     name: 'bad allow pattern',
@@ -294,6 +395,10 @@ describe('valid configs are normalised with defaults', () => {
             port: 1995
             tls: { mode: implicit, hostname: proxy.example.net, min_version: TLSv1.3 }
             upstream: { kind: login-routed, port: 1234, allow: [] }
+          - protocol: imap
+            port: 1996
+            tls: { mode: implicit, hostname: proxy.example.net, names: [IMAP.example.net., 192.0.2.1, imap.example.net] }
+            upstream: { kind: login-routed, allow: [mail.example.co.uk, "*.example.co.uk", "*.Mail.Example.com", 10.1.2.3, localhost] }
       `,
     );
     const c = loadConfig(file);
@@ -305,7 +410,7 @@ describe('valid configs are normalised with defaults', () => {
     expect(c.scanner).toBeNull();
     expect(c.limits).toEqual(DEFAULT_SERVER_LIMITS);
 
-    const [a, b, p, q] = c.listeners;
+    const [a, b, p, q, r] = c.listeners;
     expect(a).toMatchObject({
       name: 'imap-1143',
       host: '127.0.0.1',
@@ -325,6 +430,29 @@ describe('valid configs are normalised with defaults', () => {
     });
     expect(q!.tls).toEqual({ mode: 'implicit', hostname: 'proxy.example.net', minVersion: 'TLSv1.3' });
     expect(q!.upstream).toMatchObject({ port: 1234, allow: [], allowAnyHost: false, tls: { mode: 'implicit' } });
+    expect(r!.tls).toEqual({ mode: 'implicit', hostname: 'proxy.example.net', names: ['imap.example.net', '192.0.2.1'], minVersion: 'TLSv1.2' });
+    expect(r!.upstream).toMatchObject({ allow: ['mail.example.co.uk', '*.example.co.uk', '*.mail.example.com', '10.1.2.3', 'localhost'] });
+  });
+
+  it('ca.name_constraints: normalised, and listeners inside them (hostname, names, operator certificates exempt) are accepted', () => {
+    const c = parseConfigText(
+      yaml`
+        ca: { name_constraints: [Example.com, example.com., 192.0.2.0/24, "2001:db8::/32"] }
+        listeners:
+          - protocol: imap
+            host: 192.0.2.10
+            port: 1993
+            tls: { mode: implicit, hostname: proxy.example.com, names: [imap.example.com, 192.0.2.11, "2001:db8::1"] }
+            upstream: { kind: static, host: mail.example.com }
+          - protocol: imap
+            port: 1143
+            tls: { mode: none }
+            upstream: { kind: static, host: mail.example.com }
+      `,
+      path.join(tmp.dir, 'nc.yaml'),
+    );
+    expect(c.ca.nameConstraints).toEqual(['example.com', '192.0.2.0/24', '2001:db8::/32']);
+    expect(c.listeners[0]!.tls.names).toEqual(['imap.example.com', '192.0.2.11', '2001:db8::1']);
   });
 
   it('per-listener limits override global ones, which override the built-in defaults; explicit 0 is kept', () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ListenerConfig, UpstreamTlsConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
-import { defaultCertNames, serverTlsOptions, upstreamTlsOptions } from '../../src/tls/contexts.js';
+import { checkUpstreamIdentity, defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsctx-'));
@@ -70,30 +70,49 @@ function connect(opts: tls.ConnectionOptions): Promise<Result> {
   });
 }
 
-describe('serverTlsOptions (minted leaves)', () => {
+describe('serverTlsOptions (minted leaves, served names only)', () => {
   let port: number;
+  const unserved: string[] = [];
   beforeAll(async () => {
-    port = await tlsServer(serverTlsOptions(listener(), minter));
+    port = await tlsServer(serverTlsOptions(listener({ names: ['imap.proxy.test', '192.0.2.7'] }), minter, { onUnservedName: (n) => unserved.push(n) }));
   });
 
-  it('a client trusting the CA connects with hostname verification, cert minted for its SNI', async () => {
-    const r = await connect({ host: '127.0.0.1', port, servername: 'imap.example.com', ca: ca.certPem });
-    expect(r.ok).toBe(true);
-    if (!r.ok) return;
-    expect(r.authorized).toBe(true);
-    expect(r.data).toBe('hi\n');
-    expect(r.cert.subjectaltname).toBe('DNS:imap.example.com');
+  it('SNI naming the listener (hostname or tls.names): the default certificate with all its names, verified', async () => {
+    for (const servername of ['proxy.test', 'IMAP.proxy.test']) {
+      const r = await connect({ host: '127.0.0.1', port, servername, ca: ca.certPem });
+      expect(r.ok).toBe(true);
+      if (!r.ok) return;
+      expect(r.authorized).toBe(true);
+      expect(r.data).toBe('hi\n');
+      expect(r.cert.subjectaltname).toBe('DNS:proxy.test, DNS:imap.proxy.test, IP Address:192.0.2.7, IP Address:127.0.0.1');
+    }
+    expect(unserved).toEqual([]);
   });
 
   it('without SNI the client gets the listener hostname (and bound IP) and verifies it', async () => {
     const viaName = await connect({ host: '127.0.0.1', port, ca: ca.certPem, checkServerIdentity: (_h, c) => tls.checkServerIdentity('proxy.test', c) });
-    expect(viaName.ok && viaName.cert.subjectaltname).toBe('DNS:proxy.test, IP Address:127.0.0.1');
+    expect(viaName.ok && viaName.cert.subjectaltname).toBe('DNS:proxy.test, DNS:imap.proxy.test, IP Address:192.0.2.7, IP Address:127.0.0.1');
     const viaIp = await connect({ host: '127.0.0.1', port, ca: ca.certPem });
     expect(viaIp.ok && viaIp.authorized).toBe(true);
   });
 
+  it('SNI for a name the listener does not serve: the default certificate, no leaf minted (cache unchanged)', async () => {
+    const before = minter.cacheSize;
+    const contextsBefore = minter.contextCacheSize;
+    const names = ['imap.example.com', 'www.bank.example', ...Array.from({ length: 40 }, (_, i) => `n${i}.attacker.example`)];
+    for (const servername of names) {
+      // a client that checks the name it asked for refuses the certificate
+      expect(await connect({ host: '127.0.0.1', port, servername, ca: ca.certPem })).toEqual({ ok: false, code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    }
+    const r = await connect({ host: '127.0.0.1', port, servername: 'www.bank.example', ca: ca.certPem, checkServerIdentity: () => undefined });
+    expect(r.ok && r.cert.subjectaltname).toBe('DNS:proxy.test, DNS:imap.proxy.test, IP Address:192.0.2.7, IP Address:127.0.0.1');
+    expect(minter.cacheSize).toBe(before);
+    expect(minter.contextCacheSize).toBe(contextsBefore);
+    expect(unserved).toEqual([...names, 'www.bank.example']);
+  });
+
   it('a client not trusting the CA fails with a self-signed chain error', async () => {
-    expect(await connect({ host: '127.0.0.1', port, servername: 'imap.example.com' })).toEqual({ ok: false, code: 'SELF_SIGNED_CERT_IN_CHAIN' });
+    expect(await connect({ host: '127.0.0.1', port, servername: 'proxy.test' })).toEqual({ ok: false, code: 'SELF_SIGNED_CERT_IN_CHAIN' });
   });
 
   it('a client expecting another name fails hostname verification', async () => {
@@ -101,40 +120,94 @@ describe('serverTlsOptions (minted leaves)', () => {
     expect(r).toEqual({ ok: false, code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 
-  it('works for STARTTLS: a TLSSocket upgrading an accepted plain socket mints per SNI', async () => {
-    const opts = serverTlsOptions(listener(), minter);
+  it('login-routed listener: leaves are minted for names matching the allowlist, exactly that name; others get the default', async () => {
+    const routed = listener({ hostname: 'proxy.test' });
+    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com', 'pop.example.org', '127.0.0.1'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    const own = new LeafMinter(ca, { keyType: 'ec', maxCached: 5 });
+    const p = await tlsServer(serverTlsOptions(routed, own));
+    expect(own.cacheSize).toBe(1); // the default leaf
+    for (const name of ['mail.example.com', 'a.b.example.com', 'pop.example.org']) {
+      const r = await connect({ host: '127.0.0.1', port: p, servername: name, ca: ca.certPem });
+      expect(r.ok && r.authorized && r.cert.subjectaltname).toBe(`DNS:${name}`);
+    }
+    expect(own.cacheSize).toBe(4);
+    // the apex is not under "*.example.com"; look-alikes and other hosts are not served
+    for (const name of ['example.com', 'evilexample.com', 'mail.example.com.evil.test', 'imap.example.org', 'com']) {
+      const r = await connect({ host: '127.0.0.1', port: p, servername: name, ca: ca.certPem, checkServerIdentity: () => undefined });
+      expect(r.ok && r.cert.subjectaltname).toBe('DNS:proxy.test, IP Address:127.0.0.1');
+    }
+    expect(own.cacheSize).toBe(4);
+    // many names below a wildcard: the cache stays at its bound
+    for (let i = 0; i < 12; i++) {
+      const r = await connect({ host: '127.0.0.1', port: p, servername: `h${i}.example.com`, ca: ca.certPem });
+      expect(r.ok && r.authorized).toBe(true);
+    }
+    expect(own.cacheSize).toBe(5);
+    expect(own.contextCacheSize).toBe(5);
+  });
+
+  it('login-routed listener with allow_any_host (loopback only): any valid name is minted', async () => {
+    const any = listener();
+    any.upstream = { kind: 'login-routed', port: 1, allow: [], allowAnyHost: true, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    const p = await tlsServer(serverTlsOptions(any, minter));
+    const r = await connect({ host: '127.0.0.1', port: p, servername: 'imap.anything.example', ca: ca.certPem });
+    expect(r.ok && r.authorized && r.cert.subjectaltname).toBe('DNS:imap.anything.example');
+  });
+
+  it('sniDisposition', () => {
+    const routed = listener();
+    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com', '*.com', '*'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    const d = (n: string) => sniDisposition(routed, ['proxy.test'], n);
+    expect(d('proxy.test')).toBe('default');
+    expect(d('x.example.com')).toBe('mint');
+    // "*.com" and "*" are refused by the config; should one reach here anyway, it matches nothing
+    expect(d('anything.com')).toBe('unserved');
+    expect(d('other.org')).toBe('unserved');
+    expect(sniDisposition(listener(), ['proxy.test'], 'x.example.com')).toBe('unserved');
+  });
+
+  it('works for STARTTLS: a TLSSocket upgrading an accepted plain socket, same served-name rule', async () => {
+    const opts = serverTlsOptions(listener({ names: ['pop.proxy.test'] }), minter);
     const s = net.createServer((plain) => {
       plain.once('data', () => {
         plain.write('OK begin TLS\n');
-        const secure = new tls.TLSSocket(plain, { isServer: true, ...opts });
+        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: opts.secureContext, SNICallback: opts.SNICallback });
         secure.on('secure', () => secure.end('hi\n'));
         secure.on('error', () => {});
       });
     });
     const p = await listen(s);
-    const r = await new Promise<Result>((resolve) => {
-      const plain = net.connect(p, '127.0.0.1', () => plain.write('STARTTLS\n'));
-      plain.once('data', () => {
-        connect({ socket: plain, servername: 'pop.example.com', ca: ca.certPem }).then(resolve);
+    const upgrade = (servername: string) =>
+      new Promise<Result>((resolve) => {
+        const plain = net.connect(p, '127.0.0.1', () => plain.write('STARTTLS\n'));
+        plain.once('data', () => {
+          connect({ socket: plain, servername, ca: ca.certPem }).then(resolve);
+        });
       });
-    });
-    expect(r.ok && r.authorized && r.cert.subjectaltname).toBe('DNS:pop.example.com');
+    const r = await upgrade('pop.proxy.test');
+    expect(r.ok && r.authorized && r.cert.subjectaltname).toBe('DNS:proxy.test, DNS:pop.proxy.test, IP Address:127.0.0.1');
+    expect(await upgrade('pop.example.com')).toEqual({ ok: false, code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 
   it('enforces the listener minVersion on the SNI path and the default path', async () => {
-    const p13 = await tlsServer(serverTlsOptions(listener({ minVersion: 'TLSv1.3' }), minter));
+    const routed = listener({ minVersion: 'TLSv1.3' });
+    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    const p13 = await tlsServer(serverTlsOptions(routed, minter));
     const bad = await connect({ host: '127.0.0.1', port: p13, servername: 'v12.example.com', ca: ca.certPem, maxVersion: 'TLSv1.2' });
     expect(bad.ok).toBe(false);
     const badNoSni = await connect({ host: '127.0.0.1', port: p13, ca: ca.certPem, maxVersion: 'TLSv1.2' });
     expect(badNoSni.ok).toBe(false);
     const good = await connect({ host: '127.0.0.1', port: p13, servername: 'v13.example.com', ca: ca.certPem });
     expect(good.ok && good.protocol).toBe('TLSv1.3');
+    expect(good.ok && good.cert.subjectaltname).toBe('DNS:v13.example.com');
   });
 
-  it('defaultCertNames adds the bound IP, not a wildcard address', () => {
+  it('defaultCertNames adds the bound IP, not a wildcard address, and the tls.names', () => {
     expect(defaultCertNames(listener())).toEqual(['proxy.test', '127.0.0.1']);
     expect(defaultCertNames(listener({}, '0.0.0.0'))).toEqual(['proxy.test']);
     expect(defaultCertNames(listener({}, '::'))).toEqual(['proxy.test']);
+    expect(defaultCertNames(listener({ names: ['a.proxy.test', 'proxy.test', '127.0.0.1'] }))).toEqual(['proxy.test', 'a.proxy.test', '127.0.0.1']);
+    expect(defaultCertNames(listener(), () => false)).toEqual(['proxy.test']);
   });
 });
 
