@@ -64,6 +64,45 @@ export const DEFAULT_MIME_LIMITS: MimeLimits = {
 };
 
 /**
+ * Minted leaf certificates (and their TLS secure contexts) the leaf minter keeps in memory, least
+ * recently used dropped first. Leaves are only minted for names a listener serves (its hostname,
+ * `tls.names`, and on login-routed listeners names matching the allowlist), so this bounds the cache
+ * when a wildcard allow pattern lets clients pick many names below it. Not configurable: a miss costs
+ * one signature (about a millisecond).
+ */
+export const MAX_CACHED_LEAVES = 1000;
+
+/**
+ * POP3 session and protected-originals limits. Not per-listener settings (docs/configuration.md,
+ * "Fixed limits"): they bound memory against hostile clients and no real client comes near them.
+ */
+export const POP3_LIMITS = {
+  /**
+   * Client commands postern has accepted (forwarded or held) whose answers have not been sent yet.
+   * At this many it stops reading the client until answers have gone out; the client's pipelining
+   * just waits.
+   */
+  maxPipelinedCommands: 64,
+  /**
+   * Client bytes buffered while postern is not reading the client (it pauses the socket, so this
+   * is at most a few socket reads). More ends the session with E_PIPELINE_LIMIT.
+   */
+  maxPipelinedBytes: 1024 * 1024,
+  /**
+   * Commands before a successful login (CAPA, STLS, USER, PASS, AUTH, NOOP...). A client needs a
+   * handful; more ends the session with E_TOO_MANY_COMMANDS (a CAPA loop that never reads must not
+   * make postern produce output forever).
+   */
+  maxPreLoginCommands: 50,
+  /**
+   * Entries in the protected-originals file (quarantine dir, `_pop3-protected.json`). When it is
+   * full, an altered message whose original is not quarantined is withheld (-ERR [SYS/TEMP]) and
+   * E_PROTECTED_STORE is logged, so nothing can be deleted unprotected.
+   */
+  maxProtectedOriginals: 10_000,
+} as const;
+
+/**
  * Output, hold and memory-budget limits (relay/connection.ts, relay/server.ts, relay/memory.ts). They
  * are optional members of SessionLimits / ServerLimits so configs built before they existed stay
  * valid; `effectiveFlowLimits` fills in the defaults below. YAML keys: docs/configuration.md, "limits".
@@ -146,12 +185,3 @@ export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>,
     holdTimeoutMs: limits.holdTimeoutMs ?? (scannerTimeoutMs ?? 0) + HOLD_TIMEOUT_MARGIN_MS,
   };
 }
-
-/**
- * Minted leaf certificates (and their TLS secure contexts) the leaf minter keeps in memory, least
- * recently used dropped first. Leaves are only minted for names a listener serves (its hostname,
- * `tls.names`, and on login-routed listeners names matching the allowlist), so this bounds the cache
- * when a wildcard allow pattern lets clients pick many names below it. Not configurable: a miss costs
- * one signature (about a millisecond).
- */
-export const MAX_CACHED_LEAVES = 1000;

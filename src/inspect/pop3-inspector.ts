@@ -2,15 +2,27 @@
  * Inline inspection for POP3. RETR returns the sanitised message (dot-stuffing recomputed). TOP is
  * served from the sanitised message too: the session sends `RETR n` upstream in place of `TOP n m`
  * (see Pop3Hooks.upstreamCommand), so the whole message is vetted and no blocked byte escapes
- * through TOP. A message that could not be vetted gets `-ERR [SYS/TEMP]`. When the policy changed or
- * blocked a message and its original could not be quarantined, DELE for it is refused, so the
- * original stays on the server.
+ * through TOP. A message that could not be vetted gets `-ERR [SYS/TEMP]`.
+ *
+ * Nothing lost: a message the policy changed or blocked whose original is not in quarantine (the
+ * policy did not ask for it, or storing it failed) must stay on the server. Before such a message is
+ * handed out it is recorded in the protected-originals file (quarantine/protected.ts), keyed by
+ * upstream, user and UIDL; if that record cannot be written the message is withheld (-ERR [SYS/TEMP]).
+ * DELE is refused for it in this session (by verdict) and in every later one (by the record). When the
+ * message is later delivered with its original quarantined (or unaltered), the record is lifted.
+ * When postern cannot tell whether a message is protected (the file is unreadable, or the user has
+ * protected messages and the upstream gives no UIDL for this one), DELE is refused.
  */
+import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
+import { ErrorCodes } from '../errors.js';
+import { POP3_LIMITS } from '../limits.js';
 import { inspectMessage, type CompiledPolicy } from '../policy/engine.js';
 import type { EngineDeps, Verdict } from '../policy/types.js';
 import { stuff, unstuff } from '../protocol/pop3/framer.js';
+import { ProtectedStore } from '../quarantine/protected.js';
+import { FileQuarantineStore } from '../quarantine/store.js';
 import type { Pop3Hooks, Pop3PendingCommand } from '../session/pop3.js';
 
 export interface Pop3InspectorDeps {
@@ -18,6 +30,17 @@ export interface Pop3InspectorDeps {
   policy: CompiledPolicy;
   engine: EngineDeps;
   log: Logger;
+  /**
+   * Where protected originals are recorded. Default: the shared store in the file quarantine's
+   * directory; null (or no file quarantine) = none, so an altered message whose original is not
+   * quarantined is never handed out.
+   */
+  protected?: ProtectedStore | null;
+}
+
+/** Whether DELE of a message with this verdict must be refused: altered, and the original not in quarantine. */
+function unprotected(v: Verdict): boolean {
+  return v.status !== 'clean' && !v.quarantineId;
 }
 
 /** Header block plus the first `lines` lines of the body (RFC 1939 TOP). */
@@ -60,14 +83,31 @@ export class Pop3Inspector {
    */
   private readonly outputs = new Map<number, Buffer>();
   private outputBytes = 0;
+  /** Messages whose protected-originals record is settled in this session (recorded, or lifted/not needed). */
+  private readonly guarded = new Set<number>();
+  private readonly store: ProtectedStore | null;
+  /** Set by the session after login. */
+  private who: { user: string; upstream: string } | null = null;
 
-  constructor(private readonly deps: Pop3InspectorDeps) {}
+  constructor(private readonly deps: Pop3InspectorDeps) {
+    const q = deps.engine.quarantine;
+    this.store =
+      deps.protected !== undefined
+        ? deps.protected
+        : q instanceof FileQuarantineStore
+          ? ProtectedStore.forDirectory(q.dir, POP3_LIMITS.maxProtectedOriginals)
+          : null;
+  }
 
   hooks(): Pop3Hooks {
     return {
+      wantsUidl: this.store !== null,
+      onLogin: (info) => {
+        this.who = info;
+      },
       upstreamCommand: (cmd) => (cmd.name === 'TOP' && cmd.args.length >= 1 ? `RETR ${cmd.args[0]}` : null),
       onMultiline: (cmd, body) => this.onMessage(cmd, body),
-      onDele: (n) => this.onDele(n),
+      onDele: (n, uidl) => this.onDele(n, uidl),
     };
   }
 
@@ -84,11 +124,11 @@ export class Pop3Inspector {
   }
 
   /** The sanitised message n, or an error text when it could not be vetted. */
-  private async sanitised(n: number, raw: Buffer): Promise<{ output: Buffer; clean: boolean } | { error: string }> {
+  private async sanitised(n: number, raw: Buffer): Promise<{ output: Buffer; verdict: Verdict } | { error: string }> {
     const known = this.verdicts.get(n);
-    if (known?.status === 'clean') return { output: raw, clean: true };
+    if (known?.status === 'clean') return { output: raw, verdict: known };
     const cached = known ? this.outputs.get(n) : undefined;
-    if (cached) return { output: cached, clean: false };
+    if (known && cached) return { output: cached, verdict: known };
     try {
       const r = await inspectMessage(raw, this.deps.policy, { listener: this.deps.listener.name, protocol: 'pop3', msgno: n }, this.deps.engine);
       const verdict = r.verdict;
@@ -113,30 +153,96 @@ export class Pop3Inspector {
       }
       this.verdicts.set(n, verdict);
       if (verdict.status !== 'clean') this.remember(n, r.output);
-      return { output: r.output, clean: verdict.status === 'clean' };
+      return { output: r.output, verdict };
     } catch (err) {
       this.deps.log.error({ err: (err as Error).message, msgno: n }, 'inspection failed; withholding message');
       return { error: `[SYS/TEMP] postern: message ${n} could not be inspected` };
     }
   }
 
+  /**
+   * Records (or lifts) the protection of message n before it is handed out. Returns an error text
+   * when the message must be withheld: altered, original not quarantined, and no record written.
+   */
+  private async guard(n: number, uidl: string | null, raw: Buffer, verdict: Verdict): Promise<string | null> {
+    if (this.guarded.has(n)) return null;
+    const who = this.who;
+    const store = this.store;
+    if (unprotected(verdict)) {
+      const withheld = `[SYS/TEMP] postern: message ${n} was altered by policy and its original can be neither quarantined nor recorded as protected; try again later`;
+      if (!store || !who) {
+        this.deps.log.error({ msgno: n, code: ErrorCodes.PROTECTED_STORE }, 'altered message withheld: no protected-originals store');
+        return withheld;
+      }
+      const entry = {
+        upstream: who.upstream,
+        user: who.user,
+        uidl,
+        sha256: createHash('sha256').update(raw).digest('hex'),
+        size: raw.length,
+        policy: verdict.policy,
+        status: verdict.status,
+        reason: verdict.quarantineFailed ? 'quarantine-failed' : 'not-quarantined',
+      };
+      try {
+        await store.protect(entry);
+      } catch (e) {
+        this.deps.log.error({ msgno: n, uidl, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message }, 'altered message withheld: its original is not quarantined and cannot be recorded as protected');
+        return withheld;
+      }
+      this.deps.log.warn({ msgno: n, uidl, reason: entry.reason, event: 'original-protected' }, 'original not quarantined: message protected from DELE');
+    } else if (store && who) {
+      // Delivered unaltered, or its original is in quarantine now: an earlier protection may be lifted.
+      try {
+        if (await store.hasAny(who.upstream, who.user)) {
+          const lifted = await store.lift(who.upstream, who.user, uidl, createHash('sha256').update(raw).digest('hex'));
+          if (lifted > 0) this.deps.log.info({ msgno: n, uidl, lifted, event: 'protection-lifted' }, 'original now safe: DELE protection lifted');
+        }
+      } catch (e) {
+        // the message stays protected (DELE refused): fail closed, try again next time
+        this.deps.log.warn({ msgno: n, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message }, 'cannot lift DELE protection');
+        return null;
+      }
+    }
+    this.guarded.add(n);
+    return null;
+  }
+
   private async onMessage(cmd: Pop3PendingCommand, body: Buffer): Promise<Buffer | { error: string }> {
     const n = Number(cmd.args[0]);
-    const v = await this.sanitised(n, unstuff(body));
+    const raw = unstuff(body);
+    const v = await this.sanitised(n, raw);
     if ('error' in v) return v;
+    const refusal = await this.guard(n, cmd.uidl ?? null, raw, v.verdict);
+    if (refusal !== null) return { error: refusal };
     if (cmd.name === 'TOP') {
       const lines = Number(cmd.args[1] ?? 0);
       return stuff(topOf(v.output, Number.isFinite(lines) && lines >= 0 ? lines : 0));
     }
-    return v.clean ? body : stuff(v.output);
+    return v.verdict.status === 'clean' ? body : stuff(v.output);
   }
 
-  private onDele(n: number): string | null {
+  private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {
     const v = this.verdicts.get(n);
-    if (v && v.status !== 'clean' && v.quarantineFailed) {
-      this.deps.log.warn({ msgno: n }, 'DELE refused: message was altered and its original could not be quarantined');
-      return `[SYS/PERM] postern: message ${n} was altered by policy and its original could not be quarantined; it stays on the server`;
+    if (v && unprotected(v)) {
+      this.deps.log.warn({ msgno: n, reason: v.quarantineFailed ? 'quarantine-failed' : 'not-quarantined', event: 'dele-refused' }, 'DELE refused: message was altered and its original is not in quarantine');
+      return `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`;
     }
-    return null;
+    const store = this.store;
+    const who = this.who;
+    if (!store || !who) return null; // no record can exist: altered messages are withheld without a store
+    try {
+      if (!(await store.hasAny(who.upstream, who.user))) return null;
+    } catch (e) {
+      this.deps.log.error({ msgno: n, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message, event: 'dele-refused' }, 'DELE refused: the protected-originals file is unusable');
+      return `[SYS/TEMP] postern: cannot tell whether message ${n} may be deleted; it stays on the server`;
+    }
+    const id = await uidl();
+    const state = await store.check(who.upstream, who.user, id);
+    if (state === 'free') return null;
+    this.deps.log.warn({ msgno: n, uidl: id, state, event: 'dele-refused' }, state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected');
+    return state === 'protected'
+      ? `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`
+      : `[SYS/PERM] postern: cannot tell whether message ${n} is protected (no UIDL); it stays on the server`;
   }
 }

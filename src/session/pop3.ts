@@ -6,26 +6,48 @@
  * (login routing). With the credentials it routes, connects, does upstream STLS if configured (before any
  * credential is sent), logs in upstream, and from then on relays commands and responses, framing every
  * response so that multi-line bodies (RETR/TOP) can be held and rewritten by a later inspection stage.
+ *
+ * Fail closed, and bounded, in every state:
+ * - In the TRANSACTION state a command is forwarded only when it parses completely against the RFC 1939
+ *   grammar (parseTransactionCommand), re-serialised from that parse; anything else gets -ERR.
+ * - Answers go to the client in command order: a command answered by postern itself (a refusal, a DELE
+ *   it will not forward) waits until every earlier command has been answered.
+ * - The client is read only while the session can take a command: at most
+ *   POP3_LIMITS.maxPipelinedCommands unanswered commands and nothing held. After a command postern
+ *   answered itself (everything before login, refusals after), the next one is taken only once the
+ *   host says the client has read its output (SessionHost.clientDrained). Before login at most
+ *   POP3_LIMITS.maxPreLoginCommands commands.
+ * - A response the upstream sent before it closed (RETR + QUIT pipelined) is still answered.
  */
-import { ErrorCodes, isPosternError, type ErrorCode } from '../errors.js';
+import { ErrorCodes, PosternError, isPosternError, type ErrorCode } from '../errors.js';
+import { POP3_LIMITS } from '../limits.js';
 import {
   Pop3CommandFramer,
   Pop3ResponseFramer,
   encodeStuffedMultiline,
   parseCommandLine,
+  parseTransactionCommand,
   unstuff,
   type Pop3Command,
   type Pop3Response,
+  type StrictCommand,
 } from '../protocol/pop3/framer.js';
 import { routeLogin } from './routing.js';
-import type { CloseReason, Session, SessionHost, UpstreamTarget } from './types.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, UpstreamTarget } from './types.js';
 
 /** A client command forwarded upstream and waiting for its response. */
 export interface Pop3PendingCommand {
+  /** Keyword, upper case. */
   name: string;
+  /** Arguments in canonical form (plain decimal numbers). */
   args: string[];
   /** Whether a +OK response to it is multi-line. */
   multiline: boolean;
+  /**
+   * RETR/TOP when the hooks want UIDLs: the UIDL the upstream reported for the message (null: the
+   * upstream gave none). Set before onMultiline is called.
+   */
+  uidl?: string | null;
 }
 
 /** What onMultiline returns: the dot-stuffed body to send, or a -ERR text sent instead of the whole response. */
@@ -48,8 +70,20 @@ export interface Pop3Hooks {
    * `{ error }` to answer `-ERR <error>`.
    */
   onMultiline?(command: Pop3PendingCommand, body: Buffer): Pop3MultilineResult | Promise<Pop3MultilineResult>;
-  /** Before DELE n is forwarded: return a -ERR text to refuse it locally, or null to forward it. */
-  onDele?(msg: number): string | null | Promise<string | null>;
+  /**
+   * Before DELE n is forwarded (called once every earlier command has been answered): return a -ERR
+   * text to refuse it locally, or null to forward it. `uidl()` gives the message's UIDL (null: the
+   * upstream gave none), asking the upstream with `UIDL n` when the session does not know it yet.
+   */
+  onDele?(msg: number, uidl: () => Promise<string | null>): string | null | Promise<string | null>;
+  /**
+   * The hooks need message UIDLs: the session learns the UIDL of message n before a RETR/TOP n
+   * response reaches onMultiline (from the client's own UIDL answers, or by sending `UIDL n` itself
+   * right before the RETR).
+   */
+  wantsUidl?: boolean;
+  /** The upstream accepted the login: who is logged in where (`host:port`). */
+  onLogin?(info: { user: string; upstream: string }): void;
 }
 
 type State =
@@ -67,8 +101,27 @@ type UpState = 'none' | 'connecting' | 'greeting' | 'capa' | 'stls' | 'tls' | 'r
 const CRLF = '\r\n';
 const MULTILINE_ALWAYS = new Set(['CAPA', 'RETR', 'TOP']);
 const MULTILINE_WITHOUT_ARG = new Set(['LIST', 'UIDL']);
-/** Commands relayed in the TRANSACTION state; anything else is refused locally so nothing bypasses inspection. */
-const RELAYED = new Set(['STAT', 'LIST', 'UIDL', 'RETR', 'TOP', 'DELE', 'RSET', 'NOOP', 'QUIT', 'CAPA']);
+/** AUTHORIZATION-state commands: after login they get "Already logged in". */
+const LOGIN_COMMANDS = new Set(['USER', 'PASS', 'AUTH', 'APOP', 'STLS']);
+/** -ERR texts for TRANSACTION-state commands that do not parse (never forwarded). */
+const REFUSAL: Record<Exclude<StrictCommand, { ok: true }>['reason'], string> = {
+  empty: 'Empty command',
+  unknown: 'Unknown command',
+  syntax: 'Syntax error',
+  characters: 'Invalid characters in command',
+  'line-end': 'Command must end with CRLF',
+};
+/** RFC 1939 unique-id: 1 to 70 characters 0x21..0x7E. */
+const UIDL_LINE = /^([1-9][0-9]{0,9}) ([\x21-\x7e]{1,70})$/;
+
+/** A TRANSACTION command waiting until every earlier command has been answered. */
+type Held = { kind: 'refuse'; text: string } | { kind: 'dele'; cmd: StrictCommand & { ok: true }; msg: number; running: boolean };
+
+/** A command in flight upstream: a client's, or postern's own `UIDL n` (answer consumed, never sent to the client). */
+interface InFlight {
+  cmd: Pop3PendingCommand;
+  internal?: { msg: number; done?: (uidl: string | null) => void };
+}
 
 function isMultiline(name: string, args: string[]): boolean {
   return MULTILINE_ALWAYS.has(name) || (MULTILINE_WITHOUT_ARG.has(name) && args.length === 0);
@@ -94,25 +147,38 @@ export class Pop3Session implements Session {
   private userArg: string | null = null;
   private creds: Credentials | null = null;
   private routedUser = '';
+  private upstreamName = '';
   private target: UpstreamTarget | null = null;
-  private readonly inflight: Pop3PendingCommand[] = [];
+  private readonly inflight: InFlight[] = [];
   private badCommands = 0;
-  /** A hook is running: stop pulling frames from that side until it settles. */
-  private clientBusy = false;
+  private preLoginCommands = 0;
+  /** onMultiline is running: stop pulling upstream responses until it settles. */
   private upstreamBusy = false;
-  /** A DELE waiting for the responses to earlier pipelined commands (see onRelayCommand). */
-  private heldDele: Pop3Command | null = null;
+  /** A command that must wait for the answers to every earlier one (see onRelayCommand). */
+  private held: Held | null = null;
+  /** UIDLs learnt in this session (message numbers are stable within a POP3 session). */
+  private readonly uidls = new Map<number, string>();
+  /** Messages whose `UIDL n` postern has sent and not yet seen answered. */
+  private readonly uidlAsked = new Set<number>();
+  /** The upstream closed; set until the responses it sent before are handled. */
+  private upstreamGone: { err?: Error } | null = null;
+  /** What was last asked of host.pauseClient. */
+  private clientPaused = false;
+  /** Waiting for host.clientDrained() after a local answer. */
+  private drainWait = false;
+  /** Memory budget lease for a response being inspected. */
+  private lease: MemoryLease | null = null;
 
   constructor(
     private readonly host: SessionHost,
     private readonly hooks: Pop3Hooks = {},
   ) {
-    const limits = {
-      maxLineLength: host.listener.limits.maxLineLength,
-      maxBufferedBytes: host.listener.limits.maxBufferedBytes,
-    };
-    this.cf = new Pop3CommandFramer(limits);
-    this.uf = new Pop3ResponseFramer(limits);
+    const { maxLineLength, maxBufferedBytes } = host.listener.limits;
+    // The client is read only while the session can take a command, so its buffer holds a few socket
+    // reads at most: a much smaller bound than a whole multi-line response needs.
+    const clientBuffer = Math.min(maxBufferedBytes, Math.max(POP3_LIMITS.maxPipelinedBytes, 2 * maxLineLength + 2));
+    this.cf = new Pop3CommandFramer({ maxLineLength, maxBufferedBytes: clientBuffer });
+    this.uf = new Pop3ResponseFramer({ maxLineLength, maxBufferedBytes });
     this.clientTls = host.clientTls;
   }
 
@@ -136,7 +202,10 @@ export class Pop3Session implements Session {
     try {
       this.cf.push(data);
     } catch (e) {
-      return this.fail(e, 'client');
+      // The client kept sending while postern was not reading it (it pauses the socket): a client that
+      // never reads its answers.
+      const err = isPosternError(e) && e.code === ErrorCodes.BUFFER_LIMIT ? new PosternError(ErrorCodes.PIPELINE_LIMIT, e.message, e.details) : e;
+      return this.fail(err, 'client');
     }
     this.pumpClient();
   }
@@ -147,19 +216,81 @@ export class Pop3Session implements Session {
     this.end({ kind: 'client-closed' });
   }
 
+  /**
+   * After postern answered a command itself: take the next command only once the client has read
+   * enough of its output (the host's bound). A CAPA loop that never reads thus gets no further answers.
+   */
+  private awaitDrain(): void {
+    if (!this.host.clientDrained || this.drainWait || this.state === 'closed') return;
+    this.drainWait = true;
+    this.host.clientDrained().then(() => {
+      this.drainWait = false;
+      if (this.state !== 'closed') this.pumpClient();
+    });
+  }
+
+  /** Held for the hold deadline: end with -ERR [SYS/TEMP] (the answer to the pending command) and E_HOLD_TIMEOUT. */
+  onHoldTimeout(): void {
+    if (this.state === 'closed') return;
+    this.toClient('-ERR [SYS/TEMP] postern: the server did not answer in time; try again later');
+    this.end({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'hold deadline passed' });
+  }
+
+  /** Client commands in flight upstream (postern's own UIDL commands not counted). */
+  private clientInFlight(): number {
+    let n = 0;
+    for (const f of this.inflight) if (!f.internal) n++;
+    return n;
+  }
+
+  /** The session cannot take a client command until something it waits for happens (not counting drainWait). */
+  private blocked(): boolean {
+    if (this.state !== 'auth' && this.state !== 'auth-cont' && this.state !== 'relay') return true;
+    if (this.held) return true;
+    return this.state === 'relay' && this.clientInFlight() >= POP3_LIMITS.maxPipelinedCommands;
+  }
+
+  /** Whether the session takes the next client command now. */
+  private canTakeCommand(): boolean {
+    return !this.blocked() && !this.drainWait;
+  }
+
+  /**
+   * The client is read exactly when the session could take a command (and the host is not in a TLS
+   * handshake). A drain wait does not pause: the host stops reading a client that does not read.
+   */
+  private updateClientPause(): void {
+    if (this.state === 'closed' || this.state === 'client-tls') return;
+    const pause = this.blocked();
+    if (pause === this.clientPaused) return;
+    this.clientPaused = pause;
+    this.host.pauseClient(pause);
+  }
+
   private pumpClient(): void {
-    while (!this.clientBusy && (this.state === 'auth' || this.state === 'auth-cont' || this.state === 'relay')) {
+    while (this.canTakeCommand()) {
       let cmd: Pop3Command | null;
       try {
         cmd = this.cf.next();
       } catch (e) {
         return this.fail(e, 'client');
       }
-      if (!cmd) return;
+      if (!cmd) break;
+      if (this.state !== 'relay' && ++this.preLoginCommands > POP3_LIMITS.maxPreLoginCommands) {
+        this.host.log.warn({ event: 'too-many-commands', code: ErrorCodes.TOO_MANY_COMMANDS, max: POP3_LIMITS.maxPreLoginCommands }, 'too many commands before login');
+        this.toClient('-ERR Too many commands before login');
+        return this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' });
+      }
       if (this.state === 'auth-cont') this.onAuthContinuation(cmd);
       else if (this.state === 'auth') this.onAuthCommand(cmd);
-      else this.onRelayCommand(cmd);
+      else {
+        this.onRelayCommand(cmd);
+        continue;
+      }
+      // answered by postern itself (or login started)
+      this.awaitDrain();
     }
+    this.updateClientPause();
   }
 
   private bad(text: string): void {
@@ -194,6 +325,13 @@ export class Pop3Session implements Session {
   }
 
   private onAuthCommand(cmd: Pop3Command): void {
+    if (!cmd.crlf) return this.bad('Command must end with CRLF');
+    // USER and PASS take the rest of the line (a password may contain spaces); every other command is
+    // `KEYWORD *(SP arg)` with single spaces, and those that take no argument get none.
+    if (cmd.name !== 'USER' && cmd.name !== 'PASS') {
+      if (!/^[A-Za-z]+(?: [^ ]+)*$/.test(cmd.line.toString('latin1'))) return this.bad(cmd.name === '' ? 'Empty command' : 'Syntax error');
+      if (['CAPA', 'STLS', 'QUIT', 'NOOP'].includes(cmd.name) && cmd.args.length > 0) return this.bad('Syntax error');
+    }
     switch (cmd.name) {
       case 'CAPA':
         this.toClient(['+OK Capability list follows', ...this.capaLines(), '.'].join(CRLF));
@@ -246,6 +384,7 @@ export class Pop3Session implements Session {
 
   private onAuthContinuation(cmd: Pop3Command): void {
     this.state = 'auth';
+    if (!cmd.crlf) return this.bad('Command must end with CRLF');
     const text = cmd.line.toString('latin1').trim();
     if (text === '*') return this.bad('[AUTH] Authentication cancelled');
     this.plainResponse(text);
@@ -289,48 +428,77 @@ export class Pop3Session implements Session {
   }
 
   private onRelayCommand(cmd: Pop3Command): void {
-    // A bare CR or NUL inside a line could end the line early on some upstreams and smuggle a second
-    // command past postern's view (e.g. a DELE the inspection stage would refuse).
-    if (cmd.line.includes(0x0d) || cmd.line.includes(0)) return this.bad('Invalid characters in command');
-    if (!RELAYED.has(cmd.name)) {
-      if (['USER', 'PASS', 'AUTH', 'APOP', 'STLS'].includes(cmd.name)) return this.bad('Already logged in');
-      return this.bad(cmd.name === '' ? 'Empty command' : 'Unknown command');
+    const p = parseTransactionCommand(cmd);
+    if (!p.ok) {
+      // Never forwarded: a bare CR, NUL or stray space could make the upstream read a command postern
+      // did not see (e.g. a DELE the inspection stage would refuse).
+      const text = p.reason === 'unknown' && LOGIN_COMMANDS.has(cmd.name) ? 'Already logged in' : REFUSAL[p.reason];
+      return this.refuse(text);
     }
-    if (cmd.name === 'DELE' && this.hooks.onDele) {
-      const n = Number(cmd.args[0]);
-      if (cmd.args.length === 1 && Number.isInteger(n) && n > 0) {
-        if (this.retrievalPending()) {
-          // A pipelined "RETR n / DELE n": the verdict onDele decides on comes from the RETR still in
-          // flight, so decide only once every earlier response has been handled.
-          this.heldDele = cmd;
-          this.clientBusy = true;
-          this.host.pauseClient(true);
-          return;
-        }
-        this.clientBusy = true;
-        this.host.pauseClient(true);
-        Promise.resolve()
-          .then(() => this.hooks.onDele!(n))
-          .then(
-            (refusal) => {
-              if (this.state === 'closed') return;
-              this.clientBusy = false;
-              this.host.pauseClient(false);
-              if (refusal !== null) this.toClient(`-ERR ${oneLine(refusal)}`);
-              else this.forward(cmd);
-              this.pumpClient();
-            },
-            (e: unknown) => this.fail(e, 'hook'),
-          );
-        return;
-      }
+    if (p.name === 'DELE' && this.hooks.onDele) {
+      // The decision may depend on the verdict of a RETR still in flight (pipelined "RETR n / DELE n"),
+      // and a refusal must not overtake earlier answers: decide once every earlier command is answered.
+      this.held = { kind: 'dele', cmd: p, msg: Number(p.args[0]), running: false };
+      return this.releaseHeld();
     }
-    this.forward(cmd);
+    this.forward(p);
   }
 
-  private forward(cmd: Pop3Command): void {
-    const pending: Pop3PendingCommand = { name: cmd.name, args: cmd.args, multiline: isMultiline(cmd.name, cmd.args) };
-    let line = cmd.line;
+  /** Nothing is in flight upstream and no response is being inspected. */
+  private upstreamIdle(): boolean {
+    return this.inflight.length === 0 && !this.upstreamBusy;
+  }
+
+  /** Refuses a command (-ERR, counted as a bad command), after every earlier command has been answered. */
+  private refuse(text: string): void {
+    this.held = { kind: 'refuse', text };
+    this.releaseHeld();
+  }
+
+  /** Handles the held command once every earlier one has been answered. */
+  private releaseHeld(): void {
+    const h = this.held;
+    if (!h || this.state !== 'relay' || !this.upstreamIdle()) return;
+    if (h.kind === 'refuse') {
+      this.held = null;
+      this.bad(h.text);
+      return this.awaitDrain();
+    }
+    if (h.running) return;
+    h.running = true;
+    Promise.resolve()
+      .then(() => this.hooks.onDele!(h.msg, () => this.uidlOf(h.msg)))
+      .then(
+        (refusal) => {
+          if (this.state !== 'relay' || this.held !== h) return;
+          this.held = null;
+          if (refusal !== null) {
+            this.toClient(`-ERR ${oneLine(refusal)}`);
+            this.awaitDrain();
+          } else this.forward(h.cmd);
+          this.pumpClient();
+        },
+        (e: unknown) => this.fail(e, 'hook'),
+      );
+  }
+
+  /** The UIDL of message n: known, or asked upstream with `UIDL n` (only called while nothing else is in flight or after it). */
+  private uidlOf(n: number): Promise<string | null> {
+    const known = this.uidls.get(n);
+    if (known !== undefined) return Promise.resolve(known);
+    if (this.state !== 'relay') return Promise.resolve(null);
+    return new Promise((resolve) => this.askUidl(n, resolve));
+  }
+
+  private askUidl(n: number, done?: (uidl: string | null) => void): void {
+    this.uidlAsked.add(n);
+    this.inflight.push({ cmd: { name: 'UIDL', args: [String(n)], multiline: false }, internal: { msg: n, done } });
+    this.host.sendUpstream(Buffer.from(`UIDL ${n}${CRLF}`, 'latin1'));
+  }
+
+  private forward(p: StrictCommand & { ok: true }): void {
+    const pending: Pop3PendingCommand = { name: p.name, args: p.args, multiline: isMultiline(p.name, p.args) };
+    let line = p.line;
     if (this.hooks.upstreamCommand) {
       let replacement: string | null;
       try {
@@ -339,19 +507,25 @@ export class Pop3Session implements Session {
         return this.fail(e, 'hook');
       }
       if (replacement !== null) {
-        if (/[\r\n\0]/.test(replacement)) return this.fail(new Error('upstreamCommand returned a line break'), 'hook');
-        const up = parseCommandLine(Buffer.from(replacement, 'latin1'));
+        const up = parseTransactionCommand(parseCommandLine(Buffer.from(replacement, 'latin1'), true));
+        if (!up.ok) return this.fail(new Error(`upstreamCommand returned an invalid command (${up.reason})`), 'hook');
         pending.multiline = isMultiline(up.name, up.args);
         line = up.line;
       }
     }
-    this.inflight.push(pending);
-    if (cmd.name === 'QUIT') {
+    if (this.hooks.wantsUidl && this.hooks.onMultiline && (p.name === 'RETR' || p.name === 'TOP')) {
+      // Learn the UIDL before the message arrives: asking while its response is being inspected would
+      // queue the question behind the answers the session is not reading.
+      const n = Number(p.args[0]);
+      if (!this.uidls.has(n) && !this.uidlAsked.has(n)) this.askUidl(n);
+    }
+    this.inflight.push({ cmd: pending });
+    if (p.name === 'QUIT') {
       this.state = 'quit';
       // Nothing after QUIT is meaningful; stop reading the client.
       this.cf.clear();
     }
-    this.host.sendUpstream(Buffer.concat([line, Buffer.from(CRLF)]));
+    this.host.sendUpstream(Buffer.from(line + CRLF, 'latin1'));
   }
 
   // ---------------------------------------------------------------- login
@@ -375,9 +549,10 @@ export class Pop3Session implements Session {
     }
     this.creds = creds;
     this.routedUser = decision.user;
-    this.host.setUser(decision.user, decision.upstreamName);
-    this.state = 'login';
-    this.host.pauseClient(true);
+    // The user is bound into the log context only once the upstream accepted the login: a refused
+    // "user name" is often a password typed into the wrong field.
+    this.upstreamName = decision.upstreamName;
+    this.state = 'login'; // pumpClient pauses the client until the login is settled
     if (this.up === 'ready') return this.sendCredentials();
     this.target = decision.target;
     this.up = 'connecting';
@@ -476,16 +651,22 @@ export class Pop3Session implements Session {
       this.up = 'auth';
       return;
     }
-    this.host.pauseClient(false);
     if (r.kind === 'ok') {
       this.up = 'ready';
       this.state = 'relay';
+      this.host.setUser(this.routedUser, this.upstreamName);
       this.host.log.info({ event: 'login', result: 'ok' }, 'login ok');
+      try {
+        this.hooks.onLogin?.({ user: this.routedUser, upstream: this.upstreamName });
+      } catch (e) {
+        return this.fail(e, 'hook');
+      }
       this.toClient(r.status);
     } else {
       this.up = 'ready';
       this.state = 'auth';
-      this.host.log.info({ event: 'login', result: 'failed' }, 'upstream refused login');
+      // Never the login itself: only where it was sent.
+      this.host.log.info({ event: 'login', result: 'failed', upstream: this.upstreamName }, 'upstream refused login');
       // Keep the upstream's response code if it has one ([AUTH], [IN-USE], [SYS/TEMP]...).
       this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);
     }
@@ -505,10 +686,12 @@ export class Pop3Session implements Session {
   }
 
   onUpstreamEnd(err?: Error): void {
-    if (this.state === 'closed') return;
-    if (this.state === 'quit') return this.end({ kind: 'client-quit' });
-    this.host.log.warn({ event: 'upstream-closed', err: err?.message, code: ErrorCodes.UPSTREAM_CLOSED }, 'upstream closed the connection');
-    this.abort(ErrorCodes.UPSTREAM_CLOSED, err ? `upstream connection lost: ${err.message}` : 'upstream closed the connection', 'upstream-closed');
+    if (this.state === 'closed' || this.upstreamGone) return;
+    this.upstreamGone = { err };
+    // Answer what the upstream sent before it closed (e.g. "RETR 1 / QUIT" pipelined: Dovecot answers
+    // both and closes while the RETR answer is still being inspected), then end.
+    if (this.state === 'relay' || this.state === 'quit') return this.pumpUpstream();
+    this.upstreamFinished();
   }
 
   private pumpUpstream(): void {
@@ -516,45 +699,71 @@ export class Pop3Session implements Session {
     // has switched to TLS; the plaintext tail after STLS +OK was dropped when the +OK was read).
     while (!this.upstreamBusy && this.state !== 'closed' && this.up !== 'connecting' && this.up !== 'tls') {
       const loggingIn = this.state === 'login' || (this.up !== 'ready' && this.up !== 'none');
-      const pending = loggingIn ? undefined : this.inflight[0];
-      const multiline = loggingIn ? this.up === 'capa' : (pending?.multiline ?? false);
+      const head = loggingIn ? undefined : this.inflight[0];
+      const multiline = loggingIn ? this.up === 'capa' : (head?.cmd.multiline ?? false);
       let r: Pop3Response | null;
       try {
         r = this.uf.next(multiline);
       } catch (e) {
         return this.fail(e, 'upstream');
       }
-      if (!r) return;
+      if (!r) break;
       if (loggingIn) {
         this.onLoginResponse(r);
         continue;
       }
-      if (!pending) return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, 'unsolicited upstream response');
+      if (!head) return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, 'unsolicited upstream response');
       this.inflight.shift();
-      this.onRelayResponse(pending, r);
-      this.releaseHeldDele();
+      if (head.internal) this.onUidlAnswer(head.internal, r);
+      else this.onRelayResponse(head.cmd, r);
+      this.releaseHeld();
+    }
+    if (this.state === 'closed') return;
+    if (this.upstreamGone && !this.upstreamBusy) return this.upstreamFinished();
+    if (this.state === 'relay') this.pumpClient();
+  }
+
+  /** The upstream closed and everything it sent before has been handled. */
+  private upstreamFinished(): void {
+    if (this.state === 'quit' && this.inflight.length === 0) return this.end({ kind: 'client-quit' });
+    const err = this.upstreamGone?.err;
+    this.host.log.warn({ event: 'upstream-closed', err: err?.message, code: ErrorCodes.UPSTREAM_CLOSED }, 'upstream closed the connection');
+    this.abort(ErrorCodes.UPSTREAM_CLOSED, err ? `upstream connection lost: ${err.message}` : 'upstream closed the connection', 'upstream-closed');
+  }
+
+  /** The answer to postern's own `UIDL n`: `+OK n uid`. Anything else means "unknown". */
+  private onUidlAnswer(q: { msg: number; done?: (uidl: string | null) => void }, r: Pop3Response): void {
+    this.uidlAsked.delete(q.msg);
+    const m = r.kind === 'ok' ? UIDL_LINE.exec(r.text) : null;
+    const uidl = m && Number(m[1]) === q.msg ? m[2]! : null;
+    if (uidl !== null) this.uidls.set(q.msg, uidl);
+    q.done?.(uidl);
+  }
+
+  /** Remembers the UIDLs in the answer to a client's own UIDL command. */
+  private learnUidls(cmd: Pop3PendingCommand, r: Pop3Response): void {
+    if (r.kind !== 'ok') return;
+    const lines = cmd.args.length === 1 ? [r.text] : r.body ? r.body.toString('latin1').split('\r\n') : [];
+    for (const l of lines) {
+      const m = UIDL_LINE.exec(l);
+      if (m && (cmd.args.length === 0 || m[1] === cmd.args[0])) this.uidls.set(Number(m[1]), m[2]!);
     }
   }
 
-  /** A RETR/TOP is in flight or its body is being inspected: its verdict is not known yet. */
-  private retrievalPending(): boolean {
-    return this.upstreamBusy || this.inflight.some((c) => c.name === 'RETR' || c.name === 'TOP');
-  }
-
-  private releaseHeldDele(): void {
-    const cmd = this.heldDele;
-    if (!cmd || this.retrievalPending() || this.state !== 'relay') return;
-    this.heldDele = null;
-    this.clientBusy = false;
-    this.host.pauseClient(false);
-    this.onRelayCommand(cmd);
-    this.pumpClient();
-  }
-
   private onRelayResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
+    if (cmd.name === 'UIDL' && this.hooks.wantsUidl) this.learnUidls(cmd, r);
     if (cmd.name === 'CAPA' && r.body) {
       this.host.sendClient(encodeStuffedMultiline(r.status, filterCapa(r.body)));
     } else if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
+      if (this.hooks.wantsUidl) cmd.uidl = this.uidls.get(Number(cmd.args[0])) ?? null;
+      // The message is held while it is inspected (and a sanitised copy made): ask the memory budget.
+      if (this.host.reserveMemory) {
+        this.lease = this.host.reserveMemory(2 * r.body.length, 'pop3 message inspection');
+        if (!this.lease) {
+          this.toClient('-ERR [SYS/TEMP] postern: busy, message not inspected; try again later');
+          return this.afterResponse(cmd, r);
+        }
+      }
       this.upstreamBusy = true;
       this.host.pauseUpstream(true);
       Promise.resolve()
@@ -567,10 +776,12 @@ export class Pop3Session implements Session {
               const status = result === r.body ? r.status : withOctets(r.status, result);
               this.host.sendClient(encodeStuffedMultiline(status, result));
             } else this.toClient(`-ERR ${oneLine(result.error)}`);
+            this.lease?.release();
+            this.lease = null;
             this.upstreamBusy = false;
             this.host.pauseUpstream(false);
             this.afterResponse(cmd, r);
-            this.releaseHeldDele();
+            this.releaseHeld();
             this.pumpUpstream();
           },
           (e: unknown) => this.fail(e, 'hook'),
@@ -641,6 +852,8 @@ export class Pop3Session implements Session {
   private end(reason: CloseReason): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.lease?.release();
+    this.lease = null;
     this.creds = null;
     this.cf.clear();
     this.uf.clear();
@@ -673,16 +886,20 @@ function capaNames(body: Buffer): string[] {
     .map((l) => l.split(' ')[0]!.toUpperCase());
 }
 
+/** Upstream capabilities a client may see after login: the ones whose commands postern relays (or that only describe the server). */
+const RELAYED_CAPABILITIES = new Set(['CAPA', 'TOP', 'UIDL', 'USER', 'SASL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'EXPIRE', 'LOGIN-DELAY', 'IMPLEMENTATION']);
+
 /**
- * Upstream CAPA as seen by the client: STLS is postern's business with the client (never the upstream's),
- * and SASL lists only what postern relays (PLAIN). Everything else passes through unchanged.
+ * Upstream CAPA as seen by the client: only capabilities of commands postern relays (so no STLS, which
+ * is postern's business with the client, and no UTF8, LANG or vendor extensions, whose commands are
+ * refused), and SASL lists only what postern relays (PLAIN). Kept lines pass through unchanged.
  */
 export function filterCapa(body: Buffer): Buffer {
   const lines = body.toString('latin1').split('\r\n');
   const out: string[] = [];
   for (const line of lines.slice(0, -1)) {
     const name = line.split(' ')[0]!.toUpperCase();
-    if (name === 'STLS') continue;
+    if (!RELAYED_CAPABILITIES.has(name)) continue;
     if (name === 'SASL') {
       const mechs = line.split(' ').slice(1).filter((m) => m.toUpperCase() === 'PLAIN');
       if (mechs.length) out.push(`SASL ${mechs.join(' ')}`);

@@ -9,7 +9,8 @@ import type { ClientTlsMode, ListenerConfig, UpstreamConfig, UpstreamTlsMode } f
 import { ErrorCodes, PosternError } from '../../src/errors.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../src/limits.js';
 import { unstuff, stuff } from '../../src/protocol/pop3/framer.js';
-import { Pop3Session, filterCapa, type Pop3Hooks } from '../../src/session/pop3.js';
+import { POP3_LIMITS } from '../../src/limits.js';
+import { Pop3Session, filterCapa, type Pop3Hooks, type Pop3PendingCommand } from '../../src/session/pop3.js';
 import type { CloseReason, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
 
 const ROUTED_HOST = 'mail.example.test';
@@ -85,6 +86,30 @@ class ScriptHost implements SessionHost {
   }
   setUser(user: string, upstream: string): void {
     this.user = `${user}@${upstream}`;
+    // as relay/connection.ts does: every later log line carries the user
+    this.log.setBindings({ user, upstream });
+  }
+  /** SessionHost.clientDrained, set by tests that simulate a client that does not read its output. */
+  clientDrained?: () => Promise<void>;
+  /** Makes clientDrained() wait until release() is called (a client with unread output). */
+  blockOutput(): { release(): void; waits(): number } {
+    let open: () => void = () => {};
+    let gate = new Promise<void>((r) => (open = r));
+    let waits = 0;
+    this.clientDrained = () => {
+      waits++;
+      return gate;
+    };
+    return {
+      release: () => {
+        open();
+        gate = Promise.resolve();
+      },
+      waits: () => waits,
+    };
+  }
+  disconnectUpstream(): void {
+    this.calls.push('disconnect');
   }
   close(reason: CloseReason): void {
     this.calls.push(`close ${reason.kind}${reason.code ? ' ' + reason.code : ''}`);
@@ -565,12 +590,345 @@ describe('Pop3Session: hooks', () => {
     expect(seen).toEqual(['TOP 1 0 multiline=true', 'TOP 2 5 multiline=true']);
   });
 
-  it('onDele refuses DELE of chosen messages locally', async () => {
+  it('onDele refuses DELE of chosen messages locally, each answer in command order', async () => {
     const hooks: Pop3Hooks = { onDele: (n) => (n === 2 ? 'message 2 is held in quarantine' : null) };
     const { host, client, upstream } = await loggedIn({}, hooks);
     await client('DELE 1\r\nDELE 2\r\nDELE 3\r\n');
-    await upstream('+OK Marked.\r\n+OK Marked.\r\n');
-    expect(host.takeUpstream()).toBe('DELE 1\r\nDELE 3\r\n');
-    expect(host.takeClient()).toBe('-ERR message 2 is held in quarantine\r\n+OK Marked.\r\n+OK Marked.\r\n');
+    // DELE 2 is decided only once DELE 1 is answered: its refusal must not overtake that answer
+    expect(host.takeUpstream()).toBe('DELE 1\r\n');
+    expect(host.pausedClient).toBe(true);
+    await upstream('+OK Marked.\r\n');
+    expect(host.takeUpstream()).toBe('DELE 3\r\n');
+    await upstream('+OK Marked.\r\n');
+    expect(host.takeClient()).toBe('+OK Marked.\r\n-ERR message 2 is held in quarantine\r\n+OK Marked.\r\n');
+    expect(host.pausedClient).toBe(false);
+  });
+});
+
+describe('Pop3Session: strict commands (forwarded only when fully parsed)', () => {
+  it.each([
+    ['RETR  1', 'Syntax error'],
+    ['RETR 1 ', 'Syntax error'],
+    [' RETR 1', 'Unknown command'],
+    ['RETR +1', 'Syntax error'],
+    ['RETR -1', 'Syntax error'],
+    ['RETR 01', 'Syntax error'],
+    ['RETR 0', 'Syntax error'],
+    ['RETR 1x', 'Syntax error'],
+    ['RETR 0x1', 'Syntax error'],
+    ['RETR 1e3', 'Syntax error'],
+    ['RETR', 'Syntax error'],
+    ['RETR 1 2', 'Syntax error'],
+    ['RETR\t1', 'Invalid characters in command'],
+    ['RETR 2147483648', 'Syntax error'],
+    ['RETR 99999999999', 'Syntax error'],
+    ['TOP 1', 'Syntax error'],
+    ['TOP 1 -0', 'Syntax error'],
+    ['TOP 1 00', 'Syntax error'],
+    ['TOP 1 2 3', 'Syntax error'],
+    ['DELE', 'Syntax error'],
+    ['DELE 1 1', 'Syntax error'],
+    ['LIST 1 2', 'Syntax error'],
+    ['UIDL  ', 'Syntax error'],
+    ['STAT x', 'Syntax error'],
+    ['NOOP ', 'Syntax error'],
+    ['QUIT now', 'Syntax error'],
+    ['RSET 1', 'Syntax error'],
+    ['CAPA x', 'Syntax error'],
+    ['XRETR 1', 'Unknown command'],
+    ['LAST', 'Unknown command'],
+    ['UTF8', 'Unknown command'],
+    ['RETR \u00b9', 'Invalid characters in command'],
+    ['RETR 1\x7f', 'Invalid characters in command'],
+    ['', 'Empty command'],
+  ])('%j gets -ERR %s and is not forwarded', async (line, text) => {
+    const { host, client } = await loggedIn();
+    await client(line + '\r\n');
+    expect(host.takeClient()).toBe(`-ERR ${text}\r\n`);
+    expect(host.upstreamText).toBe('');
+    expect(host.closed).toBeNull();
+  });
+
+  it('refuses a bare LF line end after login and before', async () => {
+    const { host, client } = await loggedIn();
+    await client('RETR 1\nSTAT\r\n');
+    expect(host.takeUpstream()).toBe('STAT\r\n');
+    const pre = setup();
+    pre.host.takeClient();
+    await pre.client('CAPA\nQUIT now\r\nCAPA \r\nAUTH  PLAIN\r\n');
+    expect(pre.host.takeClient()).toBe('-ERR Command must end with CRLF\r\n' + '-ERR Syntax error\r\n'.repeat(3));
+    expect(pre.host.closed).toBeNull();
+  });
+
+  it('forwards what it parsed, re-serialised: keyword upper case, canonical numbers', async () => {
+    const { host, client, upstream } = await loggedIn();
+    await client('retr 1\r\ntop 2 0\r\nList\r\nuidl 3\r\nDele 4\r\nrset\r\nnoop\r\nstat\r\n');
+    expect(host.takeUpstream()).toBe('RETR 1\r\nTOP 2 0\r\nLIST\r\nUIDL 3\r\nDELE 4\r\nRSET\r\nNOOP\r\nSTAT\r\n');
+    await upstream('-ERR no\r\n-ERR no\r\n+OK\r\n.\r\n+OK 3 x\r\n+OK\r\n+OK\r\n+OK\r\n+OK 0 0\r\n');
+    expect(host.takeClient()).toBe('-ERR no\r\n-ERR no\r\n+OK\r\n.\r\n+OK 3 x\r\n+OK\r\n+OK\r\n+OK\r\n+OK 0 0\r\n');
+  });
+
+  it('answers a refused command only after the answers to every earlier command (pipelining order)', async () => {
+    const { host, client, upstream } = await loggedIn();
+    await client('STAT\r\nRETR  1\r\nNOOP\r\n');
+    expect(host.takeUpstream()).toBe('STAT\r\n');
+    expect(host.clientText).toBe('');
+    await upstream('+OK 2 3456\r\n');
+    expect(host.takeUpstream()).toBe('NOOP\r\n');
+    await upstream('+OK\r\n');
+    expect(host.takeClient()).toBe('+OK 2 3456\r\n-ERR Syntax error\r\n+OK\r\n');
+  });
+
+  it('hides upstream capabilities of commands postern refuses', async () => {
+    const { host, client, upstream } = await loggedIn();
+    await client('CAPA\r\n');
+    await upstream('+OK\r\nTOP\r\nUTF8\r\nLANG\r\nXVENDOR foo\r\nSTLS\r\nUIDL\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK\r\nTOP\r\nUIDL\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900\r\n.\r\n');
+  });
+});
+
+describe('Pop3Session: bounded in every state (a client that never reads)', () => {
+  it('ends a CAPA loop before login with E_TOO_MANY_COMMANDS instead of answering it forever', async () => {
+    const { host, client } = setup();
+    host.takeClient();
+    await client('CAPA\r\n'.repeat(10_000));
+    const max = POP3_LIMITS.maxPreLoginCommands;
+    expect(host.takeClient()).toBe(CAPA_PLAIN.repeat(max) + '-ERR Too many commands before login\r\n');
+    expect(host.closed).toEqual({ kind: 'error', code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' });
+  });
+
+  it('after answering a command itself, takes the next only once the host says the client read its output', async () => {
+    const { host, client } = setup();
+    host.takeClient();
+    const out = host.blockOutput();
+    await client('CAPA\r\nCAPA\r\nCAPA\r\n');
+    expect(host.takeClient()).toBe(CAPA_PLAIN);
+    expect(out.waits()).toBe(1);
+    out.release();
+    await tick();
+    expect(host.takeClient()).toBe(CAPA_PLAIN.repeat(2));
+
+    const t = await loggedIn();
+    const out2 = t.host.blockOutput();
+    await t.client('FOO\r\nBAR\r\nSTAT\r\n');
+    expect(t.host.takeClient()).toBe('-ERR Unknown command\r\n');
+    expect(t.host.upstreamText).toBe('');
+    out2.release();
+    await tick();
+    expect(t.host.takeClient()).toBe('-ERR Unknown command\r\n');
+    expect(t.host.takeUpstream()).toBe('STAT\r\n');
+  });
+
+  it('a forwarded command does not wait for the client to read (the host pauses the upstream instead)', async () => {
+    const t = await loggedIn();
+    t.host.blockOutput();
+    await t.client('STAT\r\nNOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('STAT\r\nNOOP\r\n');
+  });
+
+  it(`forwards at most ${POP3_LIMITS.maxPipelinedCommands} unanswered commands, then stops reading the client`, async () => {
+    const { host, client, upstream } = await loggedIn();
+    const max = POP3_LIMITS.maxPipelinedCommands;
+    await client('NOOP\r\n'.repeat(max + 10));
+    expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(max));
+    expect(host.pausedClient).toBe(true);
+    await upstream('+OK\r\n'.repeat(4));
+    expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(4));
+    await upstream('+OK\r\n'.repeat(max));
+    expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(6));
+    await upstream('+OK\r\n'.repeat(6));
+    expect(host.takeClient()).toBe('+OK\r\n'.repeat(max + 10));
+    expect(host.pausedClient).toBe(false);
+  });
+
+  it('ends with E_PIPELINE_LIMIT when a client keeps sending although it is not read', async () => {
+    const { host, client } = await loggedIn();
+    await client('NOOP\r\n'.repeat(POP3_LIMITS.maxPipelinedCommands + 1));
+    expect(host.pausedClient).toBe(true);
+    host.takeClient();
+    // a host that ignored pauseClient: the session's own bound still holds
+    await client(Buffer.alloc(POP3_LIMITS.maxPipelinedBytes, 'NOOP\r\n'));
+    expect(host.takeClient()).toBe('-ERR Protocol error\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.PIPELINE_LIMIT);
+  });
+
+  it('bad commands after login still count towards max_bad_commands', async () => {
+    const { host, client } = await loggedIn({ limits: { maxBadCommands: 2 } });
+    await client('FOO\r\nRETR  1\r\nBAR\r\nSTAT\r\n');
+    expect(host.takeClient()).toBe('-ERR Unknown command\r\n-ERR Syntax error\r\n-ERR Too many bad commands\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.TOO_MANY_BAD);
+    expect(host.upstreamText).toBe('');
+  });
+});
+
+describe('Pop3Session: lifecycle', () => {
+  const slowHooks = (): Pop3Hooks => ({
+    async onMultiline(_cmd, body) {
+      await new Promise((r) => setTimeout(r, 20));
+      return Buffer.from(unstuff(body).toString().replace('EVIL', 'SAFE'));
+    },
+  });
+
+  it('RETR + QUIT pipelined, upstream answers both and closes while RETR is inspected: both answers are sent', async () => {
+    const { host, client, upstream, s } = await loggedIn({}, slowHooks());
+    await client('RETR 1\r\nQUIT\r\n');
+    expect(host.takeUpstream()).toBe('RETR 1\r\nQUIT\r\n');
+    await upstream('+OK 12 octets\r\nEVIL body\r\n.\r\n+OK Logging out.\r\n');
+    s.onUpstreamEnd();
+    expect(host.closed).toBeNull();
+    await new Promise((r) => setTimeout(r, 40));
+    expect(host.takeClient()).toBe('+OK 11 octets\r\nSAFE body\r\n.\r\n+OK Logging out.\r\n');
+    expect(host.closed).toEqual({ kind: 'client-quit' });
+  });
+
+  it('RETR + QUIT, the upstream closes without answering QUIT: the RETR answer, then -ERR [SYS/TEMP]', async () => {
+    const { host, client, upstream, s } = await loggedIn({}, slowHooks());
+    await client('RETR 1\r\nQUIT\r\n');
+    await upstream('+OK\r\nEVIL\r\n.\r\n');
+    s.onUpstreamEnd();
+    await new Promise((r) => setTimeout(r, 40));
+    expect(host.takeClient()).toBe('+OK\r\nSAFE\r\n.\r\n-ERR [SYS/TEMP] upstream closed the connection\r\n');
+    expect(host.closed).toMatchObject({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED });
+  });
+
+  it('an upstream that closes in the middle of a RETR answer: -ERR [SYS/TEMP], nothing of the partial answer', async () => {
+    const { host, client, upstream, s } = await loggedIn({}, slowHooks());
+    await client('RETR 1\r\nQUIT\r\n');
+    await upstream('+OK\r\nEVIL par');
+    s.onUpstreamEnd();
+    expect(host.takeClient()).toBe('-ERR [SYS/TEMP] upstream closed the connection\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.UPSTREAM_CLOSED);
+  });
+});
+
+describe('Pop3Session: UIDLs for the inspection stage', () => {
+  function recorder() {
+    const seen: Array<{ cmd: string; uidl: string | null | undefined }> = [];
+    const dele: Array<{ n: number; uidl: string | null }> = [];
+    const hooks: Pop3Hooks = {
+      wantsUidl: true,
+      onMultiline(cmd: Pop3PendingCommand, body) {
+        seen.push({ cmd: `${cmd.name} ${cmd.args.join(' ')}`, uidl: cmd.uidl });
+        return body;
+      },
+      async onDele(n, uidl) {
+        const u = await uidl();
+        dele.push({ n, uidl: u });
+        return u === 'PROT' ? 'protected' : null;
+      },
+    };
+    return { hooks, seen, dele };
+  }
+
+  it('asks `UIDL n` right before a RETR of a message whose UIDL it does not know, and never shows the answer', async () => {
+    const r = recorder();
+    const { host, client, upstream } = await loggedIn({}, r.hooks);
+    await client('RETR 1\r\nTOP 1 0\r\nRETR 2\r\n');
+    expect(host.takeUpstream()).toBe('UIDL 1\r\nRETR 1\r\nTOP 1 0\r\nUIDL 2\r\nRETR 2\r\n');
+    await upstream('+OK 1 uid-one\r\n+OK\r\nA\r\n.\r\n+OK\r\nA\r\n.\r\n-ERR no UIDL here\r\n+OK\r\nB\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK\r\nA\r\n.\r\n+OK\r\nA\r\n.\r\n+OK\r\nB\r\n.\r\n');
+    expect(r.seen).toEqual([
+      { cmd: 'RETR 1', uidl: 'uid-one' },
+      { cmd: 'TOP 1 0', uidl: 'uid-one' },
+      { cmd: 'RETR 2', uidl: null },
+    ]);
+  });
+
+  it('learns UIDLs from the client\u2019s own UIDL listing (no extra command)', async () => {
+    const r = recorder();
+    const { host, client, upstream } = await loggedIn({}, r.hooks);
+    await client('UIDL\r\n');
+    await upstream('+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n');
+    await client('UIDL 3\r\n');
+    await upstream('+OK 3 ccc\r\n');
+    host.takeUpstream();
+    await client('RETR 2\r\nRETR 3\r\n');
+    expect(host.takeUpstream()).toBe('RETR 2\r\nRETR 3\r\n');
+    await upstream('+OK\r\nB\r\n.\r\n+OK\r\nC\r\n.\r\n');
+    expect(r.seen.map((x) => x.uidl)).toEqual(['bbb', 'ccc']);
+  });
+
+  it('DELE: asks `UIDL n` when the hook wants it, after every earlier answer, and forwards or refuses in order', async () => {
+    const r = recorder();
+    const { host, client, upstream } = await loggedIn({}, r.hooks);
+    await client('STAT\r\nDELE 5\r\nDELE 6\r\nQUIT\r\n');
+    expect(host.takeUpstream()).toBe('STAT\r\n');
+    await upstream('+OK 6 600\r\n');
+    expect(host.takeUpstream()).toBe('UIDL 5\r\n');
+    await upstream('+OK 5 PROT\r\n');
+    expect(host.takeUpstream()).toBe('UIDL 6\r\n');
+    await upstream('+OK 6 free\r\n');
+    expect(host.takeUpstream()).toBe('DELE 6\r\nQUIT\r\n');
+    await upstream('+OK Marked.\r\n+OK Logging out.\r\n');
+    expect(host.takeClient()).toBe('+OK 6 600\r\n-ERR protected\r\n+OK Marked.\r\n+OK Logging out.\r\n');
+    expect(r.dele).toEqual([
+      { n: 5, uidl: 'PROT' },
+      { n: 6, uidl: 'free' },
+    ]);
+    expect(host.closed).toEqual({ kind: 'client-quit' });
+  });
+
+  it('a DELE pipelined behind RETR of the same message is decided after the RETR answer was sent', async () => {
+    const order: string[] = [];
+    const hooks: Pop3Hooks = {
+      async onMultiline(_c, body) {
+        await new Promise((res) => setTimeout(res, 10));
+        order.push('retr-vetted');
+        return body;
+      },
+      onDele(n) {
+        order.push(`dele ${n}`);
+        return 'no';
+      },
+    };
+    const { host, client, upstream } = await loggedIn({}, hooks);
+    await client('RETR 1\r\nDELE 1\r\nQUIT\r\n');
+    await upstream('+OK\r\nX\r\n.\r\n');
+    await new Promise((res) => setTimeout(res, 30));
+    expect(order).toEqual(['retr-vetted', 'dele 1']);
+    expect(host.takeUpstream()).toBe('RETR 1\r\nQUIT\r\n');
+    await upstream('+OK bye\r\n');
+    expect(host.takeClient()).toBe('+OK\r\nX\r\n.\r\n-ERR no\r\n+OK bye\r\n');
+  });
+});
+
+describe('Pop3Session: the login is never logged when it is refused', () => {
+  const LOGIN = 'Tr0ub4dor&3-typed-as-user';
+
+  it('static upstream refuses: no user bound into the log, the login appears nowhere in the log', async () => {
+    const { host, client, upstream } = setup({
+      upstream: { kind: 'static', host: '127.0.0.1', port: 2110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    await client(`USER ${LOGIN}\r\nPASS pw\r\n`);
+    await upstream('+OK ready\r\n+OK\r\n-ERR [AUTH] Authentication failed.\r\n');
+    expect(host.clientText).toContain('-ERR [AUTH] Authentication failed.\r\n');
+    expect(host.user).toBeNull();
+    await client('QUIT\r\n');
+    const logs = host.logLines.join('');
+    expect(logs).toContain('"result":"failed"');
+    expect(logs).toContain('"upstream":"127.0.0.1:2110"');
+    expect(logs).not.toContain(LOGIN);
+  });
+
+  it('login routing refuses: only the parsed host part and a reason are logged', async () => {
+    const { host, client } = setup();
+    await client(`USER ${LOGIN}\r\nPASS pw\r\nUSER ${LOGIN}@evil.test\r\nPASS pw\r\n`);
+    const logs = host.logLines.join('');
+    expect(logs).toContain('"reason":"syntax"');
+    expect(logs).toContain('"reason":"denied"');
+    expect(logs).toContain('"routeHost":"evil.test"');
+    expect(logs).not.toContain(LOGIN);
+    expect(host.user).toBeNull();
+  });
+
+  it('a routed login the upstream refuses binds no user either; a successful one does', async () => {
+    const { host, client, upstream } = setup();
+    await client(`USER ${LOGIN}@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await upstream('+OK\r\n+OK\r\n-ERR [AUTH] nope\r\n');
+    expect(host.user).toBeNull();
+    expect(host.logLines.join('')).not.toContain(LOGIN);
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await upstream('+OK\r\n+OK Logged in.\r\n');
+    expect(host.user).toBe(`alice@${ROUTED_HOST}:110`);
   });
 });

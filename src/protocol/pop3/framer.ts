@@ -87,20 +87,74 @@ export interface Pop3Command {
   argText: string;
   /** argText split on runs of spaces. */
   args: string[];
+  /** Whether the line ended with CRLF (false: bare LF). */
+  crlf: boolean;
 }
 
 function lineEnd(q: ByteQueue, lf: number): number {
-  // Accept bare LF as well as CRLF: lenient on input, the session always writes CRLF.
+  // Frame bare LF as well as CRLF; Pop3Command.crlf tells which one it was (the session refuses bare LF
+  // in the TRANSACTION state, where commands are forwarded).
   return lf > 0 && q.at(lf - 1) === CR ? lf - 1 : lf;
 }
 
-export function parseCommandLine(line: Buffer): Pop3Command {
+export function parseCommandLine(line: Buffer, crlf = true): Pop3Command {
   const text = line.toString('latin1');
   const sp = text.indexOf(' ');
   const name = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
   const argText = sp < 0 ? '' : text.slice(sp + 1);
   const trimmed = argText.trim();
-  return { line, name, argText, args: trimmed === '' ? [] : trimmed.split(/ +/) };
+  return { line, name, argText, args: trimmed === '' ? [] : trimmed.split(/ +/), crlf };
+}
+
+/** Highest message number or line count postern accepts (fits every server's signed 32-bit parser). */
+export const MAX_POP3_NUMBER = 2 ** 31 - 1;
+
+/**
+ * Arguments of the TRANSACTION-state commands postern relays (RFC 1939, RFC 2449 CAPA): `msg` is a
+ * message number (>= 1), `n` a line count (>= 0). Nothing else is ever forwarded.
+ */
+const TRANSACTION_GRAMMAR: Readonly<Record<string, ReadonlyArray<ReadonlyArray<'msg' | 'n'>>>> = {
+  STAT: [[]],
+  NOOP: [[]],
+  RSET: [[]],
+  QUIT: [[]],
+  CAPA: [[]],
+  LIST: [[], ['msg']],
+  UIDL: [[], ['msg']],
+  RETR: [['msg']],
+  DELE: [['msg']],
+  TOP: [['msg', 'n']],
+};
+
+export type StrictCommand =
+  | { ok: true; name: string; /** canonical decimal arguments */ args: string[]; /** the line to send upstream, without CRLF */ line: string }
+  | { ok: false; reason: 'empty' | 'unknown' | 'syntax' | 'characters' | 'line-end' };
+
+/**
+ * Parses a TRANSACTION-state command against the RFC 1939 grammar, strictly: a known keyword (any
+ * case), exactly the arguments the command takes, each separated by one SP, numbers as plain digits
+ * without sign or leading zeros, no trailing SP, only printable ASCII, terminated by CRLF. The upstream
+ * line is re-serialised from the parse (keyword upper case), so what the server executes is exactly
+ * what postern understood.
+ */
+export function parseTransactionCommand(cmd: Pop3Command): StrictCommand {
+  const line = cmd.line;
+  for (const b of line) if (b < 0x20 || b > 0x7e) return { ok: false, reason: 'characters' };
+  if (!cmd.crlf) return { ok: false, reason: 'line-end' };
+  if (line.length === 0) return { ok: false, reason: 'empty' };
+  const words = line.toString('latin1').split(' ');
+  const name = words[0]!.toUpperCase();
+  const forms = TRANSACTION_GRAMMAR[name];
+  if (!Object.hasOwn(TRANSACTION_GRAMMAR, name) || !forms) return { ok: false, reason: 'unknown' };
+  const args = words.slice(1);
+  const form = forms.find((f) => f.length === args.length);
+  if (!form) return { ok: false, reason: 'syntax' };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const re = form[i] === 'msg' ? /^[1-9][0-9]{0,9}$/ : /^(?:0|[1-9][0-9]{0,9})$/;
+    if (!re.test(a) || Number(a) > MAX_POP3_NUMBER) return { ok: false, reason: 'syntax' };
+  }
+  return { ok: true, name, args, line: [name, ...args].join(' ') };
 }
 
 /** Bounded input buffer shared by both directions' framers. */
@@ -149,13 +203,18 @@ export class Pop3CommandFramer extends BoundedFramer {
     const line = this.q.take(end);
     this.q.take(lf + 1 - end);
     this.scanned = 0;
-    return parseCommandLine(line);
+    return parseCommandLine(line, end < lf);
   }
 
   /** Discards all buffered input (bytes pipelined after STLS must never be executed). Returns the count. */
   clear(): number {
     this.scanned = 0;
     return this.q.clear();
+  }
+
+  /** Whether a complete command line is buffered (so next() would return one). */
+  hasLine(): boolean {
+    return this.q.indexOf(LF, 0) >= 0;
   }
 
   private tooLong(len: number): PosternError {

@@ -1,0 +1,253 @@
+/**
+ * Protected originals: POP3 messages the policy altered (changed or blocked) whose original is NOT in
+ * quarantine (no quarantine asked for, or storing it failed). Such a message must stay on the server,
+ * so postern refuses `DELE` for it, in the session that altered it and in every later session.
+ *
+ * One small JSON file (`_pop3-protected.json` in the quarantine directory; the name never collides with
+ * a quarantine id, so `postern quarantine list/purge` never see it), mode 0600, rewritten atomically
+ * (temp file, fsync, rename) on every change, at most `maxEntries` entries. Entries are keyed by
+ * upstream (`host:port`), user and UIDL; the UIDL is null when the upstream gave none, and such an
+ * entry protects every message of that mailbox whose UIDL postern cannot learn (fail closed).
+ *
+ * Fail closed: a file that cannot be read or parsed makes every check answer 'unknown' (the caller
+ * refuses DELE) and every change fail (the caller withholds the altered message); the file is never
+ * overwritten then, so an operator can look at it. The file is re-read whenever it changed on disk, so
+ * an operator may remove entries by hand (e.g. after releasing an original from the server himself).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { ErrorCodes, PosternError } from '../errors.js';
+
+export const PROTECTED_FILE_NAME = '_pop3-protected.json';
+
+/** Longest user name stored as is; longer ones are stored as `sha256:<hex>` (keeps entries small). */
+const MAX_USER_CHARS = 256;
+const MAX_UPSTREAM_CHARS = 300;
+/** RFC 1939 unique-id: 1 to 70 characters in 0x21..0x7E. */
+const UIDL_RE = /^[\x21-\x7e]{1,70}$/;
+/** Upper bound of one serialised entry; a file larger than maxEntries times this is refused as corrupt. */
+const MAX_ENTRY_BYTES = 2048;
+
+export interface ProtectedEntry {
+  /** `host:port` of the upstream. */
+  upstream: string;
+  /** The user as logged in upstream (or `sha256:<hex>` of a very long one). */
+  user: string;
+  /** The message's UIDL, or null when the upstream gave none (protects every unidentifiable message of the mailbox). */
+  uidl: string | null;
+  /** SHA-256 of the original message. */
+  sha256: string;
+  size: number;
+  /** ISO time the protection was recorded. */
+  time: string;
+  policy: string;
+  /** Verdict status: changed | blocked. */
+  status: string;
+  /** Why the original is not in quarantine: `quarantine-failed` or `not-quarantined` (the policy did not ask). */
+  reason: string;
+}
+
+/** 'free': not protected; 'protected': DELE must be refused; 'unknown': cannot tell (refuse DELE). */
+export type ProtectionState = 'free' | 'protected' | 'unknown';
+
+export interface ProtectedStoreOptions {
+  file: string;
+  maxEntries: number;
+  now?: () => Date;
+}
+
+function userKey(user: string): string {
+  return user.length <= MAX_USER_CHARS ? user : `sha256:${createHash('sha256').update(user, 'utf8').digest('hex')}`;
+}
+
+export function isValidUidl(uidl: string): boolean {
+  return UIDL_RE.test(uidl);
+}
+
+function validEntry(e: unknown): e is ProtectedEntry {
+  if (typeof e !== 'object' || e === null) return false;
+  const r = e as Record<string, unknown>;
+  return (
+    typeof r.upstream === 'string' &&
+    r.upstream.length > 0 &&
+    r.upstream.length <= MAX_UPSTREAM_CHARS &&
+    typeof r.user === 'string' &&
+    r.user.length <= MAX_USER_CHARS + 7 &&
+    (r.uidl === null || (typeof r.uidl === 'string' && isValidUidl(r.uidl))) &&
+    typeof r.sha256 === 'string' &&
+    /^[0-9a-f]{64}$/.test(r.sha256) &&
+    typeof r.size === 'number' &&
+    typeof r.time === 'string' &&
+    typeof r.policy === 'string' &&
+    typeof r.status === 'string' &&
+    typeof r.reason === 'string'
+  );
+}
+
+/** Registry so every session of the process shares one store (one in-memory copy, one write queue) per file. */
+const shared = new Map<string, ProtectedStore>();
+
+export class ProtectedStore {
+  readonly file: string;
+  readonly maxEntries: number;
+  private readonly now: () => Date;
+  private entries: ProtectedEntry[] | null = null;
+  /** Identity of the file version `entries` came from ('absent' when there was no file). */
+  private loadedSig: string | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(opts: ProtectedStoreOptions) {
+    this.file = resolve(opts.file);
+    this.maxEntries = opts.maxEntries;
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** The process-wide store for `<dir>/_pop3-protected.json`. */
+  static forDirectory(dir: string, maxEntries: number): ProtectedStore {
+    const file = resolve(join(dir, PROTECTED_FILE_NAME));
+    let s = shared.get(file);
+    if (!s) {
+      s = new ProtectedStore({ file, maxEntries });
+      shared.set(file, s);
+    }
+    return s;
+  }
+
+  /** Runs `op` after every earlier operation (reads see completed writes; writes never interleave). */
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(op, op);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** Brings `entries` up to date with the file. Throws E_PROTECTED_STORE when it cannot be read or parsed. */
+  private async sync(): Promise<ProtectedEntry[]> {
+    let sig: string;
+    let size = 0;
+    try {
+      const st = await fs.stat(this.file);
+      sig = `${st.ino}:${st.size}:${st.mtimeMs}`;
+      size = st.size;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw this.unavailable(`cannot stat: ${(e as Error).message}`);
+      sig = 'absent';
+    }
+    if (this.entries && sig === this.loadedSig) return this.entries;
+    this.entries = null;
+    if (sig === 'absent') {
+      this.entries = [];
+      this.loadedSig = sig;
+      return this.entries;
+    }
+    if (size > (this.maxEntries + 1) * MAX_ENTRY_BYTES) throw this.unavailable(`file is larger than ${(this.maxEntries + 1) * MAX_ENTRY_BYTES} bytes`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(await fs.readFile(this.file, 'utf8'));
+    } catch (e) {
+      throw this.unavailable(`cannot read: ${(e as Error).message}`);
+    }
+    const list = (parsed as { version?: unknown; entries?: unknown })?.entries;
+    if ((parsed as { version?: unknown })?.version !== 1 || !Array.isArray(list) || !list.every(validEntry)) {
+      throw this.unavailable('not a valid protected-originals file (version 1)');
+    }
+    this.entries = list;
+    this.loadedSig = sig;
+    return list;
+  }
+
+  private unavailable(why: string): PosternError {
+    return new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file}: ${why}`, { file: this.file });
+  }
+
+  private async write(entries: ProtectedEntry[]): Promise<void> {
+    const body = JSON.stringify({ version: 1, entries }, null, 1) + '\n';
+    const tmp = `${this.file}.${randomBytes(6).toString('hex')}.tmp`;
+    try {
+      await fs.mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
+      const fh = await fs.open(tmp, 'wx', 0o600);
+      try {
+        await fh.writeFile(body);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, this.file);
+    } catch (e) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      this.entries = null; // re-read next time: the file may or may not have changed
+      this.loadedSig = null;
+      throw new PosternError(ErrorCodes.PROTECTED_STORE, `cannot write protected-originals file ${this.file}: ${(e as Error).message}`, { file: this.file });
+    }
+    const st = await fs.stat(this.file).catch(() => null);
+    this.entries = entries;
+    this.loadedSig = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : null;
+  }
+
+  /** Whether any message of this mailbox is protected; throws E_PROTECTED_STORE when the file is unusable. */
+  hasAny(upstream: string, user: string): Promise<boolean> {
+    const u = userKey(user);
+    return this.serial(async () => (await this.sync()).some((e) => e.upstream === upstream && e.user === u));
+  }
+
+  /**
+   * Whether DELE of the message with this UIDL (null: unknown) must be refused. Never throws: an
+   * unusable file gives 'unknown'.
+   */
+  check(upstream: string, user: string, uidl: string | null): Promise<ProtectionState> {
+    const u = userKey(user);
+    return this.serial(async () => {
+      let entries: ProtectedEntry[];
+      try {
+        entries = await this.sync();
+      } catch {
+        return 'unknown';
+      }
+      const mine = entries.filter((e) => e.upstream === upstream && e.user === u);
+      if (mine.length === 0) return 'free';
+      if (uidl === null) return 'unknown';
+      if (mine.some((e) => e.uidl === uidl)) return 'protected';
+      // an entry recorded without a UIDL could be this message
+      if (mine.some((e) => e.uidl === null)) return 'unknown';
+      return 'free';
+    });
+  }
+
+  /**
+   * Records a protected original (idempotent). Throws E_PROTECTED_STORE when the file is unusable,
+   * full (maxEntries) or cannot be written: the caller must then not hand out the altered message.
+   */
+  protect(entry: Omit<ProtectedEntry, 'time'> & { time?: string }): Promise<void> {
+    const e: ProtectedEntry = { ...entry, user: userKey(entry.user), time: entry.time ?? this.now().toISOString() };
+    if (!validEntry(e)) return Promise.reject(new PosternError(ErrorCodes.PROTECTED_STORE, 'invalid protected-originals entry', { upstream: entry.upstream }));
+    return this.serial(async () => {
+      const entries = await this.sync();
+      if (entries.some((x) => x.upstream === e.upstream && x.user === e.user && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256))) return;
+      if (entries.length >= this.maxEntries) {
+        throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, { file: this.file, max: this.maxEntries });
+      }
+      await this.write([...entries, e]);
+    });
+  }
+
+  /**
+   * Lifts the protection of a message that is now safe to delete (its original was quarantined, or it
+   * was delivered unaltered): the entry with this UIDL, and entries without a UIDL whose original has
+   * this SHA-256. Returns how many entries were removed; throws E_PROTECTED_STORE when the file is unusable.
+   */
+  lift(upstream: string, user: string, uidl: string | null, sha256: string): Promise<number> {
+    const u = userKey(user);
+    return this.serial(async () => {
+      const entries = await this.sync();
+      const keep = entries.filter((e) => !(e.upstream === upstream && e.user === u && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))));
+      if (keep.length === entries.length) return 0;
+      await this.write(keep);
+      return entries.length - keep.length;
+    });
+  }
+
+  /** Every entry (for tests and operators). Throws E_PROTECTED_STORE when the file is unusable. */
+  list(): Promise<ProtectedEntry[]> {
+    return this.serial(async () => [...(await this.sync())]);
+  }
+}
