@@ -13,7 +13,9 @@
  */
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
-import { isPosternError } from '../errors.js';
+import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
+import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
+import { isMetadataFetchItem } from '../protocol/imap/response-screen.js';
 import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
 import {
   classifyItem,
@@ -30,14 +32,16 @@ import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../se
 import { VettedCache, type Vetted } from './cache.js';
 import { renderItem } from './render.js';
 
-/** Items Dovecot writes before the body sections ("buffered" handlers), in request order. */
+/**
+ * Items Dovecot writes before everything else ("buffered" handlers), in request order; the rest —
+ * BODY, BODYSTRUCTURE, ENVELOPE and every section — follow in request order (checked against real
+ * Dovecot in test/integration/render-oracle.test.ts).
+ */
 const BUFFERED = new Set([
   'UID',
   'FLAGS',
   'INTERNALDATE',
   'RFC822.SIZE',
-  'BODY',
-  'BODYSTRUCTURE',
   'MODSEQ',
   'SAVEDATE',
   'EMAILID',
@@ -95,24 +99,10 @@ function crlfStrip(s: string): string {
   return s.replace(/\r?\n$/, '');
 }
 
-/** Reads the mailbox argument of SELECT/EXAMINE (atom or quoted; literals are left to the server). */
-function mailboxArg(text: string): string | null {
-  const t = text.trim();
-  if (t.startsWith('"')) {
-    let out = '';
-    for (let i = 1; i < t.length; i++) {
-      const c = t[i]!;
-      if (c === '\\') {
-        out += t[++i] ?? '';
-        continue;
-      }
-      if (c === '"') return out;
-      out += c;
-    }
-    return null;
-  }
-  const m = /^[^\s(]+/.exec(t);
-  return m ? m[0] : null;
+/** The selected-mailbox key: INBOX is case-insensitive (RFC 9051 5.1), every other name is taken byte for byte. */
+function mailboxKey(name: Buffer): string {
+  const text = name.toString('latin1');
+  return text.toUpperCase() === 'INBOX' ? 'INBOX' : text;
 }
 
 export class ImapInspector implements ImapInterceptor {
@@ -171,16 +161,18 @@ export class ImapInspector implements ImapInterceptor {
     return null;
   }
 
-  intercept(head: CommandHead, line: Buffer, session: ImapSessionView): InterceptedCommand | null {
+  intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null {
     const args = crlfStrip(line.toString('latin1', head.argsOffset));
     switch (head.name) {
       case 'SELECT':
       case 'EXAMINE': {
-        // the old mailbox is deselected as soon as SELECT starts (RFC 9051 6.3.2)
+        // The old mailbox is deselected as soon as SELECT starts (RFC 9051 6.3.2); the new one is taken
+        // from the grammar's parse (quoted, atom or literal alike) and becomes current only on the
+        // server's tagged OK, with the UIDVALIDITY the server reported for it.
         this.mailbox = null;
         this.uidValidity = null;
-        const box = mailboxArg(args);
-        if (box !== null) this.pendingSelect.set(head.tag, box);
+        const box = command ? mailboxOf(command) : null;
+        if (box !== null) this.pendingSelect.set(head.tag, mailboxKey(box));
         return null;
       }
       case 'CLOSE':
@@ -292,7 +284,14 @@ export class ImapInspector implements ImapInterceptor {
     const out: Buffer[] = [];
     for (const it of items) {
       if (dropUid && it.name === 'UID') continue;
-      if (!it.literal || !isHeaderName(it.name)) {
+      if (!isHeaderName(it.name)) {
+        if (!isMetadataFetchItem(it.name)) {
+          throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay FETCH item ${it.name.slice(0, 60)} that postern did not vet`);
+        }
+        out.push(it.raw);
+        continue;
+      }
+      if (!it.literal) {
         out.push(it.raw);
         continue;
       }
@@ -395,6 +394,9 @@ export class ImapInspector implements ImapInterceptor {
         'message inspected',
       );
       if (v.status === 'tempfail') return { tempfail: v.hits.find((h) => h.action === 'tempfail')?.reason ?? 'scanner unavailable' };
+      // Nothing altered is served unless its original is safe in quarantine: the message stays upstream untouched and
+      // the client is told to try again (the same path as a scanner outage).
+      if (v.quarantineFailed && v.status !== 'clean') return { tempfail: 'the original could not be quarantined' };
       return { output: r.output, structure: r.structure, verdict: v };
     } catch (err) {
       this.deps.log.error({ err: (err as Error).message, uid }, 'inspection failed; withholding message');
@@ -410,7 +412,7 @@ export class ImapInspector implements ImapInterceptor {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const emitServer = (name: string) => {
       const it = byName.get(name);
-      if (it && !emitted.has(name)) {
+      if (it && !emitted.has(name) && isMetadataFetchItem(name)) {
         out.push(it.raw);
         emitted.add(name);
       }

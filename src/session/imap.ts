@@ -20,7 +20,9 @@ import {
   type CommandHead,
   type ResponseHead,
 } from '../protocol/imap/parse.js';
-import { filterCapabilities, preauthCapabilities } from './imap-capabilities.js';
+import { CommandReader, isIdleDone, serialiseCommand, type CommandGrammarOptions, type CommandPart, type ParsedCommand } from '../protocol/imap/command.js';
+import { screenResponse } from '../protocol/imap/response-screen.js';
+import { ENABLE_ALLOWED, filterCapabilities, preauthCapabilities } from './imap-capabilities.js';
 import { routeLogin } from './routing.js';
 import type { Session, SessionHost } from './types.js';
 
@@ -36,16 +38,17 @@ export interface InterceptedCommand {
 
 export interface ImapInterceptor {
   /**
-   * Offered every complete client command without literals in the relay phase. Return null to
+   * Offered every complete client command in the relay phase, after it passed the grammar: `line` is
+   * postern's serialisation of it (what would go upstream) and `command` the parse. Return null to
    * forward it unchanged, or an InterceptedCommand to take it over.
    */
-  intercept(head: CommandHead, line: Buffer, session: ImapSessionView): InterceptedCommand | null;
+  intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null;
   /**
    * Offered every client command in the relay phase before anything else: return a reason to refuse
    * it with a tagged BAD (it is never sent upstream), or null. `hasLiteral`: the command line
    * announces a literal, so it cannot be offered to intercept() whole.
    */
-  refuse?(head: CommandHead, line: Buffer, hasLiteral: boolean): string | null;
+  refuse?(head: CommandHead, line: Buffer, hasLiteral: boolean, command?: ParsedCommand): string | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -104,7 +107,6 @@ export class ImapSession implements Session, ImapSessionView {
   /** The upstream response being relayed: forwarded frame by frame, or held whole (assembler) for its target. */
   private upstreamResponse: { forward: boolean; target: InFlight | null; head: ResponseHead; assembler: MessageAssembler | null } | null = null;
   private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
-  private idleTag: string | null = null;
   private logoutTag: string | null = null;
   private readonly outQueue: Array<Buffer | Promise<Buffer>> = [];
   private flushing = false;
@@ -132,7 +134,7 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   get idling(): boolean {
-    return this.idleTag !== null;
+    return this.idle !== null;
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -342,13 +344,13 @@ export class ImapSession implements Session, ImapSessionView {
 
   private runAsync(run: () => Promise<void>): void {
     this.busy = true;
-    this.host.pauseClient(true);
+    this.setClientPause('login', true);
     run()
       .catch((err) => this.fail(err, 'upstream'))
       .finally(() => {
         this.busy = false;
         if (this.phase === 'closed') return;
-        this.host.pauseClient(false);
+        this.setClientPause('login', false);
         this.drainBacklog();
       });
   }
@@ -734,7 +736,13 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   private relayUpstreamFrame(frame: Frame): void {
-    if (frame.type === 'line' && frame.start) this.beginUpstreamResponse(frame);
+    if (frame.type === 'line' && frame.start) {
+      if (frame.data[0] === 0x2b /* + */) {
+        this.upstreamContinuation(frame);
+        return;
+      }
+      this.beginUpstreamResponse(frame);
+    }
     const cur = this.upstreamResponse;
     if (!cur) return;
     if (cur.assembler) {
@@ -755,6 +763,21 @@ export class ImapSession implements Session, ImapSessionView {
     }
   }
 
+  /**
+   * A continuation request from the upstream. It is legal only where postern is waiting for one: a
+   * synchronizing literal it sent (its own, consumed here) or the client's (relayed), or IDLE's
+   * `+ idling`. Anything else means the two sides disagree about the command stream: the session ends.
+   */
+  private upstreamContinuation(frame: LineFrame): void {
+    const waiting = this.gateWaiting;
+    if (!waiting || frame.literal) {
+      throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream sent a continuation request nobody asked for');
+    }
+    this.gateWaiting = null;
+    if (waiting.relay) this.sendClient(frame.data);
+    this.pumpGate();
+  }
+
   private beginUpstreamResponse(frame: LineFrame): void {
     const head = parseResponseHead(frame.data);
     const holdWholeResponse = (target: InFlight | null) => {
@@ -765,30 +788,40 @@ export class ImapSession implements Session, ImapSessionView {
         assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
       };
     };
-    if (head.kind === 'continuation') {
-      this.upstreamResponse = { forward: true, target: null, head, assembler: null };
-      return;
-    }
     if (head.kind === 'tagged') {
       const idx = this.inflight.findIndex((c) => c.tag === head.tag);
-      const target = idx >= 0 ? this.inflight[idx]! : null;
-      if (target && (target.private || target.intercepted)) {
+      if (idx < 0) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream sent a tagged response for a command nobody sent');
+      const target = this.inflight[idx]!;
+      if (this.gateWaiting?.tag === head.tag) this.commandEndedEarly(head.tag!);
+      if (target.private || target.intercepted) {
         holdWholeResponse(target);
         return;
       }
-      if (target) this.inflight.splice(idx, 1);
-      if (target?.tag === this.idleTag) this.idleTag = null;
-      if (target) this.interceptor?.observeTagged?.(target.tag, target.name, head);
-      if (head.code && /^CAPABILITY /i.test(head.code) && !frame.literal) {
-        this.upstreamResponse = { forward: false, target: null, head, assembler: null };
-        this.sendClient(this.rewriteCapabilityCode(frame.data, head));
-        return;
+      if (frame.literal) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream tagged response announces a literal');
+      if (!['OK', 'NO', 'BAD'].includes(head.keyword)) {
+        throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `upstream tagged response "${head.keyword}" is not a status response`);
       }
-      this.upstreamResponse = { forward: true, target, head, assembler: null };
-      if (target && target.tag === this.logoutTag) {
+      this.inflight.splice(idx, 1);
+      this.interceptor?.observeTagged?.(target.tag, target.name, head);
+      this.upstreamResponse = { forward: false, target, head, assembler: null };
+      const idle = this.idle as { tag: string; bad: boolean } | null;
+      if (idle?.tag === head.tag) {
+        const badDone = idle!.bad;
+        this.idle = null;
+        if (badDone) {
+          // like Dovecot: a line other than DONE inside IDLE ends IDLE and is answered BAD, never executed
+          this.sendClient(`${head.tag} BAD Expected DONE${CRLF}`);
+          this.pumpGate();
+          return;
+        }
+      }
+      if (head.code && /^CAPABILITY /i.test(head.code)) this.sendClient(this.rewriteCapabilityCode(frame.data, head));
+      else this.sendClient(frame.data);
+      if (target.tag === this.logoutTag) {
         // after the LOGOUT completion the session ends (once it has been flushed)
         queueMicrotask(() => this.finish({ kind: 'client-quit' }));
       }
+      this.pumpGate();
       return;
     }
     // untagged
@@ -803,6 +836,16 @@ export class ImapSession implements Session, ImapSessionView {
       holdWholeResponse(intercepting);
       return;
     }
+    if (this.interceptor) {
+      // the choke point: on an inspecting listener every relayed response is screened whole
+      if (frame.literal) {
+        holdWholeResponse(null);
+        return;
+      }
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
+      this.forwardScreened(head, [frame.data]);
+      return;
+    }
     if (head.keyword === 'CAPABILITY' && !frame.literal) {
       this.upstreamResponse = { forward: false, target: null, head, assembler: null };
       this.sendClient(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
@@ -813,8 +856,19 @@ export class ImapSession implements Session, ImapSessionView {
       this.sendClient(this.rewriteCapabilityCode(frame.data, head));
       return;
     }
-    this.interceptor?.observeUntagged?.(head, null);
     this.upstreamResponse = { forward: true, target: null, head, assembler: null };
+  }
+
+  /** Relays one whole untagged response on an inspecting listener, after the choke point let it pass. */
+  private forwardScreened(head: ResponseHead, parts: Buffer[]): void {
+    const verdict = screenResponse(head, parts);
+    if (!verdict.ok) {
+      throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay upstream response: ${verdict.reason}`);
+    }
+    this.interceptor?.observeUntagged?.(head, parts);
+    if (head.keyword === 'CAPABILITY') this.sendClient(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
+    else if (head.code && /^CAPABILITY /i.test(head.code)) this.sendClient(this.rewriteCapabilityCode(parts[0]!, head));
+    else this.sendClient(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
   }
 
   private rewriteCapabilityCode(line: Buffer, head: ResponseHead): Buffer {
@@ -826,13 +880,17 @@ export class ImapSession implements Session, ImapSessionView {
     return b(`${prefix} ${head.keyword} [CAPABILITY ${caps.join(' ')}]${afterStatus.slice(close + 1)}${CRLF}`);
   }
 
-  /** A whole response that was held: private command bookkeeping or an interceptor's rewrite. */
+  /** A whole response that was held: private command bookkeeping, an interceptor's rewrite, or the choke point. */
   private completeHeldResponse(head: ResponseHead, target: InFlight | null, parts: Buffer[]): void {
-    if (!target) return;
+    if (!target) {
+      this.forwardScreened(head, parts);
+      return;
+    }
     if (target.private) {
       if (head.kind === 'tagged') {
         this.inflight.splice(this.inflight.indexOf(target), 1);
         target.done?.(head, target.untagged ?? []);
+        this.pumpGate();
       } else {
         (target.untagged ??= []).push(parts);
       }
@@ -840,20 +898,19 @@ export class ImapSession implements Session, ImapSessionView {
     }
     const ic = target.intercepted!;
     if (head.kind === 'tagged') {
+      if (parts.length > 1) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream tagged response announces a literal');
       this.inflight.splice(this.inflight.indexOf(target), 1);
       this.interceptor?.observeTagged?.(target.tag, target.name, head);
       const out = ic.onTagged(parts, head);
       if (out instanceof Promise) this.sendClientLater(out);
       else this.sendClient(out);
-      this.maybeInject();
+      this.pumpGate();
       this.interceptDone();
       return;
     }
     const out = ic.onUntagged(parts, head);
     if (out === null) {
-      this.interceptor?.observeUntagged?.(head, parts);
-      if (head.keyword === 'CAPABILITY') this.sendClient(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
-      else this.sendClient(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      this.forwardScreened(head, parts);
       return;
     }
     if (out instanceof Promise) {
@@ -864,113 +921,323 @@ export class ImapSession implements Session, ImapSessionView {
 
   // ---------------------------------------------------------------- relay: client -> upstream
 
+  /**
+   * Every client command is parsed whole against the IMAP grammar (protocol/imap/command.ts) before
+   * anything of it goes upstream, and what goes upstream is postern's own serialisation of that parse.
+   * So postern and the server cannot disagree about where a command starts or what it is. Small
+   * literals (mailbox names, search strings) are collected (postern answers `+` itself); only APPEND
+   * message data is streamed, behind a prefix that has already passed the grammar.
+   */
   private relayClient(frames: Frame[]): void {
     for (let i = 0; i < frames.length; i++) {
+      if (this.phase !== 'relay') return;
       const frame = frames[i]!;
-      if (this.rejecting) {
-        // the rest of a refused command (non-synchronizing literals and their continuation lines)
-        if (frame.type === 'line' && frame.literal === null) {
-          this.sendClient(`${this.rejecting.tag} BAD ${this.rejecting.text}${CRLF}`);
-          this.rejecting = null;
-        }
-        continue;
-      }
-      if (frame.type === 'line' && frame.start && this.inflight.some((c) => c.intercepted)) {
-        // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
-        // nothing new goes upstream until the intercepted command has completed.
-        this.frameBacklog = frames.slice(i).concat(this.frameBacklog);
-        this.busy = true;
-        this.waitingForIntercept = true;
-        this.host.pauseClient(true);
-        return;
-      }
-      if (frame.type === 'line' && frame.start) {
-        if (!this.clientCommandStart(frame)) {
-          if (this.rejectRestOfBatch) {
-            this.rejectRestOfBatch = false;
-            return;
-          }
+      if (!this.cmd && frame.type === 'line' && frame.start) {
+        if (this.idle && !this.idle.doneSent) {
+          this.idleLine(frame);
           continue;
         }
-      } else {
-        this.host.sendUpstream(frame.data);
+        if (this.inflight.some((c) => c.intercepted)) {
+          // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
+          // nothing new goes upstream until the intercepted command has completed.
+          this.frameBacklog = frames.slice(i).concat(this.frameBacklog);
+          this.busy = true;
+          this.waitingForIntercept = true;
+          this.setClientPause('intercept', true);
+          return;
+        }
+        this.cmd = { reader: new CommandReader(this.grammarOptions()), tag: null, name: null, literal: null, streamed: false, streamedCount: 0, refused: null };
       }
-      // a private command may only go upstream between two complete client commands
-      this.clientAtBoundary = frame.type === 'line' && frame.literal === null;
-      this.maybeInject();
+      if (!this.cmd) throw new PosternError(ErrorCodes.PROTOCOL, 'client data outside any command');
+      this.clientFrame(this.cmd, frame);
+      if (this.rejectRestOfBatch) {
+        this.rejectRestOfBatch = false;
+        return;
+      }
     }
   }
 
-  private clientAtBoundary = true;
+  private clientFrame(c: ClientCommand, frame: Frame): void {
+    if (frame.type === 'literal') {
+      const lit = c.literal;
+      if (!lit) throw new PosternError(ErrorCodes.PROTOCOL, 'literal data without a literal');
+      if (!c.refused) {
+        if (lit.streamed) this.toUpstream({ kind: 'data', data: frame.data, tag: c.tag! });
+        else lit.chunks.push(frame.data);
+      }
+      if (frame.last) {
+        c.literal = null;
+        if (!c.refused) this.pushLiteral(c, lit.streamed ? { size: lit.size } : Buffer.concat(lit.chunks));
+      }
+      return;
+    }
+    if (c.refused) {
+      // the rest of a refused command: non-synchronizing literals and the lines between them are skipped
+      if (frame.literal && frame.literal.size > 0) c.literal = { size: frame.literal.size, chunks: [], streamed: false };
+      if (!frame.literal) this.endRefused(c);
+      return;
+    }
+    const r = c.reader.push(frame.data);
+    if (!r.ok) {
+      if (c.tag === null) c.tag = r.tag;
+      if (frame.literal) this.refuseClientCommand(c, r.reason, frame.literal);
+      else {
+        this.cmd = null;
+        if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND after message data: ${r.reason}`);
+        this.host.log.debug({ code: ErrorCodes.COMMAND_SYNTAX, tag: r.tag, reason: r.reason }, 'client command refused by the grammar');
+        this.bad(r.tag ?? '*', `postern: ${r.reason}`);
+      }
+      return;
+    }
+    if (r.complete) {
+      this.cmd = null;
+      if (c.streamed) {
+        // the rest of an APPEND after its last message literal
+        const tail = serialiseCommand(r.command, this.upstreamLiteralOptions(), c.streamedCount);
+        this.sendChunks(tail.chunks, c.tag!);
+        this.maybeInject();
+        return;
+      }
+      this.dispatchCommand(r.command);
+      return;
+    }
+    c.tag = r.tag;
+    c.name = r.name;
+    const pending = r.pending;
+    if (!pending || !frame.literal) throw new PosternError(ErrorCodes.PROTOCOL, 'command framing disagrees with the grammar');
+    const size = pending.size;
+    if (pending.streamable && r.prefix) {
+      // APPEND message data: the prefix passed the grammar; the data is streamed behind it
+      if (!c.streamed) {
+        if (!this.admitClientTag(r.tag)) {
+          this.refuseClientCommand(c, null, frame.literal);
+          return;
+        }
+        this.inflight.push({ tag: r.tag, name: r.name, private: false });
+      }
+      // the client's `{n}` stays synchronizing upstream, so a server that refuses the APPEND spares it the upload
+      const ser = serialiseCommand(r.prefix, pending.sync ? { literalPlus: false, literalMinus: false } : this.upstreamLiteralOptions(), c.streamedCount);
+      c.streamed = true;
+      c.streamedCount++;
+      this.sendChunks(ser.chunks, r.tag);
+      // a synchronizing literal upstream: the client's own `{n}` waits for the server's `+` (relayed);
+      // a client `{n+}` the server cannot take as such is held by postern until that `+` (consumed)
+      if (ser.streamed?.sync) this.toUpstream({ kind: 'plus', relay: pending.sync, tag: r.tag });
+      else if (pending.sync) this.sendClient(`+ Ready for literal data${CRLF}`);
+      if (size === 0) this.pushLiteral(c, { size: 0 });
+      else c.literal = { size, chunks: [], streamed: true };
+      return;
+    }
+    if (pending.sync) this.sendClient(`+ Ready for literal data${CRLF}`);
+    if (size === 0) this.pushLiteral(c, Buffer.alloc(0));
+    else c.literal = { size, chunks: [], streamed: false };
+  }
+
+  private pushLiteral(c: ClientCommand, part: CommandPart): void {
+    const r = c.reader.push(part);
+    if (!r.ok) {
+      // cannot happen for a literal the grammar announced; fail closed all the same
+      throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `literal refused by the grammar: ${r.reason}`);
+    }
+  }
+
+  /** Sends serialised chunks upstream; every chunk after the first waits for the server's `+` (consumed). */
+  private sendChunks(chunks: Buffer[], tag: string): void {
+    chunks.forEach((chunk, i) => {
+      if (i > 0) this.toUpstream({ kind: 'plus', relay: false, tag });
+      this.toUpstream({ kind: 'data', data: chunk, tag });
+    });
+  }
+
+  private upstreamLiteralOptions(): { literalPlus: boolean; literalMinus: boolean } {
+    return { literalPlus: this.upstreamCapabilities.has('LITERAL+'), literalMinus: this.upstreamCapabilities.has('LITERAL-') };
+  }
+
+  /** Refuses a command whose line announced a literal (the literal and the rest of the command are not forwarded). */
+  private refuseClientCommand(c: ClientCommand, reason: string | null, literal: { size: number; nonSync: boolean }): void {
+    const text = reason === null ? 'Tag reserved by postern' : `postern: ${reason}`;
+    if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND: ${text}`);
+    this.host.log.debug({ code: ErrorCodes.COMMAND_SYNTAX, tag: c.tag, reason: text }, 'client command refused by the grammar');
+    if (literal.nonSync) {
+      c.refused = text;
+      if (literal.size > 0) c.literal = { size: literal.size, chunks: [], streamed: false };
+      return;
+    }
+    // a synchronizing literal is refused by answering BAD instead of `+`: the client will not send it
+    this.cmd = null;
+    this.clientFramer.cancelLiteral();
+    this.bad(c.tag ?? '*', text);
+    this.rejectRestOfBatch = true;
+  }
+
+  private endRefused(c: ClientCommand): void {
+    this.cmd = null;
+    this.bad(c.tag ?? '*', c.refused!);
+  }
+
+  /** A line inside IDLE: only DONE is legal. */
+  private idleLine(frame: LineFrame): void {
+    const idle = this.idle!;
+    idle.doneSent = true;
+    this.toUpstream({ kind: 'data', data: b(`DONE${CRLF}`), tag: idle.tag });
+    if (isIdleDone(frame.data)) return;
+    // Anything else ends IDLE (as Dovecot does) and is not executed; the IDLE is answered BAD.
+    idle.bad = true;
+    if (frame.literal) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, 'a literal inside IDLE');
+  }
+
+  private grammarOptions(): CommandGrammarOptions {
+    // postern offers LITERAL+ to its clients and converts literals for the upstream itself
+    return { literalPlus: true, literalMinus: true, binary: this.upstreamCapabilities.has('BINARY'), maxLiteralInline: MAX_INLINE_LITERAL };
+  }
+
+  private admitClientTag(tag: string): boolean {
+    if (tag.startsWith(this.privatePrefix)) return false;
+    return true;
+  }
+
   private waitingForIntercept = false;
-  /** A refused command whose remaining frames are being skipped. */
-  private rejecting: { tag: string; text: string } | null = null;
   /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
   private rejectRestOfBatch = false;
+  /** The client command being received. */
+  private cmd: ClientCommand | null = null;
+  /** IDLE in progress: its tag, whether DONE went upstream, and whether the client sent something else. */
+  private idle: { tag: string; doneSent: boolean; bad: boolean } | null = null;
 
   private interceptDone(): void {
     if (!this.waitingForIntercept) return;
     this.waitingForIntercept = false;
     this.busy = false;
-    this.host.pauseClient(false);
+    this.setClientPause('intercept', false);
     this.drainBacklog();
   }
 
-  /** Handles the first line of a client command; returns false when the line was consumed locally. */
-  private clientCommandStart(frame: LineFrame): boolean {
-    const head = parseCommandHead(frame.data);
-    if (!head) {
-      // continuation data (DONE after IDLE, SASL responses): forwarded as is
-      this.host.sendUpstream(frame.data);
-      return false;
+  /** A complete client command that passed the grammar. */
+  private dispatchCommand(cmd: ParsedCommand): void {
+    const { tag, name } = cmd;
+    if (!this.admitClientTag(tag)) {
+      this.sendClient(`${tag} BAD Tag reserved by postern${CRLF}`);
+      return;
     }
-    if (head.tag.startsWith(this.privatePrefix)) {
-      this.sendClient(`${head.tag} BAD Tag reserved by postern${CRLF}`);
-      return false;
-    }
-    switch (head.name) {
+    switch (name) {
       case 'STARTTLS':
-        this.sendClient(`${head.tag} BAD STARTTLS not available after login${CRLF}`);
-        return false;
+        this.sendClient(`${tag} BAD STARTTLS not available after login${CRLF}`);
+        return;
       case 'COMPRESS':
-        this.sendClient(`${head.tag} NO [CANNOT] COMPRESS is not available through postern${CRLF}`);
-        return false;
-      case 'LOGOUT':
-        this.logoutTag = head.tag;
+        this.sendClient(`${tag} NO [CANNOT] COMPRESS is not available through postern${CRLF}`);
+        return;
+      case 'LOGIN':
+      case 'AUTHENTICATE':
+        this.sendClient(`${tag} BAD Already logged in${CRLF}`);
+        return;
+      case 'ENABLE': {
+        const bad = cmd.args.find((a) => a.t !== 'atom' || !ENABLE_ALLOWED.has(a.v.toUpperCase()));
+        if (bad) {
+          this.sendClient(`${tag} BAD postern: ENABLE ${bad.t === 'atom' ? bad.v : 'argument'} is not available through postern${CRLF}`);
+          return;
+        }
         break;
-      case 'IDLE':
-        this.idleTag = head.tag;
+      }
+      case 'LOGOUT':
+        this.logoutTag = tag;
         break;
       default:
         break;
     }
+    const { chunks } = serialiseCommand(cmd, this.upstreamLiteralOptions());
+    const hasLiteral = cmd.args.some(function lit(v): boolean {
+      return (v.t === 'string' && (v.form === 'literal' || v.form === 'literal8')) || (v.t === 'list' && v.v.some(lit)) || (v.t === 'section' && !!v.fields?.some(lit));
+    });
+    const line = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const head = commandHeadOf(cmd, line);
     if (this.interceptor) {
-      const refusal = this.interceptor.refuse?.(head, frame.data, frame.literal !== null);
+      const refusal = this.interceptor.refuse?.(head, line, hasLiteral, cmd);
       if (refusal) {
-        if (!frame.literal) {
-          this.sendClient(`${head.tag} BAD ${refusal}${CRLF}`);
-        } else if (frame.literal.nonSync) {
-          this.rejecting = { tag: head.tag, text: refusal };
-        } else {
-          // a synchronizing literal is refused by answering BAD instead of `+`
-          this.clientFramer.cancelLiteral();
-          this.sendClient(`${head.tag} BAD ${refusal}${CRLF}`);
-          this.rejectRestOfBatch = true;
-        }
-        return false;
+        this.sendClient(`${tag} BAD ${refusal}${CRLF}`);
+        return;
       }
-    }
-    if (!frame.literal && this.interceptor) {
-      const ic = this.interceptor.intercept(head, frame.data, this);
+      const ic = this.interceptor.intercept(head, line, this, cmd);
       if (ic) {
-        this.inflight.push({ tag: head.tag, name: head.name, private: false, intercepted: ic });
-        this.host.sendUpstream(ic.upstreamCommand);
-        return true;
+        this.inflight.push({ tag, name, private: false, intercepted: ic });
+        this.toUpstream({ kind: 'data', data: ic.upstreamCommand, tag });
+        return;
       }
     }
-    this.inflight.push({ tag: head.tag, name: head.name, private: false });
-    this.host.sendUpstream(frame.data);
-    return true;
+    this.inflight.push({ tag, name, private: false });
+    this.sendChunks(chunks, tag);
+    if (name === 'IDLE') {
+      this.idle = { tag, doneSent: false, bad: false };
+      this.toUpstream({ kind: 'plus', relay: true, tag });
+    }
+    this.maybeInject();
+  }
+
+  // ---------------------------------------------------------------- relay: the ordered upstream gate
+
+  /**
+   * Everything the relay phase sends upstream goes through this queue, so a synchronizing literal
+   * (postern's own or the client's APPEND) holds back whatever follows it until the server's `+`.
+   */
+  private gate: GateItem[] = [];
+  private gateBytes = 0;
+  private gateWaiting: { tag: string; relay: boolean } | null = null;
+
+  private toUpstream(item: GateItem): void {
+    if (!this.gateWaiting && this.gate.length === 0) {
+      this.runGateItem(item);
+      return;
+    }
+    this.gate.push(item);
+    if (item.kind === 'data') this.gateBytes += item.data.length;
+    if (this.gateBytes > this.host.listener.limits.maxBufferedBytes) {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'client sent more than the buffer limit while the server had not asked for it', {
+        limit: this.host.listener.limits.maxBufferedBytes,
+      });
+    }
+    this.setClientPause('gate', this.gateBytes > GATE_PAUSE_BYTES);
+  }
+
+  private runGateItem(item: GateItem): void {
+    if (item.kind === 'data') this.host.sendUpstream(item.data);
+    else this.gateWaiting = { tag: item.tag, relay: item.relay };
+  }
+
+  private pumpGate(): void {
+    while (!this.gateWaiting && this.gate.length > 0) {
+      const item = this.gate.shift()!;
+      if (item.kind === 'data') this.gateBytes -= item.data.length;
+      this.runGateItem(item);
+    }
+    this.setClientPause('gate', this.gateBytes > GATE_PAUSE_BYTES);
+  }
+
+  /** The server completed a command that was waiting for a continuation: what was queued behind it for that command is dropped. */
+  private commandEndedEarly(tag: string): void {
+    this.gateWaiting = null;
+    const kept: GateItem[] = [];
+    for (const item of this.gate) {
+      if (item.tag === tag) {
+        if (item.kind === 'data') this.gateBytes -= item.data.length;
+      } else kept.push(item);
+    }
+    this.gate = kept;
+    const c = this.cmd;
+    if (c && c.tag === tag && c.streamed) {
+      // the client waits for a `+` that will not come: it will not send the literal
+      if (c.literal && c.literal.chunks.length === 0 && !this.clientFramer.atBoundary) this.clientFramer.cancelLiteral();
+      this.cmd = null;
+    }
+    if (this.idle?.tag === tag) this.idle = null;
+  }
+
+  private readonly pauseReasons = new Set<string>();
+
+  private setClientPause(reason: string, on: boolean): void {
+    const before = this.pauseReasons.size > 0;
+    if (on) this.pauseReasons.add(reason);
+    else this.pauseReasons.delete(reason);
+    const after = this.pauseReasons.size > 0;
+    if (before !== after) this.host.pauseClient(after);
   }
 
   /** Queues a private command; it is sent at the next command boundary of the client stream. */
@@ -981,12 +1248,40 @@ export class ImapSession implements Session, ImapSessionView {
 
   private maybeInject(): void {
     if (this.phase !== 'relay' || this.pendingInjections.length === 0) return;
-    if (!this.clientAtBoundary || this.idleTag !== null || this.logoutTag !== null) return;
+    if (this.cmd !== null || this.idle !== null || this.logoutTag !== null) return;
     while (this.pendingInjections.length > 0) {
       const { command, done } = this.pendingInjections.shift()!;
       const tag = this.nextPrivateTag();
       this.inflight.push({ tag, name: command.split(' ')[0]!.toUpperCase(), private: true, done });
-      this.host.sendUpstream(b(`${tag} ${command}${CRLF}`));
+      this.toUpstream({ kind: 'data', data: b(`${tag} ${command}${CRLF}`), tag });
     }
   }
+}
+
+type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
+
+/** The client command being received in the relay phase. */
+interface ClientCommand {
+  reader: CommandReader;
+  tag: string | null;
+  name: string | null;
+  /** The literal being received: collected (small) or streamed upstream (APPEND message data). */
+  literal: { size: number; chunks: Buffer[]; streamed: boolean } | null;
+  /** Part of it already went upstream (APPEND): a grammar error from here on ends the session. */
+  streamed: boolean;
+  /** How many message literals of it were streamed. */
+  streamedCount: number;
+  /** Refused: the rest is skipped and BAD sent at its end. */
+  refused: string | null;
+}
+
+/** Literals in commands other than APPEND message data are collected whole, up to this size. */
+export const MAX_INLINE_LITERAL = 64 * 1024;
+/** Bytes queued for the upstream (behind a continuation) above which postern stops reading the client. */
+const GATE_PAUSE_BYTES = 256 * 1024;
+
+function commandHeadOf(cmd: ParsedCommand, line: Buffer): CommandHead {
+  const prefix = `${cmd.tag} ${cmd.name}`;
+  const off = Buffer.byteLength(prefix, 'latin1');
+  return { tag: cmd.tag, name: cmd.name, argsOffset: line[off] === 0x20 ? off + 1 : off };
 }

@@ -390,3 +390,142 @@ describe('ImapSession interception', () => {
     expect(t.host.takeClient()).toBe('* 1 FETCH (BODY[] {6}\r\nXXXXXX)\r\nf1 OK done\r\n');
   });
 });
+
+describe('ImapSession strict command path and choke point (issue 8)', () => {
+  it('APPEND with LITERAL+, flags and a date: prefix checked, data streamed, tail forwarded; the session goes on', async () => {
+    const t = await loggedIn();
+    t.client('ap APPEND INBOX (\\Seen) "29-Nov-2026 10:00:00 +0000" {5+}\r\nhello\r\n');
+    expect(t.host.takeUpstream()).toBe('ap APPEND INBOX (\\Seen) "29-Nov-2026 10:00:00 +0000" {5+}\r\nhello\r\n');
+    t.upstream('ap OK [APPENDUID 1 3] Append completed\r\n');
+    expect(t.host.takeClient()).toBe('ap OK [APPENDUID 1 3] Append completed\r\n');
+    t.client('n NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+    expect(t.host.closed).toBeNull();
+  });
+
+  it('commands that do not parse get BAD and are never forwarded, fed 1 byte at a time', async () => {
+    const t = await loggedIn();
+    const input = 'x FETCH  1 BODY[]\r\ny UID  FETCH 1 BODY[]\r\nz NOOP extra\r\nw XFOO\r\n';
+    for (const ch of input) t.client(ch);
+    expect(t.host.takeUpstream()).toBe('');
+    const out = t.host.takeClient();
+    expect(out).toMatch(/^x BAD .*\r\ny BAD .*\r\nz BAD .*\r\nw BAD .*\r\n$/);
+  });
+
+  it('a literal after an argument-less command is refused with the literal and the rest of the command', async () => {
+    const t = await loggedIn();
+    t.client('x NOOP {23+}\r\ny FETCH 1 BODY.PEEK[]\r\n\r\nn NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+    expect(t.host.takeClient()).toMatch(/^x BAD /);
+  });
+
+  it('a synchronizing literal postern collects itself is re-sent as LITERAL+ upstream', async () => {
+    const t = await loggedIn();
+    t.client('s SELECT {4}\r\n');
+    expect(t.host.takeClient()).toBe('+ Ready for literal data\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    t.client('BoxB\r\n');
+    expect(t.host.takeUpstream()).toBe('s SELECT {4+}\r\nBoxB\r\n');
+  });
+
+  it('without LITERAL+ upstream, postern waits for the server continuation before the literal and consumes it', async () => {
+    const t = setup();
+    t.host.takeClient();
+    t.client('a1 LOGIN alice pw\r\n');
+    await tick();
+    t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
+    await tick();
+    t.host.takeUpstream();
+    t.upstream('P.1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n');
+    await tick();
+    t.host.takeUpstream();
+    t.upstream('* CAPABILITY IMAP4rev1 IDLE\r\nP.2 OK done\r\n');
+    t.host.takeClient();
+    t.client('s SELECT {4+}\r\nBoxB\r\nn NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('s SELECT {4}\r\n');
+    t.upstream('+ go ahead\r\n');
+    expect(t.host.takeUpstream()).toBe('BoxB\r\nn NOOP\r\n');
+    expect(t.host.takeClient()).toBe('');
+  });
+
+  it('an upstream continuation nobody asked for ends the session', async () => {
+    const t = await loggedIn();
+    t.client('n NOOP\r\n');
+    t.upstream('+ surprise\r\n');
+    expect(t.host.takeClient()).toMatch(/^\* BYE .*E_UNVETTED_RESPONSE/);
+    expect(t.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
+  });
+
+  it('a tagged response for a tag nobody sent, or one announcing a literal, ends the session', async () => {
+    const t = await loggedIn();
+    t.upstream('zz OK what\r\n');
+    expect(t.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
+    const t2 = await loggedIn();
+    t2.client('n NOOP\r\n');
+    t2.upstream('n OK {5}\r\nhello\r\n');
+    expect(t2.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
+  });
+
+  it('ENABLE only of what postern relays', async () => {
+    const t = await loggedIn();
+    t.client('e ENABLE UTF8=ACCEPT\r\ne2 ENABLE CONDSTORE\r\n');
+    expect(t.host.takeClient()).toMatch(/^e BAD /);
+    expect(t.host.takeUpstream()).toBe('e2 ENABLE CONDSTORE\r\n');
+  });
+
+  it('LOGIN and AUTHENTICATE after login are answered locally', async () => {
+    const t = await loggedIn();
+    t.client('l LOGIN a b\r\n');
+    expect(t.host.takeClient()).toBe('l BAD Already logged in\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+  });
+
+  it('IDLE: a line other than DONE ends IDLE with BAD and is not executed', async () => {
+    const t = await loggedIn();
+    t.client('i IDLE\r\n');
+    t.upstream('+ idling\r\n');
+    t.client('x FETCH 1 BODY[]\r\n');
+    expect(t.host.takeUpstream()).toBe('i IDLE\r\nDONE\r\n');
+    t.upstream('i OK Idle completed\r\n');
+    expect(t.host.takeClient()).toBe('+ idling\r\ni BAD Expected DONE\r\n');
+    t.client('n NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+  });
+});
+
+describe('ImapSession inspector failures', () => {
+  it('an exception in the interceptor ends the session with a BYE the client receives', async () => {
+    const host = new ScriptedHost(testListener());
+    const session = new ImapSession(host, {
+      privateTagPrefix: 'P.',
+      interceptor: {
+        intercept: (head) =>
+          head.name === 'FETCH'
+            ? {
+                upstreamCommand: Buffer.from('f FETCH 1 BODY.PEEK[]\r\n'),
+                onUntagged: () => {
+                  throw new Error('boom');
+                },
+                onTagged: (parts) => Buffer.concat(parts),
+              }
+            : null,
+      },
+    });
+    session.start();
+    const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s, 'latin1')), upstream: (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1')) };
+    host.takeClient();
+    t.client('a1 LOGIN alice pw\r\n');
+    await tick();
+    t.upstream(UP_GREETING);
+    await tick();
+    t.upstream(`P.1 OK [CAPABILITY ${UP_CAPS_AFTER_LOGIN}] Logged in\r\n`);
+    await tick();
+    t.upstream(`* CAPABILITY ${UP_CAPS_AFTER_LOGIN}\r\nP.2 OK done\r\n`);
+    host.takeClient();
+    t.client('f FETCH 1 BODY[]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {5}\r\nhello)\r\n');
+    await tick();
+    expect(host.takeClient()).toMatch(/^\* BYE .*boom/);
+    expect(host.closed).not.toBeNull();
+  });
+});
