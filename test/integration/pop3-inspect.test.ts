@@ -20,6 +20,7 @@ import type { ListenerConfig } from '../../src/config/types.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { inspectMessage, recoveryId } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
+import { PROTECTED_FILE_NAME, ProtectedStore } from '../../src/quarantine/protected.js';
 import { createScanner } from '../../src/scanners/clamd.js';
 import { startClamd, type ClamdHandle } from '../harness/clamd.js';
 import { startDovecot, type Dovecot } from '../harness/dovecot.js';
@@ -367,31 +368,33 @@ describe('POP3 RETR through the default policy', () => {
 });
 
 describe('nothing lost: DELE of an altered message needs its original in quarantine', () => {
-  it('quarantine unwritable: DELE of the stripped message is refused with -ERR [SYS/PERM], the clean one is deleted', async () => {
+  it('quarantine (and with it the protected-originals record) unwritable: the stripped message is withheld, no DELE passes', async () => {
     dumpOnFailure();
     await dovecot.resetMailbox('bob');
     await dovecot.deliver('bob', EXE);
     await dovecot.deliver('bob', CLEAN);
     const p = await Pop.open(broken.port('pop3'), 'bob');
     try {
-      const sanitised = unstuffed(split(await p.cmd('RETR 1', true)).body);
-      expect(sanitised.toString('latin1')).not.toContain('POSTERN-EXE-MARKER');
-      expect(sanitised.toString('latin1')).toContain(`Recovery id: ${recoveryId(Buffer.from(EXE, 'latin1'), 'default')}`); // the text does not depend on the disk
-      expect(sanitised.equals(oracle.get(M.exe)!)).toBe(true);
-      await p.cmd('RETR 2', true);
+      // an altered message whose original can neither be quarantined nor recorded as protected is never
+      // handed out: a later session could not know it must not be deleted (test/integration/pop3-fail-closed.test.ts)
+      const withheld = (await p.cmd('RETR 1', true)).toString('latin1');
+      expect(withheld).toMatch(/^-ERR \[SYS\/TEMP\] postern: message 1 was altered by policy and its original can be neither quarantined nor recorded as protected; try again later\r\n$/);
+      expect((await p.cmd('RETR 2', true)).toString('latin1')).toBe((await directRetr(2, 'bob')).toString('latin1'));
       expect((await p.cmd('DELE 1')).toString('latin1')).toMatch(/^-ERR \[SYS\/PERM\] [^\r\n]*quarantine[^\r\n]*\r\n$/);
-      expect((await p.cmd('DELE 2')).toString('latin1')).toMatch(/^\+OK/);
+      // the record file cannot even be read: postern cannot tell whether message 2 is protected
+      expect((await p.cmd('DELE 2')).toString('latin1')).toMatch(/^-ERR \[SYS\/TEMP\] postern: cannot tell whether message 2 may be deleted/);
       expect((await p.cmd('NOOP')).toString('latin1')).toMatch(/^\+OK/);
       expect((await p.cmd('QUIT')).toString('latin1')).toMatch(/^\+OK/);
     } finally {
       p.close();
     }
-    await expect.poll(() => dovecot.count('bob')).toBe(1);
+    expect(await dovecot.count('bob')).toBe(2);
     expect(unstuffed(split(await directRetr(1, 'bob')).body).toString('latin1')).toBe(EXE);
     const line = inspectedLines(broken).find((l) => l.user === 'bob' && l.inspect.msgno === 1)!;
     expect(line.inspect).toMatchObject({ verdict: 'changed', quarantineFailed: true });
     expect(line.inspect.quarantineId).toBeUndefined();
-    expect(broken.logs()).toMatch(/"msg":"DELE refused: message was altered and its original could not be quarantined"/);
+    expect(broken.logs()).toMatch(/"msg":"DELE refused: message was altered and its original is not in quarantine"/);
+    expect(broken.logs()).toContain('"code":"E_PROTECTED_STORE"');
   });
 
   it('quarantine unwritable: DELE pipelined right behind RETR (or after TOP) is still refused', async () => {
@@ -406,6 +409,9 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
       const text = c.text;
       expect(text).not.toContain('POSTERN-EXE-MARKER');
       expect(text.match(/^-ERR \[SYS\/PERM\][^\r\n]*\r\n/gm)?.length, text).toBe(2);
+      // RETR and TOP: withheld, the original can be neither quarantined nor recorded as protected
+      expect(text.match(/^-ERR \[SYS\/TEMP\] postern: message 1 was altered[^\r\n]*\r\n/gm)?.length, text).toBe(2);
+      expect(text).toMatch(/\r\n\+OK Logging out\.\r\n$/);
       expect(text).not.toMatch(/^\+OK.*[Dd]elete/m);
     } finally {
       c.close();
@@ -461,11 +467,14 @@ describe('per-session memory', () => {
     const policy = loadPolicy('default', 'policies');
     const lines: string[] = [];
     const log = pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
-    // no scanner (the policy still strips tool.exe), no quarantine store: every altered message has quarantineFailed
+    // no scanner (the policy still strips tool.exe), no quarantine store: every altered message has
+    // quarantineFailed and is recorded as protected (in a file of its own here)
     const listener = { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1200, keepaliveMs: 0 } } as ListenerConfig;
-    const hooks = new Pop3Inspector({ listener, policy, engine: { scanner: null, quarantine: null }, log }).hooks();
+    const store = new ProtectedStore({ file: path.join(tmp, 'memory-test', PROTECTED_FILE_NAME), maxEntries: 100 });
+    const hooks = new Pop3Inspector({ listener, policy, engine: { scanner: null, quarantine: null }, log, protected: store }).hooks();
+    hooks.onLogin!({ user: 'unit', upstream: 'unit.example.test:110' });
     const second = Buffer.from(EXE.replace('tool for you', 'another tool'), 'latin1');
-    const retr = (n: number, msg: Buffer | string) => hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true }, stuffed(msg));
+    const retr = (n: number, msg: Buffer | string) => hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl: `u${n}` }, stuffed(msg));
     const first = (await retr(1, EXE)) as Buffer;
     expect(unstuffed(first).toString('latin1')).not.toContain('POSTERN-EXE-MARKER');
     expect(((await retr(1, EXE)) as Buffer).equals(first)).toBe(true); // cached: no second inspection
@@ -473,8 +482,10 @@ describe('per-session memory', () => {
     expect(((await retr(1, EXE)) as Buffer).equals(first)).toBe(true);
     const inspected = lines.filter((l) => l.includes('"message inspected"')).map((l) => JSON.parse(l).inspect.msgno);
     expect(inspected).toEqual([1, 2, 1]);
-    expect(await hooks.onDele!(1)).toMatch(/^\[SYS\/PERM\]/);
-    expect(await hooks.onDele!(2)).toMatch(/^\[SYS\/PERM\]/);
-    expect(await hooks.onDele!(3)).toBeNull(); // never retrieved through postern
+    const uidl = (n: number) => async () => `u${n}`;
+    expect(await hooks.onDele!(1, uidl(1))).toMatch(/^\[SYS\/PERM\]/);
+    expect(await hooks.onDele!(2, uidl(2))).toMatch(/^\[SYS\/PERM\]/);
+    expect(await hooks.onDele!(3, uidl(3))).toBeNull(); // never retrieved through postern, not protected
+    expect((await store.list()).map((e) => e.uidl)).toEqual(['u1', 'u2']);
   });
 });
