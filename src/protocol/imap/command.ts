@@ -520,7 +520,6 @@ class P {
 
 /** Wraps a synchronous item parser as a list item. */
 function item(fn: () => Value): (out: Value[]) => Gen<void> {
-  // eslint-disable-next-line require-yield
   return function* (out) {
     out.push(fn());
   };
@@ -534,7 +533,6 @@ function one(set: string[]): ReadonlySet<string> {
 
 type Grammar = (p: P) => Gen<void>;
 
-/* eslint-disable require-yield */
 const none: Grammar = function* () {};
 
 const mailboxOnly: Grammar = function* (p) {
@@ -1206,7 +1204,6 @@ function* setmetadata(p: P): Gen<void> {
     ),
   );
 }
-/* eslint-enable require-yield */
 
 const GRAMMAR: Record<string, Grammar> = {
   CAPABILITY: none,
