@@ -137,7 +137,7 @@ export interface FlowLimits {
 }
 
 export const DEFAULT_FLOW_LIMITS: FlowLimits = {
-  clientOutputSoftBytes: 1024 * 1024,
+  clientOutputSoftBytes: 256 * 1024,
   clientOutputHardBytes: 256 * 1024 * 1024,
   clientStallTimeoutMs: 5 * 60_000,
   clientInputHoldBytes: 64 * 1024,
