@@ -16,15 +16,16 @@ export const HIDDEN_CAPABILITIES: ReadonlyArray<{ match: (cap: string) => boolea
 
 /**
  * Capabilities relayed to clients: an allowlist (fail closed). Postern relays only extensions whose
- * commands its grammar parses and whose responses its choke point understands; everything else, the
- * HIDDEN_CAPABILITIES above and any extension a server adds tomorrow, is not shown.
+ * commands its grammar (protocol/imap/command.ts) parses and whose responses its choke point
+ * (protocol/imap/response-screen.ts) understands; everything else — the HIDDEN_CAPABILITIES above,
+ * CONTEXT=SEARCH/SORT, LIST-MYRIGHTS, SEARCH=FUZZY, X-GM-EXT-1, IMAP4rev2, UTF8=ACCEPT and any
+ * extension a server adds tomorrow — is not shown, so clients never try syntax postern refuses.
  */
 const RELAYED_CAPABILITIES = new Set([
   'IMAP4REV1', 'LITERAL+', 'LITERAL-', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN',
-  'LIST-EXTENDED', 'LIST-STATUS', 'LIST-MYRIGHTS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'ESEARCH', 'ESORT', 'SEARCHRES',
+  'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'ESEARCH', 'ESORT', 'SEARCHRES',
   'SORT', 'SORT=DISPLAY', 'CONDSTORE', 'QRESYNC', 'I18NLEVEL=1', 'MULTIAPPEND', 'BINARY', 'QUOTA', 'ACL', 'METADATA',
-  'METADATA-SERVER', 'WITHIN', 'CONTEXT=SEARCH', 'CONTEXT=SORT', 'SAVEDATE', 'OBJECTID', 'STATUS=SIZE', 'LOGIN-REFERRALS',
-  'MAILBOX-REFERRALS', 'X-GM-EXT-1', 'SEARCH=FUZZY',
+  'METADATA-SERVER', 'WITHIN', 'SAVEDATE', 'OBJECTID', 'STATUS=SIZE', 'LOGIN-REFERRALS', 'MAILBOX-REFERRALS',
 ]);
 const RELAYED_PREFIXES = ['THREAD=', 'QUOTA=', 'RIGHTS=', 'APPENDLIMIT='];
 
