@@ -1,0 +1,259 @@
+// Shared pieces of the session fuzzer (issue 8, fuzzer a): a seeded PRNG, the protected payloads,
+// the mailbox the hostile and the honest upstream models serve, and the leak detector that enforces
+// the invariant "no byte of the protected payloads reaches the client".
+//
+// Everything here is deterministic: the same seed gives the same cases in every process.
+
+// ------------------------------------------------------------------ PRNG
+
+/** 32-bit hash of a seed and a case index (splitmix-style), so every case is independently reproducible. */
+export function caseSeed(seed, index) {
+  let h = (Number(seed) >>> 0) ^ Math.imul(index + 1, 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** mulberry32: small, fast, good enough for test-case generation. */
+export class Rng {
+  constructor(seed) {
+    this.s = seed >>> 0;
+  }
+  next() {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Integer in [lo, hi]. */
+  int(lo, hi) {
+    return lo + Math.floor(this.next() * (hi - lo + 1));
+  }
+  chance(p) {
+    return this.next() < p;
+  }
+  pick(arr) {
+    return arr[Math.floor(this.next() * arr.length)];
+  }
+  /** Picks from [[weight, value], ...]. */
+  weighted(pairs) {
+    let total = 0;
+    for (const [w] of pairs) total += w;
+    let r = this.next() * total;
+    for (const [w, v] of pairs) {
+      r -= w;
+      if (r < 0) return v;
+    }
+    return pairs[pairs.length - 1][1];
+  }
+}
+
+/** Splits a buffer at random boundaries (at least one piece). */
+export function randomSplit(rng, buf, maxPieces = 4) {
+  if (buf.length < 2) return [buf];
+  const n = rng.int(2, maxPieces);
+  const cuts = new Set();
+  for (let i = 1; i < n; i++) cuts.add(rng.int(1, buf.length - 1));
+  const sorted = [...cuts].sort((a, b) => a - b);
+  const out = [];
+  let prev = 0;
+  for (const c of sorted) {
+    out.push(buf.subarray(prev, c));
+    prev = c;
+  }
+  out.push(buf.subarray(prev));
+  return out;
+}
+
+// ------------------------------------------------------------------ payloads
+
+const CRLF = '\r\n';
+
+/** The EICAR test string, built from two halves so this file is not itself a scanner hit. */
+export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
+
+/** The executable inside evil.exe: the MZ marker named in issue 8 followed by DOS-stub-like filler. */
+export const MZ_MARKER = Buffer.from('MZ\x90\x00POSTERN-MZ-PROBE', 'latin1');
+export const EXE = Buffer.concat([
+  MZ_MARKER,
+  Buffer.from('\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'),
+  Buffer.from('This program cannot be run in DOS mode. POSTERN-FUZZ-EXE-BODY '.repeat(6), 'latin1'),
+]);
+
+function b64lines(buf) {
+  return (buf.toString('base64').match(/.{1,76}/g) ?? []).join(CRLF);
+}
+
+export const EXE_B64 = Buffer.from(b64lines(EXE), 'latin1');
+export const EICAR_B64 = Buffer.from(b64lines(EICAR), 'latin1');
+/** EICAR as the body of an IMAP quoted string (its backslash escaped). */
+export const EICAR_QUOTED = Buffer.from(EICAR.toString('latin1').replace(/[\\"]/g, (m) => `\\${m}`), 'latin1');
+
+// ------------------------------------------------------------------ messages
+
+function msg(lines) {
+  return Buffer.from(lines.join(CRLF), 'latin1');
+}
+
+export const MESSAGES = {
+  clean: msg([
+    'From: Ann <ann@example.test>',
+    'To: alice@example.test',
+    'Subject: clean one',
+    'Date: Tue, 3 Nov 2026 09:00:00 +0000',
+    'Message-ID: <clean@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    'Hello, nothing to see here.',
+    '',
+  ]),
+  /** evil.exe attachment (base64) with the MZ marker. */
+  exe: msg([
+    'From: Bob <bob@example.test>',
+    'To: alice@example.test',
+    'Subject: tool for you',
+    'Date: Tue, 3 Nov 2026 10:00:00 +0000',
+    'Message-ID: <exe@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="XX"',
+    '',
+    '--XX',
+    'Content-Type: text/plain',
+    '',
+    'see attached',
+    '--XX',
+    'Content-Type: application/octet-stream; name="evil.exe"',
+    'Content-Disposition: attachment; filename="evil.exe"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    EXE_B64.toString('latin1'),
+    '--XX--',
+    '',
+  ]),
+  /** EICAR as a 7bit text attachment. */
+  eicarPart: msg([
+    'From: Eve <eve@example.test>',
+    'To: alice@example.test',
+    'Subject: invoice',
+    'Date: Tue, 3 Nov 2026 11:00:00 +0000',
+    'Message-ID: <virus@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="YY"',
+    '',
+    '--YY',
+    'Content-Type: text/plain',
+    '',
+    'please pay',
+    '--YY',
+    'Content-Type: text/plain; name="readme.txt"',
+    'Content-Disposition: attachment; filename="readme.txt"',
+    '',
+    EICAR.toString('latin1'),
+    '--YY--',
+    '',
+  ]),
+  /** EICAR base64-encoded in an attachment. */
+  eicarB64: msg([
+    'From: Eve <eve@example.test>',
+    'To: alice@example.test',
+    'Subject: scan me',
+    'Date: Tue, 3 Nov 2026 12:00:00 +0000',
+    'Message-ID: <virus2@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="ZZ"',
+    '',
+    '--ZZ',
+    'Content-Type: text/plain',
+    '',
+    'attached',
+    '--ZZ',
+    'Content-Type: application/octet-stream; name="data.bin"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    EICAR_B64.toString('latin1'),
+    '--ZZ--',
+    '',
+  ]),
+  /** A single-part message whose body is EICAR (BODY[TEXT], RFC822.TEXT, BODY[1]). */
+  eicarBody: msg([
+    'From: Eve <eve@example.test>',
+    'To: alice@example.test',
+    'Subject: plain virus',
+    'Date: Tue, 3 Nov 2026 13:00:00 +0000',
+    'Message-ID: <virus3@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain',
+    '',
+    EICAR.toString('latin1'),
+    '',
+  ]),
+};
+
+/** The mailboxes of alice (UIDs are positions + 1, UIDVALIDITY differs per mailbox). */
+export function initialMailboxes() {
+  return {
+    INBOX: { uidValidity: 1700000001, messages: ['clean', 'exe', 'eicarPart', 'eicarB64', 'eicarBody'].map((k) => MESSAGES[k]) },
+    BoxB: { uidValidity: 1700000002, messages: ['eicarBody', 'clean', 'exe'].map((k) => MESSAGES[k]) },
+  };
+}
+
+/**
+ * Payload bytes a hostile server may put anywhere, by name. Each is dangerous by the fuzz policy
+ * wherever postern vets it (the messages by file name or antivirus; bare EICAR by antivirus; the bare
+ * executable by its detected type), so finding one at the client is always an escape.
+ */
+export const HOSTILE_PAYLOADS = {
+  'msg-exe': MESSAGES.exe,
+  'msg-eicar': MESSAGES.eicarBody,
+  'msg-eicar-part': MESSAGES.eicarPart,
+  eicar: EICAR,
+  exe: EXE,
+};
+
+// ------------------------------------------------------------------ leak detection
+
+const WINDOW = 16;
+
+function windows(buf, name) {
+  const out = [];
+  if (buf.length <= WINDOW) return [{ name, bytes: buf }];
+  for (let i = 0; i + WINDOW <= buf.length; i += 8) out.push({ name, bytes: buf.subarray(i, i + WINDOW) });
+  out.push({ name, bytes: buf.subarray(buf.length - WINDOW) });
+  return out;
+}
+
+/**
+ * Needles: 16-byte windows (stride 8) of every protected form: the raw payloads and the exact encoded
+ * forms the models send (base64 lines as they appear in the messages, EICAR as a quoted string). Any
+ * window found in the client stream is a leak: a partial fetch (`BODY[]<o.n>`) of as little as 24
+ * contiguous bytes is caught too.
+ */
+const NEEDLES = [
+  ...windows(EICAR, 'EICAR'),
+  ...windows(EICAR_QUOTED, 'EICAR (quoted)'),
+  ...windows(EXE, 'MZ executable'),
+  ...EXE_B64.toString('latin1').split(CRLF).flatMap((l) => windows(Buffer.from(l, 'latin1'), 'MZ executable (base64)')),
+  ...EICAR_B64.toString('latin1').split(CRLF).flatMap((l) => windows(Buffer.from(l, 'latin1'), 'EICAR (base64)')),
+];
+
+/** First leak in `data` (the whole client stream), or null: { offset, payload, context }. */
+export function findLeak(data) {
+  let best = null;
+  for (const n of NEEDLES) {
+    const i = data.indexOf(n.bytes);
+    if (i !== -1 && (best === null || i < best.offset)) best = { offset: i, payload: n.name };
+  }
+  if (!best) return null;
+  const from = Math.max(0, best.offset - 120);
+  return { ...best, context: data.toString('latin1', from, Math.min(data.length, best.offset + 60)) };
+}
+
+/** Text of a buffer for transcripts: latin1, so every byte survives JSON round trips. */
+export function asText(buf) {
+  return Buffer.isBuffer(buf) ? buf.toString('latin1') : String(buf);
+}
+
+export function asBuf(text) {
+  return Buffer.from(text, 'latin1');
+}

@@ -1,0 +1,532 @@
+// Harness A of the session fuzzer (issue 8, fuzzer a): drives the real ImapSession / Pop3Session with
+// the real inspectors and policy engine (wired by the real composition root, src/inspect/factory.ts)
+// through an in-memory SessionHost, against the upstream models of session-imap-server.mjs and
+// session-pop3.mjs, and checks the invariant on every byte sent to the client:
+//
+//   no byte of the protected payloads (EICAR; the MZ executable inside evil.exe; their exact encoded
+//   forms) reaches the client, whatever the client or the server sends.
+//
+// Also recorded per case: exceptions escaping a session call, unhandled rejections, how the session
+// ended (open, client quit, BYE/-ERR with a code...) and stalls (client input never read again).
+//
+// The source under test is injected (`env.createSessionFactory`, `env.DEFAULT_SESSION_LIMITS`), so the
+// same code runs from vitest (TypeScript sources) and from the CLI (a private transpiled copy).
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { EICAR, EXE_B64, Rng, asBuf, asText, caseSeed, findLeak, randomSplit } from './session-common.mjs';
+import { ImapCaseGen } from './session-imap-gen.mjs';
+import { ImapUpstream } from './session-imap-server.mjs';
+import { Pop3CaseGen, Pop3Upstream } from './session-pop3.mjs';
+
+// ------------------------------------------------------------------ environment
+
+/** The fake scanner: "infected" for any object containing the EICAR string. */
+export function fakeScanner() {
+  const verdict = (data) =>
+    data.includes(EICAR)
+      ? { kind: 'infected', engine: 'fuzz-fake', endpoint: 'memory', viruses: ['Eicar-Test-Signature'], ms: 0 }
+      : { kind: 'clean', engine: 'fuzz-fake', endpoint: 'memory', ms: 0 };
+  return {
+    name: 'fuzz-fake',
+    async scan(data) {
+      return verdict(data);
+    },
+    async scanChunks(chunks) {
+      const all = [];
+      for await (const c of chunks) all.push(Buffer.from(c));
+      return verdict(Buffer.concat(all));
+    },
+    async close() {},
+  };
+}
+
+export function policyYaml(action) {
+  return [
+    `name: fuzz-${action}`,
+    'detect_types: true',
+    'content_types:',
+    '  rules:',
+    '    - match: [application/x-msdownload, application/x-dosexec, application/vnd.microsoft.portable-executable]',
+    `      action: ${action}`,
+    '      quarantine: false',
+    'filenames:',
+    '  rules:',
+    "    - match: ['*.exe']",
+    `      action: ${action}`,
+    '      quarantine: false',
+    'antivirus:',
+    '  enabled: true',
+    `  on_virus: { action: ${action}, quarantine: false }`,
+    '  on_error: tempfail',
+    'limits:',
+    '  on_malformed: { action: block, quarantine: false }',
+    '  on_limit: { action: block, quarantine: false }',
+    '',
+  ].join('\n');
+}
+
+function listener(env, name, protocol, policy, vetOnMetadata) {
+  return {
+    name,
+    protocol,
+    host: '127.0.0.1',
+    port: 0,
+    tls: { mode: 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
+    upstream: { kind: 'static', host: 'upstream.test', port: protocol === 'imap' ? 143 : 110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    policy,
+    limits: { ...env.DEFAULT_SESSION_LIMITS, maxBufferedBytes: 8 << 20 },
+    inspect: { vetOnMetadata, cacheMemoryBytes: 8 << 20, keepaliveMs: 0 },
+  };
+}
+
+/**
+ * Builds the session factories (one per protocol x policy x vet_on_metadata) through the real
+ * composition root, with the fake scanner. Call `close()` at the end.
+ */
+export function createEnv(deps) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'postern-fuzz-session-'));
+  const policiesDir = path.join(dir, 'policies');
+  mkdirSync(policiesDir);
+  for (const a of ['strip', 'block']) writeFileSync(path.join(policiesDir, `fuzz-${a}.yaml`), policyYaml(a));
+  const listeners = [];
+  for (const proto of ['imap', 'pop3']) {
+    for (const a of ['strip', 'block']) {
+      for (const vet of [true, false]) listeners.push(listener(deps, `${proto}-${a}-${vet ? 'vet' : 'novet'}`, proto, `fuzz-${a}`, vet));
+    }
+  }
+  const config = {
+    file: path.join(dir, 'postern.yaml'),
+    ca: { dir, commonName: 'fuzz', organization: 'postern' },
+    log: { level: 'warn' },
+    policiesDir,
+    quarantine: { dir: path.join(dir, 'quarantine'), retentionDays: 0 },
+    scanner: null,
+    limits: { maxSessions: 10, maxSessionsPerClient: 10, shutdownGraceMs: 100 },
+    listeners,
+  };
+  const factory = deps.createSessionFactory(config, pino({ level: 'silent' }), { scanner: fakeScanner() });
+  return {
+    deps,
+    factory,
+    listener: (proto, policy, vet) => listeners.find((l) => l.name === `${proto}-${policy}-${vet === false ? 'novet' : 'vet'}`),
+    async close() {
+      await factory.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ------------------------------------------------------------------ host
+
+const PREAUTH = { imap: 'L0 LOGIN alice alicepass\r\n', pop3: 'USER alice\r\nPASS alicepass\r\n' };
+
+class FuzzHost {
+  constructor(listenerCfg, model, splitRng, logLevel) {
+    this.listener = listenerCfg;
+    this.clientAddress = '127.0.0.1';
+    this.clientTls = false;
+    this.logLines = [];
+    const sink = new Writable({
+      write: (chunk, _e, cb) => {
+        this.logLines.push(String(chunk));
+        cb();
+      },
+    });
+    this.log = pino({ level: logLevel }, sink);
+    this.model = model;
+    this.splitRng = splitRng;
+    this.toClient = [];
+    this.transcript = [];
+    this.clientQueue = [];
+    this.upQueue = [];
+    this.clientPaused = false;
+    this.upstreamPaused = false;
+    this.connected = false;
+    this.closed = null;
+    this.eofSent = false;
+    this.session = null;
+    this.errors = [];
+  }
+  record(dir, data) {
+    const last = this.transcript[this.transcript.length - 1];
+    const text = asText(data);
+    if (last && last[0] === dir) last[1] += text;
+    else this.transcript.push([dir, text]);
+  }
+  sendClient(data) {
+    const b = Buffer.from(data);
+    this.toClient.push(b);
+    this.record('postern>client', b);
+  }
+  sendUpstream(data) {
+    if (!this.connected || this.eofSent) return;
+    const b = Buffer.from(data);
+    this.record('postern>upstream', b);
+    this.model.receive(b);
+  }
+  async connectUpstream() {
+    this.connected = true;
+    this.model.connect();
+  }
+  async startClientTls() {
+    throw new Error('no TLS in the fuzz harness');
+  }
+  async startUpstreamTls() {
+    throw new Error('no TLS in the fuzz harness');
+  }
+  disconnectUpstream() {
+    this.connected = false;
+  }
+  setUser() {}
+  close(reason) {
+    if (!this.closed) this.closed = reason;
+  }
+  pauseClient(p) {
+    this.clientPaused = p;
+  }
+  pauseUpstream(p) {
+    this.upstreamPaused = p;
+  }
+
+  call(what, fn) {
+    try {
+      fn();
+    } catch (err) {
+      this.errors.push(`${what}: ${err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err)}`);
+    }
+  }
+
+  /** One round of deliveries; true when something moved. */
+  pump() {
+    let moved = false;
+    if (this.closed) return false;
+    if (this.clientQueue.length && !this.clientPaused) {
+      const group = this.clientQueue.shift();
+      for (let i = 0; i < group.length; i++) {
+        if (this.closed) break;
+        if (this.clientPaused) {
+          this.clientQueue.unshift(group.slice(i));
+          break;
+        }
+        this.record('client>postern', group[i]);
+        this.call('onClientData', () => this.session.onClientData(group[i]));
+      }
+      moved = true;
+    }
+    if (this.connected && !this.upstreamPaused && !this.closed) {
+      if (!this.upQueue.length && this.model.out.length) {
+        const next = this.model.out.shift();
+        this.upQueue.push(...(this.splitRng && this.splitRng.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
+      }
+      if (this.upQueue.length) {
+        const b = this.upQueue.shift();
+        this.record('upstream>postern', b);
+        this.call('onUpstreamData', () => this.session.onUpstreamData(b));
+        moved = true;
+      } else if (this.model.closed && !this.eofSent) {
+        this.eofSent = true;
+        this.record('upstream>postern', '<EOF>');
+        this.call('onUpstreamEnd', () => this.session.onUpstreamEnd());
+        moved = true;
+      }
+    }
+    return moved;
+  }
+}
+
+const turn = () => new Promise((r) => setImmediate(r));
+const pause = () => new Promise((r) => setTimeout(r, 1));
+
+/** File system work in flight (cache spill files, quarantine, persisted DELE protection). */
+function ioPending() {
+  return process.getActiveResourcesInfo().some((r) => r.startsWith('FS') || r.startsWith('FileHandle'));
+}
+
+/**
+ * Delivers queued bytes both ways, one buffer per event-loop turn, until nothing moves any more and no
+ * file I/O is pending (the session may be waiting for it); bounded by rounds and by wall time.
+ */
+async function settle(host, maxRounds = 3000, maxMs = 5000) {
+  let quiet = 0;
+  const t0 = Date.now();
+  for (let i = 0; i < maxRounds && quiet < 2; i++) {
+    // bytes are delivered only while no file I/O is in flight, so a case replays the same way every
+    // time (I/O completion order would otherwise decide what the session has seen when)
+    if (ioPending() && Date.now() - t0 < maxMs) {
+      await pause();
+      quiet = 0;
+      continue;
+    }
+    const moved = host.pump();
+    await turn();
+    quiet = moved ? 0 : quiet + 1;
+  }
+}
+
+// ------------------------------------------------------------------ one case
+
+/**
+ * Runs one case. Returns { leak, errors, end, stalled, transcript?, logs? }.
+ * opts.record: keep the transcript and log lines (repro runs).
+ */
+export async function runCase(env, kase, opts = {}) {
+  const proto = kase.proto;
+  const model = proto === 'imap' ? new ImapUpstream() : new Pop3Upstream();
+  const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
+  const host = new FuzzHost(l, model, kase.usplit ? new Rng(kase.usplit) : null, opts.record ? 'debug' : 'silent');
+  const rejections = [];
+  const onRejection = (reason) => rejections.push(String(reason && reason.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
+  process.on('unhandledRejection', onRejection);
+  try {
+    host.session = env.factory.createSession(host);
+    for (const s of kase.steps) if (s.h && s.pre) model.arm(s.h);
+    host.call('start', () => host.session.start());
+    host.clientQueue.push([asBuf(PREAUTH[proto])]);
+    await settle(host);
+    const loggedIn = host.session.authenticated;
+    for (const s of kase.steps) {
+      if (host.closed) break;
+      if (s.h) {
+        if (!s.pre) model.arm(s.h);
+        await settle(host);
+      } else if (s.c) {
+        host.clientQueue.push(s.c.map(asBuf));
+        await settle(host);
+      }
+    }
+    await settle(host);
+    const stalled = !host.closed && host.clientQueue.length > 0;
+    const clientBytes = Buffer.concat(host.toClient);
+    const leak = findLeak(clientBytes);
+    const end = host.closed ? `${host.closed.kind}${host.closed.code ? ' ' + host.closed.code : ''}` : 'open';
+    // the client goes away; let the session clean up (cache files, timers)
+    if (!host.closed) host.call('onClientEnd', () => host.session.onClientEnd());
+    await settle(host, 50);
+    const out = { leak, errors: [...host.errors, ...rejections.map((r) => `unhandledRejection: ${r}`)], end, stalled, loggedIn, fired: model.fired.length };
+    if (opts.record) {
+      out.transcript = host.transcript;
+      out.logs = host.logLines.map((x) => {
+        try {
+          const j = JSON.parse(x);
+          return `${j.level} ${j.msg}${j.code ? ' ' + j.code : ''}${j.err ? ' ' + j.err : ''}`;
+        } catch {
+          return x;
+        }
+      });
+    }
+    return out;
+  } finally {
+    process.off('unhandledRejection', onRejection);
+  }
+}
+
+// ------------------------------------------------------------------ generation
+
+export function generateCase(seed, index, opts = {}) {
+  const rng = new Rng(caseSeed(seed, index));
+  const proto = opts.proto ?? (rng.chance(0.7) ? 'imap' : 'pop3');
+  const kase = proto === 'imap' ? new ImapCaseGen(rng, EXE_B64.toString('latin1')).generate(opts) : new Pop3CaseGen(rng).generate(opts);
+  kase.id = `${seed}:${index}`;
+  return kase;
+}
+
+// ------------------------------------------------------------------ minimisation and classes
+
+function clone(k) {
+  return JSON.parse(JSON.stringify(k));
+}
+
+/**
+ * Delta debugging over the steps (then over the chunks of each client step, then the delivery
+ * options), keeping the property "still leaks". Bounded by `budget` runs.
+ */
+export async function minimize(env, kase, budget = 400) {
+  let runs = 0;
+  const leaks = async (k) => {
+    runs++;
+    const r = await runCase(env, k);
+    return r.leak !== null;
+  };
+  let best = clone(kase);
+  // delivery options first: plain delivery is easier to read
+  if (best.usplit) {
+    const k = { ...clone(best), usplit: 0 };
+    if (await leaks(k)) best = k;
+  }
+  let n = 2;
+  while (best.steps.length >= 2 && runs < budget) {
+    const size = Math.ceil(best.steps.length / n);
+    let reduced = false;
+    for (let i = 0; i < best.steps.length && runs < budget; i += size) {
+      const k = clone(best);
+      k.steps.splice(i, size);
+      if (await leaks(k)) {
+        best = k;
+        n = Math.max(n - 1, 2);
+        reduced = true;
+        break;
+      }
+    }
+    if (!reduced) {
+      if (n >= best.steps.length) break;
+      n = Math.min(best.steps.length, n * 2);
+    }
+  }
+  // single steps once more (ddmin may stop at granularity limits)
+  for (let i = best.steps.length - 1; i >= 0 && runs < budget; i--) {
+    const k = clone(best);
+    k.steps.splice(i, 1);
+    if (await leaks(k)) best = k;
+  }
+  // merge chunks of client steps
+  for (let i = 0; i < best.steps.length && runs < budget; i++) {
+    const s = best.steps[i];
+    if (s.c && s.c.length > 1) {
+      const k = clone(best);
+      k.steps[i].c = [s.c.join('')];
+      if (await leaks(k)) best = k;
+    }
+  }
+  return { kase: best, runs };
+}
+
+/** The class of a (minimised) case: its mutation labels, or 'plain traffic' when it has none. */
+export function classify(kase) {
+  const labels = [...new Set(kase.steps.filter((s) => s.k).map((s) => s.k))].sort();
+  return `${kase.proto}: ${labels.length ? labels.join(' + ') : 'plain traffic (no mutation)'}`;
+}
+
+function labelsOf(kase) {
+  return new Set(kase.steps.filter((s) => s.k).map((s) => s.k));
+}
+
+// ------------------------------------------------------------------ campaign
+
+/**
+ * Runs `cases` cases from `seed` (bounded by `timeMs`), minimises the first escapes of each new
+ * class and attributes later escapes to a known class when they contain all of its labels.
+ * Returns a report object; writes a JSON transcript per class to `reproDir` when given.
+ */
+export async function runCampaign(env, opts) {
+  const t0 = Date.now();
+  const report = {
+    seed: opts.seed,
+    casesRequested: opts.cases,
+    casesRun: 0,
+    byProto: {},
+    escapes: 0,
+    classes: {},
+    errors: [],
+    ends: {},
+    stalls: 0,
+    stallExamples: [],
+    stallsByMode: {},
+    loginFailures: 0,
+    loginFailureExamples: [],
+    minimizeRuns: 0,
+    ms: 0,
+  };
+  const known = [];
+  const minimizeBudgetMs = opts.minimizeBudgetMs ?? Math.max(5000, (opts.timeMs ?? 60000) / 3);
+  let minimizeMs = 0;
+  for (let i = opts.start ?? 0; i < (opts.start ?? 0) + opts.cases; i++) {
+    if (opts.timeMs && Date.now() - t0 > opts.timeMs) break;
+    const kase = generateCase(opts.seed, i, { proto: opts.proto, mode: opts.mode });
+    const r = await runCase(env, kase);
+    report.casesRun++;
+    const p = (report.byProto[kase.proto] ??= { cases: 0, escapes: 0 });
+    p.cases++;
+    report.ends[`${kase.proto} ${r.end}`] = (report.ends[`${kase.proto} ${r.end}`] ?? 0) + 1;
+    if (!r.loggedIn) {
+      report.loginFailures++;
+      if (report.loginFailureExamples.length < 3) report.loginFailureExamples.push(kase.id);
+    }
+    if (r.stalled) {
+      report.stalls++;
+      const key = `${kase.proto} ${kase.mode}`;
+      report.stallsByMode[key] = (report.stallsByMode[key] ?? 0) + 1;
+      if (report.stallExamples.length < 5 && kase.mode === 'client') report.stallExamples.push(kase.id);
+    }
+    if (r.errors.length && report.errors.length < 20) report.errors.push({ id: kase.id, errors: r.errors });
+    if (r.leak) {
+      report.escapes++;
+      p.escapes++;
+      const labels = labelsOf(kase);
+      let cls = known.find((c) => [...c.labels].every((x) => labels.has(x)));
+      if (!cls && minimizeMs < minimizeBudgetMs) {
+        const m0 = Date.now();
+        const { kase: min, runs } = await minimize(env, kase, opts.minimizeRuns ?? 300);
+        minimizeMs += Date.now() - m0;
+        report.minimizeRuns += runs;
+        const name = classify(min);
+        cls = known.find((c) => c.name === name);
+        if (!cls) {
+          cls = { name, labels: labelsOf(min), minimal: min };
+          known.push(cls);
+        }
+      }
+      const name = cls ? cls.name : `${kase.proto}: unclassified (minimisation budget spent)`;
+      const entry = (report.classes[name] ??= { count: 0, firstCase: kase.id, repro: null });
+      entry.count++;
+      if (cls && !entry.repro) {
+        const rec = await runCase(env, cls.minimal, { record: true });
+        entry.repro = {
+          class: name,
+          invariant: 'no byte of the protected payloads reaches the client',
+          leak: rec.leak,
+          case: cls.minimal,
+          end: rec.end,
+          transcript: rec.transcript,
+          logs: rec.logs.slice(-30),
+          replay: `node scripts/fuzz/session.mjs --replay <this file>`,
+        };
+      }
+    }
+    if (opts.progress && report.casesRun % opts.progress === 0) {
+      opts.onProgress?.(report);
+    }
+  }
+  report.ms = Date.now() - t0;
+  if (opts.reproDir) writeRepros(report, opts.reproDir);
+  return report;
+}
+
+export function slug(name) {
+  return name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 120).toLowerCase();
+}
+
+export function writeRepros(report, dir) {
+  mkdirSync(dir, { recursive: true });
+  const written = [];
+  for (const [name, c] of Object.entries(report.classes)) {
+    if (!c.repro) continue;
+    const file = path.join(dir, `${slug(name)}.json`);
+    writeFileSync(file, JSON.stringify({ ...c.repro, count: c.count, firstCase: c.firstCase, seed: report.seed }, null, 1) + '\n');
+    written.push(file);
+  }
+  return written;
+}
+
+/** Human-readable summary (the same text the CLI prints and the tests print on failure). */
+export function formatReport(report, opts = {}) {
+  const lines = [];
+  lines.push(`session fuzz: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto).map(([p, v]) => `${p} ${v.cases}`).join(', ')})`);
+  lines.push(`escapes: ${report.escapes} in ${Object.keys(report.classes).length} classes; exceptions in ${report.errors.length} cases; stalls ${report.stalls}; login failures ${report.loginFailures}`);
+  const ends = Object.entries(report.ends).sort((a, b) => b[1] - a[1]);
+  lines.push(`session ends: ${ends.map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+  const classes = Object.entries(report.classes).sort((a, b) => b[1].count - a[1].count);
+  for (const [name, c] of classes) {
+    lines.push(`  [${c.count}] ${name}  (first ${c.firstCase})`);
+    if (opts.repros !== false && c.repro) {
+      lines.push(`      leak of ${c.repro.leak.payload}: ...${JSON.stringify(c.repro.leak.context.slice(-100))}`);
+      for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h, pre: s.pre })}`);
+    }
+  }
+  for (const e of report.errors.slice(0, 5)) lines.push(`  exception in ${e.id}: ${e.errors[0]}`);
+  if (report.stalls) lines.push(`  stalls (client input never read again) by mode: ${Object.entries(report.stallsByMode).map(([k, v]) => `${k} ${v}`).join(', ')}; honest-upstream examples: ${report.stallExamples.join(', ') || '-'}`);
+  if (report.loginFailureExamples.length) lines.push(`  login did not complete in: ${report.loginFailureExamples.join(', ')}`);
+  return lines.join('\n');
+}
