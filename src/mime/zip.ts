@@ -1,9 +1,23 @@
 /**
- * Bounded ZIP inspection: walks the central directory (never trusting its counts), reports member
- * names, encryption flags and detected member types, and opens nested ZIPs up to a depth. Every
- * inflate is capped, so a ZIP bomb costs at most `maxTotalSize` bytes of output.
+ * Bounded, strict ZIP inspection.
+ *
+ * postern only vouches for archives that every common extractor (7-Zip, Info-ZIP unzip, libarchive
+ * bsdtar, Python's zipfile, Windows Explorer) must read the same way. An archive is accepted only in
+ * its canonical layout: local records tile the file from byte 0 up to the central directory without
+ * gaps or overlaps, the central directory is followed directly by one end record whose comment ends
+ * the file, every local header repeats its central entry (flags, method, CRC, sizes, name), every
+ * member inflates to exactly its declared size and CRC, and every name is a plain relative path that
+ * no reader can decode, normalise or place differently. Anything else (prepended or appended data,
+ * concatenated archives, name/extra-field disagreements, zip64, unsupported methods, duplicate or
+ * colliding names, path tricks, data descriptors that disagree, ...) is reported as `malformed`
+ * (the policy's `archives.on_ambiguous`), with the first reason found. What could still be read is
+ * reported anyway, so the file-name rules see every name.
+ *
+ * Member names are reported with every reading a client could show (`names`: the header name, the
+ * Info-ZIP Unicode Path extra field, CP437 / Latin-1 / UTF-8 readings, NFKC), so the strictest
+ * file-name rule wins. Every inflate is capped: a ZIP bomb costs at most `maxTotalSize` bytes.
  */
-import { inflateRawSync, constants as zc } from 'node:zlib';
+import { crc32, inflateRawSync } from 'node:zlib';
 import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
 
 export interface ZipLimits {
@@ -11,7 +25,7 @@ export interface ZipLimits {
   maxEntries: number;
   /** Nesting depth of ZIPs inside ZIPs (1 = the attachment itself). */
   maxDepth: number;
-  /** Bytes inflated in total (nested archives and type-detection prefixes). */
+  /** Bytes inflated in total (nested archives and member verification). */
   maxTotalSize: number;
   /** Largest declared uncompressed/compressed ratio accepted for a member bigger than 1 MiB. */
   maxRatio: number;
@@ -22,6 +36,11 @@ export interface ZipMember {
   path: string;
   /** Base name of the member. */
   name: string;
+  /**
+   * Every name a reader could give this member (paths inside its archive; the first is `path`'s
+   * last part's source): header name, Unicode Path extra field, other charset readings, NFKC.
+   */
+  names: string[];
   encrypted: boolean;
   detectedType?: string;
   size: number;
@@ -33,7 +52,10 @@ export interface ZipReport {
   members: ZipMember[];
   /** Set when a limit stopped the inspection (what was seen so far is still reported). */
   limit?: string;
-  /** Set when the archive structure is damaged. */
+  /**
+   * Set when the archive is damaged, ambiguous (two extractors could read it differently) or uses
+   * a feature postern does not inspect (zip64, compression methods other than stored/deflate).
+   */
   malformed?: string;
 }
 
@@ -45,9 +67,42 @@ interface Budget {
 const SIG_EOCD = 0x06054b50;
 const SIG_CEN = 0x02014b50;
 const SIG_LOC = 0x04034b50;
+const SIG_DD = 0x08074b50;
 const SIG_Z64_LOC = 0x07064b50;
-const SIG_Z64_EOCD = 0x06064b50;
+const EOCD_LEN = 22;
+const CEN_LEN = 46;
+const LOC_LEN = 30;
 const PREFIX = 512;
+const MAX_COMMENT = 0xffff;
+/** Longer names, or deeper paths, are cut or refused differently by extractors and file systems. */
+const MAX_NAME_BYTES = 4096;
+const MAX_NAME_PARTS = 256;
+
+/** Flag bits a plain archive may use: encrypted, deflate options (1, 2), data descriptor, UTF-8 names. */
+const KNOWN_FLAGS = 0x0001 | 0x0002 | 0x0004 | 0x0008 | 0x0800;
+const EXTRA_ZIP64 = 0x0001;
+const EXTRA_STRONG_ENCRYPTION = 0x0017;
+const EXTRA_UNICODE_PATH = 0x7075;
+const EXTRA_AES = 0x9901;
+
+/** CP437, bytes 0x80-0xff (what Python's zipfile and DOS-era tools use for names without the UTF-8 flag). */
+const CP437_HIGH =
+  'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■ ';
+
+function cp437(b: Buffer): string {
+  let s = '';
+  for (const c of b) s += c < 0x80 ? String.fromCharCode(c) : CP437_HIGH[c - 0x80];
+  return s;
+}
+
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+function utf8OrUndefined(b: Buffer): string | undefined {
+  try {
+    return utf8Strict.decode(b);
+  } catch {
+    return undefined;
+  }
+}
 
 export function inspectZip(data: Buffer, limits: ZipLimits): ZipReport {
   const report: ZipReport = { type: ZIP_TYPE, members: [] };
@@ -57,12 +112,186 @@ export function inspectZip(data: Buffer, limits: ZipLimits): ZipReport {
   return report;
 }
 
+/**
+ * True when a ZIP reader that looks for the end record (as all do, ignoring data in front) would
+ * find an archive with at least one entry in `buf`: an end record in the last 64 KiB + 22 bytes
+ * whose central directory starts with a central header, at its declared offset or where it would
+ * be if data were prepended. Used to open parts that do not look like ZIPs from their first bytes.
+ */
+export function containsZip(buf: Buffer): boolean {
+  const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
+  for (let i = buf.length - EOCD_LEN; i >= min; i--) {
+    if (buf[i] !== 0x50 || buf.readUInt32LE(i) !== SIG_EOCD) continue;
+    const total = buf.readUInt16LE(i + 10);
+    const cdSize = buf.readUInt32LE(i + 12);
+    const cdOffset = buf.readUInt32LE(i + 16);
+    if (total === 0 && cdSize === 0) continue;
+    const at = (o: number) => o >= 0 && o + 4 <= buf.length && buf.readUInt32LE(o) === SIG_CEN;
+    if (at(cdOffset) || at(i - cdSize) || total === 0xffff || cdOffset === 0xffffffff) return true;
+  }
+  return false;
+}
+
+/**
+ * Cheap streaming pre-check for containsZip: true when the last 64 KiB + 22 bytes of the decoded
+ * chunks hold an end-record signature of an archive with entries. Holds only that tail in memory.
+ */
+export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
+  const keep = EOCD_LEN + MAX_COMMENT + 3;
+  let tail = Buffer.alloc(0);
+  for (const c of chunks) {
+    if (c.length === 0) continue;
+    tail = c.length >= keep ? Buffer.from(c.subarray(c.length - keep)) : Buffer.concat([tail.subarray(Math.max(0, tail.length + c.length - keep)), c]);
+  }
+  for (let i = tail.length - EOCD_LEN; i >= 0; i--) {
+    if (tail[i] === 0x50 && tail.readUInt32LE(i) === SIG_EOCD && (tail.readUInt16LE(i + 10) !== 0 || tail.readUInt32LE(i + 12) !== 0)) return true;
+  }
+  return false;
+}
+
+/** Every occurrence of the end-record signature near the end (readers search backwards from the end). */
 function findEocd(buf: Buffer): number {
-  const min = Math.max(0, buf.length - 22 - 65535);
-  for (let i = buf.length - 22; i >= min; i--) {
+  const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
+  for (let i = buf.length - EOCD_LEN; i >= min; i--) {
     if (buf[i] === 0x50 && buf.readUInt32LE(i) === SIG_EOCD) return i;
   }
   return -1;
+}
+
+interface Extra {
+  ids: Set<number>;
+  /** Info-ZIP Unicode Path (0x7075): name and whether its CRC matches the header name. */
+  unicodePath?: { name: string | undefined; raw: Buffer; crcOk: boolean };
+  problem?: string;
+}
+
+function parseExtra(buf: Buffer, start: number, end: number, headerName: Buffer): Extra {
+  const out: Extra = { ids: new Set() };
+  let p = start;
+  while (p < end) {
+    if (p + 4 > end) {
+      out.problem ??= 'extra field truncated';
+      break;
+    }
+    const id = buf.readUInt16LE(p);
+    const len = buf.readUInt16LE(p + 2);
+    const dataStart = p + 4;
+    const dataEnd = dataStart + len;
+    if (dataEnd > end) {
+      out.problem ??= `extra field 0x${id.toString(16)} overruns its header`;
+      break;
+    }
+    if (out.ids.has(id)) out.problem ??= `extra field 0x${id.toString(16)} appears twice`;
+    out.ids.add(id);
+    if (id === EXTRA_ZIP64) out.problem ??= 'zip64 extra field (zip64 archives are not inspected)';
+    if (id === EXTRA_UNICODE_PATH) {
+      if (len < 5 || buf[dataStart] !== 1) out.problem ??= 'malformed Unicode Path extra field';
+      else {
+        const raw = buf.subarray(dataStart + 5, dataEnd);
+        out.unicodePath = { name: utf8OrUndefined(raw), raw, crcOk: buf.readUInt32LE(dataStart + 1) === crc32(headerName) };
+      }
+    }
+    p = dataEnd;
+  }
+  return out;
+}
+
+interface Entry {
+  index: number;
+  flags: number;
+  method: number;
+  crc: number;
+  compSize: number;
+  size: number;
+  rawName: Buffer;
+  name: string;
+  candidates: string[];
+  localOffset: number;
+  isDir: boolean;
+  encrypted: boolean;
+  /** Set when the local record was found and agrees: where the member's data is. */
+  dataStart?: number;
+}
+
+function bad(report: ZipReport, prefix: string, reason: string): void {
+  report.malformed ??= `${prefix || 'archive: '}${reason}`;
+}
+
+/** The checks on one name (raw bytes + flags); returns the candidate readings. */
+function readName(raw: Buffer, flags: number, extra: Extra, fail: (r: string) => void): { name: string; candidates: string[] } {
+  const latin1 = raw.toString('latin1');
+  const utf8 = utf8OrUndefined(raw);
+  const ascii = !/[^\x00-\x7f]/.test(latin1);
+  let name: string;
+  const candidates = new Set<string>();
+  if (flags & 0x800) {
+    if (utf8 === undefined) fail(`name is flagged UTF-8 but is not valid UTF-8: ${JSON.stringify(latin1)}`);
+    name = utf8 ?? latin1;
+  } else {
+    name = ascii ? latin1 : cp437(raw);
+    if (!ascii) fail(`name ${JSON.stringify(name)} has non-ASCII bytes without the UTF-8 flag (readers decode it differently)`);
+  }
+  candidates.add(name);
+  if (!ascii) {
+    candidates.add(latin1);
+    candidates.add(cp437(raw));
+    if (utf8 !== undefined) candidates.add(utf8);
+    // readers that drop what they cannot decode
+    candidates.add(latin1.replace(/[^\x00-\x7f]/g, ''));
+  }
+  if (extra.unicodePath) {
+    const up = extra.unicodePath;
+    if (up.name !== undefined) candidates.add(up.name);
+    else candidates.add(up.raw.toString('latin1'));
+    if (!up.raw.equals(raw)) fail(`Unicode Path extra field ${JSON.stringify(up.name ?? up.raw.toString('latin1'))} differs from the header name ${JSON.stringify(name)}`);
+    else if (!up.crcOk) fail('Unicode Path extra field has a wrong CRC');
+  }
+  // the readings a reader that follows the flag (or the Unicode Path field) shows: checked as paths.
+  // The other charset readings only differ in non-ASCII characters, so they add names, not paths.
+  const checked = new Set<string>([name]);
+  if (extra.unicodePath?.name !== undefined) checked.add(extra.unicodePath.name);
+  for (const c of [...candidates]) {
+    const k = c.normalize('NFKC');
+    if (k !== c) candidates.add(k);
+    if (checked.has(c)) checked.add(k);
+    // C-string readers stop at NUL
+    const nul = c.indexOf('\0');
+    if (nul >= 0) candidates.add(c.slice(0, nul));
+  }
+  if (raw.length > MAX_NAME_BYTES) fail(`member name longer than ${MAX_NAME_BYTES} bytes`);
+  for (const c of checked) {
+    if (c.length === 0) {
+      fail('empty member name');
+      continue;
+    }
+    // eslint-disable-next-line no-control-regex
+    if (/[\x00-\x1f\x7f-\x9f]/.test(c)) fail(`member name ${JSON.stringify(c)} has control characters`);
+    if (c.includes('\\')) fail(`member name ${JSON.stringify(c)} has a backslash`);
+    if (c.includes(':')) fail(`member name ${JSON.stringify(c)} has a colon (drive letter or stream name)`);
+    if (c.startsWith('/')) fail(`member name ${JSON.stringify(c)} is an absolute path`);
+    const parts = c.split(/[\\/]/);
+    if (parts[parts.length - 1] === '') parts.pop(); // directory marker
+    if (parts.length > MAX_NAME_PARTS) fail(`member name has more than ${MAX_NAME_PARTS} path components`);
+    for (const part of parts) {
+      // "." parts (tar-style "./a.txt") are dropped by every reader; empty and ".." parts are not
+      if (part === '' || part === '..') {
+        fail(`member name ${JSON.stringify(c)} has an empty or ".." path component`);
+        break;
+      }
+    }
+  }
+  return { name, candidates: [...candidates] };
+}
+
+/** The key under which two names would land on the same file on some system. */
+function collisionKey(name: string): string {
+  return name
+    .normalize('NFKC')
+    .toLowerCase()
+    .split('/')
+    .filter((p) => p !== '.')
+    .map((p) => p.replace(/[. ]+$/, ''))
+    .join('/');
 }
 
 function walk(
@@ -73,135 +302,338 @@ function walk(
   report: ZipReport,
   budget: Budget,
 ): { names: string[]; mimetype?: string } | undefined {
+  let ambiguous = false;
+  const fail = (r: string) => {
+    ambiguous = true;
+    bad(report, prefix, r);
+  };
   const eocd = findEocd(buf);
   if (eocd < 0) {
-    report.malformed ??= `${prefix || 'archive'}: no end of central directory`;
+    fail('no end of central directory');
     return undefined;
   }
-  let cdOffset = buf.readUInt32LE(eocd + 16);
-  let cdSize = buf.readUInt32LE(eocd + 12);
-  if ((cdOffset === 0xffffffff || cdSize === 0xffffffff || buf.readUInt16LE(eocd + 10) === 0xffff) && eocd >= 20) {
-    const loc = eocd - 20;
-    if (buf.readUInt32LE(loc) === SIG_Z64_LOC) {
-      const z64 = Number(buf.readBigUInt64LE(loc + 8));
-      if (z64 + 56 <= buf.length && buf.readUInt32LE(z64) === SIG_Z64_EOCD) {
-        cdSize = Number(buf.readBigUInt64LE(z64 + 40));
-        cdOffset = Number(buf.readBigUInt64LE(z64 + 48));
-      }
-    }
+  // one end record, ending the file with its comment
+  const commentLen = buf.readUInt16LE(eocd + 20);
+  if (eocd + EOCD_LEN + commentLen !== buf.length) {
+    fail(eocd + EOCD_LEN + commentLen > buf.length ? 'end record comment length runs past the end' : 'data after the end record (comment length mismatch or appended data)');
   }
-  if (cdOffset > buf.length) {
-    report.malformed ??= `${prefix || 'archive'}: central directory outside the archive`;
+  const comment = buf.subarray(eocd + EOCD_LEN);
+  if (comment.includes(Buffer.from('PK\x05\x06', 'latin1')) || comment.includes(Buffer.from('PK\x06\x06', 'latin1')) || comment.includes(Buffer.from('PK\x06\x07', 'latin1'))) {
+    fail('end record comment contains another end record');
+  }
+  const disk = buf.readUInt16LE(eocd + 4);
+  const cdDisk = buf.readUInt16LE(eocd + 6);
+  const entriesHere = buf.readUInt16LE(eocd + 8);
+  const total = buf.readUInt16LE(eocd + 10);
+  const cdSize = buf.readUInt32LE(eocd + 12);
+  const cdOffset = buf.readUInt32LE(eocd + 16);
+  if (
+    total === 0xffff ||
+    entriesHere === 0xffff ||
+    cdSize === 0xffffffff ||
+    cdOffset === 0xffffffff ||
+    (eocd >= 20 && buf.readUInt32LE(eocd - 20) === SIG_Z64_LOC)
+  ) {
+    fail('zip64 archives are not inspected');
+  }
+  if (disk !== 0 || cdDisk !== 0 || entriesHere !== total) fail('multi-disk archive');
+  // where the directory is: at its declared offset, directly before the end record
+  let cdStart = cdOffset;
+  if (cdOffset + cdSize !== eocd) {
+    fail(cdOffset + cdSize < eocd ? 'data before the end record, or archive with prepended data' : 'central directory overlaps the end record');
+    // read what a reader that corrects for prepended data reads
+    const shifted = eocd - cdSize;
+    if (!(cdOffset + 4 <= buf.length && buf.readUInt32LE(cdOffset) === SIG_CEN) && shifted >= 0 && buf.readUInt32LE(shifted) === SIG_CEN) cdStart = shifted;
+  }
+  const shift = cdStart - cdOffset;
+  if (cdStart > buf.length) {
+    fail('central directory outside the archive');
     return undefined;
   }
+
+  // ------------------------------------------------ central directory
+  const entries: Entry[] = [];
   const names: string[] = [];
   let mimetype: string | undefined;
-  let p = cdOffset;
-  const cdEnd = Math.min(buf.length, cdOffset + cdSize);
-  while (p + 46 <= cdEnd && buf.readUInt32LE(p) === SIG_CEN) {
+  let p = cdStart;
+  const cdEnd = Math.min(eocd, buf.length);
+  while (p < cdEnd) {
+    if (p + CEN_LEN > cdEnd || buf.readUInt32LE(p) !== SIG_CEN) {
+      fail('garbage in the central directory');
+      break;
+    }
     if (++budget.entries > limits.maxEntries) {
       report.limit ??= `more than ${limits.maxEntries} archive entries`;
       return { names, mimetype };
     }
+    const made = buf.readUInt16LE(p + 4);
     const flags = buf.readUInt16LE(p + 8);
     const method = buf.readUInt16LE(p + 10);
+    const crc = buf.readUInt32LE(p + 16);
     const compSize = buf.readUInt32LE(p + 20);
     const size = buf.readUInt32LE(p + 24);
     const nameLen = buf.readUInt16LE(p + 28);
     const extraLen = buf.readUInt16LE(p + 30);
-    const commentLen = buf.readUInt16LE(p + 32);
+    const commentLen2 = buf.readUInt16LE(p + 32);
+    const diskStart = buf.readUInt16LE(p + 34);
+    const external = buf.readUInt32LE(p + 38);
     const localOffset = buf.readUInt32LE(p + 42);
-    const nameEnd = Math.min(p + 46 + nameLen, cdEnd);
-    const rawName = buf.subarray(p + 46, nameEnd);
-    const entryName = flags & 0x800 ? rawName.toString('utf8') : rawName.toString('latin1');
-    p = p + 46 + nameLen + extraLen + commentLen;
-    names.push(entryName);
-    if (entryName.endsWith('/')) continue;
-    const base = entryName.split(/[\\/]/).pop() ?? entryName;
-    const member: ZipMember = {
-      path: prefix + entryName,
-      name: base,
-      encrypted: (flags & 1) === 1 || method === 99,
-      size,
-    };
+    const next = p + CEN_LEN + nameLen + extraLen + commentLen2;
+    if (next > cdEnd) {
+      fail('central directory entry runs past the directory');
+      break;
+    }
+    const rawName = buf.subarray(p + CEN_LEN, p + CEN_LEN + nameLen);
+    const extra = parseExtra(buf, p + CEN_LEN + nameLen, p + CEN_LEN + nameLen + extraLen, rawName);
+    p = next;
+    const { name, candidates } = readName(rawName, flags, extra, fail);
+    if (extra.problem) fail(`${name}: ${extra.problem}`);
+    if (compSize === 0xffffffff || size === 0xffffffff || localOffset === 0xffffffff || diskStart === 0xffff) fail(`${name}: zip64 sizes (zip64 archives are not inspected)`);
+    else if (diskStart !== 0) fail(`${name}: on another disk`);
+    if (flags & ~KNOWN_FLAGS) fail(`${name}: unsupported flags 0x${flags.toString(16)}`);
+    const encrypted = (flags & 1) === 1 || method === 99 || extra.ids.has(EXTRA_STRONG_ENCRYPTION) || extra.ids.has(EXTRA_AES);
+    if (method === 99 && !(flags & 1)) fail(`${name}: AES method without the encryption flag`);
+    if (method !== 0 && method !== 8 && method !== 99) fail(`${name}: unsupported compression method ${method}`);
+    const isDir = name.endsWith('/');
+    // what the external attributes say (DOS directory bit; Unix file type when made on Unix)
+    const host = made >> 8;
+    const unixType = (external >>> 16) & 0xf000;
+    const attrDir = ((host === 0 || host === 10 || host === 11 || host === 14) && (external & 0x10) !== 0) || (host === 3 && unixType === 0x4000);
+    if (host === 3 && unixType !== 0 && unixType !== 0x8000 && unixType !== 0x4000) fail(`${name}: special file (link or device) entry`);
+    if (attrDir !== isDir && (isDir || attrDir)) {
+      // a directory marked as a file is harmless; a file marked as a directory reads differently
+      if (attrDir && !isDir) fail(`${name}: attributes say directory, name says file`);
+    }
+    if (isDir && (compSize !== 0 || size !== 0)) fail(`${name}: directory entry with data`);
+    if (method === 0 && !encrypted && compSize !== size) fail(`${name}: stored member with different sizes`);
+    entries.push({ index: entries.length, flags, method, crc, compSize, size, rawName, name, candidates, localOffset: localOffset + shift, isDir, encrypted });
+    names.push(name);
+  }
+  if (entries.length !== total) fail(`end record counts ${total} entries, the directory has ${entries.length}`);
+
+  // ------------------------------------------------ names: duplicates and file/directory collisions
+  // A tree of path components (keys folded like case-insensitive, normalising file systems do);
+  // each component costs its own length, so hostile paths stay linear.
+  const nodeIds = new Map<string, number>();
+  const fileOwner = new Map<number, Entry>();
+  const dirNodes = new Set<number>();
+  const node = (parent: number, part: string): number => {
+    const k = `${parent}/${part}`;
+    let id = nodeIds.get(k);
+    if (id === undefined) nodeIds.set(k, (id = nodeIds.size + 1));
+    return id;
+  };
+  for (const e of entries) {
+    for (const c of e.candidates) {
+      const parts = collisionKey(c.replace(/\/+$/, '')).split('/');
+      if (parts.length > MAX_NAME_PARTS) continue; // already refused
+      let id = 0;
+      for (let i = 0; i < parts.length; i++) {
+        id = node(id, parts[i]);
+        const last = i === parts.length - 1;
+        if (!last || e.isDir) {
+          if (fileOwner.has(id)) fail(`${e.name}: a file of the same name is used as a directory`);
+          dirNodes.add(id);
+        } else {
+          const owner = fileOwner.get(id);
+          if (owner && owner !== e) fail(`${e.name}: duplicate member name (same as ${owner.name})`);
+          if (dirNodes.has(id)) fail(`${e.name}: a directory of the same name exists`);
+          fileOwner.set(id, e);
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------ local records: tile [0, cdStart) exactly
+  const byOffset = [...entries].sort((a, b) => a.localOffset - b.localOffset);
+  let expect = shift; // where the first record must start (0 unless data was prepended)
+  if (shift !== 0 || (byOffset.length > 0 && byOffset[0].localOffset !== 0)) fail('data before the first record');
+  if (byOffset.length === 0 && cdStart !== 0) fail('data before the central directory');
+  for (const e of byOffset) {
+    const o = e.localOffset;
+    if (o !== expect) fail(o < expect ? `${e.name}: overlaps the previous member` : `${e.name}: data between records`);
+    if (o < 0 || o + LOC_LEN > cdStart || buf.readUInt32LE(o) !== SIG_LOC) {
+      fail(`${e.name}: bad local header`);
+      continue;
+    }
+    const lflags = buf.readUInt16LE(o + 6);
+    const lmethod = buf.readUInt16LE(o + 8);
+    const lcrc = buf.readUInt32LE(o + 14);
+    const lcomp = buf.readUInt32LE(o + 18);
+    const lsize = buf.readUInt32LE(o + 22);
+    const lnameLen = buf.readUInt16LE(o + 26);
+    const lextraLen = buf.readUInt16LE(o + 28);
+    const dataStart = o + LOC_LEN + lnameLen + lextraLen;
+    if (dataStart > cdStart) {
+      fail(`${e.name}: local header runs into the central directory`);
+      continue;
+    }
+    const lname = buf.subarray(o + LOC_LEN, o + LOC_LEN + lnameLen);
+    if (!lname.equals(e.rawName)) fail(`${e.name}: local header name ${JSON.stringify(lname.toString('latin1'))} differs from the central directory`);
+    if (lflags !== e.flags) fail(`${e.name}: local and central flags differ`);
+    if (lmethod !== e.method) fail(`${e.name}: local and central compression methods differ`);
+    const lextra = parseExtra(buf, o + LOC_LEN + lnameLen, dataStart, lname);
+    if (lextra.problem) fail(`${e.name}: local ${lextra.problem}`);
+    if (!lname.equals(e.rawName) || lextra.unicodePath) {
+      // the local name is a reading too (streaming readers use it)
+      const r = readName(lname, lflags, lextra, fail);
+      for (const c of r.candidates) if (!e.candidates.includes(c)) e.candidates.push(c);
+    }
+    const descriptor = (e.flags & 8) !== 0;
+    if (descriptor) {
+      if ((lcrc !== 0 && lcrc !== e.crc) || (lcomp !== 0 && lcomp !== e.compSize) || (lsize !== 0 && lsize !== e.size)) fail(`${e.name}: local header sizes or CRC differ from the central directory`);
+      if (e.method === 0) fail(`${e.name}: stored member with a data descriptor (its end cannot be found by sequential readers)`);
+    } else if (lcrc !== e.crc || lcomp !== e.compSize || lsize !== e.size) {
+      fail(`${e.name}: local header sizes or CRC differ from the central directory`);
+    }
+    let end = dataStart + e.compSize;
+    if (end > cdStart) {
+      fail(`${e.name}: data runs into the central directory`);
+      continue;
+    }
+    if (descriptor) {
+      const dd = (at: number) =>
+        at + 12 <= cdStart && buf.readUInt32LE(at) === e.crc && buf.readUInt32LE(at + 4) === e.compSize && buf.readUInt32LE(at + 8) === e.size;
+      if (end + 16 <= cdStart && buf.readUInt32LE(end) === SIG_DD && dd(end + 4)) end += 16;
+      else if (dd(end)) end += 12;
+      else fail(`${e.name}: data descriptor missing or disagrees with the central directory`);
+    }
+    e.dataStart = dataStart;
+    expect = end;
+  }
+  if (expect !== cdStart && byOffset.length > 0) fail(expect < cdStart ? 'data between the last member and the central directory' : 'last member overlaps the central directory');
+
+  // ------------------------------------------------ members: verified content, types, nesting
+  for (const e of entries) {
+    if (e.isDir) continue;
+    const base = e.name.split(/[\\/]/).pop() ?? e.name;
+    const member: ZipMember = { path: prefix + e.name, name: base, names: e.candidates, encrypted: e.encrypted, size: e.size };
     report.members.push(member);
-    if (member.encrypted) continue;
-    if (size > 1024 * 1024 && compSize > 0 && size / compSize > limits.maxRatio) {
-      report.limit ??= `${member.path}: compression ratio ${Math.round(size / compSize)} over ${limits.maxRatio}`;
+    if (e.encrypted || e.dataStart === undefined) continue;
+    if (e.method !== 0 && e.method !== 8) continue;
+    if (e.size > 1024 * 1024 && e.compSize > 0 && e.size / e.compSize > limits.maxRatio) {
+      report.limit ??= `${member.path}: compression ratio ${Math.round(e.size / e.compSize)} over ${limits.maxRatio}`;
       continue;
     }
-    const body = memberData(buf, localOffset, compSize);
-    if (!body) {
-      report.malformed ??= `${member.path}: bad local header`;
+    const raw = buf.subarray(e.dataStart, e.dataStart + e.compSize);
+    let body: Buffer | undefined;
+    if (e.method === 0) body = raw;
+    else body = inflateMember(raw, e.size, budget, limits, report, member.path, fail);
+    if (!body) continue;
+    if (body.length !== e.size) {
+      fail(`${member.path}: inflates to ${body.length} bytes, declared ${e.size}`);
       continue;
     }
-    let head: Buffer | undefined;
-    if (method === 0) head = body.subarray(0, PREFIX);
-    else if (method === 8) head = inflateCapped(body.subarray(0, PREFIX), PREFIX * 1100, budget, limits, report, member.path, true);
-    if (!head) continue;
+    if (crc32(body) !== e.crc) fail(`${member.path}: CRC mismatch`);
+    const head = body.subarray(0, PREFIX);
     let t = detectType(head);
-    if (entryName === 'mimetype' && method === 0) mimetype = head.toString('latin1');
-    if (t === ZIP_TYPE) {
+    if (e.name === 'mimetype' && e.method === 0) mimetype = head.toString('latin1');
+    if (t === ZIP_TYPE || containsZip(body)) {
       if (depth >= limits.maxDepth) {
         report.limit ??= `${member.path}: archive nesting deeper than ${limits.maxDepth}`;
-        member.detectedType = t;
+        member.detectedType = t ?? ZIP_TYPE;
         continue;
       }
-      if (size > limits.maxTotalSize - budget.inflated) {
-        report.limit ??= `${member.path}: nested archive larger than the inflate budget`;
-        member.detectedType = t;
-        continue;
-      }
-      const inner = method === 0 ? body : inflateCapped(body, size, budget, limits, report, member.path, false);
-      if (inner) {
-        const sub = walk(inner, limits, depth + 1, `${member.path}/`, report, budget);
-        if (sub) t = refineZipType(sub.names, sub.mimetype);
-      }
+      const sub = walk(body, limits, depth + 1, `${member.path}/`, report, budget);
+      if (sub) t = refineZipType(sub.names, sub.mimetype);
     }
     member.detectedType = t;
   }
+  // An ambiguous archive is read by some extractor in another way: report what any of them could find
+  if (ambiguous) scavenge(buf, prefix, report, budget, limits, new Set(entries.map((e) => e.localOffset)));
   return { names, mimetype };
 }
 
-function memberData(buf: Buffer, localOffset: number, compSize: number): Buffer | undefined {
-  if (localOffset + 30 > buf.length || buf.readUInt32LE(localOffset) !== SIG_LOC) return undefined;
-  const start = localOffset + 30 + buf.readUInt16LE(localOffset + 26) + buf.readUInt16LE(localOffset + 28);
-  if (start > buf.length) return undefined;
-  return buf.subarray(start, Math.min(buf.length, start + compSize));
+/**
+ * For an archive already found ambiguous: every local and central header anywhere in it (readers
+ * that scan from the start, use another end record or another directory find these), with the type
+ * of what a local header's data starts with. Names and types only; bounded by the entry budget.
+ */
+function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget, limits: ZipLimits, known: Set<number>): void {
+  const noop = () => undefined;
+  const seen = new Set(report.members.map((m) => m.path));
+  for (let i = buf.indexOf('PK'); i >= 0 && i + 4 <= buf.length; i = buf.indexOf('PK', i + 2)) {
+    const sig = buf.readUInt32LE(i);
+    const central = sig === SIG_CEN && i + CEN_LEN <= buf.length;
+    const local = sig === SIG_LOC && i + LOC_LEN <= buf.length && !known.has(i);
+    if (!central && !local) continue;
+    if (++budget.entries > limits.maxEntries) {
+      report.limit ??= `more than ${limits.maxEntries} archive entries`;
+      return;
+    }
+    const head = central ? CEN_LEN : LOC_LEN;
+    const flags = buf.readUInt16LE(i + (central ? 8 : 6));
+    const method = buf.readUInt16LE(i + (central ? 10 : 8));
+    const compSize = buf.readUInt32LE(i + (central ? 20 : 18));
+    const size = buf.readUInt32LE(i + (central ? 24 : 22));
+    const nameLen = buf.readUInt16LE(i + (central ? 28 : 26));
+    const extraLen = buf.readUInt16LE(i + (central ? 30 : 28));
+    const rawName = buf.subarray(i + head, Math.min(buf.length, i + head + nameLen));
+    const extraEnd = Math.min(buf.length, i + head + nameLen + extraLen);
+    const { name, candidates } = readName(rawName, flags, parseExtra(buf, i + head + nameLen, extraEnd, rawName), noop);
+    if (name.endsWith('/') && candidates.every((c) => c.endsWith('/'))) continue;
+    let detectedType: string | undefined;
+    if (local && !(flags & 1)) {
+      const data = buf.subarray(extraEnd, Math.min(buf.length, extraEnd + (compSize || buf.length)));
+      let headBytes: Buffer | undefined;
+      if (method === 0) headBytes = data.subarray(0, PREFIX);
+      else if (method === 8 && budget.inflated < limits.maxTotalSize) {
+        try {
+          // the first compressed bytes are enough for the magic number
+          headBytes = inflateRawSync(data.subarray(0, PREFIX), { maxOutputLength: PREFIX * 1100, finishFlush: 2 /* Z_SYNC_FLUSH */ });
+          budget.inflated += headBytes.length;
+        } catch {
+          budget.inflated += PREFIX;
+        }
+      }
+      if (headBytes) detectedType = detectType(headBytes);
+    }
+    const path = prefix + name;
+    if (seen.has(path) && !detectedType) continue;
+    seen.add(path);
+    const member: ZipMember = { path, name: name.split(/[\\/]/).pop() ?? name, names: candidates, encrypted: (flags & 1) === 1 || method === 99, size };
+    if (detectedType) member.detectedType = detectedType;
+    report.members.push(member);
+  }
 }
 
-function inflateCapped(
+/**
+ * Inflates one member completely (capped by the remaining budget and its declared size + 1, so a
+ * lie is noticed). The deflate stream must end exactly at the member's compressed size.
+ */
+function inflateMember(
   src: Buffer,
   expected: number,
   budget: Budget,
   limits: ZipLimits,
   report: ZipReport,
   path: string,
-  partial: boolean,
+  fail: (r: string) => void,
 ): Buffer | undefined {
   const room = limits.maxTotalSize - budget.inflated;
-  if (room <= 0) {
-    report.limit ??= `inflate budget of ${limits.maxTotalSize} bytes used up`;
+  if (expected > room) {
+    report.limit ??= room <= 0 ? `inflate budget of ${limits.maxTotalSize} bytes used up` : `${path}: larger than the remaining inflate budget`;
     return undefined;
   }
-  // a member whose declared size lies is cut at the cap: +1 so the lie is noticed
-  const cap = Math.max(1, Math.min(room, partial ? expected : expected + 1));
+  const cap = Math.max(1, Math.min(room, expected + 1));
   try {
-    const out = inflateRawSync(src, { maxOutputLength: cap, finishFlush: zc.Z_SYNC_FLUSH });
-    budget.inflated += out.length;
-    if (!partial && out.length > expected) {
+    const r = inflateRawSync(src, { maxOutputLength: cap, info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
+    budget.inflated += r.buffer.length;
+    if (r.buffer.length > expected) {
       report.limit ??= `${path}: inflates past its declared size`;
+      fail(`${path}: inflates past its declared size`);
       return undefined;
     }
-    return out;
+    if (r.engine.bytesWritten !== src.length) fail(`${path}: data after the end of the deflate stream`);
+    return r.buffer;
   } catch (e) {
     if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
       budget.inflated += cap;
-      if (partial) return undefined;
-      report.limit ??= `${path}: inflates past ${cap} bytes`;
+      report.limit ??= `${path}: inflates past its declared size`;
+      fail(`${path}: inflates past its declared size`);
       return undefined;
     }
-    report.malformed ??= `${path}: ${(e as Error).message}`;
+    fail(`${path}: ${(e as Error).message}`);
     return undefined;
   }
 }

@@ -13,7 +13,7 @@ import { parseMime, forEachLeaf, leafSection, type MimeNode, type ParseResult } 
 import { parseHeader, decodedValue, firstField, type ParsedHeader } from '../mime/headers.js';
 import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamaged } from '../mime/decode.js';
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
-import { inspectZip } from '../mime/zip.js';
+import { containsZip, inspectZip, zipTrailerIn } from '../mime/zip.js';
 import { buildPartMap, mimeNodeOf } from '../mime/partmap.js';
 import type { ActionName, EngineDeps, InspectContext, InspectResult, PartMap, RuleHit, Verdict } from './types.js';
 import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
@@ -511,20 +511,30 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
   const decoded = (): Buffer => decodeBody(body, leaf.cte).data;
 
   // archives: member names and types, refined container type (docx/odt/jar are ZIPs)
-  const isZip = detected === ZIP_TYPE || (!detected && /^application\/(x-)?zip(-compressed)?$/.test(declared));
+  // [zip] a part whose decoded end holds a ZIP end record is opened as well, whatever its first
+  // bytes: extractors find such archives (data prepended to a ZIP, a PDF or image with a ZIP appended)
+  let isZip = detected === ZIP_TYPE || (!detected && /^application\/(x-)?zip(-compressed)?$/.test(declared));
+  let zipData: Buffer | undefined;
+  if (!isZip && policy.archives.inspect && body.length >= 22 && zipTrailerIn(decodeChunks(body, leaf.cte))) isZip = containsZip((zipData = decoded()));
   const memberHits: Hit[] = [];
   if (isZip && policy.archives.inspect) {
-    const rep = inspectZip(decoded(), {
+    const rep = inspectZip(zipData ?? decoded(), {
       maxDepth: policy.archives.maxDepth,
       maxEntries: policy.archives.maxEntries,
       maxTotalSize: policy.archives.maxTotalSize,
       maxRatio: policy.archives.maxRatio,
     });
     if (detected === ZIP_TYPE) detected = rep.type;
-    if (rep.limit || rep.malformed) {
+    if (rep.limit) {
       const spec = policy.archives.onLimit;
       if (spec.action !== 'allow') {
-        memberHits.push({ ...base, detectedType: detected, rule: 'archives.on_limit', action: spec.action, reason: `archive not fully inspected: ${rep.limit ?? rep.malformed}`, spec });
+        memberHits.push({ ...base, detectedType: detected, rule: 'archives.on_limit', action: spec.action, reason: `archive not fully inspected: ${rep.limit}`, spec });
+      }
+    }
+    if (rep.malformed) {
+      const spec = policy.archives.onAmbiguous;
+      if (spec.action !== 'allow') {
+        memberHits.push({ ...base, detectedType: detected, rule: 'archives.on_ambiguous', action: spec.action, reason: `archive is damaged or ambiguous (extractors may read it differently): ${rep.malformed}`, spec });
       }
     }
     for (const m of rep.members) {
@@ -532,8 +542,12 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
       if (m.encrypted && policy.archives.onEncrypted.action !== 'allow') {
         memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_encrypted', action: policy.archives.onEncrypted.action, reason: `encrypted archive member ${m.path} cannot be inspected`, spec: policy.archives.onEncrypted });
       }
-      const mname = normaliseFilename(m.name);
-      const fr = mname ? filenameDecision(policy, mname) : undefined;
+      // every name a reader could show for the member (header, Unicode Path field, charsets): strictest wins
+      let fr: ReturnType<typeof filenameDecision>;
+      for (const mname of new Set((m.names.length ? m.names : [m.name]).map(normaliseFilename).filter(Boolean))) {
+        const d = filenameDecision(policy, mname);
+        if (d && (!fr || SEVERITY[d.spec.action] > SEVERITY[fr.spec.action])) fr = d;
+      }
       if (fr && fr.spec.action !== 'allow') {
         memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `archive member ${m.path} matches a forbidden file name`, spec: fr.spec });
       }

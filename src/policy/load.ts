@@ -43,6 +43,8 @@ export interface CompiledPolicy {
     maxRatio: number;
     onEncrypted: ActionSpec;
     onLimit: ActionSpec;
+    /** Damaged, ambiguous (extractors could read it differently) or not inspectable (zip64, methods). */
+    onAmbiguous: ActionSpec;
   };
   headers: {
     strip: { name: RegExp; value: RegExp | null; scope: 'top' | 'all' }[];
@@ -153,6 +155,7 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       maxRatio: y.archives?.max_ratio ?? 200,
       onEncrypted: spec(y.archives?.on_encrypted, A('allow')),
       onLimit: spec(y.archives?.on_limit, A('strip')),
+      onAmbiguous: spec(y.archives?.on_ambiguous, A('strip', true)),
     },
     headers: {
       strip: (y.headers?.strip ?? []).map((h) => ({

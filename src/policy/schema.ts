@@ -112,6 +112,7 @@ export const policySchema = z.strictObject({
       max_ratio: z.number().positive().optional(),
       on_encrypted: actionSpec.optional(),
       on_limit: actionSpec.optional(),
+      on_ambiguous: actionSpec.optional(),
     })
     .optional(),
   headers: z
