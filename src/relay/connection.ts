@@ -388,8 +388,8 @@ export class Connection implements SessionHost {
     this.holdTimer = null;
     if (!this.holding() || this.closeOverride) return;
     const ms = this.flow.holdTimeoutMs;
-    const what = this.upstreamPausedBySession ? 'a held response did not complete' : 'the session kept the client waiting';
-    const message = `postern: ${what} within ${Math.round(ms / 1000)} s (${ErrorCodes.HOLD_TIMEOUT})`;
+    const what = this.upstreamPausedBySession ? 'message inspection did not complete in time' : 'the server did not answer in time';
+    const message = `postern: ${what} (${ErrorCodes.HOLD_TIMEOUT})`;
     this.closeOverride = { kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message };
     this.log.warn({ code: ErrorCodes.HOLD_TIMEOUT, holdMs: ms, upstreamHeld: this.upstreamPausedBySession, clientHeld: this.clientPausedBySession }, 'ending session: hold deadline passed');
     if (this.session.onHoldTimeout) this.session.onHoldTimeout();
