@@ -243,6 +243,6 @@ export class Pop3Inspector {
     this.deps.log.warn({ msgno: n, uidl: id, state, event: 'dele-refused' }, state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected');
     return state === 'protected'
       ? `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`
-      : `[SYS/PERM] postern: cannot tell whether message ${n} is protected (no UIDL); it stays on the server`;
+      : `[SYS/PERM] postern: cannot tell whether message ${n} is protected${id === null ? ' (no UIDL)' : ''}; it stays on the server`;
   }
 }

@@ -1,8 +1,12 @@
 /**
  * POP3 through postern against a scripted upstream (test/harness/fake-pop3.ts) for what Dovecot never
- * does: response injection after STLS, no STLS, silence, a reset mid-RETR, garbage.
+ * does: response injection after STLS, no STLS, silence, a reset mid-RETR, garbage, no UIDL.
  */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { recoveryId } from '../../src/policy/engine.js';
+import { PROTECTED_FILE_NAME } from '../../src/quarantine/protected.js';
 import { startFakePop3, type FakePop3, type FakePop3Options } from '../harness/fake-pop3.js';
 import { RawConn, selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
 import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
@@ -170,5 +174,48 @@ describe('POP3 upstream faults', () => {
     await c.waitEnd();
     expect(c.text).toMatch(/-ERR \[SYS\/TEMP\] upstream protocol error: status line too long\r\n$/);
     expect(postern.logs()).toContain('E_LINE_TOO_LONG');
+  });
+
+  it('an upstream without UIDL: the protection record has no UIDL, and every later DELE of that mailbox is refused', async () => {
+    const MZ = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00', 'latin1'), Buffer.from('NO-UIDL-MARKER '.repeat(30))]).toString('base64');
+    const EXE =
+      'From: a@example.test\r\nSubject: tool\r\nMessage-ID: <nouidl@example.test>\r\nMIME-Version: 1.0\r\n' +
+      'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhi\r\n' +
+      '--B\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Disposition: attachment; filename="x.exe"\r\n' +
+      `Content-Transfer-Encoding: base64\r\n\r\n${MZ}\r\n--B--\r\n`;
+    const qdir = path.join(dir.path, 'no-uidl-quarantine');
+    // storing this original fails: a directory where its file must go
+    mkdirSync(path.join(qdir, `${recoveryId(Buffer.from(EXE, 'latin1'), 'default')}.eml`), { recursive: true });
+    const fake = await startFakePop3({
+      onCommand(line, conn) {
+        if (line === 'RETR 1') conn.write(`+OK ${EXE.length} octets\r\n${EXE}.\r\n`);
+        else if (/^DELE /.test(line)) conn.write('+OK marked\r\n');
+        else return false; // UIDL: "-ERR unknown command"
+        return true;
+      },
+    });
+    cleanups.push(() => fake.close());
+    const postern = await startPostern(
+      [{ name: 'p', protocol: 'pop3', tls: 'none', policy: 'default', upstream: { routed: true, port: fake.port, tls: 'none', allow: ['127.0.0.1'] } }],
+      { extra: { quarantine: { dir: qdir, retentionDays: 30 } } },
+    );
+    cleanups.push(() => postern.close());
+    onTestFailed(() => console.error('--- postern log ---\n' + postern.logs()));
+
+    const a = await login(postern, 'RETR 1\r\nDELE 1\r\nQUIT\r\n');
+    await a.waitEnd(10_000);
+    expect(a.text).not.toContain('NO-UIDL-MARKER');
+    expect(a.text).not.toContain(MZ.slice(0, 40));
+    expect(a.text).toMatch(/\r\n\.\r\n-ERR \[SYS\/PERM\][^\r\n]*\r\n\+OK bye\r\n$/);
+    const file = path.join(qdir, PROTECTED_FILE_NAME);
+    expect(existsSync(file)).toBe(true);
+    expect(JSON.parse(readFileSync(file, 'utf8')).entries).toEqual([expect.objectContaining({ upstream: `127.0.0.1:${fake.port}`, user: 'alice', uidl: null })]);
+
+    // a later session: postern cannot tell which message is the protected one, so no DELE passes
+    const b = await login(postern, 'DELE 1\r\nDELE 2\r\nQUIT\r\n');
+    await b.waitEnd(10_000);
+    expect(b.text).toMatch(/^\+OK postern ready\r\n\+OK\r\n\+OK Logged in as fake\.\r\n(-ERR \[SYS\/PERM\] postern: cannot tell whether message \d is protected \(no UIDL\); it stays on the server\r\n){2}\+OK bye\r\n$/);
+    expect(sentBy(fake, 'DELE')).toEqual([]);
+    expect(sentBy(fake, 'UIDL').map((l) => l.line)).toEqual(['UIDL 1', 'UIDL 1', 'UIDL 2']);
   });
 });

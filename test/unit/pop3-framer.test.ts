@@ -3,7 +3,9 @@ import { ErrorCodes, PosternError } from '../../src/errors.js';
 import {
   Pop3CommandFramer,
   Pop3ResponseFramer,
+  MAX_POP3_NUMBER,
   encodeMultiline,
+  parseTransactionCommand,
   stuff,
   unstuff,
   type Pop3Command,
@@ -98,6 +100,68 @@ describe.each(chunkings)('Pop3CommandFramer (%s)', (_name, size) => {
       for (const c of chunks(B('NOOP\r\n'.repeat(20)), size)) f.push(c);
     });
     expect(code).toBe(ErrorCodes.BUFFER_LIMIT);
+  });
+});
+
+describe.each(chunkings)('Pop3CommandFramer line ends and the strict TRANSACTION grammar (%s)', (_name, size) => {
+  it('tells CRLF from bare LF', () => {
+    const cmds = commands('NOOP\r\nNOOP\nRETR 1\r\n\n', size);
+    expect(cmds.map((c) => [c.line.toString(), c.crlf])).toEqual([
+      ['NOOP', true],
+      ['NOOP', false],
+      ['RETR 1', true],
+      ['', false],
+    ]);
+  });
+
+  it('parses exactly the RFC 1939 forms and re-serialises them', () => {
+    const input = 'retr 1\r\nTOP 2 0\r\nlist\r\nUidl 7\r\nRETR 2147483647\r\nRETR 2147483648\r\nRETR  1\r\nSTAT \r\nDELE 01\r\nRETR 1\n';
+    const got = commands(input, size).map((c) => parseTransactionCommand(c));
+    expect(got).toEqual([
+      { ok: true, name: 'RETR', args: ['1'], line: 'RETR 1' },
+      { ok: true, name: 'TOP', args: ['2', '0'], line: 'TOP 2 0' },
+      { ok: true, name: 'LIST', args: [], line: 'LIST' },
+      { ok: true, name: 'UIDL', args: ['7'], line: 'UIDL 7' },
+      { ok: true, name: 'RETR', args: [String(MAX_POP3_NUMBER)], line: `RETR ${MAX_POP3_NUMBER}` },
+      { ok: false, reason: 'syntax' },
+      { ok: false, reason: 'syntax' },
+      { ok: false, reason: 'syntax' },
+      { ok: false, reason: 'syntax' },
+      { ok: false, reason: 'line-end' },
+    ]);
+  });
+});
+
+describe('parseTransactionCommand against an independent oracle (bounded random lines)', () => {
+  // Written from RFC 1939 independently of the code under test.
+  const FORMS = /^(?:(?:STAT|NOOP|RSET|QUIT|CAPA)|(?:LIST|UIDL)(?: ([1-9][0-9]*))?|(?:RETR|DELE) ([1-9][0-9]*)|TOP ([1-9][0-9]*) (0|[1-9][0-9]*))$/i;
+  function oracle(line: string): string | null {
+    const m = FORMS.exec(line);
+    if (!m) return null;
+    if (m.slice(1).some((n) => n !== undefined && Number(n) > 2 ** 31 - 1)) return null;
+    const [kw, ...rest] = line.split(' ');
+    return [kw!.toUpperCase(), ...rest].join(' ');
+  }
+  const PIECES = ['RETR', 'retr', 'TOP', 'Dele', 'LIST', 'UIDL', 'STAT', 'NOOP', 'RSET', 'QUIT', 'CAPA', 'USER', 'X', ' ', ' ', ' ', '  ', '1', '0', '12', '007', '+', '-', '\t', '\x00', '\r', '\x85', '2147483647', '2147483648', '99999999999'];
+
+  it('agrees on 3000 lines (same verdict, same upstream line)', () => {
+    let seed = 0x8008;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+    const t0 = Date.now();
+    let accepted = 0;
+    for (let i = 0; i < 3000 && Date.now() - t0 < 5000; i++) {
+      let line = PIECES[rnd(11)]!;
+      const parts = rnd(4);
+      for (let j = 0; j < parts; j++) line += PIECES[rnd(PIECES.length)]!;
+      const f = new Pop3CommandFramer(LIMITS);
+      f.push(B(line + '\r\n'));
+      const cmd = f.next()!;
+      const r = parseTransactionCommand(cmd);
+      const expected = /^[\x20-\x7e]*$/.test(cmd.line.toString('latin1')) ? oracle(cmd.line.toString('latin1')) : null;
+      expect(r.ok ? r.line : null, JSON.stringify(line)).toBe(expected);
+      if (r.ok) accepted++;
+    }
+    expect(accepted).toBeGreaterThan(50); // the generator does reach valid commands
   });
 });
 

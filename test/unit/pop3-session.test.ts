@@ -762,6 +762,36 @@ describe('Pop3Session: bounded in every state (a client that never reads)', () =
 });
 
 describe('Pop3Session: lifecycle', () => {
+  it('the host’s hold deadline: -ERR [SYS/TEMP] answers the pending command, E_HOLD_TIMEOUT', async () => {
+    const { host, client, s } = await loggedIn({}, { onMultiline: () => new Promise(() => {}) });
+    await client('RETR 1\r\n');
+    s.onUpstreamData(Buffer.from('+OK\r\nbody\r\n.\r\n'));
+    expect(host.pausedUpstream).toBe(true);
+    s.onHoldTimeout();
+    expect(host.takeClient()).toBe('-ERR [SYS/TEMP] postern: the server did not answer in time; try again later\r\n');
+    expect(host.closed).toEqual({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'hold deadline passed' });
+  });
+
+  it('a message the memory budget cannot take is not inspected: -ERR [SYS/TEMP], the session goes on; a granted lease is released', async () => {
+    let granted = 0;
+    let released = 0;
+    let budget = false;
+    const t = await loggedIn({}, { onMultiline: (_c, body) => body });
+    (t.host as ScriptHost & { reserveMemory: SessionHost['reserveMemory'] }).reserveMemory = (bytes) => {
+      if (!budget) return null;
+      granted += bytes;
+      return { bytes, resize: () => true, release: () => void released++ };
+    };
+    await t.client('RETR 1\r\nSTAT\r\n');
+    await t.upstream('+OK\r\nbody\r\n.\r\n+OK 1 6\r\n');
+    expect(t.host.takeClient()).toBe('-ERR [SYS/TEMP] postern: busy, message not inspected; try again later\r\n+OK 1 6\r\n');
+    budget = true;
+    await t.client('RETR 1\r\n');
+    await t.upstream('+OK\r\nbody\r\n.\r\n');
+    expect(t.host.takeClient()).toBe('+OK\r\nbody\r\n.\r\n');
+    expect([granted, released]).toEqual([12, 1]);
+  });
+
   const slowHooks = (): Pop3Hooks => ({
     async onMultiline(_cmd, body) {
       await new Promise((r) => setTimeout(r, 20));
