@@ -218,4 +218,23 @@ describe('POP3 upstream faults', () => {
     expect(sentBy(fake, 'DELE')).toEqual([]);
     expect(sentBy(fake, 'UIDL').map((l) => l.line)).toEqual(['UIDL 1', 'UIDL 1', 'UIDL 2']);
   });
+
+  it('a client that sends CAPA in a loop and never reads: a bounded number of answers, then the session ends (E_TOO_MANY_COMMANDS)', async () => {
+    const { fake, postern } = await setup({}, {}, 'none');
+    const c = await RawConn.connect(postern.port('p'));
+    try {
+      c.socket.pause(); // never read
+      const chunk = 'CAPA\r\n'.repeat(10_000);
+      for (let i = 0; i < 20 && !c.socket.destroyed; i++) c.write(chunk); // 1.2 MB of CAPA
+      await expect.poll(() => postern.logs().includes('"msg":"session closed"'), { timeout: 10_000 }).toBe(true);
+    } finally {
+      c.close();
+    }
+    const closed = postern.logs().split('\n').find((l) => l.includes('"msg":"session closed"'))!;
+    const rec = JSON.parse(closed) as { code: string; bytes: { toClient: number } };
+    expect(rec.code).toBe('E_TOO_MANY_COMMANDS');
+    // greeting + 50 CAPA answers (~140 bytes each) + the -ERR: never megabytes
+    expect(rec.bytes.toClient).toBeLessThan(50 * 200);
+    expect(fake.connections()).toBe(0);
+  });
 });
