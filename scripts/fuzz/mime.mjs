@@ -124,7 +124,7 @@ async function main() {
 async function run(o, judge) {
   const t0 = Date.now();
   const deadline = t0 + o.time * 1000;
-  const stats = { cases: 0, escapes: 0, status: {}, bySig: {}, byReader: {}, differential: 0, notes: 0, classes: {} };
+  const stats = { cases: 0, escapes: 0, status: {}, bySig: {}, byReader: {}, differential: 0, differentials: [], notes: 0, classes: {} };
   const written = new Map();
   if (o.out) mkdirSync(o.out, { recursive: true });
   let lastPrint = Date.now();
@@ -140,7 +140,10 @@ async function run(o, judge) {
     if (result.notes.length) stats.notes++;
     if (result.findings.length) {
       stats.escapes++;
-      if (result.differential) stats.differential++;
+      if (result.differential) {
+        stats.differential++;
+        if (stats.differentials.length < 200) stats.differentials.push({ case: i, ...result.differential, mutations: gen.tags });
+      }
       for (const kind of kinds(result)) {
         stats.bySig[kind] = (stats.bySig[kind] ?? 0) + 1;
         for (const f of result.findings) if (kindOf(f) === kind) (stats.byReader[kind] ??= {})[readerFamily(f.reader)] = 1;

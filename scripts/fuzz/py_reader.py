@@ -6,8 +6,9 @@ One long-lived process. Protocol on stdin/stdout, both directions length-prefixe
   response: 4-byte big-endian length M, then M bytes of UTF-8 JSON
 The JSON is {"views": [view, ...]} with one view per email policy (default, compat32); a view is
 {"policy": name, "error": str|None, "parts": [part, ...]} and a part is
-{"path": str, "type": str, "filenames": [str], "mz": bool, "eicar": bool, "size": int,
- "uu": [{"name": str, "mz": bool, "eicar": bool}], "error": str|None}.
+{"path": str, "type": str, "filenames": [str], "mz": 0|1|2, "eicar": bool, "size": int,
+ "uu": [{"name": str, "mz": 0|1|2, "eicar": bool}], "error": str|None}.
+mz: 0 no MZ marker, 1 the marker somewhere inside, 2 the payload is the executable (starts with it).
 A request of length 0 ends the process.
 
 What a part's payload is: get_payload(decode=True) of every non-multipart part (Python decodes
@@ -29,6 +30,13 @@ from email.utils import collapse_rfc2231_value
 EICAR = b'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 MZ = b'POSTERN-MZ-PROBE'
 MAX_DEPTH = 6
+
+
+def mz_level(payload):
+    at = payload.find(MZ)
+    if at < 0:
+        return 0
+    return 2 if at == 20 and payload.startswith(b'MZ') else 1
 # lenient like the mail clients that decode inline uuencode: mode and name are optional
 BEGIN = re.compile(rb'^\s*begin(-base64)?(?:\s+([0-7]{1,4}))?(?:\s+(.*?))?\s*$')
 
@@ -73,7 +81,7 @@ def uu_blocks(data):
                 payload = b''
         else:
             payload = b''.join(chunks)
-        out.append({'name': name, 'mz': MZ in payload, 'eicar': EICAR in payload})
+        out.append({'name': name, 'mz': mz_level(payload), 'eicar': EICAR in payload})
     return out
 
 
@@ -95,10 +103,10 @@ def walk_msg(msg, pol, parts, depth, prefix):
     try:
         walked = list(msg.walk())
     except Exception as e:  # noqa: BLE001
-        parts.append({'path': prefix + '?', 'type': '?', 'filenames': [], 'mz': False, 'eicar': False, 'size': -1, 'uu': [], 'error': f'walk: {e}'})
+        parts.append({'path': prefix + '?', 'type': '?', 'filenames': [], 'mz': 0, 'eicar': False, 'size': -1, 'uu': [], 'error': f'walk: {e}'})
         return
     for n, part in enumerate(walked):
-        rec = {'path': f'{prefix}{n}', 'type': '?', 'filenames': [], 'mz': False, 'eicar': False, 'size': -1, 'uu': [], 'error': None}
+        rec = {'path': f'{prefix}{n}', 'type': '?', 'filenames': [], 'mz': 0, 'eicar': False, 'size': -1, 'uu': [], 'error': None}
         parts.append(rec)
         try:
             rec['type'] = part.get_content_type()
@@ -130,7 +138,7 @@ def walk_msg(msg, pol, parts, depth, prefix):
                             import quopri
                             b = body.encode('latin-1', 'replace')
                             dec = base64.b64decode(re.sub(rb'[^A-Za-z0-9+/=]', b'', b) + b'===', validate=False) if cte == 'base64' else quopri.decodestring(b)
-                            rec['mz'] = MZ in dec
+                            rec['mz'] = mz_level(dec)
                             rec['eicar'] = EICAR in dec
                             ps, err = read_view(dec, part.policy, '', depth + 1, f'{rec["path"]}/')
                             parts.extend(ps)
@@ -139,7 +147,7 @@ def walk_msg(msg, pol, parts, depth, prefix):
             if payload is None:
                 payload = text_of(part.get_payload())
             rec['size'] = len(payload)
-            rec['mz'] = MZ in payload
+            rec['mz'] = mz_level(payload)
             rec['eicar'] = EICAR in payload
             if b'begin' in payload:
                 rec['uu'] = uu_blocks(payload)

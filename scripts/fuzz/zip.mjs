@@ -224,7 +224,7 @@ export function generateCase(seed, i, depth = 0) {
   const n = 1 + r.int(3);
   for (let k = 0; k < n; k++) entries.push({ ...(r.chance(0.15) ? D() : { ...H(), name: r.pick(['a.txt', 'b.txt', 'docs/c.txt']) }), method: method() });
   let opts = {};
-  let template = r.int(22);
+  let template = r.int(25);
   if (template === 20 && depth > 0) template = 0;
   let buf;
   const simple = (list, o = {}) => buildZip(list, o);
@@ -420,6 +420,25 @@ export function generateCase(seed, i, depth = 0) {
       tags.push('nested');
       break;
     }
+    case 22:
+    case 23: {
+      // what real writers produce (descriptors, timestamps, directories, "./" prefixes, an agreeing
+      // Unicode Path field), harmless; flips are likelier here, so they land in realistic fields
+      const ts = extra(0x5455, Buffer.from([1, 0, 0, 0, 0]));
+      const dirName = r.pick(['docs/', './', 'Docs/']);
+      entries.push({ name: dirName, data: Buffer.alloc(0), method: 0, centralExtra: ts, localExtra: ts });
+      entries.push({ name: `${dirName === './' ? './' : dirName}b.txt`, data: TXT, descriptor: r.chance(0.5), centralExtra: ts });
+      if (r.chance(0.5)) entries.push({ name: 'c.txt', data: TXT, centralExtra: unicodePathExtra('c.txt', 'c.txt'), localExtra: unicodePathExtra('c.txt', 'c.txt') });
+      tags.push('writer-like');
+      break;
+    }
+    case 24: {
+      // dangerous content under a harmless name (only the content tells)
+      const d = r.pick(DANGEROUS);
+      entries.push({ name: r.pick(['report.txt', 'data.bin', 'x', 'docs/readme']), data: d.data, method: method() });
+      tags.push('renamed-content');
+      break;
+    }
     default: {
       // trailing garbage inside the deflate data / stream ending early
       const d = D();
@@ -434,7 +453,7 @@ export function generateCase(seed, i, depth = 0) {
     buf = buf.subarray(0, r.int(buf.length));
     if (template !== 12) tags.push('truncate');
   }
-  if (template === 13 || r.chance(0.15)) {
+  if (template === 13 || r.chance(template === 22 || template === 23 ? 0.5 : 0.15)) {
     buf = Buffer.from(buf);
     const flips = 1 + r.int(4);
     for (let k = 0; k < flips && buf.length; k++) buf[r.int(buf.length)] ^= 1 << r.int(8);
@@ -446,15 +465,13 @@ export function generateCase(seed, i, depth = 0) {
 // ------------------------------------------------------------------ judging
 /** Windows-style: last path part, control/bidi characters dropped, trailing dots and spaces removed. */
 export function dangerousName(name) {
+  // also as a C-string reader sees it (cut at NUL), and every ':'-separated piece (stream names)
   for (const cut of [name, name.split('\0')[0]]) {
     // eslint-disable-next-line no-control-regex
-    let s = cut.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, '');
-    if (/[/\\]$/.test(s)) continue; // directory
-    s = s.split(/[\\/]/).pop() ?? s;
-    s = s.replace(/[. ]+$/, '').toLowerCase();
-    s = s.split(':')[0] === s ? s : s; // keep whole; ':' alternatives checked below
-    for (const c of [s, ...s.split(':')]) if (/\.(exe|js)$/.test(c.replace(/[. ]+$/, ''))) return true;
-    if (/\.(exe|js)$/.test(s.normalize('NFKC'))) return true;
+    const s = cut.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, '');
+    if (/[/\\]$/.test(s)) continue; // a directory
+    const base = (s.split(/[\\/]/).pop() ?? s).toLowerCase();
+    for (const c of [base, base.normalize('NFKC'), ...base.split(':')]) if (/\.(exe|js)$/.test(c.replace(/[. ]+$/, ''))) return true;
   }
   return false;
 }
@@ -665,24 +682,15 @@ function parseUnzipList(text) {
 }
 
 function parse7zList(text) {
+  // per archive: its own block, a "----------" line, then one block per entry ("Folder = +" for directories)
   const names = [];
-  const blocks = text.split(/\n(?=Path = )/);
-  let inEntries = false;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('----------')) inEntries = true;
-    if (line.startsWith('Listing archive:')) inEntries = false;
-    void line;
+  for (const archive of text.split('\nListing archive: ').slice(1)) {
+    const entries = archive.split('\n----------\n').slice(1).join('\n');
+    for (const b of entries.split(/\n\n+/)) {
+      const p = /^Path = (.*)$/m.exec(b);
+      if (p && !/^Folder = \+$/m.test(b)) names.push(p[1]);
+    }
   }
-  // entries come after the "----------" line; the archive's own block comes before it
-  const after = text.split('\n----------\n').slice(1).join('\n');
-  for (const b of after.split(/\n\n+/)) {
-    const p = /^Path = (.*)$/m.exec(b);
-    if (!p) continue;
-    if (/^Folder = \+$/m.test(b)) continue;
-    names.push(p[1]);
-  }
-  void blocks;
-  void inEntries;
   return names;
 }
 
@@ -720,7 +728,7 @@ export async function runExtractors(files, { parallel = 2, timeoutMs = 120_000 }
  * deps: { inspectZip, inspectMessage, compilePolicyText } from postern (dist/ or src/).
  * Returns counts and escapes; never runs longer than timeLimitMs (checked between cases).
  */
-export async function runZipFuzz({ cases, seed, extractorEvery = 0, extractorMax = Infinity, timeLimitMs = 60_000, keepDir, deps, log = () => {}, only }) {
+export async function runZipFuzz({ cases, seed, extractorEvery = 0, extractorMax = Infinity, timeLimitMs = 60_000, keepDir, deps, log = () => {}, only, progressEvery = 0 }) {
   const policy = deps.compilePolicyText(FUZZ_POLICY, '/virtual/fuzz-zip.yaml');
   const scanner = fakeScanner();
   const limits = { maxDepth: policy.archives.maxDepth, maxEntries: policy.archives.maxEntries, maxTotalSize: policy.archives.maxTotalSize, maxRatio: policy.archives.maxRatio };
@@ -790,6 +798,7 @@ export async function runZipFuzz({ cases, seed, extractorEvery = 0, extractorMax
         if (batch.length >= 100) await flush();
       }
       if (only !== undefined) break;
+      if (progressEvery && stats.cases % progressEvery === 0) log(`progress: ${JSON.stringify({ ...stats, ms: Date.now() - started })}`);
     }
     await flush();
   } finally {
@@ -826,6 +835,7 @@ async function main() {
     timeLimitMs: timeLimit * 1000,
     keepDir: keep,
     only: only !== undefined ? Number(only) : undefined,
+    progressEvery: 10_000,
     deps: { inspectZip: zip.inspectZip, inspectMessage: engine.inspectMessage, compilePolicyText: load.compilePolicyText },
     log: (s) => {
       console.log(s);

@@ -213,8 +213,11 @@ function buildTemplate(rng) {
   const shape = rng.weighted([[70, 'mixed'], [12, 'single'], [10, 'alt'], [8, 'eicar-subject']]);
   let root;
   let subject = 'Invoice';
+  let eicarField = null;
   if (shape === 'eicar-subject') {
-    subject = EICAR.toString('latin1');
+    // the deny notice quotes Subject, From and Message-ID: none may carry the EICAR string into it
+    eicarField = rng.weighted([[4, 'Subject'], [1, 'From'], [1, 'Message-ID']]);
+    subject = eicarField === 'Subject' ? EICAR.toString('latin1') : subject;
     root = multipart(rng, 'mixed', [textPart(rng, 'See attached.\n'), ...harmlessParts(rng), ...dangers]);
   } else if (shape === 'single') {
     root = dangers[0];
@@ -227,6 +230,8 @@ function buildTemplate(rng) {
     root = multipart(rng, 'mixed', [textPart(rng, 'Hello,\n\nplease see the attachment.\n'), ...kids]);
   }
   root.top = rootTop(rng, subject);
+  if (eicarField === 'From') root.top[0] = `From: "${EICAR.toString('latin1').replace(/["\\]/g, '\\$&')}" <mallory@example.test>`;
+  if (eicarField === 'Message-ID') root.top[4] = `Message-ID: <${EICAR.toString('latin1').replace(/[<>@\s]/g, '')}@example.test>`;
   return { root, dangers, shape };
 }
 
@@ -384,7 +389,7 @@ const TREE_MUTATIONS = {
     const cut = rng.int(1, N.length - 1);
     const a = N.slice(0, cut), b = N.slice(cut);
     const P = (kk, val, q = 'dq') => ({ k: kk, v: val, q });
-    const v = rng.pick(['proper', 'encoded', 'out-of-order', 'missing-0', 'gap', 'dup-index', 'with-plain-safe', 'charset-late', 'leading-zero', 'mixed-star', 'three']);
+    const v = rng.pick(['proper', 'encoded', 'out-of-order', 'missing-0', 'gap', 'dup-index', 'with-plain-safe', 'charset-late', 'leading-zero', 'mixed-star', 'three', 'utf-16', 'charset-unknown']);
     switch (v) {
       case 'proper': f.params.push(P(`${k}*0`, a), P(`${k}*1`, b)); break;
       case 'encoded': f.params.push(P(`${k}*0*`, `UTF-8''${pct(a)}`, 'none'), P(`${k}*1*`, pct(b), 'none')); break;
@@ -397,6 +402,8 @@ const TREE_MUTATIONS = {
       case 'leading-zero': f.params.push(P(`${k}*0`, a), P(`${k}*01`, b)); break;
       case 'mixed-star': f.params.push(P(`${k}*0*`, `us-ascii''${pct(a)}`, 'none'), P(`${k}*1`, b)); break;
       case 'three': f.params.push(P(`${k}*0`, a.slice(0, 1)), P(`${k}*1`, a.slice(1)), P(`${k}*2`, b)); break;
+      case 'utf-16': f.params.push(P(`${k}*`, `utf-16le''${[...Buffer.from(N, 'utf16le')].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'), P(k, SAFE)); break;
+      case 'charset-unknown': f.params.push(P(`${k}*`, `x-unknown''${pct(N)}`, 'none')); break;
     }
     return `${k}:${v}`;
   },
@@ -601,7 +608,7 @@ const TREE_MUTATIONS = {
     const B = par.boundary;
     const bp = f?.params.find((p) => p.k === 'boundary');
     if (!f || !bp) return null;
-    const v = rng.pick(['ws-after', 'garbage-after', 'prefix-inner', 'prefix-outer', 'missing-close', 'dup-param-first', 'dup-param-second', 'no-boundary', 'quoted-special', 'unquoted-special', 'case', 'empty', 'long', 'second-ct', 'close-early', 'after-close', 'fold-param', 'dup-delim', 'no-delim-before', 'inner-delim']);
+    const v = rng.pick(['ws-after', 'garbage-after', 'prefix-inner', 'prefix-outer', 'missing-close', 'dup-param-first', 'dup-param-second', 'no-boundary', 'quoted-special', 'unquoted-special', 'case', 'empty', 'long', 'second-ct', 'close-early', 'after-close', 'fold-param', 'dup-delim', 'no-delim-before', 'inner-delim', 'boundary-2231', 'boundary-2231-cont', 'boundary-2047']);
     par.delims ??= [];
     switch (v) {
       case 'ws-after': par.delims[idx] = `--${B}${rng.pick([' ', '\t', '  \t'])}`; break;
@@ -634,6 +641,13 @@ const TREE_MUTATIONS = {
       case 'close-early': par.closeAt = idx; break;
       case 'after-close': par.closeAt = idx; par.reopen = true; break;
       case 'fold-param': f.fold = '\n '; break;
+      case 'boundary-2231': bp.k = 'boundary*'; bp.v = `us-ascii'en'${pct(B)}`; bp.q = 'none'; break;
+      case 'boundary-2231-cont': {
+        const cut = Math.max(1, Math.floor(B.length / 2));
+        f.params.splice(f.params.indexOf(bp), 1, { k: 'boundary*0', v: B.slice(0, cut), q: 'dq' }, { k: 'boundary*1', v: B.slice(cut), q: 'dq' });
+        break;
+      }
+      case 'boundary-2047': bp.v = `=?us-ascii?Q?${B}?=`; break;
       case 'dup-delim': par.dupDelim = idx; break;
       case 'no-delim-before': par.delims[idx] = `x--${B}`; break;
       case 'inner-delim': {
@@ -650,6 +664,15 @@ const TREE_MUTATIONS = {
       }
     }
     return v;
+  },
+  'encoded-multipart'(ctx, rng) {
+    // a multipart whose body is itself base64 / quoted-printable encoded (not allowed by RFC 2045)
+    const par = rng.pick(multiparts(ctx));
+    if (!par) return null;
+    const enc = rng.pick(['base64', 'qp']);
+    par.fields.push(cte(rng.pick([ENC_CTE[enc], ENC_CTE[enc].toUpperCase()])));
+    par.encodeBody = enc;
+    return enc;
   },
   'pre-epilogue'(ctx, rng) {
     const par = rng.pick(multiparts(ctx));
@@ -836,7 +859,7 @@ export const FAMILIES = [
   [5, 'rfc2047'], [7, 'name-trick'], [3, 'header-case'], [5, 'header-ws'], [4, 'nocolon'], [4, 'ct-weird'], [3, 'cd-weird'],
   [4, 'param-syntax'], [4, 'wrap-rfc822'], [3, 'wrap-multipart'], [8, 'boundary'], [3, 'pre-epilogue'], [4, 'uu-text'],
   [2, 'no-headers'], [2, 'mime-version'], [3, 'body-quirk'], [2, 'header-8bit'], [2, 'blank-ws-line'], [1, 'continuation-first'],
-  [2, 'long-line'], [2, 'header-nul'], [2, 'bare-cr'], [1, 'no-blank'], [2, 'root-dup-ct'],
+  [2, 'long-line'], [2, 'header-nul'], [2, 'bare-cr'], [1, 'no-blank'], [2, 'root-dup-ct'], [2, 'encoded-multipart'],
   [4, 'eol'], [2, 'nul'], [2, 'flip'], [1, 'truncate'],
 ].map(([w, n]) => [w, n]);
 
@@ -905,6 +928,13 @@ function serialise(p, out) {
   const lines = [...p.top, ...p.fields.map(fieldText)];
   for (const l of lines) push(l + '\n');
   if (!p.noBlank) push('\n');
+  if (p.children && p.encodeBody) {
+    const inner = [];
+    serialise({ ...p, top: [], fields: [], noBlank: true, encodeBody: undefined }, inner);
+    const buf = Buffer.concat(inner);
+    push(p.encodeBody === 'base64' ? b64lines(buf) : qpEncode(buf, false));
+    return;
+  }
   if (p.children) {
     const B = p.boundary;
     if (p.preamble !== undefined) push(p.preamble + '\n');
@@ -997,7 +1027,10 @@ export function generateCase(seed, index, opts = {}) {
     });
     ctx.dangers = t.dangers.filter((d) => !gone.includes(d));
   }
-  if (opts.plainSubject) ctx.root.top = ctx.root.top.map((l) => (/^Subject:/.test(l) ? 'Subject: Invoice' : l));
+  if (opts.plainSubject) {
+    const eicar = EICAR.toString('latin1');
+    ctx.root.top = ctx.root.top.map((l) => (!l.includes(eicar.slice(0, 20)) ? l : /^Subject:/.test(l) ? 'Subject: Invoice' : /^From:/.test(l) ? 'From: Mallory <mallory@example.test>' : 'Message-ID: <plain@example.test>'));
+  }
   const tags = [];
   const applied = [];
   muts.forEach((fam, k) => {
@@ -1031,6 +1064,6 @@ export function generateCase(seed, index, opts = {}) {
   }
   if (ctx.truncate !== undefined) bytes = bytes.subarray(0, Math.max(1, Math.floor(bytes.length * (0.5 + ctx.truncate / 2))));
   if (bytes.length > MAX_MESSAGE) bytes = bytes.subarray(0, MAX_MESSAGE);
-  const subject = ctx.root.top.some((l) => l.includes(EICAR.toString('latin1')));
+  const subject = ctx.root.top.some((l) => l.includes(EICAR.toString('latin1').slice(0, 20)));
   return { bytes, tags, families: muts, applied, shape: t.shape, dangers: ctx.dangers.map((d) => d.danger), allDangers: t.dangers.length, eicarSubject: subject };
 }

@@ -123,7 +123,7 @@ function dedupe(findings) {
 }
 
 /**
- * Kind of a finding: 'mz', 'eicar', 'reinspect', 'name', or 'name~nfkc' / 'name~nul' /
+ * Kind of a finding: 'mz', 'mz~embedded', 'eicar', 'reinspect', 'name', or 'name~nfkc' / 'name~nul' /
  * 'name~nul-dropped' when a name is only dangerous after NFKC or NUL handling (weaker evidence:
  * Windows itself does not apply NFKC).
  */

@@ -8,8 +8,9 @@
 //   mailparserReader mailparser's simpleParser (attachments, text, html; forwarded messages opened)
 //   bytesReader      the output bytes themselves (EICAR or the MZ marker in the clear)
 //
-// A finding is { reader, kind: 'name'|'mz'|'eicar', where, detail }: something dangerous that
-// reader would hand to a user. Names are dangerous when any normalisation a reader or an operating
+// A finding is { reader, kind: 'name'|'mz'|'mz~embedded'|'eicar', where, detail }: something
+// dangerous that reader would hand to a user ('mz': a payload that is the executable;
+// 'mz~embedded': the executable's bytes inside some other payload, e.g. after a text line). Names are dangerous when any normalisation a reader or an operating
 // system applies (RFC 2047/2231 decoding, trailing dots/spaces, invisible characters, NUL
 // truncation, NFKC, path and stream suffixes) leaves a forbidden extension.
 import { spawn } from 'node:child_process';
@@ -42,6 +43,8 @@ function decode2231(s) {
   const body = m ? m[2] : s;
   if (!m && !/%[0-9A-Fa-f]{2}/.test(s)) return null;
   const bytes = Buffer.from(body.replace(/%([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+  if (m && /^utf-?16(le)?$/i.test(m[1])) return bytes.toString('utf16le');
+  if (m && /^utf-?16be$/i.test(m[1])) return Buffer.from(bytes).swap16().toString('utf16le');
   return m && /^(us-ascii|iso-8859-1|latin1)$/i.test(m[1]) ? bytes.toString('latin1') : bytes.toString('utf8');
 }
 function latin1AsUtf8(s) {
@@ -88,9 +91,19 @@ export function dangerousName(name) {
   return null;
 }
 
+/** 0: no MZ marker; 1: the marker inside the payload; 2: the payload is the executable (starts with it). */
+export function mzLevel(buf) {
+  const at = buf.indexOf(MZ_MARKER);
+  if (at < 0) return 0;
+  return at === 20 && buf[0] === 0x4d && buf[1] === 0x5a ? 2 : 1;
+}
+/** 'mz' for an executable as delivered, 'mz~embedded' for its bytes inside some other payload. */
+export const mzKind = (level) => (level === 2 ? 'mz' : 'mz~embedded');
+
 function payloadFindings(reader, where, buf, out) {
   if (!buf || !buf.length) return;
-  if (buf.includes(MZ_MARKER)) out.push({ reader, kind: 'mz', where, detail: 'MZ marker in decoded payload' });
+  const mz = mzLevel(buf);
+  if (mz) out.push({ reader, kind: mzKind(mz), where, detail: mz === 2 ? 'payload is the MZ executable' : 'MZ marker inside the payload' });
   if (buf.includes(EICAR)) out.push({ reader, kind: 'eicar', where, detail: 'EICAR in decoded payload' });
 }
 
@@ -412,7 +425,14 @@ export async function mailparserReader(output, simpleParser, depth = 0, where = 
 // ------------------------------------------------------------------------------------- raw bytes
 export function bytesReader(output) {
   const findings = [];
-  payloadFindings('bytes', 'output bytes', output, findings);
+  if (output.includes(EICAR)) findings.push({ reader: 'bytes', kind: 'eicar', where: 'output bytes', detail: 'EICAR in the delivered bytes' });
+  for (let at = output.indexOf(MZ_MARKER); at >= 0; at = output.indexOf(MZ_MARKER, at + 1)) {
+    // an executable sent unencoded (binary / 8bit) starts a body line
+    const head = at - 20;
+    const whole = head >= 0 && output[head] === 0x4d && output[head + 1] === 0x5a && (head === 0 || output[head - 1] === 0x0a || output[head - 1] === 0x0d);
+    findings.push({ reader: 'bytes', kind: mzKind(whole ? 2 : 1), where: 'output bytes', detail: whole ? 'an MZ executable in the clear starts a line' : 'MZ marker in the delivered bytes' });
+    if (whole) break;
+  }
   return { findings, notes: [] };
 }
 
@@ -486,12 +506,12 @@ export class PythonReader {
           const how = dangerousName(n);
           if (how) findings.push({ reader, kind: 'name', where: `part ${p.path} (${p.type})`, detail: `${JSON.stringify(n)} (${how})` });
         }
-        if (p.mz) findings.push({ reader, kind: 'mz', where: `part ${p.path} (${p.type})`, detail: 'MZ marker in get_payload(decode=True)' });
+        if (p.mz) findings.push({ reader, kind: mzKind(p.mz), where: `part ${p.path} (${p.type})`, detail: p.mz === 2 ? 'get_payload(decode=True) is the MZ executable' : 'MZ marker inside get_payload(decode=True)' });
         if (p.eicar) findings.push({ reader, kind: 'eicar', where: `part ${p.path} (${p.type})`, detail: 'EICAR in get_payload(decode=True)' });
         for (const u of p.uu) {
           const how = dangerousName(u.name);
           if (how) findings.push({ reader: `${reader}+uu`, kind: 'name', where: `part ${p.path}`, detail: `uuencoded block named ${JSON.stringify(u.name)} (${how})` });
-          if (u.mz) findings.push({ reader: `${reader}+uu`, kind: 'mz', where: `part ${p.path}`, detail: 'MZ marker in uuencoded block' });
+          if (u.mz) findings.push({ reader: `${reader}+uu`, kind: mzKind(u.mz), where: `part ${p.path}`, detail: 'MZ executable in a uuencoded block' });
           if (u.eicar) findings.push({ reader: `${reader}+uu`, kind: 'eicar', where: `part ${p.path}`, detail: 'EICAR in uuencoded block' });
         }
       }

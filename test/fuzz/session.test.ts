@@ -1,0 +1,82 @@
+/**
+ * Session fuzzer, harness A (issue 8, fuzzer a), bounded for CI: a few thousand mutated IMAP and POP3
+ * sessions from a fixed seed, in process, through the real sessions, inspectors and policy engine
+ * (scripts/fuzz/lib/session-harness.mjs). Invariant: no byte of the protected payloads reaches the
+ * client, whatever the client or the upstream sends. A failure prints one minimal reproduction per
+ * escape class and saves it as a JSON transcript under test/fixtures/session-escapes/ (replay one with
+ * `node scripts/fuzz/session.mjs --replay <file>`). Saved transcripts are also replayed here as
+ * regression cases. The long run is `node scripts/fuzz/session.mjs --cases 1000000 --seed N`.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSessionFactory } from '../../src/inspect/factory.js';
+import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
+// @ts-expect-error plain ESM helper without type declarations
+import { createEnv, formatReport, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
+
+const SEED = 20261129;
+const CASES = 3000;
+const TIME_MS = 45_000;
+const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
+
+let env: any;
+
+beforeAll(() => {
+  env = createEnv({ createSessionFactory, DEFAULT_SESSION_LIMITS });
+});
+
+afterAll(async () => {
+  await env?.close();
+});
+
+describe('session fuzzer (in-process, real inspector)', () => {
+  it('the harness itself sees vetted content and a planted leak (the instrument can fail)', async () => {
+    // an honest session: the exe is served stripped, so the policy really ran
+    const honest = await runCase(
+      env,
+      { proto: 'imap', mode: 'client', policy: 'strip', vetOnMetadata: true, usplit: 0, steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] },
+      { record: true },
+    );
+    expect(honest.loggedIn).toBe(true);
+    expect(honest.leak).toBeNull();
+    const toClient = honest.transcript.filter(([d]: [string]) => d === 'postern>client').map(([, t]: [string, string]) => t).join('');
+    expect(toClient).toContain('An attachment was removed from this message');
+    expect(toClient).toMatch(/b OK/);
+    // a leak the detector must report: a hostile upstream puts EICAR in a status text (no literal)
+    const planted = await runCase(env, {
+      proto: 'pop3',
+      mode: 'server',
+      policy: 'strip',
+      usplit: 0,
+      steps: [{ h: { kind: 'extra-response', payload: 'eicar', when: 'next', statusLines: true } }, { c: ['NOOP\r\nNOOP\r\n'] }],
+    });
+    expect(planted.leak?.payload).toBe('EICAR');
+  });
+
+  it('saved escape transcripts (test/fixtures/session-escapes) no longer leak', async () => {
+    if (!existsSync(ESCAPES_DIR)) return;
+    const failures: string[] = [];
+    for (const f of readdirSync(ESCAPES_DIR).filter((x) => x.endsWith('.json')).sort()) {
+      const j = JSON.parse(readFileSync(path.join(ESCAPES_DIR, f), 'utf8'));
+      const r = await runCase(env, j.case);
+      if (r.leak) failures.push(`${f}: ${j.class} (leak of ${r.leak.payload})`);
+      if (r.errors.length) failures.push(`${f}: exception ${r.errors[0]}`);
+    }
+    expect(failures, failures.join('\n')).toEqual([]);
+  }, 60_000);
+
+  it(`${CASES} mutated sessions from seed ${SEED}: no payload byte reaches the client, no exception escapes`, async () => {
+    const report = await runCampaign(env, { seed: SEED, cases: CASES, timeMs: TIME_MS, minimizeBudgetMs: 10_000 });
+    const text = formatReport(report);
+    console.log(text);
+    if (report.escapes > 0) {
+      const files = writeRepros(report, ESCAPES_DIR);
+      console.log(`minimal reproductions written:\n  ${files.join('\n  ')}`);
+    }
+    expect(report.loginFailures).toBeLessThan(report.casesRun / 10);
+    expect(report.casesRun).toBeGreaterThan(300);
+    expect(report.errors, text).toEqual([]);
+    expect(report.escapes, text).toBe(0);
+  }, 120_000);
+});
