@@ -5,9 +5,12 @@
  *
  * One small JSON file (`_pop3-protected.json` in the quarantine directory; the name never collides with
  * a quarantine id, so `postern quarantine list/purge` never see it), mode 0600, rewritten atomically
- * (temp file, fsync, rename) on every change, at most `maxEntries` entries. Entries are keyed by
- * upstream (`host:port`), user and UIDL; the UIDL is null when the upstream gave none, and such an
- * entry protects every message of that mailbox whose UIDL postern cannot learn (fail closed).
+ * (temp file, fsync, rename) on every change, at most `maxEntries` entries. Entries record upstream
+ * (`host:port`), user and UIDL; the UIDL is null when the upstream gave none, and such an entry protects
+ * every message of that user whose UIDL postern cannot learn (fail closed). A DELE is matched on user
+ * (case-insensitive) and UIDL on ANY upstream: another name for the same server (`localhost` vs
+ * `127.0.0.1`) or another spelling of the user must not get round the protection; at worst a message
+ * elsewhere with the same user name and UIDL is kept too. Lifting is exact (same upstream and user).
  *
  * Fail closed: a file that cannot be read or parsed makes every check answer 'unknown' (the caller
  * refuses DELE) and every change fail (the caller withholds the altered message); the file is never
@@ -58,7 +61,12 @@ export interface ProtectedStoreOptions {
 }
 
 function userKey(user: string): string {
-  return user.length <= MAX_USER_CHARS ? user : `sha256:${createHash('sha256').update(user, 'utf8').digest('hex')}`;
+  return user.length <= MAX_USER_CHARS ? user : `sha256:${createHash('sha256').update(user.toLowerCase(), 'utf8').digest('hex')}`;
+}
+
+/** User names compare case-insensitively (servers commonly fold case; over-matching only protects more). */
+function sameUser(a: string, b: string): boolean {
+  return a.toLowerCase() === b.toLowerCase();
 }
 
 export function isValidUidl(uidl: string): boolean {
@@ -184,17 +192,20 @@ export class ProtectedStore {
     this.loadedSig = st ? `${st.ino}:${st.size}:${st.mtimeMs}` : null;
   }
 
-  /** Whether any message of this mailbox is protected; throws E_PROTECTED_STORE when the file is unusable. */
-  hasAny(upstream: string, user: string): Promise<boolean> {
+  /**
+   * Whether any message of this user (on any upstream, see the file comment) is protected; throws
+   * E_PROTECTED_STORE when the file is unusable. `upstream` is accepted for symmetry and logging.
+   */
+  hasAny(_upstream: string, user: string): Promise<boolean> {
     const u = userKey(user);
-    return this.serial(async () => (await this.sync()).some((e) => e.upstream === upstream && e.user === u));
+    return this.serial(async () => (await this.sync()).some((e) => sameUser(e.user, u)));
   }
 
   /**
    * Whether DELE of the message with this UIDL (null: unknown) must be refused. Never throws: an
    * unusable file gives 'unknown'.
    */
-  check(upstream: string, user: string, uidl: string | null): Promise<ProtectionState> {
+  check(_upstream: string, user: string, uidl: string | null): Promise<ProtectionState> {
     const u = userKey(user);
     return this.serial(async () => {
       let entries: ProtectedEntry[];
@@ -203,7 +214,7 @@ export class ProtectedStore {
       } catch {
         return 'unknown';
       }
-      const mine = entries.filter((e) => e.upstream === upstream && e.user === u);
+      const mine = entries.filter((e) => sameUser(e.user, u));
       if (mine.length === 0) return 'free';
       if (uidl === null) return 'unknown';
       if (mine.some((e) => e.uidl === uidl)) return 'protected';
@@ -222,7 +233,7 @@ export class ProtectedStore {
     if (!validEntry(e)) return Promise.reject(new PosternError(ErrorCodes.PROTECTED_STORE, 'invalid protected-originals entry', { upstream: entry.upstream }));
     return this.serial(async () => {
       const entries = await this.sync();
-      if (entries.some((x) => x.upstream === e.upstream && x.user === e.user && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256))) return;
+      if (entries.some((x) => x.upstream === e.upstream && sameUser(x.user, e.user) && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256))) return;
       if (entries.length >= this.maxEntries) {
         throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, { file: this.file, max: this.maxEntries });
       }
@@ -239,7 +250,7 @@ export class ProtectedStore {
     const u = userKey(user);
     return this.serial(async () => {
       const entries = await this.sync();
-      const keep = entries.filter((e) => !(e.upstream === upstream && e.user === u && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))));
+      const keep = entries.filter((e) => !(e.upstream === upstream && sameUser(e.user, u) && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))));
       if (keep.length === entries.length) return 0;
       await this.write(keep);
       return entries.length - keep.length;

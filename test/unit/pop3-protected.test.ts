@@ -82,7 +82,12 @@ describe('ProtectedStore', () => {
     expect(await s.check('mail.example.test:110', 'alice', 'uid-1')).toBe('protected');
     expect(await s.check('mail.example.test:110', 'alice', 'uid-2')).toBe('free');
     expect(await s.check('mail.example.test:110', 'bob', 'uid-1')).toBe('free');
-    expect(await s.check('other.example.test:110', 'alice', 'uid-1')).toBe('free');
+    // another name for the same server, another spelling of the user: still protected (fail closed)
+    expect(await s.check('127.0.0.1:110', 'alice', 'uid-1')).toBe('protected');
+    expect(await s.check('mail.example.test:110', 'ALICE', 'uid-1')).toBe('protected');
+    expect(await s.hasAny('other.example.test:110', 'Alice')).toBe(true);
+    // lifting is exact: only the upstream and user it was recorded for
+    expect(await s.lift('127.0.0.1:110', 'alice', 'uid-1', SHA('one'))).toBe(0);
     // the user has protected messages and this one's UIDL is unknown: cannot tell
     expect(await s.check('mail.example.test:110', 'alice', null)).toBe('unknown');
     expect(await s.lift('mail.example.test:110', 'alice', 'uid-2', SHA('two'))).toBe(0);
