@@ -3,6 +3,11 @@
  * `NAME SP value` (e.g. `BODY[1.2]<0> {5}\r\nhello`). Pure and deterministic; the relay uses it to
  * answer clients from the sanitised message (src/protocol/imap/fetch-items.ts parses the request).
  *
+ * One MIME model: the part tree is the one the policy engine judged (InspectResult.structure, built
+ * by src/mime/partmap.ts), BODYSTRUCTURE reads its Content-* fields through src/mime/content.ts, and
+ * BINARY decodes with src/mime/decode.ts, the decoder whose output the engine scanned. Nothing here
+ * parses MIME on its own.
+ *
  * Dovecot behaviours reproduced (verified against Dovecot 2.3.19 by test/integration/render-oracle):
  * - every message is served with CRLF line endings (bare LFs are converted first);
  * - a section that does not exist is an empty literal `{0}`, not NIL; a partial origin past the end
@@ -23,16 +28,13 @@
  */
 import { ErrorCodes, PosternError } from '../errors.js';
 import type { PartMap } from '../policy/types.js';
-import {
-  buildPartMap,
-  findSection,
-  mimeNodeOf,
-  parseRfc2231Params as rfc2231,
-  Rfc822Parser,
-  type HeaderField,
-  type MimeNode,
-} from '../mime/partmap.js';
+import { buildPartMap, findSection, mimeNodeOf, Rfc822Parser, type HeaderField, type MimeNode } from '../mime/partmap.js';
+import { partData, parseCteValue, type PartData } from '../mime/content.js';
+import { decodeBody } from '../mime/decode.js';
+import { hasBareLf, toCrlf } from '../mime/eol.js';
 import { formatItemName, type FetchItem } from '../protocol/imap/fetch-items.js';
+
+export { toCrlf } from '../mime/eol.js';
 
 // ---------------------------------------------------------------------------------------------
 // input normalisation
@@ -44,32 +46,13 @@ interface Prepared {
 
 const prepared = new WeakMap<Buffer, Prepared>();
 
-function hasBareLf(buf: Buffer): boolean {
-  let i = buf.indexOf(10);
-  while (i >= 0) {
-    if (i === 0 || buf[i - 1] !== 13) return true;
-    i = buf.indexOf(10, i + 1);
-  }
-  return false;
-}
-
-/** LF -> CRLF where the LF has no CR before it (what Dovecot's istream-crlf serves). */
-export function toCrlf(buf: Buffer): Buffer {
-  if (!hasBareLf(buf)) return buf;
-  const chunks: Buffer[] = [];
-  let start = 0;
-  for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) {
-    if (i === 0 || buf[i - 1] !== 13) {
-      chunks.push(buf.subarray(start, i), CRLF);
-      start = i + 1;
-    }
-  }
-  chunks.push(buf.subarray(start));
-  return Buffer.concat(chunks);
-}
-
 const CRLF = Buffer.from('\r\n');
 
+/**
+ * The message and part tree to serve from. The policy engine's output is already in CRLF form and
+ * comes with the parse it was judged on, which is used as is; anything else (a foreign or stale map,
+ * bare LFs) is read by the same parser after the LF -> CRLF conversion Dovecot applies.
+ */
 function prepare(msg: Buffer, map: PartMap | null): Prepared {
   const cached = prepared.get(msg);
   if (cached) return cached;
@@ -191,138 +174,6 @@ function imapStringForHumans(src: string): string {
   }
   if (lastLwsp && i > 0 && !whitespacePrefix) out = out.slice(0, -1);
   return literal(out);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Content-* data (Dovecot message_part_data)
-
-interface PartData {
-  type: string | null;
-  subtype: string | null;
-  params: Array<[string, string]>;
-  cte: string | null;
-  id: string | null;
-  description: string | null;
-  md5: string | null;
-  disposition: string | null;
-  dispositionParams: Array<[string, string]>;
-  language: string[] | null;
-  location: string | null;
-}
-
-const partDataCache = new WeakMap<MimeNode, PartData>();
-
-function partData(node: MimeNode): PartData {
-  const cached = partDataCache.get(node);
-  if (cached) return cached;
-  const d: PartData = {
-    type: null,
-    subtype: null,
-    params: [],
-    cte: null,
-    id: null,
-    description: null,
-    md5: null,
-    disposition: null,
-    dispositionParams: [],
-    language: null,
-    location: null,
-  };
-  // Without MIME-Version / Content-Type (and outside a multipart) Dovecot forgets all Content-* data.
-  if (node.isMime) {
-    let typeSeen = false;
-    let dispSeen = false;
-    for (const f of node.fields) {
-      const n = f.name.toLowerCase();
-      if (!n.startsWith('content-')) continue;
-      const v = f.value;
-      switch (n.slice(8)) {
-        case 'id':
-          if (d.id === null) d.id = v;
-          break;
-        case 'md5':
-          if (d.md5 === null) d.md5 = v;
-          break;
-        case 'type':
-          if (!typeSeen) {
-            typeSeen = true;
-            parseTypeInto(d, v);
-          }
-          break;
-        case 'transfer-encoding':
-          if (d.cte === null) d.cte = parseCteValue(v);
-          break;
-        case 'language':
-          if (d.language === null) d.language = parseLanguage(v);
-          break;
-        case 'location':
-          if (d.location === null) d.location = v;
-          break;
-        case 'description':
-          if (d.description === null) d.description = v;
-          break;
-        case 'disposition':
-          // Dovecot re-parses a later Content-Disposition while the first had no parameters
-          if (!dispSeen || d.dispositionParams.length === 0) {
-            dispSeen = true;
-            parseDispositionInto(d, v);
-          }
-          break;
-      }
-    }
-  }
-  partDataCache.set(node, d);
-  return d;
-}
-
-function parseTypeInto(d: PartData, v: string): void {
-  const p = new Rfc822Parser(v);
-  p.skipLwsp();
-  const out: string[] = [];
-  const ret = p.parseContentType(out);
-  const full = out.join('');
-  const slash = full.indexOf('/');
-  d.type = slash < 0 ? full : full.slice(0, slash);
-  d.subtype = slash < 0 ? null : full.slice(slash + 1);
-  if (ret < 0) return;
-  // parameters are parsed by the shared RFC 2231 merger
-  d.params = parseParamsFrom(p);
-}
-
-function parseParamsFrom(p: Rfc822Parser): Array<[string, string]> {
-  return rfc2231(p);
-}
-
-function parseCteValue(v: string): string | null {
-  const p = new Rfc822Parser(v);
-  p.skipLwsp();
-  const out: string[] = [];
-  if (p.parseMimeToken(out) >= 0 && p.skipLwsp() === 0 && out.join('').length > 0) return out.join('');
-  return null;
-}
-
-function parseDispositionInto(d: PartData, v: string): void {
-  const p = new Rfc822Parser(v);
-  p.skipLwsp();
-  const out: string[] = [];
-  if (p.parseMimeToken(out) < 0) return;
-  d.disposition = out.join('');
-  d.dispositionParams = rfc2231(p);
-}
-
-function parseLanguage(v: string): string[] | null {
-  const p = new Rfc822Parser(v);
-  const langs: string[] = [];
-  p.skipLwsp();
-  for (;;) {
-    const out: string[] = [];
-    if (p.parseAtom(out) < 0) break;
-    langs.push(out.join(''));
-    if (p.atEnd() || p.cur() !== 44) break;
-    p.pos++;
-    p.skipLwsp();
-  }
-  return langs.length > 0 ? langs : null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -688,16 +539,13 @@ function literalBytes(name: string, data: Buffer, literal8 = false): Buffer {
 
 type Cte = '78bit' | 'binary' | 'qp' | 'base64' | 'unknown';
 
+/** Dovecot's BINARY reads the last Content-Transfer-Encoding field (BODYSTRUCTURE the first valid one). */
 function cteOf(fields: HeaderField[]): Cte {
   let cte: Cte = '78bit';
   for (const f of fields) {
     if (f.name.toLowerCase() !== 'content-transfer-encoding') continue;
-    const p = new Rfc822Parser(f.value);
-    p.skipLwsp();
-    const out: string[] = [];
-    p.parseMimeToken(out);
     // anything after the token (other than comments) makes the encoding unknown
-    const v = p.skipLwsp() === 0 ? out.join('').toLowerCase() : '';
+    const v = (parseCteValue(f.value) ?? '').toLowerCase();
     cte = v === '7bit' || v === '8bit' ? '78bit' : v === 'binary' ? 'binary' : v === 'base64' ? 'base64' : v === 'quoted-printable' ? 'qp' : 'unknown';
   }
   return cte;
@@ -707,119 +555,24 @@ function renderError(imapCode: string, message: string): PosternError {
   return new PosternError(ErrorCodes.MIME_MALFORMED, message, { imapCode, imapResponse: `NO [${imapCode}] ${message}` });
 }
 
-const B64 = new Int16Array(256).fill(-1);
-'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => (B64[c.charCodeAt(0)] = i));
-
-export function decodeBase64Strict(src: Buffer): Buffer {
-  const out = Buffer.alloc(Math.floor((src.length * 3) / 4) + 3);
-  let o = 0;
-  let acc = 0;
-  let n = 0;
-  let padded = false;
-  for (let i = 0; i < src.length; i++) {
-    const c = src[i]!;
-    if (c === 32 || c === 9 || c === 13 || c === 10) continue;
-    if (c === 61) {
-      padded = true;
-      continue;
-    }
-    const v = B64[c]!;
-    if (v < 0 || padded) throw renderError('PARSE', 'Invalid data in MIME part');
-    acc = (acc << 6) | v;
-    if (++n === 4) {
-      out[o++] = (acc >> 16) & 0xff;
-      out[o++] = (acc >> 8) & 0xff;
-      out[o++] = acc & 0xff;
-      acc = 0;
-      n = 0;
-    }
-  }
-  if (n === 1) throw renderError('PARSE', 'Invalid data in MIME part');
-  if (n === 2) out[o++] = (acc >> 4) & 0xff;
-  else if (n === 3) {
-    out[o++] = (acc >> 10) & 0xff;
-    out[o++] = (acc >> 2) & 0xff;
-  }
-  return out.subarray(0, o);
+/**
+ * BINARY content comes from the one decoder the policy engine scans with (src/mime/decode.ts), so
+ * the bytes served are the bytes scanned. Data Dovecot refuses to decode fails the FETCH as it does.
+ */
+function binaryDecode(src: Buffer, cte: 'base64' | 'quoted-printable'): Buffer {
+  const d = decodeBody(src, cte);
+  if (d.bad) throw renderError('PARSE', 'Invalid data in MIME part');
+  return d.data;
 }
 
-const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+/** base64 as BINARY serves it: whitespace ignored, anything else outside the alphabet is an error. */
+export function decodeBase64Strict(src: Buffer): Buffer {
+  return binaryDecode(src, 'base64');
+}
 
-/** Dovecot's qp-decoder: soft breaks removed, trailing whitespace dropped, lines end in CRLF; invalid input is an error. */
+/** Quoted-printable as BINARY serves it (Dovecot's qp-decoder): soft breaks removed, trailing whitespace dropped, lines end in CRLF; invalid input is an error. */
 export function decodeQuotedPrintable(src: Buffer): Buffer {
-  const out: number[] = [];
-  let ws: number[] = [];
-  type State = 'text' | 'ws' | 'eq' | 'eqws' | 'hex2' | 'cr' | 'softcr';
-  let state: State = 'text';
-  let hexchar = 0;
-  const fail = (): never => {
-    throw renderError('PARSE', 'Invalid data in MIME part');
-  };
-  for (let i = 0; i < src.length; ) {
-    const c = src[i]!;
-    switch (state) {
-      case 'text':
-        if (c === 61) state = 'eq';
-        else if (c === 13) state = 'cr';
-        else if (c === 10) out.push(13, 10);
-        else if (c === 32 || c === 9) {
-          state = 'ws';
-          ws.push(c);
-        } else out.push(c);
-        break;
-      case 'ws':
-        if (c === 32 || c === 9) {
-          if (ws.length <= 76) ws.push(c);
-        } else if (c === 13) state = 'cr';
-        else if (c === 10) {
-          out.push(13, 10);
-          ws = [];
-          state = 'text';
-        } else {
-          if (ws.length > 76) fail();
-          out.push(...ws);
-          ws = [];
-          state = 'text';
-          continue;
-        }
-        break;
-      case 'eq':
-        if (isHex(c)) {
-          hexchar = c;
-          state = 'hex2';
-        } else if (c === 32 || c === 9) {
-          ws.push(c);
-          state = 'eqws';
-        } else if (c === 13) state = 'softcr';
-        else if (c === 10) state = 'text';
-        else fail();
-        break;
-      case 'hex2':
-        if (!isHex(c)) fail();
-        out.push(parseInt(String.fromCharCode(hexchar, c), 16));
-        state = 'text';
-        break;
-      case 'eqws':
-        if (c === 32 || c === 9) {
-          if (ws.length <= 76) ws.push(c);
-        } else if (c === 13) state = 'softcr';
-        else if (c === 10) {
-          ws = [];
-          state = 'text';
-        } else fail();
-        break;
-      case 'cr':
-      case 'softcr':
-        if (c !== 10) fail();
-        ws = [];
-        if (state === 'cr') out.push(13, 10);
-        state = 'text';
-        break;
-    }
-    i++;
-  }
-  if (state !== 'text' && state !== 'ws') fail();
-  return Buffer.from(out);
+  return binaryDecode(src, 'quoted-printable');
 }
 
 interface BinaryResult {
@@ -861,8 +614,8 @@ function binaryOf(msg: Buffer, node: MimeNode, includeHdr: boolean): BinaryResul
     }
     if (part.bodyEnd > part.bodyStart) {
       const body = msg.subarray(part.bodyStart, part.bodyEnd);
-      if (cte === 'qp') out.push(decodeQuotedPrintable(body));
-      else if (cte === 'base64') out.push(decodeBase64Strict(body));
+      if (cte === 'qp') out.push(binaryDecode(body, 'quoted-printable'));
+      else if (cte === 'base64') out.push(binaryDecode(body, 'base64'));
       else {
         if (body.indexOf(0) >= 0) st.hasNuls = true;
         out.push(body);

@@ -1,229 +1,369 @@
 /**
- * Transfer-encoding decoders. Tolerant (they always produce bytes, like mail clients do) but they
- * report damage so the policy's `on_bad_encoding` action can apply.
+ * The one set of transfer-encoding decoders. The policy engine scans what these produce and the
+ * IMAP renderer serves BINARY[n] from the same function, so the bytes that are scanned are the bytes
+ * that are served.
+ *
+ * Semantics (Dovecot's, made tolerant): decoding always produces bytes; `bad` is set where Dovecot's
+ * own decoder fails (BINARY then answers NO [PARSE], the policy's `on_bad_encoding` applies), and
+ * `ambiguous` where common readers (Node/mailparser, Python's email, Thunderbird, Outlook) would
+ * decode different bytes from the same text, which the policy treats as malformed.
+ *
+ * base64: whitespace is skipped; other characters outside the alphabet are skipped and are damage
+ *   (`-` and `_` are ambiguous too: Node decodes them as URL-safe digits, others skip them); data
+ *   after padding is ambiguous (Node stops at the first '=', Python decodes on) and is decoded as a
+ *   new group, so a payload hidden behind an early '=' is seen; a lone final character is dropped.
+ * quoted-printable: soft line breaks removed, whitespace before a line break dropped, hard line
+ *   breaks become CRLF, `=XY` decoded; an '=' that starts no valid sequence is kept as is (damage).
+ * Identity encodings (7bit, 8bit, binary) return the input.
  */
 
 export interface Decoded {
   data: Buffer;
-  /** The encoded text had bytes a conforming encoder never produces. */
+  /** The encoded text had bytes a conforming encoder never produces (Dovecot refuses to decode it). */
   bad: boolean;
+  /** Readers disagree about the decoded bytes. Implies `bad`. */
+  ambiguous: boolean;
 }
 
-export function normaliseCte(cte: string | undefined): string {
-  return (cte ?? '').trim().toLowerCase();
+export interface DecodeReport {
+  bad: boolean;
+  ambiguous?: boolean;
+  /** base64: output offsets where data resumed after padding (a second file may start there), at most MAX_RESTARTS. */
+  restarts?: number[];
 }
 
-/** Base64 alphabet + '=' + whitespace. */
-function b64Class(c: number): number {
-  // 1 = alphabet, 2 = '=', 3 = whitespace, 0 = invalid
-  if ((c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47) return 1;
-  if (c === 61) return 2;
-  if (c === 13 || c === 10 || c === 32 || c === 9) return 3;
-  return 0;
-}
-
-/** True when the text has a byte outside alphabet/'='/whitespace, or alphabet after padding. */
-function base64Damaged(src: Buffer): boolean {
-  let afterPad = false;
-  for (let i = 0; i < src.length; i++) {
-    const k = b64Class(src[i]);
-    if (k === 0) return true;
-    if (k === 2) afterPad = true;
-    else if (k === 1 && afterPad) return true;
-  }
-  return false;
-}
-
-export function decodeBase64(src: Buffer): Decoded {
-  const bad = base64Damaged(src);
-  // Windowed, so no string as large as the part is built; base64Groups keeps Buffer.from's bytes.
-  const out = Buffer.allocUnsafe(Math.ceil((src.length * 3) / 4));
-  let o = 0;
-  for (const g of base64Groups(src, B64_WINDOW)) o += out.write(g, o, 'base64');
-  return { data: out.subarray(0, o), bad };
-}
-
-/** Encoded bytes looked at per step by the windowed base64 decoders. */
-const B64_WINDOW = 64 * 1024;
-const B64_SKIPPED = /[^A-Za-z0-9+/_\-]+/g;
-
-/**
- * The base64 text of `src` as strings of whole 4-character groups (the last may be 2 or 3
- * characters), each at most `window` + 3 characters long. This makes Node's decoder semantics
- * explicit, so decoding group by group gives exactly the bytes of `Buffer.from(all, 'base64')`:
- * characters outside the standard and URL-safe alphabets are skipped, the first '=' ends the
- * data, and a lone final character decodes to nothing.
- */
-function* base64Groups(src: Buffer, window: number): Generator<string> {
-  let carry = '';
-  for (let pos = 0; pos < src.length; pos += window) {
-    let s = src.toString('latin1', pos, Math.min(src.length, pos + window));
-    const eq = s.indexOf('=');
-    if (eq >= 0) s = s.slice(0, eq);
-    s = carry + s.replace(B64_SKIPPED, '');
-    const whole = s.length - (s.length % 4);
-    if (whole > 0) yield s.slice(0, whole);
-    carry = s.slice(whole);
-    if (eq >= 0) break;
-  }
-  if (carry.length >= 2) yield carry;
-}
-
-function base64Length(chars: number): number {
-  const r = chars % 4;
-  return ((chars - r) / 4) * 3 + (r === 2 ? 1 : r === 3 ? 2 : 0);
-}
-
-function hexVal(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
-
-export function decodeQuotedPrintable(src: Buffer): Decoded {
-  // one chunk as large as the input (decoded QP is never longer): the chunked decoder is the only copy of the algorithm
-  const report = { bad: false };
-  const chunks = [...quotedPrintableChunks(src, Math.max(1, src.length), report)];
-  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad };
-}
-
-/**
- * Quoted-printable, decoded into fresh chunks of at most `chunkBytes` bytes (the source is in
- * memory, so look-ahead across a chunk edge is free). Damage ('=' not followed by two hex digits,
- * kept as is) is reported in `report.bad`.
- */
-function* quotedPrintableChunks(src: Buffer, chunkBytes: number, report?: { bad: boolean }): Generator<Buffer> {
-  const n = src.length;
-  let out = Buffer.allocUnsafe(Math.min(chunkBytes, n));
-  let o = 0;
-  const put = (b: number): Buffer | undefined => {
-    out[o++] = b;
-    if (o < out.length) return undefined;
-    const full = out;
-    out = Buffer.allocUnsafe(Math.min(chunkBytes, n));
-    o = 0;
-    return full;
-  };
-  for (let i = 0; i < n; i++) {
-    const c = src[i];
-    let full: Buffer | undefined;
-    if (c !== 61) {
-      full = put(c);
-    } else {
-      let j = i + 1;
-      while (j < n && (src[j] === 32 || src[j] === 9)) j++;
-      if (j < n && src[j] === 13 && src[j + 1] === 10) {
-        i = j + 1;
-        continue;
-      }
-      if (j < n && src[j] === 10) {
-        i = j;
-        continue;
-      }
-      if (j >= n) break;
-      const h = i + 2 < n ? hexVal(src[i + 1]) : -1;
-      const l = i + 2 < n ? hexVal(src[i + 2]) : -1;
-      if (h >= 0 && l >= 0) {
-        full = put((h << 4) | l);
-        i += 2;
-      } else {
-        if (report) report.bad = true;
-        full = put(c);
-      }
-    }
-    if (full) yield full;
-  }
-  if (o > 0) yield out.subarray(0, o);
-}
+const MAX_RESTARTS = 16;
 
 /** Default size of the chunks decodeChunks yields. */
 export const DECODE_CHUNK_BYTES = 64 * 1024;
 
-/**
- * Decodes a part body incrementally: yields the decoded bytes in order, in chunks of at most
- * `chunkBytes` bytes (each a new Buffer or, for identity encodings, a view of `src`), so a large
- * attachment can be scanned or measured without holding it decoded in full. The concatenation
- * equals decodeBody(src, cte).data exactly. `report.bad` is set as damage is seen (complete
- * once the iteration has finished); base64 damage is reported by decodeBody/encodingDamaged.
- */
-export function* decodeChunks(src: Buffer, cte: string, chunkBytes = DECODE_CHUNK_BYTES, report?: { bad: boolean }): Generator<Buffer> {
-  if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes out of range: ${chunkBytes}`);
-  if (cte === 'base64') {
-    const window = Math.max(4, Math.floor(chunkBytes / 3) * 4);
-    for (const g of base64Groups(src, window)) {
-      const d = Buffer.from(g, 'base64');
-      if (d.length <= chunkBytes) yield d;
-      else for (let off = 0; off < d.length; off += chunkBytes) yield d.subarray(off, off + chunkBytes);
+/** Encoded bytes looked at per step by the base64 decoder's fast path. */
+const B64_WINDOW = 64 * 1024;
+
+const B64 = new Int16Array(256).fill(-1);
+'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => (B64[c.charCodeAt(0)] = i));
+
+/** Collects output bytes into fresh chunks of at most `size` bytes. */
+class ChunkWriter {
+  private buf: Buffer;
+  private o = 0;
+  private flushed = 0;
+  readonly ready: Buffer[] = [];
+  constructor(private readonly size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  put(b: number): void {
+    this.buf[this.o++] = b;
+    if (this.o === this.size) this.flush();
+  }
+  putAll(data: Buffer): void {
+    let off = 0;
+    while (off < data.length) {
+      const n = Math.min(this.size - this.o, data.length - off);
+      data.copy(this.buf, this.o, off, off + n);
+      this.o += n;
+      off += n;
+      if (this.o === this.size) this.flush();
     }
-    return;
   }
-  if (cte === 'quoted-printable') {
-    yield* quotedPrintableChunks(src, chunkBytes, report);
-    return;
+  /** Bytes written so far. */
+  get total(): number {
+    return this.flushed + this.o;
   }
+  flush(): void {
+    if (this.o === 0) return;
+    this.flushed += this.o;
+    this.ready.push(this.buf.subarray(0, this.o));
+    this.buf = Buffer.allocUnsafe(this.size);
+    this.o = 0;
+  }
+}
+
+function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): Generator<Buffer> {
+  const w = new ChunkWriter(chunkBytes);
+  // the partial group (0..3 sextets) carried between characters and windows
+  let acc = 0;
+  let n = 0;
+  let padded = false;
+  const flushGroup = (): void => {
+    if (n === 2) w.put((acc >> 4) & 0xff);
+    else if (n === 3) {
+      w.put((acc >> 10) & 0xff);
+      w.put((acc >> 2) & 0xff);
+    } else if (n === 1) report.bad = true;
+    acc = 0;
+    n = 0;
+  };
+  for (let pos = 0; pos < src.length; pos += B64_WINDOW) {
+    const end = Math.min(src.length, pos + B64_WINDOW);
+    const text = src.toString('latin1', pos, end);
+    // fast path: a window of alphabet and line breaks only, decoded by Node in whole groups
+    if (!padded && !/[^A-Za-z0-9+/\r\n]/.test(text)) {
+      let s = text.replace(/[\r\n]+/g, '');
+      let i = 0;
+      while (n > 0 && n < 4 && i < s.length) {
+        acc = (acc << 6) | B64[s.charCodeAt(i++)]!;
+        n++;
+      }
+      if (n === 4) {
+        w.put((acc >> 16) & 0xff);
+        w.put((acc >> 8) & 0xff);
+        w.put(acc & 0xff);
+        acc = 0;
+        n = 0;
+      }
+      s = s.slice(i);
+      const whole = s.length - (s.length % 4);
+      if (whole > 0) w.putAll(Buffer.from(s.slice(0, whole), 'base64'));
+      for (let k = whole; k < s.length; k++) {
+        acc = (acc << 6) | B64[s.charCodeAt(k)]!;
+        n++;
+      }
+    } else {
+      for (let i = pos; i < end; i++) {
+        const c = src[i]!;
+        const v = B64[c]!;
+        if (v >= 0) {
+          if (padded) {
+            // data after padding: Node stops, Python and others decode on
+            report.bad = true;
+            report.ambiguous = true;
+            padded = false;
+            if (report.restarts && report.restarts.length < MAX_RESTARTS) report.restarts.push(w.total);
+          }
+          acc = (acc << 6) | v;
+          if (++n === 4) {
+            w.put((acc >> 16) & 0xff);
+            w.put((acc >> 8) & 0xff);
+            w.put(acc & 0xff);
+            acc = 0;
+            n = 0;
+          }
+        } else if (c === 61) {
+          if (!padded) flushGroup();
+          padded = true;
+        } else if (c === 13 || c === 10 || c === 32 || c === 9) {
+          // whitespace
+        } else {
+          report.bad = true;
+          if (c === 45 || c === 95) report.ambiguous = true;
+        }
+      }
+    }
+    yield* w.ready.splice(0);
+  }
+  flushGroup();
+  w.flush();
+  yield* w.ready.splice(0);
+}
+
+const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
+const hexVal = (c: number): number => (c <= 57 ? c - 48 : (c | 0x20) - 87);
+
+/** Longest run of whitespace Dovecot accepts in front of other text on a quoted-printable line. */
+const QP_MAX_WS = 76;
+
+function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Generator<Buffer> {
+  const w = new ChunkWriter(chunkBytes);
+  type State = 'text' | 'ws' | 'eq' | 'eqws' | 'hex2' | 'cr' | 'softcr';
+  let state: State = 'text';
+  let wsStart = 0;
+  let hexchar = 0;
+  const bad = (): void => {
+    report.bad = true;
+  };
+  const putRange = (a: number, b: number): void => {
+    for (let k = a; k < b; k++) w.put(src[k]!);
+  };
+  let i = 0;
+  while (i < src.length) {
+    const c = src[i]!;
+    let again = false;
+    switch (state) {
+      case 'text':
+        if (c === 61) state = 'eq';
+        else if (c === 13) state = 'cr';
+        else if (c === 10) {
+          w.put(13);
+          w.put(10);
+        } else if (c === 32 || c === 9) {
+          state = 'ws';
+          wsStart = i;
+        } else w.put(c);
+        break;
+      case 'ws':
+        if (c === 32 || c === 9) break;
+        if (c === 13) state = 'cr';
+        else if (c === 10) {
+          w.put(13);
+          w.put(10);
+          state = 'text';
+        } else {
+          if (i - wsStart > QP_MAX_WS) bad();
+          putRange(wsStart, i);
+          state = 'text';
+          again = true;
+        }
+        break;
+      case 'eq':
+        if (isHex(c)) {
+          hexchar = c;
+          state = 'hex2';
+        } else if (c === 32 || c === 9) {
+          wsStart = i;
+          state = 'eqws';
+        } else if (c === 13) state = 'softcr';
+        else if (c === 10) state = 'text';
+        else {
+          bad();
+          w.put(61);
+          state = 'text';
+          again = true;
+        }
+        break;
+      case 'hex2':
+        if (isHex(c)) {
+          w.put((hexVal(hexchar) << 4) | hexVal(c));
+          state = 'text';
+        } else {
+          bad();
+          w.put(61);
+          w.put(hexchar);
+          state = 'text';
+          again = true;
+        }
+        break;
+      case 'eqws':
+        if (c === 32 || c === 9) break;
+        if (c === 13) state = 'softcr';
+        else if (c === 10) state = 'text';
+        else {
+          bad();
+          w.put(61);
+          putRange(wsStart, i);
+          state = 'text';
+          again = true;
+        }
+        break;
+      case 'cr':
+      case 'softcr':
+        if (c === 10) {
+          if (state === 'cr') {
+            w.put(13);
+            w.put(10);
+          }
+          state = 'text';
+        } else {
+          // a CR without LF: Dovecot fails; readers that take CR as a line end differ
+          bad();
+          report.ambiguous = true;
+          if (state === 'cr') w.put(13);
+          state = 'text';
+          again = true;
+        }
+        break;
+    }
+    if (!again) i++;
+    if (w.ready.length) yield* w.ready.splice(0);
+  }
+  switch (state) {
+    case 'eq':
+      bad();
+      w.put(61);
+      break;
+    case 'hex2':
+      bad();
+      w.put(61);
+      w.put(hexchar);
+      break;
+    case 'eqws':
+    case 'softcr':
+      bad();
+      break;
+    case 'cr':
+      bad();
+      w.put(13);
+      break;
+    default:
+    // text, or trailing whitespace at the end (dropped, as before a line break)
+  }
+  w.flush();
+  yield* w.ready.splice(0);
+}
+
+/** True for the encodings decoded here; identity encodings are passed through. */
+export function isDecodedEncoding(cte: string): cte is 'base64' | 'quoted-printable' {
+  return cte === 'base64' || cte === 'quoted-printable';
+}
+
+/**
+ * Decodes a part body incrementally: yields the decoded bytes in order, in fresh chunks of at most
+ * `chunkBytes` bytes (views of `src` for identity encodings), so a large attachment can be scanned
+ * or measured without holding it decoded in full. The concatenation equals decodeBody(src, cte).data.
+ * `report` is complete once the iteration has finished.
+ */
+export function* decodeChunks(src: Buffer, cte: string, chunkBytes = DECODE_CHUNK_BYTES, report: DecodeReport = { bad: false }): Generator<Buffer> {
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`chunkBytes out of range: ${chunkBytes}`);
+  if (cte === 'base64') return yield* base64Chunks(src, chunkBytes, report);
+  if (cte === 'quoted-printable') return yield* qpChunks(src, chunkBytes, report);
   for (let off = 0; off < src.length; off += chunkBytes) yield src.subarray(off, Math.min(src.length, off + chunkBytes));
+}
+
+/** Decodes a whole part body by its (normalised) Content-Transfer-Encoding; other encodings are returned raw. */
+export function decodeBody(src: Buffer, cte: string): Decoded & { restarts: number[] } {
+  const report: DecodeReport = { bad: false, ambiguous: false, restarts: [] };
+  if (!isDecodedEncoding(cte)) return { data: src, bad: false, ambiguous: false, restarts: [] };
+  const chunks = [...decodeChunks(src, cte, Math.max(1, src.length), report)];
+  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad, ambiguous: report.ambiguous === true, restarts: report.restarts! };
+}
+
+export function decodeBase64(src: Buffer): Decoded {
+  return decodeBody(src, 'base64');
+}
+
+export function decodeQuotedPrintable(src: Buffer): Decoded {
+  return decodeBody(src, 'quoted-printable');
 }
 
 /** Exact length of decodeBody(src, cte).data, in bounded memory. */
 export function decodedSize(src: Buffer, cte: string): number {
-  if (cte === 'base64') {
-    let n = 0;
-    for (const g of base64Groups(src, B64_WINDOW)) n += base64Length(g.length);
-    return n;
-  }
-  if (cte === 'quoted-printable') {
-    let n = 0;
-    for (const c of quotedPrintableChunks(src, DECODE_CHUNK_BYTES)) n += c.length;
-    return n;
-  }
+  if (!isDecodedEncoding(cte)) return src.length;
+  let n = 0;
+  for (const c of decodeChunks(src, cte)) n += c.length;
+  return n;
+}
+
+/** Upper bound of decodedSize(src, cte), without reading the body (a CRLF per input byte is the QP worst case). */
+export function decodedSizeBound(src: Buffer, cte: string): number {
+  if (cte === 'base64') return Math.ceil((src.length * 3) / 4);
+  if (cte === 'quoted-printable') return src.length * 2;
   return src.length;
 }
 
-/** Upper bound of decodedSize(src, cte), without reading the body. */
-export function decodedSizeBound(src: Buffer, cte: string): number {
-  return cte === 'base64' ? Math.ceil((src.length * 3) / 4) : src.length;
+/** decodeBody(src, cte) damage flags, in bounded memory. */
+export function encodingDamage(src: Buffer, cte: string): { bad: boolean; ambiguous: boolean } {
+  const report: DecodeReport = { bad: false, ambiguous: false };
+  if (!isDecodedEncoding(cte)) return { bad: false, ambiguous: false };
+  for (const _ of decodeChunks(src, cte, DECODE_CHUNK_BYTES, report)) {
+    // drain
+  }
+  return { bad: report.bad, ambiguous: report.ambiguous === true };
 }
 
 /** decodeBody(src, cte).bad, in bounded memory. */
 export function encodingDamaged(src: Buffer, cte: string): boolean {
-  if (cte === 'base64') return base64Damaged(src);
-  if (cte === 'quoted-printable') {
-    const report = { bad: false };
-    for (const _ of quotedPrintableChunks(src, DECODE_CHUNK_BYTES, report)) {
-      if (report.bad) return true;
-    }
-    return report.bad;
-  }
-  return false;
+  return encodingDamage(src, cte).bad;
 }
 
-/** Decodes a part body by its Content-Transfer-Encoding; unknown encodings are returned raw. */
-export function decodeBody(src: Buffer, cte: string): Decoded {
-  switch (cte) {
-    case 'base64':
-      return decodeBase64(src);
-    case 'quoted-printable':
-      return decodeQuotedPrintable(src);
-    default:
-      return { data: src, bad: false };
-  }
-}
-
-/**
- * Decodes only enough of a body to see its first `want` bytes (type detection without decoding a
- * 25 MB attachment). Never reports damage; `decodeBody` does that.
- */
+/** The first `want` decoded bytes (type detection without decoding a 25 MB attachment). */
 export function decodePrefix(src: Buffer, cte: string, want = 4096): Buffer {
-  if (cte === 'base64') {
-    // 4 chars -> 3 bytes, plus room for line breaks
-    const take = Math.min(src.length, Math.ceil((want * 4) / 3) * 2 + 4);
-    let s = src.toString('latin1', 0, take).replace(/[^A-Za-z0-9+/]/g, '');
-    s = s.slice(0, s.length - (s.length % 4));
-    return Buffer.from(s, 'base64').subarray(0, want);
+  if (!isDecodedEncoding(cte)) return src.subarray(0, want);
+  const out: Buffer[] = [];
+  let have = 0;
+  for (const c of decodeChunks(src, cte, Math.max(1, want))) {
+    out.push(c);
+    have += c.length;
+    if (have >= want) break;
   }
-  if (cte === 'quoted-printable') {
-    return decodeQuotedPrintable(src.subarray(0, Math.min(src.length, want * 3 + 64))).data.subarray(0, want);
-  }
-  return src.subarray(0, want);
+  return Buffer.concat(out).subarray(0, want);
 }

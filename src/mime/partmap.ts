@@ -1,10 +1,20 @@
 /**
- * IMAP section map of a message (RFC 3501/9051 §6.4.5), computed the way Dovecot 2.3 parses MIME,
- * so that sections, sizes and BODYSTRUCTURE rendered from it match what Dovecot serves directly.
+ * The one MIME parser. It computes the IMAP section map of a message (RFC 3501/9051 §6.4.5) the way
+ * Dovecot 2.3 parses MIME, so that sections, sizes and BODYSTRUCTURE rendered from it match what
+ * Dovecot serves directly, and the policy engine judges exactly these parts (src/mime/parse.ts adds
+ * the content-header reading and the ambiguity findings on top of this tree). What is served to a
+ * client (src/inspect/render.ts) and what was judged are therefore one parse.
  *
- * Pure and total: any byte sequence yields a map (hostile input is bounded by maxDepth/maxParts:
- * beyond them a part is kept as a leaf and not descended into). Strings inside are "binary"
- * (latin1) strings so that every byte survives round trips unchanged.
+ * Pure and total: any byte sequence yields a map. Hostile input is bounded by maxDepth, maxParts and
+ * maxHeaderSize: beyond them a part is kept as a leaf (or its header fields are not kept) and the
+ * first limit hit is reported. Strings inside are "binary" (latin1) strings so that every byte
+ * survives round trips unchanged.
+ *
+ * Besides the structure, the parser records structural faults: places where Dovecot's reading and
+ * an RFC 2046 reader (Python's email, Thunderbird, mailparser) would see different parts or headers
+ * (a delimiter line with text after the boundary, a multipart never closed, a boundary that is a
+ * prefix of an enclosing one, a header line some readers take as the start of the body, NUL or a
+ * bare CR in a header). The policy treats them as malformed.
  *
  * Conventions of the map (see PartMap in src/policy/types.ts):
  * - the root has section '' and covers the whole buffer;
@@ -22,12 +32,22 @@ export interface PartMapLimits {
   maxDepth: number;
   /** Most MIME parts (root included) that are created; later containers stay leaves. */
   maxParts: number;
+  /** Largest header of one entity whose fields are kept; the rest of a larger header is skipped. */
+  maxHeaderSize: number;
 }
 
 export const DEFAULT_PARTMAP_LIMITS: PartMapLimits = {
   maxDepth: DEFAULT_MIME_LIMITS.maxDepth,
   maxParts: DEFAULT_MIME_LIMITS.maxParts,
+  maxHeaderSize: DEFAULT_MIME_LIMITS.maxHeaderSize,
 };
+
+/** The first limit that stopped the parser. */
+export interface LimitHit {
+  rule: 'limits.max_depth' | 'limits.max_parts' | 'limits.max_header_size';
+  reason: string;
+  section: string;
+}
 
 /** One header field as Dovecot's header parser sees it (with SKIP_INITIAL_LWSP and DROP_CR). */
 export interface HeaderField {
@@ -39,16 +59,22 @@ export interface HeaderField {
   start: number;
   /** Offset just past the field's last line (including its line ending, when present). */
   end: number;
+  /** The first line has a ':' (false for a junk line, whose `name` is the whole line). */
+  colon: boolean;
 }
 
-/** Internal node: PartMap plus what rendering needs. */
+/** Internal node: PartMap plus what rendering and the policy need. */
 export interface MimeNode extends PartMap {
   children: MimeNode[];
   message?: MimeNode;
   parent?: MimeNode;
   fields: HeaderField[];
+  /** Offset just past the last header line (the blank line, if any, follows; bodyStart may be less when a boundary cut the header). */
+  headerEnd: number;
   /** Header ended with an empty line (false when cut by EOF or by a boundary). */
   headerComplete: boolean;
+  /** Nesting depth (root 0; an encapsulated message is one deeper than its message/rfc822 part). */
+  depth: number;
   isMime: boolean;
   multipart: boolean;
   rfc822: boolean;
@@ -57,6 +83,17 @@ export interface MimeNode extends PartMap {
   digest: boolean;
   /** Parsed Content-Type exactly as Dovecot keeps it (case preserved); null when absent / not MIME. */
   ct: { type: string; subtype: string | null; params: Array<[string, string]>; broken: boolean } | null;
+  /** The boundary this multipart was split on (null when not split). */
+  boundary: string | null;
+  /** Structural faults seen in this entity (see the module comment). */
+  faults: string[];
+}
+
+/** Result of a parse: the tree plus the first limit hit. */
+export interface PartTree {
+  root: MimeNode;
+  parts: number;
+  limit?: LimitHit;
 }
 
 const nodeOf = new WeakMap<PartMap, MimeNode>();
@@ -269,8 +306,18 @@ export class Rfc822Parser {
   }
 }
 
+/** What a parameter list looked like before the RFC 2231 merge (for the ambiguity checks in content.ts). */
+export interface ParamReport {
+  /** Parameters in order as written (key as written, value unquoted). */
+  raw: Array<[string, string]>;
+  /** Places where Dovecot's parser gave up on a parameter and skipped a character. */
+  broken: number;
+}
+
+const MAX_RAW_PARAMS = 1000;
+
 /** RFC 2231 merge exactly as Dovecot's rfc2231_parse: plain params first, then merged key*n params sorted. */
-export function parseRfc2231Params(p: Rfc822Parser): Array<[string, string]> {
+export function parseRfc2231Params(p: Rfc822Parser, report?: ParamReport): Array<[string, string]> {
   const result: Array<[string, string]> = [];
   const cont: Array<{ key: string; value: string; idx: number; extended: boolean }> = [];
   // Dovecot keeps idx/extended in one struct reused across params; mirrored for identical output.
@@ -281,11 +328,13 @@ export function parseRfc2231Params(p: Rfc822Parser): Array<[string, string]> {
     const r = p.parseContentParam();
     if (r.ret === 0) break;
     if (r.ret < 0) {
+      if (report) report.broken++;
       if (p.atEnd()) break;
       p.pos++;
       continue;
     }
     const key = r.key;
+    if (report && report.raw.length < MAX_RAW_PARAMS) report.raw.push([key, r.value]);
     const star = key.indexOf('*');
     let plain = star < 0;
     if (!plain) {
@@ -340,7 +389,7 @@ export function parseRfc2231Params(p: Rfc822Parser): Array<[string, string]> {
 }
 
 /** Content-Type parse as Dovecot's message_part_data keeps it (case preserved). */
-export function parseContentTypeValue(value: string): NonNullable<MimeNode['ct']> {
+export function parseContentTypeValue(value: string, report?: ParamReport): NonNullable<MimeNode['ct']> {
   const p = new Rfc822Parser(value);
   p.skipLwsp();
   const out: string[] = [];
@@ -353,7 +402,7 @@ export function parseContentTypeValue(value: string): NonNullable<MimeNode['ct']
     params: [] as Array<[string, string]>,
     broken: ret < 0,
   };
-  if (ret >= 0) ct.params = parseRfc2231Params(p);
+  if (ret >= 0) ct.params = parseRfc2231Params(p, report);
   return ct;
 }
 
@@ -363,9 +412,9 @@ export function parseContentTypeValue(value: string): NonNullable<MimeNode['ct']
 const LF = 10;
 const CR = 13;
 
-function lineEnd(buf: Buffer, pos: number): number {
+function lineEnd(buf: Buffer, pos: number, limit = buf.length): number {
   const i = buf.indexOf(LF, pos);
-  return i < 0 ? buf.length : i + 1;
+  return i < 0 || i >= limit ? limit : i + 1;
 }
 
 interface Boundary {
@@ -398,33 +447,73 @@ function matchBoundary(buf: Buffer, lineStart: number, stack: Boundary[]): Bound
   return best;
 }
 
+/** After "--boundary": RFC 2046 allows only "--" (close) and then whitespace up to the line end. */
+function delimiterLineClean(buf: Buffer, after: number): boolean {
+  let q = after;
+  if (buf[q] === 45 && buf[q + 1] === 45) q += 2;
+  while (q < buf.length && (buf[q] === 32 || buf[q] === 9)) q++;
+  return q >= buf.length || buf[q] === LF || (buf[q] === CR && buf[q + 1] === LF);
+}
+
+/** A header line Python's email (and RFC 5322) accepts as a field: ftext name immediately followed by ':'. */
+function strictFieldLine(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = buf[i]!;
+    if (c === 58) return true;
+    if (c < 33 || c > 126) return false;
+  }
+  return false;
+}
+
+function hasBareCr(buf: Buffer, start: number, end: number): boolean {
+  for (let i = buf.indexOf(CR, start); i >= 0 && i < end; i = buf.indexOf(CR, i + 1)) {
+    if (buf[i + 1] !== LF || i + 1 >= end) return true;
+  }
+  return false;
+}
+
+const MAX_FAULTS = 20;
+
 class Builder {
   parts = 0;
   stack: Boundary[] = [];
+  limit?: LimitHit;
   constructor(
     readonly buf: Buffer,
     readonly limits: PartMapLimits,
   ) {}
 
-  newNode(section: string, start: number, parent: MimeNode | undefined, isMimeChild: boolean): MimeNode {
+  hitLimit(rule: LimitHit['rule'], reason: string, section: string): void {
+    this.limit ??= { rule, reason, section };
+  }
+
+  fault(node: MimeNode, reason: string): void {
+    if (node.faults.length < MAX_FAULTS && !node.faults.includes(reason)) node.faults.push(reason);
+  }
+
+  newNode(section: string, start: number, parent: MimeNode | undefined, isMimeChild: boolean, depth: number): MimeNode {
     this.parts++;
     return {
       section,
       headerStart: start,
       bodyStart: start,
       bodyEnd: start,
+      headerEnd: start,
       contentType: 'text/plain',
       params: {},
       children: [],
       parent,
       fields: [],
       headerComplete: false,
+      depth,
       isMime: isMimeChild,
       multipart: false,
       rfc822: false,
       text: false,
       digest: false,
       ct: null,
+      boundary: null,
+      faults: [],
     };
   }
 
@@ -443,8 +532,11 @@ class Builder {
         }
         const after = line + 2 + bd.b.length;
         const epilogue = after + 2 <= buf.length && buf[after] === 45 && buf[after + 1] === 45;
+        // Dovecot takes any line starting with "--boundary" as a delimiter; RFC 2046 readers do not
+        if (!delimiterLineClean(buf, after)) this.fault(bd.node, 'line that starts like a boundary delimiter');
         const k = this.stack.indexOf(bd);
-        // forget boundaries of parts that this one closes; drop this one too after its close delimiter
+        // the boundaries of parts this one closes are forgotten; an inner multipart ended this way was never closed
+        for (let j = k + 1; j < this.stack.length; j++) this.fault(this.stack[j]!.node, 'multipart never closed');
         this.stack.length = epilogue ? k : k + 1;
         return { boundary: bd, contentEnd, lineStart: line, epilogue };
       }
@@ -455,8 +547,8 @@ class Builder {
     return null;
   }
 
-  /** Parses one entity (header + body) starting at `start`. Returns the boundary hit that ended it. */
-  entity(node: MimeNode, depth: number): Hit | null {
+  /** Reads the header of `node`; returns where the body scan starts (-1: at bodyStart) and whether a boundary cut it. */
+  header(node: MimeNode): { scanFrom: number; cut: boolean; blankNl: number } {
     const buf = this.buf;
     let pos = node.headerStart;
     let sawMimeVersion = false;
@@ -465,7 +557,9 @@ class Builder {
     let prevNl = 0;
     let blankNl = 0;
     let scanFrom = -1;
-    // header
+    let tooLarge = false;
+    let junk = false;
+    const maxEnd = node.headerStart + this.limits.maxHeaderSize;
     for (;;) {
       if (pos >= buf.length) break;
       if (this.stack.length > 0 && matchBoundary(buf, pos, this.stack)) {
@@ -477,18 +571,33 @@ class Builder {
       }
       if (buf[pos] === LF || (buf[pos] === CR && pos + 1 < buf.length && buf[pos + 1] === LF)) {
         blankNl = buf[pos] === LF ? 1 : 2;
+        node.headerEnd = pos;
         pos += blankNl;
         node.headerComplete = true;
         break;
       }
       const start = pos;
       let e = lineEnd(buf, pos);
+      const firstEnd = e;
       // continuation lines
       while (e < buf.length && (buf[e] === 32 || buf[e] === 9)) e = lineEnd(buf, e);
-      const field = parseField(buf, start, e);
-      node.fields.push(field);
       prevNl = buf[e - 1] === LF ? (e - 2 >= start && buf[e - 2] === CR ? 2 : 1) : 0;
       pos = e;
+      node.headerEnd = e;
+      if (tooLarge || e > maxEnd) {
+        if (!tooLarge) this.hitLimit('limits.max_header_size', `header larger than ${this.limits.maxHeaderSize} bytes`, node.section);
+        tooLarge = true;
+        continue;
+      }
+      // Python's email ends the header at the first line that is not "name:" or a continuation
+      // (Dovecot reads on), so such a line lets two readers see different headers and bodies
+      if (!strictFieldLine(buf, start, firstEnd)) {
+        const mboxFrom = start === 0 && node.parent === undefined && buf.toString('latin1', 0, 5) === 'From ';
+        if (buf[start] === 32 || buf[start] === 9) this.fault(node, 'header starts with a continuation line');
+        else if (!mboxFrom) junk = true;
+      }
+      const field = parseField(buf, start, e);
+      node.fields.push(field);
       const lname = field.name.toLowerCase();
       if (lname === 'mime-version') sawMimeVersion = true;
       else if (lname === 'content-type') {
@@ -499,9 +608,25 @@ class Builder {
         }
       }
     }
+    if (!node.headerComplete && !cut) node.headerEnd = pos;
+    if (junk) this.fault(node, 'header line that some readers take as the start of the body');
+    const hdrEnd = Math.min(node.headerEnd, maxEnd);
+    if (buf.subarray(node.headerStart, hdrEnd).indexOf(0) >= 0) this.fault(node, 'NUL byte in a header');
+    // a CR without LF is a line end for Python, Thunderbird and mailparser but not for Dovecot
+    if (hasBareCr(buf, node.headerStart, node.headerComplete ? node.headerEnd + blankNl : hdrEnd)) this.fault(node, 'CR without LF in a header');
     if (sawMimeVersion) node.isMime = true;
     node.bodyStart = pos;
     node.bodyEnd = pos;
+    return { scanFrom, cut, blankNl };
+  }
+
+  /** Parses one entity (header + body) starting at `node.headerStart`. Returns the boundary hit that ended it. */
+  entity(node: MimeNode): Hit | null {
+    const buf = this.buf;
+    const depth = node.depth;
+    const h = this.header(node);
+    let scanFrom = h.scanFrom;
+    let pos = node.bodyStart;
 
     let boundary: string | null = null;
     if (node.isMime && node.ct) {
@@ -525,7 +650,7 @@ class Builder {
     if (!node.isMime) {
       node.rfc822 = node.text = node.multipart = node.digest = false;
     }
-    if (!sawCt || !node.isMime) {
+    if (!node.ct || !node.isMime) {
       if (node.parent && node.parent.digest) node.rfc822 = true;
       else node.text = true;
     }
@@ -533,8 +658,25 @@ class Builder {
     node.contentType = publicContentType(node);
     node.params = publicParams(node);
 
-    const canDescend = depth < this.limits.maxDepth && this.parts < this.limits.maxParts;
-    const wantMultipart = node.multipart && boundary !== null && node.headerComplete && !cut && canDescend;
+    let canDescend = depth < this.limits.maxDepth && this.parts < this.limits.maxParts;
+    if ((node.multipart || node.rfc822) && !canDescend && !h.cut) {
+      if (depth >= this.limits.maxDepth) this.hitLimit('limits.max_depth', `MIME nesting deeper than ${this.limits.maxDepth}`, node.section);
+      else this.hitLimit('limits.max_parts', `more than ${this.limits.maxParts} MIME parts`, node.section);
+    }
+    if (node.multipart) {
+      if (boundary === null) this.fault(node, 'multipart without boundary');
+      else if (boundary === '') this.fault(node, 'empty boundary');
+      else {
+        for (const s of this.stack) {
+          const a = s.b.toString('latin1');
+          if (a.startsWith(boundary) || boundary.startsWith(a)) {
+            this.fault(node, 'boundary equal to or a prefix of an enclosing boundary');
+            break;
+          }
+        }
+      }
+    }
+    const wantMultipart = node.multipart && boundary !== null && node.headerComplete && !h.cut && canDescend;
 
     // Dovecot checks for a boundary once more after the empty line: when a foreign boundary follows
     // at once, the empty line's newline belongs to that boundary and leaves this header.
@@ -543,7 +685,7 @@ class Builder {
       const bd = matchBoundary(buf, pos, own ? [...this.stack, own] : this.stack);
       if (bd && bd !== own) {
         scanFrom = pos;
-        pos -= blankNl;
+        pos -= h.blankNl;
         node.bodyStart = node.bodyEnd = pos;
       }
     }
@@ -554,38 +696,46 @@ class Builder {
 
     if (wantMultipart) {
       const bd: Boundary = { b: Buffer.from(boundary!, 'latin1'), node };
+      node.boundary = boundary;
       this.stack.push(bd);
+      let closed = false;
       let hit = this.scan(bodyFrom);
       for (;;) {
-        if (hit === null) {
-          node.bodyEnd = stripped ? node.bodyStart : buf.length;
-          return null;
-        }
-        if (hit.boundary.node !== node) {
+        if (hit === null || hit.boundary.node !== node) {
+          if (!closed) this.fault(node, node.children.length === 0 ? 'no boundary delimiter found' : 'multipart never closed');
+          if (hit === null) {
+            node.bodyEnd = stripped ? node.bodyStart : buf.length;
+            return null;
+          }
           node.bodyEnd = stripped ? node.bodyStart : hit.contentEnd;
           return hit;
         }
         const next = lineEnd(buf, hit.lineStart);
         if (hit.epilogue) {
+          closed = true;
           hit = this.scan(next);
           continue;
         }
         if (this.parts >= this.limits.maxParts) {
+          this.hitLimit('limits.max_parts', `more than ${this.limits.maxParts} MIME parts`, node.section);
           // no more parts: the rest up to the next foreign boundary stays in this body
-          this.stack.splice(this.stack.indexOf(bd), 1);
+          const k = this.stack.indexOf(bd);
+          if (k >= 0) this.stack.splice(k, 1);
+          closed = true; // not a fault: the limit is reported instead
           hit = this.scan(next);
           continue;
         }
         const sec = (node.section ? node.section + '.' : '') + String(node.children.length + 1);
-        const child = this.newNode(sec, next, node, true);
+        const child = this.newNode(sec, next, node, true, depth + 1);
         node.children.push(child);
-        hit = this.entity(child, depth + 1);
+        hit = this.entity(child);
       }
     }
+    canDescend = depth < this.limits.maxDepth && this.parts < this.limits.maxParts;
     if (node.rfc822 && canDescend && !stripped) {
-      const child = this.newNode(node.section, node.bodyStart, node, false);
+      const child = this.newNode(node.section, node.bodyStart, node, false, depth + 1);
       node.message = child;
-      const hit = this.entity(child, depth + 1);
+      const hit = this.entity(child);
       node.bodyEnd = hit ? hit.contentEnd : buf.length;
       return hit;
     }
@@ -601,9 +751,6 @@ function parseField(buf: Buffer, start: number, end: number): HeaderField {
   if (e1 < 0 || e1 >= end) e1 = end;
   const lineStr = (from: number, to: number): string => {
     let t = to;
-    if (t < end || (t === end && t > from && buf[t - 1] === LF)) {
-      // strip the line ending
-    }
     if (t > from && buf[t - 1] === LF) t--;
     if (t > from && buf[t - 1] === CR) t--;
     return buf.toString('latin1', from, t);
@@ -625,12 +772,11 @@ function parseField(buf: Buffer, start: number, end: number): HeaderField {
   }
   let p = Math.min(e1 + 1, end);
   while (p < end) {
-    const e = lineEnd(buf, p);
-    const stop = Math.min(e, end);
-    value += '\n' + lineStr(p, stop);
-    p = stop;
+    const e = lineEnd(buf, p, end);
+    value += '\n' + lineStr(p, e);
+    p = e;
   }
-  return { name, value, start, end };
+  return { name, value, start, end, colon: colon >= 0 };
 }
 
 function publicContentType(n: MimeNode): string {
@@ -671,18 +817,43 @@ function publicParams(n: MimeNode): Record<string, string> {
   return out;
 }
 
-/** Builds the IMAP part map of `buf`. Never throws; bounded by `limits`. */
-export function buildPartMap(buf: Buffer, limits?: Partial<PartMapLimits>): PartMap {
-  const lim: PartMapLimits = {
+function clampLimits(limits?: Partial<PartMapLimits>): PartMapLimits {
+  return {
     maxDepth: Math.max(0, limits?.maxDepth ?? DEFAULT_PARTMAP_LIMITS.maxDepth),
     maxParts: Math.max(1, limits?.maxParts ?? DEFAULT_PARTMAP_LIMITS.maxParts),
+    maxHeaderSize: Math.max(0, limits?.maxHeaderSize ?? DEFAULT_PARTMAP_LIMITS.maxHeaderSize),
   };
-  const b = new Builder(buf, lim);
-  const root = b.newNode('', 0, undefined, false);
-  b.entity(root, 0);
+}
+
+/** Parses `buf` into its part tree, reporting the first limit hit. Never throws. */
+export function parsePartTree(buf: Buffer, limits?: Partial<PartMapLimits>): PartTree {
+  const b = new Builder(buf, clampLimits(limits));
+  const root = b.newNode('', 0, undefined, false, 0);
+  b.entity(root);
   root.bodyEnd = buf.length;
   nodeOf.set(root, root);
-  return root;
+  return { root, parts: b.parts, limit: b.limit };
+}
+
+/** Builds the IMAP part map of `buf`. Never throws; bounded by `limits`. */
+export function buildPartMap(buf: Buffer, limits?: Partial<PartMapLimits>): PartMap {
+  return parsePartTree(buf, limits).root;
+}
+
+/**
+ * Reads header-only data (a whole header ending with its blank line, or a subset of fields) with
+ * the same header reader the part tree uses.
+ */
+export function parseHeaderBlock(buf: Buffer, maxHeaderSize = DEFAULT_PARTMAP_LIMITS.maxHeaderSize): MimeNode {
+  const b = new Builder(buf, { ...DEFAULT_PARTMAP_LIMITS, maxHeaderSize });
+  const node = b.newNode('', 0, undefined, false, 0);
+  b.header(node);
+  return node;
+}
+
+/** True for the top-level message and every encapsulated message (the `message` of a message/rfc822 part). */
+export function isMessageNode(n: MimeNode): boolean {
+  return n.parent === undefined || n.parent.message === n;
 }
 
 /**

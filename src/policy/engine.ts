@@ -1,21 +1,34 @@
 /**
  * The policy engine: one message in, a verdict and a deterministic sanitised message out.
  *
- * The rewrite works on byte offsets into the original buffer: untouched ranges are re-emitted as
- * zero-copy subarrays and only replaced entities (stripped parts, rewritten headers) are new bytes,
- * so kept parts are byte-identical and boundaries stay valid. Nothing in the output depends on the
- * clock, randomness or the process: the recovery id is derived from the original and the policy.
+ * One MIME model: the message (normalised to CRLF, which every reader reads the same way) is parsed
+ * once by src/mime/partmap.ts, the Dovecot-compatible parser IMAP clients are served from; the
+ * policy judges exactly those parts, decoded by the one set of decoders (src/mime/decode.ts) that
+ * also serves BINARY; and the structure returned with the output is that parse (or, when the
+ * message was changed, the same parser's reading of the output). Whatever two reasonable readers
+ * could read differently is a finding (limits.on_malformed), and every file name a client could
+ * show is checked.
+ *
+ * The rewrite works on byte offsets into the message: untouched ranges are re-emitted as zero-copy
+ * subarrays and only replaced entities (stripped parts, rewritten headers) are new bytes, so kept
+ * parts are byte-identical and boundaries stay valid. Nothing in the output depends on the clock,
+ * randomness or the process: the recovery id is derived from the original and the policy.
  */
 import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { ScanOutcome } from '../scanners/types.js';
 import { parseMime, forEachLeaf, leafSection, type MimeNode, type ParseResult } from '../mime/parse.js';
-import { parseHeader, decodedValue, firstField, type ParsedHeader } from '../mime/headers.js';
-import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamaged } from '../mime/decode.js';
+import { parsePartTree, parseHeaderBlock, isMessageNode, type HeaderField } from '../mime/partmap.js';
+import { contentInfo } from '../mime/content.js';
+import { decodedFieldValue } from '../mime/headers.js';
+import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamage, isDecodedEncoding } from '../mime/decode.js';
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
 import { containsZip, inspectZip, zipTrailerIn } from '../mime/zip.js';
-import { buildPartMap, mimeNodeOf } from '../mime/partmap.js';
-import type { ActionName, EngineDeps, InspectContext, InspectResult, PartMap, RuleHit, Verdict } from './types.js';
+import { toCrlf, crAsLineEnd } from '../mime/eol.js';
+import { findEmbedded, type EmbeddedFile } from '../mime/embedded.js';
+import { filenameCandidates, normaliseFilename as normaliseName } from '../mime/names.js';
+import { buildPartMap } from '../mime/partmap.js';
+import type { ActionName, EngineDeps, InspectContext, InspectResult, RuleHit, Verdict } from './types.js';
 import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
 import { renderTemplate, strippedPart, encodeDenyBody, type TemplateVars } from './deny.js';
 
@@ -27,9 +40,30 @@ interface Hit extends RuleHit {
   target?: MimeNode;
 }
 
+/** One part as the policy inspects it. */
+interface Leaf {
+  node: MimeNode;
+  /** IMAP section of the part's content. */
+  section: string;
+  /** Declared type as served (lower-case type/subtype). */
+  type: string;
+  /** Other types a reader may take from the part's fields. */
+  otherTypes: string[];
+  cte: string;
+  /** Every normalised file name a client may show for the part. */
+  names: string[];
+  /** Encoded body bytes. */
+  body: Buffer;
+  /** Entity a strip replaces (undefined: the top-level body, only a block removes it). */
+  target?: MimeNode;
+  /** Files found embedded in the text (uuencode, yEnc, BinHex). */
+  embedded: EmbeddedFile[];
+}
+
 const SEVERITY: Record<ActionName, number> = { allow: 0, strip: 1, block: 2 };
 const MAX_HITS = 200;
-const MAX_NAME = 1024;
+/** A kept header field of a block notice is at most this long (a longer one is dropped, never cut). */
+const MAX_KEPT_FIELD = 4096;
 
 /** Header fields a block notice keeps so threads and the message list stay intact. */
 const KEPT_ON_BLOCK = new Set(['date', 'from', 'to', 'cc', 'subject', 'message-id', 'in-reply-to', 'references']);
@@ -46,11 +80,7 @@ function stricter(a: ActionSpec, b: ActionSpec): ActionSpec {
 
 /** Windows ignores trailing dots/spaces; bidi and zero-width characters hide the real extension. */
 export function normaliseFilename(name: string): string {
-  // eslint-disable-next-line no-control-regex
-  let s = name.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, '');
-  s = s.split(/[\\/]/).pop() ?? s;
-  s = s.replace(/[. \t]+$/, '').trim();
-  return s.slice(0, MAX_NAME);
+  return normaliseName(name);
 }
 
 function matchRules(rules: CompiledTypeRule[], value: string): CompiledTypeRule | undefined {
@@ -72,34 +102,51 @@ function doubleExtension(policy: CompiledPolicy, name: string): boolean {
   return policy.dangerousExtensions.has(last) && /^[a-z]{2,5}$/.test(prev) && !policy.dangerousExtensions.has(prev);
 }
 
-/** The entity a strip replaces: a message's only body is replaced with its message/rfc822 container; the top-level body cannot be stripped (block). */
+/**
+ * The entity a strip replaces: a message's only body is replaced with its message/rfc822
+ * container; the top-level body (and the body of a top-level message/rfc822) cannot be stripped (block).
+ */
 function stripTarget(leaf: MimeNode): MimeNode | undefined {
-  if (!leaf.isMessage) return leaf;
-  return leaf.parent; // undefined for the top-level message
+  if (!isMessageNode(leaf)) return leaf;
+  const container = leaf.parent;
+  return container && container.parent ? container : undefined;
 }
 
 function stripRules(policy: CompiledPolicy, scope: 'top' | 'all') {
   return policy.headers.strip.filter((r) => scope === 'top' || r.scope === 'all');
 }
 
-/** Returns the kept segments of a header (null when nothing is dropped). */
-function filterHeader(buf: Buffer, h: ParsedHeader, rules: CompiledPolicy['headers']['strip']): Buffer[] | null {
-  if (rules.length === 0) return null;
+/** The fields tile the header exactly (false when a header over max_header_size kept only some). */
+function fieldsTile(n: MimeNode): boolean {
+  if (n.fields.length === 0) return n.headerEnd === n.headerStart;
+  return n.fields[0]!.start === n.headerStart && n.fields[n.fields.length - 1]!.end === n.headerEnd;
+}
+
+/** Returns the kept fields of a header (null when nothing is dropped). */
+function filterHeader(buf: Buffer, n: MimeNode, rules: CompiledPolicy['headers']['strip']): Buffer[] | null {
+  if (rules.length === 0 || !fieldsTile(n)) return null;
   const out: Buffer[] = [];
   let dropped = false;
-  for (const seg of h.segments) {
-    const f = seg.field;
-    if (f && rules.some((r) => r.name.test(f.name) && (r.value === null || r.value.test(decodedValue(buf, f))))) {
-      dropped = true;
-      continue;
+  for (const f of n.fields) {
+    if (f.colon) {
+      const name = f.name.trim().toLowerCase();
+      if (rules.some((r) => r.name.test(name) && (r.value === null || r.value.test(decodedFieldValue(f.value))))) {
+        dropped = true;
+        continue;
+      }
     }
-    out.push(buf.subarray(seg.start, seg.end));
+    out.push(buf.subarray(f.start, f.end));
   }
   return dropped ? out : null;
 }
 
 function addedHeaderLines(policy: CompiledPolicy, eol: string): Buffer[] {
   return policy.headers.add.map((a) => Buffer.from(`${a.name}: ${a.value.replace(/\{policy\}/g, policy.name)}${eol}`, 'latin1'));
+}
+
+function eolOf(buf: Buffer, from: number): '\r\n' | '\n' {
+  const lf = buf.indexOf(0x0a, from);
+  return lf > from && buf[lf - 1] === 0x0d ? '\r\n' : lf < 0 ? '\r\n' : '\n';
 }
 
 /**
@@ -109,27 +156,39 @@ function addedHeaderLines(policy: CompiledPolicy, eol: string): Buffer[] {
  * Returns the input Buffer itself when nothing changes.
  */
 export function applyHeaderRules(header: Buffer, policy: CompiledPolicy, opts: { add?: boolean } = {}): Buffer {
-  const h = parseHeader(header, 0, header.length, header.length + 1);
-  return applyParsedHeaderRules(header, h, policy, opts.add !== false, []);
+  const node = parseHeaderBlock(header, header.length + 1);
+  return applyParsedHeaderRules(header, node, policy, opts.add !== false, []);
 }
 
-function applyParsedHeaderRules(buf: Buffer, h: ParsedHeader, policy: CompiledPolicy, add: boolean, extra: string[]): Buffer {
+function applyParsedHeaderRules(buf: Buffer, h: MimeNode, policy: CompiledPolicy, add: boolean, extra: string[]): Buffer {
+  const eol = eolOf(buf, h.headerStart);
   const kept = filterHeader(buf, h, stripRules(policy, 'top'));
-  const adds = add ? addedHeaderLines(policy, h.eol) : [];
-  for (const e of extra) adds.push(Buffer.from(e + h.eol, 'latin1'));
-  const headerEnd = h.segments.length ? h.segments[h.segments.length - 1].end : h.blankLineStart;
+  const adds = add ? addedHeaderLines(policy, eol) : [];
+  for (const e of extra) adds.push(Buffer.from(e + eol, 'latin1'));
   if (!kept && adds.length === 0) return h.bodyStart === buf.length ? buf : buf.subarray(0, h.bodyStart);
-  const parts = [...adds, ...(kept ?? [buf.subarray(h.segments[0]?.start ?? 0, headerEnd)]), buf.subarray(headerEnd, h.bodyStart)];
+  const parts = [...adds, ...(kept ?? [buf.subarray(h.headerStart, h.headerEnd)]), buf.subarray(h.headerEnd, Math.max(h.headerEnd, h.bodyStart))];
   return Buffer.concat(parts);
 }
 
-function headerValue(buf: Buffer, h: ParsedHeader, name: string): string | undefined {
-  const f = firstField(h, name);
-  return f ? decodedValue(buf, f) : undefined;
+/**
+ * A field a block notice may repeat: a well-formed single field of bounded size whose bytes no
+ * reader can split into more lines (no CR without LF, no NUL), so no original content rides along.
+ */
+function keepableField(buf: Buffer, f: HeaderField): boolean {
+  if (!f.colon || f.end - f.start > MAX_KEPT_FIELD) return false;
+  const b = buf.subarray(f.start, f.end);
+  if (b.indexOf(0) >= 0) return false;
+  for (let i = b.indexOf(0x0d); i >= 0; i = b.indexOf(0x0d, i + 1)) if (b[i + 1] !== 0x0a) return false;
+  return /^[\x21-\x39\x3b-\x7e]+:/.test(b.toString('latin1', 0, Math.min(b.length, 80)));
+}
+
+function headerValue(buf: Buffer, root: MimeNode, name: string): string | undefined {
+  const f = root.fields.find((x) => x.colon && x.name.trim().toLowerCase() === name && keepableField(buf, x));
+  return f ? decodedFieldValue(f.value) : undefined;
 }
 
 function isInsideSigned(node: MimeNode): boolean {
-  for (let a = node.parent; a; a = a.parent) if (a.type === 'multipart/signed') return true;
+  for (let a = node.parent; a; a = a.parent) if (a.contentType === 'multipart/signed') return true;
   return false;
 }
 
@@ -165,15 +224,30 @@ function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectRes
   return { verdict, output, structure: buildPartMap(output) };
 }
 
+function makeLeaf(msg: Buffer, node: MimeNode): Leaf {
+  const info = contentInfo(node);
+  return {
+    node,
+    section: leafSection(node),
+    type: info.type,
+    otherTypes: info.otherTypes,
+    cte: info.cte,
+    names: filenameCandidates(info.names),
+    body: msg.subarray(node.bodyStart, node.bodyEnd),
+    target: stripTarget(node),
+    embedded: [],
+  };
+}
+
 async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext, deps: EngineDeps): Promise<InspectResult> {
   const t0 = performance.now();
+  // LF and CRLF are one line end to every reader: the model (and the output) is the CRLF form
+  const msg = toCrlf(raw);
   const hits: Hit[] = [];
   const viruses: string[] = [];
   const tags: string[] = [];
-  /** The input's part map (reused as the output's when the message is not changed). */
-  let inputMap: PartMap | undefined;
   /** Largest uncompressed member of each ZIP part (antivirus treats an over-max_size member as unscanned). */
-  const largestMember = new Map<MimeNode, number>();
+  const largestMember = new Map<Leaf, number>();
   const addHit = (h: Hit) => {
     if (hits.length < MAX_HITS) hits.push(h);
     else if (SEVERITY[h.spec.action] > 0) {
@@ -184,27 +258,20 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   };
 
   let parsed: ParseResult | undefined;
+  let leaves: Leaf[] = [];
   let tempfail = false;
   const scanner = policy.antivirus.enabled ? deps.scanner ?? null : null;
 
-  if (raw.length > policy.limits.maxMessageSize) {
+  if (msg.length > policy.limits.maxMessageSize) {
     const spec = policy.limits.onLimit;
     if (spec.action !== 'allow') {
       addHit({ part: '', rule: 'limits.max_message_size', action: 'block', reason: `message larger than ${policy.limits.maxMessageSize} bytes`, spec: { ...spec, action: 'block' } });
     }
   } else {
-    parsed = parseMime(raw, policy.limits);
+    parsed = parseMime(msg, policy.limits);
     if (parsed.limit) {
       const spec = policy.limits.onLimit;
       if (spec.action !== 'allow') addHit({ part: parsed.limit.section, rule: parsed.limit.rule, action: 'block', reason: parsed.limit.reason, spec: { ...spec, action: 'block' } });
-    }
-    // Defence in depth against parser differentials: the engine's view of the parts must be the one
-    // IMAP clients get (src/mime/partmap.ts follows Dovecot). Any disagreement is treated as malformed.
-    if (!parsed.limit) {
-      inputMap = buildPartMap(raw, { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts });
-      const a = leafLayout(parsed.root);
-      const b = mapLayout(inputMap);
-      if (a !== b && !parsed.malformed.length) parsed.malformed.push({ section: '', reason: 'MIME structure is ambiguous (parsers disagree on the parts)' });
     }
     const mspec = policy.limits.onMalformed;
     if (mspec.action !== 'allow') {
@@ -212,9 +279,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
         addHit({ part: m.section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...mspec, action: 'block' } });
       }
     }
-    const leaves: MimeNode[] = [];
-    forEachLeaf(parsed.root, (l) => leaves.push(l));
-    for (const leaf of leaves) evaluateLeaf(raw, leaf, policy, addHit, largestMember);
+    forEachLeaf(parsed.root, (n) => leaves.push(makeLeaf(msg, n)));
+    for (const leaf of leaves) evaluateLeaf(msg, leaf, policy, addHit, largestMember);
   }
 
   // antivirus: the raw message and every decoded leaf part
@@ -242,39 +308,58 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     };
     let rawInfected = false;
     let partInfected = false;
-    if (raw.length > av.maxSize) onOversize('', raw.length);
-    else rawInfected = handle(await scanner.scan(raw, { label: 'message' }), '', () => raw.length);
+    if (msg.length > av.maxSize) onOversize('', msg.length);
+    else {
+      rawInfected = handle(await scanner.scan(msg, { label: 'message' }), '', () => msg.length);
+      // lines ended by a CR alone are lines to some readers: the scanner sees that reading too
+      if (!tempfail && parsed?.bareCr) {
+        const alt = crAsLineEnd(msg);
+        if (alt.length <= av.maxSize) rawInfected = handle(await scanner.scan(alt, { label: 'message (CR line ends)' }), '', () => alt.length) || rawInfected;
+      }
+    }
+    const infectedHit = (leaf: Leaf, section: string, o: ScanOutcome, what?: string) => {
+      const names = (o as { viruses: string[] }).viruses.join(', ');
+      const target = av.onVirus.action === 'strip' ? leaf.target : undefined;
+      addHit({
+        part: section,
+        declaredType: leaf.type,
+        filename: leaf.names[0],
+        rule: 'antivirus',
+        action: target ? 'strip' : 'block',
+        reason: `virus found${what ? ` in ${what}` : ''}: ${names}`,
+        virus: names,
+        spec: target ? av.onVirus : { ...av.onVirus, action: 'block' },
+        target,
+      });
+    };
     if (!tempfail && av.scanParts && parsed) {
-      const leaves: MimeNode[] = [];
-      forEachLeaf(parsed.root, (l) => leaves.push(l));
       for (const leaf of leaves) {
         if (tempfail) break;
-        const section = leafSection(leaf);
-        const scanned = await scanLeaf(scanner, raw.subarray(leaf.bodyStart, leaf.end), leaf.cte, av.maxSize, `part ${section}`);
-        if (!scanned) continue;
-        // clamd scans an archive member only up to its MaxFileSize and then answers OK: a member
-        // bigger than max_size (keep it <= clamd's MaxFileSize) counts as not scanned
-        const member = largestMember.get(leaf) ?? 0;
-        if (member > av.maxSize) onOversize(section, member);
-        if ('oversize' in scanned) {
-          onOversize(section, scanned.oversize);
-          continue;
+        const section = leaf.section;
+        const scanned = await scanLeaf(scanner, leaf.body, leaf.cte, av.maxSize, `part ${section}`);
+        if (scanned) {
+          // clamd scans an archive member only up to its MaxFileSize and then answers OK: a member
+          // bigger than max_size (keep it <= clamd's MaxFileSize) counts as not scanned
+          const member = largestMember.get(leaf) ?? 0;
+          if (member > av.maxSize) onOversize(section, member);
+          if ('oversize' in scanned) onOversize(section, scanned.oversize);
+          else if (handle(scanned.outcome, section, scanned.size)) {
+            partInfected = true;
+            infectedHit(leaf, section, scanned.outcome);
+          }
         }
-        const o = scanned.outcome;
-        if (handle(o, section, scanned.size)) {
-          partInfected = true;
-          const target = av.onVirus.action === 'strip' ? stripTarget(leaf) : undefined;
-          addHit({
-            part: section,
-            declaredType: leaf.type,
-            filename: leaf.filenames[0],
-            rule: 'antivirus',
-            action: target ? 'strip' : 'block',
-            reason: `virus found: ${(o as { viruses: string[] }).viruses.join(', ')}`,
-            virus: (o as { viruses: string[] }).viruses.join(', '),
-            spec: target ? av.onVirus : { ...av.onVirus, action: 'block' },
-            target,
-          });
+        for (const f of leaf.embedded) {
+          if (tempfail) break;
+          if (f.data.length === 0) continue;
+          if (f.data.length > av.maxSize) {
+            onOversize(section, f.data.length);
+            continue;
+          }
+          const o = await scanner.scan(f.data, { label: `part ${section} ${f.kind} file` });
+          if (handle(o, section, () => f.data.length)) {
+            partInfected = true;
+            infectedHit(leaf, section, o, `${f.kind} file ${f.name || '(no name)'}`);
+          }
         }
       }
     }
@@ -283,6 +368,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     }
   }
 
+  const limits = { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts, maxHeaderSize: policy.limits.maxHeaderSize };
   const finish = (status: Verdict['status'], output: Buffer, quarantineId?: string, quarantineFailed?: boolean): InspectResult => {
     const verdict: Verdict = {
       policy: policy.name,
@@ -295,7 +381,9 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     };
     if (quarantineId) verdict.quarantineId = quarantineId;
     if (quarantineFailed) verdict.quarantineFailed = true;
-    return { verdict, output, structure: inputMap && output === raw ? inputMap : buildPartMap(output) };
+    // the structure served is the parse the policy judged; a rewritten message is read by the same parser
+    const structure = parsed && output === msg ? parsed.root : parsePartTree(output, limits).root;
+    return { verdict, output, structure };
   };
 
   if (tempfail) {
@@ -343,7 +431,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
       }
     }
   }
-  const rootHeader = parsed?.root.header ?? parseHeader(raw, 0, raw.length, policy.limits.maxHeaderSize);
+  const root = parsed?.root ?? parseHeaderBlock(msg, policy.limits.maxHeaderSize);
   const vars = (h: Hit[]): TemplateVars => ({
     reason: uniq(h.map((x) => x.reason)).join('; '),
     filename: uniq(h.map((x) => x.filename ?? '').filter(Boolean)).join(', ') || undefined,
@@ -352,20 +440,21 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     action: h.some((x) => x.spec.action === 'block') ? 'block' : 'strip',
     policy: policy.name,
     rule: uniq(h.map((x) => x.rule)).join(', '),
-    message_id: headerValue(raw, rootHeader, 'message-id'),
-    subject: headerValue(raw, rootHeader, 'subject'),
-    sender: headerValue(raw, rootHeader, 'from'),
+    message_id: headerValue(msg, root, 'message-id'),
+    subject: headerValue(msg, root, 'subject'),
+    sender: headerValue(msg, root, 'from'),
     // the id is shown even when storing failed: the text must not depend on disk state
     recovery: wantQuarantine ? rid : 'none (original not kept)',
     part: uniq(h.map((x) => x.part)).join(', '),
   });
 
   if (blocked) {
-    const eol = rootHeader.eol;
+    const eol = '\r\n';
     const out: Buffer[] = [];
-    for (const f of rootHeader.fields) {
-      if (!KEPT_ON_BLOCK.has(f.name)) continue;
-      const slice = raw.subarray(f.start, f.end);
+    // only well-formed thread fields are repeated: a notice never carries other original bytes
+    for (const f of root.fields) {
+      if (!KEPT_ON_BLOCK.has(f.name.trim().toLowerCase()) || !keepableField(msg, f)) continue;
+      const slice = msg.subarray(f.start, f.end);
       out.push(slice);
       if (slice[slice.length - 1] !== 0x0a) out.push(Buffer.from(eol));
     }
@@ -398,9 +487,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     for (let a = target.parent; a && !covered; a = a.parent) covered = byTarget.has(a);
     if (covered) continue; // a stripped ancestor already removes it
     replaced.add(target);
-    const eol = target.header.eol;
     const text = renderTemplate(policy.deny.strip, vars(byTarget.get(target)!));
-    replacements.push({ start: target.start, end: target.end, bytes: [defuse(strippedPart(text, eol), target)] });
+    replacements.push({ start: target.headerStart, end: target.bodyEnd, bytes: [defuse(strippedPart(text, '\r\n'), target)] });
   }
   if (parsed) {
     // part headers (scope: all)
@@ -409,29 +497,29 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
       const walk = (n: MimeNode) => {
         if (replaced.has(n)) return;
         if (n !== parsed!.root) {
-          const kept = filterHeader(raw, n.header, allRules);
-          if (kept) replacements.push({ start: n.start, end: n.header.blankLineStart, bytes: kept });
+          const kept = filterHeader(msg, n, allRules);
+          if (kept) replacements.push({ start: n.headerStart, end: n.headerEnd, bytes: kept });
         }
-        if (n.message) walk(n.message);
+        if (n.message && !leaves.some((l) => l.node === n)) walk(n.message);
         for (const c of n.children) walk(c);
       };
       walk(parsed.root);
     }
   }
-  const top = applyParsedHeaderRules(raw, rootHeader, policy, true, tags);
-  if (top.length !== rootHeader.bodyStart || !top.equals(raw.subarray(0, rootHeader.bodyStart))) {
-    replacements.push({ start: 0, end: rootHeader.bodyStart, bytes: [top] });
+  const top = applyParsedHeaderRules(msg, root, policy, true, tags);
+  if (top.length !== root.bodyStart || !top.equals(msg.subarray(0, root.bodyStart))) {
+    replacements.push({ start: 0, end: root.bodyStart, bytes: [top] });
   }
-  if (replacements.length === 0) return finish('clean', raw, quarantineId, quarantineFailed);
+  if (replacements.length === 0) return finish('clean', msg, quarantineId, quarantineFailed);
   replacements.sort((a, b) => a.start - b.start);
   const pieces: Buffer[] = [];
   let pos = 0;
   for (const r of replacements) {
     if (r.start < pos) continue; // nested in an earlier replacement
-    pieces.push(raw.subarray(pos, r.start), ...r.bytes);
+    pieces.push(msg.subarray(pos, r.start), ...r.bytes);
     pos = r.end;
   }
-  pieces.push(raw.subarray(pos));
+  pieces.push(msg.subarray(pos));
   return finish('changed', Buffer.concat(pieces), quarantineId, quarantineFailed);
 }
 
@@ -490,23 +578,42 @@ async function scanLeaf(
   return { outcome, size: () => (size ??= decodedSize(body, cte)) };
 }
 
-/** How deep base64/quoted-printable encoded forwarded messages are opened. */
+/** How deep message/* parts inside message/* parts are opened. */
 const MAX_ENCODED_MESSAGE_DEPTH = 5;
 
-function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<MimeNode, number>, depth = 0): void {
-  const section = leafSection(leaf);
-  const body = raw.subarray(leaf.bodyStart, leaf.end);
-  const target = stripTarget(leaf);
+/** Parts a mail client shows as text and searches for uuencoded (yEnc, BinHex) files. */
+function isTextish(type: string): boolean {
+  return type.startsWith('text/') || type === 'message/rfc822' || type === 'application/x-uuencode';
+}
+
+function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<Leaf, number>, depth = 0): void {
+  const section = leaf.section;
+  const body = leaf.body;
+  const target = leaf.target;
   const declared = leaf.type;
   let detected: string | undefined;
   if (policy.detectTypes && body.length > 0) detected = detectType(decodePrefix(body, leaf.cte));
-  const names = leaf.filenames.map(normaliseFilename).filter(Boolean);
+  const names = leaf.names;
   const filename = names[0];
   const base = { part: section, declaredType: declared, filename, target } as const;
 
-  // damage is checked in bounded memory; the part is decoded whole only for ZIP inspection
-  if ((leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && policy.limits.onBadEncoding.action !== 'allow' && encodingDamaged(body, leaf.cte)) {
-    addHit({ ...base, detectedType: detected, rule: 'limits.on_bad_encoding', action: policy.limits.onBadEncoding.action, reason: `damaged ${leaf.cte} encoding`, spec: policy.limits.onBadEncoding });
+  // damage is checked in bounded memory; the part is decoded whole only where it must be
+  if (isDecodedEncoding(leaf.cte)) {
+    const damage = encodingDamage(body, leaf.cte);
+    if (damage.ambiguous && policy.detectTypes) {
+      // base64 that goes on after its padding: some readers see a second file there
+      const whole = decodeBody(body, leaf.cte);
+      for (const at of whole.restarts) {
+        const t = detectType(whole.data.subarray(at, at + 4096));
+        if (t && !leaf.otherTypes.includes(t)) leaf.otherTypes.push(t);
+      }
+    }
+    if (damage.ambiguous && policy.limits.onMalformed.action !== 'allow') {
+      const spec = { ...policy.limits.onMalformed, action: 'block' as const };
+      addHit({ ...base, detectedType: detected, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${leaf.cte} text that readers decode differently`, spec });
+    } else if (damage.bad && policy.limits.onBadEncoding.action !== 'allow') {
+      addHit({ ...base, detectedType: detected, rule: 'limits.on_bad_encoding', action: policy.limits.onBadEncoding.action, reason: `damaged ${leaf.cte} encoding`, spec: policy.limits.onBadEncoding });
+    }
   }
   const decoded = (): Buffer => decodeBody(body, leaf.cte).data;
 
@@ -561,11 +668,12 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
     }
   }
 
-  // A message/rfc822 part sent base64 or quoted-printable is one opaque part to the MIME structure,
-  // but a client decodes and shows it with its attachments: look inside, and strip or block the
-  // whole part when anything in it is not allowed (it cannot be rewritten inside its encoding).
-  if (/^message\/(rfc822|global)$/.test(declared) && (leaf.cte === 'base64' || leaf.cte === 'quoted-printable') && body.length <= policy.limits.maxMessageSize) {
-    const inner = decoded();
+  // A message/* part that is a leaf here (sent base64 or quoted-printable, or a type the MIME
+  // structure does not open, such as message/global) is shown by clients with its attachments:
+  // look inside, and strip or block the whole part when anything in it is not allowed (it cannot be
+  // rewritten inside its encoding).
+  if (/^message\//.test(declared) && body.length <= policy.limits.maxMessageSize) {
+    const inner = toCrlf(decoded());
     const innerHits: Hit[] = [];
     if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
       innerHits.push({ part: section, rule: 'limits.max_depth', action: 'block', reason: 'encoded forwarded messages nested too deep', spec: { ...policy.limits.onLimit, action: 'block' } });
@@ -575,8 +683,8 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
       for (const m of parsedInner.malformed) {
         if (policy.limits.onMalformed.action !== 'allow') innerHits.push({ part: section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
       }
-      const innerLeaves: MimeNode[] = [];
-      forEachLeaf(parsedInner.root, (l) => innerLeaves.push(l));
+      const innerLeaves: Leaf[] = [];
+      forEachLeaf(parsedInner.root, (n) => innerLeaves.push(makeLeaf(inner, n)));
       for (const l of innerLeaves) evaluateLeaf(inner, l, policy, (h) => innerHits.push(h), new Map(), depth + 1);
     }
     const worst = innerHits.reduce<Hit | undefined>((w, h) => (!w || SEVERITY[h.spec.action] > SEVERITY[w.spec.action] ? h : w), undefined);
@@ -594,27 +702,81 @@ function evaluateLeaf(raw: Buffer, leaf: MimeNode, policy: CompiledPolicy, addHi
     }
   }
 
-  // content type: declared and detected are both checked; the stricter action wins
+  // content type: declared (and any other reading of the fields) and detected are all checked; the stricter action wins
   const dd = typeDecision(policy, declared);
   let decision = dd;
   let decidedOn = declared;
-  if (detected && detected !== declared) {
-    const dt = typeDecision(policy, detected);
-    if (stricter(dd.spec, dt.spec) === dt.spec && dt.spec !== dd.spec) {
+  for (const t of [...leaf.otherTypes, ...(detected && detected !== declared ? [detected] : [])]) {
+    const dt = typeDecision(policy, t);
+    if (stricter(decision.spec, dt.spec) === dt.spec && dt.spec !== decision.spec) {
       decision = dt;
-      decidedOn = detected;
+      decidedOn = t;
     }
   }
   if (decision.spec.action !== 'allow') {
-    addHit({ ...base, detectedType: detected, rule: decision.rule, action: decision.spec.action, reason: decision.reason ?? (decidedOn === declared ? `content type ${declared} not allowed` : `detected type ${detected} (declared ${declared}) not allowed`), spec: decision.spec });
+    addHit({
+      ...base,
+      detectedType: detected,
+      rule: decision.rule,
+      action: decision.spec.action,
+      reason: decision.reason ?? (decidedOn === declared ? `content type ${declared} not allowed` : decidedOn === detected ? `detected type ${detected} (declared ${declared}) not allowed` : `content type ${decidedOn} not allowed`),
+      spec: decision.spec,
+    });
   }
+  filenameHits(policy, names, (fr, n) => addHit({ ...base, filename: n, detectedType: detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec }));
+  for (const h of memberHits) addHit(h);
+
+  // files embedded in text (uuencode, yEnc, BinHex): judged like attachments; the whole part goes
+  if (isTextish(declared) || leaf.cte === 'x-uuencode') {
+    leaf.embedded = findEmbedded(leaf.cte === 'x-uuencode' ? body : decoded());
+    for (const f of leaf.embedded) embeddedHits(policy, leaf, f, addHit);
+  }
+}
+
+/** One hit per file-name rule that any of the names triggers (the first name that did is reported). */
+function filenameHits(policy: CompiledPolicy, names: string[], add: (fr: { spec: ActionSpec; rule: string; reason?: string }, name: string) => void): void {
+  const seen = new Set<string>();
   for (const n of names) {
     const fr = filenameDecision(policy, n);
-    if (fr && fr.spec.action !== 'allow') {
-      addHit({ ...base, filename: n, detectedType: detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec });
+    if (!fr || fr.spec.action === 'allow' || seen.has(fr.rule)) continue;
+    seen.add(fr.rule);
+    add(fr, n);
+  }
+}
+
+function embeddedHits(policy: CompiledPolicy, leaf: Leaf, f: EmbeddedFile, addHit: (h: Hit) => void): void {
+  const label = `${f.kind} file ${f.name || '(no name)'}`;
+  const names = filenameCandidates([f.name]);
+  const base = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target } as const;
+  if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && policy.limits.onMalformed.action !== 'allow') {
+    addHit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${label} that cannot be decoded`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+  }
+  filenameHits(policy, names, (fr, n) => addHit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: ${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
+  let detected = policy.detectTypes ? detectType(f.data.subarray(0, 4096)) : undefined;
+  if (detected === ZIP_TYPE && policy.archives.inspect) {
+    const rep = inspectZip(f.data, {
+      maxDepth: policy.archives.maxDepth,
+      maxEntries: policy.archives.maxEntries,
+      maxTotalSize: policy.archives.maxTotalSize,
+      maxRatio: policy.archives.maxRatio,
+    });
+    detected = rep.type;
+    const problem = rep.limit ?? rep.malformed;
+    const spec = (policy.archives as { onAmbiguous?: ActionSpec }).onAmbiguous && rep.malformed && !rep.limit ? (policy.archives as { onAmbiguous: ActionSpec }).onAmbiguous : policy.archives.onLimit;
+    if (problem && spec.action !== 'allow') addHit({ ...base, detectedType: detected, rule: rep.limit ? 'archives.on_limit' : 'archives.on_ambiguous', action: spec.action, reason: `${label} in the text: archive not fully inspected: ${problem}`, spec });
+    for (const m of rep.members.slice(0, 1000)) {
+      const mnames = filenameCandidates((m as { names?: string[] }).names ?? [m.name]);
+      filenameHits(policy, mnames, (fr) => addHit({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: archive member ${m.path} matches a forbidden file name`, spec: fr.spec }));
+      if (m.detectedType) {
+        const td = typeDecision(policy, m.detectedType);
+        if (td.spec.action !== 'allow') addHit({ ...base, detectedType: detected, archivePath: m.path, rule: td.rule, action: td.spec.action, reason: `${label} in the text: archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
+      }
     }
   }
-  for (const h of memberHits) addHit(h);
+  if (detected) {
+    const td = typeDecision(policy, detected);
+    if (td.spec.action !== 'allow') addHit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${label} in the text: ${td.reason ?? `detected type ${detected} not allowed`}`, spec: td.spec });
+  }
 }
 
 function filenameDecision(policy: CompiledPolicy, name: string): { spec: ActionSpec; rule: string; reason?: string } | undefined {
@@ -624,42 +786,4 @@ function filenameDecision(policy: CompiledPolicy, name: string): { spec: ActionS
     return { spec: policy.doubleExtension, rule: 'filenames.double_extension', reason: `double extension in ${name}` };
   }
   return r ? { spec: r.spec, rule: `filenames.rules[${r.index}]` } : undefined;
-}
-
-/** Leaf sections with their body ranges, as the engine's parser sees them. */
-function leafLayout(root: MimeNode): string {
-  const out: string[] = [];
-  const walk = (n: MimeNode): void => {
-    if (n.message) return walk(n.message);
-    if (n.children.length) return n.children.forEach(walk);
-    const encodedMessage = /^message\/(rfc822|global)$/.test(n.type) && (n.cte === 'base64' || n.cte === 'quoted-printable');
-    out.push(`${n.section}@${n.bodyStart}-${encodedMessage ? '*' : n.end}`);
-  };
-  walk(root);
-  return out.join(' ');
-}
-
-/**
- * The same, as IMAP clients see it (Dovecot's parsing rules). A message/rfc822 part in base64 or
- * quoted-printable is a leaf for the engine (it opens it by decoding, see evaluateLeaf) while Dovecot
- * parses the encoded text as a message; both describe the same bytes, so it counts as a leaf here.
- */
-function mapLayout(root: PartMap): string {
-  const out: string[] = [];
-  const encoded = (n: PartMap): boolean => {
-    const cte = mimeNodeOf(n)?.fields.find((f) => f.name.toLowerCase() === 'content-transfer-encoding')?.value;
-    return !!cte && /^\s*(base64|quoted-printable)\s*$/i.test(cte);
-  };
-  const walk = (n: PartMap): void => {
-    if (n.message && encoded(n)) {
-      // Dovecot's end of a message part counts the line ending before the delimiter: start only
-      out.push(`${n.section}@${n.bodyStart}-*`);
-      return;
-    }
-    if (n.message) return walk(n.message);
-    if (n.children.length) return n.children.forEach(walk);
-    out.push(`${n.section}@${n.bodyStart}-${n.bodyEnd}`);
-  };
-  walk(root);
-  return out.join(' ');
 }

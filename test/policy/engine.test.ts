@@ -59,7 +59,7 @@ describe('real-world shapes with the default policy', () => {
       ['2.2', 'filenames.rules[0]', 'strip'],
     ]);
     const exePart = parseMime(raw, { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1 << 20 }).root.children[1].message!.children[1];
-    expectOnlyReplaced(raw, r.output, [[exePart.start, exePart.end]]);
+    expectOnlyReplaced(raw, r.output, [[exePart.headerStart, exePart.bodyEnd]]);
     expect(r.output.includes(b64(EXE).slice(0, 40))).toBe(false);
     const py = pythonParts(r.output);
     expect(py.flatMap((p) => p.defects)).toEqual([]);
@@ -106,7 +106,7 @@ describe('rewrite guarantees', () => {
     ]);
     const p = parseMime(raw, { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1 << 20 });
     const jpg = p.root.children[1];
-    expectOnlyReplaced(raw, r.output, [[jpg.start, jpg.end]]);
+    expectOnlyReplaced(raw, r.output, [[jpg.headerStart, jpg.bodyEnd]]);
     const mp = await mailparserAttachments(r.output);
     expect(mp.attachments.map((a) => a.filename)).toEqual(['doc.pdf']);
     expect(mp.attachments[0].content.equals(PDF)).toBe(true);
@@ -139,12 +139,23 @@ describe('rewrite guarantees', () => {
     expect(readFileSync(join(dir, `${b.verdict.quarantineId}.eml`)).equals(raw)).toBe(true);
   });
 
-  it('bare-LF messages get LF replacement parts', async () => {
-    const raw = Buffer.from(withExe().toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
+  it('bare-LF messages are judged and served in their CRLF form (every reader reads LF and CRLF alike)', async () => {
+    const crlf = withExe();
+    const raw = Buffer.from(crlf.toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
     const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+    const c = await inspectMessage(crlf, defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('changed');
-    expect(r.output.includes(Buffer.from('\r'))).toBe(false);
+    expect(r.verdict.hits).toEqual(c.verdict.hits);
+    // identical but for the recovery id, which names the original bytes (those are quarantined)
+    expect(r.output.toString('latin1').replace(recoveryId(raw, 'default'), recoveryId(crlf, 'default'))).toBe(c.output.toString('latin1'));
+    expect(r.verdict.sizeIn).toBe(raw.length);
     expect(pythonParts(r.output).map((x) => x.type)).toEqual(['multipart/mixed', 'text/plain', 'text/plain', 'application/pdf']);
+    // a clean LF message: clean, served as CRLF, quarantine id from the original bytes
+    const cleanLf = Buffer.from('Subject: x\nMIME-Version: 1.0\nContent-Type: text/plain\n\nhello\n', 'latin1');
+    const k = await inspectMessage(cleanLf, defaultPolicy(), {}, {});
+    expect(k.verdict.status).toBe('clean');
+    expect(k.output.toString('latin1')).toBe('Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n');
+    expect(k.structure.children).toEqual([]);
   });
 
   it('block keeps the thread headers byte-identical and renders the deny template', async () => {

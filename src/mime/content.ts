@@ -1,0 +1,481 @@
+/**
+ * The one reading of a part's Content-* header fields. partData() is Dovecot's reading (what
+ * BODYSTRUCTURE shows to IMAP clients); contentInfo() is what the policy judges: the same reading,
+ * plus every file name and type another common reader (Python's email, Thunderbird, Outlook,
+ * mailparser) could take from the same fields, and the ambiguity findings: duplicate or
+ * contradictory Content-Type / Content-Disposition / Content-Transfer-Encoding fields or
+ * parameters, broken or mixed RFC 2231 continuations, comments where readers disagree, transfer
+ * encodings with comments or unknown values, file names that differ between parameters.
+ */
+import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
+import { bytesToText, decodeWords } from './headers.js';
+
+// ---------------------------------------------------------------------------------------------
+// Content-* data (Dovecot message_part_data)
+
+/** Content-* data of a part as Dovecot keeps it for BODYSTRUCTURE (message_part_data). */
+export interface PartData {
+  type: string | null;
+  subtype: string | null;
+  params: Array<[string, string]>;
+  cte: string | null;
+  id: string | null;
+  description: string | null;
+  md5: string | null;
+  disposition: string | null;
+  dispositionParams: Array<[string, string]>;
+  language: string[] | null;
+  location: string | null;
+}
+
+const partDataCache = new WeakMap<MimeNode, PartData>();
+
+/** Dovecot's reading of a part's Content-* fields (what BODYSTRUCTURE shows). */
+export function partData(node: MimeNode): PartData {
+  const cached = partDataCache.get(node);
+  if (cached) return cached;
+  const d: PartData = {
+    type: null,
+    subtype: null,
+    params: [],
+    cte: null,
+    id: null,
+    description: null,
+    md5: null,
+    disposition: null,
+    dispositionParams: [],
+    language: null,
+    location: null,
+  };
+  // Without MIME-Version / Content-Type (and outside a multipart) Dovecot forgets all Content-* data.
+  if (node.isMime) {
+    let typeSeen = false;
+    let dispSeen = false;
+    for (const f of node.fields) {
+      const n = f.name.toLowerCase();
+      if (!n.startsWith('content-')) continue;
+      const v = f.value;
+      switch (n.slice(8)) {
+        case 'id':
+          if (d.id === null) d.id = v;
+          break;
+        case 'md5':
+          if (d.md5 === null) d.md5 = v;
+          break;
+        case 'type':
+          if (!typeSeen) {
+            typeSeen = true;
+            parseTypeInto(d, v);
+          }
+          break;
+        case 'transfer-encoding':
+          if (d.cte === null) d.cte = parseCteValue(v);
+          break;
+        case 'language':
+          if (d.language === null) d.language = parseLanguage(v);
+          break;
+        case 'location':
+          if (d.location === null) d.location = v;
+          break;
+        case 'description':
+          if (d.description === null) d.description = v;
+          break;
+        case 'disposition':
+          // Dovecot re-parses a later Content-Disposition while the first had no parameters
+          if (!dispSeen || d.dispositionParams.length === 0) {
+            dispSeen = true;
+            parseDispositionInto(d, v);
+          }
+          break;
+      }
+    }
+  }
+  partDataCache.set(node, d);
+  return d;
+}
+
+function parseTypeInto(d: PartData, v: string): void {
+  const p = new Rfc822Parser(v);
+  p.skipLwsp();
+  const out: string[] = [];
+  const ret = p.parseContentType(out);
+  const full = out.join('');
+  const slash = full.indexOf('/');
+  d.type = slash < 0 ? full : full.slice(0, slash);
+  d.subtype = slash < 0 ? null : full.slice(slash + 1);
+  if (ret < 0) return;
+  d.params = parseRfc2231Params(p);
+}
+
+/** The Content-Transfer-Encoding token as Dovecot reads it (comments skipped); null when anything else follows. */
+export function parseCteValue(v: string): string | null {
+  const p = new Rfc822Parser(v);
+  p.skipLwsp();
+  const out: string[] = [];
+  if (p.parseMimeToken(out) >= 0 && p.skipLwsp() === 0 && out.join('').length > 0) return out.join('');
+  return null;
+}
+
+function parseDispositionInto(d: PartData, v: string): void {
+  const p = new Rfc822Parser(v);
+  p.skipLwsp();
+  const out: string[] = [];
+  if (p.parseMimeToken(out) < 0) return;
+  d.disposition = out.join('');
+  d.dispositionParams = parseRfc2231Params(p);
+}
+
+function parseLanguage(v: string): string[] | null {
+  const p = new Rfc822Parser(v);
+  const langs: string[] = [];
+  p.skipLwsp();
+  for (;;) {
+    const out: string[] = [];
+    if (p.parseAtom(out) < 0) break;
+    langs.push(out.join(''));
+    if (p.atEnd() || p.cur() !== 44) break;
+    p.pos++;
+    p.skipLwsp();
+  }
+  return langs.length > 0 ? langs : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy's reading
+
+/** Transfer encodings postern decodes. x-uuencode covers uuencode, x-uue and uue. */
+export type TransferEncoding = '7bit' | '8bit' | 'binary' | 'base64' | 'quoted-printable' | 'x-uuencode' | 'unknown';
+
+export interface ContentInfo {
+  /** Lower-case type/subtype as served (Dovecot's reading; message/rfc822 in a digest by default). */
+  type: string;
+  /** Other types some reader may take from the fields (a second Content-Type, Python's reading). */
+  otherTypes: string[];
+  /** Transfer encoding as decoded for scanning and BINARY ('7bit' when absent). */
+  cte: TransferEncoding;
+  /** Lower-case disposition type ('' when absent). */
+  disposition: string;
+  /** Every file name a reader may show for the part, as decoded by one reader or another (not normalised). */
+  names: string[];
+  /** Ambiguity findings: the part is malformed. */
+  faults: string[];
+}
+
+const KNOWN_CTE: Record<string, TransferEncoding> = {
+  '7bit': '7bit',
+  '8bit': '8bit',
+  binary: 'binary',
+  base64: 'base64',
+  'quoted-printable': 'quoted-printable',
+  'x-uuencode': 'x-uuencode',
+  uuencode: 'x-uuencode',
+  'x-uue': 'x-uuencode',
+  uue: 'x-uuencode',
+};
+
+const MAX_NAMES = 64;
+const TYPE_TOKEN = /^[a-z0-9!#$&^_.+-]+$/;
+
+const infoCache = new WeakMap<MimeNode, ContentInfo>();
+
+function fieldsNamed(node: MimeNode, name: string): HeaderField[] {
+  return node.fields.filter((f) => f.colon && f.name.trim().toLowerCase() === name);
+}
+
+/** Unfolded value of a field (continuation line breaks removed, as every reader unfolds). */
+function unfold(v: string): string {
+  return v.replace(/\n/g, '');
+}
+
+/** The policy's reading of a part's Content-* fields (cached per node). */
+export function contentInfo(node: MimeNode): ContentInfo {
+  const cached = infoCache.get(node);
+  if (cached) return cached;
+  const faults: string[] = [];
+  const fault = (r: string): void => {
+    if (!faults.includes(r) && faults.length < 20) faults.push(r);
+  };
+  const names: string[] = [];
+  const addName = (n: string | undefined): void => {
+    if (n === undefined || n === '' || names.length >= MAX_NAMES) return;
+    for (const v of [n, decodeWords(n)]) if (v && !names.includes(v)) names.push(v);
+  };
+  const primary: string[] = [];
+  const otherTypes: string[] = [];
+
+  const ctFields = fieldsNamed(node, 'content-type');
+  const cdFields = fieldsNamed(node, 'content-disposition');
+  const cteFields = fieldsNamed(node, 'content-transfer-encoding');
+  if (ctFields.length > 1) fault('more than one Content-Type header');
+  if (cdFields.length > 1) fault('more than one Content-Disposition header');
+  if (cteFields.length > 1) fault('more than one Content-Transfer-Encoding header');
+
+  for (const [i, f] of ctFields.entries()) {
+    const v = unfold(f.value);
+    const report: ParamReport = { raw: [], broken: 0 };
+    const ct = parseContentTypeValue(v, report);
+    const t = ct.type.toLowerCase();
+    const st = (ct.subtype ?? '').toLowerCase();
+    if (ct.broken || ct.subtype === null || !TYPE_TOKEN.test(t) || !TYPE_TOKEN.test(st)) fault('unparseable Content-Type');
+    else if (i > 0 && `${t}/${st}` !== node.contentType) otherTypes.push(`${t}/${st}`);
+    if (report.broken > 0) fault('malformed Content-Type parameters');
+    checkComments(v, 'Content-Type', fault);
+    const params = checkParams(report.raw, 'Content-Type', fault);
+    // Python's email reads the type up to the first ';' and the parameters by splitting at ';'
+    const py = pythonParams(v);
+    const pyType = pythonType(v);
+    if (i === 0 && node.isMime && node.ct) {
+      if (pyType.startsWith('multipart/') !== node.multipart && pyType !== 'text/plain') fault('Content-Type read differently by other readers');
+      const pyBoundary = py.find(([k]) => k === 'boundary')?.[1];
+      if (node.multipart && pyBoundary !== undefined && pyBoundary !== node.boundary) fault('boundary read differently by other readers');
+    }
+    if (pyType !== node.contentType && pyType !== 'text/plain' && TYPE_TOKEN.test(pyType.replace('/', ''))) otherTypes.push(pyType);
+    for (const key of ['name', 'filename']) {
+      const plain = params.plain.get(key);
+      const ext = params.ext.get(key);
+      addName(plain);
+      addName(ext);
+      if (key === 'name') {
+        if (plain !== undefined) primary.push(decodeWords(plain));
+        if (ext !== undefined) primary.push(ext);
+      }
+      for (const [k, pv] of py) if (k === key) addName(pv);
+    }
+  }
+
+  let disposition = '';
+  for (const [i, f] of cdFields.entries()) {
+    const v = unfold(f.value);
+    const p = new Rfc822Parser(v);
+    p.skipLwsp();
+    const tok: string[] = [];
+    if (p.parseMimeToken(tok) < 0 || tok.join('') === '') fault('unparseable Content-Disposition');
+    if (i === 0) disposition = tok.join('').toLowerCase();
+    const report: ParamReport = { raw: [], broken: 0 };
+    parseRfc2231Params(p, report);
+    if (report.broken > 0) fault('malformed Content-Disposition parameters');
+    checkComments(v, 'Content-Disposition', fault);
+    const params = checkParams(report.raw, 'Content-Disposition', fault);
+    const py = pythonParams(v);
+    for (const key of ['filename', 'name']) {
+      const plain = params.plain.get(key);
+      const ext = params.ext.get(key);
+      addName(plain);
+      addName(ext);
+      if (key === 'filename') {
+        if (plain !== undefined) primary.push(decodeWords(plain));
+        if (ext !== undefined) primary.push(ext);
+      }
+      for (const [k, pv] of py) if (k === key) addName(pv);
+    }
+  }
+
+  // Content-Location: some clients name an attachment after the last segment of its URL
+  for (const f of fieldsNamed(node, 'content-location')) {
+    let loc = unfold(f.value).trim().replace(/^<|>$/g, '');
+    loc = loc.replace(/[?#].*$/s, '');
+    const seg = loc.split(/[\\/]/).pop() ?? '';
+    addName(seg);
+    addName(percentDecodeText(seg));
+  }
+
+  // the names shown from filename, filename*, name and name* must agree
+  const distinct = new Set(primary.map((n) => n.normalize('NFC').trim()).filter(Boolean));
+  if (distinct.size > 1) fault('file name parameters disagree');
+
+  let cte: TransferEncoding = '7bit';
+  for (const [i, f] of cteFields.entries()) {
+    const v = unfold(f.value).trim();
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(v)) fault('Content-Transfer-Encoding with comments or other text');
+    const tok = (parseCteValue(v) ?? '').toLowerCase();
+    const known = KNOWN_CTE[tok];
+    if (!known) fault('unknown Content-Transfer-Encoding');
+    if (i === 0) cte = known ?? 'unknown';
+  }
+  if (node.multipart && cte !== '7bit' && cte !== '8bit' && cte !== 'binary') fault('multipart with a Content-Transfer-Encoding');
+
+  const info: ContentInfo = { type: node.contentType, otherTypes: [...new Set(otherTypes)], cte, disposition, names, faults };
+  infoCache.set(node, info);
+  return info;
+}
+
+/** Python's email (compat32) reading of the type: up to the first ';', text/plain unless it has exactly one '/'. */
+function pythonType(v: string): string {
+  const t = (v.split(';')[0] ?? '').trim().toLowerCase();
+  return t.split('/').length === 2 ? t : 'text/plain';
+}
+
+/** Python's email (compat32) parameter splitter: ';'-separated, quotes respected, comments not known. */
+function pythonParams(v: string): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  const semi = v.indexOf(';');
+  if (semi < 0) return out;
+  let s = v.slice(semi);
+  let guard = 0;
+  while (s[0] === ';' && guard++ < 1000) {
+    s = s.slice(1);
+    let end = s.indexOf(';');
+    while (end > 0 && (count(s, '"', end) - count(s, '\\"', end)) % 2 === 1) end = s.indexOf(';', end + 1);
+    if (end < 0) end = s.length;
+    const f = s.slice(0, end);
+    const eq = f.indexOf('=');
+    if (eq >= 0) {
+      let val = f.slice(eq + 1).trim();
+      if (val.length >= 2 && val.startsWith('"') && val.endsWith('"')) val = val.slice(1, -1).replace(/\\\\/g, '\\').replace(/\\"/g, '"');
+      else if (val.length >= 2 && val.startsWith('<') && val.endsWith('>')) val = val.slice(1, -1);
+      out.push([f.slice(0, eq).trim().toLowerCase(), val]);
+    }
+    s = s.slice(end);
+  }
+  return out;
+}
+
+function count(s: string, sub: string, end: number): number {
+  let n = 0;
+  for (let i = s.indexOf(sub); i >= 0 && i < end; i = s.indexOf(sub, i + sub.length)) n++;
+  return n;
+}
+
+/**
+ * Comments are skipped by Dovecot and Thunderbird but not by Python's or mailparser's parameter
+ * splitters: one that is not in front of the first ';' or that holds ';', '"', '=' or '\' makes
+ * readers disagree about the parameters.
+ */
+function checkComments(v: string, what: string, fault: (r: string) => void): void {
+  if (!v.includes('(')) return;
+  let quoted = false;
+  let depth = 0;
+  let sawSemi = false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i]!;
+    if (c === '\\') {
+      if (depth > 0) return fault(`comment in ${what} that readers split differently`);
+      i++;
+      continue;
+    }
+    if (depth === 0 && c === '"') quoted = !quoted;
+    else if (quoted) continue;
+    else if (c === '(') {
+      if (sawSemi) return fault(`comment in ${what} that readers split differently`);
+      depth++;
+    } else if (c === ')' && depth > 0) depth--;
+    else if (depth > 0 && (c === ';' || c === '"' || c === '=')) return fault(`comment in ${what} that readers split differently`);
+    else if (depth === 0 && c === ';') sawSemi = true;
+  }
+  if (depth > 0) fault(`comment in ${what} that readers split differently`);
+}
+
+interface CheckedParams {
+  /** Plain (non-RFC 2231) values by lower-case name, the first of each. */
+  plain: Map<string, string>;
+  /** RFC 2231 values (extended or continued), merged and decoded, by lower-case base name. */
+  ext: Map<string, string>;
+}
+
+const ATTR_CHARS = /^[!#$&+\-.^_`|~0-9A-Za-z{}]*$/;
+
+/**
+ * Checks the parameters as written: duplicates, RFC 2231 continuations (complete, in order, one
+ * form per name), extended values (charset'language'%XX with a charset that decodes), and plain and
+ * RFC 2231 forms of one name that decode differently. Returns the values as the policy reads them.
+ */
+function checkParams(raw: Array<[string, string]>, what: string, fault: (r: string) => void): CheckedParams {
+  const plain = new Map<string, string>();
+  const ext = new Map<string, string>();
+  const seen = new Set<string>();
+  const groups = new Map<string, { bare?: string; segs: Array<{ idx: number; extended: boolean; value: string; text: string }> }>();
+  for (const [k, v] of raw) {
+    const lk = k.toLowerCase();
+    if (seen.has(lk)) fault(`parameter "${lk.slice(0, 40)}" given twice in ${what}`);
+    seen.add(lk);
+    const m = /^([^*]+)\*(?:(\d+)(\*)?)?$/.exec(lk);
+    if (!m) {
+      if (lk.includes('*')) fault(`malformed RFC 2231 parameter name in ${what}`);
+      if (!plain.has(lk)) plain.set(lk, bytesToText(v));
+      continue;
+    }
+    const g = groups.get(m[1]!) ?? { segs: [] };
+    groups.set(m[1]!, g);
+    if (m[2] === undefined) {
+      if (g.bare !== undefined) fault(`parameter "${m[1]!.slice(0, 40)}*" given twice in ${what}`);
+      g.bare = v;
+    } else {
+      if (m[2].length > 1 && m[2].startsWith('0')) fault(`malformed RFC 2231 parameter name in ${what}`);
+      g.segs.push({ idx: Number(m[2]), extended: m[3] === '*', value: v, text: v });
+    }
+  }
+  for (const [base, g] of groups) {
+    let charset = '';
+    const bytes: Buffer[] = [];
+    const extValue = (v: string, first: boolean): void => {
+      let text = v;
+      if (first) {
+        const q = /^([^']*)'[^']*'(.*)$/s.exec(v);
+        if (!q) fault(`RFC 2231 value without charset in ${what}`);
+        else {
+          charset = q[1]!;
+          text = q[2]!;
+        }
+      }
+      if (text.includes("'") || !/^(?:[^%]|%[0-9A-Fa-f]{2})*$/s.test(text) || !ATTR_CHARS.test(text.replace(/%[0-9A-Fa-f]{2}/g, ''))) {
+        fault(`RFC 2231 value with characters outside its alphabet in ${what}`);
+      }
+      bytes.push(percentDecode(text));
+    };
+    if (g.bare !== undefined) {
+      if (g.segs.length > 0) fault(`mixed RFC 2231 forms of "${base.slice(0, 40)}" in ${what}`);
+      extValue(g.bare, true);
+    } else {
+      g.segs.sort((a, b) => a.idx - b.idx);
+      g.segs.forEach((s, i) => {
+        if (s.idx !== i) fault(`broken RFC 2231 continuation of "${base.slice(0, 40)}" in ${what}`);
+      });
+      const anyExt = g.segs.some((s) => s.extended);
+      for (const [i, s] of g.segs.entries()) {
+        if (s.extended) extValue(s.value, i === 0);
+        else bytes.push(Buffer.from(s.value, 'latin1'));
+      }
+      if (anyExt && g.segs[0] && !g.segs[0].extended) fault(`RFC 2231 continuation without charset in ${what}`);
+    }
+    const all = Buffer.concat(bytes);
+    let text: string;
+    if (charset) {
+      const d = strictDecode(all, charset);
+      if (d === undefined) {
+        fault(`RFC 2231 value not decodable as ${charset.slice(0, 40)} in ${what}`);
+        text = all.toString('latin1');
+      } else text = d;
+    } else text = bytesToText(all.toString('latin1'));
+    ext.set(base, text);
+    const p = plain.get(base);
+    if (p !== undefined && decodeWords(p).normalize('NFC') !== text.normalize('NFC')) fault(`"${base.slice(0, 40)}" and its RFC 2231 form disagree in ${what}`);
+  }
+  return { plain, ext };
+}
+
+function percentDecode(s: string): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
+      out.push(parseInt(s.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else out.push(c & 0xff);
+  }
+  return Buffer.from(out);
+}
+
+/** %XX-decoded text (UTF-8 when valid, else Latin-1); '' when nothing was escaped. */
+export function percentDecodeText(s: string): string {
+  if (!/%[0-9a-fA-F]{2}/.test(s)) return '';
+  return bytesToText(percentDecode(s).toString('latin1'));
+}
+
+function strictDecode(bytes: Buffer, charset: string): string | undefined {
+  const cs = charset.trim().toLowerCase();
+  try {
+    return new TextDecoder(cs === 'us-ascii' || cs === 'ascii' ? 'utf-8' : cs, { fatal: true }).decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
