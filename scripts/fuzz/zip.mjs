@@ -222,7 +222,12 @@ export function generateCase(seed, i, depth = 0) {
   const method = () => (r.chance(0.7) ? 8 : 0);
   const entries = [];
   const n = 1 + r.int(3);
-  for (let k = 0; k < n; k++) entries.push({ ...(r.chance(0.15) ? D() : { ...H(), name: r.pick(['a.txt', 'b.txt', 'docs/c.txt']) }), method: method() });
+  for (let k = 0; k < n; k++) {
+    // distinct names: a duplicate is an attack of its own (template 10)
+    const e = r.chance(0.15) ? D() : { ...H(), name: ['a.txt', 'b.txt', 'docs/c.txt'][k] };
+    if (entries.some((x) => x.name === e.name)) e.name = `d${k}/${e.name}`;
+    entries.push({ ...e, method: method() });
+  }
   let opts = {};
   let template = r.int(25);
   if (template === 20 && depth > 0) template = 0;
@@ -405,12 +410,13 @@ export function generateCase(seed, i, depth = 0) {
       break;
     }
     case 19: {
-      // encryption flag on one side only
+      // a flag on one side only (encryption, descriptor, UTF-8, strong encryption, masked directory)
       const e = { ...D(), method: method() };
-      if (r.chance(0.5)) e.central = { flags: 0x801 };
-      else e.local = { flags: 0x801 };
+      const bit = r.pick([0x1, 0x8, 0x800, 0x40, 0x2000, 0x20]);
+      if (r.chance(0.5)) e.central = { flags: 0x800 ^ bit };
+      else e.local = { flags: 0x800 ^ bit };
       entries.push(e);
-      tags.push('encrypted-one-side');
+      tags.push(`flag-one-side-${bit.toString(16)}`);
       break;
     }
     case 20: {
@@ -427,7 +433,7 @@ export function generateCase(seed, i, depth = 0) {
       const ts = extra(0x5455, Buffer.from([1, 0, 0, 0, 0]));
       const dirName = r.pick(['docs/', './', 'Docs/']);
       entries.push({ name: dirName, data: Buffer.alloc(0), method: 0, centralExtra: ts, localExtra: ts });
-      entries.push({ name: `${dirName === './' ? './' : dirName}b.txt`, data: TXT, descriptor: r.chance(0.5), centralExtra: ts });
+      entries.push({ name: `${dirName}w.txt`, data: TXT, descriptor: r.chance(0.5), centralExtra: ts });
       if (r.chance(0.5)) entries.push({ name: 'c.txt', data: TXT, centralExtra: unicodePathExtra('c.txt', 'c.txt'), localExtra: unicodePathExtra('c.txt', 'c.txt') });
       tags.push('writer-like');
       break;
