@@ -71,9 +71,17 @@ export interface PartMap {
 
 export interface InspectResult {
   verdict: Verdict;
-  /** The sanitised message; identical bytes (same Buffer) as the input when status is 'clean'. */
+  /**
+   * The sanitised message, always with CRLF line ends (the form IMAP serves; bare LFs of the input
+   * are converted, which no reader reads differently). When status is 'clean' it is the input itself
+   * (same Buffer) if the input had no bare LF, else the input's CRLF form.
+   */
   output: Buffer;
-  /** Part map of `output` (what IMAP section fetches / BODYSTRUCTURE are served from). */
+  /**
+   * Part map of `output` (what IMAP section fetches / BODYSTRUCTURE are served from): for a clean
+   * message the very parse the policy judged (src/mime/partmap.ts), else the same parser's reading
+   * of the rewritten bytes.
+   */
   structure: PartMap;
 }
 
