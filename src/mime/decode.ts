@@ -13,7 +13,8 @@
  *   after padding is ambiguous (Node stops at the first '=', Python decodes on) and is decoded as a
  *   new group, so a payload hidden behind an early '=' is seen; a lone final character is dropped.
  * quoted-printable: soft line breaks removed, whitespace before a line break dropped, hard line
- *   breaks become CRLF, `=XY` decoded; an '=' that starts no valid sequence is kept as is (damage).
+ *   breaks become CRLF, `=XY` decoded; an '=' that starts no valid sequence is kept as is (damage);
+ *   '=' before a CR without LF is ambiguous (Python drops the rest of that line).
  * Identity encodings (7bit, 8bit, binary) return the input.
  */
 
@@ -254,9 +255,10 @@ function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Gener
           }
           state = 'text';
         } else {
-          // a CR without LF: Dovecot fails; readers that take CR as a line end differ
+          // a CR without LF: Dovecot fails, others keep it as data; after '=' Python drops the
+          // rest of the line as a soft break while others do not: then readers disagree
           bad();
-          report.ambiguous = true;
+          if (state === 'softcr') report.ambiguous = true;
           if (state === 'cr') w.put(13);
           state = 'text';
           again = true;

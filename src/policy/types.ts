@@ -72,9 +72,10 @@ export interface PartMap {
 export interface InspectResult {
   verdict: Verdict;
   /**
-   * The sanitised message, always with CRLF line ends (the form IMAP serves; bare LFs of the input
-   * are converted, which no reader reads differently). When status is 'clean' it is the input itself
-   * (same Buffer) if the input had no bare LF, else the input's CRLF form.
+   * The sanitised message, with CRLF line ends (the form IMAP serves; bare LFs of the input are
+   * converted, which no reader reads differently). When status is 'clean' it is the input itself
+   * (same Buffer) if the input had no bare LF, else the input's CRLF form; for 'tempfail' it is the
+   * untouched input (it must not be served).
    */
   output: Buffer;
   /**

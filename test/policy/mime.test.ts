@@ -112,6 +112,10 @@ describe('transfer decoding', () => {
     expect(d.data.toString()).toBe('café okend');
     expect(d.bad).toBe(false);
     expect(decodeQuotedPrintable(Buffer.from('a  \r\nb')).data.toString()).toBe('a\r\nb');
+    // a lone CR is data to everyone (damage to Dovecot); after '=' Python drops the rest of the line
+    expect(decodeQuotedPrintable(Buffer.from('a\rb')).data.toString()).toBe('a\rb');
+    expect([decodeQuotedPrintable(Buffer.from('a\rb')).bad, decodeQuotedPrintable(Buffer.from('a\rb')).ambiguous]).toEqual([true, false]);
+    expect(decodeQuotedPrintable(Buffer.from('a=\rhidden\r\nb')).ambiguous).toBe(true);
     const bad = decodeQuotedPrintable(Buffer.from('a=ZZb=4'));
     expect(bad.bad).toBe(true);
     expect(bad.data.toString()).toBe('a=ZZb=4');
