@@ -493,7 +493,8 @@ const SIG_CEN = 0x02014b50;
 export function greedyDanger(buf, depth = 0) {
   if (buf.includes(EICAR)) return 'EICAR in the file';
   // a file no reader takes for a ZIP: neither a ZIP signature at the start nor an end record near the end
-  const tail = buf.subarray(Math.max(0, buf.length - 65557));
+  // (a whole end record: readers do not take a truncated one)
+  const tail = buf.subarray(Math.max(0, buf.length - 65557), Math.max(0, buf.length - 18));
   if (!/^PK[\x03\x05\x07]/.test(buf.subarray(0, 3).toString('latin1')) && !tail.includes(Buffer.from('PK\x05\x06', 'latin1'))) return undefined;
   if (dangerousBytes(buf)) return 'bytes in the file';
   for (let i = buf.indexOf('PK'); i >= 0 && i + 4 <= buf.length; i = buf.indexOf('PK', i + 1)) {

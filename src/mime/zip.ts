@@ -138,18 +138,28 @@ export function containsZip(buf: Buffer): boolean {
  */
 export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
   const keep = EOCD_LEN + MAX_COMMENT + 3;
-  let tail = Buffer.alloc(0);
+  let parts: Buffer[] = [];
+  let len = 0;
   for (const c of chunks) {
     if (c.length === 0) continue;
-    tail = c.length >= keep ? Buffer.from(c.subarray(c.length - keep)) : Buffer.concat([tail.subarray(Math.max(0, tail.length + c.length - keep)), c]);
+    parts.push(c);
+    len += c.length;
+    if (len > 2 * keep) {
+      // amortised: at most ~2 * keep bytes held, each byte copied a bounded number of times
+      const t = Buffer.concat(parts).subarray(len - keep);
+      parts = [t];
+      len = t.length;
+    }
   }
+  const all = Buffer.concat(parts);
+  const tail = all.subarray(Math.max(0, all.length - keep));
   for (let i = tail.length - EOCD_LEN; i >= 0; i--) {
     if (tail[i] === 0x50 && tail.readUInt32LE(i) === SIG_EOCD && (tail.readUInt16LE(i + 10) !== 0 || tail.readUInt32LE(i + 12) !== 0)) return true;
   }
   return false;
 }
 
-/** Every occurrence of the end-record signature near the end (readers search backwards from the end). */
+/** The last end-record signature in the last 64 KiB + 22 bytes (readers search backwards from the end). */
 function findEocd(buf: Buffer): number {
   const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
   for (let i = buf.length - EOCD_LEN; i >= min; i--) {

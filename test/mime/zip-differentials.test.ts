@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
-import { inspectZip, containsZip } from '../../src/mime/zip.js';
+import { inspectZip, containsZip, zipTrailerIn } from '../../src/mime/zip.js';
 // @ts-expect-error plain ESM script without type declarations
 import { buildZip, unicodePathExtra, runExtractors, EXE, EICAR } from '../../scripts/fuzz/zip.mjs';
 
@@ -119,6 +119,22 @@ describe('differential classes (each was read as harmless before)', () => {
     // containsZip finds an archive behind other data (the engine then opens the part)
     expect(containsZip(Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(100), z]))).toBe(true);
     expect(containsZip(Buffer.from('GIF89a plain image'))).toBe(false);
+  });
+  it('zipTrailerIn (the streaming pre-check) gives the same answer fed whole or 1 byte at a time', () => {
+    const z = buildZip([{ name: 'a.txt', data: TXT }]);
+    const bytes = (b: Buffer) => Array.from({ length: b.length }, (_, i) => b.subarray(i, i + 1));
+    const big = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(200_000, 0x20), z]);
+    for (const [b, want] of [
+      [z, true],
+      [big, true],
+      [Buffer.concat([z, Buffer.alloc(70_000)]), false], // end record too far from the end
+      [Buffer.alloc(100_000, 0x41), false],
+      [z.subarray(0, z.length - 1), false],
+    ] as const) {
+      expect(zipTrailerIn([b])).toBe(want);
+      expect(zipTrailerIn(bytes(b).slice(0, 300_000))).toBe(want);
+      expect(zipTrailerIn([b.subarray(0, 5), b.subarray(5, 70_000), b.subarray(70_000)])).toBe(want);
+    }
   });
   it('a local record the central directory does not list (7-Zip lists it), and overlapping entries', async () => {
     const z = buildZip([{ name: 'evil.exe', data: EXE, hidden: true }, { name: 'a.txt', data: TXT }]);
