@@ -124,7 +124,7 @@ async function main() {
 async function run(o, judge) {
   const t0 = Date.now();
   const deadline = t0 + o.time * 1000;
-  const stats = { cases: 0, escapes: 0, status: {}, bySig: {}, byReader: {}, differential: 0, differentials: [], notes: 0, classes: {} };
+  const stats = { cases: 0, escapes: 0, status: {}, bySig: {}, byReader: {}, differential: 0, differentials: [], notes: 0, outputNotClean: 0, outputNotCleanExamples: [], classes: {} };
   const written = new Map();
   if (o.out) mkdirSync(o.out, { recursive: true });
   let lastPrint = Date.now();
@@ -138,6 +138,10 @@ async function run(o, judge) {
     stats.cases++;
     stats.status[result.status] = (stats.status[result.status] ?? 0) + 1;
     if (result.notes.length) stats.notes++;
+    if (result.selfNotes.length) {
+      stats.outputNotClean++;
+      if (stats.outputNotCleanExamples.length < 50) stats.outputNotCleanExamples.push({ case: i, verdict: result.status, note: result.selfNotes[0], mutations: gen.tags });
+    }
     if (result.findings.length) {
       stats.escapes++;
       if (result.differential) {
@@ -186,6 +190,10 @@ async function run(o, judge) {
   console.log(`seed ${o.seed}, cases ${o.start}..${o.start + stats.cases - 1}: ${stats.cases} cases in ${stats.seconds} s`);
   console.log(`verdicts: ${Object.entries(stats.status).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   console.log(`cases with escapes: ${stats.escapes} (differential on an unchanged message: ${stats.differential}); cases with reader notes: ${stats.notes}`);
+  if (stats.outputNotClean) {
+    console.log(`postern's own output re-inspected not clean without a dangerous hit (e.g. malformed): ${stats.outputNotClean} cases, e.g.`);
+    for (const x of stats.outputNotCleanExamples.slice(0, 5)) console.log(`  case ${x.case} (${x.verdict}): ${x.note}`);
+  }
   console.log('cases with an escape, by kind (readers that saw it):');
   for (const [k, v] of Object.entries(stats.bySig).sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(16)} ${String(v).padStart(6)}  [${Object.keys(stats.byReader[k] ?? {}).sort().join(',')}]`);
   console.log('escape classes (kind__what it needs), cases, readers, verdicts, example cases:');

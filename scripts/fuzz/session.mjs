@@ -69,8 +69,9 @@ async function main() {
           const j = JSON.parse(readFileSync(o.replay, 'utf8'));
           kase = j.case ?? j;
         } else {
-          const [seed, index] = o.case.split(':').map(Number);
-          kase = generateCase(seed, index, { proto: o.proto, mode: o.mode });
+          const [seed, index, proto, mode] = o.case.split(':');
+          const pick = (x, y) => (x && x !== '-' ? x : y);
+          kase = generateCase(Number(seed), Number(index), { proto: pick(proto, o.proto), mode: pick(mode, o.mode) });
         }
         const r = await runCase(env, kase, { record: true });
         if (o.print || o.replay) {
@@ -125,12 +126,17 @@ async function parallel(o) {
       });
     }),
   );
-  const merged = { ...reports[0], casesRun: 0, escapes: 0, byProto: {}, classes: {}, errors: [], ends: {}, stalls: 0, stallExamples: [], stallsByMode: {}, loginFailures: 0, loginFailureExamples: [], minimizeRuns: 0, ms: Date.now() - t0 };
+  const merged = { ...reports[0], casesRun: 0, escapes: 0, byProto: {}, classes: {}, errors: [], ends: {}, stalls: 0, stallExamples: [], stallsByMode: {}, loginFailures: 0, loginFailuresUnexplained: 0, loginFailureExamples: [], stallClasses: {}, minimizeRuns: 0, ms: Date.now() - t0 };
   for (const r of reports) {
     merged.casesRun += r.casesRun;
     merged.escapes += r.escapes;
     merged.stalls += r.stalls;
     merged.loginFailures += r.loginFailures;
+    merged.loginFailuresUnexplained += r.loginFailuresUnexplained;
+    for (const [k, v] of Object.entries(r.stallClasses)) {
+      const m = (merged.stallClasses[k] ??= { count: 0, firstCase: v.firstCase, repro: v.repro });
+      m.count += v.count;
+    }
     merged.minimizeRuns += r.minimizeRuns;
     merged.errors.push(...r.errors);
     merged.stallExamples.push(...r.stallExamples);

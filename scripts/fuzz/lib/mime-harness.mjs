@@ -76,6 +76,8 @@ export async function createJudge(modules, opts = {}) {
       changed: out !== raw && !out.equals(raw),
       findings: dedupe(findings),
       notes: notes.slice(0, 20),
+      /** postern's second pass over its own output found it malformed (or other non-danger hits) */
+      selfNotes: self.notes,
       ms: Math.round(performance.now() - t0),
       output: o.keepOutput ? out : undefined,
     };

@@ -489,13 +489,8 @@ export class PythonReader {
   async read(output) {
     const findings = [];
     const notes = [];
-    let res;
-    try {
-      res = await this.request(output);
-    } catch (e) {
-      notes.push(e.message);
-      return { findings, notes };
-    }
+    // a dead or stuck reader throws: a reader that silently sees nothing would hide escapes
+    const res = await this.request(output);
     if (res.error) notes.push(`python: ${res.error}`);
     for (const v of res.views ?? []) {
       const reader = `python-${v.policy}`;

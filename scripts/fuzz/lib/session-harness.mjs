@@ -298,7 +298,8 @@ export async function runCase(env, kase, opts = {}) {
       }
     }
     await settle(host);
-    const stalled = !host.closed && host.clientQueue.length > 0;
+    // stalled: the session is open but will not read the client again (input waiting or reading paused)
+    const stalled = !host.closed && (host.clientQueue.length > 0 || host.clientPaused);
     const clientBytes = Buffer.concat(host.toClient);
     const leak = findLeak(clientBytes);
     const end = host.closed ? `${host.closed.kind}${host.closed.code ? ' ' + host.closed.code : ''}` : 'open';
@@ -327,9 +328,12 @@ export async function runCase(env, kase, opts = {}) {
 
 export function generateCase(seed, index, opts = {}) {
   const rng = new Rng(caseSeed(seed, index));
-  const proto = opts.proto ?? (rng.chance(0.7) ? 'imap' : 'pop3');
+  // the draw happens even when the protocol is forced, so `--proto` does not change the other cases
+  const drawn = rng.chance(0.7) ? 'imap' : 'pop3';
+  const proto = opts.proto ?? drawn;
   const kase = proto === 'imap' ? new ImapCaseGen(rng, EXE_B64.toString('latin1')).generate(opts) : new Pop3CaseGen(rng).generate(opts);
-  kase.id = `${seed}:${index}`;
+  // the id replays the case: `--case <id>` (forced protocol/mode are part of it)
+  kase.id = opts.proto || opts.mode ? `${seed}:${index}:${opts.proto ?? '-'}:${opts.mode ?? '-'}` : `${seed}:${index}`;
   return kase;
 }
 
@@ -341,14 +345,13 @@ function clone(k) {
 
 /**
  * Delta debugging over the steps (then over the chunks of each client step, then the delivery
- * options), keeping the property "still leaks". Bounded by `budget` runs.
+ * options), keeping the property (default: "still leaks"). Bounded by `budget` runs.
  */
-export async function minimize(env, kase, budget = 400) {
+export async function minimize(env, kase, budget = 400, property = (r) => r.leak !== null) {
   let runs = 0;
   const leaks = async (k) => {
     runs++;
-    const r = await runCase(env, k);
-    return r.leak !== null;
+    return property(await runCase(env, k));
   };
   let best = clone(kase);
   // delivery options first: plain delivery is easier to read
@@ -379,6 +382,14 @@ export async function minimize(env, kase, budget = 400) {
   for (let i = best.steps.length - 1; i >= 0 && runs < budget; i--) {
     const k = clone(best);
     k.steps.splice(i, 1);
+    if (await leaks(k)) best = k;
+  }
+  // replace mutated client steps by a plain command: what remains labelled is what matters
+  for (let i = 0; i < best.steps.length && runs < budget; i++) {
+    const s = best.steps[i];
+    if (!s.c || !s.k) continue;
+    const k = clone(best);
+    k.steps[i] = { c: [best.proto === 'imap' ? `z${i} NOOP\r\n` : 'NOOP\r\n'] };
     if (await leaks(k)) best = k;
   }
   // merge chunks of client steps
@@ -425,11 +436,14 @@ export async function runCampaign(env, opts) {
     stallExamples: [],
     stallsByMode: {},
     loginFailures: 0,
+    loginFailuresUnexplained: 0,
     loginFailureExamples: [],
+    stallClasses: {},
     minimizeRuns: 0,
     ms: 0,
   };
   const known = [];
+  const knownStalls = [];
   const minimizeBudgetMs = opts.minimizeBudgetMs ?? Math.max(5000, (opts.timeMs ?? 60000) / 3);
   let minimizeMs = 0;
   for (let i = opts.start ?? 0; i < (opts.start ?? 0) + opts.cases; i++) {
@@ -444,11 +458,36 @@ export async function runCampaign(env, opts) {
       report.loginFailures++;
       if (report.loginFailureExamples.length < 3) report.loginFailureExamples.push(kase.id);
     }
+    if (!r.loggedIn && !kase.steps.some((s) => s.pre)) report.loginFailuresUnexplained++;
     if (r.stalled) {
       report.stalls++;
       const key = `${kase.proto} ${kase.mode}`;
       report.stallsByMode[key] = (report.stallsByMode[key] ?? 0) + 1;
       if (report.stallExamples.length < 5 && kase.mode === 'client') report.stallExamples.push(kase.id);
+      // with an honest upstream a stall is postern's own doing: minimise and classify it too
+      if (kase.mode === 'client' && minimizeMs < minimizeBudgetMs) {
+        const labels = labelsOf(kase);
+        let cls = knownStalls.find((c) => [...c.labels].every((x) => labels.has(x)));
+        if (!cls) {
+          const m0 = Date.now();
+          const { kase: min, runs } = await minimize(env, kase, opts.minimizeRuns ?? 300, (x) => x.stalled && !x.leak);
+          minimizeMs += Date.now() - m0;
+          report.minimizeRuns += runs;
+          const name = `stall ${classify(min)}`;
+          cls = knownStalls.find((c) => c.name === name);
+          if (!cls) {
+            const rec = await runCase(env, min, { record: true });
+            cls = { name, labels: labelsOf(min), minimal: min };
+            knownStalls.push(cls);
+            report.stallClasses[name] = {
+              count: 0,
+              firstCase: kase.id,
+              repro: { kind: 'stall', class: name, note: 'honest upstream; client input is never read again', case: min, end: rec.end, transcript: rec.transcript, logs: rec.logs.slice(-30) },
+            };
+          }
+        }
+        report.stallClasses[cls.name].count++;
+      }
     }
     if (r.errors.length && report.errors.length < 20) report.errors.push({ id: kase.id, errors: r.errors });
     if (r.leak) {
@@ -501,7 +540,7 @@ export function slug(name) {
 export function writeRepros(report, dir) {
   mkdirSync(dir, { recursive: true });
   const written = [];
-  for (const [name, c] of Object.entries(report.classes)) {
+  for (const [name, c] of [...Object.entries(report.classes), ...Object.entries(report.stallClasses ?? {})]) {
     if (!c.repro) continue;
     const file = path.join(dir, `${slug(name)}.json`);
     writeFileSync(file, JSON.stringify({ ...c.repro, count: c.count, firstCase: c.firstCase, seed: report.seed }, null, 1) + '\n');
@@ -514,7 +553,7 @@ export function writeRepros(report, dir) {
 export function formatReport(report, opts = {}) {
   const lines = [];
   lines.push(`session fuzz: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto).map(([p, v]) => `${p} ${v.cases}`).join(', ')})`);
-  lines.push(`escapes: ${report.escapes} in ${Object.keys(report.classes).length} classes; exceptions in ${report.errors.length} cases; stalls ${report.stalls}; login failures ${report.loginFailures}`);
+  lines.push(`escapes: ${report.escapes} in ${Object.keys(report.classes).length} classes; exceptions in ${report.errors.length} cases; stalls ${report.stalls}; login failures ${report.loginFailures} (${report.loginFailuresUnexplained} without a hostile login-phase action)`);
   const ends = Object.entries(report.ends).sort((a, b) => b[1] - a[1]);
   lines.push(`session ends: ${ends.map(([k, v]) => `${k}: ${v}`).join('; ')}`);
   const classes = Object.entries(report.classes).sort((a, b) => b[1].count - a[1].count);
@@ -524,6 +563,10 @@ export function formatReport(report, opts = {}) {
       lines.push(`      leak of ${c.repro.leak.payload}: ...${JSON.stringify(c.repro.leak.context.slice(-100))}`);
       for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h, pre: s.pre })}`);
     }
+  }
+  for (const [name, c] of Object.entries(report.stallClasses ?? {})) {
+    lines.push(`  [${c.count}] ${name}  (first ${c.firstCase})`);
+    if (opts.repros !== false) for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h })}`);
   }
   for (const e of report.errors.slice(0, 5)) lines.push(`  exception in ${e.id}: ${e.errors[0]}`);
   if (report.stalls) lines.push(`  stalls (client input never read again) by mode: ${Object.entries(report.stallsByMode).map(([k, v]) => `${k} ${v}`).join(', ')}; honest-upstream examples: ${report.stallExamples.join(', ') || '-'}`);

@@ -327,7 +327,8 @@ export class ImapCaseGen {
   /** A whole case. */
   generate(opts = {}) {
     const r = this.rng;
-    const mode = opts.mode ?? r.weighted([[45, 'client'], [45, 'server'], [10, 'both']]);
+    const drawn = r.weighted([[45, 'client'], [45, 'server'], [10, 'both']]);
+    const mode = opts.mode ?? drawn;
     const kase = {
       proto: 'imap',
       mode,

@@ -258,7 +258,8 @@ export class Pop3CaseGen {
 
   generate(opts = {}) {
     const r = this.rng;
-    const mode = opts.mode ?? r.weighted([[40, 'client'], [60, 'server']]);
+    const drawn = r.weighted([[40, 'client'], [60, 'server']]);
+    const mode = opts.mode === 'both' ? 'server' : opts.mode ?? drawn;
     const kase = { proto: 'pop3', mode, policy: r.pick(['strip', 'block']), usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0, steps: [] };
     const n = r.int(2, opts.maxSteps ?? 8);
     for (let i = 0; i < n; i++) {
