@@ -7,20 +7,16 @@
  *   - clamdscan: `clamdscan --stream` on a file with the same bytes (process start included)
  * Runs are interleaved so drift hits every variant alike. Usage: npm run build && node scripts/bench-clamd.mjs
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { ClamdScanner } from '../dist/scanners/clamd.js';
 import { requireBin as findBin, startClamd } from './lib/servers.mjs';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const fixtures = join(root, 'test/fixtures/clamav');
 const run = promisify(execFile);
 
 function raw(port, data) {

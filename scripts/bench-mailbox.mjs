@@ -26,7 +26,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -36,7 +36,6 @@ import { parseArgs } from 'node:util';
 import { freePorts, requireBin as findBin, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const fixtures = join(root, 'test/fixtures/clamav');
 const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
 const USER = 'alice';
 const PASS = 'alicepass';
@@ -106,6 +105,13 @@ async function stop(child) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** { key: number of items with that key } */
+function countBy(items, key) {
+  const out = {};
+  for (const x of items) out[key(x)] = (out[key(x)] ?? 0) + 1;
+  return out;
+}
 
 
 // ---------- /proc probes ----------
@@ -362,7 +368,7 @@ function buildMailbox(n, target) {
     const B = `=_bench_${id}`;
     const parts = [`Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`];
     if (p.kind === 'pdf' || p.kind === 'big') parts.push(attachment('application/pdf', `report-${id}.pdf`, pdfLike(att[0], id)));
-    if (p.kind === 'png') att.forEach((s, j) => parts.push(attachment('image/png', `photo-${id}-${j}.png`, pngLike(s, `${id}:${j}`))));
+    if (p.kind === 'png') for (const [j, s] of att.entries()) parts.push(attachment('image/png', `photo-${id}-${j}.png`, pngLike(s, `${id}:${j}`)));
     if (p.kind === 'exe') parts.push(attachment('application/octet-stream', `setup-${id}.exe`, exeLike(att[0], id)));
     if (p.kind === 'eicar') {
       const payload = att[0] ? Buffer.concat([noise(att[0], id), eicar()]) : eicar();
@@ -571,7 +577,7 @@ class Pop3 {
   }
 
   single(cmd) {
-    let parts = [];
+    const parts = [];
     return this.conn.exchange(cmd === null ? null : `${cmd}\r\n`, (d) => {
       const nl = d.indexOf(10);
       if (nl < 0) {
@@ -592,7 +598,7 @@ class Pop3 {
   /** RETR n: resolves {hash, size} of the dot-stuffed body (terminator excluded, last CRLF included). */
   retr(n) {
     let status = null;
-    let parts = [];
+    const parts = [];
     const hash = createHash('sha1');
     let size = 0;
     // The last 4 bytes stay unhashed until the next chunk (the terminator may span chunks). The
@@ -918,7 +924,7 @@ async function main() {
         cpuClamd: cpuSeconds(clamd.proc.pid) - cpuC,
         scanMs: ins.reduce((s, x) => s + (x.scanMs ?? 0), 0),
         inspected: ins.length,
-        verdicts: ins.reduce((acc, x) => ((acc[x.verdict] = (acc[x.verdict] ?? 0) + 1), acc), {}),
+        verdicts: countBy(ins, (x) => x.verdict),
       };
     },
   };

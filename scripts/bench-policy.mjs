@@ -14,11 +14,10 @@
 // The figure that matters is "added": peak RSS minus RSS after generating the input (gc'd), i.e.
 // what the engine needs on top of the message it was handed; the output copy of a changed
 // message (one message size) is legitimate.
-import { fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { findBin, startClamd } from './lib/servers.mjs';
 

@@ -42,7 +42,9 @@ export function ipToBytes(ip: string): Buffer | null {
   const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
   if (groups.length !== 8) return null;
   const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  groups.forEach((g, i) => {
+    out.writeUInt16BE(parseInt(g, 16), i * 2);
+  });
   return out;
 }
 

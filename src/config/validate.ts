@@ -85,8 +85,8 @@ export function parseYamlWithSchema<T>(text: string, file: string, schema: ZodTy
   if (result.success) return result.data;
   const issues: LocatedIssue[] = [];
   for (const issue of result.error.issues) {
-    let path = issue.path as PropertyKey[];
-    let message = issue.message;
+    const path = issue.path as PropertyKey[];
+    const message = issue.message;
     if (issue.code === 'unrecognized_keys') {
       const keys = (issue as { keys: string[] }).keys;
       for (const k of keys) {

@@ -10,7 +10,7 @@ import { createSecureContext, rootCertificates, type ConnectionOptions, type Pee
 import { hostMatches } from '../config/hosts.js';
 import type { ListenerConfig, UpstreamTlsConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import { normaliseCertName, type LeafMinter } from './leaf.js';
+import { normaliseCertName, type LeafMinter, type MintedLeaf } from './leaf.js';
 import { profileOptions } from './profile.js';
 
 const WILDCARD_BIND = new Set(['0.0.0.0', '::', '']);
@@ -70,7 +70,7 @@ export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | 
   if (!minter) throw new PosternError(ErrorCodes.CA, `listener ${listener.name}: no certificate configured and no CA to mint one`);
   const defaultNames = defaultCertNames(listener, (n) => minter.permits(n));
   const [defaultName, ...extra] = defaultNames;
-  let defaultLeaf;
+  let defaultLeaf: MintedLeaf;
   let defaultContext: SecureContext;
   try {
     defaultLeaf = minter.leaf(defaultName!, extra);

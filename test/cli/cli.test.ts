@@ -39,14 +39,18 @@ interface Run {
 async function run(argv: string[], io: Partial<CliIo> = {}): Promise<Run> {
   const out: Buffer[] = [];
   let err = '';
+  let running = true;
   const code = await main(argv, {
     stdout: (d) => void out.push(Buffer.from(d)),
     stderr: (d) => void (err += d),
     exit: () => {
-      throw new Error('exit() must not be called here');
+      // After main() has returned, `serve` leaves an unref'd watchdog that calls exit() 2 s later if
+      // something still holds the event loop; in the test process something always does.
+      if (running) throw new Error('exit() must not be called here');
     },
     ...io,
   });
+  running = false;
   const outBytes = Buffer.concat(out);
   return { code, out: outBytes.toString('utf8'), outBytes, err };
 }
@@ -251,7 +255,14 @@ describe('serve', () => {
     const r2 = await run(['serve', '--config', file], {
       signals: signals2,
       logDest: log2.stream,
-      modules: { server: { startServer: async () => (setTimeout(() => signals2.emit("SIGINT", "SIGINT"), 20), { close: async () => {} }) } },
+      modules: {
+        server: {
+          startServer: async () => {
+            setTimeout(() => signals2.emit('SIGINT', 'SIGINT'), 20);
+            return { close: async () => {} };
+          },
+        },
+      },
     });
     expect(r2.code).toBe(0);
     expect(log2.lines().find((l) => l.ca)!.ca).toMatchObject({ created: false });
@@ -301,7 +312,16 @@ describe('serve', () => {
   it('an invalid config does not start anything', async () => {
     const { file } = configFile('bogus: 1\n');
     let startedServer = false;
-    const r = await run(['serve', '--config', file], { modules: { server: { startServer: async () => ((startedServer = true), { close: async () => {} }) } } });
+    const r = await run(['serve', '--config', file], {
+      modules: {
+        server: {
+          startServer: async () => {
+            startedServer = true;
+            return { close: async () => {} };
+          },
+        },
+      },
+    });
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/bogus: unknown key "bogus"/);
     expect(startedServer).toBe(false);
@@ -316,8 +336,18 @@ describe('scan and quarantine delegate to their modules', () => {
     const { file, dir } = configFile('scanner: { type: clamd, endpoints: [{ host: 127.0.0.1, port: 3310 }] }\n');
     const calls: unknown[] = [];
     const modules: Partial<CliModules> = {
-      scan: { scanCommand: async (args, deps) => (calls.push([args, deps]), 1) },
-      clamd: { createScanner: (cfg) => (calls.push(cfg.endpoints), scanner) },
+      scan: {
+        scanCommand: async (args, deps) => {
+          calls.push([args, deps]);
+          return 1;
+        },
+      },
+      clamd: {
+        createScanner: (cfg) => {
+          calls.push(cfg.endpoints);
+          return scanner;
+        },
+      },
     };
     const r = await run(['scan', 'msg.eml', '--config', file, '--json', '--policy', 'strict'], { modules, logDest: new Writable({ write: (_c, _e, cb) => cb() }) });
     expect(r.code).toBe(1);
@@ -336,7 +366,14 @@ describe('scan and quarantine delegate to their modules', () => {
     const { file, dir } = configFile('quarantine: { dir: /srv/q, retention_days: 7 }\n');
     const calls: unknown[] = [];
     const r = await run(['quarantine', 'purge', '--older-than', '3', '--config', file], {
-      modules: { quarantine: { quarantineCommand: async (args, deps) => (calls.push([args, deps]), 0) } },
+      modules: {
+        quarantine: {
+          quarantineCommand: async (args, deps) => {
+            calls.push([args, deps]);
+            return 0;
+          },
+        },
+      },
     });
     void dir;
     expect(r.code).toBe(0);

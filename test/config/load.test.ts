@@ -351,7 +351,7 @@ describe('invalid configs: every issue names file, line, column and key path', (
   it.each(invalid)('$name', ({ text, expect: expected }) => {
     const issues = issuesOf(text);
     expect(issues.map((i) => [i.line, i.column, i.path])).toEqual(expected.map(([l, c, p]) => [l, c, p]));
-    issues.forEach((issue, k) => expect(issue.message).toMatch(expected[k]![3]));
+    for (const [k, issue] of issues.entries()) expect(issue.message).toMatch(expected[k]![3]);
   });
 
   it('formats issues as file:line:col: path: message', () => {

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
 import { PosternError } from '../../src/errors.js';
-import { deadPort, startClamd, startFakeClamd, type ClamdHandle, type FakeServer } from '../harness/clamd.js';
+import { deadPort, startClamd, startFakeClamd, type ClamdHandle } from '../harness/clamd.js';
 import { EICAR_NAME, eicar, filler } from './samples.js';
 import { captureLog } from './log-capture.js';
 

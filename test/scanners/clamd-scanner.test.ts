@@ -8,7 +8,6 @@ import { ClamdScanner, createScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
 import { startClamd, type ClamdHandle } from '../harness/clamd.js';
 import { EICAR_NAME, HASH_SAMPLE_NAME, eicar, filler, forwarded, hashSample, message, plainMessage, zip } from './samples.js';
-import { captureLog } from './log-capture.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ListenerConfig, UpstreamTlsConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
-import { checkUpstreamIdentity, defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
+import { defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsctx-'));
