@@ -7,7 +7,7 @@ One long-lived process. Protocol on stdin/stdout, both directions length-prefixe
 The JSON is {"views": [view, ...]} with one view per email policy (default, compat32); a view is
 {"policy": name, "error": str|None, "parts": [part, ...]} and a part is
 {"path": str, "type": str, "filenames": [str], "mz": 0|1|2, "eicar": bool, "size": int,
- "uu": [{"name": str, "mz": 0|1|2, "eicar": bool}], "error": str|None}.
+ "uu": [{"name": str, "mz": 0|1|2, "eicar": bool, "strict": bool}], "error": str|None}.
 mz: 0 no MZ marker, 1 the marker somewhere inside, 2 the payload is the executable (starts with it).
 A request of length 0 ends the process.
 
@@ -81,7 +81,9 @@ def uu_blocks(data):
                 payload = b''
         else:
             payload = b''.join(chunks)
-        out.append({'name': name, 'mz': mz_level(payload), 'eicar': EICAR in payload})
+        # strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>"
+        strict = m.group(2) is not None and bool(m.group(3))
+        out.append({'name': name, 'mz': mz_level(payload), 'eicar': EICAR in payload, 'strict': strict})
     return out
 
 

@@ -36,7 +36,7 @@ interface Finding {
 }
 interface Judge {
   judge(raw: Buffer): Promise<{ status: string; findings: Finding[]; hits: unknown[] }>;
-  judgeCase(seed: string, i: number): Promise<{ gen: { tags: string[] }; result: { status: string; findings: Finding[] } }>;
+  judgeCase(seed: string, i: number): Promise<{ gen: { tags: string[] }; result: { status: string; findings: Finding[]; selfNotes: string[] } }>;
   read(raw: Buffer): Promise<{ findings: Finding[] }>;
   close(): Promise<void>;
 }
@@ -122,6 +122,7 @@ describe('MIME fuzz: generated hostile messages', () => {
       const status = new Map<string, number>();
       let n = 0;
       let escaped = 0;
+      const notClean: number[] = [];
       const pending: ReturnType<Judge['judgeCase']>[] = [];
       let next = 0;
       for (let i = 0; i < CASES && Date.now() - t0 < BUDGET_MS; i++) {
@@ -129,6 +130,8 @@ describe('MIME fuzz: generated hostile messages', () => {
         const { gen, result } = await pending.shift()!;
         n++;
         status.set(result.status, (status.get(result.status) ?? 0) + 1);
+        // not an escape, but reported: postern's second pass finds its own output malformed
+        if (result.selfNotes.length) notClean.push(i);
         if (!result.findings.length) continue;
         escaped++;
         const fam = families(result.findings);
@@ -141,6 +144,7 @@ describe('MIME fuzz: generated hostile messages', () => {
       await Promise.allSettled(pending);
       const summary = `${escaped} of ${n} cases escaped; ${n} cases in ${Math.round((Date.now() - t0) / 1000)} s; verdicts ${JSON.stringify(Object.fromEntries(status))}; escapes by kind@reader ${JSON.stringify(Object.fromEntries(byKind))}`;
       console.log(`mime fuzz: ${summary}`);
+      if (notClean.length) console.log(`mime fuzz: postern's output re-inspected not clean (no dangerous hit) in ${notClean.length} cases, e.g. ${notClean.slice(0, 10).join(', ')}`);
       expect(n).toBeGreaterThan(Math.min(CASES, 200));
       expect(escapes, summary).toEqual([]);
     },

@@ -127,7 +127,8 @@ function dedupe(findings) {
 /**
  * Kind of a finding: 'mz', 'mz~embedded', 'eicar', 'reinspect', 'name', or 'name~nfkc' / 'name~nul' /
  * 'name~nul-dropped' when a name is only dangerous after NFKC or NUL handling (weaker evidence:
- * Windows itself does not apply NFKC).
+ * Windows itself does not apply NFKC); '<kind>~uu-lenient' for a uuencoded block whose begin line
+ * lacks the octal mode or the name (decoded by lenient readers only).
  */
 export function kindOf(f) {
   if (f.kind !== 'name') return f.kind;

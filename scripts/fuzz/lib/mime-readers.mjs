@@ -124,7 +124,7 @@ export function uuDecodeBlocks(buf) {
   const lines = buf.toString('latin1').split(/\r\n|\r|\n/);
   for (let i = 0; i < lines.length && out.length < 20; i++) {
     // lenient like the mail clients that decode inline uuencode: mode and name are optional
-    const m = /^\s*begin(-base64)?(?:\s+[0-7]{1,4})?(?:\s+(.*?))?\s*$/.exec(lines[i]);
+    const m = /^\s*begin(-base64)?(\s+[0-7]{1,4})?(?:\s+(.*?))?\s*$/.exec(lines[i]);
     if (!m) continue;
     const parts = [];
     const b64 = [];
@@ -144,17 +144,23 @@ export function uuDecodeBlocks(buf) {
       }
       parts.push(Buffer.from(bytes.slice(0, n)));
     }
-    out.push({ name: m[2] ?? '', data: m[1] ? Buffer.from(b64.join(''), 'base64') : Buffer.concat(parts) });
+    // strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>"
+    out.push({ name: m[3] ?? '', strict: !!m[2] && !!m[3], data: m[1] ? Buffer.from(b64.join(''), 'base64') : Buffer.concat(parts) });
   }
   return out;
 }
+
+/** Kinds found in a "begin" line without an octal mode or name get '~uu-lenient' (weaker evidence). */
+export const uuKind = (kind, strict) => (strict ? kind : `${kind.split('~')[0]}~uu-lenient`);
 
 function uuFindings(reader, where, buf, out) {
   if (!buf || !buf.includes('begin')) return;
   for (const b of uuDecodeBlocks(buf)) {
     const how = dangerousName(b.name);
-    if (how) out.push({ reader: `${reader}+uu`, kind: 'name', where, detail: `uuencoded block named ${JSON.stringify(b.name)} (${how})` });
-    payloadFindings(`${reader}+uu`, where, b.data, out);
+    if (how) out.push({ reader: `${reader}+uu`, kind: uuKind('name', b.strict), where, detail: `uuencoded block named ${JSON.stringify(b.name)} (${how})` });
+    const found = [];
+    payloadFindings(`${reader}+uu`, where, b.data, found);
+    for (const f of found) out.push({ ...f, kind: uuKind(f.kind, b.strict) });
   }
 }
 
@@ -243,7 +249,6 @@ export function namesFromParams(pairs) {
     }
     if (k === 'name' || k === 'filename') names.push(v);
     else if (k === 'name*' || k === 'filename*') names.push(decode2231(v) ?? v, v);
-    else if (/name/.test(k)) names.push(v);
   }
   for (const list of cont.values()) {
     names.push(list.map(([, v]) => v).join(''));
@@ -338,10 +343,19 @@ export function imapReader(output, structure, modules) {
   }
   // every path of the BODYSTRUCTURE, plus every section of the part map (and its .1 for leaves)
   const paths = new Set(parts.filter((p) => p.path).map((p) => p.path));
+  const mapLeaf = new Map();
   const mapWalk = (m) => {
     if (!m) return;
-    if (m.section) paths.add(m.section);
-    if (!m.children?.length && !m.message) paths.add(m.section ? `${m.section}.1` : '1');
+    const isLeaf = !m.children?.length && !m.message;
+    if (m.section) {
+      paths.add(m.section);
+      if (!mapLeaf.has(m.section)) mapLeaf.set(m.section, isLeaf);
+    }
+    if (isLeaf) {
+      const s = m.section ? `${m.section}.1` : '1';
+      paths.add(s);
+      if (!mapLeaf.has(s)) mapLeaf.set(s, true);
+    }
     for (const c of m.children ?? []) mapWalk(c);
     if (m.message) mapWalk(m.message);
   };
@@ -359,19 +373,21 @@ export function imapReader(output, structure, modules) {
     const body = render(`BODY.PEEK[${path}]`);
     const data = body ? literalData(body) : null;
     const bp = byPath.get(path);
+    // uudecoding (as mail clients do for bodies) applies to leaves, not to a container's raw text
+    const leaf = bp ? !bp.multipart && !bp.message : mapLeaf.get(path) !== false;
     if (data) {
       payloadFindings('imap', `BODY[${path}]`, data, findings);
       if (bp && !bp.multipart) for (const d of decodeByEncoding(bp.encoding, data)) {
         payloadFindings('imap', `BODY[${path}] decoded as ${bp.encoding}`, d, findings);
-        uuFindings('imap', `BODY[${path}] decoded`, d, findings);
+        if (leaf) uuFindings('imap', `BODY[${path}] decoded`, d, findings);
       }
-      uuFindings('imap', `BODY[${path}]`, data, findings);
+      if (leaf) uuFindings('imap', `BODY[${path}]`, data, findings);
     }
     const bin = render(`BINARY.PEEK[${path}]`);
     const bdata = bin ? literalData(bin) : null;
     if (bdata) {
       payloadFindings('imap', `BINARY[${path}]`, bdata, findings);
-      uuFindings('imap', `BINARY[${path}]`, bdata, findings);
+      if (leaf) uuFindings('imap', `BINARY[${path}]`, bdata, findings);
     }
     const mime = render(`BODY.PEEK[${path}.MIME]`);
     const mdata = mime ? literalData(mime) : null;
@@ -426,12 +442,14 @@ export async function mailparserReader(output, simpleParser, depth = 0, where = 
 export function bytesReader(output) {
   const findings = [];
   if (output.includes(EICAR)) findings.push({ reader: 'bytes', kind: 'eicar', where: 'output bytes', detail: 'EICAR in the delivered bytes' });
+  // an executable sent unencoded (binary / 8bit): the MZ header and the marker 20 bytes on. The
+  // marker alone is plain ASCII and survives quoted-printable, so it proves nothing by itself.
   for (let at = output.indexOf(MZ_MARKER); at >= 0; at = output.indexOf(MZ_MARKER, at + 1)) {
-    // an executable sent unencoded (binary / 8bit) starts a body line
     const head = at - 20;
-    const whole = head >= 0 && output[head] === 0x4d && output[head + 1] === 0x5a && (head === 0 || output[head - 1] === 0x0a || output[head - 1] === 0x0d);
-    findings.push({ reader: 'bytes', kind: mzKind(whole ? 2 : 1), where: 'output bytes', detail: whole ? 'an MZ executable in the clear starts a line' : 'MZ marker in the delivered bytes' });
-    if (whole) break;
+    if (head >= 0 && output[head] === 0x4d && output[head + 1] === 0x5a && output[head + 2] === 0x90) {
+      findings.push({ reader: 'bytes', kind: 'mz~embedded', where: 'output bytes', detail: 'MZ executable bytes in the clear in the delivered bytes' });
+      break;
+    }
   }
   return { findings, notes: [] };
 }
@@ -505,9 +523,9 @@ export class PythonReader {
         if (p.eicar) findings.push({ reader, kind: 'eicar', where: `part ${p.path} (${p.type})`, detail: 'EICAR in get_payload(decode=True)' });
         for (const u of p.uu) {
           const how = dangerousName(u.name);
-          if (how) findings.push({ reader: `${reader}+uu`, kind: 'name', where: `part ${p.path}`, detail: `uuencoded block named ${JSON.stringify(u.name)} (${how})` });
-          if (u.mz) findings.push({ reader: `${reader}+uu`, kind: mzKind(u.mz), where: `part ${p.path}`, detail: 'MZ executable in a uuencoded block' });
-          if (u.eicar) findings.push({ reader: `${reader}+uu`, kind: 'eicar', where: `part ${p.path}`, detail: 'EICAR in uuencoded block' });
+          if (how) findings.push({ reader: `${reader}+uu`, kind: uuKind('name', u.strict), where: `part ${p.path}`, detail: `uuencoded block named ${JSON.stringify(u.name)} (${how})` });
+          if (u.mz) findings.push({ reader: `${reader}+uu`, kind: uuKind(mzKind(u.mz), u.strict), where: `part ${p.path}`, detail: 'MZ executable in a uuencoded block' });
+          if (u.eicar) findings.push({ reader: `${reader}+uu`, kind: uuKind('eicar', u.strict), where: `part ${p.path}`, detail: 'EICAR in uuencoded block' });
         }
       }
     }
