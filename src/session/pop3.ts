@@ -18,6 +18,10 @@
  *   host says the client has read its output (SessionHost.clientDrained). Before login at most
  *   POP3_LIMITS.maxPreLoginCommands commands.
  * - A response the upstream sent before it closed (RETR + QUIT pipelined) is still answered.
+ * - On a listener with a policy (hooks.onMultiline) no upstream byte is relayed as received: RETR/TOP
+ *   bodies come from the inspector, every other answer is rebuilt from its parse (protocol/pop3/screen.ts)
+ *   and an answer that does not parse ends the session (E_UNVETTED_RESPONSE). Upstream free text
+ *   (greeting, login, error texts) never reaches the client there; only response codes do.
  */
 import { ErrorCodes, PosternError, isPosternError, type ErrorCode } from '../errors.js';
 import { POP3_LIMITS } from '../limits.js';
@@ -32,6 +36,7 @@ import {
   type Pop3Response,
   type StrictCommand,
 } from '../protocol/pop3/framer.js';
+import { canonicalErr, screenResponse } from '../protocol/pop3/screen.js';
 import { routeLogin } from './routing.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, UpstreamTarget } from './types.js';
 
@@ -168,6 +173,8 @@ export class Pop3Session implements Session {
   private drainWait = false;
   /** Memory budget lease for a response being inspected. */
   private lease: MemoryLease | null = null;
+  /** An inspecting listener: answers are rebuilt from their parse, never relayed as received. */
+  private readonly screen: boolean;
 
   constructor(
     private readonly host: SessionHost,
@@ -180,6 +187,7 @@ export class Pop3Session implements Session {
     this.cf = new Pop3CommandFramer({ maxLineLength, maxBufferedBytes: clientBuffer });
     this.uf = new Pop3ResponseFramer({ maxLineLength, maxBufferedBytes });
     this.clientTls = host.clientTls;
+    this.screen = !!hooks.onMultiline;
   }
 
   get authenticated(): boolean {
@@ -588,7 +596,7 @@ export class Pop3Session implements Session {
   private onLoginResponse(r: Pop3Response): void {
     switch (this.up) {
       case 'greeting':
-        if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream greeting: ${oneLine(r.text)}`);
+        if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream greeting: ${this.upstreamText(r)}`);
         if (this.host.listener.upstream.tls.mode === 'starttls') {
           this.up = 'capa';
           this.host.sendUpstream(Buffer.from(`CAPA${CRLF}`));
@@ -608,7 +616,7 @@ export class Pop3Session implements Session {
         return;
       }
       case 'stls': {
-        if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STLS: ${oneLine(r.text)}`);
+        if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STLS: ${this.upstreamText(r)}`);
         // Response injection: bytes the upstream sent after its +OK, before the handshake, are discarded.
         const dropped = this.uf.clear();
         if (dropped > 0) this.host.log.warn({ event: 'upstream-stls-injection-discarded', bytes: dropped }, 'discarded upstream bytes after STLS +OK');
@@ -661,14 +669,15 @@ export class Pop3Session implements Session {
       } catch (e) {
         return this.fail(e, 'hook');
       }
-      this.toClient(r.status);
+      this.toClient(this.screen ? '+OK Logged in' : r.status);
     } else {
       this.up = 'ready';
       this.state = 'auth';
       // Never the login itself: only where it was sent.
       this.host.log.info({ event: 'login', result: 'failed', upstream: this.upstreamName }, 'upstream refused login');
       // Keep the upstream's response code if it has one ([AUTH], [IN-USE], [SYS/TEMP]...).
-      this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);
+      if (this.screen) this.toClient(r.text.startsWith('[') ? canonicalErr(r.text, 'Authentication failed') : '-ERR [AUTH] Authentication failed');
+      else this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);
     }
     this.pumpClient();
   }
@@ -723,6 +732,12 @@ export class Pop3Session implements Session {
     if (this.state === 'relay') this.pumpClient();
   }
 
+  /** An upstream status text for a -ERR postern sends: on an inspecting listener only its response code. */
+  private upstreamText(r: Pop3Response): string {
+    if (!this.screen) return oneLine(r.text);
+    return canonicalErr(r.text, 'refused').slice(5);
+  }
+
   /** The upstream closed and everything it sent before has been handled. */
   private upstreamFinished(): void {
     if (this.state === 'quit' && this.inflight.length === 0) return this.end({ kind: 'client-quit' });
@@ -752,45 +767,57 @@ export class Pop3Session implements Session {
 
   private onRelayResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
     if (cmd.name === 'UIDL' && this.hooks.wantsUidl) this.learnUidls(cmd, r);
-    if (cmd.name === 'CAPA' && r.body) {
-      this.host.sendClient(encodeStuffedMultiline(r.status, filterCapa(r.body)));
-    } else if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
-      if (this.hooks.wantsUidl) cmd.uidl = this.uidls.get(Number(cmd.args[0])) ?? null;
-      // The message is held while it is inspected (and a sanitised copy made): ask the memory budget.
-      if (this.host.reserveMemory) {
-        this.lease = this.host.reserveMemory(2 * r.body.length, 'pop3 message inspection');
-        if (!this.lease) {
-          this.toClient('-ERR [SYS/TEMP] postern: busy, message not inspected; try again later');
-          return this.afterResponse(cmd, r);
-        }
+    if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) return this.inspect(cmd, r);
+    if (this.screen) {
+      const s = screenResponse(cmd.name, cmd.args, r);
+      if (!s.ok) {
+        this.host.log.warn({ event: 'upstream-answer-refused', code: ErrorCodes.UNVETTED_RESPONSE, command: cmd.name, reason: s.reason }, 'upstream answer refused: not of the form the command defines');
+        return this.abort(ErrorCodes.UNVETTED_RESPONSE, `upstream answer refused: ${s.reason}`);
       }
-      this.upstreamBusy = true;
-      this.host.pauseUpstream(true);
-      Promise.resolve()
-        .then(() => this.hooks.onMultiline!(cmd, r.body!))
-        .then(
-          (result) => {
-            if (this.state === 'closed') return;
-            if (Buffer.isBuffer(result)) {
-              // "+OK n octets" must state the size of what is sent, not of the upstream's original.
-              const status = result === r.body ? r.status : withOctets(r.status, result);
-              this.host.sendClient(encodeStuffedMultiline(status, result));
-            } else this.toClient(`-ERR ${oneLine(result.error)}`);
-            this.lease?.release();
-            this.lease = null;
-            this.upstreamBusy = false;
-            this.host.pauseUpstream(false);
-            this.afterResponse(cmd, r);
-            this.releaseHeld();
-            this.pumpUpstream();
-          },
-          (e: unknown) => this.fail(e, 'hook'),
-        );
-      return;
+      this.host.sendClient(s.bytes);
+    } else if (cmd.name === 'CAPA' && r.body) {
+      this.host.sendClient(encodeStuffedMultiline(r.status, filterCapa(r.body)));
     } else {
       this.host.sendClient(r.raw);
     }
     this.afterResponse(cmd, r);
+  }
+
+  /** A RETR/TOP body: only what the inspector returns reaches the client. */
+  private inspect(cmd: Pop3PendingCommand, r: Pop3Response): void {
+    const body = r.body!;
+    if (this.hooks.wantsUidl) cmd.uidl = this.uidls.get(Number(cmd.args[0])) ?? null;
+    // The message is held while it is inspected (and a sanitised copy made): ask the memory budget.
+    if (this.host.reserveMemory) {
+      this.lease = this.host.reserveMemory(2 * body.length, 'pop3 message inspection');
+      if (!this.lease) {
+        this.toClient('-ERR [SYS/TEMP] postern: busy, message not inspected; try again later');
+        return this.afterResponse(cmd, r);
+      }
+    }
+    this.upstreamBusy = true;
+    this.host.pauseUpstream(true);
+    Promise.resolve()
+      .then(() => this.hooks.onMultiline!(cmd, body))
+      .then(
+        (result) => {
+          if (this.state === 'closed') return;
+          if (Buffer.isBuffer(result)) {
+            // "+OK n octets" must state the size of what is sent, not of the upstream's original; on an
+            // inspecting listener the status line is postern's own (the upstream's text could carry anything).
+            const status = this.screen ? Buffer.from(`+OK ${unstuff(result).length} octets`, 'latin1') : result === body ? r.status : withOctets(r.status, result);
+            this.host.sendClient(encodeStuffedMultiline(status, result));
+          } else this.toClient(`-ERR ${oneLine(result.error)}`);
+          this.lease?.release();
+          this.lease = null;
+          this.upstreamBusy = false;
+          this.host.pauseUpstream(false);
+          this.afterResponse(cmd, r);
+          this.releaseHeld();
+          this.pumpUpstream();
+        },
+        (e: unknown) => this.fail(e, 'hook'),
+      );
   }
 
   private afterResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {

@@ -313,7 +313,8 @@ describe('POP3 RETR through the default policy', () => {
     try {
       expect((await p.cmd('STAT')).toString('latin1')).toBe((await d.cmd('STAT')).toString('latin1'));
       const list = (await p.cmd('LIST', true)).toString('latin1');
-      expect(list).toBe((await d.cmd('LIST', true)).toString('latin1'));
+      // the same scan listing; the status line is postern's own ("+OK", no upstream text)
+      expect(list).toBe((await d.cmd('LIST', true)).toString('latin1').replace(/^\+OK[^\r\n]*/, '+OK'));
       expect((await p.cmd(`LIST ${M.exe}`)).toString('latin1')).toBe((await d.cmd(`LIST ${M.exe}`)).toString('latin1'));
       const sizes = new Map([...list.matchAll(/^(\d+) (\d+)\r$/gm)].map((m) => [Number(m[1]), Number(m[2])]));
       expect(sizes.get(M.clean)).toBe(CLEAN.length);
@@ -411,7 +412,7 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
       expect(text.match(/^-ERR \[SYS\/PERM\][^\r\n]*\r\n/gm)?.length, text).toBe(2);
       // RETR and TOP: withheld, the original can be neither quarantined nor recorded as protected
       expect(text.match(/^-ERR \[SYS\/TEMP\] postern: message 1 was altered[^\r\n]*\r\n/gm)?.length, text).toBe(2);
-      expect(text).toMatch(/\r\n\+OK Logging out\.\r\n$/);
+      expect(text).toMatch(/\r\n\+OK\r\n$/);
       expect(text).not.toMatch(/^\+OK.*[Dd]elete/m);
     } finally {
       c.close();

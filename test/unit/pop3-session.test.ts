@@ -173,7 +173,8 @@ async function loggedIn(opts: HostOptions = {}, hooks?: Pop3Hooks, byteByByte = 
   await t.upstream('+OK\r\n', byteByByte);
   expect(t.host.takeUpstream()).toBe('PASS s3cret pass\r\n');
   await t.upstream('+OK Logged in.\r\n', byteByByte);
-  expect(t.host.takeClient()).toBe('+OK postern ready\r\n+OK\r\n+OK Logged in.\r\n');
+  // an inspecting session (onMultiline) never relays upstream text: its own status line
+  expect(t.host.takeClient()).toBe(`+OK postern ready\r\n+OK\r\n${hooks?.onMultiline ? '+OK Logged in' : '+OK Logged in.'}\r\n`);
   expect(t.s.authenticated).toBe(true);
   expect(t.host.user).toBe(`alice@${ROUTED_HOST}:110`);
   return t;
@@ -567,7 +568,8 @@ describe('Pop3Session: hooks', () => {
     await client('RETR 1\r\nSTAT\r\nTOP 1 0\r\n');
     await upstream('+OK\r\nsecret\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nsecret\r\n.\r\n');
     await new Promise((r) => setTimeout(r, 30));
-    expect(host.takeClient()).toBe('+OK\r\nXXXXXX\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nXXXXXX\r\n.\r\n');
+    // an inspecting session writes its own status line: the size of what it sends
+    expect(host.takeClient()).toBe('+OK 12 octets\r\nXXXXXX\r\n..x\r\n.\r\n+OK 1 10\r\n+OK 8 octets\r\nXXXXXX\r\n.\r\n');
     expect(seen).toEqual(['RETR 1', 'TOP 1 0']);
     expect(host.pausedUpstream).toBe(false);
   });
@@ -788,7 +790,7 @@ describe('Pop3Session: lifecycle', () => {
     budget = true;
     await t.client('RETR 1\r\n');
     await t.upstream('+OK\r\nbody\r\n.\r\n');
-    expect(t.host.takeClient()).toBe('+OK\r\nbody\r\n.\r\n');
+    expect(t.host.takeClient()).toBe('+OK 6 octets\r\nbody\r\n.\r\n');
     expect([granted, released]).toEqual([12, 1]);
   });
 
@@ -807,7 +809,7 @@ describe('Pop3Session: lifecycle', () => {
     s.onUpstreamEnd();
     expect(host.closed).toBeNull();
     await new Promise((r) => setTimeout(r, 40));
-    expect(host.takeClient()).toBe('+OK 11 octets\r\nSAFE body\r\n.\r\n+OK Logging out.\r\n');
+    expect(host.takeClient()).toBe('+OK 11 octets\r\nSAFE body\r\n.\r\n+OK\r\n');
     expect(host.closed).toEqual({ kind: 'client-quit' });
   });
 
@@ -817,7 +819,7 @@ describe('Pop3Session: lifecycle', () => {
     await upstream('+OK\r\nEVIL\r\n.\r\n');
     s.onUpstreamEnd();
     await new Promise((r) => setTimeout(r, 40));
-    expect(host.takeClient()).toBe('+OK\r\nSAFE\r\n.\r\n-ERR [SYS/TEMP] upstream closed the connection\r\n');
+    expect(host.takeClient()).toBe('+OK 6 octets\r\nSAFE\r\n.\r\n-ERR [SYS/TEMP] upstream closed the connection\r\n');
     expect(host.closed).toMatchObject({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED });
   });
 
@@ -856,7 +858,7 @@ describe('Pop3Session: UIDLs for the inspection stage', () => {
     await client('RETR 1\r\nTOP 1 0\r\nRETR 2\r\n');
     expect(host.takeUpstream()).toBe('UIDL 1\r\nRETR 1\r\nTOP 1 0\r\nUIDL 2\r\nRETR 2\r\n');
     await upstream('+OK 1 uid-one\r\n+OK\r\nA\r\n.\r\n+OK\r\nA\r\n.\r\n-ERR no UIDL here\r\n+OK\r\nB\r\n.\r\n');
-    expect(host.takeClient()).toBe('+OK\r\nA\r\n.\r\n+OK\r\nA\r\n.\r\n+OK\r\nB\r\n.\r\n');
+    expect(host.takeClient()).toBe('+OK 3 octets\r\nA\r\n.\r\n+OK 3 octets\r\nA\r\n.\r\n+OK 3 octets\r\nB\r\n.\r\n');
     expect(r.seen).toEqual([
       { cmd: 'RETR 1', uidl: 'uid-one' },
       { cmd: 'TOP 1 0', uidl: 'uid-one' },
@@ -890,7 +892,7 @@ describe('Pop3Session: UIDLs for the inspection stage', () => {
     await upstream('+OK 6 free\r\n');
     expect(host.takeUpstream()).toBe('DELE 6\r\nQUIT\r\n');
     await upstream('+OK Marked.\r\n+OK Logging out.\r\n');
-    expect(host.takeClient()).toBe('+OK 6 600\r\n-ERR protected\r\n+OK Marked.\r\n+OK Logging out.\r\n');
+    expect(host.takeClient()).toBe('+OK 6 600\r\n-ERR protected\r\n+OK\r\n+OK\r\n');
     expect(r.dele).toEqual([
       { n: 5, uidl: 'PROT' },
       { n: 6, uidl: 'free' },
@@ -918,7 +920,7 @@ describe('Pop3Session: UIDLs for the inspection stage', () => {
     expect(order).toEqual(['retr-vetted', 'dele 1']);
     expect(host.takeUpstream()).toBe('RETR 1\r\nQUIT\r\n');
     await upstream('+OK bye\r\n');
-    expect(host.takeClient()).toBe('+OK\r\nX\r\n.\r\n-ERR no\r\n+OK bye\r\n');
+    expect(host.takeClient()).toBe('+OK 3 octets\r\nX\r\n.\r\n-ERR no\r\n+OK\r\n');
   });
 });
 
@@ -960,5 +962,71 @@ describe('Pop3Session: the login is never logged when it is refused', () => {
     await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
     await upstream('+OK\r\n+OK Logged in.\r\n');
     expect(host.user).toBe(`alice@${ROUTED_HOST}:110`);
+  });
+});
+
+describe('Pop3Session: on an inspecting listener no upstream byte is relayed as received', () => {
+  const EICAR_TEXT = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
+  const inspecting = (): Pop3Hooks => ({ onMultiline: (_c, body) => body });
+
+  it('rebuilds every answer from its parse: status texts dropped, response codes kept, listings checked line by line', async () => {
+    const { host, client, upstream } = await loggedIn({}, inspecting());
+    await client('STAT\r\nLIST\r\nLIST 2\r\nUIDL\r\nUIDL 2\r\nDELE 1\r\nNOOP\r\nRSET\r\nRETR 9\r\nDELE 2\r\nCAPA\r\nQUIT\r\n');
+    await upstream(
+      `+OK 2 3456 ${EICAR_TEXT}\r\n` +
+        `+OK 2 messages ${EICAR_TEXT}\r\n1 1200\r\n2 2256\r\n.\r\n` +
+        `+OK 2 2256 ${EICAR_TEXT}\r\n` +
+        '+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n' +
+        '+OK 2 bbb\r\n' +
+        `+OK Marked ${EICAR_TEXT}\r\n+OK ${EICAR_TEXT}\r\n+OK\r\n` +
+        `-ERR ${EICAR_TEXT}\r\n-ERR [IN-USE] ${EICAR_TEXT}\r\n` +
+        `+OK\r\nTOP\r\nUIDL\r\nIMPLEMENTATION ${EICAR_TEXT}\r\nSASL PLAIN LOGIN\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900 USER\r\nXVENDOR ${EICAR_TEXT}\r\nSTLS\r\n.\r\n` +
+        `+OK ${EICAR_TEXT}\r\n`,
+    );
+    expect(host.takeClient()).toBe(
+      '+OK 2 3456\r\n+OK\r\n1 1200\r\n2 2256\r\n.\r\n+OK 2 2256\r\n+OK\r\n1 aaa\r\n2 bbb\r\n.\r\n+OK 2 bbb\r\n+OK\r\n+OK\r\n+OK\r\n' +
+        '-ERR RETR failed\r\n-ERR [IN-USE] DELE failed\r\n' +
+        '+OK\r\nTOP\r\nUIDL\r\nSASL PLAIN\r\nEXPIRE NEVER\r\nLOGIN-DELAY 900 USER\r\n.\r\n+OK\r\n',
+    );
+    expect(host.closed).toEqual({ kind: 'client-quit' });
+  });
+
+  it.each([
+    ['a single line where a listing belongs (the next answers would be read as its body)', 'UIDL\r\nRETR 2\r\n', `+OK 5 messages\r\n+OK 2 aaa\r\n+OK 80 octets\r\n${EICAR_TEXT}\r\n.\r\n`, 'malformed UIDL listing'],
+    ['message lines inside a listing', 'LIST\r\n', `+OK\r\n1 120\r\nFrom: x\r\n\r\n${EICAR_TEXT}\r\n.\r\n`, 'malformed LIST listing'],
+    ['a UIDL answer for another message', 'UIDL 3\r\n', '+OK 4 ddd\r\n', 'malformed UIDL 3 answer'],
+    ['a STAT answer without numbers', 'STAT\r\n', `+OK ${EICAR_TEXT}\r\n`, 'malformed STAT answer'],
+    ['a continuation', 'NOOP\r\n', `+ ${EICAR_TEXT}\r\n`, 'continuation request answering NOOP'],
+  ])('refuses %s: the session ends (E_UNVETTED_RESPONSE), nothing of it reaches the client', async (_n, cmds, answer, reason) => {
+    const { host, client, upstream } = await loggedIn({ upstream: undefined }, { ...inspecting(), wantsUidl: false });
+    await client(cmds);
+    await upstream(answer);
+    expect(host.takeClient()).toBe(`-ERR [SYS/TEMP] upstream answer refused: ${reason}\r\n`);
+    expect(host.closed?.code).toBe(ErrorCodes.UNVETTED_RESPONSE);
+  });
+
+  it('RETR: the status line is postern\u2019s own (the upstream text never reaches the client)', async () => {
+    const { host, client, upstream } = await loggedIn({}, inspecting());
+    await client('RETR 1\r\n');
+    await upstream(`+OK ${EICAR_TEXT}\r\nSubject: x\r\n\r\nbody\r\n.\r\n`);
+    expect(host.takeClient()).toBe('+OK 20 octets\r\nSubject: x\r\n\r\nbody\r\n.\r\n');
+  });
+
+  it('greeting, STLS and login answers: only response codes, never upstream text', async () => {
+    const a = setup({}, inspecting());
+    a.host.takeClient();
+    await a.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await a.upstream(`-ERR [SYS/TEMP] ${EICAR_TEXT}\r\n`);
+    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting: [SYS/TEMP] refused\r\n');
+
+    const b = setup({}, inspecting());
+    b.host.takeClient();
+    await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await b.upstream(`+OK ${EICAR_TEXT}\r\n+OK ${EICAR_TEXT}\r\n-ERR ${EICAR_TEXT}\r\n`);
+    await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await b.upstream(`+OK\r\n-ERR [IN-USE] ${EICAR_TEXT}\r\n`);
+    await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    await b.upstream(`+OK\r\n+OK ${EICAR_TEXT}\r\n`);
+    expect(b.host.takeClient()).toBe('+OK\r\n-ERR [AUTH] Authentication failed\r\n+OK\r\n-ERR [IN-USE] Authentication failed\r\n+OK\r\n+OK Logged in\r\n');
   });
 });
