@@ -116,8 +116,8 @@ export function inspectZip(data: Buffer, limits: ZipLimits): ZipReport {
 
 /**
  * True when a ZIP reader that looks for the end record (as all do, ignoring data in front) could
- * find an archive with entries in `buf`: an end record in the last 64 KiB + 22 bytes that claims
- * entries, with a central or local header signature somewhere before it (readers differ in where
+ * find an archive in `buf`: an end record in the last 64 KiB + 22 bytes with a central or local
+ * header signature somewhere before it (readers differ in where
  * they look for the directory, so any will do). Used to open parts that do not look like ZIPs from
  * their first bytes. A random file passes this with a probability far below 1e-7.
  */
@@ -125,7 +125,6 @@ export function containsZip(buf: Buffer): boolean {
   const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
   for (let i = buf.length - EOCD_LEN; i >= min; i--) {
     if (buf[i] !== 0x50 || buf.readUInt32LE(i) !== SIG_EOCD) continue;
-    if (buf.readUInt16LE(i + 10) === 0 && buf.readUInt32LE(i + 12) === 0) continue;
     const before = buf.subarray(0, i);
     return before.includes(CEN_SIG_BYTES) || before.includes(LOC_SIG_BYTES);
   }
@@ -134,7 +133,7 @@ export function containsZip(buf: Buffer): boolean {
 
 /**
  * Cheap streaming pre-check for containsZip: true when the last 64 KiB + 22 bytes of the decoded
- * chunks hold an end-record signature of an archive with entries. Holds only that tail in memory.
+ * chunks hold an end-record signature. Holds only that tail in memory.
  */
 export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
   const keep = EOCD_LEN + MAX_COMMENT + 3;
@@ -154,7 +153,7 @@ export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
   const all = Buffer.concat(parts);
   const tail = all.subarray(Math.max(0, all.length - keep));
   for (let i = tail.length - EOCD_LEN; i >= 0; i--) {
-    if (tail[i] === 0x50 && tail.readUInt32LE(i) === SIG_EOCD && (tail.readUInt16LE(i + 10) !== 0 || tail.readUInt32LE(i + 12) !== 0)) return true;
+    if (tail[i] === 0x50 && tail.readUInt32LE(i) === SIG_EOCD) return true;
   }
   return false;
 }
