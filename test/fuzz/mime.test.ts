@@ -19,7 +19,7 @@ import { inspectMessage } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { renderItem } from '../../src/inspect/render.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { createJudge, kindOf, readerFamily } from '../../scripts/fuzz/lib/mime-harness.mjs';
+import { createJudge, kindOf, readerFamily, type Finding, type Judge } from '../../scripts/fuzz/lib/mime-harness.mjs';
 import { EICAR, EXE, b64lines, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
 
 const SEED = 'ci-1';
@@ -28,22 +28,9 @@ const CASES = Number(process.env.MIME_FUZZ_CASES ?? 2000);
 const BUDGET_MS = Number(process.env.MIME_FUZZ_MS ?? 75_000);
 const ESCAPES_DIR = resolve(__dirname, '../fixtures/mime-escapes');
 
-interface Finding {
-  reader: string;
-  kind: string;
-  where: string;
-  detail: string;
-}
-interface Judge {
-  judge(raw: Buffer): Promise<{ status: string; findings: Finding[]; hits: unknown[] }>;
-  judgeCase(seed: string, i: number): Promise<{ gen: { tags: string[] }; result: { status: string; findings: Finding[]; selfNotes: string[] } }>;
-  read(raw: Buffer): Promise<{ findings: Finding[] }>;
-  close(): Promise<void>;
-}
-
 let J: Judge;
 beforeAll(async () => {
-  J = (await createJudge({ inspectMessage, loadPolicy, renderItem, parseFetchItems, simpleParser })) as Judge;
+  J = await createJudge({ inspectMessage, loadPolicy, renderItem, parseFetchItems, simpleParser });
 });
 afterAll(async () => {
   await J?.close();

@@ -176,8 +176,8 @@ function dangerPart(rng) {
       const enc = rng.weighted([[3, 'raw7'], [3, 'qp'], [3, 'base64']]);
       return { ...leaf('text/plain', [['charset', 'us-ascii']], Buffer.concat([Buffer.from('Please run the following test:\n\n'), EICAR, Buffer.from('\n\nThanks\n')]), enc), danger: kind, text: true };
     }
-    case 'uu-text':
     default: {
+      // 'uu-text'
       const eicar = rng.chance(0.3);
       const body = `Hello,\n\nthe file is below.\n\n${uuBlock(eicar ? EICAR : EXE, eicar ? 'test.bin' : 'evil.exe', rng.pick(['644', '0644', '666', '755']))}\n\nBye\n`;
       const enc = rng.weighted([[6, 'raw7'], [2, 'qp'], [2, 'base64']]);
@@ -907,7 +907,7 @@ function encodeBody(p) {
     }
     case 'qp': {
       let s = qpEncode(payload, !p.text);
-      if (p.quirk === 'lower-hex') s = s.replace(/=([0-9A-F]{2})/g, (m, h) => '=' + h.toLowerCase());
+      if (p.quirk === 'lower-hex') s = s.replace(/=([0-9A-F]{2})/g, (_m, h) => '=' + h.toLowerCase());
       if (p.quirk === 'soft-everywhere') s = s.replace(/(.{3})/g, '$1=\n');
       if (p.quirk === 'bad-escape') s = '=ZZ' + s;
       if (p.quirk === 'trail-ws') s = s.split('\n').map((l) => l + ' \t').join('\n');
@@ -915,10 +915,8 @@ function encodeBody(p) {
     }
     case 'uu':
       return uuBlock(payload, p.dname ?? 'file.bin');
-    case 'raw7':
-    case 'raw8':
-    case 'bin':
     default:
+      // raw7, raw8, bin
       return payload;
   }
 }

@@ -53,8 +53,9 @@ function latin1AsUtf8(s) {
   return Buffer.from(s, 'latin1').toString('utf8');
 }
 
-// eslint-disable-next-line no-control-regex
-const INVISIBLE = /[\x01-\x1f\x7f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]/g;
+// controls, soft hyphen, joiners, bidi controls, variation selectors, fillers: dropped or invisible
+const INVISIBLE_RANGES = [[0x01, 0x1f], [0x7f, 0x7f], [0xad, 0xad], [0x34f, 0x34f], [0x61c, 0x61c], [0x115f, 0x1160], [0x17b4, 0x17b5], [0x180b, 0x180e], [0x200b, 0x200f], [0x202a, 0x202e], [0x2060, 0x206f], [0x3164, 0x3164], [0xfe00, 0xfe0f], [0xfeff, 0xfeff], [0xffa0, 0xffa0]];
+const dropInvisible = (s) => [...s].filter((ch) => !INVISIBLE_RANGES.some(([a, b]) => ch.codePointAt(0) >= a && ch.codePointAt(0) <= b)).join('');
 const LEVELS = [
   ['plain', (s) => s.trim()],
   ['windows', (s) => {
@@ -62,7 +63,7 @@ const LEVELS = [
     x = x.replace(/^([^:]*\.[^:.]*):.*$/s, '$1'); // alternate data stream suffix
     return x.replace(/[\s.]+$/u, '').trim();
   }],
-  ['invisible', (s) => s.replace(INVISIBLE, '')],
+  ['invisible', dropInvisible],
   ['nul', (s) => s.split('\u0000')[0]],
   ['nul-dropped', (s) => s.replace(/\u0000/g, '')],
   ['nfkc', (s) => s.normalize('NFKC')],
@@ -101,7 +102,7 @@ export function mzLevel(buf) {
 export const mzKind = (level) => (level === 2 ? 'mz' : 'mz~embedded');
 
 function payloadFindings(reader, where, buf, out) {
-  if (!buf || !buf.length) return;
+  if (!buf?.length) return;
   const mz = mzLevel(buf);
   if (mz) out.push({ reader, kind: mzKind(mz), where, detail: mz === 2 ? 'payload is the MZ executable' : 'MZ marker inside the payload' });
   if (buf.includes(EICAR)) out.push({ reader, kind: 'eicar', where, detail: 'EICAR in decoded payload' });
@@ -154,7 +155,7 @@ export function uuDecodeBlocks(buf) {
 export const uuKind = (kind, strict) => (strict ? kind : `${kind.split('~')[0]}~uu-lenient`);
 
 function uuFindings(reader, where, buf, out) {
-  if (!buf || !buf.includes('begin')) return;
+  if (!buf?.includes('begin')) return;
   for (const b of uuDecodeBlocks(buf)) {
     const how = dangerousName(b.name);
     if (how) out.push({ reader: `${reader}+uu`, kind: uuKind('name', b.strict), where, detail: `uuencoded block named ${JSON.stringify(b.name)} (${how})` });
@@ -208,7 +209,7 @@ export function parseImapValue(buf, pos = 0) {
       i += n;
       return v;
     }
-    let start = i;
+    const start = i;
     while (i < s.length && s[i] !== 0x20 && s[i] !== 0x29 && s[i] !== 0x28) i++;
     const atom = s.toString('latin1', start, i);
     return atom.toUpperCase() === 'NIL' ? null : atom;
