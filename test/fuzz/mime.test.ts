@@ -132,7 +132,7 @@ describe('MIME fuzz: generated hostile messages', () => {
       const summary = `${escaped} of ${n} cases escaped; ${n} cases in ${Math.round((Date.now() - t0) / 1000)} s; verdicts ${JSON.stringify(Object.fromEntries(status))}; escapes by kind@reader ${JSON.stringify(Object.fromEntries(byKind))}`;
       console.log(`mime fuzz: ${summary}`);
       if (notClean.length) console.log(`mime fuzz: postern's output re-inspected not clean (no dangerous hit) in ${notClean.length} cases, e.g. ${notClean.slice(0, 10).join(', ')}`);
-      expect(n).toBeGreaterThan(Math.min(CASES, 200));
+      expect(n).toBeGreaterThanOrEqual(Math.min(CASES, 200));
       expect(escapes, summary).toEqual([]);
     },
     BUDGET_MS + 60_000,
