@@ -26,6 +26,9 @@ import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
 import { CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
+
+/** After the session ends, how long the client gets to read the last bytes and close before it is reset. */
+const CLIENT_CLOSE_GRACE_MS = 2000;
 import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from '../session/types.js';
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -304,13 +307,28 @@ export class Connection implements SessionHost {
     this.log.warn({ code, ...details }, 'ending session: client does not read its output');
     this.heldInput = [];
     this.heldInputBytes = 0;
-    this.client.destroy();
+    this.resetClient();
     // the session may be in the middle of producing output: tell it once that call has returned
     queueMicrotask(() => {
       if (this.closed) return;
       this.session.onClientEnd();
       if (!this.closed) this.close(this.closeOverride!);
     });
+  }
+
+  /**
+   * Ends the client connection with a TCP RST: the kernel drops what the client never read at once,
+   * and the client learns the session is over (a FIN would be queued behind its unread output).
+   */
+  private resetClient(): void {
+    const sock = this.client;
+    const tcp = sock instanceof tls.TLSSocket ? (sock as tls.TLSSocket & { _parent?: unknown })._parent : sock;
+    try {
+      if (tcp instanceof net.Socket && !tcp.destroyed) tcp.resetAndDestroy();
+    } catch {
+      // not a TCP handle (already closed, or a socket type without reset): a plain destroy below
+    }
+    sock.destroy();
   }
 
   sendClient(data: Buffer): void {
@@ -639,9 +657,17 @@ export class Connection implements SessionHost {
     for (const lease of this.leases) lease.release();
     this.leases.clear();
     this.wakeDrainWaiters();
-    this.client.end();
-    if (this.socketReadPaused) this.client.resume();
-    setTimeout(() => this.client.destroy(), 2000).unref();
+    if (this.clientPausedForOutput) {
+      // it does not read: a FIN would wait behind its unread output forever
+      this.resetClient();
+    } else {
+      this.client.end();
+      if (this.socketReadPaused) this.client.resume();
+      const client = this.client;
+      setTimeout(() => {
+        if (!client.destroyed) this.resetClient();
+      }, CLIENT_CLOSE_GRACE_MS).unref();
+    }
     const level = reason.kind === 'error' || reason.code === ErrorCodes.HOLD_TIMEOUT ? 'warn' : 'info';
     this.log[level](
       {

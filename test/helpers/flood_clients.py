@@ -1,11 +1,12 @@
 """Hostile load for test/integration/memory.test.ts, run as a child process so that its buffers do not
 count in the RSS of the postern under test: clients that send a command in a loop and never read the
 replies. Each socket gets a tiny receive buffer (SO_RCVBUF before connect), so the kernel absorbs only
-a few KB of replies and what postern holds is what it decides to hold. Clients write as fast as the
-socket takes it until postern ends the connection or duration_ms passes; then they stay connected
-(still not reading) for grace_ms, and report.
+a few KB of replies and what postern holds is what it decides to hold. Each client writes as fast as
+the socket takes it for durationMs from the moment it is connected (TLS: handshake done), unless
+postern ends the connection first; then it stays connected, still not reading. Everything stops
+graceMs after the last client stopped sending (or at capMs), and the clients report.
 
-argv[1]: JSON {"durationMs", "graceMs", "groups": [{"port", "tls", "count", "command"}]}
+argv[1]: JSON {"durationMs", "graceMs", "capMs", "groups": [{"port", "tls", "count", "command"}]}
 stdout: one JSON line {"clients": [{"group", "sent", "closedByServerAfterMs" (null: never)}]}
 """
 import json
@@ -32,7 +33,8 @@ for gi, g in enumerate(spec["groups"]):
         fd = raw.fileno()  # before wrapping: wrap_socket detaches raw
         s = ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False) if g["tls"] else raw
         clients.append({"group": gi, "sock": s, "fd": fd, "tls": g["tls"], "handshaken": not g["tls"],
-                        "chunk": g["command"].encode() * 256, "sent": 0, "closed": None, "done": False})
+                        "chunk": g["command"].encode() * 256, "sent": 0, "closed": None, "done": False,
+                        "until": None if g["tls"] else ms() + spec["durationMs"]})
 
 poll = select.poll()
 byfd = {}
@@ -55,14 +57,22 @@ def finish(c, by_server):
     except OSError:
         pass
 
-deadline = spec["durationMs"] + spec["graceMs"]
-sending = True
-while any(not c["done"] for c in clients) and ms() < deadline:
-    if sending and ms() >= spec["durationMs"]:
-        sending = False
-        for c in clients:
-            if not c["done"] and c["handshaken"]:
-                poll.modify(c["fd"], select.POLLRDHUP)
+cap = spec.get("capMs", 120000)
+
+def sending(c):
+    return c["until"] is not None and ms() < c["until"]
+
+def stop_at():
+    # graceMs after the last client stopped sending (handshakes still pending: not yet known)
+    if any(c["until"] is None and not c["done"] for c in clients):
+        return cap
+    return min(cap, max([c["until"] for c in clients if c["until"] is not None] + [0]) + spec["graceMs"])
+
+while any(not c["done"] for c in clients) and ms() < stop_at():
+    for c in clients:
+        if not c["done"] and c["handshaken"] and not c.get("quiet") and not sending(c):
+            c["quiet"] = True
+            poll.modify(c["fd"], select.POLLRDHUP)
     for fd, ev in poll.poll(100):
         c = byfd[fd]
         if c["done"]:
@@ -74,10 +84,11 @@ while any(not c["done"] for c in clients) and ms() < deadline:
             if not c["handshaken"]:
                 c["sock"].do_handshake()
                 c["handshaken"] = True
+                c["until"] = ms() + spec["durationMs"]
                 # from now on never read: only writability and hang-up matter
-                poll.modify(fd, (select.POLLOUT if sending else 0) | select.POLLRDHUP)
+                poll.modify(fd, select.POLLOUT | select.POLLRDHUP)
                 continue
-            if not sending:
+            if not sending(c):
                 continue
             while True:
                 n = c["sock"].send(c["chunk"])

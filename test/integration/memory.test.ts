@@ -14,6 +14,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { DEFAULT_FLOW_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../../src/limits.js';
+import type { Session, SessionHost } from '../../src/session/types.js';
+import { startDovecot, type Dovecot } from '../harness/dovecot.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 
 const FLOOD_SCRIPT = path.resolve(import.meta.dirname, '../helpers/flood_clients.py');
@@ -77,7 +79,7 @@ describe('clients that never read (pre-login command loops)', () => {
 
     const sampleRss = () => process.memoryUsage.rss();
     // warm-up: TLS contexts, leaf minting, code paths, so the baseline is not taken cold
-    await flood({ durationMs: 300, graceMs: 0, groups: [{ port: p.port('imap'), tls: false, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('imaps'), tls: true, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('pop3'), tls: false, count: 2, command: 'CAPA\r\n' }] }, 20_000);
+    await flood({ durationMs: 300, graceMs: 0, capMs: 15_000, groups: [{ port: p.port('imap'), tls: false, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('imaps'), tls: true, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('pop3'), tls: false, count: 2, command: 'CAPA\r\n' }] }, 20_000);
     await waitFor(() => p.server.sessionCount === 0, 10_000);
     const warmupCloses = closeLines(p).length;
     const before = sampleRss();
@@ -88,17 +90,19 @@ describe('clients that never read (pre-login command loops)', () => {
     try {
       result = await flood(
         {
-          // send for 10 s; then stay connected without reading until postern ends the session (what
-          // postern already read is still being answered; on a loaded machine that takes a while)
+          // each client sends for 10 s once connected, then stays connected without reading until
+          // postern ends the session (what postern already read is still being answered; on a loaded
+          // machine that takes a while)
           durationMs: 10_000,
-          graceMs: 50_000,
+          graceMs: 40_000,
+          capMs: 80_000,
           groups: [
             { port: p.port('imap'), tls: false, count: 20, command: 'a CAPABILITY\r\n' },
             { port: p.port('imaps'), tls: true, count: 10, command: 'a CAPABILITY\r\n' },
             { port: p.port('pop3'), tls: false, count: 20, command: 'CAPA\r\n' },
           ],
         },
-        90_000,
+        100_000,
       );
       await waitFor(() => p.server.sessionCount === 0, 10_000);
     } finally {
@@ -112,7 +116,8 @@ describe('clients that never read (pre-login command loops)', () => {
     console.log(
       `memory flood: RSS before ${(before / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB (+${((peak - before) / MiB).toFixed(1)}), ` +
         `after ${(after / MiB).toFixed(1)} MiB; clients sent ${sentMiB.toFixed(1)} MiB of commands; last session ended by postern after ${lastClose} ms; total ${elapsed} ms; ` +
-        `codes ${JSON.stringify(countBy(closes.map((c) => `${c.listener}:${c.code}`)))}`,
+        `codes ${JSON.stringify(countBy(closes.map((c) => `${c.listener}:${c.code}`)))}; ` +
+        `clients not closed by postern per group ${JSON.stringify(countBy(result.clients.filter((c) => c.closedByServerAfterMs === null).map((c) => String(c.group))))}`,
     );
 
     expect(peak - before).toBeLessThan(MAX_RSS_GROWTH);
@@ -124,7 +129,7 @@ describe('clients that never read (pre-login command loops)', () => {
     // the IMAP sessions are ended by the host's output bound (no IMAP pre-login command cap interferes)
     for (const c of closes.filter((x) => x.listener !== 'pop3')) expect(['E_CLIENT_STALLED', 'E_CLIENT_OUTPUT_LIMIT']).toContain(c.code);
     expect(p.server.memory.used).toBe(0);
-  }, 120_000);
+  }, 150_000);
 
   it('a client that sends a burst and never reads is paused at the soft bound: its unread output stays bounded', async () => {
     postern = await startPostern([{ name: 'imap', upstream: { host: '127.0.0.1', port: 9, tls: 'none' }, limits: { clientStallTimeoutMs: 0 } }]);
@@ -153,6 +158,90 @@ describe('clients that never read (pre-login command loops)', () => {
     await waitFor(() => p.server.sessionCount === 0, 3000);
     expect(p.server.memory.used).toBe(0);
   });
+});
+
+describe('hard output limit', () => {
+  it('one write larger than the hard limit (over max_buffered_bytes + soft) ends the session with E_CLIENT_OUTPUT_LIMIT', async () => {
+    const createSession = (host: SessionHost): Session => ({
+      authenticated: false,
+      start: () => host.sendClient(Buffer.from('* OK blabbermouth\r\n')),
+      // more than the kernel's socket buffers can take at once, so most of it stays unread in postern
+      onClientData: () => host.sendClient(Buffer.alloc(32 * MiB, 0x61)),
+      onUpstreamData: () => undefined,
+      onClientEnd: () => host.close({ kind: 'client-closed' }),
+      onUpstreamEnd: () => undefined,
+      shutdown: () => host.close({ kind: 'shutdown' }),
+      onTimeout: () => undefined,
+    });
+    postern = await startPostern(
+      [{ name: 'x', upstream: { host: '127.0.0.1', port: 9, tls: 'none' }, limits: { maxBufferedBytes: 64 * 1024, clientOutputSoftBytes: 256 * 1024, clientOutputHardBytes: MiB, clientStallTimeoutMs: 0 } }],
+      { createSession },
+    );
+    const p = postern;
+    onTestFailed(() => console.error(p.logs()));
+    const sock = net.connect(p.port('x'), '127.0.0.1');
+    sock.pause();
+    sock.on('error', () => undefined);
+    const closed = new Promise<void>((r) => sock.on('close', () => r()));
+    await new Promise((r) => sock.once('connect', r));
+    sock.write('x\r\n');
+    await waitFor(() => p.server.sessionCount === 0, 5000);
+    sock.resume(); // read what arrived: the connection then ends (postern destroyed its side)
+    await closed;
+    expect(p.logs()).toMatch(/"code":"E_CLIENT_OUTPUT_LIMIT".*"msg":"ending session: client does not read its output"/);
+    expect(p.logs()).toMatch(/"reason":"error","code":"E_CLIENT_OUTPUT_LIMIT".*"msg":"session closed"/);
+    expect(p.server.memory.used).toBe(0);
+  });
+});
+
+describe('upstream side: a relay whose client does not read pauses the upstream (real Dovecot)', () => {
+  let dovecot: Dovecot | null = null;
+  afterEach(async () => {
+    await dovecot?.stop();
+    dovecot = null;
+  });
+
+  it('IMAP FETCH and POP3 RETR of a 30 MB message to clients that never read: postern stops reading Dovecot', async () => {
+    dovecot = await startDovecot();
+    const big = `From: a@example.com\r\nTo: alice@example.com\r\nSubject: big\r\n\r\n${'0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789\r\n'.repeat(400_000)}`;
+    await dovecot.deliver('alice', big);
+    postern = await startPostern([
+      { name: 'imap', upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' }, limits: { clientStallTimeoutMs: 0 } },
+      { name: 'pop3', protocol: 'pop3', upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' }, limits: { clientStallTimeoutMs: 0 } },
+    ]);
+    const p = postern;
+    onTestFailed(() => console.error(p.logs()));
+    const stalled = async (listener: string, script: string) => {
+      const sock = net.connect(p.port(listener), '127.0.0.1');
+      sock.on('error', () => undefined);
+      await new Promise((r) => sock.once('connect', r));
+      sock.write(script);
+      sock.pause(); // from here on the client reads nothing
+      return sock;
+    };
+    const imap = await stalled('imap', `a LOGIN alice ${dovecot.users.alice}\r\nb SELECT INBOX\r\nc FETCH 1 BODY.PEEK[]\r\n`);
+    // POP3 assembles each response whole before relaying it: ask for the message three times
+    const pop3 = await stalled('pop3', `USER alice\r\nPASS ${dovecot.users.alice}\r\nRETR 1\r\nRETR 1\r\nRETR 1\r\n`);
+    await new Promise((r) => setTimeout(r, 3000));
+    const held = p.server.memory.used;
+    imap.destroy();
+    pop3.destroy();
+    await waitFor(() => p.server.sessionCount === 0, 5000);
+    const closes = closeLines(p) as Array<CloseLine & { bytes: { fromUpstream: number; toClient: number } }>;
+    const report = closes.map((c) => `${c.listener}: read ${(c.bytes.fromUpstream / MiB).toFixed(1)} MiB from Dovecot`).join(', ');
+    console.log(`upstream backpressure: message ${(big.length / MiB).toFixed(1)} MiB; ${report}; postern held ${(held / 1024).toFixed(0)} KiB for both`);
+    expect(closes).toHaveLength(2);
+    const imapClose = closes.find((c) => c.listener === 'imap')!;
+    const pop3Close = closes.find((c) => c.listener === 'pop3')!;
+    // IMAP streams literals: only a few MB are read from Dovecot
+    expect(imapClose.bytes.fromUpstream).toBeGreaterThan(64 * 1024); // the transfer had started
+    expect(imapClose.bytes.fromUpstream).toBeLessThan(big.length / 3);
+    // POP3 holds one whole response (at most max_buffered_bytes), then stops reading Dovecot
+    expect(pop3Close.bytes.fromUpstream).toBeGreaterThan(big.length);
+    expect(pop3Close.bytes.fromUpstream).toBeLessThan(1.5 * big.length);
+    // unread output: IMAP a few hundred KiB, POP3 one message
+    expect(held).toBeLessThan(big.length + 2 * MiB);
+  }, 60_000);
 });
 
 describe('process-wide memory budget', () => {
