@@ -77,12 +77,19 @@ export class Pop3Inspector {
    */
   private readonly verdicts = new Map<number, Verdict>();
   /**
+   * SHA-256 of the original each verdict was made for: a cached verdict or output is used only for
+   * the very same bytes (an upstream may answer the same RETR n with another message).
+   */
+  private readonly originals = new Map<number, string>();
+  /**
    * Sanitised outputs of changed/blocked messages, oldest first, within the listener's
    * inspect.cacheMemoryBytes: a client downloading a large mailbox must not pile every message up in
    * memory. An evicted message is simply inspected again if asked for again (the result is deterministic).
    */
   private readonly outputs = new Map<number, Buffer>();
   private outputBytes = 0;
+  /** Messages altered in this session whose original is not in quarantine: DELE refused by verdict. */
+  private readonly keep = new Set<number>();
   /** Messages whose protected-originals record is settled in this session (recorded, or lifted/not needed). */
   private readonly guarded = new Set<number>();
   private readonly store: ProtectedStore | null;
@@ -111,8 +118,16 @@ export class Pop3Inspector {
     };
   }
 
+  private forget(n: number): void {
+    const b = this.outputs.get(n);
+    if (!b) return;
+    this.outputs.delete(n);
+    this.outputBytes -= b.length;
+  }
+
   private remember(n: number, output: Buffer): void {
     const budget = this.deps.listener.inspect.cacheMemoryBytes;
+    this.forget(n);
     if (output.length > budget) return;
     this.outputs.set(n, output);
     this.outputBytes += output.length;
@@ -125,10 +140,17 @@ export class Pop3Inspector {
 
   /** The sanitised message n, or an error text when it could not be vetted. */
   private async sanitised(n: number, raw: Buffer): Promise<{ output: Buffer; verdict: Verdict } | { error: string }> {
-    const known = this.verdicts.get(n);
+    const sha = createHash('sha256').update(raw).digest('hex');
+    const known = this.originals.get(n) === sha ? this.verdicts.get(n) : undefined;
     if (known?.status === 'clean') return { output: raw, verdict: known };
     const cached = known ? this.outputs.get(n) : undefined;
     if (known && cached) return { output: cached, verdict: known };
+    if (this.originals.has(n) && this.originals.get(n) !== sha) {
+      // message n changed within the session: judge it afresh, and keep what DELE must know about both
+      this.deps.log.warn({ msgno: n, event: 'message-changed' }, 'upstream served different bytes for the same message number');
+      this.guarded.delete(n);
+      this.forget(n);
+    }
     try {
       const r = await inspectMessage(raw, this.deps.policy, { listener: this.deps.listener.name, protocol: 'pop3', msgno: n }, this.deps.engine);
       const verdict = r.verdict;
@@ -152,6 +174,9 @@ export class Pop3Inspector {
         return { error: `[SYS/TEMP] postern: message ${n} could not be scanned; try again later` };
       }
       this.verdicts.set(n, verdict);
+      this.originals.set(n, sha);
+      // DELE stays refused if any version of message n seen in this session was altered unprotected
+      if (unprotected(verdict)) this.keep.add(n);
       if (verdict.status !== 'clean') this.remember(n, r.output);
       return { output: r.output, verdict };
     } catch (err) {
@@ -224,8 +249,8 @@ export class Pop3Inspector {
 
   private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {
     const v = this.verdicts.get(n);
-    if (v && unprotected(v)) {
-      this.deps.log.warn({ msgno: n, reason: v.quarantineFailed ? 'quarantine-failed' : 'not-quarantined', event: 'dele-refused' }, 'DELE refused: message was altered and its original is not in quarantine');
+    if (this.keep.has(n)) {
+      this.deps.log.warn({ msgno: n, reason: v?.quarantineFailed ? 'quarantine-failed' : 'not-quarantined', event: 'dele-refused' }, 'DELE refused: message was altered and its original is not in quarantine');
       return `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`;
     }
     const store = this.store;

@@ -36,7 +36,7 @@ import {
   type Pop3Response,
   type StrictCommand,
 } from '../protocol/pop3/framer.js';
-import { canonicalErr, screenResponse } from '../protocol/pop3/screen.js';
+import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import { routeLogin } from './routing.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, UpstreamTarget } from './types.js';
 
@@ -767,7 +767,14 @@ export class Pop3Session implements Session {
 
   private onRelayResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
     if (cmd.name === 'UIDL' && this.hooks.wantsUidl) this.learnUidls(cmd, r);
-    if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) return this.inspect(cmd, r);
+    if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
+      const mismatch = octetsMismatch(r);
+      if (mismatch) {
+        this.host.log.warn({ event: 'upstream-answer-refused', code: ErrorCodes.UPSTREAM_PROTOCOL, command: cmd.name, reason: mismatch }, 'upstream message answer does not match its announced size');
+        return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream ${cmd.name} ${mismatch}`);
+      }
+      return this.inspect(cmd, r);
+    }
     if (this.screen) {
       const s = screenResponse(cmd.name, cmd.args, r);
       if (!s.ok) {

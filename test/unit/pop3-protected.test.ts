@@ -323,4 +323,24 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     expect(await retr(a, 1, EXE, 'u1')).toEqual({ error: expect.stringMatching(/^\[SYS\/TEMP\]/) });
     expect(await dele(a, 1, 'u1')).toMatch(/^\[SYS\/PERM\]/);
   });
+
+  it('an upstream that serves other bytes for the same message number gets them judged afresh (no verdict reused)', async () => {
+    const qdir = freshDir();
+    const a = session({ qdir });
+    expect(await retr(a, 1, CLEAN, 'u1')).toEqual(stuff(Buffer.from(CLEAN)));
+    const second = (await retr(a, 1, EXE, 'u1')) as Buffer;
+    expect(unstuff(second).toString('latin1')).not.toContain('POSTERN-EXE-MARKER');
+    expect(unstuff(second).toString('latin1')).toContain('tool.exe');
+    expect(a.logs.join('')).toContain('"event":"message-changed"');
+    expect(a.logs.filter((l) => l.includes('"message inspected"'))).toHaveLength(2);
+  });
+
+  it('DELE stays refused in the session when any version of the message was altered unprotected', async () => {
+    const qdir = freshDir();
+    breakQuarantineOf(qdir, EXE);
+    const a = session({ qdir });
+    await retr(a, 1, EXE, 'u1');
+    await retr(a, 1, CLEAN, 'u1');
+    expect(await dele(a, 1, 'u1')).toMatch(/^\[SYS\/PERM\]/);
+  });
 });

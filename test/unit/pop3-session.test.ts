@@ -587,7 +587,7 @@ describe('Pop3Session: hooks', () => {
     const { host, client, upstream } = await loggedIn({}, hooks);
     await client('TOP 1 0\r\nTOP 2 5\r\nLIST\r\n');
     expect(host.takeUpstream()).toBe('RETR 1\r\nRETR 2\r\nLIST\r\n');
-    await upstream('+OK 30 octets\r\nSubject: a\r\n\r\nbody\r\n.\r\n+OK\r\nSubject: b\r\n\r\nx\r\n.\r\n+OK\r\n1 30\r\n.\r\n');
+    await upstream('+OK 20 octets\r\nSubject: a\r\n\r\nbody\r\n.\r\n+OK\r\nSubject: b\r\n\r\nx\r\n.\r\n+OK\r\n1 30\r\n.\r\n');
     expect(host.takeClient()).toBe('+OK 14 octets\r\nSubject: a\r\n\r\n.\r\n-ERR [SYS/TEMP] message 2 could not be scanned INJECT\r\n+OK\r\n1 30\r\n.\r\n');
     expect(seen).toEqual(['TOP 1 0 multiline=true', 'TOP 2 5 multiline=true']);
   });
@@ -805,7 +805,7 @@ describe('Pop3Session: lifecycle', () => {
     const { host, client, upstream, s } = await loggedIn({}, slowHooks());
     await client('RETR 1\r\nQUIT\r\n');
     expect(host.takeUpstream()).toBe('RETR 1\r\nQUIT\r\n');
-    await upstream('+OK 12 octets\r\nEVIL body\r\n.\r\n+OK Logging out.\r\n');
+    await upstream('+OK 11 octets\r\nEVIL body\r\n.\r\n+OK Logging out.\r\n');
     s.onUpstreamEnd();
     expect(host.closed).toBeNull();
     await new Promise((r) => setTimeout(r, 40));
@@ -1028,5 +1028,13 @@ describe('Pop3Session: on an inspecting listener no upstream byte is relayed as 
     await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
     await b.upstream(`+OK\r\n+OK ${EICAR_TEXT}\r\n`);
     expect(b.host.takeClient()).toBe('+OK\r\n-ERR [AUTH] Authentication failed\r\n+OK\r\n-ERR [IN-USE] Authentication failed\r\n+OK\r\n+OK Logged in\r\n');
+  });
+
+  it('a RETR answer whose announced size does not match its body ends the session (a missing terminator swallowed the next answers)', async () => {
+    const { host, client, upstream } = await loggedIn({}, inspecting());
+    await client('RETR 1\r\nRETR 2\r\n');
+    await upstream(`+OK 20 octets\r\nSubject: x\r\n\r\nbody\r\n+OK 90 octets\r\nSubject: y\r\n\r\n${EICAR_TEXT}\r\n.\r\n`);
+    expect(host.takeClient()).toBe('-ERR [SYS/TEMP] upstream RETR answer announced 20 octets and carried 119\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.UPSTREAM_PROTOCOL);
   });
 });

@@ -10,7 +10,7 @@
  * upstream (a single line where a listing belongs, message bytes inside a listing, a payload in a
  * status text) cannot put content in front of the client.
  */
-import type { Pop3Response } from './framer.js';
+import { unstuff, type Pop3Response } from './framer.js';
 
 export type ScreenedResponse = { ok: true; bytes: Buffer } | { ok: false; reason: string };
 
@@ -122,4 +122,19 @@ export function screenResponse(name: string, args: readonly string[], r: Pop3Res
     default:
       return { ok: false, reason: `no screened answer for ${name}` };
   }
+}
+
+/**
+ * A multi-line RETR answer whose status line announces its size (`+OK <n> octets`, as Dovecot and
+ * Courier write it) must carry exactly that many octets. A mismatch means the answer is not what the
+ * server says it is — typically a missing terminator that made the framer swallow the following
+ * answers into this body — and the session can no longer tell which bytes answer which command.
+ * Returns a reason, or null when the size matches or is not announced.
+ */
+export function octetsMismatch(r: Pop3Response): string | null {
+  if (r.kind !== 'ok' || !r.body) return null;
+  const m = /^([0-9]{1,12}) octets(?: |$)/i.exec(r.text);
+  if (!m) return null;
+  const actual = unstuff(r.body).length;
+  return Number(m[1]) === actual ? null : `answer announced ${m[1]} octets and carried ${actual}`;
 }
