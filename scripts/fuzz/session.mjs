@@ -149,8 +149,10 @@ async function parallel(o) {
     }
     for (const [k, v] of Object.entries(r.ends)) merged.ends[k] = (merged.ends[k] ?? 0) + v;
     for (const [k, v] of Object.entries(r.classes)) {
-      const m = (merged.classes[k] ??= { count: 0, firstCase: v.firstCase, repro: v.repro });
+      const m = (merged.classes[k] ??= { count: 0, firstCase: v.firstCase, repro: v.repro, placements: {} });
       m.count += v.count;
+      for (const [pk, pv] of Object.entries(v.placements ?? {})) m.placements[pk] = (m.placements[pk] ?? 0) + pv;
+      for (const [ik, iv] of Object.entries(v.items ?? {})) (m.items ??= {})[ik] = (m.items[ik] ?? 0) + iv;
     }
   }
   if (o.reproDir) writeRepros(merged, o.reproDir);

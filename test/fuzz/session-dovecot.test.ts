@@ -17,16 +17,13 @@ import { createSessionFactory, type SessionFactory } from '../../src/inspect/fac
 import { startDovecot, type Dovecot } from '../harness/dovecot.js';
 import { runOk } from '../harness/util.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
-// @ts-expect-error plain ESM helper without type declarations
 import { MESSAGES } from '../../scripts/fuzz/lib/session-common.mjs';
-// @ts-expect-error plain ESM helper without type declarations
 import { fakeScanner, policyYaml } from '../../scripts/fuzz/lib/session-harness.mjs';
-// @ts-expect-error plain ESM helper without type declarations
 import { formatSocketReport, runSocketCampaign, runSocketCase, socketReproFiles } from '../../scripts/fuzz/lib/session-socket.mjs';
 
 const SEED = 20261130;
-const CASES = 300;
-const TIME_MS = 40_000;
+const CASES = Number(process.env.FUZZ_CASES ?? 300);
+const TIME_MS = 45_000;
 const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
 
 let dovecot: Dovecot;
@@ -37,17 +34,19 @@ let ports: { imap: number; pop3: number };
 beforeAll(async () => {
   dovecot = await startDovecot();
   await runOk('doveadm', ['-c', dovecot.confPath, 'mailbox', 'create', '-u', 'alice', 'BoxB']);
-  for (const k of ['clean', 'exe', 'eicarPart', 'eicarB64', 'eicarBody']) {
+  for (const k of ['clean', 'exe', 'eicarPart', 'eicarB64', 'eicarBody'] as const) {
     await dovecot.deliver('alice', MESSAGES[k]);
     await dovecot.deliver('bob', MESSAGES[k]);
   }
-  for (const k of ['eicarBody', 'clean', 'exe']) await dovecot.deliver('alice', MESSAGES[k], 'BoxB');
+  for (const k of ['eicarBody', 'clean', 'exe'] as const) await dovecot.deliver('alice', MESSAGES[k], 'BoxB');
   const policyFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'postern-fuzz-pol-')), 'fuzz-strip.yaml');
   writeFileSync(policyFile, policyYaml('strip'));
   postern = await startPostern(
     [
       { name: 'imap', policy: policyFile, upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } },
       { name: 'pop3', protocol: 'pop3', policy: policyFile, upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' } },
+      // no policy: a plain relay, where the detector must see the payloads
+      { name: 'plain', upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } },
     ],
     // the real composition root, with the fake scanner instead of clamd
     { createSession: (host) => factory!.createSession(host) },
@@ -65,10 +64,13 @@ afterAll(async () => {
 describe('session fuzzer against real Dovecot', () => {
   it('the instrument: an honest fetch of evil.exe comes back stripped, and is seen as vetted', async () => {
     const r = await runSocketCase(ports, { proto: 'imap', steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] });
-    const text = r.transcript.map(([, t]: [string, string]) => t).join('');
+    const text = r.transcript.map(([, t]) => t).join('');
     expect(r.loggedIn).toBe(true);
     expect(text).toContain('An attachment was removed from this message');
     expect(r.leak).toBeNull();
+    // the same fetch through a listener without a policy: the detector must report the leak
+    const plain = await runSocketCase({ imap: postern.port('plain') }, { proto: 'imap', steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] });
+    expect(plain.leak?.payload).toMatch(/MZ executable/);
   });
 
   it('saved transcripts without hostile-server steps do not leak through real Dovecot', async () => {
@@ -84,7 +86,7 @@ describe('session fuzzer against real Dovecot', () => {
   }, 60_000);
 
   it(`${CASES} mutated client sessions from seed ${SEED}: no payload byte reaches the client`, async () => {
-    const report = await runSocketCampaign(ports, { seed: SEED, cases: CASES, timeMs: TIME_MS, concurrency: 6, minimizeMs: 15_000 });
+    const report = await runSocketCampaign(ports, { seed: SEED, cases: CASES, timeMs: TIME_MS, concurrency: 10, minimizeMs: 15_000 });
     const text = formatSocketReport(report);
     console.log(text);
     if (report.escapes > 0) {

@@ -12,15 +12,14 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-// @ts-expect-error plain ESM helper without type declarations
-import { createEnv, formatReport, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
+import { createEnv, formatReport, runCampaign, runCase, writeRepros, type Env } from '../../scripts/fuzz/lib/session-harness.mjs';
 
 const SEED = 20261129;
 const CASES = 3000;
 const TIME_MS = 45_000;
 const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
 
-let env: any;
+let env: Env;
 
 beforeAll(() => {
   env = createEnv({ createSessionFactory, DEFAULT_SESSION_LIMITS });
@@ -40,7 +39,7 @@ describe('session fuzzer (in-process, real inspector)', () => {
     );
     expect(honest.loggedIn).toBe(true);
     expect(honest.leak).toBeNull();
-    const toClient = honest.transcript.filter(([d]: [string]) => d === 'postern>client').map(([, t]: [string, string]) => t).join('');
+    const toClient = (honest.transcript ?? []).filter(([d]) => d === 'postern>client').map(([, t]) => t).join('');
     expect(toClient).toContain('An attachment was removed from this message');
     expect(toClient).toMatch(/b OK/);
     // a leak the detector must report: a hostile upstream puts EICAR in a status text (no literal)

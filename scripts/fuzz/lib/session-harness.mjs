@@ -195,7 +195,7 @@ class FuzzHost {
     try {
       fn();
     } catch (err) {
-      this.errors.push(`${what}: ${err && err.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err)}`);
+      this.errors.push(`${what}: ${err?.stack ? err.stack.split('\n').slice(0, 3).join(' | ') : String(err)}`);
     }
   }
 
@@ -219,7 +219,7 @@ class FuzzHost {
     if (this.connected && !this.upstreamPaused && !this.closed) {
       if (!this.upQueue.length && this.model.out.length) {
         const next = this.model.out.shift();
-        this.upQueue.push(...(this.splitRng && this.splitRng.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
+        this.upQueue.push(...(this.splitRng?.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
       }
       if (this.upQueue.length) {
         const b = this.upQueue.shift();
@@ -278,7 +278,7 @@ export async function runCase(env, kase, opts = {}) {
   const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
   const host = new FuzzHost(l, model, kase.usplit ? new Rng(kase.usplit) : null, opts.record ? 'debug' : 'silent');
   const rejections = [];
-  const onRejection = (reason) => rejections.push(String(reason && reason.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
+  const onRejection = (reason) => rejections.push(String(reason?.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
   process.on('unhandledRejection', onRejection);
   try {
     host.session = env.factory.createSession(host);
@@ -359,13 +359,27 @@ export async function minimize(env, kase, budget = 400, property = (r) => r.leak
     const k = { ...clone(best), usplit: 0 };
     if (await leaks(k)) best = k;
   }
+  // units: a step marked `tie` (the data of a synchronizing literal) goes with the step before it
+  const units = (k) => {
+    const out = [];
+    for (const s of k.steps) {
+      if (s.tie && out.length) out[out.length - 1].push(s);
+      else out.push([s]);
+    }
+    return out;
+  };
+  const without = (k, from, count) => {
+    const u = units(k);
+    u.splice(from, count);
+    return { ...clone(k), steps: clone(u.flat()) };
+  };
   let n = 2;
-  while (best.steps.length >= 2 && runs < budget) {
-    const size = Math.ceil(best.steps.length / n);
+  while (units(best).length >= 2 && runs < budget) {
+    const len = units(best).length;
+    const size = Math.ceil(len / n);
     let reduced = false;
-    for (let i = 0; i < best.steps.length && runs < budget; i += size) {
-      const k = clone(best);
-      k.steps.splice(i, size);
+    for (let i = 0; i < len && runs < budget; i += size) {
+      const k = without(best, i, size);
       if (await leaks(k)) {
         best = k;
         n = Math.max(n - 1, 2);
@@ -374,20 +388,19 @@ export async function minimize(env, kase, budget = 400, property = (r) => r.leak
       }
     }
     if (!reduced) {
-      if (n >= best.steps.length) break;
-      n = Math.min(best.steps.length, n * 2);
+      if (n >= len) break;
+      n = Math.min(len, n * 2);
     }
   }
-  // single steps once more (ddmin may stop at granularity limits)
-  for (let i = best.steps.length - 1; i >= 0 && runs < budget; i--) {
-    const k = clone(best);
-    k.steps.splice(i, 1);
+  // single units once more (ddmin may stop at granularity limits)
+  for (let i = units(best).length - 1; i >= 0 && runs < budget; i--) {
+    const k = without(best, i, 1);
     if (await leaks(k)) best = k;
   }
   // replace mutated client steps by a plain command: what remains labelled is what matters
   for (let i = 0; i < best.steps.length && runs < budget; i++) {
     const s = best.steps[i];
-    if (!s.c || !s.k) continue;
+    if (!s.c || !s.k || s.tie || best.steps[i + 1]?.tie) continue;
     const k = clone(best);
     k.steps[i] = { c: [best.proto === 'imap' ? `z${i} NOOP\r\n` : 'NOOP\r\n'] };
     if (await leaks(k)) best = k;
@@ -508,8 +521,14 @@ export async function runCampaign(env, opts) {
         }
       }
       const name = cls ? cls.name : `${kase.proto}: unclassified (minimisation budget spent)`;
-      const entry = (report.classes[name] ??= { count: 0, firstCase: kase.id, repro: null });
+      const entry = (report.classes[name] ??= { count: 0, firstCase: kase.id, repro: null, placements: {} });
       entry.count++;
+      // where in the exchange the hostile data came (details of a class)
+      for (const s of kase.steps) {
+        if (!s.k || !cls?.labels.has(s.k)) continue;
+        if (s.p) entry.placements[s.p] = (entry.placements[s.p] ?? 0) + 1;
+        if (s.h?.item) (entry.items ??= {})[s.h.item] = (entry.items[s.h.item] ?? 0) + 1;
+      }
       if (cls && !entry.repro) {
         const rec = await runCase(env, cls.minimal, { record: true });
         entry.repro = {
@@ -559,6 +578,10 @@ export function formatReport(report, opts = {}) {
   const classes = Object.entries(report.classes).sort((a, b) => b[1].count - a[1].count);
   for (const [name, c] of classes) {
     lines.push(`  [${c.count}] ${name}  (first ${c.firstCase})`);
+    const pl = Object.entries(c.placements ?? {}).sort((a, b) => b[1] - a[1]);
+    if (pl.length) lines.push(`      where: ${pl.map(([k, v]) => `${k} ${v}`).join('; ')}`);
+    const it = Object.entries(c.items ?? {}).sort((a, b) => b[1] - a[1]);
+    if (it.length) lines.push(`      items: ${it.map(([k, v]) => `${k} ${v}`).join('; ')}`);
     if (opts.repros !== false && c.repro) {
       lines.push(`      leak of ${c.repro.leak.payload}: ...${JSON.stringify(c.repro.leak.context.slice(-100))}`);
       for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h, pre: s.pre })}`);

@@ -21,9 +21,14 @@ const SETS = ['1', '2', '3', '4', '5', '1:*', '2:3', '*', '1,3', '2:4'];
 const EVIL_APPEND =
   'From: x@example.test\r\nSubject: appended\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="AP"\r\n\r\n--AP\r\nContent-Type: text/plain\r\n\r\nhi\r\n--AP\r\nContent-Type: application/octet-stream; name="evil.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
 
-/** Payload-bearing literal text for APPEND (the evil.exe of session-common, re-encoded here). */
+/**
+ * Payload-bearing literal text for APPEND (the evil.exe of session-common). Every base64 line starts
+ * with a space (decoders skip it): should a mutation make the server read these lines as commands, the
+ * tag it echoes in its BAD answer is empty, so the client's own bytes are never reflected back as a
+ * "leak", while the needles (windows inside the lines) still catch the message if it is served.
+ */
 function appendMessage(exeB64) {
-  return `${EVIL_APPEND}${exeB64}\r\n--AP--\r\n`;
+  return `${EVIL_APPEND}${exeB64.split('\r\n').map((l) => ` ${l}`).join('\r\n')}\r\n--AP--\r\n`;
 }
 
 export function fetchCommand(rng, tag, content = true) {
@@ -94,7 +99,7 @@ export class ImapCaseGen {
       case 'append': {
         const m = appendMessage(this.exeB64);
         if (r.chance(0.5)) return one(`${tag} APPEND ${r.pick(['INBOX', 'BoxB'])} (\\Seen) {${m.length}+}\r\n${m}\r\n`, 'APPEND');
-        return [{ c: [`${tag} APPEND INBOX {${m.length}}\r\n`], n: 'APPEND' }, { c: [`${m}\r\n`], n: 'APPEND-literal' }];
+        return [{ c: [`${tag} APPEND INBOX {${m.length}}\r\n`], n: 'APPEND' }, { c: [`${m}\r\n`], n: 'APPEND-literal', tie: true }];
       }
       case 'status':
         return one(`${tag} STATUS ${r.pick(['INBOX', 'BoxB'])} (MESSAGES UIDNEXT)\r\n`, 'STATUS');
@@ -249,6 +254,9 @@ export class ImapCaseGen {
       'BODY[]', 'BODY[1]', 'BODY[2]', 'BINARY[2]', 'BINARY[]', 'RFC822', 'RFC822.TEXT', 'BODY[TEXT]', 'BODY[]<0>', 'BODY[2]<0>', 'X-FOO',
       'BODY[HEADER]', 'RFC822.HEADER', 'BODY[HEADER.FIELDS (SUBJECT)]', 'BODY[1.MIME]', 'PREVIEW', 'BINARY[2]<0>', 'body[]', 'BODY[1.2.3]',
       'X-GM-MSGID', 'ENVELOPE',
+      // literals nested where the grammar has atoms, numbers or strings inside metadata items
+      'X-GM-LABELS (%L)', 'FLAGS (\\Seen %L)', 'BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" %L 1)', 'ENVELOPE (%L NIL NIL NIL NIL NIL NIL NIL NIL NIL)',
+      'MODSEQ (%L)', 'X-GUID %L', 'EMAILID (%L)', 'BINARY.SIZE[2] %L', 'RFC822.SIZE %L', 'UID %L', 'BODY ("text" "plain" NIL NIL %L "7bit" 1 1)',
     ]);
     const lit = r.pick(['sync', 'sync', 'sync', 'lit8', 'quoted', 'nonsync']);
     const seq = r.int(1, 3);
@@ -257,18 +265,29 @@ export class ImapCaseGen {
     const preWhen = ['before-private', 'mid-private', 'after-private'];
     const when = () => (pre ? r.pick(preWhen) : r.pick(anyWhen));
     const form = pre
-      ? r.pick(['ufetch', 'status-lit', 'tagged-lit', 'keyword-lit', 'cont-lit', 'bye-fetch'])
+      ? r.pick(['ufetch', 'status-lit', 'tagged-lit', 'keyword-lit', 'cont-lit', 'bye-fetch', 'code-lit'])
       : r.weighted([
           [20, 'ufetch'], [10, 'in-fetch'], [4, 'replace-fetch'], [8, 'early-fetch'], [8, 'status-lit'], [6, 'tagged-lit'], [6, 'tagged-then-fetch'],
-          [5, 'cont-lit'], [4, 'cont-then-fetch'], [6, 'keyword-lit'], [5, 'bye-fetch'], [6, 'short-lit'], [3, 'long-lit'],
+          [5, 'cont-lit'], [4, 'cont-then-fetch'], [6, 'keyword-lit'], [5, 'bye-fetch'], [6, 'short-lit'], [3, 'long-lit'], [5, 'code-lit'],
         ]);
-    const headerish = /HEADER|ENVELOPE/.test(item);
+    // what the payload-carrying FETCH item is, for the classes of the report
+    const cat = /HEADER|ENVELOPE|\.MIME\]/.test(item)
+      ? 'header'
+      : /^X-FOO/.test(item)
+        ? 'unknown'
+        : /^(BODY\[|body\[|BINARY\[|RFC822( |\.TEXT|$)|PREVIEW)/.test(item)
+          ? 'content'
+          : 'metadata';
+    const itemClass = `FETCH ${cat} item with a literal/string`;
+    const placed = (w) => (pre ? 'during login' : w === 'in-idle' ? 'during IDLE' : w === 'now' ? 'unsolicited' : `${w.split('-')[0]} the ${w.endsWith('fetch') ? 'FETCH' : 'next command'}'s answer`);
     let a;
     let k;
+    let where = a?.when;
     switch (form) {
       case 'in-fetch':
         a = { when: 'in-fetch', item, payload, lit, pos: r.pick(['first', 'last']) };
-        k = `extra-fetch-item${headerish ? ':header' : ''}`;
+        k = itemClass;
+        where = 'extra item in a FETCH answer';
         break;
       case 'replace-fetch':
         a = { when: 'replace-fetch', payload: r.pick(['msg-exe', 'msg-eicar', 'msg-eicar-part']) };
@@ -276,52 +295,64 @@ export class ImapCaseGen {
         break;
       case 'early-fetch':
         a = { when: 'early-fetch', tag: r.pick(['current', 'current', 'stale', 'random']), item, payload: r.chance(0.7) ? payload : undefined, lit, uid, seq };
-        k = `early-tagged-then-fetch${a.payload ? '' : ':honest-data'}${headerish && a.payload ? ':header' : ''}`;
+        k = a.payload ? itemClass : 'FETCH answer after an early tagged OK (server data)';
+        where = 'after an early tagged OK';
         break;
       case 'status-lit':
         a = { form, when: when(), payload, kw: r.pick(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH', 'OK [ALERT]', 'OK [UIDNEXT 9]']), text: r.pick(['note', 'text', '']) };
-        k = 'status-with-literal';
+        k = 'status response with a literal';
         break;
       case 'tagged-lit':
         a = { form, when: pre ? r.pick(preWhen) : r.pick(['now', 'mid-next', 'after-next', 'mid-fetch', 'after-fetch', 'before-fetch']), payload, tag: r.pick(['current', 'private', 'next-private', 'stale', 'random']), kw: r.pick(['OK', 'NO', 'BAD']) };
-        k = `tagged-with-literal:${a.tag}`;
+        k = `tagged response with a literal (${a.tag} tag)`;
         break;
       case 'tagged-then-fetch':
         a = { form, when: r.pick(['before-fetch', 'mid-fetch', 'mid-next', 'before-next']), payload, item, lit, seq, uid, tag: r.pick(['current', 'current', 'stale', 'private', 'random']) };
-        k = `tagged-then-fetch:${a.tag}${headerish ? ':header' : ''}`;
+        k = itemClass;
+        where = `after a tagged OK (${a.tag} tag)`;
         break;
       case 'cont-lit':
         a = { form, when: when(), payload, text: r.pick([null, 'ready', 'OK']) };
-        k = 'continuation-with-literal';
+        k = 'continuation request with a literal';
         break;
       case 'cont-then-fetch':
         a = { form, when: when(), payload, item, lit, seq, uid };
-        k = `continuation-then-fetch${headerish ? ':header' : ''}`;
+        k = itemClass;
+        where = 'after a continuation request';
         break;
+      case 'code-lit': {
+        const tagged = r.chance(0.4);
+        a = { form, when: tagged ? r.pick(['mid-next', 'mid-fetch', 'after-next']) : when(), payload, kw: r.pick(['OK', 'NO', 'BAD']), code: r.pick(['BADCHARSET (', 'X-FOO ', 'ALERT ', 'PERMANENTFLAGS (', 'UIDNEXT ', 'CAPABILITY IMAP4rev1 ']), tag: tagged ? r.pick(['current', 'private', 'random']) : undefined };
+        k = `response code with a literal${tagged ? ' (tagged)' : ''}`;
+        break;
+      }
       case 'keyword-lit':
-        a = { form, when: when(), payload, kw: r.pick(['1 XFOO', 'XFOO', 'SEARCH', '1 EXISTS', 'FLAGS', '1 RECENT', 'ENABLED', '1 EXPUNGE', '1 FETCH', 'ESEARCH', '1 XFOO (X', 'STATUS INBOX (X-FOO']) };
-        k = `keyword-with-literal:${a.kw.split(' ').pop().replace(/\W/g, '') || a.kw}`;
+        a = { form, when: when(), payload, kw: r.pick(['1 XFOO', 'XFOO', 'SEARCH', '1 EXISTS', 'FLAGS', '1 RECENT', 'ENABLED', '1 EXPUNGE', '1 FETCH', 'ESEARCH', '1 XFOO (X', 'STATUS INBOX (X-FOO', 'CAPABILITY IMAP4rev1', 'FLAGS (\\Seen']) };
+        k = `untagged ${a.kw.replace(/^\d+ /, 'n ').split(' (')[0]} response with a literal`;
         break;
       case 'bye-fetch':
         a = { form, when: when(), payload, item, lit, seq, uid, hangup: r.chance(0.5) };
-        k = `bye-then-fetch${headerish ? ':header' : ''}`;
+        k = itemClass;
+        where = 'after BYE';
         break;
       case 'short-lit':
       case 'long-lit': {
         const p = payload;
         const n = form === 'short-lit' ? r.int(0, 12) : r.int(80, 400);
         a = { form: 'raw', when: when(), payload: p, prefix: `* ${seq} FETCH (${uid ? `UID ${uid} ` : ''}${item} {${n}}\r\n`, suffix: ')\r\n' };
-        k = `${form === 'short-lit' ? 'short' : 'long'}-literal-count`;
+        k = `FETCH literal ${form === 'short-lit' ? 'shorter' : 'longer'} than its data`;
         break;
       }
       default:
         a = { form: 'ufetch', when: when(), payload, item, lit, seq, uid };
-        k = `unsolicited-fetch${headerish ? ':header' : ''}${a.when === 'in-idle' ? ':idle' : ''}`;
+        k = itemClass;
+        where = placed(a.when);
         break;
     }
     if (a.form === undefined && !['in-fetch', 'replace-fetch', 'early-fetch'].includes(a.when)) a.form = 'ufetch';
     const placement = a.when.replace(/-.*/, '');
-    return { h: a, pre: pre || undefined, k: `${k}${pre ? '@login' : ''}`, l: `${form} ${a.when} ${a.item ?? ''} ${a.payload ?? ''} ${a.lit ?? ''} (${placement})` };
+    if (where === undefined) where = placed(a.when);
+    return { h: a, pre: pre || undefined, k, p: pre && !where.includes('during login') ? `${where}, during login` : where, l: `${form} ${a.when} ${a.item ?? ''} ${a.payload ?? ''} ${a.lit ?? ''} (${placement})` };
   }
 
   /** A whole case. */

@@ -154,7 +154,7 @@ function parseArgs(buf, pos, acked, sendCont) {
 
 function argText(a) {
   if (typeof a === 'string') return a;
-  if (a && a.str) return a.str.toString('latin1');
+  if (a?.str) return a.str.toString('latin1');
   return null;
 }
 
@@ -314,7 +314,11 @@ export class ImapUpstream {
     const lit = () => nstring(payload, a.lit === 'quoted' ? 'quoted' : a.lit ?? 'sync');
     const seq = a.seq ?? 1;
     const uidPart = a.uid === undefined || a.uid === null ? '' : `UID ${a.uid} `;
-    const fetchLine = () => Buffer.concat([Buffer.from(`* ${seq} FETCH (${uidPart}${a.item} `, 'latin1'), lit(), Buffer.from(')\r\n')]);
+    // an item may say where its literal goes (`X-GM-LABELS (%L)`); otherwise the literal is its value
+    const fetchLine = () => {
+      const [before, after] = a.item.includes('%L') ? a.item.split('%L') : [`${a.item} `, ''];
+      return Buffer.concat([Buffer.from(`* ${seq} FETCH (${uidPart}${before}`, 'latin1'), lit(), Buffer.from(`${after})\r\n`, 'latin1')]);
+    };
     switch (a.form) {
       case 'ufetch':
         return fetchLine();
@@ -330,6 +334,13 @@ export class ImapUpstream {
         return Buffer.concat([Buffer.from(a.text ? `+ ${a.text} ` : '+ ', 'latin1'), literal(payload), Buffer.from('\r\n')]);
       case 'cont-then-fetch':
         return Buffer.concat([Buffer.from('+ OK\r\n'), fetchLine()]);
+      case 'code-lit':
+        // a literal inside a response code: `* NO [BADCHARSET ({n}...)] text` / `tag OK [X-FOO {n}...] done`
+        return Buffer.concat([
+          Buffer.from(`${a.tag ? this.pickTag(a.tag, cmd) : '*'} ${a.kw ?? 'NO'} [${a.code ?? 'BADCHARSET ('}`, 'latin1'),
+          literal(payload),
+          Buffer.from(`${a.code && !a.code.endsWith('(') ? '' : ')'}] text\r\n`, 'latin1'),
+        ]);
       case 'keyword-lit':
         return Buffer.concat([Buffer.from(`* ${a.kw} `, 'latin1'), literal(payload), Buffer.from('\r\n')]);
       case 'raw':
@@ -547,7 +558,7 @@ export class ImapUpstream {
           break;
         case 'APPEND': {
           const n = this.mailboxName(cmd.args[0]);
-          const lit = [...cmd.args].reverse().find((a) => a && a.literal);
+          const lit = [...cmd.args].reverse().find((a) => a?.literal);
           if (!n) tagged = `${tag} NO [TRYCREATE] Mailbox doesn't exist`;
           else if (!lit) tagged = `${tag} BAD Error in IMAP command APPEND: Invalid arguments.`;
           else {
@@ -590,8 +601,8 @@ export class ImapUpstream {
             break;
           }
           for (const { seq, msg } of set) {
-            if (op.startsWith('+')) flags.forEach((f) => msg.flags.add(f));
-            else if (op.startsWith('-')) flags.forEach((f) => msg.flags.delete(f));
+            if (op.startsWith('+')) for (const f of flags) msg.flags.add(f);
+            else if (op.startsWith('-')) for (const f of flags) msg.flags.delete(f);
             else msg.flags = new Set(flags);
             if (!op.endsWith('.SILENT')) say(`* ${seq} FETCH (${uid ? `UID ${msg.uid} ` : ''}FLAGS (${[...msg.flags].join(' ')}))\r\n`);
           }
@@ -646,7 +657,7 @@ export class ImapUpstream {
     const setText = argText(cmd.args[0]);
     const set = setText === null ? null : resolveSet(setText, box, uidCmd);
     if (!set) return { bad: 'Invalid uidset' };
-    if (cmd.args[1] && cmd.args[1].literal) return { bad: 'Invalid arguments' };
+    if (cmd.args[1]?.literal) return { bad: 'Invalid arguments' };
     let names = Array.isArray(cmd.args[1]) ? flatItems(cmd.args[1]) : [argText(cmd.args[1])];
     if (names.some((n) => n === null)) return { bad: 'Invalid arguments' };
     names = names.flatMap((n) => MACROS[n.toUpperCase()] ?? [n]);
@@ -677,7 +688,8 @@ export class ImapUpstream {
       if (newlySeen && !items.some((i) => i.kind === 'FLAGS')) parts.push(Buffer.from(`FLAGS (${[...msg.flags].join(' ')})`));
       for (const it of items) parts.push(this.renderItem(it, seq, msg, raw));
       if (extra) {
-        const item = Buffer.concat([Buffer.from(`${extra.item} `, 'latin1'), nstring(HOSTILE_PAYLOADS[extra.payload], extra.lit ?? 'sync')]);
+        const [before, after] = extra.item.includes('%L') ? extra.item.split('%L') : [`${extra.item} `, ''];
+        const item = Buffer.concat([Buffer.from(before, 'latin1'), nstring(HOSTILE_PAYLOADS[extra.payload], extra.lit ?? 'sync'), Buffer.from(after, 'latin1')]);
         if (extra.pos === 'first') parts.unshift(item);
         else parts.push(item);
       }
@@ -742,5 +754,5 @@ export class ImapUpstream {
 
 /** Splits model output for delivery when the case asks for random chunking. */
 export function splitter(rng) {
-  return (buf) => (rng && rng.chance(0.5) ? randomSplit(rng, buf, 4) : [buf]);
+  return (buf) => (rng?.chance(0.5) ? randomSplit(rng, buf, 4) : [buf]);
 }

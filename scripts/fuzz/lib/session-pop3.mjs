@@ -162,7 +162,7 @@ export class Pop3Upstream {
         return single('+OK Marked to be deleted.');
       }
       case 'RSET':
-        this.messages.forEach((m) => (m.deleted = false));
+        for (const m of this.messages) m.deleted = false;
         return single('+OK');
       case 'NOOP':
         return single('+OK');

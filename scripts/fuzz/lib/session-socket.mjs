@@ -23,7 +23,7 @@ export function generateSocketCase(seed, index, opts = {}) {
  * each step until the connection has been quiet for `quietMs` (at most `maxStepMs`).
  */
 export async function runSocketCase(ports, kase, opts = {}) {
-  const quietMs = opts.quietMs ?? 40;
+  const quietMs = opts.quietMs ?? 60;
   const maxStepMs = opts.maxStepMs ?? 1500;
   const sock = net.connect(ports[kase.proto], '127.0.0.1');
   sock.setNoDelay(true);
@@ -67,13 +67,32 @@ export async function runSocketCase(ports, kase, opts = {}) {
     sock.write(asBuf(text));
   };
   send(LOGIN[kase.proto]);
-  await waitQuiet(true);
-  const loggedIn = kase.proto === 'imap' ? /\r\nL0 OK/.test(Buffer.concat(received).toString('latin1')) : /\+OK Logged in/i.test(Buffer.concat(received).toString('latin1'));
+  // the login answer (postern logs in upstream first): wait for it explicitly
+  const answered = kase.proto === 'imap' ? /\r\nL0 (OK|NO|BAD)/ : /\r\n\+OK\r\n(\+OK|-ERR)/;
+  const loginDeadline = Date.now() + (opts.loginMs ?? 10_000);
+  while (!closed && Date.now() < loginDeadline && !answered.test(Buffer.concat(received).toString('latin1'))) await new Promise((r) => setTimeout(r, 10));
+  const loginText = Buffer.concat(received).toString('latin1');
+  const loggedIn = kase.proto === 'imap' ? /\r\nL0 OK/.test(loginText) : /\r\n\+OK\r\n\+OK/.test(loginText);
+  if (!loggedIn) opts.onLoginFailure?.(kase.id, loginText);
+  await waitQuiet(false);
+  // IMAP: a step is done once every tag it sent has its tagged answer (or after a quiet window)
+  const tagsOf = (text) => text.split(/\r?\n|\r/).map((l) => /^([A-Za-z0-9.]+) /.exec(l)?.[1]).filter(Boolean);
   for (const s of kase.steps) {
     if (closed) break;
     for (const c of s.c) send(c);
-    await waitQuiet(false);
+    const tags = kase.proto === 'imap' ? tagsOf(s.c.join('')) : [];
+    const stepStart = Date.now();
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 5));
+      const text = Buffer.concat(received).toString('latin1');
+      const now = Date.now();
+      if (closed || now - stepStart > maxStepMs) break;
+      if (tags.length && tags.every((t) => text.includes(`\r\n${t} OK`) || text.includes(`\r\n${t} NO`) || text.includes(`\r\n${t} BAD`))) break;
+      if (now - last >= quietMs && now - stepStart >= quietMs) break;
+    }
   }
+  // anything still on its way (answers to smuggled commands come late)
+  await waitQuiet(false);
   sock.destroy();
   const bytes = Buffer.concat(received);
   return { leak: findLeak(bytes), loggedIn, closedByPostern: closed, transcript };
@@ -119,7 +138,10 @@ export async function runSocketCampaign(ports, opts) {
       report.casesRun++;
       const p = (report.byProto[kase.proto] ??= { cases: 0, escapes: 0 });
       p.cases++;
-      if (!r.loggedIn) report.loginFailures++;
+      if (!r.loggedIn) {
+        report.loginFailures++;
+        if ((report.loginFailureExamples ??= []).length < 3) report.loginFailureExamples.push(`${kase.id}: ${JSON.stringify(r.transcript.slice(-2))}`);
+      }
       if (r.leak) {
         report.escapes++;
         p.escapes++;
@@ -159,6 +181,7 @@ export function formatSocketReport(report) {
     }
   }
   for (const e of report.errors ?? []) lines.push(`  error: ${e}`);
+  for (const e of report.loginFailureExamples ?? []) lines.push(`  login failed: ${e}`);
   return lines.join('\n');
 }
 
