@@ -405,6 +405,11 @@ export class Connection implements SessionHost {
   private onHoldTimer(): void {
     this.holdTimer = null;
     if (!this.holding() || this.closeOverride) return;
+    if (this.clientPausedForOutput) {
+      // waiting for the client to read, not for postern or the upstream: the stall timer governs that
+      this.updateHoldTimer(true);
+      return;
+    }
     const ms = this.flow.holdTimeoutMs;
     const what = this.upstreamPausedBySession ? 'message inspection did not complete in time' : 'the server did not answer in time';
     const message = `postern: ${what} (${ErrorCodes.HOLD_TIMEOUT})`;

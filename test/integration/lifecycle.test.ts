@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import type { Session, SessionHost } from '../../src/session/types.js';
 import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
 
 type LineHandler = (line: string, w: (s: string) => void) => void;
@@ -283,5 +284,37 @@ describe('hold deadline', () => {
     expect(c.text).not.toContain('plain text body');
     expect(postern.logs()).toMatch(/"code":"E_HOLD_TIMEOUT".*"msg":"session closed"/);
     await until(() => postern.server.sessionCount === 0 && fake.open() === 0, 1000, () => 'release');
+  });
+
+  it('time spent waiting for the client to read does not count against the hold deadline (the stall timeout governs it)', async () => {
+    // a session that holds a response (upstream paused) and writes 16 MiB the client does not read
+    const createSession = (host: SessionHost): Session => ({
+      authenticated: false,
+      start: () => host.sendClient(Buffer.from('* OK holder\r\n')),
+      onClientData: () => {
+        host.pauseUpstream(true);
+        host.sendClient(Buffer.alloc(16 * 1024 * 1024, 0x61));
+      },
+      onUpstreamData: () => undefined,
+      onClientEnd: () => host.close({ kind: 'client-closed' }),
+      onUpstreamEnd: () => undefined,
+      shutdown: () => host.close({ kind: 'shutdown' }),
+      onTimeout: () => undefined,
+    });
+    const postern = await startPostern(
+      [{ name: 'h', upstream: { host: '127.0.0.1', port: 9, tls: 'none' }, limits: { holdTimeoutMs: 300, clientStallTimeoutMs: 1500 } }],
+      { createSession },
+    );
+    cleanups.push(() => postern.close());
+    onTestFailed(() => console.error('--- postern log ---\n' + postern.logs()));
+    const c = await Client.connect(postern.port('h'));
+    c.sock.pause();
+    c.write('go\r\n');
+    await new Promise((r) => setTimeout(r, 900));
+    expect(postern.server.sessionCount).toBe(1); // three hold deadlines passed while the client was the bottleneck
+    await until(() => postern.server.sessionCount === 0, 5000, () => 'stall timeout');
+    expect(postern.logs()).toMatch(/"code":"E_CLIENT_STALLED".*"msg":"session closed"/);
+    expect(postern.logs()).not.toMatch(/E_HOLD_TIMEOUT/);
+    c.sock.destroy();
   });
 });
