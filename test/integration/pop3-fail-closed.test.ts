@@ -185,7 +185,7 @@ describe('POP3 lifecycle: pipelined commands with inspection against Dovecot', (
   it('python poplib (retr, dele, quit) through postern completes; the quarantined original allows the DELE', async () => {
     dumpOnFailure();
     await mailbox('alice', CLEAN, EXE);
-    const py = String.raw`
+    const py = `
 import json, poplib, sys
 a = json.loads(sys.argv[1])
 p = poplib.POP3('127.0.0.1', a['port'], timeout=20)
@@ -227,7 +227,7 @@ describe('nothing lost across sessions (quarantine of one original fails)', () =
     expect(await dovecot.count('bob')).toBe(1);
 
     // session 3: python poplib gets an error for dele, quit works
-    const py = String.raw`
+    const py = `
 import json, poplib, sys
 a = json.loads(sys.argv[1])
 p = poplib.POP3('127.0.0.1', a['port'], timeout=20)

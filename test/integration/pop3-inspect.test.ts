@@ -198,12 +198,30 @@ async function poplib(port: number, ops: Array<[string, ...number[]]>, user = 'a
 
 const msgOf = (x: PyOut[number]) => Buffer.from((x as { msg: string }).msg, 'base64');
 
-function inspectedLines(h: PosternHandle): Array<Record<string, any>> {
+/** One "message inspected" log line (the fields the tests read). */
+interface InspectedLine {
+  listener: string;
+  user: string;
+  level: number;
+  inspect: {
+    msgno: number;
+    sizeIn: number;
+    sizeOut: number;
+    scanMs: number;
+    verdict: string;
+    viruses: string[];
+    rules: Array<{ part: string; rule: string; action: string; filename?: string }>;
+    quarantineId?: string;
+    quarantineFailed?: boolean;
+  };
+}
+
+function inspectedLines(h: PosternHandle): InspectedLine[] {
   return h
     .logs()
     .split('\n')
     .filter((l) => l.includes('"message inspected"'))
-    .map((l) => JSON.parse(l) as Record<string, any>);
+    .map((l) => JSON.parse(l) as InspectedLine);
 }
 
 // ------------------------------------------------------------------ tests
@@ -348,7 +366,7 @@ describe('POP3 RETR through the default policy', () => {
     }
     const lines = inspectedLines(postern).slice(before);
     expect(lines.map((l) => l.inspect.msgno)).toEqual([M.virus, M.exe, M.clean]);
-    const [virus, exe, clean] = lines as [Record<string, any>, Record<string, any>, Record<string, any>];
+    const [virus, exe, clean] = lines as [InspectedLine, InspectedLine, InspectedLine];
     for (const l of lines) {
       expect(l.listener).toBe('pop3');
       expect(l.user).toBe('alice');
@@ -360,7 +378,7 @@ describe('POP3 RETR through the default policy', () => {
     expect(virus.inspect.viruses.join(' ')).toMatch(/Eicar/i);
     expect(virus.inspect.rules).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip' })]);
     expect(exe.inspect).toMatchObject({ verdict: 'changed', viruses: [], quarantineId: recoveryId(Buffer.from(EXE, 'latin1'), 'default') });
-    expect(exe.inspect.rules.map((r: { rule: string; filename?: string }) => r.filename)).toContain('tool.exe');
+    expect(exe.inspect.rules.map((r) => r.filename)).toContain('tool.exe');
     expect(clean.inspect).toMatchObject({ verdict: 'clean', rules: [], viruses: [], sizeOut: CLEAN.length });
     expect(clean.inspect.quarantineId).toBeUndefined();
     // never a password in the log
@@ -467,7 +485,15 @@ describe('per-session memory', () => {
   it('sanitised outputs are kept within inspect.cacheMemoryBytes; an evicted message is re-inspected to the same bytes and its DELE verdict is kept', async () => {
     const policy = loadPolicy('default', 'policies');
     const lines: string[] = [];
-    const log = pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) }));
+    const log = pino(
+      { level: 'info' },
+      new Writable({
+        write: (c, _e, cb) => {
+          lines.push(String(c));
+          cb();
+        },
+      }),
+    );
     // no scanner (the policy still strips tool.exe), no quarantine store: every altered message has
     // quarantineFailed and is recorded as protected (in a file of its own here)
     const listener = { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1200, keepaliveMs: 0 } } as ListenerConfig;

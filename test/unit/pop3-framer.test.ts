@@ -146,7 +146,10 @@ describe('parseTransactionCommand against an independent oracle (bounded random 
 
   it('agrees on 3000 lines (same verdict, same upstream line)', () => {
     let seed = 0x8008;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff), seed % n);
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
     const t0 = Date.now();
     let accepted = 0;
     for (let i = 0; i < 3000 && Date.now() - t0 < 5000; i++) {

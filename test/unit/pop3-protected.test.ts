@@ -198,7 +198,15 @@ interface Rig {
 /** One POP3 session's inspector (a fresh one = a later session). */
 function session(opts: { qdir: string; protectedStore?: ProtectedStore | null; policyDir?: string; who?: typeof WHO }): Rig {
   const logs: string[] = [];
-  const log = pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (logs.push(String(c)), cb()) }));
+  const log = pino(
+    { level: 'info' },
+    new Writable({
+      write: (c, _e, cb) => {
+        logs.push(String(c));
+        cb();
+      },
+    }),
+  );
   const listener = { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1 << 20, keepaliveMs: 0 } } as ListenerConfig;
   const policy = loadPolicy('default', opts.policyDir ?? 'policies');
   const quarantine = new FileQuarantineStore({ dir: opts.qdir });

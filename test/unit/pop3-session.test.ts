@@ -567,7 +567,7 @@ describe('Pop3Session: hooks', () => {
     const { host, client, upstream } = await loggedIn({}, hooks);
     await client('RETR 1\r\nSTAT\r\nTOP 1 0\r\n');
     await upstream('+OK\r\nsecret\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nsecret\r\n.\r\n');
-    await new Promise((r) => setTimeout(r, 30));
+    await expect.poll(() => seen.length === 2 && !host.pausedUpstream, { timeout: 5000 }).toBe(true);
     // an inspecting session writes its own status line: the size of what it sends
     expect(host.takeClient()).toBe('+OK 12 octets\r\nXXXXXX\r\n..x\r\n.\r\n+OK 1 10\r\n+OK 8 octets\r\nXXXXXX\r\n.\r\n');
     expect(seen).toEqual(['RETR 1', 'TOP 1 0']);
@@ -808,7 +808,7 @@ describe('Pop3Session: lifecycle', () => {
     await upstream('+OK 11 octets\r\nEVIL body\r\n.\r\n+OK Logging out.\r\n');
     s.onUpstreamEnd();
     expect(host.closed).toBeNull();
-    await new Promise((r) => setTimeout(r, 40));
+    await expect.poll(() => host.closed, { timeout: 5000 }).not.toBeNull();
     expect(host.takeClient()).toBe('+OK 11 octets\r\nSAFE body\r\n.\r\n+OK\r\n');
     expect(host.closed).toEqual({ kind: 'client-quit' });
   });
@@ -818,7 +818,7 @@ describe('Pop3Session: lifecycle', () => {
     await client('RETR 1\r\nQUIT\r\n');
     await upstream('+OK\r\nEVIL\r\n.\r\n');
     s.onUpstreamEnd();
-    await new Promise((r) => setTimeout(r, 40));
+    await expect.poll(() => host.closed, { timeout: 5000 }).not.toBeNull();
     expect(host.takeClient()).toBe('+OK 6 octets\r\nSAFE\r\n.\r\n-ERR [SYS/TEMP] upstream closed the connection\r\n');
     expect(host.closed).toMatchObject({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED });
   });
@@ -916,7 +916,8 @@ describe('Pop3Session: UIDLs for the inspection stage', () => {
     const { host, client, upstream } = await loggedIn({}, hooks);
     await client('RETR 1\r\nDELE 1\r\nQUIT\r\n');
     await upstream('+OK\r\nX\r\n.\r\n');
-    await new Promise((res) => setTimeout(res, 30));
+    await expect.poll(() => order.length, { timeout: 5000 }).toBe(2);
+    await tick();
     expect(order).toEqual(['retr-vetted', 'dele 1']);
     expect(host.takeUpstream()).toBe('RETR 1\r\nQUIT\r\n');
     await upstream('+OK bye\r\n');

@@ -107,7 +107,7 @@ export function screenResponse(name: string, args: readonly string[], r: Pop3Res
       }
       const ls = r.body ? lines(r.body) : null;
       const re = name === 'LIST' ? SCAN_LINE : UIDL_LINE;
-      if (!ls || !ls.every((l) => re.test(l))) return { ok: false, reason: `malformed ${name} listing` };
+      if (!ls?.every((l) => re.test(l))) return { ok: false, reason: `malformed ${name} listing` };
       return { ok: true, bytes: multiline('+OK', ls) };
     }
     case 'CAPA': {
