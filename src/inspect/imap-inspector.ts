@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
-import { isMetadataFetchItem } from '../protocol/imap/response-screen.js';
+import { checkRelayedFetchItem } from '../protocol/imap/response-screen.js';
 import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
 import {
   classifyItem,
@@ -285,15 +285,18 @@ export class ImapInspector implements ImapInterceptor {
     for (const it of items) {
       if (dropUid && it.name === 'UID') continue;
       if (!isHeaderName(it.name)) {
-        if (!isMetadataFetchItem(it.name)) {
-          throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay FETCH item ${it.name.slice(0, 60)} that postern did not vet`);
-        }
+        relayable(it);
         out.push(it.raw);
         continue;
       }
       if (!it.literal) {
+        // a header section is a literal or NIL; a quoted or atom value is not what a server sends
+        if (!/ NIL$/i.test(it.raw.toString('latin1'))) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay ${it.name.slice(0, 60)} that is not a literal`);
         out.push(it.raw);
         continue;
+      }
+      if (!isHeaderBlock(it.literal)) {
+        throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'refusing to relay a header section that is not a header block');
       }
       const rewritten = applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(it.name) });
       out.push(rewritten.equals(it.literal) ? it.raw : literalItem(it.name, rewritten));
@@ -412,7 +415,8 @@ export class ImapInspector implements ImapInterceptor {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const emitServer = (name: string) => {
       const it = byName.get(name);
-      if (it && !emitted.has(name) && isMetadataFetchItem(name)) {
+      if (it && !emitted.has(name)) {
+        relayable(it);
         out.push(it.raw);
         emitted.add(name);
       }
@@ -451,6 +455,36 @@ export class ImapInspector implements ImapInterceptor {
     }
     return Buffer.concat(parts);
   }
+}
+
+/** Ends the session (BYE, E_UNVETTED_RESPONSE) when a server item postern would relay as written is not plain metadata. */
+function relayable(item: FetchResponseItem): void {
+  const why = checkRelayedFetchItem(item);
+  if (why) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay ${why}`);
+}
+
+/**
+ * A header section as a server returns it: header fields and their continuation lines, then either
+ * nothing more or one empty line that ends it. Anything after the empty line (a body), a NUL, or a line
+ * that is neither a field nor a continuation means it is not a header block.
+ */
+export function isHeaderBlock(data: Buffer): boolean {
+  if (data.includes(0)) return false;
+  const text = data.toString('latin1');
+  const lines = text.split('\n');
+  // a trailing LF leaves an empty last element
+  if (lines[lines.length - 1] === '') lines.pop();
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.replace(/\r$/, '');
+    if (line === '') return i === lines.length - 1;
+    if (line.includes('\r')) return false;
+    if (/^[ \t]/.test(line)) {
+      if (i === 0) return false;
+      continue;
+    }
+    if (!/^[!-9;-~]+:/.test(line)) return false;
+  }
+  return true;
 }
 
 function isHeaderName(name: string): boolean {

@@ -192,9 +192,15 @@ export class ImapSession implements Session, ImapSessionView {
 
   private fail(err: unknown, side: 'client' | 'upstream'): void {
     const e = isPosternError(err) ? err : new PosternError(ErrorCodes.PROTOCOL, err instanceof Error ? err.message : String(err));
-    this.host.log.warn({ code: e.code, side, err: e.message }, 'ending session on protocol error');
+    const detail = e.message.slice(0, 300);
+    this.host.log.warn({ code: e.code, side, err: detail }, 'ending session on protocol error');
     if (!this.clientMidOutput) {
-      const text = side === 'client' ? `* BYE [ALERT] postern: ${e.message} (${e.code})` : `* BYE [UNAVAILABLE] postern: upstream ${e.message} (${e.code})`;
+      // An upstream error's text may quote upstream bytes: the client gets postern's words and the code only
+      // (the detail is in the log). A client error may quote only what the client itself sent.
+      const text =
+        side === 'client'
+          ? `* BYE [ALERT] postern: ${detail.replace(/[\r\n]+/g, ' ')} (${e.code})`
+          : `* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[e.code] ?? 'upstream protocol error'} (${e.code})`;
       this.sendClient(text + CRLF);
     }
     this.finish({ kind: 'error', code: e.code, message: e.message });
@@ -1257,6 +1263,18 @@ export class ImapSession implements Session, ImapSessionView {
     }
   }
 }
+
+/** What the client is told when the upstream side ends the session (never upstream bytes). */
+const UPSTREAM_BYE_TEXT: Partial<Record<string, string>> = {
+  [ErrorCodes.UNVETTED_RESPONSE]: 'refusing to relay an upstream response postern did not vet',
+  [ErrorCodes.UPSTREAM_PROTOCOL]: 'upstream protocol error',
+  [ErrorCodes.UPSTREAM_CLOSED]: 'upstream closed the connection',
+  [ErrorCodes.BUFFER_LIMIT]: 'upstream response larger than postern holds',
+  [ErrorCodes.LINE_TOO_LONG]: 'upstream line too long',
+  [ErrorCodes.LITERAL_TOO_LARGE]: 'upstream literal too large',
+  [ErrorCodes.MEMORY_BUDGET]: 'postern is out of memory budget',
+  [ErrorCodes.HOLD_TIMEOUT]: 'inspection took too long',
+};
 
 type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
 

@@ -203,8 +203,11 @@ const ATOM = charClass(isAtomChar);
 const ASTR = charClass((c) => isAtomChar(c) || c === 0x5d);
 /** list-char */
 const LISTC = charClass((c) => isAtomChar(c) || c === 0x5d || c === 0x25 || c === 0x2a);
-/** tag characters */
-const TAGC = charClass((c) => (isAtomChar(c) || c === 0x5d) && c !== 0x2b);
+/**
+ * tag characters: ATOM-CHAR except "+". RFC 9051 also allows "]" (resp-specials), but Dovecot refuses
+ * such a tag with an untagged BAD, so the command would never complete: the stricter reading wins.
+ */
+const TAGC = charClass((c) => isAtomChar(c) && c !== 0x2b);
 /** sequence-set characters */
 const SEQC = charClass((c) => isDigit(c) || c === 0x3a || c === 0x2c || c === 0x2a || c === 0x24);
 const DIGITS = charClass(isDigit);
