@@ -8,7 +8,7 @@ import { ConfigError, parseYamlWithSchema } from '../config/validate.js';
 import { DEFAULT_MIME_LIMITS } from '../limits.js';
 import type { ActionName } from './types.js';
 import { policySchema, type PolicyYaml } from './schema.js';
-import { globToRegExp } from './glob.js';
+import { compileGlob, compileTypePattern, type GlobMatcher } from './glob.js';
 
 export interface ActionSpec {
   action: ActionName;
@@ -19,7 +19,8 @@ export interface ActionSpec {
 export interface CompiledTypeRule {
   index: number;
   patterns: string[];
-  re: RegExp[];
+  /** One matcher per pattern (src/policy/glob.ts: linear-time, no RegExp). */
+  re: GlobMatcher[];
   spec: ActionSpec;
   reason?: string;
 }
@@ -47,7 +48,7 @@ export interface CompiledPolicy {
     onAmbiguous: ActionSpec;
   };
   headers: {
-    strip: { name: RegExp; value: RegExp | null; scope: 'top' | 'all' }[];
+    strip: { name: GlobMatcher; value: RegExp | null; scope: 'top' | 'all' }[];
     add: { name: string; value: string }[];
   };
   limits: {
@@ -117,13 +118,13 @@ const A = (action: ActionName, quarantine = false): ActionSpec => ({ action, qua
 
 type RuleYaml = { match: string | string[]; action: ActionName; quarantine?: boolean; log?: boolean; reason?: string };
 
-function compileRules(rules: RuleYaml[], norm: (p: string) => string): CompiledTypeRule[] {
+function compileRules(rules: RuleYaml[], norm: (p: string) => string, compile: (p: string) => GlobMatcher): CompiledTypeRule[] {
   return rules.map((r, index) => {
     const patterns = (Array.isArray(r.match) ? r.match : [r.match]).map(norm);
     return {
       index,
       patterns,
-      re: patterns.map(globToRegExp),
+      re: patterns.map(compile),
       spec: { action: r.action, quarantine: r.quarantine ?? false, log: r.log ?? true },
       reason: r.reason,
     };
@@ -132,9 +133,9 @@ function compileRules(rules: RuleYaml[], norm: (p: string) => string): CompiledT
 
 /** Compiles a validated policy object. `name` is used when the YAML has no `name:`. */
 export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledPolicy {
-  // content types are matched lower-cased; file name globs are case-insensitive RegExps already
-  const contentRules = compileRules(y.content_types?.rules ?? [], (p) => p.toLowerCase());
-  const filenameRules = compileRules(y.filenames?.rules ?? [], (p) => p);
+  // both matchers are case-insensitive; content types are kept lower-cased for display
+  const contentRules = compileRules(y.content_types?.rules ?? [], (p) => p.toLowerCase(), compileTypePattern);
+  const filenameRules = compileRules(y.filenames?.rules ?? [], (p) => p, (p) => compileGlob(p, 'file name'));
   const av = y.antivirus ?? {};
   const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
   return Object.freeze({
@@ -159,7 +160,7 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
     },
     headers: {
       strip: (y.headers?.strip ?? []).map((h) => ({
-        name: globToRegExp(h.name),
+        name: compileGlob(h.name, 'header name'),
         value: h.value === undefined ? null : new RegExp(h.value, 'i'),
         scope: h.scope ?? 'top',
       })),

@@ -3,6 +3,7 @@
  * so a typo never silently disables a rule. Defaults are filled in by compile.ts, not here.
  */
 import { z } from 'zod';
+import { globProblem, type GlobKind } from './glob.js';
 
 export const TEMPLATE_VARIABLES = [
   'reason',
@@ -57,7 +58,17 @@ const template = z.string().superRefine((s, ctx) => {
 
 const typePattern = z.string().regex(/^(\*|[a-z0-9!#$&^_.+*-]+)\/(\*|[a-z0-9!#$&^_.+*-]+)$/i, 'expected type/subtype, wildcards allowed (image/*, */*)');
 
-const globPattern = z.string().min(1).max(500);
+/** A name glob in the strict grammar of ./glob.ts (braces work; anything read two ways is refused). */
+const globPattern = (kind: GlobKind) =>
+  z
+    .string()
+    .min(1)
+    .max(500)
+    .superRefine((p, ctx) => {
+      const problem = globProblem(p, kind);
+      if (problem !== null) ctx.addIssue({ code: 'custom', message: `invalid ${kind} pattern "${p}": ${problem}` });
+    });
+const fileGlob = globPattern('file name');
 
 const regexString = z.string().superRefine((s, ctx) => {
   try {
@@ -76,7 +87,7 @@ const contentRule = z.strictObject({
 });
 
 const filenameRule = z.strictObject({
-  match: z.union([globPattern, z.array(globPattern).min(1)]),
+  match: z.union([fileGlob, z.array(fileGlob).min(1)]),
   action: actionName,
   quarantine: z.boolean().optional(),
   log: z.boolean().optional(),
@@ -120,7 +131,7 @@ export const policySchema = z.strictObject({
       strip: z
         .array(
           z.strictObject({
-            name: globPattern,
+            name: globPattern('header name'),
             value: regexString.optional(),
             scope: z.enum(['top', 'all']).optional(),
           }),
