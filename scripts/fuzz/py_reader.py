@@ -32,13 +32,18 @@ MZ = b'POSTERN-MZ-PROBE'
 MAX_DEPTH = 6
 
 
-def mz_level(payload):
-    at = payload.find(MZ)
-    if at < 0:
-        return 0
-    return 2 if at == 20 and payload.startswith(b'MZ') else 1
 # lenient like the mail clients that decode inline uuencode: mode and name are optional
 BEGIN = re.compile(rb'^\s*begin(-base64)?(?:\s+([0-7]{1,4}))?(?:\s+(.*?))?\s*$')
+EXE_HEAD = b'MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00\xb8\x00\x00\x00' + MZ
+
+
+def mz_level(payload):
+    """0: no executable; 1: the executable's bytes inside the payload; 2: the payload is the executable.
+    The marker alone is ASCII and survives quoted-printable text: only the binary header counts."""
+    at = payload.find(EXE_HEAD)
+    if at < 0:
+        return 0
+    return 2 if at == 0 else 1
 
 
 def uu_blocks(data):
@@ -52,6 +57,7 @@ def uu_blocks(data):
             i += 1
             continue
         is_b64 = m.group(1) is not None
+        at_line_start = lines[i][:5] == b'begin'
         name = (m.group(3) or b'').decode('latin-1', 'replace')
         i += 1
         chunks = []
@@ -81,8 +87,8 @@ def uu_blocks(data):
                 payload = b''
         else:
             payload = b''.join(chunks)
-        # strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>"
-        strict = m.group(2) is not None and bool(m.group(3))
+        # strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>" at the line start
+        strict = m.group(2) is not None and bool(m.group(3)) and at_line_start
         out.append({'name': name, 'mz': mz_level(payload), 'eicar': EICAR in payload, 'strict': strict})
     return out
 
@@ -134,11 +140,16 @@ def walk_msg(msg, pol, parts, depth, prefix):
                     if cte in ('base64', 'quoted-printable'):
                         sub = part.get_payload()
                         inner = sub[0] if isinstance(sub, list) and sub else None
-                        body = inner.get_payload() if inner is not None and not inner.is_multipart() else None
-                        if isinstance(body, str):
+                        # the encoded text was parsed as a message: serialise it back (headers
+                        # included, a line of the encoding can look like a header field)
+                        try:
+                            b = inner.as_bytes(policy=email_policy.compat32) if inner is not None else None
+                        except Exception:  # noqa: BLE001
+                            body = inner.get_payload() if inner is not None and not inner.is_multipart() else None
+                            b = body.encode('latin-1', 'replace') if isinstance(body, str) else None
+                        if b is not None:
                             import base64
                             import quopri
-                            b = body.encode('latin-1', 'replace')
                             dec = base64.b64decode(re.sub(rb'[^A-Za-z0-9+/=]', b'', b) + b'===', validate=False) if cte == 'base64' else quopri.decodestring(b)
                             rec['mz'] = mz_level(dec)
                             rec['eicar'] = EICAR in dec
@@ -151,8 +162,11 @@ def walk_msg(msg, pol, parts, depth, prefix):
             rec['size'] = len(payload)
             rec['mz'] = mz_level(payload)
             rec['eicar'] = EICAR in payload
-            if b'begin' in payload:
+            # mail clients uudecode blocks in text bodies (not inside other attachments)
+            if b'begin' in payload and rec['type'].startswith('text/'):
                 rec['uu'] = uu_blocks(payload)
+        except NameError:
+            raise  # a bug in this reader, not hostile input: must not look like "nothing seen"
         except Exception as e:  # noqa: BLE001
             rec['error'] = f'payload: {type(e).__name__}: {e}'
 

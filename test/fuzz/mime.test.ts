@@ -20,7 +20,7 @@ import { loadPolicy } from '../../src/policy/load.js';
 import { renderItem } from '../../src/inspect/render.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import { createJudge, kindOf, readerFamily, type Finding, type Judge } from '../../scripts/fuzz/lib/mime-harness.mjs';
-import { EICAR, EXE, b64lines, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
+import { EICAR, EXE, b64lines, qpEncode, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
 
 const SEED = 'ci-1';
 const CASES = Number(process.env.MIME_FUZZ_CASES ?? 2000);
@@ -76,6 +76,20 @@ describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
     expect(r.findings.some((f) => f.kind === 'name' && f.reader === 'imap')).toBe(true);
     const dots = await J.read(message([TEXT, exePart('Content-Type: application/octet-stream; name="evil.exe. . "\nContent-Transfer-Encoding: base64')]));
     expect(dots.findings.some((f) => f.kind === 'name' && /windows/.test(f.detail))).toBe(true);
+  });
+
+  it('a forwarded message sent base64 is opened by the readers that show forwarded messages', async () => {
+    const inner = CRLF(`Subject: fwd\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b2"\n\n--b2\n${TEXT}\n--b2\n${exePart()}\n--b2--\n`);
+    const r = await J.read(message([TEXT, `Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n${b64lines(inner)}`]));
+    const fam = families(r.findings);
+    expect(fam).toContain('mz@python');
+    expect(fam).toContain('mz@mailparser');
+    expect(fam).toContain('name@python');
+  });
+
+  it('the marker in quoted-printable text is not an executable (no false alarm)', async () => {
+    const r = await J.read(message([`Content-Type: text/plain\n\n${qpEncode(EXE)}`]));
+    expect(r.findings).toEqual([]);
   });
 
   it('postern removes a plain evil.exe and EICAR: no escape on its output', async () => {

@@ -608,7 +608,7 @@ const TREE_MUTATIONS = {
     const B = par.boundary;
     const bp = f?.params.find((p) => p.k === 'boundary');
     if (!f || !bp) return null;
-    const v = rng.pick(['ws-after', 'garbage-after', 'prefix-inner', 'prefix-outer', 'missing-close', 'dup-param-first', 'dup-param-second', 'no-boundary', 'quoted-special', 'unquoted-special', 'case', 'empty', 'long', 'second-ct', 'close-early', 'after-close', 'fold-param', 'dup-delim', 'no-delim-before', 'inner-delim', 'boundary-2231', 'boundary-2231-cont', 'boundary-2047']);
+    const v = rng.pick(['ws-after', 'garbage-after', 'prefix-inner', 'prefix-outer', 'missing-close', 'dup-param-first', 'dup-param-second', 'no-boundary', 'quoted-special', 'unquoted-special', 'case', 'empty', 'long', 'second-ct', 'close-early', 'after-close', 'fold-param', 'dup-delim', 'no-delim-before', 'inner-delim', 'boundary-2231', 'boundary-2231-cont', 'boundary-2047', 'same-as-parent']);
     par.delims ??= [];
     switch (v) {
       case 'ws-after': par.delims[idx] = `--${B}${rng.pick([' ', '\t', '  \t'])}`; break;
@@ -650,6 +650,14 @@ const TREE_MUTATIONS = {
       case 'boundary-2047': bp.v = `=?us-ascii?Q?${B}?=`; break;
       case 'dup-delim': par.dupDelim = idx; break;
       case 'no-delim-before': par.delims[idx] = `x--${B}`; break;
+      case 'same-as-parent': {
+        // a nested multipart that reuses its parent's boundary
+        const inner = multipart(rng, 'mixed', [textPart(rng, 'inner\n'), par.children[idx]]);
+        inner.boundary = B;
+        inner.fields[0].params[0].v = B;
+        par.children[idx] = inner;
+        break;
+      }
       case 'inner-delim': {
         // a nested message's body contains a line that is the outer delimiter
         const child = par.children[idx];
@@ -664,6 +672,27 @@ const TREE_MUTATIONS = {
       }
     }
     return v;
+  },
+  'deep-nest'(ctx, rng) {
+    // the target under many levels of multipart (around the policy's max_depth of 30)
+    const t = pickTarget(ctx, rng);
+    if (!t) return null;
+    const n = rng.pick([5, 15, 28, 29, 30, 31, 32, 40]);
+    let cur = t;
+    for (let k = 0; k < n; k++) cur = multipart(rng, rng.pick(['mixed', 'related', 'alternative']), [cur]);
+    replaceIn(ctx, t, cur);
+    return String(n);
+  },
+  'many-parts'(ctx, rng) {
+    // many small parts before the target (around the policy's max_parts of 1000)
+    const t = pickTarget(ctx, rng);
+    const par = t ? parentOf(ctx.root, t) : null;
+    if (!par?.children) return null;
+    const n = rng.pick([100, 990, 998, 999, 1000, 1001, 1100]);
+    const fillers = [];
+    for (let k = 0; k < n; k++) fillers.push({ top: [], fields: [], payload: Buffer.from('x'), enc: 'raw7' });
+    par.children.splice(par.children.indexOf(t), 0, ...fillers);
+    return String(n);
   },
   'encoded-multipart'(ctx, rng) {
     // a multipart whose body is itself base64 / quoted-printable encoded (not allowed by RFC 2045)
@@ -698,7 +727,7 @@ const TREE_MUTATIONS = {
     const name = rng.pick(['evil.exe', 'evil.exe ', 'test.bin', 'invoice.js', '"evil.exe"', 'evil.exe.', '']);
     const mode = rng.pick(['644', '0644', '666', '755', '']);
     let block;
-    const v = rng.pick(['plain', 'base64-begin', 'no-end', 'lead-space', 'crlf-inside', 'upper', 'no-mode']);
+    const v = rng.pick(['plain', 'base64-begin', 'no-end', 'lead-space', 'crlf-inside', 'upper', 'no-mode', 'tabs', 'mode-4', 'name-space', 'no-backtick', 'trailing-junk', 'in-quote']);
     switch (v) {
       case 'base64-begin': block = [`begin-base64 ${mode || '644'} ${name}`, b64lines(payload, 60), '===='].join('\n'); break;
       case 'no-end': block = uuBlock(payload, name, mode).replace(/\nend$/, ''); break;
@@ -706,6 +735,12 @@ const TREE_MUTATIONS = {
       case 'upper': block = uuBlock(payload, name, mode).replace(/^begin/, 'BEGIN'); break;
       case 'no-mode': block = [`begin ${name}`, ...uuencodeLines(payload), 'end'].join('\n'); break;
       case 'crlf-inside': block = uuBlock(payload, name, mode).replace(/\n/g, '\r\n'); break;
+      case 'tabs': block = uuBlock(payload, name, mode || '644').replace(/^begin (\S+) /, 'begin\t$1\t'); break;
+      case 'mode-4': block = uuBlock(payload, name, '100644'.slice(-rng.int(4, 6))); break;
+      case 'name-space': block = uuBlock(payload, `my ${name || 'evil.exe'}`, mode || '644'); break;
+      case 'no-backtick': block = uuBlock(payload, name, mode || '644').replace(/\n`\nend$/, '\nend'); break;
+      case 'trailing-junk': block = uuBlock(payload, name, mode || '644').split('\n').map((l, k) => (k > 0 && l.length > 40 ? l + 'XX' : l)).join('\n'); break;
+      case 'in-quote': block = uuBlock(payload, name, mode || '644').split('\n').map((l) => '> ' + l).join('\n'); break;
       default: block = uuBlock(payload, name, mode);
     }
     if (t) {
@@ -859,7 +894,7 @@ export const FAMILIES = [
   [5, 'rfc2047'], [7, 'name-trick'], [3, 'header-case'], [5, 'header-ws'], [4, 'nocolon'], [4, 'ct-weird'], [3, 'cd-weird'],
   [4, 'param-syntax'], [4, 'wrap-rfc822'], [3, 'wrap-multipart'], [8, 'boundary'], [3, 'pre-epilogue'], [4, 'uu-text'],
   [2, 'no-headers'], [2, 'mime-version'], [3, 'body-quirk'], [2, 'header-8bit'], [2, 'blank-ws-line'], [1, 'continuation-first'],
-  [2, 'long-line'], [2, 'header-nul'], [2, 'bare-cr'], [1, 'no-blank'], [2, 'root-dup-ct'], [2, 'encoded-multipart'],
+  [2, 'long-line'], [2, 'header-nul'], [2, 'bare-cr'], [1, 'no-blank'], [2, 'root-dup-ct'], [2, 'encoded-multipart'], [1, 'deep-nest'], [1, 'many-parts'],
   [4, 'eol'], [2, 'nul'], [2, 'flip'], [1, 'truncate'],
 ].map(([w, n]) => [w, n]);
 

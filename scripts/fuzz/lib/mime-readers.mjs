@@ -16,7 +16,10 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { EICAR, MZ_MARKER } from './mime-gen.mjs';
+import { EICAR, EXE, MZ_MARKER } from './mime-gen.mjs';
+
+/** The executable's binary header up to and including the marker. */
+const EXE_HEAD = EXE.subarray(0, EXE.indexOf(MZ_MARKER) + MZ_MARKER.length);
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -94,9 +97,10 @@ export function dangerousName(name) {
 
 /** 0: no MZ marker; 1: the marker inside the payload; 2: the payload is the executable (starts with it). */
 export function mzLevel(buf) {
-  const at = buf.indexOf(MZ_MARKER);
+  // the marker alone is ASCII and survives quoted-printable text: only the binary header counts
+  const at = buf.indexOf(EXE_HEAD);
   if (at < 0) return 0;
-  return at === 20 && buf[0] === 0x4d && buf[1] === 0x5a ? 2 : 1;
+  return at === 0 ? 2 : 1;
 }
 /** 'mz' for an executable as delivered, 'mz~embedded' for its bytes inside some other payload. */
 export const mzKind = (level) => (level === 2 ? 'mz' : 'mz~embedded');
@@ -125,14 +129,14 @@ export function uuDecodeBlocks(buf) {
   const lines = buf.toString('latin1').split(/\r\n|\r|\n/);
   for (let i = 0; i < lines.length && out.length < 20; i++) {
     // lenient like the mail clients that decode inline uuencode: mode and name are optional
-    const m = /^\s*begin(-base64)?(\s+[0-7]{1,4})?(?:\s+(.*?))?\s*$/.exec(lines[i]);
+    const m = /^(\s*)begin(-base64)?(\s+[0-7]{1,4})?(?:\s+(.*?))?\s*$/.exec(lines[i]);
     if (!m) continue;
     const parts = [];
     const b64 = [];
     for (i++; i < lines.length; i++) {
       const l = lines[i].trim();
       if (l === 'end' || l === '====') break;
-      if (m[1]) {
+      if (m[2]) {
         b64.push(l);
         continue;
       }
@@ -145,8 +149,8 @@ export function uuDecodeBlocks(buf) {
       }
       parts.push(Buffer.from(bytes.slice(0, n)));
     }
-    // strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>"
-    out.push({ name: m[3] ?? '', strict: !!m[2] && !!m[3], data: m[1] ? Buffer.from(b64.join(''), 'base64') : Buffer.concat(parts) });
+    // strict = what Python's uu module and GNU uudecode accept: "begin <octal mode> <name>" at the line start
+    out.push({ name: m[4] ?? '', strict: !m[1] && !!m[3] && !!m[4], data: m[2] ? Buffer.from(b64.join(''), 'base64') : Buffer.concat(parts) });
   }
   return out;
 }
@@ -347,15 +351,17 @@ export function imapReader(output, structure, modules) {
   const mapLeaf = new Map();
   const mapWalk = (m) => {
     if (!m) return;
+    // for paths BODYSTRUCTURE does not list: 'text' for a text leaf of the part map
     const isLeaf = !m.children?.length && !m.message;
+    const kind = isLeaf ? (/^text\//i.test(m.contentType ?? '') ? 'text' : 'leaf') : 'container';
     if (m.section) {
       paths.add(m.section);
-      if (!mapLeaf.has(m.section)) mapLeaf.set(m.section, isLeaf);
+      if (!mapLeaf.has(m.section)) mapLeaf.set(m.section, kind);
     }
     if (isLeaf) {
       const s = m.section ? `${m.section}.1` : '1';
       paths.add(s);
-      if (!mapLeaf.has(s)) mapLeaf.set(s, true);
+      if (!mapLeaf.has(s)) mapLeaf.set(s, kind);
     }
     for (const c of m.children ?? []) mapWalk(c);
     if (m.message) mapWalk(m.message);
@@ -374,8 +380,8 @@ export function imapReader(output, structure, modules) {
     const body = render(`BODY.PEEK[${path}]`);
     const data = body ? literalData(body) : null;
     const bp = byPath.get(path);
-    // uudecoding (as mail clients do for bodies) applies to leaves, not to a container's raw text
-    const leaf = bp ? !bp.multipart && !bp.message : mapLeaf.get(path) !== false;
+    // uudecoding (as mail clients do for bodies) applies to text leaves, not to a container's raw text
+    const leaf = bp ? !bp.multipart && !bp.message && bp.type === 'text' : mapLeaf.get(path) === 'text';
     if (data) {
       payloadFindings('imap', `BODY[${path}]`, data, findings);
       if (bp && !bp.multipart) for (const d of decodeByEncoding(bp.encoding, data)) {
@@ -441,17 +447,10 @@ export async function mailparserReader(output, simpleParser, depth = 0, where = 
 
 // ------------------------------------------------------------------------------------- raw bytes
 export function bytesReader(output) {
+  // EICAR anywhere in what is delivered (a header included) is what a scanner at the client, or
+  // postern's own raw-message scan, flags. Executable bytes are only judged decoded, by the readers.
   const findings = [];
   if (output.includes(EICAR)) findings.push({ reader: 'bytes', kind: 'eicar', where: 'output bytes', detail: 'EICAR in the delivered bytes' });
-  // an executable sent unencoded (binary / 8bit): the MZ header and the marker 20 bytes on. The
-  // marker alone is plain ASCII and survives quoted-printable, so it proves nothing by itself.
-  for (let at = output.indexOf(MZ_MARKER); at >= 0; at = output.indexOf(MZ_MARKER, at + 1)) {
-    const head = at - 20;
-    if (head >= 0 && output[head] === 0x4d && output[head + 1] === 0x5a && output[head + 2] === 0x90) {
-      findings.push({ reader: 'bytes', kind: 'mz~embedded', where: 'output bytes', detail: 'MZ executable bytes in the clear in the delivered bytes' });
-      break;
-    }
-  }
   return { findings, notes: [] };
 }
 
