@@ -713,8 +713,8 @@ async function startPostern(dovecot, clamd) {
     `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
     `policies_dir: ${join(root, 'policies')}\n` +
     `quarantine: { dir: ${dir}/quarantine }\n` +
-    `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${clamd.port} }]\n  timeout_ms: 60s\n  health_interval_ms: 30s\n  max_stream_bytes: 25MiB\n` +
-    `limits: { shutdown_grace_ms: 1s }\n` +
+    `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${clamd.port} }]\n  timeout_ms: 60000\n  health_interval_ms: 30000\n  max_stream_bytes: 25MiB\n` +
+    `limits: { shutdown_grace_ms: 1000 }\n` +
     `listeners:\n` +
     `  - name: bench-imap\n    protocol: imap\n    host: 127.0.0.1\n    port: ${imap}\n    tls: { mode: none }\n${up(dovecot.ports.imap)}` +
     `  - name: bench-imaps\n    protocol: imap\n    host: 127.0.0.1\n    port: ${imaps}\n    tls: { mode: implicit, hostname: localhost }\n${up(dovecot.ports.imap)}` +

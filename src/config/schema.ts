@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
+import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
   InspectConfig,
@@ -62,43 +63,9 @@ const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
 
 // ---------- scalar helpers ----------
 
-const SIZE_UNITS: Record<string, number> = {
-  '': 1, b: 1,
-  k: 1000, kb: 1000, kib: 1024,
-  m: 1000 ** 2, mb: 1000 ** 2, mib: 1024 ** 2,
-  g: 1000 ** 3, gb: 1000 ** 3, gib: 1024 ** 3,
-};
-const DURATION_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** Parses `123`, `"64MiB"`, `"30s"`; returns null when the text is not a non-negative amount with a known unit. */
-export function parseAmount(value: unknown, units: Record<string, number>): number | null {
-  if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : null;
-  if (typeof value !== 'string') return null;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
-  if (!m) return null;
-  const factor = units[m[2]!.toLowerCase()];
-  if (factor === undefined) return null;
-  const n = Math.round(Number(m[1]) * factor);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
-const bytes = z.unknown().transform((v, ctx) => {
-  const n = parseAmount(v, SIZE_UNITS);
-  if (n === null) {
-    ctx.addIssue({ code: 'custom', message: 'expected a non-negative whole number of bytes or a size such as "64MiB" (units B, KB, KiB, MB, MiB, GB, GiB)' });
-    return z.NEVER;
-  }
-  return n;
-});
-
-const millis = z.unknown().transform((v, ctx) => {
-  const n = parseAmount(v, DURATION_UNITS);
-  if (n === null) {
-    ctx.addIssue({ code: 'custom', message: 'expected a non-negative whole number of milliseconds or a duration such as "30s" (units ms, s, m, h, d)' });
-    return z.NEVER;
-  }
-  return n;
-});
+// sizes and *_ms durations: one grammar for the config and the policies (src/units.ts)
+const bytes = sizeField;
+const millis = millisField;
 
 const count = z.number().int().nonnegative();
 const port = z.number().int().min(0).max(65535);

@@ -3,6 +3,7 @@
  * so a typo never silently disables a rule. Defaults are filled in by compile.ts, not here.
  */
 import { z } from 'zod';
+import { sizeField } from '../units.js';
 import { globProblem, type GlobKind } from './glob.js';
 
 export const TEMPLATE_VARIABLES = [
@@ -20,20 +21,8 @@ export const TEMPLATE_VARIABLES = [
   'part',
 ] as const;
 
-const SIZE_RE = /^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$/i;
-
-export function parseSize(v: number | string): number {
-  if (typeof v === 'number') return v;
-  const m = SIZE_RE.exec(v);
-  if (!m) return NaN;
-  const unit = (m[2] ?? 'b').toLowerCase()[0];
-  const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
-  return Math.floor(Number(m[1]) * mult);
-}
-
-const size = z
-  .union([z.number().int().nonnegative(), z.string().regex(SIZE_RE, 'expected a size such as 25MB, 512KB or a byte count')])
-  .transform((v) => parseSize(v));
+/** A size (src/units.ts: the same grammar as postern.yaml; K/M/G and KB/MB/GB are binary). */
+const size = sizeField;
 
 const count = z.number().int().nonnegative();
 

@@ -52,9 +52,11 @@ describe('policy loading', () => {
     expect(issues('deny_messages:\n  strip: "hello {nope}"\n')[0].message).toMatch(/unknown template variable \{nope\}/);
     expect(issues('headers: { strip: [ { name: X, value: "(" } ] }')[0].message).toMatch(/invalid regular expression/);
     expect(issues('limits: { max_message_size: 12 parsecs }')[0].path).toBe('limits.max_message_size');
+    expect(issues('limits:\n  max_message_size: 1.5MB\n')[0]).toMatchObject({ line: 2, column: 21, message: expect.stringMatching(/has a fraction/) });
+    expect(issues('antivirus: { max_size: 25mb }')[0].message).toMatch(/unknown unit "mb" \(units are case-sensitive\)/);
     expect(issues('a: [1\n')[0].line).toBeGreaterThan(0);
   });
-  it('parses sizes', () => {
+  it('parses sizes (binary, as in postern.yaml: src/units.ts)', () => {
     const p = compilePolicyText('limits: { max_message_size: 25MB, max_header_size: 512KiB }\nantivirus: { max_size: 1048576 }', '/p/s.yaml');
     expect(p.limits.maxMessageSize).toBe(25 * 1024 * 1024);
     expect(p.limits.maxHeaderSize).toBe(512 * 1024);
