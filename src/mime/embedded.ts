@@ -20,9 +20,13 @@ export interface EmbeddedFile {
 
 export const MAX_EMBEDDED = 64;
 
-const BEGIN = /^[ \t]*begin(-base64)?[ \t]+([0-7]{1,6})[ \t]+(.*?)[ \t]*$/i;
+/** `begin [mode] [name]` after leading whitespace (lenient decoders take a line without a mode, and indented blocks). */
+const BEGIN = /^begin(-base64)?\b(.*)$/i;
+const MODE = /^[ \t]+([0-7]{1,6})(?![0-9])(.*)$/;
 const YBEGIN = /^=ybegin\b(.*)$/;
 const BINHEX = /\(This file must be converted with BinHex/i;
+/** Embedded files inside embedded files (a uuencoded text that carries another block) are looked for this deep. */
+const MAX_NESTING = 3;
 
 /** Quick test before splitting lines: does the text contain anything that may start a block? */
 export function mayHaveEmbedded(text: Buffer): boolean {
@@ -33,18 +37,23 @@ function splitLines(text: Buffer): string[] {
   return text.toString('latin1').split(/\r\n|\r|\n/);
 }
 
-export function findEmbedded(text: Buffer): EmbeddedFile[] {
+export function findEmbedded(text: Buffer, depth = 0): EmbeddedFile[] {
   const out: EmbeddedFile[] = [];
   if (!mayHaveEmbedded(text)) return out;
   const lines = splitLines(text);
   for (let i = 0; i < lines.length && out.length < MAX_EMBEDDED; i++) {
-    const line = lines[i]!;
+    const line = lines[i]!.trim();
     let m = BEGIN.exec(line);
     if (m) {
-      const r = m[1] ? decodeBase64Block(lines, i + 1) : decodeUuBlock(lines, i + 1);
-      out.push({ kind: m[1] ? 'base64' : 'uuencode', name: m[3] ?? '', data: r.data, damaged: r.damaged });
-      i = r.next - 1;
-      continue;
+      const base64 = !!m[1];
+      const mode = MODE.exec(m[2] ?? '');
+      const name = (mode ? mode[2]! : m[2]!).trim();
+      if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
+        const r = base64 ? decodeBase64Block(lines, i + 1) : decodeUuBlock(lines, i + 1);
+        out.push({ kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged });
+        i = r.next - 1;
+        continue;
+      }
     }
     m = YBEGIN.exec(line);
     if (m) {
@@ -60,7 +69,29 @@ export function findEmbedded(text: Buffer): EmbeddedFile[] {
       i = r.next - 1;
     }
   }
+  // a decoded file that is text may carry blocks of its own
+  if (depth < MAX_NESTING) {
+    for (const f of [...out]) {
+      if (out.length >= MAX_EMBEDDED) break;
+      if (f.data.length === 0 || f.data.subarray(0, 8192).includes(0)) continue;
+      for (const g of findEmbedded(f.data, depth + 1)) if (out.length < MAX_EMBEDDED) out.push(g);
+    }
+  }
   return out;
+}
+
+function nextNonEmpty(lines: string[], from: number): string | undefined {
+  for (let k = from; k < lines.length && k < from + 3; k++) if (lines[k]!.trim() !== '') return lines[k]!.trim();
+  return undefined;
+}
+
+/** A begin line without a mode counts only when the next line is a plausible first data line. */
+function looksLikeBlockStart(next: string | undefined, base64: boolean): boolean {
+  if (next === undefined) return false;
+  if (base64) return /^[A-Za-z0-9+/=]{4,}$/.test(next.trim());
+  const n = (next.charCodeAt(0) - 32) & 63;
+  const want = 1 + Math.ceil(n / 3) * 4;
+  return next.length > 0 && next.length >= want - 1 && next.length <= want + 2 && /^[\x20-\x60]+$/.test(next.trimEnd() || next);
 }
 
 interface Block {
@@ -73,14 +104,15 @@ interface Block {
 /** uuencode data lines up to `end` (short lines are padded with zero bits, as Python's binascii.a2b_uu does). */
 function decodeUuBlock(lines: string[], from: number): Block {
   let size = 0;
-  for (let k = from; k < lines.length && !/^end[ \t]*$/i.test(lines[k]!); k++) size += 63;
+  for (let k = from; k < lines.length && !/^end$/i.test(lines[k]!.trim()); k++) size += 63;
   const out = Buffer.alloc(Math.min(size, 64 * 1024 * 1024));
   let o = 0;
   let damaged = true;
   let i = from;
   for (; i < lines.length; i++) {
-    const l = lines[i]!;
-    if (/^end[ \t]*$/i.test(l)) {
+    // indented blocks are taken by lenient decoders: the length character is never a space
+    const l = lines[i]!.trim();
+    if (/^end$/i.test(l)) {
       damaged = false;
       i++;
       break;

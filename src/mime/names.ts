@@ -8,7 +8,8 @@
  * - the last path segment ('/' and '\'), and the part before an NTFS stream suffix ("a.exe:x");
  * - trailing dots and whitespace removed (Windows drops them);
  * - Unicode NFC and NFKC (full-width and compatibility forms: "ｅｘｅ" -> "exe");
- * - %XX escapes decoded.
+ * - %XX escapes decoded;
+ * - surrounding quotes and brackets removed (a reader that does not unquote shows them).
  * Case is left alone: the rules match case-insensitively.
  */
 
@@ -63,6 +64,9 @@ export function filenameCandidates(names: readonly string[]): string[] {
     for (const f of forms) {
       for (const v of [f, f.normalize('NFC'), f.normalize('NFKC')]) {
         add(v);
+        // a name some reader left quoted or bracketed
+        const bare = v.trim().replace(/^["'<(\[{]+|["'>)\]}]+$/g, '');
+        if (bare !== v) add(bare);
         // C strings end at the first control character
         const cut = CONTROL.exec(v);
         if (cut && cut.index > 0) add(v.slice(0, cut.index));

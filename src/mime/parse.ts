@@ -8,6 +8,7 @@
  */
 import { parsePartTree, isMessageNode, type LimitHit, type MimeNode } from './partmap.js';
 import { contentInfo } from './content.js';
+import { findEmbedded } from './embedded.js';
 
 export type { MimeNode } from './partmap.js';
 
@@ -44,6 +45,16 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
     for (const f of n.faults) add(n.section, f);
     const info = contentInfo(n);
     for (const f of info.faults) add(n.section, f);
+    if (n.multipart && n.children.length > 0) {
+      // preamble and epilogue are shown by no client, and must not carry files either
+      const first = n.children[0]!;
+      const last = n.children[n.children.length - 1]!;
+      for (const [a, b] of [[n.bodyStart, first.headerStart], [last.bodyEnd, n.bodyEnd]] as const) {
+        const region = buf.subarray(a, Math.max(a, b));
+        if (/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(region.toString('latin1'))) add(n.section, 'binary data outside the parts of a multipart');
+        if (findEmbedded(region).length > 0) add(n.section, 'a file embedded outside the parts of a multipart');
+      }
+    }
     // an encoded message/rfc822 part is a leaf: what Dovecot makes of its encoded text is no finding
     if (n.message && !isEncodedMessage(n)) walk(n.message);
     for (const c of n.children) walk(c);

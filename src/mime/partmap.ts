@@ -699,10 +699,18 @@ class Builder {
       node.boundary = boundary;
       this.stack.push(bd);
       let closed = false;
+      let epilogueFrom = -1;
       let hit = this.scan(bodyFrom);
       for (;;) {
         if (hit === null || hit.boundary.node !== node) {
           if (!closed) this.fault(node, node.children.length === 0 ? 'no boundary delimiter found' : 'multipart never closed');
+          else if (node.children.length === 0 && this.parts < this.limits.maxParts) this.fault(node, 'multipart without parts');
+          // readers that do not stop at the close delimiter take a later delimiter line as a new part
+          if (epilogueFrom >= 0) {
+            const stop = hit ? hit.lineStart : buf.length;
+            const again = buf.indexOf(Buffer.from(`\n--${boundary!}`, 'latin1'), Math.max(0, epilogueFrom - 1));
+            if (again >= 0 && again < stop) this.fault(node, 'delimiter line after the close delimiter');
+          }
           if (hit === null) {
             node.bodyEnd = stripped ? node.bodyStart : buf.length;
             return null;
@@ -713,6 +721,7 @@ class Builder {
         const next = lineEnd(buf, hit.lineStart);
         if (hit.epilogue) {
           closed = true;
+          epilogueFrom = next;
           hit = this.scan(next);
           continue;
         }

@@ -58,6 +58,15 @@ interface Leaf {
   target?: MimeNode;
   /** Files found embedded in the text (uuencode, yEnc, BinHex). */
   embedded: EmbeddedFile[];
+  /** For a message/* part opened by the engine: the leaves inside it (their bodies in the decoded message). */
+  inner: Leaf[];
+}
+
+/** The leaves inside an opened message/* part, nested ones included, in document order. */
+function innerLeaves(leaf: Leaf): Leaf[] {
+  const out: Leaf[] = [];
+  for (const l of leaf.inner) out.push(l, ...innerLeaves(l));
+  return out;
 }
 
 const SEVERITY: Record<ActionName, number> = { allow: 0, strip: 1, block: 2 };
@@ -236,6 +245,7 @@ function makeLeaf(msg: Buffer, node: MimeNode): Leaf {
     body: msg.subarray(node.bodyStart, node.bodyEnd),
     target: stripTarget(node),
     embedded: [],
+    inner: [],
   };
 }
 
@@ -348,7 +358,18 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
             infectedHit(leaf, section, scanned.outcome);
           }
         }
-        for (const f of leaf.embedded) {
+        // the parts of an opened forwarded message, decoded, and files embedded in text
+        for (const inner of innerLeaves(leaf)) {
+          if (tempfail) break;
+          const s = await scanLeaf(scanner, inner.body, inner.cte, av.maxSize, `part ${section} (forwarded part ${inner.section})`);
+          if (!s) continue;
+          if ('oversize' in s) onOversize(section, s.oversize);
+          else if (handle(s.outcome, section, s.size)) {
+            partInfected = true;
+            infectedHit(leaf, section, s.outcome, `forwarded part ${inner.section}`);
+          }
+        }
+        for (const f of [...leaf.embedded, ...innerLeaves(leaf).flatMap((l) => l.embedded)]) {
           if (tempfail) break;
           if (f.data.length === 0) continue;
           if (f.data.length > av.maxSize) {
@@ -407,58 +428,42 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     }
   }
 
-  const blocked = hits.some((h) => h.spec.action === 'block');
-  const acting = hits.filter((h) => h.spec.action !== 'allow');
-  const wantQuarantine = acting.some((h) => h.spec.quarantine);
+  const wantQuarantine = () => hits.some((h) => h.spec.action !== 'allow' && h.spec.quarantine);
   const rid = recoveryId(raw, policy.name);
-  let quarantineId: string | undefined;
-  let quarantineFailed = false;
-  if (wantQuarantine) {
-    if (!deps.quarantine) quarantineFailed = true;
-    else {
-      try {
-        quarantineId = await deps.quarantine.put(raw, {
-          id: rid,
-          policy: policy.name,
-          status: blocked ? 'blocked' : 'changed',
-          hits: acting.map(publicHit),
-          viruses,
-          context: ctx,
-          time: (deps.now ?? (() => new Date()))().toISOString(),
-        });
-      } catch {
-        quarantineFailed = true;
-      }
-    }
-  }
   const root = parsed?.root ?? parseHeaderBlock(msg, policy.limits.maxHeaderSize);
-  const vars = (h: Hit[]): TemplateVars => ({
-    reason: uniq(h.map((x) => x.reason)).join('; '),
-    filename: uniq(h.map((x) => x.filename ?? '').filter(Boolean)).join(', ') || undefined,
-    type: uniq(h.map((x) => (x.detectedType && x.detectedType !== x.declaredType ? `${x.declaredType ?? '?'} (detected ${x.detectedType})` : x.declaredType ?? '')).filter(Boolean)).join(', ') || undefined,
+  /**
+   * Template variables. `sterile` leaves out everything taken from the message (names, types,
+   * subject, sender, reasons that quote them): used when the notice itself would carry a virus.
+   */
+  const vars = (h: Hit[], sterile = false): TemplateVars => ({
+    reason: sterile ? 'a virus was found in the message' : uniq(h.map((x) => x.reason)).join('; '),
+    filename: sterile ? undefined : uniq(h.map((x) => x.filename ?? '').filter(Boolean)).join(', ') || undefined,
+    type: sterile ? undefined : uniq(h.map((x) => (x.detectedType && x.detectedType !== x.declaredType ? `${x.declaredType ?? '?'} (detected ${x.detectedType})` : x.declaredType ?? '')).filter(Boolean)).join(', ') || undefined,
     virus: uniq(h.map((x) => x.virus ?? '').filter(Boolean)).join(', ') || undefined,
     action: h.some((x) => x.spec.action === 'block') ? 'block' : 'strip',
     policy: policy.name,
     rule: uniq(h.map((x) => x.rule)).join(', '),
-    message_id: headerValue(msg, root, 'message-id'),
-    subject: headerValue(msg, root, 'subject'),
-    sender: headerValue(msg, root, 'from'),
+    message_id: sterile ? undefined : headerValue(msg, root, 'message-id'),
+    subject: sterile ? undefined : headerValue(msg, root, 'subject'),
+    sender: sterile ? undefined : headerValue(msg, root, 'from'),
     // the id is shown even when storing failed: the text must not depend on disk state
-    recovery: wantQuarantine ? rid : 'none (original not kept)',
+    recovery: wantQuarantine() ? rid : 'none (original not kept)',
     part: uniq(h.map((x) => x.part)).join(', '),
   });
 
-  if (blocked) {
+  const blockNotice = (sterile: boolean): Buffer => {
+    const acting = hits.filter((h) => h.spec.action !== 'allow');
     const eol = '\r\n';
     const out: Buffer[] = [];
     // only well-formed thread fields are repeated: a notice never carries other original bytes
-    for (const f of root.fields) {
+    for (const f of sterile ? [] : root.fields) {
       if (!KEPT_ON_BLOCK.has(f.name.trim().toLowerCase()) || !keepableField(msg, f)) continue;
       const slice = msg.subarray(f.start, f.end);
       out.push(slice);
       if (slice[slice.length - 1] !== 0x0a) out.push(Buffer.from(eol));
     }
-    const text = renderTemplate(policy.deny.block, vars(acting.filter((h) => h.spec.action === 'block').concat(acting.filter((h) => h.spec.action !== 'block'))));
+    if (sterile) out.push(Buffer.from(`Subject: [postern] message blocked${eol}`, 'latin1'));
+    const text = renderTemplate(policy.deny.block, vars(acting.filter((h) => h.spec.action === 'block').concat(acting.filter((h) => h.spec.action !== 'block')), sterile));
     const { body, cte } = encodeDenyBody(text, eol);
     out.push(
       Buffer.from(
@@ -469,58 +474,112 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     );
     const headerBuf = Buffer.concat(out);
     const finalHeader = applyHeaderRules(headerBuf, policy);
-    return finish('blocked', Buffer.concat([finalHeader, body]), quarantineId, quarantineFailed);
-  }
+    return Buffer.concat([finalHeader, body]);
+  };
 
-  // changed / clean: collect non-overlapping replacements
-  const replacements: { start: number; end: number; bytes: Buffer[] }[] = [];
-  const replaced = new Set<MimeNode>();
-  const byTarget = new Map<MimeNode, Hit[]>();
-  for (const h of acting) {
-    if (h.spec.action !== 'strip' || !h.target) continue;
-    const list = byTarget.get(h.target) ?? [];
-    list.push(h);
-    byTarget.set(h.target, list);
-  }
-  for (const target of byTarget.keys()) {
-    let covered = false;
-    for (let a = target.parent; a && !covered; a = a.parent) covered = byTarget.has(a);
-    if (covered) continue; // a stripped ancestor already removes it
-    replaced.add(target);
-    const text = renderTemplate(policy.deny.strip, vars(byTarget.get(target)!));
-    replacements.push({ start: target.headerStart, end: target.bodyEnd, bytes: [defuse(strippedPart(text, '\r\n'), target)] });
-  }
-  if (parsed) {
-    // part headers (scope: all)
-    const allRules = policy.headers.strip.filter((r) => r.scope === 'all');
-    if (allRules.length) {
-      const walk = (n: MimeNode) => {
-        if (replaced.has(n)) return;
-        if (n !== parsed!.root) {
-          const kept = filterHeader(msg, n, allRules);
-          if (kept) replacements.push({ start: n.headerStart, end: n.headerEnd, bytes: kept });
-        }
-        if (n.message && !leaves.some((l) => l.node === n)) walk(n.message);
-        for (const c of n.children) walk(c);
-      };
-      walk(parsed.root);
+  const rewrite = (): Buffer => {
+    // changed / clean: collect non-overlapping replacements
+    const acting = hits.filter((h) => h.spec.action !== 'allow');
+    const replacements: { start: number; end: number; bytes: Buffer[] }[] = [];
+    const replaced = new Set<MimeNode>();
+    const byTarget = new Map<MimeNode, Hit[]>();
+    for (const h of acting) {
+      if (h.spec.action !== 'strip' || !h.target) continue;
+      const list = byTarget.get(h.target) ?? [];
+      list.push(h);
+      byTarget.set(h.target, list);
+    }
+    for (const target of byTarget.keys()) {
+      let covered = false;
+      for (let a = target.parent; a && !covered; a = a.parent) covered = byTarget.has(a);
+      if (covered) continue; // a stripped ancestor already removes it
+      replaced.add(target);
+      const text = renderTemplate(policy.deny.strip, vars(byTarget.get(target)!));
+      replacements.push({ start: target.headerStart, end: entityEnd(msg, target), bytes: [defuse(strippedPart(text, '\r\n'), target)] });
+    }
+    if (parsed) {
+      // part headers (scope: all)
+      const allRules = policy.headers.strip.filter((r) => r.scope === 'all');
+      if (allRules.length) {
+        const walk = (n: MimeNode) => {
+          if (replaced.has(n)) return;
+          if (n !== parsed!.root) {
+            const kept = filterHeader(msg, n, allRules);
+            if (kept) replacements.push({ start: n.headerStart, end: n.headerEnd, bytes: kept });
+          }
+          if (n.message && !leaves.some((l) => l.node === n)) walk(n.message);
+          for (const c of n.children) walk(c);
+        };
+        walk(parsed.root);
+      }
+    }
+    const top = applyParsedHeaderRules(msg, root, policy, true, tags);
+    if (top.length !== root.bodyStart || !top.equals(msg.subarray(0, root.bodyStart))) {
+      replacements.push({ start: 0, end: root.bodyStart, bytes: [top] });
+    }
+    if (replacements.length === 0) return msg;
+    replacements.sort((x, y) => x.start - y.start);
+    const pieces: Buffer[] = [];
+    let pos = 0;
+    for (const r of replacements) {
+      if (r.start < pos) continue; // nested in an earlier replacement
+      pieces.push(msg.subarray(pos, r.start), ...r.bytes);
+      pos = r.end;
+    }
+    pieces.push(msg.subarray(pos));
+    return Buffer.concat(pieces);
+  };
+
+  let status: 'clean' | 'changed' | 'blocked' = hits.some((h) => h.spec.action === 'block') ? 'blocked' : 'changed';
+  let output = status === 'blocked' ? blockNotice(false) : rewrite();
+  if (output === msg) status = 'clean';
+  // What would be delivered is scanned once more when it is a notice (it quotes the subject, file
+  // names and reasons, and the message may have been blocked before the antivirus ran) or when the
+  // message carried a virus (it can sit where no part was stripped: a header, a preamble). Still
+  // infected, or not scannable: a notice without message content.
+  if (scanner && (status === 'blocked' || (viruses.length > 0 && status !== 'clean'))) {
+    const o = output.length <= policy.antivirus.maxSize ? await scanner.scan(output, { label: 'output' }) : undefined;
+    if (!o || o.kind !== 'clean') {
+      if (status !== 'blocked') {
+        addHit({ part: '', rule: 'antivirus', action: 'block', reason: 'virus found in what would be delivered', virus: viruses.join(', '), spec: { ...policy.antivirus.onVirus, action: 'block' } });
+      }
+      status = 'blocked';
+      output = blockNotice(true);
     }
   }
-  const top = applyParsedHeaderRules(msg, root, policy, true, tags);
-  if (top.length !== root.bodyStart || !top.equals(msg.subarray(0, root.bodyStart))) {
-    replacements.push({ start: 0, end: root.bodyStart, bytes: [top] });
+
+  let quarantineId: string | undefined;
+  let quarantineFailed = false;
+  if (wantQuarantine()) {
+    if (!deps.quarantine) quarantineFailed = true;
+    else {
+      try {
+        quarantineId = await deps.quarantine.put(raw, {
+          id: rid,
+          policy: policy.name,
+          status: status === 'blocked' ? 'blocked' : 'changed',
+          hits: hits.filter((h) => h.spec.action !== 'allow').map(publicHit),
+          viruses,
+          context: ctx,
+          time: (deps.now ?? (() => new Date()))().toISOString(),
+        });
+      } catch {
+        quarantineFailed = true;
+      }
+    }
   }
-  if (replacements.length === 0) return finish('clean', msg, quarantineId, quarantineFailed);
-  replacements.sort((a, b) => a.start - b.start);
-  const pieces: Buffer[] = [];
-  let pos = 0;
-  for (const r of replacements) {
-    if (r.start < pos) continue; // nested in an earlier replacement
-    pieces.push(msg.subarray(pos, r.start), ...r.bytes);
-    pos = r.end;
-  }
-  pieces.push(msg.subarray(pos));
-  return finish('changed', Buffer.concat(pieces), quarantineId, quarantineFailed);
+  return finish(status, output, quarantineId, quarantineFailed);
+}
+
+/**
+ * End of an entity without the line ending in front of the next delimiter. Dovecot counts that line
+ * ending into a message/rfc822 part whose encapsulated header was cut by the delimiter; a
+ * replacement must leave it to the delimiter line.
+ */
+function entityEnd(msg: Buffer, n: MimeNode): number {
+  const e = n.bodyEnd;
+  if (e >= n.headerStart + 2 && msg[e - 2] === 0x0d && msg[e - 1] === 0x0a && msg[e] === 0x2d && msg[e + 1] === 0x2d) return e - 2;
+  return e;
 }
 
 /** Deny text is generated, but defuse any line that would equal an enclosing delimiter anyway. */
@@ -683,9 +742,8 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
       for (const m of parsedInner.malformed) {
         if (policy.limits.onMalformed.action !== 'allow') innerHits.push({ part: section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
       }
-      const innerLeaves: Leaf[] = [];
-      forEachLeaf(parsedInner.root, (n) => innerLeaves.push(makeLeaf(inner, n)));
-      for (const l of innerLeaves) evaluateLeaf(inner, l, policy, (h) => innerHits.push(h), new Map(), depth + 1);
+      forEachLeaf(parsedInner.root, (n) => leaf.inner.push(makeLeaf(inner, n)));
+      for (const l of leaf.inner) evaluateLeaf(inner, l, policy, (h) => innerHits.push(h), new Map(), depth + 1);
     }
     const worst = innerHits.reduce<Hit | undefined>((w, h) => (!w || SEVERITY[h.spec.action] > SEVERITY[w.spec.action] ? h : w), undefined);
     if (worst && worst.spec.action !== 'allow') {

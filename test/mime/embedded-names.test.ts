@@ -70,6 +70,14 @@ describe('embedded files', () => {
     expect(findEmbedded(Buffer.from('nothing to see here, not even a beginning', 'latin1'))).toEqual([]);
   });
 
+  it('takes a begin line without a mode only in front of a plausible data line; quoted names are read too', () => {
+    const block = uuencode(Buffer.from('MZ payload'), 'x').split('\r\n').slice(1).join('\r\n');
+    const f = findEmbedded(Buffer.from(`begin  "evil.exe"\r\n${block}`, 'latin1'));
+    expect(f.map((x) => [x.name, x.data.toString()])).toEqual([['"evil.exe"', 'MZ payload']]);
+    expect(filenameCandidates([f[0]!.name])).toContain('evil.exe');
+    expect(findEmbedded(Buffer.from('Begin the meeting at ten\r\nand bring the slides, please.\r\nend\r\n', 'latin1'))).toEqual([]);
+  });
+
   it('reports BinHex it cannot decode as damaged with no data', () => {
     const f = findEmbedded(Buffer.from('(This file must be converted with BinHex 4.0)\r\n:~~~~:\r\n', 'latin1'));
     expect(f.map((x) => [x.kind, x.damaged, x.data.length])).toEqual([['binhex', true, 0]]);

@@ -187,6 +187,39 @@ const CASES: Case[] = [
     lenient: ['content_types.rules[0]', 'filenames.rules[0]'],
     secret: 'BinHex 4.0',
   },
+  {
+    name: 'a delimiter line after the close delimiter (readers that read on see another part)',
+    msg: () =>
+      Buffer.from(
+        'From: m@example.test\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="o"\r\n\r\n--o\r\nContent-Type: multipart/report; boundary="i"\r\n\r\n' +
+          `--i--\r\n--i\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(EXE)}\r\n--o--\r\n`,
+        'latin1',
+      ),
+    strict: ['limits.on_malformed'],
+    lenient: [],
+    secret: b64(EXE).slice(0, 40),
+  },
+  {
+    name: 'an executable in the clear after the close delimiter',
+    msg: () => Buffer.concat([withPart('Content-Type: text/plain', 'x'), EXE, Buffer.from('\r\n')]),
+    strict: ['limits.on_malformed'],
+    lenient: [],
+    secret: 'MZ\x90',
+  },
+  {
+    name: 'a uuencoded text that carries another uuencoded block',
+    msg: () => withPart('Content-Type: application/octet-stream; name="notes.txt"\r\nContent-Transfer-Encoding: x-uuencode', uuencode(Buffer.from(`Hello,\r\n\r\n${uuencode(EXE, 'evil.exe')}\r\n`, 'latin1'), 'notes.txt')),
+    strict: ['content_types.rules[0]', 'filenames.rules[0]'],
+    lenient: ['content_types.rules[0]', 'filenames.rules[0]'],
+    secret: 'begin 644',
+  },
+  {
+    name: 'an indented uuencode block without a mode',
+    msg: () => withPart('Content-Type: text/html; charset=utf-8', uuencode(EXE, '"evil.exe"').replace('begin 644 ', 'begin ').replace(/^/gm, '  ')),
+    strict: ['content_types.rules[0]', 'filenames.rules[0]'],
+    lenient: ['content_types.rules[0]', 'filenames.rules[0]'],
+    secret: 'M35J',
+  },
 ];
 
 const rules = (r: Awaited<ReturnType<typeof inspectMessage>>) => [...new Set(r.verdict.hits.map((h) => h.rule))].sort();
@@ -321,5 +354,74 @@ describe('the bytes scanned are the bytes served', () => {
     // no second parse: the structure handed out is the judged tree itself
     const bs = renderItem(r.output, r.structure, parseFetchItems('BODYSTRUCTURE').items[0]!).toString('latin1');
     expect(bs).toContain('("application" "pdf" ("name" "a.pdf") NIL NIL "base64"');
+  });
+});
+
+describe('a notice never delivers what the scanner found', () => {
+  const scanner = () => new RecordingScanner();
+  const noEicar = (b: Buffer) => expect(b.includes(EICAR)).toBe(false);
+
+  it('EICAR in the Subject: blocked, and neither the kept header nor {subject} repeats it', async () => {
+    const msg = Buffer.from(`From: a@example.test\r\nSubject: ${EICAR.toString('latin1')}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n`, 'latin1');
+    const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: scanner() });
+    expect(r.verdict.status).toBe('blocked');
+    noEicar(r.output);
+    expect(r.output.toString('latin1')).toContain('Subject: [postern] message blocked');
+  });
+
+  it('EICAR as the name of a uuencoded file: the name is not quoted in the notice', async () => {
+    const msg = withPart('Content-Type: text/plain', uuencode(EXE, `${EICAR.toString('latin1')}.exe`));
+    const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: scanner() });
+    expect(r.verdict.status).toBe('blocked');
+    noEicar(r.output);
+  });
+
+  it('EICAR in the header of a kept part while another part is stripped: the whole message is blocked', async () => {
+    const msg = Buffer.from(
+      'From: a@example.test\r\nSubject: two\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="v"\r\n\r\n' +
+        `--v\r\nContent-Type: text/plain\r\nContent-Description: ${EICAR.toString('latin1')}\r\n\r\nkept text\r\n` +
+        `--v\r\nContent-Type: application/octet-stream; name="a.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n${EICAR.toString('base64')}\r\n--v--\r\n`,
+      'latin1',
+    );
+    const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: scanner() });
+    expect(r.verdict.status).toBe('blocked');
+    expect(r.verdict.hits.map((h) => [h.part, h.rule, h.action])).toEqual([
+      ['2', 'antivirus', 'strip'],
+      ['', 'antivirus', 'block'],
+    ]);
+    noEicar(r.output);
+    // an infected part alone is stripped as before, and the rest is delivered
+    const plain = Buffer.from(msg.toString('latin1').replace(`Content-Description: ${EICAR.toString('latin1')}\r\n`, ''), 'latin1');
+    const k = await inspectMessage(plain, defaultPolicy(), {}, { scanner: scanner() });
+    expect(k.verdict.status).toBe('changed');
+    expect(k.output.toString('latin1')).toContain('kept text');
+  });
+});
+
+describe('forwarded messages opened by the engine', () => {
+  const inner = (body: string) =>
+    Buffer.from(`From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\ntext\r\n--in\r\n${body}\r\n--in--\r\n`, 'latin1');
+  const outer = (m: Buffer, type = 'message/rfc822') =>
+    withPart(`Content-Type: ${type}\r\nContent-Transfer-Encoding: base64`, b64(m));
+
+  it('the decoded parts inside are scanned (a scanner that does not read MIME still finds the virus)', async () => {
+    const s = new RecordingScanner();
+    const msg = outer(inner(`Content-Type: application/octet-stream; name="a.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n${EICAR.toString('base64')}`));
+    const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: s });
+    expect(r.verdict.status).toBe('changed');
+    expect(r.verdict.hits.map((h) => [h.part, h.rule, h.action])).toEqual([['2', 'antivirus', 'strip']]);
+    expect(s.seen.map((x) => x.label)).toContain('part 2 (forwarded part 2)');
+    // what was delivered reads cleanly, and inspecting it again finds nothing
+    const again = await inspectMessage(r.output, defaultPolicy(), {}, { scanner: new RecordingScanner() });
+    expect(again.verdict.status).toBe('clean');
+  });
+
+  it('message/global (a leaf to Dovecot) is opened too; the stripped part leaves a well-formed message', async () => {
+    const msg = outer(inner(`Content-Type: application/octet-stream; name="setup.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(EXE)}`), 'message/global');
+    const r = await inspectMessage(msg, defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(r.verdict.hits.every((h) => h.part === '2' && h.action === 'strip')).toBe(true);
+    expect((await inspectMessage(r.output, defaultPolicy(), {}, {})).verdict.status).toBe('clean');
+    expect(pythonParts(r.output).flatMap((p) => p.defects)).toEqual([]);
   });
 });
