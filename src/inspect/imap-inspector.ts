@@ -252,6 +252,7 @@ export class ImapInspector implements ImapInterceptor {
       upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
       onTagged: (parts, h) => this.onDone(state, parts, h),
+      withhold: (reason) => state.tempfail.push(reason),
     };
   }
 
@@ -277,6 +278,7 @@ export class ImapInspector implements ImapInterceptor {
         return this.headerRules(resp.seq, resp.items, dropUid);
       },
       onTagged: (parts, h) => this.onDone(state, parts, h),
+      withhold: (reason) => state.tempfail.push(reason),
     };
   }
 

@@ -29,7 +29,7 @@ import { CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
 
 /** After the session ends, how long the client gets to read the last bytes and close before it is reset. */
 const CLIENT_CLOSE_GRACE_MS = 2000;
-import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from '../session/types.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, SessionTimer, UpstreamTarget } from '../session/types.js';
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import type { MemoryBudget } from './memory.js';
@@ -344,6 +344,20 @@ export class Connection implements SessionHost {
     this.checkOutput();
   }
 
+  private readonly sessionTimers = new Map<SessionTimer, NodeJS.Timeout>();
+
+  setTimer(name: SessionTimer, ms: number | null): void {
+    const old = this.sessionTimers.get(name);
+    if (old) clearInterval(old);
+    this.sessionTimers.delete(name);
+    if (ms === null || ms <= 0 || this.closed) return;
+    const t = setInterval(() => {
+      if (!this.closed) this.session.onTimer?.(name);
+    }, ms);
+    t.unref();
+    this.sessionTimers.set(name, t);
+  }
+
   clientDrained(): Promise<void> {
     if (this.closed || this.unreadOutput() <= this.flow.clientOutputSoftBytes) return Promise.resolve();
     return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
@@ -653,6 +667,8 @@ export class Connection implements SessionHost {
     this.clearStallTimer();
     if (this.holdTimer) clearTimeout(this.holdTimer);
     this.holdTimer = null;
+    for (const t of this.sessionTimers.values()) clearInterval(t);
+    this.sessionTimers.clear();
     this.heldInput = [];
     this.heldInputBytes = 0;
     // the upstream connection (and, through onClose, the per-address slot) is released at once

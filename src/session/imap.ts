@@ -24,7 +24,7 @@ import { CommandReader, isIdleDone, serialiseCommand, type CommandGrammarOptions
 import { screenResponse } from '../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities, preauthCapabilities } from './imap-capabilities.js';
 import { routeLogin } from './routing.js';
-import type { Session, SessionHost } from './types.js';
+import type { MemoryLease, Session, SessionHost, SessionTimer } from './types.js';
 
 /** A client command the interceptor takes over (inline inspection). */
 export interface InterceptedCommand {
@@ -34,6 +34,8 @@ export interface InterceptedCommand {
   onUntagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer> | null;
   /** Called with the tagged completion; returns the bytes for the client (or a promise). */
   onTagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer>;
+  /** A response of this command could not be held (memory budget): its message is withheld, the command must not complete OK. */
+  withhold?(reason: string): void;
 }
 
 export interface ImapInterceptor {
@@ -105,7 +107,16 @@ export class ImapSession implements Session, ImapSessionView {
   private readonly privatePrefix: string;
   private privateSeq = 0;
   /** The upstream response being relayed: forwarded frame by frame, or held whole (assembler) for its target. */
-  private upstreamResponse: { forward: boolean; target: InFlight | null; head: ResponseHead; assembler: MessageAssembler | null } | null = null;
+  private upstreamResponse: {
+    forward: boolean;
+    target: InFlight | null;
+    head: ResponseHead;
+    assembler: MessageAssembler | null;
+    /** Bytes of the process memory budget held for the assembled response. */
+    lease?: MemoryLease | null;
+    /** The budget refused to hold this (intercepted) response: the rest is dropped and the message withheld. */
+    dropping?: boolean;
+  } | null = null;
   private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
   private logoutTag: string | null = null;
   private readonly outQueue: Array<Buffer | Promise<Buffer>> = [];
@@ -231,33 +242,56 @@ export class ImapSession implements Session, ImapSessionView {
       while (this.outQueue.length > 0) {
         const head = this.outQueue[0]!;
         let buf: Buffer;
-        let keepalive: NodeJS.Timeout | null = null;
         try {
           if (head instanceof Promise) {
-            // a long scan must not make the client give up: untagged OK lines are legal between responses
-            const ms = this.host.listener.inspect.keepaliveMs;
-            if (ms > 0) {
-              keepalive = setInterval(() => {
-                if (this.phase !== 'closed') this.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
-              }, ms);
+            // a long scan must not make the client give up: untagged OK lines are legal between
+            // responses; the host owns the timer and calls onTimer('keepalive')
+            this.awaitingHeld = true;
+            this.host.setTimer?.('keepalive', this.host.listener.inspect.keepaliveMs || null);
+            try {
+              buf = await head;
+            } finally {
+              this.awaitingHeld = false;
+              this.host.setTimer?.('keepalive', null);
             }
-            buf = await head;
           } else buf = head;
         } catch (err) {
-          if (keepalive) clearInterval(keepalive);
           this.outQueue.length = 0;
           this.fail(err, 'upstream');
           return;
         }
-        if (keepalive) clearInterval(keepalive);
         this.outQueue.shift();
         if (this.phase === 'closed') continue;
         this.host.sendClient(buf);
+        // a client that reads slowly must not make postern render every queued response at once
+        if (this.outQueue.length > 0 && this.host.clientDrained) await this.host.clientDrained();
       }
     } finally {
       this.flushing = false;
     }
     this.host.pauseUpstream(false);
+  }
+
+  /** True while the output queue waits for a held response (the only time a keep-alive line may be written). */
+  private awaitingHeld = false;
+
+  onTimer(name: SessionTimer): void {
+    if (name === 'keepalive' && this.awaitingHeld && this.phase !== 'closed') {
+      this.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
+    }
+  }
+
+  /**
+   * The host's hold deadline passed while a held response was pending: the client gets a BYE at once
+   * (what is still being inspected is dropped; nothing unvetted was sent).
+   */
+  onHoldTimeout(): void {
+    if (this.phase === 'closed') return;
+    this.outQueue.length = 0;
+    this.host.setTimer?.('keepalive', null);
+    this.host.log.warn({ code: ErrorCodes.HOLD_TIMEOUT }, 'held response not ready before the hold deadline');
+    if (!this.clientMidOutput) this.host.sendClient(b(`* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[ErrorCodes.HOLD_TIMEOUT]} (${ErrorCodes.HOLD_TIMEOUT})${CRLF}`));
+    this.finish({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'held response outlived the hold deadline' });
   }
 
   private async flushThen(fn: () => void): Promise<void> {
@@ -752,10 +786,15 @@ export class ImapSession implements Session, ImapSessionView {
     const cur = this.upstreamResponse;
     if (!cur) return;
     if (cur.assembler) {
+      if (!cur.dropping && cur.lease && !cur.lease.resize(cur.assembler.bytes + frame.data.length)) this.refuseHold(cur);
+      if (cur.dropping) {
+        if (frame.type === 'line' && !frame.literal) this.upstreamResponse = null;
+        return;
+      }
       const parts = cur.assembler.add(frame);
       if (parts) {
         this.upstreamResponse = null;
-        this.completeHeldResponse(cur.head, cur.target, parts);
+        this.completeHeldResponse(cur.head, cur.target, parts, cur.lease ?? null);
       }
       return;
     }
@@ -792,7 +831,9 @@ export class ImapSession implements Session, ImapSessionView {
         target,
         head,
         assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
+        lease: this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null,
       };
+      if (this.host.reserveMemory && !this.upstreamResponse.lease) this.refuseHold(this.upstreamResponse);
     };
     if (head.kind === 'tagged') {
       const idx = this.inflight.findIndex((c) => c.tag === head.tag);
@@ -887,10 +928,21 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   /** A whole response that was held: private command bookkeeping, an interceptor's rewrite, or the choke point. */
-  private completeHeldResponse(head: ResponseHead, target: InFlight | null, parts: Buffer[]): void {
+  private completeHeldResponse(head: ResponseHead, target: InFlight | null, parts: Buffer[], lease: MemoryLease | null = null): void {
+    // the held bytes stay in use until the interceptor's rendering settles; then they are returned to the budget
+    let keepLease = false;
+    try {
+      keepLease = this.completeHeld(head, target, parts, lease);
+    } finally {
+      if (!keepLease) lease?.release();
+    }
+  }
+
+  /** Returns true when the lease is handed to a pending rendering (released when it settles). */
+  private completeHeld(head: ResponseHead, target: InFlight | null, parts: Buffer[], lease: MemoryLease | null): boolean {
     if (!target) {
       this.forwardScreened(head, parts);
-      return;
+      return false;
     }
     if (target.private) {
       if (head.kind === 'tagged') {
@@ -900,7 +952,7 @@ export class ImapSession implements Session, ImapSessionView {
       } else {
         (target.untagged ??= []).push(parts);
       }
-      return;
+      return false;
     }
     const ic = target.intercepted!;
     if (head.kind === 'tagged') {
@@ -912,17 +964,39 @@ export class ImapSession implements Session, ImapSessionView {
       else this.sendClient(out);
       this.pumpGate();
       this.interceptDone();
-      return;
+      return false;
     }
     const out = ic.onUntagged(parts, head);
     if (out === null) {
       this.forwardScreened(head, parts);
-      return;
+      return false;
     }
     if (out instanceof Promise) {
       this.host.pauseUpstream(true);
+      if (lease) void out.then(() => lease.release(), () => lease.release());
       this.sendClientLater(out);
-    } else this.sendClient(out);
+      return lease !== null;
+    }
+    this.sendClient(out);
+    return false;
+  }
+
+  /**
+   * The memory budget refused to hold a response. An intercepted FETCH's message is withheld (the
+   * command completes with NO [UNAVAILABLE]) and the rest of the response is dropped; anything else ends
+   * the session.
+   */
+  private refuseHold(cur: NonNullable<ImapSession['upstreamResponse']>): void {
+    cur.lease?.release();
+    cur.lease = null;
+    const ic = cur.target?.intercepted;
+    if (ic?.withhold && cur.head.kind === 'untagged') {
+      ic.withhold('postern is out of memory budget');
+      cur.assembler?.reset();
+      cur.dropping = true;
+      return;
+    }
+    throw new PosternError(ErrorCodes.MEMORY_BUDGET, 'no memory budget left to hold an upstream response');
   }
 
   // ---------------------------------------------------------------- relay: client -> upstream

@@ -78,7 +78,17 @@ export interface SessionHost {
    * render everything into memory at once.
    */
   clientDrained?(): Promise<void>;
+  /**
+   * Arms (ms > 0) or clears (null) the session's named repeating timer; the host calls
+   * `session.onTimer(name)` every `ms` until it is cleared or the session closes. Sessions own no timers
+   * themselves (sans-IO): a transcript test fires them as events. IMAP uses `keepalive` while a held
+   * response is inspected.
+   */
+  setTimer?(name: SessionTimer, ms: number | null): void;
 }
+
+/** The timers a session may ask its host for. */
+export type SessionTimer = 'keepalive';
 
 export interface CloseReason {
   /** 'client-quit', 'client-closed', 'upstream-closed', 'error', 'shutdown', 'timeout'. */
@@ -107,6 +117,8 @@ export interface Session {
    * `shutdown(<reason>)` and records E_HOLD_TIMEOUT as the close code itself.
    */
   onHoldTimeout?(): void;
+  /** A timer armed with SessionHost.setTimer fired. */
+  onTimer?(name: SessionTimer): void;
   /** True while the IMAP client is in IDLE (idle timeout exempt). */
   readonly idling?: boolean;
   /** True once logged in (login timer stops). */

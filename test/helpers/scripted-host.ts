@@ -87,6 +87,12 @@ export class ScriptedHost implements SessionHost {
   pauseClient(p: boolean): void {
     this.clientPaused = p;
   }
+  /** Timers the session armed (name -> ms); a test fires one with session.onTimer(name). */
+  timers = new Map<string, number>();
+  setTimer(name: string, ms: number | null): void {
+    if (ms === null || ms <= 0) this.timers.delete(name);
+    else this.timers.set(name, ms);
+  }
   pauseUpstream(p: boolean): void {
     this.upstreamPaused = p;
   }

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { SessionHost } from '../../src/session/types.js';
 import { ImapSession } from '../../src/session/imap.js';
 import { ScriptedHost, testListener, tick } from '../helpers/scripted-host.js';
 import type { ListenerConfig } from '../../src/config/types.js';
@@ -369,7 +370,7 @@ describe('ImapSession interception', () => {
     return t;
   }
 
-  it('holds a rewritten response in order, holds later commands, and sends keep-alives while it waits', async () => {
+  it('holds a rewritten response in order, holds later commands, and sends keep-alives on the host timer while it waits', async () => {
     const t = await withInterceptor(130, 40);
     t.client('f1 FETCH 1 BODY[1]\r\nn1 NOOP\r\n');
     expect(t.host.takeUpstream()).toBe('f1 FETCH 1 BODY.PEEK[]\r\n');
@@ -377,9 +378,68 @@ describe('ImapSession interception', () => {
     // NOOP waits until f1 has completed upstream
     expect(t.host.takeUpstream()).toBe('n1 NOOP\r\n');
     expect(t.host.takeClient()).toBe('');
+    // the session owns no timer: it asked the host for one, and the test fires it as an event
+    expect(t.host.timers.get('keepalive')).toBe(40);
+    t.session.onTimer('keepalive');
+    t.session.onTimer('keepalive');
+    expect(t.host.takeClient()).toBe('* OK postern: still inspecting message content\r\n'.repeat(2));
     await new Promise((r) => setTimeout(r, 200));
+    expect(t.host.takeClient()).toBe('* 1 FETCH (BODY[] {6}\r\nXXXXXX)\r\n* 2 EXISTS\r\nf1 OK done\r\n');
+    expect(t.host.timers.has('keepalive')).toBe(false);
+    // a late timer event writes nothing between responses
+    t.session.onTimer('keepalive');
+    expect(t.host.takeClient()).toBe('');
+  });
+
+  it('the hold deadline ends a session whose held response never comes with a BYE', async () => {
+    const t = await withInterceptor(60_000, 0);
+    t.client('f1 FETCH 1 BODY[1]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {6}\r\nsecret)\r\nf1 OK done\r\n');
+    t.session.onHoldTimeout();
+    expect(t.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: inspection took too long (E_HOLD_TIMEOUT)\r\n');
+    expect(t.host.closed?.code).toBe('E_HOLD_TIMEOUT');
+  });
+
+  it('a held response the memory budget refuses is dropped and its message withheld (NO [UNAVAILABLE])', async () => {
+    const t = await withInterceptor(0, 0);
+    let granted = 0;
+    (t.host as unknown as { reserveMemory: SessionHost['reserveMemory'] }).reserveMemory = () => {
+      let held = 0;
+      return {
+        get bytes() {
+          return held;
+        },
+        resize(n: number) {
+          if (n > 16) return false;
+          held = n;
+          granted = Math.max(granted, n);
+          return true;
+        },
+        release() {
+          held = 0;
+        },
+      };
+    };
+    const withheld: string[] = [];
+    const ic = (t.session as unknown as { interceptor: { intercept: (...a: unknown[]) => unknown } }).interceptor;
+    const orig = ic.intercept;
+    ic.intercept = (...a: unknown[]) => {
+      const r = orig(...a) as { withhold?: (x: string) => void; onTagged: (p: Buffer[]) => Buffer } | null;
+      if (r) {
+        r.withhold = (why) => withheld.push(why);
+        r.onTagged = () => Buffer.from('f1 NO [UNAVAILABLE] withheld\r\n');
+      }
+      return r;
+    };
+    t.client('f1 FETCH 1 BODY[1]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {40}\r\nsecret secret secret secret secret secre)\r\nf1 OK done\r\n');
+    await tick();
+    expect(withheld).toEqual(['postern is out of memory budget']);
+    expect(granted).toBeLessThanOrEqual(16);
     const out = t.host.takeClient();
-    expect(out).toMatch(/^(\* OK postern: still inspecting message content\r\n){2,3}\* 1 FETCH \(BODY\[\] \{6\}\r\nXXXXXX\)\r\n\* 2 EXISTS\r\nf1 OK done\r\n$/);
+    expect(out).not.toContain('secret');
+    expect(out).toBe('f1 NO [UNAVAILABLE] withheld\r\n');
+    expect(t.host.closed).toBeNull();
   });
 
   it('sends no keep-alive when keepalive_ms is 0', async () => {
