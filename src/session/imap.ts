@@ -276,6 +276,10 @@ export class ImapSession implements Session, ImapSessionView {
   private awaitingHeld = false;
 
   onTimer(name: SessionTimer): void {
+    if (name === 'handshake') {
+      this.handshakeWaiter?.(new PosternError(ErrorCodes.GREETING_TIMEOUT, 'upstream did not answer in time'));
+      return;
+    }
     if (name === 'keepalive' && this.awaitingHeld && this.phase !== 'closed') {
       this.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
     }
@@ -609,12 +613,10 @@ export class ImapSession implements Session, ImapSessionView {
     const queued = this.handshakeQueue.shift();
     if (queued) return Promise.resolve({ parts: queued, head: parseResponseHead(queued[0]!) });
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.handshakeWaiter = null;
-        reject(new PosternError(ErrorCodes.GREETING_TIMEOUT, 'upstream did not answer in time'));
-      }, this.host.listener.limits.greetingTimeoutMs);
+      // every handshake answer must come within greeting_timeout_ms; the host owns the timer (onTimer('handshake'))
+      this.host.setTimer?.('handshake', this.host.listener.limits.greetingTimeoutMs || null);
       this.handshakeWaiter = (r) => {
-        clearTimeout(timer);
+        this.host.setTimer?.('handshake', null);
         this.handshakeWaiter = null;
         if (r instanceof Error) reject(r);
         else resolve({ parts: r, head: parseResponseHead(r[0]!) });

@@ -82,13 +82,13 @@ export interface SessionHost {
    * Arms (ms > 0) or clears (null) the session's named repeating timer; the host calls
    * `session.onTimer(name)` every `ms` until it is cleared or the session closes. Sessions own no timers
    * themselves (sans-IO): a transcript test fires them as events. IMAP uses `keepalive` while a held
-   * response is inspected.
+   * response is inspected and `handshake` while it waits for an upstream answer during login.
    */
   setTimer?(name: SessionTimer, ms: number | null): void;
 }
 
 /** The timers a session may ask its host for. */
-export type SessionTimer = 'keepalive';
+export type SessionTimer = 'keepalive' | 'handshake';
 
 export interface CloseReason {
   /** 'client-quit', 'client-closed', 'upstream-closed', 'error', 'shutdown', 'timeout'. */
