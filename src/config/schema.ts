@@ -114,6 +114,11 @@ const sessionLimitsShape = {
   login_timeout_ms: millis.optional(),
   idle_timeout_ms: millis.optional(),
   max_bad_commands: count.optional(),
+  client_output_soft_bytes: bytes.optional(),
+  client_output_hard_bytes: bytes.optional(),
+  client_stall_timeout_ms: millis.optional(),
+  client_input_hold_bytes: bytes.optional(),
+  hold_timeout_ms: millis.optional(),
 };
 const sessionLimitsSchema = z.strictObject(sessionLimitsShape);
 const globalLimitsSchema = z.strictObject({
@@ -121,6 +126,7 @@ const globalLimitsSchema = z.strictObject({
   max_sessions: count.optional(),
   max_sessions_per_client: count.optional(),
   shutdown_grace_ms: millis.optional(),
+  memory_budget_bytes: bytes.optional(),
 });
 type RawSessionLimits = z.output<typeof sessionLimitsSchema>;
 
@@ -312,6 +318,11 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
 
 // ---------- normalisation ----------
 
+/** The entries whose value is not undefined (optional config members stay absent, not `undefined`). */
+function defined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
 function sessionLimits(base: SessionLimits, raw: RawSessionLimits | undefined): SessionLimits {
   const r = raw ?? {};
   return {
@@ -323,6 +334,14 @@ function sessionLimits(base: SessionLimits, raw: RawSessionLimits | undefined): 
     loginTimeoutMs: r.login_timeout_ms ?? base.loginTimeoutMs,
     idleTimeoutMs: r.idle_timeout_ms ?? base.idleTimeoutMs,
     maxBadCommands: r.max_bad_commands ?? base.maxBadCommands,
+    // flow limits: undefined keeps the relay's defaults (hold_timeout_ms is derived from the scanner timeout)
+    ...defined({
+      clientOutputSoftBytes: r.client_output_soft_bytes ?? base.clientOutputSoftBytes,
+      clientOutputHardBytes: r.client_output_hard_bytes ?? base.clientOutputHardBytes,
+      clientStallTimeoutMs: r.client_stall_timeout_ms ?? base.clientStallTimeoutMs,
+      clientInputHoldBytes: r.client_input_hold_bytes ?? base.clientInputHoldBytes,
+      holdTimeoutMs: r.hold_timeout_ms ?? base.holdTimeoutMs,
+    }),
   };
 }
 
@@ -379,6 +398,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     maxSessions: gl.max_sessions ?? DEFAULT_SERVER_LIMITS.maxSessions,
     maxSessionsPerClient: gl.max_sessions_per_client ?? DEFAULT_SERVER_LIMITS.maxSessionsPerClient,
     shutdownGraceMs: gl.shutdown_grace_ms ?? DEFAULT_SERVER_LIMITS.shutdownGraceMs,
+    ...defined({ memoryBudgetBytes: gl.memory_budget_bytes }),
   };
   const sessionDefaults = sessionLimits(DEFAULT_SESSION_LIMITS, gl);
 

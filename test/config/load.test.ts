@@ -507,6 +507,33 @@ describe('valid configs are normalised with defaults', () => {
     });
   });
 
+  it('flow limits and the memory budget are config keys (documented in docs/configuration.md)', () => {
+    const file = writeYaml(
+      tmp.dir,
+      'flow.yaml',
+      yaml`
+        limits:
+          memory_budget_bytes: 512MiB
+          client_output_soft_bytes: 128KiB
+        listeners:
+          - protocol: imap
+            port: 1143
+            tls: { mode: starttls }
+            upstream: { kind: static, host: mail.example.com }
+            limits: { client_output_hard_bytes: 64MiB, client_stall_timeout_ms: 60000, client_input_hold_bytes: 32KiB, hold_timeout_ms: 90000 }
+      `,
+    );
+    const c = loadConfig(file);
+    expect(c.limits.memoryBudgetBytes).toBe(512 * 1024 * 1024);
+    expect(c.listeners[0]!.limits).toMatchObject({
+      clientOutputSoftBytes: 128 * 1024,
+      clientOutputHardBytes: 64 * 1024 * 1024,
+      clientStallTimeoutMs: 60_000,
+      clientInputHoldBytes: 32 * 1024,
+      holdTimeoutMs: 90_000,
+    });
+  });
+
   it.each(['127.0.0.1', '127.8.9.10', '::1', 'localhost'])('allow_any_host is accepted on loopback %s', (host) => {
     const c = parseConfigText(
       yaml`
