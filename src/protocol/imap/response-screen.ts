@@ -144,19 +144,171 @@ const DATE_TIME = /^[ 0-9][0-9]-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec
 const FLAG = /^(\\\*|\\?[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|}~[]+)$/;
 const OBJECTID = /^[A-Za-z0-9_-]{1,255}$/;
 
-/** Nested lists of NIL, numbers and plain strings (BODY, BODYSTRUCTURE, ENVELOPE). */
-function structure(ts: Tok[]): boolean {
-  let depth = 0;
-  for (const t of ts) {
-    if (t.t === '(') {
-      if (++depth > MAX_METADATA_DEPTH) return false;
-    } else if (t.t === ')') {
-      if (--depth < 0) return false;
-    } else if (t.t === 'str') {
-      if (!plainString(t)) return false;
-    } else if (t.t === 'atom') return false;
+/**
+ * A string in ENVELOPE / BODYSTRUCTURE: one line of text, bounded, never literal8. (Dovecot writes some
+ * 7-bit values as literals too — e.g. a subject that was folded — so the literal form itself is allowed.)
+ */
+function metaString(t: Tok | undefined): boolean {
+  return plainString(t);
+}
+
+/**
+ * Recursive-descent reader of RFC 3501/9051 `body` and `envelope` over the token list: numbers only where
+ * numbers go, strings only where strings go. Returns the index after the value, or -1.
+ */
+class MetaReader {
+  constructor(private readonly ts: Tok[]) {}
+  private is(i: number, t: Tok['t']): boolean {
+    return this.ts[i]?.t === t;
   }
-  return depth === 0 && ts[0]?.t === '(';
+  nstring(i: number): number {
+    if (this.is(i, 'nil')) return i + 1;
+    return metaString(this.ts[i]) ? i + 1 : -1;
+  }
+  string(i: number): number {
+    return metaString(this.ts[i]) ? i + 1 : -1;
+  }
+  number(i: number): number {
+    return this.is(i, 'num') ? i + 1 : -1;
+  }
+  /** `( string string *(string string) )` / NIL */
+  params(i: number): number {
+    if (this.is(i, 'nil')) return i + 1;
+    if (!this.is(i, '(')) return -1;
+    i++;
+    let n = 0;
+    while (!this.is(i, ')')) {
+      i = this.string(i);
+      if (i < 0) return -1;
+      n++;
+    }
+    return n > 0 && n % 2 === 0 ? i + 1 : -1;
+  }
+  address(i: number): number {
+    if (!this.is(i, '(')) return -1;
+    i++;
+    for (let k = 0; k < 4 && i >= 0; k++) i = this.nstring(i);
+    return i >= 0 && this.is(i, ')') ? i + 1 : -1;
+  }
+  addresses(i: number): number {
+    if (this.is(i, 'nil')) return i + 1;
+    if (!this.is(i, '(')) return -1;
+    i++;
+    let n = 0;
+    while (!this.is(i, ')')) {
+      i = this.address(i);
+      if (i < 0) return -1;
+      n++;
+    }
+    return n > 0 ? i + 1 : -1;
+  }
+  envelope(i: number): number {
+    if (!this.is(i, '(')) return -1;
+    i = this.nstring(i + 1); // date
+    if (i >= 0) i = this.nstring(i); // subject
+    for (let k = 0; k < 6 && i >= 0; k++) i = this.addresses(i); // from sender reply-to to cc bcc
+    if (i >= 0) i = this.nstring(i); // in-reply-to
+    if (i >= 0) i = this.nstring(i); // message-id
+    return i >= 0 && this.is(i, ')') ? i + 1 : -1;
+  }
+  /** body-extension = nstring / number / "(" body-extension *(SP body-extension) ")" */
+  extension(i: number, depth: number): number {
+    if (depth > MAX_METADATA_DEPTH) return -1;
+    if (this.is(i, 'num')) return i + 1;
+    if (this.is(i, '(')) {
+      i++;
+      let n = 0;
+      while (!this.is(i, ')')) {
+        i = this.extension(i, depth + 1);
+        if (i < 0) return -1;
+        n++;
+      }
+      return n > 0 ? i + 1 : -1;
+    }
+    return this.nstring(i);
+  }
+  /** body-fld-dsp [SP body-fld-lang [SP body-fld-loc *(SP body-extension)]] after md5 / params */
+  extTail(i: number, depth: number): number {
+    if (this.is(i, ')')) return i;
+    // disposition: ( string params ) / NIL
+    if (this.is(i, 'nil')) i++;
+    else if (this.is(i, '(')) {
+      i = this.string(i + 1);
+      if (i >= 0) i = this.params(i);
+      if (i < 0 || !this.is(i, ')')) return -1;
+      i++;
+    } else return -1;
+    if (this.is(i, ')')) return i;
+    // language: nstring / ( string *(SP string) )
+    if (this.is(i, '(')) {
+      i++;
+      let n = 0;
+      while (!this.is(i, ')')) {
+        i = this.string(i);
+        if (i < 0) return -1;
+        n++;
+      }
+      if (n === 0) return -1;
+      i++;
+    } else i = this.nstring(i);
+    if (i < 0 || this.is(i, ')')) return i;
+    i = this.nstring(i); // location
+    while (i >= 0 && !this.is(i, ')')) i = this.extension(i, depth + 1);
+    return i;
+  }
+  body(i: number, depth: number): number {
+    if (depth > MAX_METADATA_DEPTH || !this.is(i, '(')) return -1;
+    i++;
+    if (this.is(i, '(')) {
+      // multipart: 1*body SP subtype [ext]
+      let n = 0;
+      while (this.is(i, '(')) {
+        i = this.body(i, depth + 1);
+        if (i < 0) return -1;
+        n++;
+      }
+      if (n === 0) return -1;
+      i = this.string(i); // subtype
+      if (i < 0) return -1;
+      if (!this.is(i, ')')) {
+        i = this.params(i);
+        if (i >= 0) i = this.extTail(i, depth);
+      }
+      return i >= 0 && this.is(i, ')') ? i + 1 : -1;
+    }
+    const type = this.ts[i];
+    const sub = this.ts[i + 1];
+    i = this.string(i);
+    if (i >= 0) i = this.string(i);
+    if (i < 0) return -1;
+    // body-fields
+    i = this.params(i);
+    if (i >= 0) i = this.nstring(i); // id
+    if (i >= 0) i = this.nstring(i); // description
+    if (i >= 0) i = this.string(i); // encoding
+    if (i >= 0) i = this.number(i); // octets
+    if (i < 0) return -1;
+    const t = (type as { v: Buffer }).v.toString('latin1').toUpperCase();
+    const st = (sub as { v: Buffer }).v.toString('latin1').toUpperCase();
+    if (t === 'MESSAGE' && (st === 'RFC822' || st === 'GLOBAL')) {
+      i = this.envelope(i);
+      if (i >= 0) i = this.body(i, depth + 1);
+      if (i >= 0) i = this.number(i); // lines
+    } else if (t === 'TEXT') {
+      i = this.number(i); // lines
+    }
+    if (i < 0) return -1;
+    if (!this.is(i, ')')) {
+      i = this.nstring(i); // md5
+      if (i >= 0) i = this.extTail(i, depth);
+    }
+    return i >= 0 && this.is(i, ')') ? i + 1 : -1;
+  }
+}
+
+/** The whole token list is exactly one `body` (BODY, BODYSTRUCTURE) or `envelope`. */
+function exactly(ts: Tok[], read: (r: MetaReader) => number): boolean {
+  return read(new MetaReader(ts)) === ts.length;
 }
 
 /** Top-level elements of a list value `( a b (c) )`; null when it is not exactly one list. */
@@ -212,16 +364,17 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
       if (one?.t === 'nil') return null;
       return ts.length === 3 && ts[0]!.t === '(' && ts[1]!.t === 'atom' && OBJECTID.test((ts[1] as { v: string }).v) && ts[2]!.t === ')' ? null : bad;
     case 'X-GUID':
-      return (one?.t === 'atom' && OBJECTID.test(one.v)) || (one?.t === 'str' && !one.literal && plainString(one) && one.v.length <= 255) ? null : bad;
+      // Dovecot writes the GUID as an atom: hex (mdbox/sdbox) or the maildir base name (1795921236.M333937P2599.vm,S=1324,W=1367)
+      return (one?.t === 'atom' && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v)) || (one?.t === 'str' && !one.literal && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v.toString('latin1'))) ? null : bad;
     case 'X-MAILBOX':
-      return (one?.t === 'atom' && one.v.length <= 1000) || (one?.t === 'str' && plainString(one) && one.v.length <= 1000) ? null : bad;
+      return (one?.t === 'atom' && one.v.length <= 1000) || (one?.t === 'str' && metaString(one) && one.v.length <= 1000) ? null : bad;
     case 'X-GM-LABELS':
-      return elements(ts) !== null && ts.slice(1, -1).every((t) => (t.t === 'atom' && t.v.length <= 1000) || (t.t === 'str' && plainString(t) && t.v.length <= 1000)) ? null : bad;
+      return elements(ts) !== null && ts.slice(1, -1).every((t) => (t.t === 'atom' && t.v.length <= 1000) || (t.t === 'str' && metaString(t) && t.v.length <= 1000)) ? null : bad;
     case 'ENVELOPE':
-      return elements(ts) === 10 && structure(ts) ? null : bad;
+      return exactly(ts, (r) => r.envelope(0)) ? null : bad;
     case 'BODY':
     case 'BODYSTRUCTURE':
-      return structure(ts) ? null : bad;
+      return exactly(ts, (r) => r.body(0, 0)) ? null : bad;
     default:
       // BINARY.SIZE[...]
       return one?.t === 'num' ? null : bad;
