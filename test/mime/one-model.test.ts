@@ -8,7 +8,7 @@
  * exactly the CRLF verdict; CR-only (which readers split differently) must be blocked as malformed,
  * with a notice that carries none of the original content.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { inspectMessage } from '../../src/policy/engine.js';
@@ -424,4 +424,29 @@ describe('forwarded messages opened by the engine', () => {
     expect((await inspectMessage(r.output, defaultPolicy(), {}, {})).verdict.status).toBe('clean');
     expect(pythonParts(r.output).flatMap((p) => p.defects)).toEqual([]);
   });
+});
+
+describe('every corpus fixture in CRLF, LF and CR-only form', () => {
+  const dirs = [join(__dirname, '../fixtures/mail/real'), join(__dirname, '../fixtures/render')];
+  const files = dirs.flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.eml')).map((f) => join(d, f)));
+  it(`${files.length} fixtures: LF is judged like CRLF; CR-only is malformed and its notice quotes no body line`, async () => {
+    expect(files.length).toBeGreaterThanOrEqual(30);
+    for (const f of files) {
+      const crlf = Buffer.from(readFileSync(f, 'latin1').replace(/\r?\n/g, '\r\n'), 'latin1');
+      const a = await inspectMessage(crlf, defaultPolicy(), {}, {});
+      const b = await inspectMessage(lf(crlf), defaultPolicy(), {}, {});
+      expect(b.verdict.hits, f).toEqual(a.verdict.hits);
+      expect(b.verdict.status, f).toBe(a.verdict.status);
+      if (a.verdict.status === 'clean') expect(b.output.equals(crlf), f).toBe(true);
+      const c = await inspectMessage(cr(crlf), defaultPolicy(), {}, {});
+      expect(c.verdict.status, f).toBe('blocked');
+      expect(rules(c), f).toContain('limits.on_malformed');
+      const out = c.output.toString('latin1');
+      const headerEnd = crlf.indexOf('\r\n\r\n');
+      for (const line of crlf.subarray(headerEnd + 4).toString('latin1').split('\r\n')) {
+        // (header lines of parts such as "Content-Transfer-Encoding: 7bit" are in any notice)
+        if (line.length >= 12 && !/^(content-|mime-version|--)/i.test(line)) expect(out.includes(line), `${f}: ${line}`).toBe(false);
+      }
+    }
+  }, 120_000);
 });
