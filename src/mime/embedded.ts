@@ -9,6 +9,8 @@
  * the decoded bytes of a block are never more than its encoded text.
  */
 
+import { decodeBody } from './decode.js';
+
 export interface EmbeddedFile {
   kind: 'uuencode' | 'base64' | 'yenc' | 'binhex';
   /** Name from the block's header line ('' when it has none). */
@@ -146,7 +148,8 @@ function decodeBase64Block(lines: string[], from: number): Block {
     }
     parts.push(l);
   }
-  return { data: Buffer.from(parts.join('').replace(/[^A-Za-z0-9+/]/g, ''), 'base64'), damaged, next: i };
+  const d = decodeBody(Buffer.from(parts.join('\n'), 'latin1'), 'base64');
+  return { data: d.data, damaged: damaged || d.bad, next: i };
 }
 
 function decodeYencBlock(lines: string[], from: number): Block {
