@@ -50,9 +50,6 @@ const BUFFERED = new Set([
   'X-MAILBOX',
   'X-REAL-UID',
   'X-SAVEDATE',
-  'X-GM-MSGID',
-  'X-GM-THRID',
-  'X-GM-LABELS',
 ]);
 
 /** Commands that hand out message content outside FETCH (their capabilities are hidden too). */
@@ -64,7 +61,7 @@ const CONTENT_OUTSIDE_FETCH = new Set(['URLFETCH', 'GENURLAUTH', 'RESETKEY', 'NO
  */
 const SAFE_METADATA = new Set([
   'UID', 'FLAGS', 'INTERNALDATE', 'ENVELOPE', 'MODSEQ', 'RFC822.SIZE', 'BODY', 'BODYSTRUCTURE', 'BINARY.SIZE',
-  'SAVEDATE', 'EMAILID', 'THREADID', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE', 'X-GM-MSGID', 'X-GM-THRID', 'X-GM-LABELS',
+  'SAVEDATE', 'EMAILID', 'THREADID', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE',
 ]);
 
 function isBuffered(item: FetchItem): boolean {

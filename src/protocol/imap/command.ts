@@ -60,7 +60,15 @@
  * as the *upstream* allows (see `serialiseCommand`). `mailboxOf` / `mailboxesOf` / `fetchArgsOf`
  * give the session and the inspector what they need without re-parsing text.
  */
-import { MAX_FETCH_ITEMS, MAX_HEADER_FIELDS, MAX_SECTION_DEPTH } from './fetch-items.js';
+import {
+  LITERAL_MINUS_MAX,
+  MAX_COMMAND_LITERALS,
+  MAX_FETCH_ITEMS,
+  MAX_HEADER_FIELDS,
+  MAX_INLINE_LITERAL,
+  MAX_SEARCH_NESTING,
+  MAX_SECTION_DEPTH,
+} from '../../limits.js';
 
 // ------------------------------------------------------------------------------------------ types
 
@@ -76,7 +84,7 @@ export interface CommandGrammarOptions {
   utf8Accept?: boolean;
   /** literal8 (`~{n}`) is allowed for APPEND data and SETMETADATA values (BINARY advertised). Default false. */
   binary?: boolean;
-  /** Most bytes of non-APPEND-data literals in one command (also caps each one). Default DEFAULT_MAX_LITERAL_INLINE. */
+  /** Most bytes of non-APPEND-data literals in one command (also caps each one). Default MAX_INLINE_LITERAL (src/limits.ts). */
   maxLiteralInline?: number;
 }
 
@@ -140,20 +148,13 @@ export type CommandCheck =
 
 // ------------------------------------------------------------------------------------------ limits
 
-/** Default for CommandGrammarOptions.maxLiteralInline (bytes of non-APPEND-data literals per command). */
-export const DEFAULT_MAX_LITERAL_INLINE = 64 * 1024;
-/** RFC 7888: LITERAL- allows non-synchronizing literals up to this size. */
-export const LITERAL_MINUS_MAX = 4096;
-/** Most literals in one command (MULTIAPPEND messages included). Bounds work on hostile input. */
-export const MAX_COMMAND_LITERALS = 1000;
-/** Deepest nesting of search keys (parentheses, NOT, OR). Bounds recursion on hostile input. */
-export const MAX_SEARCH_NESTING = 64;
+// The grammar's limits are defined in src/limits.ts; re-exported here for the grammar's tests.
+export { MAX_COMMAND_LITERALS, MAX_SEARCH_NESTING, MAX_INLINE_LITERAL as DEFAULT_MAX_LITERAL_INLINE };
 
 /** FETCH attributes without a section that the grammar accepts (everything else is refused). */
 export const FETCH_ATTRIBUTES: ReadonlySet<string> = new Set([
   'ENVELOPE', 'FLAGS', 'INTERNALDATE', 'RFC822', 'RFC822.HEADER', 'RFC822.SIZE', 'RFC822.TEXT', 'BODY', 'BODYSTRUCTURE',
   'UID', 'MODSEQ', 'EMAILID', 'THREADID', 'SAVEDATE', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE',
-  'X-GM-MSGID', 'X-GM-THRID', 'X-GM-LABELS',
 ]);
 
 /**
@@ -301,7 +302,7 @@ class P {
   constructor(readonly opts: CommandGrammarOptions) {
     this.utf8 = opts.utf8Accept === true;
     this.binary = opts.binary === true;
-    this.maxInline = opts.maxLiteralInline ?? DEFAULT_MAX_LITERAL_INLINE;
+    this.maxInline = opts.maxLiteralInline ?? MAX_INLINE_LITERAL;
   }
 
   setLine(buf: Buffer): void {

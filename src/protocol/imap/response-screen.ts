@@ -35,9 +35,6 @@ export const METADATA_FETCH_ITEMS: ReadonlySet<string> = new Set([
   'X-MAILBOX',
   'X-REAL-UID',
   'X-SAVEDATE',
-  'X-GM-MSGID',
-  'X-GM-THRID',
-  'X-GM-LABELS',
 ]);
 
 /** True for a FETCH response item name (as the server wrote it, upper-cased) that carries no content. */
@@ -347,8 +344,6 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
     case 'UID':
     case 'RFC822.SIZE':
     case 'X-REAL-UID':
-    case 'X-GM-MSGID':
-    case 'X-GM-THRID':
       return one?.t === 'num' ? null : bad;
     case 'MODSEQ':
       return ts.length === 3 && ts[0]!.t === '(' && ts[1]!.t === 'num' && ts[2]!.t === ')' ? null : bad;
@@ -368,8 +363,6 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
       return (one?.t === 'atom' && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v)) || (one?.t === 'str' && !one.literal && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v.toString('latin1'))) ? null : bad;
     case 'X-MAILBOX':
       return (one?.t === 'atom' && one.v.length <= 1000) || (one?.t === 'str' && metaString(one) && one.v.length <= 1000) ? null : bad;
-    case 'X-GM-LABELS':
-      return elements(ts) !== null && ts.slice(1, -1).every((t) => (t.t === 'atom' && t.v.length <= 1000) || (t.t === 'str' && metaString(t) && t.v.length <= 1000)) ? null : bad;
     case 'ENVELOPE':
       return exactly(ts, (r) => r.envelope(0)) ? null : bad;
     case 'BODY':
