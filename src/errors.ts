@@ -31,17 +31,20 @@ export const ErrorCodes = {
   MAX_SESSIONS_PER_CLIENT: 'E_MAX_SESSIONS_PER_CLIENT',
   SHUTDOWN: 'E_SHUTDOWN',
   // config / policy
+  /** Config and policy files (located: file:line:col); a policy problem is a config problem. */
   CONFIG: 'E_CONFIG',
-  POLICY: 'E_POLICY',
   /** The generated CA is missing, unreadable, mismatched, or would be overwritten without --force. */
   CA: 'E_CA',
-  // MIME / inspection
-  MIME_DEPTH: 'E_MIME_DEPTH',
-  MIME_PARTS: 'E_MIME_PARTS',
+  // MIME / inspection. The policy's MIME limits (limits.max_depth, max_parts, max_message_size,
+  // max_header_size) are not errors but policy hits: the `message inspected` log line names them as
+  // the hit's rule, and limits.on_limit decides (docs/configuration.md, "Policy: message limits").
+  /** A FETCH item cannot be served from the vetted message the way Dovecot would (e.g. BINARY of a part with a broken encoding). */
   MIME_MALFORMED: 'E_MIME_MALFORMED',
-  MESSAGE_TOO_LARGE: 'E_MESSAGE_TOO_LARGE',
+  /** A clamd scan failed (no endpoint reachable, protocol error, clamd's own limits); the policy's antivirus.on_error decides. */
   SCAN_ERROR: 'E_SCAN_ERROR',
+  /** A clamd scan did not finish within scanner.timeout_ms; the policy's antivirus.on_error decides. */
   SCAN_TIMEOUT: 'E_SCAN_TIMEOUT',
+  /** A quarantined original cannot be stored, read or released. */
   QUARANTINE: 'E_QUARANTINE',
   /** The file of protected POP3 originals (altered, not quarantined) cannot be read, parsed or written, or is full. */
   PROTECTED_STORE: 'E_PROTECTED_STORE',

@@ -1,6 +1,8 @@
 /**
- * Every byte, line, literal, MIME and session cap lives here with its default and the reason for it.
- * Config keys (snake_case in YAML) map 1:1 to these names; docs/configuration.md lists them.
+ * Every byte, line, literal, MIME and session cap lives here with its default, the reason for it and
+ * the error code it ends with (src/errors.ts). Config keys (snake_case in YAML) map 1:1 to these
+ * names; docs/configuration.md lists every one, configurable or fixed, with the same default
+ * (test/unit/limits-errors.test.ts fails when a limit exported here is missing there or differs).
  * An explicit 0 is kept as 0 (meaning "none allowed" / "disabled" where documented), never replaced by the default.
  */
 export interface SessionLimits {
@@ -48,11 +50,19 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   shutdownGraceMs: 10_000,
 };
 
-/** MIME limits used by the policy engine (policies may lower them; see policy schema). */
+/**
+ * MIME limits used by the policy engine (policy keys `limits.*`; each policy may set its own). Reached:
+ * a policy hit whose rule names the limit (`limits.max_depth`...), judged by `limits.on_limit`
+ * (default block with the original quarantined; `strip` counts as block).
+ */
 export interface MimeLimits {
+  /** Whole message (larger ones are not parsed: on_limit decides on the message as a whole). */
   maxMessageSize: number;
+  /** Nesting of multipart and message/rfc822 parts. */
   maxDepth: number;
+  /** MIME parts in one message. */
   maxParts: number;
+  /** One part's header block. */
   maxHeaderSize: number;
 }
 
@@ -100,6 +110,18 @@ export const POP3_LIMITS = {
    * E_PROTECTED_STORE is logged, so nothing can be deleted unprotected.
    */
   maxProtectedOriginals: 10_000,
+  /**
+   * Longest user name stored as is in a protected-originals entry; a longer one is stored as
+   * `sha256:<hex>` of its lower-case form (keeps entries small; no error).
+   */
+  maxProtectedUserChars: 256,
+  /** Longest `host:port` of an entry. A longer one makes the entry invalid: E_PROTECTED_STORE (the message is withheld). */
+  maxProtectedUpstreamChars: 300,
+  /**
+   * Upper bound of one serialised entry: a file larger than (maxProtectedOriginals + 1) times this is
+   * refused as corrupt (E_PROTECTED_STORE; every DELE is then refused).
+   */
+  maxProtectedEntryBytes: 2048,
 } as const;
 
 /**
@@ -185,3 +207,166 @@ export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>,
     holdTimeoutMs: limits.holdTimeoutMs ?? (scannerTimeoutMs ?? 0) + HOLD_TIMEOUT_MARGIN_MS,
   };
 }
+
+// ------------------------------------------------------------------------------------------------
+// Fixed limits: not configurable (docs/configuration.md, "Fixed limits"). Each bounds work or memory
+// against a hostile peer; no real client or server comes near them. The doc comment names the error
+// code a session ends with (or the command is refused with) when one is reached; "no error" limits
+// only pause reading or drop a cache entry, they never let anything through unvetted.
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * IMAP: bytes of one client command's literals other than APPEND message data (a SEARCH string, a
+ * mailbox name), collected whole before the command is forwarded; also the most any one of them may
+ * have. More: the command is answered BAD and not forwarded (E_COMMAND_SYNTAX, counts towards
+ * max_bad_commands). 64 KiB is Dovecot's own line limit; APPEND data is streamed and bounded by
+ * max_literal_size instead.
+ */
+export const MAX_INLINE_LITERAL = 64 * 1024;
+
+/**
+ * IMAP: largest non-synchronizing literal (`{n+}`) allowed by LITERAL- (RFC 7888). A protocol
+ * constant: postern converts larger literals into synchronizing ones for an upstream that offers
+ * only LITERAL-.
+ */
+export const LITERAL_MINUS_MAX = 4096;
+
+/** IMAP: literals in one client command (MULTIAPPEND messages included). More: BAD, E_COMMAND_SYNTAX. Bounds parser work. */
+export const MAX_COMMAND_LITERALS = 1000;
+
+/** IMAP: nesting of search keys (parentheses, NOT, OR) in one command. More: BAD, E_COMMAND_SYNTAX. Bounds recursion. */
+export const MAX_SEARCH_NESTING = 64;
+
+/** IMAP: items in one FETCH command (Dovecot has no limit; real clients ask for a few dozen). More: BAD, E_COMMAND_SYNTAX. */
+export const MAX_FETCH_ITEMS = 1000;
+
+/** IMAP: header names in one HEADER.FIELDS list of a FETCH command. More: BAD, E_COMMAND_SYNTAX. */
+export const MAX_HEADER_FIELDS = 1000;
+
+/** IMAP: parts of a FETCH section path (`1.2.3...`); more than the MIME depth any policy accepts. More: BAD, E_COMMAND_SYNTAX. */
+export const MAX_SECTION_DEPTH = 100;
+
+/**
+ * IMAP: items in one FETCH response from the upstream (a few per requested item). More: the
+ * response is malformed, the session ends with BYE (E_UPSTREAM_PROTOCOL).
+ */
+export const MAX_FETCH_RESPONSE_ITEMS = 10_000;
+
+/**
+ * IMAP: longest string inside an ENVELOPE or BODYSTRUCTURE postern relays from the upstream (a
+ * header value; Dovecot writes far shorter ones). Longer: the response is not relayed and the
+ * session ends with BYE (E_UNVETTED_RESPONSE).
+ */
+export const MAX_METADATA_STRING = 16 * 1024;
+
+/**
+ * IMAP: deepest list nesting of a relayed BODYSTRUCTURE (above any policy's MIME depth). Deeper:
+ * not relayed, BYE (E_UNVETTED_RESPONSE).
+ */
+export const MAX_METADATA_DEPTH = 128;
+
+/**
+ * IMAP, before login: largest literal a client may send (a LOGIN user name or password, an ID
+ * value). Larger: the session ends (E_LITERAL_TOO_LARGE). An unauthenticated client gets no more
+ * memory than this (twice, plus one line).
+ */
+export const PREAUTH_MAX_LITERAL = 16 * 1024;
+
+/**
+ * IMAP: client bytes queued for the upstream behind a synchronizing literal the upstream has not
+ * accepted yet. Above this postern stops reading the client until the upstream answers (no error);
+ * the queue itself may never pass max_buffered_bytes (E_BUFFER_LIMIT).
+ */
+export const GATE_PAUSE_BYTES = 256 * 1024;
+
+/**
+ * IMAP: most UIDs of an explicit `UID FETCH` set served from the per-session cache without a body
+ * download. Larger sets (and `*`) are downloaded and vetted as usual (no error).
+ */
+export const MAX_CACHED_SET = 1000;
+
+/**
+ * Per-session cache of vetted messages: most entries kept (memory and spill files together). Past it
+ * the oldest entry is forgotten and vetted again if asked for (no error): a client syncing a huge
+ * mailbox cannot grow the index without bound.
+ */
+export const MAX_CACHE_ENTRIES = 20_000;
+
+/**
+ * Per-session cache: most bytes spilled to temporary files (mode 0600). Past it the oldest entries
+ * are forgotten instead of spilled and vetted again if asked for (no error).
+ */
+export const MAX_SPILL_BYTES = 2 * 1024 * 1024 * 1024;
+
+/** Default of `inspect.cache_memory_bytes`: sanitised messages one session keeps in memory before spilling to disk. */
+export const DEFAULT_CACHE_MEMORY_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Defaults of `scanner.timeout_ms` (absolute deadline of one scan; E_SCAN_TIMEOUT) and
+ * `scanner.max_stream_bytes` (largest object sent to clamd: clamd's own StreamMaxLength default is
+ * 25M, sending more only gets "size limit exceeded"; larger objects are oversize for the policy).
+ */
+export const DEFAULT_SCANNER_LIMITS = {
+  timeoutMs: 60_000,
+  maxStreamBytes: 25 * 1024 * 1024,
+} as const;
+
+/** clamd client limits that are not part of the scanner config. */
+export const CLAMD_LIMITS = {
+  /**
+   * One connect attempt, also bounded by the scan deadline. Short, so a black-holed endpoint does
+   * not eat the whole deadline before failover. All endpoints failing: E_SCAN_ERROR or E_SCAN_TIMEOUT.
+   */
+  connectTimeoutMs: 2_000,
+  /** Deadline of one PING health check (the endpoint is marked down; no error). */
+  healthTimeoutMs: 2_000,
+  /** INSTREAM chunk size. clamd copes with any size up to StreamMaxLength; 256 KiB keeps frame overhead negligible. */
+  chunkBytes: 256 * 1024,
+  /**
+   * Longest clamd reply accepted; a real one is a few hundred bytes even with AllMatchScans. Longer:
+   * the endpoint is marked down and the scan fails (E_SCAN_ERROR, the policy's antivirus.on_error decides).
+   */
+  maxReplyBytes: 64 * 1024,
+} as const;
+
+/**
+ * Policy defaults of the ZIP limits (`archives.*`); each policy may set its own. Reached: the
+ * archive is not fully inspected and `archives.on_limit` applies (a policy hit, rule `archives.on_limit`).
+ */
+export const DEFAULT_ARCHIVE_LIMITS = {
+  /** Nesting of ZIPs inside ZIPs (1 = the attachment). */
+  maxDepth: 3,
+  /** Entries across all nesting levels. */
+  maxEntries: 10_000,
+  /** Bytes inflated in total (every member is inflated completely to check its size and CRC). */
+  maxTotalSize: 100 * 1024 * 1024,
+  /** Largest compression ratio accepted for a member over 1 MiB (zip bombs). */
+  maxRatio: 200,
+} as const;
+
+/**
+ * Policy default of `antivirus.max_size`: objects above it are not sent to the scanner and count as
+ * oversize (`antivirus.on_oversize`). Keep it <= clamd's MaxFileSize and StreamMaxLength (25M by default).
+ */
+export const DEFAULT_ANTIVIRUS_LIMITS = {
+  maxSize: 25 * 1024 * 1024,
+} as const;
+
+/** Most alternatives a policy glob may expand to (`{a,b}{c,d}` is 4). More: the policy is refused (E_CONFIG). */
+export const MAX_GLOB_ALTERNATIVES = 64;
+
+/**
+ * Longest value (characters) of a deny-text variable taken from the message ({subject}, {filename},
+ * {sender}...); longer values are cut and end in `...`. Only the deny notice's own text is shortened,
+ * no message content is passed on (no error).
+ */
+export const MAX_TEMPLATE_VALUE = 300;
+
+/** Largest config file read; a config is a few KiB, anything near this is a mistake (or /dev/zero). E_CONFIG. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * After a session ends (or a connection is refused at admission), how long the client gets to read
+ * the last bytes and close before the socket is destroyed (no error; the session already ended).
+ */
+export const CLIENT_CLOSE_GRACE_MS = 2000;

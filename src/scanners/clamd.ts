@@ -435,7 +435,10 @@ export class ClamdScanner implements Scanner {
   }
 
   private logOutcome(o: ScanOutcome, label: string | undefined, size: number): void {
-    if (o.kind === 'error') this.log.warn({ label, size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: o.message }, 'clamd scan failed');
+    if (o.kind === 'error') {
+      const code = o.reason === 'timeout' ? ErrorCodes.SCAN_TIMEOUT : ErrorCodes.SCAN_ERROR;
+      this.log.warn({ code, label, size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: o.message }, 'clamd scan failed');
+    }
     else if (o.kind === 'infected') this.log.info({ label, size, endpoint: o.endpoint, viruses: o.viruses, ms: o.ms }, 'clamd: infected');
     else this.log.debug({ label, size, outcome: o.kind, ms: o.kind === 'clean' ? o.ms : undefined }, 'clamd scan');
   }

@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
+import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL, PREAUTH_MAX_LITERAL } from '../limits.js';
 import { ImapFramer, MessageAssembler, type Frame, type LineFrame } from '../protocol/imap/framer.js';
 import {
   parseCommandHead,
@@ -79,7 +80,6 @@ interface InFlight {
 type Phase = 'preauth' | 'login' | 'relay' | 'closed';
 
 const CRLF = '\r\n';
-const PREAUTH_MAX_LITERAL = 16 * 1024;
 
 function b(s: string): Buffer {
   return Buffer.from(s, 'utf8');
@@ -1368,11 +1368,6 @@ interface ClientCommand {
   /** Refused: the rest is skipped and BAD sent at its end. */
   refused: string | null;
 }
-
-/** Literals in commands other than APPEND message data are collected whole, up to this size. */
-export const MAX_INLINE_LITERAL = 64 * 1024;
-/** Bytes queued for the upstream (behind a continuation) above which postern stops reading the client. */
-const GATE_PAUSE_BYTES = 256 * 1024;
 
 function commandHeadOf(cmd: ParsedCommand, line: Buffer): CommandHead {
   const prefix = `${cmd.tag} ${cmd.name}`;

@@ -5,6 +5,7 @@
  * PosternError(E_PROTOCOL), never a crash.
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
+import { MAX_FETCH_ITEMS, MAX_HEADER_FIELDS, MAX_SECTION_DEPTH } from '../../limits.js';
 
 export type SectionText = 'HEADER' | 'HEADER.FIELDS' | 'HEADER.FIELDS.NOT' | 'TEXT' | 'MIME';
 
@@ -42,13 +43,6 @@ export interface FetchItemList {
   list: boolean;
   modifiers: FetchModifiers;
 }
-
-/** Upper bound on items in one FETCH (Dovecot has none; this bounds work on hostile input). */
-export const MAX_FETCH_ITEMS = 1000;
-/** Upper bound on header names in one HEADER.FIELDS list. */
-export const MAX_HEADER_FIELDS = 1000;
-/** Deepest section part path accepted (1.2.3....). */
-export const MAX_SECTION_DEPTH = 100;
 
 const MACROS: Record<string, string[]> = {
   ALL: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE'],

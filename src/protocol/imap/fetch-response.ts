@@ -4,6 +4,7 @@
  * its exact wire bytes so items postern does not rewrite are relayed byte-identical.
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
+import { MAX_FETCH_RESPONSE_ITEMS } from '../../limits.js';
 
 export interface FetchResponseItem {
   /** Upper-cased item name as the server wrote it, e.g. `UID`, `BODY[1.2]<0>`, `FLAGS`. */
@@ -186,7 +187,7 @@ export function parseFetchResponse(parts: Buffer[]): FetchResponse {
     const v = readValue(c);
     const raw = c.endCapture();
     items.push({ name, raw, ...v });
-    if (items.length > 10_000) throw c.bad('too many items');
+    if (items.length > MAX_FETCH_RESPONSE_ITEMS) throw c.bad('too many items');
   }
   return { seq: Number(head[1]), items };
 }
