@@ -265,6 +265,9 @@ export const MAX_METADATA_STRING = 16 * 1024;
  */
 export const MAX_METADATA_DEPTH = 128;
 
+/** IMAP: longest mailbox name in an X-MAILBOX FETCH item relayed from the upstream. Longer: not relayed, BYE (E_UNVETTED_RESPONSE). */
+export const MAX_METADATA_MAILBOX_NAME = 1000;
+
 /**
  * IMAP, before login: largest literal a client may send (a LOGIN user name or password, an ID
  * value). Larger: the session ends (E_LITERAL_TOO_LARGE). An unauthenticated client gets no more

@@ -10,6 +10,7 @@
  * `* BYE`. So a command-parsing mistake on the client side cannot turn into unvetted content on the
  * way back: content reaches a client only through the inspector.
  */
+import { MAX_METADATA_DEPTH, MAX_METADATA_MAILBOX_NAME, MAX_METADATA_STRING } from '../../limits.js';
 import { parseFetchResponse } from './fetch-response.js';
 import type { ResponseHead } from './parse.js';
 
@@ -42,11 +43,6 @@ export function isMetadataFetchItem(name: string): boolean {
   if (METADATA_FETCH_ITEMS.has(name)) return true;
   return /^BINARY\.SIZE\[[0-9.]*\]$/.test(name);
 }
-
-/** Longest string value in ENVELOPE / BODYSTRUCTURE postern relays (a header value; Dovecot caps far lower). */
-export const MAX_METADATA_STRING = 16 * 1024;
-/** Deepest list nesting in a relayed BODYSTRUCTURE (as the MIME depth limit). */
-const MAX_METADATA_DEPTH = 128;
 
 type Tok =
   | { t: '(' }
@@ -362,7 +358,7 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
       // Dovecot writes the GUID as an atom: hex (mdbox/sdbox) or the maildir base name (1795921236.M333937P2599.vm,S=1324,W=1367)
       return (one?.t === 'atom' && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v)) || (one?.t === 'str' && !one.literal && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v.toString('latin1'))) ? null : bad;
     case 'X-MAILBOX':
-      return (one?.t === 'atom' && one.v.length <= 1000) || (one?.t === 'str' && metaString(one) && one.v.length <= 1000) ? null : bad;
+      return (one?.t === 'atom' && one.v.length <= MAX_METADATA_MAILBOX_NAME) || (one?.t === 'str' && metaString(one) && one.v.length <= MAX_METADATA_MAILBOX_NAME) ? null : bad;
     case 'ENVELOPE':
       return exactly(ts, (r) => r.envelope(0)) ? null : bad;
     case 'BODY':
