@@ -1,8 +1,23 @@
 /**
- * pino JSON logging and the redaction of protocol lines. Secrets never reach the log: structured
- * fields with credential-like names are censored by pino, and protocol lines go through redactLine,
- * which passes only lines it recognises as harmless and masks the arguments of every command that
- * carries a credential.
+ * pino JSON logging, the one log vocabulary of both protocols, and the redaction of protocol lines.
+ *
+ * ## Vocabulary (docs/logging.md lists it for operators)
+ * - Every line has `event`: a stable dotted name from LOG_EVENTS (`session.open`, `login.ok`,
+ *   `message.inspected`...). Tools match on `event`; `msg` is a human-readable sentence that may change.
+ * - The same fields mean the same thing in IMAP and POP3 (LOG_FIELDS): the session child logger binds
+ *   `sid`, `listener`, `protocol`, `client`, and after login `user`, `upstream`; a message is
+ *   `mailbox`/`uidValidity`/`uid` (IMAP) or `msgno`/`uidl` (POP3; not `msg`, which is pino's message
+ *   key); `bytes` is always a number of bytes, `ms` always a duration in milliseconds.
+ * - A failure is always `err: { code, message }` (LogErr): `code` an E_* code from src/errors.ts, a
+ *   Node.js error code (ECONNRESET) or E_INTERNAL (an unexpected exception), `message` bounded text.
+ *   There is no top-level `code` field and `err` is never a bare string; the stack is added only when
+ *   the configured level is debug or trace.
+ * - `proto.line` / `proto.data` (level trace only): every protocol line in each direction, through
+ *   redactLine, and the size of literal or message data (never its content). See src/log/trace.ts.
+ *
+ * Secrets never reach the log: structured fields with credential-like names are censored by pino,
+ * and protocol lines go through redactLine, which passes only lines it recognises as harmless and
+ * masks the arguments of every command that carries a credential.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -16,6 +31,136 @@ export const REDACTED = '[redacted]';
 /** Field names whose values are censored wherever they appear (top level or one level down). */
 const SECRET_KEYS = ['password', 'pass', 'passwd', 'secret', 'credentials', 'authorization', 'saslResponse', 'initialResponse'];
 const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`]);
+
+/** Every `event` postern logs, with what it means. docs/logging.md lists the same names. */
+export const LOG_EVENTS = {
+  // process
+  'process.start': 'postern listens on every configured listener',
+  'process.start_failed': 'postern could not start (err)',
+  'process.shutdown': 'a signal started the graceful shutdown (signal, graceMs)',
+  'process.shutdown_forced': 'a second signal during shutdown: exiting at once',
+  'process.shutdown_failed': 'an error during shutdown (err)',
+  'process.stop': 'postern stopped',
+  'ca.ready': 'the interception CA was loaded or created (ca)',
+  'ca.warning': 'something about the CA the operator should know (ca)',
+  'ca.failed': 'the CA could not be loaded or created (err)',
+  'listener.start': 'a listener is accepting connections (listener, protocol, host, port, tlsMode, upstreamKind)',
+  'listener.error': 'a listening socket failed (listener, err)',
+  'server.stop': 'every listener is closed (remaining sessions)',
+  'policy.loaded': 'a policy file was compiled (policy, file, antivirus)',
+  'policy.unscanned': 'a policy enables antivirus but no scanner is configured (policy)',
+  'quarantine.purge': 'expired quarantine records were deleted (purged, retentionDays)',
+  'quarantine.purge_failed': 'the quarantine purge failed (dir, err)',
+  'scanner.state': 'a clamd endpoint went up or down (endpoint, state, previous, reason)',
+  'scanner.unavailable': 'no clamd endpoint is up (endpoints)',
+  'scan.result': 'one object was scanned (label, bytes, outcome, endpoint, viruses, ms, err)',
+  'scan.oversize': 'an object was not scanned (wholly) because it is over the stream limit (label, bytes, limit)',
+  // session lifecycle
+  'session.open': 'a client connection was admitted (tlsMode)',
+  'session.refused': 'a client connection was refused at admission (err, limit, used)',
+  'session.error': 'the session ends on a protocol or internal error (side, err)',
+  'session.timeout': 'the login or idle timeout ended the session (kind, err)',
+  'session.hold_timeout': 'a held response or a wait imposed on the client outlived hold_timeout_ms (err, ms)',
+  'session.quit': 'the client ended the session with QUIT (result)',
+  'session.close': 'the session ended (reason, err or detail, traffic, ms)',
+  // client side
+  'client.tls': 'TLS with the client is up, implicit or after STARTTLS/STLS (tls, starttls)',
+  'client.tls_failed': 'the TLS handshake with the client failed (err)',
+  'client.injection_discarded': 'plaintext pipelined after STARTTLS/STLS was dropped (bytes)',
+  'client.socket_error': 'the client socket failed (err)',
+  'client.gone': 'the client left with input postern had not processed (bytes, how)',
+  'flow.pause': 'the client does not read its output: postern stops reading it (unread, soft)',
+  'flow.resume': 'the client read its output: postern reads it again (unread)',
+  'flow.abort': 'the client does not read its output: the session is reset (err, unread, limit)',
+  'memory.refused': 'the process memory budget refused a piece of work (err, bytes, what, used, limit)',
+  // login and upstream
+  'login.ok': 'the upstream accepted the login; relaying starts (ms)',
+  'login.refused': 'the login was refused: by routing (reason syntax|denied, host) or by the upstream (reason upstream, result)',
+  'login.failed': 'postern could not log in upstream for a reason other than the credentials (err)',
+  'upstream.connect': 'TCP (and implicit TLS) connection to the upstream is up (ms)',
+  'upstream.tls': 'TLS with the upstream is up, implicit or after STARTTLS/STLS (tls, starttls)',
+  'upstream.injection_discarded': 'bytes the upstream sent after its STARTTLS/STLS OK were dropped (bytes)',
+  'upstream.capabilities': 'the upstream capabilities postern learned after login (capabilities)',
+  'upstream.socket_error': 'the upstream socket failed (err)',
+  'upstream.closed': 'the upstream closed the connection in the middle of the session (err)',
+  // commands and responses
+  'command.refused': 'postern answered a client command itself instead of forwarding it (command, tag, reason, err)',
+  'command.limit': 'too many (bad) commands: the session ends (err, limit)',
+  'response.refused': 'an upstream answer was not of the form its command defines: the session ends (command, err)',
+  'response.hold_timeout': 'a held response was not ready before the hold deadline (err)',
+  // messages
+  'message.inspected': 'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
+  'message.changed': 'the upstream served other bytes for the same POP3 message number (msgno)',
+  'message.withheld': 'a message could not be vetted or protected and was not handed out (uid|msgno, err)',
+  'message.protected': 'an altered POP3 message whose original is not quarantined is protected from DELE (msgno, uidl, reason)',
+  'message.protection_lifted': 'the original is safe now: DELE protection lifted (msgno, uidl, lifted)',
+  'message.protection_lift_failed': 'DELE protection could not be lifted; it stays (msgno, err)',
+  // protocol trace (level trace)
+  'proto.line': 'one protocol line, redacted and truncated (dir, line, len, cont)',
+  'proto.data': 'literal or multi-line message data, its size only (dir, bytes, lines)',
+  'proto.trace_failed': 'the protocol trace hit an internal error and stopped for this session (err)',
+} as const;
+
+export type LogEvent = keyof typeof LOG_EVENTS;
+
+/** The field names shared by both protocols (docs/logging.md). */
+export const LOG_FIELDS = {
+  event: 'the event name (LOG_EVENTS)',
+  msg: 'a human-readable sentence (may change between versions; match on event)',
+  sid: 'session id (12 hex digits), on every line of a session',
+  listener: 'listener name',
+  protocol: 'imap or pop3',
+  client: 'client address:port',
+  user: 'the user logged in upstream (after login)',
+  upstream: 'the upstream name (host:port) after routing',
+  host: 'a host name or address the line is about (listen address, routed mail server)',
+  mailbox: 'IMAP mailbox',
+  uidValidity: 'IMAP UIDVALIDITY of the mailbox',
+  uid: 'IMAP message UID',
+  msgno: 'POP3 message number',
+  uidl: 'POP3 unique id of the message',
+  command: 'a protocol command name (RETR, DELE, FETCH...)',
+  tag: 'an IMAP command tag',
+  bytes: 'a number of bytes (what the event is about)',
+  ms: 'a duration in milliseconds',
+  limit: 'the configured limit that applied',
+  reason: 'a short machine-readable word for why (not an error)',
+  side: 'client or upstream (hook: an inspection hook)',
+  tls: 'negotiated TLS: protocol, cipher, servername, authorized',
+  err: 'a failure: { code, message } (plus stack at level debug/trace)',
+  dir: 'proto.* direction: client>postern, postern>upstream, upstream>postern, postern>client',
+} as const;
+
+/** The code of an error that carries none of its own: an unexpected exception (a bug). Log-only. */
+export const INTERNAL_ERROR_CODE = 'E_INTERNAL';
+/** Longest `err.message` written. */
+export const MAX_LOGGED_ERROR = 500;
+
+/** The one shape of a failure in the log. */
+export interface LogErr {
+  code: string;
+  message: string;
+  stack?: string;
+}
+
+/**
+ * `{ code, message }` of anything thrown: a PosternError's code, a Node.js error code, or
+ * `fallbackCode` (E_INTERNAL by default); the message bounded to MAX_LOGGED_ERROR characters.
+ */
+export function logErr(e: unknown, fallbackCode: string = INTERNAL_ERROR_CODE): LogErr {
+  const o = (e !== null && typeof e === 'object' ? e : {}) as { code?: unknown; message?: unknown };
+  const code = typeof o.code === 'string' && o.code !== '' ? o.code : fallbackCode;
+  const message = typeof o.message === 'string' ? o.message : e === undefined ? '' : String(e);
+  return { code, message: message.length > MAX_LOGGED_ERROR ? `${message.slice(0, MAX_LOGGED_ERROR)}…` : message };
+}
+
+function errSerializer(withStack: boolean): (e: unknown) => LogErr {
+  return (e) => {
+    const r = logErr(e);
+    if (withStack && e instanceof Error && e.stack) r.stack = e.stack;
+    return r;
+  };
+}
 
 /**
  * Creates the process logger. `dest` overrides the configured destination (tests pass a sink).
@@ -37,7 +182,7 @@ export function createLogger(cfg: LogConfig, dest?: DestinationStream): Logger {
       base: { name: 'postern', pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: REDACT_PATHS, censor: REDACTED },
-      serializers: { err: pino.stdSerializers.err },
+      serializers: { err: errSerializer(cfg.level === 'debug' || cfg.level === 'trace') },
       formatters: { level: (label) => ({ level: label }) },
     },
     stream,
@@ -56,6 +201,8 @@ export interface RedactOptions {
   saslContinuation?: boolean;
   /** Cap on the returned length (default MAX_LOGGED_LINE). */
   maxLength?: number;
+  /** Append `[N chars]` to a shortened line (default true); the protocol trace logs the length itself. */
+  lengthNote?: boolean;
 }
 
 // `tag SP word [SP word] rest`: commands, and responses (`* OK`, `a1 NO`, `+ text`) alike. Lines
@@ -67,9 +214,20 @@ const POP3_COMMANDS = new Set([
   'USER', 'PASS', 'APOP', 'AUTH', 'STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'QUIT', 'TOP', 'UIDL', 'CAPA', 'STLS', 'UTF8', 'LANG',
 ]);
 
-function finish(text: string, max: number): string {
+function finish(text: string, max: number, lengthNote = true): string {
   const clean = text.replace(/\r?\n$/, '').replace(/[\x00-\x08\x0a-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
-  return clean.length > max ? `${clean.slice(0, max)}…[${clean.length} chars]` : clean;
+  if (clean.length <= max) return clean;
+  return lengthNote ? `${clean.slice(0, max)}…[${clean.length} chars]` : `${clean.slice(0, max)}…`;
+}
+
+/**
+ * A line shown as it is (control bytes escaped, CRLF removed, shortened to `maxLength`), for text
+ * the caller knows carries no credential (a server's capability list, the rest of a non-secret
+ * command after a literal). Everything else goes through redactLine.
+ */
+export function printableLine(line: string | Buffer, maxLength = MAX_LOGGED_LINE, lengthNote = true): string {
+  const text = (typeof line === 'string' ? line : line.toString('utf8')).replace(/\r?\n$/, '').replace(/\r$/, '');
+  return finish(text, maxLength, lengthNote);
 }
 
 /**
@@ -85,7 +243,8 @@ export function redactLine(line: string | Buffer, protocol: 'imap' | 'pop3', opt
   // invalid UTF-8 decodes to U+FFFD without swallowing the next ASCII byte, so word splitting stays right
   const text = (typeof line === 'string' ? line : line.toString('utf8')).replace(/\r?\n$/, '').replace(/\r$/, '');
   if (opts.saslContinuation) return REDACTED;
-  return protocol === 'imap' ? finish(redactImap(text), max) : finish(redactPop3(text), max);
+  const note = opts.lengthNote ?? true;
+  return protocol === 'imap' ? finish(redactImap(text), max, note) : finish(redactPop3(text), max, note);
 }
 
 function redactImap(text: string): string {

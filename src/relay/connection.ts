@@ -26,6 +26,8 @@ import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
 import { CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
+import { logErr } from '../log/logger.js';
+import { ProtocolTrace } from '../log/trace.js';
 
 /** After the session ends, how long the client gets to read the last bytes and close before it is reset. */
 const CLIENT_CLOSE_GRACE_MS = 2000;
@@ -91,6 +93,8 @@ export class Connection implements SessionHost {
   private readonly leases = new Set<MemoryLease>();
   /** Set when the host itself ends the session: the close line reports this, whatever the session says. */
   private closeOverride: CloseReason | null = null;
+  /** The protocol trace (proto.line events), only when the logger has level trace: null costs nothing. */
+  private readonly trace: ProtocolTrace | null;
 
   constructor(
     readonly listener: ListenerConfig,
@@ -103,6 +107,7 @@ export class Connection implements SessionHost {
     this.client = socket;
     this.log = log;
     this.flow = effectiveFlowLimits(listener.limits, deps.scannerTimeoutMs ?? null);
+    this.trace = ProtocolTrace.create(log, listener.protocol);
   }
 
   attach(session: Session): void {
@@ -119,7 +124,7 @@ export class Connection implements SessionHost {
       this.idleTimer = setTimeout(() => this.onIdleTimer(), limits.idleTimeoutMs);
       this.idleTimer.unref();
     }
-    if (this.client instanceof tls.TLSSocket) this.log.info({ tls: tlsInfo(this.client), side: 'client' }, 'client TLS established');
+    if (this.client instanceof tls.TLSSocket) this.log.info({ event: 'client.tls', tls: tlsInfo(this.client), starttls: false }, 'client TLS established');
     session.start();
   }
 
@@ -155,6 +160,7 @@ export class Connection implements SessionHost {
     sock.on('data', (d: Buffer) => {
       if (this.closed) return;
       this.bytesFromClient += d.length;
+      this.trace?.data('client>postern', d);
       this.touch();
       this.heldInput.push(d);
       this.heldInputBytes += d.length;
@@ -163,7 +169,7 @@ export class Connection implements SessionHost {
     // 'end' (FIN), 'error' (RST) and 'close' arrive while input is paused too: the socket keeps reading
     sock.on('end', () => this.clientGone('end'));
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      this.log.debug({ err: err.message, code: err.code }, 'client socket error');
+      this.log.debug({ event: 'client.socket_error', err: logErr(err, ErrorCodes.PROTOCOL) }, 'client socket error');
       this.clientGone('error');
     });
     sock.on('close', () => this.clientGone('close'));
@@ -178,7 +184,7 @@ export class Connection implements SessionHost {
 
   private clientGone(how: 'end' | 'error' | 'close'): void {
     if (this.closed) return;
-    if (this.heldInputBytes > 0) this.log.debug({ bytes: this.heldInputBytes, how }, 'client left with unprocessed input');
+    if (this.heldInputBytes > 0) this.log.debug({ event: 'client.gone', bytes: this.heldInputBytes, how }, 'client left with unprocessed input');
     this.heldInput = [];
     this.heldInputBytes = 0;
     this.session.onClientEnd();
@@ -252,7 +258,7 @@ export class Connection implements SessionHost {
     if (this.clientPausedForOutput && unread <= this.flow.clientOutputSoftBytes / 2) {
       this.clientPausedForOutput = false;
       this.clearStallTimer();
-      this.log.debug({ unread }, 'client output drained: reading the client again');
+      this.log.debug({ event: 'flow.resume', unread }, 'client output drained: reading the client again');
       this.inputPauseChanged();
     }
     if (this.drainWaiters.length > 0 && unread <= this.flow.clientOutputSoftBytes) this.wakeDrainWaiters();
@@ -274,7 +280,7 @@ export class Connection implements SessionHost {
     }
     if (!this.clientPausedForOutput && unread > this.flow.clientOutputSoftBytes) {
       this.clientPausedForOutput = true;
-      this.log.debug({ unread, soft: this.flow.clientOutputSoftBytes }, 'client not reading its output: pausing client input');
+      this.log.debug({ event: 'flow.pause', unread, soft: this.flow.clientOutputSoftBytes }, 'client not reading its output: pausing client input');
       this.armStallTimer();
       this.inputPauseChanged();
     }
@@ -304,7 +310,7 @@ export class Connection implements SessionHost {
   private abortClient(code: ErrorCode, message: string, details: Record<string, unknown>): void {
     if (this.closed || this.closeOverride) return;
     this.closeOverride = { kind: 'error', code, message };
-    this.log.warn({ code, ...details }, 'ending session: client does not read its output');
+    this.log.warn({ event: 'flow.abort', err: { code, message }, ...details }, 'ending session: client does not read its output');
     this.heldInput = [];
     this.heldInputBytes = 0;
     this.resetClient();
@@ -334,6 +340,7 @@ export class Connection implements SessionHost {
   sendClient(data: Buffer): void {
     if (this.closed || this.closeOverride?.kind === 'error' || this.client.destroyed || data.length === 0) return;
     this.bytesToClient += data.length;
+    this.trace?.data('postern>client', data);
     this.touch();
     const ok = this.client.write(data, this.onClientWritten);
     if (!ok && !this.upstreamPausedForClient) {
@@ -374,6 +381,7 @@ export class Connection implements SessionHost {
   sendUpstream(data: Buffer): void {
     if (this.closed || !this.upstream || this.upstream.destroyed || data.length === 0) return;
     this.bytesToUpstream += data.length;
+    this.trace?.data('postern>upstream', data);
     this.touch();
     const ok = this.upstream.write(data);
     if (!ok && !this.clientPausedForUpstream) {
@@ -428,7 +436,7 @@ export class Connection implements SessionHost {
     const what = this.upstreamPausedBySession ? 'message inspection did not complete in time' : 'the server did not answer in time';
     const message = `postern: ${what} (${ErrorCodes.HOLD_TIMEOUT})`;
     this.closeOverride = { kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message };
-    this.log.warn({ code: ErrorCodes.HOLD_TIMEOUT, holdMs: ms, upstreamHeld: this.upstreamPausedBySession, clientHeld: this.clientPausedBySession }, 'ending session: hold deadline passed');
+    this.log.warn({ event: 'session.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message }, limit: ms, upstreamHeld: this.upstreamPausedBySession, clientHeld: this.clientPausedBySession }, 'ending session: hold deadline passed');
     if (this.session.onHoldTimeout) this.session.onHoldTimeout();
     else this.session.shutdown(message);
     if (!this.closed) this.close(this.closeOverride);
@@ -442,7 +450,7 @@ export class Connection implements SessionHost {
     if (!budget) return this.trackLease(unlimitedLease(bytes));
     const lease = budget.tryReserve(bytes);
     if (!lease) {
-      this.log.warn({ code: ErrorCodes.MEMORY_BUDGET, bytes, what, used: budget.used, limit: budget.limitBytes }, 'memory budget exhausted: work refused');
+      this.log.warn({ event: 'memory.refused', err: { code: ErrorCodes.MEMORY_BUDGET, message: `memory budget exhausted: ${what} refused` }, bytes, what, used: budget.used, limit: budget.limitBytes }, 'memory budget exhausted: work refused');
       return null;
     }
     return this.trackLease(lease);
@@ -476,6 +484,7 @@ export class Connection implements SessionHost {
 
   connectUpstream(target: UpstreamTarget): Promise<void> {
     this.disconnectUpstream();
+    this.trace?.reset('upstream');
     this.lastTarget = target;
     const gen = ++this.upstreamGen;
     const limits = this.listener.limits;
@@ -500,7 +509,7 @@ export class Connection implements SessionHost {
         clearTimeout(timer);
         sock.removeAllListeners('error');
         this.bindUpstream(sock, gen);
-        if (sock instanceof tls.TLSSocket) this.log.info({ tls: tlsInfo(sock), side: 'upstream' }, 'upstream TLS established');
+        if (sock instanceof tls.TLSSocket) this.log.info({ event: 'upstream.tls', tls: tlsInfo(sock), starttls: false }, 'upstream TLS established');
         this.armGreetingTimer(gen);
         resolve();
       };
@@ -548,6 +557,7 @@ export class Connection implements SessionHost {
       if (gen !== this.upstreamGen) return;
       this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
+      this.trace?.data('upstream>postern', d);
       this.touch();
       // progress while the session keeps the client waiting (not during a held response: absolute)
       if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
@@ -562,7 +572,7 @@ export class Connection implements SessionHost {
     sock.on('end', () => end());
     sock.on('close', () => end());
     sock.on('error', (err) => {
-      this.log.debug({ err: err.message }, 'upstream socket error');
+      this.log.debug({ event: 'upstream.socket_error', err: logErr(err, ErrorCodes.UPSTREAM_CLOSED) }, 'upstream socket error');
       end(err);
     });
     sock.on('drain', () => {
@@ -589,7 +599,7 @@ export class Connection implements SessionHost {
     const raw = this.client;
     // Plaintext read after the STARTTLS line but not yet handed on must never reach the session once
     // TLS is up (CVE-2011-0411 class): drop it here, the session drops what it had already framed.
-    if (this.heldInputBytes > 0) this.log.warn({ bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
+    if (this.heldInputBytes > 0) this.log.warn({ event: 'client.injection_discarded', bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
     this.heldInput = [];
     this.heldInputBytes = 0;
     raw.removeAllListeners('data');
@@ -608,9 +618,12 @@ export class Connection implements SessionHost {
       sock.once('secure', () => {
         sock.removeAllListeners('error');
         this.client = sock;
+        this.trace?.reset('client');
         this.bindClient(sock);
         this.updateSocketPause();
-        resolve(tlsInfo(sock));
+        const info = tlsInfo(sock);
+        this.log.info({ event: 'client.tls', tls: info, starttls: true }, 'client STARTTLS complete');
+        resolve(info);
       });
       sock.once('error', (err) => {
         reject(new PosternError(ErrorCodes.PROTOCOL, `client TLS handshake failed: ${err.message}`));
@@ -640,8 +653,11 @@ export class Connection implements SessionHost {
       const sock = tls.connect({ socket: raw as net.Socket, ...upstreamTlsOptions(upTls, servername) }, () => {
         clearTimeout(timer);
         sock.removeAllListeners('error');
+        this.trace?.reset('upstream');
         this.bindUpstream(sock, gen);
-        resolve(tlsInfo(sock));
+        const info = tlsInfo(sock);
+        this.log.info({ event: 'upstream.tls', tls: info, starttls: true }, 'upstream STARTTLS complete');
+        resolve(info);
       });
       sock.once('error', (err) => {
         clearTimeout(timer);
@@ -692,16 +708,17 @@ export class Connection implements SessionHost {
     const level = reason.kind === 'error' || reason.code === ErrorCodes.HOLD_TIMEOUT ? 'warn' : 'info';
     this.log[level](
       {
+        event: 'session.close',
         reason: reason.kind,
-        code: reason.code,
-        detail: reason.message,
-        bytes: {
+        // a coded end is a failure (err); an uncoded one may still say why (detail)
+        ...(reason.code ? { err: { code: reason.code, message: reason.message ?? '' } } : reason.message ? { detail: reason.message } : {}),
+        traffic: {
           fromClient: this.bytesFromClient,
           toClient: this.bytesToClient,
           fromUpstream: this.bytesFromUpstream,
           toUpstream: this.bytesToUpstream,
         },
-        durationMs: Date.now() - this.startedAt,
+        ms: Date.now() - this.startedAt,
       },
       'session closed',
     );

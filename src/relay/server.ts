@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
+import { logErr } from '../log/logger.js';
 import { createSessionFactory } from '../inspect/factory.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
@@ -70,24 +71,24 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     }
     const count = perClient.get(addr) ?? 0;
     if (sessions.size >= config.limits.maxSessions) {
-      slog.warn({ code: ErrorCodes.MAX_SESSIONS, limit: config.limits.maxSessions }, 'connection refused: too many sessions');
+      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS, message: 'too many sessions' }, limit: config.limits.maxSessions }, 'connection refused: too many sessions');
       refuse(socket, refusal(listener, 'too many sessions'));
       return;
     }
     if (count >= config.limits.maxSessionsPerClient) {
-      slog.warn({ code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, limit: config.limits.maxSessionsPerClient }, 'connection refused: too many sessions from this address');
+      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, message: 'too many sessions from this address' }, limit: config.limits.maxSessionsPerClient }, 'connection refused: too many sessions from this address');
       refuse(socket, refusal(listener, 'too many sessions from your address'));
       return;
     }
     // a new session must fit in the memory budget before it is admitted
     const base = memory.tryReserve(SESSION_BASE_MEMORY_BYTES);
     if (!base) {
-      slog.warn({ code: ErrorCodes.MEMORY_BUDGET, used: memory.used, limit: memory.limitBytes }, 'connection refused: memory budget exhausted');
+      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MEMORY_BUDGET, message: 'memory budget exhausted' }, used: memory.used, limit: memory.limitBytes }, 'connection refused: memory budget exhausted');
       refuse(socket, refusal(listener, 'server busy (memory), try again later'));
       return;
     }
     perClient.set(addr, count + 1);
-    slog.info({ tlsMode: listener.tls.mode }, 'client connected');
+    slog.info({ event: 'session.open', tlsMode: listener.tls.mode }, 'client connected');
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
       memory,
@@ -104,7 +105,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     try {
       conn.attach(createSession(conn));
     } catch (err) {
-      slog.error({ err: (err as Error).message }, 'session failed to start');
+      slog.error({ event: 'session.error', err: logErr(err) }, 'session failed to start');
       conn.close({ kind: 'error', message: (err as Error).message });
     }
   };
@@ -115,12 +116,12 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       const opts = serverTlsOptions(listener, deps.minter);
       server = tls.createServer(opts, (sock) => admit(listener, sock, true));
       server.on('tlsClientError', (err, sock) => {
-        log.info({ listener: listener.name, client: sock.remoteAddress, err: err.message }, 'client TLS handshake failed');
+        log.info({ event: 'client.tls_failed', listener: listener.name, protocol: listener.protocol, client: `${sock.remoteAddress ?? 'unknown'}:${sock.remotePort ?? 0}`, err: logErr(err, ErrorCodes.PROTOCOL) }, 'client TLS handshake failed');
       });
     } else {
       server = net.createServer((sock) => admit(listener, sock, false));
     }
-    server.on('error', (err) => log.error({ listener: listener.name, err: err.message }, 'listener error'));
+    server.on('error', (err) => log.error({ event: 'listener.error', listener: listener.name, err: logErr(err) }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host: listener.host, port: listener.port }, () => {
@@ -129,7 +130,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       });
     });
     const a = server.address() as net.AddressInfo;
-    log.info({ listener: listener.name, protocol: listener.protocol, host: a.address, port: a.port, tls: listener.tls.mode, upstream: listener.upstream.kind }, 'listening');
+    log.info({ event: 'listener.start', listener: listener.name, protocol: listener.protocol, host: a.address, port: a.port, tlsMode: listener.tls.mode, upstreamKind: listener.upstream.kind }, 'listening');
     servers.set(listener.name, server);
   }
 
@@ -155,7 +156,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       await factory?.close();
-      log.info({ remaining: sessions.size }, 'server stopped');
+      log.info({ event: 'server.stop', remaining: sessions.size }, 'server stopped');
     },
   };
 }

@@ -204,7 +204,7 @@ export class ImapSession implements Session, ImapSessionView {
   private fail(err: unknown, side: 'client' | 'upstream'): void {
     const e = isPosternError(err) ? err : new PosternError(ErrorCodes.PROTOCOL, err instanceof Error ? err.message : String(err));
     const detail = e.message.slice(0, 300);
-    this.host.log.warn({ code: e.code, side, err: detail }, 'ending session on protocol error');
+    this.host.log.warn({ event: 'session.error', side, err: { code: e.code, message: detail } }, 'ending session on protocol error');
     if (!this.clientMidOutput) {
       // An upstream error's text may quote upstream bytes: the client gets postern's words and the code only
       // (the detail is in the log). A client error may quote only what the client itself sent.
@@ -293,7 +293,7 @@ export class ImapSession implements Session, ImapSessionView {
     if (this.phase === 'closed') return;
     this.outQueue.length = 0;
     this.host.setTimer?.('keepalive', null);
-    this.host.log.warn({ code: ErrorCodes.HOLD_TIMEOUT }, 'held response not ready before the hold deadline');
+    this.host.log.warn({ event: 'response.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message: 'held response not ready before the hold deadline' } }, 'held response not ready before the hold deadline');
     if (!this.clientMidOutput) this.host.sendClient(b(`* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[ErrorCodes.HOLD_TIMEOUT]} (${ErrorCodes.HOLD_TIMEOUT})${CRLF}`));
     this.finish({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'held response outlived the hold deadline' });
   }
@@ -374,7 +374,7 @@ export class ImapSession implements Session, ImapSessionView {
         // STARTTLS: nothing pipelined after it may survive; LOGIN: later commands wait for the result
         if (asyncStep.kind === 'starttls') {
           const dropped = rest.reduce((n, f) => n + f.data.length, 0) + this.clientFramer.discard();
-          if (dropped > 0) this.host.log.warn({ bytes: dropped }, 'discarded client bytes pipelined after STARTTLS');
+          if (dropped > 0) this.host.log.warn({ event: 'client.injection_discarded', bytes: dropped }, 'discarded client bytes pipelined after STARTTLS');
           this.clientBacklog = [];
           this.frameBacklog = [];
         } else if (rest.length > 0) {
@@ -431,9 +431,9 @@ export class ImapSession implements Session, ImapSessionView {
         return {
           kind: 'starttls',
           run: async () => {
-            const info = await this.host.startClientTls();
+            // the host logs client.tls
+            await this.host.startClientTls();
             this.clientTlsActive = true;
-            this.host.log.info({ tls: info, side: 'client' }, 'client STARTTLS complete');
           },
         };
       }
@@ -547,7 +547,7 @@ export class ImapSession implements Session, ImapSessionView {
           ? `postern: mail server "${route.host}" is not allowed here`
           : 'postern: log in as user@mail-server (login routing)';
       // never the raw login: a password typed into the user field would end up in the log
-      this.host.log.warn({ reason: route.reason, routedHost: route.reason === 'denied' ? route.host : undefined }, 'login refused by routing');
+      this.host.log.warn({ event: 'login.refused', reason: route.reason, host: route.reason === 'denied' ? route.host : undefined, err: { code: ErrorCodes.ROUTE_DENIED, message: text } }, 'login refused by routing');
       this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
       return;
     }
@@ -559,11 +559,11 @@ export class ImapSession implements Session, ImapSessionView {
     const t0 = Date.now();
     try {
       await this.host.connectUpstream(route.target);
-      this.host.log.info({ target: route.upstreamName, ms: Date.now() - t0 }, 'upstream connected');
+      this.host.log.info({ event: 'upstream.connect', upstream: route.upstreamName, ms: Date.now() - t0 }, 'upstream connected');
       await this.upstreamHandshake(route.target.implicitTls);
       const result = await this.upstreamLogin(route.user, password);
       if (result.head.keyword !== 'OK') {
-        this.host.log.info({ user: route.user, upstream: route.upstreamName, result: result.head.keyword }, 'login failed upstream');
+        this.host.log.info({ event: 'login.refused', reason: 'upstream', user: route.user, upstream: route.upstreamName, result: result.head.keyword }, 'login failed upstream');
         this.host.disconnectUpstream();
         this.phase = 'preauth';
         this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${result.head.text || 'Authentication failed'}${CRLF}`);
@@ -578,7 +578,7 @@ export class ImapSession implements Session, ImapSessionView {
         this.upstreamCapabilities = new Set(caps.map((c) => c.toUpperCase()));
         code = `[CAPABILITY ${filterCapabilities(caps).join(' ')}] `;
       }
-      this.host.log.info({ ms: Date.now() - t0 }, 'login ok');
+      this.host.log.info({ event: 'login.ok', ms: Date.now() - t0 }, 'login ok');
       this.phase = 'relay';
       // hand any bytes the upstream already sent after the login OK to the relay framer
       const leftover = this.handshakeQueue;
@@ -590,12 +590,12 @@ export class ImapSession implements Session, ImapSessionView {
           const h = parseResponseHead(parts[0]!);
           if (h.keyword === 'CAPABILITY') this.upstreamCapabilities = new Set(splitCapabilities(h.text).map((c) => c.toUpperCase()));
         }
-        this.host.log.debug({ capabilities: [...this.upstreamCapabilities] }, 'upstream capabilities refreshed');
+        this.host.log.debug({ event: 'upstream.capabilities', capabilities: [...this.upstreamCapabilities] }, 'upstream capabilities refreshed');
       });
       for (const parts of leftover) this.relayUpstreamParts(parts);
     } catch (err) {
       const e = isPosternError(err) ? err : new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, err instanceof Error ? err.message : String(err));
-      this.host.log.warn({ code: e.code, err: e.message, upstream: route.upstreamName }, 'upstream login phase failed');
+      this.host.log.warn({ event: 'login.failed', upstream: route.upstreamName, err: { code: e.code, message: e.message } }, 'upstream login phase failed');
       this.host.disconnectUpstream();
       if ((this.phase as Phase) === 'closed') return;
       this.phase = 'preauth';
@@ -693,11 +693,11 @@ export class ImapSession implements Session, ImapSessionView {
       const dropped = this.upstreamFramer.discard() + this.handshakeQueue.reduce((n, p) => n + p.reduce((m, x) => m + x.length, 0), 0);
       this.handshakeQueue = [];
       this.handshakeAssembler.reset();
-      if (dropped > 0) this.host.log.warn({ bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
+      if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
       this.discardUpstreamUntilTls = true;
-      const info = await this.host.startUpstreamTls();
+      // the host logs upstream.tls
+      await this.host.startUpstreamTls();
       this.discardUpstreamUntilTls = false;
-      this.host.log.info({ tls: info, side: 'upstream' }, 'upstream STARTTLS complete');
       // capabilities must be re-learned after TLS (RFC 3501 6.2.1): postern's first injected command
       const r2 = await this.handshakeCommand('CAPABILITY');
       this.updateCapsFrom(r2.untagged);
@@ -743,7 +743,7 @@ export class ImapSession implements Session, ImapSessionView {
   onUpstreamData(data: Buffer): void {
     if (this.phase === 'closed') return;
     if (this.discardUpstreamUntilTls) {
-      this.host.log.warn({ bytes: data.length }, 'discarded upstream bytes sent after its STARTTLS OK');
+      this.host.log.warn({ event: 'upstream.injection_discarded', bytes: data.length }, 'discarded upstream bytes sent after its STARTTLS OK');
       return;
     }
     try {
@@ -1066,7 +1066,7 @@ export class ImapSession implements Session, ImapSessionView {
       else {
         this.cmd = null;
         if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND after message data: ${r.reason}`);
-        this.host.log.debug({ code: ErrorCodes.COMMAND_SYNTAX, tag: r.tag, reason: r.reason }, 'client command refused by the grammar');
+        this.host.log.debug({ event: 'command.refused', tag: r.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: r.reason } }, 'client command refused by the grammar');
         this.bad(r.tag ?? '*', `postern: ${r.reason}`);
       }
       return;
@@ -1139,7 +1139,7 @@ export class ImapSession implements Session, ImapSessionView {
   private refuseClientCommand(c: ClientCommand, reason: string | null, literal: { size: number; nonSync: boolean }): void {
     const text = reason === null ? 'Tag reserved by postern' : `postern: ${reason}`;
     if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND: ${text}`);
-    this.host.log.debug({ code: ErrorCodes.COMMAND_SYNTAX, tag: c.tag, reason: text }, 'client command refused by the grammar');
+    this.host.log.debug({ event: 'command.refused', tag: c.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: text } }, 'client command refused by the grammar');
     if (literal.nonSync) {
       c.refused = text;
       if (literal.size > 0) c.literal = { size: literal.size, chunks: [], streamed: false };

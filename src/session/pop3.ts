@@ -285,7 +285,7 @@ export class Pop3Session implements Session {
       }
       if (!cmd) break;
       if (this.state !== 'relay' && ++this.preLoginCommands > POP3_LIMITS.maxPreLoginCommands) {
-        this.host.log.warn({ event: 'too-many-commands', code: ErrorCodes.TOO_MANY_COMMANDS, max: POP3_LIMITS.maxPreLoginCommands }, 'too many commands before login');
+        this.host.log.warn({ event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' }, limit: POP3_LIMITS.maxPreLoginCommands }, 'too many commands before login');
         this.toClient('-ERR Too many commands before login');
         return this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' });
       }
@@ -304,7 +304,7 @@ export class Pop3Session implements Session {
   private bad(text: string): void {
     this.badCommands++;
     if (this.badCommands > this.host.listener.limits.maxBadCommands) {
-      this.host.log.warn({ event: 'too-many-bad-commands', code: ErrorCodes.TOO_MANY_BAD }, 'too many bad commands');
+      this.host.log.warn({ event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' }, limit: this.host.listener.limits.maxBadCommands }, 'too many bad commands');
       this.toClient('-ERR Too many bad commands');
       this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' });
       return;
@@ -418,7 +418,7 @@ export class Pop3Session implements Session {
     this.toClient('+OK Begin TLS negotiation');
     // CVE-2011-0411 class: anything pipelined after STLS in plaintext must never be executed.
     const dropped = this.cf.clear();
-    if (dropped > 0) this.host.log.warn({ event: 'stls-injection-discarded', bytes: dropped }, 'discarded plaintext pipelined after STLS');
+    if (dropped > 0) this.host.log.warn({ event: 'client.injection_discarded', bytes: dropped }, 'discarded plaintext pipelined after STLS');
     this.state = 'client-tls';
     this.host.startClientTls().then(
       () => {
@@ -429,7 +429,7 @@ export class Pop3Session implements Session {
       },
       (e: unknown) => {
         if (this.state === 'closed') return;
-        this.host.log.warn({ event: 'client-tls-failed', err: errMessage(e) }, 'client TLS handshake failed');
+        this.host.log.warn({ event: 'client.tls_failed', err: { code: codeOf(e, ErrorCodes.PROTOCOL), message: errMessage(e) } }, 'client TLS handshake failed');
         this.end({ kind: 'error', code: codeOf(e, ErrorCodes.PROTOCOL), message: 'client TLS handshake failed' });
       },
     );
@@ -547,7 +547,7 @@ export class Pop3Session implements Session {
     if (!decision.ok) {
       const why = decision.reason === 'denied' ? `upstream host ${decision.host} is not allowed` : 'login must be user@host';
       this.host.log.warn(
-        { event: 'login', result: 'route-denied', reason: decision.reason, routeHost: decision.host, code: ErrorCodes.ROUTE_DENIED },
+        { event: 'login.refused', reason: decision.reason, host: decision.host, err: { code: ErrorCodes.ROUTE_DENIED, message: why } },
         'login refused by routing',
       );
       return this.bad(`[AUTH] ${why}`);
@@ -573,7 +573,7 @@ export class Pop3Session implements Session {
       (e: unknown) => {
         if (this.state === 'closed') return;
         this.creds = null;
-        this.host.log.warn({ event: 'upstream-connect-failed', code: codeOf(e, ErrorCodes.UPSTREAM_REFUSED), err: errMessage(e) }, 'upstream connect failed');
+        this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_REFUSED), message: errMessage(e) } }, 'upstream connect failed');
         this.abort(codeOf(e, ErrorCodes.UPSTREAM_REFUSED), `upstream unavailable: ${errMessage(e)}`);
       },
     );
@@ -608,7 +608,7 @@ export class Pop3Session implements Session {
         const caps = r.kind === 'ok' && r.body ? capaNames(r.body) : [];
         if (!caps.includes('STLS')) {
           // Never fall back to plaintext: the credentials would cross the network in clear.
-          this.host.log.warn({ event: 'upstream-no-starttls', code: ErrorCodes.UPSTREAM_NO_STARTTLS }, 'upstream does not offer STLS');
+          this.host.log.warn({ event: 'login.failed', err: { code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' } }, 'upstream does not offer STLS');
           return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STLS');
         }
         this.up = 'stls';
@@ -619,7 +619,7 @@ export class Pop3Session implements Session {
         if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STLS: ${this.upstreamText(r)}`);
         // Response injection: bytes the upstream sent after its +OK, before the handshake, are discarded.
         const dropped = this.uf.clear();
-        if (dropped > 0) this.host.log.warn({ event: 'upstream-stls-injection-discarded', bytes: dropped }, 'discarded upstream bytes after STLS +OK');
+        if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes after STLS +OK');
         this.up = 'tls';
         this.host.startUpstreamTls().then(
           () => {
@@ -630,7 +630,7 @@ export class Pop3Session implements Session {
           },
           (e: unknown) => {
             if (this.state === 'closed') return;
-            this.host.log.warn({ event: 'upstream-tls-failed', code: codeOf(e, ErrorCodes.UPSTREAM_TLS), err: errMessage(e) }, 'upstream TLS failed');
+            this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
             this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), `upstream TLS failed: ${errMessage(e)}`);
           },
         );
@@ -663,7 +663,7 @@ export class Pop3Session implements Session {
       this.up = 'ready';
       this.state = 'relay';
       this.host.setUser(this.routedUser, this.upstreamName);
-      this.host.log.info({ event: 'login', result: 'ok' }, 'login ok');
+      this.host.log.info({ event: 'login.ok' }, 'login ok');
       try {
         this.hooks.onLogin?.({ user: this.routedUser, upstream: this.upstreamName });
       } catch (e) {
@@ -674,7 +674,7 @@ export class Pop3Session implements Session {
       this.up = 'ready';
       this.state = 'auth';
       // Never the login itself: only where it was sent.
-      this.host.log.info({ event: 'login', result: 'failed', upstream: this.upstreamName }, 'upstream refused login');
+      this.host.log.info({ event: 'login.refused', reason: 'upstream', result: r.kind === 'err' ? '-ERR' : r.kind, upstream: this.upstreamName }, 'upstream refused login');
       // Keep the upstream's response code if it has one ([AUTH], [IN-USE], [SYS/TEMP]...).
       if (this.screen) this.toClient(r.text.startsWith('[') ? canonicalErr(r.text, 'Authentication failed') : '-ERR [AUTH] Authentication failed');
       else this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);
@@ -742,7 +742,7 @@ export class Pop3Session implements Session {
   private upstreamFinished(): void {
     if (this.state === 'quit' && this.inflight.length === 0) return this.end({ kind: 'client-quit' });
     const err = this.upstreamGone?.err;
-    this.host.log.warn({ event: 'upstream-closed', err: err?.message, code: ErrorCodes.UPSTREAM_CLOSED }, 'upstream closed the connection');
+    this.host.log.warn({ event: 'upstream.closed', err: { code: ErrorCodes.UPSTREAM_CLOSED, message: err ? errMessage(err) : 'upstream closed the connection' } }, 'upstream closed the connection');
     this.abort(ErrorCodes.UPSTREAM_CLOSED, err ? `upstream connection lost: ${err.message}` : 'upstream closed the connection', 'upstream-closed');
   }
 
@@ -770,7 +770,7 @@ export class Pop3Session implements Session {
     if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
       const mismatch = octetsMismatch(r);
       if (mismatch) {
-        this.host.log.warn({ event: 'upstream-answer-refused', code: ErrorCodes.UPSTREAM_PROTOCOL, command: cmd.name, reason: mismatch }, 'upstream message answer does not match its announced size');
+        this.host.log.warn({ event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UPSTREAM_PROTOCOL, message: mismatch } }, 'upstream message answer does not match its announced size');
         return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream ${cmd.name} ${mismatch}`);
       }
       return this.inspect(cmd, r);
@@ -778,7 +778,7 @@ export class Pop3Session implements Session {
     if (this.screen) {
       const s = screenResponse(cmd.name, cmd.args, r);
       if (!s.ok) {
-        this.host.log.warn({ event: 'upstream-answer-refused', code: ErrorCodes.UNVETTED_RESPONSE, command: cmd.name, reason: s.reason }, 'upstream answer refused: not of the form the command defines');
+        this.host.log.warn({ event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UNVETTED_RESPONSE, message: s.reason } }, 'upstream answer refused: not of the form the command defines');
         return this.abort(ErrorCodes.UNVETTED_RESPONSE, `upstream answer refused: ${s.reason}`);
       }
       this.host.sendClient(s.bytes);
@@ -829,7 +829,7 @@ export class Pop3Session implements Session {
 
   private afterResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
     if (cmd.name === 'QUIT') {
-      this.host.log.info({ event: 'quit', result: r.kind }, 'client quit');
+      this.host.log.info({ event: 'session.quit', result: r.kind }, 'client quit');
       this.end({ kind: 'client-quit' });
     }
   }
@@ -844,11 +844,11 @@ export class Pop3Session implements Session {
     }
     if (kind === 'login') {
       if (this.authenticated) return;
-      this.host.log.info({ event: 'timeout', kind, code: ErrorCodes.LOGIN_TIMEOUT }, 'login timeout');
+      this.host.log.info({ event: 'session.timeout', kind, err: { code: ErrorCodes.LOGIN_TIMEOUT, message: 'login timeout' } }, 'login timeout');
       this.toClient('-ERR [SYS/TEMP] Login timeout');
       return this.end({ kind: 'timeout', code: ErrorCodes.LOGIN_TIMEOUT, message: 'login timeout' });
     }
-    this.host.log.info({ event: 'timeout', kind, code: ErrorCodes.IDLE_TIMEOUT }, 'idle timeout');
+    this.host.log.info({ event: 'session.timeout', kind, err: { code: ErrorCodes.IDLE_TIMEOUT, message: 'idle timeout' } }, 'idle timeout');
     this.toClient('-ERR [SYS/TEMP] Idle timeout');
     this.end({ kind: 'timeout', code: ErrorCodes.IDLE_TIMEOUT, message: 'idle timeout' });
   }
@@ -871,7 +871,7 @@ export class Pop3Session implements Session {
     const code = codeOf(e, side === 'upstream' ? ErrorCodes.UPSTREAM_PROTOCOL : ErrorCodes.PROTOCOL);
     // A framing fault from the upstream is an upstream protocol error, whatever the framer called it.
     const finalCode = side === 'upstream' && code === ErrorCodes.PROTOCOL ? ErrorCodes.UPSTREAM_PROTOCOL : code;
-    this.host.log.warn({ event: 'session-error', side, code: finalCode, err: errMessage(e) }, 'session error');
+    this.host.log.warn({ event: 'session.error', side, err: { code: finalCode, message: errMessage(e) } }, 'session error');
     if (side === 'client') {
       this.toClient(`-ERR ${finalCode === ErrorCodes.LINE_TOO_LONG ? 'Line too long' : 'Protocol error'}`);
       return this.end({ kind: 'error', code: finalCode, message: errMessage(e) });

@@ -2,7 +2,7 @@
  * A SessionHost for transcript tests: records the exact bytes a session sends each way and lets the
  * test play the upstream's part. No sockets.
  */
-import pino, { type Logger } from 'pino';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import { Writable } from 'node:stream';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
@@ -50,7 +50,8 @@ export class ScriptedHost implements SessionHost {
         cb();
       },
     });
-    this.log = pino({ level: 'trace' }, sink);
+    // the production logger (its err serializer and redaction), at trace: every line the session writes
+    this.log = createLogger({ level: 'trace' }, sink);
   }
 
   sendClient(data: Buffer): void {

@@ -85,7 +85,7 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     // after the handshake: STARTTLS is gone from the capabilities, LOGIN works
     t.client('c CAPABILITY\r\n');
     expect(t.host.takeClient()).toBe('* CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN\r\nc OK CAPABILITY completed\r\n');
-    expect(t.host.logLines.join('')).toContain('discarded client bytes pipelined after STARTTLS');
+    expect(t.host.logLines.join('')).toContain('"event":"client.injection_discarded"');
   });
 
   it('accepts LOGIN with synchronizing and non-synchronizing literals', async () => {
@@ -222,7 +222,7 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     t.upstream('* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\nP.2 OK done\r\n');
     await tick();
     expect(t.host.takeUpstream()).toBe('P.3 AUTHENTICATE PLAIN ' + Buffer.from('\0alice\0secret').toString('base64') + '\r\n');
-    expect(t.host.logLines.join('')).toContain('discarded upstream bytes sent after its STARTTLS OK');
+    expect(t.host.logLines.join('')).toContain('"event":"upstream.injection_discarded"');
   });
 
   it('refuses an upstream that does not offer STARTTLS: no credentials in plaintext', async () => {

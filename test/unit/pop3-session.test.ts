@@ -3,7 +3,7 @@
  * host call; no sockets.
  */
 import { Writable } from 'node:stream';
-import pino from 'pino';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import { describe, expect, it } from 'vitest';
 import type { ClientTlsMode, ListenerConfig, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { ErrorCodes, PosternError } from '../../src/errors.js';
@@ -25,7 +25,7 @@ interface HostOptions {
 }
 
 class ScriptHost implements SessionHost {
-  readonly log: pino.Logger;
+  readonly log: Logger;
   readonly logLines: string[] = [];
   readonly listener: ListenerConfig;
   readonly clientAddress = '127.0.0.1';
@@ -47,7 +47,7 @@ class ScriptHost implements SessionHost {
         cb();
       },
     });
-    this.log = pino({ level: 'trace' }, sink);
+    this.log = createLogger({ level: 'trace' }, sink);
     this.clientTls = opts.clientTls ?? opts.tls === 'implicit';
     const upstreamTls = { mode: opts.upstreamTls ?? 'none', verify: true, minVersion: 'TLSv1.2' as const };
     this.listener = {
@@ -228,7 +228,7 @@ describe('Pop3Session: before login', () => {
     await client('PASS x\r\n');
     expect(host.takeClient()).toBe('-ERR USER first\r\n');
     expect(host.connects).toEqual([]);
-    expect(host.logLines.join('')).toContain('stls-injection-discarded');
+    expect(host.logLines.join('')).toContain('"event":"client.injection_discarded"');
   });
 
   it('refuses a routed host outside the allowlist without any connection attempt', async () => {
@@ -370,7 +370,7 @@ describe('Pop3Session: login', () => {
     expect(host.takeUpstream()).toBe('USER alice\r\nPASS pw\r\n');
     await upstream('+OK Logged in.\r\n');
     expect(host.takeClient()).toBe('+OK Logged in.\r\n');
-    expect(host.logLines.join('')).toContain('upstream-stls-injection-discarded');
+    expect(host.logLines.join('')).toContain('"event":"upstream.injection_discarded"');
   });
 
   it.each([
@@ -456,7 +456,7 @@ describe('Pop3Session: login', () => {
     await a.client('QUIT\r\n');
     expect(a.host.upstreamText).toContain(secret); // it was really used
     const logs = a.host.logLines.join('');
-    expect(logs).toContain('"event":"login"');
+    expect(logs).toContain('"event":"login.ok"');
     expect(logs).not.toContain(secret);
     expect(logs).not.toContain(ir);
     expect(logs).not.toContain(Buffer.from(`\0alice\0${secret}`).toString('base64'));
@@ -938,7 +938,7 @@ describe('Pop3Session: the login is never logged when it is refused', () => {
     expect(host.user).toBeNull();
     await client('QUIT\r\n');
     const logs = host.logLines.join('');
-    expect(logs).toContain('"result":"failed"');
+    expect(logs).toContain('"event":"login.refused","reason":"upstream"');
     expect(logs).toContain('"upstream":"127.0.0.1:2110"');
     expect(logs).not.toContain(LOGIN);
   });
@@ -949,7 +949,7 @@ describe('Pop3Session: the login is never logged when it is refused', () => {
     const logs = host.logLines.join('');
     expect(logs).toContain('"reason":"syntax"');
     expect(logs).toContain('"reason":"denied"');
-    expect(logs).toContain('"routeHost":"evil.test"');
+    expect(logs).toContain('"host":"evil.test"');
     expect(logs).not.toContain(LOGIN);
     expect(host.user).toBeNull();
   });
