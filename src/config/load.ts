@@ -5,12 +5,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MAX_CONFIG_BYTES } from '../limits.js';
 import { configSchema } from './schema.js';
 import type { PosternConfig } from './types.js';
 import { ConfigError, parseYamlWithSchema } from './validate.js';
-
-/** Largest config file read; a config is a few KiB, anything near this is a mistake (or /dev/zero). */
-export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 /** The repository root: this module lives in src/config/ or dist/config/, two levels below it. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');

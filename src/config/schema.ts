@@ -10,7 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
-import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
+import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
@@ -26,15 +26,14 @@ import type {
 
 export const DEFAULT_INSPECT: InspectConfig = {
   vetOnMetadata: true,
-  cacheMemoryBytes: 32 * 1024 * 1024,
+  cacheMemoryBytes: DEFAULT_CACHE_MEMORY_BYTES,
   keepaliveMs: 15_000,
 };
 
 export const DEFAULT_SCANNER = {
-  timeoutMs: 60_000,
+  timeoutMs: DEFAULT_SCANNER_LIMITS.timeoutMs,
   healthIntervalMs: 30_000,
-  // clamd's own StreamMaxLength default is 25M; sending more only gets "size limit exceeded".
-  maxStreamBytes: 25 * 1024 * 1024,
+  maxStreamBytes: DEFAULT_SCANNER_LIMITS.maxStreamBytes,
 } as const;
 
 export const DEFAULT_QUARANTINE_RETENTION_DAYS = 30;

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { MAX_CACHE_ENTRIES, MAX_SPILL_BYTES } from '../limits.js';
 import type { PartMap, Verdict } from '../policy/types.js';
 import type { MemoryLease } from '../session/types.js';
 
@@ -31,11 +32,6 @@ interface Entry {
   structure: PartMap;
   verdict: Verdict;
 }
-
-/** Most entries kept at all (a client syncing a huge mailbox cannot grow the index without bound). */
-export const MAX_CACHE_ENTRIES = 20_000;
-/** Most bytes spilled to disk per session; past it the oldest entries are forgotten (and re-vetted if asked again). */
-export const MAX_SPILL_BYTES = 2 * 1024 * 1024 * 1024;
 
 export interface VettedCacheOptions {
   /** Leases memory from the process-wide budget (SessionHost.reserveMemory); absent: only `memoryBudget` applies. */

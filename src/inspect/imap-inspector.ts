@@ -14,6 +14,7 @@
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
+import { MAX_CACHED_SET } from '../limits.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { checkRelayedFetchItem } from '../protocol/imap/response-screen.js';
 import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
@@ -78,8 +79,6 @@ export interface ImapInspectorDeps {
 
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
-/** Largest explicit UID set served from the cache without a body download. */
-const MAX_CACHED_SET = 1000;
 
 interface CommandState {
   /** Every UID was vetted before: the upstream FETCH carries no body. */

@@ -3,20 +3,19 @@
  * (strip) and of the notice (block). Everything here is a pure function of its inputs, so the
  * rewritten message is deterministic.
  */
+import { MAX_TEMPLATE_VALUE } from '../limits.js';
 
 export type TemplateVars = Partial<Record<
   'reason' | 'filename' | 'type' | 'virus' | 'action' | 'policy' | 'rule' | 'message_id' | 'subject' | 'sender' | 'recovery' | 'part',
   string
 >>;
 
-const MAX_VAR = 300;
-
 /** Values come from the (hostile) message: no control characters, no line breaks, bounded length. */
 export function cleanVar(v: string | undefined): string {
   if (v === undefined || v === '') return '-';
   // eslint-disable-next-line no-control-regex
   let s = v.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
-  if (s.length > MAX_VAR) s = s.slice(0, MAX_VAR) + '...';
+  if (s.length > MAX_TEMPLATE_VALUE) s = s.slice(0, MAX_TEMPLATE_VALUE) + '...';
   return s || '-';
 }
 

@@ -22,12 +22,14 @@
  * picomatch turns a glob into a backtracking RegExp whose run time grows with the power of the
  * number of `*` (`*a*a*a*b` against a 1,024-character name ran for minutes), and a hostile message
  * chooses the names. So the matcher here is not a RegExp: braces are expanded (at most
- * MAX_ALTERNATIVES) and each alternative is matched by the classic wildcard walk, O(name x pattern)
+ * MAX_GLOB_ALTERNATIVES, src/limits.ts) and each alternative is matched by the classic wildcard walk, O(name x pattern)
  * at worst. test/policy/glob.test.ts checks that it agrees with picomatch on every accepted pattern.
  */
 
-/** Most alternatives a pattern may expand to (`{a,b}{c,d}` is 4). */
-export const MAX_ALTERNATIVES = 64;
+import { MAX_GLOB_ALTERNATIVES } from '../limits.js';
+
+/** Re-exported for the glob tests (defined in src/limits.ts). */
+export { MAX_GLOB_ALTERNATIVES as MAX_ALTERNATIVES };
 
 /** What a compiled glob offers the engine (a RegExp-like `test`). */
 export interface GlobMatcher {
@@ -165,7 +167,7 @@ function expand(seq: Piece[]): Piece[][] {
     const alts = p.alternatives.flatMap((a) => expand(a));
     const next: Piece[][] = [];
     for (const o of out) for (const a of alts) next.push([...o, ...a]);
-    if (next.length > MAX_ALTERNATIVES) throw new GlobSyntaxError(`the braces expand to more than ${MAX_ALTERNATIVES} alternatives`);
+    if (next.length > MAX_GLOB_ALTERNATIVES) throw new GlobSyntaxError(`the braces expand to more than ${MAX_GLOB_ALTERNATIVES} alternatives`);
     out = next;
   }
   return out;

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { ConfigError, parseYamlWithSchema } from '../config/validate.js';
-import { DEFAULT_MIME_LIMITS } from '../limits.js';
+import { DEFAULT_ANTIVIRUS_LIMITS, DEFAULT_ARCHIVE_LIMITS, DEFAULT_MIME_LIMITS } from '../limits.js';
 import type { ActionName } from './types.js';
 import { policySchema, type PolicyYaml } from './schema.js';
 import { compileGlob, compileTypePattern, type GlobMatcher } from './glob.js';
@@ -150,10 +150,10 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
     dangerousExtensions: new Set((y.filenames?.dangerous_extensions ?? DEFAULT_DANGEROUS).map((e) => e.toLowerCase())),
     archives: {
       inspect: y.archives?.inspect ?? true,
-      maxDepth: y.archives?.max_depth ?? 3,
-      maxEntries: y.archives?.max_entries ?? 10_000,
-      maxTotalSize: y.archives?.max_total_size ?? 100 * 1024 * 1024,
-      maxRatio: y.archives?.max_ratio ?? 200,
+      maxDepth: y.archives?.max_depth ?? DEFAULT_ARCHIVE_LIMITS.maxDepth,
+      maxEntries: y.archives?.max_entries ?? DEFAULT_ARCHIVE_LIMITS.maxEntries,
+      maxTotalSize: y.archives?.max_total_size ?? DEFAULT_ARCHIVE_LIMITS.maxTotalSize,
+      maxRatio: y.archives?.max_ratio ?? DEFAULT_ARCHIVE_LIMITS.maxRatio,
       onEncrypted: spec(y.archives?.on_encrypted, A('allow')),
       onLimit: spec(y.archives?.on_limit, A('strip')),
       onAmbiguous: spec(y.archives?.on_ambiguous, A('strip', true)),
@@ -178,7 +178,7 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
     signed: { onChange: y.signed?.on_change ?? 'strip' },
     antivirus: {
       enabled: av.enabled ?? true,
-      maxSize: av.max_size ?? 25 * 1024 * 1024,
+      maxSize: av.max_size ?? DEFAULT_ANTIVIRUS_LIMITS.maxSize,
       onVirus,
       onError: av.on_error ?? 'tempfail',
       onOversize: av.on_oversize ?? 'allow',

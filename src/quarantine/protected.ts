@@ -21,16 +21,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { POP3_LIMITS } from '../limits.js';
 
 export const PROTECTED_FILE_NAME = '_pop3-protected.json';
 
-/** Longest user name stored as is; longer ones are stored as `sha256:<hex>` (keeps entries small). */
-const MAX_USER_CHARS = 256;
-const MAX_UPSTREAM_CHARS = 300;
 /** RFC 1939 unique-id: 1 to 70 characters in 0x21..0x7E. */
 const UIDL_RE = /^[\x21-\x7e]{1,70}$/;
-/** Upper bound of one serialised entry; a file larger than maxEntries times this is refused as corrupt. */
-const MAX_ENTRY_BYTES = 2048;
 
 export interface ProtectedEntry {
   /** `host:port` of the upstream. */
@@ -61,7 +57,7 @@ export interface ProtectedStoreOptions {
 }
 
 function userKey(user: string): string {
-  return user.length <= MAX_USER_CHARS ? user : `sha256:${createHash('sha256').update(user.toLowerCase(), 'utf8').digest('hex')}`;
+  return user.length <= POP3_LIMITS.maxProtectedUserChars ? user : `sha256:${createHash('sha256').update(user.toLowerCase(), 'utf8').digest('hex')}`;
 }
 
 /** User names compare case-insensitively (servers commonly fold case; over-matching only protects more). */
@@ -79,9 +75,9 @@ function validEntry(e: unknown): e is ProtectedEntry {
   return (
     typeof r.upstream === 'string' &&
     r.upstream.length > 0 &&
-    r.upstream.length <= MAX_UPSTREAM_CHARS &&
+    r.upstream.length <= POP3_LIMITS.maxProtectedUpstreamChars &&
     typeof r.user === 'string' &&
-    r.user.length <= MAX_USER_CHARS + 7 &&
+    r.user.length <= POP3_LIMITS.maxProtectedUserChars + 7 &&
     (r.uidl === null || (typeof r.uidl === 'string' && isValidUidl(r.uidl))) &&
     typeof r.sha256 === 'string' &&
     /^[0-9a-f]{64}$/.test(r.sha256) &&
@@ -148,7 +144,7 @@ export class ProtectedStore {
       this.loadedSig = sig;
       return this.entries;
     }
-    if (size > (this.maxEntries + 1) * MAX_ENTRY_BYTES) throw this.unavailable(`file is larger than ${(this.maxEntries + 1) * MAX_ENTRY_BYTES} bytes`);
+    if (size > (this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes) throw this.unavailable(`file is larger than ${(this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes} bytes`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(await fs.readFile(this.file, 'utf8'));

@@ -8,15 +8,16 @@
  * clamd closes the connection after answering a command outside an IDSESSION.
  */
 
+import { CLAMD_LIMITS } from '../limits.js';
+
 export const CMD_PING = Buffer.from('zPING\0', 'latin1');
 export const CMD_VERSION = Buffer.from('zVERSION\0', 'latin1');
 export const CMD_INSTREAM = Buffer.from('zINSTREAM\0', 'latin1');
 const TERMINATOR = Buffer.alloc(4);
 
-/** Default INSTREAM chunk size. clamd copes with any size up to StreamMaxLength; 256 KiB keeps frame overhead negligible. */
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
-/** Largest reply we accept before calling it garbage. A real reply is a few hundred bytes even with AllMatchScans. */
-export const DEFAULT_MAX_REPLY_BYTES = 64 * 1024;
+/** Default INSTREAM chunk size and largest reply accepted (src/limits.ts). */
+export const DEFAULT_CHUNK_BYTES = CLAMD_LIMITS.chunkBytes;
+export const DEFAULT_MAX_REPLY_BYTES = CLAMD_LIMITS.maxReplyBytes;
 
 /** Name prefix of clamd's AlertExceedsMax heuristics (MaxScanSize, MaxFileSize, MaxFiles, MaxRecursion, ...). */
 export const LIMITS_EXCEEDED_PREFIX = 'Heuristics.Limits.Exceeded';
