@@ -784,9 +784,19 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
   filenameHits(policy, names, (fr, n) => addHit({ ...base, filename: n, detectedType: detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec }));
   for (const h of memberHits) addHit(h);
 
+  // NUL bytes: 7bit/8bit data never has them (Dovecot serves them as 0x80 in BODY[] but as NUL in
+  // BINARY[], C-based readers stop there), and text with them is binary data in disguise (an
+  // executable image inside a text part, as some readers show it)
+  const nulFault = (reason: string) => {
+    if (policy.limits.onMalformed.action !== 'allow') addHit({ ...base, detectedType: detected, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+  };
+  if ((leaf.cte === '7bit' || leaf.cte === '8bit') && body.indexOf(0) >= 0) nulFault(`NUL bytes in ${leaf.cte} data`);
+
   // files embedded in text (uuencode, yEnc, BinHex): judged like attachments; the whole part goes
   if (isTextish(declared) || leaf.cte === 'x-uuencode') {
-    leaf.embedded = findEmbedded(leaf.cte === 'x-uuencode' ? body : decoded());
+    const content = leaf.cte === 'x-uuencode' ? body : decoded();
+    if (declared.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0) nulFault('NUL bytes in decoded text');
+    leaf.embedded = findEmbedded(content);
     for (const f of leaf.embedded) embeddedHits(policy, leaf, f, addHit);
   }
 }

@@ -220,6 +220,20 @@ const CASES: Case[] = [
     lenient: ['content_types.rules[0]', 'filenames.rules[0]'],
     secret: 'M35J',
   },
+  {
+    name: 'an executable image in the middle of a 7bit text part',
+    msg: () => withPart('Content-Type: text/plain; name="notes.txt"\r\nContent-Transfer-Encoding: 7bit', Buffer.concat([Buffer.from('just notes\r\n'), EXE])),
+    strict: ['limits.on_malformed'],
+    lenient: [],
+    secret: 'MZ\x90',
+  },
+  {
+    name: 'quoted-printable text that decodes to an executable image',
+    msg: () => withPart('Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable', `hello\r\n${[...EXE].map((b) => `=${b.toString(16).toUpperCase().padStart(2, '0')}`).join('').replace(/(.{72})/g, '$1=\r\n')}`),
+    strict: ['limits.on_malformed'],
+    lenient: [],
+    secret: '=4D=5A=90',
+  },
 ];
 
 const rules = (r: Awaited<ReturnType<typeof inspectMessage>>) => [...new Set(r.verdict.hits.map((h) => h.rule))].sort();
