@@ -265,6 +265,13 @@ export const MAX_METADATA_STRING = 16 * 1024;
  */
 export const MAX_METADATA_DEPTH = 128;
 
+/**
+ * IMAP: addresses of one header field (From, To, Cc...) written into an ENVELOPE rendered from a
+ * vetted message. Further addresses are left out of the ENVELOPE (no error: display metadata of a
+ * message whose header is itself bounded by limits.max_header_size; never message content).
+ */
+export const MAX_ENVELOPE_ADDRESSES = 10_000;
+
 /** IMAP: longest mailbox name in an X-MAILBOX FETCH item relayed from the upstream. Longer: not relayed, BYE (E_UNVETTED_RESPONSE). */
 export const MAX_METADATA_MAILBOX_NAME = 1000;
 

@@ -27,6 +27,7 @@
  *   quote characters are literals, Content-Language is always a list.
  */
 import { ErrorCodes, PosternError } from '../errors.js';
+import { MAX_ENVELOPE_ADDRESSES } from '../limits.js';
 import type { PartMap } from '../policy/types.js';
 import { buildPartMap, findSection, mimeNodeOf, Rfc822Parser, type HeaderField, type MimeNode } from '../mime/partmap.js';
 import { partData, parseCteValue, type PartData } from '../mime/content.js';
@@ -418,7 +419,7 @@ class AddressParser {
   }
   parse(): Address[] | null {
     if (this.p.skipLwsp() <= 0) return null;
-    for (let guard = 0; guard < 10_000; guard++) {
+    for (let guard = 0; guard < MAX_ENVELOPE_ADDRESSES; guard++) {
       let ret = this.address();
       if (ret === 0) break;
       if (this.p.cur() !== 44) break;
