@@ -19,11 +19,14 @@ import { runOk } from '../harness/util.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 import { MESSAGES } from '../../scripts/fuzz/lib/session-common.mjs';
 import { fakeScanner, policyYaml } from '../../scripts/fuzz/lib/session-harness.mjs';
-import { formatSocketReport, runSocketCampaign, runSocketCase, socketReproFiles } from '../../scripts/fuzz/lib/session-socket.mjs';
+import { ImapUpstream } from '../../scripts/fuzz/lib/session-imap-server.mjs';
+import { compareWithModel, formatSocketReport, modelCheckCase, runSocketCampaign, runSocketCase, socketReproFiles } from '../../scripts/fuzz/lib/session-socket.mjs';
 
 const SEED = 20261130;
 const CASES = Number(process.env.FUZZ_CASES ?? 300);
 const TIME_MS = 45_000;
+const MODEL_CASES = Number(process.env.FUZZ_MODEL_CASES ?? 40);
+const MODEL_MS = Number(process.env.FUZZ_MODEL_MS ?? 20_000);
 const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
 
 let dovecot: Dovecot;
@@ -33,12 +36,15 @@ let ports: { imap: number; pop3: number };
 
 beforeAll(async () => {
   dovecot = await startDovecot();
-  await runOk('doveadm', ['-c', dovecot.confPath, 'mailbox', 'create', '-u', 'alice', 'BoxB']);
+  for (const u of ['alice', 'bob']) await runOk('doveadm', ['-c', dovecot.confPath, 'mailbox', 'create', '-u', u, 'BoxB']);
   for (const k of ['clean', 'exe', 'eicarPart', 'eicarB64', 'eicarBody'] as const) {
     await dovecot.deliver('alice', MESSAGES[k]);
     await dovecot.deliver('bob', MESSAGES[k]);
   }
-  for (const k of ['eicarBody', 'clean', 'exe'] as const) await dovecot.deliver('alice', MESSAGES[k], 'BoxB');
+  for (const k of ['eicarBody', 'clean', 'exe'] as const) {
+    await dovecot.deliver('alice', MESSAGES[k], 'BoxB');
+    await dovecot.deliver('bob', MESSAGES[k], 'BoxB');
+  }
   const policyFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'postern-fuzz-pol-')), 'fuzz-strip.yaml');
   writeFileSync(policyFile, policyYaml('strip'));
   postern = await startPostern(
@@ -84,6 +90,23 @@ describe('session fuzzer against real Dovecot', () => {
     }
     expect(failures, failures.join('\n')).toEqual([]);
   }, 60_000);
+
+  it('the in-process upstream model of harness A answers mutated command streams like real Dovecot', async () => {
+    // bob's mailbox (no APPEND/COPY/STORE in these cases) matches the model's; IMAP directly, no postern
+    const mismatches: string[] = [];
+    let compared = 0;
+    const t0 = Date.now();
+    for (let i = 0; compared < MODEL_CASES && Date.now() - t0 < MODEL_MS; i++) {
+      const kase = modelCheckCase(SEED + 1, i);
+      if (!kase) continue;
+      compared++;
+      const r = await compareWithModel(dovecot.ports.imap, kase, ImapUpstream);
+      if (!r.same) mismatches.push(`${kase.id}: ${JSON.stringify(kase.steps.map((x) => x.c.join('')))}\n    real : ${r.real}\n    model: ${r.model}`);
+    }
+    console.log(`model check: ${compared} cases, ${mismatches.length} differ (bob's INBOX now holds ${await dovecot.count('bob')})\n${mismatches.slice(0, 10).join('\n')}`);
+    expect(compared).toBeGreaterThan(10);
+    expect(mismatches, mismatches.join('\n')).toEqual([]);
+  }, MODEL_MS + 40_000);
 
   it(`${CASES} mutated client sessions from seed ${SEED}: no payload byte reaches the client`, async () => {
     const report = await runSocketCampaign(ports, { seed: SEED, cases: CASES, timeMs: TIME_MS, concurrency: 10, minimizeMs: 15_000 });

@@ -249,21 +249,25 @@ function ioPending() {
  * Delivers queued bytes both ways, one buffer per event-loop turn, until nothing moves any more and no
  * file I/O is pending (the session may be waiting for it); bounded by rounds and by wall time.
  */
-async function settle(host, maxRounds = 3000, maxMs = 5000) {
+async function settle(host, maxRounds = 3000, maxMs = 30_000) {
   let quiet = 0;
   const t0 = Date.now();
-  for (let i = 0; i < maxRounds && quiet < 2; i++) {
+  for (let i = 0; i < maxRounds && quiet < 2; ) {
     // bytes are delivered only while no file I/O is in flight, so a case replays the same way every
     // time (I/O completion order would otherwise decide what the session has seen when)
-    if (ioPending() && Date.now() - t0 < maxMs) {
+    if (ioPending()) {
+      if (Date.now() - t0 > maxMs) break;
       await pause();
       quiet = 0;
       continue;
     }
+    i++;
     const moved = host.pump();
     await turn();
     quiet = moved ? 0 : quiet + 1;
   }
+  // a settle that ran out of rounds or time proves nothing about stalls
+  if (quiet < 2) host.settleLimit = true;
 }
 
 // ------------------------------------------------------------------ one case
@@ -299,14 +303,14 @@ export async function runCase(env, kase, opts = {}) {
     }
     await settle(host);
     // stalled: the session is open but will not read the client again (input waiting or reading paused)
-    const stalled = !host.closed && (host.clientQueue.length > 0 || host.clientPaused);
+    const stalled = !host.closed && !host.settleLimit && (host.clientQueue.length > 0 || host.clientPaused);
     const clientBytes = Buffer.concat(host.toClient);
     const leak = findLeak(clientBytes);
     const end = host.closed ? `${host.closed.kind}${host.closed.code ? ' ' + host.closed.code : ''}` : 'open';
     // the client goes away; let the session clean up (cache files, timers)
     if (!host.closed) host.call('onClientEnd', () => host.session.onClientEnd());
     await settle(host, 50);
-    const out = { leak, errors: [...host.errors, ...rejections.map((r) => `unhandledRejection: ${r}`)], end, stalled, loggedIn, fired: model.fired.length };
+    const out = { leak, errors: [...host.errors, ...rejections.map((r) => `unhandledRejection: ${r}`)], end, stalled, settleLimit: !!host.settleLimit, loggedIn, fired: model.fired.length };
     if (opts.record) {
       out.transcript = host.transcript;
       out.logs = host.logLines.map((x) => {
@@ -480,7 +484,7 @@ export async function runCampaign(env, opts) {
       // with an honest upstream a stall is postern's own doing: minimise and classify it too
       if (kase.mode === 'client' && minimizeMs < minimizeBudgetMs) {
         const labels = labelsOf(kase);
-        let cls = knownStalls.find((c) => [...c.labels].every((x) => labels.has(x)));
+        let cls = knownStalls.find((c) => (c.labels.size ? [...c.labels].every((x) => labels.has(x)) : labels.size === 0));
         if (!cls) {
           const m0 = Date.now();
           const { kase: min, runs } = await minimize(env, kase, opts.minimizeRuns ?? 300, (x) => x.stalled && !x.leak);
@@ -507,7 +511,7 @@ export async function runCampaign(env, opts) {
       report.escapes++;
       p.escapes++;
       const labels = labelsOf(kase);
-      let cls = known.find((c) => [...c.labels].every((x) => labels.has(x)));
+      let cls = known.find((c) => (c.labels.size ? [...c.labels].every((x) => labels.has(x)) : labels.size === 0));
       if (!cls && minimizeMs < minimizeBudgetMs) {
         const m0 = Date.now();
         const { kase: min, runs } = await minimize(env, kase, opts.minimizeRuns ?? 300);

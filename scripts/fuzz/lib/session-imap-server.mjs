@@ -6,13 +6,21 @@
 //
 // Dovecot behaviours reproduced (verified with raw sockets against dovecot 2.3.19):
 // - tag = bytes up to the first SP; `+`, `]`, `{`, `"`, 8-bit, TAB, CTL -> `* BAD Error in IMAP tag`
+//   (DEL is accepted)
 // - command name = bytes up to the next SP/CR/LF (one SP consumed); an empty name (two spaces after
 //   the tag, or after UID) -> `BAD Invalid command name`; the arguments then tolerate extra spaces
 //   (`x FETCH  1 BODY[]` executes)
 // - commands without arguments (NOOP CHECK CLOSE EXPUNGE NAMESPACE CAPABILITY UNSELECT LOGOUT IDLE)
 //   and unknown commands skip the rest of the line as raw bytes, WITHOUT reading an announced literal
 //   (`x NOOP {20+}` CRLF `y FETCH 1 BODY[]` CRLF executes the FETCH)
-// - commands with arguments read literals ({n} is answered with `+ OK`, {n+} is not)
+// - commands with arguments (NOTIFY included) read literals ({n} is answered with `+ OK`, {n+} is
+//   not) and go on reading arguments after a literal until the line ends; a literal8 (~{n}) outside
+//   APPEND is an error at that point (the rest of that line is skipped raw, the literal not read)
+// - SELECT checks the mailbox first and ignores extra plain arguments
+// - SEARCH keys, LIST/STATUS argument counts are checked (a literal that swallowed the next
+//   command leaves extra arguments: BAD); a section spec with a space (`BODY[2 ]`) is BAD
+// - FETCH: the sequence set must be an atom and (without UID) name existing messages; a section the
+//   message lacks (BODY[2] of a single-part message) is an empty literal
 // - bare LF ends a line; a CR not followed by LF is `BAD CR sent without LF`
 // - IDLE: a line other than DONE (case-insensitive) ends IDLE with `BAD Expected DONE` and is consumed
 import { HOSTILE_PAYLOADS, initialMailboxes, randomSplit } from './session-common.mjs';
@@ -29,14 +37,15 @@ const NOARG = new Set(['NOOP', 'CHECK', 'CLOSE', 'EXPUNGE', 'NAMESPACE', 'CAPABI
 const WITHARGS = new Set([
   'SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'APPEND', 'LIST', 'LSUB', 'STATUS',
   'ENABLE', 'ID', 'CREATE', 'DELETE', 'RENAME', 'SUBSCRIBE', 'UNSUBSCRIBE', 'COPY', 'UID COPY', 'MOVE', 'UID MOVE', 'UID EXPUNGE',
-  'LOGIN', 'AUTHENTICATE',
+  'LOGIN', 'AUTHENTICATE', 'NOTIFY',
 ]);
 const NEEDS_SELECTED = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'COPY', 'UID COPY', 'MOVE', 'UID MOVE', 'UID EXPUNGE', 'EXPUNGE', 'CLOSE', 'UNSELECT', 'CHECK']);
 
 function validTag(tag) {
   if (tag.length === 0) return false;
   for (const c of tag) {
-    if (c <= 0x20 || c >= 0x7f || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x7b || c === 0x25 || c === 0x2a || c === 0x22 || c === 0x5c || c === 0x5d) return false;
+    // DEL (0x7f) is accepted by Dovecot although it is a CTL in the RFC grammar
+    if (c <= 0x20 || c > 0x7f || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x7b || c === 0x25 || c === 0x2a || c === 0x22 || c === 0x5c || c === 0x5d) return false;
   }
   return true;
 }
@@ -51,7 +60,7 @@ function indexOfAny(buf, from, set) {
  * quoted strings, literals ({n} acknowledged with `+ OK` once, {n+} not), atoms (a `[...]` part may
  * hold spaces and parentheses: BODY[HEADER.FIELDS (A B)]). Returns {need}, {error, at} or {args, end}.
  */
-function parseArgs(buf, pos, acked, sendCont) {
+function parseArgs(buf, pos, acked, sendCont, allowLiteral8 = false) {
   const stack = [[]];
   let i = pos;
   for (;;) {
@@ -103,6 +112,7 @@ function parseArgs(buf, pos, acked, sendCont) {
       i = j + 1;
       continue;
     }
+    if (c === 0x7e && buf[i + 1] === 0x7b && !allowLiteral8) return { error: 'Binary literals are not allowed here', at: i };
     if (c === 0x7b || (c === 0x7e && buf[i + 1] === 0x7b)) {
       const head = buf.toString('latin1', i, Math.min(buf.length, i + 20));
       const m = /^~?\{(\d{1,10})(\+?)\}/.exec(head);
@@ -198,6 +208,22 @@ function resolveSet(set, box, uid) {
   return [...out.entries()].sort((x, y) => x[0] - y[0]).map(([seq, msg]) => ({ seq, msg }));
 }
 
+/** Every number of a sequence set names an existing message (`*` is the last one; none for an empty mailbox). */
+function seqsExist(set, box) {
+  const n = box.messages.length;
+  for (const range of String(set).split(',')) {
+    for (const x of range.split(':')) {
+      if (x === '*') {
+        if (n === 0) return false;
+        continue;
+      }
+      const v = Number(x);
+      if (!Number.isInteger(v) || v < 1 || v > n) return false;
+    }
+  }
+  return true;
+}
+
 function flatItems(arg) {
   const out = [];
   const walk = (a) => {
@@ -218,6 +244,35 @@ const MACROS = {
   FULL: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE', 'BODY'],
 };
 const SECTION_RE = /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*)\](?:<(\d+)(?:\.(\d+))?>)?$/i;
+/** A section spec as Dovecot accepts it: part numbers, then HEADER / TEXT / MIME / HEADER.FIELDS[.NOT] (list). */
+const SECTION_SPEC_RE = /^(?:[1-9]\d*(?:\.[1-9]\d*)*)?(?:(?:^|\.)(?:HEADER|TEXT|MIME|HEADER\.FIELDS(?:\.NOT)? \([^()]*\)))?$/i;
+
+const SEARCH_KEYS0 = new Set(['ALL', 'ANSWERED', 'DELETED', 'FLAGGED', 'NEW', 'OLD', 'RECENT', 'SEEN', 'UNANSWERED', 'UNDELETED', 'UNFLAGGED', 'UNSEEN', 'DRAFT', 'UNDRAFT']);
+const SEARCH_KEYS1 = new Set(['BCC', 'BODY', 'CC', 'FROM', 'SUBJECT', 'TEXT', 'TO', 'KEYWORD', 'UNKEYWORD', 'BEFORE', 'ON', 'SINCE', 'SENTBEFORE', 'SENTON', 'SENTSINCE', 'LARGER', 'SMALLER', 'UID', 'MODSEQ', 'YOUNGER', 'OLDER']);
+
+/** True when the arguments are a well-formed SEARCH key list (what Dovecot would not answer BAD). */
+function validSearch(args) {
+  let i = 0;
+  const key = () => {
+    const a = args[i++];
+    if (a === undefined) return false;
+    if (Array.isArray(a)) return validSearch(a);
+    const t = argText(a);
+    if (typeof a !== 'string') return false;
+    const u = t.toUpperCase();
+    if (SEARCH_KEYS0.has(u) || /^[0-9*:,]+$/.test(u) || u === '$') return true;
+    if (SEARCH_KEYS1.has(u)) return args[i++] !== undefined;
+    if (u === 'HEADER') return args[i++] !== undefined && args[i++] !== undefined;
+    if (u === 'NOT') return key();
+    if (u === 'OR') return key() && key();
+    return false;
+  };
+  if (typeof args[0] === 'string' && args[0].toUpperCase() === 'CHARSET') i = 2;
+  if (typeof args[0] === 'string' && args[0].toUpperCase() === 'RETURN') i = 2;
+  if (i >= args.length) return false;
+  while (i < args.length) if (!key()) return false;
+  return true;
+}
 
 /**
  * The honest-but-lenient upstream, with hostile actions. Output goes to `out` (Buffers); the harness
@@ -373,6 +428,10 @@ export class ImapUpstream {
 
   process() {
     while (!this.closed && this.inbuf.length > 0) {
+      if (this.skipping) {
+        if (!this.skipRest()) return;
+        continue;
+      }
       if (this.idleTag !== null) {
         const lf = this.inbuf.indexOf(LF);
         if (lf === -1) return;
@@ -388,13 +447,27 @@ export class ImapUpstream {
     }
   }
 
-  /** Skips the rest of the line (raw, literals not read); false when the LF has not arrived yet. */
-  skipLine(from, then) {
-    const lf = this.inbuf.indexOf(LF, from);
-    if (lf === -1) return false;
+  /** After a command that does not read its arguments: drop bytes up to the next LF. */
+  skipRest() {
+    const lf = this.inbuf.indexOf(LF);
+    if (lf === -1) {
+      this.inbuf = Buffer.alloc(0);
+      return false;
+    }
     this.consume(lf + 1);
-    then?.();
+    this.skipping = false;
     return true;
+  }
+
+  /**
+   * Answers at once (Dovecot executes a command without arguments, or reports an error, as soon as it
+   * has read the name) and skips the rest of the line as raw bytes (literals not read).
+   */
+  skipLine(from, then) {
+    this.consume(from);
+    this.skipping = true;
+    then?.();
+    return this.skipping ? this.skipRest() : true;
   }
 
   /** Parses and executes one command; false when more input is needed. */
@@ -404,12 +477,9 @@ export class ImapUpstream {
       this.consume(1);
       return true;
     }
-    if (buf[0] === CR) {
-      if (buf.length < 2) return false;
-      if (buf[1] === LF) {
-        this.consume(2);
-        return true;
-      }
+    if (buf[0] === CR && buf[1] === LF) {
+      this.consume(2);
+      return true;
     }
     const te = indexOfAny(buf, 0, [SP, CR, LF]);
     if (te === -1) return false;
@@ -437,7 +507,7 @@ export class ImapUpstream {
     if (this.tagsSeen.length > 50) this.tagsSeen.shift();
     if (NOARG.has(name)) return this.skipLine(argsStart, () => this.exec({ tag, name, args: [] }));
     if (!WITHARGS.has(name)) return this.skipLine(0, () => this.emit(`${tag} BAD Error in IMAP command ${name}: Unknown command.\r\n`));
-    const r = parseArgs(buf, argsStart, this.acked, () => this.emit('+ OK\r\n'));
+    const r = parseArgs(buf, argsStart, this.acked, () => this.emit('+ OK\r\n'), name === 'APPEND');
     if (r.need) {
       this.tagsSeen.pop();
       return false;
@@ -505,11 +575,21 @@ export class ImapUpstream {
           return;
         case 'SELECT':
         case 'EXAMINE': {
+          // Dovecot: the mailbox is checked first; extra plain arguments are ignored, a parameter list
+          // (CONDSTORE...) is parsed (unknown ones are BAD)
+          if (cmd.args.length < 1 || Array.isArray(cmd.args[0])) {
+            tagged = `${tag} BAD Error in IMAP command ${name}: Invalid arguments.`;
+            break;
+          }
           this.selected = null;
           const mbName = this.mailboxName(cmd.args[0]);
           const b = mbName && this.boxes[mbName];
           if (!b) {
             tagged = `${tag} NO Mailbox doesn't exist: ${argText(cmd.args[0]) ?? ''}`;
+            break;
+          }
+          if (Array.isArray(cmd.args[1]) && !flatItems(cmd.args[1]).every((x) => /^(CONDSTORE|QRESYNC)$/i.test(x ?? ''))) {
+            tagged = `${tag} BAD Error in IMAP command ${name}: Unknown FETCH modifier`;
             break;
           }
           this.selected = mbName;
@@ -536,9 +616,17 @@ export class ImapUpstream {
           break;
         case 'LIST':
         case 'LSUB':
+          if (cmd.args.length !== 2 || cmd.args.some((a) => Array.isArray(a))) {
+            tagged = `${tag} BAD Error in IMAP command ${name}: Invalid arguments.`;
+            break;
+          }
           for (const n of Object.keys(this.boxes)) say(`* ${name} (\\HasNoChildren) "." ${n}\r\n`);
           break;
         case 'STATUS': {
+          if (cmd.args.length !== 2 || !Array.isArray(cmd.args[1])) {
+            tagged = `${tag} BAD Error in IMAP command STATUS: Invalid arguments.`;
+            break;
+          }
           const n = this.mailboxName(cmd.args[0]);
           if (!n) tagged = `${tag} NO Mailbox doesn't exist`;
           else say(`* STATUS ${n} (MESSAGES ${this.boxes[n].messages.length} UIDNEXT ${this.boxes[n].nextUid})\r\n`);
@@ -552,8 +640,16 @@ export class ImapUpstream {
         }
         case 'DELETE':
           break;
+        case 'NOTIFY':
+          // Dovecot accepts NOTIFY NONE whatever follows it
+          if (!/^NONE$/i.test(argText(cmd.args[0]) ?? '')) tagged = `${tag} BAD Error in IMAP command NOTIFY: Invalid arguments.`;
+          break;
         case 'SEARCH':
         case 'UID SEARCH':
+          if (!validSearch(cmd.args)) {
+            tagged = `${tag} BAD Error in IMAP command ${name}: Unknown argument`;
+            break;
+          }
           say(`* SEARCH${box.messages.map((m, i) => ` ${name === 'UID SEARCH' ? m.uid : i + 1}`).join('')}\r\n`);
           break;
         case 'APPEND': {
@@ -654,9 +750,13 @@ export class ImapUpstream {
   fetch(cmd, box) {
     const uidCmd = cmd.name === 'UID FETCH';
     if (cmd.args.length < 2) return { bad: 'Missing arguments' };
-    const setText = argText(cmd.args[0]);
-    const set = setText === null ? null : resolveSet(setText, box, uidCmd);
+    // the sequence set is an atom (a quoted string or literal is refused), and for FETCH every
+    // number must exist (UID FETCH of unknown UIDs just returns nothing)
+    if (typeof cmd.args[0] !== 'string') return { bad: 'Invalid arguments' };
+    const setText = cmd.args[0];
+    const set = resolveSet(setText, box, uidCmd);
     if (!set) return { bad: 'Invalid uidset' };
+    if (!uidCmd && !seqsExist(setText, box)) return { bad: 'Invalid messageset' };
     if (cmd.args[1]?.literal) return { bad: 'Invalid arguments' };
     let names = Array.isArray(cmd.args[1]) ? flatItems(cmd.args[1]) : [argText(cmd.args[1])];
     if (names.some((n) => n === null)) return { bad: 'Invalid arguments' };
@@ -669,7 +769,7 @@ export class ImapUpstream {
         continue;
       }
       const m = SECTION_RE.exec(n);
-      if (!m) return { bad: `Unknown parameter: ${n}` };
+      if (!m || !SECTION_SPEC_RE.test(m[2])) return { bad: `Unknown parameter: ${n}` };
       items.push({ kind: m[1].toUpperCase(), section: m[2].toUpperCase(), offset: m[3] === undefined ? null : Number(m[3]), count: m[4] === undefined ? null : Number(m[4]) });
     }
     const extra = this.takeFetchMutation('in-fetch');
@@ -748,7 +848,8 @@ export class ImapUpstream {
     if (it.kind === 'BINARY.SIZE') return s(`BINARY.SIZE[${it.section}] ${data ? data.length : 0}`);
     const nameOut = `${binary ? 'BINARY' : 'BODY'}[${it.section}]${it.offset !== null ? `<${it.offset}>` : ''}`;
     if (data && it.offset !== null) data = data.subarray(it.offset, it.count === null ? undefined : it.offset + it.count);
-    return Buffer.concat([s(`${nameOut} `), data === null ? s('NIL') : nstring(data, binary && data.includes(0) ? 'lit8' : 'sync')]);
+    // Dovecot answers a section the message does not have with an empty literal, not NIL
+    return Buffer.concat([s(`${nameOut} `), data === null ? literal(Buffer.alloc(0)) : nstring(data, binary && data.includes(0) ? 'lit8' : 'sync')]);
   }
 }
 

@@ -28,3 +28,11 @@ export function runSocketCampaign(
 ): Promise<SocketReport>;
 export function formatSocketReport(report: SocketReport): string;
 export function socketReproFiles(report: SocketReport): { name: string; body: string }[];
+export function answerSignature(bytes: Buffer): string;
+export function modelCheckCase(seed: number, index: number): (Case & { steps: { c: string[] }[] }) | null;
+export function compareWithModel(
+  port: number,
+  kase: Case,
+  model: new () => { out: Buffer[]; connect(): void; receive(b: Buffer): void },
+  opts?: { user?: string; pass?: string },
+): Promise<{ same: boolean; real: string; model: string }>;

@@ -66,15 +66,14 @@ export async function runSocketCase(ports, kase, opts = {}) {
     rec('client>postern', text);
     sock.write(asBuf(text));
   };
-  send(LOGIN[kase.proto]);
+  if (!opts.rawLogin) send(LOGIN[kase.proto]);
   // the login answer (postern logs in upstream first): wait for it explicitly
-  const answered = kase.proto === 'imap' ? /\r\nL0 (OK|NO|BAD)/ : /\r\n\+OK\r\n(\+OK|-ERR)/;
+  const answered = opts.rawLogin ? /./ : kase.proto === 'imap' ? /\r\nL0 (OK|NO|BAD)/ : /\r\n\+OK\r\n(\+OK|-ERR)/;
   const loginDeadline = Date.now() + (opts.loginMs ?? 10_000);
   while (!closed && Date.now() < loginDeadline && !answered.test(Buffer.concat(received).toString('latin1'))) await new Promise((r) => setTimeout(r, 10));
   const loginText = Buffer.concat(received).toString('latin1');
   const loggedIn = kase.proto === 'imap' ? /\r\nL0 OK/.test(loginText) : /\r\n\+OK\r\n\+OK/.test(loginText);
-  if (!loggedIn) opts.onLoginFailure?.(kase.id, loginText);
-  await waitQuiet(false);
+  if (!opts.rawLogin) await waitQuiet(false);
   // IMAP: a step is done once every tag it sent has its tagged answer (or after a quiet window)
   const tagsOf = (text) => text.split(/\r?\n|\r/).map((l) => /^([A-Za-z0-9.]+) /.exec(l)?.[1]).filter(Boolean);
   for (const s of kase.steps) {
@@ -189,4 +188,75 @@ export function socketReproFiles(report) {
   return Object.entries(report.classes)
     .filter(([, c]) => c.repro)
     .map(([name, c]) => ({ name: `dovecot-${slug(name)}.json`, body: JSON.stringify({ ...c.repro, count: c.count, firstCase: c.firstCase, seed: report.seed, replay: 'test/fuzz/session-dovecot.test.ts replays it against real Dovecot' }, null, 1) + '\n' }));
+}
+
+// ------------------------------------------------------------------ model check
+
+/**
+ * A summary of an IMAP server's answers that matters for smuggling: the tagged completions in order
+ * (tag and status), how many FETCH responses carrying a literal came before each, untagged BAD and
+ * continuation requests.
+ */
+export function answerSignature(bytes) {
+  const out = [];
+  let total = 0;
+  let pos = 0;
+  const s = bytes.toString('latin1');
+  while (pos < s.length) {
+    let line = '';
+    let hadLiteral = false;
+    // one response: lines joined across literals
+    for (;;) {
+      const nl = s.indexOf('\n', pos);
+      if (nl === -1) {
+        line += s.slice(pos);
+        pos = s.length;
+        break;
+      }
+      const part = s.slice(pos, nl + 1);
+      pos = nl + 1;
+      line += part;
+      const m = /~?\{(\d+)\+?\}\r?\n$/.exec(part);
+      if (!m) break;
+      hadLiteral = true;
+      pos += Number(m[1]);
+    }
+    if (line.startsWith('* ') && / FETCH \(/.test(line) && hadLiteral) total++;
+    else if (line.startsWith('* BAD')) out.push('* BAD');
+    else if (line.startsWith('+')) out.push('+');
+    else if (!line.startsWith('*') && line.trim()) {
+      const m = /^(\S+) (OK|NO|BAD)/.exec(line);
+      out.push(m ? `${m[1]} ${m[2]}` : line.trim().slice(0, 20));
+    }
+  }
+  // Dovecot runs some commands in parallel (a NOOP completes after a FETCH pipelined behind it), so
+  // neither the order of completions nor which completion a FETCH came before is compared: the set of
+  // completions and the number of FETCH responses carrying a literal are
+  return `${total}F | ${out.sort().join(' | ')}`;
+}
+
+/** Cases for the model check: client mutations over IMAP, no APPEND/COPY/STORE (they change the mailbox). */
+export function modelCheckCase(seed, index) {
+  const k = generateSocketCase(seed, index, { proto: 'imap' });
+  if (/APPEND|COPY|STORE|EXPUNGE|CLOSE|MOVE/i.test(k.steps.map((s) => s.c.join('')).join(''))) return null;
+  return k;
+}
+
+/**
+ * Sends a case's client bytes straight to a real IMAP server (no postern) and to the harness's upstream
+ * model, and compares their answer signatures. Returns { same, real, model }.
+ */
+export async function compareWithModel(port, kase, ImapUpstream, opts = {}) {
+  const login = `L0 LOGIN ${opts.user ?? 'bob'} ${opts.pass ?? 'bobpass'}\r\n`;
+  const direct = await runSocketCase({ imap: port }, { ...kase, steps: [{ c: [login] }, ...kase.steps] }, { ...opts, rawLogin: true });
+  const model = new ImapUpstream();
+  model.connect();
+  model.out.length = 0;
+  model.receive(asBuf(login));
+  for (const s of kase.steps) for (const c of s.c) model.receive(asBuf(c));
+  const realBytes = asBuf(direct.transcript.filter(([d]) => d === 'postern>client').map(([, t]) => t).join(''));
+  const drop = (sig) => sig.split(' | ').filter((x) => x !== 'L0 OK').join(' | ');
+  const real = drop(answerSignature(realBytes));
+  const mine = drop(answerSignature(Buffer.concat(model.out)));
+  return { same: real === mine, real, model: mine };
 }
