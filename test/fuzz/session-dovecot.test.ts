@@ -101,7 +101,7 @@ describe('session fuzzer against real Dovecot', () => {
       if (!kase) continue;
       compared++;
       const r = await compareWithModel(dovecot.ports.imap, kase, ImapUpstream);
-      if (!r.same) mismatches.push(`${kase.id}: ${JSON.stringify(kase.steps.map((x) => x.c.join('')))}\n    real : ${r.real}\n    model: ${r.model}`);
+      if (!r.same) mismatches.push(`${kase.id}: ${JSON.stringify(kase.steps.map((x) => (x.c ?? []).join('')))}\n    real : ${r.real}\n    model: ${r.model}`);
     }
     console.log(`model check: ${compared} cases, ${mismatches.length} differ (bob's INBOX now holds ${await dovecot.count('bob')})\n${mismatches.slice(0, 10).join('\n')}`);
     expect(compared).toBeGreaterThan(10);
