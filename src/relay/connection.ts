@@ -25,12 +25,9 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
-import { CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
-
-/** After the session ends, how long the client gets to read the last bytes and close before it is reset. */
-const CLIENT_CLOSE_GRACE_MS = 2000;
 import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, SessionTimer, UpstreamTarget } from '../session/types.js';
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
-import { DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { createSessionFactory } from '../inspect/factory.js';
 import type { Session, SessionHost } from '../session/types.js';
@@ -39,7 +39,7 @@ function refusal(listener: ListenerConfig, text: string): string {
 /** Says why and closes; a refused client that does not read is not kept around either. */
 function refuse(socket: net.Socket, text: string): void {
   socket.end(text);
-  setTimeout(() => socket.destroy(), 2000).unref();
+  setTimeout(() => socket.destroy(), CLIENT_CLOSE_GRACE_MS).unref();
 }
 
 export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
