@@ -15,10 +15,6 @@ export const CMD_VERSION = Buffer.from('zVERSION\0', 'latin1');
 export const CMD_INSTREAM = Buffer.from('zINSTREAM\0', 'latin1');
 const TERMINATOR = Buffer.alloc(4);
 
-/** Default INSTREAM chunk size and largest reply accepted (src/limits.ts). */
-export const DEFAULT_CHUNK_BYTES = CLAMD_LIMITS.chunkBytes;
-export const DEFAULT_MAX_REPLY_BYTES = CLAMD_LIMITS.maxReplyBytes;
-
 /** Name prefix of clamd's AlertExceedsMax heuristics (MaxScanSize, MaxFileSize, MaxFiles, MaxRecursion, ...). */
 export const LIMITS_EXCEEDED_PREFIX = 'Heuristics.Limits.Exceeded';
 
@@ -26,7 +22,7 @@ export const LIMITS_EXCEEDED_PREFIX = 'Heuristics.Limits.Exceeded';
  * The frames of one INSTREAM request: command, length-prefixed chunks, terminator.
  * Data chunks are views into `data` (no copy), so a caller may write them all at once.
  */
-export function encodeInstream(data: Buffer, chunkBytes: number = DEFAULT_CHUNK_BYTES): Buffer[] {
+export function encodeInstream(data: Buffer, chunkBytes: number = CLAMD_LIMITS.chunkBytes): Buffer[] {
   if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > 0xffffffff) {
     throw new RangeError(`chunkBytes out of range: ${chunkBytes}`);
   }
@@ -132,7 +128,7 @@ export class ReplyCollector {
   private size = 0;
   private overflowed = false;
 
-  constructor(private readonly maxBytes: number = DEFAULT_MAX_REPLY_BYTES) {}
+  constructor(private readonly maxBytes: number = CLAMD_LIMITS.maxReplyBytes) {}
 
   push(chunk: Buffer): boolean {
     if (this.overflowed) return false;

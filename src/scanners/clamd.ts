@@ -17,12 +17,11 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { CLAMD_LIMITS } from '../limits.js';
 import type { ScanOutcome, Scanner } from './types.js';
 import {
   CMD_INSTREAM,
   CMD_PING,
-  DEFAULT_CHUNK_BYTES,
-  DEFAULT_MAX_REPLY_BYTES,
   ReplyCollector,
   encodeInstream,
   excerpt,
@@ -30,16 +29,6 @@ import {
 } from './clamd-protocol.js';
 
 export const ENGINE = 'clamd';
-
-/** Defaults for the options that are not part of ScannerConfig. */
-export const CLAMD_DEFAULTS = {
-  /** One connect attempt; bounded further by the scan deadline. Short, so a black-holed endpoint does not eat the whole deadline before failover. */
-  connectTimeoutMs: 2_000,
-  /** Deadline of one PING health check. */
-  healthTimeoutMs: 2_000,
-  chunkBytes: DEFAULT_CHUNK_BYTES,
-  maxReplyBytes: DEFAULT_MAX_REPLY_BYTES,
-} as const;
 
 export interface ClamdScannerOptions extends Omit<ScannerConfig, 'type'> {
   log: Logger;
@@ -122,10 +111,10 @@ export class ClamdScanner implements Scanner {
       timeoutMs: options.timeoutMs,
       healthIntervalMs: options.healthIntervalMs,
       maxStreamBytes: options.maxStreamBytes,
-      connectTimeoutMs: options.connectTimeoutMs ?? CLAMD_DEFAULTS.connectTimeoutMs,
-      healthTimeoutMs: options.healthTimeoutMs ?? CLAMD_DEFAULTS.healthTimeoutMs,
-      chunkBytes: options.chunkBytes ?? CLAMD_DEFAULTS.chunkBytes,
-      maxReplyBytes: options.maxReplyBytes ?? CLAMD_DEFAULTS.maxReplyBytes,
+      connectTimeoutMs: options.connectTimeoutMs ?? CLAMD_LIMITS.connectTimeoutMs,
+      healthTimeoutMs: options.healthTimeoutMs ?? CLAMD_LIMITS.healthTimeoutMs,
+      chunkBytes: options.chunkBytes ?? CLAMD_LIMITS.chunkBytes,
+      maxReplyBytes: options.maxReplyBytes ?? CLAMD_LIMITS.maxReplyBytes,
     };
     const now = Date.now();
     this.slots = options.endpoints.map((ep) => ({ ep: { ...ep }, label: endpointLabel(ep), state: 'unknown' as EndpointState, since: now }));
