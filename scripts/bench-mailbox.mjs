@@ -743,16 +743,16 @@ async function startPostern(dovecot, clamd) {
     proc,
     ports: { imap, imaps, pop3 },
     ca,
-    /** The 'message inspected' log lines written since the previous call. */
+    /** The message.inspected log lines written since the previous call. */
     inspected() {
       const buf = readFileSync(logFile);
       const lines = buf.subarray(logOffset).toString('utf8').split('\n');
       logOffset = buf.length;
       const rows = [];
       for (const l of lines) {
-        if (!l.includes('"message inspected"')) continue;
+        if (!l.includes('"event":"message.inspected"')) continue;
         try {
-          rows.push(JSON.parse(l).inspect);
+          rows.push(JSON.parse(l));
         } catch {
           /* partial line */
         }

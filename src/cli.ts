@@ -11,8 +11,8 @@ import type { DestinationStream } from 'pino';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
 import type { PosternConfig, ScannerConfig } from './config/types.js';
 import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
-import { isPosternError } from './errors.js';
-import { createLogger, type Logger } from './log/logger.js';
+import { ErrorCodes, isPosternError } from './errors.js';
+import { createLogger, logErr, type Logger } from './log/logger.js';
 import type { Scanner } from './scanners/types.js';
 import { caPaths, initCa, loadCa, loadOrCreateCa, type CertAuthority } from './tls/ca.js';
 import { LeafMinter } from './tls/leaf.js';
@@ -223,14 +223,14 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     const r = loadOrCreateCa(config.ca);
     ca = r.ca;
     log.info(
-      { ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
+      { event: 'ca.ready', ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
       r.created
         ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)`
         : `using CA ${ca.certFile}`,
     );
-    for (const w of ca.warnings) log.warn({ ca: ca.certFile }, w);
+    for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
   } catch (e) {
-    log.fatal({ err: e }, 'cannot load or create the CA');
+    log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
     throw e;
   }
   const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
@@ -239,34 +239,34 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   try {
     server = await startServer(config, { log, minter });
   } catch (e) {
-    log.fatal({ err: e }, 'cannot start');
+    log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
     await flush(log);
     io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
     return 1;
   }
-  log.info({ config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
+  log.info({ event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
 
   return await new Promise<number>((resolve) => {
     let closing = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (closing) {
-        log.warn({ signal }, 'second signal during shutdown: exiting now');
+        log.warn({ event: 'process.shutdown_forced', signal }, 'second signal during shutdown: exiting now');
         void flush(log).then(() => io.exit(1));
         return;
       }
       closing = true;
       const graceMs = config.limits.shutdownGraceMs;
-      log.info({ signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
+      log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
       server.close(graceMs).then(
         () => 0,
         (err: unknown) => {
-          log.error({ err }, 'error during shutdown');
+          log.error({ event: 'process.shutdown_failed', err: logErr(err) }, 'error during shutdown');
           return 1;
         },
       ).then(async (code) => {
         io.signals.off('SIGTERM', onSignal);
         io.signals.off('SIGINT', onSignal);
-        log.info('stopped');
+        log.info({ event: 'process.stop' }, 'stopped');
         await flush(log);
         resolve(code);
         // anything still holding the event loop (a stray timer or socket) must not keep a stopped

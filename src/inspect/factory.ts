@@ -5,6 +5,8 @@
  */
 import type { Logger } from 'pino';
 import type { PosternConfig } from '../config/types.js';
+import { ErrorCodes } from '../errors.js';
+import { logErr } from '../log/logger.js';
 import { loadPolicy, type CompiledPolicy } from '../policy/load.js';
 import type { EngineDeps } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
@@ -36,16 +38,16 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   // retention: expired originals are purged at start and then every QUARANTINE_PURGE_INTERVAL_MS
   const purge = () =>
     quarantine.purgeExpired().then(
-      (ids) => ids.length > 0 && log.info({ purged: ids.length, retentionDays: quarantine.retentionDays }, 'expired quarantine records purged'),
-      (err: Error) => log.warn({ err: err.message, dir: quarantine.dir }, 'quarantine purge failed'),
+      (ids) => ids.length > 0 && log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: quarantine.retentionDays }, 'expired quarantine records purged'),
+      (err: Error) => log.warn({ event: 'quarantine.purge_failed', dir: quarantine.dir, err: logErr(err, ErrorCodes.QUARANTINE) }, 'quarantine purge failed'),
     );
   const purgeTimer = config.quarantine.retentionDays > 0 && policies.size > 0 ? setInterval(purge, QUARANTINE_PURGE_INTERVAL_MS) : null;
   purgeTimer?.unref();
   if (purgeTimer) void purge();
   for (const [name, p] of policies) {
-    log.info({ policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner }, 'policy loaded');
+    log.info({ event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner }, 'policy loaded');
     if (p.antivirus.enabled && !scanner) {
-      log.warn({ policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+      log.warn({ event: 'policy.unscanned', policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
     }
   }
   return {

@@ -13,6 +13,7 @@
  */
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
+import { logErr } from '../log/logger.js';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
 import { MAX_CACHED_SET } from '../limits.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
@@ -378,19 +379,18 @@ export class ImapInspector implements ImapInterceptor {
       const v = r.verdict;
       this.deps.log.info(
         {
-          inspect: {
-            mailbox: this.mailbox,
-            uidValidity: this.uidValidity,
-            uid,
-            sizeIn: v.sizeIn,
-            sizeOut: v.sizeOut,
-            verdict: v.status,
-            rules: v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })),
-            viruses: v.viruses,
-            quarantineId: v.quarantineId,
-            quarantineFailed: v.quarantineFailed,
-            scanMs: Math.round(v.scanMs),
-          },
+          event: 'message.inspected',
+          mailbox: this.mailbox,
+          uidValidity: this.uidValidity,
+          uid,
+          bytes: v.sizeIn,
+          bytesOut: v.sizeOut,
+          verdict: v.status,
+          rules: v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })),
+          viruses: v.viruses,
+          quarantineId: v.quarantineId,
+          quarantineFailed: v.quarantineFailed,
+          scanMs: Math.round(v.scanMs),
         },
         'message inspected',
       );
@@ -400,7 +400,7 @@ export class ImapInspector implements ImapInterceptor {
       if (v.quarantineFailed && v.status !== 'clean') return { tempfail: 'the original could not be quarantined' };
       return { output: r.output, structure: r.structure, verdict: v };
     } catch (err) {
-      this.deps.log.error({ err: (err as Error).message, uid }, 'inspection failed; withholding message');
+      this.deps.log.error({ event: 'message.withheld', uid, err: logErr(err) }, 'inspection failed; withholding message');
       return { tempfail: `inspection failed: ${(err as Error).message}` };
     }
   }

@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { POP3_LIMITS } from '../limits.js';
+import { logErr } from '../log/logger.js';
 import { inspectMessage, type CompiledPolicy } from '../policy/engine.js';
 import type { EngineDeps, Verdict } from '../policy/types.js';
 import { stuff, unstuff } from '../protocol/pop3/framer.js';
@@ -147,7 +148,7 @@ export class Pop3Inspector {
     if (known && cached) return { output: cached, verdict: known };
     if (this.originals.has(n) && this.originals.get(n) !== sha) {
       // message n changed within the session: judge it afresh, and keep what DELE must know about both
-      this.deps.log.warn({ msgno: n, event: 'message-changed' }, 'upstream served different bytes for the same message number');
+      this.deps.log.warn({ event: 'message.changed', msgno: n }, 'upstream served different bytes for the same message number');
       this.guarded.delete(n);
       this.forget(n);
     }
@@ -156,17 +157,16 @@ export class Pop3Inspector {
       const verdict = r.verdict;
       this.deps.log.info(
         {
-          inspect: {
-            msgno: n,
-            sizeIn: verdict.sizeIn,
-            sizeOut: verdict.sizeOut,
-            verdict: verdict.status,
-            rules: verdict.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })),
-            viruses: verdict.viruses,
-            quarantineId: verdict.quarantineId,
-            quarantineFailed: verdict.quarantineFailed,
-            scanMs: Math.round(verdict.scanMs),
-          },
+          event: 'message.inspected',
+          msgno: n,
+          bytes: verdict.sizeIn,
+          bytesOut: verdict.sizeOut,
+          verdict: verdict.status,
+          rules: verdict.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })),
+          viruses: verdict.viruses,
+          quarantineId: verdict.quarantineId,
+          quarantineFailed: verdict.quarantineFailed,
+          scanMs: Math.round(verdict.scanMs),
         },
         'message inspected',
       );
@@ -180,7 +180,7 @@ export class Pop3Inspector {
       if (verdict.status !== 'clean') this.remember(n, r.output);
       return { output: r.output, verdict };
     } catch (err) {
-      this.deps.log.error({ err: (err as Error).message, msgno: n }, 'inspection failed; withholding message');
+      this.deps.log.error({ event: 'message.withheld', msgno: n, err: logErr(err) }, 'inspection failed; withholding message');
       return { error: `[SYS/TEMP] postern: message ${n} could not be inspected` };
     }
   }
@@ -196,7 +196,7 @@ export class Pop3Inspector {
     if (unprotected(verdict)) {
       const withheld = `[SYS/TEMP] postern: message ${n} was altered by policy and its original can be neither quarantined nor recorded as protected; try again later`;
       if (!store || !who) {
-        this.deps.log.error({ msgno: n, code: ErrorCodes.PROTECTED_STORE }, 'altered message withheld: no protected-originals store');
+        this.deps.log.error({ event: 'message.withheld', msgno: n, err: { code: ErrorCodes.PROTECTED_STORE, message: 'no protected-originals store' } }, 'altered message withheld: no protected-originals store');
         return withheld;
       }
       const entry = {
@@ -212,20 +212,20 @@ export class Pop3Inspector {
       try {
         await store.protect(entry);
       } catch (e) {
-        this.deps.log.error({ msgno: n, uidl, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message }, 'altered message withheld: its original is not quarantined and cannot be recorded as protected');
+        this.deps.log.error({ event: 'message.withheld', msgno: n, uidl, err: logErr(e, ErrorCodes.PROTECTED_STORE) }, 'altered message withheld: its original is not quarantined and cannot be recorded as protected');
         return withheld;
       }
-      this.deps.log.warn({ msgno: n, uidl, reason: entry.reason, event: 'original-protected' }, 'original not quarantined: message protected from DELE');
+      this.deps.log.warn({ event: 'message.protected', msgno: n, uidl, reason: entry.reason }, 'original not quarantined: message protected from DELE');
     } else if (store && who) {
       // Delivered unaltered, or its original is in quarantine now: an earlier protection may be lifted.
       try {
         if (await store.hasAny(who.upstream, who.user)) {
           const lifted = await store.lift(who.upstream, who.user, uidl, createHash('sha256').update(raw).digest('hex'));
-          if (lifted > 0) this.deps.log.info({ msgno: n, uidl, lifted, event: 'protection-lifted' }, 'original now safe: DELE protection lifted');
+          if (lifted > 0) this.deps.log.info({ event: 'message.protection_lifted', msgno: n, uidl, lifted }, 'original now safe: DELE protection lifted');
         }
       } catch (e) {
         // the message stays protected (DELE refused): fail closed, try again next time
-        this.deps.log.warn({ msgno: n, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message }, 'cannot lift DELE protection');
+        this.deps.log.warn({ event: 'message.protection_lift_failed', msgno: n, err: logErr(e, ErrorCodes.PROTECTED_STORE) }, 'cannot lift DELE protection');
         return null;
       }
     }
@@ -250,7 +250,7 @@ export class Pop3Inspector {
   private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {
     const v = this.verdicts.get(n);
     if (this.keep.has(n)) {
-      this.deps.log.warn({ msgno: n, reason: v?.quarantineFailed ? 'quarantine-failed' : 'not-quarantined', event: 'dele-refused' }, 'DELE refused: message was altered and its original is not in quarantine');
+      this.deps.log.warn({ event: 'command.refused', command: 'DELE', msgno: n, reason: v?.quarantineFailed ? 'quarantine-failed' : 'not-quarantined' }, 'DELE refused: message was altered and its original is not in quarantine');
       return `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`;
     }
     const store = this.store;
@@ -259,13 +259,13 @@ export class Pop3Inspector {
     try {
       if (!(await store.hasAny(who.upstream, who.user))) return null;
     } catch (e) {
-      this.deps.log.error({ msgno: n, code: ErrorCodes.PROTECTED_STORE, err: (e as Error).message, event: 'dele-refused' }, 'DELE refused: the protected-originals file is unusable');
+      this.deps.log.error({ event: 'command.refused', command: 'DELE', msgno: n, err: logErr(e, ErrorCodes.PROTECTED_STORE) }, 'DELE refused: the protected-originals file is unusable');
       return `[SYS/TEMP] postern: cannot tell whether message ${n} may be deleted; it stays on the server`;
     }
     const id = await uidl();
     const state = await store.check(who.upstream, who.user, id);
     if (state === 'free') return null;
-    this.deps.log.warn({ msgno: n, uidl: id, state, event: 'dele-refused' }, state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected');
+    this.deps.log.warn({ event: 'command.refused', command: 'DELE', msgno: n, uidl: id, reason: state }, state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected');
     return state === 'protected'
       ? `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`
       : `[SYS/PERM] postern: cannot tell whether message ${n} is protected${id === null ? ' (no UIDL)' : ''}; it stays on the server`;

@@ -166,7 +166,7 @@ export class ClamdScanner implements Scanner {
   }
 
   private refuseOversize(label: string | undefined, size: number): ScanOutcome {
-    this.log.debug({ label, size, limit: this.opts.maxStreamBytes }, 'clamd scan skipped: oversize');
+    this.log.debug({ event: 'scan.oversize', label, bytes: size, limit: this.opts.maxStreamBytes }, 'clamd scan skipped: oversize');
     return { kind: 'oversize', engine: ENGINE, size, limit: this.opts.maxStreamBytes };
   }
 
@@ -245,10 +245,10 @@ export class ClamdScanner implements Scanner {
     slot.state = state;
     slot.since = Date.now();
     slot.reason = state === 'down' ? reason : undefined;
-    if (state === 'up') this.log.info({ endpoint: slot.label, state, previous }, 'clamd endpoint up');
-    else this.log.warn({ endpoint: slot.label, state, previous, reason }, 'clamd endpoint down');
+    if (state === 'up') this.log.info({ event: 'scanner.state', endpoint: slot.label, state, previous }, 'clamd endpoint up');
+    else this.log.warn({ event: 'scanner.state', endpoint: slot.label, state, previous, reason }, 'clamd endpoint down');
     if (state === 'down' && this.slots.every((s) => s.state === 'down')) {
-      this.log.error({ endpoints: this.slots.map((s) => s.label) }, 'no clamd endpoint is up');
+      this.log.error({ event: 'scanner.unavailable', endpoints: this.slots.map((s) => s.label) }, 'no clamd endpoint is up');
     }
   }
 
@@ -384,7 +384,7 @@ export class ClamdScanner implements Scanner {
     const endpoint = slot.label;
     const fail = (reason: 'unavailable' | 'timeout' | 'protocol' | 'limit', message: string): ScanOutcome => ({ kind: 'error', engine: ENGINE, endpoint, reason, message, ms });
     if (ex.kind === 'oversize') {
-      this.log.debug({ size: ex.size, limit: this.opts.maxStreamBytes }, 'clamd scan stopped: oversize');
+      this.log.debug({ event: 'scan.oversize', bytes: ex.size, limit: this.opts.maxStreamBytes }, 'clamd scan stopped: oversize');
       return { kind: 'oversize', engine: ENGINE, size: ex.size, limit: this.opts.maxStreamBytes };
     }
     // the object could not be read: says nothing about the endpoint
@@ -426,10 +426,10 @@ export class ClamdScanner implements Scanner {
   private logOutcome(o: ScanOutcome, label: string | undefined, size: number): void {
     if (o.kind === 'error') {
       const code = o.reason === 'timeout' ? ErrorCodes.SCAN_TIMEOUT : ErrorCodes.SCAN_ERROR;
-      this.log.warn({ code, label, size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: o.message }, 'clamd scan failed');
+      this.log.warn({ event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: { code, message: o.message } }, 'clamd scan failed');
     }
-    else if (o.kind === 'infected') this.log.info({ label, size, endpoint: o.endpoint, viruses: o.viruses, ms: o.ms }, 'clamd: infected');
-    else this.log.debug({ label, size, outcome: o.kind, ms: o.kind === 'clean' ? o.ms : undefined }, 'clamd scan');
+    else if (o.kind === 'infected') this.log.info({ event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, viruses: o.viruses, ms: o.ms }, 'clamd: infected');
+    else this.log.debug({ event: 'scan.result', outcome: o.kind, label, bytes: size, ms: o.kind === 'clean' ? o.ms : undefined }, 'clamd scan');
   }
 
   /** PING one endpoint within timeoutMs (connect included). */

@@ -254,7 +254,7 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     expect(await dele(a, 2, 'u2')).toBeNull();
     const [rec] = await ProtectedStore.forDirectory(qdir, 10).list();
     expect(rec).toMatchObject({ ...WHO, uidl: 'u1', sha256: createHash('sha256').update(EXE).digest('hex'), size: EXE.length, status: 'changed', reason: 'quarantine-failed' });
-    expect(a.logs.join('')).toContain('"event":"original-protected"');
+    expect(a.logs.join('')).toContain('"event":"message.protected"');
 
     // a later session that never retrieved it: DELE 1 (same UIDL, maybe another number) is refused
     const b = session({ qdir });
@@ -273,7 +273,7 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     rmSync(blocker, { recursive: true });
     const c = session({ qdir });
     await retr(c, 1, EXE, 'u1');
-    expect(c.logs.join('')).toContain('"event":"protection-lifted"');
+    expect(c.logs.join('')).toContain('"event":"message.protection_lifted"');
     expect(await dele(c, 1, 'u1')).toBeNull();
     expect(await ProtectedStore.forDirectory(qdir, 10).list()).toEqual([]);
     expect(await dele(session({ qdir }), 1, 'u1')).toBeNull();
@@ -339,8 +339,8 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     const second = (await retr(a, 1, EXE, 'u1')) as Buffer;
     expect(unstuff(second).toString('latin1')).not.toContain('POSTERN-EXE-MARKER');
     expect(unstuff(second).toString('latin1')).toContain('tool.exe');
-    expect(a.logs.join('')).toContain('"event":"message-changed"');
-    expect(a.logs.filter((l) => l.includes('"message inspected"'))).toHaveLength(2);
+    expect(a.logs.join('')).toContain('"event":"message.changed"');
+    expect(a.logs.filter((l) => l.includes('"event":"message.inspected"'))).toHaveLength(2);
   });
 
   it('DELE stays refused in the session when any version of the message was altered unprotected', async () => {
