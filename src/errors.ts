@@ -60,6 +60,8 @@ export const ErrorCodes = {
   HOLD_TIMEOUT: 'E_HOLD_TIMEOUT',
   /** The process-wide memory budget (`memory_budget_bytes`) is spent: a new session or a piece of work was refused. */
   MEMORY_BUDGET: 'E_MEMORY_BUDGET',
+  /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */
+  INTERNAL: 'E_INTERNAL',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
