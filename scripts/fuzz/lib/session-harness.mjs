@@ -241,8 +241,18 @@ const turn = () => new Promise((r) => setImmediate(r));
 const pause = () => new Promise((r) => setTimeout(r, 1));
 
 /** File system work in flight (cache spill files, quarantine, persisted DELE protection). */
+const IDLE_RESOURCES = new Set(['Timeout', 'Immediate']);
+function resourceCounts() {
+  const m = new Map();
+  for (const r of process.getActiveResourcesInfo()) if (!IDLE_RESOURCES.has(r)) m.set(r, (m.get(r) ?? 0) + 1);
+  return m;
+}
+/** Baseline of long-lived handles (stdio pipes, a test runner's channel), taken when a case starts. */
+let baseline = new Map();
 function ioPending() {
-  return process.getActiveResourcesInfo().some((r) => r.startsWith('FS') || r.startsWith('FileHandle'));
+  // any request in flight (file system reads/writes/closes, zlib, crypto...) the session may await
+  for (const [r, n] of resourceCounts()) if (n > (baseline.get(r) ?? 0)) return true;
+  return false;
 }
 
 /**
@@ -284,6 +294,7 @@ export async function runCase(env, kase, opts = {}) {
   const rejections = [];
   const onRejection = (reason) => rejections.push(String(reason?.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
   process.on('unhandledRejection', onRejection);
+  baseline = resourceCounts();
   try {
     host.session = env.factory.createSession(host);
     for (const s of kase.steps) if (s.h && s.pre) model.arm(s.h);
