@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import pino from 'pino';
 import type { ClientTlsMode, ListenerConfig, PosternConfig, Protocol, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
+import { createLogger } from '../../src/log/logger.js';
 import { startServer, type RunningServer, type ServerDeps } from '../../src/relay/server.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
@@ -48,7 +48,13 @@ function testCa(): { ca: CertAuthority; dir: string } {
 
 export async function startPostern(
   specs: ListenerSpec[],
-  opts: { serverLimits?: Partial<PosternConfig['limits']>; createSession?: ServerDeps['createSession']; extra?: Partial<PosternConfig> } = {},
+  opts: {
+    serverLimits?: Partial<PosternConfig['limits']>;
+    createSession?: ServerDeps['createSession'];
+    extra?: Partial<PosternConfig>;
+    /** Log level (default debug; trace adds the protocol trace). */
+    logLevel?: PosternConfig['log']['level'];
+  } = {},
 ): Promise<PosternHandle> {
   const { ca, dir } = testCa();
   const listeners: ListenerConfig[] = specs.map((s) => {
@@ -74,7 +80,7 @@ export async function startPostern(
   const config: PosternConfig = {
     file: path.join(tmp, 'postern.yaml'),
     ca: { dir, commonName: 'postern test CA', organization: 'postern' },
-    log: { level: 'debug' },
+    log: { level: opts.logLevel ?? 'debug' },
     policiesDir: path.resolve('policies'),
     quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
     scanner: null,
@@ -89,7 +95,8 @@ export async function startPostern(
       cb();
     },
   });
-  const log = pino({ level: 'debug' }, sink);
+  // the production logger: its err serializer, redaction and level labels
+  const log = createLogger(config.log, sink);
   const minter = new LeafMinter(ca, { keyType: 'ec' });
   const server = await startServer(config, { log, minter, createSession: opts.createSession });
   return {

@@ -156,7 +156,7 @@ describe('IMAP upstream faults', () => {
     expect(out).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
     await new Promise((r) => setTimeout(r, 100));
     expect(c.ended).toBe(true);
-    expect(postern.logs()).toMatch(/"code":"E_UPSTREAM_CLOSED"/);
+    expect(postern.logs()).toMatch(/"event":"session.close","reason":"upstream-closed","err":\{"code":"E_UPSTREAM_CLOSED"/);
   });
 
   it('reset mid-literal in pure relay mode: the connection is closed (a BYE inside a literal would corrupt it), and logged', async () => {
@@ -179,7 +179,7 @@ describe('IMAP upstream faults', () => {
     expect(plain.map((l) => l.replace(/^plain: \S+ /, ''))).toEqual(['STARTTLS']);
     expect(fake.received.some((l) => l.startsWith('tls: ') && / CAPABILITY$/.test(l))).toBe(true);
     expect(fake.received.some((l) => l.startsWith('tls: ') && / AUTHENTICATE PLAIN /.test(l))).toBe(true);
-    expect(postern.logs()).toContain('discarded upstream bytes sent after its STARTTLS OK');
+    expect(postern.logs()).toContain('"event":"upstream.injection_discarded"');
     c.close();
   });
 });
@@ -196,7 +196,7 @@ describe('admission and lifecycle', () => {
         sock.on('close', () => resolve(s));
       });
       expect(text).toBe('* BYE [UNAVAILABLE] postern: too many sessions from your address\r\n');
-      expect(postern.logs()).toMatch(/"code":"E_MAX_SESSIONS_PER_CLIENT"/);
+      expect(postern.logs()).toMatch(/"event":"session.refused","err":\{"code":"E_MAX_SESSIONS_PER_CLIENT"/);
       expect((await held[0]!.command('NOOP')).toString()).toMatch(/^t1 OK/);
     } finally {
       held.forEach((h) => h.close());

@@ -204,10 +204,10 @@ describe('invariant 2: consistency with the sanitised message', () => {
     }
     // the chunks were served from the session cache: about one download of the message, not one per chunk
     await new Promise((r) => setTimeout(r, 200));
-    const closed = postern.logs().split('\n').filter((l) => l.includes('"session closed"')).map((l) => JSON.parse(l));
+    const closed = postern.logs().split('\n').filter((l) => l.includes('"event":"session.close"')).map((l) => JSON.parse(l));
     const last = closed[closed.length - 1];
-    expect(last.bytes.fromUpstream).toBeGreaterThan(800_000);
-    expect(last.bytes.fromUpstream).toBeLessThan(1_500_000);
+    expect(last.traffic.fromUpstream).toBeGreaterThan(800_000);
+    expect(last.traffic.fromUpstream).toBeLessThan(1_500_000);
   });
 
   it('Apple-Mail-like: BODYSTRUCTURE, then BODY.PEEK[N] per part', async () => {
@@ -279,7 +279,7 @@ describe('invariant 5: \\Seen semantics', () => {
 
 describe('invariant 6: header-only traffic stays cheap', () => {
   it('header fetches never trigger a full-message inspection', async () => {
-    const before = (postern.logs().match(/"msg":"message inspected"/g) ?? []).length;
+    const before = (postern.logs().match(/"event":"message.inspected"/g) ?? []).length;
     const c = await RawImap.connect({ port: postern.port('inspect') });
     try {
       await c.command('LOGIN alice alicepass');
@@ -289,7 +289,7 @@ describe('invariant 6: header-only traffic stays cheap', () => {
     } finally {
       c.close();
     }
-    const after = (postern.logs().match(/"msg":"message inspected"/g) ?? []).length;
+    const after = (postern.logs().match(/"event":"message.inspected"/g) ?? []).length;
     expect(after).toBe(before);
   });
 });
@@ -327,12 +327,12 @@ describe('invariant 7 and 8: pipelining, failures', () => {
   });
 
   it('logs one line per inspected message with verdict, rules, viruses and quarantine id', () => {
-    const lines = postern.logs().split('\n').filter((l) => l.includes('"message inspected"')).map((l) => JSON.parse(l));
-    const virus = lines.find((l) => l.inspect.uid === U.virus && l.inspect.verdict === 'changed');
+    const lines = postern.logs().split('\n').filter((l) => l.includes('"event":"message.inspected"')).map((l) => JSON.parse(l));
+    const virus = lines.find((l) => l.uid === U.virus && l.verdict === 'changed');
     expect(virus).toBeTruthy();
-    expect(virus.inspect.viruses.join(' ')).toMatch(/Eicar/i);
-    expect(virus.inspect.quarantineId).toMatch(/^[a-z0-9-]{8,}$/);
-    expect(virus.inspect.mailbox).toBe('INBOX');
+    expect(virus.viruses.join(' ')).toMatch(/Eicar/i);
+    expect(virus.quarantineId).toMatch(/^[a-z0-9-]{8,}$/);
+    expect(virus.mailbox).toBe('INBOX');
     expect(virus.user).toBe('alice');
   });
 });

@@ -213,7 +213,7 @@ describe('TLS trust', () => {
       expect(r).toMatch(/^t1 NO \[UNAVAILABLE\] postern: upstream TLS failed: .*\(E_UPSTREAM_TLS\)\r\n/);
       c.close();
     }
-    expect(postern.logs()).toMatch(/"code":"E_UPSTREAM_TLS"/);
+    expect(postern.logs()).toMatch(/"err":\{"code":"E_UPSTREAM_TLS"/);
     const ok = await RawImap.connect({ port: postern.port('verify-off') });
     expect((await ok.command('LOGIN alice alicepass')).toString()).toMatch(/^t1 OK /);
     ok.close();
@@ -249,7 +249,7 @@ describe('logs', () => {
     const logs = postern.logs();
     expect(logs).not.toContain('alicepass');
     expect(logs).not.toContain(Buffer.from('\0alice\0alicepass').toString('base64'));
-    expect(logs).toContain('"msg":"login ok"');
-    expect(logs).toMatch(/"fromClient":\d+.*"msg":"session closed"/);
+    expect(logs).toContain('"event":"login.ok"');
+    expect(logs).toMatch(/"event":"session.close".*"traffic":\{"fromClient":\d+/);
   });
 });

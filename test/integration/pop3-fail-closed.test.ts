@@ -219,7 +219,7 @@ describe('nothing lost across sessions (quarantine of one original fails)', () =
     expect(protectedEntries()).toEqual([
       expect.objectContaining({ upstream: `127.0.0.1:${dovecot.ports.pop3}`, user: 'bob', uidl, reason: 'quarantine-failed', status: 'changed' }),
     ]);
-    expect(postern.logs()).toContain('"event":"original-protected"');
+    expect(postern.logs()).toContain('"event":"message.protected"');
 
     // session 2, never retrieving it: DELE 1 (its new number) pipelined with QUIT is refused
     const s2 = await pipelined(port, 'bob', ['DELE 1', 'QUIT']);
@@ -260,7 +260,7 @@ print(json.dumps([r, p.quit().decode()]))
     expect(readFileSync(path.join(qdir, `${recoveryId(Buffer.from(EXE, 'latin1'), 'default')}.eml`), 'latin1')).toBe(EXE);
     expect(await dovecot.count('bob')).toBe(0);
     expect(protectedEntries()).toEqual([]);
-    expect(postern.logs()).toContain('"event":"protection-lifted"');
+    expect(postern.logs()).toContain('"event":"message.protection_lifted"');
   });
 
   it('a postern restart keeps the protection (it lives in the quarantine directory)', async () => {

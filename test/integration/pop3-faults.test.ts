@@ -76,7 +76,7 @@ describe('POP3 upstream faults', () => {
       'tls STAT',
       'tls QUIT',
     ]);
-    expect(postern.logs()).toContain('upstream-stls-injection-discarded');
+    expect(postern.logs()).toContain('"event":"upstream.injection_discarded"');
   });
 
   it('never sends credentials in plaintext when the upstream offers no STLS', async () => {
@@ -85,7 +85,7 @@ describe('POP3 upstream faults', () => {
     await c.waitEnd();
     expect(c.text).toBe('+OK postern ready\r\n+OK\r\n-ERR [SYS/TEMP] upstream does not offer STLS\r\n');
     expect(fake.lines.map((l) => l.line)).toEqual(['CAPA']);
-    expect(postern.logs()).toContain('E_UPSTREAM_NO_STARTTLS');
+    expect(postern.logs()).toMatch(/"event":"login.failed","err":\{"code":"E_UPSTREAM_NO_STARTTLS"/);
   });
 
   it('a reset in the middle of a RETR body gives -ERR [SYS/TEMP], never a truncated message', async () => {
@@ -226,15 +226,15 @@ describe('POP3 upstream faults', () => {
       c.socket.pause(); // never read
       const chunk = 'CAPA\r\n'.repeat(10_000);
       for (let i = 0; i < 20 && !c.socket.destroyed; i++) c.write(chunk); // 1.2 MB of CAPA
-      await expect.poll(() => postern.logs().includes('"msg":"session closed"'), { timeout: 10_000 }).toBe(true);
+      await expect.poll(() => postern.logs().includes('"event":"session.close"'), { timeout: 10_000 }).toBe(true);
     } finally {
       c.close();
     }
-    const closed = postern.logs().split('\n').find((l) => l.includes('"msg":"session closed"'))!;
-    const rec = JSON.parse(closed) as { code: string; bytes: { toClient: number } };
-    expect(rec.code).toBe('E_TOO_MANY_COMMANDS');
+    const closed = postern.logs().split('\n').find((l) => l.includes('"event":"session.close"'))!;
+    const rec = JSON.parse(closed) as { err: { code: string }; traffic: { toClient: number } };
+    expect(rec.err.code).toBe('E_TOO_MANY_COMMANDS');
     // greeting + 50 CAPA answers (~140 bytes each) + the -ERR: never megabytes
-    expect(rec.bytes.toClient).toBeLessThan(50 * 200);
+    expect(rec.traffic.toClient).toBeLessThan(50 * 200);
     expect(fake.connections()).toBe(0);
   });
 });

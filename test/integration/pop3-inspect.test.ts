@@ -198,29 +198,28 @@ async function poplib(port: number, ops: Array<[string, ...number[]]>, user = 'a
 
 const msgOf = (x: PyOut[number]) => Buffer.from((x as { msg: string }).msg, 'base64');
 
-/** One "message inspected" log line (the fields the tests read). */
+/** One message.inspected log line (the fields the tests read). */
 interface InspectedLine {
+  event: 'message.inspected';
   listener: string;
   user: string;
-  level: number;
-  inspect: {
-    msgno: number;
-    sizeIn: number;
-    sizeOut: number;
-    scanMs: number;
-    verdict: string;
-    viruses: string[];
-    rules: Array<{ part: string; rule: string; action: string; filename?: string }>;
-    quarantineId?: string;
-    quarantineFailed?: boolean;
-  };
+  level: string;
+  msgno: number;
+  bytes: number;
+  bytesOut: number;
+  scanMs: number;
+  verdict: string;
+  viruses: string[];
+  rules: Array<{ part: string; rule: string; action: string; filename?: string }>;
+  quarantineId?: string;
+  quarantineFailed?: boolean;
 }
 
 function inspectedLines(h: PosternHandle): InspectedLine[] {
   return h
     .logs()
     .split('\n')
-    .filter((l) => l.includes('"message inspected"'))
+    .filter((l) => l.includes('"event":"message.inspected"'))
     .map((l) => JSON.parse(l) as InspectedLine);
 }
 
@@ -350,7 +349,7 @@ describe('POP3 RETR through the default policy', () => {
     expect(msgOf(py[2]).length).toBe(oracle.get(M.exe)!.length);
   });
 
-  it('one "message inspected" log line per inspected message, with verdict, rules, viruses, quarantine id', async () => {
+  it('one message.inspected log line per inspected message, with verdict, rules, viruses, quarantine id', async () => {
     dumpOnFailure();
     const before = inspectedLines(postern).length;
     const p = await Pop.open(postern.port('pop3'));
@@ -365,22 +364,22 @@ describe('POP3 RETR through the default policy', () => {
       p.close();
     }
     const lines = inspectedLines(postern).slice(before);
-    expect(lines.map((l) => l.inspect.msgno)).toEqual([M.virus, M.exe, M.clean]);
+    expect(lines.map((l) => l.msgno)).toEqual([M.virus, M.exe, M.clean]);
     const [virus, exe, clean] = lines as [InspectedLine, InspectedLine, InspectedLine];
     for (const l of lines) {
       expect(l.listener).toBe('pop3');
       expect(l.user).toBe('alice');
-      expect(l.level).toBe(30);
-      expect(l.inspect.sizeIn).toBe(ORIGINAL[l.inspect.msgno]!.length);
-      expect(typeof l.inspect.scanMs).toBe('number');
+      expect(l.level).toBe('info');
+      expect(l.bytes).toBe(ORIGINAL[l.msgno]!.length);
+      expect(typeof l.scanMs).toBe('number');
     }
-    expect(virus.inspect).toMatchObject({ verdict: 'changed', sizeOut: oracle.get(M.virus)!.length, quarantineId: recoveryId(Buffer.from(VIRUS, 'latin1'), 'default') });
-    expect(virus.inspect.viruses.join(' ')).toMatch(/Eicar/i);
-    expect(virus.inspect.rules).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip' })]);
-    expect(exe.inspect).toMatchObject({ verdict: 'changed', viruses: [], quarantineId: recoveryId(Buffer.from(EXE, 'latin1'), 'default') });
-    expect(exe.inspect.rules.map((r) => r.filename)).toContain('tool.exe');
-    expect(clean.inspect).toMatchObject({ verdict: 'clean', rules: [], viruses: [], sizeOut: CLEAN.length });
-    expect(clean.inspect.quarantineId).toBeUndefined();
+    expect(virus).toMatchObject({ verdict: 'changed', bytesOut: oracle.get(M.virus)!.length, quarantineId: recoveryId(Buffer.from(VIRUS, 'latin1'), 'default') });
+    expect(virus.viruses.join(' ')).toMatch(/Eicar/i);
+    expect(virus.rules).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip' })]);
+    expect(exe).toMatchObject({ verdict: 'changed', viruses: [], quarantineId: recoveryId(Buffer.from(EXE, 'latin1'), 'default') });
+    expect(exe.rules.map((r) => r.filename)).toContain('tool.exe');
+    expect(clean).toMatchObject({ verdict: 'clean', rules: [], viruses: [], bytesOut: CLEAN.length });
+    expect(clean.quarantineId).toBeUndefined();
     // never a password in the log
     expect(postern.logs()).not.toContain(dovecot.users.alice);
   });
@@ -409,10 +408,10 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
     }
     expect(await dovecot.count('bob')).toBe(2);
     expect(unstuffed(split(await directRetr(1, 'bob')).body).toString('latin1')).toBe(EXE);
-    const line = inspectedLines(broken).find((l) => l.user === 'bob' && l.inspect.msgno === 1)!;
-    expect(line.inspect).toMatchObject({ verdict: 'changed', quarantineFailed: true });
-    expect(line.inspect.quarantineId).toBeUndefined();
-    expect(broken.logs()).toMatch(/"msg":"DELE refused: message was altered and its original is not in quarantine"/);
+    const line = inspectedLines(broken).find((l) => l.user === 'bob' && l.msgno === 1)!;
+    expect(line).toMatchObject({ verdict: 'changed', quarantineFailed: true });
+    expect(line.quarantineId).toBeUndefined();
+    expect(broken.logs()).toMatch(/"event":"command.refused","command":"DELE".*"msg":"DELE refused: message was altered and its original is not in quarantine"/);
     expect(broken.logs()).toContain('"code":"E_PROTECTED_STORE"');
   });
 
@@ -451,7 +450,7 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
     const eml = path.join(tmp, 'quarantine', `${id}.eml`);
     expect(readFileSync(eml).toString('latin1')).toBe(EXE);
     expect(statSync(eml).mode & 0o777).toBe(0o600);
-    expect(inspectedLines(postern).some((l) => l.user === 'bob' && l.inspect.quarantineId === id)).toBe(true);
+    expect(inspectedLines(postern).some((l) => l.user === 'bob' && l.quarantineId === id)).toBe(true);
   });
 });
 
@@ -475,7 +474,7 @@ describe('scanner failure', () => {
     } finally {
       p.close();
     }
-    const tempfails = inspectedLines(postern).filter((l) => l.inspect.verdict === 'tempfail');
+    const tempfails = inspectedLines(postern).filter((l) => l.verdict === 'tempfail');
     expect(tempfails.length).toBeGreaterThanOrEqual(3);
   });
 });
@@ -507,7 +506,7 @@ describe('per-session memory', () => {
     expect(((await retr(1, EXE)) as Buffer).equals(first)).toBe(true); // cached: no second inspection
     await retr(2, second); // pushes message 1's output out of the 1200-byte budget
     expect(((await retr(1, EXE)) as Buffer).equals(first)).toBe(true);
-    const inspected = lines.filter((l) => l.includes('"message inspected"')).map((l) => JSON.parse(l).inspect.msgno);
+    const inspected = lines.filter((l) => l.includes('"event":"message.inspected"')).map((l) => JSON.parse(l).msgno);
     expect(inspected).toEqual([1, 2, 1]);
     const uidl = (n: number) => async () => `u${n}`;
     expect(await hooks.onDele!(1, uidl(1))).toMatch(/^\[SYS\/PERM\]/);

@@ -311,7 +311,7 @@ describe('POP3 relay against Dovecot', () => {
 
   it('never logs passwords or AUTH payloads', () => {
     const logs = postern.logs();
-    expect(logs).toContain('"event":"login"');
+    expect(logs).toContain('"event":"login.ok"');
     for (const secret of [dovecot.users.alice, dovecot.users.bob]) expect(logs).not.toContain(secret);
     const b64 = (s: string) => Buffer.from(s).toString('base64');
     expect(logs).not.toContain(b64(`\0alice@127.0.0.1\0${dovecot.users.alice}`));

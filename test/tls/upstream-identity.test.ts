@@ -171,7 +171,7 @@ describe('end to end: a postern listener whose upstream has a CN-only certificat
     const line = postern
       .logs()
       .split('\n')
-      .find((l) => l.includes('"code":"E_UPSTREAM_TLS"'));
+      .find((l) => l.includes('"event":"login.failed"') && l.includes('"err":{"code":"E_UPSTREAM_TLS"'));
     expect(line).toMatch(/no subjectAltName/);
     expect(postern.logs()).not.toContain('alicepass');
   });
