@@ -16,10 +16,23 @@ import { createLogger, logErr, type Logger } from './log/logger.js';
 import type { Scanner } from './scanners/types.js';
 import { caPaths, initCa, loadCa, loadOrCreateCa, type CertAuthority } from './tls/ca.js';
 import { LeafMinter } from './tls/leaf.js';
+import type { Session, SessionHost } from './session/types.js';
+import * as serverModule from './relay/server.js';
+import * as sessionsModule from './inspect/factory.js';
+import * as policyModule from './policy/load.js';
+import * as scanModule from './commands/scan.js';
+import * as quarantineModule from './commands/quarantine.js';
+import * as clamdModule from './scanners/clamd.js';
 
-// Contracts of modules other parts of postern provide (loaded lazily so `check`/`ca` work without them).
+// The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
 export interface ServerModule {
-  startServer(config: PosternConfig, deps: { log: Logger; minter: LeafMinter }): Promise<{ close(graceMs?: number): Promise<void> }>;
+  startServer(
+    config: PosternConfig,
+    deps: { log: Logger; minter: LeafMinter; createSession: (host: SessionHost) => Session; onClose?: () => Promise<void> | void },
+  ): Promise<{ close(graceMs?: number): Promise<void> }>;
+}
+export interface SessionsModule {
+  createSessionFactory(config: PosternConfig, log: Logger): { createSession(host: SessionHost): Session; close(): Promise<void> };
 }
 export interface PolicyLoadModule {
   loadPolicy(nameOrPath: string, policiesDir: string): unknown;
@@ -35,28 +48,20 @@ export interface ClamdModule {
 }
 export interface CliModules {
   server: ServerModule;
+  sessions: SessionsModule;
   policy: PolicyLoadModule;
   scan: ScanCommandModule;
   quarantine: QuarantineCommandModule;
   clamd: ClamdModule;
 }
 
-// Compile-time proof that the real modules satisfy the contracts above (type-only: nothing is loaded).
-type Satisfies<T, _C extends T> = true;
-export type ModuleContractsHold = [
-  Satisfies<ServerModule, typeof import('./relay/server.js')>,
-  Satisfies<PolicyLoadModule, typeof import('./policy/load.js')>,
-  Satisfies<ScanCommandModule, typeof import('./commands/scan.js')>,
-  Satisfies<QuarantineCommandModule, typeof import('./commands/quarantine.js')>,
-  Satisfies<ClamdModule, typeof import('./scanners/clamd.js')>,
-];
-
-const MODULE_PATHS: Record<keyof CliModules, string> = {
-  server: './relay/server.js',
-  policy: './policy/load.js',
-  scan: './commands/scan.js',
-  quarantine: './commands/quarantine.js',
-  clamd: './scanners/clamd.js',
+const MODULES: CliModules = {
+  server: serverModule,
+  sessions: sessionsModule,
+  policy: policyModule,
+  scan: scanModule,
+  quarantine: quarantineModule,
+  clamd: clamdModule,
 };
 
 /** Where output goes and what the process hooks are; tests replace them. */
@@ -109,19 +114,8 @@ function version(): string {
   }
 }
 
-async function loadModule<K extends keyof CliModules>(io: CliIo, key: K): Promise<CliModules[K]> {
-  const override = io.modules?.[key];
-  if (override) return override as CliModules[K];
-  // a computed specifier: these modules belong to other parts of postern and may be built later
-  const spec = MODULE_PATHS[key];
-  return (await import(spec)) as CliModules[K];
-}
-
-/** True when `e` says the module `which` itself (not something it imports) does not exist. */
-function isModuleMissing(e: unknown, which: string): boolean {
-  const code = (e as NodeJS.ErrnoException | undefined)?.code;
-  const msg = String((e as Error)?.message ?? e);
-  return (code === 'ERR_MODULE_NOT_FOUND' || /Cannot find module|Failed to load url/i.test(msg)) && msg.includes(which);
+function loadModule<K extends keyof CliModules>(io: CliIo, key: K): CliModules[K] {
+  return (io.modules?.[key] as CliModules[K] | undefined) ?? MODULES[key];
 }
 
 /** parseArgs failures are usage errors (exit 2). */
@@ -234,10 +228,12 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     throw e;
   }
   const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
-  const { startServer } = await loadModule(io, 'server');
+  const { startServer } = loadModule(io, 'server');
   let server: { close(graceMs?: number): Promise<void> };
   try {
-    server = await startServer(config, { log, minter });
+    // the composition root: inspection (policies, scanner, quarantine) is built here and handed to the relay
+    const sessions = loadModule(io, 'sessions').createSessionFactory(config, log);
+    server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close() });
   } catch (e) {
     log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
     await flush(log);
@@ -299,16 +295,10 @@ async function check(args: string[], io: CliIo): Promise<number> {
 
   const policies = [...new Set(config.listeners.map((l) => l.policy).filter((p): p is string => p !== null))];
   if (policies.length > 0) {
-    let mod: PolicyLoadModule | null = null;
-    try {
-      mod = await loadModule(io, 'policy');
-    } catch (e) {
-      if (!isModuleMissing(e, 'policy/load')) throw e;
-      problems.push(`cannot validate policies ${policies.join(', ')}: the policy loader (src/policy/load) is not available`);
-    }
-    for (const name of mod ? policies : []) {
+    const mod = loadModule(io, 'policy');
+    for (const name of policies) {
       try {
-        await mod!.loadPolicy(name, config.policiesDir);
+        await mod.loadPolicy(name, config.policiesDir);
       } catch (e) {
         if (e instanceof ConfigError) issues.push(...e.issues);
         else if (isPosternError(e) || e instanceof Error) problems.push(`policy ${name}: ${e.message}`);
@@ -414,12 +404,12 @@ async function scan(args: string[], io: CliIo): Promise<number> {
     }
     throw e;
   }
-  const { scanCommand } = await loadModule(io, 'scan');
+  const { scanCommand } = loadModule(io, 'scan');
   let scanner: Scanner | null = null;
   if (config.scanner && !noAv) {
     // scan output goes to stdout; scanner logs go to stderr
     const log = createLogger({ level: config.log.level === 'info' ? 'warn' : config.log.level }, io.logDest ?? (await stderrDestination()));
-    const { createScanner } = await loadModule(io, 'clamd');
+    const { createScanner } = loadModule(io, 'clamd');
     scanner = await createScanner(config.scanner, log);
   }
   try {
@@ -437,6 +427,6 @@ async function stderrDestination(): Promise<DestinationStream> {
 async function quarantine(args: string[], io: CliIo): Promise<number> {
   const { rest, config: file } = extractGlobal(args);
   const config = loadConfig(file);
-  const { quarantineCommand } = await loadModule(io, 'quarantine');
+  const { quarantineCommand } = loadModule(io, 'quarantine');
   return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
 }

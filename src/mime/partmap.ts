@@ -24,7 +24,7 @@
  * - a non-multipart message's body is section 1 of that message: use findSection() to resolve a
  *   section path exactly as Dovecot does (it applies these rules).
  */
-import type { PartMap } from '../policy/types.js';
+import type { PartMap } from './types.js';
 import { DEFAULT_MIME_LIMITS } from '../limits.js';
 
 export interface PartMapLimits {

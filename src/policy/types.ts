@@ -52,22 +52,9 @@ export interface Verdict {
   scanMs: number;
 }
 
-/** One MIME part of the sanitised message, with byte offsets into `InspectResult.output`. */
-export interface PartMap {
-  /** IMAP section number ('' for the top-level message, '1', '1.2', ...). */
-  section: string;
-  /** Offset of the first header byte (for the root: 0). */
-  headerStart: number;
-  /** Offset just past the blank line ending the header (= bodyStart). */
-  bodyStart: number;
-  /** Offset just past the body (before the CRLF that precedes the next boundary). */
-  bodyEnd: number;
-  contentType: string; // lower-case type/subtype
-  params: Record<string, string>;
-  children: PartMap[];
-  /** For message/rfc822 parts: the encapsulated message's root map. */
-  message?: PartMap;
-}
+/** One MIME part of the sanitised message (defined by the MIME model, src/mime/types.ts). */
+export type { PartMap } from '../mime/types.js';
+import type { PartMap } from '../mime/types.js';
 
 export interface InspectResult {
   verdict: Verdict;

@@ -10,7 +10,6 @@ import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
-import { createSessionFactory } from '../inspect/factory.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -20,8 +19,13 @@ import { MemoryBudget } from './memory.js';
 export interface ServerDeps {
   log: Logger;
   minter: LeafMinter | null;
-  /** Builds the session for a connection; default: src/inspect/factory.ts (policy per listener, scanner, quarantine). */
-  createSession?: (host: SessionHost) => Session;
+  /**
+   * Builds the session for each connection. The relay knows nothing of inspection: the composition root
+   * (src/cli.ts, or a test) hands it src/inspect/factory.ts's createSession, or any other.
+   */
+  createSession: (host: SessionHost) => Session;
+  /** Called once the server has stopped (the factory's own timers, scanner pool). */
+  onClose?: () => Promise<void> | void;
 }
 
 export interface RunningServer {
@@ -44,8 +48,7 @@ function refuse(socket: net.Socket, text: string): void {
 
 export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
   const log = deps.log;
-  const factory = deps.createSession ? null : createSessionFactory(config, log);
-  const createSession = deps.createSession ?? factory!.createSession;
+  const createSession = deps.createSession;
   const sessions = new Set<Connection>();
   const perClient = new Map<string, number>();
   const servers = new Map<string, net.Server>();
@@ -155,7 +158,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       }
       for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
-      await factory?.close();
+      await deps.onClose?.();
       log.info({ event: 'server.stop', remaining: sessions.size }, 'server stopped');
     },
   };

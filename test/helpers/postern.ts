@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import type { ClientTlsMode, ListenerConfig, PosternConfig, Protocol, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
+import { createSessionFactory } from '../../src/inspect/factory.js';
 import { startServer, type RunningServer, type ServerDeps } from '../../src/relay/server.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
@@ -98,7 +99,14 @@ export async function startPostern(
   // the production logger: its err serializer, redaction and level labels
   const log = createLogger(config.log, sink);
   const minter = new LeafMinter(ca, { keyType: 'ec' });
-  const server = await startServer(config, { log, minter, createSession: opts.createSession });
+  // the composition root's wiring (src/cli.ts serve), unless the test brings its own sessions
+  const factory = opts.createSession ? null : createSessionFactory(config, log);
+  const server = await startServer(config, {
+    log,
+    minter,
+    createSession: opts.createSession ?? factory!.createSession,
+    onClose: () => factory?.close(),
+  });
   return {
     server,
     ca,
