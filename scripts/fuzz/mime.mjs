@@ -19,6 +19,11 @@
 //          case-<i>.eml + .json, DIR/min-<class>.eml + .json minimised repros, DIR/summary.json)
 //          --max-per-class N (escapes written per class, default 20)  --no-minimise
 //          --min-budget N (judge calls for the byte-level minimiser per class, default 300)
+//          --ignore-kinds K1,K2 (escape kinds not counted, e.g. mz~embedded,name~nfkc; default none)
+// Escape kinds: name, mz (a payload that is the executable), eicar, reinspect (postern's second pass
+// over its own output finds something dangerous), and weaker evidence: mz~embedded (the executable's
+// bytes inside another payload), name~nfkc / name~nul / name~nul-dropped (dangerous only after NFKC
+// or NUL handling), <kind>~uu-lenient (a uu block whose begin line lacks mode or name or is indented).
 // POSTERN_DIST=/other/dist uses another build (and the policies/ next to it). Exit status: 0 no escape, 1 escapes, 2 usage/setup.
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
@@ -47,6 +52,7 @@ function parseArgs(argv) {
       case '--max-per-class': o.maxPerClass = Number(v()); break;
       case '--no-minimise': o.minimise = false; break;
       case '--min-budget': o.minBudget = Number(v()); break;
+      case '--ignore-kinds': o.ignoreKinds = v().split(',').filter(Boolean); break;
       case '--case': o.case = Number(v()); break;
       case '--save': o.save = resolve(v()); break;
       case '--file': o.file = resolve(v()); break;
@@ -60,7 +66,7 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(msg);
-  console.error('usage: node scripts/fuzz/mime.mjs [--cases N] [--seed S] [--start I] [--time SEC] [--out DIR] [--max-per-class N] [--no-minimise] [--min-budget N] | --case I [--save F] | --file F');
+  console.error('usage: node scripts/fuzz/mime.mjs [--cases N] [--seed S] [--start I] [--time SEC] [--out DIR] [--max-per-class N] [--no-minimise] [--min-budget N] [--ignore-kinds K,..] | --case I [--save F] | --file F');
   process.exit(2);
 }
 
@@ -90,6 +96,7 @@ function printResult(r) {
   console.log(`verdict: ${r.status}${r.changed ? ' (output changed)' : ''}  ${r.ms} ms`);
   for (const h of r.hits) console.log(`  hit ${h.part || '(message)'} ${h.rule} ${h.action}: ${h.reason}`);
   for (const f of r.findings) console.log(`  ESCAPE ${f.kind} seen by ${f.reader} at ${f.where}: ${f.detail}`);
+  for (const f of r.ignored ?? []) console.log(`  (ignored kind) ${f.kind} seen by ${f.reader} at ${f.where}: ${f.detail}`);
   for (const n of r.notes) console.log(`  note: ${n}`);
   if (r.differential) console.log(`  differential: danger seen by ${r.differential.sawDanger.join(', ')}; not by ${r.differential.sawNothing.join(', ')}`);
 }
@@ -97,7 +104,7 @@ function printResult(r) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const modules = await loadModules();
-  const judge = await createJudge(modules, { policiesDir: join(dist, '..', 'policies') });
+  const judge = await createJudge(modules, { policiesDir: join(dist, '..', 'policies'), ignoreKinds: o.ignoreKinds });
   try {
     if (o.file) {
       const r = await judge.judge(readFileSync(o.file));

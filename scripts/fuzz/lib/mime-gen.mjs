@@ -94,6 +94,26 @@ function rfc2047(s, rng) {
   return `=?${cs}?${kind}?${q}?=`;
 }
 
+/** UTF-7 (RFC 2152) with every non-alphanumeric character encoded: 'evil.exe' -> 'evil+AC4-exe'. */
+export function utf7(s) {
+  let out = '';
+  let run = '';
+  const flush = () => {
+    if (!run) return;
+    const be = Buffer.from(run, 'utf16le').swap16();
+    out += '+' + be.toString('base64').replace(/=+$/, '') + '-';
+    run = '';
+  };
+  for (const ch of s) {
+    if (/[A-Za-z0-9]/.test(ch)) {
+      flush();
+      out += ch;
+    } else run += ch;
+  }
+  flush();
+  return out;
+}
+
 function pct(s) {
   let o = '';
   for (const b of Buffer.from(s, 'utf8')) o += (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) ? String.fromCharCode(b) : '%' + b.toString(16).toUpperCase().padStart(2, '0');
@@ -389,7 +409,7 @@ const TREE_MUTATIONS = {
     const cut = rng.int(1, N.length - 1);
     const a = N.slice(0, cut), b = N.slice(cut);
     const P = (kk, val, q = 'dq') => ({ k: kk, v: val, q });
-    const v = rng.pick(['proper', 'encoded', 'out-of-order', 'missing-0', 'gap', 'dup-index', 'with-plain-safe', 'charset-late', 'leading-zero', 'mixed-star', 'three', 'utf-16', 'charset-unknown']);
+    const v = rng.pick(['proper', 'encoded', 'out-of-order', 'missing-0', 'gap', 'dup-index', 'with-plain-safe', 'charset-late', 'leading-zero', 'mixed-star', 'three', 'utf-16', 'charset-unknown', 'utf-7', 'utf-32']);
     switch (v) {
       case 'proper': f.params.push(P(`${k}*0`, a), P(`${k}*1`, b)); break;
       case 'encoded': f.params.push(P(`${k}*0*`, `UTF-8''${pct(a)}`, 'none'), P(`${k}*1*`, pct(b), 'none')); break;
@@ -404,6 +424,8 @@ const TREE_MUTATIONS = {
       case 'three': f.params.push(P(`${k}*0`, a.slice(0, 1)), P(`${k}*1`, a.slice(1)), P(`${k}*2`, b)); break;
       case 'utf-16': f.params.push(P(`${k}*`, `utf-16le''${[...Buffer.from(N, 'utf16le')].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'), P(k, SAFE)); break;
       case 'charset-unknown': f.params.push(P(`${k}*`, `x-unknown''${pct(N)}`, 'none')); break;
+      case 'utf-7': f.params.push(P(`${k}*`, `utf-7''${pct(utf7(N))}`, 'none'), P(k, SAFE)); break;
+      case 'utf-32': f.params.push(P(`${k}*`, `utf-32le''${[...Buffer.from([...N].flatMap((c) => [c.charCodeAt(0), 0, 0, 0]))].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'), P(k, SAFE)); break;
     }
     return `${k}:${v}`;
   },
@@ -414,7 +436,7 @@ const TREE_MUTATIONS = {
     const nf = nameFields(t);
     if (!nf.length) return null;
     const [, prm] = rng.pick(nf);
-    const v = rng.pick(['whole', 'split', 'embedded', 'unquoted', 'broken', 'lang', 'two-words-space']);
+    const v = rng.pick(['whole', 'split', 'embedded', 'unquoted', 'broken', 'lang', 'two-words-space', 'utf-7']);
     const cut = rng.int(1, N.length - 1);
     switch (v) {
       case 'whole': prm.v = rfc2047(N, rng); break;
@@ -424,6 +446,7 @@ const TREE_MUTATIONS = {
       case 'unquoted': prm.v = rfc2047(N, rng); prm.q = 'none'; break;
       case 'broken': prm.v = rfc2047(N, rng).slice(0, -2); break;
       case 'lang': prm.v = `=?UTF-8*en?B?${Buffer.from(N).toString('base64')}?=`; break;
+      case 'utf-7': prm.v = `=?utf-7?Q?${utf7(N).replace(/=/g, '=3D')}?=`; break;
     }
     return v;
   },
@@ -571,8 +594,10 @@ const TREE_MUTATIONS = {
     const enc = rng.weighted([[5, 'raw7'], [3, 'base64'], [2, 'qp']]);
     const innerTop = ['From: Eve <eve@example.test>', 'Subject: fwd', 'MIME-Version: 1.0'];
     if (t !== ctx.root) t.top = [...innerTop, ...t.top];
-    const type = rng.pick(['message/rfc822', 'message/rfc822', 'message/global', 'Message/RFC822']);
-    const wrapper = { top: [], fields: [ct(type), cd(rng.pick(['inline', 'attachment']), rng.chance(0.3) ? [['filename', 'fwd.eml']] : [])], message: t, enc };
+    // also a forwarded message that is only an attachment named *.eml (clients open it as a message)
+    const type = rng.pick(['message/rfc822', 'message/rfc822', 'message/global', 'Message/RFC822', 'application/octet-stream', 'text/plain']);
+    const asFile = !type.toLowerCase().startsWith('message/');
+    const wrapper = { top: [], fields: [ct(type, asFile ? [['name', 'fwd.eml']] : []), cd(rng.pick(['inline', 'attachment']), asFile || rng.chance(0.3) ? [['filename', 'fwd.eml']] : [])], message: t, enc };
     if (enc !== 'raw7' || rng.chance(0.3)) wrapper.fields.push(cte(ENC_CTE[enc]));
     if (t === ctx.root) {
       const root = multipart(rng, 'mixed', [textPart(rng, 'forwarded\n'), wrapper]);

@@ -15,6 +15,7 @@ export interface JudgeResult {
   hits: { part: string; rule: string; action: string; reason: string; filename?: string }[];
   changed: boolean;
   findings: Finding[];
+  ignored: Finding[];
   notes: string[];
   selfNotes: string[];
   ms: number;
@@ -46,7 +47,7 @@ export interface Judge {
   close(): Promise<void>;
 }
 export const POLICIES_DIR: string;
-export function createJudge(modules: JudgeModules, opts?: { policy?: unknown; policiesDir?: string; python?: string }): Promise<Judge>;
+export function createJudge(modules: JudgeModules, opts?: { policy?: unknown; policiesDir?: string; python?: string; ignoreKinds?: string[] }): Promise<Judge>;
 export function kindOf(f: Finding): string;
 export function kinds(result: JudgeResult): string[];
 export function readerFamily(reader: string): string;

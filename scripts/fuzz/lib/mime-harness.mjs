@@ -46,6 +46,8 @@ export async function createJudge(modules, opts = {}) {
   const python = new PythonReader(opts.python);
   const deps = { scanner, quarantine: QUARANTINE, now: NOW };
   const ctx = { protocol: 'imap', listener: 'fuzz', mailbox: 'INBOX', uidValidity: 1, uid: 1 };
+  /** kinds (see kindOf) not counted as escapes, e.g. 'mz~embedded' (default: none, everything counts) */
+  const ignore = new Set(opts.ignoreKinds ?? []);
 
   async function judge(raw, o = {}) {
     const t0 = performance.now();
@@ -68,13 +70,16 @@ export async function createJudge(modules, opts = {}) {
       }
     }
     readers.push(self);
-    const findings = readers.flatMap((x) => x.findings);
+    const all = readers.flatMap((x) => x.findings);
+    const findings = all.filter((f) => !ignore.has(kindOf(f)));
     for (const x of readers) notes.push(...x.notes);
     const res = {
       status: r.verdict.status,
       hits: r.verdict.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename })),
       changed: out !== raw && !out.equals(raw),
       findings: dedupe(findings),
+      /** findings of kinds the caller chose to ignore (opts.ignoreKinds) */
+      ignored: dedupe(all.filter((f) => ignore.has(kindOf(f)))),
       notes: notes.slice(0, 20),
       /** postern's second pass over its own output found it malformed (or other non-danger hits) */
       selfNotes: self.notes,

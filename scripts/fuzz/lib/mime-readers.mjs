@@ -28,6 +28,29 @@ export const DANGEROUS_EXT = ['exe', 'com', 'scr', 'pif', 'bat', 'cmd', 'vbs', '
 const EXT_RE = new RegExp(`\\.(${DANGEROUS_EXT.join('|')})$`, 'i');
 
 // ------------------------------------------------------------------------------------- name checks
+/** UTF-7 (RFC 2152) decoder, lenient. */
+export function decodeUtf7(s) {
+  return s.replace(/\+([A-Za-z0-9+/]*)-?/g, (_m, b) => {
+    if (b === '') return '+';
+    const bytes = Buffer.from(b, 'base64');
+    return Buffer.from(bytes.subarray(0, bytes.length & ~1)).swap16().toString('utf16le');
+  });
+}
+/** Bytes to text in the charsets the readers know (the ones that matter for hiding ".exe"). */
+function charsetText(bytes, cs) {
+  const c = (cs || 'utf-8').toLowerCase();
+  if (/^utf-?7$/.test(c)) return decodeUtf7(bytes.toString('latin1'));
+  if (/^utf-?16(le)?$/.test(c)) return bytes.toString('utf16le');
+  if (/^utf-?16be$/.test(c)) return Buffer.from(bytes.subarray(0, bytes.length & ~1)).swap16().toString('utf16le');
+  if (/^utf-?32(le)?$/.test(c)) {
+    let o = '';
+    for (let i = 0; i + 3 < bytes.length; i += 4) o += String.fromCodePoint(bytes.readUInt32LE(i) & 0x1fffff);
+    return o;
+  }
+  if (/^(us-ascii|iso-8859-1|latin1|windows-1252|cp1252)$/.test(c)) return bytes.toString('latin1');
+  return bytes.toString('utf8');
+}
+
 function decode2047(s) {
   // lenient: every encoded word decoded, whitespace between adjacent words dropped
   const re = /=\?([^?*\s]+)(?:\*[^?]*)?\?([bBqQ])\?([^?]*)\?=/g;
@@ -38,7 +61,7 @@ function decode2047(s) {
     let bytes;
     if (enc.toUpperCase() === 'B') bytes = Buffer.from(text, 'base64');
     else bytes = Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
-    return /^(utf-?8)$/i.test(cs) ? bytes.toString('utf8') : bytes.toString('latin1');
+    return charsetText(bytes, cs);
   });
 }
 function decode2231(s) {
@@ -46,9 +69,7 @@ function decode2231(s) {
   const body = m ? m[2] : s;
   if (!m && !/%[0-9A-Fa-f]{2}/.test(s)) return null;
   const bytes = Buffer.from(body.replace(/%([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
-  if (m && /^utf-?16(le)?$/i.test(m[1])) return bytes.toString('utf16le');
-  if (m && /^utf-?16be$/i.test(m[1])) return Buffer.from(bytes).swap16().toString('utf16le');
-  return m && /^(us-ascii|iso-8859-1|latin1)$/i.test(m[1]) ? bytes.toString('latin1') : bytes.toString('utf8');
+  return charsetText(bytes, m?.[1]);
 }
 function latin1AsUtf8(s) {
   // eslint-disable-next-line no-control-regex
@@ -379,7 +400,8 @@ export function imapReader(output, structure, modules) {
   for (const path of [...paths].slice(0, 400)) {
     const body = render(`BODY.PEEK[${path}]`);
     const data = body ? literalData(body) : null;
-    const bp = byPath.get(path);
+    // S.1 of a leaf S is the leaf itself (not listed in BODYSTRUCTURE)
+    const bp = byPath.get(path) ?? (path.endsWith('.1') ? byPath.get(path.slice(0, -2)) : undefined);
     // uudecoding (as mail clients do for bodies) applies to text leaves, not to a container's raw text
     const leaf = bp ? !bp.multipart && !bp.message && bp.type === 'text' : mapLeaf.get(path) === 'text';
     if (data) {
@@ -388,7 +410,9 @@ export function imapReader(output, structure, modules) {
         payloadFindings('imap', `BODY[${path}] decoded as ${bp.encoding}`, d, findings);
         if (leaf) uuFindings('imap', `BODY[${path}] decoded`, d, findings);
       }
-      if (leaf) uuFindings('imap', `BODY[${path}]`, data, findings);
+      // the raw body is the text a client shows only when the declared encoding is an identity
+      const identity = !bp || !/^\s*(base64|quoted-printable|x-uuencode|uuencode|x-uue|uue)\b/i.test(bp.encoding);
+      if (leaf && identity) uuFindings('imap', `BODY[${path}]`, data, findings);
     }
     const bin = render(`BINARY.PEEK[${path}]`);
     const bdata = bin ? literalData(bin) : null;
