@@ -124,9 +124,9 @@ function imapStringForHumans(src: string): string {
       case 13:
       case 10:
       case 9:
-        modify = true;
-      // falls through
       case 32:
+        // CR, LF and TAB are handled as the space they become (and always modify)
+        if (c !== 32) modify = true;
         if (lastLwsp) {
           modify = true;
           removeCount++;

@@ -41,7 +41,7 @@ export class RawImap {
   private wake() {
     const w = this.waiters;
     this.waiters = [];
-    w.forEach((f) => f());
+    for (const f of w) f();
   }
 
   static async connect(o: RawImapOptions): Promise<RawImap> {

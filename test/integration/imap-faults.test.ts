@@ -33,7 +33,7 @@ async function fakeImap(greeting: string | null, handler: Handler, cert?: { cert
     const w = (s: string | Buffer) => sock.write(s);
     const onData = (d: Buffer) => {
       buf += d.toString('latin1');
-      let i;
+      let i: number;
       while ((i = buf.indexOf('\r\n')) >= 0) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 2);
@@ -199,7 +199,7 @@ describe('admission and lifecycle', () => {
       expect(postern.logs()).toMatch(/"event":"session.refused","err":\{"code":"E_MAX_SESSIONS_PER_CLIENT"/);
       expect((await held[0]!.command('NOOP')).toString()).toMatch(/^t1 OK/);
     } finally {
-      held.forEach((h) => h.close());
+      for (const h of held) h.close();
     }
   });
 });

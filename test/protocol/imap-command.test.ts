@@ -13,7 +13,6 @@ import {
   serialiseCommand,
   type CommandCheck,
   type CommandGrammarOptions,
-  type CommandPart,
   type ParsedCommand,
   type SerialiseOptions,
 } from '../../src/protocol/imap/command.js';
@@ -1089,7 +1088,7 @@ describe('fuzz: mutated commands', () => {
           continue;
         }
         const back = again.length === 1 ? checkCommand(again[0]!, { ...opts, literalPlus: up.literalPlus || opts.literalPlus, literalMinus: up.literalMinus || opts.literalMinus }) : null;
-        if (!back || !back.ok || !back.complete || !isDeepStrictEqual(back.command, r.command)) {
+        if (!back?.ok || !back.complete || !isDeepStrictEqual(back.command, r.command)) {
           failures.push(`differential on ${JSON.stringify(input)} -> ${JSON.stringify(joined(s.chunks).toString('latin1'))}`);
         }
         if (parts.length === 1 && parts[0]!.toString('latin1').endsWith('\r\n') && !joined(s.chunks).equals(parts[0]!)) {

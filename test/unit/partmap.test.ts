@@ -105,7 +105,7 @@ describe('buildPartMap', () => {
     msg += 'Content-Type: text/plain\r\n\r\nleaf\r\n';
     const deep = buildPartMap(Buffer.from('MIME-Version: 1.0\r\n' + msg), { maxDepth: 10, maxParts: 1000 });
     let depth = 0;
-    for (let m: PartMap | undefined = deep; m && m.children.length; m = m.children[0]) depth++;
+    for (let m: PartMap | undefined = deep; m?.children.length; m = m.children[0]) depth++;
     expect(depth).toBe(10);
     let many = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n';
     for (let i = 0; i < 5000; i++) many += '--x\r\n\r\np\r\n';

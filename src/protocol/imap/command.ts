@@ -1277,7 +1277,7 @@ function* command(p: P): Gen<ParsedCommand> {
     verb += ` ${sub}`;
     name += ` ${sub.toUpperCase()}`;
   }
-  const grammar = Object.prototype.hasOwnProperty.call(GRAMMAR, name) ? GRAMMAR[name] : undefined;
+  const grammar = Object.hasOwn(GRAMMAR, name) ? GRAMMAR[name] : undefined;
   if (!grammar) fail(name.startsWith('UID ') ? 'unknown UID command' : 'unknown command');
   p.name = name;
   p.verb = verb;
@@ -1588,7 +1588,7 @@ function fetchText(v: Value): string {
 export function fetchArgsOf(cmd: ParsedCommand): { sequenceSet: string; itemsText: string; modifiersText?: string } | null {
   if (cmd.name !== 'FETCH' && cmd.name !== 'UID FETCH') return null;
   const [set, items, mods] = cmd.args;
-  if (!set || set.t !== 'atom' || !items) return null;
+  if (set?.t !== 'atom' || !items) return null;
   const out: { sequenceSet: string; itemsText: string; modifiersText?: string } = { sequenceSet: set.v, itemsText: fetchText(items) };
   if (mods) out.modifiersText = fetchText(mods);
   return out;

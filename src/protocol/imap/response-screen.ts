@@ -129,7 +129,7 @@ function tokens(raw: Buffer, from: number): Tok[] | null {
 
 /** A string a client may be shown outside a vetted rendering: one line of text, bounded, never literal8. */
 function plainString(t: Tok | undefined): boolean {
-  if (!t || t.t !== 'str' || t.binary || t.v.length > MAX_METADATA_STRING) return false;
+  if (t?.t !== 'str' || t.binary || t.v.length > MAX_METADATA_STRING) return false;
   return !t.v.includes(0) && !t.v.includes(0x0d) && !t.v.includes(0x0a);
 }
 
@@ -390,7 +390,7 @@ export function screenResponse(head: ResponseHead, parts: Buffer[]): ScreenResul
   const kw = head.keyword;
   if (kw === 'FETCH') {
     if (head.number === undefined) return { ok: false, reason: 'FETCH response without a message number' };
-    let items;
+    let items: ReturnType<typeof parseFetchResponse>['items'];
     try {
       items = parseFetchResponse(parts).items;
     } catch {
