@@ -644,7 +644,7 @@ for path in sys.stdin.read().split('\n'):
     print(json.dumps(out), flush=True)
 `;
 
-const SH = String.raw`
+const SH = `
 ulimit -t 20 2>/dev/null; ulimit -f 65536 2>/dev/null
 for f in "$@"; do
   unzip -l "$f" > "$f.unzip-l" 2>/dev/null < /dev/null
@@ -730,7 +730,7 @@ export async function runExtractors(files, { parallel = 2, timeoutMs = 120_000 }
   return result;
 }
 
-const PY_MEMBERS = String.raw`
+const PY_MEMBERS = `
 import sys, zipfile
 path = sys.argv[1]
 try:

@@ -32,7 +32,7 @@ const RELAYED_PREFIXES = ['THREAD=', 'QUOTA=', 'RIGHTS=', 'APPENDLIMIT='];
 export function isRelayedCapability(cap: string): boolean {
   const u = cap.toUpperCase();
   if (HIDDEN_CAPABILITIES.some((h) => h.match(u))) return false;
-  return RELAYED_CAPABILITIES.has(u) || RELAYED_PREFIXES.some((p) => u.startsWith(p) && /^[A-Z0-9=+.\-]+$/.test(u));
+  return RELAYED_CAPABILITIES.has(u) || RELAYED_PREFIXES.some((p) => u.startsWith(p) && /^[A-Z0-9=+.-]+$/.test(u));
 }
 
 export function filterCapabilities(caps: string[]): string[] {

@@ -35,7 +35,7 @@ export function parseCommandHead(line: Buffer): CommandHead | null {
   }
   let rest = text.slice(sp + 1);
   let offset = sp + 1;
-  let m = /^([A-Za-z][A-Za-z0-9.\-_]*)/.exec(rest);
+  const m = /^([A-Za-z][A-Za-z0-9.\-_]*)/.exec(rest);
   if (!m) return null;
   let name = m[1]!.toUpperCase();
   offset += m[1]!.length;
@@ -140,7 +140,6 @@ export function readAstrings(parts: Buffer[], offset: number, count: number): Bu
       out.push(lit);
       p += 2;
       i = 0;
-      continue;
     } else {
       let j = i;
       while (j < line.length && line[j] !== 0x20 && line[j] !== 0x0d && line[j] !== 0x0a) {
