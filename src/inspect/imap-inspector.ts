@@ -17,7 +17,7 @@ import { logErr } from '../log/logger.js';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
 import { MAX_CACHED_SET } from '../limits.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
-import { checkRelayedFetchItem } from '../protocol/imap/response-screen.js';
+import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
 import {
   classifyItem,
@@ -39,32 +39,18 @@ import { renderItem } from './render.js';
  * BODY, BODYSTRUCTURE, ENVELOPE and every section — follow in request order (checked against real
  * Dovecot in test/integration/render-oracle.test.ts).
  */
-const BUFFERED = new Set([
-  'UID',
-  'FLAGS',
-  'INTERNALDATE',
-  'RFC822.SIZE',
-  'MODSEQ',
-  'SAVEDATE',
-  'EMAILID',
-  'THREADID',
-  'X-GUID',
-  'X-MAILBOX',
-  'X-REAL-UID',
-  'X-SAVEDATE',
-]);
+const UNBUFFERED = new Set(['BODY', 'BODYSTRUCTURE', 'ENVELOPE']);
+const BUFFERED = new Set([...METADATA_FETCH_ITEMS].filter((n) => !UNBUFFERED.has(n)));
 
 /** Commands that hand out message content outside FETCH (their capabilities are hidden too). */
 const CONTENT_OUTSIDE_FETCH = new Set(['URLFETCH', 'GENURLAUTH', 'RESETKEY', 'NOTIFY']);
 
 /**
- * FETCH items passed upstream untouched. Anything else (PREVIEW, SNIPPET, unknown extensions) could
- * return content the policy never saw, so a FETCH naming it is refused.
+ * FETCH items passed upstream untouched: the metadata items the choke point relays (one list, in
+ * protocol/imap/response-screen.ts). Anything else could return content the policy never saw, so a
+ * FETCH naming it is refused.
  */
-const SAFE_METADATA = new Set([
-  'UID', 'FLAGS', 'INTERNALDATE', 'ENVELOPE', 'MODSEQ', 'RFC822.SIZE', 'BODY', 'BODYSTRUCTURE', 'BINARY.SIZE',
-  'SAVEDATE', 'EMAILID', 'THREADID', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE',
-]);
+const SAFE_METADATA = new Set([...METADATA_FETCH_ITEMS, 'BINARY.SIZE']);
 
 function isBuffered(item: FetchItem): boolean {
   if (item.section) return false;
