@@ -25,6 +25,7 @@ import { CommandReader, isIdleDone, serialiseCommand, type CommandGrammarOptions
 import { screenResponse } from '../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities, preauthCapabilities } from './imap-capabilities.js';
 import { routeLogin } from './routing.js';
+import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
 import type { MemoryLease, Session, SessionHost, SessionTimer } from './types.js';
 
 /** A client command the interceptor takes over (inline inspection). */
@@ -499,32 +500,24 @@ export class ImapSession implements Session, ImapSessionView {
       this.sendClient(`${sasl.tag} BAD Authentication cancelled${CRLF}`);
       return null;
     }
-    const data = response === '=' ? Buffer.alloc(0) : Buffer.from(response, 'base64');
-    if (response !== '=' && !/^[A-Za-z0-9+/]*={0,2}$/.test(response)) {
+    const data = decodeSaslBase64(response);
+    if (!data) {
       this.sasl = null;
       this.bad(sasl.tag, 'Invalid base64 in authentication response');
       return null;
     }
     if (sasl.mech === 'PLAIN') {
       this.sasl = null;
-      const fields: Buffer[] = [];
-      let start = 0;
-      for (let i = 0; i <= data.length; i++) {
-        if (i === data.length || data[i] === 0) {
-          fields.push(data.subarray(start, i));
-          start = i + 1;
-        }
-      }
-      if (fields.length !== 3 || fields[1]!.length === 0) {
-        this.sendClient(`${sasl.tag} NO [AUTHENTICATIONFAILED] Malformed PLAIN response${CRLF}`);
+      const plain = parseSaslPlain(data);
+      if (!plain.ok) {
+        this.sendClient(
+          plain.reason === 'authzid'
+            ? `${sasl.tag} NO [AUTHORIZATIONFAILED] Proxy authorization identities are not supported${CRLF}`
+            : `${sasl.tag} NO [AUTHENTICATIONFAILED] Malformed PLAIN response${CRLF}`,
+        );
         return null;
       }
-      const authzid = fields[0]!;
-      if (authzid.length > 0 && !authzid.equals(fields[1]!)) {
-        this.sendClient(`${sasl.tag} NO [AUTHORIZATIONFAILED] Proxy authorization identities are not supported${CRLF}`);
-        return null;
-      }
-      return { kind: 'login', run: () => this.login(sasl.tag, fields[1]!, fields[2]!) };
+      return { kind: 'login', run: () => this.login(sasl.tag, plain.authcid, plain.password) };
     }
     if (sasl.step === 0) {
       sasl.user = data;

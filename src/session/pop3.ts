@@ -38,6 +38,7 @@ import {
 } from '../protocol/pop3/framer.js';
 import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import { routeLogin } from './routing.js';
+import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, UpstreamTarget } from './types.js';
 
 /** A client command forwarded upstream and waiting for its response. */
@@ -400,17 +401,13 @@ export class Pop3Session implements Session {
 
   /** Decodes a SASL PLAIN response (RFC 4616): [authzid] NUL authcid NUL passwd. */
   private plainResponse(b64: string): void {
-    const decoded = b64 === '=' ? Buffer.alloc(0) : Buffer.from(b64, 'base64');
-    const canonical = b64 === '=' ? '=' : decoded.toString('base64');
-    if (b64 !== canonical || decoded.length === 0) return this.bad('[AUTH] Invalid base64 in SASL response');
-    // latin1 keeps every byte as one char, so the credentials reach the upstream byte for byte.
-    const parts = decoded.toString('latin1').split('\0');
+    const decoded = decodeSaslBase64(b64);
+    if (!decoded || decoded.length === 0) return this.bad('[AUTH] Invalid base64 in SASL response');
+    const plain = parseSaslPlain(decoded);
     decoded.fill(0);
-    if (parts.length !== 3 || parts[1] === '') return this.bad('[AUTH] Malformed SASL PLAIN response');
-    const [authzid, authcid, password] = parts as [string, string, string];
-    // The login to route is the authentication identity; acting as another user would bypass routing.
-    if (authzid !== '' && authzid !== authcid) return this.bad('[AUTH] Authorization identity not supported');
-    this.beginLogin({ login: authcid, password, method: 'plain' });
+    if (!plain.ok) return this.bad(plain.reason === 'authzid' ? '[AUTH] Authorization identity not supported' : '[AUTH] Malformed SASL PLAIN response');
+    // latin1 keeps every byte as one char, so the credentials reach the upstream byte for byte.
+    this.beginLogin({ login: plain.authcid.toString('latin1'), password: plain.password.toString('latin1'), method: 'plain' });
   }
 
   private clientStls(): void {
