@@ -24,9 +24,9 @@ import { compareWithModel, formatSocketReport, modelCheckCase, runSocketCampaign
 
 const SEED = 20261130;
 const CASES = Number(process.env.FUZZ_CASES ?? 300);
-const TIME_MS = 45_000;
+const TIME_MS = 32_000;
 const MODEL_CASES = Number(process.env.FUZZ_MODEL_CASES ?? 40);
-const MODEL_MS = Number(process.env.FUZZ_MODEL_MS ?? 20_000);
+const MODEL_MS = Number(process.env.FUZZ_MODEL_MS ?? 10_000);
 const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
 
 let dovecot: Dovecot;

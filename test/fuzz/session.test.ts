@@ -12,7 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { createEnv, formatReport, runCampaign, runCase, writeRepros, type Env } from '../../scripts/fuzz/lib/session-harness.mjs';
+import { createEnv, formatReport, runCampaign, runCase, writeRepros, type Case, type Env } from '../../scripts/fuzz/lib/session-harness.mjs';
 
 const SEED = 20261129;
 const CASES = 3000;
@@ -32,25 +32,18 @@ afterAll(async () => {
 describe('session fuzzer (in-process, real inspector)', () => {
   it('the harness itself sees vetted content and a planted leak (the instrument can fail)', async () => {
     // an honest session: the exe is served stripped, so the policy really ran
-    const honest = await runCase(
-      env,
-      { proto: 'imap', mode: 'client', policy: 'strip', vetOnMetadata: true, usplit: 0, steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] },
-      { record: true },
-    );
+    const honestCase: Case = { proto: 'imap', mode: 'client', policy: 'strip', vetOnMetadata: true, usplit: 0, steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] };
+    const honest = await runCase(env, honestCase, { record: true });
     expect(honest.loggedIn).toBe(true);
     expect(honest.leak).toBeNull();
     const toClient = (honest.transcript ?? []).filter(([d]) => d === 'postern>client').map(([, t]) => t).join('');
     expect(toClient).toContain('An attachment was removed from this message');
     expect(toClient).toMatch(/b OK/);
-    // a leak the detector must report: a hostile upstream puts EICAR in a status text (no literal)
-    const planted = await runCase(env, {
-      proto: 'pop3',
-      mode: 'server',
-      policy: 'strip',
-      usplit: 0,
-      steps: [{ h: { kind: 'extra-response', payload: 'eicar', when: 'next', statusLines: true } }, { c: ['NOOP\r\nNOOP\r\n'] }],
-    });
-    expect(planted.leak?.payload).toBe('EICAR');
+    // the same session through a listener without a policy: the detector must report the leak
+    const plain = await runCase(env, { ...honestCase, policy: 'none' });
+    expect(plain.leak?.payload).toMatch(/MZ executable/);
+    const plainPop3 = await runCase(env, { proto: 'pop3', mode: 'client', policy: 'none', usplit: 0, steps: [{ c: ['RETR 5\r\n'] }] });
+    expect(plainPop3.leak?.payload).toBe('EICAR');
   });
 
   it('saved escape transcripts (test/fixtures/session-escapes) no longer leak', async () => {
@@ -70,7 +63,7 @@ describe('session fuzzer (in-process, real inspector)', () => {
     const text = formatReport(report);
     console.log(text);
     if (report.escapes > 0) {
-      const files = writeRepros(report, ESCAPES_DIR);
+      const files = writeRepros(report, ESCAPES_DIR, { stalls: false });
       console.log(`minimal reproductions written:\n  ${files.join('\n  ')}`);
     }
     expect(report.loginFailures).toBeLessThan(report.casesRun / 10);

@@ -23,7 +23,8 @@ export interface Step {
 export interface Case {
   proto: 'imap' | 'pop3';
   mode?: 'client' | 'server' | 'both';
-  policy: 'strip' | 'block';
+  /** 'none': a listener without a policy (plain relay). */
+  policy: 'strip' | 'block' | 'none';
   vetOnMetadata?: boolean;
   usplit?: number;
   steps: Step[];
@@ -85,5 +86,5 @@ export function minimize(env: Env, kase: Case, budget?: number, property?: (r: C
 export function classify(kase: Case): string;
 export function runCampaign(env: Env, opts: CampaignOptions): Promise<Report>;
 export function slug(name: string): string;
-export function writeRepros(report: Report, dir: string): string[];
+export function writeRepros(report: Report, dir: string, opts?: { stalls?: boolean }): string[];
 export function formatReport(report: Report, opts?: { repros?: boolean }): string;

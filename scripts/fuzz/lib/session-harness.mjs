@@ -96,6 +96,8 @@ export function createEnv(deps) {
     for (const a of ['strip', 'block']) {
       for (const vet of [true, false]) listeners.push(listener(deps, `${proto}-${a}-${vet ? 'vet' : 'novet'}`, proto, `fuzz-${a}`, vet));
     }
+    // no policy: a plain relay (the instrument's own check: its payloads must be seen there)
+    listeners.push(listener(deps, `${proto}-none-vet`, proto, null, true));
   }
   const config = {
     file: path.join(dir, 'postern.yaml'),
@@ -571,10 +573,10 @@ export function slug(name) {
   return name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 120).toLowerCase();
 }
 
-export function writeRepros(report, dir) {
+export function writeRepros(report, dir, opts = {}) {
   mkdirSync(dir, { recursive: true });
   const written = [];
-  for (const [name, c] of [...Object.entries(report.classes), ...Object.entries(report.stallClasses ?? {})]) {
+  for (const [name, c] of [...Object.entries(report.classes), ...(opts.stalls === false ? [] : Object.entries(report.stallClasses ?? {}))]) {
     if (!c.repro) continue;
     const file = path.join(dir, `${slug(name)}.json`);
     writeFileSync(file, JSON.stringify({ ...c.repro, count: c.count, firstCase: c.firstCase, seed: report.seed }, null, 1) + '\n');
