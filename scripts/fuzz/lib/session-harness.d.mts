@@ -27,6 +27,8 @@ export interface Case {
   policy: 'strip' | 'block' | 'none';
   vetOnMetadata?: boolean;
   usplit?: number;
+  /** Deliver upstream bytes one at a time. */
+  bytewise?: boolean;
   steps: Step[];
   id?: string;
 }

@@ -221,7 +221,8 @@ class FuzzHost {
     if (this.connected && !this.upstreamPaused && !this.closed) {
       if (!this.upQueue.length && this.model.out.length) {
         const next = this.model.out.shift();
-        this.upQueue.push(...(this.splitRng?.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
+        if (this.bytewise) for (let i = 0; i < next.length; i++) this.upQueue.push(next.subarray(i, i + 1));
+        else this.upQueue.push(...(this.splitRng?.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
       }
       if (this.upQueue.length) {
         const b = this.upQueue.shift();
@@ -261,7 +262,7 @@ function ioPending() {
  * Delivers queued bytes both ways, one buffer per event-loop turn, until nothing moves any more and no
  * file I/O is pending (the session may be waiting for it); bounded by rounds and by wall time.
  */
-async function settle(host, maxRounds = 3000, maxMs = 30_000) {
+async function settle(host, maxRounds = host.bytewise ? 200_000 : 3000, maxMs = 30_000) {
   let quiet = 0;
   const t0 = Date.now();
   for (let i = 0; i < maxRounds && quiet < 2; ) {
@@ -293,6 +294,7 @@ export async function runCase(env, kase, opts = {}) {
   const model = proto === 'imap' ? new ImapUpstream() : new Pop3Upstream();
   const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
   const host = new FuzzHost(l, model, kase.usplit ? new Rng(kase.usplit) : null, opts.record ? 'debug' : 'silent');
+  host.bytewise = !!kase.bytewise;
   const rejections = [];
   const onRejection = (reason) => rejections.push(String(reason?.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
   process.on('unhandledRejection', onRejection);
@@ -372,8 +374,8 @@ export async function minimize(env, kase, budget = 400, property = (r) => r.leak
   };
   let best = clone(kase);
   // delivery options first: plain delivery is easier to read
-  if (best.usplit) {
-    const k = { ...clone(best), usplit: 0 };
+  if (best.usplit || best.bytewise) {
+    const k = { ...clone(best), usplit: 0, bytewise: undefined };
     if (await leaks(k)) best = k;
   }
   // units: a step marked `tie` (the data of a synchronizing literal) goes with the step before it

@@ -345,6 +345,9 @@ export class ImapCaseGen {
       }
       default:
         a = { form: 'ufetch', when: when(), payload, item, lit, seq, uid };
+        // a mangled response head or a literal announced with a bare LF, now and then
+        if (r.chance(0.2)) a.head = r.pick(['* %n fetch (', '*  %n FETCH (', '* %n  FETCH (', '* 0%n FETCH (', '* %n FETCH(', '* %n FETCH  (', '* %n Fetch (', '* %n FETCH ( ', '* FETCH %n (', '* -%n FETCH (', '* 4294967296 FETCH (', '* %n XFETCH (', '* %n FETCH (UID 1) (']);
+        if (r.chance(0.1)) a.bareLf = true;
         k = itemClass;
         where = placed(a.when);
         break;
@@ -365,7 +368,9 @@ export class ImapCaseGen {
       mode,
       policy: r.pick(['strip', 'block']),
       vetOnMetadata: r.chance(0.85),
+      // delivery of upstream bytes: whole, split at random points, or (rarely) one byte at a time
       usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0,
+      bytewise: r.chance(0.02) || undefined,
       steps: [],
     };
     const steps = kase.steps;

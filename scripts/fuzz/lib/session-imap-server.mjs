@@ -372,7 +372,11 @@ export class ImapUpstream {
     // an item may say where its literal goes (`X-GM-LABELS (%L)`); otherwise the literal is its value
     const fetchLine = () => {
       const [before, after] = a.item.includes('%L') ? a.item.split('%L') : [`${a.item} `, ''];
-      return Buffer.concat([Buffer.from(`* ${seq} FETCH (${uidPart}${before}`, 'latin1'), lit(), Buffer.from(`${after})\r\n`, 'latin1')]);
+      // `head` mangles the response head (`* 1 fetch (`, `*  1 FETCH (`, `* 01 FETCH(`...)
+      const head = (a.head ?? '* %n FETCH (').replace('%n', String(seq));
+      let litBytes = lit();
+      if (a.bareLf) litBytes = Buffer.from(litBytes.toString('latin1').replace(/\}\r\n/, '}\n'), 'latin1');
+      return Buffer.concat([Buffer.from(`${head}${uidPart}${before}`, 'latin1'), litBytes, Buffer.from(`${after})\r\n`, 'latin1')]);
     };
     switch (a.form) {
       case 'ufetch':

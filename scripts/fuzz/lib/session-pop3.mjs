@@ -260,7 +260,7 @@ export class Pop3CaseGen {
     const r = this.rng;
     const drawn = r.weighted([[40, 'client'], [60, 'server']]);
     const mode = opts.mode === 'both' ? 'server' : opts.mode ?? drawn;
-    const kase = { proto: 'pop3', mode, policy: r.pick(['strip', 'block']), usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0, steps: [] };
+    const kase = { proto: 'pop3', mode, policy: r.pick(['strip', 'block']), usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0, bytewise: r.chance(0.02) || undefined, steps: [] };
     const n = r.int(2, opts.maxSteps ?? 8);
     for (let i = 0; i < n; i++) {
       if (mode === 'server' && r.chance(0.6)) kase.steps.push(this.hostile());
