@@ -9,7 +9,7 @@ export const MZ_MARKER: Buffer;
 export const EXE: Buffer;
 export const EXE_B64: Buffer;
 export const EICAR_B64: Buffer;
-export const MESSAGES: Record<'clean' | 'exe' | 'eicarPart' | 'eicarB64' | 'eicarBody', Buffer>;
+export const MESSAGES: Record<'clean' | 'exe' | 'eicarPart' | 'eicarB64' | 'eicarBody' | 'eicarHeader', Buffer>;
 export const HOSTILE_PAYLOADS: Record<string, Buffer>;
 export function findLeak(data: Buffer): Leak | null;
 export function caseSeed(seed: number, index: number): number;

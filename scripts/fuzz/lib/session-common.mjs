@@ -188,6 +188,19 @@ export const MESSAGES = {
     EICAR.toString('latin1'),
     '',
   ]),
+  /** EICAR in a header field (Subject), not in any body: only header-only fetches can show it unvetted. */
+  eicarHeader: msg([
+    'From: Eve <eve@example.test>',
+    'To: alice@example.test',
+    `Subject: ${EICAR.toString('latin1')}`,
+    'Date: Tue, 3 Nov 2026 14:00:00 +0000',
+    'Message-ID: <virus4@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain',
+    '',
+    'nothing to see in the body',
+    '',
+  ]),
 };
 
 /** The mailboxes of alice (UIDs are positions + 1, UIDVALIDITY differs per mailbox). */

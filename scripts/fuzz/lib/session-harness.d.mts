@@ -19,6 +19,8 @@ export interface Step {
   p?: string;
   l?: string;
   tie?: boolean;
+  /** 'eicar-header': INBOX also holds a message with EICAR in its Subject (UID 6). */
+  x?: string;
 }
 export interface Case {
   proto: 'imap' | 'pop3';

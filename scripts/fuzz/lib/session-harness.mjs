@@ -291,7 +291,7 @@ async function settle(host, maxRounds = host.bytewise ? 200_000 : 3000, maxMs = 
  */
 export async function runCase(env, kase, opts = {}) {
   const proto = kase.proto;
-  const model = proto === 'imap' ? new ImapUpstream() : new Pop3Upstream();
+  const model = proto === 'imap' ? new ImapUpstream({ eicarHeader: kase.steps.some((s) => s.x === 'eicar-header') }) : new Pop3Upstream();
   const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
   const host = new FuzzHost(l, model, kase.usplit ? new Rng(kase.usplit) : null, opts.record ? 'debug' : 'silent');
   host.bytewise = !!kase.bytewise;
@@ -603,7 +603,7 @@ export function formatReport(report, opts = {}) {
     if (it.length) lines.push(`      items: ${it.map(([k, v]) => `${k} ${v}`).join('; ')}`);
     if (opts.repros !== false && c.repro) {
       lines.push(`      leak of ${c.repro.leak.payload}: ...${JSON.stringify(c.repro.leak.context.slice(-100))}`);
-      for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h, pre: s.pre })}`);
+      for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : s.x ? { x: s.x } : { h: s.h, pre: s.pre })}`);
     }
   }
   for (const [name, c] of Object.entries(report.stallClasses ?? {})) {

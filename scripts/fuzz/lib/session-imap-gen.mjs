@@ -17,7 +17,7 @@ const META_ITEMS = [
   '(FLAGS)', '(UID FLAGS)', '(ENVELOPE)', '(BODYSTRUCTURE)', 'ALL', 'FAST', 'FULL', '(UID RFC822.SIZE FLAGS)', 'RFC822.HEADER',
   '(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])', '(FLAGS BODY.PEEK[HEADER])', '(BINARY.SIZE[2])', '(BODY.PEEK[1.MIME])',
 ];
-const SETS = ['1', '2', '3', '4', '5', '1:*', '2:3', '*', '1,3', '2:4'];
+const SETS = ['1', '2', '3', '4', '5', '1:*', '2:3', '*', '1,3', '2:4', '6'];
 const EVIL_APPEND =
   'From: x@example.test\r\nSubject: appended\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="AP"\r\n\r\n--AP\r\nContent-Type: text/plain\r\n\r\nhi\r\n--AP\r\nContent-Type: application/octet-stream; name="evil.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n';
 
@@ -374,6 +374,9 @@ export class ImapCaseGen {
       steps: [],
     };
     const steps = kase.steps;
+    // sometimes INBOX also holds a message with EICAR in its Subject (UID 6; an honest server)
+    const extra = r.chance(0.1);
+    if (extra) steps.push({ x: 'eicar-header', k: 'message with EICAR in a header field (honest server)' });
     if ((mode === 'server' || mode === 'both') && r.chance(0.15)) steps.push(this.hostile(true));
     if (r.chance(0.9)) steps.push({ c: [`${this.tag()} SELECT ${r.pick(['INBOX', 'INBOX', 'BoxB'])}\r\n`] });
     const n = r.int(2, opts.maxSteps ?? 9);

@@ -23,7 +23,7 @@
 //   message lacks (BODY[2] of a single-part message) is an empty literal
 // - bare LF ends a line; a CR not followed by LF is `BAD CR sent without LF`
 // - IDLE: a line other than DONE (case-insensitive) ends IDLE with `BAD Expected DONE` and is consumed
-import { HOSTILE_PAYLOADS, initialMailboxes, randomSplit } from './session-common.mjs';
+import { HOSTILE_PAYLOADS, MESSAGES, initialMailboxes, randomSplit } from './session-common.mjs';
 import { bodyStructure, envelope, sectionBytes } from './session-mime.mjs';
 
 const SP = 0x20;
@@ -285,6 +285,8 @@ export class ImapUpstream {
     for (const [name, b] of Object.entries(initialMailboxes())) {
       this.boxes[name] = { uidValidity: b.uidValidity, nextUid: b.messages.length + 1, messages: b.messages.map((raw, i) => ({ uid: i + 1, raw, flags: new Set() })) };
     }
+    // a case may add a message with EICAR in a header field (INBOX UID 6)
+    if (opts.eicarHeader) this.boxes.INBOX.messages.push({ uid: this.boxes.INBOX.nextUid++, raw: MESSAGES.eicarHeader, flags: new Set() });
     this.inbuf = Buffer.alloc(0);
     this.acked = new Set();
     this.out = [];

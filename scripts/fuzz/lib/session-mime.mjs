@@ -113,6 +113,6 @@ export function bodyStructure(raw) {
 
 export function envelope(raw) {
   const s = structure(raw);
-  const q = (v) => (v === null ? 'NIL' : `"${v.replace(/[\\"]/g, '')}"`);
+  const q = (v) => (v === null ? 'NIL' : `"${v.replace(/[\\"]/g, (m) => `\\${m}`)}"`);
   return `(${q(headerValue(s.header, 'Date'))} ${q(headerValue(s.header, 'Subject'))} NIL NIL NIL NIL NIL NIL NIL ${q(headerValue(s.header, 'Message-ID'))})`;
 }
