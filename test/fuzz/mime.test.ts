@@ -9,7 +9,7 @@
  *
  * The sources are used directly (no build). Long runs, minimisation and escape files:
  *   npx tsc -p . && node scripts/fuzz/mime.mjs --cases 1000000 --seed 7 --out /tmp/mime-fuzz
- * A failure lists each escape with the command that replays it. Environment: MIME_FUZZ_CASES (2000),
+ * A failure lists each escape with the command that replays it. Environment: MIME_FUZZ_CASES (3000),
  * MIME_FUZZ_MS (75000, wall-clock cap of the loop), MIME_FUZZ_IGNORE (escape kinds not counted, e.g.
  * "mz~embedded"; default none). Kinds are described in scripts/fuzz/mime.mjs.
  */
@@ -25,7 +25,7 @@ import { createJudge, kindOf, readerFamily, type Finding, type Judge } from '../
 import { EICAR, EXE, b64lines, qpEncode, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
 
 const SEED = 'ci-1';
-const CASES = Number(process.env.MIME_FUZZ_CASES ?? 2000);
+const CASES = Number(process.env.MIME_FUZZ_CASES ?? 3000);
 /** Wall-clock cap for the loop (the machine is shared); the number of cases run is printed. */
 const BUDGET_MS = Number(process.env.MIME_FUZZ_MS ?? 75_000);
 const ESCAPES_DIR = resolve(__dirname, '../fixtures/mime-escapes');
