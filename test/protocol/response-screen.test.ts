@@ -36,6 +36,8 @@ const PASS = [
   '* LIST (\\HasNoChildren) "/" INBOX\r\n',
   '* LIST (\\HasNoChildren) "/" {5}\r\nBox\xe9\xe9\r\n',
   '* STATUS INBOX (MESSAGES 3 UNSEEN 1)\r\n',
+  '* STATUS "Sub folder" (MESSAGES 0 UIDNEXT 1)\r\n',
+  '* STATUS {6}\r\nBox\xe9\xe9\xe9 (MESSAGES 1)\r\n',
   '* SEARCH 1 2 3\r\n',
   '* ESEARCH (TAG "a1") UID MIN 1 MAX 3\r\n',
   '* 1 FETCH (UID 7 FLAGS (\\Seen $Label1) RFC822.SIZE 1234 MODSEQ (12) INTERNALDATE " 3-Nov-2026 09:00:00 +0000")\r\n',
@@ -81,6 +83,10 @@ const REFUSE: Array<[string, string]> = [
   ['unknown response, no literal', `* CONVERTED 1 ${EICAR}\r\n`],
   ['tagged with a literal', `a1 OK {${EICAR.length}}\r\n${EICAR}\r\n`],
   ['PREAUTH after login', '* PREAUTH hello\r\n'],
+  ['STATUS with a literal attribute value', `* STATUS INBOX (MESSAGES {${EICAR.length}}\r\n${EICAR})\r\n`],
+  ['STATUS with a string attribute', `* STATUS INBOX (MESSAGES "${EICAR.slice(0, 10)}")\r\n`],
+  ['LIST with a multi-line literal', `* LIST () "/" {${EICAR.length + 2}}\r\n${EICAR}\r\n\r\n`],
+  ['METADATA with a literal value', `* METADATA INBOX (/private/comment {${EICAR.length}}\r\n${EICAR})\r\n`],
 ];
 
 describe('screenResponse', () => {

@@ -373,7 +373,11 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
 /** Untagged responses whose grammar has no string that could carry message content, nor any literal. */
 const NO_LITERAL = new Set(['OK', 'NO', 'BAD', 'BYE', 'CAPABILITY', 'EXISTS', 'RECENT', 'EXPUNGE', 'FLAGS', 'SEARCH', 'SORT', 'THREAD', 'ENABLED', 'VANISHED', 'ESEARCH']);
 /** Untagged responses that may carry literals, but only for names and values that are not message content. */
-const NAME_LITERALS = new Set(['LIST', 'LSUB', 'STATUS', 'ID', 'NAMESPACE', 'QUOTA', 'QUOTAROOT', 'ACL', 'LISTRIGHTS', 'MYRIGHTS', 'METADATA']);
+const NAME_LITERALS = new Set(['LIST', 'LSUB', 'STATUS', 'ID', 'NAMESPACE', 'QUOTA', 'QUOTAROOT', 'ACL', 'LISTRIGHTS', 'MYRIGHTS']);
+
+/** `* STATUS mailbox (ATTR n ...)`: after the mailbox only attribute/number pairs, never a string. */
+const STATUS_TAIL = /^ \((?:[A-Za-z-]{1,40} \d{1,20}(?: [A-Za-z-]{1,40} \d{1,20})*)?\)\r?\n$/;
+const STATUS_LINE = /^\* STATUS (?:"(?:[^"\\\r\n]|\\["\\]){0,1000}"|[^\s(){%*"\\]{1,1000}) \((?:[A-Za-z-]{1,40} \d{1,20}(?: [A-Za-z-]{1,40} \d{1,20})*)?\)\r?\n$/i;
 
 /**
  * Screens one complete upstream response (parts = [line, literal, line, ..., line]) that is about to
@@ -406,6 +410,19 @@ export function screenResponse(head: ResponseHead, parts: Buffer[]): ScreenResul
     if (literals > 0) return { ok: false, reason: `${kw} response announces a literal` };
     return { ok: true };
   }
-  if (NAME_LITERALS.has(kw)) return { ok: true };
+  if (NAME_LITERALS.has(kw)) {
+    // names may be literals (8-bit mailbox names), but only one-line, bounded ones: never a channel for content
+    for (let i = 1; i < parts.length; i += 2) {
+      const lit = parts[i]!;
+      if (lit.length > MAX_METADATA_MAILBOX_NAME || lit.includes(0) || lit.includes(0x0d) || lit.includes(0x0a)) {
+        return { ok: false, reason: `${kw} response with a literal that is not a name` };
+      }
+    }
+    if (kw === 'STATUS') {
+      const ok = literals === 0 ? STATUS_LINE.test(parts[0]!.toString('latin1')) : literals === 1 && /^\* STATUS \{\d+\}\r?\n$/i.test(parts[0]!.toString('latin1')) && STATUS_TAIL.test(parts[2]!.toString('latin1'));
+      if (!ok) return { ok: false, reason: 'STATUS response of the wrong shape' };
+    }
+    return { ok: true };
+  }
   return { ok: false, reason: /^[A-Z0-9.=-]{1,20}$/.test(kw) ? `unknown response type ${kw}` : 'a response postern cannot read' };
 }
