@@ -331,7 +331,9 @@ export async function runCase(env, kase, opts = {}) {
       out.logs = host.logLines.map((x) => {
         try {
           const j = JSON.parse(x);
-          return `${j.level} ${j.msg}${j.code ? ' ' + j.code : ''}${j.err ? ' ' + j.err : ''}`;
+          const err = j.err && typeof j.err === 'object' ? (j.err.message ?? JSON.stringify(j.err)) : j.err;
+          const code = j.code ?? j.err?.code;
+          return `${j.level} ${j.msg}${code ? ` ${code}` : ''}${err ? ` ${err}` : ''}`;
         } catch {
           return x;
         }
@@ -420,9 +422,14 @@ export async function minimize(env, kase, budget = 400, property = (r) => r.leak
   for (let i = 0; i < best.steps.length && runs < budget; i++) {
     const s = best.steps[i];
     if (!s.c || !s.k || s.tie || best.steps[i + 1]?.tie) continue;
-    const k = clone(best);
-    k.steps[i] = { c: [best.proto === 'imap' ? `z${i} NOOP\r\n` : 'NOOP\r\n'] };
-    if (await leaks(k)) best = k;
+    for (const plain of best.proto === 'imap' ? [`z${i} NOOP\r\n`, `z${i} SELECT INBOX\r\n`] : ['NOOP\r\n']) {
+      const k = clone(best);
+      k.steps[i] = { c: [plain] };
+      if (await leaks(k)) {
+        best = k;
+        break;
+      }
+    }
   }
   // merge chunks of client steps
   for (let i = 0; i < best.steps.length && runs < budget; i++) {

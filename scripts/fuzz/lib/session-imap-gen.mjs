@@ -348,7 +348,8 @@ export class ImapCaseGen {
         // a mangled response head or a literal announced with a bare LF, now and then
         if (r.chance(0.2)) a.head = r.pick(['* %n fetch (', '*  %n FETCH (', '* %n  FETCH (', '* 0%n FETCH (', '* %n FETCH(', '* %n FETCH  (', '* %n Fetch (', '* %n FETCH ( ', '* FETCH %n (', '* -%n FETCH (', '* 4294967296 FETCH (', '* %n XFETCH (', '* %n FETCH (UID 1) (']);
         if (r.chance(0.1)) a.bareLf = true;
-        k = itemClass;
+        // a mangled head is its own class (the item behind it does not matter)
+        k = a.head ? `FETCH response head "${a.head.replace('%n', 'n').trim()}"` : a.bareLf ? `${itemClass}, literal announced with a bare LF` : itemClass;
         where = placed(a.when);
         break;
     }
