@@ -380,3 +380,121 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
  * the last bytes and close before the socket is destroyed (no error; the session already ended).
  */
 export const CLIENT_CLOSE_GRACE_MS = 2000;
+
+// ------------------------------------------------------------------------------------------------
+// MIME fixed limits (src/mime, src/policy/engine.ts; docs/configuration.md, "MIME fixed limits").
+// They bound the work the policy engine spends on one hostile message. None of them drops or cuts
+// anything that is judged: a message or part that reaches one is a policy hit (the rule named in the
+// comment, `limits.on_limit`, `limits.on_malformed` or `archives.on_ambiguous`), or the limit only
+// shortens a list of findings whose outcome is already decided. No error code: policy hits are not
+// errors (they are logged in the `message.inspected` line with their rule).
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * Files embedded in one text part (uuencode, begin-base64, yEnc, BinHex; nested ones included).
+ * Outlook and Python turn each into an attachment; a real text carries a handful. One more block:
+ * the part cannot be inspected in full, a `limits.on_limit` hit (default block, original
+ * quarantined); the blocks before it are judged as usual.
+ */
+export const MAX_EMBEDDED_FILES = 64;
+
+/**
+ * How deep files embedded in embedded files are looked for: a block in the part's own text is level
+ * 0, a block inside the text of such a file level 1, and so on. A block found deeper than this:
+ * `limits.on_limit`.
+ */
+export const MAX_EMBEDDED_NESTING = 3;
+
+/**
+ * Largest decoded size of one embedded file. Only uuencode (short lines decode to up to 45 bytes
+ * each) and BinHex's run-length encoding (up to 254 bytes per 2) decode to more than their text; a
+ * block past this is not decoded (its name is still judged) and is a `limits.on_limit` hit.
+ */
+export const MAX_EMBEDDED_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Longest file name (characters, as given: a parameter value, an RFC 2047/2231 decoding, a uuencode
+ * `begin` line) judged whole. File systems stop at 255; 4096 keeps room for encoded forms. A longer
+ * name is itself a finding (`limits.on_malformed`; for ZIP members `archives.on_ambiguous`) and the
+ * file-name rules still see its real beginning and end: it is judged as its first and its last 4096
+ * characters after invisible characters and trailing dots and spaces of the whole name are removed.
+ */
+export const MAX_FILENAME_LENGTH = 4096;
+
+/**
+ * Readings of the file names of one part (src/mime/names.ts: NFC, NFKC, %XX, quotes, C-string and
+ * NTFS-stream cuts, per name). A real part has a few. More: `limits.on_malformed` (the readings
+ * past the bound are not judged, so the part is not delivered on their account).
+ */
+export const MAX_FILENAME_FORMS = 64;
+
+/**
+ * Distinct file names one part may give (Content-Type name, Content-Disposition filename, their
+ * RFC 2047/2231 decodings, Python's reading, Content-Location segments). More: `limits.on_malformed`.
+ */
+export const MAX_PART_FILENAMES = 64;
+
+/**
+ * Parameters of one Content-Type or Content-Disposition field read by the policy (each reading:
+ * Dovecot's and Python's). More: `limits.on_malformed` (a parameter past it could name the file).
+ */
+export const MAX_MIME_PARAMS = 1000;
+
+/**
+ * Structural faults listed per part (partmap.ts and content.ts, each). One fault already makes the
+ * part malformed (`limits.on_malformed`, judged the same for one or many); further faults are not
+ * listed.
+ */
+export const MAX_PART_FAULTS = 20;
+
+/**
+ * Malformed findings listed per message (each is a `limits.on_malformed` hit with the same action).
+ * Further findings are not listed; the outcome is already decided by the first one.
+ */
+export const MAX_MESSAGE_FINDINGS = 100;
+
+/**
+ * Rule hits listed in a verdict (log line, quarantine metadata, deny text). A further hit is still
+ * kept when it changes the outcome (another part to strip, a stricter action, a quarantine), so the
+ * list can grow past this by at most a few entries per MIME part; others are not listed.
+ */
+export const MAX_LISTED_HITS = 200;
+
+/**
+ * Longest header value (unfolded, characters) matched against a `headers.strip[].value` regular
+ * expression (bounds the work of a policy's own expression). A longer value of a field the rule
+ * names counts as matching: the field is removed (the strict reading).
+ */
+export const MAX_MATCHED_HEADER_VALUE = 64 * 1024;
+
+/** ZIP: longest member name (bytes). Longer: the archive is ambiguous (`archives.on_ambiguous`); extractors and file systems cut or refuse such names differently. */
+export const MAX_ZIP_NAME_BYTES = 4096;
+
+/** ZIP: most path components of a member name. More: `archives.on_ambiguous`. */
+export const MAX_ZIP_NAME_PARTS = 256;
+
+/**
+ * message/* parts sent base64 or quoted-printable (opened by decoding) inside one another: how many
+ * levels are opened. Deeper: `limits.max_depth`, judged by `limits.on_limit` as a block.
+ */
+export const MAX_ENCODED_MESSAGE_DEPTH = 5;
+
+/**
+ * A thread header field (Subject, From, Message-ID...) a block notice repeats is at most this long
+ * (bytes, whole field). A longer one is left out of the notice, never cut (no original content rides
+ * along; the original is in quarantine).
+ */
+export const MAX_NOTICE_FIELD_BYTES = 4096;
+
+/**
+ * base64 that goes on after its padding: the offsets where data resumes are checked for a second
+ * file's type (the part is already malformed, `limits.on_malformed`). More restarts than this:
+ * `limits.on_limit`.
+ */
+export const MAX_BASE64_RESTARTS = 16;
+
+/** Size of the decoded chunks a part is scanned in (the part is never held decoded whole for a chunk-capable scanner). */
+export const DECODE_CHUNK_BYTES = 64 * 1024;
+
+/** Encoded bytes the base64 decoder looks at per step (its fast path); a processing granularity, nothing is left out. */
+export const BASE64_WINDOW_BYTES = 64 * 1024;

@@ -8,7 +8,8 @@
  * encodings with comments or unknown values, file names that differ between parameters.
  */
 import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
-import { bytesToText, decodeWords } from './headers.js';
+import { bytesToText, decodeWords as decodeWordsUncached } from './headers.js';
+import { MAX_MIME_PARAMS, MAX_PART_FAULTS, MAX_PART_FILENAMES } from '../limits.js';
 
 // ---------------------------------------------------------------------------------------------
 // Content-* data (Dovecot message_part_data)
@@ -173,8 +174,9 @@ const KNOWN_CTE: Record<string, TransferEncoding> = {
   uue: 'x-uuencode',
 };
 
-const MAX_NAMES = 64;
 const TYPE_TOKEN = /^[a-z0-9!#$&^_.+-]+$/;
+/** A boundary parameter as a lenient reader finds it (any ';'-separated item, RFC 2231 forms too). */
+const BOUNDARY_PARAM = /;\s*boundary\s*(\*[0-9]*\*?)?\s*=/i;
 
 const infoCache = new WeakMap<MimeNode, ContentInfo>();
 
@@ -192,13 +194,26 @@ export function contentInfo(node: MimeNode): ContentInfo {
   const cached = infoCache.get(node);
   if (cached) return cached;
   const faults: string[] = [];
+  // one fault already makes the part malformed: the list is bounded, the verdict is not
   const fault = (r: string): void => {
-    if (!faults.includes(r) && faults.length < 20) faults.push(r);
+    if (!faults.includes(r) && faults.length < MAX_PART_FAULTS) faults.push(r);
+  };
+  // the same values are decoded several times (names, the Python reading, comparisons): once each
+  const decoded = new Map<string, string>();
+  const decodeWords = (v: string): string => {
+    let d = decoded.get(v);
+    if (d === undefined) decoded.set(v, (d = decodeWordsUncached(v)));
+    return d;
   };
   const names: string[] = [];
   const addName = (n: string | undefined): void => {
-    if (n === undefined || n === '' || names.length >= MAX_NAMES) return;
-    for (const v of [n, decodeWords(n)]) if (v && !names.includes(v)) names.push(v);
+    if (n === undefined || n === '') return;
+    for (const v of [n, decodeWords(n)]) {
+      if (!v || names.includes(v)) continue;
+      // a name past the bound is not judged: the part is malformed instead
+      if (names.length >= MAX_PART_FILENAMES) return fault(`more than ${MAX_PART_FILENAMES} file names for one part`);
+      names.push(v);
+    }
   };
   const primary: string[] = [];
   const otherTypes: string[] = [];
@@ -220,13 +235,17 @@ export function contentInfo(node: MimeNode): ContentInfo {
     else if (i > 0 && `${t}/${st}` !== node.contentType) otherTypes.push(`${t}/${st}`);
     if (report.broken > 0) fault('malformed Content-Type parameters');
     checkComments(v, 'Content-Type', fault);
-    const params = checkParams(report.raw, 'Content-Type', fault);
+    // mailparser splits any entity that has a boundary parameter, whatever its type: on a type that
+    // is not multipart (mul-ipart/mixed, text/plain) readers disagree about the parts
+    if (t !== 'multipart' && (report.raw.some(([k]) => /^boundary(\*|$)/i.test(k.trim())) || BOUNDARY_PARAM.test(v))) fault('boundary parameter on a type that is not multipart');
+    const params = checkParams(report.raw, 'Content-Type', fault, decodeWords);
     // Python's email reads the type up to the first ';' and the parameters by splitting at ';'
     const py = pythonParams(v);
+    if (report.overflow || py.overflow) fault(`more than ${MAX_MIME_PARAMS} parameters in Content-Type`);
     const pyType = pythonType(v);
     if (i === 0 && node.isMime && node.ct) {
       if (pyType.startsWith('multipart/') !== node.multipart && pyType !== 'text/plain') fault('Content-Type read differently by other readers');
-      const pyBoundary = py.find(([k]) => k === 'boundary')?.[1];
+      const pyBoundary = py.params.find(([k]) => k === 'boundary')?.[1];
       if (node.multipart && pyBoundary !== undefined && pyBoundary !== node.boundary) fault('boundary read differently by other readers');
     }
     if (pyType !== node.contentType && pyType !== 'text/plain' && TYPE_TOKEN.test(pyType.replace('/', ''))) otherTypes.push(pyType);
@@ -239,7 +258,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
         if (plain !== undefined) primary.push(decodeWords(plain));
         if (ext !== undefined) primary.push(ext);
       }
-      for (const [k, pv] of py) if (k === key) addName(pv);
+      for (const [k, pv] of py.params) if (k === key) addName(pv);
     }
   }
 
@@ -255,8 +274,9 @@ export function contentInfo(node: MimeNode): ContentInfo {
     parseRfc2231Params(p, report);
     if (report.broken > 0) fault('malformed Content-Disposition parameters');
     checkComments(v, 'Content-Disposition', fault);
-    const params = checkParams(report.raw, 'Content-Disposition', fault);
+    const params = checkParams(report.raw, 'Content-Disposition', fault, decodeWords);
     const py = pythonParams(v);
+    if (report.overflow || py.overflow) fault(`more than ${MAX_MIME_PARAMS} parameters in Content-Disposition`);
     for (const key of ['filename', 'name']) {
       const plain = params.plain.get(key);
       const ext = params.ext.get(key);
@@ -266,7 +286,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
         if (plain !== undefined) primary.push(decodeWords(plain));
         if (ext !== undefined) primary.push(ext);
       }
-      for (const [k, pv] of py) if (k === key) addName(pv);
+      for (const [k, pv] of py.params) if (k === key) addName(pv);
     }
   }
 
@@ -305,14 +325,18 @@ function pythonType(v: string): string {
   return t.split('/').length === 2 ? t : 'text/plain';
 }
 
-/** Python's email (compat32) parameter splitter: ';'-separated, quotes respected, comments not known. */
-function pythonParams(v: string): Array<[string, string]> {
+/**
+ * Python's email (compat32) parameter splitter: ';'-separated, quotes respected, comments not known.
+ * At most MAX_MIME_PARAMS parameters are read; `overflow` says there were more (a fault).
+ */
+function pythonParams(v: string): { params: Array<[string, string]>; overflow: boolean } {
   const out: Array<[string, string]> = [];
   const semi = v.indexOf(';');
-  if (semi < 0) return out;
+  if (semi < 0) return { params: out, overflow: false };
   let s = v.slice(semi);
   let guard = 0;
-  while (s[0] === ';' && guard++ < 1000) {
+  while (s[0] === ';') {
+    if (guard++ >= MAX_MIME_PARAMS) return { params: out, overflow: true };
     s = s.slice(1);
     let end = s.indexOf(';');
     while (end > 0 && (count(s, '"', end) - count(s, '\\"', end)) % 2 === 1) end = s.indexOf(';', end + 1);
@@ -327,7 +351,7 @@ function pythonParams(v: string): Array<[string, string]> {
     }
     s = s.slice(end);
   }
-  return out;
+  return { params: out, overflow: false };
 }
 
 function count(s: string, sub: string, end: number): number {
@@ -379,7 +403,7 @@ const ATTR_CHARS = /^[!#$&+\-.^_`|~0-9A-Za-z{}]*$/;
  * form per name), extended values (charset'language'%XX with a charset that decodes), and plain and
  * RFC 2231 forms of one name that decode differently. Returns the values as the policy reads them.
  */
-function checkParams(raw: Array<[string, string]>, what: string, fault: (r: string) => void): CheckedParams {
+function checkParams(raw: Array<[string, string]>, what: string, fault: (r: string) => void, decodeWords: (v: string) => string): CheckedParams {
   const plain = new Map<string, string>();
   const ext = new Map<string, string>();
   const seen = new Set<string>();

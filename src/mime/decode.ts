@@ -14,9 +14,13 @@
  *   new group, so a payload hidden behind an early '=' is seen; a lone final character is dropped.
  * quoted-printable: soft line breaks removed, whitespace before a line break dropped, hard line
  *   breaks become CRLF, `=XY` decoded; an '=' that starts no valid sequence is kept as is (damage);
- *   '=' before a CR without LF is ambiguous (Python drops the rest of that line).
+ *   '=' before a CR without LF is ambiguous (Python drops the rest of that line); a damaged escape
+ *   ('=' or '=X') directly before a soft line break is ambiguous (readers that remove soft breaks
+ *   first, mailparser among them, join it with the next line: `==` CRLF `41` is "=A" to them).
  * Identity encodings (7bit, 8bit, binary) return the input.
  */
+
+import { BASE64_WINDOW_BYTES, DECODE_CHUNK_BYTES, MAX_BASE64_RESTARTS } from '../limits.js';
 
 export interface Decoded {
   data: Buffer;
@@ -29,20 +33,17 @@ export interface Decoded {
 export interface DecodeReport {
   bad: boolean;
   ambiguous?: boolean;
-  /** base64: output offsets where data resumed after padding (a second file may start there), at most MAX_RESTARTS. */
+  /** base64: output offsets where data resumed after padding (a second file may start there), at most MAX_BASE64_RESTARTS. */
   restarts?: number[];
+  /** base64: data resumed after padding more than MAX_BASE64_RESTARTS times (`restarts` holds the first ones). */
+  moreRestarts?: boolean;
 }
 
-const MAX_RESTARTS = 16;
-
-/** Default size of the chunks decodeChunks yields. */
-export const DECODE_CHUNK_BYTES = 64 * 1024;
-
-/** Encoded bytes looked at per step by the base64 decoder's fast path. */
-const B64_WINDOW = 64 * 1024;
+/** Default size of the chunks decodeChunks yields (src/limits.ts). */
+export { DECODE_CHUNK_BYTES };
 
 const B64 = new Int16Array(256).fill(-1);
-'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => (B64[c.charCodeAt(0)] = i));
+for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
 
 /** Collects output bytes into fresh chunks of at most `size` bytes. */
 class ChunkWriter {
@@ -95,8 +96,8 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
     acc = 0;
     n = 0;
   };
-  for (let pos = 0; pos < src.length; pos += B64_WINDOW) {
-    const end = Math.min(src.length, pos + B64_WINDOW);
+  for (let pos = 0; pos < src.length; pos += BASE64_WINDOW_BYTES) {
+    const end = Math.min(src.length, pos + BASE64_WINDOW_BYTES);
     const text = src.toString('latin1', pos, end);
     // fast path: a window of alphabet and line breaks only, decoded by Node in whole groups
     if (!padded && !/[^A-Za-z0-9+/\r\n]/.test(text)) {
@@ -130,7 +131,10 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
             report.bad = true;
             report.ambiguous = true;
             padded = false;
-            if (report.restarts && report.restarts.length < MAX_RESTARTS) report.restarts.push(w.total);
+            if (report.restarts) {
+              if (report.restarts.length < MAX_BASE64_RESTARTS) report.restarts.push(w.total);
+              else report.moreRestarts = true;
+            }
           }
           acc = (acc << 6) | v;
           if (++n === 4) {
@@ -161,7 +165,10 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
 const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
 const hexVal = (c: number): number => (c <= 57 ? c - 48 : (c | 0x20) - 87);
 
-/** Longest run of whitespace Dovecot accepts in front of other text on a quoted-printable line. */
+/**
+ * Longest run of whitespace Dovecot accepts in front of other text on a quoted-printable line (RFC
+ * 2045's line length); a longer run is damage (`bad`), as Dovecot's decoder refuses it. Nothing is cut.
+ */
 const QP_MAX_WS = 76;
 
 function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Generator<Buffer> {
@@ -170,8 +177,15 @@ function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Gener
   let state: State = 'text';
   let wsStart = 0;
   let hexchar = 0;
+  // the '=' being read directly follows a damaged escape ('=' or '=X' that completed no sequence)
+  let afterBadEscape = false;
   const bad = (): void => {
     report.bad = true;
+  };
+  // a soft line break: after a damaged escape, readers that remove soft breaks first decode differently
+  const softBreak = (): void => {
+    if (afterBadEscape) report.ambiguous = true;
+    afterBadEscape = false;
   };
   const putRange = (a: number, b: number): void => {
     for (let k = a; k < b; k++) w.put(src[k]!);
@@ -208,16 +222,22 @@ function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Gener
         break;
       case 'eq':
         if (isHex(c)) {
+          afterBadEscape = false;
           hexchar = c;
           state = 'hex2';
         } else if (c === 32 || c === 9) {
           wsStart = i;
           state = 'eqws';
-        } else if (c === 13) state = 'softcr';
-        else if (c === 10) state = 'text';
-        else {
+        } else if (c === 13) {
+          softBreak();
+          state = 'softcr';
+        } else if (c === 10) {
+          softBreak();
+          state = 'text';
+        } else {
           bad();
           w.put(61);
+          afterBadEscape = c === 61;
           state = 'text';
           again = true;
         }
@@ -230,18 +250,25 @@ function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Gener
           bad();
           w.put(61);
           w.put(hexchar);
+          afterBadEscape = c === 61;
           state = 'text';
           again = true;
         }
         break;
       case 'eqws':
         if (c === 32 || c === 9) break;
-        if (c === 13) state = 'softcr';
-        else if (c === 10) state = 'text';
-        else {
+        // whitespace before the line end is removed first by those readers too: still a soft break
+        if (c === 13) {
+          softBreak();
+          state = 'softcr';
+        } else if (c === 10) {
+          softBreak();
+          state = 'text';
+        } else {
           bad();
           w.put(61);
           putRange(wsStart, i);
+          afterBadEscape = false;
           state = 'text';
           again = true;
         }
@@ -312,11 +339,11 @@ export function* decodeChunks(src: Buffer, cte: string, chunkBytes = DECODE_CHUN
 }
 
 /** Decodes a whole part body by its (normalised) Content-Transfer-Encoding; other encodings are returned raw. */
-export function decodeBody(src: Buffer, cte: string): Decoded & { restarts: number[] } {
+export function decodeBody(src: Buffer, cte: string): Decoded & { restarts: number[]; moreRestarts: boolean } {
   const report: DecodeReport = { bad: false, ambiguous: false, restarts: [] };
-  if (!isDecodedEncoding(cte)) return { data: src, bad: false, ambiguous: false, restarts: [] };
+  if (!isDecodedEncoding(cte)) return { data: src, bad: false, ambiguous: false, restarts: [], moreRestarts: false };
   const chunks = [...decodeChunks(src, cte, Math.max(1, src.length), report)];
-  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad, ambiguous: report.ambiguous === true, restarts: report.restarts! };
+  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad, ambiguous: report.ambiguous === true, restarts: report.restarts!, moreRestarts: report.moreRestarts === true };
 }
 
 export function decodeBase64(src: Buffer): Decoded {

@@ -5,30 +5,38 @@
  * attachments: name, detected type, antivirus.
  *
  * Lines are split at CRLF, LF and a bare CR alike (the widest reading). Decoding is tolerant (a
- * short or damaged line decodes to what it can); bounded: at most MAX_EMBEDDED blocks per text, and
- * the decoded bytes of a block are never more than its encoded text.
+ * short or damaged line decodes to what it can). Bounded, and never silently: more than
+ * MAX_EMBEDDED_FILES blocks in a text, a block inside embedded files deeper than
+ * MAX_EMBEDDED_NESTING, or a block that decodes to more than MAX_EMBEDDED_BYTES (src/limits.ts) is
+ * reported as `limit` (the policy's `limits.on_limit`); nothing found is dropped without it.
  */
 
+import { MAX_EMBEDDED_BYTES, MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING } from '../limits.js';
 import { decodeBody } from './decode.js';
 
 export interface EmbeddedFile {
   kind: 'uuencode' | 'base64' | 'yenc' | 'binhex';
   /** Name from the block's header line ('' when it has none). */
   name: string;
+  /** Decoded content (empty when the block decodes to more than MAX_EMBEDDED_BYTES: see EmbeddedScan.limit). */
   data: Buffer;
   /** The block could not be decoded completely (no end line, bad characters, checksum). */
   damaged: boolean;
+  /** Not decoded: it decodes to more than MAX_EMBEDDED_BYTES (EmbeddedScan.limit says so). */
+  tooLarge?: boolean;
 }
 
-export const MAX_EMBEDDED = 64;
+export interface EmbeddedScan {
+  files: EmbeddedFile[];
+  /** Set when a bound stopped the search or a decode: the text was not inspected in full. */
+  limit?: string;
+}
 
 /** `begin [mode] [name]` after leading whitespace (lenient decoders take a line without a mode, and indented blocks). */
 const BEGIN = /^begin(-base64)?\b(.*)$/i;
 const MODE = /^[ \t]+([0-7]{1,6})(?![0-9])(.*)$/;
 const YBEGIN = /^=ybegin\b(.*)$/;
 const BINHEX = /\(This file must be converted with BinHex/i;
-/** Embedded files inside embedded files (a uuencoded text that carries another block) are looked for this deep. */
-const MAX_NESTING = 3;
 
 /** Quick test before splitting lines: does the text contain anything that may start a block? */
 export function mayHaveEmbedded(text: Buffer): boolean {
@@ -39,11 +47,45 @@ function splitLines(text: Buffer): string[] {
   return text.toString('latin1').split(/\r\n|\r|\n/);
 }
 
-export function findEmbedded(text: Buffer, depth = 0): EmbeddedFile[] {
-  const out: EmbeddedFile[] = [];
-  if (!mayHaveEmbedded(text)) return out;
+/** Every embedded file of a text, nested ones included, and the first bound that stopped the search. */
+export function scanEmbedded(text: Buffer): EmbeddedScan {
+  const scan: EmbeddedScan = { files: [] };
+  collect(text, 0, scan);
+  return scan;
+}
+
+/** The embedded files of a text (see scanEmbedded for the bound that may have stopped the search). */
+export function findEmbedded(text: Buffer): EmbeddedFile[] {
+  return scanEmbedded(text).files;
+}
+
+function limitHit(scan: EmbeddedScan, reason: string): void {
+  scan.limit ??= reason;
+}
+
+/** Adds the blocks of `text` (nesting level `depth`: 0 for the part's own text) and of the files found in it. */
+function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
+  if (!mayHaveEmbedded(text)) return;
+  const found: EmbeddedFile[] = [];
   const lines = splitLines(text);
-  for (let i = 0; i < lines.length && out.length < MAX_EMBEDDED; i++) {
+  const add = (f: EmbeddedFile, r: Block): boolean => {
+    if (depth > MAX_EMBEDDED_NESTING) {
+      limitHit(scan, `files embedded in embedded files nested deeper than ${MAX_EMBEDDED_NESTING}`);
+      return false;
+    }
+    if (scan.files.length >= MAX_EMBEDDED_FILES) {
+      limitHit(scan, `more than ${MAX_EMBEDDED_FILES} files embedded in the text`);
+      return false;
+    }
+    if (r.tooLarge) {
+      limitHit(scan, `${f.kind} file ${f.name || '(no name)'} decodes to more than ${MAX_EMBEDDED_BYTES} bytes`);
+      f.tooLarge = true;
+    }
+    scan.files.push(f);
+    found.push(f);
+    return true;
+  };
+  for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
     let m = BEGIN.exec(line);
     if (m) {
@@ -52,7 +94,7 @@ export function findEmbedded(text: Buffer, depth = 0): EmbeddedFile[] {
       const name = (mode ? mode[2]! : m[2]!).trim();
       if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
         const r = base64 ? decodeBase64Block(lines, i + 1) : decodeUuBlock(lines, i + 1);
-        out.push({ kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged });
+        if (!add({ kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged }, r)) return;
         i = r.next - 1;
         continue;
       }
@@ -61,25 +103,22 @@ export function findEmbedded(text: Buffer, depth = 0): EmbeddedFile[] {
     if (m) {
       const name = /\bname=(.*)$/.exec(m[1] ?? '')?.[1]?.trim() ?? '';
       const r = decodeYencBlock(lines, i + 1);
-      out.push({ kind: 'yenc', name, data: r.data, damaged: r.damaged });
+      if (!add({ kind: 'yenc', name, data: r.data, damaged: r.damaged }, r)) return;
       i = r.next - 1;
       continue;
     }
     if (BINHEX.test(line)) {
       const r = decodeBinHex(lines, i + 1);
-      out.push({ kind: 'binhex', name: r.name, data: r.data, damaged: r.damaged });
+      if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: r.damaged }, r)) return;
       i = r.next - 1;
     }
   }
-  // a decoded file that is text may carry blocks of its own
-  if (depth < MAX_NESTING) {
-    for (const f of [...out]) {
-      if (out.length >= MAX_EMBEDDED) break;
-      if (f.data.length === 0 || f.data.subarray(0, 8192).includes(0)) continue;
-      for (const g of findEmbedded(f.data, depth + 1)) if (out.length < MAX_EMBEDDED) out.push(g);
-    }
+  // a decoded file that is text may carry blocks of its own (a binary file is no text a reader opens)
+  for (const f of found) {
+    if (scan.limit) return;
+    if (f.data.length === 0 || f.data.subarray(0, 8192).includes(0)) continue;
+    collect(f.data, depth + 1, scan);
   }
-  return out;
 }
 
 function nextNonEmpty(lines: string[], from: number): string | undefined {
@@ -101,13 +140,22 @@ interface Block {
   damaged: boolean;
   /** Index of the first line after the block. */
   next: number;
+  /** The block decodes to more than MAX_EMBEDDED_BYTES: not decoded (`data` is empty). */
+  tooLarge?: boolean;
 }
 
 /** uuencode data lines up to `end` (short lines are padded with zero bits, as Python's binascii.a2b_uu does). */
 function decodeUuBlock(lines: string[], from: number): Block {
+  // every line says how many bytes it carries (a short line is zero-filled): the exact size first
   let size = 0;
-  for (let k = from; k < lines.length && !/^end$/i.test(lines[k]!.trim()); k++) size += 63;
-  const out = Buffer.alloc(Math.min(size, 64 * 1024 * 1024));
+  let last = from;
+  for (; last < lines.length; last++) {
+    const l = lines[last]!.trim();
+    if (/^end$/i.test(l)) break;
+    if (l.length > 0) size += (l.charCodeAt(0) - 32) & 63;
+  }
+  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: Math.min(lines.length, last + 1), tooLarge: true };
+  const out = Buffer.alloc(size);
   let o = 0;
   let damaged = true;
   let i = from;
@@ -122,13 +170,17 @@ function decodeUuBlock(lines: string[], from: number): Block {
     if (l.length === 0) continue;
     const n = (l.charCodeAt(0) - 32) & 63;
     const sextet = (k: number): number => (k < l.length ? (l.charCodeAt(k) - 32) & 63 : 0);
-    for (let k = 1, got = 0; got < n && o < out.length; k += 4) {
+    for (let k = 1, got = 0; got < n; k += 4) {
       const c0 = sextet(k);
       const c1 = sextet(k + 1);
       const c2 = sextet(k + 2);
       const c3 = sextet(k + 3);
       const three = [((c0 << 2) | (c1 >> 4)) & 0xff, ((c1 << 4) | (c2 >> 2)) & 0xff, ((c2 << 6) | c3) & 0xff];
-      for (const b of three) if (got < n && o < out.length) (out[o++] = b), got++;
+      for (const b of three) {
+        if (got >= n) break;
+        out[o++] = b;
+        got++;
+      }
     }
   }
   return { data: out.subarray(0, o), damaged, next: i };
@@ -149,12 +201,15 @@ function decodeBase64Block(lines: string[], from: number): Block {
     parts.push(l);
   }
   const d = decodeBody(Buffer.from(parts.join('\n'), 'latin1'), 'base64');
+  if (d.data.length > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: i, tooLarge: true };
   return { data: d.data, damaged: damaged || d.bad, next: i };
 }
 
 function decodeYencBlock(lines: string[], from: number): Block {
   let size = 0;
-  for (let k = from; k < lines.length && !lines[k]!.startsWith('=yend'); k++) size += lines[k]!.length;
+  let k = from;
+  for (; k < lines.length && !lines[k]!.startsWith('=yend'); k++) size += lines[k]!.length;
+  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: Math.min(lines.length, k + 1), tooLarge: true };
   const out = Buffer.alloc(size);
   let o = 0;
   let damaged = true;
@@ -175,9 +230,6 @@ function decodeYencBlock(lines: string[], from: number): Block {
   }
   return { data: out.subarray(0, o), damaged, next: i };
 }
-
-/** Largest BinHex data decoded (run-length encoding could expand a block 255 times). */
-const MAX_BINHEX_BYTES = 64 * 1024 * 1024;
 
 const BINHEX_ALPHABET = '!"#$%&\'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr';
 const BINHEX_VAL = new Int16Array(256).fill(-1);
@@ -225,32 +277,14 @@ function decodeBinHex(lines: string[], from: number): Block & { name: string } {
       raw[r++] = (acc >> bits) & 0xff;
     }
   }
-  // run-length decoding: 0x90 n repeats the previous byte n-1 more times, 0x90 0 is a literal 0x90
-  const cap = Math.min(MAX_BINHEX_BYTES, r * 4 + 1024);
-  const bytes = Buffer.alloc(cap);
-  let o = 0;
-  let prev = 0;
-  let overflow = false;
-  for (let k = 0; k < r; k++) {
-    const b = raw[k]!;
-    if (b === 0x90 && k + 1 < r) {
-      const n = raw[++k]!;
-      if (n === 0) {
-        if (o < cap) bytes[o++] = 0x90;
-        prev = 0x90;
-      } else {
-        for (let rep = 1; rep < n; rep++) {
-          if (o < cap) bytes[o++] = prev;
-          else overflow = true;
-        }
-      }
-    } else {
-      if (o < cap) bytes[o++] = b;
-      else overflow = true;
-      prev = b;
-    }
+  // run-length decoding. A run can expand 2 bytes to 254: the exact size is taken first and the
+  // bound applies to it (never a cut); the header (the file name) is read even from a block past it.
+  const total = rleSize(raw, r);
+  if (total > MAX_EMBEDDED_BYTES) {
+    const head = rleDecode(raw, r, 256);
+    return { ...fail, name: head.length > 0 && head.length >= 1 + head[0]! ? head.toString('latin1', 1, 1 + head[0]!) : '', tooLarge: true };
   }
-  const buf = bytes.subarray(0, o);
+  const buf = rleDecode(raw, r, total);
   const nlen = buf[0];
   if (nlen === undefined || buf.length < 1 + nlen + 1 + 4 + 4 + 2 + 4 + 4 + 2) return fail;
   const name = buf.toString('latin1', 1, 1 + nlen);
@@ -258,5 +292,42 @@ function decodeBinHex(lines: string[], from: number): Block & { name: string } {
   const dataLen = buf.readUInt32BE(p);
   p += 4 + 4 + 2;
   const data = buf.subarray(p, Math.min(buf.length, p + dataLen));
-  return { name, data, damaged: overflow || !done || data.length < dataLen, next: i };
+  return { name, data, damaged: !done || data.length < dataLen, next: i };
+}
+
+/** Size of BinHex run-length encoded data once expanded (0x90 n: the previous byte n-1 more times; 0x90 0: 0x90). */
+function rleSize(raw: Buffer, r: number): number {
+  let total = 0;
+  for (let k = 0; k < r; k++) {
+    if (raw[k] === 0x90 && k + 1 < r) {
+      const n = raw[++k]!;
+      total += n === 0 ? 1 : n - 1;
+    } else total++;
+  }
+  return total;
+}
+
+/** The first `cap` bytes of BinHex run-length encoded data, expanded. */
+function rleDecode(raw: Buffer, r: number, cap: number): Buffer {
+  const bytes = Buffer.alloc(Math.min(cap, rleSize(raw, r)));
+  let o = 0;
+  let prev = 0;
+  for (let k = 0; k < r && o < bytes.length; k++) {
+    const b = raw[k]!;
+    if (b === 0x90 && k + 1 < r) {
+      const n = raw[++k]!;
+      if (n === 0) {
+        bytes[o++] = 0x90;
+        prev = 0x90;
+      } else if (n > 1) {
+        const end = Math.min(bytes.length, o + n - 1);
+        bytes.fill(prev, o, end);
+        o = end;
+      }
+    } else {
+      bytes[o++] = b;
+      prev = b;
+    }
+  }
+  return bytes;
 }

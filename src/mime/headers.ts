@@ -3,9 +3,7 @@
  * deny templates: raw header bytes to text (RFC 6532 UTF-8, else Latin-1), charsets, and RFC 2047
  * encoded words. Header fields themselves are located by the one MIME parser (src/mime/partmap.ts).
  */
-
-/** Longest header value decoded for rule matching; longer values are truncated (bounded work). */
-export const MAX_DECODED_VALUE = 64 * 1024;
+import { MAX_MATCHED_HEADER_VALUE } from '../limits.js';
 
 /** Interprets a binary string as UTF-8 when it is valid UTF-8, else keeps it as Latin-1. */
 export function bytesToText(binary: string): string {
@@ -35,41 +33,58 @@ export function decodeCharset(bytes: Buffer, charset: string): string {
     }
     return out;
   }
-  try {
-    return new TextDecoder(cs || 'utf-8').decode(bytes);
-  } catch {
-    return bytes.toString('latin1');
-  }
+  const d = decoderFor(cs || 'utf-8');
+  return d ? d.decode(bytes) : bytes.toString('latin1');
 }
 
-const ENCODED_WORD = /=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]*)\?=/g;
-const MAX_WORDS = 1000;
+/** TextDecoders by label (null: a label TextDecoder does not know), so a header of many words does not build one per word. */
+const decoders = new Map<string, TextDecoder | null>();
 
-/** RFC 2047 encoded-word decoding. Whitespace between adjacent encoded words is dropped. Malformed words stay as they are. */
+function decoderFor(label: string): TextDecoder | null {
+  let d = decoders.get(label);
+  if (d !== undefined) return d;
+  try {
+    d = new TextDecoder(label);
+  } catch {
+    d = null;
+  }
+  // labels come from messages: the cache is small and simply starts over when full
+  if (decoders.size >= 64) decoders.clear();
+  decoders.set(label, d);
+  return d;
+}
+
+/** Charsets in which ASCII bytes are themselves (a q-word of plain ASCII decodes to its own text). */
+const ASCII_SUPERSETS = new Set(['utf-8', 'utf8', 'us-ascii', 'ascii', ...CP1252_LABELS, 'iso-8859-2', 'iso-8859-15']);
+
+const ENCODED_WORD = /=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]*)\?=/g;
+
+/**
+ * RFC 2047 encoded-word decoding. Whitespace between adjacent encoded words is dropped. Malformed
+ * words stay as they are. Every word is decoded, however many there are (work is linear in the
+ * input, which a header bound limits): an undecoded tail would hide the end of a file name.
+ */
 export function decodeWords(input: string): string {
   if (!input.includes('=?')) return input;
   let out = '';
   let last = 0;
   let prevWasWord = false;
-  let count = 0;
   ENCODED_WORD.lastIndex = 0;
   let m: RegExpExecArray | null;
   while ((m = ENCODED_WORD.exec(input)) !== null) {
-    if (++count > MAX_WORDS) break;
-    const between = input.slice(last, m.index);
-    if (!(prevWasWord && /^[ \t\r\n]*$/.test(between))) out += between;
-    const charset = m[1].split('*')[0]; // RFC 2231 language suffix
-    const enc = m[2].toLowerCase();
-    let bytes: Buffer;
-    if (enc === 'b') {
-      bytes = Buffer.from(m[3], 'base64');
-    } else {
-      bytes = Buffer.from(
-        m[3].replace(/_/g, ' ').replace(/=([0-9a-fA-F]{2})/g, (_s, h: string) => String.fromCharCode(parseInt(h, 16))),
-        'latin1',
-      );
+    if (m.index > last) {
+      const between = input.slice(last, m.index);
+      if (!(prevWasWord && /^[ \t\r\n]*$/.test(between))) out += between;
     }
-    out += decodeCharset(bytes, charset);
+    const star = m[1]!.indexOf('*'); // RFC 2231 language suffix
+    const charset = star < 0 ? m[1]! : m[1]!.slice(0, star);
+    const text = m[3]!;
+    const b = m[2] === 'b' || m[2] === 'B';
+    if (!b && !/[=_\x80-\uffff]/.test(text) && ASCII_SUPERSETS.has(charset.toLowerCase())) out += text; // plain ASCII text: itself
+    else {
+      const bytes = b ? Buffer.from(text, 'base64') : Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9a-fA-F]{2})/g, (_s, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+      out += decodeCharset(bytes, charset);
+    }
     last = ENCODED_WORD.lastIndex;
     prevWasWord = true;
   }
@@ -77,7 +92,17 @@ export function decodeWords(input: string): string {
   return out;
 }
 
-/** A header field value (as the MIME parser keeps it: continuation lines joined by '\n') unfolded and decoded for matching. */
+/** A header field value (as the MIME parser keeps it: continuation lines joined by '\n') unfolded and decoded. */
 export function decodedFieldValue(value: string): string {
-  return decodeWords(bytesToText(value.replace(/\n/g, '').trim().slice(0, MAX_DECODED_VALUE)));
+  return decodeWords(bytesToText(value.replace(/\n/g, '').trim()));
+}
+
+/**
+ * The decoded value a policy's regular expression is matched against, or undefined when the
+ * unfolded value is longer than MAX_MATCHED_HEADER_VALUE (the caller takes that as a match: the
+ * strict reading, src/limits.ts).
+ */
+export function matchableFieldValue(value: string): string | undefined {
+  const unfolded = value.replace(/\n/g, '').trim();
+  return unfolded.length > MAX_MATCHED_HEADER_VALUE ? undefined : decodeWords(bytesToText(unfolded));
 }

@@ -11,24 +11,48 @@
  * - %XX escapes decoded;
  * - surrounding quotes and brackets removed (a reader that does not unquote shows them).
  * Case is left alone: the rules match case-insensitively.
+ *
+ * Bounded without cutting anything silently (src/limits.ts): a name longer than MAX_FILENAME_LENGTH
+ * and more readings than MAX_FILENAME_FORMS are reported as problems (the policy treats the part as
+ * malformed); a long name is still judged by its real beginning and end.
  */
 
-/** Longest name matched (bounded work per name). */
-export const MAX_NAME = 1024;
-/** Most forms kept per part. */
-const MAX_CANDIDATES = 64;
+import { MAX_FILENAME_FORMS, MAX_FILENAME_LENGTH } from '../limits.js';
 
 // eslint-disable-next-line no-control-regex
-const INVISIBLE = /[\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb]|\udb40[\udc00-\udfff]/g;
+// (combining invisibles, such as variation selectors, in classes of their own)
+const INVISIBLE = /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb]|[\u034f\u180b-\u180f\ufe00-\ufe0f]|\udb40[\udc00-\udfff]/g;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
+/** Quotes and brackets a reader that does not unquote leaves around a name. */
+const OPENERS = new Set(['"', "'", '<', '(', '[', '{']);
+const CLOSERS = new Set(['"', "'", '>', ')', ']', '}']);
 
-/** The basic normalisation: invisible characters dropped, last path segment, trailing dots and whitespace removed. */
+/** The part after the last '/' or '\\'. */
+function lastSegment(s: string): string {
+  return s.slice(Math.max(s.lastIndexOf('/'), s.lastIndexOf('\\')) + 1);
+}
+
+/** `s` without trailing dots and whitespace (Windows drops them), by a backward scan (linear for any length). */
+function trimTrailingDots(s: string): string {
+  let e = s.length;
+  while (e > 0 && (s[e - 1] === '.' || /\s/.test(s[e - 1]!))) e--;
+  return s.slice(0, e);
+}
+
+/** The basic normalisation: invisible characters dropped, last path segment, trailing dots and whitespace removed. Never cut. */
 export function normaliseFilename(name: string): string {
-  let s = name.slice(0, MAX_NAME * 4).replace(INVISIBLE, '');
-  s = s.split(/[\\/]/).pop() ?? s;
-  s = s.replace(/[.\s\u00a0\u3000]+$/u, '').trim();
-  return s.slice(0, MAX_NAME);
+  return trimTrailingDots(lastSegment(name.replace(INVISIBLE, ''))).trim();
+}
+
+/** `v` without surrounding quotes and brackets (linear). */
+function unquoted(v: string): string {
+  const t = v.trim();
+  let a = 0;
+  let e = t.length;
+  while (a < e && OPENERS.has(t[a]!)) a++;
+  while (e > a && CLOSERS.has(t[e - 1]!)) e--;
+  return t.slice(a, e);
 }
 
 function percentDecoded(s: string): string | undefined {
@@ -50,32 +74,89 @@ function percentDecoded(s: string): string | undefined {
   }
 }
 
-/** Every normalised form of the given names (deduplicated, empty forms dropped, in a stable order). */
-export function filenameCandidates(names: readonly string[]): string[] {
-  const out: string[] = [];
+export interface NameForms {
+  /** Every normalised reading of the names (deduplicated, empty ones dropped, in a stable order). */
+  forms: string[];
+  /**
+   * Why the readings are not the whole story (the part is malformed): a name longer than
+   * MAX_FILENAME_LENGTH (judged by its first and last characters only), more readings than
+   * MAX_FILENAME_FORMS (the rest not judged).
+   */
+  problems: string[];
+}
+
+/** Every normalised reading of the given names, and whether a bound kept any from being judged whole. */
+export function nameForms(names: readonly string[]): NameForms {
+  const forms: string[] = [];
+  const problems: string[] = [];
+  const problem = (p: string): void => {
+    if (!problems.includes(p)) problems.push(p);
+  };
   const add = (s: string): void => {
     const n = normaliseFilename(s);
-    if (n && !out.includes(n) && out.length < MAX_CANDIDATES) out.push(n);
+    if (!n || forms.includes(n)) return;
+    if (forms.length >= MAX_FILENAME_FORMS) return problem(`more than ${MAX_FILENAME_FORMS} readings of the file names`);
+    forms.push(n);
   };
   for (const raw of names) {
-    const forms = [raw];
-    const pct = percentDecoded(raw);
-    if (pct !== undefined) forms.push(pct);
-    for (const f of forms) {
-      for (const v of [f, f.normalize('NFC'), f.normalize('NFKC')]) {
-        add(v);
-        // a name some reader left quoted or bracketed
-        const bare = v.trim().replace(/^["'<(\[{]+|["'>)\]}]+$/g, '');
-        if (bare !== v) add(bare);
-        // C strings end at the first control character
-        const cut = CONTROL.exec(v);
-        if (cut && cut.index > 0) add(v.slice(0, cut.index));
-        // "name.exe:stream" is saved as name.exe on NTFS
-        const seg = v.split(/[\\/]/).pop() ?? v;
-        const colon = seg.indexOf(':');
-        if (colon > 0) add(seg.slice(0, colon));
-      }
+    if (raw.length <= MAX_FILENAME_LENGTH) readings(raw, add);
+    else {
+      problem(`file name longer than ${MAX_FILENAME_LENGTH} characters`);
+      for (const piece of longNamePieces(raw)) readings(piece, add);
     }
+  }
+  return { forms, problems };
+}
+
+/** Every normalised form of the given names (deduplicated, empty forms dropped, in a stable order; see nameForms for the bounds). */
+export function filenameCandidates(names: readonly string[]): string[] {
+  return nameForms(names).forms;
+}
+
+/** Every reading of one name of at most MAX_FILENAME_LENGTH characters, passed to `add`. */
+function readings(raw: string, add: (s: string) => void): void {
+  const forms = [raw];
+  const pct = percentDecoded(raw);
+  if (pct !== undefined) forms.push(pct);
+  for (const f of forms) {
+    for (const v of [f, f.normalize('NFC'), f.normalize('NFKC')]) {
+      add(v);
+      // a name some reader left quoted or bracketed
+      const bare = unquoted(v);
+      if (bare !== v) add(bare);
+      // C strings end at the first control character
+      const cut = CONTROL.exec(v);
+      if (cut && cut.index > 0) add(v.slice(0, cut.index));
+      // "name.exe:stream" is saved as name.exe on NTFS
+      const seg = lastSegment(v);
+      const colon = seg.indexOf(':');
+      if (colon > 0) add(seg.slice(0, colon));
+    }
+  }
+}
+
+/**
+ * A name over MAX_FILENAME_LENGTH: the readings that shorten a name (%-decoding, the cut at a control
+ * character, the NTFS stream cut) are taken on the whole name, each is normalised whole (invisible
+ * characters, path, trailing dots and spaces: linear work), and what is still longer is judged as its
+ * first and its last MAX_FILENAME_LENGTH characters, so the rules see the real end (the extension).
+ */
+function longNamePieces(raw: string): string[] {
+  const whole = [raw];
+  const pct = percentDecoded(raw);
+  if (pct !== undefined) whole.push(pct);
+  for (const w of [...whole]) {
+    const cut = w.search(CONTROL);
+    if (cut > 0) whole.push(w.slice(0, cut));
+    const seg = lastSegment(w.replace(INVISIBLE, ''));
+    const colon = seg.indexOf(':');
+    if (colon > 0) whole.push(seg.slice(0, colon));
+  }
+  const out: string[] = [];
+  for (const w of whole) {
+    const n = normaliseFilename(w);
+    if (n.length <= MAX_FILENAME_LENGTH) out.push(n);
+    else out.push(n.slice(0, MAX_FILENAME_LENGTH), n.slice(n.length - MAX_FILENAME_LENGTH));
   }
   return out;
 }

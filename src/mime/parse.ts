@@ -9,6 +9,7 @@
 import { parsePartTree, isMessageNode, type LimitHit, type MimeNode } from './partmap.js';
 import { contentInfo } from './content.js';
 import { findEmbedded } from './embedded.js';
+import { MAX_MESSAGE_FINDINGS } from '../limits.js';
 
 export type { MimeNode } from './partmap.js';
 
@@ -32,14 +33,13 @@ export interface ParseResult {
 const CR = 0x0d;
 const LF = 0x0a;
 
-/** Most findings reported per message (the first ones decide; the rest only cost memory). */
-const MAX_FINDINGS = 100;
 
 export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
   const tree = parsePartTree(buf, limits);
   const res: ParseResult = { root: tree.root, parts: tree.parts, limit: tree.limit, malformed: [], bareCr: false };
   const add = (section: string, reason: string): void => {
-    if (res.malformed.length < MAX_FINDINGS && !res.malformed.some((m) => m.section === section && m.reason === reason)) res.malformed.push({ section, reason });
+    // every finding is the same on_malformed hit: the first ones decide, the list is bounded
+    if (res.malformed.length < MAX_MESSAGE_FINDINGS && !res.malformed.some((m) => m.section === section && m.reason === reason)) res.malformed.push({ section, reason });
   };
   const walk = (n: MimeNode): void => {
     for (const f of n.faults) add(n.section, f);
@@ -60,26 +60,23 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
     for (const c of n.children) walk(c);
   };
   walk(tree.root);
-  const crs = bareCrs(buf);
-  res.bareCr = crs.length > 0;
   // A bare CR in a header is a fault of that header (partmap); one in front of "--" lets a reader
-  // that ends lines at CR see a delimiter line Dovecot does not see.
-  for (const at of crs) {
-    if (buf[at + 1] === 0x2d && buf[at + 2] === 0x2d) {
-      add('', 'CR without LF in front of a line that may be a boundary delimiter');
-      break;
-    }
-  }
+  // that ends lines at CR see a delimiter line Dovecot does not see. Every CR is looked at.
+  const crs = bareCrs(buf);
+  res.bareCr = crs.any;
+  if (crs.beforeDashes) add('', 'CR without LF in front of a line that may be a boundary delimiter');
   return res;
 }
 
-/** Offsets of CRs not followed by LF (at most MAX_FINDINGS of them). */
-function bareCrs(buf: Buffer): number[] {
-  const out: number[] = [];
-  for (let i = buf.indexOf(CR); i >= 0 && out.length < MAX_FINDINGS; i = buf.indexOf(CR, i + 1)) {
-    if (buf[i + 1] !== LF) out.push(i);
+/** Whether the message has a CR not followed by LF, and one followed by "--" (every CR is checked). */
+function bareCrs(buf: Buffer): { any: boolean; beforeDashes: boolean } {
+  let any = false;
+  for (let i = buf.indexOf(CR); i >= 0; i = buf.indexOf(CR, i + 1)) {
+    if (buf[i + 1] === LF) continue;
+    any = true;
+    if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) return { any, beforeDashes: true };
   }
-  return out;
+  return { any, beforeDashes: false };
 }
 
 /** A message/* part sent base64 or quoted-printable: opened by decoding, not by the MIME parser. */

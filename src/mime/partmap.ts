@@ -25,7 +25,7 @@
  *   section path exactly as Dovecot does (it applies these rules).
  */
 import type { PartMap } from './types.js';
-import { DEFAULT_MIME_LIMITS } from '../limits.js';
+import { DEFAULT_MIME_LIMITS, MAX_MIME_PARAMS, MAX_PART_FAULTS } from '../limits.js';
 
 export interface PartMapLimits {
   /** Deepest nesting of multipart / message/rfc822 containers that is descended into. */
@@ -312,9 +312,9 @@ export interface ParamReport {
   raw: Array<[string, string]>;
   /** Places where Dovecot's parser gave up on a parameter and skipped a character. */
   broken: number;
+  /** More than MAX_MIME_PARAMS parameters: `raw` holds the first ones only (the policy's reading makes that a fault). */
+  overflow?: boolean;
 }
-
-const MAX_RAW_PARAMS = 1000;
 
 /** RFC 2231 merge exactly as Dovecot's rfc2231_parse: plain params first, then merged key*n params sorted. */
 export function parseRfc2231Params(p: Rfc822Parser, report?: ParamReport): Array<[string, string]> {
@@ -324,7 +324,11 @@ export function parseRfc2231Params(p: Rfc822Parser, report?: ParamReport): Array
   let idx = 0;
   let guard = 0;
   for (;;) {
-    if (++guard > 100_000) break;
+    // a loop guard far above MAX_MIME_PARAMS: reaching it means the report has overflowed anyway
+    if (++guard > 100 * MAX_MIME_PARAMS) {
+      if (report) report.overflow = true;
+      break;
+    }
     const r = p.parseContentParam();
     if (r.ret === 0) break;
     if (r.ret < 0) {
@@ -334,7 +338,10 @@ export function parseRfc2231Params(p: Rfc822Parser, report?: ParamReport): Array
       continue;
     }
     const key = r.key;
-    if (report && report.raw.length < MAX_RAW_PARAMS) report.raw.push([key, r.value]);
+    if (report) {
+      if (report.raw.length < MAX_MIME_PARAMS) report.raw.push([key, r.value]);
+      else report.overflow = true;
+    }
     const star = key.indexOf('*');
     let plain = star < 0;
     if (!plain) {
@@ -472,7 +479,6 @@ function hasBareCr(buf: Buffer, start: number, end: number): boolean {
   return false;
 }
 
-const MAX_FAULTS = 20;
 
 class Builder {
   parts = 0;
@@ -488,7 +494,8 @@ class Builder {
   }
 
   fault(node: MimeNode, reason: string): void {
-    if (node.faults.length < MAX_FAULTS && !node.faults.includes(reason)) node.faults.push(reason);
+    // one fault already makes the part malformed: further ones are not listed
+    if (node.faults.length < MAX_PART_FAULTS && !node.faults.includes(reason)) node.faults.push(reason);
   }
 
   newNode(section: string, start: number, parent: MimeNode | undefined, isMimeChild: boolean, depth: number): MimeNode {
@@ -651,7 +658,7 @@ class Builder {
       node.rfc822 = node.text = node.multipart = node.digest = false;
     }
     if (!node.ct || !node.isMime) {
-      if (node.parent && node.parent.digest) node.rfc822 = true;
+      if (node.parent?.digest) node.rfc822 = true;
       else node.text = true;
     }
     if (!node.isMime) node.ct = null;
@@ -886,7 +893,7 @@ export function findSection(root: PartMap, path: readonly number[]): MimeNode | 
     } else if (more && !part.rfc822) {
       part = null;
     }
-    if (part !== null && part.rfc822 && more) part = part.message ?? null;
+    if (part?.rfc822 && more) part = part.message ?? null;
   }
   return part;
 }

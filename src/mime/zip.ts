@@ -19,6 +19,7 @@
  */
 import { crc32, inflateRawSync } from 'node:zlib';
 import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
+import { MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS } from '../limits.js';
 
 export interface ZipLimits {
   /** Entries across all nesting levels. */
@@ -76,9 +77,8 @@ const CEN_LEN = 46;
 const LOC_LEN = 30;
 const PREFIX = 512;
 const MAX_COMMENT = 0xffff;
-/** Longer names, or deeper paths, are cut or refused differently by extractors and file systems. */
-const MAX_NAME_BYTES = 4096;
-const MAX_NAME_PARTS = 256;
+// Longer names (MAX_ZIP_NAME_BYTES), or deeper paths (MAX_ZIP_NAME_PARTS), are cut or refused
+// differently by extractors and file systems: such an archive is ambiguous (src/limits.ts).
 
 /** Flag bits a plain archive may use: encrypted, deflate options (1, 2), data descriptor, UTF-8 names. */
 const KNOWN_FLAGS = 0x0001 | 0x0002 | 0x0004 | 0x0008 | 0x0800;
@@ -267,7 +267,7 @@ function readName(raw: Buffer, flags: number, extra: Extra, fail: (r: string) =>
     const nul = c.indexOf('\0');
     if (nul >= 0) candidates.add(c.slice(0, nul));
   }
-  if (raw.length > MAX_NAME_BYTES) fail(`member name longer than ${MAX_NAME_BYTES} bytes`);
+  if (raw.length > MAX_ZIP_NAME_BYTES) fail(`member name longer than ${MAX_ZIP_NAME_BYTES} bytes`);
   for (const c of checked) {
     if (c.length === 0) {
       fail('empty member name');
@@ -280,7 +280,7 @@ function readName(raw: Buffer, flags: number, extra: Extra, fail: (r: string) =>
     if (c.startsWith('/')) fail(`member name ${JSON.stringify(c)} is an absolute path`);
     const parts = c.split(/[\\/]/);
     if (parts[parts.length - 1] === '') parts.pop(); // directory marker
-    if (parts.length > MAX_NAME_PARTS) fail(`member name has more than ${MAX_NAME_PARTS} path components`);
+    if (parts.length > MAX_ZIP_NAME_PARTS) fail(`member name has more than ${MAX_ZIP_NAME_PARTS} path components`);
     for (const part of parts) {
       // "." parts (tar-style "./a.txt") are dropped by every reader; empty and ".." parts are not
       if (part === '' || part === '..') {
@@ -435,7 +435,7 @@ function walk(
   for (const e of entries) {
     for (const c of e.candidates) {
       const parts = collisionKey(c.replace(/\/+$/, '')).split('/');
-      if (parts.length > MAX_NAME_PARTS) continue; // already refused
+      if (parts.length > MAX_ZIP_NAME_PARTS) continue; // already refused
       let id = 0;
       for (let i = 0; i < parts.length; i++) {
         id = node(id, parts[i]);

@@ -21,7 +21,7 @@ export function cleanVar(v: string | undefined): string {
 
 export function renderTemplate(tpl: string, vars: TemplateVars): string {
   return tpl.replace(/\{([a-z_]+)\}/g, (all, name: string) =>
-    Object.prototype.hasOwnProperty.call(vars, name) ? cleanVar(vars[name as keyof TemplateVars]) : all === '{}' ? all : cleanVar(undefined),
+    Object.hasOwn(vars, name) ? cleanVar(vars[name as keyof TemplateVars]) : all === '{}' ? all : cleanVar(undefined),
   );
 }
 

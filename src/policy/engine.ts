@@ -20,13 +20,14 @@ import type { ScanOutcome } from '../scanners/types.js';
 import { parseMime, forEachLeaf, leafSection, type MimeNode, type ParseResult } from '../mime/parse.js';
 import { parsePartTree, parseHeaderBlock, isMessageNode, type HeaderField } from '../mime/partmap.js';
 import { contentInfo } from '../mime/content.js';
-import { decodedFieldValue } from '../mime/headers.js';
+import { decodedFieldValue, matchableFieldValue } from '../mime/headers.js';
 import { decodeBody, decodeChunks, decodedSize, decodedSizeBound, decodePrefix, encodingDamage, isDecodedEncoding } from '../mime/decode.js';
 import { detectType, ZIP_TYPE } from '../mime/detect.js';
 import { containsZip, inspectZip, zipTrailerIn } from '../mime/zip.js';
 import { toCrlf, crAsLineEnd } from '../mime/eol.js';
-import { findEmbedded, type EmbeddedFile } from '../mime/embedded.js';
-import { filenameCandidates, normaliseFilename as normaliseName } from '../mime/names.js';
+import { scanEmbedded, type EmbeddedFile } from '../mime/embedded.js';
+import { nameForms, normaliseFilename as normaliseName } from '../mime/names.js';
+import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH, MAX_LISTED_HITS, MAX_NOTICE_FIELD_BYTES } from '../limits.js';
 import { buildPartMap } from '../mime/partmap.js';
 import type { ActionName, EngineDeps, InspectContext, InspectResult, RuleHit, Verdict } from './types.js';
 import type { ActionSpec, CompiledPolicy, CompiledTypeRule } from './load.js';
@@ -52,6 +53,8 @@ interface Leaf {
   cte: string;
   /** Every normalised file name a client may show for the part. */
   names: string[];
+  /** Why `names` is not every reading (a name over MAX_FILENAME_LENGTH, too many names): a malformed part. */
+  nameProblems: string[];
   /** Encoded body bytes. */
   body: Buffer;
   /** Entity a strip replaces (undefined: the top-level body, only a block removes it). */
@@ -70,9 +73,6 @@ function innerLeaves(leaf: Leaf): Leaf[] {
 }
 
 const SEVERITY: Record<ActionName, number> = { allow: 0, strip: 1, block: 2 };
-const MAX_HITS = 200;
-/** A kept header field of a block notice is at most this long (a longer one is dropped, never cut). */
-const MAX_KEPT_FIELD = 4096;
 
 /** Header fields a block notice keeps so threads and the message list stay intact. */
 const KEPT_ON_BLOCK = new Set(['date', 'from', 'to', 'cc', 'subject', 'message-id', 'in-reply-to', 'references']);
@@ -118,7 +118,7 @@ function doubleExtension(policy: CompiledPolicy, name: string): boolean {
 function stripTarget(leaf: MimeNode): MimeNode | undefined {
   if (!isMessageNode(leaf)) return leaf;
   const container = leaf.parent;
-  return container && container.parent ? container : undefined;
+  return container?.parent ? container : undefined;
 }
 
 function stripRules(policy: CompiledPolicy, scope: 'top' | 'all') {
@@ -139,7 +139,8 @@ function filterHeader(buf: Buffer, n: MimeNode, rules: CompiledPolicy['headers']
   for (const f of n.fields) {
     if (f.colon) {
       const name = f.name.trim().toLowerCase();
-      if (rules.some((r) => r.name.test(name) && (r.value === null || r.value.test(decodedFieldValue(f.value))))) {
+      // a value too long to match against the policy's expression counts as matching (strict reading)
+      if (rules.some((r) => r.name.test(name) && (r.value === null || testValue(r.value, f.value)))) {
         dropped = true;
         continue;
       }
@@ -147,6 +148,11 @@ function filterHeader(buf: Buffer, n: MimeNode, rules: CompiledPolicy['headers']
     out.push(buf.subarray(f.start, f.end));
   }
   return dropped ? out : null;
+}
+
+function testValue(re: RegExp, raw: string): boolean {
+  const v = matchableFieldValue(raw);
+  return v === undefined || re.test(v);
 }
 
 function addedHeaderLines(policy: CompiledPolicy, eol: string): Buffer[] {
@@ -184,7 +190,7 @@ function applyParsedHeaderRules(buf: Buffer, h: MimeNode, policy: CompiledPolicy
  * reader can split into more lines (no CR without LF, no NUL), so no original content rides along.
  */
 function keepableField(buf: Buffer, f: HeaderField): boolean {
-  if (!f.colon || f.end - f.start > MAX_KEPT_FIELD) return false;
+  if (!f.colon || f.end - f.start > MAX_NOTICE_FIELD_BYTES) return false;
   const b = buf.subarray(f.start, f.end);
   if (b.indexOf(0) >= 0) return false;
   for (let i = b.indexOf(0x0d); i >= 0; i = b.indexOf(0x0d, i + 1)) if (b[i + 1] !== 0x0a) return false;
@@ -235,13 +241,15 @@ function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectRes
 
 function makeLeaf(msg: Buffer, node: MimeNode): Leaf {
   const info = contentInfo(node);
+  const names = nameForms(info.names);
   return {
     node,
     section: leafSection(node),
     type: info.type,
     otherTypes: info.otherTypes,
     cte: info.cte,
-    names: filenameCandidates(info.names),
+    names: names.forms,
+    nameProblems: names.problems,
     body: msg.subarray(node.bodyStart, node.bodyEnd),
     target: stripTarget(node),
     embedded: [],
@@ -258,17 +266,28 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   const tags: string[] = [];
   /** Largest uncompressed member of each ZIP part (antivirus treats an over-max_size member as unscanned). */
   const largestMember = new Map<Leaf, number>();
-  const addHit = (h: Hit) => {
-    if (hits.length < MAX_HITS) hits.push(h);
-    else if (SEVERITY[h.spec.action] > 0) {
-      // keep the decision even when the list is full
-      const worst = hits.findIndex((x) => SEVERITY[x.spec.action] < SEVERITY[h.spec.action]);
-      if (worst >= 0) hits[worst] = h;
+  /**
+   * Every hit up to MAX_LISTED_HITS is listed. Past that a hit is still kept when it changes the
+   * outcome (another entity to strip, a stricter action, a quarantine), never dropped for space.
+   */
+  const outcomes = new Set<string>();
+  const targetIds = new Map<MimeNode, number>();
+  const outcomeOf = (h: Hit): string => {
+    let id = 0;
+    if (h.spec.action === 'strip' && h.target) {
+      id = targetIds.get(h.target) ?? targetIds.size + 1;
+      targetIds.set(h.target, id);
     }
+    return `${h.spec.action}|${h.spec.quarantine ? 'q' : ''}|${id}`;
+  };
+  const addHit = (h: Hit) => {
+    const outcome = h.spec.action === 'allow' ? '' : outcomeOf(h);
+    if (hits.length < MAX_LISTED_HITS || (outcome && !outcomes.has(outcome))) hits.push(h);
+    if (outcome) outcomes.add(outcome);
   };
 
   let parsed: ParseResult | undefined;
-  let leaves: Leaf[] = [];
+  const leaves: Leaf[] = [];
   let tempfail = false;
   const scanner = policy.antivirus.enabled ? deps.scanner ?? null : null;
 
@@ -539,7 +558,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   // infected, or not scannable: a notice without message content.
   if (scanner && (status === 'blocked' || (viruses.length > 0 && status !== 'clean'))) {
     const o = output.length <= policy.antivirus.maxSize ? await scanner.scan(output, { label: 'output' }) : undefined;
-    if (!o || o.kind !== 'clean') {
+    if (o?.kind !== 'clean') {
       if (status !== 'blocked') {
         addHit({ part: '', rule: 'antivirus', action: 'block', reason: 'virus found in what would be delivered', virus: viruses.join(', '), spec: { ...policy.antivirus.onVirus, action: 'block' } });
       }
@@ -638,14 +657,18 @@ async function scanLeaf(
 }
 
 /** How deep message/* parts inside message/* parts are opened. */
-const MAX_ENCODED_MESSAGE_DEPTH = 5;
+
+/** A file name mail clients open as a message (.eml, any case). */
+function isEmlName(name: string): boolean {
+  return /\.eml$/i.test(name);
+}
 
 /** Parts a mail client shows as text and searches for uuencoded (yEnc, BinHex) files. */
 function isTextish(type: string): boolean {
   return type.startsWith('text/') || type === 'message/rfc822' || type === 'application/x-uuencode';
 }
 
-function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<Leaf, number>, depth = 0): void {
+function evaluateLeaf(_raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (h: Hit) => void, largestMember: Map<Leaf, number>, depth = 0): void {
   const section = leaf.section;
   const body = leaf.body;
   const target = leaf.target;
@@ -655,6 +678,12 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
   const names = leaf.names;
   const filename = names[0];
   const base = { part: section, declaredType: declared, filename, target } as const;
+  // a bound of the MIME model reached in this part: judged by the policy, never passed over
+  const limitHit = (reason: string) => fixedLimitHit(policy, { ...base, detectedType: detected }, reason, addHit);
+  const malformedHit = (reason: string) => {
+    if (policy.limits.onMalformed.action !== 'allow') addHit({ ...base, detectedType: detected, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+  };
+  for (const p of leaf.nameProblems) malformedHit(p);
 
   // damage is checked in bounded memory; the part is decoded whole only where it must be
   if (isDecodedEncoding(leaf.cte)) {
@@ -666,6 +695,7 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
         const t = detectType(whole.data.subarray(at, at + 4096));
         if (t && !leaf.otherTypes.includes(t)) leaf.otherTypes.push(t);
       }
+      if (whole.moreRestarts) limitHit(`${leaf.cte} data resumes after its padding more than ${MAX_BASE64_RESTARTS} times`);
     }
     if (damage.ambiguous && policy.limits.onMalformed.action !== 'allow') {
       const spec = { ...policy.limits.onMalformed, action: 'block' as const };
@@ -709,8 +739,12 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
         memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_encrypted', action: policy.archives.onEncrypted.action, reason: `encrypted archive member ${m.path} cannot be inspected`, spec: policy.archives.onEncrypted });
       }
       // every name a reader could show for the member (header, Unicode Path field, charsets): strictest wins
+      const mforms = nameForms(m.names.length ? m.names : [m.name]);
+      if (mforms.problems.length > 0 && policy.archives.onAmbiguous.action !== 'allow') {
+        memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_ambiguous', action: policy.archives.onAmbiguous.action, reason: `archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: policy.archives.onAmbiguous });
+      }
       let fr: ReturnType<typeof filenameDecision>;
-      for (const mname of new Set((m.names.length ? m.names : [m.name]).map(normaliseFilename).filter(Boolean))) {
+      for (const mname of mforms.forms) {
         const d = filenameDecision(policy, mname);
         if (d && (!fr || SEVERITY[d.spec.action] > SEVERITY[fr.spec.action])) fr = d;
       }
@@ -723,15 +757,16 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
           memberHits.push({ ...base, detectedType: detected, archivePath: m.path, rule: td.rule, action: td.spec.action, reason: td.reason ?? `archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
         }
       }
-      if (memberHits.length > 50) break;
     }
   }
 
   // A message/* part that is a leaf here (sent base64 or quoted-printable, or a type the MIME
   // structure does not open, such as message/global) is shown by clients with its attachments:
   // look inside, and strip or block the whole part when anything in it is not allowed (it cannot be
-  // rewritten inside its encoding).
-  if (/^message\//.test(declared) && body.length <= policy.limits.maxMessageSize) {
+  // rewritten inside its encoding). A part any of whose names ends in .eml is such a message too,
+  // whatever its type: mail clients and mailparser open it as a forwarded message (what does not
+  // parse as one is malformed).
+  if ((/^message\//.test(declared) || names.some(isEmlName)) && body.length <= policy.limits.maxMessageSize) {
     const inner = toCrlf(decoded());
     const innerHits: Hit[] = [];
     if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
@@ -796,7 +831,9 @@ function evaluateLeaf(raw: Buffer, leaf: Leaf, policy: CompiledPolicy, addHit: (
   if (isTextish(declared) || leaf.cte === 'x-uuencode') {
     const content = leaf.cte === 'x-uuencode' ? body : decoded();
     if (declared.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0) nulFault('NUL bytes in decoded text');
-    leaf.embedded = findEmbedded(content);
+    const scan = scanEmbedded(content);
+    leaf.embedded = scan.files;
+    if (scan.limit) limitHit(scan.limit);
     for (const f of leaf.embedded) embeddedHits(policy, leaf, f, addHit);
   }
 }
@@ -814,11 +851,15 @@ function filenameHits(policy: CompiledPolicy, names: string[], add: (fr: { spec:
 
 function embeddedHits(policy: CompiledPolicy, leaf: Leaf, f: EmbeddedFile, addHit: (h: Hit) => void): void {
   const label = `${f.kind} file ${f.name || '(no name)'}`;
-  const names = filenameCandidates([f.name]);
+  const forms = nameForms([f.name]);
+  const names = forms.forms;
   const base = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target } as const;
-  if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && policy.limits.onMalformed.action !== 'allow') {
-    addHit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${label} that cannot be decoded`, spec: { ...policy.limits.onMalformed, action: 'block' } });
-  }
+  const malformed = (reason: string) => {
+    if (policy.limits.onMalformed.action !== 'allow') addHit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+  };
+  // a block past MAX_EMBEDDED_BYTES is not decoded: that is a limit hit (evaluateLeaf), not damage
+  if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && !f.tooLarge) malformed(`${label} that cannot be decoded`);
+  for (const p of forms.problems) malformed(`${label}: ${p}`);
   filenameHits(policy, names, (fr, n) => addHit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: ${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
   let detected = policy.detectTypes ? detectType(f.data.subarray(0, 4096)) : undefined;
   if (detected === ZIP_TYPE && policy.archives.inspect) {
@@ -832,9 +873,13 @@ function embeddedHits(policy: CompiledPolicy, leaf: Leaf, f: EmbeddedFile, addHi
     const problem = rep.limit ?? rep.malformed;
     const spec = (policy.archives as { onAmbiguous?: ActionSpec }).onAmbiguous && rep.malformed && !rep.limit ? (policy.archives as { onAmbiguous: ActionSpec }).onAmbiguous : policy.archives.onLimit;
     if (problem && spec.action !== 'allow') addHit({ ...base, detectedType: detected, rule: rep.limit ? 'archives.on_limit' : 'archives.on_ambiguous', action: spec.action, reason: `${label} in the text: archive not fully inspected: ${problem}`, spec });
-    for (const m of rep.members.slice(0, 1000)) {
-      const mnames = filenameCandidates((m as { names?: string[] }).names ?? [m.name]);
-      filenameHits(policy, mnames, (fr) => addHit({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: archive member ${m.path} matches a forbidden file name`, spec: fr.spec }));
+    // every member (the archive limits bound them), every reading of its name
+    for (const m of rep.members) {
+      const mforms = nameForms(m.names.length ? m.names : [m.name]);
+      if (mforms.problems.length > 0 && policy.archives.onAmbiguous.action !== 'allow') {
+        addHit({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_ambiguous', action: policy.archives.onAmbiguous.action, reason: `${label} in the text: archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: policy.archives.onAmbiguous });
+      }
+      filenameHits(policy, mforms.forms, (fr) => addHit({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: archive member ${m.path} matches a forbidden file name`, spec: fr.spec }));
       if (m.detectedType) {
         const td = typeDecision(policy, m.detectedType);
         if (td.spec.action !== 'allow') addHit({ ...base, detectedType: detected, archivePath: m.path, rule: td.rule, action: td.spec.action, reason: `${label} in the text: archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
@@ -845,6 +890,15 @@ function embeddedHits(policy: CompiledPolicy, leaf: Leaf, f: EmbeddedFile, addHi
     const td = typeDecision(policy, detected);
     if (td.spec.action !== 'allow') addHit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${label} in the text: ${td.reason ?? `detected type ${detected} not allowed`}`, spec: td.spec });
   }
+}
+
+/**
+ * A fixed bound of the MIME model (src/limits.ts) stopped the inspection of a part: judged like the
+ * policy's own limits, `limits.on_limit` as a block (`allow` lets it pass, as for every limit).
+ */
+function fixedLimitHit(policy: CompiledPolicy, base: Omit<Hit, 'rule' | 'action' | 'reason' | 'spec'>, reason: string, addHit: (h: Hit) => void): void {
+  const spec = policy.limits.onLimit;
+  if (spec.action !== 'allow') addHit({ ...base, rule: 'limits.on_limit', action: 'block', reason: `not inspected in full: ${reason}`, spec: { ...spec, action: 'block' } });
 }
 
 function filenameDecision(policy: CompiledPolicy, name: string): { spec: ActionSpec; rule: string; reason?: string } | undefined {

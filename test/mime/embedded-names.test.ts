@@ -4,7 +4,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { findEmbedded, MAX_EMBEDDED } from '../../src/mime/embedded.js';
+import { findEmbedded, scanEmbedded } from '../../src/mime/embedded.js';
+import { MAX_EMBEDDED_FILES } from '../../src/limits.js';
 import { filenameCandidates, normaliseFilename } from '../../src/mime/names.js';
 import { binhex, uuencode, yenc } from './encoders.js';
 
@@ -65,8 +66,10 @@ describe('embedded files', () => {
       ['one.txt', 'one', false],
       ['two.txt', 'two', true],
     ]);
-    const many = Array.from({ length: MAX_EMBEDDED + 10 }, (_, i) => uuencode(Buffer.from([i]), `f${i}`)).join('\r\n');
-    expect(findEmbedded(Buffer.from(many, 'latin1')).length).toBe(MAX_EMBEDDED);
+    const many = Array.from({ length: MAX_EMBEDDED_FILES + 10 }, (_, i) => uuencode(Buffer.from([i]), `f${i}`)).join('\r\n');
+    const scan = scanEmbedded(Buffer.from(many, 'latin1'));
+    expect(scan.files.length).toBe(MAX_EMBEDDED_FILES);
+    expect(scan.limit).toBe(`more than ${MAX_EMBEDDED_FILES} files embedded in the text`);
     expect(findEmbedded(Buffer.from('nothing to see here, not even a beginning', 'latin1'))).toEqual([]);
   });
 

@@ -42,8 +42,12 @@ export function yenc(data: Buffer, name: string): string {
 
 const BINHEX = '!"#$%&\'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr';
 
-/** BinHex 4.0 (CRCs left zero: readers that check them would refuse the file, postern still looks inside). */
-export function binhex(data: Buffer, name: string): string {
+/**
+ * BinHex 4.0 (CRCs left zero: readers that check them would refuse the file, postern still looks inside).
+ * `runs`: run-length encode runs of a repeated byte (0x90 n: the previous byte n-1 more times), as BinHex
+ * encoders do; without it only 0x90 itself is escaped.
+ */
+export function binhex(data: Buffer, name: string, runs = false): string {
   const n = Buffer.from(name, 'latin1');
   const head = Buffer.alloc(1 + n.length + 1 + 4 + 4 + 2 + 4 + 4 + 2);
   head[0] = n.length;
@@ -55,9 +59,19 @@ export function binhex(data: Buffer, name: string): string {
   head.writeUInt32BE(data.length, p);
   const raw = Buffer.concat([head, data, Buffer.alloc(2), Buffer.alloc(2)]);
   const rle: number[] = [];
-  for (const b of raw) {
+  for (let i = 0; i < raw.length; ) {
+    const b = raw[i]!;
+    let run = 1;
+    while (runs && b !== 0x90 && i + run < raw.length && raw[i + run] === b) run++;
     rle.push(b);
     if (b === 0x90) rle.push(0);
+    // b, then (0x90 n) as often as needed: each adds n-1 more copies of b
+    for (let left = run - 1; left > 0; ) {
+      const n = Math.min(left + 1, 255);
+      rle.push(0x90, n);
+      left -= n - 1;
+    }
+    i += run;
   }
   let bits = 0;
   let acc = 0;
