@@ -316,8 +316,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   if (scanner && !hits.some((h) => h.spec.action === 'block')) {
     const av = policy.antivirus;
     const onOversize = (part: string, size: number) => {
-      if (av.onOversize === 'block') {
-        addHit({ part, rule: 'antivirus.on_oversize', action: 'block', reason: `too large to scan (${size} bytes)`, spec: { action: 'block', quarantine: false, log: true } });
+      if (av.onOversize.action === 'block') {
+        addHit({ part, rule: 'antivirus.on_oversize', action: 'block', reason: `too large to scan (${size} bytes)`, spec: av.onOversize });
       } else if (!tags.some((t) => t.includes('oversize'))) tags.push(`${av.tagHeader}: unscanned; reason=oversize; policy=${policy.name}`);
     };
     const onError = (part: string, o: Extract<ScanOutcome, { kind: 'error' }>) => {

@@ -67,7 +67,8 @@ export interface CompiledPolicy {
     maxSize: number;
     onVirus: ActionSpec;
     onError: 'tempfail' | 'block' | 'allow';
-    onOversize: 'allow' | 'block';
+    /** Something too large to scan (max_size, or the scanner's own limit): `allow` passes it unscanned with tagHeader. */
+    onOversize: ActionSpec;
     /** Header added to the top level when a message passes unscanned (on_error/on_oversize allow). */
     tagHeader: string;
     /** Scan every decoded leaf part in addition to the raw message. */
@@ -138,6 +139,8 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
   const filenameRules = compileRules(y.filenames?.rules ?? [], (p) => p, (p) => compileGlob(p, 'file name'));
   const av = y.antivirus ?? {};
   const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
+  // fail closed: what cannot be scanned is not delivered unscanned, and its original is kept for release
+  const onOversize = av.on_oversize === undefined ? A('block', true) : typeof av.on_oversize === 'string' ? A(av.on_oversize, av.on_oversize === 'block') : { action: av.on_oversize.action, quarantine: av.on_oversize.quarantine ?? av.on_oversize.action === 'block', log: av.on_oversize.log ?? true };
   return Object.freeze({
     name: y.name ?? name,
     file,
@@ -154,7 +157,8 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       maxEntries: y.archives?.max_entries ?? DEFAULT_ARCHIVE_LIMITS.maxEntries,
       maxTotalSize: y.archives?.max_total_size ?? DEFAULT_ARCHIVE_LIMITS.maxTotalSize,
       maxRatio: y.archives?.max_ratio ?? DEFAULT_ARCHIVE_LIMITS.maxRatio,
-      onEncrypted: spec(y.archives?.on_encrypted, A('allow')),
+      // an encrypted member cannot be inspected: stripped, the original kept for release
+      onEncrypted: spec(y.archives?.on_encrypted, A('strip', true)),
       onLimit: spec(y.archives?.on_limit, A('strip')),
       onAmbiguous: spec(y.archives?.on_ambiguous, A('strip', true)),
     },
@@ -181,7 +185,7 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       maxSize: av.max_size ?? DEFAULT_ANTIVIRUS_LIMITS.maxSize,
       onVirus,
       onError: av.on_error ?? 'tempfail',
-      onOversize: av.on_oversize ?? 'allow',
+      onOversize,
       tagHeader: av.tag_header ?? 'X-Postern-AV',
       scanParts: av.scan_parts ?? true,
     },

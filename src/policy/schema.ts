@@ -1,6 +1,6 @@
 /**
  * Policy YAML schema (snake_case keys). Strict objects: an unknown key is an error with its location,
- * so a typo never silently disables a rule. Defaults are filled in by compile.ts, not here.
+ * so a typo never silently disables a rule. Defaults are filled in by load.ts (compilePolicy), not here.
  */
 import { z } from 'zod';
 import { sizeField } from '../units.js';
@@ -161,7 +161,8 @@ export const policySchema = z.strictObject({
       max_size: size.optional(),
       on_virus: z.union([z.enum(['strip', 'block']), z.strictObject({ action: z.enum(['strip', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
-      on_oversize: z.enum(['allow', 'block']).optional(),
+      // `block` (default, original quarantined) or `allow` (passes unscanned, with tag_header)
+      on_oversize: z.union([z.enum(['allow', 'block']), z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
       tag_header: headerName.optional(),
       scan_parts: z.boolean().optional(),
     })

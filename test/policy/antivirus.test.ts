@@ -72,17 +72,26 @@ describe('antivirus semantics', () => {
     expect(a.output.toString().startsWith('X-Postern-AV: unscanned; reason=error; policy=test\r\nFrom:')).toBe(true);
     expect(a.output.subarray(a.output.length - raw.length).equals(raw)).toBe(true);
   });
-  it('max_size / on_oversize: allow with tag, or block; a scanner-reported oversize is the same', async () => {
-    const big = policyFrom('antivirus: { max_size: 100 }');
+  it('max_size / on_oversize: block with the original quarantined (default), or allow with tag; a scanner-reported oversize is the same', async () => {
     const s = new FakeScanner();
-    const a = await inspectMessage(clean(), big, {}, { scanner: s });
+    const a = await inspectMessage(clean(), policyFrom('antivirus: { max_size: 100, on_oversize: allow }'), {}, { scanner: s });
     expect(a.verdict.status).toBe('changed');
     expect(a.output.toString()).toMatch(/^X-Postern-AV: unscanned; reason=oversize/);
     expect(s.seen.map((x) => x.label)).toEqual(['part 1', 'part 2']); // the raw message (too big) is not sent, the small parts are
-    const b = await inspectMessage(clean(), policyFrom('antivirus: { max_size: 100, on_oversize: block }'), {}, { scanner: new FakeScanner() });
-    expect(b.verdict.status).toBe('blocked');
-    const c = await inspectMessage(clean(), policyFrom('antivirus: { on_oversize: block, tag_header: X-AV }'), {}, { scanner: new FakeScanner('oversize') });
-    expect(c.verdict.hits[0].rule).toBe('antivirus.on_oversize');
+    for (const yaml of ['antivirus: { max_size: 100 }', 'antivirus: { max_size: 100, on_oversize: block }']) {
+      const b = await inspectMessage(clean(), policyFrom(yaml), {}, { scanner: new FakeScanner() });
+      expect(b.verdict.status, yaml).toBe('blocked');
+      expect(b.verdict.hits[0], yaml).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block', quarantine: true });
+      expect(b.verdict.quarantineFailed, yaml).toBe(true); // no store given: the relay withholds the message
+    }
+    const q = await inspectMessage(clean(), policyFrom('antivirus: { max_size: 100, on_oversize: { action: block, quarantine: false } }'), {}, { scanner: new FakeScanner() });
+    expect(q.verdict.hits[0]).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block' });
+    expect(q.verdict.hits[0]!.quarantine).toBeUndefined();
+    const c = await inspectMessage(clean(), policyFrom('antivirus: { tag_header: X-AV }'), {}, { scanner: new FakeScanner('oversize') });
+    expect(c.verdict.hits[0]).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block', quarantine: true });
+    const d = await inspectMessage(clean(), defaultPolicy(), {}, { scanner: new FakeScanner('oversize') });
+    expect(d.verdict.status).toBe('blocked');
+    expect(d.verdict.hits[0]).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block', quarantine: true });
   });
   it('antivirus disabled in the policy or no scanner: nothing is scanned', async () => {
     const s = new FakeScanner();

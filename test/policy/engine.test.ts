@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { readFileSync, readdirSync, mkdtempSync, writeFileSync, statSync } from 'node:fs';
+import { readFileSync, mkdtempSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inspectMessage, applyHeaderRules, recoveryId } from '../../src/policy/engine.js';
@@ -233,12 +233,17 @@ describe('archives', () => {
     const r = await inspectMessage(zipMsg(makeZip([{ name: 'docs/readme.pdf.js', data: Buffer.from('alert(1)') }])), defaultPolicy(), {}, {});
     expect(r.verdict.hits.map((h) => [h.archivePath, h.rule])).toEqual([['docs/readme.pdf.js', 'filenames.rules[0]']]);
   });
-  it('encrypted members follow archives.on_encrypted', async () => {
+  it('encrypted members follow archives.on_encrypted (default: strip, original quarantined; allow opts out)', async () => {
     const zip = makeZip([{ name: 'secret.pdf', data: PDF, encrypted: true }]);
-    expect((await inspectMessage(zipMsg(zip), defaultPolicy(), {}, {})).verdict.status).toBe('clean');
+    for (const pol of [defaultPolicy(), policyFrom('name: x')]) {
+      const d = await inspectMessage(zipMsg(zip), pol, {}, {});
+      expect(d.verdict.status).toBe('changed');
+      expect(d.verdict.hits).toEqual([expect.objectContaining({ rule: 'archives.on_encrypted', action: 'strip', quarantine: true, archivePath: 'secret.pdf' })]);
+    }
     const pol = policyFrom(`archives: { on_encrypted: { action: strip } }`);
     const r = await inspectMessage(zipMsg(zip), pol, {}, {});
-    expect(r.verdict.hits.map((h) => h.rule)).toEqual(['archives.on_encrypted']);
+    expect(r.verdict.hits.map((h) => [h.rule, h.quarantine])).toEqual([['archives.on_encrypted', undefined]]);
+    expect((await inspectMessage(zipMsg(zip), policyFrom('archives: { on_encrypted: allow }'), {}, {})).verdict.status).toBe('clean');
   });
   it('OOXML documents are ZIPs but are judged as documents', async () => {
     const docx = makeZip([{ name: '[Content_Types].xml', data: Buffer.from('<x/>') }, { name: 'word/document.xml', data: Buffer.from('<w/>') }]);

@@ -20,7 +20,13 @@ describe('policy loading', () => {
   it('loads the shipped default and every example', () => {
     const d = loadPolicy('default', POLICIES);
     expect(d.name).toBe('default');
-    expect(d.antivirus).toMatchObject({ enabled: true, onError: 'tempfail', onOversize: 'allow' });
+    expect(d.antivirus).toMatchObject({ enabled: true, onError: 'tempfail', onOversize: { action: 'block', quarantine: true, log: true } });
+    expect(d.archives.onEncrypted).toEqual({ action: 'strip', quarantine: true, log: true });
+    // the built-in defaults are the shipped file's (fail closed even without the file)
+    const bare = compilePolicyText('name: bare\n', '/virtual/bare.yaml');
+    expect(bare.antivirus.onOversize).toEqual(d.antivirus.onOversize);
+    expect(bare.archives.onEncrypted).toEqual(d.archives.onEncrypted);
+    expect(compilePolicyText('antivirus: { on_oversize: allow }\n', '/virtual/a.yaml').antivirus.onOversize).toEqual({ action: 'allow', quarantine: false, log: true });
     expect(d.contentRules.length).toBeGreaterThan(3);
     const ex = readdirSync(join(POLICIES, 'examples')).filter((f) => f.endsWith('.yaml'));
     expect(ex.length).toBeGreaterThanOrEqual(3);
