@@ -109,3 +109,11 @@ describe('screenResponse', () => {
     expect(v).toEqual({ ok: false, reason: 'FETCH item an unknown item that postern did not vet' });
   });
 });
+
+describe('FETCH responses end at their item list', () => {
+  it('trailing data after the closing parenthesis (a literal above all) is refused', () => {
+    expect(screen(`* 1 FETCH (UID 1) {${EICAR.length}}\r\n${EICAR}\r\n`).ok).toBe(false);
+    expect(screen('* 1 FETCH (UID 1) trailing\r\n').ok).toBe(false);
+    expect(screen('* 1 FETCH (UID 1)\r\n').ok).toBe(true);
+  });
+});

@@ -76,6 +76,13 @@ class Cursor {
     return this.captured.length === 1 ? this.captured[0]! : Buffer.concat(this.captured);
   }
 
+  /** Only the line terminator is left of the current line. */
+  atLineEnd(): boolean {
+    const l = this.line();
+    const rest = l.length - this.i;
+    return rest === 0 || (rest === 1 && l[this.i] === 0x0a) || (rest === 2 && l[this.i] === 0x0d && l[this.i + 1] === 0x0a);
+  }
+
   text(from: number): string {
     return this.line().toString('latin1', from, this.i);
   }
@@ -175,6 +182,8 @@ export function parseFetchResponse(parts: Buffer[]): FetchResponse {
     const n = c.peek();
     if (n === 0x29) {
       c.next();
+      // the response ends right after its item list: trailing data (a literal above all) is not FETCH data
+      if (!c.atLineEnd() || c.p !== parts.length - 1) throw c.bad('data after the item list');
       break;
     }
     if (n === SP) {
