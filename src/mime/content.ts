@@ -6,6 +6,8 @@
  * contradictory Content-Type / Content-Disposition / Content-Transfer-Encoding fields or
  * parameters, broken or mixed RFC 2231 continuations, comments where readers disagree, transfer
  * encodings with comments or unknown values, file names that differ between parameters.
+ * Bounded without cutting silently (src/limits.ts): more than MAX_MIME_PARAMS parameters or
+ * MAX_PART_FILENAMES names is itself a fault; faults are listed up to MAX_PART_FAULTS.
  */
 import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
 import { bytesToText, decodeWords as decodeWordsUncached } from './headers.js';

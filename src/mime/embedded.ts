@@ -78,7 +78,7 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
       return false;
     }
     if (r.tooLarge) {
-      limitHit(scan, `${f.kind} file ${f.name || '(no name)'} decodes to more than ${MAX_EMBEDDED_BYTES} bytes`);
+      limitHit(scan, `${f.kind} file ${f.name.slice(0, 200) || '(no name)'} decodes to more than ${MAX_EMBEDDED_BYTES} bytes`);
       f.tooLarge = true;
     }
     scan.files.push(f);
