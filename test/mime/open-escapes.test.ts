@@ -13,15 +13,15 @@
  */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
-import { inspectMessage } from '../../src/policy/engine.js';
+import { describe, expect, it } from 'vitest';
+import { b64, EXE } from '../../scripts/gen-fixtures.js';
+import { type DecodeReport, decodeChunks, decodeQuotedPrintable } from '../../src/mime/decode.js';
 import { parseMime } from '../../src/mime/parse.js';
-import { decodeChunks, decodeQuotedPrintable, type DecodeReport } from '../../src/mime/decode.js';
-import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
+import { inspectMessage } from '../../src/policy/engine.js';
 import type { InspectResult } from '../../src/policy/types.js';
+import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { defaultPolicy } from '../policy/helpers.js';
-import { EXE, b64 } from '../../scripts/gen-fixtures.js';
 
 const ESCAPES = resolve(__dirname, '../fixtures/mime-escapes');
 const fixture = (n: string) => readFileSync(join(ESCAPES, n));
