@@ -250,11 +250,33 @@ const NEEDLES = [
   ...EICAR_B64.toString('latin1').split(CRLF).flatMap((l) => windows(Buffer.from(l, 'latin1'), 'EICAR (base64)')),
 ];
 
+/**
+ * True when a match of the EICAR *string* at `offset` lies in header text a client shows as text: an
+ * ENVELOPE, BODY/BODYSTRUCTURE structure or a header section (BODY[HEADER...], RFC822.HEADER) of the
+ * FETCH response it is in. That is the subject line of a message (a real one can say anything), not a
+ * file: postern relays header text after its grammar checks (one line, no NUL) and header rules, and
+ * never scans it — header-only fetches are not widened to a download (docs/architecture.md). It is
+ * reported as `headerText`, not as an escape. The MZ executable and every base64 form are never excused.
+ */
+function inHeaderText(data, offset) {
+  const start = data.lastIndexOf('* ', offset);
+  if (start === -1) return false;
+  const before = data.toString('latin1', start, offset);
+  const m = /^\* \d+ FETCH \(/i.exec(before);
+  if (!m) return false;
+  // the last item name before the match decides; any content item in between disqualifies
+  const names = [...before.matchAll(/(?:^|[ (])(ENVELOPE|BODYSTRUCTURE|BODY|RFC822\.HEADER|RFC822\.TEXT|RFC822|BINARY|BODY\[[^\]]*\](?:<\d+>)?|BINARY\[[^\]]*\])(?= [({~"N]|\s*\{)/gi)].map((x) => x[1].toUpperCase());
+  const last = names[names.length - 1];
+  if (!last) return false;
+  return last === 'ENVELOPE' || last === 'BODY' || last === 'BODYSTRUCTURE' || last === 'RFC822.HEADER' || /^BODY\[HEADER(\.FIELDS(\.NOT)? \(.*\))?\]$/.test(last);
+}
+
 /** First leak in `data` (the whole client stream), or null: { offset, payload, context }. */
 export function findLeak(data) {
   let best = null;
   for (const n of NEEDLES) {
-    const i = data.indexOf(n.bytes);
+    let i = data.indexOf(n.bytes);
+    while (i !== -1 && (n.name === 'EICAR' || n.name === 'EICAR (quoted)') && inHeaderText(data, i)) i = data.indexOf(n.bytes, i + 1);
     if (i !== -1 && (best === null || i < best.offset)) best = { offset: i, payload: n.name };
   }
   if (!best) return null;
