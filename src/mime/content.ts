@@ -10,7 +10,7 @@
  * MAX_PART_FILENAMES names is itself a fault; faults are listed up to MAX_PART_FAULTS.
  */
 import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
-import { bytesToText, decodeWords as decodeWordsUncached } from './headers.js';
+import { bytesToText, decodeWords as decodeWordsUncached, undecodableWordCharset } from './headers.js';
 import { MAX_MIME_PARAMS, MAX_PART_FAULTS, MAX_PART_FILENAMES } from '../limits.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -210,6 +210,8 @@ export function contentInfo(node: MimeNode): ContentInfo {
   const names: string[] = [];
   const addName = (n: string | undefined): void => {
     if (n === undefined || n === '') return;
+    const cs = undecodableWordCharset(n);
+    if (cs) fault(`a file name in an encoded word of charset ${cs.slice(0, 40)} that postern cannot decode`);
     for (const v of [n, decodeWords(n)]) {
       if (!v || names.includes(v)) continue;
       // a name past the bound is not judged: the part is malformed instead

@@ -92,6 +92,24 @@ export function decodeWords(input: string): string {
   return out;
 }
 
+/**
+ * The charset of the first RFC 2047 encoded word in `input` that postern cannot decode (UTF-7 and any
+ * label TextDecoder does not know), or null. Other readers (Python's email, mailparser) decode UTF-7:
+ * a name postern leaves encoded could read as `evil.exe` to them, so such a name is a fault.
+ */
+export function undecodableWordCharset(input: string): string | null {
+  if (!input.includes('=?')) return null;
+  const re = new RegExp(ENCODED_WORD.source, 'g');
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(input)) !== null) {
+    const star = m[1]!.indexOf('*');
+    const cs = (star < 0 ? m[1]! : m[1]!.slice(0, star)).toLowerCase();
+    if (CP1252_LABELS.has(cs)) continue;
+    if (cs === 'utf-7' || cs === 'utf7' || cs === 'unicode-1-1-utf-7' || decoderFor(cs) === null) return cs;
+  }
+  return null;
+}
+
 /** A header field value (as the MIME parser keeps it: continuation lines joined by '\n') unfolded and decoded. */
 export function decodedFieldValue(value: string): string {
   return decodeWords(bytesToText(value.replace(/\n/g, '').trim()));

@@ -202,3 +202,13 @@ describe("a damaged quoted-printable escape before a soft line break is ambiguou
     expect(r.output.toString('latin1')).not.toContain('M6#=');
   });
 });
+
+describe('RFC 2047 words in a charset postern cannot decode', () => {
+  it('a file name in a UTF-7 encoded word (Python and mailparser read evil.exe) is malformed', async () => {
+    const { undecodableWordCharset } = await import('../../src/mime/headers.js');
+    expect(undecodableWordCharset('=?utf-7?Q?evil+AC4-exe?=')).toBe('utf-7');
+    expect(undecodableWordCharset('=?x-unknown-cs?Q?a?=')).toBe('x-unknown-cs');
+    expect(undecodableWordCharset('=?utf-8?Q?caf=C3=A9.pdf?=')).toBeNull();
+    expect(undecodableWordCharset('plain.pdf')).toBeNull();
+  });
+});
