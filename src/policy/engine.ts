@@ -859,6 +859,9 @@ function embeddedHits(policy: CompiledPolicy, leaf: Leaf, f: EmbeddedFile, addHi
   };
   // a block past MAX_EMBEDDED_BYTES is not decoded: that is a limit hit (evaluateLeaf), not damage
   if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && !f.tooLarge) malformed(`${label} that cannot be decoded`);
+  // a damaged block (bad or missing lines, no end) is decoded differently by different readers (Python pads
+  // and goes on, others stop): what it hides is not judged reliably, so it is malformed
+  else if (f.damaged && !f.tooLarge) malformed(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformed(`${label}: ${p}`);
   filenameHits(policy, names, (fr, n) => addHit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: ${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
   let detected = policy.detectTypes ? detectType(f.data.subarray(0, 4096)) : undefined;
