@@ -6,13 +6,16 @@ import net from 'node:net';
 import { asBuf, asText, findLeak } from './session-common.mjs';
 import { classify, generateCase, slug } from './session-harness.mjs';
 
+/** The client chunks of a step (saved transcripts write a single chunk as a string). */
+const chunksOf = (s) => (Array.isArray(s.c) ? s.c : s.c ? [s.c] : []);
+
 const LOGIN = { imap: 'L0 LOGIN alice alicepass\r\n', pop3: 'USER bob\r\nPASS bobpass\r\n' };
 
 /** Cases for a real server: client mutations only; POP3 never QUITs (a QUIT would commit DELEs to the shared maildrop). */
 export function generateSocketCase(seed, index, opts = {}) {
   const k = generateCase(seed, index, { ...opts, mode: 'client' });
   if (k.proto === 'pop3') {
-    k.steps = k.steps.map((s) => (s.c ? { ...s, c: s.c.map((x) => x.replace(/(^|\n)QUIT\r?\n/gi, '$1NOOP\r\n')) } : s)).filter((s) => s.c);
+    k.steps = k.steps.map((s) => (s.c ? { ...s, c: chunksOf(s).map((x) => x.replace(/(^|\n)QUIT\r?\n/gi, '$1NOOP\r\n')) } : s)).filter((s) => s.c);
   }
   k.steps = k.steps.filter((s) => s.c);
   return k;
@@ -78,8 +81,10 @@ export async function runSocketCase(ports, kase, opts = {}) {
   const tagsOf = (text) => text.split(/\r?\n|\r/).map((l) => /^([A-Za-z0-9.]+) /.exec(l)?.[1]).filter(Boolean);
   for (const s of kase.steps) {
     if (closed) break;
-    for (const c of s.c) send(c);
-    const tags = kase.proto === 'imap' ? tagsOf(s.c.join('')) : [];
+    // saved transcripts write a single chunk as a string
+    const chunks = chunksOf(s);
+    for (const c of chunks) send(c);
+    const tags = kase.proto === 'imap' ? tagsOf(chunks.join('')) : [];
     const stepStart = Date.now();
     for (;;) {
       await new Promise((r) => setTimeout(r, 5));
@@ -176,7 +181,7 @@ export function formatSocketReport(report) {
     lines.push(`  [${c.count}] ${name} (first ${c.firstCase})`);
     if (c.repro) {
       lines.push(`      leak of ${c.repro.leak.payload}: ...${JSON.stringify(c.repro.leak.context.slice(-100))}`);
-      for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c.join(''))}`);
+      for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(chunksOf(s).join(''))}`);
     }
   }
   for (const e of report.errors ?? []) lines.push(`  error: ${e}`);
@@ -238,7 +243,7 @@ export function answerSignature(bytes) {
 /** Cases for the model check: client mutations over IMAP, no APPEND/COPY/STORE (they change the mailbox). */
 export function modelCheckCase(seed, index) {
   const k = generateSocketCase(seed, index, { proto: 'imap' });
-  if (/APPEND|COPY|STORE|EXPUNGE|CLOSE|MOVE/i.test(k.steps.map((s) => s.c.join('')).join(''))) return null;
+  if (/APPEND|COPY|STORE|EXPUNGE|CLOSE|MOVE/i.test(k.steps.map((s) => chunksOf(s).join('')).join(''))) return null;
   return k;
 }
 
@@ -253,7 +258,7 @@ export async function compareWithModel(port, kase, ImapUpstream, opts = {}) {
   model.connect();
   model.out.length = 0;
   model.receive(asBuf(login));
-  for (const s of kase.steps) for (const c of s.c) model.receive(asBuf(c));
+  for (const s of kase.steps) for (const c of chunksOf(s)) model.receive(asBuf(c));
   const realBytes = asBuf(direct.transcript.filter(([d]) => d === 'postern>client').map(([, t]) => t).join(''));
   const drop = (sig) => sig.split(' | ').filter((x) => x !== 'L0 OK').join(' | ');
   const real = drop(answerSignature(realBytes));
