@@ -164,18 +164,26 @@ class MetaReader {
   number(i: number): number {
     return this.is(i, 'num') ? i + 1 : -1;
   }
-  /** `( string string *(string string) )` / NIL */
-  params(i: number): number {
-    if (this.is(i, 'nil')) return i + 1;
-    if (!this.is(i, '(')) return -1;
+  /**
+   * `( item *(SP item) )` at i: the index after it and the number of items, or -1. Every list in these
+   * structures is read here (parameters, address lists, languages, extensions).
+   */
+  list(i: number, item: (j: number) => number): { end: number; n: number } {
+    if (!this.is(i, '(')) return { end: -1, n: 0 };
     i++;
     let n = 0;
     while (!this.is(i, ')')) {
-      i = this.string(i);
-      if (i < 0) return -1;
+      i = item(i);
+      if (i < 0) return { end: -1, n: 0 };
       n++;
     }
-    return n > 0 && n % 2 === 0 ? i + 1 : -1;
+    return { end: i + 1, n };
+  }
+  /** `( string string *(string string) )` / NIL */
+  params(i: number): number {
+    if (this.is(i, 'nil')) return i + 1;
+    const l = this.list(i, (j) => this.string(j));
+    return l.n > 0 && l.n % 2 === 0 ? l.end : -1;
   }
   address(i: number): number {
     if (!this.is(i, '(')) return -1;
@@ -185,15 +193,8 @@ class MetaReader {
   }
   addresses(i: number): number {
     if (this.is(i, 'nil')) return i + 1;
-    if (!this.is(i, '(')) return -1;
-    i++;
-    let n = 0;
-    while (!this.is(i, ')')) {
-      i = this.address(i);
-      if (i < 0) return -1;
-      n++;
-    }
-    return n > 0 ? i + 1 : -1;
+    const l = this.list(i, (j) => this.address(j));
+    return l.n > 0 ? l.end : -1;
   }
   envelope(i: number): number {
     if (!this.is(i, '(')) return -1;
@@ -209,14 +210,8 @@ class MetaReader {
     if (depth > MAX_METADATA_DEPTH) return -1;
     if (this.is(i, 'num')) return i + 1;
     if (this.is(i, '(')) {
-      i++;
-      let n = 0;
-      while (!this.is(i, ')')) {
-        i = this.extension(i, depth + 1);
-        if (i < 0) return -1;
-        n++;
-      }
-      return n > 0 ? i + 1 : -1;
+      const l = this.list(i, (j) => this.extension(j, depth + 1));
+      return l.n > 0 ? l.end : -1;
     }
     return this.nstring(i);
   }
@@ -234,15 +229,8 @@ class MetaReader {
     if (this.is(i, ')')) return i;
     // language: nstring / ( string *(SP string) )
     if (this.is(i, '(')) {
-      i++;
-      let n = 0;
-      while (!this.is(i, ')')) {
-        i = this.string(i);
-        if (i < 0) return -1;
-        n++;
-      }
-      if (n === 0) return -1;
-      i++;
+      const l = this.list(i, (j) => this.string(j));
+      i = l.n > 0 ? l.end : -1;
     } else i = this.nstring(i);
     if (i < 0 || this.is(i, ')')) return i;
     i = this.nstring(i); // location
