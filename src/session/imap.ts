@@ -1299,7 +1299,7 @@ export class ImapSession implements Session, ImapSessionView {
     const c = this.cmd;
     if (c && c.tag === tag && c.streamed) {
       // the client waits for a `+` that will not come: it will not send the literal
-      if (c.literal && c.literal.chunks.length === 0 && !this.clientFramer.atBoundary) this.clientFramer.cancelLiteral();
+      if (c.literal) this.clientFramer.cancelLiteral();
       this.cmd = null;
     }
     if (this.idle?.tag === tag) this.idle = null;

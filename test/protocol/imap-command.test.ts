@@ -456,6 +456,7 @@ const INVALID: Array<[string, string]> = [
   ['a URLFETCH imap://x\r\n', 'unknown command'],
   ['a GENURLAUTH imap://x INTERNAL\r\n', 'unknown command'],
   ['a NOTIFY NONE\r\n', 'unknown command'],
+  ['a RESETKEY\r\n', 'unknown command'],
   ['a REPLACE 1 INBOX {1}\r\n', 'unknown command'],
   ['a UNAUTHENTICATE\r\n', 'unknown command'],
   ['a UID FOO 1\r\n', 'unknown UID command'],

@@ -540,6 +540,18 @@ describe('ImapSession strict command path and choke point (issue 8)', () => {
     expect(t.host.takeUpstream()).toBe('');
   });
 
+  it('an APPEND the server refuses before its `+`: the literal is cancelled and the next line is a command again', async () => {
+    const t = await loggedIn();
+    t.client('ap APPEND Nope {10}\r\n');
+    expect(t.host.takeUpstream()).toBe('ap APPEND Nope {10}\r\n');
+    t.upstream('ap NO [TRYCREATE] Mailbox does not exist\r\n');
+    expect(t.host.takeClient()).toBe('ap NO [TRYCREATE] Mailbox does not exist\r\n');
+    // the client never sends the literal; its next bytes are parsed (and checked) as a command
+    t.client('n NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+    expect(t.host.closed).toBeNull();
+  });
+
   it('IDLE: a line other than DONE ends IDLE with BAD and is not executed', async () => {
     const t = await loggedIn();
     t.client('i IDLE\r\n');
