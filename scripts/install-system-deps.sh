@@ -18,6 +18,9 @@ checks=(
   "unzip:unzip"
   "bsdtar:libarchive-tools"
   "7zz:7zip"
+  "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
+  "postfix:postfix"
+  "fetchmail:fetchmail"
 )
 
 need=()
