@@ -846,27 +846,41 @@ function item2(fn: (out: Value[]) => void): (out: Value[]) => Gen<void> {
   };
 }
 
+/**
+ * A non-empty parenthesised list of named options (SELECT parameters, STORE modifiers, GETMETADATA
+ * options): each name an atom, kept as sent, at most once case-insensitively. `value` gets the
+ * upper-cased name, reads whatever follows it into `out` and returns false for a name it does not
+ * know, which fails as "unknown <what>".
+ */
+function optionList(p: P, what: string, value: (up: string, out: Value[]) => boolean): Gen<Value> {
+  const seen = new Set<string>();
+  return p.list(
+    item2((out) => {
+      const raw = p.need(ATOM, `a ${what}`);
+      const up = raw.toUpperCase();
+      if (seen.has(up)) fail(`duplicate ${what}`);
+      seen.add(up);
+      out.push({ t: 'atom', v: raw });
+      if (!value(up, out)) fail(`unknown ${what}`);
+    }),
+    false,
+    `${what}s`,
+  );
+}
+
 function* store(p: P): Gen<void> {
   p.sp();
   p.top.push(p.sequenceSet());
   p.sp();
   if (p.peek() === LP) {
     // store-modifiers: (UNCHANGEDSINCE mod-sequence-valzer) (RFC 7162)
-    let seen = false;
     p.top.push(
-      yield* p.list(
-        item2((out) => {
-          const raw = p.need(ATOM, 'a store modifier');
-          if (raw.toUpperCase() !== 'UNCHANGEDSINCE') fail('unknown store modifier');
-          if (seen) fail('duplicate UNCHANGEDSINCE');
-          seen = true;
-          out.push({ t: 'atom', v: raw });
-          p.sp();
-          out.push(p.number('a mod-sequence', 0n, MAX_63));
-        }),
-        false,
-        'store modifiers',
-      ),
+      yield* optionList(p, 'store modifier', (up, out) => {
+        if (up !== 'UNCHANGEDSINCE') return false;
+        p.sp();
+        out.push(p.number('a mod-sequence', 0n, MAX_63));
+        return true;
+      }),
     );
     p.sp();
   }
@@ -902,48 +916,39 @@ function* select(p: P): Gen<void> {
   p.top.push(yield* p.astring());
   if (p.eol()) return;
   p.sp();
-  const seen = new Set<string>();
   p.top.push(
-    yield* p.list(
-      item2((out) => {
-        const raw = p.need(ATOM, 'a select parameter');
-        const up = raw.toUpperCase();
-        if (seen.has(up)) fail('duplicate select parameter');
-        seen.add(up);
-        out.push({ t: 'atom', v: raw });
-        if (up === 'CONDSTORE') return;
-        if (up !== 'QRESYNC') fail('unknown select parameter');
-        // QRESYNC SP "(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"
+    yield* optionList(p, 'select parameter', (up, out) => {
+      if (up === 'CONDSTORE') return true;
+      if (up !== 'QRESYNC') return false;
+      // QRESYNC SP "(" uidvalidity SP mod-sequence-value [SP known-uids] [SP seq-match-data] ")"
+      p.sp();
+      p.expect(LP, '"("');
+      const q: Value[] = [p.number('a UIDVALIDITY', 1n, MAX_U32)];
+      p.sp();
+      q.push(p.number('a mod-sequence', 1n, MAX_63));
+      if (p.peek() === SP) {
         p.sp();
-        p.expect(LP, '"("');
-        const q: Value[] = [p.number('a UIDVALIDITY', 1n, MAX_U32)];
-        p.sp();
-        q.push(p.number('a mod-sequence', 1n, MAX_63));
-        if (p.peek() === SP) {
-          p.sp();
-          if (p.peek() !== LP) {
-            q.push(p.sequenceSet(false, false)); // known-uids
-            if (p.peek() === SP) {
-              p.sp();
-              if (p.peek() !== LP) fail('expected QRESYNC sequence match data');
-            }
-          }
-          if (p.peek() === LP) {
-            // seq-match-data = "(" known-sequence-set SP known-uid-set ")"
-            p.pos++;
-            const m: Value[] = [p.sequenceSet(false, false)];
+        if (p.peek() !== LP) {
+          q.push(p.sequenceSet(false, false)); // known-uids
+          if (p.peek() === SP) {
             p.sp();
-            m.push(p.sequenceSet(false, false));
-            p.expect(RP, '")"');
-            q.push({ t: 'list', v: m });
+            if (p.peek() !== LP) fail('expected QRESYNC sequence match data');
           }
         }
-        p.expect(RP, '")"');
-        out.push({ t: 'list', v: q });
-      }),
-      false,
-      'select parameters',
-    ),
+        if (p.peek() === LP) {
+          // seq-match-data = "(" known-sequence-set SP known-uid-set ")"
+          p.pos++;
+          const m: Value[] = [p.sequenceSet(false, false)];
+          p.sp();
+          m.push(p.sequenceSet(false, false));
+          p.expect(RP, '")"');
+          q.push({ t: 'list', v: m });
+        }
+      }
+      p.expect(RP, '")"');
+      out.push({ t: 'list', v: q });
+      return true;
+    }),
   );
 }
 
@@ -1154,23 +1159,14 @@ function* setacl(p: P): Gen<void> {
 function* getmetadata(p: P): Gen<void> {
   p.sp();
   if (p.peek() === LP) {
-    const seen = new Set<string>();
     p.top.push(
-      yield* p.list(
-        item2((out) => {
-          const raw = p.need(ATOM, 'a GETMETADATA option');
-          const up = raw.toUpperCase();
-          if (seen.has(up)) fail('duplicate GETMETADATA option');
-          seen.add(up);
-          out.push({ t: 'atom', v: raw });
-          p.sp();
-          if (up === 'MAXSIZE') out.push(p.number('a size', 0n, MAX_U32));
-          else if (up === 'DEPTH') out.push({ t: 'atom', v: p.keyword(one(['0', '1', 'INFINITY']), 'depth') });
-          else fail('unknown GETMETADATA option');
-        }),
-        false,
-        'GETMETADATA options',
-      ),
+      yield* optionList(p, 'GETMETADATA option', (up, out) => {
+        p.sp();
+        if (up === 'MAXSIZE') out.push(p.number('a size', 0n, MAX_U32));
+        else if (up === 'DEPTH') out.push({ t: 'atom', v: p.keyword(one(['0', '1', 'INFINITY']), 'depth') });
+        else return false;
+        return true;
+      }),
     );
     p.sp();
   }
