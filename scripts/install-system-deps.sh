@@ -21,6 +21,7 @@ checks=(
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"
+  "rspamd:rspamd"
 )
 
 need=()
