@@ -173,144 +173,110 @@ const QP_MAX_WS = 76;
 
 function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Generator<Buffer> {
   const w = new ChunkWriter(chunkBytes);
+  // eq: after '='; eqws: after '=' and whitespace; hex2: after '=' and one hex digit; cr/softcr: after CR (softcr: '=' CR)
   type State = 'text' | 'ws' | 'eq' | 'eqws' | 'hex2' | 'cr' | 'softcr';
   let state: State = 'text';
-  let wsStart = 0;
-  let hexchar = 0;
+  // where the run being held starts: the whitespace in 'ws', the '=' in 'eq', 'eqws' and 'hex2'
+  let start = 0;
   // the '=' being read directly follows a damaged escape ('=' or '=X' that completed no sequence)
   let afterBadEscape = false;
-  const bad = (): void => {
-    report.bad = true;
-  };
-  // a soft line break: after a damaged escape, readers that remove soft breaks first decode differently
-  const softBreak = (): void => {
-    if (afterBadEscape) report.ambiguous = true;
-    afterBadEscape = false;
-  };
   const putRange = (a: number, b: number): void => {
     for (let k = a; k < b; k++) w.put(src[k]!);
+  };
+  const hardBreak = (): void => {
+    w.put(13);
+    w.put(10);
   };
   let i = 0;
   while (i < src.length) {
     const c = src[i]!;
-    let again = false;
+    let damaged = false;
     switch (state) {
       case 'text':
-        if (c === 61) state = 'eq';
-        else if (c === 13) state = 'cr';
-        else if (c === 10) {
-          w.put(13);
-          w.put(10);
-        } else if (c === 32 || c === 9) {
+        if (c === 61) {
+          state = 'eq';
+          start = i;
+        } else if (c === 13) state = 'cr';
+        else if (c === 10) hardBreak();
+        else if (c === 32 || c === 9) {
           state = 'ws';
-          wsStart = i;
+          start = i;
         } else w.put(c);
         break;
       case 'ws':
+        // whitespace before a line break is dropped; before other text it is kept
         if (c === 32 || c === 9) break;
         if (c === 13) state = 'cr';
         else if (c === 10) {
-          w.put(13);
-          w.put(10);
+          hardBreak();
           state = 'text';
         } else {
-          if (i - wsStart > QP_MAX_WS) bad();
-          putRange(wsStart, i);
+          if (i - start > QP_MAX_WS) report.bad = true;
+          putRange(start, i);
           state = 'text';
-          again = true;
+          continue; // read c again as text
         }
         break;
       case 'eq':
-        if (isHex(c)) {
+      case 'eqws':
+        if (state === 'eq' && isHex(c)) {
           afterBadEscape = false;
-          hexchar = c;
           state = 'hex2';
-        } else if (c === 32 || c === 9) {
-          wsStart = i;
-          state = 'eqws';
-        } else if (c === 13) {
-          softBreak();
-          state = 'softcr';
-        } else if (c === 10) {
-          softBreak();
-          state = 'text';
-        } else {
-          bad();
-          w.put(61);
-          afterBadEscape = c === 61;
-          state = 'text';
-          again = true;
-        }
+        } else if (c === 32 || c === 9) state = 'eqws';
+        else if (c === 13 || c === 10) {
+          // a soft line break (whitespace before the line end is removed first by those readers too);
+          // after a damaged escape, readers that remove soft breaks first decode differently
+          if (afterBadEscape) report.ambiguous = true;
+          afterBadEscape = false;
+          state = c === 13 ? 'softcr' : 'text';
+        } else damaged = true;
         break;
       case 'hex2':
         if (isHex(c)) {
-          w.put((hexVal(hexchar) << 4) | hexVal(c));
+          w.put((hexVal(src[i - 1]!) << 4) | hexVal(c));
           state = 'text';
-        } else {
-          bad();
-          w.put(61);
-          w.put(hexchar);
-          afterBadEscape = c === 61;
-          state = 'text';
-          again = true;
-        }
-        break;
-      case 'eqws':
-        if (c === 32 || c === 9) break;
-        // whitespace before the line end is removed first by those readers too: still a soft break
-        if (c === 13) {
-          softBreak();
-          state = 'softcr';
-        } else if (c === 10) {
-          softBreak();
-          state = 'text';
-        } else {
-          bad();
-          w.put(61);
-          putRange(wsStart, i);
-          afterBadEscape = false;
-          state = 'text';
-          again = true;
-        }
+        } else damaged = true;
         break;
       case 'cr':
       case 'softcr':
         if (c === 10) {
-          if (state === 'cr') {
-            w.put(13);
-            w.put(10);
-          }
+          if (state === 'cr') hardBreak();
           state = 'text';
         } else {
           // a CR without LF: Dovecot fails, others keep it as data; after '=' Python drops the
           // rest of the line as a soft break while others do not: then readers disagree
-          bad();
+          report.bad = true;
           if (state === 'softcr') report.ambiguous = true;
           if (state === 'cr') w.put(13);
           state = 'text';
-          again = true;
+          continue; // read c again as text
         }
         break;
     }
-    if (!again) i++;
+    if (damaged) {
+      // an escape that completed no sequence: '=' and what followed it are kept as data and c is
+      // read again as text; an '=' there directly follows the damage unless whitespace came between
+      report.bad = true;
+      afterBadEscape = c === 61 && state !== 'eqws';
+      putRange(start, i);
+      state = 'text';
+      continue;
+    }
+    i++;
     if (w.ready.length) yield* w.ready.splice(0);
   }
   switch (state) {
     case 'eq':
-      bad();
-      w.put(61);
-      break;
     case 'hex2':
-      bad();
-      w.put(61);
-      w.put(hexchar);
+      report.bad = true;
+      putRange(start, src.length);
       break;
     case 'eqws':
     case 'softcr':
-      bad();
+      report.bad = true;
       break;
     case 'cr':
-      bad();
+      report.bad = true;
       w.put(13);
       break;
     default:
