@@ -1,6 +1,7 @@
-// Deterministic PRNG for the fuzzers: sfc32 seeded through a string hash, so that every case (and
-// every mutation inside a case) has its own independent stream: removing one mutation while
-// minimising does not change what the others draw.
+// The one deterministic PRNG of the fuzzers (MIME and session): sfc32 seeded through a string hash
+// of its seed parts (`new Rng('session-fuzz', seed, index)`), so that every case (and every mutation
+// inside a case) has its own independent stream: removing one mutation while minimising does not
+// change what the others draw.
 
 function xmur3(str) {
   let h = 1779033703 ^ str.length;

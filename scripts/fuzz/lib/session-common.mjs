@@ -1,52 +1,9 @@
-// Shared pieces of the session fuzzer (issue 8, fuzzer a): a seeded PRNG, the protected payloads,
+// Shared pieces of the session fuzzer (issue 8, fuzzer a): random splitting, the protected payloads,
 // the mailbox the hostile and the honest upstream models serve, and the leak detector that enforces
 // the invariant "no byte of the protected payloads reaches the client".
 //
-// Everything here is deterministic: the same seed gives the same cases in every process.
-
-// ------------------------------------------------------------------ PRNG
-
-/** 32-bit hash of a seed and a case index (splitmix-style), so every case is independently reproducible. */
-export function caseSeed(seed, index) {
-  let h = (Number(seed) >>> 0) ^ Math.imul(index + 1, 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-/** mulberry32: small, fast, good enough for test-case generation. */
-export class Rng {
-  constructor(seed) {
-    this.s = seed >>> 0;
-  }
-  next() {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Integer in [lo, hi]. */
-  int(lo, hi) {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  chance(p) {
-    return this.next() < p;
-  }
-  pick(arr) {
-    return arr[Math.floor(this.next() * arr.length)];
-  }
-  /** Picks from [[weight, value], ...]. */
-  weighted(pairs) {
-    let total = 0;
-    for (const [w] of pairs) total += w;
-    let r = this.next() * total;
-    for (const [w, v] of pairs) {
-      r -= w;
-      if (r < 0) return v;
-    }
-    return pairs[pairs.length - 1][1];
-  }
-}
+// Everything here is deterministic: the same seed gives the same cases in every process (the PRNG
+// is the one in prng.mjs, shared with the MIME fuzzer).
 
 /** Splits a buffer at random boundaries (at least one piece). */
 export function randomSplit(rng, buf, maxPieces = 4) {

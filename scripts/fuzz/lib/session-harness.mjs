@@ -16,7 +16,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { EICAR, EXE_B64, Rng, asBuf, asText, caseSeed, findLeak, randomSplit } from './session-common.mjs';
+import { Rng } from './prng.mjs';
+import { EICAR, EXE_B64, asBuf, asText, findLeak, randomSplit } from './session-common.mjs';
 import { ImapCaseGen } from './session-imap-gen.mjs';
 import { ImapUpstream } from './session-imap-server.mjs';
 import { Pop3CaseGen, Pop3Upstream } from './session-pop3.mjs';
@@ -293,7 +294,7 @@ export async function runCase(env, kase, opts = {}) {
   const proto = kase.proto;
   const model = proto === 'imap' ? new ImapUpstream({ eicarHeader: kase.steps.some((s) => s.x === 'eicar-header') }) : new Pop3Upstream();
   const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
-  const host = new FuzzHost(l, model, kase.usplit ? new Rng(kase.usplit) : null, opts.record ? 'debug' : 'silent');
+  const host = new FuzzHost(l, model, kase.usplit ? new Rng('session-usplit', kase.usplit) : null, opts.record ? 'debug' : 'silent');
   host.bytewise = !!kase.bytewise;
   const rejections = [];
   const onRejection = (reason) => rejections.push(String(reason?.stack ? reason.stack.split('\n').slice(0, 3).join(' | ') : reason));
@@ -348,7 +349,7 @@ export async function runCase(env, kase, opts = {}) {
 // ------------------------------------------------------------------ generation
 
 export function generateCase(seed, index, opts = {}) {
-  const rng = new Rng(caseSeed(seed, index));
+  const rng = new Rng('session-fuzz', seed, index);
   // the draw happens even when the protocol is forced, so `--proto` does not change the other cases
   const drawn = rng.chance(0.7) ? 'imap' : 'pop3';
   const proto = opts.proto ?? drawn;
