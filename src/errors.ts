@@ -62,6 +62,8 @@ export const ErrorCodes = {
   MEMORY_BUDGET: 'E_MEMORY_BUDGET',
   /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */
   INTERNAL: 'E_INTERNAL',
+  /** Collector, catch-all: the header of a fetched message could not be read for recipients (limits, structural faults); it goes to the postmaster or stays on the server. */
+  RECIPIENTS_UNREADABLE: 'E_RECIPIENTS_UNREADABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

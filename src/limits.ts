@@ -498,3 +498,20 @@ export const DECODE_CHUNK_BYTES = 64 * 1024;
 
 /** Encoded bytes the base64 decoder looks at per step (its fast path); a processing granularity, nothing is left out. */
 export const BASE64_WINDOW_BYTES = 64 * 1024;
+
+/**
+ * Collector, catch-all mailboxes (src/collector/recipients.ts): what postern reads of a fetched
+ * message's header to find its recipients. Past any of the first three the header is unreadable
+ * (E_RECIPIENTS_UNREADABLE): no address read from it is used, the message goes to the account's
+ * postmaster (stays on the server without one), never to a part of its recipients.
+ */
+export const COLLECTOR_RECIPIENT_LIMITS = {
+  /** Header bytes read (the same default as the policy's limits.max_header_size). */
+  maxHeaderBytes: 1024 * 1024,
+  /** Addresses parsed from the fields consulted, accepted or not (bounds work on a header of many short addresses). */
+  maxAddresses: 10_000,
+  /** Distinct accepted recipients of one message; one delivery transaction carries them all (Postfix's smtpd_recipient_limit default is 1000). */
+  maxRecipients: 1000,
+  /** Entries of a resolution's `ignored` list (log text); later ones are only counted. */
+  maxIgnored: 100,
+};
