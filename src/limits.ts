@@ -514,4 +514,6 @@ export const COLLECTOR_RECIPIENT_LIMITS = {
   maxRecipients: 1000,
   /** Entries of a resolution's `ignored` list (log text); later ones are only counted. */
   maxIgnored: 100,
+  /** Characters of message text (an address as written) quoted in one `ignored` entry; longer text is cut and ends in `...`. */
+  maxQuotedChars: 200,
 };

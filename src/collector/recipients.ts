@@ -36,8 +36,8 @@
  *   `keep_on_server` (never `drop`: postern could not tell whom the message was for); the first entry
  *   of `ignored` then starts with E_RECIPIENTS_UNREADABLE.
  *
- * `ignored` entries are short log texts (attacker-chosen text appears JSON-quoted and cut to 200
- * characters), at most maxIgnored of them plus one "... N more" entry.
+ * `ignored` entries are short log texts (attacker-chosen text appears JSON-quoted and cut to
+ * maxQuotedChars characters), at most maxIgnored of them plus one "... N more" entry.
  */
 import { domainToASCII } from 'node:url';
 import { ErrorCodes } from '../errors.js';
@@ -382,10 +382,9 @@ function localVerdict(local: string, domain: string): Verdict {
 
 // ------------------------------------------------------------------------------- resolution
 
-const MAX_QUOTED = 200;
-
 function q(s: string): string {
-  return JSON.stringify(s.length > MAX_QUOTED ? s.slice(0, MAX_QUOTED) + '...' : s);
+  const max = COLLECTOR_RECIPIENT_LIMITS.maxQuotedChars;
+  return JSON.stringify(s.length > max ? s.slice(0, max) + '...' : s);
 }
 
 /** A field value (binary string, continuation lines joined by '\n') unfolded, as text; null: 8-bit that is not UTF-8. */

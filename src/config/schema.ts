@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
+import { DEFAULT_SPAM_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
@@ -19,6 +20,7 @@ import type {
   PosternConfig,
   Protocol,
   ScannerConfig,
+  SpamConfig,
   UpstreamConfig,
   UpstreamTlsConfig,
   UpstreamTlsMode,
@@ -188,6 +190,16 @@ const scannerSchema = z.strictObject({
   max_stream_bytes: bytes.optional(),
 });
 
+const spamSchema = z.strictObject({
+  type: z.literal('rspamd'),
+  endpoints: z.array(clamdEndpointSchema).min(1, 'at least one rspamd endpoint is required'),
+  timeout_ms: millis.optional(),
+  health_interval_ms: millis.optional(),
+  max_message_bytes: bytes.optional(),
+  password_file: nonEmpty.optional(),
+  password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').optional(),
+});
+
 const rawConfigSchema = z.strictObject({
   log: z
     .strictObject({
@@ -212,6 +224,7 @@ const rawConfigSchema = z.strictObject({
     })
     .optional(),
   scanner: scannerSchema.nullable().optional(),
+  spam: spamSchema.nullable().optional(),
   limits: globalLimitsSchema.optional(),
   listeners: z.array(listenerSchema).min(1, 'at least one listener is required'),
 });
@@ -313,6 +326,18 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
     else if (!tcp && e.socket === undefined) issue(ctx, at, 'an endpoint needs host and port, or socket');
     else if (tcp && (e.host === undefined || e.port === undefined)) issue(ctx, at, 'a TCP endpoint needs both host and port');
   });
+
+  raw.spam?.endpoints.forEach((e, i) => {
+    const at = ['spam', 'endpoints', i];
+    const tcp = e.host !== undefined || e.port !== undefined;
+    if (tcp && e.socket !== undefined) issue(ctx, at, 'an endpoint is either host/port or socket, not both');
+    else if (!tcp && e.socket === undefined) issue(ctx, at, 'an endpoint needs host and port, or socket');
+    else if (tcp && (e.host === undefined || e.port === undefined)) issue(ctx, at, 'a TCP endpoint needs both host and port');
+  });
+  if (raw.spam?.password_file !== undefined && raw.spam.password_env !== undefined) {
+    issue(ctx, ['spam', 'password_env'], 'give password_file or password_env, not both');
+  }
+  checkFile(ctx, baseDir, raw.spam?.password_file, ['spam', 'password_file'], 'password file');
 }
 
 // ---------- normalisation ----------
@@ -414,6 +439,18 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     };
   }
 
+  let spam: SpamConfig | null = null;
+  if (raw.spam) {
+    spam = {
+      type: 'rspamd',
+      endpoints: raw.spam.endpoints.map((e) => (e.socket !== undefined ? { socket: path.resolve(baseDir, e.socket) } : { host: e.host!, port: e.port! })),
+      timeoutMs: raw.spam.timeout_ms ?? DEFAULT_SPAM_LIMITS.timeoutMs,
+      healthIntervalMs: raw.spam.health_interval_ms ?? DEFAULT_SPAM_LIMITS.healthIntervalMs,
+      maxMessageBytes: raw.spam.max_message_bytes ?? DEFAULT_SPAM_LIMITS.maxMessageBytes,
+      ...defined({ passwordFile: raw.spam.password_file !== undefined ? path.resolve(baseDir, raw.spam.password_file) : undefined, passwordEnv: raw.spam.password_env }),
+    };
+  }
+
   const log: PosternConfig['log'] = { level: raw.log?.level ?? 'info' };
   if (raw.log?.file !== undefined) log.file = path.resolve(baseDir, raw.log.file);
 
@@ -435,6 +472,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
       retentionDays: raw.quarantine?.retention_days ?? DEFAULT_QUARANTINE_RETENTION_DAYS,
     },
     scanner,
+    spam,
     limits,
     listeners: raw.listeners.map((l) => normaliseListener(l, baseDir, sessionDefaults)),
   };

@@ -127,6 +127,29 @@ export interface ScannerConfig {
   maxStreamBytes: number;
 }
 
+/** A spam scanner (rspamd worker) endpoint: TCP host and port, or a unix socket path. */
+export interface SpamEndpoint {
+  host?: string;
+  port?: number;
+  socket?: string;
+}
+
+/** `spam:` — the spam scanner (docs/configuration.md, "spam"). */
+export interface SpamConfig {
+  type: 'rspamd';
+  endpoints: SpamEndpoint[];
+  /** Absolute deadline for one check. */
+  timeoutMs: number;
+  /** Health check (`GET /ping`) interval; 0 = only at start. */
+  healthIntervalMs: number;
+  /** Largest message sent; larger ones are oversize for the policy. */
+  maxMessageBytes: number;
+  /** File holding the password sent as `Password` (absolute; read when the scanner is created). */
+  passwordFile?: string;
+  /** Environment variable holding that password instead. */
+  passwordEnv?: string;
+}
+
 export interface QuarantineConfig {
   dir: string;
   retentionDays: number;
@@ -146,6 +169,8 @@ export interface PosternConfig {
   policiesDir: string;
   quarantine: QuarantineConfig;
   scanner: ScannerConfig | null;
+  /** Spam scanner; null or absent = none. */
+  spam?: SpamConfig | null;
   limits: ServerLimits;
   listeners: ListenerConfig[];
 }

@@ -994,6 +994,18 @@ function* status(p: P): Gen<void> {
   p.top.push(yield* statusAtts(p));
 }
 
+/** One astring, or a non-empty parenthesised list of them (LIST patterns, GETMETADATA entry names). */
+function* astringOrList(p: P, cls: Uint8Array, what: string, listWhat: string): Gen<Value> {
+  if (p.peek() !== LP) return yield* p.astring(cls, what);
+  return yield* p.list(
+    function* (out) {
+      out.push(yield* p.astring(cls, what));
+    },
+    false,
+    listWhat,
+  );
+}
+
 const LIST_SELECT = one(['SUBSCRIBED', 'REMOTE', 'RECURSIVEMATCH', 'SPECIAL-USE']);
 
 function* list(p: P): Gen<void> {
@@ -1016,19 +1028,7 @@ function* list(p: P): Gen<void> {
   }
   p.top.push(yield* p.astring());
   p.sp();
-  if (p.peek() === LP) {
-    p.top.push(
-      yield* p.list(
-        function* (out) {
-          out.push(yield* p.astring(LISTC, 'a mailbox pattern'));
-        },
-        false,
-        'patterns',
-      ),
-    );
-  } else {
-    p.top.push(yield* p.astring(LISTC, 'a mailbox pattern'));
-  }
+  p.top.push(yield* astringOrList(p, LISTC, 'a mailbox pattern', 'patterns'));
   if (p.eol()) return;
   p.sp();
   const kw = p.need(ATOM, 'RETURN');
@@ -1172,17 +1172,7 @@ function* getmetadata(p: P): Gen<void> {
   }
   p.top.push(yield* p.astring());
   p.sp();
-  if (p.peek() === LP) {
-    p.top.push(
-      yield* p.list(
-        function* (out) {
-          out.push(yield* p.astring());
-        },
-        false,
-        'entries',
-      ),
-    );
-  } else p.top.push(yield* p.astring());
+  p.top.push(yield* astringOrList(p, ASTR, 'a string', 'entries'));
 }
 
 function* setmetadata(p: P): Gen<void> {
