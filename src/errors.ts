@@ -44,6 +44,10 @@ export const ErrorCodes = {
   SCAN_ERROR: 'E_SCAN_ERROR',
   /** A clamd scan did not finish within scanner.timeout_ms; the policy's antivirus.on_error decides. */
   SCAN_TIMEOUT: 'E_SCAN_TIMEOUT',
+  /** An rspamd check failed (no endpoint reachable, a malformed, oversized or non-200 answer, an envelope it cannot be sent); the policy's spam on_error decides. */
+  SPAM_ERROR: 'E_SPAM_ERROR',
+  /** An rspamd check did not finish within spam.timeout_ms; the policy's spam on_error decides. */
+  SPAM_TIMEOUT: 'E_SPAM_TIMEOUT',
   /** A quarantined original cannot be stored, read or released. */
   QUARANTINE: 'E_QUARANTINE',
   /** The file of protected POP3 originals (altered, not quarantined) cannot be read, parsed or written, or is full. */

@@ -340,6 +340,44 @@ export const CLAMD_LIMITS = {
 } as const;
 
 /**
+ * Defaults of the `spam:` section (rspamd): `timeout_ms` is the absolute deadline of one check
+ * (rspamd's own task_timeout is 8 s; E_SPAM_TIMEOUT), `max_message_bytes` the largest message sent
+ * (larger: an oversize outcome, the policy decides; rspamd's own max_message is 50 MiB).
+ */
+export const DEFAULT_SPAM_LIMITS = {
+  timeoutMs: 15_000,
+  healthIntervalMs: 30_000,
+  maxMessageBytes: 10 * 1024 * 1024,
+} as const;
+
+/** rspamd client limits that are not part of the spam config (src/scanners/rspamd.ts). */
+export const RSPAMD_LIMITS = {
+  /** One connect attempt, also bounded by the check deadline; a failure moves on to the next endpoint. */
+  connectTimeoutMs: 2_000,
+  /** Deadline of one `GET /ping` health check (the endpoint is marked down; no error). */
+  healthTimeoutMs: 2_000,
+  /**
+   * Longest `/checkv2` answer read (headers excluded; a real one is 1-20 KiB, symbol options
+   * included). Longer: the check fails (E_SPAM_ERROR, reason protocol) and the endpoint is marked down.
+   */
+  maxAnswerBytes: 1024 * 1024,
+  /** Symbols in one answer (rspamd 3.4 registers about 1,500 in all). More: E_SPAM_ERROR. */
+  maxSymbols: 2_000,
+  /** Longest symbol name accepted (names are A-Z, a-z, 0-9, `_`, `.`, `:`, `-`). Longer or other characters: E_SPAM_ERROR. */
+  maxSymbolName: 128,
+  /** Concurrent connections to one endpoint; further checks wait for one (inside their deadline). */
+  maxSocketsPerEndpoint: 16,
+  /** Idle keep-alive connections kept per endpoint (rspamd 3.4 closes after every answer; a proxy may not). */
+  maxFreeSocketsPerEndpoint: 4,
+  /** An idle keep-alive connection is closed after this long. */
+  idleSocketMs: 5_000,
+  /** `Rcpt` headers of one check (rspamd's max_recipients is 1024). More: E_SPAM_ERROR, reason limit. */
+  maxRecipients: 1_000,
+  /** Longest envelope value sent (`Rcpt`, `From`, `User`, `Queue-Id`), in UTF-8 bytes. Longer: E_SPAM_ERROR, reason limit. */
+  maxEnvelopeValueBytes: 1_024,
+} as const;
+
+/**
  * Policy defaults of the ZIP limits (`archives.*`); each policy may set its own. Reached: the
  * archive is not fully inspected and `archives.on_limit` applies (a policy hit, rule `archives.on_limit`).
  */

@@ -26,3 +26,66 @@ export interface Scanner {
   /** Stop timers and close connections. */
   close(): Promise<void>;
 }
+
+/**
+ * Spam scanners (rspamd): a second scanner kind beside the antivirus Scanner. A spam scanner
+ * scores a whole message with what postern knows of its envelope and returns a typed outcome; the
+ * policy's spam section decides what the score means (tag, block, allow).
+ */
+
+/** rspamd's actions, mildest first. */
+export const SPAM_ACTIONS = ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject'] as const;
+export type SpamAction = (typeof SPAM_ACTIONS)[number];
+
+export interface SpamSymbol {
+  name: string;
+  /** The symbol's contribution to the score (may be negative or 0). */
+  score: number;
+}
+
+/** What the spam scanner is told besides the message. */
+export interface SpamEnvelope {
+  /** Sent as `Queue-Id`: postern's recovery id of the message, so rspamd's log line and postern's can be joined. */
+  queueId: string;
+  /** Envelope recipients, one `Rcpt` header each (IMAP/POP3: the authenticated user's address; collector: the resolved recipients). */
+  recipients: string[];
+  /** Envelope sender (`From` header of the request) when known. */
+  from?: string;
+  /**
+   * Sent as `User`: for rspamd the SMTP-authenticated *submitter* of the message. rspamd treats such
+   * mail as outbound (several inbound checks are skipped for it), so a mailbox owner reading mail is
+   * not this: leave it out for inbound mail.
+   */
+  user?: string;
+}
+
+export type SpamOutcome =
+  | {
+      kind: 'scored';
+      engine: string;
+      endpoint: string;
+      score: number;
+      /** rspamd's `required_score` (its reject threshold). */
+      requiredScore: number;
+      /** rspamd's own verdict for its thresholds (and forced actions: GTUBE is `reject`). */
+      action: SpamAction;
+      /** Symbols that matched, sorted by name. */
+      symbols: SpamSymbol[];
+      /** rspamd's rewritten subject (action `rewrite subject`): decoded text, no line breaks. */
+      subject?: string;
+      /** rspamd skipped its checks (settings, forced action such as GTUBE); the action still stands. */
+      skipped: boolean;
+      ms: number;
+    }
+  /** No score: down, refused, malformed or non-200 answer, deadline passed, envelope not sendable. */
+  | Extract<ScanOutcome, { kind: 'error' }>
+  /** Not checked because the message is larger than `spam.max_message_bytes`. */
+  | Extract<ScanOutcome, { kind: 'oversize' }>;
+
+export interface SpamScanner {
+  readonly name: string;
+  /** Scores one whole message. Never throws: failures are `error` outcomes. */
+  check(message: Buffer, envelope: SpamEnvelope, info?: { label?: string }): Promise<SpamOutcome>;
+  /** Stop timers and close connections. */
+  close(): Promise<void>;
+}
