@@ -24,7 +24,9 @@
  * - BODYSTRUCTURE/BODY: type, subtype, parameter names and encodings keep the header's case,
  *   text/* gets ("charset" "us-ascii") appended when it has no charset, RFC 2231 continuations are
  *   merged ("name*" keeps the raw extended value), strings with 8-bit, CR/LF or more than four
- *   quote characters are literals, Content-Language is always a list.
+ *   quote characters are literals, Content-Language is always a list;
+ * - a NUL in a header string (ENVELOPE, BODYSTRUCTURE/BODY) is written as U+FFFD (UTF-8, so the
+ *   string becomes a literal): never a NUL inside a quoted string or literal.
  */
 import { ErrorCodes, PosternError } from '../errors.js';
 import { MAX_ENVELOPE_ADDRESSES } from '../limits.js';
@@ -73,6 +75,14 @@ function prepare(msg: Buffer, map: PartMap | null): Prepared {
 // ---------------------------------------------------------------------------------------------
 // IMAP string writers (Dovecot imap-quote semantics, on latin1 strings)
 
+/**
+ * A header value as Dovecot reads it (message_header_strdup, the rfc822 parser's NUL replacement):
+ * each NUL becomes U+FFFD in UTF-8 (EF BF BD), so no NUL reaches an IMAP string (and the value is 8-bit).
+ */
+function headerText(s: string): string {
+  return s.includes('\0') ? s.replace(/\0/g, '\xef\xbf\xbd') : s;
+}
+
 function literal(s: string): string {
   return `{${s.length}}\r\n${s}`;
 }
@@ -80,6 +90,7 @@ function literal(s: string): string {
 /** imap_append_nstring: quoted when possible, literal for CR/LF/8-bit or more than 4 specials. */
 export function imapString(s: string | null | undefined): string {
   if (s === null || s === undefined) return 'NIL';
+  s = headerText(s);
   let escapes = 0;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -109,6 +120,7 @@ function imapStringNoLf(s: string | null | undefined): string {
 
 /** imap_append_string_for_humans (subjects and address names). */
 function imapStringForHumans(src: string): string {
+  src = headerText(src);
   let removeCount = 0;
   let whitespacePrefix = true;
   let lastLwsp = true;

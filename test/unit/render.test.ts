@@ -101,6 +101,23 @@ describe('renderItem', () => {
     expect(a.equals(b)).toBe(true);
   });
 
+  it('writes a NUL in a header string as U+FFFD, as Dovecot does (never NUL inside a quoted string or literal)', () => {
+    // expected bytes captured from Dovecot 2.3.19 (the same message delivered and fetched)
+    const msg = Buffer.from(
+      'Date: Mon, 3 Mar\x002025\r\nMessage-ID: <a\x00b@x>\r\nSubject: s\x00t\r\nFrom: "N\x00m" <a@b>\r\nIn-Reply-To: <r\x00"\\@x>\r\n' +
+        'Content-Type: text/plain; charset="ab\x00cd"; name="q\x00"\r\nContent-ID: <c\x00id>\r\nContent-Description: d\x00e\r\n\r\nbody\r\n',
+      'latin1',
+    );
+    const R = '\xef\xbf\xbd';
+    expect(render(msg, 'ENVELOPE')).toBe(
+      `ENVELOPE ({17}\r\nMon, 3 Mar${R}2025 {5}\r\ns${R}t (({5}\r\nN${R}m NIL "a" "b")) (({5}\r\nN${R}m NIL "a" "b")) (({5}\r\nN${R}m NIL "a" "b")) ` +
+        `NIL NIL NIL {10}\r\n<r${R}"\\@x> {9}\r\n<a${R}b@x>)`,
+    );
+    expect(render(msg, 'BODYSTRUCTURE')).toBe(
+      `BODYSTRUCTURE ("text" "plain" ("charset" {7}\r\nab${R}cd "name" {4}\r\nq${R}) {8}\r\n<c${R}id> {5}\r\nd${R}e "7bit" 6 1 NIL NIL NIL NIL)`,
+    );
+  });
+
   it('refuses items that are not computed from content', () => {
     expect(() => render(mixed, 'UID')).toThrow(/not rendered/);
   });
