@@ -2,12 +2,17 @@
  * A private Dovecot (IMAP + POP3) for integration tests: self-contained config in a temp dir, loopback
  * listeners on free ports (plain+STARTTLS and implicit TLS for each protocol), a self-signed cert, two users.
  * Each test file starts its own instance (about 100-200 ms); instances never share state.
+ *
+ * Exports: startDovecot(opts) -> Dovecot (ports, certFile, users, deliver, expunge, resetMailbox,
+ * count, log, stop). Options: `extraConfig` (lines appended to dovecot.conf) and `lmtp: true`, which
+ * also runs Dovecot's LMTP service on a loopback port (`Dovecot.lmtpPort`) as a local delivery target
+ * for the collector: any `user@domain` recipient is delivered to the user's INBOX (alice, bob).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { freePorts, runOk, selfSignedCert, sleep, tempDir, type TempDir } from './util.js';
+import { freePort, freePorts, runOk, selfSignedCert, sleep, tempDir, type TempDir } from './util.js';
 
 export interface DovecotPorts {
   imap: number;
@@ -24,6 +29,8 @@ export interface Dovecot {
   /** PEM of the upstream's self-signed certificate (CN localhost, SAN DNS:localhost, IP:127.0.0.1); use as ca_file. */
   certFile: string;
   users: { alice: string; bob: string };
+  /** Port of the LMTP listener on 127.0.0.1 (only with `lmtp: true`; LHLO, any domain: `alice@x` is alice). */
+  lmtpPort?: number;
   /** Everything Dovecot logged so far. */
   log(): string;
   /** Stores a message in the user's mailbox (INBOX by default). */
@@ -40,6 +47,12 @@ export interface Dovecot {
 export interface StartDovecotOptions {
   /** Extra lines appended to dovecot.conf. */
   extraConfig?: string;
+  /**
+   * Also run the LMTP service (`protocols = imap pop3 lmtp`) with an inet listener on 127.0.0.1
+   * (port in `Dovecot.lmtpPort`). LMTP looks users up as `user@domain`: a second passwd-file userdb
+   * with username_format=%n maps that to `user` (IMAP/POP3 logins still find the first one).
+   */
+  lmtp?: boolean;
 }
 
 const USERS = { alice: 'alicepass', bob: 'bobpass' } as const;
@@ -111,6 +124,22 @@ service pop3-login {
   }
 }
 ${extra}
+`;
+}
+
+/** The dovecot.conf lines of the `lmtp` option (appended after everything else: `protocols` is set again). */
+function lmtpConf(dir: string, port: number): string {
+  return `protocols = imap pop3 lmtp
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = ${port}
+  }
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%n ${path.join(dir, 'users')}
+}
 `;
 }
 
@@ -207,9 +236,11 @@ export async function startDovecot(opts: StartDovecotOptions = {}): Promise<Dove
   // Another parallel test file can grab one of our free ports between probe and bind: retry with new ones.
   let started: Awaited<ReturnType<typeof launch>> | undefined;
   let lastErr: unknown;
+  let lmtpPort: number | undefined;
   for (let attempt = 0; attempt < 3 && !started; attempt++) {
     try {
-      started = await launch(tmp, opts.extraConfig ?? '');
+      if (opts.lmtp) lmtpPort = await freePort();
+      started = await launch(tmp, (opts.extraConfig ?? '') + (lmtpPort !== undefined ? '\n' + lmtpConf(dir, lmtpPort) : ''));
     } catch (e) {
       lastErr = e;
       if (!/Address already in use/.test(String(e))) break;
@@ -236,6 +267,7 @@ export async function startDovecot(opts: StartDovecotOptions = {}): Promise<Dove
     ports,
     certFile: path.join(dir, 'cert.pem'),
     users: { ...USERS },
+    ...(lmtpPort !== undefined ? { lmtpPort } : {}),
     log: () => Buffer.concat(logs).toString(),
     async deliver(user, message, mailbox) {
       await doveadm(['save', '-u', user, ...(mailbox ? ['-m', mailbox] : [])], message);
