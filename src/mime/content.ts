@@ -10,7 +10,7 @@
  * MAX_PART_FILENAMES names is itself a fault; faults are listed up to MAX_PART_FAULTS.
  */
 import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
-import { bytesToText, decodeWords as decodeWordsUncached, undecodableWordCharset } from './headers.js';
+import { bytesToText, decodeWords as decodeWordsUncached, percentBytes, percentDecoded, undecodableWordCharset } from './headers.js';
 import { MAX_MIME_PARAMS, MAX_PART_FAULTS, MAX_PART_FILENAMES } from '../limits.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -98,16 +98,10 @@ export function partData(node: MimeNode): PartData {
 }
 
 function parseTypeInto(d: PartData, v: string): void {
-  const p = new Rfc822Parser(v);
-  p.skipLwsp();
-  const out: string[] = [];
-  const ret = p.parseContentType(out);
-  const full = out.join('');
-  const slash = full.indexOf('/');
-  d.type = slash < 0 ? full : full.slice(0, slash);
-  d.subtype = slash < 0 ? null : full.slice(slash + 1);
-  if (ret < 0) return;
-  d.params = parseRfc2231Params(p);
+  const ct = parseContentTypeValue(v);
+  d.type = ct.type;
+  d.subtype = ct.subtype;
+  d.params = ct.params; // none when the type is broken
 }
 
 /** The Content-Transfer-Encoding token as Dovecot reads it (comments skipped); null when anything else follows. */
@@ -220,6 +214,21 @@ export function contentInfo(node: MimeNode): ContentInfo {
     }
   };
   const primary: string[] = [];
+  // the names in one field's parameters (ours and Python's reading); `shown` is the one clients
+  // display, whose plain and RFC 2231 forms join the names that must agree
+  const addParamNames = (params: CheckedParams, pyParams: Array<[string, string]>, shown: string, other: string): void => {
+    for (const key of [shown, other]) {
+      const plain = params.plain.get(key);
+      const ext = params.ext.get(key);
+      addName(plain);
+      addName(ext);
+      if (key === shown) {
+        if (plain !== undefined) primary.push(decodeWords(plain));
+        if (ext !== undefined) primary.push(ext);
+      }
+      for (const [k, pv] of pyParams) if (k === key) addName(pv);
+    }
+  };
   const otherTypes: string[] = [];
 
   const ctFields = fieldsNamed(node, 'content-type');
@@ -253,17 +262,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
       if (node.multipart && pyBoundary !== undefined && pyBoundary !== node.boundary) fault('boundary read differently by other readers');
     }
     if (pyType !== node.contentType && pyType !== 'text/plain' && TYPE_TOKEN.test(pyType.replace('/', ''))) otherTypes.push(pyType);
-    for (const key of ['name', 'filename']) {
-      const plain = params.plain.get(key);
-      const ext = params.ext.get(key);
-      addName(plain);
-      addName(ext);
-      if (key === 'name') {
-        if (plain !== undefined) primary.push(decodeWords(plain));
-        if (ext !== undefined) primary.push(ext);
-      }
-      for (const [k, pv] of py.params) if (k === key) addName(pv);
-    }
+    addParamNames(params, py.params, 'name', 'filename');
   }
 
   let disposition = '';
@@ -281,17 +280,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
     const params = checkParams(report.raw, 'Content-Disposition', fault, decodeWords);
     const py = pythonParams(v);
     if (report.overflow || py.overflow) fault(`more than ${MAX_MIME_PARAMS} parameters in Content-Disposition`);
-    for (const key of ['filename', 'name']) {
-      const plain = params.plain.get(key);
-      const ext = params.ext.get(key);
-      addName(plain);
-      addName(ext);
-      if (key === 'filename') {
-        if (plain !== undefined) primary.push(decodeWords(plain));
-        if (ext !== undefined) primary.push(ext);
-      }
-      for (const [k, pv] of py.params) if (k === key) addName(pv);
-    }
+    addParamNames(params, py.params, 'filename', 'name');
   }
 
   // Content-Location: some clients name an attachment after the last segment of its URL
@@ -300,7 +289,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
     loc = loc.replace(/[?#].*$/s, '');
     const seg = loc.split(/[\\/]/).pop() ?? '';
     addName(seg);
-    addName(percentDecodeText(seg));
+    addName(percentDecoded(seg, 'binary'));
   }
 
   // the names shown from filename, filename*, name and name* must agree
@@ -448,7 +437,7 @@ function checkParams(raw: Array<[string, string]>, what: string, fault: (r: stri
       if (text.includes("'") || !/^(?:[^%]|%[0-9A-Fa-f]{2})*$/s.test(text) || !ATTR_CHARS.test(text.replace(/%[0-9A-Fa-f]{2}/g, ''))) {
         fault(`RFC 2231 value with characters outside its alphabet in ${what}`);
       }
-      bytes.push(percentDecode(text));
+      bytes.push(percentBytes(text, 'binary'));
     };
     if (g.bare !== undefined) {
       if (g.segs.length > 0) fault(`mixed RFC 2231 forms of "${base.slice(0, 40)}" in ${what}`);
@@ -479,24 +468,6 @@ function checkParams(raw: Array<[string, string]>, what: string, fault: (r: stri
     if (p !== undefined && decodeWords(p).normalize('NFC') !== text.normalize('NFC')) fault(`"${base.slice(0, 40)}" and its RFC 2231 form disagree in ${what}`);
   }
   return { plain, ext };
-}
-
-function percentDecode(s: string): Buffer {
-  const out: number[] = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
-      out.push(parseInt(s.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else out.push(c & 0xff);
-  }
-  return Buffer.from(out);
-}
-
-/** %XX-decoded text (UTF-8 when valid, else Latin-1); '' when nothing was escaped. */
-export function percentDecodeText(s: string): string {
-  if (!/%[0-9a-fA-F]{2}/.test(s)) return '';
-  return bytesToText(percentDecode(s).toString('latin1'));
 }
 
 function strictDecode(bytes: Buffer, charset: string): string | undefined {

@@ -5,6 +5,30 @@
  */
 import { MAX_MATCHED_HEADER_VALUE } from '../limits.js';
 
+/**
+ * The bytes of `s` with %XX escapes decoded. Other characters stand for themselves: one byte each
+ * (the low byte) when `s` is a binary string (header bytes as Latin-1), their UTF-8 bytes when it
+ * is decoded text (a file name).
+ */
+export function percentBytes(s: string, chars: 'binary' | 'text'): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
+      out.push(parseInt(s.slice(i + 1, i + 3), 16));
+      i += 2;
+    } else if (c < 0x80 || chars === 'binary') out.push(c & 0xff);
+    else for (const b of Buffer.from(s[i]!, 'utf8')) out.push(b);
+  }
+  return Buffer.from(out);
+}
+
+/** %XX-decoded `s` (see percentBytes) read as UTF-8 when valid, else as Latin-1; undefined when nothing is escaped. */
+export function percentDecoded(s: string, chars: 'binary' | 'text'): string | undefined {
+  if (!/%[0-9a-fA-F]{2}/.test(s)) return undefined;
+  return bytesToText(percentBytes(s, chars).toString('latin1'));
+}
+
 /** Interprets a binary string as UTF-8 when it is valid UTF-8, else keeps it as Latin-1. */
 export function bytesToText(binary: string): string {
   // eslint-disable-next-line no-control-regex

@@ -18,6 +18,7 @@
  */
 
 import { MAX_FILENAME_FORMS, MAX_FILENAME_LENGTH } from '../limits.js';
+import { percentDecoded } from './headers.js';
 
 // eslint-disable-next-line no-control-regex
 // (combining invisibles, such as variation selectors, in classes of their own)
@@ -53,25 +54,6 @@ function unquoted(v: string): string {
   while (a < e && OPENERS.has(t[a]!)) a++;
   while (e > a && CLOSERS.has(t[e - 1]!)) e--;
   return t.slice(a, e);
-}
-
-function percentDecoded(s: string): string | undefined {
-  if (!/%[0-9a-fA-F]{2}/.test(s)) return undefined;
-  const bytes: number[] = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c === 0x25 && /^[0-9a-fA-F]{2}$/.test(s.slice(i + 1, i + 3))) {
-      bytes.push(parseInt(s.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else if (c < 0x80) bytes.push(c);
-    else for (const b of Buffer.from(s[i]!, 'utf8')) bytes.push(b);
-  }
-  const buf = Buffer.from(bytes);
-  try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(buf);
-  } catch {
-    return buf.toString('latin1');
-  }
 }
 
 export interface NameForms {
@@ -116,7 +98,7 @@ export function filenameCandidates(names: readonly string[]): string[] {
 /** Every reading of one name of at most MAX_FILENAME_LENGTH characters, passed to `add`. */
 function readings(raw: string, add: (s: string) => void): void {
   const forms = [raw];
-  const pct = percentDecoded(raw);
+  const pct = percentDecoded(raw, 'text');
   if (pct !== undefined) forms.push(pct);
   for (const f of forms) {
     for (const v of [f, f.normalize('NFC'), f.normalize('NFKC')]) {
@@ -143,7 +125,7 @@ function readings(raw: string, add: (s: string) => void): void {
  */
 function longNamePieces(raw: string): string[] {
   const whole = [raw];
-  const pct = percentDecoded(raw);
+  const pct = percentDecoded(raw, 'text');
   if (pct !== undefined) whole.push(pct);
   for (const w of [...whole]) {
     const cut = w.search(CONTROL);
