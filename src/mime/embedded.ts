@@ -144,29 +144,31 @@ interface Block {
   tooLarge?: boolean;
 }
 
+/**
+ * Where a block that starts at line `from` ends: `end` is its end line (lines.length when there is
+ * none: the block is damaged), `next` the first line after it.
+ */
+function blockExtent(lines: string[], from: number, isEnd: (l: string) => boolean): { end: number; next: number; damaged: boolean } {
+  let end = from;
+  while (end < lines.length && !isEnd(lines[end]!)) end++;
+  return { end, next: Math.min(lines.length, end + 1), damaged: end === lines.length };
+}
+
 /** uuencode data lines up to `end` (short lines are padded with zero bits, as Python's binascii.a2b_uu does). */
 function decodeUuBlock(lines: string[], from: number): Block {
+  const { end, next, damaged } = blockExtent(lines, from, (l) => /^end$/i.test(l.trim()));
   // every line says how many bytes it carries (a short line is zero-filled): the exact size first
   let size = 0;
-  let last = from;
-  for (; last < lines.length; last++) {
-    const l = lines[last]!.trim();
-    if (/^end$/i.test(l)) break;
+  for (let i = from; i < end; i++) {
+    const l = lines[i]!.trim();
     if (l.length > 0) size += (l.charCodeAt(0) - 32) & 63;
   }
-  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: Math.min(lines.length, last + 1), tooLarge: true };
+  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
   const out = Buffer.alloc(size);
   let o = 0;
-  let damaged = true;
-  let i = from;
-  for (; i < lines.length; i++) {
+  for (let i = from; i < end; i++) {
     // indented blocks are taken by lenient decoders: the length character is never a space
     const l = lines[i]!.trim();
-    if (/^end$/i.test(l)) {
-      damaged = false;
-      i++;
-      break;
-    }
     if (l.length === 0) continue;
     const n = (l.charCodeAt(0) - 32) & 63;
     const sextet = (k: number): number => (k < l.length ? (l.charCodeAt(k) - 32) & 63 : 0);
@@ -183,44 +185,26 @@ function decodeUuBlock(lines: string[], from: number): Block {
       }
     }
   }
-  return { data: out.subarray(0, o), damaged, next: i };
+  return { data: out.subarray(0, o), damaged, next };
 }
 
 /** `begin-base64` blocks (uuencode -m) end with a line of "====". */
 function decodeBase64Block(lines: string[], from: number): Block {
-  const parts: string[] = [];
-  let damaged = true;
-  let i = from;
-  for (; i < lines.length; i++) {
-    const l = lines[i]!;
-    if (/^====[ \t]*$/.test(l)) {
-      damaged = false;
-      i++;
-      break;
-    }
-    parts.push(l);
-  }
-  const d = decodeBody(Buffer.from(parts.join('\n'), 'latin1'), 'base64');
-  if (d.data.length > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: i, tooLarge: true };
-  return { data: d.data, damaged: damaged || d.bad, next: i };
+  const { end, next, damaged } = blockExtent(lines, from, (l) => /^====[ \t]*$/.test(l));
+  const d = decodeBody(Buffer.from(lines.slice(from, end).join('\n'), 'latin1'), 'base64');
+  if (d.data.length > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
+  return { data: d.data, damaged: damaged || d.bad, next };
 }
 
 function decodeYencBlock(lines: string[], from: number): Block {
+  const { end, next, damaged } = blockExtent(lines, from, (l) => l.startsWith('=yend'));
   let size = 0;
-  let k = from;
-  for (; k < lines.length && !lines[k]!.startsWith('=yend'); k++) size += lines[k]!.length;
-  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next: Math.min(lines.length, k + 1), tooLarge: true };
+  for (let i = from; i < end; i++) size += lines[i]!.length;
+  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
   const out = Buffer.alloc(size);
   let o = 0;
-  let damaged = true;
-  let i = from;
-  for (; i < lines.length; i++) {
+  for (let i = from; i < end; i++) {
     const l = lines[i]!;
-    if (l.startsWith('=yend')) {
-      damaged = false;
-      i++;
-      break;
-    }
     if (l.startsWith('=ypart')) continue;
     for (let k = 0; k < l.length; k++) {
       let c = l.charCodeAt(k);
@@ -228,7 +212,7 @@ function decodeYencBlock(lines: string[], from: number): Block {
       out[o++] = (c - 42) & 0xff;
     }
   }
-  return { data: out.subarray(0, o), damaged, next: i };
+  return { data: out.subarray(0, o), damaged, next };
 }
 
 const BINHEX_ALPHABET = '!"#$%&\'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr';
