@@ -47,9 +47,17 @@ export interface SpamSymbol {
 export interface SpamEnvelope {
   /** Sent as `Queue-Id`: postern's recovery id of the message, so rspamd's log line and postern's can be joined. */
   queueId: string;
-  /** Envelope recipients, one `Rcpt` header each (IMAP/POP3: the authenticated user's address; collector: the resolved recipients). */
+  /**
+   * Envelope recipients, one `Rcpt` header each (IMAP/POP3: the authenticated user's address;
+   * collector: the resolved recipients). ASCII addr-specs; IDN domains are sent as A-labels. A
+   * recipient rspamd cannot read (an SMTPUTF8 local part, a display name) fails the check: rspamd
+   * 3.4 would score it BROKEN_HEADERS (+8).
+   */
   recipients: string[];
-  /** Envelope sender (`From` header of the request) when known. */
+  /**
+   * Envelope sender (`From` header of the request) when known, `''` for the null sender. It comes
+   * from the message, so one rspamd cannot read is left out instead of failing the check.
+   */
   from?: string;
   /**
    * Sent as `User`: for rspamd the SMTP-authenticated *submitter* of the message. rspamd treats such

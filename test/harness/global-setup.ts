@@ -1,5 +1,5 @@
 /**
- * Vitest global setup: the integration tests need real Dovecot and clamd binaries. System packages are
+ * Vitest global setup: the integration tests need real Dovecot, clamd and rspamd binaries. System packages are
  * installed by scripts/install-system-deps.sh (the one place that installs them; `npm test` and CI run
  * it first); this setup only puts sbin on PATH and runs that script when something is missing.
  */
@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 
-const BINARIES = ['dovecot', 'doveadm', 'clamd'];
+const BINARIES = ['dovecot', 'doveadm', 'clamd', 'rspamd'];
 const EXTRA_PATH = ['/usr/sbin', '/sbin', '/usr/local/sbin'];
 
 function onPath(bin: string): boolean {
