@@ -67,21 +67,18 @@ const regexString = z.string().superRefine((s, ctx) => {
   }
 });
 
-const contentRule = z.strictObject({
-  match: z.union([typePattern, z.array(typePattern).min(1)]),
-  action: actionName,
-  quarantine: z.boolean().optional(),
-  log: z.boolean().optional(),
-  reason: z.string().max(500).optional(),
-});
+/** A content-type or file-name rule: `match` is one pattern or a non-empty list of them. */
+const patternRule = (pattern: z.ZodString) =>
+  z.strictObject({
+    match: z.union([pattern, z.array(pattern).min(1)]),
+    action: actionName,
+    quarantine: z.boolean().optional(),
+    log: z.boolean().optional(),
+    reason: z.string().max(500).optional(),
+  });
 
-const filenameRule = z.strictObject({
-  match: z.union([fileGlob, z.array(fileGlob).min(1)]),
-  action: actionName,
-  quarantine: z.boolean().optional(),
-  log: z.boolean().optional(),
-  reason: z.string().max(500).optional(),
-});
+const contentRule = patternRule(typePattern);
+const filenameRule = patternRule(fileGlob);
 
 const headerName = z.string().regex(/^[!-9;-~]+$/, 'expected a header field name');
 
