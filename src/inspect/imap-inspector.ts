@@ -32,7 +32,7 @@ import { applyHeaderRules, inspectMessage, type CompiledPolicy } from '../policy
 import type { EngineDeps } from '../policy/types.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap.js';
 import { VettedCache, type Vetted } from './cache.js';
-import { renderItem } from './render.js';
+import { renderItem } from './render/index.js';
 
 /**
  * Items Dovecot writes before everything else ("buffered" handlers), in request order; the rest —

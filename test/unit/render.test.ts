@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { buildPartMap } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, toCrlf } from '../../src/inspect/render.js';
+import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, toCrlf } from '../../src/inspect/render/index.js';
 import { isPosternError } from '../../src/errors.js';
 
 const FIX = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/render');

@@ -1,0 +1,112 @@
+/**
+ * Renders IMAP FETCH content items from message bytes, byte for byte as Dovecot 2.3 serves them:
+ * `NAME SP value` (e.g. `BODY[1.2]<0> {5}\r\nhello`). Pure and deterministic; the inspector uses it
+ * to answer clients from the sanitised message (src/protocol/imap/fetch-items.ts parses the request).
+ * Verified against Dovecot 2.3.19 by test/integration/render-oracle.test.ts.
+ *
+ * One MIME model: the part tree is the one the policy engine judged (InspectResult.structure, built
+ * by src/mime/partmap.ts); nothing here parses MIME on its own. One writer: every IMAP string and
+ * literal is written by src/protocol/imap/write.ts.
+ *
+ *   index.ts          renderItem(): input normalisation (CRLF), item dispatch, literals
+ *   bodystructure.ts  BODYSTRUCTURE / BODY             envelope.ts  ENVELOPE
+ *   section.ts        BODY[section]<partial>, RFC822.*  binary.ts    BINARY[part], BINARY.SIZE
+ *   text.ts           header values as IMAP strings (NUL -> U+FFFD, as Dovecot)
+ *
+ * Every message is served with CRLF line endings (bare LFs are converted first), as Dovecot does.
+ */
+import { ErrorCodes, PosternError } from '../../errors.js';
+import type { PartMap } from '../../policy/types.js';
+import { buildPartMap, mimeNodeOf, type MimeNode } from '../../mime/partmap.js';
+import { hasBareLf, toCrlf } from '../../mime/eol.js';
+import { formatItemName, type FetchItem } from '../../protocol/imap/fetch-items.js';
+import { literalBytes } from '../../protocol/imap/write.js';
+import { binaryOf, binarySection } from './binary.js';
+import { writeStructure } from './bodystructure.js';
+import { writeEnvelope } from './envelope.js';
+import { applyPartial, nulsTo80, sectionBytes } from './section.js';
+
+export { toCrlf } from '../../mime/eol.js';
+export { decodeBase64Strict, decodeQuotedPrintable } from './binary.js';
+
+interface Prepared {
+  msg: Buffer;
+  root: MimeNode;
+}
+
+const prepared = new WeakMap<Buffer, Prepared>();
+
+/**
+ * The message and part tree to serve from. The policy engine's output is already in CRLF form and
+ * comes with the parse it was judged on, which is used as is; anything else (a foreign or stale map,
+ * bare LFs) is read by the same parser after the LF -> CRLF conversion Dovecot applies.
+ */
+function prepare(msg: Buffer, map: PartMap | null): Prepared {
+  const cached = prepared.get(msg);
+  if (cached) return cached;
+  let p: Prepared;
+  if (hasBareLf(msg)) {
+    const norm = toCrlf(msg);
+    p = { msg: norm, root: mimeNodeOf(buildPartMap(norm))! };
+  } else {
+    const given = map ? mimeNodeOf(map) : undefined;
+    const usable = given && given.section === '' && given.bodyEnd === msg.length && given.parent === undefined;
+    p = { msg, root: usable ? given : mimeNodeOf(buildPartMap(msg))! };
+  }
+  prepared.set(msg, p);
+  return p;
+}
+
+/** `NAME {n}` CRLF data, or `NAME ~{n}` CRLF data for literal8. */
+function literalItem(name: string, data: Buffer, literal8 = false): Buffer {
+  return literalBytes(data, { literal8, head: `${name} ` });
+}
+
+/**
+ * The wire bytes of one FETCH item computed from `msg` (the message as the relay will serve it):
+ * `NAME SP value`, exactly as Dovecot would write it. `map` should be buildPartMap(msg); a foreign or
+ * stale map is ignored and the message is re-parsed.
+ * Throws PosternError(E_PROTOCOL) for items that are not computed from content (UID, FLAGS, ...),
+ * and PosternError(E_MIME_MALFORMED, details.imapCode) where Dovecot fails the FETCH (BINARY on an
+ * unknown Content-Transfer-Encoding or undecodable data).
+ */
+export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer {
+  const { msg: m, root } = prepare(msg, map);
+  const name = formatItemName(item);
+  switch (item.name) {
+    case 'RFC822':
+      return literalItem(name, nulsTo80(m));
+    case 'RFC822.HEADER':
+      return literalItem(name, nulsTo80(m.subarray(root.headerStart, root.bodyStart)));
+    case 'RFC822.TEXT':
+      return literalItem(name, nulsTo80(m.subarray(root.bodyStart, root.bodyEnd)));
+    case 'RFC822.SIZE':
+      return Buffer.from(`${name} ${m.length}`);
+    case 'BODYSTRUCTURE':
+      return Buffer.from(`${name} (${writeStructure(m, root, true)})`, 'latin1');
+    case 'ENVELOPE':
+      return Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1');
+    case 'BODY':
+      if (!item.section) return Buffer.from(`${name} (${writeStructure(m, root, false)})`, 'latin1');
+      return literalItem(name, nulsTo80(applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial)));
+    case 'BINARY': {
+      const r = binarySection(m, root, item.section?.part ?? []);
+      if (r === null) return literalItem(name, Buffer.alloc(0));
+      const data = applyPartial(r.data, item.partial);
+      return literalItem(name, r.binary ? data : nulsTo80(data), r.binary);
+    }
+    case 'BINARY.SIZE': {
+      // Dovecot sizes BINARY parts by converting the whole message once: any failure fails them all
+      binaryOf(m, root, true);
+      const r = binarySection(m, root, item.section?.part ?? []);
+      return Buffer.from(`${name} ${r === null ? 0 : r.data.length}`);
+    }
+    default:
+      throw new PosternError(ErrorCodes.PROTOCOL, `FETCH item ${item.name} is not rendered from message content`, { item: item.raw });
+  }
+}
+
+/** RFC822.SIZE of a message as the relay serves it (CRLF line endings). */
+export function messageSize(msg: Buffer): number {
+  return prepare(msg, null).msg.length;
+}
