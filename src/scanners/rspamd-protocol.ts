@@ -53,6 +53,8 @@ const SYMBOL_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.:-]*$/;
 
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
 const QUOTED = /^"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$/;
+/** An LDH label (A-labels included). */
+const LABEL = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
 const ADDRESS_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]+\]$/;
 
 /**
@@ -70,7 +72,7 @@ export function rspamdAddress(addr: string): string | null {
   if (!DOT_ATOM.test(local) && !QUOTED.test(local)) return null;
   if (domain.startsWith('[')) return ADDRESS_LITERAL.test(domain) ? `${local}@${domain}` : null;
   const ascii = domainToASCII(domain);
-  if (ascii === '' || !/^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.?$/.test(ascii)) return null;
+  if (ascii === '' || !ascii.replace(/\.$/, '').split('.').every((l) => LABEL.test(l))) return null;
   return `${local}@${ascii}`;
 }
 
@@ -216,13 +218,13 @@ export function parseCheckAnswer(status: number, headers: { contentType?: string
   const r = answerSchema.safeParse(json);
   if (!r.success) return { kind: 'error', alive: false, message: `malformed answer: ${zodProblem(r.error)}` };
   const a = r.data;
-  if (!ACTIONS.has(a.action)) return { kind: 'error', alive: false, message: `unknown action ${JSON.stringify(excerpt(a.action, 40))}` };
+  if (!ACTIONS.has(a.action)) return { kind: 'error', alive: false, message: `unknown action "${excerpt(a.action, 40)}"` };
   const entries = Object.entries(a.symbols);
   if (entries.length > RSPAMD_LIMITS.maxSymbols) return { kind: 'error', alive: false, message: `more than ${RSPAMD_LIMITS.maxSymbols} symbols` };
   const symbols: SpamSymbol[] = [];
   for (const [key, s] of entries) {
-    if (key.length > RSPAMD_LIMITS.maxSymbolName || !SYMBOL_NAME.test(key)) return { kind: 'error', alive: false, message: `bad symbol name ${JSON.stringify(excerpt(key, 40))}` };
-    if (s.name !== undefined && s.name !== key) return { kind: 'error', alive: false, message: `symbol ${key} carries the name ${JSON.stringify(excerpt(s.name, 40))}` };
+    if (key.length > RSPAMD_LIMITS.maxSymbolName || !SYMBOL_NAME.test(key)) return { kind: 'error', alive: false, message: `bad symbol name "${excerpt(key, 40)}"` };
+    if (s.name !== undefined && s.name !== key) return { kind: 'error', alive: false, message: `symbol ${key} carries the name "${excerpt(s.name, 40)}"` };
     symbols.push({ name: key, score: s.score });
   }
   symbols.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
