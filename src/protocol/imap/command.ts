@@ -69,6 +69,7 @@ import {
   MAX_SEARCH_NESTING,
   MAX_SECTION_DEPTH,
 } from '../../limits.js';
+import { literalPrefix, quoted, quotedBytes } from './write.js';
 
 // ------------------------------------------------------------------------------------------ types
 
@@ -1390,20 +1391,6 @@ export function isIdleDone(line: Buffer): boolean {
 
 type Piece = Buffer | { lit: Buffer; binary: boolean } | { stream: number; binary: boolean };
 
-function quote(v: Buffer): Buffer {
-  let extra = 0;
-  for (const c of v) if (c === DQ || c === BS) extra++;
-  const out = Buffer.alloc(v.length + extra + 2);
-  let n = 0;
-  out[n++] = DQ;
-  for (const c of v) {
-    if (c === DQ || c === BS) out[n++] = BS;
-    out[n++] = c;
-  }
-  out[n++] = DQ;
-  return out;
-}
-
 function pieces(v: Value, out: Piece[]): void {
   switch (v.t) {
     case 'atom':
@@ -1411,7 +1398,7 @@ function pieces(v: Value, out: Piece[]): void {
       return;
     case 'string':
       if (v.form === 'atom') out.push(v.v);
-      else if (v.form === 'quoted') out.push(quote(v.v));
+      else if (v.form === 'quoted') out.push(quotedBytes(v.v, true));
       else out.push({ lit: v.v, binary: v.form === 'literal8' });
       return;
     case 'stream':
@@ -1484,7 +1471,7 @@ export function serialiseCommand(cmd: ParsedCommand, opts: SerialiseOptions, aft
     if ('lit' in piece) {
       if (!emitting) continue;
       const ns = nonSyncAllowed(piece.lit.length, opts);
-      cur.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.lit.length}${ns ? '+' : ''}}\r\n`));
+      cur.push(Buffer.from(literalPrefix(piece.lit.length, { literal8: piece.binary, nonSync: ns })));
       if (!ns) {
         chunks.push(Buffer.concat(cur));
         cur = [];
@@ -1494,7 +1481,7 @@ export function serialiseCommand(cmd: ParsedCommand, opts: SerialiseOptions, aft
     }
     if (emitting) {
       const ns = nonSyncAllowed(piece.stream, opts);
-      cur.push(Buffer.from(`${piece.binary ? '~' : ''}{${piece.stream}${ns ? '+' : ''}}\r\n`));
+      cur.push(Buffer.from(literalPrefix(piece.stream, { literal8: piece.binary, nonSync: ns })));
       chunks.push(Buffer.concat(cur));
       return { chunks, streamed: { size: piece.stream, sync: !ns, binary: piece.binary } };
     }
@@ -1556,7 +1543,7 @@ function fetchText(v: Value): string {
     case 'atom':
       return v.v;
     case 'string':
-      return v.form === 'atom' ? v.v.toString('latin1') : quote(v.v).toString('latin1');
+      return v.form === 'atom' ? v.v.toString('latin1') : quoted(v.v.toString('latin1'), true);
     case 'list':
       return `(${v.v.map(fetchText).join(' ')})`;
     case 'section':
