@@ -1,10 +1,15 @@
 /**
  * Contract of the policy engine (pure: message + context in, verdict + deterministic rewrite out).
- * Implemented in src/policy/engine.ts. The relay (src/session, src/inspect) only uses what is here.
+ * Implemented in src/policy/engine.ts (entry point inspectMessage, documented there); its callers
+ * (src/inspect, src/commands, the collector) only use what is here.
  */
 import type { Scanner } from '../scanners/types.js';
 
-/** Where a message came from; recorded in verdicts, logs and quarantine metadata. */
+/**
+ * Where a message came from; recorded in the quarantine metadata (`context`). Every field is
+ * optional and none changes the verdict. The inline proxy sets listener/protocol/mailbox/uid or
+ * msgno; the collector sets account, protocol, user, mailbox and the resolved recipients.
+ */
 export interface InspectContext {
   listener?: string;
   protocol?: 'imap' | 'pop3';
@@ -15,6 +20,10 @@ export interface InspectContext {
   uid?: number;
   /** POP3 message number. */
   msgno?: number;
+  /** Collector: the account (postern.yaml `collector.accounts[].name`) the message was fetched for. */
+  account?: string;
+  /** Collector: the envelope recipients it will be delivered to (also what a spam scanner is told). */
+  recipients?: string[];
 }
 
 export type ActionName = 'allow' | 'strip' | 'block';

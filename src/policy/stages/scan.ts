@@ -1,0 +1,167 @@
+/**
+ * Scan stage: the only code of the engine that talks to scanners. A plan (pure) lists what each
+ * scanner is asked to scan; the runner sends it and records what came back, untouched: a scanner's
+ * answer, or why an object was not sent (larger than max_size, empty). What an answer means under
+ * the policy (on_error, on_oversize, on_virus) is decided by classify-scan.ts, never here.
+ *
+ * Scanner kinds. Today there is one, `antivirus` (clamd, src/scanners/clamd.ts): the raw message,
+ * its CR-line-end reading, every decoded leaf, the leaves of opened forwarded messages and files
+ * embedded in text, and afterwards what would be delivered (`scanOutput`). A second kind (rspamd
+ * spam scoring, issue 13) slots in as another `ScannerRun` in the list given to `runScanners`:
+ * a member of `ScannerKind`, its own plan function beside `planAntivirus` (the whole message and the
+ * envelope from the InspectContext) and its own classifier in classify-scan.ts; when its answers are
+ * not `ScanOutcome`s, `ScanReport` becomes a union discriminated by `kind`.
+ */
+import { decodeBody, decodeChunks, decodedSize, decodedSizeBound } from '../../mime/decode.js';
+import { crAsLineEnd } from '../../mime/eol.js';
+import type { Scanner, ScanOutcome } from '../../scanners/types.js';
+import type { CompiledPolicy } from '../load.js';
+import type { ParsedMessage } from './parse.js';
+import type { LeafContents } from './rules.js';
+
+export type ScannerKind = 'antivirus';
+
+/**
+ * What a finding about a scanned object is reported as: the message (`message`), its reading with
+ * a lone CR as a line end (`message-cr`), a leaf (`part`), a leaf of a forwarded message the rules
+ * opened (`forwarded-part`), a file embedded in text (`embedded`), the delivered form (`output`).
+ */
+export type ScanRole = 'message' | 'message-cr' | 'part' | 'forwarded-part' | 'embedded' | 'output';
+
+/** The bytes a job scans: given (read when the job runs), or a part's encoded body decoded for the scanner. */
+export type ScanObject = { kind: 'bytes'; data: () => Buffer } | { kind: 'encoded'; body: Buffer; cte: string };
+
+export interface ScanJob {
+  role: ScanRole;
+  /** Section findings are reported on ('' = the whole message). */
+  part: string;
+  /** Label for the scanner's log lines. */
+  label: string;
+  object: ScanObject;
+  /** Larger objects are not sent. */
+  maxSize: number;
+  /** The leaf a finding is about (its type, names, strip target): the part itself, or the part holding the object. */
+  leaf?: LeafContents;
+  /** What inside the leaf was scanned, for the finding's reason ('forwarded part 1.2', 'uuencode file a.exe'). */
+  what?: string;
+}
+
+/** What happened to one job. The scan stage records; it does not judge. */
+export type ScanResult =
+  /** The scanner answered clean, infected or error. */
+  | { kind: 'answered'; outcome: Exclude<ScanOutcome, { kind: 'oversize' }> }
+  /** The scanner refused the object as larger than its own limit; `size` is the object's size. */
+  | { kind: 'over-scanner-limit'; outcome: Extract<ScanOutcome, { kind: 'oversize' }>; size: number }
+  /** Not sent: larger than the job's maxSize. */
+  | { kind: 'over-max-size'; size: number }
+  /** Not sent: a part that decodes to nothing. */
+  | { kind: 'empty' };
+
+export interface ScanRecord {
+  job: ScanJob;
+  result: ScanResult;
+}
+
+export interface ScannerRun {
+  kind: ScannerKind;
+  scanner: Scanner;
+  jobs: readonly ScanJob[];
+  /** After this answer nothing more is sent to this scanner (the policy decides: classify-scan.ts stopsScanning). */
+  stopAfter: (o: ScanOutcome) => boolean;
+}
+
+export interface ScanReport {
+  kind: ScannerKind;
+  /** One record per job run, in plan order; jobs after a stopping answer have none. */
+  records: ScanRecord[];
+}
+
+/** Runs every scanner's jobs, one scanner after the other, each job after the previous one. */
+export async function runScanners(runs: readonly ScannerRun[]): Promise<ScanReport[]> {
+  const reports: ScanReport[] = [];
+  for (const run of runs) {
+    const records: ScanRecord[] = [];
+    for (const job of run.jobs) {
+      const result = await runJob(run.scanner, job);
+      records.push({ job, result });
+      if ((result.kind === 'answered' || result.kind === 'over-scanner-limit') && run.stopAfter(result.outcome)) break;
+    }
+    reports.push({ kind: run.kind, records });
+  }
+  return reports;
+}
+
+/** Scans what would be delivered (a deny notice, or a changed message that carried a virus). */
+export function scanOutput(scanner: Scanner, output: Buffer, maxSize: number): Promise<ScanResult> {
+  return runJob(scanner, { role: 'output', part: '', label: 'output', object: { kind: 'bytes', data: () => output }, maxSize });
+}
+
+/**
+ * The antivirus plan: the message (and, when it has lines ended by a lone CR, which some readers
+ * take as line ends, that reading too), then with scan_parts every decoded leaf, followed by the
+ * leaves of a forwarded message it holds and the files embedded in its text. Pure.
+ */
+export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[], av: CompiledPolicy['antivirus']): ScanJob[] {
+  const maxSize = av.maxSize;
+  const jobs: ScanJob[] = [{ role: 'message', part: '', label: 'message', object: { kind: 'bytes', data: () => p.msg }, maxSize }];
+  // the CR reading is tried only when the message itself can be sent (it is never shorter)
+  if (p.msg.length <= maxSize && p.tree?.bareCr) jobs.push({ role: 'message-cr', part: '', label: 'message (CR line ends)', object: { kind: 'bytes', data: () => crAsLineEnd(p.msg) }, maxSize });
+  if (!av.scanParts || !p.tree) return jobs;
+  for (const c of contents) {
+    const section = c.leaf.section;
+    jobs.push({ role: 'part', part: section, label: `part ${section}`, object: { kind: 'encoded', body: c.leaf.body, cte: c.leaf.cte }, maxSize, leaf: c });
+    const inner = innerLeaves(c);
+    for (const i of inner) {
+      const what = `forwarded part ${i.leaf.section}`;
+      jobs.push({ role: 'forwarded-part', part: section, label: `part ${section} (${what})`, object: { kind: 'encoded', body: i.leaf.body, cte: i.leaf.cte }, maxSize, leaf: c, what });
+    }
+    for (const f of [...c.embedded, ...inner.flatMap((i) => i.embedded)]) {
+      if (f.data.length === 0) continue;
+      jobs.push({ role: 'embedded', part: section, label: `part ${section} ${f.kind} file`, object: { kind: 'bytes', data: () => f.data }, maxSize, leaf: c, what: `${f.kind} file ${f.name || '(no name)'}` });
+    }
+  }
+  return jobs;
+}
+
+/** The leaves inside an opened message/* part, nested ones included, in document order. */
+function innerLeaves(c: LeafContents): LeafContents[] {
+  const out: LeafContents[] = [];
+  for (const l of c.inner) out.push(l, ...innerLeaves(l));
+  return out;
+}
+
+async function runJob(scanner: Scanner, job: ScanJob): Promise<ScanResult> {
+  if (job.object.kind === 'encoded') return scanEncoded(scanner, job.object.body, job.object.cte, job.maxSize, job.label);
+  const data = job.object.data();
+  if (data.length > job.maxSize) return { kind: 'over-max-size', size: data.length };
+  return answered(await scanner.scan(data, { label: job.label }), () => data.length);
+}
+
+function answered(outcome: ScanOutcome, size: () => number): ScanResult {
+  return outcome.kind === 'oversize' ? { kind: 'over-scanner-limit', outcome, size: size() } : { kind: 'answered', outcome };
+}
+
+/**
+ * Scans one decoded part. With a chunk-capable scanner the part is decoded and sent in bounded
+ * chunks (a 40 MB attachment is never held decoded); otherwise it is decoded whole for `scan`.
+ */
+async function scanEncoded(scanner: Scanner, body: Buffer, cte: string, maxSize: number, label: string): Promise<ScanResult> {
+  if (!scanner.scanChunks) {
+    const data = decodeBody(body, cte).data;
+    if (data.length === 0) return { kind: 'empty' };
+    if (data.length > maxSize) return { kind: 'over-max-size', size: data.length };
+    return answered(await scanner.scan(data, { label }), () => data.length);
+  }
+  // the exact decoded size costs a pass over the body: only needed when it may be over the limit
+  let size = decodedSizeBound(body, cte) > maxSize ? decodedSize(body, cte) : undefined;
+  if (size !== undefined && size > maxSize) return { kind: 'over-max-size', size };
+  const chunks = decodeChunks(body, cte);
+  const first = chunks.next();
+  if (first.done) return { kind: 'empty' };
+  const all = (function* () {
+    yield first.value;
+    yield* chunks;
+  })();
+  const outcome = await scanner.scanChunks(all, size === undefined ? { label } : { label, size });
+  return answered(outcome, () => (size ??= decodedSize(body, cte)));
+}
