@@ -68,6 +68,18 @@ export const ErrorCodes = {
   INTERNAL: 'E_INTERNAL',
   /** Collector, catch-all: the header of a fetched message could not be read for recipients (limits, structural faults); it goes to the postmaster or stays on the server. */
   RECIPIENTS_UNREADABLE: 'E_RECIPIENTS_UNREADABLE',
+  /** Collector: the remote POP3/IMAP server refused the login (credentials, or no mechanism postern may use over this connection). */
+  COLLECTOR_LOGIN: 'E_COLLECTOR_LOGIN',
+  /** Collector: the remote server did not answer within the account's timeout_ms. */
+  COLLECTOR_TIMEOUT: 'E_COLLECTOR_TIMEOUT',
+  /** Collector: a password file or environment variable named by the config cannot be read. */
+  COLLECTOR_SECRET: 'E_COLLECTOR_SECRET',
+  /** Collector: the delivery server (SMTP/LMTP) could not be reached or failed (connection, TLS, timeout, protocol); the messages stay on the remote server. */
+  COLLECTOR_DELIVERY: 'E_COLLECTOR_DELIVERY',
+  /** Collector: the state database under state_dir cannot be opened, read or written (disk full, permissions, corruption). */
+  COLLECTOR_STATE: 'E_COLLECTOR_STATE',
+  /** Collector: a message is larger than the account's max_message_size; it is not fetched and stays on the server. */
+  COLLECTOR_MESSAGE_TOO_LARGE: 'E_COLLECTOR_MESSAGE_TOO_LARGE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

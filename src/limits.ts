@@ -555,3 +555,44 @@ export const COLLECTOR_RECIPIENT_LIMITS = {
   /** Characters of message text (an address as written) quoted in one `ignored` entry; longer text is cut and ends in `...`. */
   maxQuotedChars: 200,
 };
+
+/**
+ * The collector (src/collector/): defaults of its configurable keys and the fixed bounds of its
+ * remote clients, state and delivery. docs/configuration.md, "Collector limits", lists each one.
+ */
+export const COLLECTOR_LIMITS = {
+  /** Default `accounts[].interval_ms`: time between two passes of an account. */
+  defaultIntervalMs: 5 * 60_000,
+  /** Default `accounts[].timeout_ms`: connect, TLS and each response of the remote server (E_COLLECTOR_TIMEOUT). */
+  defaultTimeoutMs: 60_000,
+  /** Default `accounts[].max_messages_per_pass`: messages fetched (and delivered) in one pass; the rest comes in the next one. */
+  defaultMaxMessagesPerPass: 100,
+  /** Default `accounts[].max_message_size`: larger messages are not fetched (they stay on the server, E_COLLECTOR_MESSAGE_TOO_LARGE). */
+  defaultMaxMessageBytes: 64 * 1024 * 1024,
+  /** Default `collector.concurrency`: accounts polled at the same time. */
+  defaultConcurrency: 4,
+  /** Default `delivery.concurrency`: delivery connections open at the same time. */
+  defaultDeliveryConcurrency: 2,
+  /** Default `delivery.timeout_ms`: connect, greeting and each reply of the delivery server (E_COLLECTOR_DELIVERY). */
+  defaultDeliveryTimeoutMs: 60_000,
+  /** A failing account waits interval × 2^(failures-1), at most this long, before its next pass. */
+  maxBackoffMs: 60 * 60_000,
+  /** After a pass that left messages on the server for the next one (max_messages_per_pass), the next pass starts this soon. */
+  backlogDelayMs: 1_000,
+  /** A recipient answered 4xx is retried in later passes for this long; then it counts as refused (5xx: postmaster). */
+  maxDeferMs: 5 * 24 * 60 * 60_000,
+  /** An account's pass holds a lease in the state database; one older than this (its process hung or died) may be taken over. */
+  leaseMs: 10 * 60_000,
+  /** Longest line (status line, listing line, IMAP response line) accepted from a remote server (E_LINE_TOO_LONG). */
+  maxLineBytes: 64 * 1024,
+  /** Messages in one remote mailbox listing (POP3 UIDL, IMAP folder). More: the pass fails (E_UPSTREAM_PROTOCOL). */
+  maxListedMessages: 1_000_000,
+  /** Longest POP3 UIDL accepted (RFC 1939 allows 70 characters). Longer, or other characters: the message is left alone. */
+  maxUidlChars: 70,
+  /** State rows of messages gone from the server are kept this many days, so a message that comes back (UIDVALIDITY change, UIDL change) is recognised and not delivered twice. */
+  stateRetentionDays: 90,
+  /** Longest reply text kept per recipient in the state database and logged. */
+  maxReplyChars: 500,
+  /** Message data is handed to the delivery connection in chunks of this size. */
+  deliveryChunkBytes: 64 * 1024,
+} as const;

@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
@@ -226,7 +227,9 @@ const rawConfigSchema = z.strictObject({
   scanner: scannerSchema.nullable().optional(),
   spam: spamSchema.nullable().optional(),
   limits: globalLimitsSchema.optional(),
-  listeners: z.array(listenerSchema).min(1, 'at least one listener is required'),
+  // optional only when a collector is configured (crossCheck): postern then runs the collector alone
+  listeners: z.array(listenerSchema).optional(),
+  collector: collectorSchema.optional(),
 });
 type RawConfig = z.output<typeof rawConfigSchema>;
 
@@ -253,9 +256,12 @@ function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (str
 }
 
 function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
+  if (raw.collector) checkCollector(raw.collector, baseDir, (p, m) => issue(ctx, p, m));
+  else if (raw.listeners === undefined) issue(ctx, ['listeners'], 'Invalid input: expected array, received undefined (listeners are required unless a collector section is configured)');
+  else if (raw.listeners.length === 0) issue(ctx, ['listeners'], 'at least one listener is required (or a collector section)');
   const names = new Map<string, number>();
   const binds: { host: string; port: number; index: number }[] = [];
-  raw.listeners.forEach((l, i) => {
+  (raw.listeners ?? []).forEach((l, i) => {
     const at = (...p: (string | number)[]) => ['listeners', i, ...p];
     const name = listenerName(l);
     const prev = names.get(name);
@@ -474,7 +480,8 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     scanner,
     spam,
     limits,
-    listeners: raw.listeners.map((l) => normaliseListener(l, baseDir, sessionDefaults)),
+    listeners: (raw.listeners ?? []).map((l) => normaliseListener(l, baseDir, sessionDefaults)),
+    ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
   };
 }
 

@@ -161,6 +161,78 @@ export interface LogConfig {
   file?: string;
 }
 
+// ---------- collector (src/collector/; docs/collector.md) ----------
+
+/** Where a password comes from: a file (its first line), an environment variable, or the config itself (warned about by `postern check`). */
+export type SecretSource = { kind: 'file'; file: string } | { kind: 'env'; name: string } | { kind: 'inline'; value: string };
+
+/** What happens upstream to a message once it is delivered: delete it, keep it, or keep it N days from when postern first saw it. */
+export type KeepRule = { kind: 'delete' } | { kind: 'forever' } | { kind: 'days'; days: number };
+
+export interface CollectorAccountConfig {
+  /** Unique; letters, digits, `.`, `_`, `-` (used in logs, the trace header and `postern collect --account`). */
+  name: string;
+  enabled: boolean;
+  description?: string;
+  protocol: Protocol;
+  host: string;
+  /** Default: the protocol's port for the TLS mode (110/995, 143/993). */
+  port: number;
+  /** The same shape as a listener's upstream TLS (default implicit, verified). */
+  tls: UpstreamTlsConfig;
+  username: string;
+  password: SecretSource;
+  intervalMs: number;
+  timeoutMs: number;
+  /** IMAP folders to collect (default [INBOX]); POP3: always the one maildrop. */
+  folders: string[];
+  /** `user`: every message goes to `recipient`; `catch_all`: recipients are read from the message. */
+  mode: 'user' | 'catch_all';
+  recipient?: string;
+  /** catch_all: domains whose addresses are delivered (lower case). */
+  acceptedDomains: string[];
+  /** catch_all: envelope header fields a provider adds, most trusted first. */
+  envelopeHeaders: string[];
+  /** catch_all: a message with no accepted recipient. */
+  unknownRecipients: 'postmaster' | 'drop' | 'keep_on_server';
+  /** Gets messages without an accepted recipient (unknown_recipients: postmaster) and those refused with 5xx. */
+  postmaster?: string;
+  maxMessagesPerPass: number;
+  maxMessageBytes: number;
+  keep: KeepRule;
+  /** Policy name or path, as a listener's; null = delivered uninspected. */
+  policy: string | null;
+}
+
+export interface CollectorDeliveryConfig {
+  protocol: 'smtp' | 'lmtp';
+  host: string;
+  /** Default 25 (smtp) / 24 (lmtp). */
+  port: number;
+  /** STARTTLS with the delivery server: used when offered (optional), required, or never used. */
+  starttls: 'optional' | 'required' | 'none';
+  /** Verify the delivery server's certificate after STARTTLS. */
+  verify: boolean;
+  caFile?: string;
+  servername?: string;
+  auth?: { username: string; password: SecretSource };
+  /** Name sent with EHLO/LHLO (default: this host's name). */
+  helo: string;
+  concurrency: number;
+  timeoutMs: number;
+  /** Envelope sender when the message has no usable Return-Path: '' is the null sender `<>`. */
+  envelopeSender: string;
+}
+
+export interface CollectorConfig {
+  /** Directory of the state database (collector.sqlite, mode 0600). */
+  stateDir: string;
+  /** Accounts polled at the same time. */
+  concurrency: number;
+  delivery: CollectorDeliveryConfig;
+  accounts: CollectorAccountConfig[];
+}
+
 export interface PosternConfig {
   /** Absolute path of the config file (relative paths in it are resolved against its directory). */
   file: string;
@@ -173,4 +245,6 @@ export interface PosternConfig {
   spam?: SpamConfig | null;
   limits: ServerLimits;
   listeners: ListenerConfig[];
+  /** The `collector:` section; absent when not configured. */
+  collector?: CollectorConfig;
 }

@@ -5,112 +5,38 @@
  * error and a log line, and never touches other sessions.
  */
 import net from 'node:net';
-import tls from 'node:tls';
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fakeImap, startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
 import { selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
 import { RawImap } from '../helpers/imap-client.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 
-type Handler = (line: string, w: (s: string | Buffer) => void, sock: net.Socket, upgrade: (afterOk: string) => void) => void;
-
-interface Fake {
-  port: number;
-  received: string[];
-  tlsUsed: () => boolean;
-  close(): Promise<void>;
-}
-
-async function fakeImap(greeting: string | null, handler: Handler, cert?: { certFile: string; keyFile: string }): Promise<Fake> {
-  const received: string[] = [];
-  let usedTls = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((raw) => {
-    sockets.add(raw);
-    raw.on('error', () => {});
-    let sock: net.Socket = raw;
-    let buf = '';
-    const w = (s: string | Buffer) => sock.write(s);
-    const onData = (d: Buffer) => {
-      buf += d.toString('latin1');
-      let i: number;
-      while ((i = buf.indexOf('\r\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        received.push(`${usedTls ? 'tls' : 'plain'}: ${line}`);
-        handler(line, w, sock, (afterOk) => {
-          raw.removeListener('data', onData);
-          raw.write(afterOk);
-          const t = new tls.TLSSocket(raw, { isServer: true, secureContext: tls.createSecureContext({ cert: readFileSync(cert!.certFile), key: readFileSync(cert!.keyFile) }) });
-          t.on('error', () => {});
-          t.on('secure', () => (usedTls = true));
-          t.on('data', onData);
-          sock = t;
-        });
-      }
-    };
-    raw.on('data', onData);
-    if (greeting !== null) raw.write(greeting);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    received,
-    tlsUsed: () => usedTls,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
-
-/** Answers like a minimal server: CAPABILITY, LOGIN/AUTHENTICATE ok, SELECT, and a FETCH via `onFetch`. */
-function basicHandler(onFetch?: (tag: string, w: (s: string | Buffer) => void, sock: net.Socket) => void): Handler {
-  return (line, w, sock) => {
-    const [tag, cmd] = line.split(' ');
-    const c = (cmd ?? '').toUpperCase();
-    if (c === 'CAPABILITY') w(`* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n${tag} OK done\r\n`);
-    else if (c === 'AUTHENTICATE' || c === 'LOGIN') w(`${tag} OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n`);
-    else if (c === 'SELECT') w(`* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n${tag} OK [READ-WRITE] selected\r\n`);
-    else if (c === 'FETCH' && onFetch) onFetch(tag!, w, sock);
-    else if (c === 'LOGOUT') w(`* BYE bye\r\n${tag} OK bye\r\n`);
-    else w(`${tag} OK ${c} done\r\n`);
-  };
-}
-
 let dir: TempDir;
 let cert: { certFile: string; keyFile: string };
-const fakes: Fake[] = [];
+const fakes: ScriptedServer[] = [];
 let postern: PosternHandle;
 
 beforeAll(async () => {
   dir = await tempDir();
   cert = await selfSignedCert(dir.path);
-  const greet = '* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] fake ready\r\n';
-  const silent = await fakeImap(null, () => {});
-  const garbage = await fakeImap('HTTP/1.1 400 Bad Request\r\n\r\n', () => {});
-  const reset = await fakeImap(
-    greet,
-    basicHandler((_tag, w, sock) => {
-      w('* 1 FETCH (UID 1 BODY[] {1000}\r\n' + 'x'.repeat(100));
-      setTimeout(() => sock.destroy(), 50);
-    }),
-  );
-  const injecting = await fakeImap(
-    '* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] fake ready\r\n',
-    (line, w, sock, upgrade) => {
-      const [tag, cmd] = line.split(' ');
-      if (cmd?.toUpperCase() === 'STARTTLS') {
-        // the OK and a forged tagged response for postern's next private command, in one segment
-        const next = tag!.replace(/\d+$/, (n) => String(Number(n) + 1));
-        upgrade(`${tag} OK begin TLS\r\n${next} OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] forged\r\n`);
-        return;
-      }
-      basicHandler()(line, w, sock, upgrade);
+  const silent = await startScriptedServer();
+  const garbage = await startScriptedServer({ greeting: 'HTTP/1.1 400 Bad Request\r\n\r\n' });
+  const reset = await fakeImap({
+    loginCapabilities: 'IMAP4rev1 IDLE',
+    onCommand(cmd, conn) {
+      if (cmd.name !== 'FETCH') return false;
+      conn.write('* 1 FETCH (UID 1 BODY[] {1000}\r\n' + 'x'.repeat(100));
+      setTimeout(() => conn.destroy(), 50);
+      return true;
     },
-    cert,
-  );
+  });
+  const injecting = await fakeImap({
+    greeting: '* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] fake ready\r\n',
+    loginCapabilities: 'IMAP4rev1 IDLE',
+    tls: cert,
+    // a forged tagged response for postern's next private command, in the same segment as the OK
+    injectAfterStarttls: (tag) => `${tag.replace(/\d+$/, (n) => String(Number(n) + 1))} OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] forged\r\n`,
+  });
   fakes.push(silent, garbage, reset, injecting);
   postern = await startPostern(
     [
@@ -174,11 +100,11 @@ describe('IMAP upstream faults', () => {
     const r = (await c.command('LOGIN alice secretpw')).toString();
     expect(r).toMatch(/^t1 OK /);
     const fake = fakes[3]!;
-    expect(fake.tlsUsed()).toBe(true);
-    const plain = fake.received.filter((l) => l.startsWith('plain: '));
-    expect(plain.map((l) => l.replace(/^plain: \S+ /, ''))).toEqual(['STARTTLS']);
-    expect(fake.received.some((l) => l.startsWith('tls: ') && / CAPABILITY$/.test(l))).toBe(true);
-    expect(fake.received.some((l) => l.startsWith('tls: ') && / AUTHENTICATE PLAIN /.test(l))).toBe(true);
+    expect(fake.handshakes()).toBe(1);
+    const plain = fake.lines.filter((l) => !l.tls);
+    expect(plain.map((l) => l.line.replace(/^\S+ /, ''))).toEqual(['STARTTLS']);
+    expect(fake.lines.some((l) => l.tls && / CAPABILITY$/.test(l.line))).toBe(true);
+    expect(fake.lines.some((l) => l.tls && / AUTHENTICATE PLAIN /.test(l.line))).toBe(true);
     expect(postern.logs()).toContain('"event":"upstream.injection_discarded"');
     c.close();
   });

@@ -8,113 +8,37 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { Session, SessionHost } from '../../src/session/types.js';
+import { fakeImap, fakePop3, startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
 import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
 
-type LineHandler = (line: string, w: (s: string) => void) => void;
-
-interface Fake {
-  port: number;
-  received: string[];
-  /** Upstream connections postern currently holds open. */
-  open(): number;
-  close(): Promise<void>;
-}
-
-async function fakeServer(greeting: string, handler: LineHandler): Promise<Fake> {
-  const received: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => undefined);
-    let buf = '';
-    sock.on('data', (d) => {
-      buf += d.toString('latin1');
-      for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        received.push(line);
-        handler(line, (s) => !sock.destroyed && sock.write(s));
-      }
-    });
-    sock.write(greeting);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    received,
-    open: () => sockets.size,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
-}
-
 /** An IMAP server whose FETCH never completes (nothing at all is answered to it). */
-function hangingFetchImap(): Promise<Fake> {
-  return fakeServer('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] fake ready\r\n', (line, w) => {
-    const [tag, cmd, sub] = line.split(' ');
-    const c = (cmd ?? '').toUpperCase();
-    if (c === 'CAPABILITY') w(`* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n${tag} OK done\r\n`);
-    else if (c === 'AUTHENTICATE' || c === 'LOGIN') w(`${tag} OK [CAPABILITY IMAP4rev1] logged in\r\n`);
-    else if (c === 'SELECT') w(`* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n${tag} OK [READ-WRITE] selected\r\n`);
-    else if (c === 'FETCH' || (c === 'UID' && sub?.toUpperCase() === 'FETCH')) return;
-    else if (c === 'LOGOUT') w(`* BYE bye\r\n${tag} OK bye\r\n`);
-    else w(`${tag} OK ${c} done\r\n`);
-  });
+function hangingFetchImap(): Promise<ScriptedServer> {
+  return fakeImap({ onCommand: (cmd) => cmd.name === 'FETCH' || (cmd.name === 'UID' && cmd.sub === 'FETCH') });
 }
 
 const MESSAGE = 'From: a@example.com\r\nTo: b@example.com\r\nSubject: hello\r\n\r\nplain text body\r\n';
 
 /** A POP3 server with one message. */
-function onePop3(): Promise<Fake> {
-  return fakeServer('+OK fake ready\r\n', (line, w) => {
-    const cmd = line.split(' ')[0]!.toUpperCase();
-    if (cmd === 'CAPA') w('+OK\r\nUSER\r\nUIDL\r\nTOP\r\n.\r\n');
-    else if (cmd === 'USER') w('+OK\r\n');
-    else if (cmd === 'PASS') w('+OK logged in\r\n');
-    else if (cmd === 'STAT') w(`+OK 1 ${MESSAGE.length}\r\n`);
-    else if (cmd === 'UIDL') w(line.includes(' ') ? '+OK 1 uid-1\r\n' : '+OK\r\n1 uid-1\r\n.\r\n');
-    else if (cmd === 'LIST') w(line.includes(' ') ? `+OK 1 ${MESSAGE.length}\r\n` : `+OK\r\n1 ${MESSAGE.length}\r\n.\r\n`);
-    else if (cmd === 'RETR') w(`+OK ${MESSAGE.length} octets\r\n${MESSAGE}.\r\n`);
-    else if (cmd === 'QUIT') w('+OK bye\r\n');
-    else w('-ERR unknown\r\n');
+function onePop3(): Promise<ScriptedServer> {
+  return fakePop3({
+    capa: ['USER', 'UIDL', 'TOP'],
+    onCommand(line, conn) {
+      const cmd = line.split(' ')[0]!.toUpperCase();
+      if (cmd === 'STAT') conn.write(`+OK 1 ${MESSAGE.length}\r\n`);
+      else if (cmd === 'UIDL') conn.write(line.includes(' ') ? '+OK 1 uid-1\r\n' : '+OK\r\n1 uid-1\r\n.\r\n');
+      else if (cmd === 'LIST') conn.write(line.includes(' ') ? `+OK 1 ${MESSAGE.length}\r\n` : `+OK\r\n1 ${MESSAGE.length}\r\n.\r\n`);
+      else if (cmd === 'RETR') conn.write(`+OK ${MESSAGE.length} octets\r\n${MESSAGE}.\r\n`);
+      else return false;
+      return true;
+    },
   });
 }
 
 /** A clamd that answers PING (so it counts as healthy) but never answers a scan. */
-async function silentClamd(): Promise<{ port: number; scans: () => number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  let scans = 0;
-  const server = net.createServer((sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
-    sock.on('error', () => undefined);
-    let seen = '';
-    sock.on('data', (d) => {
-      if (seen.length < 64) seen += d.toString('latin1');
-      if (seen.startsWith('zPING\0')) {
-        seen = 'done';
-        sock.end('PONG\0');
-      } else if (seen.startsWith('zINSTREAM\0')) {
-        seen = 'x'.repeat(64);
-        scans++;
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    scans: () => scans,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => r());
-      }),
-  };
+function silentClamd(): Promise<ScriptedServer> {
+  return startScriptedServer({ separator: '\0', onLine: (line, conn) => line === 'zPING' && conn.end('PONG\0') });
 }
+const scansStarted = (clamd: ScriptedServer): number => clamd.lines.filter((l) => l.line === 'zINSTREAM').length;
 
 /** A raw client socket with a text buffer. */
 class Client {
@@ -156,7 +80,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function imapSetup(limits: ListenerSpec['limits']): Promise<{ fake: Fake; postern: PosternHandle }> {
+async function imapSetup(limits: ListenerSpec['limits']): Promise<{ fake: ScriptedServer; postern: PosternHandle }> {
   const fake = await hangingFetchImap();
   cleanups.push(() => fake.close());
   const postern = await startPostern(
@@ -172,7 +96,7 @@ async function imapSetup(limits: ListenerSpec['limits']): Promise<{ fake: Fake; 
  * Logs in, selects, sends a FETCH the upstream never answers, then a NOOP (so the session stops
  * reading the client) and, once that is in effect, `after` (bytes that arrive while reading is paused).
  */
-async function heldFetch(postern: PosternHandle, fake: Fake, after: string | Buffer): Promise<Client> {
+async function heldFetch(postern: PosternHandle, fake: ScriptedServer, after: string | Buffer): Promise<Client> {
   const c = await Client.connect(postern.port('i'));
   await c.waitFor(/^\* OK .*\r\n/);
   c.write('a LOGIN alice pw\r\n');
@@ -180,7 +104,7 @@ async function heldFetch(postern: PosternHandle, fake: Fake, after: string | Buf
   c.write('b SELECT INBOX\r\n');
   await c.waitFor(/b OK [^\r]*\r\n/);
   c.write('f FETCH 1 BODY.PEEK[]\r\n');
-  await until(() => fake.received.some((l) => /FETCH/i.test(l)), 5000, () => 'FETCH upstream');
+  await until(() => fake.lines.some((l) => /FETCH/i.test(l.line)), 5000, () => 'FETCH upstream');
   // the session now waits for the FETCH: a further command makes it stop reading the client
   c.write('n NOOP\r\n');
   await new Promise((r) => setTimeout(r, 200));
@@ -194,7 +118,7 @@ async function heldFetch(postern: PosternHandle, fake: Fake, after: string | Buf
 }
 
 /** The session is gone, its upstream connection closed, and the address may connect again. */
-async function expectReleased(postern: PosternHandle, fake: Fake, withinMs: number): Promise<number> {
+async function expectReleased(postern: PosternHandle, fake: ScriptedServer, withinMs: number): Promise<number> {
   const t0 = Date.now();
   await until(() => postern.server.sessionCount === 0 && fake.open() === 0, withinMs, () => `release (sessions ${postern.server.sessionCount}, upstream connections ${fake.open()})`);
   const ms = Date.now() - t0;
@@ -274,7 +198,7 @@ describe('hold deadline', () => {
     await c.waitFor(/^(\+OK[^\r]*\r\n){3}$/);
     const before = c.text.length;
     c.write('RETR 1\r\n');
-    await until(() => clamd.scans() > 0, 5000, () => 'a scan to start');
+    await until(() => scansStarted(clamd) > 0, 5000, () => 'a scan to start');
     const t0 = Date.now();
     await until(() => c.closed, 5000, () => `client closed; got ${JSON.stringify(c.text)}`);
     const ms = Date.now() - t0;

@@ -1,5 +1,5 @@
 /**
- * POP3 through postern against a scripted upstream (test/harness/fake-pop3.ts) for what Dovecot never
+ * POP3 through postern against a scripted upstream (fakePop3, test/harness/scripted-server.ts) for what Dovecot never
  * does: response injection after STLS, no STLS, silence, a reset mid-RETR, garbage, no UIDL.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { recoveryId } from '../../src/policy/engine.js';
 import { PROTECTED_FILE_NAME } from '../../src/quarantine/protected.js';
-import { startFakePop3, type FakePop3, type FakePop3Options } from '../harness/fake-pop3.js';
+import { fakePop3, type FakePop3Options, type ScriptedServer } from '../harness/scripted-server.js';
 import { RawConn, selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
 import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
 
@@ -29,7 +29,7 @@ afterAll(async () => {
 });
 
 async function setup(fakeOpts: FakePop3Options, spec: Partial<ListenerSpec> = {}, upstreamTls: 'none' | 'starttls' = 'starttls') {
-  const fake = await startFakePop3(fakeOpts);
+  const fake = await fakePop3(fakeOpts);
   cleanups.push(() => fake.close());
   const postern = await startPostern([
     {
@@ -53,7 +53,7 @@ async function login(postern: PosternHandle, extra = ''): Promise<RawConn> {
   return c;
 }
 
-function sentBy(fake: FakePop3, name: string) {
+function sentBy(fake: ScriptedServer, name: string) {
   return fake.lines.filter((l) => l.line.split(' ')[0]!.toUpperCase() === name);
 }
 
@@ -135,7 +135,7 @@ describe('POP3 upstream faults', () => {
   });
 
   it('an upstream that refuses the connection gives -ERR [SYS/TEMP] with the reason', async () => {
-    const fake = await startFakePop3({});
+    const fake = await fakePop3({});
     const port = fake.port;
     await fake.close();
     const postern = await startPostern([
@@ -186,7 +186,7 @@ describe('POP3 upstream faults', () => {
     const qdir = path.join(dir.path, 'no-uidl-quarantine');
     // storing this original fails: a directory where its file must go
     mkdirSync(path.join(qdir, `${recoveryId(Buffer.from(EXE, 'latin1'), 'default')}.eml`), { recursive: true });
-    const fake = await startFakePop3({
+    const fake = await fakePop3({
       onCommand(line, conn) {
         if (line === 'RETR 1') conn.write(`+OK ${EXE.length} octets\r\n${EXE}.\r\n`);
         else if (/^DELE /.test(line)) conn.write('+OK marked\r\n');

@@ -1,0 +1,488 @@
+/**
+ * One pass over one account: list → skip what is done → fetch at most max_messages_per_pass →
+ * loop guard → same-message (dedupe) check → recipients → policy → delivery (one transaction per
+ * message) → durable per-recipient results → delete upstream what keep allows. Pure apart from what
+ * it is handed (state store, remote opener, delivery, inspection, clock): tests drive it with fakes
+ * and with real servers.
+ *
+ * Nothing lost, nothing twice:
+ * - A message is deleted upstream only when its state row says every recipient is delivered (or
+ *   re-routed and delivered) — committed before the DELE/STORE is sent — and keep allows it.
+ * - Before the message data is sent the row is marked `inflight = sending`; right before its last
+ *   byte is handed over, `data_end` (durable). A process that dies leaves one of the two: `sending`
+ *   means the server cannot have the message (no terminating dot was sent) and it is sent again;
+ *   `data_end` means the server may have it (the window between the server's 250 and the state
+ *   commit): it is not sent again and its recipients are recorded `unconfirmed`; the message then
+ *   stays on the remote server (never deleted by postern) and `postern collect status` counts it.
+ * - A fetched message is first looked up by account + Message-ID + size (+ SHA-256): the same
+ *   message under a new UID (UIDVALIDITY change, a rebuilt POP3 maildrop) takes over its old row
+ *   and is not delivered again; a second copy present at the same time is a `duplicate`.
+ *
+ * Crash points for tests: POSTERN_COLLECTOR_CRASH_AT=<point>[:<n>] makes the process kill itself
+ * (SIGKILL) the n-th time (default 1) it reaches <point> (after_fetch, during_data, after_250,
+ * after_commit, before_delete, after_delete). Test-only (docs/collector.md); unset in production.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { CollectorAccountConfig } from '../config/types.js';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { COLLECTOR_LIMITS } from '../limits.js';
+import type { InspectContext, InspectResult } from '../policy/types.js';
+import type { Delivery, RecipientOutcome } from './delivery.js';
+import { isLoop, readHeader, traceFields } from './message.js';
+import type { RemoteFolder, RemoteMailbox, RemoteMessage } from './remote.js';
+import type { CollectorState, MessageRow, MessageUpdate, RecipientRow, RecipientUpdate } from './state.js';
+
+const MS_PER_DAY = 86_400_000;
+
+/** The catch-all resolution of src/collector/recipients.ts. */
+export type ResolveRecipients = (
+  headerBlock: Buffer,
+  opts: { acceptedDomains: string[]; envelopeHeaders: string[]; postmaster?: string; unknownRecipients: 'postmaster' | 'drop' | 'keep_on_server' },
+) => { recipients: string[]; source: 'envelope' | 'headers' | 'none'; ignored: string[]; action: 'deliver' | 'postmaster' | 'drop' | 'keep_on_server' };
+
+export type CrashPoint = 'after_fetch' | 'during_data' | 'after_250' | 'after_commit' | 'before_delete' | 'after_delete';
+
+export interface PassDeps {
+  state: CollectorState;
+  /** Connects and logs in (the password is read by the opener). */
+  open: (account: CollectorAccountConfig) => Promise<RemoteMailbox>;
+  delivery: Delivery;
+  /** The account's policy; null = delivered uninspected. */
+  inspect: ((raw: Buffer, ctx: InspectContext) => Promise<InspectResult>) | null;
+  resolve: ResolveRecipients;
+  log: Logger;
+  now: () => number;
+  /** EHLO/LHLO name, written into the Received field. */
+  helo: string;
+  /** Envelope sender when the message has no usable Return-Path ('' = <>). */
+  envelopeSender: string;
+  /** Stops fetching further messages (shutdown); what was fetched is finished. */
+  signal?: AbortSignal;
+  crash?: (point: CrashPoint) => void;
+}
+
+export interface PassSummary {
+  account: string;
+  result: 'ok' | 'error' | 'busy';
+  err?: PosternError | Error;
+  listed: number;
+  fetched: number;
+  delivered: number;
+  deferred: number;
+  failed: number;
+  held: number;
+  deleted: number;
+  /** Listed messages not fetched in this pass (max_messages_per_pass, a stop): the next pass comes soon. */
+  backlog: number;
+  ms: number;
+}
+
+/** The test hook behind POSTERN_COLLECTOR_CRASH_AT (see the module comment). */
+export function crashHookFromEnv(env: NodeJS.ProcessEnv = process.env): ((p: CrashPoint) => void) | undefined {
+  const spec = env.POSTERN_COLLECTOR_CRASH_AT;
+  if (!spec) return undefined;
+  const [point, nth] = spec.split(':');
+  let left = Math.max(1, Number(nth ?? 1) || 1);
+  return (p) => {
+    if (p !== point) return;
+    if (--left === 0) process.kill(process.pid, 'SIGKILL');
+  };
+}
+
+function keepAllows(a: CollectorAccountConfig, row: MessageRow, now: number): boolean {
+  if (a.keep.kind === 'forever') return false;
+  if (a.keep.kind === 'delete') return true;
+  return row.firstSeen + a.keep.days * MS_PER_DAY <= now;
+}
+
+function retryAt(a: CollectorAccountConfig, attempts: number, now: number): number {
+  return now + Math.min(a.intervalMs * 2 ** Math.max(0, attempts - 1), COLLECTOR_LIMITS.maxBackoffMs);
+}
+
+class Pass {
+  readonly s: PassSummary;
+  private remote: RemoteMailbox | null = null;
+  private readonly token = randomBytes(8).toString('hex');
+  /** Set when the delivery server failed: nothing more is fetched in this pass. */
+  private stopped = false;
+
+  constructor(
+    private readonly a: CollectorAccountConfig,
+    private readonly d: PassDeps,
+  ) {
+    this.s = { account: a.name, result: 'ok', listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, deleted: 0, backlog: 0, ms: 0 };
+  }
+
+  private crash(p: CrashPoint): void {
+    this.d.crash?.(p);
+  }
+
+  private get log(): Logger {
+    return this.d.log;
+  }
+
+  async run(): Promise<PassSummary> {
+    const t0 = this.d.now();
+    const st = this.d.state;
+    if (!st.acquireLease(this.a.name, this.token, t0)) {
+      this.s.result = 'busy';
+      return this.s;
+    }
+    try {
+      this.recoverInflight();
+      this.remote = await this.d.open(this.a);
+      const atClose: { id: number; msg: RemoteMessage }[] = [];
+      for (const folder of this.a.folders) {
+        const box = await this.remote.open(folder);
+        atClose.push(...(await this.folder(box)));
+      }
+      const closed = await this.remote.close();
+      this.remote = null;
+      if (closed.committed && atClose.length > 0) {
+        st.markDeleted(
+          atClose.map((x) => x.id),
+          this.d.now(),
+        );
+        this.s.deleted += atClose.length;
+        this.crash('after_delete');
+      }
+    } catch (e) {
+      this.remote?.abort();
+      this.remote = null;
+      this.s.result = 'error';
+      this.s.err = e as Error;
+    } finally {
+      try {
+        st.releaseLease(this.a.name, this.token);
+      } catch {
+        // the lease expires by itself
+      }
+      this.s.ms = this.d.now() - t0;
+    }
+    return this.s;
+  }
+
+  /** Rows a dead process left with a delivery in flight. */
+  private recoverInflight(): void {
+    const st = this.d.state;
+    for (const row of st.inflight(this.a.name)) {
+      if (row.inflight === 'sending') {
+        st.update(row.id, this.d.now(), {});
+        continue;
+      }
+      const rcpts = st.recipients(row.id);
+      const inflight = new Set(row.inflightRcpts.map((r) => r.toLowerCase()));
+      const updates: RecipientUpdate[] = rcpts
+        .filter((r) => inflight.has(r.address.toLowerCase()) && (r.state === 'pending' || r.state === 'deferred'))
+        .map((r) => ({ address: r.address, state: 'unconfirmed', reply: 'delivery interrupted after the message data was sent: not sent again' }));
+      const upd = this.finalise(rcpts.map((r) => ({ state: updates.find((u) => u.address === r.address)?.state ?? r.state, nextAttempt: r.nextAttempt })));
+      const after = st.update(row.id, this.d.now(), { ...upd, deletable: false, reason: 'unconfirmed' }, updates);
+      this.log.warn(
+        { event: 'collector.delivery_unconfirmed', account: this.a.name, mailbox: row.folder || undefined, uid: row.uid, messageId: row.messageId || undefined, recipients: updates.map((u) => u.address), status: after.status },
+        'a delivery was interrupted after the message data was sent: not sent again, and the message stays on the remote server',
+      );
+    }
+  }
+
+  /** Message status from its recipients' states. */
+  private finalise(rcpts: { state: string; nextAttempt: number }[]): MessageUpdate {
+    const open = rcpts.filter((r) => r.state === 'pending' || r.state === 'deferred');
+    if (open.length > 0) {
+      const next = open.some((r) => r.state === 'pending') ? 0 : Math.min(...open.map((r) => r.nextAttempt));
+      return { status: 'pending', nextAttempt: next };
+    }
+    if (rcpts.some((r) => r.state === 'failed')) return { status: 'failed', deletable: false, reason: 'refused' };
+    return { status: 'delivered', deliveredAt: this.d.now() };
+  }
+
+  private async folder(box: RemoteFolder): Promise<{ id: number; msg: RemoteMessage }[]> {
+    const st = this.d.state;
+    const a = this.a;
+    const now = this.d.now();
+    this.s.listed += box.messages.length;
+    const { previous } = st.reconcile(a.name, box.folder, box.uidvalidity, box.messages.map((m) => m.uid), now);
+    if (previous !== null && previous !== box.uidvalidity) {
+      this.log.warn(
+        { event: 'collector.uidvalidity_changed', account: a.name, mailbox: box.folder, previous, uidValidity: box.uidvalidity, messages: box.messages.length },
+        'UIDVALIDITY changed: every message is checked against the state by Message-ID, size and content, none is delivered twice',
+      );
+    }
+    for (const amb of box.ambiguous) {
+      this.log.warn({ event: 'collector.message', account: a.name, msgno: amb.ref, uidl: amb.uid, action: 'held', reason: amb.reason }, 'message left alone: its unique id is ambiguous');
+    }
+    const rows = st.present(a.name, box.folder, box.uidvalidity);
+    const candidates = box.messages.filter((m) => {
+      const r = rows.get(m.uid);
+      if (!r) return true;
+      if (r.status === 'held' && r.reason === 'oversize') return m.size <= a.maxMessageBytes;
+      return r.status === 'pending' && r.nextAttempt <= now;
+    });
+    let fetched = 0;
+    for (const msg of candidates) {
+      if (this.stopped || this.d.signal?.aborted || fetched >= a.maxMessagesPerPass) {
+        if (!rows.has(msg.uid)) this.s.backlog++;
+        continue;
+      }
+      const row = rows.get(msg.uid);
+      if (msg.size > a.maxMessageBytes) {
+        this.oversize(box, msg, row);
+        continue;
+      }
+      if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
+      fetched++;
+      await this.message(box, msg, row && row.status !== 'held' ? row : undefined);
+      st.renewLease(a.name, this.token, this.d.now());
+    }
+    return this.deletions(box);
+  }
+
+  private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined): void {
+    if (row) return; // recorded and logged once
+    const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
+    this.d.state.insert(key, { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false }, [], this.d.now());
+    this.s.held++;
+    this.log.warn(
+      { event: 'collector.message', ...this.where(box, msg), bytes: msg.size, action: 'held', reason: 'oversize', limit: this.a.maxMessageBytes, err: { code: ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, message: `larger than max_message_size (${this.a.maxMessageBytes} bytes)` } },
+      'message larger than max_message_size: not fetched, left on the server',
+    );
+  }
+
+  private where(box: RemoteFolder, msg: RemoteMessage): Record<string, unknown> {
+    return this.a.protocol === 'imap'
+      ? { account: this.a.name, mailbox: box.folder, uidValidity: box.uidvalidity, uid: msg.ref }
+      : { account: this.a.name, msgno: msg.ref, uidl: msg.uid };
+  }
+
+  private async message(box: RemoteFolder, msg: RemoteMessage, known: MessageRow | undefined): Promise<void> {
+    const st = this.d.state;
+    const a = this.a;
+    const key = { account: a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
+    let raw: Buffer | null;
+    try {
+      raw = await this.remote!.fetch(msg);
+    } catch (e) {
+      if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known) this.oversize(box, msg, undefined);
+      throw e;
+    }
+    this.s.fetched++;
+    if (raw === null) return; // expunged meanwhile
+    this.crash('after_fetch');
+    const info = readHeader(raw);
+    const where = { ...this.where(box, msg), bytes: raw.length, messageId: info.messageId || undefined };
+    let row = known;
+    if (!row) {
+      const now = this.d.now();
+      if (isLoop(info, a)) {
+        st.insert(key, { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256, status: 'held', reason: 'loop', deletable: false }, [], now);
+        this.s.held++;
+        this.log.warn({ event: 'collector.message', ...where, action: 'held', reason: 'loop' }, 'message carries postern\'s trace field for this very mailbox: not delivered again, left on the server');
+        return;
+      }
+      const same = st.findSame(a.name, info.messageId, raw.length, info.sha256);
+      if (same && same.goneAt === null) {
+        st.insert(key, { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256, status: 'duplicate', reason: `copy of ${same.folder ? `${same.folder}/` : ''}${same.uid}`, duplicateOf: same.id }, [], now);
+        this.log.info({ event: 'collector.message', ...where, action: 'duplicate', reason: 'same-message-present' }, 'a second copy of a message already collected: not delivered again');
+        return;
+      }
+      if (same) {
+        row = st.rekey(same.id, key);
+        this.log.info({ event: 'collector.message', ...where, action: 'recognised', status: row.status }, 'message collected before under another id: its state carries over, not delivered again');
+        if (row.status !== 'pending') return;
+      } else {
+        const fresh = this.register(key, raw, info, where);
+        if (!fresh) return;
+        row = fresh;
+      }
+    }
+    await this.deliver(box, msg, row, raw, info, where);
+  }
+
+  /** First sight of a message: its recipients, recorded with the row. Returns null when it is not delivered at all. */
+  private register(key: { account: string; folder: string; uidvalidity: number; uid: string }, raw: Buffer, info: ReturnType<typeof readHeader>, where: Record<string, unknown>): MessageRow | null {
+    const a = this.a;
+    const st = this.d.state;
+    const now = this.d.now();
+    const base = { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256 };
+    if (a.mode === 'user') return st.insert(key, { ...base, status: 'pending' }, [{ address: a.recipient! }], now);
+    const r = this.d.resolve(info.headerBlock, {
+      acceptedDomains: a.acceptedDomains,
+      envelopeHeaders: a.envelopeHeaders,
+      unknownRecipients: a.unknownRecipients,
+      ...(a.postmaster ? { postmaster: a.postmaster } : {}),
+    });
+    const ignored = r.ignored.length > 0 ? r.ignored : undefined;
+    if (r.action === 'deliver' && r.recipients.length > 0) {
+      return st.insert(key, { ...base, status: 'pending' }, r.recipients.map((address) => ({ address })), now);
+    }
+    if (r.action === 'postmaster' && a.postmaster) {
+      return st.insert(key, { ...base, status: 'pending', reason: 'no-accepted-recipient' }, [{ address: a.postmaster }], now);
+    }
+    if (r.action === 'drop') {
+      st.insert(key, { ...base, status: 'dropped', reason: 'no-accepted-recipient' }, [], now);
+      this.log.info({ event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'dropped', reason: 'no-accepted-recipient' }, 'no accepted recipient: dropped (unknown_recipients: drop)');
+      return null;
+    }
+    st.insert(key, { ...base, status: 'held', reason: 'no-accepted-recipient', deletable: false }, [], now);
+    this.s.held++;
+    this.log.warn({ event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'held', reason: 'no-accepted-recipient' }, 'no accepted recipient: left on the server');
+    return null;
+  }
+
+  private async deliver(box: RemoteFolder, msg: RemoteMessage, row0: MessageRow, raw: Buffer, info: ReturnType<typeof readHeader>, where: Record<string, unknown>): Promise<void> {
+    const st = this.d.state;
+    const a = this.a;
+    let row = row0;
+    let output = raw;
+    let verdict: string | undefined;
+    let rules: unknown;
+    if (this.d.inspect) {
+      const ctx: InspectContext = { listener: `collector:${a.name}`, protocol: a.protocol, user: a.username, upstream: `${a.host}:${a.port}` };
+      if (a.protocol === 'imap') Object.assign(ctx, { mailbox: box.folder, uidValidity: box.uidvalidity, uid: msg.ref });
+      else ctx.msgno = msg.ref;
+      const r = await this.d.inspect(raw, ctx);
+      const v = r.verdict;
+      verdict = v.status;
+      rules = v.hits.length > 0 ? v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })) : undefined;
+      if (v.status === 'tempfail' || (v.status !== 'clean' && v.quarantineFailed)) {
+        const now = this.d.now();
+        const reason = v.status === 'tempfail' ? 'not-vetted' : 'quarantine-failed';
+        st.update(row.id, now, { attempts: row.attempts + 1, nextAttempt: now + a.intervalMs, lastError: reason, verdict: v.status });
+        this.s.deferred++;
+        this.log.warn({ event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason, viruses: v.viruses.length ? v.viruses : undefined }, 'message could not be vetted: not delivered, tried again in the next pass');
+        return;
+      }
+      output = r.output;
+      const upd: MessageUpdate = { verdict: v.status, quarantineId: v.quarantineId ?? null };
+      // altered, and the original is in no quarantine: the remote copy is the only original left
+      if (v.status !== 'clean' && !v.quarantineId) Object.assign(upd, { deletable: false, reason: 'original-not-quarantined' });
+      row = st.update(row.id, this.d.now(), upd);
+      if (v.viruses.length) where.viruses = v.viruses;
+      if (v.quarantineId) where.quarantineId = v.quarantineId;
+    }
+    const from = info.returnPath ?? this.d.envelopeSender;
+    const replies: { rcpt: string; kind: string; reply: string }[] = [];
+    // the first transaction, then at most one more for the postmaster standing in for refused recipients
+    for (let round = 0; round < 3; round++) {
+      const now = this.d.now();
+      const rcpts = st.recipients(row.id);
+      const due = rcpts.filter((r) => r.state === 'pending' || (r.state === 'deferred' && r.nextAttempt <= now));
+      if (due.length === 0) break;
+      const to = due.map((r) => r.address);
+      const data = Buffer.concat([traceFields(a, box.folder, msg.uid, this.d.helo, to, new Date(now)), output]);
+      st.setInflight(row.id, 'sending', to);
+      const res = await this.d.delivery.send({
+        from,
+        to,
+        data,
+        onDataStarted: () => this.crash('during_data'),
+        onDataEnd: () => st.setInflight(row.id, 'data_end', to),
+      });
+      this.crash('after_250');
+      row = this.record(row, rcpts, res.recipients);
+      this.crash('after_commit');
+      for (const o of res.recipients) replies.push({ rcpt: o.address, kind: o.kind, reply: o.reply });
+      if (res.failure) {
+        this.stopped = true;
+        this.s.result = 'error';
+        this.s.err = res.failure;
+        this.log.warn({ event: 'collector.delivery_failed', account: a.name, err: { code: res.failure.code, message: res.failure.message } }, 'the delivery server failed: no more messages are fetched in this pass');
+        break;
+      }
+    }
+    const action = row.status === 'delivered' ? 'delivered' : row.status === 'failed' ? 'failed' : 'deferred';
+    if (action === 'delivered') this.s.delivered++;
+    else if (action === 'failed') this.s.failed++;
+    else this.s.deferred++;
+    const level = action === 'delivered' ? 'info' : 'warn';
+    this.log[level](
+      { event: 'collector.message', ...where, recipients: replies.map((r) => r.rcpt), verdict: verdict ?? 'uninspected', rules, action, reason: row.reason ?? undefined, replies, deletable: row.deletable },
+      action === 'delivered' ? 'message delivered' : action === 'failed' ? 'message refused by the delivery server' : 'message not (fully) delivered yet: tried again later',
+    );
+  }
+
+  /** Applies one transaction's per-recipient outcomes to the state, in one commit. */
+  private record(row: MessageRow, before: RecipientRow[], outcomes: RecipientOutcome[]): MessageRow {
+    const a = this.a;
+    const now = this.d.now();
+    const updates: RecipientUpdate[] = [];
+    const add: { address: string; routedFrom: string | null }[] = [];
+    const states = new Map(before.map((r) => [r.address.toLowerCase(), { state: r.state as string, nextAttempt: r.nextAttempt }]));
+    let unconfirmed = false;
+    const postmaster = a.postmaster?.toLowerCase();
+    const reroute = (address: string, reply: string) => {
+      const pm = postmaster ? states.get(postmaster) : undefined;
+      if (!postmaster || address.toLowerCase() === postmaster || (pm && pm.state === 'failed')) {
+        updates.push({ address, state: 'failed', reply, countAttempt: true });
+        states.set(address.toLowerCase(), { state: 'failed', nextAttempt: 0 });
+        return;
+      }
+      updates.push({ address, state: 'rerouted', reply, countAttempt: true });
+      states.set(address.toLowerCase(), { state: 'rerouted', nextAttempt: 0 });
+      if (!pm) {
+        add.push({ address: a.postmaster!, routedFrom: address });
+        states.set(postmaster, { state: 'pending', nextAttempt: 0 });
+      }
+    };
+    for (const o of outcomes) {
+      const prev = before.find((r) => r.address.toLowerCase() === o.address.toLowerCase());
+      if (o.kind === 'accepted') {
+        updates.push({ address: o.address, state: 'delivered', reply: o.reply, countAttempt: true });
+        states.set(o.address.toLowerCase(), { state: 'delivered', nextAttempt: 0 });
+      } else if (o.kind === 'unconfirmed') {
+        unconfirmed = true;
+        updates.push({ address: o.address, state: 'unconfirmed', reply: o.reply, countAttempt: true });
+        states.set(o.address.toLowerCase(), { state: 'unconfirmed', nextAttempt: 0 });
+      } else if (o.kind === 'perm') {
+        reroute(o.address, o.reply);
+      } else if (prev?.firstDeferred != null && now - prev.firstDeferred > COLLECTOR_LIMITS.maxDeferMs) {
+        reroute(o.address, `deferred for more than ${Math.round(COLLECTOR_LIMITS.maxDeferMs / 3_600_000)} hours: ${o.reply}`);
+      } else {
+        const next = retryAt(a, (prev?.attempts ?? 0) + 1, now);
+        updates.push({ address: o.address, state: 'deferred', reply: o.reply, countAttempt: true, nextAttempt: next, deferredSince: now });
+        states.set(o.address.toLowerCase(), { state: 'deferred', nextAttempt: next });
+      }
+    }
+    const upd = this.finalise([...states.values()]);
+    if (unconfirmed) Object.assign(upd, { deletable: false, reason: 'unconfirmed' });
+    return this.d.state.update(row.id, now, upd, updates, add);
+  }
+
+  /** Deletes (or plans to delete at QUIT) what is done and keep allows. */
+  private async deletions(box: RemoteFolder): Promise<{ id: number; msg: RemoteMessage }[]> {
+    const st = this.d.state;
+    const now = this.d.now();
+    const rows = st.present(this.a.name, box.folder, box.uidvalidity);
+    const byUid = new Map(box.messages.map((m) => [m.uid, m]));
+    const done = (r: MessageRow | null | undefined): boolean => !!r && (r.status === 'delivered' || r.status === 'dropped') && r.deletable && r.inflight === null;
+    const targets: { id: number; msg: RemoteMessage }[] = [];
+    for (const r of rows.values()) {
+      const m = byUid.get(r.uid);
+      if (!m || r.deletedAt !== null || r.inflight !== null || !keepAllows(this.a, r, now)) continue;
+      const ok = r.status === 'duplicate' ? r.duplicateOf !== null && done(st.byId(r.duplicateOf)) : done(r);
+      if (ok) targets.push({ id: r.id, msg: m });
+    }
+    if (targets.length === 0) return [];
+    this.crash('before_delete');
+    targets.sort((x, y) => x.msg.ref - y.msg.ref);
+    const res = await this.remote!.delete(targets.map((t) => t.msg));
+    const idOf = new Map(targets.map((t) => [t.msg.ref, t.id]));
+    if (res.done.length > 0) {
+      st.markDeleted(
+        res.done.map((m) => idOf.get(m.ref)!),
+        this.d.now(),
+      );
+      this.s.deleted += res.done.length;
+      this.crash('after_delete');
+    }
+    if (res.deferred) {
+      this.log.warn({ event: 'collector.expunge_deferred', account: this.a.name, mailbox: box.folder, messages: res.deferred.messages.length, reason: res.deferred.reason }, 'delivered messages flagged \\Deleted but not expunged this time');
+    }
+    return res.atClose.map((m) => ({ id: idOf.get(m.ref)!, msg: m }));
+  }
+}
+
+/** Runs one pass of an account. Never throws: failures are in the summary (result 'error', err); the caller logs the pass. */
+export function runPass(account: CollectorAccountConfig, deps: PassDeps): Promise<PassSummary> {
+  return new Pass(account, deps).run();
+}

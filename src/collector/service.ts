@@ -1,0 +1,244 @@
+/**
+ * The collector's composition root: from the config to the pieces a pass is handed (state store,
+ * remote openers with the passwords, delivery, each account's policy with the shared scanner and
+ * quarantine, catch-all resolution), plus the two ways to run it:
+ * - `runOnce` for `postern collect` (one pass per account, now);
+ * - `startCollector` for `postern serve` (the scheduler, SIGUSR1 and `postern collect --now` triggers,
+ *   graceful stop). While it runs, its pid is in the state database (`serve_pid`), which is how
+ *   `postern collect --now NAME` finds it.
+ * One `collector.pass` log line per pass; the pass is recorded for `postern collect status`.
+ */
+import { readFileSync } from 'node:fs';
+import type { Logger } from 'pino';
+import type { CollectorAccountConfig, PosternConfig, SecretSource } from '../config/types.js';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { logErr } from '../log/logger.js';
+import { inspectMessage } from '../policy/engine.js';
+import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
+import type { EngineDeps, QuarantineStore } from '../policy/types.js';
+import { FileQuarantineStore } from '../quarantine/store.js';
+import { createScanner } from '../scanners/clamd.js';
+import type { Scanner } from '../scanners/types.js';
+import { type Delivery, SmtpDelivery } from './delivery.js';
+import { ImapMailbox } from './imap.js';
+import { type CrashPoint, type PassDeps, type PassSummary, type ResolveRecipients, crashHookFromEnv, runPass } from './pass.js';
+import { Pop3Mailbox } from './pop3.js';
+import { resolveRecipients } from './recipients.js';
+import type { RemoteMailbox } from './remote.js';
+import { CollectorScheduler, nodeTimers, type TimerHost } from './scheduler.js';
+import { CollectorState, processAlive } from './state.js';
+
+/** Reads a password: a file's first line, an environment variable, or the inline value. Never logs it. */
+export function readSecret(s: SecretSource, env: NodeJS.ProcessEnv = process.env): string {
+  if (s.kind === 'inline') return s.value;
+  if (s.kind === 'env') {
+    const v = env[s.name];
+    if (v === undefined || v === '') throw new PosternError(ErrorCodes.COLLECTOR_SECRET, `environment variable ${s.name} is not set`);
+    return v;
+  }
+  let text: string;
+  try {
+    text = readFileSync(s.file, 'utf8');
+  } catch (e) {
+    throw new PosternError(ErrorCodes.COLLECTOR_SECRET, `cannot read password file ${s.file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const line = text.split(/\r?\n/)[0] ?? '';
+  if (line === '') throw new PosternError(ErrorCodes.COLLECTOR_SECRET, `password file ${s.file} is empty`);
+  return line;
+}
+
+export function openRemote(account: CollectorAccountConfig): Promise<RemoteMailbox> {
+  const password = readSecret(account.password);
+  return account.protocol === 'pop3' ? Pop3Mailbox.open(account, password) : ImapMailbox.open(account, password);
+}
+
+export interface CollectorOptions {
+  /** Scanner override (tests); default: clamd from the config when a policy enables antivirus. */
+  scanner?: Scanner | null;
+  delivery?: Delivery;
+  open?: (account: CollectorAccountConfig) => Promise<RemoteMailbox>;
+  resolve?: ResolveRecipients;
+  now?: () => number;
+  crash?: (p: CrashPoint) => void;
+  timers?: TimerHost;
+  /** Quarantine override (dry runs store nothing). */
+  quarantine?: QuarantineStore | null;
+}
+
+export class Collector {
+  readonly state: CollectorState;
+  readonly delivery: Delivery;
+  private readonly policies = new Map<string, CompiledPolicy>();
+  private readonly engine: EngineDeps;
+  private readonly scanner: Scanner | null;
+  private readonly ownScanner: boolean;
+  private readonly abort = new AbortController();
+
+  constructor(
+    readonly config: PosternConfig,
+    readonly log: Logger,
+    private readonly opts: CollectorOptions = {},
+  ) {
+    const c = config.collector;
+    if (!c) throw new PosternError(ErrorCodes.CONFIG, 'no collector section in the config');
+    for (const a of c.accounts) if (a.policy && !this.policies.has(a.policy)) this.policies.set(a.policy, loadPolicy(a.policy, config.policiesDir));
+    const needsScanner = [...this.policies.values()].some((p) => p.antivirus.enabled);
+    this.ownScanner = opts.scanner === undefined;
+    this.scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
+    const quarantine = opts.quarantine !== undefined ? opts.quarantine : new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+    this.engine = { scanner: this.scanner, quarantine };
+    for (const [name, p] of this.policies) {
+      if (p.antivirus.enabled && !this.scanner) log.warn({ event: 'policy.unscanned', policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+    }
+    this.state = CollectorState.open(c.stateDir);
+    this.delivery = opts.delivery ?? new SmtpDelivery(c.delivery, (s) => readSecret(s));
+  }
+
+  get accounts(): CollectorAccountConfig[] {
+    return this.config.collector!.accounts;
+  }
+
+  deps(account: CollectorAccountConfig): PassDeps {
+    const c = this.config.collector!;
+    const policy = account.policy ? this.policies.get(account.policy)! : null;
+    return {
+      state: this.state,
+      open: this.opts.open ?? openRemote,
+      delivery: this.delivery,
+      inspect: policy ? (raw, ctx) => inspectMessage(raw, policy, ctx, this.engine) : null,
+      resolve: this.opts.resolve ?? resolveRecipients,
+      log: this.log,
+      now: this.opts.now ?? Date.now,
+      helo: c.delivery.helo,
+      envelopeSender: c.delivery.envelopeSender,
+      signal: this.abort.signal,
+      ...(this.opts.crash ? { crash: this.opts.crash } : {}),
+    };
+  }
+
+  /** Runs one pass of the account, logs it (`collector.pass`) and records it for `postern collect status`. */
+  async pass(account: CollectorAccountConfig, failuresBefore = 0): Promise<PassSummary> {
+    const started = (this.opts.now ?? Date.now)();
+    const s = await runPass(account, this.deps(account));
+    const err = s.err ? logErr(s.err) : undefined;
+    const fields = {
+      account: account.name,
+      result: s.result,
+      listed: s.listed,
+      fetched: s.fetched,
+      delivered: s.delivered,
+      deferred: s.deferred,
+      failed: s.failed,
+      held: s.held,
+      deleted: s.deleted,
+      backlog: s.backlog,
+      ms: s.ms,
+      err,
+    };
+    if (s.result === 'error') this.log.warn({ event: 'collector.pass', ...fields }, 'collector pass failed');
+    else if (s.result === 'busy') this.log.info({ event: 'collector.pass', ...fields }, 'collector pass skipped: another process is collecting this account');
+    else this.log.info({ event: 'collector.pass', ...fields }, 'collector pass done');
+    if (s.result !== 'busy') {
+      try {
+        this.state.recordPass({
+          account: account.name,
+          startedAt: started,
+          finishedAt: started + s.ms,
+          result: s.result,
+          errorCode: err?.code ?? null,
+          error: err?.message ?? null,
+          listed: s.listed,
+          fetched: s.fetched,
+          delivered: s.delivered,
+          deferred: s.deferred,
+          failed: s.failed,
+          held: s.held,
+          deleted: s.deleted,
+          backlog: s.backlog,
+          failures: s.result === 'error' ? failuresBefore + 1 : 0,
+        });
+      } catch (e) {
+        this.log.error({ event: 'collector.pass', account: account.name, err: logErr(e, ErrorCodes.COLLECTOR_STATE) }, 'cannot record the pass');
+      }
+    }
+    return s;
+  }
+
+  /** One pass per named (default: every enabled) account, `concurrency` at a time. */
+  async runOnce(names?: string[]): Promise<PassSummary[]> {
+    const list = names && names.length > 0 ? names.map((n) => this.accounts.find((a) => a.name === n)!).filter(Boolean) : this.accounts.filter((a) => a.enabled);
+    const out: PassSummary[] = [];
+    let i = 0;
+    const worker = async () => {
+      while (i < list.length) {
+        const a = list[i++]!;
+        out.push(await this.pass(a, this.state.lastPass(a.name)?.failures ?? 0));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.config.collector!.concurrency, list.length) }, worker));
+    return out;
+  }
+
+  /** Stops fetching in running passes (they finish the message at hand). */
+  stopFetching(): void {
+    this.abort.abort();
+  }
+
+  async close(): Promise<void> {
+    await this.delivery.close();
+    if (this.ownScanner) await this.scanner?.close();
+    this.state.close();
+  }
+}
+
+export interface RunningCollector {
+  /** SIGUSR1: the accounts asked for with `postern collect --now`, else all. */
+  onSignal(): void;
+  close(): Promise<void>;
+}
+
+/** `postern serve`: the scheduler over a Collector. */
+export function startCollector(config: PosternConfig, log: Logger, opts: CollectorOptions = {}): RunningCollector {
+  const collector = new Collector(config, log, { ...opts, ...(opts.crash === undefined && crashHookFromEnv() ? { crash: crashHookFromEnv()! } : {}) });
+  const scheduler: CollectorScheduler = new CollectorScheduler({
+    accounts: collector.accounts,
+    concurrency: config.collector!.concurrency,
+    runPass: (a) => collector.pass(a, scheduler.failures(a.name)),
+    timers: opts.timers ?? nodeTimers,
+    log,
+  });
+  const prev = collector.state.getMeta('serve_pid');
+  if (prev && Number(prev) !== process.pid && processAlive(Number(prev))) {
+    log.warn({ event: 'collector.start', pid: Number(prev) }, 'another postern serve (pid in the state database) seems to run a collector on the same state_dir: passes of one account never overlap (leases), but --now reaches only one of them');
+  }
+  collector.state.setMeta('serve_pid', String(process.pid));
+  collector.state.takeTriggers();
+  log.info(
+    { event: 'collector.start', accounts: scheduler.accounts, concurrency: config.collector!.concurrency, stateDir: config.collector!.stateDir, delivery: `${config.collector!.delivery.protocol} ${config.collector!.delivery.host}:${config.collector!.delivery.port}` },
+    'collector started',
+  );
+  scheduler.start();
+  return {
+    onSignal() {
+      let names: string[] = [];
+      try {
+        names = collector.state.takeTriggers();
+      } catch (e) {
+        log.warn({ event: 'collector.trigger', err: logErr(e, ErrorCodes.COLLECTOR_STATE) }, 'cannot read the requested accounts: collecting all');
+      }
+      const unknown = scheduler.trigger(names);
+      log.info({ event: 'collector.trigger', accounts: names.length > 0 ? names : 'all', unknown: unknown.length > 0 ? unknown : undefined }, 'collector pass requested');
+    },
+    async close() {
+      collector.stopFetching();
+      await scheduler.stop();
+      try {
+        if (collector.state.getMeta('serve_pid') === String(process.pid)) collector.state.setMeta('serve_pid', null);
+      } catch {
+        // the state is closed below either way
+      }
+      await collector.close();
+      log.info({ event: 'collector.stop' }, 'collector stopped');
+    },
+  };
+}
