@@ -83,7 +83,7 @@ describe('Postfix harness (SMTP -> Dovecot LMTP)', () => {
       while (!/status=deferred/.test(other.log()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       expect(other.log()).toMatch(/to=<anyone@example\.com>, relay=none, .*status=deferred/);
       expect(await other.queued()).toBe(1);
-      const master = Number(readFileSync(`${other.dir}/queue/pid/master.pid`, 'latin1').trim());
+      const master = other.masterPid()!;
       expect(() => process.kill(master, 0)).not.toThrow();
       await other.stop();
       stopped = true;
