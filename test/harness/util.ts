@@ -7,6 +7,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
+import { startScriptedServer } from './scripted-server.js';
 
 /** A TCP port that was free a moment ago on 127.0.0.1 (the kernel picks it; callers retry on EADDRINUSE). */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
@@ -212,29 +213,10 @@ export class RawConn {
   }
 }
 
-/** A TCP server that records every connection attempt (to prove "no connection was made"). */
+/** A TCP server that records every connection attempt (to prove "no connection was made"); each is closed at once. */
 export async function connectionRecorder(): Promise<{ port: number; count(): number; close(): Promise<void> }> {
-  let n = 0;
-  const sockets = new Set<net.Socket>();
-  const srv = net.createServer((s) => {
-    n++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => {});
-    s.destroy();
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const a = srv.address();
-  const port = typeof a === 'object' && a ? a.port : 0;
-  return {
-    port,
-    count: () => n,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of sockets) s.destroy();
-        srv.close(() => r());
-      }),
-  };
+  const server = await startScriptedServer({ onConnect: (c) => c.destroy() });
+  return { port: server.port, count: () => server.connections(), close: () => server.close() };
 }
 
 /**

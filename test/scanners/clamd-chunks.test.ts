@@ -4,10 +4,10 @@
  * absolute deadline while writes are blocked, and a failing source.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import net from 'node:net';
 import { pino } from 'pino';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import { deadPort, startClamd, type ClamdHandle } from '../harness/clamd.js';
+import { startScriptedServer } from '../harness/scripted-server.js';
 import { EICAR_NAME, eicar, filler, zip } from './samples.js';
 
 const silent = pino({ level: 'silent' });
@@ -99,19 +99,7 @@ describe('scanChunks faults', () => {
 
   it('a server that accepts and never reads: the deadline holds and back-pressure stops pulling chunks', async () => {
     // paused sockets: nothing is read, so the kernel buffers fill and writes report back-pressure
-    const held = new Set<net.Socket>();
-    const server = net.createServer({ pauseOnConnect: true }, (c) => {
-      held.add(c);
-      c.on('error', () => undefined);
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const fake = {
-      port: (server.address() as net.AddressInfo).port,
-      stop: () => new Promise<void>((r) => {
-        for (const c of held) c.destroy();
-        server.close(() => r());
-      }),
-    };
+    const fake = await startScriptedServer({ read: false });
     const s = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: fake.port }], timeoutMs: 400, healthIntervalMs: 0, maxStreamBytes: 100 * MB, log: silent });
     try {
       const total = 64 * MB;
@@ -131,7 +119,7 @@ describe('scanChunks faults', () => {
       expect(stats.pulled * chunk).toBeLessThan(total / 4);
     } finally {
       await s.close();
-      await fake.stop();
+      await fake.close();
     }
   });
 });

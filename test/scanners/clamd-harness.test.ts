@@ -1,9 +1,9 @@
 /** The clamd harness itself: private config, both listeners, and a port clash detected fast. */
 import { afterAll, expect, it } from 'vitest';
-import net from 'node:net';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { clamdCommand, startClamd, type ClamdHandle } from '../harness/clamd.js';
+import { startScriptedServer } from '../harness/scripted-server.js';
 
 let clamd: ClamdHandle | undefined;
 afterAll(async () => {
@@ -23,13 +23,12 @@ it('starts a private clamd answering PING on TCP and the unix socket, from the p
 
 it('a port taken while clamd is down: restart() fails fast with a bind error, then works once the port is free', async () => {
   await clamd!.kill();
-  const squatter = net.createServer((s) => s.destroy());
-  await new Promise<void>((r) => squatter.listen(clamd!.port, '127.0.0.1', r));
+  const squatter = await startScriptedServer({ port: clamd!.port, onConnect: (c) => c.destroy() });
   const t0 = Date.now();
   await expect(clamd!.restart()).rejects.toThrow(/could not bind/);
   expect(Date.now() - t0).toBeLessThan(15_000);
   expect(clamd!.running()).toBe(false);
-  await new Promise<void>((r) => squatter.close(() => r()));
+  await squatter.close();
   await clamd!.restart();
   expect(await clamdCommand({ port: clamd!.port }, 'PING')).toBe('PONG\0');
 }, 30_000);
