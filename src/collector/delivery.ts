@@ -131,13 +131,24 @@ export class SmtpDelivery implements Delivery {
     });
     conn.on('error', () => undefined); // failures reach the callbacks; an idle connection's error just retires it
     return new Promise((resolve, reject) => {
+      let settled = false;
+      // nodemailer reports a refused or failed connect as an 'error' event, not through the callback
+      const early = (err: NodemailerError) => {
+        if (settled) return;
+        settled = true;
+        conn.close();
+        reject(this.failure(err, 'connect'));
+      };
+      conn.once('error', early);
       conn.connect((err) => {
+        if (settled) return;
         if (err) {
-          conn.close();
-          reject(this.failure(err, 'connect'));
+          early(err);
           return;
         }
         if (!c.auth) {
+          settled = true;
+          conn.off('error', early);
           resolve(conn);
           return;
         }
@@ -145,11 +156,15 @@ export class SmtpDelivery implements Delivery {
         try {
           pass = this.secret(c.auth.password);
         } catch (e) {
+          settled = true;
           conn.close();
           reject(e);
           return;
         }
         conn.login({ user: c.auth.username, pass }, (lerr) => {
+          if (settled) return;
+          settled = true;
+          conn.off('error', early);
           if (lerr) {
             conn.close();
             reject(this.failure(lerr, 'AUTH'));
