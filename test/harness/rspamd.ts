@@ -15,11 +15,13 @@
  * Test config (local.d): the `hfilter` module is disabled. It scores the SMTP connection (client
  * host name, HELO, resolvable sender host); postern scans mail that was already delivered and does
  * not know that connection, so its symbols would only add noise (2.5 points for every message).
+ * DNS goes to a stub resolver in the test process that answers NXDOMAIN at once (option `dns`).
  *
  * rspamd forks workers; it is started in its own process group so stop() and the exit hook end
  * all of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import {
   chmodSync,
   chownSync,
@@ -47,6 +49,13 @@ export interface RspamdOptions {
   localD?: Record<string, string>;
   /** Readiness bound (after each (re)start), default 90 s: the first start compiles hyperscan. */
   startTimeoutMs?: number;
+  /**
+   * `stub` (default): rspamd asks a resolver in this process that answers every query NXDOMAIN at
+   * once, so checks never wait for the machine's resolver (no network here: lookups of new names
+   * can take a second each) and DNS-based symbols are the same on every machine. `system`: the
+   * machine's resolver.
+   */
+  dns?: 'stub' | 'system';
 }
 
 export interface RspamdHandle {
@@ -66,6 +75,8 @@ export interface RspamdHandle {
   restart(): Promise<void>;
   /** rspamd's log so far (for failure messages). */
   log(): string;
+  /** Queries the stub resolver answered (0 with `dns: 'system'`). */
+  dnsQueries(): number;
 }
 
 export const RSPAMD_CONFIG = '/etc/rspamd/rspamd.conf';
@@ -161,7 +172,7 @@ function saveToCache(db: string): void {
   }
 }
 
-function writeConfig(dir: string, port: number, controllerPort: number, opts: RspamdOptions): void {
+function writeConfig(dir: string, port: number, controllerPort: number, dnsPort: number | null, opts: RspamdOptions): void {
   const od = join(dir, 'override.d');
   const ld = join(dir, 'local.d');
   mkdirSync(od, { recursive: true });
@@ -172,6 +183,7 @@ function writeConfig(dir: string, port: number, controllerPort: number, opts: Rs
   writeFileSync(join(od, 'worker-proxy.inc'), 'enabled = false;\n');
   writeFileSync(join(od, 'logging.inc'), `type = "file";\nfilename = "${join(dir, 'log', 'rspamd.log')}";\nlevel = "info";\n`);
   writeFileSync(join(ld, 'hfilter.conf'), 'enabled = false;\n');
+  if (dnsPort !== null) writeFileSync(join(ld, 'options.inc'), `dns {\n  nameserver = ["127.0.0.1:${dnsPort}"];\n}\n`);
   for (const [name, text] of Object.entries(opts.localD ?? {})) {
     if (!/^[\w.-]+$/.test(name)) throw new Error(`bad local.d file name: ${name}`);
     writeFileSync(join(ld, name), text);
@@ -191,6 +203,7 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdHandl
     if (ids) chownSync(join(dir, d), ids.uid, ids.gid);
   }
   seedFromCache(join(dir, 'db'));
+  const dns = (opts.dns ?? 'stub') === 'stub' ? await startNxdomainResolver() : null;
   const startTimeoutMs = opts.startTimeoutMs ?? 90_000;
   const logFile = join(dir, 'log', 'rspamd.log');
   let port = 0;
@@ -238,13 +251,14 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdHandl
   // Free ports can be taken between probe and bind by a parallel test file: retry on new ones.
   for (let attempt = 0; ; attempt++) {
     [port, controllerPort] = (await freePorts(2)) as [number, number];
-    writeConfig(dir, port, controllerPort, opts);
+    writeConfig(dir, port, controllerPort, dns?.port ?? null, opts);
     try {
       await launch();
       break;
     } catch (e) {
       if (attempt >= 4 || !(e instanceof BindError)) {
         rmSync(dir, { recursive: true, force: true });
+        await dns?.close();
         throw e;
       }
     }
@@ -272,6 +286,7 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdHandl
     halt,
     async stop() {
       await halt();
+      await dns?.close();
       saveToCache(join(dir, 'db'));
       rmSync(dir, { recursive: true, force: true });
     },
@@ -291,8 +306,39 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdHandl
       throw lastErr;
     },
     log: () => (existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-100_000) : ''),
+    dnsQueries: () => dns?.queries() ?? 0,
   };
   return handle;
+}
+
+/**
+ * A DNS resolver on 127.0.0.1 (UDP, a free port) that answers every query NXDOMAIN at once: the
+ * query's id, opcode, RD flag and question, QR and RA set, no records. Malformed queries are dropped.
+ */
+export async function startNxdomainResolver(): Promise<{ port: number; queries(): number; close(): Promise<void> }> {
+  const sock = dgram.createSocket('udp4');
+  let n = 0;
+  sock.on('message', (m, from) => {
+    if (m.length < 12 || (m[2]! & 0x80) !== 0 || m.readUInt16BE(4) !== 1) return;
+    let off = 12;
+    while (off < m.length && m[off] !== 0) {
+      if ((m[off]! & 0xc0) !== 0) return;
+      off += m[off]! + 1;
+    }
+    off += 5; // the root label, QTYPE, QCLASS
+    if (off > m.length) return;
+    n++;
+    const out = Buffer.from(m.subarray(0, off));
+    out[2] = 0x80 | (m[2]! & 0x79);
+    out[3] = 0x80 | 3;
+    out.writeUInt16BE(0, 6);
+    out.writeUInt16BE(0, 8);
+    out.writeUInt16BE(0, 10);
+    sock.send(out, from.port, from.address);
+  });
+  sock.on('error', () => undefined);
+  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', resolve));
+  return { port: sock.address().port, queries: () => n, close: () => new Promise<void>((r) => sock.close(() => r())) };
 }
 
 /** GTUBE, rspamd's (and SpamAssassin's) test string: built from halves so the repository carries no spam trigger. */

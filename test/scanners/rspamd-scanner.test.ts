@@ -81,6 +81,9 @@ describe('checks against a real rspamd', () => {
     // the envelope reached rspamd: the To header matches the Rcpt we sent, the From header the envelope sender
     expect(names).toContain('TO_MATCH_ENVRCPT_ALL');
     expect(names).toContain('FROM_EQ_ENVFROM');
+    // DNS checks (DMARC, SPF...) asked the harness's stub resolver, not the machine's
+    expect(names).toContain('DMARC_NA');
+    expect(rspamd.dnsQueries()).toBeGreaterThan(0);
   });
 
   it('rspamd logs the Queue-Id and recipients postern sent', async () => {
