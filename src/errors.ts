@@ -26,6 +26,8 @@ export const ErrorCodes = {
   /** A client command did not parse against the IMAP grammar (answered BAD, never forwarded). */
   COMMAND_SYNTAX: 'E_COMMAND_SYNTAX',
   ROUTE_DENIED: 'E_ROUTE_DENIED',
+  /** An OAuth2 SASL response (bearer token, user, host, port) or the upstream's error challenge is over OAUTH_LIMITS: the login is refused. */
+  SASL_LIMIT: 'E_SASL_LIMIT',
   // admission
   MAX_SESSIONS: 'E_MAX_SESSIONS',
   MAX_SESSIONS_PER_CLIENT: 'E_MAX_SESSIONS_PER_CLIENT',

@@ -125,6 +125,27 @@ export const POP3_LIMITS = {
 } as const;
 
 /**
+ * OAuth2 SASL (XOAUTH2, OAUTHBEARER; src/session/oauth.ts), IMAP and POP3 alike. Over one of them the
+ * login is refused with NO / -ERR before any upstream is contacted (E_SASL_LIMIT), or, for the
+ * upstream's error challenge, that challenge is not relayed and the client gets NO / -ERR.
+ */
+export const OAUTH_LIMITS = {
+  /**
+   * Longest bearer token (bytes, as sent in `auth=Bearer <token>`). Real access tokens (Google,
+   * Microsoft Entra JWTs) are 0.2-4 KiB; Dovecot 2.3 itself takes SASL responses of at most 8192
+   * base64 characters. 16 KiB keeps a whole SASL line (base64) far inside max_line_length.
+   */
+  maxTokenBytes: 16 * 1024,
+  /** Longest other value of the payload (bytes): the XOAUTH2 user, the OAUTHBEARER authzid (unescaped), host, port. */
+  maxFieldBytes: 1024,
+  /**
+   * Largest decoded error challenge the upstream sends after a refused token (a flat JSON object such
+   * as `{"status":"invalid_token"}`; real ones are under 200 bytes).
+   */
+  maxChallengeBytes: 4096,
+} as const;
+
+/**
  * Output, hold and memory-budget limits (relay/connection.ts, relay/server.ts, relay/memory.ts). They
  * are optional members of SessionLimits / ServerLimits so configs built before they existed stay
  * valid; `effectiveFlowLimits` fills in the defaults below. YAML keys: docs/configuration.md, "limits".
