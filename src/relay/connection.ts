@@ -86,7 +86,8 @@ export class Connection implements SessionHost {
 
   private stallTimer: NodeJS.Timeout | null = null;
   private holdTimer: NodeJS.Timeout | null = null;
-  private drainWaiters: Array<() => void> = [];
+  /** The session waits for onClientDrained (awaitClientDrain returned false). */
+  private drainWanted = false;
   private readonly leases = new Set<MemoryLease>();
   /** Set when the host itself ends the session: the close line reports this, whatever the session says. */
   private closeOverride: CloseReason | null = null;
@@ -258,13 +259,10 @@ export class Connection implements SessionHost {
       this.log.debug({ event: 'flow.resume', unread }, 'client output drained: reading the client again');
       this.inputPauseChanged();
     }
-    if (this.drainWaiters.length > 0 && unread <= this.flow.clientOutputSoftBytes) this.wakeDrainWaiters();
-  }
-
-  private wakeDrainWaiters(): void {
-    const w = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const f of w) f();
+    if (this.drainWanted && unread <= this.flow.clientOutputSoftBytes) {
+      this.drainWanted = false;
+      this.session.onClientDrained?.();
+    }
   }
 
   /** Applies the output bounds after anything was written to the client. */
@@ -362,9 +360,10 @@ export class Connection implements SessionHost {
     this.sessionTimers.set(name, t);
   }
 
-  clientDrained(): Promise<void> {
-    if (this.closed || this.unreadOutput() <= this.flow.clientOutputSoftBytes) return Promise.resolve();
-    return new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  awaitClientDrain(): boolean {
+    if (this.closed || this.unreadOutput() <= this.flow.clientOutputSoftBytes) return true;
+    this.drainWanted = true;
+    return false;
   }
 
   // ---------------------------------------------------------------- pauses and the hold deadline
@@ -479,54 +478,58 @@ export class Connection implements SessionHost {
     this.log.setBindings({ user, upstream });
   }
 
-  connectUpstream(target: UpstreamTarget): Promise<void> {
+  /** Reports session.onUpstreamConnected / onUpstreamConnectFailed, unless the session moved on first. */
+  connectUpstream(target: UpstreamTarget): void {
     this.disconnectUpstream();
     this.trace?.reset('upstream');
     this.lastTarget = target;
     const gen = ++this.upstreamGen;
     const limits = this.listener.limits;
     const upTls = this.listener.upstream.tls;
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      let sock: Sock;
-      const fail = (err: PosternError) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
+    const current = () => gen === this.upstreamGen && !this.closed;
+    let settled = false;
+    let sock: Sock;
+    const fail = (err: PosternError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (current()) this.session.onUpstreamConnectFailed?.(err);
+    };
+    const timer = setTimeout(
+      () => fail(new PosternError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${target.host}:${target.port} timed out`)),
+      limits.connectTimeoutMs,
+    );
+    const onReady = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (!current()) {
         sock.destroy();
-        reject(err);
-      };
-      const timer = setTimeout(
-        () => fail(new PosternError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${target.host}:${target.port} timed out`)),
-        limits.connectTimeoutMs,
-      );
-      const onReady = () => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        sock.removeAllListeners('error');
-        this.bindUpstream(sock, gen);
-        if (sock instanceof tls.TLSSocket) this.log.info({ event: 'upstream.tls', tls: tlsInfo(sock), starttls: false }, 'upstream TLS established');
-        this.armGreetingTimer(gen);
-        resolve();
-      };
-      if (target.implicitTls) {
-        sock = tls.connect({ host: target.host, port: target.port, ...upstreamTlsOptions(upTls, target.host) }, onReady);
-      } else {
-        sock = net.connect({ host: target.host, port: target.port }, onReady);
+        return;
       }
-      sock.on('error', (err: NodeJS.ErrnoException) => {
-        const tlsFailure = target.implicitTls && (err.code?.startsWith('ERR_TLS') || /certificate|self.signed|verify|handshake|alert/i.test(err.message) || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'CERT_HAS_EXPIRED');
-        fail(
-          new PosternError(
-            tlsFailure ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_REFUSED,
-            tlsFailure ? `upstream TLS failed: ${err.message}` : `cannot connect to ${target.host}:${target.port}: ${err.code ?? err.message}`,
-            { errno: err.code },
-          ),
-        );
-      });
-      this.upstream = sock;
+      sock.removeAllListeners('error');
+      this.bindUpstream(sock, gen);
+      if (sock instanceof tls.TLSSocket) this.log.info({ event: 'upstream.tls', tls: tlsInfo(sock), starttls: false }, 'upstream TLS established');
+      this.armGreetingTimer(gen);
+      this.session.onUpstreamConnected?.();
+    };
+    if (target.implicitTls) {
+      sock = tls.connect({ host: target.host, port: target.port, ...upstreamTlsOptions(upTls, target.host) }, onReady);
+    } else {
+      sock = net.connect({ host: target.host, port: target.port }, onReady);
+    }
+    sock.on('error', (err: NodeJS.ErrnoException) => {
+      const tlsFailure = target.implicitTls && (err.code?.startsWith('ERR_TLS') || /certificate|self.signed|verify|handshake|alert/i.test(err.message) || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'CERT_HAS_EXPIRED');
+      fail(
+        new PosternError(
+          tlsFailure ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_REFUSED,
+          tlsFailure ? `upstream TLS failed: ${err.message}` : `cannot connect to ${target.host}:${target.port}: ${err.code ?? err.message}`,
+          { errno: err.code },
+        ),
+      );
     });
+    this.upstream = sock;
   }
 
   /** The upstream must say something (its greeting) within greetingTimeoutMs of connecting. */
@@ -592,7 +595,8 @@ export class Connection implements SessionHost {
     this.upstream = null;
   }
 
-  startClientTls(): Promise<TlsInfo> {
+  /** Reports session.onClientTlsReady / onClientTlsFailed. */
+  startClientTls(): void {
     const raw = this.client;
     // Plaintext read after the STARTTLS line but not yet handed on must never reach the session once
     // TLS is up (CVE-2011-0411 class): drop it here, the session drops what it had already framed.
@@ -606,33 +610,39 @@ export class Connection implements SessionHost {
     raw.removeAllListeners('drain');
     const opts = serverTlsOptions(this.listener, this.deps.minter);
     const secureContext = opts.secureContext ?? tls.createSecureContext(opts);
-    return new Promise<TlsInfo>((resolve, reject) => {
-      const sock = new tls.TLSSocket(raw, {
-        isServer: true,
-        secureContext,
-        SNICallback: opts.SNICallback,
-      });
-      sock.once('secure', () => {
-        sock.removeAllListeners('error');
-        this.client = sock;
-        this.trace?.reset('client');
-        this.bindClient(sock);
-        this.updateSocketPause();
-        const info = tlsInfo(sock);
-        this.log.info({ event: 'client.tls', tls: info, starttls: true }, 'client STARTTLS complete');
-        resolve(info);
-      });
-      sock.once('error', (err) => {
-        reject(new PosternError(ErrorCodes.PROTOCOL, `client TLS handshake failed: ${err.message}`));
-        sock.destroy();
-      });
-      raw.resume();
+    const sock = new tls.TLSSocket(raw, {
+      isServer: true,
+      secureContext,
+      SNICallback: opts.SNICallback,
     });
+    sock.once('secure', () => {
+      if (this.closed) return;
+      sock.removeAllListeners('error');
+      this.client = sock;
+      this.trace?.reset('client');
+      this.bindClient(sock);
+      this.updateSocketPause();
+      const info = tlsInfo(sock);
+      this.log.info({ event: 'client.tls', tls: info, starttls: true }, 'client STARTTLS complete');
+      this.session.onClientTlsReady?.(info);
+    });
+    sock.once('error', (err) => {
+      sock.destroy();
+      if (!this.closed) this.session.onClientTlsFailed?.(new PosternError(ErrorCodes.PROTOCOL, `client TLS handshake failed: ${err.message}`));
+    });
+    raw.resume();
   }
 
-  startUpstreamTls(): Promise<TlsInfo> {
+  /** Reports session.onUpstreamTlsReady / onUpstreamTlsFailed. */
+  startUpstreamTls(): void {
     const raw = this.upstream;
-    if (!raw) return Promise.reject(new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'no upstream connection'));
+    if (!raw) {
+      // reported as an event, never inside the session's own call
+      process.nextTick(() => {
+        if (!this.closed) this.session.onUpstreamTlsFailed?.(new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'no upstream connection'));
+      });
+      return;
+    }
     const gen = ++this.upstreamGen;
     raw.removeAllListeners('data');
     raw.removeAllListeners('end');
@@ -642,26 +652,32 @@ export class Connection implements SessionHost {
     const host = (raw as net.Socket).remoteAddress ?? '';
     const upTls = this.listener.upstream.tls;
     const servername = this.currentUpstreamHost ?? host;
-    return new Promise<TlsInfo>((resolve, reject) => {
-      const timer = setTimeout(() => {
+    const current = () => gen === this.upstreamGen && !this.closed;
+    let settled = false;
+    const failed = (err: PosternError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.destroy();
+      if (current()) this.session.onUpstreamTlsFailed?.(err);
+    };
+    const timer = setTimeout(() => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out')), this.listener.limits.connectTimeoutMs);
+    const sock = tls.connect({ socket: raw as net.Socket, ...upstreamTlsOptions(upTls, servername) }, () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (!current()) {
         sock.destroy();
-        reject(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out'));
-      }, this.listener.limits.connectTimeoutMs);
-      const sock = tls.connect({ socket: raw as net.Socket, ...upstreamTlsOptions(upTls, servername) }, () => {
-        clearTimeout(timer);
-        sock.removeAllListeners('error');
-        this.trace?.reset('upstream');
-        this.bindUpstream(sock, gen);
-        const info = tlsInfo(sock);
-        this.log.info({ event: 'upstream.tls', tls: info, starttls: true }, 'upstream STARTTLS complete');
-        resolve(info);
-      });
-      sock.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new PosternError(ErrorCodes.UPSTREAM_TLS, `upstream TLS failed: ${err.message}`));
-        sock.destroy();
-      });
+        return;
+      }
+      sock.removeAllListeners('error');
+      this.trace?.reset('upstream');
+      this.bindUpstream(sock, gen);
+      const info = tlsInfo(sock);
+      this.log.info({ event: 'upstream.tls', tls: info, starttls: true }, 'upstream STARTTLS complete');
+      this.session.onUpstreamTlsReady?.(info);
     });
+    sock.once('error', (err) => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, `upstream TLS failed: ${err.message}`)));
   }
 
   /** Host name used for upstream certificate verification after STARTTLS (set by connectUpstream callers). */
@@ -690,7 +706,7 @@ export class Connection implements SessionHost {
     this.upstream = null;
     for (const lease of this.leases) lease.release();
     this.leases.clear();
-    this.wakeDrainWaiters();
+    this.drainWanted = false;
     if (this.clientPausedForOutput) {
       // it does not read: a FIN would wait behind its unread output forever
       this.resetClient();

@@ -7,6 +7,11 @@
  * namespace and consume their responses, and lets an interceptor (inline inspection) hold and
  * rewrite the responses of chosen client commands. Output to the client is an ordered queue, so a
  * held response keeps its place relative to everything the upstream sent after it.
+ *
+ * Sans-IO: the session awaits nothing. It asks its host to connect or to start TLS and moves on when
+ * the host reports the outcome (onUpstreamConnected, onClientTlsReady, ...); timers are the host's
+ * (onTimer, onTimeout). Only the interceptor's renderings are promises: the output queue writes a held
+ * response when its promise settles.
  */
 import { randomBytes } from 'node:crypto';
 import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
@@ -26,7 +31,7 @@ import { screenResponse } from '../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities, preauthCapabilities } from './imap-capabilities.js';
 import { routeLogin } from './routing.js';
 import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
-import type { MemoryLease, Session, SessionHost, SessionTimer } from './types.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, SessionTimer, TlsInfo, UpstreamTarget } from './types.js';
 
 /** A client command the interceptor takes over (inline inspection). */
 export interface InterceptedCommand {
@@ -78,7 +83,65 @@ interface InFlight {
   intercepted?: InterceptedCommand;
 }
 
-type Phase = 'preauth' | 'login' | 'relay' | 'closed';
+
+/**
+ * Where the session is. Each state has one job:
+ * - `preauth`: postern answers the client itself (greeting, CAPABILITY, STARTTLS, LOGIN/AUTHENTICATE);
+ * - `client-tls`: the host runs the client's STARTTLS handshake; client input waits;
+ * - `upstream-login`: connect, upstream greeting, upstream STARTTLS, the login replayed for the client
+ *   (`login.step` says which answer or event it waits for); client input waits;
+ * - `relay`: commands and responses relayed through the command gate and the choke point;
+ * - `closed`: nothing more happens.
+ */
+type ImapState =
+  | { kind: 'preauth' }
+  | { kind: 'client-tls' }
+  | { kind: 'upstream-login'; login: LoginAttempt }
+  | { kind: 'relay' }
+  | { kind: 'closed' };
+
+/** One attempt to log in upstream on the client's behalf. */
+interface LoginAttempt {
+  /** The client's LOGIN/AUTHENTICATE tag, answered when the attempt ends. */
+  tag: string;
+  user: string;
+  password: Buffer;
+  upstreamName: string;
+  target: UpstreamTarget;
+  startedAt: number;
+  step: LoginStep;
+}
+
+/** What the login attempt waits for. */
+type LoginStep =
+  | { kind: 'connecting' } // onUpstreamConnected / onUpstreamConnectFailed
+  | { kind: 'greeting' } // the upstream's greeting
+  | { kind: 'upstream-tls' } // onUpstreamTlsReady / onUpstreamTlsFailed
+  | {
+      // the tagged answer to one of postern's handshake commands
+      kind: 'command';
+      purpose: HandshakePurpose;
+      tag: string;
+      /** Sent one per continuation request (synchronizing literals, SASL); each carries its own line end. */
+      chunks: Buffer[];
+      next: number;
+      untagged: Buffer[][];
+    };
+
+/** Why postern sent a handshake command: what its answer leads to. */
+type HandshakePurpose = 'capability' | 'starttls' | 'capability-after-tls' | 'login';
+
+function isAnswerStep(step: LoginStep): boolean {
+  return step.kind === 'greeting' || step.kind === 'command';
+}
+
+/** What a complete pre-authentication command asks of the session beyond an answer. */
+type PreauthAction = { kind: 'starttls' } | { kind: 'login'; tag: string; user: Buffer; password: Buffer };
+
+/** A held response in the output queue: written once its rendering settles. */
+interface HeldOutput {
+  settled: { ok: true; data: Buffer } | { ok: false; err: unknown } | null;
+}
 
 const CRLF = '\r\n';
 
@@ -87,21 +150,24 @@ function b(s: string): Buffer {
 }
 
 export class ImapSession implements Session, ImapSessionView {
-  private phase: Phase = 'preauth';
+  private state: ImapState = { kind: 'preauth' };
   private clientTlsActive: boolean;
   private readonly clientFramer: ImapFramer;
   private upstreamFramer: ImapFramer;
   private readonly preauthAssembler: MessageAssembler;
-  private handshakeAssembler: MessageAssembler;
-  /** Client frames waiting while an asynchronous step (login, STARTTLS) runs. */
+  private readonly handshakeAssembler: MessageAssembler;
+  /** Client input not yet framed, waiting while the session cannot take a command. */
   private clientBacklog: Buffer[] = [];
-  private busy = false;
+  /** Frames already cut from client input but not yet processed (pipelined behind a LOGIN or an intercepted command). */
+  private frameBacklog: Frame[] = [];
+  /** pumpClient is running (an event it causes must not start a second one). */
+  private pumping = false;
   private sasl: { tag: string; mech: 'PLAIN' | 'LOGIN'; step: number; user?: Buffer } | null = null;
   private badCommands = 0;
-
-  // upstream handshake (login phase): responses are delivered to a waiter
-  private handshakeWaiter: ((parts: Buffer[] | Error) => void) | null = null;
-  private handshakeQueue: Array<Buffer[]> = [];
+  /** Incremented whenever the upstream byte stream starts over (new connection, STARTTLS): frames cut before are dropped. */
+  private upstreamEpoch = 0;
+  /** The session ends once the current upstream segment has been handled (after a LOGOUT completion). */
+  private closeAfterSegment: CloseReason | null = null;
 
   // relay phase
   private readonly inflight: InFlight[] = [];
@@ -120,9 +186,18 @@ export class ImapSession implements Session, ImapSessionView {
   } | null = null;
   private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
   private logoutTag: string | null = null;
-  private readonly outQueue: Array<Buffer | Promise<Buffer>> = [];
-  private flushing = false;
   private clientMidOutput = false;
+
+  // output queue
+  private readonly outQueue: Array<Buffer | HeldOutput> = [];
+  /** The queue is being written out: later output waits behind it. */
+  private flushing = false;
+  /** pumpOutput is running. */
+  private pumpingOutput = false;
+  /** Waiting for onClientDrained before the next queued response. */
+  private waitingDrain = false;
+  /** The held response at the head of the queue, not rendered yet (the only time a keep-alive line may be written). */
+  private awaitingHeld: HeldOutput | null = null;
 
   upstreamCapabilities: Set<string> = new Set();
   user: string | null = null;
@@ -142,11 +217,15 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   get authenticated(): boolean {
-    return this.phase === 'relay';
+    return this.state.kind === 'relay';
   }
 
   get idling(): boolean {
     return this.idle !== null;
+  }
+
+  private get closed(): boolean {
+    return this.state.kind === 'closed';
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -156,16 +235,17 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   shutdown(message: string): void {
-    if (this.phase === 'closed') return;
+    if (this.closed) return;
     if (!this.clientMidOutput && this.outQueue.length === 0) this.sendClient(`* BYE [UNAVAILABLE] ${message}${CRLF}`);
     this.finish({ kind: 'shutdown', code: ErrorCodes.SHUTDOWN, message });
   }
 
   onTimeout(kind: 'login' | 'idle' | 'greeting'): void {
-    if (this.phase === 'closed') return;
+    if (this.closed) return;
     const code = kind === 'login' ? ErrorCodes.LOGIN_TIMEOUT : kind === 'idle' ? ErrorCodes.IDLE_TIMEOUT : ErrorCodes.GREETING_TIMEOUT;
-    if (kind === 'greeting' && this.handshakeWaiter) {
-      this.handshakeWaiter(new PosternError(code, 'upstream did not answer in time'));
+    const login = this.loginAwaitingAnswer();
+    if (kind === 'greeting' && login) {
+      this.loginFailed(login, new PosternError(code, 'upstream did not answer in time'));
       return;
     }
     if (!this.clientMidOutput) this.sendClient(`* BYE ${kind === 'idle' ? 'Autologout; idle for too long' : 'Login timeout'}${CRLF}`);
@@ -177,32 +257,38 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   onUpstreamEnd(err?: Error): void {
-    if (this.phase === 'closed') return;
-    if (this.phase === 'login') {
-      this.handshakeWaiter?.(err ?? new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'upstream closed the connection'));
+    if (this.state.kind === 'upstream-login') {
+      const login = this.loginAwaitingAnswer();
+      if (login) this.loginFailed(login, err ?? new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'upstream closed the connection'));
       return;
     }
-    if (this.phase !== 'relay') return;
+    if (this.state.kind !== 'relay') return;
     if (this.logoutTag) {
       this.finish({ kind: 'upstream-closed', message: 'logout' });
       return;
     }
     const reason = err ? `upstream connection failed: ${err.message}` : 'upstream closed the connection';
-    void this.flushThen(() => {
-      if (!this.clientMidOutput) this.sendClient(`* BYE [UNAVAILABLE] postern: ${reason}${CRLF}`);
-      this.finish({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED, message: reason });
-    });
+    // Output still queued behind a held response is dropped with the session (a BYE would queue behind it).
+    if (!this.flushing && !this.clientMidOutput) this.sendClient(`* BYE [UNAVAILABLE] postern: ${reason}${CRLF}`);
+    this.finish({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED, message: reason });
   }
 
-  private finish(reason: Parameters<SessionHost['close']>[0]): void {
-    if (this.phase === 'closed') return;
-    this.phase = 'closed';
+  private finish(reason: CloseReason): void {
+    const before = this.state;
+    if (before.kind === 'closed') return;
+    this.state = { kind: 'closed' };
     this.interceptor?.close?.();
-    this.handshakeWaiter?.(new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'session closed'));
+    const waiting = before.kind === 'upstream-login' && isAnswerStep(before.login.step);
+    if (waiting) this.host.setTimer?.('handshake', null);
     this.host.close(reason);
+    if (waiting) {
+      this.host.log.warn({ event: 'login.failed', upstream: before.login.upstreamName, err: { code: ErrorCodes.UPSTREAM_CLOSED, message: 'session closed' } }, 'upstream login phase failed');
+      this.host.disconnectUpstream();
+    }
   }
 
   private fail(err: unknown, side: 'client' | 'upstream'): void {
+    if (this.closed) return;
     const e = isPosternError(err) ? err : new PosternError(ErrorCodes.PROTOCOL, err instanceof Error ? err.message : String(err));
     const detail = e.message.slice(0, 300);
     this.host.log.warn({ event: 'session.error', side, err: { code: e.code, message: detail } }, 'ending session on protocol error');
@@ -221,7 +307,7 @@ export class ImapSession implements Session, ImapSessionView {
   // ---------------------------------------------------------------- output
 
   private sendClient(data: Buffer | string): void {
-    if (this.phase === 'closed' && typeof data === 'string' && !data.startsWith('* BYE')) return;
+    if (this.closed && typeof data === 'string' && !data.startsWith('* BYE')) return;
     const buf = typeof data === 'string' ? b(data) : data;
     if (this.outQueue.length > 0 || this.flushing) {
       this.outQueue.push(buf);
@@ -232,56 +318,88 @@ export class ImapSession implements Session, ImapSessionView {
 
   /** Queues a promised output (a held, rewritten response); later output waits behind it. */
   private sendClientLater(p: Promise<Buffer>): void {
-    this.outQueue.push(p);
-    void this.flush();
+    const held: HeldOutput = { settled: null };
+    this.outQueue.push(held);
+    this.flushing = true;
+    p.then(
+      (data) => {
+        held.settled = { ok: true, data };
+        this.pumpOutput();
+      },
+      (err: unknown) => {
+        held.settled = { ok: false, err };
+        this.pumpOutput();
+      },
+    );
+    this.pumpOutput();
   }
 
-  private async flush(): Promise<void> {
-    if (this.flushing) return;
-    this.flushing = true;
+  /** Writes the queue out in order, as far as the held responses at its head are rendered and the client reads. */
+  private pumpOutput(): void {
+    if (this.pumpingOutput) return;
+    this.pumpingOutput = true;
     try {
       while (this.outQueue.length > 0) {
-        const head = this.outQueue[0]!;
-        let buf: Buffer;
-        try {
-          if (head instanceof Promise) {
-            // a long scan must not make the client give up: untagged OK lines are legal between
-            // responses; the host owns the timer and calls onTimer('keepalive')
-            this.awaitingHeld = true;
-            this.host.setTimer?.('keepalive', this.host.listener.inspect.keepaliveMs || null);
-            try {
-              buf = await head;
-            } finally {
-              this.awaitingHeld = false;
-              this.host.setTimer?.('keepalive', null);
-            }
-          } else buf = head;
-        } catch (err) {
+        if (this.closed) {
           this.outQueue.length = 0;
-          this.fail(err, 'upstream');
           return;
         }
+        if (this.waitingDrain) return;
+        const head = this.outQueue[0]!;
+        let buf: Buffer;
+        if (Buffer.isBuffer(head)) buf = head;
+        else {
+          if (!head.settled) {
+            if (this.awaitingHeld !== head) {
+              // a long scan must not make the client give up: untagged OK lines are legal between
+              // responses; the host owns the timer and calls onTimer('keepalive')
+              this.awaitingHeld = head;
+              this.host.setTimer?.('keepalive', this.host.listener.inspect.keepaliveMs || null);
+            }
+            return;
+          }
+          if (this.awaitingHeld === head) {
+            this.awaitingHeld = null;
+            this.host.setTimer?.('keepalive', null);
+          }
+          if (!head.settled.ok) {
+            this.outQueue.length = 0;
+            this.flushing = false;
+            this.fail(head.settled.err, 'upstream');
+            return;
+          }
+          buf = head.settled.data;
+        }
         this.outQueue.shift();
-        if (this.phase === 'closed') continue;
         this.host.sendClient(buf);
         // a client that reads slowly must not make postern render every queued response at once
-        if (this.outQueue.length > 0 && this.host.clientDrained) await this.host.clientDrained();
+        if (this.outQueue.length > 0 && this.host.awaitClientDrain && !this.host.awaitClientDrain()) {
+          this.waitingDrain = true;
+          return;
+        }
+      }
+      if (this.flushing) {
+        this.flushing = false;
+        this.host.pauseUpstream(false);
       }
     } finally {
-      this.flushing = false;
+      this.pumpingOutput = false;
     }
-    this.host.pauseUpstream(false);
   }
 
-  /** True while the output queue waits for a held response (the only time a keep-alive line may be written). */
-  private awaitingHeld = false;
+  onClientDrained(): void {
+    if (!this.waitingDrain) return;
+    this.waitingDrain = false;
+    this.pumpOutput();
+  }
 
   onTimer(name: SessionTimer): void {
     if (name === 'handshake') {
-      this.handshakeWaiter?.(new PosternError(ErrorCodes.GREETING_TIMEOUT, 'upstream did not answer in time'));
+      const login = this.loginAwaitingAnswer();
+      if (login) this.guarded(() => this.loginFailed(login, new PosternError(ErrorCodes.GREETING_TIMEOUT, 'upstream did not answer in time')));
       return;
     }
-    if (name === 'keepalive' && this.awaitingHeld && this.phase !== 'closed') {
+    if (name === 'keepalive' && this.awaitingHeld && !this.closed) {
       this.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
     }
   }
@@ -291,60 +409,57 @@ export class ImapSession implements Session, ImapSessionView {
    * (what is still being inspected is dropped; nothing unvetted was sent).
    */
   onHoldTimeout(): void {
-    if (this.phase === 'closed') return;
+    if (this.closed) return;
     this.outQueue.length = 0;
+    this.awaitingHeld = null;
+    this.waitingDrain = false;
     this.host.setTimer?.('keepalive', null);
     this.host.log.warn({ event: 'response.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message: 'held response not ready before the hold deadline' } }, 'held response not ready before the hold deadline');
     if (!this.clientMidOutput) this.host.sendClient(b(`* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[ErrorCodes.HOLD_TIMEOUT]} (${ErrorCodes.HOLD_TIMEOUT})${CRLF}`));
     this.finish({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'held response outlived the hold deadline' });
   }
 
-  private async flushThen(fn: () => void): Promise<void> {
-    if (this.outQueue.length > 0) {
-      this.outQueue.push(Promise.resolve(Buffer.alloc(0)));
-      await this.flush();
-    }
-    fn();
-  }
-
   // ---------------------------------------------------------------- client input
 
   onClientData(data: Buffer): void {
-    if (this.phase === 'closed') return;
-    if (this.busy) {
-      this.clientBacklog.push(data);
-      return;
-    }
+    if (this.closed) return;
+    this.clientBacklog.push(data);
+    this.pumpClient();
+  }
+
+  /** The session cannot take a client command now: a handshake or login runs, or an intercepted command is in flight. */
+  private clientBlocked(): boolean {
+    const k = this.state.kind;
+    return k === 'client-tls' || k === 'upstream-login' || this.waitingForIntercept;
+  }
+
+  /** Hands waiting client input to the phase that owns it, for as long as the session can take it. */
+  private pumpClient(): void {
+    if (this.pumping) return;
+    this.pumping = true;
     try {
-      this.processClientFrames(this.clientFramer.push(data));
+      while (!this.closed && !this.clientBlocked()) {
+        if (this.frameBacklog.length > 0) {
+          const frames = this.frameBacklog;
+          this.frameBacklog = [];
+          this.processClientFrames(frames);
+          continue;
+        }
+        const next = this.clientBacklog.shift();
+        if (!next) break;
+        this.processClientFrames(this.clientFramer.push(next));
+      }
     } catch (err) {
       this.fail(err, 'client');
+    } finally {
+      this.pumping = false;
     }
   }
 
   private processClientFrames(frames: Frame[]): void {
-    if (this.phase === 'relay') this.relayClient(frames);
+    if (this.state.kind === 'relay') this.relayClient(frames);
     else this.preauthClient(frames);
   }
-
-  private drainBacklog(): void {
-    try {
-      while (!this.busy && this.phase !== 'closed' && this.frameBacklog.length > 0) {
-        const frames = this.frameBacklog;
-        this.frameBacklog = [];
-        this.processClientFrames(frames);
-      }
-      while (!this.busy && this.clientBacklog.length > 0 && this.phase !== 'closed') {
-        const next = this.clientBacklog.shift()!;
-        this.onClientData(next);
-      }
-    } catch (err) {
-      this.fail(err, 'client');
-    }
-  }
-
-  /** Frames already cut from client input but not yet processed (pipelined behind a LOGIN). */
-  private frameBacklog: Frame[] = [];
 
   private preauthCaps(): string[] {
     const mode = this.host.listener.tls.mode;
@@ -355,7 +470,11 @@ export class ImapSession implements Session, ImapSessionView {
 
   private preauthClient(frames: Frame[]): void {
     for (let i = 0; i < frames.length; i++) {
-      if (this.phase === 'closed') return;
+      if (this.state.kind !== 'preauth') {
+        // a login started (an AUTHENTICATE exchange completed): what follows waits for its result
+        if (this.state.kind === 'upstream-login') this.frameBacklog = frames.slice(i).concat(this.frameBacklog);
+        return;
+      }
       const frame = frames[i]!;
       if (this.sasl && frame.type === 'line' && frame.start) {
         this.saslResponse(frame.data);
@@ -370,37 +489,26 @@ export class ImapSession implements Session, ImapSessionView {
       const parts = this.preauthAssembler.add(frame);
       if (!parts) continue;
       const rest = frames.slice(i + 1);
-      const asyncStep = this.preauthCommand(parts);
-      if (asyncStep) {
-        // STARTTLS: nothing pipelined after it may survive; LOGIN: later commands wait for the result
-        if (asyncStep.kind === 'starttls') {
-          const dropped = rest.reduce((n, f) => n + f.data.length, 0) + this.clientFramer.discard();
-          if (dropped > 0) this.host.log.warn({ event: 'client.injection_discarded', bytes: dropped }, 'discarded client bytes pipelined after STARTTLS');
-          this.clientBacklog = [];
-          this.frameBacklog = [];
-        } else if (rest.length > 0) {
-          this.frameBacklog = rest.concat(this.frameBacklog);
-        }
-        this.runAsync(asyncStep.run);
+      const action = this.preauthCommand(parts);
+      if (action?.kind === 'starttls') {
+        // STARTTLS: nothing pipelined after it may survive
+        const dropped = rest.reduce((n, f) => n + f.data.length, 0) + this.clientFramer.discard();
+        if (dropped > 0) this.host.log.warn({ event: 'client.injection_discarded', bytes: dropped }, 'discarded client bytes pipelined after STARTTLS');
+        this.clientBacklog = [];
+        this.frameBacklog = [];
+        this.beginClientTls();
+        return;
+      }
+      if (action?.kind === 'login') {
+        // later commands wait for the result
+        this.frameBacklog = rest.concat(this.frameBacklog);
+        this.beginLogin(action.tag, action.user, action.password);
         return;
       }
     }
   }
 
-  private runAsync(run: () => Promise<void>): void {
-    this.busy = true;
-    this.setClientPause('login', true);
-    run()
-      .catch((err) => this.fail(err, 'upstream'))
-      .finally(() => {
-        this.busy = false;
-        if (this.phase === 'closed') return;
-        this.setClientPause('login', false);
-        this.drainBacklog();
-      });
-  }
-
-  private preauthCommand(parts: Buffer[]): { kind: 'starttls' | 'login'; run: () => Promise<void> } | null {
+  private preauthCommand(parts: Buffer[]): PreauthAction | null {
     const line = parts[0]!;
     const head = parseCommandHead(line);
     if (!head) {
@@ -429,14 +537,7 @@ export class ImapSession implements Session, ImapSessionView {
           return null;
         }
         this.sendClient(`${tag} OK Begin TLS negotiation now${CRLF}`);
-        return {
-          kind: 'starttls',
-          run: async () => {
-            // the host logs client.tls
-            await this.host.startClientTls();
-            this.clientTlsActive = true;
-          },
-        };
+        return { kind: 'starttls' };
       }
       case 'LOGIN': {
         if (this.loginDisabled()) {
@@ -450,7 +551,7 @@ export class ImapSession implements Session, ImapSessionView {
           this.bad(tag, 'LOGIN expects user and password');
           return null;
         }
-        return { kind: 'login', run: () => this.login(tag, args[0]!, args[1]!) };
+        return { kind: 'login', tag, user: args[0]!, password: args[1]! };
       }
       case 'AUTHENTICATE': {
         if (this.loginDisabled()) {
@@ -489,11 +590,11 @@ export class ImapSession implements Session, ImapSessionView {
 
   private saslResponse(line: Buffer): void {
     const text = line.toString('latin1').replace(/\r?\n$/, '').trim();
-    const step = this.saslStep(text);
-    if (step) this.runAsync(step.run);
+    const action = this.saslStep(text);
+    if (action) this.beginLogin(action.tag, action.user, action.password);
   }
 
-  private saslStep(response: string): { kind: 'login'; run: () => Promise<void> } | null {
+  private saslStep(response: string): (PreauthAction & { kind: 'login' }) | null {
     const sasl = this.sasl!;
     if (response === '*') {
       this.sasl = null;
@@ -517,7 +618,7 @@ export class ImapSession implements Session, ImapSessionView {
         );
         return null;
       }
-      return { kind: 'login', run: () => this.login(sasl.tag, plain.authcid, plain.password) };
+      return { kind: 'login', tag: sasl.tag, user: plain.authcid, password: plain.password };
     }
     if (sasl.step === 0) {
       sasl.user = data;
@@ -526,12 +627,36 @@ export class ImapSession implements Session, ImapSessionView {
       return null;
     }
     this.sasl = null;
-    return { kind: 'login', run: () => this.login(sasl.tag, sasl.user!, data) };
+    return { kind: 'login', tag: sasl.tag, user: sasl.user!, password: data };
+  }
+
+  // ---------------------------------------------------------------- client STARTTLS
+
+  private beginClientTls(): void {
+    this.state = { kind: 'client-tls' };
+    this.setClientPause('login', true);
+    // the host logs client.tls and reports onClientTlsReady / onClientTlsFailed
+    this.host.startClientTls();
+  }
+
+  onClientTlsReady(_info: TlsInfo): void {
+    if (this.state.kind !== 'client-tls') return;
+    this.clientTlsActive = true;
+    this.state = { kind: 'preauth' };
+    this.guarded(() => this.clientMayGoOn());
+  }
+
+  /** The handshake failed: the connection carries neither plaintext nor TLS any more, so nothing is said. */
+  onClientTlsFailed(err: Error): void {
+    if (this.state.kind !== 'client-tls') return;
+    const code = isPosternError(err) ? err.code : ErrorCodes.PROTOCOL;
+    this.host.log.warn({ event: 'client.tls_failed', err: { code, message: err.message } }, 'client TLS handshake failed');
+    this.finish({ kind: 'error', code, message: 'client TLS handshake failed' });
   }
 
   // ---------------------------------------------------------------- login + upstream handshake
 
-  private async login(tag: string, loginBuf: Buffer, password: Buffer): Promise<void> {
+  private beginLogin(tag: string, loginBuf: Buffer, password: Buffer): void {
     const login = loginBuf.toString('utf8');
     const route = routeLogin(this.host.listener.upstream, login);
     if (!route.ok) {
@@ -544,108 +669,144 @@ export class ImapSession implements Session, ImapSessionView {
       this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
       return;
     }
-    this.phase = 'login';
+    this.upstreamEpoch++;
     this.upstreamFramer = new ImapFramer(this.host.listener.limits);
     this.handshakeAssembler.reset();
-    this.handshakeQueue = [];
     this.upstreamCapabilities = new Set();
-    const t0 = Date.now();
+    const attempt: LoginAttempt = { tag, user: route.user, password, upstreamName: route.upstreamName, target: route.target, startedAt: Date.now(), step: { kind: 'connecting' } };
+    this.state = { kind: 'upstream-login', login: attempt };
+    this.setClientPause('login', true);
+    this.host.connectUpstream(route.target);
+  }
+
+  /** The login attempt, when it is at `step`. */
+  private loginAt(step: LoginStep['kind']): LoginAttempt | null {
+    return this.state.kind === 'upstream-login' && this.state.login.step.kind === step ? this.state.login : null;
+  }
+
+  /** The login attempt, when it waits for an answer from the upstream (greeting or a handshake command). */
+  private loginAwaitingAnswer(): LoginAttempt | null {
+    return this.state.kind === 'upstream-login' && isAnswerStep(this.state.login.step) ? this.state.login : null;
+  }
+
+  onUpstreamConnected(): void {
+    const login = this.loginAt('connecting');
+    if (!login) return;
+    this.host.log.info({ event: 'upstream.connect', upstream: login.upstreamName, ms: Date.now() - login.startedAt }, 'upstream connected');
+    login.step = { kind: 'greeting' };
+    this.awaitAnswer();
+  }
+
+  onUpstreamConnectFailed(err: Error): void {
+    const login = this.loginAt('connecting');
+    if (login) this.guarded(() => this.loginFailed(login, err));
+  }
+
+  onUpstreamTlsReady(_info: TlsInfo): void {
+    const login = this.loginAt('upstream-tls');
+    // the host logs upstream.tls; capabilities must be re-learned after TLS (RFC 3501 6.2.1)
+    if (login) this.guarded(() => this.sendHandshakeCommand(login, 'capability-after-tls', 'CAPABILITY'));
+  }
+
+  onUpstreamTlsFailed(err: Error): void {
+    const login = this.loginAt('upstream-tls');
+    if (login) this.guarded(() => this.loginFailed(login, err));
+  }
+
+  /** Runs an event's work; whatever it throws ends the session (never the host). */
+  private guarded(fn: () => void): void {
     try {
-      await this.host.connectUpstream(route.target);
-      this.host.log.info({ event: 'upstream.connect', upstream: route.upstreamName, ms: Date.now() - t0 }, 'upstream connected');
-      await this.upstreamHandshake(route.target.implicitTls);
-      const result = await this.upstreamLogin(route.user, password);
-      if (result.head.keyword !== 'OK') {
-        this.host.log.info({ event: 'login.refused', reason: 'upstream', user: route.user, upstream: route.upstreamName, result: result.head.keyword }, 'login failed upstream');
-        this.host.disconnectUpstream();
-        this.phase = 'preauth';
-        this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${result.head.text || 'Authentication failed'}${CRLF}`);
-        return;
-      }
-      this.user = route.user;
-      this.upstreamName = route.upstreamName;
-      this.host.setUser(route.user, route.upstreamName);
-      let code = '';
-      if (result.head.code && /^CAPABILITY /i.test(result.head.code)) {
-        const caps = splitCapabilities(result.head.code.slice(11));
-        this.upstreamCapabilities = new Set(caps.map((c) => c.toUpperCase()));
-        code = `[CAPABILITY ${filterCapabilities(caps).join(' ')}] `;
-      }
-      this.host.log.info({ event: 'login.ok', ms: Date.now() - t0 }, 'login ok');
-      this.phase = 'relay';
-      // hand any bytes the upstream already sent after the login OK to the relay framer
-      const leftover = this.handshakeQueue;
-      this.handshakeQueue = [];
-      this.sendClient(`${tag} OK ${code}${result.head.text || 'Logged in'}${CRLF}`);
-      // refresh postern's view of the upstream capabilities under its private tag namespace
-      this.inject('CAPABILITY', (_head, untagged) => {
-        for (const parts of untagged) {
-          const h = parseResponseHead(parts[0]!);
-          if (h.keyword === 'CAPABILITY') this.upstreamCapabilities = new Set(splitCapabilities(h.text).map((c) => c.toUpperCase()));
-        }
-        this.host.log.debug({ event: 'upstream.capabilities', capabilities: [...this.upstreamCapabilities] }, 'upstream capabilities refreshed');
-      });
-      for (const parts of leftover) this.relayUpstreamParts(parts);
+      fn();
     } catch (err) {
-      const e = isPosternError(err) ? err : new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, err instanceof Error ? err.message : String(err));
-      this.host.log.warn({ event: 'login.failed', upstream: route.upstreamName, err: { code: e.code, message: e.message } }, 'upstream login phase failed');
-      this.host.disconnectUpstream();
-      if ((this.phase as Phase) === 'closed') return;
-      this.phase = 'preauth';
-      const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
-      this.sendClient(`${tag} NO [UNAVAILABLE] postern: ${e.message} (${e.code})${CRLF}`);
-      if (fatal) {
-        this.sendClient(`* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream${CRLF}`);
-        this.finish({ kind: 'error', code: e.code, message: e.message });
-      }
+      this.fail(err, 'upstream');
     }
   }
 
-  /** Next complete upstream response during the login phase. */
-  private nextUpstream(): Promise<{ parts: Buffer[]; head: ResponseHead }> {
-    const queued = this.handshakeQueue.shift();
-    if (queued) return Promise.resolve({ parts: queued, head: parseResponseHead(queued[0]!) });
-    return new Promise((resolve, reject) => {
-      // every handshake answer must come within greeting_timeout_ms; the host owns the timer (onTimer('handshake'))
-      this.host.setTimer?.('handshake', this.host.listener.limits.greetingTimeoutMs || null);
-      this.handshakeWaiter = (r) => {
-        this.host.setTimer?.('handshake', null);
-        this.handshakeWaiter = null;
-        if (r instanceof Error) reject(r);
-        else resolve({ parts: r, head: parseResponseHead(r[0]!) });
-      };
-    });
-  }
-
-  private nextPrivateTag(): string {
-    this.privateSeq++;
-    return `${this.privatePrefix}${this.privateSeq}`;
+  /** Every handshake answer must come within greeting_timeout_ms; the host owns the timer (onTimer('handshake')). */
+  private awaitAnswer(): void {
+    this.host.setTimer?.('handshake', this.host.listener.limits.greetingTimeoutMs || null);
   }
 
   /**
-   * Sends a private command during the login phase and collects its responses. `chunks` are sent one
-   * per continuation request (synchronizing literals, SASL); each chunk carries its own line endings.
+   * Sends one of postern's commands during the login phase; its answer comes to loginAnswer(). `chunks`
+   * are sent one per continuation request (synchronizing literals, SASL).
    */
-  private async handshakeCommand(command: string | Buffer[]): Promise<{ head: ResponseHead; untagged: Buffer[][] }> {
+  private sendHandshakeCommand(login: LoginAttempt, purpose: HandshakePurpose, command: string | Buffer[]): void {
     const tag = this.nextPrivateTag();
     const chunks = typeof command === 'string' ? [b(command + CRLF)] : command;
+    login.step = { kind: 'command', purpose, tag, chunks, next: 1, untagged: [] };
     this.host.sendUpstream(Buffer.concat([b(`${tag} `), chunks[0]!]));
-    let next = 1;
-    const untagged: Buffer[][] = [];
-    for (;;) {
-      const { parts, head } = await this.nextUpstream();
-      if (head.kind === 'continuation') {
-        const chunk = chunks[next++];
-        if (!chunk) throw new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'unexpected continuation from upstream');
-        this.host.sendUpstream(chunk);
-        continue;
+    this.awaitAnswer();
+  }
+
+  /** One complete upstream response during the login phase. `rest` counts the bytes behind it in the same segment. */
+  private loginAnswer(login: LoginAttempt, parts: Buffer[], rest: () => number): void {
+    this.host.setTimer?.('handshake', null);
+    const head = parseResponseHead(parts[0]!);
+    const step = login.step;
+    if (step.kind === 'greeting') {
+      if (head.kind !== 'untagged' || (head.keyword !== 'OK' && head.keyword !== 'PREAUTH' && head.keyword !== 'BYE')) {
+        return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream sent no IMAP greeting'));
       }
-      if (head.kind === 'tagged' && head.tag === tag) return { head, untagged };
-      if (head.kind === 'untagged' && head.keyword === 'BYE') {
-        throw new PosternError(ErrorCodes.UPSTREAM_CLOSED, `upstream said BYE: ${head.text}`);
+      if (head.keyword === 'BYE') return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_REFUSED, `upstream refused: ${head.text}`));
+      if (head.keyword === 'PREAUTH') {
+        return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH; refusing (cannot secure or authenticate the session)'));
       }
-      untagged.push(parts);
+      if (head.code && /^CAPABILITY /i.test(head.code)) {
+        this.upstreamCapabilities = new Set(splitCapabilities(head.code.slice(11)).map((c) => c.toUpperCase()));
+        return this.afterGreetingCapabilities(login);
+      }
+      return this.sendHandshakeCommand(login, 'capability', 'CAPABILITY');
     }
+    if (step.kind !== 'command') return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream data while none was expected'));
+    if (head.kind === 'continuation') {
+      const chunk = step.chunks[step.next++];
+      if (!chunk) return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'unexpected continuation from upstream'));
+      this.host.sendUpstream(chunk);
+      return this.awaitAnswer();
+    }
+    if (head.kind === 'tagged' && head.tag === step.tag) return this.handshakeCommandDone(login, step, head, rest);
+    if (head.kind === 'untagged' && head.keyword === 'BYE') {
+      return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_CLOSED, `upstream said BYE: ${head.text}`));
+    }
+    step.untagged.push(parts);
+    this.awaitAnswer();
+  }
+
+  private handshakeCommandDone(login: LoginAttempt, step: LoginStep & { kind: 'command' }, head: ResponseHead, rest: () => number): void {
+    switch (step.purpose) {
+      case 'capability':
+        this.updateCapsFrom(step.untagged);
+        return this.afterGreetingCapabilities(login);
+      case 'starttls': {
+        if (head.keyword !== 'OK') return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STARTTLS: ${head.text}`));
+        // response injection: nothing the upstream sent after its OK may be read as post-TLS data
+        const dropped = rest() + this.upstreamFramer.discard();
+        this.handshakeAssembler.reset();
+        this.upstreamEpoch++;
+        if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
+        login.step = { kind: 'upstream-tls' };
+        // the host logs upstream.tls and reports onUpstreamTlsReady / onUpstreamTlsFailed
+        this.host.startUpstreamTls();
+        return;
+      }
+      case 'capability-after-tls':
+        this.updateCapsFrom(step.untagged);
+        return this.sendCredentials(login);
+      case 'login':
+        return this.loginResult(login, head);
+    }
+  }
+
+  /** The capabilities before any TLS are known: upstream STARTTLS when required, else the login. */
+  private afterGreetingCapabilities(login: LoginAttempt): void {
+    if (this.host.listener.upstream.tls.mode === 'starttls' && !login.target.implicitTls) {
+      if (!this.upstreamCapabilities.has('STARTTLS')) {
+        return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STARTTLS but TLS is required'));
+      }
+      return this.sendHandshakeCommand(login, 'starttls', 'STARTTLS');
+    }
+    this.sendCredentials(login);
   }
 
   private updateCapsFrom(untagged: Buffer[][]): boolean {
@@ -659,56 +820,18 @@ export class ImapSession implements Session, ImapSessionView {
     return false;
   }
 
-  private async upstreamHandshake(implicitTls: boolean): Promise<void> {
-    const greeting = await this.nextUpstream();
-    const g = greeting.head;
-    if (g.kind !== 'untagged' || (g.keyword !== 'OK' && g.keyword !== 'PREAUTH' && g.keyword !== 'BYE')) {
-      throw new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream sent no IMAP greeting');
-    }
-    if (g.keyword === 'BYE') throw new PosternError(ErrorCodes.UPSTREAM_REFUSED, `upstream refused: ${g.text}`);
-    if (g.keyword === 'PREAUTH') {
-      throw new PosternError(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH; refusing (cannot secure or authenticate the session)');
-    }
-    const tlsMode = this.host.listener.upstream.tls.mode;
-    if (g.code && /^CAPABILITY /i.test(g.code)) {
-      this.upstreamCapabilities = new Set(splitCapabilities(g.code.slice(11)).map((c) => c.toUpperCase()));
-    } else {
-      const r = await this.handshakeCommand('CAPABILITY');
-      this.updateCapsFrom(r.untagged);
-    }
-    if (tlsMode === 'starttls' && !implicitTls) {
-      if (!this.upstreamCapabilities.has('STARTTLS')) {
-        throw new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STARTTLS but TLS is required');
-      }
-      const r = await this.handshakeCommand('STARTTLS');
-      if (r.head.keyword !== 'OK') throw new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STARTTLS: ${r.head.text}`);
-      // response injection: nothing the upstream sent after its OK may be read as post-TLS data
-      const dropped = this.upstreamFramer.discard() + this.handshakeQueue.reduce((n, p) => n + p.reduce((m, x) => m + x.length, 0), 0);
-      this.handshakeQueue = [];
-      this.handshakeAssembler.reset();
-      if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
-      this.discardUpstreamUntilTls = true;
-      // the host logs upstream.tls
-      await this.host.startUpstreamTls();
-      this.discardUpstreamUntilTls = false;
-      // capabilities must be re-learned after TLS (RFC 3501 6.2.1): postern's first injected command
-      const r2 = await this.handshakeCommand('CAPABILITY');
-      this.updateCapsFrom(r2.untagged);
-    }
-  }
-
-  private discardUpstreamUntilTls = false;
-
-  private async upstreamLogin(user: string, password: Buffer): Promise<{ head: ResponseHead }> {
+  /** The client's login, replayed upstream: AUTHENTICATE PLAIN when offered, else LOGIN. */
+  private sendCredentials(login: LoginAttempt): void {
     const caps = this.upstreamCapabilities;
-    const userBuf = b(user);
+    const userBuf = b(login.user);
+    const password = login.password;
     if (caps.has('AUTH=PLAIN')) {
       const payload = Buffer.concat([Buffer.alloc(1), userBuf, Buffer.alloc(1), password]).toString('base64');
-      if (caps.has('SASL-IR')) return this.handshakeCommand(`AUTHENTICATE PLAIN ${payload}`);
-      return this.handshakeCommand([b(`AUTHENTICATE PLAIN${CRLF}`), b(payload + CRLF)]);
+      if (caps.has('SASL-IR')) return this.sendHandshakeCommand(login, 'login', `AUTHENTICATE PLAIN ${payload}`);
+      return this.sendHandshakeCommand(login, 'login', [b(`AUTHENTICATE PLAIN${CRLF}`), b(payload + CRLF)]);
     }
     if (caps.has('LOGINDISABLED')) {
-      throw new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream refuses LOGIN and offers no AUTH=PLAIN');
+      return this.loginFailed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream refuses LOGIN and offers no AUTH=PLAIN'));
     }
     // LOGIN with quoted strings, or literals for values that cannot be quoted
     const literalPlus = caps.has('LITERAL+');
@@ -728,46 +851,111 @@ export class ImapSession implements Session, ImapSessionView {
     }
     current.push(b(CRLF));
     chunks.push(Buffer.concat(current));
-    return this.handshakeCommand(chunks);
+    this.sendHandshakeCommand(login, 'login', chunks);
+  }
+
+  /** The upstream's answer to the replayed login. */
+  private loginResult(login: LoginAttempt, head: ResponseHead): void {
+    const { tag } = login;
+    if (head.keyword !== 'OK') {
+      this.host.log.info({ event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
+      this.host.disconnectUpstream();
+      this.state = { kind: 'preauth' };
+      this.sendClient(`${tag} NO [AUTHENTICATIONFAILED] ${head.text || 'Authentication failed'}${CRLF}`);
+      this.clientMayGoOn();
+      return;
+    }
+    this.user = login.user;
+    this.upstreamName = login.upstreamName;
+    this.host.setUser(login.user, login.upstreamName);
+    let code = '';
+    if (head.code && /^CAPABILITY /i.test(head.code)) {
+      const caps = splitCapabilities(head.code.slice(11));
+      this.upstreamCapabilities = new Set(caps.map((c) => c.toUpperCase()));
+      code = `[CAPABILITY ${filterCapabilities(caps).join(' ')}] `;
+    }
+    this.host.log.info({ event: 'login.ok', ms: Date.now() - login.startedAt }, 'login ok');
+    this.state = { kind: 'relay' };
+    this.sendClient(`${tag} OK ${code}${head.text || 'Logged in'}${CRLF}`);
+    // refresh postern's view of the upstream capabilities under its private tag namespace
+    this.inject('CAPABILITY', (_head, untagged) => {
+      for (const parts of untagged) {
+        const h = parseResponseHead(parts[0]!);
+        if (h.keyword === 'CAPABILITY') this.upstreamCapabilities = new Set(splitCapabilities(h.text).map((c) => c.toUpperCase()));
+      }
+      this.host.log.debug({ event: 'upstream.capabilities', capabilities: [...this.upstreamCapabilities] }, 'upstream capabilities refreshed');
+    });
+    this.clientMayGoOn();
+  }
+
+  /** The login attempt failed before the upstream judged the credentials: tagged NO, and the session ends when the upstream cannot be secured. */
+  private loginFailed(login: LoginAttempt, err: unknown): void {
+    const e = isPosternError(err) ? err : new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, err instanceof Error ? err.message : String(err));
+    this.host.setTimer?.('handshake', null);
+    this.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: e.code, message: e.message } }, 'upstream login phase failed');
+    this.host.disconnectUpstream();
+    this.state = { kind: 'preauth' };
+    const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
+    this.sendClient(`${login.tag} NO [UNAVAILABLE] postern: ${e.message} (${e.code})${CRLF}`);
+    if (fatal) {
+      this.sendClient(`* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream${CRLF}`);
+      this.finish({ kind: 'error', code: e.code, message: e.message });
+      return;
+    }
+    this.clientMayGoOn();
+  }
+
+  /** The login ended (either way): the client's pipelined commands are taken again. */
+  private clientMayGoOn(): void {
+    this.setClientPause('login', false);
+    this.pumpClient();
+  }
+
+  private nextPrivateTag(): string {
+    this.privateSeq++;
+    return `${this.privatePrefix}${this.privateSeq}`;
   }
 
   // ---------------------------------------------------------------- upstream input
 
   onUpstreamData(data: Buffer): void {
-    if (this.phase === 'closed') return;
-    if (this.discardUpstreamUntilTls) {
+    const st = this.state;
+    if (st.kind === 'upstream-login' && st.login.step.kind === 'upstream-tls') {
       this.host.log.warn({ event: 'upstream.injection_discarded', bytes: data.length }, 'discarded upstream bytes sent after its STARTTLS OK');
       return;
     }
+    if (st.kind !== 'upstream-login' && st.kind !== 'relay') return;
+    const epoch = this.upstreamEpoch;
+    let frames: Frame[];
     try {
-      const frames = this.upstreamFramer.push(data);
-      if (this.phase === 'login' || this.phase === 'preauth') {
-        for (const f of frames) {
-          const parts = this.handshakeAssembler.add(f);
-          if (!parts) continue;
-          if (this.handshakeWaiter && this.handshakeQueue.length === 0) this.handshakeWaiter(parts);
-          else this.handshakeQueue.push(parts);
-        }
+      frames = this.upstreamFramer.push(data);
+    } catch (err) {
+      this.upstreamError(err);
+      return;
+    }
+    for (let i = 0; i < frames.length; i++) {
+      // the stream started over (upstream STARTTLS, a new login): frames cut before are not read
+      if (this.upstreamEpoch !== epoch) break;
+      const cur = this.state;
+      try {
+        if (cur.kind === 'upstream-login') {
+          const parts = this.handshakeAssembler.add(frames[i]!);
+          if (parts) this.loginAnswer(cur.login, parts, () => frames.slice(i + 1).reduce((n, f) => n + f.data.length, 0));
+        } else if (cur.kind === 'relay') this.relayUpstreamFrame(frames[i]!);
+        else break;
+      } catch (err) {
+        this.upstreamError(err);
         return;
       }
-      for (const f of frames) this.relayUpstreamFrame(f);
-    } catch (err) {
-      if (this.phase === 'login' && this.handshakeWaiter) this.handshakeWaiter(err as Error);
-      else this.fail(err, 'upstream');
     }
+    if (this.closeAfterSegment) this.finish(this.closeAfterSegment);
   }
 
-  /** Relays a response already assembled during the login phase. */
-  private relayUpstreamParts(parts: Buffer[]): void {
-    for (let i = 0; i < parts.length; i++) {
-      const data = parts[i]!;
-      if (i % 2 === 0) {
-        const literal = i + 1 < parts.length ? { size: parts[i + 1]!.length, nonSync: false, binary: false } : null;
-        this.relayUpstreamFrame({ type: 'line', data, start: i === 0, literal });
-      } else {
-        this.relayUpstreamFrame({ type: 'literal', data, last: true });
-      }
-    }
+  /** An upstream framing or protocol fault: the login attempt fails (when it waits for an answer), else the session ends. */
+  private upstreamError(err: unknown): void {
+    const login = this.loginAwaitingAnswer();
+    if (login) this.loginFailed(login, err);
+    else this.fail(err, 'upstream');
   }
 
   private relayUpstreamFrame(frame: Frame): void {
@@ -860,8 +1048,8 @@ export class ImapSession implements Session, ImapSessionView {
       if (head.code && /^CAPABILITY /i.test(head.code)) this.sendClient(this.rewriteCapabilityCode(frame.data, head));
       else this.sendClient(frame.data);
       if (target.tag === this.logoutTag) {
-        // after the LOGOUT completion the session ends (once it has been flushed)
-        queueMicrotask(() => this.finish({ kind: 'client-quit' }));
+        // after the LOGOUT completion the session ends, once this upstream segment has been handled
+        this.closeAfterSegment = { kind: 'client-quit' };
       }
       this.pumpGate();
       return;
@@ -1005,7 +1193,7 @@ export class ImapSession implements Session, ImapSessionView {
    */
   private relayClient(frames: Frame[]): void {
     for (let i = 0; i < frames.length; i++) {
-      if (this.phase !== 'relay') return;
+      if (this.state.kind !== 'relay') return;
       const frame = frames[i]!;
       if (!this.cmd && frame.type === 'line' && frame.start) {
         if (this.idle && !this.idle.doneSent) {
@@ -1016,7 +1204,6 @@ export class ImapSession implements Session, ImapSessionView {
           // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
           // nothing new goes upstream until the intercepted command has completed.
           this.frameBacklog = frames.slice(i).concat(this.frameBacklog);
-          this.busy = true;
           this.waitingForIntercept = true;
           this.setClientPause('intercept', true);
           return;
@@ -1182,9 +1369,8 @@ export class ImapSession implements Session, ImapSessionView {
   private interceptDone(): void {
     if (!this.waitingForIntercept) return;
     this.waitingForIntercept = false;
-    this.busy = false;
     this.setClientPause('intercept', false);
-    this.drainBacklog();
+    this.pumpClient();
   }
 
   /** A complete client command that passed the grammar. */
@@ -1322,7 +1508,7 @@ export class ImapSession implements Session, ImapSessionView {
   }
 
   private maybeInject(): void {
-    if (this.phase !== 'relay' || this.pendingInjections.length === 0) return;
+    if (this.state.kind !== 'relay' || this.pendingInjections.length === 0) return;
     if (this.cmd !== null || this.idle !== null || this.logoutTag !== null) return;
     while (this.pendingInjections.length > 0) {
       const { command, done } = this.pendingInjections.shift()!;

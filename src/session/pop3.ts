@@ -15,7 +15,7 @@
  * - The client is read only while the session can take a command: at most
  *   POP3_LIMITS.maxPipelinedCommands unanswered commands and nothing held. After a command postern
  *   answered itself (everything before login, refusals after), the next one is taken only once the
- *   host says the client has read its output (SessionHost.clientDrained). Before login at most
+ *   host says the client has read its output (SessionHost.awaitClientDrain). Before login at most
  *   POP3_LIMITS.maxPreLoginCommands commands.
  * - A response the upstream sent before it closed (RETR + QUIT pipelined) is still answered.
  * - On a listener with a policy (hooks.onMultiline) no upstream byte is relayed as received: RETR/TOP
@@ -39,7 +39,7 @@ import {
 import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import { routeLogin } from './routing.js';
 import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
-import type { CloseReason, MemoryLease, Session, SessionHost, UpstreamTarget } from './types.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from './types.js';
 
 /** A client command forwarded upstream and waiting for its response. */
 export interface Pop3PendingCommand {
@@ -170,7 +170,7 @@ export class Pop3Session implements Session {
   private upstreamGone: { err?: Error } | null = null;
   /** What was last asked of host.pauseClient. */
   private clientPaused = false;
-  /** Waiting for host.clientDrained() after a local answer. */
+  /** Waiting for onClientDrained after a local answer. */
   private drainWait = false;
   /** Memory budget lease for a response being inspected. */
   private lease: MemoryLease | null = null;
@@ -206,7 +206,7 @@ export class Pop3Session implements Session {
 
   onClientData(data: Buffer): void {
     // During the STLS handshake the host delivers only decrypted bytes (the plaintext tail was dropped in
-    // clientStls): buffer them until the handshake promise settles.
+    // clientStls): buffer them until onClientTlsReady.
     if (this.state === 'closed') return;
     try {
       this.cf.push(data);
@@ -230,12 +230,14 @@ export class Pop3Session implements Session {
    * enough of its output (the host's bound). A CAPA loop that never reads thus gets no further answers.
    */
   private awaitDrain(): void {
-    if (!this.host.clientDrained || this.drainWait || this.state === 'closed') return;
-    this.drainWait = true;
-    this.host.clientDrained().then(() => {
-      this.drainWait = false;
-      if (this.state !== 'closed') this.pumpClient();
-    });
+    if (!this.host.awaitClientDrain || this.drainWait || this.state === 'closed') return;
+    if (!this.host.awaitClientDrain()) this.drainWait = true;
+  }
+
+  onClientDrained(): void {
+    if (!this.drainWait) return;
+    this.drainWait = false;
+    if (this.state !== 'closed') this.pumpClient();
   }
 
   /** Held for the hold deadline: end with -ERR [SYS/TEMP] (the answer to the pending command) and E_HOLD_TIMEOUT. */
@@ -417,19 +419,21 @@ export class Pop3Session implements Session {
     const dropped = this.cf.clear();
     if (dropped > 0) this.host.log.warn({ event: 'client.injection_discarded', bytes: dropped }, 'discarded plaintext pipelined after STLS');
     this.state = 'client-tls';
-    this.host.startClientTls().then(
-      () => {
-        if (this.state !== 'client-tls') return;
-        this.clientTls = true;
-        this.state = 'auth';
-        this.pumpClient();
-      },
-      (e: unknown) => {
-        if (this.state === 'closed') return;
-        this.host.log.warn({ event: 'client.tls_failed', err: { code: codeOf(e, ErrorCodes.PROTOCOL), message: errMessage(e) } }, 'client TLS handshake failed');
-        this.end({ kind: 'error', code: codeOf(e, ErrorCodes.PROTOCOL), message: 'client TLS handshake failed' });
-      },
-    );
+    // the host reports onClientTlsReady / onClientTlsFailed
+    this.host.startClientTls();
+  }
+
+  onClientTlsReady(_info: TlsInfo): void {
+    if (this.state !== 'client-tls') return;
+    this.clientTls = true;
+    this.state = 'auth';
+    this.pumpClient();
+  }
+
+  onClientTlsFailed(e: Error): void {
+    if (this.state !== 'client-tls') return;
+    this.host.log.warn({ event: 'client.tls_failed', err: { code: codeOf(e, ErrorCodes.PROTOCOL), message: errMessage(e) } }, 'client TLS handshake failed');
+    this.end({ kind: 'error', code: codeOf(e, ErrorCodes.PROTOCOL), message: 'client TLS handshake failed' });
   }
 
   private onRelayCommand(cmd: Pop3Command): void {
@@ -561,19 +565,21 @@ export class Pop3Session implements Session {
     if (this.up === 'ready') return this.sendCredentials();
     this.target = decision.target;
     this.up = 'connecting';
-    this.host.connectUpstream(decision.target).then(
-      () => {
-        if (this.state === 'closed') return;
-        this.up = 'greeting';
-        this.pumpUpstream();
-      },
-      (e: unknown) => {
-        if (this.state === 'closed') return;
-        this.creds = null;
-        this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_REFUSED), message: errMessage(e) } }, 'upstream connect failed');
-        this.abort(codeOf(e, ErrorCodes.UPSTREAM_REFUSED), `upstream unavailable: ${errMessage(e)}`);
-      },
-    );
+    // the host reports onUpstreamConnected / onUpstreamConnectFailed
+    this.host.connectUpstream(decision.target);
+  }
+
+  onUpstreamConnected(): void {
+    if (this.state === 'closed' || this.up !== 'connecting') return;
+    this.up = 'greeting';
+    this.pumpUpstream();
+  }
+
+  onUpstreamConnectFailed(e: Error): void {
+    if (this.state === 'closed' || this.up !== 'connecting') return;
+    this.creds = null;
+    this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_REFUSED), message: errMessage(e) } }, 'upstream connect failed');
+    this.abort(codeOf(e, ErrorCodes.UPSTREAM_REFUSED), `upstream unavailable: ${errMessage(e)}`);
   }
 
   private sendCredentials(): void {
@@ -618,19 +624,8 @@ export class Pop3Session implements Session {
         const dropped = this.uf.clear();
         if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes after STLS +OK');
         this.up = 'tls';
-        this.host.startUpstreamTls().then(
-          () => {
-            if (this.state === 'closed') return;
-            this.up = 'ready';
-            this.sendCredentials();
-            this.pumpUpstream();
-          },
-          (e: unknown) => {
-            if (this.state === 'closed') return;
-            this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
-            this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), `upstream TLS failed: ${errMessage(e)}`);
-          },
-        );
+        // the host reports onUpstreamTlsReady / onUpstreamTlsFailed
+        this.host.startUpstreamTls();
         return;
       }
       case 'user':
@@ -646,6 +641,19 @@ export class Pop3Session implements Session {
       default:
         return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, 'unexpected upstream response');
     }
+  }
+
+  onUpstreamTlsReady(_info: TlsInfo): void {
+    if (this.state === 'closed' || this.up !== 'tls') return;
+    this.up = 'ready';
+    this.sendCredentials();
+    this.pumpUpstream();
+  }
+
+  onUpstreamTlsFailed(e: Error): void {
+    if (this.state === 'closed' || this.up !== 'tls') return;
+    this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
+    this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), `upstream TLS failed: ${errMessage(e)}`);
   }
 
   private loginResult(r: Pop3Response): void {

@@ -1,7 +1,10 @@
 /**
  * The boundary between session logic (src/session, no sockets) and the socket plumbing (src/relay).
- * A session receives bytes and events; it acts only through its SessionHost. Transcript tests drive a
- * session with a scripted host and compare the exact bytes it sends each way.
+ * A session receives bytes and events; it acts only through its SessionHost. Nothing between the two
+ * is a promise: what the host does asynchronously (connect, TLS handshakes, timers, the client reading
+ * its output) it reports by calling the session's `on...` methods, and the session moves its state on
+ * those events. So transcript tests drive a session with a scripted host, synchronously, and compare
+ * the exact bytes it sends each way.
  */
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
@@ -43,15 +46,25 @@ export interface SessionHost {
   readonly clientTls: boolean;
   sendClient(data: Buffer): void;
   sendUpstream(data: Buffer): void;
-  /** Open the upstream connection; rejects with a PosternError (E_UPSTREAM_REFUSED, E_UPSTREAM_TLS, E_CONNECT_TIMEOUT). */
-  connectUpstream(target: UpstreamTarget): Promise<void>;
+  /**
+   * Open the upstream connection. The host reports the outcome as an event: exactly one of
+   * `session.onUpstreamConnected()` or `session.onUpstreamConnectFailed(err)` (a PosternError:
+   * E_UPSTREAM_REFUSED, E_UPSTREAM_TLS, E_CONNECT_TIMEOUT), unless the session closes or calls
+   * disconnectUpstream() first. A session asks only once it is ready for either event: a scripted host
+   * may report it before this call returns.
+   */
+  connectUpstream(target: UpstreamTarget): void;
   /**
    * Upgrade the client connection to TLS. The session has already sent its OK and discarded every
-   * byte the client sent after the STARTTLS line; the host must deliver no plaintext bytes after this call.
+   * byte the client sent after the STARTTLS line; the host must deliver no plaintext bytes after this
+   * call. Outcome: `session.onClientTlsReady(info)` or `session.onClientTlsFailed(err)`.
    */
-  startClientTls(): Promise<TlsInfo>;
-  /** Upgrade the upstream connection (after its STARTTLS OK; the session discards bytes received after the OK). */
-  startUpstreamTls(): Promise<TlsInfo>;
+  startClientTls(): void;
+  /**
+   * Upgrade the upstream connection (after its STARTTLS OK; the session discards bytes received after
+   * the OK). Outcome: `session.onUpstreamTlsReady(info)` or `session.onUpstreamTlsFailed(err)`.
+   */
+  startUpstreamTls(): void;
   /** Close the upstream connection (failed login, retry with another route); the client stays connected. */
   disconnectUpstream(): void;
   /** Record the user once known (added to the session's log context). Never pass a password. */
@@ -71,13 +84,14 @@ export interface SessionHost {
    */
   reserveMemory?(bytes: number, what: string): MemoryLease | null;
   /**
-   * Resolves once the client's unread output (socket buffer + anything the host queues) is back under
-   * the listener's `client_output_soft_bytes` (at once when it already is; never rejects, and resolves
-   * when the session closes). A session that writes several queued responses in a row (held FETCH
-   * results, cache hits) awaits it between them, so a client that reads slowly does not make postern
-   * render everything into memory at once.
+   * Whether the client's unread output (socket buffer + anything the host queues) is under the
+   * listener's `client_output_soft_bytes`. true: go on. false: the host calls
+   * `session.onClientDrained()` once it is back under the bound (never after the session closed). A
+   * session that writes several queued responses in a row (held FETCH results, cache hits) asks between
+   * them, so a client that reads slowly does not make postern render everything into memory at once.
+   * Optional: a host without it never makes the session wait.
    */
-  clientDrained?(): Promise<void>;
+  awaitClientDrain?(): boolean;
   /**
    * Arms (ms > 0) or clears (null) the session's named repeating timer; the host calls
    * `session.onTimer(name)` every `ms` until it is cleared or the session closes. Sessions own no timers
@@ -106,7 +120,7 @@ export interface Session {
   onUpstreamEnd(err?: Error): void;
   /** Graceful shutdown request: say goodbye in protocol terms (`* BYE`, `-ERR`) and close. */
   shutdown(message: string): void;
-  /** Timer expiry forwarded by the host (the host owns the timers; see relay/runner.ts). */
+  /** Timer expiry forwarded by the host (the host owns the timers; see relay/connection.ts). */
   onTimeout(kind: 'login' | 'idle' | 'greeting'): void;
   /**
    * The host's hold deadline passed: the session has kept the client waiting (client reading paused by
@@ -119,6 +133,22 @@ export interface Session {
   onHoldTimeout?(): void;
   /** A timer armed with SessionHost.setTimer fired. */
   onTimer?(name: SessionTimer): void;
+  // The completion events of the host's asynchronous work. Optional only so that a session that never
+  // asks for that work (a test's stub) need not declare them; a session that asks must handle them.
+  /** connectUpstream() succeeded: the upstream's bytes follow as onUpstreamData. */
+  onUpstreamConnected?(): void;
+  /** connectUpstream() failed (nothing was connected). */
+  onUpstreamConnectFailed?(err: Error): void;
+  /** startClientTls() completed: the client's bytes are decrypted from now on. */
+  onClientTlsReady?(info: TlsInfo): void;
+  /** startClientTls() failed: the client connection is unusable. */
+  onClientTlsFailed?(err: Error): void;
+  /** startUpstreamTls() completed. */
+  onUpstreamTlsReady?(info: TlsInfo): void;
+  /** startUpstreamTls() failed. */
+  onUpstreamTlsFailed?(err: Error): void;
+  /** The client read its output after awaitClientDrain() returned false. */
+  onClientDrained?(): void;
   /** True while the IMAP client is in IDLE (idle timeout exempt). */
   readonly idling?: boolean;
   /** True once logged in (login timer stops). */

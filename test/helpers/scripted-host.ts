@@ -1,12 +1,20 @@
 /**
  * A SessionHost for transcript tests: records the exact bytes a session sends each way and lets the
- * test play the upstream's part. No sockets.
+ * test play the upstream's part. No sockets, no promises: what a real host reports later (connect, TLS
+ * handshakes) this one reports at once, synchronously, from inside the session's request
+ * (`completions = 'auto'`), or when the test says so (`'manual'`: the request waits in `pending` until
+ * the test calls `complete()` or `failPending()`). So a test never waits for a tick.
  */
 import { createLogger, type Logger } from '../../src/log/logger.js';
 import { Writable } from 'node:stream';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import type { CloseReason, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+import type { CloseReason, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+
+/** A host request that completes with an event. */
+export type HostRequest = 'connect' | 'client-tls' | 'upstream-tls';
+
+const TEST_TLS: TlsInfo = { protocol: 'TLSv1.3', cipher: 'TEST' };
 
 export function testListener(over: Partial<ListenerConfig> & { upstream?: ListenerConfig['upstream'] } = {}): ListenerConfig {
   return {
@@ -42,6 +50,17 @@ export class ScriptedHost implements SessionHost {
   user: string | null = null;
   clientTlsStarted = 0;
   upstreamTlsStarted = 0;
+  /** The session the completion events go to (set by attach()). */
+  session: Session | null = null;
+  /** 'auto': requests complete at once (connectError decides the connect); 'manual': they wait in `pending`. */
+  completions: 'auto' | 'manual' = 'auto';
+  /** Requests waiting for the test (manual completions), oldest first. */
+  pending: HostRequest[] = [];
+  /** The client's unread output is over the soft bound: awaitClientDrain() says false until drained(). */
+  outputBlocked = false;
+  /** How often the session asked awaitClientDrain(). */
+  drainChecks = 0;
+  private drainWanted = false;
 
   constructor(readonly listener: ListenerConfig, readonly clientTls = false, readonly clientAddress = '127.0.0.1') {
     const sink = new Writable({
@@ -60,20 +79,73 @@ export class ScriptedHost implements SessionHost {
   sendUpstream(data: Buffer): void {
     this.toUpstream.push(Buffer.from(data));
   }
-  async connectUpstream(target: UpstreamTarget): Promise<void> {
+  /** The session that receives the completion events; returns it. */
+  attach<S extends Session>(session: S): S {
+    this.session = session;
+    return session;
+  }
+  connectUpstream(target: UpstreamTarget): void {
     this.connects.push(target);
     this.events.push(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
-    if (this.connectError) throw this.connectError;
+    this.request('connect');
   }
-  async startClientTls(): Promise<TlsInfo> {
+  startClientTls(): void {
     this.clientTlsStarted++;
     this.events.push('client-tls');
-    return { protocol: 'TLSv1.3', cipher: 'TEST' };
+    this.request('client-tls');
   }
-  async startUpstreamTls(): Promise<TlsInfo> {
+  startUpstreamTls(): void {
     this.upstreamTlsStarted++;
     this.events.push('upstream-tls');
-    return { protocol: 'TLSv1.3', cipher: 'TEST' };
+    this.request('upstream-tls');
+  }
+  private request(what: HostRequest): void {
+    if (this.completions === 'manual') {
+      this.pending.push(what);
+      return;
+    }
+    if (what === 'connect' && this.connectError) this.fire(what, this.connectError);
+    else this.fire(what, null);
+  }
+  /** Reports the oldest pending request of that kind as done (manual completions). */
+  complete(what: HostRequest): void {
+    this.take(what);
+    this.fire(what, null);
+  }
+  /** Reports the oldest pending request of that kind as failed (manual completions). */
+  failPending(what: HostRequest, err: Error): void {
+    this.take(what);
+    this.fire(what, err);
+  }
+  private take(what: HostRequest): void {
+    const i = this.pending.indexOf(what);
+    if (i < 0) throw new Error(`no ${what} request is pending (pending: ${this.pending.join(', ') || 'none'})`);
+    this.pending.splice(i, 1);
+  }
+  private fire(what: HostRequest, err: Error | null): void {
+    const s = this.session;
+    if (!s) throw new Error('ScriptedHost: attach(session) before the session asks for a connection or TLS');
+    if (what === 'connect') {
+      if (err) s.onUpstreamConnectFailed?.(err);
+      else s.onUpstreamConnected?.();
+    } else if (what === 'client-tls') {
+      if (err) s.onClientTlsFailed?.(err);
+      else s.onClientTlsReady?.(TEST_TLS);
+    } else if (err) s.onUpstreamTlsFailed?.(err);
+    else s.onUpstreamTlsReady?.(TEST_TLS);
+  }
+  awaitClientDrain(): boolean {
+    this.drainChecks++;
+    if (!this.outputBlocked) return true;
+    this.drainWanted = true;
+    return false;
+  }
+  /** The client read its output: unblocks it and tells a waiting session. */
+  drained(): void {
+    this.outputBlocked = false;
+    if (!this.drainWanted) return;
+    this.drainWanted = false;
+    this.session?.onClientDrained?.();
   }
   disconnectUpstream(): void {
     this.events.push('disconnect-upstream');
@@ -109,9 +181,4 @@ export class ScriptedHost implements SessionHost {
     this.toUpstream = [];
     return s;
   }
-}
-
-/** Lets pending promise callbacks (async session steps) run. */
-export async function tick(n = 5): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
 }

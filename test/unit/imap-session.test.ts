@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { SessionHost } from '../../src/session/types.js';
 import { ImapSession } from '../../src/session/imap.js';
-import { ScriptedHost, testListener, tick } from '../helpers/scripted-host.js';
+import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import type { ListenerConfig } from '../../src/config/types.js';
 
 const GREETING_NONE = '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\r\n';
@@ -13,7 +13,7 @@ const FILTERED_AFTER_LOGIN =
 
 function setup(over: Partial<ListenerConfig> = {}, clientTls = false) {
   const host = new ScriptedHost(testListener(over), clientTls);
-  const session = new ImapSession(host, { privateTagPrefix: 'P.' });
+  const session = host.attach(new ImapSession(host, { privateTagPrefix: 'P.' }));
   session.start();
   const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
   const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
@@ -25,16 +25,12 @@ async function loggedIn(over: Partial<ListenerConfig> = {}) {
   const t = setup(over);
   t.host.takeClient();
   t.client('a1 LOGIN alice "secret pass"\r\n');
-  await tick();
   t.upstream(UP_GREETING);
-  await tick();
   expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldCBwYXNz\r\n');
   t.upstream(`P.1 OK [CAPABILITY ${UP_CAPS_AFTER_LOGIN}] Logged in\r\n`);
-  await tick();
   expect(t.host.takeClient()).toBe(`a1 OK [CAPABILITY ${FILTERED_AFTER_LOGIN}] Logged in\r\n`);
   expect(t.host.takeUpstream()).toBe('P.2 CAPABILITY\r\n');
   t.upstream(`* CAPABILITY ${UP_CAPS_AFTER_LOGIN}\r\nP.2 OK Capability completed.\r\n`);
-  await tick();
   expect(t.host.takeClient()).toBe('');
   return t;
 }
@@ -78,7 +74,6 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     const t = setup({ tls: { mode: 'starttls', hostname: 'h', minVersion: 'TLSv1.2' } });
     t.host.takeClient();
     t.client('s STARTTLS\r\nevil LOGIN mallory pw\r\nevil2 NOO');
-    await tick();
     expect(t.host.takeClient()).toBe('s OK Begin TLS negotiation now\r\n');
     expect(t.host.clientTlsStarted).toBe(1);
     expect(t.host.connects).toHaveLength(0);
@@ -94,13 +89,10 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     t.client('a LOGIN {5}\r\n');
     expect(t.host.takeClient()).toBe('+ Ready for literal data\r\n');
     t.client('alice {6+}\r\npa ss\x01\r\n');
-    await tick();
     expect(t.host.connects).toEqual([{ host: 'upstream.test', port: 143, implicitTls: false }]);
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe(`P.1 AUTHENTICATE PLAIN\r\n`);
     t.upstream('+ \r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe(Buffer.from('\0alice\0pa ss\x01').toString('base64') + '\r\n');
   });
 
@@ -108,15 +100,11 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     const t = setup();
     t.host.takeClient();
     t.client('a LOGIN alice {3+}\r\np"\x01\r\n');
-    await tick();
     t.upstream('* OK [CAPABILITY IMAP4rev1] hi\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('P.1 LOGIN "alice" {3}\r\n');
     t.upstream('+ go ahead\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('p"\x01\r\n');
     t.upstream('P.1 OK done\r\n');
-    await tick();
     expect(t.host.takeClient()).toBe('a OK done\r\n');
   });
 
@@ -126,13 +114,10 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     t.client('a AUTHENTICATE PLAIN\r\n');
     expect(t.host.takeClient()).toBe('+ \r\n');
     t.client(Buffer.from('\0bob\0bobpass').toString('base64') + '\r\n');
-    await tick();
     expect(t.host.connects).toHaveLength(1);
     t.upstream(UP_GREETING);
-    await tick();
     expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN ' + Buffer.from('\0bob\0bobpass').toString('base64') + '\r\n');
     t.upstream('P.1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
-    await tick();
     expect(t.host.takeClient()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
     expect(t.host.events).toContain('disconnect-upstream');
     // retry with LOGIN mechanism
@@ -141,7 +126,6 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     t.client(Buffer.from('bob').toString('base64') + '\r\n');
     expect(t.host.takeClient()).toBe('+ UGFzc3dvcmQ6\r\n');
     t.client(Buffer.from('bobpass').toString('base64') + '\r\n');
-    await tick();
     expect(t.host.connects).toHaveLength(2);
   });
 
@@ -151,7 +135,6 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     t.client('x AUTHENTICATE LOGIN\r\n*\r\n');
     expect(t.host.takeClient()).toBe('+ VXNlcm5hbWU6\r\nx BAD Authentication cancelled\r\n');
     t.client('a AUTHENTICATE PLAIN ' + Buffer.from('\0alice\0pw').toString('base64') + '\r\n');
-    await tick();
     expect(t.host.connects).toHaveLength(1);
     expect(t.host.takeClient()).toBe('');
   });
@@ -175,17 +158,14 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     });
     t.host.takeClient();
     t.client('a LOGIN me@gmx.de@evil.test pw\r\nb LOGIN plainuser pw\r\n');
-    await tick();
     expect(t.host.takeClient()).toBe(
       'a NO [AUTHENTICATIONFAILED] postern: mail server "evil.test" is not allowed here\r\n' +
         'b NO [AUTHENTICATIONFAILED] postern: log in as user@mail-server (login routing)\r\n',
     );
     expect(t.host.connects).toHaveLength(0);
     t.client('c LOGIN me@gmx.de@imap.example.com pw\r\n');
-    await tick();
     expect(t.host.connects).toEqual([{ host: 'imap.example.com', port: 993, implicitTls: true }]);
     t.upstream(UP_GREETING);
-    await tick();
     expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN ' + Buffer.from('\0me@gmx.de\0pw').toString('base64') + '\r\n');
   });
 
@@ -195,7 +175,6 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     const { PosternError } = await import('../../src/errors.js');
     t.host.connectError = new PosternError('E_UPSTREAM_REFUSED', 'cannot connect to upstream.test:143: ECONNREFUSED');
     t.client('a LOGIN alice pw\r\nb NOOP\r\n');
-    await tick();
     expect(t.host.takeClient()).toBe(
       'a NO [UNAVAILABLE] postern: cannot connect to upstream.test:143: ECONNREFUSED (E_UPSTREAM_REFUSED)\r\nb OK NOOP completed\r\n',
     );
@@ -210,17 +189,13 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     const t = setup({ upstream: starttlsUpstream });
     t.host.takeClient();
     t.client('a LOGIN alice secret\r\n');
-    await tick();
     t.upstream('* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('P.1 STARTTLS\r\n');
     t.upstream('P.1 OK Begin TLS\r\nP.2 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n');
-    await tick();
     expect(t.host.upstreamTlsStarted).toBe(1);
     expect(t.host.takeUpstream()).toBe('P.2 CAPABILITY\r\n');
     // the injected "P.2 OK" was discarded: postern still waits for the real CAPABILITY answer
     t.upstream('* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\nP.2 OK done\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('P.3 AUTHENTICATE PLAIN ' + Buffer.from('\0alice\0secret').toString('base64') + '\r\n');
     expect(t.host.logLines.join('')).toContain('"event":"upstream.injection_discarded"');
   });
@@ -229,9 +204,7 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     const t = setup({ upstream: starttlsUpstream });
     t.host.takeClient();
     t.client('a LOGIN alice secret\r\n');
-    await tick();
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('');
     expect(t.host.takeClient()).toBe(
       'a NO [UNAVAILABLE] postern: upstream does not offer STARTTLS but TLS is required (E_UPSTREAM_NO_STARTTLS)\r\n' +
@@ -244,9 +217,7 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     const t = setup({ upstream: starttlsUpstream });
     t.host.takeClient();
     t.client('a LOGIN alice secret\r\n');
-    await tick();
     t.upstream('* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n');
-    await tick();
     expect(t.host.takeUpstream()).toBe('');
     expect(t.host.takeClient()).toContain('(E_UPSTREAM_PREAUTH)');
     expect(t.host.closed?.code).toBe('E_UPSTREAM_PREAUTH');
@@ -317,7 +288,6 @@ describe('ImapSession relay phase', () => {
   it('upstream closing mid-session gives the client * BYE [UNAVAILABLE]', async () => {
     const t = await loggedIn();
     t.session.onUpstreamEnd();
-    await tick();
     expect(t.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
     expect(t.host.closed?.code).toBe('E_UPSTREAM_CLOSED');
   });
@@ -341,7 +311,7 @@ describe('ImapSession interception', () => {
     const listener = testListener();
     listener.inspect.keepaliveMs = keepaliveMs;
     const host = new ScriptedHost(listener);
-    const session = new ImapSession(host, {
+    const session = host.attach(new ImapSession(host, {
       privateTagPrefix: 'P.',
       interceptor: {
         intercept: (head, line) =>
@@ -354,16 +324,13 @@ describe('ImapSession interception', () => {
               }
             : null,
       },
-    });
+    }));
     session.start();
     const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s)), upstream: (s: string) => session.onUpstreamData(Buffer.from(s)) };
     host.takeClient();
     t.client('a1 LOGIN alice pw\r\n');
-    await tick();
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
-    await tick();
     t.upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
-    await tick();
     t.upstream('* CAPABILITY IMAP4rev1\r\nP.2 OK done\r\n');
     host.takeClient();
     host.takeUpstream();
@@ -433,7 +400,6 @@ describe('ImapSession interception', () => {
     };
     t.client('f1 FETCH 1 BODY[1]\r\n');
     t.upstream('* 1 FETCH (BODY[] {40}\r\nsecret secret secret secret secret secre)\r\nf1 OK done\r\n');
-    await tick();
     expect(withheld).toEqual(['postern is out of memory budget']);
     expect(granted).toBeLessThanOrEqual(16);
     const out = t.host.takeClient();
@@ -492,12 +458,9 @@ describe('ImapSession strict command path and choke point (issue 8)', () => {
     const t = setup();
     t.host.takeClient();
     t.client('a1 LOGIN alice pw\r\n');
-    await tick();
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
-    await tick();
     t.host.takeUpstream();
     t.upstream('P.1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n');
-    await tick();
     t.host.takeUpstream();
     t.upstream('* CAPABILITY IMAP4rev1 IDLE\r\nP.2 OK done\r\n');
     t.host.takeClient();
@@ -583,20 +546,17 @@ describe('ImapSession inspector failures', () => {
             : null,
       },
     });
+    host.attach(session);
     session.start();
     const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s, 'latin1')), upstream: (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1')) };
     host.takeClient();
     t.client('a1 LOGIN alice pw\r\n');
-    await tick();
     t.upstream(UP_GREETING);
-    await tick();
     t.upstream(`P.1 OK [CAPABILITY ${UP_CAPS_AFTER_LOGIN}] Logged in\r\n`);
-    await tick();
     t.upstream(`* CAPABILITY ${UP_CAPS_AFTER_LOGIN}\r\nP.2 OK done\r\n`);
     host.takeClient();
     t.client('f FETCH 1 BODY[]\r\n');
     t.upstream('* 1 FETCH (BODY[] {5}\r\nhello)\r\n');
-    await tick();
     expect(host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream protocol error (E_PROTOCOL)\r\n');
     expect(host.logLines.join('')).toMatch(/boom/);
     expect(host.closed).not.toBeNull();

@@ -14,6 +14,7 @@ import { Pop3Session, filterCapa, type Pop3Hooks, type Pop3PendingCommand } from
 import type { CloseReason, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
 
 const ROUTED_HOST = 'mail.example.test';
+const TEST_TLS: TlsInfo = { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
 
 interface HostOptions {
   tls?: ClientTlsMode;
@@ -39,6 +40,8 @@ class ScriptHost implements SessionHost {
   user: string | null = null;
   pausedClient = false;
   pausedUpstream = false;
+  /** Receives the completion events (connect, TLS), at once and synchronously. */
+  session: Pop3Session | null = null;
 
   constructor(private readonly opts: HostOptions = {}) {
     const sink = new Writable({
@@ -71,39 +74,40 @@ class ScriptHost implements SessionHost {
     this.toUpstream = Buffer.concat([this.toUpstream, data]);
     this.calls.push(`U>${data.toString('latin1')}`);
   }
-  async connectUpstream(target: UpstreamTarget): Promise<void> {
+  connectUpstream(target: UpstreamTarget): void {
     this.connects.push(target);
     this.calls.push(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
-    if (this.opts.connectError) throw this.opts.connectError;
+    if (this.opts.connectError) this.session!.onUpstreamConnectFailed(this.opts.connectError);
+    else this.session!.onUpstreamConnected();
   }
-  async startClientTls(): Promise<TlsInfo> {
+  startClientTls(): void {
     this.calls.push('client-tls');
-    return { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
+    this.session!.onClientTlsReady(TEST_TLS);
   }
-  async startUpstreamTls(): Promise<TlsInfo> {
+  startUpstreamTls(): void {
     this.calls.push('upstream-tls');
-    return { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
+    this.session!.onUpstreamTlsReady(TEST_TLS);
   }
   setUser(user: string, upstream: string): void {
     this.user = `${user}@${upstream}`;
     // as relay/connection.ts does: every later log line carries the user
     this.log.setBindings({ user, upstream });
   }
-  /** SessionHost.clientDrained, set by tests that simulate a client that does not read its output. */
-  clientDrained?: () => Promise<void>;
-  /** Makes clientDrained() wait until release() is called (a client with unread output). */
+  /** SessionHost.awaitClientDrain, set by tests that simulate a client that does not read its output. */
+  awaitClientDrain?: () => boolean;
+  /** Makes awaitClientDrain() say "not drained" until release() (a client with unread output). */
   blockOutput(): { release(): void; waits(): number } {
-    let open: () => void = () => {};
-    let gate = new Promise<void>((r) => (open = r));
+    let blocked = true;
     let waits = 0;
-    this.clientDrained = () => {
+    this.awaitClientDrain = () => {
+      if (!blocked) return true;
       waits++;
-      return gate;
+      return false;
     };
     return {
       release: () => {
-        open();
-        gate = Promise.resolve();
+        blocked = false;
+        this.session!.onClientDrained?.();
       },
       waits: () => waits,
     };
@@ -140,13 +144,19 @@ class ScriptHost implements SessionHost {
   }
 }
 
+/** Lets the hooks' promises (an inspector's work) settle; the session itself never needs it. */
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-/** Feeds a string to one side, whole or one byte at a time, letting promises settle afterwards. */
-async function feed(fn: (b: Buffer) => void, s: string | Buffer, byteByByte = false): Promise<void> {
+/**
+ * Feeds a string to one side, whole or one byte at a time. The session is sans-IO and the host answers
+ * at once, so everything has happened when the call returns; only with hooks (`waitForHooks`) does the
+ * feed also let their promises settle.
+ */
+async function feed(fn: (b: Buffer) => void, s: string | Buffer, byteByByte = false, waitForHooks = false): Promise<void> {
   const b = typeof s === 'string' ? Buffer.from(s, 'latin1') : s;
   if (byteByByte) for (let i = 0; i < b.length; i++) fn(b.subarray(i, i + 1));
   else fn(b);
+  if (!waitForHooks) return;
   await tick();
   await tick();
 }
@@ -154,9 +164,11 @@ async function feed(fn: (b: Buffer) => void, s: string | Buffer, byteByByte = fa
 function setup(opts: HostOptions = {}, hooks?: Pop3Hooks) {
   const host = new ScriptHost(opts);
   const s = new Pop3Session(host, hooks);
+  host.session = s;
   s.start();
-  const client = (x: string | Buffer, bb = false) => feed((b) => s.onClientData(b), x, bb);
-  const upstream = (x: string | Buffer, bb = false) => feed((b) => s.onUpstreamData(b), x, bb);
+  const hooked = hooks !== undefined;
+  const client = (x: string | Buffer, bb = false) => feed((b) => s.onClientData(b), x, bb, hooked);
+  const upstream = (x: string | Buffer, bb = false) => feed((b) => s.onUpstreamData(b), x, bb, hooked);
   return { host, s, client, upstream };
 }
 
@@ -707,7 +719,6 @@ describe('Pop3Session: bounded in every state (a client that never reads)', () =
     expect(host.takeClient()).toBe(CAPA_PLAIN);
     expect(out.waits()).toBe(1);
     out.release();
-    await tick();
     expect(host.takeClient()).toBe(CAPA_PLAIN.repeat(2));
 
     const t = await loggedIn();
@@ -716,7 +727,6 @@ describe('Pop3Session: bounded in every state (a client that never reads)', () =
     expect(t.host.takeClient()).toBe('-ERR Unknown command\r\n');
     expect(t.host.upstreamText).toBe('');
     out2.release();
-    await tick();
     expect(t.host.takeClient()).toBe('-ERR Unknown command\r\n');
     expect(t.host.takeUpstream()).toBe('STAT\r\n');
   });

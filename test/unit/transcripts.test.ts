@@ -8,6 +8,18 @@
  * With `# listener: policy=<name>` the session is wired as src/inspect/factory.ts wires it: the real
  * ImapInspector / Pop3Inspector with policies/<name>.yaml, a fake in-process scanner that reports
  * EICAR (or is down, or never answers) and an in-memory quarantine.
+ *
+ * The sessions are sans-IO and the scripted host answers at once, so a transcript without a policy
+ * runs synchronously: every output is compared right after the input that caused it, with no tick.
+ * Only with a policy does the runner wait, for the inspector's promises (scans, renderings).
+ *
+ * Connect and TLS completion are host events. By default the scripted host reports them at once, from
+ * inside the session's request (connect fails when `!: connect-error` said so). With
+ * `# listener: completions=manual` each request waits (its `H:` line is written) until the file says:
+ *   !: connected                      !: connect-failed CODE TEXT
+ *   !: client-tls-ready               !: client-tls-failed CODE TEXT
+ *   !: upstream-tls-ready             !: upstream-tls-failed CODE TEXT
+ * (CODE from src/errors.ts); an event for a request the session did not make is a file error.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -22,7 +34,7 @@ import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { ImapSession, type ImapInterceptor, type InterceptedCommand } from '../../src/session/imap.js';
 import { Pop3Session, type Pop3Hooks } from '../../src/session/pop3.js';
 import type { Session, SessionTimer } from '../../src/session/types.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { ScriptedHost, testListener, type HostRequest } from '../helpers/scripted-host.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TRANSCRIPTS = path.join(ROOT, 'test/transcripts');
@@ -51,6 +63,7 @@ interface Knobs {
   keepalive: number;
   maxLine: number | null;
   maxBad: number | null;
+  completions: 'auto' | 'manual';
 }
 
 interface Transcript {
@@ -129,7 +142,7 @@ function renderLines(prefix: string, data: Buffer | string): string[] {
 }
 
 function parseKnobs(file: string, line: number, text: string, protocol: string): Knobs {
-  const k: Knobs = { tls: 'none', upstream: 'static', upstreamTls: 'none', policy: null, scanner: 'eicar', quarantine: 'memory', keepalive: 0, maxLine: null, maxBad: null };
+  const k: Knobs = { tls: 'none', upstream: 'static', upstreamTls: 'none', policy: null, scanner: 'eicar', quarantine: 'memory', keepalive: 0, maxLine: null, maxBad: null, completions: 'auto' };
   const int = (key: string, v: string) => (/^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : fail(file, line, `${key}= needs a positive whole number, not "${v}"`));
   const oneOf = <T extends string>(key: string, v: string, allowed: readonly T[]): T =>
     (allowed as readonly string[]).includes(v) ? (v as T) : fail(file, line, `${key}= must be one of ${allowed.join(' | ')}, not "${v}"`);
@@ -166,8 +179,11 @@ function parseKnobs(file: string, line: number, text: string, protocol: string):
       case 'max-bad':
         k.maxBad = int(key, v);
         break;
+      case 'completions':
+        k.completions = oneOf(key, v, ['auto', 'manual'] as const);
+        break;
       default:
-        fail(file, line, `unknown listener knob "${key}" (tls, upstream, upstream-tls, policy, scanner, quarantine, keepalive, max-line, max-bad)`);
+        fail(file, line, `unknown listener knob "${key}" (tls, upstream, upstream-tls, policy, scanner, quarantine, keepalive, max-line, max-bad, completions)`);
     }
   }
   if (!k.policy && (text.includes('scanner=') || text.includes('quarantine='))) fail(file, line, 'scanner= and quarantine= need policy=');
@@ -321,9 +337,10 @@ function trackedHooks(h: Pop3Hooks, pending: Pending): Pop3Hooks {
   return out;
 }
 
-function build(t: Transcript): { host: ScriptedHost; session: Session; pending: Pending; hang: boolean } {
+function build(t: Transcript): { host: ScriptedHost; session: Session; pending: Pending; hang: boolean; inspecting: boolean } {
   const listener = listenerFor(t);
   const host = new ScriptedHost(listener, t.knobs.tls === 'implicit');
+  host.completions = t.knobs.completions;
   const pending = new Pending();
   let engine: EngineDeps | null = null;
   const policy = t.knobs.policy ? loadPolicy(t.knobs.policy, POLICIES) : null;
@@ -336,13 +353,18 @@ function build(t: Transcript): { host: ScriptedHost; session: Session; pending: 
     const hooks = policy && engine ? trackedHooks(new Pop3Inspector({ listener, policy, engine, log: host.log, protected: null }).hooks(), pending) : {};
     session = new Pop3Session(host, hooks);
   }
-  return { host, session, pending, hang: t.knobs.scanner === 'hang' };
+  host.attach(session);
+  return { host, session, pending, hang: t.knobs.scanner === 'hang', inspecting: policy !== null };
 }
 
 const SETTLE_BUDGET_MS = 5000;
 
-/** Lets the session and its inspectors finish what the last input started. */
+/**
+ * Lets the inspectors finish what the last input started. Without a policy there is nothing to wait
+ * for: the session has done everything before the input call returned.
+ */
 async function settle(r: ReturnType<typeof build>): Promise<void> {
+  if (!r.inspecting) return;
   const snap = () =>
     `${r.host.toClient.length}/${r.host.toUpstream.length}/${r.host.events.length}/${[...r.host.timers].join()}/${r.host.clientPaused}/${r.host.upstreamPaused}/${r.pending.set.size}`;
   const deadline = Date.now() + SETTLE_BUDGET_MS;
@@ -357,6 +379,23 @@ async function settle(r: ReturnType<typeof build>): Promise<void> {
     quiet = s === last ? quiet + 1 : 0;
     last = s;
   }
+}
+
+/** The host request each completion event answers. */
+const COMPLETION_EVENTS: Record<string, HostRequest> = {
+  connected: 'connect',
+  'connect-failed': 'connect',
+  'client-tls-ready': 'client-tls',
+  'client-tls-failed': 'client-tls',
+  'upstream-tls-ready': 'upstream-tls',
+  'upstream-tls-failed': 'upstream-tls',
+};
+
+/** `CODE TEXT` of an event line as a PosternError. */
+function codedError(file: string, line: number, ev: string, words: string[], fallback: string): PosternError {
+  const [code, ...msg] = words;
+  if (!code || !(Object.values(ErrorCodes) as string[]).includes(code)) fail(file, line, `${ev} needs an error code from src/errors.ts, not "${code ?? ''}"`);
+  return new PosternError(code as ErrorCode, msg.join(' ') || fallback);
 }
 
 const yesNo = (file: string, line: number, v: string | undefined): boolean =>
@@ -465,14 +504,27 @@ async function runTranscript(t: Transcript, bytewise: boolean, record?: string[]
           case 'shutdown':
             session.shutdown(arg || 'server shutting down');
             break;
-          case 'connect-error': {
-            const [code, ...msg] = rest;
-            if (!code || !(Object.values(ErrorCodes) as string[]).includes(code)) fail(t.file, step.line, `connect-error needs an error code from src/errors.ts, not "${code ?? ''}"`);
-            host.connectError = new PosternError(code as ErrorCode, msg.join(' ') || 'connect failed');
+          case 'connect-error':
+            host.connectError = codedError(t.file, step.line, ev, rest, 'connect failed');
+            break;
+          case 'connected':
+          case 'client-tls-ready':
+          case 'upstream-tls-ready':
+          case 'connect-failed':
+          case 'client-tls-failed':
+          case 'upstream-tls-failed': {
+            const what = COMPLETION_EVENTS[ev];
+            if (!host.pending.includes(what)) fail(t.file, step.line, `${ev}: the session has no ${what} request pending (${host.completions === 'auto' ? 'needs "# listener: completions=manual"' : `pending: ${host.pending.join(', ') || 'none'}`})`);
+            if (ev.endsWith('-failed')) host.failPending(what, codedError(t.file, step.line, ev, rest, `${what} failed`));
+            else host.complete(what);
             break;
           }
           default:
-            fail(t.file, step.line, `unknown event "${ev}" (tick, timer, timeout, hold-timeout, client-end, upstream-end, shutdown, connect-error)`);
+            fail(
+              t.file,
+              step.line,
+              `unknown event "${ev}" (tick, timer, timeout, hold-timeout, client-end, upstream-end, shutdown, connect-error, connected, connect-failed, client-tls-ready, client-tls-failed, upstream-tls-ready, upstream-tls-failed)`,
+            );
         }
         break;
       }
@@ -593,6 +645,15 @@ describe('transcript runner (the checks can fail)', () => {
     await expect(run('C: a NOOP\nS: a OK NOOP completed\n')).rejects.toThrow(/inline.txt:1-2: postern -> client differs/);
     await expect(run(greeting + 'C: a LOGIN alice pw\n')).rejects.toThrow(/host calls differ/);
     await expect(run(greeting + 'C: a LOGIN alice pw\nH: connect upstream.test:143\nU: * OK hi\n')).rejects.toThrow(/postern -> upstream differs/);
+  });
+
+  it('refuses a completion event for a request the session did not make', async () => {
+    const greeting = 'S: * OK [CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\n';
+    await expect(run(greeting + '!: connected\n')).rejects.toThrow(/inline.txt:4: connected: the session has no connect request pending \(needs "# listener: completions=manual"\)/);
+    const manual = (body: string) => runTranscript(parseTranscript('inline.txt', `${HEAD}# listener: completions=manual\n${greeting}${body}`), false);
+    await expect(manual('!: upstream-tls-ready\n')).rejects.toThrow(/inline.txt:5: upstream-tls-ready: the session has no upstream-tls request pending \(pending: none\)/);
+    await expect(manual('C: a LOGIN alice pw\nH: connect upstream.test:143\n!: connect-failed E_NOPE x\n')).rejects.toThrow(/connect-failed needs an error code/);
+    await manual('C: a LOGIN alice pw\nH: connect upstream.test:143\n!: connected\n=: timer handshake 15000\n');
   });
 
   it('refuses malformed files with their line', () => {

@@ -170,15 +170,17 @@ class FuzzHost {
     this.record('postern>upstream', b);
     this.model.receive(b);
   }
-  async connectUpstream() {
+  // completions are session events (SessionHost in src/session/types.ts), reported at once
+  connectUpstream() {
     this.connected = true;
     this.model.connect();
+    this.session.onUpstreamConnected();
   }
-  async startClientTls() {
-    throw new Error('no TLS in the fuzz harness');
+  startClientTls() {
+    this.session.onClientTlsFailed(new Error('no TLS in the fuzz harness'));
   }
-  async startUpstreamTls() {
-    throw new Error('no TLS in the fuzz harness');
+  startUpstreamTls() {
+    this.session.onUpstreamTlsFailed(new Error('no TLS in the fuzz harness'));
   }
   disconnectUpstream() {
     this.connected = false;
