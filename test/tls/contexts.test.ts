@@ -10,18 +10,19 @@ import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
+import { startScriptedServer, type ScriptedServer, type ScriptedServerOptions } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsctx-'));
 let ca: CertAuthority;
 let minter: LeafMinter;
-const servers: net.Server[] = [];
+const servers: ScriptedServer[] = [];
 
 beforeAll(() => {
   ca = initCa({ dir: path.join(root, 'certs'), commonName: 'postern ctx test CA', organization: 'postern' });
   minter = new LeafMinter(ca, { keyType: 'ec' });
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.map((s) => s.close()));
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -39,17 +40,15 @@ function listener(over: Partial<ListenerConfig['tls']> = {}, host = '127.0.0.1')
   };
 }
 
-async function listen(server: net.Server): Promise<number> {
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as net.AddressInfo).port;
+async function listen(opts: ScriptedServerOptions): Promise<number> {
+  const s = await startScriptedServer(opts);
+  servers.push(s);
+  return s.port;
 }
 
 /** A TLS server that answers "hi\n" once the handshake is done. */
-async function tlsServer(opts: tls.TlsOptions): Promise<number> {
-  const s = tls.createServer(opts, (sock) => sock.end('hi\n'));
-  s.on('tlsClientError', () => {});
-  return listen(s);
+function tlsServer(opts: tls.TlsOptions): Promise<number> {
+  return listen({ tls: opts, onConnect: (c) => c.end('hi\n') });
 }
 
 type Result = { ok: true; cert: tls.PeerCertificate; authorized: boolean; protocol: string | null; data: string } | { ok: false; code: string };
@@ -168,15 +167,10 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('works for STARTTLS: a TLSSocket upgrading an accepted plain socket, same served-name rule', async () => {
     const opts = serverTlsOptions(listener({ names: ['pop.proxy.test'] }), minter);
-    const s = net.createServer((plain) => {
-      plain.once('data', () => {
-        plain.write('OK begin TLS\n');
-        const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: opts.secureContext, SNICallback: opts.SNICallback });
-        secure.on('secure', () => secure.end('hi\n'));
-        secure.on('error', () => {});
-      });
+    const p = await listen({
+      onLine: (_line, c) => c.upgrade('OK begin TLS\n', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
+      onSecure: (c) => c.end('hi\n'),
     });
-    const p = await listen(s);
     const upgrade = (servername: string) =>
       new Promise<Result>((resolve) => {
         const plain = net.connect(p, '127.0.0.1', () => plain.write('STARTTLS\n'));
@@ -284,9 +278,7 @@ describe('upstreamTlsOptions', () => {
   });
 
   it('honours minVersion', async () => {
-    const s = tls.createServer({ ...serverTlsOptions(listener(), minter), maxVersion: 'TLSv1.2' }, (sock) => sock.end('hi\n'));
-    s.on('tlsClientError', () => {});
-    const p = await listen(s);
+    const p = await tlsServer({ ...serverTlsOptions(listener(), minter), maxVersion: 'TLSv1.2' });
     const r = await connect({ host: '127.0.0.1', port: p, ...upstreamTlsOptions(utls({ minVersion: 'TLSv1.3', verify: false }), 'x.example') });
     expect(r.ok).toBe(false);
     const r12 = await connect({ host: '127.0.0.1', port: p, ...upstreamTlsOptions(utls({ verify: false }), 'x.example') });

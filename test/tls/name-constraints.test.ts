@@ -6,7 +6,6 @@
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import type net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -26,6 +25,7 @@ import { initCa, loadCa, type CertAuthority } from '../../src/tls/ca.js';
 import { serverTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { buildCertificate, readNameConstraints } from '../../src/tls/x509.js';
+import { startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-nc-'));
 let n = 0;
@@ -35,9 +35,9 @@ const caCfg = (nameConstraints?: string[]): CaConfig => ({
   organization: 'postern',
   ...(nameConstraints ? { nameConstraints } : {}),
 });
-const servers: net.Server[] = [];
+const servers: ScriptedServer[] = [];
 afterAll(async () => {
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.map((s) => s.close()));
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -138,11 +138,9 @@ describe('a CA generated with ca.name_constraints: [example.com, example.org, 19
       limits: DEFAULT_SESSION_LIMITS,
       inspect: { vetOnMetadata: true, cacheMemoryBytes: 1, keepaliveMs: 0 },
     };
-    const s = tls.createServer(serverTlsOptions(l, minter), (sock) => sock.end());
-    s.on('tlsClientError', () => {});
+    const s = await startScriptedServer({ tls: serverTlsOptions(l, minter), onConnect: (c) => c.end() });
     servers.push(s);
-    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-    const port = (s.address() as net.AddressInfo).port;
+    const port = s.port;
     const san = (servername: string) =>
       new Promise<string | undefined>((resolve) => {
         const c = tls.connect({ host: '127.0.0.1', port, servername, ca: ca.certPem, checkServerIdentity: () => undefined }, () => {

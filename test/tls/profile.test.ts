@@ -6,7 +6,6 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -17,12 +16,13 @@ import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from '../../src/tls/profile.js';
+import { startScriptedServer, type ScriptedServer, type ScriptedServerOptions } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsprofile-'));
 let ca: CertAuthority;
 let rsa: LeafMinter;
 let ec: LeafMinter;
-const servers: net.Server[] = [];
+const servers: ScriptedServer[] = [];
 
 beforeAll(() => {
   ca = initCa({ dir: path.join(root, 'certs'), commonName: 'postern profile test CA', organization: 'postern' });
@@ -30,7 +30,7 @@ beforeAll(() => {
   ec = new LeafMinter(ca, { keyType: 'ec' });
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.map((s) => s.close()));
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -48,16 +48,15 @@ function listener(over: Partial<ListenerConfig['tls']> = {}, upstream?: Listener
   };
 }
 
-async function listen(server: net.Server): Promise<number> {
-  servers.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return (server.address() as net.AddressInfo).port;
+async function listen(opts: ScriptedServerOptions): Promise<number> {
+  const s = await startScriptedServer(opts);
+  servers.push(s);
+  return s.port;
 }
 
-async function tlsServer(opts: tls.TlsOptions): Promise<number> {
-  const s = tls.createServer(opts, (sock) => sock.end('hi\n'));
-  s.on('tlsClientError', () => {});
-  return listen(s);
+/** A TLS server that answers "hi\n" once the handshake is done. */
+function tlsServer(opts: tls.TlsOptions): Promise<number> {
+  return listen({ tls: opts, onConnect: (c) => c.end('hi\n') });
 }
 
 interface Probe {
@@ -198,12 +197,10 @@ describe('client-facing side (postern as TLS server)', () => {
 
   it('STARTTLS (a TLSSocket over an accepted socket, only the secure context is passed) gets the same profile', async () => {
     const opts = serverTlsOptions(listener(), rsa);
-    const s = net.createServer((plain) => {
-      const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: opts.secureContext, SNICallback: opts.SNICallback });
-      secure.on('secure', () => secure.end('hi\n'));
-      secure.on('error', () => {});
+    const port = await listen({
+      onConnect: (c) => c.upgrade('', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
+      onSecure: (c) => c.end('hi\n'),
     });
-    const port = await listen(s);
     expect((await sClient(port, ['-tls1_2', '-cipher', 'AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_1', '-cipher', WEAK_OK])).ok).toBe(false);

@@ -16,10 +16,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UpstreamTlsConfig } from '../../src/config/types.js';
 import { checkUpstreamIdentity, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { RawImap } from '../helpers/imap-client.js';
+import { startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-upid-'));
-const servers: net.Server[] = [];
+const servers: ScriptedServer[] = [];
 
 interface Cert {
   certFile: string;
@@ -39,12 +40,11 @@ function makeCert(name: string, subj: string, san?: string): Cert {
   return { certFile, cert: readFileSync(certFile), key: readFileSync(keyFile) };
 }
 
-async function tlsServer(c: Cert, onSecure: (s: tls.TLSSocket) => void = (s) => s.end('* OK hi\r\n')): Promise<number> {
-  const s = tls.createServer({ cert: c.cert, key: c.key }, onSecure);
-  s.on('tlsClientError', () => {});
+/** An implicit TLS server with certificate `c` that greets and closes. */
+async function tlsServer(c: Cert): Promise<number> {
+  const s = await startScriptedServer({ tls: { cert: c.cert, key: c.key }, onConnect: (conn) => conn.end('* OK hi\r\n') });
   servers.push(s);
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  return (s.address() as net.AddressInfo).port;
+  return s.port;
 }
 
 type Result = { ok: true; authorized: boolean } | { ok: false; code: string; message: string };
@@ -74,7 +74,7 @@ beforeAll(() => {
   wildcard = makeCert('wild', '/CN=x.example.test', 'DNS:*.example.test,DNS:f*.partial.test');
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.map((s) => s.close()));
   rmSync(root, { recursive: true, force: true });
 });
 
