@@ -328,7 +328,8 @@ export class RspamdScanner implements SpamScanner {
             body: collector.body(),
           }),
         );
-        res.on('aborted', () => finish({ kind: 'socket-error', message: 'answer cut short', bytes: collector.bytes }));
+        // closed before its end: cut short (after a complete answer 'end' has already finished)
+        res.on('close', () => finish({ kind: 'socket-error', message: 'answer cut short', bytes: collector.bytes }));
         res.on('error', (e: NodeJS.ErrnoException) => finish({ kind: 'socket-error', message: `answer failed: ${e.code ?? e.message}`, bytes: collector.bytes }));
       });
       if (body) req.end(body);

@@ -192,7 +192,7 @@ describe('endpoint pool and faults', () => {
       const took = performance.now() - t0;
       expect(summary(o)).toMatch(/^error:timeout:no complete answer within the 600 ms/);
       expect(took).toBeGreaterThanOrEqual(590);
-      expect(took).toBeLessThan(1100);
+      expect(took).toBeLessThan(2100); // loaded CI machines; without a deadline it would never end
       expect(s.health()[0]!.state).toBe('down');
       expect(srv.requests.filter((r) => r.path === '/checkv2')).toHaveLength(1);
     } finally {
@@ -220,7 +220,7 @@ describe('endpoint pool and faults', () => {
       const took = performance.now() - t0;
       expect(summary(o)).toMatch(/^error:timeout:/);
       expect(took).toBeGreaterThanOrEqual(790);
-      expect(took).toBeLessThan(1300);
+      expect(took).toBeLessThan(2300); // an inactivity timer would never fire: a byte comes every 50 ms
     } finally {
       for (const t of timers) clearInterval(t);
       await s.close();
