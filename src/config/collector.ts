@@ -177,13 +177,9 @@ function sameHost(a: string, b: string): boolean {
   return norm(a) === norm(b);
 }
 
-/** The account names (case-insensitive) the mailbox of `a` is known by on a delivery host: its user, and its user-mode recipient. */
+/** The names (lower case) the mailbox an account collects from is known by on its host: its user, and that user's local part. */
 function mailboxNames(a: RawAccount): string[] {
   const names = [a.username.toLowerCase()];
-  if (a.recipient) {
-    names.push(a.recipient.toLowerCase());
-    names.push(a.recipient.slice(0, a.recipient.lastIndexOf('@')).toLowerCase());
-  }
   if (a.username.includes('@')) names.push(a.username.slice(0, a.username.lastIndexOf('@')).toLowerCase());
   return names;
 }
