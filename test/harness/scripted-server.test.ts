@@ -6,29 +6,24 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startScriptedServer, type ScriptedServer } from './scripted-server.js';
+import { serverPool, startScriptedServer } from './scripted-server.js';
 import { selfSignedCert, tempDir, type TempDir } from './util.js';
 
 let dir: TempDir;
 let cert: { certFile: string; keyFile: string };
-const servers: ScriptedServer[] = [];
+const servers = serverPool();
+const start = servers.start;
 
 beforeAll(async () => {
   dir = await tempDir('postern-scripted-');
   cert = await selfSignedCert(dir.path);
 });
 afterEach(async () => {
-  await Promise.all(servers.splice(0).map((s) => s.close()));
+  await servers.closeAll();
 });
 afterAll(async () => {
   await dir?.remove();
 });
-
-async function start(opts: Parameters<typeof startScriptedServer>[0]): Promise<ScriptedServer> {
-  const s = await startScriptedServer(opts);
-  servers.push(s);
-  return s;
-}
 
 /** A plain client that collects what it receives as text. */
 async function client(port: number): Promise<{ sock: net.Socket; text: () => string; closed: Promise<void> }> {

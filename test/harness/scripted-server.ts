@@ -9,7 +9,7 @@
  *   can prove what the client sent (and did not send) in plaintext.
  * - `tls` makes a server implicit TLS (tls.createServer with exactly those options); `read: false`
  *   makes one that accepts and never reads (back-pressure); `onConnect` acts on accept.
- * - close() destroys every connection and stops listening.
+ * - close() destroys every connection and stops listening; serverPool() closes many at once.
  *
  * Presets on top: fakePop3 (USER/PASS/STAT/QUIT, CAPA, STLS) and fakeImap (CAPABILITY, LOGIN,
  * AUTHENTICATE, SELECT, LOGOUT, STARTTLS); `onCommand` overrides any answer.
@@ -196,6 +196,26 @@ export async function startScriptedServer(opts: ScriptedServerOptions = {}): Pro
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
+  };
+}
+
+/** Servers started through one pool and closed together (in an afterAll or afterEach). */
+export interface ServerPool {
+  start(opts?: ScriptedServerOptions): Promise<ScriptedServer>;
+  closeAll(): Promise<void>;
+}
+
+export function serverPool(): ServerPool {
+  const servers: ScriptedServer[] = [];
+  return {
+    async start(opts) {
+      const s = await startScriptedServer(opts);
+      servers.push(s);
+      return s;
+    },
+    closeAll: async () => {
+      await Promise.all(servers.splice(0).map((s) => s.close()));
+    },
   };
 }
 

@@ -10,19 +10,19 @@ import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
-import { startScriptedServer, type ScriptedServer, type ScriptedServerOptions } from '../harness/scripted-server.js';
+import { serverPool } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsctx-'));
 let ca: CertAuthority;
 let minter: LeafMinter;
-const servers: ScriptedServer[] = [];
+const servers = serverPool();
 
 beforeAll(() => {
   ca = initCa({ dir: path.join(root, 'certs'), commonName: 'postern ctx test CA', organization: 'postern' });
   minter = new LeafMinter(ca, { keyType: 'ec' });
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.close()));
+  await servers.closeAll();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -40,16 +40,8 @@ function listener(over: Partial<ListenerConfig['tls']> = {}, host = '127.0.0.1')
   };
 }
 
-async function listen(opts: ScriptedServerOptions): Promise<number> {
-  const s = await startScriptedServer(opts);
-  servers.push(s);
-  return s.port;
-}
-
 /** A TLS server that answers "hi\n" once the handshake is done. */
-function tlsServer(opts: tls.TlsOptions): Promise<number> {
-  return listen({ tls: opts, onConnect: (c) => c.end('hi\n') });
-}
+const tlsServer = async (opts: tls.TlsOptions): Promise<number> => (await servers.start({ tls: opts, onConnect: (c) => c.end('hi\n') })).port;
 
 type Result = { ok: true; cert: tls.PeerCertificate; authorized: boolean; protocol: string | null; data: string } | { ok: false; code: string };
 
@@ -167,10 +159,10 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('works for STARTTLS: a TLSSocket upgrading an accepted plain socket, same served-name rule', async () => {
     const opts = serverTlsOptions(listener({ names: ['pop.proxy.test'] }), minter);
-    const p = await listen({
+    const p = (await servers.start({
       onLine: (_line, c) => c.upgrade('OK begin TLS\n', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
       onSecure: (c) => c.end('hi\n'),
-    });
+    })).port;
     const upgrade = (servername: string) =>
       new Promise<Result>((resolve) => {
         const plain = net.connect(p, '127.0.0.1', () => plain.write('STARTTLS\n'));

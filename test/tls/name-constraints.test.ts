@@ -25,7 +25,7 @@ import { initCa, loadCa, type CertAuthority } from '../../src/tls/ca.js';
 import { serverTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { buildCertificate, readNameConstraints } from '../../src/tls/x509.js';
-import { startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
+import { serverPool } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-nc-'));
 let n = 0;
@@ -35,9 +35,9 @@ const caCfg = (nameConstraints?: string[]): CaConfig => ({
   organization: 'postern',
   ...(nameConstraints ? { nameConstraints } : {}),
 });
-const servers: ScriptedServer[] = [];
+const servers = serverPool();
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.close()));
+  await servers.closeAll();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -138,9 +138,7 @@ describe('a CA generated with ca.name_constraints: [example.com, example.org, 19
       limits: DEFAULT_SESSION_LIMITS,
       inspect: { vetOnMetadata: true, cacheMemoryBytes: 1, keepaliveMs: 0 },
     };
-    const s = await startScriptedServer({ tls: serverTlsOptions(l, minter), onConnect: (c) => c.end() });
-    servers.push(s);
-    const port = s.port;
+    const { port } = await servers.start({ tls: serverTlsOptions(l, minter), onConnect: (c) => c.end() });
     const san = (servername: string) =>
       new Promise<string | undefined>((resolve) => {
         const c = tls.connect({ host: '127.0.0.1', port, servername, ca: ca.certPem, checkServerIdentity: () => undefined }, () => {

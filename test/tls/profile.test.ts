@@ -16,13 +16,13 @@ import { initCa, type CertAuthority } from '../../src/tls/ca.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from '../../src/tls/profile.js';
-import { startScriptedServer, type ScriptedServer, type ScriptedServerOptions } from '../harness/scripted-server.js';
+import { serverPool } from '../harness/scripted-server.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-tlsprofile-'));
 let ca: CertAuthority;
 let rsa: LeafMinter;
 let ec: LeafMinter;
-const servers: ScriptedServer[] = [];
+const servers = serverPool();
 
 beforeAll(() => {
   ca = initCa({ dir: path.join(root, 'certs'), commonName: 'postern profile test CA', organization: 'postern' });
@@ -30,7 +30,7 @@ beforeAll(() => {
   ec = new LeafMinter(ca, { keyType: 'ec' });
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.close()));
+  await servers.closeAll();
   rmSync(root, { recursive: true, force: true });
 });
 
@@ -48,16 +48,8 @@ function listener(over: Partial<ListenerConfig['tls']> = {}, upstream?: Listener
   };
 }
 
-async function listen(opts: ScriptedServerOptions): Promise<number> {
-  const s = await startScriptedServer(opts);
-  servers.push(s);
-  return s.port;
-}
-
 /** A TLS server that answers "hi\n" once the handshake is done. */
-function tlsServer(opts: tls.TlsOptions): Promise<number> {
-  return listen({ tls: opts, onConnect: (c) => c.end('hi\n') });
-}
+const tlsServer = async (opts: tls.TlsOptions): Promise<number> => (await servers.start({ tls: opts, onConnect: (c) => c.end('hi\n') })).port;
 
 interface Probe {
   ok: boolean;
@@ -197,10 +189,10 @@ describe('client-facing side (postern as TLS server)', () => {
 
   it('STARTTLS (a TLSSocket over an accepted socket, only the secure context is passed) gets the same profile', async () => {
     const opts = serverTlsOptions(listener(), rsa);
-    const port = await listen({
+    const port = (await servers.start({
       onConnect: (c) => c.upgrade('', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
       onSecure: (c) => c.end('hi\n'),
-    });
+    })).port;
     expect((await sClient(port, ['-tls1_2', '-cipher', 'AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_1', '-cipher', WEAK_OK])).ok).toBe(false);

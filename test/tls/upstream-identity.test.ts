@@ -16,11 +16,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UpstreamTlsConfig } from '../../src/config/types.js';
 import { checkUpstreamIdentity, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { RawImap } from '../helpers/imap-client.js';
-import { startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
+import { serverPool } from '../harness/scripted-server.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-upid-'));
-const servers: ScriptedServer[] = [];
+const servers = serverPool();
 
 interface Cert {
   certFile: string;
@@ -42,9 +42,7 @@ function makeCert(name: string, subj: string, san?: string): Cert {
 
 /** An implicit TLS server with certificate `c` that greets and closes. */
 async function tlsServer(c: Cert): Promise<number> {
-  const s = await startScriptedServer({ tls: { cert: c.cert, key: c.key }, onConnect: (conn) => conn.end('* OK hi\r\n') });
-  servers.push(s);
-  return s.port;
+  return (await servers.start({ tls: { cert: c.cert, key: c.key }, onConnect: (conn) => conn.end('* OK hi\r\n') })).port;
 }
 
 type Result = { ok: true; authorized: boolean } | { ok: false; code: string; message: string };
@@ -74,7 +72,7 @@ beforeAll(() => {
   wildcard = makeCert('wild', '/CN=x.example.test', 'DNS:*.example.test,DNS:f*.partial.test');
 });
 afterAll(async () => {
-  await Promise.all(servers.map((s) => s.close()));
+  await servers.closeAll();
   rmSync(root, { recursive: true, force: true });
 });
 
