@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { isPosternError } from '../../src/errors.js';
+import * as parseModule from '../../src/protocol/imap/parse.js';
 import {
   canQuote,
   DOVECOT_QUOTING,
@@ -268,5 +269,36 @@ describe('quoteOrLiteral (STRICT rules: strings postern sends on its own)', () =
   });
   it('refuses NUL (no string form but literal8 carries it)', () => {
     expect(code(() => quoteOrLiteral(Buffer.from([0x61, 0x00])))).toBe('E_PROTOCOL');
+    expect(code(() => quoteOrLiteral(Buffer.from([0x00])))).toBe('E_PROTOCOL');
+    expect(code(() => quoteOrLiteral(Buffer.from('secret\x00', 'latin1')))).toBe('E_PROTOCOL');
+  });
+  it('is the only copy: parse.ts hands out this very function', () => {
+    expect(parseModule.quoteOrLiteral).toBe(quoteOrLiteral);
+  });
+  it('decides as the removed parse.ts copy did for every string without NUL (5,000 random byte strings)', () => {
+    // the copy parse.ts had before issue 9, kept here as the reference
+    const previous = (value: Buffer): string => {
+      const safe = value.every((b) => b >= 0x20 && b <= 0x7e);
+      if (safe && value.length <= 1000) return `Q:"${value.toString('latin1').replace(/[\\"]/g, (m) => `\\${m}`)}"`;
+      return `L:${value.toString('latin1')}`;
+    };
+    let seed = 9;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const odd = [0x01, 0x09, 0x0a, 0x0d, 0x1f, 0x7f, 0x80, 0xe4, 0xff];
+    let quotedCount = 0;
+    for (let i = 0; i < 5000; i++) {
+      const len = rnd(8) === 0 ? 995 + rnd(10) : rnd(12);
+      const bytes = Buffer.alloc(len);
+      for (let j = 0; j < len; j++) bytes[j] = rnd(40) === 0 ? odd[rnd(odd.length)]! : 0x20 + rnd(95);
+      const now = form(bytes.toString('latin1'));
+      if (now !== previous(bytes)) expect({ input: bytes.toString('hex'), now }).toEqual({ input: bytes.toString('hex'), now: previous(bytes) });
+      if (now.startsWith('Q:')) quotedCount++;
+    }
+    // both forms were exercised
+    expect(quotedCount).toBeGreaterThan(1000);
+    expect(quotedCount).toBeLessThan(4500);
   });
 });

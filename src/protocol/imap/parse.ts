@@ -156,14 +156,13 @@ export function readAstrings(parts: Buffer[], offset: number, count: number): Bu
   return out;
 }
 
-/** Encodes a string as an IMAP quoted string when possible, else as a synchronizing literal prefix+body. */
-export function quoteOrLiteral(value: Buffer): { quoted: Buffer } | { literal: Buffer } {
-  const safe = value.every((b) => b >= 0x20 && b <= 0x7e);
-  if (safe && value.length <= 1000) {
-    return { quoted: Buffer.from(`"${value.toString('latin1').replace(/[\\"]/g, (m) => `\\${m}`)}"`, 'latin1') };
-  }
-  return { literal: value };
-}
+/**
+ * The strict quote-or-literal decision for strings postern sends on its own lives in the one IMAP
+ * string writer (write.ts; it refuses NUL). Re-exported only until src/session/imap.ts imports it
+ * from write.js; do not add importers here.
+ * @deprecated import { quoteOrLiteral } from './write.js'
+ */
+export { quoteOrLiteral } from './write.js';
 
 /** Splits a capability list text into atoms. */
 export function splitCapabilities(text: string): string[] {
