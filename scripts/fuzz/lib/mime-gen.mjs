@@ -306,6 +306,12 @@ function pickTarget(ctx, rng, pred = () => true) {
   const c = ctx.dangers.filter((d) => pred(d) && allParts(ctx).includes(d));
   return c.length ? rng.pick(c) : null;
 }
+/** A part carrying a dangerous name, with the parameters that carry it; null when there is none. */
+function namedTarget(ctx, rng) {
+  const t = pickTarget(ctx, rng, (d) => d.nameable);
+  const nf = t ? nameFields(t) : [];
+  return nf.length ? { t, nf } : null;
+}
 
 // ------------------------------------------------------------------------------------- mutations
 // Each returns a variant tag (string) or null when it does not apply to this message.
@@ -430,11 +436,10 @@ const TREE_MUTATIONS = {
     return `${k}:${v}`;
   },
   rfc2047(ctx, rng) {
-    const t = pickTarget(ctx, rng, (d) => d.nameable);
-    if (!t) return null;
+    const nt = namedTarget(ctx, rng);
+    if (!nt) return null;
+    const { t, nf } = nt;
     const N = t.dname;
-    const nf = nameFields(t);
-    if (!nf.length) return null;
     const [, prm] = rng.pick(nf);
     const v = rng.pick(['whole', 'split', 'embedded', 'unquoted', 'broken', 'lang', 'two-words-space', 'utf-7']);
     const cut = rng.int(1, N.length - 1);
@@ -451,10 +456,9 @@ const TREE_MUTATIONS = {
     return v;
   },
   'name-trick'(ctx, rng) {
-    const t = pickTarget(ctx, rng, (d) => d.nameable);
-    if (!t) return null;
-    const nf = nameFields(t);
-    if (!nf.length) return null;
+    const nt = namedTarget(ctx, rng);
+    if (!nt) return null;
+    const { t, nf } = nt;
     const dot = t.dname.lastIndexOf('.');
     const stem = t.dname.slice(0, dot), ext = t.dname.slice(dot + 1);
     const tricks = {
@@ -566,10 +570,9 @@ const TREE_MUTATIONS = {
     return JSON.stringify(v);
   },
   'param-syntax'(ctx, rng) {
-    const t = pickTarget(ctx, rng, (d) => d.nameable);
-    if (!t) return null;
-    const nf = nameFields(t);
-    if (!nf.length) return null;
+    const nt = namedTarget(ctx, rng);
+    if (!nt) return null;
+    const { t, nf } = nt;
     const [f, prm] = rng.pick(nf);
     const N = t.dname;
     const v = rng.pick(['unterminated-before', 'escaped-quote', 'semicolon-in-quote', 'comment-before', 'single-quotes', 'unquoted', 'unquoted-space', 'trailing-junk', 'empty-before', 'no-value-before', 'unterminated-self']);
@@ -810,10 +813,9 @@ const TREE_MUTATIONS = {
     return v;
   },
   'header-8bit'(ctx, rng) {
-    const t = pickTarget(ctx, rng, (d) => d.nameable);
-    if (!t) return null;
-    const nf = nameFields(t);
-    if (!nf.length) return null;
+    const nt = namedTarget(ctx, rng);
+    if (!nt) return null;
+    const { t, nf } = nt;
     const dot = t.dname.lastIndexOf('.');
     const n = rng.pick(['\u00e9', '\u00fc', '\u4e2d', '\u0430']) + t.dname.slice(0, dot) + t.dname.slice(dot);
     for (const [, prm] of nf) prm.v = n;
