@@ -53,6 +53,17 @@ async function login(postern: PosternHandle, extra = ''): Promise<RawConn> {
   return c;
 }
 
+/** A fake that answers STAT with `reply` (raw, no line end added) and everything else as usual. */
+function answerStat(reply: string): FakePop3Options {
+  return {
+    onCommand(line, conn) {
+      if (line !== 'STAT') return false;
+      conn.write(reply);
+      return true;
+    },
+  };
+}
+
 function sentBy(fake: ScriptedServer, name: string) {
   return fake.lines.filter((l) => l.line.split(' ')[0]!.toUpperCase() === name);
 }
@@ -115,19 +126,7 @@ describe('POP3 upstream faults', () => {
   });
 
   it('a garbage upstream response ends the session with -ERR [SYS/TEMP] and a coded log line', async () => {
-    const { postern } = await setup(
-      {
-        onCommand(line, conn) {
-          if (line === 'STAT') {
-            conn.write('HTTP/1.1 400 Bad Request\r\n');
-            return true;
-          }
-          return false;
-        },
-      },
-      {},
-      'none',
-    );
+    const { postern } = await setup(answerStat('HTTP/1.1 400 Bad Request\r\n'), {}, 'none');
     const c = await login(postern, 'STAT\r\n');
     await c.waitEnd();
     expect(c.text).toMatch(/-ERR \[SYS\/TEMP\] upstream protocol error: malformed POP3 status line\r\n$/);
@@ -157,19 +156,7 @@ describe('POP3 upstream faults', () => {
   });
 
   it('an over-long upstream status line is a coded error, not unbounded buffering', async () => {
-    const { postern } = await setup(
-      {
-        onCommand(line, conn) {
-          if (line === 'STAT') {
-            conn.write('+OK ' + 'x'.repeat(5000));
-            return true;
-          }
-          return false;
-        },
-      },
-      { limits: { maxLineLength: 1024 } },
-      'none',
-    );
+    const { postern } = await setup(answerStat('+OK ' + 'x'.repeat(5000)), { limits: { maxLineLength: 1024 } }, 'none');
     const c = await login(postern, 'STAT\r\n');
     await c.waitEnd();
     expect(c.text).toMatch(/-ERR \[SYS\/TEMP\] upstream protocol error: status line too long\r\n$/);
