@@ -29,7 +29,7 @@ export type { Logger } from 'pino';
 export const REDACTED = '[redacted]';
 
 /** Field names whose values are censored wherever they appear (top level or one level down). */
-const SECRET_KEYS = ['password', 'pass', 'passwd', 'secret', 'credentials', 'authorization', 'saslResponse', 'initialResponse'];
+const SECRET_KEYS = ['password', 'pass', 'passwd', 'secret', 'credentials', 'authorization', 'saslResponse', 'initialResponse', 'token', 'accessToken', 'bearer'];
 const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`]);
 
 /** Every `event` postern logs, with what it means. docs/logging.md lists the same names. */
