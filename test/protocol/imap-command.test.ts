@@ -515,6 +515,7 @@ const INVALID: Array<[string, string]> = [
   ['a STORE 1 +FLAGS (\\Seen))\r\n', 'unexpected characters'],
   ['a STORE 1 (UNCHANGEDSINCE) +FLAGS (\\Seen)\r\n', 'expected a space'],
   ['a STORE 1 (FOO 1) +FLAGS (\\Seen)\r\n', 'unknown store modifier'],
+  ['a STORE 1 (UNCHANGEDSINCE 1 UNCHANGEDSINCE 2) +FLAGS (\\Seen)\r\n', 'duplicate store modifier'],
   ['a STORE 1 +FLAGS "\\Seen"\r\n', 'expected a flag'],
   // SELECT / EXAMINE
   ['a SELECT\r\n', 'missing argument'],
