@@ -206,3 +206,80 @@ describe('renderItem matches Dovecot byte for byte', () => {
     });
   });
 });
+
+/**
+ * HEADER.FIELDS names as Dovecot echoes them in the item name (imap-fetch-body.c): the request's form
+ * is kept (an atom stays an atom, a quoted string or a literal becomes a quoted string with any number
+ * of `"` and `\`, NIL becomes "NIL"), upper-cased. Only field names the command grammar accepts
+ * (RFC 5322 ftext) are tried; renderItem must write the same name and the same bytes.
+ */
+describe('HEADER.FIELDS names are echoed as Dovecot echoes them', () => {
+  let dovecot: Dovecot;
+  let imap: RawImap;
+  const q = (n: number, c: string): string => c.repeat(n);
+  const LISTS = [
+    'Subject',
+    '"Subject"',
+    'subject "From" x-missing',
+    '"a\\"\\"\\"\\"b"',
+    '"a\\"\\"\\"\\"\\"b"',
+    `"${q(5, '\\\\')}subject"`,
+    `"a${q(7, '\\\\')}b"`,
+    '"a\\"\\\\\\"\\\\\\"b"',
+    `"${q(40, '\\"')}"`,
+    'nil',
+    'NIL',
+    '"nil"',
+    'a[b',
+    '"a]b" "a[b" "a(b" "a)b" "a{b" "a}b" "a%b" "a*b"',
+    `"!\\"#$%&'()*+,-./;<=>?@[\\\\]^_\`{|}~"`,
+    "a'b a~b a|b a}b a^b a_b a`b a@b a;b",
+    '{7+}\r\na"""""b',
+    '{7+}\r\nSubject',
+  ];
+  const FORMS = (list: string): string[] => [
+    `BODY.PEEK[HEADER.FIELDS (${list})]`,
+    `BODY.PEEK[HEADER.FIELDS.NOT (${list})]`,
+    `BODY.PEEK[HEADER.FIELDS (${list})]<0.7>`,
+    `BODY.PEEK[1.HEADER.FIELDS (${list})]`,
+  ];
+
+  beforeAll(async () => {
+    dovecot = await startDovecot();
+    await dovecot.deliver('alice', readFileSync(path.join(FIXTURES, '01-simple-text.eml')));
+    await dovecot.deliver('alice', readFileSync(path.join(FIXTURES, '05-rfc822-nested.eml')));
+    imap = await RawImap.connect(dovecot.ports.imap);
+    expect((await imap.cmd(`LOGIN alice ${dovecot.users.alice}`)).tagged).toMatch(/ OK /);
+    expect((await imap.cmd('SELECT INBOX')).tagged).toMatch(/ OK /);
+  });
+
+  afterAll(async () => {
+    imap?.close();
+    await dovecot?.stop();
+  });
+
+  for (const seq of [1, 2]) {
+    it(`message ${seq}: every name form`, async () => {
+      const whole = await imap.cmd(`FETCH ${seq} BODY.PEEK[]`);
+      const msg = itemBytes(whole.untagged[0]!);
+      const body = msg.subarray(msg.indexOf('\r\n') + 2);
+      const map = buildPartMap(body);
+      const mismatches: Array<{ item: string; dovecot: string; postern: string }> = [];
+      let compared = 0;
+      for (const list of LISTS) {
+        for (const form of FORMS(list)) {
+          if (seq === 1 && form.startsWith('BODY.PEEK[1.')) continue;
+          const r = await imap.cmd(`FETCH ${seq} (${form})`);
+          expect(r.tagged, form).toMatch(/^t\d+ OK/);
+          const resp = r.untagged.find((u) => u.toString('latin1').startsWith(`* ${seq} FETCH (`));
+          const theirs = resp ? itemBytes(resp).toString('latin1') : '(missing)';
+          const mine = renderItem(body, map, parseFetchItems(form).items[0]!).toString('latin1');
+          compared++;
+          if (theirs !== mine) mismatches.push({ item: JSON.stringify(form), dovecot: JSON.stringify(theirs).slice(0, 300), postern: JSON.stringify(mine).slice(0, 300) });
+        }
+      }
+      expect(compared).toBe(seq === 1 ? LISTS.length * 3 : LISTS.length * 4);
+      expect(mismatches).toEqual([]);
+    });
+  }
+});

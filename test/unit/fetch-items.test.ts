@@ -33,9 +33,23 @@ describe('parseFetchItems', () => {
   });
 
   it('parses HEADER.FIELDS lists with atoms, quoted strings and literals', () => {
-    const it1 = one('BODY.PEEK[HEADER.FIELDS (From "X-Odd Name" {7}\r\nSubject)]');
-    expect(it1.section).toEqual({ part: [], text: 'HEADER.FIELDS', fields: ['From', 'X-Odd Name', 'Subject'] });
-    expect(one('BODY[1.HEADER.FIELDS.NOT (DATE)]').section).toEqual({ part: [1], text: 'HEADER.FIELDS.NOT', fields: ['DATE'] });
+    const it1 = one('BODY.PEEK[HEADER.FIELDS (From "X-Odd\\\\\\"Name" {7}\r\nSubject)]');
+    expect(it1.section).toEqual({ part: [], text: 'HEADER.FIELDS', fields: ['From', 'X-Odd\\"Name', 'Subject'], fieldForms: ['atom', 'string', 'string'] });
+    expect(one('BODY[1.HEADER.FIELDS.NOT (DATE)]').section).toEqual({ part: [1], text: 'HEADER.FIELDS.NOT', fields: ['DATE'], fieldForms: ['atom'] });
+  });
+
+  it('takes only RFC 5322 field names (printable ASCII but ":"), as the command grammar does', () => {
+    for (const name of ['"a b"', '"a:b"', '""', '"a\tb"', '"a\x01b"', '"a\x7fb"', '"a\xe9b"', '"a\x00b"', '{3}\r\na b', '{3}\r\na\nb', 'a:b']) {
+      let err: unknown;
+      try {
+        parseFetchItems(`BODY[HEADER.FIELDS (${name})]`);
+      } catch (e) {
+        err = e;
+      }
+      expect(isPosternError(err) && err.code === 'E_PROTOCOL', `name ${JSON.stringify(name)}`).toBe(true);
+    }
+    // every printable byte but ":" (atom-specials inside a quoted string)
+    expect(one(String.raw`BODY[HEADER.FIELDS ("!\"#$%&'()*+,-./;<=>?@[\\]^_${'`'}{|}~")]`).section?.fields).toEqual([String.raw`!"#$%&'()*+,-./;<=>?@[\]^_${'`'}{|}~`]);
   });
 
   it('parses the CHANGEDSINCE modifier', () => {
@@ -115,6 +129,40 @@ describe('formatItemName', () => {
     expect(formatItemName(one('BINARY.SIZE[1]'))).toBe('BINARY.SIZE[1]');
     expect(formatItemName(one('rfc822.text'))).toBe('RFC822.TEXT');
     expect(formatItemName(one('BODYSTRUCTURE'))).toBe('BODYSTRUCTURE');
+  });
+
+  // Each expectation below is what Dovecot 2.3.19 wrote for the same request (probed with the test
+  // harness's Dovecot; pinned against it in test/integration/render-oracle.test.ts).
+  const name = (fields: string): string => formatItemName(one(`BODY.PEEK[HEADER.FIELDS (${fields})]`));
+
+  it('echoes HEADER.FIELDS names in their request form: atoms as atoms, strings quoted', () => {
+    expect(name('"Subject"')).toBe('BODY[HEADER.FIELDS ("SUBJECT")]');
+    expect(name('Subject "From" x-a')).toBe('BODY[HEADER.FIELDS (SUBJECT "FROM" X-A)]');
+    expect(name('{7}\r\nSubject')).toBe('BODY[HEADER.FIELDS ("SUBJECT")]');
+    expect(name('a[b')).toBe('BODY[HEADER.FIELDS (A[B)]');
+    expect(name('"a]b" "a[b" "a(b" "a)b" "a{b" "a}b" "a%b" "a*b" "a~b"')).toBe('BODY[HEADER.FIELDS ("A]B" "A[B" "A(B" "A)B" "A{B" "A}B" "A%B" "A*B" "A~B")]');
+  });
+
+  it('writes a quoted name quoted however many quoted-specials it has (never a literal)', () => {
+    expect(name(String.raw`"a\"\"\"\"b"`)).toBe(String.raw`BODY[HEADER.FIELDS ("A\"\"\"\"B")]`);
+    expect(name(String.raw`"a\"\"\"\"\"b"`)).toBe(String.raw`BODY[HEADER.FIELDS ("A\"\"\"\"\"B")]`);
+    expect(name(String.raw`"a\\\\\\\\\\b"`)).toBe(String.raw`BODY[HEADER.FIELDS ("A\\\\\\\\\\B")]`);
+    expect(name(String.raw`"a\"\\\"\\\"b"`)).toBe(String.raw`BODY[HEADER.FIELDS ("A\"\\\"\\\"B")]`);
+    expect(name(`"${'\\"'.repeat(40)}x"`)).toBe(`BODY[HEADER.FIELDS ("${'\\"'.repeat(40)}X")]`);
+    expect(name('{7}\r\na"""""b')).toBe(String.raw`BODY[HEADER.FIELDS ("A\"\"\"\"\"B")]`);
+  });
+
+  it('writes NIL, in any case and form, as the quoted string "NIL"', () => {
+    for (const s of ['nil', 'NIL', 'Nil', '"nil"', '"NIL"']) expect(name(s)).toBe('BODY[HEADER.FIELDS ("NIL")]');
+  });
+
+  it('keeps the part, .NOT and the partial origin', () => {
+    expect(formatItemName(one(String.raw`BODY[1.HEADER.FIELDS.NOT ("x-\\y" z)]<5.10>`))).toBe(String.raw`BODY[1.HEADER.FIELDS.NOT ("X-\\Y" Z)]<5>`);
+  });
+
+  it('a section built by hand (no fieldForms) writes a name as an atom when it can be one', () => {
+    const item: FetchItem = { name: 'BODY', peek: false, raw: '', section: { part: [], text: 'HEADER.FIELDS', fields: ['Subject', 'a"b', 'nil', 'a]b'] } };
+    expect(formatItemName(item)).toBe('BODY[HEADER.FIELDS (SUBJECT "A\\"B" "NIL" "A]B")]');
   });
 });
 

@@ -6,6 +6,7 @@
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
 import { MAX_FETCH_ITEMS, MAX_HEADER_FIELDS, MAX_SECTION_DEPTH } from '../../limits.js';
+import { quoted } from './write.js';
 
 export type SectionText = 'HEADER' | 'HEADER.FIELDS' | 'HEADER.FIELDS.NOT' | 'TEXT' | 'MIME';
 
@@ -15,7 +16,14 @@ export interface FetchSection {
   text?: SectionText;
   /** Field names for HEADER.FIELDS[.NOT], as the client sent them (unquoted). */
   fields?: string[];
+  /**
+   * How each of `fields` was written: an atom, or a string (quoted or literal). Dovecot echoes the
+   * form: an atom as an atom, a string always as a quoted string (see formatSection).
+   */
+  fieldForms?: FieldForm[];
 }
+
+export type FieldForm = 'atom' | 'string';
 
 export interface FetchItem {
   /** Upper-case item name without .PEEK: 'BODY', 'BINARY', 'BINARY.SIZE', 'RFC822.SIZE', 'UID', ... */
@@ -74,6 +82,10 @@ class Lexer {
   }
   /** astring: atom, quoted string or literal ({n} / {n+} CRLF followed by n octets). */
   astring(): string {
+    return this.astringWithForm().value;
+  }
+  /** astring() and whether it was written as an atom or as a string (quoted or literal). */
+  astringWithForm(): { value: string; form: FieldForm } {
     const c = this.peek();
     if (c === '"') {
       let out = '';
@@ -82,7 +94,7 @@ class Lexer {
         const d = this.s[this.pos];
         if (d === undefined || d === '\r' || d === '\n') throw bad('unterminated quoted string', this.s, this.pos);
         this.pos++;
-        if (d === '"') return out;
+        if (d === '"') return { value: out, form: 'string' };
         if (d === '\\') {
           const e = this.s[this.pos];
           if (e !== '"' && e !== '\\') throw bad('bad escape in quoted string', this.s, this.pos);
@@ -98,12 +110,12 @@ class Lexer {
       const start = this.pos + m[0].length;
       if (start + n > this.s.length) throw bad('truncated literal', this.s, this.pos);
       this.pos = start + n;
-      return this.s.slice(start, start + n);
+      return { value: this.s.slice(start, start + n), form: 'string' };
     }
     const start = this.pos;
     while (!this.eof() && !ATOM_SPECIALS.has(this.s[this.pos]!) && this.s.charCodeAt(this.pos) > 0x20 && this.s.charCodeAt(this.pos) < 0x7f) this.pos++;
     if (this.pos === start) throw bad('expected a string', this.s, this.pos);
-    return this.s.slice(start, this.pos);
+    return { value: this.s.slice(start, this.pos), form: 'atom' };
   }
   number(): number {
     const m = /^\d{1,15}/.exec(this.s.slice(this.pos, this.pos + 16));
@@ -155,10 +167,16 @@ function parseSectionSpec(lx: Lexer, binary: boolean): FetchSection {
       lx.expect(' ');
       lx.expect('(');
       const fields: string[] = [];
+      const forms: FieldForm[] = [];
       lx.skipSp();
       while (lx.peek() !== ')') {
         if (lx.eof()) throw bad('unterminated header list', lx.s, lx.pos);
-        fields.push(lx.astring());
+        const at = lx.pos;
+        const f = lx.astringWithForm();
+        // RFC 5322 field names only (printable ASCII but ":"), as the command grammar requires
+        if (!FIELD_NAME.test(f.value)) throw bad('bad header field name', lx.s, at);
+        fields.push(f.value);
+        forms.push(f.form);
         if (fields.length > MAX_HEADER_FIELDS) throw bad('too many header fields', lx.s, lx.pos);
         if (lx.peek() === ' ') lx.skipSp();
         else if (lx.peek() !== ')') throw bad('bad header list', lx.s, lx.pos);
@@ -166,6 +184,7 @@ function parseSectionSpec(lx: Lexer, binary: boolean): FetchSection {
       lx.pos++;
       if (fields.length === 0) throw bad('empty header list', lx.s, lx.pos);
       section.fields = fields;
+      section.fieldForms = forms;
       break;
     }
     default:
@@ -281,20 +300,32 @@ export function parseFetchItems(input: string | Buffer): FetchItemList {
   return { items, list, modifiers };
 }
 
-const isAtomString = (s: string): boolean => s.length > 0 && /^[!#$&'+\-./0-9:;<=>?@A-Z[^_`a-z|}~]+$/.test(s) && s.toUpperCase() !== 'NIL';
+/** A header field name (RFC 5322 ftext): printable ASCII except ":", at least one. */
+const FIELD_NAME = /^[!-9;-~]+$/;
 
-function quoteAstring(s: string): string {
-  if (isAtomString(s)) return s;
-  if (/[\r\n\x00\x80-\uffff]/.test(s)) return `{${Buffer.byteLength(s, 'latin1')}}\r\n${s}`;
-  return `"${s.replace(/[\\"]/g, (c) => '\\' + c)}"`;
+/**
+ * One HEADER.FIELDS name as Dovecot 2.3 echoes it (imap-fetch-body.c): upper-cased (ASCII), an atom
+ * written as an atom, except NIL, which is written `"NIL"`; a string (quoted or literal) always as a
+ * quoted string, however many `"` and `\` it holds (not Dovecot's nstring rule of at most four).
+ * Checked against the real Dovecot in test/integration/render-oracle.test.ts.
+ */
+function echoFieldName(name: string, form: FieldForm): string {
+  const upper = name.replace(/[a-z]+/g, (m) => m.toUpperCase());
+  return form === 'atom' && upper !== 'NIL' ? upper : quoted(upper);
 }
 
-/** "1.2.HEADER.FIELDS (A B)" — the section spec as servers echo it (field names upper-cased). */
+/** A field name that can be written as an atom (no atom-specials). */
+const ATOM_FIELD_NAME = /^[!#$&'+,\-./0-9;<=>?@A-Z[^_`a-z|}~]+$/;
+
+/**
+ * "1.2.HEADER.FIELDS (A B)" — the section spec as Dovecot echoes it (field names upper-cased, in
+ * their request form). Without fieldForms (a section built by hand), a name is an atom when it can be.
+ */
 export function formatSection(section: FetchSection): string {
   let out = section.part.join('.');
   if (section.text) {
     out += (out ? '.' : '') + section.text;
-    if (section.fields) out += ` (${section.fields.map((f) => quoteAstring(f.toUpperCase())).join(' ')})`;
+    if (section.fields) out += ` (${section.fields.map((f, i) => echoFieldName(f, section.fieldForms?.[i] ?? (ATOM_FIELD_NAME.test(f) ? 'atom' : 'string'))).join(' ')})`;
   }
   return out;
 }
