@@ -25,6 +25,7 @@
  *
  * Usage: npm run build && node scripts/bench-collector.mjs [--messages 1000] [--mb 50]
  *          [--target lmtp|postfix] [--quick] [--skip-clamd]
+ * (POSTERN_DIST=/other/dist runs a build elsewhere; its parent must resolve node_modules)
  * (`npm run bench -- collector` builds and runs it). Needs root (Dovecot mail uid, Postfix).
  * Bounded: each run has a deadline (RUN_TIMEOUT_MS), the whole script a watchdog.
  */
@@ -33,7 +34,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, write
 import net from 'node:net';
 import { cpus, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildMailbox } from './lib/mail-corpus.mjs';
 import { startPostfix } from './lib/postfix.mjs';
@@ -315,7 +316,8 @@ exit $rc
   return f;
 }
 
-function posternConfig(dir, dovecot, target, clamd) {
+/** A config with its own state_dir: the corpus repeats its Message-IDs in every run, which postern's dedupe would (rightly) skip. */
+function posternConfig(dir, dovecot, target, clamd, tag) {
   const delivery =
     target.kind === 'lmtp'
       ? `{ protocol: lmtp, host: 127.0.0.1, port: ${target.port}, starttls: none }`
@@ -331,19 +333,32 @@ function posternConfig(dir, dovecot, target, clamd) {
     (clamd
       ? `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${clamd.port} }]\n  timeout_ms: 60000\n  health_interval_ms: 30000\n  max_stream_bytes: 25MiB\n`
       : 'scanner: null\n') +
-    `collector:\n  state_dir: ${dir}/state\n  delivery: ${delivery}\n  accounts:\n` +
+    `collector:\n  state_dir: ${dir}/state-${tag}\n  delivery: ${delivery}\n  accounts:\n` +
     account('bench-pop3', 'pop3', dovecot.ports.pop3, 'popbox') +
     account('bench-imap', 'imap', dovecot.ports.imap, 'imapbox');
-  const file = join(dir, `postern-${clamd ? 'clamd' : 'noav'}.yaml`);
+  const file = join(dir, `postern-${tag}.yaml`);
   writeFileSync(file, yaml);
   return file;
 }
 
-function posternCollectAvailable() {
-  if (!existsSync(join(root, 'dist/cli.js'))) return 'dist/ missing (npm run build)';
-  const r = spawnSync(process.execPath, [join(root, 'bin/postern.js'), 'collect', '--help'], { encoding: 'utf8', timeout: 30_000 });
-  if (r.status !== 0 || !/collect/.test(`${r.stdout}${r.stderr}`) || /unknown command/i.test(`${r.stdout}${r.stderr}`)) return `\`postern collect --help\` exited ${r.status}`;
-  return null;
+/** The CLI to run: bin/postern.js, or a launcher for POSTERN_DIST (a build elsewhere whose parent resolves node_modules). */
+function posternCli(work) {
+  if (!process.env.POSTERN_DIST) return join(root, 'bin/postern.js');
+  const launcher = join(work, 'postern-launcher.mjs');
+  const cli = pathToFileURL(join(process.env.POSTERN_DIST, 'cli.js')).href;
+  writeFileSync(launcher, `import(${JSON.stringify(cli)}).then((m) => m.main(process.argv.slice(2))).then((c) => { if (typeof c === 'number') process.exitCode = c; }, (e) => { console.error(e); process.exitCode = 2; });\n`);
+  return launcher;
+}
+
+/** null when `postern collect` exists: `collect --help` exits 0, or the general usage lists it; else why not. */
+function posternCollectAvailable(cli) {
+  const dist = process.env.POSTERN_DIST ?? join(root, 'dist');
+  if (!existsSync(join(dist, 'cli.js'))) return `${dist}/cli.js missing (npm run build)`;
+  const help = spawnSync(process.execPath, [cli, 'collect', '--help'], { encoding: 'utf8', timeout: 30_000, cwd: tmpdir() });
+  if (help.status === 0) return null;
+  const usage = spawnSync(process.execPath, [cli, '--help'], { encoding: 'utf8', timeout: 30_000, cwd: tmpdir() });
+  if (usage.status === 0 && /postern collect \[--account NAME\]/.test(usage.stdout)) return null;
+  return `\`postern collect --help\` exited ${help.status} and the usage does not list it`;
 }
 
 // ---------- one measured run ----------
@@ -378,13 +393,13 @@ async function measure(label, proto, dovecot, target, messages, go, expected = m
 }
 
 /** `postern collect --account NAME` until the box is empty (a pass may stop at max_messages_per_pass). */
-async function posternCollect(config, account, dovecot, source, env) {
+async function posternCollect(cli, config, account, dovecot, source, env) {
   let wallMs = 0;
   let cpuS = 0;
   let runs = 0;
   let last = { code: 0, out: '' };
   for (let before = dovecot.count(source); before > 0 && runs < 50; runs++) {
-    last = await timed(process.execPath, [join(root, 'bin/postern.js'), 'collect', '--config', config, '--account', account], { env, cwd: dirname(config) });
+    last = await timed(process.execPath, [cli, 'collect', '--config', config, '--account', account], { env, cwd: dirname(config) });
     wallMs += last.wallMs;
     cpuS += last.cpuS;
     const now = dovecot.count(source);
@@ -437,16 +452,17 @@ async function main() {
     await measure('fetchmail (no policy)', proto, dovecot, target, messages, () => timed(findBin('fetchmail'), ['-f', rc, '--nodetach', '--nosyslog'], { env: fmEnv }));
   }
 
-  const collect = posternCollectAvailable();
+  const cli = posternCli(work);
+  const collect = posternCollectAvailable(cli);
   if (collect !== null) console.log(`postern collect not available (${collect})`);
   const pEnv = { ...process.env, BENCH_PASS_POPBOX: USERS.popbox, BENCH_PASS_IMAPBOX: USERS.imapbox };
   if (collect === null) {
-    const conf = posternConfig(join(work), dovecot, target, null);
     for (const [proto, account, source] of [
       ['pop3', 'bench-pop3', 'popbox'],
       ['imap', 'bench-imap', 'imapbox'],
     ]) {
-      await measure('postern collect (default, no AV)', proto, dovecot, target, messages, () => posternCollect(conf, account, dovecot, source, pEnv));
+      const conf = posternConfig(work, dovecot, target, null, `noav-${proto}`);
+      await measure('postern collect (default, no AV)', proto, dovecot, target, messages, () => posternCollect(cli, conf, account, dovecot, source, pEnv));
     }
   }
 
@@ -465,12 +481,12 @@ async function main() {
       }
     } else console.log('fetchmail + clamdscan MDA: clamdscan not installed (apt-get install clamdscan); skipped');
     if (collect === null) {
-      const conf = posternConfig(join(work), dovecot, target, clamd);
       for (const [proto, account, source] of [
         ['pop3', 'bench-pop3', 'popbox'],
         ['imap', 'bench-imap', 'imapbox'],
       ]) {
-        await measure('postern collect (default, clamd)', proto, dovecot, target, messages, () => posternCollect(conf, account, dovecot, source, pEnv));
+        const conf = posternConfig(work, dovecot, target, clamd, `clamd-${proto}`);
+        await measure('postern collect (default, clamd)', proto, dovecot, target, messages, () => posternCollect(cli, conf, account, dovecot, source, pEnv));
       }
     }
   }
