@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { SessionHost } from '../../src/session/types.js';
-import { ImapSession } from '../../src/session/imap.js';
+import { ImapSession } from '../../src/session/imap/index.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import type { ListenerConfig } from '../../src/config/types.js';
 

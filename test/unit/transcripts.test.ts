@@ -31,7 +31,7 @@ import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import type { EngineDeps, QuarantineStore } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { ImapSession, type ImapInterceptor, type InterceptedCommand } from '../../src/session/imap.js';
+import { ImapSession, type ImapInterceptor, type InterceptedCommand } from '../../src/session/imap/index.js';
 import { Pop3Session, type Pop3Hooks } from '../../src/session/pop3.js';
 import type { Session, SessionTimer } from '../../src/session/types.js';
 import { ScriptedHost, testListener, type HostRequest } from '../helpers/scripted-host.js';

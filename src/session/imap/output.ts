@@ -1,0 +1,147 @@
+/**
+ * The IMAP session's output to the client: one ordered queue. Bytes go out at once while nothing is
+ * queued; a held response (an interceptor's rendering, a promise) takes its place in the queue and
+ * everything sent after it waits behind it, so a rewritten FETCH keeps its position relative to what
+ * the upstream sent later. While the head is not rendered the host's `keepalive` timer may write
+ * untagged OK lines (the only bytes allowed between responses); between queued responses the queue asks
+ * the host whether the client has read its output (awaitClientDrain / onClientDrained), so a slow reader
+ * does not make postern render everything at once.
+ */
+import { CRLF, b } from './state.js';
+import type { SessionHost } from '../types.js';
+
+/** A held response in the queue: written once its rendering settles. */
+interface HeldOutput {
+  settled: { ok: true; data: Buffer } | { ok: false; err: unknown } | null;
+}
+
+/** What the queue needs of its session. */
+export interface OutputOwner {
+  readonly host: SessionHost;
+  readonly closed: boolean;
+  fail(err: unknown, side: 'upstream'): void;
+}
+
+export class ClientOutput {
+  private readonly queue: Array<Buffer | HeldOutput> = [];
+  /** The queue is being written out: later output waits behind it. */
+  private flushing = false;
+  /** pump() is running. */
+  private pumping = false;
+  /** Waiting for onClientDrained before the next queued response. */
+  private waitingDrain = false;
+  /** The held response at the head of the queue, not rendered yet (the only time a keep-alive line may be written). */
+  private awaitingHeld: HeldOutput | null = null;
+  /** The client has part of a response relayed frame by frame: nothing else may be written now, not even a BYE. */
+  midOutput = false;
+
+  constructor(private readonly owner: OutputOwner) {}
+
+  /** Nothing is queued: a line written now goes out at once. */
+  get idle(): boolean {
+    return this.queue.length === 0 && !this.flushing;
+  }
+
+  /** Sends (or queues behind a held response). After the session closed only a BYE line is still sent. */
+  send(data: Buffer | string): void {
+    if (this.owner.closed && typeof data === 'string' && !data.startsWith('* BYE')) return;
+    const buf = typeof data === 'string' ? b(data) : data;
+    if (!this.idle) {
+      this.queue.push(buf);
+      return;
+    }
+    this.owner.host.sendClient(buf);
+  }
+
+  /** Queues a promised output (a held, rewritten response); later output waits behind it. */
+  sendLater(p: Promise<Buffer>): void {
+    const held: HeldOutput = { settled: null };
+    this.queue.push(held);
+    this.flushing = true;
+    p.then(
+      (data) => {
+        held.settled = { ok: true, data };
+        this.pump();
+      },
+      (err: unknown) => {
+        held.settled = { ok: false, err };
+        this.pump();
+      },
+    );
+    this.pump();
+  }
+
+  onClientDrained(): void {
+    if (!this.waitingDrain) return;
+    this.waitingDrain = false;
+    this.pump();
+  }
+
+  /** The host's `keepalive` timer fired. */
+  keepalive(): void {
+    if (this.awaitingHeld && !this.owner.closed) this.owner.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
+  }
+
+  /** Drops everything queued (the hold deadline passed: what is still being inspected is never sent). */
+  drop(): void {
+    this.queue.length = 0;
+    this.awaitingHeld = null;
+    this.waitingDrain = false;
+    this.flushing = false;
+    this.owner.host.setTimer?.('keepalive', null);
+  }
+
+  /** Writes the queue out in order, as far as the held responses at its head are rendered and the client reads. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.queue.length > 0) {
+        if (this.owner.closed) {
+          this.queue.length = 0;
+          return;
+        }
+        if (this.waitingDrain) return;
+        const head = this.queue[0]!;
+        let buf: Buffer;
+        if (Buffer.isBuffer(head)) buf = head;
+        else {
+          if (!head.settled) {
+            if (this.awaitingHeld !== head) {
+              // a long scan must not make the client give up: untagged OK lines are legal between
+              // responses; the host owns the timer and calls onTimer('keepalive')
+              this.awaitingHeld = head;
+              this.owner.host.setTimer?.('keepalive', this.owner.host.listener.inspect.keepaliveMs || null);
+            }
+            return;
+          }
+          if (this.awaitingHeld === head) {
+            this.awaitingHeld = null;
+            this.owner.host.setTimer?.('keepalive', null);
+          }
+          if (!head.settled.ok) {
+            this.queue.length = 0;
+            this.flushing = false;
+            this.owner.fail(head.settled.err, 'upstream');
+            return;
+          }
+          buf = head.settled.data;
+        }
+        this.queue.shift();
+        this.owner.host.sendClient(buf);
+        // a client that reads slowly must not make postern render every queued response at once
+        const host = this.owner.host;
+        if (this.queue.length > 0 && host.awaitClientDrain && !host.awaitClientDrain()) {
+          this.waitingDrain = true;
+          return;
+        }
+      }
+      if (this.flushing) {
+        this.flushing = false;
+        this.owner.host.pauseUpstream(false);
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+}

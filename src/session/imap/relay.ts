@@ -1,0 +1,710 @@
+/**
+ * The IMAP relay phase, after the upstream login: both directions framed, nothing forwarded that postern
+ * does not fully understand.
+ * - Client -> upstream: every command is parsed whole by the grammar (protocol/imap/command.ts) and what
+ *   goes upstream is postern's serialisation of that parse; anything else gets BAD. Everything sent
+ *   upstream passes one ordered gate, so a synchronizing literal holds back what follows until the
+ *   server's `+`. Inside IDLE only DONE is legal. postern's own commands (inject) go between two
+ *   complete client commands under a private tag prefix.
+ * - Upstream -> client: a table of in-flight tags says which response belongs to which command. The
+ *   responses of an intercepted command (inline inspection) are held whole and rewritten by the
+ *   interceptor; on an inspecting listener every other response passes the choke point
+ *   (protocol/imap/response-screen.ts) whole. While an intercepted command is in flight the next client
+ *   command waits (untagged FETCH responses of two commands cannot be told apart).
+ */
+import { ErrorCodes, PosternError } from '../../errors.js';
+import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL } from '../../limits.js';
+import { CommandReader, isIdleDone, serialiseCommand, type CommandGrammarOptions, type CommandPart, type ParsedCommand } from '../../protocol/imap/command.js';
+import { MessageAssembler, type Frame, type LineFrame } from '../../protocol/imap/framer.js';
+import { parseResponseHead, splitCapabilities, type CommandHead, type ResponseHead } from '../../protocol/imap/parse.js';
+import { screenResponse } from '../../protocol/imap/response-screen.js';
+import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
+import type { MemoryLease, SessionHost } from '../types.js';
+import type { ClientOutput } from './output.js';
+import { CRLF, b, type SessionCore } from './state.js';
+
+/** A client command the interceptor takes over (inline inspection). */
+export interface InterceptedCommand {
+  /** Bytes to send upstream instead of the client's command (a complete command line, postern-tagged or client-tagged). */
+  upstreamCommand: Buffer;
+  /** Called with every untagged response (all parts) while the command is in flight; return what to send the client (or a promise of it), or null to forward unchanged. */
+  onUntagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer> | null;
+  /** Called with the tagged completion; returns the bytes for the client (or a promise). */
+  onTagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer>;
+  /** A response of this command could not be held (memory budget): its message is withheld, the command must not complete OK. */
+  withhold?(reason: string): void;
+}
+
+export interface ImapInterceptor {
+  /**
+   * Offered every complete client command in the relay phase, after it passed the grammar: `line` is
+   * postern's serialisation of it (what would go upstream) and `command` the parse. Return null to
+   * forward it unchanged, or an InterceptedCommand to take it over.
+   */
+  intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null;
+  /**
+   * Offered every client command in the relay phase before anything else: return a reason to refuse
+   * it with a tagged BAD (it is never sent upstream), or null. `hasLiteral`: the command line
+   * announces a literal, so it cannot be offered to intercept() whole.
+   */
+  refuse?(head: CommandHead, line: Buffer, hasLiteral: boolean, command?: ParsedCommand): string | null;
+  /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
+  observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
+  /** Notified when a client command completes (tagged response). */
+  observeTagged?(tag: string, command: string, head: ResponseHead): void;
+  /** The session ended: release resources (cache files). */
+  close?(): void;
+}
+
+/** What an interceptor may see of the session. */
+export interface ImapSessionView {
+  readonly upstreamCapabilities: ReadonlySet<string>;
+  readonly user: string | null;
+  readonly upstreamName: string | null;
+}
+
+/** A command in flight upstream: a client's (relayed or intercepted) or postern's own (private). */
+interface InFlight {
+  tag: string;
+  name: string;
+  private: boolean;
+  /** Private commands: resolves with the tagged response head. */
+  done?: (head: ResponseHead, untagged: Buffer[][]) => void;
+  untagged?: Buffer[][];
+  intercepted?: InterceptedCommand;
+}
+
+/** The upstream response being relayed: forwarded frame by frame, or held whole (assembler) for its target. */
+interface UpstreamResponse {
+  forward: boolean;
+  target: InFlight | null;
+  head: ResponseHead;
+  assembler: MessageAssembler | null;
+  /** Bytes of the process memory budget held for the assembled response. */
+  lease?: MemoryLease | null;
+  /** The budget refused to hold this (intercepted) response: the rest is dropped and the message withheld. */
+  dropping?: boolean;
+}
+
+export class Relay {
+  private readonly host: SessionHost;
+  private readonly out: ClientOutput;
+  private readonly inflight: InFlight[] = [];
+  private upstreamResponse: UpstreamResponse | null = null;
+  private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
+  /** The client's LOGOUT is in flight: after its completion the session ends. */
+  private logoutTag: string | null = null;
+  /** The client command being received. */
+  private cmd: ClientCommand | null = null;
+  /** IDLE in progress: its tag, whether DONE went upstream, and whether the client sent something else. */
+  private idle: { tag: string; doneSent: boolean; bad: boolean } | null = null;
+  /** An intercepted command is in flight: client input waits (in the session's backlog). */
+  private waitingForIntercept = false;
+  /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
+  private rejectRestOfBatch = false;
+  /**
+   * Everything the relay phase sends upstream goes through this queue, so a synchronizing literal
+   * (postern's own or the client's APPEND) holds back whatever follows it until the server's `+`.
+   */
+  private gate: GateItem[] = [];
+  private gateBytes = 0;
+  /** The gate waits for the server's `+` for this command (relayed to the client when `relay`). */
+  private gateWaiting: { tag: string; relay: boolean } | null = null;
+
+  constructor(private readonly core: SessionCore) {
+    this.host = core.host;
+    this.out = core.out;
+  }
+
+  /** The relay phase begins (the login succeeded). */
+  start(): void {
+    // refresh postern's view of the upstream capabilities under its private tag namespace
+    this.inject('CAPABILITY', (_head, untagged) => {
+      for (const parts of untagged) {
+        const h = parseResponseHead(parts[0]!);
+        if (h.keyword === 'CAPABILITY') this.core.upstreamCapabilities = new Set(splitCapabilities(h.text).map((c) => c.toUpperCase()));
+      }
+      this.host.log.debug({ event: 'upstream.capabilities', capabilities: [...this.core.upstreamCapabilities] }, 'upstream capabilities refreshed');
+    });
+  }
+
+  /** True while the client is in IDLE. */
+  get idling(): boolean {
+    return this.idle !== null;
+  }
+
+  /** An intercepted command is in flight: the next client command waits. */
+  get blocked(): boolean {
+    return this.waitingForIntercept;
+  }
+
+  /** The upstream closed in the relay phase. */
+  upstreamEnded(err?: Error): void {
+    if (this.logoutTag) {
+      this.core.finish({ kind: 'upstream-closed', message: 'logout' });
+      return;
+    }
+    const reason = err ? `upstream connection failed: ${err.message}` : 'upstream closed the connection';
+    // Output still queued behind a held response is dropped with the session (a BYE would queue behind it).
+    if (this.out.idle && !this.out.midOutput) this.out.send(`* BYE [UNAVAILABLE] postern: ${reason}${CRLF}`);
+    this.core.finish({ kind: 'upstream-closed', code: ErrorCodes.UPSTREAM_CLOSED, message: reason });
+  }
+
+  // ---------------------------------------------------------------- upstream -> client
+
+  upstreamFrame(frame: Frame): void {
+    if (frame.type === 'line' && frame.start) {
+      if (frame.data[0] === 0x2b /* + */) {
+        this.upstreamContinuation(frame);
+        return;
+      }
+      this.beginUpstreamResponse(frame);
+    }
+    const cur = this.upstreamResponse;
+    if (!cur) return;
+    if (cur.assembler) {
+      if (!cur.dropping && cur.lease && !cur.lease.resize(cur.assembler.bytes + frame.data.length)) this.refuseHold(cur);
+      if (cur.dropping) {
+        if (frame.type === 'line' && !frame.literal) this.upstreamResponse = null;
+        return;
+      }
+      const parts = cur.assembler.add(frame);
+      if (parts) {
+        this.upstreamResponse = null;
+        this.completeHeldResponse(cur.head, cur.target, parts, cur.lease ?? null);
+      }
+      return;
+    }
+    if (cur.forward) {
+      this.out.midOutput = !(frame.type === 'line' && !frame.literal);
+      this.out.send(frame.data);
+    }
+    if (frame.type === 'line' && !frame.literal) {
+      this.upstreamResponse = null;
+      this.out.midOutput = false;
+    }
+  }
+
+  /**
+   * A continuation request from the upstream. It is legal only where postern is waiting for one: a
+   * synchronizing literal it sent (its own, consumed here) or the client's (relayed), or IDLE's
+   * `+ idling`. Anything else means the two sides disagree about the command stream: the session ends.
+   */
+  private upstreamContinuation(frame: LineFrame): void {
+    const waiting = this.gateWaiting;
+    if (!waiting || frame.literal) {
+      throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream sent a continuation request nobody asked for');
+    }
+    this.gateWaiting = null;
+    if (waiting.relay) this.out.send(frame.data);
+    this.pumpGate();
+  }
+
+  private beginUpstreamResponse(frame: LineFrame): void {
+    const head = parseResponseHead(frame.data);
+    const holdWholeResponse = (target: InFlight | null) => {
+      this.upstreamResponse = {
+        forward: false,
+        target,
+        head,
+        assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
+        lease: this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null,
+      };
+      if (this.host.reserveMemory && !this.upstreamResponse.lease) this.refuseHold(this.upstreamResponse);
+    };
+    if (head.kind === 'tagged') {
+      const idx = this.inflight.findIndex((c) => c.tag === head.tag);
+      if (idx < 0) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream sent a tagged response for a command nobody sent');
+      const target = this.inflight[idx]!;
+      if (this.gateWaiting?.tag === head.tag) this.commandEndedEarly(head.tag!);
+      if (target.private || target.intercepted) {
+        holdWholeResponse(target);
+        return;
+      }
+      if (frame.literal) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream tagged response announces a literal');
+      if (!['OK', 'NO', 'BAD'].includes(head.keyword)) {
+        throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `upstream tagged response "${head.keyword}" is not a status response`);
+      }
+      this.inflight.splice(idx, 1);
+      this.core.interceptor?.observeTagged?.(target.tag, target.name, head);
+      this.upstreamResponse = { forward: false, target, head, assembler: null };
+      const idle = this.idle as { tag: string; bad: boolean } | null;
+      if (idle?.tag === head.tag) {
+        const badDone = idle!.bad;
+        this.idle = null;
+        if (badDone) {
+          // like Dovecot: a line other than DONE inside IDLE ends IDLE and is answered BAD, never executed
+          this.out.send(`${head.tag} BAD Expected DONE${CRLF}`);
+          this.pumpGate();
+          return;
+        }
+      }
+      if (head.code && /^CAPABILITY /i.test(head.code)) this.out.send(this.rewriteCapabilityCode(frame.data, head));
+      else this.out.send(frame.data);
+      if (target.tag === this.logoutTag) {
+        // after the LOGOUT completion the session ends, once this upstream segment has been handled
+        this.core.finishAfterSegment({ kind: 'client-quit' });
+      }
+      this.pumpGate();
+      return;
+    }
+    // untagged
+    const privateCap = this.inflight.find((c) => c.private && c.name === 'CAPABILITY');
+    const clientCap = this.inflight.find((c) => !c.private && c.name === 'CAPABILITY');
+    if (head.keyword === 'CAPABILITY' && privateCap && !clientCap) {
+      holdWholeResponse(privateCap);
+      return;
+    }
+    const intercepting = this.inflight.find((c) => c.intercepted);
+    if (intercepting) {
+      holdWholeResponse(intercepting);
+      return;
+    }
+    if (this.core.interceptor) {
+      // the choke point: on an inspecting listener every relayed response is screened whole
+      if (frame.literal) {
+        holdWholeResponse(null);
+        return;
+      }
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
+      this.forwardScreened(head, [frame.data]);
+      return;
+    }
+    if (head.keyword === 'CAPABILITY' && !frame.literal) {
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
+      this.out.send(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
+      return;
+    }
+    if (head.code && /^CAPABILITY /i.test(head.code) && !frame.literal) {
+      this.upstreamResponse = { forward: false, target: null, head, assembler: null };
+      this.out.send(this.rewriteCapabilityCode(frame.data, head));
+      return;
+    }
+    this.upstreamResponse = { forward: true, target: null, head, assembler: null };
+  }
+
+  /** Relays one whole untagged response on an inspecting listener, after the choke point let it pass. */
+  private forwardScreened(head: ResponseHead, parts: Buffer[]): void {
+    const verdict = screenResponse(head, parts);
+    if (!verdict.ok) {
+      throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay upstream response: ${verdict.reason}`);
+    }
+    this.core.interceptor?.observeUntagged?.(head, parts);
+    if (head.keyword === 'CAPABILITY') this.out.send(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
+    else if (head.code && /^CAPABILITY /i.test(head.code)) this.out.send(this.rewriteCapabilityCode(parts[0]!, head));
+    else this.out.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+  }
+
+  private rewriteCapabilityCode(line: Buffer, head: ResponseHead): Buffer {
+    const caps = filterCapabilities(splitCapabilities(head.code!.slice(11)));
+    const prefix = head.kind === 'tagged' ? head.tag! : '*';
+    const text = line.toString('latin1').replace(/\r?\n$/, '');
+    const afterStatus = text.slice(prefix.length + 1 + head.keyword.length);
+    const close = afterStatus.indexOf(']');
+    return b(`${prefix} ${head.keyword} [CAPABILITY ${caps.join(' ')}]${afterStatus.slice(close + 1)}${CRLF}`);
+  }
+
+  /** A whole response that was held: private command bookkeeping, an interceptor's rewrite, or the choke point. */
+  private completeHeldResponse(head: ResponseHead, target: InFlight | null, parts: Buffer[], lease: MemoryLease | null = null): void {
+    // the held bytes stay in use until the interceptor's rendering settles; then they are returned to the budget
+    let keepLease = false;
+    try {
+      keepLease = this.completeHeld(head, target, parts, lease);
+    } finally {
+      if (!keepLease) lease?.release();
+    }
+  }
+
+  /** Returns true when the lease is handed to a pending rendering (released when it settles). */
+  private completeHeld(head: ResponseHead, target: InFlight | null, parts: Buffer[], lease: MemoryLease | null): boolean {
+    if (!target) {
+      this.forwardScreened(head, parts);
+      return false;
+    }
+    if (target.private) {
+      if (head.kind === 'tagged') {
+        this.inflight.splice(this.inflight.indexOf(target), 1);
+        target.done?.(head, target.untagged ?? []);
+        this.pumpGate();
+      } else {
+        (target.untagged ??= []).push(parts);
+      }
+      return false;
+    }
+    const ic = target.intercepted!;
+    if (head.kind === 'tagged') {
+      if (parts.length > 1) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream tagged response announces a literal');
+      this.inflight.splice(this.inflight.indexOf(target), 1);
+      this.core.interceptor?.observeTagged?.(target.tag, target.name, head);
+      const out = ic.onTagged(parts, head);
+      if (out instanceof Promise) this.out.sendLater(out);
+      else this.out.send(out);
+      this.pumpGate();
+      this.interceptDone();
+      return false;
+    }
+    const out = ic.onUntagged(parts, head);
+    if (out === null) {
+      this.forwardScreened(head, parts);
+      return false;
+    }
+    if (out instanceof Promise) {
+      this.host.pauseUpstream(true);
+      if (lease) void out.then(() => lease.release(), () => lease.release());
+      this.out.sendLater(out);
+      return lease !== null;
+    }
+    this.out.send(out);
+    return false;
+  }
+
+  /**
+   * The memory budget refused to hold a response. An intercepted FETCH's message is withheld (the
+   * command completes with NO [UNAVAILABLE]) and the rest of the response is dropped; anything else ends
+   * the session.
+   */
+  private refuseHold(cur: UpstreamResponse): void {
+    cur.lease?.release();
+    cur.lease = null;
+    const ic = cur.target?.intercepted;
+    if (ic?.withhold && cur.head.kind === 'untagged') {
+      ic.withhold('postern is out of memory budget');
+      cur.assembler?.reset();
+      cur.dropping = true;
+      return;
+    }
+    throw new PosternError(ErrorCodes.MEMORY_BUDGET, 'no memory budget left to hold an upstream response');
+  }
+
+  // ---------------------------------------------------------------- client -> upstream
+
+  /**
+   * Every client command is parsed whole against the IMAP grammar (protocol/imap/command.ts) before
+   * anything of it goes upstream, and what goes upstream is postern's own serialisation of that parse.
+   * So postern and the server cannot disagree about where a command starts or what it is. Small
+   * literals (mailbox names, search strings) are collected (postern answers `+` itself); only APPEND
+   * message data is streamed, behind a prefix that has already passed the grammar.
+   */
+  clientFrames(frames: Frame[]): void {
+    for (let i = 0; i < frames.length; i++) {
+      if (this.core.state.kind !== 'relay') return;
+      const frame = frames[i]!;
+      if (!this.cmd && frame.type === 'line' && frame.start) {
+        if (this.idle && !this.idle.doneSent) {
+          this.idleLine(frame);
+          continue;
+        }
+        if (this.inflight.some((c) => c.intercepted)) {
+          // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
+          // nothing new goes upstream until the intercepted command has completed.
+          this.core.holdFrames(frames.slice(i));
+          this.waitingForIntercept = true;
+          this.core.setClientPause('intercept', true);
+          return;
+        }
+        this.cmd = { reader: new CommandReader(this.grammarOptions()), tag: null, name: null, literal: null, streamed: false, streamedCount: 0, refused: null };
+      }
+      if (!this.cmd) throw new PosternError(ErrorCodes.PROTOCOL, 'client data outside any command');
+      this.clientFrame(this.cmd, frame);
+      if (this.rejectRestOfBatch) {
+        this.rejectRestOfBatch = false;
+        return;
+      }
+    }
+  }
+
+  private clientFrame(c: ClientCommand, frame: Frame): void {
+    if (frame.type === 'literal') {
+      const lit = c.literal;
+      if (!lit) throw new PosternError(ErrorCodes.PROTOCOL, 'literal data without a literal');
+      if (!c.refused) {
+        if (lit.streamed) this.toUpstream({ kind: 'data', data: frame.data, tag: c.tag! });
+        else lit.chunks.push(frame.data);
+      }
+      if (frame.last) {
+        c.literal = null;
+        if (!c.refused) this.pushLiteral(c, lit.streamed ? { size: lit.size } : Buffer.concat(lit.chunks));
+      }
+      return;
+    }
+    if (c.refused) {
+      // the rest of a refused command: non-synchronizing literals and the lines between them are skipped
+      if (frame.literal && frame.literal.size > 0) c.literal = { size: frame.literal.size, chunks: [], streamed: false };
+      if (!frame.literal) this.endRefused(c);
+      return;
+    }
+    const r = c.reader.push(frame.data);
+    if (!r.ok) {
+      if (c.tag === null) c.tag = r.tag;
+      if (frame.literal) this.refuseClientCommand(c, r.reason, frame.literal);
+      else {
+        this.cmd = null;
+        if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND after message data: ${r.reason}`);
+        this.host.log.debug({ event: 'command.refused', tag: r.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: r.reason } }, 'client command refused by the grammar');
+        this.core.bad(r.tag ?? '*', `postern: ${r.reason}`);
+      }
+      return;
+    }
+    if (r.complete) {
+      this.cmd = null;
+      if (c.streamed) {
+        // the rest of an APPEND after its last message literal
+        const tail = serialiseCommand(r.command, this.upstreamLiteralOptions(), c.streamedCount);
+        this.sendChunks(tail.chunks, c.tag!);
+        this.maybeInject();
+        return;
+      }
+      this.dispatchCommand(r.command);
+      return;
+    }
+    c.tag = r.tag;
+    c.name = r.name;
+    const pending = r.pending;
+    if (!pending || !frame.literal) throw new PosternError(ErrorCodes.PROTOCOL, 'command framing disagrees with the grammar');
+    const size = pending.size;
+    if (pending.streamable && r.prefix) {
+      // APPEND message data: the prefix passed the grammar; the data is streamed behind it
+      if (!c.streamed) {
+        if (!this.admitClientTag(r.tag)) {
+          this.refuseClientCommand(c, null, frame.literal);
+          return;
+        }
+        this.inflight.push({ tag: r.tag, name: r.name, private: false });
+      }
+      // the client's `{n}` stays synchronizing upstream, so a server that refuses the APPEND spares it the upload
+      const ser = serialiseCommand(r.prefix, pending.sync ? { literalPlus: false, literalMinus: false } : this.upstreamLiteralOptions(), c.streamedCount);
+      c.streamed = true;
+      c.streamedCount++;
+      this.sendChunks(ser.chunks, r.tag);
+      // a synchronizing literal upstream: the client's own `{n}` waits for the server's `+` (relayed);
+      // a client `{n+}` the server cannot take as such is held by postern until that `+` (consumed)
+      if (ser.streamed?.sync) this.toUpstream({ kind: 'plus', relay: pending.sync, tag: r.tag });
+      else if (pending.sync) this.out.send(`+ Ready for literal data${CRLF}`);
+      if (size === 0) this.pushLiteral(c, { size: 0 });
+      else c.literal = { size, chunks: [], streamed: true };
+      return;
+    }
+    if (pending.sync) this.out.send(`+ Ready for literal data${CRLF}`);
+    if (size === 0) this.pushLiteral(c, Buffer.alloc(0));
+    else c.literal = { size, chunks: [], streamed: false };
+  }
+
+  private pushLiteral(c: ClientCommand, part: CommandPart): void {
+    const r = c.reader.push(part);
+    if (!r.ok) {
+      // cannot happen for a literal the grammar announced; fail closed all the same
+      throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `literal refused by the grammar: ${r.reason}`);
+    }
+  }
+
+  /** Sends serialised chunks upstream; every chunk after the first waits for the server's `+` (consumed). */
+  private sendChunks(chunks: Buffer[], tag: string): void {
+    chunks.forEach((chunk, i) => {
+      if (i > 0) this.toUpstream({ kind: 'plus', relay: false, tag });
+      this.toUpstream({ kind: 'data', data: chunk, tag });
+    });
+  }
+
+  private upstreamLiteralOptions(): { literalPlus: boolean; literalMinus: boolean } {
+    return { literalPlus: this.core.upstreamCapabilities.has('LITERAL+'), literalMinus: this.core.upstreamCapabilities.has('LITERAL-') };
+  }
+
+  /** Refuses a command whose line announced a literal (the literal and the rest of the command are not forwarded). */
+  private refuseClientCommand(c: ClientCommand, reason: string | null, literal: { size: number; nonSync: boolean }): void {
+    const text = reason === null ? 'Tag reserved by postern' : `postern: ${reason}`;
+    if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND: ${text}`);
+    this.host.log.debug({ event: 'command.refused', tag: c.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: text } }, 'client command refused by the grammar');
+    if (literal.nonSync) {
+      c.refused = text;
+      if (literal.size > 0) c.literal = { size: literal.size, chunks: [], streamed: false };
+      return;
+    }
+    // a synchronizing literal is refused by answering BAD instead of `+`: the client will not send it
+    this.cmd = null;
+    this.core.clientFramer.cancelLiteral();
+    this.core.bad(c.tag ?? '*', text);
+    this.rejectRestOfBatch = true;
+  }
+
+  private endRefused(c: ClientCommand): void {
+    this.cmd = null;
+    this.core.bad(c.tag ?? '*', c.refused!);
+  }
+
+  /** A line inside IDLE: only DONE is legal. */
+  private idleLine(frame: LineFrame): void {
+    const idle = this.idle!;
+    idle.doneSent = true;
+    this.toUpstream({ kind: 'data', data: b(`DONE${CRLF}`), tag: idle.tag });
+    if (isIdleDone(frame.data)) return;
+    // Anything else ends IDLE (as Dovecot does) and is not executed; the IDLE is answered BAD.
+    idle.bad = true;
+    if (frame.literal) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, 'a literal inside IDLE');
+  }
+
+  private grammarOptions(): CommandGrammarOptions {
+    // postern offers LITERAL+ to its clients and converts literals for the upstream itself
+    return { literalPlus: true, literalMinus: true, binary: this.core.upstreamCapabilities.has('BINARY'), maxLiteralInline: MAX_INLINE_LITERAL };
+  }
+
+  private admitClientTag(tag: string): boolean {
+    if (tag.startsWith(this.core.privatePrefix)) return false;
+    return true;
+  }
+
+  private interceptDone(): void {
+    if (!this.waitingForIntercept) return;
+    this.waitingForIntercept = false;
+    this.core.resumeClient('intercept');
+  }
+
+  /** A complete client command that passed the grammar. */
+  private dispatchCommand(cmd: ParsedCommand): void {
+    const { tag, name } = cmd;
+    if (!this.admitClientTag(tag)) {
+      this.out.send(`${tag} BAD Tag reserved by postern${CRLF}`);
+      return;
+    }
+    switch (name) {
+      case 'STARTTLS':
+        this.out.send(`${tag} BAD STARTTLS not available after login${CRLF}`);
+        return;
+      case 'COMPRESS':
+        this.out.send(`${tag} NO [CANNOT] COMPRESS is not available through postern${CRLF}`);
+        return;
+      case 'LOGIN':
+      case 'AUTHENTICATE':
+        this.out.send(`${tag} BAD Already logged in${CRLF}`);
+        return;
+      case 'ENABLE': {
+        const bad = cmd.args.find((a) => a.t !== 'atom' || !ENABLE_ALLOWED.has(a.v.toUpperCase()));
+        if (bad) {
+          this.out.send(`${tag} BAD postern: ENABLE ${bad.t === 'atom' ? bad.v : 'argument'} is not available through postern${CRLF}`);
+          return;
+        }
+        break;
+      }
+      case 'LOGOUT':
+        this.logoutTag = tag;
+        break;
+      default:
+        break;
+    }
+    const { chunks } = serialiseCommand(cmd, this.upstreamLiteralOptions());
+    const hasLiteral = cmd.args.some(function lit(v): boolean {
+      return (v.t === 'string' && (v.form === 'literal' || v.form === 'literal8')) || (v.t === 'list' && v.v.some(lit)) || (v.t === 'section' && !!v.fields?.some(lit));
+    });
+    const line = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const head = commandHeadOf(cmd, line);
+    if (this.core.interceptor) {
+      const refusal = this.core.interceptor.refuse?.(head, line, hasLiteral, cmd);
+      if (refusal) {
+        this.out.send(`${tag} BAD ${refusal}${CRLF}`);
+        return;
+      }
+      const ic = this.core.interceptor.intercept(head, line, this.core, cmd);
+      if (ic) {
+        this.inflight.push({ tag, name, private: false, intercepted: ic });
+        this.toUpstream({ kind: 'data', data: ic.upstreamCommand, tag });
+        return;
+      }
+    }
+    this.inflight.push({ tag, name, private: false });
+    this.sendChunks(chunks, tag);
+    if (name === 'IDLE') {
+      this.idle = { tag, doneSent: false, bad: false };
+      this.toUpstream({ kind: 'plus', relay: true, tag });
+    }
+    this.maybeInject();
+  }
+
+  // ---------------------------------------------------------------- the ordered upstream gate
+
+  private toUpstream(item: GateItem): void {
+    if (!this.gateWaiting && this.gate.length === 0) {
+      this.runGateItem(item);
+      return;
+    }
+    this.gate.push(item);
+    if (item.kind === 'data') this.gateBytes += item.data.length;
+    if (this.gateBytes > this.host.listener.limits.maxBufferedBytes) {
+      throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'client sent more than the buffer limit while the server had not asked for it', {
+        limit: this.host.listener.limits.maxBufferedBytes,
+      });
+    }
+    this.core.setClientPause('gate', this.gateBytes > GATE_PAUSE_BYTES);
+  }
+
+  private runGateItem(item: GateItem): void {
+    if (item.kind === 'data') this.host.sendUpstream(item.data);
+    else this.gateWaiting = { tag: item.tag, relay: item.relay };
+  }
+
+  private pumpGate(): void {
+    while (!this.gateWaiting && this.gate.length > 0) {
+      const item = this.gate.shift()!;
+      if (item.kind === 'data') this.gateBytes -= item.data.length;
+      this.runGateItem(item);
+    }
+    this.core.setClientPause('gate', this.gateBytes > GATE_PAUSE_BYTES);
+  }
+
+  /** The server completed a command that was waiting for a continuation: what was queued behind it for that command is dropped. */
+  private commandEndedEarly(tag: string): void {
+    this.gateWaiting = null;
+    const kept: GateItem[] = [];
+    for (const item of this.gate) {
+      if (item.tag === tag) {
+        if (item.kind === 'data') this.gateBytes -= item.data.length;
+      } else kept.push(item);
+    }
+    this.gate = kept;
+    const c = this.cmd;
+    if (c && c.tag === tag && c.streamed) {
+      // the client waits for a `+` that will not come: it will not send the literal
+      if (c.literal) this.core.clientFramer.cancelLiteral();
+      this.cmd = null;
+    }
+    if (this.idle?.tag === tag) this.idle = null;
+  }
+
+  /** Queues a private command; it is sent at the next command boundary of the client stream. */
+  inject(command: string, done: (head: ResponseHead, untagged: Buffer[][]) => void): void {
+    this.pendingInjections.push({ command, done });
+    this.maybeInject();
+  }
+
+  private maybeInject(): void {
+    if (this.core.state.kind !== 'relay' || this.pendingInjections.length === 0) return;
+    if (this.cmd !== null || this.idle !== null || this.logoutTag !== null) return;
+    while (this.pendingInjections.length > 0) {
+      const { command, done } = this.pendingInjections.shift()!;
+      const tag = this.core.nextPrivateTag();
+      this.inflight.push({ tag, name: command.split(' ')[0]!.toUpperCase(), private: true, done });
+      this.toUpstream({ kind: 'data', data: b(`${tag} ${command}${CRLF}`), tag });
+    }
+  }
+}
+
+type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
+
+/** The client command being received in the relay phase. */
+interface ClientCommand {
+  reader: CommandReader;
+  tag: string | null;
+  name: string | null;
+  /** The literal being received: collected (small) or streamed upstream (APPEND message data). */
+  literal: { size: number; chunks: Buffer[]; streamed: boolean } | null;
+  /** Part of it already went upstream (APPEND): a grammar error from here on ends the session. */
+  streamed: boolean;
+  /** How many message literals of it were streamed. */
+  streamedCount: number;
+  /** Refused: the rest is skipped and BAD sent at its end. */
+  refused: string | null;
+}
+
+function commandHeadOf(cmd: ParsedCommand, line: Buffer): CommandHead {
+  const prefix = `${cmd.tag} ${cmd.name}`;
+  const off = Buffer.byteLength(prefix, 'latin1');
+  return { tag: cmd.tag, name: cmd.name, argsOffset: line[off] === 0x20 ? off + 1 : off };
+}

@@ -1,0 +1,283 @@
+/**
+ * The IMAP upstream login, on the client's behalf: route the login (allowlist before any connection),
+ * connect (host event), read the upstream's greeting, upstream STARTTLS before any credential leaves
+ * (host event), re-learn the capabilities, replay the login (AUTHENTICATE PLAIN, else LOGIN), and hand
+ * over to the relay. Every upstream answer must come within greeting_timeout_ms (the host's `handshake`
+ * timer). A failed attempt answers the client's tag with NO; PREAUTH, a missing or failed upstream TLS
+ * end the session instead (no downgrade). A refused login closes the upstream: the client may retry.
+ */
+import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
+import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
+import { parseResponseHead, splitCapabilities, type ResponseHead } from '../../protocol/imap/parse.js';
+import { quoteOrLiteral } from '../../protocol/imap/write.js';
+import { filterCapabilities } from '../imap-capabilities.js';
+import { routeLogin } from '../routing.js';
+import { CRLF, b, isAnswerStep, type HandshakePurpose, type LoginAttempt, type LoginStep, type SessionCore } from './state.js';
+
+export class UpstreamLogin {
+  /** Upstream responses are read whole during the login (bounded: a few lines). */
+  private readonly assembler: MessageAssembler;
+
+  constructor(private readonly core: SessionCore) {
+    this.assembler = new MessageAssembler(core.host.listener.limits.maxLineLength * 4);
+  }
+
+  /** Routes the login and, when it may go anywhere, connects: the session is `upstream-login` until the attempt ends. */
+  begin(tag: string, loginBuf: Buffer, password: Buffer): void {
+    const core = this.core;
+    const login = loginBuf.toString('utf8');
+    const route = routeLogin(core.host.listener.upstream, login);
+    if (!route.ok) {
+      const text =
+        route.reason === 'denied'
+          ? `postern: mail server "${route.host}" is not allowed here`
+          : 'postern: log in as user@mail-server (login routing)';
+      // never the raw login: a password typed into the user field would end up in the log
+      core.host.log.warn({ event: 'login.refused', reason: route.reason, host: route.reason === 'denied' ? route.host : undefined, err: { code: ErrorCodes.ROUTE_DENIED, message: text } }, 'login refused by routing');
+      core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
+      return;
+    }
+    core.newUpstreamStream();
+    this.assembler.reset();
+    core.upstreamCapabilities = new Set();
+    const attempt: LoginAttempt = { tag, user: route.user, password, upstreamName: route.upstreamName, target: route.target, startedAt: Date.now(), step: { kind: 'connecting' } };
+    core.state = { kind: 'upstream-login', login: attempt };
+    core.setClientPause('login', true);
+    // the host reports onUpstreamConnected / onUpstreamConnectFailed
+    core.host.connectUpstream(route.target);
+  }
+
+  /** The attempt, when it is at `step`. */
+  private at(step: LoginStep['kind']): LoginAttempt | null {
+    const st = this.core.state;
+    return st.kind === 'upstream-login' && st.login.step.kind === step ? st.login : null;
+  }
+
+  /** The attempt, when it waits for an answer from the upstream (its greeting or a handshake command's). */
+  awaitingAnswer(): LoginAttempt | null {
+    const st = this.core.state;
+    return st.kind === 'upstream-login' && isAnswerStep(st.login.step) ? st.login : null;
+  }
+
+  /** The upstream's bytes are not read now (its TLS handshake runs). */
+  get inUpstreamTls(): boolean {
+    return this.at('upstream-tls') !== null;
+  }
+
+  onConnected(): void {
+    const login = this.at('connecting');
+    if (!login) return;
+    this.core.host.log.info({ event: 'upstream.connect', upstream: login.upstreamName, ms: Date.now() - login.startedAt }, 'upstream connected');
+    login.step = { kind: 'greeting' };
+    this.awaitAnswer();
+  }
+
+  onConnectFailed(err: Error): void {
+    const login = this.at('connecting');
+    if (login) this.failed(login, err);
+  }
+
+  onTlsReady(): void {
+    const login = this.at('upstream-tls');
+    // the host logs upstream.tls; capabilities must be re-learned after TLS (RFC 3501 6.2.1)
+    if (login) this.sendCommand(login, 'capability-after-tls', 'CAPABILITY');
+  }
+
+  onTlsFailed(err: Error): void {
+    const login = this.at('upstream-tls');
+    if (login) this.failed(login, err);
+  }
+
+  /** A fault while waiting for an answer (timeout, upstream closed, malformed data) fails the attempt. Returns false when nothing waited. */
+  failWaiting(err: unknown): boolean {
+    const login = this.awaitingAnswer();
+    if (!login) return false;
+    this.failed(login, err);
+    return true;
+  }
+
+  /** The session closed while the attempt waited for an answer: the upstream connection goes too. */
+  abandoned(login: LoginAttempt): void {
+    this.core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: ErrorCodes.UPSTREAM_CLOSED, message: 'session closed' } }, 'upstream login phase failed');
+    this.core.host.disconnectUpstream();
+  }
+
+  /** One upstream frame during the login. `rest` counts the bytes behind it in the same segment. */
+  frame(login: LoginAttempt, frame: Frame, rest: () => number): void {
+    const parts = this.assembler.add(frame);
+    if (parts) this.answer(login, parts, rest);
+  }
+
+  /** Every handshake answer must come within greeting_timeout_ms; the host owns the timer (onTimer('handshake')). */
+  private awaitAnswer(): void {
+    this.core.host.setTimer?.('handshake', this.core.host.listener.limits.greetingTimeoutMs || null);
+  }
+
+  /** Sends one of postern's handshake commands. `chunks` go one per continuation request (synchronizing literals, SASL). */
+  private sendCommand(login: LoginAttempt, purpose: HandshakePurpose, command: string | Buffer[]): void {
+    const tag = this.core.nextPrivateTag();
+    const chunks = typeof command === 'string' ? [b(command + CRLF)] : command;
+    login.step = { kind: 'command', purpose, tag, chunks, next: 1, untagged: [] };
+    this.core.host.sendUpstream(Buffer.concat([b(`${tag} `), chunks[0]!]));
+    this.awaitAnswer();
+  }
+
+  /** One complete upstream response. */
+  private answer(login: LoginAttempt, parts: Buffer[], rest: () => number): void {
+    this.core.host.setTimer?.('handshake', null);
+    const head = parseResponseHead(parts[0]!);
+    const step = login.step;
+    if (step.kind === 'greeting') {
+      if (head.kind !== 'untagged' || (head.keyword !== 'OK' && head.keyword !== 'PREAUTH' && head.keyword !== 'BYE')) {
+        return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream sent no IMAP greeting'));
+      }
+      if (head.keyword === 'BYE') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_REFUSED, `upstream refused: ${head.text}`));
+      if (head.keyword === 'PREAUTH') {
+        return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH; refusing (cannot secure or authenticate the session)'));
+      }
+      if (head.code && /^CAPABILITY /i.test(head.code)) {
+        this.core.upstreamCapabilities = new Set(splitCapabilities(head.code.slice(11)).map((c) => c.toUpperCase()));
+        return this.afterFirstCapabilities(login);
+      }
+      return this.sendCommand(login, 'capability', 'CAPABILITY');
+    }
+    if (step.kind !== 'command') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream data while none was expected'));
+    if (head.kind === 'continuation') {
+      const chunk = step.chunks[step.next++];
+      if (!chunk) return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'unexpected continuation from upstream'));
+      this.core.host.sendUpstream(chunk);
+      return this.awaitAnswer();
+    }
+    if (head.kind === 'tagged' && head.tag === step.tag) return this.commandDone(login, step, head, rest);
+    if (head.kind === 'untagged' && head.keyword === 'BYE') {
+      return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_CLOSED, `upstream said BYE: ${head.text}`));
+    }
+    step.untagged.push(parts);
+    this.awaitAnswer();
+  }
+
+  private commandDone(login: LoginAttempt, step: LoginStep & { kind: 'command' }, head: ResponseHead, rest: () => number): void {
+    switch (step.purpose) {
+      case 'capability':
+        this.capabilitiesFrom(step.untagged);
+        return this.afterFirstCapabilities(login);
+      case 'starttls': {
+        if (head.keyword !== 'OK') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STARTTLS: ${head.text}`));
+        // response injection: nothing the upstream sent after its OK may be read as post-TLS data
+        const dropped = rest() + this.core.discardUpstreamInput();
+        this.assembler.reset();
+        if (dropped > 0) this.core.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
+        login.step = { kind: 'upstream-tls' };
+        // the host logs upstream.tls and reports onUpstreamTlsReady / onUpstreamTlsFailed
+        this.core.host.startUpstreamTls();
+        return;
+      }
+      case 'capability-after-tls':
+        this.capabilitiesFrom(step.untagged);
+        return this.sendCredentials(login);
+      case 'login':
+        return this.result(login, head);
+    }
+  }
+
+  /** The capabilities before any TLS are known: upstream STARTTLS when required, else the login. */
+  private afterFirstCapabilities(login: LoginAttempt): void {
+    if (this.core.host.listener.upstream.tls.mode === 'starttls' && !login.target.implicitTls) {
+      if (!this.core.upstreamCapabilities.has('STARTTLS')) {
+        return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STARTTLS but TLS is required'));
+      }
+      return this.sendCommand(login, 'starttls', 'STARTTLS');
+    }
+    this.sendCredentials(login);
+  }
+
+  private capabilitiesFrom(untagged: Buffer[][]): void {
+    for (const parts of untagged) {
+      const h = parseResponseHead(parts[0]!);
+      if (h.keyword === 'CAPABILITY') {
+        this.core.upstreamCapabilities = new Set(splitCapabilities(h.text).map((c) => c.toUpperCase()));
+        return;
+      }
+    }
+  }
+
+  /** The client's login, replayed upstream: AUTHENTICATE PLAIN when offered, else LOGIN. */
+  private sendCredentials(login: LoginAttempt): void {
+    const caps = this.core.upstreamCapabilities;
+    const userBuf = b(login.user);
+    const password = login.password;
+    if (caps.has('AUTH=PLAIN')) {
+      const payload = Buffer.concat([Buffer.alloc(1), userBuf, Buffer.alloc(1), password]).toString('base64');
+      if (caps.has('SASL-IR')) return this.sendCommand(login, 'login', `AUTHENTICATE PLAIN ${payload}`);
+      return this.sendCommand(login, 'login', [b(`AUTHENTICATE PLAIN${CRLF}`), b(payload + CRLF)]);
+    }
+    if (caps.has('LOGINDISABLED')) {
+      return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream refuses LOGIN and offers no AUTH=PLAIN'));
+    }
+    // LOGIN with quoted strings, or literals for values that cannot be quoted
+    const literalPlus = caps.has('LITERAL+');
+    const chunks: Buffer[] = [];
+    let current: Buffer[] = [b('LOGIN')];
+    for (const value of [userBuf, password]) {
+      const enc = quoteOrLiteral(value);
+      if ('quoted' in enc) {
+        current.push(b(' '), enc.quoted);
+      } else if (literalPlus) {
+        current.push(b(` {${value.length}+}${CRLF}`), value);
+      } else {
+        current.push(b(` {${value.length}}${CRLF}`));
+        chunks.push(Buffer.concat(current));
+        current = [value];
+      }
+    }
+    current.push(b(CRLF));
+    chunks.push(Buffer.concat(current));
+    this.sendCommand(login, 'login', chunks);
+  }
+
+  /** The upstream's answer to the replayed login. */
+  private result(login: LoginAttempt, head: ResponseHead): void {
+    const core = this.core;
+    const { tag } = login;
+    if (head.keyword !== 'OK') {
+      core.host.log.info({ event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
+      core.host.disconnectUpstream();
+      core.state = { kind: 'preauth' };
+      core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${head.text || 'Authentication failed'}${CRLF}`);
+      core.resumeClient('login');
+      return;
+    }
+    core.user = login.user;
+    core.upstreamName = login.upstreamName;
+    core.host.setUser(login.user, login.upstreamName);
+    let code = '';
+    if (head.code && /^CAPABILITY /i.test(head.code)) {
+      const caps = splitCapabilities(head.code.slice(11));
+      core.upstreamCapabilities = new Set(caps.map((c) => c.toUpperCase()));
+      code = `[CAPABILITY ${filterCapabilities(caps).join(' ')}] `;
+    }
+    core.host.log.info({ event: 'login.ok', ms: Date.now() - login.startedAt }, 'login ok');
+    core.state = { kind: 'relay' };
+    core.out.send(`${tag} OK ${code}${head.text || 'Logged in'}${CRLF}`);
+    core.startRelay();
+    core.resumeClient('login');
+  }
+
+  /** The attempt failed before the upstream judged the credentials: tagged NO; the session ends when the upstream cannot be secured. */
+  private failed(login: LoginAttempt, err: unknown): void {
+    const core = this.core;
+    const e = isPosternError(err) ? err : new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, err instanceof Error ? err.message : String(err));
+    core.host.setTimer?.('handshake', null);
+    core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: e.code, message: e.message } }, 'upstream login phase failed');
+    core.host.disconnectUpstream();
+    core.state = { kind: 'preauth' };
+    const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
+    core.out.send(`${login.tag} NO [UNAVAILABLE] postern: ${e.message} (${e.code})${CRLF}`);
+    if (fatal) {
+      core.out.send(`* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream${CRLF}`);
+      core.finish({ kind: 'error', code: e.code, message: e.message });
+      return;
+    }
+    core.resumeClient('login');
+  }
+}
