@@ -3,40 +3,46 @@
  * MIME model's limits and faults), then every leaf in document order: file names, transfer
  * encoding damage, ZIP archives (member names and types, encryption, limits), forwarded messages
  * sent encoded (opened and judged inside, depth-bounded), content types (declared, every other
- * reading, detected), NUL bytes, and files embedded in text (uuencode, yEnc, BinHex). Findings go
- * to `emit` in that order; the stage returns what the scan stage needs to scan besides the leaves
- * themselves (embedded files, the leaves of opened forwarded messages, the largest ZIP member).
+ * reading, detected), NUL bytes, and files embedded in text (uuencode, begin-base64, yEnc,
+ * BinHex), which meet the same rules as attachments: the same archive judgement (archive.ts), the
+ * same name and type decisions (decisions.ts), *.eml files opened as forwarded messages. Findings
+ * go to `emit` in that order; the stage returns what the scan stage needs to scan besides the
+ * leaves themselves (embedded files, the leaves of opened forwarded messages, the largest ZIP member).
  *
  * Header stripping is a rule too; it is applied where the bytes are written (header-rules.ts).
  */
 import { decodeBody, decodeChunks, decodePrefix, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
-import { detectType, ZIP_TYPE } from '../../mime/detect.js';
+import { detectType } from '../../mime/detect.js';
 import { type EmbeddedFile, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
 import { nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
-import { containsZip, inspectZip, type ZipReport, zipTrailerIn } from '../../mime/zip.js';
+import { zipTrailerIn } from '../../mime/zip.js';
 import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
+import { type ArchiveFindingBase, judgeArchive } from './archive.js';
+import { filenameHits, typeDecision } from './decisions.js';
 import { type Emit, type Finding, SEVERITY, stricter } from './findings.js';
 import { type Leaf, makeLeaf, type ParsedMessage } from './parse.js';
+
+export { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
 
 /** A leaf with what the rules stage found inside it. */
 export interface LeafContents {
   leaf: Leaf;
   /** Files found embedded in the text (uuencode, yEnc, BinHex). */
   embedded: EmbeddedFile[];
-  /** For a message/* part the rules opened: its leaves (their bodies in the decoded message). */
+  /**
+   * Leaves of the messages the rules opened inside this part (their bodies in the decoded message):
+   * the part itself when it is a message/* leaf or named *.eml, and embedded *.eml files.
+   */
   inner: LeafContents[];
-  /** Largest uncompressed member when the part is a ZIP (0: none); antivirus treats one over max_size as unscanned. */
+  /**
+   * Largest uncompressed ZIP member anywhere in the part (0: none): its own archive, archives
+   * embedded in its text, archives inside the messages it holds. The antivirus treats one over
+   * max_size as unscanned (classify-scan.ts), whatever carries the archive.
+   */
   largestMember: number;
-}
-
-/** The policy's decision for one value: the action spec, the rule's name, its reason text if it has one. */
-interface RuleDecision {
-  spec: ActionSpec;
-  rule: string;
-  reason?: string;
 }
 
 /** Judges the structure and every leaf of a parsed message; returns the leaves with their contents. */
@@ -88,13 +94,19 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   };
   for (const p of leaf.nameProblems) malformed(j, p);
   encodingRules(j);
-  const archive = archiveRules(j);
+  const archive = judgeArchive(
+    { detected: j.detected, declared: leaf.type, data: j.decoded, mayEndInZip: () => leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte)) },
+    policy,
+    j.base,
+  );
+  j.detected = archive.detected;
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
   filenameHits(policy, leaf.names, (fr, n) => emit({ ...j.base, filename: n, detectedType: j.detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec }));
   for (const f of archive.findings) emit(f);
-  const embedded = textRules(j);
-  return { leaf, embedded, inner, largestMember: archive.largestMember };
+  const text = textRules(j, depth);
+  const all = [...inner, ...text.inner];
+  return { leaf, embedded: text.files, inner: all, largestMember: Math.max(archive.largestMember, text.largestMember, ...all.map((i) => i.largestMember)) };
 }
 
 /** limits.on_malformed, as a block. */
@@ -134,62 +146,6 @@ function encodingRules(j: LeafJudgement): void {
   }
 }
 
-function inspectArchive(policy: CompiledPolicy, data: Buffer): ZipReport {
-  const a = policy.archives;
-  return inspectZip(data, { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio });
-}
-
-/**
- * A ZIP part: its limits, damage, and every member (encryption, every reading of its name, its
- * detected type). A part whose decoded end holds a ZIP end record is opened as well, whatever its
- * first bytes: extractors find such archives (data prepended to a ZIP, a PDF or image with a ZIP
- * appended). The findings are returned, reported after the part's own type and name findings.
- */
-function archiveRules(j: LeafJudgement): { findings: Finding[]; largestMember: number } {
-  const { leaf, policy } = j;
-  const findings: Finding[] = [];
-  let largestMember = 0;
-  let isZip = j.detected === ZIP_TYPE || (!j.detected && /^application\/(x-)?zip(-compressed)?$/.test(leaf.type));
-  let zipData: Buffer | undefined;
-  if (!isZip && policy.archives.inspect && leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte))) isZip = containsZip((zipData = j.decoded()));
-  if (!isZip || !policy.archives.inspect) return { findings, largestMember };
-  const rep = inspectArchive(policy, zipData ?? j.decoded());
-  if (j.detected === ZIP_TYPE) j.detected = rep.type;
-  const detectedType = j.detected;
-  const { onLimit, onAmbiguous, onEncrypted } = policy.archives;
-  if (rep.limit && onLimit.action !== 'allow') {
-    findings.push({ ...j.base, detectedType, rule: 'archives.on_limit', action: onLimit.action, reason: `archive not fully inspected: ${rep.limit}`, spec: onLimit });
-  }
-  if (rep.malformed && onAmbiguous.action !== 'allow') {
-    findings.push({ ...j.base, detectedType, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `archive is damaged or ambiguous (extractors may read it differently): ${rep.malformed}`, spec: onAmbiguous });
-  }
-  for (const m of rep.members) {
-    if (m.size > largestMember) largestMember = m.size;
-    const member = { ...j.base, detectedType, archivePath: m.path };
-    if (m.encrypted && onEncrypted.action !== 'allow') {
-      findings.push({ ...member, rule: 'archives.on_encrypted', action: onEncrypted.action, reason: `encrypted archive member ${m.path} cannot be inspected`, spec: onEncrypted });
-    }
-    // every name a reader could show for the member (header, Unicode Path field, charsets): strictest wins
-    const mforms = nameForms(m.names.length ? m.names : [m.name]);
-    if (mforms.problems.length > 0 && onAmbiguous.action !== 'allow') {
-      findings.push({ ...member, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: onAmbiguous });
-    }
-    let fr: RuleDecision | undefined;
-    for (const mname of mforms.forms) {
-      const d = filenameDecision(policy, mname);
-      if (d && (!fr || SEVERITY[d.spec.action] > SEVERITY[fr.spec.action])) fr = d;
-    }
-    if (fr && fr.spec.action !== 'allow') {
-      findings.push({ ...member, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `archive member ${m.path} matches a forbidden file name`, spec: fr.spec });
-    }
-    if (m.detectedType) {
-      const td = typeDecision(policy, m.detectedType);
-      if (td.spec.action !== 'allow') findings.push({ ...member, rule: td.rule, action: td.spec.action, reason: td.reason ?? `archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
-    }
-  }
-  return { findings, largestMember };
-}
-
 /**
  * A message/* part that is a leaf here (sent base64 or quoted-printable, or a type the MIME
  * structure does not open, such as message/global) is shown by clients with its attachments:
@@ -199,20 +155,31 @@ function archiveRules(j: LeafJudgement): { findings: Finding[]; largestMember: n
  * parse as one is malformed). Returns the leaves inside (empty when not opened).
  */
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
-  const { leaf, policy } = j;
-  if (!(/^message\//.test(leaf.type) || leaf.names.some(isEmlName)) || leaf.body.length > policy.limits.maxMessageSize) return [];
-  const msg = toCrlf(j.decoded());
+  const { leaf } = j;
+  if (!(/^message\//.test(leaf.type) || leaf.names.some(isEmlName))) return [];
+  return judgeForwarded(toCrlf(j.decoded()), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '');
+}
+
+/**
+ * A forwarded message found inside a part (decoded `msg`): parsed and every leaf judged at
+ * `depth + 1`; the strictest finding inside is reported once on the carrier (`base`: its section
+ * and strip target), `prefix` starting its reason. Returns the leaves inside.
+ */
+function judgeForwarded(msg: Buffer, policy: CompiledPolicy, emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, depth: number, prefix: string): LeafContents[] {
   const found: Finding[] = [];
   const innerEmit: Emit = (f) => found.push(f);
   const blockOn = (spec: ActionSpec): ActionSpec => ({ ...spec, action: 'block' });
   let inner: LeafContents[] = [];
   if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
-    innerEmit({ part: leaf.section, rule: 'limits.max_depth', action: 'block', reason: 'encoded forwarded messages nested too deep', spec: blockOn(policy.limits.onLimit) });
+    innerEmit({ part: base.part, rule: 'limits.max_depth', action: 'block', reason: 'encoded forwarded messages nested too deep', spec: blockOn(policy.limits.onLimit) });
+  } else if (msg.length > policy.limits.maxMessageSize) {
+    // (a part never decodes to more than the message; a file embedded in text can: BinHex runs)
+    innerEmit({ part: base.part, rule: 'limits.max_message_size', action: 'block', reason: `forwarded message larger than ${policy.limits.maxMessageSize} bytes`, spec: blockOn(policy.limits.onLimit) });
   } else {
     const tree = parseMime(msg, policy.limits);
-    if (tree.limit) innerEmit({ part: leaf.section, rule: tree.limit.rule, action: 'block', reason: tree.limit.reason, spec: blockOn(policy.limits.onLimit) });
+    if (tree.limit) innerEmit({ part: base.part, rule: tree.limit.rule, action: 'block', reason: tree.limit.reason, spec: blockOn(policy.limits.onLimit) });
     for (const m of tree.malformed) {
-      if (policy.limits.onMalformed.action !== 'allow') innerEmit({ part: leaf.section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: blockOn(policy.limits.onMalformed) });
+      if (policy.limits.onMalformed.action !== 'allow') innerEmit({ part: base.part, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: blockOn(policy.limits.onMalformed) });
     }
     const leaves: Leaf[] = [];
     forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
@@ -220,14 +187,14 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
   }
   const worst = found.reduce<Finding | undefined>((w, f) => (!w || SEVERITY[f.spec.action] > SEVERITY[w.spec.action] ? f : w), undefined);
   if (worst && worst.spec.action !== 'allow') {
-    j.emit({
-      ...j.base,
+    emit({
+      ...base,
       detectedType: worst.detectedType,
-      filename: worst.filename ?? j.base.filename,
+      filename: worst.filename ?? base.filename,
       archivePath: worst.filename ?? worst.archivePath,
       rule: worst.rule,
       action: worst.spec.action,
-      reason: `encoded forwarded message: ${worst.reason}`,
+      reason: `${prefix}encoded forwarded message: ${worst.reason}`,
       spec: worst.spec,
     });
   }
@@ -259,31 +226,66 @@ function typeRules(j: LeafJudgement): void {
   });
 }
 
+/** What the text of a leaf carries: its embedded files, the messages among them (opened), their largest ZIP member. */
+interface TextContents {
+  files: EmbeddedFile[];
+  inner: LeafContents[];
+  largestMember: number;
+}
+
 /**
  * NUL bytes: 7bit/8bit data never has them (Dovecot serves them as 0x80 in BODY[] but as NUL in
  * BINARY[], C-based readers stop there), and text with them is binary data in disguise (an
  * executable image inside a text part, as some readers show it). Then files embedded in text
- * (uuencode, yEnc, BinHex), judged like attachments: the whole part goes. Returns those files.
+ * (uuencode, yEnc, BinHex), judged like attachments (embeddedRules).
  */
-function textRules(j: LeafJudgement): EmbeddedFile[] {
+function textRules(j: LeafJudgement, depth: number): TextContents {
   const { leaf } = j;
+  const out: TextContents = { files: [], inner: [], largestMember: 0 };
   if ((leaf.cte === '7bit' || leaf.cte === '8bit') && leaf.body.indexOf(0) >= 0) malformed(j, `NUL bytes in ${leaf.cte} data`);
-  if (!isTextish(leaf.type) && leaf.cte !== 'x-uuencode') return [];
+  if (!isTextish(leaf.type) && leaf.cte !== 'x-uuencode') return out;
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
   if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0) malformed(j, 'NUL bytes in decoded text');
   const scan = scanEmbedded(content);
   if (scan.limit) fixedLimit(j, scan.limit);
-  for (const f of scan.files) embeddedRules(j, f);
-  return scan.files;
+  out.files = scan.files;
+  for (const f of scan.files) {
+    const r = embeddedRules(j, f, depth);
+    out.inner.push(...r.inner);
+    out.largestMember = Math.max(out.largestMember, r.largestMember);
+  }
+  return out;
 }
 
-/** One file embedded in the text of a leaf: its decoding, names, archive members and detected type. */
-function embeddedRules(j: LeafJudgement, f: EmbeddedFile): void {
+/** The type a file without a declared type is judged as when its bytes show none (readers treat it as untyped data). */
+const UNTYPED = 'application/octet-stream';
+
+/**
+ * One file embedded in the text of a leaf, judged by the same rules as an attachment: its names
+ * (every reading; problems are malformed), the archive rules (archive.ts, the same judgement as for
+ * an attached ZIP), a *.eml file opened as a forwarded message (as a part named *.eml is), its type
+ * (detected; a file whose bytes show no type is judged as application/octet-stream, the type an
+ * untyped attachment has, so an allow-list policy is not bypassed by moving a file into the
+ * text); then the embedded-only rule: a damaged block is malformed.
+ *
+ * What a finding acts on: the text part that carries the block (`leaf.target`), with the rule's own
+ * action spec (its quarantine flag included: the original is stored before anything is served, as
+ * for an attachment). The block is not cut out of the text: where a block starts and ends is a
+ * reading (lenient decoders take indented or mode-less begin lines, missing end lines, other line
+ * ends), so bytes outside postern's reading of it may still decode to the file in some reader, and
+ * a text sent base64 or quoted-printable would have to be re-encoded around the cut. The whole
+ * carrier goes instead: a strip replaces the text part with the deny note, and where the text is the
+ * message's only body (nothing to replace) decide.ts turns the strip into a block. That is as
+ * strict as the attachment path (the part that holds the file is removed) and never looser.
+ * Returns the messages opened and the largest ZIP member.
+ */
+function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner: LeafContents[]; largestMember: number } {
   const { leaf, policy, emit } = j;
   const label = `${f.kind} file ${f.name || '(no name)'}`;
+  const prefix = `${label} in the text: `;
   const forms = nameForms([f.name]);
   const names = forms.forms;
-  const base = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target } as const;
+  const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target };
   const malformedFile = (reason: string) => {
     if (policy.limits.onMalformed.action !== 'allow') emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
   };
@@ -293,73 +295,22 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile): void {
   // and goes on, others stop): what it hides is not judged reliably, so it is malformed
   else if (f.damaged && !f.tooLarge) malformedFile(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
-  filenameHits(policy, names, (fr, n) => emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: ${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
-  let detected = policy.detectTypes ? detectType(f.data.subarray(0, 4096)) : undefined;
-  if (detected === ZIP_TYPE && policy.archives.inspect) {
-    const rep = inspectArchive(policy, f.data);
-    detected = rep.type;
-    const problem = rep.limit ?? rep.malformed;
-    const spec = rep.malformed && !rep.limit ? policy.archives.onAmbiguous : policy.archives.onLimit;
-    if (problem && spec.action !== 'allow') emit({ ...base, detectedType: detected, rule: rep.limit ? 'archives.on_limit' : 'archives.on_ambiguous', action: spec.action, reason: `${label} in the text: archive not fully inspected: ${problem}`, spec });
-    // every member (the archive limits bound them), every reading of its name
-    for (const m of rep.members) {
-      const mforms = nameForms(m.names.length ? m.names : [m.name]);
-      const onAmbiguous = policy.archives.onAmbiguous;
-      if (mforms.problems.length > 0 && onAmbiguous.action !== 'allow') {
-        emit({ ...base, detectedType: detected, archivePath: m.path, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `${label} in the text: archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: onAmbiguous });
-      }
-      filenameHits(policy, mforms.forms, (fr) => emit({ ...base, detectedType: detected, archivePath: m.path, rule: fr.rule, action: fr.spec.action, reason: `${label} in the text: archive member ${m.path} matches a forbidden file name`, spec: fr.spec }));
-      if (m.detectedType) {
-        const td = typeDecision(policy, m.detectedType);
-        if (td.spec.action !== 'allow') emit({ ...base, detectedType: detected, archivePath: m.path, rule: td.rule, action: td.spec.action, reason: `${label} in the text: archive member ${m.path} is ${m.detectedType}`, spec: td.spec });
-      }
-    }
+  filenameHits(policy, names, (fr, n) => emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
+  const archive = judgeArchive(
+    { detected: policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined, declared: '', data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
+    policy,
+    base,
+    prefix,
+  );
+  const detected = archive.detected;
+  for (const x of archive.findings) emit(x);
+  const inner = names.some(isEmlName) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix) : [];
+  const td = typeDecision(policy, detected ?? UNTYPED);
+  if (td.spec.action !== 'allow') {
+    const why = detected ? `detected type ${detected} not allowed` : `a file of no detected type (judged as ${UNTYPED}) not allowed`;
+    emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
-  if (detected) {
-    const td = typeDecision(policy, detected);
-    if (td.spec.action !== 'allow') emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${label} in the text: ${td.reason ?? `detected type ${detected} not allowed`}`, spec: td.spec });
-  }
-}
-
-/** One finding per file-name rule that any of the names triggers (the first name that did is reported). */
-function filenameHits(policy: CompiledPolicy, names: readonly string[], add: (fr: RuleDecision, name: string) => void): void {
-  const seen = new Set<string>();
-  for (const n of names) {
-    const fr = filenameDecision(policy, n);
-    if (!fr || fr.spec.action === 'allow' || seen.has(fr.rule)) continue;
-    seen.add(fr.rule);
-    add(fr, n);
-  }
-}
-
-function matchRules(rules: CompiledPolicy['contentRules'], value: string) {
-  for (const r of rules) if (r.re.some((re) => re.test(value))) return r;
-  return undefined;
-}
-
-/** The content_types rule for a type (the default when none matches). */
-export function typeDecision(policy: CompiledPolicy, t: string): RuleDecision {
-  const r = matchRules(policy.contentRules, t);
-  if (r) return { spec: r.spec, rule: `content_types.rules[${r.index}]`, reason: r.reason };
-  return { spec: policy.contentDefault, rule: 'content_types.default' };
-}
-
-/** The filenames rule for a name, or the double-extension rule; undefined when none applies. */
-export function filenameDecision(policy: CompiledPolicy, name: string): RuleDecision | undefined {
-  const r = matchRules(policy.filenameRules, name);
-  if (r && r.spec.action !== 'allow') return { spec: r.spec, rule: `filenames.rules[${r.index}]`, reason: r.reason };
-  if (policy.doubleExtension && policy.doubleExtension.action !== 'allow' && doubleExtension(policy, name)) {
-    return { spec: policy.doubleExtension, rule: 'filenames.double_extension', reason: `double extension in ${name}` };
-  }
-  return r ? { spec: r.spec, rule: `filenames.rules[${r.index}]` } : undefined;
-}
-
-function doubleExtension(policy: CompiledPolicy, name: string): boolean {
-  const parts = name.toLowerCase().split('.');
-  if (parts.length < 3) return false;
-  const last = parts[parts.length - 1]!;
-  const prev = parts[parts.length - 2]!;
-  return policy.dangerousExtensions.has(last) && /^[a-z]{2,5}$/.test(prev) && !policy.dangerousExtensions.has(prev);
+  return { inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
 }
 
 /** A file name mail clients open as a message (.eml, any case). */

@@ -1,0 +1,106 @@
+/**
+ * The one archive judgement. Every ZIP the rules stage meets is opened and judged here, whatever
+ * carries it: a MIME part (attachment, a part of a forwarded message), or a file embedded in text
+ * (uuencode, begin-base64, yEnc, BinHex: src/mime/embedded.ts). So every archive rule applies
+ * identically to each carrier (issue 8: an attacker picks the carrier the rules forgot; issue 9: one
+ * copy of each rule):
+ *
+ * - when a file is a ZIP: its magic number, a declared ZIP type without one, or (whatever its first
+ *   bytes) a ZIP end record at its end, which extractors find (data prepended to a ZIP, a PDF or
+ *   image with a ZIP appended);
+ * - `archives.on_limit` (depth, entries, inflate budget, ratio: src/mime/zip.ts stops there) and
+ *   `archives.on_ambiguous` (anything two extractors could read differently), each reported;
+ * - for every member, nested ones included: `archives.on_encrypted`, every reading of its name
+ *   (header, Unicode Path field, charsets, NFKC: the strictest file-name rule wins; readings that
+ *   cannot all be checked are `on_ambiguous`), its detected type under the content-type rules;
+ * - the largest uncompressed member (the antivirus counts one over max_size as not scanned:
+ *   classify-scan.ts).
+ *
+ * Pure: the findings are returned (the caller reports them after the file's own type and name
+ * findings, and decides which entity a strip replaces through `base.target`).
+ */
+import { ZIP_TYPE } from '../../mime/detect.js';
+import { nameForms } from '../../mime/names.js';
+import { containsZip, inspectZip, type ZipReport } from '../../mime/zip.js';
+import type { CompiledPolicy } from '../load.js';
+import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
+import { type Finding, SEVERITY } from './findings.js';
+
+/** What a finding about the archive repeats of the file that carries it. */
+export type ArchiveFindingBase = Pick<Finding, 'part' | 'declaredType' | 'filename' | 'target'>;
+
+/** A file that may be a ZIP. */
+export interface ArchiveCandidate {
+  /** Type from the content's magic number (undefined: none found, or detect_types off). */
+  detected: string | undefined;
+  /** Declared type ('' for a file embedded in text: it has none). */
+  declared: string;
+  /** The decoded content (called at most once). */
+  data: () => Buffer;
+  /** Cheap pre-check: may the decoded content end in a ZIP end record? (a part checks its tail streaming) */
+  mayEndInZip: () => boolean;
+}
+
+export interface ArchiveJudgement {
+  /** The file was opened as a ZIP. */
+  opened: boolean;
+  /** The detected type, refined (docx, odt, jar...) when the magic number said ZIP. */
+  detected: string | undefined;
+  findings: Finding[];
+  /** Largest uncompressed member (0: none). */
+  largestMember: number;
+}
+
+const ZIP_DECLARED = /^application\/(x-)?zip(-compressed)?$/;
+
+/** Opens the file when it is a ZIP (see the header) and judges it; `prefix` starts every reason. */
+export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: ArchiveFindingBase, prefix = ''): ArchiveJudgement {
+  const closed: ArchiveJudgement = { opened: false, detected: c.detected, findings: [], largestMember: 0 };
+  if (!policy.archives.inspect) return closed;
+  let data: Buffer | undefined;
+  let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
+  if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
+  if (!isZip) return closed;
+  const a = policy.archives;
+  const rep = inspectZip(data ?? c.data(), { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio });
+  const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
+  return { opened: true, detected, ...judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix) };
+}
+
+/** The archive rules on an inspected ZIP: limits, ambiguity, then every member in order. */
+export function judgeMembers(rep: ZipReport, policy: CompiledPolicy, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, prefix = ''): { findings: Finding[]; largestMember: number } {
+  const findings: Finding[] = [];
+  let largestMember = 0;
+  const { onLimit, onAmbiguous, onEncrypted } = policy.archives;
+  if (rep.limit && onLimit.action !== 'allow') {
+    findings.push({ ...base, rule: 'archives.on_limit', action: onLimit.action, reason: `${prefix}archive not fully inspected: ${rep.limit}`, spec: onLimit });
+  }
+  if (rep.malformed && onAmbiguous.action !== 'allow') {
+    findings.push({ ...base, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `${prefix}archive is damaged or ambiguous (extractors may read it differently): ${rep.malformed}`, spec: onAmbiguous });
+  }
+  for (const m of rep.members) {
+    if (m.size > largestMember) largestMember = m.size;
+    const member = { ...base, archivePath: m.path };
+    if (m.encrypted && onEncrypted.action !== 'allow') {
+      findings.push({ ...member, rule: 'archives.on_encrypted', action: onEncrypted.action, reason: `${prefix}encrypted archive member ${m.path} cannot be inspected`, spec: onEncrypted });
+    }
+    // every name a reader could show for the member (header, Unicode Path field, charsets): strictest wins
+    const mforms = nameForms(m.names.length ? m.names : [m.name]);
+    if (mforms.problems.length > 0 && onAmbiguous.action !== 'allow') {
+      findings.push({ ...member, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `${prefix}archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: onAmbiguous });
+    }
+    let fr: RuleDecision | undefined;
+    for (const mname of mforms.forms) {
+      const d = filenameDecision(policy, mname);
+      if (d && (!fr || SEVERITY[d.spec.action] > SEVERITY[fr.spec.action])) fr = d;
+    }
+    if (fr && fr.spec.action !== 'allow') {
+      findings.push({ ...member, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `archive member ${m.path} matches a forbidden file name`}`, spec: fr.spec });
+    }
+    if (m.detectedType) {
+      const td = typeDecision(policy, m.detectedType);
+      if (td.spec.action !== 'allow') findings.push({ ...member, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? `archive member ${m.path} is ${m.detectedType}`}`, spec: td.spec });
+    }
+  }
+  return { findings, largestMember };
+}
