@@ -32,6 +32,7 @@ import { applyHeaderRules, inspectMessage, type CompiledPolicy } from '../policy
 import type { EngineDeps } from '../policy/types.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap.js';
 import { VettedCache, type Vetted } from './cache.js';
+import { literalBytes } from '../protocol/imap/write.js';
 import { renderItem } from './render/index.js';
 
 /**
@@ -473,6 +474,18 @@ function isHeaderName(name: string): boolean {
   return name === 'RFC822.HEADER' || /^BODY\[HEADER(\.FIELDS(\.NOT)? \(.*\))?\]/.test(name);
 }
 
+/**
+ * `NAME {n}` CRLF data for a relayed header section, written by protocol/imap/write.ts. What the
+ * writer refuses to write (a NUL: no literal carries one) is not relayed in any other form: the
+ * session ends with BYE (E_UNVETTED_RESPONSE), as for any upstream response postern cannot vet.
+ */
 function literalItem(name: string, data: Buffer): Buffer {
-  return Buffer.concat([Buffer.from(`${name} {${data.length}}\r\n`, 'latin1'), data]);
+  try {
+    return literalBytes(data, { head: `${name} ` });
+  } catch (err) {
+    if (isPosternError(err) && err.code === ErrorCodes.PROTOCOL) {
+      throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay ${name.slice(0, 60)}: ${err.message}`);
+    }
+    throw err;
+  }
 }
