@@ -8,8 +8,9 @@
  *
  * Before the shared judgement, the embedded carriers passed CLEAN with an encrypted member
  * (no archives.on_encrypted check), a ZIP behind other bytes (a GIF with a ZIP appended: only
- * attachments were opened by their end record) and a ZIP member over antivirus.max_size; an
- * embedded .eml was never opened as a forwarded message.
+ * attachments were opened by their end record) and a ZIP member over antivirus.max_size (also in
+ * a forwarded message sent base64), reported only one of on_limit / on_ambiguous, never opened an
+ * embedded .eml as a forwarded message, and did not judge an untyped embedded file by type.
  *
  * PARITY_TABLE=1 prints the verdict table.
  */
@@ -44,43 +45,52 @@ const CRLF = '\r\n';
 const hello = leaf({ type: 'text/plain', body: 'hello' });
 const mixed = (...parts: string[]) => message(multipart('mixed', 'b1', [hello, ...parts]));
 const textPart = (body: string, encoding: '7bit' | '8bit' = '7bit') => leaf({ type: 'text/plain; charset=iso-8859-1', body: `see below${CRLF}${CRLF}${body}${CRLF}`, encoding });
-const attachment = (z: Buffer) => leaf({ type: 'application/zip', body: z, filename: 'files.zip' });
+/** An attachment is declared by its name's type: a ZIP as application/zip, anything else as untyped data. */
+const typeOf = (name: string) => (name.endsWith('.zip') ? 'application/zip' : 'application/octet-stream');
+const attachment = (z: Buffer, name: string) => leaf({ type: typeOf(name), body: z, filename: name });
 const innerMessage = (part: string) =>
   `From: carol@example.test${CRLF}Subject: the files${CRLF}MIME-Version: 1.0${CRLF}` + multipart('mixed', 'in1', [leaf({ type: 'text/plain', body: 'fwd' }), part]);
+
+/** A message saved as a file (fwd.eml), carried like any other file. */
+const emlFile = (part: string) =>
+  Buffer.from(`From: dave@example.test${CRLF}Subject: saved message${CRLF}MIME-Version: 1.0${CRLF}` + multipart('mixed', 'in2', [leaf({ type: 'text/plain', body: 'saved' }), part]), 'latin1');
 
 interface Carrier {
   name: string;
   /** A forwarded message sent encoded is stripped whole for its strictest finding inside: only that rule is listed. */
   worstOnly?: boolean;
-  build: (z: Buffer) => Buffer;
+  build: (z: Buffer, name: string) => Buffer;
 }
 
 const CARRIERS: Carrier[] = [
-  { name: 'attachment', build: (z) => mixed(attachment(z)) },
-  { name: 'uuencode in text/plain', build: (z) => mixed(textPart(uuencode(z, 'files.zip'))) },
-  { name: 'begin-base64 in text/plain', build: (z) => mixed(textPart(`begin-base64 644 files.zip${CRLF}${b64(z, 60)}${CRLF}====`)) },
-  { name: 'yEnc in text/plain', build: (z) => mixed(textPart(yenc(z, 'files.zip'), '8bit')) },
-  { name: 'BinHex in text/plain', build: (z) => mixed(textPart(binhex(z, 'files.zip'))) },
-  { name: 'attachment of a forwarded message/rfc822', build: (z) => mixed(leaf({ type: 'message/rfc822', body: innerMessage(attachment(z)) })) },
+  { name: 'attachment', build: (z, n) => mixed(attachment(z, n)) },
+  { name: 'uuencode in text/plain', build: (z, n) => mixed(textPart(uuencode(z, n))) },
+  { name: 'begin-base64 in text/plain', build: (z, n) => mixed(textPart(`begin-base64 644 ${n}${CRLF}${b64(z, 60)}${CRLF}====`)) },
+  { name: 'yEnc in text/plain', build: (z, n) => mixed(textPart(yenc(z, n), '8bit')) },
+  { name: 'BinHex in text/plain', build: (z, n) => mixed(textPart(binhex(z, n))) },
+  { name: 'attachment of a forwarded message/rfc822', build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: innerMessage(attachment(z, n)) })) },
   {
     name: 'attachment of a forwarded message sent base64',
     worstOnly: true,
-    build: (z) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(attachment(z)), 'latin1'), encoding: 'base64' })),
+    build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(attachment(z, n)), 'latin1'), encoding: 'base64' })),
   },
   // (its decoded text is searched for blocks too, as clients show a message/rfc822 part as text: every rule is listed)
-  { name: 'uuencode in a forwarded message sent base64', build: (z) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(textPart(uuencode(z, 'files.zip'))), 'latin1'), encoding: 'base64' })) },
+  { name: 'uuencode in a forwarded message sent base64', build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(textPart(uuencode(z, n))), 'latin1'), encoding: 'base64' })) },
 ];
 
 /** The only body of a message: a strip has nothing to replace there, so it blocks (for every carrier alike). */
 const SOLE_BODY: Carrier[] = [
-  { name: 'attachment as the only body', build: (z) => message(`Content-Type: application/zip${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${b64(z)}${CRLF}`) },
-  { name: 'uuencode as the only body', build: (z) => message(`Content-Type: text/plain${CRLF}${CRLF}see below${CRLF}${uuencode(z, 'files.zip')}${CRLF}`) },
+  { name: 'attachment as the only body', build: (z, n) => message(`Content-Type: ${typeOf(n)}; name="${n}"${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${b64(z)}${CRLF}`) },
+  { name: 'uuencode as the only body', build: (z, n) => message(`Content-Type: text/plain${CRLF}${CRLF}see below${CRLF}${uuencode(z, n)}${CRLF}`) },
 ];
 
 // ------------------------------------------------------------------ archive rules
 interface RuleCase {
   name: string;
+  /** The file (a ZIP, except for the cases of the other rules at the end). */
   zip: () => Buffer;
+  /** Its name (default files.zip). */
+  file?: string;
   policy?: () => CompiledPolicy;
   scanner?: boolean;
   /** The verdict class every carrier must get. */
@@ -169,6 +179,27 @@ const CASES: RuleCase[] = [
     scanner: true,
     want: { status: 'blocked', rules: ['antivirus.on_oversize'], quarantine: true },
   },
+  // the other rules that applied to attachments only
+  {
+    name: 'a forwarded message file (fwd.eml) with an executable attachment: opened and judged inside',
+    zip: () => emlFile(leaf({ type: 'application/octet-stream', body: EXE, filename: 'tool.exe' })),
+    file: 'fwd.eml',
+    want: { status: 'changed', rules: ['content_types.rules[0]'], quarantine: true },
+  },
+  {
+    name: 'a forwarded message file (fwd.eml) with EICAR sent base64: its parts are scanned decoded',
+    zip: () => emlFile(leaf({ type: 'application/octet-stream', body: EICAR, filename: 'a.bin' })),
+    file: 'fwd.eml',
+    scanner: true,
+    want: { status: 'changed', rules: ['antivirus'], quarantine: true },
+  },
+  {
+    name: 'a file whose bytes show no type, under an allow-list policy (judged as application/octet-stream)',
+    zip: () => Buffer.from('\x01\x02 plain data of no known kind \x03'.repeat(20), 'latin1'),
+    file: 'notes.dat',
+    policy: () => policyFrom("content_types: { rules: [ { match: ['text/*', 'multipart/*', 'message/*'], action: allow } ], default: { action: strip, quarantine: true } }"),
+    want: { status: 'changed', rules: ['content_types.default'], quarantine: true },
+  },
 ];
 
 interface Row {
@@ -206,7 +237,7 @@ describe('one archive judgement for every carrier', () => {
     for (const k of CARRIERS) {
       it(`${c.name} — ${k.name}`, async () => {
         const z = c.zip();
-        const raw = k.build(z);
+        const raw = k.build(z, c.file ?? 'files.zip');
         const got = await verdict(raw, c);
         table.push(`${c.name} | ${k.name} | ${got.status} ${got.rules.join(',')}`);
         expect(got.status).toBe(c.want.status);
@@ -221,7 +252,7 @@ describe('one archive judgement for every carrier', () => {
         else {
           // nothing of the archive is served: not its encoded form in the text, not its bytes
           const served = got.output.toString('latin1');
-          expect(served).not.toContain('files.zip\r\nM'); // first uuencode data line follows the begin line
+          expect(served).not.toContain(`${c.file ?? 'files.zip'}\r\nM`); // the first uuencode data line after the begin line
           expect(served).not.toContain(b64(z).slice(0, 60));
           expect(served).not.toContain(z.subarray(0, 40).toString('latin1'));
         }
@@ -237,7 +268,7 @@ describe('the only body of a message: a strip there blocks, for every carrier al
   for (const c of CASES.filter((x) => x.want.status === 'changed' && !x.scanner)) {
     for (const k of SOLE_BODY) {
       it(`${c.name} — ${k.name}`, async () => {
-        const raw = k.build(c.zip());
+        const raw = k.build(c.zip(), c.file ?? 'files.zip');
         const got = await verdict(raw, c);
         expect(got.status).toBe('blocked');
         expect(got.rules).toEqual(c.want.rules);
