@@ -53,7 +53,7 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
   private badCommands = 0;
   private privateSeq = 0;
   private readonly pauseReasons = new Set<string>();
-  /** The session ends once the current upstream segment has been handled (after a LOGOUT completion). */
+  /** The session ends once the current upstream segment has been handled and the client has its output (after a LOGOUT completion). */
   private closeAfterSegment: CloseReason | null = null;
 
   constructor(
@@ -279,7 +279,11 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         return;
       }
     }
-    if (this.closeAfterSegment) this.finish(this.closeAfterSegment);
+    const end = this.closeAfterSegment;
+    if (end) {
+      this.closeAfterSegment = null;
+      this.out.whenFlushed(() => this.finish(end));
+    }
   }
 
   /** An upstream framing or protocol fault: the login attempt fails (when it waits for an answer), else the session ends. */

@@ -34,6 +34,8 @@ export class ClientOutput {
   private awaitingHeld: HeldOutput | null = null;
   /** The client has part of a response relayed frame by frame: nothing else may be written now, not even a BYE. */
   midOutput = false;
+  /** Runs once everything queued has been written (the session ends after a LOGOUT). */
+  private afterFlush: (() => void) | null = null;
 
   constructor(private readonly owner: OutputOwner) {}
 
@@ -82,8 +84,15 @@ export class ClientOutput {
     if (this.awaitingHeld && !this.owner.closed) this.owner.host.sendClient(b(`* OK postern: still inspecting message content${CRLF}`));
   }
 
+  /** Runs `fn` once everything queued so far has been written: at once when nothing is queued. A second call while one waits is ignored. */
+  whenFlushed(fn: () => void): void {
+    if (this.idle) fn();
+    else this.afterFlush ??= fn;
+  }
+
   /** Drops everything queued (the hold deadline passed: what is still being inspected is never sent). */
   drop(): void {
+    this.afterFlush = null;
     this.queue.length = 0;
     this.awaitingHeld = null;
     this.waitingDrain = false;
@@ -139,6 +148,9 @@ export class ClientOutput {
       if (this.flushing) {
         this.flushing = false;
         this.owner.host.pauseUpstream(false);
+        const then = this.afterFlush;
+        this.afterFlush = null;
+        then?.();
       }
     } finally {
       this.pumping = false;

@@ -94,6 +94,8 @@ export class Relay {
   private pendingInjections: Array<{ command: string; done: (head: ResponseHead, untagged: Buffer[][]) => void }> = [];
   /** The client's LOGOUT is in flight: after its completion the session ends. */
   private logoutTag: string | null = null;
+  /** The LOGOUT completed: the session ends once the client has its output; nothing more is read. */
+  private loggedOut = false;
   /** The client command being received. */
   private cmd: ClientCommand | null = null;
   /** IDLE in progress: its tag, whether DONE went upstream, and whether the client sent something else. */
@@ -133,15 +135,16 @@ export class Relay {
     return this.idle !== null;
   }
 
-  /** An intercepted command is in flight: the next client command waits. */
+  /** An intercepted command is in flight (the next client command waits), or the client logged out. */
   get blocked(): boolean {
-    return this.waitingForIntercept;
+    return this.waitingForIntercept || this.loggedOut;
   }
 
   /** The upstream closed in the relay phase. */
   upstreamEnded(err?: Error): void {
     if (this.logoutTag) {
-      this.core.finish({ kind: 'upstream-closed', message: 'logout' });
+      // what is still queued for the client (a FETCH pipelined before the LOGOUT) goes out first
+      this.out.whenFlushed(() => this.core.finish({ kind: 'upstream-closed', message: 'logout' }));
       return;
     }
     const reason = err ? `upstream connection failed: ${err.message}` : 'upstream closed the connection';
@@ -243,6 +246,9 @@ export class Relay {
       else this.out.send(frame.data);
       if (target.tag === this.logoutTag) {
         // after the LOGOUT completion the session ends, once this upstream segment has been handled
+        // and the client has everything queued before it
+        this.loggedOut = true;
+        this.core.setClientPause('logout', true);
         this.core.finishAfterSegment({ kind: 'client-quit' });
       }
       this.pumpGate();

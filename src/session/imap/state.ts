@@ -95,7 +95,7 @@ export interface SessionCore extends ImapSessionView {
   beginLogin(tag: string, user: Buffer, password: Buffer): void;
   /** The login succeeded: the relay phase begins. */
   startRelay(): void;
-  /** Ends the session once the upstream segment being read has been handled. */
+  /** Ends the session once the upstream segment being read has been handled and everything queued for the client written. */
   finishAfterSegment(reason: CloseReason): void;
   finish(reason: CloseReason): void;
   fail(err: unknown, side: 'client' | 'upstream'): void;
