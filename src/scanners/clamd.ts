@@ -9,15 +9,17 @@
  * running a local clamscan binary. An inline proxy needs an absolute per-scan deadline and a typed
  * outcome, so the protocol (small and stable) is spoken here; the pure half is clamd-protocol.ts.
  *
- * Endpoints: each scan starts at the next endpoint (round-robin), endpoints known to be down are
- * tried last, and a connect failure moves on to the next one within the same deadline. PING health
- * checks run at start and every `healthIntervalMs`; every up/down transition is logged once.
+ * Endpoints (endpoints.ts, shared with rspamd.ts): each scan starts at the next endpoint
+ * (round-robin), endpoints known to be down are tried last, and a connect failure moves on to the
+ * next one within the same deadline. PING health checks run at start and every `healthIntervalMs`;
+ * every up/down transition is logged once.
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { CLAMD_LIMITS } from '../limits.js';
+import { type EndpointHealth, EndpointPool, type EndpointSlot, type PingResult, checkScannerConfig, msSince } from './endpoints.js';
 import type { ScanOutcome, Scanner } from './types.js';
 import {
   CMD_INSTREAM,
@@ -38,37 +40,7 @@ export interface ClamdScannerOptions extends Omit<ScannerConfig, 'type'> {
   maxReplyBytes?: number;
 }
 
-export type EndpointState = 'unknown' | 'up' | 'down';
-
-export interface EndpointHealth {
-  endpoint: string;
-  state: EndpointState;
-  /** Why it is down (last failure). */
-  reason?: string;
-  /** When the state last changed (ms since epoch). */
-  since: number;
-}
-
-interface EndpointSlot {
-  ep: ClamdEndpoint;
-  label: string;
-  state: EndpointState;
-  reason?: string;
-  since: number;
-}
-
-/** `host:port` or `unix:/path`, as used in outcomes and logs. */
-export function endpointLabel(ep: ClamdEndpoint): string {
-  if (ep.socket) return `unix:${ep.socket}`;
-  const host = ep.host ?? '127.0.0.1';
-  return host.includes(':') ? `[${host}]:${ep.port}` : `${host}:${ep.port}`;
-}
-
-function validateEndpoint(ep: ClamdEndpoint, i: number): void {
-  if (ep.socket) return;
-  if (typeof ep.port === 'number' && Number.isInteger(ep.port) && ep.port > 0 && ep.port < 65536) return;
-  throw new PosternError(ErrorCodes.CONFIG, `scanner endpoint ${i}: needs a unix socket path or a TCP port (1-65535)`, { endpoint: ep });
-}
+export { endpointLabel } from './endpoints.js';
 
 type ConnectResult = { ok: true; socket: net.Socket } | { ok: false; timedOut: boolean; message: string };
 
@@ -87,25 +59,14 @@ const INSTREAM_END = Buffer.alloc(4);
 
 export class ClamdScanner implements Scanner {
   readonly name = ENGINE;
-  private readonly slots: EndpointSlot[];
+  private readonly pool: EndpointPool<ClamdEndpoint>;
   private readonly log: Logger;
   private readonly opts: Required<Omit<ClamdScannerOptions, 'log' | 'endpoints'>>;
-  private next = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private healthRun: Promise<EndpointHealth[]> | null = null;
-  private closed = false;
-  private readonly live = new Set<net.Socket>();
   /** Resolves when the start-up health check has finished (scans do not wait for it). */
   readonly ready: Promise<EndpointHealth[]>;
 
   constructor(options: ClamdScannerOptions) {
-    if (!Array.isArray(options.endpoints) || options.endpoints.length === 0) {
-      throw new PosternError(ErrorCodes.CONFIG, 'scanner: at least one clamd endpoint is required');
-    }
-    options.endpoints.forEach(validateEndpoint);
-    for (const [key, v] of Object.entries({ timeoutMs: options.timeoutMs, maxStreamBytes: options.maxStreamBytes, healthIntervalMs: options.healthIntervalMs })) {
-      if (!Number.isFinite(v) || v < 0) throw new PosternError(ErrorCodes.CONFIG, `scanner: ${key} must be a number >= 0`, { [key]: v });
-    }
+    checkScannerConfig('scanner', ENGINE, options.endpoints, { timeoutMs: options.timeoutMs, maxStreamBytes: options.maxStreamBytes, healthIntervalMs: options.healthIntervalMs });
     this.log = options.log;
     this.opts = {
       timeoutMs: options.timeoutMs,
@@ -116,37 +77,26 @@ export class ClamdScanner implements Scanner {
       chunkBytes: options.chunkBytes ?? CLAMD_LIMITS.chunkBytes,
       maxReplyBytes: options.maxReplyBytes ?? CLAMD_LIMITS.maxReplyBytes,
     };
-    const now = Date.now();
-    this.slots = options.endpoints.map((ep) => ({ ep: { ...ep }, label: endpointLabel(ep), state: 'unknown' as EndpointState, since: now }));
-    this.ready = this.checkHealth();
-    if (this.opts.healthIntervalMs > 0) {
-      this.timer = setInterval(() => void this.checkHealth(), this.opts.healthIntervalMs);
-      this.timer.unref();
-    }
+    this.pool = new EndpointPool({
+      engine: ENGINE,
+      endpoints: options.endpoints,
+      timeoutMs: this.opts.timeoutMs,
+      healthIntervalMs: this.opts.healthIntervalMs,
+      request: 'scan',
+      log: this.log,
+      ping: (ep) => this.ping(ep, this.opts.healthTimeoutMs),
+    });
+    this.ready = this.pool.start();
   }
 
   /** Current state of every endpoint, in configuration order. */
   health(): EndpointHealth[] {
-    return this.slots.map((s) => ({ endpoint: s.label, state: s.state, since: s.since, ...(s.reason ? { reason: s.reason } : {}) }));
+    return this.pool.health();
   }
 
   /** PINGs every endpoint now (concurrent calls share one run). Never rejects. */
   checkHealth(): Promise<EndpointHealth[]> {
-    if (this.closed) return Promise.resolve(this.health());
-    if (this.healthRun) return this.healthRun;
-    const run = Promise.all(
-      this.slots.map(async (slot) => {
-        const r = await this.ping(slot.ep, this.opts.healthTimeoutMs);
-        if (this.closed) return;
-        if (r.ok) this.mark(slot, 'up');
-        else this.mark(slot, 'down', `health check: ${r.message}`);
-      }),
-    ).then(() => {
-      this.healthRun = null;
-      return this.health();
-    });
-    this.healthRun = run;
-    return run;
+    return this.pool.checkHealth();
   }
 
   async scan(data: Buffer, info: { label?: string } = {}): Promise<ScanOutcome> {
@@ -170,92 +120,36 @@ export class ClamdScanner implements Scanner {
     return { kind: 'oversize', engine: ENGINE, size, limit: this.opts.maxStreamBytes };
   }
 
-  /** Endpoint selection and failover within the deadline; `send` runs on the first connection made. */
-  private async run(
+  /** Endpoint selection and failover within the deadline (endpoints.ts); `send` runs on the first connection made. */
+  private run(
     started: number,
     label: string | undefined,
     size: number | undefined,
     send: (socket: net.Socket, timeLeftMs: number) => Promise<Exchange & { sent?: number }>,
   ): Promise<ScanOutcome> {
-    const ms = () => Math.round((performance.now() - started) * 10) / 10;
-    if (this.closed) return { kind: 'error', engine: ENGINE, reason: 'unavailable', message: 'scanner closed', ms: 0 };
-
-    const deadline = started + this.opts.timeoutMs;
-    const remaining = () => deadline - performance.now();
-    const failures: string[] = [];
-
-    for (const slot of this.order()) {
-      const left = remaining();
-      if (left <= 0 || this.closed) break;
-      const conn = await this.connect(slot.ep, Math.min(this.opts.connectTimeoutMs, left));
-      if (!conn.ok) {
+    return this.pool.failover<ScanOutcome>(
+      started,
+      async (slot, { deadline, left }) => {
+        const conn = await this.connect(slot.ep, Math.min(this.opts.connectTimeoutMs, left));
         // A connect attempt cut short by the scan deadline says nothing about the endpoint.
-        const cutByDeadline = conn.timedOut && this.opts.connectTimeoutMs > left;
-        if (!cutByDeadline) this.mark(slot, 'down', conn.message);
-        failures.push(`${slot.label}: ${conn.message}`);
-        continue;
-      }
-      const ex = await send(conn.socket, remaining());
-      const outcome = this.classify(slot, ex, ms());
-      this.logOutcome(outcome, label, size ?? ex.sent ?? 0);
-      return outcome;
-    }
-
-    if (this.closed) return { kind: 'error', engine: ENGINE, reason: 'unavailable', message: 'scanner closed', ms: ms() };
-    const timedOut = remaining() <= 0;
-    const outcome: ScanOutcome = {
-      kind: 'error',
-      engine: ENGINE,
-      reason: timedOut ? 'timeout' : 'unavailable',
-      message: timedOut
-        ? `scan deadline of ${this.opts.timeoutMs} ms passed while connecting${failures.length ? ` (${failures.join('; ')})` : ''}`
-        : `no clamd endpoint reachable (${failures.join('; ')})`,
-      ms: ms(),
-    };
-    this.logOutcome(outcome, label, size ?? 0);
-    return outcome;
+        if (!conn.ok) return { kind: 'connect-failed', message: conn.message, cutByDeadline: conn.timedOut && this.opts.connectTimeoutMs > left };
+        const ex = await send(conn.socket, deadline - performance.now());
+        const outcome = this.classify(slot, ex, msSince(started));
+        this.logOutcome(outcome, label, size ?? ex.sent ?? 0);
+        return { kind: 'done', outcome };
+      },
+      (o) => this.logOutcome(o, label, size ?? 0),
+    );
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    for (const s of this.live) s.destroy();
-    this.live.clear();
-    await this.healthRun?.catch(() => undefined);
-  }
-
-  /** Round-robin start, endpoints believed down moved to the back (still tried: they may be back). */
-  private order(): EndpointSlot[] {
-    const n = this.slots.length;
-    const start = this.next;
-    this.next = (this.next + 1) % n;
-    const rotated = Array.from({ length: n }, (_, i) => this.slots[(start + i) % n]!);
-    return [...rotated.filter((s) => s.state !== 'down'), ...rotated.filter((s) => s.state === 'down')];
-  }
-
-  private mark(slot: EndpointSlot, state: 'up' | 'down', reason?: string): void {
-    // Sockets torn down by close() are not news about the endpoint.
-    if (this.closed) return;
-    if (slot.state === state) {
-      if (state === 'down') slot.reason = reason;
-      return;
-    }
-    const previous = slot.state;
-    slot.state = state;
-    slot.since = Date.now();
-    slot.reason = state === 'down' ? reason : undefined;
-    if (state === 'up') this.log.info({ event: 'scanner.state', endpoint: slot.label, state, previous }, 'clamd endpoint up');
-    else this.log.warn({ event: 'scanner.state', endpoint: slot.label, state, previous, reason }, 'clamd endpoint down');
-    if (state === 'down' && this.slots.every((s) => s.state === 'down')) {
-      this.log.error({ event: 'scanner.unavailable', endpoints: this.slots.map((s) => s.label) }, 'no clamd endpoint is up');
-    }
+    await this.pool.close();
   }
 
   private connect(ep: ClamdEndpoint, timeoutMs: number): Promise<ConnectResult> {
     return new Promise((resolve) => {
       const socket = ep.socket ? net.createConnection({ path: ep.socket }) : net.createConnection({ host: ep.host ?? '127.0.0.1', port: ep.port! });
-      this.live.add(socket);
+      this.pool.live.add(socket);
       // Keeps a late error (after we stopped listening) from becoming an uncaught exception.
       socket.on('error', () => undefined);
       let done = false;
@@ -267,7 +161,7 @@ export class ClamdScanner implements Scanner {
         socket.off('error', onError);
         if (!r.ok) {
           socket.destroy();
-          this.live.delete(socket);
+          this.pool.live.delete(socket);
         }
         resolve(r);
       };
@@ -293,7 +187,7 @@ export class ClamdScanner implements Scanner {
         clearTimeout(timer);
         socket.removeAllListeners('data');
         socket.destroy();
-        this.live.delete(socket);
+        this.pool.live.delete(socket);
         resolve(ex);
       };
       const timer = setTimeout(() => finish({ kind: 'deadline', reply }), Math.max(0, timeLeftMs));
@@ -328,7 +222,7 @@ export class ClamdScanner implements Scanner {
         clearTimeout(timer);
         socket.removeAllListeners('data');
         socket.destroy();
-        this.live.delete(socket);
+        this.pool.live.delete(socket);
         wake?.();
         return true;
       };
@@ -380,7 +274,7 @@ export class ClamdScanner implements Scanner {
     });
   }
 
-  private classify(slot: EndpointSlot, ex: Exchange, ms: number): ScanOutcome {
+  private classify(slot: EndpointSlot<ClamdEndpoint>, ex: Exchange, ms: number): ScanOutcome {
     const endpoint = slot.label;
     const fail = (reason: 'unavailable' | 'timeout' | 'protocol' | 'limit', message: string): ScanOutcome => ({ kind: 'error', engine: ENGINE, endpoint, reason, message, ms });
     if (ex.kind === 'oversize') {
@@ -390,25 +284,25 @@ export class ClamdScanner implements Scanner {
     // the object could not be read: says nothing about the endpoint
     if (ex.kind === 'source-error') return fail('unavailable', `object to scan could not be read: ${ex.message}`);
     if (ex.kind === 'deadline') {
-      this.mark(slot, 'down', 'scan deadline passed');
+      this.pool.mark(slot, 'down', 'scan deadline passed');
       return fail('timeout', `no complete reply within the ${this.opts.timeoutMs} ms scan deadline (${ex.reply.bytes} reply bytes so far)`);
     }
     if (ex.kind === 'overflow') {
-      this.mark(slot, 'down', 'oversized reply');
+      this.pool.mark(slot, 'down', 'oversized reply');
       return fail('protocol', `reply longer than ${this.opts.maxReplyBytes} bytes`);
     }
     if (ex.reply.bytes === 0) {
       const why = ex.kind === 'socket-error' ? `connection failed during scan: ${ex.message}` : 'connection closed without a reply';
-      this.mark(slot, 'down', why);
+      this.pool.mark(slot, 'down', why);
       return fail('unavailable', why);
     }
     const r = ex.reply.result();
     if (r.kind === 'garbage') {
-      this.mark(slot, 'down', 'garbage reply');
+      this.pool.mark(slot, 'down', 'garbage reply');
       return fail('protocol', r.message);
     }
     // Any well-formed reply, even an error, proves the daemon is alive.
-    this.mark(slot, 'up');
+    this.pool.mark(slot, 'up');
     switch (r.kind) {
       case 'clean':
         return { kind: 'clean', engine: ENGINE, endpoint, ms };
@@ -433,7 +327,7 @@ export class ClamdScanner implements Scanner {
   }
 
   /** PING one endpoint within timeoutMs (connect included). */
-  private async ping(ep: ClamdEndpoint, timeoutMs: number): Promise<{ ok: true } | { ok: false; message: string }> {
+  private async ping(ep: ClamdEndpoint, timeoutMs: number): Promise<PingResult> {
     const started = performance.now();
     const conn = await this.connect(ep, timeoutMs);
     if (!conn.ok) return { ok: false, message: conn.message };

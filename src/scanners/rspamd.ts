@@ -2,7 +2,7 @@
  * Spam scanner backed by one or more rspamd workers, speaking rspamd's HTTP protocol
  * (`POST /checkv2`, `GET /ping`) with node:http. The pure half is rspamd-protocol.ts.
  *
- * Same shape as the clamd scanner (clamd.ts): each check starts at the next endpoint
+ * The endpoint pool is the clamd scanner's (endpoints.ts): each check starts at the next endpoint
  * (round-robin), endpoints known to be down are tried last, and a failed connect moves on to the
  * next one, all within one absolute deadline (`timeoutMs`, from the call to the outcome: waiting
  * for a free connection, connecting, sending and reading all count). `GET /ping` health checks run
@@ -22,6 +22,7 @@ import type { Logger } from 'pino';
 import type { SpamConfig, SpamEndpoint } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { RSPAMD_LIMITS } from '../limits.js';
+import { type EndpointHealth, EndpointPool, type EndpointSlot, type PingResult, checkScannerConfig, msSince } from './endpoints.js';
 import { AnswerCollector, CHECK_PATH, PING_PATH, buildCheckHeaders, excerpt, isPong, parseCheckAnswer } from './rspamd-protocol.js';
 import type { SpamEnvelope, SpamOutcome, SpamScanner } from './types.js';
 
@@ -41,36 +42,6 @@ export interface RspamdScannerOptions {
   maxSocketsPerEndpoint?: number;
 }
 
-export type EndpointState = 'unknown' | 'up' | 'down';
-
-export interface EndpointHealth {
-  endpoint: string;
-  state: EndpointState;
-  reason?: string;
-  since: number;
-}
-
-interface EndpointSlot {
-  ep: SpamEndpoint;
-  label: string;
-  state: EndpointState;
-  reason?: string;
-  since: number;
-}
-
-/** `host:port` or `unix:/path`, as used in outcomes and logs. */
-export function endpointLabel(ep: SpamEndpoint): string {
-  if (ep.socket) return `unix:${ep.socket}`;
-  const host = ep.host ?? '127.0.0.1';
-  return host.includes(':') ? `[${host}]:${ep.port}` : `${host}:${ep.port}`;
-}
-
-function validateEndpoint(ep: SpamEndpoint, i: number): void {
-  if (ep.socket) return;
-  if (typeof ep.port === 'number' && Number.isInteger(ep.port) && ep.port > 0 && ep.port < 65536) return;
-  throw new PosternError(ErrorCodes.CONFIG, `spam endpoint ${i}: needs a unix socket path or a TCP port (1-65535)`, { endpoint: ep });
-}
-
 /** One HTTP exchange with one endpoint. */
 type Attempt =
   /** Nothing was sent: the connection could not be made (the next endpoint may be tried). */
@@ -84,27 +55,16 @@ type Fail = Extract<SpamOutcome, { kind: 'error' }>;
 
 export class RspamdScanner implements SpamScanner {
   readonly name = ENGINE;
-  private readonly slots: EndpointSlot[];
+  private readonly pool: EndpointPool<SpamEndpoint>;
   private readonly log: Logger;
   private readonly opts: Required<Omit<RspamdScannerOptions, 'log' | 'endpoints' | 'password'>>;
   private readonly password: string | undefined;
   private readonly agent: http.Agent;
-  private next = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private healthRun: Promise<EndpointHealth[]> | null = null;
-  private closed = false;
-  private readonly live = new Set<http.ClientRequest>();
   /** Resolves when the start-up health check has finished (checks do not wait for it). */
   readonly ready: Promise<EndpointHealth[]>;
 
   constructor(options: RspamdScannerOptions) {
-    if (!Array.isArray(options.endpoints) || options.endpoints.length === 0) {
-      throw new PosternError(ErrorCodes.CONFIG, 'spam: at least one rspamd endpoint is required');
-    }
-    options.endpoints.forEach(validateEndpoint);
-    for (const [key, v] of Object.entries({ timeoutMs: options.timeoutMs, maxMessageBytes: options.maxMessageBytes, healthIntervalMs: options.healthIntervalMs })) {
-      if (!Number.isFinite(v) || v < 0) throw new PosternError(ErrorCodes.CONFIG, `spam: ${key} must be a number >= 0`, { [key]: v });
-    }
+    checkScannerConfig('spam', ENGINE, options.endpoints, { timeoutMs: options.timeoutMs, maxMessageBytes: options.maxMessageBytes, healthIntervalMs: options.healthIntervalMs });
     this.log = options.log;
     this.password = options.password;
     this.opts = {
@@ -123,44 +83,33 @@ export class RspamdScanner implements SpamScanner {
       timeout: RSPAMD_LIMITS.idleSocketMs,
       scheduling: 'lifo',
     });
-    const now = Date.now();
-    this.slots = options.endpoints.map((ep) => ({ ep: { ...ep }, label: endpointLabel(ep), state: 'unknown' as EndpointState, since: now }));
-    this.ready = this.checkHealth();
-    if (this.opts.healthIntervalMs > 0) {
-      this.timer = setInterval(() => void this.checkHealth(), this.opts.healthIntervalMs);
-      this.timer.unref();
-    }
+    this.pool = new EndpointPool({
+      engine: ENGINE,
+      endpoints: options.endpoints,
+      timeoutMs: this.opts.timeoutMs,
+      healthIntervalMs: this.opts.healthIntervalMs,
+      request: 'check',
+      log: this.log,
+      logFields: { engine: ENGINE },
+      ping: (ep) => this.ping(ep),
+    });
+    this.ready = this.pool.start();
   }
 
   /** Current state of every endpoint, in configuration order. */
   health(): EndpointHealth[] {
-    return this.slots.map((s) => ({ endpoint: s.label, state: s.state, since: s.since, ...(s.reason ? { reason: s.reason } : {}) }));
+    return this.pool.health();
   }
 
   /** `GET /ping` on every endpoint now (concurrent calls share one run). Never rejects. */
   checkHealth(): Promise<EndpointHealth[]> {
-    if (this.closed) return Promise.resolve(this.health());
-    if (this.healthRun) return this.healthRun;
-    const run = Promise.all(
-      this.slots.map(async (slot) => {
-        const r = await this.ping(slot.ep);
-        if (this.closed) return;
-        if (r.ok) this.mark(slot, 'up');
-        else this.mark(slot, 'down', `health check: ${r.message}`);
-      }),
-    ).then(() => {
-      this.healthRun = null;
-      return this.health();
-    });
-    this.healthRun = run;
-    return run;
+    return this.pool.checkHealth();
   }
 
   async check(message: Buffer, envelope: SpamEnvelope, info: { label?: string } = {}): Promise<SpamOutcome> {
     const started = performance.now();
-    const ms = () => Math.round((performance.now() - started) * 10) / 10;
     const label = info.label;
-    if (this.closed) return { kind: 'error', engine: ENGINE, reason: 'unavailable', message: 'scanner closed', ms: 0 };
+    if (this.pool.closed) return this.pool.closedOutcome(0);
     if (message.length > this.opts.maxMessageBytes) {
       this.log.debug({ event: 'scan.oversize', engine: ENGINE, label, bytes: message.length, limit: this.opts.maxMessageBytes }, 'rspamd check skipped: oversize');
       return { kind: 'oversize', engine: ENGINE, size: message.length, limit: this.opts.maxMessageBytes };
@@ -172,80 +121,31 @@ export class RspamdScanner implements SpamScanner {
       hdr = { ok: false, reason: 'protocol', message: `envelope not usable: ${(e as Error)?.message ?? String(e)}` };
     }
     if (!hdr.ok) {
-      const o: Fail = { kind: 'error', engine: ENGINE, reason: hdr.reason, message: `envelope cannot be sent: ${hdr.message}`, ms: ms() };
+      const o: Fail = { kind: 'error', engine: ENGINE, reason: hdr.reason, message: `envelope cannot be sent: ${hdr.message}`, ms: msSince(started) };
       this.logOutcome(o, label, message.length);
       return o;
     }
+    const headers = hdr.headers;
 
-    const deadline = started + this.opts.timeoutMs;
-    const remaining = () => deadline - performance.now();
-    const failures: string[] = [];
-    for (const slot of this.order()) {
-      if (remaining() <= 0 || this.closed) break;
-      let a = await this.attempt(slot.ep, 'POST', CHECK_PATH, hdr.headers, message, deadline, this.opts.maxAnswerBytes, this.agent);
-      if (a.retry) a = await this.attempt(slot.ep, 'POST', CHECK_PATH, hdr.headers, message, deadline, this.opts.maxAnswerBytes, this.agent);
-      const r = a.result;
-      if (this.closed) break;
-      if (r.kind === 'connect-failed') {
+    return this.pool.failover<SpamOutcome>(
+      started,
+      async (slot, { deadline }) => {
+        let a = await this.attempt(slot.ep, 'POST', CHECK_PATH, headers, message, deadline, this.opts.maxAnswerBytes, this.agent);
+        if (a.retry) a = await this.attempt(slot.ep, 'POST', CHECK_PATH, headers, message, deadline, this.opts.maxAnswerBytes, this.agent);
+        const r = a.result;
+        if (this.pool.closed) return { kind: 'done', outcome: this.pool.closedOutcome(msSince(started)) };
         // A connect attempt cut short by the check deadline says nothing about the endpoint.
-        if (!(r.timedOut && remaining() <= 0)) this.mark(slot, 'down', r.message);
-        failures.push(`${slot.label}: ${r.message}`);
-        continue;
-      }
-      const o = this.classify(slot, r, ms());
-      this.logOutcome(o, label, message.length);
-      return o;
-    }
-
-    if (this.closed) return { kind: 'error', engine: ENGINE, reason: 'unavailable', message: 'scanner closed', ms: ms() };
-    const timedOut = remaining() <= 0;
-    const o: Fail = {
-      kind: 'error',
-      engine: ENGINE,
-      reason: timedOut ? 'timeout' : 'unavailable',
-      message: timedOut
-        ? `check deadline of ${this.opts.timeoutMs} ms passed while connecting${failures.length ? ` (${failures.join('; ')})` : ''}`
-        : `no rspamd endpoint reachable (${failures.join('; ')})`,
-      ms: ms(),
-    };
-    this.logOutcome(o, label, message.length);
-    return o;
+        if (r.kind === 'connect-failed') return { kind: 'connect-failed', message: r.message, cutByDeadline: r.timedOut && deadline - performance.now() <= 0 };
+        const o = this.classify(slot, r, msSince(started));
+        this.logOutcome(o, label, message.length);
+        return { kind: 'done', outcome: o };
+      },
+      (o) => this.logOutcome(o, label, message.length),
+    );
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    if (this.timer) clearInterval(this.timer);
-    this.timer = null;
-    for (const r of this.live) r.destroy();
-    this.live.clear();
-    this.agent.destroy();
-    await this.healthRun?.catch(() => undefined);
-  }
-
-  /** Round-robin start, endpoints believed down moved to the back (still tried: they may be back). */
-  private order(): EndpointSlot[] {
-    const n = this.slots.length;
-    const start = this.next;
-    this.next = (this.next + 1) % n;
-    const rotated = Array.from({ length: n }, (_, i) => this.slots[(start + i) % n]!);
-    return [...rotated.filter((s) => s.state !== 'down'), ...rotated.filter((s) => s.state === 'down')];
-  }
-
-  private mark(slot: EndpointSlot, state: 'up' | 'down', reason?: string): void {
-    if (this.closed) return;
-    if (slot.state === state) {
-      if (state === 'down') slot.reason = reason;
-      return;
-    }
-    const previous = slot.state;
-    slot.state = state;
-    slot.since = Date.now();
-    slot.reason = state === 'down' ? reason : undefined;
-    if (state === 'up') this.log.info({ event: 'scanner.state', engine: ENGINE, endpoint: slot.label, state, previous }, 'rspamd endpoint up');
-    else this.log.warn({ event: 'scanner.state', engine: ENGINE, endpoint: slot.label, state, previous, reason }, 'rspamd endpoint down');
-    if (state === 'down' && this.slots.every((s) => s.state === 'down')) {
-      this.log.error({ event: 'scanner.unavailable', engine: ENGINE, endpoints: this.slots.map((s) => s.label) }, 'no rspamd endpoint is up');
-    }
+    await this.pool.close(() => this.agent.destroy());
   }
 
   /**
@@ -271,13 +171,13 @@ export class RspamdScanner implements SpamScanner {
       const collector = new AnswerCollector(maxBytes);
       const target = ep.socket ? { socketPath: ep.socket } : { host: ep.host ?? '127.0.0.1', port: ep.port! };
       const req = http.request({ ...target, method, path, headers, agent });
-      this.live.add(req);
+      this.pool.live.add(req);
       const finish = (result: Attempt, retry = false) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         if (connectTimer) clearTimeout(connectTimer);
-        this.live.delete(req);
+        this.pool.live.delete(req);
         // anything but a complete answer leaves the connection in an unknown state: never reuse it
         if (result.kind !== 'answer') req.destroy();
         resolve({ result, retry });
@@ -337,27 +237,27 @@ export class RspamdScanner implements SpamScanner {
     });
   }
 
-  private classify(slot: EndpointSlot, a: Exclude<Attempt, { kind: 'connect-failed' }>, ms: number): SpamOutcome {
+  private classify(slot: EndpointSlot<SpamEndpoint>, a: Exclude<Attempt, { kind: 'connect-failed' }>, ms: number): SpamOutcome {
     const endpoint = slot.label;
     const fail = (reason: Fail['reason'], message: string): Fail => ({ kind: 'error', engine: ENGINE, endpoint, reason, message, ms });
     switch (a.kind) {
       case 'deadline':
-        this.mark(slot, 'down', 'check deadline passed');
+        this.pool.mark(slot, 'down', 'check deadline passed');
         return fail('timeout', `no complete answer within the ${this.opts.timeoutMs} ms check deadline (${a.bytes} answer bytes so far)`);
       case 'overflow':
-        this.mark(slot, 'down', 'oversized answer');
+        this.pool.mark(slot, 'down', 'oversized answer');
         return fail('protocol', `answer longer than ${this.opts.maxAnswerBytes} bytes`);
       case 'socket-error':
-        this.mark(slot, 'down', a.message);
+        this.pool.mark(slot, 'down', a.message);
         return fail('unavailable', a.message);
       case 'answer': {
         const r = parseCheckAnswer(a.status, { contentType: a.contentType, contentEncoding: a.contentEncoding }, a.body);
         if (r.kind === 'error') {
-          if (r.alive) this.mark(slot, 'up');
-          else this.mark(slot, 'down', 'malformed answer');
+          if (r.alive) this.pool.mark(slot, 'up');
+          else this.pool.mark(slot, 'down', 'malformed answer');
           return fail('protocol', r.message);
         }
-        this.mark(slot, 'up');
+        this.pool.mark(slot, 'up');
         return {
           kind: 'scored',
           engine: ENGINE,
@@ -384,7 +284,7 @@ export class RspamdScanner implements SpamScanner {
   }
 
   /** `GET /ping` on one endpoint within healthTimeoutMs (connect included), on a connection of its own. */
-  private async ping(ep: SpamEndpoint): Promise<{ ok: true } | { ok: false; message: string }> {
+  private async ping(ep: SpamEndpoint): Promise<PingResult> {
     const deadline = performance.now() + this.opts.healthTimeoutMs;
     const { result: r } = await this.attempt(ep, 'GET', PING_PATH, {}, null, deadline, 1024, false);
     switch (r.kind) {
