@@ -546,6 +546,15 @@ export const MAX_ENCODED_MESSAGE_DEPTH = 5;
 export const MAX_NOTICE_FIELD_BYTES = 4096;
 
 /**
+ * Spam tagging: longest `X-Spam-Symbols` field postern writes (bytes, folded lines included). The
+ * symbols go strongest first; those that do not fit are counted (`... (+N more)`), never cut.
+ */
+export const MAX_SPAM_SYMBOLS_HEADER_BYTES = 2048;
+
+/** Symbol names listed in a verdict's `spam.symbols` (log lines, collector), strongest first. */
+export const MAX_SPAM_VERDICT_SYMBOLS = 50;
+
+/**
  * base64 that goes on after its padding: the offsets where data resumes are checked for a second
  * file's type (the part is already malformed, `limits.on_malformed`). More restarts than this:
  * `limits.on_limit`.

@@ -6,7 +6,10 @@
  * - `raw`: the message bytes as fetched (LF or CRLF line ends).
  * - `ctx` (InspectContext): where it came from (listener, protocol, user, mailbox/uid or msgno;
  *   a collector's account and resolved recipients); recorded in the quarantine metadata.
- * - `deps` (EngineDeps): the scanner (antivirus; none = not scanned), the quarantine store, a clock.
+ * - `deps` (EngineDeps): the scanner (antivirus; none = not scanned), the spam scanner (rspamd;
+ *   none = not spam-checked), the quarantine store, a clock. The spam scanner is told the envelope
+ *   from `ctx` (stages/scan.ts planSpam): the collector's `recipients`, else `user` when rspamd reads
+ *   it as an address.
  * - Result (InspectResult): `verdict.status` says what to do with `output`:
  *     clean    deliver `output` (the input itself, or its CRLF form);
  *     changed  deliver `output` (parts stripped / headers changed), unless `verdict.quarantineFailed`:
@@ -23,8 +26,10 @@
  * `inspect()` is a pipeline of stages (src/policy/stages/), each handing a typed result to the next:
  *   parse          parse.ts          raw -> ParsedMessage: CRLF form, the one MIME model (src/mime/partmap.ts), leaves
  *   rules          rules.ts          ParsedMessage -> findings + LeafContents (embedded files, opened forwarded messages)
- *   scan           scan.ts           plan -> ScanReport: the only scanner I/O; raw answers per object
+ *   scan           scan.ts           plan -> ScanReport: the only scanner I/O; raw answers per object;
+ *                                    the antivirus and the spam check run concurrently
  *   classify-scan  classify-scan.ts  ScanRecord[] -> findings, viruses, tags, tempfail (on_virus/on_error/on_oversize)
+ *   classify-spam  classify-spam.ts  SpamRecord[] -> findings, X-Spam-* tags, subject prefix, tempfail (spam section)
  *   decide         decide.ts         findings -> tempfail | block | rewrite
  *   rewrite        rewrite.ts        decision -> served bytes (notice, or the message with strips and header rules);
  *                                    a notice, or a changed message that carried a virus, is scanned once more
@@ -46,13 +51,14 @@ import { buildPartMap, parsePartTree } from '../mime/partmap.js';
 import { encodeDenyBody, renderTemplate } from './deny.js';
 import type { CompiledPolicy } from './load.js';
 import { classifyAntivirus, dirtyOutputFinding, notScanned, outputIsClean, outputNeedsScan, type ScanFindings, stopsScanning } from './stages/classify-scan.js';
+import { classifySpam, notChecked, SpamAwareFindings, type SpamFindings } from './stages/classify-spam.js';
 import { decide } from './stages/decide.js';
-import { Findings, publicHit } from './stages/findings.js';
+import { type Findings, publicHit } from './stages/findings.js';
 import { type ParsedMessage, parseMessage } from './stages/parse.js';
 import { quarantineOriginal, recoveryId, type Stored } from './stages/quarantine.js';
 import { blockNotice, rewriteMessage } from './stages/rewrite.js';
 import { applyRules } from './stages/rules.js';
-import { planAntivirus, runScanners, scanOutput } from './stages/scan.js';
+import { planAntivirus, planSpam, runScanners, type ScannerRun, type ScanReport, scanOutput, type SpamReport, type SpamRun } from './stages/scan.js';
 import type { EngineDeps, InspectContext, InspectResult, Verdict } from './types.js';
 
 export type { CompiledPolicy } from './load.js';
@@ -75,25 +81,34 @@ export async function inspectMessage(raw: Buffer, policy: CompiledPolicy, ctx: I
 
 async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext, deps: EngineDeps): Promise<InspectResult> {
   const t0 = performance.now();
-  const findings = new Findings();
+  const findings = new SpamAwareFindings();
   const parsed = parseMessage(raw, policy.limits);
   const contents = applyRules(parsed, policy, findings.add);
+  const recovery = recoveryId(raw, policy.name);
 
-  // the antivirus runs only when nothing blocks already (the notice is scanned instead)
+  // the scanners run only when nothing blocks already (the notice is scanned instead); the
+  // antivirus and the spam check concurrently
   const scanner = policy.antivirus.enabled ? (deps.scanner ?? null) : null;
+  const spamScanner = policy.spam.enabled ? (deps.spamScanner ?? null) : null;
   let scan: ScanFindings = notScanned();
-  if (scanner && !findings.blocks()) {
+  let spam: SpamFindings = notChecked();
+  if ((scanner || spamScanner) && !findings.blocks()) {
     const av = policy.antivirus;
-    const [report] = await runScanners([{ kind: 'antivirus', scanner, jobs: planAntivirus(parsed, contents, av), stopAfter: (o) => stopsScanning(av, o) }]);
-    scan = classifyAntivirus(report!.records, policy, findings.add);
+    const runs: (ScannerRun | SpamRun)[] = [];
+    if (scanner) runs.push({ kind: 'antivirus', scanner, jobs: planAntivirus(parsed, contents, av), stopAfter: (o) => stopsScanning(av, o) });
+    if (spamScanner) runs.push({ kind: 'spam', scanner: spamScanner, jobs: planSpam(parsed, ctx, recovery) });
+    const reports = await runScanners(runs);
+    const avReport = reports.find((r): r is ScanReport => r.kind === 'antivirus');
+    const spamReport = reports.find((r): r is SpamReport => r.kind === 'spam');
+    if (avReport) scan = classifyAntivirus(avReport.records, policy, findings.add);
+    if (spamReport) spam = classifySpam(spamReport.records, policy, findings.add, (f) => findings.addTag(f));
   }
 
-  const decision = decide(findings, scan, policy);
-  const done = (status: Verdict['status'], output: Buffer, stored?: Stored) => result(parsed, policy, findings, scan, status, output, t0, stored);
+  const decision = decide(findings, scan, policy, spam);
+  const done = (status: Verdict['status'], output: Buffer, stored?: Stored) => result(parsed, policy, findings, scan, spam, status, output, t0, stored);
   if (decision === 'tempfail') return done('tempfail', raw);
 
-  const recovery = recoveryId(raw, policy.name);
-  let { status, output } = rewriteMessage(parsed, decision, findings, scan.tags, recovery, policy);
+  let { status, output } = rewriteMessage(parsed, decision, findings, [...scan.tags, ...spam.tags], recovery, policy, spam.subjectPrefix);
   if (scanner && outputNeedsScan(status, scan.viruses) && !outputIsClean(await scanOutput(scanner, output, policy.antivirus.maxSize))) {
     // still infected, or not scannable: a notice without message content
     if (status !== 'blocked') findings.add(dirtyOutputFinding(scan.viruses, policy));
@@ -106,16 +121,18 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
 }
 
 /** The verdict and the part tree of the output (the parse the policy judged when the output is the message). */
-function result(p: ParsedMessage, policy: CompiledPolicy, findings: Findings, scan: ScanFindings, status: Verdict['status'], output: Buffer, t0: number, stored?: Stored): InspectResult {
+function result(p: ParsedMessage, policy: CompiledPolicy, findings: Findings, scan: ScanFindings, spam: SpamFindings, status: Verdict['status'], output: Buffer, t0: number, stored?: Stored): InspectResult {
   const verdict: Verdict = {
     policy: policy.name,
     status,
-    hits: findings.list.map(publicHit),
+    // a spam tag keeps its name (its spec says allow: nothing is removed)
+    hits: findings.list.map((f) => (f.action === 'tag' ? { ...publicHit(f), action: 'tag' as const } : publicHit(f))),
     viruses: scan.viruses,
     sizeIn: p.raw.length,
     sizeOut: output.length,
     scanMs: Math.round((performance.now() - t0) * 100) / 100,
   };
+  if (spam.verdict) verdict.spam = spam.verdict;
   if (stored?.quarantineId) verdict.quarantineId = stored.quarantineId;
   if (stored?.quarantineFailed) verdict.quarantineFailed = true;
   const limits = { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts, maxHeaderSize: policy.limits.maxHeaderSize };

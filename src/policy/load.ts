@@ -74,8 +74,45 @@ export interface CompiledPolicy {
     /** Scan every decoded leaf part in addition to the raw message. */
     scanParts: boolean;
   };
+  spam: {
+    /** Score messages with the spam scanner (when the config has one). */
+    enabled: boolean;
+    /** `score`: tagScore/blockScore decide; `rspamd`: rspamd's own action does. */
+    mode: 'score' | 'rspamd';
+    /** Score from which a message is spam (onSpam); null: never by score. */
+    tagScore: number | null;
+    /** Score from which a message is rejected (onReject); null: never by score. */
+    blockScore: number | null;
+    onSpam: SpamActionSpec;
+    onReject: SpamActionSpec;
+    /** Put in front of the subject of a tagged message ('' = subject unchanged). */
+    subjectPrefix: string;
+    /** Add X-Spam-Status / X-Spam-Score / X-Spam-Symbols to a tagged message. */
+    addHeaders: boolean;
+    /** No score (rspamd down, deadline, an answer postern does not understand). */
+    onError: 'tempfail' | 'block' | 'allow';
+    /** Larger than the spam scanner's max_message_bytes: `allow` delivers it with `X-Spam-Status: Unknown`. */
+    onOversize: ActionSpec;
+    /** Header-name globs removed from the top-level header of every message (also in `headers.strip`). */
+    stripHeaders: string[];
+  };
   deny: { strip: string; block: string };
 }
+
+/** What the spam section does at a level: tag (subject prefix, headers), block (deny notice), allow (as it is). */
+export interface SpamActionSpec {
+  action: 'tag' | 'block' | 'allow';
+  quarantine: boolean;
+  log: boolean;
+}
+
+/** Header fields of upstream spam filters: a client or filter could trust them, and anyone can write them. */
+export const DEFAULT_SPAM_STRIP_HEADERS = ['X-Spam*', 'X-Rspamd-*'];
+
+/** rspamd's default thresholds: `add header` at 6, `reject` at 15. */
+export const DEFAULT_SPAM_TAG_SCORE = 6;
+export const DEFAULT_SPAM_BLOCK_SCORE = 15;
+export const DEFAULT_SUBJECT_PREFIX = '[SPAM] ';
 
 export const DEFAULT_STRIP_TEMPLATE = `An attachment was removed from this message by the mail gateway (policy "{policy}").
 
@@ -117,6 +154,12 @@ function spec(v: unknown, dflt: ActionSpec): ActionSpec {
 
 const A = (action: ActionName, quarantine = false): ActionSpec => ({ action, quarantine, log: true });
 
+/** A spam action: `tag` and `block` keep the original in quarantine unless told otherwise. */
+function spamSpec(v: SpamActionSpec['action'] | { action: SpamActionSpec['action']; quarantine?: boolean; log?: boolean } | undefined, dflt: SpamActionSpec['action']): SpamActionSpec {
+  const o = v === undefined ? { action: dflt } : typeof v === 'string' ? { action: v } : v;
+  return { action: o.action, quarantine: ('quarantine' in o ? o.quarantine : undefined) ?? o.action !== 'allow', log: ('log' in o ? o.log : undefined) ?? true };
+}
+
 type RuleYaml = { match: string | string[]; action: ActionName; quarantine?: boolean; log?: boolean; reason?: string };
 
 function compileRules(rules: RuleYaml[], norm: (p: string) => string, compile: (p: string) => GlobMatcher): CompiledTypeRule[] {
@@ -140,6 +183,9 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
   const av = y.antivirus ?? {};
   const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
   // fail closed: what cannot be scanned is not delivered unscanned, and its original is kept for release
+  const sp = y.spam ?? {};
+  const spamEnabled = sp.enabled ?? false;
+  const spamStrip = sp.strip_headers ?? DEFAULT_SPAM_STRIP_HEADERS;
   const onOversize = av.on_oversize === undefined ? A('block', true) : typeof av.on_oversize === 'string' ? A(av.on_oversize, av.on_oversize === 'block') : { action: av.on_oversize.action, quarantine: av.on_oversize.quarantine ?? av.on_oversize.action === 'block', log: av.on_oversize.log ?? true };
   return Object.freeze({
     name: y.name ?? name,
@@ -163,11 +209,15 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       onAmbiguous: spec(y.archives?.on_ambiguous, A('strip', true)),
     },
     headers: {
-      strip: (y.headers?.strip ?? []).map((h) => ({
-        name: compileGlob(h.name, 'header name'),
-        value: h.value === undefined ? null : new RegExp(h.value, 'i'),
-        scope: h.scope ?? 'top',
-      })),
+      strip: [
+        ...(y.headers?.strip ?? []).map((h) => ({
+          name: compileGlob(h.name, 'header name'),
+          value: h.value === undefined ? null : new RegExp(h.value, 'i'),
+          scope: h.scope ?? ('top' as const),
+        })),
+        // an upstream's (or an attacker's) spam verdict never reaches the client beside postern's own
+        ...(spamEnabled ? spamStrip.map((n) => ({ name: compileGlob(n, 'header name'), value: null, scope: 'top' as const })) : []),
+      ],
       add: (y.headers?.add ?? []).map((h) => ({ name: h.name, value: h.value })),
     },
     limits: {
@@ -188,6 +238,21 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       onOversize,
       tagHeader: av.tag_header ?? 'X-Postern-AV',
       scanParts: av.scan_parts ?? true,
+    },
+    spam: {
+      enabled: spamEnabled,
+      mode: sp.use_rspamd_action ? ('rspamd' as const) : ('score' as const),
+      tagScore: sp.use_rspamd_action ? null : sp.tag_score === undefined ? DEFAULT_SPAM_TAG_SCORE : sp.tag_score,
+      blockScore: sp.use_rspamd_action ? null : sp.block_score === undefined ? DEFAULT_SPAM_BLOCK_SCORE : sp.block_score,
+      // an altered or blocked message keeps its original in quarantine (POP3 may then delete it upstream)
+      onSpam: spamSpec(sp.on_spam, 'tag'),
+      onReject: spamSpec(sp.on_reject, 'block'),
+      subjectPrefix: sp.subject_prefix ?? DEFAULT_SUBJECT_PREFIX,
+      addHeaders: sp.add_headers ?? true,
+      // fail closed: a message whose score is unknown is not delivered (see docs/configuration.md)
+      onError: sp.on_error ?? 'tempfail',
+      onOversize: sp.on_oversize === undefined ? A('allow') : typeof sp.on_oversize === 'string' ? A(sp.on_oversize, sp.on_oversize === 'block') : { action: sp.on_oversize.action, quarantine: sp.on_oversize.quarantine ?? sp.on_oversize.action === 'block', log: sp.on_oversize.log ?? true },
+      stripHeaders: spamEnabled ? [...spamStrip] : [],
     },
     deny: {
       strip: y.deny_messages?.strip ?? DEFAULT_STRIP_TEMPLATE,

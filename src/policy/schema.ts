@@ -82,6 +82,24 @@ const filenameRule = patternRule(fileGlob);
 
 const headerName = z.string().regex(/^[!-9;-~]+$/, 'expected a header field name');
 
+/** A spam score threshold (rspamd scores are decimals and may be negative). */
+const spamScore = z.number().finite();
+
+const spamAction = z.enum(['tag', 'block', 'allow']);
+
+/** `tag`, `block`, `allow` or `{ action, quarantine, log }` (the spam section's actions). */
+const spamActionSpec = z.union([spamAction, z.strictObject({ action: spamAction, quarantine: z.boolean().optional(), log: z.boolean().optional() })]);
+
+/**
+ * The subject prefix of a tagged message: text, not header bytes (non-ASCII is RFC 2047-encoded
+ * when it is written). No control characters, no line breaks; at most 64 characters.
+ */
+const subjectPrefix = z
+  .string()
+  .max(64, 'at most 64 characters')
+  .refine((s) => !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(s), 'no control characters or line breaks')
+  .refine((s) => Buffer.from(s, 'utf8').toString('utf8') === s, 'not well-formed text (lone surrogate)');
+
 export const policySchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-" only').optional(),
   description: z.string().optional(),
@@ -162,6 +180,34 @@ export const policySchema = z.strictObject({
       on_oversize: z.union([z.enum(['allow', 'block']), z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
       tag_header: headerName.optional(),
       scan_parts: z.boolean().optional(),
+    })
+    .optional(),
+  spam: z
+    .strictObject({
+      enabled: z.boolean().optional(),
+      // rspamd's own action decides (add header / rewrite subject: spam, reject: reject) instead of the thresholds
+      use_rspamd_action: z.boolean().optional(),
+      tag_score: spamScore.nullable().optional(),
+      block_score: spamScore.nullable().optional(),
+      on_spam: spamActionSpec.optional(),
+      on_reject: spamActionSpec.optional(),
+      subject_prefix: subjectPrefix.optional(),
+      add_headers: z.boolean().optional(),
+      on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
+      on_oversize: z.union([z.enum(['allow', 'block']), z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
+      strip_headers: z.array(globPattern('header name')).optional(),
+    })
+    .superRefine((s, ctx) => {
+      if (s.use_rspamd_action) {
+        for (const k of ['tag_score', 'block_score'] as const) {
+          if (s[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `${k} has no effect with use_rspamd_action: true (rspamd's own thresholds decide)` });
+        }
+        return;
+      }
+      if (s.tag_score === null && s.block_score === null) ctx.addIssue({ code: 'custom', path: ['block_score'], message: 'tag_score and block_score are both null: no score would ever count as spam' });
+      if (typeof s.tag_score === 'number' && typeof s.block_score === 'number' && s.block_score < s.tag_score) {
+        ctx.addIssue({ code: 'custom', path: ['block_score'], message: `block_score (${s.block_score}) is below tag_score (${s.tag_score})` });
+      }
     })
     .optional(),
   deny_messages: z

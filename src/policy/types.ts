@@ -3,7 +3,7 @@
  * Implemented in src/policy/engine.ts (entry point inspectMessage, documented there); its callers
  * (src/inspect, src/commands, the collector) only use what is here.
  */
-import type { Scanner } from '../scanners/types.js';
+import type { Scanner, SpamAction, SpamScanner } from '../scanners/types.js';
 
 /**
  * Where a message came from; recorded in the quarantine metadata (`context`). Every field is
@@ -36,7 +36,8 @@ export interface RuleHit {
   filename?: string;
   /** Which rule matched, e.g. 'content_types[2]', 'filenames[0]', 'antivirus', 'limits.max_parts'. */
   rule: string;
-  action: ActionName | 'tempfail';
+  /** `tag`: the spam section marked the message (subject prefix, X-Spam-* headers); it is delivered. */
+  action: ActionName | 'tempfail' | 'tag';
   reason: string;
   virus?: string;
   /** Path inside an archive when the hit is a member ('a.zip/b/c.exe'). */
@@ -59,6 +60,33 @@ export interface Verdict {
   sizeIn: number;
   sizeOut: number;
   scanMs: number;
+  /** What the spam check said and what the policy's spam section made of it (absent: not checked). */
+  spam?: SpamVerdict;
+}
+
+/**
+ * The spam check of one message. `level` is what the answer means under the policy's thresholds (or
+ * rspamd's own action); `applied` is what the spam section asked for: `tag` (subject prefix and
+ * X-Spam-* headers), `block` (deny notice), `allow` (delivered as it is), `unknown` (no score:
+ * on_error or on_oversize allow, delivered with `X-Spam-Status: Unknown`), `tempfail` (not
+ * delivered), `none` (not spam). The message's status may still be stricter (another rule blocked
+ * it, the antivirus could not scan it).
+ */
+export interface SpamVerdict {
+  outcome: 'scored' | 'error' | 'oversize';
+  level: 'ham' | 'spam' | 'reject' | 'unknown';
+  applied: 'none' | 'tag' | 'block' | 'allow' | 'unknown' | 'tempfail';
+  score?: number;
+  /** rspamd's reject threshold (`required_score`). */
+  requiredScore?: number;
+  /** rspamd's own action. */
+  action?: SpamAction;
+  /** Names of the symbols that matched (at most the first MAX_SPAM_VERDICT_SYMBOLS, strongest first). */
+  symbols?: string[];
+  /** Why there is no score (error outcome). */
+  reason?: string;
+  endpoint?: string;
+  ms?: number;
 }
 
 /** One MIME part of the sanitised message (defined by the MIME model, src/mime/types.ts). */
@@ -83,7 +111,10 @@ export interface InspectResult {
 }
 
 export interface EngineDeps {
+  /** Antivirus (clamd); none = not virus-scanned. */
   scanner?: Scanner | null;
+  /** Spam scoring (rspamd); none = not spam-checked (the policy's spam section still strips foreign X-Spam-* headers). */
+  spamScanner?: SpamScanner | null;
   quarantine?: QuarantineStore | null;
   /** Clock for quarantine metadata and verdict timing (tests pin it). */
   now?: () => Date;

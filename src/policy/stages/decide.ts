@@ -1,6 +1,6 @@
 /**
  * Decide stage: what happens to the message, from the findings. Pure (it completes the findings
- * list it is given). Tempfail when the message could not be vetted; else a block when any finding
+ * list it is given). Tempfail when the message could not be vetted (antivirus or spam on_error); else a block when any finding
  * blocks, after two rules that can turn a strip into a block: a strip inside a multipart/signed part
  * under `signed.on_change: block`, and a strip with nothing to replace (the top-level body).
  * Otherwise the message is rewritten (it is clean when the rewrite changes nothing).
@@ -9,13 +9,16 @@ import type { MimeNode } from '../../mime/parse.js';
 import type { CompiledPolicy } from '../load.js';
 import type { Findings } from './findings.js';
 import type { ScanFindings } from './classify-scan.js';
+import type { SpamFindings } from './classify-spam.js';
 
 export type Decision = 'tempfail' | 'block' | 'rewrite';
 
-export function decide(findings: Findings, scan: ScanFindings, policy: CompiledPolicy): Decision {
-  if (scan.tempfail) {
+/** `spam`: the spam classification (its on_error tempfail withholds the message like the antivirus'). */
+export function decide(findings: Findings, scan: ScanFindings, policy: CompiledPolicy, spam?: SpamFindings): Decision {
+  if (scan.tempfail || spam?.tempfail) {
     // the verdict still lists what was found, behind the reason nothing is served
-    findings.prepend({ part: '', rule: 'antivirus.on_error', action: 'tempfail', reason: 'scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
+    if (spam?.tempfail) findings.prepend({ part: '', rule: 'spam.on_error', action: 'tempfail', reason: 'spam scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
+    if (scan.tempfail) findings.prepend({ part: '', rule: 'antivirus.on_error', action: 'tempfail', reason: 'scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
     return 'tempfail';
   }
   // strips inside a signed part invalidate the signature: the policy decides whether that is acceptable

@@ -6,7 +6,7 @@
  *   the ordinary one would still carry a virus;
  * - rewrite: works on byte offsets into the message: untouched ranges are re-emitted as zero-copy
  *   subarrays and only replaced entities (stripped parts as policy.deny.strip notes, rewritten
- *   headers, antivirus tags) are new bytes, so kept parts are byte-identical and boundaries stay
+ *   headers, antivirus and spam tags, the spam subject prefix) are new bytes, so kept parts are byte-identical and boundaries stay
  *   valid. A message nothing applies to comes back as the same Buffer: status clean.
  */
 import { decodedFieldValue } from '../../mime/headers.js';
@@ -18,6 +18,7 @@ import type { CompiledPolicy } from '../load.js';
 import type { Finding, Findings } from './findings.js';
 import { applyHeaderRules, applyParsedHeaderRules, filterHeader, partHeaderRules } from './header-rules.js';
 import { type ParsedMessage, topHeader } from './parse.js';
+import { tagSubject } from './spam-subject.js';
 
 export interface Rewritten {
   status: 'clean' | 'changed' | 'blocked';
@@ -31,11 +32,20 @@ const KEPT_ON_BLOCK = new Set(['date', 'from', 'to', 'cc', 'subject', 'message-i
 /**
  * The served form for a decision. `recovery` is the id the texts show when the original is kept
  * (shown even when storing fails: the text must not depend on disk state); `tags` are header lines
- * to add (antivirus, message passed unscanned).
+ * to add (antivirus, message passed unscanned; spam status); `subjectPrefix` goes in front of the
+ * subject of a message tagged as spam (spam-subject.ts).
  */
-export function rewriteMessage(p: ParsedMessage, decision: 'block' | 'rewrite', findings: Findings, tags: readonly string[], recovery: string, policy: CompiledPolicy): Rewritten {
+export function rewriteMessage(
+  p: ParsedMessage,
+  decision: 'block' | 'rewrite',
+  findings: Findings,
+  tags: readonly string[],
+  recovery: string,
+  policy: CompiledPolicy,
+  subjectPrefix: string | null = null,
+): Rewritten {
   if (decision === 'block') return { status: 'blocked', output: blockNotice(p, findings, recovery, policy, false) };
-  const output = rewrite(p, findings, tags, recovery, policy);
+  const output = rewrite(p, findings, tags, recovery, policy, subjectPrefix);
   return { status: output === p.msg ? 'clean' : 'changed', output };
 }
 
@@ -72,8 +82,8 @@ export function blockNotice(p: ParsedMessage, findings: Findings, recovery: stri
   return Buffer.concat([finalHeader, body]);
 }
 
-/** Strips, part header rules, top-level header rules and tags, as non-overlapping replacements. */
-function rewrite(p: ParsedMessage, findings: Findings, tags: readonly string[], recovery: string, policy: CompiledPolicy): Buffer {
+/** Strips, part header rules, top-level header rules, tags and the subject prefix, as non-overlapping replacements. */
+function rewrite(p: ParsedMessage, findings: Findings, tags: readonly string[], recovery: string, policy: CompiledPolicy, subjectPrefix: string | null): Buffer {
   const { msg, tree } = p;
   const root = topHeader(p, policy.limits);
   const replacements: { start: number; end: number; bytes: Buffer[] }[] = [];
@@ -107,7 +117,8 @@ function rewrite(p: ParsedMessage, findings: Findings, tags: readonly string[], 
     };
     walk(tree.root);
   }
-  const top = applyParsedHeaderRules(msg, root, policy, true, tags);
+  let top = applyParsedHeaderRules(msg, root, policy, true, tags);
+  if (subjectPrefix !== null) top = tagSubject(top, subjectPrefix);
   if (top.length !== root.bodyStart || !top.equals(msg.subarray(0, root.bodyStart))) {
     replacements.push({ start: 0, end: root.bodyStart, bytes: [top] });
   }

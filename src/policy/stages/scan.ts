@@ -4,22 +4,24 @@
  * answer, or why an object was not sent (larger than max_size, empty). What an answer means under
  * the policy (on_error, on_oversize, on_virus) is decided by classify-scan.ts, never here.
  *
- * Scanner kinds. Today there is one, `antivirus` (clamd, src/scanners/clamd.ts): the raw message,
- * its CR-line-end reading, every decoded leaf, the leaves of opened forwarded messages and files
- * embedded in text, and afterwards what would be delivered (`scanOutput`). A second kind (rspamd
- * spam scoring, issue 13) slots in as another `ScannerRun` in the list given to `runScanners`:
- * a member of `ScannerKind`, its own plan function beside `planAntivirus` (the whole message and the
- * envelope from the InspectContext) and its own classifier in classify-scan.ts; when its answers are
- * not `ScanOutcome`s, `ScanReport` becomes a union discriminated by `kind`.
+ * Scanner kinds, one `ScannerRun` each in the list given to `runScanners` (the runs go concurrently,
+ * the jobs of one run one after the other):
+ * - `antivirus` (clamd, src/scanners/clamd.ts): the raw message, its CR-line-end reading, every
+ *   decoded leaf, the leaves of opened forwarded messages and files embedded in text, and afterwards
+ *   what would be delivered (`scanOutput`); classified by classify-scan.ts;
+ * - `spam` (rspamd, src/scanners/rspamd.ts): one job, the original message as received with the
+ *   envelope postern knows (`planSpam`); classified by classify-spam.ts.
  */
 import { decodeBody, decodeChunks, decodedSize, decodedSizeBound } from '../../mime/decode.js';
 import { crAsLineEnd } from '../../mime/eol.js';
-import type { Scanner, ScanOutcome } from '../../scanners/types.js';
+import { rspamdAddress } from '../../scanners/rspamd-protocol.js';
+import type { Scanner, ScanOutcome, SpamEnvelope, SpamOutcome, SpamScanner } from '../../scanners/types.js';
 import type { CompiledPolicy } from '../load.js';
+import type { InspectContext } from '../types.js';
 import type { ParsedMessage } from './parse.js';
 import type { LeafContents } from './rules.js';
 
-export type ScannerKind = 'antivirus';
+export type ScannerKind = 'antivirus' | 'spam';
 
 /**
  * What a finding about a scanned object is reported as: the message (`message`), its reading with
@@ -63,32 +65,103 @@ export interface ScanRecord {
 }
 
 export interface ScannerRun {
-  kind: ScannerKind;
+  kind: 'antivirus';
   scanner: Scanner;
   jobs: readonly ScanJob[];
   /** After this answer nothing more is sent to this scanner (the policy decides: classify-scan.ts stopsScanning). */
   stopAfter: (o: ScanOutcome) => boolean;
 }
 
+/** The spam check: one job, the whole message (planSpam). */
+export interface SpamRun {
+  kind: 'spam';
+  scanner: SpamScanner;
+  jobs: readonly SpamJob[];
+}
+
+export interface SpamJob {
+  role: 'message';
+  label: string;
+  /** The message as received (not its CRLF form: rspamd reads it as an MTA would have). */
+  data: () => Buffer;
+  envelope: SpamEnvelope;
+}
+
+/** What the spam scanner answered for one job (its own outcomes: scored, error, oversize). */
+export interface SpamRecord {
+  job: SpamJob;
+  outcome: SpamOutcome;
+}
+
 export interface ScanReport {
-  kind: ScannerKind;
+  kind: 'antivirus';
   /** One record per job run, in plan order; jobs after a stopping answer have none. */
   records: ScanRecord[];
 }
 
-/** Runs every scanner's jobs, one scanner after the other, each job after the previous one. */
-export async function runScanners(runs: readonly ScannerRun[]): Promise<ScanReport[]> {
-  const reports: ScanReport[] = [];
-  for (const run of runs) {
-    const records: ScanRecord[] = [];
-    for (const job of run.jobs) {
-      const result = await runJob(run.scanner, job);
-      records.push({ job, result });
-      if ((result.kind === 'answered' || result.kind === 'over-scanner-limit') && run.stopAfter(result.outcome)) break;
-    }
-    reports.push({ kind: run.kind, records });
+export interface SpamReport {
+  kind: 'spam';
+  records: SpamRecord[];
+}
+
+type ReportOf<R> = R extends SpamRun ? SpamReport : ScanReport;
+
+/**
+ * Runs every scanner's jobs: the runs concurrently (an antivirus run and a spam check of the same
+ * message wait for each other only at the end), the jobs of one run each after the previous one.
+ * Reports come back in the order of `runs`.
+ */
+export async function runScanners<const R extends readonly (ScannerRun | SpamRun)[]>(runs: R): Promise<{ -readonly [K in keyof R]: ReportOf<R[K]> }> {
+  const reports = await Promise.all(runs.map((run) => (run.kind === 'spam' ? runSpam(run) : runAntivirus(run))));
+  return reports as { -readonly [K in keyof R]: ReportOf<R[K]> };
+}
+
+async function runAntivirus(run: ScannerRun): Promise<ScanReport> {
+  const records: ScanRecord[] = [];
+  for (const job of run.jobs) {
+    const result = await runJob(run.scanner, job);
+    records.push({ job, result });
+    if ((result.kind === 'answered' || result.kind === 'over-scanner-limit') && run.stopAfter(result.outcome)) break;
   }
-  return reports;
+  return { kind: 'antivirus', records };
+}
+
+async function runSpam(run: SpamRun): Promise<SpamReport> {
+  const records: SpamRecord[] = [];
+  for (const job of run.jobs) records.push({ job, outcome: await run.scanner.check(job.data(), job.envelope, { label: job.label }) });
+  return { kind: 'spam', records };
+}
+
+/**
+ * The spam plan: the original message with the envelope postern knows. `Queue-Id` is the recovery
+ * id (rspamd's log line and postern's join on it); the recipients are the collector's resolved ones,
+ * or the authenticated user when that is an address rspamd reads (IMAP/POP3), else none; the sender
+ * is the Return-Path the delivering server wrote, when there is exactly one well-formed one. `User`
+ * is never sent: for rspamd it means an authenticated submitter, and it then skips SPF/DKIM/DMARC.
+ * Pure.
+ */
+export function planSpam(p: ParsedMessage, ctx: InspectContext, queueId: string): SpamJob[] {
+  const envelope: SpamEnvelope = { queueId, recipients: spamRecipients(ctx) };
+  const from = returnPath(p);
+  if (from !== undefined) envelope.from = from;
+  return [{ role: 'message', label: 'message', data: () => p.raw, envelope }];
+}
+
+/** The collector's recipients as they are; the IMAP/POP3 user when rspamd can read it as an address. */
+export function spamRecipients(ctx: InspectContext): string[] {
+  if (ctx.recipients) return [...ctx.recipients];
+  const addr = ctx.user === undefined ? null : rspamdAddress(ctx.user);
+  return addr === null ? [] : [addr];
+}
+
+/** The envelope sender from the one Return-Path field (`<a@b>`, or `''` for `<>`); undefined when absent, repeated or not that shape. */
+export function returnPath(p: ParsedMessage): string | undefined {
+  const root = p.tree?.root;
+  if (!root) return undefined;
+  const fields = root.fields.filter((f) => f.colon && f.name.trim().toLowerCase() === 'return-path');
+  if (fields.length !== 1) return undefined;
+  const m = /^<([^<>\s"(),;:\\[\]]*)>$/.exec(fields[0]!.value.replace(/\n/g, '').trim());
+  return m ? m[1] : undefined;
 }
 
 /** Scans what would be delivered (a deny notice, or a changed message that carried a virus). */
