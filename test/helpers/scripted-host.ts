@@ -1,6 +1,7 @@
 /**
- * A SessionHost for transcript tests: records the exact bytes a session sends each way and lets the
- * test play the upstream's part. No sockets, no promises: what a real host reports later (connect, TLS
+ * The one scripted SessionHost of the session tests (test/unit/imap-session.test.ts,
+ * test/unit/pop3-session.test.ts, the transcript runner): records the exact bytes a session sends each
+ * way and every host call, and lets the test play the upstream's part. No sockets, no promises: what a real host reports later (connect, TLS
  * handshakes) this one reports at once, synchronously, from inside the session's request
  * (`completions = 'auto'`), or when the test says so (`'manual'`: the request waits in `pending` until
  * the test calls `complete()` or `failPending()`). So a test never waits for a tick.
@@ -56,10 +57,12 @@ export class ScriptedHost implements SessionHost {
   completions: 'auto' | 'manual' = 'auto';
   /** Requests waiting for the test (manual completions), oldest first. */
   pending: HostRequest[] = [];
+  /** Every call in order: `C<bytes` to the client, `U>bytes` upstream, and the `events` lines. */
+  calls: string[] = [];
   /** The client's unread output is over the soft bound: awaitClientDrain() says false until drained(). */
   outputBlocked = false;
-  /** How often the session asked awaitClientDrain(). */
-  drainChecks = 0;
+  /** How often awaitClientDrain() made the session wait. */
+  drainWaits = 0;
   private drainWanted = false;
 
   constructor(readonly listener: ListenerConfig, readonly clientTls = false, readonly clientAddress = '127.0.0.1') {
@@ -75,9 +78,16 @@ export class ScriptedHost implements SessionHost {
 
   sendClient(data: Buffer): void {
     this.toClient.push(Buffer.from(data));
+    this.calls.push(`C<${data.toString('latin1')}`);
   }
   sendUpstream(data: Buffer): void {
     this.toUpstream.push(Buffer.from(data));
+    this.calls.push(`U>${data.toString('latin1')}`);
+  }
+  /** Records a host call in `events` (the transcripts' H: lines) and in `calls`. */
+  protected event(line: string): void {
+    this.events.push(line);
+    this.calls.push(line);
   }
   /** The session that receives the completion events; returns it. */
   attach<S extends Session>(session: S): S {
@@ -86,17 +96,17 @@ export class ScriptedHost implements SessionHost {
   }
   connectUpstream(target: UpstreamTarget): void {
     this.connects.push(target);
-    this.events.push(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
+    this.event(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
     this.request('connect');
   }
   startClientTls(): void {
     this.clientTlsStarted++;
-    this.events.push('client-tls');
+    this.event('client-tls');
     this.request('client-tls');
   }
   startUpstreamTls(): void {
     this.upstreamTlsStarted++;
-    this.events.push('upstream-tls');
+    this.event('upstream-tls');
     this.request('upstream-tls');
   }
   private request(what: HostRequest): void {
@@ -135,8 +145,8 @@ export class ScriptedHost implements SessionHost {
     else s.onUpstreamTlsReady?.(TEST_TLS);
   }
   awaitClientDrain(): boolean {
-    this.drainChecks++;
     if (!this.outputBlocked) return true;
+    this.drainWaits++;
     this.drainWanted = true;
     return false;
   }
@@ -148,14 +158,14 @@ export class ScriptedHost implements SessionHost {
     this.session?.onClientDrained?.();
   }
   disconnectUpstream(): void {
-    this.events.push('disconnect-upstream');
+    this.event('disconnect-upstream');
   }
   setUser(user: string): void {
     this.user = user;
   }
   close(reason: CloseReason): void {
     if (!this.closed) this.closed = reason;
-    this.events.push(`close ${reason.kind}${reason.code ? ' ' + reason.code : ''}`);
+    this.event(`close ${reason.kind}${reason.code ? ' ' + reason.code : ''}`);
   }
   pauseClient(p: boolean): void {
     this.clientPaused = p;
@@ -170,6 +180,13 @@ export class ScriptedHost implements SessionHost {
     this.upstreamPaused = p;
   }
 
+  /** Everything sent to the client since the last take, as text (not taken). */
+  get clientText(): string {
+    return Buffer.concat(this.toClient).toString('latin1');
+  }
+  get upstreamText(): string {
+    return Buffer.concat(this.toUpstream).toString('latin1');
+  }
   /** Everything sent to the client since the last call, as text. */
   takeClient(): string {
     const s = Buffer.concat(this.toClient).toString('latin1');

@@ -2,19 +2,17 @@
  * Pop3Session transcript tests: a scripted SessionHost records the exact bytes sent each way and every
  * host call; no sockets.
  */
-import { Writable } from 'node:stream';
-import { createLogger, type Logger } from '../../src/log/logger.js';
 import { describe, expect, it } from 'vitest';
-import type { ClientTlsMode, ListenerConfig, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
+import type { ClientTlsMode, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { ErrorCodes, PosternError } from '../../src/errors.js';
 import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../src/limits.js';
 import { unstuff, stuff } from '../../src/protocol/pop3/framer.js';
 import { POP3_LIMITS } from '../../src/limits.js';
 import { Pop3Session, filterCapa, type Pop3Hooks, type Pop3PendingCommand } from '../../src/session/pop3.js';
-import type { CloseReason, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+import type { SessionHost } from '../../src/session/types.js';
+import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const ROUTED_HOST = 'mail.example.test';
-const TEST_TLS: TlsInfo = { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' };
 
 interface HostOptions {
   tls?: ClientTlsMode;
@@ -25,122 +23,31 @@ interface HostOptions {
   upstream?: UpstreamConfig;
 }
 
-class ScriptHost implements SessionHost {
-  readonly log: Logger;
-  readonly logLines: string[] = [];
-  readonly listener: ListenerConfig;
-  readonly clientAddress = '127.0.0.1';
-  readonly clientTls: boolean;
-  toClient = Buffer.alloc(0);
-  toUpstream = Buffer.alloc(0);
-  /** Ordered record of host calls (for sequencing assertions). */
-  calls: string[] = [];
-  connects: UpstreamTarget[] = [];
-  closed: CloseReason | null = null;
-  user: string | null = null;
-  pausedClient = false;
-  pausedUpstream = false;
-  /** Receives the completion events (connect, TLS), at once and synchronously. */
-  session: Pop3Session | null = null;
-
-  constructor(private readonly opts: HostOptions = {}) {
-    const sink = new Writable({
-      write: (chunk: Buffer, _enc, cb) => {
-        this.logLines.push(chunk.toString());
-        cb();
-      },
-    });
-    this.log = createLogger({ level: 'trace' }, sink);
-    this.clientTls = opts.clientTls ?? opts.tls === 'implicit';
+/** The shared scripted host (test/helpers/scripted-host.ts) on a POP3 listener built from options. */
+class ScriptHost extends ScriptedHost {
+  constructor(opts: HostOptions = {}) {
     const upstreamTls = { mode: opts.upstreamTls ?? 'none', verify: true, minVersion: 'TLSv1.2' as const };
-    this.listener = {
+    const listener = testListener({
       name: 'pop3-test',
       protocol: 'pop3',
-      host: '127.0.0.1',
-      port: 0,
       tls: { mode: opts.tls ?? 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
       upstream: opts.upstream ?? { kind: 'login-routed', port: 110, tls: upstreamTls, allow: ['*.example.test'], allowAnyHost: false },
-      policy: null,
       limits: { ...DEFAULT_SESSION_LIMITS, ...opts.limits },
       inspect: { vetOnMetadata: false, cacheMemoryBytes: 0, keepaliveMs: 0 },
-    };
+    });
+    super(listener, opts.clientTls ?? opts.tls === 'implicit');
+    if (opts.connectError) this.connectError = opts.connectError;
   }
-
-  sendClient(data: Buffer): void {
-    this.toClient = Buffer.concat([this.toClient, data]);
-    this.calls.push(`C<${data.toString('latin1')}`);
-  }
-  sendUpstream(data: Buffer): void {
-    this.toUpstream = Buffer.concat([this.toUpstream, data]);
-    this.calls.push(`U>${data.toString('latin1')}`);
-  }
-  connectUpstream(target: UpstreamTarget): void {
-    this.connects.push(target);
-    this.calls.push(`connect ${target.host}:${target.port}${target.implicitTls ? ' tls' : ''}`);
-    if (this.opts.connectError) this.session!.onUpstreamConnectFailed(this.opts.connectError);
-    else this.session!.onUpstreamConnected();
-  }
-  startClientTls(): void {
-    this.calls.push('client-tls');
-    this.session!.onClientTlsReady(TEST_TLS);
-  }
-  startUpstreamTls(): void {
-    this.calls.push('upstream-tls');
-    this.session!.onUpstreamTlsReady(TEST_TLS);
-  }
-  setUser(user: string, upstream: string): void {
+  override setUser(user: string, upstream?: string): void {
     this.user = `${user}@${upstream}`;
     // as relay/connection.ts does: every later log line carries the user
     this.log.setBindings({ user, upstream });
   }
-  /** SessionHost.awaitClientDrain, set by tests that simulate a client that does not read its output. */
-  awaitClientDrain?: () => boolean;
   /** Makes awaitClientDrain() say "not drained" until release() (a client with unread output). */
   blockOutput(): { release(): void; waits(): number } {
-    let blocked = true;
-    let waits = 0;
-    this.awaitClientDrain = () => {
-      if (!blocked) return true;
-      waits++;
-      return false;
-    };
-    return {
-      release: () => {
-        blocked = false;
-        this.session!.onClientDrained?.();
-      },
-      waits: () => waits,
-    };
-  }
-  disconnectUpstream(): void {
-    this.calls.push('disconnect');
-  }
-  close(reason: CloseReason): void {
-    this.calls.push(`close ${reason.kind}${reason.code ? ' ' + reason.code : ''}`);
-    this.closed = reason;
-  }
-  pauseClient(p: boolean): void {
-    this.pausedClient = p;
-  }
-  pauseUpstream(p: boolean): void {
-    this.pausedUpstream = p;
-  }
-
-  get clientText(): string {
-    return this.toClient.toString('latin1');
-  }
-  get upstreamText(): string {
-    return this.toUpstream.toString('latin1');
-  }
-  takeClient(): string {
-    const t = this.clientText;
-    this.toClient = Buffer.alloc(0);
-    return t;
-  }
-  takeUpstream(): string {
-    const t = this.upstreamText;
-    this.toUpstream = Buffer.alloc(0);
-    return t;
+    this.outputBlocked = true;
+    const before = this.drainWaits;
+    return { release: () => this.drained(), waits: () => this.drainWaits - before };
   }
 }
 
@@ -163,8 +70,7 @@ async function feed(fn: (b: Buffer) => void, s: string | Buffer, byteByByte = fa
 
 function setup(opts: HostOptions = {}, hooks?: Pop3Hooks) {
   const host = new ScriptHost(opts);
-  const s = new Pop3Session(host, hooks);
-  host.session = s;
+  const s = host.attach(new Pop3Session(host, hooks));
   s.start();
   const hooked = hooks !== undefined;
   const client = (x: string | Buffer, bb = false) => feed((b) => s.onClientData(b), x, bb, hooked);
@@ -293,7 +199,7 @@ describe('Pop3Session: before login', () => {
 describe('Pop3Session: login', () => {
   it.each([false, true])('USER/PASS login is routed and relayed (byte at a time: %s)', async (bb) => {
     const t = await loggedIn({}, undefined, bb);
-    expect(t.host.pausedClient).toBe(false);
+    expect(t.host.clientPaused).toBe(false);
     expect(t.host.calls.filter((c) => c.startsWith('connect'))).toEqual([`connect ${ROUTED_HOST}:110`]);
   });
 
@@ -325,7 +231,7 @@ describe('Pop3Session: login', () => {
     const a = setup();
     await a.client(Buffer.concat([Buffer.from('USER '), user, Buffer.from(`@${ROUTED_HOST}\r\nPASS `), pw, Buffer.from('\r\n')]));
     await a.upstream('+OK\r\n+OK\r\n');
-    expect(a.host.toUpstream).toEqual(Buffer.concat([Buffer.from('USER '), user, Buffer.from('\r\nPASS '), pw, Buffer.from('\r\n')]));
+    expect(Buffer.concat(a.host.toUpstream)).toEqual(Buffer.concat([Buffer.from('USER '), user, Buffer.from('\r\nPASS '), pw, Buffer.from('\r\n')]));
 
     const b = setup();
     const ir = (u: Buffer) => Buffer.concat([Buffer.from([0]), u, Buffer.from([0]), pw]).toString('base64');
@@ -579,11 +485,11 @@ describe('Pop3Session: hooks', () => {
     const { host, client, upstream } = await loggedIn({}, hooks);
     await client('RETR 1\r\nSTAT\r\nTOP 1 0\r\n');
     await upstream('+OK\r\nsecret\r\n..x\r\n.\r\n+OK 1 10\r\n+OK\r\nsecret\r\n.\r\n');
-    await expect.poll(() => seen.length === 2 && !host.pausedUpstream, { timeout: 5000 }).toBe(true);
+    await expect.poll(() => seen.length === 2 && !host.upstreamPaused, { timeout: 5000 }).toBe(true);
     // an inspecting session writes its own status line: the size of what it sends
     expect(host.takeClient()).toBe('+OK 12 octets\r\nXXXXXX\r\n..x\r\n.\r\n+OK 1 10\r\n+OK 8 octets\r\nXXXXXX\r\n.\r\n');
     expect(seen).toEqual(['RETR 1', 'TOP 1 0']);
-    expect(host.pausedUpstream).toBe(false);
+    expect(host.upstreamPaused).toBe(false);
   });
 
   it('upstreamCommand rewrites TOP to RETR; onMultiline sees the client command and may answer -ERR', async () => {
@@ -610,12 +516,12 @@ describe('Pop3Session: hooks', () => {
     await client('DELE 1\r\nDELE 2\r\nDELE 3\r\n');
     // DELE 2 is decided only once DELE 1 is answered: its refusal must not overtake that answer
     expect(host.takeUpstream()).toBe('DELE 1\r\n');
-    expect(host.pausedClient).toBe(true);
+    expect(host.clientPaused).toBe(true);
     await upstream('+OK Marked.\r\n');
     expect(host.takeUpstream()).toBe('DELE 3\r\n');
     await upstream('+OK Marked.\r\n');
     expect(host.takeClient()).toBe('+OK Marked.\r\n-ERR message 2 is held in quarantine\r\n+OK Marked.\r\n');
-    expect(host.pausedClient).toBe(false);
+    expect(host.clientPaused).toBe(false);
   });
 });
 
@@ -743,20 +649,20 @@ describe('Pop3Session: bounded in every state (a client that never reads)', () =
     const max = POP3_LIMITS.maxPipelinedCommands;
     await client('NOOP\r\n'.repeat(max + 10));
     expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(max));
-    expect(host.pausedClient).toBe(true);
+    expect(host.clientPaused).toBe(true);
     await upstream('+OK\r\n'.repeat(4));
     expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(4));
     await upstream('+OK\r\n'.repeat(max));
     expect(host.takeUpstream()).toBe('NOOP\r\n'.repeat(6));
     await upstream('+OK\r\n'.repeat(6));
     expect(host.takeClient()).toBe('+OK\r\n'.repeat(max + 10));
-    expect(host.pausedClient).toBe(false);
+    expect(host.clientPaused).toBe(false);
   });
 
   it('ends with E_PIPELINE_LIMIT when a client keeps sending although it is not read', async () => {
     const { host, client } = await loggedIn();
     await client('NOOP\r\n'.repeat(POP3_LIMITS.maxPipelinedCommands + 1));
-    expect(host.pausedClient).toBe(true);
+    expect(host.clientPaused).toBe(true);
     host.takeClient();
     // a host that ignored pauseClient: the session's own bound still holds
     await client(Buffer.alloc(POP3_LIMITS.maxPipelinedBytes, 'NOOP\r\n'));
@@ -778,7 +684,7 @@ describe('Pop3Session: lifecycle', () => {
     const { host, client, s } = await loggedIn({}, { onMultiline: () => new Promise(() => {}) });
     await client('RETR 1\r\n');
     s.onUpstreamData(Buffer.from('+OK\r\nbody\r\n.\r\n'));
-    expect(host.pausedUpstream).toBe(true);
+    expect(host.upstreamPaused).toBe(true);
     s.onHoldTimeout();
     expect(host.takeClient()).toBe('-ERR [SYS/TEMP] postern: the server did not answer in time; try again later\r\n');
     expect(host.closed).toEqual({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'hold deadline passed' });
