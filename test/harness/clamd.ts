@@ -1,7 +1,7 @@
 /**
  * Test harness for ClamAV: a private clamd on loopback (TCP + unix socket in a temp dir), started
- * from test/fixtures/clamav/clamd.conf.in with the project's signature database, plus scripted
- * fake servers for faults a real clamd never produces.
+ * from test/fixtures/clamav/clamd.conf.in with the project's signature database, plus fakes for
+ * faults a real clamd never produces (startFakeClamd, on the scripted server: scripted-server.ts).
  *
  * clamd runs as whoever starts it (root on this machine): the template has no `User` line, so it
  * never drops privileges and needs no AllowSupplementaryGroups; its socket, pid, log and temp
@@ -13,6 +13,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startScriptedServer } from './scripted-server.js';
 
 export const CLAMD_FIXTURES = fileURLToPath(new URL('../fixtures/clamav/', import.meta.url));
 
@@ -250,49 +251,36 @@ function requestComplete(buf: Buffer): boolean {
   return false;
 }
 
+/** A clamd that misbehaves as `mode` says, on the scripted server (z-commands end at NUL). */
 export async function startFakeClamd(mode: FakeMode, garbage = 'HTTP/1.1 400 Bad Request\r\n\r\n'): Promise<FakeServer> {
-  let count = 0;
-  const sockets = new Set<net.Socket>();
   const timers = new Set<NodeJS.Timeout>();
-  const server = net.createServer({ allowHalfOpen: true }, (s) => {
-    count++;
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => undefined);
-    if (mode === 'hangup') {
-      s.destroy();
-      return;
-    }
-    if (mode === 'trickle') {
-      const t = setInterval(() => s.write('x'), 50);
-      timers.add(t);
-      s.on('close', () => {
-        clearInterval(t);
-        timers.delete(t);
-      });
-    }
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
+  // per connection, what it sent up to its last NUL (each "line" is the bytes between two NULs)
+  const received = new Map<number, string>();
+  const server = await startScriptedServer({
+    separator: '\0',
+    onConnect(conn) {
+      if (mode === 'hangup') conn.destroy();
+      // writes stop with the connection (conn.write skips a closed one); the timers stop with stop()
+      else if (mode === 'trickle') timers.add(setInterval(() => conn.write('x'), 50));
+    },
+    onLine(line, conn) {
       if (mode !== 'garbage') return;
-      buf = Buffer.concat([buf, d]);
-      if (requestComplete(buf)) {
-        s.end(garbage);
-        buf = Buffer.alloc(0);
-      }
-    });
+      const sofar = `${received.get(conn.id) ?? ''}${line}\0`;
+      if (requestComplete(Buffer.from(sofar, 'latin1'))) {
+        conn.end(garbage);
+        received.delete(conn.id);
+      } else received.set(conn.id, sofar);
+    },
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
   return {
     host: '127.0.0.1',
-    port,
-    connections: () => count,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const t of timers) clearInterval(t);
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    port: server.port,
+    connections: () => server.connections(),
+    stop: async () => {
+      for (const t of timers) clearInterval(t);
+      timers.clear();
+      await server.close();
+    },
   };
 }
 
