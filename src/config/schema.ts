@@ -12,7 +12,7 @@ import { checkCollector, collectorSchema, normaliseCollector } from './collector
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
-import { DEFAULT_SPAM_LIMITS } from '../limits.js';
+import { DEFAULT_SPAM_LIMITS, HOLD_TIMEOUT_MARGIN_MS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
@@ -160,6 +160,7 @@ const upstreamSchema = z.strictObject({
 
 const inspectSchema = z.strictObject({
   vet_on_metadata: z.boolean().optional(),
+  vet_on_envelope: z.union([z.boolean(), z.literal('auto')]).optional(),
   cache_memory_bytes: bytes.optional(),
   keepalive_ms: millis.optional(),
 });
@@ -416,10 +417,25 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
     limits: sessionLimits(limitDefaults, l.limits),
     inspect: {
       vetOnMetadata: l.inspect?.vet_on_metadata ?? DEFAULT_INSPECT.vetOnMetadata,
+      vetOnEnvelope: l.inspect?.vet_on_envelope ?? 'auto',
       cacheMemoryBytes: l.inspect?.cache_memory_bytes ?? DEFAULT_INSPECT.cacheMemoryBytes,
       keepaliveMs: l.inspect?.keepalive_ms ?? DEFAULT_INSPECT.keepaliveMs,
     },
   };
+}
+
+/**
+ * The default hold_timeout_ms with a spam scanner: the antivirus' deadline plus the spam check's plus
+ * the margin (POP3 sends nothing while a message is checked). An explicit value is kept; without a
+ * spam scanner the relay's own default applies (limits.ts effectiveFlowLimits).
+ */
+export function spamHoldTimeoutMs(scanner: Pick<ScannerConfig, 'timeoutMs'> | null, spam: Pick<SpamConfig, 'timeoutMs'>): number {
+  return (scanner?.timeoutMs ?? 0) + spam.timeoutMs + HOLD_TIMEOUT_MARGIN_MS;
+}
+
+function withSpamHold(l: ListenerConfig, scanner: ScannerConfig | null, spam: SpamConfig | null): ListenerConfig {
+  if (!spam || !l.policy || l.limits.holdTimeoutMs !== undefined) return l;
+  return { ...l, limits: { ...l.limits, holdTimeoutMs: spamHoldTimeoutMs(scanner, spam) } };
 }
 
 function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig {
@@ -480,7 +496,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     scanner,
     spam,
     limits,
-    listeners: (raw.listeners ?? []).map((l) => normaliseListener(l, baseDir, sessionDefaults)),
+    listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
     ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
   };
 }

@@ -72,6 +72,13 @@ export interface ListenerTlsConfig {
 export interface InspectConfig {
   /** IMAP: vet (download + scan) a message when the client asks only for RFC822.SIZE/BODYSTRUCTURE/BODY, so they describe the sanitised message. */
   vetOnMetadata: boolean;
+  /**
+   * IMAP: vet a message when the client asks for its ENVELOPE or a top-level header (BODY[HEADER],
+   * BODY[HEADER.FIELDS (...)], RFC822.HEADER), so a list sync shows the subject the message will
+   * have once vetted (spam tagging). `auto` (absent): on when the listener's policy scores spam
+   * and a spam scanner is configured.
+   */
+  vetOnEnvelope?: boolean | 'auto';
   /** Per-session sanitised-message cache: bytes kept in memory before spilling to temp files. */
   cacheMemoryBytes: number;
   /** Interval of keep-alive output while a long scan runs (IMAP `* OK` lines). 0 = off. */

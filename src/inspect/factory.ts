@@ -1,7 +1,8 @@
 /**
- * Composition root for inspection: per listener, the compiled policy, the shared scanner and the
- * quarantine store, turned into a session factory for the relay. Listeners without a policy get plain
- * relay sessions.
+ * Composition root for inspection: per listener, the compiled policy, the shared scanners (clamd
+ * antivirus, rspamd spam scoring) and the quarantine store, turned into a session factory for the
+ * relay. Listeners without a policy get plain relay sessions. A scanner is created only when the
+ * config names it and some listener's policy enables it.
  */
 import type { Logger } from 'pino';
 import type { PosternConfig } from '../config/types.js';
@@ -11,7 +12,8 @@ import { loadPolicy, type CompiledPolicy } from '../policy/load.js';
 import type { EngineDeps } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
-import type { Scanner } from '../scanners/types.js';
+import { createSpamScanner } from '../scanners/rspamd.js';
+import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { ImapSession } from '../session/imap.js';
 import { Pop3Session } from '../session/pop3.js';
 import type { Session, SessionHost } from '../session/types.js';
@@ -26,15 +28,17 @@ export interface SessionFactory {
   close(): Promise<void>;
 }
 
-export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null } = {}): SessionFactory {
+export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null } = {}): SessionFactory {
   const policies = new Map<string, CompiledPolicy>();
   for (const l of config.listeners) {
     if (l.policy && !policies.has(l.policy)) policies.set(l.policy, loadPolicy(l.policy, config.policiesDir));
   }
   const needsScanner = [...policies.values()].some((p) => p.antivirus.enabled);
   const scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
+  const needsSpam = [...policies.values()].some((p) => p.spam.enabled);
+  const spamScanner = opts.spamScanner !== undefined ? opts.spamScanner : config.spam && needsSpam ? createSpamScanner(config.spam, log) : null;
   const quarantine = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
-  const engine: EngineDeps = { scanner, quarantine };
+  const engine: EngineDeps = { scanner, spamScanner, quarantine };
   // retention: expired originals are purged at start and then every QUARANTINE_PURGE_INTERVAL_MS
   const purge = () =>
     quarantine.purgeExpired().then(
@@ -45,9 +49,12 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   purgeTimer?.unref();
   if (purgeTimer) void purge();
   for (const [name, p] of policies) {
-    log.info({ event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner }, 'policy loaded');
+    log.info({ event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner, spam: p.spam.enabled && !!spamScanner }, 'policy loaded');
     if (p.antivirus.enabled && !scanner) {
-      log.warn({ event: 'policy.unscanned', policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+      log.warn({ event: 'policy.unscanned', policy: name, scanner: 'antivirus' }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+    }
+    if (p.spam.enabled && !spamScanner) {
+      log.warn({ event: 'policy.unscanned', policy: name, scanner: 'spam' }, 'policy enables spam scoring but no spam scanner is configured: messages are not spam-checked');
     }
   }
   return {
@@ -63,7 +70,7 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
     },
     async close() {
       if (purgeTimer) clearInterval(purgeTimer);
-      await scanner?.close();
+      await Promise.all([scanner?.close(), spamScanner?.close()]);
     },
   };
 }

@@ -94,9 +94,14 @@ export class ImapInspector implements ImapInterceptor {
   private selectingUidValidity: number | null = null;
   private readonly cache: VettedCache;
   private readonly inflightVets = new Map<string, Promise<Vetted | { tempfail: string }>>();
+  /** ENVELOPE and top-level header fetches download and vet the message (inspect.vet_on_envelope). */
+  private readonly vetOnEnvelope: boolean;
+  /** The logged-in user (the spam check's recipient when it is an address). */
+  private user: string | null = null;
 
   constructor(private readonly deps: ImapInspectorDeps) {
     this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes);
+    this.vetOnEnvelope = resolveVetOnEnvelope(deps.listener.inspect.vetOnEnvelope, deps.policy, deps.engine);
   }
 
   close(): void {
@@ -170,7 +175,8 @@ export class ImapInspector implements ImapInterceptor {
     }
   }
 
-  private interceptFetch(head: CommandHead, args: string, line: Buffer, _session: ImapSessionView): InterceptedCommand | null {
+  private interceptFetch(head: CommandHead, args: string, line: Buffer, session: ImapSessionView): InterceptedCommand | null {
+    this.user = session.user;
     const sp = args.indexOf(' ');
     if (sp <= 0) return null;
     const seqSet = args.slice(0, sp);
@@ -181,10 +187,15 @@ export class ImapInspector implements ImapInterceptor {
       return null; // unreachable: refuse() already answered BAD for unparseable item lists
     }
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const vetEnv = this.vetOnEnvelope;
     const classes = parsed.items.map(classifyItem);
-    const needContent = classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata'));
+    const hasEnvelope = parsed.items.some(isEnvelope);
+    // vet_on_envelope: what a message list is built from (ENVELOPE, the header) shows the vetted message
+    const needContent = classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (vetEnv && c === 'header')) || (vetEnv && hasEnvelope);
     const hasHeader = classes.some((c) => c === 'header');
-    if (!needContent && !hasHeader) return null;
+    // ENVELOPE alone is relayed as the server sends it until something was vetted in the session;
+    // then it is served from the vetted message for those (the header-only path below)
+    if (!needContent && !hasHeader && !(hasEnvelope && this.cache.stats.entries > 0)) return null;
     const state: CommandState = {
       tag: head.tag,
       uidCommand: head.name === 'UID FETCH',
@@ -358,7 +369,7 @@ export class ImapInspector implements ImapInterceptor {
 
   private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const l = this.deps.listener;
-    const ctx = { listener: l.name, protocol: 'imap' as const, mailbox: this.mailbox ?? undefined, uidValidity: this.uidValidity ?? undefined, uid: uid ?? undefined };
+    const ctx = { listener: l.name, protocol: 'imap' as const, user: this.user ?? undefined, mailbox: this.mailbox ?? undefined, uidValidity: this.uidValidity ?? undefined, uid: uid ?? undefined };
     try {
       const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
       const v = r.verdict;
@@ -404,10 +415,13 @@ export class ImapInspector implements ImapInterceptor {
         emitted.add(name);
       }
     };
+    // the ENVELOPE of a message the policy changed is the changed message's (a tagged subject, a
+    // notice's header): it agrees with BODY[HEADER] and BODY[] in every fetch order
+    const ownEnvelope = v.verdict.status !== 'clean';
     const emitItem = (item: FetchItem) => {
       const cls = classifyItem(item);
       const name = formatItemName(item).toUpperCase();
-      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) {
+      if ((cls === 'metadata' && !(ownEnvelope && isEnvelope(item))) || (cls === 'content-metadata' && !vetMeta)) {
         emitServer(name);
         return;
       }
@@ -438,6 +452,19 @@ export class ImapInspector implements ImapInterceptor {
     }
     return Buffer.concat(parts);
   }
+}
+
+function isEnvelope(item: FetchItem): boolean {
+  return item.name === 'ENVELOPE' && !item.section;
+}
+
+/**
+ * `inspect.vet_on_envelope`: `auto` (or absent) is on when the policy scores spam and there is a
+ * spam scanner (a tagged subject must not differ between a list sync and the vetted message).
+ */
+export function resolveVetOnEnvelope(setting: boolean | 'auto' | undefined, policy: CompiledPolicy, engine: EngineDeps): boolean {
+  if (typeof setting === 'boolean') return setting;
+  return policy.spam.enabled && !!engine.spamScanner;
 }
 
 /** Ends the session (BYE, E_UNVETTED_RESPONSE) when a server item postern would relay as written is not plain metadata. */
