@@ -408,6 +408,21 @@ describe('ImapSession interception', () => {
     expect(t.host.closed).toBeNull();
   });
 
+  it('between queued responses the output waits until the host reports that the client read its output', async () => {
+    const t = await withInterceptor(0, 0);
+    t.host.outputBlocked = true;
+    t.client('f1 FETCH 1:2 BODY[1]\r\n');
+    t.upstream('* 1 FETCH (BODY[] {6}\r\nsecret)\r\n* 2 FETCH (BODY[] {6}\r\nsecret)\r\nf1 OK done\r\n');
+    expect(t.host.upstreamPaused).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(t.host.takeClient()).toBe('* 1 FETCH (BODY[] {6}\r\nXXXXXX)\r\n');
+    expect(t.host.drainWaits).toBe(1);
+    expect(t.host.upstreamPaused).toBe(true);
+    t.host.drained();
+    expect(t.host.takeClient()).toBe('* 2 FETCH (BODY[] {6}\r\nXXXXXX)\r\nf1 OK done\r\n');
+    expect(t.host.upstreamPaused).toBe(false);
+  });
+
   it('sends no keep-alive when keepalive_ms is 0', async () => {
     const t = await withInterceptor(60, 0);
     t.client('f1 FETCH 1 BODY[1]\r\n');
