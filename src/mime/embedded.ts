@@ -24,6 +24,11 @@ export interface EmbeddedFile {
   damaged: boolean;
   /** Not decoded: it decodes to more than MAX_EMBEDDED_BYTES (EmbeddedScan.limit says so). */
   tooLarge?: boolean;
+  /**
+   * begin-base64: offsets in `data` where the base64 text goes on after padding (some readers stop
+   * at the padding, others decode on: a second file may start there). The block is `damaged` too.
+   */
+  restarts?: number[];
 }
 
 export interface EmbeddedScan {
@@ -94,7 +99,9 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
       const name = (mode ? mode[2]! : m[2]!).trim();
       if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
         const r = base64 ? decodeBase64Block(lines, i + 1) : decodeUuBlock(lines, i + 1);
-        if (!add({ kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged }, r)) return;
+        const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged };
+        if (r.restarts?.length) f.restarts = r.restarts;
+        if (!add(f, r)) return;
         i = r.next - 1;
         continue;
       }
@@ -142,6 +149,8 @@ interface Block {
   next: number;
   /** The block decodes to more than MAX_EMBEDDED_BYTES: not decoded (`data` is empty). */
   tooLarge?: boolean;
+  /** base64: where the data resumes after padding (EmbeddedFile.restarts). */
+  restarts?: number[];
 }
 
 /**
@@ -193,7 +202,7 @@ function decodeBase64Block(lines: string[], from: number): Block {
   const { end, next, damaged } = blockExtent(lines, from, (l) => /^====[ \t]*$/.test(l));
   const d = decodeBody(Buffer.from(lines.slice(from, end).join('\n'), 'latin1'), 'base64');
   if (d.data.length > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
-  return { data: d.data, damaged: damaged || d.bad, next };
+  return { data: d.data, damaged: damaged || d.bad, next, restarts: d.restarts };
 }
 
 function decodeYencBlock(lines: string[], from: number): Block {

@@ -277,3 +277,23 @@ describe('the only body of a message: a strip there blocks, for every carrier al
     }
   }
 });
+
+describe('base64 that goes on after its padding: what starts there is judged too, in a part and in a begin-base64 block', () => {
+  // a PDF, its padding, then an executable: readers that stop at the padding see the PDF, others go on
+  const pdf = Buffer.from('%PDF-1.4\n%%EOF\n\n', 'latin1');
+  expect(pdf.length % 3).not.toBe(0);
+  const text = `${pdf.toString('base64')}${EXE.toString('base64')}`.replace(/(.{60})/g, `$1${CRLF}`);
+  const policy = () => policyFrom('limits: { on_malformed: allow }\ncontent_types: { rules: [ { match: application/x-msdownload, action: strip, quarantine: true } ] }');
+  const carriers: [string, Buffer][] = [
+    ['attachment', mixed(`Content-Type: application/pdf; name="doc.pdf"${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${text}`)],
+    ['begin-base64 in text/plain', mixed(textPart(`begin-base64 644 doc.pdf${CRLF}${text}${CRLF}====`))],
+  ];
+  for (const [name, raw] of carriers) {
+    it(name, async () => {
+      const got = await verdict(raw, { name, zip: () => pdf, policy, want: { status: 'changed', rules: [], quarantine: true } });
+      expect(got.status).toBe('changed');
+      expect(got.rules).toEqual(['content_types.rules[0]']);
+      expect(got.quarantined).toBe(true);
+    });
+  }
+});

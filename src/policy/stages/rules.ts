@@ -266,7 +266,8 @@ const UNTYPED = 'application/octet-stream';
  * an attached ZIP), a *.eml file opened as a forwarded message (as a part named *.eml is), its type
  * (detected; a file whose bytes show no type is judged as application/octet-stream, the type an
  * untyped attachment has, so an allow-list policy is not bypassed by moving a file into the
- * text); then the embedded-only rule: a damaged block is malformed.
+ * text; a begin-base64 block that goes on after its padding is judged on what starts there too, as
+ * a base64 part is); then the embedded-only rule: a damaged block is malformed.
  *
  * What a finding acts on: the text part that carries the block (`leaf.target`), with the rule's own
  * action spec (its quarantine flag included: the original is stored before anything is served, as
@@ -305,9 +306,16 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   const detected = archive.detected;
   for (const x of archive.findings) emit(x);
   const inner = names.some(isEmlName) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix) : [];
-  const td = typeDecision(policy, detected ?? UNTYPED);
+  // its type, and (begin-base64 going on after padding) the type of what some readers see from there on: strictest wins
+  let decidedOn = detected ?? UNTYPED;
+  let td = typeDecision(policy, decidedOn);
+  for (const at of policy.detectTypes ? (f.restarts ?? []) : []) {
+    const t = detectType(f.data.subarray(at, at + 4096));
+    const d = t ? typeDecision(policy, t) : undefined;
+    if (t && d && stricter(td.spec, d.spec) === d.spec && d.spec !== td.spec) [td, decidedOn] = [d, t];
+  }
   if (td.spec.action !== 'allow') {
-    const why = detected ? `detected type ${detected} not allowed` : `a file of no detected type (judged as ${UNTYPED}) not allowed`;
+    const why = decidedOn === UNTYPED && !detected ? `a file of no detected type (judged as ${UNTYPED}) not allowed` : `detected type ${decidedOn} not allowed`;
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
   return { inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
