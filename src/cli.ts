@@ -23,6 +23,7 @@ import * as policyModule from './policy/load.js';
 import * as scanModule from './commands/scan.js';
 import * as quarantineModule from './commands/quarantine.js';
 import * as clamdModule from './scanners/clamd.js';
+import * as collectorModule from './collector/cli-module.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
 export interface ServerModule {
@@ -46,7 +47,13 @@ export interface QuarantineCommandModule {
 export interface ClamdModule {
   createScanner(cfg: ScannerConfig, log: Logger): Scanner | Promise<Scanner>;
 }
+export interface CollectorModule {
+  startCollector(config: PosternConfig, log: Logger): { onSignal(): void; close(): Promise<void> };
+  collectCommand(args: string[], config: PosternConfig, io: { stdout(s: string): void; stderr(s: string): void; log: Logger }): Promise<number>;
+  collectorCheck(config: PosternConfig): { policies: string[]; warnings: string[]; problems: string[] };
+}
 export interface CliModules {
+  collector: CollectorModule;
   server: ServerModule;
   sessions: SessionsModule;
   policy: PolicyLoadModule;
@@ -56,6 +63,7 @@ export interface CliModules {
 }
 
 const MODULES: CliModules = {
+  collector: collectorModule,
   server: serverModule,
   sessions: sessionsModule,
   policy: policyModule,
@@ -100,6 +108,12 @@ Usage:
   postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--config FILE]
                                          apply a policy to one message
   postern quarantine list | show ID | release ID --out FILE | purge --older-than DAYS [--config FILE]
+  postern collect [--account NAME]... [--dry-run] [--config FILE]
+                                         collector: one pass per account now (--dry-run: show, change nothing)
+  postern collect --now NAME [--config FILE]
+                                         ask a running serve to collect NAME now (SIGUSR1), else collect it here
+  postern collect status [--json] [--config FILE]
+                                         collector: last pass, counts, errors and backlog per account
   postern --help | --version
 
 Default config: ${DEFAULT_CONFIG_FILE}
@@ -185,6 +199,8 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         return await scan(rest, io);
       case 'quarantine':
         return await quarantine(rest, io);
+      case 'collect':
+        return await collect(rest, io);
       default:
         throw new UsageError(`unknown command "${cmd}"`);
     }
@@ -212,34 +228,51 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
   const config = loadConfig(values.config);
   const log = createLogger(config.log, io.logDest);
-  let ca: CertAuthority;
-  try {
-    const r = loadOrCreateCa(config.ca);
-    ca = r.ca;
-    log.info(
-      { event: 'ca.ready', ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
-      r.created
-        ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)`
-        : `using CA ${ca.certFile}`,
-    );
-    for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
-  } catch (e) {
-    log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
-    throw e;
+  let server: { close(graceMs?: number): Promise<void> } | null = null;
+  if (config.listeners.length > 0) {
+    let ca: CertAuthority;
+    try {
+      const r = loadOrCreateCa(config.ca);
+      ca = r.ca;
+      log.info(
+        { event: 'ca.ready', ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
+        r.created
+          ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)`
+          : `using CA ${ca.certFile}`,
+      );
+      for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
+    } catch (e) {
+      log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
+      throw e;
+    }
+    const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
+    const { startServer } = loadModule(io, 'server');
+    try {
+      // the composition root: inspection (policies, scanner, quarantine) is built here and handed to the relay
+      const sessions = loadModule(io, 'sessions').createSessionFactory(config, log);
+      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close() });
+    } catch (e) {
+      log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
+      await flush(log);
+      io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
+      return 1;
+    }
   }
-  const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
-  const { startServer } = loadModule(io, 'server');
-  let server: { close(graceMs?: number): Promise<void> };
-  try {
-    // the composition root: inspection (policies, scanner, quarantine) is built here and handed to the relay
-    const sessions = loadModule(io, 'sessions').createSessionFactory(config, log);
-    server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close() });
-  } catch (e) {
-    log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
-    await flush(log);
-    io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
-    return 1;
+  // the collector (src/collector/) runs beside the listeners, or alone
+  let collector: { onSignal(): void; close(): Promise<void> } | null = null;
+  if (config.collector) {
+    try {
+      collector = loadModule(io, 'collector').startCollector(config, log);
+    } catch (e) {
+      log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the collector');
+      await server?.close(0);
+      await flush(log);
+      io.stderr(`postern: cannot start the collector: ${(e as Error).message}\n`);
+      return 1;
+    }
   }
+  const onUsr1 = () => collector?.onSignal();
+  if (collector) io.signals.on('SIGUSR1', onUsr1);
   log.info({ event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
 
   return await new Promise<number>((resolve) => {
@@ -253,7 +286,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       closing = true;
       const graceMs = config.limits.shutdownGraceMs;
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
-      server.close(graceMs).then(
+      Promise.all([server?.close(graceMs), collector?.close()]).then(
         () => 0,
         (err: unknown) => {
           log.error({ event: 'process.shutdown_failed', err: logErr(err) }, 'error during shutdown');
@@ -262,6 +295,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       ).then(async (code) => {
         io.signals.off('SIGTERM', onSignal);
         io.signals.off('SIGINT', onSignal);
+        io.signals.off('SIGUSR1', onUsr1);
         log.info({ event: 'process.stop' }, 'stopped');
         await flush(log);
         resolve(code);
@@ -293,7 +327,10 @@ async function check(args: string[], io: CliIo): Promise<number> {
   const issues: LocatedIssue[] = [];
   const problems: string[] = [];
 
-  const policies = [...new Set(config.listeners.map((l) => l.policy).filter((p): p is string => p !== null))];
+  const collectorChecked = loadModule(io, 'collector').collectorCheck(config);
+  problems.push(...collectorChecked.problems);
+  for (const w of collectorChecked.warnings) io.stderr(`warning: ${w}\n`);
+  const policies = [...new Set([...config.listeners.map((l) => l.policy).filter((p): p is string => p !== null), ...collectorChecked.policies])];
   if (policies.length > 0) {
     const mod = loadModule(io, 'policy');
     for (const name of policies) {
@@ -329,7 +366,8 @@ async function check(args: string[], io: CliIo): Promise<number> {
   printIssues(io, issues);
   for (const p of problems) io.stderr(`${p}\n`);
   if (issues.length > 0 || problems.length > 0) return 1;
-  io.stdout(`config OK: ${config.file} (${config.listeners.length} listener(s), ${policies.length} polic${policies.length === 1 ? 'y' : 'ies'})\n`);
+  const accounts = config.collector ? `, ${config.collector.accounts.length} collector account(s)` : '';
+  io.stdout(`config OK: ${config.file} (${config.listeners.length} listener(s)${accounts}, ${policies.length} polic${policies.length === 1 ? 'y' : 'ies'})\n`);
   return 0;
 }
 
@@ -429,4 +467,21 @@ async function quarantine(args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(file);
   const { quarantineCommand } = loadModule(io, 'quarantine');
   return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+}
+
+// ---------- collect (src/collector/command.ts) ----------
+
+async function collect(args: string[], io: CliIo): Promise<number> {
+  const { rest, config: file } = extractGlobal(args);
+  const config = loadConfig(file);
+  // pass summaries go to stdout; log lines to the configured file, else to stderr
+  const log = createLogger(config.log, io.logDest ?? (config.log.file ? undefined : await stderrDestination()));
+  try {
+    return await loadModule(io, 'collector').collectCommand(rest, config, { stdout: (s) => io.stdout(s), stderr: (s) => io.stderr(s), log });
+  } catch (e) {
+    if (e instanceof collectorModule.CollectUsageError) throw new UsageError(e.message);
+    throw e;
+  } finally {
+    await flush(log);
+  }
 }

@@ -74,11 +74,16 @@ export class Collector {
   private readonly ownScanner: boolean;
   private readonly abort = new AbortController();
 
+  private readonly opts: CollectorOptions;
+
   constructor(
     readonly config: PosternConfig,
     readonly log: Logger,
-    private readonly opts: CollectorOptions = {},
+    opts: CollectorOptions = {},
   ) {
+    // the test-only crash points (POSTERN_COLLECTOR_CRASH_AT, src/collector/pass.ts)
+    const crash = opts.crash ?? crashHookFromEnv();
+    this.opts = crash ? { ...opts, crash } : opts;
     const c = config.collector;
     if (!c) throw new PosternError(ErrorCodes.CONFIG, 'no collector section in the config');
     for (const a of c.accounts) if (a.policy && !this.policies.has(a.policy)) this.policies.set(a.policy, loadPolicy(a.policy, config.policiesDir));
@@ -199,7 +204,7 @@ export interface RunningCollector {
 
 /** `postern serve`: the scheduler over a Collector. */
 export function startCollector(config: PosternConfig, log: Logger, opts: CollectorOptions = {}): RunningCollector {
-  const collector = new Collector(config, log, { ...opts, ...(opts.crash === undefined && crashHookFromEnv() ? { crash: crashHookFromEnv()! } : {}) });
+  const collector = new Collector(config, log, opts);
   const scheduler: CollectorScheduler = new CollectorScheduler({
     accounts: collector.accounts,
     concurrency: config.collector!.concurrency,

@@ -100,3 +100,11 @@ export function parseYamlWithSchema<T>(text: string, file: string, schema: ZodTy
   }
   throw new ConfigError(issues);
 }
+
+/** Line and column (1-based) of the value at `path` in YAML `text` (or of its closest ancestor); for warnings about a valid config. */
+export function locateInText(text: string, path: ReadonlyArray<PropertyKey>): { line: number; column: number } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const p = lineCounter.linePos(locate(doc, path));
+  return { line: p.line, column: p.col };
+}
