@@ -11,6 +11,9 @@ import { startDovecot, type Dovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';
 import { startPostern, type PosternHandle } from '../helpers/postern.js';
 import { eicar } from '../scanners/samples.js';
+import { makeZip } from '../../scripts/gen-fixtures.js';
+import { uuencode } from '../mime/encoders.js';
+import { readFileSync } from 'node:fs';
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -410,5 +413,56 @@ describe('invariant 7: IDLE before and after inspected fetches', () => {
     } finally {
       c.close();
     }
+  });
+});
+
+describe('a ZIP uuencoded in a text part meets the archive rules of an attachment', () => {
+  it('an encrypted member: the text part is replaced by the deny note (original quarantined first), in every fetch form', async () => {
+    let noteText = '';
+    const zip = makeZip([{ name: 'report.txt', data: Buffer.from('POSTERN-UU-ZIP-MEMBER '.repeat(20)), encrypted: true }]);
+    const block = uuencode(zip, 'files.zip');
+    const probe = block.split('\r\n')[1]!.slice(0, 40); // the first data line of the block
+    const raw =
+      'From: Mallory <m@example.test>\r\nTo: alice@example.test\r\nSubject: the files\r\nDate: Tue, 3 Nov 2026 13:00:00 +0000\r\n' +
+      'Message-ID: <uu-zip@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="UU"\r\n\r\n' +
+      '--UU\r\nContent-Type: text/plain\r\n\r\nhello\r\n' +
+      `--UU\r\nContent-Type: text/plain\r\n\r\nthe files, as before:\r\n\r\n${block}\r\n\r\n--UU--\r\n`;
+    await dovecot.deliver('alice', raw);
+    const d = await direct();
+    let uid: number;
+    let original: Buffer;
+    try {
+      uid = Number(/^\* SEARCH (\d+)/m.exec((await d.command('UID SEARCH HEADER Message-ID <uu-zip@example.test>')).toString())![1]);
+      original = body(await d.command(`UID FETCH ${uid} BODY.PEEK[]`));
+    } finally {
+      d.close();
+    }
+    expect(original.toString('latin1')).toContain(probe);
+    const c = await proxied();
+    try {
+      const responses: Buffer[] = [];
+      for (const f of FORMS) responses.push(await c.command(`UID FETCH ${uid} ${f}`));
+      const all = Buffer.concat(responses).toString('latin1');
+      expect(all).not.toContain(probe);
+      expect(all).not.toMatch(/^t\d+ (NO|BAD)/m);
+      expect(body(await c.command(`UID FETCH ${uid} BODY.PEEK[1]`)).toString('latin1')).toBe('hello');
+      const note = body(await c.command(`UID FETCH ${uid} BODY.PEEK[2]`)).toString('latin1');
+      expect(note).toMatch(/archives\.on_encrypted/);
+      expect(note).toMatch(/encrypted archive member report\.txt cannot be inspected/);
+      noteText = note;
+    } finally {
+      c.close();
+    }
+    const line = postern
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"event":"message.inspected"'))
+      .map((l) => JSON.parse(l))
+      .find((l) => l.uid === uid);
+    expect(line.verdict).toBe('changed');
+    expect(line.rules.map((r: { part: string; rule: string; action: string }) => [r.part, r.rule, r.action])).toEqual([['2', 'archives.on_encrypted', 'strip']]);
+    // the original, byte for byte as Dovecot holds it, is in quarantine under the id the note shows
+    expect(readFileSync(path.join(postern.config.quarantine.dir, `${line.quarantineId}.eml`)).equals(original)).toBe(true);
+    expect(noteText).toContain(`Recovery id: ${line.quarantineId}`);
   });
 });
