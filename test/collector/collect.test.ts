@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli.js';
 import { Collector } from '../../src/collector/service.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { REPO_ROOT } from '../../src/config/load.js';
@@ -339,5 +340,48 @@ describe('SMTP delivery through Postfix', () => {
     expect(got!.source).toContain('X-Postern-Collected: box; source=pop3://alice@127.0.0.1');
     // Postfix's cleanup removes the original Return-Path field (it adds its own at final delivery)
     expect(got!.source.endsWith(message(1).replace('Return-Path: <sender@example.net>\r\n', ''))).toBe(true);
+  });
+});
+
+describe('postern collect (CLI)', () => {
+  async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    let out = '';
+    let err = '';
+    const code = await main([...args, '--config', path.join(dir, 'postern.yaml')], { stdout: (d) => void (out += String(d)), stderr: (d) => void (err += d) });
+    return { code, out, err };
+  }
+
+  it('--dry-run shows what a pass would do and changes nothing; a pass; status', async () => {
+    await dovecot.deliver('alice', message(1, { to: 'bob@example.com' }));
+    await dovecot.deliver('alice', message(2));
+    config({ policy: 'default' });
+    const dry = await cli(['collect', '--dry-run']);
+    expect(dry.code).toBe(0);
+    expect(dry.out).toMatch(/^box\/INBOX: 2 listed, 2 to collect \(at most 100 per pass\)\n  uid \d+: \d+ bytes <m1@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n  uid \d+: \d+ bytes <m2@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n$/);
+    expect(await dovecot.count('alice')).toBe(2);
+    expect(await dovecot.count('bob')).toBe(0);
+    expect((await cli(['collect', 'status'])).out).toMatch(/^no collector state yet/);
+    const run = await cli(['collect', '--account', 'box']);
+    expect(run).toMatchObject({ code: 0 });
+    expect(run.out).toMatch(/^box: ok: listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2, backlog 0, \d+ ms\n$/);
+    expect(await dovecot.count('bob')).toBe(2);
+    const st = await cli(['collect', 'status']);
+    expect(st.out).toContain('no postern serve is collecting');
+    expect(st.out).toMatch(/\nbox  imap:\/\/alice@127\.0\.0\.1:\d+\n  last pass:  \S+ \(\d+ s ago\), ok\n  that pass:  listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2\n/);
+    const json = JSON.parse((await cli(['collect', 'status', '--json'])).out) as { serve: number | null; accounts: { account: string; lastPass: { delivered: number } }[] };
+    expect(json).toMatchObject({ serve: null, accounts: [{ account: 'box', lastPass: { delivered: 2 } }] });
+  });
+
+  // last in the file: Dovecot slows later logins from an address after a failed one
+  it('usage errors exit 2; a failing pass exits 1', async () => {
+    config();
+    expect(await cli(['collect', '--account', 'nope'])).toMatchObject({ code: 2, err: expect.stringMatching(/no collector account "nope" \(configured: box\)/) });
+    expect((await cli(['collect', '--bogus'])).code).toBe(2);
+    expect((await cli(['collect', '--now', 'box', '--dry-run'])).code).toBe(2);
+    writeFileSync(path.join(dir, 'alice.pw'), 'wrong-password\n');
+    const r = await cli(['collect']);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(/^box: error: .* — E_COLLECTOR_LOGIN: /);
+    expect(r.out + r.err).not.toContain('wrong-password');
   });
 });

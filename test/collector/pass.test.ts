@@ -11,6 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type PassDeps, runPass } from '../../src/collector/pass.js';
 import { resolveRecipients } from '../../src/collector/recipients.js';
 import { CollectorState } from '../../src/collector/state.js';
+import { ErrorCodes, PosternError } from '../../src/errors.js';
 import type { CollectorAccountConfig } from '../../src/config/types.js';
 import type { InspectResult, Verdict } from '../../src/policy/types.js';
 import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
@@ -325,6 +326,37 @@ describe('nothing twice', () => {
     server.failFetch = null;
     expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', fetched: 2, delivered: 2, deleted: 3 });
     expect(delivery.sent).toHaveLength(3);
+  });
+
+  it('the state cannot be written (disk full) around a delivery: no deletion, and after that nothing is delivered twice', async () => {
+    for (let i = 1; i <= 3; i++) server.add(message(i));
+    // the result commit of message 2 fails: it was sent (data_end is on disk), the pass stops
+    const realUpdate = state.update.bind(state);
+    let updates = 0;
+    state.update = (...args: Parameters<CollectorState['update']>) => {
+      if (args[3] && args[3].length > 0 && ++updates === 2) throw new PosternError(ErrorCodes.COLLECTOR_STATE, 'collector state: record delivery: database or disk is full');
+      return realUpdate(...args);
+    };
+    const s = await runPass(acct(), deps());
+    expect(s).toMatchObject({ result: 'error', err: { code: 'E_COLLECTOR_STATE' }, deleted: 0 });
+    expect(delivery.sent).toHaveLength(2);
+    expect(server.count()).toBe(3);
+    state.update = realUpdate;
+    // the marker of message 2 says its data went out: not sent again, kept upstream
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', delivered: 1, deleted: 2 });
+    expect(delivery.sent.map((x) => x.data.includes('Subject: message 2'))).toEqual([false, true, false]);
+    expect(server.count()).toBe(1);
+    // the in-flight marker itself cannot be written: nothing is sent, the next pass sends it once
+    server.add(message(4));
+    const realMark = state.setInflight.bind(state);
+    state.setInflight = () => {
+      throw new PosternError(ErrorCodes.COLLECTOR_STATE, 'collector state: mark delivery: disk I/O error');
+    };
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'error', delivered: 0 });
+    expect(delivery.sent).toHaveLength(3);
+    state.setInflight = realMark;
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', delivered: 1 });
+    expect(delivery.copies('<m4@test.example>').get('carol@example.com')).toBe(1);
   });
 
   it('a second process does not run the same account at the same time (lease)', async () => {
