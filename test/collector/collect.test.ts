@@ -357,7 +357,7 @@ describe('postern collect (CLI)', () => {
     config({ policy: 'default' });
     const dry = await cli(['collect', '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.out).toMatch(/^box\/INBOX: 2 listed, 2 to collect \(at most 100 per pass\)\n  uid \d+: \d+ bytes <m1@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n  uid \d+: \d+ bytes <m2@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n$/);
+    expect(dry.out).toMatch(/^box\/INBOX: 2 listed, 2 to collect \(at most 100 per pass\)\n {2}uid \d+: \d+ bytes <m1@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n {2}uid \d+: \d+ bytes <m2@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n$/);
     expect(await dovecot.count('alice')).toBe(2);
     expect(await dovecot.count('bob')).toBe(0);
     expect((await cli(['collect', 'status'])).out).toMatch(/^no collector state yet/);
@@ -367,7 +367,7 @@ describe('postern collect (CLI)', () => {
     expect(await dovecot.count('bob')).toBe(2);
     const st = await cli(['collect', 'status']);
     expect(st.out).toContain('no postern serve is collecting');
-    expect(st.out).toMatch(/\nbox  imap:\/\/alice@127\.0\.0\.1:\d+\n  last pass:  \S+ \(\d+ s ago\), ok\n  that pass:  listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2\n/);
+    expect(st.out).toMatch(/\nbox {2}imap:\/\/alice@127\.0\.0\.1:\d+\n {2}last pass: {2}\S+ \(\d+ s ago\), ok\n {2}that pass: {2}listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2\n/);
     const json = JSON.parse((await cli(['collect', 'status', '--json'])).out) as { serve: number | null; accounts: { account: string; lastPass: { delivered: number } }[] };
     expect(json).toMatchObject({ serve: null, accounts: [{ account: 'box', lastPass: { delivered: 2 } }] });
   });
