@@ -3,9 +3,9 @@
  * Download of a mixed mailbox through postern vs direct to Dovecot, in one run.
  *
  * Starts a private Dovecot (plain IMAP + POP3 on loopback), a private clamd (the project's test
- * signatures, test/fixtures/clamav), seeds ~200 messages / ~60 MB (clean text, clean with PDF/PNG-like
- * attachments, .exe attachments the default policy strips, EICAR attachments clamd finds, a few
- * multi-MB ones), then starts postern as its own process (`node bin/postern.js serve`) with static
+ * signatures, test/fixtures/clamav), seeds ~200 messages / ~60 MB (scripts/lib/mail-corpus.mjs:
+ * clean text, clean with PDF/PNG-like attachments, .exe attachments the default policy strips, EICAR
+ * attachments clamd finds, a few multi-MB ones), then starts postern as its own process (`node bin/postern.js serve`) with static
  * listeners to that Dovecot, policy `default`, scanner clamd, and downloads everything:
  *   - IMAP bulk `UID FETCH 1:* BODY.PEEK[]`: direct, through a plain TCP relay (a separate node
  *     process, the floor of any proxy), through postern (pass 1 vets and scans, pass 2 in the same
@@ -25,7 +25,7 @@
  * Usage: npm run build && node scripts/bench-mailbox.mjs [--messages N] [--mb M] [--nodelay]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { createCipheriv, createHash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -33,6 +33,7 @@ import { dirname, join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { buildMailbox } from './lib/mail-corpus.mjs';
 import { freePorts, requireBin as findBin, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -253,132 +254,6 @@ async function startMailboxClamd() {
   const c = await startClamd({ extraConfig: 'DisableCache yes\n' });
   track(c.proc);
   return c;
-}
-
-// ---------- the mailbox ----------
-
-/** mulberry32: a tiny seeded PRNG, so the mailbox is the same on every run. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** Deterministic incompressible bytes (AES-CTR keystream over a seed), fast enough for 60 MB. */
-function noise(size, seed) {
-  const key = createHash('sha256').update(`bench-mailbox:${seed}`).digest();
-  return createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));
-}
-
-function eicar() {
-  // two halves, so this file is no EICAR sample for scanners that look at the repository
-  return Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
-}
-
-const WORDS = 'the quarterly report attached please review budget meeting tomorrow project status update regards team schedule invoice delivery customer contract draft final version notes agenda minutes follow up thanks'.split(' ');
-
-function prose(rand, bytes) {
-  const lines = [];
-  let n = 0;
-  while (n < bytes) {
-    const w = [];
-    for (let len = 0; len < 66; ) {
-      const word = WORDS[Math.floor(rand() * WORDS.length)];
-      w.push(word);
-      len += word.length + 1;
-    }
-    const line = w.join(' ');
-    lines.push(line);
-    n += line.length + 2;
-  }
-  return lines.join('\r\n');
-}
-
-const b64 = (buf) => (buf.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
-
-function attachment(type, name, data) {
-  return `Content-Type: ${type}; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(data)}\r\n`;
-}
-
-function pdfLike(size, seed) {
-  return Buffer.concat([Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 0 >>\nstream\n', 'latin1'), noise(Math.max(0, size - 60), seed), Buffer.from('\nendstream\nendobj\n%%EOF\n')]);
-}
-
-function pngLike(size, seed) {
-  return Buffer.concat([Buffer.from('89504e470d0a1a0a0000000d49484452', 'hex'), noise(Math.max(0, size - 16), seed)]);
-}
-
-function exeLike(size, seed) {
-  return Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), noise(Math.max(0, size - 16), seed)]);
-}
-
-/**
- * The mix, by kind (share of N): text-only, PDF, PNG(s), .exe (stripped), EICAR (bare or appended
- * to a bigger file; stripped by on_virus), big (multi-MB PDF). Sizes are drawn from the PRNG and
- * then scaled so the mailbox totals about TARGET_BYTES.
- */
-function buildMailbox(n, target) {
-  const rand = prng(20250602);
-  const quota = { text: 0.3, pdf: 0.22, png: 0.18, exe: 0.125, eicar: 0.125, big: 0.05 };
-  const kinds = [];
-  for (const [k, share] of Object.entries(quota)) for (let i = 0; i < Math.round(share * n); i++) kinds.push(k);
-  while (kinds.length < n) kinds.push('text');
-  kinds.length = n;
-  for (let i = kinds.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [kinds[i], kinds[j]] = [kinds[j], kinds[i]];
-  }
-  const range = (lo, hi) => Math.floor(lo + rand() * (hi - lo));
-  const plan = kinds.map((kind) => {
-    switch (kind) {
-      case 'text':
-        return { kind, text: range(1_000, 30_000), att: [] };
-      case 'pdf':
-        return { kind, text: range(300, 3_000), att: [range(60_000, 700_000)] };
-      case 'png':
-        return { kind, text: range(300, 2_000), att: Array.from({ length: range(1, 4) }, () => range(20_000, 300_000)) };
-      case 'exe':
-        return { kind, text: range(300, 2_000), att: [range(30_000, 400_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
-      case 'eicar':
-        return { kind, text: range(300, 2_000), att: [rand() < 0.5 ? 0 : range(20_000, 300_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
-      case 'big':
-        return { kind, text: range(500, 3_000), att: [range(2_000_000, 5_000_000)] };
-      default:
-        throw new Error(kind);
-    }
-  });
-  // base64 grows attachments by 4/3 plus CRLF every 76 chars
-  const est = plan.reduce((s, p) => s + p.text + 800 + [...p.att, p.extra ?? 0].reduce((a, b) => a + (b * 4 * 78) / (3 * 76) + 300, 0), 0);
-  const scale = target / est;
-  const messages = plan.map((p, i) => {
-    const id = `m${String(i + 1).padStart(3, '0')}`;
-    const att = p.att.map((s) => Math.round(s * scale));
-    const extra = Math.round((p.extra ?? 0) * scale);
-    const date = new Date(Date.UTC(2025, 5, 2, 8, 0, 0) + i * 3_600_000).toUTCString().replace('GMT', '+0000');
-    let head =
-      `From: Sender ${i % 17} <sender${i % 17}@example.test>\r\nTo: ${USER}@example.test\r\nSubject: bench ${id} ${p.kind}\r\n` +
-      `Date: ${date}\r\nMessage-ID: <${id}.bench@example.test>\r\nMIME-Version: 1.0\r\n`;
-    const text = prose(rand, p.text);
-    if (p.kind === 'text') return { id, kind: p.kind, raw: Buffer.from(`${head}Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`, 'latin1') };
-    const B = `=_bench_${id}`;
-    const parts = [`Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`];
-    if (p.kind === 'pdf' || p.kind === 'big') parts.push(attachment('application/pdf', `report-${id}.pdf`, pdfLike(att[0], id)));
-    if (p.kind === 'png') for (const [j, s] of att.entries()) parts.push(attachment('image/png', `photo-${id}-${j}.png`, pngLike(s, `${id}:${j}`)));
-    if (p.kind === 'exe') parts.push(attachment('application/octet-stream', `setup-${id}.exe`, exeLike(att[0], id)));
-    if (p.kind === 'eicar') {
-      const payload = att[0] ? Buffer.concat([noise(att[0], id), eicar()]) : eicar();
-      parts.push(attachment('application/octet-stream', `data-${id}.bin`, payload));
-    }
-    if (extra) parts.push(attachment('application/pdf', `notes-${id}.pdf`, pdfLike(extra, `${id}:x`)));
-    head += `Content-Type: multipart/mixed; boundary="${B}"\r\n\r\nThis is a multi-part message in MIME format.\r\n`;
-    return { id, kind: p.kind, raw: Buffer.from(`${head}${parts.map((x) => `--${B}\r\n${x}`).join('')}--${B}--\r\n`, 'latin1') };
-  });
-  return messages;
 }
 
 // ---------- raw clients ----------
@@ -859,7 +734,7 @@ async function main() {
 
   const t0 = performance.now();
   const [dovecot, clamd] = await Promise.all([startDovecot(), startMailboxClamd()]);
-  const messages = buildMailbox(N_MESSAGES, TARGET_BYTES);
+  const messages = buildMailbox(N_MESSAGES, TARGET_BYTES, { user: USER });
   for (const m of messages) deliver(dovecot, m.raw);
   const total = messages.reduce((s, m) => s + m.raw.length, 0);
   const byKind = {};

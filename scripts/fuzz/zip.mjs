@@ -26,6 +26,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Rng } from './lib/prng.mjs';
 
 export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 export const MZ_SIG = Buffer.from('4d5a900003000000', 'hex');
@@ -44,33 +45,6 @@ content_types:
 archives: { inspect: true }
 antivirus: { enabled: true, on_virus: block }
 `;
-
-// ------------------------------------------------------------------ deterministic randomness
-export function rng(seed) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const r = {
-    next,
-    int: (n) => Math.floor(next() * n),
-    chance: (p) => next() < p,
-    pick: (arr) => arr[Math.floor(next() * arr.length)],
-    bytes: (n) => Buffer.from(Array.from({ length: n }, () => Math.floor(next() * 256))),
-  };
-  return r;
-}
-
-function caseSeed(seed, i) {
-  let h = (seed ^ 0x9e3779b9) >>> 0;
-  h = Math.imul(h ^ i, 0x85ebca6b) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
-  return (h ^ (h >>> 16)) >>> 0;
-}
 
 // ------------------------------------------------------------------ ZIP writer with every knob
 const B = (v) => (Buffer.isBuffer(v) ? v : Buffer.from(v, 'utf8'));
@@ -215,13 +189,14 @@ function cloneEntry(e) {
 
 /** One case: a buffer and a label saying which templates and mutations made it. */
 export function generateCase(seed, i, depth = 0) {
-  const r = rng(caseSeed(seed + depth * 7919, i));
+  // its own stream per case (and per nesting depth): one case is reproduced alone (--case I)
+  const r = new Rng('zip-fuzz', seed, i, depth);
   const tags = [];
   const D = () => cloneEntry(r.pick(DANGEROUS));
   const H = () => cloneEntry(HARMLESS);
   const method = () => (r.chance(0.7) ? 8 : 0);
   const entries = [];
-  const n = 1 + r.int(3);
+  const n = r.int(1, 3);
   for (let k = 0; k < n; k++) {
     // distinct names: a duplicate is an attack of its own (template 10)
     const e = r.chance(0.15) ? D() : { ...H(), name: ['a.txt', 'b.txt', 'docs/c.txt'][k] };
@@ -229,7 +204,7 @@ export function generateCase(seed, i, depth = 0) {
     entries.push({ ...e, method: method() });
   }
   let opts = {};
-  let template = r.int(25);
+  let template = r.int(0, 24);
   if (template === 20 && depth > 0) template = 0;
   let buf;
   const simple = (list, o = {}) => buildZip(list, o);
@@ -247,14 +222,14 @@ export function generateCase(seed, i, depth = 0) {
       break;
     }
     case 2: {
-      const pre = Buffer.concat([Buffer.from(r.pick(MAGICS), 'latin1'), r.bytes(r.int(64))]);
+      const pre = Buffer.concat([Buffer.from(r.pick(MAGICS), 'latin1'), r.bytes(r.int(0, 63))]);
       const adjust = r.chance(0.5);
       buf = Buffer.concat([pre, simple(entries, adjust ? { base: pre.length } : {})]);
       tags.push(`prepend${adjust ? '-abs' : ''}`);
       break;
     }
     case 3: {
-      const post = r.chance(0.5) ? r.bytes(1 + r.int(64)) : simple([D()]);
+      const post = r.chance(0.5) ? r.bytes(r.int(1, 64)) : simple([D()]);
       buf = Buffer.concat([simple(entries), post]);
       tags.push('append');
       break;
@@ -267,7 +242,7 @@ export function generateCase(seed, i, depth = 0) {
       else {
         e.localName = r.pick(['a.txt', 'evil.txt', d.name.slice(0, -1) + 'x']);
       }
-      entries.splice(r.int(entries.length + 1), 0, e);
+      entries.splice(r.int(0, entries.length), 0, e);
       tags.push('name-mismatch');
       break;
     }
@@ -277,7 +252,7 @@ export function generateCase(seed, i, depth = 0) {
       const header = r.pick(['a.txt', 'report.pdf', d.name.replace(/\.\w+$/, '.txt')]);
       const up = unicodePathExtra(d.name, header, r.chance(0.8));
       const e = { ...d, name: header, method: method() };
-      const where = r.int(3);
+      const where = r.int(0, 2);
       if (where !== 1) e.centralExtra = up;
       if (where !== 0) e.localExtra = up;
       entries.push(e);
@@ -288,7 +263,7 @@ export function generateCase(seed, i, depth = 0) {
       // charset games: non-ASCII bytes with and without the UTF-8 flag
       const d = D();
       const ext = d.name.slice(d.name.lastIndexOf('.'));
-      const raw = Buffer.concat([Buffer.from('invoice'), r.bytes(1 + r.int(4)), Buffer.from(r.chance(0.5) ? ext : ext + '\xff', 'latin1')]);
+      const raw = Buffer.concat([Buffer.from('invoice'), r.bytes(r.int(1, 4)), Buffer.from(r.chance(0.5) ? ext : ext + '\xff', 'latin1')]);
       entries.push({ ...d, name: raw, utf8: r.chance(0.5), method: method() });
       tags.push('charset');
       break;
@@ -300,7 +275,7 @@ export function generateCase(seed, i, depth = 0) {
       const field = r.pick(['crc', 'compSize', 'size', ...(side === 'central' ? ['offset'] : [])]);
       const comp = e.method === 8 ? deflateRawSync(e.data).length : e.data.length;
       const base = { crc: crc32(e.data), compSize: comp, size: e.data.length, offset: 0 }[field];
-      e[side] = { [field]: r.chance(0.5) ? base + (r.int(9) - 4 || 1) : r.pick([0, 0xffffffff, base ^ 0x80000000]) };
+      e[side] = { [field]: r.chance(0.5) ? base + (r.int(-4, 4) || 1) : r.pick([0, 0xffffffff, base ^ 0x80000000]) };
       entries.push(e);
       tags.push(`tweak-${side}-${field}`);
       break;
@@ -308,7 +283,7 @@ export function generateCase(seed, i, depth = 0) {
     case 8: {
       const e = { ...D(), method: method() };
       const m = r.pick([0, 8, 1, 6, 9, 12, 14, 93, 95, 98, 99]);
-      const side = r.int(3);
+      const side = r.int(0, 2);
       if (side !== 1) e.central = { method: m };
       if (side !== 0) e.local = { method: m };
       entries.push(e);
@@ -317,7 +292,7 @@ export function generateCase(seed, i, depth = 0) {
     }
     case 9: {
       // zip64 markers
-      const kind = r.int(4);
+      const kind = r.int(0, 3);
       if (kind === 0) opts = { eocd: { total: 0xffff, here: 0xffff }, zip64: true };
       else if (kind === 1) opts = { eocd: { cdOffset: 0xffffffff }, zip64: true };
       else if (kind === 2) {
@@ -335,7 +310,7 @@ export function generateCase(seed, i, depth = 0) {
     case 10: {
       // duplicates: same name twice, case/normalisation variants, one central entry twice
       const d = D();
-      const kind = r.int(4);
+      const kind = r.int(0, 3);
       if (kind === 0) entries.push({ ...H(), name: d.name, data: TXT }, { ...d });
       else if (kind === 1) entries.push({ ...H() }, { ...H(), data: d.data });
       else if (kind === 2) entries.push({ ...H(), name: d.name.toUpperCase() }, { ...d });
@@ -363,10 +338,10 @@ export function generateCase(seed, i, depth = 0) {
       break;
     case 14: {
       // end record games
-      const kind = r.int(5);
-      if (kind === 0) opts = { comment: r.bytes(r.int(20)), eocd: { commentLen: r.int(40) } };
-      else if (kind === 1) opts = { eocd: { total: entries.length + r.int(3) - 1 } };
-      else if (kind === 2) opts = { eocd: { cdSize: r.int(300) } };
+      const kind = r.int(0, 4);
+      if (kind === 0) opts = { comment: r.bytes(r.int(0, 19)), eocd: { commentLen: r.int(0, 39) } };
+      else if (kind === 1) opts = { eocd: { total: entries.length + r.int(-1, 1) } };
+      else if (kind === 2) opts = { eocd: { cdSize: r.int(0, 299) } };
       else if (kind === 3) {
         // a fake end record in the comment pointing at a hidden central directory
         const hidden = buildZip([D()]);
@@ -378,7 +353,7 @@ export function generateCase(seed, i, depth = 0) {
     case 15: {
       // data descriptors
       const e = { ...D(), method: method(), descriptor: true };
-      const kind = r.int(4);
+      const kind = r.int(0, 3);
       if (kind === 1) e.descriptorValues = { size: e.data.length + 1 };
       if (kind === 2) e.descriptorValues = { crc: 0 };
       if (kind === 3) e.descriptorNoSig = true;
@@ -388,21 +363,21 @@ export function generateCase(seed, i, depth = 0) {
     }
     case 16: {
       const d = D();
-      const trick = r.int(PATH_TRICKS.length);
+      const trick = r.int(0, PATH_TRICKS.length - 1);
       entries.push({ ...d, name: PATH_TRICKS[trick](d.name), method: method() });
       tags.push(`path-${trick}`);
       break;
     }
     case 17: {
       // a local record the central directory does not list (between two listed ones)
-      entries.splice(r.int(entries.length + 1), 0, { ...D(), method: method(), hidden: true });
+      entries.splice(r.int(0, entries.length), 0, { ...D(), method: method(), hidden: true });
       tags.push('hidden-local');
       break;
     }
     case 18: {
       // attributes: a file marked as a directory, a symlink, a directory with data
       const d = D();
-      const kind = r.int(3);
+      const kind = r.int(0, 2);
       if (kind === 0) entries.push({ ...d, central: { external: 0x10, made: 0x0014 } });
       else if (kind === 1) entries.push({ ...d, central: { external: (0xa1ff << 16) >>> 0, made: 0x0314 } });
       else entries.push({ ...d, name: `${d.name}/`, method: 0 });
@@ -448,7 +423,7 @@ export function generateCase(seed, i, depth = 0) {
     default: {
       // trailing garbage inside the deflate data / stream ending early
       const d = D();
-      const comp = Buffer.concat([deflateRawSync(d.data), r.bytes(1 + r.int(8))]);
+      const comp = Buffer.concat([deflateRawSync(d.data), r.bytes(r.int(1, 8))]);
       entries.push({ ...d, method: 8, comp });
       tags.push('deflate-trailing');
     }
@@ -456,13 +431,13 @@ export function generateCase(seed, i, depth = 0) {
   buf ??= buildZip(entries, opts);
   // generic mutations on top
   if (template === 12 || r.chance(0.08)) {
-    buf = buf.subarray(0, r.int(buf.length));
+    buf = buf.subarray(0, r.int(0, buf.length - 1));
     if (template !== 12) tags.push('truncate');
   }
   if (template === 13 || r.chance(template === 22 || template === 23 ? 0.5 : 0.15)) {
     buf = Buffer.from(buf);
-    const flips = 1 + r.int(4);
-    for (let k = 0; k < flips && buf.length; k++) buf[r.int(buf.length)] ^= 1 << r.int(8);
+    const flips = r.int(1, 4);
+    for (let k = 0; k < flips && buf.length; k++) buf[r.int(0, buf.length - 1)] ^= 1 << r.int(0, 7);
     if (template !== 13) tags.push('flips');
   }
   return { buf, tags };

@@ -6,18 +6,8 @@
  *   buildMailbox(n, targetBytes, { user }) -> [{ id, kind, raw: Buffer }]
  */
 import { createCipheriv, createHash } from 'node:crypto';
-
-/** mulberry32: a tiny seeded PRNG, so the mailbox is the same on every run. */
-export function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// the scripts' one seeded PRNG, so the mailbox is the same on every run
+import { Rng } from '../fuzz/lib/prng.mjs';
 
 /** Deterministic incompressible bytes (AES-CTR keystream over a seed), fast enough for 60 MB. */
 export function noise(size, seed) {
@@ -32,13 +22,14 @@ export function eicar() {
 
 const WORDS = 'the quarterly report attached please review budget meeting tomorrow project status update regards team schedule invoice delivery customer contract draft final version notes agenda minutes follow up thanks'.split(' ');
 
-export function prose(rand, bytes) {
+/** Lines of words drawn with `r` (an Rng), about `bytes` long. */
+export function prose(r, bytes) {
   const lines = [];
   let n = 0;
   while (n < bytes) {
     const w = [];
     for (let len = 0; len < 66; ) {
-      const word = WORDS[Math.floor(rand() * WORDS.length)];
+      const word = r.pick(WORDS);
       w.push(word);
       len += word.length + 1;
     }
@@ -74,17 +65,15 @@ export function exeLike(size, seed) {
  */
 export function buildMailbox(n, target, opts = {}) {
   const USER = opts.user ?? 'alice';
-  const rand = prng(20250602);
+  const r = new Rng('mail-corpus', 20250602);
   const quota = { text: 0.3, pdf: 0.22, png: 0.18, exe: 0.125, eicar: 0.125, big: 0.05 };
-  const kinds = [];
-  for (const [k, share] of Object.entries(quota)) for (let i = 0; i < Math.round(share * n); i++) kinds.push(k);
-  while (kinds.length < n) kinds.push('text');
-  kinds.length = n;
-  for (let i = kinds.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [kinds[i], kinds[j]] = [kinds[j], kinds[i]];
-  }
-  const range = (lo, hi) => Math.floor(lo + rand() * (hi - lo));
+  const picked = [];
+  for (const [k, share] of Object.entries(quota)) for (let i = 0; i < Math.round(share * n); i++) picked.push(k);
+  while (picked.length < n) picked.push('text');
+  picked.length = n;
+  const kinds = r.shuffle(picked);
+  /** an integer in [lo, hi) */
+  const range = (lo, hi) => r.int(lo, hi - 1);
   const plan = kinds.map((kind) => {
     switch (kind) {
       case 'text':
@@ -94,9 +83,9 @@ export function buildMailbox(n, target, opts = {}) {
       case 'png':
         return { kind, text: range(300, 2_000), att: Array.from({ length: range(1, 4) }, () => range(20_000, 300_000)) };
       case 'exe':
-        return { kind, text: range(300, 2_000), att: [range(30_000, 400_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
+        return { kind, text: range(300, 2_000), att: [range(30_000, 400_000)], extra: r.chance(0.5) ? range(50_000, 300_000) : 0 };
       case 'eicar':
-        return { kind, text: range(300, 2_000), att: [rand() < 0.5 ? 0 : range(20_000, 300_000)], extra: rand() < 0.5 ? range(50_000, 300_000) : 0 };
+        return { kind, text: range(300, 2_000), att: [r.chance(0.5) ? 0 : range(20_000, 300_000)], extra: r.chance(0.5) ? range(50_000, 300_000) : 0 };
       case 'big':
         return { kind, text: range(500, 3_000), att: [range(2_000_000, 5_000_000)] };
       default:
@@ -114,7 +103,7 @@ export function buildMailbox(n, target, opts = {}) {
     let head =
       `From: Sender ${i % 17} <sender${i % 17}@example.test>\r\nTo: ${USER}@example.test\r\nSubject: bench ${id} ${p.kind}\r\n` +
       `Date: ${date}\r\nMessage-ID: <${id}.bench@example.test>\r\nMIME-Version: 1.0\r\n`;
-    const text = prose(rand, p.text);
+    const text = prose(r, p.text);
     if (p.kind === 'text') return { id, kind: p.kind, raw: Buffer.from(`${head}Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`, 'latin1') };
     const B = `=_bench_${id}`;
     const parts = [`Content-Type: text/plain; charset=us-ascii\r\n\r\n${text}\r\n`];

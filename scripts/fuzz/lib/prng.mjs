@@ -1,7 +1,8 @@
-// The one deterministic PRNG of the fuzzers (MIME and session): sfc32 seeded through a string hash
-// of its seed parts (`new Rng('session-fuzz', seed, index)`), so that every case (and every mutation
-// inside a case) has its own independent stream: removing one mutation while minimising does not
-// change what the others draw.
+// The one deterministic PRNG of the scripts (the MIME, session and ZIP fuzzers, the benchmarks'
+// mail corpus in scripts/lib/mail-corpus.mjs): sfc32 seeded through a string hash of its seed parts
+// (`new Rng('session-fuzz', seed, index)`), so that every case (and every mutation inside a case) has
+// its own independent stream: removing one mutation while minimising does not change what the
+// others draw.
 
 function xmur3(str) {
   let h = 1779033703 ^ str.length;
@@ -46,6 +47,12 @@ export class Rng {
   }
   chance(p) {
     return this.next() < p;
+  }
+  /** n random bytes */
+  bytes(n) {
+    const out = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) out[i] = this.u32() >>> 24;
+    return out;
   }
   pick(arr) {
     return arr[Math.floor(this.next() * arr.length)];
