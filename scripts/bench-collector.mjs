@@ -44,7 +44,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
 const USERS = { popbox: 'poppass', imapbox: 'imappass', alice: 'alicepass' };
 const RECIPIENT = 'alice@example.com';
-const OVERALL_TIMEOUT_MS = 20 * 60_000;
+const OVERALL_TIMEOUT_MS = 30 * 60_000;
 const RUN_TIMEOUT_MS = 5 * 60_000;
 const MB = 1024 * 1024;
 
