@@ -8,6 +8,8 @@ import { Pop3Mailbox } from '../../src/collector/pop3.js';
 import type { RemoteMailbox } from '../../src/collector/remote.js';
 import type { CollectorAccountConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { fakeImap, fakePop3, startScriptedServer } from '../harness/scripted-server.js';
+import { selfSignedCert, tempDir } from '../harness/util.js';
 import { account, message } from './helpers/accounts.js';
 
 let dovecot: Dovecot;
@@ -75,5 +77,154 @@ describe('failures', () => {
     a.tls = { ...a.tls, caFile: undefined };
     delete a.tls.caFile;
     await expect(ImapMailbox.open(a, dovecot.users.alice)).rejects.toMatchObject({ code: 'E_UPSTREAM_TLS' });
+  });
+});
+
+describe('IMAP without UIDPLUS', () => {
+  let plain: Dovecot;
+  beforeAll(async () => {
+    plain = await startDovecot({ extraConfig: 'protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE AUTH=PLAIN\n}\n' });
+  });
+  afterAll(async () => {
+    await plain?.stop();
+  });
+
+  it('expunges only when every \\Deleted message is its own; otherwise leaves its flags for a later pass', async () => {
+    for (let i = 1; i <= 4; i++) await plain.deliver('alice', message(i));
+    const a = account(plain, { protocol: 'imap', tlsMode: 'implicit' });
+    // a mail client flagged message 4 \Deleted and has not expunged it
+    const other = await ImapMailbox.open(a, plain.users.alice);
+    const f0 = await other.open('INBOX');
+    expect(other.capabilities).not.toContain('UIDPLUS');
+    await (other as unknown as { command(t: string): Promise<unknown> }).command(`UID STORE ${f0.messages[3]!.ref} +FLAGS.SILENT (\\Deleted)`);
+    other.abort();
+
+    const box = await ImapMailbox.open(a, plain.users.alice);
+    const f = await box.open('INBOX');
+    const mine = [f.messages[0]!, f.messages[1]!];
+    const r1 = await box.delete(mine);
+    expect(r1.done).toEqual([]);
+    expect(r1.deferred).toMatchObject({ messages: mine, reason: expect.stringMatching(/no UIDPLUS and 1 other message/) });
+    expect(await plain.count('alice')).toBe(4);
+    await (box as unknown as { command(t: string): Promise<unknown> }).command(`UID STORE ${f.messages[3]!.ref} -FLAGS.SILENT (\\Deleted)`);
+    const r2 = await box.delete(mine);
+    expect(r2).toEqual({ done: mine, atClose: [], deferred: null });
+    await box.close();
+    expect(await plain.count('alice')).toBe(2);
+  });
+});
+
+describe('hostile or broken remote servers (scripted): fail closed', () => {
+  let certs: { certFile: string; keyFile: string };
+  let tmp: { path: string; remove(): Promise<void> };
+  beforeAll(async () => {
+    tmp = await tempDir('postern-collector-certs-');
+    certs = await selfSignedCert(tmp.path);
+  });
+  afterAll(async () => {
+    await tmp?.remove();
+  });
+
+  const scripted = (port: number, protocol: 'pop3' | 'imap', tlsMode: UpstreamTlsMode, over: Partial<CollectorAccountConfig> = {}) =>
+    account(dovecot, { protocol, tlsMode, port, timeoutMs: 1500, tls: { mode: tlsMode, verify: true, caFile: certs.certFile, servername: 'localhost', minVersion: 'TLSv1.2' }, ...over });
+
+  it('POP3: bytes injected after the STLS +OK are dropped; credentials go only over TLS', async () => {
+    // the injection is a whole CAPA answer offering SASL PLAIN: taken as the answer to the CAPA after
+    // STLS, it would make the client send AUTH PLAIN (which this server refuses)
+    const s = await fakePop3({ tls: certs, injectAfterStls: '+OK\r\nSASL PLAIN\r\n.\r\n', capa: ['USER', 'STLS', 'UIDL'] });
+    try {
+      const box = await Pop3Mailbox.open(scripted(s.port, 'pop3', 'starttls'), 'pw-secret');
+      expect(box.capabilities).toEqual(['USER', 'STLS', 'UIDL']);
+      box.abort();
+      expect(s.lines.some((l) => l.line.startsWith('AUTH'))).toBe(false);
+      const user = s.lines.find((l) => l.line.startsWith('USER'))!;
+      expect(user.tls).toBe(true);
+      expect(s.lines.filter((l) => !l.tls).map((l) => l.line)).toEqual(['CAPA', 'STLS']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('POP3: no STLS offered with tls starttls: E_UPSTREAM_NO_STARTTLS, nothing secret sent', async () => {
+    const s = await fakePop3({ capa: ['USER'] });
+    try {
+      await expect(Pop3Mailbox.open(scripted(s.port, 'pop3', 'starttls'), 'pw-secret')).rejects.toMatchObject({ code: 'E_UPSTREAM_NO_STARTTLS' });
+      expect(s.lines.map((l) => l.line)).toEqual(['CAPA']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('POP3: a malformed UIDL listing fails the pass; a UIDL given twice leaves both messages alone', async () => {
+    let uidl = '+OK\r\n1 abc\r\n2 has space\r\n.\r\n';
+    const s = await fakePop3({
+      onCommand(line, conn) {
+        if (line === 'UIDL') conn.write(uidl);
+        else if (line === 'LIST') conn.write('+OK\r\n1 10\r\n2 20\r\n3 30\r\n.\r\n');
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const a = scripted(s.port, 'pop3', 'none');
+      const box = await Pop3Mailbox.open(a, 'pw');
+      await expect(box.open('')).rejects.toMatchObject({ code: 'E_UPSTREAM_PROTOCOL', message: expect.stringMatching(/UIDL listing line "2 has space"/) });
+      box.abort();
+      uidl = '+OK\r\n1 same\r\n2 other\r\n3 same\r\n.\r\n';
+      const box2 = await Pop3Mailbox.open(a, 'pw');
+      const f = await box2.open('');
+      expect(f.messages).toEqual([{ ref: 2, uid: 'other', size: 20 }]);
+      expect(f.ambiguous).toEqual([
+        { ref: 1, uid: 'same', reason: 'uidl-not-unique' },
+        { ref: 3, uid: 'same', reason: 'uidl-not-unique' },
+      ]);
+      box2.abort();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a server that stops answering: E_COLLECTOR_TIMEOUT after timeout_ms', async () => {
+    const s = await startScriptedServer({ greeting: '+OK hi\r\n', onLine: () => undefined });
+    try {
+      const t0 = Date.now();
+      await expect(Pop3Mailbox.open(scripted(s.port, 'pop3', 'none'), 'pw')).rejects.toMatchObject({ code: 'E_COLLECTOR_TIMEOUT' });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('IMAP: PREAUTH is refused; a missing UIDVALIDITY fails the listing; a literal over max_message_size is E_COLLECTOR_MESSAGE_TOO_LARGE', async () => {
+    const pre = await fakeImap({ greeting: '* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n' });
+    try {
+      await expect(ImapMailbox.open(scripted(pre.port, 'imap', 'none'), 'pw')).rejects.toMatchObject({ code: 'E_UPSTREAM_PREAUTH' });
+    } finally {
+      await pre.close();
+    }
+    let selectAnswer = (tag: string) => `* 1 EXISTS\r\n${tag} OK [READ-WRITE] done\r\n`;
+    const s = await fakeImap({
+      onCommand(cmd, conn) {
+        if (cmd.name === 'SELECT') conn.write(selectAnswer(cmd.tag));
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH' && cmd.line.includes('RFC822.SIZE')) conn.write(`* 1 FETCH (UID 7 RFC822.SIZE 100)\r\n${cmd.tag} OK done\r\n`);
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH') conn.write(`* 1 FETCH (UID 7 BODY[] {999999999}\r\n`);
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const a = scripted(s.port, 'imap', 'none', { maxMessageBytes: 1000 });
+      const box = await ImapMailbox.open(a, 'pw');
+      await expect(box.open('INBOX')).rejects.toMatchObject({ code: 'E_UPSTREAM_PROTOCOL', message: expect.stringMatching(/no valid UIDVALIDITY/) });
+      box.abort();
+      selectAnswer = (tag) => `* 1 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n${tag} OK [READ-WRITE] done\r\n`;
+      const box2 = await ImapMailbox.open(a, 'pw');
+      const f = await box2.open('INBOX');
+      expect(f).toMatchObject({ uidvalidity: 5, messages: [{ ref: 7, uid: '7', size: 100 }] });
+      await expect(box2.fetch(f.messages[0]!)).rejects.toMatchObject({ code: 'E_COLLECTOR_MESSAGE_TOO_LARGE' });
+      box2.abort();
+    } finally {
+      await s.close();
+    }
   });
 });
