@@ -244,8 +244,12 @@ export function contentInfo(node: MimeNode): ContentInfo {
     const ct = parseContentTypeValue(v, report);
     const t = ct.type.toLowerCase();
     const st = (ct.subtype ?? '').toLowerCase();
-    if (ct.broken || ct.subtype === null || !TYPE_TOKEN.test(t) || !TYPE_TOKEN.test(st)) fault('unparseable Content-Type');
-    else if (i > 0 && `${t}/${st}` !== node.contentType) otherTypes.push(`${t}/${st}`);
+    if (ct.broken || ct.subtype === null || !TYPE_TOKEN.test(t) || !TYPE_TOKEN.test(st)) {
+      fault('unparseable Content-Type');
+      // Dovecot's reading (served) is then "" or the bare type; a lenient reader takes the type/subtype
+      // in front of the junk: those types are judged too (the strictest action wins)
+      for (const lt of lenientTypes(v)) if (lt !== node.contentType) otherTypes.push(lt);
+    } else if (i > 0 && `${t}/${st}` !== node.contentType) otherTypes.push(`${t}/${st}`);
     if (report.broken > 0) fault('malformed Content-Type parameters');
     checkComments(v, 'Content-Type', fault);
     // mailparser splits any entity that has a boundary parameter, whatever its type: on a type that
@@ -310,6 +314,24 @@ export function contentInfo(node: MimeNode): ContentInfo {
   const info: ContentInfo = { type: node.contentType, otherTypes: [...new Set(otherTypes)], cte, disposition, names, faults };
   infoCache.set(node, info);
   return info;
+}
+
+/**
+ * The type/subtype a lenient reader takes from a Content-Type that Dovecot's grammar refuses: the
+ * first `type/subtype` pair of tokens, whatever follows it (`application/x-msdownload junk`), read
+ * as written and with comments removed (`appli(x)cation/x-msdownload`). Lower-case; none when no pair.
+ */
+function lenientTypes(v: string): string[] {
+  const out: string[] = [];
+  // comments are bounded by the field (max_header_size); unbalanced ones are left as they are
+  for (const text of [v, v.replace(/\([^()]*\)/g, '')]) {
+    const m = /^[\s]*([A-Za-z0-9!#$&^_.+-]+)[\s]*\/[\s]*([A-Za-z0-9!#$&^_.+-]+)/.exec(text);
+    if (m) {
+      const t = `${m[1]!}/${m[2]!}`.toLowerCase();
+      if (!out.includes(t)) out.push(t);
+    }
+  }
+  return out;
 }
 
 /** Python's email (compat32) reading of the type: up to the first ';', text/plain unless it has exactly one '/'. */

@@ -265,14 +265,28 @@ export class Rfc822Parser {
     if (this.skipLwsp() <= 0) return -1;
     return this.cur() === 91 ? this.parseDomainLiteral(out) : this.parseDotAtom(out);
   }
+  /**
+   * Dovecot 2.3.19 rfc822_parse_content_type: type token, "/", subtype token, then the end of the
+   * value or ";". Anything else is -1 (broken). A value that ends right after the type (or its
+   * comment) keeps the type in `out` ("text" -> type "text", no subtype); any other failure after the
+   * type leaves nothing ("b c", "text/", "text/plain x", "/plain" -> type "", as Dovecot serves them).
+   */
   parseContentType(out: string[]): number {
+    const mark = out.length;
     if (this.skipLwsp() <= 0) return -1;
-    if (this.parseMimeToken(out) <= 0) return -1;
-    if (this.cur() !== 47) return -1;
+    if (this.parseMimeToken(out) <= 0 || out.slice(mark).join('') === '') return -1;
+    const fail = (): number => {
+      out.length = mark;
+      return -1;
+    };
+    if (this.cur() !== 47) return fail();
     this.pos++;
-    if (this.skipLwsp() <= 0) return -1;
+    if (this.skipLwsp() <= 0) return fail();
     out.push('/');
-    return this.parseMimeToken(out);
+    const sub = out.length;
+    const ret = this.parseMimeToken(out);
+    if (ret < 0 || out.slice(sub).join('') === '' || (this.pos < this.end && this.cur() !== 59)) return fail();
+    return ret;
   }
   /** 1 = got key/value, 0 = end, -1 = broken. */
   parseContentParam(): { ret: number; key: string; value: string } {

@@ -13,6 +13,7 @@ import { buildPartMap, walkParts } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import { renderItem } from '../../src/inspect/render.js';
 import { isPosternError } from '../../src/errors.js';
+import { CONTENT_TYPE_VALUES, contentTypeMessage } from '../mime/content-type-values.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/render');
 const files = readdirSync(FIXTURES)
@@ -282,4 +283,65 @@ describe('HEADER.FIELDS names are echoed as Dovecot echoes them', () => {
       expect(mismatches).toEqual([]);
     });
   }
+});
+
+/**
+ * Content-Type values that Dovecot 2.3.19's grammar (type "/" subtype, then the end or ";") refuses,
+ * and their neighbours that it accepts: the part tree (a broken multipart or message/rfc822 is a
+ * leaf), BODYSTRUCTURE ("" "" after a failure past the type, the bare type when the value ends
+ * there, "multipart" alone as application/octet-stream) and every section must equal Dovecot's.
+ * The policy treats all of the refused ones as malformed (test/mime/content-type-readings.test.ts);
+ * this is what a listener with on_malformed: allow serves.
+ */
+describe('Content-Type values Dovecot refuses are served as Dovecot serves them', () => {
+  let dovecot: Dovecot;
+  let imap: RawImap;
+  const messages = CONTENT_TYPE_VALUES.flatMap((v) => [contentTypeMessage(v, false), contentTypeMessage(v, true)]);
+
+  beforeAll(async () => {
+    dovecot = await startDovecot();
+    for (const m of messages) await dovecot.deliver('alice', m);
+    imap = await RawImap.connect(dovecot.ports.imap);
+    expect((await imap.cmd(`LOGIN alice ${dovecot.users.alice}`)).tagged).toMatch(/ OK /);
+    expect((await imap.cmd('SELECT INBOX')).tagged).toMatch(/ OK /);
+    // \Seen up front, so that non-PEEK forms do not add FLAGS to the responses
+    expect((await imap.cmd('STORE 1:* +FLAGS.SILENT (\\Seen)')).tagged).toMatch(/ OK /);
+  });
+
+  afterAll(async () => {
+    imap?.close();
+    await dovecot?.stop();
+  });
+
+  it(`${CONTENT_TYPE_VALUES.length} values, as a part and as the message's own type: every item form`, async () => {
+    const mismatches: Array<{ value: string; item: string; dovecot: string; postern: string }> = [];
+    let compared = 0;
+    for (let i = 0; i < messages.length; i++) {
+      const seq = i + 1;
+      const body = messages[i]!;
+      const map = buildPartMap(body);
+      const forms = [...itemForms(body), 'BODY.PEEK[2.1]', 'BODY.PEEK[1.1]', 'BINARY.PEEK[2.1]', 'BODY.PEEK[2.HEADER]'];
+      for (const form of [...new Set(forms)]) {
+        const r = await imap.cmd(`FETCH ${seq} (${form})`);
+        let mine: string;
+        try {
+          mine = renderItem(body, map, parseFetchItems(form).items[0]!).toString('latin1');
+        } catch (e) {
+          mine = isPosternError(e) && typeof e.details['imapCode'] === 'string' ? `NO [${e.details['imapCode'] as string}]` : `THROW ${String(e)}`;
+        }
+        let theirs: string;
+        if (!/^t\d+ OK/.test(r.tagged)) {
+          const code = /^t\d+ NO (\[[A-Z-]+\])/.exec(r.tagged);
+          theirs = code ? `NO ${code[1]}` : r.tagged;
+        } else {
+          const resp = r.untagged.find((u) => u.toString('latin1').startsWith(`* ${seq} FETCH (`));
+          theirs = resp ? itemBytes(resp).toString('latin1') : '(missing)';
+        }
+        compared++;
+        if (theirs !== mine) mismatches.push({ value: CONTENT_TYPE_VALUES[i >> 1]!, item: form, dovecot: JSON.stringify(theirs).slice(0, 300), postern: JSON.stringify(mine).slice(0, 300) });
+      }
+    }
+    expect(compared).toBeGreaterThan(messages.length * 25);
+    expect(mismatches).toEqual([]);
+  }, 240_000);
 });

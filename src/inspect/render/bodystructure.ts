@@ -71,6 +71,11 @@ export function writeStructure(msg: Buffer, node: MimeNode, ext: boolean): strin
   } else if (d.type === null) {
     s = '"text" "plain"';
     text = true;
+  } else if (d.type.toLowerCase() === 'multipart') {
+    // "multipart" without a subtype (the part is not a multipart): Dovecot 2.3.19 writes it as
+    // application/octet-stream (checked in test/integration/render-oracle.test.ts)
+    s = '"application" "octet-stream"';
+    text = false;
   } else {
     text = d.type.toLowerCase() === 'text';
     s = `${hstring(d.type)} ${hstring(d.subtype ?? '')}`;
