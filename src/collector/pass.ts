@@ -337,7 +337,14 @@ class Pass {
     let verdict: string | undefined;
     let rules: unknown;
     if (this.d.inspect) {
-      const ctx: InspectContext = { listener: `collector:${a.name}`, protocol: a.protocol, user: a.username, upstream: `${a.host}:${a.port}` };
+      const ctx: InspectContext = {
+        listener: `collector:${a.name}`,
+        account: a.name,
+        protocol: a.protocol,
+        user: a.username,
+        upstream: `${a.host}:${a.port}`,
+        recipients: st.recipients(row.id).filter((r) => r.state === 'pending' || r.state === 'deferred').map((r) => r.address),
+      };
       if (a.protocol === 'imap') Object.assign(ctx, { mailbox: box.folder, uidValidity: box.uidvalidity, uid: msg.ref });
       else ctx.msgno = msg.ref;
       const r = await this.d.inspect(raw, ctx);

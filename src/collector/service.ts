@@ -18,7 +18,8 @@ import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
 import type { EngineDeps, QuarantineStore } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
-import type { Scanner } from '../scanners/types.js';
+import { createSpamScanner } from '../scanners/rspamd.js';
+import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { type Delivery, SmtpDelivery } from './delivery.js';
 import { ImapMailbox } from './imap.js';
 import { type CrashPoint, type PassDeps, type PassSummary, type ResolveRecipients, crashHookFromEnv, runPass } from './pass.js';
@@ -55,6 +56,8 @@ export function openRemote(account: CollectorAccountConfig): Promise<RemoteMailb
 export interface CollectorOptions {
   /** Scanner override (tests); default: clamd from the config when a policy enables antivirus. */
   scanner?: Scanner | null;
+  /** Spam scanner override (tests); default: rspamd from the config when a policy enables spam scoring. */
+  spamScanner?: SpamScanner | null;
   delivery?: Delivery;
   open?: (account: CollectorAccountConfig) => Promise<RemoteMailbox>;
   resolve?: ResolveRecipients;
@@ -71,7 +74,9 @@ export class Collector {
   private readonly policies = new Map<string, CompiledPolicy>();
   private readonly engine: EngineDeps;
   private readonly scanner: Scanner | null;
+  private readonly spamScanner: SpamScanner | null;
   private readonly ownScanner: boolean;
+  private readonly ownSpamScanner: boolean;
   private readonly abort = new AbortController();
 
   private readonly opts: CollectorOptions;
@@ -90,10 +95,14 @@ export class Collector {
     const needsScanner = [...this.policies.values()].some((p) => p.antivirus.enabled);
     this.ownScanner = opts.scanner === undefined;
     this.scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
+    const needsSpam = [...this.policies.values()].some((p) => p.spam.enabled);
+    this.ownSpamScanner = opts.spamScanner === undefined;
+    this.spamScanner = opts.spamScanner !== undefined ? opts.spamScanner : config.spam && needsSpam ? createSpamScanner(config.spam, log) : null;
     const quarantine = opts.quarantine !== undefined ? opts.quarantine : new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
-    this.engine = { scanner: this.scanner, quarantine };
+    this.engine = { scanner: this.scanner, spamScanner: this.spamScanner, quarantine };
     for (const [name, p] of this.policies) {
       if (p.antivirus.enabled && !this.scanner) log.warn({ event: 'policy.unscanned', policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
+      if (p.spam.enabled && !this.spamScanner) log.warn({ event: 'policy.unscanned', policy: name, scanner: 'spam' }, 'policy enables spam scoring but no spam scanner is configured: messages are not spam-checked');
     }
     this.state = CollectorState.open(c.stateDir);
     this.delivery = opts.delivery ?? new SmtpDelivery(c.delivery, (s) => readSecret(s));
@@ -192,6 +201,7 @@ export class Collector {
   async close(): Promise<void> {
     await this.delivery.close();
     if (this.ownScanner) await this.scanner?.close();
+    if (this.ownSpamScanner) await this.spamScanner?.close();
     this.state.close();
   }
 }
