@@ -231,7 +231,7 @@ describe('IMAP: tag', () => {
         const bodies: string[] = [];
         for (let uid = 1; uid <= 4; uid++) {
           const m = await client.fetchOne(String(uid), { source: true }, { uid: true });
-          bodies.push((await simpleParser(m && m.source ? m.source : Buffer.alloc(0))).subject ?? '');
+          bodies.push((await simpleParser(m ? (m.source ?? Buffer.alloc(0)) : Buffer.alloc(0))).subject ?? '');
         }
         expect(bodies).toEqual(listed);
       } finally {
