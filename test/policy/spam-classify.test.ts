@@ -4,14 +4,14 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_SPAM_SYMBOLS_HEADER_BYTES, MAX_SPAM_VERDICT_SYMBOLS } from '../../src/limits.js';
 import { ConfigError } from '../../src/config/validate.js';
-import { compilePolicyText } from '../../src/policy/load.js';
+import { compilePolicyText, loadPolicy } from '../../src/policy/load.js';
 import { classifySpam, notChecked, SpamAwareFindings, spamLevel, symbolsField } from '../../src/policy/stages/classify-spam.js';
 import { notScanned } from '../../src/policy/stages/classify-scan.js';
 import { decide } from '../../src/policy/stages/decide.js';
 import type { Finding } from '../../src/policy/stages/findings.js';
 import type { SpamRecord } from '../../src/policy/stages/scan.js';
 import type { SpamAction, SpamOutcome } from '../../src/scanners/types.js';
-import { defaultPolicy, policyFrom } from './helpers.js';
+import { defaultPolicy, POLICIES, policyFrom } from './helpers.js';
 import { scored } from './spam-helpers.js';
 
 const ERROR: SpamOutcome = { kind: 'error', engine: 'rspamd', endpoint: '127.0.0.1:1', reason: 'timeout', message: 'no complete answer within the 50 ms check deadline', ms: 50 };
@@ -59,6 +59,12 @@ describe('loading the spam section', () => {
       [true, true, true, false, true, 'top'],
       [false, false, false, true, false, 'top'],
     ]);
+  });
+
+  it('the shipped example compiles to the documented defaults; the default policy leaves spam off', () => {
+    const ex = loadPolicy(`${POLICIES}/examples/spam-tag.yaml`, POLICIES);
+    expect(ex.spam).toEqual({ ...policyFrom('spam: { enabled: true }\n').spam });
+    expect(defaultPolicy().spam.enabled).toBe(false);
   });
 
   it('action forms, rspamd mode, null levels, custom strip list', () => {
