@@ -73,6 +73,7 @@ export type OAuthParse =
   | { ok: false; reason: OAuthRefusal; code?: ErrorCode; detail: string };
 
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
+const NO_TOKEN = Buffer.alloc(0);
 
 /**
  * What a client sent, read. The token is a Buffer the session can wipe once it went upstream. The
@@ -95,9 +96,13 @@ export class OAuthCredentials {
     this.#token = token;
   }
 
-  /** The bearer token, byte for byte as the client sent it. */
+  /**
+   * The bearer token, byte for byte as the client sent it. A copy of the object made without the
+   * constructor (pino's redaction clones logged objects with their prototype and reads `token`, a
+   * secret key name) has no token: it shows an empty one instead of throwing.
+   */
   get token(): Buffer {
-    return this.#token;
+    return #token in this ? this.#token : NO_TOKEN;
   }
 
   /** Overwrites the token bytes (after they went upstream or the login was refused). */
