@@ -156,14 +156,6 @@ export function readAstrings(parts: Buffer[], offset: number, count: number): Bu
   return out;
 }
 
-/**
- * The strict quote-or-literal decision for strings postern sends on its own lives in the one IMAP
- * string writer (write.ts; it refuses NUL). Re-exported only until src/session/imap.ts imports it
- * from write.js; do not add importers here.
- * @deprecated import { quoteOrLiteral } from './write.js'
- */
-export { quoteOrLiteral } from './write.js';
-
 /** Splits a capability list text into atoms. */
 export function splitCapabilities(text: string): string[] {
   return text.split(' ').filter((s) => s.length > 0);
