@@ -53,4 +53,16 @@ describe('parseFetchResponse', () => {
       expect(() => parseFetchResponse(parts)).toThrow(expect.objectContaining({ code: 'E_UPSTREAM_PROTOCOL' }));
     }
   });
+
+  it('reads brackets and escapes inside a quoted header field name of a section as part of the name', () => {
+    const resp = '* 1 FETCH (BODY[HEADER.FIELDS ("a[b" "c]d" "e\\"f")] {5}\r\nx: 1 UID 7)\r\n';
+    for (const chunk of [resp.length, 1]) {
+      const [parts] = frame(resp, chunk);
+      const r = parseFetchResponse(parts!);
+      expect(r.items.map((i) => i.name)).toEqual(['BODY[HEADER.FIELDS ("A[B" "C]D" "E\\"F")]', 'UID']);
+    }
+    for (const bad of ['* 1 FETCH (BODY[HEADER.FIELDS ("a\\x")] {1}\r\nx)\r\n', '* 1 FETCH (BODY[HEADER.FIELDS ("a[b)] {1}\r\nx)\r\n']) {
+      expect(() => parseFetchResponse([Buffer.from(bad, 'latin1')])).toThrow(expect.objectContaining({ code: 'E_UPSTREAM_PROTOCOL' }));
+    }
+  });
 });

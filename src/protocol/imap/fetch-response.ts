@@ -148,6 +148,19 @@ function readValue(c: Cursor, depth = 0): { literal?: Buffer; atom?: string } {
   for (;;) {
     const n = c.peek();
     if (n === -1 || n === 0x0d || n === 0x0a) break;
+    if (n === 0x22 && bracket > 0) {
+      // a quoted header field name inside the section (`HEADER.FIELDS ("a[b")`): brackets in it do not count
+      c.next();
+      for (;;) {
+        const q = c.next();
+        if (q === -1 || q === 0x0d || q === 0x0a) throw c.bad('unterminated item name');
+        if (q === 0x5c) {
+          const e = c.next();
+          if (e !== 0x22 && e !== 0x5c) throw c.bad('bad escape in a quoted section name');
+        } else if (q === 0x22) break;
+      }
+      continue;
+    }
     if (n === 0x5b) bracket++;
     else if (n === 0x5d) bracket--;
     else if (bracket <= 0 && (n === SP || n === 0x29 || n === 0x28)) break;
@@ -164,6 +177,19 @@ function readName(c: Cursor): string {
   for (;;) {
     const n = c.peek();
     if (n === -1 || n === 0x0d || n === 0x0a) throw c.bad('unterminated item name');
+    if (n === 0x22 && bracket > 0) {
+      // a quoted header field name inside the section (`HEADER.FIELDS ("a[b")`): brackets in it do not count
+      c.next();
+      for (;;) {
+        const q = c.next();
+        if (q === -1 || q === 0x0d || q === 0x0a) throw c.bad('unterminated item name');
+        if (q === 0x5c) {
+          const e = c.next();
+          if (e !== 0x22 && e !== 0x5c) throw c.bad('bad escape in a quoted section name');
+        } else if (q === 0x22) break;
+      }
+      continue;
+    }
     if (n === 0x5b) bracket++;
     else if (n === 0x5d) bracket--;
     else if (bracket === 0 && (n === SP || n === 0x29)) break;
