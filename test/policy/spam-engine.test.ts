@@ -57,10 +57,11 @@ describe('what the spam scanner is told', () => {
     expect(spam.calls[0]!.label).toBe('message');
   });
 
-  it('recipients: the collector\'s as given; a user rspamd cannot read as an address is not sent; IDN as A-labels; the null sender', async () => {
+  it('recipients: the collector\'s, else the user; what rspamd cannot read as an address is left out; IDN as A-labels, once; the null sender', async () => {
     const policy = policyFrom(SPAM_ON);
     const cases: [InspectContext, string[]][] = [
       [{ recipients: ['a@x.test', 'b@y.test'], user: 'ignored@z.test' }, ['a@x.test', 'b@y.test']],
+      [{ recipients: ['jörg@x.test', 'a@bücher.test', 'a@xn--bcher-kva.test', 'plain'] }, ['a@xn--bcher-kva.test']],
       [{ user: 'alice' }, []],
       [{ user: 'jörg@example.test' }, []],
       [{ user: 'Alice <alice@example.test>' }, []],

@@ -135,7 +135,7 @@ async function runSpam(run: SpamRun): Promise<SpamReport> {
 /**
  * The spam plan: the original message with the envelope postern knows. `Queue-Id` is the recovery
  * id (rspamd's log line and postern's join on it); the recipients are the collector's resolved ones,
- * or the authenticated user when that is an address rspamd reads (IMAP/POP3), else none; the sender
+ * or the authenticated user (IMAP/POP3), those rspamd reads as addresses; the sender
  * is the Return-Path the delivering server wrote, when there is exactly one well-formed one. `User`
  * is never sent: for rspamd it means an authenticated submitter, and it then skips SPF/DKIM/DMARC.
  * Pure.
@@ -147,11 +147,20 @@ export function planSpam(p: ParsedMessage, ctx: InspectContext, queueId: string)
   return [{ role: 'message', label: 'message', data: () => p.raw, envelope }];
 }
 
-/** The collector's recipients as they are; the IMAP/POP3 user when rspamd can read it as an address. */
+/**
+ * The collector's recipients, else the IMAP/POP3 user, each as rspamd reads it (IDN domains as
+ * A-labels); one rspamd cannot read (a plain user name, an SMTPUTF8 local part) is left out rather
+ * than failing the check: rspamd would score it as BROKEN_HEADERS, and under on_error tempfail a
+ * collector message for such a recipient would never be delivered.
+ */
 export function spamRecipients(ctx: InspectContext): string[] {
-  if (ctx.recipients) return [...ctx.recipients];
-  const addr = ctx.user === undefined ? null : rspamdAddress(ctx.user);
-  return addr === null ? [] : [addr];
+  const given = ctx.recipients ?? (ctx.user === undefined ? [] : [ctx.user]);
+  const out: string[] = [];
+  for (const r of given) {
+    const a = rspamdAddress(r);
+    if (a !== null && !out.includes(a)) out.push(a);
+  }
+  return out;
 }
 
 /** The envelope sender from the one Return-Path field (`<a@b>`, or `''` for `<>`); undefined when absent, repeated or not that shape. */
