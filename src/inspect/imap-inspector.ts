@@ -1,15 +1,18 @@
 /**
  * Inline inspection for IMAP: an ImapInterceptor that makes every FETCH safe.
  *
- * When a client asks for any content of a message (BODY[...], BINARY[...], RFC822*, and — with
- * `vet_on_metadata` — RFC822.SIZE, BODY, BODYSTRUCTURE, BINARY.SIZE), postern rewrites the FETCH:
+ * When a client asks for any content of a message (BODY[...], BINARY[...], RFC822*, with
+ * `vet_on_metadata` RFC822.SIZE, BODY, BODYSTRUCTURE, BINARY.SIZE, and with `vet_on_envelope`
+ * (auto: on when the policy tags spam) ENVELOPE and top-level header fetches), postern rewrites the FETCH:
  * content items are replaced by `UID BODY.PEEK[]` (or `BODY[]` when the client's request would set
  * \Seen, so the server sets it exactly as a direct fetch would), every other item is passed on.
- * Each returned message is vetted once per session (policy + antivirus), cached by mailbox,
+ * Each returned message is vetted once per session (policy, antivirus, spam), cached by mailbox,
  * UIDVALIDITY and UID, and the client's items are rendered from the sanitised bytes in the order
- * Dovecot uses. Header-only fetches are never widened: the header bytes the server returns get the
- * policy's header rules (literal sizes recomputed). A message that cannot be vetted (scanner down,
- * on_error: tempfail) is withheld and the FETCH completes with `NO [UNAVAILABLE]`.
+ * Dovecot uses. Otherwise header-only fetches are not widened: the header bytes the server returns
+ * get the policy's header rules (literal sizes recomputed). The ENVELOPE of a message the policy
+ * changed is rendered from the changed message, so it agrees with its header and body (a tagged
+ * subject). A message that cannot be vetted (scanner down, on_error: tempfail) is withheld and the
+ * FETCH completes with `NO [UNAVAILABLE]`.
  */
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
