@@ -106,6 +106,8 @@ class Pass {
   private readonly token = randomBytes(8).toString('hex');
   /** Set when the delivery server failed: nothing more is fetched in this pass. */
   private stopped = false;
+  /** When the lease was last taken or renewed. */
+  private renewed = 0;
 
   constructor(
     private readonly a: CollectorAccountConfig,
@@ -125,6 +127,7 @@ class Pass {
   async run(): Promise<PassSummary> {
     const t0 = this.d.now();
     const st = this.d.state;
+    this.renewed = t0;
     if (!st.acquireLease(this.a.name, this.token, t0)) {
       this.s.result = 'busy';
       return this.s;
@@ -232,7 +235,11 @@ class Pass {
       if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
       fetched++;
       await this.message(box, msg, row && row.status !== 'held' ? row : undefined);
-      st.renewLease(a.name, this.token, this.d.now());
+      // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
+      if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {
+        this.renewed = this.d.now();
+        st.renewLease(a.name, this.token, this.renewed);
+      }
     }
     return this.deletions(box);
   }

@@ -16,6 +16,7 @@ import { logErr } from '../log/logger.js';
 import { inspectMessage } from '../policy/engine.js';
 import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
 import type { EngineDeps, QuarantineStore } from '../policy/types.js';
+import { QUARANTINE_PURGE_INTERVAL_MS } from '../inspect/factory.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
@@ -233,6 +234,19 @@ export function startCollector(config: PosternConfig, log: Logger, opts: Collect
     'collector started',
   );
   scheduler.start();
+  // without listeners nobody else purges the quarantine (src/inspect/factory.ts does it for them)
+  let purgeTimer: NodeJS.Timeout | null = null;
+  if (config.listeners.length === 0 && config.quarantine.retentionDays > 0 && config.collector!.accounts.some((a) => a.policy)) {
+    const q = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+    const purge = () =>
+      q.purgeExpired().then(
+        (ids) => ids.length > 0 && log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: q.retentionDays }, 'expired quarantine records purged'),
+        (err: Error) => log.warn({ event: 'quarantine.purge_failed', dir: q.dir, err: logErr(err, ErrorCodes.QUARANTINE) }, 'quarantine purge failed'),
+      );
+    void purge();
+    purgeTimer = setInterval(purge, QUARANTINE_PURGE_INTERVAL_MS);
+    purgeTimer.unref();
+  }
   return {
     onSignal() {
       let names: string[] = [];
@@ -245,6 +259,7 @@ export function startCollector(config: PosternConfig, log: Logger, opts: Collect
       log.info({ event: 'collector.trigger', accounts: names.length > 0 ? names : 'all', unknown: unknown.length > 0 ? unknown : undefined }, 'collector pass requested');
     },
     async close() {
+      if (purgeTimer) clearInterval(purgeTimer);
       collector.stopFetching();
       await scheduler.stop();
       try {
