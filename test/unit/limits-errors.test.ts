@@ -108,6 +108,7 @@ const CONFIG_OBJECTS: Record<string, string> = {
   DEFAULT_MIME_LIMITS: 'limits.',
   DEFAULT_ARCHIVE_LIMITS: 'archives.',
   DEFAULT_ANTIVIRUS_LIMITS: 'antivirus.',
+  DEFAULT_SPAM_LIMITS: 'spam.',
 };
 
 const snake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
