@@ -47,7 +47,7 @@ export function readHeader(raw: Buffer): HeaderInfo {
       const m = /^<([^<>\s]*)>$/.exec(unfold(f.value));
       returnPath = m ? (m[1] === '' ? '' : normaliseAddress(m[1]!)) : null;
     } else if (name === TRACE_FIELD.toLowerCase()) {
-      for (const m of unfold(f.value).matchAll(/(?:^|;)\s*source=([^;\s]+)/gi)) collectedFrom.push(m[1]!.toLowerCase());
+      for (const m of unfold(f.value).matchAll(/(?:^|;)\s*source=([^;\s]+)/gi)) collectedFrom.push(m[1]!);
     }
   }
   return {
@@ -61,14 +61,17 @@ export function readHeader(raw: Buffer): HeaderInfo {
 
 /** The mailbox an account collects from, as written in the trace field: `pop3://user@host:port`, IMAP with `/folder`. */
 export function sourceOf(a: CollectorAccountConfig, folder = ''): string {
-  const base = `${a.protocol}://${encodeURIComponent(a.username)}@${a.host.toLowerCase()}:${a.port}`;
-  return (folder ? `${base}/${encodeURIComponent(folder)}` : base).toLowerCase();
+  const base = `${a.protocol}://${encodeURIComponent(a.username)}@${a.host}:${a.port}`.toLowerCase();
+  return folder ? `${base}/${encodeURIComponent(folder)}` : base;
 }
 
 /** Whether the message carries postern's trace field for this very mailbox (any folder of it). */
 export function isLoop(info: HeaderInfo, a: CollectorAccountConfig): boolean {
   const mine = sourceOf(a);
-  return info.collectedFrom.some((s) => s === mine || s.startsWith(`${mine}/`));
+  return info.collectedFrom.some((s) => {
+    const slash = s.indexOf('/', s.indexOf('://') + 3);
+    return (slash < 0 ? s : s.slice(0, slash)).toLowerCase() === mine;
+  });
 }
 
 /** RFC 5322 date-time in UTC. */

@@ -108,6 +108,8 @@ class Pass {
   private stopped = false;
   /** When the lease was last taken or renewed. */
   private renewed = 0;
+  /** Messages fetched (or tried) in this pass, over all folders: max_messages_per_pass. */
+  private attempts = 0;
 
   constructor(
     private readonly a: CollectorAccountConfig,
@@ -221,9 +223,8 @@ class Pass {
       if (r.status === 'held' && r.reason === 'oversize') return m.size <= a.maxMessageBytes;
       return r.status === 'pending' && r.nextAttempt <= now;
     });
-    let fetched = 0;
     for (const msg of candidates) {
-      if (this.stopped || this.d.signal?.aborted || fetched >= a.maxMessagesPerPass) {
+      if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) {
         if (!rows.has(msg.uid)) this.s.backlog++;
         continue;
       }
@@ -233,7 +234,7 @@ class Pass {
         continue;
       }
       if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
-      fetched++;
+      this.attempts++;
       await this.message(box, msg, row && row.status !== 'held' ? row : undefined);
       // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
       if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {

@@ -146,6 +146,19 @@ describe('user mode', () => {
     expect(server.count()).toBe(0);
   });
 
+  it('max_messages_per_pass counts over all IMAP folders of the pass', async () => {
+    server = new FakeServer('imap');
+    for (let i = 1; i <= 3; i++) server.add(message(i), 'INBOX');
+    for (let i = 4; i <= 6; i++) server.add(message(i), 'Archive');
+    const a = acct({ folders: ['INBOX', 'Archive'], maxMessagesPerPass: 4 });
+    expect(await runPass(a, deps())).toMatchObject({ listed: 6, fetched: 4, delivered: 4, backlog: 2 });
+    expect(server.count('INBOX')).toBe(0);
+    expect(server.count('Archive')).toBe(2);
+    expect(await runPass(a, deps())).toMatchObject({ fetched: 2, backlog: 0 });
+    expect(delivery.sent).toHaveLength(6);
+    expect(delivery.sent[4]!.data.toString()).toContain('source=imap://u@pop.example.net:995/Archive; uid=');
+  });
+
   it('a message larger than max_message_size is not fetched and stays; it is collected once the limit allows', async () => {
     server.add(message(1, { body: 'x'.repeat(5000) }));
     server.add(message(2));
