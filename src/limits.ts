@@ -407,7 +407,11 @@ export const DEFAULT_ARCHIVE_LIMITS = {
   maxDepth: 3,
   /** Entries across all nesting levels. */
   maxEntries: 10_000,
-  /** Bytes inflated in total (every member is inflated completely to check its size and CRC). */
+  /**
+   * Bytes inflated in total per message: one budget shared by every archive of the message (attached,
+   * embedded in text, in data: URIs, in forwarded messages, nested); every member is inflated
+   * completely to check its size and CRC.
+   */
   maxTotalSize: 100 * 1024 * 1024,
   /** Largest compression ratio accepted for a member over 1 MiB (zip bombs). */
   maxRatio: 200,
@@ -470,6 +474,22 @@ export const MAX_EMBEDDED_NESTING = 3;
  * block past this is not decoded (its name is still judged) and is a `limits.on_limit` hit.
  */
 export const MAX_EMBEDDED_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Decoded bytes all the embedded files of one message may take together: uuencode, begin-base64,
+ * yEnc and BinHex blocks in every text part (nested ones included) and the data: URIs of every HTML
+ * part (src/mime/html-data.ts). Every decoder takes its output's size from the text before it
+ * allocates, so this bounds what one message holds decoded (BinHex runs expand 2 bytes to 254: 47
+ * blocks of MAX_EMBEDDED_BYTES fit in a 50 MB message). A file that does not fit is not decoded
+ * (its name is still judged): a `limits.on_limit` hit (default block, original quarantined).
+ */
+export const MAX_EMBEDDED_TOTAL_BYTES = 128 * 1024 * 1024;
+
+/**
+ * data: URIs judged in one HTML part (attribute values, CSS url() and strings, the text). A real
+ * message carries a few inline images. One more: `limits.on_limit`; the ones before it are judged.
+ */
+export const MAX_HTML_DATA_URIS = 256;
 
 /**
  * Longest file name (characters, as given: a parameter value, an RFC 2047/2231 decoding, a uuencode

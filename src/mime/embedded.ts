@@ -7,23 +7,72 @@
  * Lines are split at CRLF, LF and a bare CR alike (the widest reading). Decoding is tolerant (a
  * short or damaged line decodes to what it can). Bounded, and never silently: more than
  * MAX_EMBEDDED_FILES blocks in a text, a block inside embedded files deeper than
- * MAX_EMBEDDED_NESTING, or a block that decodes to more than MAX_EMBEDDED_BYTES (src/limits.ts) is
- * reported as `limit` (the policy's `limits.on_limit`); nothing found is dropped without it.
+ * MAX_EMBEDDED_NESTING, a block that decodes to more than MAX_EMBEDDED_BYTES, or a block that would
+ * take the message's embedded files past MAX_EMBEDDED_TOTAL_BYTES (src/limits.ts; one DecodeBudget
+ * per message, shared with the data: URIs of HTML parts, src/mime/html-data.ts) is reported as
+ * `limit` (the policy's `limits.on_limit`); nothing found is dropped without it. A decoder takes
+ * the exact (or an upper) size of its output from the text first and allocates only what the
+ * budget grants: a block past a bound is never decoded.
  */
 
-import { MAX_EMBEDDED_BYTES, MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING } from '../limits.js';
+import { MAX_EMBEDDED_BYTES, MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING, MAX_EMBEDDED_TOTAL_BYTES } from '../limits.js';
 import { decodeBody } from './decode.js';
 
+/**
+ * Decoded bytes the embedded decoders of one message may still allocate (uuencode, begin-base64,
+ * yEnc, BinHex, HTML data: URIs). One per message, handed to every scan of its parts.
+ */
+export interface DecodeBudget {
+  /** The budget's size (MAX_EMBEDDED_TOTAL_BYTES unless a caller chose another). */
+  readonly total: number;
+  /** Bytes allocated for decoded files so far (never more than `total`). */
+  used: number;
+  /** Files that were not decoded because they did not fit. */
+  refused: number;
+}
+
+export function newDecodeBudget(total: number = MAX_EMBEDDED_TOTAL_BYTES): DecodeBudget {
+  return { total, used: 0, refused: 0 };
+}
+
+/** Takes `n` bytes from the budget; false (nothing taken, counted as refused) when they do not fit. */
+export function takeBudget(b: DecodeBudget, n: number): boolean {
+  if (n > b.total - b.used) {
+    b.refused++;
+    return false;
+  }
+  b.used += n;
+  return true;
+}
+
+/** Why a file was not decoded: over the per-file bound, or past what is left of the message's budget. */
+export type Refusal = 'file' | 'message';
+
+/** The reason a `limit` gives for a refused file. */
+export function refusalReason(what: string, why: Refusal, b: DecodeBudget): string {
+  return why === 'file'
+    ? `${what} decodes to more than ${MAX_EMBEDDED_BYTES} bytes`
+    : `${what} would take the files embedded in the message past ${b.total} decoded bytes in total (MAX_EMBEDDED_TOTAL_BYTES)`;
+}
+
+/** The bound a file of `size` decoded bytes meets (undefined: it fits and is taken from the budget). */
+export function admit(size: number, b: DecodeBudget): Refusal | undefined {
+  if (size > MAX_EMBEDDED_BYTES) return 'file';
+  return takeBudget(b, size) ? undefined : 'message';
+}
+
 export interface EmbeddedFile {
-  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex';
-  /** Name from the block's header line ('' when it has none). */
+  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex' | 'data-uri';
+  /** Name from the block's header line ('' when it has none; a data: URI: its tag's `download` attribute). */
   name: string;
-  /** Decoded content (empty when the block decodes to more than MAX_EMBEDDED_BYTES: see EmbeddedScan.limit). */
+  /** Decoded content (empty when a bound refused it: see EmbeddedScan.limit). */
   data: Buffer;
   /** The block could not be decoded completely (no end line, bad characters, checksum). */
   damaged: boolean;
-  /** Not decoded: it decodes to more than MAX_EMBEDDED_BYTES (EmbeddedScan.limit says so). */
+  /** Not decoded: past MAX_EMBEDDED_BYTES or the message's MAX_EMBEDDED_TOTAL_BYTES (EmbeddedScan.limit says so). */
   tooLarge?: boolean;
+  /** data: URI: the media type it declares (lower case; '' none or not a type/subtype). */
+  declaredType?: string;
   /**
    * begin-base64: offsets in `data` where the base64 text goes on after padding (some readers stop
    * at the padding, others decode on: a second file may start there). The block is `damaged` too.
@@ -52,16 +101,19 @@ function splitLines(text: Buffer): string[] {
   return text.toString('latin1').split(/\r\n|\r|\n/);
 }
 
-/** Every embedded file of a text, nested ones included, and the first bound that stopped the search. */
-export function scanEmbedded(text: Buffer): EmbeddedScan {
+/**
+ * Every embedded file of a text, nested ones included, and the first bound that stopped the search.
+ * `budget`: the message's (the rules stage passes one per message); a fresh one bounds a lone call.
+ */
+export function scanEmbedded(text: Buffer, budget: DecodeBudget = newDecodeBudget()): EmbeddedScan {
   const scan: EmbeddedScan = { files: [] };
-  collect(text, 0, scan);
+  collect(text, 0, scan, budget);
   return scan;
 }
 
 /** The embedded files of a text (see scanEmbedded for the bound that may have stopped the search). */
-export function findEmbedded(text: Buffer): EmbeddedFile[] {
-  return scanEmbedded(text).files;
+export function findEmbedded(text: Buffer, budget?: DecodeBudget): EmbeddedFile[] {
+  return scanEmbedded(text, budget).files;
 }
 
 function limitHit(scan: EmbeddedScan, reason: string): void {
@@ -69,7 +121,7 @@ function limitHit(scan: EmbeddedScan, reason: string): void {
 }
 
 /** Adds the blocks of `text` (nesting level `depth`: 0 for the part's own text) and of the files found in it. */
-function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
+function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: DecodeBudget): void {
   if (!mayHaveEmbedded(text)) return;
   const found: EmbeddedFile[] = [];
   const lines = splitLines(text);
@@ -82,8 +134,8 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
       limitHit(scan, `more than ${MAX_EMBEDDED_FILES} files embedded in the text`);
       return false;
     }
-    if (r.tooLarge) {
-      limitHit(scan, `${f.kind} file ${f.name.slice(0, 200) || '(no name)'} decodes to more than ${MAX_EMBEDDED_BYTES} bytes`);
+    if (r.refused) {
+      limitHit(scan, refusalReason(`${f.kind} file ${f.name.slice(0, 200) || '(no name)'}`, r.refused, budget));
       f.tooLarge = true;
     }
     scan.files.push(f);
@@ -98,7 +150,7 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
       const mode = MODE.exec(m[2] ?? '');
       const name = (mode ? mode[2]! : m[2]!).trim();
       if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
-        const r = base64 ? decodeBase64Block(lines, i + 1) : decodeUuBlock(lines, i + 1);
+        const r = base64 ? decodeBase64Block(lines, i + 1, budget) : decodeUuBlock(lines, i + 1, budget);
         const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged };
         if (r.restarts?.length) f.restarts = r.restarts;
         if (!add(f, r)) return;
@@ -109,13 +161,13 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
     m = YBEGIN.exec(line);
     if (m) {
       const name = /\bname=(.*)$/.exec(m[1] ?? '')?.[1]?.trim() ?? '';
-      const r = decodeYencBlock(lines, i + 1);
+      const r = decodeYencBlock(lines, i + 1, budget);
       if (!add({ kind: 'yenc', name, data: r.data, damaged: r.damaged }, r)) return;
       i = r.next - 1;
       continue;
     }
     if (BINHEX.test(line)) {
-      const r = decodeBinHex(lines, i + 1);
+      const r = decodeBinHex(lines, i + 1, budget);
       if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: r.damaged }, r)) return;
       i = r.next - 1;
     }
@@ -124,7 +176,7 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan): void {
   for (const f of found) {
     if (scan.limit) return;
     if (f.data.length === 0 || f.data.subarray(0, 8192).includes(0)) continue;
-    collect(f.data, depth + 1, scan);
+    collect(f.data, depth + 1, scan, budget);
   }
 }
 
@@ -147,8 +199,8 @@ interface Block {
   damaged: boolean;
   /** Index of the first line after the block. */
   next: number;
-  /** The block decodes to more than MAX_EMBEDDED_BYTES: not decoded (`data` is empty). */
-  tooLarge?: boolean;
+  /** A bound refused the block (MAX_EMBEDDED_BYTES, or the message's budget): not decoded (`data` is empty). */
+  refused?: Refusal;
   /** base64: where the data resumes after padding (EmbeddedFile.restarts). */
   restarts?: number[];
 }
@@ -164,7 +216,7 @@ function blockExtent(lines: string[], from: number, isEnd: (l: string) => boolea
 }
 
 /** uuencode data lines up to `end` (short lines are padded with zero bits, as Python's binascii.a2b_uu does). */
-function decodeUuBlock(lines: string[], from: number): Block {
+function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Block {
   const { end, next, damaged } = blockExtent(lines, from, (l) => /^end$/i.test(l.trim()));
   // every line says how many bytes it carries (a short line is zero-filled): the exact size first
   let size = 0;
@@ -172,7 +224,8 @@ function decodeUuBlock(lines: string[], from: number): Block {
     const l = lines[i]!.trim();
     if (l.length > 0) size += (l.charCodeAt(0) - 32) & 63;
   }
-  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
+  const refused = admit(size, budget);
+  if (refused) return { data: Buffer.alloc(0), damaged: true, next, refused };
   const out = Buffer.alloc(size);
   let o = 0;
   for (let i = from; i < end; i++) {
@@ -198,18 +251,23 @@ function decodeUuBlock(lines: string[], from: number): Block {
 }
 
 /** `begin-base64` blocks (uuencode -m) end with a line of "====". */
-function decodeBase64Block(lines: string[], from: number): Block {
+function decodeBase64Block(lines: string[], from: number, budget: DecodeBudget): Block {
   const { end, next, damaged } = blockExtent(lines, from, (l) => /^====[ \t]*$/.test(l));
+  // base64 decodes to at most 3 bytes per 4 characters: that bound is taken from the budget
+  let chars = 0;
+  for (let i = from; i < end; i++) chars += lines[i]!.length;
+  const refused = admit(Math.ceil(chars / 4) * 3, budget);
+  if (refused) return { data: Buffer.alloc(0), damaged: true, next, refused };
   const d = decodeBody(Buffer.from(lines.slice(from, end).join('\n'), 'latin1'), 'base64');
-  if (d.data.length > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
   return { data: d.data, damaged: damaged || d.bad, next, restarts: d.restarts };
 }
 
-function decodeYencBlock(lines: string[], from: number): Block {
+function decodeYencBlock(lines: string[], from: number, budget: DecodeBudget): Block {
   const { end, next, damaged } = blockExtent(lines, from, (l) => l.startsWith('=yend'));
   let size = 0;
   for (let i = from; i < end; i++) size += lines[i]!.length;
-  if (size > MAX_EMBEDDED_BYTES) return { data: Buffer.alloc(0), damaged: true, next, tooLarge: true };
+  const refused = admit(size, budget);
+  if (refused) return { data: Buffer.alloc(0), damaged: true, next, refused };
   const out = Buffer.alloc(size);
   let o = 0;
   for (let i = from; i < end; i++) {
@@ -229,7 +287,7 @@ const BINHEX_VAL = new Int16Array(256).fill(-1);
 for (let k = 0; k < BINHEX_ALPHABET.length; k++) BINHEX_VAL[BINHEX_ALPHABET.charCodeAt(k)] = k;
 
 /** BinHex 4.0: ':'-delimited 6-bit text, run-length encoded (0x90), header with the file name, data fork. */
-function decodeBinHex(lines: string[], from: number): Block & { name: string } {
+function decodeBinHex(lines: string[], from: number, budget: DecodeBudget): Block & { name: string } {
   let text = '';
   let i = from;
   let started = false;
@@ -271,11 +329,13 @@ function decodeBinHex(lines: string[], from: number): Block & { name: string } {
     }
   }
   // run-length decoding. A run can expand 2 bytes to 254: the exact size is taken first and the
-  // bound applies to it (never a cut); the header (the file name) is read even from a block past it.
+  // bounds (the file's, the message's budget) apply to it (never a cut); the header (the file name)
+  // is read even from a block past them.
   const total = rleSize(raw, r);
-  if (total > MAX_EMBEDDED_BYTES) {
+  const refused = admit(total, budget);
+  if (refused) {
     const head = rleDecode(raw, r, 256);
-    return { ...fail, name: head.length > 0 && head.length >= 1 + head[0]! ? head.toString('latin1', 1, 1 + head[0]!) : '', tooLarge: true };
+    return { ...fail, name: head.length > 0 && head.length >= 1 + head[0]! ? head.toString('latin1', 1, 1 + head[0]!) : '', refused };
   }
   const buf = rleDecode(raw, r, total);
   const nlen = buf[0];

@@ -15,7 +15,8 @@
  *
  * Member names are reported with every reading a client could show (`names`: the header name, the
  * Info-ZIP Unicode Path extra field, CP437 / Latin-1 / UTF-8 readings, NFKC), so the strictest
- * file-name rule wins. Every inflate is capped: a ZIP bomb costs at most `maxTotalSize` bytes.
+ * file-name rule wins. Every inflate is capped: a ZIP bomb costs at most `maxTotalSize` bytes, and
+ * so do many: the caller passes one InflateBudget per message, shared by all its archives.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
 import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
@@ -26,7 +27,7 @@ export interface ZipLimits {
   maxEntries: number;
   /** Nesting depth of ZIPs inside ZIPs (1 = the attachment itself). */
   maxDepth: number;
-  /** Bytes inflated in total (nested archives and member verification). */
+  /** Bytes inflated in total (nested archives and member verification), across every archive sharing one InflateBudget. */
   maxTotalSize: number;
   /** Largest declared uncompressed/compressed ratio accepted for a member bigger than 1 MiB. */
   maxRatio: number;
@@ -60,9 +61,16 @@ export interface ZipReport {
   malformed?: string;
 }
 
-interface Budget {
-  entries: number;
+/** Bytes inflated so far: one per message, shared by every archive inspected for it. */
+export interface InflateBudget {
   inflated: number;
+}
+
+interface Budget {
+  /** Entries of this archive (nested ones included). */
+  entries: number;
+  /** The message's inflate counter. */
+  shared: InflateBudget;
 }
 
 const SIG_EOCD = 0x06054b50;
@@ -106,9 +114,13 @@ function utf8OrUndefined(b: Buffer): string | undefined {
   }
 }
 
-export function inspectZip(data: Buffer, limits: ZipLimits): ZipReport {
+/**
+ * Inspects one archive. `inflate`: the message's budget (shared by all its archives, so `maxTotalSize`
+ * bounds the message, not each archive); a fresh one bounds a lone call.
+ */
+export function inspectZip(data: Buffer, limits: ZipLimits, inflate: InflateBudget = { inflated: 0 }): ZipReport {
   const report: ZipReport = { type: ZIP_TYPE, members: [] };
-  const budget: Budget = { entries: 0, inflated: 0 };
+  const budget: Budget = { entries: 0, shared: inflate };
   const names = walk(data, limits, 1, '', report, budget);
   if (names) report.type = refineZipType(names.names, names.mimetype);
   return report;
@@ -586,15 +598,15 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
       const data = buf.subarray(extraEnd, Math.min(buf.length, extraEnd + (compSize || buf.length)));
       let headBytes: Buffer | undefined;
       if (method === 0) headBytes = data.subarray(0, PREFIX);
-      else if (method === 8 && budget.inflated < limits.maxTotalSize) {
+      else if (method === 8 && budget.shared.inflated < limits.maxTotalSize) {
         try {
           // the first compressed bytes are enough for the magic number
           headBytes = inflateRawSync(data.subarray(0, PREFIX), { maxOutputLength: PREFIX * 1100, finishFlush: 2 /* Z_SYNC_FLUSH */ });
-          budget.inflated += headBytes.length;
+          budget.shared.inflated += headBytes.length;
         } catch {
-          budget.inflated += PREFIX;
+          budget.shared.inflated += PREFIX;
         }
-      }
+      } else if (method === 8) report.limit ??= inflateSpent(limits);
       if (headBytes) detectedType = detectType(headBytes);
     }
     const path = prefix + name;
@@ -604,6 +616,10 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
     if (detectedType) member.detectedType = detectedType;
     report.members.push(member);
   }
+}
+
+function inflateSpent(limits: ZipLimits): string {
+  return `inflate budget of ${limits.maxTotalSize} bytes for the message (all its archives) used up`;
 }
 
 /**
@@ -619,15 +635,15 @@ function inflateMember(
   path: string,
   fail: (r: string) => void,
 ): Buffer | undefined {
-  const room = limits.maxTotalSize - budget.inflated;
+  const room = limits.maxTotalSize - budget.shared.inflated;
   if (expected > room) {
-    report.limit ??= room <= 0 ? `inflate budget of ${limits.maxTotalSize} bytes used up` : `${path}: larger than the remaining inflate budget`;
+    report.limit ??= room <= 0 ? inflateSpent(limits) : `${path}: larger than what is left of the message's inflate budget of ${limits.maxTotalSize} bytes`;
     return undefined;
   }
   const cap = Math.max(1, Math.min(room, expected + 1));
   try {
     const r = inflateRawSync(src, { maxOutputLength: cap, info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } };
-    budget.inflated += r.buffer.length;
+    budget.shared.inflated += r.buffer.length;
     if (r.buffer.length > expected) {
       report.limit ??= `${path}: inflates past its declared size`;
       fail(`${path}: inflates past its declared size`);
@@ -637,7 +653,7 @@ function inflateMember(
     return r.buffer;
   } catch (e) {
     if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') {
-      budget.inflated += cap;
+      budget.shared.inflated += cap;
       report.limit ??= `${path}: inflates past its declared size`;
       fail(`${path}: inflates past its declared size`);
       return undefined;

@@ -8,7 +8,9 @@
  * - when a file is a ZIP: its magic number, a declared ZIP type without one, or (whatever its first
  *   bytes) a ZIP end record at its end, which extractors find (data prepended to a ZIP, a PDF or
  *   image with a ZIP appended);
- * - `archives.on_limit` (depth, entries, inflate budget, ratio: src/mime/zip.ts stops there) and
+ * - `archives.on_limit` (depth, entries, inflate budget, ratio: src/mime/zip.ts stops there; the
+ *   inflate budget, `archives.max_total_size`, is the message's: one InflateBudget shared by every
+ *   archive judged for it, so many small bombs in one message cost what one does) and
  *   `archives.on_ambiguous` (anything two extractors could read differently), each reported;
  * - for every member, nested ones included: `archives.on_encrypted`, every reading of its name
  *   (header, Unicode Path field, charsets, NFKC: the strictest file-name rule wins; readings that
@@ -21,7 +23,7 @@
  */
 import { ZIP_TYPE } from '../../mime/detect.js';
 import { nameForms } from '../../mime/names.js';
-import { containsZip, inspectZip, type ZipReport } from '../../mime/zip.js';
+import { containsZip, type InflateBudget, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
 import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
 import { type Finding, SEVERITY } from './findings.js';
@@ -53,8 +55,11 @@ export interface ArchiveJudgement {
 
 const ZIP_DECLARED = /^application\/(x-)?zip(-compressed)?$/;
 
-/** Opens the file when it is a ZIP (see the header) and judges it; `prefix` starts every reason. */
-export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: ArchiveFindingBase, prefix = ''): ArchiveJudgement {
+/**
+ * Opens the file when it is a ZIP (see the header) and judges it; `prefix` starts every reason,
+ * `inflate` is the message's inflate budget (shared by all its archives).
+ */
+export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: ArchiveFindingBase, prefix: string, inflate: InflateBudget): ArchiveJudgement {
   const closed: ArchiveJudgement = { opened: false, detected: c.detected, findings: [], largestMember: 0 };
   if (!policy.archives.inspect) return closed;
   let data: Buffer | undefined;
@@ -62,7 +67,7 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
   if (!isZip) return closed;
   const a = policy.archives;
-  const rep = inspectZip(data ?? c.data(), { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio });
+  const rep = inspectZip(data ?? c.data(), { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio }, inflate);
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
   return { opened: true, detected, ...judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix) };
 }

@@ -4,8 +4,11 @@
  * encoding damage, ZIP archives (member names and types, encryption, limits), forwarded messages
  * sent encoded (opened and judged inside, depth-bounded), content types (declared, every other
  * reading, detected), NUL bytes, and files embedded in text (uuencode, begin-base64, yEnc,
- * BinHex), which meet the same rules as attachments: the same archive judgement (archive.ts), the
- * same name and type decisions (decisions.ts), *.eml files opened as forwarded messages. Findings
+ * BinHex) and data: URIs in HTML (src/mime/html-data.ts), which meet the same rules as
+ * attachments: the same archive judgement (archive.ts), the same name and type decisions
+ * (decisions.ts), *.eml files opened as forwarded messages. One budget per message bounds what the
+ * embedded decoders allocate (MAX_EMBEDDED_TOTAL_BYTES) and what its archives inflate
+ * (archives.max_total_size), whatever the number of parts, blocks and archives. Findings
  * go to `emit` in that order; the stage returns what the scan stage needs to scan besides the
  * leaves themselves (embedded files, the leaves of opened forwarded messages, the largest ZIP member).
  *
@@ -13,11 +16,12 @@
  */
 import { decodeBody, decodeChunks, decodePrefix, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
 import { detectType } from '../../mime/detect.js';
-import { type EmbeddedFile, scanEmbedded } from '../../mime/embedded.js';
+import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
+import { scanHtmlData } from '../../mime/html-data.js';
 import { toCrlf } from '../../mime/eol.js';
 import { nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
-import { zipTrailerIn } from '../../mime/zip.js';
+import { type InflateBudget, zipTrailerIn } from '../../mime/zip.js';
 import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
@@ -30,7 +34,7 @@ export { filenameDecision, type RuleDecision, typeDecision } from './decisions.j
 /** A leaf with what the rules stage found inside it. */
 export interface LeafContents {
   leaf: Leaf;
-  /** Files found embedded in the text (uuencode, yEnc, BinHex). */
+  /** Files found embedded in the text (uuencode, yEnc, BinHex) and the data: URIs of an HTML part. */
   embedded: EmbeddedFile[];
   /**
    * Leaves of the messages the rules opened inside this part (their bodies in the decoded message):
@@ -45,10 +49,23 @@ export interface LeafContents {
   largestMember: number;
 }
 
-/** Judges the structure and every leaf of a parsed message; returns the leaves with their contents. */
-export function applyRules(p: ParsedMessage, policy: CompiledPolicy, emit: Emit): LeafContents[] {
+/** What the decoders of one message may still spend: the embedded files' decoded bytes, the archives' inflated bytes. */
+export interface MessageBudget {
+  embedded: DecodeBudget;
+  inflate: InflateBudget;
+}
+
+export function newMessageBudget(): MessageBudget {
+  return { embedded: newDecodeBudget(), inflate: { inflated: 0 } };
+}
+
+/**
+ * Judges the structure and every leaf of a parsed message; returns the leaves with their contents.
+ * `budget`: the message's (one per message; a test may pass its own to read the counters).
+ */
+export function applyRules(p: ParsedMessage, policy: CompiledPolicy, emit: Emit, budget: MessageBudget = newMessageBudget()): LeafContents[] {
   structureRules(p, policy, emit);
-  return p.leaves.map((leaf) => evaluateLeaf(leaf, policy, emit, 0));
+  return p.leaves.map((leaf) => evaluateLeaf(leaf, policy, emit, 0, budget));
 }
 
 /** The message over max_message_size, the MIME model's limit and its faults. */
@@ -79,10 +96,12 @@ interface LeafJudgement {
   otherTypes: string[];
   /** The decoded content (decoded anew on each call: a large part is not kept decoded). */
   decoded: () => Buffer;
+  /** The message's decode and inflate budget. */
+  budget: MessageBudget;
 }
 
 /** The rules of one leaf, in the order their findings are reported. */
-export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, depth: number): LeafContents {
+export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, depth: number, budget: MessageBudget): LeafContents {
   const j: LeafJudgement = {
     leaf,
     policy,
@@ -91,6 +110,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     detected: policy.detectTypes && leaf.body.length > 0 ? detectType(decodePrefix(leaf.body, leaf.cte)) : undefined,
     otherTypes: [...leaf.otherTypes],
     decoded: () => decodeBody(leaf.body, leaf.cte).data,
+    budget,
   };
   for (const p of leaf.nameProblems) malformed(j, p);
   encodingRules(j);
@@ -98,6 +118,8 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     { detected: j.detected, declared: leaf.type, data: j.decoded, mayEndInZip: () => leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte)) },
     policy,
     j.base,
+    '',
+    budget.inflate,
   );
   j.detected = archive.detected;
   const inner = forwardedMessageRules(j, depth);
@@ -157,7 +179,7 @@ function encodingRules(j: LeafJudgement): void {
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
   const { leaf } = j;
   if (!(/^message\//.test(leaf.type) || leaf.names.some(isEmlName))) return [];
-  return judgeForwarded(toCrlf(j.decoded()), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '');
+  return judgeForwarded(toCrlf(j.decoded()), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
 }
 
 /**
@@ -165,7 +187,7 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
  * `depth + 1`; the strictest finding inside is reported once on the carrier (`base`: its section
  * and strip target), `prefix` starting its reason. Returns the leaves inside.
  */
-function judgeForwarded(msg: Buffer, policy: CompiledPolicy, emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, depth: number, prefix: string): LeafContents[] {
+function judgeForwarded(msg: Buffer, policy: CompiledPolicy, emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, depth: number, prefix: string, budget: MessageBudget): LeafContents[] {
   const found: Finding[] = [];
   const innerEmit: Emit = (f) => found.push(f);
   const blockOn = (spec: ActionSpec): ActionSpec => ({ ...spec, action: 'block' });
@@ -183,7 +205,7 @@ function judgeForwarded(msg: Buffer, policy: CompiledPolicy, emit: Emit, base: A
     }
     const leaves: Leaf[] = [];
     forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
-    inner = leaves.map((l) => evaluateLeaf(l, policy, innerEmit, depth + 1));
+    inner = leaves.map((l) => evaluateLeaf(l, policy, innerEmit, depth + 1, budget));
   }
   const worst = found.reduce<Finding | undefined>((w, f) => (!w || SEVERITY[f.spec.action] > SEVERITY[w.spec.action] ? f : w), undefined);
   if (worst && worst.spec.action !== 'allow') {
@@ -237,7 +259,8 @@ interface TextContents {
  * NUL bytes: 7bit/8bit data never has them (Dovecot serves them as 0x80 in BODY[] but as NUL in
  * BINARY[], C-based readers stop there), and text with them is binary data in disguise (an
  * executable image inside a text part, as some readers show it). Then files embedded in text
- * (uuencode, yEnc, BinHex), judged like attachments (embeddedRules).
+ * (uuencode, yEnc, BinHex), judged like attachments (embeddedRules), and in an HTML part its data:
+ * URIs (dataUriRules).
  */
 function textRules(j: LeafJudgement, depth: number): TextContents {
   const { leaf } = j;
@@ -246,7 +269,7 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
   if (!isTextish(leaf.type) && leaf.cte !== 'x-uuencode') return out;
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
   if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0) malformed(j, 'NUL bytes in decoded text');
-  const scan = scanEmbedded(content);
+  const scan = scanEmbedded(content, j.budget.embedded);
   if (scan.limit) fixedLimit(j, scan.limit);
   out.files = scan.files;
   for (const f of scan.files) {
@@ -254,7 +277,76 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
     out.inner.push(...r.inner);
     out.largestMember = Math.max(out.largestMember, r.largestMember);
   }
+  if (isHtml(leaf.type)) {
+    const html = scanHtmlData(content, j.budget.embedded);
+    for (const a of html.ambiguous) malformed(j, `HTML that readers read differently: ${a}`);
+    if (html.limit) fixedLimit(j, html.limit);
+    out.files.push(...html.files);
+    for (const f of html.files) {
+      const r = dataUriRules(j, f, depth);
+      out.inner.push(...r.inner);
+      out.largestMember = Math.max(out.largestMember, r.largestMember);
+    }
+  }
   return out;
+}
+
+/** Parts read for data: URIs: HTML, XHTML and SVG (an SVG attachment's <image href="data:...">). */
+function isHtml(type: string): boolean {
+  return type === 'text/html' || type === 'application/xhtml+xml' || type === 'image/svg+xml';
+}
+
+/** Names of one type (a declared alias and the type detect.ts gives): a data: URI declaring the one and holding the other agrees. */
+const TYPE_ALIASES: Record<string, string> = {
+  'image/jpg': 'image/jpeg',
+  'image/pjpeg': 'image/jpeg',
+  'application/x-zip-compressed': 'application/zip',
+  'application/x-zip': 'application/zip',
+};
+
+/**
+ * One data: URI of an HTML part, judged like a file embedded in text (embeddedRules): the name its
+ * tag gives it (`download`), damage (a payload browsers refuse and other readers decode), the
+ * archive rules (declared or detected ZIP), a message/* URI opened as a forwarded message, its
+ * type: declared (text/plain when it declares none, as browsers take it) and detected, the stricter
+ * wins; and a detected type that differs from the declared one is malformed (an image that is
+ * something else). A finding acts on the HTML part, as for embedded files.
+ */
+function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner: LeafContents[]; largestMember: number } {
+  const { leaf, policy, emit } = j;
+  const declared = f.declaredType || 'text/plain';
+  const label = `data: URI (${f.declaredType || 'no type'})${f.name ? ` named ${f.name.slice(0, 200)}` : ''}`;
+  const prefix = `${label} in the HTML: `;
+  const forms = nameForms(f.name ? [f.name] : []);
+  const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: forms.forms[0] ?? leaf.names[0], target: leaf.target };
+  const malformedFile = (reason: string) => {
+    if (policy.limits.onMalformed.action !== 'allow') emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+  };
+  // not decoded (a bound): the limit finding says so (textRules)
+  if (f.tooLarge) return { inner: [], largestMember: 0 };
+  if (f.damaged) malformedFile(`${label} whose payload browsers refuse and other readers decode`);
+  for (const p of forms.problems) malformedFile(`${label}: ${p}`);
+  filenameHits(policy, forms.forms, (fr, n) => emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
+  const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
+  const archive = judgeArchive({ detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 }, policy, base, prefix, j.budget.inflate);
+  const detected = archive.detected;
+  for (const x of archive.findings) emit(x);
+  const inner = /^message\//.test(declared) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix, j.budget) : [];
+  const canon = (t: string) => TYPE_ALIASES[t] ?? t;
+  // the archive rules refine a ZIP (docx, odt, jar): the magic number is what is compared
+  const agrees = canon(sniffed ?? '') === canon(declared) || (detected !== undefined && canon(detected) === canon(declared));
+  if (sniffed && !agrees) malformedFile(`${label} holds ${detected ?? sniffed}`);
+  let td = typeDecision(policy, declared);
+  let decidedOn = declared;
+  if (detected && detected !== declared) {
+    const d = typeDecision(policy, detected);
+    if (stricter(td.spec, d.spec) === d.spec && d.spec !== td.spec) [td, decidedOn] = [d, detected];
+  }
+  if (td.spec.action !== 'allow') {
+    const why = decidedOn === declared ? `declared type ${declared} not allowed` : `detected type ${decidedOn} (declared ${declared}) not allowed`;
+    emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
+  }
+  return { inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
 }
 
 /** The type a file without a declared type is judged as when its bytes show none (readers treat it as untyped data). */
@@ -302,10 +394,11 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
     policy,
     base,
     prefix,
+    j.budget.inflate,
   );
   const detected = archive.detected;
   for (const x of archive.findings) emit(x);
-  const inner = names.some(isEmlName) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix) : [];
+  const inner = names.some(isEmlName) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix, j.budget) : [];
   // its type, and (begin-base64 going on after padding) the type of what some readers see from there on: strictest wins
   let decidedOn = detected ?? UNTYPED;
   let td = typeDecision(policy, decidedOn);
