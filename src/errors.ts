@@ -28,6 +28,8 @@ export const ErrorCodes = {
   ROUTE_DENIED: 'E_ROUTE_DENIED',
   /** An OAuth2 SASL response (bearer token, user, host, port) or the upstream's error challenge is over OAUTH_LIMITS: the login is refused. */
   SASL_LIMIT: 'E_SASL_LIMIT',
+  /** The upstream does not advertise the SASL mechanism a relayed OAuth2 login needs (`AUTH=XOAUTH2`, POP3 `SASL ... XOAUTH2`): NO [CANNOT] / -ERR [AUTH]. */
+  UPSTREAM_NO_MECHANISM: 'E_UPSTREAM_NO_MECHANISM',
   // admission
   MAX_SESSIONS: 'E_MAX_SESSIONS',
   MAX_SESSIONS_PER_CLIENT: 'E_MAX_SESSIONS_PER_CLIENT',

@@ -143,6 +143,12 @@ export const OAUTH_LIMITS = {
    * as `{"status":"invalid_token"}`; real ones are under 200 bytes).
    */
   maxChallengeBytes: 4096,
+  /**
+   * POP3 (RFC 5034 section 4): the longest `AUTH <mech> <initial response>` line, CRLF included, postern
+   * sends upstream. A longer OAuth2 payload (any real token) goes on its own line after the
+   * upstream's empty `+ `. The RFC's number, not a postern choice.
+   */
+  pop3AuthLineOctets: 255,
 } as const;
 
 /**

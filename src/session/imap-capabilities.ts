@@ -6,7 +6,7 @@ export const HIDDEN_CAPABILITIES: ReadonlyArray<{ match: (cap: string) => boolea
   { match: (c) => c.startsWith('COMPRESS='), reason: 'a DEFLATE stream would blind inspection; answering NO to COMPRESS makes Thunderbird show errors, so it is hidden' },
   { match: (c) => c === 'STARTTLS', reason: 'postern terminates TLS on each side itself and offers STARTTLS per listener mode' },
   { match: (c) => c === 'LOGINDISABLED', reason: 'postern decides per listener whether plaintext login is allowed' },
-  { match: (c) => c.startsWith('AUTH='), reason: 'postern authenticates the client itself (PLAIN, LOGIN) and logs in upstream on its behalf' },
+  { match: (c) => c.startsWith('AUTH='), reason: 'postern authenticates the client itself (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) and logs in upstream on its behalf' },
   { match: (c) => c === 'SASL-IR', reason: 'only meaningful before login, where postern answers itself' },
   { match: (c) => c.startsWith('URLAUTH') || c === 'URL-PARTIAL', reason: 'URLFETCH returns message content outside FETCH, bypassing inspection' },
   { match: (c) => c === 'NOTIFY', reason: 'NOTIFY can push FETCH data outside any client command, bypassing inspection' },
@@ -41,11 +41,15 @@ export function filterCapabilities(caps: string[]): string[] {
 /** Extensions a client may ENABLE through postern (RFC 5161); anything else is refused. */
 export const ENABLE_ALLOWED: ReadonlySet<string> = new Set(['CONDSTORE', 'QRESYNC']);
 
-/** Capabilities postern advertises before login (it handles that phase itself). */
-export function preauthCapabilities(opts: { offerStartTls: boolean; loginDisabled: boolean }): string[] {
+/**
+ * Capabilities postern advertises before login (it handles that phase itself). `oauth`: the OAuth2
+ * mechanisms it relays now (src/session/oauth.ts: listenerOAuth, only over TLS or on a `none`
+ * listener), advertised after PLAIN and LOGIN and only where LOGIN is allowed.
+ */
+export function preauthCapabilities(opts: { offerStartTls: boolean; loginDisabled: boolean; oauth?: readonly string[] }): string[] {
   const caps = ['IMAP4rev1', 'LITERAL+', 'ID'];
   if (opts.offerStartTls) caps.push('STARTTLS');
   if (opts.loginDisabled) caps.push('LOGINDISABLED');
-  else caps.push('SASL-IR', 'AUTH=PLAIN', 'AUTH=LOGIN');
+  else caps.push('SASL-IR', 'AUTH=PLAIN', 'AUTH=LOGIN', ...(opts.oauth ?? []).map((m) => `AUTH=${m}`));
   return caps;
 }

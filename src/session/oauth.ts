@@ -516,3 +516,85 @@ export function parseOAuthErrorAck(line: string): OAuthErrorAck | null {
   if (line === '*') return { kind: 'cancel', upstream: '*' };
   return null;
 }
+
+// --------------------------------------------------------------------------------- the sessions' view
+
+/** Both mechanisms, in the order postern advertises them. */
+export const OAUTH_MECHANISMS: readonly OAuthMechanism[] = ['XOAUTH2', 'OAUTHBEARER'];
+
+/**
+ * What a host may tell a session about OAuth2 on its static upstream: the mechanisms the last
+ * successful capability probe saw advertised (src/relay/upstream-probe.ts); absent or null: no probe
+ * has succeeded, nothing is offered. A snapshot taken when the session starts, so one session always
+ * advertises the same list. (SessionHost does not declare it: a host without it offers nothing on a
+ * static listener.)
+ */
+export interface OAuthHostInfo {
+  readonly upstreamOAuth?: ReadonlySet<OAuthMechanism> | null;
+}
+
+/**
+ * The OAuth2 mechanisms a listener offers, TLS aside: a login-routed listener both (the routed
+ * upstream is checked after connecting), a static one those its upstream was seen to advertise.
+ */
+export function listenerOAuth(upstream: UpstreamConfig, probed: ReadonlySet<OAuthMechanism> | null | undefined): OAuthMechanism[] {
+  if (upstream.kind !== 'static') return [...OAUTH_MECHANISMS];
+  return probed ? OAUTH_MECHANISMS.filter((m) => probed.has(m)) : [];
+}
+
+/**
+ * Whether a bearer token may cross the client connection now: over TLS, or on a listener whose
+ * `tls.mode` is `none` (the operator said plaintext explicitly). On a STARTTLS listener only after
+ * STARTTLS / STLS, even where LOGIN is allowed before it.
+ */
+export function oauthTransportOk(clientTls: boolean, mode: string): boolean {
+  return clientTls || mode === 'none';
+}
+
+/** A login read from a client's OAuth2 response, routed, with the payload for the upstream. */
+export interface OAuthLoginReady {
+  ok: true;
+  mechanism: OAuthMechanism;
+  /** The user named inside the payload, after routing (the plain user on a login-routed listener). */
+  user: string;
+  route: Extract<RouteDecision, { ok: true }>;
+  /** Base64 payload for the upstream (postern's serialisation; the token byte for byte). */
+  payload: string;
+  /** Log fields (mechanism, tokenBytes): never the token. */
+  log: OAuthLogFields;
+}
+
+/** Why a client's OAuth2 response did not become a login, and what the session answers. */
+export type OAuthLoginRefusal =
+  /** not canonical base64: IMAP `BAD`, POP3 `-ERR` (like PLAIN) */
+  | { ok: false; kind: 'base64' }
+  /** over OAUTH_LIMITS: `NO` / `-ERR`, E_SASL_LIMIT logged */
+  | { ok: false; kind: 'too-large'; detail: string }
+  /** any other refusal of the reader, or no user: `NO [AUTHENTICATIONFAILED] Malformed <mech> response`; `reason` logged */
+  | { ok: false; kind: 'malformed'; reason: OAuthRefusal; detail: string }
+  /** login routing refused it (as for LOGIN: E_ROUTE_DENIED) */
+  | { ok: false; kind: 'route'; reason: 'syntax' | 'denied'; host?: string };
+
+/**
+ * The whole client side of an OAuth2 login, shared by IMAP and POP3: reads the base64 response,
+ * requires a user (postern binds the login to a user in its log and, for POP3, in the protected-
+ * originals records; OAUTHBEARER without `a=` is refused as malformed), routes it (routeOAuth) and
+ * builds the upstream payload. The token's bytes are wiped before this returns, whatever the outcome.
+ */
+export function readOAuthLogin(upstream: UpstreamConfig, mechanism: OAuthMechanism, base64: string): OAuthLoginReady | OAuthLoginRefusal {
+  const parsed = parseOAuthResponse(mechanism, base64);
+  if (!parsed.ok) {
+    if (parsed.reason === 'base64') return { ok: false, kind: 'base64' };
+    if (parsed.reason === 'too-large') return { ok: false, kind: 'too-large', detail: parsed.detail };
+    return { ok: false, kind: 'malformed', reason: parsed.reason, detail: parsed.detail };
+  }
+  const cred = parsed.cred;
+  try {
+    if (cred.user === null) return { ok: false, kind: 'malformed', reason: 'no-user', detail: 'OAUTHBEARER without an authorization identity (a=)' };
+    const routed = routeOAuth(upstream, cred);
+    if (!routed.ok) return { ok: false, kind: 'route', reason: routed.reason, host: routed.host };
+    return { ok: true, mechanism, user: routed.route.user, route: routed.route, payload: routed.payload, log: describeOAuth(cred) };
+  } finally {
+    cred.wipe();
+  }
+}

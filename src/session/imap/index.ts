@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
 import { ImapFramer, type Frame } from '../../protocol/imap/framer.js';
 import type { ResponseHead } from '../../protocol/imap/parse.js';
+import type { OAuthLoginReady } from '../oauth.js';
 import type { CloseReason, Session, SessionHost, SessionTimer, TlsInfo } from '../types.js';
 import { ClientOutput } from './output.js';
 import { Preauth } from './preauth.js';
@@ -183,10 +184,13 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
     this.pumpClient();
   }
 
-  /** The session cannot take a client command now: a handshake or login runs, or an intercepted command is in flight. */
+  /**
+   * The session cannot take a client command now: a handshake or login runs (unless the login asks the
+   * client to answer a relayed OAuth2 challenge), or an intercepted command is in flight.
+   */
   private clientBlocked(): boolean {
     const k = this.state.kind;
-    return k === 'client-tls' || k === 'upstream-login' || this.relay.blocked;
+    return k === 'client-tls' || (k === 'upstream-login' && !this.login.wantsClient) || this.relay.blocked;
   }
 
   /** Hands waiting client input to the phase that owns it, for as long as the session can take it. */
@@ -214,6 +218,7 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
 
   private clientFrames(frames: Frame[]): void {
     if (this.state.kind === 'relay') this.relay.clientFrames(frames);
+    else if (this.state.kind === 'upstream-login') this.login.clientFrames(frames);
     else this.preauth.frames(frames);
   }
 
@@ -308,6 +313,10 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
 
   beginLogin(tag: string, user: Buffer, password: Buffer): void {
     this.login.begin(tag, user, password);
+  }
+
+  beginOAuthLogin(tag: string, login: OAuthLoginReady): void {
+    this.login.beginOAuth(tag, login);
   }
 
   startRelay(): void {

@@ -1,31 +1,42 @@
 /**
  * The IMAP pre-authentication phase, answered by postern itself: the greeting, CAPABILITY, NOOP, ID,
  * LOGOUT, STARTTLS (per listener mode, never forwarded; the handshake is the host's, reported by
- * onClientTlsReady / onClientTlsFailed) and the parsing of LOGIN / AUTHENTICATE PLAIN|LOGIN. A complete
- * login goes to upstream-login.ts; commands pipelined behind it wait for its result.
+ * onClientTlsReady / onClientTlsFailed) and the parsing of LOGIN / AUTHENTICATE PLAIN|LOGIN|XOAUTH2|
+ * OAUTHBEARER. A complete login goes to upstream-login.ts; commands pipelined behind it wait for its
+ * result.
+ *
+ * OAuth2 (src/session/oauth.ts): offered on login-routed listeners always, on static ones only what the
+ * upstream was seen to advertise (the host's probe snapshot, OAuthHostInfo); and only where a bearer
+ * token may cross the client connection (TLS, or a `none` listener): before STARTTLS it is neither
+ * advertised nor taken (`NO [PRIVACYREQUIRED]`).
  */
 import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
 import { PREAUTH_MAX_LITERAL } from '../../limits.js';
 import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
 import { parseCommandHead, readAstrings } from '../../protocol/imap/parse.js';
 import { preauthCapabilities } from '../imap-capabilities.js';
+import { listenerOAuth, oauthMechanism, oauthTransportOk, readOAuthLogin, type OAuthHostInfo, type OAuthLoginReady, type OAuthMechanism } from '../oauth.js';
 import { decodeSaslBase64, parseSaslPlain } from '../sasl.js';
 import { CRLF, type SessionCore } from './state.js';
+import { refuseRoute } from './upstream-login.js';
 
 /** What a complete pre-authentication command asks of the session beyond an answer. */
 type PreauthAction = { kind: 'starttls' } | LoginAction;
-type LoginAction = { kind: 'login'; tag: string; user: Buffer; password: Buffer };
+type LoginAction = { kind: 'login'; tag: string; user: Buffer; password: Buffer } | { kind: 'oauth'; tag: string; login: OAuthLoginReady };
 
 export class Preauth {
   private readonly assembler: MessageAssembler;
   /** An AUTHENTICATE exchange in progress: its next line is a SASL response, not a command. */
-  private sasl: { tag: string; mech: 'PLAIN' | 'LOGIN'; step: number; user?: Buffer } | null = null;
+  private sasl: { tag: string; mech: 'PLAIN' | 'LOGIN' | OAuthMechanism; step: number; user?: Buffer } | null = null;
   private clientTls: boolean;
+  /** The OAuth2 mechanisms of this listener (TLS aside), fixed for the session. */
+  private readonly oauth: OAuthMechanism[];
 
   constructor(private readonly core: SessionCore) {
     const limits = core.host.listener.limits;
     this.assembler = new MessageAssembler(PREAUTH_MAX_LITERAL * 2 + limits.maxLineLength);
     this.clientTls = core.host.clientTls;
+    this.oauth = listenerOAuth(core.host.listener.upstream, (core.host as OAuthHostInfo).upstreamOAuth);
   }
 
   greet(): void {
@@ -63,19 +74,29 @@ export class Preauth {
         this.startTls();
         return;
       }
-      if (action?.kind === 'login') {
+      if (action?.kind === 'login' || action?.kind === 'oauth') {
         // later commands wait for the result
         core.holdFrames(rest);
-        core.beginLogin(action.tag, action.user, action.password);
+        this.begin(action);
         return;
       }
     }
   }
 
+  private begin(action: LoginAction): void {
+    if (action.kind === 'login') this.core.beginLogin(action.tag, action.user, action.password);
+    else this.core.beginOAuthLogin(action.tag, action.login);
+  }
+
   private capabilities(): string[] {
     const mode = this.core.host.listener.tls.mode;
     const offerStartTls = !this.clientTls && (mode === 'starttls' || mode === 'starttls-required');
-    return preauthCapabilities({ offerStartTls, loginDisabled: this.loginDisabled() });
+    return preauthCapabilities({ offerStartTls, loginDisabled: this.loginDisabled(), oauth: this.oauthTransportOk() ? this.oauth : [] });
+  }
+
+  /** A bearer token may cross the client connection now. */
+  private oauthTransportOk(): boolean {
+    return oauthTransportOk(this.clientTls, this.core.host.listener.tls.mode);
   }
 
   private loginDisabled(): boolean {
@@ -135,15 +156,31 @@ export class Preauth {
           return null;
         }
         const argText = line.toString('latin1', head.argsOffset).replace(/\r?\n$/, '');
-        const [mechRaw, initial] = argText.split(' ');
-        const mech = (mechRaw ?? '').toUpperCase();
-        if (mech !== 'PLAIN' && mech !== 'LOGIN') {
+        const words = argText.split(' ');
+        const [mechRaw, initial] = words;
+        const oauth = oauthMechanism(mechRaw ?? '');
+        const mech = oauth ?? (mechRaw ?? '').toUpperCase();
+        if (oauth) {
+          if (!this.oauth.includes(oauth)) {
+            out.send(`${tag} NO [CANNOT] Unsupported authentication mechanism${CRLF}`);
+            return null;
+          }
+          if (!this.oauthTransportOk()) {
+            // no bearer token over plaintext, even where LOGIN is allowed before STARTTLS
+            out.send(`${tag} NO [PRIVACYREQUIRED] Run STARTTLS first${CRLF}`);
+            return null;
+          }
+          if (words.length > 2) {
+            core.bad(tag, 'AUTHENTICATE expects a mechanism and at most one initial response');
+            return null;
+          }
+        } else if (mech !== 'PLAIN' && mech !== 'LOGIN') {
           out.send(`${tag} NO [CANNOT] Unsupported authentication mechanism${CRLF}`);
           return null;
         }
-        this.sasl = { tag, mech, step: 0 };
+        this.sasl = { tag, mech: mech as 'PLAIN' | 'LOGIN' | OAuthMechanism, step: 0 };
         if (initial !== undefined) return this.saslStep(initial);
-        out.send(mech === 'PLAIN' ? `+ ${CRLF}` : `+ ${Buffer.from('Username:').toString('base64')}${CRLF}`);
+        out.send(mech === 'LOGIN' ? `+ ${Buffer.from('Username:').toString('base64')}${CRLF}` : `+ ${CRLF}`);
         return null;
       }
       default:
@@ -153,9 +190,10 @@ export class Preauth {
   }
 
   private saslResponse(line: Buffer): void {
-    const text = line.toString('latin1').replace(/\r?\n$/, '').trim();
-    const action = this.saslStep(text);
-    if (action) this.core.beginLogin(action.tag, action.user, action.password);
+    const raw = line.toString('latin1').replace(/\r?\n$/, '');
+    // an OAuth2 response is read exactly as sent (PLAIN and LOGIN have always been trimmed)
+    const action = this.saslStep(oauthMechanism(this.sasl!.mech) ? raw : raw.trim());
+    if (action) this.begin(action);
   }
 
   private saslStep(response: string): LoginAction | null {
@@ -165,6 +203,11 @@ export class Preauth {
       this.sasl = null;
       out.send(`${sasl.tag} BAD Authentication cancelled${CRLF}`);
       return null;
+    }
+    const oauth = oauthMechanism(sasl.mech);
+    if (oauth) {
+      this.sasl = null;
+      return this.oauthResponse(sasl.tag, oauth, response);
     }
     const data = decodeSaslBase64(response);
     if (!data) {
@@ -193,6 +236,32 @@ export class Preauth {
     }
     this.sasl = null;
     return { kind: 'login', tag: sasl.tag, user: sasl.user!, password: data };
+  }
+
+  /**
+   * The client's OAuth2 response: a login to relay, or postern's answer. The token never reaches a log
+   * (only the mechanism, the token's size and why a response was refused).
+   */
+  private oauthResponse(tag: string, mechanism: OAuthMechanism, response: string): LoginAction | null {
+    const core = this.core;
+    const r = readOAuthLogin(core.host.listener.upstream, mechanism, response);
+    if (r.ok) return { kind: 'oauth', tag, login: r };
+    switch (r.kind) {
+      case 'base64':
+        core.bad(tag, 'Invalid base64 in authentication response');
+        return null;
+      case 'too-large':
+        core.host.log.warn({ event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } }, 'OAuth2 response over the limit');
+        core.out.send(`${tag} NO [LIMIT] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})${CRLF}`);
+        return null;
+      case 'malformed':
+        core.host.log.warn({ event: 'login.refused', reason: 'malformed', mechanism, detail: r.reason }, 'malformed OAuth2 response');
+        core.out.send(`${tag} NO [AUTHENTICATIONFAILED] Malformed ${mechanism} response${CRLF}`);
+        return null;
+      case 'route':
+        refuseRoute(core, tag, r);
+        return null;
+    }
   }
 
   // ---------------------------------------------------------------- client STARTTLS (state client-tls)

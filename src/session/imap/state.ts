@@ -5,6 +5,7 @@
  */
 import { ErrorCodes } from '../../errors.js';
 import type { Frame, ImapFramer } from '../../protocol/imap/framer.js';
+import type { OAuthLoginReady, OAuthMechanism } from '../oauth.js';
 import type { CloseReason, SessionHost, UpstreamTarget } from '../types.js';
 import type { ClientOutput } from './output.js';
 import type { ImapInterceptor, ImapSessionView } from './relay.js';
@@ -15,8 +16,9 @@ import type { ImapInterceptor, ImapSessionView } from './relay.js';
  *   LOGIN / AUTHENTICATE;
  * - `client-tls` (preauth.ts): the host runs the client's STARTTLS handshake; client input waits;
  * - `upstream-login` (upstream-login.ts): connect, the upstream greeting, upstream STARTTLS, the login
- *   replayed for the client; `login.step` says which answer or host event it waits for; client input
- *   waits;
+ *   replayed (or an OAuth2 login relayed) for the client; `login.step` says which answer or host event
+ *   it waits for; client input waits, except for the client's answer to a relayed OAuth2 error
+ *   challenge (step `oauth`, phase `client-ack`);
  * - `relay` (relay.ts): commands through the grammar and the ordered gate, responses through the
  *   choke point or the interceptor;
  * - `closed`: nothing more happens.
@@ -34,12 +36,31 @@ export interface LoginAttempt {
   /** The client's LOGIN/AUTHENTICATE tag, answered when the attempt ends. */
   tag: string;
   user: string;
-  password: Buffer;
+  secret: LoginSecret;
   upstreamName: string;
   target: UpstreamTarget;
   startedAt: number;
   step: LoginStep;
 }
+
+/**
+ * What the upstream gets: the client's password (LOGIN, AUTHENTICATE PLAIN|LOGIN; replayed as
+ * AUTHENTICATE PLAIN or LOGIN), or an OAuth2 payload (relayed with the client's mechanism; emptied once
+ * sent).
+ */
+export type LoginSecret = { kind: 'password'; password: Buffer } | { kind: 'oauth'; mechanism: OAuthMechanism; payload: string };
+
+/**
+ * Where an OAuth2 login relayed upstream is (`AUTHENTICATE XOAUTH2|OAUTHBEARER`):
+ * - `await-go`: sent without an initial response (no SASL-IR upstream); the upstream's empty `+ `;
+ * - `sent`: the payload went; the tagged answer, or the upstream's error challenge (`+ <base64 JSON>`);
+ * - `client-ack`: the challenge was relayed to the client; its answer (the only state of the login in
+ *   which client input is read; the handshake timer is off, the host's login timeout runs);
+ * - `ack-sent`: the client's answer went; the tagged NO (or BAD), relayed under the client's tag;
+ * - `cancelled`: postern sent `*` itself (a challenge it does not relay, a client answer it does not
+ *   understand); the upstream's tagged answer, then `reply` to the client.
+ */
+export type OAuthPhase = 'await-go' | 'sent' | 'client-ack' | 'ack-sent' | 'cancelled';
 
 /** What a login attempt waits for. */
 export type LoginStep =
@@ -55,6 +76,14 @@ export type LoginStep =
       chunks: Buffer[];
       next: number;
       untagged: Buffer[][];
+    }
+  | {
+      // the relayed OAuth2 exchange (one AUTHENTICATE command of postern's)
+      kind: 'oauth';
+      tag: string;
+      phase: OAuthPhase;
+      /** `cancelled`: the client's answer once the upstream answered the `*` (after the client's tag). */
+      reply?: string;
     };
 
 /** Why postern sent a handshake command: what its answer leads to. */
@@ -62,7 +91,7 @@ export type HandshakePurpose = 'capability' | 'starttls' | 'capability-after-tls
 
 /** The step waits for an answer from the upstream (the handshake timer runs). */
 export function isAnswerStep(step: LoginStep): boolean {
-  return step.kind === 'greeting' || step.kind === 'command';
+  return step.kind === 'greeting' || step.kind === 'command' || (step.kind === 'oauth' && step.phase !== 'client-ack');
 }
 
 /** The session as its parts see it (implemented by ImapSession, index.ts). */
@@ -93,6 +122,8 @@ export interface SessionCore extends ImapSessionView {
   /** Drops what the upstream framer holds (upstream STARTTLS); returns the bytes. */
   discardUpstreamInput(): number;
   beginLogin(tag: string, user: Buffer, password: Buffer): void;
+  /** An OAuth2 login read and routed (src/session/oauth.ts readOAuthLogin): connect and relay it. */
+  beginOAuthLogin(tag: string, login: OAuthLoginReady): void;
   /** The login succeeded: the relay phase begins. */
   startRelay(): void;
   /** Ends the session once the upstream segment being read has been handled and everything queued for the client written. */

@@ -1,18 +1,42 @@
 /**
  * The IMAP upstream login, on the client's behalf: route the login (allowlist before any connection),
  * connect (host event), read the upstream's greeting, upstream STARTTLS before any credential leaves
- * (host event), re-learn the capabilities, replay the login (AUTHENTICATE PLAIN, else LOGIN), and hand
- * over to the relay. Every upstream answer must come within greeting_timeout_ms (the host's `handshake`
- * timer). A failed attempt answers the client's tag with NO; PREAUTH, a missing or failed upstream TLS
- * end the session instead (no downgrade). A refused login closes the upstream: the client may retry.
+ * (host event), re-learn the capabilities, replay the login (AUTHENTICATE PLAIN, else LOGIN) or relay
+ * an OAuth2 login, and hand over to the relay. Every upstream answer must come within
+ * greeting_timeout_ms (the host's `handshake` timer). A failed attempt answers the client's tag with NO;
+ * PREAUTH, a missing or failed upstream TLS end the session instead (no downgrade). A refused login
+ * closes the upstream: the client may retry.
+ *
+ * OAuth2 (XOAUTH2, OAUTHBEARER; step `oauth`): the upstream must advertise `AUTH=<mech>` after TLS (else
+ * `NO [CANNOT]`, E_UPSTREAM_NO_MECHANISM). With SASL-IR `AUTHENTICATE <mech> <payload>`, else the command
+ * alone, exactly an empty `+ ` back, then the payload. A refused token brings the upstream's error
+ * challenge (`+ <base64 JSON>`): read with parseOAuthChallenge and relayed (re-serialised) to the client,
+ * whose answer (parseOAuthErrorAck: empty line, `AQ==` or `*`) goes upstream; the upstream's tagged NO
+ * (BAD after `*`) reaches the client under its own tag. A challenge postern does not relay, or a client
+ * answer it does not understand: postern cancels upstream with `*` and answers NO / BAD itself. An OK
+ * after a challenge, or a second challenge, is E_UPSTREAM_PROTOCOL.
  */
 import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
 import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
 import { parseResponseHead, splitCapabilities, type ResponseHead } from '../../protocol/imap/parse.js';
 import { quoteOrLiteral } from '../../protocol/imap/write.js';
 import { filterCapabilities } from '../imap-capabilities.js';
+import { parseOAuthChallenge, parseOAuthErrorAck, type OAuthLoginReady } from '../oauth.js';
 import { routeLogin } from '../routing.js';
-import { CRLF, b, isAnswerStep, type HandshakePurpose, type LoginAttempt, type LoginStep, type SessionCore } from './state.js';
+import { CRLF, b, isAnswerStep, type HandshakePurpose, type LoginAttempt, type LoginSecret, type LoginStep, type SessionCore } from './state.js';
+
+type OAuthStep = Extract<LoginStep, { kind: 'oauth' }>;
+
+/**
+ * A login routing refused (allowlist, or no `@host` on a login-routed listener): tagged NO, nothing
+ * connected. The same for LOGIN, AUTHENTICATE PLAIN|LOGIN and OAuth2 (E_ROUTE_DENIED).
+ */
+export function refuseRoute(core: SessionCore, tag: string, route: { reason: 'syntax' | 'denied'; host?: string }): void {
+  const text = route.reason === 'denied' ? `postern: mail server "${route.host}" is not allowed here` : 'postern: log in as user@mail-server (login routing)';
+  // never the raw login: a password typed into the user field would end up in the log
+  core.host.log.warn({ event: 'login.refused', reason: route.reason, host: route.reason === 'denied' ? route.host : undefined, err: { code: ErrorCodes.ROUTE_DENIED, message: text } }, 'login refused by routing');
+  core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
+}
 
 export class UpstreamLogin {
   /** Upstream responses are read whole during the login (bounded: a few lines). */
@@ -24,27 +48,27 @@ export class UpstreamLogin {
 
   /** Routes the login and, when it may go anywhere, connects: the session is `upstream-login` until the attempt ends. */
   begin(tag: string, loginBuf: Buffer, password: Buffer): void {
-    const core = this.core;
     const login = loginBuf.toString('utf8');
-    const route = routeLogin(core.host.listener.upstream, login);
-    if (!route.ok) {
-      const text =
-        route.reason === 'denied'
-          ? `postern: mail server "${route.host}" is not allowed here`
-          : 'postern: log in as user@mail-server (login routing)';
-      // never the raw login: a password typed into the user field would end up in the log
-      core.host.log.warn({ event: 'login.refused', reason: route.reason, host: route.reason === 'denied' ? route.host : undefined, err: { code: ErrorCodes.ROUTE_DENIED, message: text } }, 'login refused by routing');
-      core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
-      return;
-    }
+    const route = routeLogin(this.core.host.listener.upstream, login);
+    if (!route.ok) return refuseRoute(this.core, tag, route);
+    this.start({ tag, user: route.user, secret: { kind: 'password', password }, upstreamName: route.upstreamName, target: route.target, startedAt: Date.now(), step: { kind: 'connecting' } });
+  }
+
+  /** An OAuth2 login, already read and routed (preauth.ts): connect and relay it. */
+  beginOAuth(tag: string, ready: OAuthLoginReady): void {
+    const secret: LoginSecret = { kind: 'oauth', mechanism: ready.mechanism, payload: ready.payload };
+    this.start({ tag, user: ready.user, secret, upstreamName: ready.route.upstreamName, target: ready.route.target, startedAt: Date.now(), step: { kind: 'connecting' } });
+  }
+
+  private start(attempt: LoginAttempt): void {
+    const core = this.core;
     core.newUpstreamStream();
     this.assembler.reset();
     core.upstreamCapabilities = new Set();
-    const attempt: LoginAttempt = { tag, user: route.user, password, upstreamName: route.upstreamName, target: route.target, startedAt: Date.now(), step: { kind: 'connecting' } };
     core.state = { kind: 'upstream-login', login: attempt };
     core.setClientPause('login', true);
     // the host reports onUpstreamConnected / onUpstreamConnectFailed
-    core.host.connectUpstream(route.target);
+    core.host.connectUpstream(attempt.target);
   }
 
   /** The attempt, when it is at `step`. */
@@ -88,12 +112,60 @@ export class UpstreamLogin {
     if (login) this.failed(login, err);
   }
 
-  /** A fault while waiting for an answer (timeout, upstream closed, malformed data) fails the attempt. Returns false when nothing waited. */
+  /**
+   * A fault while waiting for an answer (timeout, upstream closed, malformed data), or while the client
+   * is asked to answer a relayed OAuth2 challenge, fails the attempt. Returns false when nothing waited.
+   */
   failWaiting(err: unknown): boolean {
-    const login = this.awaitingAnswer();
+    const login = this.awaitingAnswer() ?? this.awaitingClient();
     if (!login) return false;
     this.failed(login, err);
     return true;
+  }
+
+  /** The attempt, when it waits for the client's answer to a relayed OAuth2 error challenge. */
+  private awaitingClient(): LoginAttempt | null {
+    const st = this.core.state;
+    return st.kind === 'upstream-login' && st.login.step.kind === 'oauth' && st.login.step.phase === 'client-ack' ? st.login : null;
+  }
+
+  /** The session reads the client now (only for its answer to a relayed OAuth2 challenge). */
+  get wantsClient(): boolean {
+    return this.awaitingClient() !== null;
+  }
+
+  /**
+   * Client frames while the client is asked to answer a relayed OAuth2 challenge: the first line is its
+   * answer; what follows waits for the result.
+   */
+  clientFrames(frames: Frame[]): void {
+    const core = this.core;
+    const login = this.awaitingClient();
+    if (!login || frames.length === 0) {
+      core.holdFrames(frames);
+      return;
+    }
+    const step = login.step as OAuthStep;
+    const [frame, ...rest] = frames as [Frame, ...Frame[]];
+    core.holdFrames(rest);
+    core.setClientPause('login', true);
+    let ack = null;
+    if (frame.type === 'line' && frame.start) {
+      // a SASL answer has no literal: whatever `{n}` it ends with is text
+      if (frame.literal) core.clientFramer.cancelLiteral();
+      ack = parseOAuthErrorAck(frame.data.toString('latin1').replace(/\r?\n$/, ''));
+    }
+    if (ack) {
+      step.phase = 'ack-sent';
+      core.host.sendUpstream(b(ack.upstream + CRLF));
+    } else {
+      // not an answer the upstream may get: cancel there, answer the client here
+      core.host.log.info({ event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: login.upstreamName }, 'client answered the OAuth2 error challenge with something else');
+      step.phase = 'cancelled';
+      step.reply = 'BAD Invalid response to the authentication challenge';
+      core.host.sendUpstream(b(`*${CRLF}`));
+    }
+    this.awaitAnswer();
   }
 
   /** The session closed while the attempt waited for an answer: the upstream connection goes too. */
@@ -141,6 +213,7 @@ export class UpstreamLogin {
       }
       return this.sendCommand(login, 'capability', 'CAPABILITY');
     }
+    if (step.kind === 'oauth') return this.oauthAnswer(login, step, head);
     if (step.kind !== 'command') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream data while none was expected'));
     if (head.kind === 'continuation') {
       const chunk = step.chunks[step.next++];
@@ -201,11 +274,12 @@ export class UpstreamLogin {
     }
   }
 
-  /** The client's login, replayed upstream: AUTHENTICATE PLAIN when offered, else LOGIN. */
+  /** The client's login, replayed upstream: AUTHENTICATE PLAIN when offered, else LOGIN; or the OAuth2 login relayed. */
   private sendCredentials(login: LoginAttempt): void {
+    if (login.secret.kind === 'oauth') return this.sendOAuth(login, login.secret);
     const caps = this.core.upstreamCapabilities;
     const userBuf = b(login.user);
-    const password = login.password;
+    const password = login.secret.password;
     if (caps.has('AUTH=PLAIN')) {
       const payload = Buffer.concat([Buffer.alloc(1), userBuf, Buffer.alloc(1), password]).toString('base64');
       if (caps.has('SASL-IR')) return this.sendCommand(login, 'login', `AUTHENTICATE PLAIN ${payload}`);
@@ -233,6 +307,91 @@ export class UpstreamLogin {
     current.push(b(CRLF));
     chunks.push(Buffer.concat(current));
     this.sendCommand(login, 'login', chunks);
+  }
+
+  /** `AUTHENTICATE <mech>`, with the payload (SASL-IR) or awaiting the upstream's empty `+ `. */
+  private sendOAuth(login: LoginAttempt, secret: LoginSecret & { kind: 'oauth' }): void {
+    const caps = this.core.upstreamCapabilities;
+    const mech = secret.mechanism;
+    if (!caps.has(`AUTH=${mech}`)) {
+      return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_NO_MECHANISM, `the mail server does not offer ${mech}`), 'CANNOT');
+    }
+    const tag = this.core.nextPrivateTag();
+    if (caps.has('SASL-IR')) {
+      login.step = { kind: 'oauth', tag, phase: 'sent' };
+      this.core.host.sendUpstream(b(`${tag} AUTHENTICATE ${mech} ${secret.payload}${CRLF}`));
+      secret.payload = '';
+    } else {
+      login.step = { kind: 'oauth', tag, phase: 'await-go' };
+      this.core.host.sendUpstream(b(`${tag} AUTHENTICATE ${mech}${CRLF}`));
+    }
+    this.awaitAnswer();
+  }
+
+  /** One complete upstream response to the relayed OAuth2 login. */
+  private oauthAnswer(login: LoginAttempt, step: OAuthStep, head: ResponseHead): void {
+    const core = this.core;
+    const protocolError = (why: string) => this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, why));
+    if (step.phase === 'client-ack') return protocolError('upstream data while the client answers the error challenge');
+    if (head.kind === 'untagged') {
+      if (head.keyword === 'BYE') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_CLOSED, `upstream said BYE: ${head.text}`));
+      return this.awaitAnswer();
+    }
+    if (head.kind === 'continuation') {
+      if (step.phase === 'await-go') {
+        // RFC 7628 / XOAUTH2: the server's first challenge is empty
+        if (head.text !== '') return protocolError('upstream sent a non-empty first challenge');
+        const secret = login.secret as LoginSecret & { kind: 'oauth' };
+        step.phase = 'sent';
+        core.host.sendUpstream(b(secret.payload + CRLF));
+        secret.payload = '';
+        return this.awaitAnswer();
+      }
+      if (step.phase !== 'sent') return protocolError('upstream sent a second challenge');
+      const challenge = parseOAuthChallenge(head.text);
+      if (!challenge.ok) {
+        core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
+        step.phase = 'cancelled';
+        step.reply = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
+        core.host.sendUpstream(b(`*${CRLF}`));
+        return this.awaitAnswer();
+      }
+      step.phase = 'client-ack';
+      core.out.send(`+ ${challenge.relay}${CRLF}`);
+      // the client's answer is read now (the host's login timeout runs; the handshake timer is off)
+      core.resumeClient('login');
+      return;
+    }
+    if (head.kind !== 'tagged' || head.tag !== step.tag) return protocolError('unexpected upstream response during the OAuth2 login');
+    const ok = head.keyword === 'OK';
+    switch (step.phase) {
+      case 'await-go':
+        // the payload never went: an OK would be a login without credentials
+        if (ok) return protocolError('upstream accepted an OAuth2 login it never got');
+        return this.result(login, head);
+      case 'sent':
+        return this.result(login, head);
+      case 'ack-sent':
+        if (ok) return protocolError('upstream accepted the login after its error challenge');
+        return this.refusedAfterChallenge(login, head.keyword === 'BAD' ? `BAD ${head.text || 'Authentication aborted'}` : null, head);
+      case 'cancelled':
+        if (ok) return protocolError('upstream accepted a cancelled login');
+        return this.refusedAfterChallenge(login, step.reply!, head);
+    }
+  }
+
+  /**
+   * The OAuth2 exchange ended without a login after an error challenge: the upstream's NO (or `reply`,
+   * postern's own answer, or the upstream's BAD) under the client's tag, the upstream closed.
+   */
+  private refusedAfterChallenge(login: LoginAttempt, reply: string | null, head: ResponseHead): void {
+    if (reply === null) return this.result(login, head);
+    const core = this.core;
+    core.host.log.info({ event: 'login.refused', reason: 'upstream', upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
+    core.host.disconnectUpstream();
+    core.state = { kind: 'preauth' };
+    core.out.send(`${login.tag} ${reply}${CRLF}`);
+    core.resumeClient('login');
   }
 
   /** The upstream's answer to the replayed login. */
@@ -263,8 +422,11 @@ export class UpstreamLogin {
     core.resumeClient('login');
   }
 
-  /** The attempt failed before the upstream judged the credentials: tagged NO; the session ends when the upstream cannot be secured. */
-  private failed(login: LoginAttempt, err: unknown): void {
+  /**
+   * The attempt failed before the upstream judged the credentials: tagged NO (`[UNAVAILABLE]`, or
+   * `respCode`); the session ends when the upstream cannot be secured.
+   */
+  private failed(login: LoginAttempt, err: unknown, respCode: 'UNAVAILABLE' | 'CANNOT' = 'UNAVAILABLE'): void {
     const core = this.core;
     const e = isPosternError(err) ? err : new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, err instanceof Error ? err.message : String(err));
     core.host.setTimer?.('handshake', null);
@@ -272,7 +434,7 @@ export class UpstreamLogin {
     core.host.disconnectUpstream();
     core.state = { kind: 'preauth' };
     const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
-    core.out.send(`${login.tag} NO [UNAVAILABLE] postern: ${e.message} (${e.code})${CRLF}`);
+    core.out.send(`${login.tag} NO [${respCode}] postern: ${e.message} (${e.code})${CRLF}`);
     if (fatal) {
       core.out.send(`* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream${CRLF}`);
       core.finish({ kind: 'error', code: e.code, message: e.message });
