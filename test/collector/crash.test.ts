@@ -194,6 +194,16 @@ describe('postern serve runs the collector', () => {
       await main(['collect', 'status', '--config', file], { stdout: (s) => void status.push(String(s)), stderr: () => undefined });
       expect(status.join('')).toContain(`postern serve is collecting (pid ${p.pid})`);
       expect(status.join('')).toMatch(/last pass: .*, ok/);
+      // a plain SIGUSR1 (no account asked for) runs every account
+      const last = async () => {
+        const out: string[] = [];
+        await main(['collect', 'status', '--json', '--config', file], { stdout: (s) => void out.push(String(s)), stderr: () => undefined });
+        return (JSON.parse(out.join('')) as { accounts: { lastPass: { finishedAt: number } | null }[] }).accounts[0]!.lastPass!.finishedAt;
+      };
+      const before = await last();
+      await sleep(20);
+      p.kill('SIGUSR1');
+      await waitFor(async () => (await last()) > before, { timeoutMs: 30_000, intervalMs: 200 });
     } finally {
       const exited = new Promise<number | null>((r) => p.once('exit', (c) => r(c)));
       p.kill('SIGTERM');
