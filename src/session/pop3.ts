@@ -22,9 +22,18 @@
  *   bodies come from the inspector, every other answer is rebuilt from its parse (protocol/pop3/screen.ts)
  *   and an answer that does not parse ends the session (E_UNVETTED_RESPONSE). Upstream free text
  *   (greeting, login, error texts) never reaches the client there; only response codes do.
+ *
+ * OAuth2 (AUTH XOAUTH2 / OAUTHBEARER, src/session/oauth.ts): offered (CAPA `SASL`, bare `AUTH`) on
+ * login-routed listeners always, on static ones only what the upstream was seen to advertise (the
+ * host's probe snapshot, OAuthHostInfo), and only over TLS or on a `none` listener. Upstream, after
+ * STLS, CAPA tells whether the upstream offers the mechanism (else -ERR [AUTH], upstream closed,
+ * E_UPSTREAM_NO_MECHANISM); the payload goes as an initial response when `AUTH <mech> <payload>` fits
+ * RFC 5034's 255 octets, else after the upstream's empty `+ `. The upstream's error challenge is relayed
+ * to the client (re-serialised), the client's answer relayed back (state `oauth-ack`), the final -ERR
+ * reaches the client; a challenge or answer postern does not understand: `*` upstream, -ERR here.
  */
 import { ErrorCodes, PosternError, isPosternError, type ErrorCode } from '../errors.js';
-import { POP3_LIMITS } from '../limits.js';
+import { OAUTH_LIMITS, POP3_LIMITS } from '../limits.js';
 import {
   Pop3CommandFramer,
   Pop3ResponseFramer,
@@ -37,7 +46,18 @@ import {
   type StrictCommand,
 } from '../protocol/pop3/framer.js';
 import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
-import { routeLogin } from './routing.js';
+import {
+  listenerOAuth,
+  oauthMechanism,
+  oauthTransportOk,
+  parseOAuthChallenge,
+  parseOAuthErrorAck,
+  readOAuthLogin,
+  type OAuthHostInfo,
+  type OAuthLoginReady,
+  type OAuthMechanism,
+} from './oauth.js';
+import { routeLogin, type RouteDecision } from './routing.js';
 import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from './types.js';
 
@@ -95,14 +115,34 @@ export interface Pop3Hooks {
 type State =
   | 'new'
   | 'auth' // AUTHORIZATION, answered by postern
-  | 'auth-cont' // waiting for the AUTH PLAIN continuation line
+  | 'auth-cont' // waiting for the AUTH PLAIN / XOAUTH2 / OAUTHBEARER continuation line
+  | 'oauth-ack' // the upstream's OAuth2 error challenge was relayed: the client's answer
   | 'client-tls' // client STLS handshake in progress
   | 'login' // routing, connecting and logging in upstream
   | 'relay' // TRANSACTION, relayed
   | 'quit' // QUIT forwarded, waiting for its response
   | 'closed';
 
-type UpState = 'none' | 'connecting' | 'greeting' | 'capa' | 'stls' | 'tls' | 'ready' | 'user' | 'pass' | 'auth';
+type UpState =
+  | 'none'
+  | 'connecting'
+  | 'greeting'
+  | 'capa'
+  | 'stls'
+  | 'tls'
+  | 'ready'
+  | 'user'
+  | 'pass'
+  | 'auth'
+  // OAuth2: CAPA for the SASL list (after STLS); AUTH without initial response, awaiting `+ `; the payload
+  // sent; the challenge relayed, awaiting the client; the client's answer sent; postern's `*` sent
+  | 'capa-sasl'
+  | 'oauth-go'
+  | 'oauth'
+  | 'oauth-client'
+  | 'oauth-ack'
+  | 'oauth-cancel';
+
 
 const CRLF = '\r\n';
 const MULTILINE_ALWAYS = new Set(['CAPA', 'RETR', 'TOP']);
@@ -138,11 +178,7 @@ function oneLine(s: string): string {
   return s.replace(/[\r\n]+/g, ' ').slice(0, 300);
 }
 
-interface Credentials {
-  login: string;
-  password: string;
-  method: 'user' | 'plain';
-}
+type Credentials = { login: string; password: string; method: 'user' | 'plain' } | { method: 'oauth'; mechanism: OAuthMechanism; payload: string };
 
 export class Pop3Session implements Session {
   private state: State = 'new';
@@ -152,6 +188,14 @@ export class Pop3Session implements Session {
   private clientTls: boolean;
   private userArg: string | null = null;
   private creds: Credentials | null = null;
+  /** The mechanism whose continuation line `auth-cont` waits for. */
+  private saslMech: 'PLAIN' | OAuthMechanism = 'PLAIN';
+  /** The OAuth2 mechanisms of this listener (TLS aside), fixed for the session. */
+  private readonly oauth: OAuthMechanism[];
+  /** The upstream's SASL mechanisms (CAPA after STLS) on this connection; null: not asked yet. */
+  private upstreamSasl: Set<string> | null = null;
+  /** `oauth-cancel`: the client's answer once the upstream answered postern's `*`. */
+  private oauthReply = '';
   private routedUser = '';
   private upstreamName = '';
   private target: UpstreamTarget | null = null;
@@ -189,6 +233,7 @@ export class Pop3Session implements Session {
     this.uf = new Pop3ResponseFramer({ maxLineLength, maxBufferedBytes });
     this.clientTls = host.clientTls;
     this.screen = !!hooks.onMultiline;
+    this.oauth = listenerOAuth(host.listener.upstream, (host as OAuthHostInfo).upstreamOAuth);
   }
 
   get authenticated(): boolean {
@@ -256,7 +301,7 @@ export class Pop3Session implements Session {
 
   /** The session cannot take a client command until something it waits for happens (not counting drainWait). */
   private blocked(): boolean {
-    if (this.state !== 'auth' && this.state !== 'auth-cont' && this.state !== 'relay') return true;
+    if (this.state !== 'auth' && this.state !== 'auth-cont' && this.state !== 'oauth-ack' && this.state !== 'relay') return true;
     if (this.held) return true;
     return this.state === 'relay' && this.clientInFlight() >= POP3_LIMITS.maxPipelinedCommands;
   }
@@ -293,6 +338,7 @@ export class Pop3Session implements Session {
         return this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' });
       }
       if (this.state === 'auth-cont') this.onAuthContinuation(cmd);
+      else if (this.state === 'oauth-ack') this.onOAuthAck(cmd);
       else if (this.state === 'auth') this.onAuthCommand(cmd);
       else {
         this.onRelayCommand(cmd);
@@ -327,9 +373,14 @@ export class Pop3Session implements Session {
     return this.clientTls || this.tlsMode !== 'starttls-required';
   }
 
+  /** The OAuth2 mechanisms offered now: only where a bearer token may cross the client connection. */
+  private get oauthNow(): OAuthMechanism[] {
+    return oauthTransportOk(this.clientTls, this.tlsMode) ? this.oauth : [];
+  }
+
   private capaLines(): string[] {
     const caps = ['TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
-    if (this.loginAllowed) caps.push('USER', 'SASL PLAIN');
+    if (this.loginAllowed) caps.push('USER', ['SASL PLAIN', ...this.oauthNow].join(' '));
     if (this.stlsAvailable) caps.push('STLS');
     caps.push('IMPLEMENTATION postern');
     return caps;
@@ -379,26 +430,70 @@ export class Pop3Session implements Session {
   private onAuth(cmd: Pop3Command): void {
     if (cmd.args.length === 0) {
       // Non-standard but common (Outlook): list the mechanisms.
-      this.toClient(['+OK', ...(this.loginAllowed ? ['PLAIN'] : []), '.'].join(CRLF));
+      this.toClient(['+OK', ...(this.loginAllowed ? ['PLAIN', ...this.oauthNow] : []), '.'].join(CRLF));
       return;
     }
     if (!this.loginAllowed) return this.bad('[AUTH] TLS required: use STLS first');
-    if (cmd.args[0]!.toUpperCase() !== 'PLAIN') return this.bad('[AUTH] Unsupported authentication mechanism');
+    const oauth = oauthMechanism(cmd.args[0]!);
+    if (oauth) {
+      if (!this.oauth.includes(oauth)) return this.bad('[AUTH] Unsupported authentication mechanism');
+      // no bearer token over plaintext, even where USER/PASS is allowed before STLS
+      if (!oauthTransportOk(this.clientTls, this.tlsMode)) return this.bad('[AUTH] TLS required: use STLS first');
+    } else if (cmd.args[0]!.toUpperCase() !== 'PLAIN') return this.bad('[AUTH] Unsupported authentication mechanism');
     if (cmd.args.length > 2) return this.bad('Syntax error');
     if (cmd.args.length === 1) {
       this.state = 'auth-cont';
+      this.saslMech = oauth ?? 'PLAIN';
       this.toClient('+ ');
       return;
     }
+    if (oauth) return this.oauthResponse(oauth, cmd.args[1]!);
     this.plainResponse(cmd.args[1]!);
   }
 
   private onAuthContinuation(cmd: Pop3Command): void {
     this.state = 'auth';
     if (!cmd.crlf) return this.bad('Command must end with CRLF');
-    const text = cmd.line.toString('latin1').trim();
+    const raw = cmd.line.toString('latin1');
+    // an OAuth2 response is read exactly as sent (PLAIN has always been trimmed)
+    const oauth = oauthMechanism(this.saslMech);
+    const text = oauth ? raw : raw.trim();
     if (text === '*') return this.bad('[AUTH] Authentication cancelled');
+    if (oauth) return this.oauthResponse(oauth, text);
     this.plainResponse(text);
+  }
+
+  /** A client's OAuth2 response: a login to relay, or -ERR. Never logged: only the mechanism, the token's size and why it was refused. */
+  private oauthResponse(mechanism: OAuthMechanism, text: string): void {
+    const r = readOAuthLogin(this.host.listener.upstream, mechanism, text);
+    if (r.ok) return this.beginOAuth(r);
+    switch (r.kind) {
+      case 'base64':
+        return this.bad('[AUTH] Invalid base64 in SASL response');
+      case 'too-large':
+        this.host.log.warn({ event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } }, 'OAuth2 response over the limit');
+        return this.bad(`[AUTH] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})`);
+      case 'malformed':
+        this.host.log.warn({ event: 'login.refused', reason: 'malformed', mechanism, detail: r.reason }, 'malformed OAuth2 response');
+        return this.bad(`[AUTH] Malformed ${mechanism} response`);
+      case 'route':
+        return this.refuseRoute(r);
+    }
+  }
+
+  /** The client's answer to a relayed OAuth2 error challenge: relayed upstream, or `*` there and -ERR here. */
+  private onOAuthAck(cmd: Pop3Command): void {
+    this.state = 'login';
+    const ack = cmd.crlf ? parseOAuthErrorAck(cmd.line.toString('latin1')) : null;
+    if (ack) {
+      this.up = 'oauth-ack';
+      this.host.sendUpstream(Buffer.from(ack.upstream + CRLF, 'latin1'));
+      return;
+    }
+    this.host.log.info({ event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: this.upstreamName }, 'client answered the OAuth2 error challenge with something else');
+    this.up = 'oauth-cancel';
+    this.oauthReply = '-ERR [AUTH] Invalid response to the authentication challenge';
+    this.host.sendUpstream(Buffer.from(`*${CRLF}`));
   }
 
   /** Decodes a SASL PLAIN response (RFC 4616): [authzid] NUL authcid NUL passwd. */
@@ -539,20 +634,32 @@ export class Pop3Session implements Session {
 
   // ---------------------------------------------------------------- login
 
-  private beginLogin(creds: Credentials): void {
+  private beginLogin(creds: Credentials & { method: 'user' | 'plain' }): void {
     // A CR, LF or NUL in a credential would split the line postern writes upstream (command injection).
     if (/[\r\n\0]/.test(creds.login) || /[\r\n\0]/.test(creds.password)) {
       return this.bad('[AUTH] Invalid characters in credentials');
     }
     const decision = routeLogin(this.host.listener.upstream, creds.login);
-    if (!decision.ok) {
-      const why = decision.reason === 'denied' ? `upstream host ${decision.host} is not allowed` : 'login must be user@host';
-      this.host.log.warn(
-        { event: 'login.refused', reason: decision.reason, host: decision.host, err: { code: ErrorCodes.ROUTE_DENIED, message: why } },
-        'login refused by routing',
-      );
-      return this.bad(`[AUTH] ${why}`);
-    }
+    if (!decision.ok) return this.refuseRoute(decision);
+    this.startLogin(creds, decision);
+  }
+
+  /** Login routing refused the login (the same for USER/PASS, AUTH PLAIN and OAuth2): -ERR, nothing connected. */
+  private refuseRoute(decision: { reason: 'syntax' | 'denied'; host?: string }): void {
+    const why = decision.reason === 'denied' ? `upstream host ${decision.host} is not allowed` : 'login must be user@host';
+    this.host.log.warn(
+      { event: 'login.refused', reason: decision.reason, host: decision.host, err: { code: ErrorCodes.ROUTE_DENIED, message: why } },
+      'login refused by routing',
+    );
+    return this.bad(`[AUTH] ${why}`);
+  }
+
+  /** An OAuth2 login, read and routed (readOAuthLogin). */
+  private beginOAuth(r: OAuthLoginReady): void {
+    this.startLogin({ method: 'oauth', mechanism: r.mechanism, payload: r.payload }, r.route);
+  }
+
+  private startLogin(creds: Credentials, decision: Extract<RouteDecision, { ok: true }>): void {
     if (this.target && (this.target.host !== decision.target.host || this.target.port !== decision.target.port)) {
       return this.bad('[AUTH] This session is bound to another upstream host: reconnect');
     }
@@ -565,6 +672,7 @@ export class Pop3Session implements Session {
     if (this.up === 'ready') return this.sendCredentials();
     this.target = decision.target;
     this.up = 'connecting';
+    this.upstreamSasl = null;
     // the host reports onUpstreamConnected / onUpstreamConnectFailed
     this.host.connectUpstream(decision.target);
   }
@@ -584,6 +692,7 @@ export class Pop3Session implements Session {
 
   private sendCredentials(): void {
     const c = this.creds!;
+    if (c.method === 'oauth') return this.sendOAuth(c);
     if (c.method === 'plain') {
       this.up = 'auth';
       const ir = Buffer.from(`\0${this.routedUser}\0${c.password}`, 'latin1');
@@ -595,9 +704,104 @@ export class Pop3Session implements Session {
     }
   }
 
+  /** The OAuth2 login upstream: CAPA first (the SASL list, after STLS), then AUTH. */
+  private sendOAuth(c: Credentials & { method: 'oauth' }): void {
+    if (this.upstreamSasl === null) {
+      this.up = 'capa-sasl';
+      this.host.sendUpstream(Buffer.from(`CAPA${CRLF}`));
+      return;
+    }
+    if (!this.upstreamSasl.has(c.mechanism)) return this.noMechanism(c.mechanism);
+    const ir = `AUTH ${c.mechanism} ${c.payload}`;
+    if (ir.length + CRLF.length <= OAUTH_LIMITS.pop3AuthLineOctets) {
+      this.up = 'oauth';
+      this.host.sendUpstream(Buffer.from(ir + CRLF, 'latin1'));
+      c.payload = '';
+    } else {
+      this.up = 'oauth-go';
+      this.host.sendUpstream(Buffer.from(`AUTH ${c.mechanism}${CRLF}`, 'latin1'));
+    }
+  }
+
+  /** The upstream does not offer the client's OAuth2 mechanism: -ERR [AUTH], the upstream closed. */
+  private noMechanism(mechanism: OAuthMechanism): void {
+    const message = `the mail server does not offer ${mechanism}`;
+    this.host.log.warn({ event: 'login.failed', upstream: this.upstreamName, err: { code: ErrorCodes.UPSTREAM_NO_MECHANISM, message } }, 'upstream does not offer the OAuth2 mechanism');
+    this.creds = null;
+    this.host.disconnectUpstream();
+    this.uf.clear();
+    this.up = 'none';
+    this.upstreamSasl = null;
+    this.state = 'auth';
+    this.toClient(`-ERR [AUTH] postern: ${message} (${ErrorCodes.UPSTREAM_NO_MECHANISM})`);
+    this.pumpClient();
+  }
+
+  /** One upstream answer to the OAuth2 login (up: oauth-go, oauth, oauth-client, oauth-ack, oauth-cancel). */
+  private onOAuthResponse(r: Pop3Response): void {
+    const protocolError = (why: string) => this.abort(ErrorCodes.UPSTREAM_PROTOCOL, why);
+    switch (this.up) {
+      case 'oauth-go': {
+        if (r.kind === 'ok') return protocolError('upstream accepted an OAuth2 login it never got');
+        if (r.kind === 'err') return this.loginResult(r);
+        // RFC 7628 / XOAUTH2: the server's first challenge is empty
+        if (r.text !== '') return protocolError('upstream sent a non-empty first challenge');
+        const c = this.creds as Credentials & { method: 'oauth' };
+        this.up = 'oauth';
+        this.host.sendUpstream(Buffer.from(c.payload + CRLF, 'latin1'));
+        c.payload = '';
+        return;
+      }
+      case 'oauth': {
+        if (r.kind !== 'cont') return this.loginResult(r);
+        const challenge = parseOAuthChallenge(r.text);
+        if (!challenge.ok) {
+          this.host.log.warn({ event: 'login.failed', upstream: this.upstreamName, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
+          this.up = 'oauth-cancel';
+          this.oauthReply = '-ERR [AUTH] Authentication failed.';
+          this.host.sendUpstream(Buffer.from(`*${CRLF}`));
+          return;
+        }
+        this.up = 'oauth-client';
+        this.state = 'oauth-ack';
+        this.toClient(`+ ${challenge.relay}`);
+        // the client's answer is read now (the login timeout runs)
+        return this.pumpClient();
+      }
+      case 'oauth-ack':
+        if (r.kind === 'ok') return protocolError('upstream accepted the login after its error challenge');
+        if (r.kind === 'cont') return protocolError('upstream sent a second challenge');
+        return this.loginResult(r);
+      case 'oauth-cancel':
+        if (r.kind === 'ok') return protocolError('upstream accepted a cancelled login');
+        if (r.kind === 'cont') return protocolError('upstream sent a second challenge');
+        this.creds = null;
+        this.up = 'ready';
+        this.state = 'auth';
+        this.host.log.info({ event: 'login.refused', reason: 'upstream', result: '-ERR', upstream: this.upstreamName }, 'upstream refused login');
+        this.toClient(this.oauthReply);
+        return this.pumpClient();
+      default:
+        // oauth-client: the upstream speaks while the client is asked to answer
+        return protocolError('upstream data while the client answers the error challenge');
+    }
+  }
+
   /** One upstream response during login. */
   private onLoginResponse(r: Pop3Response): void {
     switch (this.up) {
+      case 'capa-sasl': {
+        // the SASL list after STLS; a -ERR to CAPA offers nothing
+        this.upstreamSasl = new Set(r.kind === 'ok' && r.body ? saslMechanisms(r.body) : []);
+        this.up = 'ready';
+        return this.sendCredentials();
+      }
+      case 'oauth-go':
+      case 'oauth':
+      case 'oauth-client':
+      case 'oauth-ack':
+      case 'oauth-cancel':
+        return this.onOAuthResponse(r);
       case 'greeting':
         if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream greeting: ${this.upstreamText(r)}`);
         if (this.host.listener.upstream.tls.mode === 'starttls') {
@@ -622,6 +826,7 @@ export class Pop3Session implements Session {
         if (r.kind !== 'ok') return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, `upstream refused STLS: ${this.upstreamText(r)}`);
         // Response injection: bytes the upstream sent after its +OK, before the handshake, are discarded.
         const dropped = this.uf.clear();
+        this.upstreamSasl = null;
         if (dropped > 0) this.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes after STLS +OK');
         this.up = 'tls';
         // the host reports onUpstreamTlsReady / onUpstreamTlsFailed
@@ -631,7 +836,7 @@ export class Pop3Session implements Session {
       case 'user':
         if (r.kind === 'ok') {
           this.up = 'pass';
-          this.host.sendUpstream(Buffer.from(`PASS ${this.creds!.password}${CRLF}`, 'latin1'));
+          this.host.sendUpstream(Buffer.from(`PASS ${(this.creds as Credentials & { method: 'user' }).password}${CRLF}`, 'latin1'));
           return;
         }
         return this.loginResult(r);
@@ -714,7 +919,7 @@ export class Pop3Session implements Session {
     while (!this.upstreamBusy && this.state !== 'closed' && this.up !== 'connecting' && this.up !== 'tls') {
       const loggingIn = this.state === 'login' || (this.up !== 'ready' && this.up !== 'none');
       const head = loggingIn ? undefined : this.inflight[0];
-      const multiline = loggingIn ? this.up === 'capa' : (head?.cmd.multiline ?? false);
+      const multiline = loggingIn ? this.up === 'capa' || this.up === 'capa-sasl' : (head?.cmd.multiline ?? false);
       let r: Pop3Response | null;
       try {
         r = this.uf.next(multiline);
@@ -914,6 +1119,15 @@ function withOctets(status: Buffer, body: Buffer): Buffer {
   const m = /^(\+OK )(\d+)( octets\b)/i.exec(text);
   if (!m) return status;
   return Buffer.from(m[1] + String(unstuff(body).length) + m[3] + text.slice(m[0].length), 'latin1');
+}
+
+/** The mechanisms of a CAPA body's `SASL` line (upper case). */
+function saslMechanisms(body: Buffer): string[] {
+  for (const l of body.toString('latin1').split(/\r?\n/)) {
+    const words = l.split(' ');
+    if (words[0]!.toUpperCase() === 'SASL') return words.slice(1).filter((w) => w !== '').map((w) => w.toUpperCase());
+  }
+  return [];
 }
 
 /** Capability names (first word, upper case) of a CAPA body. */

@@ -78,8 +78,9 @@ function setup(opts: HostOptions = {}, hooks?: Pop3Hooks) {
   return { host, s, client, upstream };
 }
 
+/** postern's CAPA on a login-routed listener where logins are allowed (OAuth2 is always offered there; issue 14). */
 const CAPA_PLAIN =
-  '+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN\r\nIMPLEMENTATION postern\r\n.\r\n';
+  '+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nUSER\r\nSASL PLAIN XOAUTH2 OAUTHBEARER\r\nIMPLEMENTATION postern\r\n.\r\n';
 
 /** Logs in alice@mail.example.test with USER/PASS through an upstream without TLS. */
 async function loggedIn(opts: HostOptions = {}, hooks?: Pop3Hooks, byteByByte = false) {
