@@ -153,7 +153,9 @@ export class Pop3Inspector {
       this.forget(n);
     }
     try {
-      const r = await inspectMessage(raw, this.deps.policy, { listener: this.deps.listener.name, protocol: 'pop3', msgno: n }, this.deps.engine);
+      // the user (as the upstream knows it) is the spam check's recipient when it is an address, as for IMAP
+      const ctx = { listener: this.deps.listener.name, protocol: 'pop3' as const, user: this.who?.user, msgno: n };
+      const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
       const verdict = r.verdict;
       this.deps.log.info(
         {

@@ -51,9 +51,9 @@ import { buildPartMap, parsePartTree } from '../mime/partmap.js';
 import { encodeDenyBody, renderTemplate } from './deny.js';
 import type { CompiledPolicy } from './load.js';
 import { classifyAntivirus, dirtyOutputFinding, notScanned, outputIsClean, outputNeedsScan, type ScanFindings, stopsScanning } from './stages/classify-scan.js';
-import { classifySpam, notChecked, SpamAwareFindings, type SpamFindings } from './stages/classify-spam.js';
+import { classifySpam, notChecked, type SpamFindings } from './stages/classify-spam.js';
 import { decide } from './stages/decide.js';
-import { type Findings, publicHit } from './stages/findings.js';
+import { Findings, publicHit } from './stages/findings.js';
 import { type ParsedMessage, parseMessage } from './stages/parse.js';
 import { quarantineOriginal, recoveryId, type Stored } from './stages/quarantine.js';
 import { blockNotice, rewriteMessage } from './stages/rewrite.js';
@@ -81,7 +81,7 @@ export async function inspectMessage(raw: Buffer, policy: CompiledPolicy, ctx: I
 
 async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext, deps: EngineDeps): Promise<InspectResult> {
   const t0 = performance.now();
-  const findings = new SpamAwareFindings();
+  const findings = new Findings();
   const parsed = parseMessage(raw, policy.limits);
   const contents = applyRules(parsed, policy, findings.add);
   const recovery = recoveryId(raw, policy.name);
@@ -101,7 +101,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     const avReport = reports.find((r): r is ScanReport => r.kind === 'antivirus');
     const spamReport = reports.find((r): r is SpamReport => r.kind === 'spam');
     if (avReport) scan = classifyAntivirus(avReport.records, policy, findings.add);
-    if (spamReport) spam = classifySpam(spamReport.records, policy, findings.add, (f) => findings.addTag(f));
+    if (spamReport) spam = classifySpam(spamReport.records, policy, findings.add);
   }
 
   const decision = decide(findings, scan, policy, spam);
@@ -125,8 +125,7 @@ function result(p: ParsedMessage, policy: CompiledPolicy, findings: Findings, sc
   const verdict: Verdict = {
     policy: policy.name,
     status,
-    // a spam tag keeps its name (its spec says allow: nothing is removed)
-    hits: findings.list.map((f) => (f.action === 'tag' ? { ...publicHit(f), action: 'tag' as const } : publicHit(f))),
+    hits: findings.list.map(publicHit),
     viruses: scan.viruses,
     sizeIn: p.raw.length,
     sizeOut: output.length,

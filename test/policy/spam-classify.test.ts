@@ -5,10 +5,10 @@ import { describe, expect, it } from 'vitest';
 import { MAX_SPAM_SYMBOLS_HEADER_BYTES, MAX_SPAM_VERDICT_SYMBOLS } from '../../src/limits.js';
 import { ConfigError } from '../../src/config/validate.js';
 import { compilePolicyText, loadPolicy } from '../../src/policy/load.js';
-import { classifySpam, notChecked, SpamAwareFindings, spamLevel, symbolsField } from '../../src/policy/stages/classify-spam.js';
+import { classifySpam, notChecked, spamLevel, symbolsField } from '../../src/policy/stages/classify-spam.js';
 import { notScanned } from '../../src/policy/stages/classify-scan.js';
 import { decide } from '../../src/policy/stages/decide.js';
-import type { Finding } from '../../src/policy/stages/findings.js';
+import { type Finding, Findings, publicHit } from '../../src/policy/stages/findings.js';
 import type { SpamRecord } from '../../src/policy/stages/scan.js';
 import type { SpamAction, SpamOutcome } from '../../src/scanners/types.js';
 import { defaultPolicy, POLICIES, policyFrom } from './helpers.js';
@@ -22,7 +22,7 @@ function classify(yaml: string, o: SpamOutcome) {
   const policy = policyFrom(`spam:\n  enabled: true\n${yaml.replace(/^/gm, '  ')}\n`);
   const found: Finding[] = [];
   const tags: Finding[] = [];
-  const out = classifySpam(rec(o), policy, (f) => found.push(f), (f) => tags.push(f));
+  const out = classifySpam(rec(o), policy, (f) => (f.action === 'tag' ? tags : found).push(f));
   return { out, found, tags, policy };
 }
 
@@ -211,31 +211,48 @@ describe('X-Spam-Symbols', () => {
 describe('decide with spam', () => {
   it('spam on_error tempfail withholds the message; the finding is first', () => {
     const policy = policyFrom('spam: { enabled: true }\n');
-    const f = new SpamAwareFindings();
-    const spam = classifySpam(rec(ERROR), policy, f.add, (x) => f.addTag(x));
+    const f = new Findings();
+    const spam = classifySpam(rec(ERROR), policy, f.add);
     expect(decide(f, notScanned(), policy, spam)).toBe('tempfail');
     expect(f.list[0]).toMatchObject({ rule: 'spam.on_error', action: 'tempfail' });
     // both tempfail: both listed
-    const g = new SpamAwareFindings();
+    const g = new Findings();
     expect(decide(g, { ...notScanned(), tempfail: true }, policy, spam)).toBe('tempfail');
     expect(g.list.map((x) => x.rule)).toEqual(['antivirus.on_error', 'spam.on_error']);
   });
 
   it('a spam block blocks; a tag rewrites and asks for the original in quarantine, listed past the bound', () => {
     const policy = policyFrom('spam: { enabled: true }\n');
-    const f = new SpamAwareFindings();
-    classifySpam(rec(scored(20)), policy, f.add, (x) => f.addTag(x));
+    const f = new Findings();
+    classifySpam(rec(scored(20)), policy, f.add);
     expect(decide(f, notScanned(), policy, notChecked())).toBe('block');
     expect(f.wantsQuarantine()).toBe(true);
-    const g = new SpamAwareFindings();
+    const g = new Findings();
     for (let i = 0; i < 300; i++) g.add({ part: '1', rule: 'content_types[0]', action: 'allow', reason: 'x', spec: { action: 'allow', quarantine: false, log: true } });
-    classifySpam(rec(scored(7)), policy, g.add, (x) => g.addTag(x));
+    classifySpam(rec(scored(7)), policy, g.add);
     expect(decide(g, notScanned(), policy, notChecked())).toBe('rewrite');
     expect(g.wantsQuarantine()).toBe(true);
     expect(g.acting().map((x) => x.rule)).toEqual(['spam.on_spam']);
     const noQ = policyFrom('spam: { enabled: true, on_spam: { action: tag, quarantine: false } }\n');
-    const h = new SpamAwareFindings();
-    classifySpam(rec(scored(7)), noQ, h.add, (x) => h.addTag(x));
+    const h = new Findings();
+    classifySpam(rec(scored(7)), noQ, h.add);
     expect(h.wantsQuarantine()).toBe(false);
+    expect(h.acting().map((x) => x.rule)).toEqual(['spam.on_spam']);
+  });
+
+  it('the plain collector counts a tag as acting; the public hit (verdict, quarantine metadata) keeps action tag', () => {
+    const policy = policyFrom('spam: { enabled: true }\n');
+    const f = new Findings();
+    classifySpam(rec(scored(7)), policy, f.add);
+    expect(f.acting()).toHaveLength(1);
+    expect(f.wantsQuarantine()).toBe(true);
+    expect(f.acting().map(publicHit)).toEqual([{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.00 >= tag_score 6.00: tagged', quarantine: true }]);
+    // an allow hit is still not acting, and keeps its spec's action
+    const allow = policyFrom('spam: { enabled: true, on_spam: { action: allow } }\n');
+    const g = new Findings();
+    classifySpam(rec(scored(7)), allow, g.add);
+    expect(g.acting()).toEqual([]);
+    expect(g.wantsQuarantine()).toBe(false);
+    expect(g.list.map(publicHit)).toMatchObject([{ rule: 'spam.on_spam', action: 'allow' }]);
   });
 });

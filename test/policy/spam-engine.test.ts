@@ -115,7 +115,7 @@ describe('tag', () => {
     expect(r.verdict.quarantineId).toBe(recoveryId(raw, policy.name));
     expect(q.items).toHaveLength(1);
     expect(q.items[0]!.original).toBe(raw);
-    expect(q.items[0]!.meta).toMatchObject({ status: 'changed', hits: [expect.objectContaining({ rule: 'spam.on_spam', quarantine: true })], context: ctx });
+    expect(q.items[0]!.meta).toMatchObject({ status: 'changed', hits: [{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.50 >= tag_score 6.00: tagged', quarantine: true }], context: ctx });
     // the structure served is the tagged message's
     const parsed = await simpleParser(r.output);
     expect(parsed.subject).toBe('[SPAM] Test message');

@@ -12,13 +12,13 @@
  * - oversize (over the spam scanner's max_message_bytes): on_oversize allow (with the Unknown
  *   header) or block.
  * A tag is listed as a hit with action `tag` (its spec says `allow`: nothing is removed) and, with
- * `quarantine`, keeps the original in quarantine; SpamAwareFindings makes the collector count it.
+ * `quarantine`, keeps the original in quarantine; the findings collector counts it as acting.
  */
 import { MAX_SPAM_SYMBOLS_HEADER_BYTES, MAX_SPAM_VERDICT_SYMBOLS } from '../../limits.js';
 import type { SpamOutcome, SpamSymbol } from '../../scanners/types.js';
 import type { CompiledPolicy, SpamActionSpec } from '../load.js';
 import type { SpamVerdict } from '../types.js';
-import { type Emit, type Finding, Findings } from './findings.js';
+import type { Emit } from './findings.js';
 import type { SpamRecord } from './scan.js';
 
 export interface SpamFindings {
@@ -37,26 +37,6 @@ export function notChecked(): SpamFindings {
   return { tags: [], subjectPrefix: null, tempfail: false };
 }
 
-/**
- * The engine's findings collector: a spam tag acts (it changes the message) although its spec is
- * `allow` (nothing is stripped), so it is listed whatever the bound, it is among `acting()` (the
- * quarantine metadata lists it) and its `quarantine` asks for the original in quarantine.
- */
-export class SpamAwareFindings extends Findings {
-  /** Lists a tag finding (outside the listing bound, like the tempfail finding). */
-  addTag(f: Finding): void {
-    this.list.push(f);
-  }
-
-  override acting(): Finding[] {
-    return this.list.filter((f) => f.spec.action !== 'allow' || f.action === 'tag');
-  }
-
-  override wantsQuarantine(): boolean {
-    return super.wantsQuarantine() || this.list.some((f) => f.action === 'tag' && f.spec.quarantine);
-  }
-}
-
 type Spam = CompiledPolicy['spam'];
 
 /** The level a score means under the policy. */
@@ -72,7 +52,7 @@ export function spamLevel(o: Extract<SpamOutcome, { kind: 'scored' }>, spam: Spa
 }
 
 /** Turns the spam report's record (one job: the message) into findings, header lines and a subject prefix. */
-export function classifySpam(records: readonly SpamRecord[], policy: CompiledPolicy, emit: Emit, addTag: (f: Finding) => void = emit): SpamFindings {
+export function classifySpam(records: readonly SpamRecord[], policy: CompiledPolicy, emit: Emit): SpamFindings {
   const out = notChecked();
   const rec = records[0];
   if (!rec) return out;
@@ -122,7 +102,7 @@ export function classifySpam(records: readonly SpamRecord[], policy: CompiledPol
       emit({ part: '', rule, action: 'allow', reason: `${reason}: allowed`, spec: { action: 'allow', quarantine: false, log: spec.log } });
       break;
     case 'tag':
-      addTag({ part: '', rule, action: 'tag', reason: `${reason}: tagged`, spec: { action: 'allow', quarantine: spec.quarantine, log: spec.log } });
+      emit({ part: '', rule, action: 'tag', reason: `${reason}: tagged`, spec: { action: 'allow', quarantine: spec.quarantine, log: spec.log } });
       if (spam.addHeaders) out.tags.push(...spamHeaders(o, level, spam, ordered));
       if (spam.subjectPrefix !== '') out.subjectPrefix = spam.subjectPrefix;
       break;

@@ -37,7 +37,7 @@ export class Findings {
 
   /** Bound to the collector: hand it to a stage as its Emit. */
   readonly add: Emit = (f) => {
-    const outcome = f.spec.action === 'allow' ? '' : this.outcomeOf(f);
+    const outcome = acts(f) ? this.outcomeOf(f) : '';
     if (this.list.length < MAX_LISTED_HITS || (outcome && !this.outcomes.has(outcome))) this.list.push(f);
     if (outcome) this.outcomes.add(outcome);
   };
@@ -52,14 +52,14 @@ export class Findings {
     return this.list.some((f) => f.spec.action === 'block');
   }
 
-  /** The findings that act (strip or block). */
+  /** The findings that act (strip, block, or a spam tag). */
   acting(): Finding[] {
-    return this.list.filter((f) => f.spec.action !== 'allow');
+    return this.list.filter(acts);
   }
 
   /** An acting finding asks for the original in quarantine. */
   wantsQuarantine(): boolean {
-    return this.list.some((f) => f.spec.action !== 'allow' && f.spec.quarantine);
+    return this.list.some((f) => acts(f) && f.spec.quarantine);
   }
 
   private outcomeOf(f: Finding): string {
@@ -68,14 +68,22 @@ export class Findings {
       id = this.targetIds.get(f.target) ?? this.targetIds.size + 1;
       this.targetIds.set(f.target, id);
     }
-    return `${f.spec.action}|${f.spec.quarantine ? 'q' : ''}|${id}`;
+    return `${f.action === 'tag' ? 'tag' : f.spec.action}|${f.spec.quarantine ? 'q' : ''}|${id}`;
   }
 }
 
-/** The finding as the verdict lists it (action from its spec, quarantine/log flags). */
+/**
+ * A finding acts when it changes what is delivered: a strip or a block (its spec), or a spam tag
+ * (its spec says `allow`, as nothing is removed, but the message gets a subject prefix and headers).
+ */
+function acts(f: Finding): boolean {
+  return f.spec.action !== 'allow' || f.action === 'tag';
+}
+
+/** The finding as the verdict lists it (action from its spec, tempfail and tag kept; quarantine/log flags). */
 export function publicHit(f: Finding): RuleHit {
   const { spec: _spec, target: _target, ...rest } = f;
-  const out: RuleHit = { ...rest, action: rest.action === 'tempfail' ? 'tempfail' : f.spec.action };
+  const out: RuleHit = { ...rest, action: rest.action === 'tempfail' || rest.action === 'tag' ? rest.action : f.spec.action };
   if (f.spec.quarantine) out.quarantine = true;
   if (!f.spec.log) out.log = false;
   return out;
