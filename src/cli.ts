@@ -9,11 +9,11 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
-import type { PosternConfig, ScannerConfig } from './config/types.js';
+import type { PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
 import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
 import { ErrorCodes, isPosternError } from './errors.js';
 import { createLogger, logErr, type Logger } from './log/logger.js';
-import type { Scanner } from './scanners/types.js';
+import type { Scanner, SpamScanner } from './scanners/types.js';
 import { caPaths, initCa, loadCa, loadOrCreateCa, type CertAuthority } from './tls/ca.js';
 import { LeafMinter } from './tls/leaf.js';
 import type { Session, SessionHost } from './session/types.js';
@@ -23,6 +23,7 @@ import * as policyModule from './policy/load.js';
 import * as scanModule from './commands/scan.js';
 import * as quarantineModule from './commands/quarantine.js';
 import * as clamdModule from './scanners/clamd.js';
+import * as rspamdModule from './scanners/rspamd.js';
 import * as collectorModule from './collector/cli-module.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
@@ -39,13 +40,16 @@ export interface PolicyLoadModule {
   loadPolicy(nameOrPath: string, policiesDir: string): unknown;
 }
 export interface ScanCommandModule {
-  scanCommand(args: string[], deps: { policiesDir: string; scanner: Scanner | null; quarantineDir: string }): Promise<number>;
+  scanCommand(args: string[], deps: { policiesDir: string; scanner: Scanner | null; spamScanner: SpamScanner | null; quarantineDir: string }): Promise<number>;
 }
 export interface QuarantineCommandModule {
   quarantineCommand(args: string[], deps: { dir: string; retentionDays?: number }): Promise<number>;
 }
 export interface ClamdModule {
   createScanner(cfg: ScannerConfig, log: Logger): Scanner | Promise<Scanner>;
+}
+export interface RspamdModule {
+  createSpamScanner(cfg: SpamConfig, log: Logger): SpamScanner;
 }
 export interface CollectorModule {
   startCollector(config: PosternConfig, log: Logger): { onSignal(): void; close(): Promise<void> };
@@ -60,6 +64,7 @@ export interface CliModules {
   scan: ScanCommandModule;
   quarantine: QuarantineCommandModule;
   clamd: ClamdModule;
+  rspamd: RspamdModule;
 }
 
 const MODULES: CliModules = {
@@ -70,6 +75,7 @@ const MODULES: CliModules = {
   scan: scanModule,
   quarantine: quarantineModule,
   clamd: clamdModule,
+  rspamd: rspamdModule,
 };
 
 /** Where output goes and what the process hooks are; tests replace them. */
@@ -105,7 +111,7 @@ Usage:
   postern ca show [--config FILE]        print the CA's subject, SHA-256 fingerprint, expiry and name constraints
   postern ca export [--format pem|der] [--out FILE] [--config FILE]
                                          export the CA certificate for mail clients / trust stores
-  postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--config FILE]
+  postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--config FILE]
                                          apply a policy to one message
   postern quarantine list | show ID | release ID --out FILE | purge --older-than DAYS [--config FILE]
   postern collect [--account NAME]... [--dry-run] [--config FILE]
@@ -444,16 +450,18 @@ async function scan(args: string[], io: CliIo): Promise<number> {
   }
   const { scanCommand } = loadModule(io, 'scan');
   let scanner: Scanner | null = null;
-  if (config.scanner && !noAv) {
-    // scan output goes to stdout; scanner logs go to stderr
-    const log = createLogger({ level: config.log.level === 'info' ? 'warn' : config.log.level }, io.logDest ?? (await stderrDestination()));
-    const { createScanner } = loadModule(io, 'clamd');
-    scanner = await createScanner(config.scanner, log);
-  }
+  let spamScanner: SpamScanner | null = null;
+  const av = noAv ? null : config.scanner;
+  const spam = rest.includes('--no-spam') ? null : config.spam;
   try {
-    return await scanCommand(rest, { policiesDir: config.policiesDir, scanner, quarantineDir: config.quarantine.dir });
+    // scan output goes to stdout; scanner logs go to stderr
+    const log = av || spam ? createLogger({ level: config.log.level === 'info' ? 'warn' : config.log.level }, io.logDest ?? (await stderrDestination())) : null;
+    if (av && log) scanner = await loadModule(io, 'clamd').createScanner(av, log);
+    if (spam && log) spamScanner = loadModule(io, 'rspamd').createSpamScanner(spam, log);
+    return await scanCommand(rest, { policiesDir: config.policiesDir, scanner, spamScanner, quarantineDir: config.quarantine.dir });
   } finally {
     await scanner?.close();
+    await spamScanner?.close();
   }
 }
 

@@ -1,10 +1,12 @@
 /**
- * `postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av]`
- * Runs one message through a policy the way the relay would, so an operator can try a policy before
- * deploying it. Exit codes: 0 clean, 1 changed or blocked, 2 error (including an AV tempfail).
+ * `postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam]`
+ * Runs one message through a policy the way the relay would (the antivirus and, when the policy's
+ * spam section is on, the spam scanner of the config), so an operator can try a policy before
+ * deploying it. Exit codes: 0 clean, 1 changed or blocked, 2 error (including an AV or spam tempfail).
+ * The message has no envelope here: the spam scanner is told no recipient.
  */
 import { promises as fs } from 'node:fs';
-import type { Scanner } from '../scanners/types.js';
+import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { loadPolicy } from '../policy/load.js';
 import { inspectMessage } from '../policy/engine.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
@@ -13,12 +15,14 @@ import type { Verdict } from '../policy/types.js';
 export interface ScanCommandOptions {
   policiesDir: string;
   scanner?: Scanner | null;
+  /** The spam scanner (config `spam`); used when the policy's spam section is on. */
+  spamScanner?: SpamScanner | null;
   quarantineDir?: string;
   out?: (s: string) => void;
   err?: (s: string) => void;
 }
 
-const USAGE = 'usage: postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av]';
+const USAGE = 'usage: postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam]';
 
 export async function scanCommand(argv: string[], opts: ScanCommandOptions): Promise<number> {
   const out = opts.out ?? ((s: string) => void process.stdout.write(s));
@@ -28,6 +32,7 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
   let outFile: string | undefined;
   let json = false;
   let noAv = false;
+  let noSpam = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--policy' || a === '--out') {
@@ -40,6 +45,7 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
       else outFile = v;
     } else if (a === '--json') json = true;
     else if (a === '--no-av') noAv = true;
+    else if (a === '--no-spam') noSpam = true;
     else if (a.startsWith('--') || file !== undefined) {
       err(`unexpected argument ${a}\n${USAGE}\n`);
       return 2;
@@ -58,13 +64,14 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
       {},
       {
         scanner: noAv ? null : opts.scanner ?? null,
+        spamScanner: noSpam ? null : opts.spamScanner ?? null,
         quarantine: opts.quarantineDir ? new FileQuarantineStore({ dir: opts.quarantineDir }) : null,
       },
     );
     if (outFile) await fs.writeFile(outFile, res.output);
     const v = res.verdict;
     if (json) out(JSON.stringify({ file, verdict: v, output: outFile ?? null }, null, 2) + '\n');
-    else out(humanVerdict(file, v, !!opts.quarantineDir, noAv || !opts.scanner));
+    else out(humanVerdict(file, v, !!opts.quarantineDir, noAv || !opts.scanner, policy.spam.enabled && (noSpam || !opts.spamScanner)));
     if (v.status === 'tempfail') return 2;
     return v.status === 'clean' ? 0 : 1;
   } catch (e) {
@@ -73,9 +80,14 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
   }
 }
 
-function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean): string {
+/** `noSpam`: the policy's spam section is on but no spam scanner was used. */
+function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean, noSpam: boolean): string {
   const lines = [`${file}: ${v.status.toUpperCase()} (policy ${v.policy}, ${v.sizeIn} -> ${v.sizeOut} bytes, ${v.scanMs} ms)`];
   if (noAv) lines.push('  antivirus: not used');
+  if (noSpam) lines.push('  spam check: not used');
+  const sp = v.spam;
+  if (sp?.outcome === 'scored') lines.push(`  spam: ${sp.level}, score ${(sp.score ?? 0).toFixed(2)} (rspamd action "${sp.action}"), applied ${sp.applied}`);
+  else if (sp) lines.push(`  spam: ${sp.outcome}${sp.reason ? ` (${sp.reason})` : ''}, applied ${sp.applied}`);
   for (const h of v.hits) {
     const what = [
       h.part === '' ? 'message' : `part ${h.part}`,

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { main, USAGE, type CliIo, type CliModules } from '../../src/cli.js';
 import type { PosternConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/config/validate.js';
-import type { Scanner } from '../../src/scanners/types.js';
+import type { Scanner, SpamScanner } from '../../src/scanners/types.js';
 import type { LeafMinter } from '../../src/tls/leaf.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -353,13 +353,50 @@ describe('scan and quarantine delegate to their modules', () => {
     expect(r.code).toBe(1);
     expect(calls).toEqual([
       [{ host: '127.0.0.1', port: 3310 }],
-      [['msg.eml', '--json', '--policy', 'strict'], { policiesDir: path.join(dir, 'policies'), scanner, quarantineDir: path.join(dir, 'var/quarantine') }],
+      [['msg.eml', '--json', '--policy', 'strict'], { policiesDir: path.join(dir, 'policies'), scanner, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') }],
     ]);
     expect(closedScanners).toBe(1);
 
     calls.length = 0;
     await run(['scan', '--no-av', 'msg.eml', `--config=${file}`], { modules });
-    expect(calls).toEqual([[['--no-av', 'msg.eml'], { policiesDir: path.join(dir, 'policies'), scanner: null, quarantineDir: path.join(dir, 'var/quarantine') }]]);
+    expect(calls).toEqual([[['--no-av', 'msg.eml'], { policiesDir: path.join(dir, 'policies'), scanner: null, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') }]]);
+  });
+
+  it('scan: the spam scanner of config.spam is passed too (closed afterwards); --no-spam and --no-av each drop only their own', async () => {
+    const { file, dir } = configFile('scanner: { type: clamd, endpoints: [{ host: 127.0.0.1, port: 3310 }] }\nspam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }], timeout_ms: 2500 }\n');
+    let closedSpam = 0;
+    const spamScanner: SpamScanner = { name: 'fake-spam', check: async () => ({ kind: 'error', engine: 'fake', reason: 'unavailable', message: 'x', ms: 0 }), close: async () => void (closedSpam += 1) };
+    const calls: unknown[] = [];
+    const modules: Partial<CliModules> = {
+      scan: {
+        scanCommand: async (args, deps) => {
+          calls.push([args, deps]);
+          return 0;
+        },
+      },
+      clamd: { createScanner: () => scanner },
+      rspamd: {
+        createSpamScanner: (cfg) => {
+          calls.push([cfg.endpoints, cfg.timeoutMs]);
+          return spamScanner;
+        },
+      },
+    };
+    const quiet = new Writable({ write: (_c, _e, cb) => cb() });
+    const deps = (av: Scanner | null, spam: SpamScanner | null) => ({ policiesDir: path.join(dir, 'policies'), scanner: av, spamScanner: spam, quarantineDir: path.join(dir, 'var/quarantine') });
+    const before = closedScanners;
+    expect((await run(['scan', 'msg.eml', '--config', file], { modules, logDest: quiet })).code).toBe(0);
+    expect(calls).toEqual([[[{ host: '127.0.0.1', port: 11333 }], 2500], [['msg.eml'], deps(scanner, spamScanner)]]);
+    expect(closedSpam).toBe(1);
+    expect(closedScanners).toBe(before + 1);
+
+    calls.length = 0;
+    await run(['scan', 'msg.eml', '--no-spam', '--config', file], { modules, logDest: quiet });
+    expect(calls).toEqual([[['msg.eml', '--no-spam'], deps(scanner, null)]]);
+    calls.length = 0;
+    await run(['scan', '--no-av', 'msg.eml', '--config', file], { modules, logDest: quiet });
+    expect(calls).toEqual([[[{ host: '127.0.0.1', port: 11333 }], 2500], [['--no-av', 'msg.eml'], deps(null, spamScanner)]]);
+    expect(closedSpam).toBe(2);
   });
 
   it('quarantine: passes the remaining args and the quarantine dir', async () => {

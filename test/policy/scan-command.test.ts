@@ -3,7 +3,8 @@ import { mkdtempSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { scanCommand } from '../../src/commands/scan.js';
-import type { Scanner } from '../../src/scanners/types.js';
+import type { Scanner, SpamEnvelope, SpamOutcome, SpamScanner } from '../../src/scanners/types.js';
+import { scored } from './spam-helpers.js';
 import { POLICIES, REAL } from './helpers.js';
 
 function capture() {
@@ -68,5 +69,44 @@ describe('postern scan', () => {
     c = capture();
     expect(await scanCommand([join(REAL, 'gmail-mixed.eml'), '--policy', 'bad'], { policiesDir: dir, ...c })).toBe(2);
     expect(c.e.join('')).toMatch(/bad\.yaml:2:\d+: limits\.max_parts/);
+  });
+  it('the spam scanner: tag applied (output, verdict, human line), its tempfail is exit 2, --no-spam skips it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'postern-scan-'));
+    writeFileSync(join(dir, 'spammy.yaml'), 'spam: { enabled: true, on_spam: { action: tag, quarantine: false } }\n');
+    const msg = join(dir, 'm.eml');
+    writeFileSync(msg, 'From: bob@example.test\r\nSubject: offer\r\nMessage-ID: <s@example.test>\r\n\r\nbuy now\r\n');
+    const envelopes: SpamEnvelope[] = [];
+    let answer: SpamOutcome = scored(7.5);
+    const spam: SpamScanner = {
+      name: 'scripted-spam',
+      check: async (_m, envelope) => {
+        envelopes.push(envelope);
+        return answer;
+      },
+      close: async () => {},
+    };
+    let c = capture();
+    expect(await scanCommand([msg, '--policy', 'spammy', '--json', '--out', join(dir, 'o.eml')], { policiesDir: dir, spamScanner: spam, ...c })).toBe(1);
+    const j = JSON.parse(c.o.join(''));
+    expect(j.verdict).toMatchObject({ status: 'changed', hits: [{ rule: 'spam.on_spam', action: 'tag' }], spam: { outcome: 'scored', level: 'spam', applied: 'tag', score: 7.5 } });
+    expect(readFileSync(join(dir, 'o.eml'), 'latin1')).toContain('Subject: [SPAM] offer');
+    expect(envelopes).toHaveLength(1);
+    expect(envelopes[0]!.recipients).toEqual([]);
+    c = capture();
+    expect(await scanCommand([msg, '--policy', 'spammy'], { policiesDir: dir, spamScanner: spam, ...c })).toBe(1);
+    expect(c.o.join('')).toContain('\n  spam: spam, score 7.50 (rspamd action "no action"), applied tag\n');
+    expect(c.o.join('')).not.toContain('spam check: not used');
+    answer = { kind: 'error', engine: 'rspamd', reason: 'timeout', message: 'deadline', ms: 5 };
+    c = capture();
+    expect(await scanCommand([msg, '--policy', 'spammy'], { policiesDir: dir, spamScanner: spam, ...c })).toBe(2);
+    expect(c.o.join('')).toMatch(/TEMPFAIL[\s\S]*\n {2}spam: error \(timeout: deadline\), applied tempfail\n/);
+    c = capture();
+    expect(await scanCommand([msg, '--policy', 'spammy', '--no-spam'], { policiesDir: dir, spamScanner: spam, ...c })).toBe(0);
+    expect(c.o.join('')).toMatch(/: CLEAN [\s\S]*\n {2}spam check: not used\n/);
+    expect(envelopes).toHaveLength(3);
+    // the default policy has no spam section on: no line about it
+    c = capture();
+    expect(await scanCommand([msg], { policiesDir: POLICIES, ...c })).toBe(0);
+    expect(c.o.join('')).not.toContain('spam');
   });
 });
