@@ -166,7 +166,8 @@ function judgeAttributes(attrs: { name: string; raw: string }[], tag: string, ct
     checkScheme(a.raw, value, ctx, where);
     const trimmed = value.replace(/^[\x00-\x20]+|[\x00-\x20]+$/g, '');
     let from = 0;
-    if (/^data:/i.test(trimmed)) {
+    // a srcset (imagesrcset) candidate's URL ends at white space; any other value is one URL
+    if (/^data:/i.test(trimmed) && !a.name.endsWith('srcset')) {
       dataUri(trimmed.slice(5), ctx, where);
       from = 1;
     }
