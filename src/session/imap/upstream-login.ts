@@ -213,7 +213,7 @@ export class UpstreamLogin {
       }
       return this.sendCommand(login, 'capability', 'CAPABILITY');
     }
-    if (step.kind === 'oauth') return this.oauthAnswer(login, step, head);
+    if (step.kind === 'oauth') return this.oauthAnswer(login, step, head, parts[0]!);
     if (step.kind !== 'command') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream data while none was expected'));
     if (head.kind === 'continuation') {
       const chunk = step.chunks[step.next++];
@@ -329,7 +329,7 @@ export class UpstreamLogin {
   }
 
   /** One complete upstream response to the relayed OAuth2 login. */
-  private oauthAnswer(login: LoginAttempt, step: OAuthStep, head: ResponseHead): void {
+  private oauthAnswer(login: LoginAttempt, step: OAuthStep, head: ResponseHead, line: Buffer): void {
     const core = this.core;
     const protocolError = (why: string) => this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, why));
     if (step.phase === 'client-ack') return protocolError('upstream data while the client answers the error challenge');
@@ -338,9 +338,13 @@ export class UpstreamLogin {
       return this.awaitAnswer();
     }
     if (head.kind === 'continuation') {
+      // exactly `+` or `+ <text>` (RFC 9051 continue-req), read from the line itself
+      const raw = line.toString('latin1').replace(/\r?\n$/, '');
+      if (raw !== '+' && !raw.startsWith('+ ')) return protocolError('malformed continuation request');
+      const text = raw.slice(2);
       if (step.phase === 'await-go') {
         // RFC 7628 / XOAUTH2: the server's first challenge is empty
-        if (head.text !== '') return protocolError('upstream sent a non-empty first challenge');
+        if (text !== '') return protocolError('upstream sent a non-empty first challenge');
         const secret = login.secret as LoginSecret & { kind: 'oauth' };
         step.phase = 'sent';
         core.host.sendUpstream(b(secret.payload + CRLF));
@@ -348,7 +352,7 @@ export class UpstreamLogin {
         return this.awaitAnswer();
       }
       if (step.phase !== 'sent') return protocolError('upstream sent a second challenge');
-      const challenge = parseOAuthChallenge(head.text);
+      const challenge = parseOAuthChallenge(text);
       if (!challenge.ok) {
         core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
         step.phase = 'cancelled';
