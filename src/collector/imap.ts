@@ -16,6 +16,7 @@
  * (E_UPSTREAM_PREAUTH, E_UPSTREAM_REFUSED, E_UPSTREAM_PROTOCOL). Credentials go out only over TLS
  * unless the account says `tls.mode: none`; the password is never logged.
  */
+import { quoted } from '../protocol/imap/write.js';
 import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
@@ -57,10 +58,6 @@ export function encodeMailboxName(name: string): string {
   return out;
 }
 
-/** A quoted string (the name has no CR/LF: the config refuses control characters). */
-function quoted(s: string): string {
-  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
-}
 
 /** Compact UID set: 1:3,7,9:10. */
 export function uidSet(uids: number[]): string {
