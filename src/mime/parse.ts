@@ -8,7 +8,7 @@
  */
 import { parsePartTree, isMessageNode, type LimitHit, type MimeNode } from './partmap.js';
 import { contentInfo } from './content.js';
-import { findEmbedded } from './embedded.js';
+import { findEmbedded, newDecodeBudget } from './embedded.js';
 import { MAX_MESSAGE_FINDINGS } from '../limits.js';
 
 export type { MimeNode } from './partmap.js';
@@ -52,7 +52,9 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
       for (const [a, b] of [[n.bodyStart, first.headerStart], [last.bodyEnd, n.bodyEnd]] as const) {
         const region = buf.subarray(a, Math.max(a, b));
         if (/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(region.toString('latin1'))) add(n.section, 'binary data outside the parts of a multipart');
-        if (findEmbedded(region).length > 0) add(n.section, 'a file embedded outside the parts of a multipart');
+        // detection only: a budget of 0 decodes nothing (a refused file is still found), so no preamble can
+        // make postern allocate what its blocks would decode to
+        if (findEmbedded(region, newDecodeBudget(0)).length > 0) add(n.section, 'a file embedded outside the parts of a multipart');
       }
     }
     // an encoded message/rfc822 part is a leaf: what Dovecot makes of its encoded text is no finding
