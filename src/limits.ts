@@ -180,7 +180,7 @@ export interface FlowLimits {
   /**
    * Longest a session may keep the client waiting: a held response pending with the upstream paused
    * (absolute), or the client's reading paused by the session with nothing arriving from the upstream.
-   * E_HOLD_TIMEOUT. Default (undefined): scanner.timeout_ms + HOLD_TIMEOUT_MARGIN_MS. 0 disables.
+   * E_HOLD_TIMEOUT. Default (undefined): effectiveHoldTimeoutMs. 0 disables.
    */
   holdTimeoutMs: number | undefined;
 }
@@ -203,8 +203,26 @@ export interface ServerLimits {
   memoryBudgetBytes?: number;
 }
 
-/** Added to the scanner's per-scan deadline to give the default hold_timeout_ms (parse, quarantine, rendering). */
+/** Added to the scanners' deadlines to give the default hold_timeout_ms (parse, quarantine, rendering). */
 export const HOLD_TIMEOUT_MARGIN_MS = 60_000;
+
+/** The per-check deadlines of the configured scanners (`timeout_ms`; null: that scanner is not configured). */
+export interface CheckDeadlines {
+  scannerTimeoutMs: number | null;
+  spamTimeoutMs: number | null;
+}
+
+/**
+ * A listener's hold_timeout_ms: its own (also 0), else the deadlines a held message may wait for plus
+ * HOLD_TIMEOUT_MARGIN_MS: the antivirus' and, on a listener with a policy, the spam check's (they
+ * run concurrently, but POP3 sends nothing until both are done, and a retry may follow either).
+ * The one place the default is computed: the config (src/config/schema.ts) and the relay
+ * (relay/server.ts, for listeners built without the config loader) both call it.
+ */
+export function effectiveHoldTimeoutMs(listener: { policy: string | null; limits: { holdTimeoutMs?: number | undefined } }, d: CheckDeadlines): number {
+  if (listener.limits.holdTimeoutMs !== undefined) return listener.limits.holdTimeoutMs;
+  return (d.scannerTimeoutMs ?? 0) + (listener.policy ? (d.spamTimeoutMs ?? 0) : 0) + HOLD_TIMEOUT_MARGIN_MS;
+}
 
 /** Process-wide memory budget (relay/memory.ts): client buffers, held responses and in-memory cache entries. */
 export const DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024;
@@ -222,8 +240,8 @@ export const SESSION_BASE_MEMORY_BYTES = 64 * 1024;
  */
 export const CLIENT_INPUT_SLICE_BYTES = 4096;
 
-/** Session limits with the flow limits' defaults filled in (`scannerTimeoutMs`: null without a scanner). */
-export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>, scannerTimeoutMs: number | null): Required<Omit<FlowLimits, 'holdTimeoutMs'>> & { holdTimeoutMs: number } {
+/** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
+export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>, holdTimeoutMs: number): Required<Omit<FlowLimits, 'holdTimeoutMs'>> & { holdTimeoutMs: number } {
   const soft = limits.clientOutputSoftBytes ?? DEFAULT_FLOW_LIMITS.clientOutputSoftBytes;
   const hard = limits.clientOutputHardBytes ?? DEFAULT_FLOW_LIMITS.clientOutputHardBytes;
   return {
@@ -231,7 +249,7 @@ export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>,
     clientOutputHardBytes: Math.max(hard, limits.maxBufferedBytes + soft),
     clientStallTimeoutMs: limits.clientStallTimeoutMs ?? DEFAULT_FLOW_LIMITS.clientStallTimeoutMs,
     clientInputHoldBytes: limits.clientInputHoldBytes ?? DEFAULT_FLOW_LIMITS.clientInputHoldBytes,
-    holdTimeoutMs: limits.holdTimeoutMs ?? (scannerTimeoutMs ?? 0) + HOLD_TIMEOUT_MARGIN_MS,
+    holdTimeoutMs,
   };
 }
 

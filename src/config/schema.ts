@@ -12,7 +12,7 @@ import { checkCollector, collectorSchema, normaliseCollector } from './collector
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
-import { DEFAULT_SPAM_LIMITS, HOLD_TIMEOUT_MARGIN_MS } from '../limits.js';
+import { DEFAULT_SPAM_LIMITS, effectiveHoldTimeoutMs } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
@@ -425,17 +425,14 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
 }
 
 /**
- * The default hold_timeout_ms with a spam scanner: the antivirus' deadline plus the spam check's plus
- * the margin (POP3 sends nothing while a message is checked). An explicit value is kept; without a
- * spam scanner the relay's own default applies (limits.ts effectiveFlowLimits).
+ * With a spam scanner, a listener with a policy and no hold_timeout_ms of its own gets the default
+ * written into its limits (limits.ts effectiveHoldTimeoutMs: the antivirus' deadline plus the spam
+ * check's plus the margin; POP3 sends nothing while a message is checked), so the loaded config
+ * shows it. The relay computes the same with the same function for a listener left undefined.
  */
-export function spamHoldTimeoutMs(scanner: Pick<ScannerConfig, 'timeoutMs'> | null, spam: Pick<SpamConfig, 'timeoutMs'>): number {
-  return (scanner?.timeoutMs ?? 0) + spam.timeoutMs + HOLD_TIMEOUT_MARGIN_MS;
-}
-
 function withSpamHold(l: ListenerConfig, scanner: ScannerConfig | null, spam: SpamConfig | null): ListenerConfig {
   if (!spam || !l.policy || l.limits.holdTimeoutMs !== undefined) return l;
-  return { ...l, limits: { ...l.limits, holdTimeoutMs: spamHoldTimeoutMs(scanner, spam) } };
+  return { ...l, limits: { ...l.limits, holdTimeoutMs: effectiveHoldTimeoutMs(l, { scannerTimeoutMs: scanner?.timeoutMs ?? null, spamTimeoutMs: spam.timeoutMs }) } };
 }
 
 function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig {

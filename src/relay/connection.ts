@@ -38,8 +38,8 @@ export interface ConnectionDeps {
   onClose(conn: Connection): void;
   /** The process-wide memory budget (reserveMemory); none: every reservation is granted. */
   memory?: MemoryBudget | null;
-  /** The scanner's per-scan deadline, for the default hold timeout (null or absent: no scanner). */
-  scannerTimeoutMs?: number | null;
+  /** The listener's hold_timeout_ms (limits.ts effectiveHoldTimeoutMs). */
+  holdTimeoutMs: number;
 }
 
 type Sock = net.Socket | tls.TLSSocket;
@@ -104,7 +104,7 @@ export class Connection implements SessionHost {
   ) {
     this.client = socket;
     this.log = log;
-    this.flow = effectiveFlowLimits(listener.limits, deps.scannerTimeoutMs ?? null);
+    this.flow = effectiveFlowLimits(listener.limits, deps.holdTimeoutMs);
     this.trace = ProtocolTrace.create(log, listener.protocol);
   }
 

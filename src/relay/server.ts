@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, effectiveHoldTimeoutMs, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
@@ -60,7 +60,8 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     for (const c of sessions) n += c.bufferedBytes;
     return n;
   });
-  const scannerTimeoutMs = config.scanner?.timeoutMs ?? null;
+  // the listeners' hold deadlines: the config loader filled in most, a config built in code may not have
+  const deadlines = { scannerTimeoutMs: config.scanner?.timeoutMs ?? null, spamTimeoutMs: config.spam?.timeoutMs ?? null };
 
   const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean) => {
     const addr = socket.remoteAddress ?? 'unknown';
@@ -95,7 +96,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
       memory,
-      scannerTimeoutMs,
+      holdTimeoutMs: effectiveHoldTimeoutMs(listener, deadlines),
       onClose: (c) => {
         sessions.delete(c);
         const n = (perClient.get(addr) ?? 1) - 1;

@@ -6,9 +6,8 @@
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
-import { spamHoldTimeoutMs } from '../../src/config/schema.js';
 import { resolveVetOnEnvelope } from '../../src/inspect/imap-inspector.js';
-import { DEFAULT_SPAM_LIMITS, effectiveFlowLimits, HOLD_TIMEOUT_MARGIN_MS } from '../../src/limits.js';
+import { DEFAULT_SPAM_LIMITS, effectiveFlowLimits, effectiveHoldTimeoutMs, HOLD_TIMEOUT_MARGIN_MS } from '../../src/limits.js';
 import { compilePolicyText } from '../../src/policy/load.js';
 import type { SpamScanner } from '../../src/scanners/types.js';
 import { tempDir } from './helpers.js';
@@ -34,12 +33,16 @@ describe('hold_timeout_ms with a spam scanner', () => {
     expect(c.listeners[0]!.limits.holdTimeoutMs).toBe(20000 + 7000 + HOLD_TIMEOUT_MARGIN_MS);
     // no policy: nothing is checked, the relay's default applies
     expect(c.listeners[1]!.limits.holdTimeoutMs).toBeUndefined();
-    expect(effectiveFlowLimits(c.listeners[0]!.limits, c.scanner!.timeoutMs).holdTimeoutMs).toBe(87_000);
+    // the relay's computation (the same function) agrees with what the loader wrote, for both listeners
+    const deadlines = { scannerTimeoutMs: c.scanner!.timeoutMs, spamTimeoutMs: c.spam!.timeoutMs };
+    expect(effectiveFlowLimits(c.listeners[0]!.limits, effectiveHoldTimeoutMs(c.listeners[0]!, deadlines)).holdTimeoutMs).toBe(87_000);
+    expect(effectiveHoldTimeoutMs({ ...c.listeners[0]!, limits: { ...c.listeners[0]!.limits, holdTimeoutMs: undefined } }, deadlines)).toBe(87_000);
+    expect(effectiveHoldTimeoutMs(c.listeners[1]!, deadlines)).toBe(20000 + HOLD_TIMEOUT_MARGIN_MS);
   });
 
   it('without clamd: spam.timeout_ms + the margin; default spam timeout', () => {
     expect(parse(`${SPAM}listeners:\n${listener()}`).listeners[0]!.limits.holdTimeoutMs).toBe(7000 + HOLD_TIMEOUT_MARGIN_MS);
-    expect(spamHoldTimeoutMs(null, { timeoutMs: DEFAULT_SPAM_LIMITS.timeoutMs })).toBe(DEFAULT_SPAM_LIMITS.timeoutMs + HOLD_TIMEOUT_MARGIN_MS);
+    expect(parse(`spam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }] }\nlisteners:\n${listener()}`).listeners[0]!.limits.holdTimeoutMs).toBe(DEFAULT_SPAM_LIMITS.timeoutMs + HOLD_TIMEOUT_MARGIN_MS);
   });
 
   it('an explicit value (also 0, and the global default) is kept; without spam nothing changes', () => {
