@@ -152,6 +152,23 @@ export const OAUTH_LIMITS = {
 } as const;
 
 /**
+ * The credential-free capability probe of static upstreams (src/relay/upstream-probe.ts,
+ * src/session/capability-probe.ts): a static listener offers XOAUTH2 / OAUTHBEARER only once a probe
+ * saw its upstream advertise them. A failed probe changes nothing already learned (the session checks
+ * the upstream's capabilities again after connecting anyway).
+ */
+export const UPSTREAM_PROBE_LIMITS = {
+  /** How long one probe may take in all (connect, TLS, every answer); longer: it fails (E_GREETING_TIMEOUT). */
+  timeoutMs: 30_000,
+  /** Everything the upstream may send during one probe; more: it fails (E_BUFFER_LIMIT). */
+  maxBytes: 64 * 1024,
+  /** A probe that succeeded is repeated after this long (capabilities change with server upgrades). */
+  refreshMs: 10 * 60_000,
+  /** A probe that failed is repeated after this long. */
+  retryMs: 60_000,
+} as const;
+
+/**
  * Output, hold and memory-budget limits (relay/connection.ts, relay/server.ts, relay/memory.ts). They
  * are optional members of SessionLimits / ServerLimits so configs built before they existed stay
  * valid; `effectiveFlowLimits` fills in the defaults below. YAML keys: docs/configuration.md, "limits".
