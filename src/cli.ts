@@ -9,7 +9,7 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
-import type { PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
+import type { ListenerConfig, PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
 import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
 import { ErrorCodes, isPosternError } from './errors.js';
 import { createLogger, logErr, type Logger } from './log/logger.js';
@@ -25,13 +25,25 @@ import * as quarantineModule from './commands/quarantine.js';
 import * as clamdModule from './scanners/clamd.js';
 import * as rspamdModule from './scanners/rspamd.js';
 import * as collectorModule from './collector/cli-module.js';
+import * as probesModule from './relay/upstream-probe.js';
+import type { OAuthMechanism } from './session/oauth.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
 export interface ServerModule {
   startServer(
     config: PosternConfig,
-    deps: { log: Logger; minter: LeafMinter; createSession: (host: SessionHost) => Session; onClose?: () => Promise<void> | void },
+    deps: {
+      log: Logger;
+      minter: LeafMinter;
+      createSession: (host: SessionHost) => Session;
+      onClose?: () => Promise<void> | void;
+      upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
+    },
   ): Promise<{ close(graceMs?: number): Promise<void> }>;
+}
+/** The OAuth2 capability probe of static upstreams (src/relay/upstream-probe.ts). */
+export interface ProbesModule {
+  startUpstreamProbes(listeners: readonly ListenerConfig[], log: Logger): { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void };
 }
 export interface SessionsModule {
   createSessionFactory(config: PosternConfig, log: Logger): { createSession(host: SessionHost): Session; close(): Promise<void> };
@@ -58,6 +70,7 @@ export interface CollectorModule {
 }
 export interface CliModules {
   collector: CollectorModule;
+  probes: ProbesModule;
   server: ServerModule;
   sessions: SessionsModule;
   policy: PolicyLoadModule;
@@ -69,6 +82,7 @@ export interface CliModules {
 
 const MODULES: CliModules = {
   collector: collectorModule,
+  probes: probesModule,
   server: serverModule,
   sessions: sessionsModule,
   policy: policyModule,
@@ -235,6 +249,8 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(values.config);
   const log = createLogger(config.log, io.logDest);
   let server: { close(graceMs?: number): Promise<void> } | null = null;
+  // OAuth2 on static listeners: what each upstream offers, learned without credentials (started with the listeners)
+  let probes: { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void } | null = null;
   if (config.listeners.length > 0) {
     let ca: CertAuthority;
     try {
@@ -256,8 +272,11 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     try {
       // the composition root: inspection (policies, scanner, quarantine) is built here and handed to the relay
       const sessions = loadModule(io, 'sessions').createSessionFactory(config, log);
-      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close() });
+      const upstreamProbes = loadModule(io, 'probes').startUpstreamProbes(config.listeners, log);
+      probes = upstreamProbes;
+      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close(), upstreamOAuth: (l) => upstreamProbes.mechanisms(l) });
     } catch (e) {
+      probes?.close();
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
       await flush(log);
       io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
@@ -271,6 +290,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       collector = loadModule(io, 'collector').startCollector(config, log);
     } catch (e) {
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the collector');
+      probes?.close();
       await server?.close(0);
       await flush(log);
       io.stderr(`postern: cannot start the collector: ${(e as Error).message}\n`);
@@ -292,6 +312,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       closing = true;
       const graceMs = config.limits.shutdownGraceMs;
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
+      probes?.close();
       Promise.all([server?.close(graceMs), collector?.close()]).then(
         () => 0,
         (err: unknown) => {
