@@ -28,6 +28,7 @@ import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
 import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
+import type { OAuthHostInfo, OAuthMechanism } from '../session/oauth.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, SessionTimer, UpstreamTarget } from '../session/types.js';
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -36,6 +37,8 @@ import type { MemoryBudget } from './memory.js';
 export interface ConnectionDeps {
   minter: LeafMinter | null;
   onClose(conn: Connection): void;
+  /** OAuth2 mechanisms the static upstream was seen to advertise (src/relay/upstream-probe.ts), when the session started; null or absent: none. */
+  upstreamOAuth?: ReadonlySet<OAuthMechanism> | null;
   /** The process-wide memory budget (reserveMemory); none: every reservation is granted. */
   memory?: MemoryBudget | null;
   /** The listener's hold_timeout_ms (limits.ts effectiveHoldTimeoutMs). */
@@ -53,8 +56,10 @@ function tlsInfo(sock: tls.TLSSocket): TlsInfo {
   };
 }
 
-export class Connection implements SessionHost {
+export class Connection implements SessionHost, OAuthHostInfo {
   readonly log: Logger;
+  /** For the session (OAuthHostInfo): what the upstream capability probe saw when this session started. */
+  readonly upstreamOAuth: ReadonlySet<OAuthMechanism> | null;
   readonly startedAt = Date.now();
   session!: Session;
   private client: Sock;
@@ -104,6 +109,7 @@ export class Connection implements SessionHost {
   ) {
     this.client = socket;
     this.log = log;
+    this.upstreamOAuth = deps.upstreamOAuth ?? null;
     this.flow = effectiveFlowLimits(listener.limits, deps.holdTimeoutMs);
     this.trace = ProtocolTrace.create(log, listener.protocol);
   }

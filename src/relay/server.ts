@@ -10,6 +10,7 @@ import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, effectiveHoldTimeoutMs, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
+import type { OAuthMechanism } from '../session/oauth.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -26,6 +27,11 @@ export interface ServerDeps {
   createSession: (host: SessionHost) => Session;
   /** Called once the server has stopped (the factory's own timers, scanner pool). */
   onClose?: () => Promise<void> | void;
+  /**
+   * The OAuth2 mechanisms a listener's static upstream was seen to advertise (src/relay/upstream-probe.ts
+   * mechanisms), asked once per new session; absent or null: a static listener offers no OAuth2.
+   */
+  upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
 }
 
 export interface RunningServer {
@@ -95,6 +101,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     slog.info({ event: 'session.open', tlsMode: listener.tls.mode }, 'client connected');
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
+      upstreamOAuth: deps.upstreamOAuth?.(listener) ?? null,
       memory,
       holdTimeoutMs: effectiveHoldTimeoutMs(listener, deadlines),
       onClose: (c) => {
