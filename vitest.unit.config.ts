@@ -11,17 +11,24 @@ import { defineConfig } from 'vitest/config';
  */
 export const UNIT_INCLUDE = [
   'test/unit/**/*.test.ts',
+  'test/docs/**/*.test.ts',
   'test/protocol/**/*.test.ts',
+  'test/session/**/*.test.ts',
+  'test/inspect/**/*.test.ts',
+  'test/relay/**/*.test.ts',
+  'test/quarantine/**/*.test.ts',
+  'test/log/**/*.test.ts',
   'test/mime/**/*.test.ts',
   'test/policy/**/*.test.ts',
   'test/config/**/*.test.ts',
-  'test/cli/logger.test.ts',
   'test/fuzz/session.test.ts', // in process (sessions, inspectors, engine), bounded by cases and time
 ];
 
 /** Files under UNIT_INCLUDE that start servers or external programs. */
 export const UNIT_EXCLUDE = [
   'test/mime/zip-differentials.test.ts', // 7-Zip, unzip, bsdtar, python3 read the same ZIPs
+  'test/inspect/imap-inspector-writer.test.ts', // a session against real Dovecot
+  'test/relay/hold-timeout-default.test.ts', // a real postern with clamd and rspamd configured
   'test/**/zz-*.test.ts', // scratch probes
 ];
 

@@ -2,7 +2,7 @@
  * The response-side choke point must never refuse what a real server sends: every fixture of the corpus is
  * delivered to real Dovecot and every metadata FETCH item, LIST, STATUS and status response it writes
  * passes screenResponse (the strict ENVELOPE / BODYSTRUCTURE grammar included). The hostile shapes are in
- * test/protocol/response-screen.test.ts.
+ * test/protocol/imap/response-screen.test.ts.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';

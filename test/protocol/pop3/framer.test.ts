@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, PosternError } from '../../src/errors.js';
+import { ErrorCodes, PosternError } from '../../../src/errors.js';
 import {
   Pop3CommandFramer,
   Pop3ResponseFramer,
@@ -10,7 +10,7 @@ import {
   unstuff,
   type Pop3Command,
   type Pop3Response,
-} from '../../src/protocol/pop3/framer.js';
+} from '../../../src/protocol/pop3/framer.js';
 
 const LIMITS = { maxLineLength: 200, maxBufferedBytes: 4096 };
 const B = (s: string) => Buffer.from(s, 'latin1');

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ImapFramer, MessageAssembler } from '../../src/protocol/imap/framer.js';
-import { buildFetchResponse, parseFetchResponse } from '../../src/protocol/imap/fetch-response.js';
+import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
+import { buildFetchResponse, parseFetchResponse } from '../../../src/protocol/imap/fetch-response.js';
 
 function frame(input: string, chunk: number): Buffer[][] {
   const f = new ImapFramer({ maxLineLength: 4096, maxLiteralSize: 1 << 20 });

@@ -78,7 +78,7 @@ describe('paths named in src/, docs/, README.md and CONTRIBUTING.md exist', () =
       'test/transcripts/',
       'src/policy/load',
     ]);
-    expect(exists('src/limits.ts') && exists('src/policy/load') && exists('src/limits.js') && exists('test/unit/doc-refs')).toBe(true);
+    expect(exists('src/limits.ts') && exists('src/policy/load') && exists('src/limits.js') && exists('test/docs/doc-refs')).toBe(true);
     expect(exists('src/no-such-file.ts')).toBe(false);
     expect(slug('Policy: message limits (`limits`, `antivirus.max_size`)')).toBe('policy-message-limits-limits-antivirusmax_size');
     expect(slug('listeners[].tls — the client side')).toBe('listenerstls--the-client-side');

@@ -5,9 +5,9 @@
  * literals, unknown response types) is refused, and no refusal text quotes upstream bytes.
  */
 import { describe, expect, it } from 'vitest';
-import { MessageAssembler, ImapFramer } from '../../src/protocol/imap/framer.js';
-import { parseResponseHead } from '../../src/protocol/imap/parse.js';
-import { screenResponse } from '../../src/protocol/imap/response-screen.js';
+import { MessageAssembler, ImapFramer } from '../../../src/protocol/imap/framer.js';
+import { parseResponseHead } from '../../../src/protocol/imap/parse.js';
+import { screenResponse } from '../../../src/protocol/imap/response-screen.js';
 
 const EICAR = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
 const MZ = 'MZ\x90\x00POSTERN-MZ-PROBE';

@@ -15,9 +15,9 @@ import {
   type CommandGrammarOptions,
   type ParsedCommand,
   type SerialiseOptions,
-} from '../../src/protocol/imap/command.js';
-import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { ImapFramer, MessageAssembler } from '../../src/protocol/imap/framer.js';
+} from '../../../src/protocol/imap/command.js';
+import { parseFetchItems } from '../../../src/protocol/imap/fetch-items.js';
+import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
 
 const OPTS: CommandGrammarOptions = { literalPlus: true, literalMinus: false };
 const SYNC_ONLY: SerialiseOptions = { literalPlus: false, literalMinus: false };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ImapFramer, MessageAssembler, parseLiteralTail, type Frame } from '../../src/protocol/imap/framer.js';
+import { ImapFramer, MessageAssembler, parseLiteralTail, type Frame } from '../../../src/protocol/imap/framer.js';
 
 const limits = { maxLineLength: 1024, maxLiteralSize: 1 << 20 };
 

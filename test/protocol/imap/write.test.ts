@@ -4,8 +4,8 @@
  * output is read back by an RFC 9051 string reader written here (not the writer's code).
  */
 import { describe, expect, it } from 'vitest';
-import { isPosternError } from '../../src/errors.js';
-import * as parseModule from '../../src/protocol/imap/parse.js';
+import { isPosternError } from '../../../src/errors.js';
+import * as parseModule from '../../../src/protocol/imap/parse.js';
 import {
   canQuote,
   DOVECOT_QUOTING,
@@ -21,7 +21,7 @@ import {
   STRICT_QUOTED_MAX,
   STRICT_QUOTING,
   stringForHumans,
-} from '../../src/protocol/imap/write.js';
+} from '../../../src/protocol/imap/write.js';
 
 /**
  * Reads one IMAP string (quoted / literal / NIL) from `wire` (latin1) and requires that it is all of

@@ -7,8 +7,8 @@ import {
   parseFetchItems,
   setsSeen,
   type FetchItem,
-} from '../../src/protocol/imap/fetch-items.js';
-import { isPosternError } from '../../src/errors.js';
+} from '../../../src/protocol/imap/fetch-items.js';
+import { isPosternError } from '../../../src/errors.js';
 
 const one = (s: string): FetchItem => parseFetchItems(s).items[0]!;
 

@@ -211,6 +211,9 @@ describe('limits (src/limits.ts) and docs/configuration.md', () => {
     'src/log/trace.ts:TRACE_HEAD_BYTES': 'length of protocol-trace text (src/log)',
     'src/log/trace.ts:TAIL_BYTES': 'length of protocol-trace text (src/log)',
     'src/mime/zip.ts:MAX_COMMENT': 'ZIP format maximum (16-bit field), not a postern choice',
+    'src/policy/stages/spam-subject.ts:MAX_LINE': 'RFC 5322 line length (998), a format rule of the subject rewrite',
+    'src/policy/stages/spam-subject.ts:WORD_BYTES': 'RFC 2047 encoded-word payload size (75-character words), a format rule',
+    'src/protocol/imap/write.ts:STRICT_QUOTED_MAX': 'decides the form a string is written in (quoted or literal), not a buffer',
     'src/mime/decode.ts:QP_MAX_WS': "Dovecot's quoted-printable rule (RFC 2045 line length): longer whitespace is damage (on_bad_encoding), nothing is cut",
   };
   const LIMIT_LIKE = /^\s*(?:export )?const ((?=[A-Z])[A-Z0-9_]*(?:MAX|LIMIT|BYTES|_MS|TIMEOUT|DEPTH|SIZE|CAPACITY|WINDOW|DAYS|YEARS|RESTARTS|NESTING|COUNT)[A-Z0-9_]*) = [-0-9(]/gm;
