@@ -2,7 +2,7 @@
  * Every byte, line, literal, MIME and session cap lives here with its default, the reason for it and
  * the error code it ends with (src/errors.ts). Config keys (snake_case in YAML) map 1:1 to these
  * names; docs/configuration.md lists every one, configurable or fixed, with the same default
- * (test/unit/limits-errors.test.ts fails when a limit exported here is missing there or differs).
+ * (test/docs/limits-errors.test.ts fails when a limit exported here is missing there or differs).
  * An explicit 0 is kept as 0 (meaning "none allowed" / "disabled" where documented), never replaced by the default.
  */
 export interface SessionLimits {
