@@ -21,6 +21,8 @@ checks=(
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"
+  "haproxy:haproxy"
+  "chromium:chromium"
   "rspamd:rspamd"
 )
 
