@@ -17,6 +17,8 @@ import { buildCertificate, issuerInfoFromCert, nameConstraintsExtension, readNam
 export const CA_CERT_FILE = 'ca.crt';
 export const CA_KEY_FILE = 'ca.key';
 export const CA_VALIDITY_YEARS = 10;
+/** Mode of a CA directory postern creates: ca.crt must be readable by the users who import it. */
+export const CA_DIR_MODE = 0o755;
 
 export class CertAuthority {
   readonly certPem: string;
@@ -139,7 +141,12 @@ export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAutho
       });
     }
   }
-  mkdirSync(cfg.dir, { recursive: true, mode: 0o700 });
+  // 0755: ca.crt (0644) is the file users import, so the directory must be searchable by them;
+  // only ca.key is private (0600). A directory created here is chmod'ed (the umask may have removed
+  // bits); an existing one is the operator's and is left alone.
+  const createdDir = !existsSync(cfg.dir);
+  mkdirSync(cfg.dir, { recursive: true, mode: CA_DIR_MODE });
+  if (createdDir) chmodSync(cfg.dir, CA_DIR_MODE);
 
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const now = Date.now();

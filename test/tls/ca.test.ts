@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,6 +38,38 @@ describe('CA', () => {
     expect(readFileSync(key, 'utf8')).toMatch(/^-----BEGIN PRIVATE KEY-----/);
     expect(ca.certFile).toBe(crt);
     expect(ca.keyFile).toBe(key);
+  });
+
+  it('the directory it creates is 0755 and ca.crt 0644 even under umask 077 (users import ca.crt); only ca.key is 0600', () => {
+    const c = caCfg();
+    const old = process.umask(0o077);
+    try {
+      initCa(c);
+    } finally {
+      process.umask(old);
+    }
+    expect(statSync(c.dir).mode & 0o777).toBe(0o755);
+    expect(statSync(path.join(c.dir, 'ca.crt')).mode & 0o777).toBe(0o644);
+    expect(statSync(path.join(c.dir, 'ca.key')).mode & 0o777).toBe(0o600);
+    // the first start (loadOrCreateCa) goes the same way
+    const c2 = caCfg();
+    const old2 = process.umask(0o077);
+    try {
+      expect(loadOrCreateCa(c2).created).toBe(true);
+    } finally {
+      process.umask(old2);
+    }
+    expect(statSync(c2.dir).mode & 0o777).toBe(0o755);
+    expect(statSync(path.join(c2.dir, 'ca.crt')).mode & 0o777).toBe(0o644);
+    expect(statSync(path.join(c2.dir, 'ca.key')).mode & 0o777).toBe(0o600);
+  });
+
+  it('leaves the mode of an existing directory alone (the operator chose it)', () => {
+    const c = caCfg();
+    mkdirSync(c.dir, { recursive: true, mode: 0o750 });
+    chmodSync(c.dir, 0o750);
+    initCa(c);
+    expect(statSync(c.dir).mode & 0o777).toBe(0o750);
   });
 
   it('is a 10-year RSA 2048 / SHA-256 CA naming postern, with critical CA:TRUE and keyCertSign/cRLSign', () => {
