@@ -105,12 +105,14 @@ function readLiteralAnnouncement(c: Cursor): Buffer {
   return c.skipLiteral();
 }
 
+/** Moves past a quoted string; only `\"` and `\\` are escapes (RFC 9051 quoted-specials). */
 function readQuoted(c: Cursor): void {
   c.next(); // opening quote
   for (;;) {
     const ch = c.next();
     if (ch === 0x5c) {
-      c.next();
+      const e = c.next();
+      if (e !== 0x22 && e !== 0x5c) throw c.bad('bad escape in a quoted string');
       continue;
     }
     if (ch === 0x22) return;
@@ -150,15 +152,7 @@ function readValue(c: Cursor, depth = 0): { literal?: Buffer; atom?: string } {
     if (n === -1 || n === 0x0d || n === 0x0a) break;
     if (n === 0x22 && bracket > 0) {
       // a quoted header field name inside the section (`HEADER.FIELDS ("a[b")`): brackets in it do not count
-      c.next();
-      for (;;) {
-        const q = c.next();
-        if (q === -1 || q === 0x0d || q === 0x0a) throw c.bad('unterminated item name');
-        if (q === 0x5c) {
-          const e = c.next();
-          if (e !== 0x22 && e !== 0x5c) throw c.bad('bad escape in a quoted section name');
-        } else if (q === 0x22) break;
-      }
+      readQuoted(c);
       continue;
     }
     if (n === 0x5b) bracket++;
@@ -179,15 +173,7 @@ function readName(c: Cursor): string {
     if (n === -1 || n === 0x0d || n === 0x0a) throw c.bad('unterminated item name');
     if (n === 0x22 && bracket > 0) {
       // a quoted header field name inside the section (`HEADER.FIELDS ("a[b")`): brackets in it do not count
-      c.next();
-      for (;;) {
-        const q = c.next();
-        if (q === -1 || q === 0x0d || q === 0x0a) throw c.bad('unterminated item name');
-        if (q === 0x5c) {
-          const e = c.next();
-          if (e !== 0x22 && e !== 0x5c) throw c.bad('bad escape in a quoted section name');
-        } else if (q === 0x22) break;
-      }
+      readQuoted(c);
       continue;
     }
     if (n === 0x5b) bracket++;
