@@ -125,8 +125,8 @@ Usage:
   postern ca show [--config FILE]        print the CA's subject, SHA-256 fingerprint, expiry and name constraints
   postern ca export [--format pem|der] [--out FILE] [--config FILE]
                                          export the CA certificate for mail clients / trust stores
-  postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--config FILE]
-                                         apply a policy to one message
+  postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--quarantine] [--config FILE]
+                                         apply a policy to one message (dry run; --quarantine stores the original)
   postern quarantine list | show ID | release ID --out FILE | purge --older-than DAYS [--config FILE]
   postern collect [--account NAME]... [--dry-run] [--config FILE]
                                          collector: one pass per account now (--dry-run: show, change nothing)

@@ -1,8 +1,10 @@
 /**
- * `postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam]`
+ * `postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--quarantine]`
  * Runs one message through a policy the way the relay would (the antivirus and, when the policy's
  * spam section is on, the spam scanner of the config), so an operator can try a policy before
- * deploying it. Exit codes: 0 clean, 1 changed or blocked, 2 error (including an AV or spam tempfail).
+ * deploying it. A dry run: nothing is written to the quarantine unless `--quarantine` is given (the
+ * output then says under which id the original would be stored). Exit codes: 0 clean, 1 changed or
+ * blocked, 2 error (including an AV or spam tempfail).
  * The message has no envelope here: the spam scanner is told no recipient.
  */
 import { promises as fs } from 'node:fs';
@@ -10,7 +12,7 @@ import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { loadPolicy } from '../policy/load.js';
 import { inspectMessage } from '../policy/engine.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
-import type { Verdict } from '../policy/types.js';
+import type { QuarantineStore, Verdict } from '../policy/types.js';
 
 export interface ScanCommandOptions {
   policiesDir: string;
@@ -22,7 +24,10 @@ export interface ScanCommandOptions {
   err?: (s: string) => void;
 }
 
-const USAGE = 'usage: postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam]';
+const USAGE = 'usage: postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--quarantine]';
+
+/** The dry run's store: answers with the id the original would get (the engine's deterministic recovery id), writes nothing. */
+const DRY_RUN_STORE: QuarantineStore = { put: async (_raw, meta) => String(meta.id) };
 
 export async function scanCommand(argv: string[], opts: ScanCommandOptions): Promise<number> {
   const out = opts.out ?? ((s: string) => void process.stdout.write(s));
@@ -33,6 +38,7 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
   let json = false;
   let noAv = false;
   let noSpam = false;
+  let store = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--policy' || a === '--out') {
@@ -46,6 +52,7 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
     } else if (a === '--json') json = true;
     else if (a === '--no-av') noAv = true;
     else if (a === '--no-spam') noSpam = true;
+    else if (a === '--quarantine') store = true;
     else if (a.startsWith('--') || file !== undefined) {
       err(`unexpected argument ${a}\n${USAGE}\n`);
       return 2;
@@ -65,13 +72,14 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
       {
         scanner: noAv ? null : opts.scanner ?? null,
         spamScanner: noSpam ? null : opts.spamScanner ?? null,
-        quarantine: opts.quarantineDir ? new FileQuarantineStore({ dir: opts.quarantineDir }) : null,
+        quarantine: !store ? DRY_RUN_STORE : opts.quarantineDir ? new FileQuarantineStore({ dir: opts.quarantineDir }) : null,
       },
     );
     if (outFile) await fs.writeFile(outFile, res.output);
     const v = res.verdict;
-    if (json) out(JSON.stringify({ file, verdict: v, output: outFile ?? null }, null, 2) + '\n');
-    else out(humanVerdict(file, v, !!opts.quarantineDir, noAv || !opts.scanner, policy.spam.enabled && (noSpam || !opts.spamScanner)));
+    // `quarantined`: the original was written to the quarantine (only with --quarantine)
+    if (json) out(JSON.stringify({ file, verdict: v, output: outFile ?? null, quarantined: store && !!v.quarantineId }, null, 2) + '\n');
+    else out(humanVerdict(file, v, !!opts.quarantineDir, noAv || !opts.scanner, policy.spam.enabled && (noSpam || !opts.spamScanner), store));
     if (v.status === 'tempfail') return 2;
     return v.status === 'clean' ? 0 : 1;
   } catch (e) {
@@ -81,7 +89,7 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
 }
 
 /** `noSpam`: the policy's spam section is on but no spam scanner was used. */
-function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean, noSpam: boolean): string {
+function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean, noSpam: boolean, stored: boolean): string {
   const lines = [`${file}: ${v.status.toUpperCase()} (policy ${v.policy}, ${v.sizeIn} -> ${v.sizeOut} bytes, ${v.scanMs} ms)`];
   if (noAv) lines.push('  antivirus: not used');
   if (noSpam) lines.push('  spam check: not used');
@@ -101,7 +109,7 @@ function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean
     lines.push(`  ${h.action.toUpperCase()} ${what}: ${h.reason} [${h.rule}]`);
   }
   if (v.viruses.length) lines.push(`  viruses: ${v.viruses.join(', ')}`);
-  if (v.quarantineId) lines.push(`  quarantined as ${v.quarantineId}`);
+  if (v.quarantineId) lines.push(stored ? `  quarantined as ${v.quarantineId}` : `  would be quarantined as ${v.quarantineId} (dry run: --quarantine stores it)`);
   if (v.quarantineFailed) lines.push(hasStore ? '  quarantine FAILED: original not stored' : '  quarantine requested but no quarantine directory given');
   return lines.join('\n') + '\n';
 }

@@ -23,10 +23,26 @@ describe('postern scan', () => {
     expect(c.o.join('')).toMatch(/: CLEAN \(policy default/);
     expect(readFileSync(join(dir, 'o.eml')).equals(readFileSync(file))).toBe(true);
   });
-  it('changed message: exit 1, JSON verdict, quarantine when a directory is given', async () => {
+  it('a dry run by default: the verdict names the id it would be quarantined under, nothing is written', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'postern-scan-'));
+    let c = capture();
+    const args = [join(REAL, 'forwarded-rfc822-exe.eml'), '--policy', join(POLICIES, 'default.yaml')];
+    expect(await scanCommand([...args, '--json'], { policiesDir: '/nonexistent', quarantineDir: join(dir, 'q'), ...c })).toBe(1);
+    const j = JSON.parse(c.o.join(''));
+    expect(j.verdict.status).toBe('changed');
+    expect(j.verdict.quarantineId).toMatch(/^[0-9a-f]{24}$/);
+    expect(j.verdict.quarantineFailed).toBeUndefined();
+    expect(j.quarantined).toBe(false);
+    expect(readdirSync(dir)).toEqual([]);
+    c = capture();
+    expect(await scanCommand(args, { policiesDir: '/nonexistent', quarantineDir: join(dir, 'q'), ...c })).toBe(1);
+    expect(c.o.join('')).toContain(`  would be quarantined as ${j.verdict.quarantineId} (dry run: --quarantine stores it)\n`);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+  it('changed message: exit 1, JSON verdict, quarantined with --quarantine', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'postern-scan-'));
     const c = capture();
-    const code = await scanCommand([join(REAL, 'forwarded-rfc822-exe.eml'), '--json', '--policy', join(POLICIES, 'default.yaml'), '--out', join(dir, 'o.eml')], {
+    const code = await scanCommand([join(REAL, 'forwarded-rfc822-exe.eml'), '--json', '--quarantine', '--policy', join(POLICIES, 'default.yaml'), '--out', join(dir, 'o.eml')], {
       policiesDir: '/nonexistent',
       quarantineDir: join(dir, 'q'),
       ...c,
@@ -37,6 +53,7 @@ describe('postern scan', () => {
     expect(j.verdict.hits[0].part).toBe('2.2');
     expect(j.verdict.quarantineId).toMatch(/^[0-9a-f]{24}$/);
     expect(readdirSync(join(dir, 'q')).sort()).toEqual([`${j.verdict.quarantineId}.eml`, `${j.verdict.quarantineId}.json`]);
+    expect(j.quarantined).toBe(true);
     expect(readFileSync(join(dir, 'o.eml'), 'latin1')).toContain('removed by postern');
   });
   it('human output lists hits; --no-av skips the scanner; a scanner failure is exit 2', async () => {
@@ -53,7 +70,7 @@ describe('postern scan', () => {
     expect(await scanCommand([join(REAL, 'smime-signed-exe.eml')], { policiesDir: POLICIES, scanner: failing, ...c })).toBe(2);
     expect(c.o.join('')).toMatch(/TEMPFAIL/);
     c = capture();
-    expect(await scanCommand([join(REAL, 'smime-signed-exe.eml'), '--no-av'], { policiesDir: POLICIES, scanner: failing, ...c })).toBe(1);
+    expect(await scanCommand([join(REAL, 'smime-signed-exe.eml'), '--no-av', '--quarantine'], { policiesDir: POLICIES, scanner: failing, ...c })).toBe(1);
     expect(calls).toBe(1);
     expect(c.o.join('')).toMatch(/STRIP part 1\.2 "tool\.exe" application\/octet-stream \(detected application\/x-msdownload\)/);
     expect(c.o.join('')).toMatch(/quarantine requested but no quarantine directory given/);
