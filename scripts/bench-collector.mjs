@@ -25,7 +25,8 @@
  *
  * Usage: npm run build && node scripts/bench-collector.mjs [--messages 1000] [--mb 50]
  *          [--target lmtp|postfix] [--quick] [--skip-clamd]
- * (POSTERN_DIST=/other/dist runs a build elsewhere; its parent must resolve node_modules)
+ * (POSTERN_DIST=/other/dist runs a build elsewhere; its parent must resolve node_modules;
+ *  POSTERN_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=DIR" passes node flags to the postern runs only)
  * (`npm run bench -- collector` builds and runs it). Needs root (Dovecot mail uid, Postfix).
  * Bounded: each run has a deadline (RUN_TIMEOUT_MS), the whole script a watchdog.
  */
@@ -324,7 +325,9 @@ function posternConfig(dir, dovecot, target, clamd, tag) {
       : `{ protocol: smtp, host: 127.0.0.1, port: ${target.port}, starttls: none }`;
   const account = (name, proto, port, user) =>
     `    - name: ${name}\n      protocol: ${proto}\n      host: 127.0.0.1\n      port: ${port}\n      tls: { mode: none }\n      username: ${user}\n` +
-    `      password_env: BENCH_PASS_${user.toUpperCase()}\n      mode: user\n      recipient: ${RECIPIENT}\n      keep: delete\n      policy: default\n`;
+    `      password_env: BENCH_PASS_${user.toUpperCase()}\n      mode: user\n      recipient: ${RECIPIENT}\n      keep: delete\n      policy: default\n` +
+    // the whole box in one pass, as fetchmail (no fetchlimit) takes it: the default (100) would time 3 process start-ups for 300
+    `      max_messages_per_pass: ${N}\n`;
   const yaml =
     `log: { level: info, file: ${dir}/postern.log }\n` +
     `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
@@ -392,6 +395,9 @@ async function measure(label, proto, dovecot, target, messages, go, expected = m
   return row;
 }
 
+/** POSTERN_BENCH_NODE_ARGS: extra node flags for the postern runs only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+
 /** `postern collect --account NAME` until the box is empty (a pass may stop at max_messages_per_pass). */
 async function posternCollect(cli, config, account, dovecot, source, env) {
   let wallMs = 0;
@@ -399,7 +405,7 @@ async function posternCollect(cli, config, account, dovecot, source, env) {
   let runs = 0;
   let last = { code: 0, out: '' };
   for (let before = dovecot.count(source); before > 0 && runs < 50; runs++) {
-    last = await timed(process.execPath, [cli, 'collect', '--config', config, '--account', account], { env, cwd: dirname(config) });
+    last = await timed(process.execPath, [...nodeArgs, cli, 'collect', '--config', config, '--account', account], { env, cwd: dirname(config) });
     wallMs += last.wallMs;
     cpuS += last.cpuS;
     const now = dovecot.count(source);

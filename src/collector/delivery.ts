@@ -15,6 +15,7 @@
  * meanwhile is replaced once, before any byte of the message was sent.
  */
 import { readFileSync } from 'node:fs';
+import { isAscii } from 'node:buffer';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { CollectorDeliveryConfig } from '../config/types.js';
@@ -236,7 +237,7 @@ export class SmtpDelivery implements Delivery {
           this.push(null);
         },
       });
-      const eightBit = data.some((b) => b >= 0x80);
+      const eightBit = !isAscii(data); // native: a per-byte callback cost ~1 ms per 100 KB
       conn.send({ from: req.from === '' ? false : req.from, to: req.to, size: data.length, use8BitMime: eightBit }, source, (err, info) => {
         if (!err && info) {
           const i = info as unknown as SendInfo;

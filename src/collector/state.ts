@@ -2,7 +2,8 @@
  * The collector's durable state: one SQLite database (better-sqlite3, synchronous) under
  * `collector.state_dir`, file mode 0600, WAL journal, `synchronous = FULL` (a commit is on disk
  * before the call returns, so what the pass does next — delete upstream, deliver again — never
- * runs ahead of what a crash could forget).
+ * runs ahead of what a crash could forget). relaxed() commits without waiting for the disk, for
+ * state changes no outside effect depends on before the next ordinary commit (see there).
  *
  * Tables:
  * - `messages`: one row per message postern has fetched, keyed by account, folder ('' for POP3),
@@ -309,11 +310,51 @@ export class CollectorState {
     }
   }
 
+  /** Set while relaxed() runs: its commits do not wait for the disk (see relaxed). */
+  private relax = false;
+
+  /**
+   * Runs fn with its commits at `synchronous = NORMAL`: each still is a complete, atomic transaction
+   * that survives the death of the process (kill -9: the WAL is in the operating system's page cache),
+   * but one that only an operating system crash or power loss could roll back — together with every
+   * later one, never out of order (the WAL is replayed up to its first invalid frame). The next
+   * ordinary (`FULL`) commit writes the WAL to disk and with it every relaxed commit before it. So a
+   * relaxed commit is right exactly for a state change that no outside effect depends on before the
+   * next ordinary commit: src/collector/pass.ts uses it for a new row, a verdict, the `sending`
+   * marker and a delivery's result, and makes an ordinary commit (`data_end` of the next message, the
+   * lease renewal before DELE/STORE) before the next outside effect.
+   */
+  relaxed<T>(fn: () => T): T {
+    if (this.relax) return fn();
+    this.relax = true;
+    try {
+      return fn();
+    } finally {
+      this.relax = false;
+    }
+  }
+
   /** Runs fn in one transaction (BEGIN IMMEDIATE); any failure is E_COLLECTOR_STATE and nothing of it is kept. */
   private tx<T>(what: string, fn: () => T): T {
+    const relax = this.relax && !this.db.inTransaction;
+    let out: T;
     try {
-      return this.db.transaction(fn).immediate();
+      if (relax) this.db.pragma('synchronous = NORMAL');
+      out = this.db.transaction(fn).immediate();
     } catch (e) {
+      if (relax) this.restoreFull(what);
+      throw stateError(e, what);
+    }
+    if (relax) this.restoreFull(what);
+    return out;
+  }
+
+  /** Back to `synchronous = FULL` after a relaxed commit; a connection left relaxed must commit nothing more. */
+  private restoreFull(what: string): void {
+    try {
+      this.db.pragma('synchronous = FULL');
+    } catch (e) {
+      this.close();
       throw stateError(e, what);
     }
   }
@@ -486,7 +527,17 @@ export class CollectorState {
     );
   }
 
-  /** Marks the delivery in flight (durable before the pass goes on). */
+  /**
+   * An ordinary (`synchronous = FULL`) commit that always writes: when it returns, it and every
+   * relaxed() commit before it are on disk. Called before an outside effect that depends on them.
+   */
+  sync(now: number): void {
+    this.tx('sync', () =>
+      this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run('synced_at', String(now)),
+    );
+  }
+
+  /** Marks the delivery in flight (durable before the pass goes on, unless relaxed()). */
   setInflight(id: number, state: Inflight, rcpts: string[] = []): void {
     this.tx('mark delivery', () => this.db.prepare('UPDATE messages SET inflight = ?, inflight_rcpts = ? WHERE id = ?').run(state, state === null ? null : JSON.stringify(rcpts), id));
   }
