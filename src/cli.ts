@@ -27,6 +27,7 @@ import * as rspamdModule from './scanners/rspamd.js';
 import * as collectorModule from './collector/cli-module.js';
 import * as probesModule from './relay/upstream-probe.js';
 import type { OAuthMechanism } from './session/oauth.js';
+import * as admin from './admin/index.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
 export interface ServerModule {
@@ -38,6 +39,7 @@ export interface ServerModule {
       createSession: (host: SessionHost) => Session;
       onClose?: () => Promise<void> | void;
       upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
+      metrics?: serverModule.RelayMetrics;
     },
   ): Promise<{ close(graceMs?: number): Promise<void> }>;
 }
@@ -46,7 +48,7 @@ export interface ProbesModule {
   startUpstreamProbes(listeners: readonly ListenerConfig[], log: Logger): { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void };
 }
 export interface SessionsModule {
-  createSessionFactory(config: PosternConfig, log: Logger): { createSession(host: SessionHost): Session; close(): Promise<void> };
+  createSessionFactory(config: PosternConfig, log: Logger, opts?: { metrics?: sessionsModule.InspectMetrics }): { createSession(host: SessionHost): Session; close(): Promise<void> };
 }
 export interface PolicyLoadModule {
   loadPolicy(nameOrPath: string, policiesDir: string): unknown;
@@ -134,6 +136,7 @@ Usage:
                                          ask a running serve to collect NAME now (SIGUSR1), else collect it here
   postern collect status [--json] [--config FILE]
                                          collector: last pass, counts, errors and backlog per account
+  postern admin hash-token [--stdin]     make admin.token_hash (a new random token, or the one on stdin)
   postern --help | --version
 
 Default config: ${DEFAULT_CONFIG_FILE}
@@ -221,6 +224,8 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         return await quarantine(rest, io);
       case 'collect':
         return await collect(rest, io);
+      case 'admin':
+        return await adminCmd(rest, io);
       default:
         throw new UsageError(`unknown command "${cmd}"`);
     }
@@ -251,6 +256,10 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let server: { close(graceMs?: number): Promise<void> } | null = null;
   // OAuth2 on static listeners: what each upstream offers, learned without credentials (started with the listeners)
   let probes: { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void } | null = null;
+  // the admin listener (src/admin/): its metrics are handed to the relay and the inspection factory
+  const metrics = config.admin ? new admin.Metrics({ quarantineDir: config.quarantine.dir }) : undefined;
+  let adminCa: CertAuthority | null = null;
+  let adminMinter: LeafMinter | null = null;
   if (config.listeners.length > 0) {
     let ca: CertAuthority;
     try {
@@ -268,13 +277,15 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       throw e;
     }
     const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
+    adminCa = ca;
+    adminMinter = minter;
     const { startServer } = loadModule(io, 'server');
     try {
       // the composition root: inspection (policies, scanner, quarantine) is built here and handed to the relay
-      const sessions = loadModule(io, 'sessions').createSessionFactory(config, log);
+      const sessions = loadModule(io, 'sessions').createSessionFactory(config, log, metrics ? { metrics } : undefined);
       const upstreamProbes = loadModule(io, 'probes').startUpstreamProbes(config.listeners, log);
       probes = upstreamProbes;
-      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close(), upstreamOAuth: (l) => upstreamProbes.mechanisms(l) });
+      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close(), upstreamOAuth: (l) => upstreamProbes.mechanisms(l), ...(metrics ? { metrics } : {}) });
     } catch (e) {
       probes?.close();
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
@@ -297,12 +308,25 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       return 1;
     }
   }
+  let adminServer: admin.RunningAdmin | null = null;
+  let closing = false;
+  if (config.admin && metrics) {
+    try {
+      adminServer = await admin.startAdmin(config, { log, metrics, ca: adminCa, minter: adminMinter, ready: () => ({ listeners: !closing && (server !== null || config.listeners.length === 0), policies: server !== null || config.listeners.length === 0 }) });
+    } catch (e) {
+      log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the admin listener');
+      probes?.close();
+      await Promise.all([server?.close(0), collector?.close()]);
+      await flush(log);
+      io.stderr(`postern: cannot start the admin listener: ${(e as Error).message}\n`);
+      return 1;
+    }
+  }
   const onUsr1 = () => collector?.onSignal();
   if (collector) io.signals.on('SIGUSR1', onUsr1);
   log.info({ event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
 
   return await new Promise<number>((resolve) => {
-    let closing = false;
     const onSignal = (signal: NodeJS.Signals) => {
       if (closing) {
         log.warn({ event: 'process.shutdown_forced', signal }, 'second signal during shutdown: exiting now');
@@ -313,7 +337,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       const graceMs = config.limits.shutdownGraceMs;
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
       probes?.close();
-      Promise.all([server?.close(graceMs), collector?.close()]).then(
+      Promise.all([server?.close(graceMs), collector?.close(), adminServer?.close()]).then(
         () => 0,
         (err: unknown) => {
           log.error({ event: 'process.shutdown_failed', err: logErr(err) }, 'error during shutdown');
@@ -496,6 +520,22 @@ async function quarantine(args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(file);
   const { quarantineCommand } = loadModule(io, 'quarantine');
   return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+}
+
+// ---------- admin (src/admin/command.ts) ----------
+
+async function adminCmd(args: string[], io: CliIo): Promise<number> {
+  const readStdin = async () => {
+    const chunks: Buffer[] = [];
+    for await (const c of process.stdin as AsyncIterable<Buffer>) chunks.push(c);
+    return Buffer.concat(chunks).toString('utf8');
+  };
+  try {
+    return await admin.adminCommand(args, { stdout: (s) => io.stdout(s), readStdin });
+  } catch (e) {
+    if (e instanceof admin.AdminUsageError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 // ---------- collect (src/collector/command.ts) ----------

@@ -68,6 +68,8 @@ export const ErrorCodes = {
   HOLD_TIMEOUT: 'E_HOLD_TIMEOUT',
   /** The process-wide memory budget (`memory_budget_bytes`) is spent: a new session or a piece of work was refused. */
   MEMORY_BUDGET: 'E_MEMORY_BUDGET',
+  /** The admin listener (src/admin/): it cannot start (bind, TLS files), a request is over ADMIN_LIMITS, or a release failed. */
+  ADMIN: 'E_ADMIN',
   /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */
   INTERNAL: 'E_INTERNAL',
   /** Collector, catch-all: the header of a fetched message could not be read for recipients (limits, structural faults); it goes to the postmaster or stays on the server. */

@@ -687,3 +687,26 @@ export const COLLECTOR_LIMITS = {
   /** Message data is handed to the delivery connection in chunks of this size. */
   deliveryChunkBytes: 64 * 1024,
 } as const;
+
+// ---------- admin listener (src/admin/, docs/admin.md) ----------
+
+export const ADMIN_LIMITS = {
+  /** Largest request body read (login form, release/delete forms); more is refused with 413 (E_ADMIN). */
+  maxBodyBytes: 16 * 1024,
+  /** A login cookie is valid this long. */
+  sessionTtlMs: 8 * 60 * 60 * 1000,
+  /** Login sessions kept at most; the oldest is dropped when a new login would pass it. */
+  maxSessions: 256,
+  /** Bytes of a quarantined original read to show and search its From, To, Subject and Date. */
+  headerReadBytes: 64 * 1024,
+  /** Rows shown by one quarantine search (newest first). */
+  maxSearchResults: 500,
+  /** Characters of a header value shown or searched. */
+  maxHeaderChars: 998,
+  /** A request (headers and body) must be complete within this. */
+  requestTimeoutMs: 30_000,
+  /** Deadline of one release by SMTP (connect to the end of DATA). */
+  releaseTimeoutMs: 60_000,
+  /** A wrong token is answered after this delay (slows guessing; scrypt adds its own cost). */
+  authFailureDelayMs: 500,
+} as const;

@@ -8,6 +8,7 @@ import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
 import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
@@ -231,6 +232,7 @@ const rawConfigSchema = z.strictObject({
   // optional only when a collector is configured (crossCheck): postern then runs the collector alone
   listeners: z.array(listenerSchema).optional(),
   collector: collectorSchema.optional(),
+  admin: adminSchema.optional(),
 });
 type RawConfig = z.output<typeof rawConfigSchema>;
 
@@ -257,6 +259,7 @@ function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (str
 }
 
 function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
+  if (raw.admin) checkAdmin(raw.admin, (p, m) => issue(ctx, p, m));
   if (raw.collector) checkCollector(raw.collector, baseDir, (p, m) => issue(ctx, p, m));
   else if (raw.listeners === undefined) issue(ctx, ['listeners'], 'Invalid input: expected array, received undefined (listeners are required unless a collector section is configured)');
   else if (raw.listeners.length === 0) issue(ctx, ['listeners'], 'at least one listener is required (or a collector section)');
@@ -495,6 +498,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     limits,
     listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
     ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
+    ...(raw.admin ? { admin: normaliseAdmin(raw.admin, baseDir) } : {}),
   };
 }
 

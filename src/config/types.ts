@@ -254,4 +254,6 @@ export interface PosternConfig {
   listeners: ListenerConfig[];
   /** The `collector:` section; absent when not configured. */
   collector?: CollectorConfig;
+  /** The `admin:` listener (src/admin/, docs/admin.md); absent = off. */
+  admin?: import('./admin.js').AdminConfig;
 }

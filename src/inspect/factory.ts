@@ -5,7 +5,7 @@
  * config names it and some listener's policy enables it.
  */
 import type { Logger } from 'pino';
-import type { PosternConfig } from '../config/types.js';
+import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { logErr } from '../log/logger.js';
 import { loadPolicy, type CompiledPolicy } from '../policy/load.js';
@@ -13,6 +13,7 @@ import type { EngineDeps } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
+import type { EndpointHealth } from '../scanners/endpoints.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { ImapSession } from '../session/imap.js';
 import { Pop3Session } from '../session/pop3.js';
@@ -23,12 +24,52 @@ import { Pop3Inspector } from './pop3-inspector.js';
 /** How often quarantined originals older than `quarantine.retention_days` are removed. */
 export const QUARANTINE_PURGE_INTERVAL_MS = 6 * 60 * 60 * 1000;
 
+/** What inspection tells a metrics sink (src/admin/metrics.ts); absent: nothing is counted. */
+export interface InspectMetrics {
+  messageInspected(listener: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[]): void;
+  scanned(engine: string, outcome: string, seconds: number): void;
+  scannerHealth(engine: string, health: () => EndpointHealth[]): void;
+}
+
+/** Times every request of a scanner (clamd scan/scanChunks, rspamd check) into the metrics. */
+function timed<T extends object>(target: T, methods: string[], engine: string, metrics: InspectMetrics): T {
+  const health = (target as { health?: () => EndpointHealth[] }).health;
+  if (typeof health === 'function') metrics.scannerHealth(engine, () => health.call(target));
+  return new Proxy(target, {
+    get(t, prop, recv) {
+      const v = Reflect.get(t, prop, recv) as unknown;
+      if (typeof v !== 'function') return v;
+      if (!methods.includes(String(prop))) return (v as (...a: unknown[]) => unknown).bind(t);
+      return async (...args: unknown[]) => {
+        const t0 = performance.now();
+        const out = (await (v as (...a: unknown[]) => Promise<{ kind: string }>).apply(t, args)) as { kind: string };
+        metrics.scanned(engine, out.kind, (performance.now() - t0) / 1000);
+        return out;
+      };
+    },
+  });
+}
+
+/** The inspectors' logger with `message.inspected` also counted (the inspectors stay unaware of metrics). */
+function countingLog(log: Logger, listener: ListenerConfig, metrics: InspectMetrics): Logger {
+  const tapped = Object.create(log) as Logger;
+  tapped.info = ((obj: unknown, ...rest: unknown[]) => {
+    const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown } | null;
+    if (o && typeof o === 'object' && o.event === 'message.inspected' && typeof o.verdict === 'string') {
+      const rules = Array.isArray(o.rules) ? (o.rules as { rule?: unknown; action?: unknown }[]).map((r) => ({ rule: String(r.rule), action: String(r.action) })) : [];
+      metrics.messageInspected(listener, o.verdict, rules);
+    }
+    return (log.info as (...a: unknown[]) => void)(obj, ...rest);
+  }) as Logger['info'];
+  return tapped;
+}
+
 export interface SessionFactory {
   createSession(host: SessionHost): Session;
   close(): Promise<void>;
 }
 
-export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null } = {}): SessionFactory {
+export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null; metrics?: InspectMetrics } = {}): SessionFactory {
   const policies = new Map<string, CompiledPolicy>();
   for (const l of config.listeners) {
     if (l.policy && !policies.has(l.policy)) policies.set(l.policy, loadPolicy(l.policy, config.policiesDir));
@@ -38,7 +79,10 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   const needsSpam = [...policies.values()].some((p) => p.spam.enabled);
   const spamScanner = opts.spamScanner !== undefined ? opts.spamScanner : config.spam && needsSpam ? createSpamScanner(config.spam, log) : null;
   const quarantine = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
-  const engine: EngineDeps = { scanner, spamScanner, quarantine };
+  const metrics = opts.metrics;
+  const engine: EngineDeps = metrics
+    ? { scanner: scanner && timed(scanner, ['scan', 'scanChunks'], 'clamd', metrics), spamScanner: spamScanner && timed(spamScanner, ['check'], 'rspamd', metrics), quarantine }
+    : { scanner, spamScanner, quarantine };
   // retention: expired originals are purged at start and then every QUARANTINE_PURGE_INTERVAL_MS
   const purge = () =>
     quarantine.purgeExpired().then(
@@ -61,11 +105,12 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
     createSession(host: SessionHost): Session {
       const l = host.listener;
       const policy = l.policy ? policies.get(l.policy)! : null;
+      const ilog = metrics && policy ? countingLog(host.log, l, metrics) : host.log;
       if (l.protocol === 'imap') {
-        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: host.log }) : null;
+        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: ilog }) : null;
         return new ImapSession(host, { interceptor });
       }
-      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: host.log }).hooks() : {};
+      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: ilog }).hooks() : {};
       return new Pop3Session(host, hooks);
     },
     async close() {

@@ -32,6 +32,14 @@ export interface ServerDeps {
    * mechanisms), asked once per new session; absent or null: a static listener offers no OAuth2.
    */
   upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
+  /** Session counters (src/admin/metrics.ts); absent: none kept. */
+  metrics?: RelayMetrics;
+}
+
+/** What the relay tells a metrics sink: a session admitted, a session ended with its client connection's wire bytes. */
+export interface RelayMetrics {
+  sessionOpened(listener: ListenerConfig): void;
+  sessionClosed(listener: ListenerConfig, traffic: { fromClient: number; toClient: number }): void;
 }
 
 export interface RunningServer {
@@ -99,6 +107,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     }
     perClient.set(addr, count + 1);
     slog.info({ event: 'session.open', tlsMode: listener.tls.mode }, 'client connected');
+    deps.metrics?.sessionOpened(listener);
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
       upstreamOAuth: deps.upstreamOAuth?.(listener) ?? null,
@@ -109,6 +118,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
         const n = (perClient.get(addr) ?? 1) - 1;
         if (n <= 0) perClient.delete(addr);
         else perClient.set(addr, n);
+        deps.metrics?.sessionClosed(listener, { fromClient: socket.bytesRead, toClient: socket.bytesWritten });
       },
     });
     conn.adoptLease(base);

@@ -1,0 +1,147 @@
+/**
+ * The quarantine as the admin pages see it: the store's metadata plus From, To, Subject and Date read
+ * from the first ADMIN_LIMITS.headerReadBytes of each original; search; release by SMTP.
+ */
+import { promises as fs, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import nodemailer from 'nodemailer';
+import type { AdminReleaseSmtpConfig } from '../config/admin.js';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { ADMIN_LIMITS } from '../limits.js';
+import { decodedFieldValue } from '../mime/headers.js';
+import type { FileQuarantineStore, QuarantineRecord } from '../quarantine/store.js';
+
+export interface Entry {
+  record: QuarantineRecord;
+  from: string;
+  to: string;
+  subject: string;
+  date: string;
+  user: string;
+  verdict: string;
+  rules: { rule: string; action: string; reason: string }[];
+}
+
+export interface Search {
+  user?: string;
+  sender?: string;
+  subject?: string;
+  /** YYYY-MM-DD, inclusive, on the quarantine time (UTC). */
+  since?: string;
+  until?: string;
+  verdict?: string;
+}
+
+/** The header fields of an original (first block up to the empty line, within the read limit). */
+export async function readHeaders(dir: string, id: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  let buf: Buffer;
+  try {
+    const fh = await fs.open(join(dir, `${id}.eml`), 'r');
+    try {
+      const b = Buffer.alloc(ADMIN_LIMITS.headerReadBytes);
+      const { bytesRead } = await fh.read(b, 0, b.length, 0);
+      buf = b.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return out;
+  }
+  const text = buf.toString('latin1');
+  const end = text.search(/\r?\n\r?\n/);
+  const head = end < 0 ? text : text.slice(0, end);
+  let name: string | null = null;
+  let value = '';
+  const flush = () => {
+    if (name && !(name in out)) {
+      let v: string;
+      try {
+        v = decodedFieldValue(value);
+      } catch {
+        v = value.replace(/\n/g, '');
+      }
+      out[name] = v.slice(0, ADMIN_LIMITS.maxHeaderChars);
+    }
+  };
+  for (const line of head.split(/\r?\n/)) {
+    if (/^[ \t]/.test(line) && name) {
+      value += `\n${line}`;
+      continue;
+    }
+    flush();
+    const m = /^([!-9;-~]+):(.*)$/.exec(line);
+    name = m ? m[1]!.toLowerCase() : null;
+    value = m ? m[2]! : '';
+  }
+  flush();
+  return out;
+}
+
+function str(v: unknown): string {
+  return typeof v === 'string' ? v : v === undefined || v === null ? '' : String(v);
+}
+
+export async function entry(store: FileQuarantineStore, record: QuarantineRecord): Promise<Entry> {
+  const h = await readHeaders(store.dir, record.id);
+  const ctx = (record.context ?? {}) as Record<string, unknown>;
+  const hits = Array.isArray(record.hits) ? (record.hits as Record<string, unknown>[]) : [];
+  return {
+    record,
+    from: h.from ?? '',
+    to: h.to ?? '',
+    subject: h.subject ?? '',
+    date: h.date ?? '',
+    user: str(ctx.user),
+    verdict: str(record.status),
+    rules: hits.map((x) => ({ rule: str(x.rule), action: str(x.action), reason: str(x.reason) })),
+  };
+}
+
+const has = (hay: string, needle: string | undefined) => !needle || hay.toLowerCase().includes(needle.toLowerCase());
+
+export async function search(store: FileQuarantineStore, q: Search): Promise<{ entries: Entry[]; truncated: boolean }> {
+  const records = (await store.list()).reverse(); // newest first
+  const out: Entry[] = [];
+  for (const r of records) {
+    const day = r.time.slice(0, 10);
+    if (q.since && day < q.since) continue;
+    if (q.until && day > q.until) continue;
+    if (q.verdict && str(r.status) !== q.verdict) continue;
+    const e = await entry(store, r);
+    if (!has(e.user, q.user) || !has(e.from, q.sender) || !has(e.subject, q.subject)) continue;
+    if (out.length >= ADMIN_LIMITS.maxSearchResults) return { entries: out, truncated: true };
+    out.push(e);
+  }
+  return { entries: out, truncated: false };
+}
+
+/** The address a release goes to: the session's user when it is an address. */
+export function releaseRecipient(e: Entry): string | null {
+  return /^[^\s<>@,;"]+@[^\s<>@,;"]+$/.test(e.user) ? e.user : null;
+}
+
+/** Sends the original unchanged to `to` through the configured relay. */
+export async function releaseBySmtp(cfg: AdminReleaseSmtpConfig, original: Buffer, to: string): Promise<string> {
+  const transport = nodemailer.createTransport({
+    host: cfg.host,
+    port: cfg.port,
+    secure: false,
+    requireTLS: cfg.starttls === 'required',
+    ignoreTLS: cfg.starttls === 'none',
+    tls: { rejectUnauthorized: cfg.verify, ...(cfg.caFile ? { ca: readFileSync(cfg.caFile) } : {}) },
+    connectionTimeout: ADMIN_LIMITS.releaseTimeoutMs,
+    greetingTimeout: ADMIN_LIMITS.releaseTimeoutMs,
+    socketTimeout: ADMIN_LIMITS.releaseTimeoutMs,
+  });
+  try {
+    const info = await transport.sendMail({ envelope: { from: cfg.from, to: [to] }, raw: original });
+    if (info.rejected.length > 0) throw new PosternError(ErrorCodes.ADMIN, `relay refused ${to}`);
+    return String(info.response ?? '');
+  } catch (e) {
+    if (e instanceof PosternError) throw e;
+    throw new PosternError(ErrorCodes.ADMIN, `release by SMTP failed: ${(e as Error).message}`);
+  } finally {
+    transport.close();
+  }
+}
