@@ -11,6 +11,7 @@ import type { DestinationStream } from 'pino';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
 import type { ListenerConfig, PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
 import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
+import { policyWarnings, type PolicyScanNeeds } from './config/warnings.js';
 import { ErrorCodes, isPosternError } from './errors.js';
 import { createLogger, logErr, type Logger } from './log/logger.js';
 import type { Scanner, SpamScanner } from './scanners/types.js';
@@ -382,11 +383,13 @@ async function check(args: string[], io: CliIo): Promise<number> {
   problems.push(...collectorChecked.problems);
   for (const w of collectorChecked.warnings) io.stderr(`warning: ${w}\n`);
   const policies = [...new Set([...config.listeners.map((l) => l.policy).filter((p): p is string => p !== null), ...collectorChecked.policies])];
+  const loaded: [string, PolicyScanNeeds][] = [];
   if (policies.length > 0) {
     const mod = loadModule(io, 'policy');
     for (const name of policies) {
       try {
-        await mod.loadPolicy(name, config.policiesDir);
+        const p = await mod.loadPolicy(name, config.policiesDir);
+        if (isScanNeeds(p)) loaded.push([name, p]);
       } catch (e) {
         if (e instanceof ConfigError) issues.push(...e.issues);
         else if (isPosternError(e) || e instanceof Error) problems.push(`policy ${name}: ${e.message}`);
@@ -414,12 +417,21 @@ async function check(args: string[], io: CliIo): Promise<number> {
     if (!missingBoth) problems.push(`CA: ${(e as Error).message}`);
   }
 
+  // what serve would log at start about the policies (src/config/warnings.ts): warnings on stderr, notes with the OK
+  const stated = policyWarnings(config, loaded, { scanner: !!config.scanner, spamScanner: !!config.spam });
+  for (const w of stated) if (w.level === 'warn') io.stderr(`warning: ${w.message}\n`);
   printIssues(io, issues);
   for (const p of problems) io.stderr(`${p}\n`);
   if (issues.length > 0 || problems.length > 0) return 1;
+  for (const w of stated) if (w.level === 'info') io.stdout(`note: ${w.message}\n`);
   const accounts = config.collector ? `, ${config.collector.accounts.length} collector account(s)` : '';
   io.stdout(`config OK: ${config.file} (${config.listeners.length} listener(s)${accounts}, ${policies.length} polic${policies.length === 1 ? 'y' : 'ies'})\n`);
   return 0;
+}
+
+function isScanNeeds(p: unknown): p is PolicyScanNeeds {
+  const o = p as { antivirus?: { enabled?: unknown }; spam?: { enabled?: unknown } } | null;
+  return typeof o?.antivirus?.enabled === 'boolean' && typeof o.spam?.enabled === 'boolean';
 }
 
 // ---------- ca ----------

@@ -8,6 +8,7 @@
  *   `postern collect --now NAME` finds it.
  * One `collector.pass` log line per pass; the pass is recorded for `postern collect status`.
  */
+import { policyWarnings } from '../config/warnings.js';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { CollectorAccountConfig, PosternConfig, SecretSource } from '../config/types.js';
@@ -101,10 +102,8 @@ export class Collector {
     this.spamScanner = opts.spamScanner !== undefined ? opts.spamScanner : config.spam && needsSpam ? createSpamScanner(config.spam, log) : null;
     const quarantine = opts.quarantine !== undefined ? opts.quarantine : new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
     this.engine = { scanner: this.scanner, spamScanner: this.spamScanner, quarantine };
-    for (const [name, p] of this.policies) {
-      if (p.antivirus.enabled && !this.scanner) log.warn({ event: 'policy.unscanned', policy: name }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
-      if (p.spam.enabled && !this.spamScanner) log.warn({ event: 'policy.unscanned', policy: name, scanner: 'spam' }, 'policy enables spam scoring but no spam scanner is configured: messages are not spam-checked');
-    }
+    // the same list `postern check` prints (src/config/warnings.ts)
+    for (const w of policyWarnings(config, this.policies, { scanner: !!this.scanner, spamScanner: !!this.spamScanner })) log[w.level]({ event: w.event, ...w.fields }, w.message);
     this.state = CollectorState.open(c.stateDir);
     this.delivery = opts.delivery ?? new SmtpDelivery(c.delivery, (s) => readSecret(s));
   }

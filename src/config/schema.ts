@@ -226,7 +226,8 @@ const rawConfigSchema = z.strictObject({
       retention_days: count.optional(),
     })
     .optional(),
-  scanner: scannerSchema.nullable().optional(),
+  // `none`: antivirus switched off on purpose (policies' antivirus sections are then noted at info, not warned about)
+  scanner: z.union([z.literal('none'), scannerSchema]).nullable().optional(),
   spam: spamSchema.nullable().optional(),
   limits: globalLimitsSchema.optional(),
   // optional only when a collector is configured (crossCheck): postern then runs the collector alone
@@ -329,7 +330,7 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
     }
   });
 
-  raw.scanner?.endpoints.forEach((e, i) => {
+  (raw.scanner === 'none' ? undefined : raw.scanner)?.endpoints.forEach((e, i) => {
     const at = ['scanner', 'endpoints', i];
     const tcp = e.host !== undefined || e.port !== undefined;
     if (tcp && e.socket !== undefined) issue(ctx, at, 'an endpoint is either host/port or socket, not both');
@@ -449,7 +450,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
   const sessionDefaults = sessionLimits(DEFAULT_SESSION_LIMITS, gl);
 
   let scanner: ScannerConfig | null = null;
-  if (raw.scanner) {
+  if (raw.scanner && raw.scanner !== 'none') {
     scanner = {
       type: 'clamd',
       endpoints: raw.scanner.endpoints.map((e) =>
@@ -494,6 +495,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
       retentionDays: raw.quarantine?.retention_days ?? DEFAULT_QUARANTINE_RETENTION_DAYS,
     },
     scanner,
+    ...(raw.scanner === 'none' ? { scannerOff: true } : {}),
     spam,
     limits,
     listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),

@@ -248,6 +248,8 @@ export interface PosternConfig {
   policiesDir: string;
   quarantine: QuarantineConfig;
   scanner: ScannerConfig | null;
+  /** `scanner: none`: no antivirus, on purpose (src/config/warnings.ts notes it at info instead of warning). */
+  scannerOff?: boolean;
   /** Spam scanner; null or absent = none. */
   spam?: SpamConfig | null;
   limits: ServerLimits;

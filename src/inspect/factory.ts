@@ -4,6 +4,7 @@
  * relay. Listeners without a policy get plain relay sessions. A scanner is created only when the
  * config names it and some listener's policy enables it.
  */
+import { policyWarnings } from '../config/warnings.js';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
@@ -94,13 +95,9 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   if (purgeTimer) void purge();
   for (const [name, p] of policies) {
     log.info({ event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner, spam: p.spam.enabled && !!spamScanner }, 'policy loaded');
-    if (p.antivirus.enabled && !scanner) {
-      log.warn({ event: 'policy.unscanned', policy: name, scanner: 'antivirus' }, 'policy enables antivirus but no scanner is configured: messages are not virus-scanned');
-    }
-    if (p.spam.enabled && !spamScanner) {
-      log.warn({ event: 'policy.unscanned', policy: name, scanner: 'spam' }, 'policy enables spam scoring but no spam scanner is configured: messages are not spam-checked');
-    }
   }
+  // the same list `postern check` prints (src/config/warnings.ts)
+  for (const w of policyWarnings(config, policies, { scanner: !!scanner, spamScanner: !!spamScanner })) log[w.level]({ event: w.event, ...w.fields }, w.message);
   return {
     createSession(host: SessionHost): Session {
       const l = host.listener;

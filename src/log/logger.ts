@@ -48,7 +48,7 @@ export const LOG_EVENTS = {
   'listener.error': 'a listening socket failed (listener, err)',
   'server.stop': 'every listener is closed (remaining sessions)',
   'policy.loaded': 'a policy file was compiled (policy, file, antivirus)',
-  'policy.unscanned': 'a policy enables antivirus but no scanner is configured (policy)',
+  'policy.unscanned': 'a policy enables antivirus or spam scoring but no such scanner is configured (policy, scanner; info with scanner: none)',
   'quarantine.purge': 'expired quarantine records were deleted (purged, retentionDays)',
   'quarantine.purge_failed': 'the quarantine purge failed (dir, err)',
   'scanner.state': 'a clamd endpoint went up or down (endpoint, state, previous, reason)',
