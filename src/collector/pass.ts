@@ -18,6 +18,12 @@
  *   message under a new UID (UIDVALIDITY change, a rebuilt POP3 maildrop) takes over its old row
  *   and is not delivered again; a second copy present at the same time is a `duplicate`.
  *
+ * Durability: the commits nothing outside depends on at once (a new row, a verdict, `sending`, a
+ * delivery's result) are CollectorState.relaxed(): they survive the death of the process but not
+ * necessarily of the operating system until the next ordinary commit, which is made before every
+ * outside effect that depends on them: `data_end` before the last byte of the next delivery, sync()
+ * before DELE/STORE. The one commit per message that waits for the disk is `data_end`.
+ *
  * Crash points for tests: POSTERN_COLLECTOR_CRASH_AT=<point>[:<n>] makes the process kill itself
  * (SIGKILL) the n-th time (default 1) it reaches <point> (after_fetch, during_data, after_250,
  * after_commit, before_delete, after_delete). Test-only (docs/collector.md); unset in production.
@@ -223,24 +229,56 @@ class Pass {
       if (r.status === 'held' && r.reason === 'oversize') return m.size <= a.maxMessageBytes;
       return r.status === 'pending' && r.nextAttempt <= now;
     });
-    for (const msg of candidates) {
-      if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) {
-        if (!rows.has(msg.uid)) this.s.backlog++;
-        continue;
+    // The next message to fetch is fetched while the current one is inspected and delivered (one
+    // command at a time on the remote connection; at most two messages in memory). A prefetched
+    // message that is not used (the pass stops) is only dropped: fetching changes nothing upstream.
+    const ahead: { next: { msg: RemoteMessage; raw: Promise<Buffer | null> } | null } = { next: null };
+    const settle = async () => {
+      const p = ahead.next;
+      ahead.next = null;
+      if (p) await p.raw.catch(() => null);
+    };
+    try {
+      for (let i = 0; i < candidates.length; i++) {
+        const msg = candidates[i]!;
+        if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) {
+          if (!rows.has(msg.uid)) this.s.backlog++;
+          continue;
+        }
+        const row = rows.get(msg.uid);
+        if (msg.size > a.maxMessageBytes) {
+          this.oversize(box, msg, row);
+          continue;
+        }
+        if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
+        this.attempts++;
+        let raw: Promise<Buffer | null>;
+        if (ahead.next?.msg === msg) {
+          raw = ahead.next.raw;
+          ahead.next = null;
+        } else {
+          await settle();
+          raw = this.remote!.fetch(msg);
+        }
+        await this.message(box, msg, row && row.status !== 'held' ? row : undefined, raw, () => {
+          // the fetch of this message is done: start the next one's
+          if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
+          let j = i + 1;
+          while (j < candidates.length && candidates[j]!.size > a.maxMessageBytes) j++;
+          const next = candidates[j];
+          if (!next) return;
+          const p = this.remote!.fetch(next);
+          p.catch(() => undefined); // awaited (and its failure thrown) when it is used
+          ahead.next = { msg: next, raw: p };
+        });
+        // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
+        if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {
+          this.renewed = this.d.now();
+          st.renewLease(a.name, this.token, this.renewed);
+        }
       }
-      const row = rows.get(msg.uid);
-      if (msg.size > a.maxMessageBytes) {
-        this.oversize(box, msg, row);
-        continue;
-      }
-      if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
-      this.attempts++;
-      await this.message(box, msg, row && row.status !== 'held' ? row : undefined);
-      // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
-      if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {
-        this.renewed = this.d.now();
-        st.renewLease(a.name, this.token, this.renewed);
-      }
+    } finally {
+      await settle(); // nothing else is sent on the connection while a fetch is outstanding
     }
     return this.deletions(box);
   }
@@ -262,18 +300,20 @@ class Pass {
       : { account: this.a.name, msgno: msg.ref, uidl: msg.uid };
   }
 
-  private async message(box: RemoteFolder, msg: RemoteMessage, known: MessageRow | undefined): Promise<void> {
+  /** fetched: the message's fetch, started by the caller; fetchedNext: called once it is done (the next fetch may start). */
+  private async message(box: RemoteFolder, msg: RemoteMessage, known: MessageRow | undefined, fetched: Promise<Buffer | null>, fetchedNext: () => void): Promise<void> {
     const st = this.d.state;
     const a = this.a;
     const key = { account: a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
     let raw: Buffer | null;
     try {
-      raw = await this.remote!.fetch(msg);
+      raw = await fetched;
     } catch (e) {
       if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known) this.oversize(box, msg, undefined);
       throw e;
     }
     this.s.fetched++;
+    fetchedNext();
     if (raw === null) return; // expunged meanwhile
     this.crash('after_fetch');
     const info = readHeader(raw);
@@ -298,7 +338,8 @@ class Pass {
         this.log.info({ event: 'collector.message', ...where, action: 'recognised', status: row.status }, 'message collected before under another id: its state carries over, not delivered again');
         if (row.status !== 'pending') return;
       } else {
-        const fresh = this.register(key, raw, info, where);
+        // relaxed: nothing outside depends on the new row before the `data_end` commit (or the sync before a deletion)
+        const fresh = st.relaxed(() => this.register(key, raw, info, where));
         if (!fresh) return;
         row = fresh;
       }
@@ -371,7 +412,7 @@ class Pass {
       const upd: MessageUpdate = { verdict: v.status, quarantineId: v.quarantineId ?? null };
       // altered, and the original is in no quarantine: the remote copy is the only original left
       if (v.status !== 'clean' && !v.quarantineId) Object.assign(upd, { deletable: false, reason: 'original-not-quarantined' });
-      row = st.update(row.id, this.d.now(), upd);
+      row = st.relaxed(() => st.update(row.id, this.d.now(), upd));
       if (v.viruses.length) where.viruses = v.viruses;
       if (v.quarantineId) where.quarantineId = v.quarantineId;
     }
@@ -385,7 +426,8 @@ class Pass {
       if (due.length === 0) break;
       const to = due.map((r) => r.address);
       const data = Buffer.concat([traceFields(a, box.folder, msg.uid, this.d.helo, to, new Date(now)), output]);
-      st.setInflight(row.id, 'sending', to);
+      // relaxed: losing `sending` is the same as `sending` (the message is sent again); `data_end` is an ordinary commit
+      st.relaxed(() => st.setInflight(row.id, 'sending', to));
       const res = await this.d.delivery.send({
         from,
         to,
@@ -460,7 +502,9 @@ class Pass {
     }
     const upd = this.finalise([...states.values()]);
     if (unconfirmed) Object.assign(upd, { deletable: false, reason: 'unconfirmed' });
-    return this.d.state.update(row.id, now, upd, updates, add);
+    // relaxed: written to disk by the next ordinary commit, at the latest the sync before a deletion;
+    // lost only with the operating system (not with the process), it leaves `data_end`: unconfirmed, never sent twice
+    return this.d.state.relaxed(() => this.d.state.update(row.id, now, upd, updates, add));
   }
 
   /** Deletes (or plans to delete at QUIT) what is done and keep allows. */
@@ -478,6 +522,7 @@ class Pass {
       if (ok) targets.push({ id: r.id, msg: m });
     }
     if (targets.length === 0) return [];
+    st.sync(now); // every relaxed commit the deletions depend on is on disk before DELE/STORE
     this.crash('before_delete');
     targets.sort((x, y) => x.msg.ref - y.msg.ref);
     const res = await this.remote!.delete(targets.map((t) => t.msg));
