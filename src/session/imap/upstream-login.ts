@@ -38,6 +38,12 @@ export function refuseRoute(core: SessionCore, tag: string, route: { reason: 'sy
   core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
 }
 
+function refuseNul(core: SessionCore, tag: string): void {
+  const text = 'postern: a user name or password containing a NUL byte cannot be passed on';
+  core.host.log.warn({ event: 'login.refused', reason: 'malformed', err: { code: ErrorCodes.PROTOCOL, message: text } }, 'login refused: NUL in the credentials');
+  core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
+}
+
 export class UpstreamLogin {
   /** Upstream responses are read whole during the login (bounded: a few lines). */
   private readonly assembler: MessageAssembler;
@@ -48,6 +54,12 @@ export class UpstreamLogin {
 
   /** Routes the login and, when it may go anywhere, connects: the session is `upstream-login` until the attempt ends. */
   begin(tag: string, loginBuf: Buffer, password: Buffer): void {
+    if (loginBuf.includes(0) || password.includes(0)) {
+      // a NUL cannot be passed on unambiguously (it separates the fields of SASL PLAIN); refused before
+      // anything is routed or connected, and never logged
+      refuseNul(this.core, tag);
+      return;
+    }
     const login = loginBuf.toString('utf8');
     const route = routeLogin(this.core.host.listener.upstream, login);
     if (!route.ok) return refuseRoute(this.core, tag, route);
@@ -225,6 +237,8 @@ export class UpstreamLogin {
     if (head.kind === 'untagged' && head.keyword === 'BYE') {
       return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_CLOSED, `upstream said BYE: ${head.text}`));
     }
+    // only postern's own command is in flight: any other tag is a server out of step with postern
+    if (head.kind === 'tagged') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, 'tagged response to a command postern did not send'));
     step.untagged.push(parts);
     this.awaitAnswer();
   }
