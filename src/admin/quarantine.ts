@@ -116,9 +116,11 @@ export async function search(store: FileQuarantineStore, q: Search): Promise<{ e
   return { entries: out, truncated: false };
 }
 
-/** The address a release goes to: the session's user when it is an address. */
-export function releaseRecipient(e: Entry): string | null {
-  return /^[^\s<>@,;"]+@[^\s<>@,;"]+$/.test(e.user) ? e.user : null;
+/** The address a release goes to: the session's user when it is an address, else user@recipient_domain when configured. */
+export function releaseRecipient(e: Entry, recipientDomain?: string): string | null {
+  if (/^[^\s<>@,;"()\[\]\\]+@[^\s<>@,;"()\[\]\\]+$/.test(e.user)) return e.user;
+  if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(e.user)) return `${e.user}@${recipientDomain}`;
+  return null;
 }
 
 /** Sends the original unchanged to `to` through the configured relay. */

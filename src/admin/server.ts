@@ -117,7 +117,8 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       'content-length': String(Buffer.byteLength(body)),
       'content-security-policy': CSP,
       'x-content-type-options': 'nosniff',
-      'referrer-policy': 'no-referrer',
+      // same-origin, not no-referrer: with no-referrer a browser sends 'Origin: null' on form POSTs, which the CSRF check refuses
+      'referrer-policy': 'same-origin',
       'x-frame-options': 'DENY',
       'cache-control': 'no-store',
       ...extra,
@@ -211,7 +212,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
   };
 
   const renderEntry = (e: Entry, s: LoginSession | null, message?: Html): string => {
-    const rcpt = releaseRecipient(e);
+    const rcpt = releaseRecipient(e, admin.releaseSmtp?.recipientDomain);
     const id = e.record.id;
     const release = admin.releaseSmtp
       ? rcpt
@@ -343,7 +344,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
           if (json || a.bearer) return sendJson(res, 200, { deleted: id });
           return sendHtml(res, 200, page('Deleted', html`<p class="ok" id="result">Message ${id} deleted.</p><p><a href="/quarantine">Back to the quarantine</a></p>`));
         }
-        const rcpt = releaseRecipient(e);
+        const rcpt = releaseRecipient(e, admin.releaseSmtp?.recipientDomain);
         if (!admin.releaseSmtp) throw new HttpError(409, 'release by SMTP is not configured (admin.release_smtp): download the original');
         if (!rcpt) throw new HttpError(409, 'the original recipient is not known as an address');
         const data = await store.read(id);

@@ -31,6 +31,8 @@ export interface AdminReleaseSmtpConfig {
   caFile?: string;
   /** MAIL FROM of released messages. */
   from: string;
+  /** Appended (`user@domain`) to a session user that is not an address, to make the release's recipient. */
+  recipientDomain?: string;
 }
 
 export interface AdminConfig {
@@ -72,6 +74,7 @@ export const adminSchema = z.strictObject({
       verify: z.boolean().optional(),
       ca_file: nonEmpty.optional(),
       from: z.string().trim().regex(/^[^\s<>@]+@[^\s<>@]+$/, 'expected an address (local@domain)'),
+      recipient_domain: z.string().trim().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain (example.org)').optional(),
     })
     .optional(),
 });
@@ -125,6 +128,7 @@ export function normaliseAdmin(raw: RawAdmin, baseDir: string): AdminConfig {
           verify: r.verify ?? true,
           ...(r.ca_file !== undefined ? { caFile: path.resolve(baseDir, r.ca_file) } : {}),
           from: r.from,
+          ...(r.recipient_domain !== undefined ? { recipientDomain: r.recipient_domain.toLowerCase() } : {}),
         }
       : null,
   };
