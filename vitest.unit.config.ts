@@ -10,7 +10,6 @@ import { defineConfig } from 'vitest/config';
  * test/tls and test/cli/cli.test.ts (openssl), test/scanners (clamd), test/integration (Dovecot, clamd).
  */
 export const UNIT_INCLUDE = [
-  'test/unit/**/*.test.ts',
   'test/docs/**/*.test.ts',
   'test/protocol/**/*.test.ts',
   'test/session/**/*.test.ts',

@@ -16,7 +16,7 @@ import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
 import type { EndpointHealth } from '../scanners/endpoints.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
-import { ImapSession } from '../session/imap.js';
+import { ImapSession } from '../session/imap/index.js';
 import { Pop3Session } from '../session/pop3.js';
 import type { Session, SessionHost } from '../session/types.js';
 import { ImapInspector } from './imap-inspector.js';

@@ -33,7 +33,7 @@ import {
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { applyHeaderRules, inspectMessage, type CompiledPolicy } from '../policy/engine.js';
 import type { EngineDeps } from '../policy/types.js';
-import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap.js';
+import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
 import { VettedCache, type Vetted } from './cache.js';
 import { literalBytes } from '../protocol/imap/write.js';
 import { renderItem } from './render/index.js';

@@ -1,6 +1,6 @@
 /**
- * The one scripted SessionHost of the session tests (test/unit/imap-session.test.ts,
- * test/unit/pop3-session.test.ts, the transcript runner): records the exact bytes a session sends each
+ * The one scripted SessionHost of the session tests (test/session/imap.test.ts,
+ * test/session/pop3.test.ts, the transcript runner): records the exact bytes a session sends each
  * way and every host call, and lets the test play the upstream's part. No sockets, no promises: what a real host reports later (connect, TLS
  * handshakes) this one reports at once, synchronously, from inside the session's request
  * (`completions = 'auto'`), or when the test says so (`'manual'`: the request waits in `pending` until

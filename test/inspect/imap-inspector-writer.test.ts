@@ -17,7 +17,7 @@ import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { loadPolicy, type CompiledPolicy } from '../../src/policy/load.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { ImapSession, type ImapSessionView } from '../../src/session/imap.js';
+import { ImapSession, type ImapSessionView } from '../../src/session/imap/index.js';
 import type { SessionHost } from '../../src/session/types.js';
 import { startDovecot, type Dovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';

@@ -13,7 +13,7 @@ import { startPostern, type PosternHandle } from '../helpers/postern.js';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { ImapSession } from '../../src/session/imap.js';
+import { ImapSession } from '../../src/session/imap/index.js';
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

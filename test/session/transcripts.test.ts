@@ -613,7 +613,7 @@ function dropIdleTicks(lines: string[]): string[] {
   return out;
 }
 
-// TRANSCRIPT_DRAFT=path/to/file.txt npx vitest run test/unit/transcripts.test.ts -t draft
+// TRANSCRIPT_DRAFT=path/to/file.txt npx vitest run test/session/transcripts.test.ts -t draft
 // prints the file with what postern actually sent after every input (see test/transcripts/README.md).
 const draft = process.env.TRANSCRIPT_DRAFT;
 if (draft) {
