@@ -137,6 +137,8 @@ Usage:
                                          ask a running serve to collect NAME now (SIGUSR1), else collect it here
   postern collect status [--json] [--config FILE]
                                          collector: last pass, counts, errors and backlog per account
+  postern block list [--json] | add ADDR [--for 1h] | remove ADDR [--config FILE]
+                                         the shared block list (a running serve re-reads it within 1 s)
   postern admin hash-token [--stdin]     make admin.token_hash (a new random token, or the one on stdin)
   postern --help | --version
 
@@ -225,6 +227,8 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         return await quarantine(rest, io);
       case 'collect':
         return await collect(rest, io);
+      case 'block':
+        return await blockCmd(rest, io);
       case 'admin':
         return await adminCmd(rest, io);
       default:
@@ -532,6 +536,17 @@ async function quarantine(args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(file);
   const { quarantineCommand } = loadModule(io, 'quarantine');
   return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+}
+
+// ---------- block (src/edge/command.ts) ----------
+
+async function blockCmd(args: string[], io: CliIo): Promise<number> {
+  const { rest, config: file } = extractGlobal(args);
+  const config = loadConfig(file);
+  const { blockCommand } = await import('./edge/command.js');
+  const file_ = config.edge?.blockListFile;
+  if (!file_) throw new UsageError('the config has no block list');
+  return blockCommand(rest, { file: file_, out: (s) => io.stdout(s), err: (s) => io.stderr(s) });
 }
 
 // ---------- admin (src/admin/command.ts) ----------

@@ -70,6 +70,10 @@ export const ErrorCodes = {
   MEMORY_BUDGET: 'E_MEMORY_BUDGET',
   /** The admin listener (src/admin/): it cannot start (bind, TLS files), a request is over ADMIN_LIMITS, or a release failed. */
   ADMIN: 'E_ADMIN',
+  /** Edge: an access rule (`action: deny`), the block list or a connection rate limit refused the client (logged; deny answers `* BYE` / `-ERR`, reset and block send no byte). */
+  ACCESS_DENIED: 'E_ACCESS_DENIED',
+  /** Edge: the PROXY protocol header is malformed, over PROXY_LIMITS, missing where required, late, or sent by a peer not in `proxy_protocol.trusted`: the connection ends without a byte. */
+  PROXY_PROTOCOL: 'E_PROXY_PROTOCOL',
   /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */
   INTERNAL: 'E_INTERNAL',
   /** Collector, catch-all: the header of a fetched message could not be read for recipients (limits, structural faults); it goes to the postmaster or stays on the server. */

@@ -710,3 +710,31 @@ export const ADMIN_LIMITS = {
   /** A wrong token is answered after this delay (slows guessing; scrypt adds its own cost). */
   authFailureDelayMs: 500,
 } as const;
+
+// ---------- edge: access rules, auto-block, rate limits, PROXY protocol (src/edge/, src/protocol/proxy/) ----------
+
+export const EDGE_LIMITS = {
+  /** Default `rate_limit.max_tracked_addresses` and `auto_block.max_tracked_addresses`: client addresses remembered (LRU; the least recently seen is forgotten first). */
+  defaultMaxTrackedAddresses: 65_536,
+  /** Block list entries loaded from the shared store (the longest-lasting first). */
+  maxBlockEntries: 100_000,
+  /** A running serve re-reads the shared block list this often (only when it changed). */
+  blockListReloadMs: 1_000,
+  /** Default `auto_block.duration_ms`: the first block of an address. */
+  defaultBlockDurationMs: 10 * 60_000,
+  /** Default `auto_block.max_duration_ms`: the doubling stops here. */
+  defaultMaxBlockDurationMs: 24 * 60 * 60_000,
+  /** Access rules in one list (global or per listener). */
+  maxAccessRules: 1_000,
+  /** `postern block add ADDR` without `--for`: how long the block lasts. */
+  defaultManualBlockMs: 60 * 60_000,
+} as const;
+
+export const PROXY_LIMITS = {
+  /** Largest PROXY protocol v2 header (16-byte fixed part + addresses + TLVs). Larger: the connection ends (E_PROXY_PROTOCOL). v1 is at most 107 bytes by its spec. */
+  maxV2Bytes: 2048,
+  /** The longest PROXY v1 line, CRLF included: the spec's own bound. Longer: E_PROXY_PROTOCOL. */
+  v1MaxBytes: 107,
+  /** The PROXY header must be complete this soon after connect; otherwise the connection ends (E_PROXY_PROTOCOL). */
+  headerTimeoutMs: 5_000,
+} as const;

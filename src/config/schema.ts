@@ -10,6 +10,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
 import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
+import { accessListSchema, autoBlockSchema, blockListFileSchema, checkRules, globalRateSchema, listenerRateSchema, normaliseEdge, normaliseListenerEdge, proxyProtocolSchema } from './edge.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
@@ -176,6 +177,9 @@ const listenerSchema = z.strictObject({
   policy: nonEmpty.nullable().optional(),
   limits: sessionLimitsSchema.optional(),
   inspect: inspectSchema.optional(),
+  access: accessListSchema.optional(),
+  proxy_protocol: proxyProtocolSchema.optional(),
+  rate_limit: listenerRateSchema.optional(),
 });
 type RawListener = z.output<typeof listenerSchema>;
 
@@ -234,6 +238,10 @@ const rawConfigSchema = z.strictObject({
   listeners: z.array(listenerSchema).optional(),
   collector: collectorSchema.optional(),
   admin: adminSchema.optional(),
+  access: accessListSchema.optional(),
+  auto_block: autoBlockSchema.optional(),
+  rate_limit: globalRateSchema.optional(),
+  block_list_file: blockListFileSchema.optional(),
 });
 type RawConfig = z.output<typeof rawConfigSchema>;
 
@@ -261,6 +269,10 @@ function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (str
 
 function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   if (raw.admin) checkAdmin(raw.admin, (p, m) => issue(ctx, p, m));
+  checkRules(raw.access, null, (p, m) => issue(ctx, p, m), ['access']);
+  (raw.listeners ?? []).forEach((l, i) => checkRules(l.access, l.upstream.kind === 'login-routed', (p, m) => issue(ctx, p, m), ['listeners', i, 'access']));
+  const ab = raw.auto_block;
+  if (ab?.duration_ms !== undefined && ab.max_duration_ms !== undefined && ab.duration_ms > ab.max_duration_ms) issue(ctx, ['auto_block', 'duration_ms'], 'duration_ms is longer than max_duration_ms');
   if (raw.collector) checkCollector(raw.collector, baseDir, (p, m) => issue(ctx, p, m));
   else if (raw.listeners === undefined) issue(ctx, ['listeners'], 'Invalid input: expected array, received undefined (listeners are required unless a collector section is configured)');
   else if (raw.listeners.length === 0) issue(ctx, ['listeners'], 'at least one listener is required (or a collector section)');
@@ -425,6 +437,7 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
       cacheMemoryBytes: l.inspect?.cache_memory_bytes ?? DEFAULT_INSPECT.cacheMemoryBytes,
       keepaliveMs: l.inspect?.keepalive_ms ?? DEFAULT_INSPECT.keepaliveMs,
     },
+    edge: normaliseListenerEdge(l, listenerName(l)),
   };
 }
 
@@ -501,6 +514,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
     ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
     ...(raw.admin ? { admin: normaliseAdmin(raw.admin, baseDir) } : {}),
+    edge: normaliseEdge(raw, baseDir),
   };
 }
 

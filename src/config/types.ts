@@ -96,6 +96,8 @@ export interface ListenerConfig {
   policy: string | null;
   limits: SessionLimits;
   inspect: InspectConfig;
+  /** Access rules, PROXY protocol and the connection rate of this listener (./edge.ts); absent: none. */
+  edge?: import('./edge.js').ListenerEdgeConfig;
 }
 
 export interface CaConfig {
@@ -258,4 +260,6 @@ export interface PosternConfig {
   collector?: CollectorConfig;
   /** The `admin:` listener (src/admin/, docs/admin.md); absent = off. */
   admin?: import('./admin.js').AdminConfig;
+  /** Global access rules, auto-block, rate limits, the shared block list (./edge.ts); absent: none. */
+  edge?: import('./edge.js').EdgeConfig;
 }

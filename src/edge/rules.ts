@@ -1,0 +1,100 @@
+/**
+ * Access rules (pure): an ordered list, first match wins, default allow. A rule matches on the client
+ * address (`from`, CIDRs; absent = any), the upstream host (`to`, only known once a login names it)
+ * and an operating schedule.
+ *
+ * Two moments:
+ * - at connect (`decideConnect`) the host is not known. A rule without `to` that matches decides. A
+ *   matching `allow` rule with `to` defers the decision to the login (the client may be going there);
+ *   a `deny`/`reset` rule with `to` is passed over (the client may be going elsewhere).
+ * - at login (`decideLogin`) the whole list is walked in order with the host known.
+ * So a connection is refused at connect only when every login it could make would be refused.
+ */
+import { anyContains, type Cidr, cidrContains, type IpAddress, parseIp } from './ip.js';
+import { type Schedule, scheduleMatches } from './schedule.js';
+
+export type AccessAction = 'allow' | 'deny' | 'reset';
+
+export interface HostPattern {
+  /** `example.com` exactly, or `*.example.com`: any name below it (not the apex). Lower case. */
+  name?: string;
+  wildcard?: boolean;
+  cidr?: Cidr;
+  text: string;
+}
+
+export interface AccessRule {
+  /** Where the rule was written (`listeners[0].access[2]`, `access[1]`), for logs. */
+  id: string;
+  from: readonly Cidr[] | null;
+  to: readonly HostPattern[] | null;
+  schedule: Schedule | null;
+  action: AccessAction;
+  autoBlock: boolean;
+}
+
+export interface AccessDecision {
+  action: AccessAction;
+  /** The rule that decided; null for the default. */
+  rule: AccessRule | null;
+  /** At connect: an allow rule with `to` may still decide at login. */
+  deferred?: boolean;
+}
+
+const DEFAULT_ALLOW: AccessDecision = { action: 'allow', rule: null };
+
+const HOST_LABELS = /^(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Parses a `to` entry: a CIDR/address, a host name, or `*.` + a host name. */
+export function parseHostPattern(text: string, parseCidrFn: (t: string) => Cidr | { error: string }): HostPattern | { error: string } {
+  if (typeof text !== 'string' || text.length === 0 || text.length > 253) return { error: 'empty or too long' };
+  if (/^[0-9.]+(?:\/[0-9]+)?$/.test(text) || text.includes(':')) {
+    const c = parseCidrFn(text);
+    return 'error' in c ? c : { cidr: c, text };
+  }
+  const lower = text.toLowerCase();
+  if (!HOST_LABELS.test(lower)) return { error: `"${text}" is not a host name, "*." + a host name, or a CIDR` };
+  if (lower.startsWith('*.')) return { name: lower.slice(2), wildcard: true, text };
+  return { name: lower, text };
+}
+
+export function hostMatches(p: HostPattern, host: string): boolean {
+  if (p.cidr) {
+    // CIDRs match address literals only: postern does not resolve names to judge a rule
+    const a = parseIp(host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);
+    return a ? cidrContains(p.cidr, a) : false;
+  }
+  const h = host.toLowerCase().replace(/\.$/, '');
+  if (p.wildcard) return h.endsWith(`.${p.name}`);
+  return h === p.name;
+}
+
+function fromMatches(r: AccessRule, client: IpAddress | null): boolean {
+  if (r.from === null) return true;
+  return anyContains(r.from, client);
+}
+
+export function decideConnect(rules: readonly AccessRule[], client: IpAddress | null, nowMs: number): AccessDecision {
+  for (const r of rules) {
+    if (!fromMatches(r, client)) continue;
+    if (r.schedule && !scheduleMatches(r.schedule, nowMs)) continue;
+    if (r.to === null) return { action: r.action, rule: r };
+    if (r.action === 'allow') return { action: 'allow', rule: r, deferred: true };
+  }
+  return DEFAULT_ALLOW;
+}
+
+export function decideLogin(rules: readonly AccessRule[], client: IpAddress | null, host: string, nowMs: number): AccessDecision {
+  for (const r of rules) {
+    if (!fromMatches(r, client)) continue;
+    if (r.schedule && !scheduleMatches(r.schedule, nowMs)) continue;
+    if (r.to !== null && !r.to.some((p) => hostMatches(p, host))) continue;
+    return { action: r.action, rule: r };
+  }
+  return DEFAULT_ALLOW;
+}
+
+/** Whether any rule names a host (then the login check is needed). */
+export function hasToRules(rules: readonly AccessRule[]): boolean {
+  return rules.some((r) => r.to !== null);
+}

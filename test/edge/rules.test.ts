@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { type Cidr, isCidr, parseCidr, parseIp } from '../../src/edge/ip.js';
+import { type AccessRule, decideConnect, decideLogin, type HostPattern, hostMatches, parseHostPattern } from '../../src/edge/rules.js';
+
+const c = (t: string): Cidr => {
+  const r = parseCidr(t);
+  if (!isCidr(r)) throw new Error(r.error);
+  return r;
+};
+const h = (t: string): HostPattern => {
+  const r = parseHostPattern(t, parseCidr);
+  if ('error' in r) throw new Error(r.error);
+  return r;
+};
+let n = 0;
+const rule = (p: Partial<AccessRule> & Pick<AccessRule, 'action'>): AccessRule => ({ id: `r${n++}`, from: null, to: null, schedule: null, autoBlock: false, ...p });
+const ip = (t: string) => parseIp(t);
+const NOW = Date.parse('2026-11-30T12:00:00Z');
+
+describe('access rules', () => {
+  it('first match wins; default allow', () => {
+    const rules = [rule({ from: [c('10.0.0.0/8')], action: 'allow' }), rule({ from: [c('0.0.0.0/0')], action: 'deny' })];
+    expect(decideConnect(rules, ip('10.1.2.3'), NOW).action).toBe('allow');
+    expect(decideConnect(rules, ip('::ffff:11.1.2.3'), NOW).action).toBe('deny');
+    expect(decideConnect(rules, ip('::1'), NOW)).toEqual({ action: 'allow', rule: null });
+    expect(decideConnect([], ip('1.1.1.1'), NOW).rule).toBeNull();
+  });
+
+  it('a rule with a schedule matches only within it', () => {
+    const sched = { days: new Set(['mon'] as const), fromMinute: 0, toMinute: 60, timeZone: 'UTC' };
+    const rules = [rule({ schedule: sched, action: 'reset' })];
+    expect(decideConnect(rules, ip('1.1.1.1'), Date.parse('2026-11-30T00:30:00Z')).action).toBe('reset');
+    expect(decideConnect(rules, ip('1.1.1.1'), NOW).action).toBe('allow');
+  });
+
+  it('to rules: at connect deny is passed over and allow defers; at login the whole list decides in order', () => {
+    const rules = [rule({ to: [h('*.good.example')], action: 'allow' }), rule({ to: [h('evil.example')], action: 'deny' }), rule({ action: 'deny' })];
+    const conn = decideConnect(rules, ip('1.1.1.1'), NOW);
+    expect(conn).toMatchObject({ action: 'allow', deferred: true });
+    expect(decideLogin(rules, ip('1.1.1.1'), 'imap.good.example', NOW).action).toBe('allow');
+    expect(decideLogin(rules, ip('1.1.1.1'), 'good.example', NOW).action).toBe('deny'); // the apex is not *.
+    expect(decideLogin(rules, ip('1.1.1.1'), 'EVIL.example.', NOW).rule?.id).toBe(rules[1]!.id);
+    const denyFirst = [rule({ to: [h('evil.example')], action: 'reset' }), rule({ action: 'allow' })];
+    expect(decideConnect(denyFirst, ip('1.1.1.1'), NOW).action).toBe('allow');
+    expect(decideLogin(denyFirst, ip('1.1.1.1'), 'evil.example', NOW).action).toBe('reset');
+  });
+
+  it('host patterns: names, wildcards and CIDRs (address literals only)', () => {
+    expect(hostMatches(h('10.0.0.0/8'), '10.2.3.4')).toBe(true);
+    expect(hostMatches(h('10.0.0.0/8'), 'ten.example')).toBe(false);
+    expect(hostMatches(h('::1'), '[::1]')).toBe(true);
+    expect(hostMatches(h('*.example.com'), 'a.b.example.com')).toBe(true);
+    expect(hostMatches(h('*.example.com'), 'badexample.com')).toBe(false);
+    for (const bad of ['', '*', '*.', 'a..b', '-a.com', 'exa mple.com', '10.0.0.0/40', '010.1.1.1']) expect('error' in parseHostPattern(bad, parseCidr)).toBe(true);
+  });
+});
