@@ -65,7 +65,8 @@ export const LOG_EVENTS = {
   'session.close': 'the session ended (reason, err or detail, traffic, ms)',
   // client side
   'client.tls': 'TLS with the client is up, implicit or after STARTTLS/STLS (tls, starttls)',
-  'client.tls_failed': 'the TLS handshake with the client failed (err)',
+  'client.tls_failed': 'the TLS handshake with the client failed, at warn (reason: the TLS alert, err)',
+  'client.tls_dropped': 'the client closed right after the TLS handshake without a byte: it probably does not trust the certificate (how)',
   'client.injection_discarded': 'plaintext pipelined after STARTTLS/STLS was dropped (bytes)',
   'client.socket_error': 'the client socket failed (err)',
   'client.gone': 'the client left with input postern had not processed (bytes, how)',
@@ -75,12 +76,12 @@ export const LOG_EVENTS = {
   'memory.refused': 'the process memory budget refused a piece of work (err, bytes, what, used, limit)',
   // login and upstream
   'login.ok': 'the upstream accepted the login; relaying starts (ms)',
-  'login.refused': 'the login was refused: by routing (reason syntax|denied, host) or by the upstream (reason upstream, result)',
+  'login.refused': 'the login was refused: by routing (reason syntax|denied, host), as malformed or too large (reason malformed|limit; never the payload), or by the upstream (reason upstream, result)',
   'login.failed': 'postern could not log in upstream for a reason other than the credentials (err)',
   'upstream.connect': 'TCP (and implicit TLS) connection to the upstream is up (ms)',
   'upstream.tls': 'TLS with the upstream is up, implicit or after STARTTLS/STLS (tls, starttls)',
   'upstream.injection_discarded': 'bytes the upstream sent after its STARTTLS/STLS OK were dropped (bytes)',
-  'upstream.capabilities': 'the upstream capabilities postern learned after login (capabilities)',
+  'upstream.capabilities': 'the upstream capabilities postern learned after login, or from the OAuth2 capability probe of a static upstream (reason probe) (capabilities)',
   'upstream.socket_error': 'the upstream socket failed (err)',
   'upstream.closed': 'the upstream closed the connection in the middle of the session (err)',
   // commands and responses
@@ -106,6 +107,20 @@ export const LOG_EVENTS = {
   'collector.delivery_failed': 'the delivery server failed: the pass fetches nothing more (account, err)',
   'collector.delivery_unconfirmed': 'a delivery interrupted after the message data was sent: not sent again, kept upstream (account, uid, messageId, recipients, status)',
   'collector.expunge_deferred': 'IMAP without UIDPLUS: other messages are flagged \\Deleted, so nothing was expunged this time (account, mailbox, messages, reason)',
+  // admin listener (src/admin/, docs/admin.md)
+  'admin.start': 'the admin listener is accepting connections (host, port, tls, caPage, quarantine)',
+  'admin.action': 'an admin action: login, logout, search, view, download, release, delete (action, who, remote, id)',
+  'admin.auth_failed': 'a wrong admin token (login form or bearer) (remote, err)',
+  'admin.error': 'an admin request or the admin listener failed (remote, err)',
+  // edge: access rules, block list, rate limits, PROXY protocol (src/edge/, src/protocol/proxy/)
+  'edge.access': 'an access rule decided (debug; phase connect|login, action, rule, deferred, host)',
+  'edge.denied': 'an access rule refused a client: deny (refusal) or reset (RST) (phase, action, rule, host, err)',
+  'edge.blocked': 'a blocked address connected: reset before any TLS work (client, reason, until, err)',
+  'edge.rate_limited': 'a connection rate limit was exceeded: reset (scope client|listener, err)',
+  'edge.auto_block': 'a client address was auto-blocked (client, reason, until, ms, strikes)',
+  'edge.proxy': 'a PROXY protocol header was accepted (debug; version, local, source)',
+  'edge.proxy_refused': 'a PROXY header was malformed, missing where required, late, or from an untrusted peer: reset (peer, err)',
+  'edge.block_store_failed': 'the shared block list could not be read or written (err, file)',
   // protocol trace (level trace)
   'proto.line': 'one protocol line, redacted and truncated (dir, line, len, cont)',
   'proto.data': 'literal or multi-line message data, its size only (dir, bytes, lines)',

@@ -526,8 +526,8 @@ export const OAUTH_MECHANISMS: readonly OAuthMechanism[] = ['XOAUTH2', 'OAUTHBEA
  * What a host may tell a session about OAuth2 on its static upstream: the mechanisms the last
  * successful capability probe saw advertised (src/relay/upstream-probe.ts); absent or null: no probe
  * has succeeded, nothing is offered. A snapshot taken when the session starts, so one session always
- * advertises the same list. (SessionHost does not declare it: a host without it offers nothing on a
- * static listener.)
+ * advertises the same list. SessionHost extends it: a host without the field offers nothing on a
+ * static listener.
  */
 export interface OAuthHostInfo {
   readonly upstreamOAuth?: ReadonlySet<OAuthMechanism> | null;

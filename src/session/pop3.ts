@@ -53,7 +53,6 @@ import {
   parseOAuthChallenge,
   parseOAuthErrorAck,
   readOAuthLogin,
-  type OAuthHostInfo,
   type OAuthLoginReady,
   type OAuthMechanism,
 } from './oauth.js';
@@ -233,7 +232,7 @@ export class Pop3Session implements Session {
     this.uf = new Pop3ResponseFramer({ maxLineLength, maxBufferedBytes });
     this.clientTls = host.clientTls;
     this.screen = !!hooks.onMultiline;
-    this.oauth = listenerOAuth(host.listener.upstream, (host as OAuthHostInfo).upstreamOAuth);
+    this.oauth = listenerOAuth(host.listener.upstream, host.upstreamOAuth);
   }
 
   get authenticated(): boolean {
@@ -858,7 +857,7 @@ export class Pop3Session implements Session {
   onUpstreamTlsFailed(e: Error): void {
     if (this.state === 'closed' || this.up !== 'tls') return;
     this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
-    this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), `upstream TLS failed: ${errMessage(e)}`);
+    this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), /^upstream TLS failed/.test(errMessage(e)) ? errMessage(e) : `upstream TLS failed: ${errMessage(e)}`);
   }
 
   private loginResult(r: Pop3Response): void {

@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import type { ErrorCode } from '../errors.js';
+import type { OAuthHostInfo } from './oauth.js';
 
 export interface TlsInfo {
   protocol: string | null;
@@ -38,7 +39,8 @@ export interface MemoryLease {
   release(): void;
 }
 
-export interface SessionHost {
+/** Includes OAuthHostInfo: the upstream capability probe's snapshot (absent: nothing OAuth is offered on a static listener). */
+export interface SessionHost extends OAuthHostInfo {
   readonly log: Logger;
   readonly listener: ListenerConfig;
   readonly clientAddress: string;

@@ -15,7 +15,7 @@ import { PREAUTH_MAX_LITERAL } from '../../limits.js';
 import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
 import { parseCommandHead, readAstrings } from '../../protocol/imap/parse.js';
 import { preauthCapabilities } from '../imap-capabilities.js';
-import { listenerOAuth, oauthMechanism, oauthTransportOk, readOAuthLogin, type OAuthHostInfo, type OAuthLoginReady, type OAuthMechanism } from '../oauth.js';
+import { listenerOAuth, oauthMechanism, oauthTransportOk, readOAuthLogin, type OAuthLoginReady, type OAuthMechanism } from '../oauth.js';
 import { decodeSaslBase64, parseSaslPlain } from '../sasl.js';
 import { CRLF, type SessionCore } from './state.js';
 import { refuseRoute } from './upstream-login.js';
@@ -36,7 +36,7 @@ export class Preauth {
     const limits = core.host.listener.limits;
     this.assembler = new MessageAssembler(PREAUTH_MAX_LITERAL * 2 + limits.maxLineLength);
     this.clientTls = core.host.clientTls;
-    this.oauth = listenerOAuth(core.host.listener.upstream, (core.host as OAuthHostInfo).upstreamOAuth);
+    this.oauth = listenerOAuth(core.host.listener.upstream, core.host.upstreamOAuth);
   }
 
   greet(): void {
