@@ -20,6 +20,7 @@
  * - Bytes held (unread output, held input) count against the process-wide memory budget through a
  *   gauge; sessions lease further bytes with reserveMemory().
  */
+import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
@@ -98,6 +99,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
   private closeOverride: CloseReason | null = null;
   /** The protocol trace (proto.line events), only when the logger has level trace: null costs nothing. */
   private readonly trace: ProtocolTrace | null;
+  /** bytesFromClient when client TLS came up (null: no TLS, or something arrived over it since). */
+  private clientTlsBytes: number | null = null;
 
   constructor(
     readonly listener: ListenerConfig,
@@ -128,7 +131,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.idleTimer = setTimeout(() => this.onIdleTimer(), limits.idleTimeoutMs);
       this.idleTimer.unref();
     }
-    if (this.client instanceof tls.TLSSocket) this.log.info({ event: 'client.tls', tls: tlsInfo(this.client), starttls: false }, 'client TLS established');
+    if (this.client instanceof tls.TLSSocket) {
+      this.clientTlsBytes = this.bytesFromClient;
+      this.log.info({ event: 'client.tls', tls: tlsInfo(this.client), starttls: false }, 'client TLS established');
+    }
     session.start();
   }
 
@@ -188,6 +194,12 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   private clientGone(how: 'end' | 'error' | 'close'): void {
     if (this.closed) return;
+    // A client that verifies the certificate after the handshake (and does not trust it) just closes:
+    // nothing ever arrives over TLS. The most common setup mistake, so at warn (once).
+    if (this.clientTlsBytes !== null && this.bytesFromClient === this.clientTlsBytes) {
+      this.clientTlsBytes = null;
+      this.log.warn({ event: 'client.tls_dropped', how }, 'the client closed the connection right after the TLS handshake without sending anything: it probably does not trust the certificate (import the CA: postern ca export)');
+    }
     if (this.heldInputBytes > 0) this.log.debug({ event: 'client.gone', bytes: this.heldInputBytes, how }, 'client left with unprocessed input');
     this.heldInput = [];
     this.heldInputBytes = 0;
@@ -625,6 +637,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       if (this.closed) return;
       sock.removeAllListeners('error');
       this.client = sock;
+      this.clientTlsBytes = this.bytesFromClient;
       this.trace?.reset('client');
       this.bindClient(sock);
       this.updateSocketPause();
@@ -634,7 +647,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
     });
     sock.once('error', (err) => {
       sock.destroy();
-      if (!this.closed) this.session.onClientTlsFailed?.(new PosternError(ErrorCodes.PROTOCOL, `client TLS handshake failed: ${err.message}`));
+      // the session logs it at warn (client.tls_failed, with the listener and client of its log): the reason says who refused what
+      const reason = tlsFailureReason(err);
+      const hint = tlsFailureHint(reason);
+      if (!this.closed) this.session.onClientTlsFailed?.(new PosternError(ErrorCodes.PROTOCOL, `client TLS handshake failed: ${reason}${hint}`, { reason }));
     });
     raw.resume();
   }

@@ -2,6 +2,7 @@
  * Listeners, admission control (max sessions, per client address), session construction per
  * protocol, and graceful shutdown. Together with connection.ts the only code that owns sockets.
  */
+import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
@@ -131,13 +132,21 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     }
   };
 
+  const peerOf = new WeakMap<net.Socket, string>();
   for (const listener of config.listeners) {
     let server: net.Server;
     if (listener.tls.mode === 'implicit') {
       const opts = serverTlsOptions(listener, deps.minter);
       server = tls.createServer(opts, (sock) => admit(listener, sock, true));
+      // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
+      server.on('connection', (raw: net.Socket) => void peerOf.set(raw, `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`));
       server.on('tlsClientError', (err, sock) => {
-        log.info({ event: 'client.tls_failed', listener: listener.name, protocol: listener.protocol, client: `${sock.remoteAddress ?? 'unknown'}:${sock.remotePort ?? 0}`, err: logErr(err, ErrorCodes.PROTOCOL) }, 'client TLS handshake failed');
+        // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
+        const reason = tlsFailureReason(err);
+        log.warn(
+          { event: 'client.tls_failed', listener: listener.name, protocol: listener.protocol, client: clientOfTls(sock, peerOf), starttls: false, reason, err: logErr(err, ErrorCodes.PROTOCOL) },
+          `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
+        );
       });
     } else {
       server = net.createServer((sock) => admit(listener, sock, false));
@@ -180,4 +189,11 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       log.info({ event: 'server.stop', remaining: sessions.size }, 'server stopped');
     },
   };
+}
+
+/** `address:port` of a client TLS socket, from the raw socket under it when the TLS socket has lost it. */
+function clientOfTls(sock: tls.TLSSocket, peerOf: WeakMap<net.Socket, string>): string {
+  const raw = (sock as tls.TLSSocket & { _parent?: unknown })._parent;
+  const noted = raw instanceof net.Socket ? peerOf.get(raw) : undefined;
+  return noted ?? `${sock.remoteAddress ?? 'unknown'}:${sock.remotePort ?? 0}`;
 }
