@@ -118,7 +118,7 @@ export async function search(store: FileQuarantineStore, q: Search): Promise<{ e
 
 /** The address a release goes to: the session's user when it is an address, else user@recipient_domain when configured. */
 export function releaseRecipient(e: Entry, recipientDomain?: string): string | null {
-  if (/^[^\s<>@,;"()\[\]\\]+@[^\s<>@,;"()\[\]\\]+$/.test(e.user)) return e.user;
+  if (/^[^\s<>@,;"()[\]\\]+@[^\s<>@,;"()[\]\\]+$/.test(e.user)) return e.user;
   if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(e.user)) return `${e.user}@${recipientDomain}`;
   return null;
 }
