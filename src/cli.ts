@@ -22,6 +22,7 @@ import * as serverModule from './relay/server.js';
 import * as sessionsModule from './inspect/factory.js';
 import * as policyModule from './policy/load.js';
 import * as scanModule from './commands/scan.js';
+import * as schemaModule from './commands/schema.js';
 import * as quarantineModule from './commands/quarantine.js';
 import * as clamdModule from './scanners/clamd.js';
 import * as rspamdModule from './scanners/rspamd.js';
@@ -140,6 +141,7 @@ Usage:
   postern block list [--json] | add ADDR [--for 1h] | remove ADDR [--config FILE]
                                          the shared block list (a running serve re-reads it within 1 s)
   postern admin hash-token [--stdin]     make admin.token_hash (a new random token, or the one on stdin)
+  postern schema [--out DIR]             write JSON Schemas of the config and policy files (default DIR: schemas)
   postern --help | --version
 
 Default config: ${DEFAULT_CONFIG_FILE}
@@ -227,6 +229,13 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         return await quarantine(rest, io);
       case 'collect':
         return await collect(rest, io);
+      case 'schema':
+        try {
+          return schemaModule.schemaCommand(rest, { stdout: (s) => io.stdout(s) });
+        } catch (e) {
+          if (e instanceof schemaModule.SchemaUsageError) throw new UsageError(e.message);
+          throw e;
+        }
       case 'block':
         return await blockCmd(rest, io);
       case 'admin':

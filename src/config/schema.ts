@@ -207,7 +207,8 @@ const spamSchema = z.strictObject({
   password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').optional(),
 });
 
-const rawConfigSchema = z.strictObject({
+/** The config file as written (before the cross-key rules and normalisation); also the source of `postern schema`. */
+export const rawConfigSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).optional(),
