@@ -34,10 +34,18 @@ import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, SessionTi
 import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import type { MemoryBudget } from './memory.js';
+import { looksLikeProxy } from '../protocol/proxy/parser.js';
 
 export interface ConnectionDeps {
   minter: LeafMinter | null;
-  onClose(conn: Connection): void;
+  onClose(conn: Connection, reason: CloseReason): void;
+  /**
+   * The edge's `to` rules (src/edge/rules.ts), asked before each upstream connection with the host the
+   * login named; deny ends the session with the protocol's refusal, reset with a TCP RST. Absent: allow.
+   */
+  checkLogin?: (host: string) => 'allow' | 'deny' | 'reset';
+  /** A PROXY protocol listener and a peer not trusted to send a header: one in the first bytes ends the connection. */
+  rejectProxyHeader?: boolean;
   /** OAuth2 mechanisms the static upstream was seen to advertise (src/relay/upstream-probe.ts), when the session started; null or absent: none. */
   upstreamOAuth?: ReadonlySet<OAuthMechanism> | null;
   /** The process-wide memory budget (reserveMemory); none: every reservation is granted. */
@@ -115,6 +123,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     this.upstreamOAuth = deps.upstreamOAuth ?? null;
     this.flow = effectiveFlowLimits(listener.limits, deps.holdTimeoutMs);
     this.trace = ProtocolTrace.create(log, listener.protocol);
+    this.sniffProxy = deps.rejectProxyHeader === true;
   }
 
   attach(session: Session): void {
@@ -169,6 +178,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     this.socketReadPaused = false;
     sock.on('data', (d: Buffer) => {
       if (this.closed) return;
+      if (this.sniffProxy && this.proxyHeaderSent(d)) return;
       this.bytesFromClient += d.length;
       this.trace?.data('client>postern', d);
       this.touch();
@@ -190,6 +200,37 @@ export class Connection implements SessionHost, OAuthHostInfo {
       }
       this.outputProgress();
     });
+  }
+
+  /** Set while the first client bytes are checked for a PROXY header (ConnectionDeps.rejectProxyHeader). */
+  private sniffProxy: boolean;
+  private sniffed: Buffer = Buffer.alloc(0);
+
+  /** Whether the first bytes are a PROXY header from an untrusted peer (then the connection is reset, nothing handed on). */
+  private proxyHeaderSent(d: Buffer): boolean {
+    this.sniffed = Buffer.concat([this.sniffed, d]).subarray(0, 16);
+    const look = looksLikeProxy(this.sniffed);
+    if (look === 'no') {
+      this.sniffProxy = false;
+      return false;
+    }
+    if (look === 'maybe') {
+      // too short to tell (a client sending 'P' alone): hand it on and keep watching
+      return false;
+    }
+    this.sniffProxy = false;
+    const message = 'PROXY protocol header from a peer not in proxy_protocol.trusted';
+    this.closeOverride = { kind: 'error', code: ErrorCodes.PROXY_PROTOCOL, message };
+    this.log.warn({ event: 'edge.proxy_refused', err: { code: ErrorCodes.PROXY_PROTOCOL, message } }, 'PROXY protocol header refused: connection reset');
+    this.heldInput = [];
+    this.heldInputBytes = 0;
+    this.resetClient();
+    queueMicrotask(() => {
+      if (this.closed) return;
+      this.session.onClientEnd();
+      if (!this.closed) this.close(this.closeOverride!);
+    });
+    return true;
   }
 
   private clientGone(how: 'end' | 'error' | 'close'): void {
@@ -498,6 +539,21 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   /** Reports session.onUpstreamConnected / onUpstreamConnectFailed, unless the session moved on first. */
   connectUpstream(target: UpstreamTarget): void {
+    const verdict = this.deps.checkLogin?.(target.host) ?? 'allow';
+    if (verdict !== 'allow') {
+      // reported after the session's own call returns, as every host event is
+      const message = `postern: access denied (${ErrorCodes.ACCESS_DENIED})`;
+      this.closeOverride = { kind: verdict === 'reset' ? 'error' : 'shutdown', code: ErrorCodes.ACCESS_DENIED, message };
+      queueMicrotask(() => {
+        if (this.closed) return;
+        if (verdict === 'reset') {
+          this.resetClient();
+          this.session.onClientEnd();
+        } else this.session.shutdown('access denied');
+        if (!this.closed) this.close(this.closeOverride!);
+      });
+      return;
+    }
     this.disconnectUpstream();
     this.trace?.reset('upstream');
     this.lastTarget = target;
@@ -757,7 +813,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       },
       'session closed',
     );
-    this.deps.onClose(this);
+    this.deps.onClose(this, reason);
   }
 }
 

@@ -17,6 +17,11 @@ import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { Connection } from './connection.js';
 import { MemoryBudget } from './memory.js';
+import { BlockStore } from '../edge/block-store.js';
+import { EdgeGuard } from '../edge/guard.js';
+import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
+import { looksLikeProxy, type ProxyHeader, ProxyHeaderParser } from '../protocol/proxy/parser.js';
+import { EDGE_LIMITS, PROXY_LIMITS } from '../limits.js';
 
 export interface ServerDeps {
   log: Logger;
@@ -43,6 +48,57 @@ export interface RelayMetrics {
   sessionClosed(listener: ListenerConfig, traffic: { fromClient: number; toClient: number }): void;
 }
 
+/** The edge guard for a server (tests hand their own; null: no edge). */
+export interface EdgeDeps {
+  edge?: EdgeGuard | null;
+}
+
+/** What the edge decided about a raw connection before the session (src/edge/guard.ts). */
+interface EdgeAdmission {
+  /** The client: the PROXY header's source, or the peer. */
+  address: string;
+  port: number;
+  /** The peer that sent a PROXY header (the proxy), when one was used. */
+  proxy: string | null;
+  /** An access rule said deny: the session is refused with its protocol's error after (implicit) TLS. */
+  deny: string | null;
+  /** Plaintext listener with PROXY protocol, peer not trusted: a header in the first bytes ends the connection. */
+  rejectProxyHeader: boolean;
+}
+
+/** Ends a connection with a TCP RST and no byte. */
+function resetSocket(sock: net.Socket): void {
+  try {
+    if (!sock.destroyed) sock.resetAndDestroy();
+  } catch {
+    sock.destroy();
+  }
+}
+
+/**
+ * The session's logger, watched: a login the upstream refused (login.refused, reason upstream) is
+ * reported to the edge for auto_block.login_failures. The session (sans-IO) logs it; nothing else changes.
+ */
+function watchLogins(log: Logger, onLoginFailure: () => void): Logger {
+  const watch = (level: 'info' | 'warn') => {
+    const orig = log[level].bind(log) as (...args: unknown[]) => void;
+    return (...args: unknown[]) => {
+      const o = args[0] as { event?: string; reason?: string } | undefined;
+      if (o && typeof o === 'object' && o.event === 'login.refused' && o.reason === 'upstream') onLoginFailure();
+      orig(...args);
+    };
+  };
+  const info = watch('info');
+  const warn = watch('warn');
+  return new Proxy(log, {
+    get(target, prop, receiver) {
+      if (prop === 'info') return info;
+      if (prop === 'warn') return warn;
+      return Reflect.get(target, prop, receiver);
+    },
+  });
+}
+
 export interface RunningServer {
   close(graceMs?: number): Promise<void>;
   address(listenerName: string): { host: string; port: number };
@@ -61,13 +117,28 @@ function refuse(socket: net.Socket, text: string): void {
   setTimeout(() => socket.destroy(), CLIENT_CLOSE_GRACE_MS).unref();
 }
 
-export async function startServer(config: PosternConfig, deps: ServerDeps): Promise<RunningServer> {
+export async function startServer(config: PosternConfig, deps: ServerDeps & EdgeDeps): Promise<RunningServer> {
   const log = deps.log;
   const createSession = deps.createSession;
   const sessions = new Set<Connection>();
   const perClient = new Map<string, number>();
   const servers = new Map<string, net.Server>();
   let accepting = true;
+  // the edge: built here from config.edge unless the caller hands one (tests)
+  let store: BlockStore | null = null;
+  let edge: EdgeGuard | null = deps.edge ?? null;
+  if (deps.edge === undefined && config.edge) {
+    try {
+      store = new BlockStore(config.edge.blockListFile);
+    } catch (err) {
+      log.warn({ event: 'edge.block_store_failed', err: logErr(err), file: config.edge.blockListFile }, 'the shared block list cannot be opened: blocks stay in this process');
+    }
+    edge = new EdgeGuard(config, store, log, Date.now());
+  }
+  const edgeTimer = store ? setInterval(() => edge?.refresh(Date.now()), EDGE_LIMITS.blockListReloadMs) : null;
+  edgeTimer?.unref();
+  /** The edge's admission of a raw socket, read again when its implicit TLS is up. */
+  const admissions = new WeakMap<net.Socket, EdgeAdmission>();
   // one accountant for the whole process: every session's socket buffers (gauge) plus leases
   const memory = new MemoryBudget(config.limits.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
   memory.addGauge(() => {
@@ -78,14 +149,20 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
   // the listeners' hold deadlines: the config loader filled in most, a config built in code may not have
   const deadlines = { scannerTimeoutMs: config.scanner?.timeoutMs ?? null, spamTimeoutMs: config.spam?.timeoutMs ?? null };
 
-  const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean) => {
-    const addr = socket.remoteAddress ?? 'unknown';
-    const port = socket.remotePort ?? 0;
+  const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean, edgeAdm?: EdgeAdmission) => {
+    const raw = socket instanceof tls.TLSSocket ? ((socket as tls.TLSSocket & { _parent?: net.Socket })._parent ?? socket) : socket;
+    const adm = edgeAdm ?? admissions.get(raw);
+    const addr = adm?.address ?? socket.remoteAddress ?? 'unknown';
+    const port = adm?.port ?? socket.remotePort ?? 0;
     const sid = randomBytes(6).toString('hex');
-    const slog = log.child({ sid, listener: listener.name, protocol: listener.protocol, client: `${addr}:${port}` });
+    const slog = log.child({ sid, listener: listener.name, protocol: listener.protocol, client: `${addr}:${port}`, ...(adm?.proxy ? { proxy: adm.proxy } : {}) });
     socket.on('error', () => undefined);
     if (!accepting) {
       refuse(socket, refusal(listener, 'server shutting down'));
+      return;
+    }
+    if (adm?.deny) {
+      refuse(socket, refusal(listener, 'access denied'));
       return;
     }
     const count = perClient.get(addr) ?? 0;
@@ -109,12 +186,25 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     perClient.set(addr, count + 1);
     slog.info({ event: 'session.open', tlsMode: listener.tls.mode }, 'client connected');
     deps.metrics?.sessionOpened(listener);
-    const conn = new Connection(listener, socket, clientTls, addr, slog, {
+    const sessionLog = edge ? watchLogins(slog, () => edge?.noteLoginFailure(addr, Date.now())) : slog;
+    const conn = new Connection(listener, socket, clientTls, addr, sessionLog, {
       minter: deps.minter,
+      rejectProxyHeader: adm?.rejectProxyHeader ?? false,
+      checkLogin:
+        edge?.checksLogins(listener) === true
+          ? (host: string) => {
+              const v = edge!.onLogin(listener, addr, host, Date.now());
+              const rule = v.decision.rule?.id ?? null;
+              slog.debug({ event: 'edge.access', phase: 'login', host, action: v.decision.action, rule }, 'access rule decision');
+              if (v.decision.action !== 'allow') slog.info({ event: 'edge.denied', phase: 'login', host, action: v.decision.action, rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule ?? ''} refuses this upstream` } }, 'login refused by an access rule');
+              return v.decision.action;
+            }
+          : undefined,
       upstreamOAuth: deps.upstreamOAuth?.(listener) ?? null,
       memory,
       holdTimeoutMs: effectiveHoldTimeoutMs(listener, deadlines),
-      onClose: (c) => {
+      onClose: (c, reason) => {
+        edge?.noteSessionEnd(addr, reason?.code, Date.now());
         sessions.delete(c);
         const n = (perClient.get(addr) ?? 1) - 1;
         if (n <= 0) perClient.delete(addr);
@@ -132,15 +222,116 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
     }
   };
 
+  /**
+   * A raw connection, before any byte is read from it and before TLS: the PROXY header (trusted peers),
+   * then the block list, the rate limits and the access rules; blocked, rate-limited, reset and
+   * PROXY failures end it with a TCP RST and no byte.
+   */
+  const onRaw = (listener: ListenerConfig, raw: net.Socket, tlsServer: tls.Server | null) => {
+    raw.on('error', () => undefined);
+    const peer = raw.remoteAddress ?? 'unknown';
+    const peerPort = raw.remotePort ?? 0;
+    const pp = listener.edge?.proxyProtocol ?? null;
+    const where = { listener: listener.name, protocol: listener.protocol, peer: `${peer}:${peerPort}` };
+    const proxyFail = (reason: string) => {
+      log.warn({ event: 'edge.proxy_refused', ...where, err: { code: ErrorCodes.PROXY_PROTOCOL, message: reason } }, 'PROXY protocol header refused: connection reset');
+      resetSocket(raw);
+    };
+    const handOn = (adm: EdgeAdmission) => {
+      if (raw.destroyed) return;
+      if (tlsServer) {
+        admissions.set(raw, adm);
+        tlsServer.emit('connection', raw);
+      } else {
+        admit(listener, raw, false, adm);
+        raw.resume();
+      }
+    };
+    const decide = (address: string, port: number, proxy: string | null) => {
+      const rejectProxyHeader = pp !== null && proxy === null && !tlsServer;
+      if (!edge || !accepting) return handOn({ address, port, proxy, deny: null, rejectProxyHeader });
+      const now = Date.now();
+      const base = { ...where, client: `${address}:${port}`, ...(proxy ? { proxy } : {}) };
+      const v = edge.onConnect(listener, address, now);
+      if (v.kind === 'blocked') {
+        log.info({ event: 'edge.blocked', ...base, reason: v.entry.reason, until: new Date(v.entry.until).toISOString(), err: { code: ErrorCodes.ACCESS_DENIED, message: 'address is blocked' } }, 'blocked address: connection reset');
+        return resetSocket(raw);
+      }
+      if (v.kind === 'rate') {
+        log.info({ event: 'edge.rate_limited', ...base, scope: v.scope, err: { code: ErrorCodes.ACCESS_DENIED, message: `connection rate limit (${v.scope})` } }, 'connection rate limit: connection reset');
+        return resetSocket(raw);
+      }
+      const rule = v.decision.rule?.id ?? null;
+      log.debug({ event: 'edge.access', phase: 'connect', ...base, action: v.decision.action, rule, deferred: v.decision.deferred ?? false }, 'access rule decision');
+      if (v.kind === 'reset') {
+        log.info({ event: 'edge.denied', phase: 'connect', ...base, action: 'reset', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } }, 'access rule: connection reset');
+        return resetSocket(raw);
+      }
+      if (v.kind === 'deny') log.info({ event: 'edge.denied', phase: 'connect', ...base, action: 'deny', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } }, 'access rule: connection refused');
+      handOn({ address, port, proxy, deny: v.kind === 'deny' ? (rule ?? 'deny') : null, rejectProxyHeader });
+    };
+    if (!pp) return decide(canonicalIp(peer), peerPort, null);
+    const trusted = anyContains(pp.trusted, parseIp(peer));
+    // an untrusted peer on a plaintext listener: the Connection refuses a header in its first bytes
+    // (the server speaks first, so nothing is waited for); on implicit TLS the client speaks first
+    if (!trusted && !tlsServer) return decide(canonicalIp(peer), peerPort, null);
+    const parser = new ProxyHeaderParser();
+    let seen: Buffer = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      seen = seen.length === 0 ? d : Buffer.concat([seen, d]);
+      const look = looksLikeProxy(seen);
+      if (!trusted) {
+        if (look === 'maybe') return;
+        cleanup();
+        if (look === 'yes') return proxyFail(`PROXY header from ${peer}, which is not in proxy_protocol.trusted`);
+        raw.unshift(seen);
+        return decide(canonicalIp(peer), peerPort, null);
+      }
+      if (look === 'no' && !pp.required) {
+        cleanup();
+        raw.unshift(seen);
+        return decide(canonicalIp(peer), peerPort, null);
+      }
+      const r = parser.push(d);
+      if (r.state === 'need') return;
+      cleanup();
+      if (r.state === 'error') return proxyFail(r.reason);
+      if (r.rest.length > 0) raw.unshift(r.rest);
+      const h: ProxyHeader = r.header;
+      log.debug({ event: 'edge.proxy', ...where, version: h.version, local: h.local, source: h.source ? `${h.source.address}:${h.source.port}` : null }, 'PROXY protocol header');
+      if (h.local || !h.source) return decide(canonicalIp(peer), peerPort, null);
+      decide(h.source.address, h.source.port, `${peer}:${peerPort}`);
+    };
+    const onGone = () => cleanup();
+    const timer = setTimeout(() => {
+      cleanup();
+      if (raw.destroyed) return;
+      if (trusted && pp.required) return proxyFail(`no complete PROXY header within ${PROXY_LIMITS.headerTimeoutMs} ms`);
+      if (seen.length > 0) raw.unshift(seen);
+      decide(canonicalIp(peer), peerPort, null);
+    }, PROXY_LIMITS.headerTimeoutMs);
+    timer.unref();
+    function cleanup() {
+      clearTimeout(timer);
+      raw.off('data', onData);
+      raw.off('close', onGone);
+      raw.pause();
+    }
+    raw.on('data', onData);
+    raw.on('close', onGone);
+  };
+
   const peerOf = new WeakMap<net.Socket, string>();
   for (const listener of config.listeners) {
     let server: net.Server;
     if (listener.tls.mode === 'implicit') {
       const opts = serverTlsOptions(listener, deps.minter);
-      server = tls.createServer(opts, (sock) => admit(listener, sock, true));
+      // the TLS server never listens itself: onRaw hands it each raw connection it lets through
+      const tlsServer = tls.createServer(opts, (sock) => admit(listener, sock, true));
+      server = net.createServer((raw) => onRaw(listener, raw, tlsServer));
       // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
-      server.on('connection', (raw: net.Socket) => void peerOf.set(raw, `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`));
-      server.on('tlsClientError', (err, sock) => {
+      tlsServer.on('connection', (raw: net.Socket) => void peerOf.set(raw, `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`));
+      tlsServer.on('tlsClientError', (err, sock) => {
         // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
         const reason = tlsFailureReason(err);
         log.warn(
@@ -149,7 +340,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
         );
       });
     } else {
-      server = net.createServer((sock) => admit(listener, sock, false));
+      server = net.createServer((sock) => onRaw(listener, sock, null));
     }
     server.on('error', (err) => log.error({ event: 'listener.error', listener: listener.name, err: logErr(err) }, 'listener error'));
     await new Promise<void>((resolve, reject) => {
@@ -185,6 +376,8 @@ export async function startServer(config: PosternConfig, deps: ServerDeps): Prom
       }
       for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
+      if (edgeTimer) clearInterval(edgeTimer);
+      store?.close();
       await deps.onClose?.();
       log.info({ event: 'server.stop', remaining: sessions.size }, 'server stopped');
     },

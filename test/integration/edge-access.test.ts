@@ -1,0 +1,214 @@
+/**
+ * Access control at the edge over real sockets, IPv4 and IPv6 loopback, against a real Dovecot:
+ * deny (the protocol's refusal), reset (RST, no byte), schedules, `to` rules at login, the listener
+ * rate limit, auto-block after N failed logins and on an auto_block rule (reset before TLS), and the
+ * shared block list changed by `postern block` while serve runs.
+ */
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { blockCommand } from '../../src/edge/command.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type EdgePostern, probe, startEdgePostern } from '../edge/harness.js';
+
+let dovecot: Dovecot;
+let p: EdgePostern;
+
+const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+const pad = (n: number) => String(n).padStart(2, '0');
+
+beforeAll(async () => {
+  dovecot = await startDovecot();
+  const now = new Date();
+  // a schedule that holds now (all of today, UTC) and one that does not (a two-hour span starting two hours from now)
+  const today = DAYS[now.getUTCDay()];
+  const later = (now.getUTCHours() + 2) % 24;
+  p = await startEdgePostern(`
+auto_block:
+  login_failures: { count: 3, within_ms: 60000 }
+  duration_ms: 60000
+  allowlist: [127.0.0.1/32]
+access:
+  - from: [127.0.0.40/32]
+    action: reset
+    auto_block: true
+listeners:
+  - name: imap
+    protocol: imap
+    host: "::"
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.imap}, tls: { mode: none } }
+    access:
+      - from: ["::1"]
+        action: deny
+      - from: [127.0.0.2]
+        action: reset
+      - from: [127.0.0.3]
+        schedule: { days: [${today}], hours: "00:00-24:00", time_zone: UTC }
+        action: deny
+      - from: [127.0.0.4]
+        schedule: { days: [sun, mon, tue, wed, thu, fri, sat], hours: "${pad(later)}:00-${pad((later + 2) % 24)}:00", time_zone: Etc/GMT }
+        action: deny
+  - name: pop3
+    protocol: pop3
+    host: "::"
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.pop3}, tls: { mode: none } }
+    access:
+      - from: ["::/0"]
+        action: deny
+  - name: imaps
+    protocol: imap
+    host: "::"
+    port: 0
+    tls: { mode: implicit }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.imap}, tls: { mode: none } }
+    access:
+      - from: ["::1"]
+        action: deny
+  - name: routed
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${dovecot.ports.imap}, tls: { mode: none }, allow: [localhost, 127.0.0.1] }
+    access:
+      - to: [localhost]
+        action: allow
+      - to: [127.0.0.0/8]
+        from: [127.0.0.5]
+        action: reset
+      - to: [127.0.0.0/8]
+        action: deny
+  - name: limited
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.imap}, tls: { mode: none } }
+    rate_limit: { per_second: 0.01, burst: 2 }
+`);
+});
+
+afterAll(async () => {
+  await p?.close();
+  await dovecot?.stop();
+});
+
+describe('access rules over real sockets', () => {
+  it('IPv4 (as ::ffff: on a dual-stack socket) is allowed by default; IPv6 ::1 is denied with * BYE and closed', async () => {
+    onTestFailed(() => console.log(p.logs()));
+    const ok = await probe({ host: '127.0.0.1', port: p.port('imap'), until: /\r\n/ });
+    expect(ok.data.toString()).toMatch(/^\* OK /);
+    const v6 = await probe({ host: '::1', port: p.port('imap') });
+    expect(v6.data.toString()).toBe('* BYE [UNAVAILABLE] postern: access denied\r\n');
+    expect(v6.end).toBe('fin');
+    const denied = p.events('edge.denied').find((e) => (e.client as string).startsWith('::1:'));
+    expect(denied).toMatchObject({ level: 'info', action: 'deny', rule: 'listeners.imap.access[0]', phase: 'connect', err: { code: 'E_ACCESS_DENIED' } });
+    expect(p.events('edge.access').some((e) => (e.client as string).startsWith('127.0.0.1:') && e.action === 'allow' && e.rule === null)).toBe(true);
+  });
+
+  it('POP3: deny is -ERR over IPv6; an IPv4 client does not match ::/0', async () => {
+    const v6 = await probe({ host: '::1', port: p.port('pop3') });
+    expect(v6.data.toString()).toBe('-ERR [SYS/TEMP] postern: access denied\r\n');
+    const v4 = await probe({ host: '127.0.0.1', port: p.port('pop3'), until: /\r\n/ });
+    expect(v4.data.toString()).toMatch(/^\+OK /);
+  });
+
+  it('reset: a TCP RST and not one byte', async () => {
+    const r = await probe({ host: '127.0.0.1', localAddress: '127.0.0.2', port: p.port('imap') });
+    expect(r).toEqual({ data: Buffer.alloc(0), end: 'reset' });
+    expect(p.events('edge.denied').some((e) => e.action === 'reset' && (e.client as string).startsWith('127.0.0.2:'))).toBe(true);
+  });
+
+  it('implicit TLS: deny is * BYE after the handshake', async () => {
+    const text = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: '::1', port: p.port('imaps'), ca: [readFileSync(p.caFile)], servername: 'localhost' });
+      let got = '';
+      s.on('data', (d) => (got += d.toString()));
+      s.on('end', () => resolve(got));
+      s.on('close', () => resolve(got));
+      s.on('error', reject);
+    });
+    expect(text).toBe('* BYE [UNAVAILABLE] postern: access denied\r\n');
+  });
+
+  it('schedules: a rule whose schedule holds now applies; one whose schedule does not is passed over', async () => {
+    const inSchedule = await probe({ host: '127.0.0.1', localAddress: '127.0.0.3', port: p.port('imap') });
+    expect(inSchedule.data.toString()).toBe('* BYE [UNAVAILABLE] postern: access denied\r\n');
+    const outside = await probe({ host: '127.0.0.1', localAddress: '127.0.0.4', port: p.port('imap'), until: /\r\n/ });
+    expect(outside.data.toString()).toMatch(/^\* OK /);
+  });
+
+  it('to rules at login: allowed host logs in; a denied host gets * BYE before any connection; reset sends a RST', async () => {
+    const ok = await probe({ host: '127.0.0.1', port: p.port('routed'), send: 'a LOGIN alice@localhost alicepass\r\n', until: /^a OK/m, ms: 8000 });
+    expect(ok.data.toString()).toMatch(/^a OK/m);
+    const before = dovecot.log().length;
+    const denied = await probe({ host: '127.0.0.1', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\n' });
+    expect(denied.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE \[UNAVAILABLE\] access denied\r\n$/);
+    expect(denied.end).toBe('fin');
+    const reset = await probe({ host: '127.0.0.1', localAddress: '127.0.0.5', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\n' });
+    expect(reset.end).toBe('reset');
+    expect(reset.data.toString()).toMatch(/^\* OK [^\r]*\r\n$/); // the greeting, then nothing
+    expect(p.events('edge.denied').filter((e) => e.phase === 'login').map((e) => [e.host, e.action, e.rule])).toEqual([
+      ['127.0.0.1', 'deny', 'listeners.routed.access[2]'],
+      ['127.0.0.1', 'reset', 'listeners.routed.access[1]'],
+    ]);
+    // no login reached Dovecot for the refused ones
+    expect(dovecot.log().slice(before)).not.toMatch(/Login: user=<alice>/);
+  });
+
+  it('listener rate limit: the burst, then resets', async () => {
+    const a = await probe({ host: '127.0.0.1', port: p.port('limited'), until: /\r\n/ });
+    const b = await probe({ host: '127.0.0.1', port: p.port('limited'), until: /\r\n/ });
+    const c = await probe({ host: '127.0.0.1', port: p.port('limited') });
+    expect([a.data.length > 0, b.data.length > 0]).toEqual([true, true]);
+    expect(c).toEqual({ data: Buffer.alloc(0), end: 'reset' });
+    expect(p.events('edge.rate_limited').at(-1)).toMatchObject({ scope: 'listener', listener: 'limited' });
+  });
+});
+
+describe('auto-block', () => {
+  const failLogin = (local: string) => probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap'), send: 'a LOGIN alice wrong-password\r\n', until: /^a NO/m, ms: 15000 });
+
+  it('after 3 failed logins against Dovecot the address is reset on connect; the allowlist is never blocked', async () => {
+    onTestFailed(() => console.log(p.logs()));
+    for (let i = 0; i < 3; i++) expect((await failLogin('127.0.0.30')).data.toString()).toMatch(/^a NO/m);
+    expect(p.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.30', reason: 'login_failures', strikes: 1, ms: 60000 });
+    const blocked = await probe({ host: '127.0.0.1', localAddress: '127.0.0.30', port: p.port('imaps') });
+    expect(blocked).toEqual({ data: Buffer.alloc(0), end: 'reset' }); // before any TLS work: no ServerHello
+    expect(p.events('edge.blocked').at(-1)).toMatchObject({ client: expect.stringMatching(/^127\.0\.0\.30:/), reason: 'login_failures' });
+    for (let i = 0; i < 3; i++) expect((await failLogin('127.0.0.1')).data.toString()).toMatch(/^a NO/m);
+    expect(p.events('edge.auto_block').some((e) => e.client === '127.0.0.1')).toBe(false);
+    // the block is in the shared list
+    const out: string[] = [];
+    expect(blockCommand(['list'], { file: p.config.edge!.blockListFile, out: (s) => out.push(s), err: (s) => out.push(s) })).toBe(0);
+    expect(out.join('')).toMatch(/^127\.0\.0\.30 {2}until \S+ {2}login_failures \(strike 1\)$/m);
+  }, 60_000);
+
+  it('a global reset rule with auto_block blocks the address on every listener', async () => {
+    const first = await probe({ host: '127.0.0.1', localAddress: '127.0.0.40', port: p.port('imap') });
+    expect(first.end).toBe('reset');
+    expect(p.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.40', reason: 'rule' });
+    const other = await probe({ host: '127.0.0.1', localAddress: '127.0.0.40', port: p.port('pop3') });
+    expect(other.end).toBe('reset');
+    expect(p.events('edge.blocked').some((e) => (e.client as string).startsWith('127.0.0.40:') && e.listener === 'pop3')).toBe(true);
+  });
+
+  it('postern block add / remove reach the running serve within the reload interval', async () => {
+    const file = p.config.edge!.blockListFile;
+    const io = { file, out: () => undefined, err: () => undefined };
+    expect((await probe({ host: '127.0.0.1', localAddress: '127.0.0.50', port: p.port('imap'), until: /\r\n/ })).data.toString()).toMatch(/^\* OK/);
+    expect(blockCommand(['add', '::ffff:127.0.0.50', '--for', '10m'], io)).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await probe({ host: '127.0.0.1', localAddress: '127.0.0.50', port: p.port('imap') })).toEqual({ data: Buffer.alloc(0), end: 'reset' });
+    expect(blockCommand(['remove', '127.0.0.50'], io)).toBe(0);
+    expect(blockCommand(['remove', '127.0.0.50'], io)).toBe(1);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await probe({ host: '127.0.0.1', localAddress: '127.0.0.50', port: p.port('imap'), until: /\r\n/ })).data.toString()).toMatch(/^\* OK/);
+    expect(blockCommand(['add', '010.0.0.1'], io)).toBe(2);
+    expect(blockCommand(['add', '10.0.0.1', '--for', '1x'], io)).toBe(2);
+  });
+});
