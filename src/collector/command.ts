@@ -140,7 +140,7 @@ async function status(args: string[], config: PosternConfig, io: CollectIo): Pro
       if (p?.errorCode) io.stdout(`  last error: ${p.errorCode}: ${p.error ?? ''}\n`);
       if (p) io.stdout(`  that pass:  listed ${p.listed}, fetched ${p.fetched}, delivered ${p.delivered}, deferred ${p.deferred}, failed ${p.failed}, held ${p.held}, deleted ${p.deleted}\n`);
       const c = r.counts;
-      io.stdout(`  on server:  ${c.delivered} delivered (kept or to delete), ${c.pending} pending (${r.pendingRecipients} recipient(s) waiting), ${c.failed} refused, ${c.held} held, ${c.duplicate} duplicate, ${c.dropped} dropped\n`);
+      io.stdout(`  on server:  ${c.delivered} delivered (kept or to delete), ${c.pending} pending (${r.pendingRecipients} recipient(s) waiting), ${c.failed} refused, ${c.held} held, ${c.duplicate} duplicate, ${c.dropped} dropped${c.quarantined ? `, ${c.quarantined} quarantined (spam)` : ''}\n`);
       if (r.unconfirmed > 0) io.stdout(`  unconfirmed: ${r.unconfirmed} (delivery interrupted after the data was sent: not sent again, left on the server; check the target mailbox)\n`);
       io.stdout(`  backlog:    ${r.backlog}\n`);
     }

@@ -30,10 +30,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { CollectorAccountConfig } from '../config/types.js';
+import { folderRecipient } from '../config/collector.js';
+import type { CollectorAccountConfig, CollectorSpamAction } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
-import type { InspectContext, InspectResult } from '../policy/types.js';
+import type { InspectContext, InspectResult, Verdict } from '../policy/types.js';
 import type { Delivery, RecipientOutcome } from './delivery.js';
 import { isLoop, readHeader, traceFields } from './message.js';
 import type { RemoteFolder, RemoteMailbox, RemoteMessage } from './remote.js';
@@ -47,6 +48,16 @@ export type ResolveRecipients = (
   opts: { acceptedDomains: string[]; envelopeHeaders: string[]; postmaster?: string; unknownRecipients: 'postmaster' | 'drop' | 'keep_on_server' },
 ) => { recipients: string[]; source: 'envelope' | 'headers' | 'none'; ignored: string[]; action: 'deliver' | 'postmaster' | 'drop' | 'keep_on_server' };
 
+/**
+ * The quarantine the account's spam action `quarantine` writes to (the engine's store). `put` stores
+ * an original and returns its id; `sync` makes a stored record durable (written to disk, directory
+ * entry included) and is awaited before the message counts as handled.
+ */
+export interface SpamQuarantine {
+  put(original: Buffer, meta: Record<string, unknown>): Promise<string>;
+  sync(id: string): Promise<void>;
+}
+
 export type CrashPoint = 'after_fetch' | 'during_data' | 'after_250' | 'after_commit' | 'before_delete' | 'after_delete';
 
 export interface PassDeps {
@@ -57,6 +68,8 @@ export interface PassDeps {
   /** The account's policy; null = delivered uninspected. */
   inspect: ((raw: Buffer, ctx: InspectContext) => Promise<InspectResult>) | null;
   resolve: ResolveRecipients;
+  /** For the account spam action `quarantine`; none = that action defers the message (nothing to store it in). */
+  quarantine?: SpamQuarantine | null;
   log: Logger;
   now: () => number;
   /** EHLO/LHLO name, written into the Received field. */
@@ -78,6 +91,8 @@ export interface PassSummary {
   deferred: number;
   failed: number;
   held: number;
+  /** Put in the quarantine by the account's spam action instead of being delivered. */
+  quarantined?: number;
   deleted: number;
   /** Listed messages not fetched in this pass (max_messages_per_pass, a stop): the next pass comes soon. */
   backlog: number;
@@ -121,7 +136,7 @@ class Pass {
     private readonly a: CollectorAccountConfig,
     private readonly d: PassDeps,
   ) {
-    this.s = { account: a.name, result: 'ok', listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, deleted: 0, backlog: 0, ms: 0 };
+    this.s = { account: a.name, result: 'ok', listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, quarantined: 0, deleted: 0, backlog: 0, ms: 0 };
   }
 
   private crash(p: CrashPoint): void {
@@ -385,6 +400,7 @@ class Pass {
     let output = raw;
     let verdict: string | undefined;
     let rules: unknown;
+    let spamAction: CollectorSpamAction = 'deliver';
     if (this.d.inspect) {
       const ctx: InspectContext = {
         listener: `collector:${a.name}`,
@@ -409,6 +425,12 @@ class Pass {
         return;
       }
       output = r.output;
+      spamAction = this.spamAction(v);
+      if (v.spam) Object.assign(where, { spam: { level: v.spam.level, score: v.spam.score, applied: v.spam.applied, accountAction: spamAction } });
+      if (spamAction === 'quarantine') {
+        await this.quarantineSpam(row, raw, v, ctx, where, rules);
+        return;
+      }
       const upd: MessageUpdate = { verdict: v.status, quarantineId: v.quarantineId ?? null };
       // altered, and the original is in no quarantine: the remote copy is the only original left
       if (v.status !== 'clean' && !v.quarantineId) Object.assign(upd, { deletable: false, reason: 'original-not-quarantined' });
@@ -425,16 +447,19 @@ class Pass {
       const due = rcpts.filter((r) => r.state === 'pending' || (r.state === 'deferred' && r.nextAttempt <= now));
       if (due.length === 0) break;
       const to = due.map((r) => r.address);
-      const data = Buffer.concat([traceFields(a, box.folder, msg.uid, this.d.helo, to, new Date(now)), output]);
+      // spam action `folder`: the same transaction, to each recipient's spam-folder address (outcomes are mapped back)
+      const sendTo = spamAction === 'folder' ? to.map((t) => this.folderAddress(t, where)) : to;
+      const data = Buffer.concat([traceFields(a, box.folder, msg.uid, this.d.helo, sendTo, new Date(now)), output]);
       // relaxed: losing `sending` is the same as `sending` (the message is sent again); `data_end` is an ordinary commit
       st.relaxed(() => st.setInflight(row.id, 'sending', to));
-      const res = await this.d.delivery.send({
+      const sent = await this.d.delivery.send({
         from,
-        to,
+        to: sendTo,
         data,
         onDataStarted: () => this.crash('during_data'),
         onDataEnd: () => st.setInflight(row.id, 'data_end', to),
       });
+      const res = spamAction === 'folder' ? { ...sent, recipients: sent.recipients.map((o, i) => ({ ...o, address: to[i] ?? o.address })) } : sent;
       this.crash('after_250');
       row = this.record(row, rcpts, res.recipients);
       this.crash('after_commit');
@@ -447,6 +472,7 @@ class Pass {
         break;
       }
     }
+    if (spamAction === 'folder') where.folder = a.spam?.folder;
     const action = row.status === 'delivered' ? 'delivered' : row.status === 'failed' ? 'failed' : 'deferred';
     if (action === 'delivered') this.s.delivered++;
     else if (action === 'failed') this.s.failed++;
@@ -455,6 +481,56 @@ class Pass {
     this.log[level](
       { event: 'collector.message', ...where, recipients: replies.map((r) => r.rcpt), verdict: verdict ?? 'uninspected', rules, action, reason: row.reason ?? undefined, replies, deletable: row.deletable },
       action === 'delivered' ? 'message delivered' : action === 'failed' ? 'message refused by the delivery server' : 'message not (fully) delivered yet: tried again later',
+    );
+  }
+
+  /** The account's spam action for a verdict: by the spam level under the policy's thresholds (rspamd's answer), whatever the policy made of it. */
+  private spamAction(v: Verdict): CollectorSpamAction {
+    const s = this.a.spam;
+    if (!s || !v.spam) return 'deliver';
+    if (v.spam.level === 'reject') return s.onReject;
+    if (v.spam.level === 'spam') return s.onSpam;
+    return 'deliver';
+  }
+
+  /** A recipient's spam-folder address (the account's folder_recipient template); the address itself when the template gives none. */
+  private folderAddress(address: string, where: Record<string, unknown>): string {
+    const s = this.a.spam!;
+    const f = folderRecipient(s.folderRecipient, address, s.folder);
+    if (f !== null) return f;
+    this.log.warn({ event: 'collector.spam_folder_unaddressable', ...where, recipient: address, template: s.folderRecipient }, 'the spam-folder address of this recipient is not a valid address (local part too long?): delivered, tagged, to the recipient itself');
+    return address;
+  }
+
+  /**
+   * Spam action `quarantine`: the original goes to the quarantine (the engine's copy when the policy
+   * already stored one), made durable, and the message is handled: nothing is delivered, and keep
+   * rules may delete it upstream (the sync before DELE/STORE comes after this commit). A failure to
+   * store defers it (tried again in the next pass), never deletes it.
+   */
+  private async quarantineSpam(row: MessageRow, raw: Buffer, v: Verdict, ctx: InspectContext, where: Record<string, unknown>, rules: unknown): Promise<void> {
+    const st = this.d.state;
+    const a = this.a;
+    const q = this.d.quarantine;
+    let id: string;
+    try {
+      if (!q) throw new PosternError(ErrorCodes.QUARANTINE, 'no quarantine store');
+      id = v.quarantineId ?? (await q.put(raw, { policy: v.policy, reason: `collector spam action: ${v.spam?.level}`, spam: v.spam, context: ctx, time: new Date(this.d.now()).toISOString() }));
+      await q.sync(id);
+    } catch (e) {
+      const now = this.d.now();
+      st.update(row.id, now, { attempts: row.attempts + 1, nextAttempt: now + a.intervalMs, lastError: 'quarantine-failed', verdict: v.status });
+      this.s.deferred++;
+      const err = e instanceof PosternError ? { code: e.code, message: e.message } : { code: ErrorCodes.QUARANTINE, message: String((e as Error).message ?? e) };
+      this.log.warn({ event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason: 'quarantine-failed', err }, 'spam could not be quarantined: not delivered, left on the server, tried again in the next pass');
+      return;
+    }
+    // an ordinary commit: the message counts as handled from here on (deletable, keep rules permitting)
+    const after = st.update(row.id, this.d.now(), { status: 'quarantined', reason: `spam-${v.spam?.level ?? 'spam'}`, verdict: v.status, quarantineId: id, deletable: true, nextAttempt: 0 });
+    this.s.quarantined = (this.s.quarantined ?? 0) + 1;
+    this.log.info(
+      { event: 'collector.message', ...where, quarantineId: id, recipients: ctx.recipients, verdict: v.status, rules, action: 'quarantined', reason: after.reason ?? undefined, deletable: after.deletable },
+      'spam quarantined (account spam action): not delivered',
     );
   }
 
@@ -513,7 +589,7 @@ class Pass {
     const now = this.d.now();
     const rows = st.present(this.a.name, box.folder, box.uidvalidity);
     const byUid = new Map(box.messages.map((m) => [m.uid, m]));
-    const done = (r: MessageRow | null | undefined): boolean => !!r && (r.status === 'delivered' || r.status === 'dropped') && r.deletable && r.inflight === null;
+    const done = (r: MessageRow | null | undefined): boolean => !!r && (r.status === 'delivered' || r.status === 'dropped' || r.status === 'quarantined') && r.deletable && r.inflight === null;
     const targets: { id: number; msg: RemoteMessage }[] = [];
     for (const r of rows.values()) {
       const m = byUid.get(r.uid);

@@ -121,7 +121,7 @@ export class CollectorScheduler {
     try {
       summary = await this.o.runPass(s.account);
     } catch (e) {
-      summary = { account: s.account.name, result: 'error', err: e as Error, listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, deleted: 0, backlog: 0, ms: 0 };
+      summary = { account: s.account.name, result: 'error', err: e as Error, listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, quarantined: 0, deleted: 0, backlog: 0, ms: 0 };
     }
     s.running = false;
     this.running--;

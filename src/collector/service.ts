@@ -10,6 +10,8 @@
  */
 import { policyWarnings } from '../config/warnings.js';
 import { readFileSync } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CollectorAccountConfig, PosternConfig, SecretSource } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -24,7 +26,7 @@ import { createSpamScanner } from '../scanners/rspamd.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { type Delivery, SmtpDelivery } from './delivery.js';
 import { ImapMailbox } from './imap.js';
-import { type CrashPoint, type PassDeps, type PassSummary, type ResolveRecipients, crashHookFromEnv, runPass } from './pass.js';
+import { type CrashPoint, type PassDeps, type SpamQuarantine, type PassSummary, type ResolveRecipients, crashHookFromEnv, runPass } from './pass.js';
 import { Pop3Mailbox } from './pop3.js';
 import { resolveRecipients } from './recipients.js';
 import type { RemoteMailbox } from './remote.js';
@@ -70,6 +72,37 @@ export interface CollectorOptions {
   quarantine?: QuarantineStore | null;
 }
 
+/** fsync of a file or directory (a directory is opened read-only, which fsync accepts on Linux). */
+async function fsyncPath(p: string): Promise<void> {
+  const h = await openFile(p, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+/**
+ * The engine's quarantine as the spam action `quarantine` uses it: FileQuarantineStore writes with
+ * rename but no fsync; before a quarantined message may be deleted upstream, its record (`<id>.eml`,
+ * `<id>.json`) and the directory entry are synced. Another store kind is trusted to be durable on put.
+ */
+export function spamQuarantine(store: QuarantineStore): SpamQuarantine {
+  return {
+    put: (original, meta) => store.put(original, meta),
+    async sync(id) {
+      if (!(store instanceof FileQuarantineStore)) return;
+      try {
+        await fsyncPath(path.join(store.dir, `${id}.eml`));
+        await fsyncPath(path.join(store.dir, `${id}.json`));
+        await fsyncPath(store.dir);
+      } catch (e) {
+        throw new PosternError(ErrorCodes.QUARANTINE, `cannot sync quarantine record ${id}: ${(e as Error).message}`, { id });
+      }
+    },
+  };
+}
+
 export class Collector {
   readonly state: CollectorState;
   readonly delivery: Delivery;
@@ -94,6 +127,14 @@ export class Collector {
     const c = config.collector;
     if (!c) throw new PosternError(ErrorCodes.CONFIG, 'no collector section in the config');
     for (const a of c.accounts) if (a.policy && !this.policies.has(a.policy)) this.policies.set(a.policy, loadPolicy(a.policy, config.policiesDir));
+    // fail closed: a spam action that could never apply is a configuration mistake, not a silent no-op
+    for (const a of c.accounts) {
+      const s = a.spam;
+      if (!s || (s.onSpam === 'deliver' && s.onReject === 'deliver')) continue;
+      const p = a.policy ? this.policies.get(a.policy) : undefined;
+      if (!p?.spam.enabled) throw new PosternError(ErrorCodes.CONFIG, `collector account "${a.name}": spam actions (action_spam/action_reject) need a policy with spam scoring enabled; policy ${a.policy ?? 'null'} has none`);
+      if (!config.spam && !opts.spamScanner) throw new PosternError(ErrorCodes.CONFIG, `collector account "${a.name}": spam actions need the spam scanner (the top-level spam: section)`);
+    }
     const needsScanner = [...this.policies.values()].some((p) => p.antivirus.enabled);
     this.ownScanner = opts.scanner === undefined;
     this.scanner = opts.scanner !== undefined ? opts.scanner : config.scanner && needsScanner ? createScanner(config.scanner, log) : null;
@@ -121,6 +162,7 @@ export class Collector {
       delivery: this.delivery,
       inspect: policy ? (raw, ctx) => inspectMessage(raw, policy, ctx, this.engine) : null,
       resolve: this.opts.resolve ?? resolveRecipients,
+      quarantine: this.engine.quarantine ? spamQuarantine(this.engine.quarantine) : null,
       log: this.log,
       now: this.opts.now ?? Date.now,
       helo: c.delivery.helo,

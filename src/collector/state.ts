@@ -33,7 +33,8 @@ export const STATE_FILE = 'collector.sqlite';
 const SCHEMA_VERSION = 1;
 const MS_PER_DAY = 86_400_000;
 
-export type MessageStatus = 'pending' | 'delivered' | 'dropped' | 'held' | 'duplicate' | 'failed';
+/** `quarantined`: the account's spam action put the original in the quarantine instead of delivering it (handled: keep rules apply). */
+export type MessageStatus = 'pending' | 'delivered' | 'dropped' | 'held' | 'duplicate' | 'failed' | 'quarantined';
 export type RecipientState = 'pending' | 'deferred' | 'delivered' | 'failed' | 'rerouted' | 'unconfirmed';
 export type Inflight = 'sending' | 'data_end' | null;
 
@@ -633,7 +634,7 @@ export class CollectorState {
   status(accounts: string[]): AccountStatus[] {
     return this.q('read status', () =>
       accounts.map((account) => {
-        const counts: Record<MessageStatus, number> = { pending: 0, delivered: 0, dropped: 0, held: 0, duplicate: 0, failed: 0 };
+        const counts: Record<MessageStatus, number> = { pending: 0, delivered: 0, dropped: 0, held: 0, duplicate: 0, failed: 0, quarantined: 0 };
         for (const r of this.db.prepare('SELECT status, COUNT(*) AS n FROM messages WHERE account = ? AND gone_at IS NULL GROUP BY status').all(account) as { status: MessageStatus; n: number }[]) {
           counts[r.status] = r.n;
         }

@@ -11,13 +11,28 @@ import { z } from 'zod';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import { isValidHost } from './hosts.js';
-import type { CollectorAccountConfig, CollectorConfig, CollectorDeliveryConfig, KeepRule, Protocol, SecretSource, UpstreamTlsConfig, UpstreamTlsMode } from './types.js';
+import type { CollectorAccountConfig, CollectorConfig, CollectorDeliveryConfig, CollectorSpamConfig, KeepRule, Protocol, SecretSource, UpstreamTlsConfig, UpstreamTlsMode } from './types.js';
 
 /** Envelope header fields providers add, most trusted first (the default of `envelope_headers`). */
 export const DEFAULT_ENVELOPE_HEADERS = ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'];
 export const DEFAULT_STATE_DIR = 'var/collector';
 export const DEFAULT_LMTP_PORT = 24;
 export const DEFAULT_SMTP_PORT = 25;
+/** Account `spam:` defaults: deliver what the policy produced (tagged or not), to the folder Junk by detail address. */
+export const DEFAULT_SPAM_FOLDER = 'Junk';
+export const DEFAULT_FOLDER_RECIPIENT = '{local}+{folder}@{domain}';
+
+/**
+ * The recipient a message for `address` is sent to when it goes to the spam folder: the account's
+ * `spam.folder_recipient` with {local}, {folder} and {domain} filled in. Null when the result is not
+ * an address the collector writes into an envelope (src/config/collector.ts normaliseAddress).
+ */
+export function folderRecipient(template: string, address: string, folderName: string): string | null {
+  const at = address.lastIndexOf('@');
+  if (at <= 0) return null;
+  const out = template.replace(/\{(local|folder|domain)\}/g, (_m, k: string) => (k === 'local' ? address.slice(0, at) : k === 'domain' ? address.slice(at + 1) : folderName));
+  return normaliseAddress(out);
+}
 
 const ACCOUNT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const FIELD_NAME = /^[A-Za-z0-9][A-Za-z0-9-]{0,75}$/;
@@ -66,6 +81,22 @@ const folder = z
   .min(1, 'must not be empty')
   .max(1000, 'at most 1000 characters')
   .refine((f) => !/[\x00-\x1f\x7f]/.test(f), 'control characters are not allowed in a folder name');
+
+const spamAction = z.enum(['deliver', 'quarantine', 'folder']);
+const spamSchema = z.strictObject({
+  action_spam: spamAction.optional(),
+  action_reject: spamAction.optional(),
+  folder: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-" (1-64, starting with a letter or digit): the name becomes part of an address')
+    .optional(),
+  folder_recipient: z
+    .string()
+    .max(200, 'at most 200 characters')
+    .refine((t) => t.includes('{local}') && t.includes('{domain}') && !/\{(?!(?:local|folder|domain)\})/.test(t), 'a template with {local} and {domain} (and usually {folder}), no other {...}, such as {local}+{folder}@{domain}')
+    .refine((t) => folderRecipient(t, 'user@example.com', 'Junk') !== null, 'the template does not give an email address (local@domain) for user@example.com')
+    .optional(),
+});
 
 const tlsSchema = z.strictObject({
   mode: z.enum(['none', 'starttls', 'implicit']).optional(),
@@ -137,6 +168,7 @@ const accountSchema = z.strictObject({
   max_message_size: sizeField.optional(),
   keep: keepSchema.optional(),
   policy: nonEmpty.nullable().optional(),
+  spam: spamSchema.optional(),
 });
 type RawAccount = z.output<typeof accountSchema>;
 
@@ -236,6 +268,13 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
       if (a.unknown_recipients === 'postmaster' && a.postmaster === undefined) issue(acc('unknown_recipients'), 'unknown_recipients: postmaster needs a "postmaster" address');
     }
 
+    if ((a.spam?.action_spam ?? 'deliver') !== 'deliver' || (a.spam?.action_reject ?? 'deliver') !== 'deliver') {
+      if (!a.policy) issue(acc('spam'), 'spam actions other than deliver need a policy with spam scoring enabled (policy: ...)');
+    }
+    if (a.spam && (a.spam.folder !== undefined || a.spam.folder_recipient !== undefined) && a.spam.action_spam !== 'folder' && a.spam.action_reject !== 'folder') {
+      issue(acc('spam'), 'folder / folder_recipient given but neither action_spam nor action_reject is "folder"');
+    }
+
     // The loop guard: a mailbox that is also the delivery target would collect its own deliveries.
     if (sameHost(a.host, d.host)) {
       const targets = new Set<string>();
@@ -266,6 +305,15 @@ function tls(raw: z.output<typeof tlsSchema> | undefined, baseDir: string): Upst
   return t;
 }
 
+function normaliseSpam(s: z.output<typeof spamSchema> | undefined): CollectorSpamConfig {
+  return {
+    onSpam: s?.action_spam ?? 'deliver',
+    onReject: s?.action_reject ?? 'deliver',
+    folder: s?.folder ?? DEFAULT_SPAM_FOLDER,
+    folderRecipient: s?.folder_recipient ?? DEFAULT_FOLDER_RECIPIENT,
+  };
+}
+
 function normaliseAccount(a: RawAccount, baseDir: string): CollectorAccountConfig {
   const t = tls(a.tls, baseDir);
   const out: CollectorAccountConfig = {
@@ -289,6 +337,7 @@ function normaliseAccount(a: RawAccount, baseDir: string): CollectorAccountConfi
     keep: a.keep ?? { kind: 'delete' },
     policy: a.policy ?? null,
   };
+  if (a.spam !== undefined) out.spam = normaliseSpam(a.spam);
   if (a.description !== undefined) out.description = a.description;
   if (a.recipient !== undefined) out.recipient = a.recipient;
   if (a.postmaster !== undefined) out.postmaster = a.postmaster;

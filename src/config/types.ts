@@ -211,6 +211,21 @@ export interface CollectorAccountConfig {
   keep: KeepRule;
   /** Policy name or path, as a listener's; null = delivered uninspected. */
   policy: string | null;
+  /** What the collector does with a message the policy's spam check rated spam / reject (docs/collector.md "Spam"); absent = deliver. */
+  spam?: CollectorSpamConfig;
+}
+
+/** Collector-only spam handling (the inline proxy cannot hold a message back). */
+export type CollectorSpamAction = 'deliver' | 'quarantine' | 'folder';
+export interface CollectorSpamConfig {
+  /** Level `spam` (tag threshold). */
+  onSpam: CollectorSpamAction;
+  /** Level `reject` (block threshold). */
+  onReject: CollectorSpamAction;
+  /** The folder name put into the recipient address for `folder`. */
+  folder: string;
+  /** Recipient template for `folder`: {local}, {folder}, {domain}. */
+  folderRecipient: string;
 }
 
 export interface CollectorDeliveryConfig {
