@@ -212,3 +212,52 @@ describe('auto-block', () => {
     expect(blockCommand(['add', '10.0.0.1', '--for', '1x'], io)).toBe(2);
   });
 });
+
+describe('per-client rate limit and auto-block on protocol errors (a second postern)', () => {
+  let q: EdgePostern;
+  beforeAll(async () => {
+    q = await startEdgePostern(`
+rate_limit:
+  per_client: { per_second: 0.01, burst: 6 }
+auto_block:
+  protocol_errors: { count: 2, within_ms: 60000 }
+  duration_ms: 1000
+  max_duration_ms: 4000
+listeners:
+  - name: imap
+    protocol: imap
+    host: "::"
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.imap}, tls: { mode: none } }
+    limits: { max_line_length: 200 }
+`);
+  });
+  afterAll(async () => {
+    await q?.close();
+  });
+
+  it('per client address: the burst, then resets; another address (IPv6) is not affected', async () => {
+    onTestFailed(() => console.log(q.logs()));
+    const got: string[] = [];
+    for (let i = 0; i < 7; i++) got.push((await probe({ host: '127.0.0.1', localAddress: '127.0.0.60', port: q.port('imap'), until: /\r\n/ })).end);
+    expect(got).toEqual(['open', 'open', 'open', 'open', 'open', 'open', 'reset']);
+    expect(q.events('edge.rate_limited').at(-1)).toMatchObject({ scope: 'client', client: expect.stringMatching(/^127\.0\.0\.60:/) });
+    expect((await probe({ host: '::1', port: q.port('imap'), until: /\r\n/ })).data.toString()).toMatch(/^\* OK/);
+  });
+
+  it('two sessions ended by protocol errors block the address; the block doubles', async () => {
+    onTestFailed(() => console.log(q.logs()));
+    const overlong = async () => probe({ host: '127.0.0.1', localAddress: '127.0.0.61', port: q.port('imap'), send: `a NOOP ${'x'.repeat(400)}\r\n`, ms: 3000 });
+    const first = await overlong();
+    expect(first.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE /);
+    await overlong();
+    const e = q.events('edge.auto_block').at(-1);
+    expect(e).toMatchObject({ client: '127.0.0.61', reason: 'protocol_errors', strikes: 1, ms: 1000 });
+    expect((await probe({ host: '127.0.0.1', localAddress: '127.0.0.61', port: q.port('imap') })).end).toBe('reset');
+    await new Promise((r) => setTimeout(r, 1100));
+    await overlong();
+    await overlong();
+    expect(q.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.61', strikes: 2, ms: 2000 });
+  });
+});
