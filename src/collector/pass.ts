@@ -24,6 +24,11 @@
  * outside effect that depends on them: `data_end` before the last byte of the next delivery, sync()
  * before DELE/STORE. The one commit per message that waits for the disk is `data_end`.
  *
+ * Spam (docs/collector.md "Spam"): the account's `spam` actions act on the verdict's spam level:
+ * `quarantine` stores the original (SpamQuarantine, synced) and marks the row `quarantined` (handled,
+ * keep rules apply) instead of delivering; `folder` sends the same transaction to each recipient's
+ * spam-folder address and records the outcomes for the recipients themselves.
+ *
  * Crash points for tests: POSTERN_COLLECTOR_CRASH_AT=<point>[:<n>] makes the process kill itself
  * (SIGKILL) the n-th time (default 1) it reaches <point> (after_fetch, during_data, after_250,
  * after_commit, before_delete, after_delete). Test-only (docs/collector.md); unset in production.
