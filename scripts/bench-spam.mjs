@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 /**
- * rspamd's latency per message alone against postern's RspamdScanner on the same messages,
- * measured in the same run on a private rspamd (stock config, paths in a temp dir, hfilter off as
+ * rspamd's latency per message alone against postern's RspamdScanner and postern's whole engine with
+ * spam scoring on, on the same messages, measured in the same run on a private rspamd (stock config, paths in a temp dir, hfilter off as
  * for postern; the compiled hyperscan databases are reused from the test harness's cache):
  *   - direct:  one plain HTTP POST /checkv2 per message (node:http, no agent), read to the end
  *              (the floor: rspamd's own time + loopback)
  *   - scanner: RspamdScanner.check() (dist/scanners/rspamd.js): envelope headers, pool, deadline,
  *              strict answer reading
+ *   - engine:  inspectMessage() (dist/policy/engine.js) with that scanner and a spam-tagging policy
+ *              (spam on, on_spam/on_reject: tag without a quarantine copy, antivirus off): the MIME
+ *              parse, the check, the verdict and the rewrite (subject prefix, X-Spam-* headers) —
+ *              what postern does per message with spam on
  * rspamd's DNS goes to a stub in this process that answers NXDOMAIN at once (as in the tests), so
  * the figures are rspamd's work and not the wait for a resolver with no network behind it
  * (--system-dns uses the machine's resolver; here lookups of new names then take up to a second).
  * The corpus is generated (deterministic): plain and HTML ham, multipart with an attachment, a few
- * GTUBE messages. Sequential runs interleave the variants message by message (p50/p95 per message);
- * then each variant runs the corpus with N checks in flight (msgs/s). Bounded: --seconds (default
+ * GTUBE messages (scripts/fuzz/lib/prng.mjs Rng, seed 'bench-spam'). Sequential runs interleave the
+ * variants message by message (p50/p95 per message); then each variant runs the corpus with N
+ * checks in flight (msgs/s, and p50 per message under that load). Bounded: --seconds (default
  * 60) of measuring, then it stops wherever it is and reports what it has.
  *
  * Usage: npm run build && node scripts/bench-spam.mjs [--messages 200] [--concurrency 8]
@@ -26,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino } from 'pino';
+import { Rng } from './fuzz/lib/prng.mjs';
 import { findBin, freePorts } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -150,21 +156,12 @@ async function startRspamd() {
 
 // ---------- corpus ----------
 
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const WORDS = 'the meeting report budget invoice lunch project schedule offer free money click here now limited urgent account verify password prize winner viagra cheap deal tomorrow thanks regards please review attached document quarter results team'.split(' ');
 const GTUBE = `XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-${'ANTI-UBE-TEST-EMAIL*C.34X'}`;
 
 function corpus(n) {
-  const rnd = prng(20240601);
+  const rng = new Rng('bench-spam', 20240601);
+  const rnd = () => rng.next();
   const words = (k) => Array.from({ length: k }, () => WORDS[Math.floor(rnd() * WORDS.length)]).join(' ');
   const date = new Date().toUTCString().replace('GMT', '+0000');
   const out = [];
@@ -214,6 +211,12 @@ async function main() {
   const modPath = join(DIST, 'scanners/rspamd.js');
   if (!existsSync(modPath)) throw new Error(`${modPath} missing: run npm run build first (or pass --dist DIR)`);
   const { RspamdScanner } = await import(pathToFileURL(modPath).href);
+  const { inspectMessage } = await import(pathToFileURL(join(DIST, 'policy/engine.js')).href);
+  const { compilePolicyText } = await import(pathToFileURL(join(DIST, 'policy/load.js')).href);
+  const policy = compilePolicyText(
+    ['name: bench-spam', 'antivirus: { enabled: false }', 'spam:', '  enabled: true', '  on_spam: { action: tag, quarantine: false }', '  on_reject: { action: tag, quarantine: false }', "  subject_prefix: '[SPAM] '", '  on_error: tempfail', ''].join('\n'),
+    'bench-spam.yaml',
+  );
   const deadline = Date.now() + SECONDS * 1000;
   const left = () => deadline - Date.now();
 
@@ -224,60 +227,70 @@ async function main() {
     if (o.kind !== 'scored') throw new Error(`scanner: ${o.kind} ${o.message ?? ''}`);
     return o.action;
   };
+  const engineDeps = { scanner: null, spamScanner: scanner, quarantine: null };
+  const engine = async (m, i) => {
+    const r = await inspectMessage(m.data, policy, { account: 'bench', recipients: ['alice@example.test'], msgno: i + 1 }, engineDeps);
+    const sp = r.verdict.spam;
+    if (sp?.outcome !== 'scored') throw new Error(`engine: spam ${sp ? `${sp.outcome} ${sp.reason ?? ''}` : 'not checked'} (verdict ${r.verdict.status})`);
+    return sp.action;
+  };
+  const VARIANTS = ['direct', 'scanner', 'engine'];
+  const run = (v, m, i) => (v === 'direct' ? direct(rs.port, m.data) : v === 'scanner' ? via(m, i) : engine(m, i));
   const msgs = corpus(MESSAGES);
   const bytes = msgs.reduce((a, m) => a + m.data.length, 0);
   console.log(`${rs.version}, node ${process.version}; DNS: ${SYSTEM_DNS ? 'the machine\'s resolver' : 'stub, NXDOMAIN at once'}; rspamd ready in ${rs.startMs} ms; corpus ${msgs.length} messages, ${(bytes / 1024).toFixed(0)} KiB (${msgs.filter((m) => m.kind === 'gtube').length} GTUBE); budget ${SECONDS} s\n`);
   try {
     await scanner.ready;
     // warm-up (first checks load lazily compiled parts)
-    for (const m of msgs.slice(0, 10)) {
-      await direct(rs.port, m.data);
-      await via(m, 0);
-    }
+    for (const m of msgs.slice(0, 10)) for (const v of VARIANTS) await run(v, m, 0);
     // sequential, interleaved message by message (alternating which goes first)
-    const lat = { direct: [], scanner: [] };
+    const lat = { direct: [], scanner: [], engine: [] };
     let disagree = 0;
     let done = 0;
     for (const [i, m] of msgs.entries()) {
       if (left() < SECONDS * 300) break; // keep 30% of the budget for the throughput runs
-      const order = i % 2 ? ['direct', 'scanner'] : ['scanner', 'direct'];
+      const order = [0, 1, 2].map((k) => VARIANTS[(i + k) % 3]); // each variant first in turn
       const actions = {};
       for (const v of order) {
         const t = performance.now();
-        actions[v] = v === 'direct' ? await direct(rs.port, m.data) : await via(m, i);
+        actions[v] = await run(v, m, i);
         lat[v].push(performance.now() - t);
       }
-      if (actions.direct !== actions.scanner) disagree++;
+      if (actions.direct !== actions.scanner || actions.direct !== actions.engine) disagree++;
       done++;
     }
     console.log(`sequential, one check at a time (${done} messages each, interleaved):`);
     console.log(`${'variant'.padEnd(9)} ${'p50'.padStart(9)} ${'p95'.padStart(9)} ${'mean'.padStart(9)} ${'msgs/s'.padStart(8)}`);
-    for (const v of ['direct', 'scanner']) {
+    for (const v of VARIANTS) {
       const xs = lat[v];
       const mean = xs.reduce((a, b) => a + b, 0) / (xs.length || 1);
       console.log(`${v.padEnd(9)} ${q(xs, 0.5).toFixed(2).padStart(6)} ms ${q(xs, 0.95).toFixed(2).padStart(6)} ms ${mean.toFixed(2).padStart(6)} ms ${(1000 / mean).toFixed(0).padStart(8)}`);
     }
     const added = lat.scanner.map((s, i) => s - lat.direct[i]);
-    console.log(`scanner - direct, per message: p50 ${q(added, 0.5).toFixed(2)} ms, p95 ${q(added, 0.95).toFixed(2)} ms; actions differing: ${disagree}\n`);
+    const addedEngine = lat.engine.map((s, i) => s - lat.direct[i]);
+    console.log(`scanner - direct, per message: p50 ${q(added, 0.5).toFixed(2)} ms, p95 ${q(added, 0.95).toFixed(2)} ms`);
+    console.log(`engine - direct, per message:  p50 ${q(addedEngine, 0.5).toFixed(2)} ms, p95 ${q(addedEngine, 0.95).toFixed(2)} ms; messages whose rspamd action differed between variants: ${disagree}\n`);
 
     // throughput with CONCURRENCY checks in flight
-    console.log(`throughput, ${CONCURRENCY} checks in flight over the corpus:`);
-    for (const v of ['direct', 'scanner']) {
+    console.log(`throughput, ${CONCURRENCY} in flight over the corpus (direct = rspamd alone, engine = postern with spam on):`);
+    for (const [k, v] of VARIANTS.entries()) {
       let next = 0;
       let n = 0;
+      const per = [];
       const t0 = performance.now();
-      const stopAt = Date.now() + Math.max(1000, left() / (v === 'direct' ? 2 : 1));
+      const stopAt = Date.now() + Math.max(1000, left() / (VARIANTS.length - k));
       const worker = async () => {
         while (next < msgs.length && Date.now() < stopAt) {
           const i = next++;
-          if (v === 'direct') await direct(rs.port, msgs[i].data);
-          else await via(msgs[i], i);
+          const t = performance.now();
+          await run(v, msgs[i], i);
+          per.push(performance.now() - t);
           n++;
         }
       };
       await Promise.all(Array.from({ length: CONCURRENCY }, worker));
       const s = (performance.now() - t0) / 1000;
-      console.log(`${v.padEnd(9)} ${n} messages in ${s.toFixed(2)} s: ${(n / s).toFixed(0)} msgs/s`);
+      console.log(`${v.padEnd(9)} ${String(n).padStart(5)} messages in ${s.toFixed(2).padStart(6)} s: ${(n / s).toFixed(0).padStart(5)} msgs/s, p50 ${q(per, 0.5).toFixed(2)} ms per message`);
     }
   } finally {
     await scanner.close();
