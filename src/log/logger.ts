@@ -112,11 +112,6 @@ export const LOG_EVENTS = {
   'admin.action': 'an admin action: login, logout, search, view, download, release, delete (action, who, remote, id)',
   'admin.auth_failed': 'a wrong admin token (login form or bearer) (remote, err)',
   'admin.error': 'an admin request or the admin listener failed (remote, err)',
-  // admin listener (src/admin/, docs/admin.md)
-  'admin.start': 'the admin listener is accepting connections (host, port, tls, caPage, quarantine)',
-  'admin.action': 'an admin action: login, logout, search, view, download, release, delete (action, who, remote, id)',
-  'admin.auth_failed': 'a wrong admin token (login form or bearer) (remote, err)',
-  'admin.error': 'an admin request or the admin listener failed (remote, err)',
   // edge: access rules, block list, rate limits, PROXY protocol (src/edge/, src/protocol/proxy/)
   'edge.access': 'an access rule decided (debug; phase connect|login, action, rule, deferred, host)',
   'edge.denied': 'an access rule refused a client: deny (refusal) or reset (RST) (phase, action, rule, host, err)',
