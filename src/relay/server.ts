@@ -330,7 +330,11 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       const tlsServer = tls.createServer(opts, (sock) => admit(listener, sock, true));
       server = net.createServer((raw) => onRaw(listener, raw, tlsServer));
       // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
-      tlsServer.on('connection', (raw: net.Socket) => void peerOf.set(raw, `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`));
+      // (behind a PROXY header: the client the header named, as onRaw admitted it)
+      tlsServer.on('connection', (raw: net.Socket) => {
+        const adm = admissions.get(raw);
+        peerOf.set(raw, adm ? `${adm.address}:${adm.port}` : `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`);
+      });
       tlsServer.on('tlsClientError', (err, sock) => {
         // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
         const reason = tlsFailureReason(err);

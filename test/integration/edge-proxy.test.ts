@@ -157,6 +157,18 @@ describe('PROXY protocol through HAProxy', () => {
     expect(opened(/^127\.0\.0\.8:/).some((e) => e.listener === 'pps')).toBe(true);
   });
 
+  it('a failed TLS handshake behind the header is logged with the client the header named', async () => {
+    await new Promise<void>((resolve) => {
+      const raw = net.connect({ host: '127.0.0.1', port: fe.tlsv2!, localAddress: '127.0.0.11' });
+      // no CA: the client refuses postern's certificate (alert unknown ca)
+      const s = tls.connect({ socket: raw, servername: 'localhost' });
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+    });
+    await sleep(200);
+    expect(p.events('client.tls_failed').at(-1)).toMatchObject({ listener: 'pps', client: expect.stringMatching(/^127\.0\.0\.11:\d+$/) });
+  });
+
   it('a header from a peer not in trusted ends the connection with a log line', async () => {
     const r = await probe({ host: '127.0.0.1', port: fe.untrusted!, ms: 3000 });
     expect(r.end).not.toBe('open');
