@@ -127,6 +127,22 @@ describe('collector account spam actions (real rspamd, Dovecot POP3 -> LMTP)', (
     expect(readFileSync(path.join(dir, 'quarantine', `${id}.eml`)).toString('latin1')).toBe(spam);
   }, 60_000);
 
+  it('action_reject: quarantine, the quarantine cannot be written: deferred, not delivered, not deleted upstream', async () => {
+    const cfg = setup({ spam: '{ action_reject: quarantine }', policy: 'enabled: true\non_reject: { action: tag, quarantine: false }\non_error: tempfail' });
+    await dovecot.deliver('alice', spamMessage());
+    const logs = memoryLog();
+    const failing = { put: async () => Promise.reject(new Error('disk full')) };
+    const c = new Collector(cfg, logs.log, { scanner: null, quarantine: failing });
+    try {
+      expect(await pass(c)).toMatchObject({ fetched: 1, delivered: 0, quarantined: 0, deferred: 1, deleted: 0 });
+    } finally {
+      await c.close();
+    }
+    expect(await dovecot.count('alice')).toBe(1);
+    expect(await readBox('bob', 'INBOX')).toEqual([]);
+    expect(logs.lines().find((l) => l.action === 'deferred')).toMatchObject({ reason: 'quarantine-failed', err: { code: 'E_QUARANTINE' } });
+  }, 60_000);
+
   it('action_reject: quarantine with keep: forever: quarantined, not delivered, left upstream and not fetched again', async () => {
     const cfg = setup({ spam: '{ action_reject: quarantine }', policy: 'enabled: true\non_error: tempfail', keep: 'forever' });
     await dovecot.deliver('alice', spamMessage());
