@@ -101,10 +101,11 @@ export const LOG_EVENTS = {
   'collector.stop': 'the collector stopped (shutdown)',
   'collector.trigger': 'a pass was requested by SIGUSR1 or postern collect --now (accounts, unknown, err)',
   'collector.pass': 'one pass over one account ended (account, result, listed, fetched, delivered, deferred, failed, held, deleted, backlog, ms, err)',
-  'collector.message': 'what happened to one fetched message (account, uid|msgno+uidl, mailbox, bytes, messageId, recipients, verdict, rules, quarantineId, action, reason, replies)',
+  'collector.message': 'what happened to one fetched message (account, uid|msgno+uidl, mailbox, bytes, messageId, recipients, verdict, rules, quarantineId, spam, folder, action, reason, replies)',
   'collector.account_state': 'an account started failing or works again; logged once per change, not every pass (account, state, previous, err, retryMs)',
   'collector.uidvalidity_changed': 'a folder has a new UIDVALIDITY: its messages are matched by Message-ID, size and content (account, mailbox, previous, uidValidity)',
   'collector.delivery_failed': 'the delivery server failed: the pass fetches nothing more (account, err)',
+  'collector.spam_folder_unaddressable': 'spam action folder: a recipient whose spam-folder address (folder_recipient) is not an address; delivered to the recipient itself (account, recipient, template)',
   'collector.delivery_unconfirmed': 'a delivery interrupted after the message data was sent: not sent again, kept upstream (account, uid, messageId, recipients, status)',
   'collector.expunge_deferred': 'IMAP without UIDPLUS: other messages are flagged \\Deleted, so nothing was expunged this time (account, mailbox, messages, reason)',
   // admin listener (src/admin/, docs/admin.md)
