@@ -1,7 +1,9 @@
 /**
  * File-based quarantine: one `<id>.eml` (the original, mode 0600) plus one `<id>.json` metadata
  * record per message, in a 0700 directory. Writes go to a temp file and are renamed into place, so a
- * crash never leaves a half-written original under a valid id. Storing the same original twice under
+ * crash never leaves a half-written original under a valid id; each file and the directory are synced
+ * before put() resolves, so what a caller acts on (a DELE allowed, a message altered) survives a power
+ * loss too. Storing the same original twice under
  * the same id is a no-op (the relay vets the same message again in every session).
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -57,14 +59,31 @@ export class FileQuarantineStore implements QuarantineStore {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
+  /** Writes `data` to a temp file, syncs it to disk and renames it into place (the directory is synced by put()). */
   private async writeAtomic(file: string, data: Buffer | string): Promise<void> {
     const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      await fs.writeFile(tmp, data, { mode: 0o600, flag: 'wx' });
+      const h = await fs.open(tmp, 'wx', 0o600);
+      try {
+        await h.writeFile(data);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
       await fs.rename(tmp, file);
     } catch (e) {
       await fs.rm(tmp, { force: true }).catch(() => undefined);
       throw e;
+    }
+  }
+
+  /** Makes the renames in the directory durable: a stored original survives a power loss, not only a crash. */
+  private async syncDir(): Promise<void> {
+    const h = await fs.open(this.dir, 'r');
+    try {
+      await h.sync();
+    } finally {
+      await h.close();
     }
   }
 
@@ -86,6 +105,9 @@ export class FileQuarantineStore implements QuarantineStore {
         size: original.length,
       };
       await this.writeAtomic(p.json, JSON.stringify(record, null, 2) + '\n');
+      // "the original is quarantined first": only once it is on disk may a message be altered, withheld
+      // or deleted upstream on the strength of it
+      await this.syncDir();
       return id;
     } catch (e) {
       throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
