@@ -66,7 +66,13 @@ const fmt = (ms) => `${ms.toFixed(2).padStart(8)} ms`;
 async function main() {
   const clamd = await startClamd();
   const clamdscan = findBin('clamdscan');
-  const scanner = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: clamd.port }], timeoutMs: 60_000, healthIntervalMs: 0, maxStreamBytes: 25 * 1024 * 1024, log: pino({ level: 'silent' }) });
+  const scanner = new ClamdScanner({
+    endpoints: [{ host: '127.0.0.1', port: clamd.port }],
+    timeoutMs: 60_000,
+    healthIntervalMs: 0,
+    maxStreamBytes: 25 * 1024 * 1024,
+    log: pino({ level: 'silent' }),
+  });
   await scanner.ready;
   const plan = [
     { label: '10 KB', size: 10 * 1024, iters: 200 },
@@ -107,7 +113,7 @@ async function main() {
       for (const k of ['raw', 'scanner', 'clamdscan']) {
         const s = stats(t[k]);
         const mbs = msg.length / 1024 / 1024 / (s.median / 1000);
-        const over = k === 'raw' ? '' : `${(s.median - base >= 0 ? '+' : '')}${(s.median - base).toFixed(2)} ms (${((s.median / base - 1) * 100).toFixed(1)}%)`;
+        const over = k === 'raw' ? '' : `${s.median - base >= 0 ? '+' : ''}${(s.median - base).toFixed(2)} ms (${((s.median / base - 1) * 100).toFixed(1)}%)`;
         console.log(`${label.padEnd(7)} ${k.padEnd(10)} ${fmt(s.median)} ${fmt(s.p90)} ${mbs.toFixed(1).padStart(8)}   ${over}`);
       }
     }

@@ -244,7 +244,9 @@ function timed(cmd, args, opts = {}) {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
     const script = '"$@"; rc=$?; echo "@@times" >&2; times >&2; exit $rc';
-    const child = track(spawn('bash', ['-c', script, 'bash', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd }));
+    const child = track(
+      spawn('bash', ['-c', script, 'bash', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd }),
+    );
     let out = '';
     const keep = (d) => {
       out = (out + d.toString()).slice(-200_000);
@@ -295,7 +297,9 @@ poll 127.0.0.1 service ${port} protocol ${proto.toUpperCase()} auth password tim
 /** The MDA of the fetchmail + clamdscan glue: scan, then deliver; infected mail is dropped, a scan error keeps it upstream. */
 function glueScript(dir, clamd, dovecot, target) {
   const deliver =
-    target.kind === 'lmtp' ? `${findBin('dovecot-lda') ?? '/usr/lib/dovecot/dovecot-lda'} -c ${dovecot.conf} -d alice` : `${findBin('sendmail')} -C ${target.configDir} -i ${RECIPIENT}`;
+    target.kind === 'lmtp'
+      ? `${findBin('dovecot-lda') ?? '/usr/lib/dovecot/dovecot-lda'} -c ${dovecot.conf} -d alice`
+      : `${findBin('sendmail')} -C ${target.configDir} -i ${RECIPIENT}`;
   const f = join(dir, 'scan-deliver.sh');
   writeFileSync(
     f,
@@ -349,7 +353,10 @@ function posternCli(work) {
   if (!process.env.POSTERN_DIST) return join(root, 'bin/postern.js');
   const launcher = join(work, 'postern-launcher.mjs');
   const cli = pathToFileURL(join(process.env.POSTERN_DIST, 'cli.js')).href;
-  writeFileSync(launcher, `import(${JSON.stringify(cli)}).then((m) => m.main(process.argv.slice(2))).then((c) => { if (typeof c === 'number') process.exitCode = c; }, (e) => { console.error(e); process.exitCode = 2; });\n`);
+  writeFileSync(
+    launcher,
+    `import(${JSON.stringify(cli)}).then((m) => m.main(process.argv.slice(2))).then((c) => { if (typeof c === 'number') process.exitCode = c; }, (e) => { console.error(e); process.exitCode = 2; });\n`,
+  );
   return launcher;
 }
 
@@ -448,14 +455,18 @@ async function main() {
   const fmVersion = (spawnSync(findBin('fetchmail'), ['--version'], { encoding: 'utf8', env: fmEnv }).stdout.match(/fetchmail release (\S+)/) ?? [])[1];
   const dovecotVersion = spawnSync(findBin('dovecot'), ['--version'], { encoding: 'utf8' }).stdout.trim();
   console.log(`node ${process.version}, fetchmail ${fmVersion}, Dovecot ${dovecotVersion}, ${cpus().length} CPUs`);
-  console.log(`mailbox: ${N} messages, ${(total / MB).toFixed(1)} MB; target: ${target.kind === 'lmtp' ? `Dovecot LMTP 127.0.0.1:${target.port}` : `Postfix 127.0.0.1:${target.port} -> Dovecot LMTP`}`);
+  console.log(
+    `mailbox: ${N} messages, ${(total / MB).toFixed(1)} MB; target: ${target.kind === 'lmtp' ? `Dovecot LMTP 127.0.0.1:${target.port}` : `Postfix 127.0.0.1:${target.port} -> Dovecot LMTP`}`,
+  );
   console.log(`setup ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
   console.log(`${'run'.padEnd(34)} ${'box'.padEnd(4)} ${'wall'.padStart(9)} ${'rate'.padStart(14)}  cpu (client user+sys)`);
 
   // fetchmail, no policy: the baseline
   for (const proto of ['pop3', 'imap']) {
     const rc = fetchmailRc(work, dovecot, proto, target);
-    await measure('fetchmail (no policy)', proto, dovecot, target, messages, () => timed(findBin('fetchmail'), ['-f', rc, '--nodetach', '--nosyslog'], { env: fmEnv }));
+    await measure('fetchmail (no policy)', proto, dovecot, target, messages, () =>
+      timed(findBin('fetchmail'), ['-f', rc, '--nodetach', '--nosyslog'], { env: fmEnv }),
+    );
   }
 
   const cli = posternCli(work);
@@ -483,7 +494,15 @@ async function main() {
         const rc = fetchmailRc(work, dovecot, proto, target, mda);
         // the glue drops what clamd finds (the EICAR messages of the corpus)
         const infected = messages.filter((m) => m.kind === 'eicar').length;
-        await measure('fetchmail + clamdscan MDA', proto, dovecot, target, messages, () => timed(findBin('fetchmail'), ['-f', rc, '--nodetach', '--nosyslog'], { env: fmEnv }), N - infected);
+        await measure(
+          'fetchmail + clamdscan MDA',
+          proto,
+          dovecot,
+          target,
+          messages,
+          () => timed(findBin('fetchmail'), ['-f', rc, '--nodetach', '--nosyslog'], { env: fmEnv }),
+          N - infected,
+        );
       }
     } else console.log('fetchmail + clamdscan MDA: clamdscan not installed (apt-get install clamdscan); skipped');
     if (collect === null) {
@@ -503,7 +522,8 @@ async function main() {
     for (const proto of ['pop3', 'imap']) {
       const f = results.find((r) => r.label === 'fetchmail (no policy)' && r.proto === proto);
       const p = results.find((r) => r.label === 'postern collect (default, no AV)' && r.proto === proto);
-      if (f && p) console.log(`${proto}: postern/fetchmail wall time ${(p.wallMs / f.wallMs).toFixed(2)}x, cpu ${(p.cpuS / f.cpuS).toFixed(2)}x (goal: wall <= 1.00x)`);
+      if (f && p)
+        console.log(`${proto}: postern/fetchmail wall time ${(p.wallMs / f.wallMs).toFixed(2)}x, cpu ${(p.cpuS / f.cpuS).toFixed(2)}x (goal: wall <= 1.00x)`);
     }
   }
 

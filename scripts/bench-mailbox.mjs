@@ -34,7 +34,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildMailbox } from './lib/mail-corpus.mjs';
-import { freePorts, requireBin as findBin, startClamd } from './lib/servers.mjs';
+import { requireBin as findBin, freePorts, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
@@ -113,7 +113,6 @@ function countBy(items, key) {
   for (const x of items) out[key(x)] = (out[key(x)] ?? 0) + 1;
   return out;
 }
-
 
 // ---------- /proc probes ----------
 
@@ -247,7 +246,6 @@ function deliver(dovecot, message) {
 
 // ---------- clamd ----------
 
-
 async function startMailboxClamd() {
   // clamd caches the hashes of clean objects: without DisableCache every phase after the first would
   // rescan the same mailbox from that cache, which no real mail flow (new mail each time) sees
@@ -335,7 +333,11 @@ class Conn {
 class Imap {
   static async connect(opts) {
     const c = new Imap(new Conn(await Conn.open(opts)));
-    const g = await c.conn.exchange(null, c.lineReader((line) => line), 'greeting');
+    const g = await c.conn.exchange(
+      null,
+      c.lineReader((line) => line),
+      'greeting',
+    );
     if (!g.startsWith('* OK')) throw new Error(`greeting: ${g}`);
     return c;
   }
@@ -453,15 +455,19 @@ class Pop3 {
 
   single(cmd) {
     const parts = [];
-    return this.conn.exchange(cmd === null ? null : `${cmd}\r\n`, (d) => {
-      const nl = d.indexOf(10);
-      if (nl < 0) {
-        parts.push(d);
-        return false;
-      }
-      parts.push(d.subarray(0, nl + 1));
-      return Buffer.concat(parts).toString('latin1');
-    }, cmd ?? 'greeting');
+    return this.conn.exchange(
+      cmd === null ? null : `${cmd}\r\n`,
+      (d) => {
+        const nl = d.indexOf(10);
+        if (nl < 0) {
+          parts.push(d);
+          return false;
+        }
+        parts.push(d.subarray(0, nl + 1));
+        return Buffer.concat(parts).toString('latin1');
+      },
+      cmd ?? 'greeting',
+    );
   }
 
   async ok(cmd) {
@@ -563,7 +569,9 @@ globalThis.up = 0;
 `;
 
 async function startRelay(pairs) {
-  const proc = track(spawn(process.execPath, [...nodeFlags(), '--input-type=module', '-e', RELAY_SOURCE, JSON.stringify(pairs)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+  const proc = track(
+    spawn(process.execPath, [...nodeFlags(), '--input-type=module', '-e', RELAY_SOURCE, JSON.stringify(pairs)], { stdio: ['ignore', 'pipe', 'inherit'] }),
+  );
   await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('relay did not start')), 10_000);
     proc.stdout.on('data', (d) => {
@@ -597,7 +605,9 @@ async function startPostern(dovecot, clamd) {
   const config = join(dir, 'postern.yaml');
   writeFileSync(config, yaml);
   let out = '';
-  const proc = track(spawn(process.execPath, [...nodeFlags(), join(root, 'bin/postern.js'), 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const proc = track(
+    spawn(process.execPath, [...nodeFlags(), join(root, 'bin/postern.js'), 'serve', '--config', config], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }),
+  );
   const keep = (d) => {
     out = (out + d.toString()).slice(-20_000);
   };
@@ -606,7 +616,8 @@ async function startPostern(dovecot, clamd) {
   const logFile = join(dir, 'postern.log');
   const until = Date.now() + 30_000;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`postern exited (${proc.exitCode}) during start:\n${out}\n${existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''}`);
+    if (proc.exitCode !== null)
+      throw new Error(`postern exited (${proc.exitCode}) during start:\n${out}\n${existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''}`);
     if (existsSync(logFile) && readFileSync(logFile, 'utf8').includes('"postern started"')) break;
     if (Date.now() > until) throw new Error(`postern did not start within 30 s:\n${out}`);
     await sleep(50);
@@ -858,20 +869,30 @@ async function main() {
 
   // ---------- report ----------
   const pad = (s, n) => String(s).padStart(n);
-  console.log(`${'phase'.padEnd(44)} ${pad('MB', 7)} ${pad('s', 7)} ${pad('MB/s', 7)} ${pad('msg/s', 7)} ${pad('proxy CPU s', 11)} ${pad('postern peak RSS', 16)} ${pad('clamd CPU s', 11)} ${pad('scan s (share)', 15)}  verdicts`);
+  console.log(
+    `${'phase'.padEnd(44)} ${pad('MB', 7)} ${pad('s', 7)} ${pad('MB/s', 7)} ${pad('msg/s', 7)} ${pad('proxy CPU s', 11)} ${pad('postern peak RSS', 16)} ${pad('clamd CPU s', 11)} ${pad('scan s (share)', 15)}  verdicts`,
+  );
   for (const r of rows) {
     const st = r.postern;
     const scanShare = st ? `${(st.scanMs / 1000).toFixed(2)} (${((st.scanMs / 1000 / r.seconds) * 100).toFixed(0)}%)` : '';
     console.log(
       `${r.name.padEnd(44)} ${pad((r.bytes / MB).toFixed(1), 7)} ${pad(r.seconds.toFixed(2), 7)} ${pad((r.bytes / MB / r.seconds).toFixed(1), 7)} ${pad((r.msgs / r.seconds).toFixed(0), 7)} ` +
         `${pad(r.cpuProxy !== undefined ? r.cpuProxy.toFixed(2) : '', 11)} ${pad(st && canReset ? `${(st.peak / MB).toFixed(0)} MB` : '', 16)} ${pad(st ? st.cpuClamd.toFixed(2) : '', 11)} ${pad(scanShare, 15)}  ` +
-        (st ? `${st.inspected} inspected: ${Object.entries(st.verdicts).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''),
+        (st
+          ? `${st.inspected} inspected: ${Object.entries(st.verdicts)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')}`
+          : ''),
     );
   }
   console.log('');
   console.log(`MB = message bytes delivered to the client (IMAP literal / POP3 body, 1 MB = 2^20 bytes); s = wall time of the downloads (login excluded).`);
-  console.log(`postern peak RSS: VmHWM of the postern process ${canReset ? 'reset before each postern phase (/proc/PID/clear_refs 5)' : `over the whole run (clear_refs not available): ${(peakAll / MB).toFixed(0)} MB`}; RSS after start ${(startRss / MB).toFixed(0)} MB, final VmHWM ${(procStatus(pid, 'VmHWM') / MB).toFixed(0)} MB${canReset ? ' (since the last reset)' : ''}.`);
-  console.log(`tcp relay peak RSS: ${(relayPeak / MB).toFixed(0)} MB. proxy CPU s = CPU seconds (user+sys) of postern or of the relay process during the phase; clamd CPU s likewise for clamd.`);
+  console.log(
+    `postern peak RSS: VmHWM of the postern process ${canReset ? 'reset before each postern phase (/proc/PID/clear_refs 5)' : `over the whole run (clear_refs not available): ${(peakAll / MB).toFixed(0)} MB`}; RSS after start ${(startRss / MB).toFixed(0)} MB, final VmHWM ${(procStatus(pid, 'VmHWM') / MB).toFixed(0)} MB${canReset ? ' (since the last reset)' : ''}.`,
+  );
+  console.log(
+    `tcp relay peak RSS: ${(relayPeak / MB).toFixed(0)} MB. proxy CPU s = CPU seconds (user+sys) of postern or of the relay process during the phase; clamd CPU s likewise for clamd.`,
+  );
   console.log(`scan s = sum of per-message scanMs postern logged (time waiting on clamd, raw message + every decoded part); share = scan s / phase wall time`);
   console.log(`  (over 100% when postern vets several messages of one FETCH concurrently). clamd runs with DisableCache yes; warm-up (untimed): one direct`);
   console.log(`  IMAP fetch of everything, 20 messages through postern over IMAP and POP3.`);

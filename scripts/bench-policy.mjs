@@ -15,10 +15,10 @@
 // what the engine needs on top of the message it was handed; the output copy of a changed
 // message (one message size) is legitimate.
 import { fork } from 'node:child_process';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { dirname, join } from 'node:path';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { findBin, startClamd } from './lib/servers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -43,8 +43,19 @@ function cleanMessage(size, withExe) {
     `Content-Type: text/plain; charset=utf-8${CRLF}${CRLF}Hello,${CRLF}${CRLF}the report is attached.`,
     `Content-Type: application/pdf; name="report.pdf"${CRLF}Content-Transfer-Encoding: base64${CRLF}Content-Disposition: attachment; filename="report.pdf"${CRLF}${CRLF}${b64(pdf)}`,
   ];
-  if (withExe) parts.push(`Content-Type: application/octet-stream; name="setup.exe"${CRLF}Content-Transfer-Encoding: base64${CRLF}Content-Disposition: attachment; filename="setup.exe"${CRLF}${CRLF}${b64(exe)}`);
-  const head = ['From: Alice <alice@example.test>', 'To: Bob <bob@example.test>', 'Subject: bench', 'Date: Mon, 01 Jan 2024 10:00:00 +0000', 'Message-ID: <bench@example.test>', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="bench-b"'].join(CRLF);
+  if (withExe)
+    parts.push(
+      `Content-Type: application/octet-stream; name="setup.exe"${CRLF}Content-Transfer-Encoding: base64${CRLF}Content-Disposition: attachment; filename="setup.exe"${CRLF}${CRLF}${b64(exe)}`,
+    );
+  const head = [
+    'From: Alice <alice@example.test>',
+    'To: Bob <bob@example.test>',
+    'Subject: bench',
+    'Date: Mon, 01 Jan 2024 10:00:00 +0000',
+    'Message-ID: <bench@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="bench-b"',
+  ].join(CRLF);
   return Buffer.from(head + CRLF + CRLF + parts.map((p) => `--bench-b${CRLF}${p}${CRLF}`).join('') + `--bench-b--${CRLF}`, 'latin1');
 }
 
@@ -71,27 +82,51 @@ function storedZip(members) {
     const n = Buffer.from(name, 'latin1');
     const crc = crc32(data);
     const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0); lh.writeUInt16LE(20, 4); lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(data.length, 18); lh.writeUInt32LE(data.length, 22); lh.writeUInt16LE(n.length, 26);
+    lh.writeUInt32LE(0x04034b50, 0);
+    lh.writeUInt16LE(20, 4);
+    lh.writeUInt32LE(crc, 14);
+    lh.writeUInt32LE(data.length, 18);
+    lh.writeUInt32LE(data.length, 22);
+    lh.writeUInt16LE(n.length, 26);
     const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0); ch.writeUInt16LE(20, 4); ch.writeUInt16LE(20, 6); ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(data.length, 20); ch.writeUInt32LE(data.length, 24); ch.writeUInt16LE(n.length, 28); ch.writeUInt32LE(off, 42);
+    ch.writeUInt32LE(0x02014b50, 0);
+    ch.writeUInt16LE(20, 4);
+    ch.writeUInt16LE(20, 6);
+    ch.writeUInt32LE(crc, 16);
+    ch.writeUInt32LE(data.length, 20);
+    ch.writeUInt32LE(data.length, 24);
+    ch.writeUInt16LE(n.length, 28);
+    ch.writeUInt32LE(off, 42);
     locals.push(lh, n, data);
     central.push(ch, n);
     off += 30 + n.length + data.length;
   }
   const cd = Buffer.concat(central);
   const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0); eocd.writeUInt16LE(members.length, 8); eocd.writeUInt16LE(members.length, 10);
-  eocd.writeUInt32LE(cd.length, 12); eocd.writeUInt32LE(off, 16);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(members.length, 8);
+  eocd.writeUInt16LE(members.length, 10);
+  eocd.writeUInt32LE(cd.length, 12);
+  eocd.writeUInt32LE(off, 16);
   return Buffer.concat([...locals, cd, eocd]);
 }
 function zipMessage(size) {
   const payloadLen = Math.max(16, Math.floor(((size - 1500) * 3) / 4 / 1.027));
   const data = Buffer.alloc(payloadLen - 400);
   for (let i = 0; i < data.length; i++) data[i] = (i * 131 + 7) & 0xff;
-  const zip = storedZip([['data/archive.bin', data], ['tools/setup.exe', Buffer.concat([Buffer.from('MZ\x90\x00', 'latin1'), Buffer.alloc(100, 0x41)])]]);
-  const head = ['From: Alice <alice@example.test>', 'To: Bob <bob@example.test>', 'Subject: bench zip', 'Date: Mon, 01 Jan 2024 10:00:00 +0000', 'Message-ID: <bench-zip@example.test>', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="bench-b"'].join(CRLF);
+  const zip = storedZip([
+    ['data/archive.bin', data],
+    ['tools/setup.exe', Buffer.concat([Buffer.from('MZ\x90\x00', 'latin1'), Buffer.alloc(100, 0x41)])],
+  ]);
+  const head = [
+    'From: Alice <alice@example.test>',
+    'To: Bob <bob@example.test>',
+    'Subject: bench zip',
+    'Date: Mon, 01 Jan 2024 10:00:00 +0000',
+    'Message-ID: <bench-zip@example.test>',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="bench-b"',
+  ].join(CRLF);
   const parts = [
     `Content-Type: text/plain; charset=utf-8${CRLF}${CRLF}Hello,${CRLF}${CRLF}the archive is attached.`,
     `Content-Type: application/zip; name="archive.zip"${CRLF}Content-Transfer-Encoding: base64${CRLF}Content-Disposition: attachment; filename="archive.zip"${CRLF}${CRLF}${b64(zip)}`,
@@ -123,7 +158,13 @@ async function runCase(kind, sizeName, shape, clamdPort) {
     policy = compilePolicyText(text, join(root, 'policies/default.yaml'));
     const { ClamdScanner } = await import(pathToFileURL(join(dist, 'scanners/clamd.js')).href);
     const { pino } = await import('pino');
-    scanner = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: clamdPort }], timeoutMs: 120_000, healthIntervalMs: 0, maxStreamBytes: AV_MAX, log: pino({ level: 'silent' }) });
+    scanner = new ClamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: clamdPort }],
+      timeoutMs: 120_000,
+      healthIntervalMs: 0,
+      maxStreamBytes: AV_MAX,
+      log: pino({ level: 'silent' }),
+    });
     await scanner.ready;
   }
   // Generated by the parent and read here in one piece, so the base RSS is the message and the
@@ -154,13 +195,32 @@ async function runCase(kind, sizeName, shape, clamdPort) {
   const secs = (performance.now() - t0) / 1000;
   const peak = process.resourceUsage().maxRSS * 1024;
   await scanner?.close();
-  process.send({ kind, sizeName, withExe, shape, av: Boolean(clamdPort), bytes: raw.length, iterations, mbps: (raw.length * iterations) / secs / 1e6, msPerMsg: (secs * 1000) / iterations, peakRssMB: peak / 1048576, firstPeakRssMB: firstPeak / 1048576, baseRssMB: baseRss / 1048576, status, outSize });
+  process.send({
+    kind,
+    sizeName,
+    withExe,
+    shape,
+    av: Boolean(clamdPort),
+    bytes: raw.length,
+    iterations,
+    mbps: (raw.length * iterations) / secs / 1e6,
+    msPerMsg: (secs * 1000) / iterations,
+    peakRssMB: peak / 1048576,
+    firstPeakRssMB: firstPeak / 1048576,
+    baseRssMB: baseRss / 1048576,
+    status,
+    outSize,
+  });
 }
 
 function child(args) {
   return new Promise((resolve, reject) => {
     writeInput(args[1], args[2]);
-    const c = fork(fileURLToPath(import.meta.url), ['--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: ['--expose-gc'], env: { ...process.env, POSTERN_BENCH_INPUTS: inputDir } });
+    const c = fork(fileURLToPath(import.meta.url), ['--child', ...args], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: ['--expose-gc'],
+      env: { ...process.env, POSTERN_BENCH_INPUTS: inputDir },
+    });
     let result;
     c.on('message', (m) => (result = m));
     c.on('exit', (code) => (code === 0 && result ? resolve(result) : reject(new Error(`case ${args.join(' ')} exited ${code}`))));
@@ -178,13 +238,21 @@ async function main() {
   const sizes = argv.includes('--only-50mb') ? [] : quick ? ['10KB', '1MB'] : ['10KB', '1MB', '25MB'];
   const rows = [];
   for (const s of sizes) {
-    for (const [kind, exe] of [['mailparser', false], ['engine', false], ['engine', true], ['mailparser', true]]) {
+    for (const [kind, exe] of [
+      ['mailparser', false],
+      ['engine', false],
+      ['engine', true],
+      ['mailparser', true],
+    ]) {
       rows.push(await child([kind, s, exe ? 'exe' : 'clean']));
     }
   }
   const bigRows = [];
   for (const shape of ['clean', 'exe', 'zip']) bigRows.push(await child(['engine', '50MB', shape]));
-  const clamd = quick || !findBin('clamd') ? null : await startClamd({ prefix: 'postern-bench-policy-clamd-', streamMaxLength: '64M', maxScanSize: '400M', maxFileSize: '64M' });
+  const clamd =
+    quick || !findBin('clamd')
+      ? null
+      : await startClamd({ prefix: 'postern-bench-policy-clamd-', streamMaxLength: '64M', maxScanSize: '400M', maxFileSize: '64M' });
   try {
     if (clamd) for (const shape of ['clean', 'exe', 'zip']) bigRows.push(await child(['engine', '50MB', shape, String(clamd.port)]));
   } finally {
@@ -195,20 +263,27 @@ async function main() {
   console.log(`node ${process.version}, ${process.platform}/${process.arch}`);
   console.log('case                              size     MB/s   ms/msg  peakRSS(MB)  result');
   for (const r of [...rows, ...bigRows]) {
-    const label = `${r.kind === 'engine' ? 'postern engine' : 'mailparser (baseline)'} ${r.shape === 'zip' ? 'zip' : r.withExe ? 'strip-1' : 'clean'}${r.av ? ' +clamd' : ''}`.padEnd(32);
+    const label =
+      `${r.kind === 'engine' ? 'postern engine' : 'mailparser (baseline)'} ${r.shape === 'zip' ? 'zip' : r.withExe ? 'strip-1' : 'clean'}${r.av ? ' +clamd' : ''}`.padEnd(
+        32,
+      );
     console.log(`${label} ${r.sizeName.padStart(5)} ${fmt(r.mbps)} ${fmt(r.msPerMsg, 2)} ${fmt(r.peakRssMB)}    ${r.status}`);
   }
-  console.log('50MB check, RSS the engine added on top of the message it was handed (RSS after loading the input, gc\'d):');
+  console.log("50MB check, RSS the engine added on top of the message it was handed (RSS after loading the input, gc'd):");
   console.log('  "1st": peak after the first message; "loop": peak over all runs (includes uncollected garbage of earlier runs)');
   for (const r of bigRows) {
     const label = `${r.shape === 'zip' ? 'zip attachment (stripped: .exe member)' : r.withExe ? 'one attachment stripped' : 'clean'}, ${r.av ? 'clamd scan_parts' : 'no scanner'}`;
     const mib = r.bytes / 1048576;
     const first = r.firstPeakRssMB - r.baseRssMB;
     const loop = r.peakRssMB - r.baseRssMB;
-    console.log(`  ${label.padEnd(56)} ${mib.toFixed(1)} MiB message, base ${r.baseRssMB.toFixed(0)} MiB: added 1st ${first.toFixed(0)} MiB (${(first / mib).toFixed(2)}x), loop ${loop.toFixed(0)} MiB (${(loop / mib).toFixed(2)}x) over ${r.iterations} run(s); ${r.status}`);
+    console.log(
+      `  ${label.padEnd(56)} ${mib.toFixed(1)} MiB message, base ${r.baseRssMB.toFixed(0)} MiB: added 1st ${first.toFixed(0)} MiB (${(first / mib).toFixed(2)}x), loop ${loop.toFixed(0)} MiB (${(loop / mib).toFixed(2)}x) over ${r.iterations} run(s); ${r.status}`,
+    );
   }
   if (!clamd && !quick) console.log('  (clamd not found: the scanner runs were skipped)');
-  console.log(`50MB check: ${(big.bytes / 1048576).toFixed(1)} MiB message, peak RSS ${big.peakRssMB.toFixed(0)} MiB (${(big.peakRssMB / (big.bytes / 1048576)).toFixed(1)}x the message; RSS after generating the input ${big.baseRssMB.toFixed(0)} MiB, so the engine added ${(big.peakRssMB - big.baseRssMB).toFixed(0)} MiB)`);
+  console.log(
+    `50MB check: ${(big.bytes / 1048576).toFixed(1)} MiB message, peak RSS ${big.peakRssMB.toFixed(0)} MiB (${(big.peakRssMB / (big.bytes / 1048576)).toFixed(1)}x the message; RSS after generating the input ${big.baseRssMB.toFixed(0)} MiB, so the engine added ${(big.peakRssMB - big.baseRssMB).toFixed(0)} MiB)`,
+  );
 }
 
 main().catch((e) => {

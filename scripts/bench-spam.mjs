@@ -24,8 +24,21 @@
  *        [--seconds 60] [--port P (an rspamd already running on 127.0.0.1:P)] [--dist DIR] [--system-dns]
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import dgram from 'node:dgram';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -95,7 +108,9 @@ async function startRspamd() {
   if (!bin) throw new Error('rspamd not found (bash scripts/install-system-deps.sh)');
   const dir = mkdtempSync(join(tmpdir(), 'postern-bench-rspamd-'));
   chmodSync(dir, 0o755);
-  const pw = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('_rspamd:'));
+  const pw = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('_rspamd:'));
   const root = process.getuid?.() === 0 && pw;
   for (const d of ['db', 'run', 'log', 'override.d', 'local.d']) mkdirSync(join(dir, d));
   if (root) for (const d of ['db', 'run', 'log']) chownSync(join(dir, d), Number(pw.split(':')[2]), Number(pw.split(':')[3]));
@@ -108,7 +123,20 @@ async function startRspamd() {
   writeFileSync(join(dir, 'local.d/hfilter.conf'), 'enabled = false;\n');
   const dns = SYSTEM_DNS ? null : await nxdomainResolver();
   if (dns) writeFileSync(join(dir, 'local.d/options.inc'), `dns {\n  nameserver = ["127.0.0.1:${dns.port}"];\n}\n`);
-  const args = ['-f', '-c', '/etc/rspamd/rspamd.conf', '--var', `LOCAL_CONFDIR=${dir}`, '--var', `DBDIR=${dir}/db`, '--var', `RUNDIR=${dir}/run`, '--var', `LOGDIR=${dir}/log`, ...(root ? ['-u', '_rspamd', '-g', '_rspamd'] : [])];
+  const args = [
+    '-f',
+    '-c',
+    '/etc/rspamd/rspamd.conf',
+    '--var',
+    `LOCAL_CONFDIR=${dir}`,
+    '--var',
+    `DBDIR=${dir}/db`,
+    '--var',
+    `RUNDIR=${dir}/run`,
+    '--var',
+    `LOGDIR=${dir}/log`,
+    ...(root ? ['-u', '_rspamd', '-g', '_rspamd'] : []),
+  ];
   const proc = spawn(bin, args, { stdio: 'ignore', cwd: dir, detached: true });
   const kill = (sig) => {
     try {
@@ -156,7 +184,10 @@ async function startRspamd() {
 
 // ---------- corpus ----------
 
-const WORDS = 'the meeting report budget invoice lunch project schedule offer free money click here now limited urgent account verify password prize winner viagra cheap deal tomorrow thanks regards please review attached document quarter results team'.split(' ');
+const WORDS =
+  'the meeting report budget invoice lunch project schedule offer free money click here now limited urgent account verify password prize winner viagra cheap deal tomorrow thanks regards please review attached document quarter results team'.split(
+    ' ',
+  );
 const GTUBE = `XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-${'ANTI-UBE-TEST-EMAIL*C.34X'}`;
 
 function corpus(n) {
@@ -170,8 +201,10 @@ function corpus(n) {
     const head = `From: Sender ${i} <sender${i}@example.test>\r\nTo: Alice <alice@example.test>\r\nSubject: ${words(4)}\r\nDate: ${date}\r\nMessage-ID: <bench.${i}@example.test>\r\nMIME-Version: 1.0\r\n`;
     let msg;
     if (kind === 'gtube') msg = `${head}Content-Type: text/plain\r\n\r\n${words(30)}\r\n${GTUBE}\r\n`;
-    else if (kind === 'plain') msg = `${head}Content-Type: text/plain; charset=utf-8\r\n\r\n${Array.from({ length: 5 + Math.floor(rnd() * 60) }, () => words(12)).join('\r\n')}\r\n`;
-    else if (kind === 'html') msg = `${head}Content-Type: text/html; charset=utf-8\r\n\r\n<html><body>${Array.from({ length: 5 + Math.floor(rnd() * 30) }, (_, k) => `<p>${words(10)} <a href="http://link${k}.example.test/p?i=${i}">${words(2)}</a></p>`).join('\r\n')}</body></html>\r\n`;
+    else if (kind === 'plain')
+      msg = `${head}Content-Type: text/plain; charset=utf-8\r\n\r\n${Array.from({ length: 5 + Math.floor(rnd() * 60) }, () => words(12)).join('\r\n')}\r\n`;
+    else if (kind === 'html')
+      msg = `${head}Content-Type: text/html; charset=utf-8\r\n\r\n<html><body>${Array.from({ length: 5 + Math.floor(rnd() * 30) }, (_, k) => `<p>${words(10)} <a href="http://link${k}.example.test/p?i=${i}">${words(2)}</a></p>`).join('\r\n')}</body></html>\r\n`;
     else {
       const att = Buffer.alloc(20_000 + Math.floor(rnd() * 60_000));
       for (let k = 0; k < att.length; k++) att[k] = Math.floor(rnd() * 256);
@@ -186,17 +219,27 @@ function corpus(n) {
 
 function direct(port, data) {
   return new Promise((res, rej) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/checkv2', agent: false, headers: { 'Content-Length': data.length, 'Queue-Id': 'bench', Rcpt: 'alice@example.test' } }, (r) => {
-      const b = [];
-      r.on('data', (d) => b.push(d));
-      r.on('end', () => {
-        try {
-          res(JSON.parse(Buffer.concat(b).toString()).action);
-        } catch (e) {
-          rej(e);
-        }
-      });
-    });
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/checkv2',
+        agent: false,
+        headers: { 'Content-Length': data.length, 'Queue-Id': 'bench', Rcpt: 'alice@example.test' },
+      },
+      (r) => {
+        const b = [];
+        r.on('data', (d) => b.push(d));
+        r.on('end', () => {
+          try {
+            res(JSON.parse(Buffer.concat(b).toString()).action);
+          } catch (e) {
+            rej(e);
+          }
+        });
+      },
+    );
     req.on('error', rej);
     req.end(data);
   });
@@ -214,14 +257,31 @@ async function main() {
   const { inspectMessage } = await import(pathToFileURL(join(DIST, 'policy/engine.js')).href);
   const { compilePolicyText } = await import(pathToFileURL(join(DIST, 'policy/load.js')).href);
   const policy = compilePolicyText(
-    ['name: bench-spam', 'antivirus: { enabled: false }', 'spam:', '  enabled: true', '  on_spam: { action: tag, quarantine: false }', '  on_reject: { action: tag, quarantine: false }', "  subject_prefix: '[SPAM] '", '  on_error: tempfail', ''].join('\n'),
+    [
+      'name: bench-spam',
+      'antivirus: { enabled: false }',
+      'spam:',
+      '  enabled: true',
+      '  on_spam: { action: tag, quarantine: false }',
+      '  on_reject: { action: tag, quarantine: false }',
+      "  subject_prefix: '[SPAM] '",
+      '  on_error: tempfail',
+      '',
+    ].join('\n'),
     'bench-spam.yaml',
   );
   const deadline = Date.now() + SECONDS * 1000;
   const left = () => deadline - Date.now();
 
   const rs = GIVEN_PORT ? { port: Number(GIVEN_PORT), version: '(given)', startMs: 0, stop: async () => {} } : await startRspamd();
-  const scanner = new RspamdScanner({ endpoints: [{ host: '127.0.0.1', port: rs.port }], timeoutMs: 30_000, healthIntervalMs: 0, maxMessageBytes: 10 * 1024 * 1024, maxSocketsPerEndpoint: Math.max(16, CONCURRENCY), log: pino({ level: 'silent' }) });
+  const scanner = new RspamdScanner({
+    endpoints: [{ host: '127.0.0.1', port: rs.port }],
+    timeoutMs: 30_000,
+    healthIntervalMs: 0,
+    maxMessageBytes: 10 * 1024 * 1024,
+    maxSocketsPerEndpoint: Math.max(16, CONCURRENCY),
+    log: pino({ level: 'silent' }),
+  });
   const via = async (m, i) => {
     const o = await scanner.check(m.data, { queueId: `bench${i}`, recipients: ['alice@example.test'] });
     if (o.kind !== 'scored') throw new Error(`scanner: ${o.kind} ${o.message ?? ''}`);
@@ -238,7 +298,9 @@ async function main() {
   const run = (v, m, i) => (v === 'direct' ? direct(rs.port, m.data) : v === 'scanner' ? via(m, i) : engine(m, i));
   const msgs = corpus(MESSAGES);
   const bytes = msgs.reduce((a, m) => a + m.data.length, 0);
-  console.log(`${rs.version}, node ${process.version}; DNS: ${SYSTEM_DNS ? 'the machine\'s resolver' : 'stub, NXDOMAIN at once'}; rspamd ready in ${rs.startMs} ms; corpus ${msgs.length} messages, ${(bytes / 1024).toFixed(0)} KiB (${msgs.filter((m) => m.kind === 'gtube').length} GTUBE); budget ${SECONDS} s\n`);
+  console.log(
+    `${rs.version}, node ${process.version}; DNS: ${SYSTEM_DNS ? "the machine's resolver" : 'stub, NXDOMAIN at once'}; rspamd ready in ${rs.startMs} ms; corpus ${msgs.length} messages, ${(bytes / 1024).toFixed(0)} KiB (${msgs.filter((m) => m.kind === 'gtube').length} GTUBE); budget ${SECONDS} s\n`,
+  );
   try {
     await scanner.ready;
     // warm-up (first checks load lazily compiled parts)
@@ -264,12 +326,16 @@ async function main() {
     for (const v of VARIANTS) {
       const xs = lat[v];
       const mean = xs.reduce((a, b) => a + b, 0) / (xs.length || 1);
-      console.log(`${v.padEnd(9)} ${q(xs, 0.5).toFixed(2).padStart(6)} ms ${q(xs, 0.95).toFixed(2).padStart(6)} ms ${mean.toFixed(2).padStart(6)} ms ${(1000 / mean).toFixed(0).padStart(8)}`);
+      console.log(
+        `${v.padEnd(9)} ${q(xs, 0.5).toFixed(2).padStart(6)} ms ${q(xs, 0.95).toFixed(2).padStart(6)} ms ${mean.toFixed(2).padStart(6)} ms ${(1000 / mean).toFixed(0).padStart(8)}`,
+      );
     }
     const added = lat.scanner.map((s, i) => s - lat.direct[i]);
     const addedEngine = lat.engine.map((s, i) => s - lat.direct[i]);
     console.log(`scanner - direct, per message: p50 ${q(added, 0.5).toFixed(2)} ms, p95 ${q(added, 0.95).toFixed(2)} ms`);
-    console.log(`engine - direct, per message:  p50 ${q(addedEngine, 0.5).toFixed(2)} ms, p95 ${q(addedEngine, 0.95).toFixed(2)} ms; messages whose rspamd action differed between variants: ${disagree}\n`);
+    console.log(
+      `engine - direct, per message:  p50 ${q(addedEngine, 0.5).toFixed(2)} ms, p95 ${q(addedEngine, 0.95).toFixed(2)} ms; messages whose rspamd action differed between variants: ${disagree}\n`,
+    );
 
     // throughput with CONCURRENCY checks in flight
     console.log(`throughput, ${CONCURRENCY} in flight over the corpus (direct = rspamd alone, engine = postern with spam on):`);
@@ -290,7 +356,9 @@ async function main() {
       };
       await Promise.all(Array.from({ length: CONCURRENCY }, worker));
       const s = (performance.now() - t0) / 1000;
-      console.log(`${v.padEnd(9)} ${String(n).padStart(5)} messages in ${s.toFixed(2).padStart(6)} s: ${(n / s).toFixed(0).padStart(5)} msgs/s, p50 ${q(per, 0.5).toFixed(2)} ms per message`);
+      console.log(
+        `${v.padEnd(9)} ${String(n).padStart(5)} messages in ${s.toFixed(2).padStart(6)} s: ${(n / s).toFixed(0).padStart(5)} msgs/s, p50 ${q(per, 0.5).toFixed(2)} ms per message`,
+      );
     }
   } finally {
     await scanner.close();

@@ -5,7 +5,7 @@
  *
  * Every generator is deterministic: same arguments, same bytes.
  */
-import { deflateRawSync, crc32 } from 'node:zlib';
+import { crc32, deflateRawSync } from 'node:zlib';
 
 const CRLF = '\r\n';
 
@@ -69,7 +69,10 @@ export function makeZip(entries: ZipInput[]): Buffer {
 
 export const EXE = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00', 'latin1'), Buffer.alloc(200, 0x41)]);
 export const PDF = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n', 'latin1');
-export const PNG = Buffer.from('89504e470d0a1a0a0000000d4948445200000001000000010806000000' + '1f15c4890000000a49444154789c6300010000050001' + '0d0a2db40000000049454e44ae426082', 'hex');
+export const PNG = Buffer.from(
+  '89504e470d0a1a0a0000000d4948445200000001000000010806000000' + '1f15c4890000000a49444154789c6300010000050001' + '0d0a2db40000000049454e44ae426082',
+  'hex',
+);
 
 export function b64(data: Buffer, width = 76): string {
   const s = data.toString('base64');
@@ -138,7 +141,10 @@ export function cleanMessageOfSize(size: number): Buffer {
 export function messageWithExe(size: number): Buffer {
   const clean = cleanMessageOfSize(size).toString('latin1');
   const i = clean.lastIndexOf('--bench-boundary-1--');
-  return Buffer.from(clean.slice(0, i) + `--bench-boundary-1${CRLF}${leaf({ type: 'application/octet-stream', body: EXE, filename: 'setup.exe' })}${CRLF}` + clean.slice(i), 'latin1');
+  return Buffer.from(
+    clean.slice(0, i) + `--bench-boundary-1${CRLF}${leaf({ type: 'application/octet-stream', body: EXE, filename: 'setup.exe' })}${CRLF}` + clean.slice(i),
+    'latin1',
+  );
 }
 
 // ---------------------------------------------------------------- hostile corpus
@@ -211,13 +217,19 @@ export function brokenQuotedPrintable(): Buffer {
 
 export function nulBytes(): Buffer {
   return message(
-    multipart('mixed', 'nul\x00b', [leaf({ type: 'text/plain', body: 'a\x00b\x00c' }), `Content-Type: text/pl\x00ain; name="a\x00.exe"${CRLF}${CRLF}\x00\x00\x00`]),
+    multipart('mixed', 'nul\x00b', [
+      leaf({ type: 'text/plain', body: 'a\x00b\x00c' }),
+      `Content-Type: text/pl\x00ain; name="a\x00.exe"${CRLF}${CRLF}\x00\x00\x00`,
+    ]),
     ['X-Nul: a\x00b'],
   );
 }
 
 export function longLines(bytes: number): Buffer {
-  return message(multipart('mixed', 'll', [leaf({ type: 'text/plain', body: 'x'.repeat(bytes) }), leaf({ type: 'text/html', body: '<p>' + 'y'.repeat(bytes) + '</p>' })]), ['X-Long: ' + 'z'.repeat(Math.min(bytes, 500_000))]);
+  return message(
+    multipart('mixed', 'll', [leaf({ type: 'text/plain', body: 'x'.repeat(bytes) }), leaf({ type: 'text/html', body: '<p>' + 'y'.repeat(bytes) + '</p>' })]),
+    ['X-Long: ' + 'z'.repeat(Math.min(bytes, 500_000))],
+  );
 }
 
 export function protoHeaders(): Buffer {
@@ -236,7 +248,7 @@ export function malformedEncodedWords(): Buffer {
       leaf({ type: 'text/plain', body: 'x' }),
       `Content-Type: application/octet-stream; name="=?utf-8?B?!!!notbase64?= =?bogus-charset?Q?=ZZ?= =?utf-8?X?abc?="${CRLF}Content-Disposition: attachment; filename*0*=utf-8''%E2%80; filename*1*=%ZZ%; filename*2="evil.e"; filename*3=xe; filename*99999999=zz${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${b64(Buffer.from('harmless'))}`,
     ]),
-    ['Subject: =?utf-8?B?' + 'A'.repeat(10000) + '?= =?=?=?', 'X-2231: a*=\'\'%'],
+    ['Subject: =?utf-8?B?' + 'A'.repeat(10000) + '?= =?=?=?', "X-2231: a*=''%"],
   );
 }
 

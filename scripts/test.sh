@@ -10,14 +10,14 @@ if ! bash scripts/install-system-deps.sh; then
   exit 1
 fi
 
-# Lint (Biome, biome.jsonc) and the type check of the tests (tsconfig.test.json) run before any test;
+# Lint and format check (Biome, biome.jsonc) and the type check of the tests (tsconfig.test.json) run before any test;
 # LINT=0 / TYPECHECK_TESTS=0 skip them for a quick local run. `npm run lint` and `npm run typecheck`
 # run them by hand.
 LINT="${LINT:-1}"
 TYPECHECK_TESTS="${TYPECHECK_TESTS:-1}"
 
-if [ "$LINT" = 1 ] && ! npx biome lint --error-on-warnings .; then
-  echo "lint failed (npx biome lint --error-on-warnings .)"
+if [ "$LINT" = 1 ] && ! npx biome check --error-on-warnings .; then
+  echo "lint or format check failed (npx biome check --error-on-warnings .; npm run format fixes the format)"
   echo "0 passed, 1 failed"
   exit 1
 fi

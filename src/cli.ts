@@ -8,28 +8,28 @@ import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
+import * as admin from './admin/index.js';
+import * as collectorModule from './collector/cli-module.js';
+import * as quarantineModule from './commands/quarantine.js';
+import * as scanModule from './commands/scan.js';
+import * as schemaModule from './commands/schema.js';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
 import type { ListenerConfig, PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
 import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
-import { policyWarnings, type PolicyScanNeeds } from './config/warnings.js';
+import { type PolicyScanNeeds, policyWarnings } from './config/warnings.js';
 import { ErrorCodes, isPosternError } from './errors.js';
-import { createLogger, logErr, type Logger } from './log/logger.js';
-import type { Scanner, SpamScanner } from './scanners/types.js';
-import { caPaths, initCa, loadCa, loadOrCreateCa, type CertAuthority } from './tls/ca.js';
-import { LeafMinter } from './tls/leaf.js';
-import type { Session, SessionHost } from './session/types.js';
-import * as serverModule from './relay/server.js';
 import * as sessionsModule from './inspect/factory.js';
+import { createLogger, type Logger, logErr } from './log/logger.js';
 import * as policyModule from './policy/load.js';
-import * as scanModule from './commands/scan.js';
-import * as schemaModule from './commands/schema.js';
-import * as quarantineModule from './commands/quarantine.js';
+import * as serverModule from './relay/server.js';
+import * as probesModule from './relay/upstream-probe.js';
 import * as clamdModule from './scanners/clamd.js';
 import * as rspamdModule from './scanners/rspamd.js';
-import * as collectorModule from './collector/cli-module.js';
-import * as probesModule from './relay/upstream-probe.js';
+import type { Scanner, SpamScanner } from './scanners/types.js';
 import type { OAuthMechanism } from './session/oauth.js';
-import * as admin from './admin/index.js';
+import type { Session, SessionHost } from './session/types.js';
+import { type CertAuthority, caPaths, initCa, loadCa, loadOrCreateCa } from './tls/ca.js';
+import { LeafMinter } from './tls/leaf.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
 export interface ServerModule {
@@ -47,10 +47,17 @@ export interface ServerModule {
 }
 /** The OAuth2 capability probe of static upstreams (src/relay/upstream-probe.ts). */
 export interface ProbesModule {
-  startUpstreamProbes(listeners: readonly ListenerConfig[], log: Logger): { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void };
+  startUpstreamProbes(
+    listeners: readonly ListenerConfig[],
+    log: Logger,
+  ): { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void };
 }
 export interface SessionsModule {
-  createSessionFactory(config: PosternConfig, log: Logger, opts?: { metrics?: sessionsModule.InspectMetrics }): { createSession(host: SessionHost): Session; close(): Promise<void> };
+  createSessionFactory(
+    config: PosternConfig,
+    log: Logger,
+    opts?: { metrics?: sessionsModule.InspectMetrics },
+  ): { createSession(host: SessionHost): Session; close(): Promise<void> };
 }
 export interface PolicyLoadModule {
   loadPolicy(nameOrPath: string, policiesDir: string): unknown;
@@ -280,10 +287,18 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       const r = loadOrCreateCa(config.ca);
       ca = r.ca;
       log.info(
-        { event: 'ca.ready', ca: { cert: ca.certFile, key: ca.keyFile, created: r.created, subject: ca.subject, fingerprint256: ca.fingerprint256, notAfter: ca.notAfter.toISOString() } },
-        r.created
-          ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)`
-          : `using CA ${ca.certFile}`,
+        {
+          event: 'ca.ready',
+          ca: {
+            cert: ca.certFile,
+            key: ca.keyFile,
+            created: r.created,
+            subject: ca.subject,
+            fingerprint256: ca.fingerprint256,
+            notAfter: ca.notAfter.toISOString(),
+          },
+        },
+        r.created ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)` : `using CA ${ca.certFile}`,
       );
       for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
     } catch (e) {
@@ -299,7 +314,14 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       const sessions = loadModule(io, 'sessions').createSessionFactory(config, log, metrics ? { metrics } : undefined);
       const upstreamProbes = loadModule(io, 'probes').startUpstreamProbes(config.listeners, log);
       probes = upstreamProbes;
-      server = await startServer(config, { log, minter, createSession: sessions.createSession, onClose: () => sessions.close(), upstreamOAuth: (l) => upstreamProbes.mechanisms(l), ...(metrics ? { metrics } : {}) });
+      server = await startServer(config, {
+        log,
+        minter,
+        createSession: sessions.createSession,
+        onClose: () => sessions.close(),
+        upstreamOAuth: (l) => upstreamProbes.mechanisms(l),
+        ...(metrics ? { metrics } : {}),
+      });
     } catch (e) {
       probes?.close();
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
@@ -326,7 +348,16 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   let closing = false;
   if (config.admin && metrics) {
     try {
-      adminServer = await admin.startAdmin(config, { log, metrics, ca: adminCa, minter: adminMinter, ready: () => ({ listeners: !closing && (server !== null || config.listeners.length === 0), policies: server !== null || config.listeners.length === 0 }) });
+      adminServer = await admin.startAdmin(config, {
+        log,
+        metrics,
+        ca: adminCa,
+        minter: adminMinter,
+        ready: () => ({
+          listeners: !closing && (server !== null || config.listeners.length === 0),
+          policies: server !== null || config.listeners.length === 0,
+        }),
+      });
     } catch (e) {
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the admin listener');
       probes?.close();
@@ -338,7 +369,10 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   const onUsr1 = () => collector?.onSignal();
   if (collector) io.signals.on('SIGUSR1', onUsr1);
-  log.info({ event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) }, 'postern started');
+  log.info(
+    { event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) },
+    'postern started',
+  );
 
   return await new Promise<number>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
@@ -351,23 +385,25 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       const graceMs = config.limits.shutdownGraceMs;
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
       probes?.close();
-      Promise.all([server?.close(graceMs), collector?.close(), adminServer?.close()]).then(
-        () => 0,
-        (err: unknown) => {
-          log.error({ event: 'process.shutdown_failed', err: logErr(err) }, 'error during shutdown');
-          return 1;
-        },
-      ).then(async (code) => {
-        io.signals.off('SIGTERM', onSignal);
-        io.signals.off('SIGINT', onSignal);
-        io.signals.off('SIGUSR1', onUsr1);
-        log.info({ event: 'process.stop' }, 'stopped');
-        await flush(log);
-        resolve(code);
-        // anything still holding the event loop (a stray timer or socket) must not keep a stopped
-        // server alive; unref'd, this fires only in that case
-        setTimeout(() => io.exit(code), 2000).unref();
-      });
+      Promise.all([server?.close(graceMs), collector?.close(), adminServer?.close()])
+        .then(
+          () => 0,
+          (err: unknown) => {
+            log.error({ event: 'process.shutdown_failed', err: logErr(err) }, 'error during shutdown');
+            return 1;
+          },
+        )
+        .then(async (code) => {
+          io.signals.off('SIGTERM', onSignal);
+          io.signals.off('SIGINT', onSignal);
+          io.signals.off('SIGUSR1', onUsr1);
+          log.info({ event: 'process.stop' }, 'stopped');
+          await flush(log);
+          resolve(code);
+          // anything still holding the event loop (a stray timer or socket) must not keep a stopped
+          // server alive; unref'd, this fires only in that case
+          setTimeout(() => io.exit(code), 2000).unref();
+        });
     };
     io.signals.on('SIGTERM', onSignal);
     io.signals.on('SIGINT', onSignal);

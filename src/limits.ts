@@ -258,7 +258,10 @@ export const SESSION_BASE_MEMORY_BYTES = 64 * 1024;
 export const CLIENT_INPUT_SLICE_BYTES = 4096;
 
 /** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
-export function effectiveFlowLimits(limits: SessionLimits & Partial<FlowLimits>, holdTimeoutMs: number): Required<Omit<FlowLimits, 'holdTimeoutMs'>> & { holdTimeoutMs: number } {
+export function effectiveFlowLimits(
+  limits: SessionLimits & Partial<FlowLimits>,
+  holdTimeoutMs: number,
+): Required<Omit<FlowLimits, 'holdTimeoutMs'>> & { holdTimeoutMs: number } {
   const soft = limits.clientOutputSoftBytes ?? DEFAULT_FLOW_LIMITS.clientOutputSoftBytes;
   const hard = limits.clientOutputHardBytes ?? DEFAULT_FLOW_LIMITS.clientOutputHardBytes;
   return {

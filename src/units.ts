@@ -58,7 +58,8 @@ export function parseSize(value: unknown): Parsed {
   if (unit === undefined) return Number.isSafeInteger(n) ? { ok: true, value: n } : bad(`"${value}" is too large`);
   const factor = SIZE_UNITS[unit];
   if (factor === undefined) {
-    const hint = unit === 'kB' ? ' (kB is the SI kilobyte, 1000 bytes; postern sizes are binary)' : /^[kmg]i?b?$/i.test(unit) ? ' (units are case-sensitive)' : '';
+    const hint =
+      unit === 'kB' ? ' (kB is the SI kilobyte, 1000 bytes; postern sizes are binary)' : /^[kmg]i?b?$/i.test(unit) ? ' (units are case-sensitive)' : '';
     return bad(`unknown unit "${unit}"${hint}`);
   }
   const bytes = n * factor;

@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 // Hostile-MIME fuzzer (issue 8 (b)): every generated message is judged by four readers.
 //
 //   npx tsc -p . && node scripts/fuzz/mime.mjs --cases 2000 --seed 1 [--out dir]
@@ -26,10 +28,8 @@
 // or NUL handling), <kind>~uu-lenient (a uu block whose begin line lacks mode or name or is indented).
 // POSTERN_DIST=/other/dist uses another build (and the policies/ next to it). Exit status: 0 no escape, 1 escapes, 2 usage/setup.
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { dirname, join, resolve } from 'node:path';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createJudge, kindOf, kinds, minimiseBytes, minimiseCase, readerFamily } from './lib/mime-harness.mjs';
 import { generateCase } from './lib/mime-gen.mjs';
+import { createJudge, kindOf, kinds, minimiseBytes, minimiseCase, readerFamily } from './lib/mime-harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..');
@@ -44,20 +44,48 @@ function parseArgs(argv) {
       return argv[++i];
     };
     switch (a) {
-      case '--cases': o.cases = Number(v()); break;
-      case '--seed': o.seed = v(); break;
-      case '--start': o.start = Number(v()); break;
-      case '--time': o.time = Number(v()); break;
-      case '--out': o.out = resolve(v()); break;
-      case '--max-per-class': o.maxPerClass = Number(v()); break;
-      case '--no-minimise': o.minimise = false; break;
-      case '--min-budget': o.minBudget = Number(v()); break;
-      case '--ignore-kinds': o.ignoreKinds = v().split(',').filter(Boolean); break;
-      case '--case': o.case = Number(v()); break;
-      case '--save': o.save = resolve(v()); break;
-      case '--file': o.file = resolve(v()); break;
-      case '-h': case '--help': usage(); break;
-      default: usage(`unknown option ${a}`);
+      case '--cases':
+        o.cases = Number(v());
+        break;
+      case '--seed':
+        o.seed = v();
+        break;
+      case '--start':
+        o.start = Number(v());
+        break;
+      case '--time':
+        o.time = Number(v());
+        break;
+      case '--out':
+        o.out = resolve(v());
+        break;
+      case '--max-per-class':
+        o.maxPerClass = Number(v());
+        break;
+      case '--no-minimise':
+        o.minimise = false;
+        break;
+      case '--min-budget':
+        o.minBudget = Number(v());
+        break;
+      case '--ignore-kinds':
+        o.ignoreKinds = v().split(',').filter(Boolean);
+        break;
+      case '--case':
+        o.case = Number(v());
+        break;
+      case '--save':
+        o.save = resolve(v());
+        break;
+      case '--file':
+        o.file = resolve(v());
+        break;
+      case '-h':
+      case '--help':
+        usage();
+        break;
+      default:
+        usage(`unknown option ${a}`);
     }
   }
   if (!Number.isInteger(o.cases) || o.cases < 0 || !Number.isFinite(o.time)) usage('bad --cases/--time');
@@ -66,19 +94,34 @@ function parseArgs(argv) {
 
 function usage(msg) {
   if (msg) console.error(msg);
-  console.error('usage: node scripts/fuzz/mime.mjs [--cases N] [--seed S] [--start I] [--time SEC] [--out DIR] [--max-per-class N] [--no-minimise] [--min-budget N] [--ignore-kinds K,..] | --case I [--save F] | --file F');
+  console.error(
+    'usage: node scripts/fuzz/mime.mjs [--cases N] [--seed S] [--start I] [--time SEC] [--out DIR] [--max-per-class N] [--no-minimise] [--min-budget N] [--ignore-kinds K,..] | --case I [--save F] | --file F',
+  );
   process.exit(2);
 }
 
 async function loadModules() {
   const need = ['policy/engine.js', 'policy/load.js', 'inspect/render.js', 'protocol/imap/fetch-items.js'];
-  for (const f of need) if (!existsSync(join(dist, f))) {
-    console.error(`${join(dist, f)} missing: build first with \`npx tsc -p .\``);
-    process.exit(2);
-  }
+  for (const f of need)
+    if (!existsSync(join(dist, f))) {
+      console.error(`${join(dist, f)} missing: build first with \`npx tsc -p .\``);
+      process.exit(2);
+    }
   const imp = (f) => import(pathToFileURL(join(dist, f)).href);
-  const [engine, load, render, items, mailparser] = await Promise.all([imp('policy/engine.js'), imp('policy/load.js'), imp('inspect/render.js'), imp('protocol/imap/fetch-items.js'), import('mailparser')]);
-  return { inspectMessage: engine.inspectMessage, loadPolicy: load.loadPolicy, renderItem: render.renderItem, parseFetchItems: items.parseFetchItems, simpleParser: mailparser.simpleParser };
+  const [engine, load, render, items, mailparser] = await Promise.all([
+    imp('policy/engine.js'),
+    imp('policy/load.js'),
+    imp('inspect/render.js'),
+    imp('protocol/imap/fetch-items.js'),
+    import('mailparser'),
+  ]);
+  return {
+    inspectMessage: engine.inspectMessage,
+    loadPolicy: load.loadPolicy,
+    renderItem: render.renderItem,
+    parseFetchItems: items.parseFetchItems,
+    simpleParser: mailparser.simpleParser,
+  };
 }
 
 /**
@@ -131,7 +174,19 @@ async function main() {
 async function run(o, judge) {
   const t0 = Date.now();
   const deadline = t0 + o.time * 1000;
-  const stats = { cases: 0, escapes: 0, status: {}, bySig: {}, byReader: {}, differential: 0, differentials: [], notes: 0, outputNotClean: 0, outputNotCleanExamples: [], classes: {} };
+  const stats = {
+    cases: 0,
+    escapes: 0,
+    status: {},
+    bySig: {},
+    byReader: {},
+    differential: 0,
+    differentials: [],
+    notes: 0,
+    outputNotClean: 0,
+    outputNotCleanExamples: [],
+    classes: {},
+  };
   const written = new Map();
   if (o.out) mkdirSync(o.out, { recursive: true });
   let lastPrint = Date.now();
@@ -147,7 +202,8 @@ async function run(o, judge) {
     if (result.notes.length) stats.notes++;
     if (result.selfNotes.length) {
       stats.outputNotClean++;
-      if (stats.outputNotCleanExamples.length < 50) stats.outputNotCleanExamples.push({ case: i, verdict: result.status, note: result.selfNotes[0], mutations: gen.tags });
+      if (stats.outputNotCleanExamples.length < 50)
+        stats.outputNotCleanExamples.push({ case: i, verdict: result.status, note: result.selfNotes[0], mutations: gen.tags });
     }
     if (result.findings.length) {
       stats.escapes++;
@@ -166,7 +222,8 @@ async function run(o, judge) {
         const cls = (stats.classes[key] ??= { count: 0, readers: {}, statuses: {}, examples: [], variants: {} });
         cls.count++;
         cls.statuses[result.status] = (cls.statuses[result.status] ?? 0) + 1;
-        for (const f of (min?.result ?? result).findings) if (kindOf(f) === kind) cls.readers[readerFamily(f.reader)] = (cls.readers[readerFamily(f.reader)] ?? 0) + 1;
+        for (const f of (min?.result ?? result).findings)
+          if (kindOf(f) === kind) cls.readers[readerFamily(f.reader)] = (cls.readers[readerFamily(f.reader)] ?? 0) + 1;
         for (const t of m.tags) cls.variants[t] = (cls.variants[t] ?? 0) + 1;
         if (cls.examples.length < 5) cls.examples.push(i);
         if (o.out) {
@@ -183,29 +240,58 @@ async function run(o, judge) {
             const r = await judge.judge(mb.bytes);
             cls.repro = `min-${slug(key)}.eml`;
             writeFileSync(join(o.out, cls.repro), mb.bytes);
-            writeFileSync(join(o.out, `min-${slug(key)}.json`), JSON.stringify({ class: key, kind, from: { seed: o.seed, case: i, skip: [...min.skip], bare: min.bare, drop: [...min.drop], plainSubject: min.plainSubject, tags: min.tags }, judgeCalls: mb.calls, verdict: r.status, hits: r.hits, seenBy: r.findings, notes: r.notes }, null, 2));
+            writeFileSync(
+              join(o.out, `min-${slug(key)}.json`),
+              JSON.stringify(
+                {
+                  class: key,
+                  kind,
+                  from: { seed: o.seed, case: i, skip: [...min.skip], bare: min.bare, drop: [...min.drop], plainSubject: min.plainSubject, tags: min.tags },
+                  judgeCalls: mb.calls,
+                  verdict: r.status,
+                  hits: r.hits,
+                  seenBy: r.findings,
+                  notes: r.notes,
+                },
+                null,
+                2,
+              ),
+            );
           }
         }
       }
     }
     if (Date.now() - lastPrint > 10_000) {
       lastPrint = Date.now();
-      console.error(`${stats.cases} cases, ${stats.escapes} with escapes, ${Object.keys(stats.classes).length} classes (${Math.round((Date.now() - t0) / 1000)} s)`);
+      console.error(
+        `${stats.cases} cases, ${stats.escapes} with escapes, ${Object.keys(stats.classes).length} classes (${Math.round((Date.now() - t0) / 1000)} s)`,
+      );
     }
   }
   stats.seconds = Math.round((Date.now() - t0) / 100) / 10;
   console.log(`seed ${o.seed}, cases ${o.start}..${o.start + stats.cases - 1}: ${stats.cases} cases in ${stats.seconds} s`);
-  console.log(`verdicts: ${Object.entries(stats.status).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  console.log(
+    `verdicts: ${Object.entries(stats.status)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+  );
   console.log(`cases with escapes: ${stats.escapes} (differential on an unchanged message: ${stats.differential}); cases with reader notes: ${stats.notes}`);
   if (stats.outputNotClean) {
     console.log(`postern's own output re-inspected not clean without a dangerous hit (e.g. malformed): ${stats.outputNotClean} cases, e.g.`);
     for (const x of stats.outputNotCleanExamples.slice(0, 5)) console.log(`  case ${x.case} (${x.verdict}): ${x.note}`);
   }
   console.log('cases with an escape, by kind (readers that saw it):');
-  for (const [k, v] of Object.entries(stats.bySig).sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(16)} ${String(v).padStart(6)}  [${Object.keys(stats.byReader[k] ?? {}).sort().join(',')}]`);
+  for (const [k, v] of Object.entries(stats.bySig).sort((a, b) => b[1] - a[1]))
+    console.log(
+      `  ${k.padEnd(16)} ${String(v).padStart(6)}  [${Object.keys(stats.byReader[k] ?? {})
+        .sort()
+        .join(',')}]`,
+    );
   console.log('escape classes (kind__what it needs), cases, readers, verdicts, example cases:');
   for (const [k, c] of Object.entries(stats.classes).sort((a, b) => b[1].count - a[1].count)) {
-    console.log(`  ${k}  ${c.count}  [${Object.keys(c.readers).sort().join(',')}]  verdicts ${JSON.stringify(c.statuses)}  e.g. ${c.examples.join(',')}${c.repro ? `  repro ${c.repro}` : ''}`);
+    console.log(
+      `  ${k}  ${c.count}  [${Object.keys(c.readers).sort().join(',')}]  verdicts ${JSON.stringify(c.statuses)}  e.g. ${c.examples.join(',')}${c.repro ? `  repro ${c.repro}` : ''}`,
+    );
   }
   if (o.out) writeFileSync(join(o.out, 'summary.json'), JSON.stringify({ seed: o.seed, start: o.start, ...stats }, null, 2));
   process.exitCode = stats.escapes ? 1 : 0;

@@ -55,7 +55,13 @@ function printTranscript(r) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (o.help) {
-    console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 17).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+    console.log(
+      readFileSync(fileURLToPath(import.meta.url), 'utf8')
+        .split('\n')
+        .slice(1, 17)
+        .map((l) => l.replace(/^\/\/ ?/, ''))
+        .join('\n'),
+    );
     return 0;
   }
   if (o.jobs > 1 && !o.worker && !o.replay && !o.case) return parallel(o);
@@ -91,7 +97,8 @@ async function main() {
         reproDir: o.worker ? undefined : o.reproDir,
         minimizeBudgetMs: Math.min(600_000, o.time * 1000 * 0.2),
         progress: o.worker || o.json ? 0 : 10000,
-        onProgress: (r) => console.error(`.. ${r.casesRun} cases, ${r.escapes} escapes, ${Object.keys(r.classes).length} classes, ${((Date.now() - t0) / 1000).toFixed(0)} s`),
+        onProgress: (r) =>
+          console.error(`.. ${r.casesRun} cases, ${r.escapes} escapes, ${Object.keys(r.classes).length} classes, ${((Date.now() - t0) / 1000).toFixed(0)} s`),
       });
       if (o.worker) process.send(report);
       else if (o.json) console.log(JSON.stringify(report, null, 1));
@@ -113,7 +120,17 @@ async function parallel(o) {
   const self = fileURLToPath(import.meta.url);
   const reports = await Promise.all(
     Array.from({ length: o.jobs }, (_, j) => {
-      const args = ['--worker', '--seed', String(o.seed), '--start', String(o.start + j * per), '--cases', String(Math.min(per, o.cases - j * per)), '--time', String(o.time)];
+      const args = [
+        '--worker',
+        '--seed',
+        String(o.seed),
+        '--start',
+        String(o.start + j * per),
+        '--cases',
+        String(Math.min(per, o.cases - j * per)),
+        '--time',
+        String(o.time),
+      ];
       if (o.proto) args.push('--proto', o.proto);
       if (o.mode) args.push('--mode', o.mode);
       if (o.dist) args.push('--dist', o.dist);
@@ -126,7 +143,24 @@ async function parallel(o) {
       });
     }),
   );
-  const merged = { ...reports[0], casesRun: 0, escapes: 0, byProto: {}, classes: {}, errors: [], ends: {}, stalls: 0, stallExamples: [], stallsByMode: {}, loginFailures: 0, loginFailuresUnexplained: 0, loginFailureExamples: [], stallClasses: {}, minimizeRuns: 0, ms: Date.now() - t0 };
+  const merged = {
+    ...reports[0],
+    casesRun: 0,
+    escapes: 0,
+    byProto: {},
+    classes: {},
+    errors: [],
+    ends: {},
+    stalls: 0,
+    stallExamples: [],
+    stallsByMode: {},
+    loginFailures: 0,
+    loginFailuresUnexplained: 0,
+    loginFailureExamples: [],
+    stallClasses: {},
+    minimizeRuns: 0,
+    ms: Date.now() - t0,
+  };
   for (const r of reports) {
     merged.casesRun += r.casesRun;
     merged.escapes += r.escapes;

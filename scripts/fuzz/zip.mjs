@@ -1,4 +1,9 @@
 #!/usr/bin/env node
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 // ZIP differential fuzzer (issue 8, fuzzer c).
 //
 //   npm run build && node scripts/fuzz/zip.mjs [--cases N] [--seed N] [--extractor-every K]
@@ -21,11 +26,6 @@
 // and central header anywhere in the file, every stream it can inflate): postern-only cases need it.
 // Exit code 1 when an escape is found; escaping cases are written to --keep DIR (default: a temp dir).
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
-import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Rng } from './lib/prng.mjs';
 
 export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
@@ -177,10 +177,27 @@ const DANGEROUS = [
 const HARMLESS = { name: 'a.txt', data: TXT };
 const MAGICS = ['%PDF-1.4\n', 'GIF89a', '\x89PNG\r\n\x1a\n', 'MZ', 'PK\x03\x04', 'PK\x05\x06', '\x7fELF', 'Rar!\x1a\x07\x00', ''];
 const PATH_TRICKS = [
-  (n) => `../${n}`, (n) => `/${n}`, (n) => `dir\\${n}`, (n) => `${n}\0.txt`, (n) => `${n}.`, (n) => `${n} `,
-  (n) => n.toUpperCase(), (n) => `${n}::$DATA`, (n) => `a/../${n}`, (n) => `C:${n}`, (n) => `C:\\${n}`, (n) => `./${n}`,
-  (n) => `a//${n}`, (n) => `${n.replace('.', '\x01.')}`, (n) => `${n}\r`, (n) => `${n}\u202e`, (n) => `\u202e${n}`,
-  (n) => n.replace('.', '\u2024'), (n) => n.normalize('NFD'), (n) => n.replace('e', '\uff45'), (n) => `${n}/`,
+  (n) => `../${n}`,
+  (n) => `/${n}`,
+  (n) => `dir\\${n}`,
+  (n) => `${n}\0.txt`,
+  (n) => `${n}.`,
+  (n) => `${n} `,
+  (n) => n.toUpperCase(),
+  (n) => `${n}::$DATA`,
+  (n) => `a/../${n}`,
+  (n) => `C:${n}`,
+  (n) => `C:\\${n}`,
+  (n) => `./${n}`,
+  (n) => `a//${n}`,
+  (n) => `${n.replace('.', '\x01.')}`,
+  (n) => `${n}\r`,
+  (n) => `${n}\u202e`,
+  (n) => `\u202e${n}`,
+  (n) => n.replace('.', '\u2024'),
+  (n) => n.normalize('NFD'),
+  (n) => n.replace('e', '\uff45'),
+  (n) => `${n}/`,
 ];
 
 function cloneEntry(e) {
@@ -409,7 +426,8 @@ export function generateCase(seed, i, depth = 0) {
       const dirName = r.pick(['docs/', './', 'Docs/']);
       entries.push({ name: dirName, data: Buffer.alloc(0), method: 0, centralExtra: ts, localExtra: ts });
       entries.push({ name: `${dirName}w.txt`, data: TXT, descriptor: r.chance(0.5), centralExtra: ts });
-      if (r.chance(0.5)) entries.push({ name: 'c.txt', data: TXT, centralExtra: unicodePathExtra('c.txt', 'c.txt'), localExtra: unicodePathExtra('c.txt', 'c.txt') });
+      if (r.chance(0.5))
+        entries.push({ name: 'c.txt', data: TXT, centralExtra: unicodePathExtra('c.txt', 'c.txt'), localExtra: unicodePathExtra('c.txt', 'c.txt') });
       tags.push('writer-like');
       break;
     }
@@ -739,7 +757,8 @@ export async function confirmWithExtractors(buf, dir, depth = 0) {
   const [seen] = await runExtractors([f]);
   for (const [who, s] of Object.entries(seen)) {
     const bad = s.names.filter(dangerousName);
-    if (bad.length || s.bytes) return `${'inner archive: '.repeat(depth)}${who} ${bad.length ? `lists ${JSON.stringify(bad.slice(0, 3))}` : 'extracts dangerous bytes'}`;
+    if (bad.length || s.bytes)
+      return `${'inner archive: '.repeat(depth)}${who} ${bad.length ? `lists ${JSON.stringify(bad.slice(0, 3))}` : 'extracts dangerous bytes'}`;
   }
   if (depth >= 2) return undefined;
   await run('python3', ['-c', PY_MEMBERS, f], { timeoutMs: 60_000 });
@@ -757,13 +776,41 @@ export async function confirmWithExtractors(buf, dir, depth = 0) {
  * deps: { inspectZip, inspectMessage, compilePolicyText } from postern (dist/ or src/).
  * Returns counts and escapes; never runs longer than timeLimitMs (checked between cases).
  */
-export async function runZipFuzz({ cases, seed, extractorEvery = 0, extractorMax = Infinity, timeLimitMs = 60_000, keepDir, deps, log = () => {}, only, progressEvery = 0 }) {
+export async function runZipFuzz({
+  cases,
+  seed,
+  extractorEvery = 0,
+  extractorMax = Infinity,
+  timeLimitMs = 60_000,
+  keepDir,
+  deps,
+  log = () => {},
+  only,
+  progressEvery = 0,
+}) {
   const policy = deps.compilePolicyText(FUZZ_POLICY, '/virtual/fuzz-zip.yaml');
   const scanner = fakeScanner();
-  const limits = { maxDepth: policy.archives.maxDepth, maxEntries: policy.archives.maxEntries, maxTotalSize: policy.archives.maxTotalSize, maxRatio: policy.archives.maxRatio };
+  const limits = {
+    maxDepth: policy.archives.maxDepth,
+    maxEntries: policy.archives.maxEntries,
+    maxTotalSize: policy.archives.maxTotalSize,
+    maxRatio: policy.archives.maxRatio,
+  };
   const tmp = mkdtempSync(join(tmpdir(), 'postern-zipfuzz-'));
   const started = Date.now();
-  const stats = { cases: 0, extractorCases: 0, passed: 0, flagged: 0, extractorDanger: 0, greedyDanger: 0, greedyFalseAlarms: 0, escapes: 0, postOnlyEscapes: 0, extractorMs: 0, posternMs: 0 };
+  const stats = {
+    cases: 0,
+    extractorCases: 0,
+    passed: 0,
+    flagged: 0,
+    extractorDanger: 0,
+    greedyDanger: 0,
+    greedyFalseAlarms: 0,
+    escapes: 0,
+    postOnlyEscapes: 0,
+    extractorMs: 0,
+    posternMs: 0,
+  };
   const escapes = [];
   let batch = [];
   const record = (kind, c, detail) => {

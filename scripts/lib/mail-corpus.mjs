@@ -20,7 +20,10 @@ export function eicar() {
   return Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 }
 
-const WORDS = 'the quarterly report attached please review budget meeting tomorrow project status update regards team schedule invoice delivery customer contract draft final version notes agenda minutes follow up thanks'.split(' ');
+const WORDS =
+  'the quarterly report attached please review budget meeting tomorrow project status update regards team schedule invoice delivery customer contract draft final version notes agenda minutes follow up thanks'.split(
+    ' ',
+  );
 
 /** Lines of words drawn with `r` (an Rng), about `bytes` long. */
 export function prose(r, bytes) {
@@ -47,7 +50,11 @@ export function attachment(type, name, data) {
 }
 
 export function pdfLike(size, seed) {
-  return Buffer.concat([Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 0 >>\nstream\n', 'latin1'), noise(Math.max(0, size - 60), seed), Buffer.from('\nendstream\nendobj\n%%EOF\n')]);
+  return Buffer.concat([
+    Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length 0 >>\nstream\n', 'latin1'),
+    noise(Math.max(0, size - 60), seed),
+    Buffer.from('\nendstream\nendobj\n%%EOF\n'),
+  ]);
 }
 
 export function pngLike(size, seed) {

@@ -24,6 +24,8 @@ export async function adminCommand(args: string[], io: { stdout(s: string): void
     return 0;
   }
   const token = newToken();
-  io.stdout(`token: ${token}\n  (keep it: it is shown only now; log in with it, or send "Authorization: Bearer <token>")\nadmin:\n  token_hash: "${hashToken(token)}"\n`);
+  io.stdout(
+    `token: ${token}\n  (keep it: it is shown only now; log in with it, or send "Authorization: Bearer <token>")\nadmin:\n  token_hash: "${hashToken(token)}"\n`,
+  );
   return 0;
 }

@@ -38,8 +38,18 @@ export class Metrics {
       labelNames: ['listener', 'protocol', 'direction'],
       registers,
     });
-    this.inspected = new Counter({ name: 'postern_messages_inspected_total', help: 'Messages judged by a policy, by verdict', labelNames: ['listener', 'protocol', 'verdict'], registers });
-    this.ruleHits = new Counter({ name: 'postern_rule_hits_total', help: 'Policy rules that fired on inspected messages', labelNames: ['listener', 'rule', 'action'], registers });
+    this.inspected = new Counter({
+      name: 'postern_messages_inspected_total',
+      help: 'Messages judged by a policy, by verdict',
+      labelNames: ['listener', 'protocol', 'verdict'],
+      registers,
+    });
+    this.ruleHits = new Counter({
+      name: 'postern_rule_hits_total',
+      help: 'Policy rules that fired on inspected messages',
+      labelNames: ['listener', 'rule', 'action'],
+      registers,
+    });
     this.scanSeconds = new Histogram({
       name: 'postern_scan_duration_seconds',
       help: 'Duration of one scanner request (clamd scan, rspamd check), by outcome',
@@ -47,7 +57,12 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.adminActions = new Counter({ name: 'postern_admin_actions_total', help: 'Admin actions (login, release, delete, download)', labelNames: ['action'], registers });
+    this.adminActions = new Counter({
+      name: 'postern_admin_actions_total',
+      help: 'Admin actions (login, release, delete, download)',
+      labelNames: ['action'],
+      registers,
+    });
     const sources = this.healthSources;
     new Gauge({
       name: 'postern_scanner_endpoint_up',

@@ -30,9 +30,9 @@ import { FileQuarantineStore, isValidQuarantineId } from '../quarantine/store.js
 import type { CertAuthority } from '../tls/ca.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { caPage, mobileconfig } from './ca-page.js';
-import { CSP, CSS, html, JS, page, type Html } from './html.js';
+import { CSP, CSS, type Html, html, JS, page } from './html.js';
 import type { Metrics } from './metrics.js';
-import { entry, releaseBySmtp, releaseRecipient, search, type Entry, type Search } from './quarantine.js';
+import { type Entry, entry, releaseBySmtp, releaseRecipient, type Search, search } from './quarantine.js';
 import { tokenId, verifyToken } from './token.js';
 
 export interface AdminDeps {
@@ -125,7 +125,8 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
     });
     res.end(body);
   };
-  const sendHtml = (res: http.ServerResponse, status: number, body: string, extra: Record<string, string> = {}) => send(res, status, body, 'text/html; charset=utf-8', extra);
+  const sendHtml = (res: http.ServerResponse, status: number, body: string, extra: Record<string, string> = {}) =>
+    send(res, status, body, 'text/html; charset=utf-8', extra);
   const sendJson = (res: http.ServerResponse, status: number, body: unknown) => send(res, status, `${JSON.stringify(body)}\n`, 'application/json');
 
   const audit = (action: string, actor: string, remote: string, fields: Record<string, unknown> = {}) => {
@@ -266,11 +267,21 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       if (!admin.caPage || !deps.ca) throw new HttpError(404, 'the CA page is switched off');
       if (p === '/ca') return sendHtml(res, 200, caPage(deps.ca));
       if (p === '/ca.pem') return send(res, 200, deps.ca.certPem, 'application/x-pem-file', { 'content-disposition': 'attachment; filename="postern-ca.pem"' });
-      if (p === '/ca.der') return send(res, 200, deps.ca.derBytes, 'application/x-x509-ca-cert', { 'content-disposition': 'attachment; filename="postern-ca.cer"' });
-      return send(res, 200, mobileconfig(deps.ca), 'application/x-apple-aspen-config', { 'content-disposition': 'attachment; filename="postern-ca.mobileconfig"' });
+      if (p === '/ca.der')
+        return send(res, 200, deps.ca.derBytes, 'application/x-x509-ca-cert', { 'content-disposition': 'attachment; filename="postern-ca.cer"' });
+      return send(res, 200, mobileconfig(deps.ca), 'application/x-apple-aspen-config', {
+        'content-disposition': 'attachment; filename="postern-ca.mobileconfig"',
+      });
     }
     if (get && p === '/') {
-      return sendHtml(res, 200, page('postern admin', html`<ul>${admin.caPage ? html`<li><a href="/ca">CA certificate for mail clients</a></li>` : html``}<li><a href="/quarantine">Quarantine</a></li><li><a href="/metrics">Metrics</a></li><li><a href="/readyz">Readiness</a></li></ul>`));
+      return sendHtml(
+        res,
+        200,
+        page(
+          'postern admin',
+          html`<ul>${admin.caPage ? html`<li><a href="/ca">CA certificate for mail clients</a></li>` : html``}<li><a href="/quarantine">Quarantine</a></li><li><a href="/metrics">Metrics</a></li><li><a href="/readyz">Readiness</a></li></ul>`,
+        ),
+      );
     }
 
     if (p === '/login' || p === '/logout' || p === '/quarantine' || p.startsWith('/quarantine/')) {
@@ -293,7 +304,8 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       }
       const a = authenticate(req);
       if (!a) {
-        if (req.headers.authorization !== undefined) log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong bearer token' } }, 'admin bearer token refused');
+        if (req.headers.authorization !== undefined)
+          log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong bearer token' } }, 'admin bearer token refused');
         await delay(req.headers.authorization !== undefined);
         if (json || req.headers.authorization !== undefined) return sendJson(res, 401, { error: 'token required' });
         return loginPage(401, res);
@@ -313,7 +325,8 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
           const v = url.searchParams.get(k)?.trim();
           if (v) q[k] = v.slice(0, ADMIN_LIMITS.maxHeaderChars);
         }
-        for (const k of ['since', 'until'] as const) if (q[k] !== undefined && !/^\d{4}-\d{2}-\d{2}$/.test(q[k]!)) throw new HttpError(400, `${k}: expected YYYY-MM-DD`);
+        for (const k of ['since', 'until'] as const)
+          if (q[k] !== undefined && !/^\d{4}-\d{2}-\d{2}$/.test(q[k]!)) throw new HttpError(400, `${k}: expected YYYY-MM-DD`);
         const r = await search(store, q);
         audit('search', actor, remote, { query: q, found: r.entries.length });
         if (json) return sendJson(res, 200, { truncated: r.truncated, entries: r.entries.map(publicEntry) });
@@ -342,7 +355,11 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
           await store.remove(id);
           audit('delete', actor, remote, { id });
           if (json || a.bearer) return sendJson(res, 200, { deleted: id });
-          return sendHtml(res, 200, page('Deleted', html`<p class="ok" id="result">Message ${id} deleted.</p><p><a href="/quarantine">Back to the quarantine</a></p>`));
+          return sendHtml(
+            res,
+            200,
+            page('Deleted', html`<p class="ok" id="result">Message ${id} deleted.</p><p><a href="/quarantine">Back to the quarantine</a></p>`),
+          );
         }
         const rcpt = releaseRecipient(e, admin.releaseSmtp?.recipientDomain);
         if (!admin.releaseSmtp) throw new HttpError(409, 'release by SMTP is not configured (admin.release_smtp): download the original');
@@ -379,7 +396,21 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
 }
 
 function publicEntry(e: Entry) {
-  return { id: e.record.id, time: e.record.time, user: e.user, from: e.from, to: e.to, subject: e.subject, date: e.date, verdict: e.verdict, policy: e.record.policy, viruses: e.record.viruses ?? [], rules: e.rules, size: e.record.size, sha256: e.record.sha256 };
+  return {
+    id: e.record.id,
+    time: e.record.time,
+    user: e.user,
+    from: e.from,
+    to: e.to,
+    subject: e.subject,
+    date: e.date,
+    verdict: e.verdict,
+    policy: e.record.policy,
+    viruses: e.record.viruses ?? [],
+    rules: e.rules,
+    size: e.record.size,
+    sha256: e.record.sha256,
+  };
 }
 
 function delay(yes = true): Promise<void> {
@@ -411,12 +442,17 @@ export async function startAdmin(config: PosternConfig, deps: AdminDeps): Promis
   }
   server.headersTimeout = ADMIN_LIMITS.requestTimeoutMs;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => reject(new PosternError(ErrorCodes.ADMIN, `${config.file}: admin.listen: cannot bind ${admin.host}:${admin.port}: ${(e as Error).message}`)));
+    server.once('error', (e) =>
+      reject(new PosternError(ErrorCodes.ADMIN, `${config.file}: admin.listen: cannot bind ${admin.host}:${admin.port}: ${(e as Error).message}`)),
+    );
     server.listen({ host: admin.host, port: admin.port }, () => resolve());
   });
   server.on('error', (err) => deps.log.error({ event: 'admin.error', err: logErr(err, ErrorCodes.ADMIN) }, 'admin listener error'));
   const a = server.address() as net.AddressInfo;
-  deps.log.info({ event: 'admin.start', host: a.address, port: a.port, tls: admin.tls?.kind ?? 'none', caPage: admin.caPage, quarantine: admin.tokenHash !== null }, 'admin listener started');
+  deps.log.info(
+    { event: 'admin.start', host: a.address, port: a.port, tls: admin.tls?.kind ?? 'none', caPage: admin.caPage, quarantine: admin.tokenHash !== null },
+    'admin listener started',
+  );
   return {
     address: () => ({ host: a.address, port: a.port }),
     close: () =>

@@ -39,7 +39,8 @@ export interface CollectIo {
 
 function account(config: PosternConfig, name: string): CollectorAccountConfig {
   const a = config.collector?.accounts.find((x) => x.name === name);
-  if (!a) throw new CollectUsageError(`no collector account "${name}" (configured: ${(config.collector?.accounts ?? []).map((x) => x.name).join(', ') || 'none'})`);
+  if (!a)
+    throw new CollectUsageError(`no collector account "${name}" (configured: ${(config.collector?.accounts ?? []).map((x) => x.name).join(', ') || 'none'})`);
   return a;
 }
 
@@ -56,7 +57,12 @@ export async function collectCommand(args: string[], config: PosternConfig, io: 
   if (args[0] === 'status') return status(args.slice(1), config, io);
   let values: { account?: string[]; now?: string; 'dry-run'?: boolean };
   try {
-    values = parseArgs({ args, options: { account: { type: 'string', multiple: true, short: 'a' }, now: { type: 'string' }, 'dry-run': { type: 'boolean' } }, strict: true, allowPositionals: false }).values;
+    values = parseArgs({
+      args,
+      options: { account: { type: 'string', multiple: true, short: 'a' }, now: { type: 'string' }, 'dry-run': { type: 'boolean' } },
+      strict: true,
+      allowPositionals: false,
+    }).values;
   } catch (e) {
     throw new CollectUsageError((e as Error).message);
   }
@@ -136,12 +142,24 @@ async function status(args: string[], config: PosternConfig, io: CollectIo): Pro
       const acc = config.collector!.accounts.find((a) => a.name === r.account)!;
       const p = r.lastPass;
       io.stdout(`\n${r.account}${acc.enabled ? '' : ' (disabled)'}  ${acc.protocol}://${acc.username}@${acc.host}:${acc.port}\n`);
-      io.stdout(p ? `  last pass:  ${new Date(p.finishedAt).toISOString()} (${ago(t - p.finishedAt)}), ${p.result}${p.failures > 1 ? `, ${p.failures} failures in a row` : ''}\n` : '  last pass:  never\n');
+      io.stdout(
+        p
+          ? `  last pass:  ${new Date(p.finishedAt).toISOString()} (${ago(t - p.finishedAt)}), ${p.result}${p.failures > 1 ? `, ${p.failures} failures in a row` : ''}\n`
+          : '  last pass:  never\n',
+      );
       if (p?.errorCode) io.stdout(`  last error: ${p.errorCode}: ${p.error ?? ''}\n`);
-      if (p) io.stdout(`  that pass:  listed ${p.listed}, fetched ${p.fetched}, delivered ${p.delivered}, deferred ${p.deferred}, failed ${p.failed}, held ${p.held}, deleted ${p.deleted}\n`);
+      if (p)
+        io.stdout(
+          `  that pass:  listed ${p.listed}, fetched ${p.fetched}, delivered ${p.delivered}, deferred ${p.deferred}, failed ${p.failed}, held ${p.held}, deleted ${p.deleted}\n`,
+        );
       const c = r.counts;
-      io.stdout(`  on server:  ${c.delivered} delivered (kept or to delete), ${c.pending} pending (${r.pendingRecipients} recipient(s) waiting), ${c.failed} refused, ${c.held} held, ${c.duplicate} duplicate, ${c.dropped} dropped${c.quarantined ? `, ${c.quarantined} quarantined (spam)` : ''}\n`);
-      if (r.unconfirmed > 0) io.stdout(`  unconfirmed: ${r.unconfirmed} (delivery interrupted after the data was sent: not sent again, left on the server; check the target mailbox)\n`);
+      io.stdout(
+        `  on server:  ${c.delivered} delivered (kept or to delete), ${c.pending} pending (${r.pendingRecipients} recipient(s) waiting), ${c.failed} refused, ${c.held} held, ${c.duplicate} duplicate, ${c.dropped} dropped${c.quarantined ? `, ${c.quarantined} quarantined (spam)` : ''}\n`,
+      );
+      if (r.unconfirmed > 0)
+        io.stdout(
+          `  unconfirmed: ${r.unconfirmed} (delivery interrupted after the data was sent: not sent again, left on the server; check the target mailbox)\n`,
+        );
       io.stdout(`  backlog:    ${r.backlog}\n`);
     }
     return 0;
@@ -174,7 +192,9 @@ async function dryRun(names: string[], config: PosternConfig, io: CollectIo): Pr
             const r = known.get(m.uid);
             return !r || r.status === 'pending';
           });
-          io.stdout(`${a.name}${folder ? `/${folder}` : ''}: ${box.messages.length} listed, ${todo.length} to collect (at most ${a.maxMessagesPerPass} per pass)\n`);
+          io.stdout(
+            `${a.name}${folder ? `/${folder}` : ''}: ${box.messages.length} listed, ${todo.length} to collect (at most ${a.maxMessagesPerPass} per pass)\n`,
+          );
           for (const m of todo.slice(0, a.maxMessagesPerPass)) {
             const id = a.protocol === 'imap' ? `uid ${m.ref}` : `#${m.ref} ${m.uid}`;
             if (m.size > a.maxMessageBytes) {
@@ -192,17 +212,26 @@ async function dryRun(names: string[], config: PosternConfig, io: CollectIo): Pr
             let what = 'deliver';
             if (a.mode === 'user') to = [a.recipient!];
             else {
-              const r = resolveRecipients(info.headerBlock, { acceptedDomains: a.acceptedDomains, envelopeHeaders: a.envelopeHeaders, unknownRecipients: a.unknownRecipients, ...(a.postmaster ? { postmaster: a.postmaster } : {}) });
+              const r = resolveRecipients(info.headerBlock, {
+                acceptedDomains: a.acceptedDomains,
+                envelopeHeaders: a.envelopeHeaders,
+                unknownRecipients: a.unknownRecipients,
+                ...(a.postmaster ? { postmaster: a.postmaster } : {}),
+              });
               to = r.action === 'deliver' ? r.recipients : r.action === 'postmaster' && a.postmaster ? [a.postmaster] : [];
               if (r.action === 'drop') what = 'drop (no accepted recipient)';
               else if (r.action === 'keep_on_server' || to.length === 0) what = 'keep on the server (no accepted recipient)';
             }
             let verdict = 'uninspected';
             if (policy) {
-              const v = (await inspectMessage(raw, policy, { listener: `collector:${a.name}`, protocol: a.protocol }, { scanner: null, quarantine: noQuarantine })).verdict;
+              const v = (
+                await inspectMessage(raw, policy, { listener: `collector:${a.name}`, protocol: a.protocol }, { scanner: null, quarantine: noQuarantine })
+              ).verdict;
               verdict = v.status + (v.hits.length ? ` (${v.hits.map((h) => h.rule).join(', ')})` : '');
             }
-            io.stdout(`  ${id}: ${raw.length} bytes ${info.messageId || '(no Message-ID)'} -> ${to.join(', ') || '-'}: ${what}, verdict ${verdict}${policy ? ' (without antivirus)' : ''}\n`);
+            io.stdout(
+              `  ${id}: ${raw.length} bytes ${info.messageId || '(no Message-ID)'} -> ${to.join(', ') || '-'}: ${what}, verdict ${verdict}${policy ? ' (without antivirus)' : ''}\n`,
+            );
           }
         }
         remote.abort();
@@ -244,8 +273,12 @@ export function collectorCheck(config: PosternConfig): CollectorCheck {
   c.accounts.forEach((a, i) => {
     if (a.policy) out.policies.push(a.policy);
     else out.warnings.push(at(['collector', 'accounts', i, 'policy'], `account "${a.name}" has no policy: its messages are delivered uninspected`));
-    if (a.password.kind === 'inline') out.warnings.push(at(['collector', 'accounts', i, 'password'], `account "${a.name}" has its password in the config file: use password_file (mode 0600) or password_env`));
-    if (a.tls.mode === 'none') out.warnings.push(at(['collector', 'accounts', i, 'tls'], `account "${a.name}" logs in without TLS: the password crosses the network in clear`));
+    if (a.password.kind === 'inline')
+      out.warnings.push(
+        at(['collector', 'accounts', i, 'password'], `account "${a.name}" has its password in the config file: use password_file (mode 0600) or password_env`),
+      );
+    if (a.tls.mode === 'none')
+      out.warnings.push(at(['collector', 'accounts', i, 'tls'], `account "${a.name}" logs in without TLS: the password crosses the network in clear`));
     if (a.password.kind !== 'inline') {
       try {
         readSecretForCheck(a.password);
@@ -254,7 +287,8 @@ export function collectorCheck(config: PosternConfig): CollectorCheck {
       }
     }
   });
-  if (c.delivery.auth?.password.kind === 'inline') out.warnings.push(at(['collector', 'delivery', 'auth', 'password'], 'the delivery password is in the config file: use password_file or password_env'));
+  if (c.delivery.auth?.password.kind === 'inline')
+    out.warnings.push(at(['collector', 'delivery', 'auth', 'password'], 'the delivery password is in the config file: use password_file or password_env'));
   out.policies = [...new Set(out.policies)];
   return out;
 }

@@ -20,7 +20,8 @@ function socketError(e: Error & { code?: string }, what: string): PosternError {
   if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ENOTFOUND' || code === 'EAI_AGAIN') {
     return new PosternError(ErrorCodes.UPSTREAM_REFUSED, `${what}: ${e.message}`);
   }
-  if (/certificate|SSL|TLS|self.signed|handshake|CERT_|ERR_TLS/i.test(`${code} ${e.message}`)) return new PosternError(ErrorCodes.UPSTREAM_TLS, `${what}: ${e.message}`);
+  if (/certificate|SSL|TLS|self.signed|handshake|CERT_|ERR_TLS/i.test(`${code} ${e.message}`))
+    return new PosternError(ErrorCodes.UPSTREAM_TLS, `${what}: ${e.message}`);
   return new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${what}: ${e.message}${code ? ` (${code})` : ''}`);
 }
 

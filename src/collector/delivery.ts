@@ -14,8 +14,9 @@
  * Up to `concurrency` connections are kept open and reused; a reused connection the server closed
  * meanwhile is replaced once, before any byte of the message was sent.
  */
-import { readFileSync } from 'node:fs';
+
 import { isAscii } from 'node:buffer';
+import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { CollectorDeliveryConfig } from '../config/types.js';
@@ -99,7 +100,16 @@ export class SmtpDelivery implements Delivery {
     this.tlsOptions =
       cfg.starttls === 'none'
         ? undefined
-        : upstreamTlsOptions({ mode: 'starttls', verify: cfg.verify, minVersion: 'TLSv1.2', ...(cfg.caFile ? { caFile: cfg.caFile } : {}), ...(cfg.servername ? { servername: cfg.servername } : {}) }, cfg.host);
+        : upstreamTlsOptions(
+            {
+              mode: 'starttls',
+              verify: cfg.verify,
+              minVersion: 'TLSv1.2',
+              ...(cfg.caFile ? { caFile: cfg.caFile } : {}),
+              ...(cfg.servername ? { servername: cfg.servername } : {}),
+            },
+            cfg.host,
+          );
     if (cfg.caFile) readFileSync(cfg.caFile); // fail early on an unreadable CA file
   }
 
@@ -179,7 +189,10 @@ export class SmtpDelivery implements Delivery {
 
   private failure(err: NodemailerError, stage: string): PosternError {
     const reply = err.response ? `: ${bounded(err.response)}` : '';
-    return new PosternError(ErrorCodes.COLLECTOR_DELIVERY, `${this.cfg.protocol} ${this.cfg.host}:${this.cfg.port} ${stage} failed (${err.code ?? 'error'})${reply || `: ${bounded(err.message)}`}`);
+    return new PosternError(
+      ErrorCodes.COLLECTOR_DELIVERY,
+      `${this.cfg.protocol} ${this.cfg.host}:${this.cfg.port} ${stage} failed (${err.code ?? 'error'})${reply || `: ${bounded(err.message)}`}`,
+    );
   }
 
   async send(req: DeliveryRequest): Promise<DeliveryResult> {
@@ -260,7 +273,13 @@ export class SmtpDelivery implements Delivery {
         const code = e.code ?? '';
         if (dataEnded && code !== 'EMESSAGE') {
           // the whole message went out and the reply never came: the server may have it
-          resolve({ result: { recipients: req.to.map((a) => ({ address: a, kind: 'unconfirmed', reply: bounded(e.message) })), failure: this.failure(e, 'reply to the message data') }, keep: false });
+          resolve({
+            result: {
+              recipients: req.to.map((a) => ({ address: a, kind: 'unconfirmed', reply: bounded(e.message) })),
+              failure: this.failure(e, 'reply to the message data'),
+            },
+            keep: false,
+          });
           return;
         }
         if (code === 'EENVELOPE' || code === 'EMESSAGE') {
@@ -276,7 +295,10 @@ export class SmtpDelivery implements Delivery {
         }
         // connection-level: nothing of the message was accepted
         resolve({
-          result: { recipients: req.to.map((a) => ({ address: a, kind: 'temp', reply: '' })), failure: this.failure(e, dataStarted ? 'message data' : 'transaction') },
+          result: {
+            recipients: req.to.map((a) => ({ address: a, kind: 'temp', reply: '' })),
+            failure: this.failure(e, dataStarted ? 'message data' : 'transaction'),
+          },
           keep: false,
           retry: !dataStarted && (code === 'ECONNECTION' || code === 'ESOCKET'),
         });

@@ -16,15 +16,16 @@
  * (E_UPSTREAM_PREAUTH, E_UPSTREAM_REFUSED, E_UPSTREAM_PROTOCOL). Credentials go out only over TLS
  * unless the account says `tls.mode: none`; the password is never logged.
  */
-import { quoted } from '../protocol/imap/write.js';
+
 import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import { type Frame, ImapFramer, MessageAssembler } from '../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../protocol/imap/parse.js';
+import { quoted } from '../protocol/imap/write.js';
 import { RemoteConn } from './conn.js';
-import { protocolError, serverText, type DeleteResult, type RemoteFolder, type RemoteMailbox, type RemoteMessage } from './remote.js';
+import { type DeleteResult, protocolError, type RemoteFolder, type RemoteMailbox, type RemoteMessage, serverText } from './remote.js';
 
 /** UIDs per STORE/EXPUNGE command (keeps command lines far below servers' 8-64 KiB line limits). */
 const UIDS_PER_COMMAND = 500;
@@ -57,7 +58,6 @@ export function encodeMailboxName(name: string): string {
   flush();
   return out;
 }
-
 
 /** Compact UID set: 1:3,7,9:10. */
 export function uidSet(uids: number[]): string {
@@ -122,7 +122,10 @@ export class ImapMailbox implements RemoteMailbox {
         frames = this.framer.push(await this.conn.read());
       } catch (e) {
         if (e instanceof PosternError && e.code === ErrorCodes.LITERAL_TOO_LARGE) {
-          throw new PosternError(ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, `${this.account.host} sent a literal larger than max_message_size (${this.account.maxMessageBytes} bytes)`);
+          throw new PosternError(
+            ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
+            `${this.account.host} sent a literal larger than max_message_size (${this.account.maxMessageBytes} bytes)`,
+          );
         }
         throw e;
       }
@@ -150,7 +153,8 @@ export class ImapMailbox implements RemoteMailbox {
         return { untagged, done: r.head };
       }
       if (r.head.kind === 'continuation') throw protocolError(`${this.account.host} asked for a continuation during ${what}`);
-      if (r.head.keyword === 'BYE' && what !== 'LOGOUT') throw new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${this.account.host} said BYE: ${serverText(r.head.text)}`);
+      if (r.head.keyword === 'BYE' && what !== 'LOGOUT')
+        throw new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${this.account.host} said BYE: ${serverText(r.head.text)}`);
       this.noteCapability(r.head);
       untagged.push(r);
     }
@@ -169,7 +173,11 @@ export class ImapMailbox implements RemoteMailbox {
   private async start(password: string): Promise<void> {
     const g = await this.next();
     if (g.head.kind !== 'untagged') throw protocolError(`${this.account.host} sent no greeting`);
-    if (g.head.keyword === 'PREAUTH') throw new PosternError(ErrorCodes.UPSTREAM_PREAUTH, `${this.account.host} greeted with PREAUTH: postern does not collect from a session it did not log in to`);
+    if (g.head.keyword === 'PREAUTH')
+      throw new PosternError(
+        ErrorCodes.UPSTREAM_PREAUTH,
+        `${this.account.host} greeted with PREAUTH: postern does not collect from a session it did not log in to`,
+      );
     if (g.head.keyword === 'BYE') throw new PosternError(ErrorCodes.UPSTREAM_REFUSED, `${this.account.host} greeted with BYE: ${serverText(g.head.text)}`);
     if (g.head.keyword !== 'OK') throw protocolError(`${this.account.host} greeted with ${serverText(g.head.keyword, 20)}`);
     this.noteCapability(g.head);
@@ -193,7 +201,8 @@ export class ImapMailbox implements RemoteMailbox {
   private async login(password: string): Promise<void> {
     const user = this.account.username;
     if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
-    const refused = (h: ResponseHead) => new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${h.keyword} ${serverText(h.text)}`);
+    const refused = (h: ResponseHead) =>
+      new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${h.keyword} ${serverText(h.text)}`);
     if (this.has('AUTH=PLAIN')) {
       const ir = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
       const tag = `p${++this.tagNo}`;
@@ -212,8 +221,10 @@ export class ImapMailbox implements RemoteMailbox {
       if (r.done.keyword !== 'OK') throw refused(r.done);
       return;
     }
-    if (this.has('LOGINDISABLED')) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} allows neither LOGIN nor AUTHENTICATE PLAIN on this connection`);
-    if (/[^\x20-\x7e]/.test(user + password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} offers no AUTHENTICATE PLAIN and LOGIN cannot carry this user name or password`);
+    if (this.has('LOGINDISABLED'))
+      throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} allows neither LOGIN nor AUTHENTICATE PLAIN on this connection`);
+    if (/[^\x20-\x7e]/.test(user + password))
+      throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} offers no AUTHENTICATE PLAIN and LOGIN cannot carry this user name or password`);
     const r = await this.command(`LOGIN ${quoted(user)} ${quoted(password)}`, { secret: true });
     if (r.done.keyword !== 'OK') throw refused(r.done);
   }
@@ -243,12 +254,14 @@ export class ImapMailbox implements RemoteMailbox {
         const uid = f.items.find((i) => i.name === 'UID')?.atom;
         const size = f.items.find((i) => i.name === 'RFC822.SIZE')?.atom;
         if (uid === undefined && size === undefined) continue; // an unsolicited FLAGS update
-        if (!uid || !/^[1-9]\d{0,9}$/.test(uid) || !size || !/^\d{1,15}$/.test(size)) throw protocolError(`listing ${folder}: a FETCH without a valid UID and RFC822.SIZE`);
+        if (!uid || !/^[1-9]\d{0,9}$/.test(uid) || !size || !/^\d{1,15}$/.test(size))
+          throw protocolError(`listing ${folder}: a FETCH without a valid UID and RFC822.SIZE`);
         const n = Number(uid);
         if (seen.has(n)) continue;
         seen.add(n);
         messages.push({ ref: n, uid: uid, size: Number(size) });
-        if (messages.length > COLLECTOR_LIMITS.maxListedMessages) throw protocolError(`${folder} lists more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
+        if (messages.length > COLLECTOR_LIMITS.maxListedMessages)
+          throw protocolError(`${folder} lists more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
       }
       messages.sort((a, b) => a.ref - b.ref);
     }
@@ -278,7 +291,10 @@ export class ImapMailbox implements RemoteMailbox {
       }
     }
     if (body && body.length > this.account.maxMessageBytes) {
-      throw new PosternError(ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, `UID ${msg.ref} is ${body.length} bytes, over max_message_size (${this.account.maxMessageBytes})`);
+      throw new PosternError(
+        ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
+        `UID ${msg.ref} is ${body.length} bytes, over max_message_size (${this.account.maxMessageBytes})`,
+      );
     }
     return body;
   }
@@ -310,7 +326,11 @@ export class ImapMailbox implements RemoteMailbox {
     const ours = new Set(msgs.map((m) => m.ref));
     const foreign = [...flagged].filter((u) => !ours.has(u));
     if (foreign.length > 0) {
-      return { done: [], atClose: [], deferred: { messages: msgs, reason: `no UIDPLUS and ${foreign.length} other message(s) flagged \\Deleted: not expunging them` } };
+      return {
+        done: [],
+        atClose: [],
+        deferred: { messages: msgs, reason: `no UIDPLUS and ${foreign.length} other message(s) flagged \\Deleted: not expunging them` },
+      };
     }
     const e = await this.command('EXPUNGE');
     if (e.done.keyword !== 'OK') throw protocolError(`EXPUNGE refused in ${this.selected}: ${serverText(e.done.text)}`);

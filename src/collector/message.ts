@@ -4,10 +4,10 @@
  * `Received:` + `X-Postern-Collected:` fields put in front of the delivered message.
  */
 import { createHash } from 'node:crypto';
-import type { CollectorAccountConfig } from '../config/types.js';
 import { normaliseAddress } from '../config/collector.js';
-import { parseHeaderBlock } from '../mime/partmap.js';
+import type { CollectorAccountConfig } from '../config/types.js';
 import { COLLECTOR_RECIPIENT_LIMITS } from '../limits.js';
+import { parseHeaderBlock } from '../mime/partmap.js';
 
 /** postern's collector trace field: `X-Postern-Collected: <account>; source=<mailbox>; uid=<uid>`. */
 export const TRACE_FIELD = 'X-Postern-Collected';

@@ -141,7 +141,20 @@ class Pass {
     private readonly a: CollectorAccountConfig,
     private readonly d: PassDeps,
   ) {
-    this.s = { account: a.name, result: 'ok', listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, quarantined: 0, deleted: 0, backlog: 0, ms: 0 };
+    this.s = {
+      account: a.name,
+      result: 'ok',
+      listed: 0,
+      fetched: 0,
+      delivered: 0,
+      deferred: 0,
+      failed: 0,
+      held: 0,
+      quarantined: 0,
+      deleted: 0,
+      backlog: 0,
+      ms: 0,
+    };
   }
 
   private crash(p: CrashPoint): void {
@@ -210,7 +223,15 @@ class Pass {
       const upd = this.finalise(rcpts.map((r) => ({ state: updates.find((u) => u.address === r.address)?.state ?? r.state, nextAttempt: r.nextAttempt })));
       const after = st.update(row.id, this.d.now(), { ...upd, deletable: false, reason: 'unconfirmed' }, updates);
       this.log.warn(
-        { event: 'collector.delivery_unconfirmed', account: this.a.name, mailbox: row.folder || undefined, uid: row.uid, messageId: row.messageId || undefined, recipients: updates.map((u) => u.address), status: after.status },
+        {
+          event: 'collector.delivery_unconfirmed',
+          account: this.a.name,
+          mailbox: row.folder || undefined,
+          uid: row.uid,
+          messageId: row.messageId || undefined,
+          recipients: updates.map((u) => u.address),
+          status: after.status,
+        },
         'a delivery was interrupted after the message data was sent: not sent again, and the message stays on the remote server',
       );
     }
@@ -232,7 +253,13 @@ class Pass {
     const a = this.a;
     const now = this.d.now();
     this.s.listed += box.messages.length;
-    const { previous } = st.reconcile(a.name, box.folder, box.uidvalidity, box.messages.map((m) => m.uid), now);
+    const { previous } = st.reconcile(
+      a.name,
+      box.folder,
+      box.uidvalidity,
+      box.messages.map((m) => m.uid),
+      now,
+    );
     if (previous !== null && previous !== box.uidvalidity) {
       this.log.warn(
         { event: 'collector.uidvalidity_changed', account: a.name, mailbox: box.folder, previous, uidValidity: box.uidvalidity, messages: box.messages.length },
@@ -240,7 +267,10 @@ class Pass {
       );
     }
     for (const amb of box.ambiguous) {
-      this.log.warn({ event: 'collector.message', account: a.name, msgno: amb.ref, uidl: amb.uid, action: 'held', reason: amb.reason }, 'message left alone: its unique id is ambiguous');
+      this.log.warn(
+        { event: 'collector.message', account: a.name, msgno: amb.ref, uidl: amb.uid, action: 'held', reason: amb.reason },
+        'message left alone: its unique id is ambiguous',
+      );
     }
     const rows = st.present(a.name, box.folder, box.uidvalidity);
     const candidates = box.messages.filter((m) => {
@@ -306,10 +336,23 @@ class Pass {
   private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined): void {
     if (row) return; // recorded and logged once
     const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
-    this.d.state.insert(key, { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false }, [], this.d.now());
+    this.d.state.insert(
+      key,
+      { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false },
+      [],
+      this.d.now(),
+    );
     this.s.held++;
     this.log.warn(
-      { event: 'collector.message', ...this.where(box, msg), bytes: msg.size, action: 'held', reason: 'oversize', limit: this.a.maxMessageBytes, err: { code: ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, message: `larger than max_message_size (${this.a.maxMessageBytes} bytes)` } },
+      {
+        event: 'collector.message',
+        ...this.where(box, msg),
+        bytes: msg.size,
+        action: 'held',
+        reason: 'oversize',
+        limit: this.a.maxMessageBytes,
+        err: { code: ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, message: `larger than max_message_size (${this.a.maxMessageBytes} bytes)` },
+      },
       'message larger than max_message_size: not fetched, left on the server',
     );
   }
@@ -321,7 +364,13 @@ class Pass {
   }
 
   /** fetched: the message's fetch, started by the caller; fetchedNext: called once it is done (the next fetch may start). */
-  private async message(box: RemoteFolder, msg: RemoteMessage, known: MessageRow | undefined, fetched: Promise<Buffer | null>, fetchedNext: () => void): Promise<void> {
+  private async message(
+    box: RemoteFolder,
+    msg: RemoteMessage,
+    known: MessageRow | undefined,
+    fetched: Promise<Buffer | null>,
+    fetchedNext: () => void,
+  ): Promise<void> {
     const st = this.d.state;
     const a = this.a;
     const key = { account: a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
@@ -342,20 +391,47 @@ class Pass {
     if (!row) {
       const now = this.d.now();
       if (isLoop(info, a)) {
-        st.insert(key, { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256, status: 'held', reason: 'loop', deletable: false }, [], now);
+        st.insert(
+          key,
+          { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256, status: 'held', reason: 'loop', deletable: false },
+          [],
+          now,
+        );
         this.s.held++;
-        this.log.warn({ event: 'collector.message', ...where, action: 'held', reason: 'loop' }, 'message carries postern\'s trace field for this very mailbox: not delivered again, left on the server');
+        this.log.warn(
+          { event: 'collector.message', ...where, action: 'held', reason: 'loop' },
+          "message carries postern's trace field for this very mailbox: not delivered again, left on the server",
+        );
         return;
       }
       const same = st.findSame(a.name, info.messageId, raw.length, info.sha256);
       if (same && same.goneAt === null) {
-        st.insert(key, { firstSeen: now, size: raw.length, messageId: info.messageId, sha256: info.sha256, status: 'duplicate', reason: `copy of ${same.folder ? `${same.folder}/` : ''}${same.uid}`, duplicateOf: same.id }, [], now);
-        this.log.info({ event: 'collector.message', ...where, action: 'duplicate', reason: 'same-message-present' }, 'a second copy of a message already collected: not delivered again');
+        st.insert(
+          key,
+          {
+            firstSeen: now,
+            size: raw.length,
+            messageId: info.messageId,
+            sha256: info.sha256,
+            status: 'duplicate',
+            reason: `copy of ${same.folder ? `${same.folder}/` : ''}${same.uid}`,
+            duplicateOf: same.id,
+          },
+          [],
+          now,
+        );
+        this.log.info(
+          { event: 'collector.message', ...where, action: 'duplicate', reason: 'same-message-present' },
+          'a second copy of a message already collected: not delivered again',
+        );
         return;
       }
       if (same) {
         row = st.rekey(same.id, key);
-        this.log.info({ event: 'collector.message', ...where, action: 'recognised', status: row.status }, 'message collected before under another id: its state carries over, not delivered again');
+        this.log.info(
+          { event: 'collector.message', ...where, action: 'recognised', status: row.status },
+          'message collected before under another id: its state carries over, not delivered again',
+        );
         if (row.status !== 'pending') return;
       } else {
         // relaxed: nothing outside depends on the new row before the `data_end` commit (or the sync before a deletion)
@@ -368,7 +444,12 @@ class Pass {
   }
 
   /** First sight of a message: its recipients, recorded with the row. Returns null when it is not delivered at all. */
-  private register(key: { account: string; folder: string; uidvalidity: number; uid: string }, raw: Buffer, info: ReturnType<typeof readHeader>, where: Record<string, unknown>): MessageRow | null {
+  private register(
+    key: { account: string; folder: string; uidvalidity: number; uid: string },
+    raw: Buffer,
+    info: ReturnType<typeof readHeader>,
+    where: Record<string, unknown>,
+  ): MessageRow | null {
     const a = this.a;
     const st = this.d.state;
     const now = this.d.now();
@@ -382,23 +463,41 @@ class Pass {
     });
     const ignored = r.ignored.length > 0 ? r.ignored : undefined;
     if (r.action === 'deliver' && r.recipients.length > 0) {
-      return st.insert(key, { ...base, status: 'pending' }, r.recipients.map((address) => ({ address })), now);
+      return st.insert(
+        key,
+        { ...base, status: 'pending' },
+        r.recipients.map((address) => ({ address })),
+        now,
+      );
     }
     if (r.action === 'postmaster' && a.postmaster) {
       return st.insert(key, { ...base, status: 'pending', reason: 'no-accepted-recipient' }, [{ address: a.postmaster }], now);
     }
     if (r.action === 'drop') {
       st.insert(key, { ...base, status: 'dropped', reason: 'no-accepted-recipient' }, [], now);
-      this.log.info({ event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'dropped', reason: 'no-accepted-recipient' }, 'no accepted recipient: dropped (unknown_recipients: drop)');
+      this.log.info(
+        { event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'dropped', reason: 'no-accepted-recipient' },
+        'no accepted recipient: dropped (unknown_recipients: drop)',
+      );
       return null;
     }
     st.insert(key, { ...base, status: 'held', reason: 'no-accepted-recipient', deletable: false }, [], now);
     this.s.held++;
-    this.log.warn({ event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'held', reason: 'no-accepted-recipient' }, 'no accepted recipient: left on the server');
+    this.log.warn(
+      { event: 'collector.message', ...where, recipients: [], source: r.source, ignored, action: 'held', reason: 'no-accepted-recipient' },
+      'no accepted recipient: left on the server',
+    );
     return null;
   }
 
-  private async deliver(box: RemoteFolder, msg: RemoteMessage, row0: MessageRow, raw: Buffer, info: ReturnType<typeof readHeader>, where: Record<string, unknown>): Promise<void> {
+  private async deliver(
+    box: RemoteFolder,
+    msg: RemoteMessage,
+    row0: MessageRow,
+    raw: Buffer,
+    info: ReturnType<typeof readHeader>,
+    where: Record<string, unknown>,
+  ): Promise<void> {
     const st = this.d.state;
     const a = this.a;
     let row = row0;
@@ -413,20 +512,29 @@ class Pass {
         protocol: a.protocol,
         user: a.username,
         upstream: `${a.host}:${a.port}`,
-        recipients: st.recipients(row.id).filter((r) => r.state === 'pending' || r.state === 'deferred').map((r) => r.address),
+        recipients: st
+          .recipients(row.id)
+          .filter((r) => r.state === 'pending' || r.state === 'deferred')
+          .map((r) => r.address),
       };
       if (a.protocol === 'imap') Object.assign(ctx, { mailbox: box.folder, uidValidity: box.uidvalidity, uid: msg.ref });
       else ctx.msgno = msg.ref;
       const r = await this.d.inspect(raw, ctx);
       const v = r.verdict;
       verdict = v.status;
-      rules = v.hits.length > 0 ? v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType })) : undefined;
+      rules =
+        v.hits.length > 0
+          ? v.hits.map((h) => ({ part: h.part, rule: h.rule, action: h.action, reason: h.reason, filename: h.filename, type: h.declaredType }))
+          : undefined;
       if (v.status === 'tempfail' || (v.status !== 'clean' && v.quarantineFailed)) {
         const now = this.d.now();
         const reason = v.status === 'tempfail' ? 'not-vetted' : 'quarantine-failed';
         st.update(row.id, now, { attempts: row.attempts + 1, nextAttempt: now + a.intervalMs, lastError: reason, verdict: v.status });
         this.s.deferred++;
-        this.log.warn({ event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason, viruses: v.viruses.length ? v.viruses : undefined }, 'message could not be vetted: not delivered, tried again in the next pass');
+        this.log.warn(
+          { event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason, viruses: v.viruses.length ? v.viruses : undefined },
+          'message could not be vetted: not delivered, tried again in the next pass',
+        );
         return;
       }
       output = r.output;
@@ -473,7 +581,10 @@ class Pass {
         this.stopped = true;
         this.s.result = 'error';
         this.s.err = res.failure;
-        this.log.warn({ event: 'collector.delivery_failed', account: a.name, err: { code: res.failure.code, message: res.failure.message } }, 'the delivery server failed: no more messages are fetched in this pass');
+        this.log.warn(
+          { event: 'collector.delivery_failed', account: a.name, err: { code: res.failure.code, message: res.failure.message } },
+          'the delivery server failed: no more messages are fetched in this pass',
+        );
         break;
       }
     }
@@ -484,8 +595,22 @@ class Pass {
     else this.s.deferred++;
     const level = action === 'delivered' ? 'info' : 'warn';
     this.log[level](
-      { event: 'collector.message', ...where, recipients: replies.map((r) => r.rcpt), verdict: verdict ?? 'uninspected', rules, action, reason: row.reason ?? undefined, replies, deletable: row.deletable },
-      action === 'delivered' ? 'message delivered' : action === 'failed' ? 'message refused by the delivery server' : 'message not (fully) delivered yet: tried again later',
+      {
+        event: 'collector.message',
+        ...where,
+        recipients: replies.map((r) => r.rcpt),
+        verdict: verdict ?? 'uninspected',
+        rules,
+        action,
+        reason: row.reason ?? undefined,
+        replies,
+        deletable: row.deletable,
+      },
+      action === 'delivered'
+        ? 'message delivered'
+        : action === 'failed'
+          ? 'message refused by the delivery server'
+          : 'message not (fully) delivered yet: tried again later',
     );
   }
 
@@ -503,7 +628,10 @@ class Pass {
     const s = this.a.spam!;
     const f = folderRecipient(s.folderRecipient, address, s.folder);
     if (f !== null) return f;
-    this.log.warn({ event: 'collector.spam_folder_unaddressable', ...where, recipient: address, template: s.folderRecipient }, 'the spam-folder address of this recipient is not a valid address (local part too long?): delivered, tagged, to the recipient itself');
+    this.log.warn(
+      { event: 'collector.spam_folder_unaddressable', ...where, recipient: address, template: s.folderRecipient },
+      'the spam-folder address of this recipient is not a valid address (local part too long?): delivered, tagged, to the recipient itself',
+    );
     return address;
   }
 
@@ -520,21 +648,50 @@ class Pass {
     let id: string;
     try {
       if (!q) throw new PosternError(ErrorCodes.QUARANTINE, 'no quarantine store');
-      id = v.quarantineId ?? (await q.put(raw, { policy: v.policy, reason: `collector spam action: ${v.spam?.level}`, spam: v.spam, context: ctx, time: new Date(this.d.now()).toISOString() }));
+      id =
+        v.quarantineId ??
+        (await q.put(raw, {
+          policy: v.policy,
+          reason: `collector spam action: ${v.spam?.level}`,
+          spam: v.spam,
+          context: ctx,
+          time: new Date(this.d.now()).toISOString(),
+        }));
       await q.sync(id);
     } catch (e) {
       const now = this.d.now();
       st.update(row.id, now, { attempts: row.attempts + 1, nextAttempt: now + a.intervalMs, lastError: 'quarantine-failed', verdict: v.status });
       this.s.deferred++;
-      const err = e instanceof PosternError ? { code: e.code, message: e.message } : { code: ErrorCodes.QUARANTINE, message: String((e as Error).message ?? e) };
-      this.log.warn({ event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason: 'quarantine-failed', err }, 'spam could not be quarantined: not delivered, left on the server, tried again in the next pass');
+      const err =
+        e instanceof PosternError ? { code: e.code, message: e.message } : { code: ErrorCodes.QUARANTINE, message: String((e as Error).message ?? e) };
+      this.log.warn(
+        { event: 'collector.message', ...where, verdict: v.status, rules, action: 'deferred', reason: 'quarantine-failed', err },
+        'spam could not be quarantined: not delivered, left on the server, tried again in the next pass',
+      );
       return;
     }
     // an ordinary commit: the message counts as handled from here on (deletable, keep rules permitting)
-    const after = st.update(row.id, this.d.now(), { status: 'quarantined', reason: `spam-${v.spam?.level ?? 'spam'}`, verdict: v.status, quarantineId: id, deletable: true, nextAttempt: 0 });
+    const after = st.update(row.id, this.d.now(), {
+      status: 'quarantined',
+      reason: `spam-${v.spam?.level ?? 'spam'}`,
+      verdict: v.status,
+      quarantineId: id,
+      deletable: true,
+      nextAttempt: 0,
+    });
     this.s.quarantined = (this.s.quarantined ?? 0) + 1;
     this.log.info(
-      { event: 'collector.message', ...where, quarantineId: id, recipients: ctx.recipients, verdict: v.status, rules, action: 'quarantined', reason: after.reason ?? undefined, deletable: after.deletable },
+      {
+        event: 'collector.message',
+        ...where,
+        quarantineId: id,
+        recipients: ctx.recipients,
+        verdict: v.status,
+        rules,
+        action: 'quarantined',
+        reason: after.reason ?? undefined,
+        deletable: after.deletable,
+      },
       'spam quarantined (account spam action): not delivered',
     );
   }
@@ -594,7 +751,8 @@ class Pass {
     const now = this.d.now();
     const rows = st.present(this.a.name, box.folder, box.uidvalidity);
     const byUid = new Map(box.messages.map((m) => [m.uid, m]));
-    const done = (r: MessageRow | null | undefined): boolean => !!r && (r.status === 'delivered' || r.status === 'dropped' || r.status === 'quarantined') && r.deletable && r.inflight === null;
+    const done = (r: MessageRow | null | undefined): boolean =>
+      !!r && (r.status === 'delivered' || r.status === 'dropped' || r.status === 'quarantined') && r.deletable && r.inflight === null;
     const targets: { id: number; msg: RemoteMessage }[] = [];
     for (const r of rows.values()) {
       const m = byUid.get(r.uid);
@@ -617,7 +775,10 @@ class Pass {
       this.crash('after_delete');
     }
     if (res.deferred) {
-      this.log.warn({ event: 'collector.expunge_deferred', account: this.a.name, mailbox: box.folder, messages: res.deferred.messages.length, reason: res.deferred.reason }, 'delivered messages flagged \\Deleted but not expunged this time');
+      this.log.warn(
+        { event: 'collector.expunge_deferred', account: this.a.name, mailbox: box.folder, messages: res.deferred.messages.length, reason: res.deferred.reason },
+        'delivered messages flagged \\Deleted but not expunged this time',
+      );
     }
     return res.atClose.map((m) => ({ id: idOf.get(m.ref)!, msg: m }));
   }

@@ -17,9 +17,9 @@
 import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
-import { Pop3ResponseFramer, type Pop3Response, unstuff } from '../protocol/pop3/framer.js';
+import { type Pop3Response, Pop3ResponseFramer, unstuff } from '../protocol/pop3/framer.js';
 import { RemoteConn } from './conn.js';
-import { protocolError, serverText, type DeleteResult, type RemoteFolder, type RemoteMailbox, type RemoteMessage } from './remote.js';
+import { type DeleteResult, protocolError, type RemoteFolder, type RemoteMailbox, type RemoteMessage, serverText } from './remote.js';
 
 const UIDL_RE = /^[\x21-\x7e]+$/;
 
@@ -34,7 +34,10 @@ export class Pop3Mailbox implements RemoteMailbox {
     private readonly conn: RemoteConn,
     private readonly account: CollectorAccountConfig,
   ) {
-    this.framer = new Pop3ResponseFramer({ maxLineLength: COLLECTOR_LIMITS.maxLineBytes, maxBufferedBytes: 2 * account.maxMessageBytes + COLLECTOR_LIMITS.maxLineBytes });
+    this.framer = new Pop3ResponseFramer({
+      maxLineLength: COLLECTOR_LIMITS.maxLineBytes,
+      maxBufferedBytes: 2 * account.maxMessageBytes + COLLECTOR_LIMITS.maxLineBytes,
+    });
   }
 
   /** Connects, secures and logs in. */
@@ -84,9 +87,15 @@ export class Pop3Mailbox implements RemoteMailbox {
     const r = await this.command('CAPA', true);
     const out = new Map<string, string[]>();
     if (r.kind !== 'ok') return out;
-    for (const line of unstuff(r.body ?? Buffer.alloc(0)).toString('latin1').split('\r\n')) {
+    for (const line of unstuff(r.body ?? Buffer.alloc(0))
+      .toString('latin1')
+      .split('\r\n')) {
       const words = line.trim().split(/\s+/).filter(Boolean);
-      if (words.length > 0) out.set(words[0]!.toUpperCase(), words.slice(1).map((w) => w.toUpperCase()));
+      if (words.length > 0)
+        out.set(
+          words[0]!.toUpperCase(),
+          words.slice(1).map((w) => w.toUpperCase()),
+        );
     }
     return out;
   }
@@ -94,7 +103,8 @@ export class Pop3Mailbox implements RemoteMailbox {
   private async login(caps: Map<string, string[]>, password: string): Promise<void> {
     const user = this.account.username;
     if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
-    const refused = (r: Pop3Response) => new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${serverText(r.text) || '-ERR'}`);
+    const refused = (r: Pop3Response) =>
+      new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${serverText(r.text) || '-ERR'}`);
     if ((caps.get('SASL') ?? []).includes('PLAIN')) {
       const ir = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
       let r = await this.command(`AUTH PLAIN ${ir}`);
@@ -112,7 +122,8 @@ export class Pop3Mailbox implements RemoteMailbox {
   async open(folder: string): Promise<RemoteFolder> {
     if (folder !== '') throw new PosternError(ErrorCodes.CONFIG, 'a POP3 account has no folders');
     const uidl = await this.command('UIDL', true);
-    if (uidl.kind !== 'ok') throw protocolError(`${this.account.host} does not support UIDL (${serverText(uidl.text)}): postern cannot tell messages apart without it`);
+    if (uidl.kind !== 'ok')
+      throw protocolError(`${this.account.host} does not support UIDL (${serverText(uidl.text)}): postern cannot tell messages apart without it`);
     const list = await this.command('LIST', true);
     if (list.kind !== 'ok') throw protocolError(`LIST refused: ${serverText(list.text)}`);
     const uids = this.listing(uidl, 'UIDL', (v) => v.length <= COLLECTOR_LIMITS.maxUidlChars && UIDL_RE.test(v));
@@ -154,14 +165,20 @@ export class Pop3Mailbox implements RemoteMailbox {
       r = await this.command(`RETR ${msg.ref}`, true);
     } catch (e) {
       if (e instanceof PosternError && e.code === ErrorCodes.BUFFER_LIMIT) {
-        throw new PosternError(ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, `message ${msg.ref} (${msg.uid}) is larger than max_message_size (${this.account.maxMessageBytes} bytes) although LIST said ${msg.size}`);
+        throw new PosternError(
+          ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
+          `message ${msg.ref} (${msg.uid}) is larger than max_message_size (${this.account.maxMessageBytes} bytes) although LIST said ${msg.size}`,
+        );
       }
       throw e;
     }
     if (r.kind !== 'ok') return null;
     const body = unstuff(r.body ?? Buffer.alloc(0));
     if (body.length > this.account.maxMessageBytes) {
-      throw new PosternError(ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, `message ${msg.ref} (${msg.uid}) is ${body.length} bytes, over max_message_size (${this.account.maxMessageBytes})`);
+      throw new PosternError(
+        ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
+        `message ${msg.ref} (${msg.uid}) is ${body.length} bytes, over max_message_size (${this.account.maxMessageBytes})`,
+      );
     }
     return body;
   }

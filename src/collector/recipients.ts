@@ -70,11 +70,7 @@ export interface Resolution {
 
 // ------------------------------------------------------------------------------------- lexer
 
-type Tok =
-  | { t: 'atom'; v: string }
-  | { t: 'qs'; v: string }
-  | { t: 'lit'; v: string }
-  | { t: 'sp'; v: '<' | '>' | '@' | ',' | ';' | ':' | '.' };
+type Tok = { t: 'atom'; v: string } | { t: 'qs'; v: string } | { t: 'lit'; v: string } | { t: 'sp'; v: '<' | '>' | '@' | ',' | ';' | ':' | '.' };
 
 class Malformed extends Error {}
 

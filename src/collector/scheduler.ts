@@ -121,7 +121,21 @@ export class CollectorScheduler {
     try {
       summary = await this.o.runPass(s.account);
     } catch (e) {
-      summary = { account: s.account.name, result: 'error', err: e as Error, listed: 0, fetched: 0, delivered: 0, deferred: 0, failed: 0, held: 0, quarantined: 0, deleted: 0, backlog: 0, ms: 0 };
+      summary = {
+        account: s.account.name,
+        result: 'error',
+        err: e as Error,
+        listed: 0,
+        fetched: 0,
+        delivered: 0,
+        deferred: 0,
+        failed: 0,
+        held: 0,
+        quarantined: 0,
+        deleted: 0,
+        backlog: 0,
+        ms: 0,
+      };
     }
     s.running = false;
     this.running--;
@@ -166,7 +180,10 @@ export class CollectorScheduler {
       return;
     }
     if (s.state === 'failing') {
-      this.o.log.info({ event: 'collector.account_state', account: s.account.name, state: 'ok', previous: 'failing', failures: s.failures }, 'account works again');
+      this.o.log.info(
+        { event: 'collector.account_state', account: s.account.name, state: 'ok', previous: 'failing', failures: s.failures },
+        'account works again',
+      );
     }
     s.state = 'ok';
     s.lastCode = null;

@@ -8,25 +8,26 @@
  *   `postern collect --now NAME` finds it.
  * One `collector.pass` log line per pass; the pass is recorded for `postern collect status`.
  */
-import { policyWarnings } from '../config/warnings.js';
+
 import { readFileSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CollectorAccountConfig, PosternConfig, SecretSource } from '../config/types.js';
+import { policyWarnings } from '../config/warnings.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { QUARANTINE_PURGE_INTERVAL_MS } from '../inspect/factory.js';
 import { logErr } from '../log/logger.js';
 import { inspectMessage } from '../policy/engine.js';
 import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
 import type { EngineDeps, QuarantineStore } from '../policy/types.js';
-import { QUARANTINE_PURGE_INTERVAL_MS } from '../inspect/factory.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { type Delivery, SmtpDelivery } from './delivery.js';
 import { ImapMailbox } from './imap.js';
-import { type CrashPoint, type PassDeps, type SpamQuarantine, type PassSummary, type ResolveRecipients, crashHookFromEnv, runPass } from './pass.js';
+import { type CrashPoint, crashHookFromEnv, type PassDeps, type PassSummary, type ResolveRecipients, runPass, type SpamQuarantine } from './pass.js';
 import { Pop3Mailbox } from './pop3.js';
 import { resolveRecipients } from './recipients.js';
 import type { RemoteMailbox } from './remote.js';
@@ -132,8 +133,13 @@ export class Collector {
       const s = a.spam;
       if (!s || (s.onSpam === 'deliver' && s.onReject === 'deliver')) continue;
       const p = a.policy ? this.policies.get(a.policy) : undefined;
-      if (!p?.spam.enabled) throw new PosternError(ErrorCodes.CONFIG, `collector account "${a.name}": spam actions (action_spam/action_reject) need a policy with spam scoring enabled; policy ${a.policy ?? 'null'} has none`);
-      if (!config.spam && !opts.spamScanner) throw new PosternError(ErrorCodes.CONFIG, `collector account "${a.name}": spam actions need the spam scanner (the top-level spam: section)`);
+      if (!p?.spam.enabled)
+        throw new PosternError(
+          ErrorCodes.CONFIG,
+          `collector account "${a.name}": spam actions (action_spam/action_reject) need a policy with spam scoring enabled; policy ${a.policy ?? 'null'} has none`,
+        );
+      if (!config.spam && !opts.spamScanner)
+        throw new PosternError(ErrorCodes.CONFIG, `collector account "${a.name}": spam actions need the spam scanner (the top-level spam: section)`);
     }
     const needsScanner = [...this.policies.values()].some((p) => p.antivirus.enabled);
     this.ownScanner = opts.scanner === undefined;
@@ -141,10 +147,12 @@ export class Collector {
     const needsSpam = [...this.policies.values()].some((p) => p.spam.enabled);
     this.ownSpamScanner = opts.spamScanner === undefined;
     this.spamScanner = opts.spamScanner !== undefined ? opts.spamScanner : config.spam && needsSpam ? createSpamScanner(config.spam, log) : null;
-    const quarantine = opts.quarantine !== undefined ? opts.quarantine : new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+    const quarantine =
+      opts.quarantine !== undefined ? opts.quarantine : new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
     this.engine = { scanner: this.scanner, spamScanner: this.spamScanner, quarantine };
     // the same list `postern check` prints (src/config/warnings.ts)
-    for (const w of policyWarnings(config, this.policies, { scanner: !!this.scanner, spamScanner: !!this.spamScanner })) log[w.level]({ event: w.event, ...w.fields }, w.message);
+    for (const w of policyWarnings(config, this.policies, { scanner: !!this.scanner, spamScanner: !!this.spamScanner }))
+      log[w.level]({ event: w.event, ...w.fields }, w.message);
     this.state = CollectorState.open(c.stateDir);
     this.delivery = opts.delivery ?? new SmtpDelivery(c.delivery, (s) => readSecret(s));
   }
@@ -222,7 +230,8 @@ export class Collector {
 
   /** One pass per named (default: every enabled) account, `concurrency` at a time. */
   async runOnce(names?: string[]): Promise<PassSummary[]> {
-    const list = names && names.length > 0 ? names.map((n) => this.accounts.find((a) => a.name === n)!).filter(Boolean) : this.accounts.filter((a) => a.enabled);
+    const list =
+      names && names.length > 0 ? names.map((n) => this.accounts.find((a) => a.name === n)!).filter(Boolean) : this.accounts.filter((a) => a.enabled);
     const out: PassSummary[] = [];
     let i = 0;
     const worker = async () => {
@@ -266,12 +275,21 @@ export function startCollector(config: PosternConfig, log: Logger, opts: Collect
   });
   const prev = collector.state.getMeta('serve_pid');
   if (prev && Number(prev) !== process.pid && processAlive(Number(prev))) {
-    log.warn({ event: 'collector.start', pid: Number(prev) }, 'another postern serve (pid in the state database) seems to run a collector on the same state_dir: passes of one account never overlap (leases), but --now reaches only one of them');
+    log.warn(
+      { event: 'collector.start', pid: Number(prev) },
+      'another postern serve (pid in the state database) seems to run a collector on the same state_dir: passes of one account never overlap (leases), but --now reaches only one of them',
+    );
   }
   collector.state.setMeta('serve_pid', String(process.pid));
   collector.state.takeTriggers();
   log.info(
-    { event: 'collector.start', accounts: scheduler.accounts, concurrency: config.collector!.concurrency, stateDir: config.collector!.stateDir, delivery: `${config.collector!.delivery.protocol} ${config.collector!.delivery.host}:${config.collector!.delivery.port}` },
+    {
+      event: 'collector.start',
+      accounts: scheduler.accounts,
+      concurrency: config.collector!.concurrency,
+      stateDir: config.collector!.stateDir,
+      delivery: `${config.collector!.delivery.protocol} ${config.collector!.delivery.host}:${config.collector!.delivery.port}`,
+    },
     'collector started',
   );
   scheduler.start();
@@ -281,7 +299,8 @@ export function startCollector(config: PosternConfig, log: Logger, opts: Collect
     const q = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
     const purge = () =>
       q.purgeExpired().then(
-        (ids) => ids.length > 0 && log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: q.retentionDays }, 'expired quarantine records purged'),
+        (ids) =>
+          ids.length > 0 && log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: q.retentionDays }, 'expired quarantine records purged'),
         (err: Error) => log.warn({ event: 'quarantine.purge_failed', dir: q.dir, err: logErr(err, ErrorCodes.QUARANTINE) }, 'quarantine purge failed'),
       );
     void purge();
@@ -297,7 +316,10 @@ export function startCollector(config: PosternConfig, log: Logger, opts: Collect
         log.warn({ event: 'collector.trigger', err: logErr(e, ErrorCodes.COLLECTOR_STATE) }, 'cannot read the requested accounts: collecting all');
       }
       const unknown = scheduler.trigger(names);
-      log.info({ event: 'collector.trigger', accounts: names.length > 0 ? names : 'all', unknown: unknown.length > 0 ? unknown : undefined }, 'collector pass requested');
+      log.info(
+        { event: 'collector.trigger', accounts: names.length > 0 ? names : 'all', unknown: unknown.length > 0 ? unknown : undefined },
+        'collector pass requested',
+      );
     },
     async close() {
       if (purgeTimer) clearInterval(purgeTimer);

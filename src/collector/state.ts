@@ -402,10 +402,14 @@ export class CollectorState {
    */
   acquireLease(account: string, token: string, now: number, ms = COLLECTOR_LIMITS.leaseMs): boolean {
     return this.tx('take lease', () => {
-      const cur = this.db.prepare('SELECT pid, token, expires_at FROM leases WHERE account = ?').get(account) as { pid: number; token: string; expires_at: number } | undefined;
+      const cur = this.db.prepare('SELECT pid, token, expires_at FROM leases WHERE account = ?').get(account) as
+        | { pid: number; token: string; expires_at: number }
+        | undefined;
       if (cur && cur.token !== token && cur.expires_at > now && processAlive(cur.pid)) return false;
       this.db
-        .prepare('INSERT INTO leases (account, pid, token, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET pid = excluded.pid, token = excluded.token, expires_at = excluded.expires_at')
+        .prepare(
+          'INSERT INTO leases (account, pid, token, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET pid = excluded.pid, token = excluded.token, expires_at = excluded.expires_at',
+        )
         .run(account, process.pid, token, now + ms);
       return true;
     });
@@ -429,8 +433,15 @@ export class CollectorState {
   reconcile(account: string, folder: string, uidvalidity: number, listed: Iterable<string>, now: number): { previous: number | null } {
     const uids = new Set(listed);
     return this.tx('record listing', () => {
-      const prev = this.db.prepare('SELECT uidvalidity FROM folders WHERE account = ? AND folder = ?').get(account, folder) as { uidvalidity: number } | undefined;
-      const rows = this.db.prepare('SELECT id, uidvalidity, uid, gone_at FROM messages WHERE account = ? AND folder = ?').all(account, folder) as { id: number; uidvalidity: number; uid: string; gone_at: number | null }[];
+      const prev = this.db.prepare('SELECT uidvalidity FROM folders WHERE account = ? AND folder = ?').get(account, folder) as
+        | { uidvalidity: number }
+        | undefined;
+      const rows = this.db.prepare('SELECT id, uidvalidity, uid, gone_at FROM messages WHERE account = ? AND folder = ?').all(account, folder) as {
+        id: number;
+        uidvalidity: number;
+        uid: string;
+        gone_at: number | null;
+      }[];
       const gone = this.db.prepare('UPDATE messages SET gone_at = ? WHERE id = ?');
       const back = this.db.prepare('UPDATE messages SET gone_at = NULL WHERE id = ?');
       for (const r of rows) {
@@ -438,9 +449,13 @@ export class CollectorState {
         if (!present && r.gone_at === null) gone.run(now, r.id);
         else if (present && r.gone_at !== null) back.run(r.id);
       }
-      this.db.prepare('DELETE FROM messages WHERE account = ? AND gone_at IS NOT NULL AND gone_at < ?').run(account, now - COLLECTOR_LIMITS.stateRetentionDays * MS_PER_DAY);
       this.db
-        .prepare('INSERT INTO folders (account, folder, uidvalidity, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at')
+        .prepare('DELETE FROM messages WHERE account = ? AND gone_at IS NOT NULL AND gone_at < ?')
+        .run(account, now - COLLECTOR_LIMITS.stateRetentionDays * MS_PER_DAY);
+      this.db
+        .prepare(
+          'INSERT INTO folders (account, folder, uidvalidity, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, updated_at = excluded.updated_at',
+        )
         .run(account, folder, uidvalidity, now);
       return { previous: prev ? prev.uidvalidity : null };
     });
@@ -449,14 +464,18 @@ export class CollectorState {
   /** The rows of a folder's current UIDVALIDITY, by UID. */
   present(account: string, folder: string, uidvalidity: number): Map<string, MessageRow> {
     return this.q('read messages', () => {
-      const rows = this.db.prepare('SELECT * FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? AND gone_at IS NULL').all(account, folder, uidvalidity) as RawMessage[];
+      const rows = this.db
+        .prepare('SELECT * FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? AND gone_at IS NULL')
+        .all(account, folder, uidvalidity) as RawMessage[];
       return new Map(rows.map((r) => [r.uid, toRow(r)]));
     });
   }
 
   get(key: MessageKey): MessageRow | null {
     return this.q('read message', () => {
-      const r = this.db.prepare('SELECT * FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?').get(key.account, key.folder, key.uidvalidity, key.uid) as RawMessage | undefined;
+      const r = this.db
+        .prepare('SELECT * FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? AND uid = ?')
+        .get(key.account, key.folder, key.uidvalidity, key.uid) as RawMessage | undefined;
       return r ? toRow(r) : null;
     });
   }
@@ -470,7 +489,9 @@ export class CollectorState {
 
   /** Rows of the account with a delivery in flight (left by a process that died). */
   inflight(account: string): MessageRow[] {
-    return this.q('read messages', () => (this.db.prepare('SELECT * FROM messages WHERE account = ? AND inflight IS NOT NULL').all(account) as RawMessage[]).map(toRow));
+    return this.q('read messages', () =>
+      (this.db.prepare('SELECT * FROM messages WHERE account = ? AND inflight IS NOT NULL').all(account) as RawMessage[]).map(toRow),
+    );
   }
 
   /**
@@ -479,7 +500,11 @@ export class CollectorState {
    */
   findSame(account: string, messageId: string, size: number, sha256: string): MessageRow | null {
     return this.q('dedupe check', () => {
-      const rows = (this.db.prepare('SELECT * FROM messages WHERE account = ? AND message_id = ? AND size = ? AND sha256 = ? ORDER BY id DESC').all(account, messageId, size, sha256) as RawMessage[]).map(toRow);
+      const rows = (
+        this.db
+          .prepare('SELECT * FROM messages WHERE account = ? AND message_id = ? AND size = ? AND sha256 = ? ORDER BY id DESC')
+          .all(account, messageId, size, sha256) as RawMessage[]
+      ).map(toRow);
       return rows.find((r) => r.goneAt === null && r.status !== 'duplicate') ?? rows.find((r) => r.goneAt === null) ?? rows[0] ?? null;
     });
   }
@@ -491,7 +516,20 @@ export class CollectorState {
           `INSERT INTO messages (account, folder, uidvalidity, uid, first_seen, size, message_id, sha256, status, reason, deletable, duplicate_of)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
-        .run(key.account, key.folder, key.uidvalidity, key.uid, m.firstSeen, m.size, m.messageId, m.sha256, m.status, m.reason ?? null, m.deletable === false ? 0 : 1, m.duplicateOf ?? null);
+        .run(
+          key.account,
+          key.folder,
+          key.uidvalidity,
+          key.uid,
+          m.firstSeen,
+          m.size,
+          m.messageId,
+          m.sha256,
+          m.status,
+          m.reason ?? null,
+          m.deletable === false ? 0 : 1,
+          m.duplicateOf ?? null,
+        );
       const id = Number(r.lastInsertRowid);
       const add = this.db.prepare('INSERT OR IGNORE INTO recipients (message, address, routed_from, state, updated_at) VALUES (?, ?, ?, ?, ?)');
       for (const rc of recipients) add.run(id, rc.address, rc.routedFrom ?? null, 'pending', now);
@@ -507,7 +545,9 @@ export class CollectorState {
   /** Moves a row to another key (the same message under a new UID or UIDVALIDITY); it is present again. */
   rekey(id: number, key: MessageKey): MessageRow {
     return this.tx('move message', () => {
-      this.db.prepare('UPDATE messages SET folder = ?, uidvalidity = ?, uid = ?, gone_at = NULL, deleted_at = NULL WHERE id = ?').run(key.folder, key.uidvalidity, key.uid, id);
+      this.db
+        .prepare('UPDATE messages SET folder = ?, uidvalidity = ?, uid = ?, gone_at = NULL, deleted_at = NULL WHERE id = ?')
+        .run(key.folder, key.uidvalidity, key.uid, id);
       return toRow(this.db.prepare('SELECT * FROM messages WHERE id = ?').get(id) as RawMessage);
     });
   }
@@ -515,7 +555,9 @@ export class CollectorState {
   recipients(id: number): RecipientRow[] {
     return this.q('read recipients', () =>
       (
-        this.db.prepare('SELECT address, routed_from, state, reply, attempts, first_deferred, next_attempt FROM recipients WHERE message = ? ORDER BY rowid').all(id) as {
+        this.db
+          .prepare('SELECT address, routed_from, state, reply, attempts, first_deferred, next_attempt FROM recipients WHERE message = ? ORDER BY rowid')
+          .all(id) as {
           address: string;
           routed_from: string | null;
           state: RecipientState;
@@ -524,7 +566,15 @@ export class CollectorState {
           first_deferred: number | null;
           next_attempt: number;
         }[]
-      ).map((r) => ({ address: r.address, routedFrom: r.routed_from, state: r.state, reply: r.reply, attempts: r.attempts, firstDeferred: r.first_deferred, nextAttempt: r.next_attempt })),
+      ).map((r) => ({
+        address: r.address,
+        routedFrom: r.routed_from,
+        state: r.state,
+        reply: r.reply,
+        attempts: r.attempts,
+        firstDeferred: r.first_deferred,
+        nextAttempt: r.next_attempt,
+      })),
     );
   }
 
@@ -540,7 +590,9 @@ export class CollectorState {
 
   /** Marks the delivery in flight (durable before the pass goes on, unless relaxed()). */
   setInflight(id: number, state: Inflight, rcpts: string[] = []): void {
-    this.tx('mark delivery', () => this.db.prepare('UPDATE messages SET inflight = ?, inflight_rcpts = ? WHERE id = ?').run(state, state === null ? null : JSON.stringify(rcpts), id));
+    this.tx('mark delivery', () =>
+      this.db.prepare('UPDATE messages SET inflight = ?, inflight_rcpts = ? WHERE id = ?').run(state, state === null ? null : JSON.stringify(rcpts), id),
+    );
   }
 
   /**
@@ -554,7 +606,8 @@ export class CollectorState {
            first_deferred = CASE WHEN ? IS NOT NULL AND first_deferred IS NULL THEN ? ELSE first_deferred END,
            attempts = attempts + ?, updated_at = ? WHERE message = ? AND address = ?`,
       );
-      for (const r of rcpts) ru.run(r.state, r.reply ?? null, r.nextAttempt ?? null, r.deferredSince ?? null, r.deferredSince ?? null, r.countAttempt ? 1 : 0, now, id, r.address);
+      for (const r of rcpts)
+        ru.run(r.state, r.reply ?? null, r.nextAttempt ?? null, r.deferredSince ?? null, r.deferredSince ?? null, r.countAttempt ? 1 : 0, now, id, r.address);
       const ins = this.db.prepare('INSERT OR IGNORE INTO recipients (message, address, routed_from, state, updated_at) VALUES (?, ?, ?, ?, ?)');
       for (const a of add) ins.run(id, a.address, a.routedFrom, 'pending', now);
       const sets: string[] = ['inflight = NULL', 'inflight_rcpts = NULL'];
@@ -602,7 +655,23 @@ export class CollectorState {
              delivered = excluded.delivered, deferred = excluded.deferred, failed = excluded.failed, held = excluded.held,
              deleted = excluded.deleted, backlog = excluded.backlog, failures = excluded.failures`,
         )
-        .run(p.account, p.startedAt, p.finishedAt, p.result, p.errorCode ?? null, p.error ?? null, p.listed, p.fetched, p.delivered, p.deferred, p.failed, p.held, p.deleted, p.backlog, p.failures),
+        .run(
+          p.account,
+          p.startedAt,
+          p.finishedAt,
+          p.result,
+          p.errorCode ?? null,
+          p.error ?? null,
+          p.listed,
+          p.fetched,
+          p.delivered,
+          p.deferred,
+          p.failed,
+          p.held,
+          p.deleted,
+          p.backlog,
+          p.failures,
+        ),
     );
   }
 
@@ -635,12 +704,21 @@ export class CollectorState {
     return this.q('read status', () =>
       accounts.map((account) => {
         const counts: Record<MessageStatus, number> = { pending: 0, delivered: 0, dropped: 0, held: 0, duplicate: 0, failed: 0, quarantined: 0 };
-        for (const r of this.db.prepare('SELECT status, COUNT(*) AS n FROM messages WHERE account = ? AND gone_at IS NULL GROUP BY status').all(account) as { status: MessageStatus; n: number }[]) {
+        for (const r of this.db.prepare('SELECT status, COUNT(*) AS n FROM messages WHERE account = ? AND gone_at IS NULL GROUP BY status').all(account) as {
+          status: MessageStatus;
+          n: number;
+        }[]) {
           counts[r.status] = r.n;
         }
-        const unconfirmed = (this.db.prepare("SELECT COUNT(*) AS n FROM messages WHERE account = ? AND gone_at IS NULL AND reason = 'unconfirmed'").get(account) as { n: number }).n;
+        const unconfirmed = (
+          this.db.prepare("SELECT COUNT(*) AS n FROM messages WHERE account = ? AND gone_at IS NULL AND reason = 'unconfirmed'").get(account) as { n: number }
+        ).n;
         const pendingRecipients = (
-          this.db.prepare("SELECT COUNT(*) AS n FROM recipients r JOIN messages m ON m.id = r.message WHERE m.account = ? AND m.gone_at IS NULL AND r.state IN ('pending', 'deferred')").get(account) as { n: number }
+          this.db
+            .prepare(
+              "SELECT COUNT(*) AS n FROM recipients r JOIN messages m ON m.id = r.message WHERE m.account = ? AND m.gone_at IS NULL AND r.state IN ('pending', 'deferred')",
+            )
+            .get(account) as { n: number }
         ).n;
         const lastPass = this.lastPass(account);
         return { account, lastPass, counts, unconfirmed, pendingRecipients, backlog: counts.pending + (lastPass?.backlog ?? 0) };

@@ -8,11 +8,11 @@
  * The message has no envelope here: the spam scanner is told no recipient.
  */
 import { promises as fs } from 'node:fs';
-import type { Scanner, SpamScanner } from '../scanners/types.js';
-import { loadPolicy } from '../policy/load.js';
 import { inspectMessage } from '../policy/engine.js';
-import { FileQuarantineStore } from '../quarantine/store.js';
+import { loadPolicy } from '../policy/load.js';
 import type { QuarantineStore, Verdict } from '../policy/types.js';
+import { FileQuarantineStore } from '../quarantine/store.js';
+import type { Scanner, SpamScanner } from '../scanners/types.js';
 
 export interface ScanCommandOptions {
   policiesDir: string;
@@ -70,8 +70,8 @@ export async function scanCommand(argv: string[], opts: ScanCommandOptions): Pro
       policy,
       {},
       {
-        scanner: noAv ? null : opts.scanner ?? null,
-        spamScanner: noSpam ? null : opts.spamScanner ?? null,
+        scanner: noAv ? null : (opts.scanner ?? null),
+        spamScanner: noSpam ? null : (opts.spamScanner ?? null),
         quarantine: !store ? DRY_RUN_STORE : opts.quarantineDir ? new FileQuarantineStore({ dir: opts.quarantineDir }) : null,
       },
     );
@@ -109,7 +109,8 @@ function humanVerdict(file: string, v: Verdict, hasStore: boolean, noAv: boolean
     lines.push(`  ${h.action.toUpperCase()} ${what}: ${h.reason} [${h.rule}]`);
   }
   if (v.viruses.length) lines.push(`  viruses: ${v.viruses.join(', ')}`);
-  if (v.quarantineId) lines.push(stored ? `  quarantined as ${v.quarantineId}` : `  would be quarantined as ${v.quarantineId} (dry run: --quarantine stores it)`);
+  if (v.quarantineId)
+    lines.push(stored ? `  quarantined as ${v.quarantineId}` : `  would be quarantined as ${v.quarantineId} (dry run: --quarantine stores it)`);
   if (v.quarantineFailed) lines.push(hasStore ? '  quarantine FAILED: original not stored' : '  quarantine requested but no quarantine directory given');
   return lines.join('\n') + '\n';
 }

@@ -46,7 +46,10 @@ export interface AdminConfig {
 }
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
-const host = z.string().trim().refine((h) => isValidHost(h) || isIP(h) !== 0, 'expected a host name or an IP address');
+const host = z
+  .string()
+  .trim()
+  .refine((h) => isValidHost(h) || isIP(h) !== 0, 'expected a host name or an IP address');
 
 export const adminSchema = z.strictObject({
   listen: z
@@ -73,8 +76,15 @@ export const adminSchema = z.strictObject({
       starttls: z.enum(['none', 'required']).optional(),
       verify: z.boolean().optional(),
       ca_file: nonEmpty.optional(),
-      from: z.string().trim().regex(/^[^\s<>@]+@[^\s<>@]+$/, 'expected an address (local@domain)'),
-      recipient_domain: z.string().trim().regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain (example.org)').optional(),
+      from: z
+        .string()
+        .trim()
+        .regex(/^[^\s<>@]+@[^\s<>@]+$/, 'expected an address (local@domain)'),
+      recipient_domain: z
+        .string()
+        .trim()
+        .regex(/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$/, 'expected a domain (example.org)')
+        .optional(),
     })
     .optional(),
 });
@@ -94,13 +104,15 @@ export function checkAdmin(raw: RawAdmin, issue: Issue): void {
   if (t) {
     const files = t.cert_file !== undefined || t.key_file !== undefined;
     if (t.ca === true && files) issue(at('tls'), 'give either cert_file and key_file, or ca: true, not both');
-    else if (t.ca !== true && (t.cert_file === undefined || t.key_file === undefined)) issue(at('tls'), 'give cert_file and key_file, or ca: true (a leaf minted by postern\'s CA)');
+    else if (t.ca !== true && (t.cert_file === undefined || t.key_file === undefined))
+      issue(at('tls'), "give cert_file and key_file, or ca: true (a leaf minted by postern's CA)");
     if (t.hostname !== undefined && t.ca !== true) issue(at('tls', 'hostname'), 'hostname is only for ca: true');
   }
   const h = raw.listen?.host ?? DEFAULT_ADMIN_HOST;
   if (!loopback(h)) {
     if (!t) issue(at('listen', 'host'), `the admin listener binds ${h}, which is not loopback: that needs tls (cert_file/key_file or ca: true)`);
-    if (raw.token_hash === undefined) issue(at('listen', 'host'), `the admin listener binds ${h}, which is not loopback: that needs token_hash (postern admin hash-token)`);
+    if (raw.token_hash === undefined)
+      issue(at('listen', 'host'), `the admin listener binds ${h}, which is not loopback: that needs token_hash (postern admin hash-token)`);
   }
   if (raw.release_smtp && raw.release_smtp.starttls !== 'required' && (raw.release_smtp.verify !== undefined || raw.release_smtp.ca_file !== undefined)) {
     issue(at('release_smtp', 'starttls'), 'verify/ca_file given but starttls is "none"');

@@ -11,7 +11,17 @@ import { z } from 'zod';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import { isValidHost } from './hosts.js';
-import type { CollectorAccountConfig, CollectorConfig, CollectorDeliveryConfig, CollectorSpamConfig, KeepRule, Protocol, SecretSource, UpstreamTlsConfig, UpstreamTlsMode } from './types.js';
+import type {
+  CollectorAccountConfig,
+  CollectorConfig,
+  CollectorDeliveryConfig,
+  CollectorSpamConfig,
+  KeepRule,
+  Protocol,
+  SecretSource,
+  UpstreamTlsConfig,
+  UpstreamTlsMode,
+} from './types.js';
 
 /** Envelope header fields providers add, most trusted first (the default of `envelope_headers`). */
 export const DEFAULT_ENVELOPE_HEADERS = ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'];
@@ -30,7 +40,9 @@ export const DEFAULT_FOLDER_RECIPIENT = '{local}+{folder}@{domain}';
 export function folderRecipient(template: string, address: string, folderName: string): string | null {
   const at = address.lastIndexOf('@');
   if (at <= 0) return null;
-  const out = template.replace(/\{(local|folder|domain)\}/g, (_m, k: string) => (k === 'local' ? address.slice(0, at) : k === 'domain' ? address.slice(at + 1) : folderName));
+  const out = template.replace(/\{(local|folder|domain)\}/g, (_m, k: string) =>
+    k === 'local' ? address.slice(0, at) : k === 'domain' ? address.slice(at + 1) : folderName,
+  );
   return normaliseAddress(out);
 }
 
@@ -56,7 +68,10 @@ export function normaliseAddress(a: string): string | null {
 const positive = z.number().int().min(1);
 const port = z.number().int().min(1).max(65535);
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
-const host = z.string().trim().refine((h) => isValidHost(h), 'expected a host name or an IP address');
+const host = z
+  .string()
+  .trim()
+  .refine((h) => isValidHost(h), 'expected a host name or an IP address');
 const address = z
   .string()
   .trim()
@@ -75,7 +90,10 @@ const domain = z
   .trim()
   .toLowerCase()
   .transform((d) => d.replace(/\.$/, ''))
-  .refine((d) => isValidHost(d) && !d.includes(':') && !/^[\d.]+$/.test(d) && d.includes('.'), 'expected a domain name such as example.com (no wildcards: list each domain)');
+  .refine(
+    (d) => isValidHost(d) && !d.includes(':') && !/^[\d.]+$/.test(d) && d.includes('.'),
+    'expected a domain name such as example.com (no wildcards: list each domain)',
+  );
 const folder = z
   .string()
   .min(1, 'must not be empty')
@@ -88,12 +106,18 @@ const spamSchema = z.strictObject({
   action_reject: spamAction.optional(),
   folder: z
     .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'letters, digits, ".", "_" and "-" (1-64, starting with a letter or digit): the name becomes part of an address')
+    .regex(
+      /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/,
+      'letters, digits, ".", "_" and "-" (1-64, starting with a letter or digit): the name becomes part of an address',
+    )
     .optional(),
   folder_recipient: z
     .string()
     .max(200, 'at most 200 characters')
-    .refine((t) => t.includes('{local}') && t.includes('{domain}') && !/\{(?!(?:local|folder|domain)\})/.test(t), 'a template with {local} and {domain} (and usually {folder}), no other {...}, such as {local}+{folder}@{domain}')
+    .refine(
+      (t) => t.includes('{local}') && t.includes('{domain}') && !/\{(?!(?:local|folder|domain)\})/.test(t),
+      'a template with {local} and {domain} (and usually {folder}), no other {...}, such as {local}+{folder}@{domain}',
+    )
     .refine((t) => folderRecipient(t, 'user@example.com', 'Junk') !== null, 'the template does not give an email address (local@domain) for user@example.com')
     .optional(),
 });
@@ -240,7 +264,11 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
     else names.set(key, i);
 
     const n = secretCount(a);
-    if (n !== 1) issue(acc(n === 0 ? 'username' : 'password'), n === 0 ? 'a password is needed: give password_file, password_env or password' : 'give exactly one of password_file, password_env, password');
+    if (n !== 1)
+      issue(
+        acc(n === 0 ? 'username' : 'password'),
+        n === 0 ? 'a password is needed: give password_file, password_env or password' : 'give exactly one of password_file, password_env, password',
+      );
     const pp = fileProblem(baseDir, a.password_file);
     if (pp) issue(acc('password_file'), `password file ${pp}`);
     const ca = fileProblem(baseDir, a.tls?.ca_file);
@@ -263,15 +291,23 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
       }
     } else {
       if (a.recipient !== undefined) issue(acc('recipient'), '"recipient" is only for mode user (catch_all reads the recipients from each message)');
-      if (!a.accepted_domains || a.accepted_domains.length === 0) issue(acc(a.accepted_domains ? 'accepted_domains' : 'mode'), 'mode catch_all needs "accepted_domains" (at least one domain)');
-      if (a.envelope_headers && a.envelope_headers.length === 0) issue(acc('envelope_headers'), 'list at least one field, or omit the key for the default list');
-      if (a.unknown_recipients === 'postmaster' && a.postmaster === undefined) issue(acc('unknown_recipients'), 'unknown_recipients: postmaster needs a "postmaster" address');
+      if (!a.accepted_domains || a.accepted_domains.length === 0)
+        issue(acc(a.accepted_domains ? 'accepted_domains' : 'mode'), 'mode catch_all needs "accepted_domains" (at least one domain)');
+      if (a.envelope_headers && a.envelope_headers.length === 0)
+        issue(acc('envelope_headers'), 'list at least one field, or omit the key for the default list');
+      if (a.unknown_recipients === 'postmaster' && a.postmaster === undefined)
+        issue(acc('unknown_recipients'), 'unknown_recipients: postmaster needs a "postmaster" address');
     }
 
     if ((a.spam?.action_spam ?? 'deliver') !== 'deliver' || (a.spam?.action_reject ?? 'deliver') !== 'deliver') {
       if (!a.policy) issue(acc('spam'), 'spam actions other than deliver need a policy with spam scoring enabled (policy: ...)');
     }
-    if (a.spam && (a.spam.folder !== undefined || a.spam.folder_recipient !== undefined) && a.spam.action_spam !== 'folder' && a.spam.action_reject !== 'folder') {
+    if (
+      a.spam &&
+      (a.spam.folder !== undefined || a.spam.folder_recipient !== undefined) &&
+      a.spam.action_spam !== 'folder' &&
+      a.spam.action_reject !== 'folder'
+    ) {
       issue(acc('spam'), 'folder / folder_recipient given but neither action_spam nor action_reject is "folder"');
     }
 
@@ -286,7 +322,10 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
       const mine = mailboxNames(a);
       const loop = mine.find((m) => targets.has(m));
       if (loop !== undefined) {
-        issue(acc('host'), `account "${a.name}" collects from ${a.username}@${a.host}, which is also where it delivers (${d.host}, ${loop}): every delivered message would be collected again. Collect from the provider's mailbox, deliver to the local one`);
+        issue(
+          acc('host'),
+          `account "${a.name}" collects from ${a.username}@${a.host}, which is also where it delivers (${d.host}, ${loop}): every delivered message would be collected again. Collect from the provider's mailbox, deliver to the local one`,
+        );
       }
     }
   });

@@ -63,8 +63,10 @@ const scheduleSchema = z
     const m = /^([0-9]{2}:[0-9]{2})-([0-9]{2}:[0-9]{2})$/.exec(s.hours);
     const from = m ? parseHhmm(m[1]!, false) : null;
     const to = m ? parseHhmm(m[2]!, true) : null;
-    if (from === null || to === null || from === to) ctx.addIssue({ code: 'custom', path: ['hours'], message: 'expected "HH:MM-HH:MM" (24-hour, end may be 24:00; from != to; from > to crosses midnight)' });
-    if (!isValidTimeZone(s.time_zone)) ctx.addIssue({ code: 'custom', path: ['time_zone'], message: `unknown time zone "${s.time_zone}" (an IANA name such as Europe/Berlin, or UTC)` });
+    if (from === null || to === null || from === to)
+      ctx.addIssue({ code: 'custom', path: ['hours'], message: 'expected "HH:MM-HH:MM" (24-hour, end may be 24:00; from != to; from > to crosses midnight)' });
+    if (!isValidTimeZone(s.time_zone))
+      ctx.addIssue({ code: 'custom', path: ['time_zone'], message: `unknown time zone "${s.time_zone}" (an IANA name such as Europe/Berlin, or UTC)` });
     return { days: new Set<DayName>(s.days), fromMinute: from ?? 0, toMinute: to ?? 0, timeZone: s.time_zone };
   });
 
@@ -122,14 +124,22 @@ export function normaliseRules(raw: RawRule[] | undefined, where: string): Acces
 }
 
 /** Cross-key checks: auto_block only on deny/reset, `to` only on login-routed listeners. */
-export function checkRules(raw: RawRule[] | undefined, loginRouted: boolean | null, issue: (p: (string | number)[], m: string) => void, at: (string | number)[]): void {
+export function checkRules(
+  raw: RawRule[] | undefined,
+  loginRouted: boolean | null,
+  issue: (p: (string | number)[], m: string) => void,
+  at: (string | number)[],
+): void {
   (raw ?? []).forEach((r, i) => {
     if (r.auto_block && r.action === 'allow') issue([...at, i, 'auto_block'], 'auto_block needs action deny or reset');
     if (r.to && loginRouted === false) issue([...at, i, 'to'], 'to applies to login-routed listeners only (a static listener has one upstream)');
   });
 }
 
-export function normaliseListenerEdge(l: { access?: RawRule[]; proxy_protocol?: z.output<typeof proxyProtocolSchema>; rate_limit?: z.output<typeof bucketSchema> }, name: string): ListenerEdgeConfig {
+export function normaliseListenerEdge(
+  l: { access?: RawRule[]; proxy_protocol?: z.output<typeof proxyProtocolSchema>; rate_limit?: z.output<typeof bucketSchema> },
+  name: string,
+): ListenerEdgeConfig {
   return {
     access: normaliseRules(l.access, `listeners.${name}.access`),
     proxyProtocol: l.proxy_protocol ? { trusted: l.proxy_protocol.trusted, required: l.proxy_protocol.required ?? true } : null,

@@ -197,7 +197,13 @@ export function sameConstraints(a: NameConstraints | null, b: NameConstraints | 
   const key = (nc: NameConstraints | null) => {
     if (!nc) return '';
     const ips = (rs: IpRange[]) => rs.map(formatIpRange).sort().join(',');
-    return [[...nc.permittedDns].sort().join(','), [...nc.excludedDns].sort().join(','), ips(nc.permittedIp), ips(nc.excludedIp), [...nc.other].sort().join(',')].join('|');
+    return [
+      [...nc.permittedDns].sort().join(','),
+      [...nc.excludedDns].sort().join(','),
+      ips(nc.permittedIp),
+      ips(nc.excludedIp),
+      [...nc.other].sort().join(','),
+    ].join('|');
   };
   return key(a) === key(b);
 }

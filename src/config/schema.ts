@@ -8,14 +8,32 @@ import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import {
+  DEFAULT_CACHE_MEMORY_BYTES,
+  DEFAULT_SCANNER_LIMITS,
+  DEFAULT_SERVER_LIMITS,
+  DEFAULT_SESSION_LIMITS,
+  DEFAULT_SPAM_LIMITS,
+  effectiveHoldTimeoutMs,
+  type ServerLimits,
+  type SessionLimits,
+} from '../limits.js';
+import { millisField, sizeField } from '../units.js';
 import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
 import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
-import { accessListSchema, autoBlockSchema, blockListFileSchema, checkRules, globalRateSchema, listenerRateSchema, normaliseEdge, normaliseListenerEdge, proxyProtocolSchema } from './edge.js';
+import {
+  accessListSchema,
+  autoBlockSchema,
+  blockListFileSchema,
+  checkRules,
+  globalRateSchema,
+  listenerRateSchema,
+  normaliseEdge,
+  normaliseListenerEdge,
+  proxyProtocolSchema,
+} from './edge.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
-import { DEFAULT_CACHE_MEMORY_BYTES, DEFAULT_SCANNER_LIMITS, DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS, type ServerLimits, type SessionLimits } from '../limits.js';
-import { DEFAULT_SPAM_LIMITS, effectiveHoldTimeoutMs } from '../limits.js';
-import { millisField, sizeField } from '../units.js';
 import type {
   ClientTlsMode,
   InspectConfig,
@@ -77,7 +95,11 @@ const nonEmpty = z.string().trim().min(1, 'must not be empty');
 const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
 
 export { isValidHost };
-const host = z.string().trim().refine((h) => isValidHost(h), 'expected a host name or an IP address');
+
+const host = z
+  .string()
+  .trim()
+  .refine((h) => isValidHost(h), 'expected a host name or an IP address');
 /**
  * An `allow` entry: `imap.example.com`, `*.example.com` (a registrable domain or below), or an IP
  * address. `*`, `*.*` and public-suffix wildcards (`*.com`, `*.co.uk`, `*.github.io`) are refused:
@@ -204,7 +226,10 @@ const spamSchema = z.strictObject({
   health_interval_ms: millis.optional(),
   max_message_bytes: bytes.optional(),
   password_file: nonEmpty.optional(),
-  password_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name').optional(),
+  password_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected an environment variable name')
+    .optional(),
 });
 
 /** The config file as written (before the cross-key rules and normalisation); also the source of `postern schema`. */
@@ -232,7 +257,10 @@ export const rawConfigSchema = z.strictObject({
     })
     .optional(),
   // `none`: antivirus switched off on purpose (policies' antivirus sections are then noted at info, not warned about)
-  scanner: z.union([z.literal('none'), scannerSchema]).nullable().optional(),
+  scanner: z
+    .union([z.literal('none'), scannerSchema])
+    .nullable()
+    .optional(),
   spam: spamSchema.nullable().optional(),
   limits: globalLimitsSchema.optional(),
   // optional only when a collector is configured (crossCheck): postern then runs the collector alone
@@ -249,8 +277,7 @@ type RawConfig = z.output<typeof rawConfigSchema>;
 // ---------- cross-key rules ----------
 
 type Ctx = z.RefinementCtx;
-const issue = (ctx: Ctx, pathParts: (string | number)[], message: string) =>
-  ctx.addIssue({ code: 'custom', message, path: pathParts });
+const issue = (ctx: Ctx, pathParts: (string | number)[], message: string) => ctx.addIssue({ code: 'custom', message, path: pathParts });
 
 function listenerName(l: RawListener): string {
   return l.name ?? `${l.protocol}-${l.port}`;
@@ -271,11 +298,15 @@ function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (str
 function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   if (raw.admin) checkAdmin(raw.admin, (p, m) => issue(ctx, p, m));
   checkRules(raw.access, null, (p, m) => issue(ctx, p, m), ['access']);
-  (raw.listeners ?? []).forEach((l, i) => checkRules(l.access, l.upstream.kind === 'login-routed', (p, m) => issue(ctx, p, m), ['listeners', i, 'access']));
+  (raw.listeners ?? []).forEach((l, i) => {
+    checkRules(l.access, l.upstream.kind === 'login-routed', (p, m) => issue(ctx, p, m), ['listeners', i, 'access']);
+  });
   const ab = raw.auto_block;
-  if (ab?.duration_ms !== undefined && ab.max_duration_ms !== undefined && ab.duration_ms > ab.max_duration_ms) issue(ctx, ['auto_block', 'duration_ms'], 'duration_ms is longer than max_duration_ms');
+  if (ab?.duration_ms !== undefined && ab.max_duration_ms !== undefined && ab.duration_ms > ab.max_duration_ms)
+    issue(ctx, ['auto_block', 'duration_ms'], 'duration_ms is longer than max_duration_ms');
   if (raw.collector) checkCollector(raw.collector, baseDir, (p, m) => issue(ctx, p, m));
-  else if (raw.listeners === undefined) issue(ctx, ['listeners'], 'Invalid input: expected array, received undefined (listeners are required unless a collector section is configured)');
+  else if (raw.listeners === undefined)
+    issue(ctx, ['listeners'], 'Invalid input: expected array, received undefined (listeners are required unless a collector section is configured)');
   else if (raw.listeners.length === 0) issue(ctx, ['listeners'], 'at least one listener is required (or a collector section)');
   const names = new Map<string, number>();
   const binds: { host: string; port: number; index: number }[] = [];
@@ -316,7 +347,8 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
       if (u.allow_any_host !== undefined) issue(ctx, at('upstream', 'allow_any_host'), '"allow_any_host" is only valid for a login-routed upstream');
     } else {
       if (u.host !== undefined) issue(ctx, at('upstream', 'host'), 'a login-routed upstream takes its host from the login; remove "host"');
-      if (u.tls?.servername !== undefined) issue(ctx, at('upstream', 'tls', 'servername'), 'a login-routed upstream verifies each routed host by its own name; remove "servername"');
+      if (u.tls?.servername !== undefined)
+        issue(ctx, at('upstream', 'tls', 'servername'), 'a login-routed upstream verifies each routed host by its own name; remove "servername"');
       const loopback = isLoopbackHost(bindHost);
       if (u.allow_any_host === true && !loopback) {
         issue(
@@ -335,7 +367,11 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
       const outside = (n: string) => !constraintsPermit(nc, n.replace(/^\[|\]$/g, '').replace(/\.$/, ''));
       const hostname = (t.hostname ?? DEFAULT_LISTENER_HOSTNAME).toLowerCase();
       if (outside(hostname)) {
-        issue(ctx, at('tls', t.hostname === undefined ? 'mode' : 'hostname'), `hostname "${hostname}" is outside ca.name_constraints: the CA cannot sign a certificate for it`);
+        issue(
+          ctx,
+          at('tls', t.hostname === undefined ? 'mode' : 'hostname'),
+          `hostname "${hostname}" is outside ca.name_constraints: the CA cannot sign a certificate for it`,
+        );
       }
       (t.names ?? []).forEach((n, j) => {
         if (outside(n)) issue(ctx, at('tls', 'names', j), `"${n}" is outside ca.name_constraints: the CA cannot sign a certificate for it`);
@@ -450,7 +486,10 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
  */
 function withSpamHold(l: ListenerConfig, scanner: ScannerConfig | null, spam: SpamConfig | null): ListenerConfig {
   if (!spam || !l.policy || l.limits.holdTimeoutMs !== undefined) return l;
-  return { ...l, limits: { ...l.limits, holdTimeoutMs: effectiveHoldTimeoutMs(l, { scannerTimeoutMs: scanner?.timeoutMs ?? null, spamTimeoutMs: spam.timeoutMs }) } };
+  return {
+    ...l,
+    limits: { ...l.limits, holdTimeoutMs: effectiveHoldTimeoutMs(l, { scannerTimeoutMs: scanner?.timeoutMs ?? null, spamTimeoutMs: spam.timeoutMs }) },
+  };
 }
 
 function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig {
@@ -467,9 +506,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
   if (raw.scanner && raw.scanner !== 'none') {
     scanner = {
       type: 'clamd',
-      endpoints: raw.scanner.endpoints.map((e) =>
-        e.socket !== undefined ? { socket: path.resolve(baseDir, e.socket) } : { host: e.host!, port: e.port! },
-      ),
+      endpoints: raw.scanner.endpoints.map((e) => (e.socket !== undefined ? { socket: path.resolve(baseDir, e.socket) } : { host: e.host!, port: e.port! })),
       timeoutMs: raw.scanner.timeout_ms ?? DEFAULT_SCANNER.timeoutMs,
       healthIntervalMs: raw.scanner.health_interval_ms ?? DEFAULT_SCANNER.healthIntervalMs,
       maxStreamBytes: raw.scanner.max_stream_bytes ?? DEFAULT_SCANNER.maxStreamBytes,
@@ -484,7 +521,10 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
       timeoutMs: raw.spam.timeout_ms ?? DEFAULT_SPAM_LIMITS.timeoutMs,
       healthIntervalMs: raw.spam.health_interval_ms ?? DEFAULT_SPAM_LIMITS.healthIntervalMs,
       maxMessageBytes: raw.spam.max_message_bytes ?? DEFAULT_SPAM_LIMITS.maxMessageBytes,
-      ...defined({ passwordFile: raw.spam.password_file !== undefined ? path.resolve(baseDir, raw.spam.password_file) : undefined, passwordEnv: raw.spam.password_env }),
+      ...defined({
+        passwordFile: raw.spam.password_file !== undefined ? path.resolve(baseDir, raw.spam.password_file) : undefined,
+        passwordEnv: raw.spam.password_env,
+      }),
     };
   }
 
@@ -529,4 +569,3 @@ export function configSchema(file: string): z.ZodType<PosternConfig> {
     .superRefine((raw, ctx) => crossCheck(raw, ctx, baseDir))
     .transform((raw) => normalise(raw, file, baseDir)) as unknown as z.ZodType<PosternConfig>;
 }
-

@@ -3,7 +3,7 @@
  * YAML keys are snake_case; src/config/load.ts validates the YAML and produces this camelCase shape
  * with every default filled in. docs/configuration.md documents each key.
  */
-import type { SessionLimits, ServerLimits } from '../limits.js';
+import type { ServerLimits, SessionLimits } from '../limits.js';
 
 export type Protocol = 'imap' | 'pop3';
 /** Client-side TLS mode of a listener. */

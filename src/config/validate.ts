@@ -2,7 +2,7 @@
  * YAML + schema validation with located errors: every problem names file, line, column and key path.
  * Used for the main config (src/config/load.ts) and for policies (src/policy/load.ts).
  */
-import { LineCounter, parseDocument, isMap, isSeq, isScalar, type Node } from 'yaml';
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from 'yaml';
 import type { ZodType } from 'zod';
 
 export interface LocatedIssue {

@@ -21,7 +21,9 @@ export class BlockStore {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 2000');
-    this.db.exec('CREATE TABLE IF NOT EXISTS blocks (address TEXT PRIMARY KEY, until INTEGER NOT NULL, reason TEXT NOT NULL, strikes INTEGER NOT NULL, created INTEGER NOT NULL)');
+    this.db.exec(
+      'CREATE TABLE IF NOT EXISTS blocks (address TEXT PRIMARY KEY, until INTEGER NOT NULL, reason TEXT NOT NULL, strikes INTEGER NOT NULL, created INTEGER NOT NULL)',
+    );
   }
 
   /** Whether another connection wrote since the last call (cheap: PRAGMA data_version). */
@@ -42,7 +44,9 @@ export class BlockStore {
 
   put(e: BlockEntry, now: number): void {
     this.db
-      .prepare('INSERT INTO blocks (address, until, reason, strikes, created) VALUES (?, ?, ?, ?, ?) ON CONFLICT(address) DO UPDATE SET until = excluded.until, reason = excluded.reason, strikes = excluded.strikes')
+      .prepare(
+        'INSERT INTO blocks (address, until, reason, strikes, created) VALUES (?, ?, ?, ?, ?) ON CONFLICT(address) DO UPDATE SET until = excluded.until, reason = excluded.reason, strikes = excluded.strikes',
+      )
       .run(e.address, e.until, e.reason, e.strikes, now);
     this.db.prepare('DELETE FROM blocks WHERE until <= ?').run(now);
   }

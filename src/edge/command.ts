@@ -3,10 +3,11 @@
  * (src/edge/block-store.ts) that a running serve re-reads within EDGE_LIMITS.blockListReloadMs.
  * Exit codes: 0 success, 1 not found, 2 usage error.
  */
+
+import { EDGE_LIMITS } from '../limits.js';
 import { parseDuration } from './autoblock.js';
 import { BlockStore } from './block-store.js';
 import { formatIp, parseIp } from './ip.js';
-import { EDGE_LIMITS } from '../limits.js';
 
 const USAGE = 'usage: postern block list [--json] | add ADDR [--for DURATION (30s, 10m, 1h, 2d)] | remove ADDR';
 
@@ -31,9 +32,18 @@ export function blockCommand(argv: string[], opts: BlockCommandOptions): number 
     const store = new BlockStore(opts.file);
     try {
       const entries = store.active(now);
-      if (rest.includes('--json')) opts.out(`${JSON.stringify(entries.map((e) => ({ ...e, until: new Date(e.until).toISOString() })), null, 2)}\n`);
+      if (rest.includes('--json'))
+        opts.out(
+          `${JSON.stringify(
+            entries.map((e) => ({ ...e, until: new Date(e.until).toISOString() })),
+            null,
+            2,
+          )}\n`,
+        );
       else if (entries.length === 0) opts.out('no address is blocked\n');
-      else for (const e of entries) opts.out(`${e.address}  until ${new Date(e.until).toISOString()}  ${e.reason}${e.strikes > 0 ? ` (strike ${e.strikes})` : ''}\n`);
+      else
+        for (const e of entries)
+          opts.out(`${e.address}  until ${new Date(e.until).toISOString()}  ${e.reason}${e.strikes > 0 ? ` (strike ${e.strikes})` : ''}\n`);
       return 0;
     } finally {
       store.close();

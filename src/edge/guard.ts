@@ -62,7 +62,10 @@ export class EdgeGuard {
       if (!this.store.changed() && !force) return;
       this.blocks.replace(this.store.active(now));
     } catch (err) {
-      this.log.warn({ event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } }, 'block list could not be read; the last copy stays');
+      this.log.warn(
+        { event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } },
+        'block list could not be read; the last copy stays',
+      );
     }
   }
 
@@ -120,11 +123,17 @@ export class EdgeGuard {
 
   private impose(e: BlockEntry, now: number): void {
     this.blocks.set(e);
-    this.log.warn({ event: 'edge.auto_block', client: e.address, reason: e.reason, until: new Date(e.until).toISOString(), ms: e.until - now, strikes: e.strikes }, 'client address auto-blocked');
+    this.log.warn(
+      { event: 'edge.auto_block', client: e.address, reason: e.reason, until: new Date(e.until).toISOString(), ms: e.until - now, strikes: e.strikes },
+      'client address auto-blocked',
+    );
     try {
       this.store?.put(e, now);
     } catch (err) {
-      this.log.warn({ event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } }, 'auto-block not saved to the shared block list (in force in this process)');
+      this.log.warn(
+        { event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } },
+        'auto-block not saved to the shared block list (in force in this process)',
+      );
     }
   }
 }

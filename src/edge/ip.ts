@@ -148,7 +148,10 @@ export function parseCidr(text: string): Cidr | { error: string } {
   const addrText = slash === -1 ? text : text.slice(0, slash);
   const isV6Text = addrText.includes(':');
   const raw = isV6Text ? parseV6(addrText) : parseV4(addrText);
-  if (!raw) return { error: `"${addrText}" is not a valid ${isV6Text ? 'IPv6' : 'IPv4'} address (dotted decimal without leading zeros, or RFC 4291 IPv6 without a zone id)` };
+  if (!raw)
+    return {
+      error: `"${addrText}" is not a valid ${isV6Text ? 'IPv6' : 'IPv4'} address (dotted decimal without leading zeros, or RFC 4291 IPv6 without a zone id)`,
+    };
   const width = raw.length * 8;
   let prefix = width;
   if (slash !== -1) {

@@ -4,17 +4,18 @@
  * relay. Listeners without a policy get plain relay sessions. A scanner is created only when the
  * config names it and some listener's policy enables it.
  */
-import { policyWarnings } from '../config/warnings.js';
+
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
+import { policyWarnings } from '../config/warnings.js';
 import { ErrorCodes } from '../errors.js';
 import { logErr } from '../log/logger.js';
-import { loadPolicy, type CompiledPolicy } from '../policy/load.js';
+import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
 import type { EngineDeps } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
-import { createSpamScanner } from '../scanners/rspamd.js';
 import type { EndpointHealth } from '../scanners/endpoints.js';
+import { createSpamScanner } from '../scanners/rspamd.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { ImapSession } from '../session/imap/index.js';
 import { Pop3Session } from '../session/pop3.js';
@@ -57,7 +58,9 @@ function countingLog(log: Logger, listener: ListenerConfig, metrics: InspectMetr
   tapped.info = ((obj: unknown, ...rest: unknown[]) => {
     const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown } | null;
     if (o && typeof o === 'object' && o.event === 'message.inspected' && typeof o.verdict === 'string') {
-      const rules = Array.isArray(o.rules) ? (o.rules as { rule?: unknown; action?: unknown }[]).map((r) => ({ rule: String(r.rule), action: String(r.action) })) : [];
+      const rules = Array.isArray(o.rules)
+        ? (o.rules as { rule?: unknown; action?: unknown }[]).map((r) => ({ rule: String(r.rule), action: String(r.action) }))
+        : [];
       metrics.messageInspected(listener, o.verdict, rules);
     }
     return (log.info as (...a: unknown[]) => void)(obj, ...rest);
@@ -70,7 +73,11 @@ export interface SessionFactory {
   close(): Promise<void>;
 }
 
-export function createSessionFactory(config: PosternConfig, log: Logger, opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null; metrics?: InspectMetrics } = {}): SessionFactory {
+export function createSessionFactory(
+  config: PosternConfig,
+  log: Logger,
+  opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null; metrics?: InspectMetrics } = {},
+): SessionFactory {
   const policies = new Map<string, CompiledPolicy>();
   for (const l of config.listeners) {
     if (l.policy && !policies.has(l.policy)) policies.set(l.policy, loadPolicy(l.policy, config.policiesDir));
@@ -82,22 +89,32 @@ export function createSessionFactory(config: PosternConfig, log: Logger, opts: {
   const quarantine = new FileQuarantineStore({ dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
   const metrics = opts.metrics;
   const engine: EngineDeps = metrics
-    ? { scanner: scanner && timed(scanner, ['scan', 'scanChunks'], 'clamd', metrics), spamScanner: spamScanner && timed(spamScanner, ['check'], 'rspamd', metrics), quarantine }
+    ? {
+        scanner: scanner && timed(scanner, ['scan', 'scanChunks'], 'clamd', metrics),
+        spamScanner: spamScanner && timed(spamScanner, ['check'], 'rspamd', metrics),
+        quarantine,
+      }
     : { scanner, spamScanner, quarantine };
   // retention: expired originals are purged at start and then every QUARANTINE_PURGE_INTERVAL_MS
   const purge = () =>
     quarantine.purgeExpired().then(
-      (ids) => ids.length > 0 && log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: quarantine.retentionDays }, 'expired quarantine records purged'),
+      (ids) =>
+        ids.length > 0 &&
+        log.info({ event: 'quarantine.purge', purged: ids.length, retentionDays: quarantine.retentionDays }, 'expired quarantine records purged'),
       (err: Error) => log.warn({ event: 'quarantine.purge_failed', dir: quarantine.dir, err: logErr(err, ErrorCodes.QUARANTINE) }, 'quarantine purge failed'),
     );
   const purgeTimer = config.quarantine.retentionDays > 0 && policies.size > 0 ? setInterval(purge, QUARANTINE_PURGE_INTERVAL_MS) : null;
   purgeTimer?.unref();
   if (purgeTimer) void purge();
   for (const [name, p] of policies) {
-    log.info({ event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner, spam: p.spam.enabled && !!spamScanner }, 'policy loaded');
+    log.info(
+      { event: 'policy.loaded', policy: name, file: p.file, antivirus: p.antivirus.enabled && !!scanner, spam: p.spam.enabled && !!spamScanner },
+      'policy loaded',
+    );
   }
   // the same list `postern check` prints (src/config/warnings.ts)
-  for (const w of policyWarnings(config, policies, { scanner: !!scanner, spamScanner: !!spamScanner })) log[w.level]({ event: w.event, ...w.fields }, w.message);
+  for (const w of policyWarnings(config, policies, { scanner: !!scanner, spamScanner: !!spamScanner }))
+    log[w.level]({ event: w.event, ...w.fields }, w.message);
   return {
     createSession(host: SessionHost): Session {
       const l = host.listener;

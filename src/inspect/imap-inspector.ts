@@ -16,26 +16,19 @@
  */
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
-import { logErr } from '../log/logger.js';
-import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
+import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { MAX_CACHED_SET } from '../limits.js';
-import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
-import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
-import { buildFetchResponse, parseFetchResponse, type FetchResponseItem } from '../protocol/imap/fetch-response.js';
-import {
-  classifyItem,
-  formatItemName,
-  parseFetchItems,
-  setsSeen,
-  type FetchItem,
-  type FetchItemList,
-} from '../protocol/imap/fetch-items.js';
-import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
-import { applyHeaderRules, inspectMessage, type CompiledPolicy } from '../policy/engine.js';
+import { logErr } from '../log/logger.js';
+import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps } from '../policy/types.js';
-import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
-import { VettedCache, type Vetted } from './cache.js';
+import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
+import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
+import { buildFetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
+import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
+import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
+import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
+import { type Vetted, VettedCache } from './cache.js';
 import { renderItem } from './render/index.js';
 
 /**
@@ -45,7 +38,6 @@ import { renderItem } from './render/index.js';
  */
 const UNBUFFERED = new Set(['BODY', 'BODYSTRUCTURE', 'ENVELOPE']);
 const BUFFERED = new Set([...METADATA_FETCH_ITEMS].filter((n) => !UNBUFFERED.has(n)));
-
 
 /**
  * FETCH items passed upstream untouched: the metadata items the choke point relays (one list, in
@@ -268,7 +260,12 @@ export class ImapInspector implements ImapInterceptor {
         const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
         if (key && this.cache.has(key)) {
           const p = this.cache.get(key).then((v) => (v ? this.render(state, resp.seq, resp.items, v) : this.headerRules(resp.seq, resp.items, dropUid)));
-          state.pending.push(p.then(() => undefined, () => undefined));
+          state.pending.push(
+            p.then(
+              () => undefined,
+              () => undefined,
+            ),
+          );
           return p;
         }
         return this.headerRules(resp.seq, resp.items, dropUid);
@@ -289,7 +286,8 @@ export class ImapInspector implements ImapInterceptor {
       }
       if (!it.literal) {
         // a header section is a literal or NIL; a quoted or atom value is not what a server sends
-        if (!/ NIL$/i.test(it.raw.toString('latin1'))) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay ${it.name.slice(0, 60)} that is not a literal`);
+        if (!/ NIL$/i.test(it.raw.toString('latin1')))
+          throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay ${it.name.slice(0, 60)} that is not a literal`);
         out.push(it.raw);
         continue;
       }
@@ -331,7 +329,12 @@ export class ImapInspector implements ImapInterceptor {
         }
         return this.render(state, resp.seq, resp.items, v);
       });
-      state.pending.push(p.then(() => undefined, () => undefined));
+      state.pending.push(
+        p.then(
+          () => undefined,
+          () => undefined,
+        ),
+      );
       return p;
     }
     if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
@@ -342,7 +345,12 @@ export class ImapInspector implements ImapInterceptor {
       }
       return this.render(state, resp.seq, resp.items, v);
     });
-    state.pending.push(p.then(() => undefined, () => undefined));
+    state.pending.push(
+      p.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
     return p;
   }
 
@@ -372,7 +380,14 @@ export class ImapInspector implements ImapInterceptor {
 
   private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const l = this.deps.listener;
-    const ctx = { listener: l.name, protocol: 'imap' as const, user: this.user ?? undefined, mailbox: this.mailbox ?? undefined, uidValidity: this.uidValidity ?? undefined, uid: uid ?? undefined };
+    const ctx = {
+      listener: l.name,
+      protocol: 'imap' as const,
+      user: this.user ?? undefined,
+      mailbox: this.mailbox ?? undefined,
+      uidValidity: this.uidValidity ?? undefined,
+      uid: uid ?? undefined,
+    };
     try {
       const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
       const v = r.verdict;

@@ -19,7 +19,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { POP3_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
-import { inspectMessage, type CompiledPolicy } from '../policy/engine.js';
+import { type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps, Verdict } from '../policy/types.js';
 import { stuff, unstuff } from '../protocol/pop3/framer.js';
 import { ProtectedStore } from '../quarantine/protected.js';
@@ -198,7 +198,10 @@ export class Pop3Inspector {
     if (unprotected(verdict)) {
       const withheld = `[SYS/TEMP] postern: message ${n} was altered by policy and its original can be neither quarantined nor recorded as protected; try again later`;
       if (!store || !who) {
-        this.deps.log.error({ event: 'message.withheld', msgno: n, err: { code: ErrorCodes.PROTECTED_STORE, message: 'no protected-originals store' } }, 'altered message withheld: no protected-originals store');
+        this.deps.log.error(
+          { event: 'message.withheld', msgno: n, err: { code: ErrorCodes.PROTECTED_STORE, message: 'no protected-originals store' } },
+          'altered message withheld: no protected-originals store',
+        );
         return withheld;
       }
       const entry = {
@@ -214,7 +217,10 @@ export class Pop3Inspector {
       try {
         await store.protect(entry);
       } catch (e) {
-        this.deps.log.error({ event: 'message.withheld', msgno: n, uidl, err: logErr(e, ErrorCodes.PROTECTED_STORE) }, 'altered message withheld: its original is not quarantined and cannot be recorded as protected');
+        this.deps.log.error(
+          { event: 'message.withheld', msgno: n, uidl, err: logErr(e, ErrorCodes.PROTECTED_STORE) },
+          'altered message withheld: its original is not quarantined and cannot be recorded as protected',
+        );
         return withheld;
       }
       this.deps.log.warn({ event: 'message.protected', msgno: n, uidl, reason: entry.reason }, 'original not quarantined: message protected from DELE');
@@ -252,7 +258,10 @@ export class Pop3Inspector {
   private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {
     const v = this.verdicts.get(n);
     if (this.keep.has(n)) {
-      this.deps.log.warn({ event: 'command.refused', command: 'DELE', msgno: n, reason: v?.quarantineFailed ? 'quarantine-failed' : 'not-quarantined' }, 'DELE refused: message was altered and its original is not in quarantine');
+      this.deps.log.warn(
+        { event: 'command.refused', command: 'DELE', msgno: n, reason: v?.quarantineFailed ? 'quarantine-failed' : 'not-quarantined' },
+        'DELE refused: message was altered and its original is not in quarantine',
+      );
       return `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`;
     }
     const store = this.store;
@@ -261,13 +270,19 @@ export class Pop3Inspector {
     try {
       if (!(await store.hasAny(who.upstream, who.user))) return null;
     } catch (e) {
-      this.deps.log.error({ event: 'command.refused', command: 'DELE', msgno: n, err: logErr(e, ErrorCodes.PROTECTED_STORE) }, 'DELE refused: the protected-originals file is unusable');
+      this.deps.log.error(
+        { event: 'command.refused', command: 'DELE', msgno: n, err: logErr(e, ErrorCodes.PROTECTED_STORE) },
+        'DELE refused: the protected-originals file is unusable',
+      );
       return `[SYS/TEMP] postern: cannot tell whether message ${n} may be deleted; it stays on the server`;
     }
     const id = await uidl();
     const state = await store.check(who.upstream, who.user, id);
     if (state === 'free') return null;
-    this.deps.log.warn({ event: 'command.refused', command: 'DELE', msgno: n, uidl: id, reason: state }, state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected');
+    this.deps.log.warn(
+      { event: 'command.refused', command: 'DELE', msgno: n, uidl: id, reason: state },
+      state === 'protected' ? 'DELE refused: protected original (altered, not in quarantine)' : 'DELE refused: cannot tell whether the message is protected',
+    );
     return state === 'protected'
       ? `[SYS/PERM] postern: message ${n} was altered by policy and its original is not in quarantine; it stays on the server`
       : `[SYS/PERM] postern: cannot tell whether message ${n} is protected${id === null ? ' (no UIDL)' : ''}; it stays on the server`;

@@ -29,7 +29,19 @@ export type { Logger } from 'pino';
 export const REDACTED = '[redacted]';
 
 /** Field names whose values are censored wherever they appear (top level or one level down). */
-const SECRET_KEYS = ['password', 'pass', 'passwd', 'secret', 'credentials', 'authorization', 'saslResponse', 'initialResponse', 'token', 'accessToken', 'bearer'];
+const SECRET_KEYS = [
+  'password',
+  'pass',
+  'passwd',
+  'secret',
+  'credentials',
+  'authorization',
+  'saslResponse',
+  'initialResponse',
+  'token',
+  'accessToken',
+  'bearer',
+];
 const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`]);
 
 /** Every `event` postern logs, with what it means. docs/logging.md lists the same names. */
@@ -76,12 +88,14 @@ export const LOG_EVENTS = {
   'memory.refused': 'the process memory budget refused a piece of work (err, bytes, what, used, limit)',
   // login and upstream
   'login.ok': 'the upstream accepted the login; relaying starts (ms)',
-  'login.refused': 'the login was refused: by routing (reason syntax|denied, host), as malformed or too large (reason malformed|limit; never the payload), or by the upstream (reason upstream, result)',
+  'login.refused':
+    'the login was refused: by routing (reason syntax|denied, host), as malformed or too large (reason malformed|limit; never the payload), or by the upstream (reason upstream, result)',
   'login.failed': 'postern could not log in upstream for a reason other than the credentials (err)',
   'upstream.connect': 'TCP (and implicit TLS) connection to the upstream is up (ms)',
   'upstream.tls': 'TLS with the upstream is up, implicit or after STARTTLS/STLS (tls, starttls)',
   'upstream.injection_discarded': 'bytes the upstream sent after its STARTTLS/STLS OK were dropped (bytes)',
-  'upstream.capabilities': 'the upstream capabilities postern learned after login, or from the OAuth2 capability probe of a static upstream (reason probe) (capabilities)',
+  'upstream.capabilities':
+    'the upstream capabilities postern learned after login, or from the OAuth2 capability probe of a static upstream (reason probe) (capabilities)',
   'upstream.socket_error': 'the upstream socket failed (err)',
   'upstream.closed': 'the upstream closed the connection in the middle of the session (err)',
   // commands and responses
@@ -90,7 +104,8 @@ export const LOG_EVENTS = {
   'response.refused': 'an upstream answer was not of the form its command defines: the session ends (command, err)',
   'response.hold_timeout': 'a held response was not ready before the hold deadline (err)',
   // messages
-  'message.inspected': 'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
+  'message.inspected':
+    'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
   'message.changed': 'the upstream served other bytes for the same POP3 message number (msgno)',
   'message.withheld': 'a message could not be vetted or protected and was not handed out (uid|msgno, err)',
   'message.protected': 'an altered POP3 message whose original is not quarantined is protected from DELE (msgno, uidl, reason)',
@@ -101,13 +116,18 @@ export const LOG_EVENTS = {
   'collector.stop': 'the collector stopped (shutdown)',
   'collector.trigger': 'a pass was requested by SIGUSR1 or postern collect --now (accounts, unknown, err)',
   'collector.pass': 'one pass over one account ended (account, result, listed, fetched, delivered, deferred, failed, held, deleted, backlog, ms, err)',
-  'collector.message': 'what happened to one fetched message (account, uid|msgno+uidl, mailbox, bytes, messageId, recipients, verdict, rules, quarantineId, spam, folder, action, reason, replies)',
+  'collector.message':
+    'what happened to one fetched message (account, uid|msgno+uidl, mailbox, bytes, messageId, recipients, verdict, rules, quarantineId, spam, folder, action, reason, replies)',
   'collector.account_state': 'an account started failing or works again; logged once per change, not every pass (account, state, previous, err, retryMs)',
-  'collector.uidvalidity_changed': 'a folder has a new UIDVALIDITY: its messages are matched by Message-ID, size and content (account, mailbox, previous, uidValidity)',
+  'collector.uidvalidity_changed':
+    'a folder has a new UIDVALIDITY: its messages are matched by Message-ID, size and content (account, mailbox, previous, uidValidity)',
   'collector.delivery_failed': 'the delivery server failed: the pass fetches nothing more (account, err)',
-  'collector.spam_folder_unaddressable': 'spam action folder: a recipient whose spam-folder address (folder_recipient) is not an address; delivered to the recipient itself (account, recipient, template)',
-  'collector.delivery_unconfirmed': 'a delivery interrupted after the message data was sent: not sent again, kept upstream (account, uid, messageId, recipients, status)',
-  'collector.expunge_deferred': 'IMAP without UIDPLUS: other messages are flagged \\Deleted, so nothing was expunged this time (account, mailbox, messages, reason)',
+  'collector.spam_folder_unaddressable':
+    'spam action folder: a recipient whose spam-folder address (folder_recipient) is not an address; delivered to the recipient itself (account, recipient, template)',
+  'collector.delivery_unconfirmed':
+    'a delivery interrupted after the message data was sent: not sent again, kept upstream (account, uid, messageId, recipients, status)',
+  'collector.expunge_deferred':
+    'IMAP without UIDPLUS: other messages are flagged \\Deleted, so nothing was expunged this time (account, mailbox, messages, reason)',
   // admin listener (src/admin/, docs/admin.md)
   'admin.start': 'the admin listener is accepting connections (host, port, tls, caPage, quarantine)',
   'admin.action': 'an admin action: login, logout, search, view, download, release, delete (action, who, remote, id)',
@@ -239,7 +259,23 @@ const IMAP_LINE = /^(\S+) (\S+)(?: (\S+))?(.*)$/s;
 // Commands whose arguments are (or may be) credentials: everything after the command is masked.
 const IMAP_SECRET = new Set(['LOGIN', 'AUTHENTICATE']);
 const POP3_COMMANDS = new Set([
-  'USER', 'PASS', 'APOP', 'AUTH', 'STAT', 'LIST', 'RETR', 'DELE', 'NOOP', 'RSET', 'QUIT', 'TOP', 'UIDL', 'CAPA', 'STLS', 'UTF8', 'LANG',
+  'USER',
+  'PASS',
+  'APOP',
+  'AUTH',
+  'STAT',
+  'LIST',
+  'RETR',
+  'DELE',
+  'NOOP',
+  'RSET',
+  'QUIT',
+  'TOP',
+  'UIDL',
+  'CAPA',
+  'STLS',
+  'UTF8',
+  'LANG',
 ]);
 
 function finish(text: string, max: number, lengthNote = true): string {

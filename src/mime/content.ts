@@ -9,9 +9,10 @@
  * Bounded without cutting silently (src/limits.ts): more than MAX_MIME_PARAMS parameters or
  * MAX_PART_FILENAMES names is itself a fault; faults are listed up to MAX_PART_FAULTS.
  */
-import { Rfc822Parser, parseRfc2231Params, parseContentTypeValue, type MimeNode, type HeaderField, type ParamReport } from './partmap.js';
-import { bytesToText, decodeWords as decodeWordsUncached, percentBytes, percentDecoded, undecodableWordCharset } from './headers.js';
+
 import { MAX_MIME_PARAMS, MAX_PART_FAULTS, MAX_PART_FILENAMES } from '../limits.js';
+import { bytesToText, decodeWords as decodeWordsUncached, percentBytes, percentDecoded, undecodableWordCharset } from './headers.js';
+import { type HeaderField, type MimeNode, type ParamReport, parseContentTypeValue, parseRfc2231Params, Rfc822Parser } from './partmap.js';
 
 // ---------------------------------------------------------------------------------------------
 // Content-* data (Dovecot message_part_data)
@@ -254,7 +255,8 @@ export function contentInfo(node: MimeNode): ContentInfo {
     checkComments(v, 'Content-Type', fault);
     // mailparser splits any entity that has a boundary parameter, whatever its type: on a type that
     // is not multipart (mul-ipart/mixed, text/plain) readers disagree about the parts
-    if (t !== 'multipart' && (report.raw.some(([k]) => /^boundary(\*|$)/i.test(k.trim())) || BOUNDARY_PARAM.test(v))) fault('boundary parameter on a type that is not multipart');
+    if (t !== 'multipart' && (report.raw.some(([k]) => /^boundary(\*|$)/i.test(k.trim())) || BOUNDARY_PARAM.test(v)))
+      fault('boundary parameter on a type that is not multipart');
     const params = checkParams(report.raw, 'Content-Type', fault, decodeWords);
     // Python's email reads the type up to the first ';' and the parameters by splitting at ';'
     const py = pythonParams(v);

@@ -309,7 +309,13 @@ export function decodeBody(src: Buffer, cte: string): Decoded & { restarts: numb
   const report: DecodeReport = { bad: false, ambiguous: false, restarts: [] };
   if (!isDecodedEncoding(cte)) return { data: src, bad: false, ambiguous: false, restarts: [], moreRestarts: false };
   const chunks = [...decodeChunks(src, cte, Math.max(1, src.length), report)];
-  return { data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), bad: report.bad, ambiguous: report.ambiguous === true, restarts: report.restarts!, moreRestarts: report.moreRestarts === true };
+  return {
+    data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks),
+    bad: report.bad,
+    ambiguous: report.ambiguous === true,
+    restarts: report.restarts!,
+    moreRestarts: report.moreRestarts === true,
+  };
 }
 
 export function decodeBase64(src: Buffer): Decoded {

@@ -45,7 +45,19 @@ export function bytesToText(binary: string): string {
 const CP1252_HIGH =
   '\u20ac\u0081\u201a\u0192\u201e\u2026\u2020\u2021\u02c6\u2030\u0160\u2039\u0152\u008d\u017d\u008f' +
   '\u0090\u2018\u2019\u201c\u201d\u2022\u2013\u2014\u02dc\u2122\u0161\u203a\u0153\u009d\u017e\u0178';
-const CP1252_LABELS = new Set(['windows-1252', 'cp1252', 'x-cp1252', 'iso-8859-1', 'iso8859-1', 'latin1', 'l1', 'us-ascii', 'ascii', 'iso_8859-1', 'ansi_x3.4-1968']);
+const CP1252_LABELS = new Set([
+  'windows-1252',
+  'cp1252',
+  'x-cp1252',
+  'iso-8859-1',
+  'iso8859-1',
+  'latin1',
+  'l1',
+  'us-ascii',
+  'ascii',
+  'iso_8859-1',
+  'ansi_x3.4-1968',
+]);
 
 export function decodeCharset(bytes: Buffer, charset: string): string {
   const cs = charset.trim().toLowerCase();
@@ -104,9 +116,15 @@ export function decodeWords(input: string): string {
     const charset = star < 0 ? m[1]! : m[1]!.slice(0, star);
     const text = m[3]!;
     const b = m[2] === 'b' || m[2] === 'B';
-    if (!b && !/[=_\x80-\uffff]/.test(text) && ASCII_SUPERSETS.has(charset.toLowerCase())) out += text; // plain ASCII text: itself
+    if (!b && !/[=_\x80-\uffff]/.test(text) && ASCII_SUPERSETS.has(charset.toLowerCase()))
+      out += text; // plain ASCII text: itself
     else {
-      const bytes = b ? Buffer.from(text, 'base64') : Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9a-fA-F]{2})/g, (_s, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+      const bytes = b
+        ? Buffer.from(text, 'base64')
+        : Buffer.from(
+            text.replace(/_/g, ' ').replace(/=([0-9a-fA-F]{2})/g, (_s, h: string) => String.fromCharCode(parseInt(h, 16))),
+            'latin1',
+          );
       out += decodeCharset(bytes, charset);
     }
     last = ENCODED_WORD.lastIndex;

@@ -205,7 +205,8 @@ function readText(raw: string, ctx: Ctx, where: string): void {
 
 /** A scheme that appears only once references, escapes or removed tabs and line ends are read: ambiguous. */
 function checkScheme(raw: string, view: string, ctx: Ctx, where: string): void {
-  if (count(view, SCHEME) > count(raw, SCHEME)) ambiguous(ctx, `a data: scheme in ${where} that is written with character references, escapes or split by tabs or line ends`);
+  if (count(view, SCHEME) > count(raw, SCHEME))
+    ambiguous(ctx, `a data: scheme in ${where} that is written with character references, escapes or split by tabs or line ends`);
 }
 
 function count(s: string, re: RegExp): number {
@@ -313,10 +314,52 @@ function forgivingBase64(s: string): { data: Buffer; damaged: boolean } {
 
 /** The named references that stand for ASCII punctuation and white space (letters and digits have none). */
 const NAMED: Record<string, string> = {
-  colon: ':', comma: ',', semi: ';', sol: '/', bsol: '\\', plus: '+', equals: '=', lpar: '(', rpar: ')', period: '.', quot: '"', QUOT: '"',
-  apos: "'", amp: '&', AMP: '&', lt: '<', LT: '<', gt: '>', GT: '>', Tab: '\t', NewLine: '\n', nbsp: '\u00a0', percnt: '%', num: '#',
-  excl: '!', quest: '?', commat: '@', lowbar: '_', UnderBar: '_', dollar: '$', ast: '*', midast: '*', lsqb: '[', lbrack: '[', rsqb: ']',
-  rbrack: ']', lcub: '{', lbrace: '{', rcub: '}', rbrace: '}', verbar: '|', vert: '|', VerticalLine: '|', grave: '`', Hat: '^', dash: '-',
+  colon: ':',
+  comma: ',',
+  semi: ';',
+  sol: '/',
+  bsol: '\\',
+  plus: '+',
+  equals: '=',
+  lpar: '(',
+  rpar: ')',
+  period: '.',
+  quot: '"',
+  QUOT: '"',
+  apos: "'",
+  amp: '&',
+  AMP: '&',
+  lt: '<',
+  LT: '<',
+  gt: '>',
+  GT: '>',
+  Tab: '\t',
+  NewLine: '\n',
+  nbsp: '\u00a0',
+  percnt: '%',
+  num: '#',
+  excl: '!',
+  quest: '?',
+  commat: '@',
+  lowbar: '_',
+  UnderBar: '_',
+  dollar: '$',
+  ast: '*',
+  midast: '*',
+  lsqb: '[',
+  lbrack: '[',
+  rsqb: ']',
+  rbrack: ']',
+  lcub: '{',
+  lbrace: '{',
+  rcub: '}',
+  rbrace: '}',
+  verbar: '|',
+  vert: '|',
+  VerticalLine: '|',
+  grave: '`',
+  Hat: '^',
+  dash: '-',
 };
 
 /** HTML character references: numeric (with or without ';') and the named ones above. */

@@ -22,7 +22,8 @@ import { percentDecoded } from './headers.js';
 
 // eslint-disable-next-line no-control-regex
 // (combining invisibles, such as variation selectors, in classes of their own)
-const INVISIBLE = /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb]|[\u034f\u180b-\u180f\ufe00-\ufe0f]|\udb40[\udc00-\udfff]/g;
+const INVISIBLE =
+  /[\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u17b4\u17b5\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb]|[\u034f\u180b-\u180f\ufe00-\ufe0f]|\udb40[\udc00-\udfff]/g;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\x00-\x1f\x7f-\x9f]/;
 /** Quotes and brackets a reader that does not unquote leaves around a name. */

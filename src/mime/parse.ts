@@ -6,10 +6,11 @@
  * mailparser take as a line end and Dovecot does not). Limits stop the walk early and are
  * reported, never thrown.
  */
-import { parsePartTree, isMessageNode, type LimitHit, type MimeNode } from './partmap.js';
+
+import { MAX_MESSAGE_FINDINGS } from '../limits.js';
 import { contentInfo } from './content.js';
 import { findEmbedded, newDecodeBudget } from './embedded.js';
-import { MAX_MESSAGE_FINDINGS } from '../limits.js';
+import { isMessageNode, type LimitHit, type MimeNode, parsePartTree } from './partmap.js';
 
 export type { MimeNode } from './partmap.js';
 
@@ -33,13 +34,13 @@ export interface ParseResult {
 const CR = 0x0d;
 const LF = 0x0a;
 
-
 export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
   const tree = parsePartTree(buf, limits);
   const res: ParseResult = { root: tree.root, parts: tree.parts, limit: tree.limit, malformed: [], bareCr: false };
   const add = (section: string, reason: string): void => {
     // every finding is the same on_malformed hit: the first ones decide, the list is bounded
-    if (res.malformed.length < MAX_MESSAGE_FINDINGS && !res.malformed.some((m) => m.section === section && m.reason === reason)) res.malformed.push({ section, reason });
+    if (res.malformed.length < MAX_MESSAGE_FINDINGS && !res.malformed.some((m) => m.section === section && m.reason === reason))
+      res.malformed.push({ section, reason });
   };
   const walk = (n: MimeNode): void => {
     for (const f of n.faults) add(n.section, f);
@@ -49,7 +50,10 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
       // preamble and epilogue are shown by no client, and must not carry files either
       const first = n.children[0]!;
       const last = n.children[n.children.length - 1]!;
-      for (const [a, b] of [[n.bodyStart, first.headerStart], [last.bodyEnd, n.bodyEnd]] as const) {
+      for (const [a, b] of [
+        [n.bodyStart, first.headerStart],
+        [last.bodyEnd, n.bodyEnd],
+      ] as const) {
         const region = buf.subarray(a, Math.max(a, b));
         if (/[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/.test(region.toString('latin1'))) add(n.section, 'binary data outside the parts of a multipart');
         // detection only: a budget of 0 decodes nothing (a refused file is still found), so no preamble can

@@ -24,8 +24,9 @@
  * - a non-multipart message's body is section 1 of that message: use findSection() to resolve a
  *   section path exactly as Dovecot does (it applies these rules).
  */
-import type { PartMap } from './types.js';
+
 import { DEFAULT_MIME_LIMITS, MAX_MIME_PARAMS, MAX_PART_FAULTS } from '../limits.js';
+import type { PartMap } from './types.js';
 
 export interface PartMapLimits {
   /** Deepest nesting of multipart / message/rfc822 containers that is descended into. */
@@ -126,7 +127,10 @@ export class Rfc822Parser {
   pos = 0;
   readonly end: number;
   lastComment: string | null;
-  constructor(readonly s: string, wantComments = false) {
+  constructor(
+    readonly s: string,
+    wantComments = false,
+  ) {
     this.end = s.length;
     this.lastComment = wantComments ? '' : null;
   }
@@ -492,7 +496,6 @@ function hasBareCr(buf: Buffer, start: number, end: number): boolean {
   }
   return false;
 }
-
 
 class Builder {
   parts = 0;

@@ -19,4 +19,3 @@ export interface PartMap {
   /** For message/rfc822 parts: the encapsulated message's root map. */
   message?: PartMap;
 }
-

@@ -19,8 +19,8 @@
  * so do many: the caller passes one InflateBudget per message, shared by all its archives.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
 import { MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS } from '../limits.js';
+import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
 
 export interface ZipLimits {
   /** Entries across all nesting levels. */
@@ -96,8 +96,7 @@ const EXTRA_UNICODE_PATH = 0x7075;
 const EXTRA_AES = 0x9901;
 
 /** CP437, bytes 0x80-0xff (what Python's zipfile and DOS-era tools use for names without the UTF-8 flag). */
-const CP437_HIGH =
-  'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■ ';
+const CP437_HIGH = 'ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■ ';
 
 function cp437(b: Buffer): string {
   let s = '';
@@ -264,7 +263,8 @@ function readName(raw: Buffer, flags: number, extra: Extra, fail: (r: string) =>
     const up = extra.unicodePath;
     if (up.name !== undefined) candidates.add(up.name);
     else candidates.add(up.raw.toString('latin1'));
-    if (!up.raw.equals(raw)) fail(`Unicode Path extra field ${JSON.stringify(up.name ?? up.raw.toString('latin1'))} differs from the header name ${JSON.stringify(name)}`);
+    if (!up.raw.equals(raw))
+      fail(`Unicode Path extra field ${JSON.stringify(up.name ?? up.raw.toString('latin1'))} differs from the header name ${JSON.stringify(name)}`);
     else if (!up.crcOk) fail('Unicode Path extra field has a wrong CRC');
   }
   // the readings a reader that follows the flag (or the Unicode Path field) shows: checked as paths.
@@ -336,10 +336,18 @@ function walk(
   // one end record, ending the file with its comment
   const commentLen = buf.readUInt16LE(eocd + 20);
   if (eocd + EOCD_LEN + commentLen !== buf.length) {
-    fail(eocd + EOCD_LEN + commentLen > buf.length ? 'end record comment length runs past the end' : 'data after the end record (comment length mismatch or appended data)');
+    fail(
+      eocd + EOCD_LEN + commentLen > buf.length
+        ? 'end record comment length runs past the end'
+        : 'data after the end record (comment length mismatch or appended data)',
+    );
   }
   const comment = buf.subarray(eocd + EOCD_LEN);
-  if (comment.includes(Buffer.from('PK\x05\x06', 'latin1')) || comment.includes(Buffer.from('PK\x06\x06', 'latin1')) || comment.includes(Buffer.from('PK\x06\x07', 'latin1'))) {
+  if (
+    comment.includes(Buffer.from('PK\x05\x06', 'latin1')) ||
+    comment.includes(Buffer.from('PK\x06\x06', 'latin1')) ||
+    comment.includes(Buffer.from('PK\x06\x07', 'latin1'))
+  ) {
     fail('end record comment contains another end record');
   }
   const disk = buf.readUInt16LE(eocd + 4);
@@ -409,7 +417,8 @@ function walk(
     p = next;
     const { name, candidates } = readName(rawName, flags, extra, fail);
     if (extra.problem) fail(`${name}: ${extra.problem}`);
-    if (compSize === 0xffffffff || size === 0xffffffff || localOffset === 0xffffffff || diskStart === 0xffff) fail(`${name}: zip64 sizes (zip64 archives are not inspected)`);
+    if (compSize === 0xffffffff || size === 0xffffffff || localOffset === 0xffffffff || diskStart === 0xffff)
+      fail(`${name}: zip64 sizes (zip64 archives are not inspected)`);
     else if (diskStart !== 0) fail(`${name}: on another disk`);
     if (flags & ~KNOWN_FLAGS) fail(`${name}: unsupported flags 0x${flags.toString(16)}`);
     const encrypted = (flags & 1) === 1 || method === 99 || extra.ids.has(EXTRA_STRONG_ENCRYPTION) || extra.ids.has(EXTRA_AES);
@@ -502,7 +511,8 @@ function walk(
     }
     const descriptor = (e.flags & 8) !== 0;
     if (descriptor) {
-      if ((lcrc !== 0 && lcrc !== e.crc) || (lcomp !== 0 && lcomp !== e.compSize) || (lsize !== 0 && lsize !== e.size)) fail(`${e.name}: local header sizes or CRC differ from the central directory`);
+      if ((lcrc !== 0 && lcrc !== e.crc) || (lcomp !== 0 && lcomp !== e.compSize) || (lsize !== 0 && lsize !== e.size))
+        fail(`${e.name}: local header sizes or CRC differ from the central directory`);
       if (e.method === 0) fail(`${e.name}: stored member with a data descriptor (its end cannot be found by sequential readers)`);
     } else if (lcrc !== e.crc || lcomp !== e.compSize || lsize !== e.size) {
       fail(`${e.name}: local header sizes or CRC differ from the central directory`);
@@ -522,7 +532,8 @@ function walk(
     e.dataStart = dataStart;
     expect = end;
   }
-  if (expect !== cdStart && byOffset.length > 0) fail(expect < cdStart ? 'data between the last member and the central directory' : 'last member overlaps the central directory');
+  if (expect !== cdStart && byOffset.length > 0)
+    fail(expect < cdStart ? 'data between the last member and the central directory' : 'last member overlaps the central directory');
 
   // ------------------------------------------------ members: verified content, types, nesting
   for (const e of entries) {

@@ -5,10 +5,9 @@
  */
 import { MAX_TEMPLATE_VALUE } from '../limits.js';
 
-export type TemplateVars = Partial<Record<
-  'reason' | 'filename' | 'type' | 'virus' | 'action' | 'policy' | 'rule' | 'message_id' | 'subject' | 'sender' | 'recovery' | 'part',
-  string
->>;
+export type TemplateVars = Partial<
+  Record<'reason' | 'filename' | 'type' | 'virus' | 'action' | 'policy' | 'rule' | 'message_id' | 'subject' | 'sender' | 'recovery' | 'part', string>
+>;
 
 /** Values come from the (hostile) message: no control characters, no line breaks, bounded length. */
 export function cleanVar(v: string | undefined): string {

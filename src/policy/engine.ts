@@ -58,11 +58,11 @@ import { type ParsedMessage, parseMessage } from './stages/parse.js';
 import { quarantineOriginal, recoveryId, type Stored } from './stages/quarantine.js';
 import { blockNotice, rewriteMessage } from './stages/rewrite.js';
 import { applyRules } from './stages/rules.js';
-import { planAntivirus, planSpam, runScanners, type ScannerRun, type ScanReport, scanOutput, type SpamReport, type SpamRun } from './stages/scan.js';
+import { planAntivirus, planSpam, runScanners, type ScannerRun, type ScanReport, type SpamReport, type SpamRun, scanOutput } from './stages/scan.js';
 import type { EngineDeps, InspectContext, InspectResult, Verdict } from './types.js';
 
-export type { CompiledPolicy } from './load.js';
 export { normaliseFilename } from '../mime/names.js';
+export type { CompiledPolicy } from './load.js';
 export { applyHeaderRules } from './stages/header-rules.js';
 export { recoveryId } from './stages/quarantine.js';
 
@@ -121,7 +121,17 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
 }
 
 /** The verdict and the part tree of the output (the parse the policy judged when the output is the message). */
-function result(p: ParsedMessage, policy: CompiledPolicy, findings: Findings, scan: ScanFindings, spam: SpamFindings, status: Verdict['status'], output: Buffer, t0: number, stored?: Stored): InspectResult {
+function result(
+  p: ParsedMessage,
+  policy: CompiledPolicy,
+  findings: Findings,
+  scan: ScanFindings,
+  spam: SpamFindings,
+  status: Verdict['status'],
+  output: Buffer,
+  t0: number,
+  stored?: Stored,
+): InspectResult {
   const verdict: Verdict = {
     policy: policy.name,
     status,
@@ -140,10 +150,19 @@ function result(p: ParsedMessage, policy: CompiledPolicy, findings: Findings, sc
 }
 
 function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectResult {
-  const text = renderTemplate(policy.deny.block, { reason: 'the message could not be inspected', policy: policy.name, action: 'block', rule: 'engine', recovery: recoveryId(raw, policy.name) });
+  const text = renderTemplate(policy.deny.block, {
+    reason: 'the message could not be inspected',
+    policy: policy.name,
+    action: 'block',
+    rule: 'engine',
+    recovery: recoveryId(raw, policy.name),
+  });
   const { body, cte } = encodeDenyBody(text, '\r\n');
   const output = Buffer.concat([
-    Buffer.from(`Subject: [postern] message could not be inspected\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ${cte}\r\nX-Postern-Verdict: blocked; policy=${policy.name}\r\n\r\n`, 'latin1'),
+    Buffer.from(
+      `Subject: [postern] message could not be inspected\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: ${cte}\r\nX-Postern-Verdict: blocked; policy=${policy.name}\r\n\r\n`,
+      'latin1',
+    ),
     body,
   ]);
   const verdict: Verdict = {

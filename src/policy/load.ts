@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { ConfigError, parseYamlWithSchema } from '../config/validate.js';
 import { DEFAULT_ANTIVIRUS_LIMITS, DEFAULT_ARCHIVE_LIMITS, DEFAULT_MIME_LIMITS } from '../limits.js';
-import type { ActionName } from './types.js';
-import { policySchema, type PolicyYaml } from './schema.js';
 import { compileGlob, compileTypePattern, type GlobMatcher } from './glob.js';
+import { type PolicyYaml, policySchema } from './schema.js';
+import type { ActionName } from './types.js';
 
 export interface ActionSpec {
   action: ActionName;
@@ -141,8 +141,34 @@ If you need the original, ask your mail administrator and quote the recovery id.
 `;
 
 const DEFAULT_DANGEROUS = [
-  'exe', 'com', 'scr', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', 'wsf', 'wsh', 'hta', 'msi', 'msp',
-  'cpl', 'jar', 'ps1', 'lnk', 'reg', 'dll', 'sh', 'app', 'iso', 'img', 'vhd', 'scf', 'url',
+  'exe',
+  'com',
+  'scr',
+  'pif',
+  'bat',
+  'cmd',
+  'vbs',
+  'vbe',
+  'js',
+  'jse',
+  'wsf',
+  'wsh',
+  'hta',
+  'msi',
+  'msp',
+  'cpl',
+  'jar',
+  'ps1',
+  'lnk',
+  'reg',
+  'dll',
+  'sh',
+  'app',
+  'iso',
+  'img',
+  'vhd',
+  'scf',
+  'url',
 ];
 
 function spec(v: unknown, dflt: ActionSpec): ActionSpec {
@@ -155,9 +181,16 @@ function spec(v: unknown, dflt: ActionSpec): ActionSpec {
 const A = (action: ActionName, quarantine = false): ActionSpec => ({ action, quarantine, log: true });
 
 /** A spam action: `tag` and `block` keep the original in quarantine unless told otherwise. */
-function spamSpec(v: SpamActionSpec['action'] | { action: SpamActionSpec['action']; quarantine?: boolean; log?: boolean } | undefined, dflt: SpamActionSpec['action']): SpamActionSpec {
+function spamSpec(
+  v: SpamActionSpec['action'] | { action: SpamActionSpec['action']; quarantine?: boolean; log?: boolean } | undefined,
+  dflt: SpamActionSpec['action'],
+): SpamActionSpec {
   const o = v === undefined ? { action: dflt } : typeof v === 'string' ? { action: v } : v;
-  return { action: o.action, quarantine: ('quarantine' in o ? o.quarantine : undefined) ?? o.action !== 'allow', log: ('log' in o ? o.log : undefined) ?? true };
+  return {
+    action: o.action,
+    quarantine: ('quarantine' in o ? o.quarantine : undefined) ?? o.action !== 'allow',
+    log: ('log' in o ? o.log : undefined) ?? true,
+  };
 }
 
 type RuleYaml = { match: string | string[]; action: ActionName; quarantine?: boolean; log?: boolean; reason?: string };
@@ -179,14 +212,28 @@ function compileRules(rules: RuleYaml[], norm: (p: string) => string, compile: (
 export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledPolicy {
   // both matchers are case-insensitive; content types are kept lower-cased for display
   const contentRules = compileRules(y.content_types?.rules ?? [], (p) => p.toLowerCase(), compileTypePattern);
-  const filenameRules = compileRules(y.filenames?.rules ?? [], (p) => p, (p) => compileGlob(p, 'file name'));
+  const filenameRules = compileRules(
+    y.filenames?.rules ?? [],
+    (p) => p,
+    (p) => compileGlob(p, 'file name'),
+  );
   const av = y.antivirus ?? {};
-  const onVirus = av.on_virus === undefined ? A('strip', true) : typeof av.on_virus === 'string' ? A(av.on_virus, true) : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
+  const onVirus =
+    av.on_virus === undefined
+      ? A('strip', true)
+      : typeof av.on_virus === 'string'
+        ? A(av.on_virus, true)
+        : { action: av.on_virus.action, quarantine: av.on_virus.quarantine ?? true, log: av.on_virus.log ?? true };
   // fail closed: what cannot be scanned is not delivered unscanned, and its original is kept for release
   const sp = y.spam ?? {};
   const spamEnabled = sp.enabled ?? false;
   const spamStrip = sp.strip_headers ?? DEFAULT_SPAM_STRIP_HEADERS;
-  const onOversize = av.on_oversize === undefined ? A('block', true) : typeof av.on_oversize === 'string' ? A(av.on_oversize, av.on_oversize === 'block') : { action: av.on_oversize.action, quarantine: av.on_oversize.quarantine ?? av.on_oversize.action === 'block', log: av.on_oversize.log ?? true };
+  const onOversize =
+    av.on_oversize === undefined
+      ? A('block', true)
+      : typeof av.on_oversize === 'string'
+        ? A(av.on_oversize, av.on_oversize === 'block')
+        : { action: av.on_oversize.action, quarantine: av.on_oversize.quarantine ?? av.on_oversize.action === 'block', log: av.on_oversize.log ?? true };
   return Object.freeze({
     name: y.name ?? name,
     file,
@@ -251,7 +298,12 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       addHeaders: sp.add_headers ?? true,
       // fail closed: a message whose score is unknown is not delivered (see docs/configuration.md)
       onError: sp.on_error ?? 'tempfail',
-      onOversize: sp.on_oversize === undefined ? A('allow') : typeof sp.on_oversize === 'string' ? A(sp.on_oversize, sp.on_oversize === 'block') : { action: sp.on_oversize.action, quarantine: sp.on_oversize.quarantine ?? sp.on_oversize.action === 'block', log: sp.on_oversize.log ?? true },
+      onOversize:
+        sp.on_oversize === undefined
+          ? A('allow')
+          : typeof sp.on_oversize === 'string'
+            ? A(sp.on_oversize, sp.on_oversize === 'block')
+            : { action: sp.on_oversize.action, quarantine: sp.on_oversize.quarantine ?? sp.on_oversize.action === 'block', log: sp.on_oversize.log ?? true },
       stripHeaders: spamEnabled ? [...spamStrip] : [],
     },
     deny: {

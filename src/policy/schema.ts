@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { sizeField } from '../units.js';
-import { globProblem, type GlobKind } from './glob.js';
+import { type GlobKind, globProblem } from './glob.js';
 
 export const TEMPLATE_VARIABLES = [
   'reason',
@@ -101,7 +101,10 @@ const subjectPrefix = z
   .refine((s) => Buffer.from(s, 'utf8').toString('utf8') === s, 'not well-formed text (lone surrogate)');
 
 export const policySchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-" only').optional(),
+  name: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, ".", "_" and "-" only')
+    .optional(),
   description: z.string().optional(),
   detect_types: z.boolean().optional(),
   content_types: z
@@ -174,10 +177,20 @@ export const policySchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().optional(),
       max_size: size.optional(),
-      on_virus: z.union([z.enum(['strip', 'block']), z.strictObject({ action: z.enum(['strip', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
+      on_virus: z
+        .union([
+          z.enum(['strip', 'block']),
+          z.strictObject({ action: z.enum(['strip', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
+        ])
+        .optional(),
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
       // `block` (default, original quarantined) or `allow` (passes unscanned, with tag_header)
-      on_oversize: z.union([z.enum(['allow', 'block']), z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
+      on_oversize: z
+        .union([
+          z.enum(['allow', 'block']),
+          z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
+        ])
+        .optional(),
       tag_header: headerName.optional(),
       scan_parts: z.boolean().optional(),
     })
@@ -194,17 +207,24 @@ export const policySchema = z.strictObject({
       subject_prefix: subjectPrefix.optional(),
       add_headers: z.boolean().optional(),
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
-      on_oversize: z.union([z.enum(['allow', 'block']), z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() })]).optional(),
+      on_oversize: z
+        .union([
+          z.enum(['allow', 'block']),
+          z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
+        ])
+        .optional(),
       strip_headers: z.array(globPattern('header name')).optional(),
     })
     .superRefine((s, ctx) => {
       if (s.use_rspamd_action) {
         for (const k of ['tag_score', 'block_score'] as const) {
-          if (s[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: `${k} has no effect with use_rspamd_action: true (rspamd's own thresholds decide)` });
+          if (s[k] !== undefined)
+            ctx.addIssue({ code: 'custom', path: [k], message: `${k} has no effect with use_rspamd_action: true (rspamd's own thresholds decide)` });
         }
         return;
       }
-      if (s.tag_score === null && s.block_score === null) ctx.addIssue({ code: 'custom', path: ['block_score'], message: 'tag_score and block_score are both null: no score would ever count as spam' });
+      if (s.tag_score === null && s.block_score === null)
+        ctx.addIssue({ code: 'custom', path: ['block_score'], message: 'tag_score and block_score are both null: no score would ever count as spam' });
       if (typeof s.tag_score === 'number' && typeof s.block_score === 'number' && s.block_score < s.tag_score) {
         ctx.addIssue({ code: 'custom', path: ['block_score'], message: `block_score (${s.block_score}) is below tag_score (${s.tag_score})` });
       }

@@ -91,6 +91,7 @@ export interface SpamVerdict {
 
 /** One MIME part of the sanitised message (defined by the MIME model, src/mime/types.ts). */
 export type { PartMap } from '../mime/types.js';
+
 import type { PartMap } from '../mime/types.js';
 
 export interface InspectResult {

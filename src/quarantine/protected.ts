@@ -144,7 +144,8 @@ export class ProtectedStore {
       this.loadedSig = sig;
       return this.entries;
     }
-    if (size > (this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes) throw this.unavailable(`file is larger than ${(this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes} bytes`);
+    if (size > (this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes)
+      throw this.unavailable(`file is larger than ${(this.maxEntries + 1) * POP3_LIMITS.maxProtectedEntryBytes} bytes`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(await fs.readFile(this.file, 'utf8'));
@@ -231,7 +232,10 @@ export class ProtectedStore {
       const entries = await this.sync();
       if (entries.some((x) => x.upstream === e.upstream && sameUser(x.user, e.user) && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256))) return;
       if (entries.length >= this.maxEntries) {
-        throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, { file: this.file, max: this.maxEntries });
+        throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, {
+          file: this.file,
+          max: this.maxEntries,
+        });
       }
       await this.write([...entries, e]);
     });
@@ -246,7 +250,9 @@ export class ProtectedStore {
     const u = userKey(user);
     return this.serial(async () => {
       const entries = await this.sync();
-      const keep = entries.filter((e) => !(e.upstream === upstream && sameUser(e.user, u) && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))));
+      const keep = entries.filter(
+        (e) => !(e.upstream === upstream && sameUser(e.user, u) && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))),
+      );
       if (keep.length === entries.length) return 0;
       await this.write(keep);
       return entries.length - keep.length;

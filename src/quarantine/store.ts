@@ -9,7 +9,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { PosternError, ErrorCodes } from '../errors.js';
+import { ErrorCodes, PosternError } from '../errors.js';
 import type { QuarantineStore } from '../policy/types.js';
 
 export interface QuarantineRecord {

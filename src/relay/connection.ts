@@ -20,21 +20,22 @@
  * - Bytes held (unread output, held input) count against the process-wide memory budget through a
  *   gauge; sessions lease further bytes with reserveMemory().
  */
-import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
+
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
-import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
+import { type ErrorCode, ErrorCodes, PosternError } from '../errors.js';
 import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
+import { looksLikeProxy } from '../protocol/proxy/parser.js';
 import type { OAuthHostInfo, OAuthMechanism } from '../session/oauth.js';
-import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, SessionTimer, UpstreamTarget } from '../session/types.js';
-import { upstreamTlsOptions, serverTlsOptions } from '../tls/contexts.js';
+import type { CloseReason, MemoryLease, Session, SessionHost, SessionTimer, TlsInfo, UpstreamTarget } from '../session/types.js';
+import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
+import { serverTlsOptions, upstreamTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import type { MemoryBudget } from './memory.js';
-import { looksLikeProxy } from '../protocol/proxy/parser.js';
 
 export interface ConnectionDeps {
   minter: LeafMinter | null;
@@ -239,7 +240,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
     // nothing ever arrives over TLS. The most common setup mistake, so at warn (once).
     if (this.clientTlsBytes !== null && this.bytesFromClient === this.clientTlsBytes) {
       this.clientTlsBytes = null;
-      this.log.warn({ event: 'client.tls_dropped', how }, 'the client closed the connection right after the TLS handshake without sending anything: it probably does not trust the certificate (import the CA: postern ca export)');
+      this.log.warn(
+        { event: 'client.tls_dropped', how },
+        'the client closed the connection right after the TLS handshake without sending anything: it probably does not trust the certificate (import the CA: postern ca export)',
+      );
     }
     if (this.heldInputBytes > 0) this.log.debug({ event: 'client.gone', bytes: this.heldInputBytes, how }, 'client left with unprocessed input');
     this.heldInput = [];
@@ -329,7 +333,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
     if (this.closed) return;
     const unread = this.unreadOutput();
     if (unread > this.flow.clientOutputHardBytes) {
-      this.abortClient(ErrorCodes.CLIENT_OUTPUT_LIMIT, `client does not read its output: ${unread} bytes unread (limit ${this.flow.clientOutputHardBytes})`, { unread, limit: this.flow.clientOutputHardBytes });
+      this.abortClient(ErrorCodes.CLIENT_OUTPUT_LIMIT, `client does not read its output: ${unread} bytes unread (limit ${this.flow.clientOutputHardBytes})`, {
+        unread,
+        limit: this.flow.clientOutputHardBytes,
+      });
       return;
     }
     if (!this.clientPausedForOutput && unread > this.flow.clientOutputSoftBytes) {
@@ -491,7 +498,16 @@ export class Connection implements SessionHost, OAuthHostInfo {
     const what = this.upstreamPausedBySession ? 'message inspection did not complete in time' : 'the server did not answer in time';
     const message = `postern: ${what} (${ErrorCodes.HOLD_TIMEOUT})`;
     this.closeOverride = { kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message };
-    this.log.warn({ event: 'session.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message }, limit: ms, upstreamHeld: this.upstreamPausedBySession, clientHeld: this.clientPausedBySession }, 'ending session: hold deadline passed');
+    this.log.warn(
+      {
+        event: 'session.hold_timeout',
+        err: { code: ErrorCodes.HOLD_TIMEOUT, message },
+        limit: ms,
+        upstreamHeld: this.upstreamPausedBySession,
+        clientHeld: this.clientPausedBySession,
+      },
+      'ending session: hold deadline passed',
+    );
     if (this.session.onHoldTimeout) this.session.onHoldTimeout();
     else this.session.shutdown(message);
     if (!this.closed) this.close(this.closeOverride);
@@ -505,7 +521,17 @@ export class Connection implements SessionHost, OAuthHostInfo {
     if (!budget) return this.trackLease(unlimitedLease(bytes));
     const lease = budget.tryReserve(bytes);
     if (!lease) {
-      this.log.warn({ event: 'memory.refused', err: { code: ErrorCodes.MEMORY_BUDGET, message: `memory budget exhausted: ${what} refused` }, bytes, what, used: budget.used, limit: budget.limitBytes }, 'memory budget exhausted: work refused');
+      this.log.warn(
+        {
+          event: 'memory.refused',
+          err: { code: ErrorCodes.MEMORY_BUDGET, message: `memory budget exhausted: ${what} refused` },
+          bytes,
+          what,
+          used: budget.used,
+          limit: budget.limitBytes,
+        },
+        'memory budget exhausted: work refused',
+      );
       return null;
     }
     return this.trackLease(lease);
@@ -594,7 +620,14 @@ export class Connection implements SessionHost, OAuthHostInfo {
       sock = net.connect({ host: target.host, port: target.port }, onReady);
     }
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      const tlsFailure = target.implicitTls && (err.code?.startsWith('ERR_TLS') || /certificate|self.signed|verify|handshake|alert/i.test(err.message) || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'CERT_HAS_EXPIRED');
+      const tlsFailure =
+        target.implicitTls &&
+        (err.code?.startsWith('ERR_TLS') ||
+          /certificate|self.signed|verify|handshake|alert/i.test(err.message) ||
+          err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
+          err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
+          err.code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
+          err.code === 'CERT_HAS_EXPIRED');
       fail(
         new PosternError(
           tlsFailure ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_REFUSED,
@@ -674,7 +707,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
     const raw = this.client;
     // Plaintext read after the STARTTLS line but not yet handed on must never reach the session once
     // TLS is up (CVE-2011-0411 class): drop it here, the session drops what it had already framed.
-    if (this.heldInputBytes > 0) this.log.warn({ event: 'client.injection_discarded', bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
+    if (this.heldInputBytes > 0)
+      this.log.warn({ event: 'client.injection_discarded', bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
     this.heldInput = [];
     this.heldInputBytes = 0;
     raw.removeAllListeners('data');
@@ -739,7 +773,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
       sock.destroy();
       if (current()) this.session.onUpstreamTlsFailed?.(err);
     };
-    const timer = setTimeout(() => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out')), this.listener.limits.connectTimeoutMs);
+    const timer = setTimeout(
+      () => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out')),
+      this.listener.limits.connectTimeoutMs,
+    );
     const sock = tls.connect({ socket: raw as net.Socket, ...upstreamTlsOptions(upTls, servername) }, () => {
       if (settled) return;
       settled = true;

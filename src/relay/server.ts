@@ -2,26 +2,26 @@
  * Listeners, admission control (max sessions, per client address), session construction per
  * protocol, and graceful shutdown. Together with connection.ts the only code that owns sockets.
  */
-import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
+
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
+import { BlockStore } from '../edge/block-store.js';
+import { EdgeGuard } from '../edge/guard.js';
+import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
 import { ErrorCodes } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, effectiveHoldTimeoutMs, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, EDGE_LIMITS, effectiveHoldTimeoutMs, PROXY_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
+import { looksLikeProxy, type ProxyHeader, ProxyHeaderParser } from '../protocol/proxy/parser.js';
 import type { OAuthMechanism } from '../session/oauth.js';
 import type { Session, SessionHost } from '../session/types.js';
+import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { Connection } from './connection.js';
 import { MemoryBudget } from './memory.js';
-import { BlockStore } from '../edge/block-store.js';
-import { EdgeGuard } from '../edge/guard.js';
-import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
-import { looksLikeProxy, type ProxyHeader, ProxyHeaderParser } from '../protocol/proxy/parser.js';
-import { EDGE_LIMITS, PROXY_LIMITS } from '../limits.js';
 
 export interface ServerDeps {
   log: Logger;
@@ -131,7 +131,10 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     try {
       store = new BlockStore(config.edge.blockListFile);
     } catch (err) {
-      log.warn({ event: 'edge.block_store_failed', err: logErr(err), file: config.edge.blockListFile }, 'the shared block list cannot be opened: blocks stay in this process');
+      log.warn(
+        { event: 'edge.block_store_failed', err: logErr(err), file: config.edge.blockListFile },
+        'the shared block list cannot be opened: blocks stay in this process',
+      );
     }
     edge = new EdgeGuard(config, store, log, Date.now());
   }
@@ -155,7 +158,13 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     const addr = adm?.address ?? socket.remoteAddress ?? 'unknown';
     const port = adm?.port ?? socket.remotePort ?? 0;
     const sid = randomBytes(6).toString('hex');
-    const slog = log.child({ sid, listener: listener.name, protocol: listener.protocol, client: `${addr}:${port}`, ...(adm?.proxy ? { proxy: adm.proxy } : {}) });
+    const slog = log.child({
+      sid,
+      listener: listener.name,
+      protocol: listener.protocol,
+      client: `${addr}:${port}`,
+      ...(adm?.proxy ? { proxy: adm.proxy } : {}),
+    });
     socket.on('error', () => undefined);
     if (!accepting) {
       refuse(socket, refusal(listener, 'server shutting down'));
@@ -167,19 +176,32 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     }
     const count = perClient.get(addr) ?? 0;
     if (sessions.size >= config.limits.maxSessions) {
-      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS, message: 'too many sessions' }, limit: config.limits.maxSessions }, 'connection refused: too many sessions');
+      slog.warn(
+        { event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS, message: 'too many sessions' }, limit: config.limits.maxSessions },
+        'connection refused: too many sessions',
+      );
       refuse(socket, refusal(listener, 'too many sessions'));
       return;
     }
     if (count >= config.limits.maxSessionsPerClient) {
-      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, message: 'too many sessions from this address' }, limit: config.limits.maxSessionsPerClient }, 'connection refused: too many sessions from this address');
+      slog.warn(
+        {
+          event: 'session.refused',
+          err: { code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, message: 'too many sessions from this address' },
+          limit: config.limits.maxSessionsPerClient,
+        },
+        'connection refused: too many sessions from this address',
+      );
       refuse(socket, refusal(listener, 'too many sessions from your address'));
       return;
     }
     // a new session must fit in the memory budget before it is admitted
     const base = memory.tryReserve(SESSION_BASE_MEMORY_BYTES);
     if (!base) {
-      slog.warn({ event: 'session.refused', err: { code: ErrorCodes.MEMORY_BUDGET, message: 'memory budget exhausted' }, used: memory.used, limit: memory.limitBytes }, 'connection refused: memory budget exhausted');
+      slog.warn(
+        { event: 'session.refused', err: { code: ErrorCodes.MEMORY_BUDGET, message: 'memory budget exhausted' }, used: memory.used, limit: memory.limitBytes },
+        'connection refused: memory budget exhausted',
+      );
       refuse(socket, refusal(listener, 'server busy (memory), try again later'));
       return;
     }
@@ -196,7 +218,18 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
               const v = edge!.onLogin(listener, addr, host, Date.now());
               const rule = v.decision.rule?.id ?? null;
               slog.debug({ event: 'edge.access', phase: 'login', host, action: v.decision.action, rule }, 'access rule decision');
-              if (v.decision.action !== 'allow') slog.info({ event: 'edge.denied', phase: 'login', host, action: v.decision.action, rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule ?? ''} refuses this upstream` } }, 'login refused by an access rule');
+              if (v.decision.action !== 'allow')
+                slog.info(
+                  {
+                    event: 'edge.denied',
+                    phase: 'login',
+                    host,
+                    action: v.decision.action,
+                    rule,
+                    err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule ?? ''} refuses this upstream` },
+                  },
+                  'login refused by an access rule',
+                );
               return v.decision.action;
             }
           : undefined,
@@ -234,7 +267,10 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     const pp = listener.edge?.proxyProtocol ?? null;
     const where = { listener: listener.name, protocol: listener.protocol, peer: `${peer}:${peerPort}` };
     const proxyFail = (reason: string) => {
-      log.warn({ event: 'edge.proxy_refused', ...where, err: { code: ErrorCodes.PROXY_PROTOCOL, message: reason } }, 'PROXY protocol header refused: connection reset');
+      log.warn(
+        { event: 'edge.proxy_refused', ...where, err: { code: ErrorCodes.PROXY_PROTOCOL, message: reason } },
+        'PROXY protocol header refused: connection reset',
+      );
       resetSocket(raw);
     };
     const handOn = (adm: EdgeAdmission) => {
@@ -254,20 +290,42 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       const base = { ...where, client: `${address}:${port}`, ...(proxy ? { proxy } : {}) };
       const v = edge.onConnect(listener, address, now);
       if (v.kind === 'blocked') {
-        log.info({ event: 'edge.blocked', ...base, reason: v.entry.reason, until: new Date(v.entry.until).toISOString(), err: { code: ErrorCodes.ACCESS_DENIED, message: 'address is blocked' } }, 'blocked address: connection reset');
+        log.info(
+          {
+            event: 'edge.blocked',
+            ...base,
+            reason: v.entry.reason,
+            until: new Date(v.entry.until).toISOString(),
+            err: { code: ErrorCodes.ACCESS_DENIED, message: 'address is blocked' },
+          },
+          'blocked address: connection reset',
+        );
         return resetSocket(raw);
       }
       if (v.kind === 'rate') {
-        log.info({ event: 'edge.rate_limited', ...base, scope: v.scope, err: { code: ErrorCodes.ACCESS_DENIED, message: `connection rate limit (${v.scope})` } }, 'connection rate limit: connection reset');
+        log.info(
+          { event: 'edge.rate_limited', ...base, scope: v.scope, err: { code: ErrorCodes.ACCESS_DENIED, message: `connection rate limit (${v.scope})` } },
+          'connection rate limit: connection reset',
+        );
         return resetSocket(raw);
       }
       const rule = v.decision.rule?.id ?? null;
-      log.debug({ event: 'edge.access', phase: 'connect', ...base, action: v.decision.action, rule, deferred: v.decision.deferred ?? false }, 'access rule decision');
+      log.debug(
+        { event: 'edge.access', phase: 'connect', ...base, action: v.decision.action, rule, deferred: v.decision.deferred ?? false },
+        'access rule decision',
+      );
       if (v.kind === 'reset') {
-        log.info({ event: 'edge.denied', phase: 'connect', ...base, action: 'reset', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } }, 'access rule: connection reset');
+        log.info(
+          { event: 'edge.denied', phase: 'connect', ...base, action: 'reset', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } },
+          'access rule: connection reset',
+        );
         return resetSocket(raw);
       }
-      if (v.kind === 'deny') log.info({ event: 'edge.denied', phase: 'connect', ...base, action: 'deny', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } }, 'access rule: connection refused');
+      if (v.kind === 'deny')
+        log.info(
+          { event: 'edge.denied', phase: 'connect', ...base, action: 'deny', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } },
+          'access rule: connection refused',
+        );
       handOn({ address, port, proxy, deny: v.kind === 'deny' ? (rule ?? 'deny') : null, rejectProxyHeader });
     };
     if (!pp) return decide(canonicalIp(peer), peerPort, null);
@@ -298,7 +356,10 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       if (r.state === 'error') return proxyFail(r.reason);
       if (r.rest.length > 0) raw.unshift(r.rest);
       const h: ProxyHeader = r.header;
-      log.debug({ event: 'edge.proxy', ...where, version: h.version, local: h.local, source: h.source ? `${h.source.address}:${h.source.port}` : null }, 'PROXY protocol header');
+      log.debug(
+        { event: 'edge.proxy', ...where, version: h.version, local: h.local, source: h.source ? `${h.source.address}:${h.source.port}` : null },
+        'PROXY protocol header',
+      );
       if (h.local || !h.source) return decide(canonicalIp(peer), peerPort, null);
       decide(h.source.address, h.source.port, `${peer}:${peerPort}`);
     };
@@ -339,7 +400,15 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
         // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
         const reason = tlsFailureReason(err);
         log.warn(
-          { event: 'client.tls_failed', listener: listener.name, protocol: listener.protocol, client: clientOfTls(sock, peerOf), starttls: false, reason, err: logErr(err, ErrorCodes.PROTOCOL) },
+          {
+            event: 'client.tls_failed',
+            listener: listener.name,
+            protocol: listener.protocol,
+            client: clientOfTls(sock, peerOf),
+            starttls: false,
+            reason,
+            err: logErr(err, ErrorCodes.PROTOCOL),
+          },
           `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
         );
       });
@@ -355,7 +424,18 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       });
     });
     const a = server.address() as net.AddressInfo;
-    log.info({ event: 'listener.start', listener: listener.name, protocol: listener.protocol, host: a.address, port: a.port, tlsMode: listener.tls.mode, upstreamKind: listener.upstream.kind }, 'listening');
+    log.info(
+      {
+        event: 'listener.start',
+        listener: listener.name,
+        protocol: listener.protocol,
+        host: a.address,
+        port: a.port,
+        tlsMode: listener.tls.mode,
+        upstreamKind: listener.upstream.kind,
+      },
+      'listening',
+    );
     servers.set(listener.name, server);
   }
 

@@ -16,7 +16,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig, StaticUpstream } from '../config/types.js';
-import { ErrorCodes, PosternError, isPosternError } from '../errors.js';
+import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { UPSTREAM_PROBE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { CapabilityProbe, type ProbeStep } from '../session/capability-probe.js';
@@ -42,7 +42,10 @@ export interface ProbeTiming {
  * Probes one static upstream once: the OAuth2 mechanisms it advertises (after TLS). Rejects with a
  * PosternError (connect, TLS, timeout, protocol). `signal` aborts it (E_SHUTDOWN).
  */
-export function probeUpstream(listener: ListenerConfig & { upstream: StaticUpstream }, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<OAuthMechanism[]> {
+export function probeUpstream(
+  listener: ListenerConfig & { upstream: StaticUpstream },
+  opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<OAuthMechanism[]> {
   const up = listener.upstream;
   const timeoutMs = opts.timeoutMs ?? UPSTREAM_PROBE_LIMITS.timeoutMs;
   return new Promise((resolve, reject) => {
@@ -64,7 +67,10 @@ export function probeUpstream(listener: ListenerConfig & { upstream: StaticUpstr
       setTimeout(() => sock.destroy(), 1000).unref();
       resolve(mechanisms!);
     };
-    const timer = setTimeout(() => finish(new PosternError(ErrorCodes.GREETING_TIMEOUT, `capability probe of ${up.host}:${up.port} took longer than ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new PosternError(ErrorCodes.GREETING_TIMEOUT, `capability probe of ${up.host}:${up.port} took longer than ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     timer.unref();
     const onAbort = () => finish(new PosternError(ErrorCodes.SHUTDOWN, 'capability probe stopped'));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
@@ -81,7 +87,9 @@ export function probeUpstream(listener: ListenerConfig & { upstream: StaticUpstr
     const bind = (s: net.Socket) => {
       sock = s;
       s.on('data', (d: Buffer) => steps(probe.data(d)));
-      s.on('error', (e: NodeJS.ErrnoException) => finish(new PosternError(ErrorCodes.UPSTREAM_REFUSED, `capability probe of ${up.host}:${up.port}: ${e.code ?? e.message}`)));
+      s.on('error', (e: NodeJS.ErrnoException) =>
+        finish(new PosternError(ErrorCodes.UPSTREAM_REFUSED, `capability probe of ${up.host}:${up.port}: ${e.code ?? e.message}`)),
+      );
       s.on('close', () => finish(new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${up.host}:${up.port} closed the connection during the capability probe`)));
     };
     const upgrade = () => {
@@ -123,7 +131,11 @@ function isStatic(l: ListenerConfig): l is ListenerConfig & { upstream: StaticUp
 
 /** Starts probing every static listener's upstream (see the module comment). */
 export function startUpstreamProbes(listeners: readonly ListenerConfig[], log: Logger, timing: Partial<ProbeTiming> = {}): UpstreamProbes {
-  const t: ProbeTiming = { timeoutMs: timing.timeoutMs ?? UPSTREAM_PROBE_LIMITS.timeoutMs, refreshMs: timing.refreshMs ?? UPSTREAM_PROBE_LIMITS.refreshMs, retryMs: timing.retryMs ?? UPSTREAM_PROBE_LIMITS.retryMs };
+  const t: ProbeTiming = {
+    timeoutMs: timing.timeoutMs ?? UPSTREAM_PROBE_LIMITS.timeoutMs,
+    refreshMs: timing.refreshMs ?? UPSTREAM_PROBE_LIMITS.refreshMs,
+    retryMs: timing.retryMs ?? UPSTREAM_PROBE_LIMITS.retryMs,
+  };
   const learned = new Map<ListenerConfig, ReadonlySet<OAuthMechanism>>();
   const failing = new Map<ListenerConfig, string>();
   const timers = new Set<NodeJS.Timeout>();
@@ -139,7 +151,10 @@ export function startUpstreamProbes(listeners: readonly ListenerConfig[], log: L
       const changed = !before || before.size !== mechanisms.length || mechanisms.some((m) => !before.has(m));
       learned.set(l, new Set(mechanisms));
       if (changed || failing.has(l)) {
-        log.info({ event: 'upstream.capabilities', reason: 'probe', listener: l.name, upstream, capabilities: mechanisms }, mechanisms.length > 0 ? `upstream offers ${mechanisms.join(', ')}: relayed` : 'upstream offers no OAuth2 mechanism');
+        log.info(
+          { event: 'upstream.capabilities', reason: 'probe', listener: l.name, upstream, capabilities: mechanisms },
+          mechanisms.length > 0 ? `upstream offers ${mechanisms.join(', ')}: relayed` : 'upstream offers no OAuth2 mechanism',
+        );
       }
       failing.delete(l);
     } catch (e) {
@@ -147,7 +162,10 @@ export function startUpstreamProbes(listeners: readonly ListenerConfig[], log: L
       next = t.retryMs;
       const err = logErr(e, isPosternError(e) ? e.code : ErrorCodes.UPSTREAM_REFUSED);
       if (failing.get(l) !== err.code) {
-        log.warn({ event: 'upstream.capabilities', reason: 'probe', listener: l.name, upstream, err, retryMs: t.retryMs }, learned.has(l) ? 'capability probe failed: keeping what was learned' : 'capability probe failed: no OAuth2 offered on this listener yet');
+        log.warn(
+          { event: 'upstream.capabilities', reason: 'probe', listener: l.name, upstream, err, retryMs: t.retryMs },
+          learned.has(l) ? 'capability probe failed: keeping what was learned' : 'capability probe failed: no OAuth2 offered on this listener yet',
+        );
       }
       failing.set(l, err.code);
     }

@@ -19,16 +19,9 @@ import type { Logger } from 'pino';
 import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { CLAMD_LIMITS } from '../limits.js';
-import { type EndpointHealth, EndpointPool, type EndpointSlot, type PingResult, checkScannerConfig, msSince } from './endpoints.js';
-import type { ScanOutcome, Scanner } from './types.js';
-import {
-  CMD_INSTREAM,
-  CMD_PING,
-  ReplyCollector,
-  encodeInstream,
-  excerpt,
-  isPong,
-} from './clamd-protocol.js';
+import { CMD_INSTREAM, CMD_PING, encodeInstream, excerpt, isPong, ReplyCollector } from './clamd-protocol.js';
+import { checkScannerConfig, type EndpointHealth, EndpointPool, type EndpointSlot, msSince, type PingResult } from './endpoints.js';
+import type { Scanner, ScanOutcome } from './types.js';
 
 export const ENGINE = 'clamd';
 
@@ -66,7 +59,11 @@ export class ClamdScanner implements Scanner {
   readonly ready: Promise<EndpointHealth[]>;
 
   constructor(options: ClamdScannerOptions) {
-    checkScannerConfig('scanner', ENGINE, options.endpoints, { timeoutMs: options.timeoutMs, maxStreamBytes: options.maxStreamBytes, healthIntervalMs: options.healthIntervalMs });
+    checkScannerConfig('scanner', ENGINE, options.endpoints, {
+      timeoutMs: options.timeoutMs,
+      maxStreamBytes: options.maxStreamBytes,
+      healthIntervalMs: options.healthIntervalMs,
+    });
     this.log = options.log;
     this.opts = {
       timeoutMs: options.timeoutMs,
@@ -167,7 +164,10 @@ export class ClamdScanner implements Scanner {
       };
       const onConnect = () => finish({ ok: true, socket });
       const onError = (e: NodeJS.ErrnoException) => finish({ ok: false, timedOut: false, message: `connect failed: ${e.code ?? e.message}` });
-      const timer = setTimeout(() => finish({ ok: false, timedOut: true, message: `connect timed out after ${Math.round(timeoutMs)} ms` }), Math.max(0, timeoutMs));
+      const timer = setTimeout(
+        () => finish({ ok: false, timedOut: true, message: `connect timed out after ${Math.round(timeoutMs)} ms` }),
+        Math.max(0, timeoutMs),
+      );
       socket.once('connect', onConnect);
       socket.once('error', onError);
     });
@@ -276,7 +276,14 @@ export class ClamdScanner implements Scanner {
 
   private classify(slot: EndpointSlot<ClamdEndpoint>, ex: Exchange, ms: number): ScanOutcome {
     const endpoint = slot.label;
-    const fail = (reason: 'unavailable' | 'timeout' | 'protocol' | 'limit', message: string): ScanOutcome => ({ kind: 'error', engine: ENGINE, endpoint, reason, message, ms });
+    const fail = (reason: 'unavailable' | 'timeout' | 'protocol' | 'limit', message: string): ScanOutcome => ({
+      kind: 'error',
+      engine: ENGINE,
+      endpoint,
+      reason,
+      message,
+      ms,
+    });
     if (ex.kind === 'oversize') {
       this.log.debug({ event: 'scan.oversize', bytes: ex.size, limit: this.opts.maxStreamBytes }, 'clamd scan stopped: oversize');
       return { kind: 'oversize', engine: ENGINE, size: ex.size, limit: this.opts.maxStreamBytes };
@@ -320,9 +327,12 @@ export class ClamdScanner implements Scanner {
   private logOutcome(o: ScanOutcome, label: string | undefined, size: number): void {
     if (o.kind === 'error') {
       const code = o.reason === 'timeout' ? ErrorCodes.SCAN_TIMEOUT : ErrorCodes.SCAN_ERROR;
-      this.log.warn({ event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: { code, message: o.message } }, 'clamd scan failed');
-    }
-    else if (o.kind === 'infected') this.log.info({ event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, viruses: o.viruses, ms: o.ms }, 'clamd: infected');
+      this.log.warn(
+        { event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: { code, message: o.message } },
+        'clamd scan failed',
+      );
+    } else if (o.kind === 'infected')
+      this.log.info({ event: 'scan.result', outcome: o.kind, label, bytes: size, endpoint: o.endpoint, viruses: o.viruses, ms: o.ms }, 'clamd: infected');
     else this.log.debug({ event: 'scan.result', outcome: o.kind, label, bytes: size, ms: o.kind === 'clean' ? o.ms : undefined }, 'clamd scan');
   }
 

@@ -51,8 +51,7 @@ export type PingResult = { ok: true } | { ok: false; message: string };
 /** What one try at one endpoint gave: nothing sent because the connect failed, or the outcome. */
 export type Try<T> =
   /** `cutByDeadline`: the request's deadline cut the connect short, which says nothing about the endpoint. */
-  | { kind: 'connect-failed'; message: string; cutByDeadline: boolean }
-  | { kind: 'done'; outcome: T };
+  { kind: 'connect-failed'; message: string; cutByDeadline: boolean } | { kind: 'done'; outcome: T };
 
 export interface EndpointPoolOptions<E extends Endpoint> {
   /** 'clamd', 'rspamd': the outcomes' `engine` and the log messages' wording. */

@@ -19,8 +19,8 @@
 import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import { RSPAMD_LIMITS } from '../limits.js';
-import { SPAM_ACTIONS, type SpamAction, type SpamEnvelope, type SpamSymbol } from './types.js';
 import { excerpt } from './clamd-protocol.js';
+import { SPAM_ACTIONS, type SpamAction, type SpamEnvelope, type SpamSymbol } from './types.js';
 
 export { excerpt };
 
@@ -36,9 +36,7 @@ export type CheckAnswer =
    */
   | { kind: 'error'; message: string; alive: boolean };
 
-export type HeaderResult =
-  | { ok: true; headers: Record<string, string | string[]> }
-  | { ok: false; reason: 'limit' | 'protocol'; message: string };
+export type HeaderResult = { ok: true; headers: Record<string, string | string[]> } | { ok: false; reason: 'limit' | 'protocol'; message: string };
 
 /** Control characters (C0 but tab, DEL, C1): never in a header value, never in a subject postern writes. */
 const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/;
@@ -72,7 +70,14 @@ export function rspamdAddress(addr: string): string | null {
   if (!DOT_ATOM.test(local) && !QUOTED.test(local)) return null;
   if (domain.startsWith('[')) return ADDRESS_LITERAL.test(domain) ? `${local}@${domain}` : null;
   const ascii = domainToASCII(domain);
-  if (ascii === '' || !ascii.replace(/\.$/, '').split('.').every((l) => LABEL.test(l))) return null;
+  if (
+    ascii === '' ||
+    !ascii
+      .replace(/\.$/, '')
+      .split('.')
+      .every((l) => LABEL.test(l))
+  )
+    return null;
   return `${local}@${ascii}`;
 }
 
@@ -117,7 +122,8 @@ export function buildCheckHeaders(envelope: SpamEnvelope, opts: { password?: str
     const v = value(`recipient ${i + 1}`, r);
     if (typeof v !== 'string') return { ok: false, ...v };
     const a = rspamdAddress(r);
-    if (a === null) return { ok: false, reason: 'protocol', message: `recipient ${i + 1} is not an address rspamd can read (ASCII addr-spec, IDN domains allowed)` };
+    if (a === null)
+      return { ok: false, reason: 'protocol', message: `recipient ${i + 1} is not an address rspamd can read (ASCII addr-spec, IDN domains allowed)` };
     rcpts.push(a);
   }
   if (rcpts.length > 0) headers.Rcpt = rcpts;
@@ -203,16 +209,18 @@ export function parseCheckAnswer(status: number, headers: { contentType?: string
   } catch {
     parsed = false;
   }
-  const rspamdError = parsed && json !== null && typeof json === 'object' && !Array.isArray(json) && 'error' in json
-    ? excerpt(String((json as { error: unknown }).error))
-    : undefined;
+  const rspamdError =
+    parsed && json !== null && typeof json === 'object' && !Array.isArray(json) && 'error' in json
+      ? excerpt(String((json as { error: unknown }).error))
+      : undefined;
   if (status !== 200) {
     // rspamd answers its errors with a status and {"error": "..."}: alive, but no score
     return { kind: 'error', alive: rspamdError !== undefined, message: `HTTP status ${status}${rspamdError !== undefined ? `: ${rspamdError}` : ''}` };
   }
   const enc = headers.contentEncoding?.trim().toLowerCase();
   if (enc !== undefined && enc !== '' && enc !== 'identity') return { kind: 'error', alive: false, message: `unexpected Content-Encoding ${excerpt(enc, 40)}` };
-  if (!isJson(headers.contentType)) return { kind: 'error', alive: false, message: `answer is not JSON (Content-Type ${excerpt(headers.contentType ?? 'absent', 60)})` };
+  if (!isJson(headers.contentType))
+    return { kind: 'error', alive: false, message: `answer is not JSON (Content-Type ${excerpt(headers.contentType ?? 'absent', 60)})` };
   if (!parsed) return { kind: 'error', alive: false, message: `answer is not valid JSON: ${excerpt(text, 60)}` };
   if (rspamdError !== undefined) return { kind: 'error', alive: true, message: `rspamd error: ${rspamdError}` };
   const r = answerSchema.safeParse(json);
@@ -223,7 +231,8 @@ export function parseCheckAnswer(status: number, headers: { contentType?: string
   if (entries.length > RSPAMD_LIMITS.maxSymbols) return { kind: 'error', alive: false, message: `more than ${RSPAMD_LIMITS.maxSymbols} symbols` };
   const symbols: SpamSymbol[] = [];
   for (const [key, s] of entries) {
-    if (key.length > RSPAMD_LIMITS.maxSymbolName || !SYMBOL_NAME.test(key)) return { kind: 'error', alive: false, message: `bad symbol name "${excerpt(key, 40)}"` };
+    if (key.length > RSPAMD_LIMITS.maxSymbolName || !SYMBOL_NAME.test(key))
+      return { kind: 'error', alive: false, message: `bad symbol name "${excerpt(key, 40)}"` };
     if (s.name !== undefined && s.name !== key) return { kind: 'error', alive: false, message: `symbol ${key} carries the name "${excerpt(s.name, 40)}"` };
     symbols.push({ name: key, score: s.score });
   }

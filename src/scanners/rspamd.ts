@@ -22,8 +22,8 @@ import type { Logger } from 'pino';
 import type { SpamConfig, SpamEndpoint } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { RSPAMD_LIMITS } from '../limits.js';
-import { type EndpointHealth, EndpointPool, type EndpointSlot, type PingResult, checkScannerConfig, msSince } from './endpoints.js';
-import { AnswerCollector, CHECK_PATH, PING_PATH, buildCheckHeaders, excerpt, isPong, parseCheckAnswer } from './rspamd-protocol.js';
+import { checkScannerConfig, type EndpointHealth, EndpointPool, type EndpointSlot, msSince, type PingResult } from './endpoints.js';
+import { AnswerCollector, buildCheckHeaders, CHECK_PATH, excerpt, isPong, PING_PATH, parseCheckAnswer } from './rspamd-protocol.js';
 import type { SpamEnvelope, SpamOutcome, SpamScanner } from './types.js';
 
 export const ENGINE = 'rspamd';
@@ -64,7 +64,11 @@ export class RspamdScanner implements SpamScanner {
   readonly ready: Promise<EndpointHealth[]>;
 
   constructor(options: RspamdScannerOptions) {
-    checkScannerConfig('spam', ENGINE, options.endpoints, { timeoutMs: options.timeoutMs, maxMessageBytes: options.maxMessageBytes, healthIntervalMs: options.healthIntervalMs });
+    checkScannerConfig('spam', ENGINE, options.endpoints, {
+      timeoutMs: options.timeoutMs,
+      maxMessageBytes: options.maxMessageBytes,
+      healthIntervalMs: options.healthIntervalMs,
+    });
     this.log = options.log;
     this.password = options.password;
     this.opts = {
@@ -111,7 +115,10 @@ export class RspamdScanner implements SpamScanner {
     const label = info.label;
     if (this.pool.closed) return this.pool.closedOutcome(0);
     if (message.length > this.opts.maxMessageBytes) {
-      this.log.debug({ event: 'scan.oversize', engine: ENGINE, label, bytes: message.length, limit: this.opts.maxMessageBytes }, 'rspamd check skipped: oversize');
+      this.log.debug(
+        { event: 'scan.oversize', engine: ENGINE, label, bytes: message.length, limit: this.opts.maxMessageBytes },
+        'rspamd check skipped: oversize',
+      );
       return { kind: 'oversize', engine: ENGINE, size: message.length, limit: this.opts.maxMessageBytes };
     }
     let hdr: ReturnType<typeof buildCheckHeaders>;
@@ -183,7 +190,12 @@ export class RspamdScanner implements SpamScanner {
         resolve({ result, retry });
       };
       const timer = setTimeout(
-        () => finish(connected ? { kind: 'deadline', connected, bytes: collector.bytes } : { kind: 'connect-failed', timedOut: true, message: `deadline passed before a connection was made` }),
+        () =>
+          finish(
+            connected
+              ? { kind: 'deadline', connected, bytes: collector.bytes }
+              : { kind: 'connect-failed', timedOut: true, message: `deadline passed before a connection was made` },
+          ),
         Math.max(0, deadline - performance.now()),
       );
       req.on('socket', (socket: net.Socket) => {
@@ -230,7 +242,9 @@ export class RspamdScanner implements SpamScanner {
         );
         // closed before its end: cut short (after a complete answer 'end' has already finished)
         res.on('close', () => finish({ kind: 'socket-error', message: 'answer cut short', bytes: collector.bytes }));
-        res.on('error', (e: NodeJS.ErrnoException) => finish({ kind: 'socket-error', message: `answer failed: ${e.code ?? e.message}`, bytes: collector.bytes }));
+        res.on('error', (e: NodeJS.ErrnoException) =>
+          finish({ kind: 'socket-error', message: `answer failed: ${e.code ?? e.message}`, bytes: collector.bytes }),
+        );
       });
       if (body) req.end(body);
       else req.end();
@@ -277,9 +291,25 @@ export class RspamdScanner implements SpamScanner {
   private logOutcome(o: SpamOutcome, label: string | undefined, size: number): void {
     if (o.kind === 'error') {
       const code = o.reason === 'timeout' ? ErrorCodes.SPAM_TIMEOUT : ErrorCodes.SPAM_ERROR;
-      this.log.warn({ event: 'scan.result', engine: ENGINE, outcome: o.kind, label, bytes: size, endpoint: o.endpoint, reason: o.reason, ms: o.ms, err: { code, message: o.message } }, 'rspamd check failed');
+      this.log.warn(
+        {
+          event: 'scan.result',
+          engine: ENGINE,
+          outcome: o.kind,
+          label,
+          bytes: size,
+          endpoint: o.endpoint,
+          reason: o.reason,
+          ms: o.ms,
+          err: { code, message: o.message },
+        },
+        'rspamd check failed',
+      );
     } else if (o.kind === 'scored') {
-      this.log.debug({ event: 'scan.result', engine: ENGINE, outcome: o.kind, label, bytes: size, endpoint: o.endpoint, score: o.score, action: o.action, ms: o.ms }, 'rspamd check');
+      this.log.debug(
+        { event: 'scan.result', engine: ENGINE, outcome: o.kind, label, bytes: size, endpoint: o.endpoint, score: o.score, action: o.action, ms: o.ms },
+        'rspamd check',
+      );
     }
   }
 
@@ -289,7 +319,9 @@ export class RspamdScanner implements SpamScanner {
     const { result: r } = await this.attempt(ep, 'GET', PING_PATH, {}, null, deadline, 1024, false);
     switch (r.kind) {
       case 'answer':
-        return isPong(r.status, r.body) ? { ok: true } : { ok: false, message: `unexpected /ping answer: HTTP ${r.status} ${excerpt(r.body.toString('latin1'), 60)}` };
+        return isPong(r.status, r.body)
+          ? { ok: true }
+          : { ok: false, message: `unexpected /ping answer: HTTP ${r.status} ${excerpt(r.body.toString('latin1'), 60)}` };
       case 'connect-failed':
         return { ok: false, message: r.message };
       case 'deadline':
@@ -320,7 +352,8 @@ export function readSpamPassword(cfg: Pick<SpamConfig, 'passwordFile' | 'passwor
   }
   if (cfg.passwordEnv !== undefined) {
     const v = env[cfg.passwordEnv];
-    if (v === undefined || v.length === 0) throw new PosternError(ErrorCodes.CONFIG, `spam.password_env: environment variable ${cfg.passwordEnv} is not set or empty`);
+    if (v === undefined || v.length === 0)
+      throw new PosternError(ErrorCodes.CONFIG, `spam.password_env: environment variable ${cfg.passwordEnv} is not set or empty`);
     return v;
   }
   return undefined;

@@ -18,7 +18,7 @@
 import { ErrorCodes, PosternError } from '../errors.js';
 import { UPSTREAM_PROBE_LIMITS } from '../limits.js';
 import { parseResponseHead, splitCapabilities } from '../protocol/imap/parse.js';
-import { Pop3ResponseFramer, type Pop3Response } from '../protocol/pop3/framer.js';
+import { type Pop3Response, Pop3ResponseFramer } from '../protocol/pop3/framer.js';
 import { OAUTH_MECHANISMS, type OAuthMechanism } from './oauth.js';
 
 /** What the host does next. `done` and `failed` are final: the host closes the connection (after writing what came before). */
@@ -135,7 +135,8 @@ export class CapabilityProbe {
     if (head.kind === 'untagged' && head.keyword === 'BYE') return fail(ErrorCodes.UPSTREAM_REFUSED, 'upstream said BYE to the capability probe');
     switch (this.imap) {
       case 'greeting': {
-        if (head.kind !== 'untagged' || (head.keyword !== 'OK' && head.keyword !== 'PREAUTH')) return fail(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream sent no IMAP greeting');
+        if (head.kind !== 'untagged' || (head.keyword !== 'OK' && head.keyword !== 'PREAUTH'))
+          return fail(ErrorCodes.UPSTREAM_PROTOCOL, 'upstream sent no IMAP greeting');
         if (head.keyword === 'PREAUTH') return fail(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH');
         if (head.code && /^CAPABILITY /i.test(head.code)) {
           this.caps = splitCapabilities(head.code.slice(11));

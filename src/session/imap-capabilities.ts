@@ -3,10 +3,16 @@
  * capability list appears: untagged CAPABILITY, `[CAPABILITY ...]` in greetings and tagged OKs.
  */
 export const HIDDEN_CAPABILITIES: ReadonlyArray<{ match: (cap: string) => boolean; reason: string }> = [
-  { match: (c) => c.startsWith('COMPRESS='), reason: 'a DEFLATE stream would blind inspection; answering NO to COMPRESS makes Thunderbird show errors, so it is hidden' },
+  {
+    match: (c) => c.startsWith('COMPRESS='),
+    reason: 'a DEFLATE stream would blind inspection; answering NO to COMPRESS makes Thunderbird show errors, so it is hidden',
+  },
   { match: (c) => c === 'STARTTLS', reason: 'postern terminates TLS on each side itself and offers STARTTLS per listener mode' },
   { match: (c) => c === 'LOGINDISABLED', reason: 'postern decides per listener whether plaintext login is allowed' },
-  { match: (c) => c.startsWith('AUTH='), reason: 'postern authenticates the client itself (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) and logs in upstream on its behalf' },
+  {
+    match: (c) => c.startsWith('AUTH='),
+    reason: 'postern authenticates the client itself (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER) and logs in upstream on its behalf',
+  },
   { match: (c) => c === 'SASL-IR', reason: 'only meaningful before login, where postern answers itself' },
   { match: (c) => c.startsWith('URLAUTH') || c === 'URL-PARTIAL', reason: 'URLFETCH returns message content outside FETCH, bypassing inspection' },
   { match: (c) => c === 'NOTIFY', reason: 'NOTIFY can push FETCH data outside any client command, bypassing inspection' },
@@ -22,9 +28,39 @@ export const HIDDEN_CAPABILITIES: ReadonlyArray<{ match: (cap: string) => boolea
  * extension a server adds tomorrow — is not shown, so clients never try syntax postern refuses.
  */
 const RELAYED_CAPABILITIES = new Set([
-  'IMAP4REV1', 'LITERAL+', 'LITERAL-', 'ID', 'ENABLE', 'IDLE', 'NAMESPACE', 'UIDPLUS', 'MOVE', 'UNSELECT', 'CHILDREN',
-  'LIST-EXTENDED', 'LIST-STATUS', 'SPECIAL-USE', 'CREATE-SPECIAL-USE', 'ESEARCH', 'ESORT', 'SEARCHRES',
-  'SORT', 'SORT=DISPLAY', 'CONDSTORE', 'QRESYNC', 'I18NLEVEL=1', 'MULTIAPPEND', 'BINARY', 'QUOTA', 'ACL', 'WITHIN', 'SAVEDATE', 'OBJECTID', 'STATUS=SIZE', 'LOGIN-REFERRALS', 'MAILBOX-REFERRALS',
+  'IMAP4REV1',
+  'LITERAL+',
+  'LITERAL-',
+  'ID',
+  'ENABLE',
+  'IDLE',
+  'NAMESPACE',
+  'UIDPLUS',
+  'MOVE',
+  'UNSELECT',
+  'CHILDREN',
+  'LIST-EXTENDED',
+  'LIST-STATUS',
+  'SPECIAL-USE',
+  'CREATE-SPECIAL-USE',
+  'ESEARCH',
+  'ESORT',
+  'SEARCHRES',
+  'SORT',
+  'SORT=DISPLAY',
+  'CONDSTORE',
+  'QRESYNC',
+  'I18NLEVEL=1',
+  'MULTIAPPEND',
+  'BINARY',
+  'QUOTA',
+  'ACL',
+  'WITHIN',
+  'SAVEDATE',
+  'OBJECTID',
+  'STATUS=SIZE',
+  'LOGIN-REFERRALS',
+  'MAILBOX-REFERRALS',
 ]);
 const RELAYED_PREFIXES = ['THREAD=', 'QUOTA=', 'RIGHTS=', 'APPENDLIMIT='];
 

@@ -68,9 +68,7 @@ export type OAuthRefusal =
   | 'host' // host= empty or not VCHAR
   | 'port'; // port= not a decimal port number
 
-export type OAuthParse =
-  | { ok: true; cred: OAuthCredentials }
-  | { ok: false; reason: OAuthRefusal; code?: ErrorCode; detail: string };
+export type OAuthParse = { ok: true; cred: OAuthCredentials } | { ok: false; reason: OAuthRefusal; code?: ErrorCode; detail: string };
 
 const INSPECT = Symbol.for('nodejs.util.inspect.custom');
 const NO_TOKEN = Buffer.alloc(0);
@@ -372,9 +370,7 @@ export function encodeOAuthForUpstream(cred: OAuthCredentials, user: string | nu
   return b64;
 }
 
-export type OAuthRoute =
-  | { ok: true; route: Extract<RouteDecision, { ok: true }>; payload: string }
-  | { ok: false; reason: 'syntax' | 'denied'; host?: string };
+export type OAuthRoute = { ok: true; route: Extract<RouteDecision, { ok: true }>; payload: string } | { ok: false; reason: 'syntax' | 'denied'; host?: string };
 
 /**
  * Login routing for an OAuth2 login, exactly like LOGIN (src/session/routing.ts): the user inside the
@@ -397,9 +393,7 @@ export function routeOAuth(upstream: UpstreamConfig, cred: OAuthCredentials): OA
 
 // --------------------------------------------------------------------------------- the failure dance
 
-export type OAuthChallenge =
-  | { ok: true; fields: Array<[string, string]>; relay: string }
-  | { ok: false; code: ErrorCode; detail: string };
+export type OAuthChallenge = { ok: true; fields: Array<[string, string]>; relay: string } | { ok: false; code: ErrorCode; detail: string };
 
 /**
  * Reads the upstream's error challenge (the text after `+ ` once the token was refused): canonical
@@ -414,7 +408,8 @@ export function parseOAuthChallenge(base64: string): OAuthChallenge {
     return { ok: false, code: ErrorCodes.SASL_LIMIT, detail: `challenge of ${base64.length} base64 characters` };
   }
   const decoded = decodeSaslBase64(base64);
-  if (decoded === null || decoded.length === 0) return { ok: false, code: ErrorCodes.UPSTREAM_PROTOCOL, detail: 'challenge is not canonical base64 of a JSON object' };
+  if (decoded === null || decoded.length === 0)
+    return { ok: false, code: ErrorCodes.UPSTREAM_PROTOCOL, detail: 'challenge is not canonical base64 of a JSON object' };
   if (decoded.length > OAUTH_LIMITS.maxChallengeBytes) return { ok: false, code: ErrorCodes.SASL_LIMIT, detail: `challenge of ${decoded.length} bytes` };
   const fields = readFlatJsonObject(decoded.toString('latin1'));
   if (fields === null) return { ok: false, code: ErrorCodes.UPSTREAM_PROTOCOL, detail: 'challenge is not a flat JSON object of printable strings' };

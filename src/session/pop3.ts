@@ -32,31 +32,31 @@
  * to the client (re-serialised), the client's answer relayed back (state `oauth-ack`), the final -ERR
  * reaches the client; a challenge or answer postern does not understand: `*` upstream, -ERR here.
  */
-import { ErrorCodes, PosternError, isPosternError, type ErrorCode } from '../errors.js';
+import { type ErrorCode, ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { OAUTH_LIMITS, POP3_LIMITS } from '../limits.js';
 import {
-  Pop3CommandFramer,
-  Pop3ResponseFramer,
   encodeStuffedMultiline,
+  type Pop3Command,
+  Pop3CommandFramer,
+  type Pop3Response,
+  Pop3ResponseFramer,
   parseCommandLine,
   parseTransactionCommand,
-  unstuff,
-  type Pop3Command,
-  type Pop3Response,
   type StrictCommand,
+  unstuff,
 } from '../protocol/pop3/framer.js';
 import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import {
   listenerOAuth,
+  type OAuthLoginReady,
+  type OAuthMechanism,
   oauthMechanism,
   oauthTransportOk,
   parseOAuthChallenge,
   parseOAuthErrorAck,
   readOAuthLogin,
-  type OAuthLoginReady,
-  type OAuthMechanism,
 } from './oauth.js';
-import { routeLogin, type RouteDecision } from './routing.js';
+import { type RouteDecision, routeLogin } from './routing.js';
 import { decodeSaslBase64, parseSaslPlain } from './sasl.js';
 import type { CloseReason, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from './types.js';
 
@@ -141,7 +141,6 @@ type UpState =
   | 'oauth-client'
   | 'oauth-ack'
   | 'oauth-cancel';
-
 
 const CRLF = '\r\n';
 const MULTILINE_ALWAYS = new Set(['CAPA', 'RETR', 'TOP']);
@@ -332,7 +331,14 @@ export class Pop3Session implements Session {
       }
       if (!cmd) break;
       if (this.state !== 'relay' && ++this.preLoginCommands > POP3_LIMITS.maxPreLoginCommands) {
-        this.host.log.warn({ event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' }, limit: POP3_LIMITS.maxPreLoginCommands }, 'too many commands before login');
+        this.host.log.warn(
+          {
+            event: 'command.limit',
+            err: { code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' },
+            limit: POP3_LIMITS.maxPreLoginCommands,
+          },
+          'too many commands before login',
+        );
         this.toClient('-ERR Too many commands before login');
         return this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_COMMANDS, message: 'too many commands before login' });
       }
@@ -352,7 +358,10 @@ export class Pop3Session implements Session {
   private bad(text: string): void {
     this.badCommands++;
     if (this.badCommands > this.host.listener.limits.maxBadCommands) {
-      this.host.log.warn({ event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' }, limit: this.host.listener.limits.maxBadCommands }, 'too many bad commands');
+      this.host.log.warn(
+        { event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' }, limit: this.host.listener.limits.maxBadCommands },
+        'too many bad commands',
+      );
       this.toClient('-ERR Too many bad commands');
       this.end({ kind: 'error', code: ErrorCodes.TOO_MANY_BAD, message: 'too many bad commands' });
       return;
@@ -470,7 +479,10 @@ export class Pop3Session implements Session {
       case 'base64':
         return this.bad('[AUTH] Invalid base64 in SASL response');
       case 'too-large':
-        this.host.log.warn({ event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } }, 'OAuth2 response over the limit');
+        this.host.log.warn(
+          { event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } },
+          'OAuth2 response over the limit',
+        );
         return this.bad(`[AUTH] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})`);
       case 'malformed':
         this.host.log.warn({ event: 'login.refused', reason: 'malformed', mechanism, detail: r.reason }, 'malformed OAuth2 response');
@@ -489,7 +501,10 @@ export class Pop3Session implements Session {
       this.host.sendUpstream(Buffer.from(ack.upstream + CRLF, 'latin1'));
       return;
     }
-    this.host.log.info({ event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: this.upstreamName }, 'client answered the OAuth2 error challenge with something else');
+    this.host.log.info(
+      { event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: this.upstreamName },
+      'client answered the OAuth2 error challenge with something else',
+    );
     this.up = 'oauth-cancel';
     this.oauthReply = '-ERR [AUTH] Invalid response to the authentication challenge';
     this.host.sendUpstream(Buffer.from(`*${CRLF}`));
@@ -725,7 +740,10 @@ export class Pop3Session implements Session {
   /** The upstream does not offer the client's OAuth2 mechanism: -ERR [AUTH], the upstream closed. */
   private noMechanism(mechanism: OAuthMechanism): void {
     const message = `the mail server does not offer ${mechanism}`;
-    this.host.log.warn({ event: 'login.failed', upstream: this.upstreamName, err: { code: ErrorCodes.UPSTREAM_NO_MECHANISM, message } }, 'upstream does not offer the OAuth2 mechanism');
+    this.host.log.warn(
+      { event: 'login.failed', upstream: this.upstreamName, err: { code: ErrorCodes.UPSTREAM_NO_MECHANISM, message } },
+      'upstream does not offer the OAuth2 mechanism',
+    );
     this.creds = null;
     this.host.disconnectUpstream();
     this.uf.clear();
@@ -755,7 +773,10 @@ export class Pop3Session implements Session {
         if (r.kind !== 'cont') return this.loginResult(r);
         const challenge = parseOAuthChallenge(r.text);
         if (!challenge.ok) {
-          this.host.log.warn({ event: 'login.failed', upstream: this.upstreamName, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
+          this.host.log.warn(
+            { event: 'login.failed', upstream: this.upstreamName, err: { code: challenge.code, message: challenge.detail } },
+            'OAuth2 error challenge not relayed',
+          );
           this.up = 'oauth-cancel';
           this.oauthReply = '-ERR [AUTH] Authentication failed.';
           this.host.sendUpstream(Buffer.from(`*${CRLF}`));
@@ -814,7 +835,10 @@ export class Pop3Session implements Session {
         const caps = r.kind === 'ok' && r.body ? capaNames(r.body) : [];
         if (!caps.includes('STLS')) {
           // Never fall back to plaintext: the credentials would cross the network in clear.
-          this.host.log.warn({ event: 'login.failed', err: { code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' } }, 'upstream does not offer STLS');
+          this.host.log.warn(
+            { event: 'login.failed', err: { code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' } },
+            'upstream does not offer STLS',
+          );
           return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STLS');
         }
         this.up = 'stls';
@@ -883,7 +907,10 @@ export class Pop3Session implements Session {
       this.up = 'ready';
       this.state = 'auth';
       // Never the login itself: only where it was sent.
-      this.host.log.info({ event: 'login.refused', reason: 'upstream', result: r.kind === 'err' ? '-ERR' : r.kind, upstream: this.upstreamName }, 'upstream refused login');
+      this.host.log.info(
+        { event: 'login.refused', reason: 'upstream', result: r.kind === 'err' ? '-ERR' : r.kind, upstream: this.upstreamName },
+        'upstream refused login',
+      );
       // Keep the upstream's response code if it has one ([AUTH], [IN-USE], [SYS/TEMP]...).
       if (this.screen) this.toClient(r.text.startsWith('[') ? canonicalErr(r.text, 'Authentication failed') : '-ERR [AUTH] Authentication failed');
       else this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);
@@ -951,7 +978,10 @@ export class Pop3Session implements Session {
   private upstreamFinished(): void {
     if (this.state === 'quit' && this.inflight.length === 0) return this.end({ kind: 'client-quit' });
     const err = this.upstreamGone?.err;
-    this.host.log.warn({ event: 'upstream.closed', err: { code: ErrorCodes.UPSTREAM_CLOSED, message: err ? errMessage(err) : 'upstream closed the connection' } }, 'upstream closed the connection');
+    this.host.log.warn(
+      { event: 'upstream.closed', err: { code: ErrorCodes.UPSTREAM_CLOSED, message: err ? errMessage(err) : 'upstream closed the connection' } },
+      'upstream closed the connection',
+    );
     this.abort(ErrorCodes.UPSTREAM_CLOSED, err ? `upstream connection lost: ${err.message}` : 'upstream closed the connection', 'upstream-closed');
   }
 
@@ -979,7 +1009,10 @@ export class Pop3Session implements Session {
     if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
       const mismatch = octetsMismatch(r);
       if (mismatch) {
-        this.host.log.warn({ event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UPSTREAM_PROTOCOL, message: mismatch } }, 'upstream message answer does not match its announced size');
+        this.host.log.warn(
+          { event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UPSTREAM_PROTOCOL, message: mismatch } },
+          'upstream message answer does not match its announced size',
+        );
         return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream ${cmd.name} ${mismatch}`);
       }
       return this.inspect(cmd, r);
@@ -987,7 +1020,10 @@ export class Pop3Session implements Session {
     if (this.screen) {
       const s = screenResponse(cmd.name, cmd.args, r);
       if (!s.ok) {
-        this.host.log.warn({ event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UNVETTED_RESPONSE, message: s.reason } }, 'upstream answer refused: not of the form the command defines');
+        this.host.log.warn(
+          { event: 'response.refused', command: cmd.name, err: { code: ErrorCodes.UNVETTED_RESPONSE, message: s.reason } },
+          'upstream answer refused: not of the form the command defines',
+        );
         return this.abort(ErrorCodes.UNVETTED_RESPONSE, `upstream answer refused: ${s.reason}`);
       }
       this.host.sendClient(s.bytes);
@@ -1021,7 +1057,11 @@ export class Pop3Session implements Session {
           if (Buffer.isBuffer(result)) {
             // "+OK n octets" must state the size of what is sent, not of the upstream's original; on an
             // inspecting listener the status line is postern's own (the upstream's text could carry anything).
-            const status = this.screen ? Buffer.from(`+OK ${unstuff(result).length} octets`, 'latin1') : result === body ? r.status : withOctets(r.status, result);
+            const status = this.screen
+              ? Buffer.from(`+OK ${unstuff(result).length} octets`, 'latin1')
+              : result === body
+                ? r.status
+                : withOctets(r.status, result);
             this.host.sendClient(encodeStuffedMultiline(status, result));
           } else this.toClient(`-ERR ${oneLine(result.error)}`);
           this.lease?.release();
@@ -1124,7 +1164,11 @@ function withOctets(status: Buffer, body: Buffer): Buffer {
 function saslMechanisms(body: Buffer): string[] {
   for (const l of body.toString('latin1').split(/\r?\n/)) {
     const words = l.split(' ');
-    if (words[0]!.toUpperCase() === 'SASL') return words.slice(1).filter((w) => w !== '').map((w) => w.toUpperCase());
+    if (words[0]!.toUpperCase() === 'SASL')
+      return words
+        .slice(1)
+        .filter((w) => w !== '')
+        .map((w) => w.toUpperCase());
   }
   return [];
 }
@@ -1139,7 +1183,19 @@ function capaNames(body: Buffer): string[] {
 }
 
 /** Upstream capabilities a client may see after login: the ones whose commands postern relays (or that only describe the server). */
-const RELAYED_CAPABILITIES = new Set(['CAPA', 'TOP', 'UIDL', 'USER', 'SASL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING', 'EXPIRE', 'LOGIN-DELAY', 'IMPLEMENTATION']);
+const RELAYED_CAPABILITIES = new Set([
+  'CAPA',
+  'TOP',
+  'UIDL',
+  'USER',
+  'SASL',
+  'RESP-CODES',
+  'AUTH-RESP-CODE',
+  'PIPELINING',
+  'EXPIRE',
+  'LOGIN-DELAY',
+  'IMPLEMENTATION',
+]);
 
 /**
  * Upstream CAPA as seen by the client: only capabilities of commands postern relays (so no STLS, which
@@ -1153,7 +1209,10 @@ export function filterCapa(body: Buffer): Buffer {
     const name = line.split(' ')[0]!.toUpperCase();
     if (!RELAYED_CAPABILITIES.has(name)) continue;
     if (name === 'SASL') {
-      const mechs = line.split(' ').slice(1).filter((m) => m.toUpperCase() === 'PLAIN');
+      const mechs = line
+        .split(' ')
+        .slice(1)
+        .filter((m) => m.toUpperCase() === 'PLAIN');
       if (mechs.length) out.push(`SASL ${mechs.join(' ')}`);
       continue;
     }

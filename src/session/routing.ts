@@ -3,9 +3,9 @@
  * `me@gmx.de@pop3.gmx.de` is user `me@gmx.de` at `pop3.gmx.de`. Pure functions, shared by IMAP and POP3.
  */
 import { isIP } from 'node:net';
+import { hostMatches } from '../config/hosts.js';
 import type { LoginRoutedUpstream, UpstreamConfig } from '../config/types.js';
 import type { UpstreamTarget } from './types.js';
-import { hostMatches } from '../config/hosts.js';
 
 export interface RoutedLogin {
   user: string;

@@ -15,9 +15,7 @@ export function decodeSaslBase64(text: string): Buffer | null {
   return decoded.toString('base64') === text ? decoded : null;
 }
 
-export type SaslPlain =
-  | { ok: true; authcid: Buffer; password: Buffer }
-  | { ok: false; reason: 'malformed' | 'authzid' };
+export type SaslPlain = { ok: true; authcid: Buffer; password: Buffer } | { ok: false; reason: 'malformed' | 'authzid' };
 
 /**
  * Reads a decoded SASL PLAIN message (RFC 4616): [authzid] NUL authcid NUL passwd. An authorization

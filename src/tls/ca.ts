@@ -5,14 +5,15 @@
  * CA must be able to verify its signatures; RSA/SHA-256 is understood by every TLS stack still in
  * use, including old Outlook and embedded clients, whereas ECDSA-signed chains are not.
  */
+
+import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { createPrivateKey, generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { constraintsFromEntries, describeNameConstraints, type NameConstraints, sameConstraints } from '../config/name-constraints.js';
 import type { CaConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import { constraintsFromEntries, describeNameConstraints, sameConstraints, type NameConstraints } from '../config/name-constraints.js';
-import { buildCertificate, issuerInfoFromCert, nameConstraintsExtension, readNameConstraints, type IssuerInfo } from './x509.js';
+import { buildCertificate, type IssuerInfo, issuerInfoFromCert, nameConstraintsExtension, readNameConstraints } from './x509.js';
 
 export const CA_CERT_FILE = 'ca.crt';
 export const CA_KEY_FILE = 'ca.key';
@@ -79,7 +80,9 @@ export class CertAuthority {
     }
     const now = Date.now();
     if (this.notAfter.getTime() <= now) {
-      this.warnings.push(`CA certificate expired on ${this.notAfter.toISOString()}: clients will reject every minted certificate; run \`postern ca init --force\``);
+      this.warnings.push(
+        `CA certificate expired on ${this.notAfter.toISOString()}: clients will reject every minted certificate; run \`postern ca init --force\``,
+      );
     } else if (this.notAfter.getTime() - now < 30 * 86_400_000) {
       this.warnings.push(`CA certificate expires on ${this.notAfter.toISOString()}`);
     }
@@ -154,7 +157,10 @@ export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAutho
   const notBefore = new Date(now - 3_600_000);
   const notAfter = new Date(notBefore);
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_VALIDITY_YEARS);
-  const host = hostname().replace(/[^\x20-\x7e]/g, '').slice(0, 64) || 'unknown host';
+  const host =
+    hostname()
+      .replace(/[^\x20-\x7e]/g, '')
+      .slice(0, 64) || 'unknown host';
   const built = buildCertificate({
     subject: [
       { name: 'commonName', value: cfg.commonName },

@@ -6,11 +6,11 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { createSecureContext, rootCertificates, type ConnectionOptions, type PeerCertificate, type SecureContext, type TlsOptions } from 'node:tls';
+import { type ConnectionOptions, createSecureContext, type PeerCertificate, rootCertificates, type SecureContext, type TlsOptions } from 'node:tls';
 import { hostMatches } from '../config/hosts.js';
 import type { ListenerConfig, UpstreamTlsConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import { normaliseCertName, type LeafMinter, type MintedLeaf } from './leaf.js';
+import { type LeafMinter, type MintedLeaf, normaliseCertName } from './leaf.js';
 import { profileOptions } from './profile.js';
 
 const WILDCARD_BIND = new Set(['0.0.0.0', '::', '']);

@@ -67,10 +67,7 @@ export class LeafMinter {
     this.ca = ca;
     this.keyType = opts.keyType ?? 'rsa';
     this.maxCached = Math.max(1, opts.maxCached ?? DEFAULT_LEAF_CACHE_SIZE);
-    const pair =
-      this.keyType === 'ec'
-        ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
-        : generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const pair = this.keyType === 'ec' ? generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) : generateKeyPairSync('rsa', { modulusLength: 2048 });
     this.publicKey = pair.publicKey;
     this.keyPem = pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
   }

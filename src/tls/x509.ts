@@ -6,7 +6,7 @@
  * EC keys (forge only encodes RSA keys) and the issuer is byte-identical to the CA's subject
  * (clients build chains by comparing those bytes).
  */
-import { createHash, createPublicKey, randomBytes, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject, randomBytes, sign, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 import type { IpRange, NameConstraints } from '../config/name-constraints.js';
 
@@ -48,7 +48,11 @@ export function keyIdentifier(publicKey: KeyObject): string {
   const spki = fromDer(publicKey.export({ type: 'spki', format: 'der' }));
   const bits = (spki.value as Asn1[])[1]!.value as string;
   // first content byte of a BIT STRING is the unused-bits count, not key material
-  return bin(createHash('sha1').update(buf(bits.slice(1))).digest());
+  return bin(
+    createHash('sha1')
+      .update(buf(bits.slice(1)))
+      .digest(),
+  );
 }
 
 /** A positive serial: 16 random bytes, top bit clear and first byte non-zero (DER INTEGER stays positive and minimal). */
@@ -75,7 +79,7 @@ export function issuerInfoFromCert(certDer: Buffer, key: KeyObject): IssuerInfo 
   let keyId: string | null = null;
   const extsTagged = tbs.find((n) => n.tagClass === asn1.Class.CONTEXT_SPECIFIC && n.type === 3);
   if (extsTagged) {
-    for (const ext of ((extsTagged.value as Asn1[])[0]!.value as Asn1[])) {
+    for (const ext of (extsTagged.value as Asn1[])[0]!.value as Asn1[]) {
       const parts = ext.value as Asn1[];
       if (asn1.derToOid(parts[0]!.value as string) !== OID_SUBJECT_KEY_ID) continue;
       const octets = parts[parts.length - 1]!.value as string;
@@ -160,13 +164,25 @@ export function buildCertificate(spec: CertSpec): BuiltCert {
 const OID_NAME_CONSTRAINTS = '2.5.29.30';
 const GN_DNS = 2;
 const GN_IP = 7;
-const GENERAL_NAME_FORMS: Record<number, string> = { 0: 'otherName', 1: 'email', 2: 'DNS', 3: 'x400Address', 4: 'dirName', 5: 'ediPartyName', 6: 'URI', 7: 'IP', 8: 'registeredID' };
+const GENERAL_NAME_FORMS: Record<number, string> = {
+  0: 'otherName',
+  1: 'email',
+  2: 'DNS',
+  3: 'x400Address',
+  4: 'dirName',
+  5: 'ediPartyName',
+  6: 'URI',
+  7: 'IP',
+  8: 'registeredID',
+};
 
 function subtrees(tag: number, dns: string[], ips: IpRange[]): Asn1 | null {
   const items: Asn1[] = [
     ...dns.map((d) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [asn1.create(asn1.Class.CONTEXT_SPECIFIC, GN_DNS, false, d)])),
     ...ips.map((r) =>
-      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [asn1.create(asn1.Class.CONTEXT_SPECIFIC, GN_IP, false, bin(Buffer.concat([r.addr, r.mask])))]),
+      asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, [
+        asn1.create(asn1.Class.CONTEXT_SPECIFIC, GN_IP, false, bin(Buffer.concat([r.addr, r.mask]))),
+      ]),
     ),
   ];
   return items.length ? asn1.create(asn1.Class.CONTEXT_SPECIFIC, tag, true, items) : null;

@@ -9,22 +9,22 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { type BrowserContext, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { Metrics } from '../../src/admin/metrics.js';
-import { startAdmin, type RunningAdmin } from '../../src/admin/server.js';
+import { type RunningAdmin, startAdmin } from '../../src/admin/server.js';
 import { hashToken } from '../../src/admin/token.js';
 import type { ListenerConfig, PosternConfig } from '../../src/config/types.js';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { startServer, type RunningServer } from '../../src/relay/server.js';
-import { initCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type RunningServer, startServer } from '../../src/relay/server.js';
+import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { startSmtpScript, type ScriptedSmtp } from '../harness/smtp-script.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type ScriptedSmtp, startSmtpScript } from '../harness/smtp-script.js';
 import { RawConn, waitFor } from '../harness/util.js';
 import { eicar } from '../scanners/samples.js';
 
@@ -33,7 +33,8 @@ const STRICT = path.resolve('policies/examples/strict.yaml');
 const TOKEN = 'admin-integration-token-0123456789';
 const b64 = (d: Buffer) => (d.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
 const EXE_PAYLOAD = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00', 'latin1'), Buffer.from('POSTERN-ADMIN-EXE '.repeat(40))]);
-const CLEAN = 'From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: hello\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\nMessage-ID: <c@example.test>\r\n\r\njust text\r\n';
+const CLEAN =
+  'From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: hello\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\nMessage-ID: <c@example.test>\r\n\r\njust text\r\n';
 const EXE =
   'From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: tool for you\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\nMessage-ID: <e@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n' +
   '--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--XX\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
@@ -80,7 +81,13 @@ beforeAll(async () => {
     log: { level: 'debug' },
     policiesDir: path.resolve('policies'),
     quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
-    scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 },
+    scanner: {
+      type: 'clamd',
+      endpoints: [{ host: clamd.host, port: clamd.port }],
+      timeoutMs: 10_000,
+      healthIntervalMs: 60_000,
+      maxStreamBytes: 25 * 1024 * 1024,
+    },
     limits: { ...DEFAULT_SERVER_LIMITS, shutdownGraceMs: 500 },
     listeners: [listener('pop3', 'pop3', dovecot.ports.pop3), listener('imap', 'imap', dovecot.ports.imap)],
     admin: {
@@ -92,11 +99,25 @@ beforeAll(async () => {
       releaseSmtp: { host: smtp.host, port: smtp.port, starttls: 'none', verify: true, from: 'postern@example.test', recipientDomain: 'example.test' },
     },
   };
-  const log = createLogger(config.log, new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
+  const log = createLogger(
+    config.log,
+    new Writable({
+      write: (c, _e, cb) => {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
   // as src/cli.ts serve wires it
   const metrics = new Metrics({ quarantineDir: config.quarantine.dir });
   const factory = createSessionFactory(config, log, { metrics });
-  server = await startServer(config, { log, minter: new LeafMinter(ca, { keyType: 'ec' }), createSession: factory.createSession, onClose: () => factory.close(), metrics });
+  server = await startServer(config, {
+    log,
+    minter: new LeafMinter(ca, { keyType: 'ec' }),
+    createSession: factory.createSession,
+    onClose: () => factory.close(),
+    metrics,
+  });
   admin = await startAdmin(config, { log, metrics, ca, ready: () => ({ listeners: true, policies: true }) });
   base = `http://127.0.0.1:${admin.address().port}`;
 }, 120_000);
@@ -159,11 +180,15 @@ describe('admin listener with a real postern', () => {
     expect(m.get('postern_sessions_open{listener="pop3",protocol="pop3"}')).toBe(0);
     expect(m.get('postern_sessions_open{listener="imap",protocol="imap"}')).toBe(0);
     // bytes from the client: exactly what the test wrote
-    expect(m.get('postern_client_bytes_total{listener="pop3",protocol="pop3",direction="in"}')).toBe('USER alice\r\nPASS alicepass\r\nRETR 1\r\nRETR 2\r\nRETR 3\r\nQUIT\r\n'.length);
+    expect(m.get('postern_client_bytes_total{listener="pop3",protocol="pop3",direction="in"}')).toBe(
+      'USER alice\r\nPASS alicepass\r\nRETR 1\r\nRETR 2\r\nRETR 3\r\nQUIT\r\n'.length,
+    );
     expect(m.get('postern_client_bytes_total{listener="imap",protocol="imap",direction="in"}')).toBe('a LOGIN alice alicepass\r\nb LOGOUT\r\n'.length);
     expect(m.get('postern_client_bytes_total{listener="pop3",protocol="pop3",direction="out"}')).toBeGreaterThan(CLEAN.length);
     // verdicts: the same as the message.inspected log lines say
-    const inspected = lines.map((l) => JSON.parse(l) as { event: string; verdict: string; rules: { rule: string; action: string }[] }).filter((l) => l.event === 'message.inspected');
+    const inspected = lines
+      .map((l) => JSON.parse(l) as { event: string; verdict: string; rules: { rule: string; action: string }[] })
+      .filter((l) => l.event === 'message.inspected');
     expect(inspected).toHaveLength(3);
     const byVerdict = new Map<string, number>();
     for (const i of inspected) byVerdict.set(i.verdict, (byVerdict.get(i.verdict) ?? 0) + 1);
@@ -171,7 +196,10 @@ describe('admin listener with a real postern', () => {
     for (const [v, n] of byVerdict) expect(m.get(`postern_messages_inspected_total{listener="pop3",protocol="pop3",verdict="${v}"}`)).toBe(n);
     const rules = inspected.flatMap((i) => i.rules);
     expect(rules.length).toBeGreaterThan(0);
-    for (const r of rules) expect(m.get(`postern_rule_hits_total{listener="pop3",rule="${r.rule}",action="${r.action}"}`)).toBe(rules.filter((x) => x.rule === r.rule && x.action === r.action).length);
+    for (const r of rules)
+      expect(m.get(`postern_rule_hits_total{listener="pop3",rule="${r.rule}",action="${r.action}"}`)).toBe(
+        rules.filter((x) => x.rule === r.rule && x.action === r.action).length,
+      );
     // clamd: scans timed, one infected; the endpoint up
     expect(m.get('postern_scan_duration_seconds_count{engine="clamd",outcome="infected"}')).toBeGreaterThanOrEqual(1);
     expect(m.get('postern_scan_duration_seconds_count{engine="clamd",outcome="clean"}')).toBeGreaterThanOrEqual(1);
@@ -192,7 +220,16 @@ describe('admin listener with a real postern', () => {
       executablePath: '/usr/bin/chromium',
       headless: true,
       acceptDownloads: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
     const context = browser;
     const page = await context.newPage();

@@ -15,7 +15,9 @@ describe('postern admin hash-token', () => {
   });
   it('--stdin hashes the first line read; a short one is a usage error', async () => {
     let out = '';
-    expect(await adminCommand(['hash-token', '--stdin'], { stdout: (s) => void (out += s), readStdin: async () => 'my own long admin token\nignored\n' })).toBe(0);
+    expect(await adminCommand(['hash-token', '--stdin'], { stdout: (s) => void (out += s), readStdin: async () => 'my own long admin token\nignored\n' })).toBe(
+      0,
+    );
     expect(verifyToken('my own long admin token', /"(.*)"/.exec(out)![1]!)).toBe(true);
     await expect(adminCommand(['hash-token', '--stdin'], { stdout: () => undefined, readStdin: async () => 'short\n' })).rejects.toThrow(/shorter than 16/);
   });

@@ -8,8 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAdmin, type RunningAdmin } from '../../src/admin/server.js';
 import { Metrics } from '../../src/admin/metrics.js';
+import { type RunningAdmin, startAdmin } from '../../src/admin/server.js';
 import { hashToken, tokenId, verifyToken } from '../../src/admin/token.js';
 import type { AdminConfig } from '../../src/config/admin.js';
 import { parseConfigText } from '../../src/config/load.js';
@@ -18,7 +18,7 @@ import { ConfigError } from '../../src/config/validate.js';
 import { DEFAULT_SERVER_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { initCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 
 const TOKEN = 'correct horse battery staple 42';
 const HASH = hashToken(TOKEN);
@@ -47,7 +47,15 @@ function config(adminOverrides: Partial<AdminConfig> = {}): PosternConfig {
 }
 
 async function start(adminOverrides: Partial<AdminConfig> = {}, metrics = new Metrics(), ready = { listeners: true, policies: true }): Promise<string> {
-  const log = createLogger({ level: 'debug' }, new Writable({ write: (c, _e, cb) => { lines.push(String(c)); cb(); } }));
+  const log = createLogger(
+    { level: 'debug' },
+    new Writable({
+      write: (c, _e, cb) => {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
   const a = await startAdmin(config(adminOverrides), { log, metrics, ca, ready: () => ready });
   running.push(a);
   return `http://127.0.0.1:${a.address().port}`;
@@ -119,8 +127,14 @@ describe('admin config section', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     const msgs = (err as ConfigError).issues.map((i) => `${i.line}:${i.path}: ${i.message}`);
-    expect(msgs).toEqual([expect.stringMatching(/^4:admin\.listen\.host: .*0\.0\.0\.0, which is not loopback: that needs tls/), expect.stringMatching(/^4:admin\.listen\.host: .*needs token_hash/)]);
-    const ok = parseConfigText(`${base}admin:\n  listen: { host: 0.0.0.0 }\n  tls: { ca: true, hostname: admin.example }\n  token_hash: "${HASH}"\n`, path.join(tmp, 'c.yaml'));
+    expect(msgs).toEqual([
+      expect.stringMatching(/^4:admin\.listen\.host: .*0\.0\.0\.0, which is not loopback: that needs tls/),
+      expect.stringMatching(/^4:admin\.listen\.host: .*needs token_hash/),
+    ]);
+    const ok = parseConfigText(
+      `${base}admin:\n  listen: { host: 0.0.0.0 }\n  tls: { ca: true, hostname: admin.example }\n  token_hash: "${HASH}"\n`,
+      path.join(tmp, 'c.yaml'),
+    );
     expect(ok.admin?.tls).toEqual({ kind: 'ca', hostname: 'admin.example' });
   });
   it('refuses a malformed token_hash', () => {
@@ -201,7 +215,8 @@ describe('admin listener', () => {
   it('search by user, sender, subject (decoded), date and verdict; JSON with a bearer token', async () => {
     const base = await start();
     const auth = { authorization: `Bearer ${TOKEN}` };
-    const ids = async (q: string) => ((await (await fetch(`${base}/quarantine?format=json&${q}`, { headers: auth })).json()) as { entries: { id: string }[] }).entries.map((e) => e.id);
+    const ids = async (q: string) =>
+      ((await (await fetch(`${base}/quarantine?format=json&${q}`, { headers: auth })).json()) as { entries: { id: string }[] }).entries.map((e) => e.id);
     expect(await ids('')).toEqual([cleanId, hostileId]);
     expect(await ids('user=BOB@')).toEqual([cleanId]);
     expect(await ids('sender=evil')).toEqual([hostileId]);
@@ -211,7 +226,12 @@ describe('admin listener', () => {
     expect(await ids('verdict=blocked')).toEqual([hostileId]);
     expect((await fetch(`${base}/quarantine?since=yesterday`, { headers: auth })).status).toBe(400);
     const one = (await (await fetch(`${base}/quarantine/${cleanId}?format=json`, { headers: auth })).json()) as Record<string, unknown>;
-    expect(one).toMatchObject({ id: cleanId, verdict: 'changed', subject: 'Rechnung für Mai', rules: [{ rule: 'executables', action: 'strip', reason: 'executable' }] });
+    expect(one).toMatchObject({
+      id: cleanId,
+      verdict: 'changed',
+      subject: 'Rechnung für Mai',
+      rules: [{ rule: 'executables', action: 'strip', reason: 'executable' }],
+    });
     const orig = await fetch(`${base}/quarantine/${cleanId}/original`, { headers: auth });
     expect(orig.headers.get('content-type')).toBe('message/rfc822');
     expect(Buffer.from(await orig.arrayBuffer())).toEqual(await store.read(cleanId));

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main, USAGE, type CliIo, type CliModules } from '../../src/cli.js';
+import { type CliIo, type CliModules, main, USAGE } from '../../src/cli.js';
 import type { PosternConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/config/validate.js';
 import type { Scanner, SpamScanner } from '../../src/scanners/types.js';
@@ -121,7 +121,10 @@ describe('check', () => {
     const r = await run(['check']);
     expect(r.err.replace(/^warning: .*\n/gm, '')).toBe('');
     // scanner: none in the shipped config: the default policy's idle antivirus is a note (test/cli/warnings.test.ts)
-    expect(r).toMatchObject({ code: 0, out: `note: antivirus is switched off in the config (scanner: none): policy default asks for it, messages are not virus-scanned\nconfig OK: ${path.join(repoRoot, 'postern.yaml')} (4 listener(s), 1 policy)\n` });
+    expect(r).toMatchObject({
+      code: 0,
+      out: `note: antivirus is switched off in the config (scanner: none): policy default asks for it, messages are not virus-scanned\nconfig OK: ${path.join(repoRoot, 'postern.yaml')} (4 listener(s), 1 policy)\n`,
+    });
   });
 
   it('reports an unusable CA and a bad operator key pair', async () => {
@@ -136,17 +139,42 @@ describe('check', () => {
     const op = path.join(root, 'op');
     execFileSync('mkdir', ['-p', op]);
     const gen = (name: string) =>
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=x',
-        '-keyout', path.join(op, `${name}.key`), '-out', path.join(op, `${name}.crt`)], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:prime256v1',
+          '-nodes',
+          '-days',
+          '1',
+          '-subj',
+          '/CN=x',
+          '-keyout',
+          path.join(op, `${name}.key`),
+          '-out',
+          path.join(op, `${name}.crt`),
+        ],
+        { stdio: 'ignore' },
+      );
     gen('a');
     gen('b');
     const mismatched = configFile().file;
-    writeFileSync(mismatched, readFileSync(mismatched, 'utf8').replace('tls: { mode: starttls }', `tls: { mode: starttls, cert_file: ${op}/a.crt, key_file: ${op}/b.key }`));
+    writeFileSync(
+      mismatched,
+      readFileSync(mismatched, 'utf8').replace('tls: { mode: starttls }', `tls: { mode: starttls, cert_file: ${op}/a.crt, key_file: ${op}/b.key }`),
+    );
     const r2 = await run(['check', '--config', mismatched]);
     expect(r2.code).toBe(1);
     expect(r2.err).toMatch(new RegExp(`^${mismatched}: listeners\\[0\\]\\.tls: cannot use cert_file/key_file: .*(mismatch|does not match)`, 'im'));
     const matched = configFile().file;
-    writeFileSync(matched, readFileSync(matched, 'utf8').replace('tls: { mode: starttls }', `tls: { mode: starttls, cert_file: ${op}/a.crt, key_file: ${op}/a.key }`));
+    writeFileSync(
+      matched,
+      readFileSync(matched, 'utf8').replace('tls: { mode: starttls }', `tls: { mode: starttls, cert_file: ${op}/a.crt, key_file: ${op}/a.key }`),
+    );
     expect((await run(['check', '--config', matched])).code).toBe(0);
   });
 });
@@ -220,7 +248,14 @@ describe('serve', () => {
         cb();
       },
     });
-    return { stream, lines: () => text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>) };
+    return {
+      stream,
+      lines: () =>
+        text
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => JSON.parse(l) as Record<string, unknown>),
+    };
   }
 
   it('creates the CA on first start, starts the server, closes with the grace period on SIGTERM', async () => {
@@ -232,7 +267,7 @@ describe('serve', () => {
       async startServer(config, deps) {
         started.push({ config, minter: deps.minter });
         deps.log.info('fake server up');
-        setTimeout(() => signals.emit("SIGTERM", "SIGTERM"), 20);
+        setTimeout(() => signals.emit('SIGTERM', 'SIGTERM'), 20);
         return { close: async (ms) => void closed.push(ms) };
       },
     };
@@ -330,7 +365,11 @@ describe('serve', () => {
 });
 
 describe('scan and quarantine delegate to their modules', () => {
-  const scanner: Scanner = { name: 'fake', scan: async () => ({ kind: 'clean', engine: 'fake', endpoint: 'x', ms: 0 }), close: async () => void (closedScanners += 1) };
+  const scanner: Scanner = {
+    name: 'fake',
+    scan: async () => ({ kind: 'clean', engine: 'fake', endpoint: 'x', ms: 0 }),
+    close: async () => void (closedScanners += 1),
+  };
   let closedScanners = 0;
 
   it('scan: passes the remaining args, policies dir, quarantine dir and the configured scanner (closed afterwards)', async () => {
@@ -350,23 +389,37 @@ describe('scan and quarantine delegate to their modules', () => {
         },
       },
     };
-    const r = await run(['scan', 'msg.eml', '--config', file, '--json', '--policy', 'strict'], { modules, logDest: new Writable({ write: (_c, _e, cb) => cb() }) });
+    const r = await run(['scan', 'msg.eml', '--config', file, '--json', '--policy', 'strict'], {
+      modules,
+      logDest: new Writable({ write: (_c, _e, cb) => cb() }),
+    });
     expect(r.code).toBe(1);
     expect(calls).toEqual([
       [{ host: '127.0.0.1', port: 3310 }],
-      [['msg.eml', '--json', '--policy', 'strict'], { policiesDir: path.join(dir, 'policies'), scanner, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') }],
+      [
+        ['msg.eml', '--json', '--policy', 'strict'],
+        { policiesDir: path.join(dir, 'policies'), scanner, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') },
+      ],
     ]);
     expect(closedScanners).toBe(1);
 
     calls.length = 0;
     await run(['scan', '--no-av', 'msg.eml', `--config=${file}`], { modules });
-    expect(calls).toEqual([[['--no-av', 'msg.eml'], { policiesDir: path.join(dir, 'policies'), scanner: null, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') }]]);
+    expect(calls).toEqual([
+      [['--no-av', 'msg.eml'], { policiesDir: path.join(dir, 'policies'), scanner: null, spamScanner: null, quarantineDir: path.join(dir, 'var/quarantine') }],
+    ]);
   });
 
   it('scan: the spam scanner of config.spam is passed too (closed afterwards); --no-spam and --no-av each drop only their own', async () => {
-    const { file, dir } = configFile('scanner: { type: clamd, endpoints: [{ host: 127.0.0.1, port: 3310 }] }\nspam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }], timeout_ms: 2500 }\n');
+    const { file, dir } = configFile(
+      'scanner: { type: clamd, endpoints: [{ host: 127.0.0.1, port: 3310 }] }\nspam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }], timeout_ms: 2500 }\n',
+    );
     let closedSpam = 0;
-    const spamScanner: SpamScanner = { name: 'fake-spam', check: async () => ({ kind: 'error', engine: 'fake', reason: 'unavailable', message: 'x', ms: 0 }), close: async () => void (closedSpam += 1) };
+    const spamScanner: SpamScanner = {
+      name: 'fake-spam',
+      check: async () => ({ kind: 'error', engine: 'fake', reason: 'unavailable', message: 'x', ms: 0 }),
+      close: async () => void (closedSpam += 1),
+    };
     const calls: unknown[] = [];
     const modules: Partial<CliModules> = {
       scan: {
@@ -384,10 +437,18 @@ describe('scan and quarantine delegate to their modules', () => {
       },
     };
     const quiet = new Writable({ write: (_c, _e, cb) => cb() });
-    const deps = (av: Scanner | null, spam: SpamScanner | null) => ({ policiesDir: path.join(dir, 'policies'), scanner: av, spamScanner: spam, quarantineDir: path.join(dir, 'var/quarantine') });
+    const deps = (av: Scanner | null, spam: SpamScanner | null) => ({
+      policiesDir: path.join(dir, 'policies'),
+      scanner: av,
+      spamScanner: spam,
+      quarantineDir: path.join(dir, 'var/quarantine'),
+    });
     const before = closedScanners;
     expect((await run(['scan', 'msg.eml', '--config', file], { modules, logDest: quiet })).code).toBe(0);
-    expect(calls).toEqual([[[{ host: '127.0.0.1', port: 11333 }], 2500], [['msg.eml'], deps(scanner, spamScanner)]]);
+    expect(calls).toEqual([
+      [[{ host: '127.0.0.1', port: 11333 }], 2500],
+      [['msg.eml'], deps(scanner, spamScanner)],
+    ]);
     expect(closedSpam).toBe(1);
     expect(closedScanners).toBe(before + 1);
 
@@ -396,7 +457,10 @@ describe('scan and quarantine delegate to their modules', () => {
     expect(calls).toEqual([[['msg.eml', '--no-spam'], deps(scanner, null)]]);
     calls.length = 0;
     await run(['scan', '--no-av', 'msg.eml', '--config', file], { modules, logDest: quiet });
-    expect(calls).toEqual([[[{ host: '127.0.0.1', port: 11333 }], 2500], [['--no-av', 'msg.eml'], deps(null, spamScanner)]]);
+    expect(calls).toEqual([
+      [[{ host: '127.0.0.1', port: 11333 }], 2500],
+      [['--no-av', 'msg.eml'], deps(null, spamScanner)],
+    ]);
     expect(closedSpam).toBe(2);
   });
 

@@ -113,7 +113,10 @@ describe('packaging/Dockerfile', () => {
     const hc = final.filter((i) => i.op === 'HEALTHCHECK');
     expect(hc).toHaveLength(1);
     expect(hc[0]!.args).toMatch(/CMD .*\/healthz/);
-    const finalRuns = final.filter((i) => i.op === 'RUN').map((i) => i.args).join('\n');
+    const finalRuns = final
+      .filter((i) => i.op === 'RUN')
+      .map((i) => i.args)
+      .join('\n');
     expect(finalRuns).not.toMatch(/apt-get install|g\+\+|\bmake\b|python3|npm (ci|install)/);
     expect(final.some((i) => i.op === 'COPY' && i.args.startsWith('--from=build '))).toBe(true);
     // the build stage does compile and prune the dev dependencies
@@ -126,18 +129,21 @@ describe('packaging/Dockerfile', () => {
       .filter((l) => l && !l.startsWith('#'));
     expect(ignore[0]).toBe('**');
     const allowed = ignore.slice(1).map((l) => l.replace(/^!/, '').replace(/\/\*\*$/, ''));
-    const sources = instructions
-      .filter((i) => i.op === 'COPY' && !i.args.startsWith('--from'))
-      .flatMap((i) => i.args.split(/\s+/).slice(0, -1));
+    const sources = instructions.filter((i) => i.op === 'COPY' && !i.args.startsWith('--from')).flatMap((i) => i.args.split(/\s+/).slice(0, -1));
     expect(sources.length).toBeGreaterThan(5);
     for (const s of sources) {
       expect(existsSync(path.join(repoRoot, s)), s).toBe(true);
-      expect(allowed.some((a) => s === a || s.startsWith(`${a}/`)), `${s} is excluded by the .dockerignore`).toBe(true);
+      expect(
+        allowed.some((a) => s === a || s.startsWith(`${a}/`)),
+        `${s} is excluded by the .dockerignore`,
+      ).toBe(true);
     }
   });
 
   it("the container's config passes postern check with nothing on stderr (paths moved into a temp dir)", async () => {
-    const cfg = read('packaging/docker/postern.yaml').replaceAll('/opt/postern/policies', path.join(repoRoot, 'policies')).replaceAll('/var/lib/postern', path.join(tmp, 'state'));
+    const cfg = read('packaging/docker/postern.yaml')
+      .replaceAll('/opt/postern/policies', path.join(repoRoot, 'policies'))
+      .replaceAll('/var/lib/postern', path.join(tmp, 'state'));
     const file = path.join(tmp, 'docker-postern.yaml');
     writeFileSync(file, cfg);
     let out = '';
@@ -151,4 +157,3 @@ describe('packaging/Dockerfile', () => {
     expect(cfg).toContain(`admin:\n  listen: { host: 127.0.0.1, port: ${port} }`);
   });
 });
-

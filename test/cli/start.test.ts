@@ -12,7 +12,13 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 describe('npm start build check', () => {
   it('builds a missing dist, then not again until a source is edited, added, removed or the tsconfig changes', { timeout: 120_000 }, () => {
     mkdirSync(path.join(root, 'src', 'sub'), { recursive: true });
-    writeFileSync(path.join(root, 'tsconfig.json'), JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', outDir: 'dist', rootDir: 'src', types: [] }, include: ['src/**/*.ts'] }));
+    writeFileSync(
+      path.join(root, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: { target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', outDir: 'dist', rootDir: 'src', types: [] },
+        include: ['src/**/*.ts'],
+      }),
+    );
     writeFileSync(path.join(root, 'src', 'cli.ts'), 'export function main(a: string[]): number { return a.length; }\n');
     writeFileSync(path.join(root, 'src', 'sub', 'x.ts'), 'export const x = 1;\n');
     const logs: string[] = [];

@@ -1,13 +1,14 @@
 // `postern check` reports what `postern serve` warns about at start (one function: src/config/warnings.ts),
 // and the shipped postern.yaml + policies start without a warning.
+
+import { EventEmitter } from 'node:events';
 import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main, type CliModules } from '../../src/cli.js';
+import { type CliModules, main } from '../../src/cli.js';
 import { policyWarnings } from '../../src/config/warnings.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -48,7 +49,10 @@ async function serve(file: string): Promise<Record<string, unknown>[]> {
   };
   const code = await main(['serve', '--config', file], { stdout: () => {}, stderr: () => {}, exit: () => {}, signals, logDest, modules: { server } });
   expect(code).toBe(0);
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 const NOTE = 'antivirus is switched off in the config (scanner: none): policy default asks for it, messages are not virus-scanned';
@@ -86,7 +90,10 @@ describe('startup warnings', () => {
 
   it('a policy that enables spam scoring without a spam scanner is a warning in check too', async () => {
     const file = pristine();
-    writeFileSync(path.join(path.dirname(file), 'policies', 'default.yaml'), `${readFileSync(path.join(path.dirname(file), 'policies', 'default.yaml'), 'utf8')}\nspam: { enabled: true }\n`);
+    writeFileSync(
+      path.join(path.dirname(file), 'policies', 'default.yaml'),
+      `${readFileSync(path.join(path.dirname(file), 'policies', 'default.yaml'), 'utf8')}\nspam: { enabled: true }\n`,
+    );
     const r = await check(file);
     expect(r.code).toBe(0);
     expect(r.err).toBe('warning: policy default enables spam scoring but no spam scanner is configured: messages are not spam-checked\n');
@@ -95,8 +102,19 @@ describe('startup warnings', () => {
   it('policyWarnings: levels and fields', () => {
     const p = { antivirus: { enabled: true }, spam: { enabled: false } };
     expect(policyWarnings({}, [['a', p]], { scanner: true, spamScanner: false })).toEqual([]);
-    expect(policyWarnings({ scannerOff: true }, [['a', p]], { scanner: false, spamScanner: false }).map((w) => [w.level, w.fields])).toEqual([['info', { policy: 'a', scanner: 'antivirus' }]]);
-    expect(policyWarnings({}, [['a', p], ['b', { antivirus: { enabled: false }, spam: { enabled: true } }]], { scanner: false, spamScanner: false }).map((w) => [w.level, w.fields])).toEqual([
+    expect(policyWarnings({ scannerOff: true }, [['a', p]], { scanner: false, spamScanner: false }).map((w) => [w.level, w.fields])).toEqual([
+      ['info', { policy: 'a', scanner: 'antivirus' }],
+    ]);
+    expect(
+      policyWarnings(
+        {},
+        [
+          ['a', p],
+          ['b', { antivirus: { enabled: false }, spam: { enabled: true } }],
+        ],
+        { scanner: false, spamScanner: false },
+      ).map((w) => [w.level, w.fields]),
+    ).toEqual([
       ['warn', { policy: 'a', scanner: 'antivirus' }],
       ['warn', { policy: 'b', scanner: 'spam' }],
     ]);

@@ -12,14 +12,13 @@ import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { Collector } from '../../src/collector/service.js';
-import { parseConfigText } from '../../src/config/load.js';
-import { REPO_ROOT } from '../../src/config/load.js';
+import { parseConfigText, REPO_ROOT } from '../../src/config/load.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type Postfix, startPostfix } from '../harness/postfix.js';
 import { type ScriptedConn, startScriptedServer } from '../harness/scripted-server.js';
 import { freePort, runOk } from '../harness/util.js';
-import { memoryLog } from './helpers/fakes.js';
 import { message } from './helpers/accounts.js';
+import { memoryLog } from './helpers/fakes.js';
 
 let dovecot: Dovecot;
 let dir: string;
@@ -61,13 +60,16 @@ quarantine: { dir: ${path.join(dir, 'quarantine')} }
 collector:
   state_dir: state
   delivery:
-${o.delivery ?? `    protocol: lmtp
+${
+  o.delivery ??
+  `    protocol: lmtp
     host: 127.0.0.1
     port: ${dovecot.lmtpPort}
     starttls: required
     ca_file: ${dovecot.certFile}
     servername: localhost
-    helo: collector.test`}
+    helo: collector.test`
+}
   accounts:
     - name: box
       protocol: ${protocol}
@@ -79,8 +81,11 @@ ${o.delivery ?? `    protocol: lmtp
       timeout_ms: 10000
       keep: ${o.keep ?? 'delete'}
       policy: ${o.policy ?? 'null'}
-${o.extra ?? `      mode: user
-      recipient: bob@example.com`}
+${
+  o.extra ??
+  `      mode: user
+      recipient: bob@example.com`
+}
 `;
   writeFileSync(path.join(dir, 'postern.yaml'), text);
   return text;
@@ -93,14 +98,22 @@ function collector(o: Opts = {}, now?: () => number) {
 }
 
 async function readInbox(user: 'alice' | 'bob'): Promise<{ source: string; seen: boolean }[]> {
-  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.ports.imaps, secure: true, tls: { ca: [readFileSync(dovecot.certFile)], servername: 'localhost' }, auth: { user, pass: dovecot.users[user] }, logger: false });
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: dovecot.ports.imaps,
+    secure: true,
+    tls: { ca: [readFileSync(dovecot.certFile)], servername: 'localhost' },
+    auth: { user, pass: dovecot.users[user] },
+    logger: false,
+  });
   await client.connect();
   try {
     const lock = await client.getMailboxLock('INBOX');
     try {
       const out: { source: string; seen: boolean }[] = [];
       if ((client.mailbox as { exists: number }).exists === 0) return out;
-      for await (const m of client.fetch('1:*', { source: true, flags: true })) out.push({ source: m.source!.toString('latin1'), seen: m.flags?.has('\\Seen') ?? false });
+      for await (const m of client.fetch('1:*', { source: true, flags: true }))
+        out.push({ source: m.source!.toString('latin1'), seen: m.flags?.has('\\Seen') ?? false });
       return out;
     } finally {
       lock.release();
@@ -313,7 +326,9 @@ describe('policy and catch-all', () => {
     // message 2: nobody@ refused (550 by Dovecot LMTP), re-routed to the postmaster; message 3 stays
     const alice = await readInbox('alice');
     expect(alice.map((m) => /Subject: (message \d)/.exec(m.source)![1]).sort()).toEqual(['message 2', 'message 3']);
-    const two = logs.lines().find((l) => l.event === 'collector.message' && (l.replies as { rcpt: string }[] | undefined)?.some((r) => r.rcpt === 'nobody@example.com'))!;
+    const two = logs
+      .lines()
+      .find((l) => l.event === 'collector.message' && (l.replies as { rcpt: string }[] | undefined)?.some((r) => r.rcpt === 'nobody@example.com'))!;
     expect(two.replies).toEqual([
       { rcpt: 'nobody@example.com', kind: 'perm', reply: expect.stringMatching(/^550 /) },
       { rcpt: 'alice@example.com', kind: 'accepted', reply: expect.stringMatching(/^250 /) },
@@ -332,7 +347,10 @@ describe('SMTP delivery through Postfix', () => {
 
   it('delivers by SMTP; Postfix hands the message to Dovecot; read back over IMAP', async () => {
     await dovecot.deliver('alice', message(1));
-    const { c } = collector({ protocol: 'pop3', delivery: `    protocol: smtp\n    host: 127.0.0.1\n    port: ${postfix.port}\n    starttls: none\n    helo: collector.test` });
+    const { c } = collector({
+      protocol: 'pop3',
+      delivery: `    protocol: smtp\n    host: 127.0.0.1\n    port: ${postfix.port}\n    starttls: none\n    helo: collector.test`,
+    });
     const [s] = await once(c);
     expect(s).toMatchObject({ delivered: 1, deleted: 1 });
     await postfix.waitForEmptyQueue(20_000);
@@ -357,7 +375,9 @@ describe('postern collect (CLI)', () => {
     config({ policy: 'default' });
     const dry = await cli(['collect', '--dry-run']);
     expect(dry.code).toBe(0);
-    expect(dry.out).toMatch(/^box\/INBOX: 2 listed, 2 to collect \(at most 100 per pass\)\n {2}uid \d+: \d+ bytes <m1@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n {2}uid \d+: \d+ bytes <m2@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n$/);
+    expect(dry.out).toMatch(
+      /^box\/INBOX: 2 listed, 2 to collect \(at most 100 per pass\)\n {2}uid \d+: \d+ bytes <m1@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n {2}uid \d+: \d+ bytes <m2@test\.example> -> bob@example\.com: deliver, verdict clean \(without antivirus\)\n$/,
+    );
     expect(await dovecot.count('alice')).toBe(2);
     expect(await dovecot.count('bob')).toBe(0);
     expect((await cli(['collect', 'status'])).out).toMatch(/^no collector state yet/);
@@ -367,15 +387,23 @@ describe('postern collect (CLI)', () => {
     expect(await dovecot.count('bob')).toBe(2);
     const st = await cli(['collect', 'status']);
     expect(st.out).toContain('no postern serve is collecting');
-    expect(st.out).toMatch(/\nbox {2}imap:\/\/alice@127\.0\.0\.1:\d+\n {2}last pass: {2}\S+ \(\d+ s ago\), ok\n {2}that pass: {2}listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2\n/);
-    const json = JSON.parse((await cli(['collect', 'status', '--json'])).out) as { serve: number | null; accounts: { account: string; lastPass: { delivered: number } }[] };
+    expect(st.out).toMatch(
+      /\nbox {2}imap:\/\/alice@127\.0\.0\.1:\d+\n {2}last pass: {2}\S+ \(\d+ s ago\), ok\n {2}that pass: {2}listed 2, fetched 2, delivered 2, deferred 0, failed 0, held 0, deleted 2\n/,
+    );
+    const json = JSON.parse((await cli(['collect', 'status', '--json'])).out) as {
+      serve: number | null;
+      accounts: { account: string; lastPass: { delivered: number } }[];
+    };
     expect(json).toMatchObject({ serve: null, accounts: [{ account: 'box', lastPass: { delivered: 2 } }] });
   });
 
   // last in the file: Dovecot slows later logins from an address after a failed one
   it('usage errors exit 2; a failing pass exits 1', async () => {
     config();
-    expect(await cli(['collect', '--account', 'nope'])).toMatchObject({ code: 2, err: expect.stringMatching(/no collector account "nope" \(configured: box\)/) });
+    expect(await cli(['collect', '--account', 'nope'])).toMatchObject({
+      code: 2,
+      err: expect.stringMatching(/no collector account "nope" \(configured: box\)/),
+    });
     expect((await cli(['collect', '--bogus'])).code).toBe(2);
     expect((await cli(['collect', '--now', 'box', '--dry-run'])).code).toBe(2);
     writeFileSync(path.join(dir, 'alice.pw'), 'wrong-password\n');

@@ -50,7 +50,17 @@ describe('collector config', () => {
     expect(c.collector).toEqual({
       stateDir: path.join(dir, 'var/collector'),
       concurrency: COLLECTOR_LIMITS.defaultConcurrency,
-      delivery: { protocol: 'lmtp', host: 'mail.local', port: 24, starttls: 'optional', verify: true, helo: expect.any(String), concurrency: 2, timeoutMs: 60_000, envelopeSender: '' },
+      delivery: {
+        protocol: 'lmtp',
+        host: 'mail.local',
+        port: 24,
+        starttls: 'optional',
+        verify: true,
+        helo: expect.any(String),
+        concurrency: 2,
+        timeoutMs: 60_000,
+        envelopeSender: '',
+      },
       accounts: [
         {
           name: 'office',
@@ -79,14 +89,26 @@ describe('collector config', () => {
   });
 
   it('ports follow the protocol and TLS mode; keep, sizes, catch-all defaults', () => {
-    const c = parse(`collector:
+    const c = parse(
+      `collector:
   delivery: { protocol: smtp, host: mail.local, envelope_sender: bounces@example.com }
   accounts:
     - { name: a, protocol: imap, host: h.example, username: u, password_env: PW, mode: catch_all, accepted_domains: [Example.COM.], postmaster: pm@Example.com, tls: { mode: starttls }, keep: forever, max_message_size: 10MiB }
     - { name: b, protocol: pop3, host: h.example, username: u, password: x, mode: user, recipient: r@example.com, tls: { mode: none }, keep: { days: 7 }, folders: null }
-`.replace(', folders: null', ''));
+`.replace(', folders: null', ''),
+    );
     const [a, b] = c.collector!.accounts;
-    expect(a).toMatchObject({ port: 143, folders: ['INBOX'], acceptedDomains: ['example.com'], postmaster: 'pm@example.com', unknownRecipients: 'postmaster', envelopeHeaders: ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'], keep: { kind: 'forever' }, maxMessageBytes: 10 * 1024 * 1024, password: { kind: 'env', name: 'PW' } });
+    expect(a).toMatchObject({
+      port: 143,
+      folders: ['INBOX'],
+      acceptedDomains: ['example.com'],
+      postmaster: 'pm@example.com',
+      unknownRecipients: 'postmaster',
+      envelopeHeaders: ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'],
+      keep: { kind: 'forever' },
+      maxMessageBytes: 10 * 1024 * 1024,
+      password: { kind: 'env', name: 'PW' },
+    });
     expect(b).toMatchObject({ port: 110, keep: { kind: 'days', days: 7 }, password: { kind: 'inline', value: 'x' } });
     expect(c.collector!.delivery).toMatchObject({ port: 25, envelopeSender: 'bounces@example.com' });
   });
@@ -134,11 +156,21 @@ describe('collector config', () => {
     expect(bad('      keep: {days: 0}\n')).toEqual([[11, 13, 'collector.accounts[0].keep', expect.stringMatching(/expected \{days: N\}/)]]);
     expect(bad('      keep: sometimes\n')).toEqual([[11, 13, 'collector.accounts[0].keep', 'expected delete, forever or {days: N}']]);
     expect(bad('      interval_ms: "5m"\n')).toEqual([[11, 20, 'collector.accounts[0].interval_ms', expect.stringMatching(/write 300000/)]]);
-    expect(bad('      postmaster: "not an address"\n')).toEqual([[11, 19, 'collector.accounts[0].postmaster', expect.stringMatching(/is not an email address/)]]);
+    expect(bad('      postmaster: "not an address"\n')).toEqual([
+      [11, 19, 'collector.accounts[0].postmaster', expect.stringMatching(/is not an email address/)],
+    ]);
     expect(bad('      max_message_size: 1.5MiB\n')).toEqual([[11, 25, 'collector.accounts[0].max_message_size', expect.stringMatching(/fraction/)]]);
-    expect(issues(`collector:\n${DELIVERY}  accounts:\n${ACCOUNT.replace('name: office', 'name: "my box"')}`)).toEqual([[4, 13, 'collector.accounts[0].name', expect.stringMatching(/letters, digits/)]]);
-    expect(issues(`collector:\n${DELIVERY}  accounts:\n    - { name: c, protocol: imap, host: h, username: u, password: x, mode: catch_all, accepted_domains: ['*.example.com'] }\n`)[0]).toEqual([4, 105, 'collector.accounts[0].accepted_domains[0]', expect.stringMatching(/no wildcards/)]);
-    expect(issues(`collector:\n${DELIVERY}  accounts:\n${ACCOUNT}      colour: blue\n`)).toEqual([[11, 15, 'collector.accounts[0].colour', 'unknown key "colour"']]);
+    expect(issues(`collector:\n${DELIVERY}  accounts:\n${ACCOUNT.replace('name: office', 'name: "my box"')}`)).toEqual([
+      [4, 13, 'collector.accounts[0].name', expect.stringMatching(/letters, digits/)],
+    ]);
+    expect(
+      issues(
+        `collector:\n${DELIVERY}  accounts:\n    - { name: c, protocol: imap, host: h, username: u, password: x, mode: catch_all, accepted_domains: ['*.example.com'] }\n`,
+      )[0],
+    ).toEqual([4, 105, 'collector.accounts[0].accepted_domains[0]', expect.stringMatching(/no wildcards/)]);
+    expect(issues(`collector:\n${DELIVERY}  accounts:\n${ACCOUNT}      colour: blue\n`)).toEqual([
+      [11, 15, 'collector.accounts[0].colour', 'unknown key "colour"'],
+    ]);
   });
 
   it('the loop guard: an account on the delivery host whose mailbox is the delivery target is refused', () => {
@@ -147,12 +179,16 @@ describe('collector config', () => {
   accounts:
     - { name: self, protocol: imap, host: localhost, username: bob, password: x, mode: user, recipient: bob@example.com }
 `;
-    expect(issues(loop)).toEqual([[4, 43, 'collector.accounts[0].host', expect.stringMatching(/collects from bob@localhost, which is also where it delivers/)]]);
+    expect(issues(loop)).toEqual([
+      [4, 43, 'collector.accounts[0].host', expect.stringMatching(/collects from bob@localhost, which is also where it delivers/)],
+    ]);
     // the same host with another user's mailbox is fine; and so is the same user on another host
     expect(issues(loop.replace('recipient: bob@', 'recipient: alice@'))).toEqual([]);
     expect(issues(loop.replace('host: localhost', 'host: imap.provider.example'))).toEqual([]);
     // delivery AUTH user = the collected user
-    expect(issues(loop.replace('recipient: bob@', 'recipient: alice@').replace('host: 127.0.0.1 }', 'host: 127.0.0.1, auth: { username: bob, password: y } }'))).toHaveLength(1);
+    expect(
+      issues(loop.replace('recipient: bob@', 'recipient: alice@').replace('host: 127.0.0.1 }', 'host: 127.0.0.1, auth: { username: bob, password: y } }')),
+    ).toHaveLength(1);
   });
 
   it('no listeners and no collector is still an error', () => {
@@ -182,8 +218,10 @@ describe('postern check with a collector', () => {
     expect(r.err).not.toContain('hunter2');
   });
 
-  it('checks the accounts\' policies and refuses an unset password variable', async () => {
-    const r = await check(`collector:\n${DELIVERY}  accounts:\n${ACCOUNT.replace('password_file: pw', 'password_env: POSTERN_TEST_UNSET_PW')}      policy: no-such-policy\n`);
+  it("checks the accounts' policies and refuses an unset password variable", async () => {
+    const r = await check(
+      `collector:\n${DELIVERY}  accounts:\n${ACCOUNT.replace('password_file: pw', 'password_env: POSTERN_TEST_UNSET_PW')}      policy: no-such-policy\n`,
+    );
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/collector\.accounts\[0\]\.password_env: environment variable POSTERN_TEST_UNSET_PW is not set/);
     expect(r.err).toMatch(/no-such-policy/);

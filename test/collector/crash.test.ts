@@ -13,8 +13,8 @@ import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
-import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { REPO_ROOT } from '../../src/config/load.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { sleep, waitFor } from '../harness/util.js';
 import { message } from './helpers/accounts.js';
 
@@ -34,7 +34,14 @@ afterAll(async () => {
 });
 
 function imap(user: 'alice' | 'bob'): ImapFlow {
-  return new ImapFlow({ host: '127.0.0.1', port: dovecot.ports.imap, secure: false, doSTARTTLS: false, auth: { user, pass: dovecot.users[user] }, logger: false });
+  return new ImapFlow({
+    host: '127.0.0.1',
+    port: dovecot.ports.imap,
+    secure: false,
+    doSTARTTLS: false,
+    auth: { user, pass: dovecot.users[user] },
+    logger: false,
+  });
 }
 
 async function fill(count: number, tag: string): Promise<string[]> {
@@ -88,11 +95,15 @@ function child(args: string[], env: Record<string, string>): Promise<{ code: num
 }
 
 function spawnChild(args: string[], env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ['--import', path.join(REPO_ROOT, 'test/collector/helpers/ts-register.mjs'), path.join(REPO_ROOT, 'test/collector/helpers/postern-child.ts'), ...args], {
-    cwd: REPO_ROOT,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  return spawn(
+    process.execPath,
+    ['--import', path.join(REPO_ROOT, 'test/collector/helpers/ts-register.mjs'), path.join(REPO_ROOT, 'test/collector/helpers/postern-child.ts'), ...args],
+    {
+      cwd: REPO_ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
 }
 
 function writeConfig(name: string, protocol: 'pop3' | 'imap', maxPerPass: number, interval = 3_600_000): string {
@@ -140,7 +151,16 @@ describe.each(['pop3', 'imap'] as const)('%s: kill -9 at every crash point over 
     await dovecot.resetMailbox('bob');
     const all = await fill(N, `crash-${protocol}`);
     const file = writeConfig(`${protocol}-kill`, protocol, protocol === 'pop3' ? N : 60);
-    const points = ['after_fetch:10', 'during_data:15', 'after_250:20', 'after_commit:25', 'during_data:30', 'after_250:5', 'before_delete:1', 'after_delete:1'];
+    const points = [
+      'after_fetch:10',
+      'during_data:15',
+      'after_250:20',
+      'after_commit:25',
+      'during_data:30',
+      'after_250:5',
+      'before_delete:1',
+      'after_delete:1',
+    ];
     const progress: string[] = [];
     for (const point of points) {
       const r = await child(['collect', '--config', file], { POSTERN_COLLECTOR_CRASH_AT: point });

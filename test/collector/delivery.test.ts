@@ -8,8 +8,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { SmtpDelivery } from '../../src/collector/delivery.js';
 import type { CollectorDeliveryConfig } from '../../src/config/types.js';
-import { freePort } from '../harness/util.js';
 import { type ScriptedSmtp, type ScriptOptions, startSmtpScript } from '../harness/smtp-script.js';
+import { freePort } from '../harness/util.js';
 
 let server: ScriptedSmtp | null = null;
 let delivery: SmtpDelivery | null = null;
@@ -26,7 +26,18 @@ const MSG = Buffer.from('From: a@example.net\r\nTo: b@example.com\r\nSubject: t\
 async function setup(script: ScriptOptions, over: Partial<CollectorDeliveryConfig> = {}): Promise<SmtpDelivery> {
   server = await startSmtpScript(script);
   delivery = new SmtpDelivery(
-    { protocol: script.lmtp ? 'lmtp' : 'smtp', host: '127.0.0.1', port: server.port, starttls: 'none', verify: true, helo: 'collector.test', concurrency: 2, timeoutMs: 5000, envelopeSender: '', ...over },
+    {
+      protocol: script.lmtp ? 'lmtp' : 'smtp',
+      host: '127.0.0.1',
+      port: server.port,
+      starttls: 'none',
+      verify: true,
+      helo: 'collector.test',
+      concurrency: 2,
+      timeoutMs: 5000,
+      envelopeSender: '',
+      ...over,
+    },
     (s) => (s.kind === 'inline' ? s.value : ''),
   );
   return delivery;
@@ -58,7 +69,9 @@ describe('SMTP', () => {
   });
 
   it('per-recipient answers at RCPT: 250, 4xx, 5xx in one transaction', async () => {
-    const d = await setup({ rcpt: { 'bob@example.com': { code: 451, message: '4.3.0 later' }, 'carol@example.com': { code: 550, message: '5.1.1 no such user' } } });
+    const d = await setup({
+      rcpt: { 'bob@example.com': { code: 451, message: '4.3.0 later' }, 'carol@example.com': { code: 550, message: '5.1.1 no such user' } },
+    });
     const r = await d.send({ from: 'a@example.net', to: ['alice@example.com', 'bob@example.com', 'carol@example.com'], data: MSG });
     expect(r.failure).toBeUndefined();
     expect(r.recipients).toEqual([
@@ -66,7 +79,12 @@ describe('SMTP', () => {
       { address: 'bob@example.com', kind: 'temp', reply: '451 4.3.0 later' },
       { address: 'carol@example.com', kind: 'perm', reply: '550 5.1.1 no such user' },
     ]);
-    expect(server!.received()[0]!.rcpt.filter((x) => x.code === 250).map((x) => x.address)).toEqual(['alice@example.com']);
+    expect(
+      server!
+        .received()[0]!
+        .rcpt.filter((x) => x.code === 250)
+        .map((x) => x.address),
+    ).toEqual(['alice@example.com']);
   });
 
   it('every recipient refused: no DATA, each with its own answer', async () => {
@@ -122,18 +140,35 @@ describe('SMTP', () => {
 
   it('a server that is down: temporary failure for all, E_COLLECTOR_DELIVERY', async () => {
     const port = await freePort();
-    delivery = new SmtpDelivery({ protocol: 'smtp', host: '127.0.0.1', port, starttls: 'none', verify: true, helo: 'h', concurrency: 1, timeoutMs: 2000, envelopeSender: '' }, () => '');
+    delivery = new SmtpDelivery(
+      { protocol: 'smtp', host: '127.0.0.1', port, starttls: 'none', verify: true, helo: 'h', concurrency: 1, timeoutMs: 2000, envelopeSender: '' },
+      () => '',
+    );
     const r = await delivery.send({ from: '', to: ['x@example.com'], data: MSG });
     expect(r.recipients.map((x) => x.kind)).toEqual(['temp']);
     expect(r.failure).toMatchObject({ code: 'E_COLLECTOR_DELIVERY', message: expect.stringContaining('ECONNREFUSED') });
   });
 
   it('AUTH with the configured credentials; a wrong password fails the delivery, the password is not in the error', async () => {
-    const d = await setup({ auth: { user: 'collector', pass: 's3cret-pw' } }, { auth: { username: 'collector', password: { kind: 'inline', value: 's3cret-pw' } } });
+    const d = await setup(
+      { auth: { user: 'collector', pass: 's3cret-pw' } },
+      { auth: { username: 'collector', password: { kind: 'inline', value: 's3cret-pw' } } },
+    );
     expect((await d.send({ from: '', to: ['x@example.com'], data: MSG })).recipients[0]!.kind).toBe('accepted');
     await d.close();
     delivery = new SmtpDelivery(
-      { protocol: 'smtp', host: '127.0.0.1', port: server!.port, starttls: 'none', verify: true, helo: 'h', concurrency: 1, timeoutMs: 2000, envelopeSender: '', auth: { username: 'collector', password: { kind: 'inline', value: 'wrong-pw' } } },
+      {
+        protocol: 'smtp',
+        host: '127.0.0.1',
+        port: server!.port,
+        starttls: 'none',
+        verify: true,
+        helo: 'h',
+        concurrency: 1,
+        timeoutMs: 2000,
+        envelopeSender: '',
+        auth: { username: 'collector', password: { kind: 'inline', value: 'wrong-pw' } },
+      },
       (s) => (s.kind === 'inline' ? s.value : ''),
     );
     const r = await delivery.send({ from: '', to: ['x@example.com'], data: MSG });
@@ -144,7 +179,15 @@ describe('SMTP', () => {
 
 describe('LMTP', () => {
   it('one reply per recipient after DATA', async () => {
-    const d = await setup({ lmtp: true, data: (_tx, rcpt) => (rcpt === 'bob@example.com' ? { code: 452, message: '4.2.2 over quota' } : rcpt === 'carol@example.com' ? { code: 550, message: '5.1.1 gone' } : undefined) });
+    const d = await setup({
+      lmtp: true,
+      data: (_tx, rcpt) =>
+        rcpt === 'bob@example.com'
+          ? { code: 452, message: '4.2.2 over quota' }
+          : rcpt === 'carol@example.com'
+            ? { code: 550, message: '5.1.1 gone' }
+            : undefined,
+    });
     const r = await d.send({ from: 'a@example.net', to: ['alice@example.com', 'bob@example.com', 'carol@example.com'], data: MSG });
     expect(r.failure).toBeUndefined();
     expect(r.recipients.map((x) => [x.address, x.kind])).toEqual([

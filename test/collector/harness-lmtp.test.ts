@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 
 let dovecot: Dovecot;
 
@@ -58,7 +58,8 @@ describe('Dovecot LMTP harness', () => {
       requireTLS: true,
       tls: { ca: [readFileSync(dovecot.certFile)], servername: 'localhost' },
     });
-    const raw = 'From: Sender <sender@elsewhere.test>\r\nTo: alice@example.com\r\nSubject: over lmtp\r\nMessage-ID: <lmtp-1@elsewhere.test>\r\n\r\nHello over LMTP.\r\n';
+    const raw =
+      'From: Sender <sender@elsewhere.test>\r\nTo: alice@example.com\r\nSubject: over lmtp\r\nMessage-ID: <lmtp-1@elsewhere.test>\r\n\r\nHello over LMTP.\r\n';
     const info = await transport.sendMail({ envelope: { from: 'sender@elsewhere.test', to: ['alice@example.com'] }, raw });
     transport.close();
     expect(info.accepted).toEqual(['alice@example.com']);

@@ -7,8 +7,8 @@ import { readFileSync } from 'node:fs';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { queuedAs, startPostfix, type Postfix } from '../harness/postfix.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type Postfix, queuedAs, startPostfix } from '../harness/postfix.js';
 
 let dovecot: Dovecot;
 let postfix: Postfix;
@@ -50,8 +50,12 @@ async function readInbox(user: 'alice' | 'bob'): Promise<string[]> {
 describe('Postfix harness (SMTP -> Dovecot LMTP)', () => {
   it('relays a message sent over SMTP to the LMTP target; it is read back over IMAP', async () => {
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: postfix.port, secure: false, ignoreTLS: true, name: 'collector.test' });
-    const raw = 'From: Sender <sender@elsewhere.test>\r\nTo: alice@example.com\r\nSubject: via postfix\r\nMessage-ID: <pf-1@elsewhere.test>\r\n\r\nHello through Postfix.\r\n';
-    const info = await transport.sendMail({ envelope: { from: 'sender@elsewhere.test', to: ['alice@example.com', 'nobody@example.com', 'x@outside.test'] }, raw });
+    const raw =
+      'From: Sender <sender@elsewhere.test>\r\nTo: alice@example.com\r\nSubject: via postfix\r\nMessage-ID: <pf-1@elsewhere.test>\r\n\r\nHello through Postfix.\r\n';
+    const info = await transport.sendMail({
+      envelope: { from: 'sender@elsewhere.test', to: ['alice@example.com', 'nobody@example.com', 'x@outside.test'] },
+      raw,
+    });
     transport.close();
     expect(info.accepted).toEqual(['alice@example.com']);
     expect(info.rejected).toEqual(['nobody@example.com', 'x@outside.test']);
@@ -64,7 +68,9 @@ describe('Postfix harness (SMTP -> Dovecot LMTP)', () => {
     const inbox = await readInbox('alice');
     expect(inbox).toHaveLength(1);
     expect(inbox[0]).toMatch(/^Return-Path: <sender@elsewhere\.test>\r\nDelivered-To: alice@example\.com\r\n/);
-    expect(inbox[0]).toMatch(/\r\nReceived: from collector\.test \(localhost \[127\.0\.0\.1\]\)\r\n\tby postfix\.test \(Postfix\) with ESMTP id [0-9A-F]+\r\n\tfor <alice@example\.com>;/);
+    expect(inbox[0]).toMatch(
+      /\r\nReceived: from collector\.test \(localhost \[127\.0\.0\.1\]\)\r\n\tby postfix\.test \(Postfix\) with ESMTP id [0-9A-F]+\r\n\tfor <alice@example\.com>;/,
+    );
     expect(inbox[0]).toContain('\r\nSubject: via postfix\r\n');
     expect(inbox[0]!.endsWith('\r\n\r\nHello through Postfix.\r\n')).toBe(true);
     expect(postfix.log()).toMatch(/status=sent \(250 2\.0\.0 <alice@example\.com> [^\n]* Saved\)/);

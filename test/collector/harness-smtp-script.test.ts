@@ -5,7 +5,7 @@
 import nodemailer from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport/index.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startSmtpScript, type ScriptedSmtp } from '../harness/smtp-script.js';
+import { type ScriptedSmtp, startSmtpScript } from '../harness/smtp-script.js';
 import { RawConn } from '../harness/util.js';
 
 let srv: ScriptedSmtp | undefined;
@@ -64,12 +64,19 @@ describe('scripted SMTP server', () => {
     srv = await startSmtpScript({
       lmtp: true,
       rcpt: (a) => (a === 'x@example.com' ? { code: 550, message: '5.1.1 unknown' } : undefined),
-      data: (_tx, r) => (r === 'full@example.com' ? { code: 452, message: '4.2.2 mailbox full' } : r === 'bad@example.com' ? { code: 554, message: '5.6.0 rejected' } : undefined),
+      data: (_tx, r) =>
+        r === 'full@example.com'
+          ? { code: 452, message: '4.2.2 mailbox full' }
+          : r === 'bad@example.com'
+            ? { code: 554, message: '5.6.0 rejected' }
+            : undefined,
     });
     // raw LMTP, to see the exact per-recipient replies
     const c = await RawConn.connect(srv.port);
     await c.waitFor('220 ');
-    c.write('LHLO client.test\r\nMAIL FROM:<>\r\nRCPT TO:<ok@example.com>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<full@example.com>\r\nRCPT TO:<bad@example.com>\r\nDATA\r\n');
+    c.write(
+      'LHLO client.test\r\nMAIL FROM:<>\r\nRCPT TO:<ok@example.com>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<full@example.com>\r\nRCPT TO:<bad@example.com>\r\nDATA\r\n',
+    );
     await c.waitFor('354 ');
     c.clear();
     c.write('Subject: t\r\n\r\nbody\r\n.\r\n');

@@ -3,7 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { isLoop, readHeader, rfc5322Date, sourceOf, traceFields } from '../../src/collector/message.js';
 import type { CollectorAccountConfig } from '../../src/config/types.js';
 
-const acct = { name: 'box', protocol: 'imap', host: 'IMAP.Provider.example', port: 993, username: 'Info@Example.com', tls: { mode: 'implicit' } } as CollectorAccountConfig;
+const acct = {
+  name: 'box',
+  protocol: 'imap',
+  host: 'IMAP.Provider.example',
+  port: 993,
+  username: 'Info@Example.com',
+  tls: { mode: 'implicit' },
+} as CollectorAccountConfig;
 const h = (s: string) => readHeader(Buffer.from(s.replace(/\n/g, '\r\n')));
 
 describe('readHeader', () => {

@@ -90,7 +90,18 @@ function deps(over: Partial<PassDeps> = {}): PassDeps {
     events.push(`send ${n} end`);
     return r;
   };
-  return { state, open: slowOpen, delivery, inspect: null, resolve: resolveRecipients, log: memoryLog().log, now: () => Date.UTC(2024, 0, 1), helo: 'collector.test', envelopeSender: '', ...over };
+  return {
+    state,
+    open: slowOpen,
+    delivery,
+    inspect: null,
+    resolve: resolveRecipients,
+    log: memoryLog().log,
+    now: () => Date.UTC(2024, 0, 1),
+    helo: 'collector.test',
+    envelopeSender: '',
+    ...over,
+  };
 }
 
 beforeEach(() => {

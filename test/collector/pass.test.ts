@@ -11,11 +11,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type PassDeps, runPass } from '../../src/collector/pass.js';
 import { resolveRecipients } from '../../src/collector/recipients.js';
 import { CollectorState } from '../../src/collector/state.js';
-import { ErrorCodes, PosternError } from '../../src/errors.js';
 import type { CollectorAccountConfig } from '../../src/config/types.js';
+import { ErrorCodes, PosternError } from '../../src/errors.js';
 import type { InspectResult, Verdict } from '../../src/policy/types.js';
-import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
 import { message } from './helpers/accounts.js';
+import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
 
 const DAY = 86_400_000;
 let dir: string;
@@ -67,7 +67,14 @@ function deps(over: Partial<PassDeps> = {}): PassDeps {
 }
 
 function catchAll(over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig {
-  return acct({ mode: 'catch_all', recipient: undefined, acceptedDomains: ['example.com'], envelopeHeaders: ['Delivered-To'], unknownRecipients: 'keep_on_server', ...over });
+  return acct({
+    mode: 'catch_all',
+    recipient: undefined,
+    acceptedDomains: ['example.com'],
+    envelopeHeaders: ['Delivered-To'],
+    unknownRecipients: 'keep_on_server',
+    ...over,
+  });
 }
 
 beforeEach(() => {
@@ -93,7 +100,9 @@ describe('user mode', () => {
     expect(first.to).toEqual(['carol@example.com']);
     expect(first.from).toBe('sender@example.net'); // Return-Path
     const text = first.data.toString('latin1');
-    expect(text).toMatch(/^Received: from pop\.example\.net \(account box, user u\)\r\n\tby collector\.test \(postern collector\) with POP3S id [0-9a-f]{16}\r\n\tfor <carol@example\.com>;\r\n\t\w{3}, 01 Jan 2024 00:00:00 \+0000\r\nX-Postern-Collected: box; source=pop3:\/\/u@pop\.example\.net:995; uid=[0-9a-f]{16}\r\nReturn-Path: <sender@example\.net>\r\n/);
+    expect(text).toMatch(
+      /^Received: from pop\.example\.net \(account box, user u\)\r\n\tby collector\.test \(postern collector\) with POP3S id [0-9a-f]{16}\r\n\tfor <carol@example\.com>;\r\n\t\w{3}, 01 Jan 2024 00:00:00 \+0000\r\nX-Postern-Collected: box; source=pop3:\/\/u@pop\.example\.net:995; uid=[0-9a-f]{16}\r\nReturn-Path: <sender@example\.net>\r\n/,
+    );
     expect(text.endsWith(message(1))).toBe(true);
     expect(server.count()).toBe(0);
     const again = await runPass(acct(), deps());
@@ -102,7 +111,15 @@ describe('user mode', () => {
     // one collector.message line per message with account, uid, size, recipients, verdict, reply
     const lines = logs.lines().filter((l) => l.event === 'collector.message');
     expect(lines).toHaveLength(3);
-    expect(lines[0]).toMatchObject({ account: 'box', msgno: 1, bytes: Buffer.byteLength(message(1)), recipients: ['carol@example.com'], verdict: 'uninspected', action: 'delivered', replies: [{ rcpt: 'carol@example.com', kind: 'accepted', reply: '250 2.0.0 ok' }] });
+    expect(lines[0]).toMatchObject({
+      account: 'box',
+      msgno: 1,
+      bytes: Buffer.byteLength(message(1)),
+      recipients: ['carol@example.com'],
+      verdict: 'uninspected',
+      action: 'delivered',
+      replies: [{ rcpt: 'carol@example.com', kind: 'accepted', reply: '250 2.0.0 ok' }],
+    });
     expect(statSync(path.join(dir, 'collector.sqlite')).mode & 0o777).toBe(0o600);
   });
 
@@ -248,7 +265,10 @@ describe('catch-all without an accepted recipient', () => {
 
   it('postmaster: delivered to the postmaster', async () => {
     server.add(stranger());
-    expect(await runPass(catchAll({ unknownRecipients: 'postmaster', postmaster: 'postmaster@example.com' }), deps())).toMatchObject({ delivered: 1, deleted: 1 });
+    expect(await runPass(catchAll({ unknownRecipients: 'postmaster', postmaster: 'postmaster@example.com' }), deps())).toMatchObject({
+      delivered: 1,
+      deleted: 1,
+    });
     expect(delivery.sent.map((s) => s.to)).toEqual([['postmaster@example.com']]);
   });
 
@@ -304,8 +324,18 @@ describe('nothing twice', () => {
     // simulate a process that died in both windows: rows registered, markers set, nothing recorded
     const k = (uid: string) => ({ account: 'box', folder: '', uidvalidity: 0, uid });
     const listing = await (await server.open()).open('');
-    const r1 = state.insert(k(listing.messages[0]!.uid), { firstSeen: clock, size: 1, messageId: '<m1@test.example>', sha256: 'x', status: 'pending' }, [{ address: 'carol@example.com' }], clock);
-    const r2 = state.insert(k(listing.messages[1]!.uid), { firstSeen: clock, size: 1, messageId: '<m2@test.example>', sha256: 'y', status: 'pending' }, [{ address: 'carol@example.com' }], clock);
+    const r1 = state.insert(
+      k(listing.messages[0]!.uid),
+      { firstSeen: clock, size: 1, messageId: '<m1@test.example>', sha256: 'x', status: 'pending' },
+      [{ address: 'carol@example.com' }],
+      clock,
+    );
+    const r2 = state.insert(
+      k(listing.messages[1]!.uid),
+      { firstSeen: clock, size: 1, messageId: '<m2@test.example>', sha256: 'y', status: 'pending' },
+      [{ address: 'carol@example.com' }],
+      clock,
+    );
     state.setInflight(r1.id, 'data_end', ['carol@example.com']);
     state.setInflight(r2.id, 'sending', ['carol@example.com']);
     const s = await runPass(acct(), deps());
@@ -347,7 +377,8 @@ describe('nothing twice', () => {
     const realUpdate = state.update.bind(state);
     let updates = 0;
     state.update = (...args: Parameters<CollectorState['update']>) => {
-      if (args[3] && args[3].length > 0 && ++updates === 2) throw new PosternError(ErrorCodes.COLLECTOR_STATE, 'collector state: record delivery: database or disk is full');
+      if (args[3] && args[3].length > 0 && ++updates === 2)
+        throw new PosternError(ErrorCodes.COLLECTOR_STATE, 'collector state: record delivery: database or disk is full');
       return realUpdate(...args);
     };
     const s = await runPass(acct(), deps());
@@ -382,8 +413,19 @@ describe('nothing twice', () => {
 });
 
 describe('policy outcomes', () => {
-  const verdict = (status: Verdict['status'], over: Partial<Verdict> = {}): Verdict => ({ policy: 'p', status, hits: [], viruses: [], sizeIn: 1, sizeOut: 1, scanMs: 0, ...over });
-  const inspectWith = (v: Verdict, output?: Buffer) => async (raw: Buffer): Promise<InspectResult> => ({ verdict: v, output: output ?? raw, structure: {} as InspectResult['structure'] });
+  const verdict = (status: Verdict['status'], over: Partial<Verdict> = {}): Verdict => ({
+    policy: 'p',
+    status,
+    hits: [],
+    viruses: [],
+    sizeIn: 1,
+    sizeOut: 1,
+    scanMs: 0,
+    ...over,
+  });
+  const inspectWith =
+    (v: Verdict, output?: Buffer) =>
+    async (raw: Buffer): Promise<InspectResult> => ({ verdict: v, output: output ?? raw, structure: {} as InspectResult['structure'] });
 
   it('tempfail (scanner down) and a failed quarantine: not delivered, retried next pass', async () => {
     server.add(message(1));
@@ -398,14 +440,20 @@ describe('policy outcomes', () => {
   it('blocked with the original quarantined: the deny notice is delivered and the original deleted upstream', async () => {
     server.add(message(1));
     const notice = Buffer.from('Subject: blocked\r\n\r\nThis message was blocked.\r\n');
-    expect(await runPass(acct(), deps({ inspect: inspectWith(verdict('blocked', { quarantineId: 'abcdef0123456789' }), notice) }))).toMatchObject({ delivered: 1, deleted: 1 });
+    expect(await runPass(acct(), deps({ inspect: inspectWith(verdict('blocked', { quarantineId: 'abcdef0123456789' }), notice) }))).toMatchObject({
+      delivered: 1,
+      deleted: 1,
+    });
     expect(delivery.sent[0]!.data.toString().endsWith(notice.toString())).toBe(true);
     expect(logs.lines().find((l) => l.event === 'collector.message')).toMatchObject({ verdict: 'blocked', quarantineId: 'abcdef0123456789' });
   });
 
   it('changed without a quarantine copy: delivered, and the original stays upstream', async () => {
     server.add(message(1));
-    expect(await runPass(acct(), deps({ inspect: inspectWith(verdict('changed'), Buffer.from('Subject: x\r\n\r\nstripped\r\n')) }))).toMatchObject({ delivered: 1, deleted: 0 });
+    expect(await runPass(acct(), deps({ inspect: inspectWith(verdict('changed'), Buffer.from('Subject: x\r\n\r\nstripped\r\n')) }))).toMatchObject({
+      delivered: 1,
+      deleted: 0,
+    });
     expect(server.count()).toBe(1);
     expect(await runPass(acct(), deps())).toMatchObject({ fetched: 0, deleted: 0 });
   });

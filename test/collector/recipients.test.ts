@@ -304,11 +304,15 @@ describe('hostile headers', () => {
   });
 
   it('routing characters, source routes, domain literals, non-ASCII local parts and quoting tricks are refused', () => {
-    const r = resolve([
-      'To: user%elsewhere.test@example.com, a!b@example.com, "c@elsewhere.test"@example.com, d@[127.0.0.1]',
-      'Cc: <@relay.test:e@example.com>',
-      'Bcc: "f\\"g"@example.com, jöhn@example.com',
-    ], {}, true);
+    const r = resolve(
+      [
+        'To: user%elsewhere.test@example.com, a!b@example.com, "c@elsewhere.test"@example.com, d@[127.0.0.1]',
+        'Cc: <@relay.test:e@example.com>',
+        'Bcc: "f\\"g"@example.com, jöhn@example.com',
+      ],
+      {},
+      true,
+    );
     none(r);
     expect(r.ignored).toEqual([
       'To: "user%elsewhere.test@example.com": routing character in the local part',
@@ -328,7 +332,19 @@ describe('hostile headers', () => {
   });
 
   it('nested groups and unclosed constructs are malformed', () => {
-    for (const v of ['A: B: b@example.com;;', 'A: a@example.com', '"open@example.com', 'a@example.com (open', '<a@example.com', 'a@example.com>', 'a@', '@example.com', '.a@example.com', 'a..b@example.com', 'a.@example.com']) {
+    for (const v of [
+      'A: B: b@example.com;;',
+      'A: a@example.com',
+      '"open@example.com',
+      'a@example.com (open',
+      '<a@example.com',
+      'a@example.com>',
+      'a@',
+      '@example.com',
+      '.a@example.com',
+      'a..b@example.com',
+      'a.@example.com',
+    ]) {
       const r = resolve([`To: ${v}`]);
       none(r);
       expect(r.ignored).toHaveLength(1);
@@ -344,9 +360,17 @@ describe('hostile headers', () => {
       [`Received: by b.test for <alice@example.com> (Google Transport Security); ${DATE}`, ['alice@example.com'], []],
       // `for` inside a comment is a comment
       [`Received: from a.test (helo for <evil@example.com>) by b.test (for <evil@example.com>); ${DATE}`, ['postmaster@example.com'], []],
-      [`Received: from a.test by b.test for <a@example.com> for <b@example.com>; ${DATE}`, ['postmaster@example.com'], ['Received: malformed (two "for" clauses)']],
+      [
+        `Received: from a.test by b.test for <a@example.com> for <b@example.com>; ${DATE}`,
+        ['postmaster@example.com'],
+        ['Received: malformed (two "for" clauses)'],
+      ],
       [`Received: from a.test by b.test for <a@example.com>`, ['postmaster@example.com'], ['Received: malformed (no ";" before the date)']],
-      [`Received: by b.test for <a@example.com>, <b@example.com>; ${DATE}`, ['postmaster@example.com'], ['Received: malformed (unexpected text after the "for" address)']],
+      [
+        `Received: by b.test for <a@example.com>, <b@example.com>; ${DATE}`,
+        ['postmaster@example.com'],
+        ['Received: malformed (unexpected text after the "for" address)'],
+      ],
       [`Received: by b.test for Alice <a@example.com>; ${DATE}`, ['postmaster@example.com'], ['Received: malformed (unexpected text after the "for" address)']],
       [`Received: by b.test for; ${DATE}`, ['postmaster@example.com'], ['Received: malformed ("for" without an address)']],
       [`Received: by b.test (unclosed for <a@example.com>; ${DATE}`, ['postmaster@example.com'], ['Received: malformed (unclosed comment)']],

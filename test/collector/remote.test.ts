@@ -126,7 +126,14 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
   });
 
   const scripted = (port: number, protocol: 'pop3' | 'imap', tlsMode: UpstreamTlsMode, over: Partial<CollectorAccountConfig> = {}) =>
-    account(dovecot, { protocol, tlsMode, port, timeoutMs: 1500, tls: { mode: tlsMode, verify: true, caFile: certs.certFile, servername: 'localhost', minVersion: 'TLSv1.2' }, ...over });
+    account(dovecot, {
+      protocol,
+      tlsMode,
+      port,
+      timeoutMs: 1500,
+      tls: { mode: tlsMode, verify: true, caFile: certs.certFile, servername: 'localhost', minVersion: 'TLSv1.2' },
+      ...over,
+    });
 
   it('POP3: bytes injected after the STLS +OK are dropped; credentials go only over TLS', async () => {
     // the injection is a whole CAPA answer offering SASL PLAIN: taken as the answer to the CAPA after
@@ -206,7 +213,8 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
     const s = await fakeImap({
       onCommand(cmd, conn) {
         if (cmd.name === 'SELECT') conn.write(selectAnswer(cmd.tag));
-        else if (cmd.name === 'UID' && cmd.sub === 'FETCH' && cmd.line.includes('RFC822.SIZE')) conn.write(`* 1 FETCH (UID 7 RFC822.SIZE 100)\r\n${cmd.tag} OK done\r\n`);
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH' && cmd.line.includes('RFC822.SIZE'))
+          conn.write(`* 1 FETCH (UID 7 RFC822.SIZE 100)\r\n${cmd.tag} OK done\r\n`);
         else if (cmd.name === 'UID' && cmd.sub === 'FETCH') conn.write(`* 1 FETCH (UID 7 BODY[] {999999999}\r\n`);
         else return false;
         return true;

@@ -15,8 +15,8 @@ import { Collector } from '../../src/collector/service.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { gtube, type RspamdHandle, startRspamd } from '../harness/rspamd.js';
-import { memoryLog } from './helpers/fakes.js';
 import { message } from './helpers/accounts.js';
+import { memoryLog } from './helpers/fakes.js';
 
 let dovecot: Dovecot;
 let rspamd: RspamdHandle;
@@ -71,7 +71,14 @@ collector:
 }
 
 async function readBox(user: 'alice' | 'bob', mailbox: string): Promise<string[]> {
-  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.ports.imaps, secure: true, tls: { ca: [readFileSync(dovecot.certFile)], servername: 'localhost' }, auth: { user, pass: dovecot.users[user] }, logger: false });
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: dovecot.ports.imaps,
+    secure: true,
+    tls: { ca: [readFileSync(dovecot.certFile)], servername: 'localhost' },
+    auth: { user, pass: dovecot.users[user] },
+    logger: false,
+  });
   await client.connect();
   try {
     const list = await client.list();
@@ -91,7 +98,16 @@ async function readBox(user: 'alice' | 'bob', mailbox: string): Promise<string[]
 }
 
 function spamMessage(): string {
-  return ['From: Spammer <spammer@example.net>', 'To: alice@example.com', 'Subject: cheap stuff', 'Message-ID: <gtube-1@example.net>', 'Date: Mon, 01 Jan 2024 00:00:00 +0000', '', gtube(), ''].join('\r\n');
+  return [
+    'From: Spammer <spammer@example.net>',
+    'To: alice@example.com',
+    'Subject: cheap stuff',
+    'Message-ID: <gtube-1@example.net>',
+    'Date: Mon, 01 Jan 2024 00:00:00 +0000',
+    '',
+    gtube(),
+    '',
+  ].join('\r\n');
 }
 
 async function pass(c: Collector) {
@@ -163,8 +179,11 @@ describe('collector account spam actions (real rspamd, Dovecot POP3 -> LMTP)', (
     expect(readdirSync(path.join(dir, 'quarantine')).filter((f) => f.endsWith('.eml'))).toHaveLength(1);
   }, 60_000);
 
-  it('action_reject: folder: GTUBE lands tagged in bob\'s Junk folder (LMTP bob+Junk@), a clean message in INBOX untouched', async () => {
-    const cfg = setup({ spam: '{ action_reject: folder, folder: Junk }', policy: "enabled: true\non_reject: tag\nsubject_prefix: '[SPAM] '\non_error: tempfail" });
+  it("action_reject: folder: GTUBE lands tagged in bob's Junk folder (LMTP bob+Junk@), a clean message in INBOX untouched", async () => {
+    const cfg = setup({
+      spam: '{ action_reject: folder, folder: Junk }',
+      policy: "enabled: true\non_reject: tag\nsubject_prefix: '[SPAM] '\non_error: tempfail",
+    });
     await dovecot.deliver('alice', spamMessage());
     const clean = message(2);
     await dovecot.deliver('alice', clean);
@@ -190,7 +209,7 @@ describe('collector account spam actions (real rspamd, Dovecot POP3 -> LMTP)', (
     expect(line).toMatchObject({ action: 'delivered', recipients: ['bob@example.com'], spam: { level: 'reject', accountAction: 'folder' } });
   }, 60_000);
 
-  it('header-only tagging (subject_prefix: \'\') into the folder: subject unchanged, X-Spam-* headers added', async () => {
+  it("header-only tagging (subject_prefix: '') into the folder: subject unchanged, X-Spam-* headers added", async () => {
     const cfg = setup({ spam: '{ action_reject: folder }', policy: "enabled: true\non_reject: tag\nsubject_prefix: ''\non_error: tempfail" });
     await dovecot.deliver('alice', spamMessage());
     const c = new Collector(cfg, memoryLog().log, { scanner: null });

@@ -10,7 +10,14 @@ import { COLLECTOR_LIMITS } from '../../src/limits.js';
 let dir: string;
 let st: CollectorState;
 const key = (uid: string, uidvalidity = 7, folder = 'INBOX') => ({ account: 'a', folder, uidvalidity, uid });
-const msg = (over: Partial<Parameters<CollectorState['insert']>[1]> = {}) => ({ firstSeen: 1000, size: 10, messageId: '<x@y>', sha256: 'h1', status: 'pending' as const, ...over });
+const msg = (over: Partial<Parameters<CollectorState['insert']>[1]> = {}) => ({
+  firstSeen: 1000,
+  size: 10,
+  messageId: '<x@y>',
+  sha256: 'h1',
+  status: 'pending' as const,
+  ...over,
+});
 
 beforeEach(() => {
   dir = mkdtempSync(path.join(tmpdir(), 'postern-state-'));
@@ -66,7 +73,13 @@ describe('collector state', () => {
     st.close();
     st = CollectorState.open(path.join(dir, 'st'));
     expect(st.inflight('a').map((x) => [x.uid, x.inflight, x.inflightRcpts])).toEqual([['1', 'data_end', ['a@x.example', 'b@x.example']]]);
-    const after = st.update(r.id, 2000, { status: 'delivered', deletable: false, reason: 'unconfirmed' }, [{ address: 'a@x.example', state: 'unconfirmed', reply: 'r', countAttempt: true }], [{ address: 'pm@x.example', routedFrom: 'b@x.example' }]);
+    const after = st.update(
+      r.id,
+      2000,
+      { status: 'delivered', deletable: false, reason: 'unconfirmed' },
+      [{ address: 'a@x.example', state: 'unconfirmed', reply: 'r', countAttempt: true }],
+      [{ address: 'pm@x.example', routedFrom: 'b@x.example' }],
+    );
     expect(after).toMatchObject({ status: 'delivered', deletable: false, reason: 'unconfirmed', inflight: null });
     expect(st.recipients(r.id).map((x) => [x.address, x.state, x.attempts, x.routedFrom])).toEqual([
       ['a@x.example', 'unconfirmed', 1, null],
@@ -104,6 +117,8 @@ describe('collector state', () => {
     mkdirSync(bad);
     writeFileSync(path.join(bad, 'collector.sqlite'), 'this is not a database, just some bytes............................................................');
     expect(() => CollectorState.open(bad)).toThrow(expect.objectContaining({ code: 'E_COLLECTOR_STATE' }));
-    expect(() => CollectorState.open(path.join(dir, 'none'), { readonly: true })).toThrow(expect.objectContaining({ code: 'E_COLLECTOR_STATE', message: expect.stringMatching(/no pass has run yet/) }));
+    expect(() => CollectorState.open(path.join(dir, 'none'), { readonly: true })).toThrow(
+      expect.objectContaining({ code: 'E_COLLECTOR_STATE', message: expect.stringMatching(/no pass has run yet/) }),
+    );
   });
 });

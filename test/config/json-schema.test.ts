@@ -41,13 +41,16 @@ function validate(schema: Json, v: unknown, at = '$'): string[] {
   const t = schema.type;
   const kind = v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v;
   if (t && !(t === kind || (t === 'number' && kind === 'integer'))) return [`${at}: expected ${String(t)}, got ${kind}`];
-  if (typeof v === 'string' && schema.pattern && !new RegExp(String(schema.pattern), 'u').test(v)) return [`${at}: ${v} does not match ${String(schema.pattern)}`];
+  if (typeof v === 'string' && schema.pattern && !new RegExp(String(schema.pattern), 'u').test(v))
+    return [`${at}: ${v} does not match ${String(schema.pattern)}`];
   if (Array.isArray(v) && schema.items) return v.flatMap((x, i) => validate(schema.items as Json, x, `${at}[${i}]`));
   if (kind === 'object' && (schema.properties || schema.additionalProperties === false)) {
     const props = (schema.properties ?? {}) as Record<string, Json>;
     const o = v as Json;
     return [
-      ...Object.keys(o).flatMap((k) => (props[k] ? validate(props[k]!, o[k], `${at}.${k}`) : schema.additionalProperties === false ? [`${at}.${k}: unknown key`] : [])),
+      ...Object.keys(o).flatMap((k) =>
+        props[k] ? validate(props[k]!, o[k], `${at}.${k}`) : schema.additionalProperties === false ? [`${at}.${k}: unknown key`] : [],
+      ),
       ...((schema.required as string[] | undefined) ?? []).filter((k) => !(k in o)).map((k) => `${at}.${k}: required`),
     ];
   }
@@ -60,7 +63,9 @@ describe('postern schema', () => {
     expect(r.code).toBe(0);
     expect(r.out).toBe(`wrote ${path.join(tmp, SCHEMA_FILES.config)}\nwrote ${path.join(tmp, SCHEMA_FILES.policy)}\n`);
     for (const name of Object.values(SCHEMA_FILES)) {
-      expect(readFileSync(path.join(repoRoot, 'schemas', name), 'utf8'), `schemas/${name} is stale: run node bin/postern.js schema`).toBe(readFileSync(path.join(tmp, name), 'utf8'));
+      expect(readFileSync(path.join(repoRoot, 'schemas', name), 'utf8'), `schemas/${name} is stale: run node bin/postern.js schema`).toBe(
+        readFileSync(path.join(tmp, name), 'utf8'),
+      );
     }
   });
 

@@ -572,7 +572,9 @@ describe('the shipped postern.yaml', () => {
     expect(c.ca.dir).toBe(path.join(repoRoot, 'certs'));
     expect(c.quarantine.dir).toBe(path.join(repoRoot, 'var/quarantine'));
     expect(c.scanner).toBeNull();
-    expect(c.listeners.map((l) => [l.protocol, l.host, l.port, l.tls.mode, l.upstream.kind, l.upstream.port, l.upstream.tls.mode, l.upstream.tls.verify, l.policy])).toEqual([
+    expect(
+      c.listeners.map((l) => [l.protocol, l.host, l.port, l.tls.mode, l.upstream.kind, l.upstream.port, l.upstream.tls.mode, l.upstream.tls.verify, l.policy]),
+    ).toEqual([
       ['imap', '127.0.0.1', 1143, 'starttls', 'login-routed', 993, 'implicit', true, 'default'],
       ['imap', '127.0.0.1', 1993, 'implicit', 'login-routed', 993, 'implicit', true, 'default'],
       ['pop3', '127.0.0.1', 1110, 'starttls', 'login-routed', 995, 'implicit', true, 'default'],
@@ -598,8 +600,18 @@ describe('the shipped postern.yaml', () => {
 
 describe('helpers', () => {
   it.each([
-    ['127.0.0.1', true], ['127.255.0.1', true], ['::1', true], ['[::1]', true], ['0:0:0:0:0:0:0:1', true], ['::ffff:127.0.0.1', true],
-    ['localhost', true], ['LOCALHOST', true], ['128.0.0.1', false], ['0.0.0.0', false], ['::', false], ['10.0.0.1', false], ['example.com', false],
+    ['127.0.0.1', true],
+    ['127.255.0.1', true],
+    ['::1', true],
+    ['[::1]', true],
+    ['0:0:0:0:0:0:0:1', true],
+    ['::ffff:127.0.0.1', true],
+    ['localhost', true],
+    ['LOCALHOST', true],
+    ['128.0.0.1', false],
+    ['0.0.0.0', false],
+    ['::', false],
+    ['10.0.0.1', false],
+    ['example.com', false],
   ])('isLoopbackHost(%s) = %s', (h, want) => expect(isLoopbackHost(h)).toBe(want));
-
 });

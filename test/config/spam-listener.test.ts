@@ -42,7 +42,9 @@ describe('hold_timeout_ms with a spam scanner', () => {
 
   it('without clamd: spam.timeout_ms + the margin; default spam timeout', () => {
     expect(parse(`${SPAM}listeners:\n${listener()}`).listeners[0]!.limits.holdTimeoutMs).toBe(7000 + HOLD_TIMEOUT_MARGIN_MS);
-    expect(parse(`spam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }] }\nlisteners:\n${listener()}`).listeners[0]!.limits.holdTimeoutMs).toBe(DEFAULT_SPAM_LIMITS.timeoutMs + HOLD_TIMEOUT_MARGIN_MS);
+    expect(parse(`spam: { type: rspamd, endpoints: [{ host: 127.0.0.1, port: 11333 }] }\nlisteners:\n${listener()}`).listeners[0]!.limits.holdTimeoutMs).toBe(
+      DEFAULT_SPAM_LIMITS.timeoutMs + HOLD_TIMEOUT_MARGIN_MS,
+    );
   });
 
   it('an explicit value (also 0, and the global default) is kept; without spam nothing changes', () => {

@@ -86,7 +86,11 @@ function rowsNamed(name: string): Row[] {
 /** How a byte count or number may be written in the docs (src/units.ts: K/KB/KiB... are binary). */
 function renderings(n: number): string[] {
   const out = [String(n)];
-  for (const [unit, f] of [['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
+  for (const [unit, f] of [
+    ['G', 1024 ** 3],
+    ['M', 1024 ** 2],
+    ['K', 1024],
+  ] as const) {
     if (n >= f && n % f === 0) out.push(`${n / f}${unit}iB`, `${n / f}${unit}B`, `${n / f}${unit}`);
   }
   return out;
@@ -216,7 +220,8 @@ describe('limits (src/limits.ts) and docs/configuration.md', () => {
     'src/protocol/imap/write.ts:STRICT_QUOTED_MAX': 'decides the form a string is written in (quoted or literal), not a buffer',
     'src/mime/decode.ts:QP_MAX_WS': "Dovecot's quoted-printable rule (RFC 2045 line length): longer whitespace is damage (on_bad_encoding), nothing is cut",
   };
-  const LIMIT_LIKE = /^\s*(?:export )?const ((?=[A-Z])[A-Z0-9_]*(?:MAX|LIMIT|BYTES|_MS|TIMEOUT|DEPTH|SIZE|CAPACITY|WINDOW|DAYS|YEARS|RESTARTS|NESTING|COUNT)[A-Z0-9_]*) = [-0-9(]/gm;
+  const LIMIT_LIKE =
+    /^\s*(?:export )?const ((?=[A-Z])[A-Z0-9_]*(?:MAX|LIMIT|BYTES|_MS|TIMEOUT|DEPTH|SIZE|CAPACITY|WINDOW|DAYS|YEARS|RESTARTS|NESTING|COUNT)[A-Z0-9_]*) = [-0-9(]/gm;
 
   it('no module outside src/limits.ts defines a limit of its own (or it is listed here with the reason)', () => {
     const found: string[] = [];

@@ -4,7 +4,14 @@ import { isCidr, parseCidr } from '../../src/edge/ip.js';
 
 const allow = parseCidr('192.0.2.0/24');
 if (!isCidr(allow)) throw new Error('cidr');
-const cfg = { loginFailures: { count: 3, withinMs: 60_000 }, protocolErrors: { count: 2, withinMs: 10_000 }, durationMs: 1000, maxDurationMs: 5000, allowlist: [allow], maxTrackedAddresses: 100 };
+const cfg = {
+  loginFailures: { count: 3, withinMs: 60_000 },
+  protocolErrors: { count: 2, withinMs: 10_000 },
+  durationMs: 1000,
+  maxDurationMs: 5000,
+  allowlist: [allow],
+  maxTrackedAddresses: 100,
+};
 
 describe('auto-block', () => {
   it('blocks after N failed logins within T, not when they are spread out', () => {

@@ -6,7 +6,10 @@ import { main } from '../../src/cli.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'postern-block-'));
 const cfg = path.join(dir, 'postern.yaml');
-writeFileSync(cfg, 'scanner: none\nlisteners:\n  - { protocol: imap, port: 1143, tls: { mode: none }, upstream: { kind: static, host: 127.0.0.1, tls: { mode: none } } }\n');
+writeFileSync(
+  cfg,
+  'scanner: none\nlisteners:\n  - { protocol: imap, port: 1143, tls: { mode: none }, upstream: { kind: static, host: 127.0.0.1, tls: { mode: none } } }\n',
+);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -38,7 +41,16 @@ describe('postern block', () => {
   });
 
   it('refuses what is not one address or a duration (exit 2)', async () => {
-    for (const args of [['add', '10.0.0.0/8'], ['add', '010.0.0.1'], ['add', 'fe80::1%eth0'], ['add', '10.0.0.1', '--for', '1 h'], ['add', '10.0.0.1', '--for'], ['remove'], ['drop', '1.2.3.4'], ['list', 'x']]) {
+    for (const args of [
+      ['add', '10.0.0.0/8'],
+      ['add', '010.0.0.1'],
+      ['add', 'fe80::1%eth0'],
+      ['add', '10.0.0.1', '--for', '1 h'],
+      ['add', '10.0.0.1', '--for'],
+      ['remove'],
+      ['drop', '1.2.3.4'],
+      ['list', 'x'],
+    ]) {
       expect((await cli('block', ...args)).code, args.join(' ')).toBe(2);
     }
   });

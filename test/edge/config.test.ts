@@ -31,12 +31,24 @@ describe('edge config', () => {
       ),
       '/tmp/x/postern.yaml',
     );
-    expect(c.edge?.access[0]).toMatchObject({ id: 'access[0]', action: 'allow', from: [{ family: 4, prefix: 8 }, { family: 6, prefix: 128 }] });
+    expect(c.edge?.access[0]).toMatchObject({
+      id: 'access[0]',
+      action: 'allow',
+      from: [
+        { family: 4, prefix: 8 },
+        { family: 6, prefix: 128 },
+      ],
+    });
     expect(c.edge?.autoBlock).toMatchObject({ enabled: true, loginFailures: { count: 5, withinMs: 600000 }, protocolErrors: null, durationMs: 600000 });
     expect(c.edge?.blockListFile).toBe('/tmp/x/var/state/blocks.sqlite');
     expect(c.edge?.rateLimit.perClient).toEqual({ perSecond: 2, burst: 10 });
     const l = c.listeners[0]!.edge!;
-    expect(l.access[0]).toMatchObject({ id: 'listeners.l.access[0]', action: 'reset', autoBlock: true, schedule: { fromMinute: 1320, toMinute: 360, timeZone: 'Europe/Berlin' } });
+    expect(l.access[0]).toMatchObject({
+      id: 'listeners.l.access[0]',
+      action: 'reset',
+      autoBlock: true,
+      schedule: { fromMinute: 1320, toMinute: 360, timeZone: 'Europe/Berlin' },
+    });
     expect(l.proxyProtocol).toMatchObject({ required: true, trusted: [{ family: 4, prefix: 32 }] });
     expect(l.rateLimit).toEqual({ perSecond: 100, burst: 200 });
   });
@@ -62,14 +74,19 @@ describe('edge config', () => {
 
   it('cross-key rules: auto_block needs deny/reset, to needs a login-routed listener, duration below its cap', () => {
     const got = issues(
-      base('access:\n  - { action: allow, auto_block: true }\nauto_block: { duration_ms: 5000, max_duration_ms: 1000 }', '    access:\n      - to: [example.com]\n        action: deny'),
+      base(
+        'access:\n  - { action: allow, auto_block: true }\nauto_block: { duration_ms: 5000, max_duration_ms: 1000 }',
+        '    access:\n      - to: [example.com]\n        action: deny',
+      ),
     );
     onTestFailed(() => console.log(JSON.stringify(got)));
-    expect(got.map((i) => [i.path, i.line])).toEqual(expect.arrayContaining([
-      ['access[0].auto_block', 3],
-      ['auto_block.duration_ms', 4],
-      ['listeners[0].access[0].to', 12],
-    ]));
+    expect(got.map((i) => [i.path, i.line])).toEqual(
+      expect.arrayContaining([
+        ['access[0].auto_block', 3],
+        ['auto_block.duration_ms', 4],
+        ['listeners[0].access[0].to', 12],
+      ]),
+    );
     expect(got).toHaveLength(3);
   });
 });

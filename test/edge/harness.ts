@@ -43,7 +43,12 @@ export async function startEdgePostern(yamlBody: string): Promise<EdgePostern> {
   });
   const log = createLogger(config.log, sink);
   const factory = createSessionFactory(config, log);
-  const server = await startServer(config, { log, minter: new LeafMinter(ca, { keyType: 'ec' }), createSession: factory.createSession, onClose: () => factory.close() });
+  const server = await startServer(config, {
+    log,
+    minter: new LeafMinter(ca, { keyType: 'ec' }),
+    createSession: factory.createSession,
+    onClose: () => factory.close(),
+  });
   const logs = () => lines.join('');
   return {
     server,

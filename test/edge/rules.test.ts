@@ -13,7 +13,14 @@ const h = (t: string): HostPattern => {
   return r;
 };
 let n = 0;
-const rule = (p: Partial<AccessRule> & Pick<AccessRule, 'action'>): AccessRule => ({ id: `r${n++}`, from: null, to: null, schedule: null, autoBlock: false, ...p });
+const rule = (p: Partial<AccessRule> & Pick<AccessRule, 'action'>): AccessRule => ({
+  id: `r${n++}`,
+  from: null,
+  to: null,
+  schedule: null,
+  autoBlock: false,
+  ...p,
+});
 const ip = (t: string) => parseIp(t);
 const NOW = Date.parse('2026-11-30T12:00:00Z');
 
@@ -51,6 +58,7 @@ describe('access rules', () => {
     expect(hostMatches(h('::1'), '[::1]')).toBe(true);
     expect(hostMatches(h('*.example.com'), 'a.b.example.com')).toBe(true);
     expect(hostMatches(h('*.example.com'), 'badexample.com')).toBe(false);
-    for (const bad of ['', '*', '*.', 'a..b', '-a.com', 'exa mple.com', '10.0.0.0/40', '010.1.1.1']) expect('error' in parseHostPattern(bad, parseCidr)).toBe(true);
+    for (const bad of ['', '*', '*.', 'a..b', '-a.com', 'exa mple.com', '10.0.0.0/40', '010.1.1.1'])
+      expect('error' in parseHostPattern(bad, parseCidr)).toBe(true);
   });
 });

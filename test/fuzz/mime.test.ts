@@ -15,14 +15,14 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { simpleParser } from 'mailparser';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { b64lines, EICAR, EXE, qpEncode, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
+import { createJudge, type Finding, type Judge, kindOf, readerFamily } from '../../scripts/fuzz/lib/mime-harness.mjs';
+import { renderItem } from '../../src/inspect/render.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
-import { renderItem } from '../../src/inspect/render.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { createJudge, kindOf, readerFamily, type Finding, type Judge } from '../../scripts/fuzz/lib/mime-harness.mjs';
-import { EICAR, EXE, b64lines, qpEncode, uuBlock } from '../../scripts/fuzz/lib/mime-gen.mjs';
 
 const SEED = 'ci-1';
 const CASES = Number(process.env.MIME_FUZZ_CASES ?? 3000);
@@ -49,7 +49,9 @@ function message(parts: string[]): Buffer {
   );
 }
 const TEXT = 'Content-Type: text/plain\n\nhello';
-const exePart = (head = 'Content-Type: application/octet-stream; name="evil.exe"\nContent-Disposition: attachment; filename="evil.exe"\nContent-Transfer-Encoding: base64') => `${head}\n\n${b64lines(EXE)}`;
+const exePart = (
+  head = 'Content-Type: application/octet-stream; name="evil.exe"\nContent-Disposition: attachment; filename="evil.exe"\nContent-Transfer-Encoding: base64',
+) => `${head}\n\n${b64lines(EXE)}`;
 const families = (fs: Finding[]) => [...new Set(fs.map((f) => `${kindOf(f)}@${readerFamily(f.reader)}`))].sort();
 
 describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
@@ -59,7 +61,9 @@ describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
   });
 
   it('base64 EICAR is seen decoded; raw EICAR also in the bytes', async () => {
-    const r = await J.read(message([TEXT, `Content-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n${EICAR.toString('base64')}`]));
+    const r = await J.read(
+      message([TEXT, `Content-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n${EICAR.toString('base64')}`]),
+    );
     expect(families(r.findings)).toEqual(['eicar@imap', 'eicar@mailparser', 'eicar@python']);
     const raw = await J.read(message([`Content-Type: text/plain\n\n${EICAR.toString('latin1')}`]));
     expect(families(raw.findings)).toContain('eicar@bytes');
@@ -76,7 +80,14 @@ describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
 
   it('names are checked after decoding and Windows normalisation', async () => {
     const enc = Buffer.from('evil.exe').toString('base64');
-    const r = await J.read(message([TEXT, exePart(`Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="=?UTF-8?B?${enc}?="; x=1\nContent-Transfer-Encoding: base64`)]));
+    const r = await J.read(
+      message([
+        TEXT,
+        exePart(
+          `Content-Type: application/octet-stream\nContent-Disposition: attachment; filename="=?UTF-8?B?${enc}?="; x=1\nContent-Transfer-Encoding: base64`,
+        ),
+      ]),
+    );
     expect(r.findings.some((f) => f.kind === 'name' && f.reader === 'imap')).toBe(true);
     const dots = await J.read(message([TEXT, exePart('Content-Type: application/octet-stream; name="evil.exe. . "\nContent-Transfer-Encoding: base64')]));
     expect(dots.findings.some((f) => f.kind === 'name' && /windows/.test(f.detail))).toBe(true);
@@ -97,7 +108,9 @@ describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
   });
 
   it('postern removes a plain evil.exe and EICAR: no escape on its output', async () => {
-    const r = await J.judge(message([TEXT, exePart(), `Content-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n${EICAR.toString('base64')}`]));
+    const r = await J.judge(
+      message([TEXT, exePart(), `Content-Type: application/octet-stream; name="a.bin"\nContent-Transfer-Encoding: base64\n\n${EICAR.toString('base64')}`]),
+    );
     expect(r.status).toBe('changed');
     expect(r.findings).toEqual([]);
   });
@@ -106,7 +119,9 @@ describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
 describe('MIME fuzz: minimised escapes found earlier (test/fixtures/mime-escapes) stay fixed', () => {
   let files: string[] = [];
   try {
-    files = readdirSync(ESCAPES_DIR).filter((f) => f.endsWith('.eml')).sort();
+    files = readdirSync(ESCAPES_DIR)
+      .filter((f) => f.endsWith('.eml'))
+      .sort();
   } catch {
     files = [];
   }
@@ -143,13 +158,18 @@ describe('MIME fuzz: generated hostile messages', () => {
         for (const k of fam) byKind.set(k, (byKind.get(k) ?? 0) + 1);
         if (escapes.length < 40) {
           const f = result.findings[0]!;
-          escapes.push(`case ${i} [${gen.tags.join(' | ')}] verdict ${result.status}: ${fam.join(', ')}; e.g. ${f.reader} at ${f.where}: ${f.detail}  (replay: node scripts/fuzz/mime.mjs --seed ${SEED} --case ${i})`);
+          escapes.push(
+            `case ${i} [${gen.tags.join(' | ')}] verdict ${result.status}: ${fam.join(', ')}; e.g. ${f.reader} at ${f.where}: ${f.detail}  (replay: node scripts/fuzz/mime.mjs --seed ${SEED} --case ${i})`,
+          );
         }
       }
       await Promise.allSettled(pending);
       const summary = `${escaped} of ${n} cases escaped; ${n} cases in ${Math.round((Date.now() - t0) / 1000)} s; verdicts ${JSON.stringify(Object.fromEntries(status))}; escapes by kind@reader ${JSON.stringify(Object.fromEntries(byKind))}`;
       console.log(`mime fuzz: ${summary}`);
-      if (notClean.length) console.log(`mime fuzz: postern's output re-inspected not clean (no dangerous hit) in ${notClean.length} cases, e.g. ${notClean.slice(0, 10).join(', ')}`);
+      if (notClean.length)
+        console.log(
+          `mime fuzz: postern's output re-inspected not clean (no dangerous hit) in ${notClean.length} cases, e.g. ${notClean.slice(0, 10).join(', ')}`,
+        );
       expect(n).toBeGreaterThanOrEqual(Math.min(CASES, 200));
       expect(escapes, summary).toEqual([]);
     },

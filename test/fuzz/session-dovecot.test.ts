@@ -13,14 +13,21 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createSessionFactory, type SessionFactory } from '../../src/inspect/factory.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { runOk } from '../harness/util.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
 import { MESSAGES } from '../../scripts/fuzz/lib/session-common.mjs';
 import { fakeScanner, policyYaml } from '../../scripts/fuzz/lib/session-harness.mjs';
 import { ImapUpstream } from '../../scripts/fuzz/lib/session-imap-server.mjs';
-import { compareWithModel, formatSocketReport, modelCheckCase, runSocketCampaign, runSocketCase, socketReproFiles } from '../../scripts/fuzz/lib/session-socket.mjs';
+import {
+  compareWithModel,
+  formatSocketReport,
+  modelCheckCase,
+  runSocketCampaign,
+  runSocketCase,
+  socketReproFiles,
+} from '../../scripts/fuzz/lib/session-socket.mjs';
+import { createSessionFactory, type SessionFactory } from '../../src/inspect/factory.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { runOk } from '../harness/util.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const SEED = 20261130;
 const CASES = Number(process.env.FUZZ_CASES ?? 300);
@@ -75,14 +82,19 @@ describe('session fuzzer against real Dovecot', () => {
     expect(text).toContain('An attachment was removed from this message');
     expect(r.leak).toBeNull();
     // the same fetch through a listener without a policy: the detector must report the leak
-    const plain = await runSocketCase({ imap: postern.port('plain') }, { proto: 'imap', steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] });
+    const plain = await runSocketCase(
+      { imap: postern.port('plain') },
+      { proto: 'imap', steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] },
+    );
     expect(plain.leak?.payload).toMatch(/MZ executable/);
   });
 
   it('saved transcripts without hostile-server steps do not leak through real Dovecot', async () => {
     if (!existsSync(ESCAPES_DIR)) return;
     const failures: string[] = [];
-    for (const f of readdirSync(ESCAPES_DIR).filter((x) => x.endsWith('.json')).sort()) {
+    for (const f of readdirSync(ESCAPES_DIR)
+      .filter((x) => x.endsWith('.json'))
+      .sort()) {
       const j = JSON.parse(readFileSync(path.join(ESCAPES_DIR, f), 'utf8'));
       if (!j.case?.steps || j.case.steps.some((s: { h?: unknown }) => s.h)) continue;
       const r = await runSocketCase(ports, j.case);
@@ -91,22 +103,28 @@ describe('session fuzzer against real Dovecot', () => {
     expect(failures, failures.join('\n')).toEqual([]);
   }, 60_000);
 
-  it('the in-process upstream model of harness A answers mutated command streams like real Dovecot', async () => {
-    // bob's mailbox (no APPEND/COPY/STORE in these cases) matches the model's; IMAP directly, no postern
-    const mismatches: string[] = [];
-    let compared = 0;
-    const t0 = Date.now();
-    for (let i = 0; compared < MODEL_CASES && Date.now() - t0 < MODEL_MS; i++) {
-      const kase = modelCheckCase(SEED + 1, i);
-      if (!kase) continue;
-      compared++;
-      const r = await compareWithModel(dovecot.ports.imap, kase, ImapUpstream);
-      if (!r.same) mismatches.push(`${kase.id}: ${JSON.stringify(kase.steps.map((x) => (x.c ?? []).join('')))}\n    real : ${r.real}\n    model: ${r.model}`);
-    }
-    console.log(`model check: ${compared} cases, ${mismatches.length} differ (bob's INBOX now holds ${await dovecot.count('bob')})\n${mismatches.slice(0, 10).join('\n')}`);
-    expect(compared).toBeGreaterThan(10);
-    expect(mismatches, mismatches.join('\n')).toEqual([]);
-  }, MODEL_MS + 40_000);
+  it(
+    'the in-process upstream model of harness A answers mutated command streams like real Dovecot',
+    async () => {
+      // bob's mailbox (no APPEND/COPY/STORE in these cases) matches the model's; IMAP directly, no postern
+      const mismatches: string[] = [];
+      let compared = 0;
+      const t0 = Date.now();
+      for (let i = 0; compared < MODEL_CASES && Date.now() - t0 < MODEL_MS; i++) {
+        const kase = modelCheckCase(SEED + 1, i);
+        if (!kase) continue;
+        compared++;
+        const r = await compareWithModel(dovecot.ports.imap, kase, ImapUpstream);
+        if (!r.same) mismatches.push(`${kase.id}: ${JSON.stringify(kase.steps.map((x) => (x.c ?? []).join('')))}\n    real : ${r.real}\n    model: ${r.model}`);
+      }
+      console.log(
+        `model check: ${compared} cases, ${mismatches.length} differ (bob's INBOX now holds ${await dovecot.count('bob')})\n${mismatches.slice(0, 10).join('\n')}`,
+      );
+      expect(compared).toBeGreaterThan(10);
+      expect(mismatches, mismatches.join('\n')).toEqual([]);
+    },
+    MODEL_MS + 40_000,
+  );
 
   it(`${CASES} mutated client sessions from seed ${SEED}: no payload byte reaches the client`, async () => {
     const report = await runSocketCampaign(ports, { seed: SEED, cases: CASES, timeMs: TIME_MS, concurrency: 10, minimizeMs: 15_000 });

@@ -10,9 +10,9 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Case, createEnv, type Env, formatReport, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { createEnv, formatReport, runCampaign, runCase, writeRepros, type Case, type Env } from '../../scripts/fuzz/lib/session-harness.mjs';
 
 const SEED = 20261129;
 const CASES = 3000;
@@ -32,11 +32,21 @@ afterAll(async () => {
 describe('session fuzzer (in-process, real inspector)', () => {
   it('the harness itself sees vetted content and a planted leak (the instrument can fail)', async () => {
     // an honest session: the exe is served stripped, so the policy really ran
-    const honestCase: Case = { proto: 'imap', mode: 'client', policy: 'strip', vetOnMetadata: true, usplit: 0, steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }] };
+    const honestCase: Case = {
+      proto: 'imap',
+      mode: 'client',
+      policy: 'strip',
+      vetOnMetadata: true,
+      usplit: 0,
+      steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 2 BODY.PEEK[]\r\n'] }],
+    };
     const honest = await runCase(env, honestCase, { record: true });
     expect(honest.loggedIn).toBe(true);
     expect(honest.leak).toBeNull();
-    const toClient = (honest.transcript ?? []).filter(([d]) => d === 'postern>client').map(([, t]) => t).join('');
+    const toClient = (honest.transcript ?? [])
+      .filter(([d]) => d === 'postern>client')
+      .map(([, t]) => t)
+      .join('');
     expect(toClient).toContain('An attachment was removed from this message');
     expect(toClient).toMatch(/b OK/);
     // the same session through a listener without a policy: the detector must report the leak
@@ -49,7 +59,9 @@ describe('session fuzzer (in-process, real inspector)', () => {
   it('saved escape transcripts (test/fixtures/session-escapes) no longer leak', async () => {
     if (!existsSync(ESCAPES_DIR)) return;
     const failures: string[] = [];
-    for (const f of readdirSync(ESCAPES_DIR).filter((x) => x.endsWith('.json')).sort()) {
+    for (const f of readdirSync(ESCAPES_DIR)
+      .filter((x) => x.endsWith('.json'))
+      .sort()) {
       const j = JSON.parse(readFileSync(path.join(ESCAPES_DIR, f), 'utf8'));
       const r = await runCase(env, j.case);
       if (r.leak) failures.push(`${f}: ${j.class} (leak of ${r.leak.payload})`);

@@ -11,11 +11,11 @@
  * introspection endpoint (test/harness/oauth2.ts). Failed logins slow down later logins from the same
  * client address even with auth_failure_delay = 0: connect negative tests from a fresh 127.0.0.N.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, chown, mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { freePort, freePorts, runOk, selfSignedCert, sleep, tempDir, type TempDir } from './util.js';
+import { freePort, freePorts, runOk, selfSignedCert, sleep, type TempDir, tempDir } from './util.js';
 
 export interface DovecotPorts {
   imap: number;
@@ -273,7 +273,11 @@ export async function startDovecot(opts: StartDovecotOptions = {}): Promise<Dove
   for (let attempt = 0; attempt < 3 && !started; attempt++) {
     try {
       if (opts.lmtp) lmtpPort = await freePort();
-      started = await launch(tmp, (opts.extraConfig ?? '') + (lmtpPort !== undefined ? '\n' + lmtpConf(dir, lmtpPort) : ''), opts.oauth2 ? (opts.oauth2.mechanisms ?? ['xoauth2', 'oauthbearer']).join(' ') : '');
+      started = await launch(
+        tmp,
+        (opts.extraConfig ?? '') + (lmtpPort !== undefined ? '\n' + lmtpConf(dir, lmtpPort) : ''),
+        opts.oauth2 ? (opts.oauth2.mechanisms ?? ['xoauth2', 'oauthbearer']).join(' ') : '',
+      );
     } catch (e) {
       lastErr = e;
       if (!/Address already in use/.test(String(e))) break;

@@ -19,4 +19,4 @@
  * - queuedAs(reply): the queue ID in Postfix's `250 2.0.0 Ok: queued as ID` DATA reply.
  * Start-up takes about 2 s (queue directories and `postfix check` on the first start).
  */
-export { queuedAs, startPostfix, type Postfix, type StartPostfixOptions } from '../../scripts/lib/postfix.mjs';
+export { type Postfix, queuedAs, type StartPostfixOptions, startPostfix } from '../../scripts/lib/postfix.mjs';

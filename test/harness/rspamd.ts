@@ -20,7 +20,7 @@
  * rspamd forks workers; it is started in its own process group so stop() and the exit hook end
  * all of them.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import {
   chmodSync,
@@ -31,8 +31,8 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
-  readFileSync,
   readdirSync,
+  readFileSync,
   renameSync,
   rmSync,
   statSync,
@@ -179,7 +179,10 @@ function writeConfig(dir: string, port: number, controllerPort: number, dnsPort:
   mkdirSync(ld, { recursive: true });
   writeFileSync(join(od, 'worker-normal.inc'), `bind_socket = "127.0.0.1:${port}";\ncount = 1;\n`);
   // loopback is not a secure_ip here, so the controller asks for CONTROLLER_PASSWORD (tests of `Password`)
-  writeFileSync(join(od, 'worker-controller.inc'), `bind_socket = "127.0.0.1:${controllerPort}";\ncount = 1;\npassword = "${CONTROLLER_PASSWORD}";\nsecure_ip = "192.0.2.1";\n`);
+  writeFileSync(
+    join(od, 'worker-controller.inc'),
+    `bind_socket = "127.0.0.1:${controllerPort}";\ncount = 1;\npassword = "${CONTROLLER_PASSWORD}";\nsecure_ip = "192.0.2.1";\n`,
+  );
   writeFileSync(join(od, 'worker-proxy.inc'), 'enabled = false;\n');
   writeFileSync(join(od, 'logging.inc'), `type = "file";\nfilename = "${join(dir, 'log', 'rspamd.log')}";\nlevel = "info";\n`);
   writeFileSync(join(ld, 'hfilter.conf'), 'enabled = false;\n');
@@ -220,11 +223,16 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdHandl
     const out = openSync(join(dir, 'rspamd.out'), 'a');
     const args = [
       '-f',
-      '-c', RSPAMD_CONFIG,
-      '--var', `LOCAL_CONFDIR=${dir}`,
-      '--var', `DBDIR=${join(dir, 'db')}`,
-      '--var', `RUNDIR=${join(dir, 'run')}`,
-      '--var', `LOGDIR=${join(dir, 'log')}`,
+      '-c',
+      RSPAMD_CONFIG,
+      '--var',
+      `LOCAL_CONFDIR=${dir}`,
+      '--var',
+      `DBDIR=${join(dir, 'db')}`,
+      '--var',
+      `RUNDIR=${join(dir, 'run')}`,
+      '--var',
+      `LOGDIR=${join(dir, 'log')}`,
       ...(ids ? ['-u', '_rspamd', '-g', '_rspamd'] : []),
     ];
     const c = spawn('rspamd', args, { stdio: ['ignore', out, out], cwd: dir, detached: true });
@@ -424,6 +432,12 @@ export async function startScriptedHttp(answer: (req: ScriptedRequest, socket: n
 /** An HTTP/1.1 answer with a Content-Length body (Connection: close, as rspamd sends it). */
 export function httpAnswer(status: number, body: string | Buffer, headers: Record<string, string> = { 'Content-Type': 'application/json' }): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
-  const head = [`HTTP/1.1 ${status} ${status === 200 ? 'OK' : 'Error'}`, 'Connection: close', 'Server: rspamd/3.4', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), `Content-Length: ${b.length}`];
+  const head = [
+    `HTTP/1.1 ${status} ${status === 200 ? 'OK' : 'Error'}`,
+    'Connection: close',
+    'Server: rspamd/3.4',
+    ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+    `Content-Length: ${b.length}`,
+  ];
   return Buffer.concat([Buffer.from(`${head.join('\r\n')}\r\n\r\n`, 'latin1'), b]);
 }

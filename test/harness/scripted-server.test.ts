@@ -7,7 +7,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { serverPool, startScriptedServer } from './scripted-server.js';
-import { selfSignedCert, tempDir, type TempDir } from './util.js';
+import { selfSignedCert, type TempDir, tempDir } from './util.js';
 
 let dir: TempDir;
 let cert: { certFile: string; keyFile: string };

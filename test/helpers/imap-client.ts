@@ -48,7 +48,9 @@ export class RawImap {
     const host = o.host ?? '127.0.0.1';
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       const s = o.tls
-        ? tls.connect({ host, port: o.port, ca: o.ca, servername: o.servername ?? 'localhost', rejectUnauthorized: o.rejectUnauthorized ?? true }, () => resolve(s))
+        ? tls.connect({ host, port: o.port, ca: o.ca, servername: o.servername ?? 'localhost', rejectUnauthorized: o.rejectUnauthorized ?? true }, () =>
+            resolve(s),
+          )
         : net.connect({ host, port: o.port }, () => resolve(s));
       s.once('error', reject);
     });

@@ -7,11 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import type { ClientTlsMode, ListenerConfig, PosternConfig, Protocol, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
+import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
-import { createSessionFactory } from '../../src/inspect/factory.js';
-import { startServer, type RunningServer, type ServerDeps } from '../../src/relay/server.js';
-import { initCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type RunningServer, type ServerDeps, startServer } from '../../src/relay/server.js';
+import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 
 export interface ListenerSpec {
@@ -60,7 +60,13 @@ export async function startPostern(
   const { ca, dir } = testCa();
   const listeners: ListenerConfig[] = specs.map((s) => {
     const up = s.upstream;
-    const tls = { mode: up.tls, verify: up.verify ?? true, caFile: up.caFile, minVersion: 'TLSv1.2' as const, ...('servername' in up && up.servername ? { servername: up.servername } : {}) };
+    const tls = {
+      mode: up.tls,
+      verify: up.verify ?? true,
+      caFile: up.caFile,
+      minVersion: 'TLSv1.2' as const,
+      ...('servername' in up && up.servername ? { servername: up.servername } : {}),
+    };
     const upstream: UpstreamConfig =
       'routed' in up
         ? { kind: 'login-routed', port: up.port, tls, allow: up.allow, allowAnyHost: false }

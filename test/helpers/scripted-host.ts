@@ -6,10 +6,11 @@
  * (`completions = 'auto'`), or when the test says so (`'manual'`: the request waits in `pending` until
  * the test calls `complete()` or `failPending()`). So a test never waits for a tick.
  */
-import { createLogger, type Logger } from '../../src/log/logger.js';
+
 import { Writable } from 'node:stream';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
+import { createLogger, type Logger } from '../../src/log/logger.js';
 import type { CloseReason, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
 
 /** A host request that completes with an event. */
@@ -65,7 +66,11 @@ export class ScriptedHost implements SessionHost {
   drainWaits = 0;
   private drainWanted = false;
 
-  constructor(readonly listener: ListenerConfig, readonly clientTls = false, readonly clientAddress = '127.0.0.1') {
+  constructor(
+    readonly listener: ListenerConfig,
+    readonly clientTls = false,
+    readonly clientAddress = '127.0.0.1',
+  ) {
     const sink = new Writable({
       write: (chunk, _enc, cb) => {
         this.logLines.push(String(chunk));

@@ -4,8 +4,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VettedCache } from '../../src/inspect/cache.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
-import { MemoryBudget } from '../../src/relay/memory.js';
 import type { Verdict } from '../../src/policy/types.js';
+import { MemoryBudget } from '../../src/relay/memory.js';
 
 const verdict: Verdict = { policy: 'p', status: 'clean', hits: [], viruses: [], sizeIn: 0, sizeOut: 0, scanMs: 0 };
 

@@ -14,15 +14,15 @@ import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPosternError } from '../../src/errors.js';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { loadPolicy, type CompiledPolicy } from '../../src/policy/load.js';
+import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession, type ImapSessionView } from '../../src/session/imap/index.js';
 import type { SessionHost } from '../../src/session/types.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 import { testListener } from '../helpers/scripted-host.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
 
 const HEADER = 'From: Ann <ann@example.test>\r\nSubject: SECRET-SUBJECT-MARKER\r\n\r\n';
 const MESSAGE = `${HEADER}body\r\n`;
@@ -81,7 +81,12 @@ describe('relayed header literals (session, real Dovecot)', () => {
       createSession(host: SessionHost) {
         const quarantine = new FileQuarantineStore({ dir: mkdtempSync(path.join(os.tmpdir(), 'postern-q-')), retentionDays: 0 });
         return new ImapSession(host, {
-          interceptor: new ImapInspector({ listener: host.listener, policy: policyAdding('a\0b'), engine: { scanner: null, quarantine }, log: host.log as Logger }),
+          interceptor: new ImapInspector({
+            listener: host.listener,
+            policy: policyAdding('a\0b'),
+            engine: { scanner: null, quarantine },
+            log: host.log as Logger,
+          }),
         });
       },
     });

@@ -45,7 +45,8 @@ function inspector(spam: SpamScanner, quarantine: QuarantineStore, who: { user: 
   return { hooks, policy };
 }
 
-const retr = (hooks: ReturnType<typeof inspector>['hooks'], n: number) => hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl: null }, stuff(Buffer.from(MSG, 'latin1')));
+const retr = (hooks: ReturnType<typeof inspector>['hooks'], n: number) =>
+  hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl: null }, stuff(Buffer.from(MSG, 'latin1')));
 
 describe('POP3: what the spam scanner is told', () => {
   it('the logged-in user is the recipient, the Queue-Id the recovery id; the quarantine context names the user', async () => {

@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { isPosternError } from '../../src/errors.js';
+import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, toCrlf } from '../../src/inspect/render/index.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, toCrlf } from '../../src/inspect/render/index.js';
-import { isPosternError } from '../../src/errors.js';
 
 const FIX = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/render');
 const fixture = (name: string): Buffer => toCrlf(readFileSync(path.join(FIX, name)));

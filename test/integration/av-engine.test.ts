@@ -2,19 +2,20 @@
  * Policy engine + ClamdScanner + a real clamd: what the antivirus section of a policy does with
  * each scan outcome (on_virus, on_error, max_size/on_oversize), end to end.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { simpleParser } from 'mailparser';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
-import { startClamd, startFakeClamd, deadPort, type ClamdHandle } from '../harness/clamd.js';
-import { EICAR_NAME, HASH_SAMPLE_NAME, eicar, filler, forwarded, hashSample, message, plainMessage, zip } from '../scanners/samples.js';
+import { type ClamdHandle, deadPort, startClamd, startFakeClamd } from '../harness/clamd.js';
 import { captureLog } from '../scanners/log-capture.js';
+import { EICAR_NAME, eicar, filler, forwarded, HASH_SAMPLE_NAME, hashSample, message, plainMessage, zip } from '../scanners/samples.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;
@@ -49,7 +50,13 @@ const extra: Array<{ close(): Promise<void> } | { stop(): Promise<void> }> = [];
 beforeAll(async () => {
   policiesDir = mkdtempSync(join(tmpdir(), 'postern-av-policies-'));
   clamd = await startClamd();
-  scanner = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: silent });
+  scanner = new ClamdScanner({
+    endpoints: [{ host: clamd.host, port: clamd.port }],
+    timeoutMs: 15_000,
+    healthIntervalMs: 0,
+    maxStreamBytes: 25 * MB,
+    log: silent,
+  });
   await scanner.ready;
 });
 afterAll(async () => {
@@ -163,7 +170,13 @@ describe('on_error: clamd killed mid-run, then back', () => {
   it('tempfail (default): nothing unscanned passes; vetting resumes once clamd is back', async () => {
     const p = policy('av-tempfail', 'on_virus: strip');
     const cap = captureLog();
-    const s = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 5000, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: cap.log });
+    const s = new ClamdScanner({
+      endpoints: [{ host: clamd.host, port: clamd.port }],
+      timeoutMs: 5000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 25 * MB,
+      log: cap.log,
+    });
     extra.push(s);
     expect((await inspectMessage(clean(), p, ctx, { scanner: s })).verdict.status).toBe('clean');
 
@@ -203,7 +216,13 @@ describe('deadline and pool', () => {
   it('a scanner endpoint that accepts and never answers: tempfail within the deadline', async () => {
     const fake = await startFakeClamd('silent');
     extra.push(fake);
-    const s = new ClamdScanner({ endpoints: [{ host: fake.host, port: fake.port }], timeoutMs: 500, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: silent });
+    const s = new ClamdScanner({
+      endpoints: [{ host: fake.host, port: fake.port }],
+      timeoutMs: 500,
+      healthIntervalMs: 0,
+      maxStreamBytes: 25 * MB,
+      log: silent,
+    });
     extra.push(s);
     const p = policy('av-tempfail', 'on_virus: strip');
     const t0 = performance.now();
@@ -215,7 +234,13 @@ describe('deadline and pool', () => {
   it('two endpoints, one dead: every message is vetted; the dead one is logged down once', async () => {
     const dead = await deadPort();
     const cap = captureLog();
-    const s = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: dead }, { socket: clamd.socket }], timeoutMs: 5000, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: cap.log });
+    const s = new ClamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: dead }, { socket: clamd.socket }],
+      timeoutMs: 5000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 25 * MB,
+      log: cap.log,
+    });
     extra.push(s);
     const p = policy('av-strip', 'on_virus: strip');
     const statuses: string[] = [];
@@ -247,7 +272,13 @@ describe('max_size / on_oversize', () => {
   });
 
   it("the scanner's own maxStreamBytes (below the policy's max_size) gives the same oversize handling", async () => {
-    const s = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 5000, healthIntervalMs: 0, maxStreamBytes: 100 * 1024, log: silent });
+    const s = new ClamdScanner({
+      endpoints: [{ host: clamd.host, port: clamd.port }],
+      timeoutMs: 5000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 100 * 1024,
+      log: silent,
+    });
     extra.push(s);
     const p = policy('av-oversize-block2', 'max_size: 10MB\non_oversize: block');
     const r = await inspectMessage(big(), p, ctx, { scanner: s });

@@ -8,8 +8,8 @@ import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { blockCommand } from '../../src/edge/command.js';
-import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type EdgePostern, probe, startEdgePostern } from '../edge/harness.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 
 let dovecot: Dovecot;
 let p: EdgePostern;
@@ -152,7 +152,12 @@ describe('access rules over real sockets', () => {
     const reset = await probe({ host: '127.0.0.1', localAddress: '127.0.0.5', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\n' });
     expect(reset.end).toBe('reset');
     expect(reset.data.toString()).toMatch(/^\* OK [^\r]*\r\n$/); // the greeting, then nothing
-    expect(p.events('edge.denied').filter((e) => e.phase === 'login').map((e) => [e.host, e.action, e.rule])).toEqual([
+    expect(
+      p
+        .events('edge.denied')
+        .filter((e) => e.phase === 'login')
+        .map((e) => [e.host, e.action, e.rule]),
+    ).toEqual([
       ['127.0.0.1', 'deny', 'listeners.routed.access[2]'],
       ['127.0.0.1', 'reset', 'listeners.routed.access[1]'],
     ]);
@@ -171,7 +176,8 @@ describe('access rules over real sockets', () => {
 });
 
 describe('auto-block', () => {
-  const failLogin = (local: string) => probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap'), send: 'a LOGIN alice wrong-password\r\n', until: /^a NO/m, ms: 15000 });
+  const failLogin = (local: string) =>
+    probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap'), send: 'a LOGIN alice wrong-password\r\n', until: /^a NO/m, ms: 15000 });
 
   it('after 3 failed logins against Dovecot the address is reset on connect; the allowlist is never blocked', async () => {
     onTestFailed(() => console.log(p.logs()));
@@ -248,7 +254,8 @@ listeners:
 
   it('two sessions ended by protocol errors block the address; the block doubles', async () => {
     onTestFailed(() => console.log(q.logs()));
-    const overlong = async () => probe({ host: '127.0.0.1', localAddress: '127.0.0.61', port: q.port('imap'), send: `a NOOP ${'x'.repeat(400)}\r\n`, ms: 3000 });
+    const overlong = async () =>
+      probe({ host: '127.0.0.1', localAddress: '127.0.0.61', port: q.port('imap'), send: `a NOOP ${'x'.repeat(400)}\r\n`, ms: 3000 });
     const first = await overlong();
     expect(first.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE /);
     await overlong();

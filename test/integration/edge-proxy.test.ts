@@ -10,9 +10,9 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { type EdgePostern, probe, startEdgePostern } from '../edge/harness.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { freePorts, sleep } from '../harness/util.js';
-import { type EdgePostern, probe, startEdgePostern } from '../edge/harness.js';
 
 let dovecot: Dovecot;
 let p: EdgePostern;
@@ -129,7 +129,11 @@ describe('PROXY protocol through HAProxy', () => {
     const r = await probe({ host: '127.0.0.1', localAddress: '127.0.0.9', port: fe.v2! });
     expect(r.data.length).toBe(0);
     expect(r.end).not.toBe('open');
-    expect(p.events('edge.denied').at(-1)).toMatchObject({ action: 'reset', client: expect.stringMatching(/^127\.0\.0\.9:/), proxy: expect.stringMatching(/^127\.0\.0\.1:/) });
+    expect(p.events('edge.denied').at(-1)).toMatchObject({
+      action: 'reset',
+      client: expect.stringMatching(/^127\.0\.0\.9:/),
+      proxy: expect.stringMatching(/^127\.0\.0\.1:/),
+    });
     expect(opened(/^127\.0\.0\.9:/)).toEqual([]);
   });
 
@@ -184,7 +188,9 @@ describe('PROXY protocol through HAProxy', () => {
     const long = await probe({ host: '127.0.0.1', port: p.port('pps'), send: `PROXY UNKNOWN ${'x'.repeat(200)}` });
     expect(long).toEqual({ data: Buffer.alloc(0), end: 'reset' });
     const reasons = p.events('edge.proxy_refused').map((e) => (e.err as { message: string }).message);
-    expect(reasons).toEqual(expect.arrayContaining(['no PROXY protocol header', expect.stringMatching(/^v1: expected PROXY/), expect.stringMatching(/no CRLF within 107 bytes/)]));
+    expect(reasons).toEqual(
+      expect.arrayContaining(['no PROXY protocol header', expect.stringMatching(/^v1: expected PROXY/), expect.stringMatching(/no CRLF within 107 bytes/)]),
+    );
     // a hand-made v1 header with a documentation address: the deny rule for 2001:db8::/32 applies
     const six = await probe({ host: '127.0.0.1', port: p.port('pp'), send: 'PROXY TCP6 2001:db8::7 ::1 4000 143\r\n' });
     expect(six.data.toString()).toBe('* BYE [UNAVAILABLE] postern: access denied\r\n');

@@ -8,10 +8,10 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures');
 const FILES = [
@@ -26,9 +26,26 @@ const FILES = [
 const NO_BINARY = /(13-binary-nul|18-prefix-boundaries|19-nul-body)/;
 
 const FORMS = [
-  'BODY.PEEK[]', 'RFC822.SIZE', 'BODYSTRUCTURE', 'BODY', 'BODY.PEEK[HEADER]', 'BODY.PEEK[TEXT]', 'BODY.PEEK[1]', 'BODY.PEEK[2]',
-  'BODY.PEEK[1.MIME]', 'BODY.PEEK[2.MIME]', 'BODY.PEEK[1.1]', 'BODY.PEEK[2.1]', 'BODY.PEEK[2.2]', 'BODY.PEEK[3]', 'BODY.PEEK[2.HEADER]',
-  'BODY.PEEK[]<0.100>', 'BODY.PEEK[]<200.300>', 'BODY.PEEK[1]<3.7>', 'RFC822.HEADER', 'ENVELOPE',
+  'BODY.PEEK[]',
+  'RFC822.SIZE',
+  'BODYSTRUCTURE',
+  'BODY',
+  'BODY.PEEK[HEADER]',
+  'BODY.PEEK[TEXT]',
+  'BODY.PEEK[1]',
+  'BODY.PEEK[2]',
+  'BODY.PEEK[1.MIME]',
+  'BODY.PEEK[2.MIME]',
+  'BODY.PEEK[1.1]',
+  'BODY.PEEK[2.1]',
+  'BODY.PEEK[2.2]',
+  'BODY.PEEK[3]',
+  'BODY.PEEK[2.HEADER]',
+  'BODY.PEEK[]<0.100>',
+  'BODY.PEEK[]<200.300>',
+  'BODY.PEEK[1]<3.7>',
+  'RFC822.HEADER',
+  'ENVELOPE',
 ];
 const BINARY_FORMS = ['BINARY.PEEK[1]', 'BINARY.PEEK[2]'];
 
@@ -40,7 +57,9 @@ beforeAll(async () => {
   [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
   for (const f of FILES) await dovecot.deliver('alice', readFileSync(f));
   postern = await startPostern([{ name: 'i', policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.imap, tls: 'none' } }], {
-    extra: { scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 << 20 } },
+    extra: {
+      scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 << 20 },
+    },
   });
 }, 120_000);
 

@@ -5,19 +5,20 @@
  * and — the proof that command parsing mistakes are harmless now — a FETCH that bypasses the
  * command-side inspection entirely.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Logger } from 'pino';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession } from '../../src/session/imap/index.js';
-import { mkdtempSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import type { SessionHost } from '../../src/session/types.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { RawImap } from '../helpers/imap-client.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -36,7 +37,9 @@ const EXE =
   'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n' +
   '--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
   '--XX\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\n' +
-  'Content-Transfer-Encoding: base64\r\n\r\n' + b64lines(EXE_PAYLOAD) + '\r\n--XX--\r\n';
+  'Content-Transfer-Encoding: base64\r\n\r\n' +
+  b64lines(EXE_PAYLOAD) +
+  '\r\n--XX--\r\n';
 
 let dovecot: Dovecot;
 let postern: PosternHandle;
@@ -92,14 +95,28 @@ describe('command smuggling', () => {
     const c = await login(postern.port('i'));
     await c.command('SELECT INBOX');
     const seen: string[] = [];
-    for (const cmd of ['FETCH  2 BODY.PEEK[]', 'UID FETCH  2 BODY.PEEK[]', 'UID  FETCH 2 BODY.PEEK[]', 'FETCH 2  BODY.PEEK[]', 'FETCH 2 BODY.PEEK[] ', 'FETCH 2 (BODY.PEEK[]  UID)']) {
+    for (const cmd of [
+      'FETCH  2 BODY.PEEK[]',
+      'UID FETCH  2 BODY.PEEK[]',
+      'UID  FETCH 2 BODY.PEEK[]',
+      'FETCH 2  BODY.PEEK[]',
+      'FETCH 2 BODY.PEEK[] ',
+      'FETCH 2 (BODY.PEEK[]  UID)',
+    ]) {
       const r = (await c.command(cmd, 'x')).toString('latin1');
       expect(r, cmd).toMatch(/^x BAD /m);
       seen.push(r);
     }
     // the session is still fine and inspection still works
     const ok = (await c.command('UID FETCH 2 BODY.PEEK[]')).toString('latin1');
-    if (!/OK/.test(ok)) console.log(postern.logs().split('\n').filter((l) => /inspect|fail/.test(l)).join('\n'));
+    if (!/OK/.test(ok))
+      console.log(
+        postern
+          .logs()
+          .split('\n')
+          .filter((l) => /inspect|fail/.test(l))
+          .join('\n'),
+      );
     expect(ok).toMatch(/OK/);
     seen.push(ok);
     expectNoEscape(seen.join(''), 'mutated FETCH');
@@ -200,10 +217,21 @@ describe('APPEND through the strict command path', () => {
     const c = await login(postern.port('i'));
     const msg = 'Subject: appended\r\n\r\nhello\r\n';
     c.write(`ap APPEND INBOX (\\Seen) "29-Nov-2026 10:00:00 +0000" {${msg.length}+}\r\n${msg}\r\n`);
-    const r0 = await c.readResponse('ap').catch((e) => { console.log(postern.logs().split('\n').slice(-15).join('\n')); throw e; });
+    const r0 = await c.readResponse('ap').catch((e) => {
+      console.log(postern.logs().split('\n').slice(-15).join('\n'));
+      throw e;
+    });
     expect(r0.toString('latin1')).toMatch(/^ap OK/m);
-    await c.command('SELECT INBOX').catch((e) => { console.log(postern.logs().split('\n').slice(-6).join('\n')); throw e; });
-    const r = (await c.command('FETCH * BODY.PEEK[HEADER.FIELDS (SUBJECT)]').catch((e) => { console.log(postern.logs().split('\n').slice(-6).join('\n')); throw e; })).toString('latin1');
+    await c.command('SELECT INBOX').catch((e) => {
+      console.log(postern.logs().split('\n').slice(-6).join('\n'));
+      throw e;
+    });
+    const r = (
+      await c.command('FETCH * BODY.PEEK[HEADER.FIELDS (SUBJECT)]').catch((e) => {
+        console.log(postern.logs().split('\n').slice(-6).join('\n'));
+        throw e;
+      })
+    ).toString('latin1');
     expect(r).toMatch(/Subject: appended/);
     c.close();
   });

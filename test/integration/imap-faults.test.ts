@@ -6,10 +6,10 @@
  */
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fakeImap, startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
-import { selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
+import { fakeImap, type ScriptedServer, startScriptedServer } from '../harness/scripted-server.js';
+import { selfSignedCert, type TempDir, tempDir } from '../harness/util.js';
 import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 let dir: TempDir;
 let cert: { certFile: string; keyFile: string };

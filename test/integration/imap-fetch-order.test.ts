@@ -8,9 +8,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures', 'mail', 'real');
 const CLEAN = readFileSync(path.join(FIX, 'thunderbird-mixed.eml'));
@@ -90,7 +90,11 @@ describe('FETCH item order through postern equals Dovecot', () => {
         // the oracle's copy is message 1 / UID 1; postern's is message 2 / UID 2
         // INTERNALDATE (delivery time) and the tag differ between the two sessions; nothing else may
         const same = (x: string) => x.replace(/INTERNALDATE "[^"]*"/, 'INTERNALDATE "-"').replace(/(^|\r\n)t\d+ /g, '$1tag ');
-        const got = same(norm(await proxied.command(`UID FETCH 2 ${r}`)).replace(/^\* 2 FETCH/, '* 1 FETCH').replace(/UID 2([ )])/, 'UID 1$1'));
+        const got = same(
+          norm(await proxied.command(`UID FETCH 2 ${r}`))
+            .replace(/^\* 2 FETCH/, '* 1 FETCH')
+            .replace(/UID 2([ )])/, 'UID 1$1'),
+        );
         const want = same(norm(await oracle.command(`UID FETCH 1 ${r}`)));
         expect(got, r).toBe(want);
       }

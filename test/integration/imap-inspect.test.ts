@@ -2,18 +2,17 @@
  * Inline inspection over IMAP, end to end: real Dovecot, real clamd (the project's test signatures),
  * the shipped default policy. Each invariant of issue 5 is asserted against what the client sees.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
-import { eicar } from '../scanners/samples.js';
 import { makeZip } from '../../scripts/gen-fixtures.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { RawImap } from '../helpers/imap-client.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 import { uuencode } from '../mime/encoders.js';
-import { readFileSync } from 'node:fs';
+import { eicar } from '../scanners/samples.js';
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -49,13 +48,18 @@ const EICAR_B64_PROBE = eicar().toString('base64').slice(0, 40);
 
 /** A ~1 MB message with an infected attachment at the end (Thunderbird chunked fetch). */
 function bigInfected(): string {
-  const filler = Buffer.alloc(700_000, 'a').toString('latin1').replace(/(.{998})/g, '$1\r\n');
+  const filler = Buffer.alloc(700_000, 'a')
+    .toString('latin1')
+    .replace(/(.{998})/g, '$1\r\n');
   return (
     'From: Big <big@example.test>\r\nTo: alice@example.test\r\nSubject: big one\r\nDate: Tue, 3 Nov 2026 12:00:00 +0000\r\n' +
     'Message-ID: <big@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="ZZ"\r\n\r\n' +
-    '--ZZ\r\nContent-Type: text/plain\r\n\r\n' + filler + '\r\n' +
+    '--ZZ\r\nContent-Type: text/plain\r\n\r\n' +
+    filler +
+    '\r\n' +
     '--ZZ\r\nContent-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-    b64lines(Buffer.concat([Buffer.alloc(100_000, 7), eicar()])) + '\r\n--ZZ--\r\n'
+    b64lines(Buffer.concat([Buffer.alloc(100_000, 7), eicar()])) +
+    '\r\n--ZZ--\r\n'
   );
 }
 
@@ -77,7 +81,13 @@ beforeAll(async () => {
     ],
     {
       extra: {
-        scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 },
+        scanner: {
+          type: 'clamd',
+          endpoints: [{ host: clamd.host, port: clamd.port }],
+          timeoutMs: 10_000,
+          healthIntervalMs: 60_000,
+          maxStreamBytes: 25 * 1024 * 1024,
+        },
       },
     },
   );
@@ -123,9 +133,21 @@ function body(resp: Buffer): Buffer {
 }
 
 const FORMS = [
-  'BODY[]', 'BODY.PEEK[]', 'RFC822', 'RFC822.TEXT', 'BODY.PEEK[TEXT]', 'BODY.PEEK[1]', 'BODY.PEEK[2]', 'BODY.PEEK[2.MIME]',
-  'BODY.PEEK[2]<0.20>', 'BODY.PEEK[]<0.100>', 'BINARY.PEEK[2]', 'BINARY.PEEK[2]<0.10>', 'BINARY[2]',
-  '(UID FLAGS BODY.PEEK[2] RFC822.SIZE)', '(BODYSTRUCTURE BODY.PEEK[TEXT]<10.2000>)',
+  'BODY[]',
+  'BODY.PEEK[]',
+  'RFC822',
+  'RFC822.TEXT',
+  'BODY.PEEK[TEXT]',
+  'BODY.PEEK[1]',
+  'BODY.PEEK[2]',
+  'BODY.PEEK[2.MIME]',
+  'BODY.PEEK[2]<0.20>',
+  'BODY.PEEK[]<0.100>',
+  'BINARY.PEEK[2]',
+  'BINARY.PEEK[2]<0.10>',
+  'BINARY[2]',
+  '(UID FLAGS BODY.PEEK[2] RFC822.SIZE)',
+  '(BODYSTRUCTURE BODY.PEEK[TEXT]<10.2000>)',
 ];
 
 describe('invariant 1: no blocked byte escapes, by any fetch form', () => {
@@ -171,14 +193,32 @@ describe('invariant 2: consistency with the sanitised message', () => {
     const p = await proxied();
     try {
       const oracleUid = 1;
-      for (const f of ['BODY.PEEK[1]', 'BODY.PEEK[2]', 'BODY.PEEK[2.MIME]', 'BODY.PEEK[TEXT]', 'BODY.PEEK[HEADER]', 'BINARY.PEEK[2]', 'BODY.PEEK[]<100.50>', 'BODY.PEEK[2]<5000.10>']) {
+      for (const f of [
+        'BODY.PEEK[1]',
+        'BODY.PEEK[2]',
+        'BODY.PEEK[2.MIME]',
+        'BODY.PEEK[TEXT]',
+        'BODY.PEEK[HEADER]',
+        'BINARY.PEEK[2]',
+        'BODY.PEEK[]<100.50>',
+        'BODY.PEEK[2]<5000.10>',
+      ]) {
         const a = literals(await p.command(`UID FETCH ${U.exe} ${f}`));
         const b = literals(await oracle.command(`UID FETCH ${oracleUid} ${f}`));
-        expect(a.map((x) => x.toString('latin1')), f).toEqual(b.map((x) => x.toString('latin1')));
+        expect(
+          a.map((x) => x.toString('latin1')),
+          f,
+        ).toEqual(b.map((x) => x.toString('latin1')));
       }
       for (const f of ['BODYSTRUCTURE', 'BODY', 'RFC822.SIZE', 'BINARY.SIZE[2]']) {
-        const a = (await p.command(`UID FETCH ${U.exe} ${f}`)).toString('latin1').split('\r\n')[0]!.replace(/^\* \d+ FETCH \(UID \d+ /, '');
-        const b = (await oracle.command(`UID FETCH ${oracleUid} ${f}`)).toString('latin1').split('\r\n')[0]!.replace(/^\* \d+ FETCH \(UID \d+ /, '');
+        const a = (await p.command(`UID FETCH ${U.exe} ${f}`))
+          .toString('latin1')
+          .split('\r\n')[0]!
+          .replace(/^\* \d+ FETCH \(UID \d+ /, '');
+        const b = (await oracle.command(`UID FETCH ${oracleUid} ${f}`))
+          .toString('latin1')
+          .split('\r\n')[0]!
+          .replace(/^\* \d+ FETCH \(UID \d+ /, '');
         expect(a, f).toBe(b);
       }
     } finally {
@@ -207,7 +247,11 @@ describe('invariant 2: consistency with the sanitised message', () => {
     }
     // the chunks were served from the session cache: about one download of the message, not one per chunk
     await new Promise((r) => setTimeout(r, 200));
-    const closed = postern.logs().split('\n').filter((l) => l.includes('"event":"session.close"')).map((l) => JSON.parse(l));
+    const closed = postern
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"event":"session.close"'))
+      .map((l) => JSON.parse(l));
     const last = closed[closed.length - 1];
     expect(last.traffic.fromUpstream).toBeGreaterThan(800_000);
     expect(last.traffic.fromUpstream).toBeLessThan(1_500_000);
@@ -236,7 +280,16 @@ describe('invariant 3 and 4: clean messages byte-identical, results deterministi
     const d = await direct();
     const p = await proxied();
     try {
-      for (const f of [...FORMS.filter((x) => !x.includes('[]') || true), 'BODY', 'BODYSTRUCTURE', 'RFC822.SIZE', 'BINARY.SIZE[2]', 'BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]', 'RFC822.HEADER', '(ENVELOPE BODY.PEEK[1.1] INTERNALDATE)']) {
+      for (const f of [
+        ...FORMS.filter((x) => !x.includes('[]') || true),
+        'BODY',
+        'BODYSTRUCTURE',
+        'RFC822.SIZE',
+        'BINARY.SIZE[2]',
+        'BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)]',
+        'RFC822.HEADER',
+        '(ENVELOPE BODY.PEEK[1.1] INTERNALDATE)',
+      ]) {
         if (/\bBODY\[\]|RFC822\b(?!\.)|RFC822\.TEXT|BINARY\[2\]/.test(f) && !/PEEK/.test(f)) continue; // \Seen-setting forms are checked below
         const a = (await d.command(`UID FETCH ${U.clean} ${f}`)).toString('latin1').replace(/\r\nt\d+ OK.*\r\n$/, '');
         const b = (await p.command(`UID FETCH ${U.clean} ${f}`)).toString('latin1').replace(/\r\nt\d+ OK.*\r\n$/, '');
@@ -330,7 +383,11 @@ describe('invariant 7 and 8: pipelining, failures', () => {
   });
 
   it('logs one line per inspected message with verdict, rules, viruses and quarantine id', () => {
-    const lines = postern.logs().split('\n').filter((l) => l.includes('"event":"message.inspected"')).map((l) => JSON.parse(l));
+    const lines = postern
+      .logs()
+      .split('\n')
+      .filter((l) => l.includes('"event":"message.inspected"'))
+      .map((l) => JSON.parse(l));
     const virus = lines.find((l) => l.uid === U.virus && l.verdict === 'changed');
     expect(virus).toBeTruthy();
     expect(virus.viruses.join(' ')).toMatch(/Eicar/i);
@@ -342,7 +399,9 @@ describe('invariant 7 and 8: pipelining, failures', () => {
 
 describe('invariant 8: over the policy size limit', () => {
   it('a message over antivirus.max_size follows on_oversize (block): deny notice, thread headers kept', async () => {
-    const text = 'From: Big Clean <bc@example.test>\r\nTo: alice@example.test\r\nSubject: five kilobytes\r\nMessage-ID: <five@example.test>\r\n\r\n' + 'clean line of text\r\n'.repeat(250);
+    const text =
+      'From: Big Clean <bc@example.test>\r\nTo: alice@example.test\r\nSubject: five kilobytes\r\nMessage-ID: <five@example.test>\r\n\r\n' +
+      'clean line of text\r\n'.repeat(250);
     await dovecot.deliver('alice', text);
     const c = await RawImap.connect({ port: postern.port('oversize') });
     try {
@@ -460,7 +519,9 @@ describe('a ZIP uuencoded in a text part meets the archive rules of an attachmen
       .map((l) => JSON.parse(l))
       .find((l) => l.uid === uid);
     expect(line.verdict).toBe('changed');
-    expect(line.rules.map((r: { part: string; rule: string; action: string }) => [r.part, r.rule, r.action])).toEqual([['2', 'archives.on_encrypted', 'strip']]);
+    expect(line.rules.map((r: { part: string; rule: string; action: string }) => [r.part, r.rule, r.action])).toEqual([
+      ['2', 'archives.on_encrypted', 'strip'],
+    ]);
     // the original, byte for byte as Dovecot holds it, is in quarantine under the id the note shows
     expect(readFileSync(path.join(postern.config.quarantine.dir, `${line.quarantineId}.eml`)).equals(original)).toBe(true);
     expect(noteText).toContain(`Recovery id: ${line.quarantineId}`);

@@ -10,10 +10,10 @@ import { promisify } from 'node:util';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientTlsMode, UpstreamTlsMode } from '../../src/config/types.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { connectionRecorder } from '../harness/util.js';
 import { RawImap, untagged } from '../helpers/imap-client.js';
-import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+import { type ListenerSpec, type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const run = promisify(execFile);
 
@@ -76,7 +76,11 @@ async function proxiedSession(clientMode: ClientTlsMode, listener: string): Prom
 }
 
 describe('IMAP relay: client TLS mode x upstream TLS mode', () => {
-  const FETCHES = ['UID FETCH 1:* (UID BODY.PEEK[])', 'FETCH 2 (BODYSTRUCTURE RFC822.SIZE BODY.PEEK[2])', 'UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] ENVELOPE)'];
+  const FETCHES = [
+    'UID FETCH 1:* (UID BODY.PEEK[])',
+    'FETCH 2 (BODYSTRUCTURE RFC822.SIZE BODY.PEEK[2])',
+    'UID FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)] ENVELOPE)',
+  ];
   for (const c of CLIENT_MODES) {
     for (const u of UPSTREAM_MODES) {
       it(`client ${c} / upstream ${u}: fetches are byte-identical to a direct session`, async () => {
@@ -128,15 +132,29 @@ describe('IMAP relay: client TLS mode x upstream TLS mode', () => {
 describe('IMAP relay with real clients', () => {
   it('curl over implicit TLS trusting the generated CA fetches the message unchanged', async () => {
     const url = `imaps://localhost:${postern.port('implicit-starttls')}/INBOX;UID=1`;
-    const { stdout } = await run('curl', ['-sS', '--cacert', postern.caFile, '--resolve', `localhost:${postern.port('implicit-starttls')}:127.0.0.1`, '-u', 'alice:alicepass', url], {
-      encoding: 'buffer',
-    });
+    const { stdout } = await run(
+      'curl',
+      ['-sS', '--cacert', postern.caFile, '--resolve', `localhost:${postern.port('implicit-starttls')}:127.0.0.1`, '-u', 'alice:alicepass', url],
+      {
+        encoding: 'buffer',
+      },
+    );
     expect(Buffer.from(stdout).toString('latin1')).toBe(MSG1);
   });
 
   it('curl with --ssl-reqd (client STARTTLS) lists the mailbox', async () => {
     const port = postern.port('starttls-implicit');
-    const { stdout } = await run('curl', ['-sS', '--ssl-reqd', '--cacert', postern.caFile, '--resolve', `localhost:${port}:127.0.0.1`, '-u', 'alice:alicepass', `imap://localhost:${port}/INBOX?ALL`]);
+    const { stdout } = await run('curl', [
+      '-sS',
+      '--ssl-reqd',
+      '--cacert',
+      postern.caFile,
+      '--resolve',
+      `localhost:${port}:127.0.0.1`,
+      '-u',
+      'alice:alicepass',
+      `imap://localhost:${port}/INBOX?ALL`,
+    ]);
     expect(stdout).toContain('* SEARCH 1 2');
   });
 

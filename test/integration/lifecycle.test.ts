@@ -8,8 +8,8 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { Session, SessionHost } from '../../src/session/types.js';
-import { fakeImap, fakePop3, startScriptedServer, type ScriptedServer } from '../harness/scripted-server.js';
-import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+import { fakeImap, fakePop3, type ScriptedServer, startScriptedServer } from '../harness/scripted-server.js';
+import { type ListenerSpec, type PosternHandle, startPostern } from '../helpers/postern.js';
 
 /** An IMAP server whose FETCH never completes (nothing at all is answered to it). */
 function hangingFetchImap(): Promise<ScriptedServer> {
@@ -61,7 +61,11 @@ class Client {
     this.sock.write(s);
   }
   async waitFor(re: RegExp, ms = 5000): Promise<string> {
-    await until(() => re.test(this.text) || this.closed, ms, () => `waiting for ${re}; got ${JSON.stringify(this.text)}`);
+    await until(
+      () => re.test(this.text) || this.closed,
+      ms,
+      () => `waiting for ${re}; got ${JSON.stringify(this.text)}`,
+    );
     if (!re.test(this.text)) throw new Error(`closed while waiting for ${re}; got ${JSON.stringify(this.text)}`);
     return this.text;
   }
@@ -83,10 +87,9 @@ afterEach(async () => {
 async function imapSetup(limits: ListenerSpec['limits']): Promise<{ fake: ScriptedServer; postern: PosternHandle }> {
   const fake = await hangingFetchImap();
   cleanups.push(() => fake.close());
-  const postern = await startPostern(
-    [{ name: 'i', policy: 'default', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' }, limits }],
-    { serverLimits: { maxSessionsPerClient: 1 } },
-  );
+  const postern = await startPostern([{ name: 'i', policy: 'default', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' }, limits }], {
+    serverLimits: { maxSessionsPerClient: 1 },
+  });
   cleanups.push(() => postern.close());
   onTestFailed(() => console.error('--- postern log ---\n' + postern.logs()));
   return { fake, postern };
@@ -104,7 +107,11 @@ async function heldFetch(postern: PosternHandle, fake: ScriptedServer, after: st
   c.write('b SELECT INBOX\r\n');
   await c.waitFor(/b OK [^\r]*\r\n/);
   c.write('f FETCH 1 BODY.PEEK[]\r\n');
-  await until(() => fake.lines.some((l) => /FETCH/i.test(l.line)), 5000, () => 'FETCH upstream');
+  await until(
+    () => fake.lines.some((l) => /FETCH/i.test(l.line)),
+    5000,
+    () => 'FETCH upstream',
+  );
   // the session now waits for the FETCH: a further command makes it stop reading the client
   c.write('n NOOP\r\n');
   await new Promise((r) => setTimeout(r, 200));
@@ -120,7 +127,11 @@ async function heldFetch(postern: PosternHandle, fake: ScriptedServer, after: st
 /** The session is gone, its upstream connection closed, and the address may connect again. */
 async function expectReleased(postern: PosternHandle, fake: ScriptedServer, withinMs: number): Promise<number> {
   const t0 = Date.now();
-  await until(() => postern.server.sessionCount === 0 && fake.open() === 0, withinMs, () => `release (sessions ${postern.server.sessionCount}, upstream connections ${fake.open()})`);
+  await until(
+    () => postern.server.sessionCount === 0 && fake.open() === 0,
+    withinMs,
+    () => `release (sessions ${postern.server.sessionCount}, upstream connections ${fake.open()})`,
+  );
   const ms = Date.now() - t0;
   // the per-address slot (max_sessions_per_client: 1) is free again
   const again = await Client.connect(postern.port('i'));
@@ -162,7 +173,11 @@ describe('hold deadline', () => {
     const { fake, postern } = await imapSetup({ holdTimeoutMs: 700 });
     const c = await heldFetch(postern, fake, '');
     const t0 = Date.now();
-    await until(() => c.closed, 5000, () => `client closed; got ${JSON.stringify(c.text)}`);
+    await until(
+      () => c.closed,
+      5000,
+      () => `client closed; got ${JSON.stringify(c.text)}`,
+    );
     const ms = Date.now() - t0 + 200; // heldFetch waited 200 ms after the NOOP
     console.log(`IMAP hold deadline: session ended ${ms} ms after the wait began (hold_timeout_ms 700)`);
     expect(ms).toBeLessThan(2500);
@@ -187,8 +202,26 @@ describe('hold deadline', () => {
     const fake = await onePop3();
     cleanups.push(() => fake.close());
     const postern = await startPostern(
-      [{ name: 'p', protocol: 'pop3', policy: 'default', upstream: { routed: true, port: fake.port, tls: 'none', allow: ['127.0.0.1'] }, limits: { holdTimeoutMs: 700 } }],
-      { extra: { scanner: { type: 'clamd', endpoints: [{ host: '127.0.0.1', port: clamd.port }], timeoutMs: 30_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 } } },
+      [
+        {
+          name: 'p',
+          protocol: 'pop3',
+          policy: 'default',
+          upstream: { routed: true, port: fake.port, tls: 'none', allow: ['127.0.0.1'] },
+          limits: { holdTimeoutMs: 700 },
+        },
+      ],
+      {
+        extra: {
+          scanner: {
+            type: 'clamd',
+            endpoints: [{ host: '127.0.0.1', port: clamd.port }],
+            timeoutMs: 30_000,
+            healthIntervalMs: 60_000,
+            maxStreamBytes: 25 * 1024 * 1024,
+          },
+        },
+      },
     );
     cleanups.push(() => postern.close());
     onTestFailed(() => console.error('--- postern log ---\n' + postern.logs()));
@@ -198,16 +231,28 @@ describe('hold deadline', () => {
     await c.waitFor(/^(\+OK[^\r]*\r\n){3}$/);
     const before = c.text.length;
     c.write('RETR 1\r\n');
-    await until(() => scansStarted(clamd) > 0, 5000, () => 'a scan to start');
+    await until(
+      () => scansStarted(clamd) > 0,
+      5000,
+      () => 'a scan to start',
+    );
     const t0 = Date.now();
-    await until(() => c.closed, 5000, () => `client closed; got ${JSON.stringify(c.text)}`);
+    await until(
+      () => c.closed,
+      5000,
+      () => `client closed; got ${JSON.stringify(c.text)}`,
+    );
     const ms = Date.now() - t0;
     console.log(`POP3 hold deadline: RETR answered and session ended ${ms} ms after the scan started (hold_timeout_ms 700)`);
     expect(ms).toBeLessThan(2500);
     expect(c.text.slice(before)).toMatch(/^-ERR \[SYS\/TEMP\] [^\r\n]*\r\n$/);
     expect(c.text).not.toContain('plain text body');
     expect(postern.logs()).toMatch(/"event":"session.close","reason":"timeout","err":\{"code":"E_HOLD_TIMEOUT"/);
-    await until(() => postern.server.sessionCount === 0 && fake.open() === 0, 1000, () => 'release');
+    await until(
+      () => postern.server.sessionCount === 0 && fake.open() === 0,
+      1000,
+      () => 'release',
+    );
   });
 
   it('time spent waiting for the client to read does not count against the hold deadline (the stall timeout governs it)', async () => {
@@ -236,7 +281,11 @@ describe('hold deadline', () => {
     c.write('go\r\n');
     await new Promise((r) => setTimeout(r, 900));
     expect(postern.server.sessionCount).toBe(1); // three hold deadlines passed while the client was the bottleneck
-    await until(() => postern.server.sessionCount === 0, 5000, () => 'stall timeout');
+    await until(
+      () => postern.server.sessionCount === 0,
+      5000,
+      () => 'stall timeout',
+    );
     expect(postern.logs()).toMatch(/"event":"session.close","reason":"error","err":\{"code":"E_CLIENT_STALLED"/);
     expect(postern.logs()).not.toMatch(/E_HOLD_TIMEOUT/);
     c.sock.destroy();

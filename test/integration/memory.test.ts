@@ -15,8 +15,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import { DEFAULT_FLOW_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../../src/limits.js';
 import type { Session, SessionHost } from '../../src/session/types.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const FLOOD_SCRIPT = path.resolve(import.meta.dirname, '../helpers/flood_clients.py');
 /** The bound this test states: RSS growth of the postern process under the flood. */
@@ -79,11 +79,32 @@ describe('clients that never read (pre-login command loops)', () => {
       { serverLimits: { maxSessionsPerClient: 100 } },
     );
     const p = postern;
-    onTestFailed(() => console.error(p.logs().split('\n').filter((l) => /session closed|ending session|refused/.test(l)).slice(0, 80).join('\n')));
+    onTestFailed(() =>
+      console.error(
+        p
+          .logs()
+          .split('\n')
+          .filter((l) => /session closed|ending session|refused/.test(l))
+          .slice(0, 80)
+          .join('\n'),
+      ),
+    );
 
     const sampleRss = () => process.memoryUsage.rss();
     // warm-up: TLS contexts, leaf minting, code paths, so the baseline is not taken cold
-    await flood({ durationMs: 300, graceMs: 0, capMs: 15_000, groups: [{ port: p.port('imap'), tls: false, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('imaps'), tls: true, count: 2, command: 'a CAPABILITY\r\n' }, { port: p.port('pop3'), tls: false, count: 2, command: 'CAPA\r\n' }] }, 20_000);
+    await flood(
+      {
+        durationMs: 300,
+        graceMs: 0,
+        capMs: 15_000,
+        groups: [
+          { port: p.port('imap'), tls: false, count: 2, command: 'a CAPABILITY\r\n' },
+          { port: p.port('imaps'), tls: true, count: 2, command: 'a CAPABILITY\r\n' },
+          { port: p.port('pop3'), tls: false, count: 2, command: 'CAPA\r\n' },
+        ],
+      },
+      20_000,
+    );
     await waitFor(() => p.server.sessionCount === 0, 10_000);
     const warmupCloses = closeLines(p).length;
     const before = sampleRss();
@@ -178,7 +199,13 @@ describe('hard output limit', () => {
       onTimeout: () => undefined,
     });
     postern = await startPostern(
-      [{ name: 'x', upstream: { host: '127.0.0.1', port: 9, tls: 'none' }, limits: { maxBufferedBytes: 64 * 1024, clientOutputSoftBytes: 256 * 1024, clientOutputHardBytes: MiB, clientStallTimeoutMs: 0 } }],
+      [
+        {
+          name: 'x',
+          upstream: { host: '127.0.0.1', port: 9, tls: 'none' },
+          limits: { maxBufferedBytes: 64 * 1024, clientOutputSoftBytes: 256 * 1024, clientOutputHardBytes: MiB, clientStallTimeoutMs: 0 },
+        },
+      ],
       { createSession },
     );
     const p = postern;

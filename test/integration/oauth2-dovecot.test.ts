@@ -96,16 +96,31 @@ afterAll(async () => {
 
 describe('IMAP, exact bytes', () => {
   it('advertises AUTH=XOAUTH2 AUTH=OAUTHBEARER (and only XOAUTH2 when OAUTHBEARER is not configured)', async () => {
-    await converse(dc.ports.imap, [['a CAPABILITY', `* CAPABILITY ${PREAUTH_CAPS} AUTH=XOAUTH2 AUTH=OAUTHBEARER\r\na OK Pre-login capabilities listed, post-login capabilities have more.\r\n`]]);
-    await converse(dcX.ports.imap, [['a CAPABILITY', `* CAPABILITY ${PREAUTH_CAPS} AUTH=XOAUTH2\r\na OK Pre-login capabilities listed, post-login capabilities have more.\r\n`]]);
-    await converse(dcX.ports.imap, [[`a AUTHENTICATE OAUTHBEARER ${bearer('n,a=alice,', ALICE_TOKEN)}`, 'a NO [ALERT] Unsupported authentication mechanism.\r\n']]);
+    await converse(dc.ports.imap, [
+      [
+        'a CAPABILITY',
+        `* CAPABILITY ${PREAUTH_CAPS} AUTH=XOAUTH2 AUTH=OAUTHBEARER\r\na OK Pre-login capabilities listed, post-login capabilities have more.\r\n`,
+      ],
+    ]);
+    await converse(dcX.ports.imap, [
+      ['a CAPABILITY', `* CAPABILITY ${PREAUTH_CAPS} AUTH=XOAUTH2\r\na OK Pre-login capabilities listed, post-login capabilities have more.\r\n`],
+    ]);
+    await converse(dcX.ports.imap, [
+      [`a AUTHENTICATE OAUTHBEARER ${bearer('n,a=alice,', ALICE_TOKEN)}`, 'a NO [ALERT] Unsupported authentication mechanism.\r\n'],
+    ]);
   });
 
   it('a valid token logs in: XOAUTH2 and OAUTHBEARER, with SASL-IR and after an empty `+ `', async () => {
     await converse(dc.ports.imap, [[`a AUTHENTICATE XOAUTH2 ${xoauth2('alice', ALICE_TOKEN)}`, IMAP_OK]]);
-    await converse(dc.ports.imap, [['a AUTHENTICATE XOAUTH2', '+ \r\n'], [xoauth2('alice', ALICE_TOKEN), IMAP_OK]]);
+    await converse(dc.ports.imap, [
+      ['a AUTHENTICATE XOAUTH2', '+ \r\n'],
+      [xoauth2('alice', ALICE_TOKEN), IMAP_OK],
+    ]);
     await converse(dc.ports.imap, [[`a AUTHENTICATE OAUTHBEARER ${bearer('n,a=alice,', ALICE_TOKEN, 'host=127.0.0.1\x01port=143\x01')}`, IMAP_OK]]);
-    await converse(dc.ports.imap, [['a AUTHENTICATE OAUTHBEARER', '+ \r\n'], [bearer('y,a=alice,', ALICE_TOKEN), IMAP_OK]]);
+    await converse(dc.ports.imap, [
+      ['a AUTHENTICATE OAUTHBEARER', '+ \r\n'],
+      [bearer('y,a=alice,', ALICE_TOKEN), IMAP_OK],
+    ]);
   });
 
   it('an invalid token: the JSON error challenge, the client answers, then NO', async () => {
@@ -160,7 +175,12 @@ describe('IMAP, exact bytes', () => {
     // and it reads everything after `Bearer ` as the token: two spaces make the token start with one
     const before = idp.requests().length;
     await converse(dc.ports.imap, [[`a AUTHENTICATE XOAUTH2 ${b64(`user=alice\x01auth=Bearer  ${ALICE_TOKEN}\x01\x01`)}`, `+ ${XOAUTH2_CHALLENGE}\r\n`]]);
-    expect(idp.requests().slice(before).map((r) => r.token)).toEqual([` ${ALICE_TOKEN}`]);
+    expect(
+      idp
+        .requests()
+        .slice(before)
+        .map((r) => r.token),
+    ).toEqual([` ${ALICE_TOKEN}`]);
   });
 
   it('a SASL response over 8192 base64 characters: Dovecot closes the connection without a word', async () => {
@@ -203,9 +223,15 @@ describe('POP3, exact bytes', () => {
 
   it('a valid token logs in: initial response and continuation, both mechanisms', async () => {
     await converse(dc.ports.pop3, [[`AUTH XOAUTH2 ${xoauth2('alice', ALICE_TOKEN)}`, POP3_OK]]);
-    await converse(dc.ports.pop3, [['AUTH XOAUTH2', '+ \r\n'], [xoauth2('alice', ALICE_TOKEN), POP3_OK]]);
+    await converse(dc.ports.pop3, [
+      ['AUTH XOAUTH2', '+ \r\n'],
+      [xoauth2('alice', ALICE_TOKEN), POP3_OK],
+    ]);
     await converse(dc.ports.pop3, [[`AUTH OAUTHBEARER ${bearer('n,a=alice,', ALICE_TOKEN, 'host=127.0.0.1\x01port=110\x01')}`, POP3_OK]]);
-    await converse(dc.ports.pop3, [['AUTH OAUTHBEARER', '+ \r\n'], [bearer('n,a=alice,', ALICE_TOKEN), POP3_OK]]);
+    await converse(dc.ports.pop3, [
+      ['AUTH OAUTHBEARER', '+ \r\n'],
+      [bearer('n,a=alice,', ALICE_TOKEN), POP3_OK],
+    ]);
   });
 
   it('an invalid token: the JSON error challenge, the client answers, then -ERR [AUTH]; `*` cancels', async () => {
@@ -337,13 +363,34 @@ describe('real clients against Dovecot directly', () => {
   });
 
   it('curl --oauth2-bearer, IMAPS and POP3 (continuation, and --sasl-ir): valid logs in', async () => {
-    const imaps = await run('curl', ['-s', '--interface', freshAddress(), '--cacert', dc.certFile, '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `imaps://127.0.0.1:${dc.ports.imaps}/`]);
+    const imaps = await run('curl', [
+      '-s',
+      '--interface',
+      freshAddress(),
+      '--cacert',
+      dc.certFile,
+      '-u',
+      'alice:',
+      '--oauth2-bearer',
+      ALICE_TOKEN,
+      `imaps://127.0.0.1:${dc.ports.imaps}/`,
+    ]);
     expect(imaps.code).toBe(0);
     expect(imaps.stdout.toString()).toBe('* LIST (\\HasNoChildren) "." INBOX\r\n');
     const pop = await run('curl', ['-sv', '--interface', freshAddress(), '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `pop3://127.0.0.1:${dc.ports.pop3}/`]);
     expect(pop.code).toBe(0);
     expect(curlLines(pop.stderr).filter((l) => /^> AUTH|^< \+ |^< \+OK Logged/.test(l))).toEqual(['> AUTH OAUTHBEARER', '< + ', '< +OK Logged in.']);
-    const popIr = await run('curl', ['-sv', '--sasl-ir', '--interface', freshAddress(), '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `pop3://127.0.0.1:${dc.ports.pop3}/`]);
+    const popIr = await run('curl', [
+      '-sv',
+      '--sasl-ir',
+      '--interface',
+      freshAddress(),
+      '-u',
+      'alice:',
+      '--oauth2-bearer',
+      ALICE_TOKEN,
+      `pop3://127.0.0.1:${dc.ports.pop3}/`,
+    ]);
     expect(popIr.code).toBe(0);
     expect(curlLines(popIr.stderr).filter((l) => /^> AUTH/.test(l))).toEqual([
       `> AUTH OAUTHBEARER ${bearer('n,a=alice,', ALICE_TOKEN, `host=127.0.0.1\x01port=${dc.ports.pop3}\x01`)}`,

@@ -34,7 +34,8 @@ const BAD_TOKEN = 'expired.token-7';
 const XOAUTH2_JSON = '{"status":"401","schemes":"bearer","scope":"mail"}';
 const BEARER_JSON = '{"status":"invalid_token"}';
 const BEARER_CHALLENGE = Buffer.from(BEARER_JSON).toString('base64');
-const MESSAGE = 'From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: oauth relay test\r\nMessage-ID: <oauth1@example.test>\r\n\r\nHello via OAuth2.\r\n';
+const MESSAGE =
+  'From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: oauth relay test\r\nMessage-ID: <oauth1@example.test>\r\n\r\nHello via OAuth2.\r\n';
 
 const b64 = (s: string) => Buffer.from(s, 'latin1').toString('base64');
 const xoauth2 = (user: string, token: string) => b64(`user=${user}\x01auth=Bearer ${token}\x01\x01`);
@@ -280,7 +281,9 @@ describe('what a static listener offers: what its upstream advertised to the cap
     expect(await greetingOf('imap-routed')).toBe(`${base} AUTH=XOAUTH2 AUTH=OAUTHBEARER] postern IMAP proxy ready\r\n`);
     expect(await greetingOf('imap-xonly')).toBe(`${base} AUTH=XOAUTH2] postern IMAP proxy ready\r\n`);
     expect(await greetingOf('imap-nooauth')).toBe(`${base}] postern IMAP proxy ready\r\n`);
-    expect(await greetingOf('imap-nooauth', `a AUTHENTICATE XOAUTH2 ${xoauth2('alice', ALICE_TOKEN)}\r\n`)).toBe('a NO [CANNOT] Unsupported authentication mechanism\r\n');
+    expect(await greetingOf('imap-nooauth', `a AUTHENTICATE XOAUTH2 ${xoauth2('alice', ALICE_TOKEN)}\r\n`)).toBe(
+      'a NO [CANNOT] Unsupported authentication mechanism\r\n',
+    );
   });
 
   it('POP3 CAPA: SASL lists OAuth2 only where the upstream offers it', async () => {
@@ -340,15 +343,21 @@ describe('python imaplib', () => {
 describe('python poplib', () => {
   it('XOAUTH2 and OAUTHBEARER with a valid token log in (implicit TLS, upstream STLS) and retrieve the message', async () => {
     expect(await pyPop3('pop3-tls', 'tls', 'XOAUTH2', xoauth2('alice', ALICE_TOKEN))).toBe(`FIRST +OK Logged in.\nSTAT (1, ${MESSAGE.length})\n${POP3_BODY}\n`);
-    expect(await pyPop3('pop3-starttls', 'starttls', 'OAUTHBEARER', bearer('alice', ALICE_TOKEN))).toBe(`FIRST +OK Logged in.\nSTAT (1, ${MESSAGE.length})\n${POP3_BODY}\n`);
+    expect(await pyPop3('pop3-starttls', 'starttls', 'OAUTHBEARER', bearer('alice', ALICE_TOKEN))).toBe(
+      `FIRST +OK Logged in.\nSTAT (1, ${MESSAGE.length})\n${POP3_BODY}\n`,
+    );
   });
 
   it("an invalid token: Dovecot's challenge, the client's answer relayed, -ERR [AUTH]", async () => {
-    expect(await pyPop3('pop3-tls', 'tls', 'OAUTHBEARER', bearer('alice', BAD_TOKEN))).toBe(`FIRST + ${BEARER_CHALLENGE}\nERROR -ERR [AUTH] Authentication failed.\n`);
+    expect(await pyPop3('pop3-tls', 'tls', 'OAUTHBEARER', bearer('alice', BAD_TOKEN))).toBe(
+      `FIRST + ${BEARER_CHALLENGE}\nERROR -ERR [AUTH] Authentication failed.\n`,
+    );
   });
 
   it('login routing: alice@localhost inside the payload', async () => {
-    expect(await pyPop3('pop3-routed', 'tls', 'XOAUTH2', xoauth2('alice@localhost', ALICE_TOKEN))).toBe(`FIRST +OK Logged in.\nSTAT (1, ${MESSAGE.length})\n${POP3_BODY}\n`);
+    expect(await pyPop3('pop3-routed', 'tls', 'XOAUTH2', xoauth2('alice@localhost', ALICE_TOKEN))).toBe(
+      `FIRST +OK Logged in.\nSTAT (1, ${MESSAGE.length})\n${POP3_BODY}\n`,
+    );
   });
 });
 
@@ -363,10 +372,25 @@ describe('curl --oauth2-bearer', () => {
   });
 
   it('IMAP over client STARTTLS (--ssl-reqd) and login routing', async () => {
-    const r = await curl([...resolve('imap-starttls'), '--ssl-reqd', '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `imap://localhost:${port('imap-starttls')}/INBOX;UID=1`]);
+    const r = await curl([
+      ...resolve('imap-starttls'),
+      '--ssl-reqd',
+      '-u',
+      'alice:',
+      '--oauth2-bearer',
+      ALICE_TOKEN,
+      `imap://localhost:${port('imap-starttls')}/INBOX;UID=1`,
+    ]);
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe(MESSAGE);
-    const routed = await curl([...resolve('imap-routed'), '-u', 'alice@localhost:', '--oauth2-bearer', ALICE_TOKEN, `imaps://localhost:${port('imap-routed')}/INBOX;UID=1`]);
+    const routed = await curl([
+      ...resolve('imap-routed'),
+      '-u',
+      'alice@localhost:',
+      '--oauth2-bearer',
+      ALICE_TOKEN,
+      `imaps://localhost:${port('imap-routed')}/INBOX;UID=1`,
+    ]);
     expect(routed.code, routed.err).toBe(0);
     expect(routed.out).toBe(MESSAGE);
   });
@@ -389,7 +413,15 @@ describe('curl --oauth2-bearer', () => {
     const a = await curl([...resolve('pop3-tls'), '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `pop3s://localhost:${port('pop3-tls')}/1`]);
     expect(a.code, a.err).toBe(0);
     expect(a.out).toBe(MESSAGE);
-    const b = await curl([...resolve('pop3-starttls'), '--ssl-reqd', '-u', 'alice:', '--oauth2-bearer', ALICE_TOKEN, `pop3://localhost:${port('pop3-starttls')}/1`]);
+    const b = await curl([
+      ...resolve('pop3-starttls'),
+      '--ssl-reqd',
+      '-u',
+      'alice:',
+      '--oauth2-bearer',
+      ALICE_TOKEN,
+      `pop3://localhost:${port('pop3-starttls')}/1`,
+    ]);
     expect(b.code, b.err).toBe(0);
     expect(b.out).toBe(MESSAGE);
     const bad = await curl([...resolve('pop3-tls'), '-u', 'alice:', '--oauth2-bearer', BAD_TOKEN, `pop3s://localhost:${port('pop3-tls')}/1`]);
@@ -413,7 +445,15 @@ describe('the log', () => {
     expect(log).toContain('"dir":"client>postern","line":"AUTH XOAUTH2 [redacted]"');
     expect(log).toContain('"event":"login.ok"');
     expect(log).toContain('"user":"alice"');
-    for (const secret of [ALICE_TOKEN, BAD_TOKEN, 'alice_tok', xoauth2('alice', ALICE_TOKEN), bearer('alice', ALICE_TOKEN), bearer('alice', BAD_TOKEN), xoauth2('alice@localhost', ALICE_TOKEN)]) {
+    for (const secret of [
+      ALICE_TOKEN,
+      BAD_TOKEN,
+      'alice_tok',
+      xoauth2('alice', ALICE_TOKEN),
+      bearer('alice', ALICE_TOKEN),
+      bearer('alice', BAD_TOKEN),
+      xoauth2('alice@localhost', ALICE_TOKEN),
+    ]) {
       expect(log.includes(secret), secret).toBe(false);
     }
   });

@@ -18,10 +18,10 @@ import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest'
 import type { ScannerConfig } from '../../src/config/types.js';
 import { recoveryId } from '../../src/policy/engine.js';
 import { PROTECTED_FILE_NAME } from '../../src/quarantine/protected.js';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawConn, run } from '../harness/util.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 import { eicar } from '../scanners/samples.js';
 
 const b64lines = (d: Buffer) => (d.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -58,8 +58,20 @@ beforeAll(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-pop3-fail-closed-'));
   qdir = path.join(tmp, 'quarantine');
   writeFileSync(path.join(tmp, 'not-a-dir'), 'x');
-  const scanner: ScannerConfig = { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 };
-  const spec = { name: 'pop3', protocol: 'pop3' as const, tls: 'none' as const, policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const } };
+  const scanner: ScannerConfig = {
+    type: 'clamd',
+    endpoints: [{ host: clamd.host, port: clamd.port }],
+    timeoutMs: 10_000,
+    healthIntervalMs: 60_000,
+    maxStreamBytes: 25 * 1024 * 1024,
+  };
+  const spec = {
+    name: 'pop3',
+    protocol: 'pop3' as const,
+    tls: 'none' as const,
+    policy: 'default',
+    upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const },
+  };
   [postern, broken] = await Promise.all([
     startPostern([spec], { extra: { scanner, quarantine: { dir: qdir, retentionDays: 30 } } }),
     startPostern([spec], { extra: { scanner, quarantine: { dir: path.join(tmp, 'not-a-dir', 'quarantine'), retentionDays: 30 } } }),
@@ -214,7 +226,9 @@ describe('nothing lost across sessions (quarantine of one original fails)', () =
     // session 1: retrieve the altered message (its original cannot be quarantined), delete the clean one
     const s1 = await oneByOne(port, 'bob', ['RETR 2', 'DELE 2', 'DELE 1', 'QUIT']);
     for (const p of PROBES) expect(s1).not.toContain(p);
-    expect(s1).toMatch(/\r\n\.\r\n-ERR \[SYS\/PERM\] postern: message 2 was altered by policy and its original is not in quarantine; it stays on the server\r\n\+OK\r\n\+OK\r\n$/);
+    expect(s1).toMatch(
+      /\r\n\.\r\n-ERR \[SYS\/PERM\] postern: message 2 was altered by policy and its original is not in quarantine; it stays on the server\r\n\+OK\r\n\+OK\r\n$/,
+    );
     expect(await dovecot.count('bob')).toBe(1); // the altered one is now message 1
     expect(protectedEntries()).toEqual([
       expect.objectContaining({ upstream: `127.0.0.1:${dovecot.ports.pop3}`, user: 'bob', uidl, reason: 'quarantine-failed', status: 'changed' }),
@@ -269,7 +283,13 @@ print(json.dumps([r, p.quit().decode()]))
     const blocker = blockQuarantineOf(EXE);
     try {
       await oneByOne(postern.port('pop3'), 'bob', ['RETR 1', 'QUIT']);
-      const spec = { name: 'pop3', protocol: 'pop3' as const, tls: 'none' as const, policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const } };
+      const spec = {
+        name: 'pop3',
+        protocol: 'pop3' as const,
+        tls: 'none' as const,
+        policy: 'default',
+        upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const },
+      };
       const second = await startPostern([spec], { extra: { quarantine: { dir: qdir, retentionDays: 30 } } });
       try {
         expect(await pipelined(second.port('pop3'), 'bob', ['DELE 1', 'QUIT'])).toMatch(/^-ERR \[SYS\/PERM\][^\r\n]*\r\n\+OK\r\n$/);
@@ -290,7 +310,9 @@ print(json.dumps([r, p.quit().decode()]))
     await mailbox('bob', CLEAN, EXE);
     const got = await oneByOne(broken.port('pop3'), 'bob', ['RETR 2', 'RETR 1', 'DELE 1', 'DELE 2', 'QUIT']);
     for (const p of PROBES) expect(got).not.toContain(p);
-    expect(got).toMatch(/^-ERR \[SYS\/TEMP\] postern: message 2 was altered by policy and its original can be neither quarantined nor recorded as protected; try again later\r\n\+OK /);
+    expect(got).toMatch(
+      /^-ERR \[SYS\/TEMP\] postern: message 2 was altered by policy and its original can be neither quarantined nor recorded as protected; try again later\r\n\+OK /,
+    );
     expect(got).toContain('\r\n-ERR [SYS/TEMP] postern: cannot tell whether message 1 may be deleted; it stays on the server\r\n-ERR [SYS/PERM]');
     expect(await dovecot.count('bob')).toBe(2);
     expect(broken.logs()).toContain('"code":"E_PROTECTED_STORE"');

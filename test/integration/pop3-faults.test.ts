@@ -7,9 +7,9 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { recoveryId } from '../../src/policy/engine.js';
 import { PROTECTED_FILE_NAME } from '../../src/quarantine/protected.js';
-import { fakePop3, type FakePop3Options, type ScriptedServer } from '../harness/scripted-server.js';
-import { RawConn, selfSignedCert, tempDir, type TempDir } from '../harness/util.js';
-import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+import { type FakePop3Options, fakePop3, type ScriptedServer } from '../harness/scripted-server.js';
+import { RawConn, selfSignedCert, type TempDir, tempDir } from '../harness/util.js';
+import { type ListenerSpec, type PosternHandle, startPostern } from '../helpers/postern.js';
 
 let dir: TempDir;
 let cert: { certFile: string; keyFile: string };
@@ -137,9 +137,7 @@ describe('POP3 upstream faults', () => {
     const fake = await fakePop3({});
     const port = fake.port;
     await fake.close();
-    const postern = await startPostern([
-      { name: 'p', protocol: 'pop3', tls: 'none', upstream: { routed: true, port, tls: 'none', allow: ['127.0.0.1'] } },
-    ]);
+    const postern = await startPostern([{ name: 'p', protocol: 'pop3', tls: 'none', upstream: { routed: true, port, tls: 'none', allow: ['127.0.0.1'] } }]);
     cleanups.push(() => postern.close());
     const c = await login(postern);
     await c.waitEnd();
@@ -196,12 +194,16 @@ describe('POP3 upstream faults', () => {
     expect(a.text).toMatch(/\r\n\.\r\n-ERR \[SYS\/PERM\][^\r\n]*\r\n\+OK\r\n$/);
     const file = path.join(qdir, PROTECTED_FILE_NAME);
     expect(existsSync(file)).toBe(true);
-    expect(JSON.parse(readFileSync(file, 'utf8')).entries).toEqual([expect.objectContaining({ upstream: `127.0.0.1:${fake.port}`, user: 'alice', uidl: null })]);
+    expect(JSON.parse(readFileSync(file, 'utf8')).entries).toEqual([
+      expect.objectContaining({ upstream: `127.0.0.1:${fake.port}`, user: 'alice', uidl: null }),
+    ]);
 
     // a later session: postern cannot tell which message is the protected one, so no DELE passes
     const b = await login(postern, 'DELE 1\r\nDELE 2\r\nQUIT\r\n');
     await b.waitEnd(10_000);
-    expect(b.text).toMatch(/^\+OK postern ready\r\n\+OK\r\n\+OK Logged in\r\n(-ERR \[SYS\/PERM\] postern: cannot tell whether message \d is protected \(no UIDL\); it stays on the server\r\n){2}\+OK\r\n$/);
+    expect(b.text).toMatch(
+      /^\+OK postern ready\r\n\+OK\r\n\+OK Logged in\r\n(-ERR \[SYS\/PERM\] postern: cannot tell whether message \d is protected \(no UIDL\); it stays on the server\r\n){2}\+OK\r\n$/,
+    );
     expect(sentBy(fake, 'DELE')).toEqual([]);
     expect(sentBy(fake, 'UIDL').map((l) => l.line)).toEqual(['UIDL 1', 'UIDL 1', 'UIDL 2']);
   });
@@ -217,7 +219,10 @@ describe('POP3 upstream faults', () => {
     } finally {
       c.close();
     }
-    const closed = postern.logs().split('\n').find((l) => l.includes('"event":"session.close"'))!;
+    const closed = postern
+      .logs()
+      .split('\n')
+      .find((l) => l.includes('"event":"session.close"'))!;
     const rec = JSON.parse(closed) as { err: { code: string }; traffic: { toClient: number } };
     expect(rec.err.code).toBe('E_TOO_MANY_COMMANDS');
     // greeting + 50 CAPA answers (~140 bytes each) + the -ERR: never megabytes

@@ -15,17 +15,16 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import type { ScannerConfig } from '../../src/config/types.js';
-import type { ListenerConfig } from '../../src/config/types.js';
+import type { ListenerConfig, ScannerConfig } from '../../src/config/types.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { inspectMessage, recoveryId } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { PROTECTED_FILE_NAME, ProtectedStore } from '../../src/quarantine/protected.js';
 import { createScanner } from '../../src/scanners/clamd.js';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawConn, run } from '../harness/util.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 import { eicar } from '../scanners/samples.js';
 
 function b64lines(data: Buffer): string {
@@ -81,8 +80,20 @@ beforeAll(async () => {
   tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-pop3-inspect-'));
   // root ignores permission bits, so an unwritable quarantine is a path whose parent is a regular file
   writeFileSync(path.join(tmp, 'not-a-dir'), 'x');
-  scannerCfg = { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 * 1024 * 1024 };
-  const spec = { name: 'pop3', protocol: 'pop3' as const, tls: 'none' as const, policy: 'default', upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const } };
+  scannerCfg = {
+    type: 'clamd',
+    endpoints: [{ host: clamd.host, port: clamd.port }],
+    timeoutMs: 10_000,
+    healthIntervalMs: 60_000,
+    maxStreamBytes: 25 * 1024 * 1024,
+  };
+  const spec = {
+    name: 'pop3',
+    protocol: 'pop3' as const,
+    tls: 'none' as const,
+    policy: 'default',
+    upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' as const },
+  };
   [postern, broken] = await Promise.all([
     startPostern([spec], { extra: { scanner: scannerCfg, quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 } } }),
     startPostern([spec], { extra: { scanner: scannerCfg, quarantine: { dir: path.join(tmp, 'not-a-dir', 'quarantine'), retentionDays: 30 } } }),
@@ -239,7 +250,9 @@ describe('POP3 RETR through the default policy', () => {
       const d = await Pop.open(dovecot.ports.pop3);
       try {
         for (const n of [0, 2, 100]) {
-          expect(split(await p.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'), `TOP ${n}`).toBe(split(await d.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'));
+          expect(split(await p.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'), `TOP ${n}`).toBe(
+            split(await d.cmd(`TOP ${M.clean} ${n}`, true)).body.toString('latin1'),
+          );
         }
       } finally {
         d.close();
@@ -373,7 +386,11 @@ describe('POP3 RETR through the default policy', () => {
       expect(l.bytes).toBe(ORIGINAL[l.msgno]!.length);
       expect(typeof l.scanMs).toBe('number');
     }
-    expect(virus).toMatchObject({ verdict: 'changed', bytesOut: oracle.get(M.virus)!.length, quarantineId: recoveryId(Buffer.from(VIRUS, 'latin1'), 'default') });
+    expect(virus).toMatchObject({
+      verdict: 'changed',
+      bytesOut: oracle.get(M.virus)!.length,
+      quarantineId: recoveryId(Buffer.from(VIRUS, 'latin1'), 'default'),
+    });
     expect(virus.viruses.join(' ')).toMatch(/Eicar/i);
     expect(virus.rules).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip' })]);
     expect(exe).toMatchObject({ verdict: 'changed', viruses: [], quarantineId: recoveryId(Buffer.from(EXE, 'latin1'), 'default') });
@@ -396,7 +413,9 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
       // an altered message whose original can neither be quarantined nor recorded as protected is never
       // handed out: a later session could not know it must not be deleted (test/integration/pop3-fail-closed.test.ts)
       const withheld = (await p.cmd('RETR 1', true)).toString('latin1');
-      expect(withheld).toMatch(/^-ERR \[SYS\/TEMP\] postern: message 1 was altered by policy and its original can be neither quarantined nor recorded as protected; try again later\r\n$/);
+      expect(withheld).toMatch(
+        /^-ERR \[SYS\/TEMP\] postern: message 1 was altered by policy and its original can be neither quarantined nor recorded as protected; try again later\r\n$/,
+      );
       expect((await p.cmd('RETR 2', true)).toString('latin1')).toBe((await directRetr(2, 'bob')).toString('latin1'));
       expect((await p.cmd('DELE 1')).toString('latin1')).toMatch(/^-ERR \[SYS\/PERM\] [^\r\n]*quarantine[^\r\n]*\r\n$/);
       // the record file cannot even be read: postern cannot tell whether message 2 is protected
@@ -411,7 +430,9 @@ describe('nothing lost: DELE of an altered message needs its original in quarant
     const line = inspectedLines(broken).find((l) => l.user === 'bob' && l.msgno === 1)!;
     expect(line).toMatchObject({ verdict: 'changed', quarantineFailed: true });
     expect(line.quarantineId).toBeUndefined();
-    expect(broken.logs()).toMatch(/"event":"command.refused","command":"DELE".*"msg":"DELE refused: message was altered and its original is not in quarantine"/);
+    expect(broken.logs()).toMatch(
+      /"event":"command.refused","command":"DELE".*"msg":"DELE refused: message was altered and its original is not in quarantine"/,
+    );
     expect(broken.logs()).toContain('"code":"E_PROTECTED_STORE"');
   });
 
@@ -478,7 +499,6 @@ describe('scanner failure', () => {
     expect(tempfails.length).toBeGreaterThanOrEqual(3);
   });
 });
-
 
 describe('per-session memory', () => {
   it('sanitised outputs are kept within inspect.cacheMemoryBytes; an evicted message is re-inspected to the same bytes and its DELE verdict is kept', async () => {

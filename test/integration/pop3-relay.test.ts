@@ -5,9 +5,9 @@
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import type { ClientTlsMode, UpstreamTlsMode } from '../../src/config/types.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { RawConn, connectionRecorder, run } from '../harness/util.js';
-import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { connectionRecorder, RawConn, run } from '../harness/util.js';
+import { type ListenerSpec, type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const CLIENT_MODES: ClientTlsMode[] = ['none', 'starttls', 'starttls-required', 'implicit'];
 const UPSTREAM_MODES: UpstreamTlsMode[] = ['none', 'starttls', 'implicit'];
@@ -75,7 +75,15 @@ interface PyResult {
   quit?: string;
 }
 
-async function poplib(args: { port: number; mode: ClientTlsMode; user: string; password: string; ca: string; retr?: number[]; dele?: number[] }): Promise<PyResult> {
+async function poplib(args: {
+  port: number;
+  mode: ClientTlsMode;
+  user: string;
+  password: string;
+  ca: string;
+  retr?: number[];
+  dele?: number[];
+}): Promise<PyResult> {
   const r = await run('python3', ['-c', PY_CLIENT, JSON.stringify({ host: '127.0.0.1', ...args })], { timeoutMs: 30_000 });
   if (r.code !== 0) throw new Error(`poplib client failed: ${r.stderr.toString()}`);
   return JSON.parse(r.stdout.toString()) as PyResult;
@@ -216,7 +224,13 @@ describe('POP3 relay against Dovecot', () => {
     const untrusted = await curl([`pop3s://127.0.0.1:${postern.port('m-implicit-none')}/1`, '-u', `alice@127.0.0.1:${dovecot.users.alice}`]);
     expect(untrusted.code).toBe(60); // peer certificate cannot be authenticated
     const wrongName = await new Promise<string>((resolve) => {
-      const s = tls.connect({ host: '127.0.0.1', port: postern.port('m-implicit-none'), servername: 'mail.other.test', ca: [postern.ca.certPem], checkServerIdentity: (_h, cert) => tls.checkServerIdentity('wrong.example', cert) });
+      const s = tls.connect({
+        host: '127.0.0.1',
+        port: postern.port('m-implicit-none'),
+        servername: 'mail.other.test',
+        ca: [postern.ca.certPem],
+        checkServerIdentity: (_h, cert) => tls.checkServerIdentity('wrong.example', cert),
+      });
       s.on('secureConnect', () => {
         s.destroy();
         resolve('connected');
@@ -227,7 +241,14 @@ describe('POP3 relay against Dovecot', () => {
   });
 
   it('AUTH PLAIN with an initial response works through postern (curl --sasl-ir)', async () => {
-    const r = await curl([`pop3://127.0.0.1:${postern.port('m-none-starttls')}/1`, '--sasl-ir', '--login-options', 'AUTH=PLAIN', '-u', `alice@127.0.0.1:${dovecot.users.alice}`]);
+    const r = await curl([
+      `pop3://127.0.0.1:${postern.port('m-none-starttls')}/1`,
+      '--sasl-ir',
+      '--login-options',
+      'AUTH=PLAIN',
+      '-u',
+      `alice@127.0.0.1:${dovecot.users.alice}`,
+    ]);
     expect(r.err).toBe('');
     expect(r.out.toString()).toBe(MSG1);
   });
@@ -249,7 +270,13 @@ describe('POP3 relay against Dovecot', () => {
   });
 
   it('an upstream with an untrusted certificate is refused with -ERR [SYS/TEMP]', async () => {
-    const res = await poplib({ port: postern.port('untrusted-upstream'), mode: 'none', user: 'alice@127.0.0.1', password: dovecot.users.alice, ca: postern.caFile });
+    const res = await poplib({
+      port: postern.port('untrusted-upstream'),
+      mode: 'none',
+      user: 'alice@127.0.0.1',
+      password: dovecot.users.alice,
+      ca: postern.caFile,
+    });
     expect(res.error).toMatch(/^-ERR \[SYS\/TEMP\] upstream unavailable: .*(certificate|self.signed)/i);
     expect(postern.logs()).toContain('E_UPSTREAM_TLS');
   });
@@ -265,7 +292,14 @@ describe('POP3 relay against Dovecot', () => {
     c.close();
     await new Promise((r) => setTimeout(r, 200));
     expect(await dovecot.count('bob')).toBe(3);
-    const res = await poplib({ port: postern.port('m-implicit-implicit'), mode: 'implicit', user: 'bob@127.0.0.1', password: dovecot.users.bob, ca: postern.caFile, dele: [1, 3] });
+    const res = await poplib({
+      port: postern.port('m-implicit-implicit'),
+      mode: 'implicit',
+      user: 'bob@127.0.0.1',
+      password: dovecot.users.bob,
+      ca: postern.caFile,
+      dele: [1, 3],
+    });
     expect(res.dele).toEqual(['+OK Marked to be deleted.', '+OK Marked to be deleted.']);
     expect(await dovecot.count('bob')).toBe(1);
     const left = await curl([`pop3://127.0.0.1:${postern.port('m-none-none')}/1`, '-u', `bob@127.0.0.1:${dovecot.users.bob}`]);
@@ -287,7 +321,13 @@ describe('POP3 relay against Dovecot', () => {
   });
 
   it('routes by name with upstream certificate verification (alice@localhost over implicit TLS)', async () => {
-    const res = await poplib({ port: postern.port('m-none-implicit'), mode: 'none', user: 'alice@localhost', password: dovecot.users.alice, ca: postern.caFile });
+    const res = await poplib({
+      port: postern.port('m-none-implicit'),
+      mode: 'none',
+      user: 'alice@localhost',
+      password: dovecot.users.alice,
+      ca: postern.caFile,
+    });
     expect(res.pass).toBe('+OK Logged in.');
   });
 

@@ -5,9 +5,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { LOG_EVENTS, REDACTED } from '../../src/log/logger.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawConn } from '../harness/util.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const SUBJECT = 'trace-me-not subject line';
 const BODY_WORD = 'bodyword-never-in-the-log';
@@ -105,7 +105,16 @@ describe('protocol trace at level trace', () => {
 
     const t = sessionTrace('t3 SELECT INBOX');
     const n = Buffer.byteLength(MESSAGE);
-    expect(t['client>postern']).toEqual([`t1 LOGIN ${REDACTED}`, `t2 LOGIN ${REDACTED}`, '<5>', REDACTED, `<${pass.length}>`, 't3 SELECT INBOX', 't4 FETCH 1 (BODY.PEEK[])', 't5 LOGOUT']);
+    expect(t['client>postern']).toEqual([
+      `t1 LOGIN ${REDACTED}`,
+      `t2 LOGIN ${REDACTED}`,
+      '<5>',
+      REDACTED,
+      `<${pass.length}>`,
+      't3 SELECT INBOX',
+      't4 FETCH 1 (BODY.PEEK[])',
+      't5 LOGOUT',
+    ]);
     // postern's own login upstream: capabilities, STARTTLS, then AUTHENTICATE with its payload masked
     const up = t['postern>upstream']!;
     expect(up.some((l) => /^\S+ STARTTLS$/.test(l))).toBe(true);
@@ -161,12 +170,24 @@ describe('protocol trace at level trace', () => {
       expect(Object.keys(LOG_EVENTS), JSON.stringify(l)).toContain(l.event);
       expect(l, JSON.stringify(l)).not.toHaveProperty('code');
       if ('err' in l) {
-        expect(l.err, JSON.stringify(l)).toEqual({ code: expect.stringMatching(/^[A-Z_0-9]+$/), message: expect.any(String), ...('stack' in (l.err as object) ? { stack: expect.any(String) } : {}) });
+        expect(l.err, JSON.stringify(l)).toEqual({
+          code: expect.stringMatching(/^[A-Z_0-9]+$/),
+          message: expect.any(String),
+          ...('stack' in (l.err as object) ? { stack: expect.any(String) } : {}),
+        });
       }
-      if (l.sid) expect(l, JSON.stringify(l)).toMatchObject({ listener: expect.any(String), protocol: expect.stringMatching(/^(imap|pop3)$/), client: expect.stringMatching(/:\d+$/) });
+      if (l.sid)
+        expect(l, JSON.stringify(l)).toMatchObject({
+          listener: expect.any(String),
+          protocol: expect.stringMatching(/^(imap|pop3)$/),
+          client: expect.stringMatching(/:\d+$/),
+        });
     }
     for (const e of ['session.open', 'upstream.tls', 'login.ok', 'login.refused', 'session.close', 'proto.line', 'proto.data']) {
-      expect(lines.some((l) => l.event === e), e).toBe(true);
+      expect(
+        lines.some((l) => l.event === e),
+        e,
+      ).toBe(true);
     }
   });
 });

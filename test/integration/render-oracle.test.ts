@@ -8,11 +8,11 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
+import { isPosternError } from '../../src/errors.js';
+import { renderItem } from '../../src/inspect/render.js';
 import { buildPartMap, walkParts } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { renderItem } from '../../src/inspect/render.js';
-import { isPosternError } from '../../src/errors.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { CONTENT_TYPE_VALUES, contentTypeMessage } from '../mime/content-type-values.js';
 
 const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/render');
@@ -276,7 +276,8 @@ describe('HEADER.FIELDS names are echoed as Dovecot echoes them', () => {
           const theirs = resp ? itemBytes(resp).toString('latin1') : '(missing)';
           const mine = renderItem(body, map, parseFetchItems(form).items[0]!).toString('latin1');
           compared++;
-          if (theirs !== mine) mismatches.push({ item: JSON.stringify(form), dovecot: JSON.stringify(theirs).slice(0, 300), postern: JSON.stringify(mine).slice(0, 300) });
+          if (theirs !== mine)
+            mismatches.push({ item: JSON.stringify(form), dovecot: JSON.stringify(theirs).slice(0, 300), postern: JSON.stringify(mine).slice(0, 300) });
         }
       }
       expect(compared).toBe(seq === 1 ? LISTS.length * 3 : LISTS.length * 4);
@@ -338,7 +339,13 @@ describe('Content-Type values Dovecot refuses are served as Dovecot serves them'
           theirs = resp ? itemBytes(resp).toString('latin1') : '(missing)';
         }
         compared++;
-        if (theirs !== mine) mismatches.push({ value: CONTENT_TYPE_VALUES[i >> 1]!, item: form, dovecot: JSON.stringify(theirs).slice(0, 300), postern: JSON.stringify(mine).slice(0, 300) });
+        if (theirs !== mine)
+          mismatches.push({
+            value: CONTENT_TYPE_VALUES[i >> 1]!,
+            item: form,
+            dovecot: JSON.stringify(theirs).slice(0, 300),
+            postern: JSON.stringify(mine).slice(0, 300),
+          });
       }
     }
     expect(compared).toBeGreaterThan(messages.length * 25);

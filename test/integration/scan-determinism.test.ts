@@ -22,17 +22,32 @@ describe('postern scan in separate processes', () => {
       .replace(/dir: certs/, `dir: ${path.join(dir, 'certs')}`)
       .replace(/policies_dir: policies/, `policies_dir: ${path.join(ROOT, 'policies')}`);
     writeFileSync(path.join(dir, 'postern.yaml'), config);
-    const payload = Buffer.concat([Buffer.from('MZ\x90\x00', 'latin1'), Buffer.alloc(3000, 0x41)]).toString('base64').replace(/(.{76})/g, '$1\r\n');
+    const payload = Buffer.concat([Buffer.from('MZ\x90\x00', 'latin1'), Buffer.alloc(3000, 0x41)])
+      .toString('base64')
+      .replace(/(.{76})/g, '$1\r\n');
     const eml =
       'From: a@example.test\r\nTo: b@example.test\r\nSubject: det\r\nMessage-ID: <det@example.test>\r\nMIME-Version: 1.0\r\n' +
       'Content-Type: multipart/mixed; boundary="q"\r\n\r\n--q\r\nContent-Type: text/plain\r\n\r\nhi\r\n--q\r\n' +
-      'Content-Type: application/octet-stream; name="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' + payload + '\r\n--q--\r\n';
+      'Content-Type: application/octet-stream; name="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+      payload +
+      '\r\n--q--\r\n';
     writeFileSync(path.join(dir, 'in.eml'), eml);
     const outs: Buffer[] = [];
     const verdicts: unknown[] = [];
     for (const n of [1, 2]) {
       const out = path.join(dir, `out${n}.eml`);
-      const r = await run('node', [path.join(ROOT, 'bin', 'postern.js'), 'scan', path.join(dir, 'in.eml'), '--config', path.join(dir, 'postern.yaml'), '--policy', 'default', '--json', '--out', out]).catch((e) => e);
+      const r = await run('node', [
+        path.join(ROOT, 'bin', 'postern.js'),
+        'scan',
+        path.join(dir, 'in.eml'),
+        '--config',
+        path.join(dir, 'postern.yaml'),
+        '--policy',
+        'default',
+        '--json',
+        '--out',
+        out,
+      ]).catch((e) => e);
       expect(r.code ?? 0).toBe(1); // changed
       const v = JSON.parse(r.stdout);
       delete v.scanMs;

@@ -7,11 +7,11 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { RawImap } from '../helpers/imap-client.js';
 import { ImapFramer, MessageAssembler } from '../../src/protocol/imap/framer.js';
 import { parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { screenResponse } from '../../src/protocol/imap/response-screen.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { RawImap } from '../helpers/imap-client.js';
 
 const FIX = path.resolve(__dirname, '..', 'fixtures');
 const FILES = [

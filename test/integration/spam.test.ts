@@ -19,11 +19,11 @@ import { simpleParser } from 'mailparser';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SpamConfig } from '../../src/config/types.js';
 import { deadPort } from '../harness/clamd.js';
-import { startDovecot, type Dovecot } from '../harness/dovecot.js';
-import { gtube, startRspamd, startScriptedHttp, type RspamdHandle, type ScriptedHttp } from '../harness/rspamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { gtube, type RspamdHandle, type ScriptedHttp, startRspamd, startScriptedHttp } from '../harness/rspamd.js';
 import { RawConn } from '../harness/util.js';
 import { RawImap } from '../helpers/imap-client.js';
-import { startPostern, type ListenerSpec, type PosternHandle } from '../helpers/postern.js';
+import { type ListenerSpec, type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const now = () => new Date().toUTCString().replace('GMT', '+0000');
 function mail(subject: string, body: string, extra: string[] = []): string {
@@ -46,7 +46,11 @@ const SUBJ_ENC = '=?utf-8?B?R3LDvMOfZSB2b20gU3BhbQ==?='; // "Grüße vom Spam"
 const MESSAGES = [
   mail('lunch tomorrow', 'Hi Alice,\r\n\r\nshall we have lunch tomorrow at noon? The usual place.\r\n\r\nBob\r\n'),
   mail(SUBJ_ENC, `This is the GTUBE test:\r\n${gtube()}\r\n`),
-  mail('minutes of the meeting', 'Hi Alice,\r\n\r\nthe minutes are below.\r\n\r\nBob\r\n', ['X-Spam-Status: No, score=-20.0 required=5.0', 'X-Spam-Flag: NO', 'X-Spamd-Result: default: False [-20.00 / 15.00]']),
+  mail('minutes of the meeting', 'Hi Alice,\r\n\r\nthe minutes are below.\r\n\r\nBob\r\n', [
+    'X-Spam-Status: No, score=-20.0 required=5.0',
+    'X-Spam-Flag: NO',
+    'X-Spamd-Result: default: False [-20.00 / 15.00]',
+  ]),
   mail('win money now', `GTUBE again:\r\n${gtube()}\r\n`, ['X-Spam-Status: No, score=-20.0']),
 ];
 const U = { clean: 1, gtubeEnc: 2, forged: 3, gtube: 4 };
@@ -59,7 +63,13 @@ let slow: PosternHandle;
 let silent: ScriptedHttp;
 let policies: string;
 
-const spamConfig = (port: number, timeoutMs = 15_000): SpamConfig => ({ type: 'rspamd', endpoints: [{ host: '127.0.0.1', port }], timeoutMs, healthIntervalMs: 60_000, maxMessageBytes: 10 * 1024 * 1024 });
+const spamConfig = (port: number, timeoutMs = 15_000): SpamConfig => ({
+  type: 'rspamd',
+  endpoints: [{ host: '127.0.0.1', port }],
+  timeoutMs,
+  healthIntervalMs: 60_000,
+  maxMessageBytes: 10 * 1024 * 1024,
+});
 
 function policy(name: string, spam: string): string {
   const file = path.join(policies, `${name}.yaml`);
@@ -259,7 +269,7 @@ describe('IMAP: tag', () => {
     }
   }, 120_000);
 
-  it('forged X-Spam-* headers from upstream are removed, before and after vetting; postern\'s own are the only ones', async () => {
+  it("forged X-Spam-* headers from upstream are removed, before and after vetting; postern's own are the only ones", async () => {
     for (const listener of ['tag', 'noenv']) {
       const c = await login(postern, listener);
       try {

@@ -3,7 +3,17 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, PosternError } from '../../src/errors.js';
-import { createLogger, INTERNAL_ERROR_CODE, LOG_EVENTS, LOG_FIELDS, logErr, MAX_LOGGED_ERROR, MAX_LOGGED_LINE, REDACTED, redactLine } from '../../src/log/logger.js';
+import {
+  createLogger,
+  INTERNAL_ERROR_CODE,
+  LOG_EVENTS,
+  LOG_FIELDS,
+  logErr,
+  MAX_LOGGED_ERROR,
+  MAX_LOGGED_LINE,
+  REDACTED,
+  redactLine,
+} from '../../src/log/logger.js';
 import { ProtocolTrace, TRACE_LINE_CHARS, type TraceDir } from '../../src/log/trace.js';
 
 function sink(): { stream: Writable; lines: () => Record<string, unknown>[]; text: () => string } {
@@ -14,7 +24,16 @@ function sink(): { stream: Writable; lines: () => Record<string, unknown>[]; tex
       cb();
     },
   });
-  return { stream, text: () => chunks.join(''), lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  return {
+    stream,
+    text: () => chunks.join(''),
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 describe('createLogger', () => {
@@ -26,7 +45,16 @@ describe('createLogger', () => {
     session.trace('not at debug');
     const [line, ...rest] = s.lines();
     expect(rest).toEqual([]);
-    expect(line).toMatchObject({ level: 'info', name: 'postern', session: 's1', listener: 'imap-1993', user: 'me@example.com', msg: 'login', password: REDACTED, auth: { password: REDACTED, mechanism: 'PLAIN' } });
+    expect(line).toMatchObject({
+      level: 'info',
+      name: 'postern',
+      session: 's1',
+      listener: 'imap-1993',
+      user: 'me@example.com',
+      msg: 'login',
+      password: REDACTED,
+      auth: { password: REDACTED, mechanism: 'PLAIN' },
+    });
     expect(String(line!.time)).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect(s.text()).not.toMatch(/hunter/);
   });
@@ -172,7 +200,9 @@ describe('log vocabulary', () => {
   it('every event in LOG_EVENTS is logged somewhere and documented in docs/logging.md', () => {
     const used = new Set(files.flatMap(({ text }) => [...text.matchAll(/\bevent: '([^']+)'/g)].map((m) => m[1]!)));
     const doc = readFileSync('docs/logging.md', 'utf8');
-    const documented = new Set([...doc.matchAll(/^\| `([a-z_]+\.[a-z_]+)`(?:, `([a-z_]+\.[a-z_]+)`)? \|/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => !!x)));
+    const documented = new Set(
+      [...doc.matchAll(/^\| `([a-z_]+\.[a-z_]+)`(?:, `([a-z_]+\.[a-z_]+)`)? \|/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => !!x)),
+    );
     for (const e of Object.keys(LOG_EVENTS)) {
       expect(used.has(e), `${e} is never logged`).toBe(true);
       expect(documented.has(e), `${e} is not in docs/logging.md`).toBe(true);
@@ -243,7 +273,10 @@ function trace(protocol: 'imap' | 'pop3', steps: Step[]): { lines: TraceLine[]; 
   return { lines: lines.map((l) => JSON.parse(JSON.stringify(l)) as TraceLine), text: whole.text() };
 }
 
-const shown = (lines: TraceLine[], dir: TraceDir) => lines.filter((l) => l.dir === dir).map((l) => (l.event === 'proto.data' ? `<${l.bytes}${l.lines !== undefined ? `/${l.lines}` : ''}>` : `${l.cont ? '…' : ''}${l.line}`));
+const shown = (lines: TraceLine[], dir: TraceDir) =>
+  lines
+    .filter((l) => l.dir === dir)
+    .map((l) => (l.event === 'proto.data' ? `<${l.bytes}${l.lines !== undefined ? `/${l.lines}` : ''}>` : `${l.cont ? '…' : ''}${l.line}`));
 
 describe('protocol trace', () => {
   const password = 'Corr3ct-H0rse!';
@@ -359,7 +392,15 @@ describe('protocol trace', () => {
     expectNoSecret(text);
     expect(text).not.toContain('secret body text');
     expect(text).not.toContain('Subject: hello');
-    expect(shown(lines, 'client>postern')).toEqual([`a1 APPEND INBOX (\\Seen) {${n}}`, `<${n}>`, 'a2 SELECT {5+}', '<5>', 'a3 UID FETCH 7 (BODY.PEEK[])', 'a4 APPEND INBOX {999999}', 'a5 NOOP']);
+    expect(shown(lines, 'client>postern')).toEqual([
+      `a1 APPEND INBOX (\\Seen) {${n}}`,
+      `<${n}>`,
+      'a2 SELECT {5+}',
+      '<5>',
+      'a3 UID FETCH 7 (BODY.PEEK[])',
+      'a4 APPEND INBOX {999999}',
+      'a5 NOOP',
+    ]);
     expect(shown(lines, 'upstream>postern')).toEqual([`* 1 FETCH (UID 7 BODY[] {${n}}`, `<${n}>`, '… FLAGS (\\Seen))', 'a3 OK done']);
     expect(shown(lines, 'postern>client')).toContain(`<${n}>`);
   });

@@ -40,7 +40,13 @@ function traced(protocol: 'imap' | 'pop3', steps: Step[], oneByte: boolean): { l
     else trace.data(dir, buf);
   }
   const text = chunks.join('');
-  return { text, lines: text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line) };
+  return {
+    text,
+    lines: text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Line),
+  };
 }
 
 /** Every form in which a secret could leak: the token, its base64 payloads, and 12-character slices of each. */

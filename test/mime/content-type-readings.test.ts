@@ -10,13 +10,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { renderItem } from '../../src/inspect/render.js';
 import { contentInfo, partData } from '../../src/mime/content.js';
-import { buildPartMap, mimeNodeOf, walkParts, type MimeNode } from '../../src/mime/partmap.js';
+import { buildPartMap, type MimeNode, mimeNodeOf, walkParts } from '../../src/mime/partmap.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
-import { renderItem } from '../../src/inspect/render.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { defaultPolicy, policyFrom, POLICIES } from '../policy/helpers.js';
+import { defaultPolicy, POLICIES, policyFrom } from '../policy/helpers.js';
 import { CONTENT_TYPE_VALUES, contentTypeMessage } from './content-type-values.js';
 
 /** Values Dovecot's grammar accepts (every other one in CONTENT_TYPE_VALUES is refused). */
@@ -41,7 +41,7 @@ function served(node: MimeNode): [string | null, string] {
   return [d.type, d.subtype ?? ''];
 }
 
-describe('the served reading is Dovecot 2.3.19\'s', () => {
+describe("the served reading is Dovecot 2.3.19's", () => {
   it('a failure past the type leaves "" "", a value that ends after the type keeps it', () => {
     const cases: Array<[string, [string, string]]> = [
       ['b c</x', ['', '']],
@@ -87,11 +87,13 @@ describe('the served reading is Dovecot 2.3.19\'s', () => {
 
   it('BODYSTRUCTURE writes "multipart" without a subtype as application/octet-stream', () => {
     const msg = contentTypeMessage('multipart', true);
-    expect(renderItem(msg, buildPartMap(msg), parseFetchItems('BODYSTRUCTURE').items[0]!).toString('latin1')).toMatch(/^BODYSTRUCTURE \("application" "octet-stream" NIL NIL NIL "7bit" \d+ NIL NIL NIL NIL\)$/);
+    expect(renderItem(msg, buildPartMap(msg), parseFetchItems('BODYSTRUCTURE').items[0]!).toString('latin1')).toMatch(
+      /^BODYSTRUCTURE \("application" "octet-stream" NIL NIL NIL "7bit" \d+ NIL NIL NIL NIL\)$/,
+    );
   });
 });
 
-describe('the policy\'s reading is the strictest', () => {
+describe("the policy's reading is the strictest", () => {
   it('every value Dovecot refuses is an unparseable Content-Type; the values it accepts are not', () => {
     expect(REFUSED.length).toBeGreaterThan(25);
     for (const value of CONTENT_TYPE_VALUES) {
@@ -107,26 +109,37 @@ describe('the policy\'s reading is the strictest', () => {
       for (const top of [false, true]) {
         const r = await inspectMessage(contentTypeMessage(value, top), defaultPolicy(), {}, {});
         expect(r.verdict.status, `${JSON.stringify(value)} top=${top}`).toBe('blocked');
-        expect(r.verdict.hits.some((h) => h.rule === 'limits.on_malformed'), JSON.stringify(r.verdict.hits)).toBe(true);
+        expect(
+          r.verdict.hits.some((h) => h.rule === 'limits.on_malformed'),
+          JSON.stringify(r.verdict.hits),
+        ).toBe(true);
       }
     }
   });
 
   it('the type a lenient reader takes is judged too: type rules still apply under on_malformed: allow', async () => {
-    for (const value of ['application/x-msdownload junk', 'appli(x)cation/x-msdownload', 'application/x-msdownload/x', 'application/x-msdownload, text/plain']) {
+    for (const value of [
+      'application/x-msdownload junk',
+      'appli(x)cation/x-msdownload',
+      'application/x-msdownload/x',
+      'application/x-msdownload, text/plain',
+    ]) {
       const msg = contentTypeMessage(value, false);
       const node = valueNode(msg, false);
       expect(node.contentType, value).toBe('text/plain');
       expect(contentInfo(node).otherTypes, value).toContain('application/x-msdownload');
       const r = await inspectMessage(msg, lenientPolicy(), {}, {});
       expect(r.verdict.status, value).toBe('changed');
-      expect(r.verdict.hits.map((h) => h.reason), value).toContain('executable program');
+      expect(
+        r.verdict.hits.map((h) => h.reason),
+        value,
+      ).toContain('executable program');
       // the stripped part is gone from what is served
       expect(renderItem(r.output, r.structure, parseFetchItems('BODYSTRUCTURE').items[0]!).toString('latin1')).not.toMatch(/f\.bin/);
     }
   });
 
-  it('under on_malformed: allow a refused value is served with Dovecot\'s reading', async () => {
+  it("under on_malformed: allow a refused value is served with Dovecot's reading", async () => {
     const r = await inspectMessage(contentTypeMessage('b c</x', false), lenientPolicy(), {}, {});
     expect(r.verdict.status).toBe('clean');
     const bs = renderItem(r.output, r.structure, parseFetchItems('BODYSTRUCTURE').items[0]!).toString('latin1');

@@ -4,8 +4,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { findEmbedded, scanEmbedded } from '../../src/mime/embedded.js';
 import { MAX_EMBEDDED_FILES } from '../../src/limits.js';
+import { findEmbedded, scanEmbedded } from '../../src/mime/embedded.js';
 import { filenameCandidates, normaliseFilename } from '../../src/mime/names.js';
 import { binhex, uuencode, yenc } from './encoders.js';
 
@@ -21,7 +21,11 @@ function sample(n: number, seed = 1): Buffer {
 
 /** uuencode as Python's binascii writes it (spaces for zero, not backquotes). */
 function pythonUuencode(data: Buffer, name: string): string {
-  const r = spawnSync('python3', ['-c', 'import sys,binascii\nd=sys.stdin.buffer.read()\nsys.stdout.write("".join(binascii.b2a_uu(d[i:i+45]).decode() for i in range(0,len(d),45)))'], { input: data });
+  const r = spawnSync(
+    'python3',
+    ['-c', 'import sys,binascii\nd=sys.stdin.buffer.read()\nsys.stdout.write("".join(binascii.b2a_uu(d[i:i+45]).decode() for i in range(0,len(d),45)))'],
+    { input: data },
+  );
   return `begin 600 ${name}\n${r.stdout.toString()}\nend\n`;
 }
 
@@ -44,7 +48,10 @@ describe('embedded files', () => {
       texts.forEach((t, i) => {
         for (const eol of ['\r\n', '\n', '\r']) {
           const found = findEmbedded(Buffer.from(t.replace(/\r\n/g, eol), 'latin1'));
-          expect(found.map((f) => [f.kind, f.name]), `${want[i]![0]} ${JSON.stringify(eol)}`).toEqual([want[i]]);
+          expect(
+            found.map((f) => [f.kind, f.name]),
+            `${want[i]![0]} ${JSON.stringify(eol)}`,
+          ).toEqual([want[i]]);
           expect(found[0]!.data.equals(data), `${want[i]![0]} ${JSON.stringify(eol)}`).toBe(true);
           expect(found[0]!.damaged).toBe(false);
         }

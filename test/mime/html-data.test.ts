@@ -5,10 +5,10 @@
  * frame; ambiguous readings reported; bounded by the message's decode budget and a count.
  */
 import { describe, expect, it } from 'vitest';
+import { EXE, PNG } from '../../scripts/gen-fixtures.js';
+import { MAX_HTML_DATA_URIS } from '../../src/limits.js';
 import { newDecodeBudget } from '../../src/mime/embedded.js';
 import { decodeCssEscapes, decodeReferences, scanHtmlData } from '../../src/mime/html-data.js';
-import { MAX_HTML_DATA_URIS } from '../../src/limits.js';
-import { EXE, PNG } from '../../scripts/gen-fixtures.js';
 
 const exe64 = EXE.toString('base64');
 const png64 = PNG.toString('base64');
@@ -18,7 +18,9 @@ const found = (html: string) => scan(html).files.map((f) => [f.declaredType, f.n
 
 describe('data: URIs in HTML attributes', () => {
   it('an executable in href with a download name, an image in src: both found and decoded', () => {
-    const s = scan(`<p>Hi</p><a href="data:application/x-msdownload;base64,${exe64}" download="invoice.exe">invoice</a><img src='data:image/png;base64,${png64}'>`);
+    const s = scan(
+      `<p>Hi</p><a href="data:application/x-msdownload;base64,${exe64}" download="invoice.exe">invoice</a><img src='data:image/png;base64,${png64}'>`,
+    );
     expect(s.ambiguous).toEqual([]);
     expect(s.limit).toBeUndefined();
     expect(s.files.map((f) => [f.kind, f.declaredType, f.name, f.damaged])).toEqual([
@@ -38,7 +40,9 @@ describe('data: URIs in HTML attributes', () => {
 
   it('srcset candidates, meta refresh, object data, any attribute: every data: is a URI', () => {
     expect(found(`<img srcset="a.png 1x, data:image/png;base64,${png64} 2x">`)).toEqual([['image/png', '', '\x89P']]);
-    expect(found(`<meta http-equiv="refresh" content="0;url=data:application/x-msdownload;base64,${exe64}">`)).toEqual([['application/x-msdownload', '', 'MZ']]);
+    expect(found(`<meta http-equiv="refresh" content="0;url=data:application/x-msdownload;base64,${exe64}">`)).toEqual([
+      ['application/x-msdownload', '', 'MZ'],
+    ]);
     expect(found(`<object data="data:application/x-msdownload;base64,${exe64}"></object>`)).toEqual([['application/x-msdownload', '', 'MZ']]);
     expect(found(`<v:fill xlink:href="data:;base64,${exe64}"/>`)).toEqual([['', '', 'MZ']]);
   });
@@ -46,7 +50,9 @@ describe('data: URIs in HTML attributes', () => {
   it('percent-encoded payload (no ;base64) and a media type with parameters', () => {
     expect(found('<a href="data:,MZ%90%00%03">x</a>')).toEqual([['', '', 'MZ']]);
     expect(scan('<a href="data:,MZ%90%00%03">x</a>').files[0]!.data).toEqual(Buffer.from([0x4d, 0x5a, 0x90, 0x00, 0x03]));
-    expect(found(`<a href="data:application/octet-stream;name=a.exe;base64,${exe64.replace(/\+/g, '%2B')}">x</a>`)).toEqual([['application/octet-stream', '', 'MZ']]);
+    expect(found(`<a href="data:application/octet-stream;name=a.exe;base64,${exe64.replace(/\+/g, '%2B')}">x</a>`)).toEqual([
+      ['application/octet-stream', '', 'MZ'],
+    ]);
   });
 
   it('a URI without a comma has no payload: nothing to judge', () => {
@@ -59,7 +65,9 @@ describe('data: URIs in HTML attributes', () => {
   });
 
   it('Outlook conditional comments and script text are read too', () => {
-    expect(found(`<!--[if gte mso 9]><v:fill type="tile" src="data:application/x-msdownload;base64,${exe64}"/><![endif]-->`)).toEqual([['application/x-msdownload', '', 'MZ']]);
+    expect(found(`<!--[if gte mso 9]><v:fill type="tile" src="data:application/x-msdownload;base64,${exe64}"/><![endif]-->`)).toEqual([
+      ['application/x-msdownload', '', 'MZ'],
+    ]);
     expect(found(`<script>location = "data:application/x-msdownload;base64,${exe64}";</script>`)).toEqual([['application/x-msdownload', '', 'MZ']]);
   });
 });
@@ -99,12 +107,18 @@ describe('encoded schemes and broken markup are ambiguous (and still judged)', (
 
 describe('CSS', () => {
   it('url() unquoted, in quotes, in a style attribute, an SVG string with quotes and angle brackets', () => {
-    expect(found(`<style>.a{background:url(data:application/x-msdownload;base64,${exe64}) no-repeat}</style>`)).toEqual([['application/x-msdownload', '', 'MZ']]);
+    expect(found(`<style>.a{background:url(data:application/x-msdownload;base64,${exe64}) no-repeat}</style>`)).toEqual([
+      ['application/x-msdownload', '', 'MZ'],
+    ]);
     expect(found(`<style>.a{background:url( "data:image/png;base64,${png64}" )}</style>`)).toEqual([['image/png', '', '\x89P']]);
-    expect(found(`<div style="background-image:url(&quot;data:application/x-msdownload;base64,${exe64}&quot;)">x</div>`)).toEqual([['application/x-msdownload', '', 'MZ']]);
+    expect(found(`<div style="background-image:url(&quot;data:application/x-msdownload;base64,${exe64}&quot;)">x</div>`)).toEqual([
+      ['application/x-msdownload', '', 'MZ'],
+    ]);
     const svg = `<style>.i{background:url("data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>")}</style>`;
     const s = scan(svg);
-    expect(s.files.map((f) => [f.declaredType, f.data.toString('latin1')])).toEqual([['image/svg+xml', "<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>"]]);
+    expect(s.files.map((f) => [f.declaredType, f.data.toString('latin1')])).toEqual([
+      ['image/svg+xml', "<svg xmlns='http://www.w3.org/2000/svg'><rect/></svg>"],
+    ]);
   });
 
   it('the decoders of the views', () => {
@@ -129,7 +143,12 @@ describe('nesting, damage and bounds', () => {
   it('a payload past what is left of the message budget is not decoded: a limit, the budget never overdrawn', () => {
     const budget = newDecodeBudget(4096);
     const big = Buffer.alloc(3000, 0x41).toString('base64');
-    const s = scanHtmlData(Buffer.from(`<img src="data:image/png;base64,${png64}"><a href="data:application/octet-stream;base64,${big}">x</a><a href="data:application/octet-stream;base64,${big}">y</a>`), budget);
+    const s = scanHtmlData(
+      Buffer.from(
+        `<img src="data:image/png;base64,${png64}"><a href="data:application/octet-stream;base64,${big}">x</a><a href="data:application/octet-stream;base64,${big}">y</a>`,
+      ),
+      budget,
+    );
     expect(s.files.map((f) => [f.data.length, !!f.tooLarge])).toEqual([
       [PNG.length, false],
       [3000, false],

@@ -11,8 +11,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { defaultPolicy, policyFrom, POLICIES } from '../policy/helpers.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { defaultPolicy, POLICIES, policyFrom } from '../policy/helpers.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 
@@ -45,7 +45,13 @@ let scanner: ClamdScanner;
 
 beforeAll(async () => {
   clamd = await startClamd();
-  scanner = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxStreamBytes: 25 << 20, log: pino({ level: 'silent' }) });
+  scanner = new ClamdScanner({
+    endpoints: [{ host: clamd.host, port: clamd.port }],
+    timeoutMs: 15_000,
+    healthIntervalMs: 0,
+    maxStreamBytes: 25 << 20,
+    log: pino({ level: 'silent' }),
+  });
   await scanner.ready;
 });
 afterAll(async () => {
@@ -67,7 +73,11 @@ describe('CR-only line endings with a real clamd', () => {
   });
 
   it('on_malformed: allow: the virus is still found (the CR-split reading is scanned too)', async () => {
-    const lenient = policyFrom(readFileSync(join(POLICIES, 'default.yaml'), 'utf8').replace(/on_malformed: \{[^}]*\}/, 'on_malformed: allow').replace(/^name: default$/m, 'name: lenient'));
+    const lenient = policyFrom(
+      readFileSync(join(POLICIES, 'default.yaml'), 'utf8')
+        .replace(/on_malformed: \{[^}]*\}/, 'on_malformed: allow')
+        .replace(/^name: default$/m, 'name: lenient'),
+    );
     const r = await inspectMessage(message('\r'), lenient, {}, { scanner });
     expect(r.verdict.status).toBe('blocked');
     expect(r.verdict.hits).toEqual([expect.objectContaining({ part: '', rule: 'antivirus', action: 'block' })]);

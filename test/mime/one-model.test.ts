@@ -11,13 +11,13 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { inspectMessage } from '../../src/policy/engine.js';
+import { b64, EXE, PDF } from '../../scripts/gen-fixtures.js';
 import { renderItem } from '../../src/inspect/render.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import type { CompiledPolicy } from '../../src/policy/load.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import type { CompiledPolicy } from '../../src/policy/load.js';
-import { defaultPolicy, policyFrom, pythonParts, POLICIES } from '../policy/helpers.js';
-import { EXE, PDF, b64 } from '../../scripts/gen-fixtures.js';
+import { defaultPolicy, POLICIES, policyFrom, pythonParts } from '../policy/helpers.js';
 import { binhex, pythonPayloadHeads, uuencode, yenc } from './encoders.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
@@ -128,7 +128,8 @@ const CASES: Case[] = [
   },
   {
     name: 'base64 that goes on after its padding (a second file behind "=")',
-    msg: () => withPart('Content-Type: application/octet-stream; name="hello.txt"\r\nContent-Transfer-Encoding: base64', `${b64(Buffer.from('hello'))}\r\n${b64(EXE)}`),
+    msg: () =>
+      withPart('Content-Type: application/octet-stream; name="hello.txt"\r\nContent-Transfer-Encoding: base64', `${b64(Buffer.from('hello'))}\r\n${b64(EXE)}`),
     strict: ['content_types.rules[0]', 'limits.on_malformed'],
     lenient: ['content_types.rules[0]'],
     secret: b64(EXE).slice(0, 40),
@@ -161,7 +162,11 @@ const CASES: Case[] = [
   },
   {
     name: 'a uuencoded executable with a harmless name, quoted-printable text',
-    msg: () => withPart('Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable', `See:\r\n${uuencode(EXE, 'photo.jpg').replace(/=/g, '=3D')}\r\n`),
+    msg: () =>
+      withPart(
+        'Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable',
+        `See:\r\n${uuencode(EXE, 'photo.jpg').replace(/=/g, '=3D')}\r\n`,
+      ),
     strict: ['content_types.rules[0]'],
     lenient: ['content_types.rules[0]'],
     secret: 'begin 644',
@@ -208,7 +213,11 @@ const CASES: Case[] = [
   },
   {
     name: 'a uuencoded text that carries another uuencoded block',
-    msg: () => withPart('Content-Type: application/octet-stream; name="notes.txt"\r\nContent-Transfer-Encoding: x-uuencode', uuencode(Buffer.from(`Hello,\r\n\r\n${uuencode(EXE, 'evil.exe')}\r\n`, 'latin1'), 'notes.txt')),
+    msg: () =>
+      withPart(
+        'Content-Type: application/octet-stream; name="notes.txt"\r\nContent-Transfer-Encoding: x-uuencode',
+        uuencode(Buffer.from(`Hello,\r\n\r\n${uuencode(EXE, 'evil.exe')}\r\n`, 'latin1'), 'notes.txt'),
+      ),
     strict: ['content_types.rules[0]', 'filenames.rules[0]'],
     lenient: ['content_types.rules[0]', 'filenames.rules[0]'],
     secret: 'begin 644',
@@ -229,7 +238,14 @@ const CASES: Case[] = [
   },
   {
     name: 'quoted-printable text that decodes to an executable image',
-    msg: () => withPart('Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable', `hello\r\n${[...EXE].map((b) => `=${b.toString(16).toUpperCase().padStart(2, '0')}`).join('').replace(/(.{72})/g, '$1=\r\n')}`),
+    msg: () =>
+      withPart(
+        'Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable',
+        `hello\r\n${[...EXE]
+          .map((b) => `=${b.toString(16).toUpperCase().padStart(2, '0')}`)
+          .join('')
+          .replace(/(.{72})/g, '$1=\r\n')}`,
+      ),
     strict: ['limits.on_malformed'],
     lenient: [],
     secret: '=4D=5A=90',
@@ -279,7 +295,9 @@ describe('one MIME model: regressions, each in CRLF, LF and CR-only form', () =>
   });
 
   it('what the tests embed is what Python decodes (x-uuencode) and what the engine found', () => {
-    const heads = pythonPayloadHeads(withPart('Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: x-uuencode', uuencode(EXE, 'data.bin')));
+    const heads = pythonPayloadHeads(
+      withPart('Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: x-uuencode', uuencode(EXE, 'data.bin')),
+    );
     expect(heads[1]?.startsWith('4d5a')).toBe(true); // "MZ"
   });
 });
@@ -339,7 +357,14 @@ describe('line endings cannot hide content', () => {
     const r = await inspectMessage(msg, defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('blocked');
     const head = r.output.toString('latin1').split('\r\n\r\n')[0]!;
-    expect(head.split('\r\n').map((l) => l.split(':')[0])).toEqual(['From', 'To', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding', 'X-Postern-Verdict']);
+    expect(head.split('\r\n').map((l) => l.split(':')[0])).toEqual([
+      'From',
+      'To',
+      'MIME-Version',
+      'Content-Type',
+      'Content-Transfer-Encoding',
+      'X-Postern-Verdict',
+    ]);
     expect(r.output.toString('latin1')).not.toContain(EICAR.toString('base64').slice(0, 20));
   });
 });
@@ -376,7 +401,10 @@ describe('a notice never delivers what the scanner found', () => {
   const noEicar = (b: Buffer) => expect(b.includes(EICAR)).toBe(false);
 
   it('EICAR in the Subject: blocked, and neither the kept header nor {subject} repeats it', async () => {
-    const msg = Buffer.from(`From: a@example.test\r\nSubject: ${EICAR.toString('latin1')}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n`, 'latin1');
+    const msg = Buffer.from(
+      `From: a@example.test\r\nSubject: ${EICAR.toString('latin1')}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n`,
+      'latin1',
+    );
     const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: scanner() });
     expect(r.verdict.status).toBe('blocked');
     noEicar(r.output);
@@ -414,9 +442,11 @@ describe('a notice never delivers what the scanner found', () => {
 
 describe('forwarded messages opened by the engine', () => {
   const inner = (body: string) =>
-    Buffer.from(`From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\ntext\r\n--in\r\n${body}\r\n--in--\r\n`, 'latin1');
-  const outer = (m: Buffer, type = 'message/rfc822') =>
-    withPart(`Content-Type: ${type}\r\nContent-Transfer-Encoding: base64`, b64(m));
+    Buffer.from(
+      `From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\ntext\r\n--in\r\n${body}\r\n--in--\r\n`,
+      'latin1',
+    );
+  const outer = (m: Buffer, type = 'message/rfc822') => withPart(`Content-Type: ${type}\r\nContent-Transfer-Encoding: base64`, b64(m));
 
   it('the decoded parts inside are scanned (a scanner that does not read MIME still finds the virus)', async () => {
     const s = new RecordingScanner();
@@ -431,7 +461,10 @@ describe('forwarded messages opened by the engine', () => {
   });
 
   it('message/global (a leaf to Dovecot) is opened too; the stripped part leaves a well-formed message', async () => {
-    const msg = outer(inner(`Content-Type: application/octet-stream; name="setup.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(EXE)}`), 'message/global');
+    const msg = outer(
+      inner(`Content-Type: application/octet-stream; name="setup.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(EXE)}`),
+      'message/global',
+    );
     const r = await inspectMessage(msg, defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('changed');
     expect(r.verdict.hits.every((h) => h.part === '2' && h.action === 'strip')).toBe(true);
@@ -442,7 +475,11 @@ describe('forwarded messages opened by the engine', () => {
 
 describe('every corpus fixture in CRLF, LF and CR-only form', () => {
   const dirs = [join(__dirname, '../fixtures/mail/real'), join(__dirname, '../fixtures/render')];
-  const files = dirs.flatMap((d) => readdirSync(d).filter((f) => f.endsWith('.eml')).map((f) => join(d, f)));
+  const files = dirs.flatMap((d) =>
+    readdirSync(d)
+      .filter((f) => f.endsWith('.eml'))
+      .map((f) => join(d, f)),
+  );
   it(`${files.length} fixtures: LF is judged like CRLF; CR-only is malformed and its notice quotes no body line`, async () => {
     expect(files.length).toBeGreaterThanOrEqual(30);
     for (const f of files) {
@@ -457,7 +494,10 @@ describe('every corpus fixture in CRLF, LF and CR-only form', () => {
       expect(rules(c), f).toContain('limits.on_malformed');
       const out = c.output.toString('latin1');
       const headerEnd = crlf.indexOf('\r\n\r\n');
-      for (const line of crlf.subarray(headerEnd + 4).toString('latin1').split('\r\n')) {
+      for (const line of crlf
+        .subarray(headerEnd + 4)
+        .toString('latin1')
+        .split('\r\n')) {
         // (header lines of parts such as "Content-Transfer-Encoding: 7bit" are in any notice)
         if (line.length >= 12 && !/^(content-|mime-version|--)/i.test(line)) expect(out.includes(line), `${f}: ${line}`).toBe(false);
       }

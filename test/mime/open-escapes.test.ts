@@ -88,7 +88,10 @@ describe('a part named *.eml is judged as a forwarded message', () => {
   });
 
   for (const [what, head] of [
-    ['application/octet-stream, base64', 'Content-Type: application/octet-stream; name="fwd.eml"\nContent-Disposition: attachment; filename="fwd.eml"\nContent-Transfer-Encoding: base64'],
+    [
+      'application/octet-stream, base64',
+      'Content-Type: application/octet-stream; name="fwd.eml"\nContent-Disposition: attachment; filename="fwd.eml"\nContent-Transfer-Encoding: base64',
+    ],
     ['text/plain, base64, upper-case name', 'Content-Type: text/plain\nContent-Disposition: attachment; filename="FWD.EML"\nContent-Transfer-Encoding: base64'],
     ['application/pdf, only a Content-Type name with a trailing dot', 'Content-Type: application/pdf; name="fwd.eml."\nContent-Transfer-Encoding: base64'],
   ] as const) {
@@ -116,14 +119,27 @@ describe('a part named *.eml is judged as a forwarded message', () => {
   });
 
   it('a .eml attachment that is not a message is malformed', async () => {
-    const r = await inspectMessage(withPart('Content-Type: application/octet-stream; name="notes.eml"\nContent-Transfer-Encoding: base64', b64(Buffer.from('just some text\nno header here\n'))), defaultPolicy(), {}, {});
+    const r = await inspectMessage(
+      withPart(
+        'Content-Type: application/octet-stream; name="notes.eml"\nContent-Transfer-Encoding: base64',
+        b64(Buffer.from('just some text\nno header here\n')),
+      ),
+      defaultPolicy(),
+      {},
+      {},
+    );
     expect(r.verdict.status).toBe('blocked');
     expect(rules(r)).toEqual(['limits.on_malformed']);
   });
 
   it('controls: a clean forwarded .eml stays clean; a .msg (OLE, not a message to clients) is not opened', async () => {
     const clean = 'From: x@example.test\nSubject: inner\nContent-Type: text/plain\n\nhello there\n';
-    const r = await inspectMessage(withPart('Content-Type: application/octet-stream; name="fwd.eml"\nContent-Transfer-Encoding: base64', b64(Buffer.from(clean))), defaultPolicy(), {}, { scanner: new RecordingScanner() });
+    const r = await inspectMessage(
+      withPart('Content-Type: application/octet-stream; name="fwd.eml"\nContent-Transfer-Encoding: base64', b64(Buffer.from(clean))),
+      defaultPolicy(),
+      {},
+      { scanner: new RecordingScanner() },
+    );
     expect(r.verdict.status).toBe('clean');
     const msg = await inspectMessage(withPart('Content-Type: text/plain; name="notes.msg"', 'just some text'), defaultPolicy(), {}, {});
     expect(msg.verdict.status).toBe('clean');
@@ -137,7 +153,14 @@ describe('a boundary parameter on a type that is not multipart is ambiguous', ()
       .filter((r) => r.includes('boundary parameter'));
 
   it('every spelling of the parameter is found; multipart and a name containing "boundary" are not findings', () => {
-    for (const ct of ['mul-ipart/mixed; boundary="x"', 'text/plain; boundary=x', 'text/plain; BOUNDARY = "x"', 'application/octet-stream; boundary*0=x; boundary*1=y', 'message/rfc822; boundary*=utf-8\'\'x', 'text/plain; charset=us-ascii;boundary=x']) {
+    for (const ct of [
+      'mul-ipart/mixed; boundary="x"',
+      'text/plain; boundary=x',
+      'text/plain; BOUNDARY = "x"',
+      'application/octet-stream; boundary*0=x; boundary*1=y',
+      "message/rfc822; boundary*=utf-8''x",
+      'text/plain; charset=us-ascii;boundary=x',
+    ]) {
       expect(faults(ct), ct).toEqual(['boundary parameter on a type that is not multipart']);
     }
     expect(faults('text/plain; name="boundary.txt"')).toEqual([]);
@@ -160,7 +183,7 @@ describe('a boundary parameter on a type that is not multipart is ambiguous', ()
   }
 });
 
-describe("a damaged quoted-printable escape before a soft line break is ambiguous", () => {
+describe('a damaged quoted-printable escape before a soft line break is ambiguous', () => {
   const decode1 = (s: string) => {
     // the same text decoded into 1-byte output chunks gives the same bytes and the same report
     const report: DecodeReport = { bad: false, ambiguous: false };

@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -120,7 +120,7 @@ describe('buildPartMap', () => {
       for (let i = 0; i <= b.length; i += 7) inputs.push(b.subarray(0, i));
     }
     let seed = 12345;
-    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const rnd = (): number => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     const alphabet = ['\r\n', '\n', '--', 'b', ':', ';', '"', '(', '\\', 'Content-Type: multipart/mixed; boundary=b', 'message/rfc822', ' ', '\x00', '='];
     for (let n = 0; n < 300; n++) {
       let s = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n';

@@ -4,9 +4,9 @@
  * allocate what its blocks would decode to.
  */
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_MIME_LIMITS } from '../../src/limits.js';
 import { findEmbedded, newDecodeBudget } from '../../src/mime/embedded.js';
 import { parseMime } from '../../src/mime/parse.js';
-import { DEFAULT_MIME_LIMITS } from '../../src/limits.js';
 
 const uu = (name: string): string => `begin 644 ${name}\r\n#34%H\r\n\`\r\nend\r\n`;
 

@@ -4,15 +4,16 @@
  * must reach the file-name rules. Each test builds the attack with the fuzzer's ZIP writer and, where
  * it matters, shows with the real extractors that the danger is really there.
  */
-import { describe, it, expect } from 'vitest';
+
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
-import { inspectZip, containsZip, zipTrailerIn } from '../../src/mime/zip.js';
+import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
-import { buildZip, unicodePathExtra, runExtractors, EXE, EICAR } from '../../scripts/fuzz/zip.mjs';
+import { buildZip, EICAR, EXE, runExtractors, unicodePathExtra } from '../../scripts/fuzz/zip.mjs';
+import { containsZip, inspectZip, zipTrailerIn } from '../../src/mime/zip.js';
 
 const lim = { maxDepth: 3, maxEntries: 1000, maxTotalSize: 10 * 1024 * 1024, maxRatio: 200 };
 const TXT = Buffer.from('harmless text\n');
@@ -43,7 +44,14 @@ describe('canonical archives from real writers are clean', () => {
       writeFileSync(join(src, 'dir', 'b.bin'), Buffer.alloc(5000, 7));
       execFileSync('7zz', ['a', '-tzip', join(dir, '7z.zip'), '.'], { cwd: src, stdio: 'ignore' });
       execFileSync('bsdtar', ['--format', 'zip', '-cf', join(dir, 'bsd.zip'), '.'], { cwd: src });
-      execFileSync('python3', ['-c', `import zipfile,os\nwith zipfile.ZipFile(${JSON.stringify(join(dir, 'py.zip'))},'w',zipfile.ZIP_DEFLATED) as z:\n  for r,ds,fs in os.walk('.'):\n    for f in fs: z.write(os.path.join(r,f))\n  z.mkdir('empty') if hasattr(z,'mkdir') else None\n  with z.open('streamed.txt','w') as w: w.write(b'streamed')`], { cwd: src });
+      execFileSync(
+        'python3',
+        [
+          '-c',
+          `import zipfile,os\nwith zipfile.ZipFile(${JSON.stringify(join(dir, 'py.zip'))},'w',zipfile.ZIP_DEFLATED) as z:\n  for r,ds,fs in os.walk('.'):\n    for f in fs: z.write(os.path.join(r,f))\n  z.mkdir('empty') if hasattr(z,'mkdir') else None\n  with z.open('streamed.txt','w') as w: w.write(b'streamed')`,
+        ],
+        { cwd: src },
+      );
       for (const name of ['7z.zip', 'bsd.zip', 'py.zip']) {
         const r = inspectZip(execFileSync('cat', [join(dir, name)]), lim);
         expect({ name, malformed: r.malformed, limit: r.limit }).toEqual({ name, malformed: undefined, limit: undefined });
@@ -111,10 +119,16 @@ describe('differential classes (each was read as harmless before)', () => {
     const z = buildZip([{ name: 'a.txt', data: TXT }]);
     expect(inspectZip(Buffer.concat([Buffer.from('%PDF-1.4\n'), z]), lim).malformed).toBeDefined();
     expect(inspectZip(Buffer.concat([z, Buffer.from('trailing')]), lim).malformed).toMatch(/after the end record/);
-    expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.from('abc'), eocd: { commentLen: 1 } }), lim).malformed).toMatch(/after the end record/);
+    expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.from('abc'), eocd: { commentLen: 1 } }), lim).malformed).toMatch(
+      /after the end record/,
+    );
     const fake = buildZip([{ name: 'invoice.js', data: JS }]);
-    expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.concat([Buffer.from('x'), fake.subarray(fake.length - 22)]) }), lim).malformed).toBeDefined();
-    expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.from('PK\x05\x06', 'latin1') }), lim).malformed).toMatch(/comment contains another end record/);
+    expect(
+      inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.concat([Buffer.from('x'), fake.subarray(fake.length - 22)]) }), lim).malformed,
+    ).toBeDefined();
+    expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { comment: Buffer.from('PK\x05\x06', 'latin1') }), lim).malformed).toMatch(
+      /comment contains another end record/,
+    );
     expect(inspectZip(buildZip([{ name: 'a.txt', data: TXT }], { eocd: { total: 2, here: 2 } }), lim).malformed).toMatch(/counts 2 entries/);
     // containsZip finds an archive behind other data (the engine then opens the part)
     expect(containsZip(Buffer.concat([Buffer.from('GIF89a'), Buffer.alloc(100), z]))).toBe(true);
@@ -137,14 +151,24 @@ describe('differential classes (each was read as harmless before)', () => {
     }
   });
   it('a local record the central directory does not list (7-Zip lists it), and overlapping entries', async () => {
-    const z = buildZip([{ name: 'evil.exe', data: EXE, hidden: true }, { name: 'a.txt', data: TXT }]);
+    const z = buildZip([
+      { name: 'evil.exe', data: EXE, hidden: true },
+      { name: 'a.txt', data: TXT },
+    ]);
     const seen = await extract(z);
     expect(seen['7z'].names).toContain('evil.exe');
     expect(seen.python.names).toEqual(['a.txt']);
     expect(inspectZip(z, lim).malformed).toMatch(/data before the first record/);
-    const mid = buildZip([{ name: 'a.txt', data: TXT }, { name: 'evil.exe', data: EXE, hidden: true }, { name: 'b.txt', data: TXT }]);
+    const mid = buildZip([
+      { name: 'a.txt', data: TXT },
+      { name: 'evil.exe', data: EXE, hidden: true },
+      { name: 'b.txt', data: TXT },
+    ]);
     expect(inspectZip(mid, lim).malformed).toMatch(/data between records/);
-    const two = buildZip([{ name: 'evil.exe', data: EXE, method: 0 }, { name: 'a.txt', data: TXT, method: 0 }]);
+    const two = buildZip([
+      { name: 'evil.exe', data: EXE, method: 0 },
+      { name: 'a.txt', data: TXT, method: 0 },
+    ]);
     const cd = two.readUInt32LE(two.length - 22 + 16);
     two.writeUInt32LE(0, cd + 46 + 8 + 42); // a.txt's entry points at evil.exe's record
     expect(inspectZip(two, lim).malformed).toMatch(/overlaps|differs/);
@@ -182,11 +206,36 @@ describe('differential classes (each was read as harmless before)', () => {
   });
   it('names: duplicates, case and normalisation twins, file/directory clashes, path tricks', () => {
     const m = (entries: object[]) => inspectZip(buildZip(entries), lim).malformed;
-    expect(m([{ name: 'a.txt', data: TXT }, { name: 'a.txt', data: EXE }])).toMatch(/duplicate/);
-    expect(m([{ name: 'a.txt', data: TXT }, { name: 'A.TXT', data: EXE }])).toMatch(/duplicate/);
-    expect(m([{ name: 'café.txt', data: TXT }, { name: 'cafe\u0301.txt', data: EXE }])).toMatch(/duplicate/);
-    expect(m([{ name: 'a.txt', data: TXT }, { name: 'a.txt.', data: EXE }])).toMatch(/duplicate/);
-    expect(m([{ name: 'a', data: TXT }, { name: 'a/b.txt', data: TXT }])).toMatch(/file of the same name|directory/);
+    expect(
+      m([
+        { name: 'a.txt', data: TXT },
+        { name: 'a.txt', data: EXE },
+      ]),
+    ).toMatch(/duplicate/);
+    expect(
+      m([
+        { name: 'a.txt', data: TXT },
+        { name: 'A.TXT', data: EXE },
+      ]),
+    ).toMatch(/duplicate/);
+    expect(
+      m([
+        { name: 'café.txt', data: TXT },
+        { name: 'cafe\u0301.txt', data: EXE },
+      ]),
+    ).toMatch(/duplicate/);
+    expect(
+      m([
+        { name: 'a.txt', data: TXT },
+        { name: 'a.txt.', data: EXE },
+      ]),
+    ).toMatch(/duplicate/);
+    expect(
+      m([
+        { name: 'a', data: TXT },
+        { name: 'a/b.txt', data: TXT },
+      ]),
+    ).toMatch(/file of the same name|directory/);
     expect(m([{ name: 'a.txt', data: TXT, duplicateCentral: true }])).toBeDefined();
     for (const n of ['../evil.exe', '/evil.exe', 'dir\\evil.exe', 'evil.exe\0.txt', 'evil\x01.exe', 'C:evil.exe', 'a//evil.exe', 'evil.exe\u0085']) {
       expect({ n, bad: !!m([{ name: n, data: EXE }]) }).toEqual({ n, bad: true });
@@ -195,7 +244,12 @@ describe('differential classes (each was read as harmless before)', () => {
     expect(m([{ name: 'evil.exe', data: EXE, central: { external: 0x10, made: 0x0014 } }])).toMatch(/attributes say directory/);
     expect(m([{ name: 'link', data: Buffer.from('/etc/passwd'), central: { external: (0xa1ff << 16) >>> 0, made: 0x0314 } }])).toMatch(/link/);
     // "./" prefixes (tar style) are fine
-    expect(m([{ name: './', data: Buffer.alloc(0), method: 0 }, { name: './a.txt', data: TXT }])).toBeUndefined();
+    expect(
+      m([
+        { name: './', data: Buffer.alloc(0), method: 0 },
+        { name: './a.txt', data: TXT },
+      ]),
+    ).toBeUndefined();
   });
   it('charsets: non-ASCII names without the UTF-8 flag, invalid UTF-8 with it; every reading is reported', () => {
     const raw = Buffer.from('invoice\x82.js', 'latin1');
@@ -231,7 +285,12 @@ describe('differential classes (each was read as harmless before)', () => {
     expect(inspectZip(buildZip([{ name: deep, data: TXT }]), lim).malformed).toMatch(/more than 256 path components/);
   });
   it('EICAR and MZ bytes are where the extractors find them (fuzzer sanity)', async () => {
-    const seen = await extract(buildZip([{ name: 'eicar.txt', data: EICAR }, { name: 'x.bin', data: EXE }]));
+    const seen = await extract(
+      buildZip([
+        { name: 'eicar.txt', data: EICAR },
+        { name: 'x.bin', data: EXE },
+      ]),
+    );
     for (const who of ['python', 'unzip', 'bsdtar', '7z']) expect({ who, bytes: seen[who].bytes }).toEqual({ who, bytes: true });
   });
 });

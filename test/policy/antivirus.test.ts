@@ -1,9 +1,9 @@
-import { describe, it, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { leaf, message, multipart, PDF } from '../../scripts/gen-fixtures.js';
+import { DECODE_CHUNK_BYTES } from '../../src/mime/decode.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { DECODE_CHUNK_BYTES } from '../../src/mime/decode.js';
 import { defaultPolicy, policyFrom } from './helpers.js';
-import { message, multipart, leaf, PDF } from '../../scripts/gen-fixtures.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 
@@ -24,8 +24,15 @@ class FakeScanner implements Scanner {
 }
 
 const infected = () =>
-  message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/octet-stream', body: EICAR, filename: 'eicar.com.txt' }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]));
-const clean = () => message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]));
+  message(
+    multipart('mixed', 'av', [
+      leaf({ type: 'text/plain', body: 'hello' }),
+      leaf({ type: 'application/octet-stream', body: EICAR, filename: 'eicar.com.txt' }),
+      leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' }),
+    ]),
+  );
+const clean = () =>
+  message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]));
 
 describe('antivirus semantics', () => {
   it('scans the raw message and every decoded leaf part', async () => {
@@ -41,7 +48,9 @@ describe('antivirus semantics', () => {
     const r = await inspectMessage(infected(), defaultPolicy(), {}, { scanner: new FakeScanner() });
     expect(r.verdict.status).toBe('changed');
     expect(r.verdict.viruses).toEqual(['Eicar-Test-Signature']);
-    expect(r.verdict.hits).toEqual([expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip', virus: 'Eicar-Test-Signature', quarantine: true })]);
+    expect(r.verdict.hits).toEqual([
+      expect.objectContaining({ part: '2', rule: 'antivirus', action: 'strip', virus: 'Eicar-Test-Signature', quarantine: true }),
+    ]);
     expect(r.output.includes(EICAR.toString('base64').slice(0, 30))).toBe(false);
     expect(r.output.toString()).toContain('Virus:   Eicar-Test-Signature');
     expect(r.output.toString()).toContain('a.pdf');
@@ -84,7 +93,12 @@ describe('antivirus semantics', () => {
       expect(b.verdict.hits[0], yaml).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block', quarantine: true });
       expect(b.verdict.quarantineFailed, yaml).toBe(true); // no store given: the relay withholds the message
     }
-    const q = await inspectMessage(clean(), policyFrom('antivirus: { max_size: 100, on_oversize: { action: block, quarantine: false } }'), {}, { scanner: new FakeScanner() });
+    const q = await inspectMessage(
+      clean(),
+      policyFrom('antivirus: { max_size: 100, on_oversize: { action: block, quarantine: false } }'),
+      {},
+      { scanner: new FakeScanner() },
+    );
     expect(q.verdict.hits[0]).toMatchObject({ rule: 'antivirus.on_oversize', action: 'block' });
     expect(q.verdict.hits[0]!.quarantine).toBeUndefined();
     const c = await inspectMessage(clean(), policyFrom('antivirus: { tag_header: X-AV }'), {}, { scanner: new FakeScanner('oversize') });
@@ -143,7 +157,8 @@ describe('antivirus with a chunk-capable scanner (decoded parts are streamed, ne
   const payload = Buffer.alloc(300_000);
   PDF.copy(payload);
   for (let i = PDF.length; i < payload.length; i++) payload[i] = (i * 131 + 7) & 0xff;
-  const bigClean = () => message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: payload, filename: 'big.pdf' })]));
+  const bigClean = () =>
+    message(multipart('mixed', 'av', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: payload, filename: 'big.pdf' })]));
 
   it('the raw message goes to scan(); each decoded part arrives in chunks of at most DECODE_CHUNK_BYTES with the exact bytes', async () => {
     const s = new ChunkScanner();
@@ -170,7 +185,9 @@ describe('antivirus with a chunk-capable scanner (decoded parts are streamed, ne
     const s = new ChunkScanner();
     const r = await inspectMessage(bigClean(), policyFrom('antivirus: { max_size: 200000, on_oversize: block }'), {}, { scanner: s });
     expect(r.verdict.status).toBe('blocked');
-    expect(r.verdict.hits.find((h) => h.rule === 'antivirus.on_oversize' && h.part === '2')).toMatchObject({ reason: `too large to scan (${payload.length} bytes)` });
+    expect(r.verdict.hits.find((h) => h.rule === 'antivirus.on_oversize' && h.part === '2')).toMatchObject({
+      reason: `too large to scan (${payload.length} bytes)`,
+    });
     expect(s.streamed.map((x) => x.label)).toEqual(['part 1']);
   });
 
@@ -186,7 +203,9 @@ describe('archive members over antivirus.max_size', () => {
     // 200 KB member, deflated to a few hundred bytes: the part itself is small enough to scan
     const archive = makeZip([{ name: 'big.bin', data: Buffer.alloc(200_000, 0x41) }]);
     expect(archive.length).toBeLessThan(10_000);
-    const raw = message(multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/zip', body: archive, filename: 'a.zip' })]));
+    const raw = message(
+      multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/zip', body: archive, filename: 'a.zip' })]),
+    );
     const block = policyFrom('name: z\nantivirus:\n  enabled: true\n  max_size: 100KB\n  on_oversize: block\n');
     const r = await inspectMessage(raw, block, {}, { scanner: new FakeScanner() });
     expect(r.verdict.status).toBe('blocked');

@@ -1,4 +1,4 @@
-import { describe, it, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { decodeBase64, decodeBody, decodeChunks, decodedSize, decodedSizeBound, encodingDamaged } from '../../src/mime/decode.js';
 
 /** Deterministic PRNG so a failure reproduces. */
@@ -70,14 +70,25 @@ function corpus(): { name: string; cte: string; src: Buffer }[] {
   const bin = Buffer.alloc(200_003);
   for (let i = 0; i < bin.length; i++) bin[i] = Math.floor(r() * 256);
   const b64 = bin.toString('base64');
-  const qpText = Array.from({ length: 3000 }, (_, i) => `line ${i} caf=C3=A9 =3D soft=\r\n next=\n${i % 7 === 0 ? '= \t \r\n' : ''}${i % 11 === 0 ? '=ZZ =4' : ''}`).join('\r\n');
+  const qpText = Array.from(
+    { length: 3000 },
+    (_, i) => `line ${i} caf=C3=A9 =3D soft=\r\n next=\n${i % 7 === 0 ? '= \t \r\n' : ''}${i % 11 === 0 ? '=ZZ =4' : ''}`,
+  ).join('\r\n');
   const cases: { name: string; cte: string; src: Buffer }[] = [
     { name: 'empty base64', cte: 'base64', src: Buffer.alloc(0) },
     { name: 'empty qp', cte: 'quoted-printable', src: Buffer.alloc(0) },
     { name: 'wrapped base64, CRLF', cte: 'base64', src: Buffer.from(wrap(b64, 76, '\r\n'), 'latin1') },
     { name: 'wrapped base64, LF, odd width', cte: 'base64', src: Buffer.from(wrap(b64, 61, '\n'), 'latin1') },
-    { name: 'base64 with padding then more data', cte: 'base64', src: Buffer.from(`${wrap(b64.slice(0, 70_001), 76, '\r\n')}==\r\n${b64.slice(0, 5000)}`, 'latin1') },
-    { name: 'base64 with junk, URL-safe characters and NULs', cte: 'base64', src: Buffer.from(wrap(b64, 50, '\r\n*\x00').replace(/A/g, '-').replace(/B/g, '_'), 'latin1') },
+    {
+      name: 'base64 with padding then more data',
+      cte: 'base64',
+      src: Buffer.from(`${wrap(b64.slice(0, 70_001), 76, '\r\n')}==\r\n${b64.slice(0, 5000)}`, 'latin1'),
+    },
+    {
+      name: 'base64 with junk, URL-safe characters and NULs',
+      cte: 'base64',
+      src: Buffer.from(wrap(b64, 50, '\r\n*\x00').replace(/A/g, '-').replace(/B/g, '_'), 'latin1'),
+    },
     { name: 'base64 ending in a lone character', cte: 'base64', src: Buffer.from(`${b64.slice(0, 4001 * 4)}Q`, 'latin1') },
     { name: 'base64 ending in 2 and 3 characters', cte: 'base64', src: Buffer.from(`${b64.slice(0, 99_998)}\r\n`, 'latin1') },
     { name: 'quoted-printable with soft breaks and damage', cte: 'quoted-printable', src: Buffer.from(qpText, 'latin1') },

@@ -15,6 +15,8 @@
  * PARITY_TABLE=1 prints the verdict table.
  */
 import { describe, expect, it } from 'vitest';
+// @ts-expect-error plain ESM script without type declarations
+import { buildZip } from '../../scripts/fuzz/zip.mjs';
 import { b64, EXE, leaf, message, multipart } from '../../scripts/gen-fixtures.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
@@ -22,8 +24,6 @@ import type { InspectResult } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { binhex, uuencode, yenc } from '../mime/encoders.js';
 import { defaultPolicy, policyFrom } from './helpers.js';
-// @ts-expect-error plain ESM script without type declarations
-import { buildZip } from '../../scripts/fuzz/zip.mjs';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const TXT = Buffer.from('Quarterly figures attached.\n');
@@ -44,16 +44,22 @@ class EicarScanner implements Scanner {
 const CRLF = '\r\n';
 const hello = leaf({ type: 'text/plain', body: 'hello' });
 const mixed = (...parts: string[]) => message(multipart('mixed', 'b1', [hello, ...parts]));
-const textPart = (body: string, encoding: '7bit' | '8bit' = '7bit') => leaf({ type: 'text/plain; charset=iso-8859-1', body: `see below${CRLF}${CRLF}${body}${CRLF}`, encoding });
+const textPart = (body: string, encoding: '7bit' | '8bit' = '7bit') =>
+  leaf({ type: 'text/plain; charset=iso-8859-1', body: `see below${CRLF}${CRLF}${body}${CRLF}`, encoding });
 /** An attachment is declared by its name's type: a ZIP as application/zip, anything else as untyped data. */
 const typeOf = (name: string) => (name.endsWith('.zip') ? 'application/zip' : 'application/octet-stream');
 const attachment = (z: Buffer, name: string) => leaf({ type: typeOf(name), body: z, filename: name });
 const innerMessage = (part: string) =>
-  `From: carol@example.test${CRLF}Subject: the files${CRLF}MIME-Version: 1.0${CRLF}` + multipart('mixed', 'in1', [leaf({ type: 'text/plain', body: 'fwd' }), part]);
+  `From: carol@example.test${CRLF}Subject: the files${CRLF}MIME-Version: 1.0${CRLF}` +
+  multipart('mixed', 'in1', [leaf({ type: 'text/plain', body: 'fwd' }), part]);
 
 /** A message saved as a file (fwd.eml), carried like any other file. */
 const emlFile = (part: string) =>
-  Buffer.from(`From: dave@example.test${CRLF}Subject: saved message${CRLF}MIME-Version: 1.0${CRLF}` + multipart('mixed', 'in2', [leaf({ type: 'text/plain', body: 'saved' }), part]), 'latin1');
+  Buffer.from(
+    `From: dave@example.test${CRLF}Subject: saved message${CRLF}MIME-Version: 1.0${CRLF}` +
+      multipart('mixed', 'in2', [leaf({ type: 'text/plain', body: 'saved' }), part]),
+    'latin1',
+  );
 
 interface Carrier {
   name: string;
@@ -75,12 +81,18 @@ const CARRIERS: Carrier[] = [
     build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(attachment(z, n)), 'latin1'), encoding: 'base64' })),
   },
   // (its decoded text is searched for blocks too, as clients show a message/rfc822 part as text: every rule is listed)
-  { name: 'uuencode in a forwarded message sent base64', build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(textPart(uuencode(z, n))), 'latin1'), encoding: 'base64' })) },
+  {
+    name: 'uuencode in a forwarded message sent base64',
+    build: (z, n) => mixed(leaf({ type: 'message/rfc822', body: Buffer.from(innerMessage(textPart(uuencode(z, n))), 'latin1'), encoding: 'base64' })),
+  },
 ];
 
 /** The only body of a message: a strip has nothing to replace there, so it blocks (for every carrier alike). */
 const SOLE_BODY: Carrier[] = [
-  { name: 'attachment as the only body', build: (z, n) => message(`Content-Type: ${typeOf(n)}; name="${n}"${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${b64(z)}${CRLF}`) },
+  {
+    name: 'attachment as the only body',
+    build: (z, n) => message(`Content-Type: ${typeOf(n)}; name="${n}"${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${b64(z)}${CRLF}`),
+  },
   { name: 'uuencode as the only body', build: (z, n) => message(`Content-Type: text/plain${CRLF}${CRLF}see below${CRLF}${uuencode(z, n)}${CRLF}`) },
 ];
 
@@ -98,8 +110,20 @@ interface RuleCase {
 }
 
 const CASES: RuleCase[] = [
-  { name: 'canonical ZIP of harmless files (no false alarm)', zip: () => zip([{ name: 'a.txt', data: TXT }, { name: 'docs/b.txt', data: TXT }]), want: { status: 'clean', rules: [], quarantine: false } },
-  { name: 'encrypted member (archives.on_encrypted)', zip: () => zip([{ name: 'a.txt', data: TXT, encrypted: true }]), want: { status: 'changed', rules: ['archives.on_encrypted'], quarantine: true } },
+  {
+    name: 'canonical ZIP of harmless files (no false alarm)',
+    zip: () =>
+      zip([
+        { name: 'a.txt', data: TXT },
+        { name: 'docs/b.txt', data: TXT },
+      ]),
+    want: { status: 'clean', rules: [], quarantine: false },
+  },
+  {
+    name: 'encrypted member (archives.on_encrypted)',
+    zip: () => zip([{ name: 'a.txt', data: TXT, encrypted: true }]),
+    want: { status: 'changed', rules: ['archives.on_encrypted'], quarantine: true },
+  },
   {
     name: 'encrypted member, on_encrypted: block',
     zip: () => zip([{ name: 'a.txt', data: TXT, encrypted: true }]),
@@ -112,9 +136,25 @@ const CASES: RuleCase[] = [
     policy: () => policyFrom('filenames: { rules: [{ match: "*.exe", action: strip, quarantine: true }] }\narchives: { on_encrypted: allow }'),
     want: { status: 'changed', rules: ['filenames.rules[0]'], quarantine: true },
   },
-  { name: 'member with a blocked name', zip: () => zip([{ name: 'a.txt', data: TXT }, { name: 'evil.exe', data: TXT }]), want: { status: 'changed', rules: ['filenames.rules[0]'], quarantine: true } },
-  { name: 'member with a double extension', zip: () => zip([{ name: 'invoice.pdf.url', data: TXT }]), want: { status: 'changed', rules: ['filenames.double_extension'], quarantine: true } },
-  { name: 'member that is an executable by its bytes', zip: () => zip([{ name: 'photo.dat', data: EXE }]), want: { status: 'changed', rules: ['content_types.rules[0]'], quarantine: true } },
+  {
+    name: 'member with a blocked name',
+    zip: () =>
+      zip([
+        { name: 'a.txt', data: TXT },
+        { name: 'evil.exe', data: TXT },
+      ]),
+    want: { status: 'changed', rules: ['filenames.rules[0]'], quarantine: true },
+  },
+  {
+    name: 'member with a double extension',
+    zip: () => zip([{ name: 'invoice.pdf.url', data: TXT }]),
+    want: { status: 'changed', rules: ['filenames.double_extension'], quarantine: true },
+  },
+  {
+    name: 'member that is an executable by its bytes',
+    zip: () => zip([{ name: 'photo.dat', data: EXE }]),
+    want: { status: 'changed', rules: ['content_types.rules[0]'], quarantine: true },
+  },
   {
     name: 'nested archive with a blocked member',
     zip: () => zip([{ name: 'inner.zip', data: zip([{ name: 'evil.exe', data: EXE }]) }]),
@@ -142,7 +182,11 @@ const CASES: RuleCase[] = [
     zip: () => zip([{ name: 'evil.exe', centralName: 'a.txt', data: TXT }]),
     want: { status: 'changed', rules: ['archives.on_ambiguous', 'filenames.rules[0]'], quarantine: true },
   },
-  { name: 'member name with a ".." component (on_ambiguous)', zip: () => zip([{ name: '../a.txt', data: TXT }]), want: { status: 'changed', rules: ['archives.on_ambiguous'], quarantine: true } },
+  {
+    name: 'member name with a ".." component (on_ambiguous)',
+    zip: () => zip([{ name: '../a.txt', data: TXT }]),
+    want: { status: 'changed', rules: ['archives.on_ambiguous'], quarantine: true },
+  },
   {
     name: 'ambiguous ZIP, on_ambiguous: block',
     zip: () => zip([{ name: '../a.txt', data: TXT }]),
@@ -197,7 +241,10 @@ const CASES: RuleCase[] = [
     name: 'a file whose bytes show no type, under an allow-list policy (judged as application/octet-stream)',
     zip: () => Buffer.from('\x01\x02 plain data of no known kind \x03'.repeat(20), 'latin1'),
     file: 'notes.dat',
-    policy: () => policyFrom("content_types: { rules: [ { match: ['text/*', 'multipart/*', 'message/*'], action: allow } ], default: { action: strip, quarantine: true } }"),
+    policy: () =>
+      policyFrom(
+        "content_types: { rules: [ { match: ['text/*', 'multipart/*', 'message/*'], action: allow } ], default: { action: strip, quarantine: true } }",
+      ),
     want: { status: 'changed', rules: ['content_types.default'], quarantine: true },
   },
 ];
@@ -212,15 +259,20 @@ interface Row {
 
 async function verdict(raw: Buffer, c: RuleCase): Promise<Row> {
   const stored: Buffer[] = [];
-  const r = await inspectMessage(raw, c.policy?.() ?? defaultPolicy(), {}, {
-    scanner: c.scanner ? new EicarScanner() : null,
-    quarantine: {
-      put: async (original) => {
-        stored.push(original);
-        return `q${stored.length}`;
+  const r = await inspectMessage(
+    raw,
+    c.policy?.() ?? defaultPolicy(),
+    {},
+    {
+      scanner: c.scanner ? new EicarScanner() : null,
+      quarantine: {
+        put: async (original) => {
+          stored.push(original);
+          return `q${stored.length}`;
+        },
       },
     },
-  });
+  );
   const acting = r.verdict.hits.filter((h) => h.action !== 'allow');
   return {
     status: r.verdict.status,
@@ -283,7 +335,8 @@ describe('base64 that goes on after its padding: what starts there is judged too
   const pdf = Buffer.from('%PDF-1.4\n%%EOF\n\n', 'latin1');
   expect(pdf.length % 3).not.toBe(0);
   const text = `${pdf.toString('base64')}${EXE.toString('base64')}`.replace(/(.{60})/g, `$1${CRLF}`);
-  const policy = () => policyFrom('limits: { on_malformed: allow }\ncontent_types: { rules: [ { match: application/x-msdownload, action: strip, quarantine: true } ] }');
+  const policy = () =>
+    policyFrom('limits: { on_malformed: allow }\ncontent_types: { rules: [ { match: application/x-msdownload, action: strip, quarantine: true } ] }');
   const carriers: [string, Buffer][] = [
     ['attachment', mixed(`Content-Type: application/pdf; name="doc.pdf"${CRLF}Content-Transfer-Encoding: base64${CRLF}${CRLF}${text}`)],
     ['begin-base64 in text/plain', mixed(textPart(`begin-base64 644 doc.pdf${CRLF}${text}${CRLF}====`))],

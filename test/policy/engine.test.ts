@@ -1,12 +1,12 @@
-import { describe, it, expect } from 'vitest';
-import { readFileSync, mkdtempSync, writeFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inspectMessage, applyHeaderRules, recoveryId } from '../../src/policy/engine.js';
+import { describe, expect, it } from 'vitest';
+import { b64, EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import { parseMime } from '../../src/mime/parse.js';
+import { applyHeaderRules, inspectMessage, recoveryId } from '../../src/policy/engine.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { defaultPolicy, policyFrom, pythonParts, mailparserAttachments, REAL } from './helpers.js';
-import { message, multipart, leaf, makeZip, EXE, PDF, PNG, b64 } from '../../scripts/gen-fixtures.js';
+import { defaultPolicy, mailparserAttachments, policyFrom, pythonParts, REAL } from './helpers.js';
 
 const real = (n: string) => readFileSync(join(REAL, n));
 const CLEAN_REAL = [
@@ -102,7 +102,15 @@ describe('rewrite guarantees', () => {
     const r = await inspectMessage(raw, defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('changed');
     expect(r.verdict.hits).toEqual([
-      expect.objectContaining({ part: '2', declaredType: 'image/jpeg', detectedType: 'application/x-msdownload', filename: 'cat.jpg', rule: 'content_types.rules[0]', action: 'strip', quarantine: true }),
+      expect.objectContaining({
+        part: '2',
+        declaredType: 'image/jpeg',
+        detectedType: 'application/x-msdownload',
+        filename: 'cat.jpg',
+        rule: 'content_types.rules[0]',
+        action: 'strip',
+        quarantine: true,
+      }),
     ]);
     const p = parseMime(raw, { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1 << 20 });
     const jpg = p.root.children[1];
@@ -171,7 +179,20 @@ deny_messages:
     const out = r.output.toString('latin1');
     const [head, body] = out.split('\r\n\r\n');
     const names = head.split('\r\n').map((l) => l.split(':')[0]);
-    expect(names).toEqual(['From', 'To', 'Subject', 'Date', 'Message-ID', 'Cc', 'In-Reply-To', 'References', 'MIME-Version', 'Content-Type', 'Content-Transfer-Encoding', 'X-Postern-Verdict']);
+    expect(names).toEqual([
+      'From',
+      'To',
+      'Subject',
+      'Date',
+      'Message-ID',
+      'Cc',
+      'In-Reply-To',
+      'References',
+      'MIME-Version',
+      'Content-Type',
+      'Content-Transfer-Encoding',
+      'X-Postern-Verdict',
+    ]);
     for (const h of ['From: Alice Example <alice@example.test>', 'References: <o@x> <p@x>', 'Message-ID: <fixture-1@example.test>']) expect(head).toContain(h);
     expect(body).toBe(
       `Blocked cat.jpg (image/jpeg (detected application/x-msdownload)) from Alice Example <alice@example.test>: detected type application/x-msdownload (declared image/jpeg) not allowed. Rule content_types.rules[0], policy strict, action block, id <fixture-1@example.test>, subject Test message, virus -, recovery ${recoveryId(raw, 'strict')}\r\n`,
@@ -181,7 +202,9 @@ deny_messages:
   });
 
   it('non-ASCII deny text is quoted-printable and cannot forge a delimiter', async () => {
-    const raw = message(multipart('mixed', 'zz', [leaf({ type: 'text/plain', body: 'x' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'évil.exe' })]));
+    const raw = message(
+      multipart('mixed', 'zz', [leaf({ type: 'text/plain', body: 'x' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'évil.exe' })]),
+    );
     const pol = policyFrom(`
 filenames: { rules: [ { match: '*.exe', action: strip } ] }
 deny_messages: { strip: "--zz\\n--zz--\\nRemoved {filename} ☠" }
@@ -203,9 +226,16 @@ filenames:
   rules: [ { match: ['*.exe', '*.scr'], action: strip } ]
   double_extension: strip
 `);
-  const one = (headers: string) => message(multipart('mixed', 'f', [leaf({ type: 'text/plain', body: 'x' }), `${headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(Buffer.from('data'))}`]));
+  const one = (headers: string) =>
+    message(
+      multipart('mixed', 'f', [leaf({ type: 'text/plain', body: 'x' }), `${headers}\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64(Buffer.from('data'))}`]),
+    );
   const cases: [string, string, string | null][] = [
-    ['RFC 2231 with continuation', `Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename*0*=utf-8''%C3%A9vil; filename*1=".pdf.ex"; filename*2=e`, 'filenames.rules[0]'],
+    [
+      'RFC 2231 with continuation',
+      `Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename*0*=utf-8''%C3%A9vil; filename*1=".pdf.ex"; filename*2=e`,
+      'filenames.rules[0]',
+    ],
     ['RFC 2047 in name=', `Content-Type: application/octet-stream; name="=?utf-8?B?${Buffer.from('rechnung.EXE').toString('base64')}?="`, 'filenames.rules[0]'],
     ['trailing dots and spaces', `Content-Type: application/octet-stream; name="run.exe. . ."`, 'filenames.rules[0]'],
     ['bidi override hides the extension', `Content-Type: application/octet-stream; name="invoice\u202Efdp.scr"`, 'filenames.rules[0]'],
@@ -222,12 +252,18 @@ filenames:
 });
 
 describe('archives', () => {
-  const zipMsg = (zip: Buffer, name = 'files.zip') => message(multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'x' }), leaf({ type: 'application/zip', body: zip, filename: name })]));
+  const zipMsg = (zip: Buffer, name = 'files.zip') =>
+    message(multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'x' }), leaf({ type: 'application/zip', body: zip, filename: name })]));
   it('an executable inside a nested ZIP strips the archive, naming the member', async () => {
-    const zip = makeZip([{ name: 'a.txt', data: Buffer.from('a') }, { name: 'inner.zip', data: makeZip([{ name: 'x/run.bin', data: EXE }]) }]);
+    const zip = makeZip([
+      { name: 'a.txt', data: Buffer.from('a') },
+      { name: 'inner.zip', data: makeZip([{ name: 'x/run.bin', data: EXE }]) },
+    ]);
     const r = await inspectMessage(zipMsg(zip), defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('changed');
-    expect(r.verdict.hits).toEqual([expect.objectContaining({ part: '2', archivePath: 'inner.zip/x/run.bin', rule: 'content_types.rules[0]', action: 'strip' })]);
+    expect(r.verdict.hits).toEqual([
+      expect.objectContaining({ part: '2', archivePath: 'inner.zip/x/run.bin', rule: 'content_types.rules[0]', action: 'strip' }),
+    ]);
   });
   it('member file names are checked', async () => {
     const r = await inspectMessage(zipMsg(makeZip([{ name: 'docs/readme.pdf.js', data: Buffer.from('alert(1)') }])), defaultPolicy(), {}, {});
@@ -238,7 +274,9 @@ describe('archives', () => {
     for (const pol of [defaultPolicy(), policyFrom('name: x')]) {
       const d = await inspectMessage(zipMsg(zip), pol, {}, {});
       expect(d.verdict.status).toBe('changed');
-      expect(d.verdict.hits).toEqual([expect.objectContaining({ rule: 'archives.on_encrypted', action: 'strip', quarantine: true, archivePath: 'secret.pdf' })]);
+      expect(d.verdict.hits).toEqual([
+        expect.objectContaining({ rule: 'archives.on_encrypted', action: 'strip', quarantine: true, archivePath: 'secret.pdf' }),
+      ]);
     }
     const pol = policyFrom(`archives: { on_encrypted: { action: strip } }`);
     const r = await inspectMessage(zipMsg(zip), pol, {}, {});
@@ -246,9 +284,14 @@ describe('archives', () => {
     expect((await inspectMessage(zipMsg(zip), policyFrom('archives: { on_encrypted: allow }'), {}, {})).verdict.status).toBe('clean');
   });
   it('OOXML documents are ZIPs but are judged as documents', async () => {
-    const docx = makeZip([{ name: '[Content_Types].xml', data: Buffer.from('<x/>') }, { name: 'word/document.xml', data: Buffer.from('<w/>') }]);
+    const docx = makeZip([
+      { name: '[Content_Types].xml', data: Buffer.from('<x/>') },
+      { name: 'word/document.xml', data: Buffer.from('<w/>') },
+    ]);
     const pol = policyFrom(`content_types: { rules: [ { match: application/zip, action: block } ] }`);
-    const raw = message(multipart('mixed', 'd', [leaf({ type: 'application/vnd.openxmlformats-officedocument.wordprocessingml.document', body: docx, filename: 'a.docx' })]));
+    const raw = message(
+      multipart('mixed', 'd', [leaf({ type: 'application/vnd.openxmlformats-officedocument.wordprocessingml.document', body: docx, filename: 'a.docx' })]),
+    );
     expect((await inspectMessage(raw, pol, {}, {})).verdict.status).toBe('clean');
     expect((await inspectMessage(zipMsg(makeZip([{ name: 'a', data: Buffer.from('a') }])), pol, {}, {})).verdict.status).toBe('blocked');
   });
@@ -296,7 +339,10 @@ headers:
     - { name: X-Postern-Policy, value: 'checked by {policy}' }
 `);
   const raw = message(
-    multipart('mixed', 'h', [leaf({ type: 'text/plain', body: 'x', headers: ['X-Internal: secret'] }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]),
+    multipart('mixed', 'h', [
+      leaf({ type: 'text/plain', body: 'x', headers: ['X-Internal: secret'] }),
+      leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' }),
+    ]),
     ['X-Originating-IP: [10.1.1.1]', 'X-Spam-Flag: no', 'X-Internal: top', 'X-Originating-Client:', ' folded'],
   );
   it('strips top-level and per-part headers, adds headers, keeps everything else byte-identical', async () => {
@@ -339,7 +385,9 @@ describe('limits', () => {
   });
   it('bad encoding can strip the damaged part', async () => {
     const pol = policyFrom(`limits: { on_bad_encoding: strip }`);
-    const raw = message(multipart('mixed', 'e', [leaf({ type: 'text/plain', body: 'ok' }), `Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBER!!!`]));
+    const raw = message(
+      multipart('mixed', 'e', [leaf({ type: 'text/plain', body: 'ok' }), `Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBER!!!`]),
+    );
     const r = await inspectMessage(raw, pol, {}, {});
     expect(r.verdict.hits.map((h) => [h.part, h.rule, h.action])).toEqual([['2', 'limits.on_bad_encoding', 'strip']]);
   });
@@ -380,7 +428,8 @@ describe('structure as clients see it', () => {
     const raw = Buffer.from(
       'From: a@example.test\r\nSubject: c\r\nMIME-Version: 1.0\r\nContent-Type: Multipart/Mixed (generated by hand);\r\n   BOUNDARY = "b b"\r\n\r\n' +
         '--b b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b b\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-        b64(EXE) + '\r\n--b b--\r\n',
+        b64(EXE) +
+        '\r\n--b b--\r\n',
       'latin1',
     );
     const r = await inspectMessage(raw, defaultPolicy(), {}, {});
@@ -396,14 +445,16 @@ describe('encoded forwarded messages', () => {
     Buffer.from(
       'From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n' +
         `--in\r\nContent-Type: text/plain\r\n\r\ninner text\r\n--in\r\nContent-Type: application/octet-stream; name="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n` +
-        b64(attachment) + '\r\n--in--\r\n',
+        b64(attachment) +
+        '\r\n--in--\r\n',
       'latin1',
     );
   const outer = (msg: Buffer) =>
     Buffer.from(
       'From: a@example.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="out"\r\n\r\n' +
         '--out\r\nContent-Type: text/plain\r\n\r\nsee forwarded\r\n--out\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-        b64(msg) + '\r\n--out--\r\n',
+        b64(msg) +
+        '\r\n--out--\r\n',
       'latin1',
     );
 

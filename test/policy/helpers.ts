@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { simpleParser } from 'mailparser';
 import { resolve } from 'node:path';
-import { loadPolicy, compilePolicyText, type CompiledPolicy } from '../../src/policy/load.js';
+import { simpleParser } from 'mailparser';
+import { type CompiledPolicy, compilePolicyText, loadPolicy } from '../../src/policy/load.js';
 
 export const POLICIES = resolve(__dirname, '../../policies');
 export const REAL = resolve(__dirname, '../fixtures/mail/real');

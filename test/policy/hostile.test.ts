@@ -1,7 +1,7 @@
-import { describe, it, expect } from 'vitest';
-import { inspectMessage, applyHeaderRules } from '../../src/policy/engine.js';
-import { defaultPolicy, policyFrom, pythonParts } from './helpers.js';
+import { describe, expect, it } from 'vitest';
 import { HOSTILE } from '../../scripts/gen-fixtures.js';
+import { applyHeaderRules, inspectMessage } from '../../src/policy/engine.js';
+import { defaultPolicy, policyFrom, pythonParts } from './helpers.js';
 
 /**
  * Every hostile message must end (bounded time and memory: vitest's timeout is the guard, heap

@@ -5,13 +5,13 @@
  * sent quoted-printable and base64; a normal inline PNG stays clean, byte for byte.
  */
 import { describe, expect, it } from 'vitest';
+// @ts-expect-error plain ESM script without type declarations
+import { buildZip } from '../../scripts/fuzz/zip.mjs';
 import { EXE, leaf, message, multipart, PNG } from '../../scripts/gen-fixtures.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { InspectResult } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { defaultPolicy } from './helpers.js';
-// @ts-expect-error plain ESM script without type declarations
-import { buildZip } from '../../scripts/fuzz/zip.mjs';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const CRLF = '\r\n';
@@ -31,7 +31,9 @@ class EicarScanner implements Scanner {
 /** text/plain + text/html alternative; the HTML sent as `encoding`. */
 function htmlMessage(html: string, encoding: '7bit' | 'quoted-printable' | 'base64' = '7bit'): Buffer {
   const body = encoding === 'quoted-printable' ? qp(html) : encoding === 'base64' ? Buffer.from(html, 'latin1') : html;
-  return message(multipart('alternative', 'alt1', [leaf({ type: 'text/plain', body: 'see the HTML' }), leaf({ type: 'text/html; charset=utf-8', body, encoding })]));
+  return message(
+    multipart('alternative', 'alt1', [leaf({ type: 'text/plain', body: 'see the HTML' }), leaf({ type: 'text/html; charset=utf-8', body, encoding })]),
+  );
 }
 
 /** Quoted-printable as mail clients write it: '=' escaped, soft line breaks every 72 characters. */
@@ -109,7 +111,16 @@ describe('executables as data: URIs in HTML', () => {
   });
 
   it('an HTML attachment (HTML smuggling) and an HTML frame as a data: URI holding the executable', async () => {
-    const smuggle = message(multipart('mixed', 'm1', [leaf({ type: 'text/plain', body: 'see attached' }), leaf({ type: 'text/html', body: Buffer.from(`<a href="data:application/x-msdownload;base64,${exe64}" download="x.pdf">x</a>`), filename: 'invoice.html' })]));
+    const smuggle = message(
+      multipart('mixed', 'm1', [
+        leaf({ type: 'text/plain', body: 'see attached' }),
+        leaf({
+          type: 'text/html',
+          body: Buffer.from(`<a href="data:application/x-msdownload;base64,${exe64}" download="x.pdf">x</a>`),
+          filename: 'invoice.html',
+        }),
+      ]),
+    );
     const r1 = await inspect(smuggle);
     expect(r1.verdict.status).toBe('changed');
     expect(rules(r1)).toEqual(['content_types.rules[0]']);
@@ -159,7 +170,9 @@ describe('what stays clean', () => {
 
   it('a data:image/jpg JPEG (alias) and an SVG given as text are clean too', async () => {
     const jpeg = Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 0x10, 0x4a, 0x46, 0x49, 0x46, 0]);
-    const r = await inspect(htmlMessage(`<img src="data:image/jpg;base64,${jpeg.toString('base64')}"><img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E">`));
+    const r = await inspect(
+      htmlMessage(`<img src="data:image/jpg;base64,${jpeg.toString('base64')}"><img src="data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E">`),
+    );
     expect(r.verdict.hits).toEqual([]);
   });
 });

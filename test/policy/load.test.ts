@@ -1,9 +1,9 @@
-import { describe, it, expect } from 'vitest';
-import { mkdtempSync, writeFileSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadPolicy, compilePolicyText, resolvePolicyPath } from '../../src/policy/load.js';
+import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/validate.js';
+import { compilePolicyText, loadPolicy, resolvePolicyPath } from '../../src/policy/load.js';
 import { POLICIES } from './helpers.js';
 
 function issues(text: string) {
@@ -26,7 +26,11 @@ describe('policy loading', () => {
     const bare = compilePolicyText('name: bare\n', '/virtual/bare.yaml');
     expect(bare.antivirus.onOversize).toEqual(d.antivirus.onOversize);
     expect(bare.archives.onEncrypted).toEqual(d.archives.onEncrypted);
-    expect(compilePolicyText('antivirus: { on_oversize: allow }\n', '/virtual/a.yaml').antivirus.onOversize).toEqual({ action: 'allow', quarantine: false, log: true });
+    expect(compilePolicyText('antivirus: { on_oversize: allow }\n', '/virtual/a.yaml').antivirus.onOversize).toEqual({
+      action: 'allow',
+      quarantine: false,
+      log: true,
+    });
     expect(d.contentRules.length).toBeGreaterThan(3);
     const ex = readdirSync(join(POLICIES, 'examples')).filter((f) => f.endsWith('.yaml'));
     expect(ex.length).toBeGreaterThanOrEqual(3);
@@ -46,7 +50,9 @@ describe('policy loading', () => {
   });
   it('reports unknown keys with file, line, column and key path', () => {
     const i = issues('content_types:\n  rules:\n    - match: image/*\n      action: allow\n      acton: strip\n');
-    expect(i).toEqual([expect.objectContaining({ file: '/p/bad.yaml', line: 5, column: 14, path: 'content_types.rules[0].acton', message: 'unknown key "acton"' })]);
+    expect(i).toEqual([
+      expect.objectContaining({ file: '/p/bad.yaml', line: 5, column: 14, path: 'content_types.rules[0].acton', message: 'unknown key "acton"' }),
+    ]);
   });
   it('reports bad values with their location', () => {
     const i = issues('limits:\n  max_parts: -1\nantivirus:\n  on_error: maybe\n');

@@ -38,7 +38,7 @@ describe(`embedded decoders: one budget per message (MAX_EMBEDDED_TOTAL_BYTES = 
     expect(budget.refused).toBe(2);
   });
 
-  it('the budget is the message\'s: blocks spread over many text parts share it', () => {
+  it("the budget is the message's: blocks spread over many text parts share it", () => {
     const block = binhex(Buffer.alloc(400_000), 'zeros.bin', true);
     const msg = mixed(...Array.from({ length: 5 }, () => textPart(block)));
     const budget = { ...newMessageBudget(), embedded: newDecodeBudget(1_000_000) };

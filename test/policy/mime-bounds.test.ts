@@ -7,12 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { inspectMessage } from '../../src/policy/engine.js';
-import type { CompiledPolicy } from '../../src/policy/load.js';
-import type { InspectResult } from '../../src/policy/types.js';
-import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { scanEmbedded } from '../../src/mime/embedded.js';
-import { nameForms } from '../../src/mime/names.js';
+import { b64, EXE, makeZip } from '../../scripts/gen-fixtures.js';
 import {
   MAX_BASE64_RESTARTS,
   MAX_EMBEDDED_BYTES,
@@ -31,9 +26,14 @@ import {
   MAX_ZIP_NAME_BYTES,
   MAX_ZIP_NAME_PARTS,
 } from '../../src/limits.js';
-import { EXE, b64, makeZip } from '../../scripts/gen-fixtures.js';
-import { defaultPolicy, policyFrom, POLICIES } from './helpers.js';
+import { scanEmbedded } from '../../src/mime/embedded.js';
+import { nameForms } from '../../src/mime/names.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import type { CompiledPolicy } from '../../src/policy/load.js';
+import type { InspectResult } from '../../src/policy/types.js';
+import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { binhex, uuencode } from '../mime/encoders.js';
+import { defaultPolicy, POLICIES, policyFrom } from './helpers.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const JS = Buffer.from('WScript.Echo("owned");\r\n', 'latin1');
@@ -103,7 +103,12 @@ describe('files embedded in text (MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING, MAX_
 
   it(`... and with EICAR (no name rule can see it) the scanner is not bypassed either`, async () => {
     const eicar = uuencode(EICAR, 'readme.txt');
-    const r = await inspectMessage(textWith([...Array.from({ length: MAX_EMBEDDED_FILES }, (_, i) => harmless(i)), eicar]), defaultPolicy(), {}, { scanner: new FakeScanner() });
+    const r = await inspectMessage(
+      textWith([...Array.from({ length: MAX_EMBEDDED_FILES }, (_, i) => harmless(i)), eicar]),
+      defaultPolicy(),
+      {},
+      { scanner: new FakeScanner() },
+    );
     notDelivered(r, eicar);
   });
 
@@ -161,7 +166,8 @@ describe('files embedded in text (MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING, MAX_
   });
 
   it('uuencode lines that claim more than they carry (zero-filled) past MAX_EMBEDDED_BYTES: a limit hit; below it: decoded in full', () => {
-    const lines = (n: number) => ['begin 644 notes.txt', ...Array<string>(n).fill('M'), uuencode(EICAR, 'x').split('\r\n').slice(1, -2).join('\r\n'), '`', 'end'].join('\r\n');
+    const lines = (n: number) =>
+      ['begin 644 notes.txt', ...Array<string>(n).fill('M'), uuencode(EICAR, 'x').split('\r\n').slice(1, -2).join('\r\n'), '`', 'end'].join('\r\n');
     const past = scanEmbedded(Buffer.from(lines(Math.ceil(MAX_EMBEDDED_BYTES / 45)), 'latin1'));
     expect(past.limit).toMatch(/decodes to more than/);
     const below = scanEmbedded(Buffer.from(lines(100_000), 'latin1'));
@@ -263,7 +269,9 @@ describe(`file names (MAX_FILENAME_LENGTH = ${MAX_FILENAME_LENGTH}, MAX_FILENAME
     notDelivered(b, 'WScript');
     expect(rules(b)).toEqual(['filenames.rules[0]']);
     const cd = withPart(`Content-Type: application/octet-stream\r\nContent-Disposition: attachment; ${params(MAX_MIME_PARAMS)}; filename="invoice.js"`, JS);
-    expect((await inspectMessage(cd, defaultPolicy(), {}, {})).verdict.hits.map((h) => h.reason)).toContain('malformed: more than 1000 parameters in Content-Disposition');
+    expect((await inspectMessage(cd, defaultPolicy(), {}, {})).verdict.hits.map((h) => h.reason)).toContain(
+      'malformed: more than 1000 parameters in Content-Disposition',
+    );
   });
 });
 
@@ -296,7 +304,8 @@ describe('findings and hits (MAX_PART_FAULTS, MAX_MESSAGE_FINDINGS, MAX_LISTED_H
     expect(r.verdict.hits.map((h) => h.reason)).toContain('malformed: CR without LF in front of a line that may be a boundary delimiter');
   });
 
-  const scripts = (n: number) => withParts(Array.from({ length: n }, (_, i) => `Content-Type: application/octet-stream; name="evil${i}.js"\r\n\r\nWScript part ${i}`));
+  const scripts = (n: number) =>
+    withParts(Array.from({ length: n }, (_, i) => `Content-Type: application/octet-stream; name="evil${i}.js"\r\n\r\nWScript part ${i}`));
 
   it(`${MAX_LISTED_HITS + 1} parts each stripped by a rule: every one is stripped (the hit list is full, the verdict is not cut)`, async () => {
     const r = await inspectMessage(scripts(MAX_LISTED_HITS + 1), defaultPolicy(), {}, {});
@@ -312,7 +321,10 @@ describe('findings and hits (MAX_PART_FAULTS, MAX_MESSAGE_FINDINGS, MAX_LISTED_H
   });
 
   it('a stricter rule on a ZIP member after many strip hits still decides (no member is skipped)', async () => {
-    const p = defaultWith('zipblock', [/filenames:\n {2}(#[^\n]*\n {2})*rules:\n/, "filenames:\n  rules:\n    - { match: '*.exe', action: block, quarantine: true }\n"]);
+    const p = defaultWith('zipblock', [
+      /filenames:\n {2}(#[^\n]*\n {2})*rules:\n/,
+      "filenames:\n  rules:\n    - { match: '*.exe', action: block, quarantine: true }\n",
+    ]);
     const zip = makeZip([...Array.from({ length: 60 }, (_, i) => ({ name: `s${i}.js`, data: JS })), { name: 'evil.exe', data: Buffer.from('x') }]);
     const r = await inspectMessage(withPart('Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64', b64(zip)), p, {}, {});
     expect(r.verdict.status).toBe('blocked');
@@ -347,7 +359,8 @@ describe('header values (MAX_MATCHED_HEADER_VALUE)', () => {
 });
 
 describe('ZIP member names (MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, MAX_FILENAME_LENGTH)', () => {
-  const zipPart = (names: string[]) => withPart('Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64', b64(makeZip(names.map((name) => ({ name, data: JS })))));
+  const zipPart = (names: string[]) =>
+    withPart('Content-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64', b64(makeZip(names.map((name) => ({ name, data: JS })))));
 
   it("a member named 'a'x1100 + '.js' is judged by its whole name", async () => {
     const r = await inspectMessage(zipPart(['a'.repeat(1100) + '.js']), defaultPolicy(), {}, {});
@@ -393,7 +406,11 @@ describe('encoded forwarded messages (MAX_ENCODED_MESSAGE_DEPTH)', () => {
 });
 
 describe('block notices (MAX_NOTICE_FIELD_BYTES)', () => {
-  const blocked = (subject: string) => Buffer.from(`${HEAD.replace('Subject: invoice', `Subject: ${subject}`)}Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nnever closed\r\n`, 'latin1');
+  const blocked = (subject: string) =>
+    Buffer.from(
+      `${HEAD.replace('Subject: invoice', `Subject: ${subject}`)}Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nnever closed\r\n`,
+      'latin1',
+    );
 
   it('a thread field longer than the bound is left out of the notice, never cut', async () => {
     const subject = 's'.repeat(MAX_NOTICE_FIELD_BYTES);
@@ -413,7 +430,8 @@ describe('block notices (MAX_NOTICE_FIELD_BYTES)', () => {
 describe('base64 that resumes after its padding (MAX_BASE64_RESTARTS)', () => {
   // each group ends in padding and the next one starts again: readers disagree (already malformed)
   const restarts = (n: number, last: Buffer) => [...Array.from({ length: n - 1 }, () => 'QQ=='), last.toString('base64')].join('');
-  const part = (n: number) => withPart('Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: base64', 'QQ==' + restarts(n, EXE));
+  const part = (n: number) =>
+    withPart('Content-Type: application/octet-stream; name="data.bin"\r\nContent-Transfer-Encoding: base64', 'QQ==' + restarts(n, EXE));
 
   it(`the executable after restart ${MAX_BASE64_RESTARTS + 1}: a limit hit (on_malformed allow)`, async () => {
     const r = await inspectMessage(part(MAX_BASE64_RESTARTS + 1), lenient(), {}, {});

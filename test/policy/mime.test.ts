@@ -1,15 +1,15 @@
-import { describe, it, expect } from 'vitest';
-import { decodeWords, decodedFieldValue } from '../../src/mime/headers.js';
-import { parseHeaderBlock } from '../../src/mime/partmap.js';
-import { contentInfo } from '../../src/mime/content.js';
-import { decodeBase64, decodeQuotedPrintable, decodePrefix } from '../../src/mime/decode.js';
-import { detectType } from '../../src/mime/detect.js';
-import { inspectZip } from '../../src/mime/zip.js';
-import { parseMime, forEachLeaf, leafSection } from '../../src/mime/parse.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { EXE, makeZip, PDF, zipManyEntries } from '../../scripts/gen-fixtures.js';
+import { contentInfo } from '../../src/mime/content.js';
+import { decodeBase64, decodePrefix, decodeQuotedPrintable } from '../../src/mime/decode.js';
+import { detectType } from '../../src/mime/detect.js';
+import { decodedFieldValue, decodeWords } from '../../src/mime/headers.js';
+import { forEachLeaf, leafSection, parseMime } from '../../src/mime/parse.js';
+import { parseHeaderBlock } from '../../src/mime/partmap.js';
+import { inspectZip } from '../../src/mime/zip.js';
 import { REAL } from './helpers.js';
-import { makeZip, EXE, PDF, zipManyEntries } from '../../scripts/gen-fixtures.js';
 
 const LIM = { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1024 * 1024 };
 
@@ -58,7 +58,9 @@ describe('RFC 2047 / RFC 2231', () => {
     expect(decodeWords('=?utf-8?X?abc?=')).toBe('=?utf-8?X?abc?=');
   });
   it('reads RFC 2231 continuations and charsets; every form of the name is a candidate', () => {
-    const p = info(`Content-Type: application/octet-stream\nContent-Disposition: attachment; filename*0*=utf-8''%C3%A9vil; filename*1=".pdf"; filename*2*=.exe`);
+    const p = info(
+      `Content-Type: application/octet-stream\nContent-Disposition: attachment; filename*0*=utf-8''%C3%A9vil; filename*1=".pdf"; filename*2*=.exe`,
+    );
     expect(p.disposition).toBe('attachment');
     expect(p.names).toContain('évil.pdf.exe');
     expect(p.faults).toEqual([]);
@@ -67,12 +69,20 @@ describe('RFC 2047 / RFC 2231', () => {
   it('ambiguous parameters are faults: duplicates, broken or mixed continuations, forms that disagree', () => {
     const f = (h: string) => info(h).faults;
     expect(f('Content-Type: text/plain; name=a.txt; name=b.exe')).toEqual(['parameter "name" given twice in Content-Type']);
-    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename="a.txt"; filename*=utf-8''b.exe`)).toContain('"filename" and its RFC 2231 form disagree in Content-Disposition');
-    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename*0="a"; filename*2="c"`)).toContain('broken RFC 2231 continuation of "filename" in Content-Disposition');
-    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename*=utf-8''a; filename*0=b`)).toContain('mixed RFC 2231 forms of "filename" in Content-Disposition');
-    expect(f(`Content-Type: text/plain; name*=nosuchcharset''a`)).toContain("RFC 2231 value not decodable as nosuchcharset in Content-Type");
+    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename="a.txt"; filename*=utf-8''b.exe`)).toContain(
+      '"filename" and its RFC 2231 form disagree in Content-Disposition',
+    );
+    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename*0="a"; filename*2="c"`)).toContain(
+      'broken RFC 2231 continuation of "filename" in Content-Disposition',
+    );
+    expect(f(`Content-Type: text/plain\nContent-Disposition: attachment; filename*=utf-8''a; filename*0=b`)).toContain(
+      'mixed RFC 2231 forms of "filename" in Content-Disposition',
+    );
+    expect(f(`Content-Type: text/plain; name*=nosuchcharset''a`)).toContain('RFC 2231 value not decodable as nosuchcharset in Content-Type');
     expect(f('Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment; filename="a.exe"')).toEqual(['file name parameters disagree']);
-    expect(f('Content-Type: application/pdf; name="=?utf-8?Q?r=C3=A9sum=C3=A9.pdf?="\nContent-Disposition: attachment; filename*=utf-8\'\'r%C3%A9sum%C3%A9.pdf')).toEqual([]);
+    expect(
+      f('Content-Type: application/pdf; name="=?utf-8?Q?r=C3=A9sum=C3=A9.pdf?="\nContent-Disposition: attachment; filename*=utf-8\'\'r%C3%A9sum%C3%A9.pdf'),
+    ).toEqual([]);
     expect(f('Content-Type: text/plain; charset=us-ascii (x; name=evil.exe)')).toEqual(['comment in Content-Type that readers split differently']);
     expect(f('Content-Type: text/plain; a="1"; broken; b=2')).toEqual(['malformed Content-Type parameters']);
   });
@@ -163,7 +173,10 @@ describe('ZIP inspection', () => {
     ]);
   });
   it('refines OOXML', () => {
-    const z = makeZip([{ name: '[Content_Types].xml', data: Buffer.from('<x/>') }, { name: 'word/document.xml', data: Buffer.from('<w/>') }]);
+    const z = makeZip([
+      { name: '[Content_Types].xml', data: Buffer.from('<x/>') },
+      { name: 'word/document.xml', data: Buffer.from('<w/>') },
+    ]);
     expect(inspectZip(z, lim).type).toBe('application/vnd.openxmlformats-officedocument.wordprocessingml.document');
   });
   it('stops at entry, depth, ratio and inflate limits', () => {
@@ -209,7 +222,9 @@ describe('MIME structure', () => {
     expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n')).toEqual(['multipart never closed']);
     expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\nnone\r\n')).toEqual(['no boundary delimiter found']);
     expect(m('Content-Type: multipart/mixed\r\n\r\nnone\r\n')).toEqual(['multipart without boundary']);
-    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--bX\r\n\r\n--b--\r\n')).toEqual(['line that starts like a boundary delimiter']);
+    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--bX\r\n\r\n--b--\r\n')).toEqual([
+      'line that starts like a boundary delimiter',
+    ]);
   });
   it('stops at depth and part limits', () => {
     let body = 'Content-Type: text/plain\r\n\r\nx';

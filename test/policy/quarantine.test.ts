@@ -1,10 +1,10 @@
-import { describe, it, expect } from 'vitest';
-import { mkdtempSync, statSync, readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import { describe, expect, it } from 'vitest';
 import { quarantineCommand } from '../../src/commands/quarantine.js';
 import { PosternError } from '../../src/errors.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'postern-qs-'));
 

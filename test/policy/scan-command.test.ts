@@ -1,11 +1,11 @@
-import { describe, it, expect } from 'vitest';
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { scanCommand } from '../../src/commands/scan.js';
 import type { Scanner, SpamEnvelope, SpamOutcome, SpamScanner } from '../../src/scanners/types.js';
-import { scored } from './spam-helpers.js';
 import { POLICIES, REAL } from './helpers.js';
+import { scored } from './spam-helpers.js';
 
 function capture() {
   const o: string[] = [];
@@ -42,11 +42,14 @@ describe('postern scan', () => {
   it('changed message: exit 1, JSON verdict, quarantined with --quarantine', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'postern-scan-'));
     const c = capture();
-    const code = await scanCommand([join(REAL, 'forwarded-rfc822-exe.eml'), '--json', '--quarantine', '--policy', join(POLICIES, 'default.yaml'), '--out', join(dir, 'o.eml')], {
-      policiesDir: '/nonexistent',
-      quarantineDir: join(dir, 'q'),
-      ...c,
-    });
+    const code = await scanCommand(
+      [join(REAL, 'forwarded-rfc822-exe.eml'), '--json', '--quarantine', '--policy', join(POLICIES, 'default.yaml'), '--out', join(dir, 'o.eml')],
+      {
+        policiesDir: '/nonexistent',
+        quarantineDir: join(dir, 'q'),
+        ...c,
+      },
+    );
     expect(code).toBe(1);
     const j = JSON.parse(c.o.join(''));
     expect(j.verdict.status).toBe('changed');
@@ -105,7 +108,11 @@ describe('postern scan', () => {
     let c = capture();
     expect(await scanCommand([msg, '--policy', 'spammy', '--json', '--out', join(dir, 'o.eml')], { policiesDir: dir, spamScanner: spam, ...c })).toBe(1);
     const j = JSON.parse(c.o.join(''));
-    expect(j.verdict).toMatchObject({ status: 'changed', hits: [{ rule: 'spam.on_spam', action: 'tag' }], spam: { outcome: 'scored', level: 'spam', applied: 'tag', score: 7.5 } });
+    expect(j.verdict).toMatchObject({
+      status: 'changed',
+      hits: [{ rule: 'spam.on_spam', action: 'tag' }],
+      spam: { outcome: 'scored', level: 'spam', applied: 'tag', score: 7.5 },
+    });
     expect(readFileSync(join(dir, 'o.eml'), 'latin1')).toContain('Subject: [SPAM] offer');
     expect(envelopes).toHaveLength(1);
     expect(envelopes[0]!.recipients).toEqual([]);

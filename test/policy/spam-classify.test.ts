@@ -2,11 +2,11 @@
 // classification (levels by thresholds and by rspamd's action, on_spam/on_reject/on_error/
 // on_oversize, header lines, the bounded X-Spam-Symbols field) and the decision.
 import { describe, expect, it } from 'vitest';
-import { MAX_SPAM_SYMBOLS_HEADER_BYTES, MAX_SPAM_VERDICT_SYMBOLS } from '../../src/limits.js';
 import { ConfigError } from '../../src/config/validate.js';
+import { MAX_SPAM_SYMBOLS_HEADER_BYTES, MAX_SPAM_VERDICT_SYMBOLS } from '../../src/limits.js';
 import { compilePolicyText, loadPolicy } from '../../src/policy/load.js';
-import { classifySpam, notChecked, spamLevel, symbolsField } from '../../src/policy/stages/classify-spam.js';
 import { notScanned } from '../../src/policy/stages/classify-scan.js';
+import { classifySpam, notChecked, spamLevel, symbolsField } from '../../src/policy/stages/classify-spam.js';
 import { decide } from '../../src/policy/stages/decide.js';
 import { type Finding, Findings, publicHit } from '../../src/policy/stages/findings.js';
 import type { SpamRecord } from '../../src/policy/stages/scan.js';
@@ -14,9 +14,18 @@ import type { SpamAction, SpamOutcome } from '../../src/scanners/types.js';
 import { defaultPolicy, POLICIES, policyFrom } from './helpers.js';
 import { scored } from './spam-helpers.js';
 
-const ERROR: SpamOutcome = { kind: 'error', engine: 'rspamd', endpoint: '127.0.0.1:1', reason: 'timeout', message: 'no complete answer within the 50 ms check deadline', ms: 50 };
+const ERROR: SpamOutcome = {
+  kind: 'error',
+  engine: 'rspamd',
+  endpoint: '127.0.0.1:1',
+  reason: 'timeout',
+  message: 'no complete answer within the 50 ms check deadline',
+  ms: 50,
+};
 const OVERSIZE: SpamOutcome = { kind: 'oversize', engine: 'rspamd', size: 2000, limit: 1000 };
-const rec = (outcome: SpamOutcome): SpamRecord[] => [{ job: { role: 'message', label: 'message', data: () => Buffer.alloc(0), envelope: { queueId: 'q', recipients: [] } }, outcome }];
+const rec = (outcome: SpamOutcome): SpamRecord[] => [
+  { job: { role: 'message', label: 'message', data: () => Buffer.alloc(0), envelope: { queueId: 'q', recipients: [] } }, outcome },
+];
 
 function classify(yaml: string, o: SpamOutcome) {
   const policy = policyFrom(`spam:\n  enabled: true\n${yaml.replace(/^/gm, '  ')}\n`);
@@ -55,7 +64,16 @@ describe('loading the spam section', () => {
       onOversize: { action: 'allow', quarantine: false, log: true },
       stripHeaders: ['X-Spam*', 'X-Rspamd-*'],
     });
-    expect(on.headers.strip.map((r) => [r.name.test('x-spam-status'), r.name.test('x-spam'), r.name.test('x-spamd-result'), r.name.test('x-rspamd-score'), r.name.test('x-spamfilter'), r.scope])).toEqual([
+    expect(
+      on.headers.strip.map((r) => [
+        r.name.test('x-spam-status'),
+        r.name.test('x-spam'),
+        r.name.test('x-spamd-result'),
+        r.name.test('x-rspamd-score'),
+        r.name.test('x-spamfilter'),
+        r.scope,
+      ]),
+    ).toEqual([
       [true, true, true, false, true, 'top'],
       [false, false, false, true, false, 'top'],
     ]);
@@ -68,11 +86,23 @@ describe('loading the spam section', () => {
   });
 
   it('action forms, rspamd mode, null levels, custom strip list', () => {
-    const p = policyFrom("spam:\n  enabled: true\n  use_rspamd_action: true\n  on_spam: { action: tag, quarantine: false }\n  on_reject: allow\n  subject_prefix: '*** SPAM *** '\n  strip_headers: ['X-Spam-Status']\n");
-    expect(p.spam).toMatchObject({ mode: 'rspamd', tagScore: null, blockScore: null, onSpam: { action: 'tag', quarantine: false }, onReject: { action: 'allow', quarantine: false }, subjectPrefix: '*** SPAM *** ' });
+    const p = policyFrom(
+      "spam:\n  enabled: true\n  use_rspamd_action: true\n  on_spam: { action: tag, quarantine: false }\n  on_reject: allow\n  subject_prefix: '*** SPAM *** '\n  strip_headers: ['X-Spam-Status']\n",
+    );
+    expect(p.spam).toMatchObject({
+      mode: 'rspamd',
+      tagScore: null,
+      blockScore: null,
+      onSpam: { action: 'tag', quarantine: false },
+      onReject: { action: 'allow', quarantine: false },
+      subjectPrefix: '*** SPAM *** ',
+    });
     expect(p.headers.strip).toHaveLength(1);
     expect(policyFrom('spam: { enabled: true, tag_score: null, block_score: 10 }\n').spam).toMatchObject({ tagScore: null, blockScore: 10 });
-    expect(policyFrom('spam: { enabled: true, on_oversize: block, on_reject: { action: block, quarantine: false } }\n').spam).toMatchObject({ onOversize: { action: 'block', quarantine: true }, onReject: { quarantine: false } });
+    expect(policyFrom('spam: { enabled: true, on_oversize: block, on_reject: { action: block, quarantine: false } }\n').spam).toMatchObject({
+      onOversize: { action: 'block', quarantine: true },
+      onReject: { quarantine: false },
+    });
   });
 
   it('refuses what cannot work, with its location', () => {
@@ -104,22 +134,57 @@ describe('classifySpam', () => {
   });
 
   it('ham: nothing to do, the verdict records the score', () => {
-    const { out, found, tags } = classify('', scored(1.5, 'no action', [{ name: 'B', score: 0.5 }, { name: 'A', score: 1 }]));
+    const { out, found, tags } = classify(
+      '',
+      scored(1.5, 'no action', [
+        { name: 'B', score: 0.5 },
+        { name: 'A', score: 1 },
+      ]),
+    );
     expect(found).toEqual([]);
     expect(tags).toEqual([]);
     expect(out).toEqual({
       tags: [],
       subjectPrefix: null,
       tempfail: false,
-      verdict: { outcome: 'scored', level: 'ham', applied: 'none', score: 1.5, requiredScore: 15, action: 'no action', symbols: ['A', 'B'], endpoint: 'mem', ms: 3 },
+      verdict: {
+        outcome: 'scored',
+        level: 'ham',
+        applied: 'none',
+        score: 1.5,
+        requiredScore: 15,
+        action: 'no action',
+        symbols: ['A', 'B'],
+        endpoint: 'mem',
+        ms: 3,
+      },
     });
   });
 
   it('spam, on_spam tag: a tag finding (quarantine), three header lines, the subject prefix', () => {
-    const { out, found, tags } = classify('', scored(7.2, 'add header', [{ name: 'R_DKIM_NA', score: 0 }, { name: 'BAYES_SPAM', score: 5.1 }, { name: 'MISSING_DATE', score: 2.1 }]));
+    const { out, found, tags } = classify(
+      '',
+      scored(7.2, 'add header', [
+        { name: 'R_DKIM_NA', score: 0 },
+        { name: 'BAYES_SPAM', score: 5.1 },
+        { name: 'MISSING_DATE', score: 2.1 },
+      ]),
+    );
     expect(found).toEqual([]);
-    expect(tags).toEqual([{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.20 >= tag_score 6.00: tagged', spec: { action: 'allow', quarantine: true, log: true } }]);
-    expect(out.tags).toEqual(['X-Spam-Status: Yes, score=7.20 required=6.00', 'X-Spam-Score: 7.20', 'X-Spam-Symbols: BAYES_SPAM(5.10), MISSING_DATE(2.10), R_DKIM_NA(0.00)']);
+    expect(tags).toEqual([
+      {
+        part: '',
+        rule: 'spam.on_spam',
+        action: 'tag',
+        reason: 'spam score 7.20 >= tag_score 6.00: tagged',
+        spec: { action: 'allow', quarantine: true, log: true },
+      },
+    ]);
+    expect(out.tags).toEqual([
+      'X-Spam-Status: Yes, score=7.20 required=6.00',
+      'X-Spam-Score: 7.20',
+      'X-Spam-Symbols: BAYES_SPAM(5.10), MISSING_DATE(2.10), R_DKIM_NA(0.00)',
+    ]);
     expect(out.subjectPrefix).toBe('[SPAM] ');
     expect(out.verdict).toMatchObject({ level: 'spam', applied: 'tag', symbols: ['BAYES_SPAM', 'MISSING_DATE', 'R_DKIM_NA'] });
   });
@@ -134,7 +199,15 @@ describe('classifySpam', () => {
 
   it('reject, on_reject block: a block finding that keeps the original; tag and allow at that level too', () => {
     const b = classify('', scored(16.2, 'reject'));
-    expect(b.found).toEqual([{ part: '', rule: 'spam.on_reject', action: 'block', reason: 'spam score 16.20 >= block_score 15.00', spec: { action: 'block', quarantine: true, log: true } }]);
+    expect(b.found).toEqual([
+      {
+        part: '',
+        rule: 'spam.on_reject',
+        action: 'block',
+        reason: 'spam score 16.20 >= block_score 15.00',
+        spec: { action: 'block', quarantine: true, log: true },
+      },
+    ]);
     expect(b.out.tags).toEqual([]);
     expect(b.out.verdict).toMatchObject({ level: 'reject', applied: 'block' });
     const t = classify('on_reject: tag', scored(16.2));
@@ -147,7 +220,11 @@ describe('classifySpam', () => {
 
   it('no score: on_error tempfail (default), block, allow with X-Spam-Status: Unknown', () => {
     const t = classify('', ERROR);
-    expect(t.out).toMatchObject({ tempfail: true, tags: [], verdict: { outcome: 'error', level: 'unknown', applied: 'tempfail', reason: 'timeout: no complete answer within the 50 ms check deadline' } });
+    expect(t.out).toMatchObject({
+      tempfail: true,
+      tags: [],
+      verdict: { outcome: 'error', level: 'unknown', applied: 'tempfail', reason: 'timeout: no complete answer within the 50 ms check deadline' },
+    });
     expect(t.found).toEqual([]);
     const b = classify('on_error: block', ERROR);
     expect(b.found).toEqual([expect.objectContaining({ rule: 'spam.on_error', action: 'block', spec: { action: 'block', quarantine: false, log: true } })]);
@@ -157,9 +234,20 @@ describe('classifySpam', () => {
   });
 
   it('oversize: allow with the Unknown header (default), or block keeping the original', () => {
-    expect(classify('', OVERSIZE).out).toMatchObject({ tempfail: false, tags: ['X-Spam-Status: Unknown, reason=oversize'], verdict: { outcome: 'oversize', applied: 'unknown' } });
+    expect(classify('', OVERSIZE).out).toMatchObject({
+      tempfail: false,
+      tags: ['X-Spam-Status: Unknown, reason=oversize'],
+      verdict: { outcome: 'oversize', applied: 'unknown' },
+    });
     const b = classify('on_oversize: block', OVERSIZE);
-    expect(b.found).toEqual([expect.objectContaining({ rule: 'spam.on_oversize', action: 'block', reason: 'too large for the spam check (2000 bytes, limit 1000)', spec: { action: 'block', quarantine: true, log: true } })]);
+    expect(b.found).toEqual([
+      expect.objectContaining({
+        rule: 'spam.on_oversize',
+        action: 'block',
+        reason: 'too large for the spam check (2000 bytes, limit 1000)',
+        spec: { action: 'block', quarantine: true, log: true },
+      }),
+    ]);
   });
 
   it('no record: nothing', () => {
@@ -204,7 +292,12 @@ describe('X-Spam-Symbols', () => {
   });
 
   it('negative zero and negative scores are written plainly', () => {
-    expect(symbolsField([{ name: 'A', score: -0 }, { name: 'B', score: -1.234 }])).toBe('X-Spam-Symbols: A(0.00), B(-1.23)');
+    expect(
+      symbolsField([
+        { name: 'A', score: -0 },
+        { name: 'B', score: -1.234 },
+      ]),
+    ).toBe('X-Spam-Symbols: A(0.00), B(-1.23)');
   });
 });
 
@@ -228,7 +321,8 @@ describe('decide with spam', () => {
     expect(decide(f, notScanned(), policy, notChecked())).toBe('block');
     expect(f.wantsQuarantine()).toBe(true);
     const g = new Findings();
-    for (let i = 0; i < 300; i++) g.add({ part: '1', rule: 'content_types[0]', action: 'allow', reason: 'x', spec: { action: 'allow', quarantine: false, log: true } });
+    for (let i = 0; i < 300; i++)
+      g.add({ part: '1', rule: 'content_types[0]', action: 'allow', reason: 'x', spec: { action: 'allow', quarantine: false, log: true } });
     classifySpam(rec(scored(7)), policy, g.add);
     expect(decide(g, notScanned(), policy, notChecked())).toBe('rewrite');
     expect(g.wantsQuarantine()).toBe(true);
@@ -246,7 +340,9 @@ describe('decide with spam', () => {
     classifySpam(rec(scored(7)), policy, f.add);
     expect(f.acting()).toHaveLength(1);
     expect(f.wantsQuarantine()).toBe(true);
-    expect(f.acting().map(publicHit)).toEqual([{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.00 >= tag_score 6.00: tagged', quarantine: true }]);
+    expect(f.acting().map(publicHit)).toEqual([
+      { part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.00 >= tag_score 6.00: tagged', quarantine: true },
+    ]);
     // an allow hit is still not acting, and keeps its spec's action
     const allow = policyFrom('spam: { enabled: true, on_spam: { action: allow } }\n');
     const g = new Findings();

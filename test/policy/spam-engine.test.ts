@@ -57,7 +57,7 @@ describe('what the spam scanner is told', () => {
     expect(spam.calls[0]!.label).toBe('message');
   });
 
-  it('recipients: the collector\'s, else the user; what rspamd cannot read as an address is left out; IDN as A-labels, once; the null sender', async () => {
+  it("recipients: the collector's, else the user; what rspamd cannot read as an address is left out; IDN as A-labels, once; the null sender", async () => {
     const policy = policyFrom(SPAM_ON);
     const cases: [InspectContext, string[]][] = [
       [{ recipients: ['a@x.test', 'b@y.test'], user: 'ignored@z.test' }, ['a@x.test', 'b@y.test']],
@@ -102,7 +102,12 @@ describe('tag', () => {
     const policy = policyFrom(SPAM_ON);
     const raw = plain();
     const q = new MemoryQuarantine();
-    const spam = new ScriptedSpam(scored(7.5, 'add header', [{ name: 'BAYES_SPAM', score: 5 }, { name: 'MISSING_MID', score: 2.5 }]));
+    const spam = new ScriptedSpam(
+      scored(7.5, 'add header', [
+        { name: 'BAYES_SPAM', score: 5 },
+        { name: 'MISSING_MID', score: 2.5 },
+      ]),
+    );
     const r = await inspectMessage(raw, policy, ctx, { spamScanner: spam, quarantine: q });
     expect(r.verdict.status).toBe('changed');
     expect(headerOf(r.output)).toBe(
@@ -111,11 +116,22 @@ describe('tag', () => {
     );
     expect(bodyOf(r.output)).toBe(bodyOf(raw));
     expect(r.verdict.hits).toEqual([{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.50 >= tag_score 6.00: tagged', quarantine: true }]);
-    expect(r.verdict.spam).toMatchObject({ outcome: 'scored', level: 'spam', applied: 'tag', score: 7.5, action: 'add header', symbols: ['BAYES_SPAM', 'MISSING_MID'] });
+    expect(r.verdict.spam).toMatchObject({
+      outcome: 'scored',
+      level: 'spam',
+      applied: 'tag',
+      score: 7.5,
+      action: 'add header',
+      symbols: ['BAYES_SPAM', 'MISSING_MID'],
+    });
     expect(r.verdict.quarantineId).toBe(recoveryId(raw, policy.name));
     expect(q.items).toHaveLength(1);
     expect(q.items[0]!.original).toBe(raw);
-    expect(q.items[0]!.meta).toMatchObject({ status: 'changed', hits: [{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.50 >= tag_score 6.00: tagged', quarantine: true }], context: ctx });
+    expect(q.items[0]!.meta).toMatchObject({
+      status: 'changed',
+      hits: [{ part: '', rule: 'spam.on_spam', action: 'tag', reason: 'spam score 7.50 >= tag_score 6.00: tagged', quarantine: true }],
+      context: ctx,
+    });
     // the structure served is the tagged message's
     const parsed = await simpleParser(r.output);
     expect(parsed.subject).toBe('[SPAM] Test message');
@@ -125,14 +141,24 @@ describe('tag', () => {
   it('the original cannot be kept (no store): quarantineFailed, so the relay withholds the changed message', async () => {
     const r = await inspectMessage(plain(), policyFrom(SPAM_ON), ctx, { spamScanner: new ScriptedSpam(scored(7)) });
     expect(r.verdict).toMatchObject({ status: 'changed', quarantineFailed: true });
-    const noQ = await inspectMessage(plain(), policyFrom('spam: { enabled: true, on_spam: { action: tag, quarantine: false } }\n'), ctx, { spamScanner: new ScriptedSpam(scored(7)) });
+    const noQ = await inspectMessage(plain(), policyFrom('spam: { enabled: true, on_spam: { action: tag, quarantine: false } }\n'), ctx, {
+      spamScanner: new ScriptedSpam(scored(7)),
+    });
     expect(noQ.verdict.status).toBe('changed');
     expect(noQ.verdict.quarantineFailed).toBeUndefined();
   });
 
-  it('forged X-Spam-* and X-Rspamd-* headers from upstream are removed, from ham too; postern\'s own are the only ones', async () => {
+  it("forged X-Spam-* and X-Rspamd-* headers from upstream are removed, from ham too; postern's own are the only ones", async () => {
     const policy = policyFrom(`${SPAM_ON}`);
-    const forged = ['X-Spam-Status: No, score=-5.0', 'X-Spam-Flag: NO', 'X-Spam: No', 'X-Spamd-Result: default: False [-5.00 / 15.00]', 'X-Rspamd-Score: -5', 'X-Spam-Level:', 'X-Other: kept'];
+    const forged = [
+      'X-Spam-Status: No, score=-5.0',
+      'X-Spam-Flag: NO',
+      'X-Spam: No',
+      'X-Spamd-Result: default: False [-5.00 / 15.00]',
+      'X-Rspamd-Score: -5',
+      'X-Spam-Level:',
+      'X-Other: kept',
+    ];
     const raw = plain(forged);
     const ham = await inspectMessage(raw, policy, ctx, { spamScanner: new ScriptedSpam(scored(0.5)) });
     expect(ham.verdict.status).toBe('changed');
@@ -144,7 +170,9 @@ describe('tag', () => {
     expect(h.match(/^X-Spam-Status:.*$/gim)).toEqual(['X-Spam-Status: Yes, score=9.00 required=6.00']);
     expect(h).not.toMatch(/X-Spam-Flag|X-Spamd|X-Rspamd|X-Spam:/i);
     // the scanner is down: still removed; header-only fetches get the same rule
-    const down = await inspectMessage(raw, policyFrom('spam: { enabled: true, on_error: allow }\n'), ctx, { spamScanner: new ScriptedSpam({ kind: 'error', engine: 'rspamd', reason: 'unavailable', message: 'refused', ms: 1 }) });
+    const down = await inspectMessage(raw, policyFrom('spam: { enabled: true, on_error: allow }\n'), ctx, {
+      spamScanner: new ScriptedSpam({ kind: 'error', engine: 'rspamd', reason: 'unavailable', message: 'refused', ms: 1 }),
+    });
     expect(headerOf(down.output).match(/^X-Spam.*$/gim)).toEqual(['X-Spam-Status: Unknown, reason=error']);
     expect(applyHeaderRules(Buffer.from(headerOf(raw) + '\r\n', 'latin1'), policy).toString('latin1')).not.toMatch(/^X-(Spam|Rspamd)/im);
     // nested message/rfc822 parts keep theirs (scope top: only what the client's list reads)
@@ -157,20 +185,31 @@ describe('tag', () => {
   it('a message that already carries the prefix is not prefixed twice; LF input comes out CRLF; the same input gives the same bytes', async () => {
     const policy = policyFrom(SPAM_ON);
     const pre = plain(['Subject: [SPAM] already']).toString('latin1').replace('Subject: Test message\r\n', '');
-    const r1 = await inspectMessage(Buffer.from(pre.replace(/\r\n/g, '\n'), 'latin1'), policy, ctx, { spamScanner: new ScriptedSpam(scored(8)), quarantine: new MemoryQuarantine() });
+    const r1 = await inspectMessage(Buffer.from(pre.replace(/\r\n/g, '\n'), 'latin1'), policy, ctx, {
+      spamScanner: new ScriptedSpam(scored(8)),
+      quarantine: new MemoryQuarantine(),
+    });
     expect(r1.output.toString('latin1')).toContain('\r\nSubject: [SPAM] already\r\n');
     expect(r1.output.toString('latin1')).not.toMatch(/(?<!\r)\n/);
-    const r2 = await inspectMessage(Buffer.from(pre.replace(/\r\n/g, '\n'), 'latin1'), policy, ctx, { spamScanner: new ScriptedSpam(scored(8)), quarantine: new MemoryQuarantine() });
+    const r2 = await inspectMessage(Buffer.from(pre.replace(/\r\n/g, '\n'), 'latin1'), policy, ctx, {
+      spamScanner: new ScriptedSpam(scored(8)),
+      quarantine: new MemoryQuarantine(),
+    });
     expect(r2.output.equals(r1.output)).toBe(true);
   });
 
   it('with a stripped attachment: both changes, one quarantine', async () => {
     const policy = policyFrom(`${SPAM_ON}filenames:\n  rules: [{ match: '*.exe', action: strip, quarantine: true }]\n`);
-    const raw = message(multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'a.exe' })]));
+    const raw = message(
+      multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'a.exe' })]),
+    );
     const q = new MemoryQuarantine();
     const r = await inspectMessage(raw, policy, ctx, { spamScanner: new ScriptedSpam(scored(6)), quarantine: q });
     expect(r.verdict.status).toBe('changed');
-    expect(r.verdict.hits.map((h) => [h.rule, h.action])).toEqual([[expect.stringMatching(/^filenames/), 'strip'], ['spam.on_spam', 'tag']]);
+    expect(r.verdict.hits.map((h) => [h.rule, h.action])).toEqual([
+      [expect.stringMatching(/^filenames/), 'strip'],
+      ['spam.on_spam', 'tag'],
+    ]);
     expect(r.output.toString('latin1')).toContain('Subject: [SPAM] Test message');
     expect(r.output.toString('latin1')).not.toContain(EXE.toString('base64').slice(0, 20));
     expect(q.items).toHaveLength(1);
@@ -195,7 +234,9 @@ describe('block, allow, no score', () => {
   });
 
   it('allow at a level: delivered as it is (forged headers still removed), the hit logged', async () => {
-    const r = await inspectMessage(plain(), policyFrom('spam: { enabled: true, on_spam: allow, on_reject: allow }\n'), ctx, { spamScanner: new ScriptedSpam(scored(30)) });
+    const r = await inspectMessage(plain(), policyFrom('spam: { enabled: true, on_spam: allow, on_reject: allow }\n'), ctx, {
+      spamScanner: new ScriptedSpam(scored(30)),
+    });
     expect(r.verdict.status).toBe('clean');
     expect(r.verdict.hits).toEqual([expect.objectContaining({ rule: 'spam.on_reject', action: 'allow' })]);
   });
@@ -207,13 +248,18 @@ describe('block, allow, no score', () => {
     expect(t.verdict.status).toBe('tempfail');
     expect(t.output).toBe(raw);
     expect(t.verdict.hits[0]).toMatchObject({ rule: 'spam.on_error', action: 'tempfail' });
-    const b = await inspectMessage(raw, policyFrom('spam: { enabled: true, on_error: block }\n'), ctx, { spamScanner: new ScriptedSpam(err), quarantine: new MemoryQuarantine() });
+    const b = await inspectMessage(raw, policyFrom('spam: { enabled: true, on_error: block }\n'), ctx, {
+      spamScanner: new ScriptedSpam(err),
+      quarantine: new MemoryQuarantine(),
+    });
     expect(b.verdict.status).toBe('blocked');
     const a = await inspectMessage(raw, policyFrom('spam: { enabled: true, on_error: allow }\n'), ctx, { spamScanner: new ScriptedSpam(err) });
     expect(a.verdict.status).toBe('changed');
     expect(headerOf(a.output)).toMatch(/^X-Spam-Status: Unknown, reason=error\r\n/);
     expect(a.output.toString('latin1')).toContain('Subject: Test message\r\n');
-    const o = await inspectMessage(raw, policyFrom(SPAM_ON), ctx, { spamScanner: new ScriptedSpam({ kind: 'oversize', engine: 'rspamd', size: 10, limit: 5 }) });
+    const o = await inspectMessage(raw, policyFrom(SPAM_ON), ctx, {
+      spamScanner: new ScriptedSpam({ kind: 'oversize', engine: 'rspamd', size: 10, limit: 5 }),
+    });
     expect(headerOf(o.output)).toMatch(/^X-Spam-Status: Unknown, reason=oversize\r\n/);
   });
 });
@@ -238,11 +284,23 @@ describe('with the antivirus', () => {
   });
 
   it('a virus block and spam: blocked, both listed; an antivirus tempfail wins over a tag', async () => {
-    const infected: Scanner = { name: 'av', scan: async () => ({ kind: 'infected', engine: 'av', endpoint: 'mem', viruses: ['Eicar'], ms: 1 }), close: async () => {} };
-    const r = await inspectMessage(plain(), policyFrom(`${SPAM_ON}antivirus: { on_virus: block, scan_parts: false }\n`), ctx, { scanner: infected, spamScanner: new ScriptedSpam(scored(7)), quarantine: new MemoryQuarantine() });
+    const infected: Scanner = {
+      name: 'av',
+      scan: async () => ({ kind: 'infected', engine: 'av', endpoint: 'mem', viruses: ['Eicar'], ms: 1 }),
+      close: async () => {},
+    };
+    const r = await inspectMessage(plain(), policyFrom(`${SPAM_ON}antivirus: { on_virus: block, scan_parts: false }\n`), ctx, {
+      scanner: infected,
+      spamScanner: new ScriptedSpam(scored(7)),
+      quarantine: new MemoryQuarantine(),
+    });
     expect(r.verdict.status).toBe('blocked');
     expect(r.verdict.hits.map((h) => h.rule)).toEqual(['antivirus', 'spam.on_spam']);
-    const down: Scanner = { name: 'av', scan: async () => ({ kind: 'error', engine: 'av', reason: 'unavailable', message: 'x', ms: 1 }), close: async () => {} };
+    const down: Scanner = {
+      name: 'av',
+      scan: async () => ({ kind: 'error', engine: 'av', reason: 'unavailable', message: 'x', ms: 1 }),
+      close: async () => {},
+    };
     const t = await inspectMessage(plain(), policyFrom(SPAM_ON), ctx, { scanner: down, spamScanner: new ScriptedSpam(scored(7)) });
     expect(t.verdict.status).toBe('tempfail');
     expect(t.verdict.hits[0]).toMatchObject({ rule: 'antivirus.on_error' });

@@ -4,9 +4,9 @@
 import { spawnSync } from 'node:child_process';
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
+import { renderItem } from '../../src/inspect/render/index.js';
 import { encodeWords, renderPrefix, tagSubject } from '../../src/policy/stages/spam-subject.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { renderItem } from '../../src/inspect/render/index.js';
 
 const H = (s: string) => Buffer.from(s, 'latin1');
 const tag = (header: string, prefix = '[SPAM] ') => tagSubject(H(header), prefix).toString('latin1');
@@ -44,12 +44,30 @@ describe('tagSubject: exact bytes', () => {
     ['plain', 'From: a@b\r\nSubject: Hello there\r\n\r\n', 'From: a@b\r\nSubject: [SPAM] Hello there\r\n\r\n'],
     ['no space after the colon', 'Subject:Hello\r\n\r\n', 'Subject: [SPAM] Hello\r\n\r\n'],
     ['name case and obsolete space before the colon kept', 'SUBJECT :  Hello\r\n\r\n', 'SUBJECT : [SPAM] Hello\r\n\r\n'],
-    ['folded subject: the folds behind the first line are kept', 'Subject: a very long\r\n subject that goes on\r\n\tand on\r\nX: y\r\n\r\n', 'Subject: [SPAM] a very long\r\n subject that goes on\r\n\tand on\r\nX: y\r\n\r\n'],
+    [
+      'folded subject: the folds behind the first line are kept',
+      'Subject: a very long\r\n subject that goes on\r\n\tand on\r\nX: y\r\n\r\n',
+      'Subject: [SPAM] a very long\r\n subject that goes on\r\n\tand on\r\nX: y\r\n\r\n',
+    ],
     ['value starting on a continuation line', 'Subject:\r\n  Hello\r\n\r\n', 'Subject: [SPAM] Hello\r\n\r\n'],
-    ['encoded-word subject, prefix ending in a space: plain prefix', 'Subject: =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n', 'Subject: [SPAM] =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n'],
-    ['encoded-word subject, prefix without a space: encoded prefix', 'Subject: =?utf-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n', 'Subject: =?UTF-8?B?W1NQQU1d?= =?utf-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n', '[SPAM]'],
+    [
+      'encoded-word subject, prefix ending in a space: plain prefix',
+      'Subject: =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n',
+      'Subject: [SPAM] =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n',
+    ],
+    [
+      'encoded-word subject, prefix without a space: encoded prefix',
+      'Subject: =?utf-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n',
+      'Subject: =?UTF-8?B?W1NQQU1d?= =?utf-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n',
+      '[SPAM]',
+    ],
     ['non-ASCII prefix before plain text', 'Subject: Hello\r\n\r\n', 'Subject: =?UTF-8?B?W9Ch0J/QkNCcXQ==?= Hello\r\n\r\n', '[СПАМ] '],
-    ['non-ASCII prefix before an encoded word: its space inside', 'Subject: =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n', 'Subject: =?UTF-8?B?W9Ch0J/QkNCcXSA=?= =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n', '[СПАМ] '],
+    [
+      'non-ASCII prefix before an encoded word: its space inside',
+      'Subject: =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n',
+      'Subject: =?UTF-8?B?W9Ch0J/QkNCcXSA=?= =?utf-8?B?R3LDvMOfZQ==?=\r\n\r\n',
+      '[СПАМ] ',
+    ],
     ['raw 8-bit UTF-8 subject kept byte for byte', 'Subject: Gr\xc3\xbc\xc3\x9fe\r\n\r\n', 'Subject: [SPAM] Gr\xc3\xbc\xc3\x9fe\r\n\r\n'],
     ['empty subject', 'Subject:\r\n\r\n', 'Subject: [SPAM]\r\n\r\n'],
     ['no Subject: one is added after the last field', 'From: a@b\r\nTo: c@d\r\n\r\n', 'From: a@b\r\nTo: c@d\r\nSubject: [SPAM]\r\n\r\n'],

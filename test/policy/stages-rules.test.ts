@@ -55,7 +55,17 @@ describe('rules stage: what each leaf raises, in order', () => {
     },
     {
       name: 'attacker: encrypted ZIP member and an executable member; archive findings come after the part own',
-      raw: () => mixed(leaf({ type: 'application/zip', body: makeZip([{ name: 'secret.txt', data: Buffer.from('x'), encrypted: true }, { name: 'tool.exe', data: EXE }]), filename: 'tools.jar' })),
+      raw: () =>
+        mixed(
+          leaf({
+            type: 'application/zip',
+            body: makeZip([
+              { name: 'secret.txt', data: Buffer.from('x'), encrypted: true },
+              { name: 'tool.exe', data: EXE },
+            ]),
+            filename: 'tools.jar',
+          }),
+        ),
       rows: [
         ['2', 'filenames.rules[0]', 'strip'],
         ['2', 'archives.on_encrypted', 'strip'],

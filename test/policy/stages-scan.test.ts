@@ -19,7 +19,8 @@ const CLEAN: ScanOutcome = { kind: 'clean', engine: 'fake', endpoint: 'mem', ms:
 const INFECTED = (v = 'Eicar-Test-Signature'): ScanOutcome => ({ kind: 'infected', engine: 'fake', endpoint: 'mem', viruses: [v], ms: 1 });
 const ERROR: ScanOutcome = { kind: 'error', engine: 'fake', reason: 'unavailable', message: 'connection refused', ms: 1 };
 const OVERSIZE: ScanOutcome = { kind: 'oversize', engine: 'fake', size: 99, limit: 10 };
-const answered = (o: ScanOutcome): ScanResult => (o.kind === 'oversize' ? { kind: 'over-scanner-limit', outcome: o, size: 1234 } : { kind: 'answered', outcome: o });
+const answered = (o: ScanOutcome): ScanResult =>
+  o.kind === 'oversize' ? { kind: 'over-scanner-limit', outcome: o, size: 1234 } : { kind: 'answered', outcome: o };
 
 /** Scripted scanner: answers from a list in call order (clean when it runs out). */
 class ScriptedScanner implements Scanner {
@@ -128,14 +129,31 @@ describe('scan stage: plan and runner', () => {
 function records(contents: LeafContents[], results: ScanResult[]): ScanRecord[] {
   const jobs: ScanJob[] = [
     { role: 'message', part: '', label: 'message', object: { kind: 'bytes', data: () => Buffer.alloc(0) }, maxSize: 1e9 },
-    ...contents.map((c): ScanJob => ({ role: 'part', part: c.leaf.section, label: `part ${c.leaf.section}`, object: { kind: 'encoded', body: c.leaf.body, cte: c.leaf.cte }, maxSize: 1e9, leaf: c })),
+    ...contents.map(
+      (c): ScanJob => ({
+        role: 'part',
+        part: c.leaf.section,
+        label: `part ${c.leaf.section}`,
+        object: { kind: 'encoded', body: c.leaf.body, cte: c.leaf.cte },
+        maxSize: 1e9,
+        leaf: c,
+      }),
+    ),
   ];
   return results.map((result, i) => ({ job: jobs[i]!, result }));
 }
 
 describe('classify-scan stage (pure)', () => {
   const contents = () => stagesUpToScan(attackMessage(), defaultPolicy()).contents;
-  const table: { name: string; policy: string; results: ScanResult[]; rows: [string, string, string][]; tags?: string[]; tempfail?: boolean; viruses?: string[] }[] = [
+  const table: {
+    name: string;
+    policy: string;
+    results: ScanResult[];
+    rows: [string, string, string][];
+    tags?: string[];
+    tempfail?: boolean;
+    viruses?: string[];
+  }[] = [
     { name: 'all clean: nothing', policy: '', results: [answered(CLEAN), answered(CLEAN)], rows: [] },
     {
       name: 'a virus in a part: strip that part (on_virus strip)',
@@ -229,7 +247,8 @@ describe('classify-scan stage (pure)', () => {
   });
   it('only a clean answer lets the output go', () => {
     expect(outputIsClean(answered(CLEAN))).toBe(true);
-    for (const r of [answered(INFECTED()), answered(ERROR), answered(OVERSIZE), { kind: 'over-max-size', size: 1 } as const]) expect(outputIsClean(r)).toBe(false);
+    for (const r of [answered(INFECTED()), answered(ERROR), answered(OVERSIZE), { kind: 'over-max-size', size: 1 } as const])
+      expect(outputIsClean(r)).toBe(false);
   });
 });
 
@@ -271,7 +290,15 @@ describe('decide stage (pure)', () => {
 
   it('signed.on_change block: a strip inside multipart/signed adds a block', () => {
     const raw = message(
-      multipart('signed', 's1', [multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/x-msdownload', body: EXE, filename: 'a.exe' })]), leaf({ type: 'application/pgp-signature', body: 'sig' })], '; protocol="application/pgp-signature"'),
+      multipart(
+        'signed',
+        's1',
+        [
+          multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hi' }), leaf({ type: 'application/x-msdownload', body: EXE, filename: 'a.exe' })]),
+          leaf({ type: 'application/pgp-signature', body: 'sig' }),
+        ],
+        '; protocol="application/pgp-signature"',
+      ),
     );
     const rules = 'content_types: { rules: [ { match: [application/x-msdownload], action: strip } ] }';
     for (const [yaml, want] of [
@@ -310,9 +337,19 @@ describe('attacker: scanner error + oversize part + encrypted archive together, 
     // errors pass with a tag, but the oversize part still blocks (default on_oversize)
     { policy: 'antivirus: { on_error: allow }', status: 'blocked', rules: ['archives.on_encrypted', 'antivirus.on_oversize'] },
     // both pass with tags; the encrypted archive is still stripped
-    { policy: 'antivirus: { on_error: allow, on_oversize: allow }', status: 'changed', rules: ['archives.on_encrypted'], tags: [/^X-Postern-AV: unscanned; reason=oversize/m, /^X-Postern-AV: unscanned; reason=error/m] },
+    {
+      policy: 'antivirus: { on_error: allow, on_oversize: allow }',
+      status: 'changed',
+      rules: ['archives.on_encrypted'],
+      tags: [/^X-Postern-AV: unscanned; reason=oversize/m, /^X-Postern-AV: unscanned; reason=error/m],
+    },
     // the archive allowed too: only the tags change the message
-    { policy: 'antivirus: { on_error: allow, on_oversize: allow }\narchives: { on_encrypted: allow }', status: 'changed', rules: [], tags: [/^X-Postern-AV: unscanned; reason=oversize/m, /^X-Postern-AV: unscanned; reason=error/m] },
+    {
+      policy: 'antivirus: { on_error: allow, on_oversize: allow }\narchives: { on_encrypted: allow }',
+      status: 'changed',
+      rules: [],
+      tags: [/^X-Postern-AV: unscanned; reason=oversize/m, /^X-Postern-AV: unscanned; reason=error/m],
+    },
   ];
   for (const c of table) {
     it(`${c.policy || 'default policy'} -> ${c.status}`, async () => {
@@ -327,7 +364,14 @@ describe('attacker: scanner error + oversize part + encrypted archive together, 
 
       // the same through the stages by hand
       const { findings, parsed, contents } = stagesUpToScan(raw, policy);
-      const [report] = await runScanners([{ kind: 'antivirus', scanner: new ScriptedScanner(answers()), jobs: planAntivirus(parsed, contents, policy.antivirus), stopAfter: (o) => stopsScanning(policy.antivirus, o) }]);
+      const [report] = await runScanners([
+        {
+          kind: 'antivirus',
+          scanner: new ScriptedScanner(answers()),
+          jobs: planAntivirus(parsed, contents, policy.antivirus),
+          stopAfter: (o) => stopsScanning(policy.antivirus, o),
+        },
+      ]);
       const scan = classifyAntivirus(report!.records, policy, findings.add);
       const decision = decide(findings, scan, policy);
       expect({ tempfail: 'tempfail', block: 'blocked', rewrite: 'changed' }[decision]).toBe(c.status);

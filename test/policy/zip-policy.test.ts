@@ -2,12 +2,12 @@
  * archives.on_ambiguous: the policy action for ZIPs that extractors could read differently from
  * postern (issue 8, class 3), and every member-name reading going to the file-name rules.
  */
-import { describe, it, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
+// @ts-expect-error plain ESM script without type declarations
+import { buildZip, EXE, unicodePathExtra } from '../../scripts/fuzz/zip.mjs';
+import { leaf, message, multipart } from '../../scripts/gen-fixtures.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy, policyFrom } from './helpers.js';
-import { message, multipart, leaf } from '../../scripts/gen-fixtures.js';
-// @ts-expect-error plain ESM script without type declarations
-import { buildZip, unicodePathExtra, EXE } from '../../scripts/fuzz/zip.mjs';
 
 const TXT = Buffer.from('harmless text\n');
 const JS = Buffer.from('WScript.Echo(1)\n');
@@ -21,7 +21,9 @@ describe('archives.on_ambiguous', () => {
     expect(pol.archives.onAmbiguous).toEqual({ action: 'strip', quarantine: true, log: true });
     const r = await inspectMessage(withPart(concatenated()), pol, {}, {});
     expect(r.verdict.status).toBe('changed');
-    expect(r.verdict.hits).toEqual(expect.arrayContaining([expect.objectContaining({ part: '2', rule: 'archives.on_ambiguous', action: 'strip', quarantine: true })]));
+    expect(r.verdict.hits).toEqual(
+      expect.arrayContaining([expect.objectContaining({ part: '2', rule: 'archives.on_ambiguous', action: 'strip', quarantine: true })]),
+    );
     expect(r.verdict.hits.find((h) => h.rule === 'archives.on_ambiguous')!.reason).toMatch(/prepended|before the first record/);
   });
   it('local/central name mismatch and a Unicode Path field are ambiguous', async () => {
@@ -64,12 +66,22 @@ archives: { on_ambiguous: allow }
     expect((await inspectMessage(withPart(pdf, 'application/pdf', 'doc.pdf'), defaultPolicy(), {}, {})).verdict.status).toBe('changed');
   });
   it('no false alarm: plain files, an end-record signature without a directory, canonical ZIPs', async () => {
-    const pdf = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(3000, 0x20), Buffer.from('PK\x05\x06', 'latin1'), Buffer.alloc(18, 1), Buffer.from('%%EOF\n')]);
+    const pdf = Buffer.concat([
+      Buffer.from('%PDF-1.4\n'),
+      Buffer.alloc(3000, 0x20),
+      Buffer.from('PK\x05\x06', 'latin1'),
+      Buffer.alloc(18, 1),
+      Buffer.from('%%EOF\n'),
+    ]);
     const raw = withPart(pdf, 'application/pdf', 'doc.pdf');
     const r = await inspectMessage(raw, defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('clean');
     expect(r.output).toBe(raw);
-    const ok = buildZip([{ name: 'a.txt', data: TXT }, { name: 'docs/', data: Buffer.alloc(0), method: 0 }, { name: 'docs/b.txt', data: TXT, descriptor: true }]);
+    const ok = buildZip([
+      { name: 'a.txt', data: TXT },
+      { name: 'docs/', data: Buffer.alloc(0), method: 0 },
+      { name: 'docs/b.txt', data: TXT, descriptor: true },
+    ]);
     const raw2 = withPart(ok);
     const r2 = await inspectMessage(raw2, defaultPolicy(), {}, {});
     expect(r2.verdict).toMatchObject({ status: 'clean', hits: [] });
@@ -77,6 +89,10 @@ archives: { on_ambiguous: allow }
   });
   it('the key is validated', () => {
     expect(() => policyFrom(`archives: { on_ambiguous: maybe }`)).toThrow(/on_ambiguous/);
-    expect(policyFrom(`archives: { on_ambiguous: { action: block, quarantine: true } }`).archives.onAmbiguous).toEqual({ action: 'block', quarantine: true, log: true });
+    expect(policyFrom(`archives: { on_ambiguous: { action: block, quarantine: true } }`).archives.onAmbiguous).toEqual({
+      action: 'block',
+      quarantine: true,
+      log: true,
+    });
   });
 });

@@ -18,7 +18,7 @@ import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { recoveryId } from '../../src/policy/engine.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
-import { PROTECTED_FILE_NAME, ProtectedStore, type ProtectedEntry } from '../../src/quarantine/protected.js';
+import { PROTECTED_FILE_NAME, type ProtectedEntry, ProtectedStore } from '../../src/quarantine/protected.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { Pop3Hooks } from '../../src/session/pop3.js';
 
@@ -122,7 +122,10 @@ describe('ProtectedStore', () => {
   it.each([
     ['not JSON', '{"version":1,"entries":['],
     ['wrong version', '{"version":2,"entries":[]}'],
-    ['bad entry', '{"version":1,"entries":[{"upstream":"x","user":"alice","uidl":"has space","sha256":"00","size":1,"time":"t","policy":"p","status":"changed","reason":"r"}]}'],
+    [
+      'bad entry',
+      '{"version":1,"entries":[{"upstream":"x","user":"alice","uidl":"has space","sha256":"00","size":1,"time":"t","policy":"p","status":"changed","reason":"r"}]}',
+    ],
   ])('fails closed on a corrupt file (%s): checks say "unknown", changes fail, the file is never overwritten', async (_n, content) => {
     const s = new ProtectedStore({ file: path.join(freshDir(), PROTECTED_FILE_NAME), maxEntries: 10 });
     writeFileSync(s.file, content);
@@ -210,13 +213,20 @@ function session(opts: { qdir: string; protectedStore?: ProtectedStore | null; p
   const listener = { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1 << 20, keepaliveMs: 0 } } as ListenerConfig;
   const policy = loadPolicy('default', opts.policyDir ?? 'policies');
   const quarantine = new FileQuarantineStore({ dir: opts.qdir });
-  const deps = { listener, policy, engine: { scanner: null, quarantine }, log, ...(opts.protectedStore !== undefined ? { protected: opts.protectedStore } : {}) };
+  const deps = {
+    listener,
+    policy,
+    engine: { scanner: null, quarantine },
+    log,
+    ...(opts.protectedStore !== undefined ? { protected: opts.protectedStore } : {}),
+  };
   const hooks = new Pop3Inspector(deps).hooks();
   hooks.onLogin!(opts.who ?? WHO);
   return { hooks, logs };
 }
 
-const retr = (r: Rig, n: number, msg: string, uidl: string | null) => r.hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl }, stuff(Buffer.from(msg, 'latin1')));
+const retr = (r: Rig, n: number, msg: string, uidl: string | null) =>
+  r.hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl }, stuff(Buffer.from(msg, 'latin1')));
 const dele = (r: Rig, n: number, uidl: string | null) => r.hooks.onDele!(n, async () => uidl);
 
 /** Makes storing EXE's original fail: a directory where its .eml must go. */
@@ -253,7 +263,14 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     expect(await dele(a, 1, 'u1')).toMatch(/^\[SYS\/PERM\] postern: message 1 was altered by policy and its original is not in quarantine/);
     expect(await dele(a, 2, 'u2')).toBeNull();
     const [rec] = await ProtectedStore.forDirectory(qdir, 10).list();
-    expect(rec).toMatchObject({ ...WHO, uidl: 'u1', sha256: createHash('sha256').update(EXE).digest('hex'), size: EXE.length, status: 'changed', reason: 'quarantine-failed' });
+    expect(rec).toMatchObject({
+      ...WHO,
+      uidl: 'u1',
+      sha256: createHash('sha256').update(EXE).digest('hex'),
+      size: EXE.length,
+      status: 'changed',
+      reason: 'quarantine-failed',
+    });
     expect(a.logs.join('')).toContain('"event":"message.protected"');
 
     // a later session that never retrieved it: DELE 1 (same UIDL, maybe another number) is refused
@@ -265,9 +282,11 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     expect(await dele(b, 3, null)).toMatch(/^\[SYS\/PERM\] postern: cannot tell whether message 3 is protected/);
     // another user of the same upstream is not affected, and needs no UIDL at all
     const other = session({ qdir, who: { user: 'bob', upstream: WHO.upstream } });
-    expect(await other.hooks.onDele!(1, async () => {
-      throw new Error('must not be asked');
-    })).toBeNull();
+    expect(
+      await other.hooks.onDele!(1, async () => {
+        throw new Error('must not be asked');
+      }),
+    ).toBeNull();
 
     // the quarantine works again: retrieving the message quarantines it and lifts the protection
     rmSync(blocker, { recursive: true });
@@ -310,7 +329,9 @@ describe('Pop3Inspector: nothing lost across sessions', () => {
     writeFileSync(path.join(d, 'file'), 'x');
     const broken = new ProtectedStore({ file: path.join(d, 'file', PROTECTED_FILE_NAME), maxEntries: 10 });
     const a = session({ qdir, protectedStore: broken });
-    expect(await retr(a, 1, EXE, 'u1')).toEqual({ error: expect.stringMatching(/^\[SYS\/TEMP\] postern: message 1 was altered by policy and its original can be neither quarantined nor recorded/) });
+    expect(await retr(a, 1, EXE, 'u1')).toEqual({
+      error: expect.stringMatching(/^\[SYS\/TEMP\] postern: message 1 was altered by policy and its original can be neither quarantined nor recorded/),
+    });
     expect(a.logs.join('')).toContain(`"code":"${ErrorCodes.PROTECTED_STORE}"`);
     expect(await dele(a, 1, 'u1')).toMatch(/^\[SYS\/PERM\]/);
     // an unreadable record file: no DELE can be allowed, not even of a clean message

@@ -3,8 +3,7 @@
  * stored original (a changed message handed out, a POP3 DELE allowed, a collector message deleted
  * upstream), so it must survive a power loss, not only a process crash.
  */
-import { promises as fsp } from 'node:fs';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { promises as fsp, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';

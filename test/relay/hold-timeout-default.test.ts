@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { ScannerConfig, SpamConfig } from '../../src/config/types.js';
 import { effectiveHoldTimeoutMs, HOLD_TIMEOUT_MARGIN_MS } from '../../src/limits.js';
 import type { Session, SessionHost } from '../../src/session/types.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const D = { scannerTimeoutMs: 20_000, spamTimeoutMs: 7_000 };
 
@@ -50,8 +50,20 @@ describe('the relay applies it to listeners the config loader did not fill in', 
         onTimeout: () => undefined,
       };
     };
-    const scanner: ScannerConfig = { type: 'clamd', endpoints: [{ host: '127.0.0.1', port: 9 }], timeoutMs: D.scannerTimeoutMs, healthIntervalMs: 0, maxStreamBytes: 1 << 20 };
-    const spam: SpamConfig = { type: 'rspamd', endpoints: [{ host: '127.0.0.1', port: 9 }], timeoutMs: D.spamTimeoutMs, healthIntervalMs: 0, maxMessageBytes: 1 << 20 };
+    const scanner: ScannerConfig = {
+      type: 'clamd',
+      endpoints: [{ host: '127.0.0.1', port: 9 }],
+      timeoutMs: D.scannerTimeoutMs,
+      healthIntervalMs: 0,
+      maxStreamBytes: 1 << 20,
+    };
+    const spam: SpamConfig = {
+      type: 'rspamd',
+      endpoints: [{ host: '127.0.0.1', port: 9 }],
+      timeoutMs: D.spamTimeoutMs,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1 << 20,
+    };
     const up = { host: '127.0.0.1', port: 9, tls: 'none' as const };
     postern = await startPostern(
       [

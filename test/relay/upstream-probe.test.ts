@@ -13,7 +13,7 @@ import { ErrorCodes } from '../../src/errors.js';
 import { createLogger } from '../../src/log/logger.js';
 import { probeUpstream, startUpstreamProbes } from '../../src/relay/upstream-probe.js';
 import { type ScriptedServer, startScriptedServer } from '../harness/scripted-server.js';
-import { freePort, selfSignedCert, sleep, tempDir, type TempDir, waitFor } from '../harness/util.js';
+import { freePort, selfSignedCert, sleep, type TempDir, tempDir, waitFor } from '../harness/util.js';
 import { testListener } from '../helpers/scripted-host.js';
 
 let dir: TempDir;
@@ -36,7 +36,12 @@ async function server(opts: Parameters<typeof startScriptedServer>[0]): Promise<
   return s;
 }
 
-function listener(port: number, mode: UpstreamTlsMode = 'none', protocol: 'imap' | 'pop3' = 'imap', caFile?: string): ListenerConfig & { upstream: StaticUpstream } {
+function listener(
+  port: number,
+  mode: UpstreamTlsMode = 'none',
+  protocol: 'imap' | 'pop3' = 'imap',
+  caFile?: string,
+): ListenerConfig & { upstream: StaticUpstream } {
   return testListener({
     protocol,
     upstream: { kind: 'static', host: 'localhost', port, tls: { mode, verify: true, caFile, minVersion: 'TLSv1.2' } },
@@ -137,7 +142,9 @@ describe('startUpstreamProbes', () => {
       },
     });
     const l = listener(s.port);
-    const routed = testListener({ upstream: { kind: 'login-routed', port: s.port, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' }, allow: ['x.test'], allowAnyHost: false } });
+    const routed = testListener({
+      upstream: { kind: 'login-routed', port: s.port, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' }, allow: ['x.test'], allowAnyHost: false },
+    });
     const { log, lines } = logSink();
     const probes = startUpstreamProbes([l, routed], log, { retryMs: 40, refreshMs: 40, timeoutMs: 1000 });
     try {
@@ -148,7 +155,13 @@ describe('startUpstreamProbes', () => {
       expect(probes.mechanisms(l)).toBeNull();
       // one warning however often it failed
       expect(lines.filter((x) => x.event === 'upstream.capabilities' && x.err)).toHaveLength(1);
-      expect(lines[0]).toMatchObject({ event: 'upstream.capabilities', reason: 'probe', listener: 'test', upstream: `localhost:${s.port}`, err: { code: ErrorCodes.UPSTREAM_CLOSED } });
+      expect(lines[0]).toMatchObject({
+        event: 'upstream.capabilities',
+        reason: 'probe',
+        listener: 'test',
+        upstream: `localhost:${s.port}`,
+        err: { code: ErrorCodes.UPSTREAM_CLOSED },
+      });
 
       mode = 'up';
       await waitFor(() => probes.mechanisms(l) || undefined, { timeoutMs: 5000 });

@@ -3,10 +3,11 @@
  * lazy and back-pressured reading of the chunk source, oversize by size hint and by counting, the
  * absolute deadline while writes are blocked, and a failing source.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
-import { deadPort, startClamd, type ClamdHandle } from '../harness/clamd.js';
+import { type ClamdHandle, deadPort, startClamd } from '../harness/clamd.js';
 import { startScriptedServer } from '../harness/scripted-server.js';
 import { EICAR_NAME, eicar, filler, zip } from './samples.js';
 
@@ -32,7 +33,14 @@ describe('scanChunks against a real clamd', () => {
   let scanner: ClamdScanner;
   beforeAll(async () => {
     clamd = await startClamd({ streamMaxLength: '1M', maxScanSize: '2M', maxFileSize: '1M' });
-    scanner = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxStreamBytes: 1000 * 1000, chunkBytes: 4096, log: silent });
+    scanner = new ClamdScanner({
+      endpoints: [{ host: clamd.host, port: clamd.port }],
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 1000 * 1000,
+      chunkBytes: 4096,
+      log: silent,
+    });
     await scanner.ready;
   });
   afterAll(async () => {
@@ -47,7 +55,10 @@ describe('scanChunks against a real clamd', () => {
   });
 
   it('a chunk larger than chunkBytes is split into frames; an archive across chunks is opened', async () => {
-    const archive = zip([{ name: 'readme.txt', data: filler(20_000, 'r') }, { name: 'x/eicar.com', data: eicar() }]);
+    const archive = zip([
+      { name: 'readme.txt', data: filler(20_000, 'r') },
+      { name: 'x/eicar.com', data: eicar() },
+    ]);
     const o = await scanner.scanChunks(source(archive, 10_000).it);
     expect(o).toMatchObject({ kind: 'infected', viruses: [EICAR_NAME] });
   });
@@ -87,7 +98,13 @@ describe('scanChunks against a real clamd', () => {
 
 describe('scanChunks faults', () => {
   it('no chunk is read before a connection exists: a dead endpoint leaves the source untouched', async () => {
-    const s = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: await deadPort() }], timeoutMs: 2000, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: silent });
+    const s = new ClamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: await deadPort() }],
+      timeoutMs: 2000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 25 * MB,
+      log: silent,
+    });
     try {
       const src = source(filler(10_000), 1000);
       expect(await s.scanChunks(src.it)).toMatchObject({ kind: 'error', reason: 'unavailable' });
@@ -100,7 +117,13 @@ describe('scanChunks faults', () => {
   it('a server that accepts and never reads: the deadline holds and back-pressure stops pulling chunks', async () => {
     // paused sockets: nothing is read, so the kernel buffers fill and writes report back-pressure
     const fake = await startScriptedServer({ read: false });
-    const s = new ClamdScanner({ endpoints: [{ host: '127.0.0.1', port: fake.port }], timeoutMs: 400, healthIntervalMs: 0, maxStreamBytes: 100 * MB, log: silent });
+    const s = new ClamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: fake.port }],
+      timeoutMs: 400,
+      healthIntervalMs: 0,
+      maxStreamBytes: 100 * MB,
+      log: silent,
+    });
     try {
       const total = 64 * MB;
       const chunk = 64 * 1024;

@@ -3,16 +3,17 @@
  * real clamd killed between and during scans and restarted, and the endpoint pool (round-robin,
  * failover, health checks, logged state changes).
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
-import { join } from 'node:path';
+
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { PosternError } from '../../src/errors.js';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
-import { PosternError } from '../../src/errors.js';
-import { deadPort, startClamd, startFakeClamd, type ClamdHandle } from '../harness/clamd.js';
-import { EICAR_NAME, eicar, filler } from './samples.js';
+import { type ClamdHandle, deadPort, startClamd, startFakeClamd } from '../harness/clamd.js';
 import { captureLog } from './log-capture.js';
+import { EICAR_NAME, eicar, filler } from './samples.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;
@@ -125,7 +126,18 @@ describe('faulty endpoints (scripted)', () => {
     const quiet = track(await startFakeClamd('silent'));
     const junk = track(await startFakeClamd('garbage'));
     const cap = captureLog();
-    const s = track(new ClamdScanner({ ...base, log: cap.log, endpoints: [{ host: quiet.host, port: quiet.port }, { host: junk.host, port: junk.port }], timeoutMs: 1000, healthTimeoutMs: 300 }));
+    const s = track(
+      new ClamdScanner({
+        ...base,
+        log: cap.log,
+        endpoints: [
+          { host: quiet.host, port: quiet.port },
+          { host: junk.host, port: junk.port },
+        ],
+        timeoutMs: 1000,
+        healthTimeoutMs: 300,
+      }),
+    );
     const h = await s.ready;
     expect(h.map((x) => [x.state, x.reason])).toEqual([
       ['down', 'health check: no PONG within 300 ms'],
@@ -170,7 +182,9 @@ describe('real clamd killed and restarted', () => {
     const down = await s.scan(eicar());
     expect(down).toMatchObject({ kind: 'error', reason: 'unavailable' });
     expect(await s.scan(filler(1000))).toMatchObject({ kind: 'error', reason: 'unavailable' });
-    expect(cap.find('clamd endpoint down')).toEqual([expect.objectContaining({ endpoint: `127.0.0.1:${clamd.port}`, previous: 'up', state: 'down', level: 40 })]);
+    expect(cap.find('clamd endpoint down')).toEqual([
+      expect.objectContaining({ endpoint: `127.0.0.1:${clamd.port}`, previous: 'up', state: 'down', level: 40 }),
+    ]);
 
     await clamd.restart();
     expect(await s.scan(eicar())).toMatchObject({ kind: 'infected', viruses: [EICAR_NAME] });
@@ -194,12 +208,17 @@ describe('real clamd killed and restarted', () => {
   it('periodic PING notices the outage and the recovery without any scan', async () => {
     await clamd.restart();
     const cap = captureLog();
-    const s = track(new ClamdScanner({ ...base, log: cap.log, healthIntervalMs: 100, healthTimeoutMs: 500, endpoints: [{ socket: clamd.socket }], timeoutMs: 5000 }));
+    const s = track(
+      new ClamdScanner({ ...base, log: cap.log, healthIntervalMs: 100, healthTimeoutMs: 500, endpoints: [{ socket: clamd.socket }], timeoutMs: 5000 }),
+    );
     await s.ready;
     expect(s.health()[0]!.state).toBe('up');
     await clamd.kill();
     await until(() => s.health()[0]!.state === 'down');
-    expect(cap.find('clamd endpoint down')[0]).toMatchObject({ endpoint: `unix:${clamd.socket}`, reason: expect.stringMatching(/^health check: connect failed/) });
+    expect(cap.find('clamd endpoint down')[0]).toMatchObject({
+      endpoint: `unix:${clamd.socket}`,
+      reason: expect.stringMatching(/^health check: connect failed/),
+    });
     await clamd.restart();
     await until(() => s.health()[0]!.state === 'up');
     expect(cap.find('clamd endpoint up')).toHaveLength(2);
@@ -230,7 +249,17 @@ describe('several endpoints', () => {
   it('one of two endpoints dead: every scan fails over to the live one; state change logged once', async () => {
     const dead = await deadPort();
     const cap = captureLog();
-    const s = track(new ClamdScanner({ ...base, log: cap.log, endpoints: [{ host: '127.0.0.1', port: dead }, { host: b.host, port: b.port }], timeoutMs: 5000 }));
+    const s = track(
+      new ClamdScanner({
+        ...base,
+        log: cap.log,
+        endpoints: [
+          { host: '127.0.0.1', port: dead },
+          { host: b.host, port: b.port },
+        ],
+        timeoutMs: 5000,
+      }),
+    );
     const outs: ScanOutcome[] = [];
     for (let i = 0; i < 6; i++) outs.push(await s.scan(i % 2 ? eicar() : filler(5000, `f${i}`)));
     expect(outs.map((o) => o.kind)).toEqual(['clean', 'infected', 'clean', 'infected', 'clean', 'infected']);
@@ -240,13 +269,25 @@ describe('several endpoints', () => {
       [`127.0.0.1:${b.port}`, 'up'],
     ]);
     // The start-up PING and the first scan race to notice; either way one transition is logged.
-    expect(cap.find('clamd endpoint down')).toEqual([expect.objectContaining({ endpoint: `127.0.0.1:${dead}`, reason: expect.stringMatching(/connect failed: ECONNREFUSED$/) })]);
+    expect(cap.find('clamd endpoint down')).toEqual([
+      expect.objectContaining({ endpoint: `127.0.0.1:${dead}`, reason: expect.stringMatching(/connect failed: ECONNREFUSED$/) }),
+    ]);
     expect(cap.find('clamd endpoint up').map((l) => l.endpoint)).toEqual([`127.0.0.1:${b.port}`]);
   });
 
   it('a live endpoint dies mid-run: scans move to the other; it is used again after it is back', async () => {
     const cap = captureLog();
-    const s = track(new ClamdScanner({ ...base, log: cap.log, endpoints: [{ host: a.host, port: a.port }, { host: b.host, port: b.port }], timeoutMs: 5000 }));
+    const s = track(
+      new ClamdScanner({
+        ...base,
+        log: cap.log,
+        endpoints: [
+          { host: a.host, port: a.port },
+          { host: b.host, port: b.port },
+        ],
+        timeoutMs: 5000,
+      }),
+    );
     await s.ready;
     await a.kill();
     const during: ScanOutcome[] = [];
@@ -262,9 +303,20 @@ describe('several endpoints', () => {
 
   it('all endpoints dead: unavailable naming each failure', async () => {
     const [d1, d2] = [await deadPort(), await deadPort()];
-    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: '127.0.0.1', port: d1 }, { host: '127.0.0.1', port: d2 }], timeoutMs: 5000 }));
+    const s = track(
+      new ClamdScanner({
+        ...base,
+        endpoints: [
+          { host: '127.0.0.1', port: d1 },
+          { host: '127.0.0.1', port: d2 },
+        ],
+        timeoutMs: 5000,
+      }),
+    );
     const o = await s.scan(eicar());
     expect(o).toMatchObject({ kind: 'error', reason: 'unavailable' });
-    expect(o.kind === 'error' && o.message).toBe(`no clamd endpoint reachable (127.0.0.1:${d1}: connect failed: ECONNREFUSED; 127.0.0.1:${d2}: connect failed: ECONNREFUSED)`);
+    expect(o.kind === 'error' && o.message).toBe(
+      `no clamd endpoint reachable (127.0.0.1:${d1}: connect failed: ECONNREFUSED; 127.0.0.1:${d2}: connect failed: ECONNREFUSED)`,
+    );
   });
 });

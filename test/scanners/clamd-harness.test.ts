@@ -1,8 +1,9 @@
 /** The clamd harness itself: private config, both listeners, and a port clash detected fast. */
-import { afterAll, expect, it } from 'vitest';
+
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { clamdCommand, startClamd, type ClamdHandle } from '../harness/clamd.js';
+import { afterAll, expect, it } from 'vitest';
+import { type ClamdHandle, clamdCommand, startClamd } from '../harness/clamd.js';
 import { startScriptedServer } from '../harness/scripted-server.js';
 
 let clamd: ClamdHandle | undefined;

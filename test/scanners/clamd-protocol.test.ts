@@ -1,14 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import {
-  CMD_INSTREAM,
-  ReplyCollector,
-  encodeInstream,
-  excerpt,
-  isPong,
-  parseClamdReply,
-  type ClamdReply,
-} from '../../src/scanners/clamd-protocol.js';
 import { endpointLabel } from '../../src/scanners/clamd.js';
+import { type ClamdReply, CMD_INSTREAM, encodeInstream, excerpt, isPong, parseClamdReply, ReplyCollector } from '../../src/scanners/clamd-protocol.js';
 
 /** Reassembles an INSTREAM request the way clamd reads it. */
 function decodeInstream(req: Buffer): { chunks: number[]; data: Buffer; terminated: boolean; rest: number } {

@@ -2,12 +2,13 @@
  * ClamdScanner against a real clamd (test/harness/clamd.ts) with the project's signature
  * database: detections through INSTREAM, clamd's limits, and the endpoint pool.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClamdScanner, createScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
-import { startClamd, type ClamdHandle } from '../harness/clamd.js';
-import { EICAR_NAME, HASH_SAMPLE_NAME, eicar, filler, forwarded, hashSample, message, plainMessage, zip } from './samples.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { EICAR_NAME, eicar, filler, forwarded, HASH_SAMPLE_NAME, hashSample, message, plainMessage, zip } from './samples.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;
@@ -22,7 +23,13 @@ describe('detections through INSTREAM (real clamd)', () => {
 
   beforeAll(async () => {
     clamd = await startClamd();
-    scanner = new ClamdScanner({ endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: silent });
+    scanner = new ClamdScanner({
+      endpoints: [{ host: clamd.host, port: clamd.port }],
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxStreamBytes: 25 * MB,
+      log: silent,
+    });
     await scanner.ready;
   });
   afterAll(async () => {
@@ -64,7 +71,10 @@ describe('detections through INSTREAM (real clamd)', () => {
   });
 
   it('EICAR inside a ZIP: the archive alone and attached to a message', async () => {
-    const archive = zip([{ name: 'readme.txt', data: Buffer.from('hello\n') }, { name: 'dir/eicar.com', data: eicar() }]);
+    const archive = zip([
+      { name: 'readme.txt', data: Buffer.from('hello\n') },
+      { name: 'dir/eicar.com', data: eicar() },
+    ]);
     expect(viruses(await scanner.scan(archive))).toEqual([EICAR_NAME]);
     const msg = message('archive', [{ type: 'application/zip', filename: 'files.zip', data: archive }]);
     expect(viruses(await scanner.scan(msg))).toEqual([EICAR_NAME]);
@@ -116,7 +126,10 @@ describe('detections through INSTREAM (real clamd)', () => {
   });
 
   it('createScanner builds the same scanner from ScannerConfig', async () => {
-    const s = createScanner({ type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 5000, healthIntervalMs: 0, maxStreamBytes: MB }, silent);
+    const s = createScanner(
+      { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 5000, healthIntervalMs: 0, maxStreamBytes: MB },
+      silent,
+    );
     try {
       expect(s.name).toBe('clamd');
       expect(viruses(await s.scan(eicar()))).toEqual([EICAR_NAME]);
@@ -169,7 +182,10 @@ describe('size limits (real clamd with small limits)', () => {
       expect(o).toMatchObject({ kind: 'error', reason: 'limit' });
       expect(o.kind === 'error' && o.message).toMatch(/Heuristics\.Limits\.Exceeded\.MaxScanSize/);
       // A virus met before the limit is still reported as a virus.
-      const first = zip([{ name: 'e.com', data: eicar() }, ...Array.from({ length: 4 }, (_, i) => ({ name: `m${i}.bin`, data: Buffer.alloc(900 * 1024, 65 + i) }))]);
+      const first = zip([
+        { name: 'e.com', data: eicar() },
+        ...Array.from({ length: 4 }, (_, i) => ({ name: `m${i}.bin`, data: Buffer.alloc(900 * 1024, 65 + i) })),
+      ]);
       expect(viruses(await s.scan(first))).toEqual([EICAR_NAME]);
     } finally {
       await s.close();

@@ -5,7 +5,15 @@
  * The scanners' own tests (clamd-*, rspamd-*) cover the same rules over real connections.
  */
 import { describe, expect, it } from 'vitest';
-import { EndpointPool, type EndpointPoolOptions, type EndpointSlot, type PingResult, type ScanError, checkScannerConfig, endpointLabel } from '../../src/scanners/endpoints.js';
+import {
+  checkScannerConfig,
+  EndpointPool,
+  type EndpointPoolOptions,
+  type EndpointSlot,
+  endpointLabel,
+  type PingResult,
+  type ScanError,
+} from '../../src/scanners/endpoints.js';
 import { captureLog } from './log-capture.js';
 
 type Ep = { host?: string; port?: number; socket?: string };
@@ -14,7 +22,16 @@ const [A, B, C] = EPS.map(endpointLabel) as [string, string, string];
 
 function pool(o: Partial<EndpointPoolOptions<Ep>> = {}) {
   const cap = captureLog();
-  const p = new EndpointPool<Ep>({ engine: 'testav', endpoints: EPS, timeoutMs: 5000, healthIntervalMs: 0, request: 'scan', log: cap.log, ping: async () => ({ ok: true }), ...o });
+  const p = new EndpointPool<Ep>({
+    engine: 'testav',
+    endpoints: EPS,
+    timeoutMs: 5000,
+    healthIntervalMs: 0,
+    request: 'scan',
+    log: cap.log,
+    ping: async () => ({ ok: true }),
+    ...o,
+  });
   return { p, cap };
 }
 
@@ -38,10 +55,14 @@ describe('endpoint pool: order and failover', () => {
     const { p } = pool();
     const starts: string[] = [];
     for (let i = 0; i < 4; i++) {
-      const o = await p.failover<string>(performance.now(), async (slot) => {
-        starts.push(slot.label);
-        return { kind: 'done', outcome: `answer from ${slot.label}` };
-      }, () => expect.unreachable());
+      const o = await p.failover<string>(
+        performance.now(),
+        async (slot) => {
+          starts.push(slot.label);
+          return { kind: 'done', outcome: `answer from ${slot.label}` };
+        },
+        () => expect.unreachable(),
+      );
       expect(o).toBe(`answer from ${starts[i]}`);
     }
     expect(starts).toEqual([A, B, C, A]);
@@ -50,11 +71,15 @@ describe('endpoint pool: order and failover', () => {
   it('a failed connect marks the endpoint down and moves on; down endpoints are tried last', async () => {
     const { p, cap } = pool();
     const tried: string[] = [];
-    const o = await p.failover<string>(performance.now(), async (slot) => {
-      tried.push(slot.label);
-      if (slot.label === A) return { kind: 'connect-failed', message: 'connect failed: ECONNREFUSED', cutByDeadline: false };
-      return { kind: 'done', outcome: slot.label };
-    }, () => expect.unreachable());
+    const o = await p.failover<string>(
+      performance.now(),
+      async (slot) => {
+        tried.push(slot.label);
+        if (slot.label === A) return { kind: 'connect-failed', message: 'connect failed: ECONNREFUSED', cutByDeadline: false };
+        return { kind: 'done', outcome: slot.label };
+      },
+      () => expect.unreachable(),
+    );
     expect(tried).toEqual([A, B]);
     expect(o).toBe(B);
     expect(p.health().map((h) => h.state)).toEqual(['down', 'unknown', 'unknown']);
@@ -70,7 +95,12 @@ describe('endpoint pool: order and failover', () => {
     const { p, cap } = pool();
     const { tried, o, failures } = await refusedEverywhere(p);
     expect(tried).toEqual([A, B, C]);
-    expect(o).toMatchObject({ kind: 'error', engine: 'testav', reason: 'unavailable', message: `no testav endpoint reachable (${A}: connect failed: ECONNREFUSED; ${B}: connect failed: ECONNREFUSED; ${C}: connect failed: ECONNREFUSED)` });
+    expect(o).toMatchObject({
+      kind: 'error',
+      engine: 'testav',
+      reason: 'unavailable',
+      message: `no testav endpoint reachable (${A}: connect failed: ECONNREFUSED; ${B}: connect failed: ECONNREFUSED; ${C}: connect failed: ECONNREFUSED)`,
+    });
     expect(failures).toEqual([o]);
     expect(cap.find('testav endpoint down')).toHaveLength(3);
     expect(cap.find('no testav endpoint is up')).toEqual([expect.objectContaining({ event: 'scanner.unavailable', endpoints: [A, B, C], level: 50 })]);
@@ -87,10 +117,14 @@ describe('endpoint pool: order and failover', () => {
     const { p } = pool({ timeoutMs: 50, request: 'check' });
     const failures: ScanError[] = [];
     let attempts = 0;
-    const o = await p.failover<string>(performance.now() - 60, async () => {
-      attempts++;
-      return { kind: 'done', outcome: 'x' };
-    }, (f) => failures.push(f));
+    const o = await p.failover<string>(
+      performance.now() - 60,
+      async () => {
+        attempts++;
+        return { kind: 'done', outcome: 'x' };
+      },
+      (f) => failures.push(f),
+    );
     expect(attempts).toBe(0);
     expect(o).toMatchObject({ kind: 'error', reason: 'timeout', message: 'check deadline of 50 ms passed while connecting' });
     expect(failures).toHaveLength(1);
@@ -99,12 +133,16 @@ describe('endpoint pool: order and failover', () => {
   it('what remains of the deadline is handed to each attempt, and a timeout names the failures so far', async () => {
     const { p } = pool({ timeoutMs: 80 });
     const lefts: number[] = [];
-    const o = await p.failover<string>(performance.now(), async (_slot, { deadline, left }) => {
-      lefts.push(left);
-      expect(deadline - performance.now()).toBeLessThanOrEqual(left);
-      await new Promise((r) => setTimeout(r, 100));
-      return { kind: 'connect-failed', message: 'connect timed out after 80 ms', cutByDeadline: true };
-    }, () => undefined);
+    const o = await p.failover<string>(
+      performance.now(),
+      async (_slot, { deadline, left }) => {
+        lefts.push(left);
+        expect(deadline - performance.now()).toBeLessThanOrEqual(left);
+        await new Promise((r) => setTimeout(r, 100));
+        return { kind: 'connect-failed', message: 'connect timed out after 80 ms', cutByDeadline: true };
+      },
+      () => undefined,
+    );
     expect(lefts).toHaveLength(1);
     expect(lefts[0]).toBeGreaterThan(0);
     expect(lefts[0]).toBeLessThanOrEqual(80);
@@ -116,11 +154,15 @@ describe('endpoint pool: state changes and health checks', () => {
   it('each change is logged once; a repeated down only updates the reason', async () => {
     const { p, cap } = pool({ logFields: { engine: 'testav' } });
     let b: EndpointSlot<Ep> | undefined;
-    await p.failover<null>(performance.now(), async (s) => {
-      if (s.label !== B) return { kind: 'connect-failed', message: 'skipped', cutByDeadline: true };
-      b = s;
-      return { kind: 'done', outcome: null };
-    }, () => undefined);
+    await p.failover<null>(
+      performance.now(),
+      async (s) => {
+        if (s.label !== B) return { kind: 'connect-failed', message: 'skipped', cutByDeadline: true };
+        b = s;
+        return { kind: 'done', outcome: null };
+      },
+      () => undefined,
+    );
     if (!b) throw new Error('slot B not reached');
     p.mark(b, 'down', 'first');
     p.mark(b, 'down', 'second');
@@ -186,7 +228,11 @@ describe('endpoint pool: close', () => {
     expect(p.live.size).toBe(0);
     expect(torn).toBe(1);
     expect(p.closed).toBe(true);
-    const o = await p.failover<string>(performance.now(), async () => expect.unreachable(), () => expect.unreachable());
+    const o = await p.failover<string>(
+      performance.now(),
+      async () => expect.unreachable(),
+      () => expect.unreachable(),
+    );
     expect(o).toEqual({ kind: 'error', engine: 'testav', reason: 'unavailable', message: 'scanner closed', ms: 0 });
     expect(await p.checkHealth()).toHaveLength(3);
     expect(cap.lines).toEqual([]);
@@ -194,10 +240,14 @@ describe('endpoint pool: close', () => {
 
   it('closed during a request: failures after it are not news about the endpoints', async () => {
     const { p, cap } = pool();
-    const o = await p.failover<string>(performance.now(), async () => {
-      await p.close();
-      return { kind: 'connect-failed', message: 'connect failed: ECONNRESET', cutByDeadline: false };
-    }, () => expect.unreachable());
+    const o = await p.failover<string>(
+      performance.now(),
+      async () => {
+        await p.close();
+        return { kind: 'connect-failed', message: 'connect failed: ECONNRESET', cutByDeadline: false };
+      },
+      () => expect.unreachable(),
+    );
     expect(o).toMatchObject({ reason: 'unavailable', message: 'scanner closed' });
     expect(p.health().map((h) => h.state)).toEqual(['unknown', 'unknown', 'unknown']);
     expect(cap.lines).toEqual([]);

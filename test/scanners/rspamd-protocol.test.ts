@@ -4,13 +4,14 @@
  * and hostile ones. Then the same answers through RspamdScanner from a scripted HTTP server,
  * one byte at a time, chunked, oversized and cut short: every failure is a typed error.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
 import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RSPAMD_LIMITS } from '../../src/limits.js';
-import { AnswerCollector, buildCheckHeaders, isPong, parseCheckAnswer, rspamdAddress } from '../../src/scanners/rspamd-protocol.js';
 import { RspamdScanner } from '../../src/scanners/rspamd.js';
+import { AnswerCollector, buildCheckHeaders, isPong, parseCheckAnswer, rspamdAddress } from '../../src/scanners/rspamd-protocol.js';
 import type { SpamOutcome } from '../../src/scanners/types.js';
-import { httpAnswer, startScriptedHttp, type ScriptedHttp } from '../harness/rspamd.js';
+import { httpAnswer, type ScriptedHttp, startScriptedHttp } from '../harness/rspamd.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -22,7 +23,8 @@ const CLEAN_ANSWER =
   '{"is_skipped":false,"score":4.900000,"required_score":15.0,"action":"greylist","symbols":{"ARC_NA":{"name":"ARC_NA","score":0.0,"metric_score":0.0,"description":"ARC signature absent"},"HFILTER_HOSTNAME_UNKNOWN":{"name":"HFILTER_HOSTNAME_UNKNOWN","score":2.500000,"metric_score":2.500000,"description":"Unknown client hostname (PTR or FCrDNS verification failed)"},"FROM_HAS_DN":{"name":"FROM_HAS_DN","score":0.0,"metric_score":0.0,"description":"From header has a display name"},"MIME_GOOD":{"name":"MIME_GOOD","score":-0.100000,"metric_score":-0.100000,"description":"Known content-type","options":["text/plain"]},"DATE_IN_PAST":{"name":"DATE_IN_PAST","score":1.0,"metric_score":1.0,"description":"Message date is in past","options":["25516"]},"HFILTER_FROMHOST_NORES_A_OR_MX":{"name":"HFILTER_FROMHOST_NORES_A_OR_MX","score":1.500000,"metric_score":1.500000,"description":"FROM host no resolve to A or MX","options":["example.test"]}},"messages":{},"message-id":"clean1@example.test","time_real":0.005818,"milter":{"remove_headers":{"X-Spam":0}}}';
 const JSON_HEADERS = { contentType: 'application/json' };
 
-const parse = (body: string, status = 200, headers: { contentType?: string; contentEncoding?: string } = JSON_HEADERS) => parseCheckAnswer(status, headers, Buffer.from(body, 'utf8'));
+const parse = (body: string, status = 200, headers: { contentType?: string; contentEncoding?: string } = JSON_HEADERS) =>
+  parseCheckAnswer(status, headers, Buffer.from(body, 'utf8'));
 const errorOf = (body: string, status = 200, headers: { contentType?: string; contentEncoding?: string } = JSON_HEADERS) => {
   const r = parse(body, status, headers);
   return r.kind === 'error' ? r.message : `scored ${JSON.stringify(r)}`;
@@ -39,7 +41,10 @@ const answerWith = (patch: Record<string, unknown>) => {
 
 describe('request headers', () => {
   it('the envelope: Queue-Id, one Rcpt per recipient, From, User, Password; Content-Length', () => {
-    const r = buildCheckHeaders({ queueId: 'abc123', recipients: ['alice@example.test', 'bob@example.test'], from: 'carol@example.test', user: 'alice' }, { password: 'pw', contentLength: 42 });
+    const r = buildCheckHeaders(
+      { queueId: 'abc123', recipients: ['alice@example.test', 'bob@example.test'], from: 'carol@example.test', user: 'alice' },
+      { password: 'pw', contentLength: 42 },
+    );
     expect(r).toEqual({
       ok: true,
       headers: {
@@ -55,7 +60,10 @@ describe('request headers', () => {
   });
 
   it('what is unknown is not sent: no recipients, no From, no User, no Password', () => {
-    expect(buildCheckHeaders({ queueId: 'q', recipients: [] }, { contentLength: 0 })).toEqual({ ok: true, headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': '0', 'Queue-Id': 'q' } });
+    expect(buildCheckHeaders({ queueId: 'q', recipients: [] }, { contentLength: 0 })).toEqual({
+      ok: true,
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': '0', 'Queue-Id': 'q' },
+    });
   });
 
   it('addresses as rspamd reads them: IDN domains as A-labels, quoted local parts, address literals', () => {
@@ -64,18 +72,40 @@ describe('request headers', () => {
     expect(rspamdAddress('"john doe"@example.test')).toBe('"john doe"@example.test');
     expect(rspamdAddress("o'brien+tag@example.test")).toBe("o'brien+tag@example.test");
     expect(rspamdAddress('x@[192.0.2.1]')).toBe('x@[192.0.2.1]');
-    for (const bad of ['jörg@example.test', 'Alice <alice@example.test>', '<alice@example.test>', 'alice', '@example.test', 'alice@', 'a..b@example.test', 'a b@example.test', 'alice@exa mple.test', 'alice@-', 'alice@a-.test', 'alice@example..test', 'a@b@', 'alice@example.test\r\nX: y']) {
+    for (const bad of [
+      'jörg@example.test',
+      'Alice <alice@example.test>',
+      '<alice@example.test>',
+      'alice',
+      '@example.test',
+      'alice@',
+      'a..b@example.test',
+      'a b@example.test',
+      'alice@exa mple.test',
+      'alice@-',
+      'alice@a-.test',
+      'alice@example..test',
+      'a@b@',
+      'alice@example.test\r\nX: y',
+    ]) {
       expect(rspamdAddress(bad), bad).toBeNull();
     }
   });
 
   it('a recipient rspamd cannot read fails the header build; a sender it cannot read is left out; "" is the null sender', () => {
-    expect(buildCheckHeaders({ queueId: 'q', recipients: ['jörg@example.test'] }, { contentLength: 0 })).toEqual({ ok: false, reason: 'protocol', message: 'recipient 1 is not an address rspamd can read (ASCII addr-spec, IDN domains allowed)' });
+    expect(buildCheckHeaders({ queueId: 'q', recipients: ['jörg@example.test'] }, { contentLength: 0 })).toEqual({
+      ok: false,
+      reason: 'protocol',
+      message: 'recipient 1 is not an address rspamd can read (ASCII addr-spec, IDN domains allowed)',
+    });
     const r = buildCheckHeaders({ queueId: 'q', recipients: ['a@example.test'], from: 'bøb@example.test' }, { contentLength: 0 });
     expect(r.ok && r.headers.From).toBeUndefined();
     const n = buildCheckHeaders({ queueId: 'q', recipients: [], from: '' }, { contentLength: 0 });
     expect(n.ok && n.headers.From).toBe('<>');
-    const long = buildCheckHeaders({ queueId: 'q', recipients: [], from: `${'a'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes)}@example.test` }, { contentLength: 0 });
+    const long = buildCheckHeaders(
+      { queueId: 'q', recipients: [], from: `${'a'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes)}@example.test` },
+      { contentLength: 0 },
+    );
     expect(long.ok && long.headers.From).toBeUndefined();
   });
 
@@ -95,24 +125,46 @@ describe('request headers', () => {
       [{ ...env, queueId: '' }, undefined, 'protocol:queue id is empty'],
       [{ ...env, queueId: 'q\nX' }, undefined, 'protocol:queue id contains a control character'],
       [env, 'pw\r\nX: y', 'protocol:password contains a control character'],
-      [{ ...env, user: 'u'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes + 1) }, undefined, `limit:user is longer than ${RSPAMD_LIMITS.maxEnvelopeValueBytes} bytes`],
-      [{ ...env, user: 'ö'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes / 2 + 1) }, undefined, `limit:user is longer than ${RSPAMD_LIMITS.maxEnvelopeValueBytes} bytes`],
+      [
+        { ...env, user: 'u'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes + 1) },
+        undefined,
+        `limit:user is longer than ${RSPAMD_LIMITS.maxEnvelopeValueBytes} bytes`,
+      ],
+      [
+        { ...env, user: 'ö'.repeat(RSPAMD_LIMITS.maxEnvelopeValueBytes / 2 + 1) },
+        undefined,
+        `limit:user is longer than ${RSPAMD_LIMITS.maxEnvelopeValueBytes} bytes`,
+      ],
       [{ ...env, recipients: ['a@example.test', 'b@example.test\r\n'] }, undefined, 'protocol:recipient 2 contains a control character'],
-      [{ ...env, recipients: Array.from({ length: RSPAMD_LIMITS.maxRecipients + 1 }, (_, i) => `u${i}@example.test`) }, undefined, `limit:more than ${RSPAMD_LIMITS.maxRecipients} recipients`],
+      [
+        { ...env, recipients: Array.from({ length: RSPAMD_LIMITS.maxRecipients + 1 }, (_, i) => `u${i}@example.test`) },
+        undefined,
+        `limit:more than ${RSPAMD_LIMITS.maxRecipients} recipients`,
+      ],
       [{ ...env, recipients: 'a@example.test' as unknown as string[] }, undefined, 'protocol:recipients must be a list'],
     ];
     for (const [e, pw, want] of cases) {
       const r = buildCheckHeaders(e, { contentLength: 1, ...(pw !== undefined ? { password: pw } : {}) });
       expect(r.ok ? 'ok' : `${r.reason}:${r.message}`, want).toBe(want);
     }
-    const exact = buildCheckHeaders({ ...env, recipients: Array.from({ length: RSPAMD_LIMITS.maxRecipients }, (_, i) => `u${i}@example.test`) }, { contentLength: 1 });
+    const exact = buildCheckHeaders(
+      { ...env, recipients: Array.from({ length: RSPAMD_LIMITS.maxRecipients }, (_, i) => `u${i}@example.test`) },
+      { contentLength: 1 },
+    );
     expect(exact.ok).toBe(true);
   });
 });
 
 describe('answers', () => {
   it('GTUBE: reject, forced (skipped), score 15', () => {
-    expect(parse(GTUBE_ANSWER)).toEqual({ kind: 'scored', score: 15, requiredScore: 15, action: 'reject', symbols: [{ name: 'GTUBE', score: 0 }], skipped: true });
+    expect(parse(GTUBE_ANSWER)).toEqual({
+      kind: 'scored',
+      score: 15,
+      requiredScore: 15,
+      action: 'reject',
+      symbols: [{ name: 'GTUBE', score: 0 }],
+      skipped: true,
+    });
   });
 
   it('a real scored answer: symbols by name with their scores, unknown members ignored', () => {
@@ -132,7 +184,10 @@ describe('answers', () => {
     for (const action of ['no action', 'greylist', 'add header', 'rewrite subject', 'soft reject', 'reject']) {
       expect(parse(answerWith({ action })).kind, action).toBe('scored');
     }
-    expect(parse(answerWith({ action: 'rewrite subject', subject: '***SPAM*** cheap pills' }))).toMatchObject({ action: 'rewrite subject', subject: '***SPAM*** cheap pills' });
+    expect(parse(answerWith({ action: 'rewrite subject', subject: '***SPAM*** cheap pills' }))).toMatchObject({
+      action: 'rewrite subject',
+      subject: '***SPAM*** cheap pills',
+    });
     expect(parse(answerWith({ symbols: {} }))).toMatchObject({ kind: 'scored', symbols: [] });
     expect(parse(answerWith({ is_skipped: undefined }))).toMatchObject({ kind: 'scored', skipped: false });
     expect(parse(answerWith({ score: -3.5 }))).toMatchObject({ kind: 'scored', score: -3.5 });
@@ -178,7 +233,9 @@ describe('answers', () => {
     expect(errorOf(answerWith({ symbols: { 'X,Y': { score: 1 } } }))).toBe('bad symbol name "X,Y"');
     expect(errorOf(answerWith({ symbols: { X: { name: 'Y', score: 1 } } }))).toBe('symbol X carries the name "Y"');
     expect(errorOf(answerWith({ symbols: { ['A'.repeat(RSPAMD_LIMITS.maxSymbolName + 1)]: { score: 1 } } }))).toMatch(/^bad symbol name/);
-    expect(parse(answerWith({ symbols: { ['A'.repeat(RSPAMD_LIMITS.maxSymbolName)]: { score: 1 }, 'RBL_X.ZEN': { score: 1 }, 'LOCAL:rule-1': { score: 1 } } })).kind).toBe('scored');
+    expect(
+      parse(answerWith({ symbols: { ['A'.repeat(RSPAMD_LIMITS.maxSymbolName)]: { score: 1 }, 'RBL_X.ZEN': { score: 1 }, 'LOCAL:rule-1': { score: 1 } } })).kind,
+    ).toBe('scored');
     const many = Object.fromEntries(Array.from({ length: RSPAMD_LIMITS.maxSymbols + 1 }, (_, i) => [`S${i}`, { score: 0 }]));
     expect(errorOf(answerWith({ symbols: many }))).toBe(`more than ${RSPAMD_LIMITS.maxSymbols} symbols`);
     expect(errorOf(answerWith({ subject: '***SPAM*** hi\r\nBcc: x@example.test' }))).toBe('subject contains a control character');
@@ -187,7 +244,11 @@ describe('answers', () => {
   });
 
   it('HTTP and media-type faults; rspamd error answers are "alive"', () => {
-    expect(parse('{"error":"invalid command","error_domain":"protocol-error"}', 500)).toEqual({ kind: 'error', alive: true, message: 'HTTP status 500: invalid command' });
+    expect(parse('{"error":"invalid command","error_domain":"protocol-error"}', 500)).toEqual({
+      kind: 'error',
+      alive: true,
+      message: 'HTTP status 500: invalid command',
+    });
     expect(parse('<html>Bad Gateway</html>', 502, { contentType: 'text/html' })).toEqual({ kind: 'error', alive: false, message: 'HTTP status 502' });
     expect(parse(GTUBE_ANSWER, 201)).toMatchObject({ kind: 'error', message: 'HTTP status 201' });
     expect(parse('{"error":"Unauthorized"}', 200)).toEqual({ kind: 'error', alive: true, message: 'rspamd error: Unauthorized' });
@@ -248,7 +309,14 @@ describe('answers from a scripted HTTP server, through the scanner', () => {
   });
 
   const scanner = (o: Partial<ConstructorParameters<typeof RspamdScanner>[0]> = {}) =>
-    new RspamdScanner({ endpoints: [{ host: srv.host, port: srv.port }], timeoutMs: 5000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: silent, ...o });
+    new RspamdScanner({
+      endpoints: [{ host: srv.host, port: srv.port }],
+      timeoutMs: 5000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      log: silent,
+      ...o,
+    });
   async function checkWith(s: Script, o: Partial<ConstructorParameters<typeof RspamdScanner>[0]> = {}): Promise<SpamOutcome> {
     script = s;
     const sc = scanner(o);
@@ -259,21 +327,25 @@ describe('answers from a scripted HTTP server, through the scanner', () => {
     }
   }
   /** Writes `bytes` one byte per tick (1 ms), then ends. */
-  const trickle = (bytes: Buffer, end = true): Script => (sock) => {
-    let i = 0;
-    const t = setInterval(() => {
-      if (sock.destroyed) return clearInterval(t);
-      if (i < bytes.length) sock.write(bytes.subarray(i, ++i));
-      else {
-        clearInterval(t);
-        if (end) sock.end();
-      }
-    }, 1);
-    timers.add(t);
-  };
+  const trickle =
+    (bytes: Buffer, end = true): Script =>
+    (sock) => {
+      let i = 0;
+      const t = setInterval(() => {
+        if (sock.destroyed) return clearInterval(t);
+        if (i < bytes.length) sock.write(bytes.subarray(i, ++i));
+        else {
+          clearInterval(t);
+          if (end) sock.end();
+        }
+      }, 1);
+      timers.add(t);
+    };
   const chunked = (body: string, piece = 1): Buffer => {
     const b = Buffer.from(body);
-    const parts: Buffer[] = [Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n', 'latin1')];
+    const parts: Buffer[] = [
+      Buffer.from('HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n', 'latin1'),
+    ];
     for (let i = 0; i < b.length; i += piece) {
       const c = b.subarray(i, i + piece);
       parts.push(Buffer.from(`${c.length.toString(16)}\r\n`, 'latin1'), c, Buffer.from('\r\n', 'latin1'));
@@ -328,14 +400,30 @@ describe('answers from a scripted HTTP server, through the scanner', () => {
   it('not HTTP at all, or a close without an answer: typed errors', async () => {
     expect(await checkWith((sock) => sock.end('PONG\0'))).toMatchObject({ kind: 'error', reason: 'unavailable' });
     expect(await checkWith((sock) => sock.destroy())).toMatchObject({ kind: 'error', reason: 'unavailable' });
-    expect(await checkWith((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'))).toMatchObject({ kind: 'error', reason: 'protocol', message: 'answer is not JSON (Content-Type absent)' });
+    expect(await checkWith((sock) => sock.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}'))).toMatchObject({
+      kind: 'error',
+      reason: 'protocol',
+      message: 'answer is not JSON (Content-Type absent)',
+    });
   });
 
   it('hostile JSON through the wire: unknown action, non-finite score, missing members, an error status', async () => {
-    expect(await checkWith((sock) => sock.end(httpAnswer(200, answerWith({ action: 'accept' }))))).toMatchObject({ kind: 'error', reason: 'protocol', message: 'unknown action "accept"' });
+    expect(await checkWith((sock) => sock.end(httpAnswer(200, answerWith({ action: 'accept' }))))).toMatchObject({
+      kind: 'error',
+      reason: 'protocol',
+      message: 'unknown action "accept"',
+    });
     expect(await checkWith((sock) => sock.end(httpAnswer(200, GTUBE_ANSWER.replace('15.0', '1e999'))))).toMatchObject({ kind: 'error', reason: 'protocol' });
-    expect(await checkWith((sock) => sock.end(httpAnswer(200, '{}')))).toMatchObject({ kind: 'error', reason: 'protocol', message: expect.stringMatching(/^malformed answer/) });
-    expect(await checkWith((sock) => sock.end(httpAnswer(500, '{"error":"task timeout"}')))).toMatchObject({ kind: 'error', reason: 'protocol', message: 'HTTP status 500: task timeout' });
+    expect(await checkWith((sock) => sock.end(httpAnswer(200, '{}')))).toMatchObject({
+      kind: 'error',
+      reason: 'protocol',
+      message: expect.stringMatching(/^malformed answer/),
+    });
+    expect(await checkWith((sock) => sock.end(httpAnswer(500, '{"error":"task timeout"}')))).toMatchObject({
+      kind: 'error',
+      reason: 'protocol',
+      message: 'HTTP status 500: task timeout',
+    });
   });
 
   it('a kept-alive connection found reset when reused is retried once on a new one', async () => {

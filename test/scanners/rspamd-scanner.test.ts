@@ -5,12 +5,12 @@
  * on demand (answering slowly or never).
  */
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RspamdScanner } from '../../src/scanners/rspamd.js';
 import type { SpamOutcome } from '../../src/scanners/types.js';
-import { CONTROLLER_PASSWORD, gtube, startRspamd, startScriptedHttp, type RspamdHandle } from '../harness/rspamd.js';
 import { deadPort } from '../harness/clamd.js';
+import { CONTROLLER_PASSWORD, gtube, type RspamdHandle, startRspamd, startScriptedHttp } from '../harness/rspamd.js';
 import { waitFor } from '../harness/util.js';
 import { captureLog } from './log-capture.js';
 
@@ -49,7 +49,13 @@ describe('checks against a real rspamd', () => {
 
   beforeAll(async () => {
     rspamd = await startRspamd();
-    scanner = new RspamdScanner({ endpoints: [{ host: rspamd.host, port: rspamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxMessageBytes: 10 * 1024 * 1024, log: silent });
+    scanner = new RspamdScanner({
+      endpoints: [{ host: rspamd.host, port: rspamd.port }],
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 10 * 1024 * 1024,
+      log: silent,
+    });
     expect((await scanner.ready)[0]!.state).toBe('up');
   });
   afterAll(async () => {
@@ -90,7 +96,14 @@ describe('checks against a real rspamd', () => {
     const qid = `q${Date.now().toString(16)}`;
     const o = await scanner.check(CLEAN(), { queueId: qid, recipients: ['alice@example.test', 'carol@example.test'] });
     expect(o.kind).toBe('scored');
-    const line = await waitFor(() => rspamd.log().split('\n').find((l) => l.includes(`qid: <${qid}>`)), { what: 'the log line with the queue id', timeoutMs: 5000 });
+    const line = await waitFor(
+      () =>
+        rspamd
+          .log()
+          .split('\n')
+          .find((l) => l.includes(`qid: <${qid}>`)),
+      { what: 'the log line with the queue id', timeoutMs: 5000 },
+    );
     expect(line).toContain('rcpts: <alice@example.test,carol@example.test>');
   });
 
@@ -100,7 +113,11 @@ describe('checks against a real rspamd', () => {
   });
 
   it('User makes rspamd treat the message as submitted by that user: SPF/DKIM/DMARC checks are skipped (why inbound checks leave it out)', async () => {
-    const msg = mail('hello', 'Just a note.\r\n', `Received: from mail.example.test (mail.example.test [192.0.2.10]) by mx.example.test; ${new Date().toUTCString()}\r\n`);
+    const msg = mail(
+      'hello',
+      'Just a note.\r\n',
+      `Received: from mail.example.test (mail.example.test [192.0.2.10]) by mx.example.test; ${new Date().toUTCString()}\r\n`,
+    );
     const without = await scanner.check(msg, ENV);
     const withUser = await scanner.check(msg, { ...ENV, user: 'alice' });
     const names = (o: SpamOutcome) => (o.kind === 'scored' ? o.symbols.map((s) => s.name) : [summary(o)]);
@@ -116,7 +133,14 @@ describe('checks against a real rspamd', () => {
     if (o.kind !== 'scored') return;
     const names = o.symbols.map((s) => s.name);
     expect(names).not.toContain('BROKEN_HEADERS');
-    const line = await waitFor(() => rspamd.log().split('\n').find((l) => l.includes('qid: <idn-test>')), { what: 'the log line', timeoutMs: 5000 });
+    const line = await waitFor(
+      () =>
+        rspamd
+          .log()
+          .split('\n')
+          .find((l) => l.includes('qid: <idn-test>')),
+      { what: 'the log line', timeoutMs: 5000 },
+    );
     expect(line).toContain('rcpts: <joerg@xn--exmple-cua.test,user0@example.test,user1@example.test,'); // rspamd shortens the list in its log
     expect(line).not.toContain('from: <');
   });
@@ -127,7 +151,14 @@ describe('checks against a real rspamd', () => {
   });
 
   it('20 concurrent checks through a pool of 4 connections all finish', async () => {
-    const small = new RspamdScanner({ endpoints: [{ host: rspamd.host, port: rspamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, maxSocketsPerEndpoint: 4, log: silent });
+    const small = new RspamdScanner({
+      endpoints: [{ host: rspamd.host, port: rspamd.port }],
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      maxSocketsPerEndpoint: 4,
+      log: silent,
+    });
     try {
       const all = await Promise.all(Array.from({ length: 20 }, (_, i) => small.check(i % 2 ? SPAM() : CLEAN(), ENV)));
       expect(all.map((o) => (o.kind === 'scored' ? o.action : summary(o)))).toEqual(Array.from({ length: 20 }, (_, i) => (i % 2 ? 'reject' : 'no action')));
@@ -139,7 +170,13 @@ describe('checks against a real rspamd', () => {
   it('a message over max_message_bytes is oversize, and nothing is sent', async () => {
     const o = await scanner.check(Buffer.alloc(2048, 'a'), ENV);
     expect(o.kind).toBe('scored');
-    const tiny = new RspamdScanner({ endpoints: [{ host: '127.0.0.1', port: await deadPort() }], timeoutMs: 1000, healthIntervalMs: 0, maxMessageBytes: 1024, log: silent });
+    const tiny = new RspamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: await deadPort() }],
+      timeoutMs: 1000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024,
+      log: silent,
+    });
     try {
       expect(await tiny.check(Buffer.alloc(1025, 'a'), ENV)).toEqual({ kind: 'oversize', engine: 'rspamd', size: 1025, limit: 1024 });
       expect(summary(await tiny.check(Buffer.alloc(1024, 'a'), ENV))).toMatch(/^error:unavailable:/);
@@ -151,7 +188,14 @@ describe('checks against a real rspamd', () => {
   it('the controller: without its password an error (alive), with it a score', async () => {
     const ep = [{ host: rspamd.host, port: rspamd.controllerPort }];
     const noPw = new RspamdScanner({ endpoints: ep, timeoutMs: 15_000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: silent });
-    const pw = new RspamdScanner({ endpoints: ep, timeoutMs: 15_000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, password: CONTROLLER_PASSWORD, log: silent });
+    const pw = new RspamdScanner({
+      endpoints: ep,
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      password: CONTROLLER_PASSWORD,
+      log: silent,
+    });
     try {
       const refused = await noPw.check(SPAM(), ENV);
       expect(summary(refused)).toMatch(/^error:protocol:HTTP status 401: Unauthorized$/);
@@ -167,7 +211,13 @@ describe('checks against a real rspamd', () => {
 describe('endpoint pool and faults', () => {
   it('rspamd down: error unavailable at once, the endpoint marked down and logged once', async () => {
     const cap = captureLog('debug');
-    const s = new RspamdScanner({ endpoints: [{ host: '127.0.0.1', port: await deadPort() }], timeoutMs: 5000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: cap.log });
+    const s = new RspamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: await deadPort() }],
+      timeoutMs: 5000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      log: cap.log,
+    });
     try {
       await s.ready;
       const o = await s.check(CLEAN(), ENV);
@@ -185,7 +235,13 @@ describe('endpoint pool and faults', () => {
 
   it('a server that never answers: error timeout at the absolute deadline, endpoint marked down', async () => {
     const srv = await startScriptedHttp(() => undefined);
-    const s = new RspamdScanner({ endpoints: [{ host: srv.host, port: srv.port }], timeoutMs: 600, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: silent });
+    const s = new RspamdScanner({
+      endpoints: [{ host: srv.host, port: srv.port }],
+      timeoutMs: 600,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      log: silent,
+    });
     try {
       const t0 = performance.now();
       const o = await s.check(CLEAN(), ENV);
@@ -213,7 +269,13 @@ describe('endpoint pool and faults', () => {
       }, 50);
       timers.add(t);
     });
-    const s = new RspamdScanner({ endpoints: [{ host: srv.host, port: srv.port }], timeoutMs: 800, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: silent });
+    const s = new RspamdScanner({
+      endpoints: [{ host: srv.host, port: srv.port }],
+      timeoutMs: 800,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      log: silent,
+    });
     try {
       const t0 = performance.now();
       const o = await s.check(CLEAN(), ENV);
@@ -231,7 +293,16 @@ describe('endpoint pool and faults', () => {
   it('failover: a dead endpoint first, the real one answers within the same check', async () => {
     const rspamd = await startRspamd();
     const dead = await deadPort();
-    const s = new RspamdScanner({ endpoints: [{ host: '127.0.0.1', port: dead }, { host: rspamd.host, port: rspamd.port }], timeoutMs: 15_000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: silent });
+    const s = new RspamdScanner({
+      endpoints: [
+        { host: '127.0.0.1', port: dead },
+        { host: rspamd.host, port: rspamd.port },
+      ],
+      timeoutMs: 15_000,
+      healthIntervalMs: 0,
+      maxMessageBytes: 1024 * 1024,
+      log: silent,
+    });
     try {
       const states = await s.ready;
       expect(states.map((h) => h.state)).toEqual(['down', 'up']);
@@ -243,7 +314,13 @@ describe('endpoint pool and faults', () => {
 
       // health checks: down when rspamd stops, up again when it is back (each transition logged once)
       const cap = captureLog('info');
-      const watched = new RspamdScanner({ endpoints: [{ host: rspamd.host, port: rspamd.port }], timeoutMs: 5000, healthIntervalMs: 0, maxMessageBytes: 1024 * 1024, log: cap.log });
+      const watched = new RspamdScanner({
+        endpoints: [{ host: rspamd.host, port: rspamd.port }],
+        timeoutMs: 5000,
+        healthIntervalMs: 0,
+        maxMessageBytes: 1024 * 1024,
+        log: cap.log,
+      });
       try {
         expect((await watched.ready)[0]!.state).toBe('up');
         await rspamd.halt();
@@ -270,7 +347,13 @@ describe('endpoint pool and faults', () => {
       if (req.path === '/ping' && up) sock.end('HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\npong\n');
       else sock.end('HTTP/1.1 503 Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
     });
-    const s = new RspamdScanner({ endpoints: [{ host: srv.host, port: srv.port }], timeoutMs: 1000, healthIntervalMs: 100, maxMessageBytes: 1024, log: silent });
+    const s = new RspamdScanner({
+      endpoints: [{ host: srv.host, port: srv.port }],
+      timeoutMs: 1000,
+      healthIntervalMs: 100,
+      maxMessageBytes: 1024,
+      log: silent,
+    });
     try {
       expect((await s.ready)[0]).toMatchObject({ state: 'down', reason: expect.stringContaining('unexpected /ping answer: HTTP 503') });
       up = true;
@@ -284,7 +367,13 @@ describe('endpoint pool and faults', () => {
   });
 
   it('close(): further checks fail at once, the timer is gone', async () => {
-    const s = new RspamdScanner({ endpoints: [{ host: '127.0.0.1', port: await deadPort() }], timeoutMs: 1000, healthIntervalMs: 50, maxMessageBytes: 1024, log: silent });
+    const s = new RspamdScanner({
+      endpoints: [{ host: '127.0.0.1', port: await deadPort() }],
+      timeoutMs: 1000,
+      healthIntervalMs: 50,
+      maxMessageBytes: 1024,
+      log: silent,
+    });
     await s.close();
     expect(await s.check(CLEAN(), ENV)).toMatchObject({ kind: 'error', reason: 'unavailable', message: 'scanner closed' });
   });

@@ -69,7 +69,10 @@ function partText(p: Part): string {
 
 /** multipart/mixed: a text body plus the given parts. */
 export function message(subject: string, parts: Part[], text = 'Hello Bob,\r\nsee attached.\r\n'): Buffer {
-  const boundary = `b-${createHash('sha1').update(subject + parts.length).digest('hex').slice(0, 12)}`;
+  const boundary = `b-${createHash('sha1')
+    .update(subject + parts.length)
+    .digest('hex')
+    .slice(0, 12)}`;
   let out = HEAD(subject, `Content-Type: multipart/mixed; boundary="${boundary}"\r\n`) + '\r\n';
   out += 'This is a multi-part message in MIME format.\r\n';
   out += `--${boundary}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n${text}\r\n`;

@@ -82,7 +82,12 @@ describe('IMAP', () => {
     ['a literal', {}, ['* OK hi\r\n', '* CAPABILITY {5}\r\n'], `failed ${ErrorCodes.UPSTREAM_PROTOCOL}`],
     ['no STARTTLS offered', { starttls: true }, ['* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] hi\r\n'], `failed ${ErrorCodes.UPSTREAM_NO_STARTTLS}`],
     ['STARTTLS refused', { starttls: true }, ['* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n', 'p2 NO later\r\n'], `failed ${ErrorCodes.UPSTREAM_NO_STARTTLS}`],
-    ['data during the handshake', { starttls: true }, ['* OK [CAPABILITY STARTTLS] hi\r\n', 'p2 OK go\r\n', '* OK x\r\n'], `failed ${ErrorCodes.UPSTREAM_PROTOCOL}`],
+    [
+      'data during the handshake',
+      { starttls: true },
+      ['* OK [CAPABILITY STARTTLS] hi\r\n', 'p2 OK go\r\n', '* OK x\r\n'],
+      `failed ${ErrorCodes.UPSTREAM_PROTOCOL}`,
+    ],
     ['a line too long', { maxLineLength: 50 }, [`* OK ${'x'.repeat(60)}`], `failed ${ErrorCodes.LINE_TOO_LONG}`],
   ])('fails closed: %s', (_name, opts, script, want) => {
     const out = both(opts, script);
@@ -115,7 +120,13 @@ describe('POP3', () => {
 
   it('STLS: CAPA again after TLS; bytes after the +OK dropped', () => {
     expect(
-      both({ protocol: 'pop3', starttls: true }, ['+OK ready\r\n', capa('STLS', 'SASL PLAIN XOAUTH2 OAUTHBEARER'), '+OK go\r\n+OK injected\r\n', 'TLS', capa('SASL PLAIN XOAUTH2')]),
+      both({ protocol: 'pop3', starttls: true }, [
+        '+OK ready\r\n',
+        capa('STLS', 'SASL PLAIN XOAUTH2 OAUTHBEARER'),
+        '+OK go\r\n+OK injected\r\n',
+        'TLS',
+        capa('SASL PLAIN XOAUTH2'),
+      ]),
     ).toEqual(['> CAPA\r\n', '> STLS\r\n', 'starttls', '> CAPA\r\n', '> QUIT\r\n', 'done XOAUTH2']);
   });
 

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { SessionHost } from '../../src/session/types.js';
-import { ImapSession } from '../../src/session/imap/index.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import type { ListenerConfig } from '../../src/config/types.js';
+import { ImapSession } from '../../src/session/imap/index.js';
+import type { SessionHost } from '../../src/session/types.js';
+import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const GREETING_NONE = '* OK [CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\r\n';
 const UP_GREETING = '* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN] Dovecot ready.\r\n';
@@ -154,7 +154,13 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
 
   it('login routing: a denied host is refused with NO and never connected', async () => {
     const t = setup({
-      upstream: { kind: 'login-routed', port: 993, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' } },
+      upstream: {
+        kind: 'login-routed',
+        port: 993,
+        allow: ['*.example.com'],
+        allowAnyHost: false,
+        tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' },
+      },
     });
     t.host.takeClient();
     t.client('a LOGIN me@gmx.de@evil.test pw\r\nb LOGIN plainuser pw\r\n');
@@ -183,7 +189,12 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
 });
 
 describe('ImapSession upstream STARTTLS hygiene', () => {
-  const starttlsUpstream = { kind: 'static' as const, host: 'up.test', port: 143, tls: { mode: 'starttls' as const, verify: true, minVersion: 'TLSv1.2' as const } };
+  const starttlsUpstream = {
+    kind: 'static' as const,
+    host: 'up.test',
+    port: 143,
+    tls: { mode: 'starttls' as const, verify: true, minVersion: 'TLSv1.2' as const },
+  };
 
   it('runs STARTTLS upstream before any credential and discards bytes injected after its OK', async () => {
     const t = setup({ upstream: starttlsUpstream });
@@ -311,20 +322,22 @@ describe('ImapSession interception', () => {
     const listener = testListener();
     listener.inspect.keepaliveMs = keepaliveMs;
     const host = new ScriptedHost(listener);
-    const session = host.attach(new ImapSession(host, {
-      privateTagPrefix: 'P.',
-      interceptor: {
-        intercept: (head, line) =>
-          head.name === 'FETCH'
-            ? {
-                upstreamCommand: Buffer.from(line.toString().replace('BODY[1]', 'BODY.PEEK[]')),
-                onUntagged: (parts) =>
-                  new Promise<Buffer>((r) => setTimeout(() => r(Buffer.from(Buffer.concat(parts).toString().replace('secret', 'XXXXXX'))), delayMs)),
-                onTagged: (parts) => Buffer.concat(parts),
-              }
-            : null,
-      },
-    }));
+    const session = host.attach(
+      new ImapSession(host, {
+        privateTagPrefix: 'P.',
+        interceptor: {
+          intercept: (head, line) =>
+            head.name === 'FETCH'
+              ? {
+                  upstreamCommand: Buffer.from(line.toString().replace('BODY[1]', 'BODY.PEEK[]')),
+                  onUntagged: (parts) =>
+                    new Promise<Buffer>((r) => setTimeout(() => r(Buffer.from(Buffer.concat(parts).toString().replace('secret', 'XXXXXX'))), delayMs)),
+                  onTagged: (parts) => Buffer.concat(parts),
+                }
+              : null,
+        },
+      }),
+    );
     session.start();
     const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s)), upstream: (s: string) => session.onUpstreamData(Buffer.from(s)) };
     host.takeClient();
@@ -563,7 +576,12 @@ describe('ImapSession inspector failures', () => {
     });
     host.attach(session);
     session.start();
-    const t = { host, session, client: (s: string) => session.onClientData(Buffer.from(s, 'latin1')), upstream: (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1')) };
+    const t = {
+      host,
+      session,
+      client: (s: string) => session.onClientData(Buffer.from(s, 'latin1')),
+      upstream: (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1')),
+    };
     host.takeClient();
     t.client('a1 LOGIN alice pw\r\n');
     t.upstream(UP_GREETING);

@@ -156,7 +156,12 @@ describe('POP3: upstream faults during the OAuth2 login end the session (E_UPSTR
   it.each<[string, string, string[], string]>([
     ['+OK before the payload went', long, ['+OK Logged in.\r\n'], 'upstream accepted an OAuth2 login it never got'],
     ['a non-empty first challenge', long, [`+ ${XCH}\r\n`], 'upstream sent a non-empty first challenge'],
-    ['the upstream speaks while the client is asked to answer', 'tok', [`+ ${XCH}\r\n`, '-ERR [AUTH] Authentication failed.\r\n'], 'upstream data while the client answers the error challenge'],
+    [
+      'the upstream speaks while the client is asked to answer',
+      'tok',
+      [`+ ${XCH}\r\n`, '-ERR [AUTH] Authentication failed.\r\n'],
+      'upstream data while the client answers the error challenge',
+    ],
     ['+OK after postern cancelled', 'tok', [`+ ${b64('not json')}\r\n`, '+OK Logged in.\r\n'], 'upstream accepted a cancelled login'],
   ])('%s', (_name, token, answers, why) => {
     const { host, client, upstream } = pop3(['XOAUTH2']);

@@ -112,7 +112,12 @@ describe('XOAUTH2 client responses', () => {
 
 describe('OAUTHBEARER client responses', () => {
   it('reads the RFC 7628 example (host and port kept apart, not relayed)', () => {
-    const c = ok(parseOAuthResponse('OAUTHBEARER', b64('n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01')));
+    const c = ok(
+      parseOAuthResponse(
+        'OAUTHBEARER',
+        b64('n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01'),
+      ),
+    );
     expect(c).toMatchObject({ mechanism: 'OAUTHBEARER', user: 'user@example.com', host: 'server.example.com', port: 143, cbFlag: 'n' });
     expect(c.token.toString()).toBe('vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==');
   });
@@ -122,7 +127,9 @@ describe('OAUTHBEARER client responses', () => {
     expect(ok(parseOAuthBearer(Buffer.from('n,,\x01auth=Bearer abc\x01\x01'))).user).toBeNull();
     expect(ok(parseOAuthBearer(Buffer.from('n,a=a,\x01auth=Bearer abc\x01port=993\x01host=h\x01\x01')))).toMatchObject({ host: 'h', port: 993 });
     expect(ok(parseOAuthBearer(Buffer.from('n,a=Doe=2C John=3D1,\x01auth=Bearer abc\x01\x01'))).user).toBe('Doe, John=1');
-    expect(ok(parseOAuthBearer(Buffer.from('n,a=me@contoso.com@outlook.office365.com,\x01auth=Bearer abc\x01\x01'))).user).toBe('me@contoso.com@outlook.office365.com');
+    expect(ok(parseOAuthBearer(Buffer.from('n,a=me@contoso.com@outlook.office365.com,\x01auth=Bearer abc\x01\x01'))).user).toBe(
+      'me@contoso.com@outlook.office365.com',
+    );
   });
 
   const refusals: Array<[string, string, OAuthRefusal]> = [
@@ -196,7 +203,12 @@ describe('base64 and size bounds (both mechanisms)', () => {
       ['XOAUTH2', `user=alice\x01auth=Bearer ${at}A\x01\x01`],
       ['OAUTHBEARER', `n,a=alice,\x01auth=Bearer ${at}A\x01\x01`],
     ] as const) {
-      expect(parseOAuthResponse(mech, b64(payload))).toEqual({ ok: false, reason: 'too-large', code: ErrorCodes.SASL_LIMIT, detail: `token of ${OAUTH_LIMITS.maxTokenBytes + 1} bytes` });
+      expect(parseOAuthResponse(mech, b64(payload))).toEqual({
+        ok: false,
+        reason: 'too-large',
+        code: ErrorCodes.SASL_LIMIT,
+        detail: `token of ${OAUTH_LIMITS.maxTokenBytes + 1} bytes`,
+      });
     }
   });
 
@@ -241,12 +253,18 @@ describe('payloads for the upstream', () => {
     const c = ok(parseOAuthResponse('XOAUTH2', b64(`user=me@contoso.com@outlook.office365.com\x01auth=Bearer ${JWT}\x01\x01`)));
     const r = routeOAuth(routed, c);
     if (!r.ok) throw new Error('refused');
-    expect(r.route).toMatchObject({ user: 'me@contoso.com', target: { host: 'outlook.office365.com', port: 993, implicitTls: true }, upstreamName: 'outlook.office365.com:993' });
+    expect(r.route).toMatchObject({
+      user: 'me@contoso.com',
+      target: { host: 'outlook.office365.com', port: 993, implicitTls: true },
+      upstreamName: 'outlook.office365.com:993',
+    });
     expect(Buffer.from(r.payload, 'base64').toString('latin1')).toBe(`user=me@contoso.com\x01auth=Bearer ${JWT}\x01\x01`);
   });
 
   it('login routing: OAUTHBEARER a= routed, host/port rewritten to the upstream, flag n, user re-escaped', () => {
-    const c = ok(parseOAuthResponse('OAUTHBEARER', b64(`y,a=Doe=2C J@x.org@mx.example.net,\x01host=postern.local\x01port=143\x01auth=Bearer ${TOKEN}\x01\x01`)));
+    const c = ok(
+      parseOAuthResponse('OAUTHBEARER', b64(`y,a=Doe=2C J@x.org@mx.example.net,\x01host=postern.local\x01port=143\x01auth=Bearer ${TOKEN}\x01\x01`)),
+    );
     const r = routeOAuth(routed, c);
     if (!r.ok) throw new Error('refused');
     expect(r.route.user).toBe('Doe, J@x.org');
@@ -286,16 +304,37 @@ describe("the upstream's error challenge", () => {
   const google = b64('{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}');
 
   it.each([
-    [dovecotXoauth2, [['status', '401'], ['schemes', 'bearer'], ['scope', 'mail']]],
+    [
+      dovecotXoauth2,
+      [
+        ['status', '401'],
+        ['schemes', 'bearer'],
+        ['scope', 'mail'],
+      ],
+    ],
     [dovecotBearer, [['status', 'invalid_token']]],
-    [google, [['status', '400'], ['schemes', 'Bearer'], ['scope', 'https://mail.google.com/']]],
+    [
+      google,
+      [
+        ['status', '400'],
+        ['schemes', 'Bearer'],
+        ['scope', 'https://mail.google.com/'],
+      ],
+    ],
   ])('relays %s as the very same bytes', (text, fields) => {
     expect(parseOAuthChallenge(text)).toEqual({ ok: true, fields, relay: text });
   });
 
   it('re-serialises what it read: white space and escapes are rebuilt canonically', () => {
     const r = parseOAuthChallenge(b64(' { "status" : "invalid_token" ,\r\n"scope":"a\\/b \\u0041" } '));
-    expect(r).toEqual({ ok: true, fields: [['status', 'invalid_token'], ['scope', 'a/b A']], relay: b64('{"status":"invalid_token","scope":"a/b A"}') });
+    expect(r).toEqual({
+      ok: true,
+      fields: [
+        ['status', 'invalid_token'],
+        ['scope', 'a/b A'],
+      ],
+      relay: b64('{"status":"invalid_token","scope":"a/b A"}'),
+    });
     expect(parseOAuthChallenge(b64('{}'))).toEqual({ ok: true, fields: [], relay: b64('{}') });
   });
 

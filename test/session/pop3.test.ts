@@ -5,10 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import type { ClientTlsMode, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { ErrorCodes, PosternError } from '../../src/errors.js';
-import { DEFAULT_SESSION_LIMITS, type SessionLimits } from '../../src/limits.js';
-import { unstuff, stuff } from '../../src/protocol/pop3/framer.js';
-import { POP3_LIMITS } from '../../src/limits.js';
-import { Pop3Session, filterCapa, type Pop3Hooks, type Pop3PendingCommand } from '../../src/session/pop3.js';
+import { DEFAULT_SESSION_LIMITS, POP3_LIMITS, type SessionLimits } from '../../src/limits.js';
+import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
+import { filterCapa, type Pop3Hooks, type Pop3PendingCommand, Pop3Session } from '../../src/session/pop3.js';
 import type { SessionHost } from '../../src/session/types.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -394,8 +393,15 @@ describe('Pop3Session: relay', () => {
     // all forwarded at once: PIPELINING
     expect(host.takeUpstream()).toBe('STAT\r\nLIST\r\nRETR 1\r\nLIST 2\r\nUIDL\r\nTOP 1 0\r\nDELE 1\r\nRSET\r\nNOOP\r\n');
     const responses =
-      STAT + LIST + RETR + '+OK 2 2256\r\n' + '+OK\r\n1 000000010000001a\r\n.\r\n' + '+OK\r\nSubject: x\r\n\r\n.\r\n' +
-      '+OK Marked to be deleted.\r\n' + '+OK\r\n' + '+OK\r\n';
+      STAT +
+      LIST +
+      RETR +
+      '+OK 2 2256\r\n' +
+      '+OK\r\n1 000000010000001a\r\n.\r\n' +
+      '+OK\r\nSubject: x\r\n\r\n.\r\n' +
+      '+OK Marked to be deleted.\r\n' +
+      '+OK\r\n' +
+      '+OK\r\n';
     await upstream(responses, bb);
     expect(host.takeClient()).toBe(responses);
     await client('QUIT\r\n');
@@ -409,7 +415,7 @@ describe('Pop3Session: relay', () => {
   it('frames a LIST/UIDL with an argument as single-line, and -ERR to RETR as single-line', async () => {
     const { host, client, upstream } = await loggedIn();
     await client('RETR 9\r\nUIDL 1\r\nSTAT\r\n');
-    await upstream('-ERR There\'s no message 9.\r\n+OK 1 abc\r\n+OK 1 5\r\n');
+    await upstream("-ERR There's no message 9.\r\n+OK 1 abc\r\n+OK 1 5\r\n");
     expect(host.takeClient()).toBe("-ERR There's no message 9.\r\n+OK 1 abc\r\n+OK 1 5\r\n");
   });
 
@@ -910,7 +916,12 @@ describe('Pop3Session: on an inspecting listener no upstream byte is relayed as 
   });
 
   it.each([
-    ['a single line where a listing belongs (the next answers would be read as its body)', 'UIDL\r\nRETR 2\r\n', `+OK 5 messages\r\n+OK 2 aaa\r\n+OK 80 octets\r\n${EICAR_TEXT}\r\n.\r\n`, 'malformed UIDL listing'],
+    [
+      'a single line where a listing belongs (the next answers would be read as its body)',
+      'UIDL\r\nRETR 2\r\n',
+      `+OK 5 messages\r\n+OK 2 aaa\r\n+OK 80 octets\r\n${EICAR_TEXT}\r\n.\r\n`,
+      'malformed UIDL listing',
+    ],
     ['message lines inside a listing', 'LIST\r\n', `+OK\r\n1 120\r\nFrom: x\r\n\r\n${EICAR_TEXT}\r\n.\r\n`, 'malformed LIST listing'],
     ['a UIDL answer for another message', 'UIDL 3\r\n', '+OK 4 ddd\r\n', 'malformed UIDL 3 answer'],
     ['a STAT answer without numbers', 'STAT\r\n', `+OK ${EICAR_TEXT}\r\n`, 'malformed STAT answer'],

@@ -7,9 +7,12 @@ describe('decodeSaslBase64', () => {
     expect(decodeSaslBase64('AGFsaWNlAHB3')!.toString('latin1')).toBe('\0alice\0pw');
     expect(decodeSaslBase64('=')!.length).toBe(0);
   });
-  it.each(['AGFsaWNlAHB', 'AGFsaWNlAHB3=', 'AGFsa WNlAHB3', 'AGFsaWNlAHB3\r', 'AGF-aWNl', '', '====', 'QQ=x'])('refuses %j (not what a strict server reads)', (t) => {
-    expect(decodeSaslBase64(t)).toBeNull();
-  });
+  it.each(['AGFsaWNlAHB', 'AGFsaWNlAHB3=', 'AGFsa WNlAHB3', 'AGFsaWNlAHB3\r', 'AGF-aWNl', '', '====', 'QQ=x'])(
+    'refuses %j (not what a strict server reads)',
+    (t) => {
+      expect(decodeSaslBase64(t)).toBeNull();
+    },
+  );
 });
 
 describe('parseSaslPlain', () => {

@@ -25,16 +25,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ClientTlsMode, ListenerConfig, UpstreamConfig, UpstreamTlsMode } from '../../src/config/types.js';
-import { ErrorCodes, PosternError, type ErrorCode } from '../../src/errors.js';
+import { type ErrorCode, ErrorCodes, PosternError } from '../../src/errors.js';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import type { EngineDeps, QuarantineStore } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { ImapSession, type ImapInterceptor, type InterceptedCommand } from '../../src/session/imap/index.js';
-import { Pop3Session, type Pop3Hooks } from '../../src/session/pop3.js';
+import { type ImapInterceptor, ImapSession, type InterceptedCommand } from '../../src/session/imap/index.js';
+import { type Pop3Hooks, Pop3Session } from '../../src/session/pop3.js';
 import type { Session, SessionTimer } from '../../src/session/types.js';
-import { ScriptedHost, testListener, type HostRequest } from '../helpers/scripted-host.js';
+import { type HostRequest, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const TRANSCRIPTS = path.join(ROOT, 'test/transcripts');
@@ -142,7 +142,18 @@ function renderLines(prefix: string, data: Buffer | string): string[] {
 }
 
 function parseKnobs(file: string, line: number, text: string, protocol: string): Knobs {
-  const k: Knobs = { tls: 'none', upstream: 'static', upstreamTls: 'none', policy: null, scanner: 'eicar', quarantine: 'memory', keepalive: 0, maxLine: null, maxBad: null, completions: 'auto' };
+  const k: Knobs = {
+    tls: 'none',
+    upstream: 'static',
+    upstreamTls: 'none',
+    policy: null,
+    scanner: 'eicar',
+    quarantine: 'memory',
+    keepalive: 0,
+    maxLine: null,
+    maxBad: null,
+    completions: 'auto',
+  };
   const int = (key: string, v: string) => (/^[1-9][0-9]{0,9}$/.test(v) ? Number(v) : fail(file, line, `${key}= needs a positive whole number, not "${v}"`));
   const oneOf = <T extends string>(key: string, v: string, allowed: readonly T[]): T =>
     (allowed as readonly string[]).includes(v) ? (v as T) : fail(file, line, `${key}= must be one of ${allowed.join(' | ')}, not "${v}"`);
@@ -183,7 +194,11 @@ function parseKnobs(file: string, line: number, text: string, protocol: string):
         k.completions = oneOf(key, v, ['auto', 'manual'] as const);
         break;
       default:
-        fail(file, line, `unknown listener knob "${key}" (tls, upstream, upstream-tls, policy, scanner, quarantine, keepalive, max-line, max-bad, completions)`);
+        fail(
+          file,
+          line,
+          `unknown listener knob "${key}" (tls, upstream, upstream-tls, policy, scanner, quarantine, keepalive, max-line, max-bad, completions)`,
+        );
     }
   }
   if (!k.policy && (text.includes('scanner=') || text.includes('quarantine='))) fail(file, line, 'scanner= and quarantine= need policy=');
@@ -514,7 +529,12 @@ async function runTranscript(t: Transcript, bytewise: boolean, record?: string[]
           case 'client-tls-failed':
           case 'upstream-tls-failed': {
             const what = COMPLETION_EVENTS[ev];
-            if (!host.pending.includes(what)) fail(t.file, step.line, `${ev}: the session has no ${what} request pending (${host.completions === 'auto' ? 'needs "# listener: completions=manual"' : `pending: ${host.pending.join(', ') || 'none'}`})`);
+            if (!host.pending.includes(what))
+              fail(
+                t.file,
+                step.line,
+                `${ev}: the session has no ${what} request pending (${host.completions === 'auto' ? 'needs "# listener: completions=manual"' : `pending: ${host.pending.join(', ') || 'none'}`})`,
+              );
             if (ev.endsWith('-failed')) host.failPending(what, codedError(t.file, step.line, ev, rest, `${what} failed`));
             else host.complete(what);
             break;
@@ -649,10 +669,16 @@ describe('transcript runner (the checks can fail)', () => {
 
   it('refuses a completion event for a request the session did not make', async () => {
     const greeting = 'S: * OK [CAPABILITY IMAP4rev1 LITERAL+ ID SASL-IR AUTH=PLAIN AUTH=LOGIN] postern IMAP proxy ready\n';
-    await expect(run(greeting + '!: connected\n')).rejects.toThrow(/inline.txt:4: connected: the session has no connect request pending \(needs "# listener: completions=manual"\)/);
+    await expect(run(greeting + '!: connected\n')).rejects.toThrow(
+      /inline.txt:4: connected: the session has no connect request pending \(needs "# listener: completions=manual"\)/,
+    );
     const manual = (body: string) => runTranscript(parseTranscript('inline.txt', `${HEAD}# listener: completions=manual\n${greeting}${body}`), false);
-    await expect(manual('!: upstream-tls-ready\n')).rejects.toThrow(/inline.txt:5: upstream-tls-ready: the session has no upstream-tls request pending \(pending: none\)/);
-    await expect(manual('C: a LOGIN alice pw\nH: connect upstream.test:143\n!: connect-failed E_NOPE x\n')).rejects.toThrow(/connect-failed needs an error code/);
+    await expect(manual('!: upstream-tls-ready\n')).rejects.toThrow(
+      /inline.txt:5: upstream-tls-ready: the session has no upstream-tls request pending \(pending: none\)/,
+    );
+    await expect(manual('C: a LOGIN alice pw\nH: connect upstream.test:143\n!: connect-failed E_NOPE x\n')).rejects.toThrow(
+      /connect-failed needs an error code/,
+    );
     await manual('C: a LOGIN alice pw\nH: connect upstream.test:143\n!: connected\n=: timer handshake 15000\n');
   });
 

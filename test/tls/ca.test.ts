@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CaConfig } from '../../src/config/types.js';
 import { PosternError } from '../../src/errors.js';
-import { initCa, loadCa, loadOrCreateCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type CertAuthority, initCa, loadCa, loadOrCreateCa } from '../../src/tls/ca.js';
 import { LeafMinter, normaliseCertName } from '../../src/tls/leaf.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-ca-'));

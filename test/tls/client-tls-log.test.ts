@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { certificateRejected, tlsFailureHint, tlsFailureReason } from '../../src/tls/alert.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const routed = { routed: true as const, port: 993, tls: 'implicit' as const, allow: ['example.com'] };
 let p: PosternHandle;
@@ -23,7 +23,12 @@ beforeAll(async () => {
 afterAll(() => p?.close());
 
 type Line = Record<string, unknown>;
-const lines = (): Line[] => p.logs().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+const lines = (): Line[] =>
+  p
+    .logs()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
 
 /** Waits until a log line after the first `from` lines matches (bounded). */
 async function waitFor(pred: (l: Line) => boolean, from = 0, ms = 10_000): Promise<Line> {
@@ -43,7 +48,15 @@ async function waitFor(pred: (l: Line) => boolean, from = 0, ms = 10_000): Promi
  */
 function opensslRejecting(port: number, starttls?: 'imap' | 'pop3'): Promise<number> {
   return new Promise((resolve, reject) => {
-    const args = ['s_client', '-connect', `127.0.0.1:${port}`, '-verify_return_error', '-servername', 'localhost', ...(starttls ? ['-starttls', starttls] : [])];
+    const args = [
+      's_client',
+      '-connect',
+      `127.0.0.1:${port}`,
+      '-verify_return_error',
+      '-servername',
+      'localhost',
+      ...(starttls ? ['-starttls', starttls] : []),
+    ];
     const child = execFile('openssl', args, { timeout: 15_000 }, (_err, stdout, stderr) => {
       // the failed verification is the point: openssl exits non-zero
       const m = /Connecting to \S+|CONNECTED\(([0-9a-fx]+)\)/.exec(stdout + stderr);
@@ -62,7 +75,9 @@ describe('client TLS failures at warn', () => {
     ['imap-st', 'imap'],
     ['pop3-st', 'pop3'],
   ] as const) {
-    it(`${listener}: a client that rejects the certificate (alert unknown ca) -> warn client.tls_failed with listener, client address and the alert`, { timeout: 30_000 }, async () => {
+    it(`${listener}: a client that rejects the certificate (alert unknown ca) -> warn client.tls_failed with listener, client address and the alert`, {
+      timeout: 30_000,
+    }, async () => {
       const before = lines().length;
       await opensslRejecting(p.port(listener), starttls);
       const l = await waitFor((x) => x.event === 'client.tls_failed' && x.listener === listener, before);
@@ -74,7 +89,9 @@ describe('client TLS failures at warn', () => {
     });
   }
 
-  it('clients that check the certificate in their own code (Node): TLS 1.3 hang-up mid-handshake -> tls_failed with a hint; TLS 1.2 close after it -> tls_dropped', { timeout: 30_000 }, async () => {
+  it('clients that check the certificate in their own code (Node): TLS 1.3 hang-up mid-handshake -> tls_failed with a hint; TLS 1.2 close after it -> tls_dropped', {
+    timeout: 30_000,
+  }, async () => {
     for (const listener of ['imaps', 'pop3s']) {
       for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
         const before = lines().length;
@@ -87,7 +104,12 @@ describe('client TLS failures at warn', () => {
         const l = await waitFor((x) => (x.event === 'client.tls_failed' || x.event === 'client.tls_dropped') && x.listener === listener, before);
         expect(l.level).toBe('warn');
         expect(String(l.client)).toMatch(/^127\.0\.0\.1:\d+$/);
-        if (maxVersion === 'TLSv1.3') expect(l).toMatchObject({ event: 'client.tls_failed', reason: 'socket hang up', msg: expect.stringMatching(/hung up during the handshake: often a client that does not trust the certificate/) });
+        if (maxVersion === 'TLSv1.3')
+          expect(l).toMatchObject({
+            event: 'client.tls_failed',
+            reason: 'socket hang up',
+            msg: expect.stringMatching(/hung up during the handshake: often a client that does not trust the certificate/),
+          });
         else expect(l).toMatchObject({ event: 'client.tls_dropped', msg: expect.stringMatching(/probably does not trust the certificate/) });
       }
     }

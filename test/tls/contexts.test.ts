@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ListenerConfig, UpstreamTlsConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { initCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 import { defaultCertNames, serverTlsOptions, sniDisposition, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { serverPool } from '../harness/scripted-server.js';
@@ -113,7 +113,13 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('login-routed listener: leaves are minted for names matching the allowlist, exactly that name; others get the default', async () => {
     const routed = listener({ hostname: 'proxy.test' });
-    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com', 'pop.example.org', '127.0.0.1'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    routed.upstream = {
+      kind: 'login-routed',
+      port: 1,
+      allow: ['*.example.com', 'pop.example.org', '127.0.0.1'],
+      allowAnyHost: false,
+      tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' },
+    };
     const own = new LeafMinter(ca, { keyType: 'ec', maxCached: 5 });
     const p = await tlsServer(serverTlsOptions(routed, own));
     expect(own.cacheSize).toBe(1); // the default leaf
@@ -147,7 +153,13 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('sniDisposition', () => {
     const routed = listener();
-    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com', '*.com', '*'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    routed.upstream = {
+      kind: 'login-routed',
+      port: 1,
+      allow: ['*.example.com', '*.com', '*'],
+      allowAnyHost: false,
+      tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' },
+    };
     const d = (n: string) => sniDisposition(routed, ['proxy.test'], n);
     expect(d('proxy.test')).toBe('default');
     expect(d('x.example.com')).toBe('mint');
@@ -159,10 +171,12 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('works for STARTTLS: a TLSSocket upgrading an accepted plain socket, same served-name rule', async () => {
     const opts = serverTlsOptions(listener({ names: ['pop.proxy.test'] }), minter);
-    const p = (await servers.start({
-      onLine: (_line, c) => c.upgrade('OK begin TLS\n', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
-      onSecure: (c) => c.end('hi\n'),
-    })).port;
+    const p = (
+      await servers.start({
+        onLine: (_line, c) => c.upgrade('OK begin TLS\n', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
+        onSecure: (c) => c.end('hi\n'),
+      })
+    ).port;
     const upgrade = (servername: string) =>
       new Promise<Result>((resolve) => {
         const plain = net.connect(p, '127.0.0.1', () => plain.write('STARTTLS\n'));
@@ -177,7 +191,13 @@ describe('serverTlsOptions (minted leaves, served names only)', () => {
 
   it('enforces the listener minVersion on the SNI path and the default path', async () => {
     const routed = listener({ minVersion: 'TLSv1.3' });
-    routed.upstream = { kind: 'login-routed', port: 1, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } };
+    routed.upstream = {
+      kind: 'login-routed',
+      port: 1,
+      allow: ['*.example.com'],
+      allowAnyHost: false,
+      tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' },
+    };
     const p13 = await tlsServer(serverTlsOptions(routed, minter));
     const bad = await connect({ host: '127.0.0.1', port: p13, servername: 'v12.example.com', ca: ca.certPem, maxVersion: 'TLSv1.2' });
     expect(bad.ok).toBe(false);
@@ -207,7 +227,10 @@ describe('serverTlsOptions (operator certificate)', () => {
     const port = await tlsServer(serverTlsOptions(listener({ certFile, keyFile }), null));
     const ok = await connect({ host: '127.0.0.1', port, servername: 'operator.example', ca: ca.certPem });
     expect(ok.ok && ok.cert.subjectaltname).toBe('DNS:operator.example');
-    expect(await connect({ host: '127.0.0.1', port, servername: 'other.example', ca: ca.certPem })).toEqual({ ok: false, code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+    expect(await connect({ host: '127.0.0.1', port, servername: 'other.example', ca: ca.certPem })).toEqual({
+      ok: false,
+      code: 'ERR_TLS_CERT_ALTNAME_INVALID',
+    });
   });
 
   it('without cert files it needs a minter', () => {
@@ -226,8 +249,29 @@ describe('upstreamTlsOptions', () => {
     execFileSync('mkdir', ['-p', dir]);
     selfSignedFile = path.join(dir, 'cert.pem');
     const keyFile = path.join(dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '30', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', keyFile, '-out', selfSignedFile], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '30',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout',
+        keyFile,
+        '-out',
+        selfSignedFile,
+      ],
+      { stdio: 'ignore' },
+    );
     port = await tlsServer({ cert: readFileSync(selfSignedFile), key: readFileSync(keyFile) });
   });
 
@@ -249,14 +293,20 @@ describe('upstreamTlsOptions', () => {
     expect(byIp.ok && byIp.authorized).toBe(true);
     const byName = await connect({ host: '127.0.0.1', port, ...upstreamTlsOptions(utls({ caFile: selfSignedFile }), 'localhost') });
     expect(byName.ok && byName.authorized).toBe(true);
-    const wrong = await connect({ host: '127.0.0.1', port, ...upstreamTlsOptions(utls({ caFile: selfSignedFile, servername: 'mail.example.com' }), '127.0.0.1') });
+    const wrong = await connect({
+      host: '127.0.0.1',
+      port,
+      ...upstreamTlsOptions(utls({ caFile: selfSignedFile, servername: 'mail.example.com' }), '127.0.0.1'),
+    });
     expect(wrong).toEqual({ ok: false, code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
   });
 
   it('pins the checked name on an upgraded socket (STARTTLS), where Node would otherwise guess', async () => {
     const upgrade = (host: string) =>
       new Promise<Result>((resolve) => {
-        const plain = net.connect(port, '127.0.0.1', () => connect({ socket: plain, ...upstreamTlsOptions(utls({ caFile: selfSignedFile }), host) }).then(resolve));
+        const plain = net.connect(port, '127.0.0.1', () =>
+          connect({ socket: plain, ...upstreamTlsOptions(utls({ caFile: selfSignedFile }), host) }).then(resolve),
+        );
       });
     const good = await upgrade('127.0.0.1');
     expect(good.ok && good.authorized).toBe(true);

@@ -21,7 +21,7 @@ import {
 } from '../../src/config/name-constraints.js';
 import type { CaConfig, ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { initCa, loadCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type CertAuthority, initCa, loadCa } from '../../src/tls/ca.js';
 import { serverTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { buildCertificate, readNameConstraints } from '../../src/tls/x509.js';
@@ -89,7 +89,10 @@ describe('a CA generated with ca.name_constraints: [example.com, example.org, 19
   });
 
   it('minted leaves inside the constraints verify with openssl (DNS and IP)', () => {
-    for (const [name, extra] of [['mail.example.com', []], ['example.org', ['192.0.2.9']]] as const) {
+    for (const [name, extra] of [
+      ['mail.example.com', []],
+      ['example.org', ['192.0.2.9']],
+    ] as const) {
       const leaf = minter.leaf(name, [...extra]);
       const [ok, out] = verify(ca, leaf.certPem, '-purpose', 'sslserver', '-verify_hostname', name);
       expect(ok, out).toBe(true);
@@ -103,7 +106,13 @@ describe('a CA generated with ca.name_constraints: [example.com, example.org, 19
     const cases: [string, string][] = [
       [forgeLeaf(ca, [{ type: 2, value: 'www.bank.example' }], 'www.bank.example'), 'permitted subtree violation'],
       [forgeLeaf(ca, [{ type: 2, value: 'evilexample.com' }]), 'permitted subtree violation'],
-      [forgeLeaf(ca, [{ type: 2, value: 'mail.example.com' }, { type: 2, value: 'mail.example.net' }]), 'permitted subtree violation'],
+      [
+        forgeLeaf(ca, [
+          { type: 2, value: 'mail.example.com' },
+          { type: 2, value: 'mail.example.net' },
+        ]),
+        'permitted subtree violation',
+      ],
       [forgeLeaf(ca, [{ type: 7, ip: '198.51.100.1' }]), 'permitted subtree violation'],
       // no SAN DNS entry: OpenSSL checks a host-like CN against the DNS constraints
       [forgeLeaf(ca, [{ type: 7, ip: '192.0.2.1' }], 'www.bank.example'), 'permitted subtree violation'],
@@ -133,7 +142,13 @@ describe('a CA generated with ca.name_constraints: [example.com, example.org, 19
       host: '192.0.2.1',
       port: 0,
       tls: { mode: 'implicit', hostname: 'proxy.example.com', minVersion: 'TLSv1.2' },
-      upstream: { kind: 'login-routed', port: 1, allow: ['*.example.net', '*.example.org'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+      upstream: {
+        kind: 'login-routed',
+        port: 1,
+        allow: ['*.example.net', '*.example.org'],
+        allowAnyHost: false,
+        tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' },
+      },
       policy: null,
       limits: DEFAULT_SESSION_LIMITS,
       inspect: { vetOnMetadata: true, cacheMemoryBytes: 1, keepaliveMs: 0 },
@@ -175,7 +190,13 @@ describe('a CA constrained to DNS names only excludes every IP address', () => {
     expect(text).toMatch(/Permitted:\s+DNS:example\.com\s+Excluded:\s+IP:0\.0\.0\.0\/0\.0\.0\.0\s+IP:0:0:0:0:0:0:0:0\/0:0:0:0:0:0:0:0/);
     expect(ca.nameConstraintsText).toBe('permitted DNS:example.com; excluded IP:0.0.0.0/0, IP:::/0');
     for (const ip of ['127.0.0.1', '::1']) {
-      const [ok, out] = verify(ca, forgeLeaf(ca, [{ type: 2, value: 'mail.example.com' }, { type: 7, ip }]));
+      const [ok, out] = verify(
+        ca,
+        forgeLeaf(ca, [
+          { type: 2, value: 'mail.example.com' },
+          { type: 7, ip },
+        ]),
+      );
       expect(ok, out).toBe(false);
       expect(out).toContain('excluded subtree violation');
     }
@@ -194,7 +215,9 @@ describe('a CA constrained to DNS names only excludes every IP address', () => {
     const opts = serverTlsOptions(l, minter);
     expect(new X509Certificate(String(opts.cert)).subjectAltName).toBe('DNS:proxy.example.com');
     // a hostname outside the constraints cannot start
-    expect(() => serverTlsOptions({ ...l, tls: { ...l.tls, hostname: 'proxy.example.net' } }, minter)).toThrow(/listener x: cannot mint a certificate for proxy\.example\.net: outside/);
+    expect(() => serverTlsOptions({ ...l, tls: { ...l.tls, hostname: 'proxy.example.net' } }, minter)).toThrow(
+      /listener x: cannot mint a certificate for proxy\.example\.net: outside/,
+    );
   });
 });
 
@@ -260,6 +283,8 @@ describe('postern ca init / ca show with ca.name_constraints', () => {
     // the config changed afterwards: show warns that the CA on disk does not have them
     writeFileSync(file, readFileSync(file, 'utf8').replace('name_constraints: [example.com, 192.0.2.0/24]', 'name_constraints: [example.com]'));
     const changed = await run(['ca', 'show', '--config', file]);
-    expect(changed.err).toMatch(/^warning: ca\.name_constraints in the config \(permitted DNS:example\.com; excluded IP:0\.0\.0\.0\/0, IP:::\/0\) differ from the CA's/m);
+    expect(changed.err).toMatch(
+      /^warning: ca\.name_constraints in the config \(permitted DNS:example\.com; excluded IP:0\.0\.0\.0\/0, IP:::\/0\) differ from the CA's/m,
+    );
   });
 });

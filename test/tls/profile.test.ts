@@ -12,7 +12,7 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ListenerConfig, UpstreamTlsConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { initCa, type CertAuthority } from '../../src/tls/ca.js';
+import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../../src/tls/contexts.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
 import { TLS12_CIPHERS, TLS13_CIPHERSUITES } from '../../src/tls/profile.js';
@@ -61,7 +61,9 @@ interface Probe {
 /** `openssl s_client` against 127.0.0.1:port; ok = a cipher was negotiated. */
 function sClient(port: number, args: string[], servername = 'proxy.test'): Promise<Probe> {
   return new Promise((resolve) => {
-    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', servername, '-CAfile', ca.certFile, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', servername, '-CAfile', ca.certFile, ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let out = '';
     p.stdout.on('data', (d) => (out += d));
     p.stderr.on('data', (d) => (out += d));
@@ -91,7 +93,10 @@ describe('client-facing side (postern as TLS server)', () => {
       () =>
         tlsServer(
           serverTlsOptions(
-            listener({}, { kind: 'login-routed', port: 1, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } }),
+            listener(
+              {},
+              { kind: 'login-routed', port: 1, allow: ['*.example.com'], allowAnyHost: false, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+            ),
             rsa,
           ),
         ),
@@ -189,10 +194,12 @@ describe('client-facing side (postern as TLS server)', () => {
 
   it('STARTTLS (a TLSSocket over an accepted socket, only the secure context is passed) gets the same profile', async () => {
     const opts = serverTlsOptions(listener(), rsa);
-    const port = (await servers.start({
-      onConnect: (c) => c.upgrade('', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
-      onSecure: (c) => c.end('hi\n'),
-    })).port;
+    const port = (
+      await servers.start({
+        onConnect: (c) => c.upgrade('', { tls: { secureContext: opts.secureContext!, SNICallback: opts.SNICallback } }),
+        onSecure: (c) => c.end('hi\n'),
+      })
+    ).port;
     expect((await sClient(port, ['-tls1_2', '-cipher', 'AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_2', '-cipher', 'ECDHE-RSA-AES128-SHA:@SECLEVEL=0'])).ok).toBe(false);
     expect((await sClient(port, ['-tls1_1', '-cipher', WEAK_OK])).ok).toBe(false);
@@ -201,7 +208,13 @@ describe('client-facing side (postern as TLS server)', () => {
 });
 
 describe('upstream side (postern as TLS client)', () => {
-  const utls = (over: Partial<UpstreamTlsConfig> = {}): UpstreamTlsConfig => ({ mode: 'implicit', verify: true, minVersion: 'TLSv1.2', caFile: ca.certFile, ...over });
+  const utls = (over: Partial<UpstreamTlsConfig> = {}): UpstreamTlsConfig => ({
+    mode: 'implicit',
+    verify: true,
+    minVersion: 'TLSv1.2',
+    caFile: ca.certFile,
+    ...over,
+  });
 
   /** An upstream offering exactly `ciphers` (TLS <= maxVersion), certificate for localhost from the test CA. */
   async function upstream(ciphers: string, maxVersion: tls.SecureVersion = 'TLSv1.2', minVersion: tls.SecureVersion = 'TLSv1'): Promise<number> {

@@ -15,9 +15,9 @@ import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { UpstreamTlsConfig } from '../../src/config/types.js';
 import { checkUpstreamIdentity, upstreamTlsOptions } from '../../src/tls/contexts.js';
-import { RawImap } from '../helpers/imap-client.js';
 import { serverPool } from '../harness/scripted-server.js';
-import { startPostern, type PosternHandle } from '../helpers/postern.js';
+import { RawImap } from '../helpers/imap-client.js';
+import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 const root = mkdtempSync(path.join(tmpdir(), 'postern-upid-'));
 const servers = serverPool();
@@ -34,7 +34,24 @@ function makeCert(name: string, subj: string, san?: string): Cert {
   const keyFile = path.join(root, `${name}.key`);
   execFileSync(
     'openssl',
-    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '30', '-subj', subj, ...(san ? ['-addext', `subjectAltName=${san}`] : []), '-keyout', keyFile, '-out', certFile],
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '30',
+      '-subj',
+      subj,
+      ...(san ? ['-addext', `subjectAltName=${san}`] : []),
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
     { stdio: 'ignore' },
   );
   return { certFile, cert: readFileSync(certFile), key: readFileSync(keyFile) };
@@ -58,7 +75,13 @@ function connect(opts: tls.ConnectionOptions): Promise<Result> {
   });
 }
 
-const utls = (c: Cert, over: Partial<UpstreamTlsConfig> = {}): UpstreamTlsConfig => ({ mode: 'implicit', verify: true, minVersion: 'TLSv1.2', caFile: c.certFile, ...over });
+const utls = (c: Cert, over: Partial<UpstreamTlsConfig> = {}): UpstreamTlsConfig => ({
+  mode: 'implicit',
+  verify: true,
+  minVersion: 'TLSv1.2',
+  caFile: c.certFile,
+  ...over,
+});
 
 let cnOnly: Cert;
 let ipOnly: Cert;
@@ -81,7 +104,9 @@ describe('upstream certificate identity (real handshakes)', () => {
     const port = await tlsServer(cnOnly);
     const r = await connect({ host: '127.0.0.1', port, ...upstreamTlsOptions(utls(cnOnly), 'localhost') });
     expect(r).toMatchObject({ ok: false, code: 'ERR_TLS_CERT_NO_SAN' });
-    expect(!r.ok && r.message).toBe('upstream certificate for localhost has no subjectAltName (only CN=localhost): certificates that name their host only in the CN are refused');
+    expect(!r.ok && r.message).toBe(
+      'upstream certificate for localhost has no subjectAltName (only CN=localhost): certificates that name their host only in the CN are refused',
+    );
     // control: Node's own check accepts it (CN fallback), so the refusal is postern's
     const control = await connect({ host: '127.0.0.1', port, servername: 'localhost', ca: cnOnly.cert });
     expect(control).toEqual({ ok: true, authorized: true });
@@ -118,7 +143,10 @@ describe('upstream certificate identity (real handshakes)', () => {
 
   it('verify: false skips the identity check (the operator opted out)', async () => {
     const port = await tlsServer(cnOnly);
-    expect(await connect({ host: '127.0.0.1', port, ...upstreamTlsOptions({ mode: 'implicit', verify: false, minVersion: 'TLSv1.2' }, 'localhost') })).toEqual({ ok: true, authorized: false });
+    expect(await connect({ host: '127.0.0.1', port, ...upstreamTlsOptions({ mode: 'implicit', verify: false, minVersion: 'TLSv1.2' }, 'localhost') })).toEqual({
+      ok: true,
+      authorized: false,
+    });
   });
 });
 

@@ -8,4 +8,8 @@ export function b64lines(buf: Buffer, width?: number): string;
 export function qpEncode(buf: Buffer, binary?: boolean): string;
 export function uuencodeLines(buf: Buffer): string[];
 export function uuBlock(buf: Buffer, name: string, mode?: string): string;
-export function generateCase(seed: string | number, index: number, opts?: { skip?: Set<number>; bare?: boolean; drop?: Set<number>; plainSubject?: boolean }): GeneratedCase;
+export function generateCase(
+  seed: string | number,
+  index: number,
+  opts?: { skip?: Set<number>; bare?: boolean; drop?: Set<number>; plainSubject?: boolean },
+): GeneratedCase;

@@ -26,7 +26,10 @@ export const EXE = (() => {
   return Buffer.concat([head, MZ_MARKER, tail, pad]);
 })();
 export const JS = Buffer.from("var s = new ActiveXObject('WScript.Shell'); s.Run('calc.exe'); // POSTERN-JS-PROBE\n", 'latin1');
-const PNG = Buffer.from('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6300010000050001' + '0d0a2db40000000049454e44ae426082', 'hex');
+const PNG = Buffer.from(
+  '89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6300010000050001' + '0d0a2db40000000049454e44ae426082',
+  'hex',
+);
 const PDF = Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n', 'latin1');
 
 // ------------------------------------------------------------------------------------- encoders
@@ -70,7 +73,9 @@ export function uuencodeLines(buf) {
     const chunk = buf.subarray(i, i + 45);
     let line = enc(chunk.length);
     for (let j = 0; j < chunk.length; j += 3) {
-      const a = chunk[j], b = chunk[j + 1] ?? 0, c = chunk[j + 2] ?? 0;
+      const a = chunk[j],
+        b = chunk[j + 1] ?? 0,
+        c = chunk[j + 2] ?? 0;
       line += enc(a >> 2) + enc(((a & 3) << 4) | (b >> 4)) + enc(((b & 15) << 2) | (c >> 6)) + enc(c & 63);
     }
     out.push(line);
@@ -90,7 +95,11 @@ function rfc2047(s, rng) {
   const cs = charset === 'iso-8859-1' && /^[\x00-\xff]*$/.test(s) ? charset : 'UTF-8';
   if (kind === 'B' || kind === 'b') return `=?${cs}?${kind}?${bytes.toString('base64')}?=`;
   let q = '';
-  for (const b of bytes) q += (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) ? String.fromCharCode(b) : '=' + b.toString(16).toUpperCase().padStart(2, '0');
+  for (const b of bytes)
+    q +=
+      (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
+        ? String.fromCharCode(b)
+        : '=' + b.toString(16).toUpperCase().padStart(2, '0');
   return `=?${cs}?${kind}?${q}?=`;
 }
 
@@ -116,7 +125,11 @@ export function utf7(s) {
 
 function pct(s) {
   let o = '';
-  for (const b of Buffer.from(s, 'utf8')) o += (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) ? String.fromCharCode(b) : '%' + b.toString(16).toUpperCase().padStart(2, '0');
+  for (const b of Buffer.from(s, 'utf8'))
+    o +=
+      (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
+        ? String.fromCharCode(b)
+        : '%' + b.toString(16).toUpperCase().padStart(2, '0');
   return o;
 }
 
@@ -148,7 +161,11 @@ function leaf(type, params, payload, enc, extra = {}) {
 }
 
 function textPart(rng, body) {
-  const enc = rng.weighted([[6, 'raw7'], [2, 'qp'], [1, 'base64']]);
+  const enc = rng.weighted([
+    [6, 'raw7'],
+    [2, 'qp'],
+    [1, 'base64'],
+  ]);
   return { ...leaf('text/plain', [['charset', 'utf-8']], Buffer.from(body, 'utf8'), enc), text: true };
 }
 
@@ -158,9 +175,17 @@ function harmlessParts(rng) {
   for (let i = 0; i < n; i++) {
     const k = rng.pick(['png', 'pdf', 'html', 'txt']);
     if (k === 'png') out.push(leaf('image/png', [['name', 'photo.png']], PNG, 'base64', { cd: ['inline', [['filename', 'photo.png']]], harmless: true }));
-    if (k === 'pdf') out.push(leaf('application/pdf', [['name', 'report.pdf']], PDF, 'base64', { cd: ['attachment', [['filename', 'report.pdf']]], harmless: true }));
+    if (k === 'pdf')
+      out.push(leaf('application/pdf', [['name', 'report.pdf']], PDF, 'base64', { cd: ['attachment', [['filename', 'report.pdf']]], harmless: true }));
     if (k === 'html') out.push({ ...leaf('text/html', [['charset', 'utf-8']], Buffer.from('<p>Hello <b>there</b></p>\n'), 'qp'), harmless: true, text: true });
-    if (k === 'txt') out.push(leaf('text/plain', [['name', 'notes.txt']], Buffer.from('just notes\n'), 'raw7', { cd: ['attachment', [['filename', 'notes.txt']]], harmless: true, text: true }));
+    if (k === 'txt')
+      out.push(
+        leaf('text/plain', [['name', 'notes.txt']], Buffer.from('just notes\n'), 'raw7', {
+          cd: ['attachment', [['filename', 'notes.txt']]],
+          harmless: true,
+          text: true,
+        }),
+      );
   }
   return out;
 }
@@ -168,7 +193,14 @@ function harmlessParts(rng) {
 /** One dangerous part (an attachment-like leaf or a text leaf carrying a payload). */
 function dangerPart(rng) {
   const kind = rng.weighted([
-    [6, 'exe'], [3, 'js'], [3, 'eicar-att'], [2, 'eicar-text'], [2, 'uu-text'], [2, 'exe-disguised'], [1, 'xuu'], [1, 'eicar-name'],
+    [6, 'exe'],
+    [3, 'js'],
+    [3, 'eicar-att'],
+    [2, 'eicar-text'],
+    [2, 'uu-text'],
+    [2, 'exe-disguised'],
+    [1, 'xuu'],
+    [1, 'eicar-name'],
   ]);
   const attach = (type, name, payload, enc) => ({
     ...leaf(type, [['name', name]], payload, enc, { cd: ['attachment', [['filename', name]]] }),
@@ -178,29 +210,80 @@ function dangerPart(rng) {
   });
   switch (kind) {
     case 'exe':
-      return attach(rng.pick(['application/octet-stream', 'application/x-msdownload', 'application/x-dosexec', 'application/pdf', 'image/jpeg', 'text/plain']), 'evil.exe', EXE, rng.weighted([[8, 'base64'], [2, 'qp'], [1, 'bin']]));
+      return attach(
+        rng.pick(['application/octet-stream', 'application/x-msdownload', 'application/x-dosexec', 'application/pdf', 'image/jpeg', 'text/plain']),
+        'evil.exe',
+        EXE,
+        rng.weighted([
+          [8, 'base64'],
+          [2, 'qp'],
+          [1, 'bin'],
+        ]),
+      );
     case 'js':
-      return attach(rng.pick(['application/javascript', 'application/octet-stream', 'text/plain', 'text/javascript']), 'invoice.js', JS, rng.weighted([[4, 'base64'], [2, 'qp'], [3, 'raw7']]));
+      return attach(
+        rng.pick(['application/javascript', 'application/octet-stream', 'text/plain', 'text/javascript']),
+        'invoice.js',
+        JS,
+        rng.weighted([
+          [4, 'base64'],
+          [2, 'qp'],
+          [3, 'raw7'],
+        ]),
+      );
     case 'eicar-att':
-      return attach(rng.pick(['application/octet-stream', 'text/plain', 'application/pdf']), rng.pick(['eicar.txt', 'readme.bin', 'test.pdf']), EICAR, rng.weighted([[5, 'base64'], [2, 'qp'], [2, 'raw7']]));
+      return attach(
+        rng.pick(['application/octet-stream', 'text/plain', 'application/pdf']),
+        rng.pick(['eicar.txt', 'readme.bin', 'test.pdf']),
+        EICAR,
+        rng.weighted([
+          [5, 'base64'],
+          [2, 'qp'],
+          [2, 'raw7'],
+        ]),
+      );
     case 'exe-disguised':
       return attach(rng.pick(['application/pdf', 'image/png', 'application/octet-stream']), rng.pick(['report.pdf', 'photo.png', 'data.bin']), EXE, 'base64');
     case 'xuu':
-      return { ...attach('application/octet-stream', 'evil.exe', EXE, 'uu'), fields: [ct('application/octet-stream', [['name', 'evil.exe']]), cd('attachment', [['filename', 'evil.exe']]), cte(rng.pick(['x-uuencode', 'uuencode', 'x-uue', 'uue']))] };
+      return {
+        ...attach('application/octet-stream', 'evil.exe', EXE, 'uu'),
+        fields: [
+          ct('application/octet-stream', [['name', 'evil.exe']]),
+          cd('attachment', [['filename', 'evil.exe']]),
+          cte(rng.pick(['x-uuencode', 'uuencode', 'x-uue', 'uue'])),
+        ],
+      };
     case 'eicar-name': {
       // the deny notice must not quote the EICAR string from a file name
       const name = EICAR.toString('latin1') + '.exe';
       return attach('application/octet-stream', name, PDF, 'base64');
     }
     case 'eicar-text': {
-      const enc = rng.weighted([[3, 'raw7'], [3, 'qp'], [3, 'base64']]);
-      return { ...leaf('text/plain', [['charset', 'us-ascii']], Buffer.concat([Buffer.from('Please run the following test:\n\n'), EICAR, Buffer.from('\n\nThanks\n')]), enc), danger: kind, text: true };
+      const enc = rng.weighted([
+        [3, 'raw7'],
+        [3, 'qp'],
+        [3, 'base64'],
+      ]);
+      return {
+        ...leaf(
+          'text/plain',
+          [['charset', 'us-ascii']],
+          Buffer.concat([Buffer.from('Please run the following test:\n\n'), EICAR, Buffer.from('\n\nThanks\n')]),
+          enc,
+        ),
+        danger: kind,
+        text: true,
+      };
     }
     default: {
       // 'uu-text'
       const eicar = rng.chance(0.3);
       const body = `Hello,\n\nthe file is below.\n\n${uuBlock(eicar ? EICAR : EXE, eicar ? 'test.bin' : 'evil.exe', rng.pick(['644', '0644', '666', '755']))}\n\nBye\n`;
-      const enc = rng.weighted([[6, 'raw7'], [2, 'qp'], [2, 'base64']]);
+      const enc = rng.weighted([
+        [6, 'raw7'],
+        [2, 'qp'],
+        [2, 'base64'],
+      ]);
       return { ...leaf('text/plain', [['charset', 'us-ascii']], Buffer.from(body, 'latin1'), enc), danger: 'uu-text', text: true };
     }
   }
@@ -230,20 +313,32 @@ function rootTop(rng, subject) {
 function buildTemplate(rng) {
   const dangers = [dangerPart(rng)];
   if (rng.chance(0.2)) dangers.push(dangerPart(rng));
-  const shape = rng.weighted([[70, 'mixed'], [12, 'single'], [10, 'alt'], [8, 'eicar-subject']]);
+  const shape = rng.weighted([
+    [70, 'mixed'],
+    [12, 'single'],
+    [10, 'alt'],
+    [8, 'eicar-subject'],
+  ]);
   let root;
   let subject = 'Invoice';
   let eicarField = null;
   if (shape === 'eicar-subject') {
     // the deny notice quotes Subject, From and Message-ID: none may carry the EICAR string into it
-    eicarField = rng.weighted([[4, 'Subject'], [1, 'From'], [1, 'Message-ID']]);
+    eicarField = rng.weighted([
+      [4, 'Subject'],
+      [1, 'From'],
+      [1, 'Message-ID'],
+    ]);
     subject = eicarField === 'Subject' ? EICAR.toString('latin1') : subject;
     root = multipart(rng, 'mixed', [textPart(rng, 'See attached.\n'), ...harmlessParts(rng), ...dangers]);
   } else if (shape === 'single') {
     root = dangers[0];
     dangers.length = 1;
   } else if (shape === 'alt') {
-    const alt = multipart(rng, 'alternative', [textPart(rng, 'Hello\n'), { ...leaf('text/html', [['charset', 'utf-8']], Buffer.from('<p>Hello</p>\n'), 'qp'), text: true }]);
+    const alt = multipart(rng, 'alternative', [
+      textPart(rng, 'Hello\n'),
+      { ...leaf('text/html', [['charset', 'utf-8']], Buffer.from('<p>Hello</p>\n'), 'qp'), text: true },
+    ]);
     root = multipart(rng, 'mixed', [alt, ...harmlessParts(rng), ...dangers]);
   } else {
     const kids = rng.shuffle([...harmlessParts(rng), ...dangers]);
@@ -324,7 +419,12 @@ const TREE_MUTATIONS = {
     if (!t) return null;
     const f = fieldsOf(t, 'ct')[0];
     if (!f) return null;
-    const decoy = rng.pick([ct('text/plain', [['charset', 'us-ascii']]), ct('application/pdf', [['name', SAFE]]), ct('image/png'), ct('text/plain', [['name', SAFE]])]);
+    const decoy = rng.pick([
+      ct('text/plain', [['charset', 'us-ascii']]),
+      ct('application/pdf', [['name', SAFE]]),
+      ct('image/png'),
+      ct('text/plain', [['name', SAFE]]),
+    ]);
     const before = rng.chance(0.5);
     t.fields.splice(t.fields.indexOf(f) + (before ? 0 : 1), 0, decoy);
     return before ? 'decoy-first' : 'decoy-last';
@@ -355,7 +455,21 @@ const TREE_MUTATIONS = {
     const f = fieldsOf(t, 'cte')[0];
     if (!f) return null;
     const w = t.enc === 'base64' ? 'base64' : 'quoted-printable';
-    const v = rng.pick([`${w} (x)`, `(c) ${w}`, `${w};`, `"${w}"`, `${w} x`, w.toUpperCase(), ` ${w}\t`, `${w}\n `, `x-${w}`, w === 'base64' ? 'base-64' : 'quoted printable', `${w}(x)`, `${w}, 7bit`, `7bit ${w}`]);
+    const v = rng.pick([
+      `${w} (x)`,
+      `(c) ${w}`,
+      `${w};`,
+      `"${w}"`,
+      `${w} x`,
+      w.toUpperCase(),
+      ` ${w}\t`,
+      `${w}\n `,
+      `x-${w}`,
+      w === 'base64' ? 'base-64' : 'quoted printable',
+      `${w}(x)`,
+      `${w}, 7bit`,
+      `7bit ${w}`,
+    ]);
     f.value = v;
     return JSON.stringify(v);
   },
@@ -383,23 +497,61 @@ const TREE_MUTATIONS = {
     if (!ctf) return null;
     let cdf = fieldsOf(t, 'cd')[0];
     if (!cdf) t.fields.push((cdf = cd('attachment')));
-    const v = rng.pick(['ct-only', 'cd-only', 'ct-safe-cd-danger', 'ct-danger-cd-safe', 'star-danger', 'star-safe', 'dup-filename', 'name-star', 'no-names', 'cd-name-param', 'ct-filename-param', 'dup-name']);
+    const v = rng.pick([
+      'ct-only',
+      'cd-only',
+      'ct-safe-cd-danger',
+      'ct-danger-cd-safe',
+      'star-danger',
+      'star-safe',
+      'dup-filename',
+      'name-star',
+      'no-names',
+      'cd-name-param',
+      'ct-filename-param',
+      'dup-name',
+    ]);
     setName(t, 'name', null);
     setName(t, 'filename', null);
     const P = (k, val, q = 'dq') => ({ k, v: val, q });
     switch (v) {
-      case 'ct-only': ctf.params.push(P('name', N)); break;
-      case 'cd-only': cdf.params.push(P('filename', N)); break;
-      case 'ct-safe-cd-danger': ctf.params.push(P('name', SAFE)); cdf.params.push(P('filename', N)); break;
-      case 'ct-danger-cd-safe': ctf.params.push(P('name', N)); cdf.params.push(P('filename', SAFE)); break;
-      case 'star-danger': cdf.params.push(...rng.shuffle([P('filename', SAFE), P('filename*', `UTF-8''${pct(N)}`, 'none')])); break;
-      case 'star-safe': cdf.params.push(...rng.shuffle([P('filename', N), P('filename*', `UTF-8''${pct(SAFE)}`, 'none')])); break;
-      case 'dup-filename': cdf.params.push(...rng.shuffle([P('filename', SAFE), P('filename', N)])); break;
-      case 'dup-name': ctf.params.push(...rng.shuffle([P('name', SAFE), P('name', N)])); break;
-      case 'name-star': ctf.params.push(...rng.shuffle([P('name', SAFE), P('name*', `utf-8'en'${pct(N)}`, 'none')])); break;
-      case 'no-names': break;
-      case 'cd-name-param': cdf.params.push(P('name', N)); break;
-      case 'ct-filename-param': ctf.params.push(P('filename', N)); break;
+      case 'ct-only':
+        ctf.params.push(P('name', N));
+        break;
+      case 'cd-only':
+        cdf.params.push(P('filename', N));
+        break;
+      case 'ct-safe-cd-danger':
+        ctf.params.push(P('name', SAFE));
+        cdf.params.push(P('filename', N));
+        break;
+      case 'ct-danger-cd-safe':
+        ctf.params.push(P('name', N));
+        cdf.params.push(P('filename', SAFE));
+        break;
+      case 'star-danger':
+        cdf.params.push(...rng.shuffle([P('filename', SAFE), P('filename*', `UTF-8''${pct(N)}`, 'none')]));
+        break;
+      case 'star-safe':
+        cdf.params.push(...rng.shuffle([P('filename', N), P('filename*', `UTF-8''${pct(SAFE)}`, 'none')]));
+        break;
+      case 'dup-filename':
+        cdf.params.push(...rng.shuffle([P('filename', SAFE), P('filename', N)]));
+        break;
+      case 'dup-name':
+        ctf.params.push(...rng.shuffle([P('name', SAFE), P('name', N)]));
+        break;
+      case 'name-star':
+        ctf.params.push(...rng.shuffle([P('name', SAFE), P('name*', `utf-8'en'${pct(N)}`, 'none')]));
+        break;
+      case 'no-names':
+        break;
+      case 'cd-name-param':
+        cdf.params.push(P('name', N));
+        break;
+      case 'ct-filename-param':
+        ctf.params.push(P('filename', N));
+        break;
     }
     return v;
   },
@@ -413,25 +565,82 @@ const TREE_MUTATIONS = {
     const k = useCd ? 'filename' : 'name';
     setName(t, k, null);
     const cut = rng.int(1, N.length - 1);
-    const a = N.slice(0, cut), b = N.slice(cut);
+    const a = N.slice(0, cut),
+      b = N.slice(cut);
     const P = (kk, val, q = 'dq') => ({ k: kk, v: val, q });
-    const v = rng.pick(['proper', 'encoded', 'out-of-order', 'missing-0', 'gap', 'dup-index', 'with-plain-safe', 'charset-late', 'leading-zero', 'mixed-star', 'three', 'utf-16', 'charset-unknown', 'utf-7', 'utf-32']);
+    const v = rng.pick([
+      'proper',
+      'encoded',
+      'out-of-order',
+      'missing-0',
+      'gap',
+      'dup-index',
+      'with-plain-safe',
+      'charset-late',
+      'leading-zero',
+      'mixed-star',
+      'three',
+      'utf-16',
+      'charset-unknown',
+      'utf-7',
+      'utf-32',
+    ]);
     switch (v) {
-      case 'proper': f.params.push(P(`${k}*0`, a), P(`${k}*1`, b)); break;
-      case 'encoded': f.params.push(P(`${k}*0*`, `UTF-8''${pct(a)}`, 'none'), P(`${k}*1*`, pct(b), 'none')); break;
-      case 'out-of-order': f.params.push(P(`${k}*1`, b), P(`${k}*0`, a)); break;
-      case 'missing-0': f.params.push(P(`${k}*1`, a), P(`${k}*2`, b)); break;
-      case 'gap': f.params.push(P(`${k}*0`, a), P(`${k}*2`, b)); break;
-      case 'dup-index': f.params.push(P(`${k}*0`, SAFE), P(`${k}*0`, a), P(`${k}*1`, b)); break;
-      case 'with-plain-safe': f.params.push(...rng.shuffle([P(k, SAFE)]), P(`${k}*0`, a), P(`${k}*1`, b)); break;
-      case 'charset-late': f.params.push(P(`${k}*0`, a), P(`${k}*1*`, `UTF-8''${pct(b)}`, 'none')); break;
-      case 'leading-zero': f.params.push(P(`${k}*0`, a), P(`${k}*01`, b)); break;
-      case 'mixed-star': f.params.push(P(`${k}*0*`, `us-ascii''${pct(a)}`, 'none'), P(`${k}*1`, b)); break;
-      case 'three': f.params.push(P(`${k}*0`, a.slice(0, 1)), P(`${k}*1`, a.slice(1)), P(`${k}*2`, b)); break;
-      case 'utf-16': f.params.push(P(`${k}*`, `utf-16le''${[...Buffer.from(N, 'utf16le')].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'), P(k, SAFE)); break;
-      case 'charset-unknown': f.params.push(P(`${k}*`, `x-unknown''${pct(N)}`, 'none')); break;
-      case 'utf-7': f.params.push(P(`${k}*`, `utf-7''${pct(utf7(N))}`, 'none'), P(k, SAFE)); break;
-      case 'utf-32': f.params.push(P(`${k}*`, `utf-32le''${[...Buffer.from([...N].flatMap((c) => [c.charCodeAt(0), 0, 0, 0]))].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'), P(k, SAFE)); break;
+      case 'proper':
+        f.params.push(P(`${k}*0`, a), P(`${k}*1`, b));
+        break;
+      case 'encoded':
+        f.params.push(P(`${k}*0*`, `UTF-8''${pct(a)}`, 'none'), P(`${k}*1*`, pct(b), 'none'));
+        break;
+      case 'out-of-order':
+        f.params.push(P(`${k}*1`, b), P(`${k}*0`, a));
+        break;
+      case 'missing-0':
+        f.params.push(P(`${k}*1`, a), P(`${k}*2`, b));
+        break;
+      case 'gap':
+        f.params.push(P(`${k}*0`, a), P(`${k}*2`, b));
+        break;
+      case 'dup-index':
+        f.params.push(P(`${k}*0`, SAFE), P(`${k}*0`, a), P(`${k}*1`, b));
+        break;
+      case 'with-plain-safe':
+        f.params.push(...rng.shuffle([P(k, SAFE)]), P(`${k}*0`, a), P(`${k}*1`, b));
+        break;
+      case 'charset-late':
+        f.params.push(P(`${k}*0`, a), P(`${k}*1*`, `UTF-8''${pct(b)}`, 'none'));
+        break;
+      case 'leading-zero':
+        f.params.push(P(`${k}*0`, a), P(`${k}*01`, b));
+        break;
+      case 'mixed-star':
+        f.params.push(P(`${k}*0*`, `us-ascii''${pct(a)}`, 'none'), P(`${k}*1`, b));
+        break;
+      case 'three':
+        f.params.push(P(`${k}*0`, a.slice(0, 1)), P(`${k}*1`, a.slice(1)), P(`${k}*2`, b));
+        break;
+      case 'utf-16':
+        f.params.push(
+          P(`${k}*`, `utf-16le''${[...Buffer.from(N, 'utf16le')].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`, 'none'),
+          P(k, SAFE),
+        );
+        break;
+      case 'charset-unknown':
+        f.params.push(P(`${k}*`, `x-unknown''${pct(N)}`, 'none'));
+        break;
+      case 'utf-7':
+        f.params.push(P(`${k}*`, `utf-7''${pct(utf7(N))}`, 'none'), P(k, SAFE));
+        break;
+      case 'utf-32':
+        f.params.push(
+          P(
+            `${k}*`,
+            `utf-32le''${[...Buffer.from([...N].flatMap((c) => [c.charCodeAt(0), 0, 0, 0]))].map((x) => '%' + x.toString(16).padStart(2, '0').toUpperCase()).join('')}`,
+            'none',
+          ),
+          P(k, SAFE),
+        );
+        break;
     }
     return `${k}:${v}`;
   },
@@ -444,14 +653,31 @@ const TREE_MUTATIONS = {
     const v = rng.pick(['whole', 'split', 'embedded', 'unquoted', 'broken', 'lang', 'two-words-space', 'utf-7']);
     const cut = rng.int(1, N.length - 1);
     switch (v) {
-      case 'whole': prm.v = rfc2047(N, rng); break;
-      case 'split': prm.v = rfc2047(N.slice(0, cut), rng) + ' ' + rfc2047(N.slice(cut), rng); break;
-      case 'two-words-space': prm.v = rfc2047(N.slice(0, cut), rng) + '\n ' + rfc2047(N.slice(cut), rng); break;
-      case 'embedded': prm.v = rfc2047(N.slice(0, cut), rng) + N.slice(cut); break;
-      case 'unquoted': prm.v = rfc2047(N, rng); prm.q = 'none'; break;
-      case 'broken': prm.v = rfc2047(N, rng).slice(0, -2); break;
-      case 'lang': prm.v = `=?UTF-8*en?B?${Buffer.from(N).toString('base64')}?=`; break;
-      case 'utf-7': prm.v = `=?utf-7?Q?${utf7(N).replace(/=/g, '=3D')}?=`; break;
+      case 'whole':
+        prm.v = rfc2047(N, rng);
+        break;
+      case 'split':
+        prm.v = rfc2047(N.slice(0, cut), rng) + ' ' + rfc2047(N.slice(cut), rng);
+        break;
+      case 'two-words-space':
+        prm.v = rfc2047(N.slice(0, cut), rng) + '\n ' + rfc2047(N.slice(cut), rng);
+        break;
+      case 'embedded':
+        prm.v = rfc2047(N.slice(0, cut), rng) + N.slice(cut);
+        break;
+      case 'unquoted':
+        prm.v = rfc2047(N, rng);
+        prm.q = 'none';
+        break;
+      case 'broken':
+        prm.v = rfc2047(N, rng).slice(0, -2);
+        break;
+      case 'lang':
+        prm.v = `=?UTF-8*en?B?${Buffer.from(N).toString('base64')}?=`;
+        break;
+      case 'utf-7':
+        prm.v = `=?utf-7?Q?${utf7(N).replace(/=/g, '=3D')}?=`;
+        break;
     }
     return v;
   },
@@ -460,7 +686,8 @@ const TREE_MUTATIONS = {
     if (!nt) return null;
     const { t, nf } = nt;
     const dot = t.dname.lastIndexOf('.');
-    const stem = t.dname.slice(0, dot), ext = t.dname.slice(dot + 1);
+    const stem = t.dname.slice(0, dot),
+      ext = t.dname.slice(dot + 1);
     const tricks = {
       'trail-dot': `${t.dname}.`,
       'trail-space': `${t.dname} `,
@@ -483,7 +710,7 @@ const TREE_MUTATIONS = {
       'soft-hyphen': `${stem}.${ext}\u00ad`,
       'double-ext': `${stem}.pdf.${ext}`,
       'lead-space': ` ${t.dname}`,
-      'combining': `${t.dname}\u0301`,
+      combining: `${t.dname}\u0301`,
       'ctrl-inside': `${stem}.${ext[0]}\u0001${ext.slice(1)}`,
     };
     const v = rng.pick(Object.keys(tricks));
@@ -505,7 +732,12 @@ const TREE_MUTATIONS = {
       for (const f of p.fields) {
         if (f.kind === 'raw') continue;
         const n = f.name;
-        f.name = style === 'upper' ? n.toUpperCase() : style === 'lower' ? n.toLowerCase() : [...n].map((c) => (rng.chance(0.5) ? c.toUpperCase() : c.toLowerCase())).join('');
+        f.name =
+          style === 'upper'
+            ? n.toUpperCase()
+            : style === 'lower'
+              ? n.toLowerCase()
+              : [...n].map((c) => (rng.chance(0.5) ? c.toUpperCase() : c.toLowerCase())).join('');
       }
     }
     return style;
@@ -514,17 +746,46 @@ const TREE_MUTATIONS = {
     const t = pickTarget(ctx, rng) ?? ctx.root;
     const f = rng.pick(t.fields.filter((x) => x.kind !== 'raw'));
     if (!f) return null;
-    const v = rng.pick(['space-before-colon', 'no-space', 'tab', 'fold-params', 'fold-before-eq', 'fold-in-quote', 'fold-first', 'ws-around-eq', 'fold-empty-line', 'fold-tab-only']);
+    const v = rng.pick([
+      'space-before-colon',
+      'no-space',
+      'tab',
+      'fold-params',
+      'fold-before-eq',
+      'fold-in-quote',
+      'fold-first',
+      'ws-around-eq',
+      'fold-empty-line',
+      'fold-tab-only',
+    ]);
     switch (v) {
-      case 'space-before-colon': f.sep = ' : '; break;
-      case 'no-space': f.sep = ':'; break;
-      case 'tab': f.sep = ':\t'; break;
-      case 'fold-params': f.fold = '\n\t'; break;
-      case 'fold-first': f.sep = ':\n '; break;
-      case 'fold-empty-line': f.sep = ':\n \n '; break;
-      case 'fold-tab-only': f.fold = '\n\t\n\t'; break;
-      case 'fold-before-eq': f.eq = '\n ='; break;
-      case 'ws-around-eq': f.eq = ' = '; break;
+      case 'space-before-colon':
+        f.sep = ' : ';
+        break;
+      case 'no-space':
+        f.sep = ':';
+        break;
+      case 'tab':
+        f.sep = ':\t';
+        break;
+      case 'fold-params':
+        f.fold = '\n\t';
+        break;
+      case 'fold-first':
+        f.sep = ':\n ';
+        break;
+      case 'fold-empty-line':
+        f.sep = ':\n \n ';
+        break;
+      case 'fold-tab-only':
+        f.fold = '\n\t\n\t';
+        break;
+      case 'fold-before-eq':
+        f.eq = '\n =';
+        break;
+      case 'ws-around-eq':
+        f.eq = ' = ';
+        break;
       case 'fold-in-quote': {
         const p = (f.params ?? []).find((x) => x.q === 'dq' && x.v.length > 2);
         if (!p) return null;
@@ -556,7 +817,25 @@ const TREE_MUTATIONS = {
     if (!t) return null;
     const f = fieldsOf(t, 'ct')[0];
     if (!f) return null;
-    const v = rng.pick(['application', 'application/octet-stream/x', '(c) application/octet-stream', 'Application/X-MSDownload', 'application /octet-stream', '"application/octet-stream"', 'text/plain', 'image/jpeg', 'multipart/mixed', 'message/rfc822', 'application/x-msdownload', 'text', '', 'application/octet-stream;', 'message/partial', 'application/x-msdownload (comment)', 'text/plain charset=us-ascii']);
+    const v = rng.pick([
+      'application',
+      'application/octet-stream/x',
+      '(c) application/octet-stream',
+      'Application/X-MSDownload',
+      'application /octet-stream',
+      '"application/octet-stream"',
+      'text/plain',
+      'image/jpeg',
+      'multipart/mixed',
+      'message/rfc822',
+      'application/x-msdownload',
+      'text',
+      '',
+      'application/octet-stream;',
+      'message/partial',
+      'application/x-msdownload (comment)',
+      'text/plain charset=us-ascii',
+    ]);
     f.type = v;
     return JSON.stringify(v);
   },
@@ -565,7 +844,18 @@ const TREE_MUTATIONS = {
     if (!t) return null;
     let f = fieldsOf(t, 'cd')[0];
     if (!f) t.fields.push((f = cd('attachment', [['filename', t.dname ?? 'evil.exe']])));
-    const v = rng.pick(['inline', 'ATTACHMENT', 'attachment;', 'attachment filename', 'form-data', '"attachment"', 'attach ment', '', '(x) attachment', 'attachment (x)']);
+    const v = rng.pick([
+      'inline',
+      'ATTACHMENT',
+      'attachment;',
+      'attachment filename',
+      'form-data',
+      '"attachment"',
+      'attach ment',
+      '',
+      '(x) attachment',
+      'attachment (x)',
+    ]);
     f.type = v;
     return JSON.stringify(v);
   },
@@ -575,32 +865,83 @@ const TREE_MUTATIONS = {
     const { t, nf } = nt;
     const [f, prm] = rng.pick(nf);
     const N = t.dname;
-    const v = rng.pick(['unterminated-before', 'escaped-quote', 'semicolon-in-quote', 'comment-before', 'single-quotes', 'unquoted', 'unquoted-space', 'trailing-junk', 'empty-before', 'no-value-before', 'unterminated-self']);
+    const v = rng.pick([
+      'unterminated-before',
+      'escaped-quote',
+      'semicolon-in-quote',
+      'comment-before',
+      'single-quotes',
+      'unquoted',
+      'unquoted-space',
+      'trailing-junk',
+      'empty-before',
+      'no-value-before',
+      'unterminated-self',
+    ]);
     const i = f.params.indexOf(prm);
     switch (v) {
-      case 'unterminated-before': f.params.splice(i, 0, { k: 'x', v: '"abc', q: 'none' }); break;
-      case 'escaped-quote': prm.v = `${SAFE}\\"; ${prm.k}=\\"${N}`; prm.q = 'dq-raw'; break;
-      case 'semicolon-in-quote': prm.v = `${SAFE}; ${prm.k}=${N}`; break;
-      case 'comment-before': prm.k = `(c)${prm.k}`; break;
-      case 'single-quotes': prm.v = `'${N}'`; prm.q = 'none'; break;
-      case 'unquoted': prm.q = 'none'; break;
-      case 'unquoted-space': prm.v = `${SAFE} ${N}`; prm.q = 'none'; break;
-      case 'trailing-junk': prm.v = `"${N}"junk`; prm.q = 'none'; break;
-      case 'empty-before': f.params.splice(i, 0, { k: prm.k, v: '', q: 'dq' }); break;
-      case 'no-value-before': f.params.splice(i, 0, { k: 'novalue', v: null, q: 'none' }); break;
-      case 'unterminated-self': prm.v = `"${N}`; prm.q = 'none'; break;
+      case 'unterminated-before':
+        f.params.splice(i, 0, { k: 'x', v: '"abc', q: 'none' });
+        break;
+      case 'escaped-quote':
+        prm.v = `${SAFE}\\"; ${prm.k}=\\"${N}`;
+        prm.q = 'dq-raw';
+        break;
+      case 'semicolon-in-quote':
+        prm.v = `${SAFE}; ${prm.k}=${N}`;
+        break;
+      case 'comment-before':
+        prm.k = `(c)${prm.k}`;
+        break;
+      case 'single-quotes':
+        prm.v = `'${N}'`;
+        prm.q = 'none';
+        break;
+      case 'unquoted':
+        prm.q = 'none';
+        break;
+      case 'unquoted-space':
+        prm.v = `${SAFE} ${N}`;
+        prm.q = 'none';
+        break;
+      case 'trailing-junk':
+        prm.v = `"${N}"junk`;
+        prm.q = 'none';
+        break;
+      case 'empty-before':
+        f.params.splice(i, 0, { k: prm.k, v: '', q: 'dq' });
+        break;
+      case 'no-value-before':
+        f.params.splice(i, 0, { k: 'novalue', v: null, q: 'none' });
+        break;
+      case 'unterminated-self':
+        prm.v = `"${N}`;
+        prm.q = 'none';
+        break;
     }
     return v;
   },
   'wrap-rfc822'(ctx, rng) {
     const t = pickTarget(ctx, rng) ?? ctx.root;
-    const enc = rng.weighted([[5, 'raw7'], [3, 'base64'], [2, 'qp']]);
+    const enc = rng.weighted([
+      [5, 'raw7'],
+      [3, 'base64'],
+      [2, 'qp'],
+    ]);
     const innerTop = ['From: Eve <eve@example.test>', 'Subject: fwd', 'MIME-Version: 1.0'];
     if (t !== ctx.root) t.top = [...innerTop, ...t.top];
     // also a forwarded message that is only an attachment named *.eml (clients open it as a message)
     const type = rng.pick(['message/rfc822', 'message/rfc822', 'message/global', 'Message/RFC822', 'application/octet-stream', 'text/plain']);
     const asFile = !type.toLowerCase().startsWith('message/');
-    const wrapper = { top: [], fields: [ct(type, asFile ? [['name', 'fwd.eml']] : []), cd(rng.pick(['inline', 'attachment']), asFile || rng.chance(0.3) ? [['filename', 'fwd.eml']] : [])], message: t, enc };
+    const wrapper = {
+      top: [],
+      fields: [
+        ct(type, asFile ? [['name', 'fwd.eml']] : []),
+        cd(rng.pick(['inline', 'attachment']), asFile || rng.chance(0.3) ? [['filename', 'fwd.eml']] : []),
+      ],
+      message: t,
+      enc,
+    };
     if (enc !== 'raw7' || rng.chance(0.3)) wrapper.fields.push(cte(ENC_CTE[enc]));
     if (t === ctx.root) {
       const root = multipart(rng, 'mixed', [textPart(rng, 'forwarded\n'), wrapper]);
@@ -615,7 +956,8 @@ const TREE_MUTATIONS = {
     if (!t) return null;
     const sub = rng.pick(['alternative', 'related', 'digest', 'signed', 'x-weird', 'report', 'parallel']);
     const kids = [t];
-    if (sub === 'signed') kids.push(leaf('application/pgp-signature', [], Buffer.from('-----BEGIN PGP SIGNATURE-----\nxx\n-----END PGP SIGNATURE-----\n'), 'raw7'));
+    if (sub === 'signed')
+      kids.push(leaf('application/pgp-signature', [], Buffer.from('-----BEGIN PGP SIGNATURE-----\nxx\n-----END PGP SIGNATURE-----\n'), 'raw7'));
     else if (rng.chance(0.5)) kids.unshift(textPart(rng, 'inner text\n'));
     const m = multipart(rng, sub, kids);
     if (sub === 'digest' && rng.chance(0.5)) {
@@ -636,11 +978,40 @@ const TREE_MUTATIONS = {
     const B = par.boundary;
     const bp = f?.params.find((p) => p.k === 'boundary');
     if (!f || !bp) return null;
-    const v = rng.pick(['ws-after', 'garbage-after', 'prefix-inner', 'prefix-outer', 'missing-close', 'dup-param-first', 'dup-param-second', 'no-boundary', 'quoted-special', 'unquoted-special', 'case', 'empty', 'long', 'second-ct', 'close-early', 'after-close', 'fold-param', 'dup-delim', 'no-delim-before', 'inner-delim', 'boundary-2231', 'boundary-2231-cont', 'boundary-2047', 'same-as-parent']);
+    const v = rng.pick([
+      'ws-after',
+      'garbage-after',
+      'prefix-inner',
+      'prefix-outer',
+      'missing-close',
+      'dup-param-first',
+      'dup-param-second',
+      'no-boundary',
+      'quoted-special',
+      'unquoted-special',
+      'case',
+      'empty',
+      'long',
+      'second-ct',
+      'close-early',
+      'after-close',
+      'fold-param',
+      'dup-delim',
+      'no-delim-before',
+      'inner-delim',
+      'boundary-2231',
+      'boundary-2231-cont',
+      'boundary-2047',
+      'same-as-parent',
+    ]);
     par.delims ??= [];
     switch (v) {
-      case 'ws-after': par.delims[idx] = `--${B}${rng.pick([' ', '\t', '  \t'])}`; break;
-      case 'garbage-after': par.delims[idx] = `--${B}${rng.pick(['x', '-', '--x', '=', ' x'])}`; break;
+      case 'ws-after':
+        par.delims[idx] = `--${B}${rng.pick([' ', '\t', '  \t'])}`;
+        break;
+      case 'garbage-after':
+        par.delims[idx] = `--${B}${rng.pick(['x', '-', '--x', '=', ' x'])}`;
+        break;
       case 'prefix-inner':
       case 'prefix-outer': {
         const inner = multipart(rng, 'mixed', [textPart(rng, 'inner\n'), par.children[idx]]);
@@ -650,10 +1021,18 @@ const TREE_MUTATIONS = {
         par.children[idx] = inner;
         break;
       }
-      case 'missing-close': par.close = false; break;
-      case 'dup-param-first': f.params.push({ k: 'boundary', v: B + 'decoy', q: 'dq' }); break;
-      case 'dup-param-second': f.params.unshift({ k: 'boundary', v: B + 'decoy', q: 'dq' }); break;
-      case 'no-boundary': f.params = f.params.filter((p) => p.k !== 'boundary'); break;
+      case 'missing-close':
+        par.close = false;
+        break;
+      case 'dup-param-first':
+        f.params.push({ k: 'boundary', v: B + 'decoy', q: 'dq' });
+        break;
+      case 'dup-param-second':
+        f.params.unshift({ k: 'boundary', v: B + 'decoy', q: 'dq' });
+        break;
+      case 'no-boundary':
+        f.params = f.params.filter((p) => p.k !== 'boundary');
+        break;
       case 'quoted-special':
       case 'unquoted-special': {
         const nb = `${B}${rng.pick(['=x', ' y', ':z', '?a', '(c)', ';d'])}`;
@@ -662,22 +1041,50 @@ const TREE_MUTATIONS = {
         bp.q = v === 'quoted-special' ? 'dq' : 'none';
         break;
       }
-      case 'case': par.delims[idx] = `--${B.toUpperCase() === B ? B.toLowerCase() : B.toUpperCase()}`; break;
-      case 'empty': par.boundary = ''; bp.v = ''; break;
-      case 'long': par.boundary = B + 'L'.repeat(rng.int(60, 200)); bp.v = par.boundary; break;
-      case 'second-ct': f.params = f.params.filter((p) => p.k !== 'boundary'); par.fields.push(ct(f.type, [['boundary', B]])); break;
-      case 'close-early': par.closeAt = idx; break;
-      case 'after-close': par.closeAt = idx; par.reopen = true; break;
-      case 'fold-param': f.fold = '\n '; break;
-      case 'boundary-2231': bp.k = 'boundary*'; bp.v = `us-ascii'en'${pct(B)}`; bp.q = 'none'; break;
+      case 'case':
+        par.delims[idx] = `--${B.toUpperCase() === B ? B.toLowerCase() : B.toUpperCase()}`;
+        break;
+      case 'empty':
+        par.boundary = '';
+        bp.v = '';
+        break;
+      case 'long':
+        par.boundary = B + 'L'.repeat(rng.int(60, 200));
+        bp.v = par.boundary;
+        break;
+      case 'second-ct':
+        f.params = f.params.filter((p) => p.k !== 'boundary');
+        par.fields.push(ct(f.type, [['boundary', B]]));
+        break;
+      case 'close-early':
+        par.closeAt = idx;
+        break;
+      case 'after-close':
+        par.closeAt = idx;
+        par.reopen = true;
+        break;
+      case 'fold-param':
+        f.fold = '\n ';
+        break;
+      case 'boundary-2231':
+        bp.k = 'boundary*';
+        bp.v = `us-ascii'en'${pct(B)}`;
+        bp.q = 'none';
+        break;
       case 'boundary-2231-cont': {
         const cut = Math.max(1, Math.floor(B.length / 2));
         f.params.splice(f.params.indexOf(bp), 1, { k: 'boundary*0', v: B.slice(0, cut), q: 'dq' }, { k: 'boundary*1', v: B.slice(cut), q: 'dq' });
         break;
       }
-      case 'boundary-2047': bp.v = `=?us-ascii?Q?${B}?=`; break;
-      case 'dup-delim': par.dupDelim = idx; break;
-      case 'no-delim-before': par.delims[idx] = `x--${B}`; break;
+      case 'boundary-2047':
+        bp.v = `=?us-ascii?Q?${B}?=`;
+        break;
+      case 'dup-delim':
+        par.dupDelim = idx;
+        break;
+      case 'no-delim-before':
+        par.delims[idx] = `x--${B}`;
+        break;
       case 'same-as-parent': {
         // a nested multipart that reuses its parent's boundary
         const inner = multipart(rng, 'mixed', [textPart(rng, 'inner\n'), par.children[idx]]);
@@ -738,12 +1145,24 @@ const TREE_MUTATIONS = {
     const B = par.boundary;
     const fakePart = `Content-Type: application/octet-stream; name="evil.exe"\nContent-Disposition: attachment; filename="evil.exe"\nContent-Transfer-Encoding: base64\n\n${b64lines(EXE)}`;
     switch (v) {
-      case 'pre-uu': par.preamble = `This is a multi-part message.\n${uuBlock(EXE, 'evil.exe')}`; break;
-      case 'epi-uu': par.epilogue = `\n${uuBlock(EXE, 'evil.exe')}\n`; break;
-      case 'pre-fakepart': par.preamble = `--X${B}\n${fakePart}\n--X${B}--`; break;
-      case 'epi-part-after-close': par.epilogue = `--${B}\n${fakePart}\n--${B}--\n`; break;
-      case 'pre-long': par.preamble = 'p'.repeat(rng.int(1000, 20000)); break;
-      case 'epi-delim': par.epilogue = `--${B}--\n--${B}\n${fakePart}\n`; break;
+      case 'pre-uu':
+        par.preamble = `This is a multi-part message.\n${uuBlock(EXE, 'evil.exe')}`;
+        break;
+      case 'epi-uu':
+        par.epilogue = `\n${uuBlock(EXE, 'evil.exe')}\n`;
+        break;
+      case 'pre-fakepart':
+        par.preamble = `--X${B}\n${fakePart}\n--X${B}--`;
+        break;
+      case 'epi-part-after-close':
+        par.epilogue = `--${B}\n${fakePart}\n--${B}--\n`;
+        break;
+      case 'pre-long':
+        par.preamble = 'p'.repeat(rng.int(1000, 20000));
+        break;
+      case 'epi-delim':
+        par.epilogue = `--${B}--\n--${B}\n${fakePart}\n`;
+        break;
     }
     return v;
   },
@@ -755,21 +1174,69 @@ const TREE_MUTATIONS = {
     const name = rng.pick(['evil.exe', 'evil.exe ', 'test.bin', 'invoice.js', '"evil.exe"', 'evil.exe.', '']);
     const mode = rng.pick(['644', '0644', '666', '755', '']);
     let block;
-    const v = rng.pick(['plain', 'base64-begin', 'no-end', 'lead-space', 'crlf-inside', 'upper', 'no-mode', 'tabs', 'mode-4', 'name-space', 'no-backtick', 'trailing-junk', 'in-quote']);
+    const v = rng.pick([
+      'plain',
+      'base64-begin',
+      'no-end',
+      'lead-space',
+      'crlf-inside',
+      'upper',
+      'no-mode',
+      'tabs',
+      'mode-4',
+      'name-space',
+      'no-backtick',
+      'trailing-junk',
+      'in-quote',
+    ]);
     switch (v) {
-      case 'base64-begin': block = [`begin-base64 ${mode || '644'} ${name}`, b64lines(payload, 60), '===='].join('\n'); break;
-      case 'no-end': block = uuBlock(payload, name, mode).replace(/\nend$/, ''); break;
-      case 'lead-space': block = uuBlock(payload, name, mode).split('\n').map((l) => ' ' + l).join('\n'); break;
-      case 'upper': block = uuBlock(payload, name, mode).replace(/^begin/, 'BEGIN'); break;
-      case 'no-mode': block = [`begin ${name}`, ...uuencodeLines(payload), 'end'].join('\n'); break;
-      case 'crlf-inside': block = uuBlock(payload, name, mode).replace(/\n/g, '\r\n'); break;
-      case 'tabs': block = uuBlock(payload, name, mode || '644').replace(/^begin (\S+) /, 'begin\t$1\t'); break;
-      case 'mode-4': block = uuBlock(payload, name, '100644'.slice(-rng.int(4, 6))); break;
-      case 'name-space': block = uuBlock(payload, `my ${name || 'evil.exe'}`, mode || '644'); break;
-      case 'no-backtick': block = uuBlock(payload, name, mode || '644').replace(/\n`\nend$/, '\nend'); break;
-      case 'trailing-junk': block = uuBlock(payload, name, mode || '644').split('\n').map((l, k) => (k > 0 && l.length > 40 ? l + 'XX' : l)).join('\n'); break;
-      case 'in-quote': block = uuBlock(payload, name, mode || '644').split('\n').map((l) => '> ' + l).join('\n'); break;
-      default: block = uuBlock(payload, name, mode);
+      case 'base64-begin':
+        block = [`begin-base64 ${mode || '644'} ${name}`, b64lines(payload, 60), '===='].join('\n');
+        break;
+      case 'no-end':
+        block = uuBlock(payload, name, mode).replace(/\nend$/, '');
+        break;
+      case 'lead-space':
+        block = uuBlock(payload, name, mode)
+          .split('\n')
+          .map((l) => ' ' + l)
+          .join('\n');
+        break;
+      case 'upper':
+        block = uuBlock(payload, name, mode).replace(/^begin/, 'BEGIN');
+        break;
+      case 'no-mode':
+        block = [`begin ${name}`, ...uuencodeLines(payload), 'end'].join('\n');
+        break;
+      case 'crlf-inside':
+        block = uuBlock(payload, name, mode).replace(/\n/g, '\r\n');
+        break;
+      case 'tabs':
+        block = uuBlock(payload, name, mode || '644').replace(/^begin (\S+) /, 'begin\t$1\t');
+        break;
+      case 'mode-4':
+        block = uuBlock(payload, name, '100644'.slice(-rng.int(4, 6)));
+        break;
+      case 'name-space':
+        block = uuBlock(payload, `my ${name || 'evil.exe'}`, mode || '644');
+        break;
+      case 'no-backtick':
+        block = uuBlock(payload, name, mode || '644').replace(/\n`\nend$/, '\nend');
+        break;
+      case 'trailing-junk':
+        block = uuBlock(payload, name, mode || '644')
+          .split('\n')
+          .map((l, k) => (k > 0 && l.length > 40 ? l + 'XX' : l))
+          .join('\n');
+        break;
+      case 'in-quote':
+        block = uuBlock(payload, name, mode || '644')
+          .split('\n')
+          .map((l) => '> ' + l)
+          .join('\n');
+        break;
+      default:
+        block = uuBlock(payload, name, mode);
     }
     if (t) {
       t.payload = Buffer.concat([t.payload, Buffer.from(`\n${block}\n`, 'latin1')]);
@@ -839,14 +1306,18 @@ const TREE_MUTATIONS = {
     const t = pickTarget(ctx, rng) ?? ctx.root;
     const v = rng.pick(['x-pad', 'long-name', 'b64-line', 'long-ct-line']);
     switch (v) {
-      case 'x-pad': t.fields.unshift(raw(`X-Pad: ${'a'.repeat(rng.int(998, 12000))}`)); break;
+      case 'x-pad':
+        t.fields.unshift(raw(`X-Pad: ${'a'.repeat(rng.int(998, 12000))}`));
+        break;
       case 'long-name': {
         const nf = nameFields(t);
         if (!nf.length) return null;
         for (const [, prm] of nf) prm.v = 'A'.repeat(rng.int(200, 3000)) + prm.v;
         break;
       }
-      case 'b64-line': t.quirk = 'oneline'; break;
+      case 'b64-line':
+        t.quirk = 'oneline';
+        break;
       case 'long-ct-line': {
         const f = fieldsOf(t, 'ct')[0];
         if (!f) return null;
@@ -889,7 +1360,10 @@ const TREE_MUTATIONS = {
   'root-dup-ct'(ctx, rng) {
     const f = fieldsOf(ctx.root, 'ct')[0];
     if (!f || !ctx.root.children) return null;
-    const decoy = ct(rng.pick(['text/plain', 'application/octet-stream', 'multipart/alternative']), rng.chance(0.5) ? [['boundary', 'decoy' + ctx.root.boundary]] : []);
+    const decoy = ct(
+      rng.pick(['text/plain', 'application/octet-stream', 'multipart/alternative']),
+      rng.chance(0.5) ? [['boundary', 'decoy' + ctx.root.boundary]] : [],
+    );
     const before = rng.chance(0.5);
     ctx.root.fields.splice(before ? 0 : ctx.root.fields.length, 0, decoy);
     return `${decoy.type}:${before ? 'first' : 'last'}`;
@@ -917,12 +1391,44 @@ const BYTE_MUTATIONS = {
 
 export const FAMILIES = [
   // [weight, name]
-  [6, 'dup-ct'], [6, 'dup-cd'], [6, 'dup-cte'], [6, 'cte-variant'], [4, 'cte-unknown'], [8, 'names'], [6, 'rfc2231'],
-  [5, 'rfc2047'], [7, 'name-trick'], [3, 'header-case'], [5, 'header-ws'], [4, 'nocolon'], [4, 'ct-weird'], [3, 'cd-weird'],
-  [4, 'param-syntax'], [4, 'wrap-rfc822'], [3, 'wrap-multipart'], [8, 'boundary'], [3, 'pre-epilogue'], [4, 'uu-text'],
-  [2, 'no-headers'], [2, 'mime-version'], [3, 'body-quirk'], [2, 'header-8bit'], [2, 'blank-ws-line'], [1, 'continuation-first'],
-  [2, 'long-line'], [2, 'header-nul'], [2, 'bare-cr'], [1, 'no-blank'], [2, 'root-dup-ct'], [2, 'encoded-multipart'], [1, 'deep-nest'], [1, 'many-parts'],
-  [4, 'eol'], [2, 'nul'], [2, 'flip'], [1, 'truncate'],
+  [6, 'dup-ct'],
+  [6, 'dup-cd'],
+  [6, 'dup-cte'],
+  [6, 'cte-variant'],
+  [4, 'cte-unknown'],
+  [8, 'names'],
+  [6, 'rfc2231'],
+  [5, 'rfc2047'],
+  [7, 'name-trick'],
+  [3, 'header-case'],
+  [5, 'header-ws'],
+  [4, 'nocolon'],
+  [4, 'ct-weird'],
+  [3, 'cd-weird'],
+  [4, 'param-syntax'],
+  [4, 'wrap-rfc822'],
+  [3, 'wrap-multipart'],
+  [8, 'boundary'],
+  [3, 'pre-epilogue'],
+  [4, 'uu-text'],
+  [2, 'no-headers'],
+  [2, 'mime-version'],
+  [3, 'body-quirk'],
+  [2, 'header-8bit'],
+  [2, 'blank-ws-line'],
+  [1, 'continuation-first'],
+  [2, 'long-line'],
+  [2, 'header-nul'],
+  [2, 'bare-cr'],
+  [1, 'no-blank'],
+  [2, 'root-dup-ct'],
+  [2, 'encoded-multipart'],
+  [1, 'deep-nest'],
+  [1, 'many-parts'],
+  [4, 'eol'],
+  [2, 'nul'],
+  [2, 'flip'],
+  [1, 'truncate'],
 ].map(([w, n]) => [w, n]);
 
 // ------------------------------------------------------------------------------------- serialisation
@@ -950,21 +1456,33 @@ function encodeBody(p) {
     case 'base64': {
       const s = payload.toString('base64');
       switch (p.quirk) {
-        case 'oneline': return s;
-        case 'w60': return b64lines(payload, 60);
-        case 'w4': return b64lines(payload, 4);
-        case 'garbage': return b64lines(payload).replace(/(.{10})/g, '$1!*');
+        case 'oneline':
+          return s;
+        case 'w60':
+          return b64lines(payload, 60);
+        case 'w4':
+          return b64lines(payload, 4);
+        case 'garbage':
+          return b64lines(payload).replace(/(.{10})/g, '$1!*');
         case 'mid-pad': {
-          const a = payload.subarray(0, 4), b = payload.subarray(4);
+          const a = payload.subarray(0, 4),
+            b = payload.subarray(4);
           return Buffer.from(a).toString('base64').replace(/A*$/, '') + '==\n' + b64lines(b);
         }
-        case 'no-pad': return b64lines(payload).replace(/=+$/, '');
-        case 'ws': return b64lines(payload).replace(/(.{8})/g, '$1 ');
-        case 'trail-junk': return b64lines(payload) + '\n-- \nsignature text';
-        case 'lead-junk': return 'this is not base64\n' + b64lines(payload);
-        case 'lead-blank': return '\n\n' + b64lines(payload);
-        case 'url-safe': return b64lines(payload).replace(/\+/g, '-').replace(/\//g, '_');
-        default: return b64lines(payload);
+        case 'no-pad':
+          return b64lines(payload).replace(/=+$/, '');
+        case 'ws':
+          return b64lines(payload).replace(/(.{8})/g, '$1 ');
+        case 'trail-junk':
+          return b64lines(payload) + '\n-- \nsignature text';
+        case 'lead-junk':
+          return 'this is not base64\n' + b64lines(payload);
+        case 'lead-blank':
+          return '\n\n' + b64lines(payload);
+        case 'url-safe':
+          return b64lines(payload).replace(/\+/g, '-').replace(/\//g, '_');
+        default:
+          return b64lines(payload);
       }
     }
     case 'qp': {
@@ -972,7 +1490,11 @@ function encodeBody(p) {
       if (p.quirk === 'lower-hex') s = s.replace(/=([0-9A-F]{2})/g, (_m, h) => '=' + h.toLowerCase());
       if (p.quirk === 'soft-everywhere') s = s.replace(/(.{3})/g, '$1=\n');
       if (p.quirk === 'bad-escape') s = '=ZZ' + s;
-      if (p.quirk === 'trail-ws') s = s.split('\n').map((l) => l + ' \t').join('\n');
+      if (p.quirk === 'trail-ws')
+        s = s
+          .split('\n')
+          .map((l) => l + ' \t')
+          .join('\n');
       return s;
     }
     case 'uu':
@@ -1030,12 +1552,23 @@ function convertEol(buf, mode, rng) {
     out.push(buf.subarray(last, i));
     let e;
     switch (mode) {
-      case 'lf': e = '\n'; break;
-      case 'cr': e = '\r'; break;
-      case 'mixed': e = rng.pick(['\r\n', '\n', '\r']); break;
-      case 'stray-cr': e = rng.chance(0.1) ? '\r\r\n' : '\r\n'; break;
-      case 'crcrlf': e = '\r\r\n'; break;
-      default: e = '\r\n';
+      case 'lf':
+        e = '\n';
+        break;
+      case 'cr':
+        e = '\r';
+        break;
+      case 'mixed':
+        e = rng.pick(['\r\n', '\n', '\r']);
+        break;
+      case 'stray-cr':
+        e = rng.chance(0.1) ? '\r\r\n' : '\r\n';
+        break;
+      case 'crcrlf':
+        e = '\r\r\n';
+        break;
+      default:
+        e = '\r\n';
     }
     out.push(Buffer.from(e, 'latin1'));
     last = i + 1;
@@ -1048,7 +1581,14 @@ function structurePoints(buf) {
   const pts = [];
   for (let i = 0; i < buf.length; i++) {
     const c = buf[i];
-    if ((c === 0x2d && buf[i + 1] === 0x2d && (i === 0 || buf[i - 1] === 0x0a || buf[i - 1] === 0x0d)) || c === 0x3a || c === 0x3b || c === 0x22 || (c === 0x3d && i > 0 && buf[i - 1] !== 0x3d)) pts.push(i);
+    if (
+      (c === 0x2d && buf[i + 1] === 0x2d && (i === 0 || buf[i - 1] === 0x0a || buf[i - 1] === 0x0d)) ||
+      c === 0x3a ||
+      c === 0x3b ||
+      c === 0x22 ||
+      (c === 0x3d && i > 0 && buf[i - 1] !== 0x3d)
+    )
+      pts.push(i);
     if (pts.length > 4000) break;
   }
   return pts;
@@ -1057,7 +1597,13 @@ function structurePoints(buf) {
 /** The plan of a case: template stream + ordered mutation families, each with its own stream. */
 function plan(seed, index) {
   const rng = new Rng('mime-fuzz', seed, index);
-  const n = rng.weighted([[2, 1], [4, 2], [3, 3], [2, 4], [1, 5]]);
+  const n = rng.weighted([
+    [2, 1],
+    [4, 2],
+    [3, 3],
+    [2, 4],
+    [1, 5],
+  ]);
   const muts = [];
   for (let k = 0; k < n; k++) muts.push(rng.weighted(FAMILIES));
   return { rng, muts };
@@ -1089,7 +1635,15 @@ export function generateCase(seed, index, opts = {}) {
   }
   if (opts.plainSubject) {
     const eicar = EICAR.toString('latin1');
-    ctx.root.top = ctx.root.top.map((l) => (!l.includes(eicar.slice(0, 20)) ? l : /^Subject:/.test(l) ? 'Subject: Invoice' : /^From:/.test(l) ? 'From: Mallory <mallory@example.test>' : 'Message-ID: <plain@example.test>'));
+    ctx.root.top = ctx.root.top.map((l) =>
+      !l.includes(eicar.slice(0, 20))
+        ? l
+        : /^Subject:/.test(l)
+          ? 'Subject: Invoice'
+          : /^From:/.test(l)
+            ? 'From: Mallory <mallory@example.test>'
+            : 'Message-ID: <plain@example.test>',
+    );
   }
   const tags = [];
   const applied = [];
@@ -1125,5 +1679,14 @@ export function generateCase(seed, index, opts = {}) {
   if (ctx.truncate !== undefined) bytes = bytes.subarray(0, Math.max(1, Math.floor(bytes.length * (0.5 + ctx.truncate / 2))));
   if (bytes.length > MAX_MESSAGE) bytes = bytes.subarray(0, MAX_MESSAGE);
   const subject = ctx.root.top.some((l) => l.includes(EICAR.toString('latin1').slice(0, 20)));
-  return { bytes, tags, families: muts, applied, shape: t.shape, dangers: ctx.dangers.map((d) => d.danger), allDangers: t.dangers.length, eicarSubject: subject };
+  return {
+    bytes,
+    tags,
+    families: muts,
+    applied,
+    shape: t.shape,
+    dangers: ctx.dangers.map((d) => d.danger),
+    allDangers: t.dangers.length,
+    eicarSubject: subject,
+  };
 }

@@ -1,8 +1,8 @@
 // Types for mime-harness.mjs (used by test/fuzz/mime.test.ts under tsconfig.test.json).
 import type { simpleParser } from 'mailparser';
+import type { renderItem } from '../../../src/inspect/render.js';
 import type { inspectMessage } from '../../../src/policy/engine.js';
 import type { loadPolicy } from '../../../src/policy/load.js';
-import type { renderItem } from '../../../src/inspect/render.js';
 import type { parseFetchItems } from '../../../src/protocol/imap/fetch-items.js';
 export interface Finding {
   reader: string;

@@ -3,10 +3,11 @@
 // test/fuzz/mime.test.ts (the TypeScript sources through vitest): the caller hands in the modules.
 //
 //   modules = { inspectMessage, loadPolicy, renderItem, parseFetchItems, simpleParser }
-import { fileURLToPath } from 'node:url';
+
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { EICAR, generateCase } from './mime-gen.mjs';
-import { PythonReader, bytesReader, imapReader, mailparserReader } from './mime-readers.mjs';
+import { bytesReader, imapReader, mailparserReader, PythonReader } from './mime-readers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const POLICIES_DIR = join(here, '..', '..', '..', 'policies');
@@ -185,7 +186,16 @@ export async function minimiseCase(judgeApi, seed, index, kind) {
   for (let k = 0; k < last.gen.allDangers; k++) await tryOpt({ ...best, drop: new Set([...best.drop, k]) });
   for (const k of last.gen.applied.slice()) await tryOpt({ ...best, skip: new Set([...best.skip, k]) });
   const g = last.gen;
-  return { ...best, tags: g.tags, families: g.applied.map((k) => g.families[k]), result: last.result, bytes: g.bytes, dangers: g.dangers, eicarSubject: g.eicarSubject, shape: g.shape };
+  return {
+    ...best,
+    tags: g.tags,
+    families: g.applied.map((k) => g.families[k]),
+    result: last.result,
+    bytes: g.bytes,
+    dangers: g.dangers,
+    eicarSubject: g.eicarSubject,
+    shape: g.shape,
+  };
 }
 
 /** Line-level ddmin of the bytes of a repro (same signatureOf), bounded by `budget` judge calls. */

@@ -14,8 +14,8 @@
 // system applies (RFC 2047/2231 decoding, trailing dots/spaces, invisible characters, NUL
 // truncation, NFKC, path and stream suffixes) leaves a forbidden extension.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { EICAR, EXE, MZ_MARKER } from './mime-gen.mjs';
 
 /** The executable's binary header up to and including the marker. */
@@ -24,7 +24,37 @@ const EXE_HEAD = EXE.subarray(0, EXE.indexOf(MZ_MARKER) + MZ_MARKER.length);
 const here = dirname(fileURLToPath(import.meta.url));
 
 /** Extensions of policies/default.yaml's filename rule (the fuzzer's templates use exe and js). */
-export const DANGEROUS_EXT = ['exe', 'com', 'scr', 'pif', 'bat', 'cmd', 'vbs', 'vbe', 'js', 'jse', 'wsf', 'wsh', 'hta', 'msi', 'msp', 'cpl', 'jar', 'ps1', 'lnk', 'reg', 'dll', 'scf', 'iso', 'img', 'vhd', 'vhdx', 'appx', 'msix', 'sh'];
+export const DANGEROUS_EXT = [
+  'exe',
+  'com',
+  'scr',
+  'pif',
+  'bat',
+  'cmd',
+  'vbs',
+  'vbe',
+  'js',
+  'jse',
+  'wsf',
+  'wsh',
+  'hta',
+  'msi',
+  'msp',
+  'cpl',
+  'jar',
+  'ps1',
+  'lnk',
+  'reg',
+  'dll',
+  'scf',
+  'iso',
+  'img',
+  'vhd',
+  'vhdx',
+  'appx',
+  'msix',
+  'sh',
+];
 const EXT_RE = new RegExp(`\\.(${DANGEROUS_EXT.join('|')})$`, 'i');
 
 // ------------------------------------------------------------------------------------- name checks
@@ -33,7 +63,9 @@ export function decodeUtf7(s) {
   return s.replace(/\+([A-Za-z0-9+/]*)-?/g, (_m, b) => {
     if (b === '') return '+';
     const bytes = Buffer.from(b, 'base64');
-    return Buffer.from(bytes.subarray(0, bytes.length & ~1)).swap16().toString('utf16le');
+    return Buffer.from(bytes.subarray(0, bytes.length & ~1))
+      .swap16()
+      .toString('utf16le');
   });
 }
 /** Bytes to text in the charsets the readers know (the ones that matter for hiding ".exe"). */
@@ -41,7 +73,10 @@ function charsetText(bytes, cs) {
   const c = (cs || 'utf-8').toLowerCase();
   if (/^utf-?7$/.test(c)) return decodeUtf7(bytes.toString('latin1'));
   if (/^utf-?16(le)?$/.test(c)) return bytes.toString('utf16le');
-  if (/^utf-?16be$/.test(c)) return Buffer.from(bytes.subarray(0, bytes.length & ~1)).swap16().toString('utf16le');
+  if (/^utf-?16be$/.test(c))
+    return Buffer.from(bytes.subarray(0, bytes.length & ~1))
+      .swap16()
+      .toString('utf16le');
   if (/^utf-?32(le)?$/.test(c)) {
     let o = '';
     for (let i = 0; i + 3 < bytes.length; i += 4) o += String.fromCodePoint(bytes.readUInt32LE(i) & 0x1fffff);
@@ -60,7 +95,11 @@ function decode2047(s) {
   return joined.replace(re, (_m, cs, enc, text) => {
     let bytes;
     if (enc.toUpperCase() === 'B') bytes = Buffer.from(text, 'base64');
-    else bytes = Buffer.from(text.replace(/_/g, ' ').replace(/=([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+    else
+      bytes = Buffer.from(
+        text.replace(/_/g, ' ').replace(/=([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))),
+        'latin1',
+      );
     return charsetText(bytes, cs);
   });
 }
@@ -68,7 +107,10 @@ function decode2231(s) {
   const m = /^([^']*)'[^']*'(.*)$/s.exec(s);
   const body = m ? m[2] : s;
   if (!m && !/%[0-9A-Fa-f]{2}/.test(s)) return null;
-  const bytes = Buffer.from(body.replace(/%([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+  const bytes = Buffer.from(
+    body.replace(/%([0-9A-Fa-f]{2})/g, (_x, h) => String.fromCharCode(parseInt(h, 16))),
+    'latin1',
+  );
   return charsetText(bytes, m?.[1]);
 }
 function latin1AsUtf8(s) {
@@ -78,15 +120,34 @@ function latin1AsUtf8(s) {
 }
 
 // controls, soft hyphen, joiners, bidi controls, variation selectors, fillers: dropped or invisible
-const INVISIBLE_RANGES = [[0x01, 0x1f], [0x7f, 0x7f], [0xad, 0xad], [0x34f, 0x34f], [0x61c, 0x61c], [0x115f, 0x1160], [0x17b4, 0x17b5], [0x180b, 0x180e], [0x200b, 0x200f], [0x202a, 0x202e], [0x2060, 0x206f], [0x3164, 0x3164], [0xfe00, 0xfe0f], [0xfeff, 0xfeff], [0xffa0, 0xffa0]];
+const INVISIBLE_RANGES = [
+  [0x01, 0x1f],
+  [0x7f, 0x7f],
+  [0xad, 0xad],
+  [0x34f, 0x34f],
+  [0x61c, 0x61c],
+  [0x115f, 0x1160],
+  [0x17b4, 0x17b5],
+  [0x180b, 0x180e],
+  [0x200b, 0x200f],
+  [0x202a, 0x202e],
+  [0x2060, 0x206f],
+  [0x3164, 0x3164],
+  [0xfe00, 0xfe0f],
+  [0xfeff, 0xfeff],
+  [0xffa0, 0xffa0],
+];
 const dropInvisible = (s) => [...s].filter((ch) => !INVISIBLE_RANGES.some(([a, b]) => ch.codePointAt(0) >= a && ch.codePointAt(0) <= b)).join('');
 const LEVELS = [
   ['plain', (s) => s.trim()],
-  ['windows', (s) => {
-    let x = s.split(/[\\/]/).pop();
-    x = x.replace(/^([^:]*\.[^:.]*):.*$/s, '$1'); // alternate data stream suffix
-    return x.replace(/[\s.]+$/u, '').trim();
-  }],
+  [
+    'windows',
+    (s) => {
+      let x = s.split(/[\\/]/).pop();
+      x = x.replace(/^([^:]*\.[^:.]*):.*$/s, '$1'); // alternate data stream suffix
+      return x.replace(/[\s.]+$/u, '').trim();
+    },
+  ],
   ['invisible', dropInvisible],
   ['nul', (s) => s.split('\u0000')[0]],
   ['nul-dropped', (s) => s.replace(/\u0000/g, '')],
@@ -143,7 +204,10 @@ export function b64decodeLenient(s) {
 }
 export function qpDecodeLenient(buf) {
   const s = buf.toString('latin1').replace(/=\r?\n|=\r/g, '');
-  return Buffer.from(s.replace(/=([0-9A-Fa-f]{2})/g, (_m, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+  return Buffer.from(
+    s.replace(/=([0-9A-Fa-f]{2})/g, (_m, h) => String.fromCharCode(parseInt(h, 16))),
+    'latin1',
+  );
 }
 export function uuDecodeBlocks(buf) {
   const out = [];
@@ -268,7 +332,7 @@ export function namesFromParams(pairs) {
     const m = /^(name|filename)\*(\d+)(\*)?$/.exec(k);
     if (m) {
       const list = cont.get(m[1]) ?? [];
-      list.push([parseInt(m[2], 10), m[3] ? decode2231(v) ?? v : v]);
+      list.push([parseInt(m[2], 10), m[3] ? (decode2231(v) ?? v) : v]);
       cont.set(m[1], list);
       names.push(v);
       continue;
@@ -278,7 +342,13 @@ export function namesFromParams(pairs) {
   }
   for (const list of cont.values()) {
     names.push(list.map(([, v]) => v).join(''));
-    names.push(list.slice().sort((a, b) => a[0] - b[0]).map(([, v]) => v).join(''));
+    names.push(
+      list
+        .slice()
+        .sort((a, b) => a[0] - b[0])
+        .map(([, v]) => v)
+        .join(''),
+    );
   }
   return names;
 }
@@ -294,7 +364,10 @@ export function namesFromHeader(buf) {
   for (const f of fields) {
     const m = /^\s*content-(type|disposition)\s*:(.*)$/is.exec(f);
     if (!m) continue;
-    const pairs = [...m[2].matchAll(/;\s*([^=;\s]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^;\s]*)/g)].map((x) => [x[1], x[3] !== undefined ? x[3].replace(/\\(.)/g, '$1') : x[2]]);
+    const pairs = [...m[2].matchAll(/;\s*([^=;\s]+)\s*=\s*("((?:[^"\\]|\\.)*)"|[^;\s]*)/g)].map((x) => [
+      x[1],
+      x[3] !== undefined ? x[3].replace(/\\(.)/g, '$1') : x[2],
+    ]);
     names.push(...namesFromParams(pairs));
   }
   return names;
@@ -309,7 +382,14 @@ export function bodystructureParts(bs, path = [], out = [], top = true) {
     while (Array.isArray(bs[n])) n++;
     for (let k = 0; k < n; k++) bodystructureParts(bs[k], [...path, k + 1], out, false);
     const disp = bs[n + 2];
-    out.push({ path: path.join('.'), multipart: true, type: 'multipart', subtype: String(bs[n] ?? ''), params: paramPairs(bs[n + 1]), dispParams: Array.isArray(disp) ? paramPairs(disp[1]) : [] });
+    out.push({
+      path: path.join('.'),
+      multipart: true,
+      type: 'multipart',
+      subtype: String(bs[n] ?? ''),
+      params: paramPairs(bs[n + 1]),
+      dispParams: Array.isArray(disp) ? paramPairs(disp[1]) : [],
+    });
     return out;
   }
   const p = top ? [1] : path;
@@ -318,7 +398,15 @@ export function bodystructureParts(bs, path = [], out = [], top = true) {
   const isMsg = type === 'message' && Array.isArray(bs[7]) && Array.isArray(bs[8]);
   const dispIdx = isMsg ? 11 : type === 'text' ? 9 : 8;
   const disp = bs[dispIdx];
-  const rec = { path: p.join('.'), type, subtype, params: paramPairs(bs[2]), encoding: String(bs[5] ?? ''), dispParams: Array.isArray(disp) ? paramPairs(disp[1]) : [], message: isMsg };
+  const rec = {
+    path: p.join('.'),
+    type,
+    subtype,
+    params: paramPairs(bs[2]),
+    encoding: String(bs[5] ?? ''),
+    dispParams: Array.isArray(disp) ? paramPairs(disp[1]) : [],
+    message: isMsg,
+  };
   out.push(rec);
   if (isMsg) {
     const inner = bs[8];
@@ -406,10 +494,11 @@ export function imapReader(output, structure, modules) {
     const leaf = bp ? !bp.multipart && !bp.message && bp.type === 'text' : mapLeaf.get(path) === 'text';
     if (data) {
       payloadFindings('imap', `BODY[${path}]`, data, findings);
-      if (bp && !bp.multipart) for (const d of decodeByEncoding(bp.encoding, data)) {
-        payloadFindings('imap', `BODY[${path}] decoded as ${bp.encoding}`, d, findings);
-        if (leaf) uuFindings('imap', `BODY[${path}] decoded`, d, findings);
-      }
+      if (bp && !bp.multipart)
+        for (const d of decodeByEncoding(bp.encoding, data)) {
+          payloadFindings('imap', `BODY[${path}] decoded as ${bp.encoding}`, d, findings);
+          if (leaf) uuFindings('imap', `BODY[${path}] decoded`, d, findings);
+        }
       // the raw body is the text a client shows only when the declared encoding is an identity
       const identity = !bp || !/^\s*(base64|quoted-printable|x-uuencode|uuencode|x-uue|uue)\b/i.test(bp.encoding);
       if (leaf && identity) uuFindings('imap', `BODY[${path}]`, data, findings);
@@ -543,12 +632,30 @@ export class PythonReader {
           const how = dangerousName(n);
           if (how) findings.push({ reader, kind: 'name', where: `part ${p.path} (${p.type})`, detail: `${JSON.stringify(n)} (${how})` });
         }
-        if (p.mz) findings.push({ reader, kind: mzKind(p.mz), where: `part ${p.path} (${p.type})`, detail: p.mz === 2 ? 'get_payload(decode=True) is the MZ executable' : 'MZ marker inside get_payload(decode=True)' });
+        if (p.mz)
+          findings.push({
+            reader,
+            kind: mzKind(p.mz),
+            where: `part ${p.path} (${p.type})`,
+            detail: p.mz === 2 ? 'get_payload(decode=True) is the MZ executable' : 'MZ marker inside get_payload(decode=True)',
+          });
         if (p.eicar) findings.push({ reader, kind: 'eicar', where: `part ${p.path} (${p.type})`, detail: 'EICAR in get_payload(decode=True)' });
         for (const u of p.uu) {
           const how = dangerousName(u.name);
-          if (how) findings.push({ reader: `${reader}+uu`, kind: uuKind('name', u.strict), where: `part ${p.path}`, detail: `uuencoded block named ${JSON.stringify(u.name)} (${how})` });
-          if (u.mz) findings.push({ reader: `${reader}+uu`, kind: uuKind(mzKind(u.mz), u.strict), where: `part ${p.path}`, detail: 'MZ executable in a uuencoded block' });
+          if (how)
+            findings.push({
+              reader: `${reader}+uu`,
+              kind: uuKind('name', u.strict),
+              where: `part ${p.path}`,
+              detail: `uuencoded block named ${JSON.stringify(u.name)} (${how})`,
+            });
+          if (u.mz)
+            findings.push({
+              reader: `${reader}+uu`,
+              kind: uuKind(mzKind(u.mz), u.strict),
+              where: `part ${p.path}`,
+              detail: 'MZ executable in a uuencoded block',
+            });
           if (u.eicar) findings.push({ reader: `${reader}+uu`, kind: uuKind('eicar', u.strict), where: `part ${p.path}`, detail: 'EICAR in uuencoded block' });
         }
       }

@@ -44,7 +44,10 @@ function b64lines(buf) {
 export const EXE_B64 = Buffer.from(b64lines(EXE), 'latin1');
 export const EICAR_B64 = Buffer.from(b64lines(EICAR), 'latin1');
 /** EICAR as the body of an IMAP quoted string (its backslash escaped). */
-export const EICAR_QUOTED = Buffer.from(EICAR.toString('latin1').replace(/[\\"]/g, (m) => `\\${m}`), 'latin1');
+export const EICAR_QUOTED = Buffer.from(
+  EICAR.toString('latin1').replace(/[\\"]/g, (m) => `\\${m}`),
+  'latin1',
+);
 
 // ------------------------------------------------------------------ messages
 
@@ -203,8 +206,12 @@ const NEEDLES = [
   ...windows(EICAR, 'EICAR'),
   ...windows(EICAR_QUOTED, 'EICAR (quoted)'),
   ...windows(EXE, 'MZ executable'),
-  ...EXE_B64.toString('latin1').split(CRLF).flatMap((l) => windows(Buffer.from(l, 'latin1'), 'MZ executable (base64)')),
-  ...EICAR_B64.toString('latin1').split(CRLF).flatMap((l) => windows(Buffer.from(l, 'latin1'), 'EICAR (base64)')),
+  ...EXE_B64.toString('latin1')
+    .split(CRLF)
+    .flatMap((l) => windows(Buffer.from(l, 'latin1'), 'MZ executable (base64)')),
+  ...EICAR_B64.toString('latin1')
+    .split(CRLF)
+    .flatMap((l) => windows(Buffer.from(l, 'latin1'), 'EICAR (base64)')),
 ];
 
 /**
@@ -222,10 +229,16 @@ function inHeaderText(data, offset) {
   const m = /^\* \d+ FETCH \(/i.exec(before);
   if (!m) return false;
   // the last item name before the match decides; any content item in between disqualifies
-  const names = [...before.matchAll(/(?:^|[ (])(ENVELOPE|BODYSTRUCTURE|BODY|RFC822\.HEADER|RFC822\.TEXT|RFC822|BINARY|BODY\[[^\]]*\](?:<\d+>)?|BINARY\[[^\]]*\])(?= [({~"N]|\s*\{)/gi)].map((x) => x[1].toUpperCase());
+  const names = [
+    ...before.matchAll(
+      /(?:^|[ (])(ENVELOPE|BODYSTRUCTURE|BODY|RFC822\.HEADER|RFC822\.TEXT|RFC822|BINARY|BODY\[[^\]]*\](?:<\d+>)?|BINARY\[[^\]]*\])(?= [({~"N]|\s*\{)/gi,
+    ),
+  ].map((x) => x[1].toUpperCase());
   const last = names[names.length - 1];
   if (!last) return false;
-  return last === 'ENVELOPE' || last === 'BODY' || last === 'BODYSTRUCTURE' || last === 'RFC822.HEADER' || /^BODY\[HEADER(\.FIELDS(\.NOT)? \(.*\))?\]$/.test(last);
+  return (
+    last === 'ENVELOPE' || last === 'BODY' || last === 'BODYSTRUCTURE' || last === 'RFC822.HEADER' || /^BODY\[HEADER(\.FIELDS(\.NOT)? \(.*\))?\]$/.test(last)
+  );
 }
 
 /** First leak in `data` (the whole client stream), or null: { offset, payload, context }. */

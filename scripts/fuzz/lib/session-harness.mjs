@@ -11,13 +11,13 @@
 //
 // The source under test is injected (`env.createSessionFactory`, `env.DEFAULT_SESSION_LIMITS`), so the
 // same code runs from vitest (TypeScript sources) and from the CLI (a private transpiled copy).
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Rng } from './prng.mjs';
-import { EICAR, EXE_B64, asBuf, asText, findLeak, randomSplit } from './session-common.mjs';
+import { asBuf, asText, EICAR, EXE_B64, findLeak, randomSplit } from './session-common.mjs';
 import { ImapCaseGen } from './session-imap-gen.mjs';
 import { ImapUpstream } from './session-imap-server.mjs';
 import { Pop3CaseGen, Pop3Upstream } from './session-pop3.mjs';
@@ -328,7 +328,15 @@ export async function runCase(env, kase, opts = {}) {
     // the client goes away; let the session clean up (cache files, timers)
     if (!host.closed) host.call('onClientEnd', () => host.session.onClientEnd());
     await settle(host, 50);
-    const out = { leak, errors: [...host.errors, ...rejections.map((r) => `unhandledRejection: ${r}`)], end, stalled, settleLimit: !!host.settleLimit, loggedIn, fired: model.fired.length };
+    const out = {
+      leak,
+      errors: [...host.errors, ...rejections.map((r) => `unhandledRejection: ${r}`)],
+      end,
+      stalled,
+      settleLimit: !!host.settleLimit,
+      loggedIn,
+      fired: model.fired.length,
+    };
     if (opts.record) {
       out.transcript = host.transcript;
       out.logs = host.logLines.map((x) => {
@@ -524,7 +532,15 @@ export async function runCampaign(env, opts) {
             report.stallClasses[name] = {
               count: 0,
               firstCase: kase.id,
-              repro: { kind: 'stall', class: name, note: 'honest upstream; client input is never read again', case: min, end: rec.end, transcript: rec.transcript, logs: rec.logs.slice(-30) },
+              repro: {
+                kind: 'stall',
+                class: name,
+                note: 'honest upstream; client input is never read again',
+                case: min,
+                end: rec.end,
+                transcript: rec.transcript,
+                logs: rec.logs.slice(-30),
+              },
             };
           }
         }
@@ -582,7 +598,11 @@ export async function runCampaign(env, opts) {
 }
 
 export function slug(name) {
-  return name.replace(/[^A-Za-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 120).toLowerCase();
+  return name
+    .replace(/[^A-Za-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '')
+    .slice(0, 120)
+    .toLowerCase();
 }
 
 export function writeRepros(report, dir, opts = {}) {
@@ -600,8 +620,14 @@ export function writeRepros(report, dir, opts = {}) {
 /** Human-readable summary (the same text the CLI prints and the tests print on failure). */
 export function formatReport(report, opts = {}) {
   const lines = [];
-  lines.push(`session fuzz: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto).map(([p, v]) => `${p} ${v.cases}`).join(', ')})`);
-  lines.push(`escapes: ${report.escapes} in ${Object.keys(report.classes).length} classes; exceptions in ${report.errors.length} cases; stalls ${report.stalls}; login failures ${report.loginFailures} (${report.loginFailuresUnexplained} without a hostile login-phase action)`);
+  lines.push(
+    `session fuzz: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto)
+      .map(([p, v]) => `${p} ${v.cases}`)
+      .join(', ')})`,
+  );
+  lines.push(
+    `escapes: ${report.escapes} in ${Object.keys(report.classes).length} classes; exceptions in ${report.errors.length} cases; stalls ${report.stalls}; login failures ${report.loginFailures} (${report.loginFailuresUnexplained} without a hostile login-phase action)`,
+  );
   const ends = Object.entries(report.ends).sort((a, b) => b[1] - a[1]);
   lines.push(`session ends: ${ends.map(([k, v]) => `${k}: ${v}`).join('; ')}`);
   const classes = Object.entries(report.classes).sort((a, b) => b[1].count - a[1].count);
@@ -621,7 +647,12 @@ export function formatReport(report, opts = {}) {
     if (opts.repros !== false) for (const s of c.repro.case.steps) lines.push(`      step ${JSON.stringify(s.c ? { c: s.c.join('') } : { h: s.h })}`);
   }
   for (const e of report.errors.slice(0, 5)) lines.push(`  exception in ${e.id}: ${e.errors[0]}`);
-  if (report.stalls) lines.push(`  stalls (client input never read again) by mode: ${Object.entries(report.stallsByMode).map(([k, v]) => `${k} ${v}`).join(', ')}; honest-upstream examples: ${report.stallExamples.join(', ') || '-'}`);
+  if (report.stalls)
+    lines.push(
+      `  stalls (client input never read again) by mode: ${Object.entries(report.stallsByMode)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}; honest-upstream examples: ${report.stallExamples.join(', ') || '-'}`,
+    );
   if (report.loginFailureExamples.length) lines.push(`  login did not complete in: ${report.loginFailureExamples.join(', ')}`);
   return lines.join('\n');
 }

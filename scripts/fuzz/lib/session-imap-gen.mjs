@@ -9,13 +9,39 @@
 // Steps without `k` are plain, realistic traffic.
 
 const CONTENT_ITEMS = [
-  'BODY[]', 'BODY.PEEK[]', '(UID BODY.PEEK[])', '(BODY.PEEK[1])', '(BODY.PEEK[2])', 'BODY[2]', '(BINARY.PEEK[2])', 'BINARY[2]',
-  'RFC822', 'RFC822.TEXT', '(BODY.PEEK[TEXT])', '(BODY.PEEK[]<0.100>)', '(BODY.PEEK[2]<0.40>)', '(FLAGS BODY.PEEK[])',
-  '(UID FLAGS BODY.PEEK[1])', '(BINARY.PEEK[1])', '(BODY.PEEK[]<0.2048>)', '(PREVIEW)',
+  'BODY[]',
+  'BODY.PEEK[]',
+  '(UID BODY.PEEK[])',
+  '(BODY.PEEK[1])',
+  '(BODY.PEEK[2])',
+  'BODY[2]',
+  '(BINARY.PEEK[2])',
+  'BINARY[2]',
+  'RFC822',
+  'RFC822.TEXT',
+  '(BODY.PEEK[TEXT])',
+  '(BODY.PEEK[]<0.100>)',
+  '(BODY.PEEK[2]<0.40>)',
+  '(FLAGS BODY.PEEK[])',
+  '(UID FLAGS BODY.PEEK[1])',
+  '(BINARY.PEEK[1])',
+  '(BODY.PEEK[]<0.2048>)',
+  '(PREVIEW)',
 ];
 const META_ITEMS = [
-  '(FLAGS)', '(UID FLAGS)', '(ENVELOPE)', '(BODYSTRUCTURE)', 'ALL', 'FAST', 'FULL', '(UID RFC822.SIZE FLAGS)', 'RFC822.HEADER',
-  '(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])', '(FLAGS BODY.PEEK[HEADER])', '(BINARY.SIZE[2])', '(BODY.PEEK[1.MIME])',
+  '(FLAGS)',
+  '(UID FLAGS)',
+  '(ENVELOPE)',
+  '(BODYSTRUCTURE)',
+  'ALL',
+  'FAST',
+  'FULL',
+  '(UID RFC822.SIZE FLAGS)',
+  'RFC822.HEADER',
+  '(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])',
+  '(FLAGS BODY.PEEK[HEADER])',
+  '(BINARY.SIZE[2])',
+  '(BODY.PEEK[1.MIME])',
 ];
 const SETS = ['1', '2', '3', '4', '5', '1:*', '2:3', '*', '1,3', '2:4', '6'];
 const EVIL_APPEND =
@@ -28,7 +54,10 @@ const EVIL_APPEND =
  * "leak", while the needles (windows inside the lines) still catch the message if it is served.
  */
 function appendMessage(exeB64) {
-  return `${EVIL_APPEND}${exeB64.split('\r\n').map((l) => ` ${l}`).join('\r\n')}\r\n--AP--\r\n`;
+  return `${EVIL_APPEND}${exeB64
+    .split('\r\n')
+    .map((l) => ` ${l}`)
+    .join('\r\n')}\r\n--AP--\r\n`;
 }
 
 export function fetchCommand(rng, tag, content = true) {
@@ -38,11 +67,37 @@ export function fetchCommand(rng, tag, content = true) {
 }
 
 /** Commands that take no arguments in Dovecot (it skips the rest of their line without reading literals) or that postern refuses. */
-const LITERAL_HOSTS = ['NOOP', 'CHECK', 'CAPABILITY', 'NAMESPACE', 'EXPUNGE', 'XYZZY', 'STARTTLS', 'COMPRESS DEFLATE', 'URLFETCH', 'NOTIFY NONE', 'GENURLAUTH', 'LOGOUT', 'IDLE', 'CLOSE'];
+const LITERAL_HOSTS = [
+  'NOOP',
+  'CHECK',
+  'CAPABILITY',
+  'NAMESPACE',
+  'EXPUNGE',
+  'XYZZY',
+  'STARTTLS',
+  'COMPRESS DEFLATE',
+  'URLFETCH',
+  'NOTIFY NONE',
+  'GENURLAUTH',
+  'LOGOUT',
+  'IDLE',
+  'CLOSE',
+];
 
 const ODD_TAGS = [
-  ['a+b', 'plus'], ['a]', 'bracket'], ['a{1}', 'brace'], ['*', 'star'], ['+', 'plus-only'], ['a"b', 'quote'], ['a\xe9', '8bit'],
-  ['a%', 'percent'], ['a\\b', 'backslash'], ['a(b', 'paren'], ['x'.repeat(200), 'long'], ['a\x01', 'ctl'], ['A.b-c_1', 'normal-punct'],
+  ['a+b', 'plus'],
+  ['a]', 'bracket'],
+  ['a{1}', 'brace'],
+  ['*', 'star'],
+  ['+', 'plus-only'],
+  ['a"b', 'quote'],
+  ['a\xe9', '8bit'],
+  ['a%', 'percent'],
+  ['a\\b', 'backslash'],
+  ['a(b', 'paren'],
+  ['x'.repeat(200), 'long'],
+  ['a\x01', 'ctl'],
+  ['A.b-c_1', 'normal-punct'],
 ];
 
 function withTag(cmd, tag) {
@@ -64,9 +119,26 @@ export class ImapCaseGen {
     const r = this.rng;
     const tag = this.tag();
     const kind = r.weighted([
-      [30, 'fetch'], [8, 'fetch-meta'], [6, 'select'], [4, 'noop'], [3, 'idle'], [3, 'search'], [3, 'store'], [2, 'append'], [2, 'status'],
-      [2, 'list'], [2, 'capability'], [2, 'unselect'], [1, 'check'], [1, 'expunge'], [1, 'copy'], [1, 'id'], [1, 'enable'], [1, 'namespace'],
-      [1, 'search-literal'], [1, 'xyzzy'],
+      [30, 'fetch'],
+      [8, 'fetch-meta'],
+      [6, 'select'],
+      [4, 'noop'],
+      [3, 'idle'],
+      [3, 'search'],
+      [3, 'store'],
+      [2, 'append'],
+      [2, 'status'],
+      [2, 'list'],
+      [2, 'capability'],
+      [2, 'unselect'],
+      [1, 'check'],
+      [1, 'expunge'],
+      [1, 'copy'],
+      [1, 'id'],
+      [1, 'enable'],
+      [1, 'namespace'],
+      [1, 'search-literal'],
+      [1, 'xyzzy'],
     ]);
     const one = (text, name) => [{ c: [text], n: name }];
     switch (kind) {
@@ -89,7 +161,10 @@ export class ImapCaseGen {
       case 'expunge':
         return one(`${tag} EXPUNGE\r\n`, 'EXPUNGE');
       case 'idle':
-        return [{ c: [`${tag} IDLE\r\n`], n: 'IDLE' }, { c: ['DONE\r\n'], n: 'DONE' }];
+        return [
+          { c: [`${tag} IDLE\r\n`], n: 'IDLE' },
+          { c: ['DONE\r\n'], n: 'DONE' },
+        ];
       case 'search':
         return one(`${tag} ${r.pick(['SEARCH ALL', 'UID SEARCH ALL', 'SEARCH UNSEEN', 'UID SEARCH SUBJECT "clean"'])}\r\n`, 'SEARCH');
       case 'search-literal':
@@ -99,7 +174,10 @@ export class ImapCaseGen {
       case 'append': {
         const m = appendMessage(this.exeB64);
         if (r.chance(0.5)) return one(`${tag} APPEND ${r.pick(['INBOX', 'BoxB'])} (\\Seen) {${m.length}+}\r\n${m}\r\n`, 'APPEND');
-        return [{ c: [`${tag} APPEND INBOX {${m.length}}\r\n`], n: 'APPEND' }, { c: [`${m}\r\n`], n: 'APPEND-literal', tie: true }];
+        return [
+          { c: [`${tag} APPEND INBOX {${m.length}}\r\n`], n: 'APPEND' },
+          { c: [`${m}\r\n`], n: 'APPEND-literal', tie: true },
+        ];
       }
       case 'status':
         return one(`${tag} STATUS ${r.pick(['INBOX', 'BoxB'])} (MESSAGES UIDNEXT)\r\n`, 'STATUS');
@@ -120,8 +198,19 @@ export class ImapCaseGen {
   mutated() {
     const r = this.rng;
     const kind = r.weighted([
-      [16, 'stray-literal'], [12, 'double-space'], [6, 'eol'], [6, 'tag'], [4, 'case'], [5, 'tab'], [8, 'mailbox-literal'], [3, 'trailing-space'],
-      [8, 'idle-tricks'], [5, 'fetch-literal'], [3, 'ctl-bytes'], [3, 'literal-variants'], [4, 'pipeline-in-literal-wait'],
+      [16, 'stray-literal'],
+      [12, 'double-space'],
+      [6, 'eol'],
+      [6, 'tag'],
+      [4, 'case'],
+      [5, 'tab'],
+      [8, 'mailbox-literal'],
+      [3, 'trailing-space'],
+      [8, 'idle-tricks'],
+      [5, 'fetch-literal'],
+      [3, 'ctl-bytes'],
+      [3, 'literal-variants'],
+      [4, 'pipeline-in-literal-wait'],
     ]);
     const fetch = () => fetchCommand(r, this.tag(), true);
     switch (kind) {
@@ -134,7 +223,11 @@ export class ImapCaseGen {
         const n = inner.length;
         const line = `${tag} ${host} {${n}${sync ? '' : '+'}}\r\n`;
         const k = `stray-literal:${host.split(' ')[0]}${sync ? ':sync' : ''}`;
-        if (sync && r.chance(0.5)) return [{ c: [line], k, l: line }, { c: [inner], k, l: 'literal bytes = FETCH' }];
+        if (sync && r.chance(0.5))
+          return [
+            { c: [line], k, l: line },
+            { c: [inner], k, l: 'literal bytes = FETCH' },
+          ];
         return [{ c: [line + inner], k, l: line + inner }];
       }
       case 'double-space': {
@@ -143,7 +236,16 @@ export class ImapCaseGen {
         for (let i = 0; i < cmd.length - 2; i++) if (cmd[i] === ' ') spaces.push(i);
         if (!spaces.length) return [{ c: [cmd] }];
         const at = r.pick(spaces);
-        const region = spaces.indexOf(at) === 0 ? 'after-tag' : spaces.indexOf(at) === 1 ? (/^\S+ UID /.test(cmd) ? 'after-UID' : 'after-name') : /^\S+ UID /.test(cmd) && spaces.indexOf(at) === 2 ? 'after-name' : 'in-args';
+        const region =
+          spaces.indexOf(at) === 0
+            ? 'after-tag'
+            : spaces.indexOf(at) === 1
+              ? /^\S+ UID /.test(cmd)
+                ? 'after-UID'
+                : 'after-name'
+              : /^\S+ UID /.test(cmd) && spaces.indexOf(at) === 2
+                ? 'after-name'
+                : 'in-args';
         const text = cmd.slice(0, at) + '  ' + cmd.slice(at + 1);
         return [{ c: [text], k: `double-space:${region}`, l: text }];
       }
@@ -158,7 +260,13 @@ export class ImapCaseGen {
       case 'eol': {
         const a = fetch();
         const b = fetch();
-        const eol = r.pick([['\n', 'LF'], ['\r', 'CR'], ['\r\r\n', 'CRCRLF'], ['\n\r', 'LFCR'], ['\x00\r\n', 'NUL']]);
+        const eol = r.pick([
+          ['\n', 'LF'],
+          ['\r', 'CR'],
+          ['\r\r\n', 'CRCRLF'],
+          ['\n\r', 'LFCR'],
+          ['\x00\r\n', 'NUL'],
+        ]);
         const text = a.replace(/\r\n$/, eol[0]) + (r.chance(0.5) ? r.pick([b, `${this.tag()} NOOP\r\n`]) : '');
         return [{ c: [text], k: `eol:${eol[1]}`, l: text }];
       }
@@ -169,7 +277,10 @@ export class ImapCaseGen {
       }
       case 'case': {
         const cmd = fetch();
-        const text = cmd.replace(/^(\S+) (.*)$/s, (_m, t, rest) => `${t} ${r.chance(0.5) ? rest.toLowerCase() : rest.replace(/[A-Z]/g, (c) => (r.chance(0.5) ? c.toLowerCase() : c))}`);
+        const text = cmd.replace(
+          /^(\S+) (.*)$/s,
+          (_m, t, rest) => `${t} ${r.chance(0.5) ? rest.toLowerCase() : rest.replace(/[A-Z]/g, (c) => (r.chance(0.5) ? c.toLowerCase() : c))}`,
+        );
         return [{ c: [text], k: 'case', l: text }];
       }
       case 'trailing-space': {
@@ -185,7 +296,10 @@ export class ImapCaseGen {
         const tail = cmdName === 'STATUS' ? ' (MESSAGES)' : '';
         const k = `mailbox-literal:${cmdName}${sync ? ':sync' : ''}`;
         const steps = sync
-          ? [{ c: [`${tag} ${cmdName} {${box.length}}\r\n`], k, l: 'announce' }, { c: [`${box}${tail}\r\n`], k, l: box }]
+          ? [
+              { c: [`${tag} ${cmdName} {${box.length}}\r\n`], k, l: 'announce' },
+              { c: [`${box}${tail}\r\n`], k, l: box },
+            ]
           : [{ c: [`${tag} ${cmdName} {${box.length}+}\r\n${box}${tail}\r\n`], k, l: box }];
         return steps;
       }
@@ -196,19 +310,43 @@ export class ImapCaseGen {
         const k = `idle:${v}`;
         switch (v) {
           case 'pipelined-cmd':
-            return [{ c: [`${tag} IDLE\r\n${inner}`], k, l: 'IDLE + FETCH in one chunk' }, { c: ['DONE\r\n'], k }];
+            return [
+              { c: [`${tag} IDLE\r\n${inner}`], k, l: 'IDLE + FETCH in one chunk' },
+              { c: ['DONE\r\n'], k },
+            ];
           case 'done-lower':
-            return [{ c: [`${tag} IDLE\r\n`], k }, { c: ['done\r\n'], k }, { c: [inner], k }];
+            return [
+              { c: [`${tag} IDLE\r\n`], k },
+              { c: ['done\r\n'], k },
+              { c: [inner], k },
+            ];
           case 'done-space':
-            return [{ c: [`${tag} IDLE\r\n`], k }, { c: ['DONE \r\n'], k }, { c: [inner], k }];
+            return [
+              { c: [`${tag} IDLE\r\n`], k },
+              { c: ['DONE \r\n'], k },
+              { c: [inner], k },
+            ];
           case 'done-literal':
-            return [{ c: [`${tag} IDLE\r\n`], k }, { c: [`DONE {${inner.length}+}\r\n${inner}`], k, l: 'DONE {n+} + FETCH' }];
+            return [
+              { c: [`${tag} IDLE\r\n`], k },
+              { c: [`DONE {${inner.length}+}\r\n${inner}`], k, l: 'DONE {n+} + FETCH' },
+            ];
           case 'done+cmd':
-            return [{ c: [`${tag} IDLE\r\n`], k }, { c: [`DONE\r\n${inner}`], k }];
+            return [
+              { c: [`${tag} IDLE\r\n`], k },
+              { c: [`DONE\r\n${inner}`], k },
+            ];
           case 'cmd-before-done':
-            return [{ c: [`${tag} IDLE\r\n`], k }, { c: [inner], k }, { c: ['DONE\r\n'], k }];
+            return [
+              { c: [`${tag} IDLE\r\n`], k },
+              { c: [inner], k },
+              { c: ['DONE\r\n'], k },
+            ];
           default:
-            return [{ c: [`${tag} IDLE {${inner.length}+}\r\n${inner}`], k, l: 'IDLE {n+} + FETCH' }, { c: ['DONE\r\n'], k }];
+            return [
+              { c: [`${tag} IDLE {${inner.length}+}\r\n${inner}`], k, l: 'IDLE {n+} + FETCH' },
+              { c: ['DONE\r\n'], k },
+            ];
         }
       }
       case 'fetch-literal': {
@@ -220,7 +358,12 @@ export class ImapCaseGen {
         const v = r.pick(['items', 'items+inner', 'set']);
         if (v === 'set') return [{ c: [`${tag} FETCH {1${nonSync ? '+' : ''}}\r\n1 ${items}\r\n`], k: `fetch-literal:set${nonSync ? '' : ':sync'}` }];
         const lit = v === 'items' ? items : inner;
-        return [{ c: [`${tag} FETCH 1 {${lit.length}${nonSync ? '+' : ''}}\r\n${lit}${v === 'items' ? '\r\n' : ''}`], k: `fetch-literal:${v}${nonSync ? '' : ':sync'}` }];
+        return [
+          {
+            c: [`${tag} FETCH 1 {${lit.length}${nonSync ? '+' : ''}}\r\n${lit}${v === 'items' ? '\r\n' : ''}`],
+            k: `fetch-literal:${v}${nonSync ? '' : ':sync'}`,
+          },
+        ];
       }
       case 'ctl-bytes': {
         const cmd = fetch();
@@ -251,12 +394,39 @@ export class ImapCaseGen {
     const r = this.rng;
     const payload = r.pick(['msg-exe', 'msg-eicar', 'msg-eicar-part', 'eicar', 'exe']);
     const item = r.pick([
-      'BODY[]', 'BODY[1]', 'BODY[2]', 'BINARY[2]', 'BINARY[]', 'RFC822', 'RFC822.TEXT', 'BODY[TEXT]', 'BODY[]<0>', 'BODY[2]<0>', 'X-FOO',
-      'BODY[HEADER]', 'RFC822.HEADER', 'BODY[HEADER.FIELDS (SUBJECT)]', 'BODY[1.MIME]', 'PREVIEW', 'BINARY[2]<0>', 'body[]', 'BODY[1.2.3]',
-      'X-GM-MSGID', 'ENVELOPE',
+      'BODY[]',
+      'BODY[1]',
+      'BODY[2]',
+      'BINARY[2]',
+      'BINARY[]',
+      'RFC822',
+      'RFC822.TEXT',
+      'BODY[TEXT]',
+      'BODY[]<0>',
+      'BODY[2]<0>',
+      'X-FOO',
+      'BODY[HEADER]',
+      'RFC822.HEADER',
+      'BODY[HEADER.FIELDS (SUBJECT)]',
+      'BODY[1.MIME]',
+      'PREVIEW',
+      'BINARY[2]<0>',
+      'body[]',
+      'BODY[1.2.3]',
+      'X-GM-MSGID',
+      'ENVELOPE',
       // literals nested where the grammar has atoms, numbers or strings inside metadata items
-      'X-GM-LABELS (%L)', 'FLAGS (\\Seen %L)', 'BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" %L 1)', 'ENVELOPE (%L NIL NIL NIL NIL NIL NIL NIL NIL NIL)',
-      'MODSEQ (%L)', 'X-GUID %L', 'EMAILID (%L)', 'BINARY.SIZE[2] %L', 'RFC822.SIZE %L', 'UID %L', 'BODY ("text" "plain" NIL NIL %L "7bit" 1 1)',
+      'X-GM-LABELS (%L)',
+      'FLAGS (\\Seen %L)',
+      'BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" %L 1)',
+      'ENVELOPE (%L NIL NIL NIL NIL NIL NIL NIL NIL NIL)',
+      'MODSEQ (%L)',
+      'X-GUID %L',
+      'EMAILID (%L)',
+      'BINARY.SIZE[2] %L',
+      'RFC822.SIZE %L',
+      'UID %L',
+      'BODY ("text" "plain" NIL NIL %L "7bit" 1 1)',
     ]);
     const lit = r.pick(['sync', 'sync', 'sync', 'lit8', 'quoted', 'nonsync']);
     const seq = r.int(1, 3);
@@ -267,8 +437,20 @@ export class ImapCaseGen {
     const form = pre
       ? r.pick(['ufetch', 'status-lit', 'tagged-lit', 'keyword-lit', 'cont-lit', 'bye-fetch', 'code-lit'])
       : r.weighted([
-          [20, 'ufetch'], [10, 'in-fetch'], [4, 'replace-fetch'], [8, 'early-fetch'], [8, 'status-lit'], [6, 'tagged-lit'], [6, 'tagged-then-fetch'],
-          [5, 'cont-lit'], [4, 'cont-then-fetch'], [6, 'keyword-lit'], [5, 'bye-fetch'], [6, 'short-lit'], [3, 'long-lit'], [5, 'code-lit'],
+          [20, 'ufetch'],
+          [10, 'in-fetch'],
+          [4, 'replace-fetch'],
+          [8, 'early-fetch'],
+          [8, 'status-lit'],
+          [6, 'tagged-lit'],
+          [6, 'tagged-then-fetch'],
+          [5, 'cont-lit'],
+          [4, 'cont-then-fetch'],
+          [6, 'keyword-lit'],
+          [5, 'bye-fetch'],
+          [6, 'short-lit'],
+          [3, 'long-lit'],
+          [5, 'code-lit'],
         ]);
     // what the payload-carrying FETCH item is, for the classes of the report
     const cat = /HEADER|ENVELOPE|\.MIME\]/.test(item)
@@ -279,7 +461,14 @@ export class ImapCaseGen {
           ? 'content'
           : 'metadata';
     const itemClass = `FETCH ${cat} item with a literal/string`;
-    const placed = (w) => (pre ? 'during login' : w === 'in-idle' ? 'during IDLE' : w === 'now' ? 'unsolicited' : `${w.split('-')[0]} the ${w.endsWith('fetch') ? 'FETCH' : 'next command'}'s answer`);
+    const placed = (w) =>
+      pre
+        ? 'during login'
+        : w === 'in-idle'
+          ? 'during IDLE'
+          : w === 'now'
+            ? 'unsolicited'
+            : `${w.split('-')[0]} the ${w.endsWith('fetch') ? 'FETCH' : 'next command'}'s answer`;
     let a;
     let k;
     let where = a?.when;
@@ -299,15 +488,36 @@ export class ImapCaseGen {
         where = 'after an early tagged OK';
         break;
       case 'status-lit':
-        a = { form, when: when(), payload, kw: r.pick(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH', 'OK [ALERT]', 'OK [UIDNEXT 9]']), text: r.pick(['note', 'text', '']) };
+        a = {
+          form,
+          when: when(),
+          payload,
+          kw: r.pick(['OK', 'NO', 'BAD', 'BYE', 'PREAUTH', 'OK [ALERT]', 'OK [UIDNEXT 9]']),
+          text: r.pick(['note', 'text', '']),
+        };
         k = 'status response with a literal';
         break;
       case 'tagged-lit':
-        a = { form, when: pre ? r.pick(preWhen) : r.pick(['now', 'mid-next', 'after-next', 'mid-fetch', 'after-fetch', 'before-fetch']), payload, tag: r.pick(['current', 'private', 'next-private', 'stale', 'random']), kw: r.pick(['OK', 'NO', 'BAD']) };
+        a = {
+          form,
+          when: pre ? r.pick(preWhen) : r.pick(['now', 'mid-next', 'after-next', 'mid-fetch', 'after-fetch', 'before-fetch']),
+          payload,
+          tag: r.pick(['current', 'private', 'next-private', 'stale', 'random']),
+          kw: r.pick(['OK', 'NO', 'BAD']),
+        };
         k = `tagged response with a literal (${a.tag} tag)`;
         break;
       case 'tagged-then-fetch':
-        a = { form, when: r.pick(['before-fetch', 'mid-fetch', 'mid-next', 'before-next']), payload, item, lit, seq, uid, tag: r.pick(['current', 'current', 'stale', 'private', 'random']) };
+        a = {
+          form,
+          when: r.pick(['before-fetch', 'mid-fetch', 'mid-next', 'before-next']),
+          payload,
+          item,
+          lit,
+          seq,
+          uid,
+          tag: r.pick(['current', 'current', 'stale', 'private', 'random']),
+        };
         k = itemClass;
         where = `after a tagged OK (${a.tag} tag)`;
         break;
@@ -322,12 +532,39 @@ export class ImapCaseGen {
         break;
       case 'code-lit': {
         const tagged = r.chance(0.4);
-        a = { form, when: tagged ? r.pick(['mid-next', 'mid-fetch', 'after-next']) : when(), payload, kw: r.pick(['OK', 'NO', 'BAD']), code: r.pick(['BADCHARSET (', 'X-FOO ', 'ALERT ', 'PERMANENTFLAGS (', 'UIDNEXT ', 'CAPABILITY IMAP4rev1 ']), tag: tagged ? r.pick(['current', 'private', 'random']) : undefined };
+        a = {
+          form,
+          when: tagged ? r.pick(['mid-next', 'mid-fetch', 'after-next']) : when(),
+          payload,
+          kw: r.pick(['OK', 'NO', 'BAD']),
+          code: r.pick(['BADCHARSET (', 'X-FOO ', 'ALERT ', 'PERMANENTFLAGS (', 'UIDNEXT ', 'CAPABILITY IMAP4rev1 ']),
+          tag: tagged ? r.pick(['current', 'private', 'random']) : undefined,
+        };
         k = `response code with a literal${tagged ? ' (tagged)' : ''}`;
         break;
       }
       case 'keyword-lit':
-        a = { form, when: when(), payload, kw: r.pick(['1 XFOO', 'XFOO', 'SEARCH', '1 EXISTS', 'FLAGS', '1 RECENT', 'ENABLED', '1 EXPUNGE', '1 FETCH', 'ESEARCH', '1 XFOO (X', 'STATUS INBOX (X-FOO', 'CAPABILITY IMAP4rev1', 'FLAGS (\\Seen']) };
+        a = {
+          form,
+          when: when(),
+          payload,
+          kw: r.pick([
+            '1 XFOO',
+            'XFOO',
+            'SEARCH',
+            '1 EXISTS',
+            'FLAGS',
+            '1 RECENT',
+            'ENABLED',
+            '1 EXPUNGE',
+            '1 FETCH',
+            'ESEARCH',
+            '1 XFOO (X',
+            'STATUS INBOX (X-FOO',
+            'CAPABILITY IMAP4rev1',
+            'FLAGS (\\Seen',
+          ]),
+        };
         k = `untagged ${a.kw.replace(/^\d+ /, 'n ').split(' (')[0]} response with a literal`;
         break;
       case 'bye-fetch':
@@ -346,7 +583,22 @@ export class ImapCaseGen {
       default:
         a = { form: 'ufetch', when: when(), payload, item, lit, seq, uid };
         // a mangled response head or a literal announced with a bare LF, now and then
-        if (r.chance(0.2)) a.head = r.pick(['* %n fetch (', '*  %n FETCH (', '* %n  FETCH (', '* 0%n FETCH (', '* %n FETCH(', '* %n FETCH  (', '* %n Fetch (', '* %n FETCH ( ', '* FETCH %n (', '* -%n FETCH (', '* 4294967296 FETCH (', '* %n XFETCH (', '* %n FETCH (UID 1) (']);
+        if (r.chance(0.2))
+          a.head = r.pick([
+            '* %n fetch (',
+            '*  %n FETCH (',
+            '* %n  FETCH (',
+            '* 0%n FETCH (',
+            '* %n FETCH(',
+            '* %n FETCH  (',
+            '* %n Fetch (',
+            '* %n FETCH ( ',
+            '* FETCH %n (',
+            '* -%n FETCH (',
+            '* 4294967296 FETCH (',
+            '* %n XFETCH (',
+            '* %n FETCH (UID 1) (',
+          ]);
         if (r.chance(0.1)) a.bareLf = true;
         // a mangled head is its own class (the item behind it does not matter)
         k = a.head ? `FETCH response head "${a.head.replace('%n', 'n').trim()}"` : a.bareLf ? `${itemClass}, literal announced with a bare LF` : itemClass;
@@ -356,13 +608,23 @@ export class ImapCaseGen {
     if (a.form === undefined && !['in-fetch', 'replace-fetch', 'early-fetch'].includes(a.when)) a.form = 'ufetch';
     const placement = a.when.replace(/-.*/, '');
     if (where === undefined) where = placed(a.when);
-    return { h: a, pre: pre || undefined, k, p: pre && !where.includes('during login') ? `${where}, during login` : where, l: `${form} ${a.when} ${a.item ?? ''} ${a.payload ?? ''} ${a.lit ?? ''} (${placement})` };
+    return {
+      h: a,
+      pre: pre || undefined,
+      k,
+      p: pre && !where.includes('during login') ? `${where}, during login` : where,
+      l: `${form} ${a.when} ${a.item ?? ''} ${a.payload ?? ''} ${a.lit ?? ''} (${placement})`,
+    };
   }
 
   /** A whole case. */
   generate(opts = {}) {
     const r = this.rng;
-    const drawn = r.weighted([[45, 'client'], [45, 'server'], [10, 'both']]);
+    const drawn = r.weighted([
+      [45, 'client'],
+      [45, 'server'],
+      [10, 'both'],
+    ]);
     const mode = opts.mode ?? drawn;
     const kase = {
       proto: 'imap',

@@ -23,7 +23,7 @@
 //   message lacks (BODY[2] of a single-part message) is an empty literal
 // - bare LF ends a line; a CR not followed by LF is `BAD CR sent without LF`
 // - IDLE: a line other than DONE (case-insensitive) ends IDLE with `BAD Expected DONE` and is consumed
-import { HOSTILE_PAYLOADS, MESSAGES, initialMailboxes, randomSplit } from './session-common.mjs';
+import { HOSTILE_PAYLOADS, initialMailboxes, MESSAGES, randomSplit } from './session-common.mjs';
 import { bodyStructure, envelope, sectionBytes } from './session-mime.mjs';
 
 const SP = 0x20;
@@ -35,17 +35,58 @@ export const UPSTREAM_CAPS =
 
 const NOARG = new Set(['NOOP', 'CHECK', 'CLOSE', 'EXPUNGE', 'NAMESPACE', 'CAPABILITY', 'UNSELECT', 'LOGOUT', 'IDLE']);
 const WITHARGS = new Set([
-  'SELECT', 'EXAMINE', 'FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'APPEND', 'LIST', 'LSUB', 'STATUS',
-  'ENABLE', 'ID', 'CREATE', 'DELETE', 'RENAME', 'SUBSCRIBE', 'UNSUBSCRIBE', 'COPY', 'UID COPY', 'MOVE', 'UID MOVE', 'UID EXPUNGE',
-  'LOGIN', 'AUTHENTICATE', 'NOTIFY',
+  'SELECT',
+  'EXAMINE',
+  'FETCH',
+  'UID FETCH',
+  'STORE',
+  'UID STORE',
+  'SEARCH',
+  'UID SEARCH',
+  'APPEND',
+  'LIST',
+  'LSUB',
+  'STATUS',
+  'ENABLE',
+  'ID',
+  'CREATE',
+  'DELETE',
+  'RENAME',
+  'SUBSCRIBE',
+  'UNSUBSCRIBE',
+  'COPY',
+  'UID COPY',
+  'MOVE',
+  'UID MOVE',
+  'UID EXPUNGE',
+  'LOGIN',
+  'AUTHENTICATE',
+  'NOTIFY',
 ]);
-const NEEDS_SELECTED = new Set(['FETCH', 'UID FETCH', 'STORE', 'UID STORE', 'SEARCH', 'UID SEARCH', 'COPY', 'UID COPY', 'MOVE', 'UID MOVE', 'UID EXPUNGE', 'EXPUNGE', 'CLOSE', 'UNSELECT', 'CHECK']);
+const NEEDS_SELECTED = new Set([
+  'FETCH',
+  'UID FETCH',
+  'STORE',
+  'UID STORE',
+  'SEARCH',
+  'UID SEARCH',
+  'COPY',
+  'UID COPY',
+  'MOVE',
+  'UID MOVE',
+  'UID EXPUNGE',
+  'EXPUNGE',
+  'CLOSE',
+  'UNSELECT',
+  'CHECK',
+]);
 
 function validTag(tag) {
   if (tag.length === 0) return false;
   for (const c of tag) {
     // DEL (0x7f) is accepted by Dovecot although it is a CTL in the RFC grammar
-    if (c <= 0x20 || c > 0x7f || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x7b || c === 0x25 || c === 0x2a || c === 0x22 || c === 0x5c || c === 0x5d) return false;
+    if (c <= 0x20 || c > 0x7f || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x7b || c === 0x25 || c === 0x2a || c === 0x22 || c === 0x5c || c === 0x5d)
+      return false;
   }
   return true;
 }
@@ -235,8 +276,23 @@ function flatItems(arg) {
 }
 
 const SIMPLE_ITEMS = new Set([
-  'UID', 'FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE', 'BODY', 'BODYSTRUCTURE', 'RFC822', 'RFC822.HEADER', 'RFC822.TEXT',
-  'MODSEQ', 'SAVEDATE', 'EMAILID', 'THREADID', 'X-GUID', 'PREVIEW', 'SNIPPET',
+  'UID',
+  'FLAGS',
+  'INTERNALDATE',
+  'RFC822.SIZE',
+  'ENVELOPE',
+  'BODY',
+  'BODYSTRUCTURE',
+  'RFC822',
+  'RFC822.HEADER',
+  'RFC822.TEXT',
+  'MODSEQ',
+  'SAVEDATE',
+  'EMAILID',
+  'THREADID',
+  'X-GUID',
+  'PREVIEW',
+  'SNIPPET',
 ]);
 const MACROS = {
   ALL: ['FLAGS', 'INTERNALDATE', 'RFC822.SIZE', 'ENVELOPE'],
@@ -247,8 +303,45 @@ const SECTION_RE = /^(BODY|BODY\.PEEK|BINARY|BINARY\.PEEK|BINARY\.SIZE)\[([^\]]*
 /** A section spec as Dovecot accepts it: part numbers, then HEADER / TEXT / MIME / HEADER.FIELDS[.NOT] (list). */
 const SECTION_SPEC_RE = /^(?:[1-9]\d*(?:\.[1-9]\d*)*)?(?:(?:^|\.)(?:HEADER|TEXT|MIME|HEADER\.FIELDS(?:\.NOT)? \([^()]*\)))?$/i;
 
-const SEARCH_KEYS0 = new Set(['ALL', 'ANSWERED', 'DELETED', 'FLAGGED', 'NEW', 'OLD', 'RECENT', 'SEEN', 'UNANSWERED', 'UNDELETED', 'UNFLAGGED', 'UNSEEN', 'DRAFT', 'UNDRAFT']);
-const SEARCH_KEYS1 = new Set(['BCC', 'BODY', 'CC', 'FROM', 'SUBJECT', 'TEXT', 'TO', 'KEYWORD', 'UNKEYWORD', 'BEFORE', 'ON', 'SINCE', 'SENTBEFORE', 'SENTON', 'SENTSINCE', 'LARGER', 'SMALLER', 'UID', 'MODSEQ', 'YOUNGER', 'OLDER']);
+const SEARCH_KEYS0 = new Set([
+  'ALL',
+  'ANSWERED',
+  'DELETED',
+  'FLAGGED',
+  'NEW',
+  'OLD',
+  'RECENT',
+  'SEEN',
+  'UNANSWERED',
+  'UNDELETED',
+  'UNFLAGGED',
+  'UNSEEN',
+  'DRAFT',
+  'UNDRAFT',
+]);
+const SEARCH_KEYS1 = new Set([
+  'BCC',
+  'BODY',
+  'CC',
+  'FROM',
+  'SUBJECT',
+  'TEXT',
+  'TO',
+  'KEYWORD',
+  'UNKEYWORD',
+  'BEFORE',
+  'ON',
+  'SINCE',
+  'SENTBEFORE',
+  'SENTON',
+  'SENTSINCE',
+  'LARGER',
+  'SMALLER',
+  'UID',
+  'MODSEQ',
+  'YOUNGER',
+  'OLDER',
+]);
 
 /** True when the arguments are a well-formed SEARCH key list (what Dovecot would not answer BAD). */
 function validSearch(args) {
@@ -283,7 +376,11 @@ export class ImapUpstream {
     this.rng = opts.rng ?? null;
     this.boxes = {};
     for (const [name, b] of Object.entries(initialMailboxes())) {
-      this.boxes[name] = { uidValidity: b.uidValidity, nextUid: b.messages.length + 1, messages: b.messages.map((raw, i) => ({ uid: i + 1, raw, flags: new Set() })) };
+      this.boxes[name] = {
+        uidValidity: b.uidValidity,
+        nextUid: b.messages.length + 1,
+        messages: b.messages.map((raw, i) => ({ uid: i + 1, raw, flags: new Set() })),
+      };
     }
     // a case may add a message with EICAR in a header field (INBOX UID 6)
     if (opts.eicarHeader) this.boxes.INBOX.messages.push({ uid: this.boxes.INBOX.nextUid++, raw: MESSAGES.eicarHeader, flags: new Set() });
@@ -368,7 +465,7 @@ export class ImapUpstream {
   /** The bytes of a hostile action. */
   hostileBytes(a, cmd) {
     const payload = HOSTILE_PAYLOADS[a.payload];
-    const lit = () => nstring(payload, a.lit === 'quoted' ? 'quoted' : a.lit ?? 'sync');
+    const lit = () => nstring(payload, a.lit === 'quoted' ? 'quoted' : (a.lit ?? 'sync'));
     const seq = a.seq ?? 1;
     const uidPart = a.uid === undefined || a.uid === null ? '' : `UID ${a.uid} `;
     // an item may say where its literal goes (`X-GM-LABELS (%L)`); otherwise the literal is its value
@@ -776,7 +873,12 @@ export class ImapUpstream {
       }
       const m = SECTION_RE.exec(n);
       if (!m || !SECTION_SPEC_RE.test(m[2])) return { bad: `Unknown parameter: ${n}` };
-      items.push({ kind: m[1].toUpperCase(), section: m[2].toUpperCase(), offset: m[3] === undefined ? null : Number(m[3]), count: m[4] === undefined ? null : Number(m[4]) });
+      items.push({
+        kind: m[1].toUpperCase(),
+        section: m[2].toUpperCase(),
+        offset: m[3] === undefined ? null : Number(m[3]),
+        count: m[4] === undefined ? null : Number(m[4]),
+      });
     }
     const extra = this.takeFetchMutation('in-fetch');
     const replace = this.takeFetchMutation('replace-fetch');
@@ -795,7 +897,11 @@ export class ImapUpstream {
       for (const it of items) parts.push(this.renderItem(it, seq, msg, raw));
       if (extra) {
         const [before, after] = extra.item.includes('%L') ? extra.item.split('%L') : [`${extra.item} `, ''];
-        const item = Buffer.concat([Buffer.from(before, 'latin1'), nstring(HOSTILE_PAYLOADS[extra.payload], extra.lit ?? 'sync'), Buffer.from(after, 'latin1')]);
+        const item = Buffer.concat([
+          Buffer.from(before, 'latin1'),
+          nstring(HOSTILE_PAYLOADS[extra.payload], extra.lit ?? 'sync'),
+          Buffer.from(after, 'latin1'),
+        ]);
         if (extra.pos === 'first') parts.unshift(item);
         else parts.push(item);
       }
@@ -844,7 +950,9 @@ export class ImapUpstream {
       case 'PREVIEW':
       case 'SNIPPET': {
         const text = sectionBytes(raw, 'TEXT').toString('latin1').replace(/\s+/g, ' ').trim().slice(0, 200);
-        return it.kind === 'PREVIEW' ? Buffer.concat([s('PREVIEW '), nstring(s(text), 'quoted')]) : Buffer.concat([s('SNIPPET (FUZZY '), nstring(s(text), 'quoted'), s(')')]);
+        return it.kind === 'PREVIEW'
+          ? Buffer.concat([s('PREVIEW '), nstring(s(text), 'quoted')])
+          : Buffer.concat([s('SNIPPET (FUZZY '), nstring(s(text), 'quoted'), s(')')]);
       }
       default:
         break;

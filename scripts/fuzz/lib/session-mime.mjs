@@ -46,7 +46,10 @@ function decodeCte(header, body) {
   if (cte === 'base64') return Buffer.from(body.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
   if (cte === 'quoted-printable') {
     const s = body.toString('latin1').replace(/=\r?\n/g, '');
-    return Buffer.from(s.replace(/=([0-9A-Fa-f]{2})/g, (_m, h) => String.fromCharCode(parseInt(h, 16))), 'latin1');
+    return Buffer.from(
+      s.replace(/=([0-9A-Fa-f]{2})/g, (_m, h) => String.fromCharCode(parseInt(h, 16))),
+      'latin1',
+    );
   }
   return body;
 }

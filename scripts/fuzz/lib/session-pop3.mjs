@@ -72,7 +72,15 @@ export class Pop3Upstream {
   payloadResponse(a) {
     const p = HOSTILE_PAYLOADS[a.payload];
     return a.statusLines
-      ? Buffer.from(p.toString('latin1').split('\r\n').filter(Boolean).map((l) => `+OK ${l}\r\n`).join(''), 'latin1')
+      ? Buffer.from(
+          p
+            .toString('latin1')
+            .split('\r\n')
+            .filter(Boolean)
+            .map((l) => `+OK ${l}\r\n`)
+            .join(''),
+          'latin1',
+        )
       : multiline('+OK', p);
   }
 
@@ -98,7 +106,7 @@ export class Pop3Upstream {
     const n = parseInt(arg, 10);
     const m = this.messages[n - 1];
     if (!m) {
-      out.push('-ERR There\'s no message ' + n + '.');
+      out.push("-ERR There's no message " + n + '.');
       return null;
     }
     if (m.deleted) {
@@ -121,7 +129,8 @@ export class Pop3Upstream {
         this.authed = true;
         return single('+OK Logged in.');
       }
-      if (name === 'CAPA') return multi('+OK', Buffer.from('CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\n'));
+      if (name === 'CAPA')
+        return multi('+OK', Buffer.from('CAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\n'));
       if (name === 'QUIT') {
         single('+OK Logging out');
         this.closed = true;
@@ -152,7 +161,11 @@ export class Pop3Upstream {
         if (!/^[0-9]+$/.test(argv[1] ?? '')) return single('-ERR Invalid number of lines: ' + (argv[1] ?? ''));
         const raw = x.m.raw.toString('latin1');
         const hdrEnd = raw.indexOf('\r\n\r\n');
-        const body = raw.slice(hdrEnd + 4).split('\r\n').slice(0, Number(argv[1])).join(CRLF);
+        const body = raw
+          .slice(hdrEnd + 4)
+          .split('\r\n')
+          .slice(0, Number(argv[1]))
+          .join(CRLF);
         return multi('+OK', Buffer.from(raw.slice(0, hdrEnd + 4) + body + (body ? CRLF : ''), 'latin1'));
       }
       case 'DELE': {
@@ -197,7 +210,9 @@ export class Pop3Upstream {
           const p = HOSTILE_PAYLOADS[e.payload];
           switch (e.kind) {
             case 'early-terminator':
-              return this.emit(Buffer.concat([Buffer.from(status + CRLF, 'latin1'), stuff(content).subarray(0, 40), Buffer.from('\r\n.\r\n'), stuff(p), Buffer.from('.\r\n')]));
+              return this.emit(
+                Buffer.concat([Buffer.from(status + CRLF, 'latin1'), stuff(content).subarray(0, 40), Buffer.from('\r\n.\r\n'), stuff(p), Buffer.from('.\r\n')]),
+              );
             case 'no-terminator':
               return this.emit(Buffer.concat([Buffer.from(status + CRLF, 'latin1'), stuff(content), stuff(p)]));
             case 'err-with-body':
@@ -225,8 +240,17 @@ export class Pop3CaseGen {
     const r = this.rng;
     const n = r.int(1, 6);
     return r.weighted([
-      [20, `RETR ${n}`], [8, `TOP ${n} ${r.int(0, 5)}`], [8, 'LIST'], [5, `LIST ${n}`], [6, 'UIDL'], [4, `UIDL ${n}`], [6, 'STAT'],
-      [4, `DELE ${n}`], [3, 'RSET'], [4, 'NOOP'], [3, 'CAPA'],
+      [20, `RETR ${n}`],
+      [8, `TOP ${n} ${r.int(0, 5)}`],
+      [8, 'LIST'],
+      [5, `LIST ${n}`],
+      [6, 'UIDL'],
+      [4, `UIDL ${n}`],
+      [6, 'STAT'],
+      [4, `DELE ${n}`],
+      [3, 'RSET'],
+      [4, 'NOOP'],
+      [3, 'CAPA'],
     ]);
   }
 
@@ -234,10 +258,22 @@ export class Pop3CaseGen {
     const r = this.rng;
     const n = r.int(1, 5);
     const [text, k] = r.pick([
-      [`retr ${n}`, 'case'], [`RETR  ${n}`, 'double-space'], [`LIST \t`, 'list-blank-arg'], [`LIST\t${n}`, 'tab'], [`TOP ${n}`, 'top-missing-lines'],
-      [`TOP ${n} 1 2`, 'top-extra-arg'], [`RETR ${n} 2`, 'retr-extra-arg'], [`RETR ${n}\x00`, 'nul'], [`LIST ${n} `, 'trailing-space'],
-      [`UIDL \xa0`, 'nbsp-arg'], [`RETR ${n}\rLIST`, 'bare-cr'], [`TOP ${n} -1`, 'top-negative'], [`RETR +${n}`, 'plus-number'],
-      [`LIST ${n}\x0b`, 'vt-arg'], [`RETR 0${n}`, 'leading-zero'], ['', 'empty-line'],
+      [`retr ${n}`, 'case'],
+      [`RETR  ${n}`, 'double-space'],
+      [`LIST \t`, 'list-blank-arg'],
+      [`LIST\t${n}`, 'tab'],
+      [`TOP ${n}`, 'top-missing-lines'],
+      [`TOP ${n} 1 2`, 'top-extra-arg'],
+      [`RETR ${n} 2`, 'retr-extra-arg'],
+      [`RETR ${n}\x00`, 'nul'],
+      [`LIST ${n} `, 'trailing-space'],
+      [`UIDL \xa0`, 'nbsp-arg'],
+      [`RETR ${n}\rLIST`, 'bare-cr'],
+      [`TOP ${n} -1`, 'top-negative'],
+      [`RETR +${n}`, 'plus-number'],
+      [`LIST ${n}\x0b`, 'vt-arg'],
+      [`RETR 0${n}`, 'leading-zero'],
+      ['', 'empty-line'],
     ]);
     return { text, k: `pop3:${k}` };
   }
@@ -246,11 +282,23 @@ export class Pop3CaseGen {
     const r = this.rng;
     const payload = r.pick(['msg-exe', 'msg-eicar', 'msg-eicar-part', 'eicar', 'exe']);
     const kind = r.weighted([
-      [10, 'multi-for-single'], [10, 'single-for-multi'], [8, 'body-payload'], [8, 'extra-response'], [6, 'early-terminator'],
-      [5, 'no-terminator'], [4, 'err-with-body'], [4, 'replace-message'], [3, 'bare-lf'], [3, 'now'],
+      [10, 'multi-for-single'],
+      [10, 'single-for-multi'],
+      [8, 'body-payload'],
+      [8, 'extra-response'],
+      [6, 'early-terminator'],
+      [5, 'no-terminator'],
+      [4, 'err-with-body'],
+      [4, 'replace-message'],
+      [3, 'bare-lf'],
+      [3, 'now'],
     ]);
     // a replaced message is vetted as a message: it must be one (a bare payload is no message to judge)
-    const a = { kind, payload: kind === 'replace-message' ? r.pick(['msg-exe', 'msg-eicar', 'msg-eicar-part']) : payload, when: kind === 'now' ? 'now' : 'next' };
+    const a = {
+      kind,
+      payload: kind === 'replace-message' ? r.pick(['msg-exe', 'msg-eicar', 'msg-eicar-part']) : payload,
+      when: kind === 'now' ? 'now' : 'next',
+    };
     if (kind === 'single-for-multi') a.only = r.pick([undefined, 'LIST', 'UIDL', 'CAPA', 'RETR', 'TOP']);
     if (kind === 'extra-response' || kind === 'now') a.statusLines = r.chance(0.3);
     return { h: a, k: `pop3:${kind}${a.only ? `:${a.only}` : ''}${a.statusLines ? ':status-lines' : ''}`, l: `${kind} ${payload}` };
@@ -258,16 +306,30 @@ export class Pop3CaseGen {
 
   generate(opts = {}) {
     const r = this.rng;
-    const drawn = r.weighted([[40, 'client'], [60, 'server']]);
-    const mode = opts.mode === 'both' ? 'server' : opts.mode ?? drawn;
-    const kase = { proto: 'pop3', mode, policy: r.pick(['strip', 'block']), usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0, bytewise: r.chance(0.02) || undefined, steps: [] };
+    const drawn = r.weighted([
+      [40, 'client'],
+      [60, 'server'],
+    ]);
+    const mode = opts.mode === 'both' ? 'server' : (opts.mode ?? drawn);
+    const kase = {
+      proto: 'pop3',
+      mode,
+      policy: r.pick(['strip', 'block']),
+      usplit: r.chance(0.3) ? r.int(1, 2 ** 30) : 0,
+      bytewise: r.chance(0.02) || undefined,
+      steps: [],
+    };
     const n = r.int(2, opts.maxSteps ?? 8);
     for (let i = 0; i < n; i++) {
       if (mode === 'server' && r.chance(0.6)) kase.steps.push(this.hostile());
       // a chunk of 1-3 pipelined commands
       const cmds = [];
       let k;
-      const count = r.weighted([[6, 1], [3, 2], [1, 3]]);
+      const count = r.weighted([
+        [6, 1],
+        [3, 2],
+        [1, 3],
+      ]);
       for (let j = 0; j < count; j++) {
         if (mode === 'client' && r.chance(0.35)) {
           const m = this.mutatedCommand();

@@ -21,7 +21,11 @@ export interface SocketReport {
   ms: number;
 }
 export function generateSocketCase(seed: number, index: number, opts?: { proto?: string }): Case;
-export function runSocketCase(ports: SocketPorts, kase: Pick<Case, 'proto' | 'steps'> & { id?: string }, opts?: { quietMs?: number; maxStepMs?: number; loginMs?: number }): Promise<SocketCaseResult>;
+export function runSocketCase(
+  ports: SocketPorts,
+  kase: Pick<Case, 'proto' | 'steps'> & { id?: string },
+  opts?: { quietMs?: number; maxStepMs?: number; loginMs?: number },
+): Promise<SocketCaseResult>;
 export function runSocketCampaign(
   ports: SocketPorts,
   opts: { seed: number; cases: number; start?: number; timeMs: number; concurrency?: number; minimizeMs?: number; proto?: string },

@@ -78,7 +78,11 @@ export async function runSocketCase(ports, kase, opts = {}) {
   const loggedIn = kase.proto === 'imap' ? /\r\nL0 OK/.test(loginText) : /\r\n\+OK\r\n\+OK/.test(loginText);
   if (!opts.rawLogin) await waitQuiet(false);
   // IMAP: a step is done once every tag it sent has its tagged answer (or after a quiet window)
-  const tagsOf = (text) => text.split(/\r?\n|\r/).map((l) => /^([A-Za-z0-9.]+) /.exec(l)?.[1]).filter(Boolean);
+  const tagsOf = (text) =>
+    text
+      .split(/\r?\n|\r/)
+      .map((l) => /^([A-Za-z0-9.]+) /.exec(l)?.[1])
+      .filter(Boolean);
   for (const s of kase.steps) {
     if (closed) break;
     // saved transcripts write a single chunk as a string
@@ -159,7 +163,8 @@ export async function runSocketCampaign(ports, opts) {
   for (const f of found) {
     let min = f.kase;
     const pre = classify(f.kase);
-    if (!Object.values(report.classes).some((c) => c.rawClasses.has(pre)) && Date.now() < minDeadline) min = await minimizeSocket(ports, f.kase, 30, minDeadline);
+    if (!Object.values(report.classes).some((c) => c.rawClasses.has(pre)) && Date.now() < minDeadline)
+      min = await minimizeSocket(ports, f.kase, 30, minDeadline);
     const name = classify(min);
     const existing = Object.values(report.classes).find((c) => c.rawClasses.has(pre));
     const entry = existing ?? (report.classes[name] ??= { count: 0, firstCase: f.kase.id, rawClasses: new Set(), repro: null });
@@ -167,7 +172,13 @@ export async function runSocketCampaign(ports, opts) {
     entry.count++;
     if (!entry.repro) {
       const rec = await runSocketCase(ports, min);
-      entry.repro = { class: `real Dovecot: ${name}`, invariant: 'no byte of the protected payloads reaches the client', leak: rec.leak ?? f.leak, case: min, transcript: rec.leak ? rec.transcript : f.transcript };
+      entry.repro = {
+        class: `real Dovecot: ${name}`,
+        invariant: 'no byte of the protected payloads reaches the client',
+        leak: rec.leak ?? f.leak,
+        case: min,
+        transcript: rec.leak ? rec.transcript : f.transcript,
+      };
     }
   }
   for (const c of Object.values(report.classes)) c.rawClasses = [...c.rawClasses];
@@ -176,7 +187,11 @@ export async function runSocketCampaign(ports, opts) {
 }
 
 export function formatSocketReport(report) {
-  const lines = [`session fuzz against real Dovecot: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto).map(([p, v]) => `${p} ${v.cases}`).join(', ')}); escapes ${report.escapes} in ${Object.keys(report.classes).length} classes; login failures ${report.loginFailures}`];
+  const lines = [
+    `session fuzz against real Dovecot: seed ${report.seed}, ${report.casesRun} cases in ${(report.ms / 1000).toFixed(1)} s (${Object.entries(report.byProto)
+      .map(([p, v]) => `${p} ${v.cases}`)
+      .join(', ')}); escapes ${report.escapes} in ${Object.keys(report.classes).length} classes; login failures ${report.loginFailures}`,
+  ];
   for (const [name, c] of Object.entries(report.classes)) {
     lines.push(`  [${c.count}] ${name} (first ${c.firstCase})`);
     if (c.repro) {
@@ -192,7 +207,21 @@ export function formatSocketReport(report) {
 export function socketReproFiles(report) {
   return Object.entries(report.classes)
     .filter(([, c]) => c.repro)
-    .map(([name, c]) => ({ name: `dovecot-${slug(name)}.json`, body: JSON.stringify({ ...c.repro, count: c.count, firstCase: c.firstCase, seed: report.seed, replay: 'test/fuzz/session-dovecot.test.ts replays it against real Dovecot' }, null, 1) + '\n' }));
+    .map(([name, c]) => ({
+      name: `dovecot-${slug(name)}.json`,
+      body:
+        JSON.stringify(
+          {
+            ...c.repro,
+            count: c.count,
+            firstCase: c.firstCase,
+            seed: report.seed,
+            replay: 'test/fuzz/session-dovecot.test.ts replays it against real Dovecot',
+          },
+          null,
+          1,
+        ) + '\n',
+    }));
 }
 
 // ------------------------------------------------------------------ model check
@@ -259,8 +288,17 @@ export async function compareWithModel(port, kase, ImapUpstream, opts = {}) {
   model.out.length = 0;
   model.receive(asBuf(login));
   for (const s of kase.steps) for (const c of chunksOf(s)) model.receive(asBuf(c));
-  const realBytes = asBuf(direct.transcript.filter(([d]) => d === 'postern>client').map(([, t]) => t).join(''));
-  const drop = (sig) => sig.split(' | ').filter((x) => x !== 'L0 OK').join(' | ');
+  const realBytes = asBuf(
+    direct.transcript
+      .filter(([d]) => d === 'postern>client')
+      .map(([, t]) => t)
+      .join(''),
+  );
+  const drop = (sig) =>
+    sig
+      .split(' | ')
+      .filter((x) => x !== 'L0 OK')
+      .join(' | ');
   const real = drop(answerSignature(realBytes));
   const mine = drop(answerSignature(Buffer.concat(model.out)));
   return { same: real === mine, real, model: mine };

@@ -11,9 +11,9 @@
  *   be decoded fails it with imapCode 'PARSE' (Dovecot answers NO too; the exact text was not verified).
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import { findSection, type HeaderField, type MimeNode } from '../../mime/partmap.js';
 import { parseCteValue } from '../../mime/content.js';
 import { decodeBody } from '../../mime/decode.js';
+import { findSection, type HeaderField, type MimeNode } from '../../mime/partmap.js';
 
 const CRLF = Buffer.from('\r\n');
 

@@ -5,8 +5,9 @@
  * has no charset, RFC 2231 continuations are merged ("name*" keeps the raw extended value),
  * Content-Language is always a list; sizes count the CR a served bare LF gains.
  */
+
+import { type PartData, partData } from '../../mime/content.js';
 import type { MimeNode } from '../../mime/partmap.js';
-import { partData, type PartData } from '../../mime/content.js';
 import { writeEnvelope } from './envelope.js';
 import { hstring, hstringNoLf } from './text.js';
 

@@ -4,7 +4,7 @@
  * placeholders), Sender and Reply-To defaulting to From, subjects and names written for humans.
  */
 import { MAX_ENVELOPE_ADDRESSES } from '../../limits.js';
-import { Rfc822Parser, type MimeNode } from '../../mime/partmap.js';
+import { type MimeNode, Rfc822Parser } from '../../mime/partmap.js';
 import { hstring, hstringForHumans } from './text.js';
 
 interface Address {

@@ -16,10 +16,10 @@
  * Every message is served with CRLF line endings (bare LFs are converted first), as Dovecot does.
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import type { PartMap } from '../../policy/types.js';
-import { buildPartMap, mimeNodeOf, type MimeNode } from '../../mime/partmap.js';
 import { hasBareLf, toCrlf } from '../../mime/eol.js';
-import { formatItemName, type FetchItem } from '../../protocol/imap/fetch-items.js';
+import { buildPartMap, type MimeNode, mimeNodeOf } from '../../mime/partmap.js';
+import type { PartMap } from '../../policy/types.js';
+import { type FetchItem, formatItemName } from '../../protocol/imap/fetch-items.js';
 import { literalBytes } from '../../protocol/imap/write.js';
 import { binaryOf, binarySection } from './binary.js';
 import { writeStructure } from './bodystructure.js';

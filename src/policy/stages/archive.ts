@@ -73,7 +73,12 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
 }
 
 /** The archive rules on an inspected ZIP: limits, ambiguity, then every member in order. */
-export function judgeMembers(rep: ZipReport, policy: CompiledPolicy, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, prefix = ''): { findings: Finding[]; largestMember: number } {
+export function judgeMembers(
+  rep: ZipReport,
+  policy: CompiledPolicy,
+  base: ArchiveFindingBase & Pick<Finding, 'detectedType'>,
+  prefix = '',
+): { findings: Finding[]; largestMember: number } {
   const findings: Finding[] = [];
   let largestMember = 0;
   const { onLimit, onAmbiguous, onEncrypted } = policy.archives;
@@ -81,18 +86,36 @@ export function judgeMembers(rep: ZipReport, policy: CompiledPolicy, base: Archi
     findings.push({ ...base, rule: 'archives.on_limit', action: onLimit.action, reason: `${prefix}archive not fully inspected: ${rep.limit}`, spec: onLimit });
   }
   if (rep.malformed && onAmbiguous.action !== 'allow') {
-    findings.push({ ...base, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `${prefix}archive is damaged or ambiguous (extractors may read it differently): ${rep.malformed}`, spec: onAmbiguous });
+    findings.push({
+      ...base,
+      rule: 'archives.on_ambiguous',
+      action: onAmbiguous.action,
+      reason: `${prefix}archive is damaged or ambiguous (extractors may read it differently): ${rep.malformed}`,
+      spec: onAmbiguous,
+    });
   }
   for (const m of rep.members) {
     if (m.size > largestMember) largestMember = m.size;
     const member = { ...base, archivePath: m.path };
     if (m.encrypted && onEncrypted.action !== 'allow') {
-      findings.push({ ...member, rule: 'archives.on_encrypted', action: onEncrypted.action, reason: `${prefix}encrypted archive member ${m.path} cannot be inspected`, spec: onEncrypted });
+      findings.push({
+        ...member,
+        rule: 'archives.on_encrypted',
+        action: onEncrypted.action,
+        reason: `${prefix}encrypted archive member ${m.path} cannot be inspected`,
+        spec: onEncrypted,
+      });
     }
     // every name a reader could show for the member (header, Unicode Path field, charsets): strictest wins
     const mforms = nameForms(m.names.length ? m.names : [m.name]);
     if (mforms.problems.length > 0 && onAmbiguous.action !== 'allow') {
-      findings.push({ ...member, rule: 'archives.on_ambiguous', action: onAmbiguous.action, reason: `${prefix}archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`, spec: onAmbiguous });
+      findings.push({
+        ...member,
+        rule: 'archives.on_ambiguous',
+        action: onAmbiguous.action,
+        reason: `${prefix}archive member ${m.path.slice(0, 200)}: ${mforms.problems.join('; ')}`,
+        spec: onAmbiguous,
+      });
     }
     let fr: RuleDecision | undefined;
     for (const mname of mforms.forms) {
@@ -100,11 +123,24 @@ export function judgeMembers(rep: ZipReport, policy: CompiledPolicy, base: Archi
       if (d && (!fr || SEVERITY[d.spec.action] > SEVERITY[fr.spec.action])) fr = d;
     }
     if (fr && fr.spec.action !== 'allow') {
-      findings.push({ ...member, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `archive member ${m.path} matches a forbidden file name`}`, spec: fr.spec });
+      findings.push({
+        ...member,
+        rule: fr.rule,
+        action: fr.spec.action,
+        reason: `${prefix}${fr.reason ?? `archive member ${m.path} matches a forbidden file name`}`,
+        spec: fr.spec,
+      });
     }
     if (m.detectedType) {
       const td = typeDecision(policy, m.detectedType);
-      if (td.spec.action !== 'allow') findings.push({ ...member, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? `archive member ${m.path} is ${m.detectedType}`}`, spec: td.spec });
+      if (td.spec.action !== 'allow')
+        findings.push({
+          ...member,
+          rule: td.rule,
+          action: td.spec.action,
+          reason: `${prefix}${td.reason ?? `archive member ${m.path} is ${m.detectedType}`}`,
+          spec: td.spec,
+        });
     }
   }
   return { findings, largestMember };

@@ -48,7 +48,13 @@ export function classifyAntivirus(records: readonly ScanRecord[], policy: Compil
   const onError = (part: string, o: Extract<ScanOutcome, { kind: 'error' }>) => {
     if (av.onError === 'tempfail') out.tempfail = true;
     else if (av.onError === 'block') {
-      emit({ part, rule: 'antivirus.on_error', action: 'block', reason: `scanner ${o.reason}: ${o.message}`, spec: { action: 'block', quarantine: false, log: true } });
+      emit({
+        part,
+        rule: 'antivirus.on_error',
+        action: 'block',
+        reason: `scanner ${o.reason}: ${o.message}`,
+        spec: { action: 'block', quarantine: false, log: true },
+      });
     } else if (!out.tags.some((t) => t.includes('reason=error'))) out.tags.push(`${av.tagHeader}: unscanned; reason=error; policy=${policy.name}`);
   };
   /** Applies on_oversize / on_error to an answer; returns the virus names when it is infected (added to the verdict's list). */
@@ -107,7 +113,14 @@ export function classifyAntivirus(records: readonly ScanRecord[], policy: Compil
     }
   }
   if (messageInfected && !partInfected && !out.tempfail) {
-    emit({ part: '', rule: 'antivirus', action: 'block', reason: `virus found: ${out.viruses.join(', ')}`, virus: out.viruses.join(', '), spec: { ...av.onVirus, action: 'block' } });
+    emit({
+      part: '',
+      rule: 'antivirus',
+      action: 'block',
+      reason: `virus found: ${out.viruses.join(', ')}`,
+      virus: out.viruses.join(', '),
+      spec: { ...av.onVirus, action: 'block' },
+    });
   }
   return out;
 }
@@ -128,5 +141,12 @@ export function outputIsClean(r: ScanResult): boolean {
 
 /** The finding for a changed message whose output still carries a virus (or could not be scanned): block. */
 export function dirtyOutputFinding(viruses: readonly string[], policy: CompiledPolicy): Finding {
-  return { part: '', rule: 'antivirus', action: 'block', reason: 'virus found in what would be delivered', virus: viruses.join(', '), spec: { ...policy.antivirus.onVirus, action: 'block' } };
+  return {
+    part: '',
+    rule: 'antivirus',
+    action: 'block',
+    reason: 'virus found in what would be delivered',
+    virus: viruses.join(', '),
+    spec: { ...policy.antivirus.onVirus, action: 'block' },
+  };
 }

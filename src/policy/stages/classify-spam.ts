@@ -62,7 +62,12 @@ export function classifySpam(records: readonly SpamRecord[], policy: CompiledPol
     const unknown = o.kind === 'error' ? spam.onError : spam.onOversize.action;
     const rule = o.kind === 'error' ? 'spam.on_error' : 'spam.on_oversize';
     const reason = o.kind === 'error' ? `spam scanner ${o.reason}: ${o.message}` : `too large for the spam check (${o.size} bytes, limit ${o.limit})`;
-    out.verdict = { outcome: o.kind, level: 'unknown', applied: 'unknown', ...(o.kind === 'error' ? { reason: `${o.reason}: ${o.message}`, ...(o.endpoint ? { endpoint: o.endpoint } : {}), ms: o.ms } : {}) };
+    out.verdict = {
+      outcome: o.kind,
+      level: 'unknown',
+      applied: 'unknown',
+      ...(o.kind === 'error' ? { reason: `${o.reason}: ${o.message}`, ...(o.endpoint ? { endpoint: o.endpoint } : {}), ms: o.ms } : {}),
+    };
     if (unknown === 'tempfail') {
       out.tempfail = true;
       out.verdict.applied = 'tempfail';
@@ -113,7 +118,9 @@ export function classifySpam(records: readonly SpamRecord[], policy: CompiledPol
 /** Why the message is spam, for the hit and the deny notice: `spam score 16.20 >= block_score 15.00`. */
 function spamReason(o: Extract<SpamOutcome, { kind: 'scored' }>, level: 'spam' | 'reject', spam: Spam): string {
   if (spam.mode === 'rspamd') return `rspamd action "${o.action}" (spam score ${num(o.score)})`;
-  return level === 'reject' ? `spam score ${num(o.score)} >= block_score ${num(spam.blockScore!)}` : `spam score ${num(o.score)} >= tag_score ${num(spam.tagScore!)}`;
+  return level === 'reject'
+    ? `spam score ${num(o.score)} >= block_score ${num(spam.blockScore!)}`
+    : `spam score ${num(o.score)} >= tag_score ${num(spam.tagScore!)}`;
 }
 
 /**
@@ -123,7 +130,12 @@ function spamReason(o: Extract<SpamOutcome, { kind: 'scored' }>, level: 'spam' |
  *   X-Spam-Score: 7.20
  *   X-Spam-Symbols: BAYES_SPAM(5.10), R_DKIM_NA(0.00), ...   (strongest first, folded, bounded)
  */
-export function spamHeaders(o: Extract<SpamOutcome, { kind: 'scored' }>, level: 'spam' | 'reject', spam: Spam, ordered: readonly SpamSymbol[] = strongestFirst(o.symbols)): string[] {
+export function spamHeaders(
+  o: Extract<SpamOutcome, { kind: 'scored' }>,
+  level: 'spam' | 'reject',
+  spam: Spam,
+  ordered: readonly SpamSymbol[] = strongestFirst(o.symbols),
+): string[] {
   const basis = spam.mode === 'rspamd' ? `action=${o.action.replace(/ /g, '_')}` : `required=${num(level === 'reject' ? spam.blockScore! : spam.tagScore!)}`;
   const lines = [`X-Spam-Status: Yes, score=${num(o.score)} ${basis}`, `X-Spam-Score: ${num(o.score)}`];
   const symbols = symbolsField(ordered);

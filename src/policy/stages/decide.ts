@@ -7,9 +7,9 @@
  */
 import type { MimeNode } from '../../mime/parse.js';
 import type { CompiledPolicy } from '../load.js';
-import type { Findings } from './findings.js';
 import type { ScanFindings } from './classify-scan.js';
 import type { SpamFindings } from './classify-spam.js';
+import type { Findings } from './findings.js';
 
 export type Decision = 'tempfail' | 'block' | 'rewrite';
 
@@ -17,15 +17,35 @@ export type Decision = 'tempfail' | 'block' | 'rewrite';
 export function decide(findings: Findings, scan: ScanFindings, policy: CompiledPolicy, spam?: SpamFindings): Decision {
   if (scan.tempfail || spam?.tempfail) {
     // the verdict still lists what was found, behind the reason nothing is served
-    if (spam?.tempfail) findings.prepend({ part: '', rule: 'spam.on_error', action: 'tempfail', reason: 'spam scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
-    if (scan.tempfail) findings.prepend({ part: '', rule: 'antivirus.on_error', action: 'tempfail', reason: 'scanner unavailable: message not vetted', spec: { action: 'allow', quarantine: false, log: true } });
+    if (spam?.tempfail)
+      findings.prepend({
+        part: '',
+        rule: 'spam.on_error',
+        action: 'tempfail',
+        reason: 'spam scanner unavailable: message not vetted',
+        spec: { action: 'allow', quarantine: false, log: true },
+      });
+    if (scan.tempfail)
+      findings.prepend({
+        part: '',
+        rule: 'antivirus.on_error',
+        action: 'tempfail',
+        reason: 'scanner unavailable: message not vetted',
+        spec: { action: 'allow', quarantine: false, log: true },
+      });
     return 'tempfail';
   }
   // strips inside a signed part invalidate the signature: the policy decides whether that is acceptable
   if (policy.signed.onChange === 'block') {
     const signed = findings.list.find((f) => f.spec.action === 'strip' && f.target && isInsideSigned(f.target));
     if (signed) {
-      findings.add({ part: signed.part, rule: 'signed.on_change', action: 'block', reason: 'a change inside a signed part would break its signature', spec: { action: 'block', quarantine: signed.spec.quarantine, log: true } });
+      findings.add({
+        part: signed.part,
+        rule: 'signed.on_change',
+        action: 'block',
+        reason: 'a change inside a signed part would break its signature',
+        spec: { action: 'block', quarantine: signed.spec.quarantine, log: true },
+      });
     }
   }
   // a strip with no replaceable entity (the top-level body) becomes a block

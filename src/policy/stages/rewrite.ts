@@ -9,10 +9,11 @@
  *   headers, antivirus and spam tags, the spam subject prefix) are new bytes, so kept parts are byte-identical and boundaries stay
  *   valid. A message nothing applies to comes back as the same Buffer: status clean.
  */
+
+import { MAX_NOTICE_FIELD_BYTES } from '../../limits.js';
 import { decodedFieldValue } from '../../mime/headers.js';
 import type { MimeNode } from '../../mime/parse.js';
 import type { HeaderField } from '../../mime/partmap.js';
-import { MAX_NOTICE_FIELD_BYTES } from '../../limits.js';
 import { encodeDenyBody, renderTemplate, strippedPart, type TemplateVars } from '../deny.js';
 import type { CompiledPolicy } from '../load.js';
 import type { Finding, Findings } from './findings.js';
@@ -83,7 +84,14 @@ export function blockNotice(p: ParsedMessage, findings: Findings, recovery: stri
 }
 
 /** Strips, part header rules, top-level header rules, tags and the subject prefix, as non-overlapping replacements. */
-function rewrite(p: ParsedMessage, findings: Findings, tags: readonly string[], recovery: string, policy: CompiledPolicy, subjectPrefix: string | null): Buffer {
+function rewrite(
+  p: ParsedMessage,
+  findings: Findings,
+  tags: readonly string[],
+  recovery: string,
+  policy: CompiledPolicy,
+  subjectPrefix: string | null,
+): Buffer {
   const { msg, tree } = p;
   const root = topHeader(p, policy.limits);
   const replacements: { start: number; end: number; bytes: Buffer[] }[] = [];
@@ -136,11 +144,27 @@ function rewrite(p: ParsedMessage, findings: Findings, tags: readonly string[], 
 }
 
 /** Template variables for the findings a text is about. */
-function templateVars(p: ParsedMessage, root: MimeNode, about: Finding[], findings: Findings, recovery: string, policy: CompiledPolicy, sterile: boolean): TemplateVars {
+function templateVars(
+  p: ParsedMessage,
+  root: MimeNode,
+  about: Finding[],
+  findings: Findings,
+  recovery: string,
+  policy: CompiledPolicy,
+  sterile: boolean,
+): TemplateVars {
   return {
     reason: sterile ? 'a virus was found in the message' : uniq(about.map((x) => x.reason)).join('; '),
     filename: sterile ? undefined : uniq(about.map((x) => x.filename ?? '').filter(Boolean)).join(', ') || undefined,
-    type: sterile ? undefined : uniq(about.map((x) => (x.detectedType && x.detectedType !== x.declaredType ? `${x.declaredType ?? '?'} (detected ${x.detectedType})` : (x.declaredType ?? ''))).filter(Boolean)).join(', ') || undefined,
+    type: sterile
+      ? undefined
+      : uniq(
+          about
+            .map((x) =>
+              x.detectedType && x.detectedType !== x.declaredType ? `${x.declaredType ?? '?'} (detected ${x.detectedType})` : (x.declaredType ?? ''),
+            )
+            .filter(Boolean),
+        ).join(', ') || undefined,
     virus: uniq(about.map((x) => x.virus ?? '').filter(Boolean)).join(', ') || undefined,
     action: about.some((x) => x.spec.action === 'block') ? 'block' : 'strip',
     policy: policy.name,

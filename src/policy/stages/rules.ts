@@ -14,15 +14,16 @@
  *
  * Header stripping is a rule too; it is applied where the bytes are written (header-rules.ts).
  */
+
+import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
 import { decodeBody, decodeChunks, decodePrefix, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
 import { detectType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
-import { scanHtmlData } from '../../mime/html-data.js';
 import { toCrlf } from '../../mime/eol.js';
+import { scanHtmlData } from '../../mime/html-data.js';
 import { nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
 import { type InflateBudget, zipTrailerIn } from '../../mime/zip.js';
-import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
 import { filenameHits, typeDecision } from './decisions.js';
@@ -73,14 +74,22 @@ export function structureRules(p: ParsedMessage, policy: CompiledPolicy, emit: E
   const { onLimit, onMalformed } = policy.limits;
   if (!p.tree) {
     if (onLimit.action !== 'allow') {
-      emit({ part: '', rule: 'limits.max_message_size', action: 'block', reason: `message larger than ${policy.limits.maxMessageSize} bytes`, spec: { ...onLimit, action: 'block' } });
+      emit({
+        part: '',
+        rule: 'limits.max_message_size',
+        action: 'block',
+        reason: `message larger than ${policy.limits.maxMessageSize} bytes`,
+        spec: { ...onLimit, action: 'block' },
+      });
     }
     return;
   }
   const limit = p.tree.limit;
-  if (limit && onLimit.action !== 'allow') emit({ part: limit.section, rule: limit.rule, action: 'block', reason: limit.reason, spec: { ...onLimit, action: 'block' } });
+  if (limit && onLimit.action !== 'allow')
+    emit({ part: limit.section, rule: limit.rule, action: 'block', reason: limit.reason, spec: { ...onLimit, action: 'block' } });
   if (onMalformed.action !== 'allow') {
-    for (const m of p.tree.malformed) emit({ part: m.section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...onMalformed, action: 'block' } });
+    for (const m of p.tree.malformed)
+      emit({ part: m.section, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: { ...onMalformed, action: 'block' } });
   }
 }
 
@@ -115,7 +124,12 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   for (const p of leaf.nameProblems) malformed(j, p);
   encodingRules(j);
   const archive = judgeArchive(
-    { detected: j.detected, declared: leaf.type, data: j.decoded, mayEndInZip: () => leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte)) },
+    {
+      detected: j.detected,
+      declared: leaf.type,
+      data: j.decoded,
+      mayEndInZip: () => leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte)),
+    },
     policy,
     j.base,
     '',
@@ -124,7 +138,17 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   j.detected = archive.detected;
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
-  filenameHits(policy, leaf.names, (fr, n) => emit({ ...j.base, filename: n, detectedType: j.detected, rule: fr.rule, action: fr.spec.action, reason: fr.reason ?? `file name ${n} not allowed`, spec: fr.spec }));
+  filenameHits(policy, leaf.names, (fr, n) =>
+    emit({
+      ...j.base,
+      filename: n,
+      detectedType: j.detected,
+      rule: fr.rule,
+      action: fr.spec.action,
+      reason: fr.reason ?? `file name ${n} not allowed`,
+      spec: fr.spec,
+    }),
+  );
   for (const f of archive.findings) emit(f);
   const text = textRules(j, depth);
   const all = [...inner, ...text.inner];
@@ -134,7 +158,15 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
 /** limits.on_malformed, as a block. */
 function malformed(j: LeafJudgement, reason: string): void {
   const spec = j.policy.limits.onMalformed;
-  if (spec.action !== 'allow') j.emit({ ...j.base, detectedType: j.detected, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...spec, action: 'block' } });
+  if (spec.action !== 'allow')
+    j.emit({
+      ...j.base,
+      detectedType: j.detected,
+      rule: 'limits.on_malformed',
+      action: 'block',
+      reason: `malformed: ${reason}`,
+      spec: { ...spec, action: 'block' },
+    });
 }
 
 /**
@@ -143,7 +175,15 @@ function malformed(j: LeafJudgement, reason: string): void {
  */
 function fixedLimit(j: LeafJudgement, reason: string): void {
   const spec = j.policy.limits.onLimit;
-  if (spec.action !== 'allow') j.emit({ ...j.base, detectedType: j.detected, rule: 'limits.on_limit', action: 'block', reason: `not inspected in full: ${reason}`, spec: { ...spec, action: 'block' } });
+  if (spec.action !== 'allow')
+    j.emit({
+      ...j.base,
+      detectedType: j.detected,
+      rule: 'limits.on_limit',
+      action: 'block',
+      reason: `not inspected in full: ${reason}`,
+      spec: { ...spec, action: 'block' },
+    });
 }
 
 /** Transfer encoding damage, checked in bounded memory; the part is decoded whole only where it must be. */
@@ -187,21 +227,48 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
  * `depth + 1`; the strictest finding inside is reported once on the carrier (`base`: its section
  * and strip target), `prefix` starting its reason. Returns the leaves inside.
  */
-function judgeForwarded(msg: Buffer, policy: CompiledPolicy, emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, depth: number, prefix: string, budget: MessageBudget): LeafContents[] {
+function judgeForwarded(
+  msg: Buffer,
+  policy: CompiledPolicy,
+  emit: Emit,
+  base: ArchiveFindingBase & Pick<Finding, 'detectedType'>,
+  depth: number,
+  prefix: string,
+  budget: MessageBudget,
+): LeafContents[] {
   const found: Finding[] = [];
   const innerEmit: Emit = (f) => found.push(f);
   const blockOn = (spec: ActionSpec): ActionSpec => ({ ...spec, action: 'block' });
   let inner: LeafContents[] = [];
   if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
-    innerEmit({ part: base.part, rule: 'limits.max_depth', action: 'block', reason: 'encoded forwarded messages nested too deep', spec: blockOn(policy.limits.onLimit) });
+    innerEmit({
+      part: base.part,
+      rule: 'limits.max_depth',
+      action: 'block',
+      reason: 'encoded forwarded messages nested too deep',
+      spec: blockOn(policy.limits.onLimit),
+    });
   } else if (msg.length > policy.limits.maxMessageSize) {
     // (a part never decodes to more than the message; a file embedded in text can: BinHex runs)
-    innerEmit({ part: base.part, rule: 'limits.max_message_size', action: 'block', reason: `forwarded message larger than ${policy.limits.maxMessageSize} bytes`, spec: blockOn(policy.limits.onLimit) });
+    innerEmit({
+      part: base.part,
+      rule: 'limits.max_message_size',
+      action: 'block',
+      reason: `forwarded message larger than ${policy.limits.maxMessageSize} bytes`,
+      spec: blockOn(policy.limits.onLimit),
+    });
   } else {
     const tree = parseMime(msg, policy.limits);
     if (tree.limit) innerEmit({ part: base.part, rule: tree.limit.rule, action: 'block', reason: tree.limit.reason, spec: blockOn(policy.limits.onLimit) });
     for (const m of tree.malformed) {
-      if (policy.limits.onMalformed.action !== 'allow') innerEmit({ part: base.part, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${m.reason}`, spec: blockOn(policy.limits.onMalformed) });
+      if (policy.limits.onMalformed.action !== 'allow')
+        innerEmit({
+          part: base.part,
+          rule: 'limits.on_malformed',
+          action: 'block',
+          reason: `malformed: ${m.reason}`,
+          spec: blockOn(policy.limits.onMalformed),
+        });
     }
     const leaves: Leaf[] = [];
     forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
@@ -243,7 +310,13 @@ function typeRules(j: LeafJudgement): void {
     detectedType: detected,
     rule: decision.rule,
     action: decision.spec.action,
-    reason: decision.reason ?? (decidedOn === declared ? `content type ${declared} not allowed` : decidedOn === detected ? `detected type ${detected} (declared ${declared}) not allowed` : `content type ${decidedOn} not allowed`),
+    reason:
+      decision.reason ??
+      (decidedOn === declared
+        ? `content type ${declared} not allowed`
+        : decidedOn === detected
+          ? `detected type ${detected} (declared ${declared}) not allowed`
+          : `content type ${decidedOn} not allowed`),
     spec: decision.spec,
   });
 }
@@ -268,7 +341,8 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
   if ((leaf.cte === '7bit' || leaf.cte === '8bit') && leaf.body.indexOf(0) >= 0) malformed(j, `NUL bytes in ${leaf.cte} data`);
   if (!isTextish(leaf.type) && leaf.cte !== 'x-uuencode') return out;
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
-  if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0) malformed(j, 'NUL bytes in decoded text');
+  if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0)
+    malformed(j, 'NUL bytes in decoded text');
   const scan = scanEmbedded(content, j.budget.embedded);
   if (scan.limit) fixedLimit(j, scan.limit);
   out.files = scan.files;
@@ -320,15 +394,24 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
   const forms = nameForms(f.name ? [f.name] : []);
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: forms.forms[0] ?? leaf.names[0], target: leaf.target };
   const malformedFile = (reason: string) => {
-    if (policy.limits.onMalformed.action !== 'allow') emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+    if (policy.limits.onMalformed.action !== 'allow')
+      emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
   };
   // not decoded (a bound): the limit finding says so (textRules)
   if (f.tooLarge) return { inner: [], largestMember: 0 };
   if (f.damaged) malformedFile(`${label} whose payload browsers refuse and other readers decode`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
-  filenameHits(policy, forms.forms, (fr, n) => emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
+  filenameHits(policy, forms.forms, (fr, n) =>
+    emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
+  );
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
-  const archive = judgeArchive({ detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 }, policy, base, prefix, j.budget.inflate);
+  const archive = judgeArchive(
+    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
+    policy,
+    base,
+    prefix,
+    j.budget.inflate,
+  );
   const detected = archive.detected;
   for (const x of archive.findings) emit(x);
   const inner = /^message\//.test(declared) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix, j.budget) : [];
@@ -380,7 +463,8 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   const names = forms.forms;
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target };
   const malformedFile = (reason: string) => {
-    if (policy.limits.onMalformed.action !== 'allow') emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
+    if (policy.limits.onMalformed.action !== 'allow')
+      emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
   };
   // a block past MAX_EMBEDDED_BYTES is not decoded: that is a limit finding (textRules), not damage
   if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && !f.tooLarge) malformedFile(`${label} that cannot be decoded`);
@@ -388,9 +472,16 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   // and goes on, others stop): what it hides is not judged reliably, so it is malformed
   else if (f.damaged && !f.tooLarge) malformedFile(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
-  filenameHits(policy, names, (fr, n) => emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }));
+  filenameHits(policy, names, (fr, n) =>
+    emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
+  );
   const archive = judgeArchive(
-    { detected: policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined, declared: '', data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
+    {
+      detected: policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined,
+      declared: '',
+      data: () => f.data,
+      mayEndInZip: () => f.data.length >= 22,
+    },
     policy,
     base,
     prefix,

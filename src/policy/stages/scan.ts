@@ -187,7 +187,8 @@ export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[
   const maxSize = av.maxSize;
   const jobs: ScanJob[] = [{ role: 'message', part: '', label: 'message', object: { kind: 'bytes', data: () => p.msg }, maxSize }];
   // the CR reading is tried only when the message itself can be sent (it is never shorter)
-  if (p.msg.length <= maxSize && p.tree?.bareCr) jobs.push({ role: 'message-cr', part: '', label: 'message (CR line ends)', object: { kind: 'bytes', data: () => crAsLineEnd(p.msg) }, maxSize });
+  if (p.msg.length <= maxSize && p.tree?.bareCr)
+    jobs.push({ role: 'message-cr', part: '', label: 'message (CR line ends)', object: { kind: 'bytes', data: () => crAsLineEnd(p.msg) }, maxSize });
   if (!av.scanParts || !p.tree) return jobs;
   for (const c of contents) {
     const section = c.leaf.section;
@@ -195,11 +196,27 @@ export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[
     const inner = innerLeaves(c);
     for (const i of inner) {
       const what = `forwarded part ${i.leaf.section}`;
-      jobs.push({ role: 'forwarded-part', part: section, label: `part ${section} (${what})`, object: { kind: 'encoded', body: i.leaf.body, cte: i.leaf.cte }, maxSize, leaf: c, what });
+      jobs.push({
+        role: 'forwarded-part',
+        part: section,
+        label: `part ${section} (${what})`,
+        object: { kind: 'encoded', body: i.leaf.body, cte: i.leaf.cte },
+        maxSize,
+        leaf: c,
+        what,
+      });
     }
     for (const f of [...c.embedded, ...inner.flatMap((i) => i.embedded)]) {
       if (f.data.length === 0) continue;
-      jobs.push({ role: 'embedded', part: section, label: `part ${section} ${f.kind} file`, object: { kind: 'bytes', data: () => f.data }, maxSize, leaf: c, what: `${f.kind} file ${f.name || '(no name)'}` });
+      jobs.push({
+        role: 'embedded',
+        part: section,
+        label: `part ${section} ${f.kind} file`,
+        object: { kind: 'bytes', data: () => f.data },
+        maxSize,
+        leaf: c,
+        what: `${f.kind} file ${f.name || '(no name)'}`,
+      });
     }
   }
   return jobs;

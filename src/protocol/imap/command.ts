@@ -150,12 +150,28 @@ export type CommandCheck =
 // ------------------------------------------------------------------------------------------ limits
 
 // The grammar's limits are defined in src/limits.ts; re-exported here for the grammar's tests.
-export { MAX_COMMAND_LITERALS, MAX_SEARCH_NESTING, MAX_INLINE_LITERAL as DEFAULT_MAX_LITERAL_INLINE };
+export { MAX_COMMAND_LITERALS, MAX_INLINE_LITERAL as DEFAULT_MAX_LITERAL_INLINE, MAX_SEARCH_NESTING };
 
 /** FETCH attributes without a section that the grammar accepts (everything else is refused). */
 export const FETCH_ATTRIBUTES: ReadonlySet<string> = new Set([
-  'ENVELOPE', 'FLAGS', 'INTERNALDATE', 'RFC822', 'RFC822.HEADER', 'RFC822.SIZE', 'RFC822.TEXT', 'BODY', 'BODYSTRUCTURE',
-  'UID', 'MODSEQ', 'EMAILID', 'THREADID', 'SAVEDATE', 'X-GUID', 'X-MAILBOX', 'X-REAL-UID', 'X-SAVEDATE',
+  'ENVELOPE',
+  'FLAGS',
+  'INTERNALDATE',
+  'RFC822',
+  'RFC822.HEADER',
+  'RFC822.SIZE',
+  'RFC822.TEXT',
+  'BODY',
+  'BODYSTRUCTURE',
+  'UID',
+  'MODSEQ',
+  'EMAILID',
+  'THREADID',
+  'SAVEDATE',
+  'X-GUID',
+  'X-MAILBOX',
+  'X-REAL-UID',
+  'X-SAVEDATE',
 ]);
 
 /**
@@ -576,19 +592,46 @@ function* searchKey(p: P, out: Value[], depth: number): Gen<void> {
   const key = raw.toUpperCase();
   out.push({ t: 'atom', v: raw });
   switch (key) {
-    case 'ALL': case 'ANSWERED': case 'DELETED': case 'DRAFT': case 'FLAGGED': case 'NEW': case 'OLD': case 'RECENT':
-    case 'SEEN': case 'UNANSWERED': case 'UNDELETED': case 'UNDRAFT': case 'UNFLAGGED': case 'UNSEEN': case 'SAVEDATESUPPORTED':
+    case 'ALL':
+    case 'ANSWERED':
+    case 'DELETED':
+    case 'DRAFT':
+    case 'FLAGGED':
+    case 'NEW':
+    case 'OLD':
+    case 'RECENT':
+    case 'SEEN':
+    case 'UNANSWERED':
+    case 'UNDELETED':
+    case 'UNDRAFT':
+    case 'UNFLAGGED':
+    case 'UNSEEN':
+    case 'SAVEDATESUPPORTED':
       return;
-    case 'BCC': case 'BODY': case 'CC': case 'FROM': case 'SUBJECT': case 'TEXT': case 'TO':
+    case 'BCC':
+    case 'BODY':
+    case 'CC':
+    case 'FROM':
+    case 'SUBJECT':
+    case 'TEXT':
+    case 'TO':
       p.sp();
       out.push(yield* p.astring());
       return;
-    case 'BEFORE': case 'ON': case 'SINCE': case 'SENTBEFORE': case 'SENTON': case 'SENTSINCE':
-    case 'SAVEDBEFORE': case 'SAVEDON': case 'SAVEDSINCE':
+    case 'BEFORE':
+    case 'ON':
+    case 'SINCE':
+    case 'SENTBEFORE':
+    case 'SENTON':
+    case 'SENTSINCE':
+    case 'SAVEDBEFORE':
+    case 'SAVEDON':
+    case 'SAVEDSINCE':
       p.sp();
       out.push(p.date());
       return;
-    case 'KEYWORD': case 'UNKEYWORD':
+    case 'KEYWORD':
+    case 'UNKEYWORD':
       p.sp();
       out.push(p.atom('a keyword'));
       return;
@@ -598,11 +641,13 @@ function* searchKey(p: P, out: Value[], depth: number): Gen<void> {
       p.sp();
       out.push(yield* p.astring());
       return;
-    case 'LARGER': case 'SMALLER':
+    case 'LARGER':
+    case 'SMALLER':
       p.sp();
       out.push(p.number('a size', 0n, MAX_63));
       return;
-    case 'OLDER': case 'YOUNGER':
+    case 'OLDER':
+    case 'YOUNGER':
       p.sp();
       out.push(p.number('an interval', 1n, MAX_U32));
       return;
@@ -620,7 +665,8 @@ function* searchKey(p: P, out: Value[], depth: number): Gen<void> {
       p.sp();
       out.push(p.sequenceSet());
       return;
-    case 'EMAILID': case 'THREADID': {
+    case 'EMAILID':
+    case 'THREADID': {
       p.sp();
       const id = p.need(ATOM, 'an object id');
       if (!OBJECTID.test(id)) fail('bad object id');
@@ -658,7 +704,13 @@ function* searchReturn(p: P): Gen<void> {
   }
   p.top.push(p.atom());
   p.sp();
-  p.top.push(yield* p.list(item(() => ({ t: 'atom', v: p.keyword(SEARCH_RETURN, 'search return option') })), true, 'return options'));
+  p.top.push(
+    yield* p.list(
+      item(() => ({ t: 'atom', v: p.keyword(SEARCH_RETURN, 'search return option') })),
+      true,
+      'return options',
+    ),
+  );
 }
 
 /** search-key *(SP search-key) to the end of the command. */
@@ -890,7 +942,13 @@ function* store(p: P): Gen<void> {
   p.top.push({ t: 'atom', v: att });
   p.sp();
   if (p.peek() === LP) {
-    p.top.push(yield* p.list(item(() => p.flag()), true, 'flag list'));
+    p.top.push(
+      yield* p.list(
+        item(() => p.flag()),
+        true,
+        'flag list',
+      ),
+    );
     return;
   }
   for (;;) {
@@ -985,7 +1043,11 @@ function* create(p: P): Gen<void> {
 }
 
 function statusAtts(p: P): Gen<Value> {
-  return p.list(item(() => ({ t: 'atom', v: p.keyword(STATUS_ATTS, 'status item') })), false, 'status items');
+  return p.list(
+    item(() => ({ t: 'atom', v: p.keyword(STATUS_ATTS, 'status item') })),
+    false,
+    'status items',
+  );
 }
 
 function* status(p: P): Gen<void> {
@@ -1066,7 +1128,13 @@ function* append(p: P): Gen<void> {
   for (;;) {
     p.sp();
     if (p.peek() === LP) {
-      p.top.push(yield* p.list(item(() => p.flag()), true, 'flag list'));
+      p.top.push(
+        yield* p.list(
+          item(() => p.flag()),
+          true,
+          'flag list',
+        ),
+      );
       p.sp();
     }
     if (p.peek() === DQ) {
@@ -1510,9 +1578,26 @@ export function mailboxName(v: Value | undefined): Buffer | null {
 
 /** Index of the (first) mailbox argument per command. */
 const MAILBOX_ARG: Record<string, number> = {
-  SELECT: 0, EXAMINE: 0, CREATE: 0, DELETE: 0, RENAME: 0, SUBSCRIBE: 0, UNSUBSCRIBE: 0, STATUS: 0, APPEND: 0,
-  GETQUOTAROOT: 0, GETACL: 0, SETACL: 0, DELETEACL: 0, LISTRIGHTS: 0, MYRIGHTS: 0, SETMETADATA: 0,
-  COPY: 1, MOVE: 1, 'UID COPY': 1, 'UID MOVE': 1,
+  SELECT: 0,
+  EXAMINE: 0,
+  CREATE: 0,
+  DELETE: 0,
+  RENAME: 0,
+  SUBSCRIBE: 0,
+  UNSUBSCRIBE: 0,
+  STATUS: 0,
+  APPEND: 0,
+  GETQUOTAROOT: 0,
+  GETACL: 0,
+  SETACL: 0,
+  DELETEACL: 0,
+  LISTRIGHTS: 0,
+  MYRIGHTS: 0,
+  SETMETADATA: 0,
+  COPY: 1,
+  MOVE: 1,
+  'UID COPY': 1,
+  'UID MOVE': 1,
 };
 
 /**

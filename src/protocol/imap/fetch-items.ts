@@ -325,7 +325,8 @@ export function formatSection(section: FetchSection): string {
   let out = section.part.join('.');
   if (section.text) {
     out += (out ? '.' : '') + section.text;
-    if (section.fields) out += ` (${section.fields.map((f, i) => echoFieldName(f, section.fieldForms?.[i] ?? (ATOM_FIELD_NAME.test(f) ? 'atom' : 'string'))).join(' ')})`;
+    if (section.fields)
+      out += ` (${section.fields.map((f, i) => echoFieldName(f, section.fieldForms?.[i] ?? (ATOM_FIELD_NAME.test(f) ? 'atom' : 'string'))).join(' ')})`;
   }
   return out;
 }
@@ -363,12 +364,7 @@ export function isContentItem(item: FetchItem): boolean {
 
 /** Metadata computed from the content (sizes, structure): must describe the vetted message too. */
 export function isContentMetadataItem(item: FetchItem): boolean {
-  return (
-    item.name === 'RFC822.SIZE' ||
-    item.name === 'BODYSTRUCTURE' ||
-    item.name === 'BINARY.SIZE' ||
-    (item.name === 'BODY' && !item.section)
-  );
+  return item.name === 'RFC822.SIZE' || item.name === 'BODYSTRUCTURE' || item.name === 'BINARY.SIZE' || (item.name === 'BODY' && !item.section);
 }
 
 export function classifyItem(item: FetchItem): ItemClass {

@@ -344,9 +344,15 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
       return ts.length === 3 && ts[0]!.t === '(' && ts[1]!.t === 'atom' && OBJECTID.test((ts[1] as { v: string }).v) && ts[2]!.t === ')' ? null : bad;
     case 'X-GUID':
       // Dovecot writes the GUID as an atom: hex (mdbox/sdbox) or the maildir base name (1795921236.M333937P2599.vm,S=1324,W=1367)
-      return (one?.t === 'atom' && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v)) || (one?.t === 'str' && !one.literal && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v.toString('latin1'))) ? null : bad;
+      return (one?.t === 'atom' && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v)) ||
+        (one?.t === 'str' && !one.literal && /^[A-Za-z0-9.,=_:-]{1,255}$/.test(one.v.toString('latin1')))
+        ? null
+        : bad;
     case 'X-MAILBOX':
-      return (one?.t === 'atom' && one.v.length <= MAX_METADATA_MAILBOX_NAME) || (one?.t === 'str' && metaString(one) && one.v.length <= MAX_METADATA_MAILBOX_NAME) ? null : bad;
+      return (one?.t === 'atom' && one.v.length <= MAX_METADATA_MAILBOX_NAME) ||
+        (one?.t === 'str' && metaString(one) && one.v.length <= MAX_METADATA_MAILBOX_NAME)
+        ? null
+        : bad;
     case 'ENVELOPE':
       return exactly(ts, (r) => r.envelope(0)) ? null : bad;
     case 'BODY':
@@ -359,13 +365,30 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
 }
 
 /** Untagged responses whose grammar has no string that could carry message content, nor any literal. */
-const NO_LITERAL = new Set(['OK', 'NO', 'BAD', 'BYE', 'CAPABILITY', 'EXISTS', 'RECENT', 'EXPUNGE', 'FLAGS', 'SEARCH', 'SORT', 'THREAD', 'ENABLED', 'VANISHED', 'ESEARCH']);
+const NO_LITERAL = new Set([
+  'OK',
+  'NO',
+  'BAD',
+  'BYE',
+  'CAPABILITY',
+  'EXISTS',
+  'RECENT',
+  'EXPUNGE',
+  'FLAGS',
+  'SEARCH',
+  'SORT',
+  'THREAD',
+  'ENABLED',
+  'VANISHED',
+  'ESEARCH',
+]);
 /** Untagged responses that may carry literals, but only for names and values that are not message content. */
 const NAME_LITERALS = new Set(['LIST', 'LSUB', 'STATUS', 'ID', 'NAMESPACE', 'QUOTA', 'QUOTAROOT', 'ACL', 'LISTRIGHTS', 'MYRIGHTS']);
 
 /** `* STATUS mailbox (ATTR n ...)`: after the mailbox only attribute/number pairs, never a string. */
 const STATUS_TAIL = /^ \((?:[A-Za-z-]{1,40} \d{1,20}(?: [A-Za-z-]{1,40} \d{1,20})*)?\)\r?\n$/;
-const STATUS_LINE = /^\* STATUS (?:"(?:[^"\\\r\n]|\\["\\]){0,1000}"|[^\s(){%*"\\]{1,1000}) \((?:[A-Za-z-]{1,40} \d{1,20}(?: [A-Za-z-]{1,40} \d{1,20})*)?\)\r?\n$/i;
+const STATUS_LINE =
+  /^\* STATUS (?:"(?:[^"\\\r\n]|\\["\\]){0,1000}"|[^\s(){%*"\\]{1,1000}) \((?:[A-Za-z-]{1,40} \d{1,20}(?: [A-Za-z-]{1,40} \d{1,20})*)?\)\r?\n$/i;
 
 /**
  * Screens one complete upstream response (parts = [line, literal, line, ..., line]) that is about to
@@ -407,7 +430,10 @@ export function screenResponse(head: ResponseHead, parts: Buffer[]): ScreenResul
       }
     }
     if (kw === 'STATUS') {
-      const ok = literals === 0 ? STATUS_LINE.test(parts[0]!.toString('latin1')) : literals === 1 && /^\* STATUS \{\d+\}\r?\n$/i.test(parts[0]!.toString('latin1')) && STATUS_TAIL.test(parts[2]!.toString('latin1'));
+      const ok =
+        literals === 0
+          ? STATUS_LINE.test(parts[0]!.toString('latin1'))
+          : literals === 1 && /^\* STATUS \{\d+\}\r?\n$/i.test(parts[0]!.toString('latin1')) && STATUS_TAIL.test(parts[2]!.toString('latin1'));
       if (!ok) return { ok: false, reason: 'STATUS response of the wrong shape' };
     }
     return { ok: true };

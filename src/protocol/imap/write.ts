@@ -48,7 +48,6 @@ function unwritable(what: string): PosternError {
   return new PosternError(ErrorCodes.PROTOCOL, `IMAP string writer: ${what}`);
 }
 
-
 /** Whether `s` (latin1) may be written as a quoted string under `rules`. False for NUL, CR, LF and 8-bit. */
 export function canQuote(s: string, rules: QuotingRules): boolean {
   if (s.length > rules.maxQuoted) return false;

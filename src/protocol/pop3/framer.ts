@@ -127,7 +127,7 @@ const TRANSACTION_GRAMMAR: Readonly<Record<string, ReadonlyArray<ReadonlyArray<'
 };
 
 export type StrictCommand =
-  | { ok: true; name: string; /** canonical decimal arguments */ args: string[]; /** the line to send upstream, without CRLF */ line: string }
+  | { ok: true; name: string /** canonical decimal arguments */; args: string[] /** the line to send upstream, without CRLF */; line: string }
   | { ok: false; reason: 'empty' | 'unknown' | 'syntax' | 'characters' | 'line-end' };
 
 /**

@@ -10,7 +10,7 @@
  * upstream (a single line where a listing belongs, message bytes inside a listing, a payload in a
  * status text) cannot put content in front of the client.
  */
-import { unstuff, type Pop3Response } from './framer.js';
+import { type Pop3Response, unstuff } from './framer.js';
 
 export type ScreenedResponse = { ok: true; bytes: Buffer } | { ok: false; reason: string };
 

@@ -21,10 +21,7 @@ export interface ProxyHeader {
   destination: { address: string; port: number } | null;
 }
 
-export type ProxyResult =
-  | { state: 'need' }
-  | { state: 'done'; header: ProxyHeader; rest: Buffer }
-  | { state: 'error'; reason: string };
+export type ProxyResult = { state: 'need' } | { state: 'done'; header: ProxyHeader; rest: Buffer } | { state: 'error'; reason: string };
 
 export const V2_SIGNATURE = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
 const V1_PREFIX = Buffer.from('PROXY ', 'latin1');
@@ -60,7 +57,8 @@ function parseV1(line: string): ProxyResult {
     return { state: 'done', header: { version: 1, local: true, source: null, destination: null }, rest: Buffer.alloc(0) };
   }
   const parts = line.split(' ');
-  if (parts.length !== 6 || parts[0] !== 'PROXY') return { state: 'error', reason: 'v1: expected PROXY <TCP4|TCP6> <src> <dst> <sport> <dport> with single spaces' };
+  if (parts.length !== 6 || parts[0] !== 'PROXY')
+    return { state: 'error', reason: 'v1: expected PROXY <TCP4|TCP6> <src> <dst> <sport> <dport> with single spaces' };
   const fam = parts[1];
   if (fam !== 'TCP4' && fam !== 'TCP6') return { state: 'error', reason: `v1: unknown protocol "${fam!.slice(0, 8)}"` };
   const want = fam === 'TCP4' ? 4 : 6;
@@ -70,7 +68,11 @@ function parseV1(line: string): ProxyResult {
   const sp = v1Port(parts[4]!);
   const dp = v1Port(parts[5]!);
   if (sp === null || dp === null) return { state: 'error', reason: 'v1: port not a decimal 0..65535 without leading zeros' };
-  return { state: 'done', header: { version: 1, local: false, source: { address: src, port: sp }, destination: { address: dst, port: dp } }, rest: Buffer.alloc(0) };
+  return {
+    state: 'done',
+    header: { version: 1, local: false, source: { address: src, port: sp }, destination: { address: dst, port: dp } },
+    rest: Buffer.alloc(0),
+  };
 }
 
 /** The address text in canonical form, when it is an address of the family written (TCP6 must be written as IPv6). */
@@ -123,8 +125,18 @@ function parseV2(buf: Buffer): ProxyResult {
   }
   const header: ProxyHeader =
     famProto === 0x11
-      ? { version: 2, local: false, source: { address: ip4(body, 0), port: body.readUInt16BE(8) }, destination: { address: ip4(body, 4), port: body.readUInt16BE(10) } }
-      : { version: 2, local: false, source: { address: ip6(body, 0), port: body.readUInt16BE(32) }, destination: { address: ip6(body, 16), port: body.readUInt16BE(34) } };
+      ? {
+          version: 2,
+          local: false,
+          source: { address: ip4(body, 0), port: body.readUInt16BE(8) },
+          destination: { address: ip4(body, 4), port: body.readUInt16BE(10) },
+        }
+      : {
+          version: 2,
+          local: false,
+          source: { address: ip6(body, 0), port: body.readUInt16BE(32) },
+          destination: { address: ip6(body, 16), port: body.readUInt16BE(34) },
+        };
   return { state: 'done', header, rest: Buffer.from(rest) };
 }
 

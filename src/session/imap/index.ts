@@ -11,15 +11,15 @@
  * writes a held response when its promise settles.
  */
 import { randomBytes } from 'node:crypto';
-import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
-import { ImapFramer, type Frame } from '../../protocol/imap/framer.js';
+import { ErrorCodes, isPosternError, PosternError } from '../../errors.js';
+import { type Frame, ImapFramer } from '../../protocol/imap/framer.js';
 import type { ResponseHead } from '../../protocol/imap/parse.js';
 import type { OAuthLoginReady } from '../oauth.js';
 import type { CloseReason, Session, SessionHost, SessionTimer, TlsInfo } from '../types.js';
 import { ClientOutput } from './output.js';
 import { Preauth } from './preauth.js';
-import { Relay, type ImapInterceptor, type ImapSessionView } from './relay.js';
-import { CRLF, UPSTREAM_BYE_TEXT, isAnswerStep, type ImapState, type SessionCore } from './state.js';
+import { type ImapInterceptor, type ImapSessionView, Relay } from './relay.js';
+import { CRLF, type ImapState, isAnswerStep, type SessionCore, UPSTREAM_BYE_TEXT } from './state.js';
 import { UpstreamLogin } from './upstream-login.js';
 
 export type { ImapInterceptor, ImapSessionView, InterceptedCommand } from './relay.js';
@@ -117,8 +117,12 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
   onHoldTimeout(): void {
     if (this.closed) return;
     this.out.drop();
-    this.host.log.warn({ event: 'response.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message: 'held response not ready before the hold deadline' } }, 'held response not ready before the hold deadline');
-    if (!this.out.midOutput) this.host.sendClient(Buffer.from(`* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[ErrorCodes.HOLD_TIMEOUT]} (${ErrorCodes.HOLD_TIMEOUT})${CRLF}`));
+    this.host.log.warn(
+      { event: 'response.hold_timeout', err: { code: ErrorCodes.HOLD_TIMEOUT, message: 'held response not ready before the hold deadline' } },
+      'held response not ready before the hold deadline',
+    );
+    if (!this.out.midOutput)
+      this.host.sendClient(Buffer.from(`* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[ErrorCodes.HOLD_TIMEOUT]} (${ErrorCodes.HOLD_TIMEOUT})${CRLF}`));
     this.finish({ kind: 'timeout', code: ErrorCodes.HOLD_TIMEOUT, message: 'held response outlived the hold deadline' });
   }
 

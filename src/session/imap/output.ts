@@ -7,8 +7,9 @@
  * the host whether the client has read its output (awaitClientDrain / onClientDrained), so a slow reader
  * does not make postern render everything at once.
  */
-import { CRLF, b } from './state.js';
+
 import type { SessionHost } from '../types.js';
+import { b, CRLF } from './state.js';
 
 /** A held response in the queue: written once its rendering settles. */
 interface HeldOutput {

@@ -10,12 +10,12 @@
  * token may cross the client connection (TLS, or a `none` listener): before STARTTLS it is neither
  * advertised nor taken (`NO [PRIVACYREQUIRED]`).
  */
-import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
+import { ErrorCodes, isPosternError, PosternError } from '../../errors.js';
 import { PREAUTH_MAX_LITERAL } from '../../limits.js';
-import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
+import { type Frame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { parseCommandHead, readAstrings } from '../../protocol/imap/parse.js';
 import { preauthCapabilities } from '../imap-capabilities.js';
-import { listenerOAuth, oauthMechanism, oauthTransportOk, readOAuthLogin, type OAuthLoginReady, type OAuthMechanism } from '../oauth.js';
+import { listenerOAuth, type OAuthLoginReady, type OAuthMechanism, oauthMechanism, oauthTransportOk, readOAuthLogin } from '../oauth.js';
 import { decodeSaslBase64, parseSaslPlain } from '../sasl.js';
 import { CRLF, type SessionCore } from './state.js';
 import { refuseRoute } from './upstream-login.js';
@@ -251,7 +251,10 @@ export class Preauth {
         core.bad(tag, 'Invalid base64 in authentication response');
         return null;
       case 'too-large':
-        core.host.log.warn({ event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } }, 'OAuth2 response over the limit');
+        core.host.log.warn(
+          { event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } },
+          'OAuth2 response over the limit',
+        );
         core.out.send(`${tag} NO [LIMIT] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})${CRLF}`);
         return null;
       case 'malformed':

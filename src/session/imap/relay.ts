@@ -14,14 +14,14 @@
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
 import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL } from '../../limits.js';
-import { CommandReader, isIdleDone, serialiseCommand, type CommandGrammarOptions, type CommandPart, type ParsedCommand } from '../../protocol/imap/command.js';
-import { MessageAssembler, type Frame, type LineFrame } from '../../protocol/imap/framer.js';
-import { parseResponseHead, splitCapabilities, type CommandHead, type ResponseHead } from '../../protocol/imap/parse.js';
+import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
+import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
+import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { screenResponse } from '../../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
 import type { MemoryLease, SessionHost } from '../types.js';
 import type { ClientOutput } from './output.js';
-import { CRLF, b, type SessionCore } from './state.js';
+import { b, CRLF, type SessionCore } from './state.js';
 
 /** A client command the interceptor takes over (inline inspection). */
 export interface InterceptedCommand {
@@ -356,7 +356,11 @@ export class Relay {
     }
     if (out instanceof Promise) {
       this.host.pauseUpstream(true);
-      if (lease) void out.then(() => lease.release(), () => lease.release());
+      if (lease)
+        void out.then(
+          () => lease.release(),
+          () => lease.release(),
+        );
       this.out.sendLater(out);
       return lease !== null;
     }
@@ -446,7 +450,10 @@ export class Relay {
       else {
         this.cmd = null;
         if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND after message data: ${r.reason}`);
-        this.host.log.debug({ event: 'command.refused', tag: r.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: r.reason } }, 'client command refused by the grammar');
+        this.host.log.debug(
+          { event: 'command.refused', tag: r.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: r.reason } },
+          'client command refused by the grammar',
+        );
         this.core.bad(r.tag ?? '*', `postern: ${r.reason}`);
       }
       return;
@@ -519,7 +526,10 @@ export class Relay {
   private refuseClientCommand(c: ClientCommand, reason: string | null, literal: { size: number; nonSync: boolean }): void {
     const text = reason === null ? 'Tag reserved by postern' : `postern: ${reason}`;
     if (c.streamed) throw new PosternError(ErrorCodes.COMMAND_SYNTAX, `malformed APPEND: ${text}`);
-    this.host.log.debug({ event: 'command.refused', tag: c.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: text } }, 'client command refused by the grammar');
+    this.host.log.debug(
+      { event: 'command.refused', tag: c.tag, err: { code: ErrorCodes.COMMAND_SYNTAX, message: text } },
+      'client command refused by the grammar',
+    );
     if (literal.nonSync) {
       c.refused = text;
       if (literal.size > 0) c.literal = { size: literal.size, chunks: [], streamed: false };
@@ -598,7 +608,11 @@ export class Relay {
     }
     const { chunks } = serialiseCommand(cmd, this.upstreamLiteralOptions());
     const hasLiteral = cmd.args.some(function lit(v): boolean {
-      return (v.t === 'string' && (v.form === 'literal' || v.form === 'literal8')) || (v.t === 'list' && v.v.some(lit)) || (v.t === 'section' && !!v.fields?.some(lit));
+      return (
+        (v.t === 'string' && (v.form === 'literal' || v.form === 'literal8')) ||
+        (v.t === 'list' && v.v.some(lit)) ||
+        (v.t === 'section' && !!v.fields?.some(lit))
+      );
     });
     const line = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     const head = commandHeadOf(cmd, line);

@@ -24,12 +24,7 @@ import type { ImapInterceptor, ImapSessionView } from './relay.js';
  * - `closed`: nothing more happens.
  * Output to the client goes through the ordered queue of output.ts in every state.
  */
-export type ImapState =
-  | { kind: 'preauth' }
-  | { kind: 'client-tls' }
-  | { kind: 'upstream-login'; login: LoginAttempt }
-  | { kind: 'relay' }
-  | { kind: 'closed' };
+export type ImapState = { kind: 'preauth' } | { kind: 'client-tls' } | { kind: 'upstream-login'; login: LoginAttempt } | { kind: 'relay' } | { kind: 'closed' };
 
 /** One attempt to log in upstream on the client's behalf. */
 export interface LoginAttempt {

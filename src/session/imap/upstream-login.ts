@@ -16,14 +16,14 @@
  * answer it does not understand: postern cancels upstream with `*` and answers NO / BAD itself. An OK
  * after a challenge, or a second challenge, is E_UPSTREAM_PROTOCOL.
  */
-import { ErrorCodes, PosternError, isPosternError } from '../../errors.js';
-import { MessageAssembler, type Frame } from '../../protocol/imap/framer.js';
-import { parseResponseHead, splitCapabilities, type ResponseHead } from '../../protocol/imap/parse.js';
+import { ErrorCodes, isPosternError, PosternError } from '../../errors.js';
+import { type Frame, MessageAssembler } from '../../protocol/imap/framer.js';
+import { parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { quoteOrLiteral } from '../../protocol/imap/write.js';
 import { filterCapabilities } from '../imap-capabilities.js';
-import { parseOAuthChallenge, parseOAuthErrorAck, type OAuthLoginReady } from '../oauth.js';
+import { type OAuthLoginReady, parseOAuthChallenge, parseOAuthErrorAck } from '../oauth.js';
 import { routeLogin } from '../routing.js';
-import { CRLF, b, isAnswerStep, type HandshakePurpose, type LoginAttempt, type LoginSecret, type LoginStep, type SessionCore } from './state.js';
+import { b, CRLF, type HandshakePurpose, isAnswerStep, type LoginAttempt, type LoginSecret, type LoginStep, type SessionCore } from './state.js';
 
 type OAuthStep = Extract<LoginStep, { kind: 'oauth' }>;
 
@@ -34,13 +34,24 @@ type OAuthStep = Extract<LoginStep, { kind: 'oauth' }>;
 export function refuseRoute(core: SessionCore, tag: string, route: { reason: 'syntax' | 'denied'; host?: string }): void {
   const text = route.reason === 'denied' ? `postern: mail server "${route.host}" is not allowed here` : 'postern: log in as user@mail-server (login routing)';
   // never the raw login: a password typed into the user field would end up in the log
-  core.host.log.warn({ event: 'login.refused', reason: route.reason, host: route.reason === 'denied' ? route.host : undefined, err: { code: ErrorCodes.ROUTE_DENIED, message: text } }, 'login refused by routing');
+  core.host.log.warn(
+    {
+      event: 'login.refused',
+      reason: route.reason,
+      host: route.reason === 'denied' ? route.host : undefined,
+      err: { code: ErrorCodes.ROUTE_DENIED, message: text },
+    },
+    'login refused by routing',
+  );
   core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
 }
 
 function refuseNul(core: SessionCore, tag: string): void {
   const text = 'postern: a user name or password containing a NUL byte cannot be passed on';
-  core.host.log.warn({ event: 'login.refused', reason: 'malformed', err: { code: ErrorCodes.PROTOCOL, message: text } }, 'login refused: NUL in the credentials');
+  core.host.log.warn(
+    { event: 'login.refused', reason: 'malformed', err: { code: ErrorCodes.PROTOCOL, message: text } },
+    'login refused: NUL in the credentials',
+  );
   core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
 }
 
@@ -63,13 +74,29 @@ export class UpstreamLogin {
     const login = loginBuf.toString('utf8');
     const route = routeLogin(this.core.host.listener.upstream, login);
     if (!route.ok) return refuseRoute(this.core, tag, route);
-    this.start({ tag, user: route.user, secret: { kind: 'password', password }, upstreamName: route.upstreamName, target: route.target, startedAt: Date.now(), step: { kind: 'connecting' } });
+    this.start({
+      tag,
+      user: route.user,
+      secret: { kind: 'password', password },
+      upstreamName: route.upstreamName,
+      target: route.target,
+      startedAt: Date.now(),
+      step: { kind: 'connecting' },
+    });
   }
 
   /** An OAuth2 login, already read and routed (preauth.ts): connect and relay it. */
   beginOAuth(tag: string, ready: OAuthLoginReady): void {
     const secret: LoginSecret = { kind: 'oauth', mechanism: ready.mechanism, payload: ready.payload };
-    this.start({ tag, user: ready.user, secret, upstreamName: ready.route.upstreamName, target: ready.route.target, startedAt: Date.now(), step: { kind: 'connecting' } });
+    this.start({
+      tag,
+      user: ready.user,
+      secret,
+      upstreamName: ready.route.upstreamName,
+      target: ready.route.target,
+      startedAt: Date.now(),
+      step: { kind: 'connecting' },
+    });
   }
 
   private start(attempt: LoginAttempt): void {
@@ -172,7 +199,10 @@ export class UpstreamLogin {
       core.host.sendUpstream(b(ack.upstream + CRLF));
     } else {
       // not an answer the upstream may get: cancel there, answer the client here
-      core.host.log.info({ event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: login.upstreamName }, 'client answered the OAuth2 error challenge with something else');
+      core.host.log.info(
+        { event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: login.upstreamName },
+        'client answered the OAuth2 error challenge with something else',
+      );
       step.phase = 'cancelled';
       step.reply = 'BAD Invalid response to the authentication challenge';
       core.host.sendUpstream(b(`*${CRLF}`));
@@ -182,7 +212,10 @@ export class UpstreamLogin {
 
   /** The session closed while the attempt waited for an answer: the upstream connection goes too. */
   abandoned(login: LoginAttempt): void {
-    this.core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: ErrorCodes.UPSTREAM_CLOSED, message: 'session closed' } }, 'upstream login phase failed');
+    this.core.host.log.warn(
+      { event: 'login.failed', upstream: login.upstreamName, err: { code: ErrorCodes.UPSTREAM_CLOSED, message: 'session closed' } },
+      'upstream login phase failed',
+    );
     this.core.host.disconnectUpstream();
   }
 
@@ -217,7 +250,10 @@ export class UpstreamLogin {
       }
       if (head.keyword === 'BYE') return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_REFUSED, `upstream refused: ${head.text}`));
       if (head.keyword === 'PREAUTH') {
-        return this.failed(login, new PosternError(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH; refusing (cannot secure or authenticate the session)'));
+        return this.failed(
+          login,
+          new PosternError(ErrorCodes.UPSTREAM_PREAUTH, 'upstream greeted with PREAUTH; refusing (cannot secure or authenticate the session)'),
+        );
       }
       if (head.code && /^CAPABILITY /i.test(head.code)) {
         this.core.upstreamCapabilities = new Set(splitCapabilities(head.code.slice(11)).map((c) => c.toUpperCase()));
@@ -253,7 +289,8 @@ export class UpstreamLogin {
         // response injection: nothing the upstream sent after its OK may be read as post-TLS data
         const dropped = rest() + this.core.discardUpstreamInput();
         this.assembler.reset();
-        if (dropped > 0) this.core.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
+        if (dropped > 0)
+          this.core.host.log.warn({ event: 'upstream.injection_discarded', bytes: dropped }, 'discarded upstream bytes sent after its STARTTLS OK');
         login.step = { kind: 'upstream-tls' };
         // the host logs upstream.tls and reports onUpstreamTlsReady / onUpstreamTlsFailed
         this.core.host.startUpstreamTls();
@@ -368,7 +405,10 @@ export class UpstreamLogin {
       if (step.phase !== 'sent') return protocolError('upstream sent a second challenge');
       const challenge = parseOAuthChallenge(text);
       if (!challenge.ok) {
-        core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
+        core.host.log.warn(
+          { event: 'login.failed', upstream: login.upstreamName, err: { code: challenge.code, message: challenge.detail } },
+          'OAuth2 error challenge not relayed',
+        );
         step.phase = 'cancelled';
         step.reply = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
         core.host.sendUpstream(b(`*${CRLF}`));
@@ -417,7 +457,10 @@ export class UpstreamLogin {
     const core = this.core;
     const { tag } = login;
     if (head.keyword !== 'OK') {
-      core.host.log.info({ event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
+      core.host.log.info(
+        { event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword },
+        'login failed upstream',
+      );
       core.host.disconnectUpstream();
       core.state = { kind: 'preauth' };
       core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${head.text || 'Authentication failed'}${CRLF}`);

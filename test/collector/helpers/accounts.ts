@@ -7,7 +7,10 @@ export function dovecotPort(d: Dovecot, protocol: 'pop3' | 'imap', mode: Upstrea
   return mode === 'implicit' ? d.ports.imaps : d.ports.imap;
 }
 
-export function account(d: Dovecot, over: Partial<CollectorAccountConfig> & { protocol: 'pop3' | 'imap'; tlsMode?: UpstreamTlsMode; user?: 'alice' | 'bob' }): CollectorAccountConfig {
+export function account(
+  d: Dovecot,
+  over: Partial<CollectorAccountConfig> & { protocol: 'pop3' | 'imap'; tlsMode?: UpstreamTlsMode; user?: 'alice' | 'bob' },
+): CollectorAccountConfig {
   const mode = over.tlsMode ?? 'implicit';
   const user = over.user ?? 'alice';
   const { tlsMode: _t, user: _u, ...rest } = over;

@@ -2,8 +2,8 @@
 import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import type { Delivery, DeliveryRequest, DeliveryResult, RecipientOutcome } from '../../../src/collector/delivery.js';
-import { ErrorCodes, PosternError } from '../../../src/errors.js';
 import type { DeleteResult, RemoteFolder, RemoteMailbox, RemoteMessage } from '../../../src/collector/remote.js';
+import { ErrorCodes, PosternError } from '../../../src/errors.js';
 
 export interface FakeMessage {
   uid: number;
@@ -57,7 +57,9 @@ export class FakeServer {
 
 function uidOf(server: FakeServer, m: FakeMessage, folder: string): string {
   // POP3 UIDLs in Dovecot's form: uid + uidvalidity
-  return server.protocol === 'pop3' ? `${m.uid.toString(16).padStart(8, '0')}${server.folder(folder).uidvalidity.toString(16).padStart(8, '0')}` : String(m.uid);
+  return server.protocol === 'pop3'
+    ? `${m.uid.toString(16).padStart(8, '0')}${server.folder(folder).uidvalidity.toString(16).padStart(8, '0')}`
+    : String(m.uid);
 }
 
 class FakeSession implements RemoteMailbox {
@@ -75,7 +77,11 @@ class FakeSession implements RemoteMailbox {
     this.current = folder;
     const f = this.server.folder(folder);
     this.snapshot = [...f.messages];
-    const messages: RemoteMessage[] = this.snapshot.map((m, i) => ({ ref: this.protocol === 'pop3' ? i + 1 : m.uid, uid: uidOf(this.server, m, folder), size: m.data.length }));
+    const messages: RemoteMessage[] = this.snapshot.map((m, i) => ({
+      ref: this.protocol === 'pop3' ? i + 1 : m.uid,
+      uid: uidOf(this.server, m, folder),
+      size: m.data.length,
+    }));
     return { folder, uidvalidity: this.protocol === 'pop3' ? 0 : f.uidvalidity, messages, ambiguous: [] };
   }
 
@@ -128,7 +134,10 @@ export class FakeDelivery implements Delivery {
 
   async send(req: DeliveryRequest): Promise<DeliveryResult> {
     if (this.down) {
-      return { recipients: req.to.map((a) => ({ address: a, kind: 'temp', reply: '' })), failure: new PosternError(ErrorCodes.COLLECTOR_DELIVERY, `down: ${this.down}`) };
+      return {
+        recipients: req.to.map((a) => ({ address: a, kind: 'temp', reply: '' })),
+        failure: new PosternError(ErrorCodes.COLLECTOR_DELIVERY, `down: ${this.down}`),
+      };
     }
     req.onDataStarted?.();
     req.onDataEnd?.();
@@ -137,7 +146,8 @@ export class FakeDelivery implements Delivery {
       const reply = kind === 'accepted' ? '250 2.0.0 ok' : kind === 'temp' ? '451 4.3.0 try later' : kind === 'perm' ? '550 5.1.1 unknown user' : '';
       return { address: a, kind, reply };
     });
-    if (recipients.some((r) => r.kind === 'accepted' || r.kind === 'unconfirmed')) this.sent.push({ from: req.from, to: recipients.filter((r) => r.kind === 'accepted').map((r) => r.address), data: req.data });
+    if (recipients.some((r) => r.kind === 'accepted' || r.kind === 'unconfirmed'))
+      this.sent.push({ from: req.from, to: recipients.filter((r) => r.kind === 'accepted').map((r) => r.address), data: req.data });
     return { recipients };
   }
 

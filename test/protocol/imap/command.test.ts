@@ -1,20 +1,20 @@
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import {
-  CommandReader,
-  DEFAULT_MAX_LITERAL_INLINE,
-  MAX_COMMAND_LITERALS,
-  MAX_SEARCH_NESTING,
-  checkCommand,
-  fetchArgsOf,
-  isIdleDone,
-  mailboxOf,
-  mailboxesOf,
-  serialiseCommand,
   type CommandCheck,
   type CommandGrammarOptions,
+  CommandReader,
+  checkCommand,
+  DEFAULT_MAX_LITERAL_INLINE,
+  fetchArgsOf,
+  isIdleDone,
+  MAX_COMMAND_LITERALS,
+  MAX_SEARCH_NESTING,
+  mailboxesOf,
+  mailboxOf,
   type ParsedCommand,
   type SerialiseOptions,
+  serialiseCommand,
 } from '../../../src/protocol/imap/command.js';
 import { parseFetchItems } from '../../../src/protocol/imap/fetch-items.js';
 import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
@@ -119,10 +119,7 @@ const VALID: Array<[string, string]> = [
   ['thunderbird', '34 logout\r\n'],
   // Apple Mail
   ['apple', '1.1 CAPABILITY\r\n'],
-  [
-    'apple',
-    '2.3 ID ("name" "Mac OS X Mail" "version" "16.0 (3731.700.6)" "os" "Mac OS X" "os-version" "13.4 (22F66)" "vendor" "Apple Inc.")\r\n',
-  ],
+  ['apple', '2.3 ID ("name" "Mac OS X Mail" "version" "16.0 (3731.700.6)" "os" "Mac OS X" "os-version" "13.4 (22F66)" "vendor" "Apple Inc.")\r\n'],
   ['apple', '3.2 LIST "" "*" RETURN (SPECIAL-USE)\r\n'],
   ['apple', '3.3 LIST (SPECIAL-USE) "" "*"\r\n'],
   ['apple', '4.1 SELECT INBOX (CONDSTORE)\r\n'],
@@ -251,7 +248,10 @@ const VALID: Array<[string, string]> = [
   ['rfc', 'A304 SEARCH RETURN () ALL\r\n'],
   ['rfc', 'A305 SEARCH MODSEQ "/flags/\\\\draft" all 620162338\r\n'],
   ['rfc', 'A306 SEARCH YOUNGER 3600 OLDER 60 SAVEDBEFORE 1-Jan-2024 SAVEDATESUPPORTED\r\n'],
-  ['rfc', 'A307 SEARCH NEW OLD RECENT ANSWERED UNANSWERED DRAFT UNKEYWORD $Junk SMALLER 0 BCC x CC y BODY z TEXT w TO v ON 1-Jan-2020 SENTON 1-Jan-2020 SENTSINCE 1-Jan-2020 THREADID T1\r\n'],
+  [
+    'rfc',
+    'A307 SEARCH NEW OLD RECENT ANSWERED UNANSWERED DRAFT UNKEYWORD $Junk SMALLER 0 BCC x CC y BODY z TEXT w TO v ON 1-Jan-2020 SENTON 1-Jan-2020 SENTSINCE 1-Jan-2020 THREADID T1\r\n',
+  ],
   ['rfc', 'a GETQUOTA ""\r\n'],
   ['rfc', 'S0000 SETQUOTA "" (STORAGE 512)\r\n'],
   ['rfc', 'S0001 SETQUOTA "" ()\r\n'],
@@ -331,11 +331,57 @@ describe('valid commands real clients send', () => {
   it('covers every command of the grammar', () => {
     const names = new Set(VALID.map(([, c]) => parsed(c).name));
     for (const n of [
-      'CAPABILITY', 'NOOP', 'LOGOUT', 'STARTTLS', 'AUTHENTICATE', 'LOGIN', 'COMPRESS', 'ENABLE', 'ID', 'NAMESPACE', 'IDLE',
-      'SELECT', 'EXAMINE', 'CREATE', 'DELETE', 'RENAME', 'SUBSCRIBE', 'UNSUBSCRIBE', 'LIST', 'LSUB', 'STATUS', 'APPEND',
-      'CHECK', 'CLOSE', 'UNSELECT', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE', 'SORT', 'THREAD',
-      'UID SEARCH', 'UID FETCH', 'UID STORE', 'UID COPY', 'UID MOVE', 'UID EXPUNGE', 'UID SORT', 'UID THREAD',
-      'GETQUOTA', 'GETQUOTAROOT', 'SETQUOTA', 'GETACL', 'SETACL', 'DELETEACL', 'LISTRIGHTS', 'MYRIGHTS', 'GETMETADATA', 'SETMETADATA',
+      'CAPABILITY',
+      'NOOP',
+      'LOGOUT',
+      'STARTTLS',
+      'AUTHENTICATE',
+      'LOGIN',
+      'COMPRESS',
+      'ENABLE',
+      'ID',
+      'NAMESPACE',
+      'IDLE',
+      'SELECT',
+      'EXAMINE',
+      'CREATE',
+      'DELETE',
+      'RENAME',
+      'SUBSCRIBE',
+      'UNSUBSCRIBE',
+      'LIST',
+      'LSUB',
+      'STATUS',
+      'APPEND',
+      'CHECK',
+      'CLOSE',
+      'UNSELECT',
+      'EXPUNGE',
+      'SEARCH',
+      'FETCH',
+      'STORE',
+      'COPY',
+      'MOVE',
+      'SORT',
+      'THREAD',
+      'UID SEARCH',
+      'UID FETCH',
+      'UID STORE',
+      'UID COPY',
+      'UID MOVE',
+      'UID EXPUNGE',
+      'UID SORT',
+      'UID THREAD',
+      'GETQUOTA',
+      'GETQUOTAROOT',
+      'SETQUOTA',
+      'GETACL',
+      'SETACL',
+      'DELETEACL',
+      'LISTRIGHTS',
+      'MYRIGHTS',
+      'GETMETADATA',
+      'SETMETADATA',
     ]) {
       expect(names, n).toContain(n);
     }
@@ -642,7 +688,13 @@ describe('invalid commands are refused', () => {
   });
 
   it('reason texts never echo client bytes', () => {
-    for (const s of ['a LOGIN alice s3cr3t-pw extra\r\n', 'a LOGIN alice "s3cr3t-pw\r\n', 'a LOGIN alice s3cr3t-pw(\r\n', 'a s3cr3t-pw\r\n', 'a LOGIN s3cr3t-pw\r\n']) {
+    for (const s of [
+      'a LOGIN alice s3cr3t-pw extra\r\n',
+      'a LOGIN alice "s3cr3t-pw\r\n',
+      'a LOGIN alice s3cr3t-pw(\r\n',
+      'a s3cr3t-pw\r\n',
+      'a LOGIN s3cr3t-pw\r\n',
+    ]) {
       const r = parse(s);
       expect(r.ok).toBe(false);
       if (!r.ok) expect(r.reason).not.toContain('s3cr3t');
@@ -689,7 +741,10 @@ describe("the attacker's smuggling examples", () => {
     expect(checkCommand([bytes('a SELECT {4+}\r\n')], none)).toMatchObject({ ok: false, reason: 'non-synchronizing literal not allowed' });
     expect(checkCommand([bytes('a SELECT {4+}\r\n')], minus)).toMatchObject({ ok: true, complete: false });
     expect(checkCommand([bytes('a SELECT {4096+}\r\n')], { ...minus, maxLiteralInline: 8192 })).toMatchObject({ ok: true, complete: false });
-    expect(checkCommand([bytes('a SELECT {4097+}\r\n')], { ...minus, maxLiteralInline: 8192 })).toMatchObject({ ok: false, reason: 'non-synchronizing literal not allowed' });
+    expect(checkCommand([bytes('a SELECT {4097+}\r\n')], { ...minus, maxLiteralInline: 8192 })).toMatchObject({
+      ok: false,
+      reason: 'non-synchronizing literal not allowed',
+    });
     expect(checkCommand([bytes('a APPEND INBOX {100000+}\r\n')], minus)).toMatchObject({ ok: false });
     expect(checkCommand([bytes('a APPEND INBOX {100000}\r\n')], none)).toMatchObject({ ok: true, complete: false });
     expect(checkCommand([bytes('a SELECT {4-}\r\n')], minus)).toMatchObject({ ok: false });
@@ -758,7 +813,11 @@ describe('prefixes (complete: false)', () => {
   });
 
   it('parts ending in a literal are refused by checkCommand (the continuation line is missing)', () => {
-    expect(checkCommand([bytes('a SELECT {4}\r\n'), bytes('BoxB')], OPTS)).toMatchObject({ ok: false, tag: 'a', reason: 'the line after a literal is missing' });
+    expect(checkCommand([bytes('a SELECT {4}\r\n'), bytes('BoxB')], OPTS)).toMatchObject({
+      ok: false,
+      tag: 'a',
+      reason: 'the line after a literal is missing',
+    });
   });
 
   it('data after the end of a command is refused', () => {
@@ -950,7 +1009,12 @@ describe('helpers', () => {
       modifiersText: '(CHANGEDSINCE 7 VANISHED)',
     });
     const items = parseFetchItems('(FLAGS BODY.PEEK[HEADER.FIELDS ("Date" "X-A")]<0.100>) (CHANGEDSINCE 7 VANISHED)');
-    expect(items.items[1]).toMatchObject({ name: 'BODY', peek: true, section: { text: 'HEADER.FIELDS', fields: ['Date', 'X-A'] }, partial: { offset: 0, count: 100 } });
+    expect(items.items[1]).toMatchObject({
+      name: 'BODY',
+      peek: true,
+      section: { text: 'HEADER.FIELDS', fields: ['Date', 'X-A'] },
+      partial: { offset: 0, count: 100 },
+    });
     expect(items.modifiers).toMatchObject({ changedSince: 7n, vanished: true });
     expect(fetchArgsOf(parsed('a FETCH 2 fast\r\n'))).toEqual({ sequenceSet: '2', itemsText: 'fast' });
   });
@@ -977,7 +1041,43 @@ function mulberry32(seed: number): () => number {
   };
 }
 
-const INTERESTING = [' ', '  ', '"', '\\', '(', ')', '{', '}', '[', ']', '<', '>', '%', '*', '+', '-', '~', '$', ',', ':', '.', '0', '1', '\r', '\n', '\r\n', '\x00', '\x7f', '\xc3\xa4', '\t', 'NIL', 'UID ', 'BODY[]', 'a', '='];
+const INTERESTING = [
+  ' ',
+  '  ',
+  '"',
+  '\\',
+  '(',
+  ')',
+  '{',
+  '}',
+  '[',
+  ']',
+  '<',
+  '>',
+  '%',
+  '*',
+  '+',
+  '-',
+  '~',
+  '$',
+  ',',
+  ':',
+  '.',
+  '0',
+  '1',
+  '\r',
+  '\n',
+  '\r\n',
+  '\x00',
+  '\x7f',
+  '\xc3\xa4',
+  '\t',
+  'NIL',
+  'UID ',
+  'BODY[]',
+  'a',
+  '=',
+];
 
 function mutate(src: string, rnd: () => number): string {
   let s = src;
@@ -1089,7 +1189,10 @@ describe('fuzz: mutated commands', () => {
           failures.push(`serialised bytes do not frame: ${JSON.stringify(input)}: ${String(err)}`);
           continue;
         }
-        const back = again.length === 1 ? checkCommand(again[0]!, { ...opts, literalPlus: up.literalPlus || opts.literalPlus, literalMinus: up.literalMinus || opts.literalMinus }) : null;
+        const back =
+          again.length === 1
+            ? checkCommand(again[0]!, { ...opts, literalPlus: up.literalPlus || opts.literalPlus, literalMinus: up.literalMinus || opts.literalMinus })
+            : null;
         if (!back?.ok || !back.complete || !isDeepStrictEqual(back.command, r.command)) {
           failures.push(`differential on ${JSON.stringify(input)} -> ${JSON.stringify(joined(s.chunks).toString('latin1'))}`);
         }

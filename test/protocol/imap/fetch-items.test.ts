@@ -1,14 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { isPosternError } from '../../../src/errors.js';
 import {
   classifyItem,
+  type FetchItem,
   formatItemName,
   isContentItem,
   isHeaderOnlyItem,
   parseFetchItems,
   setsSeen,
-  type FetchItem,
 } from '../../../src/protocol/imap/fetch-items.js';
-import { isPosternError } from '../../../src/errors.js';
 
 const one = (s: string): FetchItem => parseFetchItems(s).items[0]!;
 
@@ -23,7 +23,13 @@ describe('parseFetchItems', () => {
   });
 
   it('parses sections, PEEK and partials', () => {
-    expect(one('BODY.PEEK[]<0.65536>')).toEqual({ name: 'BODY', peek: true, section: { part: [] }, partial: { offset: 0, count: 65536 }, raw: 'BODY.PEEK[]<0.65536>' });
+    expect(one('BODY.PEEK[]<0.65536>')).toEqual({
+      name: 'BODY',
+      peek: true,
+      section: { part: [] },
+      partial: { offset: 0, count: 65536 },
+      raw: 'BODY.PEEK[]<0.65536>',
+    });
     expect(one('body[1.2.mime]').section).toEqual({ part: [1, 2], text: 'MIME' });
     expect(one('BODY[2.HEADER]').section).toEqual({ part: [2], text: 'HEADER' });
     expect(one('BODY[TEXT]').section).toEqual({ part: [], text: 'TEXT' });
@@ -49,7 +55,9 @@ describe('parseFetchItems', () => {
       expect(isPosternError(err) && err.code === 'E_PROTOCOL', `name ${JSON.stringify(name)}`).toBe(true);
     }
     // every printable byte but ":" (atom-specials inside a quoted string)
-    expect(one(String.raw`BODY[HEADER.FIELDS ("!\"#$%&'()*+,-./;<=>?@[\\]^_${'`'}{|}~")]`).section?.fields).toEqual([String.raw`!"#$%&'()*+,-./;<=>?@[\]^_${'`'}{|}~`]);
+    expect(one(String.raw`BODY[HEADER.FIELDS ("!\"#$%&'()*+,-./;<=>?@[\\]^_${'`'}{|}~")]`).section?.fields).toEqual([
+      String.raw`!"#$%&'()*+,-./;<=>?@[\]^_${'`'}{|}~`,
+    ]);
   });
 
   it('parses the CHANGEDSINCE modifier', () => {
@@ -104,7 +112,7 @@ describe('parseFetchItems', () => {
       }
     }
     let seed = 7;
-    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
+    const rnd = (): number => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
     const pieces = ['(', ')', '[', ']', '<', '>', '.', ' ', 'BODY', 'PEEK', 'HEADER', 'FIELDS', '1', '0', '"', '{3}\r\n', 'X', '\\'];
     for (let n = 0; n < 2000; n++) {
       let s = '';
@@ -169,7 +177,18 @@ describe('formatItemName', () => {
 describe('classification', () => {
   const cls = (s: string): string => classifyItem(one(s));
   it('separates content, content metadata, headers and plain metadata', () => {
-    for (const s of ['RFC822', 'RFC822.TEXT', 'BODY[]', 'BODY.PEEK[]<0.10>', 'BODY[TEXT]', 'BODY[1]', 'BODY[1.MIME]', 'BODY[2.HEADER]', 'BINARY[1]', 'BINARY.PEEK[]']) {
+    for (const s of [
+      'RFC822',
+      'RFC822.TEXT',
+      'BODY[]',
+      'BODY.PEEK[]<0.10>',
+      'BODY[TEXT]',
+      'BODY[1]',
+      'BODY[1.MIME]',
+      'BODY[2.HEADER]',
+      'BINARY[1]',
+      'BINARY.PEEK[]',
+    ]) {
       expect(cls(s), s).toBe('content');
       expect(isContentItem(one(s))).toBe(true);
     }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
 import { buildFetchResponse, parseFetchResponse } from '../../../src/protocol/imap/fetch-response.js';
+import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
 
 function frame(input: string, chunk: number): Buffer[][] {
   const f = new ImapFramer({ maxLineLength: 4096, maxLiteralSize: 1 << 20 });
@@ -43,7 +43,12 @@ describe('parseFetchResponse', () => {
       expect(r.items[5]!.literal!.toString()).toBe('abc');
       expect(r.items[6]!.literal!.toString('latin1')).toBe('\x00\x01');
       expect(r.items[3]!.raw.toString('latin1')).toBe('ENVELOPE ("Mon, 2 Nov 2026" {5}\r\nSubj\x01 (("A" NIL "a" "x.test")) NIL NIL NIL NIL NIL NIL "<m@x>")');
-      expect(buildFetchResponse(r.seq, r.items.map((i) => i.raw)).toString('latin1')).toBe(RESP);
+      expect(
+        buildFetchResponse(
+          r.seq,
+          r.items.map((i) => i.raw),
+        ).toString('latin1'),
+      ).toBe(RESP);
     });
   }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ImapFramer, MessageAssembler, parseLiteralTail, type Frame } from '../../../src/protocol/imap/framer.js';
+import { type Frame, ImapFramer, MessageAssembler, parseLiteralTail } from '../../../src/protocol/imap/framer.js';
 
 const limits = { maxLineLength: 1024, maxLiteralSize: 1 << 20 };
 
@@ -112,8 +112,8 @@ describe('MessageAssembler', () => {
 
   it('enforces its byte bound', () => {
     const asm = new MessageAssembler(10);
-    expect(() => asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {40}\r\n'), start: true, literal: { size: 40, nonSync: false, binary: false } })).toThrow(
-      expect.objectContaining({ code: 'E_BUFFER_LIMIT' }),
-    );
+    expect(() =>
+      asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {40}\r\n'), start: true, literal: { size: 40, nonSync: false, binary: false } }),
+    ).toThrow(expect.objectContaining({ code: 'E_BUFFER_LIMIT' }));
   });
 });

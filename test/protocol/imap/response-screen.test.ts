@@ -5,7 +5,7 @@
  * literals, unknown response types) is refused, and no refusal text quotes upstream bytes.
  */
 import { describe, expect, it } from 'vitest';
-import { MessageAssembler, ImapFramer } from '../../../src/protocol/imap/framer.js';
+import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
 import { parseResponseHead } from '../../../src/protocol/imap/parse.js';
 import { screenResponse } from '../../../src/protocol/imap/response-screen.js';
 

@@ -1,15 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, PosternError } from '../../../src/errors.js';
 import {
-  Pop3CommandFramer,
-  Pop3ResponseFramer,
-  MAX_POP3_NUMBER,
   encodeMultiline,
+  MAX_POP3_NUMBER,
+  type Pop3Command,
+  Pop3CommandFramer,
+  type Pop3Response,
+  Pop3ResponseFramer,
   parseTransactionCommand,
   stuff,
   unstuff,
-  type Pop3Command,
-  type Pop3Response,
 } from '../../../src/protocol/pop3/framer.js';
 
 const LIMITS = { maxLineLength: 200, maxBufferedBytes: 4096 };
@@ -142,7 +142,38 @@ describe('parseTransactionCommand against an independent oracle (bounded random 
     const [kw, ...rest] = line.split(' ');
     return [kw!.toUpperCase(), ...rest].join(' ');
   }
-  const PIECES = ['RETR', 'retr', 'TOP', 'Dele', 'LIST', 'UIDL', 'STAT', 'NOOP', 'RSET', 'QUIT', 'CAPA', 'USER', 'X', ' ', ' ', ' ', '  ', '1', '0', '12', '007', '+', '-', '\t', '\x00', '\r', '\x85', '2147483647', '2147483648', '99999999999'];
+  const PIECES = [
+    'RETR',
+    'retr',
+    'TOP',
+    'Dele',
+    'LIST',
+    'UIDL',
+    'STAT',
+    'NOOP',
+    'RSET',
+    'QUIT',
+    'CAPA',
+    'USER',
+    'X',
+    ' ',
+    ' ',
+    ' ',
+    '  ',
+    '1',
+    '0',
+    '12',
+    '007',
+    '+',
+    '-',
+    '\t',
+    '\x00',
+    '\r',
+    '\x85',
+    '2147483647',
+    '2147483648',
+    '99999999999',
+  ];
 
   it('agrees on 3000 lines (same verdict, same upstream line)', () => {
     let seed = 0x8008;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { PROXY_LIMITS } from '../../../src/limits.js';
-import { looksLikeProxy, type ProxyResult, ProxyHeaderParser, V1_MAX_BYTES, V2_SIGNATURE } from '../../../src/protocol/proxy/parser.js';
+import { looksLikeProxy, ProxyHeaderParser, type ProxyResult, V1_MAX_BYTES, V2_SIGNATURE } from '../../../src/protocol/proxy/parser.js';
 
 /** Feeds the whole input at once, one byte at a time, and at every split point; all must agree. */
 function parseAll(input: Buffer): ProxyResult {
@@ -56,7 +56,10 @@ const tlv = (type: number, value: Buffer) => {
 describe('PROXY v1', () => {
   it('parses TCP4 and TCP6 and keeps the bytes after the header', () => {
     const r = parseAll(Buffer.from('PROXY TCP4 192.0.2.1 198.51.100.2 56324 993\r\na1 CAPABILITY\r\n'));
-    expect(r).toMatchObject({ state: 'done', header: { version: 1, local: false, source: { address: '192.0.2.1', port: 56324 }, destination: { address: '198.51.100.2', port: 993 } } });
+    expect(r).toMatchObject({
+      state: 'done',
+      header: { version: 1, local: false, source: { address: '192.0.2.1', port: 56324 }, destination: { address: '198.51.100.2', port: 993 } },
+    });
     expect((r as { rest: Buffer }).rest.toString()).toBe('a1 CAPABILITY\r\n');
     const r6 = parseAll(Buffer.from('PROXY TCP6 2001:db8::1 ::1 1 65535\r\n'));
     expect(r6).toMatchObject({ state: 'done', header: { source: { address: '2001:db8::1', port: 1 } } });
@@ -110,8 +113,16 @@ describe('PROXY v1', () => {
 
 describe('PROXY v2', () => {
   it('parses TCP4 and TCP6 PROXY, skipping TLVs', () => {
-    const r = parseAll(Buffer.concat([v2(1, 0x11, tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 143, Buffer.concat([tlv(0x04, Buffer.alloc(0)), tlv(0xe0, Buffer.from('vpce-123'))]))), Buffer.from('a1 NOOP\r\n')]));
-    expect(r).toMatchObject({ state: 'done', header: { version: 2, local: false, source: { address: '10.0.0.1', port: 40000 }, destination: { address: '10.0.0.2', port: 143 } } });
+    const r = parseAll(
+      Buffer.concat([
+        v2(1, 0x11, tcp4([10, 0, 0, 1], [10, 0, 0, 2], 40000, 143, Buffer.concat([tlv(0x04, Buffer.alloc(0)), tlv(0xe0, Buffer.from('vpce-123'))]))),
+        Buffer.from('a1 NOOP\r\n'),
+      ]),
+    );
+    expect(r).toMatchObject({
+      state: 'done',
+      header: { version: 2, local: false, source: { address: '10.0.0.1', port: 40000 }, destination: { address: '10.0.0.2', port: 143 } },
+    });
     expect((r as { rest: Buffer }).rest.toString()).toBe('a1 NOOP\r\n');
     const b6 = Buffer.alloc(36);
     b6[15] = 1; // ::1
