@@ -5,6 +5,7 @@
  * OpenSSL implements it (nc_dns / nc_ip), so what postern mints is what clients accept.
  */
 import { isIP } from 'node:net';
+import { formatIp, ipTextBytes, parsePrefix } from '../edge/ip.js';
 
 export interface IpRange {
   /** Network address, 4 or 16 bytes. */
@@ -23,29 +24,13 @@ export interface NameConstraints {
   other: string[];
 }
 
-/** IPv4 or IPv6 text to bytes; null when it is neither. */
+/**
+ * IPv4 or IPv6 text to bytes (4 or 16; an IPv4-mapped address stays 16 bytes, as in an X.509 iPAddress);
+ * null when it is neither. The strict rules of src/edge/ip.ts: no leading zeros, no zone id.
+ */
 export function ipToBytes(ip: string): Buffer | null {
-  const v = isIP(ip);
-  if (v === 4) return Buffer.from(ip.split('.').map(Number));
-  if (v !== 6) return null;
-  let s = ip.toLowerCase();
-  const zone = s.indexOf('%');
-  if (zone >= 0) s = s.slice(0, zone);
-  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
-  if (v4) {
-    const b = v4.slice(1).map(Number);
-    s = `${s.slice(0, v4.index)}${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = tail === undefined ? h : [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  if (groups.length !== 8) return null;
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => {
-    out.writeUInt16BE(parseInt(g, 16), i * 2);
-  });
-  return out;
+  const b = ipTextBytes(ip.toLowerCase());
+  return b ? Buffer.from(b) : null;
 }
 
 function maskOf(bytes: number, prefix: number): Buffer {
@@ -66,12 +51,8 @@ export function parseIpRange(text: string): IpRange | null {
   const addr = ipToBytes(ip);
   if (!addr) return null;
   const bits = addr.length * 8;
-  let prefix = bits;
-  if (slash >= 0) {
-    const p = text.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(p) || Number(p) > bits) return null;
-    prefix = Number(p);
-  }
+  const prefix = slash < 0 ? bits : parsePrefix(text.slice(slash + 1), bits);
+  if (prefix === null) return null;
   const mask = maskOf(addr.length, prefix);
   const net = Buffer.from(addr.map((b, i) => b & mask[i]!));
   return { addr: net, mask };
@@ -104,27 +85,7 @@ export function nameConstraintProblem(entry: string): string | null {
 export function formatIpRange(r: IpRange): string {
   let prefix = 0;
   for (const b of r.mask) for (let bit = 7; bit >= 0; bit--) if (b & (1 << bit)) prefix++;
-  if (r.addr.length === 4) return `${[...r.addr].join('.')}/${prefix}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(r.addr.readUInt16BE(i).toString(16));
-  // compress the longest run of zero groups (RFC 5952)
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const text = best < 0 ? groups.join(':') : `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-  return `${text}/${prefix}`;
+  return `${formatIp({ family: r.addr.length === 4 ? 4 : 6, bytes: r.addr })}/${prefix}`;
 }
 
 export const ALL_IPV4: IpRange = { addr: Buffer.alloc(4), mask: Buffer.alloc(4) };
@@ -172,6 +133,8 @@ function ipWithin(addr: Buffer, r: IpRange): boolean {
 export function constraintsPermit(nc: NameConstraints | null, name: string): boolean {
   if (!nc) return true;
   const ip = ipToBytes(name);
+  // an IP literal the strict parser refuses (a zone id, leading zeros) is no name a constraint can judge
+  if (!ip && isIP(name)) return false;
   if (ip) {
     if (nc.excludedIp.some((r) => ipWithin(ip, r))) return false;
     return nc.permittedIp.length === 0 || nc.permittedIp.some((r) => ipWithin(ip, r));

@@ -92,17 +92,22 @@ function isMapped(b: Uint8Array): boolean {
   return b[10] === 0xff && b[11] === 0xff;
 }
 
+/**
+ * The bytes of an address as written (4 for IPv4 text, 16 for IPv6 text, an IPv4-mapped address kept as
+ * its 16 IPv6 bytes, as X.509 iPAddress names carry it), by the same strict rules; null when not one.
+ */
+export function ipTextBytes(text: string): Uint8Array | null {
+  if (typeof text !== 'string') return null;
+  return text.includes(':') ? parseV6(text) : parseV4(text);
+}
+
 /** Parses an address strictly; null when it is not one. */
 export function parseIp(text: string): IpAddress | null {
-  if (typeof text !== 'string') return null;
-  if (text.includes(':')) {
-    const b = parseV6(text);
-    if (!b) return null;
-    if (isMapped(b)) return { family: 4, bytes: b.slice(12) };
-    return { family: 6, bytes: b };
-  }
-  const b = parseV4(text);
-  return b ? { family: 4, bytes: b } : null;
+  const b = ipTextBytes(text);
+  if (!b) return null;
+  if (b.length === 4) return { family: 4, bytes: b };
+  if (isMapped(b)) return { family: 4, bytes: b.slice(12) };
+  return { family: 6, bytes: b };
 }
 
 export function formatIp(a: IpAddress): string {
@@ -136,6 +141,13 @@ export function canonicalIp(text: string): string {
 }
 
 const PREFIX = /^(?:0|[1-9][0-9]{0,2})$/;
+
+/** A prefix length for an address of `width` bits: decimal without leading zeros, at most `width`; null otherwise. */
+export function parsePrefix(text: string, width: number): number | null {
+  if (!PREFIX.test(text)) return null;
+  const n = Number(text);
+  return n > width ? null : n;
+}
 
 /**
  * Parses `addr` or `addr/prefix`. Refused: a prefix past the family's width (`/33`), with leading zeros,

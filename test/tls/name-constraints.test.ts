@@ -230,7 +230,15 @@ describe('name-constraint helpers', () => {
     expect(formatIpRange(parseIpRange('10.1.0.0/16')!)).toBe('10.1.0.0/16');
     expect(formatIpRange(parseIpRange('192.0.2.7')!)).toBe('192.0.2.7/32');
     expect(parseIpRange('10.0.0.0/33')).toBeNull();
+    // the strict rules of src/edge/ip.ts: no zone id, no leading zeros in an octet or a prefix
+    expect(ipToBytes('fe80::1%eth0')).toBeNull();
+    expect(parseIpRange('fe80::%eth0/64')).toBeNull();
+    expect(parseIpRange('010.0.0.0/8')).toBeNull();
+    expect(parseIpRange('10.0.0.0/08')).toBeNull();
+    expect(formatIpRange(parseIpRange('::ffff:10.0.0.0/104')!)).toBe('::ffff:a00:0/104'); // mapped stays 16 bytes
     const nc = constraintsFromEntries(['example.com', '2001:db8::/32']);
+    expect(constraintsPermit(nc, 'fe80::1%eth0')).toBe(false); // an IP literal it cannot read is refused, not judged as a DNS name
+    expect(constraintsPermit(constraintsFromEntries(['10.0.0.0/8']), 'fe80::1%eth0')).toBe(false);
     expect(constraintsPermit(nc, '2001:db8:1::5')).toBe(true);
     expect(constraintsPermit(nc, '2001:db9::5')).toBe(false);
     expect(constraintsPermit(nc, '10.0.0.1')).toBe(false); // no v4 range permitted, v6 ones are: v4 addresses are outside
