@@ -57,6 +57,11 @@ export interface ConnectionDeps {
 
 type Sock = net.Socket | tls.TLSSocket;
 
+/** Drops a socket's stream listeners before a TLS socket is wrapped around it (which binds its own). */
+function detachSocket(raw: net.Socket): void {
+  for (const event of ['data', 'end', 'close', 'error', 'drain']) raw.removeAllListeners(event);
+}
+
 function tlsInfo(sock: tls.TLSSocket): TlsInfo {
   return {
     protocol: sock.getProtocol() ?? null,
@@ -586,29 +591,16 @@ export class Connection implements SessionHost, OAuthHostInfo {
     const gen = ++this.upstreamGen;
     const limits = this.listener.limits;
     const upTls = this.listener.upstream.tls;
-    const current = () => gen === this.upstreamGen && !this.closed;
-    let settled = false;
     let sock: Sock;
-    const fail = (err: PosternError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (current()) this.session.onUpstreamConnectFailed?.(err);
-    };
-    const timer = setTimeout(
-      () => fail(new PosternError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${target.host}:${target.port} timed out`)),
+    const attempt = this.upstreamAttempt(
+      gen,
+      () => sock,
       limits.connectTimeoutMs,
+      () => new PosternError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${target.host}:${target.port} timed out`),
+      (err) => this.session.onUpstreamConnectFailed?.(err),
     );
     const onReady = () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (!current()) {
-        sock.destroy();
-        return;
-      }
-      sock.removeAllListeners('error');
+      if (!attempt.succeed()) return;
       this.bindUpstream(sock, gen);
       if (sock instanceof tls.TLSSocket) this.log.info({ event: 'upstream.tls', tls: tlsInfo(sock), starttls: false }, 'upstream TLS established');
       this.armGreetingTimer(gen);
@@ -628,7 +620,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
           err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
           err.code === 'SELF_SIGNED_CERT_IN_CHAIN' ||
           err.code === 'CERT_HAS_EXPIRED');
-      fail(
+      attempt.fail(
         new PosternError(
           tlsFailure ? ErrorCodes.UPSTREAM_TLS : ErrorCodes.UPSTREAM_REFUSED,
           tlsFailure ? `upstream TLS failed: ${err.message}` : `cannot connect to ${target.host}:${target.port}: ${err.code ?? err.message}`,
@@ -637,6 +629,43 @@ export class Connection implements SessionHost, OAuthHostInfo {
       );
     });
     this.upstream = sock;
+  }
+
+  /**
+   * One upstream attempt (a connect or a TLS handshake) that ends exactly once: by its error, its
+   * timeout (timeoutMs) or its success. `fail` destroys the socket and reports the error unless a newer
+   * upstream or the close made the attempt stale; `succeed` says whether the caller goes on (false when
+   * the attempt already ended, or is stale: then the socket is destroyed) and drops its error listeners.
+   */
+  private upstreamAttempt(
+    gen: number,
+    sock: () => Sock,
+    timeoutMs: number,
+    timeoutError: () => PosternError,
+    report: (err: PosternError) => void,
+  ): { fail: (err: PosternError) => void; succeed: () => boolean } {
+    const current = () => gen === this.upstreamGen && !this.closed;
+    let settled = false;
+    const fail = (err: PosternError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock().destroy();
+      if (current()) report(err);
+    };
+    const timer = setTimeout(() => fail(timeoutError()), timeoutMs);
+    const succeed = () => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      if (!current()) {
+        sock().destroy();
+        return false;
+      }
+      sock().removeAllListeners('error');
+      return true;
+    };
+    return { fail, succeed };
   }
 
   /** The upstream must say something (its greeting) within greetingTimeoutMs of connecting. */
@@ -711,11 +740,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.log.warn({ event: 'client.injection_discarded', bytes: this.heldInputBytes }, 'discarded client bytes pipelined after STARTTLS');
     this.heldInput = [];
     this.heldInputBytes = 0;
-    raw.removeAllListeners('data');
-    raw.removeAllListeners('end');
-    raw.removeAllListeners('close');
-    raw.removeAllListeners('error');
-    raw.removeAllListeners('drain');
+    detachSocket(raw);
     const opts = serverTlsOptions(this.listener, this.deps.minter);
     const secureContext = opts.secureContext ?? tls.createSecureContext(opts);
     const sock = new tls.TLSSocket(raw, {
@@ -756,43 +781,26 @@ export class Connection implements SessionHost, OAuthHostInfo {
       return;
     }
     const gen = ++this.upstreamGen;
-    raw.removeAllListeners('data');
-    raw.removeAllListeners('end');
-    raw.removeAllListeners('close');
-    raw.removeAllListeners('error');
-    raw.removeAllListeners('drain');
+    detachSocket(raw);
     const host = (raw as net.Socket).remoteAddress ?? '';
     const upTls = this.listener.upstream.tls;
     const servername = this.currentUpstreamHost ?? host;
-    const current = () => gen === this.upstreamGen && !this.closed;
-    let settled = false;
-    const failed = (err: PosternError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      sock.destroy();
-      if (current()) this.session.onUpstreamTlsFailed?.(err);
-    };
-    const timer = setTimeout(
-      () => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out')),
+    const attempt = this.upstreamAttempt(
+      gen,
+      () => sock,
       this.listener.limits.connectTimeoutMs,
+      () => new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream TLS handshake timed out'),
+      (err) => this.session.onUpstreamTlsFailed?.(err),
     );
     const sock = tls.connect({ socket: raw as net.Socket, ...upstreamTlsOptions(upTls, servername) }, () => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (!current()) {
-        sock.destroy();
-        return;
-      }
-      sock.removeAllListeners('error');
+      if (!attempt.succeed()) return;
       this.trace?.reset('upstream');
       this.bindUpstream(sock, gen);
       const info = tlsInfo(sock);
       this.log.info({ event: 'upstream.tls', tls: info, starttls: true }, 'upstream STARTTLS complete');
       this.session.onUpstreamTlsReady?.(info);
     });
-    sock.once('error', (err) => failed(new PosternError(ErrorCodes.UPSTREAM_TLS, `upstream TLS failed: ${err.message}`)));
+    sock.once('error', (err) => attempt.fail(new PosternError(ErrorCodes.UPSTREAM_TLS, `upstream TLS failed: ${err.message}`)));
   }
 
   /** Host name used for upstream certificate verification after STARTTLS (set by connectUpstream callers). */
