@@ -24,8 +24,19 @@ import { parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import { type Frame, ImapFramer, MessageAssembler } from '../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../protocol/imap/parse.js';
 import { quoted } from '../protocol/imap/write.js';
-import { RemoteConn } from './conn.js';
-import { type DeleteResult, protocolError, type RemoteFolder, type RemoteMailbox, type RemoteMessage, serverText } from './remote.js';
+import type { RemoteConn } from './conn.js';
+import {
+  checkLoginText,
+  connectAndStart,
+  type DeleteResult,
+  plainResponse,
+  protocolError,
+  type RemoteFolder,
+  type RemoteMailbox,
+  type RemoteMessage,
+  sayGoodbye,
+  serverText,
+} from './remote.js';
 
 /** UIDs per STORE/EXPUNGE command (keeps command lines far below servers' 8-64 KiB line limits). */
 const UIDS_PER_COMMAND = 500;
@@ -97,15 +108,11 @@ export class ImapMailbox implements RemoteMailbox {
   }
 
   static async open(account: CollectorAccountConfig, password: string): Promise<ImapMailbox> {
-    const conn = await RemoteConn.open(account.host, account.port, account.tls, account.timeoutMs);
-    const box = new ImapMailbox(conn, account);
-    try {
-      await box.start(password);
-      return box;
-    } catch (e) {
-      conn.destroy();
-      throw e;
-    }
+    return connectAndStart(
+      account,
+      (conn) => new ImapMailbox(conn, account),
+      (box) => box.start(password),
+    );
   }
 
   private has(cap: string): boolean {
@@ -200,11 +207,11 @@ export class ImapMailbox implements RemoteMailbox {
 
   private async login(password: string): Promise<void> {
     const user = this.account.username;
-    if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
+    checkLoginText(user, password);
     const refused = (h: ResponseHead) =>
       new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${h.keyword} ${serverText(h.text)}`);
     if (this.has('AUTH=PLAIN')) {
-      const ir = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
+      const ir = plainResponse(user, password);
       const tag = `p${++this.tagNo}`;
       if (this.has('SASL-IR')) {
         this.conn.write(`${tag} AUTHENTICATE PLAIN ${ir}\r\n`);
@@ -340,14 +347,10 @@ export class ImapMailbox implements RemoteMailbox {
   async close(): Promise<{ committed: boolean }> {
     if (this.closed) return { committed: false };
     this.closed = true;
-    try {
+    return sayGoodbye(this.conn, async () => {
       const r = await this.command('LOGOUT');
-      this.conn.end();
-      return { committed: r.done.keyword === 'OK' };
-    } catch {
-      this.conn.destroy();
-      return { committed: false };
-    }
+      return r.done.keyword === 'OK';
+    });
   }
 
   abort(): void {

@@ -18,8 +18,19 @@ import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { type Pop3Response, Pop3ResponseFramer, unstuff } from '../protocol/pop3/framer.js';
-import { RemoteConn } from './conn.js';
-import { type DeleteResult, protocolError, type RemoteFolder, type RemoteMailbox, type RemoteMessage, serverText } from './remote.js';
+import type { RemoteConn } from './conn.js';
+import {
+  checkLoginText,
+  connectAndStart,
+  type DeleteResult,
+  plainResponse,
+  protocolError,
+  type RemoteFolder,
+  type RemoteMailbox,
+  type RemoteMessage,
+  sayGoodbye,
+  serverText,
+} from './remote.js';
 
 const UIDL_RE = /^[\x21-\x7e]+$/;
 
@@ -42,15 +53,11 @@ export class Pop3Mailbox implements RemoteMailbox {
 
   /** Connects, secures and logs in. */
   static async open(account: CollectorAccountConfig, password: string): Promise<Pop3Mailbox> {
-    const conn = await RemoteConn.open(account.host, account.port, account.tls, account.timeoutMs);
-    const box = new Pop3Mailbox(conn, account);
-    try {
-      await box.start(password);
-      return box;
-    } catch (e) {
-      conn.destroy();
-      throw e;
-    }
+    return connectAndStart(
+      account,
+      (conn) => new Pop3Mailbox(conn, account),
+      (box) => box.start(password),
+    );
   }
 
   private async response(multiline: boolean): Promise<Pop3Response> {
@@ -102,11 +109,11 @@ export class Pop3Mailbox implements RemoteMailbox {
 
   private async login(caps: Map<string, string[]>, password: string): Promise<void> {
     const user = this.account.username;
-    if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
+    checkLoginText(user, password);
     const refused = (r: Pop3Response) =>
       new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${serverText(r.text) || '-ERR'}`);
     if ((caps.get('SASL') ?? []).includes('PLAIN')) {
-      const ir = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
+      const ir = plainResponse(user, password);
       let r = await this.command(`AUTH PLAIN ${ir}`);
       if (r.kind === 'cont') r = await this.command('*'); // a server that wants no initial response: cancel, never resend the secret blind
       if (r.kind !== 'ok') throw refused(r);
@@ -196,14 +203,10 @@ export class Pop3Mailbox implements RemoteMailbox {
   async close(): Promise<{ committed: boolean }> {
     if (this.closed) return { committed: false };
     this.closed = true;
-    try {
+    return sayGoodbye(this.conn, async () => {
       const r = await this.command('QUIT');
-      this.conn.end();
-      return { committed: r.kind === 'ok' };
-    } catch {
-      this.conn.destroy();
-      return { committed: false };
-    }
+      return r.kind === 'ok';
+    });
   }
 
   abort(): void {

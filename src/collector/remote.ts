@@ -4,6 +4,7 @@
  */
 import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { RemoteConn } from './conn.js';
 
 export interface RemoteMessage {
   /** What the protocol addresses it by in this session: POP3 message number, IMAP UID. */
@@ -59,4 +60,42 @@ export function serverText(text: string, max = 200): string {
 
 export function protocolError(message: string): PosternError {
   return new PosternError(ErrorCodes.UPSTREAM_PROTOCOL, message);
+}
+
+/**
+ * Connects to the account's server, makes the mailbox for the connection and runs `start` on it (greeting,
+ * TLS, login); when that fails the connection is destroyed and the error thrown.
+ */
+export async function connectAndStart<M>(account: CollectorAccountConfig, make: (conn: RemoteConn) => M, start: (box: M) => Promise<void>): Promise<M> {
+  const conn = await RemoteConn.open(account.host, account.port, account.tls, account.timeoutMs);
+  const box = make(conn);
+  try {
+    await start(box);
+    return box;
+  } catch (e) {
+    conn.destroy();
+    throw e;
+  }
+}
+
+/** Sends the goodbye (POP3 QUIT, IMAP LOGOUT) and ends the connection; `committed` when it was answered OK. Any failure destroys the connection. */
+export async function sayGoodbye(conn: RemoteConn, goodbye: () => Promise<boolean>): Promise<{ committed: boolean }> {
+  try {
+    const ok = await goodbye();
+    conn.end();
+    return { committed: ok };
+  } catch {
+    conn.destroy();
+    return { committed: false };
+  }
+}
+
+/** Refuses a user name or password no login command can carry (CR, LF, NUL), for POP3 and IMAP alike. */
+export function checkLoginText(user: string, password: string): void {
+  if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
+}
+
+/** The SASL PLAIN initial response (RFC 4616), base64: no authorization identity. */
+export function plainResponse(user: string, password: string): string {
+  return Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
 }
