@@ -43,7 +43,7 @@ import type { InspectContext, InspectResult, Verdict } from '../policy/types.js'
 import type { Delivery, RecipientOutcome } from './delivery.js';
 import { isLoop, readHeader, traceFields } from './message.js';
 import type { RemoteFolder, RemoteMailbox, RemoteMessage } from './remote.js';
-import type { CollectorState, MessageRow, MessageUpdate, RecipientRow, RecipientUpdate } from './state.js';
+import type { CollectorState, MessageRow, MessageUpdate, PassCounts, RecipientRow, RecipientUpdate } from './state.js';
 
 const MS_PER_DAY = 86_400_000;
 
@@ -86,22 +86,32 @@ export interface PassDeps {
   crash?: (point: CrashPoint) => void;
 }
 
-export interface PassSummary {
+export interface PassSummary extends PassCounts {
   account: string;
   result: 'ok' | 'error' | 'busy';
   err?: PosternError | Error;
-  listed: number;
-  fetched: number;
-  delivered: number;
-  deferred: number;
-  failed: number;
-  held: number;
   /** Put in the quarantine by the account's spam action instead of being delivered. */
   quarantined?: number;
-  deleted: number;
-  /** Listed messages not fetched in this pass (max_messages_per_pass, a stop): the next pass comes soon. */
-  backlog: number;
   ms: number;
+}
+
+/** The summary of a pass that has done nothing (yet): every count 0; with `err` for a pass that could not run. */
+export function emptySummary(account: string, err?: Error): PassSummary {
+  return {
+    account,
+    result: err ? 'error' : 'ok',
+    ...(err ? { err } : {}),
+    listed: 0,
+    fetched: 0,
+    delivered: 0,
+    deferred: 0,
+    failed: 0,
+    held: 0,
+    quarantined: 0,
+    deleted: 0,
+    backlog: 0,
+    ms: 0,
+  };
 }
 
 /** The test hook behind POSTERN_COLLECTOR_CRASH_AT (see the module comment). */
@@ -141,20 +151,7 @@ class Pass {
     private readonly a: CollectorAccountConfig,
     private readonly d: PassDeps,
   ) {
-    this.s = {
-      account: a.name,
-      result: 'ok',
-      listed: 0,
-      fetched: 0,
-      delivered: 0,
-      deferred: 0,
-      failed: 0,
-      held: 0,
-      quarantined: 0,
-      deleted: 0,
-      backlog: 0,
-      ms: 0,
-    };
+    this.s = emptySummary(a.name);
   }
 
   private crash(p: CrashPoint): void {

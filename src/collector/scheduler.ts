@@ -14,7 +14,7 @@
 import type { Logger } from 'pino';
 import type { CollectorAccountConfig } from '../config/types.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
-import type { PassSummary } from './pass.js';
+import { emptySummary, type PassSummary } from './pass.js';
 
 export interface TimerHost {
   setTimer(ms: number, fn: () => void): unknown;
@@ -121,21 +121,7 @@ export class CollectorScheduler {
     try {
       summary = await this.o.runPass(s.account);
     } catch (e) {
-      summary = {
-        account: s.account.name,
-        result: 'error',
-        err: e as Error,
-        listed: 0,
-        fetched: 0,
-        delivered: 0,
-        deferred: 0,
-        failed: 0,
-        held: 0,
-        quarantined: 0,
-        deleted: 0,
-        backlog: 0,
-        ms: 0,
-      };
+      summary = emptySummary(s.account.name, e as Error);
     }
     s.running = false;
     this.running--;

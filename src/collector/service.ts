@@ -32,7 +32,7 @@ import { Pop3Mailbox } from './pop3.js';
 import { resolveRecipients } from './recipients.js';
 import type { RemoteMailbox } from './remote.js';
 import { CollectorScheduler, nodeTimers, type TimerHost } from './scheduler.js';
-import { CollectorState, processAlive } from './state.js';
+import { CollectorState, passCounts, processAlive } from './state.js';
 
 /** Reads a password: a file's first line, an environment variable, or the inline value. Never logs it. */
 export function readSecret(s: SecretSource, env: NodeJS.ProcessEnv = process.env): string {
@@ -188,14 +188,7 @@ export class Collector {
     const fields = {
       account: account.name,
       result: s.result,
-      listed: s.listed,
-      fetched: s.fetched,
-      delivered: s.delivered,
-      deferred: s.deferred,
-      failed: s.failed,
-      held: s.held,
-      deleted: s.deleted,
-      backlog: s.backlog,
+      ...passCounts(s),
       ms: s.ms,
       err,
     };
@@ -211,14 +204,7 @@ export class Collector {
           result: s.result,
           errorCode: err?.code ?? null,
           error: err?.message ?? null,
-          listed: s.listed,
-          fetched: s.fetched,
-          delivered: s.delivered,
-          deferred: s.deferred,
-          failed: s.failed,
-          held: s.held,
-          deleted: s.deleted,
-          backlog: s.backlog,
+          ...passCounts(s),
           failures: s.result === 'error' ? failuresBefore + 1 : 0,
         });
       } catch (e) {

@@ -117,13 +117,8 @@ export interface MessageUpdate {
   attempts?: number;
 }
 
-export interface PassRecord {
-  account: string;
-  startedAt: number;
-  finishedAt: number;
-  result: 'ok' | 'error' | 'busy';
-  errorCode?: string | null;
-  error?: string | null;
+/** The message counts of one pass: in its summary (./pass.ts), its `collector.pass` log line and its record here. */
+export interface PassCounts {
   listed: number;
   fetched: number;
   delivered: number;
@@ -131,7 +126,31 @@ export interface PassRecord {
   failed: number;
   held: number;
   deleted: number;
+  /** Listed messages not fetched in this pass (max_messages_per_pass, a stop): the next pass comes soon. */
   backlog: number;
+}
+
+/** Just the counts of a summary or a record, in the order the log line shows them. */
+export function passCounts(c: PassCounts): PassCounts {
+  return {
+    listed: c.listed,
+    fetched: c.fetched,
+    delivered: c.delivered,
+    deferred: c.deferred,
+    failed: c.failed,
+    held: c.held,
+    deleted: c.deleted,
+    backlog: c.backlog,
+  };
+}
+
+export interface PassRecord extends PassCounts {
+  account: string;
+  startedAt: number;
+  finishedAt: number;
+  result: 'ok' | 'error' | 'busy';
+  errorCode?: string | null;
+  error?: string | null;
   failures: number;
 }
 
