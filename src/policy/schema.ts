@@ -26,16 +26,16 @@ const size = sizeField;
 
 const count = z.number().int().nonnegative();
 
+/** An action, or `{ action, quarantine, log }` with one of the same actions. */
+function actionSpecOf<const T extends readonly [string, ...string[]]>(actions: T) {
+  const action = z.enum(actions);
+  return z.union([action, z.strictObject({ action, quarantine: z.boolean().optional(), log: z.boolean().optional() })]);
+}
+
 const actionName = z.enum(['allow', 'strip', 'block']);
 
-const actionObject = z.strictObject({
-  action: actionName,
-  quarantine: z.boolean().optional(),
-  log: z.boolean().optional(),
-});
-
 /** `strip` or `{ action: strip, quarantine: true, log: true }` */
-export const actionSpec = z.union([actionName, actionObject]);
+export const actionSpec = actionSpecOf(['allow', 'strip', 'block']);
 
 const template = z.string().superRefine((s, ctx) => {
   for (const m of s.matchAll(/\{([a-z_]+)\}/g)) {
@@ -85,10 +85,11 @@ const headerName = z.string().regex(/^[!-9;-~]+$/, 'expected a header field name
 /** A spam score threshold (rspamd scores are decimals and may be negative). */
 const spamScore = z.number().finite();
 
-const spamAction = z.enum(['tag', 'block', 'allow']);
-
 /** `tag`, `block`, `allow` or `{ action, quarantine, log }` (the spam section's actions). */
-const spamActionSpec = z.union([spamAction, z.strictObject({ action: spamAction, quarantine: z.boolean().optional(), log: z.boolean().optional() })]);
+const spamActionSpec = actionSpecOf(['tag', 'block', 'allow']);
+
+/** The scanners' on_oversize: `block` (default, original quarantined) or `allow` (passes unscanned, with tag_header). */
+const onOversize = actionSpecOf(['allow', 'block']);
 
 /**
  * The subject prefix of a tagged message: text, not header bytes (non-ASCII is RFC 2047-encoded
@@ -177,20 +178,9 @@ export const policySchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().optional(),
       max_size: size.optional(),
-      on_virus: z
-        .union([
-          z.enum(['strip', 'block']),
-          z.strictObject({ action: z.enum(['strip', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
-        ])
-        .optional(),
+      on_virus: actionSpecOf(['strip', 'block']).optional(),
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
-      // `block` (default, original quarantined) or `allow` (passes unscanned, with tag_header)
-      on_oversize: z
-        .union([
-          z.enum(['allow', 'block']),
-          z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
-        ])
-        .optional(),
+      on_oversize: onOversize.optional(),
       tag_header: headerName.optional(),
       scan_parts: z.boolean().optional(),
     })
@@ -207,12 +197,7 @@ export const policySchema = z.strictObject({
       subject_prefix: subjectPrefix.optional(),
       add_headers: z.boolean().optional(),
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
-      on_oversize: z
-        .union([
-          z.enum(['allow', 'block']),
-          z.strictObject({ action: z.enum(['allow', 'block']), quarantine: z.boolean().optional(), log: z.boolean().optional() }),
-        ])
-        .optional(),
+      on_oversize: onOversize.optional(),
       strip_headers: z.array(globPattern('header name')).optional(),
     })
     .superRefine((s, ctx) => {

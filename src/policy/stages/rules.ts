@@ -157,16 +157,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
 
 /** limits.on_malformed, as a block. */
 function malformed(j: LeafJudgement, reason: string): void {
-  const spec = j.policy.limits.onMalformed;
-  if (spec.action !== 'allow')
-    j.emit({
-      ...j.base,
-      detectedType: j.detected,
-      rule: 'limits.on_malformed',
-      action: 'block',
-      reason: `malformed: ${reason}`,
-      spec: { ...spec, action: 'block' },
-    });
+  limitBlock(j, j.policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
 }
 
 /**
@@ -174,16 +165,12 @@ function malformed(j: LeafJudgement, reason: string): void {
  * policy's own limits, `limits.on_limit` as a block (`allow` lets it pass, as for every limit).
  */
 function fixedLimit(j: LeafJudgement, reason: string): void {
-  const spec = j.policy.limits.onLimit;
-  if (spec.action !== 'allow')
-    j.emit({
-      ...j.base,
-      detectedType: j.detected,
-      rule: 'limits.on_limit',
-      action: 'block',
-      reason: `not inspected in full: ${reason}`,
-      spec: { ...spec, action: 'block' },
-    });
+  limitBlock(j, j.policy.limits.onLimit, 'limits.on_limit', `not inspected in full: ${reason}`);
+}
+
+/** One of the policy's limits as a block, unless its action is `allow`. */
+function limitBlock(j: LeafJudgement, spec: ActionSpec, rule: string, reason: string): void {
+  if (spec.action !== 'allow') j.emit({ ...j.base, detectedType: j.detected, rule, action: 'block', reason, spec: { ...spec, action: 'block' } });
 }
 
 /** Transfer encoding damage, checked in bounded memory; the part is decoded whole only where it must be. */
