@@ -23,7 +23,7 @@ import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy
 import type { EngineDeps } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
-import { buildFetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
+import { buildFetchResponse, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
@@ -321,26 +321,16 @@ export class ImapInspector implements ImapInterceptor {
     const body = resp.items.find((i) => i.name === 'BODY[]');
     const uidItem = resp.items.find((i) => i.name === 'UID');
     const uid = uidItem?.atom ? Number(uidItem.atom) : null;
-    if (state.fromCache && uid !== null) {
-      const p = this.fromCache(uid).then((v) => {
-        if (!v) {
-          state.tempfail.push(`UID ${uid}`);
-          return Buffer.alloc(0);
-        }
-        return this.render(state, resp.seq, resp.items, v);
-      });
-      state.pending.push(
-        p.then(
-          () => undefined,
-          () => undefined,
-        ),
-      );
-      return p;
-    }
+    if (state.fromCache && uid !== null) return this.renderVetted(state, resp, this.fromCache(uid), `UID ${uid}`);
     if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
-    const p = this.vet(body.literal, uid).then((v) => {
-      if ('tempfail' in v) {
-        state.tempfail.push(uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
+    return this.renderVetted(state, resp, this.vet(body.literal, uid), uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
+  }
+
+  /** The rewritten response once the message is vetted; on a tempfail (or a cache miss, null) nothing, and `label` joins the tempfail list. */
+  private renderVetted(state: CommandState, resp: FetchResponse, vetted: Promise<Vetted | { tempfail: string } | null>, label: string): Promise<Buffer> {
+    const p = vetted.then((v) => {
+      if (!v || 'tempfail' in v) {
+        state.tempfail.push(label);
         return Buffer.alloc(0);
       }
       return this.render(state, resp.seq, resp.items, v);
