@@ -31,6 +31,7 @@
  * String(); log fields come from describeOAuth(). The protocol trace masks the SASL lines themselves
  * (src/log/trace.ts).
  */
+import type { Logger } from 'pino';
 import type { UpstreamConfig } from '../config/types.js';
 import { type ErrorCode, ErrorCodes } from '../errors.js';
 import { OAUTH_LIMITS } from '../limits.js';
@@ -415,6 +416,11 @@ export function parseOAuthChallenge(base64: string): OAuthChallenge {
   if (fields === null) return { ok: false, code: ErrorCodes.UPSTREAM_PROTOCOL, detail: 'challenge is not a flat JSON object of printable strings' };
   const json = `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(',')}}`;
   return { ok: true, fields, relay: Buffer.from(json, 'latin1').toString('base64') };
+}
+
+/** The log line of an error challenge that is not relayed (the login is then cancelled with `*`): one for IMAP and POP3. */
+export function logUnrelayedChallenge(log: Logger, upstream: string, challenge: OAuthChallenge & { ok: false }): void {
+  log.warn({ event: 'login.failed', upstream, err: { code: challenge.code, message: challenge.detail } }, 'OAuth2 error challenge not relayed');
 }
 
 /**

@@ -48,6 +48,7 @@ import {
 import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import {
   listenerOAuth,
+  logUnrelayedChallenge,
   type OAuthLoginReady,
   type OAuthMechanism,
   oauthMechanism,
@@ -773,10 +774,7 @@ export class Pop3Session implements Session {
         if (r.kind !== 'cont') return this.loginResult(r);
         const challenge = parseOAuthChallenge(r.text);
         if (!challenge.ok) {
-          this.host.log.warn(
-            { event: 'login.failed', upstream: this.upstreamName, err: { code: challenge.code, message: challenge.detail } },
-            'OAuth2 error challenge not relayed',
-          );
+          logUnrelayedChallenge(this.host.log, this.upstreamName, challenge);
           this.up = 'oauth-cancel';
           this.oauthReply = '-ERR [AUTH] Authentication failed.';
           this.host.sendUpstream(Buffer.from(`*${CRLF}`));

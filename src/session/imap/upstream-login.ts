@@ -21,7 +21,7 @@ import { type Frame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { quoteOrLiteral } from '../../protocol/imap/write.js';
 import { filterCapabilities } from '../imap-capabilities.js';
-import { type OAuthLoginReady, parseOAuthChallenge, parseOAuthErrorAck } from '../oauth.js';
+import { logUnrelayedChallenge, type OAuthLoginReady, parseOAuthChallenge, parseOAuthErrorAck } from '../oauth.js';
 import { routeLogin } from '../routing.js';
 import { b, CRLF, type HandshakePurpose, isAnswerStep, type LoginAttempt, type LoginSecret, type LoginStep, type SessionCore } from './state.js';
 
@@ -405,10 +405,7 @@ export class UpstreamLogin {
       if (step.phase !== 'sent') return protocolError('upstream sent a second challenge');
       const challenge = parseOAuthChallenge(text);
       if (!challenge.ok) {
-        core.host.log.warn(
-          { event: 'login.failed', upstream: login.upstreamName, err: { code: challenge.code, message: challenge.detail } },
-          'OAuth2 error challenge not relayed',
-        );
+        logUnrelayedChallenge(core.host.log, login.upstreamName, challenge);
         step.phase = 'cancelled';
         step.reply = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
         core.host.sendUpstream(b(`*${CRLF}`));
