@@ -228,14 +228,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     const message = 'PROXY protocol header from a peer not in proxy_protocol.trusted';
     this.closeOverride = { kind: 'error', code: ErrorCodes.PROXY_PROTOCOL, message };
     this.log.warn({ event: 'edge.proxy_refused', err: { code: ErrorCodes.PROXY_PROTOCOL, message } }, 'PROXY protocol header refused: connection reset');
-    this.heldInput = [];
-    this.heldInputBytes = 0;
-    this.resetClient();
-    queueMicrotask(() => {
-      if (this.closed) return;
-      this.session.onClientEnd();
-      if (!this.closed) this.close(this.closeOverride!);
-    });
+    this.resetAndEnd();
     return true;
   }
 
@@ -377,10 +370,18 @@ export class Connection implements SessionHost, OAuthHostInfo {
     if (this.closed || this.closeOverride) return;
     this.closeOverride = { kind: 'error', code, message };
     this.log.warn({ event: 'flow.abort', err: { code, message }, ...details }, 'ending session: client does not read its output');
+    this.resetAndEnd();
+  }
+
+  /**
+   * Drops the client's held input, resets the client connection and ends the session with
+   * closeOverride (set by the caller). The session may be in the middle of producing output: it is
+   * told once that call has returned.
+   */
+  private resetAndEnd(): void {
     this.heldInput = [];
     this.heldInputBytes = 0;
     this.resetClient();
-    // the session may be in the middle of producing output: tell it once that call has returned
     queueMicrotask(() => {
       if (this.closed) return;
       this.session.onClientEnd();
