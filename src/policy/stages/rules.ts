@@ -157,7 +157,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
 
 /** limits.on_malformed, as a block. */
 function malformed(j: LeafJudgement, reason: string): void {
-  limitBlock(j, j.policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
+  limitBlock(j.emit, { ...j.base, detectedType: j.detected }, j.policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
 }
 
 /**
@@ -165,12 +165,12 @@ function malformed(j: LeafJudgement, reason: string): void {
  * policy's own limits, `limits.on_limit` as a block (`allow` lets it pass, as for every limit).
  */
 function fixedLimit(j: LeafJudgement, reason: string): void {
-  limitBlock(j, j.policy.limits.onLimit, 'limits.on_limit', `not inspected in full: ${reason}`);
+  limitBlock(j.emit, { ...j.base, detectedType: j.detected }, j.policy.limits.onLimit, 'limits.on_limit', `not inspected in full: ${reason}`);
 }
 
-/** One of the policy's limits as a block, unless its action is `allow`. */
-function limitBlock(j: LeafJudgement, spec: ActionSpec, rule: string, reason: string): void {
-  if (spec.action !== 'allow') j.emit({ ...j.base, detectedType: j.detected, rule, action: 'block', reason, spec: { ...spec, action: 'block' } });
+/** One of the policy's limits as a block on `base`, unless its action is `allow`. */
+function limitBlock(emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detectedType'>, spec: ActionSpec, rule: string, reason: string): void {
+  if (spec.action !== 'allow') emit({ ...base, rule, action: 'block', reason, spec: { ...spec, action: 'block' } });
 }
 
 /** Transfer encoding damage, checked in bounded memory; the part is decoded whole only where it must be. */
@@ -380,28 +380,14 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
   const prefix = `${label} in the HTML: `;
   const forms = nameForms(f.name ? [f.name] : []);
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: forms.forms[0] ?? leaf.names[0], target: leaf.target };
-  const malformedFile = (reason: string) => {
-    if (policy.limits.onMalformed.action !== 'allow')
-      emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
-  };
+  const malformedFile = (reason: string) => limitBlock(emit, base, policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
   // not decoded (a bound): the limit finding says so (textRules)
   if (f.tooLarge) return { inner: [], largestMember: 0 };
   if (f.damaged) malformedFile(`${label} whose payload browsers refuse and other readers decode`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
-  filenameHits(policy, forms.forms, (fr, n) =>
-    emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
-  );
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
-  const archive = judgeArchive(
-    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
-    policy,
-    base,
-    prefix,
-    j.budget.inflate,
-  );
-  const detected = archive.detected;
-  for (const x of archive.findings) emit(x);
-  const inner = /^message\//.test(declared) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix, j.budget) : [];
+  const contents = fileContents(j, f, base, prefix, forms.forms, sniffed, declared, /^message\//.test(declared), depth);
+  const { detected, inner } = contents;
   const canon = (t: string) => TYPE_ALIASES[t] ?? t;
   // the archive rules refine a ZIP (docx, odt, jar): the magic number is what is compared
   const agrees = canon(sniffed ?? '') === canon(declared) || (detected !== undefined && canon(detected) === canon(declared));
@@ -416,7 +402,39 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
     const why = decidedOn === declared ? `declared type ${declared} not allowed` : `detected type ${decidedOn} (declared ${declared}) not allowed`;
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
-  return { inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
+  return { inner, largestMember: contents.largestMember };
+}
+
+/**
+ * What a file found in a leaf's content shows to every reader: its names (the file-name rules), its
+ * bytes (the archive rules, archive.ts) and, where it opens as a message, the message it holds.
+ * Returns the detected type (the archive rules refine a ZIP), the messages opened and the largest ZIP member.
+ */
+function fileContents(
+  j: LeafJudgement,
+  f: EmbeddedFile,
+  base: ArchiveFindingBase,
+  prefix: string,
+  names: string[],
+  sniffed: string | undefined,
+  declared: string,
+  opensAsMessage: boolean,
+  depth: number,
+): { detected: string | undefined; inner: LeafContents[]; largestMember: number } {
+  const { policy, emit } = j;
+  filenameHits(policy, names, (fr, n) =>
+    emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
+  );
+  const archive = judgeArchive(
+    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
+    policy,
+    base,
+    prefix,
+    j.budget.inflate,
+  );
+  for (const x of archive.findings) emit(x);
+  const inner = opensAsMessage ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget) : [];
+  return { detected: archive.detected, inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
 }
 
 /** The type a file without a declared type is judged as when its bytes show none (readers treat it as untyped data). */
@@ -449,34 +467,16 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   const forms = nameForms([f.name]);
   const names = forms.forms;
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target };
-  const malformedFile = (reason: string) => {
-    if (policy.limits.onMalformed.action !== 'allow')
-      emit({ ...base, rule: 'limits.on_malformed', action: 'block', reason: `malformed: ${reason}`, spec: { ...policy.limits.onMalformed, action: 'block' } });
-  };
+  const malformedFile = (reason: string) => limitBlock(emit, base, policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
   // a block past MAX_EMBEDDED_BYTES is not decoded: that is a limit finding (textRules), not damage
   if (f.kind === 'binhex' && f.damaged && f.data.length === 0 && !f.tooLarge) malformedFile(`${label} that cannot be decoded`);
   // a damaged block (bad or missing lines, no end) is decoded differently by different readers (Python pads
   // and goes on, others stop): what it hides is not judged reliably, so it is malformed
   else if (f.damaged && !f.tooLarge) malformedFile(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
-  filenameHits(policy, names, (fr, n) =>
-    emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
-  );
-  const archive = judgeArchive(
-    {
-      detected: policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined,
-      declared: '',
-      data: () => f.data,
-      mayEndInZip: () => f.data.length >= 22,
-    },
-    policy,
-    base,
-    prefix,
-    j.budget.inflate,
-  );
-  const detected = archive.detected;
-  for (const x of archive.findings) emit(x);
-  const inner = names.some(isEmlName) ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: detected }, depth, prefix, j.budget) : [];
+  const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
+  const contents = fileContents(j, f, base, prefix, names, sniffed, '', names.some(isEmlName), depth);
+  const { detected, inner } = contents;
   // its type, and (begin-base64 going on after padding) the type of what some readers see from there on: strictest wins
   let decidedOn = detected ?? UNTYPED;
   let td = typeDecision(policy, decidedOn);
@@ -489,7 +489,7 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
     const why = decidedOn === UNTYPED && !detected ? `a file of no detected type (judged as ${UNTYPED}) not allowed` : `detected type ${decidedOn} not allowed`;
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
-  return { inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
+  return { inner, largestMember: contents.largestMember };
 }
 
 /** A file name mail clients open as a message (.eml, any case). */
