@@ -34,7 +34,7 @@ import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildMailbox } from './lib/mail-corpus.mjs';
-import { requireBin as findBin, freePorts, startClamd } from './lib/servers.mjs';
+import { benchDovecotConf, requireBin as findBin, freePorts, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
@@ -161,61 +161,7 @@ async function startDovecot() {
   writeFileSync(join(dir, 'users'), `${USER}:{PLAIN}${PASS}:${MAIL_UID}:${MAIL_UID}::${home}::\n`);
   const [imap, pop3] = await freePorts(2);
   const conf = join(dir, 'dovecot.conf');
-  writeFileSync(
-    conf,
-    `instance_name = postern-bench-${process.pid}
-base_dir = ${dir}/run
-state_dir = ${dir}/state
-protocols = imap pop3
-listen = 127.0.0.1
-log_path = /dev/stderr
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = 0
-ssl = no
-mail_location = maildir:~/Maildir
-mail_uid = mail
-mail_gid = mail
-first_valid_uid = ${MAIL_UID}
-first_valid_gid = ${MAIL_UID}
-pop3_uidl_format = %08Xu%08Xv
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u ${dir}/users
-}
-userdb {
-  driver = passwd-file
-  args = username_format=%u ${dir}/users
-}
-namespace inbox {
-  inbox = yes
-}
-protocol imap {
-  mail_max_userip_connections = 200
-}
-protocol pop3 {
-  mail_max_userip_connections = 200
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = ${imap}
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1
-    port = ${pop3}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-`,
-  );
+  writeFileSync(conf, benchDovecotConf({ name: `postern-bench-${process.pid}`, dir, mailUid: MAIL_UID, ports: { imap, pop3 } }));
   let log = '';
   const proc = track(spawn(findBin('dovecot'), ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const keep = (d) => {

@@ -99,3 +99,74 @@ export async function startClamd(opts = {}) {
   const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim();
   return { dir, port, conf, proc, version, stop };
 }
+
+/**
+ * The benchmarks' private Dovecot config: plain IMAP and POP3 on loopback (and LMTP when `ports.lmtp`
+ * is given, with `user@domain` looked up as `user`), passwd-file users in `${dir}/users`, Maildir
+ * homes owned by `mailUid`. Written once here for bench-mailbox and bench-collector.
+ */
+export function benchDovecotConf({ name, dir, mailUid, ports }) {
+  const lmtp = ports.lmtp !== undefined;
+  return `instance_name = ${name}
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+protocols = imap pop3${lmtp ? ' lmtp' : ''}
+listen = 127.0.0.1
+log_path = /dev/stderr
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+ssl = no
+mail_location = maildir:~/Maildir
+mail_uid = mail
+mail_gid = mail
+first_valid_uid = ${mailUid}
+first_valid_gid = ${mailUid}
+pop3_uidl_format = %08Xu%08Xv
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u ${dir}/users
+}
+userdb {
+  driver = passwd-file
+  args = username_format=${lmtp ? '%n' : '%u'} ${dir}/users
+}
+namespace inbox {
+  inbox = yes
+}
+protocol imap {
+  mail_max_userip_connections = 200
+}
+protocol pop3 {
+  mail_max_userip_connections = 200
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${ports.imap}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = ${ports.pop3}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+${
+  lmtp
+    ? `service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = ${ports.lmtp}
+  }
+}
+`
+    : ''
+}`;
+}
