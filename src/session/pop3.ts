@@ -879,7 +879,8 @@ export class Pop3Session implements Session {
   onUpstreamTlsFailed(e: Error): void {
     if (this.state === 'closed' || this.up !== 'tls') return;
     this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
-    this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), /^upstream TLS failed/.test(errMessage(e)) ? errMessage(e) : `upstream TLS failed: ${errMessage(e)}`);
+    // the host's error already says what failed ("upstream TLS failed: ..."), as IMAP relays it
+    this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), errMessage(e));
   }
 
   private loginResult(r: Pop3Response): void {
