@@ -67,6 +67,13 @@ interface CommandState {
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
+  /**
+   * The server items a header-only answer may carry as the server wrote them: what the client asked
+   * for, plus what a server adds on its own (UID, FLAGS after an implied \Seen, MODSEQ under
+   * CONDSTORE). Anything else in the answer is data nobody requested and is not relayed (render()
+   * emits only requested items too).
+   */
+  relayNames: Set<string>;
   pending: Promise<void>[];
   tempfail: string[];
   failedCte: boolean;
@@ -195,6 +202,7 @@ export class ImapInspector implements ImapInterceptor {
       tag: head.tag,
       uidCommand: head.name === 'UID FETCH',
       items: parsed.items,
+      relayNames: new Set(['UID', 'FLAGS', 'MODSEQ', ...parsed.items.map((i) => formatItemName(i).toUpperCase())]),
       pending: [],
       tempfail: [],
       failedCte: false,
@@ -259,7 +267,9 @@ export class ImapInspector implements ImapInterceptor {
         const uid = uidItem?.atom ? Number(uidItem.atom) : null;
         const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
         if (key && this.cache.has(key)) {
-          const p = this.cache.get(key).then((v) => (v ? this.render(state, resp.seq, resp.items, v) : this.headerRules(resp.seq, resp.items, dropUid)));
+          const p = this.cache
+            .get(key)
+            .then((v) => (v ? this.render(state, resp.seq, resp.items, v) : this.headerRules(resp.seq, resp.items, dropUid, state.relayNames)));
           state.pending.push(
             p.then(
               () => undefined,
@@ -268,18 +278,19 @@ export class ImapInspector implements ImapInterceptor {
           );
           return p;
         }
-        return this.headerRules(resp.seq, resp.items, dropUid);
+        return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
       },
       onTagged: (parts, h) => this.onDone(state, parts, h),
       withhold: (reason) => state.tempfail.push(reason),
     };
   }
 
-  private headerRules(seq: number, items: FetchResponseItem[], dropUid: boolean): Buffer {
+  private headerRules(seq: number, items: FetchResponseItem[], dropUid: boolean, relayNames: ReadonlySet<string>): Buffer {
     const out: Buffer[] = [];
     for (const it of items) {
       if (dropUid && it.name === 'UID') continue;
       if (!isHeaderName(it.name)) {
+        if (!relayNames.has(it.name)) continue;
         relayable(it);
         out.push(it.raw);
         continue;
