@@ -31,7 +31,7 @@ import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
 import { looksLikeProxy } from '../protocol/proxy/parser.js';
 import type { OAuthHostInfo, OAuthMechanism } from '../session/oauth.js';
-import type { CloseReason, MemoryLease, Session, SessionHost, SessionTimer, TlsInfo, UpstreamTarget } from '../session/types.js';
+import type { CloseReason, LoginFailure, MemoryLease, Session, SessionHost, SessionTimer, TlsInfo, UpstreamTarget } from '../session/types.js';
 import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
@@ -45,6 +45,8 @@ export interface ConnectionDeps {
    * login named; deny ends the session with the protocol's refusal, reset with a TCP RST. Absent: allow.
    */
   checkLogin?: (host: string) => 'allow' | 'deny' | 'reset';
+  /** The session reported a refused login (SessionHost.loginFailed): the relay feeds auto-block. */
+  onLoginFailed?: (info: LoginFailure) => void;
   /** A PROXY protocol listener and a peer not trusted to send a header: one in the first bytes ends the connection. */
   rejectProxyHeader?: boolean;
   /** OAuth2 mechanisms the static upstream was seen to advertise (src/relay/upstream-probe.ts), when the session started; null or absent: none. */
@@ -567,6 +569,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   setUser(user: string, upstream: string): void {
     this.log.setBindings({ user, upstream });
+  }
+
+  loginFailed(info: LoginFailure): void {
+    this.deps.onLoginFailed?.(info);
   }
 
   /** Reports session.onUpstreamConnected / onUpstreamConnectFailed, unless the session moved on first. */

@@ -75,30 +75,6 @@ function resetSocket(sock: net.Socket): void {
   }
 }
 
-/**
- * The session's logger, watched: a login the upstream refused (login.refused, reason upstream) is
- * reported to the edge for auto_block.login_failures. The session (sans-IO) logs it; nothing else changes.
- */
-function watchLogins(log: Logger, onLoginFailure: () => void): Logger {
-  const watch = (level: 'info' | 'warn') => {
-    const orig = log[level].bind(log) as (...args: unknown[]) => void;
-    return (...args: unknown[]) => {
-      const o = args[0] as { event?: string; reason?: string } | undefined;
-      if (o && typeof o === 'object' && o.event === 'login.refused' && o.reason === 'upstream') onLoginFailure();
-      orig(...args);
-    };
-  };
-  const info = watch('info');
-  const warn = watch('warn');
-  return new Proxy(log, {
-    get(target, prop, receiver) {
-      if (prop === 'info') return info;
-      if (prop === 'warn') return warn;
-      return Reflect.get(target, prop, receiver);
-    },
-  });
-}
-
 export interface RunningServer {
   close(graceMs?: number): Promise<void>;
   address(listenerName: string): { host: string; port: number };
@@ -208,9 +184,12 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     perClient.set(addr, count + 1);
     slog.info({ event: 'session.open', tlsMode: listener.tls.mode }, 'client connected');
     deps.metrics?.sessionOpened(listener);
-    const sessionLog = edge ? watchLogins(slog, () => edge?.noteLoginFailure(addr, Date.now())) : slog;
-    const conn = new Connection(listener, socket, clientTls, addr, sessionLog, {
+    const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
+      // a login the upstream refused counts for auto_block.login_failures
+      onLoginFailed: (info) => {
+        if (info.reason === 'upstream') edge?.noteLoginFailure(addr, Date.now());
+      },
       rejectProxyHeader: adm?.rejectProxyHeader ?? false,
       checkLogin:
         edge?.checksLogins(listener) === true

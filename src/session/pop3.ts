@@ -484,9 +484,11 @@ export class Pop3Session implements Session {
           { event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } },
           'OAuth2 response over the limit',
         );
+        this.host.loginFailed({ reason: 'limit', upstream: null });
         return this.bad(`[AUTH] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})`);
       case 'malformed':
         this.host.log.warn({ event: 'login.refused', reason: 'malformed', mechanism, detail: r.reason }, 'malformed OAuth2 response');
+        this.host.loginFailed({ reason: 'malformed', upstream: null });
         return this.bad(`[AUTH] Malformed ${mechanism} response`);
       case 'route':
         return this.refuseRoute(r);
@@ -506,6 +508,7 @@ export class Pop3Session implements Session {
       { event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: this.upstreamName },
       'client answered the OAuth2 error challenge with something else',
     );
+    this.host.loginFailed({ reason: 'malformed', upstream: this.upstreamName });
     this.up = 'oauth-cancel';
     this.oauthReply = '-ERR [AUTH] Invalid response to the authentication challenge';
     this.host.sendUpstream(Buffer.from(`*${CRLF}`));
@@ -666,6 +669,7 @@ export class Pop3Session implements Session {
       { event: 'login.refused', reason: decision.reason, host: decision.host, err: { code: ErrorCodes.ROUTE_DENIED, message: why } },
       'login refused by routing',
     );
+    this.host.loginFailed({ reason: decision.reason, upstream: null });
     return this.bad(`[AUTH] ${why}`);
   }
 
@@ -797,6 +801,7 @@ export class Pop3Session implements Session {
         this.up = 'ready';
         this.state = 'auth';
         this.host.log.info({ event: 'login.refused', reason: 'upstream', result: '-ERR', upstream: this.upstreamName }, 'upstream refused login');
+        this.host.loginFailed({ reason: 'upstream', upstream: this.upstreamName });
         this.toClient(this.oauthReply);
         return this.pumpClient();
       default:
@@ -910,6 +915,7 @@ export class Pop3Session implements Session {
         { event: 'login.refused', reason: 'upstream', result: r.kind === 'err' ? '-ERR' : r.kind, upstream: this.upstreamName },
         'upstream refused login',
       );
+      this.host.loginFailed({ reason: 'upstream', upstream: this.upstreamName });
       // Keep the upstream's response code if it has one ([AUTH], [IN-USE], [SYS/TEMP]...).
       if (this.screen) this.toClient(r.text.startsWith('[') ? canonicalErr(r.text, 'Authentication failed') : '-ERR [AUTH] Authentication failed');
       else this.toClient(r.text.startsWith('[') ? r.status : `-ERR [AUTH] ${oneLine(r.text) || 'Authentication failed'}`);

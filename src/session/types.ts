@@ -39,6 +39,17 @@ export interface MemoryLease {
   release(): void;
 }
 
+/** Why a login was refused: the `reason` of the session's `login.refused` log line. */
+export type LoginFailureReason = 'upstream' | 'denied' | 'syntax' | 'malformed' | 'limit';
+
+/** What SessionHost.loginFailed is told: never the login name or a credential. */
+export interface LoginFailure {
+  /** upstream: the upstream refused the credentials; denied/syntax: login routing; malformed/limit: the SASL exchange. */
+  reason: LoginFailureReason;
+  /** The upstream the login was routed to, when it got that far. */
+  upstream: string | null;
+}
+
 /** Includes OAuthHostInfo: the upstream capability probe's snapshot (absent: nothing OAuth is offered on a static listener). */
 export interface SessionHost extends OAuthHostInfo {
   readonly log: Logger;
@@ -71,6 +82,12 @@ export interface SessionHost extends OAuthHostInfo {
   disconnectUpstream(): void;
   /** Record the user once known (added to the session's log context). Never pass a password. */
   setUser(user: string, upstream: string): void;
+  /**
+   * A login was refused (a notification: the session has already answered the client and logged
+   * `login.refused`; nothing comes back). The relay counts `upstream` refusals for
+   * `auto_block.login_failures` (src/relay/server.ts).
+   */
+  loginFailed(info: LoginFailure): void;
   /** End the session (after flushing anything already sent). */
   close(reason: CloseReason): void;
   /** Pause/resume reading from a side (backpressure while a message is being vetted). */

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
-import type { CloseReason, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+import type { CloseReason, LoginFailure, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
 
 /** A host request that completes with an event. */
 export type HostRequest = 'connect' | 'client-tls' | 'upstream-tls';
@@ -167,6 +167,11 @@ export class ScriptedHost implements SessionHost {
   }
   setUser(user: string): void {
     this.user = user;
+  }
+  /** Every loginFailed() notification, in order (kept out of `events`/`calls`, so transcripts do not change). */
+  loginFailures: LoginFailure[] = [];
+  loginFailed(info: LoginFailure): void {
+    this.loginFailures.push({ ...info });
   }
   close(reason: CloseReason): void {
     if (!this.closed) this.closed = reason;

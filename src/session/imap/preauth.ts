@@ -255,10 +255,12 @@ export class Preauth {
           { event: 'login.refused', reason: 'limit', mechanism, err: { code: ErrorCodes.SASL_LIMIT, message: r.detail } },
           'OAuth2 response over the limit',
         );
+        core.host.loginFailed({ reason: 'limit', upstream: null });
         core.out.send(`${tag} NO [LIMIT] postern: ${mechanism} response too large (${ErrorCodes.SASL_LIMIT})${CRLF}`);
         return null;
       case 'malformed':
         core.host.log.warn({ event: 'login.refused', reason: 'malformed', mechanism, detail: r.reason }, 'malformed OAuth2 response');
+        core.host.loginFailed({ reason: 'malformed', upstream: null });
         core.out.send(`${tag} NO [AUTHENTICATIONFAILED] Malformed ${mechanism} response${CRLF}`);
         return null;
       case 'route':

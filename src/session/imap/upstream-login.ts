@@ -43,6 +43,7 @@ export function refuseRoute(core: SessionCore, tag: string, route: { reason: 'sy
     },
     'login refused by routing',
   );
+  core.host.loginFailed({ reason: route.reason, upstream: null });
   core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
 }
 
@@ -52,6 +53,7 @@ function refuseNul(core: SessionCore, tag: string): void {
     { event: 'login.refused', reason: 'malformed', err: { code: ErrorCodes.PROTOCOL, message: text } },
     'login refused: NUL in the credentials',
   );
+  core.host.loginFailed({ reason: 'malformed', upstream: null });
   core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${text}${CRLF}`);
 }
 
@@ -203,6 +205,7 @@ export class UpstreamLogin {
         { event: 'login.refused', reason: 'malformed', detail: 'answer to the error challenge', upstream: login.upstreamName },
         'client answered the OAuth2 error challenge with something else',
       );
+      core.host.loginFailed({ reason: 'malformed', upstream: login.upstreamName });
       step.phase = 'cancelled';
       step.reply = 'BAD Invalid response to the authentication challenge';
       core.host.sendUpstream(b(`*${CRLF}`));
@@ -443,6 +446,7 @@ export class UpstreamLogin {
     if (reply === null) return this.result(login, head);
     const core = this.core;
     core.host.log.info({ event: 'login.refused', reason: 'upstream', upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
+    core.host.loginFailed({ reason: 'upstream', upstream: login.upstreamName });
     core.host.disconnectUpstream();
     core.state = { kind: 'preauth' };
     core.out.send(`${login.tag} ${reply}${CRLF}`);
@@ -458,6 +462,7 @@ export class UpstreamLogin {
         { event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword },
         'login failed upstream',
       );
+      core.host.loginFailed({ reason: 'upstream', upstream: login.upstreamName });
       core.host.disconnectUpstream();
       core.state = { kind: 'preauth' };
       core.out.send(`${tag} NO [AUTHENTICATIONFAILED] ${head.text || 'Authentication failed'}${CRLF}`);
