@@ -9,6 +9,8 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import * as admin from './admin/index.js';
+import { createAlarms } from './alarms/index.js';
+import { tapLogger } from './alarms/tap.js';
 import * as collectorModule from './collector/cli-module.js';
 import * as quarantineModule from './commands/quarantine.js';
 import * as scanModule from './commands/scan.js';
@@ -273,7 +275,10 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
 async function serve(args: string[], io: CliIo): Promise<number> {
   const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
   const config = loadConfig(values.config);
-  const log = createLogger(config.log, io.logDest);
+  const baseLog = createLogger(config.log, io.logDest);
+  // alarms (src/alarms/): the records of the relay, inspection, scanners, edge and probes raise them through this logger
+  const alarms = createAlarms(config.alarms, baseLog);
+  const log = alarms ? tapLogger(baseLog, alarms, config.listeners) : baseLog;
   let server: { close(graceMs?: number): Promise<void> } | null = null;
   // OAuth2 on static listeners: what each upstream offers, learned without credentials (started with the listeners)
   let probes: { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void } | null = null;
@@ -386,6 +391,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
       probes?.close();
       Promise.all([server?.close(graceMs), collector?.close(), adminServer?.close()])
+        .then(() => alarms?.close())
         .then(
           () => 0,
           (err: unknown) => {

@@ -74,6 +74,8 @@ export const ErrorCodes = {
   ACCESS_DENIED: 'E_ACCESS_DENIED',
   /** Edge: the PROXY protocol header is malformed, over PROXY_LIMITS, missing where required, late, or sent by a peer not in `proxy_protocol.trusted`: the connection ends without a byte. */
   PROXY_PROTOCOL: 'E_PROXY_PROTOCOL',
+  /** Alarms (src/alarms/): a notification was dropped (its channel's queue was full) or could not be delivered (email or webhook failed after ALARM_LIMITS.maxAttempts); logged at warn, sessions are not affected. */
+  ALARM: 'E_ALARM',
   /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */
   INTERNAL: 'E_INTERNAL',
   /** Collector, catch-all: the header of a fetched message could not be read for recipients (limits, structural faults); it goes to the postmaster or stays on the server. */

@@ -741,3 +741,28 @@ export const PROXY_LIMITS = {
   /** The PROXY header must be complete this soon after connect; otherwise the connection ends (E_PROXY_PROTOCOL). */
   headerTimeoutMs: 5_000,
 } as const;
+
+// ---------- alarms: notifications by email and webhook (src/alarms/, docs/alarms.md) ----------
+
+export const ALARM_LIMITS = {
+  /** Notifications waiting per channel (email, webhook); one more is dropped with E_ALARM (`alarm.dropped` at warn). */
+  queueMax: 1_000,
+  /** Deadline of one delivery attempt (webhook request and answer; SMTP connect, greeting and each reply). */
+  sendTimeoutMs: 10_000,
+  /** Attempts per notification and channel (the first included); after the last, `alarm.failed` at warn. */
+  maxAttempts: 3,
+  /** Wait before the second attempt; doubled before each further one. */
+  retryDelayMs: 1_000,
+  /** Default `alarms.rate.max`: notifications per event type and interval; the rest are counted into one summary. */
+  defaultRateMax: 10,
+  /** Default `alarms.rate.interval_ms`. */
+  defaultRateIntervalMs: 10 * 60_000,
+  /** Characters of one text field of a notification (a user, a host, a virus name); longer is cut. */
+  maxFieldChars: 256,
+  /** Items of one list field (virus names, rule names); a summary keeps as many distinct ones. */
+  maxListItems: 50,
+  /** `postern serve` shutdown waits this long for queued notifications (summaries included). */
+  closeTimeoutMs: 5_000,
+  /** Webhook answer bytes read (and discarded); more: the connection is closed, the status still counts. */
+  maxResponseBytes: 64 * 1024,
+} as const;

@@ -21,6 +21,7 @@ import {
 import { millisField, sizeField } from '../units.js';
 import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
 import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
+import { alarmsSchema, checkAlarms, normaliseAlarms } from './alarms.js';
 import {
   accessListSchema,
   autoBlockSchema,
@@ -282,6 +283,7 @@ const issue = (ctx: Ctx, pathParts: (string | number)[], message: string) => ctx
 function listenerName(l: RawListener): string {
   return l.name ?? `${l.protocol}-${l.port}`;
 }
+  alarms: alarmsSchema.optional(),
 
 function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (string | number)[], what: string): void {
   if (file === undefined) return;
@@ -313,6 +315,7 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   (raw.listeners ?? []).forEach((l, i) => {
     const at = (...p: (string | number)[]) => ['listeners', i, ...p];
     const name = listenerName(l);
+  if (raw.alarms) checkAlarms(raw.alarms, baseDir, (p, m) => issue(ctx, p, m));
     const prev = names.get(name);
     if (prev !== undefined) issue(ctx, at(l.name ? 'name' : 'port'), `duplicate listener name "${name}" (also listeners[${prev}])`);
     else names.set(name, i);
@@ -569,3 +572,4 @@ export function configSchema(file: string): z.ZodType<PosternConfig> {
     .superRefine((raw, ctx) => crossCheck(raw, ctx, baseDir))
     .transform((raw) => normalise(raw, file, baseDir)) as unknown as z.ZodType<PosternConfig>;
 }
+    ...(raw.alarms ? { alarms: normaliseAlarms(raw.alarms, baseDir) } : {}),

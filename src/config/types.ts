@@ -278,3 +278,5 @@ export interface PosternConfig {
   /** Global access rules, auto-block, rate limits, the shared block list (./edge.ts); absent: none. */
   edge?: import('./edge.js').EdgeConfig;
 }
+  /** The `alarms:` notifications (src/alarms/, docs/alarms.md); absent = off. */
+  alarms?: import('./alarms.js').AlarmsConfig;

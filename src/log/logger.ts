@@ -142,6 +142,9 @@ export const LOG_EVENTS = {
   'edge.proxy': 'a PROXY protocol header was accepted (debug; version, local, source)',
   'edge.proxy_refused': 'a PROXY header was malformed, missing where required, late, or from an untrusted peer: reset (peer, err)',
   'edge.block_store_failed': 'the shared block list could not be read or written (err, file)',
+  // alarms (src/alarms/, docs/alarms.md)
+  'alarm.dropped': 'an alarm notification was dropped: its channel queue was full (channel, type, limit, err)',
+  'alarm.failed': 'an alarm notification was not delivered after its attempts, or could not be raised (channel, type, attempts, err)',
   // protocol trace (level trace)
   'proto.line': 'one protocol line, redacted and truncated (dir, line, len, cont)',
   'proto.data': 'literal or multi-line message data, its size only (dir, bytes, lines)',
