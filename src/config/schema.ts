@@ -558,6 +558,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
     ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
     ...(raw.admin ? { admin: normaliseAdmin(raw.admin, baseDir) } : {}),
+    ...(raw.alarms ? { alarms: normaliseAlarms(raw.alarms, baseDir) } : {}),
     edge: normaliseEdge(raw, baseDir),
   };
 }
@@ -572,4 +573,3 @@ export function configSchema(file: string): z.ZodType<PosternConfig> {
     .superRefine((raw, ctx) => crossCheck(raw, ctx, baseDir))
     .transform((raw) => normalise(raw, file, baseDir)) as unknown as z.ZodType<PosternConfig>;
 }
-    ...(raw.alarms ? { alarms: normaliseAlarms(raw.alarms, baseDir) } : {}),
