@@ -20,8 +20,8 @@ import {
 } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
-import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
 import { alarmsSchema, checkAlarms, normaliseAlarms } from './alarms.js';
+import { checkCollector, collectorSchema, normaliseCollector } from './collector.js';
 import {
   accessListSchema,
   autoBlockSchema,
@@ -268,6 +268,7 @@ export const rawConfigSchema = z.strictObject({
   listeners: z.array(listenerSchema).optional(),
   collector: collectorSchema.optional(),
   admin: adminSchema.optional(),
+  alarms: alarmsSchema.optional(),
   access: accessListSchema.optional(),
   auto_block: autoBlockSchema.optional(),
   rate_limit: globalRateSchema.optional(),
@@ -283,7 +284,6 @@ const issue = (ctx: Ctx, pathParts: (string | number)[], message: string) => ctx
 function listenerName(l: RawListener): string {
   return l.name ?? `${l.protocol}-${l.port}`;
 }
-  alarms: alarmsSchema.optional(),
 
 function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (string | number)[], what: string): void {
   if (file === undefined) return;
@@ -299,6 +299,7 @@ function checkFile(ctx: Ctx, baseDir: string, file: string | undefined, at: (str
 
 function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   if (raw.admin) checkAdmin(raw.admin, (p, m) => issue(ctx, p, m));
+  if (raw.alarms) checkAlarms(raw.alarms, baseDir, (p, m) => issue(ctx, p, m));
   checkRules(raw.access, null, (p, m) => issue(ctx, p, m), ['access']);
   (raw.listeners ?? []).forEach((l, i) => {
     checkRules(l.access, l.upstream.kind === 'login-routed', (p, m) => issue(ctx, p, m), ['listeners', i, 'access']);
@@ -315,7 +316,6 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   (raw.listeners ?? []).forEach((l, i) => {
     const at = (...p: (string | number)[]) => ['listeners', i, ...p];
     const name = listenerName(l);
-  if (raw.alarms) checkAlarms(raw.alarms, baseDir, (p, m) => issue(ctx, p, m));
     const prev = names.get(name);
     if (prev !== undefined) issue(ctx, at(l.name ? 'name' : 'port'), `duplicate listener name "${name}" (also listeners[${prev}])`);
     else names.set(name, i);

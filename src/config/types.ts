@@ -275,8 +275,8 @@ export interface PosternConfig {
   collector?: CollectorConfig;
   /** The `admin:` listener (src/admin/, docs/admin.md); absent = off. */
   admin?: import('./admin.js').AdminConfig;
+  /** The `alarms:` notifications (src/alarms/, docs/alarms.md); absent = off. */
+  alarms?: import('./alarms.js').AlarmsConfig;
   /** Global access rules, auto-block, rate limits, the shared block list (./edge.ts); absent: none. */
   edge?: import('./edge.js').EdgeConfig;
 }
-  /** The `alarms:` notifications (src/alarms/, docs/alarms.md); absent = off. */
-  alarms?: import('./alarms.js').AlarmsConfig;
