@@ -27,7 +27,6 @@ describe('alarm sources', () => {
     for (const e of ALARM_SOURCES) expect(e in LOG_EVENTS, e).toBe(true);
   });
 
-  const none = () => undefined;
   const b = { listener: 'imaps', client: '192.0.2.1:4000', user: 'alice', upstream: 'mail.example.test:993' };
 
   it.each<[string, Record<string, unknown>, Record<string, unknown>, AlarmInput[]]>([
