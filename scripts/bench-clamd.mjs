@@ -10,36 +10,13 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { ClamdScanner } from '../dist/scanners/clamd.js';
-import { requireBin as findBin, startClamd } from './lib/servers.mjs';
+import { clamdInstream as raw, requireBin as findBin, startClamd } from './lib/servers.mjs';
 
 const run = promisify(execFile);
-
-function raw(port, data) {
-  // The floor: zINSTREAM, one frame per 256 KiB, terminator, read until close.
-  return new Promise((resolve, reject) => {
-    const s = net.createConnection({ host: '127.0.0.1', port });
-    const out = [];
-    s.on('error', reject);
-    s.on('data', (d) => out.push(d));
-    s.on('end', () => resolve(Buffer.concat(out).toString('latin1')));
-    s.cork();
-    s.write('zINSTREAM\0');
-    for (let off = 0; off < data.length; off += 262144) {
-      const chunk = data.subarray(off, off + 262144);
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(chunk.length);
-      s.write(len);
-      s.write(chunk);
-    }
-    s.write(Buffer.alloc(4));
-    s.uncork();
-  });
-}
 
 function buildMessage(size) {
   // A mail with one base64 attachment (clamd decodes it: ScanMail), filled from a hash chain so

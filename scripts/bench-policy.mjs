@@ -19,6 +19,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { storedZip } from './lib/mail-corpus.mjs';
 import { findBin, startClamd } from './lib/servers.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -59,57 +60,6 @@ function cleanMessage(size, withExe) {
   return Buffer.from(head + CRLF + CRLF + parts.map((p) => `--bench-b${CRLF}${p}${CRLF}`).join('') + `--bench-b--${CRLF}`, 'latin1');
 }
 
-// A stored (method 0) ZIP: the big member is incompressible anyway, and stored keeps generation fast.
-const CRC_TABLE = (() => {
-  const t = new Int32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c;
-  }
-  return t;
-})();
-function crc32(buf) {
-  let c = -1;
-  for (let i = 0; i < buf.length; i++) c = CRC_TABLE[(c ^ buf[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
-}
-function storedZip(members) {
-  const locals = [];
-  const central = [];
-  let off = 0;
-  for (const [name, data] of members) {
-    const n = Buffer.from(name, 'latin1');
-    const crc = crc32(data);
-    const lh = Buffer.alloc(30);
-    lh.writeUInt32LE(0x04034b50, 0);
-    lh.writeUInt16LE(20, 4);
-    lh.writeUInt32LE(crc, 14);
-    lh.writeUInt32LE(data.length, 18);
-    lh.writeUInt32LE(data.length, 22);
-    lh.writeUInt16LE(n.length, 26);
-    const ch = Buffer.alloc(46);
-    ch.writeUInt32LE(0x02014b50, 0);
-    ch.writeUInt16LE(20, 4);
-    ch.writeUInt16LE(20, 6);
-    ch.writeUInt32LE(crc, 16);
-    ch.writeUInt32LE(data.length, 20);
-    ch.writeUInt32LE(data.length, 24);
-    ch.writeUInt16LE(n.length, 28);
-    ch.writeUInt32LE(off, 42);
-    locals.push(lh, n, data);
-    central.push(ch, n);
-    off += 30 + n.length + data.length;
-  }
-  const cd = Buffer.concat(central);
-  const eocd = Buffer.alloc(22);
-  eocd.writeUInt32LE(0x06054b50, 0);
-  eocd.writeUInt16LE(members.length, 8);
-  eocd.writeUInt16LE(members.length, 10);
-  eocd.writeUInt32LE(cd.length, 12);
-  eocd.writeUInt32LE(off, 16);
-  return Buffer.concat([...locals, cd, eocd]);
-}
 function zipMessage(size) {
   const payloadLen = Math.max(16, Math.floor(((size - 1500) * 3) / 4 / 1.027));
   const data = Buffer.alloc(payloadLen - 400);

@@ -1,0 +1,129 @@
+/**
+ * Process and temp-dir bookkeeping of the benchmark scripts, and the /proc probes they read
+ * (plain Node, no TypeScript). Everything registered here is killed / removed on every exit path of
+ * the script (normal exit, exception, SIGINT, SIGTERM): call `cleanupOnExit()` once at the start.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const children = new Set();
+const tempDirs = new Set();
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export const MB = 1024 * 1024;
+
+/** A temp dir removed at exit. */
+export function tempDir(prefix) {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(d);
+  return d;
+}
+
+/** Registers a child process: SIGKILLed at exit if still running. Returns it. */
+export function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** Kills every tracked child and removes every temp dir (idempotent). */
+export function cleanupSync() {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null) {
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  children.clear();
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+let installed = false;
+/** Installs the exit and signal handlers that run cleanupSync (once per process). */
+export function cleanupOnExit() {
+  if (installed) return;
+  installed = true;
+  process.on('exit', cleanupSync);
+  for (const sig of ['SIGINT', 'SIGTERM']) {
+    process.on(sig, () => {
+      console.error(`\n${sig}: cleaning up`);
+      process.exit(130);
+    });
+  }
+}
+
+/** Resolves when `child` has exited; SIGKILLs it after `ms`. */
+export function waitExit(child, ms = 5000) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL after 5 s. */
+export async function stopProc(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill('SIGTERM');
+  await waitExit(child);
+}
+
+/** spawnSync that throws with the command's stderr when it does not exit 0; returns stdout. */
+export function runSync(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * MB, ...opts });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${(r.stderr ?? '').slice(-2000)}`);
+  return r.stdout;
+}
+
+// ---------- /proc probes ----------
+
+const CLK_TCK = 100;
+
+/** CPU seconds (user + sys, own and waited-for children) of a process; NaN when gone. */
+export function cpuSeconds(pid) {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    // fields 14-17 of stat: utime stime cutime cstime (f[0] is field 3)
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** A `kB` field of /proc/PID/status (VmRSS, VmHWM) in bytes; NaN when gone. */
+export function procStatus(pid, key) {
+  try {
+    const m = new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Resets the peak-RSS counter (VmHWM) through /proc/PID/clear_refs; false when the kernel refuses. */
+export function resetPeak(pid) {
+  try {
+    const before = procStatus(pid, 'VmHWM');
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return procStatus(pid, 'VmHWM') <= before;
+  } catch {
+    return false;
+  }
+}
+
+/** Median and other quantiles of a list of numbers. */
+export function quantiles(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * s.length))];
+  return { n: s.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), min: s[0], max: s[s.length - 1] };
+}
