@@ -11,6 +11,7 @@ import type { DestinationStream } from 'pino';
 import * as admin from './admin/index.js';
 import { createAlarms } from './alarms/index.js';
 import { tapLogger } from './alarms/tap.js';
+import { clusterRole, isClusterWorker, runPrimary, startWorkerIpc, type WorkerIpc, workerConfig } from './cluster/index.js';
 import * as collectorModule from './collector/cli-module.js';
 import * as quarantineModule from './commands/quarantine.js';
 import * as scanModule from './commands/scan.js';
@@ -273,8 +274,20 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
 // ---------- serve ----------
 
 async function serve(args: string[], io: CliIo): Promise<number> {
+  const code = await serveProcess(args, io);
+  // a worker process (src/cluster/): the primary's IPC channel keeps it alive, so it leaves by itself
+  if (isClusterWorker()) setTimeout(() => io.exit(code), 100).unref();
+  return code;
+}
+
+async function serveProcess(args: string[], io: CliIo): Promise<number> {
   const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
-  const config = loadConfig(values.config);
+  // `workers:` above 1 (src/cluster/): the primary forks and watches the workers (and runs the admin
+  // listener); each worker serves here with its share of the process-wide limits
+  const loaded = loadConfig(values.config);
+  const role = clusterRole(loaded);
+  const config = workerConfig(loaded, role);
+  if (role.kind === 'primary') return await runPrimary(config, role.count, createLogger(config.log, io.logDest), io);
   const baseLog = createLogger(config.log, io.logDest);
   // alarms (src/alarms/): the records of the relay, inspection, scanners, edge and probes raise them through this logger
   const alarms = createAlarms(config.alarms, baseLog);
@@ -283,7 +296,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   // OAuth2 on static listeners: what each upstream offers, learned without credentials (started with the listeners)
   let probes: { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void } | null = null;
   // the admin listener (src/admin/): its metrics are handed to the relay and the inspection factory
-  const metrics = config.admin ? new admin.Metrics({ quarantineDir: config.quarantine.dir }) : undefined;
+  const metrics = config.admin ? new admin.Metrics(role.kind === 'worker' ? {} : { quarantineDir: config.quarantine.dir }) : undefined;
   let adminCa: CertAuthority | null = null;
   let adminMinter: LeafMinter | null = null;
   if (config.listeners.length > 0) {
@@ -337,7 +350,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   // the collector (src/collector/) runs beside the listeners, or alone
   let collector: { onSignal(): void; close(): Promise<void> } | null = null;
-  if (config.collector) {
+  if (config.collector && (role.kind !== 'worker' || role.index === 0)) {
     try {
       collector = loadModule(io, 'collector').startCollector(config, log);
     } catch (e) {
@@ -351,7 +364,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   }
   let adminServer: admin.RunningAdmin | null = null;
   let closing = false;
-  if (config.admin && metrics) {
+  if (config.admin && metrics && role.kind !== 'worker') {
     try {
       adminServer = await admin.startAdmin(config, {
         log,
@@ -379,6 +392,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     'postern started',
   );
 
+  let ipc: WorkerIpc | null = null;
   return await new Promise<number>((resolve) => {
     const onSignal = (signal: NodeJS.Signals) => {
       if (closing) {
@@ -403,6 +417,7 @@ async function serve(args: string[], io: CliIo): Promise<number> {
           io.signals.off('SIGTERM', onSignal);
           io.signals.off('SIGINT', onSignal);
           io.signals.off('SIGUSR1', onUsr1);
+          ipc?.close();
           log.info({ event: 'process.stop' }, 'stopped');
           await flush(log);
           resolve(code);
@@ -413,6 +428,13 @@ async function serve(args: string[], io: CliIo): Promise<number> {
     };
     io.signals.on('SIGTERM', onSignal);
     io.signals.on('SIGINT', onSignal);
+    if (role.kind === 'worker') {
+      const stop = () => {
+        if (!closing) onSignal('SIGTERM');
+      };
+      ipc = startWorkerIpc({ metrics, ready: () => !closing && server !== null, stop });
+      ipc.announce();
+    }
   });
 }
 

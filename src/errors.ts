@@ -92,6 +92,8 @@ export const ErrorCodes = {
   COLLECTOR_STATE: 'E_COLLECTOR_STATE',
   /** Collector: a message is larger than the account's max_message_size; it is not fetched and stays on the server. */
   COLLECTOR_MESSAGE_TOO_LARGE: 'E_COLLECTOR_MESSAGE_TOO_LARGE',
+  /** Worker processes (`workers:` above 1): a worker did not start (bind failed, start timeout) or workers crashed more than WORKER_LIMITS.maxRestarts times within WORKER_LIMITS.restartWindowMs; the primary stops every worker and exits 1. */
+  WORKER: 'E_WORKER',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

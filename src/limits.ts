@@ -766,3 +766,24 @@ export const ALARM_LIMITS = {
   /** Webhook answer bytes read (and discarded); more: the connection is closed, the status still counts. */
   maxResponseBytes: 64 * 1024,
 } as const;
+
+// ---------- worker processes (`workers:`, src/cluster/, docs/deploy.md) ----------
+
+export const WORKER_LIMITS = {
+  /** Highest `workers:` value (a number or what `auto` resolves to). */
+  maxWorkers: 64,
+  /** A crashed worker is forked again after this delay, doubled for each further crash of the same worker slot within restartWindowMs. */
+  restartDelayMs: 500,
+  /** The doubling of the restart delay stops here. */
+  maxRestartDelayMs: 30_000,
+  /** Worker crashes (all slots together) tolerated within restartWindowMs; one more and the primary stops every worker and exits 1 with E_WORKER (the service manager restarts postern). */
+  maxRestarts: 10,
+  /** The window over which crashes are counted. */
+  restartWindowMs: 60_000,
+  /** A worker must report its listeners up this soon after it was forked; otherwise it is killed and counts as a crash (at start: postern exits 1, E_WORKER). */
+  startTimeoutMs: 60_000,
+  /** The primary waits this long for each worker's answer to an admin request (/metrics, /readyz); a worker that does not answer is left out of /metrics and makes /readyz 503. */
+  ipcTimeoutMs: 2_000,
+  /** On SIGTERM workers get limits.shutdown_grace_ms plus this to exit on their own; then SIGKILL. */
+  stopMarginMs: 5_000,
+} as const;

@@ -69,6 +69,8 @@ export class Metrics {
       help: 'Scanner endpoint health: 1 up, 0 down or not yet checked',
       labelNames: ['engine', 'endpoint', 'state'],
       registers,
+      // with worker processes (src/cluster/): up only when up in every worker, not a count of workers
+      aggregator: 'min',
       collect() {
         this.reset();
         for (const s of sources) for (const h of s.health()) this.set({ engine: s.engine, endpoint: h.endpoint, state: h.state }, h.state === 'up' ? 1 : 0);

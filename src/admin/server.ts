@@ -42,6 +42,14 @@ export interface AdminDeps {
   minter?: LeafMinter | null;
   /** Readiness of the rest of postern: listeners bound and policies loaded. */
   ready(): { listeners: boolean; policies: boolean };
+  /**
+   * Worker processes (src/cluster/primary.ts, `workers:` above 1): /metrics answers the sum over the
+   * workers' registries and this process's own, /readyz asks every worker (scanners included).
+   */
+  workers?: {
+    metrics(): Promise<string>;
+    ready(): Promise<{ listeners: boolean; policies: boolean; scanners: { engine: string; up: boolean }[] }>;
+  };
 }
 
 export interface RunningAdmin {
@@ -249,8 +257,9 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
 
     if (get && p === '/healthz') return send(res, 200, 'ok\n', 'text/plain; charset=utf-8');
     if (get && p === '/readyz') {
-      const r = deps.ready();
-      const scanners = deps.metrics.scanners().map((s) => ({ engine: s.engine, up: s.endpoints.some((e) => e.state === 'up') }));
+      const w = deps.workers ? await deps.workers.ready() : null;
+      const r = w ?? deps.ready();
+      const scanners = w ? w.scanners : deps.metrics.scanners().map((s) => ({ engine: s.engine, up: s.endpoints.some((e) => e.state === 'up') }));
       const ok = r.listeners && r.policies && scanners.every((s) => s.up);
       return sendJson(res, ok ? 200 : 503, { ready: ok, listeners: r.listeners, policies: r.policies, scanners });
     }
@@ -259,7 +268,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
         await delay();
         return send(res, 401, 'token required\n', 'text/plain; charset=utf-8', { 'www-authenticate': 'Bearer realm="postern"' });
       }
-      return send(res, 200, await deps.metrics.registry.metrics(), deps.metrics.registry.contentType);
+      return send(res, 200, deps.workers ? await deps.workers.metrics() : await deps.metrics.registry.metrics(), deps.metrics.registry.contentType);
     }
     if (get && p === '/static/admin.css') return send(res, 200, CSS, 'text/css; charset=utf-8', { 'cache-control': 'max-age=3600' });
     if (get && p === '/static/admin.js') return send(res, 200, JS, 'text/javascript; charset=utf-8', { 'cache-control': 'max-age=3600' });

@@ -17,6 +17,7 @@ import {
   effectiveHoldTimeoutMs,
   type ServerLimits,
   type SessionLimits,
+  WORKER_LIMITS,
 } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import { adminSchema, checkAdmin, normaliseAdmin } from './admin.js';
@@ -251,6 +252,8 @@ export const rawConfigSchema = z.strictObject({
     })
     .optional(),
   policies_dir: nonEmpty.optional(),
+  // worker processes sharing the listeners (src/cluster/): a number, or auto = the CPUs postern may use
+  workers: z.union([z.literal('auto'), z.number().int().min(1).max(WORKER_LIMITS.maxWorkers)]).optional(),
   quarantine: z
     .strictObject({
       dir: nonEmpty.optional(),
@@ -555,6 +558,7 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     ...(raw.scanner === 'none' ? { scannerOff: true } : {}),
     spam,
     limits,
+    ...(raw.workers !== undefined ? { workers: raw.workers } : {}),
     listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
     ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
     ...(raw.admin ? { admin: normaliseAdmin(raw.admin, baseDir) } : {}),

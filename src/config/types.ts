@@ -270,6 +270,8 @@ export interface PosternConfig {
   /** Spam scanner; null or absent = none. */
   spam?: SpamConfig | null;
   limits: ServerLimits;
+  /** `workers:` processes sharing the listeners (src/cluster/); absent = 1. `auto`: the CPUs postern may use. */
+  workers?: number | 'auto';
   listeners: ListenerConfig[];
   /** The `collector:` section; absent when not configured. */
   collector?: CollectorConfig;
