@@ -149,7 +149,8 @@ Usage:
   postern collect status [--json] [--config FILE]
                                          collector: last pass, counts, errors and backlog per account
   postern block list [--json] | add ADDR [--for 1h] | remove ADDR [--config FILE]
-                                         the shared block list (a running serve re-reads it within 1 s)
+                                         the shared block list (SQLite, or Redis with state.redis;
+                                         a running serve re-reads it within 1 s)
   postern admin hash-token [--stdin]     make admin.token_hash (a new random token, or the one on stdin)
   postern schema [--out DIR]             write JSON Schemas of the config and policy files (default DIR: schemas)
   postern --help | --version
@@ -299,6 +300,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   const metrics = config.admin ? new admin.Metrics(role.kind === 'worker' ? {} : { quarantineDir: config.quarantine.dir }) : undefined;
   let adminCa: CertAuthority | null = null;
   let adminMinter: LeafMinter | null = null;
+  let sharedEdge: import('./edge/guard.js').EdgeGuard | null = null;
   if (config.listeners.length > 0) {
     let ca: CertAuthority;
     try {
@@ -332,7 +334,10 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       const sessions = loadModule(io, 'sessions').createSessionFactory(config, log, metrics ? { metrics } : undefined);
       const upstreamProbes = loadModule(io, 'probes').startUpstreamProbes(config.listeners, log);
       probes = upstreamProbes;
+      // the edge state (src/edge/state.ts): with `state.redis` in Redis, shared by every instance; else the relay keeps it (memory + SQLite)
+      sharedEdge = config.edge?.state ? await (await import('./edge/redis-state.js')).openSharedEdgeGuard(config, config.edge.state, log) : null;
       server = await startServer(config, {
+        ...(sharedEdge ? { edge: sharedEdge } : {}),
         log,
         minter,
         createSession: sessions.createSession,
@@ -417,6 +422,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
           io.signals.off('SIGTERM', onSignal);
           io.signals.off('SIGINT', onSignal);
           io.signals.off('SIGUSR1', onUsr1);
+          await sharedEdge?.close();
           ipc?.close();
           log.info({ event: 'process.stop' }, 'stopped');
           await flush(log);
@@ -616,7 +622,8 @@ async function quarantine(args: string[], io: CliIo): Promise<number> {
 async function blockCmd(args: string[], io: CliIo): Promise<number> {
   const { rest, config: file } = extractGlobal(args);
   const config = loadConfig(file);
-  const { blockCommand } = await import('./edge/command.js');
+  const { blockCommand, blockCommandRedis } = await import('./edge/command.js');
+  if (config.edge?.state) return await blockCommandRedis(rest, { state: config.edge.state, out: (s) => io.stdout(s), err: (s) => io.stderr(s) });
   const file_ = config.edge?.blockListFile;
   if (!file_) throw new UsageError('the config has no block list');
   return blockCommand(rest, { file: file_, out: (s) => io.stdout(s), err: (s) => io.stderr(s) });

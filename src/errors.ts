@@ -74,6 +74,8 @@ export const ErrorCodes = {
   ACCESS_DENIED: 'E_ACCESS_DENIED',
   /** Edge: the PROXY protocol header is malformed, over PROXY_LIMITS, missing where required, late, or sent by a peer not in `proxy_protocol.trusted`: the connection ends without a byte. */
   PROXY_PROTOCOL: 'E_PROXY_PROTOCOL',
+  /** Edge: the shared state (`state.redis`) cannot be reached, timed out (EDGE_LIMITS.stateCommandTimeoutMs) or failed; the edge keeps enforcing its local view (warn once per outage), or `postern block` fails. */
+  EDGE_STATE: 'E_EDGE_STATE',
   /** Alarms (src/alarms/): a notification was dropped (its channel's queue was full) or could not be delivered (email or webhook failed after ALARM_LIMITS.maxAttempts); logged at warn, sessions are not affected. */
   ALARM: 'E_ALARM',
   /** An exception postern did not expect (a bug): logged with this code when the error carries none of its own. */

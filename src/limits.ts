@@ -731,6 +731,18 @@ export const EDGE_LIMITS = {
   maxAccessRules: 1_000,
   /** `postern block add ADDR` without `--for`: how long the block lasts. */
   defaultManualBlockMs: 60 * 60_000,
+  /** Default `state.command_timeout_ms`: one Redis command (a Lua script) may take this long; later is a failure (E_EDGE_STATE) and the local view decides. The connection hot path never waits on Redis. */
+  stateCommandTimeoutMs: 250,
+  /** Connecting to Redis (TCP + TLS + AUTH) may take this long per attempt. */
+  stateConnectTimeoutMs: 2_000,
+  /** Reconnect attempts back off up to this interval and go on for as long as the process runs. */
+  stateReconnectMaxMs: 2_000,
+  /** Redis operations in flight at once; more are not sent (the local view decides alone, counted as dropped). */
+  stateMaxInFlight: 1_000,
+  /** Local auto-blocks made while Redis was unreachable, written to Redis when it is back (the longest-lasting kept). */
+  statePendingBlocks: 10_000,
+  /** Longest `state.key_prefix`. */
+  stateMaxKeyPrefixChars: 64,
 } as const;
 
 export const PROXY_LIMITS = {

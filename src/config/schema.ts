@@ -28,11 +28,13 @@ import {
   autoBlockSchema,
   blockListFileSchema,
   checkRules,
+  checkState,
   globalRateSchema,
   listenerRateSchema,
   normaliseEdge,
   normaliseListenerEdge,
   proxyProtocolSchema,
+  stateSchema,
 } from './edge.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
@@ -276,6 +278,7 @@ export const rawConfigSchema = z.strictObject({
   auto_block: autoBlockSchema.optional(),
   rate_limit: globalRateSchema.optional(),
   block_list_file: blockListFileSchema.optional(),
+  state: stateSchema.optional(),
 });
 type RawConfig = z.output<typeof rawConfigSchema>;
 
@@ -307,6 +310,7 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
   (raw.listeners ?? []).forEach((l, i) => {
     checkRules(l.access, l.upstream.kind === 'login-routed', (p, m) => issue(ctx, p, m), ['listeners', i, 'access']);
   });
+  checkState(raw.state, baseDir, (p, m) => issue(ctx, p, m));
   const ab = raw.auto_block;
   if (ab?.duration_ms !== undefined && ab.max_duration_ms !== undefined && ab.duration_ms > ab.max_duration_ms)
     issue(ctx, ['auto_block', 'duration_ms'], 'duration_ms is longer than max_duration_ms');

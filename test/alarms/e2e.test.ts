@@ -38,6 +38,7 @@ let sink: Sink;
 let smtp: ScriptedSmtp;
 let dir: string;
 let port: number;
+let badPort: number;
 let logText = '';
 const signals = new EventEmitter();
 let served: Promise<number>;
@@ -60,6 +61,7 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'postern-alarms-e2e-'));
   cpSync(path.join(repoRoot, 'policies'), path.join(dir, 'policies'), { recursive: true });
   port = await freePort();
+  badPort = await freePort();
   writeFileSync(
     path.join(dir, 'postern.yaml'),
     `log: { level: info }
@@ -79,6 +81,16 @@ listeners:
     tls: { mode: none }
     upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.pop3}, tls: { mode: none } }
     policy: default
+  - name: pop3-badtls
+    protocol: pop3
+    host: 127.0.0.1
+    port: ${badPort}
+    tls: { mode: none }
+    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.pop3s}, tls: { mode: implicit, verify: true } }
+    policy: null
+auto_block:
+  login_failures: { count: 2, within_ms: 60000 }
+block_list_file: var/blocks.sqlite
 alarms:
   rate: { max: 5, interval_ms: 60000 }
   webhook:
@@ -119,8 +131,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function pop(lines: string[]): Promise<string> {
-  const c = await RawConn.connect(port);
+async function pop(lines: string[], to = port): Promise<string> {
+  const c = await RawConn.connect(to);
   await c.waitFor(/^\+OK[^\r\n]*\r\n/);
   for (const l of lines) {
     const before = c.text.length;
@@ -145,7 +157,7 @@ describe('alarms through postern serve', () => {
     expect(text).toMatch(/\+OK [^\r\n]*octets\r\n/);
     expect(text).not.toContain('EICAR-STANDARD');
 
-    const [hit] = await sink.waitFor(1, 10_000);
+    const hit = await waitFor(() => sink.hits.find((h) => h.json.type === 'virus'), { timeoutMs: 10_000, what: 'virus alarm' });
     expect(hit!.method).toBe('POST');
     const n = hit!.json;
     expect(n).toMatchObject({ source: 'postern', type: 'virus', listener: 'pop3-alarmed', user: 'alice', upstream: `127.0.0.1:${dovecot.ports.pop3}` });
@@ -167,9 +179,12 @@ describe('alarms through postern serve', () => {
 
     // the email channel refuses (451): bounded attempts, then one alarm.failed; the session never noticed
     await waitFor(() => logLines().some((l) => l.event === 'alarm.failed'), { timeoutMs: 15_000, what: 'alarm.failed' });
-    const failed = logLines().filter((l) => l.event === 'alarm.failed');
-    expect(failed[0]).toMatchObject({ level: 'warn', type: 'virus', attempts: 3, channel: `email 127.0.0.1:${smtp.port}`, err: { code: 'E_ALARM' } });
-    expect(smtp.transactions.length).toBe(3);
+    await waitFor(() => logLines().some((l) => l.event === 'alarm.failed' && l.type === 'virus'), { timeoutMs: 15_000, what: 'alarm.failed virus' });
+    const failed = logLines().filter((l) => l.event === 'alarm.failed' && l.type === 'virus');
+    expect(failed).toEqual([
+      expect.objectContaining({ level: 'warn', attempts: 3, channel: `email 127.0.0.1:${smtp.port}`, err: expect.objectContaining({ code: 'E_ALARM' }) }),
+    ]);
+    expect(smtp.transactions.length).toBeGreaterThanOrEqual(3);
     expect(logText).not.toContain(dovecot.users.alice);
   }, 60_000);
 
@@ -189,6 +204,31 @@ describe('alarms through postern serve', () => {
       ['all_endpoints_down', 'clamd'],
     ]);
     expect(hits[0]!.json.endpoint).toBe(`${clamd.host}:${clamd.port}`);
+  }, 30_000);
+
+  it("an upstream whose certificate does not verify raises upstream_tls (the capability probe at start, and a session's login)", async () => {
+    onTestFailed(() => console.error(logText.slice(-20_000)));
+    const text = await pop(['USER alice', `PASS ${dovecot.users.alice}`], badPort);
+    expect(text).toMatch(/-ERR/);
+    const hits = await waitFor(
+      () => {
+        const h = sink.hits.filter((x) => x.json.type === 'upstream_tls');
+        return h.some((x) => x.json.client !== undefined) ? h : null;
+      },
+      { timeoutMs: 15_000, what: 'upstream_tls alarms' },
+    );
+    for (const h of hits)
+      expect(h.json).toMatchObject({ listener: 'pop3-badtls', upstream: `127.0.0.1:${dovecot.ports.pop3s}`, reason: 'certificate_self_signed' });
+    expect(JSON.stringify(hits.map((h) => h.json))).not.toContain(dovecot.users.alice);
+  }, 30_000);
+
+  it('a second failed login from the same address auto-blocks it: an auto_block alarm', async () => {
+    onTestFailed(() => console.error(logText.slice(-20_000)));
+    await pop(['USER alice', 'PASS wrong-PASSWORD-2']);
+    const hit = await waitFor(() => sink.hits.find((h) => h.json.type === 'auto_block'), { timeoutMs: 10_000, what: 'auto_block alarm' });
+    expect(hit.json).toMatchObject({ client: '127.0.0.1', reason: 'login_failures', strikes: 1 });
+    expect(hit.json.until).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(hit.body).not.toContain('wrong-PASSWORD');
   }, 30_000);
 
   it('SIGTERM: serve stops cleanly with the alarms closed', async () => {
