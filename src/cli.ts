@@ -9,7 +9,7 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import * as admin from './admin/index.js';
-import { createAlarms } from './alarms/index.js';
+import { alarmsCheck, createAlarms } from './alarms/index.js';
 import { tapLogger } from './alarms/tap.js';
 import { clusterRole, isClusterWorker, runPrimary, startWorkerIpc, type WorkerIpc, workerConfig } from './cluster/index.js';
 import * as collectorModule from './collector/cli-module.js';
@@ -464,6 +464,7 @@ async function check(args: string[], io: CliIo): Promise<number> {
 
   const collectorChecked = loadModule(io, 'collector').collectorCheck(config);
   problems.push(...collectorChecked.problems);
+  problems.push(...alarmsCheck(config.alarms));
   for (const w of collectorChecked.warnings) io.stderr(`warning: ${w}\n`);
   const policies = [...new Set([...config.listeners.map((l) => l.policy).filter((p): p is string => p !== null), ...collectorChecked.policies])];
   const loaded: [string, PolicyScanNeeds][] = [];

@@ -3,6 +3,7 @@
  * `auto_block`, `rate_limit` (global and per listener) and `proxy_protocol` (per listener). Addresses,
  * CIDRs, host patterns, days, hours and time zones are parsed here, each problem a located error.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import type { AutoBlockConfig } from '../edge/autoblock.js';
@@ -33,6 +34,23 @@ export interface EdgeConfig {
   /** The shared block list (SQLite); always set, `postern block` works without auto_block. */
   blockListFile: string;
   rateLimit: { perClient: BucketSpec | null; maxTrackedAddresses: number };
+  /** `state:`: the block list and the rate/auto-block counters in Redis (src/edge/redis-state.ts); null: this process (memory + SQLite). */
+  state: RedisStateConfig | null;
+}
+
+/** `state: { redis: URL, ... }`, parsed; the password is kept apart from the URL text that may be logged. */
+export interface RedisStateConfig {
+  /** The URL without its password (`redis://user:***@host:port/db`): the only form that is logged. */
+  redactedUrl: string;
+  host: string;
+  port: number;
+  db: number;
+  username: string | null;
+  password: string | null;
+  /** rediss://: TLS with certificate and host name verification (system CAs, or `tls_ca_file`). */
+  tls: { caFile: string | null } | null;
+  keyPrefix: string;
+  commandTimeoutMs: number;
 }
 
 const cidrText = z.string().transform((t, ctx): Cidr => {
@@ -112,6 +130,111 @@ export const globalRateSchema = z.strictObject({
 
 export const blockListFileSchema = z.string().min(1);
 
+/** What `state.redis` says, before the password file is read; `error` when the URL is not one postern takes. */
+export function parseRedisUrl(
+  text: string,
+): { host: string; port: number; db: number; username: string | null; password: string | null; tls: boolean; redacted: string } | { error: string } {
+  // the URL may carry a password: no message here quotes it
+  let u: URL;
+  try {
+    u = new URL(text);
+  } catch {
+    return { error: 'not a URL (expected redis://[user:password@]host[:port][/db] or rediss://...)' };
+  }
+  const tlsOn = u.protocol === 'rediss:';
+  if (u.protocol !== 'redis:' && !tlsOn) return { error: `scheme ${JSON.stringify(u.protocol.slice(0, 16))} is not redis: or rediss:` };
+  if (u.search || u.hash) return { error: 'query strings and fragments are not taken (use the state: keys)' };
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  if (!host) return { error: 'the URL names no host' };
+  const port = u.port === '' ? 6379 : Number(u.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) return { error: 'port out of range' };
+  const p = u.pathname;
+  let db = 0;
+  if (p !== '' && p !== '/') {
+    const m = /^\/(0|[1-9][0-9]{0,4})$/.exec(p);
+    if (!m) return { error: 'the path must be a database number (/0, /1, ...)' };
+    db = Number(m[1]);
+  }
+  let username: string | null = null;
+  let password: string | null = null;
+  try {
+    username = u.username ? decodeURIComponent(u.username) : null;
+    password = u.password ? decodeURIComponent(u.password) : null;
+  } catch {
+    return { error: 'the user or password is not valid percent-encoding' };
+  }
+  return { host, port, db, username, password, tls: tlsOn, redacted: redactedRedisUrl(tlsOn, username, password !== null, host, port, db) };
+}
+
+/** The URL as logged: the password, if any, is `***`. */
+export function redactedRedisUrl(tlsOn: boolean, username: string | null, hasPassword: boolean, host: string, port: number, db: number): string {
+  const who = username !== null || hasPassword ? `${username !== null ? encodeURIComponent(username) : ''}${hasPassword ? ':***' : ''}@` : '';
+  return `${tlsOn ? 'rediss' : 'redis'}://${who}${host.includes(':') ? `[${host}]` : host}:${port}/${db}`;
+}
+
+const keyPrefixRe = /^[!-~]+$/;
+
+export const stateSchema = z.strictObject({
+  redis: z.string().superRefine((t, ctx) => {
+    const r = parseRedisUrl(t);
+    if ('error' in r) ctx.addIssue({ code: 'custom', message: r.error });
+  }),
+  password_file: z.string().min(1).optional(),
+  tls_ca_file: z.string().min(1).optional(),
+  key_prefix: z.string().min(1).max(EDGE_LIMITS.stateMaxKeyPrefixChars).regex(keyPrefixRe, 'printable ASCII without spaces').optional(),
+  command_timeout_ms: z.number().int().min(10).max(10_000).optional(),
+});
+type RawState = z.output<typeof stateSchema>;
+
+/** Cross-key checks of `state:` (the password file exists and is readable, one password source, tls_ca_file only with rediss). */
+export function checkState(raw: RawState | undefined, baseDir: string, issue: (p: (string | number)[], m: string) => void): void {
+  if (!raw) return;
+  const r = parseRedisUrl(raw.redis);
+  if ('error' in r) return;
+  if (raw.password_file !== undefined) {
+    if (r.password !== null) issue(['state', 'password_file'], 'the URL already carries a password: give it in one place');
+    else {
+      try {
+        readPasswordFile(path.resolve(baseDir, raw.password_file));
+      } catch (e) {
+        issue(['state', 'password_file'], (e as Error).message);
+      }
+    }
+  }
+  if (raw.tls_ca_file !== undefined && !r.tls) issue(['state', 'tls_ca_file'], 'tls_ca_file needs a rediss:// URL');
+}
+
+/** The first line of a password file (a trailing newline is not part of it); an empty one is refused. */
+export function readPasswordFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const line = text.replace(/\r?\n$/, '');
+  if (line === '' || /[\r\n]/.test(line)) throw new Error(`${file} must hold the password on one line`);
+  return line;
+}
+
+function normaliseState(raw: RawState | undefined, baseDir: string): RedisStateConfig | null {
+  if (!raw) return null;
+  const r = parseRedisUrl(raw.redis);
+  if ('error' in r) return null; // refused by the schema already
+  const password = raw.password_file !== undefined ? readPasswordFile(path.resolve(baseDir, raw.password_file)) : r.password;
+  return {
+    redactedUrl: redactedRedisUrl(r.tls, r.username, password !== null, r.host, r.port, r.db),
+    host: r.host,
+    port: r.port,
+    db: r.db,
+    username: r.username,
+    password,
+    tls: r.tls ? { caFile: raw.tls_ca_file !== undefined ? path.resolve(baseDir, raw.tls_ca_file) : null } : null,
+    keyPrefix: raw.key_prefix ?? 'postern:',
+    commandTimeoutMs: raw.command_timeout_ms ?? EDGE_LIMITS.stateCommandTimeoutMs,
+  };
+}
+
 export function normaliseRules(raw: RawRule[] | undefined, where: string): AccessRule[] {
   return (raw ?? []).map((r, i) => ({
     id: `${where}[${i}]`,
@@ -148,7 +271,13 @@ export function normaliseListenerEdge(
 }
 
 export function normaliseEdge(
-  raw: { access?: RawRule[]; auto_block?: z.output<typeof autoBlockSchema>; rate_limit?: z.output<typeof globalRateSchema>; block_list_file?: string },
+  raw: {
+    access?: RawRule[];
+    auto_block?: z.output<typeof autoBlockSchema>;
+    rate_limit?: z.output<typeof globalRateSchema>;
+    block_list_file?: string;
+    state?: RawState;
+  },
   baseDir: string,
 ): EdgeConfig {
   const ab = raw.auto_block;
@@ -169,5 +298,6 @@ export function normaliseEdge(
       : null,
     blockListFile: path.resolve(baseDir, raw.block_list_file ?? 'var/state/blocks.sqlite'),
     rateLimit: { perClient: pc ? { perSecond: pc.per_second, burst: pc.burst } : null, maxTrackedAddresses: max },
+    state: normaliseState(raw.state, baseDir),
   };
 }

@@ -1,15 +1,16 @@
 /**
- * The edge's runtime state for one serve process (no sockets: src/relay/server.ts asks it): the
- * block list (mirrored from the shared store), the auto-blocker, the connection rate limiters and the
- * access rules. Time is passed in; the host owns the reload timer (refresh()).
+ * The edge's decisions for one serve process (no sockets: src/relay/server.ts asks it): the block
+ * list, the connection rate limits and the access rules, in that order. The block list, the auto-block
+ * counters and the buckets live in an EdgeState (./state.ts: memory + SQLite, or Redis). Time is passed
+ * in; the host owns the reload timer of the memory state (refresh()), the Redis state its own.
  */
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
-import { AutoBlocker, type BlockEntry, BlockTable } from './autoblock.js';
+import type { BlockEntry, BlockTable } from './autoblock.js';
 import type { BlockStore } from './block-store.js';
 import { canonicalIp, type IpAddress, parseIp } from './ip.js';
-import { KeyedRateLimiter, TokenBucket } from './rate.js';
 import { type AccessDecision, type AccessRule, decideConnect, decideLogin } from './rules.js';
+import { type EdgeLogger, type EdgeState, type EdgeStateHealth, isEdgeState, MemoryEdgeState } from './state.js';
 
 /** Session-end codes that count as protocol errors for auto_block.protocol_errors. */
 export const PROTOCOL_ERROR_CODES: ReadonlySet<string> = new Set([
@@ -28,45 +29,48 @@ export type ConnectVerdict =
   | { kind: 'rate'; scope: 'client' | 'listener' }
   | { kind: 'deny' | 'reset'; decision: AccessDecision; block: BlockEntry | null };
 
-export interface EdgeLogger {
-  info(obj: object, msg: string): void;
-  warn(obj: object, msg: string): void;
-}
+export type { EdgeLogger } from './state.js';
 
 export class EdgeGuard {
-  readonly blocks = new BlockTable();
-  readonly autoBlocker: AutoBlocker | null;
-  private readonly perClient: KeyedRateLimiter | null;
-  private readonly perListener = new Map<string, TokenBucket>();
+  /** Where the block list, the counters and the buckets live (memory + SQLite, or Redis). */
+  readonly state: EdgeState;
+  private readonly autoBlockOn: boolean;
+  private readonly blockListeners: ((e: BlockEntry) => void)[] = [];
   private readonly global: AccessRule[];
 
+  /**
+   * `store`: the SQLite block store (or null) for the in-process state, or an EdgeState built by the
+   * composition root (src/cli.ts: RedisEdgeState when `state.redis` is configured).
+   */
   constructor(
     config: PosternConfig,
-    private readonly store: BlockStore | null,
+    store: BlockStore | EdgeState | null,
     private readonly log: EdgeLogger,
     now: number,
   ) {
     const edge = config.edge;
     this.global = edge?.access ?? [];
-    this.autoBlocker = edge?.autoBlock?.enabled ? new AutoBlocker(edge.autoBlock) : null;
-    const pc = edge?.rateLimit.perClient ?? null;
-    this.perClient = pc ? new KeyedRateLimiter(pc, edge!.rateLimit.maxTrackedAddresses) : null;
-    for (const l of config.listeners) if (l.edge?.rateLimit) this.perListener.set(l.name, new TokenBucket(l.edge.rateLimit, now));
-    this.refresh(now, true);
+    this.autoBlockOn = edge?.autoBlock?.enabled === true;
+    this.state = isEdgeState(store) ? store : new MemoryEdgeState(config, store, log, now);
+    this.state.setBlockListener((e, at) => this.logBlock(e, at));
+  }
+
+  /** The local view of the block list (the state's). */
+  get blocks(): BlockTable {
+    return this.state.blocks;
+  }
+
+  /**
+   * Called for every auto-block this guard imposes, also those the shared state (Redis) decides a round
+   * trip after the failure that caused them (which the note* methods cannot return). For metrics.
+   */
+  addBlockListener(fn: (e: BlockEntry) => void): void {
+    this.blockListeners.push(fn);
   }
 
   /** Re-reads the shared block list when another process changed it. */
   refresh(now: number, force = false): void {
-    if (!this.store) return;
-    try {
-      if (!this.store.changed() && !force) return;
-      this.blocks.replace(this.store.active(now));
-    } catch (err) {
-      this.log.warn(
-        { event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } },
-        'block list could not be read; the last copy stays',
-      );
-    }
+    this.state.refresh(now, force);
   }
 
   private rules(listener: ListenerConfig): AccessRule[] {
@@ -79,16 +83,36 @@ export class EdgeGuard {
     return this.rules(listener).some((r) => r.to !== null);
   }
 
-  /** Everything decided at connect, in order: block list, rate limits, access rules. */
+  /** Everything decided at connect, in order: block list, rate limits, access rules. No I/O. */
   onConnect(listener: ListenerConfig, address: string, now: number): ConnectVerdict {
     const key = canonicalIp(address);
-    const blocked = this.blocks.blockedUntil(key, now);
+    const blocked = this.state.blockedUntil(key, now);
     if (blocked) return { kind: 'blocked', entry: blocked };
-    const lb = this.perListener.get(listener.name);
-    if (lb && !lb.take(now)) return { kind: 'rate', scope: 'listener' };
-    if (this.perClient && !this.perClient.take(key, now)) return { kind: 'rate', scope: 'client' };
-    const ip = parseIp(key);
-    const d = decideConnect(this.rules(listener), ip, now);
+    const taken = this.state.takeConnection(listener.name, listener.edge?.rateLimit ?? null, key, now);
+    if (taken !== 'ok') return { kind: 'rate', scope: taken };
+    return this.decideAccess(listener, key, now);
+  }
+
+  /**
+   * onConnect with the rate limits exact across instances: with a shared state (Redis) the buckets are
+   * checked and taken in one round trip, bounded by `state.command_timeout_ms` (the block list is the
+   * local view, re-read every EDGE_LIMITS.blockListReloadMs); a promise then. With the memory state it
+   * is onConnect (no promise). The relay must hold the raw socket unread while it waits.
+   */
+  admit(listener: ListenerConfig, address: string, now: number): ConnectVerdict | Promise<ConnectVerdict> {
+    const shared = this.state.takeConnectionShared;
+    if (!shared) return this.onConnect(listener, address, now);
+    const key = canonicalIp(address);
+    const blocked = this.state.blockedUntil(key, now);
+    if (blocked) return { kind: 'blocked', entry: blocked };
+    return shared.call(this.state, listener.name, listener.edge?.rateLimit ?? null, key, now).then((taken): ConnectVerdict => {
+      if (taken !== 'ok') return { kind: 'rate', scope: taken };
+      return this.decideAccess(listener, key, now);
+    });
+  }
+
+  private decideAccess(listener: ListenerConfig, key: string, now: number): ConnectVerdict {
+    const d = decideConnect(this.rules(listener), parseIp(key), now);
     if (d.action === 'allow') return { kind: 'allow', decision: d };
     return { kind: d.action, decision: d, block: d.rule?.autoBlock ? this.imposeRuleBlock(key, now) : null };
   }
@@ -102,38 +126,46 @@ export class EdgeGuard {
   }
 
   private imposeRuleBlock(key: string, now: number): BlockEntry | null {
-    if (!this.autoBlocker) return null;
-    const e = this.autoBlocker.ruleHit(key, now);
-    if (e) this.impose(e, now);
+    if (!this.autoBlockOn) return null;
+    const e = this.state.ruleHit(key, now);
+    if (e) this.logBlock(e, now);
     return e;
   }
 
+  /**
+   * A login the upstream refused (auto_block.login_failures). Returns the block imposed now, if any;
+   * with shared state (Redis) the block is decided there and comes a round trip later (logged then).
+   */
   noteLoginFailure(address: string, now: number): BlockEntry | null {
-    const e = this.autoBlocker?.note(canonicalIp(address), 'login_failure', now) ?? null;
-    if (e) this.impose(e, now);
+    if (!this.autoBlockOn) return null;
+    const e = this.state.noteFailure(canonicalIp(address), 'login_failure', now);
+    if (e) this.logBlock(e, now);
     return e;
   }
 
+  /** A session ended: a protocol-error code counts for auto_block.protocol_errors (same contract as noteLoginFailure). */
   noteSessionEnd(address: string, code: string | undefined, now: number): BlockEntry | null {
-    if (!code || !PROTOCOL_ERROR_CODES.has(code)) return null;
-    const e = this.autoBlocker?.note(canonicalIp(address), 'protocol_error', now) ?? null;
-    if (e) this.impose(e, now);
+    if (!code || !PROTOCOL_ERROR_CODES.has(code) || !this.autoBlockOn) return null;
+    const e = this.state.noteFailure(canonicalIp(address), 'protocol_error', now);
+    if (e) this.logBlock(e, now);
     return e;
   }
 
-  private impose(e: BlockEntry, now: number): void {
-    this.blocks.set(e);
+  private logBlock(e: BlockEntry, now: number): void {
     this.log.warn(
       { event: 'edge.auto_block', client: e.address, reason: e.reason, until: new Date(e.until).toISOString(), ms: e.until - now, strikes: e.strikes },
       'client address auto-blocked',
     );
-    try {
-      this.store?.put(e, now);
-    } catch (err) {
-      this.log.warn(
-        { event: 'edge.block_store_failed', err: { code: ErrorCodes.INTERNAL, message: (err as Error).message } },
-        'auto-block not saved to the shared block list (in force in this process)',
-      );
-    }
+    for (const fn of this.blockListeners) fn(e);
+  }
+
+  /** The state's health (for /readyz and metrics: backend, connected, outages). */
+  stateHealth(): EdgeStateHealth {
+    return this.state.health();
+  }
+
+  /** Ends the state's connections and timers (the Redis state; the memory state has none). */
+  close(): Promise<void> {
+    return this.state.close();
   }
 }

@@ -34,6 +34,15 @@ export class TokenBucket {
     return false;
   }
 
+  /**
+   * Sets the bucket to what the shared store says (src/edge/redis-state.ts): `tokens` at `now`, less the
+   * takes of this process the store has not counted yet. May go below zero (a debt to refill first).
+   */
+  adjust(tokens: number, now: number): void {
+    this.tokens = Math.min(this.spec.burst, tokens);
+    this.last = Math.max(this.last, now);
+  }
+
   /** Full again (nothing to remember for this key). */
   isFull(now: number): boolean {
     const elapsed = Math.max(0, now - this.last) / 1000;
@@ -49,6 +58,11 @@ export class KeyedRateLimiter {
   ) {}
 
   take(key: string, now: number): boolean {
+    return this.bucket(key, now).take(now);
+  }
+
+  /** The bucket of `key` (a new, full one if none is kept), now the most recently seen. */
+  bucket(key: string, now: number): TokenBucket {
     let b = this.buckets.get(key);
     if (b) {
       this.buckets.delete(key); // re-insert: Map order is the LRU order
@@ -60,7 +74,12 @@ export class KeyedRateLimiter {
       }
     }
     this.buckets.set(key, b);
-    return b.take(now);
+    return b;
+  }
+
+  /** The bucket of `key` if one is kept (does not touch the LRU order). */
+  peek(key: string): TokenBucket | undefined {
+    return this.buckets.get(key);
   }
 
   get size(): number {
