@@ -23,7 +23,7 @@ import { ALARM_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { type AlarmInput, buildNotification, type Outgoing } from './payload.js';
 import { AlarmRateLimit, realTimers, type Timers } from './rate.js';
-import { emailTransport, type Transport, webhookTransport } from './transports.js';
+import { emailTransport, readSecret, type Transport, webhookTransport } from './transports.js';
 
 export type { AlarmInput, AlarmType, Notification, Outgoing, SummaryNotification } from './payload.js';
 
@@ -217,4 +217,23 @@ export class Alarms implements AlarmSink {
 export function createAlarms(config: AlarmsConfig | undefined, log: Logger): Alarms | null {
   if (!config?.enabled) return null;
   return new Alarms(config, { log });
+}
+
+/** What `postern check` reports about the alarms: a password or token file that cannot be read, a variable not set. */
+export function alarmsCheck(config: AlarmsConfig | undefined, env: NodeJS.ProcessEnv = process.env): string[] {
+  const problems: string[] = [];
+  if (!config?.enabled) return problems;
+  const secrets: [string, import('../config/alarms.js').SecretRef | null | undefined][] = [
+    ['email password', config.email?.auth?.password],
+    ['webhook bearer token', config.webhook?.bearerToken],
+  ];
+  for (const [what, ref] of secrets) {
+    if (!ref) continue;
+    try {
+      readSecret(ref, what, env);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
+  return problems;
 }

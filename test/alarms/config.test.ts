@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli.js';
 import { webhookUrlProblem } from '../../src/config/alarms.js';
 import { loadConfig } from '../../src/config/load.js';
 import { ConfigError, type LocatedIssue } from '../../src/config/validate.js';
@@ -119,5 +120,21 @@ describe('alarms config', () => {
     expect(webhookUrlProblem('https://h.example.org/x#frag')).toMatch(/fragment/);
     expect(webhookUrlProblem('ftp://h.example.org/')).toMatch(/https/);
     expect(webhookUrlProblem('not a url')).toMatch(/absolute URL/);
+  });
+
+  it('postern check reports an unset token variable or an empty password file (serve would not start)', async () => {
+    writeFileSync(path.join(dir, 'empty'), '');
+    const file = path.join(dir, 'check.yaml');
+    writeFileSync(
+      file,
+      `${BASE}alarms:\n  webhook: { url: "https://h.example.org/", bearer_token_env: POSTERN_TEST_UNSET_TOKEN_9 }\n  email: { host: smtp.example.org, from: a@example.org, to: [b@example.org], auth: { user: u, password_file: empty } }\n`,
+    );
+    let out = '';
+    let err = '';
+    const code = await main(['check', '--config', file], { stdout: (d) => void (out += String(d)), stderr: (d) => void (err += d) });
+    expect(code).toBe(1);
+    expect(out).toBe('');
+    expect(err).toContain('alarms: webhook bearer token: environment variable POSTERN_TEST_UNSET_TOKEN_9 is not set');
+    expect(err).toContain(`alarms: email password: ${path.join(dir, 'empty')} is empty`);
   });
 });
