@@ -31,23 +31,21 @@
  * Bounded: each run has a deadline (RUN_TIMEOUT_MS), the whole script a watchdog.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildMailbox } from './lib/mail-corpus.mjs';
 import { startPostfix } from './lib/postfix.mjs';
-import { benchDovecotConf, findBin, freePorts, startClamd } from './lib/servers.mjs';
+import { cleanupOnExit, cleanupSync, MB, sleep, tempDir, track } from './lib/procs.mjs';
+import { findBin, startClamd, startDovecot } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
 const USERS = { popbox: 'poppass', imapbox: 'imappass', alice: 'alicepass' };
 const RECIPIENT = 'alice@example.com';
 const OVERALL_TIMEOUT_MS = 30 * 60_000;
 const RUN_TIMEOUT_MS = 5 * 60_000;
-const MB = 1024 * 1024;
 
 const { values: argv } = parseArgs({
   options: {
@@ -63,116 +61,10 @@ const TARGET_BYTES = (argv.quick ? 5 : Number(argv.mb)) * MB;
 if (!['lmtp', 'postfix'].includes(argv.target)) throw new Error('--target is lmtp or postfix');
 if (!(N > 0) || !(TARGET_BYTES > 0)) throw new Error('--messages and --mb must be positive');
 
-// ---------- bookkeeping: everything started is stopped on every exit path ----------
+// ---------- bookkeeping: everything started is stopped on every exit path (lib/procs.mjs) ----------
 
-const children = new Set();
-const tempDirs = new Set();
 const stoppers = [];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function tempDir(prefix) {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.add(d);
-  return d;
-}
-function track(child) {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-function cleanupSync() {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  children.clear();
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  tempDirs.clear();
-}
-process.on('exit', cleanupSync);
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-
-function run(cmd, args, opts = {}) {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * MB, ...opts });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status ?? r.signal}: ${(r.stderr ?? '').slice(-2000)}`);
-  return r.stdout;
-}
-
-// ---------- Dovecot: the remote boxes and the local mailbox (LMTP) ----------
-
-async function startDovecot() {
-  const dir = tempDir('postern-bench-collector-dovecot-');
-  chmodSync(dir, 0o755);
-  mkdirSync(join(dir, 'home'), { mode: 0o755 });
-  const lines = [];
-  const homes = {};
-  for (const [u, p] of Object.entries(USERS)) {
-    const h = join(dir, 'home', u);
-    mkdirSync(h, { mode: 0o700 });
-    chownSync(h, MAIL_UID, MAIL_UID);
-    homes[u] = h;
-    lines.push(`${u}:{PLAIN}${p}:${MAIL_UID}:${MAIL_UID}::${h}::`);
-  }
-  writeFileSync(join(dir, 'users'), `${lines.join('\n')}\n`);
-  const [imap, pop3, lmtp] = await freePorts(3);
-  const conf = join(dir, 'dovecot.conf');
-  writeFileSync(conf, benchDovecotConf({ name: `postern-bench-collector-${process.pid}`, dir, mailUid: MAIL_UID, ports: { imap, pop3, lmtp } }));
-  let log = '';
-  const proc = track(spawn(findBin('dovecot'), ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const keep = (d) => {
-    log = (log + d.toString()).slice(-20_000);
-  };
-  proc.stdout.on('data', keep);
-  proc.stderr.on('data', keep);
-  const until = Date.now() + 15_000;
-  while (!(await greets(imap, '* OK'))) {
-    if (proc.exitCode !== null || Date.now() > until) throw new Error(`dovecot did not start:\n${log}`);
-    await sleep(50);
-  }
-  const doveadm = (args) => run(findBin('doveadm'), ['-c', conf, ...args]);
-  return {
-    dir,
-    conf,
-    proc,
-    ports: { imap, pop3, lmtp },
-    log: () => log,
-    count: (user) => Number(/messages=(\d+)/.exec(doveadm(['-f', 'flow', 'mailbox', 'status', '-u', user, 'messages', 'INBOX']))?.[1] ?? NaN),
-    empty: (user) => doveadm(['expunge', '-u', user, 'mailbox', 'INBOX', 'all']),
-    /** Writes the messages into the user's Maildir/new and lets Dovecot index them (the count syncs). */
-    fill(user, messages) {
-      doveadm(['expunge', '-u', user, 'mailbox', 'INBOX', 'all']);
-      const md = join(homes[user], 'Maildir');
-      for (const sub of ['', 'new', 'cur', 'tmp']) {
-        mkdirSync(join(md, sub), { recursive: true });
-        chownSync(join(md, sub), MAIL_UID, MAIL_UID);
-      }
-      const stamp = Math.floor(Date.now() / 1000);
-      messages.forEach((m, i) => {
-        const f = join(md, 'new', `${stamp}.M${i}P${process.pid}.bench,S=${m.raw.length}`);
-        writeFileSync(f, m.raw);
-        chownSync(f, MAIL_UID, MAIL_UID);
-      });
-      doveadm(['force-resync', '-u', user, 'INBOX']);
-      const n = Number(/messages=(\d+)/.exec(doveadm(['-f', 'flow', 'mailbox', 'status', '-u', user, 'messages', 'INBOX']))?.[1]);
-      if (n !== messages.length) throw new Error(`${user}: ${n} messages after filling ${messages.length}`);
-    },
-  };
-}
-
-/** True when a TCP connect to the port gets a first line starting with `prefix`. */
-function greets(port, prefix) {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    let buf = '';
-    const done = (v) => {
-      s.destroy();
-      resolve(v);
-    };
-    s.setTimeout(2000, () => done(false));
-    s.on('error', () => done(false));
-    s.on('data', (d) => {
-      buf += d.toString('latin1');
-      if (buf.includes('\r\n')) done(buf.startsWith(prefix));
-    });
-  });
-}
+cleanupOnExit();
 
 // ---------- a timed child: wall time and user+sys of it and everything it waited for ----------
 
@@ -378,7 +270,7 @@ async function main() {
   const t0 = performance.now();
   const messages = buildMailbox(N, TARGET_BYTES);
   const total = messages.reduce((s, m) => s + m.raw.length, 0);
-  const dovecot = await startDovecot();
+  const dovecot = await startDovecot({ name: 'postern-bench-collector', users: USERS, lmtp: true });
   stoppers.push(async () => {
     dovecot.proc.kill('SIGTERM');
   });

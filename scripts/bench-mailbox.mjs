@@ -701,9 +701,15 @@ async function main() {
     REF.big = (await c.ok('UID FETCH 1:* BODY.PEEK[]')).literals;
     await c.logout();
   }
-  if (wants('list-sync')) {
+  // twice: Dovecot decides on the second access to keep the header fields in its cache file
+  for (let i = 0; i < (wants('list-sync') ? 2 : 0); i++) {
     const c = await Imap.session(endpoint('direct'), 'lister', USERS.lister);
     REF.listerHeaders = (await c.ok(LIST_SYNC)).literals;
+    await c.logout();
+  }
+  for (let i = 0; i < (wants('poll') ? 2 : 0); i++) {
+    const c = await Imap.session(endpoint('direct'), 'alice', USERS.alice);
+    await c.ok(LIST_SYNC);
     await c.logout();
   }
   await freshPostern();
