@@ -108,6 +108,9 @@ export function alarmOf(rec: Rec, bindings: Rec, staticUpstream: (listener: stri
 }
 
 const SOURCES: ReadonlySet<unknown> = new Set(ALARM_SOURCES);
+const TAPPED_LEVELS = ['info', 'warn', 'error'] as const;
+type TappedLevel = (typeof TAPPED_LEVELS)[number];
+type LogFn = (...args: unknown[]) => void;
 
 /**
  * A logger whose records (its own and its children's) also raise alarms. The returned object is a
@@ -118,21 +121,40 @@ export function tapLogger(log: Logger, alarms: AlarmSink, listeners: readonly Li
   for (const l of listeners) if (l.upstream.kind === 'static') upstreams.set(l.name, `${l.upstream.host}:${l.upstream.port}`);
   const staticUpstream = (name: string) => upstreams.get(name);
   const tapped = Object.create(log) as Logger;
-  for (const level of ['info', 'warn', 'error'] as const) {
-    const orig = log[level] as (...a: unknown[]) => void;
+  // pino's level setter (a reload may change log.level) assigns new level methods to the logger it is
+  // called on: those land here, per object, and the tap stays in front of them
+  const replaced = new WeakMap<object, Partial<Record<TappedLevel, LogFn>>>();
+  for (const level of TAPPED_LEVELS) {
+    const current = (self: object): LogFn => {
+      for (let o: object | null = self; o !== null && o !== log; o = Object.getPrototypeOf(o) as object | null) {
+        const f = replaced.get(o)?.[level];
+        if (f) return f;
+      }
+      return log[level] as LogFn;
+    };
     const wrapped = function (this: Logger, ...args: unknown[]) {
+      const self = this ?? tapped;
       const rec = args[0];
       if (rec !== null && typeof rec === 'object' && SOURCES.has((rec as Rec).event)) {
         try {
-          const bindings = (typeof this?.bindings === 'function' ? this.bindings() : {}) as Rec;
+          const bindings = (typeof self.bindings === 'function' ? self.bindings() : {}) as Rec;
           for (const a of alarmOf(rec as Rec, bindings, staticUpstream)) alarms.emit(a);
         } catch {
           // an alarm never disturbs logging
         }
       }
-      return orig.apply(this ?? log, args);
+      return current(self).apply(self, args);
     };
-    Object.defineProperty(tapped, level, { value: wrapped, writable: true, configurable: true, enumerable: false });
+    Object.defineProperty(tapped, level, {
+      get: () => wrapped,
+      set(this: object, fn: LogFn) {
+        const m = replaced.get(this) ?? {};
+        m[level] = fn;
+        replaced.set(this, m);
+      },
+      configurable: true,
+      enumerable: false,
+    });
   }
   return tapped;
 }

@@ -140,6 +140,45 @@ describe('tapLogger', () => {
     ]);
   });
 
+  it('a level change (a reload sets log.level) keeps the tap, on the tapped logger and on its children', () => {
+    const plainOut = capture('info');
+    const out = capture('info');
+    const got: AlarmInput[] = [];
+    const t = tapLogger(out.log, { emit: (a) => got.push(a) });
+    const before = t.child({ sid: 'a', listener: 'l1' });
+    for (const log of [plainOut.log, t]) {
+      log.level = 'warn';
+      log.info({ event: 'session.open' }, 'not written at warn');
+      log.warn({ event: 'session.error', err: { code: 'E_PROTOCOL', message: 'x' } }, 'written');
+    }
+    before.info({ event: 'message.inspected', viruses: ['V1'], rules: [] }, 'x');
+    const child = t.child({ sid: 'b', listener: 'l2' });
+    child.level = 'error';
+    child.info({ event: 'message.inspected', viruses: ['V2'], rules: [] }, 'x');
+    child.error({ event: 'scanner.unavailable', endpoints: [] }, 'written');
+    t.level = 'info';
+    t.info({ event: 'edge.auto_block', client: '198.51.100.1', reason: 'rule', strikes: 1 }, 'written');
+    expect(got.map((a) => [a.type, a.listener ?? null])).toEqual([
+      ['virus', 'l1'],
+      ['virus', 'l2'],
+      ['scan_error', null],
+      ['auto_block', null],
+    ]);
+    const written = out
+      .text()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l).msg);
+    expect(written).toEqual(['written', 'written', 'written']);
+    expect(
+      plainOut
+        .text()
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l).msg),
+    ).toEqual(['written']);
+  });
+
   it('an alarm sink that throws does not disturb logging', () => {
     const out = capture();
     const t = tapLogger(out.log, {
