@@ -194,6 +194,45 @@ describe('email', () => {
   });
 });
 
+describe('email over STARTTLS with AUTH', () => {
+  it('the relay certificate is verified (ca_file), the password comes from its file and never reaches a log or the mail', async () => {
+    const { readFileSync } = await import('node:fs');
+    const pwFile = path.join(tmp, 'smtp-pw');
+    writeFileSync(pwFile, 'smtp-PASSWORD-77\n');
+    const smtp = await startSmtpScript({
+      auth: { user: 'alarms', pass: 'smtp-PASSWORD-77' },
+      tls: { key: readFileSync(cert.keyFile), cert: readFileSync(cert.certFile) },
+    });
+    open.push({ close: () => smtp.stop() });
+    const { log, lines } = logSink();
+    const email = (caFile?: string) => ({
+      host: 'localhost',
+      port: smtp.port,
+      tls: 'starttls' as const,
+      verify: true,
+      ...(caFile ? { caFile } : {}),
+      auth: { user: 'alarms', password: { kind: 'file' as const, file: pwFile } },
+      from: 'postern@example.test',
+      to: ['ops@example.test'],
+    });
+    // without the CA: the self-signed relay is refused before AUTH
+    const bad = alarms(config({ email: email() }), { log, channel: { maxAttempts: 1 } });
+    bad.emit(VIRUS);
+    await sleep(50);
+    await bad.close(5000);
+    expect(smtp.transactions).toHaveLength(0);
+    expect(lines().filter((l) => l.event === 'alarm.failed')).toHaveLength(1);
+    const good = alarms(config({ email: email(cert.certFile) }), { log });
+    good.emit(VIRUS);
+    const [tx] = await smtp.waitForTransactions(1);
+    expect(tx!.mailFrom).toBe('postern@example.test');
+    await sleep(50);
+    expect(smtp.received()).toHaveLength(1);
+    expect(smtp.received()[0]!.data!.toString()).not.toContain('smtp-PASSWORD-77');
+    expect(JSON.stringify(lines())).not.toContain('smtp-PASSWORD-77');
+  });
+});
+
 describe('rate limit', () => {
   it('max N per interval and type, then ONE summary of the suppressed at the end of the interval; other types are not held back', async () => {
     const s = await sink();
