@@ -120,7 +120,7 @@ export async function startClamd(opts = {}) {
  * is given, with `user@domain` looked up as `user`), passwd-file users in `${dir}/users`, Maildir
  * homes owned by `mailUid`. Written once here for bench-mailbox and bench-collector.
  */
-export function benchDovecotConf({ name, dir, mailUid, ports }) {
+export function benchDovecotConf({ name, dir, mailUid, ports, maxUserIpConnections = 200 }) {
   const lmtp = ports.lmtp !== undefined;
   return `instance_name = ${name}
 base_dir = ${dir}/run
@@ -150,10 +150,10 @@ namespace inbox {
   inbox = yes
 }
 protocol imap {
-  mail_max_userip_connections = 200
+  mail_max_userip_connections = ${maxUserIpConnections}
 }
 protocol pop3 {
-  mail_max_userip_connections = 200
+  mail_max_userip_connections = ${maxUserIpConnections}
 }
 service imap-login {
   inet_listener imap {
@@ -231,9 +231,10 @@ const MAIL_UID = 8; // Debian's `mail`: Dovecot refuses mail access as uid 0
  * POP3 (and LMTP with `lmtp: true`) on loopback, started and tracked (killed at exit). Returns
  * { dir, conf, proc, ports, homes, log(), doveadm(args), count(user), empty(user), fill(user, messages) };
  * fill() writes the messages ({ raw: Buffer }) straight into the user's Maildir (fast for 10,000
- * messages) and lets Dovecot index them.
+ * messages) and lets Dovecot index them. `maxUserIpConnections` (default 200) and `extraConf`
+ * (appended to dovecot.conf, e.g. service process limits) serve many-session runs.
  */
-export async function startDovecot({ name = 'postern-bench', users, lmtp = false }) {
+export async function startDovecot({ name = 'postern-bench', users, lmtp = false, maxUserIpConnections, extraConf = '' }) {
   const dir = tempDir(`${name}-dovecot-`);
   chmodSync(dir, 0o755); // mail processes (uid 8) traverse it to reach the homes
   mkdirSync(join(dir, 'home'), { mode: 0o755 });
@@ -250,7 +251,7 @@ export async function startDovecot({ name = 'postern-bench', users, lmtp = false
   const [imap, pop3, lmtpPort] = await freePorts(3);
   const ports = lmtp ? { imap, pop3, lmtp: lmtpPort } : { imap, pop3 };
   const conf = join(dir, 'dovecot.conf');
-  writeFileSync(conf, benchDovecotConf({ name: `${name}-${process.pid}`, dir, mailUid: MAIL_UID, ports }));
+  writeFileSync(conf, benchDovecotConf({ name: `${name}-${process.pid}`, dir, mailUid: MAIL_UID, ports, maxUserIpConnections }) + extraConf);
   const proc = track(spawn(requireBin('dovecot'), ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = tail(proc);
   await waitReady(proc, () => greets(imap, '* OK'), 15_000, () => `dovecot did not start:\n${log()}`);
@@ -358,12 +359,13 @@ function canConnect(port) {
  * postern as its own process (`node [nodeArgs] bin/postern.js serve`), optionally under a wrapper
  * (`wrap: ['taskset', '-c', '0']`), with static listeners to loopback upstreams. listeners:
  * [{ name, protocol: 'imap'|'pop3', tls: 'none'|'implicit', upstream: PORT, policy: NAME|PATH|null,
- * inspect: { vet_on_metadata: false, ... } }]; scanner: clamd port or null. Every call gets a fresh
+ * inspect: { vet_on_metadata: false, ... } }]; scanner: clamd port or null (scannerTimeoutMs: its
+ * timeout_ms, 600 s: benchmarks load clamd far beyond a site's usual). Every call gets a fresh
  * temp dir (log, CA, quarantine, and whatever postern keeps in its working directory), so no state
  * survives from an earlier instance. Returns { dir, proc, ports: { name: port }, ca (PEM), log file,
  * inspected() (the message.inspected log lines since the previous call), errors(), stop() }.
  */
-export async function startPostern({ listeners, scanner = null, nodeArgs = [], wrap = [], extraYaml = '' }) {
+export async function startPostern({ listeners, scanner = null, scannerTimeoutMs = 600_000, nodeArgs = [], wrap = [], extraYaml = '' }) {
   const dir = tempDir('postern-bench-run-');
   const ports = await freePorts(listeners.length);
   const policiesDir = join(root, 'policies');
@@ -373,7 +375,7 @@ export async function startPostern({ listeners, scanner = null, nodeArgs = [], w
     `policies_dir: ${policiesDir}\n` +
     `quarantine: { dir: ${dir}/quarantine }\n` +
     (scanner
-      ? `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${scanner} }]\n  timeout_ms: 120000\n  health_interval_ms: 30000\n  max_stream_bytes: 25MiB\n`
+      ? `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${scanner} }]\n  timeout_ms: ${scannerTimeoutMs}\n  health_interval_ms: 30000\n  max_stream_bytes: 25MiB\n`
       : '') +
     `limits: { shutdown_grace_ms: 1000 }\n` +
     extraYaml +
