@@ -241,7 +241,30 @@ export class RedisEdgeState implements EdgeState {
     const ms = Date.now() - this.downSince;
     this.downSince = null;
     if (this.outages > 0) this.log.info({ event: 'edge.state_recovered', url: this.client.cfg.redactedUrl, ms }, 'Redis edge state reachable again');
-    void this.flushPendingBlocks().then(() => this.refreshNow(Date.now()));
+    void this.recover();
+  }
+
+  /**
+   * Back after an outage: the blocks imposed here meanwhile are written; a Redis that came back empty
+   * (restarted without persistence: its list version is gone while this instance had read one) gets
+   * this instance's last view of the list back, so a restart of Redis does not lift the blocks; then
+   * the list is re-read.
+   */
+  private async recover(): Promise<void> {
+    const had = this.version;
+    if (had !== null && had !== '0') {
+      const v = await this.op(() => this.client.redis.get(this.client.keys.version).then((x) => x ?? '0'));
+      if (v === '0') {
+        const now = Date.now();
+        for (const e of this.local.blocks.entries()) if (e.until > now && !this.pendingBlocks.has(e.address)) this.pendingBlocks.set(e.address, e);
+        this.log.warn(
+          { event: 'edge.state_restored', url: this.client.cfg.redactedUrl, blocks: this.pendingBlocks.size },
+          'Redis came back without the block list: writing this instance’s last view back',
+        );
+      }
+    }
+    await this.flushPendingBlocks();
+    await this.refreshNow(Date.now(), true);
   }
 
   /** Runs a script unless Redis is down or too much is in flight; a failure marks an outage and resolves null. */

@@ -9,6 +9,8 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { parseConfigText } from '../../src/config/load.js';
 import type { PosternConfig } from '../../src/config/types.js';
+import type { EdgeGuard } from '../../src/edge/guard.js';
+import { openSharedEdgeGuard } from '../../src/edge/redis-state.js';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { createLogger } from '../../src/log/logger.js';
 import { type RunningServer, startServer } from '../../src/relay/server.js';
@@ -17,6 +19,8 @@ import { LeafMinter } from '../../src/tls/leaf.js';
 
 export interface EdgePostern {
   server: RunningServer;
+  /** The Redis-backed guard (state.redis), null otherwise. */
+  shared: EdgeGuard | null;
   config: PosternConfig;
   dir: string;
   caFile: string;
@@ -43,7 +47,10 @@ export async function startEdgePostern(yamlBody: string): Promise<EdgePostern> {
   });
   const log = createLogger(config.log, sink);
   const factory = createSessionFactory(config, log);
+  // as src/cli.ts does: with state.redis the edge lives in Redis (the relay is handed the guard)
+  const shared = config.edge?.state ? await openSharedEdgeGuard(config, config.edge.state, log) : null;
   const server = await startServer(config, {
+    ...(shared ? { edge: shared } : {}),
     log,
     minter: new LeafMinter(ca, { keyType: 'ec' }),
     createSession: factory.createSession,
@@ -52,6 +59,7 @@ export async function startEdgePostern(yamlBody: string): Promise<EdgePostern> {
   const logs = () => lines.join('');
   return {
     server,
+    shared,
     config,
     dir,
     caFile: ca.certFile,
@@ -64,6 +72,7 @@ export async function startEdgePostern(yamlBody: string): Promise<EdgePostern> {
         .map((l) => JSON.parse(l) as Record<string, unknown>),
     async close() {
       await server.close(200);
+      await shared?.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };
