@@ -16,6 +16,8 @@ export type { AlarmType } from '../config/alarms.js';
 export interface AlarmInput {
   type: AlarmType;
   listener?: string;
+  /** A collector account (config name), for a message the collector fetched. */
+  account?: string;
   /** The client address (address:port as logged). */
   client?: string;
   /** The user as the upstream accepted it (never a refused login's text). */
@@ -42,6 +44,7 @@ export interface Notification {
   type: AlarmType;
   time: string;
   listener?: string;
+  account?: string;
   client?: string;
   user?: string;
   upstream?: string;
@@ -67,6 +70,7 @@ export interface SummaryNotification {
   sent: number;
   suppressed: number;
   listeners: string[];
+  accounts: string[];
   clients: string[];
   users: string[];
   upstreams: string[];
@@ -106,6 +110,7 @@ export function buildNotification(input: AlarmInput, time: Date): Notification {
     if (v !== undefined) n[k] = v;
   };
   set('listener', text(input.listener));
+  set('account', text(input.account));
   set('client', text(input.client));
   set('user', text(input.user));
   set('upstream', text(input.upstream));

@@ -1,6 +1,6 @@
 /**
  * The alarm rate limit, per event type: an interval starts with the first event of the type; the
- * first `max` events in it are sent, the rest are counted (with the distinct listeners, clients,
+ * first `max` events in it are sent, the rest are counted (with the distinct listeners, accounts, clients,
  * users, upstreams, viruses, rules and endpoints they named, each list bounded) and, when the
  * interval ends, ONE summary of them is sent. The next event after that starts a new interval.
  * Pure apart from the timer it is handed (tests drive it with their own).
@@ -25,7 +25,7 @@ interface Window {
   start: Date;
   sent: number;
   suppressed: number;
-  lists: Record<'listeners' | 'clients' | 'users' | 'upstreams' | 'viruses' | 'rules' | 'endpoints', string[]>;
+  lists: Record<'listeners' | 'accounts' | 'clients' | 'users' | 'upstreams' | 'viruses' | 'rules' | 'endpoints', string[]>;
   timer: { cancel(): void };
 }
 
@@ -56,7 +56,7 @@ export class AlarmRateLimit {
         start: this.now(),
         sent: 0,
         suppressed: 0,
-        lists: { listeners: [], clients: [], users: [], upstreams: [], viruses: [], rules: [], endpoints: [] },
+        lists: { listeners: [], accounts: [], clients: [], users: [], upstreams: [], viruses: [], rules: [], endpoints: [] },
         timer: this.timers.set(() => this.end(type), this.intervalMs),
       };
       this.windows.set(n.type, w);
@@ -67,6 +67,7 @@ export class AlarmRateLimit {
     }
     w.suppressed++;
     add(w.lists.listeners, n.listener);
+    add(w.lists.accounts, n.account);
     add(w.lists.clients, n.client);
     add(w.lists.users, n.user);
     add(w.lists.upstreams, n.upstream);

@@ -9,6 +9,7 @@
  * |-------------------------------------------------------|---------------------|
  * | `message.inspected` with viruses                      | `virus`             |
  * | `message.inspected` with quarantineFailed             | `quarantine_failed` |
+ * | `collector.message` with viruses / quarantine-failed  | `virus` / `quarantine_failed` |
  * | `scanner.state` state down, `scanner.unavailable`     | `scan_error`        |
  * | `scan.result` outcome error                           | `scan_error`        |
  * | `edge.auto_block`                                     | `auto_block`        |
@@ -69,6 +70,16 @@ export function alarmOf(rec: Rec, bindings: Rec, staticUpstream: (listener: stri
       const out: AlarmInput[] = [];
       if (viruses.length > 0) out.push({ type: 'virus', ...where, viruses, rules, quarantineId: str(rec.quarantineId) });
       if (rec.quarantineFailed === true) out.push({ type: 'quarantine_failed', ...where, viruses, rules, reason: 'store_failed' });
+      return out;
+    }
+    case 'collector.message': {
+      // the collector's line for a fetched message: its viruses, or a quarantine failure (deferred)
+      const account = str(rec.account);
+      const viruses = Array.isArray(rec.viruses) ? rec.viruses.filter((v): v is string => typeof v === 'string') : [];
+      const rules = Array.isArray(rec.rules) ? (rec.rules as Rec[]).map((r) => r?.rule).filter((r): r is string => typeof r === 'string') : [];
+      const out: AlarmInput[] = [];
+      if (viruses.length > 0) out.push({ type: 'virus', account, viruses, rules, quarantineId: str(rec.quarantineId) });
+      if (rec.reason === 'quarantine-failed') out.push({ type: 'quarantine_failed', account, viruses, rules, reason: 'store_failed' });
       return out;
     }
     case 'scanner.state':
