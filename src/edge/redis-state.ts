@@ -240,30 +240,35 @@ export class RedisEdgeState implements EdgeState {
     if (this.downSince === null) return;
     const ms = Date.now() - this.downSince;
     this.downSince = null;
-    if (this.outages > 0) this.log.info({ event: 'edge.state_recovered', url: this.client.cfg.redactedUrl, ms }, 'Redis edge state reachable again');
-    void this.recover();
+    void this.recover(ms);
   }
 
   /**
    * Back after an outage: the blocks imposed here meanwhile are written; a Redis that came back empty
    * (restarted without persistence: its list version is gone while this instance had read one) gets
    * this instance's last view of the list back, so a restart of Redis does not lift the blocks; then
-   * the list is re-read.
+   * the list is re-read. One info line (`edge.state_recovered`, `restored`: blocks written back).
    */
-  private async recover(): Promise<void> {
+  private async recover(ms: number): Promise<void> {
     const had = this.version;
+    let restored = 0;
     if (had !== null && had !== '0') {
       const v = await this.op(() => this.client.redis.get(this.client.keys.version).then((x) => x ?? '0'));
       if (v === '0') {
         const now = Date.now();
-        for (const e of this.local.blocks.entries()) if (e.until > now && !this.pendingBlocks.has(e.address)) this.pendingBlocks.set(e.address, e);
-        this.log.warn(
-          { event: 'edge.state_restored', url: this.client.cfg.redactedUrl, blocks: this.pendingBlocks.size },
-          'Redis came back without the block list: writing this instance’s last view back',
-        );
+        for (const e of this.local.blocks.entries())
+          if (e.until > now && !this.pendingBlocks.has(e.address)) {
+            this.pendingBlocks.set(e.address, e);
+            restored++;
+          }
       }
     }
+    const written = this.pendingBlocks.size;
     await this.flushPendingBlocks();
+    this.log.info(
+      { event: 'edge.state_recovered', url: this.client.cfg.redactedUrl, ms, blocks: written, restored },
+      restored > 0 ? 'Redis edge state reachable again, without its block list: this instance’s last view written back' : 'Redis edge state reachable again',
+    );
     await this.refreshNow(Date.now(), true);
   }
 

@@ -187,6 +187,9 @@ describe('edge state shared in Redis by two instances', () => {
     await redis.start();
     for (const p of [a, b]) await waitFor(() => p.events('edge.state_recovered').length > 0, { timeoutMs: 10_000, what: 'recovered' });
     for (const p of [a, b]) await waitFor(() => p.shared!.stateHealth().connected, { timeoutMs: 5000, what: 'connected' });
+    // Redis came back empty: each wrote its last view back (127.0.0.30 on both; A also its outage block)
+    expect(a.events('edge.state_recovered')[0]).toMatchObject({ level: 'info', restored: 1, blocks: 2 });
+    expect(b.events('edge.state_recovered')[0]).toMatchObject({ level: 'info', restored: 1, blocks: 1 });
     await waitFor(() => isReset(b, '127.0.0.32'), { timeoutMs: 5000, what: 'B learns the block A made during the outage' });
     expect(await isReset(a, '127.0.0.30')).toBe(true);
     expect(await isReset(b, '127.0.0.30')).toBe(true);
