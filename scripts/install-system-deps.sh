@@ -24,6 +24,9 @@ checks=(
   "haproxy:haproxy"
   "chromium:chromium"
   "rspamd:rspamd"
+  # the edge state in Redis (test/harness/redis.ts starts its own redis-server on a free loopback port
+  # with a private config; a system instance the package may start on 6379 is never used by a test)
+  "redis-server:redis-server"
 )
 
 need=()
