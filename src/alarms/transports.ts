@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import { isIP } from 'node:net';
 import nodemailer from 'nodemailer';
 import type { AlarmEmailConfig, AlarmWebhookConfig, SecretRef } from '../config/alarms.js';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -100,7 +101,10 @@ export function webhookTransport(cfg: AlarmWebhookConfig, opts: WebhookOptions =
         };
         const req =
           url.protocol === 'https:'
-            ? https.request({ ...common, rejectUnauthorized: true, ...(ca ? { ca } : {}), servername: url.hostname }, onResponse)
+            ? https.request(
+                { ...common, rejectUnauthorized: true, ...(ca ? { ca } : {}), ...(isIP(common.hostname) ? {} : { servername: common.hostname }) },
+                onResponse,
+              )
             : http.request(common, onResponse);
         const timer = setTimeout(() => finish(fail(`${name}: no answer within ${timeoutMs} ms`)), timeoutMs);
         timer.unref();
@@ -130,7 +134,7 @@ export function emailTransport(cfg: AlarmEmailConfig, opts: EmailOptions = {}): 
     secure: cfg.tls === 'implicit',
     requireTLS: cfg.tls === 'starttls',
     ignoreTLS: cfg.tls === 'none',
-    tls: { rejectUnauthorized: cfg.verify, ...(ca ? { ca } : {}), servername: cfg.host },
+    tls: { rejectUnauthorized: cfg.verify, ...(ca ? { ca } : {}), ...(isIP(cfg.host) ? {} : { servername: cfg.host }) },
     ...(cfg.auth && pass !== null ? { auth: { user: cfg.auth.user, pass } } : {}),
     connectionTimeout: timeoutMs,
     greetingTimeout: timeoutMs,

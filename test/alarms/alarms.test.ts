@@ -121,6 +121,13 @@ describe('webhook', () => {
     good.emit(VIRUS);
     await s.waitFor(1);
     expect(s.hits[0]!.json.type).toBe('virus');
+    // an IP address in the URL: verified against the certificate's IP SAN
+    const byIp = alarms(config({ webhook: { url: s.url.replace('//localhost:', '//127.0.0.1:'), headers: {}, bearerToken: null, caFile: cert.certFile } }), {
+      log,
+    });
+    byIp.emit(VIRUS);
+    await s.waitFor(2);
+    expect(lines().filter((l) => l.event === 'alarm.failed')).toHaveLength(1);
   });
 });
 
