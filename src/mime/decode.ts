@@ -49,10 +49,15 @@ for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 class ChunkWriter {
   private buf: Buffer;
   private o = 0;
-  private flushed = 0;
+  private flushed: number;
   readonly ready: Buffer[] = [];
-  constructor(private readonly size: number) {
+  /** `base`: bytes written before this writer (counted in `total`). */
+  constructor(
+    private readonly size: number,
+    base = 0,
+  ) {
     this.buf = Buffer.allocUnsafe(size);
+    this.flushed = base;
   }
   put(b: number): void {
     this.buf[this.o++] = b;
@@ -79,10 +84,134 @@ class ChunkWriter {
     this.buf = Buffer.allocUnsafe(this.size);
     this.o = 0;
   }
+  /**
+   * Decodes one window of plain base64 (plainWindows): Node must decode `text` to exactly `padded`
+   * bytes, of which the first `bytes` are kept. False (nothing kept) when the count differs.
+   */
+  putBase64(text: string, padded: number, bytes: number): boolean {
+    if (this.size - this.o >= padded) {
+      if (this.buf.write(text, this.o, padded, 'base64') !== padded) return false;
+      this.o += bytes;
+      if (this.o === this.size) this.flush();
+      return true;
+    }
+    if (verifyScratch.length < padded) verifyScratch = Buffer.allocUnsafe(Math.max(padded, 64 * 1024));
+    if (verifyScratch.write(text, 0, padded, 'base64') !== padded) return false;
+    this.putAll(verifyScratch.subarray(0, bytes));
+    return true;
+  }
 }
 
+/**
+ * Plain base64 in fixed-width lines (what every mail encoder writes): the alphabet only, each line
+ * of `lineLen` characters followed by CRLF, the last one shorter or as long, then at most padding
+ * and whitespace. Such a body decodes the same in every reader, so Node's native decoder can do the
+ * work (each window is still verified: the byte count it decoded must be exactly what `chars`
+ * alphabet characters give, which fails for any byte it skipped) and a decoded tail can be read
+ * without decoding what comes before it. Found by a pass over the line ends only.
+ */
+export interface PlainBase64 {
+  lineLen: number;
+  /** Lines followed by CRLF (all but the last). */
+  lines: number;
+  /** End of the alphabet characters (padding and trailing whitespace follow). */
+  end: number;
+  /** Alphabet characters in all. */
+  chars: number;
+}
+
+const B64_TRAIL = new Uint8Array(256);
+for (const c of [61, 13, 10, 32, 9]) B64_TRAIL[c] = 1;
+
+/** The fixed-width layout of a base64 body, or null when it has another shape (then only the general decoder reads it). Not yet verified: see plainWindows. */
+function plainLayout(src: Buffer): PlainBase64 | null {
+  let end = src.length;
+  while (end > 0 && B64_TRAIL[src[end - 1]!] === 1) end--;
+  if (end === 0) return null;
+  const body = src.subarray(0, end);
+  // '=' before the end, '-' and '_' (URL-safe digits to Node, skipped by others): the general decoder
+  if (body.indexOf(61) >= 0 || body.indexOf(45) >= 0 || body.indexOf(95) >= 0) return null;
+  let lineLen = body.indexOf(13);
+  if (lineLen < 0) lineLen = end;
+  if (lineLen === 0) return null;
+  const stride = lineLen + 2;
+  // the last line has 1..lineLen+1 characters (the trailing CR/LF were cut above)
+  const lines = Math.floor((end - 1) / stride);
+  for (let k = 0, p = lineLen; k < lines; k++, p += stride) if (src[p] !== 13 || src[p + 1] !== 10) return null;
+  return { lineLen, lines, end, chars: end - 2 * lines };
+}
+
+/** Bytes `chars` alphabet characters decode to (a lone final character gives none). */
+const b64Bytes = (chars: number): number => Math.floor(chars / 4) * 3 + [0, 0, 1, 2][chars % 4]!;
+
+const PAD_A = ['', 'AAA', 'AA', 'A'];
+
+/** One shared buffer for verifying windows without keeping their bytes (single-threaded, never held across a yield). */
+let verifyScratch = Buffer.allocUnsafe(0);
+
+/**
+ * Walks a plain layout in windows of whole lines (a multiple of 4 characters, so every window
+ * starts a group), giving each window's text and the exact byte count it must decode to; the
+ * final window is padded with 'A's to whole groups, so a skipped byte always shows in the count.
+ * Windows of about BASE64_WINDOW_BYTES.
+ */
+function* plainWindows(src: Buffer, l: PlainBase64): Generator<{ text: string; bytes: number; padded: number; from: number }> {
+  const stride = l.lineLen + 2;
+  const per = Math.max(4, 4 * Math.floor(BASE64_WINDOW_BYTES / (4 * stride)));
+  for (let line = 0; line <= l.lines; line += per) {
+    const from = line * stride;
+    const last = line + per > l.lines;
+    if (!last) {
+      const chars = per * l.lineLen;
+      yield { text: src.toString('latin1', from, from + per * stride), bytes: (chars / 4) * 3, padded: (chars / 4) * 3, from };
+    } else {
+      const chars = l.chars - line * l.lineLen;
+      yield { text: src.toString('latin1', from, l.end) + PAD_A[chars % 4], bytes: b64Bytes(chars), padded: Math.ceil(chars / 4) * 3, from };
+    }
+  }
+}
+
+/** Verifies a plain layout in full without keeping the decoded bytes: true when every window decodes to exactly its count. */
+function plainVerified(src: Buffer, l: PlainBase64): boolean {
+  for (const w of plainWindows(src, l)) {
+    if (verifyScratch.length < w.padded) verifyScratch = Buffer.allocUnsafe(Math.max(w.padded, 64 * 1024));
+    if (verifyScratch.write(w.text, 0, w.padded, 'base64') !== w.padded) return false;
+  }
+  return true;
+}
+
+/** The plain layout of a base64 body, verified; null for any other shape. */
+export function plainBase64(src: Buffer): PlainBase64 | null {
+  const l = plainLayout(src);
+  return l && plainVerified(src, l) ? l : null;
+}
+
+/**
+ * base64: a plain layout is decoded by Node window by window (each verified by its byte count);
+ * from the first window that does not verify on (or for any other shape) the general decoder
+ * reads the rest. Every window before it held whole groups, so it starts in a clean state.
+ */
 function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): Generator<Buffer> {
+  const l = plainLayout(src);
+  if (!l) return yield* base64General(src, chunkBytes, report, 0, 0);
   const w = new ChunkWriter(chunkBytes);
+  for (const win of plainWindows(src, l)) {
+    if (!w.putBase64(win.text, win.padded, win.bytes)) {
+      w.flush();
+      const base = w.total;
+      yield* w.ready.splice(0);
+      return yield* base64General(src, chunkBytes, report, win.from, base);
+    }
+    yield* w.ready.splice(0);
+  }
+  if (l.chars % 4 === 1) report.bad = true;
+  w.flush();
+  yield* w.ready.splice(0);
+}
+
+/** The general base64 decoder, from `from` (a group start) on; `outBase`: bytes decoded before `from` (restart offsets). */
+function* base64General(src: Buffer, chunkBytes: number, report: DecodeReport, from: number, outBase: number): Generator<Buffer> {
+  const w = new ChunkWriter(chunkBytes, outBase);
   // the partial group (0..3 sextets) carried between characters and windows
   let acc = 0;
   let n = 0;
@@ -96,7 +225,7 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
     acc = 0;
     n = 0;
   };
-  for (let pos = 0; pos < src.length; pos += BASE64_WINDOW_BYTES) {
+  for (let pos = from; pos < src.length; pos += BASE64_WINDOW_BYTES) {
     const end = Math.min(src.length, pos + BASE64_WINDOW_BYTES);
     const text = src.toString('latin1', pos, end);
     // fast path: a window of alphabet and line breaks only, decoded by Node in whole groups
@@ -341,14 +470,60 @@ export function decodedSizeBound(src: Buffer, cte: string): number {
   return src.length;
 }
 
-/** decodeBody(src, cte) damage flags, in bounded memory. */
-export function encodingDamage(src: Buffer, cte: string): { bad: boolean; ambiguous: boolean } {
-  const report: DecodeReport = { bad: false, ambiguous: false };
+/** What encodingDamage found: decodeBody's damage flags, and for plain base64 its layout (decodedTail uses it). */
+export interface EncodingCheck {
+  bad: boolean;
+  ambiguous: boolean;
+  /** base64 in the plain fixed-width layout, verified (then neither bad for other reasons nor ambiguous). */
+  plain?: PlainBase64;
+}
+
+/**
+ * decodeBody(src, cte) damage flags, in bounded memory. Plain base64 (the usual case) is verified
+ * by Node's decoder into a scratch buffer, nothing kept; any other shape goes through the decoder.
+ */
+export function encodingDamage(src: Buffer, cte: string): EncodingCheck {
   if (!isDecodedEncoding(cte)) return { bad: false, ambiguous: false };
+  if (cte === 'base64') {
+    const plain = plainBase64(src);
+    if (plain) return { bad: plain.chars % 4 === 1, ambiguous: false, plain };
+  }
+  const report: DecodeReport = { bad: false, ambiguous: false };
   for (const _ of decodeChunks(src, cte, DECODE_CHUNK_BYTES, report)) {
     // drain
   }
   return { bad: report.bad, ambiguous: report.ambiguous === true };
+}
+
+/**
+ * The last `want` bytes of decodeBody(src, cte).data (fewer when it is shorter). Identity
+ * encodings: a view; plain base64 whose layout `check` verified: only the tail is decoded (from a
+ * group start); otherwise the body is decoded streaming and only the tail kept.
+ */
+export function decodedTail(src: Buffer, cte: string, want: number, check?: EncodingCheck): Buffer {
+  if (!isDecodedEncoding(cte)) return src.subarray(Math.max(0, src.length - want));
+  const plain = cte === 'base64' ? check?.plain : undefined;
+  if (plain && plain.chars % 4 !== 1) {
+    let c0 = Math.max(0, plain.chars - (Math.ceil(want / 3) * 4 + 4));
+    c0 -= c0 % 4;
+    const from = Math.floor(c0 / plain.lineLen) * (plain.lineLen + 2) + (c0 % plain.lineLen);
+    const d = Buffer.from(src.toString('latin1', from, plain.end), 'base64');
+    return d.subarray(Math.max(0, d.length - want));
+  }
+  let parts: Buffer[] = [];
+  let len = 0;
+  for (const c of decodeChunks(src, cte)) {
+    parts.push(c);
+    len += c.length;
+    if (len > 2 * want) {
+      // amortised: at most ~2 * want bytes held, each byte copied a bounded number of times
+      const t = Buffer.concat(parts).subarray(len - want);
+      parts = [t];
+      len = t.length;
+    }
+  }
+  const all = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  return all.subarray(Math.max(0, all.length - want));
 }
 
 /** decodeBody(src, cte).bad, in bounded memory. */
@@ -359,6 +534,13 @@ export function encodingDamaged(src: Buffer, cte: string): boolean {
 /** The first `want` decoded bytes (type detection without decoding a 25 MB attachment). */
 export function decodePrefix(src: Buffer, cte: string, want = 4096): Buffer {
   if (!isDecodedEncoding(cte)) return src.subarray(0, want);
+  // decoding is prefix-stable (the bytes decoded from the first N input bytes begin the whole
+  // decode), so a head of the body is tried first: a plain 25 MB part is not walked to its end
+  const head = 4 * want + 4096;
+  if (src.length > head) {
+    const d = decodePrefix(src.subarray(0, head), cte, want);
+    if (d.length >= want) return d;
+  }
   const out: Buffer[] = [];
   let have = 0;
   for (const c of decodeChunks(src, cte, Math.max(1, want))) {

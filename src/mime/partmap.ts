@@ -456,6 +456,9 @@ interface Hit {
   epilogue: boolean;
 }
 
+/** An LF and the "--" every delimiter line starts with (Builder.scan finds candidate lines with it). */
+const NL_DASHES = Buffer.from('\n--', 'latin1');
+
 /** Longest active boundary that is a prefix of the line after "--". Dovecot matches prefixes only. */
 function matchBoundary(buf: Buffer, lineStart: number, stack: Boundary[]): Boundary | null {
   if (stack.length === 0) return null;
@@ -564,7 +567,8 @@ class Builder {
         this.stack.length = epilogue ? k : k + 1;
         return { boundary: bd, contentEnd, lineStart: line, epilogue };
       }
-      const nl = buf.indexOf(LF, line);
+      // only a line starting with "--" can be a delimiter: the next LF followed by "--" (native search)
+      const nl = buf.indexOf(NL_DASHES, line);
       if (nl < 0) break;
       line = nl + 1;
     }

@@ -79,6 +79,7 @@ const SIG_LOC = 0x04034b50;
 const SIG_DD = 0x08074b50;
 const SIG_Z64_LOC = 0x07064b50;
 const CEN_SIG_BYTES = Buffer.from('PK\x01\x02', 'latin1');
+const EOCD_SIG_BYTES = Buffer.from('PK\x05\x06', 'latin1');
 const LOC_SIG_BYTES = Buffer.from('PK\x03\x04', 'latin1');
 const EOCD_LEN = 22;
 const CEN_LEN = 46;
@@ -142,12 +143,25 @@ export function containsZip(buf: Buffer): boolean {
   return false;
 }
 
+/** Decoded bytes at the end of a file that may hold a ZIP end record (64 KiB comment + the record + slack). */
+export const ZIP_TAIL_BYTES = EOCD_LEN + MAX_COMMENT + 3;
+
 /**
- * Cheap streaming pre-check for containsZip: true when the last 64 KiB + 22 bytes of the decoded
- * chunks hold an end-record signature. Holds only that tail in memory.
+ * Cheap pre-check for containsZip on the last ZIP_TAIL_BYTES of a file (src/mime/decode.ts
+ * decodedTail): true when they hold an end-record signature.
+ */
+export function endRecordIn(tail: Buffer): boolean {
+  const t = tail.subarray(Math.max(0, tail.length - ZIP_TAIL_BYTES));
+  // a signature starting where a whole record still fits (native search)
+  return t.length >= EOCD_LEN && t.lastIndexOf(EOCD_SIG_BYTES, t.length - EOCD_LEN) >= 0;
+}
+
+/**
+ * The same pre-check on decoded chunks, streaming: true when the last ZIP_TAIL_BYTES hold an
+ * end-record signature. Holds only that tail in memory.
  */
 export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
-  const keep = EOCD_LEN + MAX_COMMENT + 3;
+  const keep = ZIP_TAIL_BYTES;
   let parts: Buffer[] = [];
   let len = 0;
   for (const c of chunks) {
@@ -161,12 +175,7 @@ export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
       len = t.length;
     }
   }
-  const all = Buffer.concat(parts);
-  const tail = all.subarray(Math.max(0, all.length - keep));
-  for (let i = tail.length - EOCD_LEN; i >= 0; i--) {
-    if (tail[i] === 0x50 && tail.readUInt32LE(i) === SIG_EOCD) return true;
-  }
-  return false;
+  return endRecordIn(Buffer.concat(parts));
 }
 
 /** The last end-record signature in the last 64 KiB + 22 bytes (readers search backwards from the end). */

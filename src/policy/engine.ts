@@ -55,7 +55,7 @@ import { classifySpam, notChecked, type SpamFindings } from './stages/classify-s
 import { decide } from './stages/decide.js';
 import { Findings, publicHit } from './stages/findings.js';
 import { type ParsedMessage, parseMessage } from './stages/parse.js';
-import { quarantineOriginal, recoveryId, type Stored } from './stages/quarantine.js';
+import { quarantineOriginal, Recovery, recoveryId, type Stored } from './stages/quarantine.js';
 import { blockNotice, rewriteMessage } from './stages/rewrite.js';
 import { applyRules } from './stages/rules.js';
 import { planAntivirus, planSpam, runScanners, type ScannerRun, type ScanReport, type SpamReport, type SpamRun, scanOutput } from './stages/scan.js';
@@ -84,7 +84,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   const findings = new Findings();
   const parsed = parseMessage(raw, policy.limits);
   const contents = applyRules(parsed, policy, findings.add);
-  const recovery = recoveryId(raw, policy.name);
+  // the original's digest and recovery id: computed only when something asks (a notice, the quarantine, rspamd, the caller)
+  const recovery = new Recovery(raw, policy.name);
 
   // the scanners run only when nothing blocks already (the notice is scanned instead); the
   // antivirus and the spam check concurrently
@@ -96,7 +97,7 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     const av = policy.antivirus;
     const runs: (ScannerRun | SpamRun)[] = [];
     if (scanner) runs.push({ kind: 'antivirus', scanner, jobs: planAntivirus(parsed, contents, av), stopAfter: (o) => stopsScanning(av, o) });
-    if (spamScanner) runs.push({ kind: 'spam', scanner: spamScanner, jobs: planSpam(parsed, ctx, recovery) });
+    if (spamScanner) runs.push({ kind: 'spam', scanner: spamScanner, jobs: planSpam(parsed, ctx, recovery.id) });
     const reports = await runScanners(runs);
     const avReport = reports.find((r): r is ScanReport => r.kind === 'antivirus');
     const spamReport = reports.find((r): r is SpamReport => r.kind === 'spam');
@@ -105,7 +106,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   }
 
   const decision = decide(findings, scan, policy, spam);
-  const done = (status: Verdict['status'], output: Buffer, stored?: Stored) => result(parsed, policy, findings, scan, spam, status, output, t0, stored);
+  const done = (status: Verdict['status'], output: Buffer, stored?: Stored) =>
+    result(parsed, policy, findings, scan, spam, status, output, t0, recovery, stored);
   if (decision === 'tempfail') return done('tempfail', raw);
 
   let { status, output } = rewriteMessage(parsed, decision, findings, [...scan.tags, ...spam.tags], recovery, policy, spam.subjectPrefix);
@@ -130,6 +132,7 @@ function result(
   status: Verdict['status'],
   output: Buffer,
   t0: number,
+  recovery: Recovery,
   stored?: Stored,
 ): InspectResult {
   const verdict: Verdict = {
@@ -146,7 +149,7 @@ function result(
   if (stored?.quarantineFailed) verdict.quarantineFailed = true;
   const limits = { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts, maxHeaderSize: policy.limits.maxHeaderSize };
   const structure = p.tree && output === p.msg ? p.tree.root : parsePartTree(output, limits).root;
-  return { verdict, output, structure };
+  return { verdict, output, structure, digest: () => recovery.digest() };
 }
 
 function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectResult {
@@ -175,5 +178,6 @@ function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectRes
     scanMs: 0,
     quarantineFailed: true,
   };
-  return { verdict, output, structure: buildPartMap(output) };
+  const recovery = new Recovery(raw, policy.name);
+  return { verdict, output, structure: buildPartMap(output), digest: () => recovery.digest() };
 }

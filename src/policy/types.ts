@@ -109,6 +109,12 @@ export interface InspectResult {
    * of the rewritten bytes.
    */
   structure: PartMap;
+  /**
+   * SHA-256 of the original as received (`raw`), computed on the first call only and shared with
+   * the recovery id (a clean message is never hashed unless someone asks: a content-keyed cache may).
+   * Optional so that results made elsewhere (tests, a cache) need not carry it.
+   */
+  digest?: () => Buffer;
 }
 
 export interface EngineDeps {

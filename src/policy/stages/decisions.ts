@@ -17,11 +17,24 @@ function matchRules(rules: CompiledPolicy['contentRules'], value: string) {
   return undefined;
 }
 
+/** typeDecision's answers per compiled policy: a mailbox has few distinct types, each matched once. */
+const typeDecisions = new WeakMap<CompiledPolicy, Map<string, RuleDecision>>();
+/** Distinct types remembered per policy (then the memory starts over). */
+const TYPE_DECISIONS_KEPT = 512;
+
 /** The content_types rule for a type (the default when none matches). */
 export function typeDecision(policy: CompiledPolicy, t: string): RuleDecision {
+  let memo = typeDecisions.get(policy);
+  if (!memo) typeDecisions.set(policy, (memo = new Map()));
+  const known = memo.get(t);
+  if (known) return known;
   const r = matchRules(policy.contentRules, t);
-  if (r) return { spec: r.spec, rule: `content_types.rules[${r.index}]`, reason: r.reason };
-  return { spec: policy.contentDefault, rule: 'content_types.default' };
+  const d: RuleDecision = r
+    ? { spec: r.spec, rule: `content_types.rules[${r.index}]`, reason: r.reason }
+    : { spec: policy.contentDefault, rule: 'content_types.default' };
+  if (memo.size >= TYPE_DECISIONS_KEPT) memo.clear();
+  memo.set(t, Object.freeze(d));
+  return d;
 }
 
 /** The filenames rule for a name, or the double-extension rule; undefined when none applies. */

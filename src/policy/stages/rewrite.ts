@@ -19,6 +19,7 @@ import type { CompiledPolicy } from '../load.js';
 import type { Finding, Findings } from './findings.js';
 import { applyHeaderRules, applyParsedHeaderRules, filterHeader, partHeaderRules } from './header-rules.js';
 import { type ParsedMessage, topHeader } from './parse.js';
+import type { Recovery } from './quarantine.js';
 import { tagSubject } from './spam-subject.js';
 
 export interface Rewritten {
@@ -41,7 +42,7 @@ export function rewriteMessage(
   decision: 'block' | 'rewrite',
   findings: Findings,
   tags: readonly string[],
-  recovery: string,
+  recovery: Recovery,
   policy: CompiledPolicy,
   subjectPrefix: string | null = null,
 ): Rewritten {
@@ -54,7 +55,7 @@ export function rewriteMessage(
  * The notice that replaces a blocked message. `sterile` leaves out everything taken from the message
  * (names, types, subject, sender, reasons that quote them): used when the notice itself would carry a virus.
  */
-export function blockNotice(p: ParsedMessage, findings: Findings, recovery: string, policy: CompiledPolicy, sterile: boolean): Buffer {
+export function blockNotice(p: ParsedMessage, findings: Findings, recovery: Recovery, policy: CompiledPolicy, sterile: boolean): Buffer {
   const { msg } = p;
   const root = topHeader(p, policy.limits);
   const acting = findings.acting();
@@ -88,7 +89,7 @@ function rewrite(
   p: ParsedMessage,
   findings: Findings,
   tags: readonly string[],
-  recovery: string,
+  recovery: Recovery,
   policy: CompiledPolicy,
   subjectPrefix: string | null,
 ): Buffer {
@@ -149,7 +150,7 @@ function templateVars(
   root: MimeNode,
   about: Finding[],
   findings: Findings,
-  recovery: string,
+  recovery: Recovery,
   policy: CompiledPolicy,
   sterile: boolean,
 ): TemplateVars {
@@ -172,7 +173,7 @@ function templateVars(
     message_id: sterile ? undefined : headerValue(p.msg, root, 'message-id'),
     subject: sterile ? undefined : headerValue(p.msg, root, 'subject'),
     sender: sterile ? undefined : headerValue(p.msg, root, 'from'),
-    recovery: findings.wantsQuarantine() ? recovery : 'none (original not kept)',
+    recovery: findings.wantsQuarantine() ? recovery.id : 'none (original not kept)',
     part: uniq(about.map((x) => x.part)).join(', '),
   };
 }

@@ -16,14 +16,14 @@
  */
 
 import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
-import { decodeBody, decodeChunks, decodePrefix, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
+import { decodeBody, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
 import { detectType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
 import { scanHtmlData } from '../../mime/html-data.js';
 import { nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
-import { type InflateBudget, zipTrailerIn } from '../../mime/zip.js';
+import { endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
 import { filenameHits, typeDecision } from './decisions.js';
@@ -122,13 +122,15 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     budget,
   };
   for (const p of leaf.nameProblems) malformed(j, p);
-  encodingRules(j);
+  // one damage check per leaf; for plain base64 it also lets the ZIP pre-check decode only the tail
+  const check = encodingDamage(leaf.body, leaf.cte);
+  encodingRules(j, check);
   const archive = judgeArchive(
     {
       detected: j.detected,
       declared: leaf.type,
       data: j.decoded,
-      mayEndInZip: () => leaf.body.length >= 22 && zipTrailerIn(decodeChunks(leaf.body, leaf.cte)),
+      mayEndInZip: () => leaf.body.length >= 22 && endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check)),
     },
     policy,
     j.base,
@@ -174,10 +176,9 @@ function limitBlock(emit: Emit, base: ArchiveFindingBase & Pick<Finding, 'detect
 }
 
 /** Transfer encoding damage, checked in bounded memory; the part is decoded whole only where it must be. */
-function encodingRules(j: LeafJudgement): void {
+function encodingRules(j: LeafJudgement, damage: EncodingCheck): void {
   const { leaf, policy } = j;
   if (!isDecodedEncoding(leaf.cte)) return;
-  const damage = encodingDamage(leaf.body, leaf.cte);
   if (damage.ambiguous && policy.detectTypes) {
     // base64 that goes on after its padding: some readers see a second file there
     const whole = decodeBody(leaf.body, leaf.cte);
