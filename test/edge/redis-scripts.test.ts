@@ -177,3 +177,37 @@ describe('the block list', () => {
     expect(await c.redis.hlen('t8:blocks:info')).toBe(3);
   });
 });
+
+describe('a least-privilege ACL user (docs/deploy.md)', () => {
+  it('the commands docs/deploy.md lists, on ~PREFIX*, are enough for everything the state does', async () => {
+    const cmds =
+      'eval evalsha ping info select quit get set del incr pexpire pexpireat hget hmget hset hdel zadd zrem zcard zrange zrangebyscore zrevrangebyscore zremrangebyscore zremrangebyrank';
+    const acl = await startRedis({
+      extra: [
+        `user edge on >edge-pw ~acl:* resetchannels -@all ${cmds
+          .split(' ')
+          .map((c) => `+${c}`)
+          .join(' ')}`,
+      ],
+    });
+    try {
+      const cfg = { ...stateConfig(`redis://edge:edge-pw@127.0.0.1:${acl.port}/3`, 'acl:') };
+      const c = new RedisEdgeClient(cfg);
+      c.redis.on('error', () => undefined);
+      clients.push(c);
+      expect(await c.connect()).toBe(true);
+      const now = Date.now();
+      await c.put({ address: '10.9.9.9', until: now + 60_000, reason: 'manual', strikes: 0 }, now);
+      expect(await note(c, '10.9.9.8', now, { count: 0, reason: 'rule' })).toHaveLength(2);
+      expect((await take(c, ['acl:rate:client:10.9.9.9'], now, 'take', [[1, 2]]))[0]).toBe('0');
+      expect((await c.list(now)).entries.map((e) => e.address).sort()).toEqual(['10.9.9.8', '10.9.9.9']);
+      expect(await c.redis.get('acl:blocks:ver')).toBe('2');
+      expect(await c.remove('10.9.9.9')).toBe(true);
+      // and a key outside the prefix is refused: the ACL is in force
+      await expect(c.redis.get('other:key')).rejects.toThrow(/NOPERM/);
+      await c.close();
+    } finally {
+      await acl.stop();
+    }
+  });
+});

@@ -60,7 +60,8 @@ function ping(port: number, password: string | null): Promise<boolean> {
   });
 }
 
-export async function startRedis(opts: { password?: string } = {}): Promise<RedisServer> {
+/** `extra`: more config lines (e.g. `user edge on >pw ~postern:* +get`, `tls-port 0`). */
+export async function startRedis(opts: { password?: string; extra?: string[] } = {}): Promise<RedisServer> {
   const bin = redisBinary();
   const dir: TempDir = await tempDir('postern-redis-');
   const password = opts.password ?? null;
@@ -83,6 +84,7 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
         'logfile ""',
         'databases 16',
         ...(password ? [`requirepass ${password}`] : []),
+        ...(opts.extra ?? []),
         '',
       ].join('\n'),
     );
