@@ -257,6 +257,16 @@ export const SESSION_BASE_MEMORY_BYTES = 64 * 1024;
  */
 export const CLIENT_INPUT_SLICE_BYTES = 4096;
 
+/**
+ * Relay writes are coalesced per turn of the event loop (src/relay/write-batch.ts): what a session
+ * writes to one side is collected and handed to the socket at the end of the turn, or at once when
+ * this many bytes are collected. Bounds the bytes held outside the socket's own buffer.
+ */
+export const RELAY_WRITE_BATCH_BYTES = 64 * 1024;
+
+/** A coalesced batch of several pieces up to this size is copied into one buffer (one write); larger ones are corked (one writev). */
+export const RELAY_WRITE_COPY_BYTES = 16 * 1024;
+
 /** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
 export function effectiveFlowLimits(
   limits: SessionLimits & Partial<FlowLimits>,

@@ -36,6 +36,7 @@ import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import type { MemoryBudget } from './memory.js';
+import { WriteBatch } from './write-batch.js';
 
 export interface ConnectionDeps {
   minter: LeafMinter | null;
@@ -117,6 +118,17 @@ export class Connection implements SessionHost, OAuthHostInfo {
   private readonly trace: ProtocolTrace | null;
   /** bytesFromClient when client TLS came up (null: no TLS, or something arrived over it since). */
   private clientTlsBytes: number | null = null;
+  /** Output for the client written in this turn, handed to the socket once (write-batch.ts). */
+  private readonly toClient = new WriteBatch(
+    () => this.client,
+    (ok) => this.clientBatchWritten(ok),
+    (err) => this.onClientWritten(err),
+  );
+  /** Commands for the upstream written in this turn, handed to the socket once. */
+  private readonly toUpstream = new WriteBatch(
+    () => this.upstream,
+    (ok) => this.upstreamBatchWritten(ok),
+  );
 
   constructor(
     readonly listener: ListenerConfig,
@@ -192,7 +204,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.touch();
       this.heldInput.push(d);
       this.heldInputBytes += d.length;
-      this.pumpClient();
+      this.inEvent(() => this.pumpClient());
     });
     // 'end' (FIN), 'error' (RST) and 'close' arrive while input is paused too: the socket keeps reading
     sock.on('end', () => this.clientGone('end'));
@@ -302,13 +314,13 @@ export class Connection implements SessionHost, OAuthHostInfo {
   // ---------------------------------------------------------------- client output
 
   private unreadOutput(): number {
-    return this.client.writableLength;
+    return this.client.writableLength + this.toClient.pending;
   }
 
-  private readonly onClientWritten = (err?: Error | null): void => {
+  private onClientWritten(err?: Error | null): void {
     if (err) return;
     this.outputProgress();
-  };
+  }
 
   /** The client took some output (a write reached the kernel, or the socket drained). */
   private outputProgress(): void {
@@ -396,6 +408,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
    * and the client learns the session is over (a FIN would be queued behind its unread output).
    */
   private resetClient(): void {
+    this.toClient.discard();
     const sock = this.client;
     const tcp = sock instanceof tls.TLSSocket ? (sock as tls.TLSSocket & { _parent?: unknown })._parent : sock;
     try {
@@ -410,9 +423,27 @@ export class Connection implements SessionHost, OAuthHostInfo {
     if (this.closed || this.closeOverride?.kind === 'error' || this.client.destroyed || data.length === 0) return;
     this.bytesToClient += data.length;
     this.trace?.data('postern>client', data);
+    // coalesced: handed to the socket at the end of this turn (or once a batch is full)
+    this.toClient.add(data);
+    this.checkOutput();
+  }
+
+  /** Runs a socket event's handling; what it writes to either side is flushed once, when it returns. */
+  private inEvent(fn: () => void): void {
+    this.toClient.hold();
+    this.toUpstream.hold();
+    try {
+      fn();
+    } finally {
+      this.toUpstream.release();
+      this.toClient.release();
+    }
+  }
+
+  /** A batch of client output reached the socket. */
+  private clientBatchWritten(ok: boolean): void {
     this.touch();
-    const ok = this.client.write(data, this.onClientWritten);
-    if (!ok && !this.upstreamPausedForClient) {
+    if (!ok && !this.upstreamPausedForClient && !this.closed) {
       // slow client: stop reading upstream until the client socket drains
       this.upstreamPausedForClient = true;
       this.applyUpstreamPause();
@@ -452,9 +483,14 @@ export class Connection implements SessionHost, OAuthHostInfo {
     if (this.closed || !this.upstream || this.upstream.destroyed || data.length === 0) return;
     this.bytesToUpstream += data.length;
     this.trace?.data('postern>upstream', data);
+    // coalesced: handed to the socket at the end of this turn (or once a batch is full)
+    this.toUpstream.add(data);
+  }
+
+  /** A batch of commands reached the upstream socket. */
+  private upstreamBatchWritten(ok: boolean): void {
     this.touch();
-    const ok = this.upstream.write(data);
-    if (!ok && !this.clientPausedForUpstream) {
+    if (!ok && !this.clientPausedForUpstream && !this.closed) {
       // the upstream does not take our writes: stop handing client input on until it drains
       this.clientPausedForUpstream = true;
       this.inputPauseChanged();
@@ -704,7 +740,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.touch();
       // progress while the session keeps the client waiting (not during a held response: absolute)
       if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
-      this.session.onUpstreamData(d);
+      this.inEvent(() => this.session.onUpstreamData(d));
     });
     let ended = false;
     const end = (err?: Error) => {
@@ -733,6 +769,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.inputPauseChanged();
     }
     if (!this.upstream) return;
+    this.toUpstream.flush();
     this.upstreamGen++;
     this.upstream.destroy();
     this.upstream = null;
@@ -740,6 +777,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   /** Reports session.onClientTlsReady / onClientTlsFailed. */
   startClientTls(): void {
+    // what the session wrote before (the STARTTLS OK) goes out in the clear, before the handshake
+    this.toClient.flush();
     const raw = this.client;
     // Plaintext read after the STARTTLS line but not yet handed on must never reach the session once
     // TLS is up (CVE-2011-0411 class): drop it here, the session drops what it had already framed.
@@ -787,6 +826,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       });
       return;
     }
+    this.toUpstream.flush();
     const gen = ++this.upstreamGen;
     detachSocket(raw);
     const host = (raw as net.Socket).remoteAddress ?? '';
@@ -831,6 +871,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     this.heldInput = [];
     this.heldInputBytes = 0;
     // the upstream connection (and, through onClose, the per-address slot) is released at once
+    this.toUpstream.flush();
     this.upstreamGen++;
     this.upstream?.destroy();
     this.upstream = null;
@@ -841,6 +882,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       // it does not read: a FIN would wait behind its unread output forever
       this.resetClient();
     } else {
+      this.toClient.flush();
       this.client.end();
       if (this.socketReadPaused) this.client.resume();
       const client = this.client;
