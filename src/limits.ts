@@ -387,6 +387,40 @@ export const MAX_SPILL_BYTES = 2 * 1024 * 1024 * 1024;
 export const DEFAULT_CACHE_MEMORY_BYTES = 32 * 1024 * 1024;
 
 /**
+ * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
+ * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
+ */
+export const VERDICT_STORE_LIMITS = {
+  /** Default `inspect.verdict_cache.max_entries`: stored verdicts; past it the least recently used go first. */
+  defaultMaxEntries: 200_000,
+  /** Default `inspect.verdict_cache.max_bytes`: stored payload (verdict, header block, rendered metadata); past it the least recently used go first. */
+  defaultMaxBytes: 512 * 1024 * 1024,
+  /** Stored metadata of one message (sanitised header block, rendered BODYSTRUCTURE/BODY/ENVELOPE); larger: only the verdict is stored (a list sync of it downloads and vets again). */
+  maxEntryMetaBytes: 64 * 1024,
+  /** Rule hits and virus names kept per stored verdict (the summary; the log line of the vet has them all). */
+  maxStoredHits: 20,
+  /** The entry and byte bounds are checked on the first write and then every this many writes of a process (a store may exceed them by this many rows per process in between). */
+  boundCheckEvery: 256,
+  /** A verdict's last use is refreshed on a hit at most this often (reads stay reads). */
+  touchIntervalMs: 60 * 60_000,
+  /** SQLite busy_timeout: how long a process waits for another one's write lock before the operation fails (a miss). */
+  busyTimeoutMs: 2_000,
+  /** Message ids of one mailbox read from the store into a session's index at SELECT (more: the rest are looked up one by one). */
+  maxIdsPerMailbox: 100_000,
+  /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
+  maxSetFromCache: 20_000,
+  /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
+  signatureRefreshMs: 60_000,
+  /** Deadline of one VERSION request to a clamd endpoint; no answer: no signature version, the store is not used until one is known. */
+  signatureTimeoutMs: 2_000,
+  /** Bytes of clamd's VERSION answer read; longer: no version (an answer that is not `ClamAV ...`). */
+  maxVersionReplyBytes: 1024,
+} as const;
+
+/** Messages of one IMAP session vetted at the same time (one FETCH's messages are inspected while later ones still arrive); further ones wait for a slot. */
+export const MAX_VETS_IN_FLIGHT = 4;
+
+/**
  * Defaults of `scanner.timeout_ms` (absolute deadline of one scan; E_SCAN_TIMEOUT) and
  * `scanner.max_stream_bytes` (largest object sent to clamd: clamd's own StreamMaxLength default is
  * 25M, sending more only gets "size limit exceeded"; larger objects are oversize for the policy).

@@ -1,0 +1,327 @@
+/**
+ * The verdict cache shared across sessions and processes (issue 10): a SQLite file (better-sqlite3,
+ * WAL, busy_timeout, mode 0600, directory 0700) beside the other state files, so a reconnecting
+ * client, a second worker process or a restarted postern does not vet a message again.
+ *
+ * Keying (it can never serve one user's mail to another, and a policy change or new signatures
+ * re-vet): a *scope* — SHA-256 of protocol, upstream `host:port`, the authenticated user, mailbox and
+ * UIDVALIDITY (POP3: mailbox and UIDVALIDITY empty) — plus the message id within it (IMAP UID,
+ * POP3 UIDL), the policy's hash and the scanners' signature version. All four are part of the
+ * primary key; a lookup names all four, so nothing else matches.
+ *
+ * What is stored per message: the verdict (status, a bounded summary of the hits), the original and
+ * sanitised sizes, the SHA-256 of the original bytes, and — bounded by
+ * VERDICT_STORE_LIMITS.maxEntryMetaBytes — the sanitised header block and the rendered
+ * RFC822.SIZE / BODY / BODYSTRUCTURE / ENVELOPE items, enough to answer a list sync without a
+ * download. Content is never stored: a full-content fetch of a message stored clean relays the
+ * upstream bytes only after their digest matched the stored one (a mismatch is vetted again);
+ * altered messages are vetted again for their content.
+ *
+ * Bounded: at most `maxEntries` rows and `maxBytes` of stored payload; past either, the least
+ * recently used rows go first (the bound is checked every VERDICT_STORE_LIMITS.boundCheckEvery writes
+ * of a process). Any SQLite failure is an E_VERDICT_STORE error the caller treats as a miss (the
+ * message is vetted as without a store) — never as a hit.
+ */
+import { createHash } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { VERDICT_STORE_LIMITS } from '../limits.js';
+import type { Verdict } from '../policy/types.js';
+
+export const VERDICT_DB_FILE = 'verdicts.sqlite';
+
+/** Who and where: the part of the key that isolates users, upstreams and mailboxes. */
+export interface VerdictScope {
+  protocol: 'imap' | 'pop3';
+  /** Upstream `host:port` (as the session connected). */
+  upstream: string;
+  /** The authenticated user (as the upstream accepted it). */
+  user: string;
+  /** IMAP mailbox ('' for POP3). */
+  mailbox: string;
+  /** IMAP UIDVALIDITY ('' for POP3). */
+  uidValidity: number | string;
+}
+
+/** What decides the verdict besides the bytes: re-vet when either changes. */
+export interface VerdictBasis {
+  policyHash: string;
+  /** Scanner signature version(s), e.g. `clamd:ClamAV 1.0.7/27473/...`; '' when the policy uses no scanner. */
+  signatures: string;
+}
+
+export interface StoredHit {
+  rule: string;
+  action: string;
+  part?: string;
+  reason?: string;
+}
+
+/** One stored verdict. Buffers are the wire bytes of rendered FETCH items (`NAME SP value`). */
+export interface StoredVerdict {
+  status: Verdict['status'];
+  hits: StoredHit[];
+  viruses: string[];
+  quarantineId?: string;
+  sizeIn: number;
+  sizeOut: number;
+  /** SHA-256 (hex) of the original bytes as the upstream served them. */
+  digest: string;
+  /** The sanitised message's header block (up to and including the empty line). */
+  header?: Buffer;
+  /** Rendered items of the sanitised message: RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE. */
+  items?: Partial<Record<'RFC822.SIZE' | 'BODY' | 'BODYSTRUCTURE' | 'ENVELOPE', Buffer>>;
+}
+
+export interface VerdictStoreOptions {
+  maxEntries: number;
+  maxBytes: number;
+}
+
+interface Row {
+  status: string;
+  digest: string;
+  size_in: number;
+  size_out: number;
+  meta: string;
+  used: number;
+  id: number;
+}
+
+interface Meta {
+  hits: StoredHit[];
+  viruses: string[];
+  quarantineId?: string;
+  header?: string;
+  items?: Record<string, string>;
+}
+
+/** SHA-256 hex of the scope tuple (unambiguous: JSON of the fields in a fixed order). */
+export function scopeId(s: VerdictScope): string {
+  return createHash('sha256')
+    .update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox, String(s.uidValidity)]))
+    .digest('hex');
+}
+
+export function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+function storeError(op: string, err: unknown): PosternError {
+  return new PosternError(ErrorCodes.VERDICT_STORE, `verdict cache ${op} failed: ${(err as Error).message}`);
+}
+
+/** The bytes a stored meta costs: what counts against maxBytes and maxEntryMetaBytes. */
+function metaOf(v: StoredVerdict): { text: string; full: boolean } {
+  const hits = v.hits.slice(0, VERDICT_STORE_LIMITS.maxStoredHits).map((h) => ({
+    rule: h.rule.slice(0, 200),
+    action: h.action.slice(0, 50),
+    ...(h.part !== undefined ? { part: String(h.part).slice(0, 100) } : {}),
+    ...(h.reason !== undefined ? { reason: h.reason.slice(0, 300) } : {}),
+  }));
+  const base: Meta = { hits, viruses: v.viruses.slice(0, VERDICT_STORE_LIMITS.maxStoredHits).map((s) => s.slice(0, 200)) };
+  if (v.quarantineId) base.quarantineId = v.quarantineId;
+  const full: Meta = { ...base };
+  if (v.header) full.header = v.header.toString('base64');
+  if (v.items) {
+    const items: Record<string, string> = {};
+    for (const [k, b] of Object.entries(v.items)) if (b) items[k] = b.toString('base64');
+    full.items = items;
+  }
+  const text = JSON.stringify(full);
+  // too large to keep the metadata: the verdict alone still saves the scan of a full fetch
+  if (text.length <= VERDICT_STORE_LIMITS.maxEntryMetaBytes) return { text, full: !!(v.header && v.items) };
+  return { text: JSON.stringify(base), full: false };
+}
+
+export class VerdictStore {
+  private readonly db: Database.Database;
+  private writes = 0;
+  private closed = false;
+  private readonly stmts: {
+    get: Database.Statement;
+    ids: Database.Statement;
+    put: Database.Statement;
+    touch: Database.Statement;
+    del: Database.Statement;
+    count: Database.Statement;
+    evict: Database.Statement;
+  };
+
+  /** Opens (creating) the store at `file`: directory 0700, file 0600, WAL. Throws E_VERDICT_STORE. */
+  constructor(
+    readonly file: string,
+    private readonly opts: VerdictStoreOptions,
+  ) {
+    try {
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+      const created = !existsSync(file);
+      this.db = new Database(file);
+      if (created) chmodSync(file, 0o600);
+      this.db.pragma(`busy_timeout = ${VERDICT_STORE_LIMITS.busyTimeoutMs}`);
+      this.db.pragma('journal_mode = WAL');
+      // a lost last write costs one more vet, never a wrong answer: NORMAL is enough under WAL
+      this.db.pragma('synchronous = NORMAL');
+      this.db.exec(
+        `CREATE TABLE IF NOT EXISTS verdicts (
+           id INTEGER PRIMARY KEY,
+           scope TEXT NOT NULL,
+           item TEXT NOT NULL,
+           policy TEXT NOT NULL,
+           signatures TEXT NOT NULL,
+           status TEXT NOT NULL,
+           digest TEXT NOT NULL,
+           size_in INTEGER NOT NULL,
+           size_out INTEGER NOT NULL,
+           meta TEXT NOT NULL,
+           full INTEGER NOT NULL,
+           bytes INTEGER NOT NULL,
+           used INTEGER NOT NULL,
+           UNIQUE (scope, item, policy, signatures)
+         );
+         CREATE INDEX IF NOT EXISTS verdicts_used ON verdicts(used);`,
+      );
+      for (const suffix of ['-wal', '-shm']) if (existsSync(file + suffix)) chmodSync(file + suffix, 0o600);
+      this.stmts = {
+        get: this.db.prepare(
+          'SELECT id, status, digest, size_in, size_out, meta, used FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ?',
+        ),
+        ids: this.db.prepare('SELECT item, full FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
+        put: this.db.prepare(
+          `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (scope, item, policy, signatures) DO UPDATE SET status = excluded.status, digest = excluded.digest,
+             size_in = excluded.size_in, size_out = excluded.size_out, meta = excluded.meta, full = excluded.full,
+             bytes = excluded.bytes, used = excluded.used`,
+        ),
+        touch: this.db.prepare('UPDATE verdicts SET used = ? WHERE id = ?'),
+        del: this.db.prepare('DELETE FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ?'),
+        count: this.db.prepare('SELECT COUNT(*) AS n, TOTAL(bytes) AS bytes FROM verdicts'),
+        evict: this.db.prepare('DELETE FROM verdicts WHERE id IN (SELECT id FROM verdicts ORDER BY used ASC, id ASC LIMIT ?)'),
+      };
+    } catch (err) {
+      throw storeError('open', err);
+    }
+  }
+
+  /** The stored verdict for this message under this basis, or null. Throws E_VERDICT_STORE. */
+  get(scope: string, item: string, basis: VerdictBasis, now = Date.now()): StoredVerdict | null {
+    if (this.closed) return null;
+    let row: Row | undefined;
+    try {
+      row = this.stmts.get.get(scope, item, basis.policyHash, basis.signatures) as Row | undefined;
+      if (!row) return null;
+      // least-recently-used order, refreshed at most every touchIntervalMs (reads stay reads)
+      if (now - row.used > VERDICT_STORE_LIMITS.touchIntervalMs) this.stmts.touch.run(now, row.id);
+    } catch (err) {
+      throw storeError('read', err);
+    }
+    let meta: Meta;
+    try {
+      meta = JSON.parse(row.meta) as Meta;
+    } catch {
+      return null; // unreadable row: a miss, vetted again and overwritten
+    }
+    const v: StoredVerdict = {
+      status: row.status as Verdict['status'],
+      hits: meta.hits ?? [],
+      viruses: meta.viruses ?? [],
+      sizeIn: row.size_in,
+      sizeOut: row.size_out,
+      digest: row.digest,
+    };
+    if (meta.quarantineId) v.quarantineId = meta.quarantineId;
+    if (typeof meta.header === 'string') v.header = Buffer.from(meta.header, 'base64');
+    if (meta.items) {
+      v.items = {};
+      for (const [k, s] of Object.entries(meta.items)) (v.items as Record<string, Buffer>)[k] = Buffer.from(s, 'base64');
+    }
+    return v;
+  }
+
+  /**
+   * The message ids stored for a scope under this basis (at most `limit`), each with whether its
+   * metadata (header block and rendered items) is stored too. Throws E_VERDICT_STORE.
+   */
+  ids(scope: string, basis: VerdictBasis, limit: number): [string, boolean][] {
+    if (this.closed) return [];
+    try {
+      return (this.stmts.ids.all(scope, basis.policyHash, basis.signatures, limit) as { item: string; full: number }[]).map((r) => [r.item, r.full === 1]);
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /** Stores (replacing) a verdict. Throws E_VERDICT_STORE. */
+  put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now()): void {
+    if (this.closed) return;
+    if (v.status === 'tempfail') return; // never a verdict
+    const { text: meta, full } = metaOf(v);
+    try {
+      this.stmts.put.run(scope, item, basis.policyHash, basis.signatures, v.status, v.digest, v.sizeIn, v.sizeOut, meta, full ? 1 : 0, meta.length + 160, now);
+      if (++this.writes % VERDICT_STORE_LIMITS.boundCheckEvery === 1 || VERDICT_STORE_LIMITS.boundCheckEvery <= 1) this.enforceBound();
+    } catch (err) {
+      throw storeError('write', err);
+    }
+  }
+
+  /** Forgets one verdict (a digest mismatch: the upstream's bytes changed). Throws E_VERDICT_STORE. */
+  delete(scope: string, item: string, basis: VerdictBasis): void {
+    if (this.closed) return;
+    try {
+      this.stmts.del.run(scope, item, basis.policyHash, basis.signatures);
+    } catch (err) {
+      throw storeError('write', err);
+    }
+  }
+
+  /** Evicts the least recently used rows until the store is within maxEntries and maxBytes. */
+  enforceBound(): void {
+    const { n, bytes } = this.stmts.count.get() as { n: number; bytes: number };
+    let excess = Math.max(0, n - this.opts.maxEntries);
+    if (bytes > this.opts.maxBytes && n > 0) {
+      // rows are of similar size: drop the share that is over, and a little more (hysteresis)
+      excess = Math.max(excess, Math.ceil(n * (1 - (this.opts.maxBytes * 0.9) / bytes)));
+    }
+    if (excess > 0) this.stmts.evict.run(excess);
+  }
+
+  get stats(): { entries: number; bytes: number } {
+    const { n, bytes } = this.stmts.count.get() as { n: number; bytes: number };
+    return { entries: n, bytes };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.db.close();
+    } catch {
+      // closing twice or after a failure: nothing to keep
+    }
+  }
+}
+
+/**
+ * A stable hash of a compiled policy: its values, with RegExps, functions, Sets and Maps written out
+ * (JSON alone would drop them). Two processes loading the same policy file get the same hash.
+ */
+export function policyHash(policy: object): string {
+  const seen = new WeakSet<object>();
+  const text = JSON.stringify(policy, function (this: unknown, _k: string, v: unknown) {
+    if (v instanceof RegExp) return `re:/${v.source}/${v.flags}`;
+    if (typeof v === 'function') return `fn:${v.toString()}`;
+    if (typeof v === 'bigint') return `big:${v.toString()}`;
+    if (v instanceof Set) return { set: [...v].map(String).sort() };
+    if (v instanceof Map) return { map: [...v.entries()].map(([a, b]) => [String(a), b]) };
+    if (Buffer.isBuffer(v)) return { buf: v.toString('hex') };
+    if (v && typeof v === 'object') {
+      if (seen.has(v)) return '[cycle]';
+      seen.add(v);
+    }
+    return v;
+  });
+  return createHash('sha256').update(text).digest('hex');
+}
