@@ -135,6 +135,7 @@ export function tapLogger(log: Logger, alarms: AlarmSink, listeners: readonly Li
   // pino's level setter (a reload may change log.level) assigns new level methods to the logger it is
   // called on: those land here, per object, and the tap stays in front of them
   const replaced = new WeakMap<object, Partial<Record<TappedLevel, LogFn>>>();
+  const seen = new WeakSet<object>();
   for (const level of TAPPED_LEVELS) {
     const current = (self: object): LogFn => {
       for (let o: object | null = self; o !== null && o !== log; o = Object.getPrototypeOf(o) as object | null) {
@@ -146,7 +147,9 @@ export function tapLogger(log: Logger, alarms: AlarmSink, listeners: readonly Li
     const wrapped = function (this: Logger, ...args: unknown[]) {
       const self = this ?? tapped;
       const rec = args[0];
-      if (rec !== null && typeof rec === 'object' && SOURCES.has((rec as Rec).event)) {
+      // a wrapper that calls the logger again with the same record (inspect/factory.ts countingLog) raises nothing twice
+      if (rec !== null && typeof rec === 'object' && SOURCES.has((rec as Rec).event) && !seen.has(rec)) {
+        seen.add(rec);
         try {
           const bindings = (typeof self.bindings === 'function' ? self.bindings() : {}) as Rec;
           for (const a of alarmOf(rec as Rec, bindings, staticUpstream)) alarms.emit(a);

@@ -209,6 +209,24 @@ describe('tapLogger', () => {
     ).toEqual(['written']);
   });
 
+  it('a wrapper that logs the same record through the tapped logger again (inspect/factory.ts countingLog) raises one alarm', () => {
+    const out = capture();
+    const got: AlarmInput[] = [];
+    const t = tapLogger(out.log, { emit: (a) => got.push(a) });
+    const session = t.child({ listener: 'imaps' });
+    // the factory's pattern: Object.create(log) with its own info that calls log.info
+    const counted: unknown[] = [];
+    const counting = Object.create(session) as typeof session;
+    counting.info = ((obj: unknown, ...rest: unknown[]) => {
+      counted.push(obj);
+      return (session.info as (...a: unknown[]) => void)(obj, ...rest);
+    }) as typeof session.info;
+    counting.info({ event: 'message.inspected', viruses: ['V'], rules: [] }, 'once');
+    expect(counted).toHaveLength(1);
+    expect(got).toHaveLength(1);
+    expect(out.text().split('\n').filter(Boolean)).toHaveLength(1);
+  });
+
   it('an alarm sink that throws does not disturb logging', () => {
     const out = capture();
     const t = tapLogger(out.log, {
