@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import { ClamdScanner } from '../dist/scanners/clamd.js';
-import { clamdInstream as raw, requireBin as findBin, startClamd } from './lib/servers.mjs';
+import { requireBin as findBin, clamdInstream as raw, startClamd } from './lib/servers.mjs';
 
 const run = promisify(execFile);
 

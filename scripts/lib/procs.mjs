@@ -4,7 +4,7 @@
  * the script (normal exit, exception, SIGINT, SIGTERM): call `cleanupOnExit()` once at the start.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -120,6 +120,35 @@ export function resetPeak(pid) {
     return false;
   }
 }
+
+/** `pid` and every live descendant of it (postern's cluster workers), from /proc/PID/stat. */
+export function procTree(pid) {
+  const kids = new Map();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, 'latin1');
+      const ppid = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  const out = [];
+  const walk = (p) => {
+    out.push(p);
+    for (const k of kids.get(p) ?? []) walk(k);
+  };
+  walk(pid);
+  return out;
+}
+
+/** Sum of cpuSeconds / procStatus over procTree(pid) (dead processes count 0). */
+export const treeCpuSeconds = (pid) => procTree(pid).reduce((s, p) => s + (cpuSeconds(p) || 0), 0);
+export const treeStatus = (pid, key) => procTree(pid).reduce((s, p) => s + (procStatus(p, key) || 0), 0);
+/** resetPeak on every process of the tree; false when the kernel refuses any. */
+export const treeResetPeak = (pid) => procTree(pid).every((p) => resetPeak(p));
 
 /** Median and other quantiles of a list of numbers. */
 export function quantiles(xs) {

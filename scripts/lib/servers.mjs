@@ -7,18 +7,7 @@
  * and postern itself (`node bin/postern.js serve` with generated listeners).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  chmodSync,
-  chownSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -254,7 +243,12 @@ export async function startDovecot({ name = 'postern-bench', users, lmtp = false
   writeFileSync(conf, benchDovecotConf({ name: `${name}-${process.pid}`, dir, mailUid: MAIL_UID, ports, maxUserIpConnections }) + extraConf);
   const proc = track(spawn(requireBin('dovecot'), ['-F', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = tail(proc);
-  await waitReady(proc, () => greets(imap, '* OK'), 15_000, () => `dovecot did not start:\n${log()}`);
+  await waitReady(
+    proc,
+    () => greets(imap, '* OK'),
+    15_000,
+    () => `dovecot did not start:\n${log()}`,
+  );
   const doveadm = (args) => runSync(requireBin('doveadm'), ['-c', conf, ...args], { timeout: 300_000 });
   const count = (user) => Number(/messages=(\d+)/.exec(doveadm(['-f', 'flow', 'mailbox', 'status', '-u', user, 'messages', 'INBOX']))?.[1] ?? NaN);
   return {
@@ -294,9 +288,23 @@ export function selfSignedCert(dir) {
   const keyFile = join(dir, 'key.pem');
   const certFile = join(dir, 'cert.pem');
   runSync(requireBin('openssl'), [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    '-keyout', keyFile, '-out', certFile,
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=localhost',
+    '-addext',
+    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout',
+    keyFile,
+    '-out',
+    certFile,
   ]);
   const pemFile = join(dir, 'both.pem');
   const cert = readFileSync(certFile);
@@ -387,7 +395,11 @@ export async function startPostern({ listeners, scanner = null, scannerTimeoutMs
           `    tls: { mode: ${l.tls ?? 'none'}${l.tls === 'implicit' ? ', hostname: localhost' : ''} }\n` +
           `    upstream: { kind: static, host: 127.0.0.1, port: ${l.upstream}, tls: { mode: none } }\n` +
           `    policy: ${l.policy ?? 'null'}\n` +
-          (l.inspect ? `    inspect: { ${Object.entries(l.inspect).map(([k, v]) => `${k}: ${v}`).join(', ')} }\n` : ''),
+          (l.inspect
+            ? `    inspect: { ${Object.entries(l.inspect)
+                .map(([k, v]) => `${k}: ${v}`)
+                .join(', ')} }\n`
+            : ''),
       )
       .join('');
   const config = join(dir, 'postern.yaml');
@@ -397,7 +409,12 @@ export async function startPostern({ listeners, scanner = null, scannerTimeoutMs
   const out = tail(proc);
   const logFile = join(dir, 'postern.log');
   const readLog = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
-  await waitReady(proc, async () => readLog().includes('"postern started"'), 30_000, () => `postern did not start (exit ${proc.exitCode}):\n${out()}\n${readLog()}`);
+  await waitReady(
+    proc,
+    async () => readLog().includes('"postern started"'),
+    30_000,
+    () => `postern did not start (exit ${proc.exitCode}):\n${out()}\n${readLog()}`,
+  );
   let logOffset = readFileSync(logFile).length;
   return {
     dir,
@@ -424,6 +441,12 @@ export async function startPostern({ listeners, scanner = null, scannerTimeoutMs
       readLog()
         .split('\n')
         .filter((l) => /"level":(50|60)|"level":"(error|fatal)"/.test(l)),
+    /** The last `n` log lines at warn or above, or naming a scan or a tempfail. */
+    warnings: (n = 5) =>
+      readLog()
+        .split('\n')
+        .filter((l) => /"level":(40|50|60)|"level":"(warn|error|fatal)"|scan|tempfail/i.test(l))
+        .slice(-n),
     stop: () => stopProc(proc),
   };
 }
