@@ -39,6 +39,7 @@ let smtp: ScriptedSmtp;
 let dir: string;
 let port: number;
 let badPort: number;
+let adminPort: number;
 let logText = '';
 const signals = new EventEmitter();
 let served: Promise<number>;
@@ -62,6 +63,7 @@ beforeAll(async () => {
   cpSync(path.join(repoRoot, 'policies'), path.join(dir, 'policies'), { recursive: true });
   port = await freePort();
   badPort = await freePort();
+  adminPort = await freePort();
   writeFileSync(
     path.join(dir, 'postern.yaml'),
     `log: { level: info }
@@ -88,6 +90,8 @@ listeners:
     tls: { mode: none }
     upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.ports.pop3s}, tls: { mode: implicit, verify: true } }
     policy: null
+admin:
+  listen: { host: 127.0.0.1, port: ${adminPort} }
 auto_block:
   login_failures: { count: 2, within_ms: 60000 }
 block_list_file: var/blocks.sqlite
@@ -186,6 +190,8 @@ describe('alarms through postern serve', () => {
     ]);
     expect(smtp.transactions.length).toBeGreaterThanOrEqual(3);
     expect(logText).not.toContain(dovecot.users.alice);
+    // the admin listener's metrics also tap message.inspected (inspect/factory.ts): still one alarm
+    expect(sink.hits.filter((h) => h.json.type === 'virus')).toHaveLength(1);
   }, 60_000);
 
   it('clamd going down raises scan_error (endpoint down, then no endpoint up)', async () => {
