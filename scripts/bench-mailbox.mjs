@@ -192,12 +192,14 @@ const checks = [];
 
 /**
  * Runs `once()` ROUNDS times (a fresh postern before each round when the mode inspects and
- * `fresh`), keeps the median by value, records a row { workload, variant, mode, value, unit, ... }.
+ * `fresh`; at least 3 times when no fresh postern is needed), keeps the median by value, records a row { workload, variant, mode, value, unit, ... }.
  * once() resolves { value, unit, bytes?, seconds?, check?, extra? }.
  */
 async function measure(workload, variant, mode, once, { fresh = true, better = 'higher' } = {}) {
   const results = [];
-  for (let i = 0; i < ROUNDS; i++) {
+  // measurements that need no fresh postern are cheap: at least 3 rounds (short runs are noisy)
+  const cold = fresh && MODES[mode]?.cold;
+  for (let i = 0; i < (cold ? ROUNDS : Math.max(3, ROUNDS)); i++) {
     if (fresh && MODES[mode]?.cold) await freshPostern(typeof fresh === 'object' ? fresh : {});
     const stop = meterStart();
     const r = await once();
