@@ -10,6 +10,7 @@
  *   npm run bench -- mailbox --workload list-sync         one workload (repeat or comma-separate for more)
  *   npm run bench -- mailbox --json out.json --rounds 3   JSON (rows + targets); median of 3 rounds
  *   node scripts/bench-mailbox.mjs --list-workloads
+ *   node scripts/bench-mailbox.mjs --from-json out.json --markdown   re-render a run as Markdown tables
  *
  * Setup (lib: scripts/lib/servers.mjs, procs.mjs, mail-clients.mjs, mail-corpus.mjs): a private
  * Dovecot with users `alice` (the mixed mailbox: 500 messages, ~110 MB, --messages/--mb), `big`
@@ -70,6 +71,8 @@ const { values: argv } = parseArgs({
     json: { type: 'string' },
     workers: { type: 'string' },
     'list-workloads': { type: 'boolean', default: false },
+    markdown: { type: 'boolean', default: false },
+    'from-json': { type: 'string' },
   },
 });
 if (argv['list-workloads']) {
@@ -692,36 +695,50 @@ function targets() {
 
 // ---------- report ----------
 
-function printTable() {
+/** The issue's table: a line per workload and variant, a column per mode (Markdown with `md`). */
+function printTable(rowsOf, md = false) {
   const keys = [];
-  for (const r of rows) {
+  for (const r of rowsOf) {
     const k = `${r.workload} | ${r.variant}`;
     if (!keys.includes(k)) keys.push(k);
   }
   const cols = [...COLUMNS, 'clamd'];
+  const cell = (k, c) => {
+    const r = rowsOf.find((x) => `${x.workload} | ${x.variant}` === k && x.mode === c);
+    return r ? fmtValue(r.value, r.unit) : '';
+  };
+  if (md) {
+    console.log(`\n| workload | ${cols.map((c) => MODES[c]?.label ?? 'clamd alone').join(' | ')} |\n|---|${cols.map(() => '---').join('|')}|`);
+    for (const k of keys) console.log(`| ${k.replace(' | ', ': ')} | ${cols.map((c) => cell(k, c) || '—').join(' | ')} |`);
+    return;
+  }
   const width = 14;
   console.log(`\n${'workload'.padEnd(56)}${cols.map((c) => c.padStart(width)).join('')}`);
-  for (const k of keys) {
-    const cells = cols.map((c) => {
-      const r = rows.find((x) => `${x.workload} | ${x.variant}` === k && x.mode === c);
-      return (r ? fmtValue(r.value, r.unit) : '').padStart(width);
-    });
-    console.log(`${k.padEnd(56).slice(0, 56)}${cells.join('')}`);
-  }
+  for (const k of keys) console.log(`${k.padEnd(56).slice(0, 56)}${cols.map((c) => cell(k, c).padStart(width)).join('')}`);
 }
 
-function printTargets(t) {
-  console.log('\ntargets (issue 10):');
+function printTargets(t, md = false) {
+  console.log(md ? '\n| target | value | verdict |\n|---|---|---|' : '\ntargets (issue 10):');
   for (const x of t) {
     const v = x.value === null ? 'not measured' : Number.isInteger(x.value) ? String(x.value) : x.value.toFixed(2);
     const verdict = x.value === null ? '-' : x.pass === null ? 'info' : x.pass ? 'PASS' : 'FAIL';
-    console.log(`  ${verdict.padEnd(5)} ${x.target}: ${v}${x.note ? ` (${x.note})` : ''}`);
+    if (md) console.log(`| ${x.target} | ${v}${x.note ? ` (${x.note})` : ''} | ${verdict} |`);
+    else console.log(`  ${verdict.padEnd(5)} ${x.target}: ${v}${x.note ? ` (${x.note})` : ''}`);
   }
 }
 
 // ---------- main ----------
 
 async function main() {
+  if (argv['from-json']) {
+    // re-render an earlier run (this script's JSON, or `npm run bench -- --json`'s with a "mailbox" key)
+    const raw = JSON.parse(readFileSync(argv['from-json'], 'utf8'));
+    const j = raw.rows ? raw : raw.mailbox;
+    console.log(`${j.machine.date}, ${j.machine.cpus} CPUs (${j.machine.cpuModel}), node ${j.machine.node}, options ${JSON.stringify(j.options)}`);
+    printTable(j.rows, argv.markdown);
+    printTargets(j.targets, argv.markdown);
+    return 0;
+  }
   cleanupOnExit();
   const watchdog = setTimeout(() => {
     console.error(`benchmark exceeded ${OVERALL_TIMEOUT_MS / 60_000} min: aborting`);
@@ -840,9 +857,13 @@ async function main() {
   }
   await stopPostern();
 
-  printTable();
+  printTable(rows);
   const t = targets();
   printTargets(t);
+  if (argv.markdown) {
+    printTable(rows, true);
+    printTargets(t, true);
+  }
   const failed = checks.filter((c) => !c.ok);
   console.log(
     `\nbyte checks: ${checks.length - failed.length} of ${checks.length} downloads as expected (clean identical to direct, ${CHANGED_KINDS.av.join('/')} changed where the mode must change them)`,
