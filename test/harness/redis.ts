@@ -8,17 +8,22 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import tls from 'node:tls';
 import { freePort, sleep, type TempDir, tempDir } from './util.js';
 
 export interface RedisServer {
   host: string;
   port: number;
-  /** `redis://127.0.0.1:PORT/DB` (with the password when one is set). */
+  /** `redis://127.0.0.1:PORT/DB` (rediss:// with tls; with the password when one is set). */
   url(db?: number): string;
   /** The server's output so far (for failure messages). */
   output(): string;
   /** SIGKILL: the server is gone, its data too (no persistence). */
   kill(): Promise<void>;
+  /** SIGSTOP: the connection stays up but nothing is answered (commands time out). */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
   /** Starts it again on the same port (after kill). */
   start(): Promise<void>;
   /** Ends it and removes its dir. */
@@ -41,16 +46,16 @@ export function redisBinary(): string {
 }
 
 /** Sends PING (with AUTH first when a password is set) and waits for +PONG. */
-function ping(port: number, password: string | null): Promise<boolean> {
+function ping(port: number, password: string | null, useTls: boolean): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
+    const s = useTls ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false }) : net.connect({ host: '127.0.0.1', port });
     let got = '';
     const done = (ok: boolean) => {
       s.destroy();
       resolve(ok);
     };
     s.setTimeout(1000, () => done(false));
-    s.on('connect', () => s.write(`${password ? `AUTH ${password}\r\n` : ''}PING\r\n`));
+    s.on(useTls ? 'secureConnect' : 'connect', () => s.write(`${password ? `AUTH ${password}\r\n` : ''}PING\r\n`));
     s.on('data', (d) => {
       got += d.toString();
       if (got.includes('+PONG')) done(true);
@@ -60,8 +65,14 @@ function ping(port: number, password: string | null): Promise<boolean> {
   });
 }
 
-/** `extra`: more config lines (e.g. `user edge on >pw ~postern:* +get`, `tls-port 0`). */
-export async function startRedis(opts: { password?: string; extra?: string[] } = {}): Promise<RedisServer> {
+/**
+ * `extra`: more config lines (e.g. an ACL `user` line). `tls`: the server speaks TLS only (`tls-port`,
+ * no client certificates), with this certificate; url() is then rediss://. `port`: this one (a test
+ * that points a client at a port before the server exists); otherwise a free one.
+ */
+export async function startRedis(
+  opts: { password?: string; extra?: string[]; tls?: { certFile: string; keyFile: string }; port?: number } = {},
+): Promise<RedisServer> {
   const bin = redisBinary();
   const dir: TempDir = await tempDir('postern-redis-');
   const password = opts.password ?? null;
@@ -74,7 +85,9 @@ export async function startRedis(opts: { password?: string; extra?: string[] } =
     writeFileSync(
       conf,
       [
-        `port ${port}`,
+        ...(opts.tls
+          ? ['port 0', `tls-port ${port}`, `tls-cert-file ${opts.tls.certFile}`, `tls-key-file ${opts.tls.keyFile}`, 'tls-auth-clients no']
+          : [`port ${port}`]),
         'bind 127.0.0.1',
         'protected-mode yes',
         `dir ${dir.path}`,
@@ -101,7 +114,7 @@ export async function startRedis(opts: { password?: string; extra?: string[] } =
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
       if (exited) throw new Error(`redis-server exited at start:\n${out}`);
-      if (await ping(port, password)) return;
+      if (await ping(port, password, !!opts.tls)) return;
       await sleep(25);
     }
     c.kill('SIGKILL');
@@ -120,7 +133,7 @@ export async function startRedis(opts: { password?: string; extra?: string[] } =
 
   // a free port can be taken between the check and the bind: retry a few times
   for (let attempt = 0; ; attempt++) {
-    port = await freePort();
+    port = opts.port ?? (await freePort());
     try {
       await launch();
       break;
@@ -139,9 +152,11 @@ export async function startRedis(opts: { password?: string; extra?: string[] } =
     get port() {
       return port;
     },
-    url: (db = 0) => `redis://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}/${db}`,
+    url: (db = 0) => `${opts.tls ? 'rediss' : 'redis'}://${password ? `:${encodeURIComponent(password)}@` : ''}127.0.0.1:${port}/${db}`,
     output: () => out,
     kill,
+    pause: () => void child?.kill('SIGSTOP'),
+    resume: () => void child?.kill('SIGCONT'),
     start: launch,
     async stop() {
       await kill();
