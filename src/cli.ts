@@ -9,16 +9,19 @@ import { createSecureContext } from 'node:tls';
 import { parseArgs } from 'node:util';
 import type { DestinationStream } from 'pino';
 import * as admin from './admin/index.js';
+import { countingCollectorLog } from './admin/metrics.js';
 import { alarmsCheck, createAlarms } from './alarms/index.js';
 import { tapLogger } from './alarms/tap.js';
 import { clusterRole, isClusterWorker, runPrimary, startWorkerIpc, type WorkerIpc, workerConfig } from './cluster/index.js';
 import * as collectorModule from './collector/cli-module.js';
 import * as quarantineModule from './commands/quarantine.js';
+import { pidFilePath, reloadCommand, removePidFile, writePidFile } from './commands/reload.js';
 import * as scanModule from './commands/scan.js';
 import * as schemaModule from './commands/schema.js';
 import { DEFAULT_CONFIG_FILE, loadConfig, REPO_ROOT } from './config/load.js';
+import { planReload } from './config/reload.js';
 import type { ListenerConfig, PosternConfig, ScannerConfig, SpamConfig } from './config/types.js';
-import { ConfigError, formatIssue, type LocatedIssue } from './config/validate.js';
+import { ConfigError, formatIssue, formatPath, type LocatedIssue, locateInText } from './config/validate.js';
 import { type PolicyScanNeeds, policyWarnings } from './config/warnings.js';
 import { ErrorCodes, isPosternError } from './errors.js';
 import * as sessionsModule from './inspect/factory.js';
@@ -46,7 +49,7 @@ export interface ServerModule {
       upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
       metrics?: serverModule.RelayMetrics;
     },
-  ): Promise<{ close(graceMs?: number): Promise<void> }>;
+  ): Promise<{ close(graceMs?: number): Promise<void>; reload?(config: PosternConfig, deps: serverModule.ReloadDeps): Promise<serverModule.ReloadSummary> }>;
 }
 /** The OAuth2 capability probe of static upstreams (src/relay/upstream-probe.ts). */
 export interface ProbesModule {
@@ -151,6 +154,8 @@ Usage:
   postern block list [--json] | add ADDR [--for 1h] | remove ADDR [--config FILE]
                                          the shared block list (SQLite, or Redis with state.redis;
                                          a running serve re-reads it within 1 s)
+  postern reload [--config FILE]         check the config, then ask the running serve to reload it (SIGHUP
+                                         to the pid in the state directory's postern.pid)
   postern admin hash-token [--stdin]     make admin.token_hash (a new random token, or the one on stdin)
   postern schema [--out DIR]             write JSON Schemas of the config and policy files (default DIR: schemas)
   postern --help | --version
@@ -249,6 +254,8 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         }
       case 'block':
         return await blockCmd(rest, io);
+      case 'reload':
+        return await reloadCmd(rest, io);
       case 'admin':
         return await adminCmd(rest, io);
       default:
@@ -288,12 +295,20 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   const loaded = loadConfig(values.config);
   const role = clusterRole(loaded);
   const config = workerConfig(loaded, role);
-  if (role.kind === 'primary') return await runPrimary(config, role.count, createLogger(config.log, io.logDest), io);
+  if (role.kind === 'primary') {
+    const plog = createLogger(config.log, io.logDest);
+    const pidFile = keepPidFile(config, plog);
+    try {
+      return await runPrimary(config, role.count, plog, io);
+    } finally {
+      if (pidFile) removePidFile(pidFile);
+    }
+  }
   const baseLog = createLogger(config.log, io.logDest);
   // alarms (src/alarms/): the records of the relay, inspection, scanners, edge and probes raise them through this logger
   const alarms = createAlarms(config.alarms, baseLog);
   const log = alarms ? tapLogger(baseLog, alarms, config.listeners) : baseLog;
-  let server: { close(graceMs?: number): Promise<void> } | null = null;
+  let server: Awaited<ReturnType<ServerModule['startServer']>> | null = null;
   // OAuth2 on static listeners: what each upstream offers, learned without credentials (started with the listeners)
   let probes: { mechanisms(listener: ListenerConfig): ReadonlySet<OAuthMechanism> | null; close(): void } | null = null;
   // the admin listener (src/admin/): its metrics are handed to the relay and the inspection factory
@@ -357,7 +372,8 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   let collector: { onSignal(): void; close(): Promise<void> } | null = null;
   if (config.collector && (role.kind !== 'worker' || role.index === 0)) {
     try {
-      collector = loadModule(io, 'collector').startCollector(config, log);
+      // its passes are counted for /metrics from its collector.pass lines
+      collector = loadModule(io, 'collector').startCollector(config, metrics ? countingCollectorLog(log, metrics) : log);
     } catch (e) {
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the collector');
       probes?.close();
@@ -392,6 +408,19 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   }
   const onUsr1 = () => collector?.onSignal();
   if (collector) io.signals.on('SIGUSR1', onUsr1);
+  // SIGHUP (postern reload; the cluster primary passes it on to each worker): config and policies re-read
+  const reloader = makeReloader({
+    io,
+    log,
+    metrics,
+    config,
+    adjust: (c) => workerConfig(c, role),
+    server: () => (closing ? null : server),
+    probes: { get: () => probes, set: (p) => void (probes = p) },
+  });
+  const onHup = () => void reloader.reload();
+  io.signals.on('SIGHUP', onHup);
+  const pidFile = role.kind === 'worker' ? null : keepPidFile(config, log);
   log.info(
     { event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) },
     'postern started',
@@ -406,7 +435,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
         return;
       }
       closing = true;
-      const graceMs = config.limits.shutdownGraceMs;
+      const graceMs = reloader.config.limits.shutdownGraceMs;
       log.info({ event: 'process.shutdown', signal, graceMs }, 'shutting down: no new connections, sessions get the grace period');
       probes?.close();
       Promise.all([server?.close(graceMs), collector?.close(), adminServer?.close()])
@@ -422,6 +451,9 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
           io.signals.off('SIGTERM', onSignal);
           io.signals.off('SIGINT', onSignal);
           io.signals.off('SIGUSR1', onUsr1);
+          io.signals.off('SIGHUP', onHup);
+          if (pidFile) removePidFile(pidFile);
+          ipc?.close();
           await sharedEdge?.close();
           ipc?.close();
           log.info({ event: 'process.stop' }, 'stopped');
@@ -442,6 +474,130 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       ipc.announce();
     }
   });
+}
+
+/** Writes serve's pid file (src/commands/reload.ts) for `postern reload`; a failure is logged, not fatal. */
+function keepPidFile(config: PosternConfig, log: Logger): string | null {
+  const file = pidFilePath(config);
+  if (!file) return null;
+  try {
+    writePidFile(file);
+    return file;
+  } catch (e) {
+    log.warn(
+      { event: 'process.pid_file_failed', file, err: logErr(e) },
+      'cannot write the pid file: postern reload will not find this process (SIGHUP still reloads)',
+    );
+    return null;
+  }
+}
+
+type RunningServerHandle = Awaited<ReturnType<ServerModule['startServer']>>;
+type ProbesHandle = ReturnType<ProbesModule['startUpstreamProbes']>;
+
+/**
+ * The reload (SIGHUP): re-reads the config file and the policies it names and puts them in force
+ * atomically (src/relay/server.ts reload), or logs why not (config.reload_failed, with the located
+ * issues) and keeps the running config. One reload at a time: a SIGHUP during one runs once it ends.
+ */
+function makeReloader(o: {
+  io: CliIo;
+  log: Logger;
+  metrics: admin.Metrics | undefined;
+  config: PosternConfig;
+  /** The worker's share of the limits (src/cluster/), applied to each new config as at start. */
+  adjust: (c: PosternConfig) => PosternConfig;
+  server: () => RunningServerHandle | null;
+  probes: { get(): ProbesHandle | null; set(p: ProbesHandle | null): void };
+}): { reload(): Promise<boolean>; readonly config: PosternConfig } {
+  const { io, log, metrics } = o;
+  let running = o.config;
+  let chain: Promise<unknown> = Promise.resolve();
+  const failed = (file: string, issues: string[], err: unknown, t0: number): false => {
+    metrics?.configReloaded(false);
+    log.error(
+      { event: 'config.reload_failed', file, issues, ms: Date.now() - t0, err: logErr(err, ErrorCodes.CONFIG) },
+      `config reload rejected, the running config stays: ${issues[0] ?? (err as Error)?.message ?? String(err)}${issues.length > 1 ? ` (and ${issues.length - 1} more)` : ''}`,
+    );
+    return false;
+  };
+  const once = async (): Promise<boolean> => {
+    const t0 = Date.now();
+    const file = running.file;
+    const server = o.server();
+    if (!server && running.listeners.length > 0) return false; // shutting down
+    let next: PosternConfig;
+    try {
+      next = o.adjust(loadConfig(file));
+    } catch (e) {
+      return failed(file, e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message], e, t0);
+    }
+    const plan = planReload(running, next);
+    const restartNeeded = [...plan.restartNeeded];
+    let summary: serverModule.ReloadSummary | null = null;
+    if (server?.reload) {
+      let factory: ReturnType<SessionsModule['createSessionFactory']>;
+      try {
+        factory = loadModule(io, 'sessions').createSessionFactory(plan.config, log, metrics ? { metrics } : undefined);
+      } catch (e) {
+        return failed(file, e instanceof ConfigError ? e.issues.map(formatIssue) : [(e as Error).message], e, t0);
+      }
+      const probes = loadModule(io, 'probes').startUpstreamProbes(plan.config.listeners, log);
+      try {
+        summary = await server.reload(plan.config, {
+          createSession: factory.createSession,
+          onClose: () => factory.close(),
+          upstreamOAuth: (l) => probes.mechanisms(l),
+        });
+      } catch (e) {
+        probes.close();
+        await factory.close().catch(() => undefined);
+        return failed(file, [locateListenerError(e, plan.config)], e, t0);
+      }
+      o.probes.get()?.close();
+      o.probes.set(probes);
+    } else if (plan.config.listeners.length > 0 || running.listeners.length > 0) {
+      // serve started without listeners (collector only), or a server without reload (tests)
+      restartNeeded.push('listeners');
+      plan.config.listeners = running.listeners;
+    }
+    if (log.level !== plan.config.log.level) log.level = plan.config.log.level;
+    running = plan.config;
+    metrics?.configReloaded(true);
+    if (restartNeeded.length > 0)
+      log.warn(
+        { event: 'config.restart_needed', file, sections: restartNeeded },
+        `config reloaded, but these changes need a restart: ${restartNeeded.join(', ')}`,
+      );
+    log.info({ event: 'config.reloaded', file, ms: Date.now() - t0, ...(summary ?? {}), restartNeeded }, 'config reloaded');
+    return true;
+  };
+  return {
+    reload() {
+      const p = chain.then(once, once);
+      chain = p.catch(() => undefined);
+      return p.catch((e: unknown) => failed(running.file, [(e as Error)?.message ?? String(e)], e, Date.now()));
+    },
+    get config() {
+      return running;
+    },
+  };
+}
+
+/** A listener the server could not set up (TLS, address): located at its key in the config file. */
+function locateListenerError(e: unknown, config: PosternConfig): string {
+  const message = (e as Error)?.message ?? String(e);
+  if (!(e instanceof serverModule.ListenerReloadError)) return message;
+  const i = config.listeners.findIndex((l) => l.name === e.listener);
+  if (i < 0) return message;
+  const l = config.listeners[i]!;
+  const at: (string | number)[] = e.what === 'tls' ? ['listeners', i, 'tls', ...(l.tls.certFile ? ['cert_file'] : [])] : ['listeners', i, 'port'];
+  try {
+    const pos = locateInText(readFileSync(config.file, 'utf8'), at);
+    return formatIssue({ file: config.file, line: pos.line, column: pos.column, path: formatPath(at), message });
+  } catch {
+    return message;
+  }
 }
 
 function flush(log: Logger): Promise<void> {
@@ -628,6 +784,26 @@ async function blockCmd(args: string[], io: CliIo): Promise<number> {
   const file_ = config.edge?.blockListFile;
   if (!file_) throw new UsageError('the config has no block list');
   return blockCommand(rest, { file: file_, out: (s) => io.stdout(s), err: (s) => io.stderr(s) });
+}
+
+// ---------- reload (src/commands/reload.ts) ----------
+
+async function reloadCmd(args: string[], io: CliIo): Promise<number> {
+  const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
+  // what serve would refuse is reported here, and nothing is signalled
+  let checked: number;
+  try {
+    checked = await check(values.config === undefined ? [] : ['--config', values.config], io);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    printIssues(io, e.issues);
+    checked = 1;
+  }
+  if (checked !== 0) {
+    io.stderr('postern: not reloaded: the config has problems (the running serve keeps its config)\n');
+    return 1;
+  }
+  return reloadCommand(loadConfig(values.config), { stdout: (s) => io.stdout(s), stderr: (s) => io.stderr(s) });
 }
 
 // ---------- admin (src/admin/command.ts) ----------

@@ -5,11 +5,14 @@
  * factory (src/inspect/factory.ts InspectMetrics); those modules know nothing of prom-client, and
  * without a metrics object (tests, `postern scan`) they call nothing.
  *
- * Scanner endpoint health and quarantine entries are read when scraped (collect callbacks).
+ * Scanner endpoint health, quarantine entries and the block list are read when scraped (collect
+ * callbacks). Config reloads are counted by src/cli.ts (configReloaded), collector passes from the
+ * collector's `collector.pass` log lines (countingCollectorLog).
  */
 import { promises as fs } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ListenerConfig } from '../config/types.js';
+import type { BlockEntry } from '../edge/autoblock.js';
 import type { EndpointHealth } from '../scanners/endpoints.js';
 
 export interface ScannerHealthSource {
@@ -27,6 +30,12 @@ export class Metrics {
   private readonly ruleHits: Counter<'listener' | 'rule' | 'action'>;
   private readonly scanSeconds: Histogram<'engine' | 'outcome'>;
   readonly adminActions: Counter<'action'>;
+  private readonly reloads: Counter<'result'>;
+  private readonly lastReload: Gauge;
+  private readonly autoBlocks: Counter<'reason'>;
+  private blockSource: (() => readonly BlockEntry[]) | null = null;
+  private readonly collectorPasses: Counter<'account' | 'result'>;
+  private readonly collectorMessages: Counter<'account' | 'outcome'>;
 
   constructor(opts: { quarantineDir?: string } = {}) {
     const registers = [this.registry];
@@ -61,6 +70,55 @@ export class Metrics {
       name: 'postern_admin_actions_total',
       help: 'Admin actions (login, release, delete, download)',
       labelNames: ['action'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'postern_config_reloads_total',
+      help: 'Config reloads (SIGHUP, postern reload), by result: success, failure (the old config stayed)',
+      labelNames: ['result'],
+      registers,
+    });
+    for (const result of ['success', 'failure']) this.reloads.inc({ result }, 0);
+    this.lastReload = new Gauge({
+      name: 'postern_config_last_reload_success_timestamp_seconds',
+      help: 'When the config in force was loaded (process start or the last successful reload), Unix seconds',
+      // with worker processes: the oldest, so a worker that kept its old config shows
+      aggregator: 'min',
+      registers,
+    });
+    this.lastReload.set(Date.now() / 1000);
+    this.autoBlocks = new Counter({
+      name: 'postern_auto_blocks_total',
+      help: 'Client addresses auto-blocked by this process, by reason (login_failures, protocol_errors, rule)',
+      labelNames: ['reason'],
+      registers,
+    });
+    const blocks = () => this.blockSource?.() ?? [];
+    new Gauge({
+      name: 'postern_blocked_addresses',
+      help: 'Client addresses blocked now (the block list in force in this process), by reason',
+      labelNames: ['reason'],
+      // with worker processes: they share the block list (SQLite or Redis), so not a sum
+      aggregator: 'max',
+      registers,
+      collect() {
+        this.reset();
+        const now = Date.now();
+        const by = new Map<string, number>();
+        for (const e of blocks()) if (e.until > now) by.set(e.reason, (by.get(e.reason) ?? 0) + 1);
+        for (const [reason, n] of by) this.set({ reason }, n);
+      },
+    });
+    this.collectorPasses = new Counter({
+      name: 'postern_collector_passes_total',
+      help: 'Collector passes, by account and result (ok, partial, error, busy, ...)',
+      labelNames: ['account', 'result'],
+      registers,
+    });
+    this.collectorMessages = new Counter({
+      name: 'postern_collector_messages_total',
+      help: 'Collector messages by account and outcome (delivered, failed, deferred, held, deleted)',
+      labelNames: ['account', 'outcome'],
       registers,
     });
     const sources = this.healthSources;
@@ -114,12 +172,62 @@ export class Metrics {
   scanned(engine: string, outcome: string, seconds: number): void {
     this.scanSeconds.observe({ engine, outcome }, seconds);
   }
+  /** One source per engine: a reload's new factory replaces the scanner of the one before. */
   scannerHealth(engine: string, health: () => EndpointHealth[]): void {
+    const i = this.healthSources.findIndex((s) => s.engine === engine);
+    if (i >= 0) this.healthSources.splice(i, 1);
     this.healthSources.push({ engine, health });
+  }
+
+  // ---- the edge (RelayMetrics' optional hooks)
+  autoBlocked(entry: BlockEntry): void {
+    this.autoBlocks.inc({ reason: entry.reason });
+  }
+  blockList(read: () => readonly BlockEntry[]): void {
+    this.blockSource = read;
+  }
+
+  // ---- config reloads (src/cli.ts)
+  configReloaded(ok: boolean): void {
+    this.reloads.inc({ result: ok ? 'success' : 'failure' });
+    if (ok) this.lastReload.set(Date.now() / 1000);
+  }
+
+  // ---- the collector
+  collectorPass(account: string, result: string, counts: Partial<Record<(typeof COLLECTOR_OUTCOMES)[number], number>>): void {
+    this.collectorPasses.inc({ account, result });
+    for (const outcome of COLLECTOR_OUTCOMES) {
+      const n = counts[outcome];
+      if (typeof n === 'number' && Number.isFinite(n) && n > 0) this.collectorMessages.inc({ account, outcome }, n);
+    }
   }
 
   /** Every scanner endpoint known, for /readyz. */
   scanners(): { engine: string; endpoints: EndpointHealth[] }[] {
     return this.healthSources.map((s) => ({ engine: s.engine, endpoints: s.health() }));
   }
+}
+
+/** The message counts of a collector pass (src/collector/state.ts PassCounts) that are counted. */
+const COLLECTOR_OUTCOMES = ['delivered', 'failed', 'deferred', 'held', 'deleted'] as const;
+
+/**
+ * The collector's logger with its `collector.pass` lines also counted (pass by account and result,
+ * messages by outcome). The collector knows nothing of metrics; its log line is its pass report
+ * (fields: account, result and the PassCounts). Other calls go to the logger unchanged.
+ */
+export function countingCollectorLog<L extends { info: unknown; warn: unknown }>(log: L, metrics: Metrics): L {
+  const tapped = Object.create(log) as L;
+  const tap = (level: 'info' | 'warn') => {
+    const orig = log[level] as (...a: unknown[]) => void;
+    return (obj: unknown, ...rest: unknown[]) => {
+      const o = obj as { event?: unknown; account?: unknown; result?: unknown } | null;
+      if (o && typeof o === 'object' && o.event === 'collector.pass' && typeof o.account === 'string' && typeof o.result === 'string')
+        metrics.collectorPass(o.account, o.result, o as Record<string, number>);
+      return orig.call(log, obj, ...rest);
+    };
+  };
+  (tapped as { info: unknown }).info = tap('info');
+  (tapped as { warn: unknown }).warn = tap('warn');
+  return tapped;
 }

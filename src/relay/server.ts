@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
+import type { BlockEntry } from '../edge/autoblock.js';
 import { BlockStore } from '../edge/block-store.js';
 import { EdgeGuard } from '../edge/guard.js';
 import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
@@ -46,6 +47,45 @@ export interface ServerDeps {
 export interface RelayMetrics {
   sessionOpened(listener: ListenerConfig): void;
   sessionClosed(listener: ListenerConfig, traffic: { fromClient: number; toClient: number }): void;
+  /** The edge auto-blocked an address (reason: login_failures, protocol_errors, rule). */
+  autoBlocked?(entry: BlockEntry): void;
+  /** The block list in force in this process, read when scraped. */
+  blockList?(read: () => readonly BlockEntry[]): void;
+}
+
+/** What a reload hands the server beside the new config: what the composition root built from it. */
+export interface ReloadDeps {
+  createSession: (host: SessionHost) => Session;
+  /** Closes what createSession uses (the factory): called once it was replaced and its last session ended. */
+  onClose?: () => Promise<void> | void;
+  upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
+}
+
+/** What a reload did, by listener name. */
+export interface ReloadSummary {
+  /** Bound for the first time. */
+  added: string[];
+  /** Closed: no new connections; their open sessions finish. */
+  removed: string[];
+  /** Same address, another listener config (TLS, policy, limits, upstream...): swapped for new connections. */
+  changed: string[];
+  /** A new address: bound anew, the old socket closed (its open sessions finish). */
+  rebound: string[];
+  unchanged: string[];
+  /** The edge state (access rules, auto-block, rate limits): kept, or rebuilt from the new config. */
+  edge: 'kept' | 'rebuilt' | 'none';
+}
+
+/** A reload the server refused before changing anything: a listener's TLS setup or address failed. */
+export class ListenerReloadError extends Error {
+  constructor(
+    readonly listener: string,
+    readonly what: 'tls' | 'address',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ListenerReloadError';
+  }
 }
 
 /** The edge guard for a server (tests hand their own; null: no edge). */
@@ -64,6 +104,8 @@ interface EdgeAdmission {
   deny: string | null;
   /** Plaintext listener with PROXY protocol, peer not trusted: a header in the first bytes ends the connection. */
   rejectProxyHeader: boolean;
+  /** The config generation in force when the raw connection arrived (src/relay/server.ts Generation). */
+  gen?: Generation;
 }
 
 /** Ends a connection with a TCP RST and no byte. */
@@ -77,6 +119,13 @@ function resetSocket(sock: net.Socket): void {
 
 export interface RunningServer {
   close(graceMs?: number): Promise<void>;
+  /**
+   * Swaps in a new config atomically: every TLS setup is built and every new address bound first; a
+   * failure there closes what was bound and throws (ListenerReloadError), the running config unchanged.
+   * Then new connections get the new config and `deps.createSession`; open sessions keep theirs (the
+   * old factory is closed once its last session ended); listeners gone are closed (their sessions finish).
+   */
+  reload(config: PosternConfig, deps: ReloadDeps): Promise<ReloadSummary>;
   address(listenerName: string): { host: string; port: number };
   readonly sessionCount: number;
   /** The process-wide memory budget (limits.memory_budget_bytes): sessions' buffers and leases. */
@@ -93,13 +142,71 @@ function refuse(socket: net.Socket, text: string): void {
   setTimeout(() => socket.destroy(), CLIENT_CLOSE_GRACE_MS).unref();
 }
 
+/**
+ * One config in force: new connections are admitted under the newest; a session keeps the generation it
+ * was admitted under (its listener config, its factory) to its end.
+ */
+interface Generation {
+  config: PosternConfig;
+  createSession: (host: SessionHost) => Session;
+  upstreamOAuth: ((listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null) | undefined;
+  onClose: (() => Promise<void> | void) | undefined;
+  /** The listeners' hold deadlines: the config loader filled in most, a config built in code may not have. */
+  deadlines: { scannerTimeoutMs: number | null; spamTimeoutMs: number | null };
+  /** Sessions admitted under it and still open. */
+  open: number;
+  /** A newer generation took over: closed (onClose) once `open` is 0. */
+  retired: boolean;
+  closed: boolean;
+}
+
+/** A bound listening socket and what its new connections get. */
+interface Bound {
+  listener: ListenerConfig;
+  server: net.Server;
+  /** Implicit TLS: the TLS server each raw connection is handed to (rebuilt on every reload). */
+  tlsServer: tls.Server | null;
+  /** What a reload matches on: the address, or the name for port 0 (an ephemeral port). */
+  key: string;
+}
+
+function bindKey(l: ListenerConfig): string {
+  return l.port === 0 ? `name:${l.name}` : `addr:${l.host}:${l.port}`;
+}
+
+/** What decides whether the edge state is rebuilt on reload: everything EdgeGuard reads from the config. */
+function edgeShape(c: PosternConfig): string {
+  return JSON.stringify({ edge: c.edge ?? null, rates: c.listeners.map((l) => [l.name, l.edge?.rateLimit ?? null]) });
+}
+
 export async function startServer(config: PosternConfig, deps: ServerDeps & EdgeDeps): Promise<RunningServer> {
   const log = deps.log;
-  const createSession = deps.createSession;
   const sessions = new Set<Connection>();
   const perClient = new Map<string, number>();
-  const servers = new Map<string, net.Server>();
+  const bound = new Map<string, Bound>();
   let accepting = true;
+  const makeGen = (c: PosternConfig, d: ReloadDeps): Generation => ({
+    config: c,
+    createSession: d.createSession,
+    upstreamOAuth: d.upstreamOAuth,
+    onClose: d.onClose,
+    deadlines: { scannerTimeoutMs: c.scanner?.timeoutMs ?? null, spamTimeoutMs: c.spam?.timeoutMs ?? null },
+    open: 0,
+    retired: false,
+    closed: false,
+  });
+  let gen = makeGen(config, deps);
+  const gens = new Set<Generation>([gen]);
+  const finishGen = async (g: Generation): Promise<void> => {
+    if (g.closed) return;
+    g.closed = true;
+    gens.delete(g);
+    try {
+      await g.onClose?.();
+    } catch (err) {
+      log.warn({ event: 'server.generation_close_failed', err: logErr(err) }, 'closing a replaced session factory failed');
+    }
+  };
   // the edge: built here from config.edge unless the caller hands one (tests)
   let store: BlockStore | null = null;
   let edge: EdgeGuard | null = deps.edge ?? null;
@@ -114,6 +221,13 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     }
     edge = new EdgeGuard(config, store, log, Date.now());
   }
+  const ownEdge = deps.edge === undefined && !!config.edge;
+  let edgeKey = edgeShape(config);
+  // every auto-block the edge imposes is counted; the block list is read when scraped
+  const counted = (e: BlockEntry | null | undefined): void => {
+    if (e) deps.metrics?.autoBlocked?.(e);
+  };
+  deps.metrics?.blockList?.(() => (edge ? blockEntriesOf(edge) : []));
   const edgeTimer = store ? setInterval(() => edge?.refresh(Date.now()), EDGE_LIMITS.blockListReloadMs) : null;
   edgeTimer?.unref();
   /** The edge's admission of a raw socket, read again when its implicit TLS is up. */
@@ -125,12 +239,13 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     for (const c of sessions) n += c.bufferedBytes;
     return n;
   });
-  // the listeners' hold deadlines: the config loader filled in most, a config built in code may not have
-  const deadlines = { scannerTimeoutMs: config.scanner?.timeoutMs ?? null, spamTimeoutMs: config.spam?.timeoutMs ?? null };
 
   const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean, edgeAdm?: EdgeAdmission) => {
     const raw = socket instanceof tls.TLSSocket ? ((socket as tls.TLSSocket & { _parent?: net.Socket })._parent ?? socket) : socket;
     const adm = edgeAdm ?? admissions.get(raw);
+    // the generation the connection arrived under (a reload during its TLS handshake does not change it)
+    const g = adm?.gen ?? gen;
+    const limits = g.config.limits;
     const addr = adm?.address ?? socket.remoteAddress ?? 'unknown';
     const port = adm?.port ?? socket.remotePort ?? 0;
     const sid = randomBytes(6).toString('hex');
@@ -151,20 +266,20 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       return;
     }
     const count = perClient.get(addr) ?? 0;
-    if (sessions.size >= config.limits.maxSessions) {
+    if (sessions.size >= limits.maxSessions) {
       slog.warn(
-        { event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS, message: 'too many sessions' }, limit: config.limits.maxSessions },
+        { event: 'session.refused', err: { code: ErrorCodes.MAX_SESSIONS, message: 'too many sessions' }, limit: limits.maxSessions },
         'connection refused: too many sessions',
       );
       refuse(socket, refusal(listener, 'too many sessions'));
       return;
     }
-    if (count >= config.limits.maxSessionsPerClient) {
+    if (count >= limits.maxSessionsPerClient) {
       slog.warn(
         {
           event: 'session.refused',
           err: { code: ErrorCodes.MAX_SESSIONS_PER_CLIENT, message: 'too many sessions from this address' },
-          limit: config.limits.maxSessionsPerClient,
+          limit: limits.maxSessionsPerClient,
         },
         'connection refused: too many sessions from this address',
       );
@@ -188,13 +303,14 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       minter: deps.minter,
       // a login the upstream refused counts for auto_block.login_failures
       onLoginFailed: (info) => {
-        if (info.reason === 'upstream') edge?.noteLoginFailure(addr, Date.now());
+        if (info.reason === 'upstream') counted(edge?.noteLoginFailure(addr, Date.now()));
       },
       rejectProxyHeader: adm?.rejectProxyHeader ?? false,
       checkLogin:
         edge?.checksLogins(listener) === true
           ? (host: string) => {
               const v = edge!.onLogin(listener, addr, host, Date.now());
+              counted(v.block);
               const rule = v.decision.rule?.id ?? null;
               slog.debug({ event: 'edge.access', phase: 'login', host, action: v.decision.action, rule }, 'access rule decision');
               if (v.decision.action !== 'allow')
@@ -212,12 +328,14 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
               return v.decision.action;
             }
           : undefined,
-      upstreamOAuth: deps.upstreamOAuth?.(listener) ?? null,
+      upstreamOAuth: g.upstreamOAuth?.(listener) ?? null,
       memory,
-      holdTimeoutMs: effectiveHoldTimeoutMs(listener, deadlines),
+      holdTimeoutMs: effectiveHoldTimeoutMs(listener, g.deadlines),
       onClose: (c, reason) => {
-        edge?.noteSessionEnd(addr, reason?.code, Date.now());
+        counted(edge?.noteSessionEnd(addr, reason?.code, Date.now()));
         sessions.delete(c);
+        g.open--;
+        if (g.retired && g.open === 0) void finishGen(g);
         const n = (perClient.get(addr) ?? 1) - 1;
         if (n <= 0) perClient.delete(addr);
         else perClient.set(addr, n);
@@ -226,8 +344,9 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     });
     conn.adoptLease(base);
     sessions.add(conn);
+    g.open++;
     try {
-      conn.attach(createSession(conn));
+      conn.attach(g.createSession(conn));
     } catch (err) {
       slog.error({ event: 'session.error', err: logErr(err) }, 'session failed to start');
       conn.close({ kind: 'error', message: (err as Error).message });
@@ -239,7 +358,10 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
    * then the block list, the rate limits and the access rules; blocked, rate-limited, reset and
    * PROXY failures end it with a TCP RST and no byte.
    */
-  const onRaw = (listener: ListenerConfig, raw: net.Socket, tlsServer: tls.Server | null) => {
+  const onRaw = (entry: Bound, raw: net.Socket) => {
+    // what the listener is at this moment: a reload later does not change this connection's
+    const { listener, tlsServer } = entry;
+    const g = gen;
     raw.on('error', () => undefined);
     const peer = raw.remoteAddress ?? 'unknown';
     const peerPort = raw.remotePort ?? 0;
@@ -264,10 +386,11 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     };
     const decide = (address: string, port: number, proxy: string | null) => {
       const rejectProxyHeader = pp !== null && proxy === null && !tlsServer;
-      if (!edge || !accepting) return handOn({ address, port, proxy, deny: null, rejectProxyHeader });
+      if (!edge || !accepting) return handOn({ address, port, proxy, deny: null, rejectProxyHeader, gen: g });
       const now = Date.now();
       const base = { ...where, client: `${address}:${port}`, ...(proxy ? { proxy } : {}) };
       const v = edge.onConnect(listener, address, now);
+      if (v.kind === 'deny' || v.kind === 'reset') counted(v.block);
       if (v.kind === 'blocked') {
         log.info(
           {
@@ -305,7 +428,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
           { event: 'edge.denied', phase: 'connect', ...base, action: 'deny', rule, err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule}` } },
           'access rule: connection refused',
         );
-      handOn({ address, port, proxy, deny: v.kind === 'deny' ? (rule ?? 'deny') : null, rejectProxyHeader });
+      handOn({ address, port, proxy, deny: v.kind === 'deny' ? (rule ?? 'deny') : null, rejectProxyHeader, gen: g });
     };
     if (!pp) return decide(canonicalIp(peer), peerPort, null);
     const trusted = anyContains(pp.trusted, parseIp(peer));
@@ -362,46 +485,85 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
   };
 
   const peerOf = new WeakMap<net.Socket, string>();
-  for (const listener of config.listeners) {
-    let server: net.Server;
-    if (listener.tls.mode === 'implicit') {
-      const opts = serverTlsOptions(listener, deps.minter);
-      // the TLS server never listens itself: onRaw hands it each raw connection it lets through
-      const tlsServer = tls.createServer(opts, (sock) => admit(listener, sock, true));
-      server = net.createServer((raw) => onRaw(listener, raw, tlsServer));
-      // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
-      // (behind a PROXY header: the client the header named, as onRaw admitted it)
-      tlsServer.on('connection', (raw: net.Socket) => {
-        const adm = admissions.get(raw);
-        peerOf.set(raw, adm ? `${adm.address}:${adm.port}` : `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`);
-      });
-      tlsServer.on('tlsClientError', (err, sock) => {
-        // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
-        const reason = tlsFailureReason(err);
-        log.warn(
-          {
-            event: 'client.tls_failed',
-            listener: listener.name,
-            protocol: listener.protocol,
-            client: clientOfTls(sock, peerOf),
-            starttls: false,
-            reason,
-            err: logErr(err, ErrorCodes.PROTOCOL),
-          },
-          `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
-        );
-      });
-    } else {
-      server = net.createServer((sock) => onRaw(listener, sock, null));
-    }
-    server.on('error', (err) => log.error({ event: 'listener.error', listener: listener.name, err: logErr(err) }, 'listener error'));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host: listener.host, port: listener.port }, () => {
-        server.off('error', reject);
-        resolve();
-      });
+  /**
+   * The TLS server of an implicit-TLS listener: it never listens itself, onRaw hands it each raw
+   * connection it lets through. Built anew on every reload (a renewed certificate file is read then).
+   */
+  const makeTlsServer = (listener: ListenerConfig, opts: tls.TlsOptions): tls.Server => {
+    const tlsServer = tls.createServer(opts, (sock) => admit(listener, sock, true));
+    // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
+    // (behind a PROXY header: the client the header named, as onRaw admitted it)
+    tlsServer.on('connection', (raw: net.Socket) => {
+      const adm = admissions.get(raw);
+      peerOf.set(raw, adm ? `${adm.address}:${adm.port}` : `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`);
     });
+    tlsServer.on('tlsClientError', (err, sock) => {
+      // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
+      const reason = tlsFailureReason(err);
+      log.warn(
+        {
+          event: 'client.tls_failed',
+          listener: listener.name,
+          protocol: listener.protocol,
+          client: clientOfTls(sock, peerOf),
+          starttls: false,
+          reason,
+          err: logErr(err, ErrorCodes.PROTOCOL),
+        },
+        `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
+      );
+    });
+    return tlsServer;
+  };
+
+  /**
+   * Every listener's TLS, checked before anything is bound or swapped: the implicit listeners' TLS
+   * servers, and the STARTTLS listeners' options built once (a certificate that does not load fails here,
+   * not at a client's STARTTLS).
+   */
+  const prepareTls = (listeners: readonly ListenerConfig[], atStart = false): Map<string, tls.Server | null> => {
+    const out = new Map<string, tls.Server | null>();
+    for (const l of listeners) {
+      if (l.tls.mode === 'none') {
+        out.set(l.name, null);
+        continue;
+      }
+      try {
+        const opts = serverTlsOptions(l, deps.minter);
+        if (l.tls.mode === 'implicit') out.set(l.name, makeTlsServer(l, opts));
+        else {
+          tls.createSecureContext(opts);
+          out.set(l.name, null);
+        }
+      } catch (e) {
+        if (atStart) throw e;
+        throw new ListenerReloadError(l.name, 'tls', `listener ${l.name}: TLS setup failed: ${(e as Error).message}`);
+      }
+    }
+    return out;
+  };
+
+  /** Binds one listener's address; throws (ListenerReloadError) when it cannot be bound. */
+  const bind = async (listener: ListenerConfig, tlsServer: tls.Server | null): Promise<Bound> => {
+    const server = net.createServer();
+    const entry: Bound = { listener, server, tlsServer, key: bindKey(listener) };
+    server.on('connection', (raw: net.Socket) => onRaw(entry, raw));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: listener.host, port: listener.port }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      throw new ListenerReloadError(
+        listener.name,
+        'address',
+        `listener ${listener.name}: cannot listen on ${listener.host}:${listener.port}: ${(e as Error).message}`,
+      );
+    }
+    server.on('error', (err) => log.error({ event: 'listener.error', listener: entry.listener.name, err: logErr(err) }, 'listener error'));
     const a = server.address() as net.AddressInfo;
     log.info(
       {
@@ -415,24 +577,115 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       },
       'listening',
     );
-    servers.set(listener.name, server);
+    return entry;
+  };
+
+  /** Stops accepting on a listener; its open sessions go on until they end. */
+  const unbind = (entry: Bound, why: string): void => {
+    entry.server.close();
+    log.info({ event: 'listener.stop', listener: entry.listener.name, protocol: entry.listener.protocol, reason: why }, 'listener closed');
+  };
+
+  {
+    const tlsServers = prepareTls(config.listeners, true);
+    for (const listener of config.listeners) {
+      const entry = await bind(listener, tlsServers.get(listener.name) ?? null).catch((e: unknown) => {
+        for (const b of bound.values()) b.server.close();
+        throw e;
+      });
+      bound.set(listener.name, entry);
+    }
   }
+
+  let reloading = false;
+  const reload = async (next: PosternConfig, nd: ReloadDeps): Promise<ReloadSummary> => {
+    if (!accepting) throw new Error('the server is shutting down');
+    if (reloading) throw new Error('a reload is already running');
+    reloading = true;
+    try {
+      // 1. everything that can fail, before anything changes: TLS, then the new addresses
+      const tlsServers = prepareTls(next.listeners);
+      const byKey = new Map<string, Bound>();
+      for (const b of bound.values()) byKey.set(b.key, b);
+      const reuse = new Map<ListenerConfig, Bound>();
+      const claimed = new Set<Bound>();
+      const fresh = new Map<ListenerConfig, Bound>();
+      for (const l of next.listeners) {
+        const old = byKey.get(bindKey(l));
+        if (old && !claimed.has(old)) {
+          claimed.add(old);
+          reuse.set(l, old);
+        }
+      }
+      try {
+        for (const l of next.listeners) if (!reuse.has(l)) fresh.set(l, await bind(l, tlsServers.get(l.name) ?? null));
+      } catch (e) {
+        for (const b of fresh.values()) unbind(b, 'reload failed');
+        throw e;
+      }
+      // 2. commit: nothing below fails
+      const summary: ReloadSummary = { added: [], removed: [], changed: [], rebound: [], unchanged: [], edge: 'none' };
+      const before = new Map(bound);
+      const nextNames = new Set(next.listeners.map((l) => l.name));
+      bound.clear();
+      for (const l of next.listeners) {
+        const old = reuse.get(l);
+        if (old) {
+          const same = JSON.stringify(old.listener) === JSON.stringify(l);
+          (same ? summary.unchanged : summary.changed).push(l.name);
+          old.listener = l;
+          old.tlsServer = tlsServers.get(l.name) ?? null;
+          bound.set(l.name, old);
+        } else {
+          (before.has(l.name) ? summary.rebound : summary.added).push(l.name);
+          bound.set(l.name, fresh.get(l)!);
+        }
+      }
+      for (const [name, b] of before) {
+        if (claimed.has(b)) continue;
+        if (!nextNames.has(name)) summary.removed.push(name);
+        unbind(b, nextNames.has(name) ? 'moved to a new address' : 'removed from the config');
+      }
+      const old = gen;
+      gen = makeGen(next, nd);
+      gens.add(gen);
+      old.retired = true;
+      if (old.open === 0) void finishGen(old);
+      if (ownEdge && next.edge) {
+        const key = edgeShape(next);
+        if (key === edgeKey) summary.edge = 'kept';
+        else {
+          // the access rules from the new config; the edge state (block list, auto-block counters, rate
+          // buckets, their thresholds) is the same object, so no block in force is lost
+          const now = Date.now();
+          edge = edge ? new EdgeGuard(next, edge.state, log, now) : new EdgeGuard(next, store, log, now);
+          edgeKey = key;
+          summary.edge = 'rebuilt';
+        }
+      }
+      config = next;
+      return summary;
+    } finally {
+      reloading = false;
+    }
+  };
 
   return {
     get sessionCount() {
       return sessions.size;
     },
     memory,
+    reload,
     address(name: string) {
-      const s = servers.get(name);
-      if (!s) throw new Error(`no listener named ${name}`);
-      const a = s.address() as net.AddressInfo;
+      const b = bound.get(name);
+      if (!b) throw new Error(`no listener named ${name}`);
+      const a = b.server.address() as net.AddressInfo;
       return { host: a.address, port: a.port };
     },
     async close(graceMs = config.limits.shutdownGraceMs) {
       accepting = false;
       // server.close() only calls back once every connection is gone, so don't wait on it here
-      const closed = Promise.all([...servers.values()].map((s) => new Promise<void>((r) => s.close(() => r()))));
+      const closed = Promise.all([...bound.values()].map((b) => new Promise<void>((r) => b.server.close(() => r()))));
       const deadline = Date.now() + graceMs;
       while (sessions.size > 0 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
@@ -441,10 +694,17 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
       if (edgeTimer) clearInterval(edgeTimer);
       store?.close();
-      await deps.onClose?.();
+      // the session factories in force: the newest and any replaced one that still had sessions
+      for (const g of [...gens]) await finishGen(g);
       log.info({ event: 'server.stop', remaining: sessions.size }, 'server stopped');
     },
   };
+}
+
+/** The block list in force in this process (the edge state's local view), for the metrics. */
+function blockEntriesOf(edge: EdgeGuard): readonly BlockEntry[] {
+  const st = edge.state as unknown as { blockEntries?: () => BlockEntry[]; local?: { blocks?: { entries(): BlockEntry[] } } };
+  return st.blockEntries?.() ?? st.local?.blocks?.entries() ?? [];
 }
 
 /** `address:port` of a client TLS socket, from the raw socket under it when the TLS socket has lost it. */

@@ -1,0 +1,96 @@
+/**
+ * The operations metrics of src/admin/metrics.ts: config reloads, the block list and auto-blocks, the
+ * collector's passes (counted from its `collector.pass` log lines by countingCollectorLog), and one
+ * scanner health source per engine across reloads. Read back through the registry's text format.
+ */
+import { Writable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { countingCollectorLog, Metrics } from '../../src/admin/metrics.js';
+import { createLogger } from '../../src/log/logger.js';
+
+function sample(body: string, prefix: string): number | undefined {
+  const line = body.split('\n').find((l) => l.startsWith(`${prefix} `));
+  return line === undefined ? undefined : Number(line.slice(prefix.length + 1));
+}
+
+describe('operations metrics', () => {
+  it('config reloads: both results from 0, the last success time moves only on success', async () => {
+    const m = new Metrics();
+    let text = await m.registry.metrics();
+    expect(sample(text, 'postern_config_reloads_total{result="success"}')).toBe(0);
+    expect(sample(text, 'postern_config_reloads_total{result="failure"}')).toBe(0);
+    const started = sample(text, 'postern_config_last_reload_success_timestamp_seconds')!;
+    expect(Math.abs(started - Date.now() / 1000)).toBeLessThan(5);
+    await new Promise((r) => setTimeout(r, 20));
+    m.configReloaded(false);
+    text = await m.registry.metrics();
+    expect(sample(text, 'postern_config_reloads_total{result="failure"}')).toBe(1);
+    expect(sample(text, 'postern_config_last_reload_success_timestamp_seconds')).toBe(started);
+    m.configReloaded(true);
+    text = await m.registry.metrics();
+    expect(sample(text, 'postern_config_reloads_total{result="success"}')).toBe(1);
+    expect(sample(text, 'postern_config_last_reload_success_timestamp_seconds')!).toBeGreaterThan(started);
+  });
+
+  it('blocked addresses by reason, read when scraped (expired ones not counted); auto-blocks counted', async () => {
+    const m = new Metrics();
+    const now = Date.now();
+    let entries = [
+      { address: '192.0.2.1', until: now + 60_000, reason: 'login_failures' as const, strikes: 1 },
+      { address: '192.0.2.2', until: now + 60_000, reason: 'login_failures' as const, strikes: 2 },
+      { address: '192.0.2.3', until: now - 1, reason: 'rule' as const, strikes: 1 },
+      { address: '192.0.2.4', until: now + 60_000, reason: 'manual' as const, strikes: 0 },
+    ];
+    m.blockList(() => entries);
+    m.autoBlocked(entries[0]!);
+    m.autoBlocked(entries[1]!);
+    let text = await m.registry.metrics();
+    expect(sample(text, 'postern_blocked_addresses{reason="login_failures"}')).toBe(2);
+    expect(sample(text, 'postern_blocked_addresses{reason="manual"}')).toBe(1);
+    expect(sample(text, 'postern_blocked_addresses{reason="rule"}')).toBeUndefined();
+    expect(sample(text, 'postern_auto_blocks_total{reason="login_failures"}')).toBe(2);
+    entries = [];
+    text = await m.registry.metrics();
+    expect(text).not.toMatch(/^postern_blocked_addresses\{/m);
+  });
+
+  it('collector passes by account and result, messages by outcome, from the collector.pass log lines', async () => {
+    const m = new Metrics();
+    const lines: string[] = [];
+    const base = createLogger(
+      { level: 'info' },
+      new Writable({
+        write(c, _e, cb) {
+          lines.push(String(c));
+          cb();
+        },
+      }),
+    );
+    const log = countingCollectorLog(base, m);
+    const counts = { listed: 5, fetched: 4, delivered: 3, deferred: 1, failed: 0, held: 0, deleted: 3, backlog: 1 };
+    log.info({ event: 'collector.pass', account: 'shop', result: 'ok', ...counts }, 'collector pass done');
+    log.warn({ event: 'collector.pass', account: 'shop', result: 'error', ...counts, delivered: 0, failed: 2 }, 'collector pass failed');
+    log.info({ event: 'collector.message', account: 'shop', result: 'ok' }, 'not a pass');
+    const text = await m.registry.metrics();
+    expect(sample(text, 'postern_collector_passes_total{account="shop",result="ok"}')).toBe(1);
+    expect(sample(text, 'postern_collector_passes_total{account="shop",result="error"}')).toBe(1);
+    expect(sample(text, 'postern_collector_messages_total{account="shop",outcome="delivered"}')).toBe(3);
+    expect(sample(text, 'postern_collector_messages_total{account="shop",outcome="failed"}')).toBe(2);
+    expect(sample(text, 'postern_collector_messages_total{account="shop",outcome="deleted"}')).toBe(6);
+    // the lines still reach the log, unchanged
+    expect(lines).toHaveLength(3);
+    expect(JSON.parse(lines[1]!)).toMatchObject({ level: 'warn', event: 'collector.pass', failed: 2 });
+    // child loggers of the tapped logger are the base logger's (the collector logs on the logger it is given)
+    expect(typeof log.child).toBe('function');
+  });
+
+  it('scanner health: a reload’s new scanner replaces the source of the same engine', async () => {
+    const m = new Metrics();
+    m.scannerHealth('clamd', () => [{ endpoint: 'old:3310', state: 'down' }] as never);
+    m.scannerHealth('clamd', () => [{ endpoint: 'new:3310', state: 'up' }] as never);
+    expect(m.scanners()).toHaveLength(1);
+    const text = await m.registry.metrics();
+    expect(text).toContain('postern_scanner_endpoint_up{engine="clamd",endpoint="new:3310",state="up"} 1');
+    expect(text).not.toContain('old:3310');
+  });
+});
