@@ -55,6 +55,12 @@ export const LOG_EVENTS = {
   'process.stop': 'postern stopped',
   'worker.ready': 'workers: a worker process has its listeners up (worker, workerPid)',
   'worker.exit':
+    'workers: a worker process exited, asked (info) or not (error, err E_WORKER, restartInMs; fatal when postern stops because of it) (worker, workerPid, exitCode, signal)',
+  'worker.start_timeout': 'workers: a worker was not ready within WORKER_LIMITS.startTimeoutMs and is killed (worker, workerPid, err E_WORKER)',
+  'worker.killed': 'workers: a worker still ran after the shutdown grace and is killed (worker, workerPid)',
+  'process.signal': 'the primary ignored a signal it has nobody to pass to (SIGHUP: no worker reloads; SIGUSR1: no collector) (signal)',
+  'worker.ready': 'workers: a worker process has its listeners up (worker, workerPid)',
+  'worker.exit':
     'workers: a worker process exited, asked (info) or not (error, err E_WORKER, restartInMs; fatal when postern stops because of it) (worker, workerPid, code, signal)',
   'worker.start_timeout': 'workers: a worker was not ready within WORKER_LIMITS.startTimeoutMs and is killed (worker, workerPid, err E_WORKER)',
   'worker.killed': 'workers: a worker still ran after the shutdown grace and is killed (worker, workerPid)',
