@@ -179,13 +179,13 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
         slot.ready = false;
       }
       if (closing) {
-        log.info({ event: 'worker.exit', worker: slot.index, workerPid: pid, code, signal }, 'worker stopped');
+        log.info({ event: 'worker.exit', worker: slot.index, workerPid: pid, exitCode: code, signal }, 'worker stopped');
         if (slots.every((s) => s.worker === null)) finish();
         return;
       }
       const err = { code: ErrorCodes.WORKER, message: `worker exited (${signal ?? `code ${code}`})` };
       if (!started) {
-        log.fatal({ event: 'worker.exit', worker: slot.index, workerPid: pid, code, signal, err }, 'a worker failed to start: stopping');
+        log.fatal({ event: 'worker.exit', worker: slot.index, workerPid: pid, exitCode: code, signal, err }, 'a worker failed to start: stopping');
         void shutdown(null, 1);
         return;
       }
@@ -195,14 +195,14 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
       const recent = slots.reduce((n, s) => n + s.crashes.length, 0);
       if (recent > WORKER_LIMITS.maxRestarts) {
         log.fatal(
-          { event: 'worker.exit', worker: slot.index, workerPid: pid, code, signal, err, crashes: recent, windowMs: WORKER_LIMITS.restartWindowMs },
+          { event: 'worker.exit', worker: slot.index, workerPid: pid, exitCode: code, signal, err, crashes: recent, windowMs: WORKER_LIMITS.restartWindowMs },
           'workers crash too often: stopping',
         );
         void shutdown(null, 1);
         return;
       }
       const delay = Math.min(WORKER_LIMITS.restartDelayMs * 2 ** (slot.crashes.length - 1), WORKER_LIMITS.maxRestartDelayMs);
-      log.error({ event: 'worker.exit', worker: slot.index, workerPid: pid, code, signal, err, restartInMs: delay }, 'worker exited: restarting it');
+      log.error({ event: 'worker.exit', worker: slot.index, workerPid: pid, exitCode: code, signal, err, restartInMs: delay }, 'worker exited: restarting it');
       restarts.inc();
       slot.restartTimer = setTimeout(() => fork(slot), delay);
     });
