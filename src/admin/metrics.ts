@@ -82,8 +82,9 @@ export class Metrics {
     this.lastReload = new Gauge({
       name: 'postern_config_last_reload_success_timestamp_seconds',
       help: 'When the config in force was loaded (process start or the last successful reload), Unix seconds',
-      // with worker processes: the oldest, so a worker that kept its old config shows
-      aggregator: 'min',
+      // with worker processes: the newest (the primary, which does not reload, has its start time);
+      // a worker that refused a reload shows in postern_config_reloads_total{result="failure"}
+      aggregator: 'max',
       registers,
     });
     this.lastReload.set(Date.now() / 1000);

@@ -17,6 +17,7 @@ import {
   effectiveHoldTimeoutMs,
   type ServerLimits,
   type SessionLimits,
+  VERDICT_STORE_LIMITS,
   WORKER_LIMITS,
 } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
@@ -49,6 +50,7 @@ import type {
   UpstreamConfig,
   UpstreamTlsConfig,
   UpstreamTlsMode,
+  VerdictCacheConfig,
 } from './types.js';
 
 export const DEFAULT_INSPECT: InspectConfig = {
@@ -191,6 +193,17 @@ const inspectSchema = z.strictObject({
   vet_on_envelope: z.union([z.boolean(), z.literal('auto')]).optional(),
   cache_memory_bytes: bytes.optional(),
   keepalive_ms: millis.optional(),
+  verdict_cache: z
+    .union([
+      z.boolean(),
+      z.strictObject({
+        enabled: z.boolean().optional(),
+        path: nonEmpty.optional(),
+        max_entries: z.number().int().min(1).max(100_000_000).optional(),
+        max_bytes: bytes.optional(),
+      }),
+    ])
+    .optional(),
 });
 
 const listenerSchema = z.strictObject({
@@ -450,6 +463,20 @@ function upstreamTls(raw: z.output<typeof upstreamTlsSchema> | undefined, baseDi
   return t;
 }
 
+/** `inspect.verdict_cache`: on by default (DEFAULT_VERDICT_CACHE_FILE beside the other state files); `false` or `enabled: false` = off. */
+function verdictCacheConfig(raw: z.output<typeof inspectSchema>['verdict_cache'], baseDir: string): VerdictCacheConfig | null {
+  if (raw === false || (typeof raw === 'object' && raw.enabled === false)) return null;
+  const o = typeof raw === 'object' ? raw : {};
+  return {
+    path: path.resolve(baseDir, o.path ?? DEFAULT_VERDICT_CACHE_FILE),
+    maxEntries: o.max_entries ?? VERDICT_STORE_LIMITS.defaultMaxEntries,
+    maxBytes: o.max_bytes ?? VERDICT_STORE_LIMITS.defaultMaxBytes,
+  };
+}
+
+/** Default `inspect.verdict_cache.path`, relative to the config file's directory. */
+export const DEFAULT_VERDICT_CACHE_FILE = 'var/state/verdicts.sqlite';
+
 function normaliseListener(l: RawListener, baseDir: string, limitDefaults: SessionLimits): ListenerConfig {
   const tlsRaw = l.tls;
   const tls: ListenerConfig['tls'] = {
@@ -483,6 +510,7 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
       vetOnEnvelope: l.inspect?.vet_on_envelope ?? 'auto',
       cacheMemoryBytes: l.inspect?.cache_memory_bytes ?? DEFAULT_INSPECT.cacheMemoryBytes,
       keepaliveMs: l.inspect?.keepalive_ms ?? DEFAULT_INSPECT.keepaliveMs,
+      verdictCache: verdictCacheConfig(l.inspect?.verdict_cache, baseDir),
     },
     edge: normaliseListenerEdge(l, listenerName(l)),
   };

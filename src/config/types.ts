@@ -83,6 +83,18 @@ export interface InspectConfig {
   cacheMemoryBytes: number;
   /** Interval of keep-alive output while a long scan runs (IMAP `* OK` lines). 0 = off. */
   keepaliveMs: number;
+  /** The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts); absent or null = off. */
+  verdictCache?: VerdictCacheConfig | null;
+}
+
+/** `inspect.verdict_cache`: one SQLite file, shared by every listener and process that names it. */
+export interface VerdictCacheConfig {
+  /** Absolute path of the SQLite file (mode 0600). */
+  path: string;
+  /** Stored verdicts; past it the least recently used go first. */
+  maxEntries: number;
+  /** Stored payload bytes; past it the least recently used go first. */
+  maxBytes: number;
 }
 
 export interface ListenerConfig {
