@@ -20,8 +20,10 @@ import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { ImapSession } from '../session/imap/index.js';
 import { Pop3Session } from '../session/pop3.js';
 import type { Session, SessionHost } from '../session/types.js';
-import { ImapInspector } from './imap-inspector.js';
+import { ImapInspector, type SharedVerdicts } from './imap-inspector.js';
 import { Pop3Inspector } from './pop3-inspector.js';
+import { ClamdSignatures, fixedSignatures, type SignatureSource } from './signatures.js';
+import { policyHash, VerdictStore } from './verdict-store.js';
 
 /** How often quarantined originals older than `quarantine.retention_days` are removed. */
 export const QUARANTINE_PURGE_INTERVAL_MS = 6 * 60 * 60 * 1000;
@@ -76,7 +78,13 @@ export interface SessionFactory {
 export function createSessionFactory(
   config: PosternConfig,
   log: Logger,
-  opts: { scanner?: Scanner | null; spamScanner?: SpamScanner | null; metrics?: InspectMetrics } = {},
+  opts: {
+    scanner?: Scanner | null;
+    spamScanner?: SpamScanner | null;
+    metrics?: InspectMetrics;
+    /** The scanners' signature version for the verdict cache (tests); default: clamd's VERSION, or the injected scanner's name. */
+    signatures?: SignatureSource;
+  } = {},
 ): SessionFactory {
   const policies = new Map<string, CompiledPolicy>();
   for (const l of config.listeners) {
@@ -112,6 +120,48 @@ export function createSessionFactory(
       'policy loaded',
     );
   }
+  // the verdict cache shared across sessions and processes: one store per file, one basis per policy
+  const stores = new Map<string, VerdictStore | null>();
+  const signatureSources: SignatureSource[] = [];
+  let avSignatures: SignatureSource | null = null;
+  const signaturesFor = (p: CompiledPolicy): SignatureSource | null => {
+    // rspamd's answers depend on state postern cannot version (learning, fuzzy hashes, maps): a policy
+    // that scores spam is never served from the store (fail closed)
+    if (p.spam.enabled && spamScanner) return null;
+    if (!(p.antivirus.enabled && scanner)) return fixedSignatures('');
+    if (opts.signatures) return opts.signatures;
+    if (!avSignatures) {
+      avSignatures = config.scanner && opts.scanner === undefined ? new ClamdSignatures(config.scanner.endpoints) : fixedSignatures(`scanner:${scanner.name}`);
+      signatureSources.push(avSignatures);
+    }
+    return avSignatures;
+  };
+  const shared = new Map<string, SharedVerdicts | null>();
+  const sharedFor = (l: ListenerConfig, p: CompiledPolicy): SharedVerdicts | null => {
+    const vc = l.inspect.verdictCache;
+    if (!vc || !l.policy) return null;
+    const id = `${vc.path}\0${l.policy}`;
+    if (shared.has(id)) return shared.get(id)!;
+    let store = stores.get(vc.path);
+    if (store === undefined) {
+      try {
+        store = new VerdictStore(vc.path, { maxEntries: vc.maxEntries, maxBytes: vc.maxBytes });
+        log.info({ event: 'inspect.verdict_cache', file: vc.path, maxEntries: vc.maxEntries, maxBytes: vc.maxBytes }, 'verdict cache opened');
+      } catch (err) {
+        store = null;
+        log.warn(
+          { event: 'inspect.verdict_cache_failed', file: vc.path, err: logErr(err, ErrorCodes.VERDICT_STORE) },
+          'verdict cache unusable; vetting without it',
+        );
+      }
+      stores.set(vc.path, store);
+    }
+    const signatures = store ? signaturesFor(p) : null;
+    const s = store && signatures ? { store, policyHash: policyHash(p), signatures } : null;
+    shared.set(id, s);
+    return s;
+  };
+  for (const l of config.listeners) if (l.policy) sharedFor(l, policies.get(l.policy)!);
   // the same list `postern check` prints (src/config/warnings.ts)
   for (const w of policyWarnings(config, policies, { scanner: !!scanner, spamScanner: !!spamScanner }))
     log[w.level]({ event: w.event, ...w.fields }, w.message);
@@ -121,14 +171,16 @@ export function createSessionFactory(
       const policy = l.policy ? policies.get(l.policy)! : null;
       const ilog = metrics && policy ? countingLog(host.log, l, metrics) : host.log;
       if (l.protocol === 'imap') {
-        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: ilog }) : null;
+        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: ilog, shared: sharedFor(l, policy) }) : null;
         return new ImapSession(host, { interceptor });
       }
-      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: ilog }).hooks() : {};
+      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: ilog, shared: sharedFor(l, policy) }).hooks() : {};
       return new Pop3Session(host, hooks);
     },
     async close() {
       if (purgeTimer) clearInterval(purgeTimer);
+      for (const src of signatureSources) src.close();
+      for (const st of stores.values()) st?.close();
       await Promise.all([scanner?.close(), spamScanner?.close()]);
     },
   };

@@ -17,10 +17,12 @@
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
-import { MAX_CACHED_SET } from '../limits.js';
+import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
+import { hasBareLf, toCrlf } from '../mime/eol.js';
+import { buildPartMap, mimeNodeOf } from '../mime/partmap.js';
 import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
-import type { EngineDeps } from '../policy/types.js';
+import type { EngineDeps, Verdict } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
 import { buildFetchResponse, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
@@ -30,6 +32,8 @@ import { literalBytes } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { renderItem } from './render/index.js';
+import type { SignatureSource } from './signatures.js';
+import { type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 
 /**
  * Items Dovecot writes before everything else ("buffered" handlers), in request order; the rest —
@@ -56,6 +60,39 @@ export interface ImapInspectorDeps {
   policy: CompiledPolicy;
   engine: EngineDeps;
   log: Logger;
+  /** The verdict cache shared across sessions and processes (inspect.verdict_cache); absent/null: off. */
+  shared?: SharedVerdicts | null;
+}
+
+/** The shared verdict store with what keys it for one policy (src/inspect/verdict-store.ts). */
+export interface SharedVerdicts {
+  store: VerdictStore;
+  /** policyHash() of the listener's compiled policy. */
+  policyHash: string;
+  /** The scanners' signature version; null (unknown): the store is neither read nor written. */
+  signatures: SignatureSource;
+}
+
+/** The items a stored verdict renders for a list sync (from the sanitised message, at vet time). */
+const STORED_ITEMS = parseFetchItems('(RFC822.SIZE BODY BODYSTRUCTURE ENVELOPE)').items;
+type StoredItemName = 'RFC822.SIZE' | 'BODY' | 'BODYSTRUCTURE' | 'ENVELOPE';
+
+/** A simple counting semaphore: at most `max` holders, the rest wait in order. */
+class Slots {
+  private used = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.used >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    else this.used++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.used--;
+    }
+  }
 }
 
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
@@ -100,6 +137,22 @@ export class ImapInspector implements ImapInterceptor {
   private readonly vetOnEnvelope: boolean;
   /** The logged-in user (the spam check's recipient when it is an address). */
   private user: string | null = null;
+  /** The upstream `host:port` (part of the shared store's key). */
+  private upstream: string | null = null;
+  /**
+   * The selected mailbox's UIDs by sequence number (index seq-1; 0 = not known yet), learnt from FETCH
+   * responses that carry a UID and kept in step with EXISTS and EXPUNGE; null = not tracked (VANISHED,
+   * something inconsistent, too large). Only used to decide that a FETCH needs no body download: what
+   * is rendered is always keyed by the UID in the server's own response.
+   */
+  private uids: number[] | null = null;
+  private knownUids = 0;
+  private selectingExists: number | null = null;
+  /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
+  private storeIndex: { scope: string; basis: string; ids: Map<number, boolean> } | null = null;
+  private storeWarned = false;
+  /** Vets of this session running at once (MAX_VETS_IN_FLIGHT). */
+  private readonly slots = new Slots(MAX_VETS_IN_FLIGHT);
 
   constructor(private readonly deps: ImapInspectorDeps) {
     this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes);
@@ -110,11 +163,16 @@ export class ImapInspector implements ImapInterceptor {
     this.cache.close();
   }
 
-  observeUntagged(head: ResponseHead): void {
-    if (this.pendingSelect.size > 0 && head.code) {
-      const m = /^UIDVALIDITY (\d+)/i.exec(head.code);
-      if (m) this.selectingUidValidity = Number(m[1]);
+  observeUntagged(head: ResponseHead, parts?: Buffer[] | null): void {
+    if (this.pendingSelect.size > 0) {
+      if (head.code) {
+        const m = /^UIDVALIDITY (\d+)/i.exec(head.code);
+        if (m) this.selectingUidValidity = Number(m[1]);
+      }
+      if (head.keyword === 'EXISTS' && head.number !== undefined) this.selectingExists = head.number;
+      return;
     }
+    this.trackMailbox(head, parts ?? null);
   }
 
   observeTagged(tag: string, _command: string, head: ResponseHead): void {
@@ -124,8 +182,153 @@ export class ImapInspector implements ImapInterceptor {
     if (head.keyword === 'OK') {
       this.mailbox = box;
       this.uidValidity = this.selectingUidValidity;
+      const n = this.selectingExists;
+      this.resetUids(n !== null && n <= VERDICT_STORE_LIMITS.maxIdsPerMailbox ? new Array<number>(n).fill(0) : null);
     }
     this.selectingUidValidity = null;
+    this.selectingExists = null;
+  }
+
+  private resetUids(uids: number[] | null): void {
+    this.uids = uids;
+    this.knownUids = 0;
+  }
+
+  /** Keeps the seq -> UID map in step with the server's untagged responses. */
+  private trackMailbox(head: ResponseHead, parts: Buffer[] | null): void {
+    const uids = this.uids;
+    if (!uids) return;
+    const n = head.number;
+    switch (head.keyword) {
+      case 'EXISTS':
+        if (n === undefined || n < uids.length || n > VERDICT_STORE_LIMITS.maxIdsPerMailbox) this.resetUids(null);
+        else while (uids.length < n) uids.push(0);
+        return;
+      case 'EXPUNGE':
+        if (n === undefined || n < 1 || n > uids.length) this.resetUids(null);
+        else if (uids.splice(n - 1, 1)[0]) this.knownUids--;
+        return;
+      case 'VANISHED':
+        this.resetUids(null);
+        return;
+      case 'FETCH':
+        if (!parts) return;
+        try {
+          const resp = parseFetchResponse(parts);
+          const u = resp.items.find((i) => i.name === 'UID')?.atom;
+          if (u !== undefined) this.learnUid(resp.seq, Number(u));
+        } catch {
+          // not ours to judge (the choke point already screened it)
+        }
+        return;
+      default:
+    }
+  }
+
+  private learnUid(seq: number, uid: number): void {
+    const uids = this.uids;
+    if (!uids || !Number.isSafeInteger(uid) || uid < 1) return;
+    if (seq < 1 || seq > uids.length) {
+      this.resetUids(null);
+      return;
+    }
+    const had = uids[seq - 1]!;
+    if (had === uid) return;
+    // UIDs ascend strictly with sequence numbers (RFC 9051 2.3.1.1): anything else means the map is wrong
+    const before = seq >= 2 ? uids[seq - 2]! : 0;
+    const after = seq < uids.length ? uids[seq]! : 0;
+    if (had !== 0 || (before !== 0 && before >= uid) || (after !== 0 && after <= uid)) {
+      this.resetUids(null);
+      return;
+    }
+    uids[seq - 1] = uid;
+    this.knownUids++;
+  }
+
+  // ------------------------------------------------------------------ shared verdict store
+
+  /** The store's key parts for the selected mailbox now, or null when the store cannot be used. */
+  private storeKey(): { scope: string; basis: VerdictBasis } | null {
+    const sh = this.deps.shared;
+    if (!sh || this.mailbox === null || this.uidValidity === null || this.user === null || this.upstream === null) return null;
+    const signatures = sh.signatures.current();
+    if (signatures === null) return null;
+    return {
+      scope: scopeId({ protocol: 'imap', upstream: this.upstream, user: this.user, mailbox: this.mailbox, uidValidity: this.uidValidity }),
+      basis: { policyHash: sh.policyHash, signatures },
+    };
+  }
+
+  private storeFailed(err: unknown): void {
+    if (this.storeWarned) return;
+    this.storeWarned = true;
+    this.deps.log.warn({ event: 'inspect.verdict_cache_failed', err: logErr(err, ErrorCodes.VERDICT_STORE) }, 'verdict cache unusable; vetting without it');
+  }
+
+  /** The ids of the selected mailbox in the store (true: with metadata), loaded once per mailbox and basis. */
+  private storeIds(): Map<number, boolean> | null {
+    const k = this.storeKey();
+    if (!k) return null;
+    const basis = `${k.basis.policyHash}/${k.basis.signatures}`;
+    if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.ids;
+    const ids = new Map<number, boolean>();
+    try {
+      for (const [id, full] of this.deps.shared!.store.ids(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) ids.set(Number(id), full);
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+    this.storeIndex = { scope: k.scope, basis, ids };
+    return ids;
+  }
+
+  private storeGet(uid: number): StoredVerdict | null {
+    const k = this.storeKey();
+    if (!k) return null;
+    try {
+      return this.deps.shared!.store.get(k.scope, String(uid), k.basis);
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+  }
+
+  private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted): void {
+    const sv: StoredVerdict = {
+      status: v.verdict.status,
+      hits: v.verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
+      viruses: v.verdict.viruses,
+      sizeIn: v.verdict.sizeIn,
+      sizeOut: v.verdict.sizeOut,
+      digest: sha256(raw),
+    };
+    if (v.verdict.quarantineId) sv.quarantineId = v.verdict.quarantineId;
+    const root = mimeNodeOf(v.structure);
+    if (root && root.parent === undefined && root.section === '' && root.bodyEnd === v.output.length && !hasBareLf(v.output)) {
+      try {
+        sv.header = Buffer.from(v.output.subarray(0, root.bodyStart));
+        const items: StoredVerdict['items'] = {};
+        for (const item of STORED_ITEMS) items[item.name as StoredItemName] = renderItem(v.output, v.structure, item);
+        sv.items = items;
+      } catch {
+        // what cannot be rendered is not stored: a list sync of this message downloads it again
+        delete sv.header;
+      }
+    }
+    try {
+      this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv);
+      const idx = this.storeIndex;
+      if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) idx.ids.set(uid, !!sv.items);
+    } catch (err) {
+      this.storeFailed(err);
+    }
+  }
+
+  /** Whether something of the selected mailbox may be served from the caches (session or shared). */
+  private anythingVetted(): boolean {
+    if (this.cache.stats.entries > 0) return true;
+    const ids = this.storeIds();
+    return ids !== null && ids.size > 0;
   }
 
   refuse(head: CommandHead, line: Buffer, hasLiteral: boolean): string | null {
@@ -160,6 +363,7 @@ export class ImapInspector implements ImapInterceptor {
         // server's tagged OK, with the UIDVALIDITY the server reported for it.
         this.mailbox = null;
         this.uidValidity = null;
+        this.resetUids(null);
         const box = command ? mailboxOf(command) : null;
         if (box !== null) this.pendingSelect.set(head.tag, mailboxKey(box));
         return null;
@@ -168,6 +372,7 @@ export class ImapInspector implements ImapInterceptor {
       case 'UNSELECT':
         this.mailbox = null;
         this.uidValidity = null;
+        this.resetUids(null);
         return null;
       case 'FETCH':
       case 'UID FETCH':
@@ -179,6 +384,7 @@ export class ImapInspector implements ImapInterceptor {
 
   private interceptFetch(head: CommandHead, args: string, line: Buffer, session: ImapSessionView): InterceptedCommand | null {
     this.user = session.user;
+    this.upstream = session.upstreamName;
     const sp = args.indexOf(' ');
     if (sp <= 0) return null;
     const seqSet = args.slice(0, sp);
@@ -197,7 +403,7 @@ export class ImapInspector implements ImapInterceptor {
     const hasHeader = classes.some((c) => c === 'header');
     // ENVELOPE alone is relayed as the server sends it until something was vetted in the session;
     // then it is served from the vetted message for those (the header-only path below)
-    if (!needContent && !hasHeader && !(hasEnvelope && this.cache.stats.entries > 0)) return null;
+    if (!needContent && !hasHeader && !(hasEnvelope && this.anythingVetted())) return null;
     const state: CommandState = {
       tag: head.tag,
       uidCommand: head.name === 'UID FETCH',
@@ -216,7 +422,7 @@ export class ImapInspector implements ImapInterceptor {
     if (!needContent) {
       // Nothing vetted yet in this session: the command goes upstream untouched. Otherwise UID is
       // added, so headers of messages already vetted are served from their sanitised version.
-      if (this.cache.stats.entries === 0) return this.headerOnly(state, line, false);
+      if (!this.anythingVetted()) return this.headerOnly(state, line, false);
       const items = parsed.items.map((i) => (i.macro ? i.name : i.raw));
       const addUid = !parsed.items.some((i) => i.name === 'UID');
       return this.headerOnly(state, build(addUid ? [...items, 'UID'] : items), addUid && !state.uidCommand);
@@ -238,9 +444,10 @@ export class ImapInspector implements ImapInterceptor {
     }
     add('UID');
     const marksSeen = parsed.items.some(setsSeen);
-    // Every UID already vetted in this session (Thunderbird's chunked fetches, Apple Mail's per-part
-    // fetches): no body download; a tiny non-PEEK section still makes the server set \Seen itself.
-    state.fromCache = head.name === 'UID FETCH' && this.allCached(seqSet);
+    // Every message already vetted, in this session (Thunderbird's chunked fetches, Apple Mail's
+    // per-part fetches) or — for metadata and headers — in an earlier one (the shared store): no body
+    // download; a tiny non-PEEK section still makes the server set \Seen itself.
+    state.fromCache = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
@@ -265,6 +472,7 @@ export class ImapInspector implements ImapInterceptor {
         const resp = parseFetchResponse(parts);
         const uidItem = resp.items.find((i) => i.name === 'UID');
         const uid = uidItem?.atom ? Number(uidItem.atom) : null;
+        if (uid !== null) this.learnUid(resp.seq, uid);
         const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
         if (key && this.cache.has(key)) {
           const p = this.cache
@@ -278,6 +486,9 @@ export class ImapInspector implements ImapInterceptor {
           );
           return p;
         }
+        // vetted in an earlier session: the header of the sanitised message, from the shared store
+        const stored = uid !== null && this.storeIds()?.get(uid) === true ? this.storeGet(uid) : null;
+        if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
         return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
       },
       onTagged: (parts, h) => this.onDone(state, parts, h),
@@ -311,20 +522,94 @@ export class ImapInspector implements ImapInterceptor {
     return buildFetchResponse(seq, out);
   }
 
-  /** True when `set` names explicit UIDs (no `*`, at most MAX_CACHED_SET) that are all in the cache. */
-  private allCached(set: string): boolean {
-    if (this.mailbox === null || this.uidValidity === null || /[^0-9:,]/.test(set)) return false;
-    let n = 0;
+  /**
+   * The UIDs a FETCH set names, when postern can tell without asking: a UID set of explicit numbers
+   * (each one is then required to be vetted, so a gap means a download), or any set (`*` included)
+   * resolved through the seq -> UID map when that map knows every message of the mailbox. null: unknown.
+   */
+  private resolveSet(set: string, uidCommand: boolean): number[] | null {
+    if (!/^[0-9*:,]+$/.test(set)) return null; // `$` (SEARCHRES) and anything else: unknown
+    const uids = this.uids;
+    const complete = uids !== null && this.knownUids === uids.length;
+    const out = new Set<number>();
+    const limit = Math.min(VERDICT_STORE_LIMITS.maxSetFromCache, complete ? Number.MAX_SAFE_INTEGER : MAX_CACHED_SET);
     for (const range of set.split(',')) {
-      const [a, b] = range.split(':').map(Number);
-      if (!a) return false;
+      const ends = range.split(':');
+      if (ends.length > 2 || ends.some((e) => e === '')) return null;
+      if (complete) {
+        if (uids.length === 0) return null;
+        const top = uidCommand ? uids[uids.length - 1]! : uids.length;
+        const [a, b] = ends.map((e) => (e === '*' ? top : Number(e))) as [number, number | undefined];
+        const lo = Math.min(a, b ?? a);
+        const hi = Math.max(a, b ?? a);
+        if (!uidCommand) {
+          if (lo < 1 || hi > uids.length) return null; // the server answers BAD; nothing to save
+          for (let q = lo; q <= hi; q++) {
+            out.add(uids[q - 1]!);
+            if (out.size > limit) return null;
+          }
+          continue;
+        }
+        // the mailbox's UIDs within [lo, hi]: binary search for the first, then walk
+        let i = 0;
+        let j = uids.length;
+        while (i < j) {
+          const m = (i + j) >> 1;
+          if (uids[m]! < lo) i = m + 1;
+          else j = m;
+        }
+        for (; i < uids.length && uids[i]! <= hi; i++) {
+          out.add(uids[i]!);
+          if (out.size > limit) return null;
+        }
+        continue;
+      }
+      if (ends.includes('*')) return null;
+      const [a, b] = ends.map(Number) as [number, number | undefined];
+      if (!a || b === 0) return null;
       const lo = Math.min(a, b ?? a);
       const hi = Math.max(a, b ?? a);
+      if (!uidCommand) {
+        // sequence numbers without a complete map: each must be known
+        if (!uids || hi > uids.length) return null;
+        for (let q = lo; q <= hi; q++) {
+          const u = uids[q - 1]!;
+          if (!u) return null;
+          out.add(u);
+          if (out.size > limit) return null;
+        }
+        continue;
+      }
+      if (hi - lo + 1 > limit) return null;
       for (let u = lo; u <= hi; u++) {
-        if (++n > MAX_CACHED_SET || !this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) return false;
+        out.add(u);
+        if (out.size > limit) return null;
       }
     }
-    return n > 0;
+    return [...out];
+  }
+
+  /**
+   * True when every message `set` names is vetted: in this session's cache, or — when the client
+   * asks only for what a stored verdict answers (metadata, RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE,
+   * top-level headers) — in the shared store with its metadata.
+   */
+  private allCached(set: string, uidCommand: boolean, items: FetchItem[]): boolean {
+    if (this.mailbox === null || this.uidValidity === null) return false;
+    const uids = this.resolveSet(set, uidCommand);
+    if (!uids || uids.length === 0) return false;
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const storeAnswers = items.every((i) => {
+      const cls = classifyItem(i);
+      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
+    });
+    const ids = storeAnswers ? this.storeIds() : null;
+    for (const u of uids) {
+      if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
+      if (ids?.get(u) === true) continue;
+      return false;
+    }
+    return true;
   }
 
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
@@ -332,7 +617,16 @@ export class ImapInspector implements ImapInterceptor {
     const body = resp.items.find((i) => i.name === 'BODY[]');
     const uidItem = resp.items.find((i) => i.name === 'UID');
     const uid = uidItem?.atom ? Number(uidItem.atom) : null;
-    if (state.fromCache && uid !== null) return this.renderVetted(state, resp, this.fromCache(uid), `UID ${uid}`);
+    if (uid !== null) this.learnUid(resp.seq, uid);
+    if (state.fromCache && uid !== null) {
+      if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
+        return this.renderVetted(state, resp, this.fromCache(uid), `UID ${uid}`);
+      // the rendering is keyed by the UID the server put in this response, never by postern's seq map
+      const stored = this.storeGet(uid);
+      if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
+      state.tempfail.push(`UID ${uid}`);
+      return Buffer.alloc(0);
+    }
     if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
     return this.renderVetted(state, resp, this.vet(body.literal, uid), uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
   }
@@ -368,7 +662,7 @@ export class ImapInspector implements ImapInterceptor {
       const inflight = this.inflightVets.get(key);
       if (inflight) return inflight;
     }
-    const work = this.runEngine(raw, uid);
+    const work = this.vetFresh(raw, uid);
     if (key) this.inflightVets.set(key, work);
     try {
       const v = await work;
@@ -377,6 +671,58 @@ export class ImapInspector implements ImapInterceptor {
     } finally {
       if (key) this.inflightVets.delete(key);
     }
+  }
+
+  /**
+   * Vets a message not in the session's cache. A verdict stored clean by an earlier session is used
+   * when the upstream's bytes have the stored digest (the bytes are then served as they are); a digest
+   * mismatch forgets the stored verdict and vets again. Altered messages are always vetted again (their
+   * sanitised content is not stored). A fresh verdict is stored when the signature version did not
+   * change while it was made.
+   */
+  private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
+    const k = uid !== null ? this.storeKey() : null;
+    if (k && uid !== null) {
+      const stored = this.storeIds()?.has(uid) ? this.storeGet(uid) : null;
+      if (stored) {
+        const digest = sha256(raw);
+        if (stored.digest === digest && stored.status === 'clean') return this.cleanFromStore(raw, stored);
+        if (stored.digest !== digest) {
+          this.deps.log.warn(
+            { event: 'message.changed', uid, mailbox: this.mailbox },
+            'upstream served different bytes for a UID with a stored verdict; vetting again',
+          );
+          try {
+            this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
+            this.storeIndex?.ids.delete(uid);
+          } catch (err) {
+            this.storeFailed(err);
+          }
+        }
+      }
+    }
+    const v = await this.slots.run(() => this.runEngine(raw, uid));
+    if (k && uid !== null && !('tempfail' in v)) {
+      const now = this.storeKey();
+      if (now && now.scope === k.scope && now.basis.signatures === k.basis.signatures) this.storePut(uid, k, raw, v);
+    }
+    return v;
+  }
+
+  /** A message stored clean, the very bytes it was judged on: served as they are, without the engine. */
+  private cleanFromStore(raw: Buffer, sv: StoredVerdict): Vetted {
+    const output = hasBareLf(raw) ? toCrlf(raw) : raw;
+    const l = this.deps.policy.limits;
+    const verdict: Verdict = {
+      policy: this.deps.policy.name,
+      status: 'clean',
+      hits: sv.hits.map((h) => ({ part: h.part ?? '', rule: h.rule, action: h.action as Verdict['hits'][number]['action'], reason: h.reason ?? '' })),
+      viruses: sv.viruses,
+      sizeIn: sv.sizeIn,
+      sizeOut: sv.sizeOut,
+      scanMs: 0,
+    };
+    return { output, structure: buildPartMap(output, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize }), verdict };
   }
 
   private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
@@ -420,8 +766,33 @@ export class ImapInspector implements ImapInterceptor {
     }
   }
 
-  /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */
+  /** Renders the client's items from the session cache's sanitised message. */
   private render(state: CommandState, seq: number, serverItems: FetchResponseItem[], v: Vetted): Buffer {
+    return this.renderWith(state, seq, serverItems, v.verdict.status, (item) => renderItem(v.output, v.structure, item));
+  }
+
+  /**
+   * Renders the client's items from a verdict stored by an earlier session: the rendered RFC822.SIZE,
+   * BODY, BODYSTRUCTURE and ENVELOPE of the sanitised message, and its header block for header
+   * sections. Only requests made of such items get here (allCached, headerOnly).
+   */
+  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict): Buffer {
+    return this.renderWith(state, seq, serverItems, sv.status, (item) => {
+      if (classifyItem(item) === 'header') return renderItem(sv.header!, null, item);
+      const stored = !item.section ? sv.items?.[item.name as StoredItemName] : undefined;
+      if (!stored) throw new PosternError(ErrorCodes.INTERNAL, `stored verdict cannot render ${formatItemName(item)}`);
+      return stored;
+    });
+  }
+
+  /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */
+  private renderWith(
+    state: CommandState,
+    seq: number,
+    serverItems: FetchResponseItem[],
+    status: Verdict['status'],
+    content: (item: FetchItem) => Buffer,
+  ): Buffer {
     const byName = new Map(serverItems.map((i) => [i.name, i]));
     const out: Buffer[] = [];
     const emitted = new Set<string>();
@@ -436,7 +807,7 @@ export class ImapInspector implements ImapInterceptor {
     };
     // the ENVELOPE of a message the policy changed is the changed message's (a tagged subject, a
     // notice's header): it agrees with BODY[HEADER] and BODY[] in every fetch order
-    const ownEnvelope = v.verdict.status !== 'clean';
+    const ownEnvelope = status !== 'clean';
     const emitItem = (item: FetchItem) => {
       const cls = classifyItem(item);
       const name = formatItemName(item).toUpperCase();
@@ -446,7 +817,7 @@ export class ImapInspector implements ImapInterceptor {
       }
       if (emitted.has(name)) return;
       try {
-        out.push(renderItem(v.output, v.structure, item));
+        out.push(content(item));
         emitted.add(name);
       } catch (err) {
         if (isPosternError(err) && err.code === 'E_MIME_MALFORMED') state.failedCte = true;

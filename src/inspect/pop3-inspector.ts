@@ -25,6 +25,8 @@ import { stuff, unstuff } from '../protocol/pop3/framer.js';
 import { ProtectedStore } from '../quarantine/protected.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import type { Pop3Hooks, Pop3PendingCommand } from '../session/pop3.js';
+import type { SharedVerdicts } from './imap-inspector.js';
+import { type StoredVerdict, scopeId, type VerdictBasis } from './verdict-store.js';
 
 export interface Pop3InspectorDeps {
   listener: ListenerConfig;
@@ -37,6 +39,8 @@ export interface Pop3InspectorDeps {
    * quarantined is never handed out.
    */
   protected?: ProtectedStore | null;
+  /** The verdict cache shared across sessions and processes, keyed by upstream, user and UIDL; absent/null: off. */
+  shared?: SharedVerdicts | null;
 }
 
 /** Whether DELE of a message with this verdict must be refused: altered, and the original not in quarantine. */
@@ -107,9 +111,55 @@ export class Pop3Inspector {
           : null;
   }
 
+  /** The store's key parts for this login, or null when the store cannot be used now. */
+  private storeKey(): { scope: string; basis: VerdictBasis } | null {
+    const sh = this.deps.shared;
+    const who = this.who;
+    if (!sh || !who) return null;
+    const signatures = sh.signatures.current();
+    if (signatures === null) return null;
+    return {
+      scope: scopeId({ protocol: 'pop3', upstream: who.upstream, user: who.user, mailbox: '', uidValidity: '' }),
+      basis: { policyHash: sh.policyHash, signatures },
+    };
+  }
+
+  private storeWarned = false;
+
+  private storeFailed(err: unknown): void {
+    if (this.storeWarned) return;
+    this.storeWarned = true;
+    this.deps.log.warn({ event: 'inspect.verdict_cache_failed', err: logErr(err, ErrorCodes.VERDICT_STORE) }, 'verdict cache unusable; vetting without it');
+  }
+
+  private storeGet(uidl: string): StoredVerdict | null {
+    const k = this.storeKey();
+    if (!k) return null;
+    try {
+      return this.deps.shared!.store.get(k.scope, uidl, k.basis);
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+  }
+
+  /**
+   * The size LIST (and STAT) should report for message n: the sanitised size when the message was
+   * vetted in this session or — by its UIDL — in an earlier one, provided the upstream's size is the
+   * size of the original that verdict was made for; otherwise null (report the upstream's). So a
+   * client that trusts LIST (mutt) does not cut a message the policy made longer.
+   */
+  listedSize(n: number, size: number, uidl: string | null): number | null {
+    const v = this.verdicts.get(n);
+    if (v) return v.sizeIn === size ? v.sizeOut : null;
+    if (uidl === null) return null;
+    const sv = this.storeGet(uidl);
+    return sv && sv.sizeIn === size ? sv.sizeOut : null;
+  }
+
   hooks(): Pop3Hooks {
     return {
-      wantsUidl: this.store !== null,
+      wantsUidl: this.store !== null || !!this.deps.shared,
       onLogin: (info) => {
         this.who = info;
       },
@@ -140,12 +190,30 @@ export class Pop3Inspector {
   }
 
   /** The sanitised message n, or an error text when it could not be vetted. */
-  private async sanitised(n: number, raw: Buffer): Promise<{ output: Buffer; verdict: Verdict } | { error: string }> {
+  private async sanitised(n: number, raw: Buffer, uidl: string | null): Promise<{ output: Buffer; verdict: Verdict } | { error: string }> {
     const sha = createHash('sha256').update(raw).digest('hex');
     const known = this.originals.get(n) === sha ? this.verdicts.get(n) : undefined;
     if (known?.status === 'clean') return { output: raw, verdict: known };
     const cached = known ? this.outputs.get(n) : undefined;
     if (known && cached) return { output: cached, verdict: known };
+    // vetted clean by an earlier session (same upstream, user, UIDL, policy and signatures) and these
+    // are the very bytes it judged: served as they are. Altered messages are vetted again.
+    const k = uidl !== null ? this.storeKey() : null;
+    const stored = k && uidl !== null && !known ? this.storeGet(uidl) : null;
+    if (stored && stored.status === 'clean' && stored.digest === sha && !this.originals.has(n)) {
+      const verdict: Verdict = {
+        policy: this.deps.policy.name,
+        status: 'clean',
+        hits: stored.hits.map((h) => ({ part: h.part ?? '', rule: h.rule, action: h.action as Verdict['hits'][number]['action'], reason: h.reason ?? '' })),
+        viruses: stored.viruses,
+        sizeIn: stored.sizeIn,
+        sizeOut: stored.sizeOut,
+        scanMs: 0,
+      };
+      this.verdicts.set(n, verdict);
+      this.originals.set(n, sha);
+      return { output: raw, verdict };
+    }
     if (this.originals.has(n) && this.originals.get(n) !== sha) {
       // message n changed within the session: judge it afresh, and keep what DELE must know about both
       this.deps.log.warn({ event: 'message.changed', msgno: n }, 'upstream served different bytes for the same message number');
@@ -177,6 +245,24 @@ export class Pop3Inspector {
       }
       this.verdicts.set(n, verdict);
       this.originals.set(n, sha);
+      if (k && uidl !== null) {
+        const now = this.storeKey();
+        if (now && now.basis.signatures === k.basis.signatures) {
+          try {
+            this.deps.shared!.store.put(k.scope, uidl, k.basis, {
+              status: verdict.status,
+              hits: verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
+              viruses: verdict.viruses,
+              ...(verdict.quarantineId ? { quarantineId: verdict.quarantineId } : {}),
+              sizeIn: verdict.sizeIn,
+              sizeOut: r.output.length,
+              digest: sha,
+            });
+          } catch (err) {
+            this.storeFailed(err);
+          }
+        }
+      }
       // DELE stays refused if any version of message n seen in this session was altered unprotected
       if (unprotected(verdict)) this.keep.add(n);
       if (verdict.status !== 'clean') this.remember(n, r.output);
@@ -244,7 +330,7 @@ export class Pop3Inspector {
   private async onMessage(cmd: Pop3PendingCommand, body: Buffer): Promise<Buffer | { error: string }> {
     const n = Number(cmd.args[0]);
     const raw = unstuff(body);
-    const v = await this.sanitised(n, raw);
+    const v = await this.sanitised(n, raw, cmd.uidl ?? null);
     if ('error' in v) return v;
     const refusal = await this.guard(n, cmd.uidl ?? null, raw, v.verdict);
     if (refusal !== null) return { error: refusal };

@@ -7,8 +7,8 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { policyHash, type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { policyFrom } from '../policy/helpers.js';
 
 let dir: string;
@@ -31,7 +31,10 @@ function verdict(extra: Partial<StoredVerdict> = {}): StoredVerdict {
     sizeOut: 1200,
     digest: sha256(Buffer.from('original')),
     header: Buffer.from('Subject: hi\r\n\r\n'),
-    items: { 'RFC822.SIZE': Buffer.from('RFC822.SIZE 1200'), BODYSTRUCTURE: Buffer.from('BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 2 1 NIL NIL NIL NIL)') },
+    items: {
+      'RFC822.SIZE': Buffer.from('RFC822.SIZE 1200'),
+      BODYSTRUCTURE: Buffer.from('BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 2 1 NIL NIL NIL NIL)'),
+    },
     ...extra,
   };
 }
