@@ -146,7 +146,6 @@ export function createSessionFactory(
     if (store === undefined) {
       try {
         store = new VerdictStore(vc.path, { maxEntries: vc.maxEntries, maxBytes: vc.maxBytes });
-        log.info({ event: 'inspect.verdict_cache', file: vc.path, maxEntries: vc.maxEntries, maxBytes: vc.maxBytes }, 'verdict cache opened');
       } catch (err) {
         store = null;
         log.warn(

@@ -1,0 +1,141 @@
+/**
+ * POP3 and the verdict cache shared across sessions (issue 10): a later session (another inspector on
+ * the same store file) reuses a clean verdict by UIDL only for the very same bytes, re-vets an altered
+ * message, and knows the sanitised size of every vetted message for LIST. Real policy engine.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ListenerConfig } from '../../src/config/types.js';
+import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
+import { fixedSignatures } from '../../src/inspect/signatures.js';
+import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import type { QuarantineStore } from '../../src/policy/types.js';
+import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
+import { policyFrom } from '../policy/helpers.js';
+
+class MemoryQuarantine implements QuarantineStore {
+  n = 0;
+  async put(): Promise<string> {
+    return `q${++this.n}`;
+  }
+}
+
+const CLEAN = 'From: a@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\nMessage-ID: <c1@example.test>\r\n\r\nplain text\r\n';
+const EXE =
+  'From: b@example.test\r\nTo: alice@example.test\r\nSubject: tool\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n' +
+  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
+  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA==\r\n--X--\r\n';
+
+const POLICY = policyFrom('filenames:\n  rules:\n    - { match: ["*.exe"], action: strip, quarantine: true }\n');
+
+let dir: string;
+let store: VerdictStore;
+let lines: string[];
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-pop3-vc-'));
+  store = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+  lines = [];
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function session(user = 'alice', policy = POLICY) {
+  const log = pino(
+    { level: 'info' },
+    new Writable({
+      write: (c, _e, cb) => {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
+  const listener = { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1 << 20, keepaliveMs: 0 } } as ListenerConfig;
+  const inspector = new Pop3Inspector({
+    listener,
+    policy,
+    engine: { scanner: null, spamScanner: null, quarantine: new MemoryQuarantine() },
+    log,
+    protected: null,
+    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  const hooks = inspector.hooks();
+  hooks.onLogin!({ user, upstream: 'pop.example.test:995' });
+  const retr = async (n: number, uidl: string, msg: string) => {
+    const out = await hooks.onMultiline!({ name: 'RETR', args: [String(n)], multiline: true, uidl }, stuff(Buffer.from(msg, 'latin1')));
+    expect(Buffer.isBuffer(out), JSON.stringify(out)).toBe(true);
+    return unstuff(out as Buffer).toString('latin1');
+  };
+  return { inspector, hooks, retr };
+}
+
+const inspections = () => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
+
+describe('POP3 with the shared verdict cache', () => {
+  it('a later session reuses the clean verdict (no inspection, same bytes) and re-vets the altered message', async () => {
+    const s1 = session();
+    expect(s1.hooks.wantsUidl).toBe(true);
+    const clean1 = await s1.retr(1, 'u1', CLEAN);
+    const exe1 = await s1.retr(2, 'u2', EXE);
+    expect(inspections()).toBe(2);
+    expect(exe1).not.toContain('TVqQ');
+
+    const s2 = session();
+    expect(await s2.retr(1, 'u1', CLEAN)).toBe(clean1);
+    expect(inspections()).toBe(2);
+    expect(await s2.retr(2, 'u2', EXE)).toBe(exe1);
+    expect(inspections()).toBe(3);
+  });
+
+  it('LIST: the sanitised size of a message vetted in this or an earlier session, only for the original size it was judged on', async () => {
+    const s1 = session();
+    const exe = await s1.retr(2, 'u2', EXE);
+    expect(exe.length).not.toBe(EXE.length);
+    expect(s1.inspector.listedSize(2, EXE.length, 'u2')).toBe(exe.length);
+    expect(s1.inspector.listedSize(2, EXE.length + 1, 'u2')).toBeNull();
+    expect(s1.inspector.listedSize(3, 100, 'u3')).toBeNull();
+    const s2 = session();
+    expect(s2.inspector.listedSize(7, EXE.length, 'u2')).toBe(exe.length);
+    expect(s2.inspector.listedSize(7, EXE.length, null)).toBeNull();
+    // another user, another policy: nothing known
+    expect(session('bob').inspector.listedSize(7, EXE.length, 'u2')).toBeNull();
+    const other = policyFrom('filenames:\n  rules:\n    - { match: ["*.scr"], action: strip, quarantine: true }\n');
+    expect(session('alice', other).inspector.listedSize(7, EXE.length, 'u2')).toBeNull();
+  });
+
+  it('other bytes under the same UIDL are vetted (digest mismatch), as is the same UIDL of another user', async () => {
+    await session().retr(1, 'u1', CLEAN);
+    expect(inspections()).toBe(1);
+    const out = await session().retr(1, 'u1', EXE);
+    expect(inspections()).toBe(2);
+    expect(out).not.toContain('TVqQ');
+    await session('bob').retr(1, 'u1', CLEAN);
+    expect(inspections()).toBe(3);
+  });
+
+  it('without a signature version the store is not used', async () => {
+    const policy = POLICY;
+    const mk = () =>
+      new Pop3Inspector({
+        listener: { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1 << 20, keepaliveMs: 0 } } as ListenerConfig,
+        policy,
+        engine: { scanner: null, spamScanner: null, quarantine: new MemoryQuarantine() },
+        log: pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) })),
+        protected: null,
+        shared: { store, policyHash: policyHash(policy), signatures: { current: () => null, close: () => {} } },
+      }).hooks();
+    for (let i = 0; i < 2; i++) {
+      const h = mk();
+      h.onLogin!({ user: 'alice', upstream: 'pop.example.test:995' });
+      await h.onMultiline!({ name: 'RETR', args: ['1'], multiline: true, uidl: 'u1' }, stuff(Buffer.from(CLEAN, 'latin1')));
+    }
+    expect(inspections()).toBe(2);
+    expect(store.stats.entries).toBe(0);
+  });
+});
