@@ -126,7 +126,15 @@ describe('POP3 with the shared verdict cache', () => {
         listener: { name: 'unit', inspect: { vetOnMetadata: true, cacheMemoryBytes: 1 << 20, keepaliveMs: 0 } } as ListenerConfig,
         policy,
         engine: { scanner: null, spamScanner: null, quarantine: new MemoryQuarantine() },
-        log: pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) })),
+        log: pino(
+          { level: 'info' },
+          new Writable({
+            write: (c, _e, cb) => {
+              lines.push(String(c));
+              cb();
+            },
+          }),
+        ),
         protected: null,
         shared: { store, policyHash: policyHash(policy), signatures: { current: () => null, close: () => {} } },
       }).hooks();
