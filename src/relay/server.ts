@@ -221,7 +221,6 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     }
     edge = new EdgeGuard(config, store, log, Date.now());
   }
-  const ownEdge = deps.edge === undefined && !!config.edge;
   let edgeKey = edgeShape(config);
   // every auto-block the edge imposes is counted; the block list is read when scraped
   const counted = (e: BlockEntry | null | undefined): void => {
@@ -651,14 +650,16 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       gens.add(gen);
       old.retired = true;
       if (old.open === 0) void finishGen(old);
-      if (ownEdge && next.edge) {
+      // the guard built here or handed in (the Redis one): rebuilt on the same state, so no block,
+      // counter or bucket is lost; a server without an edge (deps.edge null) gets none
+      if (edge && next.edge) {
         const key = edgeShape(next);
         if (key === edgeKey) summary.edge = 'kept';
         else {
           // the access rules from the new config; the edge state (block list, auto-block counters, rate
           // buckets, their thresholds) is the same object, so no block in force is lost
           const now = Date.now();
-          edge = edge ? new EdgeGuard(next, edge.state, log, now) : new EdgeGuard(next, store, log, now);
+          edge = new EdgeGuard(next, edge.state, log, now);
           edgeKey = key;
           summary.edge = 'rebuilt';
         }
