@@ -8,7 +8,10 @@
  * protocol/, inspect/, tls/, log/ — what stays on the main thread with such a pool), GC and the rest.
  *
  * Usage: node test/cluster/bench-workers.mjs --bin PATH/TO/bin/postern.js [--messages 100] [--mb 30]
- *        [--clients 8] [--workers 1,2] [--rounds 2] [--profile]
+ *        [--clients 8] [--workers 1,2] [--rounds 2] [--profile] [--verdict-cache]
+ *
+ * The shared verdict cache (inspect.verdict_cache) is switched off unless --verdict-cache: with it,
+ * every round after the first would be answered from the cache instead of vetting.
  *
  * --bin defaults to the repository's bin/postern.js (needs `npm run build`). Bounded: every command
  * has a timeout and the whole run stops after 15 minutes.
@@ -39,6 +42,7 @@ const { values: argv } = parseArgs({
     workers: { type: 'string', default: '1,2' },
     rounds: { type: 'string', default: '2' },
     profile: { type: 'boolean', default: false },
+    'verdict-cache': { type: 'boolean', default: false },
   },
 });
 const CLIENTS = Number(argv.clients);
@@ -57,6 +61,7 @@ function cleanup() {
   for (const d of temps) rmSync(d, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 setTimeout(() => {
   console.error('bench-workers: over 15 minutes, aborting');
   process.exit(3);
@@ -176,7 +181,9 @@ async function startPostern(dovecot, workers, profileDir) {
     (workers === 1 ? '' : `workers: ${workers}\n`) +
     `limits: { shutdown_grace_ms: 1000 }\n` +
     `listeners:\n  - name: bench\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
-    `    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.imap}, tls: { mode: none } }\n    policy: default\n`;
+    `    upstream: { kind: static, host: 127.0.0.1, port: ${dovecot.imap}, tls: { mode: none } }\n    policy: default\n` +
+    // every round vets every message again (the shared verdict cache would answer all but the first)
+    (argv['verdict-cache'] ? '' : '    inspect: { verdict_cache: false }\n');
   writeFileSync(join(dir, 'postern.yaml'), yaml);
   const flags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   const proc = spawn(process.execPath, [...flags, resolve(argv.bin), 'serve', '--config', join(dir, 'postern.yaml')], {
@@ -297,16 +304,14 @@ async function main() {
     const mbps = median(rs.map((x) => x.mbps));
     const cpu = median(rs.map((x) => x.cpu));
     const secs = median(rs.map((x) => x.seconds));
-    const pids = new Set(
-      readFileSync(p.logFile, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('"event":"message.inspected"'))
-        .map((l) => /"pid":(\d+)/.exec(l)?.[1]),
-    );
+    const inspectedLines = readFileSync(p.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"event":"message.inspected"'));
+    const pids = new Set(inspectedLines.map((l) => /"pid":(\d+)/.exec(l)?.[1]));
     await stop(p.proc);
     results.push({ workers: w, mbps, cpu, secs });
     console.log(
-      `postern policy (no AV), workers ${w}: ${mbps.toFixed(1)} MB/s (rounds ${rs.map((x) => x.mbps.toFixed(1)).join(', ')}), postern CPU ${cpu.toFixed(1)} s over ${secs.toFixed(1)} s wall (${(cpu / secs).toFixed(2)} cores), inspecting pids: ${pids.size}`,
+      `postern policy (no AV), workers ${w}: ${mbps.toFixed(1)} MB/s (rounds ${rs.map((x) => x.mbps.toFixed(1)).join(', ')}), postern CPU ${cpu.toFixed(1)} s over ${secs.toFixed(1)} s wall (${(cpu / secs).toFixed(2)} cores), ${((cpu * 100 * MB) / median(rs.map((x) => x.bytes))).toFixed(2)} CPU-s per 100 MB, ${inspectedLines.length} messages vetted (${ROUNDS + 1} rounds) by ${pids.size} pid(s)`,
     );
   }
   if (results.length > 1) {
