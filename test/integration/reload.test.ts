@@ -356,3 +356,45 @@ describe('reload', () => {
     expect(r.stderr).toContain('no running postern serve found');
   }, 30_000);
 });
+
+describe('reload with workers: 2', () => {
+  it('postern reload signals the primary (its pid file), which passes SIGHUP on: every worker reloads', async () => {
+    onTestFailed(() => console.log(out, readFileSync(logFile, 'utf8')));
+    writeFileSync(logFile, '');
+    writeFileSync(policyFile, POLICY_V1);
+    writeFileSync(configFile, config([listener('keep', ports.keep, '    policy: p')], ['workers: 2']));
+    out = '';
+    const primary = spawn(process.execPath, [BIN, 'serve', '--config', configFile], { cwd: tmp.path, stdio: ['ignore', 'pipe', 'pipe'] });
+    primary.stdout!.on('data', (d) => (out += d));
+    primary.stderr!.on('data', (d) => (out += d));
+    try {
+      const start = await waitFor(() => events('process.start').find((l) => Array.isArray(l.workerPids)), {
+        timeoutMs: 90_000,
+        intervalMs: 100,
+        what: `postern with 2 workers (${out})`,
+      });
+      const workers = start.workerPids as number[];
+      expect(readFileSync(pidFile, 'utf8')).toBe(`${primary.pid}\n`);
+      const c = await login(ports.keep);
+      expect(await fetchAll(c)).toContain('original body 1');
+
+      writeFileSync(policyFile, POLICY_V2);
+      const r = cli(['reload']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`(pid ${primary.pid})`);
+      const reloaded = await waitFor(() => (events('config.reloaded').length === 2 ? events('config.reloaded') : null), {
+        timeoutMs: 30_000,
+        what: 'config.reloaded from both workers',
+      });
+      expect(reloaded.map((l) => l.pid).sort()).toEqual([...workers].sort());
+      expect(events('process.signal')).toEqual([]); // the primary found workers that reload
+      // the open session kept its policy; new ones (on either worker) get the new one
+      expect(await fetchAll(c)).toContain('original body 1');
+      for (let i = 0; i < 4; i++) expect(await fetchAll(await login(ports.keep))).not.toContain('original body 1');
+    } finally {
+      primary.kill('SIGTERM');
+      await waitFor(() => primary.exitCode !== null, { timeoutMs: 30_000, what: 'the primary to stop' });
+    }
+    expect(existsSync(pidFile)).toBe(false);
+  }, 180_000);
+});
