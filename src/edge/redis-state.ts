@@ -167,7 +167,6 @@ export class RedisEdgeState implements EdgeState {
     return this.local.blocks;
   }
   private readonly edge: EdgeConfig | undefined;
-  private readonly listenerSpecs = new Map<string, BucketSpec>();
   private onBlock: (e: BlockEntry, now: number) => void = () => undefined;
   private inFlight = 0;
   private dropped = 0;
@@ -191,7 +190,6 @@ export class RedisEdgeState implements EdgeState {
   ) {
     this.edge = config.edge;
     this.local = new LocalEdgeView(config.edge);
-    for (const l of config.listeners) if (l.edge?.rateLimit) this.listenerSpecs.set(l.name, l.edge.rateLimit);
     const r = client.redis;
     // ioredis reports each failed attempt as 'error': the outage is logged once, by markDown
     r.on('error', (err: Error) => this.markDown(err));
@@ -205,10 +203,9 @@ export class RedisEdgeState implements EdgeState {
   static async open(config: PosternConfig, cfg: RedisStateConfig, log: EdgeLogger): Promise<RedisEdgeState> {
     const client = new RedisEdgeClient(cfg);
     const state = new RedisEdgeState(config, client, log);
-    if (await client.connect()) {
-      state.markUp();
-      await state.refreshNow(Date.now());
-    } else state.markDown(new Error('first connection failed'));
+    // a failed first attempt has been reported by the client's error event (markDown) already
+    if (await client.connect()) await state.refreshNow(Date.now());
+    else state.markDown(new Error('no connection within the connect timeout'));
     log.info({ event: 'edge.state', backend: 'redis', url: cfg.redactedUrl, connected: client.redis.status === 'ready' }, 'edge state in Redis');
     return state;
   }
@@ -245,7 +242,7 @@ export class RedisEdgeState implements EdgeState {
 
   /**
    * Back after an outage: the blocks imposed here meanwhile are written; a Redis that came back empty
-   * (restarted without persistence: its list version is gone while this instance had read one) gets
+   * (restarted without persistence: its list version is lower than the one this instance read) gets
    * this instance's last view of the list back, so a restart of Redis does not lift the blocks; then
    * the list is re-read. One info line (`edge.state_recovered`, `restored`: blocks written back).
    */
@@ -254,7 +251,8 @@ export class RedisEdgeState implements EdgeState {
     let restored = 0;
     if (had !== null && had !== '0') {
       const v = await this.op(() => this.client.redis.get(this.client.keys.version).then((x) => x ?? '0'));
-      if (v === '0') {
+      // the version only grows: lower than what this instance last read means Redis lost its data
+      if (v !== null && Number(v) < Number(had)) {
         const now = Date.now();
         for (const e of this.local.blocks.entries())
           if (e.until > now && !this.pendingBlocks.has(e.address)) {

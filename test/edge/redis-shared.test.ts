@@ -61,9 +61,12 @@ const failLogin = (p: EdgePostern, local: string) =>
   probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap'), send: 'a LOGIN alice wrong-password\r\n', until: /^a NO/m, ms: 15000 });
 const greeted = async (p: EdgePostern, local: string, listener = 'imap') =>
   (await probe({ host: '127.0.0.1', localAddress: local, port: p.port(listener), until: /\r\n/ })).data.toString().startsWith('* OK');
+/** Reset without a byte because the address is blocked (not because of a rate limit, which resets too). */
 const isReset = async (p: EdgePostern, local: string) => {
+  const before = p.events('edge.blocked').length;
   const r = await probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap') });
-  return r.end === 'reset' && r.data.length === 0;
+  const blocked = p.events('edge.blocked').slice(before);
+  return r.end === 'reset' && r.data.length === 0 && blocked.some((e) => (e.client as string).startsWith(`${local}:`));
 };
 
 async function cli(p: EdgePostern, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
