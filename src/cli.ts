@@ -362,6 +362,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       });
     } catch (e) {
       probes?.close();
+      await sharedEdge?.close();
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
       await flush(log);
       io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
