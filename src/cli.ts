@@ -379,6 +379,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the collector');
       probes?.close();
       await server?.close(0);
+      await sharedEdge?.close();
       await flush(log);
       io.stderr(`postern: cannot start the collector: ${(e as Error).message}\n`);
       return 1;
@@ -402,6 +403,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start the admin listener');
       probes?.close();
       await Promise.all([server?.close(0), collector?.close()]);
+      await sharedEdge?.close();
       await flush(log);
       io.stderr(`postern: cannot start the admin listener: ${(e as Error).message}\n`);
       return 1;
