@@ -1,0 +1,198 @@
+/**
+ * Measurement, not a default test (POSTERN_BENCH=1 npx vitest run test/integration/verdict-cache-bench.test.ts):
+ * what the verdict cache saves a reconnecting client. A mailbox of POSTERN_BENCH_N messages (default
+ * 500) in real Dovecot; a list sync (UID FLAGS RFC822.SIZE HEADER.FIELDS) and a full fetch directly,
+ * through postern without the cache, and through postern with it, in a first and a second session,
+ * without antivirus and with clamd. Prints one JSON line per run; also the most vets that ran at the
+ * same time in one session (pipelining inside the inspector).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ListenerConfig, PosternConfig } from '../../src/config/types.js';
+import { createSessionFactory } from '../../src/inspect/factory.js';
+import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
+import { createLogger } from '../../src/log/logger.js';
+import { startServer } from '../../src/relay/server.js';
+import { createScanner } from '../../src/scanners/clamd.js';
+import type { Scanner } from '../../src/scanners/types.js';
+import { loadOrCreateCa } from '../../src/tls/ca.js';
+import { LeafMinter } from '../../src/tls/leaf.js';
+import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { RawImap } from '../helpers/imap-client.js';
+
+const ON = !!process.env.POSTERN_BENCH;
+const N = Number(process.env.POSTERN_BENCH_N ?? 500);
+const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
+const FLAGS_SYNC = 'UID FETCH 1:* (FLAGS)';
+const FULL = 'UID FETCH 1:* (BODY.PEEK[])';
+
+function message(i: number): string {
+  const text = `line ${i} of some ordinary text in a message body, long enough to matter\r\n`.repeat(50 + (i % 7) * 60);
+  const exe = i % 20 === 0;
+  return (
+    `From: Sender ${i} <s${i}@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n` +
+    `Message-ID: <m${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n` +
+    `--b\r\nContent-Type: text/plain\r\n\r\n${text}` +
+    (exe
+      ? '--b\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Disposition: attachment; filename="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n'
+      : '') +
+    '--b--\r\n'
+  );
+}
+
+let dovecot: Dovecot;
+let clamd: ClamdHandle;
+let tmp: string;
+
+/** A scanner wrapper counting the scans in flight at once. */
+function counting(inner: Scanner, peak: { now: number; max: number }): Scanner {
+  const wrap =
+    <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
+    async (...a: A): Promise<R> => {
+      peak.now++;
+      peak.max = Math.max(peak.max, peak.now);
+      try {
+        return await f(...a);
+      } finally {
+        peak.now--;
+      }
+    };
+  return {
+    name: inner.name,
+    scan: wrap(inner.scan.bind(inner)),
+    ...(inner.scanChunks ? { scanChunks: wrap(inner.scanChunks.bind(inner)) } : {}),
+    close: () => inner.close(),
+  };
+}
+
+async function instance(opts: { cache: boolean; av: boolean; storeFile: string; peak: { now: number; max: number } }) {
+  const { ca } = loadOrCreateCa({ dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' });
+  const listener: ListenerConfig = {
+    name: 'inspect',
+    protocol: 'imap',
+    host: '127.0.0.1',
+    port: 0,
+    tls: { mode: 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
+    upstream: { kind: 'static', host: '127.0.0.1', port: dovecot.ports.imap, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    policy: 'default',
+    limits: { ...DEFAULT_SESSION_LIMITS },
+    inspect: {
+      vetOnMetadata: true,
+      cacheMemoryBytes: 32 << 20,
+      keepaliveMs: 0,
+      verdictCache: opts.cache ? { path: opts.storeFile, maxEntries: 100_000, maxBytes: 256 << 20 } : null,
+    },
+  };
+  const scannerCfg = {
+    type: 'clamd' as const,
+    endpoints: [{ host: clamd.host, port: clamd.port }],
+    timeoutMs: 30_000,
+    healthIntervalMs: 60_000,
+    maxStreamBytes: 25 << 20,
+  };
+  const config: PosternConfig = {
+    file: path.join(tmp, 'postern.yaml'),
+    ca: { dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' },
+    log: { level: 'info' },
+    policiesDir: path.resolve('policies'),
+    quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
+    scanner: opts.av ? scannerCfg : null,
+    limits: { ...DEFAULT_SERVER_LIMITS, shutdownGraceMs: 500 },
+    listeners: [listener],
+  };
+  const lines: string[] = [];
+  const log = createLogger(
+    config.log,
+    new Writable({
+      write(c, _e, cb) {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
+  const scanner = opts.av ? counting(createScanner(scannerCfg, log), opts.peak) : null;
+  const factory = createSessionFactory(config, log, { scanner });
+  const server = await startServer(config, {
+    log,
+    minter: new LeafMinter(ca, { keyType: 'ec' }),
+    createSession: factory.createSession,
+    onClose: () => factory.close(),
+  });
+  return {
+    port: server.address('inspect').port,
+    inspected: () => lines.filter((l) => l.includes('"event":"message.inspected"')).length,
+    close: () => server.close(200),
+  };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function timed(port: number, login: string, cmds: string[]): Promise<number[]> {
+  const c = await RawImap.connect({ port });
+  await c.command(login);
+  await c.command('SELECT INBOX');
+  const out: number[] = [];
+  for (const cmd of cmds) {
+    const t0 = performance.now();
+    const r = await c.command(cmd);
+    out.push(Math.round(performance.now() - t0));
+    expect(r.toString('latin1')).toMatch(/^t\d+ OK/m);
+  }
+  await c.command('LOGOUT');
+  return out;
+}
+
+describe.skipIf(!ON)('verdict cache: measurement', () => {
+  beforeAll(async () => {
+    [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
+    for (let i = 1; i <= N; i++) await dovecot.deliver('alice', message(i));
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-vcb-'));
+  }, 600_000);
+  afterAll(async () => {
+    await Promise.all([dovecot?.stop(), clamd?.stop()]);
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('prints the table', async () => {
+    const login = 'LOGIN alice alicepass';
+    const d: number[][] = [];
+    for (let r = 0; r < 3; r++) d.push(await timed(dovecot.ports.imap, login, [LIST_SYNC, FULL]));
+    const direct = [median(d.map((x) => x[0]!)), median(d.map((x) => x[1]!))];
+    console.log(JSON.stringify({ run: 'direct', n: N, listSyncMs: direct[0], fullMs: direct[1] }));
+    for (const av of [false, true]) {
+      for (const cache of [false, true]) {
+        const peak = { now: 0, max: 0 };
+        const p = await instance({ cache, av, storeFile: path.join(tmp, `v-${av}-${cache}.sqlite`), peak });
+        if (av) await new Promise((r) => setTimeout(r, 300));
+        const s1 = await timed(p.port, login, [LIST_SYNC]);
+        const i1 = p.inspected();
+        // three new sessions: the median of their list syncs
+        const runs: number[][] = [];
+        for (let r = 0; r < 3; r++) runs.push(await timed(p.port, login, [FLAGS_SYNC, LIST_SYNC]));
+        const s2 = [median(runs.map((x) => x[0]!)), median(runs.map((x) => x[1]!))];
+        const i2 = (p.inspected() - i1) / 3;
+        const s3 = await timed(p.port, login, [FULL]);
+        const i3 = p.inspected() - i1 - 3 * i2;
+        console.log(
+          JSON.stringify({
+            run: `postern ${av ? 'policy+clamd' : 'policy'} cache ${cache ? 'on' : 'off'}`,
+            n: N,
+            session1ListSyncMs: s1[0],
+            session1Inspections: i1,
+            session2FlagsSyncMsMedian: s2[0],
+            session2ListSyncMsMedian: s2[1],
+            session2InspectionsPerSession: i2,
+            session3FullFetchMs: s3[0],
+            session3Inspections: i3,
+            peakScansInFlight: peak.max,
+          }),
+        );
+        await p.close();
+      }
+    }
+  }, 1_800_000);
+});
