@@ -553,27 +553,19 @@ async function wlIdle() {
 }
 
 /**
- * Rows from bench-idle's JSON: any array of objects with `sessions` and an RSS-per-session or total
- * RSS figure (the shape is helper H2's; unknown shapes give no rows, the file is kept in the JSON).
+ * Rows from bench-idle's JSON ({ rows: [{ mode: 'haproxy'|'postern', level, sessions, rssMB,
+ * rssPerSessionKB, cpuS }] }): postern's figures go in the relay column.
  */
 function idleRows(j) {
   const out = [];
-  const walk = (x) => {
-    if (Array.isArray(x)) x.forEach(walk);
-    else if (x && typeof x === 'object') {
-      if (typeof x.sessions === 'number') {
-        const mode = /haproxy/i.test(`${x.mode ?? x.target ?? x.via ?? ''}`) ? 'haproxy' : 'relay';
-        for (const [k, unit] of [
-          ['rssPerSessionKB', 'KB'],
-          ['rssMB', 'MB'],
-          ['totalRssMB', 'MB'],
-          ['cpuS', 's'],
-        ])
-          if (typeof x[k] === 'number') out.push({ variant: `${x.sessions} sessions ${k}`, mode, value: x[k], unit });
-      } else Object.values(x).forEach(walk);
-    }
-  };
-  walk(j);
+  for (const x of j?.rows ?? []) {
+    const mode = x.mode === 'haproxy' ? 'haproxy' : 'relay';
+    out.push(
+      { variant: `${x.level} sessions: RSS per session`, mode, value: x.rssPerSessionKB, unit: 'KB', sessions: x.sessions },
+      { variant: `${x.level} sessions: RSS`, mode, value: x.rssMB, unit: 'MB', sessions: x.sessions },
+      { variant: `${x.level} sessions: CPU in 10 s idle`, mode, value: x.cpuS, unit: 's', sessions: x.sessions },
+    );
+  }
   return out;
 }
 
@@ -672,14 +664,20 @@ function targets() {
     );
   }
   {
-    const idle10k = rows.find((r) => r.workload === 'idle' && r.mode === 'relay' && /^10000 sessions (rssMB|totalRssMB)/.test(r.variant));
+    // bench-idle's top level (10,000 without --quick); the target is for 10,000
+    const top = rows
+      .filter((r) => r.workload === 'idle' && r.mode === 'relay' && r.variant.endsWith('sessions: RSS'))
+      .sort((a, b) => b.sessions - a.sessions)[0];
+    const n = top?.sessions;
+    const limit = n ? (500 * n) / 10000 : 500;
     add(
-      'idle-10k',
-      '10,000 idle IMAP sessions < 500 MB RSS (postern)',
-      idle10k?.value,
-      idle10k?.value < 500,
-      idle10k ? undefined : 'from scripts/bench-idle.mjs',
+      'idle-rss',
+      `${n ?? 10000} idle IMAP sessions (IDLE) < ${limit.toFixed(0)} MB RSS (postern; the target: 10,000 in 500 MB)`,
+      top?.value,
+      top?.value < limit,
     );
+    const cpu = rows.find((r) => r.workload === 'idle' && r.mode === 'relay' && r.variant === top?.variant.replace(': RSS', ': CPU in 10 s idle'));
+    add('idle-cpu', `idle CPU ≈ 0 with ${n ?? 10000} idle sessions: < 0.1 CPU-s in 10 s (1 %)`, cpu?.value, cpu?.value < 0.1);
   }
   for (const mode of ['policy', 'av']) {
     const v = get('big', 'postern peak RSS', mode);
@@ -735,8 +733,10 @@ async function main() {
     const raw = JSON.parse(readFileSync(argv['from-json'], 'utf8'));
     const j = raw.rows ? raw : raw.mailbox;
     console.log(`${j.machine.date}, ${j.machine.cpus} CPUs (${j.machine.cpuModel}), node ${j.machine.node}, options ${JSON.stringify(j.options)}`);
-    printTable(j.rows, argv.markdown);
-    printTargets(j.targets, argv.markdown);
+    // the targets are evaluated again from the rows (idle rows from bench-idle's own JSON)
+    rows.push(...j.rows.filter((r) => r.workload !== 'idle'), ...idleRows(j.idle).map((r) => ({ workload: 'idle', ...r, better: 'lower' })));
+    printTable(rows, argv.markdown);
+    printTargets(targets(), argv.markdown);
     return 0;
   }
   cleanupOnExit();
