@@ -121,13 +121,17 @@ export class RedisEdgeClient {
     return Number(await this.run('blockRemove', [k.blocks, k.info, k.version], [address])) > 0;
   }
 
+  /** QUIT (bounded), then the socket closed; resolves once the client has ended (or after the bound). */
   async close(): Promise<void> {
+    if (this.redis.status === 'end') return;
+    const ended = new Promise<void>((resolve) => this.redis.once('end', () => resolve()));
     try {
       if (this.redis.status === 'ready') await withTimeout(this.redis.quit(), this.cfg.commandTimeoutMs);
     } catch {
       // gone already
     }
     this.redis.disconnect(false);
+    await withTimeout(ended, this.cfg.commandTimeoutMs).catch(() => undefined);
   }
 }
 
