@@ -1,0 +1,266 @@
+/**
+ * The IMAP inspector with the verdict cache shared across sessions (issue 10), driven directly with
+ * scripted upstream responses: exact upstream commands (no body download when every message is
+ * vetted), exact client bytes (the same as the session that vetted the messages), and the
+ * sequence-number map: learnt only from responses that carry a UID, shifted by EXPUNGE, dropped by
+ * VANISHED, and never trusted for what is rendered (a response naming an unvetted UID is withheld).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { fixedSignatures } from '../../src/inspect/signatures.js';
+import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { loadPolicy } from '../../src/policy/load.js';
+import type { ParsedCommand } from '../../src/protocol/imap/command.js';
+import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { testListener } from '../helpers/scripted-host.js';
+
+const msg = (i: number) =>
+  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
+const EXE =
+  'From: Bob <bob@example.test>\r\nSubject: tool\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n' +
+  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
+  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n--X--\r\n';
+/** UID -> message (UIDs 1..3 exist; 3 is altered by the default policy). */
+const MAILBOX: Record<number, string> = { 1: msg(1), 2: msg(2), 3: EXE };
+
+let dir: string;
+let store: VerdictStore;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-imap-vc-'));
+  store = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+});
+afterEach(() => {
+  store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const VIEW = { user: 'alice', upstreamName: 'imap.example.test:143', upstreamCapabilities: new Set<string>() } as ImapSessionView;
+
+function newSession(lines: string[]) {
+  const policy = loadPolicy('default', 'policies');
+  const quarantine = new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 });
+  const log = pino({ level: 'info' }, { write: (s: string) => lines.push(s) });
+  const ins = new ImapInspector({
+    listener: testListener(),
+    policy,
+    engine: { scanner: null, quarantine },
+    log,
+    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  // SELECT INBOX: 3 messages, UIDVALIDITY 7
+  const sel = Buffer.from('s1 SELECT INBOX\r\n');
+  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
+  expect(ins.intercept(parseCommandHead(sel)!, sel, VIEW, parsed)).toBeNull();
+  for (const l of ['* 3 EXISTS\r\n', '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
+  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
+  return ins;
+}
+
+/** Runs one client FETCH: returns the upstream command and the client bytes for the given upstream answers. */
+async function fetch(ins: ImapInspector, command: string, answer: (upstream: string) => string[]): Promise<{ upstream: string; client: string }> {
+  const line = Buffer.from(`${command}\r\n`);
+  const ic = ins.intercept(parseCommandHead(line)!, line, VIEW);
+  if (!ic) throw new Error('not intercepted');
+  const upstream = ic.upstreamCommand.toString('latin1');
+  const outs: (Buffer | Promise<Buffer>)[] = [];
+  for (const resp of answer(upstream)) {
+    // a response is `head {n}\r\n` + literal + `)\r\n`, or one line
+    const m = /^(.*\{(\d+)\}\r\n)/s.exec(resp);
+    const parts = m
+      ? [
+          Buffer.from(m[1]!, 'latin1'),
+          Buffer.from(resp.slice(m[1]!.length, m[1]!.length + Number(m[2])), 'latin1'),
+          Buffer.from(resp.slice(m[1]!.length + Number(m[2])), 'latin1'),
+        ]
+      : [Buffer.from(resp, 'latin1')];
+    const out = ic.onUntagged(parts, parseResponseHead(parts[0]!));
+    if (out === null) {
+      ins.observeUntagged(parseResponseHead(parts[0]!), parts);
+      outs.push(Buffer.concat(parts));
+    } else outs.push(out);
+  }
+  const tag = command.split(' ')[0]!;
+  outs.push(ic.onTagged([Buffer.from(`${tag} OK Fetch completed.\r\n`)], parseResponseHead(Buffer.from(`${tag} OK Fetch completed.\r\n`))));
+  const client = (await Promise.all(outs)).map((b) => b.toString('latin1')).join('');
+  return { upstream, client };
+}
+
+/** What Dovecot answers for each message `seqs` names: UID, FLAGS and, when asked, the whole body. */
+function dovecot(seqUids: [number, number][]): (upstream: string) => string[] {
+  return (upstream) =>
+    seqUids.map(([seq, uid]) =>
+      /BODY(\.PEEK)?\[\]/.test(upstream)
+        ? `* ${seq} FETCH (UID ${uid} FLAGS () BODY[] {${MAILBOX[uid]!.length}}\r\n${MAILBOX[uid]})\r\n`
+        : `* ${seq} FETCH (UID ${uid} FLAGS ())\r\n`,
+    );
+}
+
+const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
+const LIST = '(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])';
+
+describe('IMAP inspector and the shared verdict cache', () => {
+  it('a new session serves a sequence-number list sync from the store once UIDs are known, byte for byte', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    const first = await fetch(
+      a,
+      `a1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(first.upstream).toBe('a1 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
+    expect(inspected(lines)).toBe(3);
+    const seqA = await fetch(
+      a,
+      `a2 FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    // within the session: the map is known from a1's answers, no download
+    expect(seqA.upstream).toBe('a2 FETCH 1:3 (FLAGS UID)\r\n');
+    a.close();
+
+    const b = newSession(lines);
+    // no UID known yet in session b: sequence numbers are not guessed, the bodies are downloaded
+    const seqB1 = await fetch(
+      b,
+      `b1 FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(seqB1.upstream).toBe('b1 FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
+    expect(seqB1.client.replace(/^b1 /m, 'a2 ')).toBe(seqA.client);
+    expect(inspected(lines)).toBe(4); // the altered message only; the clean ones matched their stored digest
+    const seqB2 = await fetch(
+      b,
+      `b2 FETCH 1:* ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(seqB2.upstream).toBe('b2 FETCH 1:* (FLAGS UID)\r\n');
+    expect(seqB2.client.replace(/^b2 /m, 'a2 ')).toBe(seqA.client);
+    expect(inspected(lines)).toBe(4);
+  });
+
+  it('a third session learns the UIDs from a flags sync and serves UID 1:* from the store without a download', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    const first = await fetch(
+      a,
+      `a1 UID FETCH 1:* ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    const c = newSession(lines);
+    // a FETCH of FLAGS only is not intercepted; its answers reach observeUntagged
+    for (const [s, u] of [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ]) {
+      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
+      c.observeUntagged(parseResponseHead(l), [l]);
+    }
+    const list = await fetch(
+      c,
+      `c1 UID FETCH 1:* ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(list.upstream).toBe('c1 UID FETCH 1:* (FLAGS UID)\r\n');
+    expect(list.client.replace(/^c1 /m, 'a1 ')).toBe(first.client);
+    expect(inspected(lines)).toBe(3);
+  });
+
+  it('the response decides what is rendered: a UID postern has no verdict for is withheld (NO), never guessed from the map', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(
+      a,
+      `a1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    const b = newSession(lines);
+    for (const [s, u] of [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ]) {
+      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
+      b.observeUntagged(parseResponseHead(l), [l]);
+    }
+    // the server answers seq 2 with a UID nobody vetted (postern's map said 2)
+    const r = await fetch(b, `b1 FETCH 2 ${LIST}`, () => ['* 2 FETCH (UID 9 FLAGS ())\r\n']);
+    expect(r.upstream).toBe('b1 FETCH 2 (FLAGS UID)\r\n');
+    expect(r.client).toBe('b1 NO [UNAVAILABLE] postern: could not scan UID 9; try again later\r\n');
+  });
+
+  it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(
+      a,
+      `a1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    const e = Buffer.from('* 1 EXPUNGE\r\n');
+    a.observeUntagged(parseResponseHead(e), [e]);
+    const shifted = await fetch(a, `a2 FETCH 1 ${LIST}`, dovecot([[1, 2]]));
+    expect(shifted.upstream).toBe('a2 FETCH 1 (FLAGS UID)\r\n');
+    expect(shifted.client).toContain('Subject: message 2');
+    expect(() => a.observeUntagged(parseResponseHead(Buffer.from('* VANISHED 3\r\n')), [Buffer.from('* VANISHED 3\r\n')])).not.toThrow();
+    const after = await fetch(a, `a3 FETCH 1 ${LIST}`, dovecot([[1, 2]]));
+    expect(after.upstream).toBe('a3 FETCH 1 (FLAGS UID BODY.PEEK[])\r\n');
+  });
+
+  it('another user of the same upstream, mailbox and UIDVALIDITY gets nothing from the store', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(
+      a,
+      `a1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    const bob = newSession(lines);
+    const line = Buffer.from(`b1 UID FETCH 1:3 ${LIST}\r\n`);
+    const ic = bob.intercept(parseCommandHead(line)!, line, { ...VIEW, user: 'bob' } as ImapSessionView);
+    expect(ic!.upstreamCommand.toString()).toBe('b1 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
+  });
+});
