@@ -34,9 +34,9 @@ export type { EdgeLogger } from './state.js';
 export class EdgeGuard {
   /** Where the block list, the counters and the buckets live (memory + SQLite, or Redis). */
   readonly state: EdgeState;
-  private readonly autoBlockOn: boolean;
+  private autoBlockOn: boolean;
   private readonly blockListeners: ((e: BlockEntry) => void)[] = [];
-  private readonly global: AccessRule[];
+  private global: AccessRule[];
 
   /**
    * `store`: the SQLite block store (or null) for the in-process state, or an EdgeState built by the
@@ -66,6 +66,17 @@ export class EdgeGuard {
    */
   addBlockListener(fn: (e: BlockEntry) => void): void {
     this.blockListeners.push(fn);
+  }
+
+  /**
+   * A reloaded config for this same guard (the composition root's shared guard: src/cli.ts): access
+   * rules, auto-block and rate settings from `config`; the blocks in force stay. Strike counts kept
+   * in Redis stay too; local counters start anew.
+   */
+  reconfigure(config: PosternConfig, now: number): void {
+    this.global = config.edge?.access ?? [];
+    this.autoBlockOn = config.edge?.autoBlock?.enabled === true;
+    this.state.reconfigure?.(config, now);
   }
 
   /** Re-reads the shared block list when another process changed it. */

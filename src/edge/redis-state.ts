@@ -165,12 +165,12 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 
 export class RedisEdgeState implements EdgeState {
   readonly backend = 'redis' as const;
-  private readonly local: LocalEdgeView;
+  private local: LocalEdgeView;
 
   get blocks(): BlockTable {
     return this.local.blocks;
   }
-  private readonly edge: EdgeConfig | undefined;
+  private edge: EdgeConfig | undefined;
   private onBlock: (e: BlockEntry, now: number) => void = () => undefined;
   private inFlight = 0;
   private dropped = 0;
@@ -212,6 +212,13 @@ export class RedisEdgeState implements EdgeState {
     else state.markDown(new Error('no connection within the connect timeout'));
     log.info({ event: 'edge.state', backend: 'redis', url: cfg.redactedUrl, connected: client.redis.status === 'ready' }, 'edge state in Redis');
     return state;
+  }
+
+  reconfigure(config: PosternConfig): void {
+    const next = new LocalEdgeView(config.edge);
+    next.blocks.replace(this.local.blocks.entries());
+    this.edge = config.edge;
+    this.local = next;
   }
 
   setBlockListener(onBlock: (e: BlockEntry, now: number) => void): void {

@@ -60,6 +60,8 @@ export interface EdgeState {
   noteFailure(address: string, kind: FailureKind, now: number): BlockEntry | null;
   /** An access rule with `auto_block: true` matched (same contract as noteFailure). */
   ruleHit(address: string, now: number): BlockEntry | null;
+  /** A reloaded config: auto-block and rate settings anew, the blocks in force kept (absent: rebuild the guard instead). */
+  reconfigure?(config: PosternConfig, now: number): void;
   /** Re-reads the shared block list when it changed (the host's timer, or the state's own). */
   refresh(now: number, force?: boolean): void;
   /** Who is told of blocks imposed later (the guard logs them). */
