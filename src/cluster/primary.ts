@@ -148,6 +148,8 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
       );
       w.process.kill('SIGKILL');
     }, WORKER_LIMITS.startTimeoutMs);
+    // a send to a worker that is going away fails with an 'error' event; its exit is what gets reported
+    w.on('error', () => undefined);
     w.on('message', (m: FromWorker) => {
       if (!m || typeof m !== 'object' || typeof m.postern !== 'string') return;
       if (m.postern === 'ready') {
@@ -156,6 +158,11 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
         slot.ready = true;
         slot.sighup = m.sighup;
         log.info({ event: 'worker.ready', worker: slot.index, workerPid: m.pid }, 'worker ready');
+        if (closing) {
+          // came up after the stop request: stop it now
+          stopWorker(slot);
+          return;
+        }
         if (!started && slots.every((s) => s.ready)) {
           started = true;
           log.info(
@@ -208,6 +215,21 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
     });
   };
 
+  /** The graceful stop: over IPC once the worker listens to it; before that SIGTERM (it does not serve yet). */
+  const stopWorker = (s: Slot) => {
+    const w = s.worker;
+    if (!w) return;
+    if (!s.ready || !w.isConnected()) {
+      w.process.kill('SIGTERM');
+      return;
+    }
+    try {
+      w.send({ postern: 'stop' } satisfies ToWorker);
+    } catch {
+      w.process.kill('SIGTERM');
+    }
+  };
+
   let adminServer: admin.RunningAdmin | null = null;
   let exitCode = 0;
   let forced = false;
@@ -228,11 +250,7 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
     for (const s of slots) {
       if (s.restartTimer) clearTimeout(s.restartTimer);
       s.restartTimer = null;
-      try {
-        s.worker?.send({ postern: 'stop' } satisfies ToWorker);
-      } catch {
-        s.worker?.process.kill('SIGTERM');
-      }
+      stopWorker(s);
     }
     if (slots.every((s) => s.worker === null)) finish();
     const killTimer = setTimeout(() => {
