@@ -282,15 +282,27 @@ export class ImapInspector implements ImapInterceptor {
     return ids;
   }
 
+  /**
+   * The stored verdict of `uid`. What the session's index of the store claims but the store no longer
+   * has (evicted by another process) or has without metadata is corrected in the index, so the next
+   * FETCH downloads the message instead of being withheld again.
+   */
   private storeGet(uid: number): StoredVerdict | null {
     const k = this.storeKey();
     if (!k) return null;
+    let v: StoredVerdict | null;
     try {
-      return this.deps.shared!.store.get(k.scope, String(uid), k.basis);
+      v = this.deps.shared!.store.get(k.scope, String(uid), k.basis);
     } catch (err) {
       this.storeFailed(err);
-      return null;
+      v = null;
     }
+    const idx = this.storeIndex;
+    if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
+      if (!v) idx.ids.delete(uid);
+      else idx.ids.set(uid, !!(v.header && v.items));
+    }
+    return v;
   }
 
   private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted): void {
@@ -683,7 +695,8 @@ export class ImapInspector implements ImapInterceptor {
   private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const k = uid !== null ? this.storeKey() : null;
     if (k && uid !== null) {
-      const stored = this.storeIds()?.has(uid) ? this.storeGet(uid) : null;
+      // asked of the store itself: another process may have stored it after this session read its index
+      const stored = this.storeGet(uid);
       if (stored) {
         const digest = sha256(raw);
         if (stored.digest === digest && stored.status === 'clean') return this.cleanFromStore(raw, stored);

@@ -224,6 +224,68 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(r.client).toBe('b1 NO [UNAVAILABLE] postern: could not scan UID 9; try again later\r\n');
   });
 
+  it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(
+      a,
+      `a1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    const b = newSession(lines);
+    for (const [s, u] of [
+      [1, 1],
+      [2, 2],
+      [3, 3],
+    ]) {
+      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
+      b.observeUntagged(parseResponseHead(l), [l]);
+    }
+    const first = await fetch(
+      b,
+      `b1 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(first.upstream).toBe('b1 UID FETCH 1:3 (FLAGS UID)\r\n');
+    // another process evicts UID 2
+    const policy = loadPolicy('default', 'policies');
+    const { scopeId } = await import('../../src/inspect/verdict-store.js');
+    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '2', {
+      policyHash: policyHash(policy),
+      signatures: '',
+    });
+    const again = await fetch(
+      b,
+      `b2 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS UID)\r\n');
+    expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 2; try again later\r\n$/);
+    const retry = await fetch(
+      b,
+      `b3 UID FETCH 1:3 ${LIST}`,
+      dovecot([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(retry.upstream).toBe('b3 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
+    expect(retry.client.replace(/^b3 /m, 'b1 ')).toBe(first.client);
+  });
+
   it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
