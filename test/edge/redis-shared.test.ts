@@ -12,7 +12,7 @@ import { main } from '../../src/cli.js';
 import type { RedisEdgeState } from '../../src/edge/redis-state.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
-import { waitFor } from '../harness/util.js';
+import { sleep, waitFor } from '../harness/util.js';
 import { type EdgePostern, probe, startEdgePostern } from './harness.js';
 
 const PASSWORD = 'Pw-7f3b9c1e-never-logged';
@@ -64,7 +64,8 @@ const greeted = async (p: EdgePostern, local: string, listener = 'imap') =>
 /** Reset without a byte because the address is blocked (not because of a rate limit, which resets too). */
 const isReset = async (p: EdgePostern, local: string) => {
   const before = p.events('edge.blocked').length;
-  const r = await probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap') });
+  // a reset comes at once; an admitted connection is greeted and left open, so do not wait long for it
+  const r = await probe({ host: '127.0.0.1', localAddress: local, port: p.port('imap'), ms: 500 });
   const blocked = p.events('edge.blocked').slice(before);
   return r.end === 'reset' && r.data.length === 0 && blocked.some((e) => (e.client as string).startsWith(`${local}:`));
 };
@@ -126,6 +127,17 @@ describe('edge state shared in Redis by two instances', () => {
     expect(await cli(a, 'block', 'remove', '127.0.0.31')).toMatchObject({ code: 1, err: '127.0.0.31 is not blocked\n' });
     for (const p of [a, b]) await waitFor(() => greeted(p, '127.0.0.31'), { timeoutMs: 5000, what: 'unblocked' });
   }, 30_000);
+
+  it('expiry: a block for 3 s holds on both instances, then lifts on both (and leaves the shared list)', async () => {
+    const t0 = Date.now();
+    expect((await cli(a, 'block', 'add', '127.0.0.34', '--for', '3s')).code).toBe(0);
+    const until = t0 + 3000;
+    for (const p of [a, b]) await waitFor(() => isReset(p, '127.0.0.34'), { timeoutMs: until - Date.now() - 300, what: 'short block in force' });
+    await sleep(Math.max(0, until - Date.now()) + 100);
+    expect(await greeted(a, '127.0.0.34')).toBe(true);
+    expect(await greeted(b, '127.0.0.34')).toBe(true);
+    expect((await cli(b, 'block', 'list')).out).not.toContain('127.0.0.34');
+  }, 20_000);
 
   it('connection rates sum across instances (the relay’s path: at most one connection per instance past the shared count)', async () => {
     // per client burst 4: alternating A, B; each instance learns the shared count from the answer to its own take
