@@ -35,12 +35,15 @@ export function clamdVersion(ep: ClamdEndpoint, timeoutMs = VERDICT_STORE_LIMITS
       size += d.length;
       const all = Buffer.concat(chunks);
       const nul = all.indexOf(0);
-      if (nul >= 0 || size > MAX_REPLY) {
-        const text = all.toString('latin1', 0, nul >= 0 ? nul : MAX_REPLY).trim();
+      // an answer longer than the bound is no version (not a cut one)
+      if (nul > MAX_REPLY || (nul < 0 && size > MAX_REPLY)) done(null);
+      else if (nul >= 0) {
+        const text = all.toString('latin1', 0, nul).trim();
         done(/^ClamAV [\x20-\x7e]+$/.test(text) ? text : null);
       }
     });
     sock.on('end', () => {
+      if (size > MAX_REPLY) return done(null);
       const text = Buffer.concat(chunks).toString('latin1').replace(/\0.*$/s, '').trim();
       done(/^ClamAV [\x20-\x7e]+$/.test(text) ? text : null);
     });
