@@ -15,7 +15,7 @@ const VERSION_CMD = Buffer.from('zVERSION\0', 'latin1');
 const MAX_REPLY = VERDICT_STORE_LIMITS.maxVersionReplyBytes;
 
 /** One VERSION exchange; null on any failure (connect, timeout, an answer that is not `ClamAV ...`). */
-export function clamdVersion(ep: ClamdEndpoint, timeoutMs = VERDICT_STORE_LIMITS.signatureTimeoutMs): Promise<string | null> {
+export function clamdVersion(ep: ClamdEndpoint, timeoutMs: number = VERDICT_STORE_LIMITS.signatureTimeoutMs): Promise<string | null> {
   return new Promise((resolve) => {
     const sock = ep.socket ? net.createConnection(ep.socket) : net.createConnection({ host: ep.host ?? '127.0.0.1', port: ep.port ?? 3310 });
     const chunks: Buffer[] = [];
