@@ -162,10 +162,16 @@ export class ImapFramer {
 /**
  * Collects the frames of one command/response into its parts: [line, literal, line, literal, ..., line].
  * Used where a whole small command or response is needed (pre-auth commands, FETCH responses to rewrite).
+ * A literal that arrives in one frame is kept as that frame's bytes (a view, no copy); one that arrives
+ * in several is copied, chunk by chunk as it arrives, into one buffer of the announced size, so a held
+ * 25 MB message is never held twice (chunks plus their concatenation).
  */
 export class MessageAssembler {
   private parts: Buffer[] = [];
-  private literalChunks: Buffer[] = [];
+  /** The literal being collected: its buffer (sized as announced) and how much of it is filled. */
+  private literal: { buf: Buffer; filled: number } | null = null;
+  /** Size announced by the last line (the literal that follows it). */
+  private announced = 0;
   private size = 0;
 
   constructor(private readonly maxBytes: number) {}
@@ -175,7 +181,7 @@ export class MessageAssembler {
   }
 
   get empty(): boolean {
-    return this.parts.length === 0 && this.literalChunks.length === 0;
+    return this.parts.length === 0 && this.literal === null;
   }
 
   /** Adds a frame; returns the complete parts once the final line arrives, else null. */
@@ -185,15 +191,12 @@ export class MessageAssembler {
       throw new PosternError(ErrorCodes.BUFFER_LIMIT, `response larger than ${this.maxBytes} bytes held`, { limit: this.maxBytes });
     }
     if (frame.type === 'literal') {
-      this.literalChunks.push(frame.data);
-      if (frame.last) {
-        this.parts.push(this.literalChunks.length === 1 ? this.literalChunks[0]! : Buffer.concat(this.literalChunks));
-        this.literalChunks = [];
-      }
+      this.addLiteral(frame);
       return null;
     }
     this.parts.push(frame.data);
     if (frame.literal) {
+      this.announced = frame.literal.size;
       if (frame.literal.size === 0) this.parts.push(Buffer.alloc(0));
       return null;
     }
@@ -203,9 +206,35 @@ export class MessageAssembler {
     return done;
   }
 
+  private addLiteral(frame: LiteralFrame): void {
+    const lit = this.literal;
+    if (!lit) {
+      if (frame.last) {
+        // the whole literal in one frame
+        this.parts.push(frame.data);
+        return;
+      }
+      // the framer never yields more than the announced size; the buffer holds at least this frame
+      const buf = Buffer.allocUnsafe(Math.max(this.announced, frame.data.length));
+      frame.data.copy(buf, 0);
+      this.literal = { buf, filled: frame.data.length };
+      return;
+    }
+    if (lit.filled + frame.data.length > lit.buf.length) {
+      throw new PosternError(ErrorCodes.PROTOCOL, 'literal longer than announced');
+    }
+    frame.data.copy(lit.buf, lit.filled);
+    lit.filled += frame.data.length;
+    if (frame.last) {
+      this.parts.push(lit.filled === lit.buf.length ? lit.buf : lit.buf.subarray(0, lit.filled));
+      this.literal = null;
+    }
+  }
+
   reset(): void {
     this.parts = [];
-    this.literalChunks = [];
+    this.literal = null;
+    this.announced = 0;
     this.size = 0;
   }
 }

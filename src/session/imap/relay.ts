@@ -298,7 +298,8 @@ export class Relay {
     this.core.interceptor?.observeUntagged?.(head, parts);
     if (head.keyword === 'CAPABILITY') this.out.send(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
     else if (head.code && /^CAPABILITY /i.test(head.code)) this.out.send(this.rewriteCapabilityCode(parts[0]!, head));
-    else this.out.send(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+    // part by part, not concatenated: the host coalesces the writes without copying a literal
+    else for (const part of parts) this.out.send(part);
   }
 
   private rewriteCapabilityCode(line: Buffer, head: ResponseHead): Buffer {

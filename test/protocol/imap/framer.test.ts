@@ -110,6 +110,59 @@ describe('MessageAssembler', () => {
     expect(done).toHaveLength(5);
   });
 
+  it('yields the same parts whatever the feed size (whole, 7 bytes, 1 byte, random splits)', () => {
+    const assemble = (frames: Frame[]) => {
+      const asm = new MessageAssembler(1 << 20);
+      const done: string[][] = [];
+      for (const f of frames) {
+        const parts = asm.add(f);
+        if (parts) done.push(parts.map((p) => p.toString('latin1')));
+      }
+      expect(asm.empty).toBe(true);
+      return done;
+    };
+    const want = assemble(feed(transcript, transcript.length));
+    for (const chunk of [1, 2, 3, 7, 13]) expect(assemble(feed(transcript, chunk))).toEqual(want);
+    let seed = 7;
+    for (let round = 0; round < 50; round++) {
+      const f = new ImapFramer(limits);
+      const frames: Frame[] = [];
+      for (let i = 0; i < transcript.length; ) {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+        const n = 1 + (seed % 9);
+        frames.push(...f.push(transcript.subarray(i, i + n)));
+        i += n;
+      }
+      expect(assemble(frames)).toEqual(want);
+    }
+  });
+
+  it('keeps a literal that arrives in one frame as a view of it, and copies a chunked one once into a buffer of the announced size', () => {
+    const body = Buffer.alloc(200_000, 0x61);
+    const input = Buffer.concat([Buffer.from(`* 1 FETCH (BODY[] {${body.length}}\r\n`), body, Buffer.from(')\r\n')]);
+    // whole: the literal part is the input's own memory
+    const whole = new MessageAssembler(1 << 20);
+    let parts: Buffer[] | null = null;
+    for (const fr of new ImapFramer(limits).push(input)) parts = whole.add(fr) ?? parts;
+    expect(parts![1]!.buffer).toBe(input.buffer);
+    expect(parts![1]!.equals(body)).toBe(true);
+    // in 1000-byte chunks: one buffer exactly the announced size, not the concatenation of the chunks
+    const chunked = new MessageAssembler(1 << 20);
+    const fr = new ImapFramer(limits);
+    parts = null;
+    for (let i = 0; i < input.length; i += 1000) for (const f of fr.push(Buffer.from(input.subarray(i, i + 1000)))) parts = chunked.add(f) ?? parts;
+    expect(parts!.map((p) => p.length)).toEqual([parts![0]!.length, body.length, 3]);
+    expect(parts![1]!.equals(body)).toBe(true);
+    expect(parts![1]!.buffer.byteLength).toBe(body.length);
+  });
+
+  it('refuses literal chunks past the announced size (frames not from the framer)', () => {
+    const asm = new MessageAssembler(1 << 20);
+    asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {4}\r\n'), start: true, literal: { size: 4, nonSync: false, binary: false } });
+    asm.add({ type: 'literal', data: Buffer.from('abc'), last: false });
+    expect(() => asm.add({ type: 'literal', data: Buffer.from('de'), last: true })).toThrow(expect.objectContaining({ code: 'E_PROTOCOL' }));
+  });
+
   it('enforces its byte bound', () => {
     const asm = new MessageAssembler(10);
     expect(() =>
