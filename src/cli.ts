@@ -351,6 +351,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       probes = upstreamProbes;
       // the edge state (src/edge/state.ts): with `state.redis` in Redis, shared by every instance; else the relay keeps it (memory + SQLite)
       sharedEdge = config.edge?.state ? await (await import('./edge/redis-state.js')).openSharedEdgeGuard(config, config.edge.state, log) : null;
+      if (metrics) sharedEdge?.onLateBlock((e) => metrics.autoBlocked(e));
       server = await startServer(config, {
         ...(sharedEdge ? { edge: sharedEdge } : {}),
         log,

@@ -35,7 +35,7 @@ export class EdgeGuard {
   /** Where the block list, the counters and the buckets live (memory + SQLite, or Redis). */
   readonly state: EdgeState;
   private autoBlockOn: boolean;
-  private readonly blockListeners: ((e: BlockEntry) => void)[] = [];
+  private readonly lateListeners: ((e: BlockEntry) => void)[] = [];
   private global: AccessRule[];
 
   /**
@@ -52,7 +52,10 @@ export class EdgeGuard {
     this.global = edge?.access ?? [];
     this.autoBlockOn = edge?.autoBlock?.enabled === true;
     this.state = isEdgeState(store) ? store : new MemoryEdgeState(config, store, log, now);
-    this.state.setBlockListener((e, at) => this.logBlock(e, at));
+    this.state.setBlockListener((e, at) => {
+      this.logBlock(e, at);
+      for (const fn of this.lateListeners) fn(e);
+    });
   }
 
   /** The local view of the block list (the state's). */
@@ -61,11 +64,12 @@ export class EdgeGuard {
   }
 
   /**
-   * Called for every auto-block this guard imposes, also those the shared state (Redis) decides a round
-   * trip after the failure that caused them (which the note* methods cannot return). For metrics.
+   * Called for each auto-block the shared state (Redis) decided after the call that caused it, which
+   * noteLoginFailure / noteSessionEnd / onConnect / onLogin could therefore not return (for metrics:
+   * those they return are counted by their caller).
    */
-  addBlockListener(fn: (e: BlockEntry) => void): void {
-    this.blockListeners.push(fn);
+  onLateBlock(fn: (e: BlockEntry) => void): void {
+    this.lateListeners.push(fn);
   }
 
   /**
@@ -167,7 +171,6 @@ export class EdgeGuard {
       { event: 'edge.auto_block', client: e.address, reason: e.reason, until: new Date(e.until).toISOString(), ms: e.until - now, strikes: e.strikes },
       'client address auto-blocked',
     );
-    for (const fn of this.blockListeners) fn(e);
   }
 
   /** The state's health (for /readyz and metrics: backend, connected, outages). */

@@ -300,10 +300,11 @@ export class RedisEdgeState implements EdgeState {
     }
   }
 
-  /** Resolves when no Redis operation is in flight (tests). */
-  settled(): Promise<void> {
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((r) => this.idleWaiters.push(r));
+  /** Resolves when no Redis operation is in flight and their answers have been applied (tests). */
+  async settled(): Promise<void> {
+    if (this.inFlight > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
+    // and what each answer set off (imposing a block, adjusting a bucket): microtasks, done before this
+    await new Promise((r) => setImmediate(r));
   }
 
   blockedUntil(address: string, now: number): BlockEntry | null {

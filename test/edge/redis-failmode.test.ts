@@ -113,10 +113,15 @@ describe('Redis down at start', () => {
     const redis = await startRedisOn(port);
     await waitFor(() => state.health().connected, { timeoutMs: 10_000, what: 'connected' });
     expect(events(lines, 'edge.state_recovered')).toHaveLength(1);
-    // failures now go to Redis: the block is decided there and written to the shared list
-    guard.noteLoginFailure('203.0.113.10', Date.now());
-    guard.noteLoginFailure('203.0.113.10', Date.now());
+    // failures now go to Redis: the block is decided there and written to the shared list; it comes
+    // late (the call returned null), so the late-block listeners (metrics) hear of it
+    const late: string[] = [];
+    guard.onLateBlock((e) => late.push(`${e.address} ${e.reason} ${e.strikes}`));
+    expect(guard.noteLoginFailure('203.0.113.10', Date.now())).toBeNull();
+    expect(guard.noteLoginFailure('203.0.113.10', Date.now())).toBeNull();
     await state.settled();
+    expect(late).toEqual(['203.0.113.10 login_failures 1']);
+    expect(events(lines, 'edge.auto_block')).toEqual([expect.objectContaining({ level: 'warn', client: '203.0.113.10', strikes: 1 })]);
     expect((await state.client.list(Date.now())).entries).toEqual([expect.objectContaining({ address: '203.0.113.10', reason: 'login_failures', strikes: 1 })]);
     expect(guard.onConnect(config.listeners[0]!, '203.0.113.10', Date.now()).kind).toBe('blocked');
     await redis.stop();
