@@ -212,7 +212,8 @@ export class ImapInspector implements ImapInterceptor {
         this.resetUids(null);
         return;
       case 'FETCH':
-        if (!parts) return;
+        // nothing to learn once every UID is known (a flags sync of a large mailbox is parsed once)
+        if (!parts || this.knownUids === uids.length) return;
         try {
           const resp = parseFetchResponse(parts);
           const u = resp.items.find((i) => i.name === 'UID')?.atom;
