@@ -178,6 +178,12 @@ beforeAll(async () => {
       // small client bounds: a slow reader pauses upstream reading and client input often
       limits: { clientOutputSoftBytes: 16 * 1024, clientOutputHardBytes: 64 * 1024 * 1024, clientStallTimeoutMs: 0 },
     },
+    {
+      name: 'pop3',
+      protocol: 'pop3',
+      upstream: { host: '127.0.0.1', port: dovecot.ports.pop3, tls: 'none' },
+      limits: { clientOutputSoftBytes: 16 * 1024, clientOutputHardBytes: 64 * 1024 * 1024, clientStallTimeoutMs: 0 },
+    },
   ]);
 }, 120_000);
 
@@ -278,4 +284,67 @@ describe('coalesced relay writes preserve bytes and order (real Dovecot, pure re
     direct.destroy();
     proxied.destroy();
   }, 60_000);
+
+  it('POP3: LIST, UIDL, eight large RETRs and STAT pipelined in one write, read slowly: byte-identical to direct', async () => {
+    const login = async (port: number) => {
+      const s = net.connect({ host: '127.0.0.1', port });
+      await new Promise<void>((resolve, reject) => {
+        s.once('connect', resolve);
+        s.once('error', reject);
+      });
+      s.write(`USER alice\r\nPASS ${dovecot.users.alice}\r\n`);
+      // greeting, USER and PASS answers
+      await readBytes(s, (tail) => (tail.toString('latin1').match(/\r\n/g)?.length ?? 0) >= 3);
+      return s;
+    };
+    let script = 'LIST\r\nUIDL\r\n';
+    for (let i = N_SMALL + 1; i <= N_SMALL + N_LARGE; i++) script += `RETR ${i}\r\n`;
+    script += 'STAT\r\n';
+    const direct = await login(dovecot.ports.pop3);
+    direct.write(script);
+    const want = await readBytes(direct, (tail) => /\r\n\.\r\n\+OK \d+ \d+\r\n$/.test(tail.toString('latin1')));
+    const proxied = await login(postern.port('pop3'));
+    proxied.write(script);
+    const got = await readBytes(proxied, (_tail, count) => count >= want.length, true);
+    expect(want.length).toBeGreaterThan(10 * 1024 * 1024);
+    expect(got.length).toBe(want.length);
+    expect(got.equals(want)).toBe(true);
+    direct.destroy();
+    proxied.destroy();
+  }, 180_000);
 });
+
+/**
+ * Reads until `done(last bytes, count)` says so (the last 200 bytes read, and how many in all); `slow`:
+ * does not read for 300 ms, then pauses 2 ms after every read.
+ */
+function readBytes(s: net.Socket, done: (tail: Buffer, count: number) => boolean, slow = false): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    let tail = Buffer.alloc(0);
+    const timer = setTimeout(() => finish(new Error('timeout')), 120_000);
+    if (slow) {
+      s.pause();
+      setTimeout(() => s.resume(), 300);
+    }
+    const onData = (d: Buffer) => {
+      chunks.push(d);
+      n += d.length;
+      tail = Buffer.concat([tail, d]).subarray(-200);
+      if (done(tail, n)) finish(null);
+      else if (slow) {
+        s.pause();
+        setTimeout(() => s.resume(), 2);
+      }
+    };
+    const finish = (err: Error | null) => {
+      clearTimeout(timer);
+      s.off('data', onData);
+      s.resume();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    s.on('data', onData);
+  });
+}
