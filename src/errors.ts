@@ -48,6 +48,8 @@ export const ErrorCodes = {
   SCAN_ERROR: 'E_SCAN_ERROR',
   /** A clamd scan did not finish within scanner.timeout_ms; the policy's antivirus.on_error decides. */
   SCAN_TIMEOUT: 'E_SCAN_TIMEOUT',
+  /** A scan found scanner.max_queued_scans scans already waiting for a slot (scanner.max_concurrent_scans / max_session_scans in flight) and was refused; the policy's antivirus.on_error decides. */
+  SCAN_BUSY: 'E_SCAN_BUSY',
   /** An rspamd check failed (no endpoint reachable, a malformed, oversized or non-200 answer, an envelope it cannot be sent); the policy's spam on_error decides. */
   SPAM_ERROR: 'E_SPAM_ERROR',
   /** An rspamd check did not finish within spam.timeout_ms; the policy's spam on_error decides. */

@@ -428,6 +428,17 @@ export const MAX_VETS_IN_FLIGHT = 4;
 export const DEFAULT_SCANNER_LIMITS = {
   timeoutMs: 60_000,
   maxStreamBytes: 25 * 1024 * 1024,
+  /**
+   * Scans in flight to the scanner (issue 10; src/scanners/gate.ts): per process, all sessions
+   * (`scanner.max_concurrent_scans`; keep clamd's MaxThreads, default 10, at least this high), per
+   * session (`scanner.max_session_scans`: how many messages of one multi-message FETCH are in clamd
+   * at once), and waiting for a slot per process (`scanner.max_queued_scans`; one more is refused
+   * at once, E_SCAN_BUSY, the policy's antivirus.on_error decides). A wait counts against the
+   * scan's absolute deadline (E_SCAN_TIMEOUT).
+   */
+  maxConcurrentScans: 8,
+  maxSessionScans: 4,
+  maxQueuedScans: 1024,
 } as const;
 
 /** clamd client limits that are not part of the scanner config. */

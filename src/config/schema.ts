@@ -234,6 +234,9 @@ const scannerSchema = z.strictObject({
   timeout_ms: millis.optional(),
   health_interval_ms: millis.optional(),
   max_stream_bytes: bytes.optional(),
+  max_concurrent_scans: z.number().int().min(1).max(1024).optional(),
+  max_session_scans: z.number().int().min(1).max(1024).optional(),
+  max_queued_scans: z.number().int().min(0).max(1_000_000).optional(),
 });
 
 const spamSchema = z.strictObject({
@@ -548,6 +551,10 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
       timeoutMs: raw.scanner.timeout_ms ?? DEFAULT_SCANNER.timeoutMs,
       healthIntervalMs: raw.scanner.health_interval_ms ?? DEFAULT_SCANNER.healthIntervalMs,
       maxStreamBytes: raw.scanner.max_stream_bytes ?? DEFAULT_SCANNER.maxStreamBytes,
+      // concurrency: absent keys keep DEFAULT_SCANNER_LIMITS (src/limits.ts), applied by the scanner
+      ...(raw.scanner.max_concurrent_scans !== undefined ? { maxConcurrentScans: raw.scanner.max_concurrent_scans } : {}),
+      ...(raw.scanner.max_session_scans !== undefined ? { maxSessionScans: raw.scanner.max_session_scans } : {}),
+      ...(raw.scanner.max_queued_scans !== undefined ? { maxQueuedScans: raw.scanner.max_queued_scans } : {}),
     };
   }
 

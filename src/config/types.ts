@@ -146,6 +146,12 @@ export interface ScannerConfig {
   healthIntervalMs: number;
   /** Largest stream sent to clamd (keep <= clamd StreamMaxLength). */
   maxStreamBytes: number;
+  /** Scans in flight per process (DEFAULT_SCANNER_LIMITS.maxConcurrentScans when absent). */
+  maxConcurrentScans?: number;
+  /** Scans in flight per session (DEFAULT_SCANNER_LIMITS.maxSessionScans when absent). */
+  maxSessionScans?: number;
+  /** Scans waiting for a slot per process; more are refused, E_SCAN_BUSY (DEFAULT_SCANNER_LIMITS.maxQueuedScans when absent). */
+  maxQueuedScans?: number;
 }
 
 /** A spam scanner (rspamd worker) endpoint: TCP host and port, or a unix socket path. */

@@ -58,7 +58,17 @@ import { type ParsedMessage, parseMessage } from './stages/parse.js';
 import { quarantineOriginal, Recovery, recoveryId, type Stored } from './stages/quarantine.js';
 import { blockNotice, rewriteMessage } from './stages/rewrite.js';
 import { applyRules } from './stages/rules.js';
-import { planAntivirus, planSpam, runScanners, type ScannerRun, type ScanReport, type SpamReport, type SpamRun, scanOutput } from './stages/scan.js';
+import {
+  attributionJobs,
+  planAntivirus,
+  planSpam,
+  runScanners,
+  type ScannerRun,
+  type ScanReport,
+  type SpamReport,
+  type SpamRun,
+  scanOutput,
+} from './stages/scan.js';
 import type { EngineDeps, InspectContext, InspectResult, Verdict } from './types.js';
 
 export { normaliseFilename } from '../mime/names.js';
@@ -100,8 +110,16 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     if (spamScanner) runs.push({ kind: 'spam', scanner: spamScanner, jobs: planSpam(parsed, ctx, recovery.id) });
     const reports = await runScanners(runs);
     const avReport = reports.find((r): r is ScanReport => r.kind === 'antivirus');
+    if (scanner && avReport) {
+      // scan_parts auto: a virus only the raw message showed is looked for in the parts left to it
+      const more = attributionJobs(parsed, contents, policy.antivirus, avReport.records);
+      if (more.length > 0) {
+        const [extra] = await runScanners([{ kind: 'antivirus', scanner, jobs: more, stopAfter: (o) => stopsScanning(policy.antivirus, o) }] as const);
+        avReport.records.push(...extra.records);
+      }
+    }
     const spamReport = reports.find((r): r is SpamReport => r.kind === 'spam');
-    if (avReport) scan = classifyAntivirus(avReport.records, policy, findings.add);
+    if (avReport) scan = classifyAntivirus(avReport.records, contents, policy, findings.add);
     if (spamReport) spam = classifySpam(spamReport.records, policy, findings.add);
   }
 

@@ -71,8 +71,12 @@ export interface CompiledPolicy {
     onOversize: ActionSpec;
     /** Header added to the top level when a message passes unscanned (on_error/on_oversize allow). */
     tagHeader: string;
-    /** Scan every decoded leaf part in addition to the raw message. */
-    scanParts: boolean;
+    /**
+     * What is scanned besides the raw message (which clamd reads with its own MIME parser):
+     * `auto` the decoded parts only where the raw scan cannot be trusted with them (stages/scan.ts
+     * partsNeedingScan), `all` every decoded part, `none` none (the YAML's true/false are all/none).
+     */
+    scanParts: 'auto' | 'all' | 'none';
   };
   spam: {
     /** Score messages with the spam scanner (when the config has one). */
@@ -284,7 +288,7 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       onError: av.on_error ?? 'tempfail',
       onOversize,
       tagHeader: av.tag_header ?? 'X-Postern-AV',
-      scanParts: av.scan_parts ?? true,
+      scanParts: av.scan_parts === true ? 'all' : av.scan_parts === false ? 'none' : (av.scan_parts ?? 'auto'),
     },
     spam: {
       enabled: spamEnabled,

@@ -182,7 +182,7 @@ export const policySchema = z.strictObject({
       on_error: z.enum(['tempfail', 'block', 'allow']).optional(),
       on_oversize: onOversize.optional(),
       tag_header: headerName.optional(),
-      scan_parts: z.boolean().optional(),
+      scan_parts: z.union([z.boolean(), z.enum(['auto', 'all', 'none'])]).optional(),
     })
     .optional(),
   spam: z

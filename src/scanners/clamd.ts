@@ -18,15 +18,22 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import { CLAMD_LIMITS } from '../limits.js';
+import { CLAMD_LIMITS, DEFAULT_SCANNER_LIMITS } from '../limits.js';
 import { CMD_INSTREAM, CMD_PING, encodeInstream, excerpt, isPong, ReplyCollector } from './clamd-protocol.js';
 import { checkScannerConfig, type EndpointHealth, EndpointPool, type EndpointSlot, msSince, type PingResult } from './endpoints.js';
+import { type Gate, type Refusal, ScanSlots } from './gate.js';
 import type { Scanner, ScanOutcome } from './types.js';
 
 export const ENGINE = 'clamd';
 
-export interface ClamdScannerOptions extends Omit<ScannerConfig, 'type'> {
+export interface ClamdScannerOptions extends Omit<ScannerConfig, 'type' | 'maxConcurrentScans' | 'maxSessionScans' | 'maxQueuedScans'> {
   log: Logger;
+  /** Scans in flight per process (default DEFAULT_SCANNER_LIMITS.maxConcurrentScans). */
+  maxConcurrentScans?: number;
+  /** Scans in flight per session view (forSession; default DEFAULT_SCANNER_LIMITS.maxSessionScans). */
+  maxSessionScans?: number;
+  /** Scans waiting for a slot per process; one more is refused (default DEFAULT_SCANNER_LIMITS.maxQueuedScans). */
+  maxQueuedScans?: number;
   connectTimeoutMs?: number;
   healthTimeoutMs?: number;
   chunkBytes?: number;
@@ -55,6 +62,8 @@ export class ClamdScanner implements Scanner {
   private readonly pool: EndpointPool<ClamdEndpoint>;
   private readonly log: Logger;
   private readonly opts: Required<Omit<ClamdScannerOptions, 'log' | 'endpoints'>>;
+  /** The bounded concurrency of scans (gate.ts): global, per session, waiting. */
+  private readonly slots: ScanSlots;
   /** Resolves when the start-up health check has finished (scans do not wait for it). */
   readonly ready: Promise<EndpointHealth[]>;
 
@@ -73,7 +82,17 @@ export class ClamdScanner implements Scanner {
       healthTimeoutMs: options.healthTimeoutMs ?? CLAMD_LIMITS.healthTimeoutMs,
       chunkBytes: options.chunkBytes ?? CLAMD_LIMITS.chunkBytes,
       maxReplyBytes: options.maxReplyBytes ?? CLAMD_LIMITS.maxReplyBytes,
+      maxConcurrentScans: options.maxConcurrentScans ?? DEFAULT_SCANNER_LIMITS.maxConcurrentScans,
+      maxSessionScans: options.maxSessionScans ?? DEFAULT_SCANNER_LIMITS.maxSessionScans,
+      maxQueuedScans: options.maxQueuedScans ?? DEFAULT_SCANNER_LIMITS.maxQueuedScans,
     };
+    for (const k of ['maxConcurrentScans', 'maxSessionScans'] as const) {
+      if (!Number.isInteger(this.opts[k]) || this.opts[k] < 1)
+        throw new PosternError(ErrorCodes.CONFIG, `scanner: ${k} must be an integer >= 1`, { [k]: this.opts[k] });
+    }
+    if (!Number.isInteger(this.opts.maxQueuedScans) || this.opts.maxQueuedScans < 0)
+      throw new PosternError(ErrorCodes.CONFIG, 'scanner: maxQueuedScans must be an integer >= 0', { maxQueuedScans: this.opts.maxQueuedScans });
+    this.slots = new ScanSlots({ global: this.opts.maxConcurrentScans, perSession: this.opts.maxSessionScans, maxQueued: this.opts.maxQueuedScans });
     this.pool = new EndpointPool({
       engine: ENGINE,
       endpoints: options.endpoints,
@@ -97,9 +116,7 @@ export class ClamdScanner implements Scanner {
   }
 
   async scan(data: Buffer, info: { label?: string } = {}): Promise<ScanOutcome> {
-    const started = performance.now();
-    if (data.length > this.opts.maxStreamBytes) return this.refuseOversize(info.label, data.length);
-    return this.run(started, info.label, data.length, (socket, left) => this.exchange(socket, encodeInstream(data, this.opts.chunkBytes), left));
+    return this.scanIn(null, data, info);
   }
 
   /**
@@ -107,9 +124,73 @@ export class ClamdScanner implements Scanner {
    * socket's buffer in flight), under the same absolute deadline as `scan`.
    */
   async scanChunks(chunks: Iterable<Buffer> | AsyncIterable<Buffer>, info: { label?: string; size?: number } = {}): Promise<ScanOutcome> {
+    return this.scanChunksIn(null, chunks, info);
+  }
+
+  /**
+   * A view of this scanner for one session (an IMAP/POP3 session, a collector pass): its scans
+   * share the process's slots and in addition at most `scanner.max_session_scans` of them are in
+   * flight at once; more wait (bounded, within each scan's deadline). Several messages of one
+   * FETCH may be inspected concurrently through it. `close()` ends the view only (waiting scans
+   * get a `scanner closed` error), never the shared scanner.
+   */
+  forSession(): Scanner & { readonly inFlight: number; readonly queued: number } {
+    const gate = this.slots.session();
+    return {
+      name: ENGINE,
+      scan: (data, info = {}) => this.scanIn(gate, data, info),
+      scanChunks: (chunks, info = {}) => this.scanChunksIn(gate, chunks, info),
+      get inFlight() {
+        return gate.inFlight;
+      },
+      get queued() {
+        return gate.queued;
+      },
+      close: async () => this.slots.endSession(gate),
+    };
+  }
+
+  /** Scans in flight and waiting for a slot in this process now (all sessions). */
+  concurrency(): { inFlight: number; queued: number; limit: number } {
+    return { inFlight: this.slots.global.inFlight, queued: this.slots.queued, limit: this.slots.global.limit };
+  }
+
+  private async scanIn(session: Gate | null, data: Buffer, info: { label?: string }): Promise<ScanOutcome> {
+    const started = performance.now();
+    if (data.length > this.opts.maxStreamBytes) return this.refuseOversize(info.label, data.length);
+    return this.run(session, started, info.label, data.length, (socket, left) => this.exchange(socket, encodeInstream(data, this.opts.chunkBytes), left));
+  }
+
+  private async scanChunksIn(
+    session: Gate | null,
+    chunks: Iterable<Buffer> | AsyncIterable<Buffer>,
+    info: { label?: string; size?: number },
+  ): Promise<ScanOutcome> {
     const started = performance.now();
     if (info.size !== undefined && info.size > this.opts.maxStreamBytes) return this.refuseOversize(info.label, info.size);
-    return this.run(started, info.label, info.size, (socket, left) => this.exchangeChunks(socket, chunks, left));
+    return this.run(session, started, info.label, info.size, (socket, left) => this.exchangeChunks(socket, chunks, left));
+  }
+
+  /** No slot for a scan: the queue was full, its deadline passed while it waited, or the scanner closed. */
+  private refused(r: Refusal, started: number, label: string | undefined, size: number | undefined): ScanOutcome {
+    const ms = msSince(started);
+    if (r.refused === 'closed') return this.pool.closedOutcome(ms);
+    const o: ScanOutcome =
+      r.refused === 'queue-full'
+        ? {
+            kind: 'error',
+            engine: ENGINE,
+            reason: 'limit',
+            message: `${ErrorCodes.SCAN_BUSY}: ${this.opts.maxQueuedScans} scans already waiting for one of ${this.opts.maxConcurrentScans} slots (scanner.max_queued_scans)`,
+            ms,
+          }
+        : { kind: 'error', engine: ENGINE, reason: 'timeout', message: `scan deadline of ${this.opts.timeoutMs} ms passed while waiting for a scan slot`, ms };
+    const code = r.refused === 'queue-full' ? ErrorCodes.SCAN_BUSY : ErrorCodes.SCAN_TIMEOUT;
+    this.log.warn(
+      { event: 'scan.result', outcome: 'error', label, bytes: size ?? 0, reason: o.reason, ms, err: { code, message: o.message } },
+      'clamd scan not started',
+    );
+    return o;
   }
 
   private refuseOversize(label: string | undefined, size: number): ScanOutcome {
@@ -117,8 +198,28 @@ export class ClamdScanner implements Scanner {
     return { kind: 'oversize', engine: ENGINE, size, limit: this.opts.maxStreamBytes };
   }
 
-  /** Endpoint selection and failover within the deadline (endpoints.ts); `send` runs on the first connection made. */
-  private run(
+  /**
+   * A slot (gate.ts: the session's, then the process's), then endpoint selection and failover
+   * within the deadline (endpoints.ts); `send` runs on the first connection made.
+   */
+  private async run(
+    session: Gate | null,
+    started: number,
+    label: string | undefined,
+    size: number | undefined,
+    send: (socket: net.Socket, timeLeftMs: number) => Promise<Exchange & { sent?: number }>,
+  ): Promise<ScanOutcome> {
+    if (this.pool.closed) return this.pool.closedOutcome(0);
+    const slot = await this.slots.acquire(session, started + this.opts.timeoutMs);
+    if (typeof slot !== 'function') return this.refused(slot, started, label, size);
+    try {
+      return await this.failover(started, label, size, send);
+    } finally {
+      slot();
+    }
+  }
+
+  private failover(
     started: number,
     label: string | undefined,
     size: number | undefined,
@@ -140,6 +241,7 @@ export class ClamdScanner implements Scanner {
   }
 
   async close(): Promise<void> {
+    this.slots.close();
     await this.pool.close();
   }
 
@@ -358,6 +460,9 @@ export function createScanner(cfg: ScannerConfig, log: Logger): Scanner {
     timeoutMs: cfg.timeoutMs,
     healthIntervalMs: cfg.healthIntervalMs,
     maxStreamBytes: cfg.maxStreamBytes,
+    ...(cfg.maxConcurrentScans !== undefined ? { maxConcurrentScans: cfg.maxConcurrentScans } : {}),
+    ...(cfg.maxSessionScans !== undefined ? { maxSessionScans: cfg.maxSessionScans } : {}),
+    ...(cfg.maxQueuedScans !== undefined ? { maxQueuedScans: cfg.maxQueuedScans } : {}),
     log: log.child({ module: 'scanner' }),
   });
 }

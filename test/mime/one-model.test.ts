@@ -17,7 +17,8 @@ import { inspectMessage } from '../../src/policy/engine.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { defaultPolicy, POLICIES, policyFrom, pythonParts } from '../policy/helpers.js';
+import { defaultPolicyAllParts as defaultPolicy, POLICIES, policyFromAllParts as policyFrom, pythonParts } from '../policy/helpers.js';
+// scanner semantics with fake scanners that read no MIME: scan_parts all (helpers.ts allParts)
 import { binhex, pythonPayloadHeads, uuencode, yenc } from './encoders.js';
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');

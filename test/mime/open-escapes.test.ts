@@ -21,7 +21,9 @@ import { parseMime } from '../../src/mime/parse.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { InspectResult } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { defaultPolicy } from '../policy/helpers.js';
+import { defaultPolicyAllParts as defaultPolicy } from '../policy/helpers.js';
+
+// scanner semantics with fake scanners that read no MIME: scan_parts all (helpers.ts allParts)
 
 const ESCAPES = resolve(__dirname, '../fixtures/mime-escapes');
 const fixture = (n: string) => readFileSync(join(ESCAPES, n));

@@ -3,7 +3,9 @@ import { leaf, message, multipart, PDF } from '../../scripts/gen-fixtures.js';
 import { DECODE_CHUNK_BYTES } from '../../src/mime/decode.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { defaultPolicy, policyFrom } from './helpers.js';
+import { defaultPolicyAllParts as defaultPolicy, policyFromAllParts as policyFrom } from './helpers.js';
+
+// part-scanning semantics with fake scanners: scan_parts all (helpers.ts allParts); auto is tested in stages-scan.test.ts and test/scanners/av-detection.test.ts
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 

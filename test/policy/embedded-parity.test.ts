@@ -23,7 +23,9 @@ import type { CompiledPolicy } from '../../src/policy/load.js';
 import type { InspectResult } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { binhex, uuencode, yenc } from '../mime/encoders.js';
-import { defaultPolicy, policyFrom } from './helpers.js';
+import { defaultPolicyAllParts as defaultPolicy, policyFromAllParts as policyFrom } from './helpers.js';
+
+// part-scanning semantics with fake scanners: scan_parts all (helpers.ts allParts); auto is tested in stages-scan.test.ts and test/scanners/av-detection.test.ts
 
 const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const TXT = Buffer.from('Quarterly figures attached.\n');

@@ -44,3 +44,23 @@ export async function mailparserAttachments(buf: Buffer) {
   const m = await simpleParser(buf);
   return { parsed: m, attachments: m.attachments.map((a) => ({ type: a.contentType, filename: a.filename, size: a.size, content: a.content })) };
 }
+
+/**
+ * The policy with `antivirus.scan_parts: all`: for tests of the engine's part-scanning semantics
+ * with fake scanners, which (unlike clamd, whose MIME parser the default `auto` relies on for
+ * plain base64 parts) find nothing in the raw message's encoded attachments.
+ */
+export function allParts(p: CompiledPolicy): CompiledPolicy {
+  return { ...p, antivirus: { ...p.antivirus, scanParts: 'all' } };
+}
+
+/** defaultPolicy() with scan_parts: all (allParts). */
+export function defaultPolicyAllParts(): CompiledPolicy {
+  return allParts(defaultPolicy());
+}
+
+/** policyFrom(yaml) with scan_parts: all unless the YAML sets scan_parts itself (allParts). */
+export function policyFromAllParts(yaml: string): CompiledPolicy {
+  const p = policyFrom(yaml);
+  return /scan_parts/.test(yaml) ? p : allParts(p);
+}

@@ -13,7 +13,14 @@ import { parseMessage } from '../../src/policy/stages/parse.js';
 import { applyRules, type LeafContents } from '../../src/policy/stages/rules.js';
 import { planAntivirus, runScanners, type ScanJob, type ScanRecord, type ScanResult } from '../../src/policy/stages/scan.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import { defaultPolicy, policyFrom } from './helpers.js';
+import {
+  defaultPolicyAllParts as defaultPolicy,
+  policyFrom as plainPolicyFrom,
+  policyFromAllParts as policyFrom,
+  defaultPolicy as shippedDefault,
+} from './helpers.js';
+
+// part-scanning semantics with fake scanners: scan_parts all (helpers.ts allParts); auto is tested in stages-scan.test.ts and test/scanners/av-detection.test.ts
 
 const CLEAN: ScanOutcome = { kind: 'clean', engine: 'fake', endpoint: 'mem', ms: 1 };
 const INFECTED = (v = 'Eicar-Test-Signature'): ScanOutcome => ({ kind: 'infected', engine: 'fake', endpoint: 'mem', viruses: [v], ms: 1 });
@@ -65,6 +72,59 @@ function stagesUpToScan(raw: Buffer, policy: CompiledPolicy) {
   const contents = applyRules(parsed, policy, findings.add);
   return { findings, parsed, contents };
 }
+
+describe('scan_parts auto (the default): the decoded objects the raw scan cannot be trusted with', () => {
+  const b64Lines = (d: Buffer) => (d.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
+  const uu = 'begin 644 a.bin\r\n#86)C\r\n`\r\nend';
+  const parts = [
+    leaf({ type: 'text/plain', body: 'hello' }),
+    leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' }),
+    leaf({ type: 'application/octet-stream', body: 'caf=C3=A9 =\r\nok', encoding: 'quoted-printable', filename: 'q.bin' }),
+    // damaged base64 (a junk character at every line end), written by hand: leaf() would encode it
+    `Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64Lines(Buffer.concat([PDF, PDF, PDF])).replace(/\r\n/g, '*\r\n')}`,
+    leaf({ type: 'text/plain', body: `see\r\n${uu}\r\n` }),
+  ];
+  it('sends every leaf but plain undamaged base64, and every embedded file', () => {
+    const policy = shippedDefault();
+    expect(policy.antivirus.scanParts).toBe('auto');
+    const { parsed, contents } = stagesUpToScan(message(multipart('mixed', 'b1', parts)), policy);
+    expect(planAntivirus(parsed, contents, policy.antivirus).map((j) => j.label)).toEqual([
+      'message',
+      'part 1',
+      'part 3',
+      'part 4',
+      'part 5',
+      'part 5 uuencode file',
+    ]);
+  });
+  it('sends every leaf when the structure is in doubt (a fault the rules would block by default)', () => {
+    const policy = plainPolicyFrom('limits: { on_malformed: allow }');
+    const raw = message(
+      multipart('mixed', 'b1', [
+        parts[0]!,
+        parts[1]!.replace('Content-Transfer-Encoding: base64', 'Content-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit'),
+      ]),
+    );
+    const { parsed, contents } = stagesUpToScan(raw, policy);
+    expect(parsed.tree!.malformed.length).toBeGreaterThan(0);
+    expect(planAntivirus(parsed, contents, policy.antivirus).map((j) => j.label)).toEqual(['message', 'part 1', 'part 2']);
+  });
+  it('true and false in YAML are all and none', () => {
+    expect(plainPolicyFrom('antivirus: { scan_parts: true }').antivirus.scanParts).toBe('all');
+    expect(plainPolicyFrom('antivirus: { scan_parts: false }').antivirus.scanParts).toBe('none');
+    expect(plainPolicyFrom('antivirus: { scan_parts: none }').antivirus.scanParts).toBe('none');
+  });
+  it('a ZIP member over max_size counts as unscanned under auto too (the archive went to clamd inside the raw message)', () => {
+    const policy = plainPolicyFrom('antivirus: { max_size: 1000 }');
+    const zip = makeZip([{ name: 'big.txt', data: Buffer.alloc(4000, 0x61) }]);
+    const { parsed, contents } = stagesUpToScan(message(multipart('mixed', 'b1', [leaf({ type: 'application/zip', body: zip, filename: 'z.zip' })])), policy);
+    const jobs = planAntivirus(parsed, contents, policy.antivirus);
+    expect(jobs.map((j) => j.label)).toEqual(['message']);
+    const found: Finding[] = [];
+    classifyAntivirus(records(contents, [answered(CLEAN)]), contents, policy, (f) => found.push(f));
+    expect(found.map((f) => [f.part, f.rule])).toEqual([['1', 'antivirus.on_oversize']]);
+  });
+});
 
 describe('scan stage: plan and runner', () => {
   it('plans the message, then each leaf followed by its forwarded parts and embedded files', () => {
@@ -214,7 +274,8 @@ describe('classify-scan stage (pure)', () => {
     it(c.name, () => {
       const found: Finding[] = [];
       const policy = c.policy ? policyFrom(c.policy) : policyFrom('name: test');
-      const out = classifyAntivirus(records(contents(), c.results), policy, (f) => found.push(f));
+      const cs = contents();
+      const out = classifyAntivirus(records(cs, c.results), cs, policy, (f) => found.push(f));
       expect(found.map((f) => [f.part, f.rule, f.spec.action])).toEqual(c.rows);
       expect(out.tags).toEqual(c.tags ?? []);
       expect(out.tempfail).toBe(c.tempfail ?? false);
@@ -227,7 +288,7 @@ describe('classify-scan stage (pure)', () => {
     const zip = makeZip([{ name: 'big.txt', data: Buffer.alloc(4000, 0x61) }]);
     const { contents: cs } = stagesUpToScan(message(multipart('mixed', 'b1', [leaf({ type: 'application/zip', body: zip, filename: 'z.zip' })])), policy);
     const found: Finding[] = [];
-    classifyAntivirus(records(cs, [answered(CLEAN), answered(CLEAN)]), policy, (f) => found.push(f));
+    classifyAntivirus(records(cs, [answered(CLEAN), answered(CLEAN)]), cs, policy, (f) => found.push(f));
     expect(found.map((f) => [f.part, f.rule, f.reason])).toEqual([['1', 'antivirus.on_oversize', 'too large to scan (4000 bytes)']]);
   });
 
@@ -372,7 +433,7 @@ describe('attacker: scanner error + oversize part + encrypted archive together, 
           stopAfter: (o) => stopsScanning(policy.antivirus, o),
         },
       ]);
-      const scan = classifyAntivirus(report!.records, policy, findings.add);
+      const scan = classifyAntivirus(report!.records, contents, policy, findings.add);
       const decision = decide(findings, scan, policy);
       expect({ tempfail: 'tempfail', block: 'blocked', rewrite: 'changed' }[decision]).toBe(c.status);
     });

@@ -37,7 +37,7 @@ export function stopsScanning(av: CompiledPolicy['antivirus'], o: ScanOutcome): 
 }
 
 /** Turns the antivirus scan records (in plan order) into findings. */
-export function classifyAntivirus(records: readonly ScanRecord[], policy: CompiledPolicy, emit: Emit): ScanFindings {
+export function classifyAntivirus(records: readonly ScanRecord[], contents: readonly LeafContents[], policy: CompiledPolicy, emit: Emit): ScanFindings {
   const av = policy.antivirus;
   const out = notScanned();
   const onOversize = (part: string, size: number) => {
@@ -84,6 +84,10 @@ export function classifyAntivirus(records: readonly ScanRecord[], policy: Compil
   };
   let messageInfected = false;
   let partInfected = false;
+  // clamd scans an archive member only up to its MaxFileSize and then answers OK: a member bigger
+  // than max_size (keep it <= clamd's MaxFileSize) counts as not scanned, whichever object carried
+  // the archive to clamd (the part, or the raw message under scan_parts auto/none)
+  if (records.length > 0 && !out.tempfail) for (const c of contents) if (c.largestMember > av.maxSize) onOversize(c.leaf.section, c.largestMember);
   for (const { job, result } of records) {
     switch (job.role) {
       case 'message-cr':
@@ -98,9 +102,6 @@ export function classifyAntivirus(records: readonly ScanRecord[], policy: Compil
       case 'forwarded-part':
       case 'embedded': {
         if (result.kind === 'empty') break;
-        // clamd scans an archive member only up to its MaxFileSize and then answers OK: a member
-        // bigger than max_size (keep it <= clamd's MaxFileSize) counts as not scanned
-        if (job.role === 'part' && job.leaf!.largestMember > av.maxSize) onOversize(job.part, job.leaf!.largestMember);
         const viruses = judge(result, job.part);
         if (viruses) {
           partInfected = true;

@@ -48,6 +48,12 @@ export interface LeafContents {
    * max_size as unscanned (classify-scan.ts), whatever carries the archive.
    */
   largestMember: number;
+  /**
+   * The part is base64 in the plain layout (src/mime/decode.ts plainBase64), undamaged: clamd's
+   * own MIME parser decodes it to the same bytes as postern (docs/performance.md, antivirus), so
+   * under `scan_parts: auto` the raw message scan covers it. False for every other encoding or shape.
+   */
+  plainBase64: boolean;
 }
 
 /** What the decoders of one message may still spend: the embedded files' decoded bytes, the archives' inflated bytes. */
@@ -154,7 +160,13 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   for (const f of archive.findings) emit(f);
   const text = textRules(j, depth);
   const all = [...inner, ...text.inner];
-  return { leaf, embedded: text.files, inner: all, largestMember: Math.max(archive.largestMember, text.largestMember, ...all.map((i) => i.largestMember)) };
+  return {
+    leaf,
+    embedded: text.files,
+    inner: all,
+    largestMember: Math.max(archive.largestMember, text.largestMember, ...all.map((i) => i.largestMember)),
+    plainBase64: leaf.cte === 'base64' && check.plain !== undefined && !check.bad && !check.ambiguous,
+  };
 }
 
 /** limits.on_malformed, as a block. */

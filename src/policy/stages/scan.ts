@@ -180,8 +180,17 @@ export function scanOutput(scanner: Scanner, output: Buffer, maxSize: number): P
 
 /**
  * The antivirus plan: the message (and, when it has lines ended by a lone CR, which some readers
- * take as line ends, that reading too), then with scan_parts every decoded leaf, followed by the
- * leaves of a forwarded message it holds and the files embedded in its text. Pure.
+ * take as line ends, that reading too), then the decoded objects `scan_parts` asks for, each leaf
+ * followed by the leaves of a forwarded message it holds and the files embedded in its text:
+ * - `all`: every one of them;
+ * - `auto` (default): the files postern found embedded in text (uuencode, yEnc, BinHex, data:
+ *   URIs; clamd decodes no yEnc), and every leaf except undamaged base64 in the plain layout,
+ *   which clamd's own parser of the raw message decodes to the same bytes; every leaf when the
+ *   message's structure is in doubt (rawReadingInDoubt). Measured on the detection corpus
+ *   (test/scanners/av-corpus.ts, docs/performance.md): the raw message missed a whole-file hash
+ *   in quoted-printable and in damaged base64, and files in yEnc;
+ * - `none`: nothing but the message.
+ * Pure.
  */
 export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[], av: CompiledPolicy['antivirus']): ScanJob[] {
   const maxSize = av.maxSize;
@@ -189,12 +198,15 @@ export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[
   // the CR reading is tried only when the message itself can be sent (it is never shorter)
   if (p.msg.length <= maxSize && p.tree?.bareCr)
     jobs.push({ role: 'message-cr', part: '', label: 'message (CR line ends)', object: { kind: 'bytes', data: () => crAsLineEnd(p.msg) }, maxSize });
-  if (!av.scanParts || !p.tree) return jobs;
+  if (av.scanParts === 'none' || !p.tree) return jobs;
+  const all = av.scanParts === 'all' || rawReadingInDoubt(p);
   for (const c of contents) {
     const section = c.leaf.section;
-    jobs.push({ role: 'part', part: section, label: `part ${section}`, object: { kind: 'encoded', body: c.leaf.body, cte: c.leaf.cte }, maxSize, leaf: c });
+    if (all || !c.plainBase64)
+      jobs.push({ role: 'part', part: section, label: `part ${section}`, object: { kind: 'encoded', body: c.leaf.body, cte: c.leaf.cte }, maxSize, leaf: c });
     const inner = innerLeaves(c);
     for (const i of inner) {
+      if (!(all || !i.plainBase64)) continue;
       const what = `forwarded part ${i.leaf.section}`;
       jobs.push({
         role: 'forwarded-part',
@@ -220,6 +232,34 @@ export function planAntivirus(p: ParsedMessage, contents: readonly LeafContents[
     }
   }
   return jobs;
+}
+
+/**
+ * Under `auto`, a virus clamd found only in the raw message may sit in a part that was left to the
+ * raw scan: the part jobs `all` would have planned and this run did not, so the virus can be
+ * attributed to its part (on_virus strip strips that part instead of blocking the message). Empty
+ * unless the raw message (or its CR reading) was found infected and no decoded object was.
+ */
+export function attributionJobs(p: ParsedMessage, contents: readonly LeafContents[], av: CompiledPolicy['antivirus'], done: readonly ScanRecord[]): ScanJob[] {
+  if (av.scanParts !== 'auto') return [];
+  const infected = (r: ScanRecord) => r.result.kind === 'answered' && r.result.outcome.kind === 'infected';
+  const whole = (r: ScanRecord) => r.job.role === 'message' || r.job.role === 'message-cr';
+  if (!done.some((r) => whole(r) && infected(r)) || done.some((r) => !whole(r) && infected(r))) return [];
+  // scanning stopped (an error under on_error tempfail): the message is not vetted anyway
+  if (done.some((r) => r.result.kind === 'answered' && r.result.outcome.kind === 'error' && av.onError === 'tempfail')) return [];
+  const sent = new Set(done.map((r) => r.job.label));
+  return planAntivirus(p, contents, { ...av, scanParts: 'all' }).filter((j) => j.role !== 'message' && j.role !== 'message-cr' && !sent.has(j.label));
+}
+
+/**
+ * The message is one whose structure readers may take differently (a structural fault, a limit
+ * that stopped the parse, a CR without LF): clamd's parser may then not see the parts postern
+ * and the client see, so under `auto` every decoded part is scanned as well. (The default policy
+ * blocks such messages before anything is scanned: limits.on_malformed.)
+ */
+function rawReadingInDoubt(p: ParsedMessage): boolean {
+  const t = p.tree;
+  return !t || t.malformed.length > 0 || t.limit !== undefined || t.bareCr;
 }
 
 /** The leaves inside an opened message/* part, nested ones included, in document order. */
