@@ -421,7 +421,6 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
     adjust: (c) => workerConfig(c, role),
     server: () => (closing ? null : server),
     probes: { get: () => probes, set: (p) => void (probes = p) },
-    edge: () => sharedEdge,
   });
   const onHup = () => void reloader.reload();
   io.signals.on('SIGHUP', onHup);
@@ -514,8 +513,6 @@ function makeReloader(o: {
   adjust: (c: PosternConfig) => PosternConfig;
   server: () => RunningServerHandle | null;
   probes: { get(): ProbesHandle | null; set(p: ProbesHandle | null): void };
-  /** The edge guard on the Redis state (state.redis), which the relay was handed: reconfigured here. */
-  edge?: () => import('./edge/guard.js').EdgeGuard | null;
 }): { reload(): Promise<boolean>; readonly config: PosternConfig } {
   const { io, log, metrics } = o;
   let running = o.config;
@@ -541,7 +538,7 @@ function makeReloader(o: {
     }
     const plan = planReload(running, next);
     const restartNeeded = [...plan.restartNeeded];
-    // the Redis connection (state:) is opened at start; its other edge settings apply below
+    // the Redis connection (state:) is opened at start; the relay rebuilds the edge guard on it for the rest
     if (JSON.stringify(running.edge?.state ?? null) !== JSON.stringify(next.edge?.state ?? null)) restartNeeded.push('state');
     let summary: serverModule.ReloadSummary | null = null;
     if (server?.reload) {
@@ -571,7 +568,6 @@ function makeReloader(o: {
       plan.config.listeners = running.listeners;
     }
     if (log.level !== plan.config.log.level) log.level = plan.config.log.level;
-    o.edge?.()?.reconfigure(plan.config, Date.now());
     running = plan.config;
     metrics?.configReloaded(true);
     if (restartNeeded.length > 0)

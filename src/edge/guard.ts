@@ -34,9 +34,8 @@ export type { EdgeLogger } from './state.js';
 export class EdgeGuard {
   /** Where the block list, the counters and the buckets live (memory + SQLite, or Redis). */
   readonly state: EdgeState;
-  private autoBlockOn: boolean;
-  private readonly lateListeners: ((e: BlockEntry) => void)[] = [];
-  private global: AccessRule[];
+  private readonly autoBlockOn: boolean;
+  private readonly global: AccessRule[];
 
   /**
    * `store`: the SQLite block store (or null) for the in-process state, or an EdgeState built by the
@@ -51,11 +50,13 @@ export class EdgeGuard {
     const edge = config.edge;
     this.global = edge?.access ?? [];
     this.autoBlockOn = edge?.autoBlock?.enabled === true;
-    this.state = isEdgeState(store) ? store : new MemoryEdgeState(config, store, log, now);
-    this.state.setBlockListener((e, at) => {
-      this.logBlock(e, at);
-      for (const fn of this.lateListeners) fn(e);
-    });
+    if (isEdgeState(store)) {
+      // a state that outlives its guards (the Redis one; a reload builds a new guard on it): the new
+      // config's auto-block and rate settings, the blocks in force kept
+      this.state = store;
+      this.state.reconfigure?.(config, now);
+    } else this.state = new MemoryEdgeState(config, store, log, now);
+    this.state.setBlockListener((e, at) => this.logBlock(e, at));
   }
 
   /** The local view of the block list (the state's). */
@@ -66,21 +67,11 @@ export class EdgeGuard {
   /**
    * Called for each auto-block the shared state (Redis) decided after the call that caused it, which
    * noteLoginFailure / noteSessionEnd / onConnect / onLogin could therefore not return (for metrics:
-   * those they return are counted by their caller).
+   * those they return are counted by their caller). Kept by the state, so also for the guards a
+   * reload builds on it.
    */
   onLateBlock(fn: (e: BlockEntry) => void): void {
-    this.lateListeners.push(fn);
-  }
-
-  /**
-   * A reloaded config for this same guard (the composition root's shared guard: src/cli.ts): access
-   * rules, auto-block and rate settings from `config`; the blocks in force stay. Strike counts kept
-   * in Redis stay too; local counters start anew.
-   */
-  reconfigure(config: PosternConfig, now: number): void {
-    this.global = config.edge?.access ?? [];
-    this.autoBlockOn = config.edge?.autoBlock?.enabled === true;
-    this.state.reconfigure?.(config, now);
+    this.state.addLateBlockListener?.(fn);
   }
 
   /** Re-reads the shared block list when another process changed it. */

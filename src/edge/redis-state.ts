@@ -172,6 +172,7 @@ export class RedisEdgeState implements EdgeState {
   }
   private edge: EdgeConfig | undefined;
   private onBlock: (e: BlockEntry, now: number) => void = () => undefined;
+  private readonly lateListeners: ((e: BlockEntry) => void)[] = [];
   private inFlight = 0;
   private dropped = 0;
   private outages = 0;
@@ -223,6 +224,16 @@ export class RedisEdgeState implements EdgeState {
 
   setBlockListener(onBlock: (e: BlockEntry, now: number) => void): void {
     this.onBlock = onBlock;
+  }
+
+  addLateBlockListener(fn: (e: BlockEntry) => void): void {
+    this.lateListeners.push(fn);
+  }
+
+  /** A block decided after the call that caused it: the guard logs it, the late listeners count it. */
+  private late(e: BlockEntry, now: number): void {
+    this.onBlock(e, now);
+    for (const fn of this.lateListeners) fn(e);
   }
 
   get connected(): boolean {
@@ -426,13 +437,13 @@ export class RedisEdgeState implements EdgeState {
       if (res === null) {
         // not counted in Redis: counted here instead
         const e = this.imposeLocal(fallback());
-        if (e) this.onBlock(e, Date.now());
+        if (e) this.late(e, Date.now());
         return;
       }
       if (!Array.isArray(res) || res.length !== 2) return;
       const e: BlockEntry = { address, until: Number(res[0]), reason, strikes: Number(res[1]) };
       this.local.blocks.set(e);
-      this.onBlock(e, now);
+      this.late(e, now);
     });
   }
 

@@ -60,12 +60,14 @@ export interface EdgeState {
   noteFailure(address: string, kind: FailureKind, now: number): BlockEntry | null;
   /** An access rule with `auto_block: true` matched (same contract as noteFailure). */
   ruleHit(address: string, now: number): BlockEntry | null;
-  /** A reloaded config: auto-block and rate settings anew, the blocks in force kept (absent: rebuild the guard instead). */
+  /** A new guard on this state (a reload): the config's auto-block and rate settings, the blocks in force kept. */
   reconfigure?(config: PosternConfig, now: number): void;
   /** Re-reads the shared block list when it changed (the host's timer, or the state's own). */
   refresh(now: number, force?: boolean): void;
-  /** Who is told of blocks imposed later (the guard logs them). */
+  /** Who is told of blocks imposed later (the current guard, which logs them; a new guard replaces it). */
   setBlockListener(onBlock: (e: BlockEntry, now: number) => void): void;
+  /** Also told of blocks imposed later, for as long as the state lives (metrics). Absent: there are none. */
+  addLateBlockListener?(fn: (e: BlockEntry) => void): void;
   health(): EdgeStateHealth;
   close(): Promise<void>;
 }

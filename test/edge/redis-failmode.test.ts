@@ -29,11 +29,13 @@ interface Line {
   [k: string]: unknown;
 }
 
-async function guardFor(stateYaml: string, extra = ''): Promise<{ guard: EdgeGuard; state: RedisEdgeState; lines: Line[]; config: PosternConfig }> {
+async function guardFor(
+  stateYaml: string,
+  extra = '',
+): Promise<{ guard: EdgeGuard; state: RedisEdgeState; lines: Line[]; config: PosternConfig; text: string }> {
   const d = await tempDir('postern-redis-fail-');
   dirs.push(d);
-  const config = parseConfigText(
-    `scanner: none
+  const text = `scanner: none
 ${stateYaml}
 auto_block:
   login_failures: { count: 2, within_ms: 60000 }
@@ -43,9 +45,8 @@ rate_limit:
 ${extra}
 listeners:
   - { name: l, protocol: imap, port: 1143, tls: { mode: none }, upstream: { kind: static, host: 127.0.0.1, port: 143, tls: { mode: none } } }
-`,
-    path.join(d.path, 'postern.yaml'),
-  );
+`;
+  const config = parseConfigText(text, path.join(d.path, 'postern.yaml'));
   const lines: Line[] = [];
   const log = {
     info: (o: object) => void lines.push({ level: 'info', ...(o as { event: string }) }),
@@ -54,7 +55,7 @@ listeners:
   const state = await RedisEdgeState.open(config, config.edge!.state!, log);
   const guard = new EdgeGuard(config, state, log, Date.now());
   guards.push(guard);
-  return { guard, state, lines, config };
+  return { guard, state, lines, config, text };
 }
 
 const events = (lines: Line[], e: string) => lines.filter((l) => l.event === e);
@@ -182,4 +183,26 @@ describe('rediss://: the certificate and the host name are verified', () => {
     expect(plain.state.health().connected).toBe(false);
     for (const g of [ok, bad, mismatch, plain]) expect(JSON.stringify(g.lines)).not.toContain('tls-pw');
   }, 30_000);
+});
+
+describe('a reload builds a new guard on the same Redis state', () => {
+  it('the new thresholds apply, the blocks in force stay, late blocks are still counted', async () => {
+    const redis = await startRedis();
+    servers.push(redis);
+    const { guard, state, config, text } = await guardFor(`state: { redis: "${redis.url(8)}" }`);
+    const late: string[] = [];
+    guard.onLateBlock((e) => late.push(e.address));
+    guard.noteLoginFailure('198.51.100.20', Date.now());
+    guard.noteLoginFailure('198.51.100.20', Date.now());
+    await state.settled();
+    expect(late).toEqual(['198.51.100.20']);
+    // the reloaded config: one failure is enough
+    const next = parseConfigText(text.replace('count: 2', 'count: 1'), config.file);
+    const rebuilt = new EdgeGuard(next, state, { info: () => undefined, warn: () => undefined }, Date.now());
+    expect(rebuilt.onConnect(next.listeners[0]!, '198.51.100.20', Date.now()).kind).toBe('blocked');
+    rebuilt.noteLoginFailure('198.51.100.21', Date.now());
+    await state.settled();
+    expect(late).toEqual(['198.51.100.20', '198.51.100.21']);
+    expect(rebuilt.onConnect(next.listeners[0]!, '198.51.100.21', Date.now()).kind).toBe('blocked');
+  });
 });
