@@ -28,7 +28,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import tls from 'node:tls';
@@ -36,7 +36,20 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Imap, Pop3 } from './lib/mail-clients.mjs';
 import { bigMessages, buildMailbox, CHANGED_KINDS, smallMessages } from './lib/mail-corpus.mjs';
-import { cleanupOnExit, cleanupSync, cpuSeconds, MB, procTree, quantiles, tempDir, track, treeCpuSeconds, treeResetPeak, treeStatus } from './lib/procs.mjs';
+import {
+  cleanupOnExit,
+  cleanupSync,
+  cpuSeconds,
+  MB,
+  procTree,
+  quantiles,
+  sleep,
+  tempDir,
+  track,
+  treeCpuSeconds,
+  treeResetPeak,
+  treeStatus,
+} from './lib/procs.mjs';
 import { clamdInstream, findBin, freePorts, requireBin, startClamd, startDovecot, startHaproxy, startPostern } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -179,13 +192,23 @@ function meterStart() {
   const canReset = treeResetPeak(pid);
   const cpu0 = treeCpuSeconds(pid);
   const clamd0 = S.clamd ? cpuSeconds(S.clamd.proc.pid) : 0;
-  return () => {
+  return async () => {
+    // the figures first; then the log (pino writes asynchronously): read once it stopped growing
+    const peak = canReset ? treeStatus(pid, 'VmHWM') / MB : null;
+    const cpu = treeCpuSeconds(pid) - cpu0;
+    const cpuClamd = S.clamd ? cpuSeconds(S.clamd.proc.pid) - clamd0 : null;
+    for (let size = -1, i = 0; i < 20; i++) {
+      const now = statSync(p.logFile).size;
+      if (now === size) break;
+      size = now;
+      await sleep(150);
+    }
     const ins = p.inspected();
     return {
       processes: procTree(pid).length,
-      peakRssMB: canReset ? treeStatus(pid, 'VmHWM') / MB : null,
-      cpuPostern: treeCpuSeconds(pid) - cpu0,
-      cpuClamd: S.clamd ? cpuSeconds(S.clamd.proc.pid) - clamd0 : null,
+      peakRssMB: peak,
+      cpuPostern: cpu,
+      cpuClamd,
       inspected: ins.length,
       scanS: ins.reduce((s, x) => s + (x.scanMs ?? 0), 0) / 1000,
     };
@@ -208,7 +231,7 @@ async function measure(workload, variant, mode, once, { fresh = true, better = '
     if (fresh && MODES[mode]?.cold) await freshPostern(typeof fresh === 'object' ? fresh : {});
     const stop = meterStart();
     const r = await once();
-    r.postern = MODES[mode]?.listener ? stop() : undefined;
+    r.postern = MODES[mode]?.listener ? await stop() : undefined;
     results.push(r);
   }
   results.sort((a, b) => a.value - b.value);
