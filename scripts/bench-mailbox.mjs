@@ -62,6 +62,7 @@ const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
 const WORKLOADS = {
   bulk: 'UID FETCH 1:* BODY.PEEK[] of the whole mailbox, 1 and 8 clients, plain and TLS, every mode',
   each: 'one UID FETCH n BODY.PEEK[] per message, 1 client, every mode',
+  pop3: 'POP3 RETR of every message, one at a time, 1 client, every mode',
   big: '10 clients each fetching a different ~24 MB message at once; postern peak RSS',
   'list-sync': `${LIST_SYNC} on a 10,000-message folder`,
   noop: 'NOOP round trip p50 on a logged-in session',
@@ -102,7 +103,7 @@ const JSON_PATH = argv.json ?? process.env.POSTERN_BENCH_JSON;
 const selected = (argv.workload ?? Object.keys(WORKLOADS)).flatMap((w) => w.split(',')).filter(Boolean);
 for (const w of selected) if (!WORKLOADS[w]) throw new Error(`unknown workload "${w}" (--list-workloads: ${Object.keys(WORKLOADS).join(', ')})`);
 const wants = (w) => selected.includes(w);
-const NEEDS_AV = ['bulk', 'each', 'big', 'list-sync', 'poll', 'clamd'].some(wants);
+const NEEDS_AV = ['bulk', 'each', 'pop3', 'big', 'list-sync', 'poll', 'clamd'].some(wants);
 const OVERALL_TIMEOUT_MS = (QUICK ? 30 : 90) * 60_000;
 const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 /** The default policy's antivirus.scan_parts (true/all, auto, false/none): what postern sends clamd. */
@@ -136,6 +137,7 @@ function posternListeners() {
     { name: 'policy', upstream: up.imap, policy: S.noAvPolicy },
     { name: 'policy-tls', tls: 'implicit', upstream: up.imap, policy: S.noAvPolicy },
     { name: 'policy-meta-off', upstream: up.imap, policy: S.noAvPolicy, inspect: { vet_on_metadata: false } },
+    { name: 'relay-pop3', protocol: 'pop3', upstream: up.pop3, policy: null },
     { name: 'policy-pop3', protocol: 'pop3', upstream: up.pop3, policy: S.noAvPolicy },
   ];
   if (av)
@@ -175,7 +177,7 @@ function endpoint(mode, { useTls = false, protocol = 'imap' } = {}) {
     if (useTls) throw new Error('direct Dovecot runs without TLS here');
     return { port: protocol === 'pop3' ? S.dovecot.ports.pop3 : S.dovecot.ports.imap };
   }
-  if (mode === 'haproxy') return useTls ? { port: S.hp.imaps, useTls, ca: S.haproxy.cert } : { port: S.hp.imap };
+  if (mode === 'haproxy') return useTls ? { port: S.hp.imaps, useTls, ca: S.haproxy.cert } : { port: protocol === 'pop3' ? S.hp.pop3 : S.hp.imap };
   const name = protocol === 'pop3' ? `${MODES[mode].listener}-pop3` : useTls ? `${MODES[mode].listener}-tls` : MODES[mode].listener;
   return { port: S.postern.ports[name], useTls, ca: S.postern.ca };
 }
@@ -349,6 +351,37 @@ async function wlEach() {
       const seconds = (performance.now() - t0) / 1000;
       await c.logout();
       return { value: bytes / MB / seconds, unit: 'MB/s', bytes, seconds, check: verify(REF.alice, literals, mode) };
+    });
+  }
+}
+
+/** POP3: RETR 1..n in one session, one at a time (MB/s of message bytes). */
+async function wlPop3() {
+  console.log('\n[pop3] RETR n, one message at a time (alice)');
+  // POP3 numbers follow the UIDs: the kind of message n is the kind of the n-th UID
+  const kinds = [...REF.alice.entries()].sort((a, b) => a[0] - b[0]).map(([, v]) => S.kindByHash.get(v.hash));
+  let ref = null;
+  const kindByHash = new Map();
+  for (const mode of COLUMNS) {
+    if (mode === 'av' && !S.clamd) continue;
+    await measure('pop3', 'RETR, 1 client plain', mode, async () => {
+      const c = await Pop3.session(endpoint(mode, { protocol: 'pop3' }), 'alice', USERS.alice);
+      const n = Number((await c.ok('STAT')).split(' ')[1]);
+      const got = new Map();
+      let bytes = 0;
+      const t0 = performance.now();
+      for (let i = 1; i <= n; i++) {
+        const r = await c.retr(i);
+        got.set(i, r);
+        bytes += r.size;
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      await c.quit();
+      if (!ref) {
+        ref = got;
+        for (const [i, v] of got) kindByHash.set(v.hash, kinds[i - 1]);
+      }
+      return { value: bytes / MB / seconds, unit: 'MB/s', bytes, seconds, check: verify(ref, got, mode, (h) => kindByHash.get(h)) };
     });
   }
 }
@@ -792,9 +825,10 @@ async function main() {
       : null;
   if (clamd) track(clamd.proc);
   const hp = {};
-  [hp.imap, hp.imaps] = await freePorts(2);
+  [hp.imap, hp.imaps, hp.pop3] = await freePorts(3);
   const haproxy = await startHaproxy([
     { listen: hp.imap, target: dovecot.ports.imap },
+    { listen: hp.pop3, target: dovecot.ports.pop3 },
     { listen: hp.imaps, target: dovecot.ports.imap, tls: true },
   ]);
   const noAvDir = tempDir('postern-bench-policy-');
@@ -868,6 +902,7 @@ async function main() {
   const run = {
     bulk: wlBulk,
     each: wlEach,
+    pop3: wlPop3,
     big: wlBig,
     'list-sync': wlListSync,
     noop: wlNoop,
