@@ -203,7 +203,8 @@ async function startIdlePostern({ upstreamPort, policy, workers, sessions }) {
 }
 
 function child(args) {
-  const c = fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // tracked: killed on every exit path of this script, an error included
+  const c = track(fork(fileURLToPath(import.meta.url), args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
   const first = new Promise((resolve, reject) => {
     c.once('message', resolve);
     c.once('exit', (code) => reject(new Error(`${args[0]} child exited ${code}`)));
