@@ -59,12 +59,6 @@ export const LOG_EVENTS = {
   'worker.start_timeout': 'workers: a worker was not ready within WORKER_LIMITS.startTimeoutMs and is killed (worker, workerPid, err E_WORKER)',
   'worker.killed': 'workers: a worker still ran after the shutdown grace and is killed (worker, workerPid)',
   'process.signal': 'the primary ignored a signal it has nobody to pass to (SIGHUP: no worker reloads; SIGUSR1: no collector) (signal)',
-  'worker.ready': 'workers: a worker process has its listeners up (worker, workerPid)',
-  'worker.exit':
-    'workers: a worker process exited, asked (info) or not (error, err E_WORKER, restartInMs; fatal when postern stops because of it) (worker, workerPid, code, signal)',
-  'worker.start_timeout': 'workers: a worker was not ready within WORKER_LIMITS.startTimeoutMs and is killed (worker, workerPid, err E_WORKER)',
-  'worker.killed': 'workers: a worker still ran after the shutdown grace and is killed (worker, workerPid)',
-  'process.signal': 'the primary ignored a signal it has nobody to pass to (SIGHUP: no worker reloads; SIGUSR1: no collector) (signal)',
   'ca.ready': 'the interception CA was loaded or created (ca)',
   'ca.warning': 'something about the CA the operator should know (ca)',
   'ca.failed': 'the CA could not be loaded or created (err)',
@@ -125,7 +119,9 @@ export const LOG_EVENTS = {
   // messages
   'message.inspected':
     'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
-  'message.changed': 'the upstream served other bytes for the same POP3 message number (msgno)',
+  'message.changed':
+    'the upstream served other bytes for the same message: a POP3 message number in one session (msgno), or an IMAP UID whose bytes no longer match the shared verdict cache (uid, mailbox; vetted again)',
+  'inspect.verdict_cache_failed': 'the shared verdict cache could not be opened, read or written; vetting goes on without it (file, err E_VERDICT_STORE)',
   'message.withheld': 'a message could not be vetted or protected and was not handed out (uid|msgno, err)',
   'message.protected': 'an altered POP3 message whose original is not quarantined is protected from DELE (msgno, uidl, reason)',
   'message.protection_lifted': 'the original is safe now: DELE protection lifted (msgno, uidl, lifted)',
@@ -161,6 +157,9 @@ export const LOG_EVENTS = {
   'edge.proxy': 'a PROXY protocol header was accepted (debug; version, local, source)',
   'edge.proxy_refused': 'a PROXY header was malformed, missing where required, late, or from an untrusted peer: reset (peer, err)',
   'edge.block_store_failed': 'the shared block list could not be read or written (err, file)',
+  'edge.state': 'where the edge state lives: Redis (backend, url with the password redacted, connected)',
+  'edge.state_unavailable': 'the Redis edge state did not answer: the local view decides until it is back; once per outage (url, err E_EDGE_STATE)',
+  'edge.state_recovered': 'the Redis edge state answers again; the blocks made meanwhile are written back (url, ms, blocks, restored)',
   // alarms (src/alarms/, docs/alarms.md)
   'alarm.dropped': 'an alarm notification was dropped: its channel queue was full (channel, type, limit, err)',
   'alarm.failed': 'an alarm notification was not delivered after its attempts, or could not be raised (channel, type, attempts, err)',
