@@ -105,6 +105,7 @@ async function main() {
     const autoObjects = [];
     const recorder = {
       name: 'recorder',
+      readsMime: true,
       scan: async (data) => {
         autoObjects.push(data);
         return { kind: 'clean', engine: 'r', endpoint: 'r', ms: 0 };

@@ -104,7 +104,8 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   let scan: ScanFindings = notScanned();
   let spam: SpamFindings = notChecked();
   if ((scanner || spamScanner) && !findings.blocks()) {
-    const av = policy.antivirus;
+    // scan_parts auto leaves plain base64 parts to the scanner's own MIME parser: only one that has it
+    const av = policy.antivirus.scanParts === 'auto' && !scanner?.readsMime ? { ...policy.antivirus, scanParts: 'all' as const } : policy.antivirus;
     const runs: (ScannerRun | SpamRun)[] = [];
     if (scanner) runs.push({ kind: 'antivirus', scanner, jobs: planAntivirus(parsed, contents, av), stopAfter: (o) => stopsScanning(av, o) });
     if (spamScanner) runs.push({ kind: 'spam', scanner: spamScanner, jobs: planSpam(parsed, ctx, recovery.id) });
@@ -112,9 +113,9 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
     const avReport = reports.find((r): r is ScanReport => r.kind === 'antivirus');
     if (scanner && avReport) {
       // scan_parts auto: a virus only the raw message showed is looked for in the parts left to it
-      const more = attributionJobs(parsed, contents, policy.antivirus, avReport.records);
+      const more = attributionJobs(parsed, contents, av, avReport.records);
       if (more.length > 0) {
-        const [extra] = await runScanners([{ kind: 'antivirus', scanner, jobs: more, stopAfter: (o) => stopsScanning(policy.antivirus, o) }] as const);
+        const [extra] = await runScanners([{ kind: 'antivirus', scanner, jobs: more, stopAfter: (o) => stopsScanning(av, o) }] as const);
         avReport.records.push(...extra.records);
       }
     }

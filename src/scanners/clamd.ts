@@ -59,6 +59,8 @@ const INSTREAM_END = Buffer.alloc(4);
 
 export class ClamdScanner implements Scanner {
   readonly name = ENGINE;
+  /** clamd parses the raw message itself (ScanMail, on by default in clamd.conf; keep it on). */
+  readonly readsMime = true;
   private readonly pool: EndpointPool<ClamdEndpoint>;
   private readonly log: Logger;
   private readonly opts: Required<Omit<ClamdScannerOptions, 'log' | 'endpoints'>>;

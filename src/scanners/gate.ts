@@ -28,8 +28,8 @@ export class Gate {
   private closed = false;
 
   /**
-   * `limit`: slots; `maxWaiting`: waiters allowed in the queue (0: none, refuse when full).
-   * `waitingCounter`, when given, is shared by several gates (the global bound on waiting scans).
+   * `limit`: slots; `waiting`: the count of waiters and its bound, shared by every gate of one
+   * process (ScanSlots), so `max` bounds the scans waiting anywhere; a waiter past it is refused.
    */
   constructor(
     readonly limit: number,

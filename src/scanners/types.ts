@@ -12,6 +12,12 @@ export type ScanOutcome =
 
 export interface Scanner {
   readonly name: string;
+  /**
+   * The scanner parses a whole message itself and scans the files inside (clamd with `ScanMail
+   * yes`, its default). Only then does the policy's `scan_parts: auto` leave parts to the raw
+   * message scan; for any other scanner `auto` sends every decoded part (as `all`).
+   */
+  readonly readsMime?: boolean;
   /** Scan one object (a raw message or one decoded MIME part). Never throws: failures are `error` outcomes. */
   scan(data: Buffer, info?: { label?: string }): Promise<ScanOutcome>;
   /**
@@ -23,6 +29,13 @@ export interface Scanner {
    * the iterable must yield a fresh Buffer each time. Never throws: failures are `error` outcomes.
    */
   scanChunks?(chunks: Iterable<Buffer> | AsyncIterable<Buffer>, info?: { label?: string; size?: number }): Promise<ScanOutcome>;
+  /**
+   * Optional: a view for one session (IMAP/POP3 session, collector pass) whose scans are bounded
+   * per session as well as per process (scanner.max_session_scans / max_concurrent_scans /
+   * max_queued_scans); several messages may be inspected through it at once. Its `close()` ends
+   * the view only (scans still waiting get a `scanner closed` error), never the shared scanner.
+   */
+  forSession?(): Scanner;
   /** Stop timers and close connections. */
   close(): Promise<void>;
 }

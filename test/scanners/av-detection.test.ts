@@ -26,6 +26,7 @@ import { eicar, hashSample } from './samples.js';
 /** Records every object scanned (its label) and whether it was found infected. */
 class Recording implements Scanner {
   readonly name = 'recording';
+  readonly readsMime = true;
   seen: { label: string; kind: ScanOutcome['kind']; data: Buffer }[] = [];
   constructor(private readonly inner: ClamdScanner) {}
   async scan(data: Buffer, info: { label?: string } = {}): Promise<ScanOutcome> {
