@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ListenerConfig } from '../config/types.js';
 import type { BlockEntry } from '../edge/autoblock.js';
+import type { EdgeStateHealth } from '../edge/state.js';
 import type { EndpointHealth } from '../scanners/endpoints.js';
 
 export interface ScannerHealthSource {
@@ -34,6 +35,7 @@ export class Metrics {
   private readonly lastReload: Gauge;
   private readonly autoBlocks: Counter<'reason'>;
   private blockSource: (() => readonly BlockEntry[]) | null = null;
+  private edgeStateSource: (() => EdgeStateHealth | null) | null = null;
   private readonly collectorPasses: Counter<'account' | 'result'>;
   private readonly collectorMessages: Counter<'account' | 'outcome'>;
 
@@ -108,6 +110,32 @@ export class Metrics {
         const by = new Map<string, number>();
         for (const e of blocks()) if (e.until > now) by.set(e.reason, (by.get(e.reason) ?? 0) + 1);
         for (const [reason, n] of by) this.set({ reason }, n);
+      },
+    });
+    const edgeState = () => this.edgeStateSource?.() ?? null;
+    new Gauge({
+      name: 'postern_edge_state_up',
+      help: 'The edge state (block list, auto-block counters, rate buckets) answers: 1 yes, 0 a Redis outage (the local view decides meanwhile)',
+      labelNames: ['backend'],
+      // with worker processes: up only when up in every worker
+      aggregator: 'min',
+      registers,
+      collect() {
+        this.reset();
+        const h = edgeState();
+        if (h) this.set({ backend: h.backend }, h.connected ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'postern_edge_state_outages',
+      help: 'Redis edge state outages since this process started',
+      labelNames: ['backend'],
+      aggregator: 'max',
+      registers,
+      collect() {
+        this.reset();
+        const h = edgeState();
+        if (h) this.set({ backend: h.backend }, h.outages);
       },
     });
     this.collectorPasses = new Counter({
@@ -186,6 +214,9 @@ export class Metrics {
   }
   blockList(read: () => readonly BlockEntry[]): void {
     this.blockSource = read;
+  }
+  edgeState(read: () => EdgeStateHealth | null): void {
+    this.edgeStateSource = read;
   }
 
   // ---- config reloads (src/cli.ts)

@@ -12,6 +12,7 @@ import type { BlockEntry } from '../edge/autoblock.js';
 import { BlockStore } from '../edge/block-store.js';
 import { EdgeGuard } from '../edge/guard.js';
 import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
+import type { EdgeStateHealth } from '../edge/state.js';
 import { ErrorCodes } from '../errors.js';
 import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, EDGE_LIMITS, effectiveHoldTimeoutMs, PROXY_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
@@ -51,6 +52,8 @@ export interface RelayMetrics {
   autoBlocked?(entry: BlockEntry): void;
   /** The block list in force in this process, read when scraped. */
   blockList?(read: () => readonly BlockEntry[]): void;
+  /** The health of the edge state (memory, or Redis: connected, outages), read when scraped. */
+  edgeState?(read: () => EdgeStateHealth | null): void;
 }
 
 /** What a reload hands the server beside the new config: what the composition root built from it. */
@@ -226,7 +229,8 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
   const counted = (e: BlockEntry | null | undefined): void => {
     if (e) deps.metrics?.autoBlocked?.(e);
   };
-  deps.metrics?.blockList?.(() => (edge ? blockEntriesOf(edge) : []));
+  deps.metrics?.blockList?.(() => edge?.blocks.entries() ?? []);
+  deps.metrics?.edgeState?.(() => edge?.stateHealth() ?? null);
   const edgeTimer = store ? setInterval(() => edge?.refresh(Date.now()), EDGE_LIMITS.blockListReloadMs) : null;
   edgeTimer?.unref();
   /** The edge's admission of a raw socket, read again when its implicit TLS is up. */
@@ -703,11 +707,6 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
 }
 
 /** The block list in force in this process (the edge state's local view), for the metrics. */
-function blockEntriesOf(edge: EdgeGuard): readonly BlockEntry[] {
-  const st = edge.state as unknown as { blockEntries?: () => BlockEntry[]; local?: { blocks?: { entries(): BlockEntry[] } } };
-  return st.blockEntries?.() ?? st.local?.blocks?.entries() ?? [];
-}
-
 /** `address:port` of a client TLS socket, from the raw socket under it when the TLS socket has lost it. */
 function clientOfTls(sock: tls.TLSSocket, peerOf: WeakMap<net.Socket, string>): string {
   const raw = (sock as tls.TLSSocket & { _parent?: unknown })._parent;

@@ -54,6 +54,21 @@ describe('operations metrics', () => {
     expect(text).not.toMatch(/^postern_blocked_addresses\{/m);
   });
 
+  it('edge state: up 1 while it answers, 0 during a Redis outage, outages counted; nothing without a source', async () => {
+    const m = new Metrics();
+    let text = await m.registry.metrics();
+    expect(text).not.toMatch(/^postern_edge_state_up\{/m);
+    let health = { backend: 'redis' as const, connected: true, downSince: null as string | null, outages: 0, dropped: 0 };
+    m.edgeState(() => health);
+    text = await m.registry.metrics();
+    expect(sample(text, 'postern_edge_state_up{backend="redis"}')).toBe(1);
+    expect(sample(text, 'postern_edge_state_outages{backend="redis"}')).toBe(0);
+    health = { ...health, connected: false, downSince: new Date().toISOString(), outages: 1 };
+    text = await m.registry.metrics();
+    expect(sample(text, 'postern_edge_state_up{backend="redis"}')).toBe(0);
+    expect(sample(text, 'postern_edge_state_outages{backend="redis"}')).toBe(1);
+  });
+
   it('collector passes by account and result, messages by outcome, from the collector.pass log lines', async () => {
     const m = new Metrics();
     const lines: string[] = [];
