@@ -157,8 +157,21 @@ export class Pop3Inspector {
     return sv && sv.sizeIn === size ? sv.sizeOut : null;
   }
 
+  /**
+   * Which messages listedSize may report another size for (Pop3Hooks.listedSizeScope): `stored` while
+   * the verdict store can be asked (by UIDL), else `session` once a message vetted in this session
+   * changed size, else `none` (LIST and STAT are relayed as the upstream sent them).
+   */
+  listedSizeScope(): 'none' | 'session' | 'stored' {
+    if (this.storeKey() !== null) return 'stored';
+    for (const v of this.verdicts.values()) if (v.sizeOut !== v.sizeIn) return 'session';
+    return 'none';
+  }
+
   hooks(): Pop3Hooks {
     return {
+      listedSize: (n, size, uidl) => this.listedSize(n, size, uidl),
+      listedSizeScope: () => this.listedSizeScope(),
       wantsUidl: this.store !== null || !!this.deps.shared,
       onLogin: (info) => {
         this.who = info;

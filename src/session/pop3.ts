@@ -110,6 +110,29 @@ export interface Pop3Hooks {
   wantsUidl?: boolean;
   /** The upstream accepted the login: who is logged in where (`host:port`). */
   onLogin?(info: { user: string; upstream: string }): void;
+  /**
+   * The size LIST and STAT report for message `msg` whose upstream size is `size` (`uidl`: its UIDL,
+   * null when the session does not know it): the sanitised size of a message already vetted (in this
+   * session, or by UIDL in an earlier one), or null to report the upstream's. The session rewrites
+   * every `n size` of a LIST answer and STAT's total with it (see listedSizes).
+   */
+  listedSize?(msg: number, size: number, uidl: string | null): number | null;
+  /**
+   * Which messages listedSize may report another size for, asked when a LIST or STAT is forwarded:
+   * `none` (none yet: the upstream's LIST/STAT are relayed as they are), `session` (messages vetted in
+   * this session, known by number) or `stored` (also messages vetted earlier, known by UIDL: the
+   * session learns every UIDL first). Absent: `stored` when wantsUidl, else `session`.
+   */
+  listedSizeScope?(): 'none' | 'session' | 'stored';
+}
+
+/**
+ * What a STAT answer is rewritten from: the upstream's own listing of the same messages (a private
+ * `LIST` sent right before the STAT), so the total is exact (deleted messages are in neither).
+ */
+interface StatListing {
+  /** `[msg, size]` of every listed message; null: the private LIST failed. Undefined: not answered yet. */
+  sizes?: Array<[number, number]> | null;
 }
 
 type State =
@@ -162,10 +185,17 @@ const UIDL_LINE = /^([1-9][0-9]{0,9}) ([\x21-\x7e]{1,70})$/;
 /** A TRANSACTION command waiting until every earlier command has been answered. */
 type Held = { kind: 'refuse'; text: string } | { kind: 'dele'; cmd: StrictCommand & { ok: true }; msg: number; running: boolean };
 
-/** A command in flight upstream: a client's, or postern's own `UIDL n` (answer consumed, never sent to the client). */
+/**
+ * A command in flight upstream: a client's, or postern's own (answer consumed, never sent to the
+ * client): `UIDL n`, a whole `UIDL` listing, or the `LIST` a STAT is rewritten from.
+ */
 interface InFlight {
   cmd: Pop3PendingCommand;
-  internal?: { msg: number; done?: (uidl: string | null) => void };
+  internal?: { kind: 'uidl'; msg: number; done?: (uidl: string | null) => void } | { kind: 'uidl-all' } | { kind: 'list'; listing: StatListing };
+  /** A client's STAT whose total is rewritten from this listing. */
+  listing?: StatListing;
+  /** A client's LIST whose sizes are rewritten (listedSize). */
+  sized?: boolean;
 }
 
 function isMultiline(name: string, args: string[]): boolean {
@@ -209,6 +239,12 @@ export class Pop3Session implements Session {
   private readonly uidls = new Map<number, string>();
   /** Messages whose `UIDL n` postern has sent and not yet seen answered. */
   private readonly uidlAsked = new Set<number>();
+  /**
+   * The whole UIDL listing: `asked` (postern's own `UIDL` in flight), `known` (a listing was seen:
+   * message numbers are stable within a POP3 session and no message appears, so `uidls` holds every
+   * message's UIDL; one missing from it has none) or `none` (the upstream refused UIDL: none has one).
+   */
+  private uidlListing: 'unknown' | 'asked' | 'known' | 'none' = 'unknown';
   /** The upstream closed; set until the responses it sent before are handled. */
   private upstreamGone: { err?: Error } | null = null;
   /** What was last asked of host.pauseClient. */
@@ -614,7 +650,7 @@ export class Pop3Session implements Session {
 
   private askUidl(n: number, done?: (uidl: string | null) => void): void {
     this.uidlAsked.add(n);
-    this.inflight.push({ cmd: { name: 'UIDL', args: [String(n)], multiline: false }, internal: { msg: n, done } });
+    this.inflight.push({ cmd: { name: 'UIDL', args: [String(n)], multiline: false }, internal: { kind: 'uidl', msg: n, done } });
     this.host.sendUpstream(Buffer.from(`UIDL ${n}${CRLF}`, 'latin1'));
   }
 
@@ -641,7 +677,39 @@ export class Pop3Session implements Session {
       const n = Number(p.args[0]);
       if (!this.uidls.has(n) && !this.uidlAsked.has(n)) this.askUidl(n);
     }
-    this.inflight.push({ cmd: pending });
+    const entry: InFlight = { cmd: pending };
+    if ((p.name === 'LIST' || p.name === 'STAT') && this.screen && this.hooks.listedSize) {
+      let scope: 'none' | 'session' | 'stored';
+      try {
+        scope = this.hooks.listedSizeScope ? this.hooks.listedSizeScope() : this.hooks.wantsUidl ? 'stored' : 'session';
+      } catch (e) {
+        return this.fail(e, 'hook');
+      }
+      // a RETR answered before this one may still change what was vetted
+      if (scope === 'none' && (this.upstreamBusy || this.inflight.some((f) => !f.internal && (f.cmd.name === 'RETR' || f.cmd.name === 'TOP')))) {
+        scope = 'session';
+      }
+      if (scope === 'stored') {
+        // messages vetted in earlier sessions are known by UIDL: learn them before the answer
+        const n = Number(p.args[0]);
+        if (p.name === 'LIST' && p.args.length === 1) {
+          if (this.uidlListing === 'unknown' && !this.uidls.has(n) && !this.uidlAsked.has(n)) this.askUidl(n);
+        } else if (this.uidlListing === 'unknown') {
+          this.uidlListing = 'asked';
+          this.inflight.push({ cmd: { name: 'UIDL', args: [], multiline: true }, internal: { kind: 'uidl-all' } });
+          this.host.sendUpstream(Buffer.from(`UIDL${CRLF}`, 'latin1'));
+        }
+      }
+      if (scope !== 'none') {
+        if (p.name === 'STAT') {
+          // STAT's total is rewritten from the upstream's own listing of the same messages
+          entry.listing = {};
+          this.inflight.push({ cmd: { name: 'LIST', args: [], multiline: true }, internal: { kind: 'list', listing: entry.listing } });
+          this.host.sendUpstream(Buffer.from(`LIST${CRLF}`, 'latin1'));
+        } else entry.sized = true;
+      }
+    }
+    this.inflight.push(entry);
     if (p.name === 'QUIT') {
       this.state = 'quit';
       // Nothing after QUIT is meaningful; stop reading the client.
@@ -964,8 +1032,8 @@ export class Pop3Session implements Session {
       }
       if (!head) return this.abort(ErrorCodes.UPSTREAM_PROTOCOL, 'unsolicited upstream response');
       this.inflight.shift();
-      if (head.internal) this.onUidlAnswer(head.internal, r);
-      else this.onRelayResponse(head.cmd, r);
+      if (head.internal) this.onInternalAnswer(head.internal, r);
+      else this.onRelayResponse(head, r);
       this.releaseHeld();
     }
     if (this.state === 'closed') return;
@@ -990,6 +1058,31 @@ export class Pop3Session implements Session {
     this.abort(ErrorCodes.UPSTREAM_CLOSED, err ? `upstream connection lost: ${err.message}` : 'upstream closed the connection', 'upstream-closed');
   }
 
+  /** The answer to one of postern's own commands (never sent to the client). */
+  private onInternalAnswer(q: NonNullable<InFlight['internal']>, r: Pop3Response): void {
+    if (q.kind === 'uidl') return this.onUidlAnswer(q, r);
+    // a listing is checked as the client's own would be: one that does not parse ends the session
+    const name = q.kind === 'list' ? 'LIST' : 'UIDL';
+    const s = screenResponse(name, [], r);
+    if (!s.ok) {
+      this.host.log.warn(
+        { event: 'response.refused', command: name, internal: true, err: { code: ErrorCodes.UNVETTED_RESPONSE, message: s.reason } },
+        'upstream answer refused: not of the form the command defines',
+      );
+      return this.abort(ErrorCodes.UNVETTED_RESPONSE, `upstream answer refused: ${s.reason}`);
+    }
+    if (q.kind === 'uidl-all') {
+      if (r.kind !== 'ok') {
+        this.uidlListing = 'none';
+        return;
+      }
+      this.learnUidls({ name: 'UIDL', args: [], multiline: true }, r);
+      this.uidlListing = 'known';
+      return;
+    }
+    q.listing.sizes = r.kind === 'ok' ? listingLines(s.bytes).map((l) => l.split(' ').map(Number) as [number, number]) : null;
+  }
+
   /** The answer to postern's own `UIDL n`: `+OK n uid`. Anything else means "unknown". */
   private onUidlAnswer(q: { msg: number; done?: (uidl: string | null) => void }, r: Pop3Response): void {
     this.uidlAsked.delete(q.msg);
@@ -1007,10 +1100,68 @@ export class Pop3Session implements Session {
       const m = UIDL_LINE.exec(l);
       if (m && (cmd.args.length === 0 || m[1] === cmd.args[0])) this.uidls.set(Number(m[1]), m[2]!);
     }
+    if (cmd.args.length === 0 && r.body) this.uidlListing = 'known';
   }
 
-  private onRelayResponse(cmd: Pop3PendingCommand, r: Pop3Response): void {
-    if (cmd.name === 'UIDL' && this.hooks.wantsUidl) this.learnUidls(cmd, r);
+  /** Whether the session learns UIDLs: the hooks key something by them. */
+  private get learnsUidls(): boolean {
+    return !!this.hooks.wantsUidl || (this.screen && !!this.hooks.listedSize);
+  }
+
+  /**
+   * The size to report for message n listed by the upstream with `size` (listedSize; the upstream's
+   * when it has nothing to say).
+   */
+  private listed(n: number, size: number): number {
+    const v = this.hooks.listedSize!(n, size, this.uidls.get(n) ?? null);
+    if (v === null) return size;
+    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`listedSize returned ${v}`);
+    return v;
+  }
+
+  /** A screened LIST answer (`+OK n size`, or a listing) with every size as listedSize reports it. */
+  private sizedList(cmd: Pop3PendingCommand, screened: Buffer): Buffer {
+    if (cmd.args.length === 1) {
+      const m = /^\+OK ([0-9]+) ([0-9]+)\r\n$/.exec(screened.toString('latin1'));
+      if (!m) throw new Error('screened LIST answer of an unexpected form');
+      return Buffer.from(`+OK ${m[1]} ${this.listed(Number(m[1]), Number(m[2]))}${CRLF}`, 'latin1');
+    }
+    const out = listingLines(screened).map((l) => {
+      const [n, size] = l.split(' ').map(Number) as [number, number];
+      return `${n} ${this.listed(n, size)}`;
+    });
+    return Buffer.from(['+OK', ...out, '.'].join(CRLF) + CRLF, 'latin1');
+  }
+
+  /**
+   * A screened STAT answer (`+OK count total`) with the total as LIST reports it: the upstream's total
+   * plus, for every listed message, its reported size minus its upstream size. Exact or nothing: when
+   * the upstream's own listing (postern's LIST right before the STAT) is missing or does not add up to
+   * the STAT answer, the client gets -ERR [SYS/TEMP] (a size postern cannot vouch for is never sent).
+   */
+  private sizedStat(listing: StatListing, screened: Buffer): Buffer {
+    const m = /^\+OK ([0-9]+) ([0-9]+)\r\n$/.exec(screened.toString('latin1'));
+    if (!m) throw new Error('screened STAT answer of an unexpected form');
+    const count = Number(m[1]);
+    const total = Number(m[2]);
+    const sizes = listing.sizes;
+    const sum = sizes ? sizes.reduce((a, [, size]) => a + size, 0) : -1;
+    if (!sizes || sizes.length !== count || sum !== total) {
+      const message = sizes ? `STAT ${count} ${total} disagrees with LIST (${sizes.length} messages, ${sum} octets)` : 'the upstream refused LIST';
+      this.host.log.warn(
+        { event: 'response.refused', command: 'STAT', err: { code: ErrorCodes.UPSTREAM_PROTOCOL, message } },
+        'STAT answer refused: the sanitised mailbox size cannot be computed',
+      );
+      return Buffer.from(`-ERR [SYS/TEMP] postern: cannot compute the mailbox size; try again later${CRLF}`, 'latin1');
+    }
+    let out = total;
+    for (const [n, size] of sizes) out += this.listed(n, size) - size;
+    return Buffer.from(`+OK ${count} ${out}${CRLF}`, 'latin1');
+  }
+
+  private onRelayResponse(entry: InFlight, r: Pop3Response): void {
+    const cmd = entry.cmd;
+    if (cmd.name === 'UIDL' && this.learnsUidls) this.learnUidls(cmd, r);
     if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
       const mismatch = octetsMismatch(r);
       if (mismatch) {
@@ -1031,7 +1182,15 @@ export class Pop3Session implements Session {
         );
         return this.abort(ErrorCodes.UNVETTED_RESPONSE, `upstream answer refused: ${s.reason}`);
       }
-      this.host.sendClient(s.bytes);
+      let bytes = s.bytes;
+      if (r.kind === 'ok' && (entry.sized || entry.listing)) {
+        try {
+          bytes = entry.listing ? this.sizedStat(entry.listing, bytes) : this.sizedList(cmd, bytes);
+        } catch (e) {
+          return this.fail(e, 'hook');
+        }
+      }
+      this.host.sendClient(bytes);
     } else if (cmd.name === 'CAPA' && r.body) {
       this.host.sendClient(encodeStuffedMultiline(r.status, filterCapa(r.body)));
     } else {
@@ -1155,6 +1314,13 @@ function errMessage(e: unknown): string {
 
 function codeOf(e: unknown, fallback: ErrorCode): ErrorCode {
   return isPosternError(e) ? e.code : fallback;
+}
+
+/** The lines of a screened multi-line answer (`+OK` CRLF, lines, `.` CRLF), without the status and terminator. */
+function listingLines(screened: Buffer): string[] {
+  const ls = screened.toString('latin1').split(CRLF);
+  // ['+OK', ...lines, '.', '']
+  return ls.slice(1, -2);
 }
 
 /** A "+OK <n> octets ..." status with n replaced by the unstuffed size of `body`; other statuses unchanged. */
