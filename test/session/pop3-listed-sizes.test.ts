@@ -159,7 +159,7 @@ describe('POP3 LIST/STAT with messages vetted in an earlier session (verdict sto
     expect(t.host.takeClient()).toBe(`+OK 2 ${C + out}\r\n`);
   });
 
-  it('an upstream that refuses UIDL: earlier verdicts cannot be found, sizes are the upstream\'s; UIDL is not asked again', async () => {
+  it("an upstream that refuses UIDL: earlier verdicts cannot be found, sizes are the upstream's; UIDL is not asked again", async () => {
     await vetInEarlierSession();
     const t = await loggedIn(hooksFor());
     await t.client('LIST\r\n');
