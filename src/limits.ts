@@ -387,6 +387,13 @@ export const MAX_SPILL_BYTES = 2 * 1024 * 1024 * 1024;
 export const DEFAULT_CACHE_MEMORY_BYTES = 32 * 1024 * 1024;
 
 /**
+ * Sanitised messages all sessions' caches keep in memory together (src/inspect/cache.ts); past it a
+ * session spills its entries to disk as past its own `cache_memory_bytes` (no error). Without it N
+ * sessions could keep N times `cache_memory_bytes`.
+ */
+export const CACHE_PROCESS_MEMORY_BYTES = 64 * 1024 * 1024;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */

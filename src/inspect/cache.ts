@@ -3,6 +3,11 @@
  * in memory: past the budget, the oldest outputs spill to temp files (mode 0600, in a 0700 directory
  * removed when the session ends). The part map and verdict stay in memory (they are small).
  *
+ * The session's budget (`inspect.cache_memory_bytes`) alone would let N sessions keep N times it;
+ * every cache of the process also shares one pool (CACHE_PROCESS_MEMORY_BYTES): a session whose new
+ * entry does not fit the pool spills its own entries, so the total in memory is bounded whatever the
+ * number of sessions.
+ *
  * The bytes kept in memory are also leased from the process-wide memory budget when the session's
  * host offers one (SessionHost.reserveMemory): when the budget refuses, outputs go to disk instead.
  * After close() the cache is inert: set() keeps nothing and writes nothing, and a spill file whose
@@ -13,7 +18,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { MAX_CACHE_ENTRIES, MAX_SPILL_BYTES } from '../limits.js';
+import { CACHE_PROCESS_MEMORY_BYTES, MAX_CACHE_ENTRIES, MAX_SPILL_BYTES } from '../limits.js';
 import type { PartMap, Verdict } from '../policy/types.js';
 import type { MemoryLease } from '../session/types.js';
 
@@ -33,7 +38,27 @@ interface Entry {
   verdict: Verdict;
 }
 
+/** The in-memory bytes every cache of the process holds together (CACHE_PROCESS_MEMORY_BYTES). */
+export class CachePool {
+  private held = 0;
+  constructor(readonly limitBytes: number) {}
+  get usedBytes(): number {
+    return this.held;
+  }
+  /** Takes `bytes` when they fit (a negative amount returns bytes and always succeeds). */
+  take(bytes: number): boolean {
+    if (bytes > 0 && this.held + bytes > this.limitBytes) return false;
+    this.held += bytes;
+    return true;
+  }
+}
+
+/** The pool every cache uses unless told otherwise. */
+export const processCachePool = new CachePool(CACHE_PROCESS_MEMORY_BYTES);
+
 export interface VettedCacheOptions {
+  /** The process-wide pool (default processCachePool). */
+  pool?: CachePool;
   /** Leases memory from the process-wide budget (SessionHost.reserveMemory); absent: only `memoryBudget` applies. */
   reserve?: (bytes: number, what: string) => MemoryLease | null;
   /** Where the spill directory is created (default: the OS temp dir). */
@@ -57,11 +82,16 @@ export class VettedCache {
   private closed = false;
   private lease: MemoryLease | null = null;
   private leaseRefused = false;
+  /** Bytes taken from the pool (follows memoryBytes after every enforce()). */
+  private pooled = 0;
+  private readonly pool: CachePool;
 
   constructor(
     private readonly memoryBudget: number,
     private readonly opts: VettedCacheOptions = {},
-  ) {}
+  ) {
+    this.pool = opts.pool ?? processCachePool;
+  }
 
   static key(mailbox: string, uidValidity: number, uid: number): string {
     return `${uidValidity}/${uid}/${mailbox}`;
@@ -102,9 +132,10 @@ export class VettedCache {
     }
   }
 
-  /** Whether the bytes in memory fit the session budget and the process-wide lease. */
+  /** Whether the bytes in memory fit the session budget, the process-wide pool and the process-wide lease. */
   private memoryFits(): boolean {
     if (this.memoryBytes > this.memoryBudget) return false;
+    if (!this.syncPool()) return false;
     if (!this.opts.reserve) return true;
     if (!this.lease && !this.leaseRefused) {
       this.lease = this.opts.reserve(0, 'vetted message cache');
@@ -112,6 +143,14 @@ export class VettedCache {
     }
     if (!this.lease) return this.memoryBytes === 0;
     return this.lease.resize(this.memoryBytes);
+  }
+
+  /** Moves the pool's share of this cache to memoryBytes; false when the pool cannot give that much. */
+  private syncPool(): boolean {
+    const want = this.closed ? 0 : this.memoryBytes;
+    if (!this.pool.take(want - this.pooled)) return false;
+    this.pooled = want;
+    return true;
   }
 
   private async enforce(): Promise<void> {
@@ -126,7 +165,15 @@ export class VettedCache {
         this.drop(k, e);
         continue;
       }
-      if (!this.dir) this.dir = mkdtempSync(path.join(this.opts.tmpDir ?? os.tmpdir(), 'postern-cache-'));
+      if (!this.dir) {
+        try {
+          this.dir = mkdtempSync(path.join(this.opts.tmpDir ?? os.tmpdir(), 'postern-cache-'));
+        } catch {
+          // no spill directory: forget the entry (it is vetted again if asked for again)
+          this.drop(k, e);
+          continue;
+        }
+      }
       const dir = this.dir;
       const file = path.join(dir, `${++this.seq}.eml`);
       this.memoryBytes -= e.size;
@@ -156,7 +203,11 @@ export class VettedCache {
       e.file = file;
       e.output = null;
     }
-    if (!this.closed) this.lease?.resize(this.memoryBytes);
+    if (!this.closed) {
+      this.lease?.resize(this.memoryBytes);
+      // what no longer is in memory goes back to the pool (what still is was taken by memoryFits())
+      if (this.memoryBytes < this.pooled) this.syncPool();
+    }
   }
 
   /** Directory of the spill files (null until something spilled). */
@@ -176,6 +227,8 @@ export class VettedCache {
     this.spillBytes = 0;
     this.lease?.release();
     this.lease = null;
+    this.pool.take(-this.pooled);
+    this.pooled = 0;
     if (this.dir) removeQuietly(this.dir, true);
     this.dir = null;
   }

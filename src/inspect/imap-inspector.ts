@@ -30,8 +30,9 @@ import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
+import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
-import { renderItem } from './render/index.js';
+import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
 import { type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 
@@ -62,6 +63,8 @@ export interface ImapInspectorDeps {
   log: Logger;
   /** The verdict cache shared across sessions and processes (inspect.verdict_cache); absent/null: off. */
   shared?: SharedVerdicts | null;
+  /** Leases the session cache's in-memory bytes from the process memory budget (SessionHost.reserveMemory); absent: not leased. */
+  reserve?: (bytes: number, what: string) => MemoryLease | null;
 }
 
 /** The shared verdict store with what keys it for one policy (src/inspect/verdict-store.ts). */
@@ -155,7 +158,7 @@ export class ImapInspector implements ImapInterceptor {
   private readonly slots = new Slots(MAX_VETS_IN_FLIGHT);
 
   constructor(private readonly deps: ImapInspectorDeps) {
-    this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes);
+    this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes, deps.reserve ? { reserve: deps.reserve } : {});
     this.vetOnEnvelope = resolveVetOnEnvelope(deps.listener.inspect.vetOnEnvelope, deps.policy, deps.engine);
   }
 
@@ -679,7 +682,11 @@ export class ImapInspector implements ImapInterceptor {
     if (key) this.inflightVets.set(key, work);
     try {
       const v = await work;
-      if (key && !('tempfail' in v)) await this.cache.set(key, v);
+      // kept for later fetches; rendering does not wait for a spill to disk (the entry is usable at once)
+      if (key && !('tempfail' in v))
+        this.cache.set(key, v).catch(() => {
+          // set() handles a full disk or a missing spill dir itself (the entry is forgotten); nothing else rejects
+        });
       return v;
     } finally {
       if (key) this.inflightVets.delete(key);
@@ -782,7 +789,7 @@ export class ImapInspector implements ImapInterceptor {
 
   /** Renders the client's items from the session cache's sanitised message. */
   private render(state: CommandState, seq: number, serverItems: FetchResponseItem[], v: Vetted): Buffer {
-    return this.renderWith(state, seq, serverItems, v.verdict.status, (item) => renderItem(v.output, v.structure, item));
+    return this.renderWith(state, seq, serverItems, v.verdict.status, (item) => renderItemParts(v.output, v.structure, item));
   }
 
   /**
@@ -805,17 +812,18 @@ export class ImapInspector implements ImapInterceptor {
     seq: number,
     serverItems: FetchResponseItem[],
     status: Verdict['status'],
-    content: (item: FetchItem) => Buffer,
+    content: (item: FetchItem) => Buffer | Buffer[],
   ): Buffer {
     const byName = new Map(serverItems.map((i) => [i.name, i]));
-    const out: Buffer[] = [];
+    // items as pieces (views of the message and of the server's response): copied once, by buildFetchResponse
+    const out: Array<Buffer | readonly Buffer[]> = [];
     const emitted = new Set<string>();
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const emitServer = (name: string) => {
       const it = byName.get(name);
       if (it && !emitted.has(name)) {
         relayable(it);
-        out.push(it.raw);
+        out.push(it.rawParts);
         emitted.add(name);
       }
     };

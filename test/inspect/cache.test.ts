@@ -2,7 +2,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VettedCache } from '../../src/inspect/cache.js';
+import { CachePool, processCachePool, VettedCache } from '../../src/inspect/cache.js';
+import { CACHE_PROCESS_MEMORY_BYTES } from '../../src/limits.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
 import type { Verdict } from '../../src/policy/types.js';
 import { MemoryBudget } from '../../src/relay/memory.js';
@@ -104,5 +105,44 @@ describe('VettedCache after close (a scan that finishes after the client left)',
     cache.close();
     expect(budget.leasedBytes).toBe(0);
     expect(existsSync(dir)).toBe(false);
+  });
+});
+
+describe('VettedCache: the process-wide pool (CACHE_PROCESS_MEMORY_BYTES)', () => {
+  const entry = (b: Buffer) => ({ output: b, structure: buildPartMap(b), verdict });
+
+  it('bounds what all sessions keep in memory together: a session whose entry does not fit the pool spills it', async () => {
+    const pool = new CachePool(5000);
+    const caches = [0, 1, 2, 3].map(() => new VettedCache(4000, { pool }));
+    const msgs = caches.map((_, i) => msg(i, 2000));
+    for (let i = 0; i < caches.length; i++) await caches[i]!.set(VettedCache.key('INBOX', 7, 1), entry(msgs[i]!));
+    // each entry fits its session's 4000 bytes; the pool keeps two of them
+    const inMemory = caches.map((c) => c.stats.memoryBytes);
+    expect(inMemory.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(5000);
+    expect(pool.usedBytes).toBe(inMemory.reduce((a, b) => a + b, 0));
+    expect(inMemory.filter((n) => n > 0)).toHaveLength(2);
+    expect(caches.filter((c) => c.stats.spillBytes > 0)).toHaveLength(2);
+    for (let i = 0; i < caches.length; i++) expect((await caches[i]!.get(VettedCache.key('INBOX', 7, 1)))?.output.equals(msgs[i]!)).toBe(true);
+    // a closed session gives its share back: the next entry stays in memory
+    const kept = caches.findIndex((c) => c.stats.memoryBytes > 0);
+    caches[kept]!.close();
+    const late = msg(9, 2000);
+    await caches[3]!.set(VettedCache.key('INBOX', 7, 2), entry(late));
+    expect(caches[3]!.stats.memoryBytes).toBe(late.length);
+    for (const c of caches) c.close();
+    expect(pool.usedBytes).toBe(0);
+  });
+
+  it('the default pool is shared by caches built without one and returns to zero when they close', async () => {
+    const before = processCachePool.usedBytes;
+    const a = new VettedCache(1 << 20);
+    const b = new VettedCache(1 << 20);
+    await a.set(VettedCache.key('INBOX', 1, 1), entry(msg(1, 1000)));
+    await b.set(VettedCache.key('INBOX', 1, 1), entry(msg(2, 1000)));
+    expect(processCachePool.usedBytes - before).toBe(a.stats.memoryBytes + b.stats.memoryBytes);
+    expect(processCachePool.limitBytes).toBe(CACHE_PROCESS_MEMORY_BYTES);
+    a.close();
+    b.close();
+    expect(processCachePool.usedBytes).toBe(before);
   });
 });

@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { isPosternError } from '../../src/errors.js';
-import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, toCrlf } from '../../src/inspect/render/index.js';
+import { decodeBase64Strict, decodeQuotedPrintable, messageSize, renderItem, renderItemParts, toCrlf } from '../../src/inspect/render/index.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 
@@ -132,5 +132,70 @@ describe('decoders', () => {
   it('base64 ignores whitespace and rejects garbage', () => {
     expect(decodeBase64Strict(Buffer.from('aGVs\r\nbG8=\r\n')).toString()).toBe('hello');
     expect(() => decodeBase64Strict(Buffer.from('aGV*'))).toThrow();
+  });
+});
+
+describe('renderItemParts (the pieces a response is built from, copied once)', () => {
+  const ITEMS = [
+    'BODY[]',
+    'BODY.PEEK[]<10.200>',
+    'BODY[1]',
+    'BODY[1.MIME]',
+    'BODY[HEADER]',
+    'BODY[TEXT]',
+    'BODY[HEADER.FIELDS (From Subject)]',
+    'BODY[HEADER.FIELDS.NOT (From)]',
+    'RFC822',
+    'RFC822.HEADER',
+    'RFC822.TEXT',
+    'RFC822.SIZE',
+    'BODY',
+    'BODYSTRUCTURE',
+    'ENVELOPE',
+    'BINARY[1]',
+    'BINARY[]',
+    'BINARY.SIZE[1]',
+    'BODY[99]',
+  ];
+  for (const name of readdirSync(FIX).filter((f) => f.endsWith('.eml'))) {
+    it(`gives exactly renderItem's bytes for every item (${name})`, () => {
+      const msg = fixture(name);
+      const map = buildPartMap(msg);
+      for (const spec of ITEMS) {
+        const item = parseFetchItems(spec).items[0]!;
+        let want: Buffer | string;
+        try {
+          want = renderItem(msg, map, item);
+        } catch (err) {
+          want = (err as Error).message;
+        }
+        let got: Buffer | string;
+        try {
+          got = Buffer.concat(renderItemParts(msg, map, item));
+        } catch (err) {
+          got = (err as Error).message;
+        }
+        expect(typeof got === 'string' ? got : got.toString('latin1'), spec).toBe(typeof want === 'string' ? want : want.toString('latin1'));
+      }
+    });
+  }
+
+  it('serves message content as a view of the message, not a copy', () => {
+    const msg = Buffer.concat([fixture('01-simple-text.eml'), Buffer.alloc(1 << 20, 0x61), Buffer.from('\r\n')]);
+    const map = buildPartMap(msg);
+    for (const spec of ['BODY[]', 'RFC822', 'BODY[TEXT]', 'BODY.PEEK[]<5.100000>']) {
+      const parts = renderItemParts(msg, map, parseFetchItems(spec).items[0]!);
+      expect(parts, spec).toHaveLength(2);
+      expect(parts[1]!.buffer, spec).toBe(msg.buffer);
+      expect(parts[0]!.toString('latin1'), spec).toMatch(/^\S+ \{\d+\}\r\n$/);
+    }
+  });
+
+  it('still refuses a NUL outside literal8 (as protocol/imap/write.ts does)', () => {
+    const msg = Buffer.from('Subject: x\r\n\r\nab\x00c\r\n', 'latin1');
+    const map = buildPartMap(msg);
+    // BODY[] turns NUL into 0x80 (Dovecot); BINARY keeps it in literal8
+    expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BODY[]').items[0]!)).includes(0)).toBe(false);
+    expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BINARY[]').items[0]!)).toString('latin1')).toMatch(/^BINARY\[\] ~\{/);
   });
 });

@@ -20,7 +20,7 @@ import { hasBareLf, toCrlf } from '../../mime/eol.js';
 import { buildPartMap, type MimeNode, mimeNodeOf } from '../../mime/partmap.js';
 import type { PartMap } from '../../policy/types.js';
 import { type FetchItem, formatItemName } from '../../protocol/imap/fetch-items.js';
-import { literalBytes } from '../../protocol/imap/write.js';
+import { literalBytes, literalPrefix } from '../../protocol/imap/write.js';
 import { binaryOf, binarySection } from './binary.js';
 import { writeStructure } from './bodystructure.js';
 import { writeEnvelope } from './envelope.js';
@@ -57,9 +57,11 @@ function prepare(msg: Buffer, map: PartMap | null): Prepared {
   return p;
 }
 
-/** `NAME {n}` CRLF data, or `NAME ~{n}` CRLF data for literal8. */
-function literalItem(name: string, data: Buffer, literal8 = false): Buffer {
-  return literalBytes(data, { literal8, head: `${name} ` });
+/** `NAME {n}` CRLF data, or `NAME ~{n}` CRLF data for literal8, as two pieces (the data is not copied). */
+function literalItem(name: string, data: Buffer, literal8 = false): Buffer[] {
+  // the same refusal as protocol/imap/write.ts literalBytes: no NUL outside literal8
+  if (!literal8 && data.includes(0)) literalBytes(data, { head: `${name} ` });
+  return [Buffer.from(`${name} ${literalPrefix(data.length, { literal8 })}`, 'latin1'), data];
 }
 
 /**
@@ -71,6 +73,16 @@ function literalItem(name: string, data: Buffer, literal8 = false): Buffer {
  * unknown Content-Transfer-Encoding or undecodable data).
  */
 export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer {
+  const parts = renderItemParts(msg, map, item);
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+}
+
+/**
+ * renderItem's bytes as pieces in order: a literal's head, then its data as a view of `msg` where the
+ * content is served as it is (BODY[], BODY[n], RFC822...). Nothing of the message is copied here; the
+ * response that carries the pieces copies them once (protocol/imap/fetch-response.ts buildFetchResponse).
+ */
+export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer[] {
   const { msg: m, root } = prepare(msg, map);
   const name = formatItemName(item);
   switch (item.name) {
@@ -81,13 +93,13 @@ export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): B
     case 'RFC822.TEXT':
       return literalItem(name, nulsTo80(m.subarray(root.bodyStart, root.bodyEnd)));
     case 'RFC822.SIZE':
-      return Buffer.from(`${name} ${m.length}`);
+      return [Buffer.from(`${name} ${m.length}`)];
     case 'BODYSTRUCTURE':
-      return Buffer.from(`${name} (${writeStructure(m, root, true)})`, 'latin1');
+      return [Buffer.from(`${name} (${writeStructure(m, root, true)})`, 'latin1')];
     case 'ENVELOPE':
-      return Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1');
+      return [Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1')];
     case 'BODY':
-      if (!item.section) return Buffer.from(`${name} (${writeStructure(m, root, false)})`, 'latin1');
+      if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, root, false)})`, 'latin1')];
       return literalItem(name, nulsTo80(applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial)));
     case 'BINARY': {
       const r = binarySection(m, root, item.section?.part ?? []);
@@ -99,7 +111,7 @@ export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): B
       // Dovecot sizes BINARY parts by converting the whole message once: any failure fails them all
       binaryOf(m, root, true);
       const r = binarySection(m, root, item.section?.part ?? []);
-      return Buffer.from(`${name} ${r === null ? 0 : r.data.length}`);
+      return [Buffer.from(`${name} ${r === null ? 0 : r.data.length}`)];
     }
     default:
       throw new PosternError(ErrorCodes.PROTOCOL, `FETCH item ${item.name} is not rendered from message content`, { item: item.raw });

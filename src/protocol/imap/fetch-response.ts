@@ -9,8 +9,13 @@ import { MAX_FETCH_RESPONSE_ITEMS } from '../../limits.js';
 export interface FetchResponseItem {
   /** Upper-cased item name as the server wrote it, e.g. `UID`, `BODY[1.2]<0>`, `FLAGS`. */
   name: string;
-  /** The exact bytes `name SP value` (literal prefix and body included). */
-  raw: Buffer;
+  /**
+   * The exact bytes `name SP value` (literal prefix and body included). Computed on first use from
+   * `rawParts` (a message literal is not copied unless someone asks for the item as one buffer).
+   */
+  readonly raw: Buffer;
+  /** The same bytes as views of the response's parts, in order (no copy). */
+  readonly rawParts: readonly Buffer[];
   /** For literal values: the literal's bytes. */
   literal?: Buffer;
   /** For atom/number values: the atom text. */
@@ -69,11 +74,14 @@ class Cursor {
     return lit;
   }
 
-  endCapture(): Buffer {
+  /** The captured bytes as views of the parts (nothing copied). */
+  endCapture(): Buffer[] {
     const from = this.captureFrom!;
     this.captured.push(this.parts[from.p]!.subarray(from.i, this.i));
     this.captureFrom = null;
-    return this.captured.length === 1 ? this.captured[0]! : Buffer.concat(this.captured);
+    const out = this.captured;
+    this.captured = [];
+    return out;
   }
 
   /** Only the line terminator is left of the current line. */
@@ -184,6 +192,22 @@ function readName(c: Cursor): string {
   return c.text(start).toUpperCase();
 }
 
+/** An item whose `raw` is concatenated from `rawParts` only when first read (then kept). */
+function fetchItem(name: string, rawParts: Buffer[], v: { literal?: Buffer; atom?: string }): FetchResponseItem {
+  let raw: Buffer | null = rawParts.length === 1 ? rawParts[0]! : null;
+  const item: FetchResponseItem = {
+    name,
+    get raw(): Buffer {
+      raw ??= Buffer.concat(rawParts);
+      return raw;
+    },
+    rawParts,
+  };
+  if (v.literal !== undefined) item.literal = v.literal;
+  if (v.atom !== undefined) item.atom = v.atom;
+  return item;
+}
+
 export function parseFetchResponse(parts: Buffer[]): FetchResponse {
   const c = new Cursor(parts);
   const head = /^\* (\d+) FETCH \(/i.exec(parts[0]!.toString('latin1', 0, Math.min(parts[0]!.length, 64)));
@@ -206,20 +230,27 @@ export function parseFetchResponse(parts: Buffer[]): FetchResponse {
     const name = readName(c);
     if (c.next() !== SP) throw c.bad(`no value for ${name}`);
     const v = readValue(c);
-    const raw = c.endCapture();
-    items.push({ name, raw, ...v });
+    items.push(fetchItem(name, c.endCapture(), v));
     if (items.length > MAX_FETCH_RESPONSE_ITEMS) throw c.bad('too many items');
   }
   return { seq: Number(head[1]), items };
 }
 
-/** Serialises a FETCH response from item bytes. */
-export function buildFetchResponse(seq: number, items: Buffer[]): Buffer {
+const SPACE = Buffer.from(' ');
+const CLOSE = Buffer.from(')\r\n');
+
+/**
+ * Serialises a FETCH response from item bytes: each item one buffer or a list of pieces (a literal's
+ * head and its data, a relayed item's rawParts). The pieces are copied once, into the one buffer
+ * returned.
+ */
+export function buildFetchResponse(seq: number, items: ReadonlyArray<Buffer | readonly Buffer[]>): Buffer {
   const out: Buffer[] = [Buffer.from(`* ${seq} FETCH (`)];
   items.forEach((it, i) => {
-    if (i > 0) out.push(Buffer.from(' '));
-    out.push(it);
+    if (i > 0) out.push(SPACE);
+    if (Buffer.isBuffer(it)) out.push(it);
+    else out.push(...it);
   });
-  out.push(Buffer.from(')\r\n'));
+  out.push(CLOSE);
   return Buffer.concat(out);
 }

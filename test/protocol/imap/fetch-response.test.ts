@@ -70,4 +70,51 @@ describe('parseFetchResponse', () => {
       expect(() => parseFetchResponse([Buffer.from(bad, 'latin1')])).toThrow(expect.objectContaining({ code: 'E_UPSTREAM_PROTOCOL' }));
     }
   });
+
+  it('keeps every item as views of the parts: rawParts and the lazy raw are identical for any feed size', () => {
+    const [whole] = frame(RESP, RESP.length);
+    const ref = parseFetchResponse(whole!).items.map((i) => ({ name: i.name, raw: Buffer.from(i.raw), literal: i.literal, atom: i.atom }));
+    for (const chunk of [1, 2, 3, 7, 13]) {
+      const [parts] = frame(RESP, chunk);
+      const r = parseFetchResponse(parts!);
+      expect(r.items).toHaveLength(ref.length);
+      r.items.forEach((it, k) => {
+        const want = ref[k]!;
+        expect(it.name).toBe(want.name);
+        expect(it.atom).toBe(want.atom);
+        expect(it.literal?.equals(want.literal!) ?? want.literal).toBe(want.literal ? true : undefined);
+        // the pieces are views of the parts (nothing copied) and add up to the item's bytes
+        for (const piece of it.rawParts) expect(parts!.some((p) => p.buffer === piece.buffer)).toBe(true);
+        expect(Buffer.concat(it.rawParts).equals(want.raw)).toBe(true);
+        expect(it.raw.equals(want.raw)).toBe(true);
+        expect(it.raw).toBe(it.raw); // computed once
+      });
+      // a literal item carries its literal itself, not a copy
+      const body = r.items.find((i) => i.name === 'BODY[]<0>')!;
+      expect(body.rawParts).toContain(body.literal);
+      expect(
+        buildFetchResponse(
+          r.seq,
+          r.items.map((i) => i.rawParts),
+        ).toString('latin1'),
+      ).toBe(RESP);
+      expect(
+        buildFetchResponse(
+          r.seq,
+          r.items.map((i) => i.raw),
+        ).toString('latin1'),
+      ).toBe(RESP);
+    }
+  });
+
+  it('does not copy a large message literal while parsing', () => {
+    const data = Buffer.alloc(4 << 20, 0x61);
+    const parts = [Buffer.from('* 3 FETCH (UID 9 BODY[] {4194304}\r\n'), data, Buffer.from(' FLAGS (\\Seen))\r\n')];
+    const r = parseFetchResponse(parts);
+    const body = r.items.find((i) => i.name === 'BODY[]')!;
+    expect(body.literal).toBe(data);
+    expect(body.rawParts.map((p) => p.length)).toEqual([Buffer.byteLength('BODY[] {4194304}\r\n'), data.length, 0]);
+    expect(body.rawParts[1]).toBe(data);
+    expect(r.items.find((i) => i.name === 'FLAGS')!.raw.toString()).toBe('FLAGS (\\Seen)');
+  });
 });
