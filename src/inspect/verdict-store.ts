@@ -136,12 +136,57 @@ function metaOf(v: StoredVerdict): { text: string; full: boolean } {
   return { text: JSON.stringify(base), full: false };
 }
 
+/** A stored row as a verdict; null when its metadata cannot be read (a miss: vetted again and overwritten). */
+function fromRow(row: Row): StoredVerdict | null {
+  let meta: Meta;
+  try {
+    meta = JSON.parse(row.meta) as Meta;
+  } catch {
+    return null;
+  }
+  const v: StoredVerdict = {
+    status: row.status as Verdict['status'],
+    hits: meta.hits ?? [],
+    viruses: meta.viruses ?? [],
+    sizeIn: row.size_in,
+    sizeOut: row.size_out,
+    digest: row.digest,
+  };
+  if (meta.quarantineId) v.quarantineId = meta.quarantineId;
+  // decoded when first read: a list sync reads RFC822.SIZE and the header, not BODYSTRUCTURE or ENVELOPE
+  const header = meta.header;
+  if (typeof header === 'string') decodedOnRead(v as unknown as Record<string, unknown>, 'header', header);
+  if (meta.items) {
+    const items: Record<string, unknown> = {};
+    for (const [k, s] of Object.entries(meta.items)) if (typeof s === 'string') decodedOnRead(items, k, s);
+    v.items = items as StoredVerdict['items'];
+  }
+  return v;
+}
+
+/** `obj[key]` as the bytes of base64 `text`, decoded on the first read (then a plain property). */
+function decodedOnRead(obj: Record<string, unknown>, key: string, text: string): void {
+  Object.defineProperty(obj, key, {
+    enumerable: true,
+    configurable: true,
+    get() {
+      const value = Buffer.from(text, 'base64');
+      Object.defineProperty(obj, key, { value, enumerable: true, configurable: true, writable: true });
+      return value;
+    },
+    set(value: unknown) {
+      Object.defineProperty(obj, key, { value, enumerable: true, configurable: true, writable: true });
+    },
+  });
+}
+
 export class VerdictStore {
   private readonly db: Database.Database;
   private writes = 0;
   private closed = false;
   private readonly stmts: {
     get: Database.Statement;
+    getMany: Database.Statement;
     ids: Database.Statement;
     put: Database.Statement;
     touch: Database.Statement;
@@ -188,6 +233,11 @@ export class VerdictStore {
         get: this.db.prepare(
           'SELECT id, status, digest, size_in, size_out, meta, used FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ?',
         ),
+        // the ids as one JSON array: one prepared statement for any batch size, each id an index lookup
+        getMany: this.db.prepare(
+          `SELECT item, id, status, digest, size_in, size_out, meta, used FROM verdicts
+           WHERE scope = ? AND policy = ? AND signatures = ? AND item IN (SELECT value FROM json_each(?))`,
+        ),
         ids: this.db.prepare('SELECT item, full FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
         put: this.db.prepare(
           `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
@@ -218,27 +268,32 @@ export class VerdictStore {
     } catch (err) {
       throw storeError('read', err);
     }
-    let meta: Meta;
-    try {
-      meta = JSON.parse(row.meta) as Meta;
-    } catch {
-      return null; // unreadable row: a miss, vetted again and overwritten
+    return fromRow(row);
+  }
+
+  /**
+   * The stored verdicts of several messages of one scope under this basis, in one query per
+   * VERDICT_STORE_LIMITS.readBatch ids: exactly what get() would return for each id (an id absent from
+   * the map is a miss, as is an unreadable row). Throws E_VERDICT_STORE.
+   */
+  getMany(scope: string, items: readonly string[], basis: VerdictBasis, now = Date.now()): Map<string, StoredVerdict> {
+    const out = new Map<string, StoredVerdict>();
+    if (this.closed) return out;
+    for (let i = 0; i < items.length; i += VERDICT_STORE_LIMITS.readBatch) {
+      const ids = items.slice(i, i + VERDICT_STORE_LIMITS.readBatch);
+      let rows: (Row & { item: string })[];
+      try {
+        rows = this.stmts.getMany.all(scope, basis.policyHash, basis.signatures, JSON.stringify(ids)) as (Row & { item: string })[];
+        for (const row of rows) if (now - row.used > VERDICT_STORE_LIMITS.touchIntervalMs) this.stmts.touch.run(now, row.id);
+      } catch (err) {
+        throw storeError('read', err);
+      }
+      for (const row of rows) {
+        const v = fromRow(row);
+        if (v) out.set(row.item, v);
+      }
     }
-    const v: StoredVerdict = {
-      status: row.status as Verdict['status'],
-      hits: meta.hits ?? [],
-      viruses: meta.viruses ?? [],
-      sizeIn: row.size_in,
-      sizeOut: row.size_out,
-      digest: row.digest,
-    };
-    if (meta.quarantineId) v.quarantineId = meta.quarantineId;
-    if (typeof meta.header === 'string') v.header = Buffer.from(meta.header, 'base64');
-    if (meta.items) {
-      v.items = {};
-      for (const [k, s] of Object.entries(meta.items)) (v.items as Record<string, Buffer>)[k] = Buffer.from(s, 'base64');
-    }
-    return v;
+    return out;
   }
 
   /**

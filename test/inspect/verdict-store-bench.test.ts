@@ -1,0 +1,153 @@
+/**
+ * Measurement, not a default test (POSTERN_BENCH=1 npx vitest run test/inspect/verdict-store-bench.test.ts):
+ * the inspector's own cost of a list sync served from the shared verdict store (issue 10), without
+ * sockets or Dovecot, so that it can be measured on a loaded machine. Session A vets
+ * POSTERN_BENCH_N messages (default 300, every 20th altered); each later session learns the UIDs from
+ * a flags sync and answers `UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)])`
+ * from the store. Prints µs per message (median of rounds) for the list sync and, as the floor, for
+ * the flags sync the inspector only observes.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { fixedSignatures } from '../../src/inspect/signatures.js';
+import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { loadPolicy } from '../../src/policy/load.js';
+import type { ParsedCommand } from '../../src/protocol/imap/command.js';
+import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { testListener } from '../helpers/scripted-host.js';
+
+const ON = !!process.env.POSTERN_BENCH;
+const N = Number(process.env.POSTERN_BENCH_N ?? 300);
+const ROUNDS = Number(process.env.POSTERN_BENCH_ROUNDS ?? 15);
+const HEADER_FIELDS = 'BODY[HEADER.FIELDS (FROM SUBJECT DATE)]';
+const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
+
+function message(i: number): string {
+  const text = `line ${i} of some ordinary text in a message body, long enough to matter\r\n`.repeat(5 + (i % 7) * 6);
+  const exe = i % 20 === 0;
+  return (
+    `From: Sender ${i} <s${i}@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n` +
+    `Message-ID: <m${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n` +
+    `--b\r\nContent-Type: text/plain\r\n\r\n${text}` +
+    (exe
+      ? '--b\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Disposition: attachment; filename="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n'
+      : '') +
+    '--b--\r\n'
+  );
+}
+
+/** What Dovecot answers for HEADER.FIELDS (From Subject Date) of message(i). */
+function headerFields(i: number): string {
+  return `From: Sender ${i} <s${i}@example.test>\r\nSubject: message ${i}\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n\r\n`;
+}
+
+const VIEW = { user: 'alice', upstreamName: 'imap.example.test:143', upstreamCapabilities: new Set<string>() } as ImapSessionView;
+
+let dir: string;
+let store: VerdictStore;
+const MESSAGES = Array.from({ length: N }, (_, i) => message(i + 1));
+
+function newSession(): ImapInspector {
+  const policy = loadPolicy('default', 'policies');
+  const quarantine = new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 });
+  const ins = new ImapInspector({
+    listener: testListener(),
+    policy,
+    engine: { scanner: null, quarantine },
+    log: pino({ level: 'warn' }, { write: () => {} }),
+    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  const sel = Buffer.from('s1 SELECT INBOX\r\n');
+  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
+  ins.intercept(parseCommandHead(sel)!, sel, VIEW, parsed);
+  for (const l of [`* ${N} EXISTS\r\n`, '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
+  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
+  return ins;
+}
+
+/** The upstream's answer to `upstream` for message seq (= UID), split as the framer delivers it. */
+function answer(upstream: string, seq: number): Buffer[] {
+  const items: string[] = [];
+  const lits: [string, string][] = [];
+  if (/ UID[ )]/.test(upstream)) items.push(`UID ${seq}`);
+  items.push('FLAGS (\\Seen)');
+  if (/RFC822\.SIZE/.test(upstream)) items.push(`RFC822.SIZE ${MESSAGES[seq - 1]!.length}`);
+  if (/HEADER\.FIELDS/.test(upstream)) lits.push([HEADER_FIELDS, headerFields(seq)]);
+  if (/BODY(\.PEEK)?\[\]/.test(upstream)) lits.push(['BODY[]', MESSAGES[seq - 1]!]);
+  if (lits.length === 0) return [Buffer.from(`* ${seq} FETCH (${items.join(' ')})\r\n`, 'latin1')];
+  const parts: Buffer[] = [];
+  let head = `* ${seq} FETCH (${items.join(' ')}`;
+  for (const [name, data] of lits) {
+    parts.push(Buffer.from(`${head} ${name} {${data.length}}\r\n`, 'latin1'), Buffer.from(data, 'latin1'));
+    head = '';
+  }
+  parts.push(Buffer.from(')\r\n'));
+  return parts;
+}
+
+/** Runs one FETCH through the inspector: µs spent, the client bytes. */
+async function run(ins: ImapInspector, command: string): Promise<{ us: number; client: Buffer }> {
+  const line = Buffer.from(`${command}\r\n`);
+  const t0 = performance.now();
+  const ic = ins.intercept(parseCommandHead(line)!, line, VIEW);
+  const upstream = ic ? ic.upstreamCommand.toString('latin1') : command;
+  const outs: (Buffer | Promise<Buffer>)[] = [];
+  for (let seq = 1; seq <= N; seq++) {
+    const parts = answer(upstream, seq);
+    const head = parseResponseHead(parts[0]!);
+    const out = ic ? ic.onUntagged(parts, head) : null;
+    if (out === null) {
+      ins.observeUntagged(head, parts);
+      outs.push(Buffer.concat(parts));
+    } else outs.push(out);
+  }
+  const tag = command.split(' ')[0]!;
+  const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
+  outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
+  const client = Buffer.concat(await Promise.all(outs));
+  return { us: (performance.now() - t0) * 1000, client };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+describe.skipIf(!ON)('verdict store: list sync cost in the inspector', () => {
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'postern-vsb-'));
+    store = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 100_000, maxBytes: 256 << 20 });
+  });
+  afterAll(() => {
+    store?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('prints µs per message', async () => {
+    const a = newSession();
+    const first = await run(a, `t1 ${LIST_SYNC}`);
+    a.close();
+    const list: number[] = [];
+    const flags: number[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const b = newSession();
+      flags.push((await run(b, 't1 UID FETCH 1:* (FLAGS)')).us);
+      const second = await run(b, `t1 ${LIST_SYNC}`);
+      list.push(second.us);
+      expect(second.client.toString('latin1')).toBe(first.client.toString('latin1'));
+      b.close();
+    }
+    console.log(
+      JSON.stringify({
+        n: N,
+        rounds: ROUNDS,
+        flagsSyncUsPerMessage: Math.round(median(flags) / N),
+        listSyncFromStoreUsPerMessage: Math.round(median(list) / N),
+        listSyncMinUsPerMessage: Math.round(Math.min(...list) / N),
+      }),
+    );
+  }, 600_000);
+});
