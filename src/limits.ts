@@ -414,8 +414,6 @@ export const VERDICT_STORE_LIMITS = {
   busyTimeoutMs: 2_000,
   /** Message ids of one mailbox read from the store into a session's index at SELECT (more: the rest are looked up one by one). */
   maxIdsPerMailbox: 100_000,
-  /** Stored verdicts read in one SQLite query (a list sync served from the store reads its messages this many at a time). */
-  readBatch: 256,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
@@ -428,6 +426,13 @@ export const VERDICT_STORE_LIMITS = {
 
 /** Messages of one IMAP session vetted at the same time (one FETCH's messages are inspected while later ones still arrive); further ones wait for a slot. */
 export const MAX_VETS_IN_FLIGHT = 4;
+
+/**
+ * IMAP: plain output bytes (relayed responses, cache hits) an IMAP session queues behind held
+ * responses while it keeps reading the upstream of an intercepted FETCH; above it the upstream is
+ * paused until the queue drains (src/session/imap/relay.ts updateUpstreamPause).
+ */
+export const OUTPUT_QUEUE_PAUSE_BYTES = 1024 * 1024;
 
 /**
  * Defaults of `scanner.timeout_ms` (absolute deadline of one scan; E_SCAN_TIMEOUT) and

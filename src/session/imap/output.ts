@@ -6,6 +6,12 @@
  * untagged OK lines (the only bytes allowed between responses); between queued responses the queue asks
  * the host whether the client has read its output (awaitClientDrain / onClientDrained), so a slow reader
  * does not make postern render everything at once.
+ *
+ * The queue does not pause the upstream itself: it counts what it holds (`held`: held responses not
+ * written yet, rendered or not; `queuedBytes`: plain bytes waiting behind them) and reports every
+ * change through `onChange`, and the relay decides whether to read on (relay.ts updateUpstreamPause:
+ * several messages of one FETCH are vetted while later ones arrive, within MAX_VETS_IN_FLIGHT and
+ * OUTPUT_QUEUE_PAUSE_BYTES).
  */
 
 import type { SessionHost } from '../types.js';
@@ -37,6 +43,12 @@ export class ClientOutput {
   midOutput = false;
   /** Runs once everything queued has been written (the session ends after a LOGOUT). */
   private afterFlush: (() => void) | null = null;
+  /** Held responses in the queue, not written yet (rendered or not). */
+  private heldCount = 0;
+  /** Bytes of the plain buffers in the queue (behind a held response, or waiting for the client to drain). */
+  private plainBytes = 0;
+  /** Called whenever `held`, `queuedBytes` or `idle` may have changed (the relay's upstream pause). */
+  onChange: (() => void) | null = null;
 
   constructor(private readonly owner: OutputOwner) {}
 
@@ -45,12 +57,24 @@ export class ClientOutput {
     return this.queue.length === 0 && !this.flushing;
   }
 
+  /** Held responses queued and not written yet (rendered or not). */
+  get held(): number {
+    return this.heldCount;
+  }
+
+  /** Bytes of plain (not held) output queued. */
+  get queuedBytes(): number {
+    return this.plainBytes;
+  }
+
   /** Sends (or queues behind a held response). After the session closed only a BYE line is still sent. */
   send(data: Buffer | string): void {
     if (this.owner.closed && typeof data === 'string' && !data.startsWith('* BYE')) return;
     const buf = typeof data === 'string' ? b(data) : data;
     if (!this.idle) {
       this.queue.push(buf);
+      this.plainBytes += buf.length;
+      this.onChange?.();
       return;
     }
     this.owner.host.sendClient(buf);
@@ -60,6 +84,7 @@ export class ClientOutput {
   sendLater(p: Promise<Buffer>): void {
     const held: HeldOutput = { settled: null };
     this.queue.push(held);
+    this.heldCount++;
     this.flushing = true;
     p.then(
       (data) => {
@@ -72,6 +97,7 @@ export class ClientOutput {
       },
     );
     this.pump();
+    this.onChange?.();
   }
 
   onClientDrained(): void {
@@ -95,10 +121,13 @@ export class ClientOutput {
   drop(): void {
     this.afterFlush = null;
     this.queue.length = 0;
+    this.heldCount = 0;
+    this.plainBytes = 0;
     this.awaitingHeld = null;
     this.waitingDrain = false;
     this.flushing = false;
     this.owner.host.setTimer?.('keepalive', null);
+    this.onChange?.();
   }
 
   /** Writes the queue out in order, as far as the held responses at its head are rendered and the client reads. */
@@ -109,6 +138,8 @@ export class ClientOutput {
       while (this.queue.length > 0) {
         if (this.owner.closed) {
           this.queue.length = 0;
+          this.heldCount = 0;
+          this.plainBytes = 0;
           return;
         }
         if (this.waitingDrain) return;
@@ -131,6 +162,8 @@ export class ClientOutput {
           }
           if (!head.settled.ok) {
             this.queue.length = 0;
+            this.heldCount = 0;
+            this.plainBytes = 0;
             this.flushing = false;
             this.owner.fail(head.settled.err, 'upstream');
             return;
@@ -138,7 +171,10 @@ export class ClientOutput {
           buf = head.settled.data;
         }
         this.queue.shift();
+        if (buf === head) this.plainBytes -= buf.length;
+        else this.heldCount--;
         this.owner.host.sendClient(buf);
+        this.onChange?.();
         // a client that reads slowly must not make postern render every queued response at once
         const host = this.owner.host;
         if (this.queue.length > 0 && host.awaitClientDrain && !host.awaitClientDrain()) {
@@ -148,7 +184,7 @@ export class ClientOutput {
       }
       if (this.flushing) {
         this.flushing = false;
-        this.owner.host.pauseUpstream(false);
+        this.onChange?.();
         const then = this.afterFlush;
         this.afterFlush = null;
         then?.();

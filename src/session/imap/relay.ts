@@ -13,7 +13,7 @@
  *   command waits (untagged FETCH responses of two commands cannot be told apart).
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL } from '../../limits.js';
+import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES } from '../../limits.js';
 import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
 import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
@@ -113,9 +113,34 @@ export class Relay {
   /** The gate waits for the server's `+` for this command (relayed to the client when `relay`). */
   private gateWaiting: { tag: string; relay: boolean } | null = null;
 
+  /** What this relay last asked of host.pauseUpstream. */
+  private upstreamPaused = false;
+
   constructor(private readonly core: SessionCore) {
     this.host = core.host;
     this.out = core.out;
+    this.out.onChange = () => this.updateUpstreamPause();
+  }
+
+  /**
+   * Pipelined vetting with bounded memory: the upstream is read on while the output queue holds
+   * renderings of an intercepted command still in flight (its later messages are assembled and handed
+   * to the inspector, which vets up to MAX_VETS_IN_FLIGHT at once, while earlier ones are scanned), and
+   * paused while the queue is not empty and
+   * - more than MAX_VETS_IN_FLIGHT held responses wait in it (rendered or not): at most that many plus
+   *   the one being assembled are held;
+   * - more than OUTPUT_QUEUE_PAUSE_BYTES of plain output wait behind them (a slow reader, cache hits);
+   * - or no intercepted command is in flight any more (its tagged response was read): answers to later
+   *   commands wait upstream, and the host's hold deadline is absolute again.
+   * An empty queue never pauses (writes go straight to the client; the host pauses the upstream when
+   * the client does not read). Order is the queue's: a held response keeps its place.
+   */
+  private updateUpstreamPause(): void {
+    const out = this.out;
+    const pause = !out.idle && (out.held > MAX_VETS_IN_FLIGHT || out.queuedBytes > OUTPUT_QUEUE_PAUSE_BYTES || !this.inflight.some((c) => c.intercepted));
+    if (pause === this.upstreamPaused) return;
+    this.upstreamPaused = pause;
+    this.host.pauseUpstream(pause);
   }
 
   /** The relay phase begins (the login succeeded). */
@@ -346,6 +371,8 @@ export class Relay {
       const out = ic.onTagged(parts, head);
       if (out instanceof Promise) this.out.sendLater(out);
       else this.out.send(out);
+      // the command left the in-flight table: answers to later commands wait behind its renderings
+      this.updateUpstreamPause();
       this.pumpGate();
       this.interceptDone();
       return false;
@@ -356,7 +383,6 @@ export class Relay {
       return false;
     }
     if (out instanceof Promise) {
-      this.host.pauseUpstream(true);
       if (lease)
         void out.then(
           () => lease.release(),
@@ -626,6 +652,7 @@ export class Relay {
       const ic = this.core.interceptor.intercept(head, line, this.core, cmd);
       if (ic) {
         this.inflight.push({ tag, name, private: false, intercepted: ic });
+        this.updateUpstreamPause();
         this.toUpstream({ kind: 'data', data: ic.upstreamCommand, tag });
         return;
       }

@@ -1,0 +1,160 @@
+/**
+ * Pipelined vetting in a multi-message IMAP FETCH (issue 10): the session keeps reading the upstream
+ * while earlier messages are being vetted, so several are inspected at once, never more than
+ * MAX_VETS_IN_FLIGHT, and no more than MAX_VETS_IN_FLIGHT + 1 held messages wait for the client; the
+ * client gets the FETCH responses in upstream order whatever order the scans finish in.
+ *
+ * The real ImapSession and ImapInspector on a scripted host; a scanner that takes longer for earlier
+ * messages. The test plays the upstream socket: the next response is delivered only while the session
+ * has not paused the upstream (host.pauseUpstream), one response per read.
+ */
+import { describe, expect, it } from 'vitest';
+import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { MAX_VETS_IN_FLIGHT } from '../../src/limits.js';
+import type { QuarantineStore } from '../../src/policy/types.js';
+import type { ScanOutcome, Scanner } from '../../src/scanners/types.js';
+import { ImapSession } from '../../src/session/imap/index.js';
+import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { policyFrom } from '../policy/helpers.js';
+
+const N = 14;
+
+/** A scanner that answers clean after a delay, recording which messages are being scanned at once. */
+class SlowScanner implements Scanner {
+  readonly name = 'slow';
+  readonly active = new Map<number, number>();
+  maxMessages = 0;
+  maxScans = 0;
+  scans = 0;
+  constructor(private readonly delay: (msg: number) => number) {}
+  async scan(data: Buffer): Promise<ScanOutcome> {
+    const m = /MSG-(\d+)-END/.exec(data.toString('latin1'));
+    const msg = m ? Number(m[1]) : 0;
+    this.scans++;
+    this.active.set(msg, (this.active.get(msg) ?? 0) + 1);
+    this.maxMessages = Math.max(this.maxMessages, this.active.size);
+    this.maxScans = Math.max(
+      this.maxScans,
+      [...this.active.values()].reduce((a, b) => a + b, 0),
+    );
+    await new Promise((r) => setTimeout(r, this.delay(msg)));
+    const left = this.active.get(msg)! - 1;
+    if (left === 0) this.active.delete(msg);
+    else this.active.set(msg, left);
+    return { kind: 'clean', engine: 'slow', endpoint: 'mem', ms: this.delay(msg) };
+  }
+  async close(): Promise<void> {}
+}
+
+class MemoryQuarantine implements QuarantineStore {
+  async put(): Promise<string> {
+    return 'q1';
+  }
+}
+
+const message = (i: number) =>
+  `From: bob@example.test\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\n` +
+  `${'some text of the body\r\n'.repeat(20)}MSG-${i}-END\r\n`;
+const fetchResponse = (i: number) => {
+  const m = message(i);
+  return `* ${i} FETCH (UID ${100 + i} BODY[] {${m.length}}\r\n${m})\r\n`;
+};
+
+async function loggedIn(delay: (msg: number) => number) {
+  const listener = testListener({ policy: 'test' });
+  const host = new ScriptedHost(listener);
+  const scanner = new SlowScanner(delay);
+  const policy = policyFrom('antivirus:\n  enabled: true\n  on_error: tempfail\n');
+  const inspector = new ImapInspector({ listener, policy, engine: { scanner, spamScanner: null, quarantine: new MemoryQuarantine() }, log: host.log });
+  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
+  session.start();
+  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
+  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
+  client('a1 LOGIN alice pw\r\n');
+  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
+  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
+  upstream('* CAPABILITY IMAP4rev1\r\nP.2 OK done\r\n');
+  client('s SELECT INBOX\r\n');
+  upstream(`* ${N} EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
+  host.takeClient();
+  host.takeUpstream();
+  return { host, scanner, client, upstream };
+}
+
+/** Plays the upstream: one response per read, only while the session reads the upstream. */
+async function serve(t: Awaited<ReturnType<typeof loggedIn>>, responses: string[]) {
+  let written = 0;
+  let maxAhead = 0;
+  const deadline = Date.now() + 20_000;
+  for (let i = 0; i < responses.length; ) {
+    if (Date.now() > deadline) throw new Error(`stuck after ${i} responses`);
+    const out = t.host.clientText;
+    written = (out.match(/^\* \d+ FETCH /gm) ?? []).length;
+    if (t.host.upstreamPaused) {
+      await new Promise((r) => setTimeout(r, 1));
+      continue;
+    }
+    // messages received but not yet written to the client
+    maxAhead = Math.max(maxAhead, i - written);
+    t.upstream(responses[i++]!);
+    await new Promise((r) => setImmediate(r));
+  }
+  await expect.poll(() => t.host.clientText.includes('f OK'), { timeout: 20_000 }).toBe(true);
+  return { maxAhead };
+}
+
+describe('IMAP: pipelined vetting of a multi-message FETCH', () => {
+  it(`vets up to MAX_VETS_IN_FLIGHT (${MAX_VETS_IN_FLIGHT}) messages at once, never more, and answers in upstream order`, async () => {
+    // earlier messages take longer: later scans finish first
+    const t = await loggedIn((msg) => 5 + (N - msg) * 4);
+    t.client(`f UID FETCH 101:${100 + N} BODY.PEEK[]\r\n`);
+    expect(t.host.takeUpstream()).toMatch(/^f UID FETCH 101:114 \(UID BODY\.PEEK\[\]\)\r\n$/);
+    const responses = [...Array.from({ length: N }, (_, k) => fetchResponse(k + 1)), 'f OK Fetch completed.\r\n'];
+    const { maxAhead } = await serve(t, responses);
+    expect(t.scanner.maxMessages).toBe(MAX_VETS_IN_FLIGHT);
+    // never more than the limit held ahead of the client (plus the one being received)
+    expect(maxAhead).toBeLessThanOrEqual(MAX_VETS_IN_FLIGHT + 1);
+    const out = t.host.clientText;
+    const order = [...out.matchAll(/^\* (\d+) FETCH \(UID (\d+) BODY\[\] \{(\d+)\}\r\n/gm)].map((m) => Number(m[1]));
+    expect(order).toEqual(Array.from({ length: N }, (_, k) => k + 1));
+    // the clean messages byte for byte, the completion last
+    expect(out).toBe(`${Array.from({ length: N }, (_, k) => fetchResponse(k + 1)).join('')}f OK Fetch completed.\r\n`);
+    expect(t.host.closed).toBeNull();
+    expect(t.host.upstreamPaused).toBe(false);
+  });
+
+  it('a client that does not read: the upstream is paused once more than MAX_VETS_IN_FLIGHT messages wait for it', async () => {
+    const t = await loggedIn(() => 1);
+    t.host.outputBlocked = true;
+    t.client(`f UID FETCH 101:${100 + N} BODY.PEEK[]\r\n`);
+    t.host.takeUpstream();
+    let fed = 0;
+    for (; fed < N && !t.host.upstreamPaused; fed++) {
+      t.upstream(fetchResponse(fed + 1));
+      await new Promise((r) => setImmediate(r));
+    }
+    // the queue waits for the client: the upstream is paused with at most MAX_VETS_IN_FLIGHT + 1 held
+    expect(t.host.upstreamPaused).toBe(true);
+    const written = () => (t.host.clientText.match(/^\* \d+ FETCH /gm) ?? []).length;
+    expect(fed - written()).toBeLessThanOrEqual(MAX_VETS_IN_FLIGHT + 1);
+    expect(fed).toBeLessThan(N);
+    // the vets finish, the client still does not read: still paused, nothing more written
+    await new Promise((r) => setTimeout(r, 100));
+    expect(t.host.upstreamPaused).toBe(true);
+    expect(t.host.drainWaits).toBeGreaterThan(0);
+    const before = written();
+    expect(fed - before).toBe(MAX_VETS_IN_FLIGHT + 1);
+    // the client reads: the rest follows in order
+    t.host.drained();
+    for (; fed < N; ) {
+      if (t.host.upstreamPaused) {
+        await new Promise((r) => setTimeout(r, 1));
+        continue;
+      }
+      t.upstream(fetchResponse(++fed));
+    }
+    t.upstream('f OK Fetch completed.\r\n');
+    await expect.poll(() => t.host.clientText.includes('f OK'), { timeout: 10_000 }).toBe(true);
+    expect(t.host.clientText).toBe(`${Array.from({ length: N }, (_, k) => fetchResponse(k + 1)).join('')}f OK Fetch completed.\r\n`);
+  });
+});
