@@ -414,6 +414,8 @@ export const VERDICT_STORE_LIMITS = {
   busyTimeoutMs: 2_000,
   /** Message ids of one mailbox read from the store into a session's index at SELECT (more: the rest are looked up one by one). */
   maxIdsPerMailbox: 100_000,
+  /** Stored verdicts read in one SQLite query (a list sync served from the store reads its messages this many at a time). */
+  readBatch: 256,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
