@@ -394,6 +394,14 @@ export const DEFAULT_CACHE_MEMORY_BYTES = 32 * 1024 * 1024;
 export const CACHE_PROCESS_MEMORY_BYTES = 64 * 1024 * 1024;
 
 /**
+ * Message bytes the whole process vets and renders at once (src/inspect/vet-gate.ts): past it a
+ * downloaded message waits for earlier ones to be rendered (no error; a single larger message runs
+ * alone). Bounds the engine's working copies and the response copies of many large messages
+ * fetched at the same time.
+ */
+export const VET_PROCESS_BYTES = 64 * 1024 * 1024;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */

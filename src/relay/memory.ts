@@ -6,19 +6,66 @@
  * request returns null and the session answers `NO [UNAVAILABLE]` / `-ERR [SYS/TEMP]`) instead of the
  * process swelling. Explicit grants are leases; socket buffers are counted through gauges (functions
  * read at every check, so they are never out of date).
+ *
+ * Backpressure instead of refusal: whenFits() calls back once some bytes fit again, in the order
+ * asked, so a session can pause reading its upstream and resume rather than refuse the work. It is
+ * woken when a lease is released or shrinks, when a gauge is removed, and by notify() (a gauge's bytes
+ * went down: a socket drained). It reserves nothing: the caller retries tryReserve()/resize() and,
+ * should another caller have taken the bytes meanwhile, waits again.
  */
 import type { MemoryLease } from '../session/types.js';
 
 export class MemoryBudget {
   private leased = 0;
   private readonly gauges = new Set<() => number>();
+  private readonly waiters: { bytes: number; fn: () => void }[] = [];
+  private wakeQueued = false;
 
   constructor(readonly limitBytes: number) {}
 
   /** Adds a source of bytes that are held without a lease (socket buffers); returns its remover. */
   addGauge(read: () => number): () => void {
     this.gauges.add(read);
-    return () => this.gauges.delete(read);
+    return () => {
+      this.gauges.delete(read);
+      this.notify();
+    };
+  }
+
+  /**
+   * Calls `fn` (asynchronously, once) when `bytes` more fit; at the next turn when they fit now and
+   * nobody waits before. Waiters are woken in order, as many as fit together. Returns the cancel.
+   */
+  whenFits(bytes: number, fn: () => void): () => void {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`invalid reservation: ${bytes}`);
+    const w = { bytes, fn };
+    this.waiters.push(w);
+    this.notify();
+    return () => {
+      const i = this.waiters.indexOf(w);
+      if (i >= 0) this.waiters.splice(i, 1);
+    };
+  }
+
+  /** Waiters not called back yet. */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** Bytes may have come free (a gauge went down): waiters are checked at the next turn. */
+  notify(): void {
+    if (this.wakeQueued || this.waiters.length === 0) return;
+    this.wakeQueued = true;
+    queueMicrotask(() => {
+      this.wakeQueued = false;
+      let promised = 0;
+      const used = this.used;
+      while (this.waiters.length > 0 && used + promised + this.waiters[0]!.bytes <= this.limitBytes) {
+        const w = this.waiters.shift()!;
+        promised += w.bytes;
+        w.fn();
+      }
+    });
   }
 
   /** Bytes currently held: every lease plus every gauge. */
@@ -52,15 +99,19 @@ export class MemoryBudget {
         if (released) return false;
         if (!Number.isSafeInteger(next) || next < 0) throw new RangeError(`invalid reservation: ${next}`);
         if (next > held && !this.fits(next - held)) return false;
+        const shrank = next < held;
         this.leased += next - held;
         held = next;
+        if (shrank) this.notify();
         return true;
       },
       release: () => {
         if (released) return;
         released = true;
         this.leased -= held;
+        const had = held;
         held = 0;
+        if (had > 0) this.notify();
       },
     };
     return lease;
