@@ -20,9 +20,9 @@ import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { hasBareLf, toCrlf } from '../mime/eol.js';
-import { buildPartMap, mimeNodeOf } from '../mime/partmap.js';
+import { buildPartMap, mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
 import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
-import type { EngineDeps, Verdict } from '../policy/types.js';
+import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
 import { buildFetchResponse, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
@@ -102,9 +102,24 @@ class Slots {
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
 
+/**
+ * The stored verdicts a FETCH served from the shared store reads, VERDICT_STORE_LIMITS.readBatch at a
+ * time in the order its UIDs were resolved (one SQLite query per batch instead of one per message);
+ * only the current batch is held.
+ */
+interface StoreReads {
+  uids: number[];
+  /** Index in `uids` of the first UID not read yet. */
+  next: number;
+  /** The current batch: a UID's verdict, or null (not stored, unreadable, or the read failed). */
+  batch: Map<number, StoredVerdict | null>;
+}
+
 interface CommandState {
   /** Every UID was vetted before: the upstream FETCH carries no body. */
   fromCache?: boolean;
+  /** The UIDs served from the shared store (fromCache), read in batches. */
+  storeReads?: StoreReads;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -154,6 +169,8 @@ export class ImapInspector implements ImapInterceptor {
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
   private storeIndex: { scope: string; basis: string; ids: Map<number, boolean> } | null = null;
+  /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
+  private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
   private storeWarned = false;
   /** Vets of this session running at once (MAX_VETS_IN_FLIGHT). */
   private readonly slots = new Slots(MAX_VETS_IN_FLIGHT);
@@ -258,10 +275,13 @@ export class ImapInspector implements ImapInterceptor {
     if (!sh || this.mailbox === null || this.uidValidity === null || this.user === null || this.upstream === null) return null;
     const signatures = sh.signatures.current();
     if (signatures === null) return null;
-    return {
-      scope: scopeId({ protocol: 'imap', upstream: this.upstream, user: this.user, mailbox: this.mailbox, uidValidity: this.uidValidity }),
-      basis: { policyHash: sh.policyHash, signatures },
-    };
+    let m = this.scopeMemo;
+    if (!m || m.upstream !== this.upstream || m.user !== this.user || m.mailbox !== this.mailbox || m.uidValidity !== this.uidValidity) {
+      const scope = scopeId({ protocol: 'imap', upstream: this.upstream, user: this.user, mailbox: this.mailbox, uidValidity: this.uidValidity });
+      m = { upstream: this.upstream, user: this.user, mailbox: this.mailbox, uidValidity: this.uidValidity, scope };
+      this.scopeMemo = m;
+    }
+    return { scope: m.scope, basis: { policyHash: sh.policyHash, signatures } };
   }
 
   private storeFailed(err: unknown): void {
@@ -302,11 +322,49 @@ export class ImapInspector implements ImapInterceptor {
       this.storeFailed(err);
       v = null;
     }
+    this.correctIndex(k, uid, v);
+    return v;
+  }
+
+  /** What the store answered for `uid` corrects the session's index of it (see storeGet). */
+  private correctIndex(k: { scope: string; basis: VerdictBasis }, uid: number, v: StoredVerdict | null): void {
     const idx = this.storeIndex;
     if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
       if (!v) idx.ids.delete(uid);
       else idx.ids.set(uid, !!(v.header && v.items));
     }
+  }
+
+  /**
+   * storeGet() for a FETCH served from the store: the verdict of `uid` from the command's current
+   * batch, reading the next batch (one query) when `uid` is not in it; a UID outside the command's
+   * resolved set is asked of the store on its own. The same answers as storeGet(): a failed read is a
+   * miss (the message is withheld, the index corrected so the next FETCH downloads it).
+   */
+  private storeRead(reads: StoreReads, uid: number): StoredVerdict | null {
+    let v = reads.batch.get(uid);
+    if (v === undefined && reads.next < reads.uids.length) {
+      const k = this.storeKey();
+      if (!k) return null;
+      const ids = reads.uids.slice(reads.next, reads.next + VERDICT_STORE_LIMITS.readBatch);
+      reads.next += ids.length;
+      let got: Map<string, StoredVerdict>;
+      try {
+        got = this.deps.shared!.store.getMany(k.scope, ids.map(String), k.basis);
+      } catch (err) {
+        this.storeFailed(err);
+        got = new Map();
+      }
+      reads.batch = new Map();
+      for (const id of ids) {
+        const sv = got.get(String(id)) ?? null;
+        this.correctIndex(k, id, sv);
+        reads.batch.set(id, sv);
+      }
+      v = reads.batch.get(uid);
+    }
+    if (v === undefined) return this.storeGet(uid);
+    reads.batch.delete(uid);
     return v;
   }
 
@@ -464,7 +522,9 @@ export class ImapInspector implements ImapInterceptor {
     // Every message already vetted, in this session (Thunderbird's chunked fetches, Apple Mail's
     // per-part fetches) or — for metadata and headers — in an earlier one (the shared store): no body
     // download; a tiny non-PEEK section still makes the server set \Seen itself.
-    state.fromCache = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
+    const fromStore = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
+    state.fromCache = fromStore !== null;
+    if (fromStore && fromStore.length > 0) state.storeReads = { uids: fromStore, next: 0, batch: new Map() };
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
@@ -609,24 +669,30 @@ export class ImapInspector implements ImapInterceptor {
   /**
    * True when every message `set` names is vetted: in this session's cache, or — when the client
    * asks only for what a stored verdict answers (metadata, RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE,
-   * top-level headers) — in the shared store with its metadata.
+   * top-level headers) — in the shared store with its metadata. Returns the UIDs to be read from the
+   * store (in the order resolved; empty when the session's cache has them all), or null when not
+   * every message is vetted.
    */
-  private allCached(set: string, uidCommand: boolean, items: FetchItem[]): boolean {
-    if (this.mailbox === null || this.uidValidity === null) return false;
+  private allCached(set: string, uidCommand: boolean, items: FetchItem[]): number[] | null {
+    if (this.mailbox === null || this.uidValidity === null) return null;
     const uids = this.resolveSet(set, uidCommand);
-    if (!uids || uids.length === 0) return false;
+    if (!uids || uids.length === 0) return null;
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const storeAnswers = items.every((i) => {
       const cls = classifyItem(i);
       return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
     });
     const ids = storeAnswers ? this.storeIds() : null;
+    const fromStore: number[] = [];
     for (const u of uids) {
       if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
-      if (ids?.get(u) === true) continue;
-      return false;
+      if (ids?.get(u) === true) {
+        fromStore.push(u);
+        continue;
+      }
+      return null;
     }
-    return true;
+    return fromStore;
   }
 
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
@@ -639,7 +705,7 @@ export class ImapInspector implements ImapInterceptor {
       if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
         return this.renderVetted(state, resp, () => this.fromCache(uid), `UID ${uid}`);
       // the rendering is keyed by the UID the server put in this response, never by postern's seq map
-      const stored = this.storeGet(uid);
+      const stored = state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid);
       if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
       state.tempfail.push(`UID ${uid}`);
       return Buffer.alloc(0);
@@ -812,8 +878,13 @@ export class ImapInspector implements ImapInterceptor {
    * sections. Only requests made of such items get here (allCached, headerOnly).
    */
   private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict): Buffer {
+    // the stored block is a header only: read by the part tree's own header reader, without the rest of a parse
+    let header: PartMap | null = null;
     return this.renderWith(state, seq, serverItems, sv.status, (item) => {
-      if (classifyItem(item) === 'header') return renderItem(sv.header!, null, item);
+      if (classifyItem(item) === 'header') {
+        header ??= parseHeaderBlock(sv.header!) as unknown as PartMap;
+        return renderItem(sv.header!, header, item);
+      }
       const stored = !item.section ? sv.items?.[item.name as StoredItemName] : undefined;
       if (!stored) throw new PosternError(ErrorCodes.INTERNAL, `stored verdict cannot render ${formatItemName(item)}`);
       return stored;
