@@ -103,11 +103,13 @@ class Slots {
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
 
 /**
- * The stored verdicts a FETCH served from the shared store reads, VERDICT_STORE_LIMITS.readBatch at a
- * time in the order its UIDs were resolved (one SQLite query per batch instead of one per message);
+ * The stored verdicts a FETCH answered from the shared store reads (a list sync: every UID of the set
+ * served from the store, or the stored headers of a header-only FETCH), VERDICT_STORE_LIMITS.readBatch
+ * at a time from the UID a response names on (one SQLite query per batch instead of one per message);
  * only the current batch is held.
  */
 interface StoreReads {
+  /** Ascending. */
   uids: number[];
   /** Index in `uids` of the first UID not read yet. */
   next: number;
@@ -118,7 +120,7 @@ interface StoreReads {
 interface CommandState {
   /** Every UID was vetted before: the upstream FETCH carries no body. */
   fromCache?: boolean;
-  /** The UIDs served from the shared store (fromCache), read in batches. */
+  /** The UIDs answered from the shared store, read in batches. */
   storeReads?: StoreReads;
   tag: string;
   uidCommand: boolean;
@@ -343,11 +345,13 @@ export class ImapInspector implements ImapInterceptor {
    */
   private storeRead(reads: StoreReads, uid: number): StoredVerdict | null {
     let v = reads.batch.get(uid);
-    if (v === undefined && reads.next < reads.uids.length) {
+    // answers come in UID order: the batch starts at `uid` (found in the ascending list when out of order)
+    const at = v === undefined ? (reads.uids[reads.next] === uid ? reads.next : ascendingIndexOf(reads.uids, uid)) : -1;
+    if (at >= 0) {
       const k = this.storeKey();
       if (!k) return null;
-      const ids = reads.uids.slice(reads.next, reads.next + VERDICT_STORE_LIMITS.readBatch);
-      reads.next += ids.length;
+      const ids = reads.uids.slice(at, at + VERDICT_STORE_LIMITS.readBatch);
+      reads.next = at + ids.length;
       let got: Map<string, StoredVerdict>;
       try {
         got = this.deps.shared!.store.getMany(k.scope, ids.map(String), k.basis);
@@ -500,6 +504,9 @@ export class ImapInspector implements ImapInterceptor {
       if (!this.anythingVetted()) return this.headerOnly(state, line, false);
       const items = parsed.items.map((i) => (i.macro ? i.name : i.raw));
       const addUid = !parsed.items.some((i) => i.name === 'UID');
+      // the stored verdicts of the set (when postern can tell its UIDs), read in batches as answers arrive
+      const fromStore = this.storedOf(seqSet, state.uidCommand);
+      if (fromStore && fromStore.length > 0) state.storeReads = { uids: fromStore, next: 0, batch: new Map() };
       return this.headerOnly(state, build(addUid ? [...items, 'UID'] : items), addUid && !state.uidCommand);
     }
 
@@ -524,7 +531,7 @@ export class ImapInspector implements ImapInterceptor {
     // download; a tiny non-PEEK section still makes the server set \Seen itself.
     const fromStore = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
     state.fromCache = fromStore !== null;
-    if (fromStore && fromStore.length > 0) state.storeReads = { uids: fromStore, next: 0, batch: new Map() };
+    if (fromStore && fromStore.length > 0) state.storeReads = { uids: fromStore.sort((a, b) => a - b), next: 0, batch: new Map() };
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
@@ -564,7 +571,8 @@ export class ImapInspector implements ImapInterceptor {
           return p;
         }
         // vetted in an earlier session: the header of the sanitised message, from the shared store
-        const stored = uid !== null && this.storeIds()?.get(uid) === true ? this.storeGet(uid) : null;
+        const stored =
+          uid !== null && this.storeIds()?.get(uid) === true ? (state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid)) : null;
         if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
         return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
       },
@@ -693,6 +701,16 @@ export class ImapInspector implements ImapInterceptor {
       return null;
     }
     return fromStore;
+  }
+
+  /** The UIDs of `set` the store holds with metadata (ascending), or null when postern cannot tell the set's UIDs. */
+  private storedOf(set: string, uidCommand: boolean): number[] | null {
+    if (this.mailbox === null || this.uidValidity === null) return null;
+    const ids = this.storeIds();
+    if (!ids || ids.size === 0) return null;
+    const uids = this.resolveSet(set, uidCommand);
+    if (!uids) return null;
+    return uids.filter((u) => ids.get(u) === true).sort((a, b) => a - b);
   }
 
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
@@ -949,6 +967,20 @@ export class ImapInspector implements ImapInterceptor {
     }
     return Buffer.concat(parts);
   }
+}
+
+/** Index of `x` in the ascending array `xs`, or -1. */
+function ascendingIndexOf(xs: readonly number[], x: number): number {
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const m = xs[mid]!;
+    if (m === x) return mid;
+    if (m < x) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
 }
 
 function isEnvelope(item: FetchItem): boolean {
