@@ -240,11 +240,11 @@ const SPACE = Buffer.from(' ');
 const CLOSE = Buffer.from(')\r\n');
 
 /**
- * Serialises a FETCH response from item bytes: each item one buffer or a list of pieces (a literal's
- * head and its data, a relayed item's rawParts). The pieces are copied once, into the one buffer
- * returned.
+ * A FETCH response as the list of its pieces, in order, nothing copied: each item one buffer or a
+ * list of pieces (a literal's head and its data, a relayed item's rawParts). A writer that takes a
+ * sequence of buffers sends a message's literal as the very buffer it was vetted in.
  */
-export function buildFetchResponse(seq: number, items: ReadonlyArray<Buffer | readonly Buffer[]>): Buffer {
+export function buildFetchResponseParts(seq: number, items: ReadonlyArray<Buffer | readonly Buffer[]>): Buffer[] {
   const out: Buffer[] = [Buffer.from(`* ${seq} FETCH (`)];
   items.forEach((it, i) => {
     if (i > 0) out.push(SPACE);
@@ -252,5 +252,10 @@ export function buildFetchResponse(seq: number, items: ReadonlyArray<Buffer | re
     else out.push(...it);
   });
   out.push(CLOSE);
-  return Buffer.concat(out);
+  return out;
+}
+
+/** buildFetchResponseParts() in one buffer: the pieces are copied once. */
+export function buildFetchResponse(seq: number, items: ReadonlyArray<Buffer | readonly Buffer[]>): Buffer {
+  return Buffer.concat(buildFetchResponseParts(seq, items));
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildFetchResponse, parseFetchResponse } from '../../../src/protocol/imap/fetch-response.js';
+import { buildFetchResponse, buildFetchResponseParts, parseFetchResponse } from '../../../src/protocol/imap/fetch-response.js';
 import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
 
 function frame(input: string, chunk: number): Buffer[][] {
@@ -116,5 +116,39 @@ describe('parseFetchResponse', () => {
     expect(body.rawParts.map((p) => p.length)).toEqual([Buffer.byteLength('BODY[] {4194304}\r\n'), data.length, 0]);
     expect(body.rawParts[1]).toBe(data);
     expect(r.items.find((i) => i.name === 'FLAGS')!.raw.toString()).toBe('FLAGS (\\Seen)');
+  });
+
+  it('buildFetchResponseParts gives the response as pieces, the literal itself among them', () => {
+    const data = Buffer.alloc(1 << 20, 0x62);
+    const parts = [Buffer.from(`* 5 FETCH (UID 9 BODY[] {${data.length}}\r\n`), data, Buffer.from(')\r\n')];
+    const r = parseFetchResponse(parts);
+    for (const order of [r.items, [...r.items].reverse()]) {
+      const pieces = buildFetchResponseParts(
+        r.seq,
+        order.map((i) => i.rawParts),
+      );
+      expect(pieces).toContain(data);
+      expect(
+        Buffer.concat(pieces).equals(
+          buildFetchResponse(
+            r.seq,
+            order.map((i) => i.raw),
+          ),
+        ),
+      ).toBe(true);
+    }
+    expect(
+      Buffer.concat(
+        buildFetchResponseParts(
+          r.seq,
+          r.items.map((i) => i.rawParts),
+        ),
+      ).equals(Buffer.concat(parts)),
+    ).toBe(true);
+    expect(
+      buildFetchResponseParts(7, [])
+        .map((b) => b.toString())
+        .join(''),
+    ).toBe('* 7 FETCH ()\r\n');
   });
 });
