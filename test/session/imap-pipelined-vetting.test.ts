@@ -37,7 +37,9 @@ class SlowScanner implements Scanner {
       this.maxScans,
       [...this.active.values()].reduce((a, b) => a + b, 0),
     );
-    await new Promise((r) => setTimeout(r, this.delay(msg)));
+    const ms = this.delay(msg);
+    // an infinite delay: a scan that never answers
+    await new Promise((r) => (Number.isFinite(ms) ? setTimeout(r, ms) : undefined));
     const left = this.active.get(msg)! - 1;
     if (left === 0) this.active.delete(msg);
     else this.active.set(msg, left);
@@ -78,7 +80,7 @@ async function loggedIn(delay: (msg: number) => number) {
   upstream(`* ${N} EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
   host.takeClient();
   host.takeUpstream();
-  return { host, scanner, client, upstream };
+  return { host, session, scanner, client, upstream };
 }
 
 /** Plays the upstream: one response per read, only while the session reads the upstream. */
@@ -156,5 +158,26 @@ describe('IMAP: pipelined vetting of a multi-message FETCH', () => {
     t.upstream('f OK Fetch completed.\r\n');
     await expect.poll(() => t.host.clientText.includes('f OK'), { timeout: 10_000 }).toBe(true);
     expect(t.host.clientText).toBe(`${Array.from({ length: N }, (_, k) => fetchResponse(k + 1)).join('')}f OK Fetch completed.\r\n`);
+  });
+  it('a rendering that never settles: the client is paused while the FETCH streams (hold deadline from the last upstream byte), the upstream once it completed', async () => {
+    const t = await loggedIn((msg) => (msg === 1 ? Number.POSITIVE_INFINITY : 1));
+    t.client(`f UID FETCH 101:103 BODY.PEEK[]\r\n`);
+    t.host.takeUpstream();
+    expect(t.host.clientPaused).toBe(false);
+    t.upstream(fetchResponse(1));
+    await new Promise((r) => setTimeout(r, 10));
+    // message 1 is being vetted: the upstream is read on, the client is not
+    expect(t.host.upstreamPaused).toBe(false);
+    expect(t.host.clientPaused).toBe(true);
+    t.upstream(fetchResponse(2) + fetchResponse(3));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(t.host.upstreamPaused).toBe(false);
+    // nothing overtakes message 1
+    expect(t.host.takeClient()).toBe('');
+    t.upstream('f OK Fetch completed.\r\n');
+    expect(t.host.upstreamPaused).toBe(true);
+    t.session.onHoldTimeout!();
+    expect(t.host.takeClient()).toMatch(/^\* BYE \[UNAVAILABLE\] [^\r\n]*E_HOLD_TIMEOUT[^\r\n]*\r\n$/);
+    expect(t.host.closed?.code).toBe('E_HOLD_TIMEOUT');
   });
 });

@@ -133,11 +133,17 @@ export class Relay {
    * - or no intercepted command is in flight any more (its tagged response was read): answers to later
    *   commands wait upstream, and the host's hold deadline is absolute again.
    * An empty queue never pauses (writes go straight to the client; the host pauses the upstream when
-   * the client does not read). Order is the queue's: a held response keeps its place.
+   * the client does not read). Order is the queue's: a held response keeps its place. While the
+   * upstream is read with renderings waiting, the client is paused instead (reason `vetting`).
    */
   private updateUpstreamPause(): void {
     const out = this.out;
-    const pause = !out.idle && (out.held > MAX_VETS_IN_FLIGHT || out.queuedBytes > OUTPUT_QUEUE_PAUSE_BYTES || !this.inflight.some((c) => c.intercepted));
+    const intercepting = this.inflight.some((c) => c.intercepted);
+    const pause = !out.idle && (out.held > MAX_VETS_IN_FLIGHT || out.queuedBytes > OUTPUT_QUEUE_PAUSE_BYTES || !intercepting);
+    // While renderings wait and the upstream is still read, the client is not read either (its next
+    // command would wait for the intercepted one anyway): so the host's hold deadline runs, from the
+    // last upstream byte, and a rendering that never settles still ends the session (E_HOLD_TIMEOUT).
+    this.core.setClientPause('vetting', out.held > 0 && intercepting && !pause);
     if (pause === this.upstreamPaused) return;
     this.upstreamPaused = pause;
     this.host.pauseUpstream(pause);
