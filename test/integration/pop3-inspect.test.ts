@@ -2,12 +2,13 @@
  * Inline inspection over POP3, end to end: real Dovecot, real clamd (the project's test signatures),
  * the shipped policies/default.yaml; driven by python3 poplib and by raw sockets (exact bytes).
  *
- * STAT and LIST: postern passes them through, so they report the upstream's sizes of the ORIGINAL
- * messages. postern only learns the sanitised size by retrieving and vetting a message, and doing that
- * for a whole mailbox on every STAT/LIST would download everything on each poll. Consequence: for a
- * message the policy changed, the LIST size differs from the number of octets RETR delivers (a client
- * that compares them sees a difference; RETR's "+OK n octets" states the size actually sent). Clean
- * messages match exactly. The test "STAT/LIST report the originals' sizes" pins this down.
+ * STAT and LIST: until a message was vetted (in this session, or in an earlier one through the verdict
+ * store), postern reports the upstream's size of the ORIGINAL: it learns the sanitised size only by
+ * retrieving and vetting a message, and doing that for a whole mailbox on every STAT/LIST would
+ * download everything on each poll. Once vetted, LIST/STAT report the sanitised size
+ * (test/integration/pop3-sizes.test.ts). The test "STAT/LIST report the originals' sizes" pins down
+ * the first half: nothing was vetted when it lists, so a changed message's LIST size differs from what
+ * RETR then delivers (RETR's "+OK n octets" states the size actually sent).
  */
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -336,7 +337,7 @@ describe('POP3 RETR through the default policy', () => {
     expect(msgOf(py[1]).equals(top(oracle.get(M.exe)!, 2))).toBe(true);
   });
 
-  it('STAT/LIST report the originals\u2019 sizes (passed through); RETR of a changed message delivers a different size', async () => {
+  it('STAT/LIST report the originals\u2019 sizes before anything was vetted; RETR of a changed message delivers a different size', async () => {
     dumpOnFailure();
     const d = await Pop.open(dovecot.ports.pop3);
     const p = await Pop.open(postern.port('pop3'));
