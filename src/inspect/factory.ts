@@ -169,12 +169,15 @@ export function createSessionFactory(
       const l = host.listener;
       const policy = l.policy ? policies.get(l.policy)! : null;
       const ilog = metrics && policy ? countingLog(host.log, l, metrics) : host.log;
-      if (l.protocol === 'imap') {
-        const interceptor = policy ? new ImapInspector({ listener: l, policy, engine, log: ilog, shared: sharedFor(l, policy) }) : null;
-        return new ImapSession(host, { interceptor });
-      }
-      const hooks = policy ? new Pop3Inspector({ listener: l, policy, engine, log: ilog, shared: sharedFor(l, policy) }).hooks() : {};
-      return new Pop3Session(host, hooks);
+      if (!policy) return l.protocol === 'imap' ? new ImapSession(host, { interceptor: null }) : new Pop3Session(host, {});
+      // the session's own view of the scanner: its scans are bounded per session as well as per
+      // process (scanner.max_session_scans), so several messages of one FETCH can be in clamd at once
+      const view = scanner?.forSession?.() ?? null;
+      const sessionEngine: EngineDeps = view ? { ...engine, scanner: metrics ? timed(view, ['scan', 'scanChunks'], 'clamd', metrics) : view } : engine;
+      const endView = () => void view?.close();
+      const deps = { listener: l, policy, engine: sessionEngine, log: ilog, shared: sharedFor(l, policy) };
+      if (l.protocol === 'imap') return new ImapSession(host, { interceptor: new SessionImapInspector(deps, endView) });
+      return new Pop3Session(host, { ...new Pop3Inspector(deps).hooks(), onClose: endView });
     },
     async close() {
       if (purgeTimer) clearInterval(purgeTimer);
@@ -183,4 +186,19 @@ export function createSessionFactory(
       await Promise.all([scanner?.close(), spamScanner?.close()]);
     },
   };
+}
+
+/** The IMAP inspector of one session, which also ends the session's scanner view when the session closes. */
+class SessionImapInspector extends ImapInspector {
+  constructor(
+    deps: ConstructorParameters<typeof ImapInspector>[0],
+    private readonly onClosed: () => void,
+  ) {
+    super(deps);
+  }
+
+  override close(): void {
+    super.close();
+    this.onClosed();
+  }
 }

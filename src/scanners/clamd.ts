@@ -140,6 +140,7 @@ export class ClamdScanner implements Scanner {
     const gate = this.slots.session();
     return {
       name: ENGINE,
+      readsMime: this.readsMime,
       scan: (data, info = {}) => this.scanIn(gate, data, info),
       scanChunks: (chunks, info = {}) => this.scanChunksIn(gate, chunks, info),
       get inFlight() {

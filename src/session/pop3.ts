@@ -124,6 +124,8 @@ export interface Pop3Hooks {
    * session learns every UIDL first). Absent: `stored` when wantsUidl, else `session`.
    */
   listedSizeScope?(): 'none' | 'session' | 'stored';
+  /** The session ended (whatever the reason): release what the hooks hold for it (the scanner's session view). */
+  onClose?(): void;
 }
 
 /**
@@ -1304,6 +1306,7 @@ export class Pop3Session implements Session {
     this.creds = null;
     this.cf.clear();
     this.uf.clear();
+    this.hooks.onClose?.();
     this.host.close(reason);
   }
 }

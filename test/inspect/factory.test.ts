@@ -7,6 +7,8 @@ import type { PosternConfig } from '../../src/config/types.js';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import type { Scanner } from '../../src/scanners/types.js';
+import { ScriptedHost } from '../helpers/scripted-host.js';
 
 function config(qdir: string, retentionDays: number): PosternConfig {
   return {
@@ -49,6 +51,44 @@ describe('session factory', () => {
     const left = await fresh.list();
     expect(left).toHaveLength(1);
     expect(left[0]!.size).toBe(Buffer.byteLength('Subject: new\r\n\r\ny\r\n'));
+    await f.close();
+  });
+
+  it('every session with a policy scans through its own scanner view (readsMime kept), ended when the session ends', async () => {
+    const qdir = mkdtempSync(path.join(os.tmpdir(), 'postern-q-'));
+    const views: { closed: number }[] = [];
+    const scanner: Scanner = {
+      name: 'fake',
+      readsMime: true,
+      scan: async () => ({ kind: 'clean' }) as never,
+      forSession() {
+        const v = { closed: 0 };
+        views.push(v);
+        return { name: 'fake', readsMime: true, scan: scanner.scan, close: async () => void v.closed++ };
+      },
+      close: async () => undefined,
+    };
+    const cfg = config(qdir, 0);
+    const imap = cfg.listeners[0]!;
+    const pop3 = { ...imap, name: 'p', protocol: 'pop3' as const };
+    const plain = { ...imap, name: 'n', policy: null };
+    const f = createSessionFactory({ ...cfg, listeners: [imap, pop3, plain] }, pino({ level: 'silent' }), {
+      scanner,
+      signatures: { current: () => null, close() {} },
+    });
+    for (const l of [imap, pop3]) {
+      const host = new ScriptedHost(l);
+      const session = f.createSession(host);
+      host.attach(session);
+      expect(views.at(-1)!.closed).toBe(0);
+      session.onClientEnd();
+      expect(host.closed).not.toBeNull();
+      expect(views.at(-1)!.closed).toBe(1);
+    }
+    expect(views).toHaveLength(2);
+    // a listener without a policy scans nothing: no view
+    f.createSession(new ScriptedHost(plain)).onClientEnd();
+    expect(views).toHaveLength(2);
     await f.close();
   });
 });
