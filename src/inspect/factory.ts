@@ -176,7 +176,11 @@ export function createSessionFactory(
       const sessionEngine: EngineDeps = view ? { ...engine, scanner: metrics ? timed(view, ['scan', 'scanChunks'], 'clamd', metrics) : view } : engine;
       const endView = () => void view?.close();
       const deps = { listener: l, policy, engine: sessionEngine, log: ilog, shared: sharedFor(l, policy) };
-      if (l.protocol === 'imap') return new ImapSession(host, { interceptor: new SessionImapInspector(deps, endView) });
+      if (l.protocol === 'imap') {
+        // the session cache's in-memory outputs count against the process memory budget too (refused: they spill)
+        const reserve = host.reserveMemory ? (bytes: number, what: string) => host.reserveMemory!(bytes, what) : undefined;
+        return new ImapSession(host, { interceptor: new SessionImapInspector(reserve ? { ...deps, reserve } : deps, endView) });
+      }
       return new Pop3Session(host, { ...new Pop3Inspector(deps).hooks(), onClose: endView });
     },
     async close() {
