@@ -170,7 +170,7 @@ export class ImapInspector implements ImapInterceptor {
   private knownUids = 0;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
-  private storeIndex: { scope: string; basis: string; ids: Map<number, boolean> } | null = null;
+  private storeIndex: { scope: string; basis: string; ids: Map<number, boolean>; clean: Set<number> } | null = null;
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
   private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
   private storeWarned = false;
@@ -299,13 +299,17 @@ export class ImapInspector implements ImapInterceptor {
     const basis = `${k.basis.policyHash}/${k.basis.signatures}`;
     if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.ids;
     const ids = new Map<number, boolean>();
+    const clean = new Set<number>();
     try {
-      for (const [id, full] of this.deps.shared!.store.ids(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) ids.set(Number(id), full);
+      for (const [id, full, status] of this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) {
+        ids.set(Number(id), full);
+        if (status === 'clean') clean.add(Number(id));
+      }
     } catch (err) {
       this.storeFailed(err);
       return null;
     }
-    this.storeIndex = { scope: k.scope, basis, ids };
+    this.storeIndex = { scope: k.scope, basis, ids, clean };
     return ids;
   }
 
@@ -334,7 +338,15 @@ export class ImapInspector implements ImapInterceptor {
     if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
       if (!v) idx.ids.delete(uid);
       else idx.ids.set(uid, !!(v.header && v.items));
+      if (v?.status === 'clean') idx.clean.add(uid);
+      else idx.clean.delete(uid);
     }
+  }
+
+  /** Whether the session's index of the store has `uid` stored clean (with metadata) for the selected mailbox now. */
+  private storedClean(uid: number): boolean {
+    if (this.storeIds()?.get(uid) !== true) return false;
+    return this.storeIndex!.clean.has(uid);
   }
 
   /**
@@ -397,7 +409,11 @@ export class ImapInspector implements ImapInterceptor {
     try {
       this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv);
       const idx = this.storeIndex;
-      if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) idx.ids.set(uid, !!sv.items);
+      if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
+        idx.ids.set(uid, !!sv.items);
+        if (sv.status === 'clean') idx.clean.add(uid);
+        else idx.clean.delete(uid);
+      }
     } catch (err) {
       this.storeFailed(err);
     }
@@ -570,7 +586,10 @@ export class ImapInspector implements ImapInterceptor {
           );
           return p;
         }
-        // vetted in an earlier session: the header of the sanitised message, from the shared store
+        // vetted clean in an earlier session: the vetted message is the server's, whose header rules
+        // changed nothing (or it would not be clean), so the server's header after them is the vetted one
+        if (uid !== null && this.storedClean(uid)) return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
+        // vetted in an earlier session and changed: the header of the sanitised message, from the shared store
         const stored =
           uid !== null && this.storeIds()?.get(uid) === true ? (state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid)) : null;
         if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
@@ -703,14 +722,16 @@ export class ImapInspector implements ImapInterceptor {
     return fromStore;
   }
 
-  /** The UIDs of `set` the store holds with metadata (ascending), or null when postern cannot tell the set's UIDs. */
+  /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */
   private storedOf(set: string, uidCommand: boolean): number[] | null {
     if (this.mailbox === null || this.uidValidity === null) return null;
     const ids = this.storeIds();
     if (!ids || ids.size === 0) return null;
     const uids = this.resolveSet(set, uidCommand);
     if (!uids) return null;
-    return uids.filter((u) => ids.get(u) === true).sort((a, b) => a - b);
+    const clean = this.storeIndex!.clean;
+    // the clean ones need no read (headerOnly answers them from the server's bytes)
+    return uids.filter((u) => ids.get(u) === true && !clean.has(u)).sort((a, b) => a - b);
   }
 
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
@@ -814,6 +835,7 @@ export class ImapInspector implements ImapInterceptor {
           try {
             this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
             this.storeIndex?.ids.delete(uid);
+            this.storeIndex?.clean.delete(uid);
           } catch (err) {
             this.storeFailed(err);
           }

@@ -188,6 +188,7 @@ export class VerdictStore {
     get: Database.Statement;
     getMany: Database.Statement;
     ids: Database.Statement;
+    index: Database.Statement;
     put: Database.Statement;
     touch: Database.Statement;
     del: Database.Statement;
@@ -239,6 +240,7 @@ export class VerdictStore {
            WHERE scope = ? AND policy = ? AND signatures = ? AND item IN (SELECT value FROM json_each(?))`,
         ),
         ids: this.db.prepare('SELECT item, full FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
+        index: this.db.prepare('SELECT item, full, status FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
         put: this.db.prepare(
           `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -304,6 +306,23 @@ export class VerdictStore {
     if (this.closed) return [];
     try {
       return (this.stmts.ids.all(scope, basis.policyHash, basis.signatures, limit) as { item: string; full: number }[]).map((r) => [r.item, r.full === 1]);
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /**
+   * ids() with each verdict's status: [id, metadata stored, status]. A session's index of a mailbox
+   * (what it may answer without asking the store per message). Throws E_VERDICT_STORE.
+   */
+  index(scope: string, basis: VerdictBasis, limit: number): [string, boolean, Verdict['status']][] {
+    if (this.closed) return [];
+    try {
+      return (this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as { item: string; full: number; status: string }[]).map((r) => [
+        r.item,
+        r.full === 1,
+        r.status as Verdict['status'],
+      ]);
     } catch (err) {
       throw storeError('read', err);
     }

@@ -1,5 +1,6 @@
 /**
- * VerdictStore.getMany (issue 10): the batch read a list sync served from the store uses. It returns
+ * VerdictStore.getMany and index() (issue 10): the batch read a list sync served from the store uses, and a
+ * session's index of a mailbox (ids, metadata stored, status). getMany returns
  * exactly what get() returns for each id, across several SQLite batches, and nothing of another
  * scope (user, upstream, mailbox, UIDVALIDITY, protocol), policy hash or signature version; an
  * unreadable row is a miss; a failing query is an E_VERDICT_STORE error (the caller's miss).
@@ -138,6 +139,20 @@ describe('VerdictStore.getMany', () => {
     expect(() => s.getMany(scope, ['1'], BASIS)).toThrow(expect.objectContaining({ code: 'E_VERDICT_STORE' }));
     s.close();
     expect(s.getMany(scope, ['1'], BASIS).size).toBe(0);
+  });
+
+  it('index(): each id with whether its metadata is stored and its status, under this key only', () => {
+    const scope = scopeId(SCOPE);
+    for (const i of [1, 3, 11]) s.put(scope, String(i), BASIS, verdict(i));
+    s.put(scopeId({ ...SCOPE, user: 'bob' }), '2', BASIS, verdict(2));
+    s.put(scope, '4', { ...BASIS, policyHash: 'p2' }, verdict(4));
+    expect(s.index(scope, BASIS, 100).sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual([
+      ['1', true, 'clean'],
+      ['3', true, 'changed'],
+      ['11', false, 'clean'],
+    ]);
+    expect(s.index(scopeId({ ...SCOPE, user: 'bob' }), BASIS, 100)).toEqual([['2', true, 'clean']]);
+    expect(s.index(scope, BASIS, 2)).toHaveLength(2);
   });
 
   it('a hit refreshes recency like get() (older than touchIntervalMs), so eviction keeps what a list sync reads', () => {

@@ -48,6 +48,8 @@ const N = MESSAGES.length;
 const ORIGINAL_BYTES = MESSAGES.reduce((n, m) => n + m.length, 0);
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
 const FULL = 'UID FETCH 1:* (BODY.PEEK[])';
+/** A list sync without RFC822.SIZE: the header-only path (clean: the server's header; changed: the stored one). */
+const HEADER_ONLY = 'UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (From Subject Date Content-Type)] BODY.PEEK[HEADER])';
 /** What a client like Thunderbird does first in a known mailbox: postern learns every UID from it. */
 const FLAGS_SYNC = 'UID FETCH 1:* (FLAGS)';
 
@@ -174,7 +176,7 @@ afterAll(async () => {
 
 describe('verdict cache across sessions (IMAP, real Dovecot and clamd)', () => {
   let a: Instance;
-  let first: { list: string; full: string; seq: string; envelope: string };
+  let first: { list: string; full: string; seq: string; envelope: string; headers: string };
 
   it('session 1 vets every message once (list sync, then full fetch and a sequence-number fetch from the session cache)', async () => {
     a = await startInstance(policyFile);
@@ -184,10 +186,11 @@ describe('verdict cache across sessions (IMAP, real Dovecot and clamd)', () => {
     const full = await c.command(FULL);
     const seq = await c.command('FETCH 1:* (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])');
     const envelope = await c.command('UID FETCH 1:* (ENVELOPE BODYSTRUCTURE)');
+    const headers = await c.command(HEADER_ONLY);
     expect(inspected(a)).toBe(N);
     // the executable was stripped (the cache must hold the altered size and header)
     expect(full.toString('latin1')).not.toContain(EXE_PAYLOAD.toString('base64').slice(0, 40));
-    first = { list: body(list), full: body(full), seq: body(seq), envelope: body(envelope) };
+    first = { list: body(list), full: body(full), seq: body(seq), envelope: body(envelope), headers: body(headers) };
     await logout(a, c);
   });
 
@@ -205,6 +208,17 @@ describe('verdict cache across sessions (IMAP, real Dovecot and clamd)', () => {
     const fromUpstream = await logout(a, c);
     // headers and sizes only: far less than the messages themselves
     expect(fromUpstream).toBeLessThan(ORIGINAL_BYTES / 4);
+  });
+
+  it('a header-only list sync in a new session: Dovecot\'s own header bytes for the clean messages, the stored header for the changed one; byte-identical, no inspection', async () => {
+    const before = inspected(a);
+    const c = await session(a);
+    await c.command(FLAGS_SYNC);
+    const headers = await c.command(HEADER_ONLY);
+    expect(body(headers)).toBe(first.headers);
+    expect(inspected(a)).toBe(before);
+    const fromUpstream = await logout(a, c);
+    expect(fromUpstream).toBeLessThan(ORIGINAL_BYTES / 2);
   });
 
   it('session 3: a sequence-number FETCH before any UID was learnt is downloaded, then served from the cache', async () => {
