@@ -12,12 +12,11 @@
  * message is found by postern. Usage: npm run build && node scripts/bench-av.mjs [--messages N]
  * [--mb M] [--rounds R] [--inflight K]   (POSTERN_DIST=/other/dist uses another build)
  */
-import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pino } from 'pino';
 import { buildMailbox } from './lib/mail-corpus.mjs';
-import { startClamd } from './lib/servers.mjs';
+import { clamdInstream as instream, startClamd } from './lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = process.env.POSTERN_DIST ?? join(root, 'dist');
@@ -31,28 +30,6 @@ const N = arg('messages', 200);
 const MB = arg('mb', 40);
 const ROUNDS = arg('rounds', 3);
 const K = arg('inflight', 4);
-
-/** The floor: zINSTREAM, 256 KiB frames, terminator, read the reply until close. */
-function instream(port, data) {
-  return new Promise((resolve, reject) => {
-    const s = net.createConnection({ host: '127.0.0.1', port });
-    const out = [];
-    s.on('error', reject);
-    s.on('data', (d) => out.push(d));
-    s.on('end', () => resolve(Buffer.concat(out).toString('latin1')));
-    s.cork();
-    s.write('zINSTREAM\0');
-    for (let off = 0; off < data.length; off += 262144) {
-      const chunk = data.subarray(off, off + 262144);
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(chunk.length);
-      s.write(len);
-      s.write(chunk);
-    }
-    s.write(Buffer.alloc(4));
-    s.uncork();
-  });
-}
 
 /** Runs fn over items with at most k in flight. */
 async function pool(items, k, fn) {
