@@ -102,6 +102,21 @@ function dovecot(seqUids: [number, number][]): (upstream: string) => string[] {
     );
 }
 
+/** Dovecot's answers for the whole mailbox (seq = UID, 1..3). */
+const ALL3 = dovecot([
+  [1, 1],
+  [2, 2],
+  [3, 3],
+]);
+
+/** A FLAGS-only sync of the whole mailbox (not intercepted: its answers reach observeUntagged). */
+function flagsSync(ins: ImapInspector): void {
+  for (let u = 1; u <= 3; u++) {
+    const l = Buffer.from(`* ${u} FETCH (UID ${u} FLAGS ())\r\n`);
+    ins.observeUntagged(parseResponseHead(l), [l]);
+  }
+}
+
 const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
 const LIST = '(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])';
 
@@ -109,53 +124,21 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('a new session serves a sequence-number list sync from the store once UIDs are known, byte for byte', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    const first = await fetch(
-      a,
-      `a1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const first = await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(first.upstream).toBe('a1 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(inspected(lines)).toBe(3);
-    const seqA = await fetch(
-      a,
-      `a2 FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const seqA = await fetch(a, `a2 FETCH 1:3 ${LIST}`, ALL3);
     // within the session: the map is known from a1's answers, no download
     expect(seqA.upstream).toBe('a2 FETCH 1:3 (FLAGS UID)\r\n');
     a.close();
 
     const b = newSession(lines);
     // no UID known yet in session b: sequence numbers are not guessed, the bodies are downloaded
-    const seqB1 = await fetch(
-      b,
-      `b1 FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const seqB1 = await fetch(b, `b1 FETCH 1:3 ${LIST}`, ALL3);
     expect(seqB1.upstream).toBe('b1 FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(seqB1.client.replace(/^b1 /m, 'a2 ')).toBe(seqA.client);
     expect(inspected(lines)).toBe(4); // the altered message only; the clean ones matched their stored digest
-    const seqB2 = await fetch(
-      b,
-      `b2 FETCH 1:* ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const seqB2 = await fetch(b, `b2 FETCH 1:* ${LIST}`, ALL3);
     expect(seqB2.upstream).toBe('b2 FETCH 1:* (FLAGS UID)\r\n');
     expect(seqB2.client.replace(/^b2 /m, 'a2 ')).toBe(seqA.client);
     expect(inspected(lines)).toBe(4);
@@ -164,34 +147,11 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('a third session learns the UIDs from a flags sync and serves UID 1:* from the store without a download', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    const first = await fetch(
-      a,
-      `a1 UID FETCH 1:* ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const first = await fetch(a, `a1 UID FETCH 1:* ${LIST}`, ALL3);
     const c = newSession(lines);
     // a FETCH of FLAGS only is not intercepted; its answers reach observeUntagged
-    for (const [s, u] of [
-      [1, 1],
-      [2, 2],
-      [3, 3],
-    ]) {
-      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
-      c.observeUntagged(parseResponseHead(l), [l]);
-    }
-    const list = await fetch(
-      c,
-      `c1 UID FETCH 1:* ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    flagsSync(c);
+    const list = await fetch(c, `c1 UID FETCH 1:* ${LIST}`, ALL3);
     expect(list.upstream).toBe('c1 UID FETCH 1:* (FLAGS UID)\r\n');
     expect(list.client.replace(/^c1 /m, 'a1 ')).toBe(first.client);
     expect(inspected(lines)).toBe(3);
@@ -200,24 +160,9 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('the response decides what is rendered: a UID postern has no verdict for is withheld (NO), never guessed from the map', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    await fetch(
-      a,
-      `a1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     const b = newSession(lines);
-    for (const [s, u] of [
-      [1, 1],
-      [2, 2],
-      [3, 3],
-    ]) {
-      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
-      b.observeUntagged(parseResponseHead(l), [l]);
-    }
+    flagsSync(b);
     // the server answers seq 2 with a UID nobody vetted (postern's map said 2)
     const r = await fetch(b, `b1 FETCH 2 ${LIST}`, () => ['* 2 FETCH (UID 9 FLAGS ())\r\n']);
     expect(r.upstream).toBe('b1 FETCH 2 (FLAGS UID)\r\n');
@@ -227,33 +172,10 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    await fetch(
-      a,
-      `a1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     const b = newSession(lines);
-    for (const [s, u] of [
-      [1, 1],
-      [2, 2],
-      [3, 3],
-    ]) {
-      const l = Buffer.from(`* ${s} FETCH (UID ${u} FLAGS ())\r\n`);
-      b.observeUntagged(parseResponseHead(l), [l]);
-    }
-    const first = await fetch(
-      b,
-      `b1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    flagsSync(b);
+    const first = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(first.upstream).toBe('b1 UID FETCH 1:3 (FLAGS UID)\r\n');
     // another process evicts UID 2
     const policy = loadPolicy('default', 'policies');
@@ -262,26 +184,10 @@ describe('IMAP inspector and the shared verdict cache', () => {
       policyHash: policyHash(policy),
       signatures: '',
     });
-    const again = await fetch(
-      b,
-      `b2 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const again = await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS UID)\r\n');
     expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 2; try again later\r\n$/);
-    const retry = await fetch(
-      b,
-      `b3 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    const retry = await fetch(b, `b3 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(retry.upstream).toBe('b3 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(retry.client.replace(/^b3 /m, 'b1 ')).toBe(first.client);
   });
@@ -289,15 +195,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    await fetch(
-      a,
-      `a1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     const e = Buffer.from('* 1 EXPUNGE\r\n');
     a.observeUntagged(parseResponseHead(e), [e]);
     const shifted = await fetch(a, `a2 FETCH 1 ${LIST}`, dovecot([[1, 2]]));
@@ -311,15 +209,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('another user of the same upstream, mailbox and UIDVALIDITY gets nothing from the store', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
-    await fetch(
-      a,
-      `a1 UID FETCH 1:3 ${LIST}`,
-      dovecot([
-        [1, 1],
-        [2, 2],
-        [3, 3],
-      ]),
-    );
+    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     const bob = newSession(lines);
     const line = Buffer.from(`b1 UID FETCH 1:3 ${LIST}\r\n`);
     const ic = bob.intercept(parseCommandHead(line)!, line, { ...VIEW, user: 'bob' } as ImapSessionView);
