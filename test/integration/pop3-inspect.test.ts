@@ -24,7 +24,8 @@ import { PROTECTED_FILE_NAME, ProtectedStore } from '../../src/quarantine/protec
 import { createScanner } from '../../src/scanners/clamd.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
-import { RawConn, run } from '../harness/util.js';
+import { RawConn } from '../harness/util.js';
+import { msgOf, type PyOut, poplib as runPoplib } from '../helpers/poplib.js';
 import { type PosternHandle, startPostern } from '../helpers/postern.js';
 import { eicar } from '../scanners/samples.js';
 
@@ -177,38 +178,9 @@ async function directRetr(n: number, user = 'alice'): Promise<Buffer> {
 
 // ------------------------------------------------------------------ python3 poplib
 
-const PY_CLIENT = String.raw`
-import base64, json, poplib, sys
-a = json.loads(sys.argv[1])
-p = poplib.POP3('127.0.0.1', a['port'], timeout=20)
-p.user(a['user']); p.pass_(a['password'])
-out = []
-for op in a['ops']:
-    try:
-        if op[0] == 'stat': out.append(list(p.stat()))
-        elif op[0] == 'list':
-            resp, lines, _ = p.list()
-            out.append([l.decode() for l in lines])
-        elif op[0] in ('retr', 'top'):
-            resp, lines, octets = p.retr(op[1]) if op[0] == 'retr' else p.top(op[1], op[2])
-            out.append({'status': resp.decode('latin1'), 'octets': octets, 'msg': base64.b64encode(b'\r\n'.join(lines) + b'\r\n').decode()})
-        elif op[0] == 'dele': out.append(p.dele(op[1]).decode('latin1'))
-        elif op[0] == 'noop': out.append(p.noop().decode('latin1'))
-        elif op[0] == 'quit': out.append(p.quit().decode('latin1'))
-    except poplib.error_proto as e:
-        out.append({'error': e.args[0].decode('latin1')})
-print(json.dumps(out))
-`;
-
-type PyOut = Array<[number, number] | string[] | string | { status: string; octets: number; msg: string } | { error: string }>;
-
 async function poplib(port: number, ops: Array<[string, ...number[]]>, user = 'alice'): Promise<PyOut> {
-  const r = await run('python3', ['-c', PY_CLIENT, JSON.stringify({ port, user, password: dovecot.users[user as 'alice'], ops })], { timeoutMs: 25_000 });
-  if (r.code !== 0) throw new Error(`poplib client failed: ${r.stderr.toString()}`);
-  return JSON.parse(r.stdout.toString()) as PyOut;
+  return runPoplib(port, user, dovecot.users[user as 'alice'], ops);
 }
-
-const msgOf = (x: PyOut[number]) => Buffer.from((x as { msg: string }).msg, 'base64');
 
 /** One message.inspected log line (the fields the tests read). */
 interface InspectedLine {
