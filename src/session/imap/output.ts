@@ -12,14 +12,38 @@
  * change through `onChange`, and the relay decides whether to read on (relay.ts updateUpstreamPause:
  * several messages of one FETCH are vetted while later ones arrive, within MAX_VETS_IN_FLIGHT and
  * OUTPUT_QUEUE_PAUSE_BYTES).
+ *
+ * An output may be one buffer or a list of pieces (a rendered FETCH response: its head, views of the
+ * sanitised message, its tail), so a large message is never copied into one buffer to be queued: the
+ * pieces are written in order, one host.sendClient each (the host's write batch joins adjacent views
+ * without copying), and every count of queued bytes is the sum of the pieces.
  */
 
 import type { SessionHost } from '../types.js';
 import { b, CRLF } from './state.js';
 
+/** What the queue writes: one buffer, or pieces written in order (nothing concatenated). */
+export type Output = Buffer | readonly Buffer[];
+
+/** Bytes of an output (the sum of its pieces). */
+export function outputBytes(o: Output): number {
+  if (Buffer.isBuffer(o)) return o.length;
+  let n = 0;
+  for (const piece of o) n += piece.length;
+  return n;
+}
+
 /** A held response in the queue: written once its rendering settles. */
 interface HeldOutput {
-  settled: { ok: true; data: Buffer } | { ok: false; err: unknown } | null;
+  held: true;
+  settled: { ok: true; data: Output } | { ok: false; err: unknown } | null;
+}
+
+/** A plain output in the queue, with its byte count. */
+interface PlainOutput {
+  held: false;
+  data: Output;
+  bytes: number;
 }
 
 /** What the queue needs of its session. */
@@ -30,7 +54,7 @@ export interface OutputOwner {
 }
 
 export class ClientOutput {
-  private readonly queue: Array<Buffer | HeldOutput> = [];
+  private readonly queue: Array<PlainOutput | HeldOutput> = [];
   /** The queue is being written out: later output waits behind it. */
   private flushing = false;
   /** pump() is running. */
@@ -45,7 +69,7 @@ export class ClientOutput {
   private afterFlush: (() => void) | null = null;
   /** Held responses in the queue, not written yet (rendered or not). */
   private heldCount = 0;
-  /** Bytes of the plain buffers in the queue (behind a held response, or waiting for the client to drain). */
+  /** Bytes of the plain outputs in the queue, all pieces counted (behind a held response, or waiting for the client to drain). */
   private plainBytes = 0;
   /** Called whenever `held`, `queuedBytes` or `idle` may have changed (the relay's upstream pause). */
   onChange: (() => void) | null = null;
@@ -67,22 +91,23 @@ export class ClientOutput {
     return this.plainBytes;
   }
 
-  /** Sends (or queues behind a held response). After the session closed only a BYE line is still sent. */
-  send(data: Buffer | string): void {
+  /** Sends (or queues behind a held response); pieces go out in order. After the session closed only a BYE line is still sent. */
+  send(data: Output | string): void {
     if (this.owner.closed && typeof data === 'string' && !data.startsWith('* BYE')) return;
-    const buf = typeof data === 'string' ? b(data) : data;
+    const out = typeof data === 'string' ? b(data) : data;
     if (!this.idle) {
-      this.queue.push(buf);
-      this.plainBytes += buf.length;
+      const bytes = outputBytes(out);
+      this.queue.push({ held: false, data: out, bytes });
+      this.plainBytes += bytes;
       this.onChange?.();
       return;
     }
-    this.owner.host.sendClient(buf);
+    this.write(out);
   }
 
-  /** Queues a promised output (a held, rewritten response); later output waits behind it. */
-  sendLater(p: Promise<Buffer>): void {
-    const held: HeldOutput = { settled: null };
+  /** Queues a promised output (a held, rewritten response, one buffer or its pieces); later output waits behind it. */
+  sendLater(p: Promise<Output>): void {
+    const held: HeldOutput = { held: true, settled: null };
     this.queue.push(held);
     this.heldCount++;
     this.flushing = true;
@@ -144,8 +169,8 @@ export class ClientOutput {
         }
         if (this.waitingDrain) return;
         const head = this.queue[0]!;
-        let buf: Buffer;
-        if (Buffer.isBuffer(head)) buf = head;
+        let out: Output;
+        if (!head.held) out = head.data;
         else {
           if (!head.settled) {
             if (this.awaitingHeld !== head) {
@@ -168,12 +193,12 @@ export class ClientOutput {
             this.owner.fail(head.settled.err, 'upstream');
             return;
           }
-          buf = head.settled.data;
+          out = head.settled.data;
         }
         this.queue.shift();
-        if (buf === head) this.plainBytes -= buf.length;
+        if (!head.held) this.plainBytes -= head.bytes;
         else this.heldCount--;
-        this.owner.host.sendClient(buf);
+        this.write(out);
         this.onChange?.();
         // a client that reads slowly must not make postern render every queued response at once
         const host = this.owner.host;
@@ -192,5 +217,15 @@ export class ClientOutput {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** One output to the host: a buffer as it is, pieces one by one in order (empty pieces skipped). */
+  private write(out: Output): void {
+    const host = this.owner.host;
+    if (Buffer.isBuffer(out)) {
+      host.sendClient(out);
+      return;
+    }
+    for (const piece of out) if (piece.length > 0) host.sendClient(piece);
   }
 }

@@ -20,15 +20,20 @@ import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabiliti
 import { screenResponse } from '../../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
 import type { MemoryLease, SessionHost } from '../types.js';
-import type { ClientOutput } from './output.js';
+import type { ClientOutput, Output } from './output.js';
 import { b, CRLF, type SessionCore } from './state.js';
 
 /** A client command the interceptor takes over (inline inspection). */
 export interface InterceptedCommand {
   /** Bytes to send upstream instead of the client's command (a complete command line, postern-tagged or client-tagged). */
   upstreamCommand: Buffer;
-  /** Called with every untagged response (all parts) while the command is in flight; return what to send the client (or a promise of it), or null to forward unchanged. */
-  onUntagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer> | null;
+  /**
+   * Called with every untagged response (all parts) while the command is in flight; return what to send
+   * the client (or a promise of it), or null to forward unchanged. What is sent may be one buffer or its
+   * pieces in order (a rendered FETCH response: head, views of the sanitised message, tail), written
+   * without being concatenated.
+   */
+  onUntagged(parts: Buffer[], head: ResponseHead): Output | Promise<Output> | null;
   /** Called with the tagged completion; returns the bytes for the client (or a promise). */
   onTagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer>;
   /** A response of this command could not be held (memory budget): its message is withheld, the command must not complete OK. */
