@@ -9,18 +9,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
-import type { ListenerConfig, PosternConfig } from '../../src/config/types.js';
-import { createSessionFactory } from '../../src/inspect/factory.js';
-import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { createLogger } from '../../src/log/logger.js';
-import { type RunningServer, startServer } from '../../src/relay/server.js';
-import { loadOrCreateCa } from '../../src/tls/ca.js';
-import { LeafMinter } from '../../src/tls/leaf.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
-import { run } from '../harness/util.js';
+import { type InspectInstance, startInspectInstance } from '../helpers/inspect-instance.js';
+import { msgOf, type PyOut, poplib as runPoplib } from '../helpers/poplib.js';
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -40,96 +33,35 @@ const EXE =
   '\r\n--XX--\r\n';
 const M = { clean: 1, exe: 2, clean2: 3 };
 
-const PY_CLIENT = String.raw`
-import base64, json, poplib, sys
-a = json.loads(sys.argv[1])
-p = poplib.POP3('127.0.0.1', a['port'], timeout=20)
-p.user(a['user']); p.pass_(a['password'])
-out = []
-for op in a['ops']:
-    try:
-        if op[0] == 'stat': out.append(list(p.stat()))
-        elif op[0] == 'list':
-            resp, lines, _ = p.list()
-            out.append([l.decode() for l in lines])
-        elif op[0] == 'list1': out.append(p.list(op[1]).decode('latin1'))
-        elif op[0] == 'retr':
-            resp, lines, octets = p.retr(op[1])
-            out.append({'status': resp.decode('latin1'), 'msg': base64.b64encode(b'\r\n'.join(lines) + b'\r\n').decode()})
-        elif op[0] == 'quit': out.append(p.quit().decode('latin1'))
-    except poplib.error_proto as e:
-        out.append({'error': e.args[0].decode('latin1')})
-print(json.dumps(out))
-`;
-
-type PyOut = Array<[number, number] | string[] | string | { status: string; msg: string } | { error: string }>;
-
 let dovecot: Dovecot;
 let clamd: ClamdHandle;
 let tmp: string;
-const running: Array<{ server: RunningServer; logs: () => string }> = [];
+const running: InspectInstance[] = [];
 
 async function poplib(port: number, ops: Array<[string, ...number[]]>): Promise<PyOut> {
-  const r = await run('python3', ['-c', PY_CLIENT, JSON.stringify({ port, user: 'alice', password: dovecot.users.alice, ops })], { timeoutMs: 25_000 });
-  if (r.code !== 0) throw new Error(`poplib client failed: ${r.stderr.toString()}`);
-  return JSON.parse(r.stdout.toString()) as PyOut;
+  return runPoplib(port, 'alice', dovecot.users.alice, ops);
 }
 
 /** One postern process-equivalent (its own factory, store connection and signature prober) on the shared store file. */
 async function startInstance(opts: { verdictCache?: boolean } = {}): Promise<{ port: number; logs: () => string }> {
-  const { ca } = loadOrCreateCa({ dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' });
-  const listener: ListenerConfig = {
+  const inst = await startInspectInstance({
+    dir: tmp,
     name: 'pop3',
     protocol: 'pop3',
-    host: '127.0.0.1',
-    port: 0,
-    tls: { mode: 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
-    upstream: { kind: 'static', host: '127.0.0.1', port: dovecot.ports.pop3, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
-    policy: 'default',
-    limits: { ...DEFAULT_SESSION_LIMITS },
-    inspect: {
-      vetOnMetadata: true,
-      cacheMemoryBytes: 8 << 20,
-      keepaliveMs: 0,
-      verdictCache: opts.verdictCache === false ? null : { path: path.join(tmp, 'verdicts.sqlite'), maxEntries: 10_000, maxBytes: 64 << 20 },
-    },
-  };
-  const config: PosternConfig = {
-    file: path.join(tmp, 'postern.yaml'),
-    ca: { dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' },
-    log: { level: 'debug' },
-    policiesDir: path.resolve('policies'),
-    quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
-    scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 << 20 },
-    limits: { ...DEFAULT_SERVER_LIMITS, shutdownGraceMs: 500 },
-    listeners: [listener],
-  };
-  const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk, _e, cb) {
-      lines.push(String(chunk));
-      cb();
-    },
+    upstreamPort: dovecot.ports.pop3,
+    clamd,
+    verdictCache: opts.verdictCache === false ? null : { path: path.join(tmp, 'verdicts.sqlite'), maxEntries: 10_000, maxBytes: 64 << 20 },
+    logLevel: 'debug',
   });
-  const log = createLogger(config.log, sink);
-  const factory = createSessionFactory(config, log);
-  const server = await startServer(config, {
-    log,
-    minter: new LeafMinter(ca, { keyType: 'ec' }),
-    createSession: factory.createSession,
-    onClose: () => factory.close(),
-  });
-  const inst = { server, logs: () => lines.join('') };
   running.push(inst);
   onTestFailed(() => console.error(`--- postern log ---\n${inst.logs().slice(-20_000)}`));
   // the clamd VERSION prober answers first: until then the store is not used
   await new Promise((r) => setTimeout(r, 300));
-  return { port: server.address('pop3').port, logs: inst.logs };
+  return { port: inst.port, logs: inst.logs };
 }
 
 const inspections = (logs: string) => logs.split('\n').filter((l) => l.includes('"event":"message.inspected"')).length;
 const listing = (x: PyOut[number]) => new Map((x as string[]).map((l) => l.split(' ').map(Number) as [number, number]));
-const msgOf = (x: PyOut[number]) => Buffer.from((x as { msg: string }).msg, 'base64');
 const octetsOf = (x: PyOut[number]) => Number(/^\+OK (\d+) octets/.exec((x as { status: string }).status)?.[1]);
 
 beforeAll(async () => {
@@ -139,7 +71,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await Promise.all(running.map((r) => r.server.close(200)));
+  await Promise.all(running.map((r) => r.close()));
   await Promise.all([dovecot?.stop(), clamd?.stop()]);
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
