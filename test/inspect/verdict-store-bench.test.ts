@@ -4,7 +4,8 @@
  * sockets or Dovecot, so that it can be measured on a loaded machine. Session A vets
  * POSTERN_BENCH_N messages (default 300, every 20th altered); each later session learns the UIDs from
  * a flags sync and answers `UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)])`
- * from the store. Prints µs per message (median of rounds) for the list sync and, as the floor, for
+ * from the store, then the same without RFC822.SIZE (the header-only path). Prints µs per message
+ * (median and minimum of rounds) for both and, as the floor, for
  * the flags sync the inspector only observes.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -27,6 +28,8 @@ const N = Number(process.env.POSTERN_BENCH_N ?? 300);
 const ROUNDS = Number(process.env.POSTERN_BENCH_ROUNDS ?? 15);
 const HEADER_FIELDS = 'BODY[HEADER.FIELDS (FROM SUBJECT DATE)]';
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
+/** Without RFC822.SIZE: the header-only path. */
+const HEADER_SYNC = 'UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
 
 function message(i: number): string {
   const text = `line ${i} of some ordinary text in a message body, long enough to matter\r\n`.repeat(5 + (i % 7) * 6);
@@ -129,8 +132,10 @@ describe.skipIf(!ON)('verdict store: list sync cost in the inspector', () => {
   it('prints µs per message', async () => {
     const a = newSession();
     const first = await run(a, `t1 ${LIST_SYNC}`);
+    const firstHeaders = await run(a, `t1 ${HEADER_SYNC}`);
     a.close();
     const list: number[] = [];
+    const headers: number[] = [];
     const flags: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const b = newSession();
@@ -138,6 +143,9 @@ describe.skipIf(!ON)('verdict store: list sync cost in the inspector', () => {
       const second = await run(b, `t1 ${LIST_SYNC}`);
       list.push(second.us);
       expect(second.client.toString('latin1')).toBe(first.client.toString('latin1'));
+      const third = await run(b, `t1 ${HEADER_SYNC}`);
+      headers.push(third.us);
+      expect(third.client.toString('latin1')).toBe(firstHeaders.client.toString('latin1'));
       b.close();
     }
     console.log(
@@ -147,6 +155,8 @@ describe.skipIf(!ON)('verdict store: list sync cost in the inspector', () => {
         flagsSyncUsPerMessage: Math.round(median(flags) / N),
         listSyncFromStoreUsPerMessage: Math.round(median(list) / N),
         listSyncMinUsPerMessage: Math.round(Math.min(...list) / N),
+        headerSyncFromStoreUsPerMessage: Math.round(median(headers) / N),
+        headerSyncMinUsPerMessage: Math.round(Math.min(...headers) / N),
       }),
     );
   }, 600_000);
