@@ -10,18 +10,12 @@
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ListenerConfig, PosternConfig } from '../../src/config/types.js';
-import { createSessionFactory } from '../../src/inspect/factory.js';
-import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { createLogger } from '../../src/log/logger.js';
-import { type RunningServer, startServer } from '../../src/relay/server.js';
-import { loadOrCreateCa } from '../../src/tls/ca.js';
-import { LeafMinter } from '../../src/tls/leaf.js';
+import type { RunningServer } from '../../src/relay/server.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { RawImap } from '../helpers/imap-client.js';
+import { startInspectInstance } from '../helpers/inspect-instance.js';
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -69,58 +63,23 @@ const running: Instance[] = [];
 
 /** One postern process-equivalent: its own factory (store connection, signature prober) and server. */
 async function startInstance(policy: string, opts: { verdictCache?: boolean } = {}): Promise<Instance> {
-  const { ca } = loadOrCreateCa({ dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' });
-  const listener: ListenerConfig = {
-    name: 'inspect',
-    protocol: 'imap',
-    host: '127.0.0.1',
-    port: 0,
-    tls: { mode: 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
-    upstream: { kind: 'static', host: '127.0.0.1', port: dovecot.ports.imap, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+  const i = await startInspectInstance({
+    dir: tmp,
+    upstreamPort: dovecot.ports.imap,
     policy,
-    limits: { ...DEFAULT_SESSION_LIMITS },
-    inspect: {
-      vetOnMetadata: true,
-      cacheMemoryBytes: 8 << 20,
-      keepaliveMs: 0,
-      verdictCache: opts.verdictCache === false ? null : { path: storeFile, maxEntries: 10_000, maxBytes: 64 << 20 },
-    },
-  };
-  const config: PosternConfig = {
-    file: path.join(tmp, 'postern.yaml'),
-    ca: { dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' },
-    log: { level: 'info' },
-    policiesDir: path.resolve('policies'),
-    quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
-    scanner: { type: 'clamd', endpoints: [{ host: clamd.host, port: clamd.port }], timeoutMs: 10_000, healthIntervalMs: 60_000, maxStreamBytes: 25 << 20 },
-    limits: { ...DEFAULT_SERVER_LIMITS, shutdownGraceMs: 500 },
-    listeners: [listener],
-  };
-  const lines: string[] = [];
-  const sink = new Writable({
-    write(chunk, _e, cb) {
-      lines.push(String(chunk));
-      cb();
-    },
-  });
-  const log = createLogger(config.log, sink);
-  const factory = createSessionFactory(config, log);
-  const server = await startServer(config, {
-    log,
-    minter: new LeafMinter(ca, { keyType: 'ec' }),
-    createSession: factory.createSession,
-    onClose: () => factory.close(),
+    clamd,
+    verdictCache: opts.verdictCache === false ? null : { path: storeFile, maxEntries: 10_000, maxBytes: 64 << 20 },
   });
   const inst: Instance = {
-    server,
-    port: server.address('inspect').port,
+    server: i.server,
+    port: i.port,
     logs: () =>
-      lines
-        .join('')
+      i
+        .logs()
         .split('\n')
         .filter(Boolean)
         .map((l) => JSON.parse(l) as Record<string, unknown>),
-    close: () => server.close(200),
+    close: i.close,
   };
   running.push(inst);
   // the clamd VERSION prober answers first: until then the store is not used
@@ -210,7 +169,7 @@ describe('verdict cache across sessions (IMAP, real Dovecot and clamd)', () => {
     expect(fromUpstream).toBeLessThan(ORIGINAL_BYTES / 4);
   });
 
-  it('a header-only list sync in a new session: Dovecot\'s own header bytes for the clean messages, the stored header for the changed one; byte-identical, no inspection', async () => {
+  it("a header-only list sync in a new session: Dovecot's own header bytes for the clean messages, the stored header for the changed one; byte-identical, no inspection", async () => {
     const before = inspected(a);
     const c = await session(a);
     await c.command(FLAGS_SYNC);
