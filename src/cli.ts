@@ -34,7 +34,7 @@ import * as rspamdModule from './scanners/rspamd.js';
 import type { Scanner, SpamScanner } from './scanners/types.js';
 import type { OAuthMechanism } from './session/oauth.js';
 import type { Session, SessionHost } from './session/types.js';
-import { type CertAuthority, caPaths, initCa, loadCa, loadOrCreateCa } from './tls/ca.js';
+import { type CertAuthority, caPaths, initCa, loadCa, openCa } from './tls/ca.js';
 import { LeafMinter } from './tls/leaf.js';
 
 // The composition root: the modules `postern` wires together. Tests replace any of them through CliIo.modules.
@@ -317,29 +317,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   let adminMinter: LeafMinter | null = null;
   let sharedEdge: import('./edge/guard.js').EdgeGuard | null = null;
   if (config.listeners.length > 0) {
-    let ca: CertAuthority;
-    try {
-      const r = loadOrCreateCa(config.ca);
-      ca = r.ca;
-      log.info(
-        {
-          event: 'ca.ready',
-          ca: {
-            cert: ca.certFile,
-            key: ca.keyFile,
-            created: r.created,
-            subject: ca.subject,
-            fingerprint256: ca.fingerprint256,
-            notAfter: ca.notAfter.toISOString(),
-          },
-        },
-        r.created ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)` : `using CA ${ca.certFile}`,
-      );
-      for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
-    } catch (e) {
-      log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
-      throw e;
-    }
+    const ca = openCa(config.ca, log);
     const minter = new LeafMinter(ca, { keyType: config.ca.leafKeyType ?? 'rsa' });
     adminCa = ca;
     adminMinter = minter;

@@ -22,7 +22,7 @@ import { BlockStore } from '../edge/block-store.js';
 import { ErrorCodes } from '../errors.js';
 import { WORKER_LIMITS } from '../limits.js';
 import { type Logger, logErr } from '../log/logger.js';
-import { type CertAuthority, loadOrCreateCa } from '../tls/ca.js';
+import { openCa } from '../tls/ca.js';
 import { LeafMinter } from '../tls/leaf.js';
 import { WORKER_COUNT_ENV, WORKER_INDEX_ENV } from './role.js';
 import type { FromWorker, ToWorker } from './worker.js';
@@ -47,28 +47,7 @@ type Pending = { resolve(m: FromWorker): void; timer: NodeJS.Timeout };
 
 export async function runPrimary(config: PosternConfig, count: number, log: Logger, io: PrimaryIo): Promise<number> {
   // once, before any worker exists
-  let ca: CertAuthority | null = null;
-  try {
-    const r = loadOrCreateCa(config.ca);
-    ca = r.ca;
-    log.info(
-      {
-        event: 'ca.ready',
-        ca: {
-          cert: ca.certFile,
-          key: ca.keyFile,
-          created: r.created,
-          subject: ca.subject,
-          fingerprint256: ca.fingerprint256,
-          notAfter: ca.notAfter.toISOString(),
-        },
-      },
-      r.created ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)` : `using CA ${ca.certFile}`,
-    );
-  } catch (e) {
-    log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
-    throw e;
-  }
+  const ca = openCa(config.ca, log);
   if (config.edge?.blockListFile) {
     try {
       new BlockStore(config.edge.blockListFile).close();

@@ -5,13 +5,12 @@
  * webhook URL that is https (plain http only to a loopback host), header names and values that are
  * tokens / printable text, secrets from a file or an environment variable (never inline).
  */
-import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import { ALARM_LIMITS } from '../limits.js';
 import { millisField } from '../units.js';
-import { isValidHost } from './hosts.js';
+import { fileProblem, isValidHost } from './hosts.js';
 
 /** Every alarm type, in the order docs/alarms.md lists them. */
 export const ALARM_TYPES = ['virus', 'scan_error', 'quarantine_failed', 'auto_block', 'upstream_tls'] as const;
@@ -99,17 +98,6 @@ export const alarmsSchema = z.strictObject({
 export type RawAlarms = z.output<typeof alarmsSchema>;
 
 type Issue = (pathParts: (string | number)[], message: string) => void;
-
-function fileProblem(baseDir: string, file: string | undefined): string | null {
-  if (file === undefined) return null;
-  const abs = path.resolve(baseDir, file);
-  try {
-    if (statSync(abs).isFile()) return null;
-  } catch {
-    // reported below
-  }
-  return `${abs} does not exist or is not a file`;
-}
 
 function isLoopback(h: string): boolean {
   const x = h.toLowerCase().replace(/^\[|\]$/g, '');

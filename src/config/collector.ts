@@ -4,13 +4,12 @@
  * src/config/schema.ts plugs these into the main schema, so every problem is located like the rest
  * (file:line:column and key path).
  */
-import { statSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
-import { isValidHost } from './hosts.js';
+import { fileProblem, isValidHost } from './hosts.js';
 import type {
   CollectorAccountConfig,
   CollectorConfig,
@@ -205,17 +204,6 @@ export const collectorSchema = z.strictObject({
 export type RawCollector = z.output<typeof collectorSchema>;
 
 type Issue = (pathParts: (string | number)[], message: string) => void;
-
-function fileProblem(baseDir: string, file: string | undefined): string | null {
-  if (file === undefined) return null;
-  const abs = path.resolve(baseDir, file);
-  try {
-    if (statSync(abs).isFile()) return null;
-  } catch {
-    // reported below
-  }
-  return `${abs} does not exist or is not a file`;
-}
 
 function defaultPort(protocol: Protocol, mode: UpstreamTlsMode): number {
   if (protocol === 'imap') return mode === 'implicit' ? 993 : 143;

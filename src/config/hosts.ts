@@ -3,7 +3,9 @@
  * and the leaf minter (src/tls/contexts.ts). Pure functions; the public-suffix knowledge comes from
  * `tldts` (the Public Suffix List, ICANN and private sections).
  */
+import { statSync } from 'node:fs';
 import { isIP } from 'node:net';
+import path from 'node:path';
 import { parse as parseDomain } from 'tldts';
 
 const HOSTNAME_RE = /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*\.?$/i;
@@ -69,4 +71,16 @@ export function hostMatches(pattern: string, host: string): boolean {
   }
   if (p.includes('*')) return false;
   return p === h;
+}
+
+/** A config file reference that does not name an existing regular file: the problem as a message (null: fine). `baseDir`: the config file's folder. */
+export function fileProblem(baseDir: string, file: string | undefined): string | null {
+  if (file === undefined) return null;
+  const abs = path.resolve(baseDir, file);
+  try {
+    if (statSync(abs).isFile()) return null;
+  } catch {
+    // reported below
+  }
+  return `${abs} does not exist or is not a file`;
 }

@@ -10,9 +10,11 @@ import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate 
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { constraintsFromEntries, describeNameConstraints, type NameConstraints, sameConstraints } from '../config/name-constraints.js';
 import type { CaConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { logErr } from '../log/logger.js';
 import { buildCertificate, type IssuerInfo, issuerInfoFromCert, nameConstraintsExtension, readNameConstraints } from './x509.js';
 
 export const CA_CERT_FILE = 'ca.crt';
@@ -218,6 +220,35 @@ export function loadCa(cfg: CaConfig): CertAuthority {
 }
 
 /** Loads the CA, creating it when neither file exists. A half-present CA (one file missing) is an error, never overwritten. */
+/**
+ * loadOrCreateCa with its log lines (`ca.ready`, each `ca.warning`; `ca.failed` at fatal before the
+ * error is rethrown): what serve and the cluster primary both do at start.
+ */
+export function openCa(cfg: CaConfig, log: Logger): CertAuthority {
+  try {
+    const { ca, created } = loadOrCreateCa(cfg);
+    log.info(
+      {
+        event: 'ca.ready',
+        ca: {
+          cert: ca.certFile,
+          key: ca.keyFile,
+          created,
+          subject: ca.subject,
+          fingerprint256: ca.fingerprint256,
+          notAfter: ca.notAfter.toISOString(),
+        },
+      },
+      created ? `created a new CA: import ${ca.certFile} into your mail clients (postern ca export)` : `using CA ${ca.certFile}`,
+    );
+    for (const w of ca.warnings) log.warn({ event: 'ca.warning', ca: ca.certFile }, w);
+    return ca;
+  } catch (e) {
+    log.fatal({ event: 'ca.failed', err: logErr(e, ErrorCodes.CA) }, 'cannot load or create the CA');
+    throw e;
+  }
+}
+
 export function loadOrCreateCa(cfg: CaConfig): { ca: CertAuthority; created: boolean } {
   const files = caPaths(cfg);
   const haveCert = existsSync(files.certFile);
