@@ -12,19 +12,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ListenerConfig, PosternConfig } from '../../src/config/types.js';
-import { createSessionFactory } from '../../src/inspect/factory.js';
-import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
-import { createLogger } from '../../src/log/logger.js';
-import { startServer } from '../../src/relay/server.js';
-import { createScanner } from '../../src/scanners/clamd.js';
-import type { Scanner } from '../../src/scanners/types.js';
-import { loadOrCreateCa } from '../../src/tls/ca.js';
-import { LeafMinter } from '../../src/tls/leaf.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { countingScanner, startInspectInstance } from '../helpers/inspect-instance.js';
 
 const ON = !!process.env.POSTERN_BENCH;
 const N = Number(process.env.POSTERN_BENCH_N ?? 500);
@@ -54,85 +45,16 @@ let dovecot: Dovecot;
 let clamd: ClamdHandle;
 let tmp: string;
 
-/** A scanner wrapper counting the scans in flight at once. */
-function counting(inner: Scanner, peak: { now: number; max: number }): Scanner {
-  const wrap =
-    <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
-    async (...a: A): Promise<R> => {
-      peak.now++;
-      peak.max = Math.max(peak.max, peak.now);
-      try {
-        return await f(...a);
-      } finally {
-        peak.now--;
-      }
-    };
-  return {
-    name: inner.name,
-    scan: wrap(inner.scan.bind(inner)),
-    ...(inner.scanChunks ? { scanChunks: wrap(inner.scanChunks.bind(inner)) } : {}),
-    close: () => inner.close(),
-  };
-}
-
 async function instance(opts: { cache: boolean; av: boolean; storeFile: string; peak: { now: number; max: number } }) {
-  const { ca } = loadOrCreateCa({ dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' });
-  const listener: ListenerConfig = {
-    name: 'inspect',
-    protocol: 'imap',
-    host: '127.0.0.1',
-    port: 0,
-    tls: { mode: 'none', hostname: 'localhost', minVersion: 'TLSv1.2' },
-    upstream: { kind: 'static', host: '127.0.0.1', port: dovecot.ports.imap, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
-    policy: 'default',
-    limits: { ...DEFAULT_SESSION_LIMITS },
-    inspect: {
-      vetOnMetadata: true,
-      cacheMemoryBytes: 32 << 20,
-      keepaliveMs: 0,
-      verdictCache: opts.cache ? { path: opts.storeFile, maxEntries: 100_000, maxBytes: 256 << 20 } : null,
-    },
-  };
-  const scannerCfg = {
-    type: 'clamd' as const,
-    endpoints: [{ host: clamd.host, port: clamd.port }],
-    timeoutMs: 30_000,
-    healthIntervalMs: 60_000,
-    maxStreamBytes: 25 << 20,
-  };
-  const config: PosternConfig = {
-    file: path.join(tmp, 'postern.yaml'),
-    ca: { dir: path.join(tmp, 'ca'), commonName: 'postern test CA', organization: 'postern' },
-    log: { level: 'info' },
-    policiesDir: path.resolve('policies'),
-    quarantine: { dir: path.join(tmp, 'quarantine'), retentionDays: 30 },
-    scanner: opts.av ? scannerCfg : null,
-    limits: { ...DEFAULT_SERVER_LIMITS, shutdownGraceMs: 500 },
-    listeners: [listener],
-  };
-  const lines: string[] = [];
-  const log = createLogger(
-    config.log,
-    new Writable({
-      write(c, _e, cb) {
-        lines.push(String(c));
-        cb();
-      },
-    }),
-  );
-  const scanner = opts.av ? counting(createScanner(scannerCfg, log), opts.peak) : null;
-  const factory = createSessionFactory(config, log, { scanner });
-  const server = await startServer(config, {
-    log,
-    minter: new LeafMinter(ca, { keyType: 'ec' }),
-    createSession: factory.createSession,
-    onClose: () => factory.close(),
+  return startInspectInstance({
+    dir: tmp,
+    upstreamPort: dovecot.ports.imap,
+    clamd: opts.av ? clamd : null,
+    scannerTimeoutMs: 30_000,
+    wrapScanner: (s) => countingScanner(s, opts.peak),
+    verdictCache: opts.cache ? { path: opts.storeFile, maxEntries: 100_000, maxBytes: 256 << 20 } : null,
+    cacheMemoryBytes: 32 << 20,
   });
-  return {
-    port: server.address('inspect').port,
-    inspected: () => lines.filter((l) => l.includes('"event":"message.inspected"')).length,
-    close: () => server.close(200),
-  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
