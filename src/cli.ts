@@ -25,7 +25,7 @@ import { ConfigError, formatIssue, formatPath, type LocatedIssue, locateInText }
 import { type PolicyScanNeeds, policyWarnings } from './config/warnings.js';
 import { ErrorCodes, isPosternError } from './errors.js';
 import * as sessionsModule from './inspect/factory.js';
-import { createLogger, type Logger, logErr } from './log/logger.js';
+import { createLogger, flushLog, type Logger, logErr } from './log/logger.js';
 import * as policyModule from './policy/load.js';
 import * as serverModule from './relay/server.js';
 import * as probesModule from './relay/upstream-probe.js';
@@ -343,7 +343,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       probes?.close();
       await sharedEdge?.close();
       log.fatal({ event: 'process.start_failed', err: logErr(e) }, 'cannot start');
-      await flush(log);
+      await flushLog(log);
       io.stderr(`postern: cannot start: ${(e as Error).message}\n`);
       return 1;
     }
@@ -359,7 +359,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       probes?.close();
       await server?.close(0);
       await sharedEdge?.close();
-      await flush(log);
+      await flushLog(log);
       io.stderr(`postern: cannot start the collector: ${(e as Error).message}\n`);
       return 1;
     }
@@ -383,7 +383,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
       probes?.close();
       await Promise.all([server?.close(0), collector?.close()]);
       await sharedEdge?.close();
-      await flush(log);
+      await flushLog(log);
       io.stderr(`postern: cannot start the admin listener: ${(e as Error).message}\n`);
       return 1;
     }
@@ -413,7 +413,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
     const onSignal = (signal: NodeJS.Signals) => {
       if (closing) {
         log.warn({ event: 'process.shutdown_forced', signal }, 'second signal during shutdown: exiting now');
-        void flush(log).then(() => io.exit(1));
+        void flushLog(log).then(() => io.exit(1));
         return;
       }
       closing = true;
@@ -439,7 +439,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
           await sharedEdge?.close();
           ipc?.close();
           log.info({ event: 'process.stop' }, 'stopped');
-          await flush(log);
+          await flushLog(log);
           resolve(code);
           // anything still holding the event loop (a stray timer or socket) must not keep a stopped
           // server alive; unref'd, this fires only in that case
@@ -582,16 +582,6 @@ function locateListenerError(e: unknown, config: PosternConfig): string {
   } catch {
     return message;
   }
-}
-
-function flush(log: Logger): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      log.flush(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
 }
 
 // ---------- check ----------
@@ -819,6 +809,6 @@ async function collect(args: string[], io: CliIo): Promise<number> {
     if (e instanceof collectorModule.CollectUsageError) throw new UsageError(e.message);
     throw e;
   } finally {
-    await flush(log);
+    await flushLog(log);
   }
 }

@@ -21,7 +21,7 @@ import type { PosternConfig } from '../config/types.js';
 import { BlockStore } from '../edge/block-store.js';
 import { ErrorCodes } from '../errors.js';
 import { WORKER_LIMITS } from '../limits.js';
-import { type Logger, logErr } from '../log/logger.js';
+import { flushLog, type Logger, logErr } from '../log/logger.js';
 import { openCa } from '../tls/ca.js';
 import { LeafMinter } from '../tls/leaf.js';
 import { WORKER_COUNT_ENV, WORKER_INDEX_ENV } from './role.js';
@@ -218,7 +218,7 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
       forced = true;
       log.warn({ event: 'process.shutdown_forced', signal }, 'second signal during shutdown: killing the workers');
       for (const s of slots) s.worker?.process.kill('SIGKILL');
-      await flush(log);
+      await flushLog(log);
       io.exit(1);
       return;
     }
@@ -304,17 +304,7 @@ export async function runPrimary(config: PosternConfig, count: number, log: Logg
   for (const p of pending.values()) clearTimeout(p.timer);
   await adminServer?.close();
   log.info({ event: 'process.stop', workers: count }, 'stopped');
-  await flush(log);
+  await flushLog(log);
   setTimeout(() => io.exit(exitCode), 2000).unref();
   return exitCode;
-}
-
-function flush(log: Logger): Promise<void> {
-  return new Promise((resolve) => {
-    try {
-      log.flush(() => resolve());
-    } catch {
-      resolve();
-    }
-  });
 }

@@ -363,3 +363,14 @@ function redactPop3(text: string): string {
   }
   return text;
 }
+
+/** Waits until the logger's buffered lines are written (never rejects: a logger without flush resolves at once). */
+export function flushLog(log: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      log.flush(() => resolve());
+    } catch {
+      resolve();
+    }
+  });
+}
