@@ -33,7 +33,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cleanupOnExit, MB, procTree, sleep, stopProc, tempDir, track, treeCpuSeconds, treeStatus } from './lib/procs.mjs';
-import { freePorts, startHaproxy } from './lib/servers.mjs';
+import { freePorts, posternYamlHead, startHaproxy } from './lib/servers.mjs';
 
 const IDLE_WINDOW_MS = 10_000;
 /** Sessions opened at once by one client process. */
@@ -166,10 +166,7 @@ async function startIdlePostern({ upstreamPort, policy, workers, sessions }) {
   const dir = tempDir('postern-bench-idle-');
   const [port] = await freePorts(1);
   const yaml =
-    `log: { level: info, file: ${dir}/postern.log }\n` +
-    `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
-    `policies_dir: ${join(root, 'policies')}\n` +
-    `quarantine: { dir: ${dir}/quarantine }\n` +
+    posternYamlHead(dir) +
     `limits: { shutdown_grace_ms: 1000, max_sessions: ${sessions + 100}, max_sessions_per_client: ${sessions + 100} }\n` +
     (workers ? `workers: ${workers}\n` : '') +
     `listeners:\n  - name: idle\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +

@@ -364,6 +364,19 @@ function canConnect(port) {
 }
 
 /**
+ * The first lines of every benchmark postern config: log file, CA and quarantine under `dir`
+ * (a fresh temp dir per instance), the shipped policies.
+ */
+export function posternYamlHead(dir) {
+  return (
+    `log: { level: info, file: ${dir}/postern.log }\n` +
+    `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
+    `policies_dir: ${join(root, 'policies')}\n` +
+    `quarantine: { dir: ${dir}/quarantine }\n`
+  );
+}
+
+/**
  * postern as its own process (`node [nodeArgs] bin/postern.js serve`), optionally under a wrapper
  * (`wrap: ['taskset', '-c', '0']`), with static listeners to loopback upstreams. listeners:
  * [{ name, protocol: 'imap'|'pop3', tls: 'none'|'implicit', upstream: PORT, policy: NAME|PATH|null,
@@ -376,12 +389,8 @@ function canConnect(port) {
 export async function startPostern({ listeners, scanner = null, scannerTimeoutMs = 600_000, nodeArgs = [], wrap = [], extraYaml = '' }) {
   const dir = tempDir('postern-bench-run-');
   const ports = await freePorts(listeners.length);
-  const policiesDir = join(root, 'policies');
   const yaml =
-    `log: { level: info, file: ${dir}/postern.log }\n` +
-    `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
-    `policies_dir: ${policiesDir}\n` +
-    `quarantine: { dir: ${dir}/quarantine }\n` +
+    posternYamlHead(dir) +
     (scanner
       ? `scanner:\n  type: clamd\n  endpoints: [{ host: 127.0.0.1, port: ${scanner} }]\n  timeout_ms: ${scannerTimeoutMs}\n  health_interval_ms: 30000\n  max_stream_bytes: 25MiB\n`
       : '') +

@@ -24,7 +24,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { buildMailbox } from '../../scripts/lib/mail-corpus.mjs';
-import { benchDovecotConf, freePorts, requireBin } from '../../scripts/lib/servers.mjs';
+import { benchDovecotConf, freePorts, posternYamlHead, requireBin } from '../../scripts/lib/servers.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const MAIL_UID = 8;
@@ -173,10 +173,7 @@ async function startPostern(dovecot, workers, profileDir) {
   const dir = temp('postern-bw-run-');
   const [port] = await freePorts(1);
   const yaml =
-    `log: { level: info, file: ${dir}/postern.log }\n` +
-    `ca: { dir: ${dir}/ca, leaf_key_type: ec }\n` +
-    `policies_dir: ${join(root, 'policies')}\n` +
-    `quarantine: { dir: ${dir}/quarantine }\n` +
+    posternYamlHead(dir) +
     `scanner: none\n` +
     (workers === 1 ? '' : `workers: ${workers}\n`) +
     `limits: { shutdown_grace_ms: 1000 }\n` +
