@@ -100,7 +100,8 @@ async function run(ins: ImapInspector, command: string): Promise<{ us: number; c
   const t0 = performance.now();
   const ic = ins.intercept(parseCommandHead(line)!, line, VIEW);
   const upstream = ic ? ic.upstreamCommand.toString('latin1') : command;
-  const outs: (Buffer | Promise<Buffer>)[] = [];
+  // an answer may be a list of pieces (the output queue writes them in order)
+  const outs: (Buffer | readonly Buffer[] | Promise<Buffer | readonly Buffer[]>)[] = [];
   for (let seq = 1; seq <= N; seq++) {
     const parts = answer(upstream, seq);
     const head = parseResponseHead(parts[0]!);
@@ -113,7 +114,7 @@ async function run(ins: ImapInspector, command: string): Promise<{ us: number; c
   const tag = command.split(' ')[0]!;
   const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
   outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
-  const client = Buffer.concat(await Promise.all(outs));
+  const client = Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o])));
   return { us: (performance.now() - t0) * 1000, client };
 }
 

@@ -112,7 +112,8 @@ async function fetch(ins: ImapInspector, user: string, command: string, order: n
   const line = Buffer.from(`${command}\r\n`);
   const ic = ins.intercept(parseCommandHead(line)!, line, view(user));
   const upstream = ic ? ic.upstreamCommand.toString('latin1') : line.toString('latin1');
-  const outs: (Buffer | Promise<Buffer>)[] = [];
+  // an answer may be a list of pieces (the output queue writes them in order)
+  const outs: (Buffer | readonly Buffer[] | Promise<Buffer | readonly Buffer[]>)[] = [];
   for (const uid of order) {
     const parts = answer(upstream, uid);
     const head = parseResponseHead(parts[0]!);
@@ -125,7 +126,7 @@ async function fetch(ins: ImapInspector, user: string, command: string, order: n
   const tag = command.split(' ')[0]!;
   const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
   outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
-  return { upstream, client: Buffer.concat(await Promise.all(outs)).toString('latin1') };
+  return { upstream, client: Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o]))).toString('latin1') };
 }
 
 const ALL = Array.from({ length: N }, (_, i) => i + 1);
