@@ -13,25 +13,13 @@ import type { ListenerConfig } from '../../src/config/types.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
-import type { QuarantineStore } from '../../src/policy/types.js';
 import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
+import { EXE, MemoryQuarantine, STRIP_EXE_POLICY } from '../helpers/strip-exe.js';
 import { policyFrom } from '../policy/helpers.js';
 
-class MemoryQuarantine implements QuarantineStore {
-  n = 0;
-  async put(): Promise<string> {
-    return `q${++this.n}`;
-  }
-}
-
 const CLEAN = 'From: a@example.test\r\nTo: alice@example.test\r\nSubject: hello\r\nMessage-ID: <c1@example.test>\r\n\r\nplain text\r\n';
-const EXE =
-  'From: b@example.test\r\nTo: alice@example.test\r\nSubject: tool\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n' +
-  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
-  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAgAAAAA==\r\n--X--\r\n';
 
-const POLICY = policyFrom('filenames:\n  rules:\n    - { match: ["*.exe"], action: strip, quarantine: true }\n');
+const POLICY = STRIP_EXE_POLICY;
 
 let dir: string;
 let store: VerdictStore;
