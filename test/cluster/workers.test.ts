@@ -5,21 +5,19 @@
  * /metrics is the sum over the workers, a worker killed with SIGKILL takes only its own sessions with
  * it and is forked again, and SIGTERM to the primary stops every process.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { freePorts, type TempDir, tempDir, waitFor } from '../harness/util.js';
+import { buildPrivateCli, privateCli, ROOT } from '../helpers/build-cli.js';
 import { RawImap } from '../helpers/imap-client.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-// inside the repository, so the compiled files find node_modules
-const BUILD = path.join(ROOT, 'node_modules', '.cache', 'postern-cluster-test');
-const BIN = path.join(BUILD, 'bin', 'postern.js');
+// the CLI as it ships, compiled into a private directory inside the repository (the compiled files find node_modules)
+const { build: BUILD, bin: BIN } = privateCli('postern-cluster-test');
 
 interface LogLine {
   pid: number;
@@ -106,16 +104,7 @@ function workerPids(): number[] {
 }
 
 beforeAll(async () => {
-  // the CLI as it ships, compiled into a private directory (tsc emits even when another file of the tree has a type error)
-  mkdirSync(path.join(BUILD, 'bin'), { recursive: true });
-  const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  const r = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.json'), '--outDir', path.join(BUILD, 'dist')], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 280_000,
-  });
-  if (!existsSync(path.join(BUILD, 'dist', 'cli.js'))) throw new Error(`build failed: ${r.stdout}${r.stderr}`);
-  writeFileSync(BIN, readFileSync(path.join(ROOT, 'bin', 'postern.js')));
+  buildPrivateCli(BUILD);
 
   dovecot = await startDovecot();
   for (let i = 1; i <= 20; i++) {

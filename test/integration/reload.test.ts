@@ -18,17 +18,15 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'no
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { probe } from '../edge/harness.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { freePorts, type TempDir, tempDir, waitFor } from '../harness/util.js';
+import { buildPrivateCli, privateCli } from '../helpers/build-cli.js';
 import { RawImap } from '../helpers/imap-client.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-// the CLI as it ships, compiled into a private directory (as test/cluster/workers.test.ts does)
-const BUILD = path.join(ROOT, 'node_modules', '.cache', 'postern-reload-test');
-const BIN = path.join(BUILD, 'bin', 'postern.js');
+// the CLI as it ships, compiled into a private directory inside the repository (the compiled files find node_modules)
+const { build: BUILD, bin: BIN } = privateCli('postern-reload-test');
 
 let dovecot: Dovecot;
 let tmp: TempDir;
@@ -168,16 +166,7 @@ function syncLoop(c: RawImap): { stop(): Promise<{ rounds: number; bodies: strin
 }
 
 beforeAll(async () => {
-  mkdirSync(path.join(BUILD, 'bin'), { recursive: true });
-  const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
-  // tsc emits even when another file of the tree has a type error
-  const r = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.json'), '--outDir', path.join(BUILD, 'dist')], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 280_000,
-  });
-  if (!existsSync(path.join(BUILD, 'dist', 'cli.js'))) throw new Error(`build failed: ${r.stdout}${r.stderr}`);
-  writeFileSync(BIN, readFileSync(path.join(ROOT, 'bin', 'postern.js')));
+  buildPrivateCli(BUILD);
 
   dovecot = await startDovecot();
   for (let i = 1; i <= 3; i++) {
