@@ -208,35 +208,8 @@ async function rawLogin(port: number): Promise<net.Socket> {
  * occur in the message texts) and returns every byte read. `slow`: pauses after every read.
  */
 function readUntilTag(s: net.Socket, tag: string, timeoutMs = 60_000, slow = false): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let tail = '';
-    const needle = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n$`);
-    const timer = setTimeout(() => done(new Error(`timeout waiting for ${tag}`)), timeoutMs);
-    // a slow reader first lets the kernel buffers fill up
-    if (slow) {
-      s.pause();
-      setTimeout(() => s.resume(), 300);
-    }
-    const onData = (d: Buffer) => {
-      chunks.push(d);
-      tail = (tail + d.toString('latin1')).slice(-300);
-      if (needle.test(tail)) done(null);
-      else if (slow) {
-        s.pause();
-        setTimeout(() => s.resume(), 2);
-      }
-    };
-    const done = (err: Error | null) => {
-      clearTimeout(timer);
-      s.off('data', onData);
-      s.resume();
-      if (err) reject(err);
-      else resolve(Buffer.concat(chunks));
-    };
-    s.on('data', onData);
-    s.once('error', (e) => done(e));
-  });
+  const needle = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n$`);
+  return readBytes(s, (tail) => needle.test(tail.toString('latin1')), slow, { timeoutMs, tailBytes: 300, what: `timeout waiting for ${tag}` });
 }
 
 /** Dovecot's tagged texts carry timings, `(0.001 + 0.000 + 0.001 secs)`: the only bytes that differ between two sessions. */
@@ -315,15 +288,21 @@ describe('coalesced relay writes preserve bytes and order (real Dovecot, pure re
 });
 
 /**
- * Reads until `done(last bytes, count)` says so (the last 200 bytes read, and how many in all); `slow`:
- * does not read for 300 ms, then pauses 2 ms after every read.
+ * Reads until `done(last bytes, count)` says so (the last `tailBytes` bytes read, default 200, and how
+ * many in all) and returns every byte read; `slow`: does not read for 300 ms, then pauses 2 ms after
+ * every read. Rejects on a socket error or after `timeoutMs` (default 120 s).
  */
-function readBytes(s: net.Socket, done: (tail: Buffer, count: number) => boolean, slow = false): Promise<Buffer> {
+function readBytes(
+  s: net.Socket,
+  done: (tail: Buffer, count: number) => boolean,
+  slow = false,
+  { timeoutMs = 120_000, tailBytes = 200, what = 'timeout' } = {},
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let n = 0;
     let tail = Buffer.alloc(0);
-    const timer = setTimeout(() => finish(new Error('timeout')), 120_000);
+    const timer = setTimeout(() => finish(new Error(what)), timeoutMs);
     if (slow) {
       s.pause();
       setTimeout(() => s.resume(), 300);
@@ -331,7 +310,7 @@ function readBytes(s: net.Socket, done: (tail: Buffer, count: number) => boolean
     const onData = (d: Buffer) => {
       chunks.push(d);
       n += d.length;
-      tail = Buffer.concat([tail, d]).subarray(-200);
+      tail = Buffer.concat([tail, d]).subarray(-tailBytes);
       if (done(tail, n)) finish(null);
       else if (slow) {
         s.pause();
@@ -346,5 +325,6 @@ function readBytes(s: net.Socket, done: (tail: Buffer, count: number) => boolean
       else resolve(Buffer.concat(chunks));
     };
     s.on('data', onData);
+    s.once('error', (e) => finish(e));
   });
 }
