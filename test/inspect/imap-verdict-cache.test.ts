@@ -18,6 +18,7 @@ import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { driveFetch } from '../helpers/inspector-fetch.js';
 import { testListener } from '../helpers/scripted-host.js';
 
 const msg = (i: number) =>
@@ -65,31 +66,21 @@ function newSession(lines: string[]) {
 
 /** Runs one client FETCH: returns the upstream command and the client bytes for the given upstream answers. */
 async function fetch(ins: ImapInspector, command: string, answer: (upstream: string) => string[]): Promise<{ upstream: string; client: string }> {
-  const line = Buffer.from(`${command}\r\n`);
-  const ic = ins.intercept(parseCommandHead(line)!, line, VIEW);
-  if (!ic) throw new Error('not intercepted');
-  const upstream = ic.upstreamCommand.toString('latin1');
-  const outs: (Buffer | Promise<Buffer>)[] = [];
-  for (const resp of answer(upstream)) {
-    // a response is `head {n}\r\n` + literal + `)\r\n`, or one line
-    const m = /^(.*\{(\d+)\}\r\n)/s.exec(resp);
-    const parts = m
-      ? [
-          Buffer.from(m[1]!, 'latin1'),
-          Buffer.from(resp.slice(m[1]!.length, m[1]!.length + Number(m[2])), 'latin1'),
-          Buffer.from(resp.slice(m[1]!.length + Number(m[2])), 'latin1'),
-        ]
-      : [Buffer.from(resp, 'latin1')];
-    const out = ic.onUntagged(parts, parseResponseHead(parts[0]!));
-    if (out === null) {
-      ins.observeUntagged(parseResponseHead(parts[0]!), parts);
-      outs.push(Buffer.concat(parts));
-    } else outs.push(out);
-  }
-  const tag = command.split(' ')[0]!;
-  outs.push(ic.onTagged([Buffer.from(`${tag} OK Fetch completed.\r\n`)], parseResponseHead(Buffer.from(`${tag} OK Fetch completed.\r\n`))));
-  const client = (await Promise.all(outs)).map((b) => b.toString('latin1')).join('');
-  return { upstream, client };
+  const r = await driveFetch(ins, command, VIEW, (upstream) =>
+    answer(upstream).map((resp) => {
+      // a response is `head {n}\r\n` + literal + `)\r\n`, or one line
+      const m = /^(.*\{(\d+)\}\r\n)/s.exec(resp);
+      return m
+        ? [
+            Buffer.from(m[1]!, 'latin1'),
+            Buffer.from(resp.slice(m[1]!.length, m[1]!.length + Number(m[2])), 'latin1'),
+            Buffer.from(resp.slice(m[1]!.length + Number(m[2])), 'latin1'),
+          ]
+        : [Buffer.from(resp, 'latin1')];
+    }),
+  );
+  if (!r.intercepted) throw new Error('not intercepted');
+  return { upstream: r.upstream, client: r.client.toString('latin1') };
 }
 
 /** What Dovecot answers for each message `seqs` names: UID, FLAGS and, when asked, the whole body. */
