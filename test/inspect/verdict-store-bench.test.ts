@@ -21,6 +21,7 @@ import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { driveFetch } from '../helpers/inspector-fetch.js';
 import { testListener } from '../helpers/scripted-host.js';
 
 const ON = !!process.env.POSTERN_BENCH;
@@ -96,25 +97,8 @@ function answer(upstream: string, seq: number): Buffer[] {
 
 /** Runs one FETCH through the inspector: µs spent, the client bytes. */
 async function run(ins: ImapInspector, command: string): Promise<{ us: number; client: Buffer }> {
-  const line = Buffer.from(`${command}\r\n`);
   const t0 = performance.now();
-  const ic = ins.intercept(parseCommandHead(line)!, line, VIEW);
-  const upstream = ic ? ic.upstreamCommand.toString('latin1') : command;
-  // an answer may be a list of pieces (the output queue writes them in order)
-  const outs: (Buffer | readonly Buffer[] | Promise<Buffer | readonly Buffer[]>)[] = [];
-  for (let seq = 1; seq <= N; seq++) {
-    const parts = answer(upstream, seq);
-    const head = parseResponseHead(parts[0]!);
-    const out = ic ? ic.onUntagged(parts, head) : null;
-    if (out === null) {
-      ins.observeUntagged(head, parts);
-      outs.push(Buffer.concat(parts));
-    } else outs.push(out);
-  }
-  const tag = command.split(' ')[0]!;
-  const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
-  outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
-  const client = Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o])));
+  const { client } = await driveFetch(ins, command, VIEW, (upstream) => Array.from({ length: N }, (_, i) => answer(upstream, i + 1)));
   return { us: (performance.now() - t0) * 1000, client };
 }
 

@@ -25,6 +25,7 @@ import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { driveFetch } from '../helpers/inspector-fetch.js';
 import { testListener } from '../helpers/scripted-host.js';
 
 /** More than one batch, and a last batch that is not full. */
@@ -109,30 +110,15 @@ function answer(upstream: string, uid: number): Buffer[] {
 
 /** Runs one client FETCH: the upstream command and the client bytes; `order` is the order of the upstream's answers. */
 async function fetch(ins: ImapInspector, user: string, command: string, order: number[]): Promise<{ upstream: string; client: string }> {
-  const line = Buffer.from(`${command}\r\n`);
-  const ic = ins.intercept(parseCommandHead(line)!, line, view(user));
-  const upstream = ic ? ic.upstreamCommand.toString('latin1') : line.toString('latin1');
-  // an answer may be a list of pieces (the output queue writes them in order)
-  const outs: (Buffer | readonly Buffer[] | Promise<Buffer | readonly Buffer[]>)[] = [];
-  for (const uid of order) {
-    const parts = answer(upstream, uid);
-    const head = parseResponseHead(parts[0]!);
-    const out = ic ? ic.onUntagged(parts, head) : null;
-    if (out === null) {
-      ins.observeUntagged(head, parts);
-      outs.push(Buffer.concat(parts));
-    } else outs.push(out);
-  }
-  const tag = command.split(' ')[0]!;
-  const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
-  outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
-  return { upstream, client: Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o]))).toString('latin1') };
+  const r = await driveFetch(ins, command, view(user), (upstream) => order.map((uid) => answer(upstream, uid)));
+  return { upstream: r.upstream, client: r.client.toString('latin1') };
 }
 
 const ALL = Array.from({ length: N }, (_, i) => i + 1);
 const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
 /** Responses in the client bytes, by UID. */
-const byUid = (client: string) => new Map([...client.matchAll(/\* (\d+) FETCH \(UID (\d+)[\s\S]*?(?=\r\n\* \d+ FETCH|\r\nt\d OK|\r\nt\d NO)/g)].map((m) => [Number(m[2]), m[0]]));
+const byUid = (client: string) =>
+  new Map([...client.matchAll(/\* (\d+) FETCH \(UID (\d+)[\s\S]*?(?=\r\n\* \d+ FETCH|\r\nt\d OK|\r\nt\d NO)/g)].map((m) => [Number(m[2]), m[0]]));
 
 /** Session A vets every message, and records its answers to LIST and HEADERS (from its own cache). */
 async function vetAll(lines: string[]) {
@@ -190,7 +176,12 @@ describe('a list sync answered from the verdict store reads it in batches', () =
     TAMPERED.add(10).add(11);
     const t = await fetch(b, 'alice', `t3 ${HEADERS.replace('1:*', '10:11')}`, [10, 11]);
     expect(byUid(t.client).get(10)).toBe(byUid(first.headers).get(10));
-    expect(byUid(t.client).get(11)).toBe(byUid(first.headers).get(11)!.replaceAll('Subject: ', 'Subject: CHANGED ').replace(/\{(\d+)\}/g, (_m, n) => `{${Number(n) + 8}}`));
+    expect(byUid(t.client).get(11)).toBe(
+      byUid(first.headers)
+        .get(11)!
+        .replaceAll('Subject: ', 'Subject: CHANGED ')
+        .replace(/\{(\d+)\}/g, (_m, n) => `{${Number(n) + 8}}`),
+    );
     b.close();
   });
 
