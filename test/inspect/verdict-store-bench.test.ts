@@ -21,6 +21,7 @@ import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
+import { benchMessage, median } from '../helpers/bench-mail.js';
 import { driveFetch } from '../helpers/inspector-fetch.js';
 import { testListener } from '../helpers/scripted-host.js';
 
@@ -32,19 +33,7 @@ const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS 
 /** Without RFC822.SIZE: the header-only path. */
 const HEADER_SYNC = 'UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
 
-function message(i: number): string {
-  const text = `line ${i} of some ordinary text in a message body, long enough to matter\r\n`.repeat(5 + (i % 7) * 6);
-  const exe = i % 20 === 0;
-  return (
-    `From: Sender ${i} <s${i}@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n` +
-    `Message-ID: <m${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n` +
-    `--b\r\nContent-Type: text/plain\r\n\r\n${text}` +
-    (exe
-      ? '--b\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Disposition: attachment; filename="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n'
-      : '') +
-    '--b--\r\n'
-  );
-}
+const message = (i: number) => benchMessage(i, 5, 6);
 
 /** What Dovecot answers for HEADER.FIELDS (From Subject Date) of message(i). */
 function headerFields(i: number): string {
@@ -101,8 +90,6 @@ async function run(ins: ImapInspector, command: string): Promise<{ us: number; c
   const { client } = await driveFetch(ins, command, VIEW, (upstream) => Array.from({ length: N }, (_, i) => answer(upstream, i + 1)));
   return { us: (performance.now() - t0) * 1000, client };
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 describe.skipIf(!ON)('verdict store: list sync cost in the inspector', () => {
   beforeAll(() => {

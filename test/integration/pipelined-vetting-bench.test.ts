@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Relay } from '../../src/session/imap/relay.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { median } from '../helpers/bench-mail.js';
 import { RawImap } from '../helpers/imap-client.js';
 import { countingScanner, startInspectInstance } from '../helpers/inspect-instance.js';
 
@@ -78,8 +79,6 @@ function earlierRule(this: RelayInternals): void {
   this.upstreamPaused = pause;
   this.host.pauseUpstream(pause);
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 describe.skipIf(!ON)('pipelined vetting: measurement', () => {
   beforeAll(async () => {

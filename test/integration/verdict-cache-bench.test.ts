@@ -15,6 +15,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { benchMessage, median } from '../helpers/bench-mail.js';
 import { countingScanner, startInspectInstance } from '../helpers/inspect-instance.js';
 
 const ON = !!process.env.POSTERN_BENCH;
@@ -27,19 +28,7 @@ const FLAGS_SYNC = 'UID FETCH 1:* (FLAGS)';
 const HEADER_SYNC = 'UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (From Subject Date)])';
 const FULL = 'UID FETCH 1:* (BODY.PEEK[])';
 
-function message(i: number): string {
-  const text = `line ${i} of some ordinary text in a message body, long enough to matter\r\n`.repeat(50 + (i % 7) * 60);
-  const exe = i % 20 === 0;
-  return (
-    `From: Sender ${i} <s${i}@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nDate: Tue, 3 Nov 2026 09:00:00 +0000\r\n` +
-    `Message-ID: <m${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n` +
-    `--b\r\nContent-Type: text/plain\r\n\r\n${text}` +
-    (exe
-      ? '--b\r\nContent-Type: application/octet-stream; name="x.exe"\r\nContent-Disposition: attachment; filename="x.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n'
-      : '') +
-    '--b--\r\n'
-  );
-}
+const message = (i: number) => benchMessage(i, 50, 60);
 
 let dovecot: Dovecot;
 let clamd: ClamdHandle;
@@ -56,8 +45,6 @@ async function instance(opts: { cache: boolean; av: boolean; storeFile: string; 
     cacheMemoryBytes: 32 << 20,
   });
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /**
  * A timing client that costs next to nothing per byte (it shares the process with postern): it keeps
