@@ -25,7 +25,7 @@ import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy
 import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
-import { buildFetchResponse, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
+import { buildFetchResponse, buildFetchResponseParts, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
@@ -734,7 +734,7 @@ export class ImapInspector implements ImapInterceptor {
     return uids.filter((u) => ids.get(u) === true && !clean.has(u)).sort((a, b) => a - b);
   }
 
-  private onFetch(state: CommandState, parts: Buffer[]): Buffer | Promise<Buffer> | null {
+  private onFetch(state: CommandState, parts: Buffer[]): Buffer | Buffer[] | Promise<Buffer | Buffer[]> | null {
     const resp = parseFetchResponse(parts);
     const body = resp.items.find((i) => i.name === 'BODY[]');
     const uidItem = resp.items.find((i) => i.name === 'UID');
@@ -765,7 +765,7 @@ export class ImapInspector implements ImapInterceptor {
     vetted: () => Promise<Vetted | { tempfail: string } | null>,
     label: string,
     gateBytes?: number,
-  ): Promise<Buffer> {
+  ): Promise<Buffer | Buffer[]> {
     const job = () =>
       vetted().then((v) => {
         if (!v || 'tempfail' in v) {
@@ -908,7 +908,7 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /** Renders the client's items from the session cache's sanitised message. */
-  private render(state: CommandState, seq: number, serverItems: FetchResponseItem[], v: Vetted): Buffer {
+  private render(state: CommandState, seq: number, serverItems: FetchResponseItem[], v: Vetted): Buffer[] {
     return this.renderWith(state, seq, serverItems, v.verdict.status, (item) => renderItemParts(v.output, v.structure, item));
   }
 
@@ -917,7 +917,7 @@ export class ImapInspector implements ImapInterceptor {
    * BODY, BODYSTRUCTURE and ENVELOPE of the sanitised message, and its header block for header
    * sections. Only requests made of such items get here (allCached, headerOnly).
    */
-  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict): Buffer {
+  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict): Buffer[] {
     // the stored block is a header only: read by the part tree's own header reader, without the rest of a parse
     let header: PartMap | null = null;
     return this.renderWith(state, seq, serverItems, sv.status, (item) => {
@@ -938,9 +938,9 @@ export class ImapInspector implements ImapInterceptor {
     serverItems: FetchResponseItem[],
     status: Verdict['status'],
     content: (item: FetchItem) => Buffer | Buffer[],
-  ): Buffer {
+  ): Buffer[] {
     const byName = new Map(serverItems.map((i) => [i.name, i]));
-    // items as pieces (views of the message and of the server's response): copied once, by buildFetchResponse
+    // items as pieces (views of the message and of the server's response): never copied, the output queue writes the pieces
     const out: Array<Buffer | readonly Buffer[]> = [];
     const emitted = new Set<string>();
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
@@ -975,7 +975,7 @@ export class ImapInspector implements ImapInterceptor {
     for (const item of state.items) if (isBuffered(item)) emitItem(item);
     if (!state.items.some((i) => i.name === 'FLAGS')) emitServer('FLAGS');
     for (const item of state.items) if (!isBuffered(item)) emitItem(item);
-    return buildFetchResponse(seq, out);
+    return buildFetchResponseParts(seq, out);
   }
 
   private async onDone(state: CommandState, parts: Buffer[], head: ResponseHead): Promise<Buffer> {
