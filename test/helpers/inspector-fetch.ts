@@ -3,12 +3,21 @@
  * would: the command is offered to intercept(); every untagged answer goes to the interception
  * (or, when it declines one or nothing was intercepted, to observeUntagged and straight to the
  * client); the tagged `OK` ends it. Returns the upstream command and the client bytes in order
- * (an output may be a list of pieces: the output queue writes them in order).
+ * (an output may be a list of pieces: the output queue writes them in order). Also the inspector
+ * those tests drive: selectedInspector.
  */
-import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { fixedSignatures } from '../../src/inspect/signatures.js';
+import { policyHash, type VerdictStore } from '../../src/inspect/verdict-store.js';
+import { loadPolicy } from '../../src/policy/load.js';
+import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
 import type { Output } from '../../src/session/imap/output.js';
+import { testListener } from './scripted-host.js';
 
 export interface DrivenFetch {
   intercepted: boolean;
@@ -35,4 +44,35 @@ export async function driveFetch(ins: ImapInspector, command: string, view: Imap
   outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
   const client = Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o])));
   return { intercepted: ic !== null, upstream, client };
+}
+
+/**
+ * An ImapInspector with the default policy, no scanner, a quarantine under `dir`/q and the shared
+ * verdict store, as a session of user `view.user` that has just selected INBOX (`exists` messages,
+ * UIDVALIDITY 7). `selected` receives what intercept() answered for the SELECT (null: passed on).
+ */
+export function selectedInspector(o: {
+  dir: string;
+  store: VerdictStore;
+  view: ImapSessionView;
+  exists: number;
+  log: Logger;
+  selected?: (intercepted: unknown) => void;
+}): ImapInspector {
+  const policy = loadPolicy('default', 'policies');
+  const quarantine = new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
+  const ins = new ImapInspector({
+    listener: testListener(),
+    policy,
+    engine: { scanner: null, quarantine },
+    log: o.log,
+    shared: { store: o.store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  const sel = Buffer.from('s1 SELECT INBOX\r\n');
+  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
+  const ic = ins.intercept(parseCommandHead(sel)!, sel, o.view, parsed);
+  o.selected?.(ic);
+  for (const l of [`* ${o.exists} EXISTS\r\n`, '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
+  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
+  return ins;
 }

@@ -10,16 +10,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { fixedSignatures } from '../../src/inspect/signatures.js';
+import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
-import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
-import { driveFetch } from '../helpers/inspector-fetch.js';
-import { testListener } from '../helpers/scripted-host.js';
+import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
 
 const msg = (i: number) =>
   `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
@@ -45,23 +41,15 @@ afterEach(() => {
 const VIEW = { user: 'alice', upstreamName: 'imap.example.test:143', upstreamCapabilities: new Set<string>() } as ImapSessionView;
 
 function newSession(lines: string[]) {
-  const policy = loadPolicy('default', 'policies');
-  const quarantine = new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 });
-  const log = pino({ level: 'info' }, { write: (s: string) => lines.push(s) });
-  const ins = new ImapInspector({
-    listener: testListener(),
-    policy,
-    engine: { scanner: null, quarantine },
-    log,
-    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
   // SELECT INBOX: 3 messages, UIDVALIDITY 7
-  const sel = Buffer.from('s1 SELECT INBOX\r\n');
-  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
-  expect(ins.intercept(parseCommandHead(sel)!, sel, VIEW, parsed)).toBeNull();
-  for (const l of ['* 3 EXISTS\r\n', '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
-  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
-  return ins;
+  return selectedInspector({
+    dir,
+    store,
+    view: VIEW,
+    exists: 3,
+    log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }),
+    selected: (ic) => expect(ic).toBeNull(),
+  });
 }
 
 /** Runs one client FETCH: returns the upstream command and the client bytes for the given upstream answers. */

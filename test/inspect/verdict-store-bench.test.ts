@@ -13,17 +13,11 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { fixedSignatures } from '../../src/inspect/signatures.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
-import { loadPolicy } from '../../src/policy/load.js';
-import type { ParsedCommand } from '../../src/protocol/imap/command.js';
-import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
 import { benchMessage, median } from '../helpers/bench-mail.js';
-import { driveFetch } from '../helpers/inspector-fetch.js';
-import { testListener } from '../helpers/scripted-host.js';
+import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
 
 const ON = !!process.env.POSTERN_BENCH;
 const N = Number(process.env.POSTERN_BENCH_N ?? 300);
@@ -47,21 +41,7 @@ let store: VerdictStore;
 const MESSAGES = Array.from({ length: N }, (_, i) => message(i + 1));
 
 function newSession(): ImapInspector {
-  const policy = loadPolicy('default', 'policies');
-  const quarantine = new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 });
-  const ins = new ImapInspector({
-    listener: testListener(),
-    policy,
-    engine: { scanner: null, quarantine },
-    log: pino({ level: 'warn' }, { write: () => {} }),
-    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
-  const sel = Buffer.from('s1 SELECT INBOX\r\n');
-  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
-  ins.intercept(parseCommandHead(sel)!, sel, VIEW, parsed);
-  for (const l of [`* ${N} EXISTS\r\n`, '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
-  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
-  return ins;
+  return selectedInspector({ dir, store, view: VIEW, exists: N, log: pino({ level: 'warn' }, { write: () => {} }) });
 }
 
 /** The upstream's answer to `upstream` for message seq (= UID), split as the framer delivers it. */

@@ -14,19 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { renderItem } from '../../src/inspect/render/index.js';
-import { fixedSignatures } from '../../src/inspect/signatures.js';
-import { policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
-import { loadPolicy } from '../../src/policy/load.js';
-import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
-import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
-import { driveFetch } from '../helpers/inspector-fetch.js';
-import { testListener } from '../helpers/scripted-host.js';
+import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
 
 /** More than one batch, and a last batch that is not full. */
 const N = VERDICT_STORE_LIMITS.readBatch + 44;
@@ -65,21 +59,7 @@ function view(user: string): ImapSessionView {
 }
 
 function newSession(lines: string[], user = 'alice') {
-  const policy = loadPolicy('default', 'policies');
-  const quarantine = new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 });
-  const ins = new ImapInspector({
-    listener: testListener(),
-    policy,
-    engine: { scanner: null, quarantine },
-    log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }),
-    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
-  const sel = Buffer.from('s1 SELECT INBOX\r\n');
-  const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };
-  ins.intercept(parseCommandHead(sel)!, sel, view(user), parsed);
-  for (const l of [`* ${N} EXISTS\r\n`, '* OK [UIDVALIDITY 7] UIDs valid\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
-  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK [READ-WRITE] Select completed\r\n')));
-  return ins;
+  return selectedInspector({ dir, store, view: view(user), exists: N, log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }) });
 }
 
 /** Dovecot's answer for message `uid` to the upstream command, as the framer hands it over: a line up to each literal's announcement, the literal, ..., the rest. */
