@@ -25,7 +25,13 @@ import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy
 import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
 import { classifyItem, type FetchItem, type FetchItemList, formatItemName, parseFetchItems, setsSeen } from '../protocol/imap/fetch-items.js';
-import { buildFetchResponse, buildFetchResponseParts, type FetchResponse, type FetchResponseItem, parseFetchResponse } from '../protocol/imap/fetch-response.js';
+import {
+  buildFetchResponse,
+  buildFetchResponseParts,
+  type FetchResponse,
+  type FetchResponseItem,
+  parseFetchResponse,
+} from '../protocol/imap/fetch-response.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
@@ -34,8 +40,8 @@ import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
-import { processVetGate } from './vet-gate.js';
 import { type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+import { processVetGate } from './vet-gate.js';
 
 /**
  * Items Dovecot writes before everything else ("buffered" handlers), in request order; the rest —

@@ -23,7 +23,9 @@ const { defaultPolicy } = await import('./helpers.js');
 
 describe('digest of the original on demand', () => {
   it('a clean message is not hashed; digest() hashes it once and equals SHA-256 of the input', async () => {
-    const raw = message(multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]));
+    const raw = message(
+      multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/pdf', body: PDF, filename: 'a.pdf' })]),
+    );
     const policy = defaultPolicy();
     hashed.count = 0;
     const r = await inspectMessage(raw, policy, {}, {});
@@ -37,11 +39,25 @@ describe('digest of the original on demand', () => {
   });
 
   it('a message whose original is kept is hashed for its recovery id, and digest() reuses that hash', async () => {
-    const raw = message(multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'setup.exe' })]));
+    const raw = message(
+      multipart('mixed', 'b1', [leaf({ type: 'text/plain', body: 'hello' }), leaf({ type: 'application/octet-stream', body: EXE, filename: 'setup.exe' })]),
+    );
     const puts: string[] = [];
     const policy = defaultPolicy();
     hashed.count = 0;
-    const r = await inspectMessage(raw, policy, {}, { quarantine: { put: async (_o, meta) => (puts.push(String(meta.id)), String(meta.id)) } });
+    const r = await inspectMessage(
+      raw,
+      policy,
+      {},
+      {
+        quarantine: {
+          put: async (_o, meta) => {
+            puts.push(String(meta.id));
+            return String(meta.id);
+          },
+        },
+      },
+    );
     // the inner digest and the id: two hashes, however many times the id was shown
     expect(hashed.count).toBe(2);
     expect(r.verdict.status).toBe('changed');

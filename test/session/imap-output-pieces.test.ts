@@ -177,7 +177,13 @@ describe('ImapSession: an interceptor rendering pieces', () => {
       }),
     );
     session.start();
-    const t = { host, session, renderings, client: (s: string) => session.onClientData(Buffer.from(s)), upstream: (s: string) => session.onUpstreamData(Buffer.from(s)) };
+    const t = {
+      host,
+      session,
+      renderings,
+      client: (s: string) => session.onClientData(Buffer.from(s)),
+      upstream: (s: string) => session.onUpstreamData(Buffer.from(s)),
+    };
     t.client('a1 LOGIN alice pw\r\n');
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
     t.upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
@@ -190,7 +196,8 @@ describe('ImapSession: an interceptor rendering pieces', () => {
   const body1 = 'Subject: one\r\n\r\nthe first secret message\r\n';
   const body2 = 'Subject: two\r\n\r\nthe second plain message\r\n';
   const upstreamAnswer =
-    `* 1 FETCH (UID 11 BODY[] {${body1.length}}\r\n${body1})\r\n* 7 EXISTS\r\n` + `* 2 FETCH (UID 12 BODY[] {${body2.length}}\r\n${body2})\r\nf1 OK Fetch completed.\r\n`;
+    `* 1 FETCH (UID 11 BODY[] {${body1.length}}\r\n${body1})\r\n* 7 EXISTS\r\n` +
+    `* 2 FETCH (UID 12 BODY[] {${body2.length}}\r\n${body2})\r\nf1 OK Fetch completed.\r\n`;
   const expected =
     `* 1 FETCH (UID 11 BODY[] {${body1.length}}\r\n${body1.replace('secret', 'XXXXXX')})\r\n* 7 EXISTS\r\n` +
     `* 2 FETCH (UID 12 BODY[] {${body2.length}}\r\n${body2})\r\nf1 OK Fetch completed.\r\n`;

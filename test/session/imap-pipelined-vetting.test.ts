@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { MAX_VETS_IN_FLIGHT } from '../../src/limits.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
-import type { ScanOutcome, Scanner } from '../../src/scanners/types.js';
+import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import { policyFrom } from '../policy/helpers.js';
