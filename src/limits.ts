@@ -434,6 +434,21 @@ export const VERDICT_STORE_LIMITS = {
   maxVersionReplyBytes: 1024,
 } as const;
 
+/**
+ * IMAP: the private UID lookup (`UID SEARCH`) a session sends before a FETCH whose set it cannot map to
+ * UIDs, when the verdict store knows messages of the mailbox (so a reconnecting client's poll or list
+ * sync is answered from the store). Whatever exceeds these bounds makes the lookup fail: the FETCH then
+ * downloads and vets as without it (no error).
+ */
+export const UID_LOOKUP_LIMITS = {
+  /** Messages (sequence numbers) one lookup asks for; a larger mailbox is looked up in several such ranges (the answer stays well under max_line_length). */
+  maxUidsPerLookup: 5_000,
+  /** Untagged SEARCH/ESEARCH responses kept for one lookup (it expects one; more fail it). */
+  maxResponses: 2,
+  /** Lookups run before one client command. */
+  maxLookupsPerCommand: 64,
+} as const;
+
 /** Messages of one IMAP session vetted at the same time (one FETCH's messages are inspected while later ones still arrive); further ones wait for a slot. */
 export const MAX_VETS_IN_FLIGHT = 4;
 

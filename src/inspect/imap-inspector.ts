@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
-import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, VERDICT_STORE_LIMITS } from '../limits.js';
+import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, UID_LOOKUP_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { hasBareLf, toCrlf } from '../mime/eol.js';
 import { buildPartMap, mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
@@ -36,10 +36,12 @@ import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
+import type { PreparedLookup } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
+import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
 import { type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 import { processVetGate } from './vet-gate.js';
 
@@ -174,6 +176,8 @@ export class ImapInspector implements ImapInterceptor {
    */
   private uids: number[] | null = null;
   private knownUids = 0;
+  /** Counts every change of the mailbox's message numbering (EXISTS, EXPUNGE, VANISHED, a new map): a UID lookup answered across one is not used. */
+  private numbering = 0;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
   private storeIndex: { scope: string; basis: string; ids: Map<number, boolean>; clean: Set<number> } | null = null;
@@ -221,6 +225,7 @@ export class ImapInspector implements ImapInterceptor {
   private resetUids(uids: number[] | null): void {
     this.uids = uids;
     this.knownUids = 0;
+    this.numbering++;
   }
 
   /** Keeps the seq -> UID map in step with the server's untagged responses. */
@@ -228,6 +233,7 @@ export class ImapInspector implements ImapInterceptor {
     const uids = this.uids;
     if (!uids) return;
     const n = head.number;
+    if (head.keyword === 'EXISTS' || head.keyword === 'EXPUNGE' || head.keyword === 'VANISHED') this.numbering++;
     switch (head.keyword) {
       case 'EXISTS':
         if (n === undefined || n < uids.length || n > VERDICT_STORE_LIMITS.maxIdsPerMailbox) this.resetUids(null);
@@ -452,6 +458,105 @@ export class ImapInspector implements ImapInterceptor {
     }
     // URLFETCH, GENURLAUTH, RESETKEY and NOTIFY never get here: the command grammar knows none of them
     return null;
+  }
+
+  /**
+   * A private UID lookup before a FETCH that would otherwise download bodies the shared store could
+   * answer for: a new session's first `UID FETCH 1:* (UID RFC822.SIZE)` (a poll) or list sync, or a
+   * sequence-number FETCH, whose set the seq -> UID map cannot resolve yet. Offered only for a FETCH
+   * whose items the store answers (metadata, sizes, structures, top-level headers), with a mailbox
+   * selected whose store index is not empty. The answer fills the map only when it is strictly
+   * consistent (see fillFromLookup); otherwise the FETCH downloads and vets as without it.
+   */
+  prepare(head: CommandHead, line: Buffer, session: ImapSessionView): PreparedLookup | null {
+    if (head.name !== 'FETCH' && head.name !== 'UID FETCH') return null;
+    const uids = this.uids;
+    if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0 || this.knownUids === uids.length) return null;
+    const args = crlfStrip(line.toString('latin1', head.argsOffset));
+    const sp = args.indexOf(' ');
+    if (sp <= 0) return null;
+    const seqSet = args.slice(0, sp);
+    if (!/^[0-9*:,]+$/.test(seqSet)) return null;
+    let items: FetchItem[];
+    try {
+      items = parseFetchItems(args.slice(sp + 1)).items;
+    } catch {
+      return null;
+    }
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const classes = items.map(classifyItem);
+    const hasEnvelope = items.some(isEnvelope);
+    const needContent =
+      classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (this.vetOnEnvelope && c === 'header')) ||
+      (this.vetOnEnvelope && hasEnvelope);
+    const hasHeader = classes.some((c) => c === 'header');
+    // what only a download can answer (a body section) gains nothing from the map; plain metadata needs no body
+    const storeAnswers = items.every((i, k) => {
+      const cls = classes[k];
+      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
+    });
+    if (!storeAnswers || !(needContent || hasHeader || hasEnvelope)) return null;
+    this.user = session.user;
+    this.upstream = session.upstreamName;
+    const ids = this.storeIds();
+    if (!ids || ids.size === 0) return null;
+    if (this.resolveSet(seqSet, head.name === 'UID FETCH') !== null) return null;
+    const esearch = session.upstreamCapabilities.has('ESEARCH');
+    const from = { uids, numbering: this.numbering, mailbox: this.mailbox, uidValidity: this.uidValidity };
+    const found: number[] = [];
+    const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
+    const lookup = (range: LookupRange): PreparedLookup => ({
+      command: lookupCommand(range, esearch),
+      done: (h, untagged) => {
+        const why = this.lookupAnswer(from, range, found, h, untagged, esearch);
+        if (why) {
+          this.deps.log.debug(
+            { event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox },
+            'UID lookup answer not used; the FETCH downloads',
+          );
+          return null;
+        }
+        if (range.hi < uids.length) return lookup({ lo: range.hi + 1, hi: Math.min(uids.length, range.hi + step), all: false });
+        this.fillFromLookup(found);
+        this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'filled', messages: found.length, mailbox: this.mailbox }, 'UIDs of the mailbox looked up');
+        return null;
+      },
+    });
+    return lookup({ lo: 1, hi: Math.min(uids.length, step), all: uids.length <= step });
+  }
+
+  /**
+   * Checks one answer of a UID lookup for messages range.lo..range.hi and appends its UIDs to `found`;
+   * returns why it is not used, or null. Not used: the command failed, the answer is not exactly the
+   * expected shape and count of strictly ascending UIDs, or the mailbox's numbering changed (EXISTS,
+   * EXPUNGE, VANISHED, another mailbox) since the lookup began.
+   */
+  private lookupAnswer(
+    from: { uids: number[]; numbering: number; mailbox: string; uidValidity: number },
+    range: LookupRange,
+    found: number[],
+    head: ResponseHead,
+    untagged: Buffer[][],
+    esearch: boolean,
+  ): string | null {
+    if (head.keyword !== 'OK') return `the lookup ended ${head.keyword}`;
+    if (this.uids !== from.uids || this.numbering !== from.numbering || this.mailbox !== from.mailbox || this.uidValidity !== from.uidValidity) {
+      return 'the mailbox changed during the lookup';
+    }
+    if (found.length !== range.lo - 1 || range.hi > from.uids.length) return 'the lookup is out of step';
+    const got = parseLookupAnswer(untagged, { esearch, tag: head.tag ?? '', expected: range.hi - range.lo + 1, above: found[found.length - 1] ?? 0 });
+    if (typeof got === 'string') return got;
+    for (const u of got) found.push(u);
+    return null;
+  }
+
+  /** A complete, consistent lookup: every message's UID. A UID already known that disagrees leaves the map as it is. */
+  private fillFromLookup(found: number[]): void {
+    const uids = this.uids;
+    if (!uids || found.length !== uids.length) return;
+    for (let i = 0; i < uids.length; i++) if (uids[i] !== 0 && uids[i] !== found[i]) return;
+    for (let i = 0; i < uids.length; i++) uids[i] = found[i]!;
+    this.knownUids = uids.length;
   }
 
   intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null {

@@ -13,7 +13,7 @@
  *   command waits (untagged FETCH responses of two commands cannot be told apart).
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES } from '../../limits.js';
+import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES, UID_LOOKUP_LIMITS } from '../../limits.js';
 import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
 import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
@@ -40,6 +40,22 @@ export interface InterceptedCommand {
   withhold?(reason: string): void;
 }
 
+/**
+ * A private command the interceptor wants answered before a client command is processed (prepare): a
+ * UID lookup (`UID SEARCH ...`) so that a FETCH can be answered from the verdict store.
+ */
+export interface PreparedLookup {
+  /** The command without its tag (postern's private tag is put in front), e.g. `UID SEARCH RETURN (ALL) 1:5000`. */
+  command: string;
+  /**
+   * The private command completed: `head` is its tagged response (head.tag: the private tag), `untagged`
+   * every `* SEARCH` / `* ESEARCH` response that arrived while it was in flight (at most
+   * UID_LOOKUP_LIMITS.maxResponses are kept; more means the answer is not understood). Return a further lookup to
+   * run before the client's command, or nothing.
+   */
+  done(head: ResponseHead, untagged: Buffer[][]): PreparedLookup | null | undefined;
+}
+
 export interface ImapInterceptor {
   /**
    * Offered every complete client command in the relay phase, after it passed the grammar: `line` is
@@ -53,6 +69,12 @@ export interface ImapInterceptor {
    * announces a literal, so it cannot be offered to intercept() whole.
    */
   refuse?(head: CommandHead, line: Buffer, hasLiteral: boolean, command?: ParsedCommand): string | null;
+  /**
+   * Offered a complete client command (after refuse, before intercept) when nothing is in flight
+   * upstream: return a private lookup to run first (the client's command, and every later one, waits
+   * until it completed; its SEARCH/ESEARCH responses never reach the client), or null.
+   */
+  prepare?(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): PreparedLookup | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -77,6 +99,16 @@ interface InFlight {
   done?: (head: ResponseHead, untagged: Buffer[][]) => void;
   untagged?: Buffer[][];
   intercepted?: InterceptedCommand;
+  /** A private lookup (prepare): untagged SEARCH / ESEARCH responses belong to it. */
+  lookup?: boolean;
+}
+
+/** A client command waiting for a private lookup (prepare) before it is processed. */
+interface WaitingCommand {
+  cmd: ParsedCommand;
+  chunks: Buffer[];
+  line: Buffer;
+  head: CommandHead;
 }
 
 /** The upstream response being relayed: forwarded frame by frame, or held whole (assembler) for its target. */
@@ -107,6 +139,8 @@ export class Relay {
   private idle: { tag: string; doneSent: boolean; bad: boolean } | null = null;
   /** An intercepted command is in flight: client input waits (in the session's backlog). */
   private waitingForIntercept = false;
+  /** A private lookup (prepare) is in flight before this client command: it and later client input wait. */
+  private lookupFor: WaitingCommand | null = null;
   /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
   private rejectRestOfBatch = false;
   /**
@@ -291,6 +325,12 @@ export class Relay {
       return;
     }
     // untagged
+    // a private lookup runs only while nothing else is in flight: every SEARCH / ESEARCH answer is its own
+    const lookup = this.lookupFor ? this.inflight.find((c) => c.lookup) : undefined;
+    if (lookup && (head.keyword === 'SEARCH' || head.keyword === 'ESEARCH')) {
+      holdWholeResponse(lookup);
+      return;
+    }
     const privateCap = this.inflight.find((c) => c.private && c.name === 'CAPABILITY');
     const clientCap = this.inflight.find((c) => !c.private && c.name === 'CAPABILITY');
     if (head.keyword === 'CAPABILITY' && privateCap && !clientCap) {
@@ -370,7 +410,9 @@ export class Relay {
         target.done?.(head, target.untagged ?? []);
         this.pumpGate();
       } else {
-        (target.untagged ??= []).push(parts);
+        const kept = (target.untagged ??= []);
+        // a lookup's answer is one response: what comes beyond the bound is not kept (the lookup fails on the count)
+        if (!target.lookup || kept.length < UID_LOOKUP_LIMITS.maxResponses) kept.push(parts);
       }
       return false;
     }
@@ -442,7 +484,7 @@ export class Relay {
           this.idleLine(frame);
           continue;
         }
-        if (this.inflight.some((c) => c.intercepted)) {
+        if (this.lookupFor || this.inflight.some((c) => c.intercepted)) {
           // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
           // nothing new goes upstream until the intercepted command has completed.
           this.core.holdFrames(frames.slice(i));
@@ -660,6 +702,54 @@ export class Relay {
         this.out.send(`${tag} BAD ${refusal}${CRLF}`);
         return;
       }
+      const lookup = this.core.interceptor.prepare && this.upstreamQuiet() ? this.core.interceptor.prepare(head, line, this.core, cmd) : null;
+      if (lookup) {
+        this.startLookup(lookup, { cmd, chunks, line, head }, 1);
+        return;
+      }
+    }
+    this.processCommand(cmd, chunks, line, head);
+  }
+
+  /** Nothing is in flight upstream or waiting to go there: a private lookup's answers cannot be confused with anything else. */
+  private upstreamQuiet(): boolean {
+    return (
+      this.inflight.length === 0 &&
+      this.gate.length === 0 &&
+      this.gateWaiting === null &&
+      this.upstreamResponse === null &&
+      this.idle === null &&
+      this.logoutTag === null &&
+      this.pendingInjections.length === 0 &&
+      this.lookupFor === null
+    );
+  }
+
+  /** Sends a private lookup; the client's command (and later client input) waits until it completed. */
+  private startLookup(lookup: PreparedLookup, waiting: WaitingCommand, n: number): void {
+    this.lookupFor = waiting;
+    const tag = this.core.nextPrivateTag();
+    this.inflight.push({ tag, name: 'UID', private: true, lookup: true, done: (h, untagged) => this.lookupDone(lookup, waiting, n, h, untagged) });
+    this.toUpstream({ kind: 'data', data: b(`${tag} ${lookup.command}${CRLF}`), tag });
+  }
+
+  private lookupDone(lookup: PreparedLookup, waiting: WaitingCommand, n: number, head: ResponseHead, untagged: Buffer[][]): void {
+    this.lookupFor = null;
+    if (this.core.state.kind !== 'relay') return;
+    const next = lookup.done(head, untagged);
+    if (next && n < UID_LOOKUP_LIMITS.maxLookupsPerCommand && this.upstreamQuiet()) {
+      this.startLookup(next, waiting, n + 1);
+      return;
+    }
+    // the client's command now goes on as it would have without the lookup
+    this.processCommand(waiting.cmd, waiting.chunks, waiting.line, waiting.head);
+    if (!this.lookupFor && !this.inflight.some((c) => c.intercepted)) this.interceptDone();
+  }
+
+  /** A client command that passed the grammar and the interceptor's refusal: intercepted, or forwarded as serialised. */
+  private processCommand(cmd: ParsedCommand, chunks: Buffer[], line: Buffer, head: CommandHead): void {
+    const { tag, name } = cmd;
+    if (this.core.interceptor) {
       const ic = this.core.interceptor.intercept(head, line, this.core, cmd);
       if (ic) {
         this.inflight.push({ tag, name, private: false, intercepted: ic });

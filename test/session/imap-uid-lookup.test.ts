@@ -1,0 +1,393 @@
+/**
+ * The private UID lookup (issue 10): a new session's FETCH whose set the seq -> UID map cannot resolve
+ * (a poll `UID FETCH 1:* (UID RFC822.SIZE)`, a list sync, a sequence-number FETCH) is preceded by a
+ * private `UID SEARCH RETURN (ALL) ALL` (`UID SEARCH ALL` without ESEARCH) when the shared verdict store
+ * knows messages of the mailbox; a strictly consistent answer fills the map and the FETCH is answered
+ * from the store without any body download. Anything else (a count that does not match, UIDs out of
+ * order, EXISTS/EXPUNGE meanwhile, NO/BAD, a wrong ESEARCH tag, garbage, a huge answer) leaves the map
+ * as it was: the FETCH downloads and vets as before. The client never sees the lookup.
+ *
+ * The real ImapSession and ImapInspector on a scripted host, a real VerdictStore file; exact bytes.
+ * Mailbox: message 1 = UID 10, 2 = UID 20 (an .exe: altered by the default policy), 3 = UID 30.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { fixedSignatures } from '../../src/inspect/signatures.js';
+import { lookupCommand, parseLookupAnswer } from '../../src/inspect/uid-lookup.js';
+import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { UID_LOOKUP_LIMITS } from '../../src/limits.js';
+import { loadPolicy } from '../../src/policy/load.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import { ImapSession } from '../../src/session/imap/index.js';
+import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+
+const msg = (i: number) =>
+  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
+const EXE =
+  'From: Bob <bob@example.test>\r\nSubject: tool\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n' +
+  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
+  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n--X--\r\n';
+const BOX: [number, string][] = [
+  [10, msg(1)],
+  [20, EXE],
+  [30, msg(3)],
+];
+const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
+const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])';
+
+let dir: string;
+let store: VerdictStore;
+const policy = loadPolicy('default', 'policies');
+/** What the vetting session (no store yet: bodies downloaded) answered, per command, without its tagged line. */
+const reference = new Map<string, string>();
+
+/** A logged-in session that has selected INBOX (`exists` messages, UIDVALIDITY 7); private tags P.1, P.2, ... */
+function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean } = {}) {
+  const listener = testListener({ policy: 'default' });
+  const host = new ScriptedHost(listener);
+  const inspector = new ImapInspector({
+    listener,
+    policy,
+    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
+    log: host.log,
+    shared: o.noStore ? null : { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
+  session.start();
+  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
+  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
+  client('a1 LOGIN alice pw\r\n');
+  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
+  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
+  upstream(`* CAPABILITY IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}\r\nP.2 OK done\r\n`);
+  client('s SELECT INBOX\r\n');
+  upstream(`* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
+  expect(host.takeUpstream()).toMatch(/P\.2 CAPABILITY\r\ns SELECT INBOX\r\n$/);
+  host.takeClient();
+  const inspected = () => host.logLines.filter((l) => l.includes('"message.inspected"')).length;
+  return { host, session, client, upstream, inspected };
+}
+
+type S = ReturnType<typeof newSession>;
+
+/** Dovecot's answer to a FETCH postern sent: with the bodies when it asked for BODY.PEEK[], UIDs only otherwise. */
+function answer(upstreamCommand: string, box: [number, string][] = BOX): string {
+  const tag = upstreamCommand.split(' ')[0]!;
+  const withBody = upstreamCommand.includes('BODY.PEEK[]');
+  const header = /BODY\.PEEK\[HEADER\.FIELDS \(From Subject\)\]/.test(upstreamCommand);
+  const flags = /FLAGS/.test(upstreamCommand);
+  let out = '';
+  box.forEach(([uid, m], i) => {
+    const items = [`UID ${uid}`];
+    if (flags) items.push('FLAGS (\\Seen)');
+    let lit = '';
+    if (header) {
+      const h = m
+        .split('\r\n')
+        .filter((l) => /^(From|Subject):/.test(l))
+        .join('\r\n');
+      lit = `${h}\r\n\r\n`;
+      items.push(`BODY[HEADER.FIELDS (FROM SUBJECT)] {${lit.length}}\r\n${lit}`);
+    }
+    if (withBody) items.push(`BODY[] {${m.length}}\r\n${m}`);
+    out += `* ${i + 1} FETCH (${items.join(' ')})\r\n`;
+  });
+  return `${out}${tag} OK Fetch completed.\r\n`;
+}
+
+/** Waits for the client's tagged completion of `tag` and returns (and takes) everything the client got. */
+async function completion(t: S, tag: string): Promise<string> {
+  // a condition, not a timing: renderings settle as promises (usable in beforeAll too, unlike expect.poll)
+  const done = new RegExp(`^${tag} (OK|NO|BAD)`, 'm');
+  for (const until = Date.now() + 10_000; !done.test(t.host.clientText); ) {
+    if (Date.now() > until) throw new Error(`no completion of ${tag}: ${t.host.clientText.slice(-300)}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return t.host.takeClient();
+}
+
+const withoutTagged = (s: string) => s.replace(/^[A-Za-z0-9.]+ OK [^\r\n]*\r\n$/m, '');
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-uid-lookup-'));
+  store = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+  // the vetting sessions: the first stores the verdicts (nothing stored yet, so no lookup), the others
+  // run without the store; every body is downloaded and vetted
+  for (const cmd of [POLL, LIST_SYNC, 'FETCH 1:* (RFC822.SIZE)']) {
+    const t = newSession({ noStore: cmd !== POLL });
+    t.client(`v ${cmd}\r\n`);
+    const up = t.host.takeUpstream();
+    expect(up).toMatch(/BODY\.PEEK\[\]\)\r\n$/);
+    expect(up).not.toMatch(/SEARCH/);
+    t.upstream(answer(up));
+    reference.set(cmd, withoutTagged(await completion(t, 'v')));
+  }
+  expect(reference.get(POLL)).toMatch(
+    /^\* 1 FETCH \(UID 10 RFC822\.SIZE \d+\)\r\n\* 2 FETCH \(UID 20 RFC822\.SIZE \d+\)\r\n\* 3 FETCH \(UID 30 RFC822\.SIZE \d+\)\r\n$/,
+  );
+  // the .exe was altered: its size is the sanitised one
+  expect(reference.get(POLL)).not.toContain(`RFC822.SIZE ${EXE.length})`);
+});
+
+afterAll(() => {
+  store?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('IMAP private UID lookup before a FETCH the store can answer', () => {
+  it('a poll in a new session: the private ESEARCH, then the FETCH without a body; exact bytes, no inspection', async () => {
+    const t = newSession();
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    expect(t.host.takeClient()).toBe('');
+    t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK Search completed (0.001 + 0.000 secs).\r\n');
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
+    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
+    const out = await completion(t, 'p');
+    expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+    expect(t.inspected()).toBe(0);
+    expect(t.host.logLines.some((l) => l.includes('"inspect.uid_lookup"') && l.includes('"filled"'))).toBe(true);
+    // the map is complete now: a second poll needs no lookup
+    t.client(`q ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('q UID FETCH 1:* (UID)\r\n');
+    expect(t.host.closed).toBeNull();
+  });
+
+  it('the lookup answer fed one byte at a time gives the same result', async () => {
+    const t = newSession();
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    for (const ch of '* ESEARCH (TAG "P.3") UID ALL 10,20:20,30\r\nP.3 OK done\r\n') {
+      // 20:20 is not a range in ascending order: strict reading fails it
+      t.upstream(ch);
+    }
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])'));
+    expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+    const u = newSession();
+    u.client(`p ${POLL}\r\n`);
+    u.host.takeUpstream();
+    for (const ch of '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n') u.upstream(ch);
+    expect(u.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
+    for (const ch of '* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n') u.upstream(ch);
+    expect(await completion(u, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+    expect(u.inspected()).toBe(0);
+  });
+
+  it('a list sync and a sequence-number FETCH in a new session: no body download, bytes as the vetting session', async () => {
+    const t = newSession();
+    t.client(`l ${LIST_SYNC}\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
+    const up = t.host.takeUpstream();
+    // every item comes from the store (the headers too): not even the header section is fetched
+    expect(up).toBe('l UID FETCH 1:* (UID FLAGS)\r\n');
+    t.upstream(answer(up));
+    expect(await completion(t, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+    const u = newSession();
+    u.client('f FETCH 1:* (RFC822.SIZE)\r\n');
+    expect(u.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    u.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
+    expect(u.host.takeUpstream()).toBe('f FETCH 1:* (UID)\r\n');
+    u.upstream(answer('f FETCH 1:* (UID)'));
+    expect(await completion(u, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
+    expect(t.inspected() + u.inspected()).toBe(0);
+  });
+
+  it('without ESEARCH: UID SEARCH ALL, its `* SEARCH` answer fills the map', async () => {
+    const t = newSession({ esearch: false });
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH ALL\r\n');
+    t.upstream('* SEARCH 10 20 30\r\nP.3 OK Search completed.\r\n');
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
+    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
+    expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+  });
+
+  // hostile or odd answers: the map stays as it was, the FETCH downloads; what is not the lookup's reaches the client
+  const hostile: [string, string, string, boolean?][] = [
+    ['too few UIDs', '* ESEARCH (TAG "P.3") UID ALL 10,20\r\nP.3 OK done\r\n', ''],
+    ['too many UIDs', '* ESEARCH (TAG "P.3") UID ALL 10,20,30,40\r\nP.3 OK done\r\n', ''],
+    ['UIDs not ascending', '* ESEARCH (TAG "P.3") UID ALL 20,10,30\r\nP.3 OK done\r\n', ''],
+    ['a repeated UID', '* ESEARCH (TAG "P.3") UID ALL 10,10:11\r\nP.3 OK done\r\n', ''],
+    ['a descending range', '* ESEARCH (TAG "P.3") UID ALL 10,30:20\r\nP.3 OK done\r\n', ''],
+    ['a zero UID', '* ESEARCH (TAG "P.3") UID ALL 0,10,20\r\nP.3 OK done\r\n', ''],
+    ['a leading zero', '* ESEARCH (TAG "P.3") UID ALL 10,020,30\r\nP.3 OK done\r\n', ''],
+    ['a UID above 2^32-1', '* ESEARCH (TAG "P.3") UID ALL 10,20,4294967296\r\nP.3 OK done\r\n', ''],
+    ['a huge range (bounded, not expanded)', '* ESEARCH (TAG "P.3") UID ALL 1:4294967295\r\nP.3 OK done\r\n', ''],
+    ['another tag', '* ESEARCH (TAG "P.9") UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ["the client's tag", '* ESEARCH (TAG "p") UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ['no tag correlator', '* ESEARCH UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ['no UID indicator', '* ESEARCH (TAG "P.3") ALL 1:3\r\nP.3 OK done\r\n', ''],
+    ['MIN/MAX instead of ALL', '* ESEARCH (TAG "P.3") UID MIN 10 MAX 30\r\nP.3 OK done\r\n', ''],
+    ['a plain SEARCH answer to ESEARCH', '* SEARCH 10 20 30\r\nP.3 OK done\r\n', ''],
+    ['two answers', '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\n* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ['many answers', `${'* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\n'.repeat(50)}P.3 OK done\r\n`, ''],
+    ['no answer', 'P.3 OK done\r\n', ''],
+    ['garbage after the set', '* ESEARCH (TAG "P.3") UID ALL 10,20,30 junk\r\nP.3 OK done\r\n', ''],
+    ['a trailing comma', '* ESEARCH (TAG "P.3") UID ALL 10,20,30,\r\nP.3 OK done\r\n', ''],
+    ['two spaces', '* ESEARCH (TAG "P.3")  UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ['a literal tag', '* ESEARCH (TAG {3}\r\nP.3) UID ALL 10,20,30\r\nP.3 OK done\r\n', ''],
+    ['NO', 'P.3 NO [SERVERBUG] Internal error\r\n', ''],
+    ['BAD', 'P.3 BAD Error in IMAP command\r\n', ''],
+    ['NO after a good answer', '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 NO Search failed\r\n', ''],
+    // mailbox changes while the lookup is in flight: relayed to the client, and the answer is not used
+    ['an EXISTS meanwhile', '* 3 EXISTS\r\n* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n', '* 3 EXISTS\r\n'],
+    [
+      'a flag update and an EXPUNGE meanwhile',
+      '* 1 FETCH (FLAGS (\\Seen))\r\n* 3 EXPUNGE\r\n* ESEARCH (TAG "P.3") UID ALL 10,20\r\nP.3 OK done\r\n',
+      '* 1 FETCH (FLAGS (\\Seen))\r\n* 3 EXPUNGE\r\n',
+      true,
+    ],
+  ];
+  for (const [what, lookupAnswer, relayed, expunged] of hostile) {
+    it(`falls back to downloading: ${what}`, async () => {
+      const t = newSession();
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+      t.upstream(lookupAnswer);
+      // only what is not the lookup's reaches the client, and the client's FETCH asks for the bodies
+      expect(t.host.takeClient()).toBe(relayed);
+      expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+      const box = expunged ? BOX.slice(0, 2) : BOX;
+      t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])', box));
+      const out = await completion(t, 'p');
+      const ref = reference.get(POLL)!;
+      expect(out).toBe(`${expunged ? ref.split('\r\n').slice(0, 2).join('\r\n') + '\r\n' : ref}p OK Fetch completed.\r\n`);
+      expect(out).not.toMatch(/SEARCH|P\.3/);
+      // the altered message is vetted again (the clean ones come from the store after their digest matched)
+      expect(t.inspected()).toBe(1);
+      expect(t.host.closed).toBeNull();
+    });
+  }
+
+  it('pipelined client commands wait for the lookup and keep their order; a SEARCH of the client gets its own answer', async () => {
+    const t = newSession();
+    t.client(`p ${POLL}\r\nn NOOP\r\nc UID SEARCH ALL\r\nq ${POLL}\r\n`);
+    // only the lookup went upstream; the rest waits
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
+    expect(t.host.takeClient()).toBe('');
+    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
+    await expect.poll(() => t.host.upstreamText, { timeout: 10_000 }).toBe('n NOOP\r\nc UID SEARCH ALL\r\nq UID FETCH 1:* (UID)\r\n');
+    t.host.takeUpstream();
+    t.upstream('n OK NOOP completed.\r\n* SEARCH 10 20 30\r\nc OK Search completed.\r\n');
+    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\nq OK Fetch completed.\r\n');
+    const out = await completion(t, 'q');
+    const ref = reference.get(POLL)!;
+    expect(out).toBe(`${ref}p OK Fetch completed.\r\nn OK NOOP completed.\r\n* SEARCH 10 20 30\r\nc OK Search completed.\r\n${ref}q OK Fetch completed.\r\n`);
+    expect(t.inspected()).toBe(0);
+  });
+
+  it('a client SEARCH in flight: no lookup (the answers could not be told apart); the FETCH behind it downloads as before', async () => {
+    const t = newSession();
+    t.client('c UID SEARCH ALL\r\n');
+    expect(t.host.takeUpstream()).toBe('c UID SEARCH ALL\r\n');
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    t.upstream('* SEARCH 10 20 30\r\nc OK Search completed.\r\n');
+    expect(t.host.takeClient()).toBe('* SEARCH 10 20 30\r\nc OK Search completed.\r\n');
+    t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])'));
+    expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+  });
+
+  it('no lookup when it cannot help: body sections, plain metadata, explicit UIDs, an empty store index, no mailbox', async () => {
+    const t = newSession();
+    t.client('a UID FETCH 1:* (BODY.PEEK[])\r\n');
+    expect(t.host.takeUpstream()).toBe('a UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    t.upstream(answer('a UID FETCH 1:* (UID BODY.PEEK[])'));
+    await completion(t, 'a');
+    const u = newSession();
+    u.client('b UID FETCH 1:* (FLAGS)\r\n');
+    expect(u.host.takeUpstream()).toBe('b UID FETCH 1:* (FLAGS)\r\n');
+    u.upstream('b OK done\r\n');
+    expect(u.host.takeClient()).toBe('b OK done\r\n');
+    u.client('c UID FETCH 10,20,30 (UID RFC822.SIZE)\r\n');
+    expect(u.host.takeUpstream()).toBe('c UID FETCH 10,20,30 (UID)\r\n');
+    u.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\nc OK Fetch completed.\r\n');
+    expect(await completion(u, 'c')).toBe(`${reference.get(POLL)}c OK Fetch completed.\r\n`);
+    u.client('s SELECT Other\r\n');
+    u.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 8] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n');
+    u.host.takeUpstream();
+    u.client(`d ${POLL}\r\n`);
+    // nothing of mailbox Other is stored
+    expect(u.host.takeUpstream()).toBe('d UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+  });
+
+  it('the session ends while the lookup is in flight: nothing breaks, nothing more is sent', async () => {
+    const t = newSession();
+    t.client(`p ${POLL}\r\nn NOOP\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    t.session.onClientEnd();
+    expect(t.host.closed?.kind).toBe('client-closed');
+    t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe('');
+    const u = newSession();
+    u.client(`p ${POLL}\r\n`);
+    u.host.takeUpstream();
+    u.session.onUpstreamEnd();
+    expect(u.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
+    expect(u.host.closed?.kind).toBe('upstream-closed');
+  });
+
+  it(`a mailbox larger than one lookup (${UID_LOOKUP_LIMITS.maxUidsPerLookup}): looked up in ranges; a bad range leaves the map unknown`, async () => {
+    const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
+    const n = 2 * step + 7;
+    // messages 1..3 are UIDs 10, 20, 30 (stored); the rest 100.. (not stored)
+    const first = `10,20,30,100:${100 + step - 4}`;
+    const second = `${101 + step - 4}:${100 + 2 * step - 4}`;
+    const third = `${101 + 2 * step - 4}:${100 + n - 4}`;
+    const t = newSession({ exists: n });
+    t.client('f FETCH 1:3 (RFC822.SIZE)\r\n');
+    expect(t.host.takeUpstream()).toBe(`P.3 UID SEARCH RETURN (ALL) 1:${step}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.3") UID ALL ${first}\r\nP.3 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.4 UID SEARCH RETURN (ALL) ${step + 1}:${2 * step}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.4") UID ALL ${second}\r\nP.4 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.5 UID SEARCH RETURN (ALL) ${2 * step + 1}:${n}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.5") UID ALL ${third}\r\nP.5 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe('f FETCH 1:3 (UID)\r\n');
+    t.upstream(answer('f FETCH 1:3 (UID)'));
+    expect(await completion(t, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
+    // the second range overlaps the first: nothing is filled, the FETCH downloads
+    const u = newSession({ exists: n });
+    u.client('f FETCH 1:3 (RFC822.SIZE)\r\n');
+    u.host.takeUpstream();
+    u.upstream(`* ESEARCH (TAG "P.3") UID ALL ${first}\r\nP.3 OK done\r\n`);
+    u.host.takeUpstream();
+    u.upstream(`* ESEARCH (TAG "P.4") UID ALL ${100 + step - 4}:${100 + 2 * step - 5}\r\nP.4 OK done\r\n`);
+    expect(u.host.takeUpstream()).toBe('f FETCH 1:3 (UID BODY.PEEK[])\r\n');
+  });
+});
+
+describe('uid-lookup codec', () => {
+  const one = (s: string) => [[Buffer.from(s, 'latin1')]];
+  it('lookupCommand', () => {
+    expect(lookupCommand({ lo: 1, hi: 3, all: true }, true)).toBe('UID SEARCH RETURN (ALL) ALL');
+    expect(lookupCommand({ lo: 1, hi: 3, all: true }, false)).toBe('UID SEARCH ALL');
+    expect(lookupCommand({ lo: 5001, hi: 10000, all: false }, true)).toBe('UID SEARCH RETURN (ALL) 5001:10000');
+    expect(lookupCommand({ lo: 7, hi: 7, all: false }, false)).toBe('UID SEARCH 7');
+  });
+  it('reads exactly the expected shape, strictly', () => {
+    const o = { esearch: true, tag: 'P.3', expected: 4, above: 0 };
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:2,7,9\r\n'), o)).toEqual([1, 2, 7, 9]);
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:2,7,9\r\n'), { ...o, above: 1 })).toBe('UIDs not strictly ascending');
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:2,7,9\n'), o)).toBe('not a CRLF line');
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:2,7,9\x00\r\n'), o)).toBe('a control or 8-bit byte');
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:2:3,9\r\n'), o)).toBe('a malformed sequence set');
+    expect(parseLookupAnswer(one('* ESEARCH (TAG "P.3") UID ALL 1:*\r\n'), o)).toBe('a malformed sequence set');
+    expect(parseLookupAnswer([], o)).toBe('0 answers');
+    const p = { esearch: false, tag: 'P.3', expected: 3, above: 0 };
+    expect(parseLookupAnswer(one('* SEARCH 4 5 6\r\n'), p)).toEqual([4, 5, 6]);
+    expect(parseLookupAnswer(one('* SEARCH\r\n'), p)).toBe('no UIDs');
+    expect(parseLookupAnswer(one('* SEARCH 4  5 6\r\n'), p)).toBe('a malformed UID');
+    expect(parseLookupAnswer(one('* SEARCH 4 5 6 (MODSEQ 9)\r\n'), p)).toBe('a malformed UID');
+    expect(parseLookupAnswer(one('* SEARCH 4 5 6 7\r\n'), p)).toBe('more UIDs than messages');
+    expect(parseLookupAnswer([[Buffer.from('* SEARCH {1}\r\n'), Buffer.from('4'), Buffer.from(' 5 6\r\n')]], p)).toBe('an answer with a literal');
+  });
+});
