@@ -1,0 +1,170 @@
+/**
+ * A reconnecting client never re-vets (issue 10), end to end: real Dovecot (ESEARCH), the shipped
+ * default policy, the verdict store, python3 imaplib as the client. Session 1 fetches every message
+ * (vets and stores them). A new session's first poll `UID FETCH 1:* (UID RFC822.SIZE)`, list sync, or
+ * sequence-number `FETCH 1:* (RFC822.SIZE)` is preceded by postern's private `UID SEARCH RETURN (ALL)
+ * ALL`, and answered from the store: no `message.inspected` line, no body requested upstream (the
+ * protocol trace shows every line postern sent), few bytes from the upstream; the RFC822.SIZE of an
+ * altered (.exe) message is its sanitised size.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type InspectInstance, startInspectInstance } from '../helpers/inspect-instance.js';
+
+const run = promisify(execFile);
+
+function b64lines(data: Buffer): string {
+  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
+}
+const clean = (i: number) =>
+  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: clean ${i}\r\nDate: Tue, 3 Nov 2026 09:0${i % 10}:00 +0000\r\n` +
+  `Message-ID: <clean${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n` +
+  `Hello number ${i}\r\n${'filler line of text\r\n'.repeat(300)}`;
+const exe = (i: number) =>
+  `From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: tool ${i}\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\n` +
+  `Message-ID: <exe${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n` +
+  '--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
+  '--XX\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
+  b64lines(Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00', 'latin1'), Buffer.from(`POSTERN-EXE-${i} `.repeat(400))])) +
+  '\r\n--XX--\r\n';
+const MESSAGES = [clean(1), exe(1), clean(2), clean(3), exe(2), clean(4)];
+const EXE_SEQS = [2, 5];
+const ORIGINAL_BYTES = MESSAGES.reduce((n, m) => n + m.length, 0);
+
+const POLL = ['uid', '1:*', '(UID RFC822.SIZE)'];
+const LIST_SYNC = ['uid', '1:*', '(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])'];
+const SEQ = ['seq', '1:*', '(RFC822.SIZE)'];
+const FULL = ['uid', '1:*', '(BODY.PEEK[])'];
+
+/** imaplib: login, select INBOX, run the FETCHes, logout; each answer as imaplib returns it (bytes as latin1). */
+const SCRIPT = `
+import imaplib, json, sys
+M = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
+M.login('alice', 'alicepass')
+M.select('INBOX')
+out = []
+for kind, s, items in json.loads(sys.argv[2]):
+    typ, data = M.uid('FETCH', s, items) if kind == 'uid' else M.fetch(s, items)
+    flat = []
+    for d in data:
+        if isinstance(d, tuple):
+            flat.append([x.decode('latin1') for x in d])
+        elif d is not None:
+            flat.append(d.decode('latin1'))
+    out.append({'typ': typ, 'data': flat})
+M.logout()
+print(json.dumps(out))
+`;
+
+type Answer = { typ: string; data: (string | string[])[] };
+
+let dovecot: Dovecot;
+let tmp: string;
+let postern: InspectInstance;
+
+const events = (event: string) =>
+  postern
+    .logs()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.event === event);
+
+/** One imaplib session; returns its answers, what postern sent upstream (trace) and the bytes it read from the upstream. */
+async function session(cmds: string[][]): Promise<{ answers: Answer[]; upstreamLines: string[]; fromUpstream: number; inspected: number }> {
+  const closes = events('session.close').length;
+  const lines = events('proto.line').length;
+  const inspected = postern.inspected();
+  const { stdout } = await run('python3', ['-c', SCRIPT, String(postern.port), JSON.stringify(cmds)], { timeout: 60_000 });
+  for (let t = 0; events('session.close').length <= closes; t++) {
+    if (t > 500) throw new Error('no session.close');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const close = events('session.close').slice(-1)[0]!;
+  return {
+    answers: JSON.parse(stdout) as Answer[],
+    upstreamLines: events('proto.line')
+      .slice(lines)
+      .filter((l) => l.dir === 'postern>upstream')
+      .map((l) => String(l.line)),
+    fromUpstream: (close.traffic as { fromUpstream: number }).fromUpstream,
+    inspected: postern.inspected() - inspected,
+  };
+}
+
+/** RFC822.SIZE by sequence number from imaplib's lines (`1 (UID 1 RFC822.SIZE 123)`). */
+function sizes(a: Answer): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const d of a.data) {
+    const line = Array.isArray(d) ? d[0]! : d;
+    const m = /^(\d+) \(.*RFC822\.SIZE (\d+)/.exec(line);
+    if (m) out.set(Number(m[1]), Number(m[2]));
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  dovecot = await startDovecot();
+  for (const m of MESSAGES) await dovecot.deliver('alice', m);
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-uidlookup-'));
+  postern = await startInspectInstance({
+    dir: tmp,
+    upstreamPort: dovecot.ports.imap,
+    clamd: null,
+    verdictCache: { path: path.join(tmp, 'verdicts.sqlite'), maxEntries: 10_000, maxBytes: 64 << 20 },
+    logLevel: 'trace',
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await postern?.close().catch(() => {});
+  await dovecot?.stop();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('a new session answers a poll, a list sync and a sequence-number FETCH from the verdict store (real Dovecot, imaplib)', () => {
+  let first: { poll: Answer; list: Answer; seq: Answer; bodySizes: Map<number, number> };
+
+  it('session 1 downloads and vets every message (nothing stored yet: no lookup)', async () => {
+    const s = await session([POLL, FULL]);
+    expect(s.inspected).toBe(MESSAGES.length);
+    expect(s.upstreamLines.some((l) => /SEARCH/.test(l))).toBe(false);
+    expect(s.upstreamLines.some((l) => /UID FETCH 1:\* \(UID BODY\.PEEK\[\]\)/.test(l))).toBe(true);
+    // the sanitised size of each message, from the bodies served
+    const bodySizes = new Map<number, number>();
+    for (const d of s.answers[1]!.data) if (Array.isArray(d)) bodySizes.set(Number(/^(\d+) /.exec(d[0]!)![1]), Buffer.byteLength(d[1]!, 'latin1'));
+    expect(bodySizes.size).toBe(MESSAGES.length);
+    for (const q of EXE_SEQS) expect(bodySizes.get(q)).not.toBe(MESSAGES[q - 1]!.length);
+    expect(sizes(s.answers[0]!)).toEqual(bodySizes);
+    // reference answers from a session without the lookup (the session's own cache serves them)
+    const r = await session([LIST_SYNC, SEQ]);
+    first = { poll: s.answers[0]!, list: r.answers[0]!, seq: r.answers[1]!, bodySizes };
+  });
+
+  for (const [what, cmd, key] of [
+    ['a poll `UID FETCH 1:* (UID RFC822.SIZE)`', POLL, 'poll'],
+    ['a list sync', LIST_SYNC, 'list'],
+    ['a sequence-number `FETCH 1:* (RFC822.SIZE)`', SEQ, 'seq'],
+  ] as const) {
+    it(`a new session: ${what} after a private UID lookup, without inspection or body download, as session 1 answered`, async () => {
+      const s = await session([[...cmd]]);
+      expect(s.answers[0]!.typ).toBe('OK');
+      expect(s.answers[0]).toEqual(first[key]);
+      expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);
+      expect(s.inspected).toBe(0);
+      // what went upstream: the private ESEARCH lookup, then the client's FETCH without any body section
+      const fetches = s.upstreamLines.filter((l) => / FETCH /.test(l));
+      expect(fetches).toHaveLength(1);
+      expect(fetches[0]).not.toMatch(/BODY(\.PEEK)?\[\]|BODY(\.PEEK)?\[TEXT\]/);
+      const lookup = s.upstreamLines.findIndex((l) => / UID SEARCH RETURN \(ALL\) ALL$/.test(l));
+      expect(lookup).toBeGreaterThanOrEqual(0);
+      expect(lookup).toBeLessThan(s.upstreamLines.indexOf(fetches[0]!));
+      expect(s.fromUpstream).toBeLessThan(ORIGINAL_BYTES / 4);
+    });
+  }
+});
