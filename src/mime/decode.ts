@@ -481,11 +481,13 @@ export interface EncodingCheck {
 /**
  * decodeBody(src, cte) damage flags, in bounded memory. Plain base64 (the usual case) is verified
  * by Node's decoder into a scratch buffer, nothing kept; any other shape goes through the decoder.
+ * `known`: plainBase64(src) when the caller already has it (null: not plain), so it is not verified twice.
  */
-export function encodingDamage(src: Buffer, cte: string): EncodingCheck {
+export function encodingDamage(src: Buffer, cte: string, known?: PlainBase64 | null): EncodingCheck {
   if (!isDecodedEncoding(cte)) return { bad: false, ambiguous: false };
   if (cte === 'base64') {
-    const plain = plainBase64(src);
+    // `known`: plainBase64(src), computed by the caller on these very bytes (the parse stage)
+    const plain = known === undefined ? plainBase64(src) : known;
     if (plain) return { bad: plain.chars % 4 === 1, ambiguous: false, plain };
   }
   const report: DecodeReport = { bad: false, ambiguous: false };

@@ -10,11 +10,72 @@ const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from('\r\n');
 
+/**
+ * Buffers proven to have no LF without a CR before it (lineEnds found none): hasBareLf answers for
+ * them without a scan. Only this module adds to it, only for a Buffer it has read in full; message
+ * buffers are never written after they were received (a Buffer is held weakly, by identity).
+ */
+const knownCrlf = new WeakSet<Buffer>();
+
 export function hasBareLf(buf: Buffer): boolean {
+  if (knownCrlf.has(buf)) return false;
   for (let i = buf.indexOf(LF); i >= 0; i = buf.indexOf(LF, i + 1)) {
     if (i === 0 || buf[i - 1] !== CR) return true;
   }
+  knownCrlf.add(buf);
   return false;
+}
+
+/**
+ * A region [start, end) of a buffer known to hold CR and LF only as CRLF pairs lying wholly inside
+ * it (e.g. the alphabet lines of plain base64, src/mime/decode.ts plainBase64): the line-end scans
+ * need not look inside. Regions are sorted by start and do not overlap.
+ */
+export type CrlfSpan = readonly [start: number, end: number];
+
+export interface LineEnds {
+  /** An LF without CR before it. */
+  bareLf: boolean;
+  /** A CR not followed by LF. */
+  bareCr: boolean;
+  /** A CR not followed by LF but by "--" (a reader that ends lines at CR may see a delimiter there). */
+  crBeforeDashes: boolean;
+}
+
+/**
+ * The line-end facts of `buf` (every LF and CR outside `spans` is looked at; the neighbours of one
+ * are read wherever they are). The same answer as a scan of the whole buffer, provided every span
+ * holds what CrlfSpan says. Records a buffer without a bare LF for hasBareLf.
+ */
+export function lineEnds(buf: Buffer, spans: readonly CrlfSpan[] = []): LineEnds {
+  const res: LineEnds = { bareLf: false, bareCr: false, crBeforeDashes: false };
+  const lfKnown = knownCrlf.has(buf);
+  let from = 0;
+  for (let k = 0; k <= spans.length; k++) {
+    const to = k < spans.length ? spans[k]![0] : buf.length;
+    if (to < from || to > buf.length) throw new RangeError('line-end spans out of order');
+    if (!lfKnown && !res.bareLf)
+      for (let i = buf.indexOf(LF, from); i >= 0 && i < to; i = buf.indexOf(LF, i + 1))
+        if (i === 0 || buf[i - 1] !== CR) {
+          res.bareLf = true;
+          break;
+        }
+    if (!res.crBeforeDashes)
+      for (let i = buf.indexOf(CR, from); i >= 0 && i < to; i = buf.indexOf(CR, i + 1)) {
+        if (buf[i + 1] === LF) continue;
+        res.bareCr = true;
+        if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) {
+          res.crBeforeDashes = true;
+          break;
+        }
+      }
+    if (k < spans.length) {
+      from = spans[k]![1];
+      if (from < to) throw new RangeError('line-end span ends before it starts');
+    }
+  }
+  if (!res.bareLf) knownCrlf.add(buf);
+  return res;
 }
 
 /** LF -> CRLF where the LF has no CR before it (what Dovecot's istream-crlf serves). The same Buffer when nothing changes. */

@@ -9,7 +9,9 @@
 
 import { MAX_MESSAGE_FINDINGS } from '../limits.js';
 import { contentInfo } from './content.js';
+import { type PlainBase64, plainBase64 } from './decode.js';
 import { findEmbedded, newDecodeBudget } from './embedded.js';
+import { type CrlfSpan, lineEnds } from './eol.js';
 import { isMessageNode, type LimitHit, type MimeNode, parsePartTree } from './partmap.js';
 
 export type { MimeNode } from './partmap.js';
@@ -29,14 +31,21 @@ export interface ParseResult {
   malformed: { section: string; reason: string }[];
   /** The message has a CR that is not followed by LF. */
   bareCr: boolean;
+  /** The message has an LF without CR before it (it is not its own CRLF form: src/mime/eol.ts toCrlf). */
+  bareLf: boolean;
 }
 
-const CR = 0x0d;
-const LF = 0x0a;
+/** The plain base64 layout (src/mime/decode.ts plainBase64) of leaf bodies, by leaf: null when the body has another shape. */
+export type PlainLayouts = Map<MimeNode, PlainBase64 | null>;
 
-export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
+/**
+ * `plain`, when given, receives the plain base64 layout of every base64 leaf's body (what
+ * encodingDamage would compute for it); those bodies' alphabet lines, verified, hold CR and LF only
+ * as their CRLF line ends, so the scan for CRs and LFs skips them.
+ */
+export function parseMime(buf: Buffer, limits: MimeLimitsInput, plain?: PlainLayouts): ParseResult {
   const tree = parsePartTree(buf, limits);
-  const res: ParseResult = { root: tree.root, parts: tree.parts, limit: tree.limit, malformed: [], bareCr: false };
+  const res: ParseResult = { root: tree.root, parts: tree.parts, limit: tree.limit, malformed: [], bareCr: false, bareLf: false };
   const add = (section: string, reason: string): void => {
     // every finding is the same on_malformed hit: the first ones decide, the list is bounded
     if (res.malformed.length < MAX_MESSAGE_FINDINGS && !res.malformed.some((m) => m.section === section && m.reason === reason))
@@ -67,22 +76,33 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput): ParseResult {
   };
   walk(tree.root);
   // A bare CR in a header is a fault of that header (partmap); one in front of "--" lets a reader
-  // that ends lines at CR see a delimiter line Dovecot does not see. Every CR is looked at.
-  const crs = bareCrs(buf);
-  res.bareCr = crs.any;
-  if (crs.beforeDashes) add('', 'CR without LF in front of a line that may be a boundary delimiter');
+  // that ends lines at CR see a delimiter line Dovecot does not see. Every CR is looked at (but
+  // those proven to be the line ends of verified plain base64).
+  const ends = lineEnds(buf, plain ? plainSpans(buf, tree.root, plain) : []);
+  res.bareCr = ends.bareCr;
+  res.bareLf = ends.bareLf;
+  if (ends.crBeforeDashes) add('', 'CR without LF in front of a line that may be a boundary delimiter');
   return res;
 }
 
-/** Whether the message has a CR not followed by LF, and one followed by "--" (every CR is checked). */
-function bareCrs(buf: Buffer): { any: boolean; beforeDashes: boolean } {
-  let any = false;
-  for (let i = buf.indexOf(CR); i >= 0; i = buf.indexOf(CR, i + 1)) {
-    if (buf[i + 1] === LF) continue;
-    any = true;
-    if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) return { any, beforeDashes: true };
-  }
-  return { any, beforeDashes: false };
+/**
+ * Records the plain layout of every base64 leaf's body in `plain`, and returns the verified
+ * alphabet lines of each (from the body start to the end of its last alphabet character: CR and LF
+ * occur there only as the CRLF after each full line) as spans for lineEnds.
+ */
+function plainSpans(buf: Buffer, root: MimeNode, plain: PlainLayouts): CrlfSpan[] {
+  const spans: CrlfSpan[] = [];
+  forEachLeaf(root, (n) => {
+    if (contentInfo(n).cte !== 'base64' || plain.has(n)) return;
+    const l = plainBase64(buf.subarray(n.bodyStart, n.bodyEnd));
+    plain.set(n, l);
+    if (l) spans.push([n.bodyStart, n.bodyStart + l.end]);
+  });
+  spans.sort((a, b) => a[0] - b[0]);
+  // leaf bodies do not overlap; should two spans ever do, the later one is dropped (its bytes are scanned)
+  const kept: CrlfSpan[] = [];
+  for (const s of spans) if (kept.length === 0 || s[0] >= kept[kept.length - 1]![1]) kept.push(s);
+  return kept;
 }
 
 /** A message/* part sent base64 or quoted-printable: opened by decoding, not by the MIME parser. */

@@ -816,6 +816,9 @@ function parseField(buf: Buffer, start: number, end: number): HeaderField {
   return { name, value, start, end, colon: colon >= 0 };
 }
 
+/** Any character outside ASCII (a binary string's bytes 0x80-0xff, or anything wider). */
+const NON_ASCII = /[^\x00-\x7f]/;
+
 function publicContentType(n: MimeNode): string {
   if (n.rfc822) return 'message/rfc822';
   if (!n.ct) return 'text/plain';
@@ -826,8 +829,10 @@ function publicContentType(n: MimeNode): string {
 }
 
 function decodeText(bin: string, charset?: string): string {
-  const bytes = Buffer.from(bin, 'latin1');
   const cs = (charset ?? 'utf-8').toLowerCase();
+  // ASCII decodes to itself in UTF-8 (no BOM, nothing invalid): the decoder is not needed
+  if ((cs === 'utf-8' || cs === 'us-ascii') && !NON_ASCII.test(bin)) return bin;
+  const bytes = Buffer.from(bin, 'latin1');
   try {
     return new TextDecoder(cs === 'us-ascii' ? 'utf-8' : cs, { fatal: true }).decode(bytes);
   } catch {

@@ -6,9 +6,10 @@
  * Pure; raises no findings (the rules stage judges what this stage saw).
  */
 import { contentInfo } from '../../mime/content.js';
+import type { PlainBase64 } from '../../mime/decode.js';
 import { toCrlf } from '../../mime/eol.js';
 import { nameForms } from '../../mime/names.js';
-import { forEachLeaf, leafSection, type MimeNode, type ParseResult, parseMime } from '../../mime/parse.js';
+import { forEachLeaf, leafSection, type MimeNode, type ParseResult, type PlainLayouts, parseMime } from '../../mime/parse.js';
 import { isMessageNode, parseHeaderBlock } from '../../mime/partmap.js';
 import type { CompiledPolicy } from '../load.js';
 
@@ -28,6 +29,8 @@ export interface Leaf {
   nameProblems: string[];
   /** Encoded body bytes. */
   body: Buffer;
+  /** base64: the plain layout of `body` as the parse found it (null: another shape); undefined: not looked at. */
+  plain?: PlainBase64 | null;
   /** Entity a strip replaces (undefined: the top-level body, only a block removes it). */
   target?: MimeNode;
 }
@@ -44,11 +47,22 @@ export interface ParsedMessage {
 }
 
 export function parseMessage(raw: Buffer, limits: CompiledPolicy['limits']): ParsedMessage {
+  if (raw.length <= limits.maxMessageSize) {
+    // the usual case: the message is its own CRLF form (toCrlf(raw) === raw); it is parsed as that,
+    // and the one scan for CRs and LFs proves it (otherwise it is normalised and parsed again)
+    const plain: PlainLayouts = new Map();
+    const tree = parseMime(raw, limits, plain);
+    if (!tree.bareLf) return withLeaves(raw, raw, tree, plain);
+  }
   const msg = toCrlf(raw);
   if (msg.length > limits.maxMessageSize) return { raw, msg, leaves: [] };
-  const tree = parseMime(msg, limits);
+  const plain: PlainLayouts = new Map();
+  return withLeaves(raw, msg, parseMime(msg, limits, plain), plain);
+}
+
+function withLeaves(raw: Buffer, msg: Buffer, tree: ParseResult, plain: PlainLayouts): ParsedMessage {
   const leaves: Leaf[] = [];
-  forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
+  forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n, plain.get(n))));
   return { raw, msg, tree, leaves };
 }
 
@@ -58,7 +72,8 @@ export function topHeader(p: ParsedMessage, limits: CompiledPolicy['limits']): M
 }
 
 /** A leaf of `msg` (the message, or the decoded text of a forwarded message the rules stage opened). */
-export function makeLeaf(msg: Buffer, node: MimeNode): Leaf {
+/** `plain`: the plain layout of the node's body in `msg`, when the parse looked at it (src/mime/parse.ts PlainLayouts). */
+export function makeLeaf(msg: Buffer, node: MimeNode, plain?: PlainBase64 | null): Leaf {
   const info = contentInfo(node);
   const names = nameForms(info.names);
   return {
@@ -70,6 +85,7 @@ export function makeLeaf(msg: Buffer, node: MimeNode): Leaf {
     names: names.forms,
     nameProblems: names.problems,
     body: msg.subarray(node.bodyStart, node.bodyEnd),
+    plain,
     target: stripTarget(node),
   };
 }

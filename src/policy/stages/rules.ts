@@ -129,7 +129,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   };
   for (const p of leaf.nameProblems) malformed(j, p);
   // one damage check per leaf; for plain base64 it also lets the ZIP pre-check decode only the tail
-  const check = encodingDamage(leaf.body, leaf.cte);
+  const check = encodingDamage(leaf.body, leaf.cte, leaf.plain);
   encodingRules(j, check);
   const archive = judgeArchive(
     {

@@ -1,0 +1,220 @@
+/**
+ * The parse stage's fast paths (issue 10) give exactly what the full path gives:
+ * - a message is parsed as its own CRLF form and falls back to toCrlf + a second parse when it
+ *   has a bare LF anywhere;
+ * - the scan for CRs and LFs skips the verified lines of plain base64 bodies (CrlfSpan), and
+ *   scans a body whose layout is broken in full;
+ * - encodingDamage reuses the layout the parse found;
+ * - header parameters in ASCII skip the UTF-8 decoder.
+ * The reference is the full path on a copy of the bytes (so nothing remembered about the
+ * original Buffer can help it): toCrlf, parseMime without layouts, encodingDamage from scratch.
+ */
+import { describe, expect, it } from 'vitest';
+import { contentInfo } from '../../src/mime/content.js';
+import { encodingDamage } from '../../src/mime/decode.js';
+import { type CrlfSpan, hasBareLf, lineEnds, toCrlf } from '../../src/mime/eol.js';
+import { forEachLeaf, parseMime } from '../../src/mime/parse.js';
+import type { CompiledPolicy } from '../../src/policy/load.js';
+import { parseMessage } from '../../src/policy/stages/parse.js';
+
+const LIMITS = { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1 << 20, maxMessageSize: 50 << 20 } as CompiledPolicy['limits'];
+
+/** Deterministic PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function b64Lines(data: Buffer, width = 76): string {
+  const s = data.toString('base64');
+  const out: string[] = [];
+  for (let i = 0; i < s.length; i += width) out.push(s.slice(i, i + width));
+  return out.join('\r\n');
+}
+
+function message(payload: Buffer, width = 76): Buffer {
+  return Buffer.from(
+    'From: a@example.test\r\nSubject: t\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+      '--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n' +
+      `--b\r\nContent-Type: application/pdf; name="r.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64Lines(payload, width)}\r\n` +
+      `--b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64Lines(payload.subarray(0, 301), width)}\r\n` +
+      '--b--\r\n',
+    'latin1',
+  );
+}
+
+/** What the engine's later stages see of a parse: the message, the findings, every leaf and its damage check. */
+function view(msg: Buffer, tree: ReturnType<typeof parseMime>, leaves: { body: Buffer; cte: string; plain?: unknown }[], useKnown: boolean) {
+  return {
+    msg: msg.toString('latin1'),
+    malformed: tree.malformed,
+    limit: tree.limit,
+    bareCr: tree.bareCr,
+    parts: tree.parts,
+    structure: JSON.stringify(tree.root, (k, v) => (k === 'parent' ? undefined : v)),
+    leaves: leaves.map((l) => ({
+      body: l.body.toString('latin1'),
+      cte: l.cte,
+      damage: useKnown ? encodingDamage(l.body, l.cte, l.plain as never) : encodingDamage(l.body, l.cte),
+    })),
+  };
+}
+
+function fast(raw: Buffer) {
+  const p = parseMessage(raw, LIMITS);
+  return view(p.msg, p.tree!, p.leaves, true);
+}
+
+function reference(raw: Buffer) {
+  const msg = toCrlf(Buffer.from(raw));
+  const tree = parseMime(msg, LIMITS);
+  const leaves: { body: Buffer; cte: string }[] = [];
+  forEachLeaf(tree.root, (n) => {
+    leaves.push({ body: msg.subarray(n.bodyStart, n.bodyEnd), cte: contentInfo(n).cte });
+  });
+  return { msg, tree, leaves };
+}
+
+/** The full path. */
+function full(raw: Buffer) {
+  const r = reference(raw);
+  return view(r.msg, r.tree, r.leaves, false);
+}
+
+/** Every CR and LF looked at, one by one (the reference for lineEnds). */
+function naiveLineEnds(buf: Buffer) {
+  let bareLf = false;
+  let bareCr = false;
+  let crBeforeDashes = false;
+  for (let i = 0; i < buf.length; i++) {
+    if (buf[i] === 10 && (i === 0 || buf[i - 1] !== 13)) bareLf = true;
+    if (buf[i] === 13 && buf[i + 1] !== 10) {
+      bareCr = true;
+      if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) crBeforeDashes = true;
+    }
+  }
+  return { bareLf, bareCr, crBeforeDashes };
+}
+
+const PAYLOAD = Buffer.from(Array.from({ length: 6001 }, (_, i) => (i * 131 + 7) & 0xff));
+
+describe('parse stage fast path (message parsed as its own CRLF form, base64 lines skipped by the CR/LF scan)', () => {
+  it('a clean CRLF message: the fast path is taken (layouts found, the message itself is the CRLF form) and equals the full path', () => {
+    const raw = message(PAYLOAD);
+    const p = parseMessage(raw, LIMITS);
+    expect(p.msg).toBe(raw);
+    expect(p.leaves.filter((l) => l.cte === 'base64').map((l) => l.plain === null || l.plain === undefined)).toEqual([false, false]);
+    expect(fast(raw)).toEqual(full(raw));
+  });
+
+  const cases: [string, (s: string) => string][] = [
+    ['a bare LF in a base64 line (layout broken: scanned in full, normalised)', (s) => s.replace(/(Content-Transfer-Encoding: base64\r\n\r\n.{20})/, '$1\n')],
+    ['a bare CR in a base64 line', (s) => s.replace(/(Content-Transfer-Encoding: base64\r\n\r\n.{10})/, '$1\r')],
+    ['a bare CR followed by "--" in a base64 line', (s) => s.replace(/(Content-Transfer-Encoding: base64\r\n\r\n.{10})/, '$1\r--')],
+    [
+      'a bare CR right before the first base64 line',
+      (s) => s.replace('Content-Transfer-Encoding: base64\r\n\r\n', 'Content-Transfer-Encoding: base64\r\n\r\n\r'),
+    ],
+    ['a bare LF right after the last base64 line', (s) => s.replace(/\r\n--b\r\nContent-Type: image/, '\n\r\n--b\r\nContent-Type: image/')],
+    ['a bare CR after the padding of a base64 body', (s) => s.replace(/=\r\n--b\r\n/, '=\r\r\n--b\r\n')],
+    ['a bare CR followed by "--" after a base64 body', (s) => s.replace(/\r\n--b\r\nContent-Type: image/, '\r--\r\n--b\r\nContent-Type: image/')],
+    ['LF line ends everywhere', (s) => s.replace(/\r\n/g, '\n')],
+    ['a bare LF in the header only', (s) => s.replace('Subject: t\r\n', 'Subject: t\n')],
+    [
+      'a line of a different width in the middle of a base64 body',
+      (s) => s.replace(/(Content-Transfer-Encoding: base64\r\n\r\n[^\r]{76}\r\n[^\r]{10})/, '$1\r\n'),
+    ],
+  ];
+  for (const [name, edit] of cases)
+    it(`${name}: same findings, structure and leaves as the full path`, () => {
+      const raw = Buffer.from(edit(message(PAYLOAD).toString('latin1')), 'latin1');
+      expect(raw.equals(message(PAYLOAD))).toBe(false); // the edit applied
+      expect(fast(raw)).toEqual(full(raw));
+    });
+
+  it('seeded mutations of messages in several line widths (CR, LF, "-", "=", NUL, "--b" inserted or bytes replaced): same result as the full path', () => {
+    const r = rng(4711);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+    let fastTaken = 0;
+    for (let c = 0; c < 400; c++) {
+      const base = message(PAYLOAD.subarray(0, 200 + Math.floor(r() * 5000)), pick([76, 64, 4, 1, 61, 200]));
+      const bytes = [...base];
+      for (let k = 1 + Math.floor(r() * 3); k > 0; k--) {
+        const at = Math.floor(r() * bytes.length);
+        const ins = [...Buffer.from(pick(['\r', '\n', '\r--', '\n--b', '=', '-', '\x00', '\r\n', '\r\n--b--\r\n']), 'latin1')];
+        if (r() < 0.5) bytes.splice(at, 0, ...ins);
+        else bytes.splice(at, ins.length, ...ins);
+      }
+      const raw = Buffer.from(bytes);
+      if (parseMessage(raw, LIMITS).msg === raw) fastTaken++;
+      expect(fast(raw), `case ${c}`).toEqual(full(raw));
+    }
+    // both paths were exercised
+    expect(fastTaken).toBeGreaterThan(50);
+    expect(fastTaken).toBeLessThan(400);
+  });
+});
+
+describe('lineEnds (CR/LF scan that skips proven CRLF spans)', () => {
+  it('equals a byte-by-byte scan, with and without spans that hold CRLF only as pairs', () => {
+    const r = rng(99);
+    for (let c = 0; c < 500; c++) {
+      const parts: number[] = [];
+      const spans: CrlfSpan[] = [];
+      for (let k = Math.floor(r() * 6); k >= 0; k--) {
+        // free bytes (anything, CR and LF likely)
+        for (let n = Math.floor(r() * 12); n > 0; n--) parts.push([13, 10, 45, 65, 0][Math.floor(r() * 5)]!);
+        // a span: letters with CRLF pairs inside it only
+        const start = parts.length;
+        for (let n = 1 + Math.floor(r() * 10); n > 0; n--) parts.push(...(r() < 0.3 ? [13, 10] : [65 + Math.floor(r() * 26)]));
+        if (r() < 0.8) spans.push([start, parts.length]);
+      }
+      const buf = Buffer.from(parts);
+      const want = naiveLineEnds(buf);
+      expect(lineEnds(Buffer.from(buf)), `case ${c}`).toEqual(want);
+      expect(lineEnds(Buffer.from(buf), spans), `case ${c} with spans`).toEqual(want);
+      expect(hasBareLf(Buffer.from(buf))).toBe(want.bareLf);
+    }
+  });
+  it('refuses spans out of order', () => {
+    expect(() =>
+      lineEnds(Buffer.from('abcdef'), [
+        [3, 5],
+        [1, 2],
+      ]),
+    ).toThrow(RangeError);
+    expect(() => lineEnds(Buffer.from('abcdef'), [[3, 2]])).toThrow(RangeError);
+  });
+  it('a buffer proven to have no bare LF is answered from memory; another buffer with the same bytes changed is scanned', () => {
+    const a = Buffer.from('x\r\ny\r\n');
+    expect(lineEnds(a).bareLf).toBe(false);
+    expect(hasBareLf(a)).toBe(false);
+    const b = Buffer.from('x\r\ny\n');
+    expect(hasBareLf(b)).toBe(true);
+    expect(toCrlf(b).toString()).toBe('x\r\ny\r\n');
+  });
+});
+
+describe('header parameters in ASCII skip the decoder', () => {
+  it('ASCII, UTF-8, another charset and an RFC 2231 value read as before', () => {
+    const raw = Buffer.from(
+      'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+        '--b\r\nContent-Type: application/pdf; name="plain.pdf"\r\n\r\nx\r\n' +
+        '--b\r\nContent-Type: application/pdf; name="caf\xc3\xa9.pdf"\r\n\r\nx\r\n' +
+        "--b\r\nContent-Type: application/pdf; name*=iso-8859-1''caf%E9.pdf\r\n\r\nx\r\n" +
+        "--b\r\nContent-Type: application/pdf; name*=utf-16le''a%00b%00\r\n\r\nx\r\n" +
+        "--b\r\nContent-Type: application/pdf; name*=UTF-8''ascii.pdf\r\n\r\nx\r\n" +
+        '--b\r\nContent-Type: application/pdf; name="bad\xff.pdf"\r\n\r\nx\r\n' +
+        '--b--\r\n',
+      'latin1',
+    );
+    const names = parseMime(raw, LIMITS).root.children.map((c) => c.params.name);
+    expect(names).toEqual(['plain.pdf', 'café.pdf', 'café.pdf', 'ab', 'ascii.pdf', 'bad\xff.pdf']);
+  });
+});
