@@ -5,7 +5,9 @@
  *   goes upstream is postern's serialisation of that parse; anything else gets BAD. Everything sent
  *   upstream passes one ordered gate, so a synchronizing literal holds back what follows until the
  *   server's `+`. Inside IDLE only DONE is legal. postern's own commands (inject) go between two
- *   complete client commands under a private tag prefix.
+ *   complete client commands under a private tag prefix. A lookup the interceptor asks for before a
+ *   client command (prepare: a private `UID SEARCH`) goes only while nothing else is in flight; the
+ *   command and every later one wait for it, and its SEARCH/ESEARCH answers never reach the client.
  * - Upstream -> client: a table of in-flight tags says which response belongs to which command. The
  *   responses of an intercepted command (inline inspection) are held whole and rewritten by the
  *   interceptor; on an inspecting listener every other response passes the choke point
