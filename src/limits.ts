@@ -402,6 +402,15 @@ export const CACHE_PROCESS_MEMORY_BYTES = 64 * 1024 * 1024;
 export const VET_PROCESS_BYTES = 64 * 1024 * 1024;
 
 /**
+ * Bytes of responses held for inspection that the whole process admits at once (src/relay/memory.ts
+ * HoldGate): an IMAP FETCH response announces its message literal's size before the bytes arrive;
+ * past this bound the session stops reading that upstream (backpressure, no error) until earlier
+ * held responses are rendered and their clients took the bytes, in arrival order. A single larger
+ * literal is admitted alone. The wait counts against `hold_timeout_ms` (E_HOLD_TIMEOUT).
+ */
+export const HELD_RESPONSE_PROCESS_BYTES = 64 * 1024 * 1024;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */

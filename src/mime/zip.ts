@@ -73,7 +73,6 @@ interface Budget {
   shared: InflateBudget;
 }
 
-const SIG_EOCD = 0x06054b50;
 const SIG_CEN = 0x02014b50;
 const SIG_LOC = 0x04034b50;
 const SIG_DD = 0x08074b50;
@@ -134,13 +133,10 @@ export function inspectZip(data: Buffer, limits: ZipLimits, inflate: InflateBudg
  * their first bytes. A random file passes this with a probability far below 1e-7.
  */
 export function containsZip(buf: Buffer): boolean {
-  const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
-  for (let i = buf.length - EOCD_LEN; i >= min; i--) {
-    if (buf[i] !== 0x50 || buf.readUInt32LE(i) !== SIG_EOCD) continue;
-    const before = buf.subarray(0, i);
-    return before.includes(CEN_SIG_BYTES) || before.includes(LOC_SIG_BYTES);
-  }
-  return false;
+  const i = findEocd(buf);
+  if (i < 0) return false;
+  const before = buf.subarray(0, i);
+  return before.includes(CEN_SIG_BYTES) || before.includes(LOC_SIG_BYTES);
 }
 
 /** Decoded bytes at the end of a file that may hold a ZIP end record (64 KiB comment + the record + slack). */
@@ -178,13 +174,12 @@ export function zipTrailerIn(chunks: Iterable<Buffer>): boolean {
   return endRecordIn(Buffer.concat(parts));
 }
 
-/** The last end-record signature in the last 64 KiB + 22 bytes (readers search backwards from the end). */
-function findEocd(buf: Buffer): number {
-  const min = Math.max(0, buf.length - EOCD_LEN - MAX_COMMENT);
-  for (let i = buf.length - EOCD_LEN; i >= min; i--) {
-    if (buf[i] === 0x50 && buf.readUInt32LE(i) === SIG_EOCD) return i;
-  }
-  return -1;
+/** The last end-record signature in the last 64 KiB + 22 bytes (readers search backwards from the end); -1 when none. */
+export function findEocd(buf: Buffer): number {
+  if (buf.length < EOCD_LEN) return -1;
+  // the last signature where a whole record still fits (native search); past the comment's reach it does not count
+  const i = buf.lastIndexOf(EOCD_SIG_BYTES, buf.length - EOCD_LEN);
+  return i >= 0 && i >= buf.length - EOCD_LEN - MAX_COMMENT ? i : -1;
 }
 
 interface Extra {

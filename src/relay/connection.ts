@@ -35,7 +35,7 @@ import type { CloseReason, LoginFailure, MemoryLease, Session, SessionHost, Sess
 import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
-import type { MemoryBudget } from './memory.js';
+import { type MemoryBudget, processHoldGate } from './memory.js';
 import { WriteBatch } from './write-batch.js';
 
 export interface ConnectionDeps {
@@ -109,6 +109,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   private stallTimer: NodeJS.Timeout | null = null;
   private holdTimer: NodeJS.Timeout | null = null;
+  /** Admissions of held responses kept until the client takes their bytes (untilTaken). */
+  private readonly heldUntilTaken = new Set<MemoryLease>();
   /** The session waits for onClientDrained (awaitClientDrain returned false). */
   private drainWanted = false;
   private readonly leases = new Set<MemoryLease>();
@@ -338,6 +340,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.drainWanted = false;
       this.session.onClientDrained?.();
     }
+    if (this.heldUntilTaken.size > 0 && unread <= this.flow.clientOutputSoftBytes) for (const l of [...this.heldUntilTaken]) l.release();
   }
 
   /** Applies the output bounds after anything was written to the client. */
@@ -579,6 +582,76 @@ export class Connection implements SessionHost, OAuthHostInfo {
       return null;
     }
     return this.trackLease(lease);
+  }
+
+  /**
+   * Admission of response bytes the session is about to hold (session/hold-admission.ts): at once when
+   * they fit the process's HoldGate, else the session pauses its upstream and `granted` is called in
+   * arrival order. The wait is dropped when the session closes (it is tracked like a lease).
+   */
+  holdResponseBytes(bytes: number, what: string, granted: (lease: MemoryLease) => void): { lease: MemoryLease | null; cancel: () => void } {
+    const none = { lease: null, cancel: () => {} };
+    if (this.closed) return none;
+    const gate = processHoldGate;
+    const now = gate.tryHold(bytes);
+    if (now) return { lease: this.trackLease(this.untilTaken(now)), cancel: () => {} };
+    this.log.debug(
+      { event: 'memory.hold_wait', bytes, what, held: gate.stats.bytes, limit: gate.limitBytes },
+      'held response waits for memory: upstream paused',
+    );
+    let done = false;
+    const wait: MemoryLease = {
+      bytes: 0,
+      resize: () => false,
+      release: () => {
+        if (done) return;
+        done = true;
+        this.leases.delete(wait);
+        cancel();
+      },
+    };
+    const cancel = gate.whenHeld(bytes, (lease) => {
+      if (done || this.closed) {
+        lease.release();
+        return;
+      }
+      done = true;
+      this.leases.delete(wait);
+      granted(this.trackLease(this.untilTaken(lease)));
+    });
+    this.leases.add(wait);
+    return { lease: null, cancel: () => wait.release() };
+  }
+
+  /**
+   * A held response's admission is returned once the client has taken its bytes: released while the
+   * client's unread output is above `client_output_soft_bytes`, it is kept until the output drains
+   * below it (outputProgress), so the next message is not admitted while this one still sits in the
+   * socket's buffer. Closing the session releases it at once (it stays in `leases`).
+   */
+  private untilTaken(lease: MemoryLease): MemoryLease {
+    const deferred: MemoryLease = {
+      get bytes() {
+        return lease.bytes;
+      },
+      resize: (n: number) => lease.resize(n),
+      release: () => {
+        if (this.closed || this.unreadOutput() <= this.flow.clientOutputSoftBytes) {
+          this.leases.delete(deferred);
+          lease.release();
+          return;
+        }
+        this.leases.add(deferred);
+        this.heldUntilTaken.add(deferred);
+        // a second release (the session closing) goes straight through
+        deferred.release = () => {
+          this.heldUntilTaken.delete(deferred);
+          this.leases.delete(deferred);
+          lease.release();
+        };
+      },
+    };
+    return deferred;
   }
 
   /** Takes ownership of a lease (released when the session closes at the latest). */

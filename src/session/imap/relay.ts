@@ -20,6 +20,7 @@ import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone
 import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { screenResponse } from '../../protocol/imap/response-screen.js';
+import { holdAdmission } from '../hold-admission.js';
 import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
 import type { MemoryLease, SessionHost } from '../types.js';
 import type { ClientOutput, Output } from './output.js';
@@ -123,6 +124,10 @@ interface UpstreamResponse {
   lease?: MemoryLease | null;
   /** The budget refused to hold this (intercepted) response: the rest is dropped and the message withheld. */
   dropping?: boolean;
+  /** Admissions of its announced literals (HELD_RESPONSE_PROCESS_BYTES), returned with the lease. */
+  holds?: MemoryLease[];
+  /** Waiting for the admission of a literal (the upstream is paused): its cancel. */
+  holdWait?: (() => void) | null;
 }
 
 export class Relay {
@@ -156,6 +161,11 @@ export class Relay {
 
   /** What this relay last asked of host.pauseUpstream. */
   private upstreamPaused = false;
+  /** The held response whose announced literal waits for admission (the upstream is paused meanwhile). */
+  private memoryWait: UpstreamResponse | null = null;
+  /** Upstream frames that arrived while waiting for admission (at most what the host had read before the pause), replayed in order. */
+  private deferredFrames: Frame[] = [];
+  private deferredBytes = 0;
 
   constructor(private readonly core: SessionCore) {
     this.host = core.host;
@@ -180,7 +190,7 @@ export class Relay {
   private updateUpstreamPause(): void {
     const out = this.out;
     const intercepting = this.inflight.some((c) => c.intercepted);
-    const pause = !out.idle && (out.held > MAX_VETS_IN_FLIGHT || out.queuedBytes > OUTPUT_QUEUE_PAUSE_BYTES || !intercepting);
+    const pause = this.memoryWait !== null || (!out.idle && (out.held > MAX_VETS_IN_FLIGHT || out.queuedBytes > OUTPUT_QUEUE_PAUSE_BYTES || !intercepting));
     // While renderings wait and the upstream is still read, the client is not read either (its next
     // command would wait for the intercepted one anyway): so the host's hold deadline runs, from the
     // last upstream byte, and a rendering that never settles still ends the session (E_HOLD_TIMEOUT).
@@ -228,6 +238,17 @@ export class Relay {
   // ---------------------------------------------------------------- upstream -> client
 
   upstreamFrame(frame: Frame): void {
+    if (this.memoryWait) {
+      // waiting for admission: nothing more is assembled (the announced message is not allocated yet)
+      this.deferredFrames.push(frame);
+      this.deferredBytes += frame.data.length;
+      if (this.deferredBytes > this.host.listener.limits.maxBufferedBytes) {
+        throw new PosternError(ErrorCodes.BUFFER_LIMIT, 'upstream sent more than the buffer limit while its reading was paused', {
+          limit: this.host.listener.limits.maxBufferedBytes,
+        });
+      }
+      return;
+    }
     if (frame.type === 'line' && frame.start) {
       if (frame.data[0] === 0x2b /* + */) {
         this.upstreamContinuation(frame);
@@ -246,8 +267,9 @@ export class Relay {
       const parts = cur.assembler.add(frame);
       if (parts) {
         this.upstreamResponse = null;
-        this.completeHeldResponse(cur.head, cur.target, parts, cur.lease ?? null);
-      }
+        this.endHoldWait(cur);
+        this.completeHeldResponse(cur.head, cur.target, parts, heldLease(cur));
+      } else if (frame.type === 'line' && frame.literal && frame.literal.size > 0) this.admitLiteral(cur, frame.literal.size);
       return;
     }
     if (cur.forward) {
@@ -438,12 +460,14 @@ export class Relay {
       return false;
     }
     if (out instanceof Promise) {
+      this.out.sendLater(out);
+      // after the queue's own handler: a rendering at the head of the queue is written (handed to the
+      // host) before its lease is returned, so the host can keep it until the client took the bytes
       if (lease)
         void out.then(
           () => lease.release(),
           () => lease.release(),
         );
-      this.out.sendLater(out);
       return lease !== null;
     }
     this.out.send(out);
@@ -458,6 +482,9 @@ export class Relay {
   private refuseHold(cur: UpstreamResponse): void {
     cur.lease?.release();
     cur.lease = null;
+    this.endHoldWait(cur);
+    for (const h of cur.holds ?? []) h.release();
+    cur.holds = [];
     const ic = cur.target?.intercepted;
     if (ic?.withhold && cur.head.kind === 'untagged') {
       ic.withhold('postern is out of memory budget');
@@ -466,6 +493,59 @@ export class Relay {
       return;
     }
     throw new PosternError(ErrorCodes.MEMORY_BUDGET, 'no memory budget left to hold an upstream response');
+  }
+
+  /**
+   * Backpressure instead of holding (issue 10): a held response announced a literal of `size` bytes.
+   * Unless the host admits them now (session/hold-admission.ts, HELD_RESPONSE_PROCESS_BYTES), the
+   * upstream is paused until it does: the bytes of the message are not read, so they are not in
+   * memory. What the host had already read is assembled as usual (at most one read). Admission is in
+   * arrival order across sessions, and a literal larger than the whole bound goes when nothing else is
+   * held, so a single huge message never deadlocks; the wait counts against the hold deadline
+   * (the upstream is paused: E_HOLD_TIMEOUT, and the client gets nothing of the response).
+   */
+  private admitLiteral(cur: UpstreamResponse, size: number): void {
+    const admission = holdAdmission(this.host);
+    if (!admission || cur.dropping) return;
+    const r = admission.holdResponseBytes(size, 'held IMAP response', (lease) => {
+      cur.holdWait = null;
+      if (this.upstreamResponse !== cur || cur.dropping || this.core.state.kind !== 'relay') {
+        lease.release();
+        return;
+      }
+      (cur.holds ??= []).push(lease);
+      if (this.memoryWait === cur) this.memoryWait = null;
+      // what arrived meanwhile, in order; a further literal may make it wait again
+      try {
+        while (!this.memoryWait && this.deferredFrames.length > 0 && this.core.state.kind === 'relay') {
+          const f = this.deferredFrames.shift()!;
+          this.deferredBytes -= f.data.length;
+          this.upstreamFrame(f);
+        }
+      } catch (err) {
+        this.core.fail(err, 'upstream');
+        return;
+      }
+      this.updateUpstreamPause();
+    });
+    if (r.lease) {
+      (cur.holds ??= []).push(r.lease);
+      return;
+    }
+    cur.holdWait = r.cancel;
+    this.memoryWait = cur;
+    this.updateUpstreamPause();
+  }
+
+  /** The response completed or was dropped: a wait for admission is moot (what arrived is held anyway). */
+  private endHoldWait(cur: UpstreamResponse): void {
+    const cancel = cur.holdWait;
+    cur.holdWait = null;
+    cancel?.();
+    if (this.memoryWait === cur) {
+      this.memoryWait = null;
+      this.updateUpstreamPause();
+    }
   }
 
   // ---------------------------------------------------------------- client -> upstream
@@ -852,6 +932,21 @@ interface ClientCommand {
   streamedCount: number;
   /** Refused: the rest is skipped and BAD sent at its end. */
   refused: string | null;
+}
+
+/** The leases of a held response as one: its memory-budget lease and its admissions, returned together. */
+function heldLease(cur: UpstreamResponse): MemoryLease | null {
+  const all = [cur.lease ?? null, ...(cur.holds ?? [])].filter((l): l is MemoryLease => l !== null);
+  if (all.length <= 1) return all[0] ?? null;
+  return {
+    get bytes() {
+      return all.reduce((n, l) => n + l.bytes, 0);
+    },
+    resize: () => false,
+    release: () => {
+      for (const l of all) l.release();
+    },
+  };
 }
 
 function commandHeadOf(cmd: ParsedCommand, line: Buffer): CommandHead {
