@@ -10,8 +10,11 @@ function startsWith(b: Buffer, sig: number[], at = 0): boolean {
   return true;
 }
 
+/** `s` (one char per byte, as latin1 reads it) at `at`: compared byte by byte, no string built. */
 function ascii(b: Buffer, s: string, at = 0): boolean {
-  return b.length >= at + s.length && b.toString('latin1', at, at + s.length) === s;
+  if (b.length < at + s.length) return false;
+  for (let i = 0; i < s.length; i++) if (b[at + i] !== s.charCodeAt(i)) return false;
+  return true;
 }
 
 export const ZIP_TYPE = 'application/zip';
