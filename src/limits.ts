@@ -456,6 +456,8 @@ export const UID_LOOKUP_LIMITS = {
   maxResponses: 2,
   /** Lookups run before one client command. */
   maxLookupsPerCommand: 64,
+  /** Failed lookups (an answer not used) in one selected mailbox; past it no more are sent until the next SELECT. */
+  maxFailedPerMailbox: 3,
 } as const;
 
 /** Messages of one IMAP session vetted at the same time (one FETCH's messages are inspected while later ones still arrive); further ones wait for a slot. */

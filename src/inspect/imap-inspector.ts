@@ -178,6 +178,8 @@ export class ImapInspector implements ImapInterceptor {
   private knownUids = 0;
   /** Counts every change of the mailbox's message numbering (EXISTS, EXPUNGE, VANISHED, a new map): a UID lookup answered across one is not used. */
   private numbering = 0;
+  /** UID lookups of the selected mailbox whose answer was not used (UID_LOOKUP_LIMITS.maxFailedPerMailbox). */
+  private failedLookups = 0;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
   private storeIndex: { scope: string; basis: string; ids: Map<number, boolean>; clean: Set<number> } | null = null;
@@ -472,6 +474,7 @@ export class ImapInspector implements ImapInterceptor {
     if (head.name !== 'FETCH' && head.name !== 'UID FETCH') return null;
     const uids = this.uids;
     if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0 || this.knownUids === uids.length) return null;
+    if (this.failedLookups >= UID_LOOKUP_LIMITS.maxFailedPerMailbox) return null;
     const args = crlfStrip(line.toString('latin1', head.argsOffset));
     const sp = args.indexOf(' ');
     if (sp <= 0) return null;
@@ -510,6 +513,7 @@ export class ImapInspector implements ImapInterceptor {
       done: (h, untagged) => {
         const why = this.lookupAnswer(from, range, found, h, untagged, esearch);
         if (why) {
+          this.failedLookups++;
           this.deps.log.debug(
             { event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox },
             'UID lookup answer not used; the FETCH downloads',
@@ -517,7 +521,14 @@ export class ImapInspector implements ImapInterceptor {
           return null;
         }
         if (range.hi < uids.length) return lookup({ lo: range.hi + 1, hi: Math.min(uids.length, range.hi + step), all: false });
-        this.fillFromLookup(found);
+        if (!this.fillFromLookup(found)) {
+          this.failedLookups++;
+          this.deps.log.debug(
+            { event: 'inspect.uid_lookup', result: 'ignored', reason: 'disagrees with UIDs already known', mailbox: this.mailbox },
+            'UID lookup answer not used; the FETCH downloads',
+          );
+          return null;
+        }
         this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'filled', messages: found.length, mailbox: this.mailbox }, 'UIDs of the mailbox looked up');
         return null;
       },
@@ -551,12 +562,13 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /** A complete, consistent lookup: every message's UID. A UID already known that disagrees leaves the map as it is. */
-  private fillFromLookup(found: number[]): void {
+  private fillFromLookup(found: number[]): boolean {
     const uids = this.uids;
-    if (!uids || found.length !== uids.length) return;
-    for (let i = 0; i < uids.length; i++) if (uids[i] !== 0 && uids[i] !== found[i]) return;
+    if (!uids || found.length !== uids.length) return false;
+    for (let i = 0; i < uids.length; i++) if (uids[i] !== 0 && uids[i] !== found[i]) return false;
     for (let i = 0; i < uids.length; i++) uids[i] = found[i]!;
     this.knownUids = uids.length;
+    return true;
   }
 
   intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null {
@@ -570,6 +582,7 @@ export class ImapInspector implements ImapInterceptor {
         this.mailbox = null;
         this.uidValidity = null;
         this.resetUids(null);
+        this.failedLookups = 0;
         const box = command ? mailboxOf(command) : null;
         if (box !== null) this.pendingSelect.set(head.tag, mailboxKey(box));
         return null;

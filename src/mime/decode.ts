@@ -533,9 +533,19 @@ export function encodingDamaged(src: Buffer, cte: string): boolean {
   return encodingDamage(src, cte).bad;
 }
 
-/** The first `want` decoded bytes (type detection without decoding a 25 MB attachment). */
-export function decodePrefix(src: Buffer, cte: string, want = 4096): Buffer {
+/**
+ * The first `want` decoded bytes (type detection without decoding a 25 MB attachment). `plain`:
+ * plainBase64(src) when the caller has it (base64 only; null: not plain): then only the lines that
+ * hold those bytes are decoded.
+ */
+export function decodePrefix(src: Buffer, cte: string, want = 4096, plain?: PlainBase64 | null): Buffer {
   if (!isDecodedEncoding(cte)) return src.subarray(0, want);
+  if (cte === 'base64' && plain && plain.chars % 4 !== 1 && Number.isInteger(want) && want >= 0) {
+    // whole groups up to `want` bytes (or every character): Node decodes verified plain lines exactly
+    const chars = Math.min(plain.chars, Math.ceil(want / 3) * 4);
+    const to = Math.floor(chars / plain.lineLen) * (plain.lineLen + 2) + (chars % plain.lineLen);
+    return Buffer.from(src.toString('latin1', 0, Math.min(to, plain.end)), 'base64').subarray(0, want);
+  }
   // decoding is prefix-stable (the bytes decoded from the first N input bytes begin the whole
   // decode), so a head of the body is tried first: a plain 25 MB part is not walked to its end
   const head = 4 * want + 4096;

@@ -11,7 +11,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { contentInfo } from '../../src/mime/content.js';
-import { encodingDamage } from '../../src/mime/decode.js';
+import { decodePrefix, encodingDamage, plainBase64 } from '../../src/mime/decode.js';
 import { type CrlfSpan, hasBareLf, lineEnds, toCrlf } from '../../src/mime/eol.js';
 import { forEachLeaf, parseMime } from '../../src/mime/parse.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
@@ -216,5 +216,27 @@ describe('header parameters in ASCII skip the decoder', () => {
     );
     const names = parseMime(raw, LIMITS).root.children.map((c) => c.params.name);
     expect(names).toEqual(['plain.pdf', 'café.pdf', 'café.pdf', 'ab', 'ascii.pdf', 'bad\xff.pdf']);
+  });
+});
+
+describe('decodePrefix with the layout the parse found', () => {
+  it('equals the general prefix decode for every width, length and want (lone final characters and other shapes fall back)', () => {
+    const r = rng(31337);
+    let plainCases = 0;
+    for (let c = 0; c < 150; c++) {
+      const len = Math.floor(r() * 9000);
+      const data = Buffer.from(Array.from({ length: len }, () => Math.floor(r() * 256)));
+      const width = [76, 64, 4, 1, 61, 200, 3][c % 7]!;
+      let text = b64Lines(data, width).replace(/=+$/, r() < 0.5 ? '' : '$&');
+      if (c % 11 === 0) text += 'Q'; // a lone final character
+      if (c % 13 === 0) text = text.replace(/^(.{5})/s, '$1*'); // damage: not plain
+      const src = Buffer.from(`${text}${r() < 0.5 ? '\r\n' : ''}`, 'latin1');
+      const layout = plainBase64(src);
+      if (layout) plainCases++;
+      for (const want of [0, 1, 2, 3, 4, 16, 100, 4096, 20000]) {
+        expect(decodePrefix(src, 'base64', want, layout), `case ${c} width ${width} want ${want}`).toEqual(decodePrefix(src, 'base64', want));
+      }
+    }
+    expect(plainCases).toBeGreaterThan(100);
   });
 });

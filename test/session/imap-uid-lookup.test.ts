@@ -265,6 +265,40 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     });
   }
 
+  it('an answer that disagrees with a UID the server named before is not used', async () => {
+    const t = newSession();
+    t.client('b FETCH 1 (UID FLAGS)\r\n');
+    expect(t.host.takeUpstream()).toBe('b FETCH 1 (UID FLAGS)\r\n');
+    t.upstream('* 1 FETCH (UID 11 FLAGS ())\r\nb OK done\r\n');
+    t.host.takeClient();
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    expect(t.host.logLines.some((l) => l.includes('disagrees with UIDs already known'))).toBe(true);
+  });
+
+  it(`after ${UID_LOOKUP_LIMITS.maxFailedPerMailbox} unused answers in a mailbox no more lookups are sent until the next SELECT`, async () => {
+    const t = newSession();
+    for (let k = 0; k < UID_LOOKUP_LIMITS.maxFailedPerMailbox; k++) {
+      t.client(`p${k} ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe(`P.${3 + k} UID SEARCH RETURN (ALL) ALL\r\n`);
+      t.upstream(`P.${3 + k} NO [SERVERBUG] failed\r\n`);
+      expect(t.host.takeUpstream()).toBe(`p${k} UID FETCH 1:* (UID BODY.PEEK[])\r\n`);
+      t.upstream(answer(`p${k} UID FETCH 1:* (UID BODY.PEEK[])`, []));
+      await completion(t, `p${k}`);
+    }
+    t.client(`q ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('q UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    t.upstream(answer('q UID FETCH 1:* (UID BODY.PEEK[])', []));
+    await completion(t, 'q');
+    t.client('s2 SELECT INBOX\r\n');
+    t.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns2 OK [READ-WRITE] Select completed.\r\n');
+    t.host.takeUpstream();
+    t.client(`r ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.${3 + UID_LOOKUP_LIMITS.maxFailedPerMailbox} UID SEARCH RETURN (ALL) ALL\r\n`);
+  });
+
   it('pipelined client commands wait for the lookup and keep their order; a SEARCH of the client gets its own answer', async () => {
     const t = newSession();
     t.client(`p ${POLL}\r\nn NOOP\r\nc UID SEARCH ALL\r\nq ${POLL}\r\n`);

@@ -122,7 +122,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     policy,
     emit,
     base: { part: leaf.section, declaredType: leaf.type, filename: leaf.names[0], target: leaf.target },
-    detected: policy.detectTypes && leaf.body.length > 0 ? detectType(decodePrefix(leaf.body, leaf.cte)) : undefined,
+    detected: policy.detectTypes && leaf.body.length > 0 ? detectType(decodePrefix(leaf.body, leaf.cte, 4096, leaf.plain)) : undefined,
     otherTypes: [...leaf.otherTypes],
     decoded: () => decodeBody(leaf.body, leaf.cte).data,
     budget,
