@@ -267,6 +267,14 @@ export const RELAY_WRITE_BATCH_BYTES = 64 * 1024;
 /** A coalesced batch of several pieces up to this size is copied into one buffer (one write); larger ones are corked (one writev). */
 export const RELAY_WRITE_COPY_BYTES = 16 * 1024;
 
+/**
+ * A relay socket counts as backed up (the other side is no longer read until it drains) only while
+ * more than this many bytes written to it are not yet handed to the kernel. A TLS socket reports every
+ * write as pending until its records are sent, so its write() returns false for every 64 KiB chunk;
+ * pausing on that alone would stop and restart the upstream read once per chunk.
+ */
+export const RELAY_WRITE_PAUSE_BYTES = 256 * 1024;
+
 /** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
 export function effectiveFlowLimits(
   limits: SessionLimits & Partial<FlowLimits>,

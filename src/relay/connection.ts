@@ -26,7 +26,7 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { type ErrorCode, ErrorCodes, PosternError } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits, RELAY_WRITE_PAUSE_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
 import { looksLikeProxy } from '../protocol/proxy/parser.js';
@@ -90,6 +90,12 @@ export class Connection implements SessionHost, OAuthHostInfo {
   private closed = false;
   private loginTimer: NodeJS.Timeout | null = null;
   private idleTimer: NodeJS.Timeout | null = null;
+  /**
+   * When the connection last saw traffic (Date.now()). Traffic only stamps this; the idle timer checks
+   * it when it fires and re-arms for the rest, instead of being reset by every chunk (a timer refresh
+   * per socket event is a timer-list operation on the path of every round trip).
+   */
+  private lastActivity = 0;
   private readonly flow: ReturnType<typeof effectiveFlowLimits>;
 
   // client input: read, queued here, handed to the session in slices while nothing pauses it
@@ -159,8 +165,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.loginTimer.unref();
     }
     if (limits.idleTimeoutMs > 0) {
-      this.idleTimer = setTimeout(() => this.onIdleTimer(), limits.idleTimeoutMs);
-      this.idleTimer.unref();
+      this.lastActivity = Date.now();
+      this.armIdleTimer(limits.idleTimeoutMs);
     }
     if (this.client instanceof tls.TLSSocket) {
       this.clientTlsBytes = this.bytesFromClient;
@@ -179,17 +185,31 @@ export class Connection implements SessionHost, OAuthHostInfo {
     return this.closed;
   }
 
+  private armIdleTimer(ms: number): void {
+    this.idleTimer = setTimeout(() => this.onIdleTimer(), ms);
+    this.idleTimer.unref();
+  }
+
+  /** Fires idle_timeout_ms after the last traffic it knew of: re-armed for the rest when there was traffic since. */
   private onIdleTimer(): void {
+    this.idleTimer = null;
     if (this.closed) return;
+    const ms = this.listener.limits.idleTimeoutMs;
+    const quiet = Date.now() - this.lastActivity;
+    if (quiet < ms) {
+      this.armIdleTimer(ms - quiet);
+      return;
+    }
     if (this.session.idling) {
-      this.idleTimer?.refresh();
+      this.lastActivity = Date.now();
+      this.armIdleTimer(ms);
       return;
     }
     this.session.onTimeout('idle');
   }
 
   private touch(): void {
-    this.idleTimer?.refresh();
+    this.lastActivity = Date.now();
   }
 
   // ---------------------------------------------------------------- client input
@@ -446,7 +466,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
   /** A batch of client output reached the socket. */
   private clientBatchWritten(ok: boolean): void {
     this.touch();
-    if (!ok && !this.upstreamPausedForClient && !this.closed) {
+    // a TLS socket answers false to every large write until its records are sent: only a backlog counts
+    if (!ok && !this.upstreamPausedForClient && !this.closed && this.client.writableLength > RELAY_WRITE_PAUSE_BYTES) {
       // slow client: stop reading upstream until the client socket drains
       this.upstreamPausedForClient = true;
       this.applyUpstreamPause();
@@ -493,7 +514,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
   /** A batch of commands reached the upstream socket. */
   private upstreamBatchWritten(ok: boolean): void {
     this.touch();
-    if (!ok && !this.clientPausedForUpstream && !this.closed) {
+    if (!ok && !this.clientPausedForUpstream && !this.closed && (this.upstream?.writableLength ?? 0) > RELAY_WRITE_PAUSE_BYTES) {
       // the upstream does not take our writes: stop handing client input on until it drains
       this.clientPausedForUpstream = true;
       this.inputPauseChanged();

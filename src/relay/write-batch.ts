@@ -21,7 +21,15 @@ import { RELAY_WRITE_BATCH_BYTES, RELAY_WRITE_COPY_BYTES } from '../limits.js';
 const TURN_END = Promise.resolve();
 
 export class WriteBatch {
+  /** Pieces collected before the open run, each final. */
   private bufs: Buffer[] = [];
+  /**
+   * The last run of pieces that lie back to back in one memory: its first piece and its whole length.
+   * Joined into one view only when it is closed (a later piece elsewhere, or the flush), so a run of
+   * a thousand frames of one upstream chunk costs no allocation per frame.
+   */
+  private open: Buffer | null = null;
+  private openLen = 0;
   private bytes = 0;
   private scheduled = false;
   /** Inside a host event (held > 0) the event's end flushes; no end-of-turn callback is scheduled. */
@@ -48,12 +56,13 @@ export class WriteBatch {
   }
 
   add(data: Buffer): void {
-    const n = this.bufs.length;
-    const last = n > 0 ? this.bufs[n - 1]! : null;
-    if (last && last.buffer === data.buffer && last.byteOffset + last.length === data.byteOffset) {
-      this.bufs[n - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + data.length);
+    const open = this.open;
+    if (open !== null && open.buffer === data.buffer && open.byteOffset + this.openLen === data.byteOffset) {
+      this.openLen += data.length;
     } else {
-      this.bufs.push(data);
+      if (open !== null) this.bufs.push(this.closeRun(open));
+      this.open = data;
+      this.openLen = data.length;
     }
     this.bytes += data.length;
     if (this.bytes >= RELAY_WRITE_BATCH_BYTES) this.flush();
@@ -76,14 +85,25 @@ export class WriteBatch {
   /** Hands everything collected to the socket now (before it is ended, replaced or wrapped in TLS). */
   flush(): void {
     if (this.bytes === 0) return;
-    const bufs = this.bufs;
+    const open = this.open;
     const bytes = this.bytes;
-    this.bufs = [];
+    this.open = null;
     this.bytes = 0;
+    if (open === null) {
+      this.bufs = [];
+      return;
+    }
+    const run = this.closeRun(open);
+    const bufs = this.bufs;
+    if (bufs.length > 0) {
+      bufs.push(run);
+      this.bufs = [];
+    }
     const sock = this.target();
     if (!sock || sock.destroyed) return;
     let ok: boolean;
-    if (bufs.length === 1) ok = sock.write(bufs[0]!, this.onWritten);
+    // the common case, one run (a lone response, or every frame of one upstream chunk): one write, no array
+    if (bufs.length === 0) ok = sock.write(run, this.onWritten);
     else if (bytes <= RELAY_WRITE_COPY_BYTES) ok = sock.write(Buffer.concat(bufs, bytes), this.onWritten);
     else {
       sock.cork();
@@ -99,6 +119,12 @@ export class WriteBatch {
   /** Drops what was collected (the socket is reset: nothing more reaches it). */
   discard(): void {
     this.bufs = [];
+    this.open = null;
     this.bytes = 0;
+  }
+
+  /** The open run as one buffer: its first piece itself when it is alone, else one view over the run. */
+  private closeRun(first: Buffer): Buffer {
+    return this.openLen === first.length ? first : Buffer.from(first.buffer, first.byteOffset, this.openLen);
   }
 }

@@ -254,7 +254,7 @@ export class Relay {
         this.upstreamContinuation(frame);
         return;
       }
-      this.beginUpstreamResponse(frame);
+      if (!this.forwardsUntaggedFetch(frame.data)) this.beginUpstreamResponse(frame);
     }
     const cur = this.upstreamResponse;
     if (!cur) return;
@@ -280,6 +280,20 @@ export class Relay {
       this.upstreamResponse = null;
       this.out.midOutput = false;
     }
+  }
+
+  /**
+   * The pure relay's fast path (no interceptor, so no choke point): a `* n FETCH` response (a list sync
+   * is thousands of them) is forwarded as it comes, decided from its first bytes without decoding the
+   * line. It is exactly what beginUpstreamResponse decides for it there: a FETCH is no CAPABILITY and
+   * carries no response code, and it is held only for an intercepted command, which cannot be in
+   * flight without an interceptor (checked all the same). Anything else takes the full path.
+   */
+  private forwardsUntaggedFetch(line: Buffer): boolean {
+    if (this.core.interceptor !== null || !isUntaggedFetch(line)) return false;
+    for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return false;
+    this.upstreamResponse = { forward: true, target: null, head: UNTAGGED_FETCH_HEAD, assembler: null };
+    return true;
   }
 
   /**
@@ -918,6 +932,30 @@ export class Relay {
 }
 
 type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
+
+/** What parseResponseHead says of every line isUntaggedFetch accepts, as far as the relay reads it (the number is not read). */
+const UNTAGGED_FETCH_HEAD: ResponseHead = Object.freeze({ kind: 'untagged', keyword: 'FETCH', text: '' });
+
+const isAlpha = (c: number | undefined): boolean => c !== undefined && ((c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a));
+
+/**
+ * `* <digits> FETCH` followed by anything but a letter: parseResponseHead reads every such line as an
+ * untagged response with keyword FETCH (its `^(\d+) ([A-Za-z]+)` rule), and no other line is accepted.
+ */
+export function isUntaggedFetch(line: Buffer): boolean {
+  if (line[0] !== 0x2a /* * */ || line[1] !== 0x20) return false;
+  let i = 2;
+  for (let c = line[i]; c !== undefined && c >= 0x30 && c <= 0x39; c = line[++i]);
+  if (i === 2 || line[i] !== 0x20) return false;
+  return (
+    line[i + 1] === 0x46 /* F */ &&
+    line[i + 2] === 0x45 /* E */ &&
+    line[i + 3] === 0x54 /* T */ &&
+    line[i + 4] === 0x43 /* C */ &&
+    line[i + 5] === 0x48 /* H */ &&
+    !isAlpha(line[i + 6])
+  );
+}
 
 /** The client command being received in the relay phase. */
 interface ClientCommand {
