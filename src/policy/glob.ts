@@ -173,11 +173,25 @@ function expand(seq: Piece[]): Piece[][] {
   return out;
 }
 
+/** canon() of each UTF-16 unit, filled as met (at most 65,536 one-character strings). */
+const CANON_UNITS: (string | undefined)[] = new Array(0x10000);
+
 /**
  * Case folding of RegExp's `i` flag without `u` (what picomatch's nocase gives): a character stands
  * for its one-character upper case, except that nothing outside ASCII folds into ASCII.
  */
 function canon(c: string): string {
+  // a pure function of one character: remembered per UTF-16 unit (matching calls it for every character tried)
+  if (c.length === 1) {
+    const code = c.charCodeAt(0);
+    let k = CANON_UNITS[code];
+    if (k === undefined) CANON_UNITS[code] = k = canonUncached(c);
+    return k;
+  }
+  return canonUncached(c);
+}
+
+function canonUncached(c: string): string {
   const u = c.toUpperCase();
   if (u.length !== 1) return c;
   if (c.charCodeAt(0) >= 128 && u.charCodeAt(0) < 128) return c;
