@@ -58,7 +58,9 @@ export function parseLiteralTail(line: Buffer): LiteralInfo | null {
   const digitsStart = i + 1;
   if (digitsStart === digitsEnd || i < 0 || line[i] !== 0x7b /* { */) return null;
   if (digitsEnd - digitsStart > 15) return { size: Number.MAX_SAFE_INTEGER, nonSync, binary: false };
-  const size = Number(line.toString('latin1', digitsStart, digitsEnd));
+  // at most 15 decimal digits: exact in a double, read without making a string (a list sync has one per message)
+  let size = 0;
+  for (let d = digitsStart; d < digitsEnd; d++) size = size * 10 + (line[d]! - 0x30);
   const binary = i > 0 && line[i - 1] === 0x7e; /* ~ */
   return { size, nonSync, binary };
 }
