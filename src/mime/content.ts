@@ -177,9 +177,17 @@ const BOUNDARY_PARAM = /;\s*boundary\s*(\*[0-9]*\*?)?\s*=/i;
 
 const infoCache = new WeakMap<MimeNode, ContentInfo>();
 
-function fieldsNamed(node: MimeNode, name: string): HeaderField[] {
-  return node.fields.filter((f) => f.colon && f.name.trim().toLowerCase() === name);
+/** The Content-* fields contentInfo reads, by trimmed lower-case name, each list in header order (one pass over the fields). */
+function contentFields(node: MimeNode): Map<string, HeaderField[]> {
+  const out = new Map<string, HeaderField[]>(CONTENT_FIELD_NAMES.map((n) => [n, []]));
+  for (const f of node.fields) {
+    if (!f.colon) continue;
+    out.get(f.name.trim().toLowerCase())?.push(f);
+  }
+  return out;
 }
+
+const CONTENT_FIELD_NAMES = ['content-type', 'content-disposition', 'content-transfer-encoding', 'content-location'] as const;
 
 /** Unfolded value of a field (continuation line breaks removed, as every reader unfolds). */
 function unfold(v: string): string {
@@ -232,9 +240,10 @@ export function contentInfo(node: MimeNode): ContentInfo {
   };
   const otherTypes: string[] = [];
 
-  const ctFields = fieldsNamed(node, 'content-type');
-  const cdFields = fieldsNamed(node, 'content-disposition');
-  const cteFields = fieldsNamed(node, 'content-transfer-encoding');
+  const byName = contentFields(node);
+  const ctFields = byName.get('content-type')!;
+  const cdFields = byName.get('content-disposition')!;
+  const cteFields = byName.get('content-transfer-encoding')!;
   if (ctFields.length > 1) fault('more than one Content-Type header');
   if (cdFields.length > 1) fault('more than one Content-Disposition header');
   if (cteFields.length > 1) fault('more than one Content-Transfer-Encoding header');
@@ -290,7 +299,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
   }
 
   // Content-Location: some clients name an attachment after the last segment of its URL
-  for (const f of fieldsNamed(node, 'content-location')) {
+  for (const f of byName.get('content-location')!) {
     let loc = unfold(f.value).trim().replace(/^<|>$/g, '');
     loc = loc.replace(/[?#].*$/s, '');
     const seg = loc.split(/[\\/]/).pop() ?? '';
