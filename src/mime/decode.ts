@@ -118,6 +118,17 @@ export interface PlainBase64 {
   end: number;
   /** Alphabet characters in all. */
   chars: number;
+  /** The TailProbe's answer on the last decoded bytes, when plainBase64 was given one. */
+  tailHit?: boolean;
+}
+
+/**
+ * A test of the last `bytes` decoded bytes of a plain base64 body, run while the body is verified
+ * (so they need not be decoded again). `test` gets a view of a shared buffer: it must not keep it.
+ */
+export interface TailProbe {
+  bytes: number;
+  test: (tail: Buffer) => boolean;
 }
 
 const B64_TRAIL = new Uint8Array(256);
@@ -171,19 +182,42 @@ function* plainWindows(src: Buffer, l: PlainBase64): Generator<{ text: string; b
   }
 }
 
-/** Verifies a plain layout in full without keeping the decoded bytes: true when every window decodes to exactly its count. */
-function plainVerified(src: Buffer, l: PlainBase64): boolean {
+/** One shared buffer for a probe's tail (single-threaded, never held across a yield). */
+let tailScratch = Buffer.allocUnsafe(0);
+
+/**
+ * Verifies a plain layout in full without keeping the decoded bytes: true when every window decodes
+ * to exactly its count. With a probe, the last `probe.bytes` decoded bytes (fewer when the body is
+ * shorter) are collected on the way and the probe's answer is recorded in `l.tailHit`.
+ */
+function plainVerified(src: Buffer, l: PlainBase64, probe?: TailProbe): boolean {
+  const total = b64Bytes(l.chars);
+  const keep = probe ? Math.max(0, Math.min(probe.bytes, total)) : 0;
+  const from = total - keep;
+  if (tailScratch.length < keep) tailScratch = Buffer.allocUnsafe(keep);
+  let out = 0;
   for (const w of plainWindows(src, l)) {
     if (verifyScratch.length < w.padded) verifyScratch = Buffer.allocUnsafe(Math.max(w.padded, 64 * 1024));
     if (verifyScratch.write(w.text, 0, w.padded, 'base64') !== w.padded) return false;
+    // the window's bytes that fall in the tail (decoded offsets [from, total))
+    if (keep > 0 && out + w.bytes > from) {
+      const a = Math.max(out, from);
+      verifyScratch.copy(tailScratch, a - from, a - out, w.bytes);
+    }
+    out += w.bytes;
   }
+  if (out !== total) return false;
+  if (probe) l.tailHit = probe.test(tailScratch.subarray(0, keep));
   return true;
 }
 
-/** The plain layout of a base64 body, verified; null for any other shape. */
-export function plainBase64(src: Buffer): PlainBase64 | null {
+/**
+ * The plain layout of a base64 body, verified; null for any other shape. `probe`: also tests the
+ * last decoded bytes (PlainBase64.tailHit), without decoding them a second time.
+ */
+export function plainBase64(src: Buffer, probe?: TailProbe): PlainBase64 | null {
   const l = plainLayout(src);
-  return l && plainVerified(src, l) ? l : null;
+  return l && plainVerified(src, l, probe) ? l : null;
 }
 
 /**

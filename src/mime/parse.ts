@@ -13,6 +13,7 @@ import { type PlainBase64, plainBase64 } from './decode.js';
 import { findEmbedded, newDecodeBudget } from './embedded.js';
 import { type CrlfSpan, lineEnds } from './eol.js';
 import { isMessageNode, type LimitHit, type MimeNode, parsePartTree } from './partmap.js';
+import { endRecordIn, ZIP_TAIL_BYTES } from './zip.js';
 
 export type { MimeNode } from './partmap.js';
 
@@ -35,8 +36,15 @@ export interface ParseResult {
   bareLf: boolean;
 }
 
-/** The plain base64 layout (src/mime/decode.ts plainBase64) of leaf bodies, by leaf: null when the body has another shape. */
+/**
+ * The plain base64 layout (src/mime/decode.ts plainBase64) of leaf bodies, by leaf: null when the
+ * body has another shape. Its `tailHit` is ZIP_END_PROBE's answer: whether the decoded body ends in
+ * a ZIP end record (zip.ts endRecordIn on its last ZIP_TAIL_BYTES decoded bytes).
+ */
 export type PlainLayouts = Map<MimeNode, PlainBase64 | null>;
+
+/** endRecordIn on the last ZIP_TAIL_BYTES decoded bytes of a body, found while it is verified. */
+export const ZIP_END_PROBE = { bytes: ZIP_TAIL_BYTES, test: endRecordIn } as const;
 
 /**
  * `plain`, when given, receives the plain base64 layout of every base64 leaf's body (what
@@ -94,7 +102,7 @@ function plainSpans(buf: Buffer, root: MimeNode, plain: PlainLayouts): CrlfSpan[
   const spans: CrlfSpan[] = [];
   forEachLeaf(root, (n) => {
     if (contentInfo(n).cte !== 'base64' || plain.has(n)) return;
-    const l = plainBase64(buf.subarray(n.bodyStart, n.bodyEnd));
+    const l = plainBase64(buf.subarray(n.bodyStart, n.bodyEnd), ZIP_END_PROBE);
     plain.set(n, l);
     if (l) spans.push([n.bodyStart, n.bodyStart + l.end]);
   });

@@ -11,9 +11,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { contentInfo } from '../../src/mime/content.js';
-import { decodePrefix, encodingDamage, plainBase64 } from '../../src/mime/decode.js';
+import { decodedTail, decodePrefix, encodingDamage, type PlainBase64, plainBase64 } from '../../src/mime/decode.js';
 import { type CrlfSpan, hasBareLf, lineEnds, toCrlf } from '../../src/mime/eol.js';
-import { forEachLeaf, parseMime } from '../../src/mime/parse.js';
+import { forEachLeaf, parseMime, ZIP_END_PROBE } from '../../src/mime/parse.js';
+import { endRecordIn, ZIP_TAIL_BYTES } from '../../src/mime/zip.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
 import { parseMessage } from '../../src/policy/stages/parse.js';
 
@@ -58,11 +59,17 @@ function view(msg: Buffer, tree: ReturnType<typeof parseMime>, leaves: { body: B
     bareCr: tree.bareCr,
     parts: tree.parts,
     structure: JSON.stringify(tree.root, (k, v) => (k === 'parent' ? undefined : v)),
-    leaves: leaves.map((l) => ({
-      body: l.body.toString('latin1'),
-      cte: l.cte,
-      damage: useKnown ? encodingDamage(l.body, l.cte, l.plain as never) : encodingDamage(l.body, l.cte),
-    })),
+    leaves: leaves.map((l) => {
+      const plain = l.plain as PlainBase64 | null | undefined;
+      const d = useKnown ? encodingDamage(l.body, l.cte, plain) : encodingDamage(l.body, l.cte);
+      return {
+        body: l.body.toString('latin1'),
+        cte: l.cte,
+        damage: { ...d, plain: d.plain && { ...d.plain, tailHit: undefined } },
+        // what the rules stage's mayEndInZip answers
+        zipEnd: l.body.length >= 22 && (useKnown && plain?.tailHit !== undefined ? plain.tailHit : endRecordIn(decodedTail(l.body, l.cte, ZIP_TAIL_BYTES, d))),
+      };
+    }),
   };
 }
 
@@ -238,5 +245,66 @@ describe('decodePrefix with the layout the parse found', () => {
       }
     }
     expect(plainCases).toBeGreaterThan(100);
+  });
+});
+
+describe('the ZIP end-record probe run while a plain base64 body is verified', () => {
+  it('answers what endRecordIn(decodedTail(...)) answers: signatures at the tail edges, across window edges, in short bodies', () => {
+    const r = rng(2024);
+    const WINDOW = 840 * 57; // decoded bytes of one 64 KiB window of 76-column lines
+    let hits = 0;
+    let probed = 0;
+    for (let c = 0; c < 120; c++) {
+      const size =
+        [10, 21, 22, 23, 100, ZIP_TAIL_BYTES - 1, ZIP_TAIL_BYTES, ZIP_TAIL_BYTES + 1, WINDOW + 5, 2 * WINDOW + 7, 150_000][c % 11]! +
+        (c > 11 ? Math.floor(r() * 5) : 0);
+      const data = Buffer.from(Array.from({ length: size }, () => Math.floor(r() * 256)));
+      const edges = [
+        size - 22,
+        size - 21,
+        size - 4,
+        size - ZIP_TAIL_BYTES,
+        size - ZIP_TAIL_BYTES - 1,
+        WINDOW - 2,
+        WINDOW - 1,
+        WINDOW,
+        2 * WINDOW - 3,
+        Math.floor(r() * size),
+      ];
+      const at = edges[Math.floor(r() * edges.length)]!;
+      if (r() < 0.85 && at >= 0 && at + 4 <= size) Buffer.from('PK\x05\x06', 'latin1').copy(data, at);
+      const width = [76, 64, 4, 61][c % 4]!;
+      const src = Buffer.from(`${b64Lines(data, width)}${c % 3 === 0 ? '' : '\r\n'}`, 'latin1');
+      const layout = plainBase64(src, ZIP_END_PROBE);
+      const want = endRecordIn(decodedTail(src, 'base64', ZIP_TAIL_BYTES, encodingDamage(src, 'base64')));
+      if (layout) {
+        probed++;
+        expect(layout.tailHit, `case ${c} size ${size} at ${at} width ${width}`).toBe(want);
+        // the layout itself is what plainBase64 finds without a probe
+        expect({ ...layout, tailHit: undefined }).toEqual({ ...plainBase64(src), tailHit: undefined });
+      }
+      if (want) hits++;
+    }
+    expect(probed).toBe(120);
+    expect(hits).toBeGreaterThan(20);
+    expect(hits).toBeLessThan(110);
+  });
+  it('a ZIP end record appended to a PDF sent as plain base64 is found by the probe, as by the tail decode', async () => {
+    const zip = Buffer.from(
+      '504b0304140000000000000000000000000000000000000000000800000073657475702e657865504b01021400140000000000000000000000000000000000000000000800000000000000000000000000000000007365747570' +
+        '2e657865504b050600000000010001003600000026000000' +
+        '0000',
+      'hex',
+    );
+    const pdf = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(70_000, 0x41), zip]);
+    const raw = Buffer.from(
+      'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n' +
+        `--b\r\nContent-Type: application/pdf; name="r.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64Lines(pdf)}\r\n--b--\r\n`,
+      'latin1',
+    );
+    const p = parseMessage(raw, LIMITS);
+    const pdfLeaf = p.leaves[1]!;
+    expect(pdfLeaf.plain?.tailHit).toBe(true);
+    expect(endRecordIn(decodedTail(pdfLeaf.body, 'base64', ZIP_TAIL_BYTES))).toBe(true);
   });
 });

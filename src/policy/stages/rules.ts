@@ -136,7 +136,10 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
       detected: j.detected,
       declared: leaf.type,
       data: j.decoded,
-      mayEndInZip: () => leaf.body.length >= 22 && endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check)),
+      // the parse found the answer while verifying a plain base64 body (src/mime/parse.ts ZIP_END_PROBE)
+      mayEndInZip: () =>
+        leaf.body.length >= 22 &&
+        (leaf.plain?.tailHit !== undefined ? leaf.plain.tailHit : endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check))),
     },
     policy,
     j.base,
