@@ -130,6 +130,8 @@ interface CommandState {
   fromCache?: boolean;
   /** The UIDs answered from the shared store, read in batches. */
   storeReads?: StoreReads;
+  /** Messages stored clean are answered from the server's RFC822.SIZE and header sections (relayClean), not from the store. */
+  relayClean?: boolean;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -182,7 +184,14 @@ export class ImapInspector implements ImapInterceptor {
   private failedLookups = 0;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
-  private storeIndex: { scope: string; basis: string; ids: Map<number, boolean>; clean: Set<number> } | null = null;
+  private storeIndex: {
+    scope: string;
+    basis: string;
+    ids: Map<number, boolean>;
+    clean: Set<number>;
+    /** The size of each message stored clean whose vetted form is the server's byte for byte (sizeIn = sizeOut): what the server must report for it. */
+    cleanSize: Map<number, number>;
+  } | null = null;
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
   private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
   private storeWarned = false;
@@ -314,16 +323,21 @@ export class ImapInspector implements ImapInterceptor {
     if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.ids;
     const ids = new Map<number, boolean>();
     const clean = new Set<number>();
+    const cleanSize = new Map<number, number>();
     try {
-      for (const [id, full, status] of this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) {
-        ids.set(Number(id), full);
-        if (status === 'clean') clean.add(Number(id));
+      for (const [id, full, status, sizeIn, sizeOut] of this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) {
+        const uid = Number(id);
+        ids.set(uid, full);
+        if (status === 'clean') {
+          clean.add(uid);
+          if (sizeIn === sizeOut) cleanSize.set(uid, sizeIn);
+        }
       }
     } catch (err) {
       this.storeFailed(err);
       return null;
     }
-    this.storeIndex = { scope: k.scope, basis, ids, clean };
+    this.storeIndex = { scope: k.scope, basis, ids, clean, cleanSize };
     return ids;
   }
 
@@ -354,7 +368,31 @@ export class ImapInspector implements ImapInterceptor {
       else idx.ids.set(uid, !!(v.header && v.items));
       if (v?.status === 'clean') idx.clean.add(uid);
       else idx.clean.delete(uid);
+      if (v?.status === 'clean' && v.sizeIn === v.sizeOut) idx.cleanSize.set(uid, v.sizeIn);
+      else idx.cleanSize.delete(uid);
     }
+  }
+
+  /**
+   * The size of `uid` when the session's index has it stored clean with metadata and its vetted form
+   * is the server's byte for byte (so the server's RFC822.SIZE and header sections are the vetted
+   * ones); undefined otherwise.
+   */
+  private cleanSizeOf(uid: number): number | undefined {
+    if (!this.storedClean(uid)) return undefined;
+    return this.storeIndex!.cleanSize.get(uid);
+  }
+
+  /** Forgets the stored verdict of `uid` (the server's message is not the one vetted): the next FETCH downloads and vets it. */
+  private forgetStored(uid: number): void {
+    const k = this.storeKey();
+    if (!k) return;
+    try {
+      this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
+    } catch (err) {
+      this.storeFailed(err);
+    }
+    this.correctIndex(k, uid, null);
   }
 
   /** Whether the session's index of the store has `uid` stored clean (with metadata) for the selected mailbox now. */
@@ -427,6 +465,8 @@ export class ImapInspector implements ImapInterceptor {
         idx.ids.set(uid, !!sv.items);
         if (sv.status === 'clean') idx.clean.add(uid);
         else idx.clean.delete(uid);
+        if (sv.status === 'clean' && sv.sizeIn === sv.sizeOut) idx.cleanSize.set(uid, sv.sizeIn);
+        else idx.cleanSize.delete(uid);
       }
     } catch (err) {
       this.storeFailed(err);
@@ -659,19 +699,36 @@ export class ImapInspector implements ImapInterceptor {
         upstreamItems.push(s);
       }
     };
-    for (let i = 0; i < parsed.items.length; i++) {
-      const item = parsed.items[i]!;
-      const cls = classes[i]!;
-      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) add(item.macro ? item.name : item.raw);
-    }
-    add('UID');
-    const marksSeen = parsed.items.some(setsSeen);
     // Every message already vetted, in this session (Thunderbird's chunked fetches, Apple Mail's
     // per-part fetches) or — for metadata and headers — in an earlier one (the shared store): no body
     // download; a tiny non-PEEK section still makes the server set \Seen itself.
     const fromStore = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
     state.fromCache = fromStore !== null;
-    if (fromStore && fromStore.length > 0) state.storeReads = { uids: fromStore.sort((a, b) => a - b), next: 0, batch: new Map() };
+    // Messages stored clean are the server's: when the client asks only for what the server's own
+    // response then gives as vetted (metadata, RFC822.SIZE, top-level header sections after the header
+    // rules), those items are asked of the server and relayed (relayClean); only the others are read
+    // from the store.
+    let reads = fromStore;
+    if (fromStore && fromStore.length > 0 && this.serverAnswersClean(parsed.items)) {
+      const relayed = fromStore.filter((u) => this.cleanSizeOf(u) !== undefined);
+      if (relayed.length > 0) {
+        state.relayClean = true;
+        reads = relayed.length === fromStore.length ? [] : fromStore.filter((u) => this.cleanSizeOf(u) === undefined);
+      }
+    }
+    for (let i = 0; i < parsed.items.length; i++) {
+      const item = parsed.items[i]!;
+      const cls = classes[i]!;
+      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) add(item.macro ? item.name : item.raw);
+      else if (state.relayClean && item.name === 'RFC822.SIZE') add('RFC822.SIZE');
+      // as PEEK: \Seen is set by SEEN_MARKER below, as for every FETCH answered without a download
+      else if (state.relayClean && cls === 'header') add(item.peek ? item.raw : item.raw.replace(/^BODY\[/i, 'BODY.PEEK['));
+    }
+    add('UID');
+    // the server's size of every message relayed is checked against the stored one
+    if (state.relayClean) add('RFC822.SIZE');
+    const marksSeen = parsed.items.some(setsSeen);
+    if (reads && reads.length > 0) state.storeReads = { uids: reads.sort((a, b) => a - b), next: 0, batch: new Map() };
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
@@ -846,6 +903,67 @@ export class ImapInspector implements ImapInterceptor {
     return fromStore;
   }
 
+  /**
+   * Whether every item is one whose server value is the vetted one for a message stored clean (the
+   * server's message unchanged): metadata, RFC822.SIZE, and whole top-level header sections (after
+   * the header rules). BODY, BODYSTRUCTURE, ENVELOPE of a changed message and BINARY.SIZE are
+   * rendered by postern, whose bytes may differ from the server's: a client must see the same bytes
+   * in every session, so those keep coming from the store.
+   */
+  private serverAnswersClean(items: FetchItem[]): boolean {
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    return items.every((i) => {
+      const cls = classifyItem(i);
+      if (cls === 'metadata') return true;
+      if (cls === 'content-metadata') return !vetMeta || i.name === 'RFC822.SIZE';
+      return cls === 'header' && !i.partial;
+    });
+  }
+
+  /**
+   * The response for `uid`, stored clean, from the server's own items: its RFC822.SIZE and header
+   * sections (after the header rules, as headerRules() does), in the order render() writes them, so
+   * the bytes are those of a session that vetted the message. null: the server's response lacks an
+   * item asked for or carries one in a form postern does not relay (the store answers instead).
+   * A server RFC822.SIZE other than the stored one means the server's message is not the one vetted:
+   * the message is withheld (tempfail), logged as `message.changed` and its stored verdict forgotten,
+   * so the next FETCH downloads and vets it.
+   */
+  private relayCleanResponse(state: CommandState, resp: FetchResponse, uid: number): Buffer[] | Buffer | null {
+    const size = this.cleanSizeOf(uid);
+    if (size === undefined) return null;
+    let sizeItem: FetchResponseItem | undefined;
+    for (const it of resp.items) if (it.name === 'RFC822.SIZE') sizeItem = it;
+    if (!sizeItem || sizeItem.atom === undefined || !/^\d{1,15}$/.test(sizeItem.atom)) return null;
+    if (sizeItem.atom !== String(size)) {
+      this.deps.log.warn(
+        { event: 'message.changed', uid, mailbox: this.mailbox, size: Number(sizeItem.atom), stored: size },
+        'upstream reports another size for a UID stored clean; withholding it, vetting again on the next fetch',
+      );
+      this.forgetStored(uid);
+      state.tempfail.push(`UID ${uid}`);
+      return Buffer.alloc(0);
+    }
+    const headers = new Map<string, Buffer>();
+    for (const item of state.items) {
+      if (classifyItem(item) !== 'header') continue;
+      const name = formatItemName(item).toUpperCase();
+      if (headers.has(name)) continue;
+      let it: FetchResponseItem | undefined;
+      for (const x of resp.items) if (x.name === name) it = x;
+      // a header section is a literal holding a header block; a clean message's has CRLF line ends
+      if (!it?.literal || !isHeaderBlock(it.literal) || hasBareLf(it.literal)) return null;
+      headers.set(name, applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(name) }));
+    }
+    return this.renderWith(state, resp.seq, resp.items, 'clean', (item) => {
+      if (item.name === 'RFC822.SIZE' && !item.section) return Buffer.from(`RFC822.SIZE ${size}`, 'latin1');
+      const name = formatItemName(item);
+      const h = headers.get(name.toUpperCase());
+      if (h) return literalItem(name, h);
+      throw new PosternError(ErrorCodes.INTERNAL, `a clean message cannot be relayed with ${name}`);
+    });
+  }
+
   /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */
   private storedOf(set: string, uidCommand: boolean): number[] | null {
     if (this.mailbox === null || this.uidValidity === null) return null;
@@ -868,6 +986,10 @@ export class ImapInspector implements ImapInterceptor {
       if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
         return this.renderVetted(state, resp, () => this.fromCache(uid), `UID ${uid}`);
       // the rendering is keyed by the UID the server put in this response, never by postern's seq map
+      if (state.relayClean) {
+        const relayed = this.relayCleanResponse(state, resp, uid);
+        if (relayed !== null) return relayed;
+      }
       const stored = state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid);
       if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
       state.tempfail.push(`UID ${uid}`);

@@ -240,7 +240,10 @@ export class VerdictStore {
            WHERE scope = ? AND policy = ? AND signatures = ? AND item IN (SELECT value FROM json_each(?))`,
         ),
         ids: this.db.prepare('SELECT item, full FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
-        index: this.db.prepare('SELECT item, full, status FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?'),
+        // rows as arrays (raw): no object per row for a mailbox's whole index
+        index: this.db
+          .prepare('SELECT item, full, status, size_in, size_out FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?')
+          .raw(true),
         put: this.db.prepare(
           `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -312,17 +315,20 @@ export class VerdictStore {
   }
 
   /**
-   * ids() with each verdict's status: [id, metadata stored, status]. A session's index of a mailbox
-   * (what it may answer without asking the store per message). Throws E_VERDICT_STORE.
+   * ids() with each verdict's status and sizes: [id, metadata stored, status, sizeIn, sizeOut]. A
+   * session's index of a mailbox (what it may answer without asking the store per message: a message
+   * stored clean is the server's, of size sizeIn). Throws E_VERDICT_STORE.
    */
-  index(scope: string, basis: VerdictBasis, limit: number): [string, boolean, Verdict['status']][] {
+  index(scope: string, basis: VerdictBasis, limit: number): [string, boolean, Verdict['status'], number, number][] {
     if (this.closed) return [];
     try {
-      return (this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as { item: string; full: number; status: string }[]).map((r) => [
-        r.item,
-        r.full === 1,
-        r.status as Verdict['status'],
-      ]);
+      const rows = this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as [string, number, string, number, number][];
+      const out: [string, boolean, Verdict['status'], number, number][] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) {
+        const r = rows[i]!;
+        out[i] = [r[0], r[1] === 1, r[2] as Verdict['status'], r[3], r[4]];
+      }
+      return out;
     } catch (err) {
       throw storeError('read', err);
     }

@@ -12,11 +12,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type InspectInstance, startInspectInstance } from '../helpers/inspect-instance.js';
 
 const run = promisify(execFile);
+const original = { get: VerdictStore.prototype.get, getMany: VerdictStore.prototype.getMany };
 
 function b64lines(data: Buffer): string {
   return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
@@ -146,13 +148,31 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
     first = { poll: s.answers[0]!, list: r.answers[0]!, seq: r.answers[1]!, bodySizes };
   });
 
-  for (const [what, cmd, key] of [
-    ['a poll `UID FETCH 1:* (UID RFC822.SIZE)`', POLL, 'poll'],
-    ['a list sync', LIST_SYNC, 'list'],
-    ['a sequence-number `FETCH 1:* (RFC822.SIZE)`', SEQ, 'seq'],
+  // what goes upstream: the messages stored clean are the server's, so their size and header fields are asked of it
+  for (const [what, cmd, key, upstream] of [
+    ['a poll `UID FETCH 1:* (UID RFC822.SIZE)`', POLL, 'poll', ' UID FETCH 1:* (UID RFC822.SIZE)'],
+    ['a list sync', LIST_SYNC, 'list', ' UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject Date)])'],
+    ['a sequence-number `FETCH 1:* (RFC822.SIZE)`', SEQ, 'seq', ' FETCH 1:* (RFC822.SIZE UID)'],
   ] as const) {
     it(`a new session: ${what} after a private UID lookup, without inspection or body download, as session 1 answered`, async () => {
-      const s = await session([[...cmd]]);
+      // the store is read only for the altered messages (UIDs 2 and 5); the clean ones come from the server's own items
+      const read: string[] = [];
+      const get = vi.spyOn(VerdictStore.prototype, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
+        read.push(a[1]);
+        return original.get.apply(this, a);
+      });
+      const getMany = vi.spyOn(VerdictStore.prototype, 'getMany').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['getMany']>) {
+        read.push(...a[1]);
+        return original.getMany.apply(this, a);
+      });
+      let s: Awaited<ReturnType<typeof session>>;
+      try {
+        s = await session([[...cmd]]);
+      } finally {
+        get.mockRestore();
+        getMany.mockRestore();
+      }
+      expect(read.sort()).toEqual(EXE_SEQS.map(String));
       expect(s.answers[0]!.typ).toBe('OK');
       expect(s.answers[0]).toEqual(first[key]);
       expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);
@@ -161,6 +181,7 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
       const fetches = s.upstreamLines.filter((l) => / FETCH /.test(l));
       expect(fetches).toHaveLength(1);
       expect(fetches[0]).not.toMatch(/BODY(\.PEEK)?\[\]|BODY(\.PEEK)?\[TEXT\]/);
+      expect(fetches[0]!.slice(fetches[0]!.indexOf(' '))).toBe(upstream);
       const lookup = s.upstreamLines.findIndex((l) => / UID SEARCH RETURN \(ALL\) ALL$/.test(l));
       expect(lookup).toBeGreaterThanOrEqual(0);
       expect(lookup).toBeLessThan(s.upstreamLines.indexOf(fetches[0]!));

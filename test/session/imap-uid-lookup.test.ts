@@ -13,13 +13,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { lookupCommand, parseLookupAnswer } from '../../src/inspect/uid-lookup.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { UID_LOOKUP_LIMITS } from '../../src/limits.js';
-import { loadPolicy } from '../../src/policy/load.js';
+import { compileGlob } from '../../src/policy/glob.js';
+import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
@@ -46,12 +47,13 @@ const policy = loadPolicy('default', 'policies');
 const reference = new Map<string, string>();
 
 /** A logged-in session that has selected INBOX (`exists` messages, UIDVALIDITY 7); private tags P.1, P.2, ... */
-function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean } = {}) {
+function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; policy?: CompiledPolicy } = {}) {
   const listener = testListener({ policy: 'default' });
   const host = new ScriptedHost(listener);
   const inspector = new ImapInspector({
     listener,
-    policy,
+    // another policy object keyed by the default's hash: as if the store was written under it
+    policy: o.policy ?? policy,
     engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
     log: host.log,
     shared: o.noStore ? null : { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
@@ -74,16 +76,18 @@ function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean }
 
 type S = ReturnType<typeof newSession>;
 
-/** Dovecot's answer to a FETCH postern sent: with the bodies when it asked for BODY.PEEK[], UIDs only otherwise. */
+/** Dovecot's answer to a FETCH postern sent: UID, and FLAGS, RFC822.SIZE, the From/Subject header fields, the body when it asked for them. */
 function answer(upstreamCommand: string, box: [number, string][] = BOX): string {
   const tag = upstreamCommand.split(' ')[0]!;
   const withBody = upstreamCommand.includes('BODY.PEEK[]');
   const header = /BODY\.PEEK\[HEADER\.FIELDS \(From Subject\)\]/.test(upstreamCommand);
   const flags = /FLAGS/.test(upstreamCommand);
+  const size = /RFC822\.SIZE/.test(upstreamCommand);
   let out = '';
   box.forEach(([uid, m], i) => {
     const items = [`UID ${uid}`];
     if (flags) items.push('FLAGS (\\Seen)');
+    if (size) items.push(`RFC822.SIZE ${m.length}`);
     let lit = '';
     if (header) {
       const h = m
@@ -145,15 +149,15 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
     expect(t.host.takeClient()).toBe('');
     t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK Search completed (0.001 + 0.000 secs).\r\n');
-    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
-    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
+    expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+    t.upstream(answer(`p ${POLL}`));
     const out = await completion(t, 'p');
     expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
     expect(t.inspected()).toBe(0);
     expect(t.host.logLines.some((l) => l.includes('"inspect.uid_lookup"') && l.includes('"filled"'))).toBe(true);
     // the map is complete now: a second poll needs no lookup
     t.client(`q ${POLL}\r\n`);
-    expect(t.host.takeUpstream()).toBe('q UID FETCH 1:* (UID)\r\n');
+    expect(t.host.takeUpstream()).toBe(`q ${POLL}\r\n`);
     expect(t.host.closed).toBeNull();
   });
 
@@ -172,8 +176,8 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     u.client(`p ${POLL}\r\n`);
     u.host.takeUpstream();
     for (const ch of '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n') u.upstream(ch);
-    expect(u.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
-    for (const ch of '* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n') u.upstream(ch);
+    expect(u.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+    for (const ch of answer(`p ${POLL}`)) u.upstream(ch);
     expect(await completion(u, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
     expect(u.inspected()).toBe(0);
   });
@@ -184,16 +188,16 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
     t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
     const up = t.host.takeUpstream();
-    // every item comes from the store (the headers too): not even the header section is fetched
-    expect(up).toBe('l UID FETCH 1:* (UID FLAGS)\r\n');
+    // the clean messages' size and header fields are asked of the server (the altered one's come from the store)
+    expect(up).toBe(`l ${LIST_SYNC}\r\n`);
     t.upstream(answer(up));
     expect(await completion(t, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
     const u = newSession();
     u.client('f FETCH 1:* (RFC822.SIZE)\r\n');
     expect(u.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
     u.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
-    expect(u.host.takeUpstream()).toBe('f FETCH 1:* (UID)\r\n');
-    u.upstream(answer('f FETCH 1:* (UID)'));
+    expect(u.host.takeUpstream()).toBe('f FETCH 1:* (RFC822.SIZE UID)\r\n');
+    u.upstream(answer('f FETCH 1:* (RFC822.SIZE UID)'));
     expect(await completion(u, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
     expect(t.inspected() + u.inspected()).toBe(0);
   });
@@ -203,8 +207,8 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     t.client(`p ${POLL}\r\n`);
     expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH ALL\r\n');
     t.upstream('* SEARCH 10 20 30\r\nP.3 OK Search completed.\r\n');
-    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
-    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
+    expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+    t.upstream(answer(`p ${POLL}`));
     expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
   });
 
@@ -305,13 +309,13 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     // only the lookup went upstream; the rest waits
     expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
     t.upstream('* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n');
-    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID)\r\n');
+    expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
     expect(t.host.takeClient()).toBe('');
-    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\np OK Fetch completed.\r\n');
-    await expect.poll(() => t.host.upstreamText, { timeout: 10_000 }).toBe('n NOOP\r\nc UID SEARCH ALL\r\nq UID FETCH 1:* (UID)\r\n');
+    t.upstream(answer(`p ${POLL}`));
+    await expect.poll(() => t.host.upstreamText, { timeout: 10_000 }).toBe(`n NOOP\r\nc UID SEARCH ALL\r\nq ${POLL}\r\n`);
     t.host.takeUpstream();
     t.upstream('n OK NOOP completed.\r\n* SEARCH 10 20 30\r\nc OK Search completed.\r\n');
-    t.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\nq OK Fetch completed.\r\n');
+    t.upstream(answer(`q ${POLL}`));
     const out = await completion(t, 'q');
     const ref = reference.get(POLL)!;
     expect(out).toBe(`${ref}p OK Fetch completed.\r\nn OK NOOP completed.\r\n* SEARCH 10 20 30\r\nc OK Search completed.\r\n${ref}q OK Fetch completed.\r\n`);
@@ -342,8 +346,8 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     u.upstream('b OK done\r\n');
     expect(u.host.takeClient()).toBe('b OK done\r\n');
     u.client('c UID FETCH 10,20,30 (UID RFC822.SIZE)\r\n');
-    expect(u.host.takeUpstream()).toBe('c UID FETCH 10,20,30 (UID)\r\n');
-    u.upstream('* 1 FETCH (UID 10)\r\n* 2 FETCH (UID 20)\r\n* 3 FETCH (UID 30)\r\nc OK Fetch completed.\r\n');
+    expect(u.host.takeUpstream()).toBe('c UID FETCH 10,20,30 (UID RFC822.SIZE)\r\n');
+    u.upstream(answer('c UID FETCH 10,20,30 (UID RFC822.SIZE)'));
     expect(await completion(u, 'c')).toBe(`${reference.get(POLL)}c OK Fetch completed.\r\n`);
     u.client('s SELECT Other\r\n');
     u.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 8] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n');
@@ -385,8 +389,8 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     t.upstream(`* ESEARCH (TAG "P.4") UID ALL ${second}\r\nP.4 OK done\r\n`);
     expect(t.host.takeUpstream()).toBe(`P.5 UID SEARCH RETURN (ALL) ${2 * step + 1}:${n}\r\n`);
     t.upstream(`* ESEARCH (TAG "P.5") UID ALL ${third}\r\nP.5 OK done\r\n`);
-    expect(t.host.takeUpstream()).toBe('f FETCH 1:3 (UID)\r\n');
-    t.upstream(answer('f FETCH 1:3 (UID)'));
+    expect(t.host.takeUpstream()).toBe('f FETCH 1:3 (RFC822.SIZE UID)\r\n');
+    t.upstream(answer('f FETCH 1:3 (RFC822.SIZE UID)'));
     expect(await completion(t, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
     // the second range overlaps the first: nothing is filled, the FETCH downloads
     const u = newSession({ exists: n });
@@ -396,6 +400,127 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     u.host.takeUpstream();
     u.upstream(`* ESEARCH (TAG "P.4") UID ALL ${100 + step - 4}:${100 + 2 * step - 5}\r\nP.4 OK done\r\n`);
     expect(u.host.takeUpstream()).toBe('f FETCH 1:3 (UID BODY.PEEK[])\r\n');
+  });
+});
+
+describe('a FETCH answered without a download: messages stored clean from the server, altered ones from the store', () => {
+  /** The ids the store is read for (get and getMany) while `fn` runs. */
+  async function storeReadsDuring(fn: () => Promise<void>): Promise<string[]> {
+    const read: string[] = [];
+    const get = vi.spyOn(store, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
+      read.push(a[1]);
+      return VerdictStore.prototype.get.apply(this, a);
+    });
+    const getMany = vi.spyOn(store, 'getMany').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['getMany']>) {
+      read.push(...a[1]);
+      return VerdictStore.prototype.getMany.apply(this, a);
+    });
+    try {
+      await fn();
+    } finally {
+      get.mockRestore();
+      getMany.mockRestore();
+    }
+    return read;
+  }
+
+  /** A new session whose map is filled by the lookup, ready for the client's FETCH. */
+  function mapped(o: Parameters<typeof newSession>[0] = {}) {
+    const t = newSession(o);
+    t.client('m UID FETCH 1:* (UID FLAGS)\r\n');
+    t.upstream('* 1 FETCH (UID 10 FLAGS ())\r\n* 2 FETCH (UID 20 FLAGS ())\r\n* 3 FETCH (UID 30 FLAGS ())\r\nm OK done\r\n');
+    t.host.takeUpstream();
+    t.host.takeClient();
+    return t;
+  }
+
+  it('a poll: RFC822.SIZE asked of the server; the clean ones relayed, the altered one from the store (its server size ignored); only it is read', async () => {
+    const t = mapped();
+    const read = await storeReadsDuring(async () => {
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      // the server reports the .exe's original size: the client gets the sanitised one
+      t.upstream(answer(`p ${POLL}`));
+      const out = await completion(t, 'p');
+      expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+      expect(out).toContain(`* 1 FETCH (UID 10 RFC822.SIZE ${msg(1).length})\r\n`);
+      expect(out).not.toContain(`RFC822.SIZE ${EXE.length})`);
+    });
+    expect(read).toEqual(['20']);
+    expect(t.inspected()).toBe(0);
+  });
+
+  it('a list sync: size and header fields asked of the server, exact bytes for the mix, only the altered message read', async () => {
+    const t = mapped();
+    const read = await storeReadsDuring(async () => {
+      t.client(`l ${LIST_SYNC}\r\n`);
+      expect(t.host.takeUpstream()).toBe('l UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])\r\n');
+      t.upstream(answer(`l ${LIST_SYNC}`));
+      const out = await completion(t, 'l');
+      expect(out).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+      const h3 = 'From: Ann <ann@example.test>\r\nSubject: message 3\r\n\r\n';
+      expect(out).toContain(`* 3 FETCH (UID 30 FLAGS (\\Seen) RFC822.SIZE ${msg(3).length} BODY[HEADER.FIELDS (FROM SUBJECT)] {${h3.length}}\r\n${h3})\r\n`);
+    });
+    expect(read).toEqual(['20']);
+    // a sequence-number FETCH and a non-PEEK header: PEEK upstream, \Seen set by the marker section
+    const u = mapped();
+    u.client('s FETCH 3 (RFC822.SIZE BODY[HEADER.FIELDS (From Subject)])\r\n');
+    expect(u.host.takeUpstream()).toBe('s FETCH 3 (RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] UID BODY[HEADER.FIELDS (X-POSTERN-SEEN)])\r\n');
+    expect(t.inspected() + u.inspected()).toBe(0);
+  });
+
+  it('a hostile server reporting another RFC822.SIZE for a clean UID: withheld (NO), message.changed, the next FETCH downloads and vets it', async () => {
+    for (const bad of [String(msg(3).length + 1), `0${msg(3).length}`]) {
+      const t = mapped();
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      t.upstream(answer(`p ${POLL}`).replace(`UID 30 RFC822.SIZE ${msg(3).length})`, `UID 30 RFC822.SIZE ${bad})`));
+      const lines = reference.get(POLL)!.split('\r\n');
+      expect(await completion(t, 'p')).toBe(`${lines[0]}\r\n${lines[1]}\r\np NO [UNAVAILABLE] postern: could not scan UID 30; try again later\r\n`);
+      expect(t.host.logLines.filter((l) => l.includes('"message.changed"') && l.includes('"uid":30'))).toHaveLength(1);
+      expect(t.inspected()).toBe(0);
+      // the stored verdict is forgotten: the next poll downloads, and UID 30 is vetted (and stored) again
+      t.client(`q ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe('q UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+      t.upstream(answer('q UID FETCH 1:* (UID BODY.PEEK[])'));
+      expect(await completion(t, 'q')).toBe(`${reference.get(POLL)}q OK Fetch completed.\r\n`);
+      // the .exe (never served from the store in full) and UID 30
+      expect(t.inspected()).toBe(2);
+      expect(t.host.logLines.filter((l) => l.includes('"message.inspected"') && l.includes('"uid":30'))).toHaveLength(1);
+    }
+  });
+
+  it('a server response lacking the size or the header asked for: that message is answered from the store', async () => {
+    const t = mapped();
+    const read = await storeReadsDuring(async () => {
+      t.client(`l ${LIST_SYNC}\r\n`);
+      t.host.takeUpstream();
+      const a = answer(`l ${LIST_SYNC}`)
+        .replace(`UID 10 FLAGS (\\Seen) RFC822.SIZE ${msg(1).length} `, 'UID 10 FLAGS (\\Seen) ')
+        .replace(/(\* 3 FETCH \(UID 30 FLAGS \(\\Seen\) RFC822\.SIZE \d+) BODY\[[^\]]*\] \{\d+\}\r\n[^)]*\)/, '$1)');
+      expect(a).not.toBe(answer(`l ${LIST_SYNC}`));
+      t.upstream(a);
+      expect(await completion(t, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+    });
+    expect(read.sort()).toEqual(['10', '20', '30']);
+  });
+
+  it('a hostile server adding a field the header rules strip to a clean message: the rules still apply to what is relayed', async () => {
+    const strips = {
+      ...policy,
+      headers: { ...policy.headers, strip: [{ name: compileGlob('subject', 'header name'), value: /evil/i, scope: 'top' as const }] },
+    };
+    const t = mapped({ policy: strips });
+    t.client(`l ${LIST_SYNC}\r\n`);
+    t.host.takeUpstream();
+    const a = answer(`l ${LIST_SYNC}`);
+    const h3 = 'From: Ann <ann@example.test>\r\nSubject: message 3\r\n\r\n';
+    const evil = 'From: Ann <ann@example.test>\r\nSubject: message 3\r\nSubject: evil https://evil.test/\r\n\r\n';
+    expect(a).toContain(`{${h3.length}}\r\n${h3}`);
+    t.upstream(a.replace(`{${h3.length}}\r\n${h3}`, `{${evil.length}}\r\n${evil}`));
+    const out = await completion(t, 'l');
+    expect(out).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+    expect(out).not.toContain('evil');
   });
 });
 
@@ -486,7 +611,7 @@ describe('the lookup answer, fuzzed (bounded: cases and time)', () => {
         continue;
       }
       const up = t.host.takeUpstream();
-      if (up === 'p UID FETCH 1:* (UID)\r\n') {
+      if (up === `p ${POLL}\r\n`) {
         // a download saved: only an answer that maps the mailbox exactly as it is, with nothing changing meanwhile
         expect(main, label).toBe(GOOD);
         expect(status, label).toBe('OK done');
