@@ -414,9 +414,18 @@ export const VET_PROCESS_BYTES = 64 * 1024 * 1024;
  * HoldGate): an IMAP FETCH response announces its message literal's size before the bytes arrive;
  * past this bound the session stops reading that upstream (backpressure, no error) until earlier
  * held responses are rendered and their clients took the bytes, in arrival order. A single larger
- * literal is admitted alone. The wait counts against `hold_timeout_ms` (E_HOLD_TIMEOUT).
+ * literal is admitted alone. The wait counts against `hold_timeout_ms` (E_HOLD_TIMEOUT). 32 MiB: one
+ * 25 MB message at a time, or several ordinary ones (bench `big`: 10 x 24 MB peak 244-250 MB RSS
+ * against 262-326 MB with 64 MiB).
  */
-export const HELD_RESPONSE_PROCESS_BYTES = 64 * 1024 * 1024;
+export const HELD_RESPONSE_PROCESS_BYTES = 32 * 1024 * 1024;
+
+/**
+ * How long a held response's admission (HELD_RESPONSE_PROCESS_BYTES) is kept after it was written,
+ * waiting for the client to take the bytes (its unread output under `client_output_soft_bytes`);
+ * then it is returned anyway, so a slow reader does not keep other sessions' messages waiting.
+ */
+export const HELD_TAKE_WAIT_MS = 2000;
 
 /**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,

@@ -26,7 +26,7 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { type ErrorCode, ErrorCodes, PosternError } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits, RELAY_WRITE_PAUSE_BYTES } from '../limits.js';
+import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits, HELD_TAKE_WAIT_MS, RELAY_WRITE_PAUSE_BYTES } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
 import { looksLikeProxy } from '../protocol/proxy/parser.js';
@@ -648,7 +648,9 @@ export class Connection implements SessionHost, OAuthHostInfo {
    * A held response's admission is returned once the client has taken its bytes: released while the
    * client's unread output is above `client_output_soft_bytes`, it is kept until the output drains
    * below it (outputProgress), so the next message is not admitted while this one still sits in the
-   * socket's buffer. Closing the session releases it at once (it stays in `leases`).
+   * socket's buffer; but for at most HELD_TAKE_WAIT_MS, so a slow reader cannot keep every other
+   * session's large message waiting (its unread bytes stay counted by the memory budget's gauge).
+   * Closing the session releases it at once (it stays in `leases`).
    */
   private untilTaken(lease: MemoryLease): MemoryLease {
     const deferred: MemoryLease = {
@@ -664,8 +666,11 @@ export class Connection implements SessionHost, OAuthHostInfo {
         }
         this.leases.add(deferred);
         this.heldUntilTaken.add(deferred);
-        // a second release (the session closing) goes straight through
+        const timer = setTimeout(() => deferred.release(), HELD_TAKE_WAIT_MS);
+        timer.unref();
+        // a second release (drained, the wait's end, the session closing) goes straight through
         deferred.release = () => {
+          clearTimeout(timer);
           this.heldUntilTaken.delete(deferred);
           this.leases.delete(deferred);
           lease.release();
