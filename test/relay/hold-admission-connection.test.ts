@@ -30,7 +30,7 @@ async function connection(): Promise<{ conn: Connection; peer: net.Socket }> {
   const peer = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
   peer.pause();
   const sock = await accepted;
-  const conn = new Connection(testListener(), sock, false, '127.0.0.1', createLogger({ level: 'silent' }), {
+  const conn = new Connection(testListener(), sock, false, '127.0.0.1', createLogger({ level: 'fatal' }), {
     minter: null,
     onClose: () => {},
     holdTimeoutMs: 60_000,
