@@ -428,6 +428,13 @@ export const HELD_RESPONSE_PROCESS_BYTES = 32 * 1024 * 1024;
 export const HELD_TAKE_WAIT_MS = 2000;
 
 /**
+ * Literals of held responses smaller than this are not admitted through HELD_RESPONSE_PROCESS_BYTES
+ * (they stay within the session's own `max_buffered_bytes` and the memory budget): a list sync's
+ * header fields never wait behind other sessions' large messages.
+ */
+export const HELD_ADMIT_MIN_BYTES = 64 * 1024;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */

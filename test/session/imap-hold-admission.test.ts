@@ -8,6 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { HELD_ADMIT_MIN_BYTES } from '../../src/limits.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
@@ -117,7 +118,8 @@ async function feed(t: Sess, bytes: string, chunk = 4096): Promise<void> {
   }
 }
 
-const SIZE = 20_000;
+/** Above HELD_ADMIT_MIN_BYTES: these messages go through the admission. */
+const SIZE = HELD_ADMIT_MIN_BYTES + 20_000;
 
 describe('IMAP: held responses are admitted against a process-wide bound (backpressure, not holding)', () => {
   it('a second session pauses its upstream while the first holds its message, resumes once it is rendered; bytes exact', async () => {
@@ -182,6 +184,30 @@ describe('IMAP: held responses are admitted against a process-wide bound (backpr
     expect(b.host.clientText).toBe(`${fetchResponse(2, mb)}f OK Fetch completed.\r\n`);
     expect(b.host.waits).toBe(1);
     await expect.poll(() => gate.stats, { timeout: 20_000 }).toEqual({ bytes: 0, holders: 0, waiting: 0 });
+  });
+
+  it('a small message (under HELD_ADMIT_MIN_BYTES) never waits behind a large one that waits', async () => {
+    const gate = new HoldGate(Math.floor(SIZE * 1.5));
+    const a = await loggedIn(gate);
+    const b = await loggedIn(gate);
+    const c = await loggedIn(gate);
+    const ma = message(1, SIZE);
+    const mb = message(2, SIZE);
+    const mc = message(3, 2000);
+    for (const t of [a, b, c]) t.client('f UID FETCH 101:103 BODY.PEEK[]\r\n');
+    a.upstream(responseHead(1, ma));
+    b.upstream(responseHead(2, mb));
+    expect(b.host.upstreamPaused).toBe(true);
+    expect(gate.stats.waiting).toBe(1);
+    await feed(c, `${fetchResponse(3, mc)}f OK Fetch completed.\r\n`);
+    await expect.poll(() => c.host.clientText.includes('f OK'), { timeout: 20_000 }).toBe(true);
+    expect(c.host.clientText).toBe(`${fetchResponse(3, mc)}f OK Fetch completed.\r\n`);
+    expect(c.host.waits).toBe(0);
+    expect(b.host.upstreamPaused).toBe(true);
+    await feed(a, `${ma})\r\nf OK Fetch completed.\r\n`);
+    await feed(b, `${mb})\r\nf OK Fetch completed.\r\n`);
+    await expect.poll(() => b.host.clientText.includes('f OK'), { timeout: 20_000 }).toBe(true);
+    expect(b.host.clientText).toBe(`${fetchResponse(2, mb)}f OK Fetch completed.\r\n`);
   });
 
   it('several messages of one FETCH: each is admitted in turn, the session never waits on itself', async () => {

@@ -15,7 +15,7 @@
  *   command waits (untagged FETCH responses of two commands cannot be told apart).
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import { GATE_PAUSE_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES, UID_LOOKUP_LIMITS } from '../../limits.js';
+import { GATE_PAUSE_BYTES, HELD_ADMIT_MIN_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES, UID_LOOKUP_LIMITS } from '../../limits.js';
 import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
 import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
@@ -269,7 +269,7 @@ export class Relay {
         this.upstreamResponse = null;
         this.endHoldWait(cur);
         this.completeHeldResponse(cur.head, cur.target, parts, heldLease(cur));
-      } else if (frame.type === 'line' && frame.literal && frame.literal.size > 0) this.admitLiteral(cur, frame.literal.size);
+      } else if (frame.type === 'line' && frame.literal && frame.literal.size >= HELD_ADMIT_MIN_BYTES) this.admitLiteral(cur, frame.literal.size);
       return;
     }
     if (cur.forward) {
@@ -510,7 +510,9 @@ export class Relay {
   }
 
   /**
-   * Backpressure instead of holding (issue 10): a held response announced a literal of `size` bytes.
+   * Backpressure instead of holding (issue 10): a held response announced a literal of `size` bytes
+   * (HELD_ADMIT_MIN_BYTES or more: smaller ones, a list sync's header fields, stay within the session's
+   * own bounds and never wait behind other sessions' large messages).
    * Unless the host admits them now (session/hold-admission.ts, HELD_RESPONSE_PROCESS_BYTES), the
    * upstream is paused until it does: the bytes of the message are not read, so they are not in
    * memory. What the host had already read is assembled as usual (at most one read). Admission is in
