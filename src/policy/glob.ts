@@ -41,7 +41,8 @@ export interface GlobMatcher {
 export type GlobKind = 'file name' | 'header name';
 
 /** One position of an expanded pattern: a wildcard run or one character test. */
-type Token = { star: true } | { star: false; test: (c: string) => boolean; text: string };
+/** `fold`: a literal character token's folded form (canon), for the suffix matcher. */
+type Token = { star: true } | { star: false; test: (c: string) => boolean; text: string; fold?: string };
 
 /** Parsed pattern: a sequence of pieces; a brace holds alternative sequences. */
 type Piece =
@@ -213,7 +214,7 @@ function toTokens(seq: Piece[]): Token[] {
         return { star: false, test: () => true, text: '?' };
       case 'char': {
         const k = canon(p.c);
-        return { star: false, test: (c) => canon(c) === k, text: p.c };
+        return { star: false, test: (c) => canon(c) === k, text: p.c, fold: k };
       }
       case 'class': {
         const inClass = (c: string) => foldsLike(c).some((f) => p.items.some((r) => f >= r.lo && f <= r.hi));
@@ -223,6 +224,26 @@ function toTokens(seq: Piece[]): Token[] {
         throw new Error('unexpanded brace');
     }
   });
+}
+
+/**
+ * The matcher of one alternative. `*` followed by literal characters only (`*.exe`, the usual file
+ * name rule) is a suffix test: the star takes any prefix, each character exactly one character, so
+ * the value matches when its last characters fold like them. Anything else: matchTokens.
+ */
+function matcherOf(tokens: Token[]): (value: string) => boolean {
+  const rest = tokens.slice(1);
+  if (tokens[0]?.star && rest.length > 0 && rest.every((t) => !t.star && t.fold !== undefined)) {
+    const folds = rest.map((t) => (t as { fold: string }).fold);
+    const m = folds.length;
+    return (value) => {
+      if (value.length < m) return false;
+      const at = value.length - m;
+      for (let i = 0; i < m; i++) if (canon(value[at + i]!) !== folds[i]) return false;
+      return true;
+    };
+  }
+  return (value) => matchTokens(tokens, value);
 }
 
 /** Wildcard match with the last-star walk: O(value.length x tokens.length) at worst, no recursion. */
@@ -263,10 +284,10 @@ export function globProblem(pattern: string, kind: GlobKind = 'file name'): stri
 export function compileGlob(pattern: string, kind: GlobKind = 'file name'): GlobMatcher {
   const problem = globProblem(pattern, kind);
   if (problem !== null) throw new Error(`invalid glob "${pattern}": ${problem}`);
-  const alternatives = expand(parse(pattern, kind)).map(toTokens);
+  const alternatives = expand(parse(pattern, kind)).map(toTokens).map(matcherOf);
   return {
     source: pattern,
-    test: (value: string) => alternatives.some((t) => matchTokens(t, value)),
+    test: (value: string) => alternatives.some((m) => m(value)),
   };
 }
 

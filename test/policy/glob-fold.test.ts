@@ -42,3 +42,42 @@ describe('glob case folding (remembered per character)', () => {
     }
   });
 });
+
+/** A plain recursive wildcard matcher (`*`, `?`, literal characters folded by canonRef), per UTF-16 unit. */
+function refMatch(pattern: string, value: string): boolean {
+  if (pattern === '') return value === '';
+  if (pattern[0] === '*') {
+    for (let i = 0; i <= value.length; i++) if (refMatch(pattern.slice(1), value.slice(i))) return true;
+    return false;
+  }
+  if (value === '') return false;
+  if (pattern[0] !== '?' && canonRef(pattern[0]!) !== canonRef(value[0]!)) return false;
+  return refMatch(pattern.slice(1), value.slice(1));
+}
+
+describe('glob suffix matcher (`*` then literal characters)', () => {
+  it('matches exactly what a plain wildcard matcher matches, for seeded names', () => {
+    const patterns = ['*.exe', '*.tar.gz', '*', '*x', '*.ß', '*.\u212Axe', 'a*.exe', '*.e?e', '*e*', '**.exe', '*.s'];
+    const alphabet = ['e', 'E', 'x', 'X', '.', 'ß', '\u212A', 'k', 'K', '\u017F', 's', 'S', 'a', 't', 'r', 'g', 'z'];
+    let seed = 5;
+    const rnd = () => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const names = ['', '.exe', 'a.exe', 'A.EXE', 'x.tar.gz', 'ß', 'a.\u212Axe', 'a.kxe'];
+    for (let c = 0; c < 3000; c++) names.push(Array.from({ length: Math.floor(rnd() * 8) }, () => alphabet[Math.floor(rnd() * alphabet.length)]!).join(''));
+    let matched = 0;
+    for (const p of patterns) {
+      const g = compileGlob(p);
+      for (const n of names) {
+        const want = refMatch(p, n);
+        if (want) matched++;
+        expect(g.test(n), `${p} vs ${JSON.stringify(n)}`).toBe(want);
+      }
+    }
+    expect(matched).toBeGreaterThan(1000);
+    // braces expand to alternatives, each matched on its own
+    const alt = compileGlob('*.{exe,com}');
+    for (const n of names) expect(alt.test(n), n).toBe(refMatch('*.exe', n) || refMatch('*.com', n));
+  });
+});
