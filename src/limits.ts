@@ -457,6 +457,8 @@ export const VERDICT_STORE_LIMITS = {
   maxIdsPerMailbox: 100_000,
   /** Stored verdicts read in one SQLite query (a list sync served from the store reads its messages this many at a time). */
   readBatch: 256,
+  /** Message ids of the store's last mailbox indexes kept in a process's memory (a reconnecting client's new session reads its index from there while nothing changed the store); a larger index is read every time. */
+  indexMemoIds: 50_000,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */

@@ -65,6 +65,25 @@ function isBuffered(item: FetchItem): boolean {
   return BUFFERED.has(item.name);
 }
 
+/** What every response of a FETCH asks of each of its items: computed once per item, not once per message. */
+interface ItemInfo {
+  cls: ReturnType<typeof classifyItem>;
+  /** formatItemName(): the name the item is written with. */
+  name: string;
+  /** The name upper-cased: the server's response item name for it. */
+  upper: string;
+}
+const itemInfos = new WeakMap<FetchItem, ItemInfo>();
+function itemInfo(item: FetchItem): ItemInfo {
+  let info = itemInfos.get(item);
+  if (!info) {
+    const name = formatItemName(item);
+    info = { cls: classifyItem(item), name, upper: name.toUpperCase() };
+    itemInfos.set(item, info);
+  }
+  return info;
+}
+
 export interface ImapInspectorDeps {
   listener: ListenerConfig;
   policy: CompiledPolicy;
@@ -944,23 +963,26 @@ export class ImapInspector implements ImapInterceptor {
       state.tempfail.push(`UID ${uid}`);
       return Buffer.alloc(0);
     }
-    const headers = new Map<string, Buffer>();
+    let headers: Map<string, Buffer> | null = null;
+    const rules = this.deps.policy.headers;
     for (const item of state.items) {
-      if (classifyItem(item) !== 'header') continue;
-      const name = formatItemName(item).toUpperCase();
-      if (headers.has(name)) continue;
+      const info = itemInfo(item);
+      if (info.cls !== 'header' || headers?.has(info.upper)) continue;
       let it: FetchResponseItem | undefined;
-      for (const x of resp.items) if (x.name === name) it = x;
+      for (const x of resp.items) if (x.name === info.upper) it = x;
       // a header section is a literal holding a header block; a clean message's has CRLF line ends
       if (!it?.literal || !isHeaderBlock(it.literal) || hasBareLf(it.literal)) return null;
-      headers.set(name, applyHeaderRules(it.literal, this.deps.policy, { add: !/FIELDS/.test(name) }));
+      const add = !/FIELDS/.test(info.upper);
+      // no rule to apply (the default policy): applyHeaderRules would return the block itself
+      const ruled = rules.strip.length === 0 && (!add || rules.add.length === 0) ? it.literal : applyHeaderRules(it.literal, this.deps.policy, { add });
+      (headers ??= new Map()).set(info.upper, ruled);
     }
     return this.renderWith(state, resp.seq, resp.items, 'clean', (item) => {
       if (item.name === 'RFC822.SIZE' && !item.section) return Buffer.from(`RFC822.SIZE ${size}`, 'latin1');
-      const name = formatItemName(item);
-      const h = headers.get(name.toUpperCase());
-      if (h) return literalItem(name, h);
-      throw new PosternError(ErrorCodes.INTERNAL, `a clean message cannot be relayed with ${name}`);
+      const info = itemInfo(item);
+      const h = headers?.get(info.upper);
+      if (h) return literalItem(info.name, h);
+      throw new PosternError(ErrorCodes.INTERNAL, `a clean message cannot be relayed with ${info.name}`);
     });
   }
 
@@ -1167,7 +1189,7 @@ export class ImapInspector implements ImapInterceptor {
     // the stored block is a header only: read by the part tree's own header reader, without the rest of a parse
     let header: PartMap | null = null;
     return this.renderWith(state, seq, serverItems, sv.status, (item) => {
-      if (classifyItem(item) === 'header') {
+      if (itemInfo(item).cls === 'header') {
         header ??= parseHeaderBlock(sv.header!) as unknown as PartMap;
         return renderItem(sv.header!, header, item);
       }
@@ -1202,8 +1224,7 @@ export class ImapInspector implements ImapInterceptor {
     // notice's header): it agrees with BODY[HEADER] and BODY[] in every fetch order
     const ownEnvelope = status !== 'clean';
     const emitItem = (item: FetchItem) => {
-      const cls = classifyItem(item);
-      const name = formatItemName(item).toUpperCase();
+      const { cls, upper: name } = itemInfo(item);
       if ((cls === 'metadata' && !(ownEnvelope && isEnvelope(item))) || (cls === 'content-metadata' && !vetMeta)) {
         emitServer(name);
         return;

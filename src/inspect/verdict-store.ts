@@ -180,11 +180,24 @@ function decodedOnRead(obj: Record<string, unknown>, key: string, text: string):
   });
 }
 
+/** One row of index(): [id, metadata stored, status, sizeIn, sizeOut]. */
+export type IndexRow = [string, boolean, Verdict['status'], number, number];
+
 export class VerdictStore {
   private readonly db: Database.Database;
   private writes = 0;
   private closed = false;
+  /** Changes of the stored rows made through this connection (put, delete, eviction): index() answers from memory only while it is unchanged. */
+  private generation = 0;
+  /**
+   * The last index() answers, most recently used last (at most VERDICT_STORE_LIMITS.indexMemoIds ids
+   * in all): valid while neither this connection (generation) nor any other (SQLite's data_version:
+   * another process, another connection) changed the store since they were read.
+   */
+  private readonly indexMemo = new Map<string, { version: number; generation: number; rows: IndexRow[] }>();
+  private indexMemoIds = 0;
   private readonly stmts: {
+    dataVersion: Database.Statement;
     get: Database.Statement;
     getMany: Database.Statement;
     ids: Database.Statement;
@@ -231,6 +244,7 @@ export class VerdictStore {
       );
       for (const suffix of ['-wal', '-shm']) if (existsSync(file + suffix)) chmodSync(file + suffix, 0o600);
       this.stmts = {
+        dataVersion: this.db.prepare('PRAGMA data_version').pluck(),
         get: this.db.prepare(
           'SELECT id, status, digest, size_in, size_out, meta, used FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ?',
         ),
@@ -317,21 +331,49 @@ export class VerdictStore {
   /**
    * ids() with each verdict's status and sizes: [id, metadata stored, status, sizeIn, sizeOut]. A
    * session's index of a mailbox (what it may answer without asking the store per message: a message
-   * stored clean is the server's, of size sizeIn). Throws E_VERDICT_STORE.
+   * stored clean is the server's, of size sizeIn). Answered from memory while no connection changed
+   * the store since the same index was last read (VERDICT_STORE_LIMITS.indexMemoIds); a new array
+   * each time (its rows are shared: not to be changed). Throws E_VERDICT_STORE.
    */
-  index(scope: string, basis: VerdictBasis, limit: number): [string, boolean, Verdict['status'], number, number][] {
+  index(scope: string, basis: VerdictBasis, limit: number): IndexRow[] {
     if (this.closed) return [];
     try {
+      // a reconnecting client's new session reads the same index again: from memory while nothing changed
+      const key = `${scope}\0${basis.policyHash}\0${basis.signatures}\0${limit}`;
+      const version = this.stmts.dataVersion.get() as number;
+      const memo = this.indexMemo.get(key);
+      if (memo && memo.version === version && memo.generation === this.generation) {
+        this.indexMemo.delete(key);
+        this.indexMemo.set(key, memo);
+        return memo.rows.slice();
+      }
+      if (memo) this.forgetIndex(key);
       const rows = this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as [string, number, string, number, number][];
-      const out: [string, boolean, Verdict['status'], number, number][] = new Array(rows.length);
+      const out: IndexRow[] = new Array(rows.length);
       for (let i = 0; i < rows.length; i++) {
         const r = rows[i]!;
         out[i] = [r[0], r[1] === 1, r[2] as Verdict['status'], r[3], r[4]];
+      }
+      if (out.length > 0 && out.length <= VERDICT_STORE_LIMITS.indexMemoIds) {
+        this.indexMemo.set(key, { version, generation: this.generation, rows: out });
+        this.indexMemoIds += out.length;
+        for (const oldest of this.indexMemo.keys()) {
+          if (this.indexMemoIds <= VERDICT_STORE_LIMITS.indexMemoIds) break;
+          this.forgetIndex(oldest);
+        }
+        return out.slice();
       }
       return out;
     } catch (err) {
       throw storeError('read', err);
     }
+  }
+
+  private forgetIndex(key: string): void {
+    const m = this.indexMemo.get(key);
+    if (!m) return;
+    this.indexMemo.delete(key);
+    this.indexMemoIds -= m.rows.length;
   }
 
   /** Stores (replacing) a verdict. Throws E_VERDICT_STORE. */
@@ -340,6 +382,7 @@ export class VerdictStore {
     if (v.status === 'tempfail') return; // never a verdict
     const { text: meta, full } = metaOf(v);
     try {
+      this.generation++;
       this.stmts.put.run(scope, item, basis.policyHash, basis.signatures, v.status, v.digest, v.sizeIn, v.sizeOut, meta, full ? 1 : 0, meta.length + 160, now);
       if (++this.writes % VERDICT_STORE_LIMITS.boundCheckEvery === 1 || VERDICT_STORE_LIMITS.boundCheckEvery <= 1) this.enforceBound();
     } catch (err) {
@@ -351,6 +394,7 @@ export class VerdictStore {
   delete(scope: string, item: string, basis: VerdictBasis): void {
     if (this.closed) return;
     try {
+      this.generation++;
       this.stmts.del.run(scope, item, basis.policyHash, basis.signatures);
     } catch (err) {
       throw storeError('write', err);
@@ -365,7 +409,10 @@ export class VerdictStore {
       // rows are of similar size: drop the share that is over, and a little more (hysteresis)
       excess = Math.max(excess, Math.ceil(n * (1 - (this.opts.maxBytes * 0.9) / bytes)));
     }
-    if (excess > 0) this.stmts.evict.run(excess);
+    if (excess > 0) {
+      this.generation++;
+      this.stmts.evict.run(excess);
+    }
   }
 
   get stats(): { entries: number; bytes: number } {
@@ -376,6 +423,8 @@ export class VerdictStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.indexMemo.clear();
+    this.indexMemoIds = 0;
     try {
       this.db.close();
     } catch {

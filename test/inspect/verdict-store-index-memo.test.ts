@@ -1,0 +1,113 @@
+/**
+ * VerdictStore.index() answered from memory (issue 10): a reconnecting client's new session reads the
+ * same mailbox index again, so the store keeps the last answers while nothing changed. "Nothing
+ * changed" is checked on every call: this connection's own writes (put, delete, eviction) and any
+ * other connection's commits (another process on the same file: SQLite's data_version) make the next
+ * index() read the store again. Each call returns a new array (a caller sorting it changes nothing).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+
+let dir: string;
+let file: string;
+let a: VerdictStore;
+let b: VerdictStore;
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-verdicts-memo-'));
+  file = path.join(dir, 'verdicts.sqlite');
+  a = new VerdictStore(file, { maxEntries: 100_000, maxBytes: 1 << 30 });
+  // a second connection on the same file: another postern process
+  b = new VerdictStore(file, { maxEntries: 100_000, maxBytes: 1 << 30 });
+});
+afterEach(() => {
+  a.close();
+  b.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const SCOPE: VerdictScope = { protocol: 'imap', upstream: 'mail.example.test:993', user: 'alice', mailbox: 'INBOX', uidValidity: 7 };
+const BASIS = { policyHash: 'p1', signatures: '' };
+const scope = scopeId(SCOPE);
+
+function verdict(i: number, status: StoredVerdict['status'] = 'clean'): StoredVerdict {
+  return {
+    status,
+    hits: [],
+    viruses: [],
+    sizeIn: 100 + i,
+    sizeOut: status === 'clean' ? 100 + i : 50 + i,
+    digest: sha256(Buffer.from(`m${i}`)),
+    header: Buffer.from(`Subject: ${i}\r\n\r\n`),
+    items: { 'RFC822.SIZE': Buffer.from(`RFC822.SIZE ${100 + i}`) },
+  };
+}
+
+/** The rows index() reads from SQLite (not from memory), counted. */
+function queries(s: VerdictStore) {
+  const stmt = (s as unknown as { stmts: { index: { all: (...x: unknown[]) => unknown } } }).stmts.index;
+  return vi.spyOn(stmt, 'all');
+}
+
+const ids = (s: VerdictStore) =>
+  s
+    .index(scope, BASIS, 1000)
+    .map((r) => r.join(' '))
+    .sort();
+
+describe('VerdictStore.index() from memory while nothing changed', () => {
+  it('a second read is answered from memory, as a new array each time', () => {
+    for (const i of [1, 2, 3]) a.put(scope, String(i), BASIS, verdict(i, i === 2 ? 'changed' : 'clean'));
+    const q = queries(a);
+    const first = a.index(scope, BASIS, 1000);
+    expect(first.map((r) => r.join(' ')).sort()).toEqual(['1 true clean 101 101', '2 true changed 102 52', '3 true clean 103 103']);
+    first.sort((x, y) => Number(y[0]) - Number(x[0]));
+    first.pop();
+    const second = a.index(scope, BASIS, 1000);
+    expect(second).toHaveLength(3);
+    expect(second).not.toBe(first);
+    expect(q).toHaveBeenCalledTimes(1);
+    // another key (user, basis, limit) is read on its own
+    expect(a.index(scope, { ...BASIS, signatures: 'x' }, 1000)).toEqual([]);
+    expect(a.index(scopeId({ ...SCOPE, user: 'bob' }), BASIS, 1000)).toEqual([]);
+    expect(q).toHaveBeenCalledTimes(3);
+  });
+
+  it("this connection's put, delete and eviction are seen by the next read", () => {
+    for (const i of [1, 2]) a.put(scope, String(i), BASIS, verdict(i));
+    expect(ids(a)).toEqual(['1 true clean 101 101', '2 true clean 102 102']);
+    a.put(scope, '2', BASIS, verdict(2, 'changed'));
+    expect(ids(a)).toEqual(['1 true clean 101 101', '2 true changed 102 52']);
+    a.delete(scope, '1', BASIS);
+    expect(ids(a)).toEqual(['2 true changed 102 52']);
+    const small = new VerdictStore(path.join(dir, 'small.sqlite'), { maxEntries: 2, maxBytes: 1 << 30 });
+    try {
+      small.put(scope, '1', BASIS, verdict(1));
+      small.put(scope, '2', BASIS, verdict(2));
+      expect(small.index(scope, BASIS, 1000)).toHaveLength(2);
+      small.put(scope, '3', BASIS, verdict(3));
+      small.enforceBound();
+      expect(small.index(scope, BASIS, 1000)).toHaveLength(2);
+    } finally {
+      small.close();
+    }
+  });
+
+  it("another connection's (another process's) put and delete are seen by the next read (data_version)", () => {
+    for (const i of [1, 2]) a.put(scope, String(i), BASIS, verdict(i));
+    expect(ids(a)).toEqual(['1 true clean 101 101', '2 true clean 102 102']);
+    const q = queries(a);
+    b.put(scope, '3', BASIS, verdict(3));
+    expect(ids(a)).toEqual(['1 true clean 101 101', '2 true clean 102 102', '3 true clean 103 103']);
+    // a message found changed by another process: its verdict is gone, the index must not keep it clean
+    b.delete(scope, '1', BASIS);
+    expect(ids(a)).toEqual(['2 true clean 102 102', '3 true clean 103 103']);
+    b.put(scope, '2', BASIS, verdict(2, 'changed'));
+    expect(ids(a)).toEqual(['2 true changed 102 52', '3 true clean 103 103']);
+    expect(q).toHaveBeenCalledTimes(3);
+    expect(ids(a)).toEqual(['2 true changed 102 52', '3 true clean 103 103']);
+    expect(q).toHaveBeenCalledTimes(3);
+  });
+});
