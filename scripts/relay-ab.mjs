@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+/**
+ * A/B of the pure relay (`policy: null`) on a loaded machine (issue 10): one private Dovecot (the
+ * bench's mixed 100-message / 20 MB mailbox and a 2,000-message list folder), HAProxy in TCP mode,
+ * optionally a bare Node.js socket pipe (`--pipe`: the floor of any relay written on node:net), and
+ * one postern per build directory given, all measured in the same run with interleaved rounds (the
+ * order reversed every other round), so a load change hits every candidate alike. Besides wall time
+ * it reports each proxy's CPU per operation, read from /proc/PID/task/x/schedstat (nanoseconds, all
+ * threads), which moves less than wall time when other jobs share the cores.
+ *
+ *   npm run build && node scripts/relay-ab.mjs . --pipe --rounds 8
+ *   node scripts/relay-ab.mjs /tmp/base /tmp/new --workload noop,list   # two builds: each a directory
+ *                                                                      # with bin/postern.js and dist/
+ *
+ * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
+ * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs).
+ * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Imap } from './lib/mail-clients.mjs';
+import { buildMailbox, smallMessages } from './lib/mail-corpus.mjs';
+import { cleanupOnExit, quantiles, sleep, tempDir, track } from './lib/procs.mjs';
+import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
+
+const argv = process.argv.slice(2);
+const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false };
+const builds = [];
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === '--pipe') opts.pipe = true;
+  else if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
+  else if (argv[i] === '--workload') opts.workload = argv[++i];
+  else if (argv[i] === '--pipe-child') break;
+  else builds.push(argv[i]);
+}
+const WORKLOADS = opts.workload.split(',');
+const NOOPS = 1000;
+const USERS = { alice: 'alicepw', lister: 'listerpw' };
+const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Content-Type)])';
+
+/** CPU seconds of every thread of a process (schedstat: nanoseconds on the CPU). */
+function cpuOf(pid) {
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
+  return ns / 1e9;
+}
+
+/** The floor of a relay on node:net: every chunk written to the other side as it arrives, Nagle off. */
+function nodePipe(port, target) {
+  const server = net.createServer((c) => {
+    c.setNoDelay(true);
+    const u = net.connect({ host: '127.0.0.1', port: target });
+    u.setNoDelay(true);
+    c.on('data', (d) => u.write(d));
+    u.on('data', (d) => c.write(d));
+    c.on('close', () => u.destroy());
+    u.on('close', () => c.destroy());
+    c.on('error', () => {});
+    u.on('error', () => {});
+  });
+  server.listen(port, '127.0.0.1', () => process.send?.('up'));
+}
+
+if (argv[0] === '--pipe-child') nodePipe(Number(argv[1]), Number(argv[2]));
+else if (builds.length === 0 && !opts.pipe) {
+  console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,tls,list]');
+  process.exit(2);
+} else {
+  cleanupOnExit();
+  await main();
+}
+
+async function startBuild(dir, upstreamPort) {
+  const root = resolve(dir);
+  const run = tempDir('postern-relay-ab-');
+  const [plain, tls] = await freePorts(2);
+  const listener = (name, port, mode) =>
+    `  - name: ${name}\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n` +
+    `    tls: { mode: ${mode}${mode === 'implicit' ? ', hostname: localhost' : ''} }\n` +
+    `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: null\n`;
+  writeFileSync(
+    join(run, 'postern.yaml'),
+    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}`,
+  );
+  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
+  const log = join(run, 'postern.log');
+  for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
+    if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
+    await sleep(100);
+  }
+  return { name: `postern ${dir}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc };
+}
+
+async function noop(ep) {
+  const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+  for (let i = 0; i < 100; i++) await c.ok('NOOP');
+  const t = [];
+  for (let i = 0; i < NOOPS; i++) {
+    const t0 = performance.now();
+    await c.ok('NOOP');
+    t.push((performance.now() - t0) * 1000);
+  }
+  await c.logout();
+  return quantiles(t).p50;
+}
+
+async function fetchAll(ep, cmd, user, useTls = false) {
+  const c = await Imap.session(useTls ? { port: ep.tport, useTls: true, ca: ep.ca } : { port: ep.port }, user, USERS[user]);
+  const t0 = performance.now();
+  const r = await c.ok(cmd);
+  const seconds = (performance.now() - t0) / 1000;
+  await c.logout();
+  return { seconds, bytes: r.bytes };
+}
+
+async function main() {
+  const dovecot = await startDovecot({ name: 'postern-relay-ab', users: USERS });
+  dovecot.fill('lister', smallMessages(2000, { user: 'lister' }));
+  dovecot.fill(
+    'alice',
+    buildMailbox(100, 20 * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
+  );
+  const [hPlain, hTls, pipePort] = await freePorts(3);
+  const haproxy = await startHaproxy([
+    { listen: hPlain, target: dovecot.ports.imap },
+    { listen: hTls, target: dovecot.ports.imap, tls: true },
+  ]);
+  const eps = [
+    { name: 'direct', port: dovecot.ports.imap },
+    { name: 'haproxy', port: hPlain, tport: hTls, ca: haproxy.cert, proc: haproxy.proc },
+  ];
+  if (opts.pipe) {
+    const proc = track(
+      spawn(process.execPath, [new URL(import.meta.url).pathname, '--pipe-child', String(pipePort), String(dovecot.ports.imap)], {
+        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+      }),
+    );
+    await new Promise((r) => proc.once('message', r));
+    eps.push({ name: 'node pipe', port: pipePort, proc });
+  }
+  for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap));
+  console.log(`relay-ab: ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds of ${WORKLOADS.join(', ')}`);
+
+  const rows = new Map();
+  const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
+  // warm-up (JIT, buffers) of every candidate before anything is timed
+  for (const ep of eps) {
+    await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
+    await noop(ep);
+  }
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const ep of round % 2 ? [...eps].reverse() : eps) {
+      let cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
+      const cpu = (what, per) => {
+        if (!ep.proc) return;
+        const now = cpuOf(ep.proc.pid);
+        record(`${what}|${ep.name}`, ((now - cpu0) * 1e6) / per);
+        cpu0 = now;
+      };
+      if (WORKLOADS.includes('noop')) {
+        record(`noop p50 µs|${ep.name}`, await noop(ep));
+        cpu('noop CPU µs per NOOP', NOOPS + 100);
+      }
+      if (WORKLOADS.includes('bulk')) {
+        const r = await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
+        record(`bulk plain MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
+        cpu('bulk plain CPU µs per MB', r.bytes / 1e6);
+      }
+      if (WORKLOADS.includes('tls') && ep.tport) {
+        const r = await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice', true);
+        record(`bulk TLS MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
+        cpu('bulk TLS CPU µs per MB', r.bytes / 1e6);
+      }
+      if (WORKLOADS.includes('list')) {
+        const r = await fetchAll(ep, LIST_SYNC, 'lister');
+        record(`list sync ms|${ep.name}`, r.seconds * 1000);
+        cpu('list sync CPU ms', 1000);
+      }
+    }
+  }
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (const [key, xs] of [...rows].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const [what, who] = key.split('|');
+    console.log(`${what.padEnd(26)} ${who.padEnd(28)} ${median(xs).toFixed(1).padStart(9)}   [${xs.map((x) => x.toFixed(0)).join(' ')}]`);
+  }
+  for (const ep of eps) ep.proc?.kill('SIGTERM');
+  await sleep(1500);
+  process.exit(0);
+}
