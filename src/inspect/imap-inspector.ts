@@ -211,6 +211,8 @@ export class ImapInspector implements ImapInterceptor {
     /** The size of each message stored clean whose vetted form is the server's byte for byte (sizeIn = sizeOut): what the server must report for it. */
     cleanSize: Map<number, number>;
   } | null = null;
+  /** storeIndex.basis of the last basis asked for. */
+  private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
   private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
   private storeWarned = false;
@@ -338,7 +340,13 @@ export class ImapInspector implements ImapInterceptor {
   private storeIds(): Map<number, boolean> | null {
     const k = this.storeKey();
     if (!k) return null;
-    const basis = `${k.basis.policyHash}/${k.basis.signatures}`;
+    // asked once or more per message: the key text is built only when the basis changed
+    let bm = this.basisMemo;
+    if (!bm || bm.policyHash !== k.basis.policyHash || bm.signatures !== k.basis.signatures) {
+      bm = { policyHash: k.basis.policyHash, signatures: k.basis.signatures, text: `${k.basis.policyHash}/${k.basis.signatures}` };
+      this.basisMemo = bm;
+    }
+    const basis = bm.text;
     if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.ids;
     const ids = new Map<number, boolean>();
     const clean = new Set<number>();
@@ -729,10 +737,11 @@ export class ImapInspector implements ImapInterceptor {
     // from the store.
     let reads = fromStore;
     if (fromStore && fromStore.length > 0 && this.serverAnswersClean(parsed.items)) {
-      const relayed = fromStore.filter((u) => this.cleanSizeOf(u) !== undefined);
-      if (relayed.length > 0) {
+      const rest: number[] = [];
+      for (const u of fromStore) if (this.cleanSizeOf(u) === undefined) rest.push(u);
+      if (rest.length < fromStore.length) {
         state.relayClean = true;
-        reads = relayed.length === fromStore.length ? [] : fromStore.filter((u) => this.cleanSizeOf(u) === undefined);
+        reads = rest;
       }
     }
     for (let i = 0; i < parsed.items.length; i++) {
