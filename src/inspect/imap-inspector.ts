@@ -126,6 +126,9 @@ class Slots {
   }
 }
 
+/** A poll's answer for one message as Dovecot writes it (pollLine): sequence number, UID and size in canonical form. */
+const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
+
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
 
@@ -151,6 +154,8 @@ interface CommandState {
   storeReads?: StoreReads;
   /** Messages stored clean are answered from the server's RFC822.SIZE and header sections (relayClean), not from the store. */
   relayClean?: boolean;
+  /** relayClean for a poll (the client asks for UID and RFC822.SIZE only): see pollLine. */
+  pollLines?: boolean;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -755,6 +760,8 @@ export class ImapInspector implements ImapInterceptor {
     add('UID');
     // the server's size of every message relayed is checked against the stored one
     if (state.relayClean) add('RFC822.SIZE');
+    // a poll `UID FETCH set (UID RFC822.SIZE)`: each response of a clean message is the server's line itself (pollLine)
+    state.pollLines = state.relayClean && state.uidCommand && parsed.items.every((i) => !i.section && (i.name === 'UID' || i.name === 'RFC822.SIZE'));
     const marksSeen = parsed.items.some(setsSeen);
     if (reads && reads.length > 0) state.storeReads = { uids: reads.sort((a, b) => a - b), next: 0, batch: new Map() };
     if (state.fromCache) {
@@ -995,6 +1002,25 @@ export class ImapInspector implements ImapInterceptor {
     });
   }
 
+  /**
+   * A poll's response for a message stored clean, without parsing and rebuilding it: when the server's
+   * line is exactly `* seq FETCH (UID uid RFC822.SIZE size)` (canonical numbers, nothing else) and
+   * `size` is the stored one, that line is byte for byte what relayCleanResponse (and a session that
+   * vetted the message) writes: UID first, then RFC822.SIZE, no FLAGS. Anything else (another size, a
+   * message of the session's cache, another shape): null, the general path decides.
+   */
+  private pollLine(line: Buffer): Buffer | null {
+    const m = POLL_LINE.exec(line.toString('latin1'));
+    if (!m || this.mailbox === null || this.uidValidity === null) return null;
+    const seq = Number(m[1]);
+    const uid = Number(m[2]);
+    if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    const size = this.cleanSizeOf(uid);
+    if (size === undefined || String(size) !== m[3]) return null;
+    this.learnUid(seq, uid);
+    return line;
+  }
+
   /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */
   private storedOf(set: string, uidCommand: boolean): number[] | null {
     if (this.mailbox === null || this.uidValidity === null) return null;
@@ -1008,6 +1034,10 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   private onFetch(state: CommandState, parts: Buffer[]): Buffer | Buffer[] | Promise<Buffer | Buffer[]> | null {
+    if (state.pollLines && parts.length === 1) {
+      const line = this.pollLine(parts[0]!);
+      if (line) return line;
+    }
     const resp = parseFetchResponse(parts);
     const body = resp.items.find((i) => i.name === 'BODY[]');
     const uidItem = resp.items.find((i) => i.name === 'UID');
