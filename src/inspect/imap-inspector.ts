@@ -129,6 +129,10 @@ class Slots {
 /** A poll's answer for one message as Dovecot writes it (pollLine): sequence number, UID and size in canonical form. */
 const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
 
+/** The head of a list sync's answer for one message as Dovecot writes it (listLines), up to its header literal's announcement. */
+const LIST_HEAD =
+  /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) FLAGS \(([^()\r\n]*)\) RFC822\.SIZE (0|[1-9]\d{0,14}) (BODY\[HEADER\.FIELDS \([^()\r\n]*\)\]) \{([1-9]\d{0,9})\}\r\n$/;
+
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
 
@@ -156,6 +160,8 @@ interface CommandState {
   relayClean?: boolean;
   /** relayClean for a poll (the client asks for UID and RFC822.SIZE only): see pollLine. */
   pollLines?: boolean;
+  /** relayClean for a list sync (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]) without header rules: the header item's name (see listLines). */
+  listHeader?: string;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -762,6 +768,25 @@ export class ImapInspector implements ImapInterceptor {
     if (state.relayClean) add('RFC822.SIZE');
     // a poll `UID FETCH set (UID RFC822.SIZE)`: each response of a clean message is the server's line itself (pollLine)
     state.pollLines = state.relayClean && state.uidCommand && parsed.items.every((i) => !i.section && (i.name === 'UID' || i.name === 'RFC822.SIZE'));
+    // a list sync: FLAGS, RFC822.SIZE and one header-fields section, in that order (UID anywhere), no header rule to apply
+    const listItems = parsed.items.filter((i) => i.name !== 'UID' || i.section);
+    const [lf, ls, lh] = listItems;
+    if (
+      state.relayClean &&
+      state.uidCommand &&
+      listItems.length === 3 &&
+      lf!.name === 'FLAGS' &&
+      !lf!.section &&
+      ls!.name === 'RFC822.SIZE' &&
+      !ls!.section &&
+      lh!.name === 'BODY' &&
+      lh!.peek &&
+      !lh!.partial &&
+      lh!.section?.part.length === 0 &&
+      lh!.section.text === 'HEADER.FIELDS' &&
+      this.deps.policy.headers.strip.length === 0
+    )
+      state.listHeader = itemInfo(lh!).name;
     const marksSeen = parsed.items.some(setsSeen);
     if (reads && reads.length > 0) state.storeReads = { uids: reads.sort((a, b) => a - b), next: 0, batch: new Map() };
     if (state.fromCache) {
@@ -1021,6 +1046,30 @@ export class ImapInspector implements ImapInterceptor {
     return line;
   }
 
+  /**
+   * A list sync's response for a message stored clean, without parsing and rebuilding it: when the
+   * server's response is exactly `* seq FETCH (UID uid FLAGS (flags) RFC822.SIZE size NAME {n}` CRLF
+   * header `)` CRLF, in canonical form, with the stored size, flags the choke point relays, NAME the
+   * header section's name as postern writes it and a header block with CRLF line ends (no header rule
+   * to apply: the policy has none), its pieces are byte for byte what relayCleanResponse writes.
+   * Anything else: null, the general path decides.
+   */
+  private listLines(name: string, parts: Buffer[]): Buffer[] | null {
+    const tail = parts[2]!;
+    if (tail.length !== 3 || tail[0] !== 0x29 || tail[1] !== 0x0d || tail[2] !== 0x0a || this.mailbox === null || this.uidValidity === null) return null;
+    const m = LIST_HEAD.exec(parts[0]!.toString('latin1'));
+    const literal = parts[1]!;
+    if (!m || m[5] !== name || m[6] !== String(literal.length)) return null;
+    const uid = Number(m[2]);
+    if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    const size = this.cleanSizeOf(uid);
+    if (size === undefined || String(size) !== m[4]) return null;
+    if (checkRelayedFetchItem({ name: 'FLAGS', raw: Buffer.from(`FLAGS (${m[3]})`, 'latin1') }) !== null) return null;
+    if (!isHeaderBlock(literal) || hasBareLf(literal)) return null;
+    this.learnUid(Number(m[1]), uid);
+    return parts;
+  }
+
   /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */
   private storedOf(set: string, uidCommand: boolean): number[] | null {
     if (this.mailbox === null || this.uidValidity === null) return null;
@@ -1037,6 +1086,10 @@ export class ImapInspector implements ImapInterceptor {
     if (state.pollLines && parts.length === 1) {
       const line = this.pollLine(parts[0]!);
       if (line) return line;
+    }
+    if (state.listHeader !== undefined && parts.length === 3) {
+      const same = this.listLines(state.listHeader, parts);
+      if (same) return same;
     }
     const resp = parseFetchResponse(parts);
     const body = resp.items.find((i) => i.name === 'BODY[]');

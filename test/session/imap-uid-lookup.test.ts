@@ -490,6 +490,42 @@ describe('a FETCH answered without a download: messages stored clean from the se
     }
   });
 
+  it('a list sync from a hostile server: another size (withheld), flags the choke point refuses (BYE), a header with bare LFs (the store answers)', async () => {
+    const h3 = 'From: Ann <ann@example.test>\r\nSubject: message 3\r\n\r\n';
+    // another size for a clean UID: withheld, as in a poll
+    const t = mapped();
+    t.client(`l ${LIST_SYNC}\r\n`);
+    t.host.takeUpstream();
+    t.upstream(
+      answer(`l ${LIST_SYNC}`).replace(`UID 30 FLAGS (\\Seen) RFC822.SIZE ${msg(3).length} `, `UID 30 FLAGS (\\Seen) RFC822.SIZE ${msg(3).length - 1} `),
+    );
+    const lines = reference.get(LIST_SYNC)!.split(/(?=\* \d+ FETCH)/);
+    expect(await completion(t, 'l')).toBe(`${lines[0]}${lines[1]}l NO [UNAVAILABLE] postern: could not scan UID 30; try again later\r\n`);
+    expect(t.host.logLines.filter((l) => l.includes('"message.changed"') && l.includes('"uid":30'))).toHaveLength(1);
+    // the next list sync downloads and vets UID 30 again (its verdict was forgotten): stored clean again
+    t.client(`m ${LIST_SYNC}\r\n`);
+    const up = t.host.takeUpstream();
+    expect(up).toMatch(/BODY\.PEEK\[\]\)\r\n$/);
+    t.upstream(answer(up));
+    await completion(t, 'm');
+    // flags that are not flags: never relayed, the session ends
+    const u = mapped();
+    u.client(`l ${LIST_SYNC}\r\n`);
+    u.host.takeUpstream();
+    u.upstream(answer(`l ${LIST_SYNC}`).replace('UID 10 FLAGS (\\Seen)', 'UID 10 FLAGS (\\Seen "x")'));
+    await expect.poll(() => u.host.closed?.kind, { timeout: 10_000 }).toBeDefined();
+    expect(u.host.clientText).toMatch(/^\* BYE /m);
+    expect(u.host.clientText).not.toContain('"x"');
+    expect(u.host.clientText).not.toContain('UID 10');
+    // a clean message's header with bare LFs is not the vetted one: the stored header is served
+    const w = mapped();
+    w.client(`l ${LIST_SYNC}\r\n`);
+    w.host.takeUpstream();
+    const lf = h3.replaceAll('\r\n', '\n');
+    w.upstream(answer(`l ${LIST_SYNC}`).replace(`{${h3.length}}\r\n${h3}`, `{${lf.length}}\r\n${lf}`));
+    expect(await completion(w, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+  });
+
   it('a server response lacking the size or the header asked for: that message is answered from the store', async () => {
     const t = mapped();
     const read = await storeReadsDuring(async () => {
