@@ -126,6 +126,9 @@ class Slots {
   }
 }
 
+/** Marks a server item found more than once in one response (relayCleanResponse). */
+const NOT_ONCE = { name: '', raw: Buffer.alloc(0), rawParts: [] } as FetchResponseItem;
+
 /** A poll's answer for one message as Dovecot writes it (pollLine): sequence number, UID and size in canonical form. */
 const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
 
@@ -993,7 +996,9 @@ export class ImapInspector implements ImapInterceptor {
     const size = this.cleanSizeOf(uid);
     if (size === undefined) return null;
     let sizeItem: FetchResponseItem | undefined;
-    for (const it of resp.items) if (it.name === 'RFC822.SIZE') sizeItem = it;
+    // an item given twice is ambiguous: not answered from the server (strictest reading)
+    for (const it of resp.items) if (it.name === 'RFC822.SIZE') sizeItem = sizeItem ? NOT_ONCE : it;
+    if (sizeItem === NOT_ONCE) return null;
     if (!sizeItem || sizeItem.atom === undefined || !/^\d{1,15}$/.test(sizeItem.atom)) return null;
     if (sizeItem.atom !== String(size)) {
       this.deps.log.warn(
@@ -1010,7 +1015,8 @@ export class ImapInspector implements ImapInterceptor {
       const info = itemInfo(item);
       if (info.cls !== 'header' || headers?.has(info.upper)) continue;
       let it: FetchResponseItem | undefined;
-      for (const x of resp.items) if (x.name === info.upper) it = x;
+      for (const x of resp.items) if (x.name === info.upper) it = it ? NOT_ONCE : x;
+      if (it === NOT_ONCE) return null;
       // a header section is a literal holding a header block; a clean message's has CRLF line ends
       if (!it?.literal || !isHeaderBlock(it.literal) || hasBareLf(it.literal)) return null;
       const add = !/FIELDS/.test(info.upper);

@@ -526,6 +526,23 @@ describe('a FETCH answered without a download: messages stored clean from the se
     expect(await completion(w, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
   });
 
+  it('a size or header section given twice in one response is ambiguous: that message is answered from the store', async () => {
+    const t = mapped();
+    const h1 = 'From: Ann <ann@example.test>\r\nSubject: message 1\r\n\r\n';
+    const read = await storeReadsDuring(async () => {
+      t.client(`l ${LIST_SYNC}\r\n`);
+      t.host.takeUpstream();
+      const a = answer(`l ${LIST_SYNC}`)
+        .replace(`UID 30 FLAGS (\\Seen) RFC822.SIZE ${msg(3).length}`, `UID 30 FLAGS (\\Seen) RFC822.SIZE ${msg(3).length} RFC822.SIZE 7`)
+        .replace(`{${h1.length}}\r\n${h1})`, `{${h1.length}}\r\n${h1} BODY[HEADER.FIELDS (FROM SUBJECT)] {2}\r\n\r\n)`);
+      expect(a).toContain('RFC822.SIZE 7');
+      expect(a).toContain('{2}');
+      t.upstream(a);
+      expect(await completion(t, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+    });
+    expect(read.sort()).toEqual(['10', '20', '30']);
+  });
+
   it('a server response lacking the size or the header asked for: that message is answered from the store', async () => {
     const t = mapped();
     const read = await storeReadsDuring(async () => {
