@@ -99,6 +99,7 @@ export const LOG_EVENTS = {
   'flow.resume': 'the client read its output: postern reads it again (unread)',
   'flow.abort': 'the client does not read its output: the session is reset (err, unread, limit)',
   'memory.refused': 'the process memory budget refused a piece of work (err, bytes, what, used, limit)',
+  'memory.hold_wait': 'a held FETCH literal waits for admission (HELD_RESPONSE_PROCESS_BYTES): its upstream is paused (bytes, what, held, limit)',
   // login and upstream
   'login.ok': 'the upstream accepted the login; relaying starts (ms)',
   'login.refused':
@@ -121,6 +122,7 @@ export const LOG_EVENTS = {
     'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
   'message.changed':
     'the upstream served other bytes for the same message: a POP3 message number in one session (msgno), or an IMAP UID whose bytes no longer match the shared verdict cache (uid, mailbox; vetted again)',
+  'inspect.uid_lookup': 'the private UID lookup before a FETCH: filled the sequence-to-UID map (messages) or was ignored (reason); ignored means the FETCH downloads (result, mailbox)',
   'inspect.verdict_cache_failed': 'the shared verdict cache could not be opened, read or written; vetting goes on without it (file, err E_VERDICT_STORE)',
   'message.withheld': 'a message could not be vetted or protected and was not handed out (uid|msgno, err)',
   'message.protected': 'an altered POP3 message whose original is not quarantined is protected from DELE (msgno, uidl, reason)',
