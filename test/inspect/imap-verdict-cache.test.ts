@@ -71,14 +71,17 @@ async function fetch(ins: ImapInspector, command: string, answer: (upstream: str
   return { upstream: r.upstream, client: r.client.toString('latin1') };
 }
 
-/** What Dovecot answers for each message `seqs` names: UID, FLAGS and, when asked, the whole body. */
+/** What Dovecot answers for each message `seqs` names: UID, FLAGS and, when asked, the whole body, or its size and Subject field. */
 function dovecot(seqUids: [number, number][]): (upstream: string) => string[] {
   return (upstream) =>
-    seqUids.map(([seq, uid]) =>
-      /BODY(\.PEEK)?\[\]/.test(upstream)
-        ? `* ${seq} FETCH (UID ${uid} FLAGS () BODY[] {${MAILBOX[uid]!.length}}\r\n${MAILBOX[uid]})\r\n`
-        : `* ${seq} FETCH (UID ${uid} FLAGS ())\r\n`,
-    );
+    seqUids.map(([seq, uid]) => {
+      const m = MAILBOX[uid]!;
+      if (/BODY(\.PEEK)?\[\]/.test(upstream)) return `* ${seq} FETCH (UID ${uid} FLAGS () BODY[] {${m.length}}\r\n${m})\r\n`;
+      const size = / RFC822\.SIZE /.test(upstream) ? ` RFC822.SIZE ${m.length}` : '';
+      const subject = `${/^Subject: .*$/m.exec(m)![0].replace(/\r$/, '')}\r\n\r\n`;
+      const header = /HEADER\.FIELDS \(Subject\)/.test(upstream) ? ` BODY[HEADER.FIELDS (SUBJECT)] {${subject.length}}\r\n${subject}` : '';
+      return `* ${seq} FETCH (UID ${uid} FLAGS ()${size}${header})\r\n`;
+    });
 }
 
 /** Dovecot's answers for the whole mailbox (seq = UID, 1..3). */
@@ -131,7 +134,8 @@ describe('IMAP inspector and the shared verdict cache', () => {
     // a FETCH of FLAGS only is not intercepted; its answers reach observeUntagged
     flagsSync(c);
     const list = await fetch(c, `c1 UID FETCH 1:* ${LIST}`, ALL3);
-    expect(list.upstream).toBe('c1 UID FETCH 1:* (FLAGS UID)\r\n');
+    // the messages stored clean (1, 2) are the server's: their size and Subject are asked of it
+    expect(list.upstream).toBe('c1 UID FETCH 1:* (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     expect(list.client.replace(/^c1 /m, 'a1 ')).toBe(first.client);
     expect(inspected(lines)).toBe(3);
   });
@@ -144,7 +148,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
     flagsSync(b);
     // the server answers seq 2 with a UID nobody vetted (postern's map said 2)
     const r = await fetch(b, `b1 FETCH 2 ${LIST}`, () => ['* 2 FETCH (UID 9 FLAGS ())\r\n']);
-    expect(r.upstream).toBe('b1 FETCH 2 (FLAGS UID)\r\n');
+    expect(r.upstream).toBe('b1 FETCH 2 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     expect(r.client).toBe('b1 NO [UNAVAILABLE] postern: could not scan UID 9; try again later\r\n');
   });
 
@@ -155,17 +159,17 @@ describe('IMAP inspector and the shared verdict cache', () => {
     const b = newSession(lines);
     flagsSync(b);
     const first = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
-    expect(first.upstream).toBe('b1 UID FETCH 1:3 (FLAGS UID)\r\n');
-    // another process evicts UID 2
+    expect(first.upstream).toBe('b1 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
+    // another process evicts UID 3 (altered: the one read from the store; a clean one is answered from the server's items)
     const policy = loadPolicy('default', 'policies');
     const { scopeId } = await import('../../src/inspect/verdict-store.js');
-    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '2', {
+    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '3', {
       policyHash: policyHash(policy),
       signatures: '',
     });
     const again = await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3);
-    expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS UID)\r\n');
-    expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 2; try again later\r\n$/);
+    expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
+    expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
     const retry = await fetch(b, `b3 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(retry.upstream).toBe('b3 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(retry.client.replace(/^b3 /m, 'b1 ')).toBe(first.client);

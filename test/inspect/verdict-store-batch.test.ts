@@ -141,17 +141,17 @@ describe('VerdictStore.getMany', () => {
     expect(s.getMany(scope, ['1'], BASIS).size).toBe(0);
   });
 
-  it('index(): each id with whether its metadata is stored and its status, under this key only', () => {
+  it('index(): each id with whether its metadata is stored, its status and sizes, under this key only', () => {
     const scope = scopeId(SCOPE);
     for (const i of [1, 3, 11]) s.put(scope, String(i), BASIS, verdict(i));
     s.put(scopeId({ ...SCOPE, user: 'bob' }), '2', BASIS, verdict(2));
     s.put(scope, '4', { ...BASIS, policyHash: 'p2' }, verdict(4));
     expect(s.index(scope, BASIS, 100).sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual([
-      ['1', true, 'clean'],
-      ['3', true, 'changed'],
-      ['11', false, 'clean'],
+      ['1', true, 'clean', 1001, 2001],
+      ['3', true, 'changed', 1003, 2003],
+      ['11', false, 'clean', 1011, 2011],
     ]);
-    expect(s.index(scopeId({ ...SCOPE, user: 'bob' }), BASIS, 100)).toEqual([['2', true, 'clean']]);
+    expect(s.index(scopeId({ ...SCOPE, user: 'bob' }), BASIS, 100)).toEqual([['2', true, 'clean', 1002, 2002]]);
     expect(s.index(scope, BASIS, 2)).toHaveLength(2);
   });
 

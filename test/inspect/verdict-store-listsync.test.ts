@@ -40,6 +40,8 @@ const TAMPERED = new Set<number>();
 
 const LIST = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])';
 const HEADERS = 'UID FETCH 1:* (UID FLAGS BODY.PEEK[HEADER.FIELDS (From Subject)] BODY.PEEK[HEADER])';
+/** A list sync with BODYSTRUCTURE (rendered by postern, never taken from the server): every message from the store. */
+const STRUCT = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (From Subject)])';
 
 let dir: string;
 let store: VerdictStore;
@@ -76,11 +78,15 @@ function answer(upstream: string, uid: number): Buffer[] {
       if (!line.includes('(UID ')) line += `${sp}UID ${uid}`;
     } else if (item.name === 'FLAGS') line += `${sp}FLAGS (\\Seen)`;
     else {
-      // a section as Dovecot writes it (`NAME {n}` CRLF data; the peek form is answered without .PEEK)
+      // a section as Dovecot writes it (`NAME {n}` CRLF data; the peek form is answered without .PEEK), or `NAME value`
       const r = renderItem(msg, null, item);
-      const lit = r.indexOf('}\r\n') + 3;
-      parts.push(Buffer.concat([Buffer.from(line + sp, 'latin1'), r.subarray(0, lit)]), r.subarray(lit));
-      line = '';
+      const head = /^[^\r\n]*?\{\d+\}\r\n/.exec(r.toString('latin1', 0, Math.min(r.length, 300)));
+      if (!head) line += sp + r.toString('latin1');
+      else {
+        const lit = head[0].length;
+        parts.push(Buffer.concat([Buffer.from(line + sp, 'latin1'), r.subarray(0, lit)]), r.subarray(lit));
+        line = '';
+      }
     }
     sp = ' ';
   }
@@ -100,7 +106,7 @@ const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"
 const byUid = (client: string) =>
   new Map([...client.matchAll(/\* (\d+) FETCH \(UID (\d+)[\s\S]*?(?=\r\n\* \d+ FETCH|\r\nt\d OK|\r\nt\d NO)/g)].map((m) => [Number(m[2]), m[0]]));
 
-/** Session A vets every message, and records its answers to LIST and HEADERS (from its own cache). */
+/** Session A vets every message, and records its answers to LIST, HEADERS and STRUCT (from its own cache). */
 async function vetAll(lines: string[]) {
   const a = newSession(lines);
   const full = await fetch(a, 'alice', `t1 ${LIST.replace('1:*', `1:${N}`)}`, ALL);
@@ -108,12 +114,30 @@ async function vetAll(lines: string[]) {
   expect(inspected(lines)).toBe(N);
   const list = await fetch(a, 'alice', `t2 ${LIST}`, ALL);
   const headers = await fetch(a, 'alice', `t3 ${HEADERS}`, ALL);
+  const struct = await fetch(a, 'alice', `t2 ${STRUCT}`, ALL);
   a.close();
-  return { list: list.client, headers: headers.client };
+  return { list: list.client, headers: headers.client, struct: struct.client };
 }
 
 describe('a list sync answered from the verdict store reads it in batches', () => {
-  it('every message from the store (RFC822.SIZE asked): one getMany per batch, no get, bytes as the vetting session', async () => {
+  it('every message from the store (BODYSTRUCTURE asked): one getMany per batch, no get, bytes as the vetting session', async () => {
+    const lines: string[] = [];
+    const first = await vetAll(lines);
+    const b = newSession(lines);
+    await fetch(b, 'alice', 't1 UID FETCH 1:* (FLAGS)', ALL);
+    const many = vi.spyOn(store, 'getMany');
+    const one = vi.spyOn(store, 'get');
+    const r = await fetch(b, 'alice', `t2 ${STRUCT}`, ALL);
+    expect(r.upstream).toBe('t2 UID FETCH 1:* (UID FLAGS)\r\n');
+    expect(r.client).toBe(first.struct);
+    expect(many).toHaveBeenCalledTimes(Math.ceil(N / VERDICT_STORE_LIMITS.readBatch));
+    expect(many.mock.calls.map((c) => c[1].length)).toEqual([VERDICT_STORE_LIMITS.readBatch, N - VERDICT_STORE_LIMITS.readBatch]);
+    expect(one).not.toHaveBeenCalled();
+    expect(inspected(lines)).toBe(N);
+    b.close();
+  });
+
+  it("a list sync (RFC822.SIZE and header fields): clean messages from the server's items, only the altered ones read; exact bytes", async () => {
     const lines: string[] = [];
     const first = await vetAll(lines);
     const b = newSession(lines);
@@ -121,10 +145,10 @@ describe('a list sync answered from the verdict store reads it in batches', () =
     const many = vi.spyOn(store, 'getMany');
     const one = vi.spyOn(store, 'get');
     const r = await fetch(b, 'alice', `t2 ${LIST}`, ALL);
-    expect(r.upstream).toBe('t2 UID FETCH 1:* (UID FLAGS)\r\n');
+    expect(r.upstream).toBe(`t2 ${LIST}\r\n`);
     expect(r.client).toBe(first.list);
-    expect(many).toHaveBeenCalledTimes(Math.ceil(N / VERDICT_STORE_LIMITS.readBatch));
-    expect(many.mock.calls.map((c) => c[1].length)).toEqual([VERDICT_STORE_LIMITS.readBatch, N - VERDICT_STORE_LIMITS.readBatch]);
+    expect(many).toHaveBeenCalledTimes(1);
+    expect(many.mock.calls[0]![1]).toEqual(ALL.filter((u) => u % 10 === 0).map(String));
     expect(one).not.toHaveBeenCalled();
     expect(inspected(lines)).toBe(N);
     // clean messages: the server's own header fields and size; altered ones: the sanitised message's
@@ -172,8 +196,8 @@ describe('a list sync answered from the verdict store reads it in batches', () =
     await fetch(b, 'alice', 't1 UID FETCH 1:* (FLAGS)', ALL);
     const many = vi.spyOn(store, 'getMany');
     const reversed = [...ALL].reverse();
-    const r = await fetch(b, 'alice', `t2 ${LIST}`, reversed);
-    const want = byUid(first.list);
+    const r = await fetch(b, 'alice', `t2 ${STRUCT}`, reversed);
+    const want = byUid(first.struct);
     const got = byUid(r.client);
     expect(got.size).toBe(N);
     for (const uid of ALL) expect(got.get(uid), `UID ${uid}`).toBe(want.get(uid));
@@ -191,7 +215,7 @@ describe('a list sync answered from the verdict store reads it in batches', () =
     vi.spyOn(store, 'getMany').mockImplementation(() => {
       throw new Error('disk I/O error');
     });
-    const r = await fetch(b, 'alice', `t2 ${LIST}`, ALL);
+    const r = await fetch(b, 'alice', `t2 ${STRUCT}`, ALL);
     expect(r.client).not.toContain('RFC822.SIZE');
     expect(r.client).toMatch(/^t2 NO \[UNAVAILABLE\] postern: could not scan UID 1, UID 2, /m);
     expect(lines.some((l) => l.includes('"event":"inspect.verdict_cache_failed"'))).toBe(true);
