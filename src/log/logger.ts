@@ -122,7 +122,8 @@ export const LOG_EVENTS = {
     'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
   'message.changed':
     'the upstream served other bytes for the same message: a POP3 message number in one session (msgno), or an IMAP UID whose bytes no longer match the shared verdict cache (uid, mailbox; vetted again)',
-  'inspect.uid_lookup': 'the private UID lookup before a FETCH: filled the sequence-to-UID map (messages) or was ignored (reason); ignored means the FETCH downloads (result, mailbox)',
+  'inspect.uid_lookup':
+    'the private UID lookup before a FETCH: filled the sequence-to-UID map (messages) or was ignored (reason); ignored means the FETCH downloads (result, mailbox)',
   'inspect.verdict_cache_failed': 'the shared verdict cache could not be opened, read or written; vetting goes on without it (file, err E_VERDICT_STORE)',
   'message.withheld': 'a message could not be vetted or protected and was not handed out (uid|msgno, err)',
   'message.protected': 'an altered POP3 message whose original is not quarantined is protected from DELE (msgno, uidl, reason)',
