@@ -56,6 +56,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const USERS = { alice: 'alicepass', big: 'bigpass', lister: 'listerpass', warm: 'warmpass' };
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Content-Type)])';
 const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
+/** Reconnecting sessions on the `warm` user that warm up the verdict-store path of a fresh postern (JIT). */
+const WARM_STORE_SESSIONS = 20;
 
 // ---------- options ----------
 
@@ -159,6 +161,16 @@ async function freshPostern({ wrap = [], workers = argv.workers } = {}) {
     await c.ok('UID FETCH 1:* BODY.PEEK[]');
     await c.ok(LIST_SYNC);
     await c.logout();
+  }
+  // and the path of a reconnecting client (private UID lookup, answers from the verdict store), which
+  // the first sessions above do not take: new sessions poll and sync the `warm` user vetted just now
+  for (const l of ['policy', ...(S.clamd ? ['av'] : [])]) {
+    for (let i = 0; i < WARM_STORE_SESSIONS; i++) {
+      const c = await Imap.session({ port: S.postern.ports[l] }, 'warm', USERS.warm);
+      await c.ok(POLL);
+      await c.ok(LIST_SYNC);
+      await c.logout();
+    }
   }
   S.postern.inspected();
   return S.postern;
