@@ -606,7 +606,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
   }
 
   /**
-   * Admission of response bytes the session is about to hold (session/hold-admission.ts): at once when
+   * Admission of response bytes the session is about to hold (SessionHost.holdResponseBytes): at once when
    * they fit the process's HoldGate, else the session pauses its upstream and `granted` is called in
    * arrival order. The wait is dropped when the session closes (it is tracked like a lease).
    */

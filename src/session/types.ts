@@ -103,6 +103,17 @@ export interface SessionHost extends OAuthHostInfo {
    */
   reserveMemory?(bytes: number, what: string): MemoryLease | null;
   /**
+   * Backpressure for held responses (issue 10): before a session holds the bytes of a response for
+   * inspection (an IMAP FETCH response announces its message literal's size), it asks the host to
+   * admit them against the process-wide bound (HELD_RESPONSE_PROCESS_BYTES, relay/memory.ts
+   * HoldGate). `lease`: admitted now (`granted` is never called). null: not now; the session pauses
+   * reading that upstream, and `granted` is called once, later, with the lease (never after the
+   * session closed; `cancel` drops the wait, and a lease granted after cancel is released by the
+   * host). The wait counts against the session's hold deadline (E_HOLD_TIMEOUT). Optional, like
+   * reserveMemory: a host without it (scripted test hosts) admits everything.
+   */
+  holdResponseBytes?(bytes: number, what: string, granted: (lease: MemoryLease) => void): { lease: MemoryLease | null; cancel: () => void };
+  /**
    * Whether the client's unread output (socket buffer + anything the host queues) is under the
    * listener's `client_output_soft_bytes`. true: go on. false: the host calls
    * `session.onClientDrained()` once it is back under the bound (never after the session closed). A

@@ -1,6 +1,6 @@
 /**
  * Backpressure instead of holding (issue 10): an intercepted FETCH response announces its message
- * literal's size; the session asks its host to admit those bytes (session/hold-admission.ts, a
+ * literal's size; the session asks its host to admit those bytes (SessionHost.holdResponseBytes, a
  * process-wide HoldGate) before it reads them, and pauses its upstream while they do not fit. The
  * real ImapSession and ImapInspector on scripted hosts that share one small HoldGate; the test plays
  * each upstream socket and delivers bytes only while that session reads its upstream (as a socket
@@ -12,14 +12,13 @@ import { HELD_ADMIT_MIN_BYTES } from '../../src/limits.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
-import type { HoldAdmission } from '../../src/session/hold-admission.js';
 import { ImapSession } from '../../src/session/imap/index.js';
-import type { CloseReason, MemoryLease } from '../../src/session/types.js';
+import type { CloseReason, MemoryLease, SessionHost } from '../../src/session/types.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import { policyFrom } from '../policy/helpers.js';
 
 /** A scripted host whose held-response admission is a shared HoldGate, as relay/connection.ts does it. */
-class GatedHost extends ScriptedHost implements HoldAdmission {
+class GatedHost extends ScriptedHost implements Required<Pick<SessionHost, 'holdResponseBytes'>> {
   /** Admissions that had to wait. */
   waits = 0;
   private readonly cancels = new Set<() => void>();

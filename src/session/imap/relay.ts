@@ -20,7 +20,6 @@ import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone
 import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { screenResponse } from '../../protocol/imap/response-screen.js';
-import { holdAdmission } from '../hold-admission.js';
 import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
 import type { MemoryLease, SessionHost } from '../types.js';
 import type { ClientOutput, Output } from './output.js';
@@ -513,7 +512,7 @@ export class Relay {
    * Backpressure instead of holding (issue 10): a held response announced a literal of `size` bytes
    * (HELD_ADMIT_MIN_BYTES or more: smaller ones, a list sync's header fields, stay within the session's
    * own bounds and never wait behind other sessions' large messages).
-   * Unless the host admits them now (session/hold-admission.ts, HELD_RESPONSE_PROCESS_BYTES), the
+   * Unless the host admits them now (SessionHost.holdResponseBytes, HELD_RESPONSE_PROCESS_BYTES), the
    * upstream is paused until it does: the bytes of the message are not read, so they are not in
    * memory. What the host had already read is assembled as usual (at most one read). Admission is in
    * arrival order across sessions, and a literal larger than the whole bound goes when nothing else is
@@ -521,9 +520,8 @@ export class Relay {
    * (the upstream is paused: E_HOLD_TIMEOUT, and the client gets nothing of the response).
    */
   private admitLiteral(cur: UpstreamResponse, size: number): void {
-    const admission = holdAdmission(this.host);
-    if (!admission || cur.dropping) return;
-    const r = admission.holdResponseBytes(size, 'held IMAP response', (lease) => {
+    if (!this.host.holdResponseBytes || cur.dropping) return;
+    const r = this.host.holdResponseBytes(size, 'held IMAP response', (lease) => {
       cur.holdWait = null;
       if (this.upstreamResponse !== cur || cur.dropping || this.core.state.kind !== 'relay') {
         lease.release();
