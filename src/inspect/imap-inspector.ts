@@ -215,6 +215,8 @@ export class ImapInspector implements ImapInterceptor {
   private numbering = 0;
   /** UID lookups of the selected mailbox whose answer was not used (UID_LOOKUP_LIMITS.maxFailedPerMailbox). */
   private failedLookups = 0;
+  /** A SELECT/EXAMINE just completed OK and nothing else happened since: lookupAhead may ask once. */
+  private aheadArmed = false;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
   private storeIndex: {
@@ -255,6 +257,8 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   observeTagged(tag: string, _command: string, head: ResponseHead): void {
+    // only the completion of a SELECT/EXAMINE arms the lookup ahead; any other completion disarms it
+    this.aheadArmed = false;
     const box = this.pendingSelect.get(tag);
     if (box === undefined) return;
     this.pendingSelect.delete(tag);
@@ -263,6 +267,7 @@ export class ImapInspector implements ImapInterceptor {
       this.uidValidity = this.selectingUidValidity;
       const n = this.selectingExists;
       this.resetUids(n !== null && n <= VERDICT_STORE_LIMITS.maxIdsPerMailbox ? new Array<number>(n).fill(0) : null);
+      this.aheadArmed = true;
     }
     this.selectingUidValidity = null;
     this.selectingExists = null;
@@ -553,9 +558,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   prepare(head: CommandHead, line: Buffer, session: ImapSessionView): PreparedLookup | null {
     if (head.name !== 'FETCH' && head.name !== 'UID FETCH') return null;
-    const uids = this.uids;
-    if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0 || this.knownUids === uids.length) return null;
-    if (this.failedLookups >= UID_LOOKUP_LIMITS.maxFailedPerMailbox) return null;
+    if (!this.lookupWanted()) return null;
     const args = crlfStrip(line.toString('latin1', head.argsOffset));
     const sp = args.indexOf(' ');
     if (sp <= 0) return null;
@@ -585,6 +588,39 @@ export class ImapInspector implements ImapInterceptor {
     const ids = this.storeIds();
     if (!ids || ids.size === 0) return null;
     if (this.resolveSet(seqSet, head.name === 'UID FETCH') !== null) return null;
+    return this.uidLookup(session);
+  }
+
+  /**
+   * The lookup ahead (issue 10): right after a SELECT/EXAMINE completed OK, with nothing else in flight,
+   * when the store knows messages of the mailbox and the map is incomplete (exactly when prepare() would
+   * ask before the client's FETCH), the same private lookup is sent at once, so its answer is usually
+   * back before the FETCH arrives. At most once per SELECT; the relay offers it only while no client
+   * command waits. Its answer fills the map under the same strict rules, and counts as a failed lookup
+   * when not used (the FETCH may then still be prepared, within UID_LOOKUP_LIMITS.maxFailedPerMailbox).
+   */
+  lookupAhead(session: ImapSessionView): PreparedLookup | null {
+    const armed = this.aheadArmed;
+    this.aheadArmed = false;
+    if (!armed || !this.lookupWanted()) return null;
+    this.user = session.user;
+    this.upstream = session.upstreamName;
+    const ids = this.storeIds();
+    if (!ids || ids.size === 0) return null;
+    return this.uidLookup(session);
+  }
+
+  /** A mailbox is selected whose map is incomplete, and lookups of it have not failed too often. */
+  private lookupWanted(): boolean {
+    const uids = this.uids;
+    if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0 || this.knownUids === uids.length) return false;
+    return this.failedLookups < UID_LOOKUP_LIMITS.maxFailedPerMailbox;
+  }
+
+  /** The private lookup of every message's UID (in ranges of maxUidsPerLookup); only after lookupWanted(). */
+  private uidLookup(session: ImapSessionView): PreparedLookup | null {
+    const uids = this.uids;
+    if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0) return null;
     const esearch = session.upstreamCapabilities.has('ESEARCH');
     const from = { uids, numbering: this.numbering, mailbox: this.mailbox, uidValidity: this.uidValidity };
     const found: number[] = [];
@@ -653,6 +689,8 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   intercept(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): InterceptedCommand | null {
+    // a client command goes upstream: it is no longer "right after the SELECT"
+    this.aheadArmed = false;
     const args = crlfStrip(line.toString('latin1', head.argsOffset));
     switch (head.name) {
       case 'SELECT':

@@ -46,8 +46,14 @@ const policy = loadPolicy('default', 'policies');
 /** What the vetting session (no store yet: bodies downloaded) answered, per command, without its tagged line. */
 const reference = new Map<string, string>();
 
-/** A logged-in session that has selected INBOX (`exists` messages, UIDVALIDITY 7); private tags P.1, P.2, ... */
-function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; policy?: CompiledPolicy } = {}) {
+/**
+ * A logged-in session that has selected INBOX (`exists` messages, UIDVALIDITY 7); private tags P.1, P.2, ...
+ * By default the client pipelines a NOOP behind its SELECT, so the upstream is not quiet when the SELECT
+ * completes and no lookup goes ahead: the FETCH is prepared as before (the prepare() path). `ahead`: the
+ * client sends the SELECT alone; the lookup ahead is then sent right after its OK and is left unanswered
+ * (returned as `ahead`, not taken from the upstream output).
+ */
+function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; policy?: CompiledPolicy; ahead?: boolean } = {}) {
   const listener = testListener({ policy: 'default' });
   const host = new ScriptedHost(listener);
   const inspector = new ImapInspector({
@@ -66,12 +72,20 @@ function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; 
   upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
   upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
   upstream(`* CAPABILITY IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}\r\nP.2 OK done\r\n`);
-  client('s SELECT INBOX\r\n');
-  upstream(`* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
-  expect(host.takeUpstream()).toMatch(/P\.2 CAPABILITY\r\ns SELECT INBOX\r\n$/);
-  host.takeClient();
+  const selected = `* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`;
+  if (o.ahead) {
+    client('s SELECT INBOX\r\n');
+    expect(host.takeUpstream()).toMatch(/P\.2 CAPABILITY\r\ns SELECT INBOX\r\n$/);
+    upstream(selected);
+  } else {
+    client('s SELECT INBOX\r\nn0 NOOP\r\n');
+    upstream(`${selected}n0 OK NOOP completed.\r\n`);
+    expect(host.takeUpstream()).toMatch(/P\.2 CAPABILITY\r\ns SELECT INBOX\r\nn0 NOOP\r\n$/);
+  }
+  const ahead = host.takeUpstream();
+  expect(host.takeClient()).toMatch(/s OK \[READ-WRITE\] Select completed\.\r\n(n0 OK NOOP completed\.\r\n)?$/);
   const inspected = () => host.logLines.filter((l) => l.includes('"message.inspected"')).length;
-  return { host, session, client, upstream, inspected };
+  return { host, session, client, upstream, inspected, ahead };
 }
 
 type S = ReturnType<typeof newSession>;
@@ -297,9 +311,9 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     t.upstream(answer('q UID FETCH 1:* (UID BODY.PEEK[])', []));
     await completion(t, 'q');
     t.client('s2 SELECT INBOX\r\n');
+    expect(t.host.takeUpstream()).toBe('s2 SELECT INBOX\r\n');
     t.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns2 OK [READ-WRITE] Select completed.\r\n');
-    t.host.takeUpstream();
-    t.client(`r ${POLL}\r\n`);
+    // the new SELECT resets the count: the lookup goes ahead right after its OK
     expect(t.host.takeUpstream()).toBe(`P.${3 + UID_LOOKUP_LIMITS.maxFailedPerMailbox} UID SEARCH RETURN (ALL) ALL\r\n`);
   });
 
@@ -400,6 +414,227 @@ describe('IMAP private UID lookup before a FETCH the store can answer', () => {
     u.host.takeUpstream();
     u.upstream(`* ESEARCH (TAG "P.4") UID ALL ${100 + step - 4}:${100 + 2 * step - 5}\r\nP.4 OK done\r\n`);
     expect(u.host.takeUpstream()).toBe('f FETCH 1:3 (UID BODY.PEEK[])\r\n');
+  });
+});
+
+describe('the lookup ahead: sent right after the SELECT completed, before any client command', () => {
+  const LOOKUP = 'P.3 UID SEARCH RETURN (ALL) ALL\r\n';
+  const GOOD = '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK Search completed (0.001 + 0.000 secs).\r\n';
+
+  it('after the SELECT OK the lookup goes upstream at once; a poll arriving after its answer: no lookup, no body, exact bytes', async () => {
+    const t = newSession({ ahead: true });
+    expect(t.ahead).toBe(LOOKUP);
+    t.upstream(GOOD);
+    expect(t.host.takeClient()).toBe('');
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.logLines.some((l) => l.includes('"inspect.uid_lookup"') && l.includes('"filled"'))).toBe(true);
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+    t.upstream(answer(`p ${POLL}`));
+    expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+    expect(t.inspected()).toBe(0);
+    // nothing else completes a lookup ahead: after the FETCH, no further one
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.closed).toBeNull();
+  });
+
+  it('a FETCH arriving while it is in flight is held, then sent without a body and without a second lookup (answer fed byte by byte)', async () => {
+    for (const byByte of [false, true]) {
+      const t = newSession({ ahead: true });
+      expect(t.ahead).toBe(LOOKUP);
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe('');
+      expect(t.host.takeClient()).toBe('');
+      if (byByte) for (const ch of GOOD) t.upstream(ch);
+      else t.upstream(GOOD);
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      t.upstream(answer(`p ${POLL}`));
+      const out = await completion(t, 'p');
+      expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+      expect(out).not.toMatch(/SEARCH|P\.3/);
+      expect(t.inspected()).toBe(0);
+      // a list sync and a sequence-number FETCH of the same session: the map is complete, no lookup
+      t.client('f FETCH 1:* (RFC822.SIZE)\r\n');
+      expect(t.host.takeUpstream()).toBe('f FETCH 1:* (RFC822.SIZE UID)\r\n');
+      t.upstream(answer('f FETCH 1:* (RFC822.SIZE UID)'));
+      expect(await completion(t, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
+      expect(t.inspected()).toBe(0);
+    }
+  });
+
+  it('without ESEARCH: UID SEARCH ALL goes ahead', async () => {
+    const t = newSession({ ahead: true, esearch: false });
+    expect(t.ahead).toBe('P.3 UID SEARCH ALL\r\n');
+    t.upstream('* SEARCH 10 20 30\r\nP.3 OK Search completed.\r\n');
+    expect(t.host.takeClient()).toBe('');
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+  });
+
+  /**
+   * Commands arriving while the lookup is in flight: nothing of them goes upstream and the client gets
+   * nothing (not even a `+`) until it completed; then exactly what a session without the lookup
+   * (the default newSession: no lookup ahead) sends and answers.
+   */
+  const scripts: [string, [string, string][]][] = [
+    ['NOOP', [['n NOOP\r\n', 'n OK NOOP completed.\r\n']]],
+    [
+      'IDLE',
+      [
+        ['i IDLE\r\n', '+ idling\r\n'],
+        ['DONE\r\n', '* 1 FETCH (FLAGS (\\Seen))\r\ni OK Idle completed.\r\n'],
+      ],
+    ],
+    [
+      'APPEND with a synchronizing literal',
+      [
+        ['a APPEND INBOX {5}\r\n', '+ OK\r\n'],
+        ['hello\r\n', 'a OK [APPENDUID 7 40] Append completed.\r\n'],
+      ],
+    ],
+    [
+      'a SEARCH with a synchronizing literal (postern answers its `+`)',
+      [
+        ['c UID SEARCH TEXT {3}\r\n', ''],
+        ['abc\r\n', '* SEARCH 30\r\nc OK Search completed.\r\n'],
+      ],
+    ],
+    ['pipelined NOOP and CHECK', [['n NOOP\r\nk CHECK\r\n', 'n OK NOOP completed.\r\nk OK Check completed.\r\n']]],
+    ['LOGOUT', [['o LOGOUT\r\n', '* BYE Logging out\r\no OK Logout completed.\r\n']]],
+  ];
+  /** Runs a script: per step the client's bytes, what went upstream, the upstream's answer, what the client got. */
+  function run(t: S, steps: [string, string][], beforeFirstAnswer?: () => void): string[] {
+    const seen: string[] = [];
+    steps.forEach(([c, u], i) => {
+      t.client(c);
+      if (i === 0 && beforeFirstAnswer) beforeFirstAnswer();
+      seen.push(`U:${t.host.takeUpstream()}`, `C:${t.host.takeClient()}`);
+      if (u) t.upstream(u);
+      seen.push(`U:${t.host.takeUpstream()}`, `C:${t.host.takeClient()}`);
+    });
+    return seen;
+  }
+  for (const [what, steps] of scripts) {
+    it(`${what} arriving during the lookup: held (no + either), then byte-exactly as without the lookup`, () => {
+      const base = newSession();
+      expect(base.ahead).toBe('');
+      const want = run(base, steps);
+      const t = newSession({ ahead: true });
+      expect(t.ahead).toBe(LOOKUP);
+      const got = run(t, steps, () => {
+        // held: nothing upstream, nothing (no `+`) to the client
+        expect(t.host.takeUpstream()).toBe('');
+        expect(t.host.takeClient()).toBe('');
+        t.upstream(GOOD);
+      });
+      expect(got).toEqual(want);
+      expect(got.join('')).not.toMatch(/P\.3|ESEARCH/);
+      expect(t.host.closed?.kind ?? null).toBe(base.host.closed?.kind ?? null);
+      if (what === 'LOGOUT') expect(t.host.closed?.kind).toBe('client-quit');
+      else expect(t.host.closed).toBeNull();
+      // the lookup ahead filled the map: it served its purpose even though the first command was no FETCH
+      expect(t.host.logLines.some((l) => l.includes('"inspect.uid_lookup"') && l.includes('"filled"'))).toBe(true);
+    });
+  }
+
+  it('no lookup ahead: a mailbox the store does not know, no store, a SELECT that failed, a client command being received', () => {
+    const t = newSession({ ahead: true });
+    t.upstream(GOOD);
+    t.client('s2 SELECT Other\r\n');
+    expect(t.host.takeUpstream()).toBe('s2 SELECT Other\r\n');
+    t.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 8] UIDs valid\r\ns2 OK [READ-WRITE] Select completed.\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    t.client('s3 SELECT INBOX\r\n');
+    expect(t.host.takeUpstream()).toBe('s3 SELECT INBOX\r\n');
+    t.upstream('s3 NO [NONEXISTENT] Mailbox does not exist.\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    // EXAMINE of a known mailbox: the lookup goes ahead again (a new map)
+    t.client('e EXAMINE INBOX\r\n');
+    expect(t.host.takeUpstream()).toBe('e EXAMINE INBOX\r\n');
+    t.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ne OK [READ-ONLY] Examine completed.\r\n');
+    expect(t.host.takeUpstream()).toBe('P.4 UID SEARCH RETURN (ALL) ALL\r\n');
+    expect(newSession({ ahead: true, noStore: true }).ahead).toBe('');
+    // a command with a synchronizing literal being received when the SELECT completes: no lookup ahead
+    const u = newSession({ ahead: true });
+    u.upstream(GOOD);
+    u.client('s2 SELECT INBOX\r\nc UID SEARCH TEXT {3}\r\n');
+    expect(u.host.takeClient()).toBe('+ Ready for literal data\r\n');
+    u.upstream('* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns2 OK [READ-WRITE] Select completed.\r\n');
+    expect(u.host.takeUpstream()).toBe('s2 SELECT INBOX\r\n');
+    u.client('abc\r\n');
+    // the upstream has no LITERAL+: postern's own synchronizing literal waits for the server's `+` (consumed)
+    expect(u.host.takeUpstream()).toBe('c UID SEARCH TEXT {3}\r\n');
+    u.upstream('+ OK\r\n');
+    expect(u.host.takeUpstream()).toBe('abc\r\n');
+    u.upstream('* SEARCH 30\r\nc OK Search completed.\r\n');
+    expect(u.host.takeClient()).toBe(
+      '* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns2 OK [READ-WRITE] Select completed.\r\n* SEARCH 30\r\nc OK Search completed.\r\n',
+    );
+    // nor after any later completion
+    expect(u.host.takeUpstream()).toBe('');
+  });
+
+  const hostile: [string, string, string][] = [
+    ['a count mismatch', '* ESEARCH (TAG "P.3") UID ALL 10,20\r\nP.3 OK done\r\n', ''],
+    ['an EXISTS during the lookup', '* 3 EXISTS\r\n* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n', '* 3 EXISTS\r\n'],
+    ['NO', 'P.3 NO [SERVERBUG] Internal error\r\n', ''],
+  ];
+  for (const [what, bad, relayed] of hostile) {
+    it(`a hostile answer ahead (${what}): the map stays; the FETCH held behind it may still be prepared, then downloads`, async () => {
+      for (const held of [true, false]) {
+        const t = newSession({ ahead: true });
+        if (held) t.client(`p ${POLL}\r\n`);
+        t.upstream(bad);
+        expect(t.host.takeClient()).toBe(relayed);
+        if (!held) {
+          expect(t.host.takeUpstream()).toBe('');
+          t.client(`p ${POLL}\r\n`);
+        }
+        // not used: counted as a failed lookup, and the FETCH is prepared as without the lookup ahead
+        expect(t.host.takeUpstream()).toBe('P.4 UID SEARCH RETURN (ALL) ALL\r\n');
+        t.upstream('P.4 NO [SERVERBUG] Internal error\r\n');
+        expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+        t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])'));
+        const out = await completion(t, 'p');
+        expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+        expect(out).not.toMatch(/SEARCH|P\.[34]/);
+        expect(t.inspected()).toBe(1);
+        expect(t.host.logLines.filter((l) => l.includes('"inspect.uid_lookup"') && l.includes('"ignored"'))).toHaveLength(2);
+        expect(t.host.closed).toBeNull();
+      }
+    });
+  }
+
+  it('a mailbox larger than one lookup: the ranges go ahead one after the other; the FETCH held meanwhile needs none', async () => {
+    const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
+    const n = 2 * step + 7;
+    const t = newSession({ ahead: true, exists: n });
+    expect(t.ahead).toBe(`P.3 UID SEARCH RETURN (ALL) 1:${step}\r\n`);
+    t.client('f FETCH 1:3 (RFC822.SIZE)\r\n');
+    t.upstream(`* ESEARCH (TAG "P.3") UID ALL 10,20,30,100:${100 + step - 4}\r\nP.3 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.4 UID SEARCH RETURN (ALL) ${step + 1}:${2 * step}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.4") UID ALL ${101 + step - 4}:${100 + 2 * step - 4}\r\nP.4 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.5 UID SEARCH RETURN (ALL) ${2 * step + 1}:${n}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.5") UID ALL ${101 + 2 * step - 4}:${100 + n - 4}\r\nP.5 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe('f FETCH 1:3 (RFC822.SIZE UID)\r\n');
+    t.upstream(answer('f FETCH 1:3 (RFC822.SIZE UID)'));
+    expect(await completion(t, 'f')).toBe(`${reference.get('FETCH 1:* (RFC822.SIZE)')}f OK Fetch completed.\r\n`);
+    expect(t.host.takeClient()).toBe('');
+  });
+
+  it('the session ends while the lookup ahead is in flight: nothing written after the close, no crash', () => {
+    const t = newSession({ ahead: true });
+    t.client(`p ${POLL}\r\nn NOOP\r\n`);
+    t.session.onClientEnd();
+    expect(t.host.closed?.kind).toBe('client-closed');
+    t.upstream(GOOD);
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe('');
+    const u = newSession({ ahead: true });
+    u.session.onUpstreamEnd();
+    expect(u.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
+    expect(u.host.closed?.kind).toBe('upstream-closed');
+    expect(u.host.takeUpstream()).toBe('');
   });
 });
 

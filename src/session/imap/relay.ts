@@ -8,6 +8,9 @@
  *   complete client commands under a private tag prefix. A lookup the interceptor asks for before a
  *   client command (prepare: a private `UID SEARCH`) goes only while nothing else is in flight; the
  *   command and every later one wait for it, and its SEARCH/ESEARCH answers never reach the client.
+ *   The interceptor may also ask for one right after a client command completed with nothing else in
+ *   flight (lookupAhead: after a SELECT), so the answer is usually back before the client's next
+ *   command arrives; client input that does arrive meanwhile waits for it the same way.
  * - Upstream -> client: a table of in-flight tags says which response belongs to which command. The
  *   responses of an intercepted command (inline inspection) are held whole and rewritten by the
  *   interceptor; on an inspecting listener every other response passes the choke point
@@ -77,6 +80,14 @@ export interface ImapInterceptor {
    * until it completed; its SEARCH/ESEARCH responses never reach the client), or null.
    */
   prepare?(head: CommandHead, line: Buffer, session: ImapSessionView, command?: ParsedCommand): PreparedLookup | null;
+  /**
+   * Offered when the upstream became quiet right after a client command completed (nothing in flight
+   * or queued, no client command being received or waiting, not in IDLE, no LOGOUT): return a private
+   * lookup to run ahead of the client's next command, or null. Client input arriving while it is in
+   * flight waits for it exactly as behind a prepare() lookup; its SEARCH/ESEARCH responses never reach
+   * the client.
+   */
+  lookupAhead?(session: ImapSessionView): PreparedLookup | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -147,6 +158,10 @@ export class Relay {
   private waitingForIntercept = false;
   /** A private lookup (prepare) is in flight before this client command: it and later client input wait. */
   private lookupFor: WaitingCommand | null = null;
+  /** A private lookup asked for ahead of any client command (lookupAhead) is in flight: client input waits. */
+  private lookingAhead = false;
+  /** A client command just completed (tagged response relayed): offer lookupAhead once that response is done. */
+  private offerAhead = false;
   /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
   private rejectRestOfBatch = false;
   /**
@@ -278,6 +293,7 @@ export class Relay {
     if (frame.type === 'line' && !frame.literal) {
       this.upstreamResponse = null;
       this.out.midOutput = false;
+      if (this.offerAhead) this.offerLookupAhead();
     }
   }
 
@@ -359,11 +375,13 @@ export class Relay {
         this.core.finishAfterSegment({ kind: 'client-quit' });
       }
       this.pumpGate();
+      // the interceptor may look ahead once this (line-only) response is done and nothing else is in flight
+      this.offerAhead = this.core.interceptor?.lookupAhead !== undefined;
       return;
     }
     // untagged
     // a private lookup runs only while nothing else is in flight: every SEARCH / ESEARCH answer is its own
-    const lookup = this.lookupFor ? this.inflight.find((c) => c.lookup) : undefined;
+    const lookup = this.lookupFor || this.lookingAhead ? this.inflight.find((c) => c.lookup) : undefined;
     if (lookup && (head.keyword === 'SEARCH' || head.keyword === 'ESEARCH')) {
       holdWholeResponse(lookup);
       return;
@@ -580,7 +598,7 @@ export class Relay {
           this.idleLine(frame);
           continue;
         }
-        if (this.lookupFor || this.inflight.some((c) => c.intercepted)) {
+        if (this.lookupFor || this.lookingAhead || this.inflight.some((c) => c.intercepted)) {
           // Untagged FETCH responses cannot be told apart between two FETCH commands in flight, so
           // nothing new goes upstream until the intercepted command has completed.
           this.core.holdFrames(frames.slice(i));
@@ -817,29 +835,50 @@ export class Relay {
       this.idle === null &&
       this.logoutTag === null &&
       this.pendingInjections.length === 0 &&
-      this.lookupFor === null
+      this.lookupFor === null &&
+      !this.lookingAhead
     );
   }
 
-  /** Sends a private lookup; the client's command (and later client input) waits until it completed. */
-  private startLookup(lookup: PreparedLookup, waiting: WaitingCommand, n: number): void {
-    this.lookupFor = waiting;
+  /**
+   * A client command completed and its response is done: when nothing else is in flight or waiting
+   * (no client command being received or held, the session not ending), the interceptor may ask for a
+   * private lookup ahead of the client's next command (lookupAhead).
+   */
+  private offerLookupAhead(): void {
+    this.offerAhead = false;
+    const ic = this.core.interceptor;
+    if (!ic?.lookupAhead || this.core.state.kind !== 'relay') return;
+    if (this.cmd !== null || this.waitingForIntercept || this.loggedOut || this.memoryWait !== null || !this.upstreamQuiet()) return;
+    const lookup = ic.lookupAhead(this.core);
+    if (lookup) this.startLookup(lookup, null, 1);
+  }
+
+  /**
+   * Sends a private lookup; the client's command (`waiting`; null for a lookup ahead) and later client
+   * input wait until it completed.
+   */
+  private startLookup(lookup: PreparedLookup, waiting: WaitingCommand | null, n: number): void {
+    if (waiting) this.lookupFor = waiting;
+    else this.lookingAhead = true;
     const tag = this.core.nextPrivateTag();
     this.inflight.push({ tag, name: 'UID', private: true, lookup: true, done: (h, untagged) => this.lookupDone(lookup, waiting, n, h, untagged) });
     this.toUpstream({ kind: 'data', data: b(`${tag} ${lookup.command}${CRLF}`), tag });
   }
 
-  private lookupDone(lookup: PreparedLookup, waiting: WaitingCommand, n: number, head: ResponseHead, untagged: Buffer[][]): void {
+  private lookupDone(lookup: PreparedLookup, waiting: WaitingCommand | null, n: number, head: ResponseHead, untagged: Buffer[][]): void {
     this.lookupFor = null;
+    this.lookingAhead = false;
     if (this.core.state.kind !== 'relay') return;
     const next = lookup.done(head, untagged);
     if (next && n < UID_LOOKUP_LIMITS.maxLookupsPerCommand && this.upstreamQuiet()) {
       this.startLookup(next, waiting, n + 1);
       return;
     }
-    // the client's command now goes on as it would have without the lookup
-    this.processCommand(waiting.cmd, waiting.chunks, waiting.line, waiting.head);
-    if (!this.lookupFor && !this.inflight.some((c) => c.intercepted)) this.interceptDone();
+    // the client's command now goes on as it would have without the lookup; after a lookup ahead, the
+    // client input held meanwhile is processed as it comes (a FETCH may still be prepared)
+    if (waiting) this.processCommand(waiting.cmd, waiting.chunks, waiting.line, waiting.head);
+    if (!this.lookupFor && !this.lookingAhead && !this.inflight.some((c) => c.intercepted)) this.interceptDone();
   }
 
   /** A client command that passed the grammar and the interceptor's refusal: intercepted, or forwarded as serialised. */
