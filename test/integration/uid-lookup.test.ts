@@ -3,7 +3,7 @@
  * default policy, the verdict store, python3 imaplib as the client. Session 1 fetches every message
  * (vets and stores them). A new session's first poll `UID FETCH 1:* (UID RFC822.SIZE)`, list sync, or
  * sequence-number `FETCH 1:* (RFC822.SIZE)` is preceded by postern's private `UID SEARCH RETURN (ALL)
- * ALL`, and answered from the store: no `message.inspected` line, no body requested upstream (the
+ * ALL`, sent right after the SELECT completed (ahead of the FETCH), and answered from the store: no `message.inspected` line, no body requested upstream (the
  * protocol trace shows every line postern sent), few bytes from the upstream; the RFC822.SIZE of an
  * altered (.exe) message is its sanitised size.
  */
@@ -78,7 +78,7 @@ const events = (event: string) =>
     .filter((l) => l.event === event);
 
 /** One imaplib session; returns its answers, what postern sent upstream (trace) and the bytes it read from the upstream. */
-async function session(cmds: string[][]): Promise<{ answers: Answer[]; upstreamLines: string[]; fromUpstream: number; inspected: number }> {
+async function session(cmds: string[][]): Promise<{ answers: Answer[]; upstreamLines: string[]; trace: string[]; fromUpstream: number; inspected: number }> {
   const closes = events('session.close').length;
   const lines = events('proto.line').length;
   const inspected = postern.inspected();
@@ -94,6 +94,10 @@ async function session(cmds: string[][]): Promise<{ answers: Answer[]; upstreamL
       .slice(lines)
       .filter((l) => l.dir === 'postern>upstream')
       .map((l) => String(l.line)),
+    // every traced line of the session in the order postern saw or sent it, as `dir line`
+    trace: events('proto.line')
+      .slice(lines)
+      .map((l) => `${String(l.dir)} ${String(l.line)}`),
     fromUpstream: (close.traffic as { fromUpstream: number }).fromUpstream,
     inspected: postern.inspected() - inspected,
   };
@@ -177,14 +181,23 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
       expect(s.answers[0]).toEqual(first[key]);
       expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);
       expect(s.inspected).toBe(0);
-      // what went upstream: the private ESEARCH lookup, then the client's FETCH without any body section
+      // what went upstream: the private ESEARCH lookup right after the SELECT (ahead of the client's
+      // FETCH, once), then the client's FETCH without any body section
       const fetches = s.upstreamLines.filter((l) => / FETCH /.test(l));
       expect(fetches).toHaveLength(1);
       expect(fetches[0]).not.toMatch(/BODY(\.PEEK)?\[\]|BODY(\.PEEK)?\[TEXT\]/);
       expect(fetches[0]!.slice(fetches[0]!.indexOf(' '))).toBe(upstream);
-      const lookup = s.upstreamLines.findIndex((l) => / UID SEARCH RETURN \(ALL\) ALL$/.test(l));
-      expect(lookup).toBeGreaterThanOrEqual(0);
+      const lookups = s.upstreamLines.filter((l) => / SEARCH /.test(l));
+      expect(lookups).toHaveLength(1);
+      expect(lookups[0]).toMatch(/^[^ ]+ UID SEARCH RETURN \(ALL\) ALL$/);
+      const lookup = s.upstreamLines.indexOf(lookups[0]!);
+      expect(s.upstreamLines[lookup - 1]).toMatch(/^[^ ]+ SELECT "?INBOX"?$/i);
       expect(lookup).toBeLessThan(s.upstreamLines.indexOf(fetches[0]!));
+      // ahead of the client's FETCH: sent before postern read the FETCH from the client
+      const sent = s.trace.indexOf(`postern>upstream ${lookups[0]}`);
+      const fetchRead = s.trace.findIndex((l) => l.startsWith('client>postern ') && / FETCH /.test(l));
+      expect(sent).toBeGreaterThanOrEqual(0);
+      expect(fetchRead).toBeGreaterThan(sent);
       expect(s.fromUpstream).toBeLessThan(ORIGINAL_BYTES / 4);
     });
   }
