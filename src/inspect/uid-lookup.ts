@@ -1,6 +1,7 @@
 /**
  * The private UID lookup an IMAP session sends before a FETCH whose set it cannot map to UIDs
- * (ImapInspector.prepare): `UID SEARCH RETURN (ALL) <range>` when the upstream has ESEARCH (RFC 4731),
+ * (ImapInspector.prepare), or right after a SELECT/EXAMINE of a mailbox the verdict store knows, ahead
+ * of the client's next command (ImapInspector.lookupAhead): `UID SEARCH RETURN (ALL) <range>` when the upstream has ESEARCH (RFC 4731),
  * else `UID SEARCH <range>`, and the strict reading of its answer. Sequence numbers are assigned in
  * ascending UID order (RFC 9051 2.3.1.2), so the i-th UID of the answer is message lo + i.
  *
