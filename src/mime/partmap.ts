@@ -475,12 +475,19 @@ function matchBoundary(buf: Buffer, lineStart: number, stack: Boundary[]): Bound
   return best;
 }
 
-/** After "--boundary": RFC 2046 allows only "--" (close) and then whitespace up to the line end. */
-function delimiterLineClean(buf: Buffer, after: number): boolean {
+/**
+ * After "--boundary": RFC 2046 allows only "--" (close) and then whitespace up to the line end.
+ * 'padded': that whitespace is there. RFC 2046 and Dovecot and Python take the line as a delimiter,
+ * mailparser (mailsplit) does not: for it the next part is still the body of the previous one (a
+ * text part that goes on with the next part's header and body), so the readers split differently.
+ */
+function delimiterLine(buf: Buffer, after: number): 'clean' | 'padded' | 'text' {
   let q = after;
   if (buf[q] === 45 && buf[q + 1] === 45) q += 2;
+  const ws = q;
   while (q < buf.length && (buf[q] === 32 || buf[q] === 9)) q++;
-  return q >= buf.length || buf[q] === LF || (buf[q] === CR && buf[q + 1] === LF);
+  if (!(q >= buf.length || buf[q] === LF || (buf[q] === CR && buf[q + 1] === LF))) return 'text';
+  return q > ws ? 'padded' : 'clean';
 }
 
 /** A header line Python's email (and RFC 5322) accepts as a field: ftext name immediately followed by ':'. */
@@ -571,7 +578,9 @@ class Builder {
         const after = line + 2 + bd.b.length;
         const epilogue = after + 2 <= buf.length && buf[after] === 45 && buf[after + 1] === 45;
         // Dovecot takes any line starting with "--boundary" as a delimiter; RFC 2046 readers do not
-        if (!delimiterLineClean(buf, after)) this.fault(bd.node, 'line that starts like a boundary delimiter');
+        const kind = delimiterLine(buf, after);
+        if (kind === 'text') this.fault(bd.node, 'line that starts like a boundary delimiter');
+        else if (kind === 'padded') this.fault(bd.node, 'whitespace after a boundary delimiter (readers split differently)');
         const k = this.stack.indexOf(bd);
         // the boundaries of parts this one closes are forgotten; an inner multipart ended this way was never closed
         for (let j = k + 1; j < this.stack.length; j++) this.fault(this.stack[j]!.node, 'multipart never closed');

@@ -226,6 +226,17 @@ describe('MIME structure', () => {
       'line that starts like a boundary delimiter',
     ]);
   });
+  it('flags whitespace after a delimiter (RFC 2046 transport padding): mailparser reads the next part as the previous body', () => {
+    const m = (s: string) => parseMime(Buffer.from(s), LIM).malformed.map((x) => x.reason);
+    const padded = 'whitespace after a boundary delimiter (readers split differently)';
+    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\t\r\n\r\ntwo\r\n--b--\r\n')).toEqual([padded]);
+    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b \r\n\r\none\r\n--b--\r\n')).toEqual([padded]);
+    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b-- \r\n')).toEqual([padded]);
+    // the structure stays Dovecot's (and RFC 2046's): two parts
+    const r = parseMime(Buffer.from('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\t\r\n\r\ntwo\r\n--b--\r\n'), LIM);
+    expect(r.root.children).toHaveLength(2);
+    expect(m('Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\n')).toEqual([]);
+  });
   it('stops at depth and part limits', () => {
     let body = 'Content-Type: text/plain\r\n\r\nx';
     for (let i = 0; i < 50; i++) body = `Content-Type: multipart/mixed; boundary=n${i}\r\n\r\n--n${i}\r\n${body}\r\n--n${i}--`;
