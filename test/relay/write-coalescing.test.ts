@@ -234,7 +234,12 @@ describe('coalesced relay writes preserve bytes and order (real Dovecot, pure re
     const got = await readUntilTag(proxied, 'x3', 120_000, true).finally(() => clearInterval(sampler));
     const [g, w] = [normalise(got), normalise(want)];
     expect(g.length).toBe(w.length);
-    expect(g === w).toBe(true);
+    if (g !== w) {
+      // where they differ, for the failure message
+      let at = 0;
+      while (at < g.length && g[at] === w[at]) at++;
+      expect(JSON.stringify(g.slice(Math.max(0, at - 200), at + 200))).toBe(JSON.stringify(w.slice(Math.max(0, at - 200), at + 200)));
+    }
     direct.destroy();
     proxied.destroy();
     // the slow reader made postern stop reading it (and the upstream) at least once, and what postern
