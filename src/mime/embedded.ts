@@ -5,7 +5,11 @@
  * attachments: name, detected type, antivirus.
  *
  * Lines are split at CRLF, LF and a bare CR alike (the widest reading). Decoding is tolerant (a
- * short or damaged line decodes to what it can). Bounded, and never silently: more than
+ * short or damaged line decodes to what it can), but a block that readers decode differently is
+ * `damaged` (the policy: malformed): no end line, a bare CR between two lines of the block (begin
+ * to end line) that hold more than whitespace, in a text of LF or CRLF lines (readers that split
+ * at LF only join them), a uuencode data character outside 0x20-0x60.
+ * Every decoded file is searched again for blocks (nested files), text or not. Bounded, and never silently: more than
  * MAX_EMBEDDED_FILES blocks in a text, a block inside embedded files deeper than
  * MAX_EMBEDDED_NESTING, a block that decodes to more than MAX_EMBEDDED_BYTES, or a block that would
  * take the message's embedded files past MAX_EMBEDDED_TOTAL_BYTES (src/limits.ts; one DecodeBudget
@@ -97,8 +101,52 @@ export function mayHaveEmbedded(text: Buffer): boolean {
   return /begin|=ybegin|binhex/i.test(text.toString('latin1'));
 }
 
-function splitLines(text: Buffer): string[] {
-  return text.toString('latin1').split(/\r\n|\r|\n/);
+/**
+ * The lines of a text, split at CRLF, LF and a bare CR alike (the widest reading), and the lines
+ * that readers splitting at LF only (uudecode(1), many mail clients) read differently: in a text
+ * with LF or CRLF line ends, lines separated by a bare CR are one line to them, which differs
+ * when two or more of those pieces hold more than whitespace (a blank piece changes nothing: block
+ * decoders trim lines and skip blank ones). A text with CR line ends only is read alike by every
+ * reader that splits at CR (the others see no block in it).
+ */
+function splitLines(text: Buffer): { lines: string[]; joined: Set<number> } {
+  const lines: string[] = [];
+  const joined = new Set<number>();
+  const s = text.toString('latin1');
+  const eol = /\r\n|\r|\n/g;
+  let from = 0;
+  let hasLf = false;
+  // the lines since the last LF, and how many of them hold more than whitespace
+  let group = 0;
+  let filled = 0;
+  const endGroup = (): void => {
+    if (filled >= 2) for (let k = group; k < lines.length; k++) joined.add(k);
+    group = lines.length;
+    filled = 0;
+  };
+  for (let m = eol.exec(s); m; m = eol.exec(s)) {
+    const line = s.slice(from, m.index);
+    lines.push(line);
+    if (line.trim() !== '') filled++;
+    if (m[0] !== '\r') {
+      hasLf = true;
+      endGroup();
+    }
+    from = m.index + m[0].length;
+  }
+  const last = s.slice(from);
+  lines.push(last);
+  if (last.trim() !== '') filled++;
+  endGroup();
+  if (!hasLf) joined.clear();
+  return { lines, joined };
+}
+
+/** Some line from `from` up to (not including) `to` is read differently by readers that split at LF only (splitLines). */
+function joinedIn(joined: Set<number>, from: number, to: number): boolean {
+  if (joined.size === 0) return false;
+  for (let k = from; k < to; k++) if (joined.has(k)) return true;
+  return false;
 }
 
 /**
@@ -124,7 +172,10 @@ function limitHit(scan: EmbeddedScan, reason: string): void {
 function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: DecodeBudget): void {
   if (!mayHaveEmbedded(text)) return;
   const found: EmbeddedFile[] = [];
-  const lines = splitLines(text);
+  const { lines, joined } = splitLines(text);
+  // a block with a line (begin line to end line) that readers splitting at LF only join with
+  // another (a bare CR among LF line ends) is read differently by them
+  const damagedAt = (from: number, r: Block): boolean => r.damaged || joinedIn(joined, from, r.next);
   const add = (f: EmbeddedFile, r: Block): boolean => {
     if (depth > MAX_EMBEDDED_NESTING) {
       limitHit(scan, `files embedded in embedded files nested deeper than ${MAX_EMBEDDED_NESTING}`);
@@ -151,7 +202,7 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
       const name = (mode ? mode[2]! : m[2]!).trim();
       if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
         const r = base64 ? decodeBase64Block(lines, i + 1, budget) : decodeUuBlock(lines, i + 1, budget);
-        const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: r.damaged };
+        const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: damagedAt(i, r) };
         if (r.restarts?.length) f.restarts = r.restarts;
         if (!add(f, r)) return;
         i = r.next - 1;
@@ -162,20 +213,23 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
     if (m) {
       const name = /\bname=(.*)$/.exec(m[1] ?? '')?.[1]?.trim() ?? '';
       const r = decodeYencBlock(lines, i + 1, budget);
-      if (!add({ kind: 'yenc', name, data: r.data, damaged: r.damaged }, r)) return;
+      if (!add({ kind: 'yenc', name, data: r.data, damaged: damagedAt(i, r) }, r)) return;
       i = r.next - 1;
       continue;
     }
     if (BINHEX.test(line)) {
       const r = decodeBinHex(lines, i + 1, budget);
-      if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: r.damaged }, r)) return;
+      if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: damagedAt(i, r) }, r)) return;
       i = r.next - 1;
     }
   }
-  // a decoded file that is text may carry blocks of its own (a binary file is no text a reader opens)
+  // a decoded file may carry blocks of its own. Every decoded file is searched, binary-looking or
+  // not: readers search what they decoded (Python's email and Dovecot-fed clients uudecode an
+  // x-uuencode part, then find the blocks in the result) whatever bytes it holds, and a damaged
+  // line (a short line is zero-filled) puts NULs into what is otherwise text
   for (const f of found) {
     if (scan.limit) return;
-    if (f.data.length === 0 || f.data.subarray(0, 8192).includes(0)) continue;
+    if (f.data.length === 0) continue;
     collect(f.data, depth + 1, scan, budget);
   }
 }
@@ -228,11 +282,19 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
   if (refused) return { data: Buffer.alloc(0), damaged: true, next, refused };
   const out = Buffer.alloc(size);
   let o = 0;
+  let badChar = false;
   for (let i = from; i < end; i++) {
     // indented blocks are taken by lenient decoders: the length character is never a space
     const l = lines[i]!.trim();
     if (l.length === 0) continue;
     const n = (l.charCodeAt(0) - 32) & 63;
+    // a character outside the uuencode alphabet (0x20-0x60) where data is read: Python's a2b_uu
+    // refuses the line (its email module then returns the body undecoded), others mask it to 6 bits
+    const dataEnd = Math.min(l.length, 1 + Math.ceil(n / 3) * 4);
+    for (let k = 0; k < dataEnd && !badChar; k++) {
+      const c = l.charCodeAt(k);
+      if (c < 0x20 || c > 0x60) badChar = true;
+    }
     const sextet = (k: number): number => (k < l.length ? (l.charCodeAt(k) - 32) & 63 : 0);
     for (let k = 1, got = 0; got < n; k += 4) {
       const c0 = sextet(k);
@@ -247,7 +309,7 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
       }
     }
   }
-  return { data: out.subarray(0, o), damaged, next };
+  return { data: out.subarray(0, o), damaged: damaged || badChar, next };
 }
 
 /** `begin-base64` blocks (uuencode -m) end with a line of "====". */
