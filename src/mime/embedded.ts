@@ -6,9 +6,9 @@
  *
  * Lines are split at CRLF, LF and a bare CR alike (the widest reading). Decoding is tolerant (a
  * short or damaged line decodes to what it can), but a block that readers decode differently is
- * `damaged` (the policy: malformed): no end line, a bare CR between two lines of the block (begin
- * to end line) that hold more than whitespace, in a text of LF or CRLF lines (readers that split
- * at LF only join them), a uuencode data character outside 0x20-0x60.
+ * `damaged` (the policy: malformed): no end line, a bare CR between two lines of a uuencode,
+ * begin-base64 or yEnc block (begin to end line) that hold more than whitespace, in a text of LF or
+ * CRLF lines (readers that split at LF only join them), a uuencode data character outside 0x20-0x60.
  * Every decoded file is searched again for blocks (nested files), text or not. Bounded, and never silently: more than
  * MAX_EMBEDDED_FILES blocks in a text, a block inside embedded files deeper than
  * MAX_EMBEDDED_NESTING, a block that decodes to more than MAX_EMBEDDED_BYTES, or a block that would
@@ -219,7 +219,8 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
     }
     if (BINHEX.test(line)) {
       const r = decodeBinHex(lines, i + 1, budget);
-      if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: damagedAt(i, r) }, r)) return;
+      // BinHex decoders skip line breaks and other whitespace between its ':'s: how lines are split changes nothing
+      if (!add({ kind: 'binhex', name: r.name, data: r.data, damaged: r.damaged }, r)) return;
       i = r.next - 1;
     }
   }

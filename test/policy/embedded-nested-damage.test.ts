@@ -191,6 +191,19 @@ describe('scanEmbedded: nested search and damage', () => {
     expect(first(crlf.replace(/\r\n/g, '\r  \r\n')).damaged).toBe(false);
   });
 
+  it('yEnc spanning a bare CR among LF line ends is damaged; BinHex (line breaks are whitespace to its decoders) is not', () => {
+    const y = yenc(Buffer.alloc(300, 0x41), 'a.bin');
+    const yl = y.split(CRLF);
+    yl[1] = `${yl[1]!.slice(0, 50)}\r${yl[1]!.slice(50)}`;
+    expect(scanEmbedded(Buffer.from(yl.join('\n'), 'latin1')).files[0]!.damaged).toBe(true);
+    const h = binhex(EXE, 'a.exe');
+    const hl = h.split(CRLF);
+    hl[2] = `${hl[2]!.slice(0, 30)}\r${hl[2]!.slice(30)}`;
+    const f = scanEmbedded(Buffer.from(hl.join('\n'), 'latin1')).files[0]!;
+    expect([f.kind, f.name, f.damaged]).toEqual(['binhex', 'a.exe', false]);
+    expect(f.data.equals(EXE)).toBe(true);
+  });
+
   it('a uuencode data character outside 0x20-0x60 damages the block; trailing characters past the data do not', () => {
     const crlf = uuencode(EXE, 'evil.exe');
     const first = (s: string) => scanEmbedded(Buffer.from(s, 'latin1')).files[0]!;
