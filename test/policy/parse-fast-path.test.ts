@@ -17,20 +17,9 @@ import { forEachLeaf, parseMime, ZIP_END_PROBE } from '../../src/mime/parse.js';
 import { endRecordIn, ZIP_TAIL_BYTES } from '../../src/mime/zip.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
 import { parseMessage } from '../../src/policy/stages/parse.js';
+import { mulberry32 as rng } from '../helpers/prng.js';
 
 const LIMITS = { maxDepth: 30, maxParts: 1000, maxHeaderSize: 1 << 20, maxMessageSize: 50 << 20 } as CompiledPolicy['limits'];
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function b64Lines(data: Buffer, width = 76): string {
   const s = data.toString('base64');

@@ -23,6 +23,7 @@ import { compileGlob } from '../../src/policy/glob.js';
 import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession } from '../../src/session/imap/index.js';
+import { mulberry32 as prng } from '../helpers/prng.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const msg = (i: number) =>
@@ -838,18 +839,6 @@ describe('uid-lookup codec', () => {
     expect(parseLookupAnswer([[Buffer.from('* SEARCH {1}\r\n'), Buffer.from('4'), Buffer.from(' 5 6\r\n')]], p)).toBe('an answer with a literal');
   });
 });
-
-/** mulberry32: a seeded PRNG, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('the lookup answer, fuzzed (bounded: cases and time)', () => {
   for (const ahead of [false, true]) {

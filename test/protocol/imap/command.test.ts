@@ -18,6 +18,7 @@ import {
 } from '../../../src/protocol/imap/command.js';
 import { parseFetchItems } from '../../../src/protocol/imap/fetch-items.js';
 import { ImapFramer, MessageAssembler } from '../../../src/protocol/imap/framer.js';
+import { mulberry32 } from '../../helpers/prng.js';
 
 const OPTS: CommandGrammarOptions = { literalPlus: true, literalMinus: false };
 const SYNC_ONLY: SerialiseOptions = { literalPlus: false, literalMinus: false };
@@ -1029,17 +1030,6 @@ describe('helpers', () => {
 });
 
 // ------------------------------------------------------------------------------------------ fuzz
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const INTERESTING = [
   ' ',
