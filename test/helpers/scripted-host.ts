@@ -209,3 +209,19 @@ export class ScriptedHost implements SessionHost {
     return s;
   }
 }
+
+/**
+ * Starts an IMAP session attached to a scripted host and logs it in the way most inspector tests need:
+ * `a1 LOGIN alice pw`, the upstream's greeting, OK, and the answer to postern's private CAPABILITY
+ * refresh (`capabilities`). Returns the client and upstream feeds (latin1 strings).
+ */
+export function imapLoggedIn(session: Session, capabilities = 'IMAP4rev1') {
+  session.start();
+  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
+  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
+  client('a1 LOGIN alice pw\r\n');
+  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
+  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
+  upstream(`* CAPABILITY ${capabilities}\r\nP.2 OK done\r\n`);
+  return { client, upstream };
+}

@@ -14,7 +14,7 @@ import { HoldGate } from '../../src/relay/memory.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import type { CloseReason, MemoryLease, SessionHost } from '../../src/session/types.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import { policyFrom } from '../policy/helpers.js';
 
 /** A scripted host whose held-response admission is a shared HoldGate, as relay/connection.ts does it. */
@@ -92,13 +92,7 @@ async function loggedIn(gate: HoldGate) {
     log: host.log,
   });
   const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  session.start();
-  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
-  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
-  client('a1 LOGIN alice pw\r\n');
-  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
-  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
-  upstream('* CAPABILITY IMAP4rev1\r\nP.2 OK done\r\n');
+  const { client, upstream } = imapLoggedIn(session);
   client('s SELECT INBOX\r\n');
   upstream(`* 3 EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
   host.takeClient();

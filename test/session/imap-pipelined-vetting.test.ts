@@ -14,7 +14,7 @@ import { MAX_VETS_IN_FLIGHT } from '../../src/limits.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { ImapSession } from '../../src/session/imap/index.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 import { policyFrom } from '../policy/helpers.js';
 
 const N = 14;
@@ -69,13 +69,7 @@ async function loggedIn(delay: (msg: number) => number) {
   const policy = policyFrom('antivirus:\n  enabled: true\n  on_error: tempfail\n');
   const inspector = new ImapInspector({ listener, policy, engine: { scanner, spamScanner: null, quarantine: new MemoryQuarantine() }, log: host.log });
   const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  session.start();
-  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
-  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
-  client('a1 LOGIN alice pw\r\n');
-  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
-  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
-  upstream('* CAPABILITY IMAP4rev1\r\nP.2 OK done\r\n');
+  const { client, upstream } = imapLoggedIn(session);
   client('s SELECT INBOX\r\n');
   upstream(`* ${N} EXISTS\r\n* OK [UIDVALIDITY 1700000000] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
   host.takeClient();

@@ -24,7 +24,7 @@ import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const msg = (i: number) =>
   `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
@@ -66,13 +66,7 @@ function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; 
     shared: o.noStore ? null : { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
   });
   const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  session.start();
-  const client = (s: string) => session.onClientData(Buffer.from(s, 'latin1'));
-  const upstream = (s: string) => session.onUpstreamData(Buffer.from(s, 'latin1'));
-  client('a1 LOGIN alice pw\r\n');
-  upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
-  upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
-  upstream(`* CAPABILITY IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}\r\nP.2 OK done\r\n`);
+  const { client, upstream } = imapLoggedIn(session, `IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}`);
   const selected = `* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`;
   if (o.ahead) {
     client('s SELECT INBOX\r\n');
