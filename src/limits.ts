@@ -454,6 +454,8 @@ export const VERDICT_STORE_LIMITS = {
   /** SQLite busy_timeout: how long a process waits for another one's write lock before the operation fails (a miss). */
   busyTimeoutMs: 2_000,
   /** Message ids of one mailbox read from the store into a session's index at SELECT (more: the rest are looked up one by one). */
+  /** Default `inspect.verdict_cache.by_content_max_entries`: content-hash verdicts (whole SHA-256 + policy hash + signature version; about 200 bytes each); past it the least recently used go first. */
+  defaultContentMaxEntries: 100_000,
   maxIdsPerMailbox: 100_000,
   /** Stored verdicts read in one SQLite query (a list sync served from the store reads its messages this many at a time). */
   readBatch: 256,

@@ -201,6 +201,8 @@ const inspectSchema = z.strictObject({
         path: nonEmpty.optional(),
         max_entries: z.number().int().min(1).max(100_000_000).optional(),
         max_bytes: bytes.optional(),
+        by_content: z.boolean().optional(),
+        by_content_max_entries: z.number().int().min(1).max(100_000_000).optional(),
       }),
     ])
     .optional(),
@@ -474,6 +476,8 @@ function verdictCacheConfig(raw: z.output<typeof inspectSchema>['verdict_cache']
     path: path.resolve(baseDir, o.path ?? DEFAULT_VERDICT_CACHE_FILE),
     maxEntries: o.max_entries ?? VERDICT_STORE_LIMITS.defaultMaxEntries,
     maxBytes: o.max_bytes ?? VERDICT_STORE_LIMITS.defaultMaxBytes,
+    // the content-hash verdict (src/inspect/content-verdict.ts): on with the cache unless `by_content: false`
+    byContent: o.by_content === false ? null : { maxEntries: o.by_content_max_entries ?? VERDICT_STORE_LIMITS.defaultContentMaxEntries },
   };
 }
 

@@ -95,6 +95,12 @@ export interface VerdictCacheConfig {
   maxEntries: number;
   /** Stored payload bytes; past it the least recently used go first. */
   maxBytes: number;
+  /**
+   * `by_content`: the verdict keyed by the SHA-256 of a message's bytes, shared by all users (a mass
+   * mailing is vetted once; only clean, unchanged verdicts; src/inspect/content-verdict.ts); null = off.
+   * Optional: a config built without it has it off.
+   */
+  byContent?: { maxEntries: number } | null;
 }
 
 export interface ListenerConfig {

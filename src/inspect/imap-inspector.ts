@@ -39,10 +39,11 @@ import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../se
 import type { PreparedLookup } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
+import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
 import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
-import { type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+import { mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 import { processVetGate } from './vet-gate.js';
 
 /**
@@ -217,6 +218,10 @@ export class ImapInspector implements ImapInterceptor {
   private failedLookups = 0;
   /** A SELECT/EXAMINE just completed OK and nothing else happened since: lookupAhead may ask once. */
   private aheadArmed = false;
+  /** The SELECT/EXAMINE that made the mailbox current: its tag, and the map and numbering it left (a lookup sent behind it answers for exactly that state). */
+  private selectedBy: { tag: string; uids: number[] | null; numbering: number } | null = null;
+  /** The store scope this session noted for the selected mailbox's name (VerdictStore.noteMailbox), or what the store had noted at the SELECT. */
+  private notedScope: string | null = null;
   private selectingExists: number | null = null;
   /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
   private storeIndex: {
@@ -268,6 +273,7 @@ export class ImapInspector implements ImapInterceptor {
       const n = this.selectingExists;
       this.resetUids(n !== null && n <= VERDICT_STORE_LIMITS.maxIdsPerMailbox ? new Array<number>(n).fill(0) : null);
       this.aheadArmed = true;
+      this.selectedBy = { tag, uids: this.uids, numbering: this.numbering };
     }
     this.selectingUidValidity = null;
     this.selectingExists = null;
@@ -384,6 +390,7 @@ export class ImapInspector implements ImapInterceptor {
       return null;
     }
     this.storeIndex = { scope: k.scope, basis, ids, clean, cleanSize };
+    if (ids.size > 0) this.noteMailbox(k.scope);
     return ids;
   }
 
@@ -427,6 +434,21 @@ export class ImapInspector implements ImapInterceptor {
   private cleanSizeOf(uid: number): number | undefined {
     if (!this.storedClean(uid)) return undefined;
     return this.storeIndex!.cleanSize.get(uid);
+  }
+
+  /**
+   * Notes the selected mailbox's name with `scope` in the store (VerdictStore.noteMailbox), so the next
+   * session's SELECT of it takes the lookup behind it; written once per scope per session, and not when
+   * the store had noted it already at the SELECT.
+   */
+  private noteMailbox(scope: string): void {
+    if (this.notedScope === scope || this.mailbox === null || this.user === null || this.upstream === null) return;
+    this.notedScope = scope;
+    try {
+      this.deps.shared!.store.noteMailbox(mailboxNameId({ protocol: 'imap', upstream: this.upstream, user: this.user, mailbox: this.mailbox }), scope);
+    } catch (err) {
+      this.storeFailed(err);
+    }
   }
 
   /** Forgets the stored verdict of `uid` (the server's message is not the one vetted): the next FETCH downloads and vets it. */
@@ -506,6 +528,7 @@ export class ImapInspector implements ImapInterceptor {
     }
     try {
       this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv);
+      this.noteMailbox(k.scope);
       const idx = this.storeIndex;
       if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
         idx.ids.set(uid, !!sv.items);
@@ -617,40 +640,102 @@ export class ImapInspector implements ImapInterceptor {
     return this.failedLookups < UID_LOOKUP_LIMITS.maxFailedPerMailbox;
   }
 
+  /**
+   * The lookup behind a SELECT/EXAMINE (issue 10): when the store has verdicts of this user's mailbox
+   * of that name (VerdictStore.mailboxScope: any UIDVALIDITY, any basis), the private lookup of the
+   * first maxUidsPerLookup messages (`UID SEARCH RETURN (ALL) 1:5000`, the count is not known yet) is
+   * sent pipelined right behind the client's SELECT, so its answer comes back with the SELECT's and a
+   * reconnecting client's first FETCH finds the map complete. Its answer is used only when the SELECT
+   * with this tag completed OK before it and nothing changed the numbering since (EXISTS, EXPUNGE,
+   * another SELECT): then it is read like any lookup of messages 1..min(n, 5000) (exactly that many
+   * strictly ascending UIDs, further ranges looked up after it). A mailbox selected with another
+   * UIDVALIDITY is still the mailbox the answer is for. Not used: counted as a failed lookup, and the
+   * ordinary lookup is sent at once when still wanted.
+   */
+  lookupBehind(head: CommandHead, session: ImapSessionView): PreparedLookup | null {
+    const sh = this.deps.shared;
+    const box = this.pendingSelect.get(head.tag);
+    if (!sh || box === undefined || (head.name !== 'SELECT' && head.name !== 'EXAMINE') || session.user === null || session.upstreamName === null) return null;
+    this.user = session.user;
+    this.upstream = session.upstreamName;
+    let scope: string | null;
+    try {
+      scope = sh.store.mailboxScope(mailboxNameId({ protocol: 'imap', upstream: this.upstream, user: this.user, mailbox: box }));
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+    this.notedScope = scope;
+    if (scope === null) return null;
+    const esearch = session.upstreamCapabilities.has('ESEARCH');
+    const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
+    return {
+      command: lookupCommand({ lo: 1, hi: step, all: false }, esearch),
+      done: (h, untagged) => {
+        const sel = this.selectedBy;
+        const uidValidity = this.uidValidity;
+        if (!sel || sel.tag !== head.tag || this.mailbox !== box || uidValidity === null || !sel.uids || this.uids !== sel.uids || this.numbering !== sel.numbering) {
+          if (this.mailbox === null) return null; // the SELECT failed: nothing to look up
+          return this.lookupFailed('the mailbox changed during the lookup') ? this.uidLookup(session) : null;
+        }
+        if (sel.uids.length === 0) return null;
+        const from = { uids: sel.uids, numbering: sel.numbering, mailbox: box, uidValidity };
+        return this.lookupStepDone(esearch, from, [], { lo: 1, hi: Math.min(sel.uids.length, step), all: false }, h, untagged, session);
+      },
+    };
+  }
+
+  /** A lookup's answer was not used: counted and logged; returns whether a further lookup is still wanted. */
+  private lookupFailed(why: string): boolean {
+    this.failedLookups++;
+    this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox }, 'UID lookup answer not used; the FETCH downloads');
+    return this.lookupWanted();
+  }
+
   /** The private lookup of every message's UID (in ranges of maxUidsPerLookup); only after lookupWanted(). */
   private uidLookup(session: ImapSessionView): PreparedLookup | null {
     const uids = this.uids;
     if (this.mailbox === null || this.uidValidity === null || !uids || uids.length === 0) return null;
     const esearch = session.upstreamCapabilities.has('ESEARCH');
     const from = { uids, numbering: this.numbering, mailbox: this.mailbox, uidValidity: this.uidValidity };
-    const found: number[] = [];
     const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
-    const lookup = (range: LookupRange): PreparedLookup => ({
-      command: lookupCommand(range, esearch),
-      done: (h, untagged) => {
-        const why = this.lookupAnswer(from, range, found, h, untagged, esearch);
-        if (why) {
-          this.failedLookups++;
-          this.deps.log.debug(
-            { event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox },
-            'UID lookup answer not used; the FETCH downloads',
-          );
-          return null;
-        }
-        if (range.hi < uids.length) return lookup({ lo: range.hi + 1, hi: Math.min(uids.length, range.hi + step), all: false });
-        if (!this.fillFromLookup(found)) {
-          this.failedLookups++;
-          this.deps.log.debug(
-            { event: 'inspect.uid_lookup', result: 'ignored', reason: 'disagrees with UIDs already known', mailbox: this.mailbox },
-            'UID lookup answer not used; the FETCH downloads',
-          );
-          return null;
-        }
-        this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'filled', messages: found.length, mailbox: this.mailbox }, 'UIDs of the mailbox looked up');
-        return null;
-      },
-    });
-    return lookup({ lo: 1, hi: Math.min(uids.length, step), all: uids.length <= step });
+    return this.lookupStep(esearch, from, [], { lo: 1, hi: Math.min(uids.length, step), all: uids.length <= step }, session);
+  }
+
+  /** One lookup of a chain: messages range.lo..range.hi of the mailbox state `from`, appended to `found`. */
+  private lookupStep(
+    esearch: boolean,
+    from: { uids: number[]; numbering: number; mailbox: string; uidValidity: number },
+    found: number[],
+    range: LookupRange,
+    session: ImapSessionView,
+  ): PreparedLookup {
+    return { command: lookupCommand(range, esearch), done: (h, untagged) => this.lookupStepDone(esearch, from, found, range, h, untagged, session) };
+  }
+
+  /** The answer of one lookup of a chain: the next range, or the map filled (or nothing: not used). */
+  private lookupStepDone(
+    esearch: boolean,
+    from: { uids: number[]; numbering: number; mailbox: string; uidValidity: number },
+    found: number[],
+    range: LookupRange,
+    h: ResponseHead,
+    untagged: Buffer[][],
+    session: ImapSessionView,
+  ): PreparedLookup | null {
+    const why = this.lookupAnswer(from, range, found, h, untagged, esearch);
+    if (why) {
+      this.lookupFailed(why);
+      return null;
+    }
+    const n = from.uids.length;
+    if (range.hi < n) return this.lookupStep(esearch, from, found, { lo: range.hi + 1, hi: Math.min(n, range.hi + UID_LOOKUP_LIMITS.maxUidsPerLookup), all: false }, session);
+    if (!this.fillFromLookup(found)) {
+      this.lookupFailed('disagrees with UIDs already known');
+      return null;
+    }
+    this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'filled', messages: found.length, mailbox: this.mailbox }, 'UIDs of the mailbox looked up');
+    return null;
   }
 
   /**
@@ -702,6 +787,8 @@ export class ImapInspector implements ImapInterceptor {
         this.uidValidity = null;
         this.resetUids(null);
         this.failedLookups = 0;
+        this.selectedBy = null;
+        this.notedScope = null;
         const box = command ? mailboxOf(command) : null;
         if (box !== null) this.pendingSelect.set(head.tag, mailboxKey(box));
         return null;
@@ -711,6 +798,7 @@ export class ImapInspector implements ImapInterceptor {
         this.mailbox = null;
         this.uidValidity = null;
         this.resetUids(null);
+        this.selectedBy = null;
         return null;
       case 'FETCH':
       case 'UID FETCH':
@@ -1270,6 +1358,14 @@ export class ImapInspector implements ImapInterceptor {
     return { output, structure: buildPartMap(output, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize }), verdict };
   }
 
+  /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */
+  private contentMemo: ContentVerdicts | null | undefined;
+  private contentVerdicts(): ContentVerdicts | null {
+    if (this.contentMemo === undefined)
+      this.contentMemo = contentVerdictsFor(this.deps.shared, this.deps.listener, this.deps.policy, this.deps.engine, (err) => this.storeFailed(err));
+    return this.contentMemo;
+  }
+
   private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const l = this.deps.listener;
     const ctx = {
@@ -1281,7 +1377,10 @@ export class ImapInspector implements ImapInterceptor {
       uid: uid ?? undefined,
     };
     try {
-      const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
+      // the same bytes judged clean and unchanged for anyone under this policy and signatures: the engine does not run
+      const engine = () => inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
+      const cv = this.contentVerdicts();
+      const { result: r, fromContentCache } = cv ? await cv.inspect(raw, engine) : { result: await engine(), fromContentCache: false };
       const v = r.verdict;
       this.deps.log.info(
         {
@@ -1289,6 +1388,7 @@ export class ImapInspector implements ImapInterceptor {
           mailbox: this.mailbox,
           uidValidity: this.uidValidity,
           uid,
+          ...(fromContentCache ? { cached: 'content' } : {}),
           bytes: v.sizeIn,
           bytesOut: v.sizeOut,
           verdict: v.status,

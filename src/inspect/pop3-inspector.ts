@@ -25,6 +25,7 @@ import { stuff, unstuff } from '../protocol/pop3/framer.js';
 import { ProtectedStore } from '../quarantine/protected.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import type { Pop3Hooks, Pop3PendingCommand } from '../session/pop3.js';
+import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import type { SharedVerdicts } from './imap-inspector.js';
 import { type StoredVerdict, scopeId, type VerdictBasis } from './verdict-store.js';
 
@@ -125,6 +126,8 @@ export class Pop3Inspector {
   }
 
   private storeWarned = false;
+  /** The content-hash verdict table, looked up on first use; null: not used. */
+  private content: ContentVerdicts | null | undefined;
 
   private storeFailed(err: unknown): void {
     if (this.storeWarned) return;
@@ -236,12 +239,17 @@ export class Pop3Inspector {
     try {
       // the user (as the upstream knows it) is the spam check's recipient when it is an address, as for IMAP
       const ctx = { listener: this.deps.listener.name, protocol: 'pop3' as const, user: this.who?.user, msgno: n };
-      const r = await inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
+      // the same bytes judged clean and unchanged for anyone under this policy and signatures (src/inspect/content-verdict.ts): no engine run
+      const engine = () => inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
+      if (this.content === undefined)
+        this.content = contentVerdictsFor(this.deps.shared, this.deps.listener, this.deps.policy, this.deps.engine, (err) => this.storeFailed(err));
+      const { result: r, fromContentCache } = this.content ? await this.content.inspect(raw, engine, sha) : { result: await engine(), fromContentCache: false };
       const verdict = r.verdict;
       this.deps.log.info(
         {
           event: 'message.inspected',
           msgno: n,
+          ...(fromContentCache ? { cached: 'content' } : {}),
           bytes: verdict.sizeIn,
           bytesOut: verdict.sizeOut,
           verdict: verdict.status,

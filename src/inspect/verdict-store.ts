@@ -105,8 +105,18 @@ export function scopeId(s: VerdictScope): string {
     .digest('hex');
 }
 
+/** SHA-256 hex of a mailbox's name tuple without UIDVALIDITY (VerdictStore.mailboxScope, noteMailbox). */
+export function mailboxNameId(s: Omit<VerdictScope, 'uidValidity'>): string {
+  return createHash('sha256').update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox])).digest('hex');
+}
+
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
+}
+
+/** A content key is the whole SHA-256 (64 lower-case hex digits): a truncated or malformed one is refused, never looked up. */
+function checkDigest(digest: string): void {
+  if (!/^[0-9a-f]{64}$/.test(digest)) throw new PosternError(ErrorCodes.VERDICT_STORE, 'content verdict key is not a whole SHA-256');
 }
 
 function storeError(op: string, err: unknown): PosternError {
@@ -376,6 +386,49 @@ export class VerdictStore {
     this.indexMemoIds -= m.rows.length;
   }
 
+  // ---------------------------------------------------------------- mailbox names (the UID lookup behind a SELECT)
+
+  /** The mailbox-name table's statements, prepared (and the table created) on first use. */
+  private mailboxStmtsMemo: { get: Database.Statement; put: Database.Statement; prune: Database.Statement } | null = null;
+
+  private mailboxStmts(): NonNullable<VerdictStore['mailboxStmtsMemo']> {
+    if (this.mailboxStmtsMemo) return this.mailboxStmtsMemo;
+    // `name`: mailboxNameId() (protocol, upstream, user, mailbox; no UIDVALIDITY, which is known only
+    // from the SELECT's answer); `scope`: the scope last stored under it (its UIDVALIDITY's)
+    this.db.exec('CREATE TABLE IF NOT EXISTS mailbox_names (name TEXT PRIMARY KEY, scope TEXT NOT NULL, used INTEGER NOT NULL)');
+    this.mailboxStmtsMemo = {
+      // a name counts only while a verdict of its scope is stored (any basis)
+      get: this.db.prepare('SELECT m.scope FROM mailbox_names m WHERE m.name = ? AND EXISTS (SELECT 1 FROM verdicts v WHERE v.scope = m.scope)').pluck(),
+      put: this.db.prepare('INSERT INTO mailbox_names (name, scope, used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, used = excluded.used'),
+      prune: this.db.prepare('DELETE FROM mailbox_names WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.scope = mailbox_names.scope)'),
+    };
+    return this.mailboxStmtsMemo;
+  }
+
+  /**
+   * The scope last noted for a mailbox name (mailboxNameId) while verdicts of that scope are stored,
+   * else null: whether a SELECT of that mailbox may be followed at once by the private UID lookup.
+   * Throws E_VERDICT_STORE.
+   */
+  mailboxScope(name: string): string | null {
+    if (this.closed) return null;
+    try {
+      return (this.mailboxStmts().get.get(name) as string | undefined) ?? null;
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /** Notes that verdicts of `scope` are stored for the mailbox `name` (mailboxNameId). Throws E_VERDICT_STORE. */
+  noteMailbox(name: string, scope: string, now = Date.now()): void {
+    if (this.closed) return;
+    try {
+      this.mailboxStmts().put.run(name, scope, now);
+    } catch (err) {
+      throw storeError('write', err);
+    }
+  }
+
   /** Stores (replacing) a verdict. Throws E_VERDICT_STORE. */
   put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now()): void {
     if (this.closed) return;
@@ -413,6 +466,95 @@ export class VerdictStore {
       this.generation++;
       this.stmts.evict.run(excess);
     }
+    // mailbox names whose scope has no verdict left (evicted, deleted) go too: at most one row per stored scope remains
+    this.mailboxStmts().prune.run();
+  }
+
+  // ---------------------------------------------------------------- content verdicts (src/inspect/content-verdict.ts)
+
+  /** The content table's statements, prepared (and the table created) on first use. */
+  private contentStmtsMemo: {
+    get: Database.Statement;
+    put: Database.Statement;
+    touch: Database.Statement;
+    count: Database.Statement;
+    evict: Database.Statement;
+  } | null = null;
+  private contentWrites = 0;
+
+  private contentStmts(): NonNullable<VerdictStore['contentStmtsMemo']> {
+    if (this.contentStmtsMemo) return this.contentStmtsMemo;
+    // keyed by the whole SHA-256 of the original bytes (64 hex digits, never a prefix), the policy's
+    // hash and the signature version; a row says only "these bytes were judged clean and unchanged"
+    this.db.exec(
+      `CREATE TABLE IF NOT EXISTS content_verdicts (
+         id INTEGER PRIMARY KEY,
+         digest TEXT NOT NULL CHECK (length(digest) = 64),
+         policy TEXT NOT NULL,
+         signatures TEXT NOT NULL,
+         size INTEGER NOT NULL,
+         used INTEGER NOT NULL,
+         UNIQUE (digest, policy, signatures)
+       );
+       CREATE INDEX IF NOT EXISTS content_verdicts_used ON content_verdicts(used);`,
+    );
+    this.contentStmtsMemo = {
+      get: this.db.prepare('SELECT id, size, used FROM content_verdicts WHERE digest = ? AND policy = ? AND signatures = ?'),
+      put: this.db.prepare(
+        `INSERT INTO content_verdicts (digest, policy, signatures, size, used) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (digest, policy, signatures) DO UPDATE SET size = excluded.size, used = excluded.used`,
+      ),
+      touch: this.db.prepare('UPDATE content_verdicts SET used = ? WHERE id = ?'),
+      count: this.db.prepare('SELECT COUNT(*) FROM content_verdicts').pluck(),
+      evict: this.db.prepare('DELETE FROM content_verdicts WHERE id IN (SELECT id FROM content_verdicts ORDER BY used ASC, id ASC LIMIT ?)'),
+    };
+    return this.contentStmtsMemo;
+  }
+
+  /**
+   * Whether these bytes (whole SHA-256 `digest`, `size` bytes) were stored clean and unchanged under
+   * this basis. Throws E_VERDICT_STORE (the caller treats it as a miss).
+   */
+  contentHas(digest: string, size: number, basis: VerdictBasis, now = Date.now()): boolean {
+    if (this.closed) return false;
+    checkDigest(digest);
+    try {
+      const row = this.contentStmts().get.get(digest, basis.policyHash, basis.signatures) as { id: number; size: number; used: number } | undefined;
+      if (!row || row.size !== size) return false;
+      if (now - row.used > VERDICT_STORE_LIMITS.touchIntervalMs) this.contentStmts().touch.run(now, row.id);
+      return true;
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /**
+   * Records that these bytes were judged clean and unchanged under this basis (the caller decides
+   * what qualifies: src/inspect/content-verdict.ts). At most `maxEntries` rows: checked on the first
+   * write and then every VERDICT_STORE_LIMITS.boundCheckEvery writes of this connection, the least
+   * recently used going first. Throws E_VERDICT_STORE.
+   */
+  contentPut(digest: string, size: number, basis: VerdictBasis, maxEntries: number, now = Date.now()): void {
+    if (this.closed) return;
+    checkDigest(digest);
+    try {
+      this.contentStmts().put.run(digest, basis.policyHash, basis.signatures, size, now);
+      if (++this.contentWrites % VERDICT_STORE_LIMITS.boundCheckEvery === 1 || VERDICT_STORE_LIMITS.boundCheckEvery <= 1) this.enforceContentBound(maxEntries);
+    } catch (err) {
+      throw storeError('write', err);
+    }
+  }
+
+  /** Evicts the least recently used content verdicts until at most `maxEntries` are left. */
+  enforceContentBound(maxEntries: number): void {
+    const st = this.contentStmts();
+    const excess = (st.count.get() as number) - Math.max(0, maxEntries);
+    if (excess > 0) st.evict.run(excess);
+  }
+
+  /** The number of content verdicts stored. */
+  get contentEntries(): number {
+    return this.contentStmts().count.get() as number;
   }
 
   get stats(): { entries: number; bytes: number } {

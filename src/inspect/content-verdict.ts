@@ -1,0 +1,139 @@
+/**
+ * The content-hash verdict shared by all users (issue 10, `inspect.verdict_cache.by_content`): a mass
+ * mailing delivered to many mailboxes is judged once. After a message's full raw bytes arrived and
+ * before the engine runs, the SHA-256 of exactly those bytes is looked up in the verdict store's
+ * `content_verdicts` table (src/inspect/verdict-store.ts) under the policy's hash and the scanners'
+ * signature version; a hit skips the engine and the scanners and the message is served as it is.
+ *
+ * What makes that sound (fail closed):
+ * - The key: the whole SHA-256 of the raw bytes (never a prefix), the size, the policy's hash
+ *   (policyHash(): the compiled policy, every value), the signature version (clamd's VERSION; '' when
+ *   no scanner is used). A changed policy or new signatures never match: the message is vetted again.
+ * - What the engine reads besides those: InspectContext (src/policy/types.ts) is read only by the
+ *   spam check (rspamd is told the user or the recipients, and its answers change with its learning)
+ *   and by the quarantine (metadata of a stored original). So the table is used only when the policy
+ *   scores no spam (contentVerdictsFor: null otherwise, as the shared store is), and only verdicts
+ *   that quarantined nothing are stored. Nothing else depends on the user, upstream, mailbox or the
+ *   clock (engine.ts: the output depends on the bytes and the policy only).
+ * - What is stored: only that these bytes were judged `clean` with no finding at all (no rule hit,
+ *   no virus, no tag, no quarantine, no spam verdict) and an output identical to the input (so not
+ *   an input with bare LFs the engine served in CRLF form). Never content, never an altered or a
+ *   blocked verdict (those are vetted again, so the original is quarantined before anything is
+ *   served), never a tempfail or an error. A verdict made while the signature version changed is not
+ *   stored.
+ * - Bounded by `by_content_max_entries` (least recently used first); SQLite WAL, shared by every
+ *   process naming the same file; any store failure is a miss (E_VERDICT_STORE), never a hit.
+ */
+import type { ListenerConfig } from '../config/types.js';
+import { parsePartTree } from '../mime/partmap.js';
+import type { CompiledPolicy } from '../policy/engine.js';
+import type { EngineDeps, InspectResult, Verdict } from '../policy/types.js';
+import type { SignatureSource } from './signatures.js';
+import { sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+
+/** What the content table needs: the store and what keys it for one policy (the listener's SharedVerdicts). */
+export interface ContentVerdictSource {
+  store: VerdictStore;
+  policyHash: string;
+  signatures: SignatureSource;
+}
+
+export interface ContentVerdictOptions {
+  maxEntries: number;
+}
+
+/** The outcome of one inspection through the content table. */
+export interface ContentInspection {
+  result: InspectResult;
+  /** The verdict came from the content table: the engine and the scanners did not run. */
+  fromContentCache: boolean;
+  /** SHA-256 (hex) of the raw bytes, when it was computed (the table was usable). */
+  digest?: string;
+}
+
+/** Whether an engine result may be shared by content: clean, unchanged, and nothing found or kept. */
+export function shareable(raw: Buffer, r: InspectResult): boolean {
+  const v = r.verdict;
+  if (v.status !== 'clean') return false;
+  if (v.hits.length > 0 || v.viruses.length > 0 || v.quarantineId || v.quarantineFailed || v.spam) return false;
+  return r.output === raw || (r.output.length === raw.length && r.output.equals(raw));
+}
+
+export class ContentVerdicts {
+  constructor(
+    private readonly src: ContentVerdictSource,
+    private readonly policy: CompiledPolicy,
+    private readonly opts: ContentVerdictOptions,
+    /** Called with a store failure (E_VERDICT_STORE): logged by the caller; the message is vetted as without the table. */
+    private readonly onStoreError: (err: unknown) => void,
+  ) {}
+
+  /** The key's basis now; null while the signature version is unknown (the table is then neither read nor written). */
+  basis(): VerdictBasis | null {
+    const signatures = this.src.signatures.current();
+    return signatures === null ? null : { policyHash: this.src.policyHash, signatures };
+  }
+
+  /**
+   * Inspects `raw` through the table: a hit answers without running `run` (the engine); a miss runs
+   * it and stores the verdict when shareable(). `digest`: the SHA-256 hex of `raw` when the caller
+   * has it already.
+   */
+  async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string): Promise<ContentInspection> {
+    const basis = this.basis();
+    if (!basis) return { result: await run(), fromContentCache: false };
+    const d = digest ?? sha256(raw);
+    let hit = false;
+    try {
+      hit = this.src.store.contentHas(d, raw.length, basis);
+    } catch (err) {
+      this.onStoreError(err);
+    }
+    if (hit) return { result: this.cleanResult(raw, d), fromContentCache: true, digest: d };
+    const result = await run();
+    const after = this.basis();
+    // stored only under the basis it was made with, and only when that basis still holds
+    if (after && after.signatures === basis.signatures && shareable(raw, result)) {
+      try {
+        this.src.store.contentPut(d, raw.length, basis, this.opts.maxEntries);
+      } catch (err) {
+        this.onStoreError(err);
+      }
+    }
+    return { result, fromContentCache: false, digest: d };
+  }
+
+  /** What the engine returns for a clean, unchanged message: the input itself and the part tree it judged. */
+  private cleanResult(raw: Buffer, digest: string): InspectResult {
+    const verdict: Verdict = {
+      policy: this.policy.name,
+      status: 'clean',
+      hits: [],
+      viruses: [],
+      sizeIn: raw.length,
+      sizeOut: raw.length,
+      scanMs: 0,
+    };
+    const l = this.policy.limits;
+    const structure = parsePartTree(raw, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize }).root;
+    return { verdict, output: raw, structure, digest: () => Buffer.from(digest, 'hex') };
+  }
+}
+
+/**
+ * The content table of a listener's policy, or null when it must not be used: no shared store (off,
+ * unusable, or a policy that scores spam: the factory gives none), `by_content: false`, or — checked
+ * again here, fail closed — a policy whose spam check would run.
+ */
+export function contentVerdictsFor(
+  shared: ContentVerdictSource | null | undefined,
+  listener: ListenerConfig,
+  policy: CompiledPolicy,
+  engine: EngineDeps,
+  onStoreError: (err: unknown) => void,
+): ContentVerdicts | null {
+  const bc = listener.inspect.verdictCache?.byContent;
+  if (!shared || !bc) return null;
+  if (policy.spam.enabled && engine.spamScanner) return null;
+  return new ContentVerdicts(shared, policy, { maxEntries: bc.maxEntries }, onStoreError);
+}
