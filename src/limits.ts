@@ -758,6 +758,20 @@ export const MAX_SPAM_VERDICT_SYMBOLS = 50;
  */
 export const MAX_BASE64_RESTARTS = 16;
 
+/**
+ * Executables hidden behind other bytes (src/mime/detect.ts findExecutable): the leading window of
+ * every decoded leaf (and of every file embedded in text) in which a complete executable header
+ * (PE with its `PE\0\0` header, ELF, Mach-O) is looked for at ANY offset, not only at 0. A leaf that
+ * declares an image, audio, video or text type is searched whole (a type mismatch is the disguise).
+ */
+export const EXEC_SNIFF_WINDOW_BYTES = 4096;
+
+/**
+ * Largest e_lfanew (the DOS header's offset of the `PE\0\0` header) taken as evidence of a PE away
+ * from offset 0; linkers write 0x40-0x200. Also how far past a candidate `MZ` the search reads.
+ */
+export const EXEC_PE_MAX_HEADER_OFFSET = 4096;
+
 /** Size of the decoded chunks a part is scanned in (the part is never held decoded whole for a chunk-capable scanner). */
 export const DECODE_CHUNK_BYTES = 64 * 1024;
 

@@ -2,7 +2,15 @@
  * Real-type detection from magic numbers. Only formats that matter for a mail gateway: executables
  * and scripts (what attackers disguise), archives (what must be opened), and the common document
  * and image formats (so a declared type can be confirmed).
+ *
+ * detectType reads the magic number at offset 0 (an `MZ` there is taken as an executable, however
+ * damaged the rest). findExecutable looks for a COMPLETE executable header at any offset of a
+ * window: readers and file carvers find an executable a few bytes into a payload (seed 7171 case
+ * 2332: `=ZZ` then a PE in an image/jpeg part), while two random bytes `MZ` are common in binary
+ * data, so away from offset 0 only a header that checks out counts (see isPeAt, isElfAt, isMachOAt).
  */
+
+import { EXEC_PE_MAX_HEADER_OFFSET } from '../limits.js';
 
 function startsWith(b: Buffer, sig: number[], at = 0): boolean {
   if (b.length < at + sig.length) return false;
@@ -66,4 +74,118 @@ export function refineZipType(names: string[], mimetypeMember?: string): string 
   }
   if (names.includes('META-INF/MANIFEST.MF')) return 'application/java-archive';
   return ZIP_TYPE;
+}
+
+/** An executable header found by findExecutable: its type (as detectType names it), format and offset. */
+export interface ExecutableHit {
+  type: string;
+  format: 'PE' | 'ELF' | 'Mach-O';
+  offset: number;
+}
+
+/** The 14 bytes after `MZ` of the DOS header every Microsoft linker writes (e_cblp 0x90 .. e_maxalloc 0xFFFF). */
+const DOS_STUB_HEADER = [0x90, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00];
+
+/**
+ * How many bytes past a candidate's first byte findExecutable may read: the whole judgement of a
+ * candidate lies within them, so searching in pieces that overlap by this much finds the same.
+ */
+export const EXEC_HEADER_REACH = EXEC_PE_MAX_HEADER_OFFSET + 4;
+
+/**
+ * A PE at `at` (`MZ` there): its e_lfanew (+0x3C) points, within EXEC_PE_MAX_HEADER_OFFSET and
+ * inside `b`, to `PE\0\0`; or the DOS header is the linkers' standard one (DOS_STUB_HEADER).
+ * An `MZ` with neither is not evidence (2 bytes occur in any binary data).
+ */
+function isPeAt(b: Buffer, at: number): boolean {
+  if (startsWith(b, DOS_STUB_HEADER, at + 2)) return true;
+  if (b.length < at + 0x40) return false;
+  const lfanew = b.readUInt32LE(at + 0x3c);
+  if (lfanew < 4 || lfanew > EXEC_PE_MAX_HEADER_OFFSET) return false;
+  return startsWith(b, [0x50, 0x45, 0x00, 0x00], at + lfanew);
+}
+
+/** An ELF header at `at`: class 32/64, data LSB/MSB, version 1, e_type EXEC or DYN, e_version 1. */
+function isElfAt(b: Buffer, at: number): boolean {
+  if (b.length < at + 24) return false;
+  const cls = b[at + 4]!;
+  const data = b[at + 5]!;
+  if ((cls !== 1 && cls !== 2) || (data !== 1 && data !== 2) || b[at + 6] !== 1) return false;
+  const le = data === 1;
+  const type = le ? b.readUInt16LE(at + 16) : b.readUInt16BE(at + 16);
+  const version = le ? b.readUInt32LE(at + 20) : b.readUInt32BE(at + 20);
+  return (type === 2 || type === 3) && version === 1;
+}
+
+/** Mach-O CPU types (x86, x86_64, ARM, ARM64, ARM64_32, PowerPC, PowerPC64). */
+const MACHO_CPUS = new Set([7, 0x01000007, 12, 0x0100000c, 0x0200000c, 18, 0x01000012]);
+
+/** A Mach-O header at `at` (one of the four magics there): a known CPU type and a file type 1-12. */
+function isMachOAt(b: Buffer, at: number): boolean {
+  if (b.length < at + 16) return false;
+  const le = b[at] === 0xce || b[at] === 0xcf;
+  const cpu = le ? b.readUInt32LE(at + 4) : b.readUInt32BE(at + 4);
+  const fileType = le ? b.readUInt32LE(at + 12) : b.readUInt32BE(at + 12);
+  return MACHO_CPUS.has(cpu) && fileType >= 1 && fileType <= 12;
+}
+
+const MZ = Buffer.from('MZ', 'latin1');
+const ELF = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
+/** FEEDFACE / FEEDFACF (big-endian) share their first three bytes; CEFAEDFE / CFFAEDFE their last three. */
+const MACHO_BE = Buffer.from([0xfe, 0xed, 0xfa]);
+const MACHO_LE = Buffer.from([0xfa, 0xed, 0xfe]);
+
+/** First start >= from and < to of `needle` in `b` for which `ok` holds (-1: none). */
+function firstValid(b: Buffer, needle: Buffer, from: number, to: number, ok: (at: number) => boolean, shift = 0): number {
+  let i = b.indexOf(needle, from + shift);
+  while (i >= 0 && i - shift < to) {
+    const at = i - shift;
+    if (at >= from && ok(at)) return at;
+    i = b.indexOf(needle, i + 1);
+  }
+  return -1;
+}
+
+/**
+ * The first complete executable header (PE, ELF, Mach-O) starting at an offset in [from, to) of
+ * `b`; the header may extend past `to` (up to EXEC_HEADER_REACH bytes past its start) but must lie
+ * inside `b`. Undefined when there is none. Used away from offset 0, where detectType's bare magic
+ * numbers would be too weak.
+ */
+export function findExecutable(b: Buffer, from = 0, to = b.length): ExecutableHit | undefined {
+  const end = Math.min(to, b.length);
+  if (from >= end) return undefined;
+  const hits: ExecutableHit[] = [];
+  const pe = firstValid(b, MZ, from, end, (at) => isPeAt(b, at));
+  if (pe >= 0) hits.push({ type: 'application/x-msdownload', format: 'PE', offset: pe });
+  const elf = firstValid(b, ELF, from, end, (at) => isElfAt(b, at));
+  if (elf >= 0) hits.push({ type: 'application/x-executable', format: 'ELF', offset: elf });
+  const machBe = firstValid(b, MACHO_BE, from, end, (at) => (b[at + 3] === 0xce || b[at + 3] === 0xcf) && isMachOAt(b, at));
+  if (machBe >= 0) hits.push({ type: 'application/x-mach-binary', format: 'Mach-O', offset: machBe });
+  const machLe = firstValid(b, MACHO_LE, from, end, (at) => (b[at] === 0xce || b[at] === 0xcf) && isMachOAt(b, at), 1);
+  if (machLe >= 0) hits.push({ type: 'application/x-mach-binary', format: 'Mach-O', offset: machLe });
+  return hits.sort((x, y) => x.offset - y.offset)[0];
+}
+
+/**
+ * findExecutable over a stream of decoded chunks (decodeChunks): the same answer as over their
+ * concatenation, holding at most one chunk plus EXEC_HEADER_REACH bytes. Stops at the first hit.
+ */
+export function findExecutableInChunks(chunks: Iterable<Buffer>): ExecutableHit | undefined {
+  let carry: Buffer = Buffer.alloc(0);
+  let base = 0; // offset of carry[0] in the whole
+  for (const chunk of chunks) {
+    if (chunk.length === 0) continue;
+    const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+    // a start below `limit` has all EXEC_HEADER_REACH bytes it may read inside `buf`
+    const limit = buf.length - EXEC_HEADER_REACH;
+    if (limit > 0) {
+      const hit = findExecutable(buf, 0, limit);
+      if (hit) return { ...hit, offset: base + hit.offset };
+      carry = Buffer.from(buf.subarray(limit));
+      base += limit;
+    } else carry = buf === chunk ? Buffer.from(chunk) : buf;
+  }
+  const hit = findExecutable(carry);
+  return hit ? { ...hit, offset: base + hit.offset } : undefined;
 }

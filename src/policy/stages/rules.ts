@@ -15,9 +15,9 @@
  * Header stripping is a rule too; it is applied where the bytes are written (header-rules.ts).
  */
 
-import { MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
-import { decodeBody, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
-import { detectType } from '../../mime/detect.js';
+import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
+import { decodeBody, decodeChunks, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
+import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, findExecutableInChunks, ZIP_TYPE } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
 import { scanHtmlData } from '../../mime/html-data.js';
@@ -117,12 +117,15 @@ interface LeafJudgement {
 
 /** The rules of one leaf, in the order their findings are reported. */
 export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, depth: number, budget: MessageBudget): LeafContents {
+  // the decoded head: the magic number at 0, and executable headers further in (hiddenExecutableRules)
+  const head =
+    policy.detectTypes && leaf.body.length > 0 ? decodePrefix(leaf.body, leaf.cte, EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH, leaf.plain) : undefined;
   const j: LeafJudgement = {
     leaf,
     policy,
     emit,
     base: { part: leaf.section, declaredType: leaf.type, filename: leaf.names[0], target: leaf.target },
-    detected: policy.detectTypes && leaf.body.length > 0 ? detectType(decodePrefix(leaf.body, leaf.cte, 4096, leaf.plain)) : undefined,
+    detected: head ? detectType(head.subarray(0, 4096)) : undefined,
     otherTypes: [...leaf.otherTypes],
     decoded: () => decodeBody(leaf.body, leaf.cte).data,
     budget,
@@ -149,6 +152,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   j.detected = archive.detected;
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
+  if (head) hiddenExecutableRules(j, head);
   filenameHits(policy, leaf.names, (fr, n) =>
     emit({
       ...j.base,
@@ -403,6 +407,8 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
   const contents = fileContents(j, f, base, prefix, forms.forms, sniffed, declared, /^message\//.test(declared), depth);
+  const hidden = policy.detectTypes ? hiddenExecutableIn(f.data, sniffed, declaresMedia(declared)) : undefined;
+  if (hidden) hiddenExecutableFinding(emit, policy, { ...base, detectedType: hidden.type }, hidden, declared, prefix);
   const { detected, inner } = contents;
   const canon = (t: string) => TYPE_ALIASES[t] ?? t;
   // the archive rules refine a ZIP (docx, odt, jar): the magic number is what is compared
@@ -419,6 +425,72 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
   return { inner, largestMember: contents.largestMember };
+}
+
+/** Types that are executables already at offset 0 (typeRules judges them). */
+const EXECUTABLE_TYPES = new Set(['application/x-msdownload', 'application/x-executable', 'application/x-mach-binary']);
+
+/**
+ * Archives, by their magic number at offset 0: what they hold is judged by the archive rules (ZIP)
+ * or allowed unopened by the policy's type rules (the others), so a stored member's header inside
+ * is not a finding of its own.
+ */
+const ARCHIVE_TYPES = new Set([
+  ZIP_TYPE,
+  'application/vnd.rar',
+  'application/x-7z-compressed',
+  'application/gzip',
+  'application/x-bzip2',
+  'application/x-xz',
+  'application/vnd.ms-cab-compressed',
+]);
+
+/** Declared types whose content is never an executable, searched whole: a header anywhere in them is a disguise. */
+function declaresMedia(type: string): boolean {
+  return /^(image|audio|video|text)\//.test(type);
+}
+
+/**
+ * An executable hidden behind other bytes (seed 7171 case 2332: an image/jpeg part whose payload
+ * is `=ZZ` and then a PE; readers and file carvers find it 3 bytes in, the magic number at 0 says
+ * nothing). A complete executable header (src/mime/detect.ts findExecutable: a PE whose e_lfanew
+ * leads to `PE\0\0` or with the linkers' DOS header, ELF, Mach-O) at any offset of the first
+ * EXEC_SNIFF_WINDOW_BYTES of the decoded content, or anywhere in a part that declares an image,
+ * audio, video or text type, is judged as that executable's type by the content-type rules (the
+ * default policy strips it). Not searched: content that is an executable or an archive at offset 0.
+ */
+function hiddenExecutableRules(j: LeafJudgement, head: Buffer): void {
+  const { leaf, policy } = j;
+  const at0 = detectType(head.subarray(0, 4096));
+  if (at0 && (EXECUTABLE_TYPES.has(at0) || ARCHIVE_TYPES.has(at0))) return;
+  const media = declaresMedia(leaf.type);
+  let hit = findExecutable(head, 0, media ? head.length : EXEC_SNIFF_WINDOW_BYTES);
+  // `head` is all of it when shorter than asked for; otherwise a media part is searched whole, in chunks
+  if (!hit && media && head.length >= EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH) {
+    hit = findExecutableInChunks(decodeChunks(leaf.body, leaf.cte));
+  }
+  if (hit) hiddenExecutableFinding(j.emit, policy, { ...j.base, detectedType: hit.type }, hit, leaf.type, '');
+}
+
+/** The same search in a decoded file embedded in text (already in memory); `whole`: search all of it. */
+function hiddenExecutableIn(data: Buffer, sniffed: string | undefined, whole: boolean): ExecutableHit | undefined {
+  if (data.length === 0 || (sniffed && (EXECUTABLE_TYPES.has(sniffed) || ARCHIVE_TYPES.has(sniffed)))) return undefined;
+  return findExecutable(data, 0, whole ? data.length : EXEC_SNIFF_WINDOW_BYTES);
+}
+
+/** The content-type rules' decision on a hidden executable, reported unless it allows it. */
+function hiddenExecutableFinding(
+  emit: Emit,
+  policy: CompiledPolicy,
+  base: ArchiveFindingBase & Pick<Finding, 'detectedType'>,
+  hit: ExecutableHit,
+  declared: string,
+  prefix: string,
+): void {
+  const d = typeDecision(policy, hit.type);
+  if (d.spec.action === 'allow') return;
+  const why = `${d.reason ?? `detected type ${hit.type} not allowed`}: ${hit.format} header at byte ${hit.offset} of the decoded content${declared ? ` (declared ${declared})` : ''}`;
+  emit({ ...base, rule: d.rule, action: d.spec.action, reason: `${prefix}${why}`, spec: d.spec });
 }
 
 /**
@@ -492,6 +564,8 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
   const contents = fileContents(j, f, base, prefix, names, sniffed, '', names.some(isEmlName), depth);
+  const hidden = policy.detectTypes ? hiddenExecutableIn(f.data, sniffed, false) : undefined;
+  if (hidden) hiddenExecutableFinding(emit, policy, { ...base, detectedType: hidden.type }, hidden, '', prefix);
   const { detected, inner } = contents;
   // its type, and (begin-base64 going on after padding) the type of what some readers see from there on: strictest wins
   let decidedOn = detected ?? UNTYPED;
