@@ -435,6 +435,17 @@ export const HELD_TAKE_WAIT_MS = 2000;
 export const HELD_ADMIT_MIN_BYTES = 64 * 1024;
 
 /**
+ * POP3 (src/session/pop3.ts): a RETR/TOP answer is held whole, so it is admitted through
+ * HELD_RESPONSE_PROCESS_BYTES too, for the size the server announced (`+OK <n> octets`, else its LIST
+ * answer in this session); a body that grows past that size ends the session (E_UPSTREAM_PROTOCOL:
+ * RFC 1939 calls both the exact size, and a lying server must not make postern hold more). An answer
+ * whose size was announced nowhere is admitted for this many bytes once HELD_ADMIT_MIN_BYTES of it
+ * arrived: the whole bound, so it is held alone and its admission may grow with the body (up to
+ * `max_buffered_bytes`, E_BUFFER_LIMIT); it shrinks to the message's size once the answer is complete.
+ */
+export const POP3_UNSIZED_HOLD_BYTES = HELD_RESPONSE_PROCESS_BYTES;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */

@@ -33,7 +33,7 @@
  * reaches the client; a challenge or answer postern does not understand: `*` upstream, -ERR here.
  */
 import { type ErrorCode, ErrorCodes, isPosternError, PosternError } from '../errors.js';
-import { OAUTH_LIMITS, POP3_LIMITS } from '../limits.js';
+import { HELD_ADMIT_MIN_BYTES, OAUTH_LIMITS, POP3_LIMITS, POP3_UNSIZED_HOLD_BYTES } from '../limits.js';
 import {
   encodeStuffedMultiline,
   type Pop3Command,
@@ -45,7 +45,7 @@ import {
   type StrictCommand,
   unstuff,
 } from '../protocol/pop3/framer.js';
-import { canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
+import { announcedOctets, canonicalErr, octetsMismatch, screenResponse } from '../protocol/pop3/screen.js';
 import {
   listenerOAuth,
   logUnrelayedChallenge,
@@ -184,6 +184,25 @@ const REFUSAL: Record<Exclude<StrictCommand, { ok: true }>['reason'], string> = 
 /** RFC 1939 unique-id: 1 to 70 characters 0x21..0x7E. */
 const UIDL_LINE = /^([1-9][0-9]{0,9}) ([\x21-\x7e]{1,70})$/;
 
+/** A LIST scan line (`n size`) or a single-line LIST answer's text (more text may follow the size). */
+const LIST_LINE = /^([1-9][0-9]{0,9}) (0|[1-9][0-9]{0,11})(?: |$)/;
+
+/**
+ * The admission of the RETR/TOP answer at the head of the in-flight queue (its body is held whole):
+ * decided when its `+OK` status line is in, before its body is read (see admitHeld).
+ */
+interface HeldAnswer {
+  entry: InFlight;
+  /** The size the server announced for the message (`+OK n octets`, else LIST); null: none. */
+  size: number | null;
+  /** Where `size` came from. */
+  source: 'octets' | 'list' | null;
+  /** The admission (SessionHost.holdResponseBytes) once granted. */
+  lease: MemoryLease | null;
+  /** Waiting for the admission (the upstream is paused): its cancel. */
+  wait: (() => void) | null;
+}
+
 /** A TRANSACTION command waiting until every earlier command has been answered. */
 type Held = { kind: 'refuse'; text: string } | { kind: 'dele'; cmd: StrictCommand & { ok: true }; msg: number; running: boolean };
 
@@ -255,6 +274,12 @@ export class Pop3Session implements Session {
   private drainWait = false;
   /** Memory budget lease for a response being inspected. */
   private lease: MemoryLease | null = null;
+  /** The admission of the RETR/TOP answer being received or inspected (HELD_RESPONSE_PROCESS_BYTES). */
+  private answerHold: HeldAnswer | null = null;
+  /** Message sizes the server gave in LIST answers of this session (the admission of an answer without `n octets`). */
+  private readonly listSizes = new Map<number, number>();
+  /** What was last asked of host.pauseUpstream. */
+  private upstreamPaused = false;
   /** An inspecting listener: answers are rebuilt from their parse, never relayed as received. */
   private readonly screen: boolean;
 
@@ -1021,13 +1046,20 @@ export class Pop3Session implements Session {
       const loggingIn = this.state === 'login' || (this.up !== 'ready' && this.up !== 'none');
       const head = loggingIn ? undefined : this.inflight[0];
       const multiline = loggingIn ? this.up === 'capa' || this.up === 'capa-sasl' : (head?.cmd.multiline ?? false);
+      // a RETR/TOP answer is held whole: admitted before its body is read (admitHeld)
+      const holds = head !== undefined && !head.internal && isHeldAnswer(head.cmd);
+      if (holds && !this.admitHeld(head)) break;
       let r: Pop3Response | null;
       try {
         r = this.uf.next(multiline);
       } catch (e) {
         return this.fail(e, 'upstream');
       }
-      if (!r) break;
+      if (!r) {
+        if (holds && this.answerHold?.entry === head) this.followHeld(this.answerHold);
+        break;
+      }
+      if (holds && this.answerHold?.entry === head && !this.heldComplete(this.answerHold, r)) return;
       if (loggingIn) {
         this.onLoginResponse(r);
         continue;
@@ -1039,8 +1071,150 @@ export class Pop3Session implements Session {
       this.releaseHeld();
     }
     if (this.state === 'closed') return;
-    if (this.upstreamGone && !this.upstreamBusy) return this.upstreamFinished();
+    // (an answer waiting for admission may be buffered whole already: it is answered once admitted)
+    if (this.upstreamGone && !this.upstreamBusy && !this.answerHold?.wait) return this.upstreamFinished();
     if (this.state === 'relay') this.pumpClient();
+  }
+
+  // ---------------------------------------------------------------- held answers: admission (issue 10)
+
+  /**
+   * Backpressure instead of holding: a RETR/TOP answer is held whole (inspected, or relayed once
+   * complete), so before its body is read the session asks its host to admit the size the server
+   * announced (`+OK n octets`, else the message's size in a LIST answer of this session) against the
+   * process-wide bound (SessionHost.holdResponseBytes, HELD_RESPONSE_PROCESS_BYTES; sizes under
+   * HELD_ADMIT_MIN_BYTES are not admitted). Until it is admitted the upstream is paused and nothing
+   * more of the answer is read (what the host had read before the pause stays buffered: one read at
+   * most); the wait counts against the hold deadline (E_HOLD_TIMEOUT). The announced size is also the
+   * most the body may carry: more ends the session (followHeld). An answer whose size was announced
+   * nowhere is admitted for POP3_UNSIZED_HOLD_BYTES once HELD_ADMIT_MIN_BYTES of it arrived.
+   * Returns whether the session may read the answer now.
+   */
+  private admitHeld(head: InFlight): boolean {
+    const cur = this.answerHold;
+    if (cur?.entry === head) return cur.wait === null;
+    if (cur) this.finishHold();
+    const st = this.uf.peekStatus();
+    if (st?.kind !== 'ok') return true;
+    const octets = announcedOctets(st.text);
+    const listed = this.listSizes.get(Number(head.cmd.args[0]));
+    const size = octets ?? listed ?? null;
+    const h: HeldAnswer = { entry: head, size, source: octets !== null ? 'octets' : listed !== undefined ? 'list' : null, lease: null, wait: null };
+    this.answerHold = h;
+    if (size === null || size < HELD_ADMIT_MIN_BYTES) return true;
+    return this.askHold(h, size);
+  }
+
+  /** Asks the host to admit `bytes` for the held answer; false: not now (the upstream is paused until it is). */
+  private askHold(h: HeldAnswer, bytes: number): boolean {
+    if (!this.host.holdResponseBytes) return true;
+    const r = this.host.holdResponseBytes(bytes, 'held POP3 message', (lease) => {
+      if (this.answerHold !== h || this.state === 'closed') {
+        lease.release();
+        return;
+      }
+      h.wait = null;
+      h.lease = lease;
+      this.reserveBody(h);
+      this.syncUpstreamPause();
+      this.pumpUpstream();
+    });
+    if (r.lease) {
+      h.lease = r.lease;
+      this.reserveBody(h);
+      return true;
+    }
+    h.wait = r.cancel;
+    this.syncUpstreamPause();
+    return false;
+  }
+
+  /** An admitted answer of announced size is buffered in one allocation (not doubled as it grows). */
+  private reserveBody(h: HeldAnswer): void {
+    if (h.size === null) return;
+    // the status line, the size with room for some dot-stuffing, the terminator
+    const room = Math.min(h.size + (h.size >> 6) + 1024, this.host.listener.limits.maxBufferedBytes);
+    this.uf.reserve(room);
+  }
+
+  /**
+   * More of a held answer arrived (not complete yet): it may not carry more than announced (a lying
+   * server ends the session: E_UPSTREAM_PROTOCOL), and an answer of unannounced size is admitted once
+   * HELD_ADMIT_MIN_BYTES arrived, its admission growing with it (as the only holder it may; if it
+   * cannot, E_MEMORY_BUDGET).
+   */
+  private followHeld(h: HeldAnswer): void {
+    if (h.wait) return;
+    const body = this.uf.pendingBodyBytes();
+    if (h.size !== null) {
+      if (body > h.size) this.tooLarge(h, body, false);
+      return;
+    }
+    if (!this.host.holdResponseBytes) return;
+    if (!h.lease) {
+      if (body >= HELD_ADMIT_MIN_BYTES) this.askHold(h, Math.max(POP3_UNSIZED_HOLD_BYTES, body));
+      return;
+    }
+    if (body <= h.lease.bytes) return;
+    const next = Math.min(Math.max(body, 2 * h.lease.bytes), this.host.listener.limits.maxBufferedBytes);
+    if (h.lease.resize(next)) return;
+    const message = `no admission for ${next} bytes of a ${h.entry.cmd.name} answer of unannounced size`;
+    this.host.log.warn(
+      { event: 'response.refused', command: h.entry.cmd.name, err: { code: ErrorCodes.MEMORY_BUDGET, message } },
+      'held message answer refused: no memory',
+    );
+    this.abort(ErrorCodes.MEMORY_BUDGET, 'postern: busy, message not inspected; try again later');
+  }
+
+  /**
+   * The held answer is complete: it may not carry more than announced (the check of followHeld on the
+   * exact size); an admission for an unannounced size shrinks to what arrived. False: the session ended.
+   */
+  private heldComplete(h: HeldAnswer, r: Pop3Response): boolean {
+    if (!r.body) {
+      this.finishHold();
+      return true;
+    }
+    const actual = r.body.length - (r.stuffed ?? 0);
+    if (h.size !== null && actual > h.size) {
+      this.tooLarge(h, actual, true);
+      return false;
+    }
+    if (h.size === null && h.lease && h.lease.bytes > r.body.length) h.lease.resize(r.body.length);
+    return true;
+  }
+
+  /** A held answer carries more than the server announced: fail closed (nothing of it reaches the client). */
+  private tooLarge(h: HeldAnswer, body: number, complete: boolean): void {
+    const name = h.entry.cmd.name;
+    const carried = complete ? `carried ${body}` : `carried more (${body} so far)`;
+    const message = h.source === 'octets' ? `answer announced ${h.size} octets and ${carried}` : `answer to a message LIST gave ${h.size} octets ${carried}`;
+    this.host.log.warn(
+      { event: 'response.refused', command: name, err: { code: ErrorCodes.UPSTREAM_PROTOCOL, message } },
+      'upstream message answer is larger than announced',
+    );
+    this.abort(ErrorCodes.UPSTREAM_PROTOCOL, `upstream ${name} ${message}`);
+  }
+
+  /** The held answer went to the client (or was dropped): its admission is returned (the host keeps it until the client took the bytes). */
+  private finishHold(): void {
+    const h = this.answerHold;
+    if (!h) return;
+    this.answerHold = null;
+    h.wait?.();
+    h.wait = null;
+    h.lease?.release();
+    h.lease = null;
+    this.syncUpstreamPause();
+  }
+
+  /** The upstream is read unless an answer is being inspected or waits for admission. */
+  private syncUpstreamPause(): void {
+    if (this.state === 'closed') return;
+    const want = this.upstreamBusy || !!this.answerHold?.wait;
+    if (want === this.upstreamPaused) return;
+    this.upstreamPaused = want;
+    this.host.pauseUpstream(want);
   }
 
   /** An upstream status text for a -ERR postern sends: on an inspecting listener only its response code. */
@@ -1083,6 +1257,17 @@ export class Pop3Session implements Session {
       return;
     }
     q.listing.sizes = r.kind === 'ok' ? listingLines(s.bytes).map((l) => l.split(' ').map(Number) as [number, number]) : null;
+    this.learnSizes({ name: 'LIST', args: [], multiline: true }, r);
+  }
+
+  /** Remembers the sizes a LIST answer gives (the admission of a RETR answer that does not announce its size). */
+  private learnSizes(cmd: Pop3PendingCommand, r: Pop3Response): void {
+    if (r.kind !== 'ok') return;
+    const lines = cmd.args.length === 1 ? [r.text] : r.body ? r.body.toString('latin1').split('\r\n') : [];
+    for (const l of lines) {
+      const m = LIST_LINE.exec(l);
+      if (m && (cmd.args.length === 0 || m[1] === cmd.args[0])) this.listSizes.set(Number(m[1]), Number(m[2]));
+    }
   }
 
   /** The answer to postern's own `UIDL n`: `+OK n uid`. Anything else means "unknown". */
@@ -1164,6 +1349,7 @@ export class Pop3Session implements Session {
   private onRelayResponse(entry: InFlight, r: Pop3Response): void {
     const cmd = entry.cmd;
     if (cmd.name === 'UIDL' && this.learnsUidls) this.learnUidls(cmd, r);
+    if (cmd.name === 'LIST') this.learnSizes(cmd, r);
     if (r.body && this.hooks.onMultiline && (cmd.name === 'RETR' || cmd.name === 'TOP')) {
       const mismatch = octetsMismatch(r);
       if (mismatch) {
@@ -1198,6 +1384,7 @@ export class Pop3Session implements Session {
     } else {
       this.host.sendClient(r.raw);
     }
+    if (this.answerHold?.entry === entry) this.finishHold();
     this.afterResponse(cmd, r);
   }
 
@@ -1210,11 +1397,12 @@ export class Pop3Session implements Session {
       this.lease = this.host.reserveMemory(2 * body.length, 'pop3 message inspection');
       if (!this.lease) {
         this.toClient('-ERR [SYS/TEMP] postern: busy, message not inspected; try again later');
+        this.finishHold();
         return this.afterResponse(cmd, r);
       }
     }
     this.upstreamBusy = true;
-    this.host.pauseUpstream(true);
+    this.syncUpstreamPause();
     Promise.resolve()
       .then(() => this.hooks.onMultiline!(cmd, body))
       .then(
@@ -1233,7 +1421,8 @@ export class Pop3Session implements Session {
           this.lease?.release();
           this.lease = null;
           this.upstreamBusy = false;
-          this.host.pauseUpstream(false);
+          this.finishHold();
+          this.syncUpstreamPause();
           this.afterResponse(cmd, r);
           this.releaseHeld();
           this.pumpUpstream();
@@ -1300,6 +1489,10 @@ export class Pop3Session implements Session {
 
   private end(reason: CloseReason): void {
     if (this.state === 'closed') return;
+    const h = this.answerHold;
+    this.answerHold = null;
+    h?.wait?.();
+    h?.lease?.release();
     this.state = 'closed';
     this.lease?.release();
     this.lease = null;
@@ -1309,6 +1502,11 @@ export class Pop3Session implements Session {
     this.hooks.onClose?.();
     this.host.close(reason);
   }
+}
+
+/** A RETR/TOP answer: its body is held whole before anything of it is sent. */
+function isHeldAnswer(cmd: Pop3PendingCommand): boolean {
+  return cmd.multiline && (cmd.name === 'RETR' || cmd.name === 'TOP');
 }
 
 function errMessage(e: unknown): string {

@@ -17,13 +17,16 @@ const LF = 0x0a;
 const CR = 0x0d;
 const DOT = 0x2e;
 const INITIAL_CAPACITY = 16 * 1024;
+/** An emptied queue keeps a backing buffer up to this size (ByteQueue.take). */
+const RELEASE_EMPTY_ABOVE = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Append-only byte buffer. Frames are returned as views into it without copying; it never writes below
  * its end, and growing allocates a new backing buffer, so views handed out earlier stay intact.
  */
 export class ByteQueue {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = EMPTY;
   private start = 0;
   private end = 0;
 
@@ -60,13 +63,33 @@ export class ByteQueue {
   take(n: number): Buffer {
     const out = this.buf.subarray(this.start, this.start + n);
     this.start += n;
+    // Emptied: a large backing buffer (a whole message) is let go, not kept for the session's next
+    // small responses (the views handed out keep their own reference while they are used).
+    if (this.start === this.end && this.buf.length > RELEASE_EMPTY_ABOVE) {
+      this.buf = EMPTY;
+      this.start = this.end = 0;
+    }
     return out;
+  }
+
+  /**
+   * Makes room for `n` more bytes beyond what is buffered, in one allocation (a response whose size
+   * was announced): appending up to that never copies the buffer again, and it is not doubled.
+   */
+  reserve(n: number): void {
+    const live = this.end - this.start;
+    if (this.buf.length - this.start >= live + n) return;
+    const next = Buffer.allocUnsafe(live + n);
+    this.buf.copy(next, 0, this.start, this.end);
+    this.buf = next;
+    this.start = 0;
+    this.end = live;
   }
 
   /** Drops everything buffered; returns how many bytes were dropped. */
   clear(): number {
     const n = this.length;
-    this.start = this.end;
+    this.take(n);
     return n;
   }
 }
@@ -235,14 +258,54 @@ export interface Pop3Response {
   text: string;
   /** Multi-line responses only: the dot-stuffed body between the status line and the `.` line (ends with CRLF or is empty). */
   body?: Buffer;
+  /** Multi-line responses only: how many of the body's lines begin with a `.` (so `unstuff(body).length === body.length - stuffed`). */
+  stuffed?: number;
   /** The whole response exactly as received (status line, body, terminator). */
   raw: Buffer;
 }
 
 /** Server -> client: responses. */
 export class Pop3ResponseFramer extends BoundedFramer {
+  /** Lines of the multi-line body being scanned that begin with a `.` (each loses it when unstuffed). */
+  private stuffedLines = 0;
+
   constructor(limits: Pop3FramerLimits) {
     super(limits, 'server response exceeds the buffer limit');
+  }
+
+  /**
+   * The status line of the response at the head of the buffer once it is complete (nothing taken), or
+   * null (incomplete, or malformed: next() throws for it). So a caller can decide about a multi-line
+   * body (e.g. admit its announced size) before any more of it is read.
+   */
+  peekStatus(): { kind: Pop3ResponseKind; text: string } | null {
+    const lf = this.q.indexOf(LF);
+    if (lf < 0) return null;
+    const end = lineEnd(this.q, lf);
+    if (end > this.limits.maxLineLength) return null;
+    const kind = statusKind(this.q, end);
+    if (!kind) return null;
+    let text = '';
+    const skip = kind === 'ok' ? 4 : kind === 'err' ? 5 : 2;
+    for (let i = skip; i < end; i++) text += String.fromCharCode(this.q.at(i)!);
+    return { kind, text };
+  }
+
+  /**
+   * After next(true) returned null for a `+OK` multi-line response: a lower bound of the size its body
+   * will have once unstuffed (the bytes after the status line, less the stuffing dots seen and the two
+   * bytes that may still turn out to begin the terminator). So a body larger than announced is known
+   * as soon as it is, not when it is complete. 0 when no status line is buffered.
+   */
+  pendingBodyBytes(): number {
+    const lf = this.q.indexOf(LF);
+    if (lf < 0) return 0;
+    return Math.max(0, this.q.length - (lf + 1) - this.stuffedLines - 2);
+  }
+
+  /** Room for `n` more bytes in one allocation (a body whose size is announced: see ByteQueue.reserve). */
+  reserve(n: number): void {
+    this.q.reserve(n);
   }
 
   /**
@@ -272,6 +335,7 @@ export class Pop3ResponseFramer extends BoundedFramer {
     }
     if (kind !== 'ok' || !multiline) {
       this.scanned = 0;
+      this.stuffedLines = 0;
       const raw = this.q.take(lf + 1);
       const status = raw.subarray(0, end);
       return { kind, status, text: statusText(kind, status), raw };
@@ -293,10 +357,14 @@ export class Pop3ResponseFramer extends BoundedFramer {
         const termLen = a === LF ? 2 : a === CR && this.q.at(i + 3) === LF ? 3 : 0;
         if (termLen) {
           this.scanned = 0;
+          const stuffed = this.stuffedLines;
+          this.stuffedLines = 0;
           const raw = this.q.take(i + 1 + termLen);
           const status = raw.subarray(0, end);
-          return { kind, status, text: statusText(kind, status), body: raw.subarray(lf + 1, i + 1), raw };
+          return { kind, status, text: statusText(kind, status), body: raw.subarray(lf + 1, i + 1), stuffed, raw };
         }
+        // a body line beginning with "." (decided once: the scan resumes after this LF)
+        this.stuffedLines++;
       }
       from = i + 1;
     }
@@ -305,6 +373,7 @@ export class Pop3ResponseFramer extends BoundedFramer {
   /** Discards buffered input (bytes an upstream sent after its STLS +OK). Returns the count. */
   clear(): number {
     this.scanned = 0;
+    this.stuffedLines = 0;
     return this.q.clear();
   }
 

@@ -133,8 +133,14 @@ export function screenResponse(name: string, args: readonly string[], r: Pop3Res
  */
 export function octetsMismatch(r: Pop3Response): string | null {
   if (r.kind !== 'ok' || !r.body) return null;
-  const m = /^([0-9]{1,12}) octets(?: |$)/i.exec(r.text);
-  if (!m) return null;
-  const actual = unstuff(r.body).length;
-  return Number(m[1]) === actual ? null : `answer announced ${m[1]} octets and carried ${actual}`;
+  const announced = announcedOctets(r.text);
+  if (announced === null) return null;
+  const actual = r.stuffed !== undefined ? r.body.length - r.stuffed : unstuff(r.body).length;
+  return announced === actual ? null : `answer announced ${announced} octets and carried ${actual}`;
+}
+
+/** The size a `+OK <n> octets` status text announces (RFC 1939's RETR example; not required), or null. */
+export function announcedOctets(text: string): number | null {
+  const m = /^([0-9]{1,12}) octets(?: |$)/i.exec(text);
+  return m ? Number(m[1]) : null;
 }
