@@ -674,7 +674,15 @@ export class ImapInspector implements ImapInterceptor {
       done: (h, untagged) => {
         const sel = this.selectedBy;
         const uidValidity = this.uidValidity;
-        if (!sel || sel.tag !== head.tag || this.mailbox !== box || uidValidity === null || !sel.uids || this.uids !== sel.uids || this.numbering !== sel.numbering) {
+        if (
+          !sel ||
+          sel.tag !== head.tag ||
+          this.mailbox !== box ||
+          uidValidity === null ||
+          !sel.uids ||
+          this.uids !== sel.uids ||
+          this.numbering !== sel.numbering
+        ) {
           if (this.mailbox === null) return null; // the SELECT failed: nothing to look up
           return this.lookupFailed('the mailbox changed during the lookup') ? this.uidLookup(session) : null;
         }
@@ -688,7 +696,10 @@ export class ImapInspector implements ImapInterceptor {
   /** A lookup's answer was not used: counted and logged; returns whether a further lookup is still wanted. */
   private lookupFailed(why: string): boolean {
     this.failedLookups++;
-    this.deps.log.debug({ event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox }, 'UID lookup answer not used; the FETCH downloads');
+    this.deps.log.debug(
+      { event: 'inspect.uid_lookup', result: 'ignored', reason: why, mailbox: this.mailbox },
+      'UID lookup answer not used; the FETCH downloads',
+    );
     return this.lookupWanted();
   }
 
@@ -729,7 +740,8 @@ export class ImapInspector implements ImapInterceptor {
       return null;
     }
     const n = from.uids.length;
-    if (range.hi < n) return this.lookupStep(esearch, from, found, { lo: range.hi + 1, hi: Math.min(n, range.hi + UID_LOOKUP_LIMITS.maxUidsPerLookup), all: false }, session);
+    if (range.hi < n)
+      return this.lookupStep(esearch, from, found, { lo: range.hi + 1, hi: Math.min(n, range.hi + UID_LOOKUP_LIMITS.maxUidsPerLookup), all: false }, session);
     if (!this.fillFromLookup(found)) {
       this.lookupFailed('disagrees with UIDs already known');
       return null;

@@ -107,7 +107,9 @@ export function scopeId(s: VerdictScope): string {
 
 /** SHA-256 hex of a mailbox's name tuple without UIDVALIDITY (VerdictStore.mailboxScope, noteMailbox). */
 export function mailboxNameId(s: Omit<VerdictScope, 'uidValidity'>): string {
-  return createHash('sha256').update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox])).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox]))
+    .digest('hex');
 }
 
 export function sha256(data: Buffer): string {
@@ -399,7 +401,9 @@ export class VerdictStore {
     this.mailboxStmtsMemo = {
       // a name counts only while a verdict of its scope is stored (any basis)
       get: this.db.prepare('SELECT m.scope FROM mailbox_names m WHERE m.name = ? AND EXISTS (SELECT 1 FROM verdicts v WHERE v.scope = m.scope)').pluck(),
-      put: this.db.prepare('INSERT INTO mailbox_names (name, scope, used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, used = excluded.used'),
+      put: this.db.prepare(
+        'INSERT INTO mailbox_names (name, scope, used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET scope = excluded.scope, used = excluded.used',
+      ),
       prune: this.db.prepare('DELETE FROM mailbox_names WHERE NOT EXISTS (SELECT 1 FROM verdicts v WHERE v.scope = mailbox_names.scope)'),
     };
     return this.mailboxStmtsMemo;

@@ -181,22 +181,26 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
       expect(s.answers[0]).toEqual(first[key]);
       expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);
       expect(s.inspected).toBe(0);
-      // what went upstream: the private ESEARCH lookup right after the SELECT (ahead of the client's
-      // FETCH, once), then the client's FETCH without any body section
+      // what went upstream: the private ESEARCH lookup pipelined right behind the SELECT (the store
+      // knows the mailbox name; sent before the SELECT's answer came back, once), then the client's
+      // FETCH without any body section
       const fetches = s.upstreamLines.filter((l) => / FETCH /.test(l));
       expect(fetches).toHaveLength(1);
       expect(fetches[0]).not.toMatch(/BODY(\.PEEK)?\[\]|BODY(\.PEEK)?\[TEXT\]/);
       expect(fetches[0]!.slice(fetches[0]!.indexOf(' '))).toBe(upstream);
       const lookups = s.upstreamLines.filter((l) => / SEARCH /.test(l));
       expect(lookups).toHaveLength(1);
-      expect(lookups[0]).toMatch(/^[^ ]+ UID SEARCH RETURN \(ALL\) ALL$/);
+      expect(lookups[0]).toMatch(/^[^ ]+ UID SEARCH RETURN \(ALL\) 1:5000$/);
       const lookup = s.upstreamLines.indexOf(lookups[0]!);
       expect(s.upstreamLines[lookup - 1]).toMatch(/^[^ ]+ SELECT "?INBOX"?$/i);
       expect(lookup).toBeLessThan(s.upstreamLines.indexOf(fetches[0]!));
-      // ahead of the client's FETCH: sent before postern read the FETCH from the client
+      // behind the SELECT: sent before the SELECT's completion came back, so before the client's FETCH was read
       const sent = s.trace.indexOf(`postern>upstream ${lookups[0]}`);
+      const selectTag = s.upstreamLines[lookup - 1]!.split(' ')[0]!;
+      const selectDone = s.trace.findIndex((l) => l.startsWith(`upstream>postern ${selectTag} OK`));
       const fetchRead = s.trace.findIndex((l) => l.startsWith('client>postern ') && / FETCH /.test(l));
       expect(sent).toBeGreaterThanOrEqual(0);
+      expect(selectDone).toBeGreaterThan(sent);
       expect(fetchRead).toBeGreaterThan(sent);
       expect(s.fromUpstream).toBeLessThan(ORIGINAL_BYTES / 4);
     });

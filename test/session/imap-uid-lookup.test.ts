@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { lookupCommand, parseLookupAnswer } from '../../src/inspect/uid-lookup.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { mailboxNameId, policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { UID_LOOKUP_LIMITS } from '../../src/limits.js';
 import { compileGlob } from '../../src/policy/glob.js';
 import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
@@ -55,18 +55,7 @@ const reference = new Map<string, string>();
  * (returned as `ahead`, not taken from the upstream output).
  */
 function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; policy?: CompiledPolicy; ahead?: boolean } = {}) {
-  const listener = testListener({ policy: 'default' });
-  const host = new ScriptedHost(listener);
-  const inspector = new ImapInspector({
-    listener,
-    // another policy object keyed by the default's hash: as if the store was written under it
-    policy: o.policy ?? policy,
-    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
-    log: host.log,
-    shared: o.noStore ? null : { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
-  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  const { client, upstream } = imapLoggedIn(session, `IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}`);
+  const { host, session, client, upstream } = loggedIn({ ...o, names: false });
   const selected = `* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`;
   if (o.ahead) {
     client('s SELECT INBOX\r\n');
@@ -84,6 +73,48 @@ function newSession(o: { esearch?: boolean; exists?: number; noStore?: boolean; 
 }
 
 type S = ReturnType<typeof newSession>;
+
+/**
+ * A logged-in session (real ImapSession and ImapInspector on a scripted host). `names: false`: the store
+ * as if no mailbox name had been noted (VerdictStore.mailboxScope answers null: no lookup goes behind a
+ * SELECT, as with a store written before the names were kept), so the prepare() and lookupAhead() paths
+ * are tested as they are taken then.
+ */
+function loggedIn(o: { esearch?: boolean; noStore?: boolean; policy?: CompiledPolicy; names?: boolean; capabilityLate?: boolean }) {
+  const listener = testListener({ policy: 'default' });
+  const host = new ScriptedHost(listener);
+  const names = o.names ?? true;
+  const shown = names
+    ? store
+    : new Proxy(store, {
+        get: (target, p) => {
+          if (p === 'mailboxScope') return () => null;
+          const v = Reflect.get(target, p, target) as unknown;
+          return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        },
+      });
+  const inspector = new ImapInspector({
+    listener,
+    // another policy object keyed by the default's hash: as if the store was written under it
+    policy: o.policy ?? policy,
+    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
+    log: host.log,
+    shared: o.noStore ? null : { store: shown, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+  });
+  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
+  if (o.capabilityLate) {
+    // as imapLoggedIn, but postern's CAPABILITY refresh after the login (P.2) is left unanswered
+    session.start();
+    const client = (x: string) => session.onClientData(Buffer.from(x, 'latin1'));
+    const upstream = (x: string) => session.onUpstreamData(Buffer.from(x, 'latin1'));
+    client('a1 LOGIN alice pw\r\n');
+    upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
+    upstream('P.1 OK [CAPABILITY IMAP4rev1 ESEARCH] in\r\n');
+    return { host, session, client, upstream };
+  }
+  const { client, upstream } = imapLoggedIn(session, `IMAP4rev1${o.esearch === false ? '' : ' ESEARCH'}`);
+  return { host, session, client, upstream };
+}
 
 /** Dovecot's answer to a FETCH postern sent: UID, and FLAGS, RFC822.SIZE, the From/Subject header fields, the body when it asked for them. */
 function answer(upstreamCommand: string, box: [number, string][] = BOX): string {
@@ -113,7 +144,7 @@ function answer(upstreamCommand: string, box: [number, string][] = BOX): string 
 }
 
 /** Waits for the client's tagged completion of `tag` and returns (and takes) everything the client got. */
-async function completion(t: S, tag: string): Promise<string> {
+async function completion(t: { host: ScriptedHost }, tag: string): Promise<string> {
   // a condition, not a timing: renderings settle as promises (usable in beforeAll too, unlike expect.poll)
   const done = new RegExp(`^${tag} (OK|NO|BAD)`, 'm');
   for (const until = Date.now() + 10_000; !done.test(t.host.clientText); ) {
@@ -630,6 +661,300 @@ describe('the lookup ahead: sent right after the SELECT completed, before any cl
     expect(u.host.takeClient()).toBe('* BYE [UNAVAILABLE] postern: upstream closed the connection\r\n');
     expect(u.host.closed?.kind).toBe('upstream-closed');
     expect(u.host.takeUpstream()).toBe('');
+  });
+});
+
+describe('the lookup behind the SELECT: pipelined right behind it when the store knows the mailbox name', () => {
+  const SELECTED = '* 3 EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n';
+  const LOOKUP = `P.3 UID SEARCH RETURN (ALL) 1:${UID_LOOKUP_LIMITS.maxUidsPerLookup}\r\n`;
+  const GOOD = '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK Search completed (0.001 + 0.000 secs).\r\n';
+  const feed = (t: { upstream: (s: string) => void }, text: string, byByte: boolean) => {
+    if (byByte) for (const ch of text) t.upstream(ch);
+    else t.upstream(text);
+  };
+  /** A logged-in session whose client sent `first` (a SELECT, maybe with more commands pipelined); the upstream has not answered. */
+  function selecting(first = 's SELECT INBOX\r\n', o: { esearch?: boolean; capabilityLate?: boolean } = {}) {
+    const t = loggedIn(o);
+    t.host.takeClient();
+    t.client(first);
+    // from postern's CAPABILITY after the login on
+    const up = t.host.takeUpstream().replace(/^[\s\S]*?(?=P\.2 CAPABILITY\r\n)/, '');
+    const inspected = () => t.host.logLines.filter((l) => l.includes('"message.inspected"')).length;
+    const filled = () => t.host.logLines.some((l) => l.includes('"inspect.uid_lookup"') && l.includes('"filled"'));
+    return { ...t, up, inspected, filled };
+  }
+
+  it('the vetting sessions noted the mailbox name: the store knows it with the scope of UIDVALIDITY 7', () => {
+    const upstream = selecting().session.upstreamName!;
+    expect(upstream).toMatch(/:\d+$/);
+    const name = (user: string, mailbox: string) => mailboxNameId({ protocol: 'imap', upstream, user, mailbox });
+    expect(store.mailboxScope(name('alice', 'INBOX'))).toBe(scopeId({ protocol: 'imap', upstream, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }));
+    expect(store.mailboxScope(name('alice', 'Other'))).toBeNull();
+    expect(store.mailboxScope(name('bob', 'INBOX'))).toBeNull();
+  });
+
+  for (const byByte of [false, true]) {
+    it(`SELECT and the lookup go upstream together; the answers come back together (${byByte ? 'one byte at a time' : 'one chunk'}): the client sees only the SELECT's, a poll then needs no lookup and no body`, async () => {
+      const t = selecting();
+      expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+      feed(t, SELECTED + GOOD, byByte);
+      expect(t.host.takeClient()).toBe(SELECTED);
+      expect(t.host.takeUpstream()).toBe('');
+      expect(t.filled()).toBe(true);
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      feed(t, answer(`p ${POLL}`), byByte);
+      expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+      expect(t.inspected()).toBe(0);
+      expect(t.host.takeUpstream()).toBe('');
+      expect(t.host.closed).toBeNull();
+    });
+  }
+
+  it("the SELECT arrives before postern's CAPABILITY refresh after the login was answered: the lookup still goes behind it", async () => {
+    for (const capFirst of [true, false]) {
+      const t = selecting('s SELECT INBOX\r\n', { capabilityLate: true });
+      expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+      const CAP = '* CAPABILITY IMAP4rev1 ESEARCH\r\nP.2 OK done\r\n';
+      t.upstream(capFirst ? CAP + SELECTED + GOOD : SELECTED + CAP + GOOD);
+      expect(t.host.takeClient()).toBe(SELECTED);
+      expect(t.filled()).toBe(true);
+      t.client(`p ${POLL}\r\n`);
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      t.upstream(answer(`p ${POLL}`));
+      expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+      expect(t.inspected()).toBe(0);
+    }
+  });
+
+  it('without ESEARCH: `UID SEARCH 1:5000` behind the SELECT, its `* SEARCH` answer fills the map', async () => {
+    const t = selecting('s SELECT INBOX\r\n', { esearch: false });
+    expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\nP.3 UID SEARCH 1:${UID_LOOKUP_LIMITS.maxUidsPerLookup}\r\n`);
+    t.upstream(`${SELECTED}* SEARCH 10 20 30\r\nP.3 OK Search completed.\r\n`);
+    expect(t.host.takeClient()).toBe(SELECTED);
+    t.client(`l ${LIST_SYNC}\r\n`);
+    expect(t.host.takeUpstream()).toBe(`l ${LIST_SYNC}\r\n`);
+    t.upstream(answer(`l ${LIST_SYNC}`));
+    expect(await completion(t, 'l')).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
+    expect(t.inspected()).toBe(0);
+  });
+
+  it('client commands pipelined behind the SELECT (and ones arriving before the answer) wait for the lookup, in order; nothing of it reaches the client', async () => {
+    for (const when of ['with the SELECT', 'after the SELECT OK'] as const) {
+      const t = selecting(when === 'with the SELECT' ? `s SELECT INBOX\r\np ${POLL}\r\nn NOOP\r\n` : 's SELECT INBOX\r\n');
+      expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+      t.upstream(SELECTED);
+      expect(t.host.takeClient()).toBe(SELECTED);
+      if (when === 'after the SELECT OK') t.client(`p ${POLL}\r\nn NOOP\r\n`);
+      expect(t.host.takeUpstream()).toBe('');
+      t.upstream(GOOD);
+      // the poll goes as it would with a complete map; the NOOP waits behind the intercepted FETCH
+      expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
+      t.upstream(answer(`p ${POLL}`));
+      const out = await completion(t, 'p');
+      expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+      expect(out).not.toMatch(/SEARCH|P\.3/);
+      await expect.poll(() => t.host.upstreamText).toContain('n NOOP\r\n');
+      expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+      t.upstream('n OK NOOP completed.\r\n');
+      expect(t.host.takeClient()).toBe('n OK NOOP completed.\r\n');
+      expect(t.inspected()).toBe(0);
+    }
+  });
+
+  it('a client SEARCH pipelined behind the SELECT waits and gets only its own answer', () => {
+    const t = selecting('s SELECT INBOX\r\nc UID SEARCH ALL\r\n');
+    expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+    t.upstream(SELECTED + GOOD);
+    expect(t.host.takeUpstream()).toBe('c UID SEARCH ALL\r\n');
+    t.upstream('* SEARCH 10 20 30\r\nc OK Search completed.\r\n');
+    expect(t.host.takeClient()).toBe(`${SELECTED}* SEARCH 10 20 30\r\nc OK Search completed.\r\n`);
+  });
+
+  it('no lookup behind: a mailbox name the store does not know (the lookup ahead instead), no store, commands in flight before the SELECT', () => {
+    const o = selecting('s SELECT Other\r\n');
+    expect(o.up).toBe('P.2 CAPABILITY\r\ns SELECT Other\r\n');
+    // a name with another case than INBOX is another mailbox
+    const c = selecting('s SELECT Inbox2\r\n');
+    expect(c.up).toBe('P.2 CAPABILITY\r\ns SELECT Inbox2\r\n');
+    const n = loggedIn({ noStore: true });
+    n.client('s SELECT INBOX\r\n');
+    expect(n.host.takeUpstream()).toMatch(/\r\nP\.2 CAPABILITY\r\ns SELECT INBOX\r\n$/);
+    // the client's NOOP is in flight when the SELECT goes: nothing behind it; the lookup goes ahead after the OK
+    const q = selecting('n NOOP\r\ns SELECT INBOX\r\n');
+    expect(q.up).toBe('P.2 CAPABILITY\r\nn NOOP\r\ns SELECT INBOX\r\n');
+    q.upstream(`n OK NOOP completed.\r\n${SELECTED}`);
+    expect(q.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+    // names: false (a store written before names were kept): the lookup ahead as before, and the name is noted for next time
+    const before = newSession({ ahead: true });
+    expect(before.ahead).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
+  });
+
+  // server answers postern must not use: the map stays unknown (the FETCH is prepared or downloads), nothing leaks
+  const hostile: [string, string, string, string][] = [
+    // [what, upstream answer to SELECT + lookup, what the client gets, what goes upstream next (before the client's FETCH)]
+    ['a count mismatch', `${SELECTED}* ESEARCH (TAG "P.3") UID ALL 10,20\r\nP.3 OK done\r\n`, SELECTED, ''],
+    ['UIDs not ascending', `${SELECTED}* ESEARCH (TAG "P.3") UID ALL 10,30,20\r\nP.3 OK done\r\n`, SELECTED, ''],
+    ['another tag correlator', `${SELECTED}* ESEARCH (TAG "s") UID ALL 10,20,30\r\nP.3 OK done\r\n`, SELECTED, ''],
+    ['two answers', `${SELECTED}${GOOD.split('P.3 OK')[0]}${GOOD}`, SELECTED, ''],
+    ['NO', `${SELECTED}P.3 NO [SERVERBUG] Internal error\r\n`, SELECTED, ''],
+    // the numbering changed between the SELECT and the answer: not used, the ordinary lookup goes at once
+    [
+      'an EXISTS after the SELECT OK',
+      `${SELECTED}* 4 EXISTS\r\n* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\nP.3 OK done\r\n`,
+      `${SELECTED}* 4 EXISTS\r\n`,
+      'P.4 UID SEARCH RETURN (ALL) ALL\r\n',
+    ],
+    [
+      'an EXPUNGE after the SELECT OK',
+      `${SELECTED}* 3 EXPUNGE\r\n* ESEARCH (TAG "P.3") UID ALL 10,20\r\nP.3 OK done\r\n`,
+      `${SELECTED}* 3 EXPUNGE\r\n`,
+      'P.4 UID SEARCH RETURN (ALL) ALL\r\n',
+    ],
+    // out of order: the lookup completed before the SELECT did: not used; the lookup goes ahead after the SELECT OK
+    ['the answer before the SELECT completed', `${GOOD}${SELECTED}`, SELECTED, 'P.4 UID SEARCH RETURN (ALL) ALL\r\n'],
+  ];
+  for (const [what, script, relayed, next] of hostile) {
+    it(`a hostile answer behind the SELECT (${what}): not used, nothing leaks; the FETCH then downloads and vets (whole and byte by byte)`, async () => {
+      for (const byByte of [false, true]) {
+        const t = selecting();
+        expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+        feed(t, script, byByte);
+        expect(t.host.takeClient()).toBe(relayed);
+        expect(t.filled()).toBe(false);
+        let up = t.host.takeUpstream();
+        expect(up).toBe(next);
+        if (up) t.upstream(`${up.split(' ')[0]} NO [SERVERBUG] Internal error\r\n`);
+        t.client(`p ${POLL}\r\n`);
+        up = t.host.takeUpstream();
+        if (up.includes('SEARCH')) {
+          // the FETCH may still be prepared (within maxFailedPerMailbox): that lookup fails too
+          expect(up).toMatch(/^P\.\d UID SEARCH RETURN \(ALL\) ALL\r\n$/);
+          t.upstream(`${up.split(' ')[0]} NO [SERVERBUG] Internal error\r\n`);
+          up = t.host.takeUpstream();
+        }
+        expect(up).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+        const box = what.includes('EXPUNGE') ? BOX.slice(0, 2) : BOX;
+        feed(t, answer(up, box), byByte);
+        const out = await completion(t, 'p');
+        expect(out).not.toMatch(/SEARCH|P\.[34]/);
+        // downloaded: the clean messages' digests match their stored verdicts, the altered one is vetted again
+        expect(t.inspected()).toBe(1);
+        expect(t.host.closed).toBeNull();
+      }
+    });
+  }
+
+  it('a failed SELECT: the lookup behind it (BAD, no mailbox) is not used and nothing more is sent', () => {
+    const t = selecting();
+    t.upstream('s NO [NONEXISTENT] Mailbox does not exist.\r\nP.3 BAD No mailbox selected.\r\n');
+    expect(t.host.takeClient()).toBe('s NO [NONEXISTENT] Mailbox does not exist.\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    t.client('n NOOP\r\n');
+    expect(t.host.takeUpstream()).toBe('n NOOP\r\n');
+    expect(t.host.closed).toBeNull();
+  });
+
+  it('another UIDVALIDITY: the answer fills the map (it is the selected mailbox) but the store knows nothing of it: the poll downloads and vets', async () => {
+    const t = selecting();
+    t.upstream(`* 3 EXISTS\r\n* OK [UIDVALIDITY 99] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n${GOOD}`);
+    expect(t.host.takeClient()).toBe('* 3 EXISTS\r\n* OK [UIDVALIDITY 99] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n');
+    expect(t.filled()).toBe(true);
+    t.client(`p ${POLL}\r\n`);
+    expect(t.host.takeUpstream()).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+    t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])'));
+    expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
+    expect(t.inspected()).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a mailbox larger than one lookup: the answer behind the SELECT is the first range, the others follow; the FETCH held meanwhile needs none', async () => {
+    const step = UID_LOOKUP_LIMITS.maxUidsPerLookup;
+    const n = step + 7;
+    const t = selecting(`s SELECT INBOX\r\nf FETCH 1:3 (RFC822.SIZE)\r\n`);
+    expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+    t.upstream(`* ${n} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.3") UID ALL 10,20,30,100:${100 + step - 4}\r\nP.3 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe(`P.4 UID SEARCH RETURN (ALL) ${step + 1}:${n}\r\n`);
+    t.upstream(`* ESEARCH (TAG "P.4") UID ALL ${101 + step - 4}:${100 + n - 4}\r\nP.4 OK done\r\n`);
+    expect(t.host.takeUpstream()).toBe('f FETCH 1:3 (RFC822.SIZE UID)\r\n');
+    t.upstream(answer('f FETCH 1:3 (RFC822.SIZE UID)'));
+    expect(await completion(t, 'f')).toMatch(/^\* \d+ EXISTS\r\n/);
+    expect(t.inspected()).toBe(0);
+  });
+
+  it('fuzzed (bounded: cases and time): a mutated or interleaved answer behind the SELECT never leaks and never saves a download on a map other than the true one', async () => {
+    const rnd = prng(9);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const MAIN = '* ESEARCH (TAG "P.3") UID ALL 10,20,30\r\n';
+    const ALPHABET = '0123456789,:* ()"PTAGUIDLESRCH.\r\n\x00\xff';
+    const mutate = (x: string): string => {
+      let out = x;
+      for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) {
+        const at = Math.floor(rnd() * out.length);
+        const op = rnd();
+        if (op < 0.4) out = out.slice(0, at) + pick([...ALPHABET]) + out.slice(at + 1);
+        else if (op < 0.7) out = out.slice(0, at) + pick([...ALPHABET]) + out.slice(at);
+        else out = out.slice(0, at) + out.slice(at + 1);
+      }
+      return out;
+    };
+    const EXTRA = ['* 1 FETCH (FLAGS (\\Seen))\r\n', '* 3 EXISTS\r\n', '* 4 EXISTS\r\n', '* 3 RECENT\r\n', '* OK still here\r\n', MAIN];
+    const deadline = Date.now() + 30_000;
+    let cases = 0;
+    let served = 0;
+    for (; cases < 300 && Date.now() < deadline; cases++) {
+      const held = rnd() < 0.5;
+      const t = selecting(held ? `s SELECT INBOX\r\np ${POLL}\r\n` : 's SELECT INBOX\r\n');
+      expect(t.up).toBe(`P.2 CAPABILITY\r\ns SELECT INBOX\r\n${LOOKUP}`);
+      let main = rnd() < 0.6 ? mutate(MAIN) : MAIN;
+      if (!main.endsWith('\r\n')) main += '\r\n';
+      const after = rnd() < 0.25 ? pick(EXTRA) : '';
+      const status = pick(['OK done', 'OK done', 'OK done', 'NO failed', 'BAD what']);
+      // the SELECT's answer first (or, rarely, the lookup's first: out of order)
+      const lookupPart = `${after}${main}P.3 ${status}\r\n`;
+      const outOfOrder = rnd() < 0.1;
+      const script = outOfOrder ? lookupPart + SELECTED : SELECTED + lookupPart;
+      const label = JSON.stringify(script);
+      if (rnd() < 0.3) for (const ch of script) t.upstream(ch);
+      else t.upstream(script);
+      const client = t.host.takeClient();
+      expect(client, label).not.toMatch(/P\.3|ESEARCH/);
+      if (t.host.closed) {
+        expect(client, label).toMatch(/^\* BYE /m);
+        continue;
+      }
+      if (!held) t.client(`p ${POLL}\r\n`);
+      let up = t.host.takeUpstream();
+      // not used: the ordinary lookup may follow (ahead or prepared for the FETCH); it fails here
+      for (let k = 0; k < 3 && /^P\.\d UID SEARCH/.test(up); k++) {
+        t.upstream(`${up.split(' ')[0]} NO failed\r\n`);
+        up = t.host.takeUpstream();
+      }
+      if (up === `p ${POLL}\r\n`) {
+        // a download saved: only an answer that maps the mailbox exactly, after the SELECT, with nothing changing meanwhile
+        expect(main, label).toBe(MAIN);
+        expect(status, label).toBe('OK done');
+        expect(outOfOrder, label).toBe(false);
+        expect(/EXISTS|ESEARCH/.test(after), label).toBe(false);
+        served++;
+      } else expect(up, label).toBe('p UID FETCH 1:* (UID BODY.PEEK[])\r\n');
+      t.upstream(answer(up));
+      const out = await completion(t, 'p');
+      expect(out.endsWith(`${reference.get(POLL)}p OK Fetch completed.\r\n`), `${label}\n${out}`).toBe(true);
+      expect(out, label).not.toMatch(/P\.\d|ESEARCH/);
+    }
+    expect(cases).toBeGreaterThan(50);
+    expect(served).toBeGreaterThan(0);
+    expect(served).toBeLessThan(cases);
+  }, 60_000);
+
+  it('the session ends while the lookup behind the SELECT is in flight: nothing written after the close, no crash', () => {
+    const t = selecting(`s SELECT INBOX\r\np ${POLL}\r\n`);
+    t.session.onClientEnd();
+    expect(t.host.closed?.kind).toBe('client-closed');
+    t.upstream(SELECTED + GOOD);
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe('');
   });
 });
 

@@ -88,6 +88,15 @@ export interface ImapInterceptor {
    * the client.
    */
   lookupAhead?(session: ImapSessionView): PreparedLookup | null;
+  /**
+   * Offered a client SELECT/EXAMINE right after it went upstream, when nothing was in flight or waiting
+   * before it: return a private lookup to send right behind it (pipelined: its answer comes back with
+   * the SELECT's), or null. Client input arriving while it is in flight waits for it exactly as behind a
+   * lookup ahead; its SEARCH/ESEARCH responses never reach the client. Its done() runs after the
+   * SELECT's tagged response (the server answers in order); it must itself make sure the SELECT
+   * completed OK before it and the mailbox did not change since.
+   */
+  lookupBehind?(head: CommandHead, session: ImapSessionView): PreparedLookup | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -825,13 +834,18 @@ export class Relay {
     this.processCommand(cmd, chunks, line, head);
   }
 
-  /** Nothing is in flight upstream or waiting to go there: a private lookup's answers cannot be confused with anything else. */
-  private upstreamQuiet(): boolean {
+  /**
+   * Nothing is in flight upstream or waiting to go there: a private lookup's answers cannot be confused
+   * with anything else. `privateOk`: postern's own commands other than lookups (CAPABILITY) may be in
+   * flight, and a response to one of them may be being read (none of them is answered with SEARCH/ESEARCH).
+   */
+  private upstreamQuiet(privateOk = false): boolean {
+    const cur = this.upstreamResponse;
     return (
-      this.inflight.length === 0 &&
+      (privateOk ? this.inflight.every((c) => c.private && !c.lookup) : this.inflight.length === 0) &&
       this.gate.length === 0 &&
       this.gateWaiting === null &&
-      this.upstreamResponse === null &&
+      (cur === null || (privateOk && cur.target?.private === true && !cur.target.lookup)) &&
       this.idle === null &&
       this.logoutTag === null &&
       this.pendingInjections.length === 0 &&
@@ -893,8 +907,15 @@ export class Relay {
         return;
       }
     }
+    // a SELECT/EXAMINE sent with no other client command in flight may take the private lookup right
+    // behind it (postern's CAPABILITY refresh after the login may still be in flight: it has no SEARCH answers)
+    const behind = (name === 'SELECT' || name === 'EXAMINE') && this.core.interceptor?.lookupBehind !== undefined && this.upstreamQuiet(true);
     this.inflight.push({ tag, name, private: false });
     this.sendChunks(chunks, tag);
+    if (behind) {
+      const lookup = this.core.interceptor!.lookupBehind!(head, this.core);
+      if (lookup) this.startLookup(lookup, null, 1);
+    }
     if (name === 'IDLE') {
       this.idle = { tag, doneSent: false, bad: false };
       this.toUpstream({ kind: 'plus', relay: true, tag });

@@ -1,0 +1,154 @@
+#!/usr/bin/env node
+/**
+ * A/B of a reconnecting client's poll and list sync (issue 10: "a reconnecting client never re-vets:
+ * <= 2x direct once the messages were vetted in any earlier session") on a loaded machine: one private
+ * Dovecot with the bench's 100-message mailbox (`alice`) and one postern per build directory given
+ * (each with bin/postern.js and dist/; policy = the default policy without antivirus, the verdict
+ * store on), measured with interleaved rounds (the order reversed every other round) against direct
+ * Dovecot. Before the rounds each postern vets the whole mailbox once (`UID FETCH 1:* BODY.PEEK[]`)
+ * and is warmed by WARM sessions.
+ *
+ * Each round and candidate runs `--sessions` new sessions of each kind and records the median:
+ * - poll: LOGIN, SELECT INBOX, then `UID FETCH 1:* (UID RFC822.SIZE)` timed (the first poll of a new
+ *   session, sent as soon as the SELECT completed), then the same poll again (timed: the session's
+ *   second poll);
+ * - list: a new session's list sync (`UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS
+ *   (...)])`, timed).
+ * Besides wall time it reports each postern's CPU per session (poll and list sessions together,
+ * /proc/PID/task/x/schedstat), and checks that postern logged no `message.inspected` after the
+ * first vetting.
+ *
+ *   npm run build && node scripts/poll-ab.mjs /tmp/base . --rounds 8 --sessions 10
+ *
+ * Needs root (Dovecot's mail uid), like `npm run bench`.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Imap } from './lib/mail-clients.mjs';
+import { buildMailbox } from './lib/mail-corpus.mjs';
+import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
+import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
+
+const argv = process.argv.slice(2);
+const opts = { rounds: 6, sessions: 10, warm: 30 };
+const builds = [];
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
+  else if (argv[i] === '--sessions') opts.sessions = Number(argv[++i]);
+  else if (argv[i] === '--warm') opts.warm = Number(argv[++i]);
+  else builds.push(argv[i]);
+}
+if (builds.length === 0) {
+  console.error('usage: node scripts/poll-ab.mjs BUILD_DIR... [--rounds N] [--sessions N] [--warm N]');
+  process.exit(2);
+}
+const USERS = { alice: 'alicepw' };
+const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
+const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Content-Type)])';
+const repo = resolve(new URL('..', import.meta.url).pathname);
+
+/** CPU seconds of every thread of a process (schedstat: nanoseconds on the CPU). */
+function cpuOf(pid) {
+  let ns = 0;
+  for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
+  return ns / 1e9;
+}
+
+async function startBuild(dir, upstreamPort, policyFile) {
+  const root = resolve(dir);
+  const run = tempDir('postern-poll-ab-');
+  const [port] = await freePorts(1);
+  writeFileSync(
+    join(run, 'postern.yaml'),
+    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n` +
+      `  - name: policy\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
+      `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: ${policyFile}\n`,
+  );
+  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
+  const log = join(run, 'postern.log');
+  for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
+    if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
+    await sleep(100);
+  }
+  const inspected = () => (readFileSync(log, 'utf8').match(/"event":"message\.inspected"/g) ?? []).length;
+  return { name: `postern ${dir}`, port, proc, inspected };
+}
+
+async function pollSession(ep) {
+  const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+  let t0 = performance.now();
+  await c.ok(POLL);
+  const first = performance.now() - t0;
+  t0 = performance.now();
+  await c.ok(POLL);
+  const second = performance.now() - t0;
+  await c.logout();
+  return { first, second };
+}
+
+async function listSession(ep) {
+  const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+  const t0 = performance.now();
+  await c.ok(LIST_SYNC);
+  const ms = performance.now() - t0;
+  await c.logout();
+  return ms;
+}
+
+async function main() {
+  const dovecot = await startDovecot({ name: 'postern-poll-ab', users: USERS });
+  dovecot.fill('alice', buildMailbox(100, 20 * 1024 * 1024, { user: 'alice' }));
+  const policyDir = tempDir('postern-poll-ab-policy-');
+  const policyFile = join(policyDir, 'poll-ab-no-av.yaml');
+  const defaultPolicy = readFileSync(join(repo, 'policies/default.yaml'), 'utf8');
+  writeFileSync(policyFile, defaultPolicy.replace(/^name: default$/m, 'name: poll-ab-no-av').replace(/^( {2}enabled:) true/m, '$1 false'));
+  const eps = [{ name: 'direct', port: dovecot.ports.imap }];
+  for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap, policyFile));
+  console.log(`poll-ab: ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds x ${opts.sessions} sessions`);
+  for (const ep of eps) {
+    const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+    await c.ok('UID FETCH 1:* BODY.PEEK[]');
+    await c.logout();
+    for (let i = 0; i < opts.warm; i++) {
+      await pollSession(ep);
+      await listSession(ep);
+    }
+    ep.inspected0 = ep.inspected?.();
+  }
+  const rows = new Map();
+  const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (let round = 0; round < opts.rounds; round++) {
+    for (const ep of round % 2 ? [...eps].reverse() : eps) {
+      const cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
+      const first = [];
+      const second = [];
+      const list = [];
+      for (let i = 0; i < opts.sessions; i++) {
+        const p = await pollSession(ep);
+        first.push(p.first);
+        second.push(p.second);
+        list.push(await listSession(ep));
+      }
+      record(`poll, 1st of a session ms|${ep.name}`, median(first));
+      record(`poll, 2nd in a session ms|${ep.name}`, median(second));
+      record(`list sync, new session ms|${ep.name}`, median(list));
+      if (ep.proc) record(`CPU us per session pair|${ep.name}`, ((cpuOf(ep.proc.pid) - cpu0) * 1e6) / opts.sessions);
+    }
+  }
+  for (const [key, xs] of [...rows].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+    const [what, who] = key.split('|');
+    const direct = rows.get(`${what}|direct`);
+    const ratio = direct && who !== 'direct' ? `  ${(median(xs) / median(direct)).toFixed(2)}x direct` : '';
+    console.log(`${what.padEnd(30)} ${who.padEnd(28)} ${median(xs).toFixed(3).padStart(9)}${ratio.padEnd(16)} [${xs.map((x) => x.toFixed(2)).join(' ')}]`);
+  }
+  for (const ep of eps) if (ep.inspected) console.log(`${ep.name}: ${ep.inspected() - ep.inspected0} inspections during the rounds`);
+  for (const ep of eps) ep.proc?.kill('SIGTERM');
+  await sleep(1500);
+  process.exit(0);
+}
+
+cleanupOnExit();
+await main();
