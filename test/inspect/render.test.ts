@@ -198,4 +198,29 @@ describe('renderItemParts (the pieces a response is built from, copied once)', (
     expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BODY[]').items[0]!)).includes(0)).toBe(false);
     expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BINARY[]').items[0]!)).toString('latin1')).toMatch(/^BINARY\[\] ~\{/);
   });
+
+  it('serves every content literal with its NULs as 0x80 and without one a view of the message (one search for NUL)', () => {
+    const msg = Buffer.from(
+      'Subject: x\x00y\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\na\x00b\r\n--b\r\n' +
+        'Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--b--\r\n',
+      'latin1',
+    );
+    const map = buildPartMap(msg);
+    const items = ['RFC822', 'RFC822.HEADER', 'RFC822.TEXT', 'BODY[]', 'BODY[HEADER]', 'BODY[TEXT]', 'BODY[1]', 'BODY[1.MIME]', 'BODY[]<3.20>'];
+    for (const spec of items) {
+      const parts = renderItemParts(msg, map, parseFetchItems(spec).items[0]!);
+      const wire = Buffer.concat(parts);
+      expect(wire.includes(0), spec).toBe(false);
+      // the announced size is the size of what follows, NUL bytes replaced one for one
+      const [, size] = /\{(\d+)\}\r\n$/.exec(parts[0]!.toString('latin1'))!;
+      expect(Number(size), spec).toBe(parts[1]!.length);
+    }
+    // BINARY of content with a NUL: literal8, the NUL kept (a text part as it is, a base64 part decoded)
+    expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BINARY[1]').items[0]!)).toString('latin1')).toBe('BINARY[1] ~{3}\r\na\x00b');
+    expect(Buffer.concat(renderItemParts(msg, map, parseFetchItems('BINARY[2]').items[0]!)).toString('latin1')).toBe('BINARY[2] ~{3}\r\n\x00\x01\x02');
+    // no NUL: the literal is the message's own bytes (a view, not a copy)
+    const clean = Buffer.from('Subject: x\r\n\r\nbody\r\n', 'latin1');
+    const body = renderItemParts(clean, buildPartMap(clean), parseFetchItems('BODY[]').items[0]!)[1]!;
+    expect(body.buffer === clean.buffer && body.byteOffset === clean.byteOffset && body.length === clean.length).toBe(true);
+  });
 });

@@ -20,7 +20,7 @@ import { hasBareLf, toCrlf } from '../../mime/eol.js';
 import { buildPartMap, type MimeNode, mimeNodeOf } from '../../mime/partmap.js';
 import type { PartMap } from '../../policy/types.js';
 import { type FetchItem, formatItemName } from '../../protocol/imap/fetch-items.js';
-import { literalBytes, literalPrefix } from '../../protocol/imap/write.js';
+import { literalPrefix } from '../../protocol/imap/write.js';
 import { binaryOf, binarySection } from './binary.js';
 import { writeStructure } from './bodystructure.js';
 import { writeEnvelope } from './envelope.js';
@@ -57,11 +57,15 @@ function prepare(msg: Buffer, map: PartMap | null): Prepared {
   return p;
 }
 
-/** `NAME {n}` CRLF data, or `NAME ~{n}` CRLF data for literal8, as two pieces (the data is not copied). */
+/**
+ * `NAME {n}` CRLF data, or `NAME ~{n}` CRLF data for literal8, as two pieces (the data is not copied
+ * unless it has a NUL). Outside literal8 the data's NUL bytes are served as 0x80, as Dovecot serves BODY
+ * and RFC822 content (nulsTo80): so a literal never carries a NUL (protocol/imap/write.ts's rule), and
+ * the message is searched for one once.
+ */
 function literalItem(name: string, data: Buffer, literal8 = false): Buffer[] {
-  // the same refusal as protocol/imap/write.ts literalBytes: no NUL outside literal8
-  if (!literal8 && data.includes(0)) literalBytes(data, { head: `${name} ` });
-  return [Buffer.from(`${name} ${literalPrefix(data.length, { literal8 })}`, 'latin1'), data];
+  const body = literal8 ? data : nulsTo80(data);
+  return [Buffer.from(`${name} ${literalPrefix(body.length, { literal8 })}`, 'latin1'), body];
 }
 
 /**
@@ -87,11 +91,11 @@ export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchIte
   const name = formatItemName(item);
   switch (item.name) {
     case 'RFC822':
-      return literalItem(name, nulsTo80(m));
+      return literalItem(name, m);
     case 'RFC822.HEADER':
-      return literalItem(name, nulsTo80(m.subarray(root.headerStart, root.bodyStart)));
+      return literalItem(name, m.subarray(root.headerStart, root.bodyStart));
     case 'RFC822.TEXT':
-      return literalItem(name, nulsTo80(m.subarray(root.bodyStart, root.bodyEnd)));
+      return literalItem(name, m.subarray(root.bodyStart, root.bodyEnd));
     case 'RFC822.SIZE':
       return [Buffer.from(`${name} ${m.length}`)];
     case 'BODYSTRUCTURE':
@@ -100,12 +104,12 @@ export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchIte
       return [Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1')];
     case 'BODY':
       if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, root, false)})`, 'latin1')];
-      return literalItem(name, nulsTo80(applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial)));
+      return literalItem(name, applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial));
     case 'BINARY': {
       const r = binarySection(m, root, item.section?.part ?? []);
       if (r === null) return literalItem(name, Buffer.alloc(0));
       const data = applyPartial(r.data, item.partial);
-      return literalItem(name, r.binary ? data : nulsTo80(data), r.binary);
+      return literalItem(name, data, r.binary);
     }
     case 'BINARY.SIZE': {
       // Dovecot sizes BINARY parts by converting the whole message once: any failure fails them all
