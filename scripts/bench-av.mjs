@@ -10,7 +10,11 @@
  *   postern auto, 1      the same, one message at a time
  * Prints MB/s of mailbox bytes (medians), postern / clamd-alone ratios, and checks every EICAR
  * message is found by postern. Usage: npm run build && node scripts/bench-av.mjs [--messages N]
- * [--mb M] [--rounds R] [--inflight K]   (POSTERN_DIST=/other/dist uses another build)
+ * [--mb M] [--rounds R] [--inflight K] [--compare /other/dist]   (POSTERN_DIST=/other/dist uses
+ * another build; --compare adds `postern auto [cmp]` / `postern all [cmp]`, the same engine with
+ * that build's ClamdScanner, interleaved in the same rounds: a before/after on a shared machine).
+ * CPU: this process's user+system CPU seconds per MB of mailbox (for `clamd ...` rows, the minimal
+ * client's; for `postern ...` rows, postern's engine and scanner client), medians.
  */
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -25,7 +29,8 @@ const arg = (name, d) => {
   return i < 0 ? d : Number(process.argv[i + 1]);
 };
 for (const a of process.argv.slice(2))
-  if (a.startsWith('--') && !['--messages', '--mb', '--rounds', '--inflight'].includes(a)) throw new Error(`unknown option ${a}`);
+  if (a.startsWith('--') && !['--messages', '--mb', '--rounds', '--inflight', '--compare'].includes(a)) throw new Error(`unknown option ${a}`);
+const compareDist = process.argv.includes('--compare') ? process.argv[process.argv.indexOf('--compare') + 1] : undefined;
 const N = arg('messages', 200);
 const MB = arg('mb', 40);
 const ROUNDS = arg('rounds', 3);
@@ -53,7 +58,7 @@ async function main() {
   const { parseMessage } = await import(pathToFileURL(join(dist, 'policy/stages/parse.js')).href);
   const { ClamdScanner } = await import(pathToFileURL(join(dist, 'scanners/clamd.js')).href);
   const clamd = await startClamd({ prefix: 'postern-bench-av-' });
-  const scanner = new ClamdScanner({
+  const scannerOptions = {
     endpoints: [{ host: '127.0.0.1', port: clamd.port }],
     timeoutMs: 600_000,
     healthIntervalMs: 0,
@@ -61,8 +66,12 @@ async function main() {
     maxConcurrentScans: Math.max(8, K * 2),
     maxSessionScans: K * 2,
     log: pino({ level: 'silent' }),
-  });
+  };
+  const scanner = new ClamdScanner(scannerOptions);
   await scanner.ready;
+  const CompareScanner = compareDist ? (await import(pathToFileURL(join(compareDist, 'scanners/clamd.js')).href)).ClamdScanner : undefined;
+  const cmpScanner = CompareScanner ? new CompareScanner(scannerOptions) : undefined;
+  await cmpScanner?.ready;
   try {
     const msgs = buildMailbox(N, MB * 1e6, {});
     const total = msgs.reduce((s, m) => s + m.raw.length, 0);
@@ -105,11 +114,18 @@ async function main() {
       'postern auto': () => runPostern(auto, K),
       'postern all': () => runPostern(all, K),
       'postern auto, 1 in flight': () => runPostern(auto, 1),
+      ...(cmpScanner
+        ? {
+            'postern auto [cmp]': () => runPostern(auto, K, cmpScanner),
+            'postern all [cmp]': () => runPostern(all, K, cmpScanner),
+            'postern auto, 1 [cmp]': () => runPostern(auto, 1, cmpScanner),
+          }
+        : {}),
     };
     let missed = 0;
     const eicars = msgs.filter((m) => m.kind === 'eicar').length;
-    async function runPostern(policy, k) {
-      const view = scanner.forSession();
+    async function runPostern(policy, k, sc = scanner) {
+      const view = sc.forSession();
       let found = 0;
       await pool(msgs, k, async (m) => {
         const r = await inspectMessage(m.raw, policy, {}, { scanner: view });
@@ -119,13 +135,18 @@ async function main() {
       if (found < eicars) missed = Math.max(missed, eicars - found);
     }
     const times = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
+    const cpu = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
     for (let r = 0; r < ROUNDS; r++) {
       for (const [name, fn] of Object.entries(variants)) {
         const t0 = performance.now();
+        const c0 = process.cpuUsage();
         await fn();
+        const c = process.cpuUsage(c0);
         times[name].push((performance.now() - t0) / 1000);
+        cpu[name].push((c.user + c.system) / 1e6);
       }
     }
+    const cpuPerMB = (name) => (median(cpu[name]) / (total / 1e6)) * 1000;
     const mbps = (name) => total / median(times[name]) / 1e6;
     console.log(
       `node ${process.version}; ${N} messages, ${(total / 1e6).toFixed(1)} MB (${eicars} with EICAR); ${K} in flight; medians of ${ROUNDS} interleaved rounds`,
@@ -134,15 +155,22 @@ async function main() {
       `objects: raw ${(total / 1e6).toFixed(1)} MB; raw+parts ${(bytes(parts) / 1e6).toFixed(1)} MB in ${parts.length}; auto ${(bytes(autoObjects) / 1e6).toFixed(1)} MB in ${autoObjects.length}`,
     );
     for (const name of Object.keys(variants))
-      console.log(`  ${name.padEnd(28)} ${mbps(name).toFixed(1).padStart(7)} MB/s of mailbox   (${times[name].map((t) => t.toFixed(2)).join(' ')} s)`);
+      console.log(
+        `  ${name.padEnd(28)} ${mbps(name).toFixed(1).padStart(7)} MB/s of mailbox  ${cpuPerMB(name).toFixed(1).padStart(6)} ms CPU/MB   (${times[name].map((t) => t.toFixed(2)).join(' ')} s)`,
+      );
     console.log(`postern auto / clamd on the same objects: ${((mbps('postern auto') / mbps('clamd auto objects')) * 100).toFixed(0)}%`);
     console.log(
       `postern auto / clamd raw only: ${((mbps('postern auto') / mbps('clamd raw')) * 100).toFixed(0)}%; postern all / clamd raw+parts: ${((mbps('postern all') / mbps('clamd raw+parts')) * 100).toFixed(0)}%`,
     );
+    if (cmpScanner)
+      console.log(
+        `[cmp] postern auto / clamd on the same objects: ${((mbps('postern auto [cmp]') / mbps('clamd auto objects')) * 100).toFixed(0)}%; postern all / clamd raw+parts: ${((mbps('postern all [cmp]') / mbps('clamd raw+parts')) * 100).toFixed(0)}%`,
+      );
     console.log(`EICAR messages missed by postern: ${missed}`);
     if (missed) process.exitCode = 1;
   } finally {
     await scanner.close();
+    await cmpScanner?.close();
     clamd.stop();
   }
 }

@@ -546,6 +546,19 @@ export const CLAMD_LIMITS = {
    * the endpoint is marked down and the scan fails (E_SCAN_ERROR, the policy's antivirus.on_error decides).
    */
   maxReplyBytes: 64 * 1024,
+  /**
+   * Scans reuse clamd connections in session mode (IDSESSION, issue 10): an idle one is closed
+   * after this long. Keep it well below clamd's ReadTimeout (120 s by default), after which clamd
+   * closes an idle session itself (`COMMAND READ TIMED OUT`).
+   */
+  sessionIdleMs: 10_000,
+  /**
+   * A scan on a reused connection that clamd closed before any reply byte (idle timeout, restart)
+   * is retried once on a fresh connection. A streamed object (scanChunks) can be resent only if
+   * it was kept: its chunks are kept up to this many bytes; a larger one that meets a dead
+   * connection fails the scan (E_SCAN_ERROR, antivirus.on_error decides).
+   */
+  sessionRetryBytes: 1024 * 1024,
 } as const;
 
 /**

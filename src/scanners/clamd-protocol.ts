@@ -6,6 +6,16 @@
  * `zINSTREAM\0` + chunks (4-byte big-endian length, then data) + a zero-length chunk ->
  * `stream: OK\0` | `stream: NAME FOUND\0` (one per match with AllMatchScans) | `... ERROR\0`.
  * clamd closes the connection after answering a command outside an IDSESSION.
+ *
+ * Session mode (`zIDSESSION\0`, ClamAV 1.4.6 as installed here; clamd(8)): the connection stays
+ * open and carries many commands; clamd numbers them from 1 in the order they arrive and prefixes
+ * each reply with that number (`3: stream: OK\0`), replying as each finishes (not necessarily in
+ * order). postern sends one command at a time per connection, so a reply must carry exactly the
+ * number of the command in flight: SessionReplyReader reads it strictly (wrong or missing number,
+ * bytes after the reply's NUL, a reply that ends early: a protocol error, never `clean`). clamd
+ * closes an idle session after its ReadTimeout with `COMMAND READ TIMED OUT\n` (no number), and
+ * with AllMatchScans a found virus may be followed by more `N: ... FOUND` lines and no end marker:
+ * so a connection goes back to the idle pool only after a clean reply (clamd.ts).
  */
 
 import { CLAMD_LIMITS } from '../limits.js';
@@ -13,6 +23,8 @@ import { CLAMD_LIMITS } from '../limits.js';
 export const CMD_PING = Buffer.from('zPING\0', 'latin1');
 export const CMD_VERSION = Buffer.from('zVERSION\0', 'latin1');
 export const CMD_INSTREAM = Buffer.from('zINSTREAM\0', 'latin1');
+export const CMD_IDSESSION = Buffer.from('zIDSESSION\0', 'latin1');
+export const CMD_END = Buffer.from('zEND\0', 'latin1');
 const TERMINATOR = Buffer.alloc(4);
 
 /** Name prefix of clamd's AlertExceedsMax heuristics (MaxScanSize, MaxFileSize, MaxFiles, MaxRecursion, ...). */
@@ -163,4 +175,120 @@ export class ReplyCollector {
     if (this.overflowed) return { kind: 'garbage', message: `reply longer than ${this.maxBytes} bytes` };
     return parseClamdReply(this.text());
   }
+}
+
+/** What a session reader has made of the bytes so far. */
+export type SessionReadState =
+  | { state: 'partial' }
+  /** The reply line arrived whole: its meaning (garbage when it was not a well-formed INSTREAM reply). */
+  | { state: 'done'; reply: ClamdReply }
+  /** The bytes cannot be the reply to request `id`: fail closed (the connection must be dropped). */
+  | { state: 'bad'; reply: Extract<ClamdReply, { kind: 'garbage' | 'timeout' }> };
+
+const READ_TIMED_OUT = 'COMMAND READ TIMED OUT';
+
+/**
+ * Reads the reply to request number `id` of an IDSESSION connection, fed in any pieces (one byte
+ * at a time gives the same result as the whole). Strict, fail closed:
+ * - the reply must start with exactly `${id}: ` (decimal, no leading zero) and end at the first NUL;
+ *   the text between is parsed as one INSTREAM reply line (`stream: OK`, `stream: NAME FOUND`,
+ *   `... ERROR`), and must contain no control byte;
+ * - any byte after that NUL (in the same read or a later one) turns the result into garbage;
+ * - another number (an out-of-order or stale reply), no number, a newline-ended line (clamd's
+ *   `COMMAND READ TIMED OUT\n` on a timed-out session: `timeout`), or more than `maxBytes`: `bad`.
+ * `result()` after the connection closed: the reply if it was complete, else garbage (truncated).
+ */
+export class SessionReplyReader {
+  private readonly prefix: Buffer;
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  /** Bytes of the `${id}: ` prefix matched so far; -1 once a byte differed. */
+  private matched = 0;
+  private st: SessionReadState = { state: 'partial' };
+
+  constructor(
+    readonly id: number,
+    private readonly maxBytes: number = CLAMD_LIMITS.maxReplyBytes,
+  ) {
+    if (!Number.isSafeInteger(id) || id < 1) throw new RangeError(`session request id out of range: ${id}`);
+    this.prefix = Buffer.from(`${id}: `, 'latin1');
+  }
+
+  /** Reply bytes received so far. */
+  get bytes(): number {
+    return this.size;
+  }
+
+  get state(): SessionReadState {
+    return this.st;
+  }
+
+  /** Feeds bytes; returns the state after them. Linear in the bytes fed, however they are split. */
+  push(chunk: Buffer): SessionReadState {
+    if (chunk.length === 0) return this.st;
+    this.size += chunk.length;
+    if (this.st.state === 'bad') return this.st;
+    if (this.st.state === 'done') return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(chunk.toString('latin1'))}`);
+    if (this.size > this.maxBytes) return this.fail(`reply longer than ${this.maxBytes} bytes`);
+    this.chunks.push(chunk);
+    let from = 0;
+    while (this.matched >= 0 && this.matched < this.prefix.length && from < chunk.length) {
+      if (chunk[from] !== this.prefix[this.matched]) this.matched = -1;
+      else {
+        this.matched++;
+        from++;
+      }
+    }
+    if (this.matched < 0) {
+      // not our number: only clamd's own timeout line is told apart (still a failure)
+      const text = this.text();
+      const tmo = `${READ_TIMED_OUT}\n`;
+      // (what follows it does not matter: the connection is closed either way)
+      if (text.startsWith(tmo)) return this.setBad({ kind: 'timeout', message: READ_TIMED_OUT });
+      if (tmo.startsWith(text)) return this.st;
+      return this.fail(`reply to request ${this.id} does not start with "${this.id}: ": ${excerpt(text)}`);
+    }
+    if (this.matched < this.prefix.length) return this.st;
+    const rest = chunk.subarray(from);
+    const nl = rest.indexOf(0x0a);
+    const nul = rest.indexOf(0);
+    if (nl >= 0 && (nul < 0 || nl < nul)) return this.fail(`reply line ended by a newline, not NUL: ${excerpt(this.text())}`);
+    if (nul < 0) return this.st;
+    if (nul !== rest.length - 1) return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(this.text())}`);
+    const all = this.text();
+    this.st = { state: 'done', reply: parseSessionLine(all.slice(this.prefix.length, -1)) };
+    return this.st;
+  }
+
+  /** The outcome once the exchange is over (the server closed, or the reply is done). */
+  result(): ClamdReply {
+    if (this.st.state !== 'partial') return this.st.reply;
+    if (this.size === 0) return { kind: 'garbage', message: 'empty reply' };
+    return { kind: 'garbage', message: `reply to request ${this.id} ended before its NUL: ${excerpt(this.text())}` };
+  }
+
+  private text(): string {
+    return Buffer.concat(this.chunks).toString('latin1');
+  }
+
+  private fail(message: string): SessionReadState {
+    return this.setBad({ kind: 'garbage', message });
+  }
+
+  private setBad(reply: Extract<ClamdReply, { kind: 'garbage' | 'timeout' }>): SessionReadState {
+    this.st = { state: 'bad', reply };
+    this.chunks.length = 0;
+    return this.st;
+  }
+}
+
+/**
+ * One session reply line (number and NUL removed) as an INSTREAM reply: `stream: OK`, `stream:
+ * NAME FOUND` or `... ERROR` (size limit, other errors); anything else, or any control byte: garbage.
+ */
+export function parseSessionLine(line: string): ClamdReply {
+  // eslint-disable-next-line no-control-regex
+  if (line.length === 0 || /[\u0000-\u001f\u007f]/.test(line)) return { kind: 'garbage', message: `unexpected reply: ${excerpt(line)}` };
+  if (!line.endsWith(' ERROR') && !line.startsWith('stream: ')) return { kind: 'garbage', message: `unexpected reply: ${excerpt(line)}` };
+  return parseClamdReply(line);
 }

@@ -13,13 +13,33 @@
  * (round-robin), endpoints known to be down are tried last, and a connect failure moves on to the
  * next one within the same deadline. PING health checks run at start and every `healthIntervalMs`;
  * every up/down transition is logged once.
+ *
+ * Connections (issue 10): scans run in clamd's session mode (`zIDSESSION`, clamd-protocol.ts), so
+ * a connection carries one scan after another instead of one TCP connect per object. Each scan
+ * slot (gate.ts) uses one connection at a time; idle ones wait per endpoint (at most
+ * max_concurrent_scans, closed after CLAMD_LIMITS.sessionIdleMs). A connection goes back to the
+ * pool only after a clean reply read strictly (its request number, nothing after it); after any
+ * other reply, a deadline or a fault it is closed. A reused connection that clamd closed before
+ * the first reply byte (its ReadTimeout, a restart) is retried once on a fresh connection, the
+ * object resent (a streamed one only if it was kept: CLAMD_LIMITS.sessionRetryBytes); a reply byte
+ * received means no retry. `sessions: false` keeps one connection per scan (the old client).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
 import type { ClamdEndpoint, ScannerConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { CLAMD_LIMITS, DEFAULT_SCANNER_LIMITS } from '../limits.js';
-import { CMD_INSTREAM, CMD_PING, encodeInstream, excerpt, isPong, ReplyCollector } from './clamd-protocol.js';
+import {
+  type ClamdReply,
+  CMD_IDSESSION,
+  CMD_INSTREAM,
+  CMD_PING,
+  encodeInstream,
+  excerpt,
+  isPong,
+  ReplyCollector,
+  SessionReplyReader,
+} from './clamd-protocol.js';
 import { checkScannerConfig, type EndpointHealth, EndpointPool, type EndpointSlot, msSince, type PingResult } from './endpoints.js';
 import { type Gate, type Refusal, ScanSlots } from './gate.js';
 import type { Scanner, ScanOutcome } from './types.js';
@@ -38,22 +58,133 @@ export interface ClamdScannerOptions extends Omit<ScannerConfig, 'type' | 'maxCo
   healthTimeoutMs?: number;
   chunkBytes?: number;
   maxReplyBytes?: number;
+  /** Reuse connections in clamd's session mode (default true); false: one connection per scan. */
+  sessions?: boolean;
+  sessionIdleMs?: number;
+  sessionRetryBytes?: number;
 }
 
 export { endpointLabel } from './endpoints.js';
 
 type ConnectResult = { ok: true; socket: net.Socket } | { ok: false; timedOut: boolean; message: string };
 
+/** The reply bytes of one exchange: a whole-connection reply (ReplyCollector) or a session one (SessionReplyReader). */
+interface ReplyBytes {
+  readonly bytes: number;
+  result(): ClamdReply;
+}
+
 /** One exchange: what came back before the server closed (or why we stopped). */
 type Exchange =
-  | { kind: 'closed'; reply: ReplyCollector }
-  | { kind: 'deadline'; reply: ReplyCollector }
-  | { kind: 'overflow'; reply: ReplyCollector }
-  | { kind: 'socket-error'; reply: ReplyCollector; message: string }
+  /** The server closed (or, in a session, the reply is complete or cannot be one: see reply.result()). */
+  | { kind: 'closed'; reply: ReplyBytes }
+  | { kind: 'deadline'; reply: ReplyBytes }
+  | { kind: 'overflow'; reply: ReplyBytes }
+  | { kind: 'socket-error'; reply: ReplyBytes; message: string }
   /** scanChunks only: the object grew past maxStreamBytes (size: its full length, counted). */
-  | { kind: 'oversize'; reply: ReplyCollector; size: number }
+  | { kind: 'oversize'; reply: ReplyBytes; size: number }
   /** scanChunks only: the chunk source threw. */
-  | { kind: 'source-error'; reply: ReplyCollector; message: string };
+  | { kind: 'source-error'; reply: ReplyBytes; message: string };
+
+/** What a session connection forwards to the exchange using it. */
+interface ConnUser {
+  data(chunk: Buffer): void;
+  closed(): void;
+  error(e: NodeJS.ErrnoException): void;
+}
+
+/** One clamd connection in session mode. */
+class SessionConn {
+  /** The number clamd gives the next request on this connection. */
+  nextId = 1;
+  /** `zIDSESSION` not written yet (it goes out with the first request). */
+  hello = true;
+  dead = false;
+  user: ConnUser | null = null;
+  idleTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly endpoint: string,
+    private readonly onDead: (c: SessionConn) => void,
+  ) {
+    // one request, then wait for its reply: no Nagle delay on the request's last segment (TCP only; a no-op on a unix socket)
+    socket.setNoDelay(true);
+    // bytes or a close while idle: clamd timed the session out (or worse); it is never reused
+    socket.on('data', (d: Buffer) => (this.user ? this.user.data(d) : this.kill()));
+    socket.on('end', () => this.gone());
+    socket.on('close', () => this.gone());
+    socket.on('error', (e: NodeJS.ErrnoException) => {
+      this.dead = true;
+      if (this.user) this.user.error(e);
+      else this.kill();
+    });
+  }
+
+  private gone(): void {
+    this.dead = true;
+    if (this.user) this.user.closed();
+    else this.kill();
+  }
+
+  kill(): void {
+    this.dead = true;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
+    this.user = null;
+    this.socket.destroy();
+    this.onDead(this);
+  }
+}
+
+/**
+ * A chunk source read once but resendable: the chunks read are kept up to `maxKept` bytes, so a
+ * scan retried on a fresh connection sends them again and then goes on reading the source.
+ */
+class ResendableChunks {
+  private it: Iterator<Buffer> | AsyncIterator<Buffer> | null = null;
+  private kept: Buffer[] = [];
+  private keptBytes = 0;
+  /** Every chunk read so far is kept. */
+  resendable = true;
+
+  constructor(
+    private readonly source: Iterable<Buffer> | AsyncIterable<Buffer>,
+    private readonly maxKept: number,
+  ) {}
+
+  /** The chunks from the first: the kept ones, then the rest of the source. */
+  async *open(): AsyncGenerator<Buffer> {
+    if (!this.resendable) throw new Error('the object cannot be read again');
+    for (const k of [...this.kept]) yield k;
+    const src = this.source;
+    this.it ??= Symbol.asyncIterator in src ? src[Symbol.asyncIterator]() : src[Symbol.iterator]();
+    for (;;) {
+      const r = await this.it.next();
+      if (r.done) return;
+      if (this.resendable) {
+        this.keptBytes += r.value.length;
+        if (this.keptBytes > this.maxKept) {
+          this.resendable = false;
+          this.kept = [];
+        } else this.kept.push(r.value);
+      }
+      yield r.value;
+    }
+  }
+
+  /** Ends the source (a generator's finally blocks run). */
+  close(): void {
+    void Promise.resolve(this.it?.return?.()).catch(() => undefined);
+    this.kept = [];
+  }
+}
+
+/** What a scan sends on one session connection, and whether it could send it again. */
+interface SessionSend {
+  send(conn: SessionConn, timeLeftMs: number): Promise<Exchange & { sent?: number }>;
+  canResend(): boolean;
+}
 
 const INSTREAM_END = Buffer.alloc(4);
 
@@ -68,6 +199,10 @@ export class ClamdScanner implements Scanner {
   private readonly slots: ScanSlots;
   /** Resolves when the start-up health check has finished (scans do not wait for it). */
   readonly ready: Promise<EndpointHealth[]>;
+  /** Idle session connections per endpoint label, most recently used last. */
+  private readonly idle = new Map<string, SessionConn[]>();
+  /** Session connections opened so far (tests, metrics). */
+  private opened = 0;
 
   constructor(options: ClamdScannerOptions) {
     checkScannerConfig('scanner', ENGINE, options.endpoints, {
@@ -87,6 +222,9 @@ export class ClamdScanner implements Scanner {
       maxConcurrentScans: options.maxConcurrentScans ?? DEFAULT_SCANNER_LIMITS.maxConcurrentScans,
       maxSessionScans: options.maxSessionScans ?? DEFAULT_SCANNER_LIMITS.maxSessionScans,
       maxQueuedScans: options.maxQueuedScans ?? DEFAULT_SCANNER_LIMITS.maxQueuedScans,
+      sessions: options.sessions ?? true,
+      sessionIdleMs: options.sessionIdleMs ?? CLAMD_LIMITS.sessionIdleMs,
+      sessionRetryBytes: options.sessionRetryBytes ?? CLAMD_LIMITS.sessionRetryBytes,
     };
     for (const k of ['maxConcurrentScans', 'maxSessionScans'] as const) {
       if (!Number.isInteger(this.opts[k]) || this.opts[k] < 1)
@@ -161,6 +299,11 @@ export class ClamdScanner implements Scanner {
   private async scanIn(session: Gate | null, data: Buffer, info: { label?: string }): Promise<ScanOutcome> {
     const started = performance.now();
     if (data.length > this.opts.maxStreamBytes) return this.refuseOversize(info.label, data.length);
+    if (this.opts.sessions)
+      return this.runSession(session, started, info.label, data.length, {
+        send: (conn, left) => this.sessionExchange(conn, encodeInstream(data, this.opts.chunkBytes), left),
+        canResend: () => true,
+      });
     return this.run(session, started, info.label, data.length, (socket, left) => this.exchange(socket, encodeInstream(data, this.opts.chunkBytes), left));
   }
 
@@ -171,6 +314,17 @@ export class ClamdScanner implements Scanner {
   ): Promise<ScanOutcome> {
     const started = performance.now();
     if (info.size !== undefined && info.size > this.opts.maxStreamBytes) return this.refuseOversize(info.label, info.size);
+    if (this.opts.sessions) {
+      const src = new ResendableChunks(chunks, this.opts.sessionRetryBytes);
+      try {
+        return await this.runSession(session, started, info.label, info.size, {
+          send: (conn, left) => this.sessionExchangeChunks(conn, src.open(), left),
+          canResend: () => src.resendable,
+        });
+      } finally {
+        src.close();
+      }
+    }
     return this.run(session, started, info.label, info.size, (socket, left) => this.exchangeChunks(socket, chunks, left));
   }
 
@@ -243,8 +397,222 @@ export class ClamdScanner implements Scanner {
     );
   }
 
+  /**
+   * Session mode: a slot, then endpoint selection and failover within the deadline; on the chosen
+   * endpoint an idle connection (or a new one), and the one retry when a reused connection turns
+   * out closed before any reply byte.
+   */
+  private async runSession(session: Gate | null, started: number, label: string | undefined, size: number | undefined, req: SessionSend): Promise<ScanOutcome> {
+    if (this.pool.closed) return this.pool.closedOutcome(0);
+    const slot = await this.slots.acquire(session, started + this.opts.timeoutMs);
+    if (typeof slot !== 'function') return this.refused(slot, started, label, size);
+    try {
+      return await this.pool.failover<ScanOutcome>(
+        started,
+        async (ep, { deadline, left }) => {
+          let conn = this.takeIdle(ep.label);
+          const reused = conn !== null;
+          if (!conn) {
+            const c = await this.connect(ep.ep, Math.min(this.opts.connectTimeoutMs, left));
+            if (!c.ok) return { kind: 'connect-failed', message: c.message, cutByDeadline: c.timedOut && this.opts.connectTimeoutMs > left };
+            conn = this.adopt(ep.label, c.socket);
+          }
+          let ex = await req.send(conn, deadline - performance.now());
+          if (reused && (ex.kind === 'closed' || ex.kind === 'socket-error') && ex.reply.bytes === 0) {
+            const why = ex.kind === 'socket-error' ? ex.message : 'closed';
+            if (!req.canResend()) {
+              const outcome: ScanOutcome = {
+                kind: 'error',
+                engine: ENGINE,
+                endpoint: ep.label,
+                reason: 'unavailable',
+                message: `reused clamd connection ${why} before a reply, and the streamed object (over ${this.opts.sessionRetryBytes} bytes) cannot be resent`,
+                ms: msSince(started),
+              };
+              this.logOutcome(outcome, label, size ?? ex.sent ?? 0);
+              return { kind: 'done', outcome };
+            }
+            this.log.debug(
+              { event: 'scan.session.retry', endpoint: ep.label, label, reason: why },
+              'clamd session connection gone before a reply: retrying once on a fresh connection',
+            );
+            const c = await this.connect(ep.ep, Math.min(this.opts.connectTimeoutMs, deadline - performance.now()));
+            if (!c.ok)
+              return { kind: 'connect-failed', message: c.message, cutByDeadline: c.timedOut && this.opts.connectTimeoutMs > deadline - performance.now() };
+            ex = await req.send(this.adopt(ep.label, c.socket), deadline - performance.now());
+          }
+          const outcome = this.classify(ep, ex, msSince(started));
+          this.logOutcome(outcome, label, size ?? ex.sent ?? 0);
+          return { kind: 'done', outcome };
+        },
+        (o) => this.logOutcome(o, label, size ?? 0),
+      );
+    } finally {
+      slot();
+    }
+  }
+
+  /** Session connections: opened so far, idle now (all endpoints). */
+  sessionStats(): { opened: number; idle: number } {
+    let idle = 0;
+    for (const l of this.idle.values()) idle += l.length;
+    return { opened: this.opened, idle };
+  }
+
+  /** A new session connection on a connected socket (IDSESSION goes out with its first request). */
+  private adopt(endpoint: string, socket: net.Socket): SessionConn {
+    this.opened++;
+    return new SessionConn(socket, endpoint, (c) => {
+      this.pool.live.delete(c.socket);
+      const list = this.idle.get(c.endpoint);
+      const i = list ? list.indexOf(c) : -1;
+      if (i >= 0) list!.splice(i, 1);
+    });
+  }
+
+  /** The most recently used idle connection to `endpoint` that is still open, or null. */
+  private takeIdle(endpoint: string): SessionConn | null {
+    const list = this.idle.get(endpoint);
+    while (list?.length) {
+      const c = list.pop()!;
+      if (c.idleTimer) clearTimeout(c.idleTimer);
+      c.idleTimer = null;
+      if (c.dead || c.socket.destroyed || c.socket.readableEnded || !c.socket.writable) {
+        c.kill();
+        continue;
+      }
+      c.socket.ref();
+      return c;
+    }
+    return null;
+  }
+
+  /** After a clean reply: back to the idle pool (bounded; closed after sessionIdleMs), else closed. */
+  private release(c: SessionConn): void {
+    const list = this.idle.get(c.endpoint) ?? [];
+    if (this.pool.closed || c.dead || c.socket.destroyed || list.length >= this.opts.maxConcurrentScans || this.opts.sessionIdleMs <= 0) {
+      c.kill();
+      return;
+    }
+    this.idle.set(c.endpoint, list);
+    list.push(c);
+    c.socket.unref();
+    c.idleTimer = setTimeout(() => c.kill(), this.opts.sessionIdleMs);
+    c.idleTimer.unref();
+  }
+
+  /**
+   * One INSTREAM request on a session connection: the frames written at once (corked, with
+   * IDSESSION first on a new connection), the reply read strictly (SessionReplyReader). Ends at
+   * the reply's NUL, a bad reply, the server closing, an error or the deadline; only a clean reply
+   * gives the connection back to the pool.
+   */
+  private sessionExchange(conn: SessionConn, frames: Buffer[], timeLeftMs: number): Promise<Exchange> {
+    return new Promise((resolve) => {
+      const { reply, finish } = this.useConn(conn, timeLeftMs, resolve);
+      if (conn.dead) return finish({ kind: 'closed', reply });
+      const socket = conn.socket;
+      socket.cork();
+      if (conn.hello) socket.write(CMD_IDSESSION);
+      conn.hello = false;
+      for (const f of frames) socket.write(f);
+      socket.uncork();
+    });
+  }
+
+  /**
+   * sessionExchange for a chunk source: frames written as chunks arrive, waiting for 'drain' when
+   * the socket's buffer is full (one chunk plus the socket's high-water mark in memory).
+   */
+  private sessionExchangeChunks(conn: SessionConn, chunks: AsyncIterable<Buffer>, timeLeftMs: number): Promise<Exchange & { sent: number }> {
+    return new Promise((resolve) => {
+      let sent = 0;
+      let wake: (() => void) | null = null;
+      const { reply, finish, isDone } = this.useConn(conn, timeLeftMs, (ex) => {
+        wake?.();
+        resolve({ ...ex, sent });
+      });
+      if (conn.dead) return finish({ kind: 'closed', reply });
+      const socket = conn.socket;
+      const onDrain = () => wake?.();
+      socket.on('drain', onDrain);
+      const pump = async (): Promise<void> => {
+        socket.cork();
+        if (conn.hello) socket.write(CMD_IDSESSION);
+        conn.hello = false;
+        socket.write(CMD_INSTREAM);
+        socket.uncork();
+        let over = -1;
+        for await (const chunk of chunks) {
+          if (over >= 0) {
+            over += chunk.length; // only counted, for the oversize outcome
+            continue;
+          }
+          if (isDone()) return;
+          if (sent + chunk.length > this.opts.maxStreamBytes) {
+            // stop sending (clamd would refuse it anyway); the connection is mid-request: closed
+            over = sent + chunk.length;
+            continue;
+          }
+          for (let off = 0; off < chunk.length; off += this.opts.chunkBytes) {
+            const piece = chunk.subarray(off, Math.min(chunk.length, off + this.opts.chunkBytes));
+            const len = Buffer.allocUnsafe(4);
+            len.writeUInt32BE(piece.length, 0);
+            socket.cork();
+            socket.write(len);
+            const ok = socket.write(piece);
+            socket.uncork();
+            sent += piece.length;
+            if (!ok && !isDone()) await new Promise<void>((r) => (wake = r));
+            wake = null;
+            if (isDone()) return;
+          }
+        }
+        if (over >= 0) finish({ kind: 'oversize', reply, size: over });
+        else if (!isDone()) socket.write(INSTREAM_END);
+      };
+      pump()
+        .catch((e: unknown) => finish({ kind: 'source-error', reply, message: (e as Error)?.message ?? String(e) }))
+        .finally(() => socket.off('drain', onDrain));
+    });
+  }
+
+  /**
+   * Takes `conn` for one request: its next number, a strict reader for the reply, the deadline
+   * timer. `finish` (once) releases the connection — back to the pool only after a complete
+   * clean reply — and hands the exchange to `done`.
+   */
+  private useConn(conn: SessionConn, timeLeftMs: number, done: (ex: Exchange) => void) {
+    const reply = new SessionReplyReader(conn.nextId++, this.opts.maxReplyBytes);
+    let over = false;
+    const finish = (ex: Exchange) => {
+      if (over) return;
+      over = true;
+      clearTimeout(timer);
+      conn.user = null;
+      const st = reply.state;
+      if (ex.kind === 'closed' && st.state === 'done' && st.reply.kind === 'clean' && !conn.dead) this.release(conn);
+      else conn.kill();
+      done(ex);
+    };
+    const timer = setTimeout(() => finish({ kind: 'deadline', reply }), Math.max(0, timeLeftMs));
+    conn.user = {
+      data: (d) => {
+        const st = reply.push(d);
+        if (st.state !== 'partial') finish({ kind: 'closed', reply });
+      },
+      closed: () => finish({ kind: 'closed', reply }),
+      // EPIPE/ECONNRESET while we still write is normal when clamd refuses the stream early
+      // ("INSTREAM size limit exceeded"); whatever reply arrived is still classified.
+      error: (e) => finish({ kind: 'socket-error', reply, message: e.code ?? e.message }),
+    };
+    return { reply, finish, isDone: () => over };
+  }
+
   async close(): Promise<void> {
     this.slots.close();
+    for (const list of [...this.idle.values()]) for (const c of [...list]) c.kill();
+    this.idle.clear();
     await this.pool.close();
   }
 
@@ -282,11 +650,11 @@ export class ClamdScanner implements Scanner {
    * Writes the request and collects the reply until the server closes, the absolute deadline
    * passes, or the reply exceeds maxReplyBytes. The socket is always destroyed on return.
    */
-  private exchange(socket: net.Socket, frames: Buffer[], timeLeftMs: number, stopAtDelimiter = false): Promise<Exchange> {
+  private exchange(socket: net.Socket, frames: Buffer[], timeLeftMs: number, stopAtDelimiter = false): Promise<Exchange & { reply: ReplyCollector }> {
     return new Promise((resolve) => {
       const reply = new ReplyCollector(this.opts.maxReplyBytes);
       let done = false;
-      const finish = (ex: Exchange) => {
+      const finish = (ex: Exchange & { reply: ReplyCollector }) => {
         if (done) return;
         done = true;
         clearTimeout(timer);

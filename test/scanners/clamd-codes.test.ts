@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { CLAMD_LIMITS } from '../../src/limits.js';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import { deadPort, startFakeClamd } from '../harness/clamd.js';
+import { startFakeSessionClamd } from './fake-clamd-session.js';
 import { captureLog } from './log-capture.js';
 import { eicar, filler } from './samples.js';
 
@@ -43,7 +44,8 @@ describe('clamd scan failures carry an error code in the log', () => {
   });
 
   it(`a reply longer than CLAMD_LIMITS.maxReplyBytes (${CLAMD_LIMITS.maxReplyBytes}) by default: E_SCAN_ERROR`, async () => {
-    const fake = await startFakeClamd('garbage', 'stream: '.repeat(Math.ceil((CLAMD_LIMITS.maxReplyBytes + 1) / 8)));
+    // in session mode (the default): the reply to request 1, endless
+    const fake = await startFakeSessionClamd((r) => ({ write: `${r.id}: ${'stream: '.repeat(Math.ceil((CLAMD_LIMITS.maxReplyBytes + 1) / 8))}` }));
     toClose.push({ close: () => fake.stop() });
     const { s, cap } = scanner({ host: fake.host, port: fake.port }, 3000);
     expect(await s.scan(eicar())).toMatchObject({ kind: 'error', reason: 'protocol', message: `reply longer than ${CLAMD_LIMITS.maxReplyBytes} bytes` });

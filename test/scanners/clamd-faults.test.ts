@@ -86,9 +86,10 @@ describe('faulty endpoints (scripted)', () => {
     expect(fake.connections()).toBeGreaterThanOrEqual(1);
   });
 
+  // one connection per scan (sessions: false); the session-mode equivalents are in clamd-session.test.ts
   it('a server trickling bytes (defeats an inactivity timer) still hits the deadline', async () => {
     const fake = track(await startFakeClamd('trickle'));
-    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], timeoutMs: 500 }));
+    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], sessions: false, timeoutMs: 500 }));
     const [o, ms] = await timed(s.scan(eicar()));
     expect(o).toMatchObject({ kind: 'error', reason: 'timeout' });
     expect(o.kind === 'error' && o.message).toMatch(/reply bytes so far/);
@@ -105,14 +106,14 @@ describe('faulty endpoints (scripted)', () => {
 
   it('garbage answer: protocol error, excerpt escaped', async () => {
     const fake = track(await startFakeClamd('garbage'));
-    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], timeoutMs: 3000 }));
+    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], sessions: false, timeoutMs: 3000 }));
     const o = await s.scan(eicar());
     expect(o).toMatchObject({ kind: 'error', reason: 'protocol', message: 'unexpected reply: HTTP/1.1 400 Bad Request\\x0d\\x0a\\x0d\\x0a' });
   });
 
   it('an endless reply is cut at maxReplyBytes: protocol error', async () => {
     const fake = track(await startFakeClamd('garbage', 'stream: '.repeat(20_000)));
-    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], timeoutMs: 3000, maxReplyBytes: 1024 }));
+    const s = track(new ClamdScanner({ ...base, endpoints: [{ host: fake.host, port: fake.port }], sessions: false, timeoutMs: 3000, maxReplyBytes: 1024 }));
     expect(await s.scan(eicar())).toMatchObject({ kind: 'error', reason: 'protocol', message: 'reply longer than 1024 bytes' });
   });
 

@@ -5,50 +5,45 @@
  * counts against the scan's deadline. The slow clamd here is scripted (it holds every stream for a
  * while and counts open streams); the last test uses the real clamd.
  */
-import net from 'node:net';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PosternError } from '../../src/errors.js';
 import { ClamdScanner, type ClamdScannerOptions } from '../../src/scanners/clamd.js';
 import { Gate } from '../../src/scanners/gate.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
+import { startFakeSessionClamd } from './fake-clamd-session.js';
 import { EICAR_NAME, eicar, filler } from './samples.js';
 
-/** A clamd stand-in that answers each INSTREAM `delayMs` after its terminator and counts streams in progress at once (connected, not yet answered). */
+/**
+ * A clamd stand-in (session mode, like the real one: fake-clamd-session.ts) that answers each
+ * INSTREAM `delayMs` after its terminator and counts streams in progress at once (received, not
+ * yet answered).
+ */
 async function slowClamd(delayMs: number) {
   const state = { open: 0, max: 0, total: 0 };
-  const server = net.createServer((s) => {
+  const timers = new Set<NodeJS.Timeout>();
+  const server = await startFakeSessionClamd((r) => {
+    if (r.command !== 'INSTREAM') return { write: `${r.id ? `${r.id}: ` : ''}PONG\0` };
     state.open++;
     state.total++;
     state.max = Math.max(state.max, state.open);
-    let buf = Buffer.alloc(0);
-    s.on('data', (d) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.toString('latin1', 0, 5) === 'zPING' || buf.toString('latin1', 0, 4) === 'PING') {
-        state.open--; // a health check is not a scan
-        state.total--;
-        s.end('PONG\0');
-        return;
-      }
-      // zINSTREAM\0, frames, a zero-length terminator
-      let off = 10;
-      while (off + 4 <= buf.length) {
-        const n = buf.readUInt32BE(off);
-        if (n === 0) {
-          setTimeout(() => {
-            state.open--; // answered: clamd is done with this stream
-            s.end('stream: OK\0');
-          }, delayMs);
-          return;
-        }
-        off += 4 + n;
-      }
-    });
-    s.on('error', () => undefined);
+    const t = setTimeout(() => {
+      timers.delete(t);
+      state.open--; // answered: clamd is done with this stream
+      if (!r.socket.destroyed) r.socket.write(`${r.id ? `${r.id}: ` : ''}stream: OK\0`);
+      if (!r.id) r.socket.end();
+    }, delayMs);
+    timers.add(t);
+    return null;
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  return { port, state, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return {
+    port: server.port,
+    state,
+    close: async () => {
+      for (const t of timers) clearTimeout(t);
+      await server.stop();
+    },
+  };
 }
 
 let fake: Awaited<ReturnType<typeof slowClamd>>;
