@@ -10,8 +10,9 @@
  * - Every listing line is checked (`n uidl`, `n size`; UIDLs 1-70 printable characters): a listing
  *   that does not parse fails the pass (E_UPSTREAM_PROTOCOL) rather than guess. A UIDL given for two
  *   messages makes both ambiguous: they are left alone.
- * - Bounded: lines COLLECTOR_LIMITS.maxLineBytes, a RETR body twice the account's max_message_size
- *   (dot-stuffing can double it), listings COLLECTOR_LIMITS.maxListedMessages.
+ * - Bounded: lines COLLECTOR_LIMITS.maxLineBytes, a RETR body the account's max_message_size once
+ *   unstuffed, checked as it arrives (a server whose LIST understates the size is cut off there, not
+ *   after twice that was buffered), listings COLLECTOR_LIMITS.maxListedMessages.
  * - Deletions (DELE) take effect only when QUIT is answered +OK (close() reports `committed`).
  */
 import type { CollectorAccountConfig } from '../config/types.js';
@@ -168,15 +169,16 @@ export class Pop3Mailbox implements RemoteMailbox {
 
   async fetch(msg: RemoteMessage): Promise<Buffer | null> {
     let r: Pop3Response;
+    const tooLarge = () =>
+      new PosternError(
+        ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
+        `message ${msg.ref} (${msg.uid}) is larger than max_message_size (${this.account.maxMessageBytes} bytes) although LIST said ${msg.size}`,
+      );
     try {
-      r = await this.command(`RETR ${msg.ref}`, true);
+      this.conn.write(`RETR ${msg.ref}\r\n`);
+      r = await this.retrAnswer(msg.size, tooLarge);
     } catch (e) {
-      if (e instanceof PosternError && e.code === ErrorCodes.BUFFER_LIMIT) {
-        throw new PosternError(
-          ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE,
-          `message ${msg.ref} (${msg.uid}) is larger than max_message_size (${this.account.maxMessageBytes} bytes) although LIST said ${msg.size}`,
-        );
-      }
+      if (e instanceof PosternError && e.code === ErrorCodes.BUFFER_LIMIT) throw tooLarge();
       throw e;
     }
     if (r.kind !== 'ok') return null;
@@ -188,6 +190,26 @@ export class Pop3Mailbox implements RemoteMailbox {
       );
     }
     return body;
+  }
+
+  /**
+   * A RETR answer whose body may not pass max_message_size once unstuffed: checked after every read
+   * (framer pendingBodyBytes), so a server that sends more than it listed is cut off there. A `+OK`
+   * answer is buffered in one allocation of the size LIST gave (at most max_message_size).
+   */
+  private async retrAnswer(listed: number, tooLarge: () => PosternError): Promise<Pop3Response> {
+    let reserved = false;
+    for (;;) {
+      const r = this.framer.next(true);
+      if (r) return r;
+      if (!reserved && this.framer.peekStatus()?.kind === 'ok') {
+        reserved = true;
+        const size = Math.min(listed, this.account.maxMessageBytes);
+        this.framer.reserve(size + (size >> 6) + COLLECTOR_LIMITS.maxLineBytes);
+      }
+      if (this.framer.pendingBodyBytes() > this.account.maxMessageBytes) throw tooLarge();
+      this.framer.push(await this.conn.read());
+    }
   }
 
   async delete(msgs: RemoteMessage[]): Promise<DeleteResult> {
