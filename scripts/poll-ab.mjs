@@ -19,6 +19,8 @@
  * first vetting.
  *
  *   npm run build && node scripts/poll-ab.mjs /tmp/base . --rounds 8 --sessions 10
+ *   node scripts/poll-ab.mjs . --cpu-prof /tmp/prof     # each postern writes a V8 CPU profile there on exit
+ *   node scripts/poll-ab.mjs . --relay                  # also each build's pure relay listener (policy: null)
  *
  * Needs root (Dovecot's mail uid), like `npm run bench`.
  */
@@ -32,12 +34,15 @@ import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 6, sessions: 10, warm: 30 };
+const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
   else if (argv[i] === '--sessions') opts.sessions = Number(argv[++i]);
   else if (argv[i] === '--warm') opts.warm = Number(argv[++i]);
+  else if (argv[i] === '--cpu-prof') opts.prof = argv[++i];
+  else if (argv[i] === '--relay') opts.relay = true;
+  else if (argv[i] === '--no-list') opts.list = false;
   else builds.push(argv[i]);
 }
 if (builds.length === 0) {
@@ -59,21 +64,25 @@ function cpuOf(pid) {
 async function startBuild(dir, upstreamPort, policyFile) {
   const root = resolve(dir);
   const run = tempDir('postern-poll-ab-');
-  const [port] = await freePorts(1);
+  const [port, relayPort] = await freePorts(2);
+  const listener = (name, p, policy) =>
+    `  - name: ${name}\n    protocol: imap\n    host: 127.0.0.1\n    port: ${p}\n    tls: { mode: none }\n` +
+    `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: ${policy}\n`;
   writeFileSync(
     join(run, 'postern.yaml'),
-    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n` +
-      `  - name: policy\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
-      `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: ${policyFile}\n`,
+    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('policy', port, policyFile)}${listener('relay', relayPort, 'null')}`,
   );
-  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
+  const prof = opts.prof ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.prof)}`] : [];
+  const proc = track(
+    spawn(process.execPath, [...prof, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }),
+  );
   const log = join(run, 'postern.log');
   for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
     await sleep(100);
   }
   const inspected = () => (readFileSync(log, 'utf8').match(/"event":"message\.inspected"/g) ?? []).length;
-  return { name: `postern ${dir}`, port, proc, inspected };
+  return { name: `postern ${dir}`, port, relayPort, proc, inspected };
 }
 
 async function pollSession(ep) {
@@ -105,7 +114,12 @@ async function main() {
   const defaultPolicy = readFileSync(join(repo, 'policies/default.yaml'), 'utf8');
   writeFileSync(policyFile, defaultPolicy.replace(/^name: default$/m, 'name: poll-ab-no-av').replace(/^( {2}enabled:) true/m, '$1 false'));
   const eps = [{ name: 'direct', port: dovecot.ports.imap }];
-  for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap, policyFile));
+  for (const b of builds) {
+    const ep = await startBuild(b, dovecot.ports.imap, policyFile);
+    eps.push(ep);
+    // the same process's pure relay (policy: null): the floor of any inspecting path
+    if (opts.relay) eps.push({ name: `relay ${b}`, port: ep.relayPort });
+  }
   console.log(`poll-ab: ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds x ${opts.sessions} sessions`);
   for (const ep of eps) {
     const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
@@ -130,11 +144,11 @@ async function main() {
         const p = await pollSession(ep);
         first.push(p.first);
         second.push(p.second);
-        list.push(await listSession(ep));
+        if (opts.list) list.push(await listSession(ep));
       }
       record(`poll, 1st of a session ms|${ep.name}`, median(first));
       record(`poll, 2nd in a session ms|${ep.name}`, median(second));
-      record(`list sync, new session ms|${ep.name}`, median(list));
+      if (opts.list) record(`list sync, new session ms|${ep.name}`, median(list));
       if (ep.proc) record(`CPU us per session pair|${ep.name}`, ((cpuOf(ep.proc.pid) - cpu0) * 1e6) / opts.sessions);
     }
   }
@@ -146,7 +160,8 @@ async function main() {
   }
   for (const ep of eps) if (ep.inspected) console.log(`${ep.name}: ${ep.inspected() - ep.inspected0} inspections during the rounds`);
   for (const ep of eps) ep.proc?.kill('SIGTERM');
-  await sleep(1500);
+  // a CPU profile is written when the process exits
+  for (const ep of eps) if (ep.proc && ep.proc.exitCode === null) await new Promise((r) => ep.proc.once('exit', r));
   process.exit(0);
 }
 

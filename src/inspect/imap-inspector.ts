@@ -231,6 +231,8 @@ export class ImapInspector implements ImapInterceptor {
     clean: Set<number>;
     /** The size of each message stored clean whose vetted form is the server's byte for byte (sizeIn = sizeOut): what the server must report for it. */
     cleanSize: Map<number, number>;
+    /** The sanitised size of each message stored with metadata that is not in cleanSize (altered, or clean with another size): a poll's RFC822.SIZE for it (pollLine). */
+    storedSize: Map<number, number>;
   } | null = null;
   /** storeIndex.basis of the last basis asked for. */
   private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
@@ -376,20 +378,20 @@ export class ImapInspector implements ImapInterceptor {
     const ids = new Map<number, boolean>();
     const clean = new Set<number>();
     const cleanSize = new Map<number, number>();
+    const storedSize = new Map<number, number>();
     try {
       for (const [id, full, status, sizeIn, sizeOut] of this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) {
         const uid = Number(id);
         ids.set(uid, full);
-        if (status === 'clean') {
-          clean.add(uid);
-          if (sizeIn === sizeOut) cleanSize.set(uid, sizeIn);
-        }
+        if (status === 'clean') clean.add(uid);
+        if (status === 'clean' && sizeIn === sizeOut) cleanSize.set(uid, sizeIn);
+        else if (full) storedSize.set(uid, sizeOut);
       }
     } catch (err) {
       this.storeFailed(err);
       return null;
     }
-    this.storeIndex = { scope: k.scope, basis, ids, clean, cleanSize };
+    this.storeIndex = { scope: k.scope, basis, ids, clean, cleanSize, storedSize };
     if (ids.size > 0) this.noteMailbox(k.scope);
     return ids;
   }
@@ -423,6 +425,8 @@ export class ImapInspector implements ImapInterceptor {
       else idx.clean.delete(uid);
       if (v?.status === 'clean' && v.sizeIn === v.sizeOut) idx.cleanSize.set(uid, v.sizeIn);
       else idx.cleanSize.delete(uid);
+      if (v?.header && v.items && !idx.cleanSize.has(uid)) idx.storedSize.set(uid, v.sizeOut);
+      else idx.storedSize.delete(uid);
     }
   }
 
@@ -536,6 +540,8 @@ export class ImapInspector implements ImapInterceptor {
         else idx.clean.delete(uid);
         if (sv.status === 'clean' && sv.sizeIn === sv.sizeOut) idx.cleanSize.set(uid, sv.sizeIn);
         else idx.cleanSize.delete(uid);
+        if (sv.items && !idx.cleanSize.has(uid)) idx.storedSize.set(uid, sv.sizeOut);
+        else idx.storedSize.delete(uid);
       }
     } catch (err) {
       this.storeFailed(err);
@@ -1175,8 +1181,10 @@ export class ImapInspector implements ImapInterceptor {
    * A poll's response for a message stored clean, without parsing and rebuilding it: when the server's
    * line is exactly `* seq FETCH (UID uid RFC822.SIZE size)` (canonical numbers, nothing else) and
    * `size` is the stored one, that line is byte for byte what relayCleanResponse (and a session that
-   * vetted the message) writes: UID first, then RFC822.SIZE, no FLAGS. Anything else (another size, a
-   * message of the session's cache, another shape): null, the general path decides.
+   * vetted the message) writes: UID first, then RFC822.SIZE, no FLAGS. A message stored altered (with
+   * metadata) gets that line with its stored sanitised size, as renderStored writes it. Anything else
+   * (another size for a clean one, a message of the session's cache, another shape): null, the
+   * general path decides.
    */
   private pollLine(line: Buffer): Buffer | null {
     const m = POLL_LINE.exec(line.toString('latin1'));
@@ -1185,7 +1193,16 @@ export class ImapInspector implements ImapInterceptor {
     const uid = Number(m[2]);
     if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
     const size = this.cleanSizeOf(uid);
-    if (size === undefined || String(size) !== m[3]) return null;
+    if (size === undefined) {
+      // altered (or stored with another size): its sanitised size from the session's index of the
+      // store, as renderStored writes it (UID from the server, the stored RFC822.SIZE, which is the
+      // sanitised message's length): no store read per message; the server's size is not used
+      const out = this.storeIds()?.get(uid) === true ? this.storeIndex!.storedSize.get(uid) : undefined;
+      if (out === undefined) return null;
+      this.learnUid(seq, uid);
+      return Buffer.from(`* ${m[1]} FETCH (UID ${m[2]} RFC822.SIZE ${out})\r\n`, 'latin1');
+    }
+    if (String(size) !== m[3]) return null;
     this.learnUid(seq, uid);
     return line;
   }
