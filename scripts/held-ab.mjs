@@ -6,17 +6,29 @@
  * plain listener running the default policy with `antivirus.enabled: false` and the verdict cache off
  * (so every round vets every message: nothing is served from an earlier round). Rounds are
  * interleaved (the order reversed every other round), so a load change hits every candidate alike.
- * Besides wall time it reports each postern's CPU per MB (all threads, /proc/PID/task/x/schedstat)
- * and the fraction of the wall time postern spent on a CPU: well under 1 with one client means postern
- * waits for something (the upstream, a timer, a gate), not that it computes.
+ * `UID FETCH 1:* BODY.PEEK[]` with each --clients count at once. Reported per candidate:
+ * - MB/s (wall) and the ratio to direct Dovecot;
+ * - CPU us per MB, all threads of the process tree (/proc/PID/task/x/schedstat): moves less than wall
+ *   time when other jobs share the cores;
+ * - main thread/wall, and main run+runq/wall: the share of the wall time the event loop was on a CPU or
+ *   runnable waiting for one. Well under 1 means postern waited for an event (the upstream, a timer, a
+ *   gate), not for a CPU: that is a wait to remove. (Summed over processes with `workers:`.)
+ * - CPU seconds per thread over the rounds (`main/PID`; V8's helper threads are mostly the GC's).
  *
- *   node scripts/held-ab.mjs /tmp/base . --rounds 8               # each dir has bin/postern.js and dist/
+ *   node scripts/held-ab.mjs /tmp/base . --rounds 8         # each dir has bin/postern.js and dist/
  *   node scripts/held-ab.mjs . --clients 1,8 --rounds 4
- *   node scripts/held-ab.mjs . .::--max-semi-space-size=32       # the same build, other node flags
+ *   node scripts/held-ab.mjs . '.::--max-semi-space-size=32'  # the same build with other node flags
+ *   node scripts/held-ab.mjs . '.#vc' '.#w2'                # verdict cache on; `workers: 2`
+ *   node scripts/held-ab.mjs /tmp/base . --in-process --rounds 20
  *
- * --verdict-cache (or DIR#vc for one candidate): the listener keeps the default verdict cache (as npm run bench does); every
- * round then runs on a freshly started postern (warmed up on one fetch of its own), so nothing is
- * served from the store and the cost measured includes what storing a verdict costs.
+ * DIR#vc (or --verdict-cache for all): the listener keeps the default verdict cache (as npm run bench
+ * does); every round then runs on freshly started posterns (all candidates, each warmed up on another
+ * mailbox), so nothing is served from the store and storing the verdicts is part of the cost.
+ * --in-process: no sockets and no Dovecot, see inProcess() (CPU of the session, inspector and engine
+ * alone). POSTERN_BENCH_NODE_ARGS passes node flags to every postern (--cpu-prof: each writes its
+ * profile when stopped); POSTERN_HELD_AB_STDOUT=DIR keeps their stdout (--trace-gc);
+ * POSTERN_HELD_AB_HEAP=FILE (--in-process) writes a sampling heap profile of the rounds, garbage
+ * included.
  * Every download is checked: each message (by UID) must hash the same in every build, and the same
  * as direct Dovecot's except the messages the policy changes (the corpus's `.exe` ones).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
@@ -52,39 +64,64 @@ const USERS = { alice: 'alicepw', warm: 'warmpw' };
 const BULK = 'UID FETCH 1:* BODY.PEEK[]';
 const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
-/** CPU seconds of the main thread (the event loop) of a process. */
-const mainCpuOf = (pid) => Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1').split(' ')[0]) / 1e9;
-/**
- * Seconds the main thread was on a CPU or runnable and waiting for one (schedstat's first two fields):
- * over the wall time, the share of it postern wanted a CPU. The rest it waited for an event (I/O, a timer).
- */
-const mainWantOf = (pid) => {
-  const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'latin1').split(' ');
-  return (Number(run) + Number(wait)) / 1e9;
+/** The process and its descendants (postern's cluster workers with `workers:`). */
+function procTree(pid) {
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) {
+    try {
+      for (const c of readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'latin1').split(' ').filter(Boolean)) out.push(Number(c));
+    } catch {
+      /* ended */
+    }
+  }
+  return out;
+}
+
+const schedstat = (pid, tid) => {
+  try {
+    return readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ').map(Number);
+  } catch {
+    return [0, 0];
+  }
 };
 
-/** CPU seconds of every thread of a process (schedstat: nanoseconds on the CPU). */
+/** CPU seconds of the main threads (the event loops) of a process tree. */
+const mainCpuOf = (pid) => procTree(pid).reduce((s, p) => s + schedstat(p, p)[0], 0) / 1e9;
+/**
+ * Seconds the main threads were on a CPU or runnable and waiting for one (schedstat's first two
+ * fields): over the wall time, the share of it postern wanted a CPU (summed over the processes with
+ * `workers:`). The rest it waited for an event (I/O, a timer).
+ */
+const mainWantOf = (pid) =>
+  procTree(pid).reduce((s, p) => {
+    const [run, wait] = schedstat(p, p);
+    return s + run + wait;
+  }, 0) / 1e9;
+
+/** CPU seconds of every thread of a process tree (schedstat: nanoseconds on the CPU). */
 function cpuOf(pid) {
   let ns = 0;
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
+  for (const p of procTree(pid)) {
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
+      for (const t of readdirSync(`/proc/${p}/task`)) ns += schedstat(p, t)[0];
     } catch {
-      /* thread ended */
+      /* ended */
     }
   }
   return ns / 1e9;
 }
 
-/** CPU seconds per thread (`name/tid`; the event loop is `main`): V8's helpers, libuv's pool. */
+/** CPU seconds per thread (`name/tid`; an event loop is `main/pid`) of a process tree: V8's helpers, libuv's pool. */
 function threadCpu(pid) {
   const by = new Map();
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
+  for (const p of procTree(pid)) {
     try {
-      const name = t === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${t}/comm`, 'latin1').trim()}/${t}`;
-      by.set(name, Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]) / 1e9);
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        const name = t === String(p) ? `main/${p}` : `${readFileSync(`/proc/${p}/task/${t}/comm`, 'latin1').trim()}/${t}`;
+        by.set(name, schedstat(p, t)[0] / 1e9);
+      }
     } catch {
-      /* thread ended */
+      /* ended */
     }
   }
   return by;
@@ -92,15 +129,17 @@ function threadCpu(pid) {
 
 async function startBuild(spec, upstreamPort, policyFile) {
   // DIR or DIR::--node-flag,--other-flag (the same build with other node flags as its own candidate);
-  // a trailing `#vc`: this candidate keeps the verdict cache on (--verdict-cache for one candidate)
-  const vc = opts.verdictCache || spec.endsWith('#vc');
-  const [dir, flags = ''] = spec.replace(/#vc$/, '').split('::');
+  // a trailing `#vc`: this candidate keeps the verdict cache on (--verdict-cache for one candidate);
+  // `#w2`: postern with `workers: 2` (CPU summed over its processes)
+  const vc = opts.verdictCache || /#vc\b/.test(spec);
+  const workers = /#w(\d+)/.exec(spec)?.[1];
+  const [dir, flags = ''] = spec.replace(/#.*$/, '').split('::');
   const buildRoot = resolve(dir);
   const run = tempDir('postern-held-ab-');
   const [port] = await freePorts(1);
   writeFileSync(
     join(run, 'postern.yaml'),
-    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n` +
+    `${posternYamlHead(run)}${workers ? `workers: ${workers}\n` : ''}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n` +
       `  - name: policy\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
       `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n` +
       `    policy: ${policyFile}\n${vc ? '' : '    inspect: { verdict_cache: false }\n'}`,
@@ -381,6 +420,16 @@ async function inProcess() {
   // JIT warm-up: the first sessions of a build run slower (compilation, inline caches)
   for (let i = 0; i < 4; i++) for (const c of cands) await session(c);
   console.log(`in-process: ${cands.length} builds deliver the same ${refs[0]} (${(messageBytes / 1e6).toFixed(1)} MB of messages per round)`);
+  // POSTERN_HELD_AB_HEAP=FILE: a sampling heap profile of the rounds, garbage included (what makes the GC work)
+  let heap = null;
+  if (process.env.POSTERN_HELD_AB_HEAP) {
+    const { Session } = await import('node:inspector');
+    heap = new Session();
+    heap.connect();
+    const post = (m, p = {}) => new Promise((ok, no) => heap.post(m, p, (e, r) => (e ? no(e) : ok(r))));
+    heap.postAsync = post;
+    await post('HeapProfiler.startSampling', { samplingInterval: 16384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  }
   const rows = new Map();
   for (let round = 0; round < opts.rounds; round++) {
     for (const c of round % 2 ? [...cands].reverse() : cands) {
@@ -395,6 +444,10 @@ async function inProcess() {
       r.wall.push(messageBytes / 1e6 / wall);
       rows.set(key, r);
     }
+  }
+  if (heap) {
+    const { profile } = await heap.postAsync('HeapProfiler.stopSampling');
+    writeFileSync(process.env.POSTERN_HELD_AB_HEAP, JSON.stringify(profile));
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
   for (const c of cands) console.log(`${c.name}: the session paused the upstream ${((c.pauses ?? 0) / (opts.rounds + 5)).toFixed(1)} times per fetch`);
