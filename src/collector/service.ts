@@ -16,11 +16,12 @@ import type { Logger } from 'pino';
 import type { CollectorAccountConfig, PosternConfig, SecretSource } from '../config/types.js';
 import { policyWarnings } from '../config/warnings.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { ContentVerdictTables } from '../inspect/content-verdict.js';
 import { QUARANTINE_PURGE_INTERVAL_MS } from '../inspect/factory.js';
 import { logErr } from '../log/logger.js';
 import { inspectMessage } from '../policy/engine.js';
 import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
-import type { EngineDeps, QuarantineStore } from '../policy/types.js';
+import type { EngineDeps, InspectContext, QuarantineStore } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
@@ -114,6 +115,9 @@ export class Collector {
   private readonly ownScanner: boolean;
   private readonly ownSpamScanner: boolean;
   private readonly abort = new AbortController();
+  /** The content-hash verdicts (collector.content_verdicts); null: off. */
+  private readonly content: ContentVerdictTables | null = null;
+  private contentWarned = false;
 
   private readonly opts: CollectorOptions;
 
@@ -153,8 +157,54 @@ export class Collector {
     // the same list `postern check` prints (src/config/warnings.ts)
     for (const w of policyWarnings(config, this.policies, { scanner: !!this.scanner, spamScanner: !!this.spamScanner }))
       log[w.level]({ event: w.event, ...w.fields }, w.message);
+    if (c.contentVerdicts && this.policies.size > 0)
+      this.content = new ContentVerdictTables(
+        c.contentVerdicts.path,
+        c.contentVerdicts.maxEntries,
+        this.engine,
+        opts.scanner === undefined && config.scanner ? config.scanner.endpoints : null,
+        (err) => {
+          if (this.contentWarned) return;
+          this.contentWarned = true;
+          log.warn(
+            { event: 'inspect.verdict_cache_failed', file: c.contentVerdicts!.path, err: logErr(err, ErrorCodes.VERDICT_STORE) },
+            'content verdicts unusable; vetting without them',
+          );
+        },
+      );
     this.state = CollectorState.open(c.stateDir);
     this.delivery = opts.delivery ?? new SmtpDelivery(c.delivery, (s) => readSecret(s));
+  }
+
+  /**
+   * The engine for an account's policy, behind the content-hash verdict when it is on
+   * (`collector.content_verdicts`, src/inspect/content-verdict.ts): bytes judged clean and unchanged
+   * under this policy and signatures, for any account or listener sharing the file, are not judged
+   * again (logged as message.inspected with cached: content).
+   */
+  private inspectFor(policy: CompiledPolicy, account: CollectorAccountConfig): NonNullable<PassDeps['inspect']> {
+    const run = (raw: Buffer, ctx: InspectContext) => inspectMessage(raw, policy, ctx, this.engine);
+    const cv = this.content?.for(policy) ?? null;
+    if (!cv) return run;
+    return async (raw, ctx) => {
+      const r = await cv.inspect(raw, () => run(raw, ctx));
+      if (r.fromContentCache)
+        this.log.info(
+          {
+            event: 'message.inspected',
+            account: account.name,
+            cached: 'content',
+            bytes: raw.length,
+            bytesOut: raw.length,
+            verdict: 'clean',
+            rules: [],
+            viruses: [],
+            scanMs: 0,
+          },
+          'message inspected',
+        );
+      return r.result;
+    };
   }
 
   get accounts(): CollectorAccountConfig[] {
@@ -168,7 +218,7 @@ export class Collector {
       state: this.state,
       open: this.opts.open ?? openRemote,
       delivery: this.delivery,
-      inspect: policy ? (raw, ctx) => inspectMessage(raw, policy, ctx, this.engine) : null,
+      inspect: policy ? this.inspectFor(policy, account) : null,
       resolve: this.opts.resolve ?? resolveRecipients,
       quarantine: this.engine.quarantine ? spamQuarantine(this.engine.quarantine) : null,
       log: this.log,
@@ -239,6 +289,7 @@ export class Collector {
     await this.delivery.close();
     if (this.ownScanner) await this.scanner?.close();
     if (this.ownSpamScanner) await this.spamScanner?.close();
+    this.content?.close();
     this.state.close();
   }
 }

@@ -7,7 +7,7 @@
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { COLLECTOR_LIMITS } from '../limits.js';
+import { COLLECTOR_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
 import { fileProblem, isValidHost } from './hosts.js';
 import type {
@@ -25,6 +25,8 @@ import type {
 /** Envelope header fields providers add, most trusted first (the default of `envelope_headers`). */
 export const DEFAULT_ENVELOPE_HEADERS = ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'];
 export const DEFAULT_STATE_DIR = 'var/collector';
+/** Default `collector.content_verdicts.path`: the listeners' verdict cache file (schema.ts DEFAULT_VERDICT_CACHE_FILE), so both share content verdicts. */
+export const DEFAULT_CONTENT_VERDICTS_FILE = 'var/state/verdicts.sqlite';
 export const DEFAULT_LMTP_PORT = 24;
 export const DEFAULT_SMTP_PORT = 25;
 /** Account `spam:` defaults: deliver what the policy produced (tagged or not), to the folder Junk by detail address. */
@@ -198,6 +200,16 @@ type RawAccount = z.output<typeof accountSchema>;
 export const collectorSchema = z.strictObject({
   state_dir: nonEmpty.optional(),
   concurrency: positive.max(256, 'at most 256').optional(),
+  content_verdicts: z
+    .union([
+      z.boolean(),
+      z.strictObject({
+        enabled: z.boolean().optional(),
+        path: nonEmpty.optional(),
+        max_entries: z.number().int().min(1).max(100_000_000).optional(),
+      }),
+    ])
+    .optional(),
   delivery: deliverySchema,
   accounts: z.array(accountSchema).min(1, 'list at least one account'),
 });
@@ -390,7 +402,18 @@ export function normaliseCollector(raw: RawCollector, baseDir: string): Collecto
   return {
     stateDir: path.resolve(baseDir, raw.state_dir ?? DEFAULT_STATE_DIR),
     concurrency: raw.concurrency ?? COLLECTOR_LIMITS.defaultConcurrency,
+    contentVerdicts: contentVerdictsConfig(raw.content_verdicts, baseDir),
     delivery,
     accounts: raw.accounts.map((a) => normaliseAccount(a, baseDir)),
+  };
+}
+
+/** `collector.content_verdicts`: on by default (src/inspect/content-verdict.ts); `false` or `enabled: false` = off. */
+function contentVerdictsConfig(raw: RawCollector['content_verdicts'], baseDir: string): CollectorConfig['contentVerdicts'] {
+  if (raw === false || (typeof raw === 'object' && raw.enabled === false)) return null;
+  const o = typeof raw === 'object' ? raw : {};
+  return {
+    path: path.resolve(baseDir, o.path ?? DEFAULT_CONTENT_VERDICTS_FILE),
+    maxEntries: o.max_entries ?? VERDICT_STORE_LIMITS.defaultContentMaxEntries,
   };
 }

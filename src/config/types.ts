@@ -277,6 +277,11 @@ export interface CollectorConfig {
   stateDir: string;
   /** Accounts polled at the same time. */
   concurrency: number;
+  /**
+   * `content_verdicts`: the content-hash verdict (src/inspect/content-verdict.ts) in this SQLite file
+   * (by default the listeners' verdict cache file), at most `maxEntries`; null or absent = off.
+   */
+  contentVerdicts?: { path: string; maxEntries: number } | null;
   delivery: CollectorDeliveryConfig;
   accounts: CollectorAccountConfig[];
 }

@@ -24,12 +24,13 @@
  * - Bounded by `by_content_max_entries` (least recently used first); SQLite WAL, shared by every
  *   process naming the same file; any store failure is a miss (E_VERDICT_STORE), never a hit.
  */
-import type { ListenerConfig } from '../config/types.js';
+import type { ClamdEndpoint, ListenerConfig } from '../config/types.js';
+import { VERDICT_STORE_LIMITS } from '../limits.js';
 import { parsePartTree } from '../mime/partmap.js';
 import type { CompiledPolicy } from '../policy/engine.js';
 import type { EngineDeps, InspectResult, Verdict } from '../policy/types.js';
-import type { SignatureSource } from './signatures.js';
-import { sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+import { ClamdSignatures, fixedSignatures, type SignatureSource } from './signatures.js';
+import { policyHash, sha256, type VerdictBasis, VerdictStore } from './verdict-store.js';
 
 /** What the content table needs: the store and what keys it for one policy (the listener's SharedVerdicts). */
 export interface ContentVerdictSource {
@@ -136,4 +137,56 @@ export function contentVerdictsFor(
   if (!shared || !bc) return null;
   if (policy.spam.enabled && engine.spamScanner) return null;
   return new ContentVerdicts(shared, policy, { maxEntries: bc.maxEntries }, onStoreError);
+}
+
+/**
+ * The content table for code that runs the engine itself (the collector, src/collector/service.ts):
+ * one store connection and one signature source, one ContentVerdicts per policy, keyed as the
+ * listeners key theirs (src/inspect/factory.ts signaturesFor: a policy that scores spam gets none;
+ * one that scans with no scanner is keyed by ''; clamd by its VERSION, or an injected scanner by its
+ * name). Opening the store may fail: then every policy gets none (reported once through onStoreError).
+ */
+export class ContentVerdictTables {
+  private readonly store: VerdictStore | null = null;
+  private avSignatures: SignatureSource | null = null;
+  private readonly byPolicy = new Map<CompiledPolicy, ContentVerdicts | null>();
+
+  constructor(
+    file: string,
+    private readonly maxEntries: number,
+    private readonly engine: EngineDeps,
+    /** clamd's endpoints to ask VERSION of; null: the scanner was injected (keyed by its name). */
+    private readonly clamdEndpoints: readonly ClamdEndpoint[] | null,
+    private readonly onStoreError: (err: unknown) => void,
+  ) {
+    try {
+      // the per-user table's bounds are the listeners' defaults (this connection never writes to it)
+      this.store = new VerdictStore(file, { maxEntries: VERDICT_STORE_LIMITS.defaultMaxEntries, maxBytes: VERDICT_STORE_LIMITS.defaultMaxBytes });
+    } catch (err) {
+      onStoreError(err);
+    }
+  }
+
+  for(policy: CompiledPolicy): ContentVerdicts | null {
+    if (this.byPolicy.has(policy)) return this.byPolicy.get(policy)!;
+    let cv: ContentVerdicts | null = null;
+    const signatures = this.store ? this.signaturesFor(policy) : null;
+    if (this.store && signatures)
+      cv = new ContentVerdicts({ store: this.store, policyHash: policyHash(policy), signatures }, policy, { maxEntries: this.maxEntries }, this.onStoreError);
+    this.byPolicy.set(policy, cv);
+    return cv;
+  }
+
+  private signaturesFor(p: CompiledPolicy): SignatureSource | null {
+    if (p.spam.enabled && this.engine.spamScanner) return null;
+    const scanner = this.engine.scanner;
+    if (!(p.antivirus.enabled && scanner)) return fixedSignatures('');
+    this.avSignatures ??= this.clamdEndpoints ? new ClamdSignatures(this.clamdEndpoints) : fixedSignatures(`scanner:${scanner.name}`);
+    return this.avSignatures;
+  }
+
+  close(): void {
+    this.avSignatures?.close();
+    this.store?.close();
+  }
 }

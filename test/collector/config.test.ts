@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/validate.js';
-import { COLLECTOR_LIMITS } from '../../src/limits.js';
+import { COLLECTOR_LIMITS, VERDICT_STORE_LIMITS } from '../../src/limits.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'postern-colcfg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -50,6 +50,8 @@ describe('collector config', () => {
     expect(c.collector).toEqual({
       stateDir: path.join(dir, 'var/collector'),
       concurrency: COLLECTOR_LIMITS.defaultConcurrency,
+      // the content-hash verdict, in the listeners' verdict cache file (src/inspect/content-verdict.ts)
+      contentVerdicts: { path: path.join(dir, 'var/state/verdicts.sqlite'), maxEntries: VERDICT_STORE_LIMITS.defaultContentMaxEntries },
       delivery: {
         protocol: 'lmtp',
         host: 'mail.local',
