@@ -20,6 +20,7 @@ afterEach(async () => {
 function accountFor(port: number): CollectorAccountConfig {
   return {
     name: 'pop3-bound',
+    protocol: 'pop3',
     enabled: true,
     host: '127.0.0.1',
     port,
