@@ -4,7 +4,9 @@
  */
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { DEFAULT_CONTENT_VERDICTS_FILE } from '../../src/config/collector.js';
 import { parseConfigText } from '../../src/config/load.js';
+import { DEFAULT_VERDICT_CACHE_FILE } from '../../src/config/schema.js';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { tempDir } from './helpers.js';
 
@@ -25,6 +27,10 @@ describe('inspect.verdict_cache.by_content', () => {
     expect(cacheOf(withInspect('    inspect: { verdict_cache: { by_content: false } }\n'))!.byContent).toBeNull();
     expect(cacheOf(withInspect('    inspect: { verdict_cache: { by_content_max_entries: 5 } }\n'))!.byContent).toEqual({ maxEntries: 5 });
     expect(cacheOf(withInspect('    inspect: { verdict_cache: false }\n'))).toBeNull();
+  });
+
+  it("the collector's content verdicts default to the listeners' verdict cache file (both share what was judged)", () => {
+    expect(DEFAULT_CONTENT_VERDICTS_FILE).toBe(DEFAULT_VERDICT_CACHE_FILE);
   });
 
   it('refuses a bound below 1 or a non-boolean switch', () => {
