@@ -536,45 +536,62 @@ export class ClamdScanner implements Scanner {
       const socket = conn.socket;
       const onDrain = () => wake?.();
       socket.on('drain', onDrain);
+      // One write (writev) per source chunk: the command goes out with the first chunk and the
+      // terminator with the last (a chunk of lookahead), so a small part costs one syscall.
       const pump = async (): Promise<void> => {
-        socket.cork();
-        if (conn.hello) socket.write(CMD_IDSESSION);
+        const it = chunks[Symbol.asyncIterator]();
+        let head: Buffer[] = conn.hello ? [CMD_IDSESSION, CMD_INSTREAM] : [CMD_INSTREAM];
         conn.hello = false;
-        socket.write(CMD_INSTREAM);
-        socket.uncork();
         let over = -1;
-        for await (const chunk of chunks) {
+        let cur = await it.next();
+        while (!cur.done) {
+          const chunk = cur.value;
           if (over >= 0) {
             over += chunk.length; // only counted, for the oversize outcome
+            cur = await it.next();
             continue;
           }
           if (isDone()) return;
           if (sent + chunk.length > this.opts.maxStreamBytes) {
             // stop sending (clamd would refuse it anyway); the connection is mid-request: closed
             over = sent + chunk.length;
+            cur = await it.next();
             continue;
           }
+          const next = await it.next();
+          if (isDone()) return;
+          const frames = head;
+          head = [];
           for (let off = 0; off < chunk.length; off += this.opts.chunkBytes) {
             const piece = chunk.subarray(off, Math.min(chunk.length, off + this.opts.chunkBytes));
             const len = Buffer.allocUnsafe(4);
             len.writeUInt32BE(piece.length, 0);
-            socket.cork();
-            socket.write(len);
-            const ok = socket.write(piece);
-            socket.uncork();
+            frames.push(len, piece);
             sent += piece.length;
-            if (!ok && !isDone()) await new Promise<void>((r) => (wake = r));
-            wake = null;
-            if (isDone()) return;
           }
+          if (next.done) frames.push(INSTREAM_END);
+          if (!this.writeAll(socket, frames) && !isDone()) await new Promise<void>((r) => (wake = r));
+          wake = null;
+          if (isDone()) return;
+          cur = next;
         }
         if (over >= 0) finish({ kind: 'oversize', reply, size: over });
-        else if (!isDone()) socket.write(INSTREAM_END);
+        // an object with no chunk at all: command and terminator
+        else if (!isDone() && head.length) this.writeAll(socket, [...head, INSTREAM_END]);
       };
       pump()
         .catch((e: unknown) => finish({ kind: 'source-error', reply, message: (e as Error)?.message ?? String(e) }))
         .finally(() => socket.off('drain', onDrain));
     });
+  }
+
+  /** Writes frames as one writev; false when the socket's buffer is over its high-water mark. */
+  private writeAll(socket: net.Socket, frames: Buffer[]): boolean {
+    socket.cork();
+    let ok = true;
+    for (const f of frames) ok = socket.write(f);
+    socket.uncork();
+    return ok;
   }
 
   /**
