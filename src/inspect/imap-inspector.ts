@@ -1225,8 +1225,8 @@ export class ImapInspector implements ImapInterceptor {
     if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined || String(size) !== m[4]) return null;
-    if (checkRelayedFetchItem({ name: 'FLAGS', raw: Buffer.from(`FLAGS (${m[3]})`, 'latin1') }) !== null) return null;
-    if (!isHeaderBlock(literal) || hasBareLf(literal)) return null;
+    if (!relayableFlags(m[3]!)) return null;
+    if (!isCrlfHeaderBlock(literal)) return null;
     this.learnUid(Number(m[1]), uid);
     return parts;
   }
@@ -1561,6 +1561,63 @@ function relayable(item: FetchResponseItem): void {
  * nothing more or one empty line that ends it. Anything after the empty line (a body), a NUL, or a line
  * that is neither a field nor a continuation means it is not a header block.
  */
+/**
+ * Flag lists (the text between FLAGS' parentheses) the choke point relays (checkRelayedFetchItem),
+ * remembered: a list sync repeats a handful of them thousands of times. Only accepted lists are kept,
+ * at most FLAGS_MEMO_MAX (then the memo starts over); the check is a pure function of the text.
+ */
+const relayableFlagLists = new Set<string>();
+const FLAGS_MEMO_MAX = 1024;
+function relayableFlags(list: string): boolean {
+  if (relayableFlagLists.has(list)) return true;
+  if (checkRelayedFetchItem({ name: 'FLAGS', raw: Buffer.from(`FLAGS (${list})`, 'latin1') }) !== null) return false;
+  if (relayableFlagLists.size >= FLAGS_MEMO_MAX) relayableFlagLists.clear();
+  relayableFlagLists.add(list);
+  return true;
+}
+
+/**
+ * `isHeaderBlock(data) && !hasBareLf(data)` in one pass over the bytes (a list sync's header section
+ * of a message stored clean, listLines): no NUL; every line ends with CRLF (the last one may lack its
+ * line end; one CR before it is its line end too, as isHeaderBlock reads it) and holds no other CR; an
+ * empty line only at the end; a continuation line (SP/TAB) never first; every other line begins with
+ * a field name and a colon. test/inspect/crlf-header-block.test.ts holds it to the two-pass reading.
+ */
+export function isCrlfHeaderBlock(d: Buffer): boolean {
+  const n = d.length;
+  let start = 0;
+  let first = true;
+  while (start < n) {
+    let k = start;
+    let cr = -1;
+    for (; k < n; k++) {
+      const c = d[k]!;
+      if (c === 0x0a) break;
+      if (c === 0) return false;
+      if (c === 0x0d && cr < 0) cr = k;
+    }
+    let end: number;
+    if (k < n) {
+      // an LF: only as the end of CRLF
+      if (k === start || d[k - 1] !== 0x0d) return false;
+      end = k - 1;
+    } else end = d[n - 1] === 0x0d ? n - 1 : n;
+    if (cr >= 0 && cr < end) return false;
+    if (end === start) return k >= n - 1;
+    const c0 = d[start]!;
+    if (c0 === 0x20 || c0 === 0x09) {
+      if (first) return false;
+    } else {
+      let f = start;
+      while (f < end && d[f]! >= 0x21 && d[f]! <= 0x7e && d[f] !== 0x3a) f++;
+      if (f === start || f >= end || d[f] !== 0x3a) return false;
+    }
+    first = false;
+    start = k + 1;
+  }
+  return true;
+}
+
 export function isHeaderBlock(data: Buffer): boolean {
   if (data.includes(0)) return false;
   const text = data.toString('latin1');
