@@ -168,24 +168,52 @@ export function findExecutable(b: Buffer, from = 0, to = b.length): ExecutableHi
 }
 
 /**
- * findExecutable over a stream of decoded chunks (decodeChunks): the same answer as over their
- * concatenation, holding at most one chunk plus EXEC_HEADER_REACH bytes. Stops at the first hit.
+ * findExecutable fed in pieces (push style, for a decoder that produces the bytes anyway): the same
+ * answer as over their concatenation, holding at most one piece plus EXEC_HEADER_REACH bytes.
+ * `hit` is set at the first header found; later pieces are then ignored.
  */
-export function findExecutableInChunks(chunks: Iterable<Buffer>): ExecutableHit | undefined {
-  let carry: Buffer = Buffer.alloc(0);
-  let base = 0; // offset of carry[0] in the whole
-  for (const chunk of chunks) {
-    if (chunk.length === 0) continue;
-    const buf = carry.length ? Buffer.concat([carry, chunk]) : chunk;
+export class ExecutableSearch {
+  hit: ExecutableHit | undefined;
+  private carry: Buffer = Buffer.alloc(0);
+  /** Offset of carry[0] in the whole. */
+  private base = 0;
+  private ended = false;
+
+  /** Takes the next piece (it may be reused by the caller afterwards: what is kept is copied). */
+  push(chunk: Buffer): void {
+    if (this.hit || this.ended || chunk.length === 0) return;
+    const buf = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
     // a start below `limit` has all EXEC_HEADER_REACH bytes it may read inside `buf`
     const limit = buf.length - EXEC_HEADER_REACH;
     if (limit > 0) {
       const hit = findExecutable(buf, 0, limit);
-      if (hit) return { ...hit, offset: base + hit.offset };
-      carry = Buffer.from(buf.subarray(limit));
-      base += limit;
-    } else carry = buf === chunk ? Buffer.from(chunk) : buf;
+      if (hit) {
+        this.hit = { ...hit, offset: this.base + hit.offset };
+        return;
+      }
+      this.carry = Buffer.from(buf.subarray(limit));
+      this.base += limit;
+    } else this.carry = Buffer.from(buf);
   }
-  const hit = findExecutable(carry);
-  return hit ? { ...hit, offset: base + hit.offset } : undefined;
+
+  /** No more pieces: the starts held back are searched. Returns the hit, if any. */
+  end(): ExecutableHit | undefined {
+    if (!this.hit && !this.ended) {
+      const hit = findExecutable(this.carry);
+      if (hit) this.hit = { ...hit, offset: this.base + hit.offset };
+    }
+    this.ended = true;
+    this.carry = Buffer.alloc(0);
+    return this.hit;
+  }
+}
+
+/** findExecutable over a stream of decoded chunks (decodeChunks); stops at the first hit. */
+export function findExecutableInChunks(chunks: Iterable<Buffer>): ExecutableHit | undefined {
+  const s = new ExecutableSearch();
+  for (const chunk of chunks) {
+    s.push(chunk);
+    if (s.hit) return s.hit;
+  }
+  return s.end();
 }

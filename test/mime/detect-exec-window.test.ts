@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { EXEC_PE_MAX_HEADER_OFFSET } from '../../src/limits.js';
-import { EXEC_HEADER_REACH, findExecutable, findExecutableInChunks } from '../../src/mime/detect.js';
+import { EXEC_HEADER_REACH, ExecutableSearch, findExecutable, findExecutableInChunks } from '../../src/mime/detect.js';
 
 /** Filler without any `M`, 0x7f, 0xfe/0xfa/0xce/0xcf byte: no candidate of its own. */
 function filler(n: number, seed = 1): Buffer {
@@ -156,4 +156,25 @@ describe('findExecutableInChunks: the same answer over any split', () => {
       // a PE head short enough: one byte at a time too
       if (b.length < 12_000) expect(findExecutableInChunks(split(1))).toEqual(whole);
     });
+});
+
+describe("ExecutableSearch: pieces in a buffer the caller reuses (a decoder's scratch)", () => {
+  it('finds what findExecutable finds, whatever is written into the scratch afterwards', () => {
+    for (const b of [
+      Buffer.concat([filler(70_000), pe(0x80), filler(10)]),
+      Buffer.concat([filler(4200), machO(), filler(3)]),
+      Buffer.concat([filler(9000), STANDARD_DOS.subarray(0, 16)]),
+      filler(20_000),
+    ]) {
+      const scratch = Buffer.alloc(3000);
+      const s = new ExecutableSearch();
+      for (let i = 0; i < b.length; i += 3000) {
+        const n = b.copy(scratch, 0, i, i + 3000);
+        s.push(scratch.subarray(0, n));
+        scratch.fill(0x4d); // 'M' everywhere: nothing kept may alias it
+      }
+      expect(s.end()).toEqual(findExecutable(b));
+      expect(s.end()).toEqual(findExecutable(b)); // end() twice: the same answer
+    }
+  });
 });
