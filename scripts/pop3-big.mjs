@@ -5,7 +5,7 @@
  * different ~24 MB messages (scripts/lib/mail-corpus.mjs bigMessages, as the bench's `big` user), and
  * one postern per build directory given, each with one plain POP3 listener running the default policy
  * with `antivirus.enabled: false` (`--clamd`: with clamd and the test signatures, as the bench's `av`
- * mode). Every round: postern's VmHWM is reset (/proc/PID/clear_refs), the 10 clients log in, send
+ * mode; `--relay`: no policy, the pure relay). Every round: postern's VmHWM is reset (/proc/PID/clear_refs), the 10 clients log in, send
  * `RETR n` (n = 1..10, one each) at the same time, and postern's VmHWM is read afterwards. Every body
  * is checked against direct Dovecot's (these messages are clean: identical bytes).
  *
@@ -26,17 +26,18 @@ import { freePorts, posternYamlHead, startClamd, startDovecot } from './lib/serv
 
 const repoRoot = join(dirname(new URL(import.meta.url).pathname), '..');
 const argv = process.argv.slice(2);
-const opts = { rounds: 3, mb: 24, clients: 10, clamd: false };
+const opts = { rounds: 3, mb: 24, clients: 10, clamd: false, relay: false };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
   else if (argv[i] === '--mb') opts.mb = Number(argv[++i]);
   else if (argv[i] === '--clients') opts.clients = Number(argv[++i]);
   else if (argv[i] === '--clamd') opts.clamd = true;
+  else if (argv[i] === '--relay') opts.relay = true;
   else builds.push(argv[i]);
 }
 if (builds.length === 0) {
-  console.error('usage: node scripts/pop3-big.mjs BUILD_DIR... [--rounds N] [--mb M] [--clients N] [--clamd]');
+  console.error('usage: node scripts/pop3-big.mjs BUILD_DIR... [--rounds N] [--mb M] [--clients N] [--clamd | --relay]');
   process.exit(2);
 }
 const USERS = { big: 'bigpass' };
@@ -55,7 +56,7 @@ async function startBuild(dir, upstreamPort, policyFile, clamdPort) {
     `${posternYamlHead(run)}${scanner}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n` +
       `  - name: pop3-policy\n    protocol: pop3\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
       `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n` +
-      `    policy: ${policyFile}\n    inspect: { verdict_cache: false }\n`,
+      (opts.relay ? '    policy: null\n' : `    policy: ${policyFile}\n    inspect: { verdict_cache: false }\n`),
   );
   const proc = track(
     spawn(process.execPath, [...nodeArgs, join(buildRoot, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], {
@@ -107,7 +108,7 @@ async function main() {
   const eps = [];
   for (const b of builds) eps.push(await startBuild(b, dovecot.ports.pop3, policyFile, clamdPort));
   console.log(
-    `pop3-big: ${opts.clients} clients x RETR of a different ${opts.mb} MB message, ${opts.clamd ? 'policy + clamd' : 'policy without AV'}; ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds`,
+    `pop3-big: ${opts.clients} clients x RETR of a different ${opts.mb} MB message, ${opts.relay ? 'pure relay (no policy)' : opts.clamd ? 'policy + clamd' : 'policy without AV'}; ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds`,
   );
   const rows = new Map(eps.map((e) => [e.name, { rss: [], mbs: [] }]));
   for (let r = 0; r < opts.rounds; r++) {
