@@ -130,8 +130,39 @@ class Slots {
 /** Marks a server item found more than once in one response (relayCleanResponse). */
 const NOT_ONCE = { name: '', raw: Buffer.alloc(0), rawParts: [] } as FetchResponseItem;
 
-/** A poll's answer for one message as Dovecot writes it (pollLine): sequence number, UID and size in canonical form. */
-const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
+/**
+ * A poll's answer for one message as Dovecot writes it (pollLine): exactly
+ * `^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$` (canonical numbers),
+ * read from the bytes without a string: its numbers, or null. test/inspect/poll-line.test.ts holds
+ * it to that expression.
+ */
+export function parsePollLine(d: Buffer): { seq: number; uid: number; size: number } | null {
+  const n = d.length;
+  let i = 0;
+  const lit = (s: string): boolean => {
+    if (i + s.length > n) return false;
+    for (let k = 0; k < s.length; k++) if (d[i + k] !== s.charCodeAt(k)) return false;
+    i += s.length;
+    return true;
+  };
+  // a canonical number of at most `max` digits (no leading zero; `zero`: a lone 0 allowed)
+  const num = (max: number, zero: boolean): number => {
+    const from = i;
+    let v = 0;
+    while (i < n && d[i]! >= 0x30 && d[i]! <= 0x39 && i - from < max) v = v * 10 + (d[i++]! - 0x30);
+    const len = i - from;
+    if (len === 0 || (d[from] === 0x30 && !(zero && len === 1))) return -1;
+    return v;
+  };
+  if (!lit('* ')) return null;
+  const seq = num(10, false);
+  if (seq < 0 || !lit(' FETCH (UID ')) return null;
+  const uid = num(10, false);
+  if (uid < 0 || !lit(' RFC822.SIZE ')) return null;
+  const size = num(15, true);
+  if (size < 0 || !lit(')\r\n') || i !== n) return null;
+  return { seq, uid, size };
+}
 
 /** The head of a list sync's answer for one message as Dovecot writes it (listLines), up to its header literal's announcement. */
 const LIST_HEAD =
@@ -1187,10 +1218,9 @@ export class ImapInspector implements ImapInterceptor {
    * general path decides.
    */
   private pollLine(line: Buffer): Buffer | null {
-    const m = POLL_LINE.exec(line.toString('latin1'));
+    const m = parsePollLine(line);
     if (!m || this.mailbox === null || this.uidValidity === null) return null;
-    const seq = Number(m[1]);
-    const uid = Number(m[2]);
+    const { seq, uid } = m;
     if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined) {
@@ -1200,9 +1230,9 @@ export class ImapInspector implements ImapInterceptor {
       const out = this.storeIds()?.get(uid) === true ? this.storeIndex!.storedSize.get(uid) : undefined;
       if (out === undefined) return null;
       this.learnUid(seq, uid);
-      return Buffer.from(`* ${m[1]} FETCH (UID ${m[2]} RFC822.SIZE ${out})\r\n`, 'latin1');
+      return Buffer.from(`* ${seq} FETCH (UID ${uid} RFC822.SIZE ${out})\r\n`, 'latin1');
     }
-    if (String(size) !== m[3]) return null;
+    if (size !== m.size) return null;
     this.learnUid(seq, uid);
     return line;
   }

@@ -1,0 +1,68 @@
+/**
+ * parsePollLine (the poll's per-line fast path of a FETCH answered from the store, issue 10) accepts
+ * exactly the lines the expression it replaced accepts, with the same numbers: edge cases, every
+ * prefix of them, and bounded random mutations (cases and time).
+ */
+import { describe, expect, it } from 'vitest';
+import { parsePollLine } from '../../src/inspect/imap-inspector.js';
+import { mulberry32 as prng } from '../helpers/prng.js';
+
+const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
+function byRegex(s: string): { seq: number; uid: number; size: number } | null {
+  const m = POLL_LINE.exec(s);
+  return m ? { seq: Number(m[1]), uid: Number(m[2]), size: Number(m[3]) } : null;
+}
+const agree = (s: string) => expect(parsePollLine(Buffer.from(s, 'latin1')), JSON.stringify(s)).toEqual(byRegex(s));
+
+const cases = [
+  '* 1 FETCH (UID 10 RFC822.SIZE 123)\r\n',
+  '* 1 FETCH (UID 10 RFC822.SIZE 0)\r\n',
+  '* 1 FETCH (UID 10 RFC822.SIZE 00)\r\n',
+  '* 1 FETCH (UID 10 RFC822.SIZE 012)\r\n',
+  '* 0 FETCH (UID 10 RFC822.SIZE 1)\r\n',
+  '* 1 FETCH (UID 0 RFC822.SIZE 1)\r\n',
+  '* 01 FETCH (UID 10 RFC822.SIZE 1)\r\n',
+  '* 1234567890 FETCH (UID 4294967295 RFC822.SIZE 999999999999999)\r\n',
+  '* 12345678901 FETCH (UID 1 RFC822.SIZE 1)\r\n',
+  '* 1 FETCH (UID 12345678901 RFC822.SIZE 1)\r\n',
+  '* 1 FETCH (UID 1 RFC822.SIZE 1234567890123456)\r\n',
+  '* 1 FETCH (UID 1 RFC822.SIZE 1)\n',
+  '* 1 FETCH (UID 1 RFC822.SIZE 1)\r\n\r\n',
+  '* 1 FETCH (UID 1 RFC822.SIZE 1 FLAGS ())\r\n',
+  '* 1 FETCH (RFC822.SIZE 1 UID 1)\r\n',
+  '* 1 fetch (UID 1 RFC822.SIZE 1)\r\n',
+  '*  1 FETCH (UID 1 RFC822.SIZE 1)\r\n',
+  '* 1 FETCH (UID 1 RFC822.SIZE -1)\r\n',
+  '',
+];
+
+describe('parsePollLine', () => {
+  it('agrees with the expression on edge cases and every prefix of them', () => {
+    for (const c of cases) for (let len = 0; len <= c.length; len++) agree(c.slice(0, len));
+    expect(parsePollLine(Buffer.from('* 7 FETCH (UID 42 RFC822.SIZE 0)\r\n'))).toEqual({ seq: 7, uid: 42, size: 0 });
+  });
+
+  it('agrees with the expression on random mutations (bounded: cases and time)', () => {
+    const rnd = prng(31337);
+    const ALPHABET = '0123456789 ()*\r\nFETCHUIDRFC822.SIZE-x\x00';
+    const deadline = Date.now() + 10_000;
+    let n = 0;
+    let accepted = 0;
+    for (; n < 30_000 && Date.now() < deadline; n++) {
+      let s = cases[Math.floor(rnd() * 8)]!;
+      for (let k = Math.floor(rnd() * 3); k > 0; k--) {
+        const at = Math.floor(rnd() * (s.length + 1));
+        const op = rnd();
+        const ch = ALPHABET[Math.floor(rnd() * ALPHABET.length)]!;
+        if (op < 0.4) s = s.slice(0, at) + ch + s.slice(at + 1);
+        else if (op < 0.7) s = s.slice(0, at) + ch + s.slice(at);
+        else s = s.slice(0, at) + s.slice(at + 1);
+      }
+      if (byRegex(s)) accepted++;
+      agree(s);
+    }
+    expect(n).toBeGreaterThan(1000);
+    expect(accepted).toBeGreaterThan(10);
+    expect(accepted).toBeLessThan(n);
+  });
+});
