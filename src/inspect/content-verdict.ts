@@ -77,13 +77,13 @@ export class ContentVerdicts {
 
   /**
    * Inspects `raw` through the table: a hit answers without running `run` (the engine); a miss runs
-   * it and stores the verdict when shareable(). `digest`: the SHA-256 hex of `raw` when the caller
-   * has it already.
+   * it and stores the verdict when shareable(). `digest`: the SHA-256 hex of `raw` (or how to get it)
+   * when the caller has it or needs it too.
    */
-  async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string): Promise<ContentInspection> {
+  async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string | (() => string)): Promise<ContentInspection> {
     const basis = this.basis();
     if (!basis) return { result: await run(), fromContentCache: false };
-    const d = digest ?? sha256(raw);
+    const d = typeof digest === 'function' ? digest() : (digest ?? sha256(raw));
     let hit = false;
     try {
       hit = this.src.store.contentHas(d, raw.length, basis);

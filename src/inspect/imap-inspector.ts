@@ -546,7 +546,7 @@ export class ImapInspector implements ImapInterceptor {
       viruses: v.verdict.viruses,
       sizeIn: v.verdict.sizeIn,
       sizeOut: v.verdict.sizeOut,
-      digest: sha256(raw),
+      digest: this.digestOf(raw),
     };
     if (v.verdict.quarantineId) sv.quarantineId = v.verdict.quarantineId;
     const root = mimeNodeOf(v.structure);
@@ -1376,7 +1376,7 @@ export class ImapInspector implements ImapInterceptor {
       // asked of the store itself: another process may have stored it after this session read its index
       const stored = this.storeGet(uid);
       if (stored) {
-        const digest = sha256(raw);
+        const digest = this.digestOf(raw);
         if (stored.digest === digest && stored.status === 'clean') return this.cleanFromStore(raw, stored);
         if (stored.digest !== digest) {
           this.deps.log.warn(
@@ -1419,6 +1419,16 @@ export class ImapInspector implements ImapInterceptor {
 
   /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */
   private contentMemo: ContentVerdicts | null | undefined;
+  /** SHA-256 (hex) of the downloaded messages being vetted, so one message is hashed once (stored-verdict check, content table, store write). */
+  private readonly digests = new WeakMap<Buffer, string>();
+  private digestOf(raw: Buffer): string {
+    let d = this.digests.get(raw);
+    if (d === undefined) {
+      d = sha256(raw);
+      this.digests.set(raw, d);
+    }
+    return d;
+  }
   private contentVerdicts(): ContentVerdicts | null {
     if (this.contentMemo === undefined)
       this.contentMemo = contentVerdictsFor(this.deps.shared, this.deps.listener, this.deps.policy, this.deps.engine, (err) => this.storeFailed(err));
@@ -1439,7 +1449,9 @@ export class ImapInspector implements ImapInterceptor {
       // the same bytes judged clean and unchanged for anyone under this policy and signatures: the engine does not run
       const engine = () => inspectMessage(raw, this.deps.policy, ctx, this.deps.engine);
       const cv = this.contentVerdicts();
-      const { result: r, fromContentCache } = cv ? await cv.inspect(raw, engine) : { result: await engine(), fromContentCache: false };
+      const { result: r, fromContentCache } = cv
+        ? await cv.inspect(raw, engine, () => this.digestOf(raw))
+        : { result: await engine(), fromContentCache: false };
       const v = r.verdict;
       this.deps.log.info(
         {
