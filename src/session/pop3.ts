@@ -1102,7 +1102,14 @@ export class Pop3Session implements Session {
     const h: HeldAnswer = { entry: head, size, source: octets !== null ? 'octets' : listed !== undefined ? 'list' : null, lease: null, wait: null };
     this.answerHold = h;
     if (size === null || size < HELD_ADMIT_MIN_BYTES) return true;
-    return this.askHold(h, size);
+    const max = this.host.listener.limits.maxBufferedBytes;
+    if (octets !== null && octets > max) {
+      // it cannot be held (the framer would refuse it at max_buffered_bytes): refused now, before it
+      // waits for (and then holds alone) an admission for a message that cannot be delivered
+      this.fail(new PosternError(ErrorCodes.BUFFER_LIMIT, `${head.cmd.name} answer announced ${octets} octets, over max_buffered_bytes (${max})`), 'upstream');
+      return false;
+    }
+    return this.askHold(h, Math.min(size, max));
   }
 
   /** Asks the host to admit `bytes` for the held answer; false: not now (the upstream is paused until it is). */

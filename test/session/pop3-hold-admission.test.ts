@@ -310,6 +310,20 @@ describe('POP3 held-answer admission', () => {
     expect(gate.stats).toEqual({ bytes: 0, holders: 0, waiting: 0 });
   });
 
+  it('an announced size over max_buffered_bytes is refused at once (E_BUFFER_LIMIT), without waiting for an admission it would hold alone', () => {
+    const gate = gateFor();
+    const t = loggedIn(gate, { onMultiline: (_c, body) => body });
+    const max = t.host.listener.limits.maxBufferedBytes;
+    t.client('RETR 1\r\n');
+    t.upstream('+OK 999999999999 octets\r\nSubject: x\r\n');
+    expect(t.host.takeClient()).toBe(
+      `-ERR [SYS/TEMP] upstream protocol error: RETR answer announced 999999999999 octets, over max_buffered_bytes (${max})\r\n`,
+    );
+    expect(t.host.closed?.code).toBe(ErrorCodes.BUFFER_LIMIT);
+    expect(t.host.asked).toEqual([]);
+    expect(gate.stats).toEqual({ bytes: 0, holders: 0, waiting: 0 });
+  });
+
   it('small answers (under HELD_ADMIT_MIN_BYTES) are not admitted and never wait', async () => {
     const gate = gateFor();
     const big = loggedIn(gate, manualHooks().hooks);
