@@ -474,6 +474,8 @@ export const VERDICT_STORE_LIMITS = {
   indexMemoIds: 50_000,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
+  /** IMAP: FLAGS lists (the text between the parentheses) a process remembers as ones the choke point relays, for list syncs answered from the server's own response (a handful repeat thousands of times); past it the memo starts over. */
+  flagListsKept: 1024,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
   signatureRefreshMs: 60_000,
   /** Deadline of one VERSION request to a clamd endpoint; no answer: no signature version, the store is not used until one is known. */

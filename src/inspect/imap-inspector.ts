@@ -1606,14 +1606,14 @@ function relayable(item: FetchResponseItem): void {
 /**
  * Flag lists (the text between FLAGS' parentheses) the choke point relays (checkRelayedFetchItem),
  * remembered: a list sync repeats a handful of them thousands of times. Only accepted lists are kept,
- * at most FLAGS_MEMO_MAX (then the memo starts over); the check is a pure function of the text.
+ * at most VERDICT_STORE_LIMITS.flagListsKept (then the memo starts over); the check is a pure function
+ * of the text.
  */
 const relayableFlagLists = new Set<string>();
-const FLAGS_MEMO_MAX = 1024;
 function relayableFlags(list: string): boolean {
   if (relayableFlagLists.has(list)) return true;
   if (checkRelayedFetchItem({ name: 'FLAGS', raw: Buffer.from(`FLAGS (${list})`, 'latin1') }) !== null) return false;
-  if (relayableFlagLists.size >= FLAGS_MEMO_MAX) relayableFlagLists.clear();
+  if (relayableFlagLists.size >= VERDICT_STORE_LIMITS.flagListsKept) relayableFlagLists.clear();
   relayableFlagLists.add(list);
   return true;
 }
