@@ -169,8 +169,9 @@ describe('session mode against a scripted clamd', () => {
 
   it('a delayed reply past the deadline: timeout, and the connection is dropped', async () => {
     let n = 0;
-    const { fake, s, scans } = await fakeWith((r) => (r.command === 'INSTREAM' && ++n === 2 ? { ...cleanOrEicar(r), delayMs: 2000 } : cleanOrEicar(r)), {
-      timeoutMs: 300,
+    const { fake, s, scans } = await fakeWith((r) => (r.command === 'INSTREAM' && ++n === 2 ? { ...cleanOrEicar(r), delayMs: 10_000 } : cleanOrEicar(r)), {
+      // long enough for the clean scans on a loaded machine, far shorter than the delay
+      timeoutMs: 1500,
     });
     clean(await s.scan(filler(100)));
     expect(await s.scan(filler(100))).toMatchObject({ kind: 'error', reason: 'timeout' });
