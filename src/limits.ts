@@ -446,6 +446,14 @@ export const HELD_ADMIT_MIN_BYTES = 64 * 1024;
 export const POP3_UNSIZED_HOLD_BYTES = HELD_RESPONSE_PROCESS_BYTES;
 
 /**
+ * POP3: a RETR/TOP answer whose size only a LIST answer gave is admitted for that size plus
+ * 1/POP3_LIST_SIZE_SLACK of it (and 1 KiB): LIST sizes are not always exact (counted with LF line
+ * ends, or from a stale index). A body past even that asks to grow its admission by an eighth of
+ * what arrived (E_MEMORY_BUDGET when the bound has no room); only `+OK <n> octets` is a hard cap.
+ */
+export const POP3_LIST_SIZE_SLACK = 16;
+
+/**
  * The verdict cache shared across sessions and processes (src/inspect/verdict-store.ts,
  * `inspect.verdict_cache`). Failures of the store are E_VERDICT_STORE and count as misses.
  */
@@ -454,6 +462,8 @@ export const VERDICT_STORE_LIMITS = {
   defaultMaxEntries: 200_000,
   /** Default `inspect.verdict_cache.max_bytes`: stored payload (verdict, header block, rendered metadata); past it the least recently used go first. */
   defaultMaxBytes: 512 * 1024 * 1024,
+  /** Default `inspect.verdict_cache.by_content_max_entries`: content-hash verdicts (whole SHA-256 + policy hash + signature version; about 200 bytes each); past it the least recently used go first. */
+  defaultContentMaxEntries: 100_000,
   /** Stored metadata of one message (sanitised header block, rendered BODYSTRUCTURE/BODY/ENVELOPE); larger: only the verdict is stored (a list sync of it downloads and vets again). */
   maxEntryMetaBytes: 64 * 1024,
   /** Rule hits and virus names kept per stored verdict (the summary; the log line of the vet has them all). */
@@ -465,8 +475,6 @@ export const VERDICT_STORE_LIMITS = {
   /** SQLite busy_timeout: how long a process waits for another one's write lock before the operation fails (a miss). */
   busyTimeoutMs: 2_000,
   /** Message ids of one mailbox read from the store into a session's index at SELECT (more: the rest are looked up one by one). */
-  /** Default `inspect.verdict_cache.by_content_max_entries`: content-hash verdicts (whole SHA-256 + policy hash + signature version; about 200 bytes each); past it the least recently used go first. */
-  defaultContentMaxEntries: 100_000,
   maxIdsPerMailbox: 100_000,
   /** Stored verdicts read in one SQLite query (a list sync served from the store reads its messages this many at a time). */
   readBatch: 256,

@@ -33,7 +33,7 @@
  * reaches the client; a challenge or answer postern does not understand: `*` upstream, -ERR here.
  */
 import { type ErrorCode, ErrorCodes, isPosternError, PosternError } from '../errors.js';
-import { HELD_ADMIT_MIN_BYTES, OAUTH_LIMITS, POP3_LIMITS, POP3_UNSIZED_HOLD_BYTES } from '../limits.js';
+import { HELD_ADMIT_MIN_BYTES, OAUTH_LIMITS, POP3_LIMITS, POP3_LIST_SIZE_SLACK, POP3_UNSIZED_HOLD_BYTES } from '../limits.js';
 import {
   encodeStuffedMultiline,
   type Pop3Command,
@@ -1109,7 +1109,11 @@ export class Pop3Session implements Session {
       this.fail(new PosternError(ErrorCodes.BUFFER_LIMIT, `${head.cmd.name} answer announced ${octets} octets, over max_buffered_bytes (${max})`), 'upstream');
       return false;
     }
-    return this.askHold(h, Math.min(size, max));
+    // a LIST size is not always exact (sizes counted with LF line ends, or from a stale index: Dovecot's
+    // pop3_fast_size_lookups): it is admitted with room (POP3_LIST_SIZE_SLACK), and a body that
+    // outgrows even that grows its admission (followHeld) instead of ending the session
+    const ask = h.source === 'list' ? size + Math.floor(size / POP3_LIST_SIZE_SLACK) + 1024 : size;
+    return this.askHold(h, Math.min(ask, max));
   }
 
   /** Asks the host to admit `bytes` for the held answer; false: not now (the upstream is paused until it is). */
@@ -1153,19 +1157,19 @@ export class Pop3Session implements Session {
   private followHeld(h: HeldAnswer): void {
     if (h.wait) return;
     const body = this.uf.pendingBodyBytes();
-    if (h.size !== null) {
-      if (body > h.size) this.tooLarge(h, body, false);
-      return;
-    }
+    if (h.size !== null && body > h.size && h.source === 'octets') return this.tooLarge(h, body, false);
     if (!this.host.holdResponseBytes) return;
+    if (h.size !== null && body <= h.size) return;
+    // unannounced, or past the size LIST gave (a hint only: see admitHeld)
+    const listed = h.source === 'list';
     if (!h.lease) {
-      if (body >= HELD_ADMIT_MIN_BYTES) this.askHold(h, Math.max(POP3_UNSIZED_HOLD_BYTES, body));
+      if (body >= HELD_ADMIT_MIN_BYTES) this.askHold(h, listed ? body + (body >> 3) : Math.max(POP3_UNSIZED_HOLD_BYTES, body));
       return;
     }
     if (body <= h.lease.bytes) return;
-    const next = Math.min(Math.max(body, 2 * h.lease.bytes), this.host.listener.limits.maxBufferedBytes);
+    const next = Math.min(Math.max(body, listed ? body + (body >> 3) : 2 * h.lease.bytes), this.host.listener.limits.maxBufferedBytes);
     if (h.lease.resize(next)) return;
-    const message = `no admission for ${next} bytes of a ${h.entry.cmd.name} answer of unannounced size`;
+    const message = `no admission for ${next} bytes of a ${h.entry.cmd.name} answer of ${listed ? `more than the ${h.size} octets LIST gave` : 'unannounced size'}`;
     this.host.log.warn(
       { event: 'response.refused', command: h.entry.cmd.name, err: { code: ErrorCodes.MEMORY_BUDGET, message } },
       'held message answer refused: no memory',
@@ -1183,11 +1187,11 @@ export class Pop3Session implements Session {
       return true;
     }
     const actual = r.body.length - (r.stuffed ?? 0);
-    if (h.size !== null && actual > h.size) {
+    if (h.source === 'octets' && h.size !== null && actual > h.size) {
       this.tooLarge(h, actual, true);
       return false;
     }
-    if (h.size === null && h.lease && h.lease.bytes > r.body.length) h.lease.resize(r.body.length);
+    if (h.source !== 'octets' && h.lease && h.lease.bytes > r.body.length) h.lease.resize(r.body.length);
     return true;
   }
 
