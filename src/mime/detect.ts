@@ -63,6 +63,29 @@ export function detectType(head: Buffer): string | undefined {
   return undefined;
 }
 
+/** Types detectType gives an executable at offset 0, and the archives whose contents other rules judge. */
+const EXECUTABLE_OR_ARCHIVE_TYPES = new Set([
+  'application/x-msdownload',
+  'application/x-executable',
+  'application/x-mach-binary',
+  ZIP_TYPE,
+  'application/vnd.rar',
+  'application/x-7z-compressed',
+  'application/gzip',
+  'application/x-bzip2',
+  'application/x-xz',
+  'application/vnd.ms-cab-compressed',
+]);
+
+/**
+ * True for content that is an executable or an archive at offset 0 (detectType's answer): it is not
+ * searched for an executable further in (the type rules judge the one, what the other holds is an
+ * archive's business). The same sets as src/policy/stages/rules.ts EXECUTABLE_TYPES + ARCHIVE_TYPES.
+ */
+export function isExecutableOrArchiveType(t: string): boolean {
+  return EXECUTABLE_OR_ARCHIVE_TYPES.has(t);
+}
+
 /** Refines a ZIP into the document formats built on it, from its member names. */
 export function refineZipType(names: string[], mimetypeMember?: string): string {
   if (mimetypeMember && /^application\/vnd\.oasis\.opendocument\.[a-z.-]+$/.test(mimetypeMember.trim())) return mimetypeMember.trim();

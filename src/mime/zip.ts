@@ -19,8 +19,8 @@
  * so do many: the caller passes one InflateBudget per message, shared by all its archives.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS } from '../limits.js';
-import { detectType, refineZipType, ZIP_TYPE } from './detect.js';
+import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS } from '../limits.js';
+import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
 
 export interface ZipLimits {
   /** Entries across all nesting levels. */
@@ -45,6 +45,13 @@ export interface ZipMember {
   names: string[];
   encrypted: boolean;
   detectedType?: string;
+  /**
+   * A complete executable header away from offset 0 (findExecutable): in the first
+   * EXEC_SNIFF_WINDOW_BYTES of the member's content, or anywhere in it when a reading of its name
+   * claims a media or text type (mediaName). Not searched when the content is an executable or an
+   * archive at offset 0 (detectedType judges it).
+   */
+  hiddenExecutable?: ExecutableHit;
   size: number;
 }
 
@@ -564,6 +571,9 @@ function walk(
     const head = body.subarray(0, PREFIX);
     let t = detectType(head);
     if (e.name === 'mimetype' && e.method === 0) mimetype = head.toString('latin1');
+    // the member is in memory whole (stored: a view of the archive; deflated: inflated above to check its CRC)
+    const hidden = hiddenExecutableIn(body, t, mediaName(e.candidates));
+    if (hidden) member.hiddenExecutable = hidden;
     if (t === ZIP_TYPE || containsZip(body)) {
       if (depth >= limits.maxDepth) {
         report.limit ??= `${member.path}: archive nesting deeper than ${limits.maxDepth}`;
@@ -609,11 +619,16 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
     const { name, candidates } = readName(rawName, flags, parseExtra(buf, i + head + nameLen, extraEnd, rawName), noop);
     if (name.endsWith('/') && candidates.every((c) => c.endsWith('/'))) continue;
     let detectedType: string | undefined;
+    let hidden: ExecutableHit | undefined;
     if (local && !(flags & 1)) {
       const data = buf.subarray(extraEnd, Math.min(buf.length, extraEnd + (compSize || buf.length)));
       let headBytes: Buffer | undefined;
-      if (method === 0) headBytes = data.subarray(0, PREFIX);
-      else if (method === 8 && budget.shared.inflated < limits.maxTotalSize) {
+      // stored: the bytes a reader would extract are in the archive (searched as in walk); deflated: only the head inflated here
+      let searched: Buffer | undefined;
+      if (method === 0) {
+        headBytes = data.subarray(0, PREFIX);
+        searched = data;
+      } else if (method === 8 && budget.shared.inflated < limits.maxTotalSize) {
         try {
           // the first compressed bytes are enough for the magic number
           headBytes = inflateRawSync(data.subarray(0, PREFIX), { maxOutputLength: PREFIX * 1100, finishFlush: 2 /* Z_SYNC_FLUSH */ });
@@ -622,15 +637,128 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
           budget.shared.inflated += PREFIX;
         }
       } else if (method === 8) report.limit ??= inflateSpent(limits);
-      if (headBytes) detectedType = detectType(headBytes);
+      if (headBytes) {
+        detectedType = detectType(headBytes);
+        hidden = hiddenExecutableIn(searched ?? headBytes, detectedType, mediaName(candidates));
+      }
     }
     const path = prefix + name;
-    if (seen.has(path) && !detectedType) continue;
+    if (seen.has(path) && !detectedType && !hidden) continue;
     seen.add(path);
     const member: ZipMember = { path, name: name.split(/[\\/]/).pop() ?? name, names: candidates, encrypted: (flags & 1) === 1 || method === 99, size };
     if (detectedType) member.detectedType = detectedType;
+    if (hidden) member.hiddenExecutable = hidden;
     report.members.push(member);
   }
+}
+
+/**
+ * Extensions whose files are never executables (what a reader opens as an image, sound, video or
+ * text): a member named so is searched whole for a hidden executable, as a MIME part declaring
+ * image/, audio/, video/ or text/ is (src/policy/stages/rules.ts).
+ */
+const MEDIA_EXTENSIONS = new Set([
+  // image/*
+  'jpg',
+  'jpeg',
+  'jpe',
+  'jfif',
+  'pjpeg',
+  'pjp',
+  'png',
+  'apng',
+  'gif',
+  'bmp',
+  'dib',
+  'tif',
+  'tiff',
+  'webp',
+  'ico',
+  'cur',
+  'svg',
+  'heic',
+  'heif',
+  'avif',
+  'jxl',
+  'psd',
+  // audio/*
+  'mp3',
+  'wav',
+  'wave',
+  'ogg',
+  'oga',
+  'opus',
+  'flac',
+  'm4a',
+  'aac',
+  'wma',
+  'mid',
+  'midi',
+  'aif',
+  'aiff',
+  'amr',
+  // video/*
+  'mp4',
+  'm4v',
+  'mov',
+  'qt',
+  'avi',
+  'mkv',
+  'webm',
+  'wmv',
+  'mpg',
+  'mpeg',
+  'mpe',
+  '3gp',
+  '3g2',
+  'flv',
+  'ogv',
+  'ts',
+  // text/*
+  'txt',
+  'text',
+  'csv',
+  'tsv',
+  'log',
+  'md',
+  'markdown',
+  'htm',
+  'html',
+  'shtml',
+  'css',
+  'ics',
+  'vcf',
+  'vcard',
+  'srt',
+  'vtt',
+  'nfo',
+  'asc',
+]);
+
+/**
+ * True when a reading of the member's name (any of them: the strictest reading decides) has a
+ * media or text extension. The base name is read as Windows does: case-insensitive, trailing dots
+ * and spaces dropped.
+ */
+export function mediaName(names: readonly string[]): boolean {
+  for (const n of names) {
+    const base = (n.split(/[\\/]/).pop() ?? n).replace(/[. ]+$/, '').toLowerCase();
+    const dot = base.lastIndexOf('.');
+    if (dot >= 0 && MEDIA_EXTENSIONS.has(base.slice(dot + 1))) return true;
+  }
+  return false;
+}
+
+/**
+ * An executable hidden behind other bytes in a member's content (as src/policy/stages/rules.ts
+ * searches a decoded MIME part): a complete header starting in the first EXEC_SNIFF_WINDOW_BYTES,
+ * or anywhere when `whole` (a media or text name). Undefined when the content is an executable or
+ * an archive at offset 0 (`at0`: its type there; the type rules or the nested walk judge it).
+ */
+function hiddenExecutableIn(content: Buffer, at0: string | undefined, whole: boolean): ExecutableHit | undefined {
+  if (content.length === 0 || (at0 && isExecutableOrArchiveType(at0))) return undefined;
+  if (whole) return findExecutable(content);
+  return findExecutable(content.subarray(0, EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH), 0, EXEC_SNIFF_WINDOW_BYTES);
 }
 
 function inflateSpent(limits: ZipLimits): string {

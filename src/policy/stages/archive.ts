@@ -142,6 +142,19 @@ export function judgeMembers(
           spec: td.spec,
         });
     }
+    // an executable behind other bytes (src/mime/zip.ts hiddenExecutable): judged as that executable's type
+    if (m.hiddenExecutable) {
+      const h = m.hiddenExecutable;
+      const td = typeDecision(policy, h.type);
+      if (td.spec.action !== 'allow')
+        findings.push({
+          ...member,
+          rule: td.rule,
+          action: td.spec.action,
+          reason: `${prefix}${td.reason ?? `detected type ${h.type} not allowed`}: archive member ${m.path.slice(0, 200)} has a ${h.format} header at offset ${h.offset} of its content`,
+          spec: td.spec,
+        });
+    }
   }
   return { findings, largestMember };
 }

@@ -1,0 +1,154 @@
+/**
+ * src/mime/zip.ts: an executable hidden behind other bytes in an archive member (ZipMember
+ * hiddenExecutable): a complete header in the first EXEC_SNIFF_WINDOW_BYTES of the member's
+ * content, or anywhere when a reading of its name claims a media or text type; stored and
+ * deflated alike, nested archives too; not searched when the member is an executable or an archive
+ * at offset 0.
+ */
+import { describe, expect, it } from 'vitest';
+import { makeZip } from '../../scripts/gen-fixtures.js';
+import { EXEC_SNIFF_WINDOW_BYTES } from '../../src/limits.js';
+import { inspectZip, mediaName, type ZipMember } from '../../src/mime/zip.js';
+
+const LIMITS = { maxDepth: 3, maxEntries: 1000, maxTotalSize: 100 * 1024 * 1024, maxRatio: 1000 };
+
+/** A PE head: `MZ`, zero DOS header, e_lfanew 0x80 -> `PE\0\0` + i386 (as test/policy/hidden-executable.test.ts). */
+function pe(): Buffer {
+  const b = Buffer.alloc(0x200, 0x41);
+  b.fill(0, 0, 0x40);
+  b.write('MZ', 0, 'latin1');
+  b.writeUInt32LE(0x80, 0x3c);
+  b.write('PE\0\0', 0x80, 'latin1');
+  b.writeUInt16LE(0x14c, 0x84);
+  return b;
+}
+/** An ELF64 header (EXEC, version 1). */
+function elf(): Buffer {
+  const b = Buffer.alloc(64);
+  b.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1], 0);
+  b.writeUInt16LE(2, 16);
+  b.writeUInt32LE(1, 20);
+  return b;
+}
+const pad = (n: number) => Buffer.alloc(n, 0x2e);
+const JPEG_HEAD = Buffer.from('ffd8ffe000104a46494600010100000100010000', 'hex');
+
+const members = (zip: Buffer) => inspectZip(zip, LIMITS).members;
+const hidden = (ms: ZipMember[]) => ms.map((m) => [m.path, m.hiddenExecutable && { ...m.hiddenExecutable }]);
+
+describe('a PE behind other bytes in a ZIP member', () => {
+  for (const method of [0, 8] as const)
+    it(`photo.jpg, PE 3 bytes in (${method === 0 ? 'stored' : 'deflated'})`, () => {
+      const rep = inspectZip(makeZip([{ name: 'photo.jpg', data: Buffer.concat([pad(3), pe()]), method }]), LIMITS);
+      expect(rep.malformed).toBeUndefined();
+      expect(hidden(rep.members)).toEqual([['photo.jpg', { type: 'application/x-msdownload', format: 'PE', offset: 3 }]]);
+      expect(rep.members[0]!.detectedType).toBeUndefined();
+    });
+
+  it('an ELF 100 bytes into a deflated member of any name', () => {
+    expect(hidden(members(makeZip([{ name: 'data.bin', data: Buffer.concat([pad(100), elf(), pad(50)]) }])))).toEqual([
+      ['data.bin', { type: 'application/x-executable', format: 'ELF', offset: 100 }],
+    ]);
+  });
+
+  for (const method of [0, 8] as const)
+    it(`the window: a start at EXEC_SNIFF_WINDOW_BYTES - 1 is found in any member, at EXEC_SNIFF_WINDOW_BYTES only in a media or text name (${method})`, () => {
+      const inside = Buffer.concat([pad(EXEC_SNIFF_WINDOW_BYTES - 1), pe()]);
+      const outside = Buffer.concat([pad(EXEC_SNIFF_WINDOW_BYTES), pe()]);
+      const zip = makeZip([
+        { name: 'in.bin', data: inside, method },
+        { name: 'out.bin', data: outside, method },
+        { name: 'out.jpg', data: outside, method },
+        { name: 'far.txt', data: Buffer.concat([pad(300_000), pe()]), method },
+        { name: 'far.dat', data: Buffer.concat([pad(300_000), pe()]), method },
+      ]);
+      expect(hidden(members(zip))).toEqual([
+        ['in.bin', { type: 'application/x-msdownload', format: 'PE', offset: EXEC_SNIFF_WINDOW_BYTES - 1 }],
+        ['out.bin', undefined],
+        ['out.jpg', { type: 'application/x-msdownload', format: 'PE', offset: EXEC_SNIFF_WINDOW_BYTES }],
+        ['far.txt', { type: 'application/x-msdownload', format: 'PE', offset: 300_000 }],
+        ['far.dat', undefined],
+      ]);
+    });
+
+  it('a JPEG-looking member with a PE far in, nested in a ZIP in a ZIP', () => {
+    const inner = makeZip([{ name: 'img/cat.JPG', data: Buffer.concat([JPEG_HEAD, pad(20_000), pe()]) }]);
+    const outer = makeZip([
+      { name: 'inner.zip', data: inner, method: 0 },
+      { name: 'readme.md', data: Buffer.from('# hello\n') },
+    ]);
+    const rep = inspectZip(outer, LIMITS);
+    expect(rep.malformed).toBeUndefined();
+    expect(hidden(rep.members)).toEqual([
+      ['inner.zip', undefined],
+      ['inner.zip/img/cat.JPG', { type: 'application/x-msdownload', format: 'PE', offset: JPEG_HEAD.length + 20_000 }],
+      ['readme.md', undefined],
+    ]);
+  });
+});
+
+describe('not searched, or nothing found', () => {
+  it('an executable at offset 0 is typed, not searched; a stored ZIP member holding a PE is the nested walk’s', () => {
+    const inner = makeZip([{ name: 'a.exe', data: pe(), method: 0 }]);
+    const ms = members(
+      makeZip([
+        { name: 'tool.jpg', data: Buffer.concat([pe(), pad(100), pe()]) },
+        { name: 'inner.zip', data: inner, method: 0 },
+      ]),
+    );
+    expect(ms.map((m) => [m.path, m.detectedType, m.hiddenExecutable])).toEqual([
+      ['tool.jpg', 'application/x-msdownload', undefined],
+      ['inner.zip', 'application/zip', undefined],
+      ['inner.zip/a.exe', 'application/x-msdownload', undefined],
+    ]);
+  });
+
+  it('a JAR: class files (CAFEBABE) and the manifest are not searched or find nothing', () => {
+    const cls = Buffer.concat([Buffer.from('cafebabe00000034', 'hex'), Buffer.from('MZ PE\0\0 MZ'.repeat(400), 'latin1')]);
+    const jar = makeZip([
+      { name: 'META-INF/MANIFEST.MF', data: Buffer.from('Manifest-Version: 1.0\r\nMain-Class: a.Main\r\n\r\n') },
+      { name: 'a/Main.class', data: cls },
+      { name: 'a/res/logo.png', data: Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.from('MZ'.repeat(5000), 'latin1')]) },
+    ]);
+    const rep = inspectZip(jar, LIMITS);
+    expect(rep.type).toBe('application/java-archive');
+    expect(hidden(rep.members).every(([, h]) => h === undefined)).toBe(true);
+  });
+
+  it('bare MZ and a PE header at a wrong e_lfanew in a media-named member', () => {
+    const wrong = pe();
+    wrong.writeUInt32LE(0x90, 0x3c);
+    const ms = members(
+      makeZip([
+        { name: 'a.png', data: Buffer.concat([pad(3), Buffer.from('MZ', 'latin1'), pad(300)]) },
+        { name: 'b.gif', data: Buffer.concat([pad(3), wrong]) },
+        { name: 'empty.txt', data: Buffer.alloc(0) },
+      ]),
+    );
+    expect(ms.map((m) => m.hiddenExecutable)).toEqual([undefined, undefined, undefined]);
+  });
+
+  it('an encrypted member is not read', () => {
+    const ms = members(makeZip([{ name: 'x.jpg', data: Buffer.concat([pad(3), pe()]), method: 0, encrypted: true }]));
+    expect(ms.map((m) => [m.encrypted, m.hiddenExecutable])).toEqual([[true, undefined]]);
+  });
+});
+
+describe('an ambiguous archive: what a scanning reader finds', () => {
+  it('a stored member after prepended data is searched in the scavenged records too', () => {
+    const zip = Buffer.concat([pad(10), makeZip([{ name: 'p.jpg', data: Buffer.concat([pad(3), pe()]), method: 0 }])]);
+    const rep = inspectZip(zip, LIMITS);
+    expect(rep.malformed).toBeDefined();
+    expect(rep.members.some((m) => m.hiddenExecutable?.format === 'PE')).toBe(true);
+  });
+});
+
+describe('mediaName', () => {
+  it('any reading with a media or text extension, case-insensitive, trailing dots and spaces dropped', () => {
+    expect(mediaName(['dir/photo.JPG'])).toBe(true);
+    expect(mediaName(['a.exe', 'a.mp3'])).toBe(true);
+    expect(mediaName(['notes.txt. .'])).toBe(true);
+    expect(mediaName(['clip.mp4'])).toBe(true);
+    expect(mediaName(['a.exe', 'jpg', 'x.jpg/', 'a.jpg.exe', 'data.bin', 'doc.xml'])).toBe(false);
+  });
+});
