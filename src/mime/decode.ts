@@ -84,19 +84,17 @@ class ChunkWriter {
     this.buf = Buffer.allocUnsafe(this.size);
     this.o = 0;
   }
-  /**
-   * Decodes one window of plain base64 (plainWindows): Node must decode `text` to exactly `padded`
-   * bytes, of which the first `bytes` are kept. False (nothing kept) when the count differs.
-   */
-  putBase64(text: string, padded: number, bytes: number): boolean {
-    if (this.size - this.o >= padded) {
-      if (this.buf.write(text, this.o, padded, 'base64') !== padded) return false;
+  /** Decodes one window of plain base64 (plainWindows, nodeDecode). False (nothing kept) when it does not verify. */
+  putBase64(src: Buffer, from: number, to: number, chars: number): boolean {
+    const bytes = b64Bytes(chars);
+    if (this.size - this.o >= bytes) {
+      if (!nodeDecode(src, from, to, chars, this.buf, this.o)) return false;
       this.o += bytes;
       if (this.o === this.size) this.flush();
       return true;
     }
-    if (verifyScratch.length < padded) verifyScratch = Buffer.allocUnsafe(Math.max(padded, 64 * 1024));
-    if (verifyScratch.write(text, 0, padded, 'base64') !== padded) return false;
+    if (verifyScratch.length < bytes) verifyScratch = Buffer.allocUnsafe(Math.max(bytes, 64 * 1024));
+    if (!nodeDecode(src, from, to, chars, verifyScratch, 0)) return false;
     this.putAll(verifyScratch.subarray(0, bytes));
     return true;
   }
@@ -155,58 +153,110 @@ function plainLayout(src: Buffer): PlainBase64 | null {
 /** Bytes `chars` alphabet characters decode to (a lone final character gives none). */
 const b64Bytes = (chars: number): number => Math.floor(chars / 4) * 3 + [0, 0, 1, 2][chars % 4]!;
 
-const PAD_A = ['', 'AAA', 'AA', 'A'];
+/**
+ * Decodes src[a..b), `chars` alphabet characters in plain lines (line breaks between them), with
+ * Node into out at o: true when exactly b64Bytes(chars) bytes came out. Node skips any byte outside
+ * the alphabet (and line breaks), so a skipped byte shows in the count, except one skipped among
+ * 4k+1 characters (the lone last character decodes to nothing either way): that last character is
+ * checked by hand and left out of Node's text. (Formerly the text was padded with 'A's to whole
+ * groups, a string concatenation that copied every final window once more.)
+ */
+function nodeDecode(src: Buffer, a: number, b: number, chars: number, out: Buffer, o: number): boolean {
+  let n = chars;
+  let e = b;
+  if (chars % 4 === 1) {
+    if (B64[src[b - 1]!]! < 0) return false;
+    n--;
+    e--;
+  }
+  const bytes = b64Bytes(n);
+  return out.write(src.toString('latin1', a, e), o, bytes, 'base64') === bytes;
+}
 
 /** One shared buffer for verifying windows without keeping their bytes (single-threaded, never held across a yield). */
 let verifyScratch = Buffer.allocUnsafe(0);
 
 /**
  * Walks a plain layout in windows of whole lines (a multiple of 4 characters, so every window
- * starts a group), giving each window's text and the exact byte count it must decode to; the
- * final window is padded with 'A's to whole groups, so a skipped byte always shows in the count.
- * Windows of about BASE64_WINDOW_BYTES.
+ * starts a group), giving each window's bytes src[from..to) and its alphabet character count
+ * (nodeDecode verifies and decodes one). Windows of about BASE64_WINDOW_BYTES.
  */
-function* plainWindows(src: Buffer, l: PlainBase64): Generator<{ text: string; bytes: number; padded: number; from: number }> {
+function* plainWindows(l: PlainBase64): Generator<{ from: number; to: number; chars: number }> {
   const stride = l.lineLen + 2;
   const per = Math.max(4, 4 * Math.floor(BASE64_WINDOW_BYTES / (4 * stride)));
   for (let line = 0; line <= l.lines; line += per) {
     const from = line * stride;
-    const last = line + per > l.lines;
-    if (!last) {
-      const chars = per * l.lineLen;
-      yield { text: src.toString('latin1', from, from + per * stride), bytes: (chars / 4) * 3, padded: (chars / 4) * 3, from };
-    } else {
-      const chars = l.chars - line * l.lineLen;
-      yield { text: src.toString('latin1', from, l.end) + PAD_A[chars % 4], bytes: b64Bytes(chars), padded: Math.ceil(chars / 4) * 3, from };
-    }
+    if (line + per <= l.lines) yield { from, to: from + per * stride, chars: per * l.lineLen };
+    else yield { from, to: l.end, chars: l.chars - line * l.lineLen };
   }
 }
 
 /** One shared buffer for a probe's tail (single-threaded, never held across a yield). */
 let tailScratch = Buffer.allocUnsafe(0);
 
+/** 1 for a byte outside the base64 alphabet, by byte; B64_OUT2: the same for a pair of bytes (either one outside), by 16-bit value. */
+const B64_OUT = new Uint8Array(256);
+for (let c = 0; c < 256; c++) B64_OUT[c] = B64[c]! < 0 ? 1 : 0;
+const B64_OUT2 = new Uint8Array(65536);
+for (let v = 0; v < 65536; v++) B64_OUT2[v] = B64_OUT[v & 0xff]! | B64_OUT[v >> 8]!;
+
 /**
- * Verifies a plain layout in full without keeping the decoded bytes: true when every window decodes
- * to exactly its count. With a probe, the last `probe.bytes` decoded bytes (fewer when the body is
- * shorter) are collected on the way and the probe's answer is recorded in `l.tailHit`.
+ * True when src[a..b) holds alphabet characters only. Read two bytes at a time through `u16`, a
+ * Uint16Array over src's memory starting at the even address `base` (absolute offsets in src.buffer):
+ * no string and no allocation (a latin1 string per window was about one heap byte per base64 byte).
+ */
+function alphabetOnly(src: Buffer, u16: Uint16Array, base: number, a: number, b: number): boolean {
+  let bad = 0;
+  const off = src.byteOffset;
+  let p = off + a;
+  const e = off + b;
+  if (p < e && (p & 1) === 1) bad |= B64_OUT[src[p++ - off]!]!;
+  let w = (p - base) >> 1;
+  const we = (e - base) >> 1;
+  for (; w + 4 <= we; w += 4) bad |= B64_OUT2[u16[w]!]! | B64_OUT2[u16[w + 1]!]! | B64_OUT2[u16[w + 2]!]! | B64_OUT2[u16[w + 3]!]!;
+  for (; w < we; w++) bad |= B64_OUT2[u16[w]!]!;
+  if (p < e && (e & 1) === 1) bad |= B64_OUT[src[e - 1 - off]!]!;
+  return bad === 0;
+}
+
+/** Offset in src of alphabet character `c` (c < l.chars) of a plain layout (the last line may hold lineLen + 1). */
+function charPos(l: PlainBase64, c: number): number {
+  const line = Math.min(Math.floor(c / l.lineLen), l.lines);
+  return line * (l.lineLen + 2) + (c - line * l.lineLen);
+}
+
+/**
+ * Verifies a plain layout in full without keeping the decoded bytes: true when every alphabet line
+ * holds alphabet characters only, which is exactly when every window of plainWindows decodes to its
+ * count (Node skips any other byte; '=', '-' and '_' never reach here, plainLayout sends them to the
+ * general decoder). The lines are checked byte by byte, no string built. With a probe, the groups
+ * holding the last `probe.bytes` decoded bytes (fewer when the body is shorter) are decoded by Node
+ * instead (verified by their count, as a window) and the probe's answer is recorded in `l.tailHit`.
  */
 function plainVerified(src: Buffer, l: PlainBase64, probe?: TailProbe): boolean {
   const total = b64Bytes(l.chars);
   const keep = probe ? Math.max(0, Math.min(probe.bytes, total)) : 0;
-  const from = total - keep;
-  if (tailScratch.length < keep) tailScratch = Buffer.allocUnsafe(keep);
-  let out = 0;
-  for (const w of plainWindows(src, l)) {
-    if (verifyScratch.length < w.padded) verifyScratch = Buffer.allocUnsafe(Math.max(w.padded, 64 * 1024));
-    if (verifyScratch.write(w.text, 0, w.padded, 'base64') !== w.padded) return false;
-    // the window's bytes that fall in the tail (decoded offsets [from, total))
-    if (keep > 0 && out + w.bytes > from) {
-      const a = Math.max(out, from);
-      verifyScratch.copy(tailScratch, a - from, a - out, w.bytes);
-    }
-    out += w.bytes;
+  // the decoded tail [total - keep, total) starts in group g0, at alphabet character c0
+  const g0 = Math.floor((total - keep) / 3);
+  const c0 = probe ? 4 * g0 : l.chars;
+  const p0 = c0 < l.chars ? charPos(l, c0) : l.end;
+  const off = src.byteOffset;
+  const base = off & ~1;
+  const u16 = new Uint16Array(src.buffer, base, (off + p0 - base) >> 1);
+  const stride = l.lineLen + 2;
+  for (let k = 0, a = 0; a < p0; k++, a += stride) {
+    const e = Math.min(p0, k < l.lines ? a + l.lineLen : l.end);
+    if (!alphabetOnly(src, u16, base, a, e)) return false;
   }
-  if (out !== total) return false;
+  if (c0 < l.chars) {
+    const chars = l.chars - c0;
+    const bytes = b64Bytes(chars);
+    if (verifyScratch.length < bytes) verifyScratch = Buffer.allocUnsafe(Math.max(bytes, 64 * 1024));
+    if (!nodeDecode(src, p0, l.end, chars, verifyScratch, 0)) return false;
+    if (tailScratch.length < keep) tailScratch = Buffer.allocUnsafe(keep);
+    const skip = total - keep - 3 * g0;
+    verifyScratch.copy(tailScratch, 0, skip, skip + keep);
+  }
   if (probe) l.tailHit = probe.test(tailScratch.subarray(0, keep));
   return true;
 }
@@ -229,8 +279,8 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
   const l = plainLayout(src);
   if (!l) return yield* base64General(src, chunkBytes, report, 0, 0);
   const w = new ChunkWriter(chunkBytes);
-  for (const win of plainWindows(src, l)) {
-    if (!w.putBase64(win.text, win.padded, win.bytes)) {
+  for (const win of plainWindows(l)) {
+    if (!w.putBase64(src, win.from, win.to, win.chars)) {
       w.flush();
       const base = w.total;
       yield* w.ready.splice(0);
