@@ -17,8 +17,9 @@
  *   TOO_DEEP, a container met again on its own path by CIRCULAR, every container after the first
  *   LOG_CENSOR_MAX_NODES by TOO_LARGE, and a record whose walk throws (a throwing getter, a
  *   revoked Proxy) is reduced to its top-level string, number and boolean fields that are not
- *   secrets (plus CENSOR_FAILED in `censor`); an object with its own `toJSON` (other than Date and
- *   binary data) is replaced by what toJSON returns, censored, since that is what JSON would write;
+ *   secrets (plus CENSOR_FAILED in `censor`); an object with a `toJSON` method (other than Date and
+ *   binary data) is replaced by what toJSON returns, censored, since that is what JSON would write
+ *   (TOO_DEEP if that has a toJSON again);
  * - `err` at the top level is left to pino's err serializer (src/log/logger.ts), which keeps only
  *   `code`, `message` and `stack`: none of its own fields is written, secret or not.
  * Protocol lines are not fields: they go through redactLine (logger.ts) before they are logged.
@@ -89,11 +90,6 @@ export function censorLogObject<T extends object>(obj: T): T {
   }
 }
 
-function censorValue(v: unknown, depth: number): unknown {
-  if (typeof v !== 'object' || v === null) return v;
-  return censorContainer(v, depth, false);
-}
-
 function censorContainer(v: object, depth: number, top: boolean): unknown {
   if (v instanceof Date || ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return v;
   if (depth > LOG_CENSOR_MAX_DEPTH) return TOO_DEEP;
@@ -101,8 +97,11 @@ function censorContainer(v: object, depth: number, top: boolean): unknown {
   for (let i = 0; i < path.length; i++) if (path[i] === v) return CIRCULAR;
   const toJSON = (v as { toJSON?: unknown }).toJSON;
   if (typeof toJSON === 'function') {
-    const j = toJSON.call(v, '');
-    return typeof j === 'object' && j !== null && j !== v ? censorValue(j, depth) : j;
+    const j: unknown = toJSON.call(v, '');
+    if (typeof j !== 'object' || j === null || j === v) return j;
+    // JSON calls toJSON once; a result with a toJSON of its own would be called again by pino's stringify
+    if (typeof (j as { toJSON?: unknown }).toJSON === 'function') return TOO_DEEP;
+    return censorContainer(j, depth, false);
   }
   path.push(v);
   let out: unknown;

@@ -182,6 +182,11 @@ describe('and more than it did', () => {
     expect(line.a).toEqual({ user: 'u', password: REDACTED, inner: { token: REDACTED } });
     expect(line.when).toBe(when.toISOString());
     expect(line.buf).toEqual({ type: 'Buffer', data: [104, 105] });
+    // a toJSON whose result has a toJSON again (pino's stringify would call it unwalked) is cut
+    const chain = { toJSON: () => ({ toJSON: () => ({ password: 'J3-Zq' }) }) };
+    const c = logged({ chain, d: { chain } });
+    expect(c.text).not.toContain('J3-Zq');
+    expect(c.line.chain).toBe(TOO_DEEP);
   });
 
   it('an Error: as `err` only code and message are written; nested elsewhere its secret fields are censored', () => {
