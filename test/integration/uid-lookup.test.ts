@@ -159,7 +159,8 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
     ['a sequence-number `FETCH 1:* (RFC822.SIZE)`', SEQ, 'seq', ' FETCH 1:* (RFC822.SIZE UID)'],
   ] as const) {
     it(`a new session: ${what} after a private UID lookup, without inspection or body download, as session 1 answered`, async () => {
-      // the store is read only for the altered messages (UIDs 2 and 5); the clean ones come from the server's own items
+      // the store is read only for the altered messages (UIDs 2 and 5), and not at all for the poll (their
+      // sanitised sizes are in the session's index of the store); the clean ones come from the server's own items
       const read: string[] = [];
       const get = vi.spyOn(VerdictStore.prototype, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
         read.push(a[1]);
@@ -176,7 +177,7 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
         get.mockRestore();
         getMany.mockRestore();
       }
-      expect(read.sort()).toEqual(EXE_SEQS.map(String));
+      expect(read.sort()).toEqual(key === 'poll' ? [] : EXE_SEQS.map(String));
       expect(s.answers[0]!.typ).toBe('OK');
       expect(s.answers[0]).toEqual(first[key]);
       expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);
