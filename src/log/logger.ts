@@ -66,6 +66,7 @@ export const LOG_EVENTS = {
   'scanner.unavailable': 'no clamd endpoint is up (endpoints)',
   'scan.result': 'one object was scanned (label, bytes, outcome, endpoint, viruses, ms, err)',
   'scan.oversize': 'an object was not scanned (wholly) because it is over the stream limit (label, bytes, limit)',
+  'scan.session.retry': 'a reused clamd session connection closed before any reply byte; the scan is sent again on a fresh one (endpoint, label, reason)',
   // session lifecycle
   'session.open': 'a client connection was admitted (tlsMode)',
   'session.refused': 'a client connection was refused at admission (err, limit, used)',
