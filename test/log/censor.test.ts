@@ -345,5 +345,7 @@ describe('docs/logging.md', () => {
     expect(rule).toContain(REDACTED);
     expect(rule).toContain(TOO_DEEP);
     expect(rule).toContain(String(LOG_CENSOR_MAX_DEPTH));
+    for (const mark of [CIRCULAR, TOO_LARGE, CENSOR_FAILED]) expect(rule).toContain(mark);
+    expect(rule).toContain(LOG_CENSOR_MAX_NODES.toLocaleString('en-US'));
   });
 });

@@ -201,7 +201,7 @@ describe('log vocabulary', () => {
     const used = new Set(files.flatMap(({ text }) => [...text.matchAll(/\bevent: '([^']+)'/g)].map((m) => m[1]!)));
     const doc = readFileSync('docs/logging.md', 'utf8');
     const documented = new Set(
-      [...doc.matchAll(/^\| `([a-z_]+\.[a-z_]+)`(?:, `([a-z_]+\.[a-z_]+)`)? \|/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => !!x)),
+      [...doc.matchAll(/^\| `([a-z_]+(?:\.[a-z_]+)+)`(?:, `([a-z_]+(?:\.[a-z_]+)+)`)? \|/gm)].flatMap((m) => [m[1]!, m[2]].filter((x): x is string => !!x)),
     );
     for (const e of Object.keys(LOG_EVENTS)) {
       expect(used.has(e), `${e} is never logged`).toBe(true);
