@@ -806,6 +806,13 @@ export const EXEC_SNIFF_WINDOW_BYTES = 4096;
  */
 export const EXEC_PE_MAX_HEADER_OFFSET = 4096;
 
+/**
+ * Executable magic numbers (`MZ`, ELF, Mach-O) that the hidden-executable search of ZIP members
+ * (src/mime/zip.ts) checks per message, all its archives together: each costs a header check, and a
+ * member of repeated `MZ`s inflates cheaply from a few bytes. More: `archives.on_limit`.
+ */
+export const ZIP_EXEC_MAX_CANDIDATES = 65536;
+
 /** Size of the decoded chunks a part is scanned in (the part is never held decoded whole for a chunk-capable scanner). */
 export const DECODE_CHUNK_BYTES = 64 * 1024;
 

@@ -19,7 +19,7 @@
  * so do many: the caller passes one InflateBudget per message, shared by all its archives.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS } from '../limits.js';
+import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EXEC_MAX_CANDIDATES } from '../limits.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
 
 export interface ZipLimits {
@@ -71,6 +71,8 @@ export interface ZipReport {
 /** Bytes inflated so far: one per message, shared by every archive inspected for it. */
 export interface InflateBudget {
   inflated: number;
+  /** Executable magic numbers checked by the hidden-executable search (ZIP_EXEC_MAX_CANDIDATES). */
+  execCandidates?: number;
 }
 
 interface Budget {
@@ -572,7 +574,7 @@ function walk(
     let t = detectType(head);
     if (e.name === 'mimetype' && e.method === 0) mimetype = head.toString('latin1');
     // the member is in memory whole (stored: a view of the archive; deflated: inflated above to check its CRC)
-    const hidden = hiddenExecutableIn(body, t, mediaName(e.candidates));
+    const hidden = hiddenExecutableIn(body, t, mediaName(e.candidates), budget, report, member.path);
     if (hidden) member.hiddenExecutable = hidden;
     if (t === ZIP_TYPE || containsZip(body)) {
       if (depth >= limits.maxDepth) {
@@ -639,7 +641,7 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
       } else if (method === 8) report.limit ??= inflateSpent(limits);
       if (headBytes) {
         detectedType = detectType(headBytes);
-        hidden = hiddenExecutableIn(searched ?? headBytes, detectedType, mediaName(candidates));
+        hidden = hiddenExecutableIn(searched ?? headBytes, detectedType, mediaName(candidates), budget, report, prefix + name);
       }
     }
     const path = prefix + name;
@@ -749,16 +751,45 @@ export function mediaName(names: readonly string[]): boolean {
   return false;
 }
 
+/** The magic numbers findExecutable checks a header at (Mach-O: the two 3-byte forms it searches). */
+const EXEC_MAGICS = [Buffer.from('MZ', 'latin1'), Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.from([0xfe, 0xed, 0xfa]), Buffer.from([0xfa, 0xed, 0xfe])];
+
+/** How many executable magic numbers `b` holds, counting no further than cap + 1. */
+function countExecMagics(b: Buffer, cap: number): number {
+  let n = 0;
+  for (const m of EXEC_MAGICS) for (let i = b.indexOf(m); i >= 0; i = b.indexOf(m, i + 1)) if (++n > cap) return n;
+  return n;
+}
+
 /**
  * An executable hidden behind other bytes in a member's content (as src/policy/stages/rules.ts
  * searches a decoded MIME part): a complete header starting in the first EXEC_SNIFF_WINDOW_BYTES,
  * or anywhere when `whole` (a media or text name). Undefined when the content is an executable or
  * an archive at offset 0 (`at0`: its type there; the type rules or the nested walk judge it).
+ * Every magic number checked counts against the message's ZIP_EXEC_MAX_CANDIDATES (a member of
+ * repeated `MZ`s inflates from a few bytes); past it the search stops and the archive is reported
+ * as not fully inspected.
  */
-function hiddenExecutableIn(content: Buffer, at0: string | undefined, whole: boolean): ExecutableHit | undefined {
+function hiddenExecutableIn(
+  content: Buffer,
+  at0: string | undefined,
+  whole: boolean,
+  budget: Budget,
+  report: ZipReport,
+  path: string,
+): ExecutableHit | undefined {
   if (content.length === 0 || (at0 && isExecutableOrArchiveType(at0))) return undefined;
-  if (whole) return findExecutable(content);
-  return findExecutable(content.subarray(0, EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH), 0, EXEC_SNIFF_WINDOW_BYTES);
+  const range = whole ? content : content.subarray(0, EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH);
+  const used = budget.shared.execCandidates ?? 0;
+  const left = Math.max(0, ZIP_EXEC_MAX_CANDIDATES - used);
+  const n = countExecMagics(range, left);
+  budget.shared.execCandidates = used + n;
+  if (n > left) {
+    report.limit ??= `${path}: more than ${ZIP_EXEC_MAX_CANDIDATES} executable magic numbers to check for a hidden executable (all the message's archives)`;
+    return undefined;
+  }
+  if (n === 0) return undefined;
+  return whole ? findExecutable(range) : findExecutable(range, 0, EXEC_SNIFF_WINDOW_BYTES);
 }
 
 function inflateSpent(limits: ZipLimits): string {

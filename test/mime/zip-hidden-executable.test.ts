@@ -7,8 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeZip } from '../../scripts/gen-fixtures.js';
-import { EXEC_SNIFF_WINDOW_BYTES } from '../../src/limits.js';
-import { inspectZip, mediaName, type ZipMember } from '../../src/mime/zip.js';
+import { EXEC_SNIFF_WINDOW_BYTES, ZIP_EXEC_MAX_CANDIDATES } from '../../src/limits.js';
+import { type InflateBudget, inspectZip, mediaName, type ZipMember } from '../../src/mime/zip.js';
 
 const LIMITS = { maxDepth: 3, maxEntries: 1000, maxTotalSize: 100 * 1024 * 1024, maxRatio: 1000 };
 
@@ -140,6 +140,49 @@ describe('an ambiguous archive: what a scanning reader finds', () => {
     const rep = inspectZip(zip, LIMITS);
     expect(rep.malformed).toBeDefined();
     expect(rep.members.some((m) => m.hiddenExecutable?.format === 'PE')).toBe(true);
+  });
+});
+
+describe('ZIP_EXEC_MAX_CANDIDATES: the cost of a member of repeated magic numbers is bounded', () => {
+  it('a text member of `MZ`s past the bound (deflated from a few KiB): not fully inspected, in well under a second', () => {
+    const data = Buffer.concat([pad(1), Buffer.from('MZ'.repeat(4 * 1024 * 1024), 'latin1')]);
+    const zip = makeZip([{ name: 'a.txt', data }]);
+    expect(zip.length).toBeLessThan(64 * 1024);
+    const start = process.cpuUsage();
+    // (a ratio over max_ratio is a limit already; a policy may raise it)
+    const rep = inspectZip(zip, { ...LIMITS, maxRatio: 1e6 });
+    const cpu = process.cpuUsage(start);
+    expect(rep.limit).toBe(
+      `a.txt: more than ${ZIP_EXEC_MAX_CANDIDATES} executable magic numbers to check for a hidden executable (all the message's archives)`,
+    );
+    expect(rep.members[0]!.hiddenExecutable).toBeUndefined();
+    // findExecutable alone over these 8 MiB takes seconds; the bound keeps it to counting 65537 of them
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(2000);
+  });
+
+  it('the bound is the message’s: windows of many members add up; just under it every member is searched', () => {
+    const each = Buffer.concat([pad(1), Buffer.from('MZ'.repeat(1000), 'latin1')]); // 1000 `MZ`s in the window
+    const under = Math.floor(ZIP_EXEC_MAX_CANDIDATES / 1000);
+    const shared = { inflated: 0 };
+    const ok = inspectZip(makeZip(Array.from({ length: under }, (_, i) => ({ name: `m${i}.bin`, data: each }))), LIMITS, shared);
+    expect(ok.limit).toBeUndefined();
+    expect(shared).toEqual({ inflated: under * each.length, execCandidates: under * 1000 });
+    // a second archive of the same message gets what is left
+    const over = inspectZip(makeZip([{ name: 'last.bin', data: each }]), LIMITS, shared);
+    expect(over.limit).toMatch(/^last\.bin: more than \d+ executable magic numbers/);
+    // a fresh message starts over; a member with no magic number costs nothing
+    const fresh: InflateBudget = { inflated: 0 };
+    expect(
+      inspectZip(
+        makeZip([
+          { name: 'last.bin', data: each },
+          { name: 'b.txt', data: pad(9000) },
+        ]),
+        LIMITS,
+        fresh,
+      ).limit,
+    ).toBeUndefined();
+    expect(fresh.execCandidates).toBe(1000);
   });
 });
 

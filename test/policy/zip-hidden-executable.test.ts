@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { describe, expect, it } from 'vitest';
 import { leaf, makeZip, message, multipart } from '../../scripts/gen-fixtures.js';
-import { EXEC_SNIFF_WINDOW_BYTES } from '../../src/limits.js';
+import { EXEC_SNIFF_WINDOW_BYTES, ZIP_EXEC_MAX_CANDIDATES } from '../../src/limits.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy, policyFrom, REAL } from './helpers.js';
 
@@ -81,6 +81,28 @@ describe('a hidden PE in a ZIP member, default policy', () => {
       'name: t\narchives: { inspect: false }\ncontent_types:\n  rules:\n    - { match: [application/x-msdownload], action: block }\n  default: allow\n',
     );
     expect(await hits(raw, closed)).toEqual({ status: 'clean', hits: [] });
+  });
+});
+
+describe('the search is bounded (ZIP_EXEC_MAX_CANDIDATES)', () => {
+  it('members full of `MZ`s: archives.on_limit (default strip), not an executable finding', async () => {
+    const each = Buffer.concat([pad(1), Buffer.from('MZ'.repeat(400_000), 'latin1')]);
+    const zip = makeZip([
+      { name: 'a.txt', data: each },
+      { name: 'b.txt', data: each },
+    ]);
+    const r = await hits(withZip(zip));
+    expect(r.status).toBe('changed');
+    expect(r.hits).toEqual([
+      [
+        '2',
+        'archives.on_limit',
+        'strip',
+        true,
+        undefined,
+        `archive not fully inspected: a.txt: more than ${ZIP_EXEC_MAX_CANDIDATES} executable magic numbers to check for a hidden executable (all the message's archives)`,
+      ],
+    ]);
   });
 });
 
