@@ -445,6 +445,13 @@ export const HELD_ADMIT_MIN_BYTES = 64 * 1024;
  */
 export const POP3_UNSIZED_HOLD_BYTES = HELD_RESPONSE_PROCESS_BYTES;
 
+/** Log lines (src/log/censor.ts): containers nested deeper than this below the record are written as `[too deep]` (the record is depth 0), so a secret down there never appears. */
+export const LOG_CENSOR_MAX_DEPTH = 8;
+/** Log lines: containers the censor walks per record; the ones after are written as `[too large]`. */
+export const LOG_CENSOR_MAX_NODES = 10_000;
+/** Log lines: key names whose secret-or-not answer the censor remembers (postern logs a fixed vocabulary). */
+export const LOG_CENSOR_KEY_CACHE_MAX = 4096;
+
 /**
  * POP3: a RETR/TOP answer whose size only a LIST answer gave is admitted for that size plus
  * 1/POP3_LIST_SIZE_SLACK of it (and 1 KiB): LIST sizes are not always exact (counted with LF line

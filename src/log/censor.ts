@@ -25,6 +25,8 @@
  * Protocol lines are not fields: they go through redactLine (logger.ts) before they are logged.
  */
 
+import { LOG_CENSOR_KEY_CACHE_MAX, LOG_CENSOR_MAX_DEPTH, LOG_CENSOR_MAX_NODES } from '../limits.js';
+
 export const REDACTED = '[redacted]';
 export const TOO_DEEP = '[too deep]';
 export const CIRCULAR = '[Circular]';
@@ -46,21 +48,17 @@ export const SECRET_LOG_KEYS: readonly string[] = [
   'bearer',
 ];
 
-/** Containers nested deeper than this below the record are written as TOO_DEEP (the record is depth 0). */
-export const LOG_CENSOR_MAX_DEPTH = 8;
-/** Containers walked per record; the ones after are written as TOO_LARGE. */
-export const LOG_CENSOR_MAX_NODES = 10_000;
+export { LOG_CENSOR_MAX_DEPTH, LOG_CENSOR_MAX_NODES };
 
 const SECRET = new Set(SECRET_LOG_KEYS.map((k) => k.toLowerCase()));
 /** Key -> secret?, for the names postern logs (a fixed vocabulary): no lower-casing per call. Bounded. */
 const keyCache = new Map<string, boolean>();
-const KEY_CACHE_MAX = 4096;
 
 export function isSecretLogKey(key: string): boolean {
   let r = keyCache.get(key);
   if (r === undefined) {
     r = SECRET.has(key.toLowerCase());
-    if (keyCache.size < KEY_CACHE_MAX) keyCache.set(key, r);
+    if (keyCache.size < LOG_CENSOR_KEY_CACHE_MAX) keyCache.set(key, r);
   }
   return r;
 }
