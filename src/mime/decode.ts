@@ -194,29 +194,43 @@ function* plainWindows(l: PlainBase64): Generator<{ from: number; to: number; ch
 /** One shared buffer for a probe's tail (single-threaded, never held across a yield). */
 let tailScratch = Buffer.allocUnsafe(0);
 
-/** 1 for a byte outside the base64 alphabet, by byte; B64_OUT2: the same for a pair of bytes (either one outside), by 16-bit value. */
-const B64_OUT = new Uint8Array(256);
-for (let c = 0; c < 256; c++) B64_OUT[c] = B64[c]! < 0 ? 1 : 0;
-const B64_OUT2 = new Uint8Array(65536);
-for (let v = 0; v < 65536; v++) B64_OUT2[v] = B64_OUT[v & 0xff]! | B64_OUT[v >> 8]!;
+/** What a byte costs in plainCheck: 1 for CR or LF, 64 for any other byte outside the alphabet; PAIR_COST: two bytes' (a 16-bit read). */
+const BYTE_COST = new Uint8Array(256);
+for (let c = 0; c < 256; c++) BYTE_COST[c] = c === 13 || c === 10 ? 1 : B64[c]! < 0 ? 64 : 0;
+const PAIR_COST = new Uint8Array(65536);
+for (let v = 0; v < 65536; v++) PAIR_COST[v] = BYTE_COST[v & 0xff]! + BYTE_COST[v >> 8]!;
 
 /**
- * True when src[a..b) holds alphabet characters only. Read two bytes at a time through `u16`, a
- * Uint16Array over src's memory starting at the even address `base` (absolute offsets in src.buffer):
- * no string and no allocation (a latin1 string per window was about one heap byte per base64 byte).
+ * True when src[0..to) of a plain layout (`to` is not inside a line break) holds alphabet characters
+ * and the CRLFs after its lines only. plainLayout found a CRLF at every line end, so the bytes cost
+ * exactly two per line end (BYTE_COST) when no other byte is outside the alphabet, and more
+ * otherwise (a CR or LF inside a line costs 1, anything else 64). One pass over the bytes, two at a
+ * time through a Uint16Array view, no string (a latin1 string per window was about one heap byte per
+ * base64 byte).
  */
-function alphabetOnly(src: Buffer, u16: Uint16Array, base: number, a: number, b: number): boolean {
-  let bad = 0;
+function plainCheck(src: Buffer, stride: number, to: number): boolean {
   const off = src.byteOffset;
-  let p = off + a;
-  const e = off + b;
-  if (p < e && (p & 1) === 1) bad |= B64_OUT[src[p++ - off]!]!;
-  let w = (p - base) >> 1;
-  const we = (e - base) >> 1;
-  for (; w + 4 <= we; w += 4) bad |= B64_OUT2[u16[w]!]! | B64_OUT2[u16[w + 1]!]! | B64_OUT2[u16[w + 2]!]! | B64_OUT2[u16[w + 3]!]!;
-  for (; w < we; w++) bad |= B64_OUT2[u16[w]!]!;
-  if (p < e && (e & 1) === 1) bad |= B64_OUT[src[e - 1 - off]!]!;
-  return bad === 0;
+  let p = off;
+  const e = off + to;
+  if (to <= 0) return true;
+  let sum = 0;
+  if ((p & 1) === 1) sum += BYTE_COST[src[p++ - off]!]!;
+  const u16 = new Uint16Array(src.buffer, p, (e - p) >> 1);
+  const n = u16.length;
+  let w = 0;
+  for (; w + 8 <= n; w += 8)
+    sum +=
+      PAIR_COST[u16[w]!]! +
+      PAIR_COST[u16[w + 1]!]! +
+      PAIR_COST[u16[w + 2]!]! +
+      PAIR_COST[u16[w + 3]!]! +
+      PAIR_COST[u16[w + 4]!]! +
+      PAIR_COST[u16[w + 5]!]! +
+      PAIR_COST[u16[w + 6]!]! +
+      PAIR_COST[u16[w + 7]!]!;
+  for (; w < n; w++) sum += PAIR_COST[u16[w]!]!;
+  if (((e - p) & 1) === 1) sum += BYTE_COST[src[to - 1]!]!;
+  return sum === 2 * Math.floor(to / stride);
 }
 
 /** Offset in src of alphabet character `c` (c < l.chars) of a plain layout (the last line may hold lineLen + 1). */
@@ -229,7 +243,7 @@ function charPos(l: PlainBase64, c: number): number {
  * Verifies a plain layout in full without keeping the decoded bytes: true when every alphabet line
  * holds alphabet characters only, which is exactly when every window of plainWindows decodes to its
  * count (Node skips any other byte; '=', '-' and '_' never reach here, plainLayout sends them to the
- * general decoder). The lines are checked byte by byte, no string built. With a probe, the groups
+ * general decoder). The lines are checked byte by byte (plainCheck), no string built. With a probe, the groups
  * holding the last `probe.bytes` decoded bytes (fewer when the body is shorter) are decoded by Node
  * instead (verified by their count, as a window) and the probe's answer is recorded in `l.tailHit`.
  */
@@ -240,14 +254,7 @@ function plainVerified(src: Buffer, l: PlainBase64, probe?: TailProbe): boolean 
   const g0 = Math.floor((total - keep) / 3);
   const c0 = probe ? 4 * g0 : l.chars;
   const p0 = c0 < l.chars ? charPos(l, c0) : l.end;
-  const off = src.byteOffset;
-  const base = off & ~1;
-  const u16 = new Uint16Array(src.buffer, base, (off + p0 - base) >> 1);
-  const stride = l.lineLen + 2;
-  for (let k = 0, a = 0; a < p0; k++, a += stride) {
-    const e = Math.min(p0, k < l.lines ? a + l.lineLen : l.end);
-    if (!alphabetOnly(src, u16, base, a, e)) return false;
-  }
+  if (!plainCheck(src, l.lineLen + 2, p0)) return false;
   if (c0 < l.chars) {
     const chars = l.chars - c0;
     const bytes = b64Bytes(chars);
