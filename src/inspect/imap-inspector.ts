@@ -385,8 +385,14 @@ export class ImapInspector implements ImapInterceptor {
       m = { upstream: this.upstream, user: this.user, mailbox: this.mailbox, uidValidity: this.uidValidity, scope };
       this.scopeMemo = m;
     }
-    return { scope: m.scope, basis: { policyHash: sh.policyHash, signatures } };
+    // asked per message: the same key object while nothing it is made of changed (its readers never modify it)
+    const key = this.keyMemo;
+    if (key !== null && key.scope === m.scope && key.basis.policyHash === sh.policyHash && key.basis.signatures === signatures) return key;
+    this.keyMemo = { scope: m.scope, basis: { policyHash: sh.policyHash, signatures } };
+    return this.keyMemo;
   }
+
+  private keyMemo: { scope: string; basis: VerdictBasis } | null = null;
 
   private storeFailed(err: unknown): void {
     if (this.storeWarned) return;
@@ -469,6 +475,18 @@ export class ImapInspector implements ImapInterceptor {
   private cleanSizeOf(uid: number): number | undefined {
     if (!this.storedClean(uid)) return undefined;
     return this.storeIndex!.cleanSize.get(uid);
+  }
+
+  /**
+   * The UIDs of `uids` (in order) for which cleanSizeOf() is undefined, with one look at the session's
+   * index of the store instead of one per UID (nothing changes the index between them).
+   */
+  private notServedClean(uids: readonly number[]): number[] {
+    const ids = this.storeIds();
+    const idx = this.storeIndex;
+    const rest: number[] = [];
+    for (const u of uids) if (ids === null || idx === null || ids.get(u) !== true || !idx.clean.has(u) || idx.cleanSize.get(u) === undefined) rest.push(u);
+    return rest;
   }
 
   /**
@@ -586,6 +604,21 @@ export class ImapInspector implements ImapInterceptor {
     return ids !== null && ids.size > 0;
   }
 
+  /**
+   * parseFetchItems of one command's item list, remembered for the next call with the same text: the
+   * relay offers each FETCH to refuse(), prepare() and intercept() in turn, which read the same items
+   * (a FetchItemList is never modified by its readers). A parse error is not remembered (it throws).
+   */
+  private fetchItems(text: string): FetchItemList {
+    const m = this.itemsMemo;
+    if (m !== null && m.text === text) return m.parsed;
+    const parsed = parseFetchItems(text);
+    this.itemsMemo = { text, parsed };
+    return parsed;
+  }
+
+  private itemsMemo: { text: string; parsed: FetchItemList } | null = null;
+
   refuse(head: CommandHead, line: Buffer, hasLiteral: boolean): string | null {
     if (head.name === 'FETCH' || head.name === 'UID FETCH') {
       // a literal would hide items from inspection; no real client sends one in FETCH
@@ -595,7 +628,7 @@ export class ImapInspector implements ImapInterceptor {
       if (sp <= 0) return null;
       let items: FetchItem[];
       try {
-        items = parseFetchItems(args.slice(sp + 1)).items;
+        items = this.fetchItems(args.slice(sp + 1)).items;
       } catch (err) {
         // fail closed: what postern cannot parse it cannot inspect (PREVIEW (LAZY), SNIPPET (FUZZY), ...)
         return `postern: ${(err as Error).message}`;
@@ -626,7 +659,7 @@ export class ImapInspector implements ImapInterceptor {
     if (!/^[0-9*:,]+$/.test(seqSet)) return null;
     let items: FetchItem[];
     try {
-      items = parseFetchItems(args.slice(sp + 1)).items;
+      items = this.fetchItems(args.slice(sp + 1)).items;
     } catch {
       return null;
     }
@@ -865,7 +898,7 @@ export class ImapInspector implements ImapInterceptor {
     const seqSet = args.slice(0, sp);
     let parsed: FetchItemList;
     try {
-      parsed = parseFetchItems(args.slice(sp + 1));
+      parsed = this.fetchItems(args.slice(sp + 1));
     } catch {
       return null; // unreachable: refuse() already answered BAD for unparseable item lists
     }
@@ -926,8 +959,7 @@ export class ImapInspector implements ImapInterceptor {
     // from the store.
     let reads = fromStore;
     if (fromStore && fromStore.length > 0 && this.serverAnswersClean(parsed.items)) {
-      const rest: number[] = [];
-      for (const u of fromStore) if (this.cleanSizeOf(u) === undefined) rest.push(u);
+      const rest = this.notServedClean(fromStore);
       if (rest.length < fromStore.length) {
         state.relayClean = true;
         reads = rest;

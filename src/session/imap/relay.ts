@@ -171,6 +171,8 @@ export class Relay {
   private lookingAhead = false;
   /** A client command just completed (tagged response relayed): offer lookupAhead once that response is done. */
   private offerAhead = false;
+  /** The lease heldFetchLine resizes for each one-line FETCH response it holds (0 bytes between lines). */
+  private lineLease: MemoryLease | null = null;
   /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
   private rejectRestOfBatch = false;
   /**
@@ -277,6 +279,7 @@ export class Relay {
         this.upstreamContinuation(frame);
         return;
       }
+      if (!frame.literal && this.core.interceptor !== null && this.heldFetchLine(frame)) return;
       if (!this.forwardsUntaggedFetch(frame.data)) this.beginUpstreamResponse(frame);
     }
     const cur = this.upstreamResponse;
@@ -317,6 +320,72 @@ export class Relay {
     if (this.core.interceptor !== null || !isUntaggedFetch(line)) return false;
     for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return false;
     this.upstreamResponse = { forward: true, target: null, head: UNTAGGED_FETCH_HEAD, assembler: null };
+    return true;
+  }
+
+  /**
+   * The inspecting listener's fast path for a one-line `* n FETCH` response (no literal) while an
+   * intercepted command is in flight: a reconnecting client's poll or a FETCH answered from the verdict
+   * store is thousands of them. It does exactly what beginUpstreamResponse + the assembler do for such
+   * a line (the head is what parseResponseHead reads: untagged, FETCH, its number; hold it for the first
+   * intercepted command; lease its bytes from the memory budget; hand the whole response, the line, to
+   * completeHeldResponse), without a MessageAssembler and without a new lease per line: one 0-byte
+   * lease of the session is resized to the line's length for the line and back to 0 after it (handed
+   * to a rendering that settles later, it is released then and a new one is taken for the next line).
+   * The budget's decision is the same (fits(length) implies fits(0)). Anything else, and a refusal of
+   * the budget or a line over the buffer limit, takes the full path, which decides as before (and
+   * refuses, logs or throws there). Returns true when the line was handled.
+   */
+  private heldFetchLine(frame: LineFrame): boolean {
+    if (!heldFetchFastPath.enabled) return false;
+    const line = frame.data;
+    if (line.length > this.host.listener.limits.maxBufferedBytes) return false;
+    const number = untaggedFetchNumber(line);
+    if (number < 0) return false;
+    let target: InFlight | null = null;
+    for (let i = 0; i < this.inflight.length; i++) {
+      if (this.inflight[i]!.intercepted) {
+        target = this.inflight[i]!;
+        break;
+      }
+    }
+    if (target === null) return false;
+    const head = untaggedFetchHead(line, number);
+    let lease: MemoryLease | null = null;
+    if (this.host.reserveMemory) {
+      lease = this.lineLease;
+      if (lease === null) {
+        lease = this.host.reserveMemory(0, 'held IMAP response');
+        if (lease === null) {
+          // as the full path: the message is withheld (or the session ends) and the line dropped
+          heldFetchFastPath.lines++;
+          this.refuseHold({ forward: false, target, head, assembler: null });
+          this.upstreamResponse = null;
+          return true;
+        }
+      }
+      if (!lease.resize(line.length)) {
+        // the full path takes a lease of its own, and is refused there as before
+        lease.release();
+        this.lineLease = null;
+        return false;
+      }
+      this.lineLease = lease;
+    }
+    heldFetchFastPath.lines++;
+    this.upstreamResponse = null;
+    let kept = false;
+    try {
+      kept = this.completeHeld(head, target, [line], lease);
+    } finally {
+      if (lease !== null) {
+        if (kept) this.lineLease = null;
+        else if (!lease.resize(0)) {
+          lease.release();
+          this.lineLease = null;
+        }
+      }
+    }
     return true;
   }
 
@@ -993,6 +1062,12 @@ export class Relay {
 
 type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
 
+/**
+ * The held one-line FETCH fast path (Relay.heldFetchLine): on unless a test turns it off to compare it
+ * with the full path; `lines` counts the lines it took (tests). Not configuration.
+ */
+export const heldFetchFastPath = { enabled: true, lines: 0 };
+
 /** What parseResponseHead says of every line isUntaggedFetch accepts, as far as the relay reads it (the number is not read). */
 const UNTAGGED_FETCH_HEAD: ResponseHead = Object.freeze({ kind: 'untagged', keyword: 'FETCH', text: '' });
 
@@ -1015,6 +1090,44 @@ export function isUntaggedFetch(line: Buffer): boolean {
     line[i + 5] === 0x48 /* H */ &&
     !isAlpha(line[i + 6])
   );
+}
+
+/**
+ * The message number of a line isUntaggedFetch accepts, as parseResponseHead reads it (Number of its
+ * digits), or -1 for any other line.
+ */
+export function untaggedFetchNumber(line: Buffer): number {
+  if (!isUntaggedFetch(line)) return -1;
+  let i = 2;
+  let v = 0;
+  for (let c = line[i]; c !== undefined && c >= 0x30 && c <= 0x39; c = line[++i]) v = v * 10 + (c - 0x30);
+  // beyond 15 digits the sum may round differently from Number() of the digits
+  return i - 2 <= 15 ? v : Number(line.toString('latin1', 2, i));
+}
+
+/**
+ * What parseResponseHead returns for a line untaggedFetchNumber read (`* <number> FETCH` + a non-letter):
+ * untagged, keyword FETCH, the number, and its text (the rest of the line without its line end, one
+ * leading space dropped), decoded only when read.
+ */
+export function untaggedFetchHead(line: Buffer, number: number): ResponseHead {
+  let text: string | undefined;
+  return {
+    kind: 'untagged',
+    keyword: 'FETCH',
+    number,
+    get text(): string {
+      if (text === undefined) {
+        let end = line.length;
+        if (end > 0 && line[end - 1] === 0x0a) end--;
+        if (end > 0 && line[end - 1] === 0x0d) end--;
+        let from = line.indexOf(0x20, 2) + 6; // after `* <digits> FETCH`
+        if (from < end && line[from] === 0x20) from++;
+        text = from < end ? line.toString('latin1', from, end) : '';
+      }
+      return text;
+    },
+  };
 }
 
 /** The client command being received in the relay phase. */
