@@ -7,7 +7,7 @@
  *
  * What makes that sound (fail closed):
  * - The key: the whole SHA-256 of the raw bytes (never a prefix), the size, the policy's hash
- *   (policyHash(): the compiled policy, every value), the signature version (clamd's VERSION; '' when
+ *   (policyHash(): the compiled policy, every value, and the build: build-hash.ts), the signature version (clamd's VERSION; '' when
  *   no scanner is used). A changed policy or new signatures never match: the message is vetted again.
  * - What the engine reads besides those: InspectContext (src/policy/types.ts) is read only by the
  *   spam check (rspamd is told the user or the recipients, and its answers change with its learning)

@@ -29,6 +29,7 @@ import Database from 'better-sqlite3';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { VERDICT_STORE_LIMITS } from '../limits.js';
 import type { Verdict } from '../policy/types.js';
+import { buildHash } from './build-hash.js';
 
 export const VERDICT_DB_FILE = 'verdicts.sqlite';
 
@@ -581,9 +582,11 @@ export class VerdictStore {
 
 /**
  * A stable hash of a compiled policy: its values, with RegExps, functions, Sets and Maps written out
- * (JSON alone would drop them). Two processes loading the same policy file get the same hash.
+ * (JSON alone would drop them), and of the build that judges by it (build-hash.ts: a newer postern
+ * may judge the same bytes differently, so an upgrade vets every message again once). Two processes
+ * of the same build loading the same policy file get the same hash.
  */
-export function policyHash(policy: object): string {
+export function policyHash(policy: object, build: string = buildHash()): string {
   const seen = new WeakSet<object>();
   const text = JSON.stringify(policy, function (this: unknown, _k: string, v: unknown) {
     if (v instanceof RegExp) return `re:/${v.source}/${v.flags}`;
@@ -598,5 +601,5 @@ export function policyHash(policy: object): string {
     }
     return v;
   });
-  return createHash('sha256').update(text).digest('hex');
+  return createHash('sha256').update(`build:${build}\0`).update(text).digest('hex');
 }
