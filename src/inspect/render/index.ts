@@ -22,7 +22,7 @@ import type { PartMap } from '../../policy/types.js';
 import { type FetchItem, formatItemName } from '../../protocol/imap/fetch-items.js';
 import { literalPrefix } from '../../protocol/imap/write.js';
 import { binaryOf, binarySection } from './binary.js';
-import { writeStructure } from './bodystructure.js';
+import { BodySizes, writeStructure } from './bodystructure.js';
 import { writeEnvelope } from './envelope.js';
 import { applyPartial, nulsTo80, sectionBytes } from './section.js';
 
@@ -32,6 +32,14 @@ export { decodeBase64Strict, decodeQuotedPrintable } from './binary.js';
 interface Prepared {
   msg: Buffer;
   root: MimeNode;
+  /** The parts' sizes and lines, counted once for BODY and BODYSTRUCTURE (first use). */
+  sizes?: BodySizes;
+}
+
+/** p's BodySizes; the served form has no bare LF (hasBareLf answers from its memo for a message read before). */
+function sizesOf(p: Prepared): BodySizes {
+  if (!p.sizes) p.sizes = new BodySizes(p.msg, p.root, !hasBareLf(p.msg));
+  return p.sizes;
 }
 
 const prepared = new WeakMap<Buffer, Prepared>();
@@ -87,7 +95,8 @@ export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): B
  * response that carries the pieces copies them once (protocol/imap/fetch-response.ts buildFetchResponse).
  */
 export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer[] {
-  const { msg: m, root } = prepare(msg, map);
+  const p = prepare(msg, map);
+  const { msg: m, root } = p;
   const name = formatItemName(item);
   switch (item.name) {
     case 'RFC822':
@@ -99,11 +108,11 @@ export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchIte
     case 'RFC822.SIZE':
       return [Buffer.from(`${name} ${m.length}`)];
     case 'BODYSTRUCTURE':
-      return [Buffer.from(`${name} (${writeStructure(m, root, true)})`, 'latin1')];
+      return [Buffer.from(`${name} (${writeStructure(m, root, true, sizesOf(p))})`, 'latin1')];
     case 'ENVELOPE':
       return [Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1')];
     case 'BODY':
-      if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, root, false)})`, 'latin1')];
+      if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, root, false, sizesOf(p))})`, 'latin1')];
       return literalItem(name, applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial));
     case 'BINARY': {
       const r = binarySection(m, root, item.section?.part ?? []);
