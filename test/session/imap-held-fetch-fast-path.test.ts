@@ -226,6 +226,25 @@ describe('held one-line FETCH responses: the fast path gives what the full path 
     expect(none.fast.fast).toBe(8);
   });
 
+  it('responses with literals (a list sync) under a budget: the pooled lease decides as a lease per response', async () => {
+    const withLiterals =
+      '* 1 FETCH (UID 1 FLAGS () BODY[HEADER.FIELDS (SUBJECT)] {12}\r\nSubject: a\r\n)\r\n' +
+      '* 2 FETCH (UID 2 RFC822.SIZE 10)\r\n' +
+      `* 3 FETCH (UID 3 BODY[] {60}\r\n${'x'.repeat(58)}\r\n)\r\n` +
+      '* 4 FETCH (UID 4 BODY[] {5}\r\nhello)\r\n' +
+      '* 5 FETCH (UID 88 BODY[] {2}\r\nhi)\r\n' +
+      '* 6 FETCH (UID 6 RFC822.SIZE 10)\r\n';
+    const roomy = await same(`${withLiterals}f OK done\r\n`, { limit: 1 << 20, used: () => 0 });
+    expect(roomy.full.withheld).toEqual([]);
+    expect(roomy.fast.fast).toBe(2);
+    // 50 bytes left: the long message and the longer lines are withheld
+    const tight = await same(`${withLiterals}f OK done\r\n`, { limit: 1000, used: () => 950 });
+    expect(tight.full.withheld.length).toBeGreaterThan(0);
+    expect(tight.full.refusals).toEqual([]);
+    const alternating = await same(`${withLiterals}f OK done\r\n`, { limit: 1000, used: (answered) => (answered % 2 === 0 ? 2000 : 0) });
+    expect(alternating.full.refusals.length).toBeGreaterThan(0);
+  });
+
   it('a budget that empties and fills between lines: the same decisions line by line', async () => {
     // the budget is full before every third line (by the lines answered or withheld so far), else roomy
     const used = (answered: number) => (answered % 3 === 0 ? 2000 : 0);

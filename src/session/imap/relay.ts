@@ -147,6 +147,8 @@ interface UpstreamResponse {
   holds?: MemoryLease[];
   /** Waiting for the admission of a literal (the upstream is paused): its cancel. */
   holdWait?: (() => void) | null;
+  /** `lease` is the session's pooled 0-byte lease (Relay.lineLease), not one asked of the budget for this response. */
+  pooled?: boolean;
 }
 
 export class Relay {
@@ -171,7 +173,11 @@ export class Relay {
   private lookingAhead = false;
   /** A client command just completed (tagged response relayed): offer lookupAhead once that response is done. */
   private offerAhead = false;
-  /** The lease heldFetchLine resizes for each one-line FETCH response it holds (0 bytes between lines). */
+  /**
+   * A 0-byte lease of the memory budget kept between held responses (heldFetchLine resizes it for each
+   * one-line FETCH response; holdWholeResponse takes it instead of a new one and it comes back when the
+   * response completed without a rendering that keeps it), so a list sync does not take a lease per message.
+   */
   private lineLease: MemoryLease | null = null;
   /** Frames cut after a refused synchronizing literal were framed under a wrong assumption: drop them. */
   private rejectRestOfBatch = false;
@@ -285,7 +291,16 @@ export class Relay {
     const cur = this.upstreamResponse;
     if (!cur) return;
     if (cur.assembler) {
-      if (!cur.dropping && cur.lease && !cur.lease.resize(cur.assembler.bytes + frame.data.length)) this.refuseHold(cur);
+      if (!cur.dropping && cur.lease && !cur.lease.resize(cur.assembler.bytes + frame.data.length)) {
+        if (cur.pooled && cur.assembler.bytes === 0) {
+          // the session's pooled lease: the budget is asked as the full path asks it (reserveMemory(0), which
+          // logs a refusal, then the resize), so the decisions and log lines are those of a lease per response
+          cur.pooled = false;
+          cur.lease.release();
+          cur.lease = this.host.reserveMemory?.(0, 'held IMAP response') ?? null;
+          if (!cur.lease?.resize(frame.data.length)) this.refuseHold(cur);
+        } else this.refuseHold(cur);
+      }
       if (cur.dropping) {
         if (frame.type === 'line' && !frame.literal) this.upstreamResponse = null;
         return;
@@ -294,7 +309,7 @@ export class Relay {
       if (parts) {
         this.upstreamResponse = null;
         this.endHoldWait(cur);
-        this.completeHeldResponse(cur.head, cur.target, parts, heldLease(cur));
+        this.completeHeldResponse(cur.head, cur.target, parts, heldLease(cur), cur.lease ?? null);
       } else if (frame.type === 'line' && frame.literal && frame.literal.size >= HELD_ADMIT_MIN_BYTES) this.admitLiteral(cur, frame.literal.size);
       return;
     }
@@ -353,7 +368,9 @@ export class Relay {
     const head = untaggedFetchHead(line, number);
     let lease: MemoryLease | null = null;
     if (this.host.reserveMemory) {
+      // taken out of the pool while the line is handled
       lease = this.lineLease;
+      this.lineLease = null;
       if (lease === null) {
         lease = this.host.reserveMemory(0, 'held IMAP response');
         if (lease === null) {
@@ -367,10 +384,8 @@ export class Relay {
       if (!lease.resize(line.length)) {
         // the full path takes a lease of its own, and is refused there as before
         lease.release();
-        this.lineLease = null;
         return false;
       }
-      this.lineLease = lease;
     }
     heldFetchFastPath.lines++;
     this.upstreamResponse = null;
@@ -378,12 +393,10 @@ export class Relay {
     try {
       kept = this.completeHeld(head, target, [line], lease);
     } finally {
-      if (lease !== null) {
-        if (kept) this.lineLease = null;
-        else if (!lease.resize(0)) {
-          lease.release();
-          this.lineLease = null;
-        }
+      // back to the pool at 0 bytes, unless a rendering keeps it (released when that settles)
+      if (lease !== null && !kept) {
+        if (this.lineLease === null && lease.resize(0)) this.lineLease = lease;
+        else lease.release();
       }
     }
     return true;
@@ -405,14 +418,20 @@ export class Relay {
   }
 
   private beginUpstreamResponse(frame: LineFrame): void {
-    const head = parseResponseHead(frame.data);
+    // a `* n FETCH` line (a list sync's, with its header literal) is read without decoding it; the same head
+    const fetchNumber = untaggedFetchNumber(frame.data);
+    const head = fetchNumber >= 0 ? untaggedFetchHead(frame.data, fetchNumber) : parseResponseHead(frame.data);
     const holdWholeResponse = (target: InFlight | null) => {
+      // the session's pooled 0-byte lease when it has one (see lineLease), else a new one
+      const pooled = this.lineLease;
+      this.lineLease = null;
       this.upstreamResponse = {
         forward: false,
         target,
         head,
         assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
-        lease: this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null,
+        lease: pooled ?? (this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null),
+        pooled: pooled !== null,
       };
       if (this.host.reserveMemory && !this.upstreamResponse.lease) this.refuseHold(this.upstreamResponse);
     };
@@ -521,13 +540,23 @@ export class Relay {
   }
 
   /** A whole response that was held: private command bookkeeping, an interceptor's rewrite, or the choke point. */
-  private completeHeldResponse(head: ResponseHead, target: InFlight | null, parts: Buffer[], lease: MemoryLease | null = null): void {
+  private completeHeldResponse(
+    head: ResponseHead,
+    target: InFlight | null,
+    parts: Buffer[],
+    lease: MemoryLease | null = null,
+    poolable: MemoryLease | null = null,
+  ): void {
     // the held bytes stay in use until the interceptor's rendering settles; then they are returned to the budget
     let keepLease = false;
     try {
       keepLease = this.completeHeld(head, target, parts, lease);
     } finally {
-      if (!keepLease) lease?.release();
+      if (!keepLease && lease) {
+        // the response's own lease (no admissions with it) is kept at 0 bytes for the next held response
+        if (lease === poolable && heldFetchFastPath.enabled && this.lineLease === null && lease.resize(0)) this.lineLease = lease;
+        else lease.release();
+      }
     }
   }
 
@@ -1063,8 +1092,9 @@ export class Relay {
 type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; relay: boolean; tag: string };
 
 /**
- * The held one-line FETCH fast path (Relay.heldFetchLine): on unless a test turns it off to compare it
- * with the full path; `lines` counts the lines it took (tests). Not configuration.
+ * The held-response fast paths (Relay.heldFetchLine for one-line FETCH responses, and the pooled lease
+ * of Relay.lineLease for every held response): on unless a test turns them off to compare with the full
+ * path; `lines` counts the lines heldFetchLine took (tests). Not configuration.
  */
 export const heldFetchFastPath = { enabled: true, lines: 0 };
 
