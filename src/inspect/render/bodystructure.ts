@@ -111,8 +111,8 @@ export class BodySizes implements PartSizes {
     let missingCr = 0;
     let prev = -1;
     for (const e of edges) {
-      const pos = e >> 1;
-      const isStart = (e & 1) === 1;
+      const pos = Math.floor(e / 2);
+      const isStart = e % 2 === 1;
       if (open > 0 && pos > prev) {
         const [l, m] = countLf(this.msg, prev, pos, !this.crlf);
         lines += l;
