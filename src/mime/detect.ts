@@ -63,7 +63,11 @@ export function detectType(head: Buffer): string | undefined {
   return undefined;
 }
 
-/** Types detectType gives an executable at offset 0, and the archives whose contents other rules judge. */
+/**
+ * Types detectType gives an executable at offset 0 (the content-type rules judge them), and the
+ * archives, by their magic number at offset 0, whose contents the archive rules judge (ZIP) or the
+ * policy's type rules allow unopened (the others): a header inside them is not a finding of its own.
+ */
 const EXECUTABLE_OR_ARCHIVE_TYPES = new Set([
   'application/x-msdownload',
   'application/x-executable',
@@ -80,7 +84,7 @@ const EXECUTABLE_OR_ARCHIVE_TYPES = new Set([
 /**
  * True for content that is an executable or an archive at offset 0 (detectType's answer): it is not
  * searched for an executable further in (the type rules judge the one, what the other holds is an
- * archive's business). The same sets as src/policy/stages/rules.ts EXECUTABLE_TYPES + ARCHIVE_TYPES.
+ * archive's business).
  */
 export function isExecutableOrArchiveType(t: string): boolean {
   return EXECUTABLE_OR_ARCHIVE_TYPES.has(t);

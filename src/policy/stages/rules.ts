@@ -17,7 +17,7 @@
 
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
 import { decodeBody, decodeChunks, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
-import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, findExecutableInChunks, ZIP_TYPE } from '../../mime/detect.js';
+import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, findExecutableInChunks, isExecutableOrArchiveType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
 import { scanHtmlData } from '../../mime/html-data.js';
@@ -427,24 +427,6 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
   return { inner, largestMember: contents.largestMember };
 }
 
-/** Types that are executables already at offset 0 (typeRules judges them). */
-const EXECUTABLE_TYPES = new Set(['application/x-msdownload', 'application/x-executable', 'application/x-mach-binary']);
-
-/**
- * Archives, by their magic number at offset 0: what they hold is judged by the archive rules (ZIP)
- * or allowed unopened by the policy's type rules (the others), so a stored member's header inside
- * is not a finding of its own.
- */
-const ARCHIVE_TYPES = new Set([
-  ZIP_TYPE,
-  'application/vnd.rar',
-  'application/x-7z-compressed',
-  'application/gzip',
-  'application/x-bzip2',
-  'application/x-xz',
-  'application/vnd.ms-cab-compressed',
-]);
-
 /** Declared types whose content is never an executable, searched whole: a header anywhere in them is a disguise. */
 function declaresMedia(type: string): boolean {
   return /^(image|audio|video|text)\//.test(type);
@@ -462,7 +444,7 @@ function declaresMedia(type: string): boolean {
 function hiddenExecutableRules(j: LeafJudgement, head: Buffer): void {
   const { leaf, policy } = j;
   const at0 = detectType(head.subarray(0, 4096));
-  if (at0 && (EXECUTABLE_TYPES.has(at0) || ARCHIVE_TYPES.has(at0))) return;
+  if (at0 && isExecutableOrArchiveType(at0)) return;
   const media = declaresMedia(leaf.type);
   let hit = findExecutable(head, 0, media ? head.length : EXEC_SNIFF_WINDOW_BYTES);
   // `head` is all of it when shorter than asked for; otherwise a media part is searched whole, in chunks
@@ -474,7 +456,7 @@ function hiddenExecutableRules(j: LeafJudgement, head: Buffer): void {
 
 /** The same search in a decoded file embedded in text (already in memory); `whole`: search all of it. */
 function hiddenExecutableIn(data: Buffer, sniffed: string | undefined, whole: boolean): ExecutableHit | undefined {
-  if (data.length === 0 || (sniffed && (EXECUTABLE_TYPES.has(sniffed) || ARCHIVE_TYPES.has(sniffed)))) return undefined;
+  if (data.length === 0 || (sniffed && isExecutableOrArchiveType(sniffed))) return undefined;
   return findExecutable(data, 0, whole ? data.length : EXEC_SNIFF_WINDOW_BYTES);
 }
 
