@@ -11,7 +11,8 @@ import { Writable } from 'node:stream';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { createLogger, type Logger } from '../../src/log/logger.js';
-import type { CloseReason, LoginFailure, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
+import type { HoldGate } from '../../src/relay/memory.js';
+import type { CloseReason, LoginFailure, MemoryLease, Session, SessionHost, TlsInfo, UpstreamTarget } from '../../src/session/types.js';
 
 /** A host request that completes with an event. */
 export type HostRequest = 'connect' | 'client-tls' | 'upstream-tls';
@@ -207,6 +208,53 @@ export class ScriptedHost implements SessionHost {
     const s = Buffer.concat(this.toUpstream).toString('latin1');
     this.toUpstream = [];
     return s;
+  }
+}
+
+/**
+ * A scripted host whose held-response admission (SessionHost.holdResponseBytes) is a shared HoldGate,
+ * as relay/connection.ts does it: an admission that does not fit waits in the gate; one granted after
+ * the host closed or the session cancelled is released at once; close() cancels every waiting one.
+ * Shared by test/session/imap-hold-admission.test.ts and test/session/pop3-hold-admission.test.ts.
+ */
+export class GatedHost extends ScriptedHost implements Required<Pick<SessionHost, 'holdResponseBytes'>> {
+  /** Every admission asked, in bytes, in order. */
+  asked: number[] = [];
+  /** Admissions that had to wait. */
+  waits = 0;
+  private readonly cancels = new Set<() => void>();
+  constructor(
+    listener: ListenerConfig,
+    private readonly gate: HoldGate,
+  ) {
+    super(listener);
+  }
+  holdResponseBytes(bytes: number, _what: string, granted: (lease: MemoryLease) => void): { lease: MemoryLease | null; cancel: () => void } {
+    this.asked.push(bytes);
+    const now = this.gate.tryHold(bytes);
+    if (now) return { lease: now, cancel: () => {} };
+    this.waits++;
+    let done = false;
+    const stop = () => {
+      done = true;
+      this.cancels.delete(stop);
+      cancel();
+    };
+    const cancel = this.gate.whenHeld(bytes, (lease) => {
+      if (done || this.closed) {
+        lease.release();
+        return;
+      }
+      done = true;
+      this.cancels.delete(stop);
+      granted(lease);
+    });
+    this.cancels.add(stop);
+    return { lease: null, cancel: stop };
+  }
+  override close(reason: CloseReason): void {
+    super.close(reason);
+    for (const c of [...this.cancels]) c();
   }
 }
 

@@ -13,48 +13,8 @@ import type { QuarantineStore } from '../../src/policy/types.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { ImapSession } from '../../src/session/imap/index.js';
-import type { CloseReason, MemoryLease, SessionHost } from '../../src/session/types.js';
-import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { GatedHost, imapLoggedIn, testListener } from '../helpers/scripted-host.js';
 import { policyFrom } from '../policy/helpers.js';
-
-/** A scripted host whose held-response admission is a shared HoldGate, as relay/connection.ts does it. */
-class GatedHost extends ScriptedHost implements Required<Pick<SessionHost, 'holdResponseBytes'>> {
-  /** Admissions that had to wait. */
-  waits = 0;
-  private readonly cancels = new Set<() => void>();
-  constructor(
-    listener: ReturnType<typeof testListener>,
-    private readonly gate: HoldGate,
-  ) {
-    super(listener);
-  }
-  holdResponseBytes(bytes: number, _what: string, granted: (lease: MemoryLease) => void): { lease: MemoryLease | null; cancel: () => void } {
-    const now = this.gate.tryHold(bytes);
-    if (now) return { lease: now, cancel: () => {} };
-    this.waits++;
-    let done = false;
-    const stop = () => {
-      done = true;
-      this.cancels.delete(stop);
-      cancel();
-    };
-    const cancel = this.gate.whenHeld(bytes, (lease) => {
-      if (done || this.closed) {
-        lease.release();
-        return;
-      }
-      done = true;
-      this.cancels.delete(stop);
-      granted(lease);
-    });
-    this.cancels.add(stop);
-    return { lease: null, cancel: stop };
-  }
-  override close(reason: CloseReason): void {
-    super.close(reason);
-    for (const c of [...this.cancels]) c();
-  }
-}
 
 /** A scanner that answers clean after a delay (the policy scans every message with it). */
 class QuickScanner implements Scanner {

@@ -14,53 +14,16 @@ import { HELD_ADMIT_MIN_BYTES, POP3_LIST_SIZE_SLACK, POP3_UNSIZED_HOLD_BYTES } f
 import { stuff } from '../../src/protocol/pop3/framer.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import { type Pop3Hooks, Pop3Session } from '../../src/session/pop3.js';
-import type { CloseReason, MemoryLease, SessionHost } from '../../src/session/types.js';
-import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import { GatedHost, testListener } from '../helpers/scripted-host.js';
 
-/** A scripted POP3 host whose held-answer admission is a shared HoldGate, as relay/connection.ts does it. */
-class GatedHost extends ScriptedHost implements Required<Pick<SessionHost, 'holdResponseBytes'>> {
-  /** Every admission asked, in bytes, in order. */
-  asked: number[] = [];
-  /** Admissions that had to wait. */
-  waits = 0;
-  private readonly cancels = new Set<() => void>();
-  constructor(private readonly gate: HoldGate) {
-    super(
-      testListener({
-        name: 'pop3-test',
-        protocol: 'pop3',
-        upstream: { kind: 'static', host: 'upstream.test', port: 110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
-        inspect: { vetOnMetadata: false, cacheMemoryBytes: 0, keepaliveMs: 0 },
-      }),
-    );
-  }
-  holdResponseBytes(bytes: number, _what: string, granted: (lease: MemoryLease) => void): { lease: MemoryLease | null; cancel: () => void } {
-    this.asked.push(bytes);
-    const now = this.gate.tryHold(bytes);
-    if (now) return { lease: now, cancel: () => {} };
-    this.waits++;
-    let done = false;
-    const stop = () => {
-      done = true;
-      this.cancels.delete(stop);
-      cancel();
-    };
-    const cancel = this.gate.whenHeld(bytes, (lease) => {
-      if (done || this.closed) {
-        lease.release();
-        return;
-      }
-      done = true;
-      this.cancels.delete(stop);
-      granted(lease);
-    });
-    this.cancels.add(stop);
-    return { lease: null, cancel: stop };
-  }
-  override close(reason: CloseReason): void {
-    super.close(reason);
-    for (const c of [...this.cancels]) c();
-  }
+/** A fresh static-upstream POP3 listener for one host (no metadata vetting, no cache). */
+function pop3Listener() {
+  return testListener({
+    name: 'pop3-test',
+    protocol: 'pop3',
+    upstream: { kind: 'static', host: 'upstream.test', port: 110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    inspect: { vetOnMetadata: false, cacheMemoryBytes: 0, keepaliveMs: 0 },
+  });
 }
 
 /**
@@ -69,7 +32,7 @@ class GatedHost extends ScriptedHost implements Required<Pick<SessionHost, 'hold
  * `backlog` until it resumes (`flush()`), as a paused socket keeps them in the kernel.
  */
 function loggedIn(gate: HoldGate, hooks?: Pop3Hooks) {
-  const host = new GatedHost(gate);
+  const host = new GatedHost(pop3Listener(), gate);
   const s = host.attach(new Pop3Session(host, hooks));
   s.start();
   const backlog: Buffer[] = [];
