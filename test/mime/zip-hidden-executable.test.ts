@@ -9,19 +9,10 @@ import { describe, expect, it } from 'vitest';
 import { makeZip } from '../../scripts/gen-fixtures.js';
 import { EXEC_SNIFF_WINDOW_BYTES, ZIP_EXEC_MAX_CANDIDATES } from '../../src/limits.js';
 import { type InflateBudget, inspectZip, mediaName, type ZipMember } from '../../src/mime/zip.js';
+import { pad, pe } from '../helpers/executables.js';
 
 const LIMITS = { maxDepth: 3, maxEntries: 1000, maxTotalSize: 100 * 1024 * 1024, maxRatio: 1000 };
 
-/** A PE head: `MZ`, zero DOS header, e_lfanew 0x80 -> `PE\0\0` + i386 (as test/policy/hidden-executable.test.ts). */
-function pe(): Buffer {
-  const b = Buffer.alloc(0x200, 0x41);
-  b.fill(0, 0, 0x40);
-  b.write('MZ', 0, 'latin1');
-  b.writeUInt32LE(0x80, 0x3c);
-  b.write('PE\0\0', 0x80, 'latin1');
-  b.writeUInt16LE(0x14c, 0x84);
-  return b;
-}
 /** An ELF64 header (EXEC, version 1). */
 function elf(): Buffer {
   const b = Buffer.alloc(64);
@@ -30,7 +21,6 @@ function elf(): Buffer {
   b.writeUInt32LE(1, 20);
   return b;
 }
-const pad = (n: number) => Buffer.alloc(n, 0x2e);
 const JPEG_HEAD = Buffer.from('ffd8ffe000104a46494600010100000100010000', 'hex');
 
 const members = (zip: Buffer) => inspectZip(zip, LIMITS).members;

@@ -11,20 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import { EXEC_SNIFF_WINDOW_BYTES } from '../../src/limits.js';
 import { inspectMessage } from '../../src/policy/engine.js';
+import { pad, pe } from '../helpers/executables.js';
 import { defaultPolicy, policyFrom, REAL } from './helpers.js';
 
-/** A PE head: `MZ`, zero DOS header, e_lfanew 0x80 -> `PE\0\0` + i386, no standard DOS fields. */
-function pe(): Buffer {
-  const b = Buffer.alloc(0x200, 0x41);
-  b.fill(0, 0, 0x40);
-  b.write('MZ', 0, 'latin1');
-  b.writeUInt32LE(0x80, 0x3c);
-  b.write('PE\0\0', 0x80, 'latin1');
-  b.writeUInt16LE(0x14c, 0x84);
-  return b;
-}
-/** Bytes without any `M` (no candidate). */
-const pad = (n: number) => Buffer.alloc(n, 0x2e);
 const JPEG_HEAD = Buffer.from('ffd8ffe000104a46494600010100000100010000', 'hex');
 
 function withPart(type: string, body: Buffer, encoding: 'base64' | 'quoted-printable' | '7bit' = 'base64', filename = 'photo.jpg') {

@@ -12,18 +12,9 @@ import { describe, expect, it } from 'vitest';
 import { leaf, makeZip, message, multipart } from '../../scripts/gen-fixtures.js';
 import { EXEC_SNIFF_WINDOW_BYTES, ZIP_EXEC_MAX_CANDIDATES } from '../../src/limits.js';
 import { inspectMessage } from '../../src/policy/engine.js';
+import { pad, pe } from '../helpers/executables.js';
 import { defaultPolicy, policyFrom, REAL } from './helpers.js';
 
-function pe(): Buffer {
-  const b = Buffer.alloc(0x200, 0x41);
-  b.fill(0, 0, 0x40);
-  b.write('MZ', 0, 'latin1');
-  b.writeUInt32LE(0x80, 0x3c);
-  b.write('PE\0\0', 0x80, 'latin1');
-  b.writeUInt16LE(0x14c, 0x84);
-  return b;
-}
-const pad = (n: number) => Buffer.alloc(n, 0x2e);
 const withZip = (zip: Buffer, filename = 'files.zip') =>
   message(multipart('mixed', 'z', [leaf({ type: 'text/plain', body: 'see attached' }), leaf({ type: 'application/zip', body: zip, filename })]));
 const hits = async (raw: Buffer, policy = defaultPolicy()) => {
