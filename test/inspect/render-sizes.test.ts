@@ -10,6 +10,7 @@ import { renderItem } from '../../src/inspect/render/index.js';
 import { toCrlf } from '../../src/mime/eol.js';
 import { buildPartMap, type MimeNode, mimeNodeOf } from '../../src/mime/partmap.js';
 import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
+import { mulberry32 as rng } from '../helpers/prng.js';
 
 /** The reference: every byte looked at; an LF counts one line, and one byte more when no CR is before it in the region. */
 function refSize(msg: Buffer, start: number, end: number): RegionSize {
@@ -23,18 +24,6 @@ function refSize(msg: Buffer, start: number, end: number): RegionSize {
     }
   }
   return { size, lines };
-}
-
-/** mulberry32: a small seeded generator, so a failure names its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const EOLS = ['\r\n', '\n', '\r', '\r\n', '\r\n'];
