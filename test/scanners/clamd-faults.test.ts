@@ -7,13 +7,14 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PosternError } from '../../src/errors.js';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
 import { type ClamdHandle, deadPort, startClamd, startFakeClamd } from '../harness/clamd.js';
 import { captureLog } from './log-capture.js';
 import { EICAR_NAME, eicar, filler } from './samples.js';
+import { closeAfterEach } from './teardown.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;
@@ -33,17 +34,7 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-const toClose: Array<{ close(): Promise<void> } | { stop(): Promise<void> }> = [];
-afterEach(async () => {
-  while (toClose.length) {
-    const x = toClose.pop()!;
-    await ('close' in x ? x.close() : x.stop());
-  }
-});
-function track<T extends { close(): Promise<void> } | { stop(): Promise<void> }>(x: T): T {
-  toClose.push(x);
-  return x;
-}
+const track = closeAfterEach();
 
 describe('configuration errors', () => {
   it('no endpoints / an endpoint without socket or port is a coded config error', () => {

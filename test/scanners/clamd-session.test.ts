@@ -6,29 +6,20 @@
  */
 import net from 'node:net';
 import { pino } from 'pino';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClamdScanner } from '../../src/scanners/clamd.js';
 import type { ScanOutcome } from '../../src/scanners/types.js';
 import { type ClamdHandle, startClamd } from '../harness/clamd.js';
 import { type Answer, cleanOrEicar, type FakeRequest, startFakeSessionClamd } from './fake-clamd-session.js';
 import { captureLog } from './log-capture.js';
 import { EICAR_NAME, eicar, filler } from './samples.js';
+import { closeAfterEach } from './teardown.js';
 
 const silent = pino({ level: 'silent' });
 const MB = 1024 * 1024;
 const base = { healthIntervalMs: 0, maxStreamBytes: 25 * MB, log: silent, timeoutMs: 10_000 };
 
-const toClose: Array<{ close(): Promise<void> } | { stop(): Promise<void> }> = [];
-afterEach(async () => {
-  while (toClose.length) {
-    const x = toClose.pop()!;
-    await ('close' in x ? x.close() : x.stop());
-  }
-});
-function track<T extends { close(): Promise<void> } | { stop(): Promise<void> }>(x: T): T {
-  toClose.push(x);
-  return x;
-}
+const track = closeAfterEach();
 
 async function fakeWith(answer?: (r: FakeRequest) => Answer, opts: Partial<ConstructorParameters<typeof ClamdScanner>[0]> = {}) {
   const fake = track(await startFakeSessionClamd(answer));
