@@ -29,6 +29,7 @@ export class Metrics {
   private readonly clientBytes: Counter<'listener' | 'protocol' | 'direction'>;
   private readonly inspected: Counter<'listener' | 'protocol' | 'verdict'>;
   private readonly ruleHits: Counter<'listener' | 'rule' | 'action'>;
+  private readonly contentHits: Counter<'listener' | 'protocol'>;
   private readonly scanSeconds: Histogram<'engine' | 'outcome'>;
   readonly adminActions: Counter<'action'>;
   private readonly reloads: Counter<'result'>;
@@ -53,6 +54,12 @@ export class Metrics {
       name: 'postern_messages_inspected_total',
       help: 'Messages judged by a policy, by verdict',
       labelNames: ['listener', 'protocol', 'verdict'],
+      registers,
+    });
+    this.contentHits = new Counter({
+      name: 'postern_content_verdict_hits_total',
+      help: 'Inspected messages answered by the content-hash verdict (exactly these bytes judged clean and unchanged before; no engine run, no scan); also counted in postern_messages_inspected_total as clean',
+      labelNames: ['listener', 'protocol'],
       registers,
     });
     this.ruleHits = new Counter({
@@ -194,8 +201,9 @@ export class Metrics {
   }
 
   // ---- InspectMetrics (src/inspect/factory.ts)
-  messageInspected(l: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[]): void {
+  messageInspected(l: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[], cached?: 'content'): void {
     this.inspected.inc({ listener: l.name, protocol: l.protocol, verdict });
+    if (cached === 'content') this.contentHits.inc({ listener: l.name, protocol: l.protocol });
     for (const r of rules) this.ruleHits.inc({ listener: l.name, rule: r.rule, action: r.action });
   }
   scanned(engine: string, outcome: string, seconds: number): void {

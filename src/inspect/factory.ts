@@ -30,7 +30,8 @@ export const QUARANTINE_PURGE_INTERVAL_MS = 6 * 60 * 60 * 1000;
 
 /** What inspection tells a metrics sink (src/admin/metrics.ts); absent: nothing is counted. */
 export interface InspectMetrics {
-  messageInspected(listener: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[]): void;
+  /** `cached`: the content-hash verdict answered (the line's `cached: "content"`). */
+  messageInspected(listener: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[], cached?: 'content'): void;
   scanned(engine: string, outcome: string, seconds: number): void;
   scannerHealth(engine: string, health: () => EndpointHealth[]): void;
 }
@@ -55,15 +56,15 @@ function timed<T extends object>(target: T, methods: string[], engine: string, m
 }
 
 /** The inspectors' logger with `message.inspected` also counted (the inspectors stay unaware of metrics). */
-function countingLog(log: Logger, listener: ListenerConfig, metrics: InspectMetrics): Logger {
+export function countingLog(log: Logger, listener: ListenerConfig, metrics: InspectMetrics): Logger {
   const tapped = Object.create(log) as Logger;
   tapped.info = ((obj: unknown, ...rest: unknown[]) => {
-    const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown } | null;
+    const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown; cached?: unknown } | null;
     if (o && typeof o === 'object' && o.event === 'message.inspected' && typeof o.verdict === 'string') {
       const rules = Array.isArray(o.rules)
         ? (o.rules as { rule?: unknown; action?: unknown }[]).map((r) => ({ rule: String(r.rule), action: String(r.action) }))
         : [];
-      metrics.messageInspected(listener, o.verdict, rules);
+      metrics.messageInspected(listener, o.verdict, rules, o.cached === 'content' ? 'content' : undefined);
     }
     return (log.info as (...a: unknown[]) => void)(obj, ...rest);
   }) as Logger['info'];

@@ -6,7 +6,9 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { countingCollectorLog, Metrics } from '../../src/admin/metrics.js';
+import { countingLog } from '../../src/inspect/factory.js';
 import { createLogger } from '../../src/log/logger.js';
+import { testListener } from '../helpers/scripted-host.js';
 
 function sample(body: string, prefix: string): number | undefined {
   const line = body.split('\n').find((l) => l.startsWith(`${prefix} `));
@@ -67,6 +69,34 @@ describe('operations metrics', () => {
     text = await m.registry.metrics();
     expect(sample(text, 'postern_edge_state_up{backend="redis"}')).toBe(0);
     expect(sample(text, 'postern_edge_state_outages{backend="redis"}')).toBe(1);
+  });
+
+  it('content-hash verdict hits: counted from message.inspected lines with cached: "content", also as clean inspections', async () => {
+    const m = new Metrics();
+    const lines: string[] = [];
+    const base = createLogger(
+      { level: 'info' },
+      new Writable({
+        write(c, _e, cb) {
+          lines.push(String(c));
+          cb();
+        },
+      }),
+    );
+    const l = testListener({ name: 'imaps', protocol: 'imap' });
+    const log = countingLog(base, l, m);
+    log.info({ event: 'message.inspected', uid: 1, verdict: 'clean', rules: [], cached: 'content' }, 'message inspected');
+    log.info({ event: 'message.inspected', uid: 2, verdict: 'clean', rules: [] }, 'message inspected');
+    log.info(
+      { event: 'message.inspected', uid: 3, verdict: 'changed', rules: [{ rule: 'filenames[0]', action: 'strip' }], cached: 'other' },
+      'message inspected',
+    );
+    log.info({ event: 'session.open', cached: 'content' }, 'not an inspection');
+    const text = await m.registry.metrics();
+    expect(sample(text, 'postern_content_verdict_hits_total{listener="imaps",protocol="imap"}')).toBe(1);
+    expect(sample(text, 'postern_messages_inspected_total{listener="imaps",protocol="imap",verdict="clean"}')).toBe(2);
+    expect(sample(text, 'postern_messages_inspected_total{listener="imaps",protocol="imap",verdict="changed"}')).toBe(1);
+    expect(lines).toHaveLength(4);
   });
 
   it('collector passes by account and result, messages by outcome, from the collector.pass log lines', async () => {
