@@ -300,6 +300,27 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
   yield* w.ready.splice(0);
 }
 
+/**
+ * decodeChunks(src, 'base64') for a body whose plain layout `plain` the caller has (plainBase64(src)
+ * on these very bytes): the same bytes, for a consumer that copies what it keeps (src/mime/detect.ts
+ * ExecutableSearch). Each window of plainWindows is decoded by Node into one buffer of this call,
+ * reused for every window: a yielded piece is a view valid only until the next one is asked for. No
+ * chunk allocated per window, no layout pass. A window that does not verify (not for a verified
+ * layout) hands the rest to the general decoder, as base64Chunks does, so the bytes are
+ * decodeChunks' in every case.
+ */
+export function* plainBase64Pieces(src: Buffer, plain: PlainBase64): Generator<Buffer> {
+  let scratch = Buffer.allocUnsafe(0);
+  let total = 0;
+  for (const win of plainWindows(plain)) {
+    const bytes = b64Bytes(win.chars);
+    if (scratch.length < bytes) scratch = Buffer.allocUnsafe(bytes);
+    if (!nodeDecode(src, win.from, win.to, win.chars, scratch, 0)) return yield* base64General(src, DECODE_CHUNK_BYTES, { bad: false }, win.from, total);
+    total += bytes;
+    if (bytes > 0) yield scratch.subarray(0, bytes);
+  }
+}
+
 /** The general base64 decoder, from `from` (a group start) on; `outBase`: bytes decoded before `from` (restart offsets). */
 function* base64General(src: Buffer, chunkBytes: number, report: DecodeReport, from: number, outBase: number): Generator<Buffer> {
   const w = new ChunkWriter(chunkBytes, outBase);

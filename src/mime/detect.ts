@@ -206,9 +206,36 @@ export class ExecutableSearch {
   private base = 0;
   private ended = false;
 
-  /** Takes the next piece (it may be reused by the caller afterwards: what is kept is copied). */
+  /**
+   * Takes the next piece (it may be reused by the caller afterwards: what is kept is copied). A piece
+   * of 2 * EXEC_HEADER_REACH bytes or more is searched in place: the starts held back (carry) with
+   * the piece's first EXEC_HEADER_REACH bytes behind them, then the piece's own starts that have all
+   * EXEC_HEADER_REACH bytes inside it; only its last EXEC_HEADER_REACH bytes are copied. A smaller
+   * piece is appended to the carry. Every start is judged on a buffer holding all the bytes it may
+   * read (or the true end, in end()), so the answer is findExecutable's over the concatenation.
+   */
   push(chunk: Buffer): void {
     if (this.hit || this.ended || chunk.length === 0) return;
+    if (chunk.length >= 2 * EXEC_HEADER_REACH) {
+      const held = this.carry.length;
+      if (held > 0) {
+        const edge = Buffer.concat([this.carry, chunk.subarray(0, EXEC_HEADER_REACH)]);
+        const hit = findExecutable(edge, 0, held);
+        if (hit) {
+          this.hit = { ...hit, offset: this.base + hit.offset };
+          return;
+        }
+      }
+      const limit = chunk.length - EXEC_HEADER_REACH;
+      const hit = findExecutable(chunk, 0, limit);
+      if (hit) {
+        this.hit = { ...hit, offset: this.base + held + hit.offset };
+        return;
+      }
+      this.carry = Buffer.from(chunk.subarray(limit));
+      this.base += held + limit;
+      return;
+    }
     const buf = this.carry.length ? Buffer.concat([this.carry, chunk]) : chunk;
     // a start below `limit` has all EXEC_HEADER_REACH bytes it may read inside `buf`
     const limit = buf.length - EXEC_HEADER_REACH;

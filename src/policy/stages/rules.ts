@@ -16,7 +16,16 @@
  */
 
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
-import { decodeBody, decodeChunks, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
+import {
+  decodeBody,
+  decodeChunks,
+  decodedTail,
+  decodePrefix,
+  type EncodingCheck,
+  encodingDamage,
+  isDecodedEncoding,
+  plainBase64Pieces,
+} from '../../mime/decode.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, findExecutableInChunks, isExecutableOrArchiveType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
@@ -449,7 +458,10 @@ function hiddenExecutableRules(j: LeafJudgement, head: Buffer): void {
   let hit = findExecutable(head, 0, media ? head.length : EXEC_SNIFF_WINDOW_BYTES);
   // `head` is all of it when shorter than asked for; otherwise a media part is searched whole, in chunks
   if (!hit && media && head.length >= EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH) {
-    hit = findExecutableInChunks(decodeChunks(leaf.body, leaf.cte));
+    // verified plain base64 (the parse's layout, as decodePrefix and encodingDamage take it): decoded
+    // window by window into one reused buffer, the same bytes as decodeChunks without a chunk per window
+    const plain = leaf.cte === 'base64' ? leaf.plain : undefined;
+    hit = findExecutableInChunks(plain ? plainBase64Pieces(leaf.body, plain) : decodeChunks(leaf.body, leaf.cte));
   }
   if (hit) hiddenExecutableFinding(j.emit, policy, { ...j.base, detectedType: hit.type }, hit, leaf.type, '');
 }
