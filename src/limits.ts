@@ -886,6 +886,16 @@ export const COLLECTOR_LIMITS = {
   deliveryChunkBytes: 64 * 1024,
 } as const;
 
+/**
+ * Message bytes the collector holds at once over all its passes (src/collector/hold.ts, a HoldGate of
+ * its own): before a message's body is downloaded its size (IMAP RFC822.SIZE, POP3 LIST plus
+ * POP3_LIST_SIZE_SLACK) is admitted here, and the admission is returned once the message is
+ * delivered, deferred, failed or dropped. Past the bound a pass waits (no error), in arrival order;
+ * a single larger message is admitted alone. A body larger than its admission grows it, or fails the
+ * pass when the bound has no room (E_MEMORY_BUDGET; retried in the next pass).
+ */
+export const COLLECTOR_PROCESS_HOLD_BYTES = 128 * 1024 * 1024;
+
 // ---------- admin listener (src/admin/, docs/admin.md) ----------
 
 export const ADMIN_LIMITS = {

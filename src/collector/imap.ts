@@ -24,7 +24,9 @@ import { parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import { type Frame, ImapFramer, MessageAssembler } from '../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../protocol/imap/parse.js';
 import { quoted } from '../protocol/imap/write.js';
+import type { MemoryLease } from '../session/types.js';
 import type { RemoteConn } from './conn.js';
+import { growAdmission } from './hold.js';
 import {
   checkLoginText,
   connectAndStart,
@@ -98,6 +100,8 @@ export class ImapMailbox implements RemoteMailbox {
   private tagNo = 0;
   private closed = false;
   private selected: string | null = null;
+  /** Called with each literal's announced size (`{N}`) before its bytes are read (a message fetch's admission). */
+  private onLiteral: ((size: number) => void) | null = null;
 
   private constructor(
     private readonly conn: RemoteConn,
@@ -137,6 +141,7 @@ export class ImapMailbox implements RemoteMailbox {
         throw e;
       }
       for (const f of frames) {
+        if (f.type === 'line' && f.literal) this.onLiteral?.(f.literal.size);
         const parts = this.assembler.add(f);
         if (parts) this.pending.push({ head: parseResponseHead(parts[0]!), parts });
       }
@@ -275,8 +280,20 @@ export class ImapMailbox implements RemoteMailbox {
     return { folder, uidvalidity, messages, ambiguous: [] };
   }
 
-  async fetch(msg: RemoteMessage): Promise<Buffer | null> {
-    const r = await this.command(`UID FETCH ${msg.ref} (BODY.PEEK[])`);
+  async fetch(msg: RemoteMessage, admitted?: MemoryLease): Promise<Buffer | null> {
+    // the literals of this response, summed, never pass the admission unadmitted: a `{N}` larger than
+    // the listed RFC822.SIZE grows it before its bytes are read (or fails the pass, E_MEMORY_BUDGET)
+    let literals = 0;
+    this.onLiteral = (size) => {
+      literals += size;
+      growAdmission(admitted, literals, `UID ${msg.ref}`);
+    };
+    let r: { untagged: Response[]; done: ResponseHead };
+    try {
+      r = await this.command(`UID FETCH ${msg.ref} (BODY.PEEK[])`);
+    } finally {
+      this.onLiteral = null;
+    }
     if (r.done.keyword !== 'OK') {
       if (r.done.keyword === 'NO') return null;
       throw protocolError(`UID FETCH ${msg.ref}: ${r.done.keyword} ${serverText(r.done.text)}`);

@@ -40,7 +40,10 @@ import type { CollectorAccountConfig, CollectorSpamAction } from '../config/type
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import type { InspectContext, InspectResult, Verdict } from '../policy/types.js';
+import type { HoldGate } from '../relay/memory.js';
+import type { MemoryLease } from '../session/types.js';
 import type { Delivery, RecipientOutcome } from './delivery.js';
+import { admissionBytes, admit } from './hold.js';
 import { isLoop, readHeader, traceFields } from './message.js';
 import type { RemoteFolder, RemoteMailbox, RemoteMessage } from './remote.js';
 import type { CollectorState, MessageRow, MessageUpdate, PassCounts, RecipientRow, RecipientUpdate } from './state.js';
@@ -83,6 +86,11 @@ export interface PassDeps {
   envelopeSender: string;
   /** Stops fetching further messages (shutdown); what was fetched is finished. */
   signal?: AbortSignal;
+  /**
+   * The collector-wide bound on message bytes held (COLLECTOR_PROCESS_HOLD_BYTES, ./hold.ts): every
+   * message is admitted before its body is downloaded and returned once it is finished. None: unbounded.
+   */
+  hold?: HoldGate;
   crash?: (point: CrashPoint) => void;
 }
 
@@ -124,6 +132,19 @@ export function crashHookFromEnv(env: NodeJS.ProcessEnv = process.env): ((p: Cra
     if (p !== point) return;
     if (--left === 0) process.kill(process.pid, 'SIGKILL');
   };
+}
+
+/** A fetch not started because its admission was cancelled (shutdown, or the pass stopped). */
+const NOT_ADMITTED = Symbol('not admitted');
+
+/** One message's download: admitted first (PassDeps.hold), then fetched; release() returns the admission. */
+interface FetchJob {
+  msg: RemoteMessage;
+  raw: Promise<Buffer | null | typeof NOT_ADMITTED>;
+  /** Stops waiting for the admission (raw then gives NOT_ADMITTED); no effect once admitted. */
+  cancel(): void;
+  /** Returns the admission; called once raw has settled and the message is finished with. */
+  release(): void;
 }
 
 function keepAllows(a: CollectorAccountConfig, row: MessageRow, now: number): boolean {
@@ -279,11 +300,17 @@ class Pass {
     // The next message to fetch is fetched while the current one is inspected and delivered (one
     // command at a time on the remote connection; at most two messages in memory). A prefetched
     // message that is not used (the pass stops) is only dropped: fetching changes nothing upstream.
-    const ahead: { next: { msg: RemoteMessage; raw: Promise<Buffer | null> } | null } = { next: null };
+    // Each download is admitted first (PassDeps.hold): the prefetch waits for its admission with
+    // nothing on the wire; an unused one is cancelled, and every admission is returned once its
+    // message is finished, on every path (errors and shutdown included).
+    const ahead: { next: FetchJob | null } = { next: null };
     const settle = async () => {
       const p = ahead.next;
       ahead.next = null;
-      if (p) await p.raw.catch(() => null);
+      if (!p) return;
+      p.cancel();
+      await p.raw.catch(() => null);
+      p.release();
     };
     try {
       for (let i = 0; i < candidates.length; i++) {
@@ -299,25 +326,31 @@ class Pass {
         }
         if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
         this.attempts++;
-        let raw: Promise<Buffer | null>;
+        let job: FetchJob;
         if (ahead.next?.msg === msg) {
-          raw = ahead.next.raw;
+          job = ahead.next;
           ahead.next = null;
         } else {
           await settle();
-          raw = this.remote!.fetch(msg);
+          job = this.startFetch(msg);
         }
-        await this.message(box, msg, row && row.status !== 'held' ? row : undefined, raw, () => {
-          // the fetch of this message is done: start the next one's
-          if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
-          let j = i + 1;
-          while (j < candidates.length && candidates[j]!.size > a.maxMessageBytes) j++;
-          const next = candidates[j];
-          if (!next) return;
-          const p = this.remote!.fetch(next);
-          p.catch(() => undefined); // awaited (and its failure thrown) when it is used
-          ahead.next = { msg: next, raw: p };
-        });
+        try {
+          await this.message(box, msg, row && row.status !== 'held' ? row : undefined, job.raw, () => {
+            // the fetch of this message is done: start the next one's
+            if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
+            let j = i + 1;
+            while (j < candidates.length && candidates[j]!.size > a.maxMessageBytes) j++;
+            const next = candidates[j];
+            if (!next) return;
+            const p = this.startFetch(next);
+            p.raw.catch(() => undefined); // awaited (and its failure thrown) when it is used
+            ahead.next = p;
+          });
+        } finally {
+          job.cancel();
+          await job.raw.catch(() => null);
+          job.release();
+        }
         // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
         if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {
           this.renewed = this.d.now();
@@ -328,6 +361,30 @@ class Pass {
       await settle(); // nothing else is sent on the connection while a fetch is outstanding
     }
     return this.deletions(box);
+  }
+
+  /** Admits the message (PassDeps.hold), then fetches it. */
+  private startFetch(msg: RemoteMessage): FetchJob {
+    const remote = this.remote!;
+    const gate = this.d.hold;
+    if (!gate) return { msg, raw: remote.fetch(msg), cancel: () => undefined, release: () => undefined };
+    const adm = admit(gate, admissionBytes(this.a.protocol, msg.size, this.a.maxMessageBytes), this.d.signal);
+    let lease: MemoryLease | null = null;
+    const raw = (async (): Promise<Buffer | null | typeof NOT_ADMITTED> => {
+      const l = await adm.lease;
+      lease = l;
+      return l ? remote.fetch(msg, l) : NOT_ADMITTED;
+    })();
+    return {
+      msg,
+      raw,
+      cancel: adm.cancel,
+      release: () => {
+        adm.cancel();
+        (lease as MemoryLease | null)?.release();
+        lease = null;
+      },
+    };
   }
 
   private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined): void {
@@ -365,19 +422,25 @@ class Pass {
     box: RemoteFolder,
     msg: RemoteMessage,
     known: MessageRow | undefined,
-    fetched: Promise<Buffer | null>,
+    fetched: Promise<Buffer | null | typeof NOT_ADMITTED>,
     fetchedNext: () => void,
   ): Promise<void> {
     const st = this.d.state;
     const a = this.a;
     const key = { account: a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
-    let raw: Buffer | null;
+    let got: Buffer | null | typeof NOT_ADMITTED;
     try {
-      raw = await fetched;
+      got = await fetched;
     } catch (e) {
       if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known) this.oversize(box, msg, undefined);
       throw e;
     }
+    if (got === NOT_ADMITTED) {
+      // shut down while waiting for its admission: not fetched, left for the next pass
+      if (!known) this.s.backlog++;
+      return;
+    }
+    const raw = got;
     this.s.fetched++;
     fetchedNext();
     if (raw === null) return; // expunged meanwhile

@@ -19,7 +19,9 @@ import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { type Pop3Response, Pop3ResponseFramer, unstuff } from '../protocol/pop3/framer.js';
+import type { MemoryLease } from '../session/types.js';
 import type { RemoteConn } from './conn.js';
+import { growAdmission } from './hold.js';
 import {
   checkLoginText,
   connectAndStart,
@@ -167,7 +169,7 @@ export class Pop3Mailbox implements RemoteMailbox {
     return out;
   }
 
-  async fetch(msg: RemoteMessage): Promise<Buffer | null> {
+  async fetch(msg: RemoteMessage, admitted?: MemoryLease): Promise<Buffer | null> {
     let r: Pop3Response;
     const tooLarge = () =>
       new PosternError(
@@ -176,7 +178,13 @@ export class Pop3Mailbox implements RemoteMailbox {
       );
     try {
       this.conn.write(`RETR ${msg.ref}\r\n`);
-      r = await this.retrAnswer(msg.size, tooLarge);
+      // a body past its admission (LIST understated it) grows it by an eighth of what arrived (at least
+      // one socket read) before more is read, and to the whole answer once complete: at most one read
+      // arrives beyond the admission, as beyond max_message_size
+      r = await this.retrAnswer(msg.size, tooLarge, (pending) => {
+        if (admitted && pending > admitted.bytes)
+          growAdmission(admitted, pending + Math.max(pending >> 3, COLLECTOR_LIMITS.maxLineBytes), `message ${msg.ref} (${msg.uid})`);
+      });
     } catch (e) {
       if (e instanceof PosternError && e.code === ErrorCodes.BUFFER_LIMIT) throw tooLarge();
       throw e;
@@ -197,17 +205,22 @@ export class Pop3Mailbox implements RemoteMailbox {
    * (framer pendingBodyBytes), so a server that sends more than it listed is cut off there. A `+OK`
    * answer is buffered in one allocation of the size LIST gave (at most max_message_size).
    */
-  private async retrAnswer(listed: number, tooLarge: () => PosternError): Promise<Pop3Response> {
+  private async retrAnswer(listed: number, tooLarge: () => PosternError, grow: (pending: number) => void): Promise<Pop3Response> {
     let reserved = false;
     for (;;) {
       const r = this.framer.next(true);
-      if (r) return r;
+      if (r) {
+        grow(r.body?.length ?? 0);
+        return r;
+      }
       if (!reserved && this.framer.peekStatus()?.kind === 'ok') {
         reserved = true;
         const size = Math.min(listed, this.account.maxMessageBytes);
         this.framer.reserve(size + (size >> 6) + COLLECTOR_LIMITS.maxLineBytes);
       }
-      if (this.framer.pendingBodyBytes() > this.account.maxMessageBytes) throw tooLarge();
+      const pending = this.framer.pendingBodyBytes();
+      if (pending > this.account.maxMessageBytes) throw tooLarge();
+      grow(pending);
       this.framer.push(await this.conn.read());
     }
   }

@@ -4,6 +4,7 @@
  */
 import type { CollectorAccountConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import type { MemoryLease } from '../session/types.js';
 import { RemoteConn } from './conn.js';
 
 export interface RemoteMessage {
@@ -40,8 +41,12 @@ export interface RemoteMailbox {
   readonly capabilities: string[];
   /** Selects a folder ('' for POP3) and lists it. */
   open(folder: string): Promise<RemoteFolder>;
-  /** The message's bytes, or null when it is gone (expunged meanwhile). Never marks it read. */
-  fetch(msg: RemoteMessage): Promise<Buffer | null>;
+  /**
+   * The message's bytes, or null when it is gone (expunged meanwhile). Never marks it read. `admitted`:
+   * its admission (COLLECTOR_PROCESS_HOLD_BYTES, ./hold.ts), grown when the body turns out larger
+   * than admitted (E_MEMORY_BUDGET when that has no room), never exceeded unadmitted.
+   */
+  fetch(msg: RemoteMessage, admitted?: MemoryLease): Promise<Buffer | null>;
   /** Deletes messages of the open folder. */
   delete(msgs: RemoteMessage[]): Promise<DeleteResult>;
   /** Says goodbye (POP3 QUIT commits deletions). `committed`: the goodbye was answered OK. */

@@ -23,10 +23,12 @@ import { inspectMessage } from '../policy/engine.js';
 import { type CompiledPolicy, loadPolicy } from '../policy/load.js';
 import type { EngineDeps, InspectContext, QuarantineStore } from '../policy/types.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
+import type { HoldGate } from '../relay/memory.js';
 import { createScanner } from '../scanners/clamd.js';
 import { createSpamScanner } from '../scanners/rspamd.js';
 import type { Scanner, SpamScanner } from '../scanners/types.js';
 import { type Delivery, SmtpDelivery } from './delivery.js';
+import { collectorHoldGate } from './hold.js';
 import { ImapMailbox } from './imap.js';
 import { type CrashPoint, crashHookFromEnv, type PassDeps, type PassSummary, type ResolveRecipients, runPass, type SpamQuarantine } from './pass.js';
 import { Pop3Mailbox } from './pop3.js';
@@ -72,6 +74,8 @@ export interface CollectorOptions {
   timers?: TimerHost;
   /** Quarantine override (dry runs store nothing). */
   quarantine?: QuarantineStore | null;
+  /** The bound on message bytes held (tests); default the process's collectorHoldGate (COLLECTOR_PROCESS_HOLD_BYTES). */
+  holdGate?: HoldGate;
 }
 
 /** fsync of a file or directory (a directory is opened read-only, which fsync accepts on Linux). */
@@ -226,6 +230,7 @@ export class Collector {
       helo: c.delivery.helo,
       envelopeSender: c.delivery.envelopeSender,
       signal: this.abort.signal,
+      hold: this.opts.holdGate ?? collectorHoldGate,
       ...(this.opts.crash ? { crash: this.opts.crash } : {}),
     };
   }
