@@ -300,25 +300,39 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
   yield* w.ready.splice(0);
 }
 
+/** Decoded bytes plainBase64Pieces gathers into one piece (several windows: fewer piece boundaries for the consumer). */
+const DECODE_PIECE_BYTES = 256 * 1024;
+
 /**
  * decodeChunks(src, 'base64') for a body whose plain layout `plain` the caller has (plainBase64(src)
  * on these very bytes): the same bytes, for a consumer that copies what it keeps (src/mime/detect.ts
- * ExecutableSearch). Each window of plainWindows is decoded by Node into one buffer of this call,
- * reused for every window: a yielded piece is a view valid only until the next one is asked for. No
- * chunk allocated per window, no layout pass. A window that does not verify (not for a verified
+ * ExecutableSearch). The windows of plainWindows are decoded by Node, one after the other, into one
+ * buffer of this call of about `pieceBytes`, reused for every piece: a yielded piece is a view valid
+ * only until the next one is asked for. No chunk allocated per window, no layout pass. (A window's
+ * string stays BASE64_WINDOW_BYTES: larger ones are large-object allocations, several times slower.) A window that does not verify (not for a verified
  * layout) hands the rest to the general decoder, as base64Chunks does, so the bytes are
  * decodeChunks' in every case.
  */
-export function* plainBase64Pieces(src: Buffer, plain: PlainBase64): Generator<Buffer> {
+export function* plainBase64Pieces(src: Buffer, plain: PlainBase64, pieceBytes = DECODE_PIECE_BYTES): Generator<Buffer> {
   let scratch = Buffer.allocUnsafe(0);
+  // bytes in scratch, not yet yielded; bytes decoded before them
+  let o = 0;
   let total = 0;
   for (const win of plainWindows(plain)) {
     const bytes = b64Bytes(win.chars);
-    if (scratch.length < bytes) scratch = Buffer.allocUnsafe(bytes);
-    if (!nodeDecode(src, win.from, win.to, win.chars, scratch, 0)) return yield* base64General(src, DECODE_CHUNK_BYTES, { bad: false }, win.from, total);
-    total += bytes;
-    if (bytes > 0) yield scratch.subarray(0, bytes);
+    if (o > 0 && o + bytes > scratch.length) {
+      yield scratch.subarray(0, o);
+      total += o;
+      o = 0;
+    }
+    if (scratch.length < o + bytes) scratch = Buffer.allocUnsafe(Math.max(bytes, Math.min(pieceBytes, b64Bytes(plain.chars))));
+    if (!nodeDecode(src, win.from, win.to, win.chars, scratch, o)) {
+      if (o > 0) yield scratch.subarray(0, o);
+      return yield* base64General(src, DECODE_CHUNK_BYTES, { bad: false }, win.from, total + o);
+    }
+    o += bytes;
   }
+  if (o > 0) yield scratch.subarray(0, o);
 }
 
 /** The general base64 decoder, from `from` (a group start) on; `outBase`: bytes decoded before `from` (restart offsets). */

@@ -113,6 +113,8 @@ describe('hidden-executable search without a second chunked decode', () => {
         const plain = plainBase64(body);
         expect(plain, `case ${cases} plain layout`).not.toBeNull();
         // copied: each piece is a view of one reused buffer
+        // one window per piece, and several windows per piece (the default)
+        expect(findExecutableInChunks(plainBase64Pieces(body, plain!, 1)), `case ${cases} window pieces`).toEqual(want);
         const copied: Buffer[] = [];
         for (const p of plainBase64Pieces(body, plain!)) copied.push(Buffer.from(p));
         expect(Buffer.concat(copied).equals(full), `case ${cases} bytes`).toBe(true);
