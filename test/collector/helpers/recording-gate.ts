@@ -44,11 +44,12 @@ export class RecordingGate extends HoldGate {
   }
 
   override whenHeld(bytes: number, fn: (lease: MemoryLease) => void): () => void {
-    // a request tryHold refused was counted there already; one asked directly is counted here
-    return super.whenHeld(bytes, (l) => {
+    const cancel = super.whenHeld(bytes, (l) => {
       this.note();
       fn(this.wrap(l));
     });
+    this.note(); // the request waits (it is granted at the next turn at the earliest)
+    return cancel;
   }
 
   /** The most bytes admitted at once while more than one message was held. */
