@@ -823,6 +823,9 @@ export const ZIP_EXEC_MAX_CANDIDATES = 65536;
 /** Size of the decoded chunks a part is scanned in (the part is never held decoded whole for a chunk-capable scanner). */
 export const DECODE_CHUNK_BYTES = 64 * 1024;
 
+/** Decoded bytes the hidden-executable search of a media part takes at a time (plainBase64Pieces: several 64 KiB windows decoded into one reused buffer; fewer piece boundaries). */
+export const DECODE_PIECE_BYTES = 256 * 1024;
+
 /** Encoded bytes the base64 decoder looks at per step (its fast path); a processing granularity, nothing is left out. */
 export const BASE64_WINDOW_BYTES = 64 * 1024;
 

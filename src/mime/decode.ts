@@ -20,7 +20,7 @@
  * Identity encodings (7bit, 8bit, binary) return the input.
  */
 
-import { BASE64_WINDOW_BYTES, DECODE_CHUNK_BYTES, MAX_BASE64_RESTARTS } from '../limits.js';
+import { BASE64_WINDOW_BYTES, DECODE_CHUNK_BYTES, DECODE_PIECE_BYTES, MAX_BASE64_RESTARTS } from '../limits.js';
 
 export interface Decoded {
   data: Buffer;
@@ -299,9 +299,6 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
   w.flush();
   yield* w.ready.splice(0);
 }
-
-/** Decoded bytes plainBase64Pieces gathers into one piece (several windows: fewer piece boundaries for the consumer). */
-const DECODE_PIECE_BYTES = 256 * 1024;
 
 /**
  * decodeChunks(src, 'base64') for a body whose plain layout `plain` the caller has (plainBase64(src)
