@@ -15,6 +15,21 @@ function sample(body: string, prefix: string): number | undefined {
   return line === undefined ? undefined : Number(line.slice(prefix.length + 1));
 }
 
+/** A logger at info whose lines are kept in `lines`. */
+function arrayLogger() {
+  const lines: string[] = [];
+  const base = createLogger(
+    { level: 'info' },
+    new Writable({
+      write(c, _e, cb) {
+        lines.push(String(c));
+        cb();
+      },
+    }),
+  );
+  return { lines, base };
+}
+
 describe('operations metrics', () => {
   it('config reloads: both results from 0, the last success time moves only on success', async () => {
     const m = new Metrics();
@@ -73,16 +88,7 @@ describe('operations metrics', () => {
 
   it('content-hash verdict hits: counted from message.inspected lines with cached: "content", also as clean inspections', async () => {
     const m = new Metrics();
-    const lines: string[] = [];
-    const base = createLogger(
-      { level: 'info' },
-      new Writable({
-        write(c, _e, cb) {
-          lines.push(String(c));
-          cb();
-        },
-      }),
-    );
+    const { lines, base } = arrayLogger();
     const l = testListener({ name: 'imaps', protocol: 'imap' });
     const log = countingLog(base, l, m);
     log.info({ event: 'message.inspected', uid: 1, verdict: 'clean', rules: [], cached: 'content' }, 'message inspected');
@@ -101,16 +107,7 @@ describe('operations metrics', () => {
 
   it('collector passes by account and result, messages by outcome, from the collector.pass log lines', async () => {
     const m = new Metrics();
-    const lines: string[] = [];
-    const base = createLogger(
-      { level: 'info' },
-      new Writable({
-        write(c, _e, cb) {
-          lines.push(String(c));
-          cb();
-        },
-      }),
-    );
+    const { lines, base } = arrayLogger();
     const log = countingCollectorLog(base, m);
     const counts = { listed: 5, fetched: 4, delivered: 3, deferred: 1, failed: 0, held: 0, deleted: 3, backlog: 1 };
     log.info({ event: 'collector.pass', account: 'shop', result: 'ok', ...counts }, 'collector pass done');

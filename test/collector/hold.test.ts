@@ -22,7 +22,7 @@ import { COLLECTOR_PROCESS_HOLD_BYTES } from '../../src/limits.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import type { MemoryLease } from '../../src/session/types.js';
 import { fakeImap, fakePop3, type ScriptedServer } from '../harness/scripted-server.js';
-import { message } from './helpers/accounts.js';
+import { fakeAccount, message } from './helpers/accounts.js';
 import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
 import { RecordingGate } from './helpers/recording-gate.js';
 
@@ -35,29 +35,7 @@ const tick = () => new Promise((r) => setTimeout(r, 2));
 const servers: ScriptedServer[] = [];
 
 function acct(name: string, protocol: 'pop3' | 'imap', over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig {
-  return {
-    name,
-    enabled: true,
-    protocol,
-    host: '127.0.0.1',
-    port: 995,
-    tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' },
-    username: 'u',
-    password: { kind: 'inline', value: 'x' },
-    intervalMs: 60_000,
-    timeoutMs: 10_000,
-    folders: protocol === 'imap' ? ['INBOX'] : [''],
-    mode: 'user',
-    recipient: 'carol@example.com',
-    acceptedDomains: [],
-    envelopeHeaders: [],
-    unknownRecipients: 'keep_on_server',
-    maxMessagesPerPass: 100,
-    maxMessageBytes: 1024 * 1024,
-    keep: { kind: 'delete' },
-    policy: null,
-    ...over,
-  };
+  return fakeAccount(protocol, { name, host: '127.0.0.1', tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' }, timeoutMs: 10_000, ...over });
 }
 
 /** A message of about `size` bytes with a unique body. */

@@ -11,8 +11,7 @@ import { type PassDeps, runPass } from '../../src/collector/pass.js';
 import { resolveRecipients } from '../../src/collector/recipients.js';
 import type { RemoteMailbox } from '../../src/collector/remote.js';
 import { CollectorState } from '../../src/collector/state.js';
-import type { CollectorAccountConfig } from '../../src/config/types.js';
-import { message } from './helpers/accounts.js';
+import { fakeAccount, message } from './helpers/accounts.js';
 import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
 
 let dir: string;
@@ -24,31 +23,7 @@ let outstanding: number;
 let maxOutstanding: number;
 const tick = () => new Promise((r) => setTimeout(r, 2));
 
-function acct(protocol: 'pop3' | 'imap', over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig {
-  return {
-    name: 'box',
-    enabled: true,
-    protocol,
-    host: 'pop.example.net',
-    port: 995,
-    tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' },
-    username: 'u',
-    password: { kind: 'inline', value: 'x' },
-    intervalMs: 60_000,
-    timeoutMs: 1000,
-    folders: protocol === 'imap' ? ['INBOX'] : [''],
-    mode: 'user',
-    recipient: 'carol@example.com',
-    acceptedDomains: [],
-    envelopeHeaders: [],
-    unknownRecipients: 'keep_on_server',
-    maxMessagesPerPass: 100,
-    maxMessageBytes: 1024 * 1024,
-    keep: { kind: 'delete' },
-    policy: null,
-    ...over,
-  };
-}
+const acct = fakeAccount;
 
 /** The fake remote with every command slow (a few ms) and counted while outstanding. */
 async function slowOpen(): Promise<RemoteMailbox> {

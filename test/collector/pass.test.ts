@@ -14,7 +14,7 @@ import { CollectorState } from '../../src/collector/state.js';
 import type { CollectorAccountConfig } from '../../src/config/types.js';
 import { ErrorCodes, PosternError } from '../../src/errors.js';
 import type { InspectResult, Verdict } from '../../src/policy/types.js';
-import { message } from './helpers/accounts.js';
+import { fakeAccount, message } from './helpers/accounts.js';
 import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
 
 const DAY = 86_400_000;
@@ -25,31 +25,7 @@ let delivery: FakeDelivery;
 let clock: number;
 let logs: ReturnType<typeof memoryLog>;
 
-function acct(over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig {
-  return {
-    name: 'box',
-    enabled: true,
-    protocol: server.protocol,
-    host: 'pop.example.net',
-    port: 995,
-    tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' },
-    username: 'u',
-    password: { kind: 'inline', value: 'x' },
-    intervalMs: 60_000,
-    timeoutMs: 1000,
-    folders: server.protocol === 'imap' ? ['INBOX'] : [''],
-    mode: 'user',
-    recipient: 'carol@example.com',
-    acceptedDomains: [],
-    envelopeHeaders: [],
-    unknownRecipients: 'keep_on_server',
-    maxMessagesPerPass: 100,
-    maxMessageBytes: 1024 * 1024,
-    keep: { kind: 'delete' },
-    policy: null,
-    ...over,
-  };
-}
+const acct = (over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig => fakeAccount(server.protocol, over);
 
 function deps(over: Partial<PassDeps> = {}): PassDeps {
   return {

@@ -38,6 +38,33 @@ export function account(
   };
 }
 
+/** An account for passes against fakes or scripted servers (no real server behind `host`). */
+export function fakeAccount(protocol: 'pop3' | 'imap', over: Partial<CollectorAccountConfig> = {}): CollectorAccountConfig {
+  return {
+    name: 'box',
+    enabled: true,
+    protocol,
+    host: 'pop.example.net',
+    port: 995,
+    tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' },
+    username: 'u',
+    password: { kind: 'inline', value: 'x' },
+    intervalMs: 60_000,
+    timeoutMs: 1000,
+    folders: protocol === 'imap' ? ['INBOX'] : [''],
+    mode: 'user',
+    recipient: 'carol@example.com',
+    acceptedDomains: [],
+    envelopeHeaders: [],
+    unknownRecipients: 'keep_on_server',
+    maxMessagesPerPass: 100,
+    maxMessageBytes: 1024 * 1024,
+    keep: { kind: 'delete' },
+    policy: null,
+    ...over,
+  };
+}
+
 export function lmtpDelivery(port: number, over: Partial<CollectorDeliveryConfig> = {}): CollectorDeliveryConfig {
   return {
     protocol: 'lmtp',
