@@ -228,7 +228,12 @@ export class SessionReplyReader {
     if (chunk.length === 0) return this.st;
     this.size += chunk.length;
     if (this.st.state === 'bad') return this.st;
-    if (this.st.state === 'done') return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(chunk.toString('latin1'))}`);
+    if (this.st.state === 'done') {
+      // with AllMatchScans clamd may follow a FOUND with more replies: a virus found stays found
+      // (the connection is closed after a reply that is not clean)
+      if (this.st.reply.kind === 'infected') return this.st;
+      return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(chunk.toString('latin1'))}`);
+    }
     if (this.size > this.maxBytes) return this.fail(`reply longer than ${this.maxBytes} bytes`);
     this.chunks.push(chunk);
     let from = 0;
@@ -254,7 +259,17 @@ export class SessionReplyReader {
     const nul = rest.indexOf(0);
     if (nl >= 0 && (nul < 0 || nl < nul)) return this.fail(`reply line ended by a newline, not NUL: ${excerpt(this.text())}`);
     if (nul < 0) return this.st;
-    if (nul !== rest.length - 1) return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(this.text())}`);
+    if (nul !== rest.length - 1) {
+      // more after the first reply: only a FOUND may be followed (AllMatchScans: more `N: ... FOUND`
+      // replies); it decides, the strictest reading. Anything else after a reply is a protocol error.
+      const text = this.text();
+      const first = parseSessionLine(text.slice(this.prefix.length, text.indexOf('\0')));
+      if (first.kind === 'infected') {
+        this.st = { state: 'done', reply: first };
+        return this.st;
+      }
+      return this.fail(`bytes after the reply to request ${this.id}: ${excerpt(text)}`);
+    }
     const all = this.text();
     this.st = { state: 'done', reply: parseSessionLine(all.slice(this.prefix.length, -1)) };
     return this.st;

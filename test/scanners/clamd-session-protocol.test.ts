@@ -116,6 +116,22 @@ describe('SessionReplyReader: fail closed', () => {
     expect(r.result().kind).toBe('garbage');
   });
 
+  it('AllMatchScans: a FOUND followed by more replies stays infected (the strictest reading), whole or byte by byte; anything but a FOUND followed by more is garbage', () => {
+    for (const tail of ['1: stream: Second.Sig FOUND\0', '2: stream: OK\0', 'x', '1: stream: OK\0']) {
+      const r = both(1, `1: stream: First.Sig FOUND\0${tail}`);
+      expect(r.state, tail).toBe('done');
+      expect(r.result, tail).toEqual({ kind: 'infected', viruses: ['First.Sig'] });
+    }
+    // fed apart: the FOUND reply first, more later
+    const r = new SessionReplyReader(1);
+    expect(r.push(Buffer.from('1: stream: First.Sig FOUND\0')).state).toBe('done');
+    expect(r.push(Buffer.from('1: stream: Second.Sig FOUND\0')).state).toBe('done');
+    expect(r.result()).toEqual({ kind: 'infected', viruses: ['First.Sig'] });
+    // a clean, error or limit reply followed by anything is not a virus-free answer
+    for (const first of ['1: stream: OK\0', '1: stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0', '1: INSTREAM size limit exceeded. ERROR\0'])
+      expect(both(1, `${first}1: stream: X FOUND\0`).result.kind, first).toBe('garbage');
+  });
+
   it('a reply longer than maxBytes is cut (garbage), whole or byte by byte', () => {
     const text = `1: stream: ${'A'.repeat(100)} FOUND\0`;
     const r = both(1, text, 50);
