@@ -193,6 +193,16 @@ function decodedOnRead(obj: Record<string, unknown>, key: string, text: string):
   });
 }
 
+/** Rows of each table of a store (VerdictStore.counts, VerdictStore.clear). */
+export interface VerdictCounts {
+  /** Per-message verdicts (per upstream, user, mailbox, UIDVALIDITY and UID or UIDL). */
+  verdicts: number;
+  /** Content-hash verdicts (src/inspect/content-verdict.ts). */
+  contentVerdicts: number;
+  /** Mailbox names noted for the UID lookup behind a SELECT. */
+  mailboxNames: number;
+}
+
 /** One row of index(): [id, metadata stored, status, sizeIn, sizeOut]. */
 export type IndexRow = [string, boolean, Verdict['status'], number, number];
 
@@ -560,6 +570,59 @@ export class VerdictStore {
   /** The number of content verdicts stored. */
   get contentEntries(): number {
     return this.contentStmts().count.get() as number;
+  }
+
+  /**
+   * The rows of each table (`postern verdicts stats`): message verdicts, content verdicts, mailbox
+   * names; a table not created yet counts 0 (and is not created). One read transaction. Throws
+   * E_VERDICT_STORE.
+   */
+  counts(): VerdictCounts {
+    if (this.closed) throw storeError('read', new Error('the store is closed'));
+    try {
+      return this.db.transaction(() => this.countTables())();
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /**
+   * Empties the message verdicts, the content verdicts and the mailbox names in one write transaction
+   * (BEGIN IMMEDIATE: waits up to busy_timeout for another process's write, as every write does), so
+   * every message is vetted again (`postern verdicts clear`: after a change postern cannot see, such
+   * as clamd.conf). Returns what was removed. Safe while other processes have the file open: their
+   * index memos read SQLite's data_version, which this commit changes for every other connection;
+   * this connection's memo is dropped here. Throws E_VERDICT_STORE (nothing removed).
+   */
+  clear(): VerdictCounts {
+    if (this.closed) throw storeError('write', new Error('the store is closed'));
+    try {
+      const removed = this.db
+        .transaction(() => {
+          const n = this.countTables();
+          this.db.exec('DELETE FROM verdicts');
+          if (this.hasTable('content_verdicts')) this.db.exec('DELETE FROM content_verdicts');
+          if (this.hasTable('mailbox_names')) this.db.exec('DELETE FROM mailbox_names');
+          return n;
+        })
+        .immediate();
+      return removed;
+    } catch (err) {
+      throw storeError('write', err);
+    } finally {
+      this.generation++;
+      this.indexMemo.clear();
+      this.indexMemoIds = 0;
+    }
+  }
+
+  private hasTable(name: string): boolean {
+    return this.db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").pluck().get(name) === 1;
+  }
+
+  private countTables(): VerdictCounts {
+    const count = (table: string) => (this.hasTable(table) ? (this.db.prepare(`SELECT COUNT(*) FROM ${table}`).pluck().get() as number) : 0);
+    return { verdicts: count('verdicts'), contentVerdicts: count('content_verdicts'), mailboxNames: count('mailbox_names') };
   }
 
   get stats(): { entries: number; bytes: number } {

@@ -1,0 +1,166 @@
+/**
+ * VerdictStore.counts() and clear() (`postern verdicts stats | clear`): an operator's way to make
+ * postern vet every message again after a change it cannot see (clamd.conf, rspamd). A clear made
+ * through one connection (the command's) must not leave another (a running serve's) answering from
+ * memory: its index memo, get/getMany, the content table and the mailbox names all see the clear, and
+ * both connections go on storing and reading afterwards.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+
+let dir: string;
+let file: string;
+const open: VerdictStore[] = [];
+const store = () => {
+  const s = new VerdictStore(file, { maxEntries: 100_000, maxBytes: 1 << 30 });
+  open.push(s);
+  return s;
+};
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-verdicts-clear-'));
+  file = path.join(dir, 'verdicts.sqlite');
+});
+afterEach(() => {
+  for (const s of open.splice(0)) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const SCOPE: VerdictScope = { protocol: 'imap', upstream: 'mail.example.test:993', user: 'alice', mailbox: 'INBOX', uidValidity: 7 };
+const BASIS = { policyHash: 'p1', signatures: 'clamd:ClamAV 1.0.7/27473' };
+const scope = scopeId(SCOPE);
+const NAME = mailboxNameId({ protocol: 'imap', upstream: SCOPE.upstream, user: SCOPE.user, mailbox: SCOPE.mailbox });
+const D1 = sha256(Buffer.from('one'));
+const D2 = sha256(Buffer.from('two'));
+
+function verdict(i: number, status: StoredVerdict['status'] = 'clean'): StoredVerdict {
+  return {
+    status,
+    hits: [],
+    viruses: [],
+    sizeIn: 100 + i,
+    sizeOut: status === 'clean' ? 100 + i : 50 + i,
+    digest: sha256(Buffer.from(`m${i}`)),
+    header: Buffer.from(`Subject: ${i}\r\n\r\n`),
+    items: { 'RFC822.SIZE': Buffer.from(`RFC822.SIZE ${100 + i}`) },
+  };
+}
+
+function fill(s: VerdictStore): void {
+  for (const i of [1, 2, 3]) s.put(scope, String(i), BASIS, verdict(i, i === 2 ? 'changed' : 'clean'));
+  s.put(scopeId({ ...SCOPE, protocol: 'pop3', mailbox: '', uidValidity: '' }), 'uidl-1', BASIS, verdict(9));
+  s.contentPut(D1, 3, BASIS, 100);
+  s.contentPut(D2, 3, BASIS, 100);
+  s.noteMailbox(NAME, scope);
+}
+
+describe('VerdictStore.counts()', () => {
+  it('counts each table; tables not created yet count 0 and are not created', () => {
+    const s = store();
+    expect(s.counts()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+    const tables = new Database(file, { readonly: true });
+    try {
+      const names = tables.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
+      expect(names).toEqual(['verdicts']);
+    } finally {
+      tables.close();
+    }
+    fill(s);
+    expect(s.counts()).toEqual({ verdicts: 4, contentVerdicts: 2, mailboxNames: 1 });
+    // the same numbers through another connection
+    expect(store().counts()).toEqual({ verdicts: 4, contentVerdicts: 2, mailboxNames: 1 });
+  });
+});
+
+describe('VerdictStore.clear()', () => {
+  it('empties every table in one go and returns what it removed; a fresh store clears to nothing', () => {
+    const s = store();
+    expect(s.clear()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+    fill(s);
+    expect(s.clear()).toEqual({ verdicts: 4, contentVerdicts: 2, mailboxNames: 1 });
+    expect(s.counts()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+    expect(s.clear()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+  });
+
+  it("another connection's clear is seen at once by a connection that had read (and memoised) everything", () => {
+    const serve = store();
+    const command = store();
+    fill(serve);
+    // the running process has read the mailbox's index (memoised), the verdicts, the content table and the name
+    expect(serve.index(scope, BASIS, 1000)).toHaveLength(3);
+    expect(serve.index(scope, BASIS, 1000)).toHaveLength(3);
+    expect(serve.get(scope, '1', BASIS)?.status).toBe('clean');
+    expect(serve.getMany(scope, ['1', '2', '3'], BASIS).size).toBe(3);
+    expect(serve.contentHas(D1, 3, BASIS)).toBe(true);
+    expect(serve.mailboxScope(NAME)).toBe(scope);
+
+    expect(command.clear()).toEqual({ verdicts: 4, contentVerdicts: 2, mailboxNames: 1 });
+
+    expect(serve.index(scope, BASIS, 1000)).toEqual([]);
+    expect(serve.ids(scope, BASIS, 1000)).toEqual([]);
+    expect(serve.get(scope, '1', BASIS)).toBeNull();
+    expect(serve.getMany(scope, ['1', '2', '3'], BASIS).size).toBe(0);
+    expect(serve.contentHas(D1, 3, BASIS)).toBe(false);
+    expect(serve.mailboxScope(NAME)).toBeNull();
+  });
+
+  it("this connection's own clear drops its index memo", () => {
+    const s = store();
+    fill(s);
+    expect(s.index(scope, BASIS, 1000)).toHaveLength(3);
+    s.clear();
+    expect(s.index(scope, BASIS, 1000)).toEqual([]);
+  });
+
+  it('both connections go on storing and reading after a clear (and the memo follows the new rows)', () => {
+    const serve = store();
+    const command = store();
+    fill(serve);
+    expect(serve.index(scope, BASIS, 1000)).toHaveLength(3);
+    command.clear();
+    // the running process vets again and stores
+    serve.put(scope, '1', BASIS, verdict(1));
+    serve.contentPut(D1, 3, BASIS, 100);
+    serve.noteMailbox(NAME, scope);
+    expect(serve.index(scope, BASIS, 1000)).toEqual([['1', true, 'clean', 101, 101]]);
+    expect(serve.get(scope, '1', BASIS)?.sizeIn).toBe(101);
+    expect(serve.contentHas(D1, 3, BASIS)).toBe(true);
+    expect(serve.mailboxScope(NAME)).toBe(scope);
+    // the command's connection sees them, and a second clear removes exactly those
+    expect(command.index(scope, BASIS, 1000)).toEqual([['1', true, 'clean', 101, 101]]);
+    expect(command.counts()).toEqual({ verdicts: 1, contentVerdicts: 1, mailboxNames: 1 });
+    expect(command.clear()).toEqual({ verdicts: 1, contentVerdicts: 1, mailboxNames: 1 });
+    expect(serve.index(scope, BASIS, 1000)).toEqual([]);
+    // the clearing connection stores and reads too
+    command.put(scope, '5', BASIS, verdict(5));
+    expect(serve.get(scope, '5', BASIS)?.status).toBe('clean');
+    expect(serve.counts().verdicts).toBe(1);
+  });
+
+  it('waits for another writer (busy_timeout) and fails as E_VERDICT_STORE, removing nothing, when the lock stays held', () => {
+    const s = store();
+    fill(s);
+    const other = new Database(file);
+    try {
+      other.pragma('busy_timeout = 2000');
+      other.exec('BEGIN IMMEDIATE');
+      // the lock is held for longer than busy_timeout: the clear gives up as a store error
+      expect(() => s.clear()).toThrow(expect.objectContaining({ code: 'E_VERDICT_STORE' }));
+      other.exec('COMMIT');
+    } finally {
+      other.close();
+    }
+    expect(s.counts()).toEqual({ verdicts: 4, contentVerdicts: 2, mailboxNames: 1 });
+    expect(s.clear().verdicts).toBe(4);
+  });
+
+  it('a closed store refuses stats and clear as E_VERDICT_STORE', () => {
+    const s = store();
+    s.close();
+    expect(() => s.counts()).toThrow(expect.objectContaining({ code: 'E_VERDICT_STORE' }));
+    expect(() => s.clear()).toThrow(expect.objectContaining({ code: 'E_VERDICT_STORE' }));
+  });
+});
