@@ -145,6 +145,11 @@ Usage:
   postern scan FILE.eml [--policy NAME|FILE] [--out FILE] [--json] [--no-av] [--no-spam] [--quarantine] [--config FILE]
                                          apply a policy to one message (dry run; --quarantine stores the original)
   postern quarantine list | show ID | release ID --out FILE | purge --older-than DAYS [--config FILE]
+  postern verdicts stats [--json] [--config FILE]
+                                         the verdict cache files of the config: stored verdicts, mailbox names, size
+  postern verdicts clear [--json] [--config FILE]
+                                         empty them: every message is vetted again (after changing clamd.conf,
+                                         rspamd or anything else postern cannot see; safe while serve runs)
   postern collect [--account NAME]... [--dry-run] [--config FILE]
                                          collector: one pass per account now (--dry-run: show, change nothing)
   postern collect --now NAME [--config FILE]
@@ -243,6 +248,8 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
         return await scan(rest, io);
       case 'quarantine':
         return await quarantine(rest, io);
+      case 'verdicts':
+        return await verdictsCmd(rest, io);
       case 'collect':
         return await collect(rest, io);
       case 'schema':
@@ -746,6 +753,15 @@ async function quarantine(args: string[], io: CliIo): Promise<number> {
   const config = loadConfig(file);
   const { quarantineCommand } = loadModule(io, 'quarantine');
   return await quarantineCommand(rest, { dir: config.quarantine.dir, retentionDays: config.quarantine.retentionDays });
+}
+
+// ---------- verdicts (src/commands/verdicts.ts) ----------
+
+async function verdictsCmd(args: string[], io: CliIo): Promise<number> {
+  const { rest, config: file } = extractGlobal(args);
+  const config = loadConfig(file);
+  const { verdictsCommand, verdictFiles } = await import('./commands/verdicts.js');
+  return verdictsCommand(rest, { files: verdictFiles(config), out: (s) => io.stdout(s), err: (s) => io.stderr(s) });
 }
 
 // ---------- block (src/edge/command.ts) ----------
