@@ -96,6 +96,8 @@ export const ErrorCodes = {
   COLLECTOR_STATE: 'E_COLLECTOR_STATE',
   /** Collector: a message is larger than the account's max_message_size; it is not fetched and stays on the server. */
   COLLECTOR_MESSAGE_TOO_LARGE: 'E_COLLECTOR_MESSAGE_TOO_LARGE',
+  /** Collector: a running pass found its account's lease taken over by another pass (it had expired); the pass stops at once, starts no delivery and deletes nothing upstream. */
+  COLLECTOR_LEASE_LOST: 'E_COLLECTOR_LEASE_LOST',
   /** The shared verdict cache (`inspect.verdict_cache`) cannot be opened, read or written (permissions, disk full, a lock held past busy_timeout): logged at warn, the message is vetted as without the cache (never a hit). */
   VERDICT_STORE: 'E_VERDICT_STORE',
   /** Worker processes (`workers:` above 1): a worker did not start (bind failed, start timeout) or workers crashed more than WORKER_LIMITS.maxRestarts times within WORKER_LIMITS.restartWindowMs; the primary stops every worker and exits 1. */

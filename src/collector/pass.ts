@@ -29,6 +29,16 @@
  * keep rules apply) instead of delivering; `folder` sends the same transaction to each recipient's
  * spam-folder address and records the outcomes for the recipients themselves.
  *
+ * One pass per account at a time (the lease in the state database, COLLECTOR_LIMITS.leaseMs): the
+ * pass renews it on a timer every leaseMs/4 (PassDeps.leaseRenewMs) for its whole life, whatever it
+ * waits for. A lease can still expire when the process runs no timer for most of a lease period
+ * (suspended, clock jump); another pass may then take it over. The first pass finds out at its next
+ * renewal, or at the read before its next fetch, delivery or quarantine: it stops at once
+ * (E_COLLECTOR_LEASE_LOST, `collector.lease_lost`), withdraws its admission waits, records nothing of
+ * a message not yet delivered, starts no delivery and deletes nothing (a renewal that succeeds comes
+ * right before every DELE/STORE and the QUIT that commits POP3's DELEs). A delivery already handed
+ * to the delivery server finishes and its result is recorded.
+ *
  * Crash points for tests: POSTERN_COLLECTOR_CRASH_AT=<point>[:<n>] makes the process kill itself
  * (SIGKILL) the n-th time (default 1) it reaches <point> (after_fetch, during_data, after_250,
  * after_commit, before_delete, after_delete). Test-only (docs/collector.md); unset in production.
@@ -91,6 +101,8 @@ export interface PassDeps {
    * message is admitted before its body is downloaded and returned once it is finished. None: unbounded.
    */
   hold?: HoldGate;
+  /** How often the pass renews its account's lease, whatever it is doing (tests); default COLLECTOR_LIMITS.leaseMs / 4. */
+  leaseRenewMs?: number;
   crash?: (point: CrashPoint) => void;
 }
 
@@ -163,8 +175,14 @@ class Pass {
   private readonly token = randomBytes(8).toString('hex');
   /** Set when the delivery server failed: nothing more is fetched in this pass. */
   private stopped = false;
-  /** When the lease was last taken or renewed. */
-  private renewed = 0;
+  /**
+   * Set once the account's lease is found taken over by another pass (E_COLLECTOR_LEASE_LOST) or
+   * cannot be renewed or read (E_COLLECTOR_STATE): from then on the pass starts no fetch, delivery,
+   * quarantine or deletion, and ends with this error.
+   */
+  private lost: PosternError | null = null;
+  /** Aborted at shutdown (PassDeps.signal) and when the lease is lost: withdraws admission waits. */
+  private readonly halt = new AbortController();
   /** Messages fetched (or tried) in this pass, over all folders: max_messages_per_pass. */
   private attempts = 0;
 
@@ -186,19 +204,29 @@ class Pass {
   async run(): Promise<PassSummary> {
     const t0 = this.d.now();
     const st = this.d.state;
-    this.renewed = t0;
     if (!st.acquireLease(this.a.name, this.token, t0)) {
       this.s.result = 'busy';
       return this.s;
     }
+    // The lease is kept alive for the whole pass, whatever it waits for (an admission, a slow
+    // delivery, a slow server), not per message: each renewal is an ordinary (synchronous) commit.
+    const renewal = setInterval(() => this.renewLease(), this.d.leaseRenewMs ?? COLLECTOR_LIMITS.leaseMs / 4);
+    renewal.unref();
+    const onAbort = () => this.halt.abort();
+    if (this.d.signal?.aborted) this.halt.abort();
+    else this.d.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       this.recoverInflight();
       this.remote = await this.d.open(this.a);
       const atClose: { id: number; msg: RemoteMessage }[] = [];
       for (const folder of this.a.folders) {
+        this.checkLease();
         const box = await this.remote.open(folder);
         atClose.push(...(await this.folder(box)));
       }
+      // POP3 commits its DELEs with QUIT: only with the lease verified; otherwise the connection is dropped (catch below)
+      if (atClose.length > 0) this.verifyLease();
+      else this.checkLease();
       const closed = await this.remote.close();
       this.remote = null;
       if (closed.committed && atClose.length > 0) {
@@ -213,9 +241,12 @@ class Pass {
       this.remote?.abort();
       this.remote = null;
       this.s.result = 'error';
-      this.s.err = e as Error;
+      this.s.err = this.lost ?? (e as Error);
     } finally {
+      clearInterval(renewal);
+      this.d.signal?.removeEventListener('abort', onAbort);
       try {
+        // only this pass's own lease: one taken over by another pass stays with it
         st.releaseLease(this.a.name, this.token);
       } catch {
         // the lease expires by itself
@@ -223,6 +254,77 @@ class Pass {
       this.s.ms = this.d.now() - t0;
     }
     return this.s;
+  }
+
+  /**
+   * Renews the lease (the timer; before deletions). Returns false, and stops the pass (lost), when
+   * another pass took it over or the state database could not record the renewal.
+   */
+  private renewLease(): boolean {
+    if (this.lost) return false;
+    let held: boolean;
+    try {
+      held = this.d.state.renewLease(this.a.name, this.token, this.d.now());
+    } catch (e) {
+      this.lose(e, 'the lease could not be renewed');
+      return false;
+    }
+    if (!held) this.lose(null, 'renewal');
+    return held;
+  }
+
+  /** Before DELE/STORE (and the QUIT that commits POP3's DELEs): a renewal that succeeds, or the pass stops here. */
+  private verifyLease(): void {
+    if (!this.renewLease()) throw this.lost!;
+  }
+
+  /**
+   * Before a new outside effect (a folder, a message's processing, a delivery, a quarantine): the
+   * lease is still this pass's (a read, no commit), or the pass stops here (throws the loss).
+   */
+  private checkLease(): void {
+    if (!this.leaseHeldNow()) throw this.lost!;
+  }
+
+  /** checkLease() without the throw: false (and the pass stopped) once the lease is lost. */
+  private leaseHeldNow(): boolean {
+    if (this.lost) return false;
+    let held = false;
+    try {
+      held = this.d.state.holdsLease(this.a.name, this.token);
+    } catch (e) {
+      this.lose(e, 'the lease could not be read');
+      return false;
+    }
+    if (!held) this.lose(null, 'check');
+    return held;
+  }
+
+  /** The lease is lost (cause null: taken over) or unusable (cause: the state error): stop, log once. */
+  private lose(cause: unknown, what: string): void {
+    if (this.lost) return;
+    this.lost =
+      cause === null
+        ? new PosternError(
+            ErrorCodes.COLLECTOR_LEASE_LOST,
+            `another pass took over the lease of account ${this.a.name} (it had expired): this pass stopped, nothing more delivered or deleted`,
+          )
+        : cause instanceof PosternError
+          ? cause
+          : new PosternError(ErrorCodes.COLLECTOR_STATE, `${what}: ${String((cause as Error)?.message ?? cause)}`);
+    this.stopped = true;
+    this.halt.abort();
+    this.log.error(
+      {
+        event: 'collector.lease_lost',
+        account: this.a.name,
+        found: cause === null ? what : 'error',
+        err: { code: this.lost.code, message: this.lost.message },
+      },
+      cause === null
+        ? "another pass took over this account's lease: this pass starts nothing new and deletes nothing upstream"
+        : "this account's lease could not be renewed: this pass starts nothing new and deletes nothing upstream",
+    );
   }
 
   /** Rows a dead process left with a delivery in flight. */
@@ -315,6 +417,7 @@ class Pass {
     try {
       for (let i = 0; i < candidates.length; i++) {
         const msg = candidates[i]!;
+        if (this.lost) throw this.lost;
         if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) {
           if (!rows.has(msg.uid)) this.s.backlog++;
           continue;
@@ -332,12 +435,13 @@ class Pass {
           ahead.next = null;
         } else {
           await settle();
+          this.checkLease();
           job = this.startFetch(msg);
         }
         try {
           await this.message(box, msg, row && row.status !== 'held' ? row : undefined, job.raw, () => {
             // the fetch of this message is done: start the next one's
-            if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
+            if (this.stopped || this.lost || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
             let j = i + 1;
             while (j < candidates.length && candidates[j]!.size > a.maxMessageBytes) j++;
             const next = candidates[j];
@@ -351,11 +455,6 @@ class Pass {
           await job.raw.catch(() => null);
           job.release();
         }
-        // renewed a few times per lease period, not per message (each renewal is a synchronous commit)
-        if (this.d.now() - this.renewed > COLLECTOR_LIMITS.leaseMs / 4) {
-          this.renewed = this.d.now();
-          st.renewLease(a.name, this.token, this.renewed);
-        }
       }
     } finally {
       await settle(); // nothing else is sent on the connection while a fetch is outstanding
@@ -367,13 +466,15 @@ class Pass {
   private startFetch(msg: RemoteMessage): FetchJob {
     const remote = this.remote!;
     const gate = this.d.hold;
-    if (!gate) return { msg, raw: remote.fetch(msg), cancel: () => undefined, release: () => undefined };
-    const adm = admit(gate, admissionBytes(this.a.protocol, msg.size, this.a.maxMessageBytes), this.d.signal);
+    if (!gate) return { msg, raw: this.lost ? Promise.resolve(NOT_ADMITTED) : remote.fetch(msg), cancel: () => undefined, release: () => undefined };
+    // the wait is withdrawn at shutdown and when the lease is lost (halt)
+    const adm = admit(gate, admissionBytes(this.a.protocol, msg.size, this.a.maxMessageBytes), this.halt.signal);
     let lease: MemoryLease | null = null;
     const raw = (async (): Promise<Buffer | null | typeof NOT_ADMITTED> => {
       const l = await adm.lease;
       lease = l;
-      return l ? remote.fetch(msg, l) : NOT_ADMITTED;
+      // admitted after the lease was lost: not fetched (release() returns the admission)
+      return l && !this.lost ? remote.fetch(msg, l) : NOT_ADMITTED;
     })();
     return {
       msg,
@@ -432,9 +533,12 @@ class Pass {
     try {
       got = await fetched;
     } catch (e) {
+      if (this.lost) throw this.lost;
       if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known) this.oversize(box, msg, undefined);
       throw e;
     }
+    // lost while it was fetched (or waited): nothing of it is recorded, it is the new holder's
+    if (this.lost) throw this.lost;
     if (got === NOT_ADMITTED) {
       // shut down while waiting for its admission: not fetched, left for the next pass
       if (!known) this.s.backlog++;
@@ -566,6 +670,7 @@ class Pass {
     let rules: unknown;
     let spamAction: CollectorSpamAction = 'deliver';
     if (this.d.inspect) {
+      this.checkLease(); // the policy may store the original in its quarantine
       const ctx: InspectContext = {
         listener: `collector:${a.name}`,
         account: a.name,
@@ -601,6 +706,7 @@ class Pass {
       spamAction = this.spamAction(v);
       if (v.spam) Object.assign(where, { spam: { level: v.spam.level, score: v.spam.score, applied: v.spam.applied, accountAction: spamAction } });
       if (spamAction === 'quarantine') {
+        this.checkLease();
         await this.quarantineSpam(row, raw, v, ctx, where, rules);
         return;
       }
@@ -619,6 +725,9 @@ class Pass {
       const rcpts = st.recipients(row.id);
       const due = rcpts.filter((r) => r.state === 'pending' || (r.state === 'deferred' && r.nextAttempt <= now));
       if (due.length === 0) break;
+      // no delivery starts without the lease; after a first transaction the message's line is still logged
+      if (round === 0) this.checkLease();
+      else if (!this.leaseHeldNow()) break;
       const to = due.map((r) => r.address);
       // spam action `folder`: the same transaction, to each recipient's spam-folder address (outcomes are mapped back)
       const sendTo = spamAction === 'folder' ? to.map((t) => this.folderAddress(t, where)) : to;
@@ -821,6 +930,8 @@ class Pass {
       if (ok) targets.push({ id: r.id, msg: m });
     }
     if (targets.length === 0) return [];
+    // no DELE/STORE without a renewal that finds the lease still this pass's (it may have been taken over meanwhile)
+    this.verifyLease();
     st.sync(now); // every relaxed commit the deletions depend on is on disk before DELE/STORE
     this.crash('before_delete');
     targets.sort((x, y) => x.msg.ref - y.msg.ref);

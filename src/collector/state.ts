@@ -434,8 +434,31 @@ export class CollectorState {
     });
   }
 
-  renewLease(account: string, token: string, now: number, ms = COLLECTOR_LIMITS.leaseMs): void {
-    this.tx('renew lease', () => this.db.prepare('UPDATE leases SET expires_at = ? WHERE account = ? AND token = ?').run(now + ms, account, token));
+  /**
+   * Extends the lease of `token` to now + ms (an ordinary commit). Returns whether `token` still held
+   * it: false when another pass took it over (after it expired, or its process was gone) or it was
+   * released. An expired lease nobody took is still held and extended.
+   */
+  renewLease(account: string, token: string, now: number, ms = COLLECTOR_LIMITS.leaseMs): boolean {
+    return this.tx(
+      'renew lease',
+      () => this.db.prepare('UPDATE leases SET expires_at = ? WHERE account = ? AND token = ?').run(now + ms, account, token).changes === 1,
+    );
+  }
+
+  /** Whether `token` holds the account's lease right now (a read, no commit; expired but not taken over counts as held). */
+  holdsLease(account: string, token: string): boolean {
+    return this.q('read lease', () => this.db.prepare('SELECT 1 FROM leases WHERE account = ? AND token = ?').get(account, token) !== undefined);
+  }
+
+  /** The account's lease row, if any (status, tests). */
+  lease(account: string): { pid: number; token: string; expiresAt: number } | null {
+    return this.q('read lease', () => {
+      const r = this.db.prepare('SELECT pid, token, expires_at FROM leases WHERE account = ?').get(account) as
+        | { pid: number; token: string; expires_at: number }
+        | undefined;
+      return r ? { pid: r.pid, token: r.token, expiresAt: r.expires_at } : null;
+    });
   }
 
   releaseLease(account: string, token: string): void {

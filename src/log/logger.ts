@@ -133,6 +133,8 @@ export const LOG_EVENTS = {
     'a delivery interrupted after the message data was sent: not sent again, kept upstream (account, uid, messageId, recipients, status)',
   'collector.expunge_deferred':
     'IMAP without UIDPLUS: other messages are flagged \\Deleted, so nothing was expunged this time (account, mailbox, messages, reason)',
+  'collector.lease_lost':
+    "a pass found its account's lease taken over by another pass (or could not renew it): it stops, starts no delivery, deletes nothing (account, found, err)",
   // admin listener (src/admin/, docs/admin.md)
   'admin.start': 'the admin listener is accepting connections (host, port, tls, caPage, quarantine)',
   'admin.action': 'an admin action: login, logout, search, view, download, release, delete (action, who, remote, id)',
