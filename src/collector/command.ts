@@ -8,7 +8,9 @@
  * A pass's summary goes to stdout, its log lines to the configured log (stderr when the log goes to
  * stdout). Exit codes: 0 every pass ok, 1 a pass failed (or a config/state problem), 2 usage.
  * `--dry-run` connects, lists and fetches like a pass and prints what it would do; it writes no state,
- * delivers nothing, deletes nothing and quarantines nothing.
+ * delivers nothing, deletes nothing and quarantines nothing. Like a pass, each message is admitted by
+ * the collector's bound (COLLECTOR_PROCESS_HOLD_BYTES, ./hold.ts) before it is downloaded, and the
+ * admission is returned once it is inspected.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -19,6 +21,7 @@ import { ErrorCodes, PosternError } from '../errors.js';
 import { inspectMessage } from '../policy/engine.js';
 import { loadPolicy } from '../policy/load.js';
 import type { QuarantineStore } from '../policy/types.js';
+import { admissionBytes, admit, collectorHoldGate } from './hold.js';
 import { isLoop, readHeader } from './message.js';
 import type { PassSummary } from './pass.js';
 import { resolveRecipients } from './recipients.js';
@@ -178,6 +181,7 @@ async function dryRun(names: string[], config: PosternConfig, io: CollectIo): Pr
     st = null; // nothing collected yet: every message is new
   }
   const noQuarantine: QuarantineStore = { put: async () => 'dry-run-not-stored' };
+  const gate = io.options?.holdGate ?? collectorHoldGate;
   let failed = false;
   try {
     for (const a of accounts) {
@@ -201,37 +205,43 @@ async function dryRun(names: string[], config: PosternConfig, io: CollectIo): Pr
               io.stdout(`  ${id}: ${m.size} bytes: too large (max_message_size), would stay on the server\n`);
               continue;
             }
-            const raw = await remote.fetch(m);
-            if (!raw) continue;
-            const info = readHeader(raw);
-            if (isLoop(info, a)) {
-              io.stdout(`  ${id}: carries this mailbox's trace field: would stay on the server\n`);
-              continue;
+            // admitted like a pass's fetch (the process's collector bound), returned once inspected, on every path
+            const lease = (await admit(gate, admissionBytes(a.protocol, m.size, a.maxMessageBytes)).lease)!;
+            try {
+              const raw = await remote.fetch(m, lease);
+              if (!raw) continue;
+              const info = readHeader(raw);
+              if (isLoop(info, a)) {
+                io.stdout(`  ${id}: carries this mailbox's trace field: would stay on the server\n`);
+                continue;
+              }
+              let to: string[];
+              let what = 'deliver';
+              if (a.mode === 'user') to = [a.recipient!];
+              else {
+                const r = resolveRecipients(info.headerBlock, {
+                  acceptedDomains: a.acceptedDomains,
+                  envelopeHeaders: a.envelopeHeaders,
+                  unknownRecipients: a.unknownRecipients,
+                  ...(a.postmaster ? { postmaster: a.postmaster } : {}),
+                });
+                to = r.action === 'deliver' ? r.recipients : r.action === 'postmaster' && a.postmaster ? [a.postmaster] : [];
+                if (r.action === 'drop') what = 'drop (no accepted recipient)';
+                else if (r.action === 'keep_on_server' || to.length === 0) what = 'keep on the server (no accepted recipient)';
+              }
+              let verdict = 'uninspected';
+              if (policy) {
+                const v = (
+                  await inspectMessage(raw, policy, { listener: `collector:${a.name}`, protocol: a.protocol }, { scanner: null, quarantine: noQuarantine })
+                ).verdict;
+                verdict = v.status + (v.hits.length ? ` (${v.hits.map((h) => h.rule).join(', ')})` : '');
+              }
+              io.stdout(
+                `  ${id}: ${raw.length} bytes ${info.messageId || '(no Message-ID)'} -> ${to.join(', ') || '-'}: ${what}, verdict ${verdict}${policy ? ' (without antivirus)' : ''}\n`,
+              );
+            } finally {
+              lease.release();
             }
-            let to: string[];
-            let what = 'deliver';
-            if (a.mode === 'user') to = [a.recipient!];
-            else {
-              const r = resolveRecipients(info.headerBlock, {
-                acceptedDomains: a.acceptedDomains,
-                envelopeHeaders: a.envelopeHeaders,
-                unknownRecipients: a.unknownRecipients,
-                ...(a.postmaster ? { postmaster: a.postmaster } : {}),
-              });
-              to = r.action === 'deliver' ? r.recipients : r.action === 'postmaster' && a.postmaster ? [a.postmaster] : [];
-              if (r.action === 'drop') what = 'drop (no accepted recipient)';
-              else if (r.action === 'keep_on_server' || to.length === 0) what = 'keep on the server (no accepted recipient)';
-            }
-            let verdict = 'uninspected';
-            if (policy) {
-              const v = (
-                await inspectMessage(raw, policy, { listener: `collector:${a.name}`, protocol: a.protocol }, { scanner: null, quarantine: noQuarantine })
-              ).verdict;
-              verdict = v.status + (v.hits.length ? ` (${v.hits.map((h) => h.rule).join(', ')})` : '');
-            }
-            io.stdout(
-              `  ${id}: ${raw.length} bytes ${info.messageId || '(no Message-ID)'} -> ${to.join(', ') || '-'}: ${what}, verdict ${verdict}${policy ? ' (without antivirus)' : ''}\n`,
-            );
           }
         }
         remote.abort();

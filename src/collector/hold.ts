@@ -1,10 +1,11 @@
 /**
  * The collector's bound on message bytes held at once (COLLECTOR_PROCESS_HOLD_BYTES, issue 10): the
  * inline proxy's HoldGate (src/relay/memory.ts), its own instance. Before a message's body is
- * downloaded, the pass asks for its listed size (IMAP RFC822.SIZE; POP3 LIST with
- * POP3_LIST_SIZE_SLACK of room); past the bound it waits, in arrival order, with nothing on the wire
- * and nothing allocated; a single message larger than the bound is admitted alone. The admission is
- * returned once the message is finished (delivered, deferred, failed, dropped) or the pass ends.
+ * downloaded, the pass (and `postern collect --dry-run`, ./command.ts) asks for its listed size (IMAP
+ * RFC822.SIZE; POP3 LIST with POP3_LIST_SIZE_SLACK of room); past the bound it waits, in arrival
+ * order, with nothing on the wire and nothing allocated; a single message larger than the bound is
+ * admitted alone. The admission is returned once the message is finished (delivered, deferred,
+ * failed, dropped; the dry run: inspected) or the pass ends.
  *
  * Its own instance, not the listeners' processHoldGate: a collected message is held through its
  * inspection and its delivery (seconds to minutes with a slow delivery server), while a client's
