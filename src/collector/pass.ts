@@ -32,8 +32,10 @@
  * One pass per account at a time (the lease in the state database, COLLECTOR_LIMITS.leaseMs): the
  * pass renews it on a timer every leaseMs/4 (PassDeps.leaseRenewMs) for its whole life, whatever it
  * waits for. A lease can still expire when the process runs no timer for most of a lease period
- * (suspended, clock jump); another pass may then take it over. The first pass finds out at its next
- * renewal, or at the read before its next fetch, delivery or quarantine: it stops at once
+ * (suspended, clock jump), and another process takes it over at once from a holder whose pid it
+ * cannot see alive (acquireLease: another PID namespace). The first pass finds out at its next
+ * renewal, or at the read (no commit) before its next fetch, its first state write for a fetched
+ * or inspected message, a delivery or a quarantine: it stops at once
  * (E_COLLECTOR_LEASE_LOST, `collector.lease_lost`), withdraws its admission waits, records nothing of
  * a message not yet delivered, starts no delivery and deletes nothing (a renewal that succeeds comes
  * right before every DELE/STORE and the QUIT that commits POP3's DELEs). A delivery already handed
@@ -544,6 +546,8 @@ class Pass {
       if (!known) this.s.backlog++;
       return;
     }
+    // the read before its first state write (a prefetched message had no read before its fetch)
+    this.checkLease();
     const raw = got;
     this.s.fetched++;
     fetchedNext();
@@ -685,6 +689,7 @@ class Pass {
       if (a.protocol === 'imap') Object.assign(ctx, { mailbox: box.folder, uidValidity: box.uidvalidity, uid: msg.ref });
       else ctx.msgno = msg.ref;
       const r = await this.d.inspect(raw, ctx);
+      this.checkLease(); // lost during the inspection: its verdict is not recorded
       const v = r.verdict;
       verdict = v.status;
       rules =

@@ -14,6 +14,7 @@ import { resolveRecipients } from '../../src/collector/recipients.js';
 import type { RemoteMailbox, RemoteMessage } from '../../src/collector/remote.js';
 import { CollectorState } from '../../src/collector/state.js';
 import { COLLECTOR_LIMITS } from '../../src/limits.js';
+import type { InspectResult } from '../../src/policy/types.js';
 import type { HoldGate } from '../../src/relay/memory.js';
 import type { MemoryLease } from '../../src/session/types.js';
 import { fakeAccount, message } from './helpers/accounts.js';
@@ -249,6 +250,28 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       expect(delivery.sent).toHaveLength(2);
     });
   }
+
+  it('taken over during an inspection: its verdict is not recorded and the message is not delivered', async () => {
+    const gate = new RecordingGate(1 << 20);
+    const server = fill('pop3', 1);
+    const inspect = async (raw: Buffer): Promise<InspectResult> => {
+      steal();
+      return {
+        verdict: { policy: 'p', status: 'changed', hits: [], viruses: [], sizeIn: 1, sizeOut: 1, scanMs: 0 },
+        output: raw,
+        structure: {} as InspectResult['structure'],
+      };
+    };
+    const s = await runPass(fakeAccount('pop3'), deps(server, gate, { inspect, leaseRenewMs: 3_600_000 }));
+    expect(s).toMatchObject({ result: 'error', fetched: 1, delivered: 0, deleted: 0 });
+    expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
+    expect(delivery.sent).toEqual([]);
+    const rows = [...state.present('box', '', 0).values()];
+    expect(rows.map((r) => [r.status, r.verdict, r.inflight])).toEqual([['pending', null, null]]);
+    expect(cmds).toEqual([`fetch ${rows[0]!.uid}`, 'abort']);
+    expect(leaseLostLines()).toEqual([expect.objectContaining({ found: 'check' })]);
+    expect(gate.stats).toEqual(idle);
+  });
 
   it('taken over between two messages (no timer tick): the read before the next fetch stops the pass', async () => {
     const gate = new RecordingGate(1 << 20);
