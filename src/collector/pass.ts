@@ -373,6 +373,7 @@ class Pass {
   private async folder(box: RemoteFolder): Promise<{ id: number; msg: RemoteMessage }[]> {
     const st = this.d.state;
     const a = this.a;
+    this.checkLease(); // before the listing is recorded (the lease may have been lost while the folder was opened)
     const now = this.d.now();
     this.s.listed += box.messages.length;
     const { previous } = st.reconcile(
