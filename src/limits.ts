@@ -489,6 +489,12 @@ export const VERDICT_STORE_LIMITS = {
   indexMemoIds: 50_000,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
+  /**
+   * IMAP: messages of one FETCH the caches do not hold that are downloaded on their own while the rest
+   * of the set is answered from the caches (a poll that finds new mail: a second, private `UID FETCH`
+   * of just those); more: the whole set is downloaded and vetted.
+   */
+  maxSplitMissing: 1000,
   /** IMAP: FLAGS lists (the text between the parentheses) a process remembers as ones the choke point relays, for list syncs answered from the server's own response (a handful repeat thousands of times); past it the memo starts over. */
   flagListsKept: 1024,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */

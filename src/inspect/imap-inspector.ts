@@ -189,6 +189,15 @@ interface StoreReads {
 interface CommandState {
   /** Every UID was vetted before: the upstream FETCH carries no body. */
   fromCache?: boolean;
+  /**
+   * A split FETCH (splitCached): the UIDs of the set neither cache holds. The first half (fromCache)
+   * answers the rest and drops their responses; the second half, a private `UID FETCH` of just these
+   * with a body (`command`), downloads and vets them like any FETCH. `first`: the first half's tagged
+   * response (the client's tag), what the client gets when the second half completes OK. `seen`: the
+   * missing UIDs the first half answered for (they exist), `answered`: those the second half answered
+   * for; one seen but not answered is withheld (NO [UNAVAILABLE]), never silently left out.
+   */
+  split?: { missing: Set<number>; command: string; second: boolean; first?: Buffer; seen: Set<number>; answered: Set<number> };
   /** The UIDs answered from the shared store, read in batches. */
   storeReads?: StoreReads;
   /** Messages stored clean are answered from the server's RFC822.SIZE and header sections (relayClean), not from the store. */
@@ -951,7 +960,10 @@ export class ImapInspector implements ImapInterceptor {
     // Every message already vetted, in this session (Thunderbird's chunked fetches, Apple Mail's
     // per-part fetches) or — for metadata and headers — in an earlier one (the shared store): no body
     // download; a tiny non-PEEK section still makes the server set \Seen itself.
-    const fromStore = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
+    let fromStore = this.allCached(seqSet, head.name === 'UID FETCH', parsed.items);
+    // a few messages of the set vetted in no session (a poll that finds new mail): only they are downloaded
+    const split = fromStore === null && mods.length === 0 ? this.splitCached(seqSet, head.name === 'UID FETCH', parsed.items) : null;
+    if (split) fromStore = split.fromStore;
     state.fromCache = fromStore !== null;
     // Messages stored clean are the server's: when the client asks only for what the server's own
     // response then gives as vetted (metadata, RFC822.SIZE, top-level header sections after the header
@@ -965,11 +977,16 @@ export class ImapInspector implements ImapInterceptor {
         reads = rest;
       }
     }
+    // the second half of a split FETCH asks for what a FETCH without any cache would (below)
+    const secondItems: string[] = [];
     for (let i = 0; i < parsed.items.length; i++) {
       const item = parsed.items[i]!;
       const cls = classes[i]!;
-      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) add(item.macro ? item.name : item.raw);
-      else if (state.relayClean && item.name === 'RFC822.SIZE') add('RFC822.SIZE');
+      if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) {
+        add(item.macro ? item.name : item.raw);
+        if (!secondItems.some((x) => x.toUpperCase() === (item.macro ? item.name : item.raw).toUpperCase()))
+          secondItems.push(item.macro ? item.name : item.raw);
+      } else if (state.relayClean && item.name === 'RFC822.SIZE') add('RFC822.SIZE');
       // as PEEK: \Seen is set by SEEN_MARKER below, as for every FETCH answered without a download
       else if (state.relayClean && cls === 'header') add(item.peek ? item.raw : item.raw.replace(/^BODY\[/i, 'BODY.PEEK['));
     }
@@ -1002,9 +1019,21 @@ export class ImapInspector implements ImapInterceptor {
     if (state.fromCache) {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
+    if (split) {
+      if (!secondItems.some((x) => x.toUpperCase() === 'UID')) secondItems.push('UID');
+      secondItems.push(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
+      state.split = {
+        missing: new Set(split.missing),
+        command: `UID FETCH ${uidSetText(split.missing)} (${secondItems.join(' ')})`,
+        second: false,
+        seen: new Set(),
+        answered: new Set(),
+      };
+    }
     return {
       upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
+      continueWith: (parts, h) => this.secondHalf(state, parts, h),
       onTagged: (parts, h) => this.onDone(state, parts, h),
       withhold: (reason) => state.tempfail.push(reason),
     };
@@ -1174,6 +1203,53 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /**
+   * A FETCH most of whose set is vetted (allCached failed on a few messages only): the UIDs to read from
+   * the store (as allCached) and those neither cache holds, which a second, private `UID FETCH`
+   * downloads and vets (CommandState.split). Only with the mailbox's whole seq -> UID map (the set's
+   * UIDs are exactly the mailbox's), items the store answers, at least one message cached and at most
+   * VERDICT_STORE_LIMITS.maxSplitMissing missing; otherwise null (the whole set is downloaded).
+   */
+  private splitCached(set: string, uidCommand: boolean, items: FetchItem[]): { fromStore: number[]; missing: number[] } | null {
+    if (this.mailbox === null || this.uidValidity === null || this.uids === null || this.knownUids !== this.uids.length) return null;
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    const storeAnswers = items.every((i) => {
+      const cls = classifyItem(i);
+      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
+    });
+    if (!storeAnswers) return null;
+    const uids = this.resolveSet(set, uidCommand);
+    if (!uids || uids.length < 2) return null;
+    const ids = this.storeIds();
+    const fromStore: number[] = [];
+    const missing: number[] = [];
+    for (const u of uids) {
+      if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
+      if (ids?.get(u) === true) fromStore.push(u);
+      else if (missing.push(u) > VERDICT_STORE_LIMITS.maxSplitMissing) return null;
+    }
+    if (missing.length === 0 || missing.length === uids.length) return null;
+    return { fromStore, missing };
+  }
+
+  /**
+   * The first half of a split FETCH completed: the second half (the missing messages, with a body),
+   * or null (no split, or the first half did not complete OK: the client gets its answer as it is).
+   */
+  private secondHalf(state: CommandState, parts: Buffer[], head: ResponseHead): string | null {
+    const split = state.split;
+    if (!split || split.second || head.keyword !== 'OK') return null;
+    split.second = true;
+    split.first = Buffer.concat(parts);
+    // the second half is an ordinary FETCH with a body: every response is downloaded, vetted and rendered
+    state.fromCache = false;
+    state.relayClean = false;
+    state.pollLines = false;
+    delete state.listHeader;
+    delete state.storeReads;
+    return split.command;
+  }
+
+  /**
    * Whether every item is one whose server value is the vetted one for a message stored clean (the
    * server's message unchanged): metadata, RFC822.SIZE, and whole top-level header sections (after
    * the header rules). BODY, BODYSTRUCTURE, ENVELOPE of a changed message and BINARY.SIZE are
@@ -1319,6 +1395,15 @@ export class ImapInspector implements ImapInterceptor {
     const uidItem = resp.items.find((i) => i.name === 'UID');
     const uid = uidItem?.atom ? Number(uidItem.atom) : null;
     if (uid !== null) this.learnUid(resp.seq, uid);
+    const split = state.split;
+    if (split && uid !== null) {
+      // the first half of a split FETCH: a message the second half downloads is answered there
+      if (!split.second && split.missing.has(uid)) {
+        split.seen.add(uid);
+        return Buffer.alloc(0);
+      }
+      if (split.second) split.answered.add(uid);
+    }
     if (state.fromCache && uid !== null) {
       if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
         return this.renderVetted(state, resp, () => this.fromCache(uid), `UID ${uid}`);
@@ -1586,6 +1671,19 @@ export class ImapInspector implements ImapInterceptor {
 
   private async onDone(state: CommandState, parts: Buffer[], head: ResponseHead): Promise<Buffer> {
     await Promise.all(state.pending);
+    const split = state.split;
+    if (split?.second) {
+      // the second half (postern's tag) decides: OK gives the client the first half's completion
+      if (head.keyword !== 'OK') {
+        const n = split.missing.size;
+        return Buffer.from(
+          `${state.tag} NO [UNAVAILABLE] postern: the server did not return ${n} message${n === 1 ? '' : 's'} of this FETCH; try again later\r\n`,
+        );
+      }
+      parts = [split.first!];
+      // a message the first half showed exists but the second half did not return (expunged meanwhile, or a server that lies)
+      for (const u of split.seen) if (!split.answered.has(u)) state.tempfail.push(`UID ${u}`);
+    }
     if (head.keyword === 'OK' && state.tempfail.length > 0) {
       const list = state.tempfail.slice(0, 10).join(', ') + (state.tempfail.length > 10 ? ', ...' : '');
       return Buffer.from(`${state.tag} NO [UNAVAILABLE] postern: could not scan ${list}; try again later\r\n`);
@@ -1595,6 +1693,19 @@ export class ImapInspector implements ImapInterceptor {
     }
     return Buffer.concat(parts);
   }
+}
+
+/** A UID set naming exactly `uids` (ascending runs as `a:b`), e.g. `3,7:9`. */
+export function uidSetText(uids: readonly number[]): string {
+  const xs = [...uids].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < xs.length; ) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
+    out.push(j === i ? String(xs[i]) : `${xs[i]}:${xs[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
 }
 
 /** Index of `x` in the ascending array `xs`, or -1. */

@@ -2,7 +2,7 @@
  * Drives one client FETCH through an ImapInspector with scripted upstream answers, as the relay
  * would: the command is offered to intercept(); every untagged answer goes to the interception
  * (or, when it declines one or nothing was intercepted, to observeUntagged and straight to the
- * client); the tagged `OK` ends it. Returns the upstream command and the client bytes in order
+ * client); the tagged `OK` ends it, or starts the second half of a split FETCH. Returns the upstream command and the client bytes in order
  * (an output may be a list of pieces: the output queue writes them in order). Also the inspector
  * those tests drive: selectedInspector.
  */
@@ -29,21 +29,44 @@ export interface DrivenFetch {
 export async function driveFetch(ins: ImapInspector, command: string, view: ImapSessionView, answers: (upstream: string) => Buffer[][]): Promise<DrivenFetch> {
   const line = Buffer.from(`${command}\r\n`);
   const ic = ins.intercept(parseCommandHead(line)!, line, view);
-  const upstream = ic ? ic.upstreamCommand.toString('latin1') : line.toString('latin1');
+  let upstream = ic ? ic.upstreamCommand.toString('latin1') : line.toString('latin1');
   const outs: (Output | Promise<Output>)[] = [];
-  for (const parts of answers(upstream)) {
-    const head = parseResponseHead(parts[0]!);
-    const out = ic ? ic.onUntagged(parts, head) : null;
-    if (out === null) {
-      ins.observeUntagged(head, parts);
-      outs.push(Buffer.concat(parts));
-    } else outs.push(out);
-  }
+  const relay = (responses: Buffer[][]) => {
+    for (const parts of responses) {
+      const head = parseResponseHead(parts[0]!);
+      const out = ic ? ic.onUntagged(parts, head) : null;
+      if (out === null) {
+        ins.observeUntagged(head, parts);
+        outs.push(Buffer.concat(parts));
+      } else outs.push(out);
+    }
+  };
+  relay(answers(upstream));
   const tag = command.split(' ')[0]!;
   const done = Buffer.from(`${tag} OK Fetch completed.\r\n`);
-  outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
+  // a split FETCH's second half (InterceptedCommand.continueWith) under the private tag `P.c`: answered
+  // for the UIDs it names only, as the server would
+  const more = ic?.continueWith?.([done], parseResponseHead(done)) ?? null;
+  if (ic && more !== null) {
+    const second = `P.c ${more}\r\n`;
+    upstream += second;
+    const named = uidsOf(/^UID FETCH (\S+) /.exec(more)![1]!);
+    relay(answers(second).filter((parts) => named.has(Number(/\(UID (\d+)/.exec(parts[0]!.toString('latin1'))?.[1]))));
+    const done2 = Buffer.from('P.c OK Fetch completed.\r\n');
+    outs.push(ic.onTagged([done2], parseResponseHead(done2)));
+  } else outs.push(ic ? ic.onTagged([done], parseResponseHead(done)) : done);
   const client = Buffer.concat((await Promise.all(outs)).flatMap((o) => (Buffer.isBuffer(o) ? [o] : [...o])));
   return { intercepted: ic !== null, upstream, client };
+}
+
+/** The UIDs a set of numbers and ranges names (`3,7:9`). */
+function uidsOf(set: string): Set<number> {
+  const out = new Set<number>();
+  for (const r of set.split(',')) {
+    const [a, b] = r.split(':').map(Number) as [number, number | undefined];
+    for (let u = Math.min(a, b ?? a); u <= Math.max(a, b ?? a); u++) out.add(u);
+  }
+  return out;
 }
 
 /**

@@ -152,7 +152,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(r.client).toBe('b1 NO [UNAVAILABLE] postern: could not scan UID 9; try again later\r\n');
   });
 
-  it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted', async () => {
+  it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted (alone: a split FETCH)', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
     await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
@@ -170,8 +170,9 @@ describe('IMAP inspector and the shared verdict cache', () => {
     const again = await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
+    // the retry is split: UIDs 1 and 2 from the store as before, only UID 3 downloaded and vetted
     const retry = await fetch(b, `b3 UID FETCH 1:3 ${LIST}`, ALL3);
-    expect(retry.upstream).toBe('b3 UID FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
+    expect(retry.upstream).toBe('b3 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\nP.c UID FETCH 3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(retry.client.replace(/^b3 /m, 'b1 ')).toBe(first.client);
   });
 

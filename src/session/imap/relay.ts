@@ -39,6 +39,14 @@ export interface InterceptedCommand {
    * without being concatenated.
    */
   onUntagged(parts: Buffer[], head: ResponseHead): Output | Promise<Output> | null;
+  /**
+   * Called with the tagged completion of upstreamCommand before onTagged: return a further command
+   * (without tag: the relay puts a private tag in front) to send upstream as the second half of this
+   * client command, or null. Its untagged responses go to onUntagged like the first half's, the client
+   * waits as before, and its tagged completion goes to onTagged (never here again: one continuation per
+   * command). The first half's tagged response is not sent to the client.
+   */
+  continueWith?(parts: Buffer[], head: ResponseHead): string | null;
   /** Called with the tagged completion; returns the bytes for the client (or a promise). */
   onTagged(parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer>;
   /** A response of this command could not be held (memory budget): its message is withheld, the command must not complete OK. */
@@ -123,6 +131,8 @@ interface InFlight {
   intercepted?: InterceptedCommand;
   /** A private lookup (prepare): untagged SEARCH / ESEARCH responses belong to it. */
   lookup?: boolean;
+  /** The second half of an intercepted command (InterceptedCommand.continueWith), under a private tag. */
+  continued?: boolean;
 }
 
 /** A client command waiting for a private lookup (prepare) before it is processed. */
@@ -582,7 +592,17 @@ export class Relay {
     if (head.kind === 'tagged') {
       if (parts.length > 1) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, 'upstream tagged response announces a literal');
       this.inflight.splice(this.inflight.indexOf(target), 1);
-      this.core.interceptor?.observeTagged?.(target.tag, target.name, head);
+      if (!target.continued) {
+        this.core.interceptor?.observeTagged?.(target.tag, target.name, head);
+        const more = ic.continueWith?.(parts, head) ?? null;
+        if (more !== null) {
+          // the second half of the client's command: the client still waits, its responses are the interceptor's
+          const tag = this.core.nextPrivateTag();
+          this.inflight.push({ tag, name: target.name, private: false, intercepted: ic, continued: true });
+          this.toUpstream({ kind: 'data', data: b(`${tag} ${more}${CRLF}`), tag });
+          return false;
+        }
+      }
       const out = ic.onTagged(parts, head);
       if (out instanceof Promise) this.out.sendLater(out);
       else this.out.send(out);
