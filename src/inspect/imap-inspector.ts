@@ -1402,7 +1402,8 @@ export class ImapInspector implements ImapInterceptor {
         split.seen.add(uid);
         return Buffer.alloc(0);
       }
-      if (split.second) split.answered.add(uid);
+      // only a response with the message counts as the second half's answer (not a FLAGS update)
+      if (split.second && body?.literal !== undefined) split.answered.add(uid);
     }
     if (state.fromCache && uid !== null) {
       if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))

@@ -262,6 +262,16 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
     t.upstream(answer('P.4 UID FETCH 40 (UID BODY.PEEK[])'));
     const out = await completion(t, 'p');
     expect(out).toBe(`${reference.get(POLL)!.replace(/^\* 5 FETCH[^\r\n]*\r\n/m, '')}p NO [UNAVAILABLE] postern: could not scan UID 50; try again later\r\n`);
+    // the second half answering with a FLAGS update only (no message): still withheld
+    await freshStore();
+    const w = newSession();
+    fetchAfterLookup(w, 'w', POLL);
+    w.upstream(answer(`w ${POLL}`));
+    expect(await upstreamSent(w)).toBe('P.4 UID FETCH 40,50 (UID BODY.PEEK[])\r\n');
+    w.upstream(`${answer('P.4 UID FETCH 40 (UID BODY.PEEK[])').replace(/P\.4 OK[^\r]*\r\n$/, '')}* 5 FETCH (UID 50 FLAGS (\\Seen))\r\nP.4 OK Fetch completed.\r\n`);
+    const wout = await completion(w, 'w');
+    expect(wout).toContain('* 5 FETCH (UID 50 FLAGS (\\Seen))\r\n');
+    expect(wout.endsWith('w NO [UNAVAILABLE] postern: could not scan UID 50; try again later\r\n')).toBe(true);
     // a UID the map named that the first half did not return either (gone before the FETCH): no NO for it
     await freshStore();
     const u = newSession({ exists: 4 });
