@@ -18,13 +18,20 @@
  * /proc/PID/task/x/schedstat), and checks that postern logged no `message.inspected` after the
  * first vetting.
  *
+ * --new N: a poll that finds new mail. Each round first saves N new messages (~40 KB each: text and
+ * a PDF-like attachment) into the mailbox with doveadm, then every candidate, in the round's order,
+ * runs one new session's poll (timed: `poll, finds N new ms`) and reports the bytes it read from the
+ * upstream (postern's session.close traffic) and the inspections it logged for that poll; the rounds'
+ * other sessions follow as usual (nothing new for them).
+ *   node scripts/poll-ab.mjs /tmp/base . --new 1 --rounds 8 --sessions 3
+ *
  *   npm run build && node scripts/poll-ab.mjs /tmp/base . --rounds 8 --sessions 10
  *   node scripts/poll-ab.mjs . --cpu-prof /tmp/prof     # each postern writes a V8 CPU profile there on exit
  *   node scripts/poll-ab.mjs . --relay                  # also each build's pure relay listener (policy: null)
  *
  * Needs root (Dovecot's mail uid), like `npm run bench`.
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -34,7 +41,7 @@ import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true };
+const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0 };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
@@ -43,6 +50,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (argv[i] === '--cpu-prof') opts.prof = argv[++i];
   else if (argv[i] === '--relay') opts.relay = true;
   else if (argv[i] === '--no-list') opts.list = false;
+  else if (argv[i] === '--new') opts.newMessages = Number(argv[++i]);
   else builds.push(argv[i]);
 }
 if (builds.length === 0) {
@@ -82,7 +90,13 @@ async function startBuild(dir, upstreamPort, policyFile) {
     await sleep(100);
   }
   const inspected = () => (readFileSync(log, 'utf8').match(/"event":"message\.inspected"/g) ?? []).length;
-  return { name: `postern ${dir}`, port, relayPort, proc, inspected };
+  /** Bytes read from the upstream by the sessions closed so far (session.close traffic). */
+  const fromUpstream = () => {
+    let n = 0;
+    for (const m of readFileSync(log, 'utf8').matchAll(/"fromUpstream":(\d+)/g)) n += Number(m[1]);
+    return n;
+  };
+  return { name: `postern ${dir}`, port, relayPort, proc, inspected, fromUpstream };
 }
 
 async function pollSession(ep) {
@@ -134,7 +148,43 @@ async function main() {
   const rows = new Map();
   const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  let saved = 0;
+  const saveNew = () => {
+    for (let k = 0; k < opts.newMessages; k++) {
+      const n = ++saved;
+      const att = Buffer.alloc(30_000, `new message ${n} attachment `).toString('base64').replace(/.{76}/g, '$&\r\n');
+      const raw =
+        `From: New <new@example.test>\r\nTo: alice@example.test\r\nSubject: new ${n}\r\nMessage-ID: <new${n}@example.test>\r\n` +
+        `Date: Sun, 29 Nov 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B${n}"\r\n\r\n` +
+        `--B${n}\r\nContent-Type: text/plain\r\n\r\nhello ${n}\r\n--B${n}\r\nContent-Type: application/pdf; name="d${n}.pdf"\r\n` +
+        `Content-Transfer-Encoding: base64\r\n\r\n${att}\r\n--B${n}--\r\n`;
+      const r = spawnSync('doveadm', ['-c', dovecot.conf, 'save', '-u', 'alice', '-m', 'INBOX'], { input: raw });
+      if (r.status !== 0) throw new Error(`doveadm save: ${r.stderr}`);
+    }
+  };
+  const pollOnce = async (ep) => {
+    const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+    const t0 = performance.now();
+    await c.ok(POLL);
+    const ms = performance.now() - t0;
+    await c.logout();
+    return ms;
+  };
   for (let round = 0; round < opts.rounds; round++) {
+    if (opts.newMessages) {
+      saveNew();
+      for (const ep of round % 2 ? [...eps].reverse() : eps) {
+        const ins0 = ep.inspected?.() ?? 0;
+        const up0 = ep.fromUpstream?.() ?? 0;
+        record(`poll, finds ${opts.newMessages} new ms|${ep.name}`, await pollOnce(ep));
+        if (ep.proc) {
+          // the session.close line is written once the session ended
+          for (let i = 0; i < 50 && ep.fromUpstream() === up0; i++) await sleep(20);
+          record(`poll, finds ${opts.newMessages} new: inspections|${ep.name}`, ep.inspected() - ins0);
+          record(`poll, finds ${opts.newMessages} new: KB from upstream|${ep.name}`, (ep.fromUpstream() - up0) / 1024);
+        }
+      }
+    }
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
       const cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
       const first = [];
@@ -158,7 +208,7 @@ async function main() {
     const ratio = direct && who !== 'direct' ? `  ${(median(xs) / median(direct)).toFixed(2)}x direct` : '';
     console.log(`${what.padEnd(30)} ${who.padEnd(28)} ${median(xs).toFixed(3).padStart(9)}${ratio.padEnd(16)} [${xs.map((x) => x.toFixed(2)).join(' ')}]`);
   }
-  for (const ep of eps) if (ep.inspected) console.log(`${ep.name}: ${ep.inspected() - ep.inspected0} inspections during the rounds`);
+  for (const ep of eps) if (ep.inspected) console.log(`${ep.name}: ${ep.inspected() - ep.inspected0} inspections during the rounds (${saved} new messages)`);
   for (const ep of eps) ep.proc?.kill('SIGTERM');
   // a CPU profile is written when the process exits
   for (const ep of eps) if (ep.proc && ep.proc.exitCode === null) await new Promise((r) => ep.proc.once('exit', r));

@@ -22,6 +22,7 @@ import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { ImapSession } from '../../src/session/imap/index.js';
+import { mulberry32 as prng } from '../helpers/prng.js';
 import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
 const msg = (i: number) =>
@@ -268,7 +269,9 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
     fetchAfterLookup(w, 'w', POLL);
     w.upstream(answer(`w ${POLL}`));
     expect(await upstreamSent(w)).toBe('P.4 UID FETCH 40,50 (UID BODY.PEEK[])\r\n');
-    w.upstream(`${answer('P.4 UID FETCH 40 (UID BODY.PEEK[])').replace(/P\.4 OK[^\r]*\r\n$/, '')}* 5 FETCH (UID 50 FLAGS (\\Seen))\r\nP.4 OK Fetch completed.\r\n`);
+    w.upstream(
+      `${answer('P.4 UID FETCH 40 (UID BODY.PEEK[])').replace(/P\.4 OK[^\r]*\r\n$/, '')}* 5 FETCH (UID 50 FLAGS (\\Seen))\r\nP.4 OK Fetch completed.\r\n`,
+    );
     const wout = await completion(w, 'w');
     expect(wout).toContain('* 5 FETCH (UID 50 FLAGS (\\Seen))\r\n');
     expect(wout.endsWith('w NO [UNAVAILABLE] postern: could not scan UID 50; try again later\r\n')).toBe(true);
@@ -289,6 +292,66 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
     t.upstream(answer('p UID FETCH 1:* (UID BODY.PEEK[])'));
     expect(await completion(t, 'p')).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
   });
+
+  it('fuzzed (bounded: cases and time): hostile answers to either half never pass the .exe unvetted, never crash, always end the command or the session', async () => {
+    const rnd = prng(11);
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+    const PAYLOAD = 'TVqQAAMAAAAEAAAA'; // the .exe's bytes as they sit in the raw message (the policy strips them)
+    const mutateResponses = (text: string, ownTag: string): string => {
+      const lines = text.split(/(?=^\* \d+ FETCH|^[A-Za-z0-9.]+ (?:OK|NO|BAD) )/m);
+      const tagged = lines.pop()!;
+      let body = lines;
+      const op = rnd();
+      if (op < 0.2)
+        body = body.filter(() => rnd() < 0.6); // responses dropped
+      else if (op < 0.35)
+        body = [...body, pick(body.length ? body : [''])]; // one repeated
+      else if (op < 0.5)
+        // a body nobody asked for, on any message (the .exe's most of all)
+        body = [...body, `* 5 FETCH (UID 50 BODY[] {${exe(5).length}}\r\n${exe(5)})\r\n`];
+      else if (op < 0.6)
+        body = body.map((l) => l.replace(/UID (\d+)/, () => `UID ${pick([10, 20, 30, 40, 50, 60])}`)); // UIDs swapped
+      else if (op < 0.7) body = [...body, pick(['* 6 EXISTS\r\n', '* 2 EXPUNGE\r\n', '* OK still here\r\n', '* 5 FETCH (FLAGS (\\Seen))\r\n'])];
+      else if (op < 0.75) body = [...body, '* 5 FETCH (UID 50 BODY[] {5}\r\nMZ\x90\x00\x03)\r\n']; // a bare executable
+      const end = rnd() < 0.15 ? `${ownTag} ${pick(['NO failed', 'BAD what', 'OK done'])}\r\n` : tagged;
+      return body.join('') + end;
+    };
+    const feed = (t: ReturnType<typeof newSession>, x: string) => {
+      if (rnd() < 0.3) for (const ch of x) t.upstream(ch);
+      else t.upstream(x);
+    };
+    const deadline = Date.now() + 30_000;
+    let cases = 0;
+    let split = 0;
+    for (; cases < 150 && Date.now() < deadline; cases++) {
+      await freshStore();
+      const t = newSession();
+      const cmd = pick([POLL, LIST_SYNC, SEQ]);
+      const first = fetchAfterLookup(t, 'p', cmd);
+      feed(t, mutateResponses(answer(first), 'p'));
+      // the second half (when the first completed OK), answered as hostile as the first
+      for (const until = Date.now() + 5_000; !t.host.closed && !/^p (OK|NO|BAD)/m.test(t.host.clientText); ) {
+        const up = t.host.upstreamText;
+        if (/^P\.4 UID FETCH [^\r\n]*\r\n$/.test(up)) {
+          split++;
+          t.host.takeUpstream();
+          feed(t, mutateResponses(answer(up), 'P.4'));
+          continue;
+        }
+        if (Date.now() > until) throw new Error(`case ${cases}: no end: ${JSON.stringify(t.host.clientText.slice(-300))}`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const out = t.host.clientText;
+      expect(out, `case ${cases}`).not.toContain(PAYLOAD);
+      expect(out, `case ${cases}`).not.toMatch(/P\.\d/);
+      if (t.host.closed) expect(out, `case ${cases}`).toMatch(/^\* BYE /m);
+      // the command ends as the server ended it (its NO/BAD relayed), or OK/NO from postern
+      else expect(out, `case ${cases}`).toMatch(/^p (OK|NO|BAD) /m);
+      expect(out, `case ${cases}`).not.toContain('MZ\x90\x00\x03');
+    }
+    expect(cases).toBeGreaterThan(30);
+    expect(split).toBeGreaterThan(0);
+  }, 60_000);
 
   it('a FETCH with a modifier (CHANGEDSINCE) is not split', async () => {
     const t = newSession();
