@@ -230,8 +230,9 @@ describe('split FETCH under attack: what holds', () => {
     t.client('P.4 NOOP\r\nx NOOP\r\n');
     expect(t.host.takeUpstream()).toBe('');
     t.upstream(answer(`p ${POLL}`));
-    // only postern's second half goes up, nothing of the client's
+    // only postern's second half goes up, nothing of the client's, which is not read meanwhile
     expect(await upstreamSent(t)).toBe(SECOND);
+    expect(t.host.clientPaused).toBe(true);
     t.upstream(answer(SECOND.trimEnd()));
     // the client's tagged answer first, then the refusal of its next command (nothing of it went upstream)
     await expect.poll(() => t.host.clientText).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\nP.4 BAD Tag reserved by postern\r\n`);
@@ -271,6 +272,18 @@ describe('split FETCH under attack: what holds', () => {
     t.session.onUpstreamEnd();
     await expect.poll(() => t.host.closed?.kind).toBe('upstream-closed');
     expect(t.host.clientText).not.toMatch(/TVqQ|UID 50|P\.4|^p /m);
+  });
+
+  it('the client goes away during the first half: no second half is sent, nothing is written, no error', async () => {
+    const t = newSession();
+    fetchAfterLookup(t, 'p', POLL);
+    t.session.onClientEnd();
+    await expect.poll(() => t.host.closed).not.toBeNull();
+    const before = t.host.clientText;
+    expect(() => t.upstream(answer(`p ${POLL}`))).not.toThrow();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(t.host.upstreamText).not.toContain('P.4');
+    expect(t.host.clientText).toBe(before);
   });
 
   it('the client goes away between the halves: the late second half is not an error, nothing is sent', async () => {
@@ -332,7 +345,7 @@ describe('split FETCH under attack: what holds', () => {
     const t = await atSecondHalf();
     t.upstream(`${answer(SECOND.trimEnd())}P.4 OK again\r\n`);
     await expect.poll(() => t.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
-    // (no BYE here: the session ended while renderings were queued, and what is queued is dropped with it)
+    // (the BYE is missing: see D4 below)
     expect(t.host.clientText).not.toMatch(/P\.4|TVqQ|UID 50|^p /m);
   });
 
@@ -400,6 +413,21 @@ describe('split FETCH under attack: defects (it.fails)', () => {
     const rup = r.host.takeUpstream();
     r.upstream(`* 5 FETCH (UID 50 ${ORIG_EXE_SIZE})\r\n${answer(rup)}`);
     expect(await completion(r, 'r')).not.toContain(ORIG_EXE_SIZE);
+  });
+
+  /*
+   * D4: a session ending on a protocol error (Session.fail) while renderings are queued sends its BYE
+   * through the output queue (out.send), behind them; finish() closes at once and the BYE is never
+   * written: the client sees the connection drop without BYE and without its tagged response.
+   * onHoldTimeout does it right (out.drop(), then host.sendClient(BYE)). Not split-specific, but the
+   * split's renderings make the window common; the fuzz test of imap-split-fetch.test.ts asserts a BYE
+   * whenever the session closed, so it depends on timing there.
+   */
+  it.fails('D4 the second half answered twice under its tag while its renderings are queued: the session ends without BYE', async () => {
+    const t = await atSecondHalf();
+    t.upstream(`${answer(SECOND.trimEnd())}P.4 OK again\r\n`);
+    await expect.poll(() => t.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
+    expect(t.host.clientText).toMatch(/^\* BYE \[UNAVAILABLE\] postern: .*\(E_UNVETTED_RESPONSE\)\r\n$/m);
   });
 
   /*
