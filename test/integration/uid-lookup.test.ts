@@ -7,33 +7,17 @@
  * protocol trace shows every line postern sent), few bytes from the upstream; the RFC822.SIZE of an
  * altered (.exe) message is its sanitised size.
  */
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { type Answer, clean, exe, imaplibSession } from '../helpers/imaplib-sessions.js';
 import { type InspectInstance, startInspectInstance } from '../helpers/inspect-instance.js';
 
-const run = promisify(execFile);
 const original = { get: VerdictStore.prototype.get, getMany: VerdictStore.prototype.getMany };
 
-function b64lines(data: Buffer): string {
-  return (data.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
-}
-const clean = (i: number) =>
-  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: clean ${i}\r\nDate: Tue, 3 Nov 2026 09:0${i % 10}:00 +0000\r\n` +
-  `Message-ID: <clean${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n` +
-  `Hello number ${i}\r\n${'filler line of text\r\n'.repeat(300)}`;
-const exe = (i: number) =>
-  `From: Bob <bob@example.test>\r\nTo: alice@example.test\r\nSubject: tool ${i}\r\nDate: Tue, 3 Nov 2026 10:00:00 +0000\r\n` +
-  `Message-ID: <exe${i}@example.test>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n` +
-  '--XX\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
-  '--XX\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-  b64lines(Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00', 'latin1'), Buffer.from(`POSTERN-EXE-${i} `.repeat(400))])) +
-  '\r\n--XX--\r\n';
 const MESSAGES = [clean(1), exe(1), clean(2), clean(3), exe(2), clean(4)];
 const EXE_SEQS = [2, 5];
 const ORIGINAL_BYTES = MESSAGES.reduce((n, m) => n + m.length, 0);
@@ -43,65 +27,11 @@ const LIST_SYNC = ['uid', '1:*', '(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS
 const SEQ = ['seq', '1:*', '(RFC822.SIZE)'];
 const FULL = ['uid', '1:*', '(BODY.PEEK[])'];
 
-/** imaplib: login, select INBOX, run the FETCHes, logout; each answer as imaplib returns it (bytes as latin1). */
-const SCRIPT = `
-import imaplib, json, sys
-M = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))
-M.login('alice', 'alicepass')
-M.select('INBOX')
-out = []
-for kind, s, items in json.loads(sys.argv[2]):
-    typ, data = M.uid('FETCH', s, items) if kind == 'uid' else M.fetch(s, items)
-    flat = []
-    for d in data:
-        if isinstance(d, tuple):
-            flat.append([x.decode('latin1') for x in d])
-        elif d is not None:
-            flat.append(d.decode('latin1'))
-    out.append({'typ': typ, 'data': flat})
-M.logout()
-print(json.dumps(out))
-`;
-
-type Answer = { typ: string; data: (string | string[])[] };
-
 let dovecot: Dovecot;
 let tmp: string;
 let postern: InspectInstance;
 
-const events = (event: string) =>
-  postern
-    .logs()
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter((l) => l.event === event);
-
-/** One imaplib session; returns its answers, what postern sent upstream (trace) and the bytes it read from the upstream. */
-async function session(cmds: string[][]): Promise<{ answers: Answer[]; upstreamLines: string[]; trace: string[]; fromUpstream: number; inspected: number }> {
-  const closes = events('session.close').length;
-  const lines = events('proto.line').length;
-  const inspected = postern.inspected();
-  const { stdout } = await run('python3', ['-c', SCRIPT, String(postern.port), JSON.stringify(cmds)], { timeout: 60_000 });
-  for (let t = 0; events('session.close').length <= closes; t++) {
-    if (t > 500) throw new Error('no session.close');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const close = events('session.close').slice(-1)[0]!;
-  return {
-    answers: JSON.parse(stdout) as Answer[],
-    upstreamLines: events('proto.line')
-      .slice(lines)
-      .filter((l) => l.dir === 'postern>upstream')
-      .map((l) => String(l.line)),
-    // every traced line of the session in the order postern saw or sent it, as `dir line`
-    trace: events('proto.line')
-      .slice(lines)
-      .map((l) => `${String(l.dir)} ${String(l.line)}`),
-    fromUpstream: (close.traffic as { fromUpstream: number }).fromUpstream,
-    inspected: postern.inspected() - inspected,
-  };
-}
+const session = (cmds: string[][]) => imaplibSession(postern, cmds);
 
 /** RFC822.SIZE by sequence number from imaplib's lines (`1 (UID 1 RFC822.SIZE 123)`). */
 function sizes(a: Answer): Map<number, number> {
