@@ -341,6 +341,14 @@ describe('split FETCH under attack: what holds', () => {
     expect(await completion(t, 'p')).toBe(expected);
   });
 
+  it('new mail the map does not know yet (arrived before the server ran `1:*`): withheld, never relayed unvetted; the rest answered', async () => {
+    const six: [number, string][] = [...BOX, [60, exe(6)]];
+    const t = await atSecondHalf({}, `* 6 EXISTS\r\n${answer(`p ${POLL}`, six)}`);
+    t.upstream(answer(SECOND.trimEnd()));
+    const out = await completion(t, 'p');
+    expect(out).toBe(`* 6 EXISTS\r\n${reference.get(POLL)}p NO [UNAVAILABLE] postern: could not scan UID 60; try again later\r\n`);
+  });
+
   it('the second half answered twice under its tag: the session ends (a tagged response nobody sent), nothing unvetted, no private tag', async () => {
     const t = await atSecondHalf();
     t.upstream(`${answer(SECOND.trimEnd())}P.4 OK again\r\n`);
