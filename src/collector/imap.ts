@@ -23,7 +23,7 @@ import { COLLECTOR_LIMITS } from '../limits.js';
 import { parseFetchResponse } from '../protocol/imap/fetch-response.js';
 import { type Frame, ImapFramer, MessageAssembler } from '../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../protocol/imap/parse.js';
-import { quoted } from '../protocol/imap/write.js';
+import { quoted, uidSet } from '../protocol/imap/write.js';
 import type { MemoryLease } from '../session/types.js';
 import type { RemoteConn } from './conn.js';
 import { growAdmission } from './hold.js';
@@ -70,19 +70,6 @@ export function encodeMailboxName(name: string): string {
   }
   flush();
   return out;
-}
-
-/** Compact UID set: 1:3,7,9:10. */
-export function uidSet(uids: number[]): string {
-  const sorted = [...new Set(uids)].sort((a, b) => a - b);
-  const out: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
-    let j = i;
-    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
-    out.push(j === i ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
 }
 
 function chunks<T>(a: T[], n: number): T[][] {

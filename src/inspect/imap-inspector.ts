@@ -34,7 +34,7 @@ import {
 } from '../protocol/imap/fetch-response.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
-import { literalBytes } from '../protocol/imap/write.js';
+import { literalBytes, uidSet } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
 import type { PreparedLookup } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
@@ -52,6 +52,8 @@ import { processVetGate } from './vet-gate.js';
  * Dovecot in test/integration/render-oracle.test.ts).
  */
 const UNBUFFERED = new Set(['BODY', 'BODYSTRUCTURE', 'ENVELOPE']);
+/** Items a server puts in a FETCH response on its own (a flag change, its UID, RFC 7162's MODSEQ): relayed without the message. */
+const SELF_ITEMS = new Set(['UID', 'FLAGS', 'MODSEQ']);
 const BUFFERED = new Set([...METADATA_FETCH_ITEMS].filter((n) => !UNBUFFERED.has(n)));
 
 /**
@@ -191,13 +193,15 @@ interface CommandState {
   fromCache?: boolean;
   /**
    * A split FETCH (splitCached): the UIDs of the set neither cache holds. The first half (fromCache)
-   * answers the rest and drops their responses; the second half, a private `UID FETCH` of just these
-   * with a body (`command`), downloads and vets them like any FETCH. `first`: the first half's tagged
-   * response (the client's tag), what the client gets when the second half completes OK. `seen`: the
-   * missing UIDs the first half answered for (they exist), `answered`: those the second half answered
-   * for; one seen but not answered is withheld (NO [UNAVAILABLE]), never silently left out.
+   * answers the rest and drops their responses, noting each one's sequence number (`seen`: they
+   * exist); the second half, a private FETCH of just those with a body (`items`), downloads and vets
+   * them like any FETCH: `UID FETCH uids` for a client's UID FETCH, `FETCH seqs` for a sequence-number
+   * FETCH (during which the server may send no EXPUNGE, as during the client's own). `first`: the first
+   * half's tagged response (the client's tag), what the client gets when the second half completes OK.
+   * `answered`: the missing UIDs the second half returned with their message; one seen but not
+   * answered is withheld (NO [UNAVAILABLE]), never silently left out.
    */
-  split?: { missing: Set<number>; command: string; second: boolean; first?: Buffer; seen: Set<number>; answered: Set<number> };
+  split?: { missing: Set<number>; items: string; second: boolean; first?: Buffer; seen: Map<number, number>; answered: Set<number> };
   /** The UIDs answered from the shared store, read in batches. */
   storeReads?: StoreReads;
   /** Messages stored clean are answered from the server's RFC822.SIZE and header sections (relayClean), not from the store. */
@@ -1022,13 +1026,7 @@ export class ImapInspector implements ImapInterceptor {
     if (split) {
       if (!secondItems.some((x) => x.toUpperCase() === 'UID')) secondItems.push('UID');
       secondItems.push(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
-      state.split = {
-        missing: new Set(split.missing),
-        command: `UID FETCH ${uidSetText(split.missing)} (${secondItems.join(' ')})`,
-        second: false,
-        seen: new Set(),
-        answered: new Set(),
-      };
+      state.split = { missing: new Set(split.missing), items: secondItems.join(' '), second: false, seen: new Map(), answered: new Set() };
     }
     return {
       upstreamCommand: build(upstreamItems),
@@ -1237,7 +1235,8 @@ export class ImapInspector implements ImapInterceptor {
    */
   private secondHalf(state: CommandState, parts: Buffer[], head: ResponseHead): string | null {
     const split = state.split;
-    if (!split || split.second || head.keyword !== 'OK') return null;
+    // none of the missing messages exists (the first half returned none): its answer is the whole answer
+    if (!split || split.second || head.keyword !== 'OK' || split.seen.size === 0) return null;
     split.second = true;
     split.first = Buffer.concat(parts);
     // the second half is an ordinary FETCH with a body: every response is downloaded, vetted and rendered
@@ -1246,7 +1245,7 @@ export class ImapInspector implements ImapInterceptor {
     state.pollLines = false;
     delete state.listHeader;
     delete state.storeReads;
-    return split.command;
+    return state.uidCommand ? `UID FETCH ${uidSet([...split.seen.keys()])} (${split.items})` : `FETCH ${uidSet([...split.seen.values()])} (${split.items})`;
   }
 
   /**
@@ -1396,14 +1395,18 @@ export class ImapInspector implements ImapInterceptor {
     const uid = uidItem?.atom ? Number(uidItem.atom) : null;
     if (uid !== null) this.learnUid(resp.seq, uid);
     const split = state.split;
-    if (split && uid !== null) {
+    if (split && !split.second) {
       // the first half of a split FETCH: a message the second half downloads is answered there
-      if (!split.second && split.missing.has(uid)) {
-        split.seen.add(uid);
+      if (uid !== null && split.missing.has(uid)) {
+        split.seen.set(uid, resp.seq);
         return Buffer.alloc(0);
       }
-      // only a response with the message counts as the second half's answer (not a FLAGS update)
-      if (split.second && body?.literal !== undefined) split.answered.add(uid);
+    } else if (split) {
+      // the second half asked for the missing messages only, each with its UID: a message it did not
+      // ask for (another UID, none) is never vetted nor relayed; the first half answered the others
+      if (uid === null || !split.missing.has(uid)) return body?.literal !== undefined ? Buffer.alloc(0) : this.bodiless(state, resp, uid);
+      // only a response with the message counts as its answer (not a FLAGS update)
+      if (body?.literal !== undefined) split.answered.add(uid);
     }
     if (state.fromCache && uid !== null) {
       if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
@@ -1418,10 +1421,23 @@ export class ImapInspector implements ImapInterceptor {
       state.tempfail.push(`UID ${uid}`);
       return Buffer.alloc(0);
     }
-    if (!body || body.literal === undefined) return null; // an unsolicited FLAGS update and the like
+    if (!body || body.literal === undefined) return this.bodiless(state, resp, uid);
     const literal = body.literal;
     // vet and render inside the process-wide bound on message bytes in work (inspect/vet-gate.ts)
     return this.renderVetted(state, resp, () => this.vet(literal, uid), uid !== null ? `UID ${uid}` : `message ${resp.seq}`, literal.length);
+  }
+
+  /**
+   * A FETCH response of an intercepted command without the message (and without a UID the caches
+   * answer for): what a server sends on its own, a flag update (UID, FLAGS, MODSEQ), is relayed through
+   * the choke point; anything else in it (an original RFC822.SIZE, BODYSTRUCTURE, ENVELOPE of a message
+   * the policy may have changed) was never vetted: the response is not relayed and the message is
+   * withheld (NO [UNAVAILABLE]).
+   */
+  private bodiless(state: CommandState, resp: FetchResponse, uid: number | null): Buffer | null {
+    if (resp.items.every((i) => SELF_ITEMS.has(i.name))) return null;
+    state.tempfail.push(uid !== null ? `UID ${uid}` : `message ${resp.seq}`);
+    return Buffer.alloc(0);
   }
 
   /**
@@ -1683,7 +1699,7 @@ export class ImapInspector implements ImapInterceptor {
       }
       parts = [split.first!];
       // a message the first half showed exists but the second half did not return (expunged meanwhile, or a server that lies)
-      for (const u of split.seen) if (!split.answered.has(u)) state.tempfail.push(`UID ${u}`);
+      for (const u of split.seen.keys()) if (!split.answered.has(u)) state.tempfail.push(`UID ${u}`);
     }
     if (head.keyword === 'OK' && state.tempfail.length > 0) {
       const list = state.tempfail.slice(0, 10).join(', ') + (state.tempfail.length > 10 ? ', ...' : '');
@@ -1694,19 +1710,6 @@ export class ImapInspector implements ImapInterceptor {
     }
     return Buffer.concat(parts);
   }
-}
-
-/** A UID set naming exactly `uids` (ascending runs as `a:b`), e.g. `3,7:9`. */
-export function uidSetText(uids: readonly number[]): string {
-  const xs = [...uids].sort((a, b) => a - b);
-  const out: string[] = [];
-  for (let i = 0; i < xs.length; ) {
-    let j = i;
-    while (j + 1 < xs.length && xs[j + 1] === xs[j]! + 1) j++;
-    out.push(j === i ? String(xs[i]) : `${xs[i]}:${xs[j]}`);
-    i = j + 1;
-  }
-  return out.join(',');
 }
 
 /** Index of `x` in the ascending array `xs`, or -1. */

@@ -185,7 +185,8 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
   for (const [cmd, first, second] of [
     [POLL, `p ${POLL}\r\n`, 'P.4 UID FETCH 40,50 (UID BODY.PEEK[])\r\n'],
     [LIST_SYNC, `p ${LIST_SYNC}\r\n`, 'P.4 UID FETCH 40,50 (UID FLAGS BODY.PEEK[])\r\n'],
-    [SEQ, 'p FETCH 1:* (RFC822.SIZE UID)\r\n', 'P.4 UID FETCH 40,50 (UID BODY.PEEK[])\r\n'],
+    // a sequence-number FETCH's second half names sequence numbers (no EXPUNGE may come during it)
+    [SEQ, 'p FETCH 1:* (RFC822.SIZE UID)\r\n', 'P.4 FETCH 4:5 (UID BODY.PEEK[])\r\n'],
   ] as const) {
     it(`${cmd}: exact bytes, whole or one byte at a time, as a session that downloads everything`, async () => {
       for (const byteByByte of [false, true]) {
@@ -275,14 +276,14 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
     const wout = await completion(w, 'w');
     expect(wout).toContain('* 5 FETCH (UID 50 FLAGS (\\Seen))\r\n');
     expect(wout.endsWith('w NO [UNAVAILABLE] postern: could not scan UID 50; try again later\r\n')).toBe(true);
-    // a UID the map named that the first half did not return either (gone before the FETCH): no NO for it
+    // a UID the map named that the first half did not return either (gone before the FETCH): no second
+    // half (nothing of the missing exists), no NO for it
     await freshStore();
     const u = newSession({ exists: 4 });
     expect(fetchAfterLookup(u, 'q', POLL, [10, 20, 30, 40])).toBe(`q ${POLL}\r\n`);
     u.upstream(answer(`q ${POLL}`, BOX.slice(0, 3)));
-    expect(await upstreamSent(u)).toBe('P.4 UID FETCH 40 (UID BODY.PEEK[])\r\n');
-    u.upstream('P.4 OK Fetch completed.\r\n');
     expect(await completion(u, 'q')).toBe(`${reference.get(POLL)!.split(/(?=\* 4 FETCH)/)[0]}q OK Fetch completed.\r\n`);
+    expect(u.host.takeUpstream()).toBe('');
   });
 
   it('more missing messages than VERDICT_STORE_LIMITS.maxSplitMissing: the whole set is downloaded and vetted, as before', async () => {
@@ -332,7 +333,7 @@ describe('split FETCH: the vetted messages from the store, only the new ones dow
       // the second half (when the first completed OK), answered as hostile as the first
       for (const until = Date.now() + 5_000; !t.host.closed && !/^p (OK|NO|BAD)/m.test(t.host.clientText); ) {
         const up = t.host.upstreamText;
-        if (/^P\.4 UID FETCH [^\r\n]*\r\n$/.test(up)) {
+        if (/^P\.4 (UID )?FETCH [^\r\n]*\r\n$/.test(up)) {
           split++;
           t.host.takeUpstream();
           feed(t, mutateResponses(answer(up), 'P.4'));

@@ -219,3 +219,19 @@ export function quoteOrLiteral(value: Buffer): { quoted: Buffer } | { literal: B
   const s = value.toString('latin1');
   return canQuote(s, STRICT_QUOTING) ? { quoted: Buffer.from(quoted(s), 'latin1') } : { literal: value };
 }
+
+/**
+ * A sequence set naming exactly `uids` (duplicates once), ascending runs as ranges: `1:3,7,9:10`.
+ * Numbers only: the caller's UIDs are positive integers.
+ */
+export function uidSet(uids: readonly number[]): string {
+  const sorted = [...new Set(uids)].sort((a, b) => a - b);
+  const out: string[] = [];
+  for (let i = 0; i < sorted.length; ) {
+    let j = i;
+    while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
+    out.push(j === i ? String(sorted[i]) : `${sorted[i]}:${sorted[j]}`);
+    i = j + 1;
+  }
+  return out.join(',');
+}

@@ -356,7 +356,10 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         side === 'client'
           ? `* BYE [ALERT] postern: ${detail.replace(/[\r\n]+/g, ' ')} (${e.code})`
           : `* BYE [UNAVAILABLE] postern: ${UPSTREAM_BYE_TEXT[e.code] ?? 'upstream protocol error'} (${e.code})`;
-      this.out.send(text + CRLF);
+      // as at the hold deadline: what still waits in the queue (renderings not settled, output behind
+      // them) is never sent, and the BYE goes out now instead of behind it (the session ends here)
+      this.out.drop();
+      this.host.sendClient(Buffer.from(text + CRLF, 'latin1'));
     }
     this.finish({ kind: 'error', code: e.code, message: e.message });
   }
