@@ -295,6 +295,25 @@ export class ImapInspector implements ImapInterceptor {
     this.cache.close();
   }
 
+  /**
+   * The choke point's question for a FETCH response it would relay (see ImapInterceptor.screenFetch):
+   * with vet_on_metadata, an RFC822.SIZE, BODY, BODYSTRUCTURE or BINARY.SIZE is the server's value for
+   * a message postern may have changed (its original size, the structure naming a removed attachment);
+   * with vet_on_envelope, an ENVELOPE likewise. No relayed command asks for them (a FETCH naming them is
+   * intercepted): a server that sends them anyway is not followed.
+   */
+  screenFetch(parts: Buffer[]): string | null {
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    if (!vetMeta && !this.vetOnEnvelope) return null;
+    for (const it of parseFetchResponse(parts).items) {
+      const n = it.name;
+      if (vetMeta && (n === 'RFC822.SIZE' || n === 'BODY' || n === 'BODYSTRUCTURE' || n.startsWith('BINARY.SIZE[')))
+        return `FETCH item ${n} nobody asked for (postern vets its value)`;
+      if (this.vetOnEnvelope && n === 'ENVELOPE') return 'FETCH item ENVELOPE nobody asked for (postern vets its value)';
+    }
+    return null;
+  }
+
   observeUntagged(head: ResponseHead, parts?: Buffer[] | null): void {
     if (this.pendingSelect.size > 0) {
       if (head.code) {

@@ -156,9 +156,19 @@ describe('the response-side choke point', () => {
   it('metadata-only FETCH responses still pass on the same bypassing path', async () => {
     const c = await login(blind.port('b'));
     await c.command('SELECT INBOX');
-    const r = (await c.command('FETCH 1:2 (UID FLAGS RFC822.SIZE)')).toString('latin1');
-    expect(r).toMatch(/\* 2 FETCH \(UID 2 FLAGS/);
+    const r = (await c.command('FETCH 1:2 (UID FLAGS INTERNALDATE)')).toString('latin1');
+    expect(r).toMatch(/\* 2 FETCH \(UID 2 FLAGS \([^)]*\) INTERNALDATE "/);
     expect(r).toMatch(/OK/);
+    c.close();
+  });
+
+  it('an RFC822.SIZE on the bypassing path ends the session (vet_on_metadata: postern vets its value; the .exe one is the original size)', async () => {
+    const c = await login(blind.port('b'));
+    await c.command('SELECT INBOX');
+    c.write('a FETCH 1:2 (UID FLAGS RFC822.SIZE)\r\n');
+    const got = (await c.readUntil(/\* BYE [^\r\n]*\r\n/)).toString('latin1');
+    expect(got).toMatch(/E_UNVETTED_RESPONSE/);
+    expect(got).not.toMatch(/RFC822\.SIZE/);
     c.close();
   });
 });

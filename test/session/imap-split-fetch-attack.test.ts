@@ -428,6 +428,20 @@ describe('split FETCH under attack: the defects the review found, fixed', () => 
     expect(await completion(r, 'r')).not.toContain(ORIG_EXE_SIZE);
   });
 
+  it('D1f outside any FETCH: a STORE answered with an original RFC822.SIZE or BODYSTRUCTURE ends the session (BYE E_UNVETTED_RESPONSE), never relayed; a plain flag update is', async () => {
+    for (const extra of [ORIG_EXE_SIZE, EXE_STRUCTURE, 'BODY ("TEXT" "PLAIN" NIL NIL NIL "7BIT" 14 1)', 'BINARY.SIZE[1] 14']) {
+      const t = newSession();
+      t.client('s1 UID STORE 20 +FLAGS (\\Seen)\r\n');
+      expect(t.host.takeUpstream()).toBe('s1 UID STORE 20 +FLAGS (\\Seen)\r\n');
+      t.upstream('* 2 FETCH (UID 20 FLAGS (\\Seen))\r\n');
+      expect(t.host.takeClient()).toBe('* 2 FETCH (UID 20 FLAGS (\\Seen))\r\n');
+      t.upstream(`* 2 FETCH (UID 20 FLAGS (\\Seen) ${extra})\r\ns1 OK Store completed.\r\n`);
+      await expect.poll(() => t.host.closed?.code).toBe('E_UNVETTED_RESPONSE');
+      expect(t.host.clientText).toMatch(/^\* BYE \[UNAVAILABLE\] postern: .*\(E_UNVETTED_RESPONSE\)\r\n$/);
+      expect(t.host.clientText).not.toContain(extra.split(' ')[0]!);
+    }
+  });
+
   /*
    * D4: a session ending on a protocol error (Session.fail) while renderings are queued sends its BYE
    * through the output queue (out.send), behind them; finish() closes at once and the BYE is never

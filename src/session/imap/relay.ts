@@ -105,6 +105,13 @@ export interface ImapInterceptor {
    * completed OK before it and the mailbox did not change since.
    */
   lookupBehind?(head: CommandHead, session: ImapSessionView): PreparedLookup | null;
+  /**
+   * Asked about every untagged FETCH response the choke point would relay (outside an intercepted
+   * command, or one an intercepted command passed on): return a reason to refuse it (the session ends,
+   * E_UNVETTED_RESPONSE), or null. For the items whose value postern vets (inspect.vet_on_metadata:
+   * RFC822.SIZE, BODY, BODYSTRUCTURE, BINARY.SIZE), which no relayed command asks for.
+   */
+  screenFetch?(parts: Buffer[]): string | null;
   /** Notified of every untagged response forwarded in the relay phase (mailbox state tracking). */
   observeUntagged?(head: ResponseHead, parts: Buffer[] | null): void;
   /** Notified when a client command completes (tagged response). */
@@ -533,6 +540,8 @@ export class Relay {
     if (!verdict.ok) {
       throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay upstream response: ${verdict.reason}`);
     }
+    const refused = head.keyword === 'FETCH' ? (this.core.interceptor?.screenFetch?.(parts) ?? null) : null;
+    if (refused !== null) throw new PosternError(ErrorCodes.UNVETTED_RESPONSE, `refusing to relay upstream response: ${refused}`);
     this.core.interceptor?.observeUntagged?.(head, parts);
     if (head.keyword === 'CAPABILITY') this.out.send(b(`* CAPABILITY ${filterCapabilities(splitCapabilities(head.text)).join(' ')}${CRLF}`));
     else if (head.code && /^CAPABILITY /i.test(head.code)) this.out.send(this.rewriteCapabilityCode(parts[0]!, head));
