@@ -9,154 +9,28 @@
  * Mailbox: UIDs 10, 20 (an .exe: altered by the default policy), 30 vetted in an earlier session;
  * 40 (clean) and 50 (an .exe) new. (Setup as in imap-split-fetch.test.ts.)
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { fixedSignatures } from '../../src/inspect/signatures.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { describe, expect, it } from 'vitest';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
-import { loadPolicy } from '../../src/policy/load.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { MemoryBudget } from '../../src/relay/memory.js';
-import { ImapSession } from '../../src/session/imap/index.js';
-import type { MemoryLease } from '../../src/session/types.js';
-import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import {
+  answer,
+  BOX,
+  completion,
+  exe,
+  fetchAfterLookup,
+  installSplitFixture,
+  LIST_SYNC,
+  msg,
+  POLL,
+  SEQ,
+  type SplitFixture,
+  upstreamSent,
+} from '../helpers/split-fetch-fixture.js';
 
-const msg = (i: number) =>
-  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
-const exe = (i: number) =>
-  `From: Bob <bob@example.test>\r\nSubject: tool ${i}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n` +
-  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
-  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n--X--\r\n';
-const OLD: [number, string][] = [
-  [10, msg(1)],
-  [20, exe(2)],
-  [30, msg(3)],
-];
-const BOX: [number, string][] = [...OLD, [40, msg(4)], [50, exe(5)]];
-const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
-const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])';
-const SEQ = 'FETCH 1:* (RFC822.SIZE)';
-
-let dir: string;
-let store: VerdictStore;
-const policy = loadPolicy('default', 'policies');
-/** A session without any store over the whole mailbox: what it answered per command, without its tagged line. */
-const reference = new Map<string, string>();
-
-/**
- * The store (the one of the session's test: a vet that settles after its test does not write into the next
- * test's store) as if no mailbox name had been noted: no lookup goes behind the SELECT, the FETCH is
- * prepared (its lookup tested in imap-uid-lookup.test.ts); what follows the lookup is the same.
- */
-const withoutNames = (s: VerdictStore) =>
-  new Proxy({} as VerdictStore, {
-    get: (_t, p) => {
-      if (p === 'mailboxScope') return () => null;
-      const v = Reflect.get(s, p, s) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(s) : v;
-    },
-  });
-
-function newSession(o: { noStore?: boolean; exists?: number; budget?: MemoryBudget; refuse?: () => boolean } = {}) {
-  const listener = testListener({ policy: 'default' });
-  const host = new ScriptedHost(listener);
-  const budget = o.budget;
-  if (budget)
-    (host as unknown as { reserveMemory: (n: number) => MemoryLease | null }).reserveMemory = (n: number) => (o.refuse?.() ? null : budget.tryReserve(n));
-  const inspector = new ImapInspector({
-    listener,
-    policy,
-    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
-    log: host.log,
-    shared: o.noStore ? null : { store: withoutNames(store), policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
-  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  const { client, upstream } = imapLoggedIn(session, 'IMAP4rev1 ESEARCH');
-  // a NOOP pipelined behind the SELECT: no lookup goes ahead; the FETCH is prepared (see imap-uid-lookup.test.ts)
-  client('s SELECT INBOX\r\nn0 NOOP\r\n');
-  upstream(`* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\nn0 OK NOOP completed.\r\n`);
-  host.takeUpstream();
-  host.takeClient();
-  const inspected = () => host.logLines.filter((l) => l.includes('"message.inspected"')).length;
-  return { host, session, client, upstream, inspected };
-}
-
-/** Dovecot's answer to a FETCH postern sent, for the messages of `box` it names (`uids`: a UID set of the box). */
-function answer(upstreamCommand: string, box: [number, string][] = BOX, o: { status?: string; bodyAnyway?: number[] } = {}): string {
-  const tag = upstreamCommand.split(' ')[0]!;
-  const set = upstreamCommand.split(' ')[upstreamCommand.startsWith(`${tag} UID`) ? 3 : 2]!;
-  const withBody = upstreamCommand.includes('BODY.PEEK[]') || upstreamCommand.includes('BODY[]');
-  const header = /BODY\.PEEK\[HEADER\.FIELDS \(From Subject\)\]/.test(upstreamCommand);
-  const flags = /FLAGS/.test(upstreamCommand);
-  const size = /RFC822\.SIZE/.test(upstreamCommand);
-  const named = (uid: number, seq: number) =>
-    set === '1:*' ||
-    set.split(',').some((r) => {
-      const [a, b] = r.split(':').map(Number) as [number, number | undefined];
-      const v = upstreamCommand.includes(' UID FETCH ') ? uid : seq;
-      return v >= a && v <= (b ?? a);
-    });
-  let out = '';
-  box.forEach(([uid, m], i) => {
-    if (!named(uid, i + 1)) return;
-    const items = [`UID ${uid}`];
-    if (flags) items.push('FLAGS (\\Seen)');
-    if (size) items.push(`RFC822.SIZE ${m.length}`);
-    if (header) {
-      const h = `${m
-        .split('\r\n')
-        .filter((l) => /^(From|Subject):/.test(l))
-        .join('\r\n')}\r\n\r\n`;
-      items.push(`BODY[HEADER.FIELDS (FROM SUBJECT)] {${h.length}}\r\n${h}`);
-    }
-    if (withBody || o.bodyAnyway?.includes(uid)) items.push(`BODY[] {${m.length}}\r\n${m}`);
-    out += `* ${i + 1} FETCH (${items.join(' ')})\r\n`;
-  });
-  return `${out}${tag} ${o.status ?? 'OK Fetch completed.'}\r\n`;
-}
-
-async function completion(t: { host: ScriptedHost }, tag: string): Promise<string> {
-  const done = new RegExp(`^${tag} (OK|NO|BAD)`, 'm');
-  for (const until = Date.now() + 10_000; !done.test(t.host.clientText); ) {
-    if (Date.now() > until) throw new Error(`no completion of ${tag}: ${t.host.clientText.slice(-300)}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  return t.host.takeClient();
-}
-
-const withoutTagged = (s: string) => s.replace(/^[A-Za-z0-9.]+ OK [^\r\n]*\r\n$/m, '');
-
-/** The client's FETCH in a new session: the private lookup (answered with every UID of the box), then the command postern sends upstream. */
-function fetchAfterLookup(t: ReturnType<typeof newSession>, tag: string, cmd: string, uids = BOX.map(([u]) => u)): string {
-  t.client(`${tag} ${cmd}\r\n`);
-  expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
-  t.upstream(`* ESEARCH (TAG "P.3") UID ALL ${uids.join(',')}\r\nP.3 OK done\r\n`);
-  return t.host.takeUpstream();
-}
-
-let stores = 0;
-/** A new store in which an earlier session vetted the three old messages (and nothing else). */
-async function freshStore(): Promise<void> {
-  store?.close();
-  store = new VerdictStore(path.join(dir, `verdicts-${++stores}.sqlite`), { maxEntries: 1000, maxBytes: 1 << 24 });
-  const t = newSession({ exists: OLD.length });
-  t.client(`v ${POLL}\r\n`);
-  const up = t.host.takeUpstream();
-  expect(up).toBe('v UID FETCH 1:* (UID BODY.PEEK[])\r\n');
-  t.upstream(answer(up, OLD));
-  await completion(t, 'v');
-  expect(t.inspected()).toBe(3);
-}
-
-/** Waits until postern sent something upstream (a rendering still settling may hold the tagged response back) and takes it. */
-async function upstreamSent(t: { host: ScriptedHost }): Promise<string> {
-  await expect.poll(() => t.host.upstreamText).not.toBe('');
-  return t.host.takeUpstream();
-}
+const fx = installSplitFixture('postern-split-attack-', [POLL]);
+const newSession = (o?: Parameters<SplitFixture['newSession']>[0]) => fx.newSession(o);
+const _freshStore = () => fx.freshStore();
+const reference = fx.reference;
 
 /** The original (unvetted) size of either .exe: the default policy strips the attachment, so its vetted size differs. */
 const ORIG_EXE_SIZE = `RFC822.SIZE ${exe(5).length}`;
@@ -173,27 +47,6 @@ async function atSecondHalf(o: Parameters<typeof newSession>[0] = {}, first?: st
   expect(await upstreamSent(t)).toBe(SECOND);
   return t;
 }
-
-beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-split-attack-'));
-  const r = newSession({ noStore: true });
-  r.client(`r ${POLL}\r\n`);
-  const rup = r.host.takeUpstream();
-  r.upstream(answer(rup));
-  reference.set(POLL, withoutTagged(await completion(r, 'r')));
-  expect(reference.get(POLL)).not.toContain(ORIG_EXE_SIZE);
-});
-
-afterAll(() => {
-  store?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const savedLimit = VERDICT_STORE_LIMITS.maxSplitMissing;
-beforeEach(freshStore);
-afterEach(() => {
-  (VERDICT_STORE_LIMITS as { maxSplitMissing: number }).maxSplitMissing = savedLimit;
-});
 
 describe('split FETCH under attack: what holds', () => {
   it('a list sync: the message the server reports VANISHED between the halves is not answered; the NO names it (strict: the client was told it went)', async () => {

@@ -11,175 +11,27 @@
  * 10, 20 (an .exe: altered by the default policy), 30 vetted in an earlier session; 40 (clean) and 50
  * (an .exe) new.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { fixedSignatures } from '../../src/inspect/signatures.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { describe, expect, it } from 'vitest';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
-import { loadPolicy } from '../../src/policy/load.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { ImapSession } from '../../src/session/imap/index.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
-import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
+import {
+  answer,
+  BOX,
+  completion,
+  exe,
+  fetchAfterLookup,
+  installSplitFixture,
+  LIST_SYNC,
+  POLL,
+  SEQ,
+  type SplitFixture,
+  upstreamSent,
+} from '../helpers/split-fetch-fixture.js';
 
-const msg = (i: number) =>
-  `From: Ann <ann@example.test>\r\nTo: alice@example.test\r\nSubject: message ${i}\r\nMessage-ID: <m${i}@example.test>\r\n\r\nbody of message ${i}\r\n`;
-const exe = (i: number) =>
-  `From: Bob <bob@example.test>\r\nSubject: tool ${i}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="X"\r\n\r\n` +
-  '--X\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n' +
-  '--X\r\nContent-Type: application/octet-stream; name="tool.exe"\r\nContent-Disposition: attachment; filename="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n' +
-  'TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAAAAAAAAAA\r\n--X--\r\n';
-const OLD: [number, string][] = [
-  [10, msg(1)],
-  [20, exe(2)],
-  [30, msg(3)],
-];
-const BOX: [number, string][] = [...OLD, [40, msg(4)], [50, exe(5)]];
-const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
-const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])';
-const SEQ = 'FETCH 1:* (RFC822.SIZE)';
-
-let dir: string;
-let store: VerdictStore;
-const policy = loadPolicy('default', 'policies');
-/** A session without any store over the whole mailbox: what it answered per command, without its tagged line. */
-const reference = new Map<string, string>();
-
-/**
- * The store as if no mailbox name had been noted: no lookup goes behind the SELECT, the FETCH is
- * prepared (its lookup tested in imap-uid-lookup.test.ts); what follows the lookup is the same.
- */
-const withoutNames = new Proxy({} as VerdictStore, {
-  get: (_t, p) => {
-    if (p === 'mailboxScope') return () => null;
-    const v = Reflect.get(store, p, store) as unknown;
-    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(store) : v;
-  },
-});
-
-function newSession(o: { noStore?: boolean; exists?: number } = {}) {
-  const listener = testListener({ policy: 'default' });
-  const host = new ScriptedHost(listener);
-  const inspector = new ImapInspector({
-    listener,
-    policy,
-    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
-    log: host.log,
-    shared: o.noStore ? null : { store: withoutNames, policyHash: policyHash(policy), signatures: fixedSignatures('') },
-  });
-  const session = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  const { client, upstream } = imapLoggedIn(session, 'IMAP4rev1 ESEARCH');
-  // a NOOP pipelined behind the SELECT: no lookup goes ahead; the FETCH is prepared (see imap-uid-lookup.test.ts)
-  client('s SELECT INBOX\r\nn0 NOOP\r\n');
-  upstream(`* ${o.exists ?? BOX.length} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\ns OK [READ-WRITE] Select completed.\r\nn0 OK NOOP completed.\r\n`);
-  host.takeUpstream();
-  host.takeClient();
-  const inspected = () => host.logLines.filter((l) => l.includes('"message.inspected"')).length;
-  return { host, session, client, upstream, inspected };
-}
-
-/** Dovecot's answer to a FETCH postern sent, for the messages of `box` it names (`uids`: a UID set of the box). */
-function answer(upstreamCommand: string, box: [number, string][] = BOX, o: { status?: string; bodyAnyway?: number[] } = {}): string {
-  const tag = upstreamCommand.split(' ')[0]!;
-  const set = upstreamCommand.split(' ')[upstreamCommand.startsWith(`${tag} UID`) ? 3 : 2]!;
-  const withBody = upstreamCommand.includes('BODY.PEEK[]') || upstreamCommand.includes('BODY[]');
-  const header = /BODY\.PEEK\[HEADER\.FIELDS \(From Subject\)\]/.test(upstreamCommand);
-  const flags = /FLAGS/.test(upstreamCommand);
-  const size = /RFC822\.SIZE/.test(upstreamCommand);
-  const named = (uid: number, seq: number) =>
-    set === '1:*' ||
-    set.split(',').some((r) => {
-      const [a, b] = r.split(':').map(Number) as [number, number | undefined];
-      const v = upstreamCommand.includes(' UID FETCH ') ? uid : seq;
-      return v >= a && v <= (b ?? a);
-    });
-  let out = '';
-  box.forEach(([uid, m], i) => {
-    if (!named(uid, i + 1)) return;
-    const items = [`UID ${uid}`];
-    if (flags) items.push('FLAGS (\\Seen)');
-    if (size) items.push(`RFC822.SIZE ${m.length}`);
-    if (header) {
-      const h = `${m
-        .split('\r\n')
-        .filter((l) => /^(From|Subject):/.test(l))
-        .join('\r\n')}\r\n\r\n`;
-      items.push(`BODY[HEADER.FIELDS (FROM SUBJECT)] {${h.length}}\r\n${h}`);
-    }
-    if (withBody || o.bodyAnyway?.includes(uid)) items.push(`BODY[] {${m.length}}\r\n${m}`);
-    out += `* ${i + 1} FETCH (${items.join(' ')})\r\n`;
-  });
-  return `${out}${tag} ${o.status ?? 'OK Fetch completed.'}\r\n`;
-}
-
-async function completion(t: { host: ScriptedHost }, tag: string): Promise<string> {
-  const done = new RegExp(`^${tag} (OK|NO|BAD)`, 'm');
-  for (const until = Date.now() + 10_000; !done.test(t.host.clientText); ) {
-    if (Date.now() > until) throw new Error(`no completion of ${tag}: ${t.host.clientText.slice(-300)}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-  return t.host.takeClient();
-}
-
-const withoutTagged = (s: string) => s.replace(/^[A-Za-z0-9.]+ OK [^\r\n]*\r\n$/m, '');
-
-/** The client's FETCH in a new session: the private lookup (answered with every UID of the box), then the command postern sends upstream. */
-function fetchAfterLookup(t: ReturnType<typeof newSession>, tag: string, cmd: string, uids = BOX.map(([u]) => u)): string {
-  t.client(`${tag} ${cmd}\r\n`);
-  expect(t.host.takeUpstream()).toBe('P.3 UID SEARCH RETURN (ALL) ALL\r\n');
-  t.upstream(`* ESEARCH (TAG "P.3") UID ALL ${uids.join(',')}\r\nP.3 OK done\r\n`);
-  return t.host.takeUpstream();
-}
-
-let stores = 0;
-/** A new store in which an earlier session vetted the three old messages (and nothing else). */
-async function freshStore(): Promise<void> {
-  store?.close();
-  store = new VerdictStore(path.join(dir, `verdicts-${++stores}.sqlite`), { maxEntries: 1000, maxBytes: 1 << 24 });
-  const t = newSession({ exists: OLD.length });
-  t.client(`v ${POLL}\r\n`);
-  const up = t.host.takeUpstream();
-  expect(up).toBe('v UID FETCH 1:* (UID BODY.PEEK[])\r\n');
-  t.upstream(answer(up, OLD));
-  await completion(t, 'v');
-  expect(t.inspected()).toBe(3);
-}
-
-/** Waits until postern sent something upstream (a rendering still settling may hold the tagged response back) and takes it. */
-async function upstreamSent(t: { host: ScriptedHost }): Promise<string> {
-  await expect.poll(() => t.host.upstreamText).not.toBe('');
-  return t.host.takeUpstream();
-}
-
-beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'postern-split-fetch-'));
-  // the references: sessions without a store download and vet the whole mailbox
-  for (const cmd of [POLL, LIST_SYNC, SEQ]) {
-    const r = newSession({ noStore: true });
-    r.client(`r ${cmd}\r\n`);
-    const rup = r.host.takeUpstream();
-    expect(rup).toMatch(/BODY\.PEEK\[\]\)\r\n$/);
-    r.upstream(answer(rup));
-    reference.set(cmd, withoutTagged(await completion(r, 'r')));
-  }
-  // the new .exe's size is its sanitised one
-  expect(reference.get(POLL)).toMatch(/^\* 5 FETCH \(UID 50 RFC822\.SIZE (\d+)\)\r\n$/m);
-  expect(reference.get(POLL)).not.toContain(`RFC822.SIZE ${exe(5).length})`);
-});
-
-afterAll(() => {
-  store?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
-
-const savedLimit = VERDICT_STORE_LIMITS.maxSplitMissing;
-beforeEach(freshStore);
-afterEach(() => {
-  (VERDICT_STORE_LIMITS as { maxSplitMissing: number }).maxSplitMissing = savedLimit;
-});
+const fx = installSplitFixture('postern-split-fetch-', [POLL, LIST_SYNC, SEQ]);
+const newSession = (o?: Parameters<SplitFixture['newSession']>[0]) => fx.newSession(o);
+const freshStore = () => fx.freshStore();
+const reference = fx.reference;
 
 describe('split FETCH: the vetted messages from the store, only the new ones downloaded', () => {
   for (const [cmd, first, second] of [
