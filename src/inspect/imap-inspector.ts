@@ -54,6 +54,8 @@ import { processVetGate } from './vet-gate.js';
 const UNBUFFERED = new Set(['BODY', 'BODYSTRUCTURE', 'ENVELOPE']);
 /** Items a server puts in a FETCH response on its own (a flag change, its UID, RFC 7162's MODSEQ): relayed without the message. */
 const SELF_ITEMS = new Set(['UID', 'FLAGS', 'MODSEQ']);
+/** What every item name screenFetch refuses contains (RFC822.SIZE, BINARY.SIZE[..], BODY, BODYSTRUCTURE, ENVELOPE), in any case. */
+const VETTED_NAME = /SIZE|BODY|ENVELOPE/i;
 const BUFFERED = new Set([...METADATA_FETCH_ITEMS].filter((n) => !UNBUFFERED.has(n)));
 
 /**
@@ -305,6 +307,11 @@ export class ImapInspector implements ImapInterceptor {
   screenFetch(parts: Buffer[]): string | null {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     if (!vetMeta && !this.vetOnEnvelope) return null;
+    // a flag update (the common case: a relayed FLAGS sync) names none of them: no second parse (item
+    // names are never inside a literal, so the text parts, even indexes, hold them all)
+    let named = false;
+    for (let i = 0; i < parts.length && !named; i += 2) named = VETTED_NAME.test(parts[i]!.toString('latin1'));
+    if (!named) return null;
     for (const it of parseFetchResponse(parts).items) {
       const n = it.name;
       if (vetMeta && (n === 'RFC822.SIZE' || n === 'BODY' || n === 'BODYSTRUCTURE' || n.startsWith('BINARY.SIZE[')))
