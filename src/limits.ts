@@ -491,7 +491,7 @@ export const VERDICT_STORE_LIMITS = {
   maxSetFromCache: 20_000,
   /**
    * IMAP: messages of one FETCH the caches do not hold that are downloaded on their own while the rest
-   * of the set is answered from the caches (a poll that finds new mail: a second, private `UID FETCH`
+   * of the set is answered from the caches (a poll that finds new mail: a second, private FETCH
    * of just those); more: the whole set is downloaded and vetted.
    */
   maxSplitMissing: 1000,

@@ -1228,7 +1228,7 @@ export class ImapInspector implements ImapInterceptor {
 
   /**
    * A FETCH most of whose set is vetted (allCached failed on a few messages only): the UIDs to read from
-   * the store (as allCached) and those neither cache holds, which a second, private `UID FETCH`
+   * the store (as allCached) and those neither cache holds, which a second, private FETCH
    * downloads and vets (CommandState.split). Only with the mailbox's whole seq -> UID map (the set's
    * UIDs are exactly the mailbox's), items the store answers, at least one message cached and at most
    * VERDICT_STORE_LIMITS.maxSplitMissing missing; otherwise null (the whole set is downloaded).
