@@ -148,8 +148,8 @@ Usage:
   postern verdicts stats [--json] [--config FILE]
                                          the verdict cache files of the config: stored verdicts, mailbox names, size
   postern verdicts clear [--json] [--config FILE]
-                                         empty them: every message is vetted again (after changing clamd.conf,
-                                         rspamd or anything else postern cannot see; safe while serve runs)
+                                         empty them: every message is vetted again (after changing clamd.conf
+                                         or anything else postern cannot see; safe while serve runs)
   postern collect [--account NAME]... [--dry-run] [--config FILE]
                                          collector: one pass per account now (--dry-run: show, change nothing)
   postern collect --now NAME [--config FILE]

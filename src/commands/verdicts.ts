@@ -3,8 +3,9 @@
  * listener's `inspect.verdict_cache.path` and the collector's `collector.content_verdicts.path`, each
  * file once) — how many message verdicts, content verdicts and mailbox names each holds and its size,
  * or emptying them so that every message is vetted again. The key of a stored verdict holds the
- * policy's hash (with postern's build) and clamd's VERSION, not clamd.conf, rspamd or anything else
- * postern cannot see: after changing those, the operator runs `postern verdicts clear`.
+ * policy's hash (with postern's build) and clamd's VERSION, not clamd.conf or anything else postern
+ * cannot see: after changing those, the operator runs `postern verdicts clear` (a policy that scores
+ * spam never uses the cache: rspamd's state is not versioned).
  *
  * Safe while `postern serve` runs: each file is opened as the serve opens it (VerdictStore: WAL,
  * busy_timeout) and emptied in one write transaction; a running process's memo of a mailbox index
