@@ -32,8 +32,8 @@
  * One pass per account at a time (the lease in the state database, COLLECTOR_LIMITS.leaseMs): the
  * pass renews it on a timer every leaseMs/4 (PassDeps.leaseRenewMs) for its whole life, whatever it
  * waits for. A lease can still expire when the process runs no timer for most of a lease period
- * (suspended, clock jump), and another process takes it over at once from a holder whose pid it
- * cannot see alive (acquireLease: another PID namespace). The first pass finds out at its next
+ * (suspended, clock jump); a holder's pid is checked only where it means something (acquireLease:
+ * same host and PID namespace), elsewhere its lease is respected until it expires. The first pass finds out at its next
  * renewal, or at the read (no commit) before its next fetch, its first state write for a fetched
  * or inspected message, a delivery or a quarantine: it stops at once
  * (E_COLLECTOR_LEASE_LOST, `collector.lease_lost`), withdraws its admission waits, records nothing of

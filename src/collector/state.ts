@@ -23,7 +23,8 @@
  *
  * Every failure is a PosternError E_COLLECTOR_STATE.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readlinkSync } from 'node:fs';
+import { hostname } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -258,7 +259,7 @@ CREATE TABLE IF NOT EXISTS passes (
   listed INTEGER, fetched INTEGER, delivered INTEGER, deferred INTEGER, failed INTEGER, held INTEGER,
   deleted INTEGER, backlog INTEGER, failures INTEGER
 );
-CREATE TABLE IF NOT EXISTS leases (account TEXT PRIMARY KEY, pid INTEGER NOT NULL, token TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (account TEXT PRIMARY KEY, pid INTEGER NOT NULL, token TEXT NOT NULL, expires_at INTEGER NOT NULL, place TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS triggers (account TEXT NOT NULL, requested_at INTEGER NOT NULL);
 `;
 
@@ -267,6 +268,21 @@ function stateError(e: unknown, what: string): PosternError {
   const m = e instanceof Error ? e.message : String(e);
   return new PosternError(ErrorCodes.COLLECTOR_STATE, `collector state: ${what}: ${m}`);
 }
+
+/**
+ * Where this process's pid means something: the host name and the PID namespace (`/proc/self/ns/pid`).
+ * A lease row written elsewhere (another container sharing the state directory, another host) names a
+ * pid this process cannot check: it is respected until it expires.
+ */
+export const LEASE_PLACE = (() => {
+  let ns = '';
+  try {
+    ns = readlinkSync('/proc/self/ns/pid');
+  } catch {
+    // no procfs: the host name alone
+  }
+  return `${hostname()} ${ns}`;
+})();
 
 /** Whether a process with this id exists on this machine (the state directory is local). */
 export function processAlive(pid: number): boolean {
@@ -313,6 +329,9 @@ export class CollectorState {
       db.pragma('foreign_keys = ON');
       db.pragma('busy_timeout = 5000');
       db.exec(SCHEMA);
+      // a state file from before lease places: the column is added (rows without one compare by pid, as before)
+      if (!(db.prepare('PRAGMA table_info(leases)').all() as { name: string }[]).some((c) => c.name === 'place'))
+        db.exec("ALTER TABLE leases ADD COLUMN place TEXT NOT NULL DEFAULT ''");
       const v = db.prepare('SELECT value FROM meta WHERE key = ?').get('schema_version') as { value: string } | undefined;
       if (v === undefined) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('schema_version', String(SCHEMA_VERSION));
       else if (Number(v.value) !== SCHEMA_VERSION) throw new Error(`schema version ${v.value} is not ${SCHEMA_VERSION}`);
@@ -416,20 +435,24 @@ export class CollectorState {
   }
 
   /**
-   * Takes the account's lease for this process: free, expired, or held by a process that no longer
-   * exists. Returns false when another live process holds it.
+   * Takes the account's lease for this process: free, expired, or held by a process of this host and
+   * PID namespace (LEASE_PLACE) that no longer exists. Returns false when another live process holds
+   * it, or a process whose liveness this one cannot check (another container or host) holds it unexpired.
    */
   acquireLease(account: string, token: string, now: number, ms = COLLECTOR_LIMITS.leaseMs): boolean {
     return this.tx('take lease', () => {
-      const cur = this.db.prepare('SELECT pid, token, expires_at FROM leases WHERE account = ?').get(account) as
-        | { pid: number; token: string; expires_at: number }
+      const cur = this.db.prepare('SELECT pid, token, expires_at, place FROM leases WHERE account = ?').get(account) as
+        | { pid: number; token: string; expires_at: number; place: string }
         | undefined;
-      if (cur && cur.token !== token && cur.expires_at > now && processAlive(cur.pid)) return false;
+      // a holder whose pid this process can check (same host and PID namespace; a row of an older build
+      // names no place) is taken over early only when its process is gone; any other only once expired
+      const checkable = cur !== undefined && (cur.place === '' || cur.place === LEASE_PLACE);
+      if (cur && cur.token !== token && cur.expires_at > now && (!checkable || processAlive(cur.pid))) return false;
       this.db
         .prepare(
-          'INSERT INTO leases (account, pid, token, expires_at) VALUES (?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET pid = excluded.pid, token = excluded.token, expires_at = excluded.expires_at',
+          'INSERT INTO leases (account, pid, token, expires_at, place) VALUES (?, ?, ?, ?, ?) ON CONFLICT (account) DO UPDATE SET pid = excluded.pid, token = excluded.token, expires_at = excluded.expires_at, place = excluded.place',
         )
-        .run(account, process.pid, token, now + ms);
+        .run(account, process.pid, token, now + ms, LEASE_PLACE);
       return true;
     });
   }

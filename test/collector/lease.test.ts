@@ -8,11 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type PassDeps, runPass } from '../../src/collector/pass.js';
 import { resolveRecipients } from '../../src/collector/recipients.js';
 import type { RemoteMailbox, RemoteMessage } from '../../src/collector/remote.js';
-import { CollectorState } from '../../src/collector/state.js';
+import { CollectorState, LEASE_PLACE, STATE_FILE } from '../../src/collector/state.js';
 import { COLLECTOR_LIMITS } from '../../src/limits.js';
 import type { InspectResult } from '../../src/policy/types.js';
 import type { HoldGate } from '../../src/relay/memory.js';
@@ -125,6 +126,46 @@ describe('collector lease: the state store', () => {
     state.releaseLease('a', 't2');
     expect(state.renewLease('a', 't2', 5000)).toBe(false);
     expect(state.lease('a')).toBeNull();
+  });
+});
+
+describe('collector lease: where its pid can be checked', () => {
+  /** A lease row as another process wrote it (pid, place), unexpired at 1000. */
+  function foreign(account: string, pid: number, place: string): void {
+    const db = new Database(path.join(dir, STATE_FILE));
+    try {
+      db.prepare('INSERT INTO leases (account, pid, token, expires_at, place) VALUES (?, ?, ?, ?, ?)').run(account, pid, 'other', 1000 + LEASE, place);
+    } finally {
+      db.close();
+    }
+  }
+  // a pid no process has (above the kernel's pid_max)
+  const GONE = 2 ** 30;
+
+  it('a holder in another PID namespace or host (its pid cannot be checked here) keeps an unexpired lease; one here whose process is gone loses it at once', () => {
+    expect(LEASE_PLACE).toMatch(/^\S+ /);
+    foreign('elsewhere', GONE, 'other-host pid:[4026531836]');
+    expect(state.acquireLease('elsewhere', 'mine', 1000)).toBe(false);
+    expect(state.acquireLease('elsewhere', 'mine', 1000 + LEASE + 1)).toBe(true);
+    expect(state.lease('elsewhere')).toMatchObject({ token: 'mine', pid: process.pid });
+    foreign('here', GONE, LEASE_PLACE);
+    expect(state.acquireLease('here', 'mine', 1000)).toBe(true);
+    // a row of a build before lease places (no place): checked by pid, as before
+    foreign('old', GONE, '');
+    expect(state.acquireLease('old', 'mine', 1000)).toBe(true);
+    foreign('old-alive', process.pid, '');
+    expect(state.acquireLease('old-alive', 'mine', 1000)).toBe(false);
+  });
+
+  it('a state file from before lease places gets the column and works', () => {
+    state.close();
+    const db = new Database(path.join(dir, STATE_FILE));
+    db.exec('DROP TABLE leases; CREATE TABLE leases (account TEXT PRIMARY KEY, pid INTEGER NOT NULL, token TEXT NOT NULL, expires_at INTEGER NOT NULL)');
+    db.prepare('INSERT INTO leases (account, pid, token, expires_at) VALUES (?, ?, ?, ?)').run('a', GONE, 'old', 1000 + LEASE);
+    db.close();
+    state = CollectorState.open(dir);
+    expect(state.acquireLease('a', 'mine', 1000)).toBe(true);
+    expect(state.lease('a')).toMatchObject({ token: 'mine' });
   });
 });
 
