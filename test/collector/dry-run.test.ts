@@ -16,7 +16,7 @@ import { parseConfigText, REPO_ROOT } from '../../src/config/load.js';
 import type { PosternConfig } from '../../src/config/types.js';
 import type { MemoryLease } from '../../src/session/types.js';
 import { message } from './helpers/accounts.js';
-import { FakeServer, memoryLog } from './helpers/fakes.js';
+import { FakeServer, memoryLog, openerWith } from './helpers/fakes.js';
 import { RecordingGate } from './helpers/recording-gate.js';
 
 const idle = { bytes: 0, holders: 0, waiting: 0 };
@@ -68,21 +68,12 @@ interface Seen {
 
 /** The fake remote; each fetch records the admission it got and how many messages the gate held then. */
 function opener(server: FakeServer, gate: RecordingGate, seen: Seen[]): () => Promise<RemoteMailbox> {
-  return async () => {
-    const inner = await server.open();
-    return {
-      protocol: inner.protocol,
-      capabilities: inner.capabilities,
-      open: inner.open.bind(inner),
-      fetch(msg: RemoteMessage, admitted?: MemoryLease) {
-        seen.push({ uid: msg.uid, admitted: admitted?.bytes ?? -1, holders: gate.stats.holders });
-        return inner.fetch(msg);
-      },
-      delete: inner.delete.bind(inner),
-      close: inner.close.bind(inner),
-      abort: () => inner.abort(),
-    } as RemoteMailbox;
-  };
+  return openerWith(server, (inner) => ({
+    fetch(msg: RemoteMessage, admitted?: MemoryLease) {
+      seen.push({ uid: msg.uid, admitted: admitted?.bytes ?? -1, holders: gate.stats.holders });
+      return inner.fetch(msg);
+    },
+  }));
 }
 
 async function dryRun(cfg: PosternConfig, gate: RecordingGate, open: () => Promise<RemoteMailbox>): Promise<{ code: number; out: string }> {

@@ -23,7 +23,7 @@ import { HoldGate } from '../../src/relay/memory.js';
 import type { MemoryLease } from '../../src/session/types.js';
 import { fakeImap, fakePop3, type ScriptedServer } from '../harness/scripted-server.js';
 import { fakeAccount, message } from './helpers/accounts.js';
-import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
+import { FakeDelivery, FakeServer, memoryLog, openerWith } from './helpers/fakes.js';
 import { RecordingGate } from './helpers/recording-gate.js';
 
 let dir: string;
@@ -45,22 +45,13 @@ function big(n: number, size: number): string {
 
 /** The fake remote, slow (a few ms per fetch), checking that each fetch carries its admission. */
 function opener(server: FakeServer, gate: HoldGate): () => Promise<RemoteMailbox> {
-  return async () => {
-    const inner = await server.open();
-    return {
-      protocol: inner.protocol,
-      capabilities: inner.capabilities,
-      open: inner.open.bind(inner),
-      async fetch(msg: RemoteMessage, admitted?: MemoryLease) {
-        if (!admitted || admitted.bytes < msg.size || gate.stats.holders === 0) unadmitted.push(msg.uid);
-        await tick();
-        return inner.fetch(msg);
-      },
-      delete: inner.delete.bind(inner),
-      close: inner.close.bind(inner),
-      abort: () => inner.abort(),
-    } as RemoteMailbox;
-  };
+  return openerWith(server, (inner) => ({
+    async fetch(msg: RemoteMessage, admitted?: MemoryLease) {
+      if (!admitted || admitted.bytes < msg.size || gate.stats.holders === 0) unadmitted.push(msg.uid);
+      await tick();
+      return inner.fetch(msg);
+    },
+  }));
 }
 
 function deps(server: FakeServer, gate: HoldGate, over: Partial<PassDeps> = {}): PassDeps {

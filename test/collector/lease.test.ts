@@ -19,7 +19,7 @@ import type { InspectResult } from '../../src/policy/types.js';
 import type { HoldGate } from '../../src/relay/memory.js';
 import type { MemoryLease } from '../../src/session/types.js';
 import { fakeAccount, message } from './helpers/accounts.js';
-import { FakeDelivery, FakeServer, memoryLog } from './helpers/fakes.js';
+import { FakeDelivery, FakeServer, memoryLog, openerWith } from './helpers/fakes.js';
 import { RecordingGate } from './helpers/recording-gate.js';
 
 const LEASE = COLLECTOR_LIMITS.leaseMs;
@@ -47,31 +47,26 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** The fake remote, recording every fetch, delete, close and abort in `cmds`. */
 function opener(server: FakeServer): () => Promise<RemoteMailbox> {
-  return async () => {
-    const inner = await server.open();
-    return {
-      protocol: inner.protocol,
-      capabilities: inner.capabilities,
-      open: inner.open.bind(inner),
-      fetch(msg: RemoteMessage, admitted?: MemoryLease) {
-        cmds.push(`fetch ${msg.uid}`);
-        return inner.fetch(msg, admitted);
-      },
-      delete(msgs: RemoteMessage[]) {
-        cmds.push(`delete ${msgs.map((m) => m.uid).join(',')}`);
-        return inner.delete(msgs);
-      },
-      close() {
-        cmds.push('close');
-        return inner.close();
-      },
-      abort() {
-        cmds.push('abort');
-        inner.abort();
-      },
-    } as RemoteMailbox;
-  };
+  return openerWith(server, (inner) => ({
+    fetch(msg: RemoteMessage, admitted?: MemoryLease) {
+      cmds.push(`fetch ${msg.uid}`);
+      return inner.fetch(msg, admitted);
+    },
+    delete(msgs: RemoteMessage[]) {
+      cmds.push(`delete ${msgs.map((m) => m.uid).join(',')}`);
+      return inner.delete(msgs);
+    },
+    close() {
+      cmds.push('close');
+      return inner.close();
+    },
+    abort() {
+      cmds.push('abort');
+      inner.abort();
+    },
+  }));
 }
 
 function deps(server: FakeServer, gate: HoldGate, over: Partial<PassDeps> = {}): PassDeps {

@@ -55,6 +55,27 @@ export class FakeServer {
   }
 }
 
+/**
+ * The server's opener with some calls of each session replaced (recording, checks, delays): `over`
+ * gets the session and returns the calls to replace, which may call the session's own; the others
+ * are the session's.
+ */
+export function openerWith(server: FakeServer, over: (inner: RemoteMailbox) => Partial<RemoteMailbox>): () => Promise<RemoteMailbox> {
+  return async () => {
+    const inner = await server.open();
+    return {
+      protocol: inner.protocol,
+      capabilities: inner.capabilities,
+      open: (folder: string) => inner.open(folder),
+      fetch: (msg: RemoteMessage, admitted?: Parameters<RemoteMailbox['fetch']>[1]) => inner.fetch(msg, admitted),
+      delete: (msgs: RemoteMessage[]) => inner.delete(msgs),
+      close: () => inner.close(),
+      abort: () => inner.abort(),
+      ...over(inner),
+    };
+  };
+}
+
 function uidOf(server: FakeServer, m: FakeMessage, folder: string): string {
   // POP3 UIDLs in Dovecot's form: uid + uidvalidity
   return server.protocol === 'pop3'
