@@ -710,11 +710,7 @@ export class ImapInspector implements ImapInterceptor {
       (this.vetOnEnvelope && hasEnvelope);
     const hasHeader = classes.some((c) => c === 'header');
     // what only a download can answer (a body section) gains nothing from the map; plain metadata needs no body
-    const storeAnswers = items.every((i, k) => {
-      const cls = classes[k];
-      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
-    });
-    if (!storeAnswers || !(needContent || hasHeader || hasEnvelope)) return null;
+    if (!this.storeAnswers(items) || !(needContent || hasHeader || hasEnvelope)) return null;
     this.user = session.user;
     this.upstream = session.upstreamName;
     const ids = this.storeIds();
@@ -1007,15 +1003,15 @@ export class ImapInspector implements ImapInterceptor {
         reads = rest;
       }
     }
-    // the second half of a split FETCH asks for what a FETCH without any cache would (below)
-    const secondItems: string[] = [];
+    // the second half of a split FETCH asks for what a FETCH without any cache would (below), once each
+    const secondItems = new Map<string, string>();
     for (let i = 0; i < parsed.items.length; i++) {
       const item = parsed.items[i]!;
       const cls = classes[i]!;
       if (cls === 'metadata' || (cls === 'content-metadata' && !vetMeta)) {
-        add(item.macro ? item.name : item.raw);
-        if (!secondItems.some((x) => x.toUpperCase() === (item.macro ? item.name : item.raw).toUpperCase()))
-          secondItems.push(item.macro ? item.name : item.raw);
+        const written = item.macro ? item.name : item.raw;
+        add(written);
+        if (!secondItems.has(written.toUpperCase())) secondItems.set(written.toUpperCase(), written);
       } else if (state.relayClean && item.name === 'RFC822.SIZE') add('RFC822.SIZE');
       // as PEEK: \Seen is set by SEEN_MARKER below, as for every FETCH answered without a download
       else if (state.relayClean && cls === 'header') add(item.peek ? item.raw : item.raw.replace(/^BODY\[/i, 'BODY.PEEK['));
@@ -1050,9 +1046,9 @@ export class ImapInspector implements ImapInterceptor {
       if (marksSeen) add(SEEN_MARKER);
     } else add(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
     if (split) {
-      if (!secondItems.some((x) => x.toUpperCase() === 'UID')) secondItems.push('UID');
-      secondItems.push(marksSeen ? 'BODY[]' : 'BODY.PEEK[]');
-      state.split = { missing: new Set(split.missing), items: secondItems.join(' '), second: false, seen: new Map(), answered: new Set() };
+      if (!secondItems.has('UID')) secondItems.set('UID', 'UID');
+      const items = [...secondItems.values(), marksSeen ? 'BODY[]' : 'BODY.PEEK[]'].join(' ');
+      state.split = { missing: new Set(split.missing), items, second: false, seen: new Map(), answered: new Set() };
     }
     return {
       upstreamCommand: build(upstreamItems),
@@ -1208,12 +1204,7 @@ export class ImapInspector implements ImapInterceptor {
     if (this.mailbox === null || this.uidValidity === null) return null;
     const uids = this.resolveSet(set, uidCommand);
     if (!uids || uids.length === 0) return null;
-    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
-    const storeAnswers = items.every((i) => {
-      const cls = classifyItem(i);
-      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
-    });
-    const ids = storeAnswers ? this.storeIds() : null;
+    const ids = this.storeAnswers(items) ? this.storeIds() : null;
     const fromStore: number[] = [];
     for (const u of uids) {
       if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
@@ -1226,6 +1217,15 @@ export class ImapInspector implements ImapInterceptor {
     return fromStore;
   }
 
+  /** Whether a stored verdict answers every item (metadata, RFC822.SIZE, BODY, BODYSTRUCTURE, ENVELOPE, top-level headers; BINARY.SIZE only when it is not vetted). */
+  private storeAnswers(items: FetchItem[]): boolean {
+    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
+    return items.every((i) => {
+      const cls = classifyItem(i);
+      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
+    });
+  }
+
   /**
    * A FETCH most of whose set is vetted (allCached failed on a few messages only): the UIDs to read from
    * the store (as allCached) and those neither cache holds, which a second, private FETCH
@@ -1235,12 +1235,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   private splitCached(set: string, uidCommand: boolean, items: FetchItem[]): { fromStore: number[]; missing: number[] } | null {
     if (this.mailbox === null || this.uidValidity === null || this.uids === null || this.knownUids !== this.uids.length) return null;
-    const vetMeta = this.deps.listener.inspect.vetOnMetadata;
-    const storeAnswers = items.every((i) => {
-      const cls = classifyItem(i);
-      return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
-    });
-    if (!storeAnswers) return null;
+    if (!this.storeAnswers(items)) return null;
     const uids = this.resolveSet(set, uidCommand);
     if (!uids || uids.length < 2) return null;
     const ids = this.storeIds();
