@@ -1,7 +1,8 @@
 /**
  * Per-session cache of vetted (sanitised) messages, keyed by mailbox, UIDVALIDITY and UID. Bounded
  * in memory: past the budget, the oldest outputs spill to temp files (mode 0600, in a 0700 directory
- * removed when the session ends). The part map and verdict stay in memory (they are small).
+ * removed when the session ends), except entries set `forgettable` (the shared verdict store answers
+ * for them), which are dropped instead. The part map and verdict stay in memory (they are small).
  *
  * The session's budget (`inspect.cache_memory_bytes`) alone would let N sessions keep N times it;
  * every cache of the process also shares one pool (CACHE_PROCESS_MEMORY_BYTES): a session whose new
@@ -33,6 +34,8 @@ interface Entry {
   file: string | null;
   /** A spill write of this entry is in flight. */
   spilling: boolean;
+  /** Forgotten instead of spilled when memory is short (the shared verdict store answers for it as well). */
+  forgettable: boolean;
   size: number;
   structure: PartMap;
   verdict: Verdict;
@@ -112,12 +115,26 @@ export class VettedCache {
     return { output, structure: e.structure, verdict: e.verdict };
   }
 
-  async set(key: string, v: Vetted): Promise<void> {
+  /**
+   * Keeps a vetted message. `forgettable`: the entry is dropped rather than written to a spill file
+   * when memory is short, because something else answers for it as well as the cache would (a clean
+   * verdict in the shared verdict store, which serves the message from the upstream's bytes after a
+   * digest check): a bulk download then writes nothing to disk for its clean messages.
+   */
+  async set(key: string, v: Vetted, opts: { forgettable?: boolean } = {}): Promise<void> {
     // a scan that completes after the session ended: keep nothing, write nothing
     if (this.closed) return;
     const old = this.entries.get(key);
     if (old) this.drop(key, old);
-    const e: Entry = { output: v.output, file: null, spilling: false, size: v.output.length, structure: v.structure, verdict: v.verdict };
+    const e: Entry = {
+      output: v.output,
+      file: null,
+      spilling: false,
+      forgettable: opts.forgettable === true,
+      size: v.output.length,
+      structure: v.structure,
+      verdict: v.verdict,
+    };
     this.entries.set(key, e);
     this.memoryBytes += e.size;
     await this.enforce();
@@ -161,7 +178,7 @@ export class VettedCache {
     for (const [k, e] of this.entries) {
       if (this.closed || this.memoryFits()) break;
       if (!e.output || e.spilling) continue;
-      if (this.spillBytes + e.size > MAX_SPILL_BYTES) {
+      if (e.forgettable || this.spillBytes + e.size > MAX_SPILL_BYTES) {
         this.drop(k, e);
         continue;
       }

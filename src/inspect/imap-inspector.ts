@@ -1507,9 +1507,11 @@ export class ImapInspector implements ImapInterceptor {
     if (key) this.inflightVets.set(key, work);
     try {
       const v = await work;
-      // kept for later fetches; rendering does not wait for a spill to disk (the entry is usable at once)
+      // kept for later fetches; rendering does not wait for a spill to disk (the entry is usable at once).
+      // A message the shared store now holds clean is forgotten rather than spilled: a later fetch
+      // serves it from the upstream's bytes after the store's digest check, as in a new session
       if (key && !('tempfail' in v))
-        this.cache.set(key, v).catch(() => {
+        this.cache.set(key, v, { forgettable: uid !== null && v.verdict.status === 'clean' && this.storedClean(uid) }).catch(() => {
           // set() handles a full disk or a missing spill dir itself (the entry is forgotten); nothing else rejects
         });
       return v;

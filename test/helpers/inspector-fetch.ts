@@ -81,11 +81,15 @@ export function selectedInspector(o: {
   exists: number;
   log: Logger;
   selected?: (intercepted: unknown) => void;
+  /** inspect.cache_memory_bytes of the listener (default testListener's). */
+  cacheMemoryBytes?: number;
 }): ImapInspector {
   const policy = loadPolicy('default', 'policies');
   const quarantine = new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
+  const listener = testListener();
+  if (o.cacheMemoryBytes !== undefined) listener.inspect = { ...listener.inspect, cacheMemoryBytes: o.cacheMemoryBytes };
   const ins = new ImapInspector({
-    listener: testListener(),
+    listener,
     policy,
     engine: { scanner: null, quarantine },
     log: o.log,

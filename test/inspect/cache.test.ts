@@ -36,6 +36,37 @@ describe('VettedCache', () => {
     cache.close();
     expect(existsSync(dir)).toBe(false);
   });
+
+  it('forgets a forgettable entry past its budget instead of spilling it; others still spill', async () => {
+    const cache = new VettedCache(2500);
+    const msgs = [0, 1, 2, 3].map((i) => msg(i, 1000));
+    // 0 and 2 forgettable (the shared store answers for them), 1 and 3 not
+    for (let i = 0; i < msgs.length; i++)
+      await cache.set(VettedCache.key('INBOX', 7, i), { output: msgs[i]!, structure: buildPartMap(msgs[i]!), verdict }, { forgettable: i % 2 === 0 });
+    const st = cache.stats;
+    expect(st.memoryBytes).toBeLessThanOrEqual(2500);
+    // the oldest forgettable entry was dropped, the oldest other one spilled
+    expect(cache.has(VettedCache.key('INBOX', 7, 0))).toBe(false);
+    expect(cache.has(VettedCache.key('INBOX', 7, 1))).toBe(true);
+    expect(st.entries).toBe(3);
+    expect(st.spillBytes).toBe(msgs[1]!.length);
+    expect(readdirSync(cache.spillDirectory!)).toHaveLength(1);
+    for (const i of [1, 2, 3]) expect((await cache.get(VettedCache.key('INBOX', 7, i)))?.output.equals(msgs[i]!)).toBe(true);
+    cache.close();
+  });
+
+  it('writes no spill file at all when every entry is forgettable', async () => {
+    const cache = new VettedCache(1500);
+    for (let i = 0; i < 5; i++) {
+      const m = msg(i, 1000);
+      await cache.set(VettedCache.key('INBOX', 7, i), { output: m, structure: buildPartMap(m), verdict }, { forgettable: true });
+    }
+    expect(cache.spillDirectory).toBeNull();
+    expect(cache.stats.spillBytes).toBe(0);
+    expect(cache.stats.memoryBytes).toBeLessThanOrEqual(1500);
+    expect(cache.has(VettedCache.key('INBOX', 7, 4))).toBe(true);
+    cache.close();
+  });
 });
 
 describe('VettedCache after close (a scan that finishes after the client left)', () => {

@@ -5,11 +5,12 @@
  * sequence-number map: learnt only from responses that carry a UID, shifted by EXPUNGE, dropped by
  * VANISHED, and never trusted for what is rendered (a response naming an unvetted UID is withheld).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { VettedCache } from '../../src/inspect/cache.js';
 import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
@@ -124,6 +125,30 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(seqB2.upstream).toBe('b2 FETCH 1:* (FLAGS UID)\r\n');
     expect(seqB2.client.replace(/^b2 /m, 'a2 ')).toBe(seqA.client);
     expect(inspected(lines)).toBe(4);
+  });
+
+  it('past the session cache budget a message stored clean is forgotten, not spilled: served again from the upstream after the digest check, without the engine', async () => {
+    const lines: string[] = [];
+    // every output is over a 1-byte budget: each entry leaves memory at once
+    const a = selectedInspector({ dir, store, view: VIEW, exists: 3, log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }), cacheMemoryBytes: 1 });
+    const body = (uid: number) => `a1 UID FETCH ${uid} BODY.PEEK[]`;
+    const first = await fetch(a, 'a1 UID FETCH 1:3 BODY.PEEK[]', ALL3);
+    expect(inspected(lines)).toBe(3);
+    const cache = (a as unknown as { cache: VettedCache }).cache;
+    // the altered message (3) is spilled; the clean ones (1, 2) are forgotten: one spill file
+    expect(cache.stats).toEqual({ entries: 1, memoryBytes: 0, spillBytes: expect.any(Number) });
+    expect(readdirSync(cache.spillDirectory!)).toHaveLength(1);
+    const one = (uid: number) => dovecot([[uid, uid]]);
+    // a forgotten clean message: downloaded again, matched to its stored digest, the same bytes
+    const again1 = await fetch(a, body(1), one(1));
+    expect(again1.upstream).toBe('a1 UID FETCH 1 (UID BODY.PEEK[])\r\n');
+    expect(first.client).toContain(again1.client.replace(/\r\na1 OK[^\r]*\r\n$/, ''));
+    // the altered message: from the spill file, its body not downloaded
+    const again3 = await fetch(a, body(3), one(3));
+    expect(again3.upstream).not.toContain('BODY');
+    expect(first.client).toContain(again3.client.replace(/\r\na1 OK[^\r]*\r\n$/, ''));
+    expect(inspected(lines)).toBe(3);
+    a.close();
   });
 
   it('a third session learns the UIDs from a flags sync and serves UID 1:* from the store without a download', async () => {
