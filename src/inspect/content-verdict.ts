@@ -85,8 +85,11 @@ export class ContentVerdicts {
     if (!basis) return { result: await run(), fromContentCache: false };
     const d = typeof digest === 'function' ? digest() : (digest ?? sha256(raw));
     let hit = false;
+    // the store's clear count before the engine runs: a verdict made across a clear is not stored
+    let since: number | null = null;
     try {
       hit = this.src.store.contentHas(d, raw.length, basis);
+      since = this.src.store.clears();
     } catch (err) {
       this.onStoreError(err);
     }
@@ -94,9 +97,9 @@ export class ContentVerdicts {
     const result = await run();
     const after = this.basis();
     // stored only under the basis it was made with, and only when that basis still holds
-    if (after && after.signatures === basis.signatures && shareable(raw, result)) {
+    if (after && after.signatures === basis.signatures && since !== null && shareable(raw, result)) {
       try {
-        this.src.store.contentPut(d, raw.length, basis, this.opts.maxEntries);
+        this.src.store.contentPut(d, raw.length, basis, this.opts.maxEntries, Date.now(), since);
       } catch (err) {
         this.onStoreError(err);
       }

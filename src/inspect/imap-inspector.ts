@@ -596,7 +596,18 @@ export class ImapInspector implements ImapInterceptor {
     return v;
   }
 
-  private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted): void {
+  /** The store's clear count (VerdictStore.clears), read before a vet; null when the store failed (nothing is stored then). */
+  private storeClears(): number | null {
+    try {
+      return this.deps.shared!.store.clears();
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+  }
+
+  /** Stores a fresh verdict, unless the store was cleared since `since` (read before the vet began). */
+  private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted, since: number): void {
     const sv: StoredVerdict = {
       status: v.verdict.status,
       hits: v.verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
@@ -619,7 +630,8 @@ export class ImapInspector implements ImapInterceptor {
       }
     }
     try {
-      this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv);
+      // cleared while this message was vetted: its verdict predates the clear and is not kept
+      if (!this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv, Date.now(), since)) return;
       this.noteMailbox(k.scope);
       const idx = this.storeIndex;
       if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
@@ -1529,6 +1541,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const k = uid !== null ? this.storeKey() : null;
+    const since = k ? this.storeClears() : null;
     if (k && uid !== null) {
       // asked of the store itself: another process may have stored it after this session read its index
       const stored = this.storeGet(uid);
@@ -1553,7 +1566,7 @@ export class ImapInspector implements ImapInterceptor {
     const v = await this.slots.run(() => this.runEngine(raw, uid));
     if (k && uid !== null && !('tempfail' in v)) {
       const now = this.storeKey();
-      if (now && now.scope === k.scope && now.basis.signatures === k.basis.signatures) this.storePut(uid, k, raw, v);
+      if (now && now.scope === k.scope && now.basis.signatures === k.basis.signatures && since !== null) this.storePut(uid, k, raw, v, since);
     }
     return v;
   }

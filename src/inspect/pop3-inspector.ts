@@ -236,6 +236,15 @@ export class Pop3Inspector {
       this.guarded.delete(n);
       this.forget(n);
     }
+    // the store's clear count before vetting: a verdict made across an operator's clear is not stored
+    let since: number | null = null;
+    if (k) {
+      try {
+        since = this.deps.shared!.store.clears();
+      } catch (err) {
+        this.storeFailed(err);
+      }
+    }
     try {
       // the user (as the upstream knows it) is the spam check's recipient when it is an address, as for IMAP
       const ctx = { listener: this.deps.listener.name, protocol: 'pop3' as const, user: this.who?.user, msgno: n };
@@ -266,19 +275,26 @@ export class Pop3Inspector {
       }
       this.verdicts.set(n, verdict);
       this.originals.set(n, sha);
-      if (k && uidl !== null) {
+      if (k && uidl !== null && since !== null) {
         const now = this.storeKey();
         if (now && now.basis.signatures === k.basis.signatures) {
           try {
-            this.deps.shared!.store.put(k.scope, uidl, k.basis, {
-              status: verdict.status,
-              hits: verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
-              viruses: verdict.viruses,
-              ...(verdict.quarantineId ? { quarantineId: verdict.quarantineId } : {}),
-              sizeIn: verdict.sizeIn,
-              sizeOut: r.output.length,
-              digest: sha,
-            });
+            this.deps.shared!.store.put(
+              k.scope,
+              uidl,
+              k.basis,
+              {
+                status: verdict.status,
+                hits: verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
+                viruses: verdict.viruses,
+                ...(verdict.quarantineId ? { quarantineId: verdict.quarantineId } : {}),
+                sizeIn: verdict.sizeIn,
+                sizeOut: r.output.length,
+                digest: sha,
+              },
+              Date.now(),
+              since,
+            );
           } catch (err) {
             this.storeFailed(err);
           }

@@ -31,6 +31,8 @@ import { VERDICT_STORE_LIMITS } from '../limits.js';
 import type { Verdict } from '../policy/types.js';
 import { buildHash } from './build-hash.js';
 
+/** clear()'s count (VerdictStore.clears): 0 until the first clear. */
+const CLEARS = "SELECT COALESCE((SELECT v FROM meta WHERE k = 'clears'), 0)";
 export const VERDICT_DB_FILE = 'verdicts.sqlite';
 
 /** Who and where: the part of the key that isolates users, upstreams and mailboxes. */
@@ -221,6 +223,7 @@ export class VerdictStore {
   private indexMemoIds = 0;
   private readonly stmts: {
     dataVersion: Database.Statement;
+    clears: Database.Statement;
     get: Database.Statement;
     getMany: Database.Statement;
     ids: Database.Statement;
@@ -263,7 +266,8 @@ export class VerdictStore {
            used INTEGER NOT NULL,
            UNIQUE (scope, item, policy, signatures)
          );
-         CREATE INDEX IF NOT EXISTS verdicts_used ON verdicts(used);`,
+         CREATE INDEX IF NOT EXISTS verdicts_used ON verdicts(used);
+         CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);`,
       );
       for (const suffix of ['-wal', '-shm']) if (existsSync(file + suffix)) chmodSync(file + suffix, 0o600);
       this.stmts = {
@@ -281,9 +285,11 @@ export class VerdictStore {
         index: this.db
           .prepare('SELECT item, full, status, size_in, size_out FROM verdicts WHERE scope = ? AND policy = ? AND signatures = ? LIMIT ?')
           .raw(true),
+        clears: this.db.prepare(CLEARS).pluck(),
+        // written only while no clear() happened since the caller read clears() (one statement: atomic)
         put: this.db.prepare(
           `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE (${CLEARS}) = ?
            ON CONFLICT (scope, item, policy, signatures) DO UPDATE SET status = excluded.status, digest = excluded.digest,
              size_in = excluded.size_in, size_out = excluded.size_out, meta = excluded.meta, full = excluded.full,
              bytes = excluded.bytes, used = excluded.used`,
@@ -444,15 +450,51 @@ export class VerdictStore {
     }
   }
 
-  /** Stores (replacing) a verdict. Throws E_VERDICT_STORE. */
-  put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now()): void {
-    if (this.closed) return;
-    if (v.status === 'tempfail') return; // never a verdict
+  /**
+   * How many times the store was cleared (clear(), `postern verdicts clear`, from any process). A
+   * caller reads it before it starts vetting and hands it to put()/contentPut(), which then store
+   * nothing when a clear came in between: a verdict made before an operator's clear (with the old
+   * clamd.conf, say) never survives it. Throws E_VERDICT_STORE.
+   */
+  clears(): number {
+    if (this.closed) return 0;
+    try {
+      return this.stmts.clears.get() as number;
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
+  /**
+   * Stores (replacing) a verdict, unless the store was cleared since `since` (a clears() value read
+   * before the verdict was made; default: the count now, so nothing is refused). True when stored.
+   * Throws E_VERDICT_STORE.
+   */
+  put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now(), since?: number): boolean {
+    if (this.closed) return false;
+    if (v.status === 'tempfail') return false; // never a verdict
     const { text: meta, full } = metaOf(v);
     try {
       this.generation++;
-      this.stmts.put.run(scope, item, basis.policyHash, basis.signatures, v.status, v.digest, v.sizeIn, v.sizeOut, meta, full ? 1 : 0, meta.length + 160, now);
+      const at = since ?? this.clears();
+      const r = this.stmts.put.run(
+        scope,
+        item,
+        basis.policyHash,
+        basis.signatures,
+        v.status,
+        v.digest,
+        v.sizeIn,
+        v.sizeOut,
+        meta,
+        full ? 1 : 0,
+        meta.length + 160,
+        now,
+        at,
+      );
+      if (r.changes === 0) return false;
       if (++this.writes % VERDICT_STORE_LIMITS.boundCheckEvery === 1 || VERDICT_STORE_LIMITS.boundCheckEvery <= 1) this.enforceBound();
+      return true;
     } catch (err) {
       throw storeError('write', err);
     }
@@ -516,7 +558,7 @@ export class VerdictStore {
     this.contentStmtsMemo = {
       get: this.db.prepare('SELECT id, size, used FROM content_verdicts WHERE digest = ? AND policy = ? AND signatures = ?'),
       put: this.db.prepare(
-        `INSERT INTO content_verdicts (digest, policy, signatures, size, used) VALUES (?, ?, ?, ?, ?)
+        `INSERT INTO content_verdicts (digest, policy, signatures, size, used) SELECT ?, ?, ?, ?, ? WHERE (${CLEARS}) = ?
          ON CONFLICT (digest, policy, signatures) DO UPDATE SET size = excluded.size, used = excluded.used`,
       ),
       touch: this.db.prepare('UPDATE content_verdicts SET used = ? WHERE id = ?'),
@@ -549,12 +591,14 @@ export class VerdictStore {
    * write and then every VERDICT_STORE_LIMITS.boundCheckEvery writes of this connection, the least
    * recently used going first. Throws E_VERDICT_STORE.
    */
-  contentPut(digest: string, size: number, basis: VerdictBasis, maxEntries: number, now = Date.now()): void {
-    if (this.closed) return;
+  contentPut(digest: string, size: number, basis: VerdictBasis, maxEntries: number, now = Date.now(), since?: number): boolean {
+    if (this.closed) return false;
     checkDigest(digest);
     try {
-      this.contentStmts().put.run(digest, basis.policyHash, basis.signatures, size, now);
+      const at = since ?? this.clears();
+      if (this.contentStmts().put.run(digest, basis.policyHash, basis.signatures, size, now, at).changes === 0) return false;
       if (++this.contentWrites % VERDICT_STORE_LIMITS.boundCheckEvery === 1 || VERDICT_STORE_LIMITS.boundCheckEvery <= 1) this.enforceContentBound(maxEntries);
+      return true;
     } catch (err) {
       throw storeError('write', err);
     }
@@ -603,6 +647,8 @@ export class VerdictStore {
           this.db.exec('DELETE FROM verdicts');
           if (this.hasTable('content_verdicts')) this.db.exec('DELETE FROM content_verdicts');
           if (this.hasTable('mailbox_names')) this.db.exec('DELETE FROM mailbox_names');
+          // a verdict still being made when this ran is not stored (put()'s `since`)
+          this.db.exec("INSERT INTO meta (k, v) VALUES ('clears', 1) ON CONFLICT (k) DO UPDATE SET v = v + 1");
           return n;
         })
         .immediate();

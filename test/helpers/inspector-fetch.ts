@@ -6,6 +6,7 @@
  * (an output may be a list of pieces: the output queue writes them in order). Also the inspector
  * those tests drive: selectedInspector.
  */
+
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
@@ -15,6 +16,7 @@ import { loadPolicy } from '../../src/policy/load.js';
 import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import type { Scanner } from '../../src/scanners/types.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
 import type { Output } from '../../src/session/imap/output.js';
 import { testListener } from './scripted-host.js';
@@ -83,6 +85,8 @@ export function selectedInspector(o: {
   selected?: (intercepted: unknown) => void;
   /** inspect.cache_memory_bytes of the listener (default testListener's). */
   cacheMemoryBytes?: number;
+  /** The antivirus scanner (default none: not scanned). */
+  scanner?: Scanner;
 }): ImapInspector {
   const policy = loadPolicy('default', 'policies');
   const quarantine = new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
@@ -91,7 +95,7 @@ export function selectedInspector(o: {
   const ins = new ImapInspector({
     listener,
     policy,
-    engine: { scanner: null, quarantine },
+    engine: { scanner: o.scanner ?? null, quarantine },
     log: o.log,
     shared: { store: o.store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
   });

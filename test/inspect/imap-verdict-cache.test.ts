@@ -130,7 +130,14 @@ describe('IMAP inspector and the shared verdict cache', () => {
   it('past the session cache budget a message stored clean is forgotten, not spilled: served again from the upstream after the digest check, without the engine', async () => {
     const lines: string[] = [];
     // every output is over a 1-byte budget: each entry leaves memory at once
-    const a = selectedInspector({ dir, store, view: VIEW, exists: 3, log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }), cacheMemoryBytes: 1 });
+    const a = selectedInspector({
+      dir,
+      store,
+      view: VIEW,
+      exists: 3,
+      log: pino({ level: 'info' }, { write: (s: string) => lines.push(s) }),
+      cacheMemoryBytes: 1,
+    });
     const body = (uid: number) => `a1 UID FETCH ${uid} BODY.PEEK[]`;
     const first = await fetch(a, 'a1 UID FETCH 1:3 BODY.PEEK[]', ALL3);
     expect(inspected(lines)).toBe(3);
@@ -149,6 +156,50 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(first.client).toContain(again3.client.replace(/\r\na1 OK[^\r]*\r\n$/, ''));
     expect(inspected(lines)).toBe(3);
     a.close();
+  });
+
+  it('`postern verdicts clear` while a message is being scanned: its verdict is not stored; the next session vets it again', async () => {
+    const lines: string[] = [];
+    const command = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+    let scans = 0;
+    let clearOnScan = true;
+    const scanner = {
+      name: 'clamd',
+      scan: async () => {
+        scans++;
+        // the operator clears the store (another process) while the first message is scanned
+        if (clearOnScan) {
+          clearOnScan = false;
+          command.clear();
+        }
+        return { kind: 'clean' as const, engine: 'clamd', endpoint: 'test', ms: 1 };
+      },
+      close: async () => {},
+    };
+    const log = pino({ level: 'info' }, { write: (s: string) => lines.push(s) });
+    const a = selectedInspector({ dir, store, view: VIEW, exists: 3, log, scanner });
+    await fetch(a, 'a1 UID FETCH 1 BODY.PEEK[]', dovecot([[1, 1]]));
+    await fetch(a, 'a2 UID FETCH 2 BODY.PEEK[]', dovecot([[2, 2]]));
+    a.close();
+    expect(inspected(lines)).toBe(2);
+    // UID 1 was vetted across the clear: not stored; UID 2 after it: stored
+    expect(store.counts().verdicts).toBe(1);
+    const b = selectedInspector({ dir, store, view: VIEW, exists: 3, log, scanner });
+    const again = await fetch(
+      b,
+      'b1 UID FETCH 1:2 BODY.PEEK[]',
+      dovecot([
+        [1, 1],
+        [2, 2],
+      ]),
+    );
+    expect(again.upstream).toBe('b1 UID FETCH 1:2 (UID BODY.PEEK[])\r\n');
+    // UID 1 is vetted again (the engine ran), UID 2 matched its stored digest
+    expect(inspected(lines)).toBe(3);
+    expect(store.counts().verdicts).toBe(2);
+    expect(scans).toBeGreaterThanOrEqual(3);
+    b.close();
+    command.close();
   });
 
   it('a third session learns the UIDs from a flags sync and serves UID 1:* from the store without a download', async () => {

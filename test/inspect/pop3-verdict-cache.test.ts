@@ -34,7 +34,7 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function session(user = 'alice', policy = POLICY) {
+function session(user = 'alice', policy = POLICY, quarantine: MemoryQuarantine = new MemoryQuarantine()) {
   const log = pino(
     { level: 'info' },
     new Writable({
@@ -48,7 +48,7 @@ function session(user = 'alice', policy = POLICY) {
   const inspector = new Pop3Inspector({
     listener,
     policy,
-    engine: { scanner: null, spamScanner: null, quarantine: new MemoryQuarantine() },
+    engine: { scanner: null, spamScanner: null, quarantine },
     log,
     protected: null,
     shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
@@ -66,6 +66,29 @@ function session(user = 'alice', policy = POLICY) {
 const inspections = () => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
 
 describe('POP3 with the shared verdict cache', () => {
+  it('`postern verdicts clear` while a message is being vetted: its verdict is not stored, the next session vets it again', async () => {
+    const command = new VerdictStore(path.join(dir, 'verdicts.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+    // the altered message's original is quarantined inside the engine run: the operator clears then
+    const clearing = new (class extends MemoryQuarantine {
+      override async put(): Promise<string> {
+        command.clear();
+        return super.put();
+      }
+    })();
+    const s1 = session('alice', POLICY, clearing);
+    await s1.retr(1, 'u2', EXE);
+    expect(inspections()).toBe(1);
+    expect(store.counts().verdicts).toBe(0);
+    await s1.retr(2, 'u1', CLEAN);
+    expect(store.counts().verdicts).toBe(1);
+    const s2 = session();
+    await s2.retr(1, 'u2', EXE);
+    await s2.retr(2, 'u1', CLEAN);
+    // s1 vetted both; s2 vets the altered one again (as every altered one is), the clean one comes from the store
+    expect(inspections()).toBe(3);
+    command.close();
+  });
+
   it('a later session reuses the clean verdict (no inspection, same bytes) and re-vets the altered message', async () => {
     const s1 = session();
     expect(s1.hooks.wantsUidl).toBe(true);

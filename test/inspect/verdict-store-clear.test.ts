@@ -64,7 +64,7 @@ describe('VerdictStore.counts()', () => {
     const tables = new Database(file, { readonly: true });
     try {
       const names = tables.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all();
-      expect(names).toEqual(['verdicts']);
+      expect(names).toEqual(['meta', 'verdicts']);
     } finally {
       tables.close();
     }
@@ -105,6 +105,50 @@ describe('VerdictStore.clear()', () => {
     expect(serve.getMany(scope, ['1', '2', '3'], BASIS).size).toBe(0);
     expect(serve.contentHas(D1, 3, BASIS)).toBe(false);
     expect(serve.mailboxScope(NAME)).toBeNull();
+  });
+
+  it('a verdict made before a clear in another process is not stored after it (put/contentPut with `since`)', () => {
+    const serve = store();
+    const command = store();
+    expect(serve.clears()).toBe(0);
+    // the serve starts vetting two messages (reads the clear count), then the operator clears
+    const since = serve.clears();
+    expect(command.clear()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+    expect(serve.clears()).toBe(1);
+    expect(command.clears()).toBe(1);
+    // the verdicts finish after the clear: nothing is stored
+    expect(serve.put(scope, '1', BASIS, verdict(1), Date.now(), since)).toBe(false);
+    expect(serve.contentPut(D1, 3, BASIS, 100, Date.now(), since)).toBe(false);
+    expect(serve.counts()).toEqual({ verdicts: 0, contentVerdicts: 0, mailboxNames: 0 });
+    expect(serve.get(scope, '1', BASIS)).toBeNull();
+    // an existing row is not replaced either: a verdict stored after the clear stays as it is
+    const after = serve.clears();
+    expect(serve.put(scope, '2', BASIS, verdict(2), Date.now(), after)).toBe(true);
+    expect(serve.put(scope, '2', BASIS, verdict(2, 'changed'), Date.now(), since)).toBe(false);
+    expect(serve.get(scope, '2', BASIS)?.status).toBe('clean');
+    // a vet that began after the clear stores as before; a second clear counts again
+    expect(serve.put(scope, '3', BASIS, verdict(3), Date.now(), after)).toBe(true);
+    expect(serve.contentPut(D2, 3, BASIS, 100, Date.now(), after)).toBe(true);
+    expect(serve.counts()).toEqual({ verdicts: 2, contentVerdicts: 1, mailboxNames: 0 });
+    serve.clear();
+    expect(command.clears()).toBe(2);
+    expect(command.put(scope, '4', BASIS, verdict(4), Date.now(), after)).toBe(false);
+    // without `since`: the count now (a caller that does not race a clear)
+    expect(command.put(scope, '4', BASIS, verdict(4))).toBe(true);
+  });
+
+  it('a store made by an older build (no meta table) opens, counts 0 clears, and clears', () => {
+    const s = store();
+    fill(s);
+    s.close();
+    const raw = new Database(file);
+    raw.exec('DROP TABLE meta');
+    raw.close();
+    const again = store();
+    expect(again.clears()).toBe(0);
+    expect(again.put(scope, '7', BASIS, verdict(7), Date.now(), 0)).toBe(true);
+    expect(again.clear().verdicts).toBe(5);
+    expect(again.clears()).toBe(1);
   });
 
   it("this connection's own clear drops its index memo", () => {
