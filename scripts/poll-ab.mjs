@@ -28,6 +28,7 @@
  *   npm run build && node scripts/poll-ab.mjs /tmp/base . --rounds 8 --sessions 10
  *   node scripts/poll-ab.mjs . --cpu-prof /tmp/prof     # each postern writes a V8 CPU profile there on exit
  *   node scripts/poll-ab.mjs . --relay                  # also each build's pure relay listener (policy: null)
+ *   node scripts/poll-ab.mjs . --messages 500 --mb 110  # the bench's mailbox size (default 100 messages, 20 MB)
  *
  * Needs root (Dovecot's mail uid), like `npm run bench`.
  */
@@ -41,7 +42,7 @@ import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, SERVE_NODE_FLAGS, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0 };
+const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0, messages: 100, mb: 20 };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
@@ -51,6 +52,8 @@ for (let i = 0; i < argv.length; i++) {
   else if (argv[i] === '--relay') opts.relay = true;
   else if (argv[i] === '--no-list') opts.list = false;
   else if (argv[i] === '--new') opts.newMessages = Number(argv[++i]);
+  else if (argv[i] === '--messages') opts.messages = Number(argv[++i]);
+  else if (argv[i] === '--mb') opts.mb = Number(argv[++i]);
   else builds.push(argv[i]);
 }
 if (builds.length === 0) {
@@ -125,7 +128,7 @@ async function listSession(ep) {
 
 async function main() {
   const dovecot = await startDovecot({ name: 'postern-poll-ab', users: USERS });
-  dovecot.fill('alice', buildMailbox(100, 20 * 1024 * 1024, { user: 'alice' }));
+  dovecot.fill('alice', buildMailbox(opts.messages, opts.mb * 1024 * 1024, { user: 'alice' }));
   const policyDir = tempDir('postern-poll-ab-policy-');
   const policyFile = join(policyDir, 'poll-ab-no-av.yaml');
   const defaultPolicy = readFileSync(join(repo, 'policies/default.yaml'), 'utf8');
