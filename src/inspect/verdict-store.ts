@@ -33,6 +33,7 @@ import { buildHash } from './build-hash.js';
 
 /** clear()'s count (VerdictStore.clears): 0 until the first clear. */
 const CLEARS = "SELECT COALESCE((SELECT v FROM meta WHERE k = 'clears'), 0)";
+
 export const VERDICT_DB_FILE = 'verdicts.sqlite';
 
 /** Who and where: the part of the key that isolates users, upstreams and mailboxes. */
