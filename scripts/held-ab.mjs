@@ -40,7 +40,7 @@ import { performance } from 'node:perf_hooks';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox } from './lib/mail-corpus.mjs';
 import { cleanupOnExit, sleep, stopProc, tempDir, track } from './lib/procs.mjs';
-import { freePorts, posternYamlHead, SERVE_NODE_FLAGS, startDovecot } from './lib/servers.mjs';
+import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const repoRoot = join(dirname(new URL(import.meta.url).pathname), '..');
 const argv = process.argv.slice(2);
@@ -147,15 +147,7 @@ async function startBuild(spec, upstreamPort, policyFile) {
   const proc = track(
     spawn(
       process.execPath,
-      [
-        ...SERVE_NODE_FLAGS,
-        ...nodeArgs,
-        ...flags.split(',').filter(Boolean),
-        join(buildRoot, 'bin/postern.js'),
-        'serve',
-        '--config',
-        join(run, 'postern.yaml'),
-      ],
+      [...nodeArgs, ...flags.split(',').filter(Boolean), join(buildRoot, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')],
       {
         cwd: run,
         // stdout kept for node's own diagnostics (--trace-gc): POSTERN_HELD_AB_STDOUT=DIR copies it there

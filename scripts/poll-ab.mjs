@@ -39,7 +39,7 @@ import { performance } from 'node:perf_hooks';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox } from './lib/mail-corpus.mjs';
 import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
-import { freePorts, posternYamlHead, SERVE_NODE_FLAGS, startDovecot } from './lib/servers.mjs';
+import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
 const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0, messages: 100, mb: 20 };
@@ -85,10 +85,7 @@ async function startBuild(dir, upstreamPort, policyFile) {
   );
   const prof = opts.prof ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.prof)}`] : [];
   const proc = track(
-    spawn(process.execPath, [...SERVE_NODE_FLAGS, ...prof, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], {
-      cwd: run,
-      stdio: 'ignore',
-    }),
+    spawn(process.execPath, [...prof, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }),
   );
   const log = join(run, 'postern.log');
   for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {

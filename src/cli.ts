@@ -295,11 +295,6 @@ async function serve(args: string[], io: CliIo): Promise<number> {
   return code;
 }
 
-/** How V8 collects garbage in this process: the last of --single-threaded-gc / --no-single-threaded-gc given wins. */
-export function gcMode(execArgv: readonly string[]): 'single-threaded' | 'parallel' {
-  return execArgv.lastIndexOf('--single-threaded-gc') > execArgv.lastIndexOf('--no-single-threaded-gc') ? 'single-threaded' : 'parallel';
-}
-
 async function serveProcess(args: string[], io: CliIo): Promise<number> {
   const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
   // `workers:` above 1 (src/cluster/): the primary forks and watches the workers (and runs the admin
@@ -416,13 +411,7 @@ async function serveProcess(args: string[], io: CliIo): Promise<number> {
   io.signals.on('SIGHUP', onHup);
   const pidFile = role.kind === 'worker' ? null : keepPidFile(config, log);
   log.info(
-    {
-      event: 'process.start',
-      config: config.file,
-      // how V8 collects garbage here: the shipped launchers pass --single-threaded-gc (docs/performance.md)
-      gc: gcMode(process.execArgv),
-      listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`),
-    },
+    { event: 'process.start', config: config.file, listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`) },
     'postern started',
   );
 

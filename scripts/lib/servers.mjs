@@ -377,16 +377,7 @@ export function posternYamlHead(dir) {
 }
 
 /**
- * The node flags postern is served with wherever it is started as deployed (packaging/postern.service,
- * packaging/Dockerfile, `npm start`), so benchmarks measure that: V8's garbage collector on the main
- * thread only. On this 2-core machine, where Dovecot, the clients and postern share the cores, the
- * parallel and concurrent GC helper threads cost more CPU than they save (docs/performance.md,
- * "Garbage collection on one thread"). `--no-single-threaded-gc` after it (nodeArgs) measures the other.
- */
-export const SERVE_NODE_FLAGS = ['--single-threaded-gc'];
-
-/**
- * postern as its own process (`node [SERVE_NODE_FLAGS] [nodeArgs] bin/postern.js serve`), optionally under a wrapper
+ * postern as its own process (`node [nodeArgs] bin/postern.js serve`), optionally under a wrapper
  * (`wrap: ['taskset', '-c', '0']`), with static listeners to loopback upstreams. listeners:
  * [{ name, protocol: 'imap'|'pop3', tls: 'none'|'implicit', upstream: PORT, policy: NAME|PATH|null,
  * inspect: { vet_on_metadata: false, ... } }]; scanner: clamd port or null (scannerTimeoutMs: its
@@ -422,7 +413,7 @@ export async function startPostern({ listeners, scanner = null, scannerTimeoutMs
       .join('');
   const config = join(dir, 'postern.yaml');
   writeFileSync(config, yaml);
-  const cmd = [...wrap, process.execPath, ...SERVE_NODE_FLAGS, ...nodeArgs, join(root, 'bin/postern.js'), 'serve', '--config', config];
+  const cmd = [...wrap, process.execPath, ...nodeArgs, join(root, 'bin/postern.js'), 'serve', '--config', config];
   const proc = track(spawn(cmd[0], cmd.slice(1), { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
   const out = tail(proc);
   const logFile = join(dir, 'postern.log');

@@ -157,36 +157,3 @@ describe('packaging/Dockerfile', () => {
     expect(cfg).toContain(`admin:\n  listen: { host: 127.0.0.1, port: ${port} }`);
   });
 });
-
-describe('the node flags postern is served with (docs/performance.md, "Garbage collection on one thread")', () => {
-  it('every launcher that serves passes --single-threaded-gc to node: the unit, the container, npm start and the benchmarks', async () => {
-    const unit = unitKeys(read('packaging/postern.service'));
-    expect(unit.get('Service.ExecStart')).toEqual(['/usr/bin/node --single-threaded-gc /opt/postern/bin/postern.js serve --config /etc/postern/postern.yaml']);
-    expect(read('packaging/Dockerfile')).toMatch(/^ENTRYPOINT \["node", "--single-threaded-gc", "\/opt\/postern\/bin\/postern\.js"\]$/m);
-    const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
-    expect(pkg.scripts.start).toBe('node --single-threaded-gc scripts/start.mjs');
-    const { SERVE_NODE_FLAGS } = (await import(path.join(repoRoot, 'scripts/lib/servers.mjs'))) as { SERVE_NODE_FLAGS: string[] };
-    expect(SERVE_NODE_FLAGS).toEqual(['--single-threaded-gc']);
-  });
-
-  it('gcMode: the last of --single-threaded-gc / --no-single-threaded-gc wins', async () => {
-    const { gcMode } = await import('../../src/cli.js');
-    expect(gcMode([])).toBe('parallel');
-    expect(gcMode(['--single-threaded-gc'])).toBe('single-threaded');
-    expect(gcMode(['--single-threaded-gc', '--cpu-prof', '--no-single-threaded-gc'])).toBe('parallel');
-    expect(gcMode(['--no-single-threaded-gc', '--single-threaded-gc'])).toBe('single-threaded');
-  });
-
-  it('this node accepts the flag, and a process started with it reports single-threaded (the process.start log field)', async () => {
-    const { gcMode } = await import('../../src/cli.js');
-    const script = path.join(tmp, 'exec-argv.mjs');
-    writeFileSync(script, 'console.log(JSON.stringify(process.execArgv));\n');
-    const run = (flags: string[]) => {
-      const r = spawnSync(process.execPath, [...flags, script], { encoding: 'utf8' });
-      expect(r.stderr).toBe('');
-      return gcMode(JSON.parse(r.stdout) as string[]);
-    };
-    expect(run(['--single-threaded-gc'])).toBe('single-threaded');
-    expect(run([])).toBe('parallel');
-  });
-});
