@@ -740,13 +740,24 @@ class Pass {
       const data = Buffer.concat([traceFields(a, box.folder, msg.uid, this.d.helo, sendTo, new Date(now)), output]);
       // relaxed: losing `sending` is the same as `sending` (the message is sent again); `data_end` is an ordinary commit
       st.relaxed(() => st.setInflight(row.id, 'sending', to));
+      let fencedOut = false;
       const sent = await this.d.delivery.send({
         from,
         to: sendTo,
         data,
         onDataStarted: () => this.crash('during_data'),
-        onDataEnd: () => st.setInflight(row.id, 'data_end', to),
+        // fenced: a pass that lost its lease mid-delivery (frozen, then taken over) never ends the data,
+        // so the new holder's resend of the `sending` row is the only copy delivered
+        onDataEnd: () => {
+          if (!st.markDataEnd(row.id, to, a.name, this.token)) {
+            fencedOut = true;
+            this.lose(null, 'data end');
+            throw this.lost!;
+          }
+        },
       });
+      // the data was never ended (nothing delivered): the row, still `sending`, is the new holder's to send
+      if (fencedOut) throw this.lost!;
       const res = spamAction === 'folder' ? { ...sent, recipients: sent.recipients.map((o, i) => ({ ...o, address: to[i] ?? o.address })) } : sent;
       this.crash('after_250');
       row = this.record(row, rcpts, res.recipients);

@@ -661,6 +661,20 @@ export class CollectorState {
   }
 
   /**
+   * Marks a delivery's `data_end` (the last byte is about to be handed over) only while `token` still
+   * holds the account's lease, in one transaction (durable, like every `data_end`). False, and
+   * nothing marked, when another pass took the lease over: that pass may already be sending this
+   * message again (its row said `sending`), so this one must not end its data (no terminating dot).
+   */
+  markDataEnd(id: number, rcpts: string[], account: string, token: string): boolean {
+    return this.tx('mark delivery', () => {
+      if (this.db.prepare('SELECT 1 FROM leases WHERE account = ? AND token = ?').get(account, token) === undefined) return false;
+      this.db.prepare('UPDATE messages SET inflight = ?, inflight_rcpts = ? WHERE id = ?').run('data_end', JSON.stringify(rcpts), id);
+      return true;
+    });
+  }
+
+  /**
    * Records what happened to a message in one transaction: recipient states, recipients added (the
    * postmaster standing in for a refused one), message fields; the delivery in flight is cleared.
    */

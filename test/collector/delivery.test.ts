@@ -115,6 +115,25 @@ describe('SMTP', () => {
     expect(server!.transactions[0]!.outcome).toBe('disconnected-in-data');
   });
 
+  it('a data-end hook that throws (the lease was lost at the last byte): no terminating dot, nothing accepted, a temporary failure', async () => {
+    const d = await setup({});
+    const r = await d.send({
+      from: 'a@example.net',
+      to: ['x@example.com'],
+      data: MSG,
+      onDataEnd: () => {
+        throw new Error('lease lost');
+      },
+    });
+    expect(r.recipients.map((x) => x.kind)).toEqual(['temp']);
+    expect(r.failure).toMatchObject({ code: 'E_COLLECTOR_DELIVERY' });
+    // the server never got the end of the data: no message was accepted
+    expect(server!.transactions.filter((t) => t.outcome === 'replied')).toEqual([]);
+    // the next message goes through as usual (and is the one transaction the server answered)
+    expect((await d.send({ from: 'a@example.net', to: ['x@example.com'], data: MSG })).recipients[0]!.kind).toBe('accepted');
+    expect(server!.transactions.filter((t) => t.outcome === 'replied')).toHaveLength(1);
+  });
+
   it('a disconnect after the whole message, before the reply, is unconfirmed', async () => {
     const d = await setup({ disconnectAfterData: true });
     const r = await d.send({ from: 'a@example.net', to: ['x@example.com', 'y@example.com'], data: MSG });

@@ -217,7 +217,7 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       expect(state.present('box', folderOf(protocol), uidvalidityOf(protocol)).size).toBe(0);
     });
 
-    it(`${protocol}: taken over during a slow delivery: that delivery finishes and is recorded; nothing fetched, delivered or deleted after`, async () => {
+    it(`${protocol}: taken over while a delivery's data is being sent: the data is never ended (no copy), the row stays \`sending\` for the new holder; nothing fetched, delivered or deleted after`, async () => {
       const gate = new RecordingGate(1 << 20);
       const server = fill(protocol, 3);
       let release!: () => void;
@@ -227,8 +227,52 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       let sends = 0;
       const send = delivery.send.bind(delivery);
       delivery.send = async (req) => {
+        // the first delivery stalls before its last byte (a frozen process)
         if (++sends === 1) await held;
         return send(req);
+      };
+      const running = runPass(fakeAccount(protocol), deps(server, gate, { leaseRenewMs: 5 }));
+      await expect.poll(() => sends).toBe(1);
+      steal();
+      await expect.poll(() => leaseLostLines().length).toBe(1);
+      const fetchedAtLoss = cmds.filter((c) => c.startsWith('fetch'));
+      release();
+      const s = await running;
+      expect(s).toMatchObject({ result: 'error', fetched: 1, delivered: 0, deleted: 0 });
+      expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
+      expect(sends).toBe(1);
+      // the data-end fence found the lease gone: nothing was handed to the delivery server
+      expect(delivery.sent).toHaveLength(0);
+      expect(cmds.filter((c) => c.startsWith('fetch'))).toEqual(fetchedAtLoss);
+      expect(cmds.filter((c) => !c.startsWith('fetch'))).toEqual(['abort']);
+      expect(server.count(folderOf(protocol))).toBe(3);
+      const rows = [...state.present('box', folderOf(protocol), uidvalidityOf(protocol)).values()];
+      // the row is left as the new holder must find it: `sending`, so it sends the message (once)
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ inflight: 'sending', deletedAt: null });
+      expect(leaseLostLines()).toEqual([
+        expect.objectContaining({ level: 50, found: 'renewal', err: expect.objectContaining({ code: 'E_COLLECTOR_LEASE_LOST' }) }),
+      ]);
+      expect(gate.stats).toEqual(idle);
+    });
+
+    it(`${protocol}: taken over after a delivery's data ended (waiting for the reply): that delivery finishes and is recorded; nothing fetched, delivered or deleted after`, async () => {
+      const gate = new RecordingGate(1 << 20);
+      const server = fill(protocol, 3);
+      let release!: () => void;
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      let sends = 0;
+      const send = delivery.send.bind(delivery);
+      delivery.send = async (req) => {
+        if (++sends > 1) return send(req);
+        // the whole message is handed over (its data end marked while the lease was held); the reply is slow
+        req.onDataStarted?.();
+        req.onDataEnd?.();
+        await held;
+        delivery.sent.push({ from: req.from, to: req.to, data: req.data });
+        return { recipients: req.to.map((address) => ({ address, kind: 'accepted' as const, reply: '250 2.0.0 ok' })) };
       };
       const running = runPass(fakeAccount(protocol), deps(server, gate, { leaseRenewMs: 5 }));
       await expect.poll(() => sends).toBe(1);
@@ -248,10 +292,35 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       // the delivery in flight is recorded as usual; nothing of the other messages is
       expect(rows).toHaveLength(1);
       expect(rows[0]).toMatchObject({ status: 'delivered', inflight: null, deletedAt: null });
-      expect(leaseLostLines()).toEqual([
-        expect.objectContaining({ level: 50, found: 'renewal', err: expect.objectContaining({ code: 'E_COLLECTOR_LEASE_LOST' }) }),
-      ]);
       expect(gate.stats).toEqual(idle);
+    });
+
+    it(`${protocol}: a pass frozen before its data end, its lease expired and taken by a new pass that sends the message: exactly one copy`, async () => {
+      const server = fill(protocol, 2);
+      let release!: () => void;
+      const held = new Promise<void>((r) => {
+        release = r;
+      });
+      let sends = 0;
+      const send = delivery.send.bind(delivery);
+      delivery.send = async (req) => {
+        if (++sends === 1) await held;
+        return send(req);
+      };
+      // the frozen pass renews nothing while it is frozen
+      const frozen = runPass(fakeAccount(protocol), deps(server, new RecordingGate(1 << 20), { leaseRenewMs: 1e9 }));
+      await expect.poll(() => sends).toBe(1);
+      // its lease expires; a new pass takes it over and finds the row `sending`: it sends that message again
+      clock = T0 + LEASE + 1;
+      const fresh = await runPass(fakeAccount(protocol), deps(server, new RecordingGate(1 << 20)));
+      expect(fresh.err).toBeUndefined();
+      expect(fresh.delivered).toBeGreaterThanOrEqual(2);
+      // the frozen pass wakes up: its data end finds the lease gone and never ends the data
+      release();
+      const s = await frozen;
+      expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
+      for (const n of [1, 2]) expect(delivery.copies(`<m${n}@test.example>`)).toEqual(new Map([['carol@example.com', 1]]));
+      expect(leaseLostLines()).toEqual([expect.objectContaining({ found: 'data end' })]);
     });
 
     it(`${protocol}: taken over after the last delivery: the renewal before the deletions finds it, nothing is deleted`, async () => {
