@@ -749,7 +749,14 @@ class Pass {
         // fenced: a pass that lost its lease mid-delivery (frozen, then taken over) never ends the data,
         // so the new holder's resend of the `sending` row is the only copy delivered
         onDataEnd: () => {
-          if (!st.markDataEnd(row.id, to, a.name, this.token)) {
+          let held = false;
+          try {
+            held = st.markDataEnd(row.id, to, a.name, this.token);
+          } catch (e) {
+            // not marked (the state database failed): the data is not ended either, the row stays `sending`
+            this.lose(e, 'the data end could not be recorded');
+          }
+          if (!held) {
             fencedOut = true;
             this.lose(null, 'data end');
             throw this.lost!;

@@ -295,6 +295,21 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       expect(gate.stats).toEqual(idle);
     });
 
+    it(`${protocol}: the data end cannot be recorded (state database error): the data is not ended, nothing recorded, the row stays \`sending\``, async () => {
+      const server = fill(protocol, 2);
+      state.markDataEnd = () => {
+        throw new Error('disk I/O error');
+      };
+      const s = await runPass(fakeAccount(protocol), deps(server, new RecordingGate(1 << 20)));
+      expect(s).toMatchObject({ result: 'error', delivered: 0, deleted: 0 });
+      expect(s.err).toMatchObject({ code: 'E_COLLECTOR_STATE' });
+      expect(delivery.sent).toHaveLength(0);
+      const rows = [...state.present('box', folderOf(protocol), uidvalidityOf(protocol)).values()];
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ inflight: 'sending', deletedAt: null });
+      expect(server.count(folderOf(protocol))).toBe(2);
+    });
+
     it(`${protocol}: a pass frozen before its data end, its lease expired and taken by a new pass that sends the message: exactly one copy`, async () => {
       const server = fill(protocol, 2);
       let release!: () => void;
