@@ -103,6 +103,32 @@ function steal(): void {
   expect(state.acquireLease('box', 'thief', T0 + LEASE + 1)).toBe(true);
 }
 
+/**
+ * Holds the pass's first delivery until release(); later ones go through. `dataEnded`: its data end is
+ * marked first and the reply is slow; else it stalls before its data end (a frozen process).
+ */
+function holdFirstSend(dataEnded = false): { release: () => void; sends: () => number } {
+  let release!: () => void;
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  let sends = 0;
+  const send = delivery.send.bind(delivery);
+  delivery.send = async (req) => {
+    if (++sends > 1) return send(req);
+    if (!dataEnded) {
+      await held;
+      return send(req);
+    }
+    req.onDataStarted?.();
+    req.onDataEnd?.();
+    await held;
+    delivery.sent.push({ from: req.from, to: req.to, data: req.data });
+    return { recipients: req.to.map((address) => ({ address, kind: 'accepted' as const, reply: '250 2.0.0 ok' })) };
+  };
+  return { release: () => release(), sends: () => sends };
+}
+
 describe('collector lease: the state store', () => {
   it('renewLease says whether the token still holds the lease; holdsLease reads it', () => {
     expect(state.acquireLease('a', 't1', 1000)).toBe(true);
@@ -217,83 +243,41 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
       expect(state.present('box', folderOf(protocol), uidvalidityOf(protocol)).size).toBe(0);
     });
 
-    it(`${protocol}: taken over while a delivery's data is being sent: the data is never ended (no copy), the row stays \`sending\` for the new holder; nothing fetched, delivered or deleted after`, async () => {
-      const gate = new RecordingGate(1 << 20);
-      const server = fill(protocol, 3);
-      let release!: () => void;
-      const held = new Promise<void>((r) => {
-        release = r;
-      });
-      let sends = 0;
-      const send = delivery.send.bind(delivery);
-      delivery.send = async (req) => {
-        // the first delivery stalls before its last byte (a frozen process)
-        if (++sends === 1) await held;
-        return send(req);
-      };
-      const running = runPass(fakeAccount(protocol), deps(server, gate, { leaseRenewMs: 5 }));
-      await expect.poll(() => sends).toBe(1);
-      steal();
-      await expect.poll(() => leaseLostLines().length).toBe(1);
-      const fetchedAtLoss = cmds.filter((c) => c.startsWith('fetch'));
-      release();
-      const s = await running;
-      expect(s).toMatchObject({ result: 'error', fetched: 1, delivered: 0, deleted: 0 });
-      expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
-      expect(sends).toBe(1);
-      // the data-end fence found the lease gone: nothing was handed to the delivery server
-      expect(delivery.sent).toHaveLength(0);
-      expect(cmds.filter((c) => c.startsWith('fetch'))).toEqual(fetchedAtLoss);
-      expect(cmds.filter((c) => !c.startsWith('fetch'))).toEqual(['abort']);
-      expect(server.count(folderOf(protocol))).toBe(3);
-      const rows = [...state.present('box', folderOf(protocol), uidvalidityOf(protocol)).values()];
-      // the row is left as the new holder must find it: `sending`, so it sends the message (once)
-      expect(rows).toHaveLength(1);
-      expect(rows[0]).toMatchObject({ inflight: 'sending', deletedAt: null });
-      expect(leaseLostLines()).toEqual([
-        expect.objectContaining({ level: 50, found: 'renewal', err: expect.objectContaining({ code: 'E_COLLECTOR_LEASE_LOST' }) }),
-      ]);
-      expect(gate.stats).toEqual(idle);
-    });
-
-    it(`${protocol}: taken over after a delivery's data ended (waiting for the reply): that delivery finishes and is recorded; nothing fetched, delivered or deleted after`, async () => {
-      const gate = new RecordingGate(1 << 20);
-      const server = fill(protocol, 3);
-      let release!: () => void;
-      const held = new Promise<void>((r) => {
-        release = r;
-      });
-      let sends = 0;
-      const send = delivery.send.bind(delivery);
-      delivery.send = async (req) => {
-        if (++sends > 1) return send(req);
-        // the whole message is handed over (its data end marked while the lease was held); the reply is slow
-        req.onDataStarted?.();
-        req.onDataEnd?.();
-        await held;
-        delivery.sent.push({ from: req.from, to: req.to, data: req.data });
-        return { recipients: req.to.map((address) => ({ address, kind: 'accepted' as const, reply: '250 2.0.0 ok' })) };
-      };
-      const running = runPass(fakeAccount(protocol), deps(server, gate, { leaseRenewMs: 5 }));
-      await expect.poll(() => sends).toBe(1);
-      steal();
-      await expect.poll(() => leaseLostLines().length).toBe(1);
-      const fetchedAtLoss = cmds.filter((c) => c.startsWith('fetch'));
-      release();
-      const s = await running;
-      expect(s).toMatchObject({ result: 'error', fetched: 1, delivered: 1, deleted: 0 });
-      expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
-      expect(sends).toBe(1);
-      expect(delivery.sent).toHaveLength(1);
-      expect(cmds.filter((c) => c.startsWith('fetch'))).toEqual(fetchedAtLoss);
-      expect(cmds.filter((c) => !c.startsWith('fetch'))).toEqual(['abort']);
-      expect(server.count(folderOf(protocol))).toBe(3);
-      const rows = [...state.present('box', folderOf(protocol), uidvalidityOf(protocol)).values()];
-      // the delivery in flight is recorded as usual; nothing of the other messages is
-      expect(rows).toHaveLength(1);
-      expect(rows[0]).toMatchObject({ status: 'delivered', inflight: null, deletedAt: null });
-      expect(gate.stats).toEqual(idle);
-    });
+    for (const dataEnded of [false, true])
+      it(
+        dataEnded
+          ? `${protocol}: taken over after a delivery's data ended (waiting for the reply): that delivery finishes and is recorded; nothing fetched, delivered or deleted after`
+          : `${protocol}: taken over while a delivery's data is being sent: the data is never ended (no copy), the row stays \`sending\` for the new holder; nothing fetched, delivered or deleted after`,
+        async () => {
+          const gate = new RecordingGate(1 << 20);
+          const server = fill(protocol, 3);
+          // before its data end: a frozen process; after it (marked while the lease was held): a slow reply
+          const { release, sends } = holdFirstSend(dataEnded);
+          const running = runPass(fakeAccount(protocol), deps(server, gate, { leaseRenewMs: 5 }));
+          await expect.poll(sends).toBe(1);
+          steal();
+          await expect.poll(() => leaseLostLines().length).toBe(1);
+          const fetchedAtLoss = cmds.filter((c) => c.startsWith('fetch'));
+          release();
+          const s = await running;
+          expect(s).toMatchObject({ result: 'error', fetched: 1, delivered: dataEnded ? 1 : 0, deleted: 0 });
+          expect(s.err).toMatchObject({ code: 'E_COLLECTOR_LEASE_LOST' });
+          expect(sends()).toBe(1);
+          // before the data end the fence found the lease gone: nothing was handed to the delivery server
+          expect(delivery.sent).toHaveLength(dataEnded ? 1 : 0);
+          expect(cmds.filter((c) => c.startsWith('fetch'))).toEqual(fetchedAtLoss);
+          expect(cmds.filter((c) => !c.startsWith('fetch'))).toEqual(['abort']);
+          expect(server.count(folderOf(protocol))).toBe(3);
+          const rows = [...state.present('box', folderOf(protocol), uidvalidityOf(protocol)).values()];
+          expect(rows).toHaveLength(1);
+          // recorded as usual once its data ended; else left as the new holder must find it (`sending`: it sends it, once)
+          expect(rows[0]).toMatchObject(dataEnded ? { status: 'delivered', inflight: null, deletedAt: null } : { inflight: 'sending', deletedAt: null });
+          expect(leaseLostLines()).toEqual([
+            expect.objectContaining({ level: 50, found: 'renewal', err: expect.objectContaining({ code: 'E_COLLECTOR_LEASE_LOST' }) }),
+          ]);
+          expect(gate.stats).toEqual(idle);
+        },
+      );
 
     it(`${protocol}: the data end cannot be recorded (state database error): the data is not ended, nothing recorded, the row stays \`sending\``, async () => {
       const server = fill(protocol, 2);
@@ -312,19 +296,10 @@ describe('collector lease: a pass whose lease was taken over stops', () => {
 
     it(`${protocol}: a pass frozen before its data end, its lease expired and taken by a new pass that sends the message: exactly one copy`, async () => {
       const server = fill(protocol, 2);
-      let release!: () => void;
-      const held = new Promise<void>((r) => {
-        release = r;
-      });
-      let sends = 0;
-      const send = delivery.send.bind(delivery);
-      delivery.send = async (req) => {
-        if (++sends === 1) await held;
-        return send(req);
-      };
+      const { release, sends } = holdFirstSend();
       // the frozen pass renews nothing while it is frozen
       const frozen = runPass(fakeAccount(protocol), deps(server, new RecordingGate(1 << 20), { leaseRenewMs: 1e9 }));
-      await expect.poll(() => sends).toBe(1);
+      await expect.poll(sends).toBe(1);
       // its lease expires; a new pass takes it over and finds the row `sending`: it sends that message again
       clock = T0 + LEASE + 1;
       const fresh = await runPass(fakeAccount(protocol), deps(server, new RecordingGate(1 << 20)));
