@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { mailboxNameId, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { storedVerdict } from '../helpers/stored-verdicts.js';
 
 let dir: string;
 let file: string;
@@ -36,18 +37,7 @@ const NAME = mailboxNameId({ protocol: 'imap', upstream: SCOPE.upstream, user: S
 const D1 = sha256(Buffer.from('one'));
 const D2 = sha256(Buffer.from('two'));
 
-function verdict(i: number, status: StoredVerdict['status'] = 'clean'): StoredVerdict {
-  return {
-    status,
-    hits: [],
-    viruses: [],
-    sizeIn: 100 + i,
-    sizeOut: status === 'clean' ? 100 + i : 50 + i,
-    digest: sha256(Buffer.from(`m${i}`)),
-    header: Buffer.from(`Subject: ${i}\r\n\r\n`),
-    items: { 'RFC822.SIZE': Buffer.from(`RFC822.SIZE ${100 + i}`) },
-  };
-}
+const verdict = storedVerdict;
 
 function fill(s: VerdictStore): void {
   for (const i of [1, 2, 3]) s.put(scope, String(i), BASIS, verdict(i, i === 2 ? 'changed' : 'clean'));

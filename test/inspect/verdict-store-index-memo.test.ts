@@ -9,7 +9,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { scopeId, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { storedVerdict } from '../helpers/stored-verdicts.js';
 
 let dir: string;
 let file: string;
@@ -32,18 +33,7 @@ const SCOPE: VerdictScope = { protocol: 'imap', upstream: 'mail.example.test:993
 const BASIS = { policyHash: 'p1', signatures: '' };
 const scope = scopeId(SCOPE);
 
-function verdict(i: number, status: StoredVerdict['status'] = 'clean'): StoredVerdict {
-  return {
-    status,
-    hits: [],
-    viruses: [],
-    sizeIn: 100 + i,
-    sizeOut: status === 'clean' ? 100 + i : 50 + i,
-    digest: sha256(Buffer.from(`m${i}`)),
-    header: Buffer.from(`Subject: ${i}\r\n\r\n`),
-    items: { 'RFC822.SIZE': Buffer.from(`RFC822.SIZE ${100 + i}`) },
-  };
-}
+const verdict = storedVerdict;
 
 /** The rows index() reads from SQLite (not from memory), counted. */
 function queries(s: VerdictStore) {
