@@ -104,6 +104,11 @@ export class VettedCache {
     return !this.closed && this.entries.has(key);
   }
 
+  /** How many messages it holds (0 when closed): a caller may skip building keys for an empty cache. */
+  get size(): number {
+    return this.closed ? 0 : this.entries.size;
+  }
+
   async get(key: string): Promise<Vetted | null> {
     if (this.closed) return null;
     const e = this.entries.get(key);

@@ -141,31 +141,58 @@ const NOT_ONCE = { name: '', raw: Buffer.alloc(0), rawParts: [] } as FetchRespon
  * it to that expression.
  */
 export function parsePollLine(d: Buffer): { seq: number; uid: number; size: number } | null {
+  // no closures: this runs once per message of every poll
   const n = d.length;
-  let i = 0;
-  const lit = (s: string): boolean => {
-    if (i + s.length > n) return false;
-    for (let k = 0; k < s.length; k++) if (d[i + k] !== s.charCodeAt(k)) return false;
-    i += s.length;
-    return true;
-  };
-  // a canonical number of at most `max` digits (no leading zero; `zero`: a lone 0 allowed)
-  const num = (max: number, zero: boolean): number => {
-    const from = i;
-    let v = 0;
-    while (i < n && d[i]! >= 0x30 && d[i]! <= 0x39 && i - from < max) v = v * 10 + (d[i++]! - 0x30);
-    const len = i - from;
-    if (len === 0 || (d[from] === 0x30 && !(zero && len === 1))) return -1;
-    return v;
-  };
-  if (!lit('* ')) return null;
-  const seq = num(10, false);
-  if (seq < 0 || !lit(' FETCH (UID ')) return null;
-  const uid = num(10, false);
-  if (uid < 0 || !lit(' RFC822.SIZE ')) return null;
-  const size = num(15, true);
-  if (size < 0 || !lit(')\r\n') || i !== n) return null;
+  let i = matchAt(d, 0, POLL_STAR);
+  if (i < 0) return null;
+  const seqAt = i;
+  i = canonicalNumberEnd(d, i, 10, false);
+  if (i < 0) return null;
+  const seq = digitsValue(d, seqAt, i);
+  i = matchAt(d, i, POLL_UID);
+  if (i < 0) return null;
+  const uidAt = i;
+  i = canonicalNumberEnd(d, i, 10, false);
+  if (i < 0) return null;
+  const uid = digitsValue(d, uidAt, i);
+  i = matchAt(d, i, POLL_SIZE);
+  if (i < 0) return null;
+  const sizeAt = i;
+  i = canonicalNumberEnd(d, i, 15, true);
+  if (i < 0) return null;
+  const size = digitsValue(d, sizeAt, i);
+  i = matchAt(d, i, POLL_END);
+  if (i !== n) return null;
   return { seq, uid, size };
+}
+
+const POLL_STAR = Buffer.from('* ', 'latin1');
+const POLL_UID = Buffer.from(' FETCH (UID ', 'latin1');
+const POLL_SIZE = Buffer.from(' RFC822.SIZE ', 'latin1');
+const POLL_END = Buffer.from(')\r\n', 'latin1');
+
+/** The index after `lit` when `d` holds it at `i`, else -1. */
+function matchAt(d: Buffer, i: number, lit: Buffer): number {
+  if (i + lit.length > d.length) return -1;
+  for (let k = 0; k < lit.length; k++) if (d[i + k] !== lit[k]) return -1;
+  return i + lit.length;
+}
+
+/** The end of a canonical number of at most `max` digits at `i` (no leading zero; `zero`: a lone 0 allowed), or -1. */
+function canonicalNumberEnd(d: Buffer, i: number, max: number, zero: boolean): number {
+  const from = i;
+  const n = d.length;
+  while (i < n && i - from < max && d[i]! >= 0x30 && d[i]! <= 0x39) i++;
+  const len = i - from;
+  if (len === 0 || (d[from] === 0x30 && !(zero && len === 1))) return -1;
+  return i;
+}
+
+/** The value of the ASCII digits d[from, to) (at most 15: exact in a double). */
+function digitsValue(d: Buffer, from: number, to: number): number {
+  let v = 0;
+  for (let i = from; i < to; i++) v = v * 10 + (d[i]! - 0x30);
+  return v;
 }
 
 /** The head of a list sync's answer for one message as Dovecot writes it (listLines), up to its header literal's announcement. */
@@ -1361,7 +1388,7 @@ export class ImapInspector implements ImapInterceptor {
     const m = parsePollLine(line);
     if (!m || this.mailbox === null || this.uidValidity === null) return null;
     const { seq, uid } = m;
-    if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    if (this.cache.size > 0 && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined) {
       // altered (or stored with another size): its sanitised size from the session's index of the
@@ -1392,7 +1419,7 @@ export class ImapInspector implements ImapInterceptor {
     const literal = parts[1]!;
     if (!m || m[5] !== name || m[6] !== String(literal.length)) return null;
     const uid = Number(m[2]);
-    if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    if (this.cache.size > 0 && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined || String(size) !== m[4]) return null;
     if (!relayableFlags(m[3]!)) return null;

@@ -1170,23 +1170,34 @@ export function untaggedFetchNumber(line: Buffer): number {
  * leading space dropped), decoded only when read.
  */
 export function untaggedFetchHead(line: Buffer, number: number): ResponseHead {
-  let text: string | undefined;
-  return {
-    kind: 'untagged',
-    keyword: 'FETCH',
-    number,
-    get text(): string {
-      if (text === undefined) {
-        let end = line.length;
-        if (end > 0 && line[end - 1] === 0x0a) end--;
-        if (end > 0 && line[end - 1] === 0x0d) end--;
-        let from = line.indexOf(0x20, 2) + 6; // after `* <digits> FETCH`
-        if (from < end && line[from] === 0x20) from++;
-        text = from < end ? line.toString('latin1', from, end) : '';
-      }
-      return text;
-    },
-  };
+  return new UntaggedFetchHead(line, number);
+}
+
+/**
+ * untaggedFetchHead's head: a class, so that the lazy `text` is one getter on the prototype (an object
+ * literal with a getter cost a closure and a slow-path literal per response line, most of a poll
+ * line's handling in the profile).
+ */
+class UntaggedFetchHead implements ResponseHead {
+  readonly kind = 'untagged' as const;
+  readonly keyword = 'FETCH';
+  private decoded: string | undefined = undefined;
+  constructor(
+    private readonly line: Buffer,
+    readonly number: number,
+  ) {}
+  get text(): string {
+    if (this.decoded === undefined) {
+      const line = this.line;
+      let end = line.length;
+      if (end > 0 && line[end - 1] === 0x0a) end--;
+      if (end > 0 && line[end - 1] === 0x0d) end--;
+      let from = line.indexOf(0x20, 2) + 6; // after `* <digits> FETCH`
+      if (from < end && line[from] === 0x20) from++;
+      this.decoded = from < end ? line.toString('latin1', from, end) : '';
+    }
+    return this.decoded;
+  }
 }
 
 /** The client command being received in the relay phase. */
