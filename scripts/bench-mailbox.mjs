@@ -509,15 +509,24 @@ async function wlTls() {
  * against direct and the inspections postern logged for them. POP3: RETR everything, then a new
  * session's LIST must give each message's delivered (sanitised) size.
  */
+/** New sessions per round of the poll workload's poll and list sync (the round's figure is their median). */
+const POLL_SESSIONS = 9;
+
 async function wlPoll() {
   console.log('\n[poll] a reconnecting client after everything was vetted (alice)');
+  // one figure of a few milliseconds is mostly scheduling noise on a shared machine: each round is the
+  // median of POLL_SESSIONS new sessions (each times its first command after SELECT)
   const run = async (ep, cmd) => {
-    const c = await Imap.session(ep, 'alice', USERS.alice);
-    const t0 = performance.now();
-    const r = await c.ok(cmd);
-    const seconds = (performance.now() - t0) / 1000;
-    await c.logout();
-    return { seconds, r };
+    const t = [];
+    for (let i = 0; i < POLL_SESSIONS; i++) {
+      const c = await Imap.session(ep, 'alice', USERS.alice);
+      const t0 = performance.now();
+      await c.ok(cmd);
+      t.push(performance.now() - t0);
+      await c.logout();
+    }
+    t.sort((a, b) => a - b);
+    return { ms: t[Math.floor(t.length / 2)] };
   };
   for (const mode of ['direct', 'policy', 'av']) {
     if (mode === 'av' && !S.clamd) continue;
@@ -537,8 +546,8 @@ async function wlPoll() {
         variant,
         mode,
         async () => {
-          const { seconds } = await run(endpoint(mode), cmd);
-          return { value: seconds, unit: 's', seconds };
+          const { ms } = await run(endpoint(mode), cmd);
+          return { value: ms, unit: 'ms', seconds: ms / 1000 };
         },
         { fresh: false, better: 'lower' },
       );

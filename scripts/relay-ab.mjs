@@ -10,6 +10,7 @@
  *
  *   npm run build && node scripts/relay-ab.mjs . --pipe --rounds 8
  *   node scripts/relay-ab.mjs /tmp/base /tmp/new --workload noop,list   # two builds: each a directory
+ *   node scripts/relay-ab.mjs . '.::--max-semi-space-size=32'          # the same build with other node flags
  *                                                                      # with bin/postern.js and dist/
  *
  * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
@@ -73,7 +74,10 @@ else if (builds.length === 0 && !opts.pipe) {
   await main();
 }
 
-async function startBuild(dir, upstreamPort) {
+async function startBuild(spec, upstreamPort) {
+  // DIR or DIR::--node-flag,--other-flag (the same build with other node flags as its own candidate)
+  const [dir, flags = ''] = spec.split('::');
+  const nodeFlags = flags.split(',').filter(Boolean);
   const root = resolve(dir);
   const run = tempDir('postern-relay-ab-');
   const [plain, tls] = await freePorts(2);
@@ -85,13 +89,13 @@ async function startBuild(dir, upstreamPort) {
     join(run, 'postern.yaml'),
     `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}`,
   );
-  const proc = track(spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
+  const proc = track(spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
   const log = join(run, 'postern.log');
   for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
     await sleep(100);
   }
-  return { name: `postern ${dir}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc };
+  return { name: `postern ${spec}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc };
 }
 
 async function noop(ep) {
