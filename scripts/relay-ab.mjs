@@ -89,7 +89,9 @@ async function startBuild(spec, upstreamPort) {
     join(run, 'postern.yaml'),
     `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}`,
   );
-  const proc = track(spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }));
+  const proc = track(
+    spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }),
+  );
   const log = join(run, 'postern.log');
   for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
