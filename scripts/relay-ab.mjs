@@ -2,7 +2,8 @@
 /**
  * A/B of the pure relay (`policy: null`) on a loaded machine (issue 10): one private Dovecot (the
  * bench's mixed 100-message / 20 MB mailbox and a 2,000-message list folder), HAProxy in TCP mode,
- * optionally a bare Node.js socket pipe (`--pipe`: the floor of any relay written on node:net), and
+ * optionally a bare Node.js socket pipe (`--pipe`: the floor of any relay written on node:net; its TLS
+ * listener terminates TLS with node:tls and HAProxy's certificate), and
  * one postern per build directory given, all measured in the same run with interleaved rounds (the
  * order reversed every other round), so a load change hits every candidate alike. Besides wall time
  * it reports each proxy's CPU per operation, read from /proc/PID/task/x/schedstat (nanoseconds, all
@@ -22,6 +23,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox, smallMessages } from './lib/mail-corpus.mjs';
 import { cleanupOnExit, quantiles, sleep, tempDir, track } from './lib/procs.mjs';
@@ -50,8 +52,8 @@ function cpuOf(pid) {
 }
 
 /** The floor of a relay on node:net: every chunk written to the other side as it arrives, Nagle off. */
-function nodePipe(port, target) {
-  const server = net.createServer((c) => {
+function nodePipe(port, target, tlsPort, pemFile) {
+  const pipe = (c) => {
     c.setNoDelay(true);
     const u = net.connect({ host: '127.0.0.1', port: target });
     u.setNoDelay(true);
@@ -61,11 +63,18 @@ function nodePipe(port, target) {
     u.on('close', () => c.destroy());
     c.on('error', () => {});
     u.on('error', () => {});
-  });
-  server.listen(port, '127.0.0.1', () => process.send?.('up'));
+  };
+  let up = 0;
+  const listening = () => {
+    if (++up === 2) process.send?.('up');
+  };
+  net.createServer(pipe).listen(port, '127.0.0.1', listening);
+  // the same pipe behind node:tls with HAProxy's certificate (the floor of a TLS-terminating relay on node)
+  const pem = readFileSync(pemFile);
+  tls.createServer({ key: pem, cert: pem }, pipe).listen(tlsPort, '127.0.0.1', listening);
 }
 
-if (argv[0] === '--pipe-child') nodePipe(Number(argv[1]), Number(argv[2]));
+if (argv[0] === '--pipe-child') nodePipe(Number(argv[1]), Number(argv[2]), Number(argv[3]), argv[4]);
 else if (builds.length === 0 && !opts.pipe) {
   console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,tls,list]');
   process.exit(2);
@@ -129,7 +138,7 @@ async function main() {
     'alice',
     buildMailbox(100, 20 * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
   );
-  const [hPlain, hTls, pipePort] = await freePorts(3);
+  const [hPlain, hTls, pipePort, pipeTls] = await freePorts(4);
   const haproxy = await startHaproxy([
     { listen: hPlain, target: dovecot.ports.imap },
     { listen: hTls, target: dovecot.ports.imap, tls: true },
@@ -140,12 +149,16 @@ async function main() {
   ];
   if (opts.pipe) {
     const proc = track(
-      spawn(process.execPath, [new URL(import.meta.url).pathname, '--pipe-child', String(pipePort), String(dovecot.ports.imap)], {
-        stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
-      }),
+      spawn(
+        process.execPath,
+        [new URL(import.meta.url).pathname, '--pipe-child', String(pipePort), String(dovecot.ports.imap), String(pipeTls), haproxy.pemFile],
+        {
+          stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+        },
+      ),
     );
     await new Promise((r) => proc.once('message', r));
-    eps.push({ name: 'node pipe', port: pipePort, proc });
+    eps.push({ name: 'node pipe', port: pipePort, tport: pipeTls, ca: haproxy.cert, proc });
   }
   for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap));
   console.log(`relay-ab: ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds of ${WORKLOADS.join(', ')}`);

@@ -344,7 +344,7 @@ export async function startHaproxy(pairs, { maxconn = haproxyMaxconn() } = {}) {
     () => `haproxy did not start:\n${log()}`,
   );
   const version = /version (\S+)/.exec(spawnSync(bin, ['-v'], { encoding: 'utf8' }).stdout)?.[1] ?? '?';
-  return { dir, proc, cert, version, log, stop: () => stopProc(proc) };
+  return { dir, proc, cert, pemFile, version, log, stop: () => stopProc(proc) };
 }
 
 /** HAProxy needs two descriptors per connection: as many as the hard limit of open files allows. */
