@@ -29,6 +29,7 @@
  *   node scripts/poll-ab.mjs . --cpu-prof /tmp/prof     # each postern writes a V8 CPU profile there on exit
  *   node scripts/poll-ab.mjs . --relay                  # also each build's pure relay listener (policy: null)
  *   node scripts/poll-ab.mjs . --messages 500 --mb 110  # the bench's mailbox size (default 100 messages, 20 MB)
+ *   node scripts/poll-ab.mjs /tmp/base . --idle 1000     # with 1,000 silent logged-in sessions open through each postern
  *
  * Needs root (Dovecot's mail uid), like `npm run bench`.
  */
@@ -42,7 +43,7 @@ import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0, messages: 100, mb: 20 };
+const opts = { rounds: 6, sessions: 10, warm: 30, prof: null, relay: false, list: true, newMessages: 0, messages: 100, mb: 20, idle: 0 };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
@@ -54,6 +55,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (argv[i] === '--new') opts.newMessages = Number(argv[++i]);
   else if (argv[i] === '--messages') opts.messages = Number(argv[++i]);
   else if (argv[i] === '--mb') opts.mb = Number(argv[++i]);
+  else if (argv[i] === '--idle') opts.idle = Number(argv[++i]);
   else builds.push(argv[i]);
 }
 if (builds.length === 0) {
@@ -81,7 +83,7 @@ async function startBuild(dir, upstreamPort, policyFile) {
     `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: ${policy}\n`;
   writeFileSync(
     join(run, 'postern.yaml'),
-    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('policy', port, policyFile)}${listener('relay', relayPort, 'null')}`,
+    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000${opts.idle > 0 ? `, max_sessions_per_client: ${opts.idle + 100}` : ''} }\nlisteners:\n${listener('policy', port, policyFile)}${listener('relay', relayPort, 'null')}`,
   );
   const prof = opts.prof ? ['--cpu-prof', `--cpu-prof-dir=${resolve(opts.prof)}`] : [];
   const proc = track(
@@ -124,7 +126,17 @@ async function listSession(ep) {
 }
 
 async function main() {
-  const dovecot = await startDovecot({ name: 'postern-poll-ab', users: USERS });
+  // --idle N: N more Dovecot processes (one per session) and connections of one user and address
+  const dovecot = await startDovecot({
+    name: 'postern-poll-ab',
+    users: USERS,
+    ...(opts.idle > 0
+      ? {
+          maxUserIpConnections: builds.length * opts.idle + 200,
+          extraConf: `default_process_limit = ${builds.length * opts.idle + 300}\ndefault_client_limit = ${2 * builds.length * opts.idle + 1000}\n`,
+        }
+      : {}),
+  });
   dovecot.fill('alice', buildMailbox(opts.messages, opts.mb * 1024 * 1024, { user: 'alice' }));
   const policyDir = tempDir('postern-poll-ab-policy-');
   const policyFile = join(policyDir, 'poll-ab-no-av.yaml');
@@ -148,6 +160,13 @@ async function main() {
     }
     ep.inspected0 = ep.inspected?.();
   }
+  // --idle N: N logged-in sessions through each postern that stay open and silent during the rounds
+  const idlers = [];
+  for (const ep of eps) {
+    if (ep.name === 'direct' || opts.idle === 0) continue;
+    for (let i = 0; i < opts.idle; i++) idlers.push(await Imap.session({ port: ep.port }, 'alice', USERS.alice));
+  }
+  if (idlers.length > 0) console.log(`poll-ab: ${opts.idle} idle sessions open through each postern`);
   const rows = new Map();
   const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -54,6 +54,12 @@ export interface ConnectionDeps {
   upstreamOAuth?: ReadonlySet<OAuthMechanism> | null;
   /** The process-wide memory budget (reserveMemory); none: every reservation is granted. */
   memory?: MemoryBudget | null;
+  /**
+   * Told whenever the connection may start holding bytes (client output written, client input held):
+   * the budget's gauge reads only the connections told so since it last found them holding nothing,
+   * instead of every session on every check (a poll's line took a lease check each).
+   */
+  holding?(conn: Connection): void;
   /** The listener's hold_timeout_ms (limits.ts effectiveHoldTimeoutMs). */
   holdTimeoutMs: number;
 }
@@ -226,6 +232,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.touch();
       this.heldInput.push(d);
       this.heldInputBytes += d.length;
+      this.deps.holding?.(this);
       this.inEvent(() => this.pumpClient());
     });
     // 'end' (FIN), 'error' (RST) and 'close' arrive while input is paused too: the socket keeps reading
@@ -448,6 +455,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     this.trace?.data('postern>client', data);
     // coalesced: handed to the socket at the end of this turn (or once a batch is full)
     this.toClient.add(data);
+    this.deps.holding?.(this);
     this.checkOutput();
   }
 

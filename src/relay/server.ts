@@ -237,9 +237,17 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
   const admissions = new WeakMap<net.Socket, EdgeAdmission>();
   // one accountant for the whole process: every session's socket buffers (gauge) plus leases
   const memory = new MemoryBudget(config.limits.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
+  // Only connections that may hold bytes are read: a connection joins `holding` whenever it writes
+  // client output or holds client input (the only ways its bufferedBytes grows) and leaves when a
+  // reading finds it holding nothing, so a check costs the busy sessions, not every idle one too.
+  const holding = new Set<Connection>();
   memory.addGauge(() => {
     let n = 0;
-    for (const c of sessions) n += c.bufferedBytes;
+    for (const c of holding) {
+      const b = c.bufferedBytes;
+      if (b === 0) holding.delete(c);
+      else n += b;
+    }
     return n;
   });
 
@@ -333,10 +341,12 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
           : undefined,
       upstreamOAuth: g.upstreamOAuth?.(listener) ?? null,
       memory,
+      holding: (c) => holding.add(c),
       holdTimeoutMs: effectiveHoldTimeoutMs(listener, g.deadlines),
       onClose: (c, reason) => {
         counted(edge?.noteSessionEnd(addr, reason?.code, Date.now()));
         sessions.delete(c);
+        holding.delete(c);
         g.open--;
         if (g.retired && g.open === 0) void finishGen(g);
         const n = (perClient.get(addr) ?? 1) - 1;

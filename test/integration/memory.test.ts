@@ -12,8 +12,9 @@
 import { execFile } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, describe, expect, it, onTestFailed, vi } from 'vitest';
 import { DEFAULT_FLOW_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../../src/limits.js';
+import { Connection } from '../../src/relay/connection.js';
 import type { Session, SessionHost } from '../../src/session/types.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type PosternHandle, startPostern } from '../helpers/postern.js';
@@ -307,6 +308,50 @@ describe('process-wide memory budget', () => {
     await waitFor(() => p.server.sessionCount === 0, 5000);
     expect(p.server.memory.used).toBe(0);
     expect(await greeting(p.port('imap'))).toMatch(/^\* OK \[CAPABILITY /);
+  });
+});
+
+describe('the memory budget reads only the sessions that may hold bytes', () => {
+  it('idle sessions leave the gauge once found holding nothing; a session that writes again is counted again', async () => {
+    postern = await startPostern([{ name: 'imap', upstream: { host: '127.0.0.1', port: 9, tls: 'none' }, limits: { clientStallTimeoutMs: 0 } }], {
+      serverLimits: { maxSessionsPerClient: 100 },
+    });
+    const p = postern;
+    onTestFailed(() => console.error(p.logs()));
+    const reads = vi.spyOn(Connection.prototype, 'bufferedBytes', 'get');
+    try {
+      // 40 sessions that read their greeting and stay silent: each wrote once (the greeting), then drained
+      const idle: net.Socket[] = [];
+      for (let i = 0; i < 40; i++) {
+        const s = net.connect(p.port('imap'), '127.0.0.1');
+        s.on('error', () => undefined);
+        await new Promise<void>((r) => s.once('data', () => r()));
+        idle.push(s);
+      }
+      await waitFor(() => p.server.sessionCount === 40, 5000);
+      // (each session's base lease is a lease, not a gauge)
+      const gauged = () => p.server.memory.used - p.server.memory.leasedBytes;
+      await waitFor(() => gauged() === 0, 5000);
+      // found holding nothing: the next check reads none of them (it read each of the 40 before)
+      reads.mockClear();
+      expect(gauged()).toBe(0);
+      expect(reads).toHaveBeenCalledTimes(0);
+
+      // one of them turns into a client that never reads: its unread output is counted, and only it is read
+      const hog = idle[0]!;
+      hog.pause();
+      const chunk = Buffer.from('a CAPABILITY\r\n'.repeat(4096));
+      for (let k = 0; k < 20; k++) if (!hog.write(chunk)) await Promise.race([new Promise((r) => hog.once('drain', r)), new Promise((r) => setTimeout(r, 100))]);
+      await waitFor(() => gauged() > 256 * 1024, 10_000);
+      reads.mockClear();
+      expect(gauged()).toBeGreaterThan(256 * 1024);
+      expect(reads).toHaveBeenCalledTimes(1);
+      for (const s of idle) s.destroy();
+      await waitFor(() => p.server.sessionCount === 0, 5000);
+      expect(p.server.memory.used).toBe(0);
+    } finally {
+      reads.mockRestore();
+    }
   });
 });
 
