@@ -341,7 +341,8 @@ describe('the memory budget reads only the sessions that may hold bytes', () => 
       const hog = idle[0]!;
       hog.pause();
       const chunk = Buffer.from('a CAPABILITY\r\n'.repeat(4096));
-      for (let k = 0; k < 20; k++) if (!hog.write(chunk)) await Promise.race([new Promise((r) => hog.once('drain', r)), new Promise((r) => setTimeout(r, 100))]);
+      for (let k = 0; k < 20; k++)
+        if (!hog.write(chunk)) await Promise.race([new Promise((r) => hog.once('drain', r)), new Promise((r) => setTimeout(r, 100))]);
       await waitFor(() => gauged() > 256 * 1024, 10_000);
       reads.mockClear();
       expect(gauged()).toBeGreaterThan(256 * 1024);
