@@ -142,27 +142,16 @@ const NOT_ONCE = { name: '', raw: Buffer.alloc(0), rawParts: [] } as FetchRespon
  */
 export function parsePollLine(d: Buffer): { seq: number; uid: number; size: number } | null {
   // no closures: this runs once per message of every poll
-  const n = d.length;
-  let i = matchAt(d, 0, POLL_STAR);
+  let i = pollField(d, 0, POLL_STAR, 10, false);
   if (i < 0) return null;
-  const seqAt = i;
-  i = canonicalNumberEnd(d, i, 10, false);
+  const seq = pollFieldValue;
+  i = pollField(d, i, POLL_UID, 10, false);
   if (i < 0) return null;
-  const seq = digitsValue(d, seqAt, i);
-  i = matchAt(d, i, POLL_UID);
+  const uid = pollFieldValue;
+  i = pollField(d, i, POLL_SIZE, 15, true);
   if (i < 0) return null;
-  const uidAt = i;
-  i = canonicalNumberEnd(d, i, 10, false);
-  if (i < 0) return null;
-  const uid = digitsValue(d, uidAt, i);
-  i = matchAt(d, i, POLL_SIZE);
-  if (i < 0) return null;
-  const sizeAt = i;
-  i = canonicalNumberEnd(d, i, 15, true);
-  if (i < 0) return null;
-  const size = digitsValue(d, sizeAt, i);
-  i = matchAt(d, i, POLL_END);
-  if (i !== n) return null;
+  const size = pollFieldValue;
+  if (matchAt(d, i, POLL_END) !== d.length) return null;
   return { seq, uid, size };
 }
 
@@ -171,28 +160,31 @@ const POLL_UID = Buffer.from(' FETCH (UID ', 'latin1');
 const POLL_SIZE = Buffer.from(' RFC822.SIZE ', 'latin1');
 const POLL_END = Buffer.from(')\r\n', 'latin1');
 
+/** The number pollField read last (a scratch slot instead of an object per field). */
+let pollFieldValue = 0;
+
+/**
+ * `lit` then a canonical number of at most `max` digits (no leading zero; `zero`: a lone 0 allowed)
+ * at `i`: the index after them, the number in pollFieldValue; or -1.
+ */
+function pollField(d: Buffer, i: number, lit: Buffer, max: number, zero: boolean): number {
+  const from = matchAt(d, i, lit);
+  if (from < 0) return -1;
+  const n = d.length;
+  let end = from;
+  let v = 0;
+  while (end < n && end - from < max && d[end]! >= 0x30 && d[end]! <= 0x39) v = v * 10 + (d[end++]! - 0x30);
+  const len = end - from;
+  if (len === 0 || (d[from] === 0x30 && !(zero && len === 1))) return -1;
+  pollFieldValue = v;
+  return end;
+}
+
 /** The index after `lit` when `d` holds it at `i`, else -1. */
 function matchAt(d: Buffer, i: number, lit: Buffer): number {
   if (i + lit.length > d.length) return -1;
   for (let k = 0; k < lit.length; k++) if (d[i + k] !== lit[k]) return -1;
   return i + lit.length;
-}
-
-/** The end of a canonical number of at most `max` digits at `i` (no leading zero; `zero`: a lone 0 allowed), or -1. */
-function canonicalNumberEnd(d: Buffer, i: number, max: number, zero: boolean): number {
-  const from = i;
-  const n = d.length;
-  while (i < n && i - from < max && d[i]! >= 0x30 && d[i]! <= 0x39) i++;
-  const len = i - from;
-  if (len === 0 || (d[from] === 0x30 && !(zero && len === 1))) return -1;
-  return i;
-}
-
-/** The value of the ASCII digits d[from, to) (at most 15: exact in a double). */
-function digitsValue(d: Buffer, from: number, to: number): number {
-  let v = 0;
-  for (let i = from; i < to; i++) v = v * 10 + (d[i]! - 0x30);
-  return v;
 }
 
 /** The head of a list sync's answer for one message as Dovecot writes it (listLines), up to its header literal's announcement. */
