@@ -52,6 +52,22 @@ export interface ContentInspection {
   digest?: string;
 }
 
+/**
+ * The vets running now through the content table, per store: `digest/size/policyHash/signatures` ->
+ * settled when that vet is done (stored or not). A session about to vet the same bytes under the same
+ * basis waits for it and looks the table up again instead of running the engine a second time.
+ * Entries live only while their vet runs (bounded by the vets in flight).
+ */
+const inFlight = new WeakMap<VerdictStore, Map<string, Promise<void>>>();
+function inFlightOf(store: VerdictStore): Map<string, Promise<void>> {
+  let m = inFlight.get(store);
+  if (!m) {
+    m = new Map();
+    inFlight.set(store, m);
+  }
+  return m;
+}
+
 /** Whether an engine result may be shared by content: clean, unchanged, and nothing found or kept. */
 export function shareable(raw: Buffer, r: InspectResult): boolean {
   const v = r.verdict;
@@ -81,6 +97,16 @@ export class ContentVerdicts {
    * when the caller has it or needs it too.
    */
   async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string | (() => string)): Promise<ContentInspection> {
+    return this.inspectAs(raw, run, digest, true);
+  }
+
+  /** inspect(); `mayWait`: a vet of the same bytes running now is waited for (once) before the table is asked again. */
+  private async inspectAs(
+    raw: Buffer,
+    run: () => Promise<InspectResult>,
+    digest: string | (() => string) | undefined,
+    mayWait: boolean,
+  ): Promise<ContentInspection> {
     const basis = this.basis();
     if (!basis) return { result: await run(), fromContentCache: false };
     const d = typeof digest === 'function' ? digest() : (digest ?? sha256(raw));
@@ -94,17 +120,37 @@ export class ContentVerdicts {
       this.onStoreError(err);
     }
     if (hit) return { result: this.cleanResult(raw, d), fromContentCache: true, digest: d };
-    const result = await run();
-    const after = this.basis();
-    // stored only under the basis it was made with, and only when that basis still holds
-    if (after && after.signatures === basis.signatures && since !== null && shareable(raw, result)) {
-      try {
-        this.src.store.contentPut(d, raw.length, basis, this.opts.maxEntries, Date.now(), since);
-      } catch (err) {
-        this.onStoreError(err);
-      }
+    const flights = inFlightOf(this.src.store);
+    const key = `${d}/${raw.length}/${basis.policyHash}/${basis.signatures}`;
+    const earlier = flights.get(key);
+    if (earlier && mayWait) {
+      // another session is vetting these very bytes under this basis (a mass mailing fetched by many
+      // at once): once it is done, the table answers as it would a moment later. The lookup is made
+      // again (basis, clear count and all), so a verdict it did not store, or one a clear removed
+      // meanwhile, is never used; then this vet runs itself (it waits only once, so the sessions
+      // wanting a message that is not shared, an altered one, are not vetted one after another)
+      await earlier;
+      return this.inspectAs(raw, run, d, false);
     }
-    return { result, fromContentCache: false, digest: d };
+    let done!: () => void;
+    const mine = new Promise<void>((r) => (done = r));
+    if (!earlier) flights.set(key, mine);
+    try {
+      const result = await run();
+      const after = this.basis();
+      // stored only under the basis it was made with, and only when that basis still holds
+      if (after && after.signatures === basis.signatures && since !== null && shareable(raw, result)) {
+        try {
+          this.src.store.contentPut(d, raw.length, basis, this.opts.maxEntries, Date.now(), since);
+        } catch (err) {
+          this.onStoreError(err);
+        }
+      }
+      return { result, fromContentCache: false, digest: d };
+    } finally {
+      if (flights.get(key) === mine) flights.delete(key);
+      done();
+    }
   }
 
   /** What the engine returns for a clean, unchanged message: the input itself and the part tree it judged. */

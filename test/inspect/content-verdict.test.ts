@@ -207,6 +207,102 @@ describe('ContentVerdicts.inspect', () => {
     });
   }
 
+  /** An engine stand-in held until released: counts its runs and answers `make(raw)`. */
+  function heldRun(raw: Buffer, make: (raw: Buffer) => InspectResult) {
+    const h = { runs: 0, release: () => {}, started: Promise.resolve() };
+    let started!: () => void;
+    h.started = new Promise<void>((r) => (started = r));
+    const gate = new Promise<void>((r) => (h.release = r));
+    const run = async () => {
+      h.runs++;
+      started();
+      await gate;
+      return make(raw);
+    };
+    return { h, run };
+  }
+
+  it('sessions wanting the same bytes while they are being vetted wait for that vet: the engine runs once', async () => {
+    const { store, cv } = setup();
+    // another session's ContentVerdicts on the same store (each session has its own)
+    const other = new ContentVerdicts(
+      { store, policyHash: 'p1', signatures: fixedSignatures(BASIS.signatures) },
+      defaultPolicy(),
+      { maxEntries: 100 },
+      () => {},
+    );
+    const { h, run } = heldRun(MSG, result);
+    const first = cv.inspect(MSG, run);
+    await h.started;
+    let joinerRuns = 0;
+    const joiners = [1, 2, 3].map(() =>
+      other.inspect(Buffer.from(MSG), async () => {
+        joinerRuns++;
+        return result(MSG);
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    expect(joinerRuns).toBe(0);
+    h.release();
+    expect((await first).fromContentCache).toBe(false);
+    for (const j of await Promise.all(joiners)) expect(j.fromContentCache).toBe(true);
+    expect(h.runs).toBe(1);
+    expect(joinerRuns).toBe(0);
+    store.close();
+  });
+
+  it('a vet it waited for that stored nothing (an altered message): each waiting session then vets it itself, at once', async () => {
+    const { store, cv } = setup();
+    const altered = (raw: Buffer) =>
+      result(raw, { status: 'changed', hits: [{ part: '2', rule: 'filenames[0]', action: 'strip', reason: 'exe' }] }, Buffer.from('other'));
+    const { h, run } = heldRun(MSG, altered);
+    const first = cv.inspect(MSG, run);
+    await h.started;
+    // the waiting sessions' own vets are held too: all of them must have started before any ends
+    const second = heldRun(MSG, altered);
+    const third = heldRun(MSG, altered);
+    const p2 = cv.inspect(MSG, second.run);
+    const p3 = cv.inspect(MSG, third.run);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(second.h.runs + third.h.runs).toBe(0);
+    h.release();
+    await first;
+    await Promise.all([second.h.started, third.h.started]);
+    second.h.release();
+    third.h.release();
+    for (const r of await Promise.all([p2, p3])) expect(r.fromContentCache).toBe(false);
+    expect([h.runs, second.h.runs, third.h.runs]).toEqual([1, 1, 1]);
+    expect(store.contentEntries).toBe(0);
+    store.close();
+  });
+
+  it('a vet it waited for whose verdict a clear removed: the waiting session vets the bytes itself', async () => {
+    const { store, cv } = setup();
+    const command = new VerdictStore(file, { maxEntries: 100, maxBytes: 1 << 20 });
+    // the operator clears right after the first vet stored its verdict, before the waiting session looks again
+    const put = store.contentPut.bind(store);
+    store.contentPut = (...args: Parameters<VerdictStore['contentPut']>) => {
+      const stored = put(...args);
+      command.clear();
+      return stored;
+    };
+    const { h, run } = heldRun(MSG, result);
+    const first = cv.inspect(MSG, run);
+    await h.started;
+    let joinerRuns = 0;
+    const joiner = cv.inspect(MSG, async () => {
+      joinerRuns++;
+      return result(MSG);
+    });
+    h.release();
+    expect((await first).fromContentCache).toBe(false);
+    const j = await joiner;
+    expect(j.fromContentCache).toBe(false);
+    expect(joinerRuns).toBe(1);
+    command.close();
+    store.close();
+  });
+
   it('a policy change (another policy hash) or new signatures miss', async () => {
     const { store, cv } = setup();
     await cv.inspect(MSG, async () => result(MSG));
