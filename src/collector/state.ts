@@ -668,8 +668,9 @@ export class CollectorState {
    */
   markDataEnd(id: number, rcpts: string[], account: string, token: string): boolean {
     return this.tx('mark delivery', () => {
-      if (this.db.prepare('SELECT 1 FROM leases WHERE account = ? AND token = ?').get(account, token) === undefined) return false;
-      this.db.prepare('UPDATE messages SET inflight = ?, inflight_rcpts = ? WHERE id = ?').run('data_end', JSON.stringify(rcpts), id);
+      if (!this.holdsLease(account, token)) return false;
+      // nested: a savepoint of this transaction
+      this.setInflight(id, 'data_end', rcpts);
       return true;
     });
   }

@@ -104,9 +104,9 @@ export class VettedCache {
     return !this.closed && this.entries.has(key);
   }
 
-  /** How many messages it holds (0 when closed): a caller may skip building keys for an empty cache. */
-  get size(): number {
-    return this.closed ? 0 : this.entries.size;
+  /** has() of one message's key; an empty cache (the common case of a session that vetted nothing) builds no key. */
+  hasMessage(mailbox: string, uidValidity: number, uid: number): boolean {
+    return !this.closed && this.entries.size > 0 && this.entries.has(VettedCache.key(mailbox, uidValidity, uid));
   }
 
   async get(key: string): Promise<Vetted | null> {

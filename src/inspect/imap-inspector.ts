@@ -1238,7 +1238,7 @@ export class ImapInspector implements ImapInterceptor {
     const ids = this.storeAnswers(items) ? this.storeIds() : null;
     const fromStore: number[] = [];
     for (const u of uids) {
-      if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
+      if (this.cache.hasMessage(this.mailbox, this.uidValidity, u)) continue;
       if (ids?.get(u) === true) {
         fromStore.push(u);
         continue;
@@ -1273,7 +1273,7 @@ export class ImapInspector implements ImapInterceptor {
     const fromStore: number[] = [];
     const missing: number[] = [];
     for (const u of uids) {
-      if (this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, u))) continue;
+      if (this.cache.hasMessage(this.mailbox, this.uidValidity, u)) continue;
       if (ids?.get(u) === true) fromStore.push(u);
       else if (missing.push(u) > VERDICT_STORE_LIMITS.maxSplitMissing) return null;
     }
@@ -1380,7 +1380,7 @@ export class ImapInspector implements ImapInterceptor {
     const m = parsePollLine(line);
     if (!m || this.mailbox === null || this.uidValidity === null) return null;
     const { seq, uid } = m;
-    if (this.cache.size > 0 && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined) {
       // altered (or stored with another size): its sanitised size from the session's index of the
@@ -1411,7 +1411,7 @@ export class ImapInspector implements ImapInterceptor {
     const literal = parts[1]!;
     if (!m || m[5] !== name || m[6] !== String(literal.length)) return null;
     const uid = Number(m[2]);
-    if (this.cache.size > 0 && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid))) return null;
+    if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
     const size = this.cleanSizeOf(uid);
     if (size === undefined || String(size) !== m[4]) return null;
     if (!relayableFlags(m[3]!)) return null;
@@ -1461,7 +1461,7 @@ export class ImapInspector implements ImapInterceptor {
       if (body?.literal !== undefined) split.answered.add(uid);
     }
     if (state.fromCache && uid !== null) {
-      if (this.mailbox !== null && this.uidValidity !== null && this.cache.has(VettedCache.key(this.mailbox, this.uidValidity, uid)))
+      if (this.mailbox !== null && this.uidValidity !== null && this.cache.hasMessage(this.mailbox, this.uidValidity, uid))
         return this.renderVetted(state, resp, () => this.fromCache(uid), `UID ${uid}`);
       // the rendering is keyed by the UID the server put in this response, never by postern's seq map
       if (state.relayClean) {
