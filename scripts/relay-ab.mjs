@@ -19,14 +19,14 @@
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox, smallMessages } from './lib/mail-corpus.mjs';
-import { cleanupOnExit, quantiles, sleep, tempDir, track } from './lib/procs.mjs';
+import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, track } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
@@ -49,6 +49,16 @@ function cpuOf(pid) {
   let ns = 0;
   for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
   return ns / 1e9;
+}
+
+/** CPU seconds of each thread of a process by name (`main`, V8's helpers `node/TID`, libuv's `libuv-worker/TID`). */
+function threadCpu(pid) {
+  const by = new Map();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    const name = t === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${t}/comm`, 'latin1').trim()}/${t}`;
+    by.set(name, Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]) / 1e9);
+  }
+  return by;
 }
 
 /** The floor of a relay on node:net: every chunk written to the other side as it arrives, Nagle off. */
@@ -99,7 +109,11 @@ async function startBuild(spec, upstreamPort) {
     `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}`,
   );
   const proc = track(
-    spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], { cwd: run, stdio: 'ignore' }),
+    spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], {
+      cwd: run,
+      // stdout kept for node's own diagnostics (--trace-gc): POSTERN_RELAY_AB_STDOUT=DIR copies it there
+      stdio: ['ignore', process.env.POSTERN_RELAY_AB_STDOUT ? openSync(join(process.env.POSTERN_RELAY_AB_STDOUT, `${plain}.out`), 'w') : 'ignore', 'ignore'],
+    }),
   );
   const log = join(run, 'postern.log');
   for (let i = 0; !(existsSync(log) && readFileSync(log, 'utf8').includes('postern started')); i++) {
@@ -170,6 +184,7 @@ async function main() {
     await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
     await noop(ep);
   }
+  for (const ep of eps) if (ep.proc) ep.threads0 = threadCpu(ep.proc.pid);
   for (let round = 0; round < opts.rounds; round++) {
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
       let cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
@@ -205,7 +220,12 @@ async function main() {
     const [what, who] = key.split('|');
     console.log(`${what.padEnd(26)} ${who.padEnd(28)} ${median(xs).toFixed(1).padStart(9)}   [${xs.map((x) => x.toFixed(0)).join(' ')}]`);
   }
-  for (const ep of eps) ep.proc?.kill('SIGTERM');
-  await sleep(1500);
+  for (const ep of eps.filter((e) => e.proc)) {
+    const now = threadCpu(ep.proc.pid);
+    const parts = [...now].map(([t, v]) => [t, v - (ep.threads0.get(t) ?? 0)]).filter(([, v]) => v >= 0.005);
+    console.log(`${ep.name} CPU s by thread over the rounds: ${parts.map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}`);
+  }
+  // stopped one by one and waited for: a postern run with --cpu-prof writes its profile on exit
+  for (const ep of eps) await stopProc(ep.proc);
   process.exit(0);
 }
