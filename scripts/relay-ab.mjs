@@ -12,8 +12,15 @@
  *   npm run build && node scripts/relay-ab.mjs . --pipe --rounds 8
  *   node scripts/relay-ab.mjs /tmp/base /tmp/new --workload noop,list   # two builds: each a directory
  *   node scripts/relay-ab.mjs . '.::--max-semi-space-size=32'          # the same build with other node flags
+ *   node scripts/relay-ab.mjs . . . --gc --workload bulk,tls             # three processes of one build, GCs counted
  *                                                                      # with bin/postern.js and dist/
  *
+ * --gc: each postern counts its garbage collections (scripts/lib/gc-count.cjs, preloaded); printed
+ * per candidate, counted from its start (warm-up included). Identical processes of one build differ
+ * here: some run the whole bulk + TLS workload with 1-4 mark-compacts, others with 9-12 (each about
+ * 40 ms of V8 helper-thread CPU), and the costly ones relay slower; a candidate's figure depends on
+ * which it got (docs/performance.md, "Two regimes of one build"). A build named more than once
+ * (`. ./ /abs/path`) runs as that many processes.
  * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
  * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
@@ -30,10 +37,11 @@ import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, track } from './lib
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false };
+const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false, gc: false };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--pipe') opts.pipe = true;
+  else if (argv[i] === '--gc') opts.gc = true;
   else if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
   else if (argv[i] === '--workload') opts.workload = argv[++i];
   else if (argv[i] === '--pipe-child') break;
@@ -99,6 +107,8 @@ async function startBuild(spec, upstreamPort) {
   const nodeFlags = flags.split(',').filter(Boolean);
   const root = resolve(dir);
   const run = tempDir('postern-relay-ab-');
+  const gcFile = join(run, 'gc-count.json');
+  if (opts.gc) nodeFlags.unshift(`--require=${new URL('./lib/gc-count.cjs', import.meta.url).pathname}`);
   const [plain, tls] = await freePorts(2);
   const listener = (name, port, mode) =>
     `  - name: ${name}\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n` +
@@ -111,6 +121,7 @@ async function startBuild(spec, upstreamPort) {
   const proc = track(
     spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], {
       cwd: run,
+      env: { ...process.env, POSTERN_GC_COUNT_FILE: gcFile },
       // stdout kept for node's own diagnostics (--trace-gc): POSTERN_RELAY_AB_STDOUT=DIR copies it there
       stdio: ['ignore', process.env.POSTERN_RELAY_AB_STDOUT ? openSync(join(process.env.POSTERN_RELAY_AB_STDOUT, `${plain}.out`), 'w') : 'ignore', 'ignore'],
     }),
@@ -120,7 +131,7 @@ async function startBuild(spec, upstreamPort) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
     await sleep(100);
   }
-  return { name: `postern ${spec}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc };
+  return { name: `postern ${spec}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc, gcFile };
 }
 
 async function noop(ep) {
@@ -227,5 +238,12 @@ async function main() {
   }
   // stopped one by one and waited for: a postern run with --cpu-prof writes its profile on exit
   for (const ep of eps) await stopProc(ep.proc);
+  if (opts.gc) {
+    for (const ep of eps.filter((e) => e.gcFile)) {
+      const c = existsSync(ep.gcFile) ? JSON.parse(readFileSync(ep.gcFile, 'utf8')) : {};
+      const part = (k) => `${c[k]?.n ?? 0} ${k} (${(c[k]?.ms ?? 0).toFixed(0)} ms)`;
+      console.log(`${ep.name} GCs from its start: ${part('major')}, ${part('minor')}`);
+    }
+  }
   process.exit(0);
 }
