@@ -23,7 +23,8 @@
  *
  * Usage: npm run build && node scripts/bench-idle.mjs [--quick] [--levels 1000,5000,10000]
  *        [--policy NAME] [--workers N]
- * --quick: levels 200,1000. POSTERN_BENCH_JSON=path: the rows are also written there as JSON
+ * --quick: levels 200,1000. POSTERN_BENCH_NODE_ARGS="--flag ..." passes node flags to postern (as
+ * bench-mailbox.mjs does; its `idle` workload hands them on). POSTERN_BENCH_JSON=path: the rows are also written there as JSON
  * (bench-mailbox's `idle` workload reads them).
  */
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -36,6 +37,8 @@ import { cleanupOnExit, MB, procTree, sleep, stopProc, tempDir, track, treeCpuSe
 import { freePorts, posternYamlHead, startHaproxy } from './lib/servers.mjs';
 
 const IDLE_WINDOW_MS = 10_000;
+/** POSTERN_BENCH_NODE_ARGS: extra node flags for postern only. */
+const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 /** Sessions opened at once by one client process. */
 const CONNECT_CONCURRENCY = 100;
 /** Sessions per client process (well under any descriptor limit). */
@@ -165,15 +168,22 @@ async function clientsMain() {
 async function startIdlePostern({ upstreamPort, policy, workers, sessions }) {
   const dir = tempDir('postern-bench-idle-');
   const [port] = await freePorts(1);
+  // with `workers:` each worker admits its share of max_sessions, and the cluster's round robin does
+  // not split 10,000 connections exactly in half (a few hundred refused, E_MAX_SESSIONS, were seen):
+  // a fifth more room, so that what is measured is sessions, not refusals
+  const cap = sessions + Math.ceil(sessions / 5) + 100;
   const yaml =
     posternYamlHead(dir) +
-    `limits: { shutdown_grace_ms: 1000, max_sessions: ${sessions + 100}, max_sessions_per_client: ${sessions + 100} }\n` +
+    `limits: { shutdown_grace_ms: 1000, max_sessions: ${cap}, max_sessions_per_client: ${cap} }\n` +
     (workers ? `workers: ${workers}\n` : '') +
     `listeners:\n  - name: idle\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n    tls: { mode: none }\n` +
     `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: ${policy ?? 'null'}\n`;
   writeFileSync(join(dir, 'postern.yaml'), yaml);
   const proc = track(
-    spawn(process.execPath, [join(root, 'bin/postern.js'), 'serve', '--config', join(dir, 'postern.yaml')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn(process.execPath, [...nodeArgs, join(root, 'bin/postern.js'), 'serve', '--config', join(dir, 'postern.yaml')], {
+      cwd: dir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
   let out = '';
   const keep = (d) => {

@@ -16,11 +16,12 @@
  *                                                                      # with bin/postern.js and dist/
  *
  * --gc: each postern counts its garbage collections (scripts/lib/gc-count.cjs, preloaded); printed
- * per candidate, counted from its start (warm-up included). Identical processes of one build differ
- * here: some run the whole bulk + TLS workload with 1-4 mark-compacts, others with 9-12 (each about
- * 40 ms of V8 helper-thread CPU), and the costly ones relay slower; a candidate's figure depends on
- * which it got (docs/performance.md, "Two regimes of one build"). A build named more than once
- * (`. ./ /abs/path`) runs as that many processes.
+ * per candidate, counted from its start (warm-up included). With V8's own heap growing factor
+ * (`DIR::--heap-growing-percent=0`), identical processes of one build differ here: some run the whole
+ * bulk + TLS workload with 1-4 mark-compacts, others with 7-14 (each about 40 ms of V8 helper-thread
+ * CPU), and the costly ones relay slower (docs/performance.md, "Two regimes of one build"; postern
+ * fixes the factor, HEAP_GROWING_PERCENT). A build named more than once (`. ./ /abs/path`) runs as
+ * that many processes.
  * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
  * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.

@@ -275,6 +275,17 @@ export const RELAY_WRITE_COPY_BYTES = 16 * 1024;
  */
 export const RELAY_WRITE_PAUSE_BYTES = 256 * 1024;
 
+/**
+ * V8's old-generation growing factor for the long-running commands (`serve`, `collect`), as
+ * `--heap-growing-percent` (factor 1 + this / 100), set at their start (src/heap-tuning.ts) unless the
+ * node command line sets it. V8 otherwise picks the factor at each full GC from its measured speeds;
+ * picked under traffic it is about 2 for postern's ~21 MB heap, which leaves less room than V8
+ * wants before its next marking once the relayed Buffers are counted, so the process marks its
+ * whole heap every ~100 ms of relaying and frees nothing (docs/performance.md, "Two regimes of one
+ * build"). A fixed 3 ends that loop; V8's own largest factor for this heap size is 4.
+ */
+export const HEAP_GROWING_PERCENT = 200;
+
 /** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
 export function effectiveFlowLimits(
   limits: SessionLimits & Partial<FlowLimits>,

@@ -19,6 +19,7 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { HEAP_GROWING_PERCENT } from '../../src/limits.js';
 import { probe } from '../edge/harness.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { freePorts, type TempDir, tempDir, waitFor } from '../harness/util.js';
@@ -206,6 +207,10 @@ describe('reload', () => {
   it('serve keeps its pid in the state directory (0644)', () => {
     expect(readFileSync(pidFile, 'utf8')).toBe(`${proc.pid}\n`);
     expect(statSync(pidFile).mode & 0o777).toBe(0o644);
+  });
+
+  it("serve fixed V8's heap growing percent and says so in process.start", () => {
+    expect(events('process.start')[0]?.heapGrowingPercent).toBe(HEAP_GROWING_PERCENT);
   });
 
   it('under load: a rule changed, listeners added, removed, moved and swapped; no session dropped', async () => {
