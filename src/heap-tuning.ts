@@ -1,6 +1,7 @@
 /**
  * V8 heap tuning for the long-running commands (`postern serve`, `postern collect`).
  *
+ * As we read V8's heuristics (node 20, V8 11.3; the GC counts in docs/performance.md bear it out),
  * V8 sets the old generation's next allocation limit at every full garbage collection to its live
  * size times a factor it derives from its measured GC and allocation speeds, and starts the next
  * incremental marking as soon as the room left (counting the external memory allocated since, here
