@@ -34,12 +34,12 @@
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox } from './lib/mail-corpus.mjs';
-import { cleanupOnExit, sleep, stopProc, tempDir, track } from './lib/procs.mjs';
+import { cleanupOnExit, procTree, schedstat, sleep, stopProc, tempDir, threadCpuSince, track, treeCpuByThread, treeThreadCpuSeconds } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const repoRoot = join(dirname(new URL(import.meta.url).pathname), '..');
@@ -64,27 +64,6 @@ const USERS = { alice: 'alicepw', warm: 'warmpw' };
 const BULK = 'UID FETCH 1:* BODY.PEEK[]';
 const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 
-/** The process and its descendants (postern's cluster workers with `workers:`). */
-function procTree(pid) {
-  const out = [pid];
-  for (let i = 0; i < out.length; i++) {
-    try {
-      for (const c of readFileSync(`/proc/${out[i]}/task/${out[i]}/children`, 'latin1').split(' ').filter(Boolean)) out.push(Number(c));
-    } catch {
-      /* ended */
-    }
-  }
-  return out;
-}
-
-const schedstat = (pid, tid) => {
-  try {
-    return readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ').map(Number);
-  } catch {
-    return [0, 0];
-  }
-};
-
 /** CPU seconds of the main threads (the event loops) of a process tree. */
 const mainCpuOf = (pid) => procTree(pid).reduce((s, p) => s + schedstat(p, p)[0], 0) / 1e9;
 /**
@@ -97,35 +76,6 @@ const mainWantOf = (pid) =>
     const [run, wait] = schedstat(p, p);
     return s + run + wait;
   }, 0) / 1e9;
-
-/** CPU seconds of every thread of a process tree (schedstat: nanoseconds on the CPU). */
-function cpuOf(pid) {
-  let ns = 0;
-  for (const p of procTree(pid)) {
-    try {
-      for (const t of readdirSync(`/proc/${p}/task`)) ns += schedstat(p, t)[0];
-    } catch {
-      /* ended */
-    }
-  }
-  return ns / 1e9;
-}
-
-/** CPU seconds per thread (`name/tid`; an event loop is `main/pid`) of a process tree: V8's helpers, libuv's pool. */
-function threadCpu(pid) {
-  const by = new Map();
-  for (const p of procTree(pid)) {
-    try {
-      for (const t of readdirSync(`/proc/${p}/task`)) {
-        const name = t === String(p) ? `main/${p}` : `${readFileSync(`/proc/${p}/task/${t}/comm`, 'latin1').trim()}/${t}`;
-        by.set(name, schedstat(p, t)[0] / 1e9);
-      }
-    } catch {
-      /* ended */
-    }
-  }
-  return by;
-}
 
 async function startBuild(spec, upstreamPort, policyFile) {
   // DIR or DIR::--node-flag,--other-flag (the same build with other node flags as its own candidate);
@@ -229,7 +179,7 @@ async function main() {
     console.log(`${ep.name}: ${same} messages identical to direct, ${changed} changed (identical across builds)`);
   }
 
-  for (const ep of eps.slice(1)) ep.threads0 = threadCpu(ep.proc.pid);
+  for (const ep of eps.slice(1)) ep.threads0 = treeCpuByThread(ep.proc.pid);
   const rows = new Map();
   const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
   for (let round = 0; round < opts.rounds; round++) {
@@ -238,12 +188,12 @@ async function main() {
     for (const ep of eps.slice(1).filter(() => eps.some((e) => e.vc))) {
       await stopProc(ep.proc);
       Object.assign(ep, await startBuild(ep.spec, dovecot.ports.imap, policyFile));
-      ep.threads0 = threadCpu(ep.proc.pid);
+      ep.threads0 = treeCpuByThread(ep.proc.pid);
       await fetchAll(ep, 'warm'); // warm-up (JIT) on another mailbox: nothing of alice's is stored
     }
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
       for (const n of CLIENTS) {
-        const cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
+        const cpu0 = ep.proc ? treeThreadCpuSeconds(ep.proc.pid) : 0;
         const main0 = ep.proc ? mainCpuOf(ep.proc.pid) : 0;
         const want0 = ep.proc ? mainWantOf(ep.proc.pid) : 0;
         const r = await bulk(ep, n);
@@ -251,7 +201,7 @@ async function main() {
         const mb = r.bytes / 1e6;
         record(`bulk ${n}c MB/s|${ep.name}`, mb / r.seconds);
         if (ep.proc) {
-          const cpu = cpuOf(ep.proc.pid) - cpu0;
+          const cpu = treeThreadCpuSeconds(ep.proc.pid) - cpu0;
           record(`bulk ${n}c CPU us/MB|${ep.name}`, (cpu * 1e6) / mb);
           record(`bulk ${n}c CPU/wall|${ep.name}`, cpu / r.seconds);
           record(`bulk ${n}c main thread/wall|${ep.name}`, (mainCpuOf(ep.proc.pid) - main0) / r.seconds);
@@ -271,9 +221,7 @@ async function main() {
     for (const ep of eps.slice(1)) console.log(`ratio ${ep.name} / direct, ${n} client(s): ${(median(rows.get(`bulk ${n}c MB/s|${ep.name}`)) / d).toFixed(3)}`);
   }
   for (const ep of eps.slice(1)) {
-    const now = threadCpu(ep.proc.pid);
-    const parts = [...now].map(([t, v]) => [t, v - (ep.threads0.get(t) ?? 0)]).filter(([, v]) => v >= 0.005);
-    console.log(`${ep.name} CPU s by thread over the rounds: ${parts.map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}`);
+    console.log(`${ep.name} CPU s by thread over the rounds: ${threadCpuSince(ep.proc.pid, ep.threads0)}`);
   }
   // a clean stop, so that --cpu-prof (POSTERN_BENCH_NODE_ARGS) writes its profile
   await Promise.all(eps.map((ep) => stopProc(ep.proc)));

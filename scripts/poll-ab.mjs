@@ -34,12 +34,12 @@
  * Needs root (Dovecot's mail uid), like `npm run bench`.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox } from './lib/mail-corpus.mjs';
-import { cleanupOnExit, sleep, tempDir, track } from './lib/procs.mjs';
+import { cleanupOnExit, sleep, tempDir, track, treeThreadCpuSeconds } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
@@ -66,13 +66,6 @@ const USERS = { alice: 'alicepw' };
 const POLL = 'UID FETCH 1:* (UID RFC822.SIZE)';
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Content-Type)])';
 const repo = resolve(new URL('..', import.meta.url).pathname);
-
-/** CPU seconds of every thread of a process (schedstat: nanoseconds on the CPU). */
-function cpuOf(pid) {
-  let ns = 0;
-  for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
-  return ns / 1e9;
-}
 
 async function startBuild(dir, upstreamPort, policyFile) {
   const root = resolve(dir);
@@ -208,7 +201,7 @@ async function main() {
       }
     }
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
-      const cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
+      const cpu0 = ep.proc ? treeThreadCpuSeconds(ep.proc.pid) : 0;
       const first = [];
       const second = [];
       const list = [];
@@ -221,7 +214,7 @@ async function main() {
       record(`poll, 1st of a session ms|${ep.name}`, median(first));
       record(`poll, 2nd in a session ms|${ep.name}`, median(second));
       if (opts.list) record(`list sync, new session ms|${ep.name}`, median(list));
-      if (ep.proc) record(`CPU us per session pair|${ep.name}`, ((cpuOf(ep.proc.pid) - cpu0) * 1e6) / opts.sessions);
+      if (ep.proc) record(`CPU us per session pair|${ep.name}`, ((treeThreadCpuSeconds(ep.proc.pid) - cpu0) * 1e6) / opts.sessions);
     }
   }
   for (const [key, xs] of [...rows].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {

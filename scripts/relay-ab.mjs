@@ -27,14 +27,14 @@
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { Imap } from './lib/mail-clients.mjs';
 import { buildMailbox, smallMessages } from './lib/mail-corpus.mjs';
-import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, track } from './lib/procs.mjs';
+import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, threadCpuSince, track, treeCpuByThread, treeThreadCpuSeconds } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
@@ -52,23 +52,6 @@ const WORKLOADS = opts.workload.split(',');
 const NOOPS = 1000;
 const USERS = { alice: 'alicepw', lister: 'listerpw' };
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From To Cc Subject Date Message-ID Content-Type)])';
-
-/** CPU seconds of every thread of a process (schedstat: nanoseconds on the CPU). */
-function cpuOf(pid) {
-  let ns = 0;
-  for (const t of readdirSync(`/proc/${pid}/task`)) ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]);
-  return ns / 1e9;
-}
-
-/** CPU seconds of each thread of a process by name (`main`, V8's helpers `node/TID`, libuv's `libuv-worker/TID`). */
-function threadCpu(pid) {
-  const by = new Map();
-  for (const t of readdirSync(`/proc/${pid}/task`)) {
-    const name = t === String(pid) ? 'main' : `${readFileSync(`/proc/${pid}/task/${t}/comm`, 'latin1').trim()}/${t}`;
-    by.set(name, Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'latin1').split(' ')[0]) / 1e9);
-  }
-  return by;
-}
 
 /** The floor of a relay on node:net: every chunk written to the other side as it arrives, Nagle off. */
 function nodePipe(port, target, tlsPort, pemFile) {
@@ -196,13 +179,13 @@ async function main() {
     await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
     await noop(ep);
   }
-  for (const ep of eps) if (ep.proc) ep.threads0 = threadCpu(ep.proc.pid);
+  for (const ep of eps) if (ep.proc) ep.threads0 = treeCpuByThread(ep.proc.pid);
   for (let round = 0; round < opts.rounds; round++) {
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
-      let cpu0 = ep.proc ? cpuOf(ep.proc.pid) : 0;
+      let cpu0 = ep.proc ? treeThreadCpuSeconds(ep.proc.pid) : 0;
       const cpu = (what, per) => {
         if (!ep.proc) return;
-        const now = cpuOf(ep.proc.pid);
+        const now = treeThreadCpuSeconds(ep.proc.pid);
         record(`${what}|${ep.name}`, ((now - cpu0) * 1e6) / per);
         cpu0 = now;
       };
@@ -233,9 +216,7 @@ async function main() {
     console.log(`${what.padEnd(26)} ${who.padEnd(28)} ${median(xs).toFixed(1).padStart(9)}   [${xs.map((x) => x.toFixed(0)).join(' ')}]`);
   }
   for (const ep of eps.filter((e) => e.proc)) {
-    const now = threadCpu(ep.proc.pid);
-    const parts = [...now].map(([t, v]) => [t, v - (ep.threads0.get(t) ?? 0)]).filter(([, v]) => v >= 0.005);
-    console.log(`${ep.name} CPU s by thread over the rounds: ${parts.map(([t, v]) => `${t} ${v.toFixed(2)}`).join(', ')}`);
+    console.log(`${ep.name} CPU s by thread over the rounds: ${threadCpuSince(ep.proc.pid, ep.threads0)}`);
   }
   // stopped one by one and waited for: a postern run with --cpu-prof writes its profile on exit
   for (const ep of eps) await stopProc(ep.proc);

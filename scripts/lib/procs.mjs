@@ -150,6 +150,46 @@ export const treeStatus = (pid, key) => procTree(pid).reduce((s, p) => s + (proc
 /** resetPeak on every process of the tree; false when the kernel refuses any. */
 export const treeResetPeak = (pid) => procTree(pid).every((p) => resetPeak(p));
 
+/** /proc/PID/task/TID/schedstat: [ns on a CPU, ns runnable waiting for one, timeslices]; zeros when gone. */
+export function schedstat(pid, tid) {
+  try {
+    return readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ').map(Number);
+  } catch {
+    return [0, 0, 0];
+  }
+}
+
+/**
+ * CPU seconds of each thread of procTree(pid), by name: an event loop is `main/PID`, the others
+ * `comm/TID` (V8's helpers `node/TID`, libuv's pool). Moves less than wall time on a shared machine.
+ */
+export function treeCpuByThread(pid) {
+  const by = new Map();
+  for (const p of procTree(pid)) {
+    try {
+      for (const t of readdirSync(`/proc/${p}/task`)) {
+        const name = t === String(p) ? `main/${p}` : `${readFileSync(`/proc/${p}/task/${t}/comm`, 'latin1').trim()}/${t}`;
+        by.set(name, schedstat(p, t)[0] / 1e9);
+      }
+    } catch {
+      /* ended */
+    }
+  }
+  return by;
+}
+
+/** CPU seconds of every thread of procTree(pid) together. */
+export const treeThreadCpuSeconds = (pid) => [...treeCpuByThread(pid).values()].reduce((a, b) => a + b, 0);
+
+/** What each thread of procTree(pid) used since `before` (a treeCpuByThread), at least 5 ms: "main/12 0.73, node/14 0.14". */
+export function threadCpuSince(pid, before) {
+  return [...treeCpuByThread(pid)]
+    .map(([t, v]) => [t, v - (before.get(t) ?? 0)])
+    .filter(([, v]) => v >= 0.005)
+    .map(([t, v]) => `${t} ${v.toFixed(2)}`)
+    .join(', ');
+}
+
 /** Median and other quantiles of a list of numbers. */
 export function quantiles(xs) {
   const s = [...xs].sort((a, b) => a - b);

@@ -6,6 +6,7 @@ import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AdminReleaseSmtpConfig } from '../config/admin.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { nodemailer } from '../lazy-nodemailer.js';
 import { ADMIN_LIMITS } from '../limits.js';
 import { decodedFieldValue } from '../mime/headers.js';
 import type { FileQuarantineStore, QuarantineRecord } from '../quarantine/store.js';
@@ -124,9 +125,8 @@ export function releaseRecipient(e: Entry, recipientDomain?: string): string | n
 
 /** Sends the original unchanged to `to` through the configured relay. */
 export async function releaseBySmtp(cfg: AdminReleaseSmtpConfig, original: Buffer, to: string): Promise<string> {
-  // loaded on the first release: a process that never releases does not carry nodemailer in its heap
-  const { default: nodemailer } = await import('nodemailer');
-  const transport = nodemailer.createTransport({
+  // nodemailer is loaded here, on the first release (src/lazy-nodemailer.ts)
+  const transport = nodemailer().createTransport({
     host: cfg.host,
     port: cfg.port,
     secure: false,

@@ -8,11 +8,10 @@
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import type * as Nodemailer from 'nodemailer';
 import type { AlarmEmailConfig, AlarmWebhookConfig, SecretRef } from '../config/alarms.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { nodemailer } from '../lazy-nodemailer.js';
 import { ALARM_LIMITS } from '../limits.js';
 import { emailText, type Outgoing, subjectOf } from './payload.js';
 
@@ -129,9 +128,8 @@ export function emailTransport(cfg: AlarmEmailConfig, opts: EmailOptions = {}): 
   const timeoutMs = opts.timeoutMs ?? ALARM_LIMITS.sendTimeoutMs;
   const ca = cfg.caFile ? readFileSync(cfg.caFile) : undefined;
   const name = `email ${cfg.host}:${cfg.port}`;
-  // loaded only for an e-mail alarm: a process without one does not carry nodemailer in its heap
-  const nodemailer = createRequire(import.meta.url)('nodemailer') as typeof Nodemailer;
-  const transport = nodemailer.createTransport({
+  // nodemailer is loaded here, for an e-mail alarm only (src/lazy-nodemailer.ts)
+  const transport = nodemailer().createTransport({
     host: cfg.host,
     port: cfg.port,
     secure: cfg.tls === 'implicit',

@@ -17,24 +17,13 @@
 
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { CollectorDeliveryConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { smtpConnectionClass } from '../lazy-nodemailer.js';
 import { COLLECTOR_LIMITS } from '../limits.js';
 import { upstreamTlsOptions } from '../tls/contexts.js';
-
-/**
- * nodemailer's SMTPConnection, loaded on the first delivery: a process that never delivers (serve
- * without a collector) does not carry it in its heap, which every major GC walks.
- */
-const requireLazily = createRequire(import.meta.url);
-let smtpConnection: typeof SMTPConnection | null = null;
-function smtpConnectionClass(): typeof SMTPConnection {
-  smtpConnection ??= requireLazily('nodemailer/lib/smtp-connection') as typeof SMTPConnection;
-  return smtpConnection;
-}
 
 export type RecipientKind = 'accepted' | 'temp' | 'perm' | 'unconfirmed';
 

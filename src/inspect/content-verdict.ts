@@ -68,6 +68,16 @@ function inFlightOf(store: VerdictStore): Map<string, Promise<void>> {
   return m;
 }
 
+/** Registers a vet of `key` as running; the function returned ends it (removes it and releases its waiters). */
+function startFlight(flights: Map<string, Promise<void>>, key: string): () => void {
+  let release!: () => void;
+  flights.set(key, new Promise<void>((r) => (release = r)));
+  return () => {
+    flights.delete(key);
+    release();
+  };
+}
+
 /** Whether an engine result may be shared by content: clean, unchanged, and nothing found or kept. */
 export function shareable(raw: Buffer, r: InspectResult): boolean {
   const v = r.verdict;
@@ -132,9 +142,9 @@ export class ContentVerdicts {
       await earlier;
       return this.inspectAs(raw, run, d, false);
     }
-    let done!: () => void;
-    const mine = new Promise<void>((r) => (done = r));
-    if (!earlier) flights.set(key, mine);
+    // registered when no vet of these bytes is running; a second pass (after its wait) that finds
+    // another one running runs beside it, unregistered
+    const end = earlier ? null : startFlight(flights, key);
     try {
       const result = await run();
       const after = this.basis();
@@ -148,8 +158,7 @@ export class ContentVerdicts {
       }
       return { result, fromContentCache: false, digest: d };
     } finally {
-      if (flights.get(key) === mine) flights.delete(key);
-      done();
+      end?.();
     }
   }
 
