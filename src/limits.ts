@@ -946,8 +946,13 @@ export const EDGE_LIMITS = {
   defaultMaxTrackedAddresses: 65_536,
   /** Block list entries loaded from the shared store (the longest-lasting first). */
   maxBlockEntries: 100_000,
-  /** A running serve re-reads the shared block list this often (only when it changed). */
+  /**
+   * A running serve re-reads the shared block list this often (only when it changed) where it cannot
+   * watch the file (src/edge/block-watch.ts), and the Redis state reads its block list this often.
+   */
   blockListReloadMs: 1_000,
+  /** With a watch on the block list file, it is still re-read this often (only when it changed), in case a change event was lost. */
+  blockListWatchPollMs: 30_000,
   /** Default `auto_block.duration_ms`: the first block of an address. */
   defaultBlockDurationMs: 10 * 60_000,
   /** Default `auto_block.max_duration_ms`: the doubling stops here. */

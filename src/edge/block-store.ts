@@ -1,7 +1,7 @@
 /**
  * The shared block list: a small SQLite file (better-sqlite3, WAL) under the state dir, written by
- * `postern serve` (auto-blocks) and `postern block add|remove`, read by serve every
- * EDGE_LIMITS.blockListReloadMs (only when SQLite's data_version says another connection changed it).
+ * `postern serve` (auto-blocks) and `postern block add|remove`, read by serve when the file changes
+ * (src/edge/block-watch.ts; only when SQLite's data_version says another connection changed it).
  * SQLite rather than a JSON file so that the CLI and a running serve never lose each other's writes.
  */
 import { mkdirSync } from 'node:fs';
@@ -14,6 +14,8 @@ export const BLOCK_DB_FILE = 'blocks.sqlite';
 
 export class BlockStore {
   private readonly db: Database.Database;
+  /** PRAGMA data_version, prepared once (db.pragma() prepares it anew on each call). */
+  private readonly dataVersion: Database.Statement;
   private lastVersion = -1;
 
   constructor(readonly file: string) {
@@ -24,11 +26,12 @@ export class BlockStore {
     this.db.exec(
       'CREATE TABLE IF NOT EXISTS blocks (address TEXT PRIMARY KEY, until INTEGER NOT NULL, reason TEXT NOT NULL, strikes INTEGER NOT NULL, created INTEGER NOT NULL)',
     );
+    this.dataVersion = this.db.prepare('PRAGMA data_version').pluck();
   }
 
   /** Whether another connection wrote since the last call (cheap: PRAGMA data_version). */
   changed(): boolean {
-    const v = this.db.pragma('data_version', { simple: true }) as number;
+    const v = this.dataVersion.get() as number;
     const c = v !== this.lastVersion;
     this.lastVersion = v;
     return c;

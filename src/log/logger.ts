@@ -149,6 +149,7 @@ export const LOG_EVENTS = {
   'edge.proxy': 'a PROXY protocol header was accepted (debug; version, local, source)',
   'edge.proxy_refused': 'a PROXY header was malformed, missing where required, late, or from an untrusted peer: reset (peer, err)',
   'edge.block_store_failed': 'the shared block list could not be read or written (err, file)',
+  'edge.block_watch_failed': 'the shared block list file cannot be watched: it is read every EDGE_LIMITS.blockListReloadMs instead (err, file, pollMs)',
   'edge.state': 'where the edge state lives: Redis (backend, url with the password redacted, connected)',
   'edge.state_unavailable': 'the Redis edge state did not answer: the local view decides until it is back; once per outage (url, err E_EDGE_STATE)',
   'edge.state_recovered': 'the Redis edge state answers again; the blocks made meanwhile are written back (url, ms, blocks, restored)',

@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import type { BlockEntry } from '../edge/autoblock.js';
 import { BlockStore } from '../edge/block-store.js';
+import { watchBlockList } from '../edge/block-watch.js';
 import { EdgeGuard } from '../edge/guard.js';
 import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
 import type { EdgeStateHealth } from '../edge/state.js';
@@ -231,8 +232,17 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
   };
   deps.metrics?.blockList?.(() => edge?.blocks.entries() ?? []);
   deps.metrics?.edgeState?.(() => edge?.stateHealth() ?? null);
-  const edgeTimer = store ? setInterval(() => edge?.refresh(Date.now()), EDGE_LIMITS.blockListReloadMs) : null;
-  edgeTimer?.unref();
+  // re-read on a change of the file (another worker's auto-block, `postern block`), not on a clock: an
+  // idle process is not woken every second (src/edge/block-watch.ts)
+  const edgeWatch = store
+    ? watchBlockList(store.file, () => edge?.refresh(Date.now()), {
+        onWatchFailed: (err) =>
+          log.warn(
+            { event: 'edge.block_watch_failed', err: logErr(err), file: store?.file, pollMs: EDGE_LIMITS.blockListReloadMs },
+            'the block list file cannot be watched: it is read every second instead',
+          ),
+      })
+    : null;
   /** The edge's admission of a raw socket, read again when its implicit TLS is up. */
   const admissions = new WeakMap<net.Socket, EdgeAdmission>();
   // one accountant for the whole process: every session's socket buffers (gauge) plus leases
@@ -707,7 +717,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       }
       for (const conn of [...sessions]) conn.session.shutdown('server shutting down');
       await Promise.race([closed, new Promise((r) => setTimeout(r, 2000))]);
-      if (edgeTimer) clearInterval(edgeTimer);
+      edgeWatch?.close();
       store?.close();
       // the session factories in force: the newest and any replaced one that still had sessions
       for (const g of [...gens]) await finishGen(g);
