@@ -10,12 +10,14 @@
  * benchmark holds more descriptors than the hard limit of open files allows.
  *
  * For each proxy: start it, measure its RSS with no session (after a warm-up session), then add
- * sessions up to each level, wait until every one is in IDLE and RSS has settled, and report
+ * sessions up to each level, wait until every one is in IDLE and the proxy has settled, and report
  *   rssMB            the proxy's total RSS (postern: with its cluster workers) at that level
  *   rssPerSessionKB  (rss - rss with no session) / sessions
  *   marginalKB       (rss - rss at the previous level) / the sessions added (without the one-off
  *                    growth of the first sessions: heap sizing, compiled code)
- *   cpuS             the proxy's CPU seconds during IDLE_WINDOW_MS of idleness at that level
+ *   cpuS             the proxy's CPU seconds during IDLE_WINDOW_MS of idleness at that level, the
+ *                    window opening once the proxy settled (RSS and CPU, see settled())
+ *   settleS          seconds from the last session in IDLE to that
  * A proxy holds two descriptors per session (client and upstream): when the hard limit of open files
  * (`ulimit -Hn`) is too low for a level in one process, postern is started afresh with `workers: N`
  * for those levels (its rows say so; the baseline is then that of the primary and its workers), and
@@ -37,6 +39,9 @@ import { cleanupOnExit, MB, procTree, sleep, stopProc, tempDir, track, treeCpuSe
 import { freePorts, posternYamlHead, startHaproxy } from './lib/servers.mjs';
 
 const IDLE_WINDOW_MS = 10_000;
+/** settled(): at most this much CPU over 2 s, and how long to wait for it at most. */
+const SETTLED_CPU_S = 0.02;
+const SETTLE_MAX_MS = 30_000;
 /** POSTERN_BENCH_NODE_ARGS: extra node flags for postern only. */
 const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 /** Sessions opened at once by one client process. */
@@ -225,15 +230,27 @@ function hardFdLimit() {
   return r === 'unlimited' ? Number.POSITIVE_INFINITY : Number(r) || 1024;
 }
 
-/** Waits until RSS of the tree changes by less than 1% over 2 s (or 20 s passed). */
-async function settledRss(pid) {
+/**
+ * Waits until the tree has settled: over 2 s its RSS changed by less than 1 % and it used less than
+ * SETTLED_CPU_S of CPU (or SETTLE_MAX_MS passed). Without the CPU condition the idle window could
+ * open while the proxy still finished the burst of logins: V8's memory reducer runs a few full GCs
+ * some seconds after allocation stops (seen as 0.1-0.2 s of CPU in one 10 s window at 1,000 sessions,
+ * three major GCs in 1.3 s; none in the windows of the same level in other runs). A proxy that keeps
+ * using CPU while idle never settles: its window opens after SETTLE_MAX_MS and shows what it uses.
+ * Returns the RSS and the seconds it took.
+ */
+async function settled(pid) {
+  const t0 = Date.now();
   let last = treeStatus(pid, 'VmRSS');
-  const until = Date.now() + 20_000;
+  let cpu = treeCpuSeconds(pid);
   for (;;) {
     await sleep(2000);
     const now = treeStatus(pid, 'VmRSS');
-    if (Math.abs(now - last) < last * 0.01 || Date.now() > until) return now;
+    const cpuNow = treeCpuSeconds(pid);
+    if ((Math.abs(now - last) < last * 0.01 && cpuNow - cpu < SETTLED_CPU_S) || Date.now() - t0 > SETTLE_MAX_MS)
+      return { rss: now, settleS: +((Date.now() - t0) / 1000).toFixed(0) };
     last = now;
+    cpu = cpuNow;
   }
 }
 
@@ -258,13 +275,13 @@ async function measure(name, pid, port, levels, maxSessions) {
     clients.pop().kill('SIGKILL');
     open = 0;
     await sleep(3000);
-    const base = await settledRss(pid);
+    const { rss: base } = await settled(pid);
     console.log(`  ${name}: no session: RSS ${(base / MB).toFixed(1)} MB (${procTree(pid).length} process(es))`);
     let prev = null;
     for (const level of levels) {
       const target = Math.min(level, maxSessions);
       await openMore(target - open);
-      const rss = await settledRss(pid);
+      const { rss, settleS } = await settled(pid);
       const c0 = treeCpuSeconds(pid);
       await sleep(IDLE_WINDOW_MS);
       const cpuS = treeCpuSeconds(pid) - c0;
@@ -277,12 +294,13 @@ async function measure(name, pid, port, levels, maxSessions) {
         rssPerSessionKB: +((rss - base) / 1024 / open).toFixed(2),
         marginalKB: prev ? +((rss - prev.rss) / 1024 / (open - prev.open)).toFixed(2) : null,
         cpuS: +cpuS.toFixed(2),
+        settleS,
       };
       rows.push(row);
       prev = { rss, open };
       console.log(
         `  ${name}: ${String(open).padStart(6)} sessions${open < level ? ` (of ${level}: descriptor limit)` : ''}: RSS ${row.rssMB} MB, ` +
-          `${row.rssPerSessionKB} KB per session${row.marginalKB === null ? '' : ` (${row.marginalKB} KB each since the previous level)`}, CPU ${row.cpuS} s in ${IDLE_WINDOW_MS / 1000} s idle`,
+          `${row.rssPerSessionKB} KB per session${row.marginalKB === null ? '' : ` (${row.marginalKB} KB each since the previous level)`}, CPU ${row.cpuS} s in ${IDLE_WINDOW_MS / 1000} s idle (settled in ${settleS} s)`,
       );
     }
   } finally {
