@@ -24,6 +24,8 @@
  * that many processes.
  * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
  * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs).
+ * --messages N --mb M: the mixed mailbox's size (default 100 messages, 20 MB; the bench's is 500, 110,
+ * with four 10-15 MB messages).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
  */
 import { spawn } from 'node:child_process';
@@ -38,13 +40,15 @@ import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, threadCpuSince, tra
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false, gc: false };
+const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false, gc: false, messages: 100, mb: 20 };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--pipe') opts.pipe = true;
   else if (argv[i] === '--gc') opts.gc = true;
   else if (argv[i] === '--rounds') opts.rounds = Number(argv[++i]);
   else if (argv[i] === '--workload') opts.workload = argv[++i];
+  else if (argv[i] === '--messages') opts.messages = Number(argv[++i]);
+  else if (argv[i] === '--mb') opts.mb = Number(argv[++i]);
   else if (argv[i] === '--pipe-child') break;
   else builds.push(argv[i]);
 }
@@ -145,7 +149,7 @@ async function main() {
   dovecot.fill('lister', smallMessages(2000, { user: 'lister' }));
   dovecot.fill(
     'alice',
-    buildMailbox(100, 20 * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
+    buildMailbox(opts.messages, opts.mb * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
   );
   const [hPlain, hTls, pipePort, pipeTls] = await freePorts(4);
   const haproxy = await startHaproxy([
