@@ -43,7 +43,7 @@ import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
 import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
-import { mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+import { type IndexRow, mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 import { processVetGate } from './vet-gate.js';
 
 /**
@@ -194,6 +194,49 @@ const LIST_HEAD =
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
 
+/** What a session reads of the store's index of a mailbox (see ImapInspector.storeIndex). */
+interface IndexMaps {
+  ids: Map<number, boolean>;
+  clean: Set<number>;
+  /** The size of each message stored clean whose vetted form is the server's byte for byte (sizeIn = sizeOut): what the server must report for it. */
+  cleanSize: Map<number, number>;
+  /** The sanitised size of each message stored with metadata that is not in cleanSize (altered, or clean with another size): a poll's RFC822.SIZE for it (pollLine). */
+  storedSize: Map<number, number>;
+}
+
+/**
+ * The maps built from one answer of VerdictStore.index(), by that answer's identity: the store gives
+ * the same (read-only) array to every session while nothing changed the mailbox's verdicts, so a
+ * reconnecting client's session finds them built (issue 10: the four maps of a 500-message mailbox
+ * took about 0.3 ms, on the path of its first FETCH). Shared by the sessions of that one scope (user,
+ * upstream, mailbox, UIDVALIDITY) and basis only, and never changed: a session that corrects its index
+ * copies them first (ImapInspector.ownIndex). Gone with the store's memo of the answer.
+ */
+const sharedIndexMaps = new WeakMap<readonly IndexRow[], IndexView>();
+
+/** IndexMaps as shared: read-only. */
+interface IndexView {
+  readonly ids: ReadonlyMap<number, boolean>;
+  readonly clean: ReadonlySet<number>;
+  readonly cleanSize: ReadonlyMap<number, number>;
+  readonly storedSize: ReadonlyMap<number, number>;
+}
+
+function indexMaps(rows: readonly IndexRow[]): IndexView {
+  const m = sharedIndexMaps.get(rows);
+  if (m) return m;
+  const b: IndexMaps = { ids: new Map(), clean: new Set(), cleanSize: new Map(), storedSize: new Map() };
+  for (const [id, full, status, sizeIn, sizeOut] of rows) {
+    const uid = Number(id);
+    b.ids.set(uid, full);
+    if (status === 'clean') b.clean.add(uid);
+    if (status === 'clean' && sizeIn === sizeOut) b.cleanSize.set(uid, sizeIn);
+    else if (full) b.storedSize.set(uid, sizeOut);
+  }
+  sharedIndexMaps.set(rows, b);
+  return b;
+}
+
 /**
  * The stored verdicts a FETCH answered from the shared store reads (a list sync: every UID of the set
  * served from the store, or the stored headers of a header-only FETCH), VERDICT_STORE_LIMITS.readBatch
@@ -288,17 +331,12 @@ export class ImapInspector implements ImapInterceptor {
   /** The store scope this session noted for the selected mailbox's name (VerdictStore.noteMailbox), or what the store had noted at the SELECT. */
   private notedScope: string | null = null;
   private selectingExists: number | null = null;
-  /** Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether their metadata is stored. */
-  private storeIndex: {
-    scope: string;
-    basis: string;
-    ids: Map<number, boolean>;
-    clean: Set<number>;
-    /** The size of each message stored clean whose vetted form is the server's byte for byte (sizeIn = sizeOut): what the server must report for it. */
-    cleanSize: Map<number, number>;
-    /** The sanitised size of each message stored with metadata that is not in cleanSize (altered, or clean with another size): a poll's RFC822.SIZE for it (pollLine). */
-    storedSize: Map<number, number>;
-  } | null = null;
+  /**
+   * Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether
+   * their metadata is stored. `maps` are shared with other sessions of the same scope and basis
+   * (sharedIndexMaps) until `own`: read them freely, change them only through ownIndex().
+   */
+  private storeIndex: { scope: string; basis: string; maps: IndexView; own: boolean } | null = null;
   /** storeIndex.basis of the last basis asked for. */
   private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
@@ -459,7 +497,7 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /** The ids of the selected mailbox in the store (true: with metadata), loaded once per mailbox and basis. */
-  private storeIds(): Map<number, boolean> | null {
+  private storeIds(): ReadonlyMap<number, boolean> | null {
     const k = this.storeKey();
     if (!k) return null;
     // asked once or more per message: the key text is built only when the basis changed
@@ -469,26 +507,32 @@ export class ImapInspector implements ImapInterceptor {
       this.basisMemo = bm;
     }
     const basis = bm.text;
-    if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.ids;
-    const ids = new Map<number, boolean>();
-    const clean = new Set<number>();
-    const cleanSize = new Map<number, number>();
-    const storedSize = new Map<number, number>();
+    if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.maps.ids;
+    let maps: IndexView;
     try {
-      for (const [id, full, status, sizeIn, sizeOut] of this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox)) {
-        const uid = Number(id);
-        ids.set(uid, full);
-        if (status === 'clean') clean.add(uid);
-        if (status === 'clean' && sizeIn === sizeOut) cleanSize.set(uid, sizeIn);
-        else if (full) storedSize.set(uid, sizeOut);
-      }
+      maps = indexMaps(this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox));
     } catch (err) {
       this.storeFailed(err);
       return null;
     }
-    this.storeIndex = { scope: k.scope, basis, ids, clean, cleanSize, storedSize };
-    if (ids.size > 0) this.noteMailbox(k.scope);
-    return ids;
+    this.storeIndex = { scope: k.scope, basis, maps, own: false };
+    if (maps.ids.size > 0) this.noteMailbox(k.scope);
+    return maps.ids;
+  }
+
+  /**
+   * The session's index of the store for `k`, made its own to change (a copy of the shared maps, once
+   * per index), or null when the session's index is of another scope or basis (nothing to correct).
+   */
+  private ownIndex(k: { scope: string; basis: VerdictBasis }): IndexMaps | null {
+    const idx = this.storeIndex;
+    if (!idx || idx.scope !== k.scope || idx.basis !== `${k.basis.policyHash}/${k.basis.signatures}`) return null;
+    if (!idx.own) {
+      const m = idx.maps;
+      idx.maps = { ids: new Map(m.ids), clean: new Set(m.clean), cleanSize: new Map(m.cleanSize), storedSize: new Map(m.storedSize) };
+      idx.own = true;
+    }
+    return idx.maps as IndexMaps;
   }
 
   /**
@@ -512,17 +556,38 @@ export class ImapInspector implements ImapInterceptor {
 
   /** What the store answered for `uid` corrects the session's index of it (see storeGet). */
   private correctIndex(k: { scope: string; basis: VerdictBasis }, uid: number, v: StoredVerdict | null): void {
-    const idx = this.storeIndex;
-    if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
-      if (!v) idx.ids.delete(uid);
-      else idx.ids.set(uid, !!(v.header && v.items));
-      if (v?.status === 'clean') idx.clean.add(uid);
-      else idx.clean.delete(uid);
-      if (v?.status === 'clean' && v.sizeIn === v.sizeOut) idx.cleanSize.set(uid, v.sizeIn);
-      else idx.cleanSize.delete(uid);
-      if (v?.header && v.items && !idx.cleanSize.has(uid)) idx.storedSize.set(uid, v.sizeOut);
-      else idx.storedSize.delete(uid);
-    }
+    const full = !!(v?.header && v.items);
+    const clean = v?.status === 'clean';
+    const cleanSize = clean && v!.sizeIn === v!.sizeOut ? v!.sizeIn : undefined;
+    const storedSize = full && cleanSize === undefined ? v!.sizeOut : undefined;
+    this.setIndexEntry(k, uid, v ? full : undefined, clean, cleanSize, storedSize);
+  }
+
+  /**
+   * Sets the session's index entry of `uid` (full: undefined when the store has no verdict of it).
+   * An entry that already reads so is left alone, so a read that confirms the index copies nothing.
+   */
+  private setIndexEntry(
+    k: { scope: string; basis: VerdictBasis },
+    uid: number,
+    full: boolean | undefined,
+    clean: boolean,
+    cleanSize: number | undefined,
+    storedSize: number | undefined,
+  ): void {
+    const cur = this.storeIndex;
+    if (!cur || cur.scope !== k.scope || cur.basis !== `${k.basis.policyHash}/${k.basis.signatures}`) return;
+    const m = cur.maps;
+    if (m.ids.get(uid) === full && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
+    const idx = this.ownIndex(k)!;
+    if (full === undefined) idx.ids.delete(uid);
+    else idx.ids.set(uid, full);
+    if (clean) idx.clean.add(uid);
+    else idx.clean.delete(uid);
+    if (cleanSize !== undefined) idx.cleanSize.set(uid, cleanSize);
+    else idx.cleanSize.delete(uid);
+    if (storedSize !== undefined) idx.storedSize.set(uid, storedSize);
+    else idx.storedSize.delete(uid);
   }
 
   /**
@@ -532,7 +597,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   private cleanSizeOf(uid: number): number | undefined {
     if (!this.storedClean(uid)) return undefined;
-    return this.storeIndex!.cleanSize.get(uid);
+    return this.storeIndex!.maps.cleanSize.get(uid);
   }
 
   /**
@@ -541,7 +606,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   private notServedClean(uids: readonly number[]): number[] {
     const ids = this.storeIds();
-    const idx = this.storeIndex;
+    const idx = this.storeIndex?.maps ?? null;
     const rest: number[] = [];
     for (const u of uids) if (ids === null || idx === null || ids.get(u) !== true || !idx.clean.has(u) || idx.cleanSize.get(u) === undefined) rest.push(u);
     return rest;
@@ -577,7 +642,7 @@ export class ImapInspector implements ImapInterceptor {
   /** Whether the session's index of the store has `uid` stored clean (with metadata) for the selected mailbox now. */
   private storedClean(uid: number): boolean {
     if (this.storeIds()?.get(uid) !== true) return false;
-    return this.storeIndex!.clean.has(uid);
+    return this.storeIndex!.maps.clean.has(uid);
   }
 
   /**
@@ -652,16 +717,8 @@ export class ImapInspector implements ImapInterceptor {
       // cleared while this message was vetted: its verdict predates the clear and is not kept
       if (!this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv, Date.now(), since)) return;
       this.noteMailbox(k.scope);
-      const idx = this.storeIndex;
-      if (idx && idx.scope === k.scope && idx.basis === `${k.basis.policyHash}/${k.basis.signatures}`) {
-        idx.ids.set(uid, !!sv.items);
-        if (sv.status === 'clean') idx.clean.add(uid);
-        else idx.clean.delete(uid);
-        if (sv.status === 'clean' && sv.sizeIn === sv.sizeOut) idx.cleanSize.set(uid, sv.sizeIn);
-        else idx.cleanSize.delete(uid);
-        if (sv.items && !idx.cleanSize.has(uid)) idx.storedSize.set(uid, sv.sizeOut);
-        else idx.storedSize.delete(uid);
-      }
+      const cleanSize = sv.status === 'clean' && sv.sizeIn === sv.sizeOut ? sv.sizeIn : undefined;
+      this.setIndexEntry(k, uid, !!sv.items, sv.status === 'clean', cleanSize, sv.items && cleanSize === undefined ? sv.sizeOut : undefined);
     } catch (err) {
       this.storeFailed(err);
     }
@@ -1386,7 +1443,7 @@ export class ImapInspector implements ImapInterceptor {
       // altered (or stored with another size): its sanitised size from the session's index of the
       // store, as renderStored writes it (UID from the server, the stored RFC822.SIZE, which is the
       // sanitised message's length): no store read per message; the server's size is not used
-      const out = this.storeIds()?.get(uid) === true ? this.storeIndex!.storedSize.get(uid) : undefined;
+      const out = this.storeIds()?.get(uid) === true ? this.storeIndex!.maps.storedSize.get(uid) : undefined;
       if (out === undefined) return null;
       this.learnUid(seq, uid);
       return Buffer.from(`* ${seq} FETCH (UID ${uid} RFC822.SIZE ${out})\r\n`, 'latin1');
@@ -1427,7 +1484,7 @@ export class ImapInspector implements ImapInterceptor {
     if (!ids || ids.size === 0) return null;
     const uids = this.resolveSet(set, uidCommand);
     if (!uids) return null;
-    const clean = this.storeIndex!.clean;
+    const clean = this.storeIndex!.maps.clean;
     // the clean ones need no read (headerOnly answers them from the server's bytes)
     return uids.filter((u) => ids.get(u) === true && !clean.has(u)).sort((a, b) => a - b);
   }
@@ -1574,8 +1631,7 @@ export class ImapInspector implements ImapInterceptor {
           );
           try {
             this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
-            this.storeIndex?.ids.delete(uid);
-            this.storeIndex?.clean.delete(uid);
+            this.setIndexEntry(k, uid, undefined, false, undefined, undefined);
           } catch (err) {
             this.storeFailed(err);
           }

@@ -207,7 +207,7 @@ export interface VerdictCounts {
 }
 
 /** One row of index(): [id, metadata stored, status, sizeIn, sizeOut]. */
-export type IndexRow = [string, boolean, Verdict['status'], number, number];
+export type IndexRow = readonly [string, boolean, Verdict['status'], number, number];
 
 export class VerdictStore {
   private readonly db: Database.Database;
@@ -220,7 +220,7 @@ export class VerdictStore {
    * in all): valid while neither this connection (generation) nor any other (SQLite's data_version:
    * another process, another connection) changed the store since they were read.
    */
-  private readonly indexMemo = new Map<string, { version: number; generation: number; rows: IndexRow[] }>();
+  private readonly indexMemo = new Map<string, { version: number; generation: number; rows: readonly IndexRow[] }>();
   private indexMemoIds = 0;
   private readonly stmts: {
     dataVersion: Database.Statement;
@@ -362,10 +362,11 @@ export class VerdictStore {
    * ids() with each verdict's status and sizes: [id, metadata stored, status, sizeIn, sizeOut]. A
    * session's index of a mailbox (what it may answer without asking the store per message: a message
    * stored clean is the server's, of size sizeIn). Answered from memory while no connection changed
-   * the store since the same index was last read (VERDICT_STORE_LIMITS.indexMemoIds); a new array
-   * each time (its rows are shared: not to be changed). Throws E_VERDICT_STORE.
+   * the store since the same index was last read (VERDICT_STORE_LIMITS.indexMemoIds): then the same
+   * array as before, frozen with its rows (every session of the mailbox shares it, and a reader may key
+   * what it derives from it by its identity, as the IMAP inspector does). Throws E_VERDICT_STORE.
    */
-  index(scope: string, basis: VerdictBasis, limit: number): IndexRow[] {
+  index(scope: string, basis: VerdictBasis, limit: number): readonly IndexRow[] {
     if (this.closed) return [];
     try {
       // a reconnecting client's new session reads the same index again: from memory while nothing changed
@@ -375,15 +376,17 @@ export class VerdictStore {
       if (memo && memo.version === version && memo.generation === this.generation) {
         this.indexMemo.delete(key);
         this.indexMemo.set(key, memo);
-        return memo.rows.slice();
+        return memo.rows;
       }
       if (memo) this.forgetIndex(key);
       const rows = this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as [string, number, string, number, number][];
       const out: IndexRow[] = new Array(rows.length);
       for (let i = 0; i < rows.length; i++) {
         const r = rows[i]!;
-        out[i] = [r[0], r[1] === 1, r[2] as Verdict['status'], r[3], r[4]];
+        out[i] = Object.freeze([r[0], r[1] === 1, r[2] as Verdict['status'], r[3], r[4]] as const);
       }
+      // frozen: every reader of this index gets this array while it is remembered
+      Object.freeze(out);
       if (out.length > 0 && out.length <= VERDICT_STORE_LIMITS.indexMemoIds) {
         this.indexMemo.set(key, { version, generation: this.generation, rows: out });
         this.indexMemoIds += out.length;
@@ -391,7 +394,7 @@ export class VerdictStore {
           if (this.indexMemoIds <= VERDICT_STORE_LIMITS.indexMemoIds) break;
           this.forgetIndex(oldest);
         }
-        return out.slice();
+        return out;
       }
       return out;
     } catch (err) {

@@ -252,6 +252,38 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(retry.client.replace(/^b3 /m, 'b1 ')).toBe(first.client);
   });
 
+  it("sessions of one mailbox share the store's index; a session's correction of it stays its own", async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
+    // b and c read the same index of the store (nothing written between: one answer, one set of maps)
+    const b = newSession(lines);
+    flagsSync(b);
+    const c = newSession(lines);
+    flagsSync(c);
+    const b1 = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
+    const c1 = await fetch(c, `c1 UID FETCH 1:3 ${LIST}`, ALL3);
+    expect(c1.upstream).toBe('c1 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
+    expect(c1.client.replace(/^c1 /m, 'b1 ')).toBe(b1.client);
+    const policy = loadPolicy('default', 'policies');
+    const { scopeId } = await import('../../src/inspect/verdict-store.js');
+    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '3', {
+      policyHash: policyHash(policy),
+      signatures: '',
+    });
+    // b finds UID 3 gone and corrects its index
+    expect((await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3)).client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
+    // c's index is not changed by b's correction: c still asks the store for UID 3 and withholds it
+    // once itself (had b changed the shared maps, c would download it at once, on another session's word)
+    const c2 = await fetch(c, `c2 UID FETCH 1:3 ${LIST}`, ALL3);
+    expect(c2.upstream).toBe('c2 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
+    expect(c2.client).toMatch(/c2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
+    // and each retry, after its own correction, downloads UID 3 alone
+    expect((await fetch(b, `b3 UID FETCH 1:3 ${LIST}`, ALL3)).upstream).toBe(
+      'b3 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\nP.c UID FETCH 3 (FLAGS UID BODY.PEEK[])\r\n',
+    );
+  });
+
   it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {
     const lines: string[] = [];
     const a = newSession(lines);

@@ -146,7 +146,7 @@ describe('VerdictStore.getMany', () => {
     for (const i of [1, 3, 11]) s.put(scope, String(i), BASIS, verdict(i));
     s.put(scopeId({ ...SCOPE, user: 'bob' }), '2', BASIS, verdict(2));
     s.put(scope, '4', { ...BASIS, policyHash: 'p2' }, verdict(4));
-    expect(s.index(scope, BASIS, 100).sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual([
+    expect([...s.index(scope, BASIS, 100)].sort((a, b) => Number(a[0]) - Number(b[0]))).toEqual([
       ['1', true, 'clean', 1001, 2001],
       ['3', true, 'changed', 1003, 2003],
       ['11', false, 'clean', 1011, 2011],

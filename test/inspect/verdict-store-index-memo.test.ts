@@ -3,7 +3,9 @@
  * same mailbox index again, so the store keeps the last answers while nothing changed. "Nothing
  * changed" is checked on every call: this connection's own writes (put, delete, eviction) and any
  * other connection's commits (another process on the same file: SQLite's data_version) make the next
- * index() read the store again. Each call returns a new array (a caller sorting it changes nothing).
+ * index() read the store again. A read from memory returns the same array, frozen with its rows (the
+ * IMAP inspector keys the maps it builds from it by its identity): no caller can change what the next
+ * one reads.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -48,16 +50,21 @@ const ids = (s: VerdictStore) =>
     .sort();
 
 describe('VerdictStore.index() from memory while nothing changed', () => {
-  it('a second read is answered from memory, as a new array each time', () => {
+  it('a second read is answered from memory: the same array, frozen with its rows', () => {
     for (const i of [1, 2, 3]) a.put(scope, String(i), BASIS, verdict(i, i === 2 ? 'changed' : 'clean'));
     const q = queries(a);
     const first = a.index(scope, BASIS, 1000);
     expect(first.map((r) => r.join(' ')).sort()).toEqual(['1 true clean 101 101', '2 true changed 102 52', '3 true clean 103 103']);
-    first.sort((x, y) => Number(y[0]) - Number(x[0]));
-    first.pop();
+    // a caller that ignores the read-only type cannot change it (ES modules run in strict mode)
+    const loose = first as unknown as unknown[][];
+    expect(() => loose.sort((x, y) => Number(y[0]) - Number(x[0]))).toThrow(TypeError);
+    expect(() => loose.pop()).toThrow(TypeError);
+    expect(() => {
+      loose[0]![3] = 0;
+    }).toThrow(TypeError);
     const second = a.index(scope, BASIS, 1000);
-    expect(second).toHaveLength(3);
-    expect(second).not.toBe(first);
+    expect(second).toBe(first);
+    expect(second.map((r) => r.join(' ')).sort()).toEqual(['1 true clean 101 101', '2 true changed 102 52', '3 true clean 103 103']);
     expect(q).toHaveBeenCalledTimes(1);
     // another key (user, basis, limit) is read on its own
     expect(a.index(scope, { ...BASIS, signatures: 'x' }, 1000)).toEqual([]);
