@@ -12,7 +12,7 @@ import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { VettedCache } from '../../src/inspect/cache.js';
 import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
@@ -98,6 +98,23 @@ function flagsSync(ins: ImapInspector): void {
     const l = Buffer.from(`* ${u} FETCH (UID ${u} FLAGS ())\r\n`);
     ins.observeUntagged(parseResponseHead(l), [l]);
   }
+}
+
+/** A first session vets the whole mailbox (UID 1:3), then `n` new sessions learn the UIDs from a flags sync. */
+async function afterVetting(n: number): Promise<ImapInspector[]> {
+  const lines: string[] = [];
+  await fetch(newSession(lines), `a1 UID FETCH 1:3 ${LIST}`, ALL3);
+  return Array.from({ length: n }, () => {
+    const s = newSession(lines);
+    flagsSync(s);
+    return s;
+  });
+}
+
+/** Another process deletes the stored verdict of `uid` (alice's INBOX, UIDVALIDITY 7, the default policy). */
+function evictFromStore(uid: number): void {
+  const basis = { policyHash: policyHash(loadPolicy('default', 'policies')), signatures: '' };
+  store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), String(uid), basis);
 }
 
 const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
@@ -229,20 +246,11 @@ describe('IMAP inspector and the shared verdict cache', () => {
   });
 
   it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted (alone: a split FETCH)', async () => {
-    const lines: string[] = [];
-    const a = newSession(lines);
-    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
-    const b = newSession(lines);
-    flagsSync(b);
+    const [b] = await afterVetting(1);
     const first = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(first.upstream).toBe('b1 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     // another process evicts UID 3 (altered: the one read from the store; a clean one is answered from the server's items)
-    const policy = loadPolicy('default', 'policies');
-    const { scopeId } = await import('../../src/inspect/verdict-store.js');
-    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '3', {
-      policyHash: policyHash(policy),
-      signatures: '',
-    });
+    evictFromStore(3);
     const again = await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(again.upstream).toBe('b2 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     expect(again.client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
@@ -253,24 +261,13 @@ describe('IMAP inspector and the shared verdict cache', () => {
   });
 
   it("sessions of one mailbox share the store's index; a session's correction of it stays its own", async () => {
-    const lines: string[] = [];
-    const a = newSession(lines);
-    await fetch(a, `a1 UID FETCH 1:3 ${LIST}`, ALL3);
     // b and c read the same index of the store (nothing written between: one answer, one set of maps)
-    const b = newSession(lines);
-    flagsSync(b);
-    const c = newSession(lines);
-    flagsSync(c);
+    const [b, c] = await afterVetting(2);
     const b1 = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
     const c1 = await fetch(c, `c1 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(c1.upstream).toBe('c1 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\n');
     expect(c1.client.replace(/^c1 /m, 'b1 ')).toBe(b1.client);
-    const policy = loadPolicy('default', 'policies');
-    const { scopeId } = await import('../../src/inspect/verdict-store.js');
-    store.delete(scopeId({ protocol: 'imap', upstream: VIEW.upstreamName!, user: 'alice', mailbox: 'INBOX', uidValidity: 7 }), '3', {
-      policyHash: policyHash(policy),
-      signatures: '',
-    });
+    evictFromStore(3);
     // b finds UID 3 gone and corrects its index
     expect((await fetch(b, `b2 UID FETCH 1:3 ${LIST}`, ALL3)).client).toMatch(/b2 NO \[UNAVAILABLE\] postern: could not scan UID 3; try again later\r\n$/);
     // c's index is not changed by b's correction: c still asks the store for UID 3 and withholds it
