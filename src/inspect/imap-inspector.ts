@@ -222,16 +222,30 @@ interface IndexView {
   readonly storedSize: ReadonlyMap<number, number>;
 }
 
+/**
+ * How one stored verdict (with metadata: `full`) reads in a session's index: whether it is clean, the
+ * size the server must report for it (cleanSize: clean and unchanged) or else its stored sanitised size.
+ */
+function indexEntry(
+  full: boolean,
+  v: Pick<StoredVerdict, 'status' | 'sizeIn' | 'sizeOut'>,
+): { clean: boolean; cleanSize: number | undefined; storedSize: number | undefined } {
+  const clean = v.status === 'clean';
+  const cleanSize = clean && v.sizeIn === v.sizeOut ? v.sizeIn : undefined;
+  return { clean, cleanSize, storedSize: full && cleanSize === undefined ? v.sizeOut : undefined };
+}
+
 function indexMaps(rows: readonly IndexRow[]): IndexView {
   const m = sharedIndexMaps.get(rows);
   if (m) return m;
   const b: IndexMaps = { ids: new Map(), clean: new Set(), cleanSize: new Map(), storedSize: new Map() };
   for (const [id, full, status, sizeIn, sizeOut] of rows) {
     const uid = Number(id);
+    const e = indexEntry(full, { status, sizeIn, sizeOut });
     b.ids.set(uid, full);
-    if (status === 'clean') b.clean.add(uid);
-    if (status === 'clean' && sizeIn === sizeOut) b.cleanSize.set(uid, sizeIn);
-    else if (full) b.storedSize.set(uid, sizeOut);
+    if (e.clean) b.clean.add(uid);
+    if (e.cleanSize !== undefined) b.cleanSize.set(uid, e.cleanSize);
+    if (e.storedSize !== undefined) b.storedSize.set(uid, e.storedSize);
   }
   sharedIndexMaps.set(rows, b);
   return b;
@@ -520,13 +534,8 @@ export class ImapInspector implements ImapInterceptor {
     return maps.ids;
   }
 
-  /**
-   * The session's index of the store for `k`, made its own to change (a copy of the shared maps, once
-   * per index), or null when the session's index is of another scope or basis (nothing to correct).
-   */
-  private ownIndex(k: { scope: string; basis: VerdictBasis }): IndexMaps | null {
-    const idx = this.storeIndex;
-    if (!idx || idx.scope !== k.scope || idx.basis !== `${k.basis.policyHash}/${k.basis.signatures}`) return null;
+  /** The maps of the session's index made its own to change: a copy of the shared ones, once per index. */
+  private ownIndex(idx: NonNullable<ImapInspector['storeIndex']>): IndexMaps {
     if (!idx.own) {
       const m = idx.maps;
       idx.maps = { ids: new Map(m.ids), clean: new Set(m.clean), cleanSize: new Map(m.cleanSize), storedSize: new Map(m.storedSize) };
@@ -556,32 +565,29 @@ export class ImapInspector implements ImapInterceptor {
 
   /** What the store answered for `uid` corrects the session's index of it (see storeGet). */
   private correctIndex(k: { scope: string; basis: VerdictBasis }, uid: number, v: StoredVerdict | null): void {
-    const full = !!(v?.header && v.items);
-    const clean = v?.status === 'clean';
-    const cleanSize = clean && v!.sizeIn === v!.sizeOut ? v!.sizeIn : undefined;
-    const storedSize = full && cleanSize === undefined ? v!.sizeOut : undefined;
-    this.setIndexEntry(k, uid, v ? full : undefined, clean, cleanSize, storedSize);
+    this.setIndexEntry(k, uid, !!(v?.header && v.items), v);
   }
 
   /**
-   * Sets the session's index entry of `uid` (full: undefined when the store has no verdict of it).
-   * An entry that already reads so is left alone, so a read that confirms the index copies nothing.
+   * Sets the session's index entry of `uid` as indexMaps() reads a stored verdict (`v`, with metadata:
+   * `full`; null: the store has none). An entry that already reads so is left alone, so a read that
+   * confirms the index copies nothing.
    */
   private setIndexEntry(
     k: { scope: string; basis: VerdictBasis },
     uid: number,
-    full: boolean | undefined,
-    clean: boolean,
-    cleanSize: number | undefined,
-    storedSize: number | undefined,
+    full: boolean,
+    v: Pick<StoredVerdict, 'status' | 'sizeIn' | 'sizeOut'> | null,
   ): void {
     const cur = this.storeIndex;
     if (!cur || cur.scope !== k.scope || cur.basis !== `${k.basis.policyHash}/${k.basis.signatures}`) return;
+    const { clean, cleanSize, storedSize } = v ? indexEntry(full, v) : { clean: false, cleanSize: undefined, storedSize: undefined };
+    const stored = v ? full : undefined;
     const m = cur.maps;
-    if (m.ids.get(uid) === full && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
-    const idx = this.ownIndex(k)!;
-    if (full === undefined) idx.ids.delete(uid);
-    else idx.ids.set(uid, full);
+    if (m.ids.get(uid) === stored && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
+    const idx = this.ownIndex(cur);
+    if (stored === undefined) idx.ids.delete(uid);
+    else idx.ids.set(uid, stored);
     if (clean) idx.clean.add(uid);
     else idx.clean.delete(uid);
     if (cleanSize !== undefined) idx.cleanSize.set(uid, cleanSize);
@@ -717,8 +723,7 @@ export class ImapInspector implements ImapInterceptor {
       // cleared while this message was vetted: its verdict predates the clear and is not kept
       if (!this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv, Date.now(), since)) return;
       this.noteMailbox(k.scope);
-      const cleanSize = sv.status === 'clean' && sv.sizeIn === sv.sizeOut ? sv.sizeIn : undefined;
-      this.setIndexEntry(k, uid, !!sv.items, sv.status === 'clean', cleanSize, sv.items && cleanSize === undefined ? sv.sizeOut : undefined);
+      this.setIndexEntry(k, uid, !!sv.items, sv);
     } catch (err) {
       this.storeFailed(err);
     }
@@ -1631,7 +1636,7 @@ export class ImapInspector implements ImapInterceptor {
           );
           try {
             this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
-            this.setIndexEntry(k, uid, undefined, false, undefined, undefined);
+            this.setIndexEntry(k, uid, false, null);
           } catch (err) {
             this.storeFailed(err);
           }
