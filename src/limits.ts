@@ -498,6 +498,13 @@ export const VERDICT_STORE_LIMITS = {
   readBatch: 256,
   /** Message ids of the store's last mailbox indexes kept in a process's memory (a reconnecting client's new session reads its index from there while nothing changed the store); a larger index is read every time. */
   indexMemoIds: 50_000,
+  /**
+   * IMAP: bytes of items rendered from stored verdicts of changed messages (the sanitised header
+   * section a list sync asks for, RFC822.SIZE, BODYSTRUCTURE, ...) a process keeps for the next
+   * sessions that read the same index of the mailbox from the store; least recently used mailbox first
+   * past it. Each kept for as long as that index stays the store's answer.
+   */
+  storedRenderingBytes: 8 * 1024 * 1024,
   /** UIDs (or sequence numbers) of one FETCH answered from the caches without a body download; larger sets are downloaded and vetted. */
   maxSetFromCache: 20_000,
   /**

@@ -252,6 +252,80 @@ function indexMaps(rows: readonly IndexRow[]): IndexView {
 }
 
 /**
+ * What renderStored() made of one changed message's stored verdict: its status and each item's
+ * rendering by renderingKey().
+ */
+interface StoredRendering {
+  status: Verdict['status'];
+  items: Map<string, Buffer>;
+}
+
+/** The renderings made under one index answer of one scope and basis (storedRenderings). */
+interface RenderingMemo {
+  /** The shared maps of that answer (indexMaps): the memo serves only a session whose index is exactly these. */
+  view: WeakRef<IndexView>;
+  /** VerdictStore.changeToken() when the memo was made: it serves a FETCH only while the store has not changed since. */
+  token: string;
+  uids: Map<number, StoredRendering>;
+  bytes: number;
+}
+
+/**
+ * Items rendered from the stored verdicts of changed messages, by scope and basis, least recently used
+ * first (issue 10: a reconnecting client's list sync read and rendered each changed message again,
+ * about 50 us each, on the path of its first FETCH). A memo is bound to one answer of the store's
+ * index (the shared, frozen IndexView) and to the store as it was (VerdictStore.changeToken): a FETCH
+ * serves from it only while the session's index is that answer, uncorrected (not `own`), and the
+ * store has not changed since the memo was made nor since that index was read (checked once per
+ * FETCH), so it answers exactly what reading the store would; after any change the first FETCH of a
+ * session that read the index anew starts it over (a session with an older index reads the store, as
+ * before). A verdict a session forgets (message.changed) or finds changed leaves the memo at once.
+ * Bounded by VERDICT_STORE_LIMITS.storedRenderingBytes.
+ */
+const storedRenderings = new Map<string, RenderingMemo>();
+let storedRenderingBytes = 0;
+/** An item rendered larger than this is not kept. */
+const MAX_KEPT_RENDERING = VERDICT_STORE_LIMITS.storedRenderingBytes / 64;
+
+/** The memo's key of an item: the name it is written with plus a partial's length (the name keeps only its origin). */
+function renderingKey(item: FetchItem): string {
+  const name = itemInfo(item).name;
+  return item.partial ? `${name}/${item.partial.count}` : name;
+}
+
+/** What the memo's lookup gives an item it does not hold (the answer is then rendered from the store). */
+const EMPTY = Buffer.alloc(0);
+
+/** Drops `uid` from the memo of `key` (its stored verdict was forgotten). */
+function dropStoredRendering(key: string, uid: number): void {
+  const m = storedRenderings.get(key);
+  const r = m?.uids.get(uid);
+  if (!m || !r) return;
+  m.uids.delete(uid);
+  let n = 0;
+  for (const v of r.items.values()) n += v.length;
+  m.bytes -= n;
+  storedRenderingBytes -= n;
+}
+
+/** Drops the memo of `key`. */
+function dropRenderingMemo(key: string): void {
+  const m = storedRenderings.get(key);
+  if (!m) return;
+  storedRenderings.delete(key);
+  storedRenderingBytes -= m.bytes;
+}
+
+/** For tests: the memo's bytes in all, and forgetting every memo. */
+export const storedRenderingsForTest = {
+  bytes: (): number => storedRenderingBytes,
+  clear: (): void => {
+    storedRenderings.clear();
+    storedRenderingBytes = 0;
+  },
+};
+
+/**
  * The stored verdicts a FETCH answered from the shared store reads (a list sync: every UID of the set
  * served from the store, or the stored headers of a header-only FETCH), VERDICT_STORE_LIMITS.readBatch
  * at a time from the UID a response names on (one SQLite query per batch instead of one per message);
@@ -282,6 +356,8 @@ interface CommandState {
   split?: { missing: Set<number>; items: string; second: boolean; first?: Buffer; seen: Map<number, number>; answered: Set<number> };
   /** The UIDs answered from the shared store, read in batches. */
   storeReads?: StoreReads;
+  /** The memo of stored renderings this FETCH answers from and adds to (ImapInspector.renderingMemo), once looked up; null: none. */
+  renderMemo?: RenderingMemo | null;
   /** Messages stored clean are answered from the server's RFC822.SIZE and header sections (relayClean), not from the store. */
   relayClean?: boolean;
   /** relayClean for a poll (the client asks for UID and RFC822.SIZE only): see pollLine. */
@@ -348,9 +424,10 @@ export class ImapInspector implements ImapInterceptor {
   /**
    * Ids of the selected mailbox in the shared store (loaded once per mailbox and basis), with whether
    * their metadata is stored. `maps` are shared with other sessions of the same scope and basis
-   * (sharedIndexMaps) until `own`: read them freely, change them only through ownIndex().
+   * (sharedIndexMaps) until `own`: read them freely, change them only through ownIndex(). `token`:
+   * VerdictStore.changeToken() read just before the index (null: unreadable).
    */
-  private storeIndex: { scope: string; basis: string; maps: IndexView; own: boolean } | null = null;
+  private storeIndex: { scope: string; basis: string; maps: IndexView; own: boolean; token: string | null } | null = null;
   /** storeIndex.basis of the last basis asked for. */
   private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
@@ -523,13 +600,16 @@ export class ImapInspector implements ImapInterceptor {
     const basis = bm.text;
     if (this.storeIndex && this.storeIndex.scope === k.scope && this.storeIndex.basis === basis) return this.storeIndex.maps.ids;
     let maps: IndexView;
+    let token: string | null = null;
     try {
+      // read before the index: a change in between makes the index look older than it is, never newer
+      token = this.deps.shared!.store.changeToken();
       maps = indexMaps(this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox));
     } catch (err) {
       this.storeFailed(err);
       return null;
     }
-    this.storeIndex = { scope: k.scope, basis, maps, own: false };
+    this.storeIndex = { scope: k.scope, basis, maps, own: false, token };
     if (maps.ids.size > 0) this.noteMailbox(k.scope);
     return maps.ids;
   }
@@ -585,6 +665,8 @@ export class ImapInspector implements ImapInterceptor {
     const stored = v ? full : undefined;
     const m = cur.maps;
     if (m.ids.get(uid) === stored && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
+    // what other sessions of this index would find on reading the store too: none of them answers from the memo for it
+    dropStoredRendering(`${cur.scope}\0${cur.basis}`, uid);
     const idx = this.ownIndex(cur);
     if (stored === undefined) idx.ids.delete(uid);
     else idx.ids.set(uid, stored);
@@ -637,6 +719,7 @@ export class ImapInspector implements ImapInterceptor {
   private forgetStored(uid: number): void {
     const k = this.storeKey();
     if (!k) return;
+    dropStoredRendering(`${k.scope}\0${k.basis.policyHash}/${k.basis.signatures}`, uid);
     try {
       this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
     } catch (err) {
@@ -1183,9 +1266,10 @@ export class ImapInspector implements ImapInterceptor {
         // changed nothing (or it would not be clean), so the server's header after them is the vetted one
         if (uid !== null && this.storedClean(uid)) return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
         // vetted in an earlier session and changed: the header of the sanitised message, from the shared store
-        const stored =
-          uid !== null && this.storeIds()?.get(uid) === true ? (state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid)) : null;
-        if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
+        if (uid !== null && this.storeIds()?.get(uid) === true) {
+          const answer = this.storedAnswer(state, resp.seq, resp.items, uid);
+          if (answer) return answer;
+        }
         return this.headerRules(resp.seq, resp.items, dropUid, state.relayNames);
       },
       onTagged: (parts, h) => this.onDone(state, parts, h),
@@ -1530,8 +1614,8 @@ export class ImapInspector implements ImapInterceptor {
         const relayed = this.relayCleanResponse(state, resp, uid);
         if (relayed !== null) return relayed;
       }
-      const stored = state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid);
-      if (stored?.header && stored.items) return this.renderStored(state, resp.seq, resp.items, stored);
+      const answer = this.storedAnswer(state, resp.seq, resp.items, uid);
+      if (answer) return answer;
       state.tempfail.push(`UID ${uid}`);
       return Buffer.alloc(0);
     }
@@ -1742,18 +1826,119 @@ export class ImapInspector implements ImapInterceptor {
    * BODY, BODYSTRUCTURE and ENVELOPE of the sanitised message, and its header block for header
    * sections. Only requests made of such items get here (allCached, headerOnly).
    */
-  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict): Buffer[] {
+  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict, uid: number): Buffer[] {
     // the stored block is a header only: read by the part tree's own header reader, without the rest of a parse
     let header: PartMap | null = null;
-    return this.renderWith(state, seq, serverItems, sv.status, (item) => {
+    const made: Array<[string, Buffer]> = [];
+    const out = this.renderWith(state, seq, serverItems, sv.status, (item) => {
+      let r: Buffer;
       if (itemInfo(item).cls === 'header') {
         header ??= parseHeaderBlock(sv.header!) as unknown as PartMap;
-        return renderItem(sv.header!, header, item);
+        r = renderItem(sv.header!, header, item);
+      } else {
+        const stored = !item.section ? sv.items?.[item.name as StoredItemName] : undefined;
+        if (!stored) throw new PosternError(ErrorCodes.INTERNAL, `stored verdict cannot render ${formatItemName(item)}`);
+        r = stored;
       }
-      const stored = !item.section ? sv.items?.[item.name as StoredItemName] : undefined;
-      if (!stored) throw new PosternError(ErrorCodes.INTERNAL, `stored verdict cannot render ${formatItemName(item)}`);
-      return stored;
+      made.push([renderingKey(item), r]);
+      return r;
     });
+    if (made.length > 0) this.keepRenderings(state, uid, sv.status, made);
+    return out;
+  }
+
+  /**
+   * The answer for `uid` from its stored verdict: from the memo of stored renderings when it holds
+   * every item the answer renders (no store read), else read from the store (storeRead, storeGet) and
+   * rendered by renderStored(), which keeps what it rendered. null: the store holds no verdict with
+   * metadata for it.
+   */
+  private storedAnswer(state: CommandState, seq: number, serverItems: FetchResponseItem[], uid: number): Buffer[] | null {
+    const kept = this.commandMemo(state)?.uids.get(uid);
+    if (kept) {
+      let missing = false;
+      const out = this.renderWith(state, seq, serverItems, kept.status, (item) => {
+        const r = kept.items.get(renderingKey(item));
+        if (r !== undefined) return r;
+        missing = true;
+        return EMPTY;
+      });
+      if (!missing) return out;
+    }
+    const stored = state.storeReads ? this.storeRead(state.storeReads, uid) : this.storeGet(uid);
+    if (!stored?.header || !stored.items) return null;
+    return this.renderStored(state, seq, serverItems, stored, uid);
+  }
+
+  /**
+   * The memo of stored renderings (storedRenderings) `state`'s FETCH answers from, looked up once per
+   * FETCH: the one bound to the session's index and the store as it is now, made (replacing the one
+   * of another index or an older store) when there is none; and, per message, only while the
+   * session's index is still that answer (a correction makes it the session's own). null: the store
+   * is not in use or the session's index is its own.
+   */
+  private commandMemo(state: CommandState): RenderingMemo | null {
+    if (state.renderMemo === undefined) state.renderMemo = this.renderingMemo();
+    const memo = state.renderMemo;
+    const idx = this.storeIndex;
+    return memo !== null && idx !== null && !idx.own && memo.view.deref() === idx.maps ? memo : null;
+  }
+
+  private renderingMemo(): RenderingMemo | null {
+    if (this.storeIds() === null) return null;
+    const idx = this.storeIndex;
+    if (!idx || idx.own) return null;
+    let token: string;
+    try {
+      token = this.deps.shared!.store.changeToken();
+    } catch (err) {
+      this.storeFailed(err);
+      return null;
+    }
+    // an index read before the store's last change is not the store's answer now: such a session reads the store
+    if (idx.token !== token) return null;
+    const key = `${idx.scope}\0${idx.basis}`;
+    let memo = storedRenderings.get(key);
+    if (!memo || memo.view.deref() !== idx.maps || memo.token !== token) {
+      dropRenderingMemo(key);
+      memo = { view: new WeakRef(idx.maps), token, uids: new Map(), bytes: 0 };
+    } else storedRenderings.delete(key);
+    // most recently used last
+    storedRenderings.set(key, memo);
+    return memo;
+  }
+
+  /** Keeps what renderStored() rendered for `uid` in the memo of `state`'s FETCH, within VERDICT_STORE_LIMITS.storedRenderingBytes. */
+  private keepRenderings(state: CommandState, uid: number, status: Verdict['status'], made: Array<[string, Buffer]>): void {
+    const memo = this.commandMemo(state);
+    // a memo dropped for room meanwhile is not filled again
+    if (!memo || this.storeIndex === null || storedRenderings.get(`${this.storeIndex.scope}\0${this.storeIndex.basis}`) !== memo) return;
+    let kept = memo.uids.get(uid);
+    if (kept && kept.status !== status) {
+      dropStoredRendering(`${this.storeIndex.scope}\0${this.storeIndex.basis}`, uid);
+      kept = undefined;
+    }
+    let add = 0;
+    const fresh: Array<[string, Buffer]> = [];
+    for (const [k, r] of made) {
+      if (kept?.items.has(k) || r.length > MAX_KEPT_RENDERING) continue;
+      add += r.length;
+      fresh.push([k, r]);
+    }
+    if (fresh.length === 0) return;
+    // room: the least recently used memos of other mailboxes go first
+    for (const [k, m] of storedRenderings) {
+      if (storedRenderingBytes + add <= VERDICT_STORE_LIMITS.storedRenderingBytes) break;
+      if (m !== memo) dropRenderingMemo(k);
+    }
+    if (storedRenderingBytes + add > VERDICT_STORE_LIMITS.storedRenderingBytes) return;
+    if (!kept) {
+      kept = { status, items: new Map() };
+      memo.uids.set(uid, kept);
+    }
+    for (const [k, r] of fresh) kept.items.set(k, r);
+    memo.bytes += add;
+    storedRenderingBytes += add;
   }
 
   /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */

@@ -402,6 +402,20 @@ export class VerdictStore {
     }
   }
 
+  /**
+   * What changes whenever any connection changed the stored rows since: SQLite's data_version (the
+   * commits of other connections and processes) with this connection's own changes (what index()
+   * answers from memory against). Throws E_VERDICT_STORE.
+   */
+  changeToken(): string {
+    if (this.closed) return 'closed';
+    try {
+      return `${this.stmts.dataVersion.get() as number}/${this.generation}`;
+    } catch (err) {
+      throw storeError('read', err);
+    }
+  }
+
   private forgetIndex(key: string): void {
     const m = this.indexMemo.get(key);
     if (!m) return;

@@ -9,9 +9,9 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { VettedCache } from '../../src/inspect/cache.js';
-import type { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { type ImapInspector, storedRenderingsForTest } from '../../src/inspect/imap-inspector.js';
 import { policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
@@ -279,6 +279,84 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect((await fetch(b, `b3 UID FETCH 1:3 ${LIST}`, ALL3)).upstream).toBe(
       'b3 UID FETCH 1:3 (FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)] UID)\r\nP.c UID FETCH 3 (FLAGS UID BODY.PEEK[])\r\n',
     );
+  });
+
+  it("a changed message's answer rendered from the store is kept for the next sessions of the same index: the same bytes, no store read", async () => {
+    storedRenderingsForTest.clear();
+    const [b, c, d] = await afterVetting(3);
+    const reads = () => get.mock.calls.length + getMany.mock.calls.length;
+    const get = vi.spyOn(store, 'get');
+    const getMany = vi.spyOn(store, 'getMany');
+    const b1 = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
+    // UID 3 (altered) read and rendered from the store; 1 and 2 (clean) answered from the server's items
+    expect(reads()).toBe(1);
+    expect(b1.client).toContain('* 3 FETCH (UID 3 FLAGS () RFC822.SIZE ');
+    expect(storedRenderingsForTest.bytes()).toBeGreaterThan(0);
+    const c1 = await fetch(c, `c1 UID FETCH 1:3 ${LIST}`, ALL3);
+    expect(c1.client.replace(/^c1 /m, 'b1 ')).toBe(b1.client);
+    expect(reads()).toBe(1);
+    // an item the memo does not hold (another header section) is rendered from the store
+    const c2 = await fetch(c, 'c2 UID FETCH 3 (FLAGS BODY.PEEK[HEADER.FIELDS (From)])', () => ['* 3 FETCH (UID 3 FLAGS ())\r\n']);
+    expect(reads()).toBe(2);
+    expect(c2.client).toMatch(/^\* 3 FETCH \(UID 3 FLAGS \(\) BODY\[HEADER\.FIELDS \(FROM\)\] \{\d+\}\r\nFrom: Bob <bob@example.test>\r\n\r\n\)\r\nc2 OK/);
+    const kept = storedRenderingsForTest.bytes();
+    // any change of the store (here: another message's verdict evicted) starts the memo over: read again, counted once
+    evictFromStore(1);
+    const d1 = await fetch(
+      d,
+      `d1 UID FETCH 2:3 ${LIST}`,
+      dovecot([
+        [2, 2],
+        [3, 3],
+      ]),
+    );
+    expect(reads()).toBe(3);
+    expect(d1.client.replace(/^d1 /m, 'b1 ')).toBe(b1.client.replace(/^\* 1 FETCH .*\r\n(.*\r\n)*?\)\r\n/, ''));
+    expect(storedRenderingsForTest.bytes()).toBeLessThan(kept);
+    expect(storedRenderingsForTest.bytes()).toBeGreaterThan(0);
+    get.mockRestore();
+    getMany.mockRestore();
+  });
+
+  it('a session whose index is older than the store reads the store and leaves the kept answers of the current index alone', async () => {
+    storedRenderingsForTest.clear();
+    const [b, c, d] = await afterVetting(3);
+    const b1 = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);
+    // the store changes (another message's verdict evicted): b's index is now older than the store
+    evictFromStore(1);
+    const two3 = dovecot([
+      [2, 2],
+      [3, 3],
+    ]);
+    const c1 = await fetch(c, `c1 UID FETCH 2:3 ${LIST}`, two3);
+    const get = vi.spyOn(store, 'get');
+    const getMany = vi.spyOn(store, 'getMany');
+    const reads = () => get.mock.calls.length + getMany.mock.calls.length;
+    // b reads UID 3 from the store, as before the memo
+    const b2 = await fetch(b, `b2 UID FETCH 3 ${LIST}`, dovecot([[3, 3]]));
+    expect(reads()).toBe(1);
+    expect(b2.client.replace(/^b2 /m, 'b1 ')).toBe(b1.client.replace(/^\* [12] FETCH .*\r\n(.*\r\n)*?\)\r\n/gm, ''));
+    // d (an index read after the change, like c's) answers from what c rendered: b did not replace it
+    const d1 = await fetch(d, `d1 UID FETCH 2:3 ${LIST}`, two3);
+    expect(reads()).toBe(1);
+    expect(d1.client.replace(/^d1 /m, 'c1 ')).toBe(c1.client);
+    get.mockRestore();
+    getMany.mockRestore();
+  });
+
+  it('the kept answers tell partial fetches of one section apart', async () => {
+    storedRenderingsForTest.clear();
+    const [b, c, d] = await afterVetting(3);
+    const item = (n: number) => `BODY.PEEK[HEADER.FIELDS (Subject)]<0.${n}>`;
+    const answer = () => ['* 3 FETCH (UID 3 FLAGS ())\r\n'];
+    const b5 = await fetch(b, `b1 UID FETCH 3 (FLAGS ${item(5)})`, answer);
+    const c8 = await fetch(c, `c1 UID FETCH 3 (FLAGS ${item(8)})`, answer);
+    expect(b5.client).toMatch(/BODY\[HEADER\.FIELDS \(SUBJECT\)\]<0> \{5\}\r\nSubje\)\r\n/);
+    expect(c8.client).toMatch(/BODY\[HEADER\.FIELDS \(SUBJECT\)\]<0> \{8\}\r\nSubject:\)\r\n/);
+    // the same answers with nothing kept
+    storedRenderingsForTest.clear();
+    expect((await fetch(d, `c1 UID FETCH 3 (FLAGS ${item(8)})`, answer)).client).toBe(c8.client);
+    expect((await fetch(d, `b1 UID FETCH 3 (FLAGS ${item(5)})`, answer)).client).toBe(b5.client);
   });
 
   it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {

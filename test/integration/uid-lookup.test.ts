@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { storedRenderingsForTest } from '../../src/inspect/imap-inspector.js';
 import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { type Answer, clean, exe, imaplibSession } from '../helpers/imaplib-sessions.js';
@@ -82,6 +83,25 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
     first = { poll: s.answers[0]!, list: r.answers[0]!, seq: r.answers[1]!, bodySizes };
   });
 
+  /** The ids `fn` read from any verdict store (get, getMany). */
+  async function readingStore<T>(fn: () => Promise<T>): Promise<{ s: T; read: string[] }> {
+    const read: string[] = [];
+    const get = vi.spyOn(VerdictStore.prototype, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
+      read.push(a[1]);
+      return original.get.apply(this, a);
+    });
+    const getMany = vi.spyOn(VerdictStore.prototype, 'getMany').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['getMany']>) {
+      read.push(...a[1]);
+      return original.getMany.apply(this, a);
+    });
+    try {
+      return { s: await fn(), read };
+    } finally {
+      get.mockRestore();
+      getMany.mockRestore();
+    }
+  }
+
   // what goes upstream: the messages stored clean are the server's, so their size and header fields are asked of it
   for (const [what, cmd, key, upstream] of [
     ['a poll `UID FETCH 1:* (UID RFC822.SIZE)`', POLL, 'poll', ' UID FETCH 1:* (UID RFC822.SIZE)'],
@@ -91,23 +111,15 @@ describe('a new session answers a poll, a list sync and a sequence-number FETCH 
     it(`a new session: ${what} after a private UID lookup, without inspection or body download, as session 1 answered`, async () => {
       // the store is read only for the altered messages (UIDs 2 and 5), and not at all for the poll (their
       // sanitised sizes are in the session's index of the store); the clean ones come from the server's own items
-      const read: string[] = [];
-      const get = vi.spyOn(VerdictStore.prototype, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
-        read.push(a[1]);
-        return original.get.apply(this, a);
-      });
-      const getMany = vi.spyOn(VerdictStore.prototype, 'getMany').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['getMany']>) {
-        read.push(...a[1]);
-        return original.getMany.apply(this, a);
-      });
-      let s: Awaited<ReturnType<typeof session>>;
-      try {
-        s = await session([[...cmd]]);
-      } finally {
-        get.mockRestore();
-        getMany.mockRestore();
-      }
+      // (what the reference sessions rendered from the store is kept for later sessions: forgotten here)
+      storedRenderingsForTest.clear();
+      const { s, read } = await readingStore(() => session([[...cmd]]));
       expect(read.sort()).toEqual(key === 'poll' ? [] : EXE_SEQS.map(String));
+      // the next session of the same index answers the altered ones from what this one rendered: no store read
+      const again = await readingStore(() => session([[...cmd]]));
+      expect(again.read).toEqual([]);
+      expect(again.s.answers[0]).toEqual(first[key]);
+      expect(again.s.inspected).toBe(0);
       expect(s.answers[0]!.typ).toBe('OK');
       expect(s.answers[0]).toEqual(first[key]);
       expect(sizes(s.answers[0]!)).toEqual(first.bodySizes);

@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { ImapInspector, storedRenderingsForTest } from '../../src/inspect/imap-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { lookupCommand, parseLookupAnswer } from '../../src/inspect/uid-lookup.js';
 import { mailboxNameId, policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
@@ -995,6 +995,8 @@ describe('the lookup behind the SELECT: pipelined right behind it when the store
 describe('a FETCH answered without a download: messages stored clean from the server, altered ones from the store', () => {
   /** The ids the store is read for (get and getMany) while `fn` runs. */
   async function storeReadsDuring(fn: () => Promise<void>): Promise<string[]> {
+    // what earlier sessions rendered from the store is kept for the next ones (storedRenderings): forgotten, so the store is read
+    storedRenderingsForTest.clear();
     const read: string[] = [];
     const get = vi.spyOn(store, 'get').mockImplementation(function (this: VerdictStore, ...a: Parameters<VerdictStore['get']>) {
       read.push(a[1]);
