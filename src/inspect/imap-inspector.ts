@@ -42,6 +42,7 @@ import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
+import { type RenderingMemo, StoredRenderings } from './stored-renderings.js';
 import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
 import { type IndexRow, mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 import { processVetGate } from './vet-gate.js';
@@ -252,40 +253,18 @@ function indexMaps(rows: readonly IndexRow[]): IndexView {
 }
 
 /**
- * What renderStored() made of one changed message's stored verdict: its status and each item's
- * rendering by renderingKey().
+ * Items rendered from the stored verdicts of changed messages, kept for the next sessions that read
+ * the same index of the mailbox (inspect/stored-renderings.ts). A FETCH serves from a memo only while
+ * the session's index is the answer the memo is bound to, uncorrected (not `own`), and the store has
+ * not changed since the memo was made nor since that index was read (checked once per FETCH), so it
+ * answers exactly what reading the store would; after any change the first FETCH of a session that
+ * read the index anew starts it over (a session with an older index reads the store, as before). A
+ * verdict a session forgets (message.changed) or finds changed leaves the memo at once.
  */
-interface StoredRendering {
-  status: Verdict['status'];
-  items: Map<string, Buffer>;
-}
+const storedRenderings = new StoredRenderings(VERDICT_STORE_LIMITS.storedRenderingBytes);
 
-/** The renderings made under one index answer of one scope and basis (storedRenderings). */
-interface RenderingMemo {
-  /** The shared maps of that answer (indexMaps): the memo serves only a session whose index is exactly these. */
-  view: WeakRef<IndexView>;
-  /** VerdictStore.changeToken() when the memo was made: it serves a FETCH only while the store has not changed since. */
-  token: string;
-  uids: Map<number, StoredRendering>;
-  bytes: number;
-}
-
-/**
- * Items rendered from the stored verdicts of changed messages, by scope and basis, least recently used
- * first (issue 10: a reconnecting client's list sync read and rendered each changed message again,
- * about 50 us each, on the path of its first FETCH). A memo is bound to one answer of the store's
- * index (the shared, frozen IndexView) and to the store as it was (VerdictStore.changeToken): a FETCH
- * serves from it only while the session's index is that answer, uncorrected (not `own`), and the
- * store has not changed since the memo was made nor since that index was read (checked once per
- * FETCH), so it answers exactly what reading the store would; after any change the first FETCH of a
- * session that read the index anew starts it over (a session with an older index reads the store, as
- * before). A verdict a session forgets (message.changed) or finds changed leaves the memo at once.
- * Bounded by VERDICT_STORE_LIMITS.storedRenderingBytes.
- */
-const storedRenderings = new Map<string, RenderingMemo>();
-let storedRenderingBytes = 0;
-/** An item rendered larger than this is not kept. */
-const MAX_KEPT_RENDERING = VERDICT_STORE_LIMITS.storedRenderingBytes / 64;
+/** For tests: the process's kept renderings (bytes, clear). */
+export const storedRenderingsForTest = storedRenderings;
 
 /** The memo's key of an item: the name it is written with plus a partial's length (the name keeps only its origin). */
 function renderingKey(item: FetchItem): string {
@@ -295,35 +274,6 @@ function renderingKey(item: FetchItem): string {
 
 /** What the memo's lookup gives an item it does not hold (the answer is then rendered from the store). */
 const EMPTY = Buffer.alloc(0);
-
-/** Drops `uid` from the memo of `key` (its stored verdict was forgotten). */
-function dropStoredRendering(key: string, uid: number): void {
-  const m = storedRenderings.get(key);
-  const r = m?.uids.get(uid);
-  if (!m || !r) return;
-  m.uids.delete(uid);
-  let n = 0;
-  for (const v of r.items.values()) n += v.length;
-  m.bytes -= n;
-  storedRenderingBytes -= n;
-}
-
-/** Drops the memo of `key`. */
-function dropRenderingMemo(key: string): void {
-  const m = storedRenderings.get(key);
-  if (!m) return;
-  storedRenderings.delete(key);
-  storedRenderingBytes -= m.bytes;
-}
-
-/** For tests: the memo's bytes in all, and forgetting every memo. */
-export const storedRenderingsForTest = {
-  bytes: (): number => storedRenderingBytes,
-  clear: (): void => {
-    storedRenderings.clear();
-    storedRenderingBytes = 0;
-  },
-};
 
 /**
  * The stored verdicts a FETCH answered from the shared store reads (a list sync: every UID of the set
@@ -666,7 +616,7 @@ export class ImapInspector implements ImapInterceptor {
     const m = cur.maps;
     if (m.ids.get(uid) === stored && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
     // what other sessions of this index would find on reading the store too: none of them answers from the memo for it
-    dropStoredRendering(`${cur.scope}\0${cur.basis}`, uid);
+    storedRenderings.drop(`${cur.scope}\0${cur.basis}`, uid);
     const idx = this.ownIndex(cur);
     if (stored === undefined) idx.ids.delete(uid);
     else idx.ids.set(uid, stored);
@@ -719,7 +669,7 @@ export class ImapInspector implements ImapInterceptor {
   private forgetStored(uid: number): void {
     const k = this.storeKey();
     if (!k) return;
-    dropStoredRendering(`${k.scope}\0${k.basis.policyHash}/${k.basis.signatures}`, uid);
+    storedRenderings.drop(`${k.scope}\0${k.basis.policyHash}/${k.basis.signatures}`, uid);
     try {
       this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
     } catch (err) {
@@ -1897,48 +1847,13 @@ export class ImapInspector implements ImapInterceptor {
     }
     // an index read before the store's last change is not the store's answer now: such a session reads the store
     if (idx.token !== token) return null;
-    const key = `${idx.scope}\0${idx.basis}`;
-    let memo = storedRenderings.get(key);
-    if (!memo || memo.view.deref() !== idx.maps || memo.token !== token) {
-      dropRenderingMemo(key);
-      memo = { view: new WeakRef(idx.maps), token, uids: new Map(), bytes: 0 };
-    } else storedRenderings.delete(key);
-    // most recently used last
-    storedRenderings.set(key, memo);
-    return memo;
+    return storedRenderings.bind(`${idx.scope}\0${idx.basis}`, idx.maps, token);
   }
 
-  /** Keeps what renderStored() rendered for `uid` in the memo of `state`'s FETCH, within VERDICT_STORE_LIMITS.storedRenderingBytes. */
+  /** Keeps what renderStored() rendered for `uid` in the memo of `state`'s FETCH (StoredRenderings.keep). */
   private keepRenderings(state: CommandState, uid: number, status: Verdict['status'], made: Array<[string, Buffer]>): void {
     const memo = this.commandMemo(state);
-    // a memo dropped for room meanwhile is not filled again
-    if (!memo || this.storeIndex === null || storedRenderings.get(`${this.storeIndex.scope}\0${this.storeIndex.basis}`) !== memo) return;
-    let kept = memo.uids.get(uid);
-    if (kept && kept.status !== status) {
-      dropStoredRendering(`${this.storeIndex.scope}\0${this.storeIndex.basis}`, uid);
-      kept = undefined;
-    }
-    let add = 0;
-    const fresh: Array<[string, Buffer]> = [];
-    for (const [k, r] of made) {
-      if (kept?.items.has(k) || r.length > MAX_KEPT_RENDERING) continue;
-      add += r.length;
-      fresh.push([k, r]);
-    }
-    if (fresh.length === 0) return;
-    // room: the least recently used memos of other mailboxes go first
-    for (const [k, m] of storedRenderings) {
-      if (storedRenderingBytes + add <= VERDICT_STORE_LIMITS.storedRenderingBytes) break;
-      if (m !== memo) dropRenderingMemo(k);
-    }
-    if (storedRenderingBytes + add > VERDICT_STORE_LIMITS.storedRenderingBytes) return;
-    if (!kept) {
-      kept = { status, items: new Map() };
-      memo.uids.set(uid, kept);
-    }
-    for (const [k, r] of fresh) kept.items.set(k, r);
-    memo.bytes += add;
-    storedRenderingBytes += add;
+    if (memo && this.storeIndex !== null) storedRenderings.keep(`${this.storeIndex.scope}\0${this.storeIndex.basis}`, memo, uid, status, made);
   }
 
   /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */

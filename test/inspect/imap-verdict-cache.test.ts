@@ -291,7 +291,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
     // UID 3 (altered) read and rendered from the store; 1 and 2 (clean) answered from the server's items
     expect(reads()).toBe(1);
     expect(b1.client).toContain('* 3 FETCH (UID 3 FLAGS () RFC822.SIZE ');
-    expect(storedRenderingsForTest.bytes()).toBeGreaterThan(0);
+    expect(storedRenderingsForTest.bytes).toBeGreaterThan(0);
     const c1 = await fetch(c, `c1 UID FETCH 1:3 ${LIST}`, ALL3);
     expect(c1.client.replace(/^c1 /m, 'b1 ')).toBe(b1.client);
     expect(reads()).toBe(1);
@@ -299,7 +299,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
     const c2 = await fetch(c, 'c2 UID FETCH 3 (FLAGS BODY.PEEK[HEADER.FIELDS (From)])', () => ['* 3 FETCH (UID 3 FLAGS ())\r\n']);
     expect(reads()).toBe(2);
     expect(c2.client).toMatch(/^\* 3 FETCH \(UID 3 FLAGS \(\) BODY\[HEADER\.FIELDS \(FROM\)\] \{\d+\}\r\nFrom: Bob <bob@example.test>\r\n\r\n\)\r\nc2 OK/);
-    const kept = storedRenderingsForTest.bytes();
+    const kept = storedRenderingsForTest.bytes;
     // any change of the store (here: another message's verdict evicted) starts the memo over: read again, counted once
     evictFromStore(1);
     const d1 = await fetch(
@@ -312,8 +312,8 @@ describe('IMAP inspector and the shared verdict cache', () => {
     );
     expect(reads()).toBe(3);
     expect(d1.client.replace(/^d1 /m, 'b1 ')).toBe(b1.client.replace(/^\* 1 FETCH .*\r\n(.*\r\n)*?\)\r\n/, ''));
-    expect(storedRenderingsForTest.bytes()).toBeLessThan(kept);
-    expect(storedRenderingsForTest.bytes()).toBeGreaterThan(0);
+    expect(storedRenderingsForTest.bytes).toBeLessThan(kept);
+    expect(storedRenderingsForTest.bytes).toBeGreaterThan(0);
     get.mockRestore();
     getMany.mockRestore();
   });
