@@ -1902,8 +1902,17 @@ export class ImapInspector implements ImapInterceptor {
     return buildFetchResponseParts(seq, out);
   }
 
-  private async onDone(state: CommandState, parts: Buffer[], head: ResponseHead): Promise<Buffer> {
-    await Promise.all(state.pending);
+  /**
+   * The client's tagged response once every rendering of the command settled (their tempfails are
+   * known then): at once when none is pending (a FETCH answered from the caches), so it is written in
+   * the same turn as the responses before it, else when they settled.
+   */
+  private onDone(state: CommandState, parts: Buffer[], head: ResponseHead): Buffer | Promise<Buffer> {
+    if (state.pending.length === 0) return this.done(state, parts, head);
+    return Promise.all(state.pending).then(() => this.done(state, parts, head));
+  }
+
+  private done(state: CommandState, parts: Buffer[], head: ResponseHead): Buffer {
     const split = state.split;
     if (split?.second) {
       // the second half (postern's tag) decides: OK gives the client the first half's completion

@@ -508,6 +508,8 @@ describe('the lookup ahead: sent right after the SELECT completed, before any cl
       else t.upstream(GOOD);
       expect(t.host.takeUpstream()).toBe(`p ${POLL}\r\n`);
       t.upstream(answer(`p ${POLL}`));
+      // nothing to wait for (no rendering pending): the completion is written in the same turn as the lines
+      expect(t.host.clientText).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
       const out = await completion(t, 'p');
       expect(out).toBe(`${reference.get(POLL)}p OK Fetch completed.\r\n`);
       expect(out).not.toMatch(/SEARCH|P\.3/);
@@ -1047,6 +1049,7 @@ describe('a FETCH answered without a download: messages stored clean from the se
       t.client(`l ${LIST_SYNC}\r\n`);
       expect(t.host.takeUpstream()).toBe('l UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])\r\n');
       t.upstream(answer(`l ${LIST_SYNC}`));
+      expect(t.host.clientText).toMatch(/\r\nl OK Fetch completed\.\r\n$/);
       const out = await completion(t, 'l');
       expect(out).toBe(`${reference.get(LIST_SYNC)}l OK Fetch completed.\r\n`);
       const h3 = 'From: Ann <ann@example.test>\r\nSubject: message 3\r\n\r\n';
