@@ -181,6 +181,12 @@ function pollField(d: Buffer, i: number, lit: Buffer, max: number, zero: boolean
   return end;
 }
 
+/** Whether `xs` strictly ascends. */
+function ascending(xs: readonly number[]): boolean {
+  for (let i = 1; i < xs.length; i++) if (xs[i]! <= xs[i - 1]!) return false;
+  return true;
+}
+
 /** The index after `lit` when `d` holds it at `i`, else -1. */
 function matchAt(d: Buffer, i: number, lit: Buffer): number {
   if (i + lit.length > d.length) return -1;
@@ -1262,8 +1268,12 @@ export class ImapInspector implements ImapInterceptor {
     if (!/^[0-9*:,]+$/.test(set)) return null; // `$` (SEARCHRES) and anything else: unknown
     const uids = this.uids;
     const complete = uids !== null && this.knownUids === uids.length;
-    const out = new Set<number>();
     const limit = Math.min(VERDICT_STORE_LIMITS.maxSetFromCache, complete ? Number.MAX_SAFE_INTEGER : MAX_CACHED_SET);
+    if (complete && set === '1:*' && uids.length > 0 && uids.length <= limit && ascending(uids)) {
+      // a poll's or a list sync's set: every message, in order (the map ascends, as a server's does)
+      return uids.slice();
+    }
+    const out = new Set<number>();
     for (const range of set.split(',')) {
       const ends = range.split(':');
       if (ends.length > 2 || ends.some((e) => e === '')) return null;

@@ -359,6 +359,28 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect((await fetch(d, `b1 UID FETCH 3 (FLAGS ${item(5)})`, answer)).client).toBe(b5.client);
   });
 
+  it("`1:*` (a poll's set) resolves as the same range written the other way, ascending map or not", () => {
+    const resolve = (ins: ImapInspector, set: string, uid: boolean) =>
+      (ins as unknown as { resolveSet(set: string, uidCommand: boolean): number[] | null }).resolveSet(set, uid);
+    const b = newSession([]);
+    flagsSync(b);
+    for (const uid of [true, false]) {
+      expect(resolve(b, '1:*', uid)).toEqual([1, 2, 3]);
+      expect(resolve(b, '1:*', uid)).toEqual(resolve(b, '*:1', uid));
+    }
+    // a server that numbers its UIDs out of order: never the ascending shortcut, the ranges' reading (here: no complete map)
+    const c = newSession([]);
+    for (const [seq, u] of [
+      [1, 3],
+      [2, 1],
+      [3, 2],
+    ]) {
+      const l = Buffer.from(`* ${seq} FETCH (UID ${u} FLAGS ())\r\n`);
+      c.observeUntagged(parseResponseHead(l), [l]);
+    }
+    for (const uid of [true, false]) expect(resolve(c, '1:*', uid)).toEqual(resolve(c, '*:1', uid));
+  });
+
   it('EXPUNGE shifts the map; VANISHED drops it (the bodies are downloaded again)', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
