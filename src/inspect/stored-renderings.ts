@@ -8,7 +8,8 @@
  * it was made (`token`: VerdictStore.changeToken). Whether a session may answer from a memo is the
  * caller's decision (imap-inspector.ts: only while its index is that answer, uncorrected, and the
  * store is unchanged); this module only keeps them, least recently used first, within `maxBytes`
- * (each item counts its bytes plus KEPT_ITEM_OVERHEAD; an item over maxBytes/64 is not kept).
+ * (each item counts its bytes plus KEPT_ITEM_OVERHEAD; an item over maxBytes/64 is not kept; what is
+ * kept is a copy in memory of its own, never a view that keeps a larger buffer alive).
  */
 import type { Verdict } from '../policy/types.js';
 
@@ -33,6 +34,18 @@ export const KEPT_ITEM_OVERHEAD = 128;
 
 function keptBytes(r: Buffer): number {
   return r.length + KEPT_ITEM_OVERHEAD;
+}
+
+/**
+ * `r` in memory of its own: a small Buffer is a view of a shared 8 KB pool slab (a stored item
+ * decoded from base64, a header literal) and would keep the whole slab alive with it, far more than
+ * the bound counts.
+ */
+function ownCopy(r: Buffer): Buffer {
+  if (r.byteOffset === 0 && r.buffer.byteLength === r.length) return r;
+  const c = Buffer.allocUnsafeSlow(r.length);
+  r.copy(c);
+  return c;
 }
 
 export class StoredRenderings {
@@ -88,7 +101,7 @@ export class StoredRenderings {
       kept = { status, items: new Map() };
       memo.uids.set(uid, kept);
     }
-    for (const [k, r] of fresh) kept.items.set(k, r);
+    for (const [k, r] of fresh) kept.items.set(k, ownCopy(r));
     memo.bytes += add;
     this.total += add;
   }

@@ -56,6 +56,23 @@ describe('StoredRenderings', () => {
     expect(a.uids.size).toBeLessThan(100);
   });
 
+  it('what is kept is a copy in memory of its own, never a view of a larger buffer (a pool slab)', () => {
+    const r = new StoredRenderings(64 * 1024);
+    const m = r.bind('a', {}, 't');
+    const slab = Buffer.alloc(8192, 'z');
+    const view = slab.subarray(100, 120);
+    r.keep('a', m, 1, 'changed', [['RFC822.SIZE', view]]);
+    const kept = m.uids.get(1)!.items.get('RFC822.SIZE')!;
+    expect(kept).toEqual(view);
+    expect(kept.buffer).not.toBe(slab.buffer);
+    expect(kept.buffer.byteLength).toBe(20);
+    // a small Buffer from the pool too
+    const pooled = Buffer.from('RFC822.SIZE 1234');
+    expect(pooled.buffer.byteLength).toBeGreaterThan(pooled.length);
+    r.keep('a', m, 2, 'changed', [['RFC822.SIZE', pooled]]);
+    expect(m.uids.get(2)!.items.get('RFC822.SIZE')!.buffer.byteLength).toBe(pooled.length);
+  });
+
   it('an item over 1/64 of the bound is not kept; a rendering of another status replaces the kept one', () => {
     const r = new StoredRenderings(64 * 1000);
     const m = r.bind('a', {}, 't');
