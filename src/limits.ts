@@ -955,10 +955,11 @@ export const EDGE_LIMITS = {
   maxBlockEntries: 100_000,
   /**
    * A running serve re-reads the shared block list this often (only when it changed) where it cannot
-   * watch the file (src/edge/block-watch.ts), and the Redis state reads its block list this often.
+   * watch the file (src/edge/block-watch.ts); the Redis state checks its block list's version this
+   * often while it is not subscribed to its changes or Redis is down.
    */
   blockListReloadMs: 1_000,
-  /** With a watch on the block list file, it is still re-read this often (only when it changed), in case a change event was lost. */
+  /** With a watch on the block list file, or subscribed to the Redis block list's changes, the list is still checked this often (re-read only when it changed), in case an event or message was lost. */
   blockListWatchPollMs: 30_000,
   /** Default `auto_block.duration_ms`: the first block of an address. */
   defaultBlockDurationMs: 10 * 60_000,

@@ -7,7 +7,8 @@
  * Keys (P = state.key_prefix, default `postern:`):
  *   P blocks          ZSET address -> until (epoch ms): the block list, longest-lasting kept
  *   P blocks:info     HASH address -> "reason strikes"
- *   P blocks:ver      counter, bumped on every change of the list (instances re-read on a change)
+ *   P blocks:ver      counter, bumped on every change of the list, and published on the channel of the
+ *                     same name (instances subscribe and re-read on a message)
  *   P strikes:ADDR    auto-blocks of ADDR in a row; expires 2 x max_duration_ms after the last
  *   P fail:login:ADDR / P fail:proto:ADDR   ZSET of failure times (the sliding window); expires after it
  *   P rate:client:ADDR / P rate:listener:NAME   HASH {t tokens, ts ms}: a token bucket; expires when full
@@ -38,7 +39,9 @@ local function put(addr, untilMs, reason, strikes, now, maxEntries)
     redis.call('PEXPIREAT', KEYS[1], last[2])
     redis.call('PEXPIREAT', KEYS[2], last[2])
   end
-  redis.call('INCR', KEYS[3])
+  local v = redis.call('INCR', KEYS[3])
+  -- pcall: an ACL without PUBLISH on the channel never fails the write (its instances read on the clock)
+  redis.pcall('PUBLISH', KEYS[3], v)
 end
 `;
 
@@ -55,7 +58,7 @@ return 1
 export const BLOCK_REMOVE = `
 local n = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if n > 0 then redis.call('INCR', KEYS[3]) end
+if n > 0 then redis.pcall('PUBLISH', KEYS[3], redis.call('INCR', KEYS[3])) end
 return n
 `;
 

@@ -4,8 +4,11 @@
  * ./redis-scripts.ts). ioredis is the client.
  *
  * The hot path never waits on Redis. A connection is judged on the local view: the block list as last
- * read (re-read every EDGE_LIMITS.blockListReloadMs when its version changed; a block this instance
- * imposes is in its view at once) and a local token bucket per client and listener. After an admitted
+ * read (re-read when a script that changed it publishes its new version, on a second connection
+ * subscribed to it; also every EDGE_LIMITS.blockListWatchPollMs in case a message was lost, and every
+ * EDGE_LIMITS.blockListReloadMs while not subscribed or Redis is down, each time only when its version
+ * changed; a block this instance imposes is in its view at once) and a local token bucket per client
+ * and listener. An idle instance sends Redis nothing and wakes for nothing but the 30 s check. After an admitted
  * connection one script debits the shared buckets, and its answer resets the local bucket to the shared
  * count (less the takes still in flight); so rates sum across instances, with at most one round trip of
  * lag per instance. Failures (logins, protocol errors, auto_block rules) are counted by one script in
@@ -179,11 +182,21 @@ export class RedisEdgeState implements EdgeState {
   private downSince: number | null = null;
   private version: string | null = null;
   private refreshing = false;
+  /** A read of the list was asked for while one ran: run one more after it (true: forced). */
+  private refreshAgain: boolean | null = null;
+  /** Blocks imposed here while a read of the list runs (its answer may predate them). */
+  private imposedDuringRead: Map<string, BlockEntry> | null = null;
   /** Takes sent and not answered yet, per bucket key (subtracted from the shared count). */
   private readonly pendingTakes = new Map<string, number>();
   /** Blocks imposed here while Redis was unreachable: written when it is back. */
   private readonly pendingBlocks = new Map<string, BlockEntry>();
-  private readonly timer: NodeJS.Timeout;
+  /** The next check of the list's version (schedule()). */
+  private timer: NodeJS.Timeout | null = null;
+  /** The subscriber connection: the scripts that change the list publish its new version on the channel named as its key. */
+  private readonly sub: Redis;
+  /** Subscribed to that channel now: the list is checked on a message, and on the clock only every EDGE_LIMITS.blockListWatchPollMs. */
+  private subscribed = false;
+  private subscribeFailed = false;
   private closed = false;
   /** Resolves when nothing is in flight (tests). */
   private idleWaiters: (() => void)[] = [];
@@ -200,7 +213,69 @@ export class RedisEdgeState implements EdgeState {
     r.on('error', (err: Error) => this.markDown(err));
     r.on('close', () => this.markDown(new Error('connection closed')));
     r.on('ready', () => this.markUp());
-    this.timer = setInterval(() => this.refresh(Date.now()), EDGE_LIMITS.blockListReloadMs);
+    // the same options (lazy, no offline queue); its failures are the main connection's to report
+    this.sub = r.duplicate();
+    this.sub.on('error', () => this.unsubscribed());
+    this.sub.on('close', () => this.unsubscribed());
+    this.sub.on('ready', () => void this.subscribe());
+    this.sub.on('message', (channel: string) => {
+      if (channel === client.keys.version) this.refresh(Date.now());
+    });
+    this.schedule();
+  }
+
+  /** Connects the subscriber (it subscribes when ready, and again after every reconnect). */
+  private listen(): void {
+    if (this.closed) return;
+    this.sub.connect().catch(() => undefined);
+  }
+
+  private async subscribe(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.sub.subscribe(this.client.keys.version);
+    } catch (err) {
+      this.unsubscribed();
+      if (!this.subscribeFailed) {
+        this.subscribeFailed = true;
+        this.log.warn(
+          {
+            event: 'edge.state_watch_failed',
+            url: this.client.cfg.redactedUrl,
+            err: { code: ErrorCodes.EDGE_STATE, message: redactMessage((err as Error).message, this.client.cfg.password) },
+            pollMs: EDGE_LIMITS.blockListReloadMs,
+          },
+          'cannot subscribe to changes of the Redis block list: it is read every second instead',
+        );
+      }
+      return;
+    }
+    this.subscribed = true;
+    // what changed while this instance was not subscribed
+    this.refresh(Date.now());
+    this.schedule();
+  }
+
+  private unsubscribed(): void {
+    if (!this.subscribed) return;
+    this.subscribed = false;
+    this.schedule();
+  }
+
+  /**
+   * The next check of the list's version on the clock: every EDGE_LIMITS.blockListWatchPollMs while
+   * subscribed and Redis is up (only in case a message was lost), else every
+   * EDGE_LIMITS.blockListReloadMs (which also finds out that a Redis whose commands timed out is back).
+   */
+  private schedule(): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    const ms = this.subscribed && this.downSince === null ? EDGE_LIMITS.blockListWatchPollMs : EDGE_LIMITS.blockListReloadMs;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.refresh(Date.now());
+      this.schedule();
+    }, ms);
     this.timer.unref();
   }
 
@@ -211,6 +286,7 @@ export class RedisEdgeState implements EdgeState {
     // a failed first attempt has been reported by the client's error event (markDown) already
     if (await client.connect()) await state.refreshNow(Date.now());
     else state.markDown(new Error('no connection within the connect timeout'));
+    state.listen();
     log.info({ event: 'edge.state', backend: 'redis', url: cfg.redactedUrl, connected: client.redis.status === 'ready' }, 'edge state in Redis');
     return state;
   }
@@ -236,6 +312,11 @@ export class RedisEdgeState implements EdgeState {
     for (const fn of this.lateListeners) fn(e);
   }
 
+  /** Subscribed to the block list's changes now (told of them, not polling every second). */
+  get watching(): boolean {
+    return this.subscribed;
+  }
+
   get connected(): boolean {
     return this.client.redis.status === 'ready' && this.downSince === null;
   }
@@ -244,6 +325,7 @@ export class RedisEdgeState implements EdgeState {
     if (this.closed || this.downSince !== null) return;
     this.downSince = Date.now();
     this.outages++;
+    this.schedule();
     this.log.warn(
       {
         event: 'edge.state_unavailable',
@@ -259,6 +341,7 @@ export class RedisEdgeState implements EdgeState {
     if (this.downSince === null) return;
     const ms = Date.now() - this.downSince;
     this.downSince = null;
+    this.schedule();
     void this.recover(ms);
   }
 
@@ -442,14 +525,14 @@ export class RedisEdgeState implements EdgeState {
       }
       if (!Array.isArray(res) || res.length !== 2) return;
       const e: BlockEntry = { address, until: Number(res[0]), reason, strikes: Number(res[1]) };
-      this.local.blocks.set(e);
+      this.setLocal(e);
       this.late(e, now);
     });
   }
 
   private imposeLocal(e: BlockEntry | null): BlockEntry | null {
     if (!e) return null;
-    this.local.blocks.set(e);
+    this.setLocal(e);
     if (this.pendingBlocks.size >= EDGE_LIMITS.statePendingBlocks) {
       // keep the longest-lasting
       let shortest: BlockEntry | null = null;
@@ -478,10 +561,20 @@ export class RedisEdgeState implements EdgeState {
     void this.refreshNow(now, force);
   }
 
-  /** Re-reads the list when its version changed (or `force`); the local view stays when Redis fails. */
+  /**
+   * Re-reads the list when its version changed (or `force`); the local view stays when Redis fails.
+   * Asked again while a read is running (a change published meanwhile), it reads once more after
+   * that one. Blocks this instance imposes while a read is running stay in force over its answer
+   * (which may predate them).
+   */
   async refreshNow(now: number, force = false): Promise<void> {
-    if (this.refreshing || this.closed) return;
+    if (this.closed) return;
+    if (this.refreshing) {
+      this.refreshAgain = force || (this.refreshAgain ?? false);
+      return;
+    }
     this.refreshing = true;
+    this.imposedDuringRead = new Map();
     try {
       if (this.downSince !== null && this.client.redis.status === 'ready') {
         // a command failed (timeout) while the connection stayed up: one PING decides whether it is back
@@ -500,11 +593,22 @@ export class RedisEdgeState implements EdgeState {
       const r = await this.op(() => this.client.list(now));
       if (!r) return;
       this.version = r.version;
-      // blocks imposed here during an outage and not yet written stay in force
-      this.local.blocks.replace([...r.entries, ...[...this.pendingBlocks.values()].filter((e) => e.until > now)]);
+      // blocks imposed here during an outage and not yet written, or while the list was read, stay in force
+      const kept = [...this.pendingBlocks.values(), ...this.imposedDuringRead.values()].filter((e) => e.until > now);
+      this.local.blocks.replace([...r.entries, ...kept]);
     } finally {
       this.refreshing = false;
+      this.imposedDuringRead = null;
+      const again = this.refreshAgain;
+      this.refreshAgain = null;
+      if (again !== null) void this.refreshNow(Date.now(), again);
     }
+  }
+
+  /** A block imposed here (decided by Redis or locally): in the local view at once, and over the answer of a read of the list in flight. */
+  private setLocal(e: BlockEntry): void {
+    this.local.blocks.set(e);
+    this.imposedDuringRead?.set(e.address, e);
   }
 
   health(): EdgeStateHealth {
@@ -520,7 +624,9 @@ export class RedisEdgeState implements EdgeState {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
+    this.subscribed = false;
+    this.sub.disconnect(false);
     await this.client.close();
   }
 }

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.js';
 import type { PosternConfig } from '../../src/config/types.js';
 import { EdgeGuard } from '../../src/edge/guard.js';
-import { RedisEdgeState } from '../../src/edge/redis-state.js';
+import { RedisEdgeClient, RedisEdgeState } from '../../src/edge/redis-state.js';
 import { type RedisServer, startRedis } from '../harness/redis.js';
 import { freePort, runOk, selfSignedCert, sleep, type TempDir, tempDir, waitFor } from '../harness/util.js';
 
@@ -97,6 +97,116 @@ describe('Redis stops answering (SIGSTOP): bounded by command_timeout_ms', () =>
     expect(events(lines, 'edge.state_recovered')[0]).toMatchObject({ level: 'info', blocks: 1 });
     await waitFor(async () => (await state.client.list(Date.now())).entries.some((e) => e.address === '198.51.100.2'), { what: 'written' });
     expect(state.health().connected).toBe(true);
+  }, 30_000);
+});
+
+describe('told of changes (pub/sub), not polling', () => {
+  const getCalls = async (state: RedisEdgeState) => Number(/cmdstat_get:calls=(\d+)/.exec(await state.client.redis.info('commandstats'))?.[1] ?? '0');
+
+  it("another instance's block is in force here within a round trip; idle, neither instance asks Redis anything; after the subscriber is killed it subscribes again", async () => {
+    const redis = await startRedis();
+    servers.push(redis);
+    const yaml = `state: { redis: "${redis.url(5)}" }`;
+    const [one, two] = await Promise.all([guardFor(yaml), guardFor(yaml)]);
+    await waitFor(() => one.state.watching && two.state.watching, { timeoutMs: 5000, what: 'subscribed' });
+    // idle: the list's version is not asked for (before: once a second per instance)
+    const before = await getCalls(one.state);
+    await sleep(2500);
+    expect((await getCalls(one.state)) - before).toBe(0);
+    const seen = async (addr: string) => {
+      const t0 = Date.now();
+      await waitFor(() => two.state.blocks.entries().some((e) => e.address === addr), { timeoutMs: 5000, what: `${addr} on two` });
+      return Date.now() - t0;
+    };
+    await one.state.client.put({ address: '192.0.2.61', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
+    expect(await seen('192.0.2.61')).toBeLessThan(500);
+    // the subscriber connections dropped by the server: they come back and subscribe again
+    await one.state.client.redis.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await waitFor(() => !two.state.watching || !one.state.watching, { timeoutMs: 2000, what: 'dropped' }).catch(() => undefined);
+    await waitFor(() => one.state.watching && two.state.watching, { timeoutMs: 10_000, what: 'subscribed again' });
+    await one.state.client.put({ address: '192.0.2.62', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
+    expect(await seen('192.0.2.62')).toBeLessThan(500);
+    expect(events(one.lines, 'edge.state_watch_failed')).toHaveLength(0);
+  }, 30_000);
+
+  it('an ACL user without SUBSCRIBE: one warn, then the list is checked every second', async () => {
+    const cmds =
+      'eval evalsha ping info select quit get set del incr pexpire pexpireat hget hmget hset hdel zadd zrem zcard zrange zrangebyscore zrevrangebyscore zremrangebyscore zremrangebyrank';
+    const redis = await startRedis({
+      extra: [
+        `user edge on >edge-pw ~* resetchannels -@all ${cmds
+          .split(' ')
+          .map((c) => `+${c}`)
+          .join(' ')}`,
+      ],
+    });
+    servers.push(redis);
+    const { state, lines } = await guardFor(`state: { redis: "redis://edge:edge-pw@127.0.0.1:${redis.port}/0" }`);
+    await waitFor(() => events(lines, 'edge.state_watch_failed').length > 0, { timeoutMs: 5000, what: 'watch failed' });
+    expect(events(lines, 'edge.state_watch_failed')).toEqual([
+      expect.objectContaining({
+        level: 'warn',
+        err: expect.objectContaining({ code: 'E_EDGE_STATE', message: expect.stringMatching(/NOPERM/) }),
+        pollMs: 1000,
+      }),
+    ]);
+    expect(state.watching).toBe(false);
+    const before = await getCalls(state);
+    await state.client.put({ address: '192.0.2.63', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
+    // written by this client through the script: not in the local view until the clock reads it
+    await waitFor(() => state.blocks.entries().some((e) => e.address === '192.0.2.63'), { timeoutMs: 3000, what: 'read on the clock' });
+    expect((await getCalls(state)) - before).toBeGreaterThan(0);
+    await sleep(1200);
+    expect(events(lines, 'edge.state_watch_failed')).toHaveLength(1);
+  }, 30_000);
+});
+
+describe('a read of the list that overlaps with changes', () => {
+  it('a block imposed while a read runs stays in force over its (older) answer; a change published meanwhile is read after it', async () => {
+    const redis = await startRedis();
+    servers.push(redis);
+    const { guard, state, config } = await guardFor(`state: { redis: "${redis.url(6)}" }`);
+    await waitFor(() => state.watching, { timeoutMs: 5000, what: 'subscribed' });
+    const l = config.listeners[0]!;
+    // the next read of the list answers what Redis held when it was asked, but only once released
+    const list = state.client.list.bind(state.client);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let reads = 0;
+    state.client.list = async (now: number) => {
+      reads++;
+      const r = await list(now);
+      if (reads === 1) await held;
+      return r;
+    };
+    state.refresh(Date.now(), true);
+    await waitFor(() => reads === 1, { what: 'read started' });
+    // two failed logins: Redis decides the block; it is imposed here while the read still runs
+    guard.noteLoginFailure('198.51.100.70', Date.now());
+    guard.noteLoginFailure('198.51.100.70', Date.now());
+    await waitFor(() => state.blockedUntil('198.51.100.70', Date.now()) !== null, { what: 'imposed' });
+    // from now on, every replacement of the local list keeps it
+    const table = state.blocks;
+    const replace = table.replace.bind(table);
+    const kept: boolean[] = [];
+    table.replace = (entries) => {
+      replace(entries);
+      kept.push(state.blockedUntil('198.51.100.70', Date.now()) !== null);
+    };
+    // and another instance (any client of the scripts) blocks an address meanwhile: published, asked for during the read
+    const other = new RedisEdgeClient(state.client.cfg);
+    other.redis.on('error', () => undefined);
+    await other.connect();
+    await other.put({ address: '198.51.100.71', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
+    await sleep(100);
+    release();
+    // the held answer (from before both blocks) does not lift the one imposed here; the second read brings the other
+    await waitFor(() => reads >= 2 && state.blockedUntil('198.51.100.71', Date.now()) !== null, { timeoutMs: 3000, what: 'read again' });
+    expect(kept.length).toBeGreaterThanOrEqual(2);
+    expect(kept.every(Boolean)).toBe(true);
+    expect(guard.onConnect(l, '198.51.100.70', Date.now()).kind).toBe('blocked');
+    expect(guard.onConnect(l, '198.51.100.71', Date.now()).kind).toBe('blocked');
+    await other.close();
   }, 30_000);
 });
 

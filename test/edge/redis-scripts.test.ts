@@ -179,23 +179,40 @@ describe('the block list', () => {
 });
 
 describe('a least-privilege ACL user (docs/deploy.md)', () => {
-  it('the commands docs/deploy.md lists, on ~PREFIX*, are enough for everything the state does', async () => {
-    const cmds =
-      'eval evalsha ping info select quit get set del incr pexpire pexpireat hget hmget hset hdel zadd zrem zcard zrange zrangebyscore zrevrangebyscore zremrangebyscore zremrangebyrank';
+  const CMDS =
+    'eval evalsha ping info select quit get set del incr pexpire pexpireat hget hmget hset hdel zadd zrem zcard zrange zrangebyscore zrevrangebyscore zremrangebyscore zremrangebyrank';
+
+  /** A Redis with one ACL user `edge` limited to ~acl:* and these commands and channel patterns. */
+  async function withAcl(cmds: string, channels: string, fn: (c: RedisEdgeClient) => Promise<void>): Promise<void> {
     const acl = await startRedis({
       extra: [
-        `user edge on >edge-pw ~acl:* resetchannels -@all ${cmds
+        `user edge on >edge-pw ~acl:* resetchannels ${channels} -@all ${cmds
           .split(' ')
           .map((c) => `+${c}`)
           .join(' ')}`,
       ],
     });
     try {
-      const cfg = { ...stateConfig(`redis://edge:edge-pw@127.0.0.1:${acl.port}/3`, 'acl:') };
-      const c = new RedisEdgeClient(cfg);
+      const c = new RedisEdgeClient({ ...stateConfig(`redis://edge:edge-pw@127.0.0.1:${acl.port}/3`, 'acl:') });
       c.redis.on('error', () => undefined);
       clients.push(c);
       expect(await c.connect()).toBe(true);
+      await fn(c);
+      await c.close();
+    } finally {
+      await acl.stop();
+    }
+  }
+
+  it('the commands and channels docs/deploy.md lists, on ~PREFIX* and &PREFIX*, are enough for everything the state does', async () => {
+    await withAcl(`${CMDS} publish subscribe`, '&acl:*', async (c) => {
+      // a subscriber told of each change of the list (the channel is named as the version key)
+      const sub = c.redis.duplicate();
+      sub.on('error', () => undefined);
+      await sub.connect();
+      const told: string[] = [];
+      sub.on('message', (channel: string, v: string) => told.push(`${channel} ${v}`));
+      await sub.subscribe('acl:blocks:ver');
       const now = Date.now();
       await c.put({ address: '10.9.9.9', until: now + 60_000, reason: 'manual', strikes: 0 }, now);
       expect(await note(c, '10.9.9.8', now, { count: 0, reason: 'rule' })).toHaveLength(2);
@@ -203,11 +220,29 @@ describe('a least-privilege ACL user (docs/deploy.md)', () => {
       expect((await c.list(now)).entries.map((e) => e.address).sort()).toEqual(['10.9.9.8', '10.9.9.9']);
       expect(await c.redis.get('acl:blocks:ver')).toBe('2');
       expect(await c.remove('10.9.9.9')).toBe(true);
+      // a removal of what is not blocked changes nothing and tells nobody
+      expect(await c.remove('10.9.9.9')).toBe(false);
+      for (let i = 0; i < 100 && told.length < 3; i++) await sleep(10);
+      expect(told).toEqual(['acl:blocks:ver 1', 'acl:blocks:ver 2', 'acl:blocks:ver 3']);
       // and a key outside the prefix is refused: the ACL is in force
       await expect(c.redis.get('other:key')).rejects.toThrow(/NOPERM/);
-      await c.close();
-    } finally {
-      await acl.stop();
-    }
+      sub.disconnect();
+    });
+  });
+
+  it('without PUBLISH and SUBSCRIBE (the list before they were used) the scripts still write; only a subscription is refused', async () => {
+    await withAcl(CMDS, '', async (c) => {
+      const now = Date.now();
+      await c.put({ address: '10.9.9.9', until: now + 60_000, reason: 'manual', strikes: 0 }, now);
+      expect(await note(c, '10.9.9.8', now, { count: 0, reason: 'rule' })).toHaveLength(2);
+      expect(await c.remove('10.9.9.9')).toBe(true);
+      expect((await c.list(now)).entries.map((e) => e.address)).toEqual(['10.9.9.8']);
+      expect(await c.redis.get('acl:blocks:ver')).toBe('3');
+      const sub = c.redis.duplicate();
+      sub.on('error', () => undefined);
+      await sub.connect();
+      await expect(sub.subscribe('acl:blocks:ver')).rejects.toThrow(/NOPERM/);
+      sub.disconnect();
+    });
   });
 });
