@@ -1,8 +1,8 @@
 /**
  * `postern block list [--json] | add ADDR [--for 1h] | remove ADDR`: the shared block list
  * (src/edge/block-store.ts, or Redis with `state.redis`) that a running serve re-reads when the file
- * changes (src/edge/block-watch.ts), or within EDGE_LIMITS.blockListReloadMs (Redis, or a file it
- * cannot watch).
+ * changes (src/edge/block-watch.ts) or Redis publishes a change (src/edge/redis-state.ts), or within
+ * EDGE_LIMITS.blockListReloadMs (a file it cannot watch, a Redis it cannot subscribe to).
  * Exit codes: 0 success, 1 not found, 2 usage error.
  */
 

@@ -102,7 +102,7 @@ export class EdgeGuard {
   /**
    * onConnect with the rate limits exact across instances: with a shared state (Redis) the buckets are
    * checked and taken in one round trip, bounded by `state.command_timeout_ms` (the block list is the
-   * local view, re-read every EDGE_LIMITS.blockListReloadMs); a promise then. With the memory state it
+   * local view, re-read when Redis publishes a change); a promise then. With the memory state it
    * is onConnect (no promise). The relay must hold the raw socket unread while it waits.
    */
   admit(listener: ListenerConfig, address: string, now: number): ConnectVerdict | Promise<ConnectVerdict> {
