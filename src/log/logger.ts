@@ -153,7 +153,8 @@ export const LOG_EVENTS = {
   'edge.state': 'where the edge state lives: Redis (backend, url with the password redacted, connected)',
   'edge.state_unavailable': 'the Redis edge state did not answer: the local view decides until it is back; once per outage (url, err E_EDGE_STATE)',
   'edge.state_recovered': 'the Redis edge state answers again; the blocks made meanwhile are written back (url, ms, blocks, restored)',
-  'edge.state_watch_failed': 'an instance cannot subscribe to changes of the Redis block list: it reads it every EDGE_LIMITS.blockListReloadMs instead; once per process (url, err E_EDGE_STATE, pollMs)',
+  'edge.state_watch_failed':
+    'an instance cannot subscribe to changes of the Redis block list: it reads it every EDGE_LIMITS.blockListReloadMs instead; once per process (url, err E_EDGE_STATE, pollMs)',
   // alarms (src/alarms/, docs/alarms.md)
   'alarm.dropped': 'an alarm notification was dropped: its channel queue was full (channel, type, limit, err)',
   'alarm.failed': 'an alarm notification was not delivered after its attempts, or could not be raised (channel, type, attempts, err)',
