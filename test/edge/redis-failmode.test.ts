@@ -118,14 +118,15 @@ describe('told of changes (pub/sub), not polling', () => {
       await waitFor(() => two.state.blocks.entries().some((e) => e.address === addr), { timeoutMs: 5000, what: `${addr} on two` });
       return Date.now() - t0;
     };
+    // in force on two well within the 30 s check (no check ran meanwhile: no GET): it was told
     await one.state.client.put({ address: '192.0.2.61', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
-    expect(await seen('192.0.2.61')).toBeLessThan(500);
+    expect(await seen('192.0.2.61')).toBeLessThan(2000);
     // the subscriber connections dropped by the server: they come back and subscribe again
     await one.state.client.redis.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await waitFor(() => !two.state.watching || !one.state.watching, { timeoutMs: 2000, what: 'dropped' }).catch(() => undefined);
     await waitFor(() => one.state.watching && two.state.watching, { timeoutMs: 10_000, what: 'subscribed again' });
     await one.state.client.put({ address: '192.0.2.62', until: Date.now() + 60_000, reason: 'manual', strikes: 0 }, Date.now());
-    expect(await seen('192.0.2.62')).toBeLessThan(500);
+    expect(await seen('192.0.2.62')).toBeLessThan(2000);
     expect(events(one.lines, 'edge.state_watch_failed')).toHaveLength(0);
   }, 30_000);
 

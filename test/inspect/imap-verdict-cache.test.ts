@@ -161,7 +161,8 @@ describe('IMAP inspector and the shared verdict cache', () => {
     const cache = (a as unknown as { cache: VettedCache }).cache;
     // the altered message (3) is spilled; the clean ones (1, 2) are forgotten: one spill file
     expect(cache.stats).toEqual({ entries: 1, memoryBytes: 0, spillBytes: expect.any(Number) });
-    expect(readdirSync(cache.spillDirectory!)).toHaveLength(1);
+    // (the spill file is written asynchronously: waited for, not raced)
+    await expect.poll(() => readdirSync(cache.spillDirectory!)).toHaveLength(1);
     const one = (uid: number) => dovecot([[uid, uid]]);
     // a forgotten clean message: downloaded again, matched to its stored digest, the same bytes
     const again1 = await fetch(a, body(1), one(1));
