@@ -225,6 +225,8 @@ describe('Redis down at start', () => {
     const redis = await startRedisOn(port);
     await waitFor(() => state.health().connected, { timeoutMs: 10_000, what: 'connected' });
     expect(events(lines, 'edge.state_recovered')).toHaveLength(1);
+    // and its subscriber, refused at start, connects and subscribes by itself too
+    await waitFor(() => state.watching, { timeoutMs: 10_000, what: 'subscribed' });
     // failures now go to Redis: the block is decided there and written to the shared list; it comes
     // late (the call returned null), so the late-block listeners (metrics) hear of it
     const late: string[] = [];
