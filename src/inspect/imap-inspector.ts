@@ -278,6 +278,16 @@ function renderingKey(item: FetchItem): string {
   return item.partial ? `${name}/${item.partial.count}` : name;
 }
 
+/** A basis as the session's index names it (storeIndex.basis). */
+function basisText(b: VerdictBasis): string {
+  return `${b.policyHash}/${b.signatures}`;
+}
+
+/** The key of a scope's and basis's memo in storedRenderings. */
+function renderingsKey(scope: string, basis: string): string {
+  return `${scope}\0${basis}`;
+}
+
 /** What the memo's lookup gives an item it does not hold (the answer is then rendered from the store). */
 const EMPTY = Buffer.alloc(0);
 
@@ -550,7 +560,7 @@ export class ImapInspector implements ImapInterceptor {
     // asked once or more per message: the key text is built only when the basis changed
     let bm = this.basisMemo;
     if (!bm || bm.policyHash !== k.basis.policyHash || bm.signatures !== k.basis.signatures) {
-      bm = { policyHash: k.basis.policyHash, signatures: k.basis.signatures, text: `${k.basis.policyHash}/${k.basis.signatures}` };
+      bm = { policyHash: k.basis.policyHash, signatures: k.basis.signatures, text: basisText(k.basis) };
       this.basisMemo = bm;
     }
     const basis = bm.text;
@@ -616,13 +626,13 @@ export class ImapInspector implements ImapInterceptor {
     v: Pick<StoredVerdict, 'status' | 'sizeIn' | 'sizeOut'> | null,
   ): void {
     const cur = this.storeIndex;
-    if (!cur || cur.scope !== k.scope || cur.basis !== `${k.basis.policyHash}/${k.basis.signatures}`) return;
+    if (!cur || cur.scope !== k.scope || cur.basis !== basisText(k.basis)) return;
     const { clean, cleanSize, storedSize } = v ? indexEntry(full, v) : { clean: false, cleanSize: undefined, storedSize: undefined };
     const stored = v ? full : undefined;
     const m = cur.maps;
     if (m.ids.get(uid) === stored && m.clean.has(uid) === clean && m.cleanSize.get(uid) === cleanSize && m.storedSize.get(uid) === storedSize) return;
     // what other sessions of this index would find on reading the store too: none of them answers from the memo for it
-    storedRenderings.drop(`${cur.scope}\0${cur.basis}`, uid);
+    storedRenderings.drop(renderingsKey(cur.scope, cur.basis), uid);
     const idx = this.ownIndex(cur);
     if (stored === undefined) idx.ids.delete(uid);
     else idx.ids.set(uid, stored);
@@ -675,7 +685,7 @@ export class ImapInspector implements ImapInterceptor {
   private forgetStored(uid: number): void {
     const k = this.storeKey();
     if (!k) return;
-    storedRenderings.drop(`${k.scope}\0${k.basis.policyHash}/${k.basis.signatures}`, uid);
+    storedRenderings.drop(renderingsKey(k.scope, basisText(k.basis)), uid);
     try {
       this.deps.shared!.store.delete(k.scope, String(uid), k.basis);
     } catch (err) {
@@ -1857,13 +1867,13 @@ export class ImapInspector implements ImapInterceptor {
     }
     // an index read before the store's last change is not the store's answer now: such a session reads the store
     if (idx.token !== token) return null;
-    return storedRenderings.bind(`${idx.scope}\0${idx.basis}`, idx.maps, token);
+    return storedRenderings.bind(renderingsKey(idx.scope, idx.basis), idx.maps, token);
   }
 
   /** Keeps what renderStored() rendered for `uid` in the memo of `state`'s FETCH (StoredRenderings.keep). */
   private keepRenderings(state: CommandState, uid: number, status: Verdict['status'], made: Array<[string, Buffer]>): void {
     const memo = this.commandMemo(state);
-    if (memo && this.storeIndex !== null) storedRenderings.keep(`${this.storeIndex.scope}\0${this.storeIndex.basis}`, memo, uid, status, made);
+    if (memo && this.storeIndex !== null) storedRenderings.keep(renderingsKey(this.storeIndex.scope, this.storeIndex.basis), memo, uid, status, made);
   }
 
   /** Renders the client's items in Dovecot's order: UID (UID FETCH), buffered items, implicit FLAGS, body items. */
