@@ -135,31 +135,51 @@ class Slots {
 /** Marks a server item found more than once in one response (relayCleanResponse). */
 const NOT_ONCE = { name: '', raw: Buffer.alloc(0), rawParts: [] } as FetchResponseItem;
 
+/** The numbers of a poll line (parsePollLine, pollLineAt). */
+export interface PollLine {
+  seq: number;
+  uid: number;
+  size: number;
+}
+
 /**
  * A poll's answer for one message as Dovecot writes it (pollLine): exactly
  * `^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$` (canonical numbers),
  * read from the bytes without a string: its numbers, or null. test/inspect/poll-line.test.ts holds
  * it to that expression.
  */
-export function parsePollLine(d: Buffer): { seq: number; uid: number; size: number } | null {
+export function parsePollLine(d: Buffer): PollLine | null {
+  const m: PollLine = { seq: 0, uid: 0, size: 0 };
+  return pollLineAt(d, 0, m) === d.length ? m : null;
+}
+
+/**
+ * parsePollLine on the line that starts at `start` of a stream's bytes (the poll's batch path,
+ * ImapInspector.pollRun): the index after its CRLF when the bytes there are such a line, its numbers
+ * in `into`; else -1. Such a line holds no LF before its CRLF, so the line it reads is the one that
+ * ends at the first LF after `start` (the framer's line), and -1 whenever that line is not one.
+ */
+export function pollLineAt(d: Buffer, start: number, into: PollLine): number {
   // no closures: this runs once per message of every poll
-  let i = pollField(d, 0, POLL_STAR, 10, false);
-  if (i < 0) return null;
-  const seq = pollFieldValue;
+  let i = pollField(d, start, POLL_STAR, 10, false);
+  if (i < 0) return -1;
+  into.seq = pollFieldValue;
   i = pollField(d, i, POLL_UID, 10, false);
-  if (i < 0) return null;
-  const uid = pollFieldValue;
+  if (i < 0) return -1;
+  into.uid = pollFieldValue;
   i = pollField(d, i, POLL_SIZE, 15, true);
-  if (i < 0) return null;
-  const size = pollFieldValue;
-  if (matchAt(d, i, POLL_END) !== d.length) return null;
-  return { seq, uid, size };
+  if (i < 0) return -1;
+  into.size = pollFieldValue;
+  return matchAt(d, i, POLL_END);
 }
 
 const POLL_STAR = Buffer.from('* ', 'latin1');
 const POLL_UID = Buffer.from(' FETCH (UID ', 'latin1');
 const POLL_SIZE = Buffer.from(' RFC822.SIZE ', 'latin1');
 const POLL_END = Buffer.from(')\r\n', 'latin1');
+
+/** pollAnswer: the server's line is the answer. */
+const SAME_LINE = Symbol('same line');
 
 /** The number pollField read last (a scratch slot instead of an object per field). */
 let pollFieldValue = 0;
@@ -396,6 +416,8 @@ export class ImapInspector implements ImapInterceptor {
   private storeIndex: { scope: string; basis: string; maps: IndexView; own: boolean; token: string | null } | null = null;
   /** storeIndex.basis of the last basis asked for. */
   private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
+  /** pollRun's numbers of the line it reads (one object per session, not one per line). */
+  private readonly pollScratch: PollLine = { seq: 0, uid: 0, size: 0 };
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
   private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
   private storeWarned = false;
@@ -1195,6 +1217,7 @@ export class ImapInspector implements ImapInterceptor {
     return {
       upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
+      ...(state.pollLines ? { lineRun: (data: Buffer, start: number, maxLine: number, out: Buffer[]) => this.pollRun(state, data, start, maxLine, out) } : {}),
       continueWith: (parts, h) => this.secondHalf(state, parts, h),
       onTagged: (parts, h) => this.onDone(state, parts, h),
       withhold: (reason) => state.tempfail.push(reason),
@@ -1494,22 +1517,75 @@ export class ImapInspector implements ImapInterceptor {
    */
   private pollLine(line: Buffer): Buffer | null {
     const m = parsePollLine(line);
-    if (!m || this.mailbox === null || this.uidValidity === null) return null;
+    if (!m) return null;
+    const answer = this.pollAnswer(m);
+    return answer === SAME_LINE ? line : answer;
+  }
+
+  /**
+   * pollLine's decision for a line of these numbers: SAME_LINE (the server's line is the answer), the
+   * answer (an altered message's line with its stored size), or null (the general path decides). The
+   * sequence number's UID is learnt when it answers.
+   */
+  private pollAnswer(m: PollLine): Buffer | typeof SAME_LINE | null {
+    if (this.mailbox === null || this.uidValidity === null) return null;
+    return this.pollAnswerIn(m, this.mailbox, this.uidValidity, this.storeIds());
+  }
+
+  /**
+   * pollAnswer with the selected mailbox and the session's index of the store (storeIds()) looked up
+   * once for a run of lines: nothing a line does changes them (pollRun).
+   */
+  private pollAnswerIn(m: PollLine, mailbox: string, uidValidity: number, ids: ReadonlyMap<number, boolean> | null): Buffer | typeof SAME_LINE | null {
     const { seq, uid } = m;
-    if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
-    const size = this.cleanSizeOf(uid);
+    if (this.cache.hasMessage(mailbox, uidValidity, uid)) return null;
+    // stored with metadata (storeIds), as cleanSizeOf and the altered branch below read it
+    if (ids === null || ids.get(uid) !== true) return null;
+    const maps = this.storeIndex!.maps;
+    const size = maps.clean.has(uid) ? maps.cleanSize.get(uid) : undefined;
     if (size === undefined) {
       // altered (or stored with another size): its sanitised size from the session's index of the
       // store, as renderStored writes it (UID from the server, the stored RFC822.SIZE, which is the
       // sanitised message's length): no store read per message; the server's size is not used
-      const out = this.storeIds()?.get(uid) === true ? this.storeIndex!.maps.storedSize.get(uid) : undefined;
+      const out = maps.storedSize.get(uid);
       if (out === undefined) return null;
       this.learnUid(seq, uid);
       return Buffer.from(`* ${seq} FETCH (UID ${uid} RFC822.SIZE ${out})\r\n`, 'latin1');
     }
     if (size !== m.size) return null;
     this.learnUid(seq, uid);
-    return line;
+    return SAME_LINE;
+  }
+
+  /**
+   * The poll's batch path (InterceptedCommand.lineRun): the lines from `start` of the upstream's bytes
+   * that pollLine answers, up to the first it does not (or one longer than `maxLine`, or one not
+   * complete in `data`), each decided by pollAnswer exactly as pollLine decides it one frame at a time.
+   * Their answers go to `out` in order: runs of the server's lines as views of `data`, an altered
+   * message's line as its own. Returns the index after the last line taken.
+   */
+  private pollRun(state: CommandState, data: Buffer, start: number, maxLine: number, out: Buffer[]): number {
+    if (!state.pollLines || this.mailbox === null || this.uidValidity === null) return start;
+    const mailbox = this.mailbox;
+    const uidValidity = this.uidValidity;
+    const ids = this.storeIds();
+    const m = this.pollScratch;
+    let pos = start;
+    let same = start;
+    while (pos < data.length) {
+      const end = pollLineAt(data, pos, m);
+      if (end < 0 || end - pos > maxLine) break;
+      const answer = this.pollAnswerIn(m, mailbox, uidValidity, ids);
+      if (answer === null) break;
+      if (answer !== SAME_LINE) {
+        if (pos > same) out.push(data.subarray(same, pos));
+        out.push(answer);
+        same = end;
+      }
+      pos = end;
+    }
+    if (pos > same) out.push(data.subarray(same, pos));
+    return pos;
   }
 
   /**

@@ -4,7 +4,7 @@
  * prefix of them, and bounded random mutations (cases and time).
  */
 import { describe, expect, it } from 'vitest';
-import { parsePollLine } from '../../src/inspect/imap-inspector.js';
+import { type PollLine, parsePollLine, pollLineAt } from '../../src/inspect/imap-inspector.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 
 const POLL_LINE = /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) RFC822\.SIZE (0|[1-9]\d{0,14})\)\r\n$/;
@@ -64,5 +64,45 @@ describe('parsePollLine', () => {
     expect(n).toBeGreaterThan(1000);
     expect(accepted).toBeGreaterThan(10);
     expect(accepted).toBeLessThan(n);
+  });
+
+  it("pollLineAt, in a stream of lines, reads exactly the framer's line from each start: the expression on it, or -1", () => {
+    const rnd = prng(8080);
+    const deadline = Date.now() + 10_000;
+    let lines = 0;
+    let accepted = 0;
+    for (let n = 0; n < 3000 && Date.now() < deadline; n++) {
+      // a few edge cases, some mutated, joined; a stream may end inside a line
+      let stream = '';
+      for (let k = 1 + Math.floor(rnd() * 5); k > 0; k--) {
+        let s = cases[Math.floor(rnd() * cases.length)]!;
+        if (rnd() < 0.5) {
+          const at = Math.floor(rnd() * (s.length + 1));
+          s = s.slice(0, at) + '0 )\r\n*'[Math.floor(rnd() * 7)]! + s.slice(at + 1);
+        }
+        stream += s;
+      }
+      if (rnd() < 0.3) stream = stream.slice(0, Math.floor(rnd() * stream.length));
+      const d = Buffer.from(stream, 'latin1');
+      for (let start = 0; start < d.length; ) {
+        const nl = d.indexOf(0x0a, start);
+        // the framer's line from `start`, when the stream holds all of it
+        const own = nl < 0 ? null : stream.slice(start, nl + 1);
+        const into: PollLine = { seq: -1, uid: -1, size: -1 };
+        const end = pollLineAt(d, start, into);
+        const want = own === null ? null : byRegex(own);
+        lines++;
+        if (want) {
+          accepted++;
+          expect(end, JSON.stringify(own)).toBe(nl + 1);
+          expect(into).toEqual(want);
+        } else expect(end, JSON.stringify(stream.slice(start))).toBe(-1);
+        if (nl < 0) break;
+        start = nl + 1;
+      }
+    }
+    expect(lines).toBeGreaterThan(3000);
+    expect(accepted).toBeGreaterThan(100);
+    expect(accepted).toBeLessThan(lines);
   });
 });

@@ -83,6 +83,11 @@ export class ImapFramer {
     return this.atStart && this.literalRemaining === 0 && this.buffered === 0;
   }
 
+  /** Inside a literal's data: the next bytes are counted, not read as a line (its end is no line end). */
+  get inLiteral(): boolean {
+    return this.literalRemaining > 0;
+  }
+
   /** Drops everything buffered (used after STARTTLS: pipelined plaintext must never be executed). */
   discard(): number {
     const n = this.buffered;
@@ -114,7 +119,8 @@ export class ImapFramer {
       const nl = chunk.indexOf(LF, pos);
       if (nl === -1) {
         const rest = chunk.subarray(pos);
-        if (this.buffered + rest.length > this.limits.maxLineLength) {
+        // what is held may end in the line's CR: one byte more than the limit can still be a line within it
+        if (this.buffered + rest.length > this.limits.maxLineLength + 1) {
           throw new PosternError(ErrorCodes.LINE_TOO_LONG, `line longer than ${this.limits.maxLineLength} bytes`, {
             limit: this.limits.maxLineLength,
           });
@@ -134,7 +140,9 @@ export class ImapFramer {
       } else {
         line = piece;
       }
-      if (line.length > this.limits.maxLineLength + 2) {
+      // the limit is on the line without its CRLF (or bare LF), however its bytes arrived (as the POP3 framer's)
+      const content = line.length - (line.length >= 2 && line[line.length - 2] === 0x0d ? 2 : 1);
+      if (content > this.limits.maxLineLength) {
         throw new PosternError(ErrorCodes.LINE_TOO_LONG, `line longer than ${this.limits.maxLineLength} bytes`, {
           limit: this.limits.maxLineLength,
         });

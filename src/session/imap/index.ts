@@ -268,12 +268,48 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
     }
     if (st.kind !== 'upstream-login' && st.kind !== 'relay') return;
     const epoch = this.upstreamEpoch;
+    let pos = 0;
+    while (pos < data.length) {
+      let piece: Buffer;
+      const run = this.state.kind === 'relay' && !this.upstreamFramer.inLiteral ? this.relay.lineRunTarget() : null;
+      if (run === null) {
+        piece = pos === 0 ? data : data.subarray(pos);
+        pos = data.length;
+      } else {
+        // a poll's run of one-line FETCH responses, taken whole at a response boundary (Relay.upstreamLineRun)
+        if (this.upstreamFramer.atBoundary) {
+          try {
+            pos = this.relay.upstreamLineRun(run, data, pos);
+          } catch (err) {
+            this.upstreamError(err);
+            return;
+          }
+          if (pos >= data.length || this.upstreamEpoch !== epoch) break;
+        }
+        // then one line through the framer: the one the run stopped at, or the end of one begun in the last read
+        const nl = data.indexOf(0x0a, pos);
+        const next = nl < 0 ? data.length : nl + 1;
+        piece = data.subarray(pos, next);
+        pos = next;
+      }
+      if (!this.upstreamFrames(piece, epoch)) return;
+      if (this.upstreamEpoch !== epoch) break;
+    }
+    const end = this.closeAfterSegment;
+    if (end) {
+      this.closeAfterSegment = null;
+      this.out.whenFlushed(() => this.finish(end));
+    }
+  }
+
+  /** Frames `data` and hands the frames on; false when that ended the session's reading (an upstream fault). */
+  private upstreamFrames(data: Buffer, epoch: number): boolean {
     let frames: Frame[];
     try {
       frames = this.upstreamFramer.push(data);
     } catch (err) {
       this.upstreamError(err);
-      return;
+      return false;
     }
     for (let i = 0; i < frames.length; i++) {
       // the stream started over (upstream STARTTLS, a new login): frames cut before are not read
@@ -285,14 +321,10 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         else break;
       } catch (err) {
         this.upstreamError(err);
-        return;
+        return false;
       }
     }
-    const end = this.closeAfterSegment;
-    if (end) {
-      this.closeAfterSegment = null;
-      this.out.whenFlushed(() => this.finish(end));
-    }
+    return true;
   }
 
   /** An upstream framing or protocol fault: the login attempt fails (when it waits for an answer), else the session ends. */

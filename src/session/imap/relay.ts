@@ -40,6 +40,15 @@ export interface InterceptedCommand {
    */
   onUntagged(parts: Buffer[], head: ResponseHead): Output | Promise<Output> | null;
   /**
+   * A batch path for runs of one-line untagged FETCH responses (a poll: Relay.upstreamLineRun). Offered
+   * the upstream's bytes from `start`, a response boundary: it takes the complete lines from there that
+   * it answers at once, up to the first it would not (or one longer than `maxLine`), pushes their
+   * answers to `out` in order and returns the index after the last line taken (`start`: none). Each
+   * line it takes must be one the framer reads as a `* n FETCH` line without a literal and whose answer
+   * onUntagged would return at once (not null, not a promise), with the same bytes and the same effects.
+   */
+  lineRun?(data: Buffer, start: number, maxLine: number, out: Buffer[]): number;
+  /**
    * Called with the tagged completion of upstreamCommand before onTagged: return a further command
    * (without tag: the relay puts a private tag in front) to send upstream as the second half of this
    * client command, or null. Its untagged responses go to onUntagged like the first half's, the client
@@ -417,6 +426,58 @@ export class Relay {
       }
     }
     return true;
+  }
+
+  /**
+   * The intercepted command whose lineRun may take the next upstream bytes (the core offers them at a
+   * response boundary: ImapSession.onUpstreamData), or null: what heldFetchLine requires of a line
+   * (the fast path on, no admission wait, no response being assembled, an interceptor, the first
+   * intercepted command in flight as its target) and a command with a batch path.
+   */
+  lineRunTarget(): InterceptedCommand | null {
+    if (!heldFetchFastPath.enabled || this.memoryWait || this.upstreamResponse !== null || this.core.interceptor === null) return null;
+    for (let i = 0; i < this.inflight.length; i++) {
+      const ic = this.inflight[i]!.intercepted;
+      if (ic) return ic.lineRun ? ic : null;
+    }
+    return null;
+  }
+
+  /**
+   * A run of one-line FETCH responses from `data[start..]` for `ic` (lineRunTarget), without a frame,
+   * a head or a lease per line: what heldFetchLine does line by line (each line's answer sent at once,
+   * its bytes leased from the budget while it is handled), once for the run. The session's pooled lease
+   * is resized to all the bytes from `start` for the run and back to 0 after it: a budget that fits
+   * them fits every line of them. Without a pooled lease, or when the budget refuses, nothing is taken
+   * and the lines go one by one, where the budget decides (and logs) as before. Returns the index after
+   * the lines taken.
+   */
+  upstreamLineRun(ic: InterceptedCommand, data: Buffer, start: number): number {
+    let lease: MemoryLease | null = null;
+    if (this.host.reserveMemory) {
+      lease = this.lineLease;
+      if (lease === null) return start;
+      this.lineLease = null;
+      if (!lease.resize(data.length - start)) {
+        if (lease.resize(0)) this.lineLease = lease;
+        else lease.release();
+        return start;
+      }
+    }
+    const limits = this.host.listener.limits;
+    const out: Buffer[] = [];
+    let end = start;
+    try {
+      end = ic.lineRun!(data, start, Math.min(limits.maxLineLength + 2, limits.maxBufferedBytes), out);
+      if (out.length > 0) this.out.send(out.length === 1 ? out[0]! : out);
+    } finally {
+      if (lease !== null) {
+        if (this.lineLease === null && lease.resize(0)) this.lineLease = lease;
+        else lease.release();
+      }
+    }
+    if (end > start) heldFetchFastPath.runs++;
+    return end;
   }
 
   /**
@@ -1123,9 +1184,10 @@ type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; re
 /**
  * The held-response fast paths (Relay.heldFetchLine for one-line FETCH responses, and the pooled lease
  * of Relay.lineLease for every held response): on unless a test turns them off to compare with the full
- * path; `lines` counts the lines heldFetchLine took (tests). Not configuration.
+ * path; `lines` counts the lines heldFetchLine took and `runs` the runs upstreamLineRun took (tests). Not
+ * configuration.
  */
-export const heldFetchFastPath = { enabled: true, lines: 0 };
+export const heldFetchFastPath = { enabled: true, lines: 0, runs: 0 };
 
 /** What parseResponseHead says of every line isUntaggedFetch accepts, as far as the relay reads it (the number is not read). */
 const UNTAGGED_FETCH_HEAD: ResponseHead = Object.freeze({ kind: 'untagged', keyword: 'FETCH', text: '' });

@@ -71,6 +71,16 @@ describe('ImapFramer', () => {
     expect(() => feed(long, 1)).toThrow(expect.objectContaining({ code: 'E_LINE_TOO_LONG' }));
   });
 
+  it('the line limit is on the line without its CRLF or LF, the same whole and byte by byte', () => {
+    const f = (content: number, end: string) => Buffer.from(`a ${'x'.repeat(content - 2)}${end}`);
+    for (const end of ['\r\n', '\n']) {
+      for (const chunk of [1, 2, 1023, 1024, 1025, 4096]) {
+        expect(feed(f(1024, end), chunk).map((x) => x.data.length)).toEqual([1024 + end.length]);
+        expect(() => feed(f(1025, end), chunk), `${JSON.stringify(end)} by ${chunk}`).toThrow(expect.objectContaining({ code: 'E_LINE_TOO_LONG' }));
+      }
+    }
+  });
+
   it('rejects an oversized literal announcement before reading it', () => {
     const big = Buffer.from('a APPEND INBOX {2000000}\r\n');
     expect(() => feed(big, 1)).toThrow(expect.objectContaining({ code: 'E_LITERAL_TOO_LARGE' }));
