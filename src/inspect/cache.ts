@@ -104,6 +104,11 @@ export class VettedCache {
     return !this.closed && this.entries.has(key);
   }
 
+  /** Nothing is cached (or the cache is closed): hasMessage() is false for every message. */
+  get empty(): boolean {
+    return this.closed || this.entries.size === 0;
+  }
+
   /** has() of one message's key; an empty cache (the common case of a session that vetted nothing) builds no key. */
   hasMessage(mailbox: string, uidValidity: number, uid: number): boolean {
     return !this.closed && this.entries.size > 0 && this.entries.has(VettedCache.key(mailbox, uidValidity, uid));

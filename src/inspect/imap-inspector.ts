@@ -278,6 +278,40 @@ function indexMaps(rows: readonly IndexRow[]): IndexView {
   return b;
 }
 
+/** A shared index's UIDs, ascending (storedUidsOf). */
+interface StoredUids {
+  /** Every UID stored with metadata (IndexView.ids says true). */
+  readonly stored: readonly number[];
+  /** Those of them the server's bytes do not answer (not clean, or clean with another size): notServedClean of `stored`. */
+  readonly notClean: readonly number[];
+}
+
+const sharedStoredUids = new WeakMap<IndexView, StoredUids>();
+
+/**
+ * The UIDs of a shared (never changed) index view, ascending, built once per view and shared by its
+ * sessions like the view: a reconnecting client's poll or list sync of the whole mailbox asks exactly
+ * these, and allCached / notServedClean answer it from them instead of one look per message (issue 10).
+ */
+function storedUidsOf(view: IndexView): StoredUids {
+  let s = sharedStoredUids.get(view);
+  if (s) return s;
+  const stored: number[] = [];
+  for (const [uid, full] of view.ids) if (full) stored.push(uid);
+  stored.sort((a, b) => a - b);
+  const notClean = stored.filter((u) => !view.clean.has(u) || view.cleanSize.get(u) === undefined);
+  s = { stored, notClean };
+  sharedStoredUids.set(view, s);
+  return s;
+}
+
+/** Whether `a` and `b` hold the same numbers in the same order. */
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * Items rendered from the stored verdicts of changed messages, kept for the next sessions that read
  * the same index of the mailbox (inspect/stored-renderings.ts). A FETCH serves from a memo only while
@@ -602,6 +636,12 @@ export class ImapInspector implements ImapInterceptor {
     return maps.ids;
   }
 
+  /** storedUidsOf the session's index of the store while it is the shared one (not `own`: a corrected index is read map by map). */
+  private sharedStoredUids(): StoredUids | null {
+    const idx = this.storeIndex;
+    return idx !== null && !idx.own ? storedUidsOf(idx.maps) : null;
+  }
+
   /** The maps of the session's index made its own to change: a copy of the shared ones, once per index. */
   private ownIndex(idx: NonNullable<ImapInspector['storeIndex']>): IndexMaps {
     if (!idx.own) {
@@ -682,6 +722,8 @@ export class ImapInspector implements ImapInterceptor {
    */
   private notServedClean(uids: readonly number[]): number[] {
     const ids = this.storeIds();
+    const shared = ids !== null ? this.sharedStoredUids() : null;
+    if (shared !== null && sameNumbers(uids, shared.stored)) return shared.notClean.slice();
     const idx = this.storeIndex?.maps ?? null;
     const rest: number[] = [];
     for (const u of uids) if (ids === null || idx === null || ids.get(u) !== true || !idx.clean.has(u) || idx.cleanSize.get(u) === undefined) rest.push(u);
@@ -1375,6 +1417,11 @@ export class ImapInspector implements ImapInterceptor {
     const uids = this.resolveSet(set, uidCommand);
     if (!uids || uids.length === 0) return null;
     const ids = this.storeAnswers(items) ? this.storeIds() : null;
+    // the whole mailbox as the store holds it, nothing of it in the session's cache: every UID from the store
+    if (ids !== null && this.cache.empty) {
+      const shared = this.sharedStoredUids();
+      if (shared !== null && sameNumbers(uids, shared.stored)) return uids.slice();
+    }
     const fromStore: number[] = [];
     for (const u of uids) {
       if (this.cache.hasMessage(this.mailbox, this.uidValidity, u)) continue;

@@ -14,6 +14,7 @@ import type { VettedCache } from '../../src/inspect/cache.js';
 import { type ImapInspector, storedRenderingsForTest } from '../../src/inspect/imap-inspector.js';
 import { policyHash, scopeId, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
+import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
 import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
@@ -358,6 +359,74 @@ describe('IMAP inspector and the shared verdict cache', () => {
     storedRenderingsForTest.clear();
     expect((await fetch(d, `c1 UID FETCH 3 (FLAGS ${item(8)})`, answer)).client).toBe(c8.client);
     expect((await fetch(d, `b1 UID FETCH 3 (FLAGS ${item(5)})`, answer)).client).toBe(b5.client);
+  });
+
+  it('a set of the whole mailbox read from the shared index: which UIDs come from the store and which are read is what a look per message gives', async () => {
+    interface Maps {
+      ids: Map<number, boolean>;
+      clean: Set<number>;
+      cleanSize: Map<number, number>;
+    }
+    type Private = {
+      allCached(set: string, uidCommand: boolean, items: unknown[]): number[] | null;
+      notServedClean(uids: readonly number[]): number[];
+      resolveSet(set: string, uidCommand: boolean): number[] | null;
+      ownIndex(idx: unknown): Maps;
+      storeIds(): unknown;
+      storeIndex: { maps: Maps; own: boolean } | null;
+      cache: VettedCache;
+    };
+    const items = parseFetchItems('(UID RFC822.SIZE)').items;
+    /** The definitions: one look per message at the session's cache and index. */
+    const byLook = (p: Private, set: string, uid: boolean) => {
+      const uids = p.resolveSet(set, uid);
+      if (!uids || uids.length === 0) return { all: null, rest: null };
+      p.storeIds();
+      const m = p.storeIndex!.maps;
+      const all: number[] = [];
+      for (const u of uids) {
+        if (p.cache.hasMessage('INBOX', 7, u)) continue;
+        if (m.ids.get(u) !== true) return { all: null, rest: null };
+        all.push(u);
+      }
+      return { all, rest: all.filter((u) => !m.clean.has(u) || m.cleanSize.get(u) === undefined) };
+    };
+    const check = (p: Private) => {
+      for (const set of ['1:*', '*:1', '1:3', '1,2,3', '3,2,1', '2:3', '1:4', '*', '1'])
+        for (const uid of [true, false]) {
+          const want = byLook(p, set, uid);
+          const all = p.allCached(set, uid, items);
+          expect(all, `${set} ${uid}`).toEqual(want.all);
+          if (all === null) continue;
+          expect(p.notServedClean(all), `${set} ${uid}`).toEqual(want.rest);
+          // the answers are the caller's own: changing them changes nothing for the next caller
+          all.push(99);
+          p.notServedClean(all.slice(0, -1)).push(99);
+          expect(p.allCached(set, uid, items)).toEqual(want.all);
+          expect(p.notServedClean(want.all!)).toEqual(want.rest);
+        }
+    };
+    const sessions = await afterVetting(2);
+    // a poll first: the session knows its user and upstream and has read the store's index
+    for (const ins of sessions) expect((await fetch(ins, 'p1 UID FETCH 1:* (UID RFC822.SIZE)', ALL3)).upstream).toBe('p1 UID FETCH 1:* (UID RFC822.SIZE)\r\n');
+    const [b, c] = sessions as unknown as Private[];
+    // the shared index, nothing in the session's cache: the whole mailbox is 1..3, 3 is altered (read)
+    expect(byLook(b!, '1:*', true)).toEqual({ all: [1, 2, 3], rest: [3] });
+    check(b!);
+    expect(b!.storeIndex!.own).toBe(false);
+    // the session's own (corrected) index: what it says now, not what the shared one said
+    const own = b!.ownIndex(b!.storeIndex);
+    check(b!);
+    own.clean.delete(2);
+    own.ids.set(1, false);
+    expect(byLook(b!, '2:3', true)).toEqual({ all: [2, 3], rest: [2, 3] });
+    expect(byLook(b!, '1:*', true).all).toBeNull();
+    check(b!);
+    // a message in the session's cache: not from the store
+    await fetch(c as unknown as ImapInspector, 'c1 UID FETCH 2 (BODY.PEEK[])', dovecot([[2, 2]]));
+    expect(c!.cache.hasMessage('INBOX', 7, 2)).toBe(true);
+    expect(byLook(c!, '1:*', true)).toEqual({ all: [1, 3], rest: [3] });
+    check(c!);
   });
 
   it("`1:*` (a poll's set) resolves as the same range written the other way, ascending map or not", () => {
