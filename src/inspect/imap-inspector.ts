@@ -32,11 +32,12 @@ import {
   type FetchResponseItem,
   parseFetchResponse,
 } from '../protocol/imap/fetch-response.js';
+import { parseLiteralTail } from '../protocol/imap/framer.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes, uidSet } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
-import type { PreparedLookup } from '../session/imap/relay.js';
+import type { PreparedLookup, RunLimits } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
@@ -1259,7 +1260,9 @@ export class ImapInspector implements ImapInterceptor {
     return {
       upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
-      ...(state.pollLines ? { lineRun: (data: Buffer, start: number, maxLine: number, out: Buffer[]) => this.pollRun(state, data, start, maxLine, out) } : {}),
+      ...(state.pollLines || state.listHeader !== undefined
+        ? { responseRun: (data: Buffer, start: number, limits: RunLimits, out: Buffer[]) => this.responseRun(state, data, start, limits, out) }
+        : {}),
       continueWith: (parts, h) => this.secondHalf(state, parts, h),
       onTagged: (parts, h) => this.onDone(state, parts, h),
       withhold: (reason) => state.tempfail.push(reason),
@@ -1605,14 +1608,20 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /**
-   * The poll's batch path (InterceptedCommand.lineRun): the lines from `start` of the upstream's bytes
-   * that pollLine answers, up to the first it does not (or one longer than `maxLine`, or one not
-   * complete in `data`), each decided by pollAnswer exactly as pollLine decides it one frame at a time.
-   * Their answers go to `out` in order: runs of the server's lines as views of `data`, an altered
-   * message's line as its own. Returns the index after the last line taken.
+   * The batch path of a poll or a list sync (InterceptedCommand.responseRun): the responses from `start`
+   * of the upstream's bytes that pollLine (pollRun) or listLines (listRun) answer, up to the first they
+   * do not, one beyond `limits` or one not complete in `data`, each decided exactly as it is one
+   * response at a time; their answers go to `out` in order. Returns the index after the last one taken.
    */
-  private pollRun(state: CommandState, data: Buffer, start: number, maxLine: number, out: Buffer[]): number {
-    if (!state.pollLines || this.mailbox === null || this.uidValidity === null) return start;
+  private responseRun(state: CommandState, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
+    if (state.pollLines) return this.pollRun(data, start, limits.maxLine, out);
+    if (state.listHeader !== undefined) return this.listRun(state.listHeader, data, start, limits, out);
+    return start;
+  }
+
+  /** responseRun of a poll: runs of the server's lines as views of `data`, an altered message's line as its own. */
+  private pollRun(data: Buffer, start: number, maxLine: number, out: Buffer[]): number {
+    if (this.mailbox === null || this.uidValidity === null) return start;
     const mailbox = this.mailbox;
     const uidValidity = this.uidValidity;
     const ids = this.storeIds();
@@ -1632,6 +1641,30 @@ export class ImapInspector implements ImapInterceptor {
       pos = end;
     }
     if (pos > same) out.push(data.subarray(same, pos));
+    return pos;
+  }
+
+  /**
+   * responseRun of a list sync: the responses listLines relays as the server wrote them, one view of
+   * `data` for the run. A response is taken as the framer reads it: its first line up to the first LF,
+   * ending in a synchronizing `{n}` literal announcement, then n bytes, then the line `)` CRLF.
+   */
+  private listRun(name: string, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
+    let pos = start;
+    while (pos < data.length) {
+      const nl = data.indexOf(0x0a, pos);
+      if (nl < 0 || nl + 1 - pos > limits.maxLine) break;
+      const head = data.subarray(pos, nl + 1);
+      const lit = parseLiteralTail(head);
+      if (lit === null || lit.nonSync || lit.binary || lit.size === 0 || lit.size > limits.maxLiteral) break;
+      const litEnd = nl + 1 + lit.size;
+      const end = litEnd + 3;
+      if (end > data.length || end - pos > limits.maxResponse) break;
+      if (data[litEnd] !== 0x29 || data[litEnd + 1] !== 0x0d || data[litEnd + 2] !== 0x0a) break;
+      if (this.listLines(name, [head, data.subarray(nl + 1, litEnd), data.subarray(litEnd, end)]) === null) break;
+      pos = end;
+    }
+    if (pos > start) out.push(data.subarray(start, pos));
     return pos;
   }
 

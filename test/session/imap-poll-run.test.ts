@@ -168,18 +168,18 @@ async function poll(o: Opts, answer: string, how: Feed, command = `p ${POLL}\r\n
  * `cuts` plus random places: every outcome but the run count is the per-line path's. Returns the
  * per-line outcome and the batch path's whole one.
  */
-async function same(answer: string, o: Omit<Opts, 'fast'> = {}, seed = 7): Promise<{ full: Outcome; fast: Outcome }> {
+async function same(answer: string, o: Omit<Opts, 'fast'> = {}, seed = 7, command?: string): Promise<{ full: Outcome; fast: Outcome }> {
   const rnd = prng(seed);
   const random = Array.from({ length: 6 }, () => Math.floor(rnd() * answer.length)).sort((a, b) => a - b);
   // at line ends, just after them, inside the first line
   const ends = [...answer.matchAll(/\n/g)].map((m) => m.index! + 1);
   const feeds: Feed[] = ['whole', 'bytes', random, ends.slice(0, 5), ends.map((e) => e + 1).slice(0, 5), [3]];
-  const full = await poll({ ...o, fast: false }, answer, 'whole');
+  const full = await poll({ ...o, fast: false }, answer, 'whole', command);
   expect(full.runs).toBe(0);
   let fastWhole: Outcome | null = null;
   for (const fast of [false, true])
     for (const how of feeds) {
-      const r = await poll({ ...o, fast }, answer, how);
+      const r = await poll({ ...o, fast }, answer, how, command);
       expect({ ...r, runs: 0, lines: 0 }, `${fast ? 'batch' : 'per line'}, fed ${JSON.stringify(how)}`).toEqual({ ...full, runs: 0, lines: 0 });
       if (!fast) expect(r.runs).toBe(0);
       if (fast && how === 'whole') fastWhole = r;
@@ -331,28 +331,106 @@ describe("the poll's batch path gives what the per-line path gives", () => {
   });
 
   it('fuzzed (bounded: cases and time): mutated answers cut at random places give the per-line outcome', async () => {
-    const rnd = prng(4242);
-    const ALPHABET = ['\r\n', ' ', '0', '9', '*', '(', ')', '{5}', 'FETCH', 'UID', '\n', 'x'];
-    const deadline = Date.now() + 15_000;
-    let n = 0;
-    for (; n < 60 && Date.now() < deadline; n++) {
-      let answer = ANSWER;
-      for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) {
-        const at = Math.floor(rnd() * answer.length);
-        const op = rnd();
-        const piece = ALPHABET[Math.floor(rnd() * ALPHABET.length)]!;
-        if (op < 0.4) answer = answer.slice(0, at) + piece + answer.slice(at + 1);
-        else if (op < 0.7) answer = answer.slice(0, at) + piece + answer.slice(at);
-        else answer = answer.slice(0, at) + answer.slice(at + 1 + Math.floor(rnd() * 40));
-      }
-      answer += DONE;
-      const cuts = Array.from({ length: 4 }, () => Math.floor(rnd() * answer.length)).sort((a, b) => a - b);
-      const full = await poll({ fast: false }, answer, 'whole');
-      for (const how of ['whole', cuts] as Feed[]) {
-        const fast = await poll({ fast: true }, answer, how);
-        expect({ ...fast, runs: 0, lines: 0 }, JSON.stringify({ answer, how })).toEqual({ ...full, runs: 0, lines: 0 });
-      }
+    expect(await fuzz(4242, ANSWER, `p ${POLL}\r\n`)).toBeGreaterThanOrEqual(20);
+  });
+});
+
+const FUZZ_CASES = Number(process.env.POLL_RUN_FUZZ_CASES ?? 150);
+
+/** Mutated copies of `base` (bounded: cases and time), cut at random places: each gives the per-line outcome. Returns the cases run. */
+async function fuzz(seed: number, base: string, command: string): Promise<number> {
+  const rnd = prng(seed);
+  const ALPHABET = ['\r\n', ' ', '0', '9', '*', '(', ')', '{5}', '{40}', 'FETCH', 'UID', '\n', 'x'];
+  const deadline = Date.now() + 15_000;
+  let n = 0;
+  for (; n < FUZZ_CASES && Date.now() < deadline; n++) {
+    let answer = base;
+    for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) {
+      const at = Math.floor(rnd() * answer.length);
+      const op = rnd();
+      const piece = ALPHABET[Math.floor(rnd() * ALPHABET.length)]!;
+      if (op < 0.4) answer = answer.slice(0, at) + piece + answer.slice(at + 1);
+      else if (op < 0.7) answer = answer.slice(0, at) + piece + answer.slice(at);
+      else answer = answer.slice(0, at) + answer.slice(at + 1 + Math.floor(rnd() * 40));
     }
-    expect(n).toBeGreaterThanOrEqual(20);
+    answer += DONE;
+    const cuts = Array.from({ length: 4 }, () => Math.floor(rnd() * answer.length)).sort((a, b) => a - b);
+    const full = await poll({ fast: false }, answer, 'whole', command);
+    for (const how of ['whole', cuts] as Feed[]) {
+      const fast = await poll({ fast: true }, answer, how, command);
+      expect({ ...fast, runs: 0, lines: 0 }, JSON.stringify({ answer, how })).toEqual({ ...full, runs: 0, lines: 0 });
+    }
+  }
+  return n;
+}
+
+const LIST = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])';
+/** Message i's From and Subject fields as Dovecot returns them. */
+const fields = (i: number) =>
+  `${BOX[i - 1]![1].split('\r\n')
+    .filter((l) => /^(From|Subject):/.test(l))
+    .join('\r\n')}\r\n\r\n`;
+/** Dovecot's answer to the list sync for message i (1-based): `o` changes a piece of it. */
+const listResponse = (i: number, o: { size?: number; flags?: string; literal?: string; count?: string; tail?: string } = {}) => {
+  const lit = o.literal ?? fields(i);
+  return (
+    `* ${i} FETCH (UID ${uidOf(i)} FLAGS (${o.flags ?? '\\Seen'}) RFC822.SIZE ${o.size ?? BOX[i - 1]![1].length} ` +
+    `BODY[HEADER.FIELDS (FROM SUBJECT)] ${o.count ?? `{${lit.length}}`}\r\n${lit}${o.tail ?? ')\r\n'}`
+  );
+};
+const LIST_ANSWER = Array.from({ length: N }, (_, k) => listResponse(k + 1)).join('');
+
+describe("a list sync's batch path gives what the response-by-response path gives", () => {
+  const list = (answer: string, o: Omit<Opts, 'fast'> = {}, seed = 11) => same(answer + DONE, o, seed, `p ${LIST}\r\n`);
+
+  it("Dovecot's answer: clean messages as the server wrote them, altered ones from the store, runs between them", async () => {
+    const { full, fast } = await list(LIST_ANSWER);
+    expect(full.upstream).toBe(`p ${LIST}\r\nz NOOP\r\n`);
+    expect(full.closed).toBeNull();
+    expect(full.client.endsWith(`${DONE}${NOOP}`)).toBe(true);
+    // a clean message: the server's bytes; an altered one (every 6th): its sanitised header, not the server's
+    expect(full.client).toContain(listResponse(5));
+    expect(full.client).not.toContain(listResponse(6));
+    expect(full.client).toMatch(new RegExp(`\\* 6 FETCH \\(UID ${uidOf(6)} FLAGS \\(\\\\Seen\\) RFC822\\.SIZE \\d+ BODY`));
+    // one run before each altered message and one after the last
+    expect(fast.runs).toBe(Math.floor(N / 6) + 1);
+  });
+
+  const hostile: [string, string, (o: Outcome) => void][] = [
+    ['another size for a clean message', LIST_ANSWER.replace(listResponse(7), listResponse(7, { size: 999 })), (o) => expect(o.changed).toBe(1)],
+    ['a header with a bare LF', LIST_ANSWER.replace(listResponse(8), listResponse(8, { literal: 'From: x\nSubject: y\r\n\r\n' })), () => {}],
+    ['a non-synchronizing literal', LIST_ANSWER.replace(listResponse(9), listResponse(9, { count: `{${fields(9).length}+}` })), () => {}],
+    ['a literal8', LIST_ANSWER.replace(listResponse(10), listResponse(10, { count: `~{${fields(10).length}}` })), () => {}],
+    [
+      'a literal that announces more than its header',
+      LIST_ANSWER.replace(listResponse(11), listResponse(11, { count: `{${fields(11).length + 5}}` })),
+      // its literal takes the next response's first bytes: that message's line is never relayed as sent
+      (o) => expect(o.client).not.toContain(listResponse(12)),
+    ],
+    ['a literal that announces less', LIST_ANSWER.replace(listResponse(13), listResponse(13, { count: `{${fields(13).length - 2}}` })), () => {}],
+    ['more after the literal', LIST_ANSWER.replace(listResponse(14), listResponse(14, { tail: ' UID 5)\r\n' })), () => {}],
+    ['flags the choke point refuses', LIST_ANSWER.replace(listResponse(15), listResponse(15, { flags: '\\Seen {3}' })), () => {}],
+    ['a literal of 64 KiB', LIST_ANSWER.replace(listResponse(16), listResponse(16, { literal: `Subject: ${'x'.repeat(65_536)}\r\n\r\n` })), () => {}],
+    ['an empty literal', LIST_ANSWER.replace(listResponse(17), listResponse(17, { literal: '' })), () => {}],
+  ];
+  for (const [what, answer, check] of hostile) {
+    it(`a hostile or odd answer: ${what}`, async () => {
+      const { full, fast } = await list(answer);
+      check(full);
+      expect(fast.runs).toBeGreaterThanOrEqual(1);
+    });
+  }
+
+  it('under a memory budget: the run only where the whole rest of the read fits', async () => {
+    const roomy = await list(LIST_ANSWER, { budget: { limit: 1 << 22, used: 0 } });
+    expect(roomy.full.leased).toBe(0);
+    expect(roomy.fast.runs).toBeGreaterThanOrEqual(Math.floor(N / 6));
+    const tight = await list(LIST_ANSWER, { budget: { limit: 10_000, used: 9_700 } });
+    expect(tight.full.closed).toBeNull();
+    expect(tight.fast.runs).toBeLessThanOrEqual(2);
+  });
+
+  it('fuzzed (bounded: cases and time): mutated answers cut at random places give the response-by-response outcome', async () => {
+    expect(await fuzz(5353, LIST_ANSWER, `p ${LIST}\r\n`)).toBeGreaterThanOrEqual(20);
   });
 });

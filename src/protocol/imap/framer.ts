@@ -83,9 +83,9 @@ export class ImapFramer {
     return this.atStart && this.literalRemaining === 0 && this.buffered === 0;
   }
 
-  /** Inside a literal's data: the next bytes are counted, not read as a line (its end is no line end). */
-  get inLiteral(): boolean {
-    return this.literalRemaining > 0;
+  /** Bytes of a literal's data still to come (0: the next bytes are read as a line). */
+  get literalLeft(): number {
+    return this.literalRemaining;
   }
 
   /** Drops everything buffered (used after STARTTLS: pipelined plaintext must never be executed). */

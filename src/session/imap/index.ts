@@ -271,22 +271,27 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
     let pos = 0;
     while (pos < data.length) {
       let piece: Buffer;
-      const run = this.state.kind === 'relay' && !this.upstreamFramer.inLiteral ? this.relay.lineRunTarget() : null;
+      const run = this.state.kind === 'relay' ? this.relay.runTarget() : null;
+      const literalLeft = this.upstreamFramer.literalLeft;
       if (run === null) {
         piece = pos === 0 ? data : data.subarray(pos);
         pos = data.length;
+      } else if (literalLeft > 0) {
+        // the rest of a literal begun in an earlier read; a run may follow it
+        piece = data.subarray(pos, Math.min(data.length, pos + literalLeft));
+        pos += piece.length;
       } else {
-        // a poll's run of one-line FETCH responses, taken whole at a response boundary (Relay.upstreamLineRun)
+        // a run of FETCH responses the interceptor answers at once, taken whole at a response boundary (Relay.upstreamRun)
         if (this.upstreamFramer.atBoundary) {
           try {
-            pos = this.relay.upstreamLineRun(run, data, pos);
+            pos = this.relay.upstreamRun(run, data, pos);
           } catch (err) {
             this.upstreamError(err);
             return;
           }
           if (pos >= data.length || this.upstreamEpoch !== epoch) break;
         }
-        // then one line through the framer: the one the run stopped at, or the end of one begun in the last read
+        // then one line through the framer: the one the run stopped at, or the end of one begun in an earlier read
         const nl = data.indexOf(0x0a, pos);
         const next = nl < 0 ? data.length : nl + 1;
         piece = data.subarray(pos, next);

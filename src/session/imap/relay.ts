@@ -28,6 +28,16 @@ import type { MemoryLease, SessionHost } from '../types.js';
 import type { ClientOutput, Output } from './output.js';
 import { b, CRLF, type SessionCore } from './state.js';
 
+/** What a response taken by InterceptedCommand.responseRun may hold (what the framer and the held path take without a check of their own). */
+export interface RunLimits {
+  /** Bytes of a line with its CRLF (max_line_length + 2, at most the buffer limit). */
+  maxLine: number;
+  /** Bytes of a literal: below the size a held response waits for admission at (HELD_ADMIT_MIN_BYTES), at most max_literal_size. */
+  maxLiteral: number;
+  /** Bytes of a whole response (the buffer limit a held response is assembled under). */
+  maxResponse: number;
+}
+
 /** A client command the interceptor takes over (inline inspection). */
 export interface InterceptedCommand {
   /** Bytes to send upstream instead of the client's command (a complete command line, postern-tagged or client-tagged). */
@@ -40,14 +50,16 @@ export interface InterceptedCommand {
    */
   onUntagged(parts: Buffer[], head: ResponseHead): Output | Promise<Output> | null;
   /**
-   * A batch path for runs of one-line untagged FETCH responses (a poll: Relay.upstreamLineRun). Offered
-   * the upstream's bytes from `start`, a response boundary: it takes the complete lines from there that
-   * it answers at once, up to the first it would not (or one longer than `maxLine`), pushes their
-   * answers to `out` in order and returns the index after the last line taken (`start`: none). Each
-   * line it takes must be one the framer reads as a `* n FETCH` line without a literal and whose answer
-   * onUntagged would return at once (not null, not a promise), with the same bytes and the same effects.
+   * A batch path for runs of untagged FETCH responses the interceptor answers at once (a poll's one-line
+   * responses, a list sync's `line {n} literal )` ones: Relay.upstreamRun). Offered the upstream's bytes
+   * from `start`, a response boundary: it takes the whole responses from there that it answers at once,
+   * up to the first it would not (or one beyond `limits`, or one not complete in `data`), pushes their
+   * answers to `out` in order and returns the index after the last response taken (`start`: none).
+   * Each response it takes must be one the framer reads as one `* n FETCH` response (its lines and
+   * literals within `limits`) and whose answer onUntagged would return at once (not null, not a
+   * promise), with the same bytes and the same effects.
    */
-  lineRun?(data: Buffer, start: number, maxLine: number, out: Buffer[]): number;
+  responseRun?(data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number;
   /**
    * Called with the tagged completion of upstreamCommand before onTagged: return a further command
    * (without tag: the relay puts a private tag in front) to send upstream as the second half of this
@@ -429,30 +441,33 @@ export class Relay {
   }
 
   /**
-   * The intercepted command whose lineRun may take the next upstream bytes (the core offers them at a
-   * response boundary: ImapSession.onUpstreamData), or null: what heldFetchLine requires of a line
-   * (the fast path on, no admission wait, no response being assembled, an interceptor, the first
-   * intercepted command in flight as its target) and a command with a batch path.
+   * The intercepted command whose responseRun may take upstream bytes (the core offers them at each
+   * response boundary: ImapSession.onUpstreamData, and cuts a read into lines and literal data
+   * between runs), or null: the fast paths on, an interceptor, and the first intercepted command in
+   * flight (the target of every held response, as in heldFetchLine) has a batch path.
    */
-  lineRunTarget(): InterceptedCommand | null {
-    if (!heldFetchFastPath.enabled || this.memoryWait || this.upstreamResponse !== null || this.core.interceptor === null) return null;
+  runTarget(): InterceptedCommand | null {
+    if (!heldFetchFastPath.enabled || this.core.interceptor === null) return null;
     for (let i = 0; i < this.inflight.length; i++) {
       const ic = this.inflight[i]!.intercepted;
-      if (ic) return ic.lineRun ? ic : null;
+      if (ic) return ic.responseRun ? ic : null;
     }
     return null;
   }
 
   /**
-   * A run of one-line FETCH responses from `data[start..]` for `ic` (lineRunTarget), without a frame,
-   * a head or a lease per line: what heldFetchLine does line by line (each line's answer sent at once,
-   * its bytes leased from the budget while it is handled), once for the run. The session's pooled lease
-   * is resized to all the bytes from `start` for the run and back to 0 after it: a budget that fits
-   * them fits every line of them. Without a pooled lease, or when the budget refuses, nothing is taken
-   * and the lines go one by one, where the budget decides (and logs) as before. Returns the index after
-   * the lines taken.
+   * A run of FETCH responses from `data[start..]` for `ic` (runTarget), without frames, a response head,
+   * an assembler or a lease per response: what heldFetchLine and the held path do response by response
+   * (each answer sent at once, its bytes leased from the budget while it is handled), once for the
+   * run. Only where heldFetchLine would take a line: no admission wait, no response being assembled.
+   * The session's pooled lease is resized to all the bytes from `start` for the run and back to 0
+   * after it: a budget that fits them fits every response of them. Without a pooled lease, or when the
+   * budget refuses, nothing is taken and the responses go one by one, where the budget decides (and
+   * logs) as before. Its literals stay below HELD_ADMIT_MIN_BYTES, so no admission is ever skipped.
+   * Returns the index after the responses taken.
    */
-  upstreamLineRun(ic: InterceptedCommand, data: Buffer, start: number): number {
+  upstreamRun(ic: InterceptedCommand, data: Buffer, start: number): number {
+    if (this.memoryWait || this.upstreamResponse !== null) return start;
     let lease: MemoryLease | null = null;
     if (this.host.reserveMemory) {
       lease = this.lineLease;
@@ -464,11 +479,16 @@ export class Relay {
         return start;
       }
     }
-    const limits = this.host.listener.limits;
+    const l = this.host.listener.limits;
+    const limits: RunLimits = {
+      maxLine: Math.min(l.maxLineLength + 2, l.maxBufferedBytes),
+      maxLiteral: Math.min(HELD_ADMIT_MIN_BYTES - 1, l.maxLiteralSize),
+      maxResponse: l.maxBufferedBytes,
+    };
     const out: Buffer[] = [];
     let end = start;
     try {
-      end = ic.lineRun!(data, start, Math.min(limits.maxLineLength + 2, limits.maxBufferedBytes), out);
+      end = ic.responseRun!(data, start, limits, out);
       if (out.length > 0) this.out.send(out.length === 1 ? out[0]! : out);
     } finally {
       if (lease !== null) {
@@ -1184,7 +1204,7 @@ type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; re
 /**
  * The held-response fast paths (Relay.heldFetchLine for one-line FETCH responses, and the pooled lease
  * of Relay.lineLease for every held response): on unless a test turns them off to compare with the full
- * path; `lines` counts the lines heldFetchLine took and `runs` the runs upstreamLineRun took (tests). Not
+ * path; `lines` counts the lines heldFetchLine took and `runs` the runs upstreamRun took (tests). Not
  * configuration.
  */
 export const heldFetchFastPath = { enabled: true, lines: 0, runs: 0 };
