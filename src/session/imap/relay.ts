@@ -489,14 +489,20 @@ export class Relay {
     let end = start;
     try {
       end = ic.responseRun!(data, start, limits, out);
-      if (out.length > 0) this.out.send(out.length === 1 ? out[0]! : out);
     } finally {
-      if (lease !== null) {
-        if (this.lineLease === null && lease.resize(0)) this.lineLease = lease;
-        else lease.release();
+      try {
+        // what was answered goes out, also when a later response of the run threw (as one by one)
+        if (out.length > 0) {
+          heldFetchFastPath.runs++;
+          this.out.send(out.length === 1 ? out[0]! : out);
+        }
+      } finally {
+        if (lease !== null) {
+          if (this.lineLease === null && lease.resize(0)) this.lineLease = lease;
+          else lease.release();
+        }
       }
     }
-    if (end > start) heldFetchFastPath.runs++;
     return end;
   }
 
