@@ -1,11 +1,13 @@
 /**
- * The poll's batch path (issue 10): while a poll `UID FETCH set (UID RFC822.SIZE)` answered from the
- * verdict store's index is in flight, a run of one-line `* n FETCH (UID u RFC822.SIZE s)` responses is
- * taken whole from each upstream read (ImapSession.onUpstreamData -> Relay.upstreamLineRun ->
- * ImapInspector.pollRun) instead of one frame, one response head and one lease per line. It must give
- * exactly what the per-line path gives (heldFetchFastPath off): the same client bytes, the same end of
- * the session, the same withheld messages, the same memory-budget decisions, whatever the upstream
- * sends and however its bytes are cut into reads (whole, one byte at a time, at random places).
+ * The batch path of a poll and a list sync (issue 10): while a poll `UID FETCH set (UID RFC822.SIZE)`
+ * or a list sync answered from the verdict store's index is in flight, a run of the responses the
+ * inspector answers at once (one-line `* n FETCH (UID u RFC822.SIZE s)`; `line {n} header )` of a
+ * message stored clean) is taken whole from each upstream read (ImapSession.onUpstreamData ->
+ * Relay.upstreamRun -> ImapInspector.pollRun / listRun) instead of frames, a response head and a lease
+ * per response. It must give exactly what the response-by-response path gives (heldFetchFastPath
+ * off): the same client bytes, the same end of the session, the same withheld messages, the same
+ * memory-budget decisions, whatever the upstream sends and however its bytes are cut into reads
+ * (whole, one byte at a time, at random places).
  *
  * The real ImapSession and ImapInspector on a scripted host, a real VerdictStore file. Mailbox: 40
  * messages, UID 3i+4 for message i, every 6th an .exe the default policy alters.
