@@ -451,7 +451,7 @@ export class ImapInspector implements ImapInterceptor {
   private storeIndex: { scope: string; basis: string; maps: IndexView; own: boolean; token: string | null } | null = null;
   /** storeIndex.basis of the last basis asked for. */
   private basisMemo: { policyHash: string; signatures: string; text: string } | null = null;
-  /** pollRun's numbers of the line it reads (one object per session, not one per line). */
+  /** The numbers of the poll line pollLine or pollRun reads (one object per session, not one per line). */
   private readonly pollScratch: PollLine = { seq: 0, uid: 0, size: 0 };
   /** scopeId() of the last tuple asked for (a SHA-256 per message otherwise). */
   private scopeMemo: { upstream: string; user: string; mailbox: string; uidValidity: number; scope: string } | null = null;
@@ -1566,27 +1566,20 @@ export class ImapInspector implements ImapInterceptor {
    * general path decides.
    */
   private pollLine(line: Buffer): Buffer | null {
-    const m = parsePollLine(line);
-    if (!m) return null;
-    const answer = this.pollAnswer(m);
+    const m = this.pollScratch;
+    if (pollLineAt(line, 0, m) !== line.length || this.mailbox === null || this.uidValidity === null) return null;
+    const answer = this.pollAnswer(m, this.mailbox, this.uidValidity, this.storeIds());
     return answer === SAME_LINE ? line : answer;
   }
 
   /**
-   * pollLine's decision for a line of these numbers: SAME_LINE (the server's line is the answer), the
-   * answer (an altered message's line with its stored size), or null (the general path decides). The
-   * sequence number's UID is learnt when it answers.
+   * pollLine's decision for a line of these numbers, with the selected mailbox and the session's index
+   * of the store (storeIds()), which pollRun looks up once for a run of lines (nothing a line does
+   * changes them): SAME_LINE (the server's line is the answer), the answer (an altered message's line
+   * with its stored size), or null (the general path decides). The sequence number's UID is learnt
+   * when it answers.
    */
-  private pollAnswer(m: PollLine): Buffer | typeof SAME_LINE | null {
-    if (this.mailbox === null || this.uidValidity === null) return null;
-    return this.pollAnswerIn(m, this.mailbox, this.uidValidity, this.storeIds());
-  }
-
-  /**
-   * pollAnswer with the selected mailbox and the session's index of the store (storeIds()) looked up
-   * once for a run of lines: nothing a line does changes them (pollRun).
-   */
-  private pollAnswerIn(m: PollLine, mailbox: string, uidValidity: number, ids: ReadonlyMap<number, boolean> | null): Buffer | typeof SAME_LINE | null {
+  private pollAnswer(m: PollLine, mailbox: string, uidValidity: number, ids: ReadonlyMap<number, boolean> | null): Buffer | typeof SAME_LINE | null {
     const { seq, uid } = m;
     if (this.cache.hasMessage(mailbox, uidValidity, uid)) return null;
     // stored with metadata (storeIds), as cleanSizeOf and the altered branch below read it
@@ -1631,7 +1624,7 @@ export class ImapInspector implements ImapInterceptor {
     while (pos < data.length) {
       const end = pollLineAt(data, pos, m);
       if (end < 0 || end - pos > maxLine) break;
-      const answer = this.pollAnswerIn(m, mailbox, uidValidity, ids);
+      const answer = this.pollAnswer(m, mailbox, uidValidity, ids);
       if (answer === null) break;
       if (answer !== SAME_LINE) {
         if (pos > same) out.push(data.subarray(same, pos));

@@ -272,13 +272,12 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
     while (pos < data.length) {
       let piece: Buffer;
       const run = this.state.kind === 'relay' ? this.relay.runTarget() : null;
-      const literalLeft = this.upstreamFramer.literalLeft;
       if (run === null) {
         piece = pos === 0 ? data : data.subarray(pos);
         pos = data.length;
-      } else if (literalLeft > 0) {
+      } else if (this.upstreamFramer.literalLeft > 0) {
         // the rest of a literal begun in an earlier read; a run may follow it
-        piece = data.subarray(pos, Math.min(data.length, pos + literalLeft));
+        piece = data.subarray(pos, Math.min(data.length, pos + this.upstreamFramer.literalLeft));
         pos += piece.length;
       } else {
         // a run of FETCH responses the interceptor answers at once, taken whole at a response boundary (Relay.upstreamRun)
