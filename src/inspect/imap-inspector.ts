@@ -215,9 +215,79 @@ function matchAt(d: Buffer, i: number, lit: Buffer): number {
   return i + lit.length;
 }
 
-/** The head of a list sync's answer for one message as Dovecot writes it (listLines), up to its header literal's announcement. */
-const LIST_HEAD =
-  /^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) FLAGS \(([^()\r\n]*)\) RFC822\.SIZE (0|[1-9]\d{0,14}) (BODY\[HEADER\.FIELDS \([^()\r\n]*\)\]) \{([1-9]\d{0,9})\}\r\n$/;
+/** A list sync's header section name that listHeadAt can read: one the head's grammar allows there, in latin1. */
+const LIST_NAME = /^BODY\[HEADER\.FIELDS \([^()\r\n]*\)\]$/;
+
+/** What listHeadAt read of a list sync's head. */
+export interface ListHead {
+  seq: number;
+  uid: number;
+  size: number;
+  /** The literal's announced length. */
+  count: number;
+  /** Where `UID uid FLAGS (flags)` begins and ends (after its `)`) in the head. */
+  itemsFrom: number;
+  itemsTo: number;
+  /** Where the flags inside FLAGS ( ) begin and end. */
+  flagsFrom: number;
+  flagsTo: number;
+}
+
+/**
+ * The head of a list sync's answer for one message as Dovecot writes it (listAnswer), up to its
+ * header literal's announcement: whether `d` is exactly `* seq FETCH (UID uid FLAGS (flags)
+ * RFC822.SIZE size NAME {count}` CRLF, where the numbers are canonical (no leading zero; seq, uid and
+ * count at most 10 digits and not 0, size at most 15), the flags hold no ( ) CR LF, and NAME is `name`
+ * (a name LIST_NAME accepts, in latin1); what it read goes to `into`. The same reading as the regular
+ * expression `^\* ([1-9]\d{0,9}) FETCH \(UID ([1-9]\d{0,9}) FLAGS \(([^()\r\n]*)\) RFC822\.SIZE
+ * (0|[1-9]\d{0,14}) (NAME) \{([1-9]\d{0,9})\}\r\n$` on the latin1 text, without making the text
+ * (test/inspect/list-head.test.ts holds it to that expression).
+ */
+export function listHeadAt(d: Buffer, name: Buffer, into: ListHead): boolean {
+  // no closures, no strings: this runs once per message of every list sync
+  let i = pollField(d, 0, POLL_STAR, 10, false);
+  if (i < 0) return false;
+  into.seq = pollFieldValue;
+  into.itemsFrom = i + 8; // after ' FETCH ('
+  i = pollField(d, i, POLL_UID, 10, false);
+  if (i < 0) return false;
+  into.uid = pollFieldValue;
+  i = matchAt(d, i, LIST_FLAGS);
+  if (i < 0) return false;
+  into.flagsFrom = i;
+  const n = d.length;
+  for (; i < n; i++) {
+    const c = d[i]!;
+    if (c === 0x29) break;
+    if (c === 0x28 || c === 0x0d || c === 0x0a) return false;
+  }
+  into.flagsTo = i;
+  into.itemsTo = i + 1;
+  i = pollField(d, i, LIST_SIZE, 15, true);
+  if (i < 0) return false;
+  into.size = pollFieldValue;
+  i = matchAt(d, i, LIST_SP);
+  if (i < 0) return false;
+  i = matchAt(d, i, name);
+  if (i < 0) return false;
+  i = pollField(d, i, LIST_COUNT, 10, false);
+  if (i < 0) return false;
+  into.count = pollFieldValue;
+  return matchAt(d, i, LIST_END) === n;
+}
+
+const LIST_FLAGS = Buffer.from(' FLAGS (', 'latin1');
+const LIST_SIZE = Buffer.from(') RFC822.SIZE ', 'latin1');
+const LIST_SP = Buffer.from(' ', 'latin1');
+const LIST_COUNT = Buffer.from(' {', 'latin1');
+const LIST_END = Buffer.from('}\r\n', 'latin1');
+
+/** A list sync (CommandState.list): the header section's name as postern writes it, and the rendering keys of its RFC822.SIZE and header items. */
+interface ListSync {
+  name: Buffer;
+  sizeKey: string;
+  headerKey: string;
+}
 
 /** A header section no message has: fetching it non-PEEK sets \Seen at the cost of a few bytes. */
 const SEEN_MARKER = 'BODY[HEADER.FIELDS (X-POSTERN-SEEN)]';
@@ -383,8 +453,8 @@ interface CommandState {
   relayClean?: boolean;
   /** relayClean for a poll (the client asks for UID and RFC822.SIZE only): see pollLine. */
   pollLines?: boolean;
-  /** relayClean for a list sync (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]) without header rules: the header item's name (see listLines). */
-  listHeader?: string;
+  /** relayClean for a list sync (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (...)]) without header rules (see listAnswer). */
+  list?: ListSync;
   tag: string;
   uidCommand: boolean;
   items: FetchItem[];
@@ -1245,8 +1315,12 @@ export class ImapInspector implements ImapInterceptor {
       lh!.section?.part.length === 0 &&
       lh!.section.text === 'HEADER.FIELDS' &&
       this.deps.policy.headers.strip.length === 0
-    )
-      state.listHeader = itemInfo(lh!).name;
+    ) {
+      // a name no server's head can carry as listHeadAt reads it: the general path answers every response
+      const name = itemInfo(lh!).name;
+      const bytes = Buffer.from(name, 'latin1');
+      if (LIST_NAME.test(name) && bytes.toString('latin1') === name) state.list = { name: bytes, sizeKey: renderingKey(ls!), headerKey: renderingKey(lh!) };
+    }
     const marksSeen = parsed.items.some(setsSeen);
     if (reads && reads.length > 0) state.storeReads = { uids: reads.sort((a, b) => a - b), next: 0, batch: new Map() };
     if (state.fromCache) {
@@ -1260,7 +1334,7 @@ export class ImapInspector implements ImapInterceptor {
     return {
       upstreamCommand: build(upstreamItems),
       onUntagged: (parts, h) => (h.keyword === 'FETCH' ? this.onFetch(state, parts) : null),
-      ...(state.pollLines || state.listHeader !== undefined
+      ...(state.pollLines || state.list !== undefined
         ? { responseRun: (data: Buffer, start: number, limits: RunLimits, out: Buffer[]) => this.responseRun(state, data, start, limits, out) }
         : {}),
       continueWith: (parts, h) => this.secondHalf(state, parts, h),
@@ -1484,7 +1558,7 @@ export class ImapInspector implements ImapInterceptor {
     state.fromCache = false;
     state.relayClean = false;
     state.pollLines = false;
-    delete state.listHeader;
+    delete state.list;
     delete state.storeReads;
     return state.uidCommand ? `UID FETCH ${uidSet([...split.seen.keys()])} (${split.items})` : `FETCH ${uidSet([...split.seen.values()])} (${split.items})`;
   }
@@ -1608,7 +1682,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   private responseRun(state: CommandState, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
     if (state.pollLines) return this.pollRun(data, start, limits.maxLine, out);
-    if (state.listHeader !== undefined) return this.listRun(state.listHeader, data, start, limits, out);
+    if (state.list !== undefined) return this.listRun(state, state.list, data, start, limits, out);
     return start;
   }
 
@@ -1638,12 +1712,14 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /**
-   * responseRun of a list sync: the responses listLines relays as the server wrote them, one view of
-   * `data` for the run. A response is taken as the framer reads it: its first line up to the first LF,
-   * ending in a synchronizing `{n}` literal announcement, then n bytes, then the line `)` CRLF.
+   * responseRun of a list sync: the responses listAnswer answers, the server's as one view of `data`
+   * per stretch between the answers of messages the policy changed (each its own pieces). A response
+   * is taken as the framer reads it: its first line up to the first LF, ending in a synchronizing
+   * `{n}` literal announcement, then n bytes, then the line `)` CRLF.
    */
-  private listRun(name: string, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
+  private listRun(state: CommandState, list: ListSync, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
     let pos = start;
+    let same = start;
     while (pos < data.length) {
       const nl = data.indexOf(0x0a, pos);
       if (nl < 0 || nl + 1 - pos > limits.maxLine) break;
@@ -1654,10 +1730,16 @@ export class ImapInspector implements ImapInterceptor {
       const end = litEnd + 3;
       if (end > data.length || end - pos > limits.maxResponse) break;
       if (data[litEnd] !== 0x29 || data[litEnd + 1] !== 0x0d || data[litEnd + 2] !== 0x0a) break;
-      if (this.listLines(name, [head, data.subarray(nl + 1, litEnd), data.subarray(litEnd, end)]) === null) break;
+      const answer = this.listAnswer(list, head, data.subarray(nl + 1, litEnd), state);
+      if (answer === null) break;
+      if (answer !== SAME_LINE) {
+        if (pos > same) out.push(data.subarray(same, pos));
+        for (const piece of answer) out.push(piece);
+        same = end;
+      }
       pos = end;
     }
-    if (pos > start) out.push(data.subarray(start, pos));
+    if (pos > same) out.push(data.subarray(same, pos));
     return pos;
   }
 
@@ -1669,20 +1751,48 @@ export class ImapInspector implements ImapInterceptor {
    * to apply: the policy has none), its pieces are byte for byte what relayCleanResponse writes.
    * Anything else: null, the general path decides.
    */
-  private listLines(name: string, parts: Buffer[]): Buffer[] | null {
+  private listLines(list: ListSync, parts: Buffer[]): Buffer[] | null {
     const tail = parts[2]!;
-    if (tail.length !== 3 || tail[0] !== 0x29 || tail[1] !== 0x0d || tail[2] !== 0x0a || this.mailbox === null || this.uidValidity === null) return null;
-    const m = LIST_HEAD.exec(parts[0]!.toString('latin1'));
-    const literal = parts[1]!;
-    if (!m || m[5] !== name || m[6] !== String(literal.length)) return null;
-    const uid = Number(m[2]);
+    if (tail.length !== 3 || tail[0] !== 0x29 || tail[1] !== 0x0d || tail[2] !== 0x0a) return null;
+    return this.listAnswer(list, parts[0]!, parts[1]!, null) === SAME_LINE ? parts : null;
+  }
+
+  /**
+   * The answer to a list sync's response `head` literal `)` CRLF (listLines): SAME_LINE for a message
+   * stored clean (the server's bytes are the answer); with `state`, the answer for a message stored
+   * changed that the FETCH's memo of stored renderings holds (listStored); null: the general path decides.
+   */
+  private listAnswer(list: ListSync, head: Buffer, literal: Buffer, state: CommandState | null): Buffer[] | typeof SAME_LINE | null {
+    const m = this.listScratch;
+    if (this.mailbox === null || this.uidValidity === null || !listHeadAt(head, list.name, m) || m.count !== literal.length) return null;
+    const uid = m.uid;
     if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
+    if (!relayableFlags(m.flagsTo === m.flagsFrom ? '' : head.toString('latin1', m.flagsFrom, m.flagsTo))) return null;
     const size = this.cleanSizeOf(uid);
-    if (size === undefined || String(size) !== m[4]) return null;
-    if (!relayableFlags(m[3]!)) return null;
-    if (!isCrlfHeaderBlock(literal)) return null;
-    this.learnUid(Number(m[1]), uid);
-    return parts;
+    if (size === undefined) return state !== null ? this.listStored(state, list, head, m) : null;
+    if (size !== m.size || !isCrlfHeaderBlock(literal)) return null;
+    this.learnUid(m.seq, uid);
+    return SAME_LINE;
+  }
+
+  private readonly listScratch: ListHead = { seq: 0, uid: 0, size: 0, count: 0, itemsFrom: 0, itemsTo: 0, flagsFrom: 0, flagsTo: 0 };
+
+  /**
+   * A list sync's response (listAnswer: `head` read into `m`, flags the choke point relays) for a
+   * message not stored clean: exactly what onFetch answers it with when the FETCH's memo of stored
+   * renderings holds its RFC822.SIZE and header items (storedAnswer -> renderWith: the server's UID
+   * and FLAGS as it wrote them, the stored sanitised size and header, in that order); the server's size
+   * and header are not used, as there. null (the general path decides): not answered from the store,
+   * a split FETCH, metadata not vetted, not in the memo.
+   */
+  private listStored(state: CommandState, list: ListSync, head: Buffer, m: ListHead): Buffer[] | null {
+    if (!state.fromCache || state.split || !this.deps.listener.inspect.vetOnMetadata) return null;
+    const kept = this.commandMemo(state)?.uids.get(m.uid);
+    const size = kept?.items.get(list.sizeKey);
+    const header = kept?.items.get(list.headerKey);
+    if (size === undefined || header === undefined) return null;
+    this.learnUid(m.seq, m.uid);
+    return buildFetchResponseParts(m.seq, [head.subarray(m.itemsFrom, m.itemsTo), size, header]);
   }
 
   /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */
@@ -1702,8 +1812,8 @@ export class ImapInspector implements ImapInterceptor {
       const line = this.pollLine(parts[0]!);
       if (line) return line;
     }
-    if (state.listHeader !== undefined && parts.length === 3) {
-      const same = this.listLines(state.listHeader, parts);
+    if (state.list !== undefined && parts.length === 3) {
+      const same = this.listLines(state.list, parts);
       if (same) return same;
     }
     const resp = parseFetchResponse(parts);

@@ -63,6 +63,11 @@ interface Opts {
   /** A process memory budget the host leases from: its limit and the bytes already in use. */
   budget?: { limit: number; used: number };
   maxLineLength?: number;
+  /**
+   * The session first runs the list sync with Dovecot's answer (whole): the FETCH's memo of stored
+   * renderings then holds the altered messages' items, and the measured command answers them from it.
+   */
+  warm?: boolean;
 }
 
 /** A logged-in session (ESEARCH) that selected INBOX; the store's lookup behind the SELECT answered. */
@@ -140,6 +145,13 @@ interface Outcome {
 async function poll(o: Opts, answer: string, how: Feed, command = `p ${POLL}\r\n`): Promise<Outcome> {
   const t = session(o);
   expect(t.looked).toBe(true);
+  if (o.warm) {
+    t.client(`w ${LIST}\r\n`);
+    t.host.takeUpstream();
+    t.upstream(LIST_ANSWER + 'w OK Fetch completed.\r\n');
+    await settle();
+    expect(t.host.takeClient()).toMatch(/^\* 1 FETCH [\s\S]*\r\nw OK Fetch completed\.\r\n$/);
+  }
   const runs0 = heldFetchFastPath.runs;
   const lines0 = heldFetchFastPath.lines;
   t.client(command);
@@ -340,7 +352,7 @@ describe("the poll's batch path gives what the per-line path gives", () => {
 const FUZZ_CASES = Number(process.env.POLL_RUN_FUZZ_CASES ?? 150);
 
 /** Mutated copies of `base` (bounded: cases and time), cut at random places: each gives the per-line outcome. Returns the cases run. */
-async function fuzz(seed: number, base: string, command: string): Promise<number> {
+async function fuzz(seed: number, base: string, command: string, o: Omit<Opts, 'fast'> = {}): Promise<number> {
   const rnd = prng(seed);
   const ALPHABET = ['\r\n', ' ', '0', '9', '*', '(', ')', '{5}', '{40}', 'FETCH', 'UID', '\n', 'x'];
   const deadline = Date.now() + 15_000;
@@ -357,9 +369,9 @@ async function fuzz(seed: number, base: string, command: string): Promise<number
     }
     answer += DONE;
     const cuts = Array.from({ length: 4 }, () => Math.floor(rnd() * answer.length)).sort((a, b) => a - b);
-    const full = await poll({ fast: false }, answer, 'whole', command);
+    const full = await poll({ ...o, fast: false }, answer, 'whole', command);
     for (const how of ['whole', cuts] as Feed[]) {
-      const fast = await poll({ fast: true }, answer, how, command);
+      const fast = await poll({ ...o, fast: true }, answer, how, command);
       expect({ ...fast, runs: 0, lines: 0 }, JSON.stringify({ answer, how })).toEqual({ ...full, runs: 0, lines: 0 });
     }
   }
@@ -431,6 +443,39 @@ describe("a list sync's batch path gives what the response-by-response path give
     });
   }
 
+  it("a second list sync in the session: the altered messages answered in the run from the FETCH's memo, the same bytes as the first", async () => {
+    const first = await list(LIST_ANSWER);
+    const { full, fast } = await list(LIST_ANSWER, { warm: true });
+    expect(full.client).toBe(first.full.client);
+    // the whole answer in one read: one run takes every response, the altered ones too
+    expect(fast.runs).toBe(1);
+  });
+
+  const alteredHostile: [string, string, (o: Outcome) => void][] = [
+    ...hostile,
+    // the server's size and header of an altered message are not what the client gets (the stored ones are)
+    ['another size for an altered message', LIST_ANSWER.replace(listResponse(12), listResponse(12, { size: 5 })), (o) => expect(o.changed).toBe(0)],
+    ['another header for an altered message', LIST_ANSWER.replace(listResponse(24), listResponse(24, { literal: 'Subject: other\r\n\r\n' })), () => {}],
+    ["a bare LF in an altered message's header", LIST_ANSWER.replace(listResponse(30), listResponse(30, { literal: 'From: x\nSubject: y\r\n\r\n' })), () => {}],
+    [
+      'an altered message announcing more than its header',
+      LIST_ANSWER.replace(listResponse(6), listResponse(6, { count: `{${fields(6).length + 5}}` })),
+      (o) => expect(o.client).not.toContain(listResponse(7)),
+    ],
+    [
+      'an altered message with other flags',
+      LIST_ANSWER.replace(listResponse(36), listResponse(36, { flags: '\\Answered $Junk' })),
+      (o) => expect(o.client).toContain('FLAGS (\\Answered $Junk)'),
+    ],
+    ['an altered message with a UID the store does not know', LIST_ANSWER.replace(`UID ${uidOf(18)} `, 'UID 999 '), () => {}],
+  ];
+  for (const [what, answer, check] of alteredHostile) {
+    it(`a second list sync (altered messages from the memo), a hostile or odd answer: ${what}`, async () => {
+      const { full } = await list(answer, { warm: true });
+      check(full);
+    });
+  }
+
   it('under a memory budget: the run only where the whole rest of the read fits', async () => {
     const roomy = await list(LIST_ANSWER, { budget: { limit: 1 << 22, used: 0 } });
     expect(roomy.full.leased).toBe(0);
@@ -442,5 +487,9 @@ describe("a list sync's batch path gives what the response-by-response path give
 
   it('fuzzed (bounded: cases and time): mutated answers cut at random places give the response-by-response outcome', async () => {
     expect(await fuzz(5353, LIST_ANSWER, `p ${LIST}\r\n`)).toBeGreaterThanOrEqual(20);
+  });
+
+  it('fuzzed, a second list sync (altered messages from the memo): the response-by-response outcome', async () => {
+    expect(await fuzz(6464, LIST_ANSWER, `p ${LIST}\r\n`, { warm: true })).toBeGreaterThanOrEqual(20);
   });
 });
