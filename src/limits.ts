@@ -515,6 +515,10 @@ export const VERDICT_STORE_LIMITS = {
   maxSplitMissing: 1000,
   /** IMAP: FLAGS lists (the text between the parentheses) a process remembers as ones the choke point relays, for list syncs answered from the server's own response (a handful repeat thousands of times); past it the memo starts over. */
   flagListsKept: 1024,
+  /** IMAP: FETCH item lists (the text after the set) a process keeps parsed, as every reconnecting client's poll and list sync sends the same one; past it the memo starts over. */
+  fetchItemListsKept: 256,
+  /** IMAP: characters of an item list kept parsed (fetchItemListsKept); a longer one is parsed every time. */
+  fetchItemListChars: 1024,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
   signatureRefreshMs: 60_000,
   /** Deadline of one VERSION request to a clamd endpoint; no answer: no signature version, the store is not used until one is known. */

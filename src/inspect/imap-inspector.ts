@@ -215,6 +215,37 @@ function matchAt(d: Buffer, i: number, lit: Buffer): number {
   return i + lit.length;
 }
 
+/**
+ * parseFetchItems of the item lists clients send again and again (every reconnecting client's poll and
+ * list sync asks with the same text), kept per process: a new session's FETCH parsed its items anew
+ * on the path of the command to the server (about 75 us on a machine whose caches the client and
+ * the server had just used). Each list is frozen whole (its readers never modify one; a reader that
+ * tried would throw), so every session may hold the same objects. At most
+ * VERDICT_STORE_LIMITS.fetchItemListsKept texts of at most fetchItemListChars characters; past it the
+ * memo starts over. A parse error is not remembered (it throws, every time).
+ */
+const fetchItemLists = new Map<string, FetchItemList>();
+
+export function sharedFetchItems(text: string): FetchItemList {
+  const kept = fetchItemLists.get(text);
+  if (kept !== undefined) return kept;
+  const parsed = deepFreeze(parseFetchItems(text));
+  if (text.length <= VERDICT_STORE_LIMITS.fetchItemListChars) {
+    if (fetchItemLists.size >= VERDICT_STORE_LIMITS.fetchItemListsKept) fetchItemLists.clear();
+    fetchItemLists.set(text, parsed);
+  }
+  return parsed;
+}
+
+/** Freezes `v` and every object and array inside it. */
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}
+
 /** A list sync's header section name that listHeadAt can read: one the head's grammar allows there, in latin1. */
 const LIST_NAME = /^BODY\[HEADER\.FIELDS \([^()\r\n]*\)\]$/;
 
@@ -921,14 +952,14 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /**
-   * parseFetchItems of one command's item list, remembered for the next call with the same text: the
-   * relay offers each FETCH to refuse(), prepare() and intercept() in turn, which read the same items
-   * (a FetchItemList is never modified by its readers). A parse error is not remembered (it throws).
+   * parseFetchItems of one command's item list (sharedFetchItems), remembered for the next call with
+   * the same text: the relay offers each FETCH to refuse(), prepare() and intercept() in turn, which
+   * read the same items. A parse error is not remembered (it throws).
    */
   private fetchItems(text: string): FetchItemList {
     const m = this.itemsMemo;
     if (m !== null && m.text === text) return m.parsed;
-    const parsed = parseFetchItems(text);
+    const parsed = sharedFetchItems(text);
     this.itemsMemo = { text, parsed };
     return parsed;
   }
@@ -1718,6 +1749,8 @@ export class ImapInspector implements ImapInterceptor {
    * `{n}` literal announcement, then n bytes, then the line `)` CRLF.
    */
   private listRun(state: CommandState, list: ListSync, data: Buffer, start: number, limits: RunLimits, out: Buffer[]): number {
+    // the session's index of the store, looked at once for the run (nothing changes it between responses)
+    const ids = this.storeIds();
     let pos = start;
     let same = start;
     while (pos < data.length) {
@@ -1730,7 +1763,7 @@ export class ImapInspector implements ImapInterceptor {
       const end = litEnd + 3;
       if (end > data.length || end - pos > limits.maxResponse) break;
       if (data[litEnd] !== 0x29 || data[litEnd + 1] !== 0x0d || data[litEnd + 2] !== 0x0a) break;
-      const answer = this.listAnswer(list, head, data.subarray(nl + 1, litEnd), state);
+      const answer = this.listAnswer(list, head, data.subarray(nl + 1, litEnd), ids, state);
       if (answer === null) break;
       if (answer !== SAME_LINE) {
         if (pos > same) out.push(data.subarray(same, pos));
@@ -1754,7 +1787,7 @@ export class ImapInspector implements ImapInterceptor {
   private listLines(list: ListSync, parts: Buffer[]): Buffer[] | null {
     const tail = parts[2]!;
     if (tail.length !== 3 || tail[0] !== 0x29 || tail[1] !== 0x0d || tail[2] !== 0x0a) return null;
-    return this.listAnswer(list, parts[0]!, parts[1]!, null) === SAME_LINE ? parts : null;
+    return this.listAnswer(list, parts[0]!, parts[1]!, this.storeIds(), null) === SAME_LINE ? parts : null;
   }
 
   /**
@@ -1762,13 +1795,21 @@ export class ImapInspector implements ImapInterceptor {
    * stored clean (the server's bytes are the answer); with `state`, the answer for a message stored
    * changed that the FETCH's memo of stored renderings holds (listStored); null: the general path decides.
    */
-  private listAnswer(list: ListSync, head: Buffer, literal: Buffer, state: CommandState | null): Buffer[] | typeof SAME_LINE | null {
+  private listAnswer(
+    list: ListSync,
+    head: Buffer,
+    literal: Buffer,
+    ids: ReadonlyMap<number, boolean> | null,
+    state: CommandState | null,
+  ): Buffer[] | typeof SAME_LINE | null {
     const m = this.listScratch;
     if (this.mailbox === null || this.uidValidity === null || !listHeadAt(head, list.name, m) || m.count !== literal.length) return null;
     const uid = m.uid;
     if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
     if (!relayableFlags(m.flagsTo === m.flagsFrom ? '' : head.toString('latin1', m.flagsFrom, m.flagsTo))) return null;
-    const size = this.cleanSizeOf(uid);
+    // cleanSizeOf(uid), with the session's index (storeIds) looked at once by the caller
+    const maps = ids !== null && ids.get(uid) === true ? this.storeIndex!.maps : null;
+    const size = maps?.clean.has(uid) ? maps.cleanSize.get(uid) : undefined;
     if (size === undefined) return state !== null ? this.listStored(state, list, head, m) : null;
     if (size !== m.size || !isCrlfHeaderBlock(literal)) return null;
     this.learnUid(m.seq, uid);
