@@ -519,6 +519,10 @@ export const VERDICT_STORE_LIMITS = {
   fetchItemListsKept: 256,
   /** IMAP: characters of an item list kept parsed (fetchItemListsKept); a longer one is parsed every time. */
   fetchItemListChars: 1024,
+  /** Scope and mailbox-name hashes (SHA-256 of the tuple's text) a process keeps, as every new session of a mailbox hashes the same tuple; past it the memo starts over. */
+  tupleHashesKept: 4096,
+  /** Characters of a tuple's text whose hash is kept (tupleHashesKept); a longer one is hashed every time. */
+  tupleHashChars: 512,
   /** clamd's signature version (VERSION) is asked again after this; a change re-vets every message. */
   signatureRefreshMs: 60_000,
   /** Deadline of one VERSION request to a clamd endpoint; no answer: no signature version, the store is not used until one is known. */

@@ -726,9 +726,10 @@ export class ImapInspector implements ImapInterceptor {
     let maps: IndexView;
     let token: string | null = null;
     try {
-      // read before the index: a change in between makes the index look older than it is, never newer
-      token = this.deps.shared!.store.changeToken();
-      maps = indexMaps(this.deps.shared!.store.index(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox));
+      // the store's change token read before the index: a change in between makes the index look older than it is, never newer
+      const at = this.deps.shared!.store.indexAt(k.scope, k.basis, VERDICT_STORE_LIMITS.maxIdsPerMailbox);
+      token = at.token;
+      maps = indexMaps(at.rows);
     } catch (err) {
       this.storeFailed(err);
       return null;

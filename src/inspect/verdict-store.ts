@@ -104,17 +104,32 @@ interface Meta {
 
 /** SHA-256 hex of the scope tuple (unambiguous: JSON of the fields in a fixed order). */
 export function scopeId(s: VerdictScope): string {
-  return createHash('sha256')
-    .update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox, String(s.uidValidity)]))
-    .digest('hex');
+  return tupleHash(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox, String(s.uidValidity)]));
 }
 
 /** SHA-256 hex of a mailbox's name tuple without UIDVALIDITY (VerdictStore.mailboxScope, noteMailbox). */
 export function mailboxNameId(s: Omit<VerdictScope, 'uidValidity'>): string {
-  return createHash('sha256')
-    .update(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox]))
-    .digest('hex');
+  return tupleHash(JSON.stringify([s.protocol, s.upstream, s.user, s.mailbox]));
 }
+
+/**
+ * SHA-256 hex of a scope's or mailbox name's tuple text, kept per process for the texts every new
+ * session of the same mailbox hashes again (a reconnecting client's: about 40 us on the path of its
+ * first command, with the caches cold). At most VERDICT_STORE_LIMITS.tupleHashesKept texts of at most
+ * tupleHashChars characters; past it the memo starts over. The same answer as hashing every time.
+ */
+function tupleHash(text: string): string {
+  const kept = tupleHashes.get(text);
+  if (kept !== undefined) return kept;
+  const hash = createHash('sha256').update(text).digest('hex');
+  if (text.length <= VERDICT_STORE_LIMITS.tupleHashChars) {
+    if (tupleHashes.size >= VERDICT_STORE_LIMITS.tupleHashesKept) tupleHashes.clear();
+    tupleHashes.set(text, hash);
+  }
+  return hash;
+}
+
+const tupleHashes = new Map<string, string>();
 
 export function sha256(data: Buffer): string {
   return createHash('sha256').update(data).digest('hex');
@@ -367,16 +382,26 @@ export class VerdictStore {
    * what it derives from it by its identity, as the IMAP inspector does). Throws E_VERDICT_STORE.
    */
   index(scope: string, basis: VerdictBasis, limit: number): readonly IndexRow[] {
-    if (this.closed) return [];
+    return this.indexAt(scope, basis, limit).rows;
+  }
+
+  /**
+   * index() with the changeToken() of the store it was read from (read before the rows, as a caller
+   * reading changeToken() and then index() would: a change in between makes the index look older
+   * than it is, never newer), without a second query for it. Throws E_VERDICT_STORE.
+   */
+  indexAt(scope: string, basis: VerdictBasis, limit: number): { rows: readonly IndexRow[]; token: string } {
+    if (this.closed) return { rows: [], token: 'closed' };
     try {
       // a reconnecting client's new session reads the same index again: from memory while nothing changed
       const key = `${scope}\0${basis.policyHash}\0${basis.signatures}\0${limit}`;
       const version = this.stmts.dataVersion.get() as number;
+      const token = `${version}/${this.generation}`;
       const memo = this.indexMemo.get(key);
       if (memo && memo.version === version && memo.generation === this.generation) {
         this.indexMemo.delete(key);
         this.indexMemo.set(key, memo);
-        return memo.rows;
+        return { rows: memo.rows, token };
       }
       if (memo) this.forgetIndex(key);
       const rows = this.stmts.index.all(scope, basis.policyHash, basis.signatures, limit) as [string, number, string, number, number][];
@@ -394,9 +419,8 @@ export class VerdictStore {
           if (this.indexMemoIds <= VERDICT_STORE_LIMITS.indexMemoIds) break;
           this.forgetIndex(oldest);
         }
-        return out;
       }
-      return out;
+      return { rows: out, token };
     } catch (err) {
       throw storeError('read', err);
     }

@@ -105,7 +105,9 @@ describe('SMTP', () => {
   });
 
   it('a disconnect in the middle of DATA is temporary (the server cannot have the message); the data end was never signalled', async () => {
-    const big = Buffer.concat([MSG, Buffer.alloc(4 * 1024 * 1024, 'x'), Buffer.from('\r\n')]);
+    // larger than the kernel can take into its socket buffers before the server's reset arrives (with
+    // net.ipv4.tcp_wmem up to 4 MiB, a 4 MiB message could be accepted whole and its end signalled)
+    const big = Buffer.concat([MSG, Buffer.alloc(32 * 1024 * 1024, 'x'), Buffer.from('\r\n')]);
     const d = await setup({ disconnectInData: { afterBytes: 1000 } });
     let ended = false;
     const r = await d.send({ from: 'a@example.net', to: ['x@example.com'], data: big, onDataEnd: () => (ended = true) });

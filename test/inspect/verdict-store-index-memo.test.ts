@@ -7,11 +7,13 @@
  * IMAP inspector keys the maps it builds from it by its identity): no caller can change what the next
  * one reads.
  */
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { scopeId, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { mailboxNameId, scopeId, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { storedVerdict } from '../helpers/stored-verdicts.js';
 
 let dir: string;
@@ -106,5 +108,49 @@ describe('VerdictStore.index() from memory while nothing changed', () => {
     expect(q).toHaveBeenCalledTimes(3);
     expect(ids(a)).toEqual(['2 true changed 102 52', '3 true clean 103 103']);
     expect(q).toHaveBeenCalledTimes(3);
+  });
+
+  it('indexAt(): the rows index() answers and the changeToken() of the store they were read from, on every path', () => {
+    for (const i of [1, 2]) a.put(scope, String(i), BASIS, verdict(i));
+    const first = a.indexAt(scope, BASIS, 1000);
+    expect(first.token).toBe(a.changeToken());
+    expect(first.rows.map((r) => r.join(' ')).sort()).toEqual(['1 true clean 101 101', '2 true clean 102 102']);
+    // from memory: the same rows, the same token
+    const again = a.indexAt(scope, BASIS, 1000);
+    expect(again.rows).toBe(first.rows);
+    expect(again.token).toBe(first.token);
+    // this connection's write, another's: a new token, read again
+    a.put(scope, '3', BASIS, verdict(3));
+    const own = a.indexAt(scope, BASIS, 1000);
+    expect(own.token).not.toBe(first.token);
+    expect(own.token).toBe(a.changeToken());
+    expect(own.rows).toHaveLength(3);
+    b.delete(scope, '1', BASIS);
+    const other = a.indexAt(scope, BASIS, 1000);
+    expect(other.token).not.toBe(own.token);
+    expect(other.token).toBe(a.changeToken());
+    expect(other.rows).toHaveLength(2);
+    expect(a.index(scope, BASIS, 1000)).toBe(other.rows);
+    a.close();
+    expect(a.indexAt(scope, BASIS, 1000)).toEqual({ rows: [], token: 'closed' });
+    expect(a.changeToken()).toBe('closed');
+  });
+});
+
+describe('scopeId and mailboxNameId', () => {
+  it('are the SHA-256 of the tuple, however often asked (kept per process), for any tuple', () => {
+    const want = (t: unknown[]) => createHash('sha256').update(JSON.stringify(t)).digest('hex');
+    for (let i = 0; i < 3; i++) {
+      expect(scopeId(SCOPE)).toBe(want(['imap', 'mail.example.test:993', 'alice', 'INBOX', '7']));
+      expect(mailboxNameId(SCOPE)).toBe(want(['imap', 'mail.example.test:993', 'alice', 'INBOX']));
+    }
+    // tuples that differ anywhere (one that would look alike if joined) are other ids; a long one is hashed every time
+    expect(scopeId({ ...SCOPE, user: 'alice', mailbox: 'INBOX' })).not.toBe(scopeId({ ...SCOPE, user: 'alice","INBOX', mailbox: '' }));
+    const long = { ...SCOPE, mailbox: 'x'.repeat(VERDICT_STORE_LIMITS.tupleHashChars) };
+    expect(scopeId(long)).toBe(want(['imap', 'mail.example.test:993', 'alice', long.mailbox, '7']));
+    // more tuples than are kept: the memo starts over, the answers stay the same
+    for (let i = 0; i <= VERDICT_STORE_LIMITS.tupleHashesKept; i++) scopeId({ ...SCOPE, uidValidity: 1000 + i });
+    expect(scopeId({ ...SCOPE, uidValidity: 1000 })).toBe(want(['imap', 'mail.example.test:993', 'alice', 'INBOX', '1000']));
+    expect(scopeId(SCOPE)).toBe(want(['imap', 'mail.example.test:993', 'alice', 'INBOX', '7']));
   });
 });
