@@ -981,7 +981,7 @@ export class ImapInspector implements ImapInterceptor {
         // fail closed: what postern cannot parse it cannot inspect (PREVIEW (LAZY), SNIPPET (FUZZY), ...)
         return `postern: ${(err as Error).message}`;
       }
-      const unsafe = items.find((i) => classifyItem(i) === 'metadata' && !SAFE_METADATA.has(i.name));
+      const unsafe = items.find((i) => itemInfo(i).cls === 'metadata' && !SAFE_METADATA.has(i.name));
       if (unsafe) return `postern: FETCH item ${unsafe.name} is not available through this inspecting proxy`;
       return null;
     }
@@ -1012,7 +1012,7 @@ export class ImapInspector implements ImapInterceptor {
       return null;
     }
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
-    const classes = items.map(classifyItem);
+    const classes = items.map((i) => itemInfo(i).cls);
     const hasEnvelope = items.some(isEnvelope);
     const needContent =
       classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (this.vetOnEnvelope && c === 'header')) ||
@@ -1248,7 +1248,7 @@ export class ImapInspector implements ImapInterceptor {
     }
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     const vetEnv = this.vetOnEnvelope;
-    const classes = parsed.items.map(classifyItem);
+    const classes = parsed.items.map((i) => itemInfo(i).cls);
     const hasEnvelope = parsed.items.some(isEnvelope);
     // vet_on_envelope: what a message list is built from (ENVELOPE, the header) shows the vetted message
     const needContent = classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (vetEnv && c === 'header')) || (vetEnv && hasEnvelope);
@@ -1547,7 +1547,7 @@ export class ImapInspector implements ImapInterceptor {
   private storeAnswers(items: FetchItem[]): boolean {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     return items.every((i) => {
-      const cls = classifyItem(i);
+      const cls = itemInfo(i).cls;
       return cls === 'metadata' || cls === 'header' || (cls === 'content-metadata' && (i.name !== 'BINARY.SIZE' || !vetMeta));
     });
   }
@@ -1605,7 +1605,7 @@ export class ImapInspector implements ImapInterceptor {
   private serverAnswersClean(items: FetchItem[]): boolean {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
     return items.every((i) => {
-      const cls = classifyItem(i);
+      const cls = itemInfo(i).cls;
       if (cls === 'metadata') return true;
       if (cls === 'content-metadata') return !vetMeta || i.name === 'RFC822.SIZE';
       return cls === 'header' && !i.partial;
