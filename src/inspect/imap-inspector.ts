@@ -32,7 +32,6 @@ import {
   type FetchResponseItem,
   parseFetchResponse,
 } from '../protocol/imap/fetch-response.js';
-import { parseLiteralTail } from '../protocol/imap/framer.js';
 import type { CommandHead, ResponseHead } from '../protocol/imap/parse.js';
 import { checkRelayedFetchItem, METADATA_FETCH_ITEMS } from '../protocol/imap/response-screen.js';
 import { literalBytes, uidSet } from '../protocol/imap/write.js';
@@ -256,9 +255,8 @@ export interface ListHead {
   size: number;
   /** The literal's announced length. */
   count: number;
-  /** Where `UID uid FLAGS (flags)` begins and ends (after its `)`) in the head. */
+  /** Where `UID uid FLAGS (flags)` begins in the head (it ends after the `)` at flagsTo). */
   itemsFrom: number;
-  itemsTo: number;
   /** Where the flags inside FLAGS ( ) begin and end. */
   flagsFrom: number;
   flagsTo: number;
@@ -293,7 +291,6 @@ export function listHeadAt(d: Buffer, name: Buffer, into: ListHead): boolean {
     if (c === 0x28 || c === 0x0d || c === 0x0a) return false;
   }
   into.flagsTo = i;
-  into.itemsTo = i + 1;
   i = pollField(d, i, LIST_SIZE, 15, true);
   if (i < 0) return false;
   into.size = pollFieldValue;
@@ -815,8 +812,14 @@ export class ImapInspector implements ImapInterceptor {
    * ones); undefined otherwise.
    */
   private cleanSizeOf(uid: number): number | undefined {
-    if (!this.storedClean(uid)) return undefined;
-    return this.storeIndex!.maps.cleanSize.get(uid);
+    return this.cleanSizeIn(this.storeIds(), uid);
+  }
+
+  /** cleanSizeOf with the session's index (`ids`, storeIds()) looked up by the caller, once for a run of responses. */
+  private cleanSizeIn(ids: ReadonlyMap<number, boolean> | null, uid: number): number | undefined {
+    if (ids === null || ids.get(uid) !== true) return undefined;
+    const maps = this.storeIndex!.maps;
+    return maps.clean.has(uid) ? maps.cleanSize.get(uid) : undefined;
   }
 
   /**
@@ -1690,13 +1693,12 @@ export class ImapInspector implements ImapInterceptor {
     if (this.cache.hasMessage(mailbox, uidValidity, uid)) return null;
     // stored with metadata (storeIds), as cleanSizeOf and the altered branch below read it
     if (ids === null || ids.get(uid) !== true) return null;
-    const maps = this.storeIndex!.maps;
-    const size = maps.clean.has(uid) ? maps.cleanSize.get(uid) : undefined;
+    const size = this.cleanSizeIn(ids, uid);
     if (size === undefined) {
       // altered (or stored with another size): its sanitised size from the session's index of the
       // store, as renderStored writes it (UID from the server, the stored RFC822.SIZE, which is the
       // sanitised message's length): no store read per message; the server's size is not used
-      const out = maps.storedSize.get(uid);
+      const out = this.storeIndex!.maps.storedSize.get(uid);
       if (out === undefined) return null;
       this.learnUid(seq, uid);
       return Buffer.from(`* ${seq} FETCH (UID ${uid} RFC822.SIZE ${out})\r\n`, 'latin1');
@@ -1758,13 +1760,14 @@ export class ImapInspector implements ImapInterceptor {
       const nl = data.indexOf(0x0a, pos);
       if (nl < 0 || nl + 1 - pos > limits.maxLine) break;
       const head = data.subarray(pos, nl + 1);
-      const lit = parseLiteralTail(head);
-      if (lit === null || lit.nonSync || lit.binary || lit.size === 0 || lit.size > limits.maxLiteral) break;
-      const litEnd = nl + 1 + lit.size;
+      // the head read once: a synchronizing literal of `count` (> 0) bytes follows it, or no response the run takes
+      const m = this.listScratch;
+      if (!listHeadAt(head, list.name, m) || m.count > limits.maxLiteral) break;
+      const litEnd = nl + 1 + m.count;
       const end = litEnd + 3;
       if (end > data.length || end - pos > limits.maxResponse) break;
       if (data[litEnd] !== 0x29 || data[litEnd + 1] !== 0x0d || data[litEnd + 2] !== 0x0a) break;
-      const answer = this.listAnswer(list, head, data.subarray(nl + 1, litEnd), ids, state);
+      const answer = this.listAnswer(head, m, data.subarray(nl + 1, litEnd), ids, state);
       if (answer === null) break;
       if (answer !== SAME_LINE) {
         if (pos > same) out.push(data.subarray(same, pos));
@@ -1788,36 +1791,35 @@ export class ImapInspector implements ImapInterceptor {
   private listLines(list: ListSync, parts: Buffer[]): Buffer[] | null {
     const tail = parts[2]!;
     if (tail.length !== 3 || tail[0] !== 0x29 || tail[1] !== 0x0d || tail[2] !== 0x0a) return null;
-    return this.listAnswer(list, parts[0]!, parts[1]!, this.storeIds(), null) === SAME_LINE ? parts : null;
+    const m = this.listScratch;
+    if (!listHeadAt(parts[0]!, list.name, m)) return null;
+    return this.listAnswer(parts[0]!, m, parts[1]!, this.storeIds(), null) === SAME_LINE ? parts : null;
   }
 
   /**
-   * The answer to a list sync's response `head` literal `)` CRLF (listLines): SAME_LINE for a message
+   * The answer to a list sync's response `head` (read by listHeadAt into `m`) literal `)` CRLF: SAME_LINE for a message
    * stored clean (the server's bytes are the answer); with `state`, the answer for a message stored
    * changed that the FETCH's memo of stored renderings holds (listStored); null: the general path decides.
    */
   private listAnswer(
-    list: ListSync,
     head: Buffer,
+    m: ListHead,
     literal: Buffer,
     ids: ReadonlyMap<number, boolean> | null,
     state: CommandState | null,
   ): Buffer[] | typeof SAME_LINE | null {
-    const m = this.listScratch;
-    if (this.mailbox === null || this.uidValidity === null || !listHeadAt(head, list.name, m) || m.count !== literal.length) return null;
+    if (this.mailbox === null || this.uidValidity === null || m.count !== literal.length) return null;
     const uid = m.uid;
     if (this.cache.hasMessage(this.mailbox, this.uidValidity, uid)) return null;
     if (!relayableFlags(m.flagsTo === m.flagsFrom ? '' : head.toString('latin1', m.flagsFrom, m.flagsTo))) return null;
-    // cleanSizeOf(uid), with the session's index (storeIds) looked at once by the caller
-    const maps = ids !== null && ids.get(uid) === true ? this.storeIndex!.maps : null;
-    const size = maps?.clean.has(uid) ? maps.cleanSize.get(uid) : undefined;
-    if (size === undefined) return state !== null ? this.listStored(state, list, head, m) : null;
+    const size = this.cleanSizeIn(ids, uid);
+    if (size === undefined) return state?.list !== undefined ? this.listStored(state, state.list, head, m) : null;
     if (size !== m.size || !isCrlfHeaderBlock(literal)) return null;
     this.learnUid(m.seq, uid);
     return SAME_LINE;
   }
 
-  private readonly listScratch: ListHead = { seq: 0, uid: 0, size: 0, count: 0, itemsFrom: 0, itemsTo: 0, flagsFrom: 0, flagsTo: 0 };
+  private readonly listScratch: ListHead = { seq: 0, uid: 0, size: 0, count: 0, itemsFrom: 0, flagsFrom: 0, flagsTo: 0 };
 
   /**
    * A list sync's response (listAnswer: `head` read into `m`, flags the choke point relays) for a
@@ -1834,7 +1836,7 @@ export class ImapInspector implements ImapInterceptor {
     const header = kept?.items.get(list.headerKey);
     if (size === undefined || header === undefined) return null;
     this.learnUid(m.seq, m.uid);
-    return buildFetchResponseParts(m.seq, [head.subarray(m.itemsFrom, m.itemsTo), size, header]);
+    return buildFetchResponseParts(m.seq, [head.subarray(m.itemsFrom, m.flagsTo + 1), size, header]);
   }
 
   /** The UIDs of `set` the store holds changed with metadata (ascending), or null when postern cannot tell the set's UIDs. */

@@ -21,7 +21,7 @@ function byRegex(s: string): Read | null {
 }
 function byBytes(s: string): Read | null {
   const d = Buffer.from(s, 'latin1');
-  const m: ListHead = { seq: -1, uid: -1, size: -1, count: -1, itemsFrom: -1, itemsTo: -1, flagsFrom: -1, flagsTo: -1 };
+  const m: ListHead = { seq: -1, uid: -1, size: -1, count: -1, itemsFrom: -1, flagsFrom: -1, flagsTo: -1 };
   if (!listHeadAt(d, Buffer.from(NAME, 'latin1'), m)) return null;
   return {
     seq: m.seq,
@@ -29,7 +29,7 @@ function byBytes(s: string): Read | null {
     size: m.size,
     count: m.count,
     flags: d.toString('latin1', m.flagsFrom, m.flagsTo),
-    items: d.toString('latin1', m.itemsFrom, m.itemsTo),
+    items: d.toString('latin1', m.itemsFrom, m.flagsTo + 1),
   };
 }
 const agree = (s: string) => expect(byBytes(s), JSON.stringify(s)).toEqual(byRegex(s));

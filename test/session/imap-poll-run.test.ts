@@ -63,6 +63,9 @@ interface Opts {
   /** A process memory budget the host leases from: its limit and the bytes already in use. */
   budget?: { limit: number; used: number };
   maxLineLength?: number;
+  /** Set after the login, the lookup and the warm-up list sync (whose responses they may not allow). */
+  maxLiteralSize?: number;
+  maxBufferedBytes?: number;
   /**
    * The session first runs the list sync with Dovecot's answer (whole): the FETCH's memo of stored
    * renderings then holds the altered messages' items, and the measured command answers them from it.
@@ -152,6 +155,8 @@ async function poll(o: Opts, answer: string, how: Feed, command = `p ${POLL}\r\n
     await settle();
     expect(t.host.takeClient()).toMatch(/^\* 1 FETCH [\s\S]*\r\nw OK Fetch completed\.\r\n$/);
   }
+  if (o.maxLiteralSize !== undefined) t.host.listener.limits.maxLiteralSize = o.maxLiteralSize;
+  if (o.maxBufferedBytes !== undefined) t.host.listener.limits.maxBufferedBytes = o.maxBufferedBytes;
   const runs0 = heldFetchFastPath.runs;
   const lines0 = heldFetchFastPath.lines;
   t.client(command);
@@ -473,6 +478,37 @@ describe("a list sync's batch path gives what the response-by-response path give
     it(`a second list sync (altered messages from the memo), a hostile or odd answer: ${what}`, async () => {
       const { full } = await list(answer, { warm: true });
       check(full);
+    });
+  }
+
+  // the first message whose header literal (whole response) is longer than every one before it: the limit is one byte below it
+  const overLimit: [string, (i: number) => number, (n: number) => Omit<Opts, 'fast'>, string][] = [
+    ['a header literal over max_literal_size', (i) => fields(i).length, (n) => ({ maxLiteralSize: n }), 'error:E_LITERAL_TOO_LARGE'],
+    ['a response over max_buffered_bytes', (i) => listResponse(i).length, (n) => ({ maxBufferedBytes: n }), 'error:E_BUFFER_LIMIT'],
+  ];
+  for (const [what, size, limits, closed] of overLimit) {
+    it(`${what} ends the session as the response-by-response path ends it, however the read is cut, also on a second list sync`, async () => {
+      const sizes = Array.from({ length: N }, (_, k) => size(k + 1));
+      const k = sizes.findIndex((len, i) => i > 0 && len > Math.max(...sizes.slice(0, i))) + 1;
+      expect(k).toBeGreaterThan(1);
+      const at = LIST_ANSWER.indexOf(`* ${k} FETCH`);
+      for (const warm of [false, true])
+        for (const fast of [false, true])
+          for (const [how, before] of [
+            ['whole', false],
+            ['bytes', true],
+            [[at - 3], false],
+            [[at + 4], true],
+            [[at - 200, at + 20], true],
+          ] as [Feed, boolean][]) {
+            const r = await poll({ fast, warm, ...limits(size(k) - 1) }, LIST_ANSWER + DONE, how, `p ${LIST}\r\n`);
+            const seen = JSON.stringify({ warm, fast, how });
+            expect(r.closed, seen).toBe(closed);
+            expect(r.client, seen).not.toContain(`* ${k} FETCH`);
+            expect(r.client, seen).not.toContain('p OK');
+            // the message before it is answered unless its end arrived in the read that shows the excess
+            if (before) expect(r.client, seen).toContain(`* ${k - 1} FETCH`);
+          }
     });
   }
 
