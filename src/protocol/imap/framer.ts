@@ -43,26 +43,69 @@ const LF = 0x0a;
 
 /** Parses a literal announcement at the end of a line (`... {123}\r\n`). */
 export function parseLiteralTail(line: Buffer): LiteralInfo | null {
-  let end = line.length;
-  if (end > 0 && line[end - 1] === LF) end--;
-  if (end > 0 && line[end - 1] === 0x0d) end--;
-  if (end < 3 || line[end - 1] !== 0x7d /* } */) return null;
+  const open = literalTailAt(line, 0, line.length);
+  if (open < 0) return null;
+  const binary = open > 0 && line[open - 1] === 0x7e; /* ~ */
+  return { size: tailSize, nonSync: tailNonSync, binary };
+}
+
+/** What literalTailAt read last: the literal's size (Number.MAX_SAFE_INTEGER past 15 digits) and whether it is `{n+}` / `{n-}`. */
+let tailSize = 0;
+let tailNonSync = false;
+
+/**
+ * Where the literal announcement ending the line `buf[start, end)` (its CRLF or LF included) begins (its
+ * `{`), or -1 when the line announces none; its size and kind in tailSize and tailNonSync. No object is
+ * made: the framer reads every line with it, and a pure relay's run every line of a list sync.
+ */
+function literalTailAt(buf: Buffer, start: number, end: number): number {
+  if (end > start && buf[end - 1] === LF) end--;
+  if (end > start && buf[end - 1] === 0x0d) end--;
+  if (end - start < 3 || buf[end - 1] !== 0x7d /* } */) return -1;
   let i = end - 2;
   let nonSync = false;
-  if (line[i] === 0x2b /* + */ || line[i] === 0x2d /* - */) {
+  if (buf[i] === 0x2b /* + */ || buf[i] === 0x2d /* - */) {
     nonSync = true;
     i--;
   }
   const digitsEnd = i + 1;
-  while (i >= 0 && line[i]! >= 0x30 && line[i]! <= 0x39) i--;
+  while (i >= start && buf[i]! >= 0x30 && buf[i]! <= 0x39) i--;
   const digitsStart = i + 1;
-  if (digitsStart === digitsEnd || i < 0 || line[i] !== 0x7b /* { */) return null;
-  if (digitsEnd - digitsStart > 15) return { size: Number.MAX_SAFE_INTEGER, nonSync, binary: false };
-  // at most 15 decimal digits: exact in a double, read without making a string (a list sync has one per message)
-  let size = 0;
-  for (let d = digitsStart; d < digitsEnd; d++) size = size * 10 + (line[d]! - 0x30);
-  const binary = i > 0 && line[i - 1] === 0x7e; /* ~ */
-  return { size, nonSync, binary };
+  if (digitsStart === digitsEnd || i < start || buf[i] !== 0x7b /* { */) return -1;
+  tailNonSync = nonSync;
+  if (digitsEnd - digitsStart > 15) tailSize = Number.MAX_SAFE_INTEGER;
+  else {
+    // at most 15 decimal digits: exact in a double, read without making a string (a list sync has one per message)
+    let size = 0;
+    for (let d = digitsStart; d < digitsEnd; d++) size = size * 10 + (buf[d]! - 0x30);
+    tailSize = size;
+  }
+  return i;
+}
+
+/**
+ * The end (the index after its last byte) of the whole command or response that starts at `start` of
+ * `data` (at a boundary of the stream: nothing of it framed yet), when ImapFramer, fed `data[start..]`
+ * in that state, would frame all of it without an error, every literal complete within `data`; else -1
+ * (it does not end in `data`, a line is over the line limit, a literal over the literal limit: the
+ * framer decides, and throws where it throws). A run of whole responses relayed as they are reads them
+ * with this instead of framing each (issue 10: a pure relay's list sync is thousands of them), and the
+ * framer's state after them is the state before them (at a boundary).
+ */
+export function wholeMessageEnd(data: Buffer, start: number, limits: FramerLimits): number {
+  let p = start;
+  for (;;) {
+    const nl = data.indexOf(LF, p);
+    if (nl < 0) return -1;
+    const length = nl + 1 - p;
+    // as ImapFramer.push: the limit is on the line without its CRLF (or bare LF)
+    const content = length - (length >= 2 && data[nl - 1] === 0x0d ? 2 : 1);
+    if (content > limits.maxLineLength) return -1;
+    if (literalTailAt(data, p, nl + 1) < 0) return nl + 1;
+    if (tailSize > limits.maxLiteralSize) return -1;
+    p = nl + 1 + tailSize;
+    if (p > data.length) return -1;
+  }
 }
 
 export class ImapFramer {

@@ -280,7 +280,8 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         piece = data.subarray(pos, Math.min(data.length, pos + this.upstreamFramer.literalLeft));
         pos += piece.length;
       } else {
-        // a run of FETCH responses the interceptor answers at once, taken whole at a response boundary (Relay.upstreamRun)
+        // a run of FETCH responses taken whole at a response boundary (Relay.upstreamRun): ones the interceptor answers
+        // at once, or on a pure relay whole `* n FETCH` responses forwarded as they are
         if (this.upstreamFramer.atBoundary) {
           try {
             pos = this.relay.upstreamRun(run, data, pos);

@@ -20,7 +20,7 @@
 import { ErrorCodes, PosternError } from '../../errors.js';
 import { GATE_PAUSE_BYTES, HELD_ADMIT_MIN_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES, UID_LOOKUP_LIMITS } from '../../limits.js';
 import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
-import { type Frame, type LineFrame, MessageAssembler } from '../../protocol/imap/framer.js';
+import { type Frame, type LineFrame, MessageAssembler, wholeMessageEnd } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { screenResponse } from '../../protocol/imap/response-screen.js';
 import { ENABLE_ALLOWED, filterCapabilities } from '../imap-capabilities.js';
@@ -441,13 +441,17 @@ export class Relay {
   }
 
   /**
-   * The intercepted command whose responseRun may take upstream bytes (the core offers them at each
-   * response boundary: ImapSession.onUpstreamData, and cuts a read into lines and literal data
-   * between runs), or null: the fast paths on, an interceptor, and the first intercepted command in
-   * flight (the target of every held response, as in heldFetchLine) has a batch path.
+   * What may take a run of upstream bytes (the core offers them at each response boundary:
+   * ImapSession.onUpstreamData, and cuts a read into lines and literal data between runs), or null
+   * (the fast paths off):
+   * - on an inspecting listener, the first intercepted command in flight (the target of every held
+   *   response, as in heldFetchLine) when it has a batch path;
+   * - on a pure relay (no interceptor), PURE_RUN: the `* n FETCH` responses forwardsUntaggedFetch would
+   *   forward frame by frame (pureRun).
    */
-  runTarget(): InterceptedCommand | null {
-    if (!heldFetchFastPath.enabled || this.core.interceptor === null) return null;
+  runTarget(): InterceptedCommand | typeof PURE_RUN | null {
+    if (!heldFetchFastPath.enabled) return null;
+    if (this.core.interceptor === null) return PURE_RUN;
     for (let i = 0; i < this.inflight.length; i++) {
       const ic = this.inflight[i]!.intercepted;
       if (ic) return ic.responseRun ? ic : null;
@@ -455,8 +459,42 @@ export class Relay {
     return null;
   }
 
+  /** A run from `data[start..]` for runTarget's target; the index after what it took. */
+  upstreamRun(target: InterceptedCommand | typeof PURE_RUN, data: Buffer, start: number): number {
+    return target === PURE_RUN ? this.pureRun(data, start) : this.interceptedRun(target, data, start);
+  }
+
   /**
-   * A run of FETCH responses from `data[start..]` for `ic` (runTarget), without frames, a response head,
+   * The pure relay's run (issue 10: a list sync through it is thousands of `* n FETCH` responses, each
+   * a line, its header literal and `)`, and framing them one by one, three frames and three writes
+   * each, cost the relay about 3 us a message): the whole `* n FETCH` responses from `start` go to the
+   * client as one view of the read, exactly the bytes the frame-by-frame path would forward for them.
+   * Taken only where that path would forward each of them as it is: nothing held or waiting for
+   * admission, no intercepted command in flight (none can be without an interceptor; checked all the
+   * same, as forwardsUntaggedFetch), each response whole in `data` and within the framer's line and
+   * literal limits (wholeMessageEnd). The run stops at anything else (another response, a FETCH cut by
+   * the read's end, a limit the framer enforces), which goes through the framer from a boundary, as it
+   * would have. Returns the index after the responses taken.
+   */
+  private pureRun(data: Buffer, start: number): number {
+    if (this.memoryWait || this.upstreamResponse !== null || this.core.interceptor !== null) return start;
+    for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return start;
+    const limits = this.host.listener.limits;
+    let end = start;
+    while (end < data.length && isUntaggedFetch(data, end)) {
+      const next = wholeMessageEnd(data, end, limits);
+      if (next < 0) break;
+      end = next;
+    }
+    if (end > start) {
+      heldFetchFastPath.runs++;
+      this.out.send(data.subarray(start, end));
+    }
+    return end;
+  }
+
+  /**
+   * A run of FETCH responses from `data[start..]` for `ic` (runTarget on an inspecting listener), without frames, a response head,
    * an assembler or a lease per response: what heldFetchLine and the held path do response by response
    * (each answer sent at once, its bytes leased from the budget while it is handled), once for the
    * run. Only where heldFetchLine would take a line: no admission wait, no response being assembled.
@@ -466,7 +504,7 @@ export class Relay {
    * logs) as before. Its literals stay below HELD_ADMIT_MIN_BYTES, so no admission is ever skipped.
    * Returns the index after the responses taken.
    */
-  upstreamRun(ic: InterceptedCommand, data: Buffer, start: number): number {
+  private interceptedRun(ic: InterceptedCommand, data: Buffer, start: number): number {
     if (this.memoryWait || this.upstreamResponse !== null) return start;
     let lease: MemoryLease | null = null;
     if (this.host.reserveMemory) {
@@ -1215,6 +1253,9 @@ type GateItem = { kind: 'data'; data: Buffer; tag: string } | { kind: 'plus'; re
  */
 export const heldFetchFastPath = { enabled: true, lines: 0, runs: 0 };
 
+/** runTarget's target on a pure relay (pureRun). */
+export const PURE_RUN = 'pure relay';
+
 /** What parseResponseHead says of every line isUntaggedFetch accepts, as far as the relay reads it (the number is not read). */
 const UNTAGGED_FETCH_HEAD: ResponseHead = Object.freeze({ kind: 'untagged', keyword: 'FETCH', text: '' });
 
@@ -1224,11 +1265,11 @@ const isAlpha = (c: number | undefined): boolean => c !== undefined && ((c >= 0x
  * `* <digits> FETCH` followed by anything but a letter: parseResponseHead reads every such line as an
  * untagged response with keyword FETCH (its `^(\d+) ([A-Za-z]+)` rule), and no other line is accepted.
  */
-export function isUntaggedFetch(line: Buffer): boolean {
-  if (line[0] !== 0x2a /* * */ || line[1] !== 0x20) return false;
-  let i = 2;
+export function isUntaggedFetch(line: Buffer, at = 0): boolean {
+  if (line[at] !== 0x2a /* * */ || line[at + 1] !== 0x20) return false;
+  let i = at + 2;
   for (let c = line[i]; c !== undefined && c >= 0x30 && c <= 0x39; c = line[++i]);
-  if (i === 2 || line[i] !== 0x20) return false;
+  if (i === at + 2 || line[i] !== 0x20) return false;
   return (
     line[i + 1] === 0x46 /* F */ &&
     line[i + 2] === 0x45 /* E */ &&
