@@ -276,6 +276,16 @@ export const RELAY_WRITE_COPY_BYTES = 16 * 1024;
 export const RELAY_WRITE_PAUSE_BYTES = 256 * 1024;
 
 /**
+ * A pure relay's plain upstream socket reads into buffers postern sizes (src/relay/read-buffer.ts,
+ * node's `onread`) instead of node's 64 KiB stream reads. A socket that reads little reads into one
+ * buffer of RELAY_READ_MIN_BYTES shared by the process (each read copied out at once): an idle session
+ * keeps no read buffer. Reads that fill half of a buffer make the socket's next one 4 times larger, up
+ * to RELAY_READ_MAX_BYTES, and are handed on without a copy; reads under a quarter shrink it again.
+ */
+export const RELAY_READ_MIN_BYTES = 1024;
+export const RELAY_READ_MAX_BYTES = 256 * 1024;
+
+/**
  * V8's old-generation growing factor for the long-running commands (`serve`, `collect`), as
  * `--heap-growing-percent` (factor 1 + this / 100), set at their start (src/heap-tuning.ts) unless the
  * node command line sets it. V8 otherwise picks the factor at each full GC from its measured speeds;

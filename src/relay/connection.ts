@@ -36,6 +36,7 @@ import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
 import { serverTlsOptions, upstreamTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { type MemoryBudget, processHoldGate } from './memory.js';
+import { ReadSizer } from './read-buffer.js';
 import { WriteBatch } from './write-batch.js';
 
 export interface ConnectionDeps {
@@ -65,6 +66,9 @@ export interface ConnectionDeps {
 }
 
 type Sock = net.Socket | tls.TLSSocket;
+
+/** The read handler bound to an upstream socket with sized reads (ReadSizer): its reads bypass 'data'. */
+const sizedReadHandlers = new WeakMap<Sock, (d: Buffer) => void>();
 
 /** Drops a socket's stream listeners before a TLS socket is wrapped around it (which binds its own). */
 function detachSocket(raw: net.Socket): void {
@@ -756,8 +760,30 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.armGreetingTimer(gen);
       this.session.onUpstreamConnected?.();
     };
+    // a pure relay's plain upstream (never STARTTLS): reads sized by what arrives (src/relay/read-buffer.ts)
+    this.upstreamSizedReads = !target.implicitTls && this.listener.policy === null && upTls.mode === 'none';
     if (target.implicitTls) {
       sock = tls.connect({ host: target.host, port: target.port, ...upstreamTlsOptions(upTls, target.host) }, onReady);
+    } else if (this.upstreamSizedReads) {
+      const sizer = new ReadSizer();
+      sock = net.connect(
+        {
+          host: target.host,
+          port: target.port,
+          onread: {
+            buffer: () => sizer.next(),
+            callback: (n: number) => {
+              const data = sizer.take(n);
+              const handler = sizedReadHandlers.get(sock);
+              // bound in the connect callback, before node starts reading: never missing (if it were, nothing is dropped silently)
+              if (handler) handler(data);
+              else sock.destroy(new Error('upstream bytes before the connection was bound'));
+              return true;
+            },
+          },
+        },
+        onReady,
+      );
     } else {
       sock = net.connect({ host: target.host, port: target.port }, onReady);
     }
@@ -835,11 +861,13 @@ export class Connection implements SessionHost, OAuthHostInfo {
   }
 
   private greetingTimer: NodeJS.Timeout | null = null;
+  /** The upstream socket reads into ReadSizer's buffers (a pure relay's plain upstream): it never takes STARTTLS. */
+  private upstreamSizedReads = false;
 
   private bindUpstream(sock: Sock, gen: number): void {
     this.upstream = sock;
     sock.setNoDelay(true);
-    sock.on('data', (d: Buffer) => {
+    const onData = (d: Buffer) => {
       if (gen !== this.upstreamGen) return;
       this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
@@ -848,7 +876,10 @@ export class Connection implements SessionHost, OAuthHostInfo {
       // progress while the session keeps the client waiting (not during a held response: absolute)
       if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
       this.inEvent(() => this.session.onUpstreamData(d));
-    });
+    };
+    // a socket with sized reads hands its reads to its handler here; the 'data' listener keeps it flowing ('end' is emitted)
+    sock.on('data', onData);
+    sizedReadHandlers.set(sock, onData);
     let ended = false;
     const end = (err?: Error) => {
       if (ended || gen !== this.upstreamGen) return;
@@ -930,6 +961,14 @@ export class Connection implements SessionHost, OAuthHostInfo {
       // reported as an event, never inside the session's own call
       process.nextTick(() => {
         if (!this.closed) this.session.onUpstreamTlsFailed?.(new PosternError(ErrorCodes.UPSTREAM_CLOSED, 'no upstream connection'));
+      });
+      return;
+    }
+    if (this.upstreamSizedReads) {
+      // never reached (only a listener whose upstream TLS mode is none reads this way); refused all the same
+      process.nextTick(() => {
+        if (!this.closed)
+          this.session.onUpstreamTlsFailed?.(new PosternError(ErrorCodes.UPSTREAM_TLS, 'upstream STARTTLS is not configured for this listener'));
       });
       return;
     }

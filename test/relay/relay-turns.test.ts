@@ -4,13 +4,14 @@
  * idle deadline counts traffic without a timer reset per chunk; a TLS client whose socket holds a
  * write until its records are sent does not stop the upstream read per chunk, while one that does
  * not read still does. A scripted upstream (test/harness/scripted-server.ts) through postern
- * in-process; the socket calls are observed by spying on net.Socket's prototype.
+ * in-process; the socket calls are observed by spying on net.Socket's and ReadSizer's prototypes.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { RELAY_WRITE_PAUSE_BYTES } from '../../src/limits.js';
+import { ReadSizer } from '../../src/relay/read-buffer.js';
 import { fakeImap, type ScriptedServer } from '../harness/scripted-server.js';
 import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
@@ -102,12 +103,25 @@ function plainClient(): Promise<net.Socket> {
 }
 
 /**
- * Records, in order, the upstream data events postern's upstream socket emits (`U<` entering,
- * `U>` leaving) and the writes postern makes to the client socket whose peer is `clientPort` (`W`).
+ * Records, in order, the upstream reads postern handles (`U<` entering, `U>` leaving) and the writes
+ * postern makes to the client socket whose peer is `clientPort` (`W`). A pure relay's plain upstream
+ * reads into sized buffers (src/relay/read-buffer.ts): a read enters with ReadSizer.take (the first
+ * thing the read callback does) and leaves with ReadSizer.next (node asks for the next buffer once the
+ * callback returned); a socket with node's reads emits 'data'.
  */
 function recordTurns(clientPort: number): { events: string[]; written: Buffer[] } {
   const events: string[] = [];
   const written: Buffer[] = [];
+  const sizedTake = ReadSizer.prototype.take;
+  vi.spyOn(ReadSizer.prototype, 'take').mockImplementation(function (this: ReadSizer, n: number) {
+    events.push('U<');
+    return sizedTake.call(this, n);
+  });
+  const sizedNext = ReadSizer.prototype.next;
+  vi.spyOn(ReadSizer.prototype, 'next').mockImplementation(function (this: ReadSizer) {
+    events.push('U>');
+    return sizedNext.call(this);
+  });
   const emit = net.Socket.prototype.emit as (this: net.Socket, event: string | symbol, ...args: unknown[]) => boolean;
   vi.spyOn(net.Socket.prototype, 'emit').mockImplementation(function (this: net.Socket, event: string | symbol, ...args: unknown[]) {
     const fromUpstream = event === 'data' && this.remotePort === upstream.port;
