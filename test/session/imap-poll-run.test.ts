@@ -26,6 +26,7 @@ import { MemoryBudget } from '../../src/relay/memory.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { heldFetchFastPath } from '../../src/session/imap/relay.js';
 import type { MemoryLease } from '../../src/session/types.js';
+import { type Feed, feed } from '../helpers/feed.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -112,21 +113,6 @@ function openCopy(): VerdictStore {
   const file = path.join(dir, `copy-${++copies}.sqlite`);
   copyFileSync(template, file);
   return new VerdictStore(file, { maxEntries: 1000, maxBytes: 1 << 24 });
-}
-
-type Feed = 'whole' | 'bytes' | number[];
-
-/** Sends `text` to the session as the upstream's reads: whole, one byte at a time, or cut at the offsets given. */
-function feed(upstream: (s: string) => void, text: string, how: Feed): void {
-  if (how === 'whole') upstream(text);
-  else if (how === 'bytes') for (const ch of text) upstream(ch);
-  else {
-    let at = 0;
-    for (const cut of [...how, text.length]) {
-      if (cut > at) upstream(text.slice(at, cut));
-      at = Math.max(at, cut);
-    }
-  }
 }
 
 const settle = async () => {

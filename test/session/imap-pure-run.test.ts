@@ -14,6 +14,7 @@ import { HELD_ADMIT_MIN_BYTES } from '../../src/limits.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { heldFetchFastPath } from '../../src/session/imap/relay.js';
+import { type Feed, feed } from '../helpers/feed.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 import { GatedHost, imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -44,20 +45,6 @@ interface Outcome {
   upstream: string;
   closed: string | null;
   runs: number;
-}
-
-type Feed = 'whole' | 'bytes' | number[];
-
-function feed(upstream: (s: string) => void, text: string, how: Feed): void {
-  if (how === 'whole') upstream(text);
-  else if (how === 'bytes') for (const ch of text) upstream(ch);
-  else {
-    let at = 0;
-    for (const cut of [...how, text.length]) {
-      if (cut > at) upstream(text.slice(at, cut));
-      at = Math.max(at, cut);
-    }
-  }
 }
 
 /** A new pure-relay session's list sync (`command`), the upstream answering `answer` fed as `how`; then a NOOP when the session goes on. */

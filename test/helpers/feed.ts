@@ -1,0 +1,15 @@
+/** How a test hands a text to a session as the upstream's reads: whole, one byte at a time, or cut at the offsets given. */
+export type Feed = 'whole' | 'bytes' | number[];
+
+/** Sends `text` to the session as the upstream's reads: whole, one byte at a time, or cut at the offsets given. */
+export function feed(upstream: (s: string) => void, text: string, how: Feed): void {
+  if (how === 'whole') upstream(text);
+  else if (how === 'bytes') for (const ch of text) upstream(ch);
+  else {
+    let at = 0;
+    for (const cut of [...how, text.length]) {
+      if (cut > at) upstream(text.slice(at, cut));
+      at = Math.max(at, cut);
+    }
+  }
+}
