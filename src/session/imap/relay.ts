@@ -370,9 +370,15 @@ export class Relay {
    * flight without an interceptor (checked all the same). Anything else takes the full path.
    */
   private forwardsUntaggedFetch(line: Buffer): boolean {
-    if (this.core.interceptor !== null || !isUntaggedFetch(line)) return false;
-    for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return false;
+    if (!this.forwardsFetchAsIs() || !isUntaggedFetch(line)) return false;
     this.upstreamResponse = { forward: true, target: null, head: UNTAGGED_FETCH_HEAD, assembler: null };
+    return true;
+  }
+
+  /** A `* n FETCH` response is forwarded as it is: no interceptor, and no intercepted command in flight (none can be without one; checked all the same). */
+  private forwardsFetchAsIs(): boolean {
+    if (this.core.interceptor !== null) return false;
+    for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return false;
     return true;
   }
 
@@ -470,15 +476,13 @@ export class Relay {
    * each, cost the relay about 3 us a message): the whole `* n FETCH` responses from `start` go to the
    * client as one view of the read, exactly the bytes the frame-by-frame path would forward for them.
    * Taken only where that path would forward each of them as it is: nothing held or waiting for
-   * admission, no intercepted command in flight (none can be without an interceptor; checked all the
-   * same, as forwardsUntaggedFetch), each response whole in `data` and within the framer's line and
-   * literal limits (wholeMessageEnd). The run stops at anything else (another response, a FETCH cut by
+   * admission, forwardsFetchAsIs (as forwardsUntaggedFetch), each response whole in `data` and within
+   * the framer's line and literal limits (wholeMessageEnd). The run stops at anything else (another response, a FETCH cut by
    * the read's end, a limit the framer enforces), which goes through the framer from a boundary, as it
    * would have. Returns the index after the responses taken.
    */
   private pureRun(data: Buffer, start: number): number {
-    if (this.memoryWait || this.upstreamResponse !== null || this.core.interceptor !== null) return start;
-    for (let i = 0; i < this.inflight.length; i++) if (this.inflight[i]!.intercepted) return start;
+    if (this.memoryWait || this.upstreamResponse !== null || !this.forwardsFetchAsIs()) return start;
     const limits = this.host.listener.limits;
     let end = start;
     while (end < data.length && isUntaggedFetch(data, end)) {
