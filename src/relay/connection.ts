@@ -67,8 +67,11 @@ export interface ConnectionDeps {
 
 type Sock = net.Socket | tls.TLSSocket;
 
-/** The read handler bound to an upstream socket with sized reads (ReadSizer): its reads bypass 'data'. */
-const sizedReadHandlers = new WeakMap<Sock, (d: Buffer) => void>();
+/**
+ * The read handler bound to an upstream socket with sized reads (ReadSizer): its reads bypass 'data'.
+ * It answers true when nothing refers to the read any more once it returns (ReadSizer.recycle).
+ */
+const sizedReadHandlers = new WeakMap<Sock, (d: Buffer) => boolean>();
 
 /** Drops a socket's stream listeners before a TLS socket is wrapped around it (which binds its own). */
 function detachSocket(raw: net.Socket): void {
@@ -453,6 +456,17 @@ export class Connection implements SessionHost, OAuthHostInfo {
     sock.destroy();
   }
 
+  /**
+   * Every byte given to sendClient so far is in the kernel: nothing is left in the write batch or in
+   * the client socket's queue (a write the socket could not finish at once keeps a reference to its
+   * buffer until it completes), and no trace keeps a copy's source. Only a plain client socket is
+   * trusted with this: a TLS socket encrypts in its own layer, whose keeping of the bytes is not
+   * node's documented contract.
+   */
+  private tookWholly(): boolean {
+    return this.trace === null && this.toClient.pending === 0 && !(this.client instanceof tls.TLSSocket) && this.client.writableLength === 0;
+  }
+
   sendClient(data: Buffer): void {
     if (this.closed || this.closeOverride?.kind === 'error' || this.client.destroyed || data.length === 0) return;
     this.bytesToClient += data.length;
@@ -776,8 +790,9 @@ export class Connection implements SessionHost, OAuthHostInfo {
               const data = sizer.take(n);
               const handler = sizedReadHandlers.get(sock);
               // bound in the connect callback, before node starts reading: never missing (if it were, nothing is dropped silently)
-              if (handler) handler(data);
-              else sock.destroy(new Error('upstream bytes before the connection was bound'));
+              if (handler) {
+                if (handler(data)) sizer.recycle(data);
+              } else sock.destroy(new Error('upstream bytes before the connection was bound'));
               return true;
             },
           },
@@ -867,15 +882,20 @@ export class Connection implements SessionHost, OAuthHostInfo {
   private bindUpstream(sock: Sock, gen: number): void {
     this.upstream = sock;
     sock.setNoDelay(true);
-    const onData = (d: Buffer) => {
-      if (gen !== this.upstreamGen) return;
+    // true when nothing refers to `d` once this returns (sized reads: its buffer is read into again)
+    const onData = (d: Buffer): boolean => {
+      if (gen !== this.upstreamGen) return false;
       this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
       this.trace?.data('upstream>postern', d);
       this.touch();
       // progress while the session keeps the client waiting (not during a held response: absolute)
       if (this.holdTimer && !this.upstreamPausedBySession) this.holdTimer.refresh();
-      this.inEvent(() => this.session.onUpstreamData(d));
+      let free = false;
+      this.inEvent(() => {
+        free = this.session.onUpstreamData(d) === true;
+      });
+      return free && this.tookWholly();
     };
     // a socket with sized reads hands its reads to its handler here; the 'data' listener keeps it flowing ('end' is emitted)
     sock.on('data', onData);

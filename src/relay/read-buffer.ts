@@ -15,11 +15,18 @@
  *   new buffer: 4 times larger when the read filled at least half (up to RELAY_READ_MAX_BYTES), else
  *   of the same size. A smaller read is copied out and the next buffer is a quarter of the size, down
  *   to the shared one, so a socket that goes quiet after a download does not keep a large buffer.
+ * - A view handed on may be given back (`recycle`) by the read's handler, before it returns, when
+ *   nothing refers to any byte of it any more: the session kept nothing of the read and the client
+ *   socket took every byte into the kernel (relay/connection.ts says when). The next read then goes
+ *   into the same buffer, when it is of the size the next read needs, instead of a new one: a bulk
+ *   download through the relay allocates (and leaves to the garbage collector) a buffer only for
+ *   the reads the client socket could not take at once. node asks for the next read's buffer only
+ *   after the read's callback returned, so the buffer is never read into while a view of it is in use.
  */
 import { RELAY_READ_MAX_BYTES, RELAY_READ_MIN_BYTES } from '../limits.js';
 
 /** Reads taken this way, their bytes, the largest, and how many were copied out (tests and benchmarks; not configuration). */
-export const sizedReadStats = { reads: 0, bytes: 0, largest: 0, copied: 0 };
+export const sizedReadStats = { reads: 0, bytes: 0, largest: 0, copied: 0, recycled: 0 };
 
 /** The buffer every socket without one of its own reads into (never from the shared pool: read into, not handed on). */
 let sharedSmall: Buffer | null = null;
@@ -30,43 +37,70 @@ function shared(): Buffer {
 }
 
 export class ReadSizer {
-  /** The socket's own buffer, or null: it reads into the shared one. */
+  /** The buffer the next read goes into, once next() made it; null: the shared one (nextSize 0), or not made yet. */
   private own: Buffer | null = null;
+  /** The size of the next read's own buffer; 0: it reads into the shared one. */
+  private nextSize = 0;
+  /** The buffer the last read was handed on in (a view of it), until the next read: recycle() may give it back. */
+  private lent: Buffer | null = null;
 
   /** The size of the buffer the next read goes into. */
   get size(): number {
-    return this.own === null ? RELAY_READ_MIN_BYTES : this.own.length;
+    return this.nextSize === 0 ? RELAY_READ_MIN_BYTES : this.nextSize;
   }
 
   /** True while the next read goes into the buffer shared by the sockets that read little. */
   get sharing(): boolean {
-    return this.own === null;
+    return this.nextSize === 0;
   }
 
-  /** The buffer for the next read (node asks after each read, and once when the socket gets its handle). */
+  /** The buffer for the next read (node asks after each read's callback, and once when the socket gets its handle). */
   next(): Buffer {
-    return this.own ?? shared();
+    return this.nextSize === 0 ? shared() : this.ownBuffer();
   }
 
-  /** A read of `n` bytes went into next()'s buffer: its bytes, to keep (a view handed on, or a copy); the buffer for the next read is set. */
+  /** The socket's own buffer for the next read, made when first asked. */
+  private ownBuffer(): Buffer {
+    this.own ??= Buffer.allocUnsafeSlow(this.nextSize);
+    return this.own;
+  }
+
+  /** A read of `n` bytes went into next()'s buffer: its bytes, to keep (a view handed on, or a copy); the size of the next read's buffer is set. */
   take(n: number): Buffer {
-    const own = this.own;
     sizedReadStats.reads++;
     sizedReadStats.bytes += n;
     if (n > sizedReadStats.largest) sizedReadStats.largest = n;
+    this.lent = null;
+    // the buffer next() gave for this read (made here if next() was not asked: then it holds nothing read)
+    const own = this.nextSize === 0 ? null : this.ownBuffer();
     if (own === null) {
-      if (n * 2 >= RELAY_READ_MIN_BYTES) this.own = Buffer.allocUnsafeSlow(Math.min(RELAY_READ_MIN_BYTES * 4, RELAY_READ_MAX_BYTES));
+      if (n * 2 >= RELAY_READ_MIN_BYTES) this.nextSize = Math.min(RELAY_READ_MIN_BYTES * 4, RELAY_READ_MAX_BYTES);
       return copyOut(shared(), n);
     }
+    this.own = null;
     const size = own.length;
     if (n * 4 >= size) {
       // at least a quarter full: handed on as it is
-      this.own = Buffer.allocUnsafeSlow(n * 2 >= size ? Math.min(size * 4, RELAY_READ_MAX_BYTES) : size);
+      this.nextSize = n * 2 >= size ? Math.min(size * 4, RELAY_READ_MAX_BYTES) : size;
+      this.lent = own;
       return own.subarray(0, n);
     }
     const smaller = size >>> 2;
-    this.own = smaller > RELAY_READ_MIN_BYTES ? Buffer.allocUnsafeSlow(smaller) : null;
+    this.nextSize = smaller > RELAY_READ_MIN_BYTES ? smaller : 0;
     return copyOut(own, n);
+  }
+
+  /**
+   * Nothing refers to `view`, the last read handed on, any more (the caller's guarantee; called from
+   * the read's callback): the next read goes into its buffer again when it is of the size the next
+   * read needs. Anything else (a copy, an older read, a buffer of another size) is left as it is.
+   */
+  recycle(view: Buffer): void {
+    const lent = this.lent;
+    this.lent = null;
+    if (lent === null || view.buffer !== lent.buffer || this.own !== null || lent.length !== this.nextSize) return;
+    this.own = lent;
+    sizedReadStats.recycled++;
   }
 }
 

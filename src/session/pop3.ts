@@ -1020,14 +1020,17 @@ export class Pop3Session implements Session {
 
   // ---------------------------------------------------------------- upstream side
 
-  onUpstreamData(data: Buffer): void {
-    if (this.state === 'closed') return;
+  /** Never calls a read free (Session.onUpstreamData): the framer and the held answers keep views of it. */
+  onUpstreamData(data: Buffer): boolean {
+    if (this.state === 'closed') return false;
     try {
       this.uf.push(data);
     } catch (e) {
-      return this.fail(e, 'upstream');
+      this.fail(e, 'upstream');
+      return false;
     }
     this.pumpUpstream();
+    return false;
   }
 
   onUpstreamEnd(err?: Error): void {

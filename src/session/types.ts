@@ -145,7 +145,12 @@ export interface Session {
   /** Called once the client connection is ready (after the implicit TLS handshake, if any). */
   start(): void;
   onClientData(data: Buffer): void;
-  onUpstreamData(data: Buffer): void;
+  /**
+   * Upstream bytes. Returns true only when the session keeps no reference to `data` or any part of it
+   * once it returns (what it sent on went to host.sendClient): the host may then read into its memory
+   * again (relay/read-buffer.ts). False means it may keep them.
+   */
+  onUpstreamData(data: Buffer): boolean;
   onClientEnd(): void;
   onUpstreamEnd(err?: Error): void;
   /** Graceful shutdown request: say goodbye in protocol terms (`* BYE`, `-ERR`) and close. */

@@ -264,7 +264,7 @@ describe('hold deadline', () => {
         host.pauseUpstream(true);
         host.sendClient(Buffer.alloc(16 * 1024 * 1024, 0x61));
       },
-      onUpstreamData: () => undefined,
+      onUpstreamData: () => false,
       onClientEnd: () => host.close({ kind: 'client-closed' }),
       onUpstreamEnd: () => undefined,
       shutdown: () => host.close({ kind: 'shutdown' }),

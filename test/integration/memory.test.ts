@@ -193,7 +193,7 @@ describe('hard output limit', () => {
       start: () => host.sendClient(Buffer.from('* OK blabbermouth\r\n')),
       // more than the kernel's socket buffers can take at once, so most of it stays unread in postern
       onClientData: () => host.sendClient(Buffer.alloc(32 * MiB, 0x61)),
-      onUpstreamData: () => undefined,
+      onUpstreamData: () => false,
       onClientEnd: () => host.close({ kind: 'client-closed' }),
       onUpstreamEnd: () => undefined,
       shutdown: () => host.close({ kind: 'shutdown' }),

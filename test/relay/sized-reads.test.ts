@@ -180,6 +180,7 @@ describe('a pure relay reads its plain upstream in sized reads', () => {
   it('every byte of a 12 MB literal written in chunks of every size, to a client that first reads nothing; reads over 64 KiB; the upstream end ends the session', async () => {
     const reads0 = sizedReadStats.reads;
     const bytes0 = sizedReadStats.bytes;
+    const recycled0 = sizedReadStats.recycled;
     sizedReadStats.largest = 0;
     let readWhileStalled = 0;
     const out = await fetchThrough('pure', 600, () => {
@@ -199,6 +200,8 @@ describe('a pure relay reads its plain upstream in sized reads', () => {
     // the kernel's socket buffers on the client side plus the output bound), and read on after it
     expect(readWhileStalled).toBeGreaterThan(0);
     expect(readWhileStalled).toBeLessThan(payload.length / 2);
+    // once the client reads, reads the client socket took whole go into the same buffer again
+    expect(sizedReadStats.recycled - recycled0).toBeGreaterThan(0);
   });
 
   it('a listener with a policy keeps node reads (its held responses keep views of what was read)', async () => {
@@ -213,5 +216,112 @@ describe('a pure relay reads its plain upstream in sized reads', () => {
     expect(text).toMatch(/\r\nb OK/);
     sock.destroy();
     expect(sizedReadStats.reads).toBe(reads0);
+  });
+});
+
+describe('reads handed on and read into again: many responses cut anywhere', () => {
+  // FETCH responses with literals of 0 to 600 KiB, some with two literals, an EXISTS between some
+  const rnd = prng(8086);
+  const parts: string[] = [];
+  for (let i = 1; i <= 60; i++) {
+    const size = i % 10 === 0 ? Math.floor(rnd() * 600 * 1024) : i % 3 === 0 ? Math.floor(rnd() * 40 * 1024) : 60 * 1024 + Math.floor(rnd() * 300 * 1024);
+    const lit = randomBytes(size).toString('latin1');
+    parts.push(
+      i % 7 === 0
+        ? `* ${i} FETCH (UID ${i} BODY[HEADER] {${lit.length}}\r\n${lit} BODY[TEXT] {3}\r\nabc)\r\n`
+        : `* ${i} FETCH (UID ${i} BODY[] {${lit.length}}\r\n${lit})\r\n`,
+    );
+    if (i % 13 === 0) parts.push(`* ${i} EXISTS\r\n`);
+  }
+  const answer = Buffer.from(parts.join(''), 'latin1');
+  let fake: ScriptedServer;
+  let postern: PosternHandle;
+
+  beforeAll(async () => {
+    fake = await fakeImap({
+      loginCapabilities: 'IMAP4rev1',
+      onCommand(cmd, conn) {
+        if (cmd.name !== 'FETCH') return false;
+        const cut = prng(cmd.tag.charCodeAt(0));
+        const pieces: Buffer[] = [];
+        if (cmd.tag === 'c') {
+          // chunks of 1 byte to 300 KiB, cut anywhere (inside lines, counts, literals)
+          for (let at = 0; at < answer.length; ) {
+            const size = cut() < 0.3 ? 1 + Math.floor(cut() * 40) : 1 + Math.floor(cut() * 300 * 1024);
+            pieces.push(answer.subarray(at, at + size));
+            at += size;
+          }
+        } else {
+          // cut inside every response's first line, and the rest written a moment later: a read ends
+          // inside a line (the framer holds its start) and the next read is large
+          let at = 0;
+          for (let p = answer.indexOf('* ', 1); p > 0; p = answer.indexOf('\r\n* ', p + 1)) {
+            const inLine = (p === 0 ? 0 : p + 2) + 1 + Math.floor(cut() * 20);
+            pieces.push(answer.subarray(at, inLine));
+            at = inLine;
+          }
+          pieces.push(answer.subarray(at));
+        }
+        let i = 0;
+        const more = () => {
+          conn.write(pieces[i++]!);
+          if (i < pieces.length) setTimeout(more, cmd.tag === 'c' ? (cut() < 0.2 ? 2 : 0) : 3);
+          else conn.write(`${cmd.tag} OK done\r\n`);
+        };
+        more();
+        return true;
+      },
+    });
+    postern = await startPostern([{ name: 'pure', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' } }]);
+  });
+
+  afterAll(async () => {
+    await postern?.close();
+    await fake?.close();
+  });
+
+  it('every byte arrives as the upstream sent it, with reads recycled on the way', async () => {
+    const recycled0 = sizedReadStats.recycled;
+    for (const tag of ['c', 'k']) {
+      const sock = net.connect({ port: postern.port('pure'), host: '127.0.0.1' });
+      const chunks: Buffer[] = [];
+      let seen = '';
+      const until = (re: RegExp) =>
+        new Promise<void>((resolve, reject) => {
+          const t = setTimeout(() => reject(new Error(`timed out waiting for ${re}`)), 10_000);
+          const check = () => {
+            if (re.test(seen)) {
+              clearTimeout(t);
+              resolve();
+            }
+          };
+          sock.on('data', (d: Buffer) => {
+            chunks.push(d);
+            // the tail is enough to find the tagged lines
+            seen = (seen + d.toString('latin1')).slice(-4096);
+            check();
+          });
+        });
+      const greeted = until(/^\* OK/);
+      await greeted;
+      sock.removeAllListeners('data');
+      chunks.length = 0;
+      seen = '';
+      const selected = until(/\r\nb OK[^\r]*\r\n$/);
+      sock.write('a LOGIN alice pw\r\nb SELECT INBOX\r\n');
+      await selected;
+      sock.removeAllListeners('data');
+      chunks.length = 0;
+      seen = '';
+      const fetched = until(new RegExp(`\\r\\n${tag} OK done\\r\\n$`));
+      sock.write(`${tag} FETCH 1:* BODY.PEEK[]\r\n`);
+      await fetched;
+      const got = Buffer.concat(chunks);
+      const expected = Buffer.concat([answer, Buffer.from(`${tag} OK done\r\n`)]);
+      expect(got.length).toBe(expected.length);
+      expect(got.equals(expected)).toBe(true);
+      sock.destroy();
+    }
+    expect(sizedReadStats.recycled - recycled0).toBeGreaterThan(0);
   });
 });

@@ -72,9 +72,17 @@ interface Opts {
    * renderings then holds the altered messages' items, and the measured command answers them from it.
    */
   warm?: boolean;
+  /**
+   * Every upstream read the session calls free (onUpstreamData answers true: it keeps nothing of it)
+   * is overwritten as soon as it returns, as a host that reads into the same memory again would.
+   */
+  poison?: boolean;
 }
 
 /** A logged-in session (ESEARCH) that selected INBOX; the store's lookup behind the SELECT answered. */
+/** Upstream reads any session of this file called free. */
+let freeReads = 0;
+
 function session(o: Opts, store = openCopy()) {
   heldFetchFastPath.enabled = o.fast;
   const listener = testListener({ policy: 'default', limits: { ...DEFAULT_SESSION_LIMITS } });
@@ -87,7 +95,13 @@ function session(o: Opts, store = openCopy()) {
     shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
   });
   const s = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
-  const { client, upstream } = imapLoggedIn(s, 'IMAP4rev1 ESEARCH');
+  const { client } = imapLoggedIn(s, 'IMAP4rev1 ESEARCH');
+  const upstream = (x: string) => {
+    const buf = Buffer.from(x, 'latin1');
+    if (s.onUpstreamData(buf) !== true) return;
+    freeReads++;
+    if (o.poison) buf.fill(0x58);
+  };
   host.takeClient();
   client('s SELECT INBOX\r\n');
   const up = host.takeUpstream();
@@ -128,6 +142,8 @@ interface Outcome {
   runs: number;
   /** Lines the per-line fast path (Relay.heldFetchLine) took. */
   lines: number;
+  /** Upstream reads the session called free (onUpstreamData answered true). */
+  free: number;
 }
 
 /** One new session's poll (`command`, default POLL), the upstream answering `answer` (`{tag}`: the command's tag), fed as `how`; then a NOOP. */
@@ -145,6 +161,7 @@ async function poll(o: Opts, answer: string, how: Feed, command = `p ${POLL}\r\n
   if (o.maxBufferedBytes !== undefined) t.host.listener.limits.maxBufferedBytes = o.maxBufferedBytes;
   const runs0 = heldFetchFastPath.runs;
   const lines0 = heldFetchFastPath.lines;
+  const free0 = freeReads;
   t.client(command);
   const sent = t.host.takeUpstream();
   feed(t.upstream, answer, how);
@@ -163,6 +180,7 @@ async function poll(o: Opts, answer: string, how: Feed, command = `p ${POLL}\r\n
     leased: t.budget ? t.budget.leasedBytes : 0,
     runs: heldFetchFastPath.runs - runs0,
     lines: heldFetchFastPath.lines - lines0,
+    free: freeReads - free0,
   };
   t.store.close();
   return out;
@@ -365,6 +383,10 @@ async function fuzz(seed: number, base: string, command: string, o: Omit<Opts, '
       const fast = await poll({ ...o, fast: true }, answer, how, command);
       expect({ ...fast, runs: 0, lines: 0 }, JSON.stringify({ answer, how })).toEqual({ ...full, runs: 0, lines: 0 });
     }
+    // an inspecting session never calls a read free (test/session/imap-read-free.test.ts): overwriting those it did would change nothing
+    const poisoned = await poll({ ...o, fast: true, poison: true }, answer, cuts, command);
+    expect({ ...poisoned, runs: 0, lines: 0 }, JSON.stringify({ answer, cuts, poison: true })).toEqual({ ...full, runs: 0, lines: 0 });
+    expect(poisoned.free).toBe(0);
   }
   return n;
 }

@@ -260,14 +260,18 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
 
   // ---------------------------------------------------------------- upstream input
 
-  onUpstreamData(data: Buffer): void {
+  onUpstreamData(data: Buffer): boolean {
     const st = this.state;
     if (st.kind === 'upstream-login' && this.login.inUpstreamTls) {
       this.host.log.warn({ event: 'upstream.injection_discarded', bytes: data.length }, 'discarded upstream bytes sent after its STARTTLS OK');
-      return;
+      return false;
     }
-    if (st.kind !== 'upstream-login' && st.kind !== 'relay') return;
+    if (st.kind !== 'upstream-login' && st.kind !== 'relay') return false;
     const epoch = this.upstreamEpoch;
+    // only a pure relay's read wholly in the relay phase can be kept by nothing (the login keeps the lines
+    // it reads; an interceptor's held responses keep theirs, and its host reads with node's buffers anyway)
+    const relayRead = st.kind === 'relay' && this.interceptor === null;
+    if (relayRead) this.relay.beginRead();
     let pos = 0;
     while (pos < data.length) {
       let piece: Buffer;
@@ -287,7 +291,7 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
             pos = this.relay.upstreamRun(run, data, pos);
           } catch (err) {
             this.upstreamError(err);
-            return;
+            return false;
           }
           if (pos >= data.length || this.upstreamEpoch !== epoch) break;
         }
@@ -297,14 +301,24 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         piece = data.subarray(pos, next);
         pos = next;
       }
-      if (!this.upstreamFrames(piece, epoch)) return;
+      if (!this.upstreamFrames(piece, epoch)) return false;
       if (this.upstreamEpoch !== epoch) break;
     }
     const end = this.closeAfterSegment;
     if (end) {
       this.closeAfterSegment = null;
       this.out.whenFlushed(() => this.finish(end));
+      return false;
     }
+    // kept by nothing: every frame relayed as it is (Relay.inputKept), no line begun and held by the framer, nothing queued in the output
+    return (
+      relayRead &&
+      this.state.kind === 'relay' &&
+      this.upstreamEpoch === epoch &&
+      !this.relay.inputKept &&
+      this.upstreamFramer.pendingBytes === 0 &&
+      this.out.idle
+    );
   }
 
   /** Frames `data` and hands the frames on; false when that ended the session's reading (an upstream fault). */

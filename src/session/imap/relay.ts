@@ -307,6 +307,23 @@ export class Relay {
   // ---------------------------------------------------------------- upstream -> client
 
   upstreamFrame(frame: Frame): void {
+    // what is relayed as it is, and kept by nothing: a `* n FETCH` line on a pure relay, and the rest of a response forwarded as it is
+    if (this.memoryWait === null) {
+      if (frame.type === 'line' && frame.start) {
+        if (frame.data[0] !== 0x2b /* + */ && this.core.interceptor === null && this.forwardsUntaggedFetch(frame.data)) {
+          this.forwardFrame(frame);
+          return;
+        }
+      } else {
+        const cur = this.upstreamResponse;
+        if (cur?.forward && !cur.assembler) {
+          this.forwardFrame(frame);
+          return;
+        }
+      }
+    }
+    // anything else may keep the frame's bytes (a held response, a parsed head, a deferred frame)
+    this.inputKept = true;
     if (this.memoryWait) {
       // waiting for admission: nothing more is assembled (the announced message is not allocated yet)
       this.deferredFrames.push(frame);
@@ -352,14 +369,40 @@ export class Relay {
       return;
     }
     if (cur.forward) {
-      this.out.midOutput = !(frame.type === 'line' && !frame.literal);
-      this.out.send(frame.data);
+      this.forwardFrame(frame);
+      return;
     }
-    if (frame.type === 'line' && !frame.literal) {
-      this.upstreamResponse = null;
-      this.out.midOutput = false;
-      if (this.offerAhead) this.offerLookupAhead();
+    if (frame.type === 'line' && !frame.literal) this.endUpstreamResponse();
+  }
+
+  /** A frame of the response being forwarded as it is (its first line taken): sent on; its last line ends the response. */
+  private forwardFrame(frame: Frame): void {
+    const last = frame.type === 'line' && !frame.literal;
+    this.out.midOutput = !last;
+    this.out.send(frame.data);
+    if (last) this.endUpstreamResponse();
+  }
+
+  /** The upstream response's last line was read. */
+  private endUpstreamResponse(): void {
+    this.upstreamResponse = null;
+    this.out.midOutput = false;
+    if (this.offerAhead) {
+      this.inputKept = true;
+      this.offerLookupAhead();
     }
+  }
+
+  /**
+   * Whether anything of the upstream bytes read since beginRead() may be kept by the relay (a held or
+   * deferred frame, a response head): everything but what forwardFrame and pureRun sent on as it is.
+   * ImapSession.onUpstreamData answers its host with it on a pure relay (Session.onUpstreamData).
+   */
+  inputKept = false;
+
+  /** An upstream read begins (inputKept). */
+  beginRead(): void {
+    this.inputKept = false;
   }
 
   /**
