@@ -131,6 +131,15 @@ export class ImapFramer {
     return this.literalRemaining;
   }
 
+  /**
+   * `n` bytes of the literal being read were taken without push (a relay sending them on as they
+   * are): counted off as push counts them. Never more than literalLeft (a caller's fault: thrown).
+   */
+  skipLiteral(n: number): void {
+    if (n > this.literalRemaining) throw new RangeError(`skipLiteral(${n}) with ${this.literalRemaining} bytes of the literal left`);
+    this.literalRemaining -= n;
+  }
+
   /** Drops everything buffered (used after STARTTLS: pipelined plaintext must never be executed). */
   discard(): number {
     const n = this.buffered;

@@ -281,8 +281,22 @@ export class ImapSession implements Session, SessionCore, ImapSessionView {
         pos = data.length;
       } else if (this.upstreamFramer.literalLeft > 0) {
         // the rest of a literal begun in an earlier read; a run may follow it
-        piece = data.subarray(pos, Math.min(data.length, pos + this.upstreamFramer.literalLeft));
-        pos += piece.length;
+        const end = Math.min(data.length, pos + this.upstreamFramer.literalLeft);
+        piece = pos === 0 && end === data.length ? data : data.subarray(pos, end);
+        pos = end;
+        if (this.relay.forwardsRest()) {
+          // of a response forwarded as it is (a bulk download): what the framer and upstreamFrame would do
+          // with it, without a frame: counted off the literal and sent on
+          this.upstreamFramer.skipLiteral(piece.length);
+          try {
+            this.relay.forwardLiteral(piece);
+          } catch (err) {
+            this.upstreamError(err);
+            return false;
+          }
+          if (this.upstreamEpoch !== epoch) break;
+          continue;
+        }
       } else {
         // a run of FETCH responses taken whole at a response boundary (Relay.upstreamRun): ones the interceptor answers
         // at once, or on a pure relay whole `* n FETCH` responses forwarded as they are

@@ -314,12 +314,9 @@ export class Relay {
           this.forwardFrame(frame);
           return;
         }
-      } else {
-        const cur = this.upstreamResponse;
-        if (cur?.forward && !cur.assembler) {
-          this.forwardFrame(frame);
-          return;
-        }
+      } else if (this.forwardsRest()) {
+        this.forwardFrame(frame);
+        return;
       }
     }
     // anything else may keep the frame's bytes (a held response, a parsed head, a deferred frame)
@@ -373,6 +370,21 @@ export class Relay {
       return;
     }
     if (frame.type === 'line' && !frame.literal) this.endUpstreamResponse();
+  }
+
+  /**
+   * The response being read is forwarded as it is (its first line taken, no admission awaited): its
+   * next frames are sent on, and forwardLiteral may take the bytes of its literal (ImapSession.onUpstreamData).
+   */
+  forwardsRest(): boolean {
+    const cur = this.upstreamResponse;
+    return this.memoryWait === null && cur !== null && cur.forward && !cur.assembler;
+  }
+
+  /** Bytes of the literal being read, of a response forwarded as it is: what forwardFrame does with a literal frame. */
+  forwardLiteral(data: Buffer): void {
+    this.out.midOutput = true;
+    this.out.send(data);
   }
 
   /** A frame of the response being forwarded as it is (its first line taken): sent on; its last line ends the response. */

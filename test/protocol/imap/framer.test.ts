@@ -60,6 +60,28 @@ describe('ImapFramer', () => {
     });
   }
 
+  it('skipLiteral counts literal bytes off as push does (a relay that sends them on itself), and never more than are left', () => {
+    // every literal byte taken with skipLiteral instead of push: the frames of everything else are the same
+    const f = new ImapFramer(limits);
+    const out: Frame[] = [];
+    for (let i = 0; i < transcript.length; ) {
+      if (f.literalLeft > 0) {
+        const n = Math.min(f.literalLeft, 3, transcript.length - i);
+        f.skipLiteral(n);
+        i += n;
+      } else out.push(...f.push(transcript.subarray(i, ++i)));
+    }
+    expect(normalise(out)).toEqual(expected.filter((e) => e.type === 'line'));
+    expect(f.atBoundary).toBe(true);
+    const g = new ImapFramer(limits);
+    g.push(Buffer.from('* 1 FETCH (BODY[] {4}\r\nab'));
+    expect(g.literalLeft).toBe(2);
+    expect(() => g.skipLiteral(3)).toThrow(RangeError);
+    expect(g.literalLeft).toBe(2);
+    g.skipLiteral(2);
+    expect(g.push(Buffer.from(')\r\n')).map((x) => x.data.toString())).toEqual([')\r\n']);
+  });
+
   it('reassembles the exact input bytes from frames fed 1 byte at a time', () => {
     const frames = feed(transcript, 1);
     expect(Buffer.concat(frames.map((f) => f.data)).equals(transcript)).toBe(true);
