@@ -26,7 +26,7 @@ import { MemoryBudget } from '../../src/relay/memory.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { heldFetchFastPath } from '../../src/session/imap/relay.js';
 import type { MemoryLease } from '../../src/session/types.js';
-import { type Feed, feed } from '../helpers/feed.js';
+import { type Feed, feed, upstreamReads } from '../helpers/feed.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 import { imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -96,12 +96,11 @@ function session(o: Opts, store = openCopy()) {
   });
   const s = host.attach(new ImapSession(host, { interceptor: inspector, privateTagPrefix: 'P.' }));
   const { client } = imapLoggedIn(s, 'IMAP4rev1 ESEARCH');
-  const upstream = (x: string) => {
-    const buf = Buffer.from(x, 'latin1');
-    if (s.onUpstreamData(buf) !== true) return;
+  const upstream = upstreamReads(s, (read, free) => {
+    if (!free) return;
     freeReads++;
-    if (o.poison) buf.fill(0x58);
-  };
+    if (o.poison) read.fill(0x58);
+  });
   host.takeClient();
   client('s SELECT INBOX\r\n');
   const up = host.takeUpstream();

@@ -14,7 +14,7 @@ import { HELD_ADMIT_MIN_BYTES } from '../../src/limits.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { heldFetchFastPath } from '../../src/session/imap/relay.js';
-import { type Feed, feed } from '../helpers/feed.js';
+import { type Feed, feed, upstreamReads } from '../helpers/feed.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 import { GatedHost, imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -56,10 +56,9 @@ function sync(o: Opts, answer: string, how: Feed, command = `l ${LIST}\r\n`): Ou
   const { client } = imapLoggedIn(s, 'IMAP4rev1 LITERAL+');
   // with runs, every read the session calls free is overwritten at once, as the host's next read would
   // (imap-read-free.test.ts); the reference (no runs) is left untouched
-  const upstream = (x: string) => {
-    const buf = Buffer.from(x, 'latin1');
-    if (s.onUpstreamData(buf) === true && o.fast) buf.fill(0x58);
-  };
+  const upstream = upstreamReads(s, (read, free) => {
+    if (free && o.fast) read.fill(0x58);
+  });
   host.takeClient();
   host.takeUpstream();
   if (o.maxLineLength !== undefined) listener.limits.maxLineLength = o.maxLineLength;

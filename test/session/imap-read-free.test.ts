@@ -15,6 +15,7 @@ import { HELD_ADMIT_MIN_BYTES } from '../../src/limits.js';
 import { HoldGate } from '../../src/relay/memory.js';
 import { ImapSession } from '../../src/session/imap/index.js';
 import { heldFetchFastPath } from '../../src/session/imap/relay.js';
+import { upstreamReads } from '../helpers/feed.js';
 import { mulberry32 as prng } from '../helpers/prng.js';
 import { GatedHost, imapLoggedIn, ScriptedHost, testListener } from '../helpers/scripted-host.js';
 
@@ -23,6 +24,12 @@ afterEach(() => {
 });
 
 const POISON = 0x58; // 'X'
+
+/** Records whether each read was called free, and overwrites those that were when `poison`. */
+const overwrite = (poison: boolean, free: boolean[]) => (read: Buffer, isFree: boolean) => {
+  free.push(isFree);
+  if (isFree && poison) read.fill(POISON);
+};
 
 interface Outcome {
   client: string;
@@ -45,12 +52,7 @@ function through(reads: string[], poison: boolean, command = 'f UID FETCH 1:* BO
   host.takeClient();
   host.takeUpstream();
   const free: boolean[] = [];
-  const upstream = (x: string) => {
-    const buf = Buffer.from(x, 'latin1');
-    const r = s.onUpstreamData(buf);
-    free.push(r === true);
-    if (r === true && poison) buf.fill(POISON);
-  };
+  const upstream = upstreamReads(s, overwrite(poison, free));
   client(command);
   for (const r of reads) if (r.length > 0) upstream(r);
   if (host.closed === null) {
@@ -133,12 +135,7 @@ describe('a read the session calls free is kept by nothing', () => {
       const s = host.attach(new ImapSession(host, { privateTagPrefix: 'P.' }));
       s.start();
       const free: boolean[] = [];
-      const upstream = (x: string) => {
-        const buf = Buffer.from(x, 'latin1');
-        const r = s.onUpstreamData(buf);
-        free.push(r === true);
-        if (r === true && poison) buf.fill(POISON);
-      };
+      const upstream = upstreamReads(s, overwrite(poison, free));
       s.onClientData(Buffer.from('a1 LOGIN alice pw\r\n', 'latin1'));
       upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n');
       upstream('P.1 OK [CAPABILITY IMAP4rev1] in\r\n');
