@@ -68,10 +68,14 @@ export interface ConnectionDeps {
 type Sock = net.Socket | tls.TLSSocket;
 
 /**
- * The read handler bound to an upstream socket with sized reads (ReadSizer): its reads bypass 'data'.
- * It answers true when nothing refers to the read any more once it returns (ReadSizer.recycle).
+ * What refers to an upstream read once its handler returned: nothing (true: ReadSizer.recycle), only
+ * a client write nothing else sees (a test that says when it completed: ReadSizer.park), or maybe
+ * anything (false).
  */
-const sizedReadHandlers = new WeakMap<Sock, (d: Buffer) => boolean>();
+type ReadRelease = boolean | (() => boolean);
+
+/** The read handler bound to an upstream socket with sized reads (ReadSizer): its reads bypass 'data'. */
+const sizedReadHandlers = new WeakMap<Sock, (d: Buffer) => ReadRelease>();
 
 /** Drops a socket's stream listeners before a TLS socket is wrapped around it (which binds its own). */
 function detachSocket(raw: net.Socket): void {
@@ -354,6 +358,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
   }
 
   private onClientWritten(err?: Error | null): void {
+    this.clientWritesDone++;
     if (err) return;
     this.outputProgress();
   }
@@ -457,15 +462,26 @@ export class Connection implements SessionHost, OAuthHostInfo {
   }
 
   /**
-   * Every byte given to sendClient so far is in the kernel: nothing is left in the write batch or in
-   * the client socket's queue (a write the socket could not finish at once keeps a reference to its
-   * buffer until it completes), and no trace keeps a copy's source. Only a plain client socket is
-   * trusted with this: a TLS socket encrypts in its own layer, whose keeping of the bytes is not
-   * node's documented contract.
+   * A read the session kept nothing of: when nothing else refers to it. No trace may keep it, and the
+   * write batch holds nothing. Then:
+   * - a plain client socket with nothing queued (`writableLength` 0) gave every byte to the kernel:
+   *   free now (a write the socket could not finish at once keeps pointing into its buffer until it
+   *   completes);
+   * - else the writes handed to this socket so far carry it: free once they completed (their
+   *   callbacks come in order; clientWritesDone). A TLS socket is always taken this way: it encrypts
+   *   in its own layer, and only its write's completion says it is done with the bytes.
    */
-  private tookWholly(): boolean {
-    return this.trace === null && this.toClient.pending === 0 && !(this.client instanceof tls.TLSSocket) && this.client.writableLength === 0;
+  private readRelease(): ReadRelease {
+    if (this.trace !== null || this.toClient.pending !== 0) return false;
+    const sock = this.client;
+    if (!(sock instanceof tls.TLSSocket) && sock.writableLength === 0) return true;
+    const ticket = this.clientWritesIssued;
+    return () => this.client === sock && this.clientWritesDone >= ticket;
   }
+
+  /** Client writes handed to the socket (one per write batch flush) and completed (their callbacks, in order, errors too). */
+  private clientWritesIssued = 0;
+  private clientWritesDone = 0;
 
   sendClient(data: Buffer): void {
     if (this.closed || this.closeOverride?.kind === 'error' || this.client.destroyed || data.length === 0) return;
@@ -491,6 +507,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   /** A batch of client output reached the socket. */
   private clientBatchWritten(ok: boolean): void {
+    this.clientWritesIssued++;
     this.touch();
     // a TLS socket answers false to every large write until its records are sent: only a backlog counts
     if (!ok && !this.upstreamPausedForClient && !this.closed && this.client.writableLength > RELAY_WRITE_PAUSE_BYTES) {
@@ -791,7 +808,9 @@ export class Connection implements SessionHost, OAuthHostInfo {
               const handler = sizedReadHandlers.get(sock);
               // bound in the connect callback, before node starts reading: never missing (if it were, nothing is dropped silently)
               if (handler) {
-                if (handler(data)) sizer.recycle(data);
+                const release = handler(data);
+                if (release === true) sizer.recycle(data);
+                else if (release !== false) sizer.park(data, release);
               } else sock.destroy(new Error('upstream bytes before the connection was bound'));
               return true;
             },
@@ -882,8 +901,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
   private bindUpstream(sock: Sock, gen: number): void {
     this.upstream = sock;
     sock.setNoDelay(true);
-    // true when nothing refers to `d` once this returns (sized reads: its buffer is read into again)
-    const onData = (d: Buffer): boolean => {
+    // what refers to `d` once this returns (sized reads: its buffer is read into again when nothing does)
+    const onData = (d: Buffer): ReadRelease => {
       if (gen !== this.upstreamGen) return false;
       this.clearGreetingTimer();
       this.bytesFromUpstream += d.length;
@@ -895,7 +914,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.inEvent(() => {
         free = this.session.onUpstreamData(d) === true;
       });
-      return free && this.tookWholly();
+      return free ? this.readRelease() : false;
     };
     // a socket with sized reads hands its reads to its handler here; the 'data' listener keeps it flowing ('end' is emitted)
     sock.on('data', onData);

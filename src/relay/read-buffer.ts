@@ -15,13 +15,15 @@
  *   new buffer: 4 times larger when the read filled at least half (up to RELAY_READ_MAX_BYTES), else
  *   of the same size. A smaller read is copied out and the next buffer is a quarter of the size, down
  *   to the shared one, so a socket that goes quiet after a download does not keep a large buffer.
- * - A view handed on may be given back (`recycle`) by the read's handler, before it returns, when
- *   nothing refers to any byte of it any more: the session kept nothing of the read and the client
- *   socket took every byte into the kernel (relay/connection.ts says when). The next read then goes
- *   into the same buffer, when it is of the size the next read needs, instead of a new one: a bulk
- *   download through the relay allocates (and leaves to the garbage collector) a buffer only for
- *   the reads the client socket could not take at once. node asks for the next read's buffer only
- *   after the read's callback returned, so the buffer is never read into while a view of it is in use.
+ * - A view handed on may be given back by the read's handler, before it returns, when the session
+ *   kept nothing of the read (relay/connection.ts says when): `recycle` when nothing refers to any
+ *   byte of it any more (a plain client socket took every byte into the kernel), `park` with a test
+ *   that says when the client write that carries it completed (a write the socket could not finish
+ *   at once, and every write to a TLS client). The next read then goes into the same buffer (a
+ *   recycled one), or a later read does once its test says so (a parked one; at most PARKED_READS,
+ *   dropped when the reads shrink), when it is of the size that read needs, instead of a new one. node
+ *   asks for the next read's buffer only after the read's callback returned, so a buffer is never read
+ *   into while a view of it is in use.
  */
 import { RELAY_READ_MAX_BYTES, RELAY_READ_MIN_BYTES } from '../limits.js';
 
@@ -36,13 +38,18 @@ function shared(): Buffer {
   return sharedSmall;
 }
 
+/** Buffers a socket keeps given back for when their write completed (ReadSizer.park): one being written, one written. */
+const PARKED_READS = 2;
+
 export class ReadSizer {
   /** The buffer the next read goes into, once next() made it; null: the shared one (nextSize 0), or not made yet. */
   private own: Buffer | null = null;
   /** The size of the next read's own buffer; 0: it reads into the shared one. */
   private nextSize = 0;
-  /** The buffer the last read was handed on in (a view of it), until the next read: recycle() may give it back. */
+  /** The buffer the last read was handed on in (a view of it), until the next read: recycle() or park() may give it back. */
   private lent: Buffer | null = null;
+  /** Buffers given back for when a write that carries them completed (park), oldest first, each with its test. */
+  private parked: { buf: Buffer; ready: () => boolean }[] = [];
 
   /** The size of the buffer the next read goes into. */
   get size(): number {
@@ -59,9 +66,20 @@ export class ReadSizer {
     return this.nextSize === 0 ? shared() : this.ownBuffer();
   }
 
-  /** The socket's own buffer for the next read, made when first asked. */
+  /** The socket's own buffer for the next read, made when first asked: a parked one when it is free by now and of the size. */
   private ownBuffer(): Buffer {
-    this.own ??= Buffer.allocUnsafeSlow(this.nextSize);
+    if (this.own === null) {
+      const p = this.parked[0];
+      if (p?.ready()) {
+        this.parked.shift();
+        if (p.buf.length === this.nextSize) {
+          this.own = p.buf;
+          sizedReadStats.recycled++;
+          return p.buf;
+        }
+      }
+      this.own = Buffer.allocUnsafeSlow(this.nextSize);
+    }
     return this.own;
   }
 
@@ -74,6 +92,7 @@ export class ReadSizer {
     // the buffer next() gave for this read (made here if next() was not asked: then it holds nothing read)
     const own = this.nextSize === 0 ? null : this.ownBuffer();
     if (own === null) {
+      this.parked.length = 0;
       if (n * 2 >= RELAY_READ_MIN_BYTES) this.nextSize = Math.min(RELAY_READ_MIN_BYTES * 4, RELAY_READ_MAX_BYTES);
       return copyOut(shared(), n);
     }
@@ -85,6 +104,8 @@ export class ReadSizer {
       this.lent = own;
       return own.subarray(0, n);
     }
+    // a socket that reads less keeps no buffer parked for the larger reads it no longer takes
+    this.parked.length = 0;
     const smaller = size >>> 2;
     this.nextSize = smaller > RELAY_READ_MIN_BYTES ? smaller : 0;
     return copyOut(own, n);
@@ -101,6 +122,19 @@ export class ReadSizer {
     if (lent === null || view.buffer !== lent.buffer || this.own !== null || lent.length !== this.nextSize) return;
     this.own = lent;
     sizedReadStats.recycled++;
+  }
+
+  /**
+   * Nothing refers to `view`, the last read handed on, any more once `ready()` answers true (the
+   * caller's guarantee; a write that carries it completed): a later read goes into its buffer then,
+   * if it is of the size that read needs. At most PARKED_READS are kept; a view given back beyond them
+   * is left to the garbage collector.
+   */
+  park(view: Buffer, ready: () => boolean): void {
+    const lent = this.lent;
+    this.lent = null;
+    if (lent === null || view.buffer !== lent.buffer || this.parked.length >= PARKED_READS) return;
+    this.parked.push({ buf: lent, ready });
   }
 }
 

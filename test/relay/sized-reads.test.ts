@@ -8,7 +8,9 @@
  * that a listener with a policy keeps node's reads.
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RELAY_READ_MAX_BYTES, RELAY_READ_MIN_BYTES } from '../../src/limits.js';
 import { ReadSizer, sizedReadStats } from '../../src/relay/read-buffer.js';
@@ -77,6 +79,49 @@ describe('ReadSizer', () => {
     }
     // 0: the shared buffer again (an idle socket keeps none of its own)
     expect(sizes).toEqual([65536, 16384, 4096, 0, 0]);
+  });
+
+  it('a view given back is read into again: at once (recycle), or once its write completed (park), never before; none kept once reads shrink', () => {
+    const s = new ReadSizer();
+    for (let i = 0; i < 5; i++) s.take(s.size);
+    expect(s.size).toBe(RELAY_READ_MAX_BYTES);
+    // recycle: the next read goes into the same buffer
+    const buf = s.next();
+    let view = s.take(buf.length);
+    s.recycle(view);
+    expect(s.next()).toBe(buf);
+    // a view given back once the next read's buffer was made is not taken back
+    view = s.take(buf.length);
+    const other = s.next();
+    s.recycle(view);
+    expect(s.next()).toBe(other);
+    expect(other).not.toBe(buf);
+    // park: not read into while its write is pending; then the oldest parked buffer comes back
+    let done = 0;
+    const parkedBufs: Buffer[] = [];
+    for (let i = 0; i < 3; i++) {
+      const b = s.next();
+      parkedBufs.push(b);
+      const ticket = i + 1;
+      s.park(s.take(b.length), () => done >= ticket);
+    }
+    const fresh = s.next();
+    expect(parkedBufs).not.toContain(fresh);
+    s.take(fresh.length);
+    done = 1;
+    expect(s.next()).toBe(parkedBufs[0]);
+    s.take(RELAY_READ_MAX_BYTES);
+    done = 3;
+    // the second parked one; the third was beyond the two kept
+    expect(s.next()).toBe(parkedBufs[1]);
+    s.take(RELAY_READ_MAX_BYTES);
+    expect(parkedBufs).not.toContain(s.next());
+    // parked while reads shrink: dropped, never handed to a smaller read
+    const b = s.next();
+    s.park(s.take(b.length), () => true);
+    s.take(5);
+    expect(s.size).toBe(RELAY_READ_MAX_BYTES / 4);
+    expect(s.next()).not.toBe(b);
   });
 
   it('random reads on several sockets: nothing handed on is ever read into again, sizes within their bounds', () => {
@@ -272,7 +317,10 @@ describe('reads handed on and read into again: many responses cut anywhere', () 
         return true;
       },
     });
-    postern = await startPostern([{ name: 'pure', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' } }]);
+    postern = await startPostern([
+      { name: 'pure', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' } },
+      { name: 'pure-tls', tls: 'implicit', upstream: { host: '127.0.0.1', port: fake.port, tls: 'none' } },
+    ]);
   });
 
   afterAll(async () => {
@@ -280,10 +328,26 @@ describe('reads handed on and read into again: many responses cut anywhere', () 
     await fake?.close();
   });
 
-  it('every byte arrives as the upstream sent it, with reads recycled on the way', async () => {
+  /** A client of `listener` (plain or implicit TLS). */
+  async function connect(listener: string): Promise<net.Socket> {
+    if (listener === 'pure') return net.connect({ port: postern.port(listener), host: '127.0.0.1' });
+    const s = tls.connect({ host: '127.0.0.1', port: postern.port(listener), ca: [readFileSync(postern.caFile)], servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      s.once('secureConnect', () => resolve());
+      s.once('error', reject);
+    });
+    return s;
+  }
+
+  for (const listener of ['pure', 'pure-tls'])
+    it(`every byte arrives as the upstream sent it, with reads recycled on the way (${listener === 'pure' ? 'plain client: at once, or once the write completed' : 'TLS client: once the write completed'})`, async () => {
+      await fetchAll(listener);
+    });
+
+  async function fetchAll(listener: string): Promise<void> {
     const recycled0 = sizedReadStats.recycled;
     for (const tag of ['c', 'k']) {
-      const sock = net.connect({ port: postern.port('pure'), host: '127.0.0.1' });
+      const sock = await connect(listener);
       const chunks: Buffer[] = [];
       let seen = '';
       const until = (re: RegExp) =>
@@ -323,5 +387,5 @@ describe('reads handed on and read into again: many responses cut anywhere', () 
       sock.destroy();
     }
     expect(sizedReadStats.recycled - recycled0).toBeGreaterThan(0);
-  });
+  }
 });
