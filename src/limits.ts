@@ -284,6 +284,12 @@ export const RELAY_WRITE_PAUSE_BYTES = 256 * 1024;
  */
 export const RELAY_READ_MIN_BYTES = 1024;
 export const RELAY_READ_MAX_BYTES = 256 * 1024;
+/**
+ * Read buffers a socket keeps given back for when the client write that carries them completed
+ * (ReadSizer.park): one being written, one written. Dropped when the socket's reads shrink; until its
+ * next read a socket holds at most this many plus one buffer of RELAY_READ_MAX_BYTES.
+ */
+export const RELAY_READ_PARKED = 2;
 
 /**
  * V8's old-generation growing factor for the long-running commands (`serve`, `collect`), as

@@ -20,12 +20,12 @@
  *   byte of it any more (a plain client socket took every byte into the kernel), `park` with a test
  *   that says when the client write that carries it completed (a write the socket could not finish
  *   at once, and every write to a TLS client). The next read then goes into the same buffer (a
- *   recycled one), or a later read does once its test says so (a parked one; at most PARKED_READS,
+ *   recycled one), or a later read does once its test says so (a parked one; at most RELAY_READ_PARKED,
  *   dropped when the reads shrink), when it is of the size that read needs, instead of a new one. node
  *   asks for the next read's buffer only after the read's callback returned, so a buffer is never read
  *   into while a view of it is in use.
  */
-import { RELAY_READ_MAX_BYTES, RELAY_READ_MIN_BYTES } from '../limits.js';
+import { RELAY_READ_MAX_BYTES, RELAY_READ_MIN_BYTES, RELAY_READ_PARKED } from '../limits.js';
 
 /** Reads taken this way, their bytes, the largest, and how many were copied out (tests and benchmarks; not configuration). */
 export const sizedReadStats = { reads: 0, bytes: 0, largest: 0, copied: 0, recycled: 0 };
@@ -37,9 +37,6 @@ function shared(): Buffer {
   sharedSmall ??= Buffer.allocUnsafeSlow(RELAY_READ_MIN_BYTES);
   return sharedSmall;
 }
-
-/** Buffers a socket keeps given back for when their write completed (ReadSizer.park): one being written, one written. */
-const PARKED_READS = 2;
 
 export class ReadSizer {
   /** The buffer the next read goes into, once next() made it; null: the shared one (nextSize 0), or not made yet. */
@@ -127,13 +124,13 @@ export class ReadSizer {
   /**
    * Nothing refers to `view`, the last read handed on, any more once `ready()` answers true (the
    * caller's guarantee; a write that carries it completed): a later read goes into its buffer then,
-   * if it is of the size that read needs. At most PARKED_READS are kept; a view given back beyond them
+   * if it is of the size that read needs. At most RELAY_READ_PARKED are kept; a view given back beyond them
    * is left to the garbage collector.
    */
   park(view: Buffer, ready: () => boolean): void {
     const lent = this.lent;
     this.lent = null;
-    if (lent === null || view.buffer !== lent.buffer || this.parked.length >= PARKED_READS) return;
+    if (lent === null || view.buffer !== lent.buffer || this.parked.length >= RELAY_READ_PARKED) return;
     this.parked.push({ buf: lent, ready });
   }
 }
