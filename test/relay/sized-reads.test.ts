@@ -1,11 +1,14 @@
 /**
  * Sized reads (src/relay/read-buffer.ts, issue 10): a pure relay's plain upstream socket reads into
  * buffers postern allocates per read, sized by the reads before (up to RELAY_READ_MAX_BYTES), instead
- * of node's 64 KiB stream reads. The unit part checks the sizing; the integration part runs a scripted
- * upstream over real sockets that writes a 12 MB literal in chunks of every size, to a client that
- * first does not read (the client output bound pauses the upstream, which must resume), and checks
- * every byte, that reads over 64 KiB were taken, the end of the session when the upstream closes, and
- * that a listener with a policy keeps node's reads.
+ * of node's 64 KiB stream reads, and reads into a buffer again once nothing refers to it (recycle: at
+ * once; park: once the client write carrying it completed). The unit part checks the sizing and the
+ * order of giving back; the integration part runs a scripted upstream over real sockets that writes a
+ * 12 MB literal in chunks of every size, to a client that first does not read (the client output
+ * bound pauses the upstream, which must resume), and checks every byte, that reads over 64 KiB were
+ * taken and buffers read into again, the end of the session when the upstream closes, and that a
+ * listener with a policy keeps node's reads; then 60 responses cut anywhere (inside their first lines,
+ * the rest a moment later) through a plain and a TLS client, byte for byte.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
