@@ -307,17 +307,15 @@ export class Relay {
   // ---------------------------------------------------------------- upstream -> client
 
   upstreamFrame(frame: Frame): void {
-    // what is relayed as it is, and kept by nothing: a `* n FETCH` line on a pure relay, and the rest of a response forwarded as it is
-    if (this.memoryWait === null) {
-      if (frame.type === 'line' && frame.start) {
-        if (frame.data[0] !== 0x2b /* + */ && this.core.interceptor === null && this.forwardsUntaggedFetch(frame.data)) {
-          this.forwardFrame(frame);
-          return;
-        }
-      } else if (this.forwardsRest()) {
-        this.forwardFrame(frame);
-        return;
-      }
+    // what is relayed as it is, and kept by nothing: a `* n FETCH` line on a pure relay (forwardsUntaggedFetch:
+    // never with an interceptor, so heldFetchLine is not passed over), and the rest of a response forwarded as it is
+    const asIs =
+      frame.type === 'line' && frame.start
+        ? this.memoryWait === null && frame.data[0] !== 0x2b /* + */ && this.forwardsUntaggedFetch(frame.data)
+        : this.forwardsRest();
+    if (asIs) {
+      this.forwardFrame(frame);
+      return;
     }
     // anything else may keep the frame's bytes (a held response, a parsed head, a deferred frame)
     this.inputKept = true;
