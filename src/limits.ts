@@ -568,14 +568,6 @@ export const UID_LOOKUP_LIMITS = {
 export const MAX_VETS_IN_FLIGHT = 4;
 
 /**
- * IMAP: a message literal collected over several reads from this size on is made over a
- * SharedArrayBuffer and its SHA-256 (verdict store, content table) taken by a worker thread, off the
- * event loop (src/inspect/digest.ts); smaller ones are hashed on the event loop, where a thread's
- * round trip would cost more than the hash.
- */
-export const DIGEST_THREAD_MIN_BYTES = 64 * 1024;
-
-/**
  * IMAP: plain output bytes (relayed responses, cache hits) an IMAP session queues behind held
  * responses while it keeps reading the upstream of an intercepted FETCH; above it the upstream is
  * paused until the queue drains (src/session/imap/relay.ts updateUpstreamPause).

@@ -106,7 +106,7 @@ export class ContentVerdicts {
    * it and stores the verdict when shareable(). `digest`: the SHA-256 hex of `raw` (or how to get it)
    * when the caller has it or needs it too.
    */
-  async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string | (() => string | Promise<string>)): Promise<ContentInspection> {
+  async inspect(raw: Buffer, run: () => Promise<InspectResult>, digest?: string | (() => string)): Promise<ContentInspection> {
     return this.inspectAs(raw, run, digest, true);
   }
 
@@ -114,12 +114,12 @@ export class ContentVerdicts {
   private async inspectAs(
     raw: Buffer,
     run: () => Promise<InspectResult>,
-    digest: string | (() => string | Promise<string>) | undefined,
+    digest: string | (() => string) | undefined,
     mayWait: boolean,
   ): Promise<ContentInspection> {
     const basis = this.basis();
     if (!basis) return { result: await run(), fromContentCache: false };
-    const d = typeof digest === 'function' ? await digest() : (digest ?? sha256(raw));
+    const d = typeof digest === 'function' ? digest() : (digest ?? sha256(raw));
     let hit = false;
     // the store's clear count before the engine runs: a verdict made across a clear is not stored
     let since: number | null = null;

@@ -40,12 +40,11 @@ import type { PreparedLookup, RunLimits } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
-import { digestThread } from './digest.js';
 import { renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
 import { type RenderingMemo, StoredRenderings } from './stored-renderings.js';
 import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
-import { type IndexRow, mailboxNameId, type StoredVerdict, scopeId, type VerdictBasis, type VerdictStore } from './verdict-store.js';
+import { type IndexRow, mailboxNameId, type StoredVerdict, scopeId, sha256, type VerdictBasis, type VerdictStore } from './verdict-store.js';
 import { processVetGate } from './vet-gate.js';
 
 /**
@@ -917,14 +916,14 @@ export class ImapInspector implements ImapInterceptor {
   }
 
   /** Stores a fresh verdict, unless the store was cleared since `since` (read before the vet began). */
-  private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, v: Vetted, since: number, digest: string): void {
+  private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted, since: number): void {
     const sv: StoredVerdict = {
       status: v.verdict.status,
       hits: v.verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
       viruses: v.verdict.viruses,
       sizeIn: v.verdict.sizeIn,
       sizeOut: v.verdict.sizeOut,
-      digest,
+      digest: this.digestOf(raw),
     };
     if (v.verdict.quarantineId) sv.quarantineId = v.verdict.quarantineId;
     const root = mimeNodeOf(v.structure);
@@ -1981,20 +1980,11 @@ export class ImapInspector implements ImapInterceptor {
   private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const k = uid !== null ? this.storeKey() : null;
     const since = k ? this.storeClears() : null;
-    // the digest is begun at once (off the event loop for a large message, see digest.ts) when the store
-    // or the content table will ask for it
-    if (k || this.contentVerdicts()) this.digestOf(raw);
     if (k && uid !== null) {
       // asked of the store itself: another process may have stored it after this session read its index
       const stored = this.storeGet(uid);
       if (stored) {
-        let digest: string;
-        try {
-          digest = await this.digestOf(raw);
-        } catch (err) {
-          this.deps.log.error({ event: 'message.withheld', uid, err: logErr(err) }, 'message digest failed; withholding message');
-          return { tempfail: `message digest failed: ${(err as Error).message}` };
-        }
+        const digest = this.digestOf(raw);
         if (stored.digest === digest && stored.status === 'clean') return this.cleanFromStore(raw, stored);
         if (stored.digest !== digest) {
           this.deps.log.warn(
@@ -2012,11 +2002,8 @@ export class ImapInspector implements ImapInterceptor {
     }
     const v = await this.slots.run(() => this.runEngine(raw, uid));
     if (k && uid !== null && !('tempfail' in v)) {
-      // a digest that failed stores nothing (the verdict itself stands: the engine judged the bytes)
-      const digest = await this.digestOf(raw).catch(() => null);
       const now = this.storeKey();
-      if (digest !== null && now && now.scope === k.scope && now.basis.signatures === k.basis.signatures && since !== null)
-        this.storePut(uid, k, v, since, digest);
+      if (now && now.scope === k.scope && now.basis.signatures === k.basis.signatures && since !== null) this.storePut(uid, k, raw, v, since);
     }
     return v;
   }
@@ -2039,18 +2026,12 @@ export class ImapInspector implements ImapInterceptor {
 
   /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */
   private contentMemo: ContentVerdicts | null | undefined;
-  /**
-   * SHA-256 (hex) of the downloaded messages being vetted, so one message is hashed once (stored-verdict
-   * check, content table, store write): by the digest thread when the message's bytes are shared (a
-   * large literal, digest.ts), else at once.
-   */
-  private readonly digests = new WeakMap<Buffer, Promise<string>>();
-  private digestOf(raw: Buffer): Promise<string> {
+  /** SHA-256 (hex) of the downloaded messages being vetted, so one message is hashed once (stored-verdict check, content table, store write). */
+  private readonly digests = new WeakMap<Buffer, string>();
+  private digestOf(raw: Buffer): string {
     let d = this.digests.get(raw);
     if (d === undefined) {
-      d = digestThread.digest(raw);
-      // a failure is met by whoever awaits it; one begun early and never awaited is not an unhandled rejection
-      d.catch(() => {});
+      d = sha256(raw);
       this.digests.set(raw, d);
     }
     return d;

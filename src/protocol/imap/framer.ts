@@ -236,15 +236,7 @@ export class MessageAssembler {
   private announced = 0;
   private size = 0;
 
-  /**
-   * `sharedFrom`: a literal of at least this many bytes that arrives over several frames is collected
-   * into a buffer over a SharedArrayBuffer, which another thread can read without a copy (the
-   * message's digest, src/inspect/digest.ts); absent, never.
-   */
-  constructor(
-    private readonly maxBytes: number,
-    private readonly sharedFrom = Number.POSITIVE_INFINITY,
-  ) {}
+  constructor(private readonly maxBytes: number) {}
 
   get bytes(): number {
     return this.size;
@@ -285,8 +277,7 @@ export class MessageAssembler {
         return;
       }
       // the framer never yields more than the announced size; the buffer holds at least this frame
-      const size = Math.max(this.announced, frame.data.length);
-      const buf = size >= this.sharedFrom ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.allocUnsafe(size);
+      const buf = Buffer.allocUnsafe(Math.max(this.announced, frame.data.length));
       frame.data.copy(buf, 0);
       this.literal = { buf, filled: frame.data.length };
       return;

@@ -18,15 +18,7 @@
  *   command waits (untagged FETCH responses of two commands cannot be told apart).
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
-import {
-  DIGEST_THREAD_MIN_BYTES,
-  GATE_PAUSE_BYTES,
-  HELD_ADMIT_MIN_BYTES,
-  MAX_INLINE_LITERAL,
-  MAX_VETS_IN_FLIGHT,
-  OUTPUT_QUEUE_PAUSE_BYTES,
-  UID_LOOKUP_LIMITS,
-} from '../../limits.js';
+import { GATE_PAUSE_BYTES, HELD_ADMIT_MIN_BYTES, MAX_INLINE_LITERAL, MAX_VETS_IN_FLIGHT, OUTPUT_QUEUE_PAUSE_BYTES, UID_LOOKUP_LIMITS } from '../../limits.js';
 import { type CommandGrammarOptions, type CommandPart, CommandReader, isIdleDone, type ParsedCommand, serialiseCommand } from '../../protocol/imap/command.js';
 import { type Frame, type LineFrame, MessageAssembler, wholeMessageEnd } from '../../protocol/imap/framer.js';
 import { type CommandHead, parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
@@ -636,7 +628,7 @@ export class Relay {
         forward: false,
         target,
         head,
-        assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes, DIGEST_THREAD_MIN_BYTES),
+        assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
         lease: pooled ?? (this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null),
         pooled: pooled !== null,
       };

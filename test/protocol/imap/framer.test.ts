@@ -188,27 +188,6 @@ describe('MessageAssembler', () => {
     expect(parts![1]!.buffer.byteLength).toBe(body.length);
   });
 
-  it('sharedFrom: a chunked literal of at least that size is collected over a SharedArrayBuffer, byte for byte; a smaller one and a one-frame one are not', () => {
-    const assemble = (size: number, chunk: number, sharedFrom: number) => {
-      const body = Buffer.alloc(size);
-      for (let i = 0; i < size; i++) body[i] = (i * 7 + 3) & 0xff;
-      const input = Buffer.concat([Buffer.from(`* 1 FETCH (BODY[] {${size}}\r\n`), body, Buffer.from(')\r\n')]);
-      const asm = new MessageAssembler(1 << 20, sharedFrom);
-      const fr = new ImapFramer(limits);
-      let parts: Buffer[] | null = null;
-      for (let i = 0; i < input.length; i += chunk) for (const f of fr.push(input.subarray(i, i + chunk))) parts = asm.add(f) ?? parts;
-      expect(parts![1]!.equals(body)).toBe(true);
-      return parts![1]!.buffer instanceof SharedArrayBuffer;
-    };
-    expect(assemble(5000, 1000, 5000)).toBe(true);
-    expect(assemble(5000, 1, 5000)).toBe(true);
-    expect(assemble(4999, 1000, 5000)).toBe(false);
-    // the whole literal in one frame: a view of the input, as without sharedFrom
-    expect(assemble(5000, 10_000, 5000)).toBe(false);
-    // without sharedFrom: never
-    expect(assemble(5000, 1000, Number.POSITIVE_INFINITY)).toBe(false);
-  });
-
   it('refuses literal chunks past the announced size (frames not from the framer)', () => {
     const asm = new MessageAssembler(1 << 20);
     asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {4}\r\n'), start: true, literal: { size: 4, nonSync: false, binary: false } });
