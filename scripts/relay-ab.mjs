@@ -23,7 +23,9 @@
  * fixes the factor, HEAP_GROWING_PERCENT). A build named more than once (`. ./ /abs/path`) runs as
  * that many processes.
  * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
- * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs).
+ * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs), pop3
+ * (RETR of every message, one at a time, as bench-mailbox.mjs's pop3 workload; the POP3 relay listener
+ * and an HAProxy frontend to Dovecot's POP3; the node pipe is IMAP only).
  * --messages N --mb M: the mixed mailbox's size (default 100 messages, 20 MB; the bench's is 500, 110,
  * with four 10-15 MB messages).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
@@ -34,7 +36,7 @@ import net from 'node:net';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
-import { Imap } from './lib/mail-clients.mjs';
+import { Imap, Pop3 } from './lib/mail-clients.mjs';
 import { buildMailbox, smallMessages } from './lib/mail-corpus.mjs';
 import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, threadCpuSince, track, treeCpuByThread, treeThreadCpuSeconds } from './lib/procs.mjs';
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
@@ -84,14 +86,14 @@ function nodePipe(port, target, tlsPort, pemFile) {
 
 if (argv[0] === '--pipe-child') nodePipe(Number(argv[1]), Number(argv[2]), Number(argv[3]), argv[4]);
 else if (builds.length === 0 && !opts.pipe) {
-  console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,tls,list]');
+  console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,tls,list,pop3]');
   process.exit(2);
 } else {
   cleanupOnExit();
   await main();
 }
 
-async function startBuild(spec, upstreamPort) {
+async function startBuild(spec, upstreamPort, pop3Port) {
   // DIR or DIR::--node-flag,--other-flag (the same build with other node flags as its own candidate)
   const [dir, flags = ''] = spec.split('::');
   const nodeFlags = flags.split(',').filter(Boolean);
@@ -99,14 +101,15 @@ async function startBuild(spec, upstreamPort) {
   const run = tempDir('postern-relay-ab-');
   const gcFile = join(run, 'gc-count.json');
   if (opts.gc) nodeFlags.unshift(`--require=${new URL('./lib/gc-count.cjs', import.meta.url).pathname}`);
-  const [plain, tls] = await freePorts(2);
-  const listener = (name, port, mode) =>
-    `  - name: ${name}\n    protocol: imap\n    host: 127.0.0.1\n    port: ${port}\n` +
+  const [plain, tls, pop3] = await freePorts(3);
+  const listener = (name, port, mode, protocol = 'imap', target = upstreamPort) =>
+    `  - name: ${name}\n    protocol: ${protocol}\n    host: 127.0.0.1\n    port: ${port}\n` +
     `    tls: { mode: ${mode}${mode === 'implicit' ? ', hostname: localhost' : ''} }\n` +
-    `    upstream: { kind: static, host: 127.0.0.1, port: ${upstreamPort}, tls: { mode: none } }\n    policy: null\n`;
+    `    upstream: { kind: static, host: 127.0.0.1, port: ${target}, tls: { mode: none } }\n    policy: null\n`;
   writeFileSync(
     join(run, 'postern.yaml'),
-    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}`,
+    `${posternYamlHead(run)}limits: { shutdown_grace_ms: 1000 }\nlisteners:\n${listener('relay', plain, 'none')}${listener('relay-tls', tls, 'implicit')}` +
+      listener('relay-pop3', pop3, 'none', 'pop3', pop3Port),
   );
   const proc = track(
     spawn(process.execPath, [...nodeFlags, join(root, 'bin/postern.js'), 'serve', '--config', join(run, 'postern.yaml')], {
@@ -121,7 +124,7 @@ async function startBuild(spec, upstreamPort) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${root} did not start`);
     await sleep(100);
   }
-  return { name: `postern ${spec}`, port: plain, tport: tls, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc, gcFile };
+  return { name: `postern ${spec}`, port: plain, tport: tls, pport: pop3, ca: readFileSync(join(run, 'ca', 'ca.crt')), proc, gcFile };
 }
 
 async function noop(ep) {
@@ -135,6 +138,18 @@ async function noop(ep) {
   }
   await c.logout();
   return quantiles(t).p50;
+}
+
+/** RETR of every message of alice's, one at a time: { seconds, bytes } (bytes: the dot-stuffed bodies). */
+async function retrAll(ep) {
+  const c = await Pop3.session({ port: ep.pport }, 'alice', USERS.alice);
+  const n = Number((await c.ok('STAT')).split(' ')[1]);
+  let bytes = 0;
+  const t0 = performance.now();
+  for (let i = 1; i <= n; i++) bytes += (await c.retr(i)).size;
+  const seconds = (performance.now() - t0) / 1000;
+  await c.quit();
+  return { seconds, bytes };
 }
 
 async function fetchAll(ep, cmd, user, useTls = false) {
@@ -156,14 +171,15 @@ async function main() {
     'alice',
     buildMailbox(opts.messages, opts.mb * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
   );
-  const [hPlain, hTls, pipePort, pipeTls] = await freePorts(4);
+  const [hPlain, hTls, pipePort, pipeTls, hPop3] = await freePorts(5);
   const haproxy = await startHaproxy([
     { listen: hPlain, target: dovecot.ports.imap },
     { listen: hTls, target: dovecot.ports.imap, tls: true },
+    { listen: hPop3, target: dovecot.ports.pop3 },
   ]);
   const eps = [
-    { name: 'direct', port: dovecot.ports.imap },
-    { name: 'haproxy', port: hPlain, tport: hTls, ca: haproxy.cert, proc: haproxy.proc },
+    { name: 'direct', port: dovecot.ports.imap, pport: dovecot.ports.pop3 },
+    { name: 'haproxy', port: hPlain, tport: hTls, pport: hPop3, ca: haproxy.cert, proc: haproxy.proc },
   ];
   if (opts.pipe) {
     const proc = track(
@@ -178,7 +194,7 @@ async function main() {
     await new Promise((r) => proc.once('message', r));
     eps.push({ name: 'node pipe', port: pipePort, tport: pipeTls, ca: haproxy.cert, proc });
   }
-  for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap));
+  for (const b of builds) eps.push(await startBuild(b, dovecot.ports.imap, dovecot.ports.pop3));
   console.log(`relay-ab: ${eps.map((e) => e.name).join(', ')}; ${opts.rounds} rounds of ${WORKLOADS.join(', ')}`);
 
   const rows = new Map();
@@ -187,6 +203,7 @@ async function main() {
   for (const ep of eps) {
     await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
     await noop(ep);
+    if (WORKLOADS.includes('pop3') && ep.pport) await retrAll(ep);
   }
   for (const ep of eps) if (ep.proc) ep.threads0 = treeCpuByThread(ep.proc.pid);
   for (let round = 0; round < opts.rounds; round++) {
@@ -211,6 +228,11 @@ async function main() {
         const r = await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice', true);
         record(`bulk TLS MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
         cpu('bulk TLS CPU µs per MB', r.bytes / 1e6);
+      }
+      if (WORKLOADS.includes('pop3') && ep.pport) {
+        const r = await retrAll(ep);
+        record(`pop3 RETR MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
+        cpu('pop3 RETR CPU µs per MB', r.bytes / 1e6);
       }
       if (WORKLOADS.includes('list')) {
         const r = await fetchAll(ep, LIST_SYNC, 'lister');
