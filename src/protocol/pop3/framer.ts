@@ -29,6 +29,15 @@ export class ByteQueue {
   private buf: Buffer = EMPTY;
   private start = 0;
   private end = 0;
+  /**
+   * A view of buf[start, end), made again only when one of the three changed: indexOf is called once
+   * per line of a multi-line body (a 100 MB download is over a million lines), and one view per line
+   * was most of the scan's cost (the allocation, then the garbage).
+   */
+  private view: Buffer = EMPTY;
+  private viewOf: Buffer = EMPTY;
+  private viewStart = 0;
+  private viewEnd = 0;
 
   get length(): number {
     return this.end - this.start;
@@ -40,7 +49,7 @@ export class ByteQueue {
       const live = this.end - this.start;
       const next = Buffer.allocUnsafe(Math.max(INITIAL_CAPACITY, 2 * (live + chunk.length)));
       this.buf.copy(next, 0, this.start, this.end);
-      this.buf = next;
+      this.setBuf(next);
       this.start = 0;
       this.end = live;
     }
@@ -48,11 +57,23 @@ export class ByteQueue {
     this.end += chunk.length;
   }
 
+  /** Replaces the backing buffer; the view of the old one goes with it (it would keep that memory alive). */
+  private setBuf(b: Buffer): void {
+    this.buf = b;
+    this.view = EMPTY;
+    this.viewOf = EMPTY;
+  }
+
   /** Offset (relative to the queue start) of `needle` at or after `from`, or -1. */
   indexOf(needle: number | Buffer, from = 0): number {
     if (from >= this.length) return -1;
-    const i = this.buf.subarray(this.start, this.end).indexOf(needle, from);
-    return i;
+    if (this.viewOf !== this.buf || this.viewStart !== this.start || this.viewEnd !== this.end) {
+      this.view = this.buf.subarray(this.start, this.end);
+      this.viewOf = this.buf;
+      this.viewStart = this.start;
+      this.viewEnd = this.end;
+    }
+    return this.view.indexOf(needle, from);
   }
 
   at(i: number): number | undefined {
@@ -66,7 +87,7 @@ export class ByteQueue {
     // Emptied: a large backing buffer (a whole message) is let go, not kept for the session's next
     // small responses (the views handed out keep their own reference while they are used).
     if (this.start === this.end && this.buf.length > RELEASE_EMPTY_ABOVE) {
-      this.buf = EMPTY;
+      this.setBuf(EMPTY);
       this.start = this.end = 0;
     }
     return out;
@@ -81,7 +102,7 @@ export class ByteQueue {
     if (this.buf.length - this.start >= live + n) return;
     const next = Buffer.allocUnsafe(live + n);
     this.buf.copy(next, 0, this.start, this.end);
-    this.buf = next;
+    this.setBuf(next);
     this.start = 0;
     this.end = live;
   }
