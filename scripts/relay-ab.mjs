@@ -163,7 +163,6 @@ async function fetchAll(ep, cmd, user, useTls = false) {
   return { seconds, bytes: r.bytes };
 }
 
-
 async function main() {
   const dovecot = await startDovecot({ name: 'postern-relay-ab', users: USERS });
   dovecot.fill('lister', smallMessages(2000, { user: 'lister' }));

@@ -1030,7 +1030,9 @@ export class Pop3Session implements Session {
       return false;
     }
     this.pumpUpstream();
-    return false;
+    // the framer copied the read into its own buffer (ByteQueue.append), and everything handed on is
+    // a view of that buffer: nothing refers to `data` any more, and the host may read into it again
+    return true;
   }
 
   onUpstreamEnd(err?: Error): void {

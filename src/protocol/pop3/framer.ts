@@ -24,6 +24,8 @@ const EMPTY = Buffer.alloc(0);
 /**
  * Append-only byte buffer. Frames are returned as views into it without copying; it never writes below
  * its end, and growing allocates a new backing buffer, so views handed out earlier stay intact.
+ * An appended chunk is copied in: nothing refers to it once append() returned (Pop3Session then calls
+ * the read free, and the host reads into its memory again).
  */
 export class ByteQueue {
   private buf: Buffer = EMPTY;
