@@ -228,9 +228,13 @@ class FuzzHost {
         else this.upQueue.push(...(this.splitRng?.chance(0.5) ? randomSplit(this.splitRng, next, 4) : [next]));
       }
       if (this.upQueue.length) {
-        const b = this.upQueue.shift();
+        // a read of its own (the queued pieces are views of the model's bytes): when the session calls it
+        // free (it keeps nothing of it), it is overwritten at once, as a host reading into it again would
+        const b = Buffer.from(this.upQueue.shift());
         this.record('upstream>postern', b);
-        this.call('onUpstreamData', () => this.session.onUpstreamData(b));
+        this.call('onUpstreamData', () => {
+          if (this.session.onUpstreamData(b) === true) b.fill(0x58);
+        });
         moved = true;
       } else if (this.model.closed && !this.eofSent) {
         this.eofSent = true;
