@@ -108,6 +108,8 @@ const TARGET_BYTES = Number(argv.mb ?? (QUICK ? 20 : 110)) * MB;
 const BIG_BYTES = Math.round(Number(argv['big-mb']) * 1e6);
 const N_LIST = Number(argv['list-messages'] ?? (QUICK ? 2000 : 10000));
 const ROUNDS = Math.max(1, Number(argv.rounds));
+/** Rounds of the short measurements whose modes are interleaved (measureInterleaved). */
+const INTERLEAVED_ROUNDS = 7;
 const JSON_PATH = argv.json ?? process.env.POSTERN_BENCH_JSON;
 const selected = (argv.workload ?? Object.keys(WORKLOADS)).flatMap((w) => w.split(',')).filter(Boolean);
 for (const w of selected) if (!WORKLOADS[w]) throw new Error(`unknown workload "${w}" (--list-workloads: ${Object.keys(WORKLOADS).join(', ')})`);
@@ -261,6 +263,32 @@ async function measure(workload, variant, mode, once, { fresh = true, better = '
     r.postern = MODES[mode]?.listener ? await stop() : undefined;
     results.push(r);
   }
+  return recordRow(workload, variant, mode, results, better);
+}
+
+/**
+ * measure() for several modes that need no fresh postern (direct, haproxy, relay), their rounds
+ * interleaved (the order reversed every other round, as scripts/relay-ab.mjs does): a short
+ * measurement (a 40 ms list sync, a NOOP) taken mode after mode moves with the load of the moment,
+ * and its ratio with it. At least INTERLEAVED_ROUNDS rounds (3 with --quick). Returns the rows.
+ */
+async function measureInterleaved(workload, variant, modes, onceFor, { better = 'higher' } = {}) {
+  for (const m of modes) if (MODES[m]?.cold) throw new Error(`measureInterleaved: ${m} needs a fresh postern`);
+  const results = new Map(modes.map((m) => [m, []]));
+  const rounds = Math.max(QUICK ? 3 : INTERLEAVED_ROUNDS, ROUNDS);
+  for (let i = 0; i < rounds; i++) {
+    for (const mode of i % 2 ? [...modes].reverse() : modes) {
+      const stop = meterStart();
+      const r = await onceFor(mode)();
+      r.postern = MODES[mode]?.listener ? await stop() : undefined;
+      results.get(mode).push(r);
+    }
+  }
+  return modes.map((m) => recordRow(workload, variant, m, results.get(m), better));
+}
+
+/** The row of one mode's rounds: the median (and its extras), every round's value, the byte checks. */
+function recordRow(workload, variant, mode, results, better) {
   results.sort((a, b) => a.value - b.value);
   const med = results[Math.floor(results.length / 2)];
   const row = { workload, variant, mode, value: med.value, unit: med.unit, better, rounds: results.map((r) => r.value), ...med.extra, postern: med.postern };
@@ -437,50 +465,49 @@ async function wlListSync() {
     ['policy', 'policy (default)', 'policy'],
     ['av', 'policy + clamd (default)', 'av'],
   ];
-  for (const [mode, variant, listener] of variants) {
+  const once = (mode, listener) => async () => {
+    const ep = listener ? { port: S.postern.ports[listener] } : endpoint(mode);
+    const c = await Imap.session(ep, 'lister', USERS.lister);
+    const t0 = performance.now();
+    const r = await c.ok(LIST_SYNC);
+    const seconds = (performance.now() - t0) / 1000;
+    await c.logout();
+    return { value: seconds, unit: 's', seconds, check: verify(REF.listerHeaders, r.literals, 'relay', () => 'text') };
+  };
+  // direct, HAProxy and the relay in interleaved rounds (their ratio is a target); then the inspecting modes
+  const plain = variants.filter(([mode]) => !MODES[mode]?.cold);
+  await measureInterleaved(
+    'list-sync',
+    '1 client plain',
+    plain.map(([mode]) => mode),
+    (mode) => once(mode, plain.find(([m]) => m === mode)[2]),
+    { better: 'lower' },
+  );
+  for (const [mode, variant, listener] of variants.filter(([m]) => MODES[m]?.cold)) {
     if (mode === 'av' && !S.clamd) continue;
-    await measure(
-      'list-sync',
-      variant.startsWith('policy vet') ? 'vet_on_metadata false' : '1 client plain',
-      mode,
-      async () => {
-        const ep = listener ? { port: S.postern.ports[listener] } : endpoint(mode);
-        const c = await Imap.session(ep, 'lister', USERS.lister);
-        const t0 = performance.now();
-        const r = await c.ok(LIST_SYNC);
-        const seconds = (performance.now() - t0) / 1000;
-        await c.logout();
-        return { value: seconds, unit: 's', seconds, check: verify(REF.listerHeaders, r.literals, 'relay', () => 'text') };
-      },
-      { better: 'lower' },
-    );
+    await measure('list-sync', variant.startsWith('policy vet') ? 'vet_on_metadata false' : '1 client plain', mode, once(mode, listener), { better: 'lower' });
   }
 }
 
 async function wlNoop() {
   const n = QUICK ? 500 : 2000;
   console.log(`\n[noop] ${n} NOOPs, one at a time`);
-  for (const mode of ['direct', 'haproxy', 'relay', 'policy']) {
-    await measure(
-      'noop',
-      'p50',
-      mode,
-      async () => {
-        const c = await Imap.session(endpoint(mode), 'alice', USERS.alice);
-        for (let i = 0; i < 50; i++) await c.ok('NOOP');
-        const t = [];
-        for (let i = 0; i < n; i++) {
-          const t0 = performance.now();
-          await c.ok('NOOP');
-          t.push((performance.now() - t0) * 1000);
-        }
-        await c.logout();
-        const q = quantiles(t);
-        return { value: q.p50, unit: 'µs', extra: { p90: q.p90, p99: q.p99 } };
-      },
-      { fresh: false, better: 'lower' },
-    );
-  }
+  const once = (mode) => async () => {
+    const c = await Imap.session(endpoint(mode), 'alice', USERS.alice);
+    for (let i = 0; i < 50; i++) await c.ok('NOOP');
+    const t = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await c.ok('NOOP');
+      t.push((performance.now() - t0) * 1000);
+    }
+    await c.logout();
+    const q = quantiles(t);
+    return { value: q.p50, unit: 'µs', extra: { p90: q.p90, p99: q.p99 } };
+  };
+  // direct, HAProxy and the relay in interleaved rounds (the target compares what each adds); then the policy listener
+  await measureInterleaved('noop', 'p50', ['direct', 'haproxy', 'relay'], once, { better: 'lower' });
+  await measure('noop', 'p50', 'policy', once('policy'), { fresh: false, better: 'lower' });
 }
 
 function handshakeOnce(port, ca) {

@@ -27,7 +27,7 @@
  * (RETR of every message, one at a time, as bench-mailbox.mjs's pop3 workload; the POP3 relay listener
  * and an HAProxy frontend to Dovecot's POP3; the node pipe is IMAP only).
  * --messages N --mb M: the mixed mailbox's size (default 100 messages, 20 MB; the bench's is 500, 110,
- * with four 10-15 MB messages).
+ * with four 10-15 MB messages). --list N: the list folder's messages (default 2,000; the bench's 10,000).
  * Needs root (Dovecot's mail uid), like `npm run bench`. Prints medians and every round.
  */
 import { spawn } from 'node:child_process';
@@ -42,7 +42,7 @@ import { cleanupOnExit, quantiles, sleep, stopProc, tempDir, threadCpuSince, tra
 import { freePorts, posternYamlHead, startDovecot, startHaproxy } from './lib/servers.mjs';
 
 const argv = process.argv.slice(2);
-const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false, gc: false, messages: 100, mb: 20 };
+const opts = { rounds: 5, workload: 'noop,bulk,tls,list', pipe: false, gc: false, messages: 100, mb: 20, list: 2000 };
 const builds = [];
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--pipe') opts.pipe = true;
@@ -51,6 +51,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (argv[i] === '--workload') opts.workload = argv[++i];
   else if (argv[i] === '--messages') opts.messages = Number(argv[++i]);
   else if (argv[i] === '--mb') opts.mb = Number(argv[++i]);
+  else if (argv[i] === '--list') opts.list = Number(argv[++i]);
   else if (argv[i] === '--pipe-child') break;
   else builds.push(argv[i]);
 }
@@ -165,7 +166,7 @@ async function fetchAll(ep, cmd, user, useTls = false) {
 
 async function main() {
   const dovecot = await startDovecot({ name: 'postern-relay-ab', users: USERS });
-  dovecot.fill('lister', smallMessages(2000, { user: 'lister' }));
+  dovecot.fill('lister', smallMessages(opts.list, { user: 'lister' }));
   dovecot.fill(
     'alice',
     buildMailbox(opts.messages, opts.mb * 1024 * 1024, { user: 'alice' }).map((m) => ({ raw: m.raw })),
