@@ -494,13 +494,7 @@ async function wlNoop() {
   console.log(`\n[noop] ${n} NOOPs, one at a time`);
   const once = (mode) => async () => {
     const c = await Imap.session(endpoint(mode), 'alice', USERS.alice);
-    for (let i = 0; i < 50; i++) await c.ok('NOOP');
-    const t = [];
-    for (let i = 0; i < n; i++) {
-      const t0 = performance.now();
-      await c.ok('NOOP');
-      t.push((performance.now() - t0) * 1000);
-    }
+    const t = await c.noopTimes(50, n);
     await c.logout();
     const q = quantiles(t);
     return { value: q.p50, unit: 'µs', extra: { p90: q.p90, p99: q.p99 } };

@@ -197,6 +197,18 @@ export class Imap {
     return c;
   }
 
+  /** `warm` NOOPs untimed, then `n` timed one at a time: each round trip in µs. */
+  async noopTimes(warm, n) {
+    for (let i = 0; i < warm; i++) await this.ok('NOOP');
+    const t = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      await this.ok('NOOP');
+      t.push((performance.now() - t0) * 1000);
+    }
+    return t;
+  }
+
   async logout() {
     try {
       await this.command('LOGOUT');
