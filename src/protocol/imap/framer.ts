@@ -5,6 +5,7 @@
  * of the line. Frames never convert payload bytes to strings, and literals are streamed as chunks,
  * so a 25 MB APPEND or FETCH passes without being held whole.
  */
+import { createHash, type Hash } from 'node:crypto';
 import { ErrorCodes, PosternError } from '../../errors.js';
 
 export interface LiteralInfo {
@@ -221,6 +222,19 @@ export class ImapFramer {
   }
 }
 
+/** SHA-256 (hex) of literals a MessageAssembler hashed as they arrived, by the very Buffer it yielded. */
+const assembled = new WeakMap<Buffer, string>();
+
+/**
+ * The SHA-256 (hex) of `buf` when a MessageAssembler made it (a literal hashed as it arrived, see
+ * `digestFrom`); undefined for any other Buffer, a view of it included. The assembler never writes
+ * into a buffer it yielded, and nothing in postern writes into a received message: the digest stays
+ * the digest of its bytes.
+ */
+export function assembledDigest(buf: Buffer): string | undefined {
+  return assembled.get(buf);
+}
+
 /**
  * Collects the frames of one command/response into its parts: [line, literal, line, literal, ..., line].
  * Used where a whole small command or response is needed (pre-auth commands, FETCH responses to rewrite).
@@ -230,13 +244,25 @@ export class ImapFramer {
  */
 export class MessageAssembler {
   private parts: Buffer[] = [];
-  /** The literal being collected: its buffer (sized as announced) and how much of it is filled. */
-  private literal: { buf: Buffer; filled: number } | null = null;
+  /**
+   * The literal being collected: its buffer (sized as announced), how much of it is filled, and its
+   * SHA-256 fed chunk by chunk when digests were asked for.
+   */
+  private literal: { buf: Buffer; filled: number; hash: Hash | null } | null = null;
   /** Size announced by the last line (the literal that follows it). */
   private announced = 0;
   private size = 0;
 
-  constructor(private readonly maxBytes: number) {}
+  /**
+   * @param maxBytes the most bytes one command/response may hold
+   * @param digestFrom when given: a literal of at least this many bytes that arrives in several frames
+   *   is hashed (SHA-256) chunk by chunk as it arrives, while each chunk is still in the CPU's cache
+   *   (about twice as fast as hashing the whole buffer afterwards); assembledDigest() gives it
+   */
+  constructor(
+    private readonly maxBytes: number,
+    private readonly digestFrom?: number,
+  ) {}
 
   get bytes(): number {
     return this.size;
@@ -279,16 +305,21 @@ export class MessageAssembler {
       // the framer never yields more than the announced size; the buffer holds at least this frame
       const buf = Buffer.allocUnsafe(Math.max(this.announced, frame.data.length));
       frame.data.copy(buf, 0);
-      this.literal = { buf, filled: frame.data.length };
+      const hash = this.digestFrom !== undefined && buf.length >= this.digestFrom ? createHash('sha256').update(frame.data) : null;
+      this.literal = { buf, filled: frame.data.length, hash };
       return;
     }
     if (lit.filled + frame.data.length > lit.buf.length) {
       throw new PosternError(ErrorCodes.PROTOCOL, 'literal longer than announced');
     }
     frame.data.copy(lit.buf, lit.filled);
+    lit.hash?.update(frame.data);
     lit.filled += frame.data.length;
     if (frame.last) {
-      this.parts.push(lit.filled === lit.buf.length ? lit.buf : lit.buf.subarray(0, lit.filled));
+      const whole = lit.filled === lit.buf.length ? lit.buf : lit.buf.subarray(0, lit.filled);
+      // the digest of exactly the bytes of `whole` (every chunk copied into it was hashed, in order)
+      if (lit.hash) assembled.set(whole, lit.hash.digest('hex'));
+      this.parts.push(whole);
       this.literal = null;
     }
   }

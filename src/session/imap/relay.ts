@@ -139,6 +139,12 @@ export interface ImapInterceptor {
   observeTagged?(tag: string, command: string, head: ResponseHead): void;
   /** The session ended: release resources (cache files). */
   close?(): void;
+  /**
+   * When set: a literal of at least this many bytes in a held response that arrives in several reads
+   * is hashed (SHA-256) as it arrives (MessageAssembler's `digestFrom`; the interceptor reads it with
+   * assembledDigest()). For an interceptor that hashes every message it vets (a verdict store).
+   */
+  readonly digestLiteralsFrom?: number;
 }
 
 /** What an interceptor may see of the session. */
@@ -628,7 +634,7 @@ export class Relay {
         forward: false,
         target,
         head,
-        assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes),
+        assembler: new MessageAssembler(this.host.listener.limits.maxBufferedBytes, this.core.interceptor?.digestLiteralsFrom),
         lease: pooled ?? (this.host.reserveMemory ? this.host.reserveMemory(0, 'held IMAP response') : null),
         pooled: pooled !== null,
       };

@@ -1,5 +1,6 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { type Frame, ImapFramer, MessageAssembler, parseLiteralTail } from '../../../src/protocol/imap/framer.js';
+import { assembledDigest, type Frame, ImapFramer, MessageAssembler, parseLiteralTail } from '../../../src/protocol/imap/framer.js';
 
 const limits = { maxLineLength: 1024, maxLiteralSize: 1 << 20 };
 
@@ -193,6 +194,74 @@ describe('MessageAssembler', () => {
     asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {4}\r\n'), start: true, literal: { size: 4, nonSync: false, binary: false } });
     asm.add({ type: 'literal', data: Buffer.from('abc'), last: false });
     expect(() => asm.add({ type: 'literal', data: Buffer.from('de'), last: true })).toThrow(expect.objectContaining({ code: 'E_PROTOCOL' }));
+  });
+
+  describe('digests of literals hashed as they arrive (digestFrom)', () => {
+    const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    /** FETCH responses, one per body (its literal), framed from their bytes cut into `cut`-byte reads, and assembled. */
+    function assemble(bodies: Buffer[], cut: number, digestFrom: number | undefined): Buffer[][] {
+      const input = Buffer.concat(bodies.flatMap((b, i) => [Buffer.from(`* ${i + 1} FETCH (UID ${i + 7} BODY[] {${b.length}}\r\n`), b, Buffer.from(')\r\n')]));
+      const fr = new ImapFramer({ maxLineLength: 1024, maxLiteralSize: 1 << 22 });
+      const asm = new MessageAssembler(1 << 23, digestFrom);
+      const done: Buffer[][] = [];
+      for (let i = 0; i < input.length; i += cut) {
+        const read = Buffer.from(input.subarray(i, i + cut));
+        for (const f of fr.push(read)) {
+          const parts = asm.add(f);
+          if (parts) done.push(parts);
+        }
+      }
+      return done;
+    }
+
+    it('gives the SHA-256 of exactly the bytes of a literal that arrived in several reads, whatever the cuts', () => {
+      const bodies = [randomBytes(300_000), randomBytes(70_001)];
+      // where each literal starts in the input: it spans reads unless one read holds it all
+      const head0 = '* 1 FETCH (UID 7 BODY[] {300000}\r\n'.length;
+      const starts = [head0, head0 + 300_000 + 3 + '* 2 FETCH (UID 8 BODY[] {70001}\r\n'.length];
+      let hashed = 0;
+      for (const cut of [1, 7, 4096, 65_536, 99_999]) {
+        const done = cut === 1 ? assemble([bodies[1]!.subarray(0, 20_000)], cut, 16_384) : assemble(bodies, cut, 16_384);
+        const want = cut === 1 ? [bodies[1]!.subarray(0, 20_000)] : bodies;
+        expect(done.length).toBe(want.length);
+        done.forEach((parts, i) => {
+          expect(parts[1]!.equals(want[i]!)).toBe(true);
+          const start = cut === 1 ? 0 : starts[i]!;
+          const spans = Math.floor(start / cut) !== Math.floor((start + want[i]!.length - 1) / cut);
+          expect(assembledDigest(parts[1]!)).toBe(spans ? sha(want[i]!) : undefined);
+          if (spans) hashed++;
+          // a view of it, or a copy, is another buffer: no digest claimed for it
+          expect(assembledDigest(parts[1]!.subarray(0, 10))).toBeUndefined();
+          expect(assembledDigest(Buffer.from(parts[1]!))).toBeUndefined();
+        });
+      }
+      // every literal but the second one at 99,999-byte reads (one read holds it)
+      expect(hashed).toBe(8);
+    });
+
+    it('claims no digest without digestFrom, below it, or for a literal that came in one read', () => {
+      const body = randomBytes(100_000);
+      expect(assembledDigest(assemble([body], 4096, undefined)[0]![1]!)).toBeUndefined();
+      expect(assembledDigest(assemble([body], 4096, 100_001)[0]![1]!)).toBeUndefined();
+      expect(assembledDigest(assemble([body], 4096, 100_000)[0]![1]!)).toBe(sha(body));
+      // one read holds the whole literal: a view of that read, never hashed here (and never claimed)
+      expect(assembledDigest(assemble([body], 200_000, 16_384)[0]![1]!)).toBeUndefined();
+    });
+
+    it('drops a half-hashed literal on reset: the next literal gets its own digest', () => {
+      const asm = new MessageAssembler(1 << 20, 10);
+      const a = Buffer.alloc(40, 0x61);
+      asm.add({ type: 'line', data: Buffer.from('* 1 FETCH (BODY[] {40}\r\n'), start: true, literal: { size: 40, nonSync: false, binary: false } });
+      asm.add({ type: 'literal', data: a.subarray(0, 20), last: false });
+      asm.reset();
+      const b = Buffer.alloc(40, 0x62);
+      asm.add({ type: 'line', data: Buffer.from('* 2 FETCH (BODY[] {40}\r\n'), start: true, literal: { size: 40, nonSync: false, binary: false } });
+      asm.add({ type: 'literal', data: b.subarray(0, 15), last: false });
+      asm.add({ type: 'literal', data: b.subarray(15), last: true });
+      const parts = asm.add({ type: 'line', data: Buffer.from(')\r\n'), start: false, literal: null })!;
+      expect(parts[1]!.equals(b)).toBe(true);
+      expect(assembledDigest(parts[1]!)).toBe(sha(b));
+    });
   });
 
   it('enforces its byte bound', () => {
