@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Case, createEnv, type Env, formatReport, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
 import { createSessionFactory } from '../../src/inspect/factory.js';
+import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 
 const SEED = 20261129;
@@ -22,7 +23,7 @@ const ESCAPES_DIR = path.resolve('test/fixtures/session-escapes');
 let env: Env;
 
 beforeAll(() => {
-  env = createEnv({ createSessionFactory, DEFAULT_SESSION_LIMITS });
+  env = createEnv({ createSessionFactory, DEFAULT_SESSION_LIMITS, VerdictStore });
 });
 
 afterAll(async () => {
@@ -54,6 +55,34 @@ describe('session fuzzer (in-process, real inspector)', () => {
     expect(plain.leak?.payload).toMatch(/MZ executable/);
     const plainPop3 = await runCase(env, { proto: 'pop3', mode: 'client', policy: 'none', usplit: 0, steps: [{ c: ['RETR 5\r\n'] }] });
     expect(plainPop3.leak?.payload).toBe('EICAR');
+  });
+
+  it('a store case runs against a verdict store its honest first session filled (what it stored clean is served from it)', async () => {
+    const inspected = (logs: string[] | undefined, first: boolean) =>
+      (logs ?? []).filter((l) => l.startsWith('first session: ') === first && /message inspected/.test(l)).length;
+    const imap: Case = {
+      proto: 'imap',
+      mode: 'client',
+      policy: 'strip',
+      vetOnMetadata: true,
+      usplit: 0,
+      store: true,
+      steps: [{ c: ['a SELECT INBOX\r\n'] }, { c: ['b UID FETCH 1:* BODY.PEEK[]\r\n'] }],
+    };
+    const pop3: Case = { proto: 'pop3', mode: 'client', policy: 'strip', usplit: 0, store: true, steps: [{ c: ['RETR 1\r\nRETR 2\r\nRETR 5\r\n'] }] };
+    for (const k of [imap, pop3]) {
+      const r = await runCase(env, k, { record: true });
+      expect(r.leak).toBeNull();
+      expect(r.errors).toEqual([]);
+      // every message vetted in the first session; the clean ones served from the store in the second
+      expect(inspected(r.logs, true)).toBe(k === imap ? 5 : 3);
+      expect(inspected(r.logs, false)).toBeLessThan(inspected(r.logs, true));
+      expect(r.transcript?.some(([d]) => d === 'note')).toBe(true);
+      // the same case again starts from an empty store: the same outcome
+      const again = await runCase(env, k, { record: true });
+      expect(inspected(again.logs, true)).toBe(inspected(r.logs, true));
+      expect(inspected(again.logs, false)).toBe(inspected(r.logs, false));
+    }
   });
 
   it('saved escape transcripts (test/fixtures/session-escapes) no longer leak', async () => {

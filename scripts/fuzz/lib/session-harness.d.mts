@@ -1,5 +1,6 @@
 // Types for session-harness.mjs (used by test/fuzz/session*.test.ts under tsconfig.test.json).
 import type { createSessionFactory } from '../../../src/inspect/factory.js';
+import type { VerdictStore } from '../../../src/inspect/verdict-store.js';
 import type { SessionLimits } from '../../../src/limits.js';
 import type { Scanner } from '../../../src/scanners/types.js';
 import type { Leak } from './session-common.mjs';
@@ -7,6 +8,8 @@ import type { Leak } from './session-common.mjs';
 export interface HarnessDeps {
   createSessionFactory: typeof createSessionFactory;
   DEFAULT_SESSION_LIMITS: SessionLimits;
+  /** When given, store cases (Case.store) run against a verdict store; without it they run as plain cases. */
+  VerdictStore?: typeof VerdictStore;
 }
 export interface Step {
   /** Client chunks sent back to back (latin1 text). */
@@ -31,6 +34,11 @@ export interface Case {
   usplit?: number;
   /** Deliver upstream bytes one at a time. */
   bytewise?: boolean;
+  /**
+   * A store case: the listener has a verdict store (content table on), emptied first; a first session,
+   * the same client with an honest upstream (no hostile action), fills it; then the case's session.
+   */
+  store?: boolean;
   steps: Step[];
   id?: string;
 }

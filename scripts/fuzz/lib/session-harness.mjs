@@ -69,7 +69,7 @@ export function policyYaml(action) {
   ].join('\n');
 }
 
-function listener(env, name, protocol, policy, vetOnMetadata) {
+function listener(env, name, protocol, policy, vetOnMetadata, verdictCache = null) {
   return {
     name,
     protocol,
@@ -79,7 +79,7 @@ function listener(env, name, protocol, policy, vetOnMetadata) {
     upstream: { kind: 'static', host: 'upstream.test', port: protocol === 'imap' ? 143 : 110, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
     policy,
     limits: { ...env.DEFAULT_SESSION_LIMITS, maxBufferedBytes: 8 << 20 },
-    inspect: { vetOnMetadata, cacheMemoryBytes: 8 << 20, keepaliveMs: 0 },
+    inspect: { vetOnMetadata, cacheMemoryBytes: 8 << 20, keepaliveMs: 0, ...(verdictCache ? { verdictCache } : {}) },
   };
 }
 
@@ -93,9 +93,12 @@ export function createEnv(deps) {
   mkdirSync(policiesDir);
   for (const a of ['strip', 'block']) writeFileSync(path.join(policiesDir, `fuzz-${a}.yaml`), policyYaml(a));
   const listeners = [];
+  // the verdict store of the store cases (kase.store): one file, both protocols, the content table on
+  const verdictCache = { path: path.join(dir, 'verdicts.sqlite'), maxEntries: 100_000, maxBytes: 256 << 20, byContent: { maxEntries: 100_000 } };
   for (const proto of ['imap', 'pop3']) {
     for (const a of ['strip', 'block']) {
       for (const vet of [true, false]) listeners.push(listener(deps, `${proto}-${a}-${vet ? 'vet' : 'novet'}`, proto, `fuzz-${a}`, vet));
+      if (deps.VerdictStore) listeners.push(listener(deps, `${proto}-${a}-store`, proto, `fuzz-${a}`, true, verdictCache));
     }
     // no policy: a plain relay (the instrument's own check: its payloads must be seen there)
     listeners.push(listener(deps, `${proto}-none-vet`, proto, null, true));
@@ -111,11 +114,18 @@ export function createEnv(deps) {
     listeners,
   };
   const factory = deps.createSessionFactory(config, pino({ level: 'silent' }), { scanner: fakeScanner() });
+  // a second connection to the store file: each store case starts from an empty store
+  const store = deps.VerdictStore ? new deps.VerdictStore(verdictCache.path, { maxEntries: verdictCache.maxEntries, maxBytes: verdictCache.maxBytes }) : null;
   return {
     deps,
     factory,
-    listener: (proto, policy, vet) => listeners.find((l) => l.name === `${proto}-${policy}-${vet === false ? 'novet' : 'vet'}`),
+    /** Whether store cases run (the deps gave a VerdictStore); without it a store case runs as a plain one. */
+    stores: store !== null,
+    clearStore: () => store?.clear(),
+    listener: (proto, policy, vet, withStore = false) =>
+      listeners.find((l) => l.name === `${proto}-${policy}-${withStore && policy !== 'none' && store ? 'store' : vet === false ? 'novet' : 'vet'}`),
     async close() {
+      store?.close();
       await factory.close();
       rmSync(dir, { recursive: true, force: true });
     },
@@ -297,9 +307,32 @@ async function settle(host, maxRounds = host.bytewise ? 200_000 : 3000, maxMs = 
  * opts.record: keep the transcript and log lines (repro runs).
  */
 export async function runCase(env, kase, opts = {}) {
+  if (!kase.store || !env.stores || kase.policy === 'none') return runSession(env, kase, opts, false);
+  // a store case: the verdict store starts empty; a first session, the same client with an honest
+  // upstream (no hostile action armed), vets and stores what it fetches; then the case's session runs
+  // against that store, its upstream free to serve other bytes under the same UIDs / UIDLs (what the
+  // stored digests must catch). Both sessions are held to the invariant.
+  env.clearStore();
+  const first = await runSession(env, kase, opts, true);
+  const r = await runSession(env, kase, opts, false);
+  const out = { ...r, leak: first.leak ?? r.leak, errors: [...first.errors.map((e) => `first session: ${e}`), ...r.errors] };
+  if (opts.record) {
+    out.transcript = [
+      ['note', '--- first session: honest upstream, fills the verdict store ---'],
+      ...first.transcript,
+      ['note', '--- the case ---'],
+      ...r.transcript,
+    ];
+    out.logs = [...first.logs.map((x) => `first session: ${x}`), ...r.logs];
+  }
+  return out;
+}
+
+/** One session of a case; `honest`: no hostile upstream action is armed (a store case's first session). */
+async function runSession(env, kase, opts, honest) {
   const proto = kase.proto;
   const model = proto === 'imap' ? new ImapUpstream({ eicarHeader: kase.steps.some((s) => s.x === 'eicar-header') }) : new Pop3Upstream();
-  const l = env.listener(proto, kase.policy, kase.vetOnMetadata);
+  const l = env.listener(proto, kase.policy, kase.vetOnMetadata, !!kase.store);
   const host = new FuzzHost(l, model, kase.usplit ? new Rng('session-usplit', kase.usplit) : null, opts.record ? 'debug' : 'silent');
   host.bytewise = !!kase.bytewise;
   const rejections = [];
@@ -308,7 +341,7 @@ export async function runCase(env, kase, opts = {}) {
   baseline = resourceCounts();
   try {
     host.session = env.factory.createSession(host);
-    for (const s of kase.steps) if (s.h && s.pre) model.arm(s.h);
+    for (const s of kase.steps) if (s.h && s.pre && !honest) model.arm(s.h);
     host.call('start', () => host.session.start());
     host.clientQueue.push([asBuf(PREAUTH[proto])]);
     await settle(host);
@@ -316,6 +349,7 @@ export async function runCase(env, kase, opts = {}) {
     for (const s of kase.steps) {
       if (host.closed) break;
       if (s.h) {
+        if (honest) continue;
         if (!s.pre) model.arm(s.h);
         await settle(host);
       } else if (s.c) {
@@ -368,6 +402,8 @@ export function generateCase(seed, index, opts = {}) {
   const drawn = rng.chance(0.7) ? 'imap' : 'pop3';
   const proto = opts.proto ?? drawn;
   const kase = proto === 'imap' ? new ImapCaseGen(rng, EXE_B64.toString('latin1')).generate(opts) : new Pop3CaseGen(rng).generate(opts);
+  // drawn after the case (so every other draw of it is as before): a store case (see runCase)
+  if (rng.chance(0.3)) kase.store = true;
   // the id replays the case: `--case <id>` (forced protocol/mode are part of it)
   kase.id = opts.proto || opts.mode ? `${seed}:${index}:${opts.proto ?? '-'}:${opts.mode ?? '-'}` : `${seed}:${index}`;
   return kase;

@@ -53,8 +53,8 @@ export async function transpileSources(rev) {
 export async function loadDeps(distDir) {
   const imp = (p) => import(pathToFileURL(path.join(distDir, p)).href);
   if (!existsSync(path.join(distDir, 'inspect/factory.js'))) throw new Error(`no compiled postern in ${distDir}`);
-  const [factory, limits] = await Promise.all([imp('inspect/factory.js'), imp('limits.js')]);
-  return { createSessionFactory: factory.createSessionFactory, DEFAULT_SESSION_LIMITS: limits.DEFAULT_SESSION_LIMITS };
+  const [factory, limits, store] = await Promise.all([imp('inspect/factory.js'), imp('limits.js'), imp('inspect/verdict-store.js')]);
+  return { createSessionFactory: factory.createSessionFactory, DEFAULT_SESSION_LIMITS: limits.DEFAULT_SESSION_LIMITS, VerdictStore: store.VerdictStore };
 }
 
 export const repoRoot = root;
