@@ -9,7 +9,7 @@ The JSON is {"views": [view, ...]} with one view per email policy (default, comp
 {"path": str, "type": str, "filenames": [str], "mz": 0|1|2, "eicar": bool, "size": int,
  "uu": [{"name": str, "mz": 0|1|2, "eicar": bool, "strict": bool}], "error": str|None}.
 mz: 0 no MZ marker, 1 the marker somewhere inside, 2 the payload is the executable (starts with it).
-A request of length 0 ends the process.
+A request of length 0xFFFFFFFF ends the process (a message of 0 bytes is a request like any other).
 
 What a part's payload is: get_payload(decode=True) of every non-multipart part (Python decodes
 base64, quoted-printable and x-uuencode there). message/rfc822 parts sent base64 or
@@ -179,6 +179,10 @@ def judge(raw):
     return {'views': views}
 
 
+# the length that ends the process (no message is 4 GiB - 1 bytes long; an empty one is a message)
+END = 0xFFFFFFFF
+
+
 def read_exact(stream, n):
     buf = b''
     while len(buf) < n:
@@ -198,7 +202,7 @@ def main():
         if head is None:
             return
         (n,) = struct.unpack('>I', head)
-        if n == 0:
+        if n == END:
             return
         raw = read_exact(inp, n)
         if raw is None:

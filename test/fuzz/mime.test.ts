@@ -55,6 +55,17 @@ const exePart = (
 const families = (fs: Finding[]) => [...new Set(fs.map((f) => `${kindOf(f)}@${readerFamily(f.reader)}`))].sort();
 
 describe('MIME fuzz readers (self-test: the instrument can fail)', () => {
+  it('an empty message is judged like any other, and the Python reader still reads the next one', async () => {
+    // a 0-byte request once meant "end" to py_reader.py: a generated message cut to nothing killed the
+    // reader and with it the whole run
+    const empty = await J.read(Buffer.alloc(0));
+    expect(empty.findings).toEqual([]);
+    expect(empty.notes.filter((n) => /python/.test(n) && /exited|timeout/.test(n))).toEqual([]);
+    const r = await J.read(message([TEXT, exePart()]));
+    expect(families(r.findings)).toContain('mz@python');
+    expect(families(r.findings)).toContain('name@python');
+  });
+
   it('every reader sees a plain evil.exe with MZ bytes', async () => {
     const r = await J.read(message([TEXT, exePart()]));
     expect(families(r.findings)).toEqual(['mz@imap', 'mz@mailparser', 'mz@python', 'name@imap', 'name@mailparser', 'name@python']);

@@ -665,7 +665,8 @@ export class PythonReader {
   async close() {
     if (this.dead) return;
     const done = new Promise((r) => this.proc.once('exit', r));
-    this.proc.stdin.end(Buffer.alloc(4));
+    // the end marker (py_reader.py's END): a length of 0 is an empty message, judged like any other
+    this.proc.stdin.end(Buffer.from([0xff, 0xff, 0xff, 0xff]));
     await Promise.race([done, new Promise((r) => setTimeout(r, 2000).unref())]);
     if (!this.dead) this.proc.kill();
   }
