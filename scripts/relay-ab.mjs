@@ -22,7 +22,8 @@
  * CPU), and the costly ones relay slower (docs/performance.md, "Two regimes of one build"; postern
  * fixes the factor, HEAP_GROWING_PERCENT). A build named more than once (`. ./ /abs/path`) runs as
  * that many processes.
- * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), tls (the same
+ * Workloads: noop (p50 of 1,000 NOOPs), bulk (`UID FETCH 1:* BODY.PEEK[]`, plain), each (one
+ * `UID FETCH n BODY.PEEK[]` per message, one after the other, as bench-mailbox.mjs's each), tls (the same
  * through implicit TLS; HAProxy terminates TLS too), list (the list sync of bench-mailbox.mjs), pop3
  * (RETR of every message, one at a time, as bench-mailbox.mjs's pop3 workload; the POP3 relay listener
  * and an HAProxy frontend to Dovecot's POP3; the node pipe is IMAP only).
@@ -87,7 +88,7 @@ function nodePipe(port, target, tlsPort, pemFile) {
 
 if (argv[0] === '--pipe-child') nodePipe(Number(argv[1]), Number(argv[2]), Number(argv[3]), argv[4]);
 else if (builds.length === 0 && !opts.pipe) {
-  console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,tls,list,pop3]');
+  console.error('usage: node scripts/relay-ab.mjs BUILD_DIR... [--pipe] [--rounds N] [--workload noop,bulk,each,tls,list,pop3]');
   process.exit(2);
 } else {
   cleanupOnExit();
@@ -158,6 +159,18 @@ async function fetchAll(ep, cmd, user, useTls = false) {
   return { seconds, bytes: r.bytes };
 }
 
+/** One `UID FETCH n BODY.PEEK[]` per message of alice's, one after the other (bench-mailbox's `each`): { seconds, bytes, n }. */
+async function fetchEach(ep) {
+  const c = await Imap.session({ port: ep.port }, 'alice', USERS.alice);
+  const uids = [...(await c.ok('UID FETCH 1:* (UID RFC822.SIZE)')).sizes.keys()].sort((a, b) => a - b);
+  let bytes = 0;
+  const t0 = performance.now();
+  for (const uid of uids) bytes += (await c.ok(`UID FETCH ${uid} BODY.PEEK[]`)).bytes;
+  const seconds = (performance.now() - t0) / 1000;
+  await c.logout();
+  return { seconds, bytes, n: uids.length };
+}
+
 async function main() {
   const dovecot = await startDovecot({ name: 'postern-relay-ab', users: USERS });
   dovecot.fill('lister', smallMessages(opts.list, { user: 'lister' }));
@@ -217,6 +230,12 @@ async function main() {
         const r = await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice');
         record(`bulk plain MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
         cpu('bulk plain CPU µs per MB', r.bytes / 1e6);
+      }
+      if (WORKLOADS.includes('each')) {
+        const r = await fetchEach(ep);
+        record(`each MB/s|${ep.name}`, r.bytes / 1e6 / r.seconds);
+        record(`each µs per message|${ep.name}`, (r.seconds * 1e6) / r.n);
+        cpu('each CPU µs per message', r.n);
       }
       if (WORKLOADS.includes('tls') && ep.tport) {
         const r = await fetchAll(ep, 'UID FETCH 1:* BODY.PEEK[]', 'alice', true);

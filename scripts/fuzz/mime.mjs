@@ -268,6 +268,9 @@ async function run(o, judge) {
       );
     }
   }
+  // the cases still in flight when the time ran out (judged, not counted): settled before the readers
+  // close, so none is left waiting on a reader that is gone
+  await Promise.allSettled(pending);
   stats.seconds = Math.round((Date.now() - t0) / 100) / 10;
   console.log(`seed ${o.seed}, cases ${o.start}..${o.start + stats.cases - 1}: ${stats.cases} cases in ${stats.seconds} s`);
   console.log(
