@@ -26,7 +26,14 @@ import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
 import { type ErrorCode, ErrorCodes, PosternError } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, CLIENT_INPUT_SLICE_BYTES, effectiveFlowLimits, HELD_TAKE_WAIT_MS, RELAY_WRITE_PAUSE_BYTES } from '../limits.js';
+import {
+  CLIENT_CLOSE_GRACE_MS,
+  CLIENT_INPUT_SLICE_BYTES,
+  effectiveFlowLimits,
+  HELD_TAKE_WAIT_MS,
+  RELAY_WRITE_PAUSE_BYTES,
+  RELAY_WRITE_PAUSE_BYTES_TLS,
+} from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { ProtocolTrace } from '../log/trace.js';
 import { looksLikeProxy } from '../protocol/proxy/parser.js';
@@ -66,6 +73,11 @@ export interface ConnectionDeps {
 }
 
 type Sock = net.Socket | tls.TLSSocket;
+
+/** How many bytes written to `sock` and not yet taken by the kernel make it backed up (RELAY_WRITE_PAUSE_BYTES, _TLS). */
+function writePauseBytes(sock: Sock): number {
+  return sock instanceof tls.TLSSocket ? RELAY_WRITE_PAUSE_BYTES_TLS : RELAY_WRITE_PAUSE_BYTES;
+}
 
 /**
  * What refers to an upstream read once its handler returned: nothing (true: ReadSizer.recycle), only
@@ -510,7 +522,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
     this.clientWritesIssued++;
     this.touch();
     // a TLS socket answers false to every large write until its records are sent: only a backlog counts
-    if (!ok && !this.upstreamPausedForClient && !this.closed && this.client.writableLength > RELAY_WRITE_PAUSE_BYTES) {
+    if (!ok && !this.upstreamPausedForClient && !this.closed && this.client.writableLength > writePauseBytes(this.client)) {
       // slow client: stop reading upstream until the client socket drains
       this.upstreamPausedForClient = true;
       this.applyUpstreamPause();
@@ -557,7 +569,8 @@ export class Connection implements SessionHost, OAuthHostInfo {
   /** A batch of commands reached the upstream socket. */
   private upstreamBatchWritten(ok: boolean): void {
     this.touch();
-    if (!ok && !this.clientPausedForUpstream && !this.closed && (this.upstream?.writableLength ?? 0) > RELAY_WRITE_PAUSE_BYTES) {
+    const up = this.upstream;
+    if (!ok && !this.clientPausedForUpstream && !this.closed && up && up.writableLength > writePauseBytes(up)) {
       // the upstream does not take our writes: stop handing client input on until it drains
       this.clientPausedForUpstream = true;
       this.inputPauseChanged();

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { RELAY_WRITE_PAUSE_BYTES } from '../../src/limits.js';
+import { RELAY_WRITE_PAUSE_BYTES, RELAY_WRITE_PAUSE_BYTES_TLS } from '../../src/limits.js';
 import { ReadSizer } from '../../src/relay/read-buffer.js';
 import { fakeImap, type ScriptedServer } from '../harness/scripted-server.js';
 import { type PosternHandle, startPostern } from '../helpers/postern.js';
@@ -206,7 +206,7 @@ describe('idle deadline without a timer reset per chunk', () => {
   }, 60_000);
 });
 
-describe('TLS client: backpressure only past RELAY_WRITE_PAUSE_BYTES', () => {
+describe('TLS client: backpressure only past RELAY_WRITE_PAUSE_BYTES_TLS', () => {
   async function tlsClient(): Promise<tls.TLSSocket> {
     const s = tls.connect({ host: '127.0.0.1', port: postern.port('relay-tls'), ca: [readFileSync(postern.caFile)], servername: 'localhost' });
     await new Promise<void>((resolve, reject) => {
@@ -221,19 +221,42 @@ describe('TLS client: backpressure only past RELAY_WRITE_PAUSE_BYTES', () => {
     await readUntil(s, (a) => a.endsWith('\r\n'));
     s.write('l LOGIN alice pw\r\n');
     await readUntil(s, tagged('l'));
-    const pauses = vi.spyOn(net.Socket.prototype, 'pause');
+    // postern's side of this client's connection: the TLS socket whose peer is `s`
+    let serverSide: tls.TLSSocket | null = null;
+    const writes = vi.spyOn(tls.TLSSocket.prototype, 'write');
+    const findServerSide = () => {
+      serverSide ??= (writes.mock.contexts as tls.TLSSocket[]).find((c) => c.remotePort === s.localPort) ?? null;
+      return serverSide;
+    };
+    // at each pause of the upstream read: how many bytes postern's TLS socket to this client still held
+    const backlogAtPause: number[] = [];
+    const pauseOriginal = net.Socket.prototype.pause;
+    const pauses = vi.spyOn(net.Socket.prototype, 'pause').mockImplementation(function (this: net.Socket) {
+      if (this.remotePort === upstream.port) backlogAtPause.push(findServerSide()?.writableLength ?? -1);
+      return pauseOriginal.call(this);
+    });
     const upstreamPauses = () => pauses.mock.contexts.filter((c) => (c as net.Socket).remotePort === upstream.port).length;
-    s.pause();
-    s.write('b1 UID FETCH 1 BODY.PEEK[]\r\n');
-    // the client reads nothing: postern's client socket fills past the bound and the upstream read stops
-    await expect.poll(upstreamPauses, { timeout: 30_000, interval: 20 }).toBeGreaterThan(0);
-    const got = readUntil(s, tagged('b1'), 60_000);
-    s.resume();
-    const all = await got;
-    const want = Buffer.concat([Buffer.from(`* 1 FETCH (UID 1 BODY[] {${BIG}}\r\n`), bigBody, Buffer.from(')\r\nb1 OK Fetch completed.\r\n')]);
-    expect(all.length).toBe(want.length);
-    expect(all.equals(want)).toBe(true);
-    expect(BIG).toBeGreaterThan(4 * RELAY_WRITE_PAUSE_BYTES);
-    s.destroy();
+    try {
+      s.pause();
+      s.write('b1 UID FETCH 1 BODY.PEEK[]\r\n');
+      // the client reads nothing: postern's client socket fills past the bound and the upstream read stops
+      await expect.poll(upstreamPauses, { timeout: 30_000, interval: 20 }).toBeGreaterThan(0);
+      const got = readUntil(s, tagged('b1'), 60_000);
+      s.resume();
+      const all = await got;
+      const want = Buffer.concat([Buffer.from(`* 1 FETCH (UID 1 BODY[] {${BIG}}\r\n`), bigBody, Buffer.from(')\r\nb1 OK Fetch completed.\r\n')]);
+      expect(all.length).toBe(want.length);
+      expect(all.equals(want)).toBe(true);
+      expect(BIG).toBeGreaterThan(4 * RELAY_WRITE_PAUSE_BYTES);
+      // every pause came with more than the TLS bound held, and at least one with no more than the
+      // plain bound (RELAY_WRITE_PAUSE_BYTES): a TLS socket pauses the upstream at its own, lower bound
+      expect(backlogAtPause.length).toBeGreaterThan(0);
+      for (const b of backlogAtPause) expect(b).toBeGreaterThan(RELAY_WRITE_PAUSE_BYTES_TLS);
+      expect(Math.min(...backlogAtPause)).toBeLessThanOrEqual(RELAY_WRITE_PAUSE_BYTES);
+    } finally {
+      pauses.mockRestore();
+      writes.mockRestore();
+      s.destroy();
+    }
   }, 90_000);
 });
