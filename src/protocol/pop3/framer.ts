@@ -32,14 +32,12 @@ export class ByteQueue {
   private start = 0;
   private end = 0;
   /**
-   * A view of buf[start, end), made again only when one of the three changed: indexOf is called once
-   * per line of a multi-line body (a 100 MB download is over a million lines), and one view per line
-   * was most of the scan's cost (the allocation, then the garbage).
+   * A view of buf[start, end) for indexOf, made when first asked after buf, start or end changed (each
+   * change drops it): indexOf is called once per line of a multi-line body (a 100 MB download is over
+   * a million lines), and one view per line was most of the scan's cost (the allocation, then the
+   * garbage).
    */
-  private view: Buffer = EMPTY;
-  private viewOf: Buffer = EMPTY;
-  private viewStart = 0;
-  private viewEnd = 0;
+  private view: Buffer | null = null;
 
   get length(): number {
     return this.end - this.start;
@@ -57,24 +55,19 @@ export class ByteQueue {
     }
     chunk.copy(this.buf, this.end);
     this.end += chunk.length;
+    this.view = null;
   }
 
   /** Replaces the backing buffer; the view of the old one goes with it (it would keep that memory alive). */
   private setBuf(b: Buffer): void {
     this.buf = b;
-    this.view = EMPTY;
-    this.viewOf = EMPTY;
+    this.view = null;
   }
 
   /** Offset (relative to the queue start) of `needle` at or after `from`, or -1. */
   indexOf(needle: number | Buffer, from = 0): number {
     if (from >= this.length) return -1;
-    if (this.viewOf !== this.buf || this.viewStart !== this.start || this.viewEnd !== this.end) {
-      this.view = this.buf.subarray(this.start, this.end);
-      this.viewOf = this.buf;
-      this.viewStart = this.start;
-      this.viewEnd = this.end;
-    }
+    this.view ??= this.buf.subarray(this.start, this.end);
     return this.view.indexOf(needle, from);
   }
 
@@ -86,6 +79,7 @@ export class ByteQueue {
   take(n: number): Buffer {
     const out = this.buf.subarray(this.start, this.start + n);
     this.start += n;
+    this.view = null;
     // Emptied: a large backing buffer (a whole message) is let go, not kept for the session's next
     // small responses (the views handed out keep their own reference while they are used).
     if (this.start === this.end && this.buf.length > RELEASE_EMPTY_ABOVE) {
