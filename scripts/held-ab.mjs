@@ -22,8 +22,9 @@
  *   node scripts/held-ab.mjs /tmp/base . --in-process --rounds 20
  *
  * DIR#vc (or --verdict-cache for all): the listener keeps the default verdict cache (as npm run bench
- * does); every round then runs on freshly started posterns (all candidates, each warmed up on another
- * mailbox), so nothing is served from the store and storing the verdicts is part of the cost.
+ * does); every measurement (each round and each --clients count) then runs on a freshly started
+ * postern (all candidates, each warmed up on another mailbox), so nothing is served from the store and
+ * storing the verdicts is part of the cost. CPU s by thread then covers the last measurement only.
  * --in-process: no sockets and no Dovecot, see inProcess() (CPU of the session, inspector and engine
  * alone). POSTERN_BENCH_NODE_ARGS passes node flags to every postern (--cpu-prof: each writes its
  * profile when stopped); POSTERN_HELD_AB_STDOUT=DIR keeps their stdout (--trace-gc);
@@ -183,16 +184,17 @@ async function main() {
   const rows = new Map();
   const record = (key, v) => rows.set(key, [...(rows.get(key) ?? []), v]);
   for (let round = 0; round < opts.rounds; round++) {
-    // the verdict cache is on (as in npm run bench): every round on a fresh postern, so nothing is served from the store
-    // (all of them, when one keeps the verdict cache: the same warm-up for every candidate)
-    for (const ep of eps.slice(1).filter(() => eps.some((e) => e.vc))) {
-      await stopProc(ep.proc);
-      Object.assign(ep, await startBuild(ep.spec, dovecot.ports.imap, policyFile));
-      ep.threads0 = treeCpuByThread(ep.proc.pid);
-      await fetchAll(ep, 'warm'); // warm-up (JIT) on another mailbox: nothing of alice's is stored
-    }
     for (const ep of round % 2 ? [...eps].reverse() : eps) {
       for (const n of CLIENTS) {
+        // the verdict cache is on (as in npm run bench): every measurement on a fresh postern, so nothing
+        // is served from the store, not even what the measurement before it (another client count) stored
+        // (every candidate, when one keeps the verdict cache: the same warm-up for all)
+        if (ep.proc && eps.some((e) => e.vc)) {
+          await stopProc(ep.proc);
+          Object.assign(ep, await startBuild(ep.spec, dovecot.ports.imap, policyFile));
+          ep.threads0 = treeCpuByThread(ep.proc.pid);
+          await fetchAll(ep, 'warm'); // warm-up (JIT) on another mailbox: nothing of alice's is stored
+        }
         const cpu0 = ep.proc ? treeThreadCpuSeconds(ep.proc.pid) : 0;
         const main0 = ep.proc ? mainCpuOf(ep.proc.pid) : 0;
         const want0 = ep.proc ? mainWantOf(ep.proc.pid) : 0;
@@ -221,7 +223,8 @@ async function main() {
     for (const ep of eps.slice(1)) console.log(`ratio ${ep.name} / direct, ${n} client(s): ${(median(rows.get(`bulk ${n}c MB/s|${ep.name}`)) / d).toFixed(3)}`);
   }
   for (const ep of eps.slice(1)) {
-    console.log(`${ep.name} CPU s by thread over the rounds: ${threadCpuSince(ep.proc.pid, ep.threads0)}`);
+    const over = eps.some((e) => e.vc) ? 'the last measurement (a fresh postern each)' : 'the rounds';
+    console.log(`${ep.name} CPU s by thread over ${over}: ${threadCpuSince(ep.proc.pid, ep.threads0)}`);
   }
   // a clean stop, so that --cpu-prof (POSTERN_BENCH_NODE_ARGS) writes its profile
   await Promise.all(eps.map((ep) => stopProc(ep.proc)));

@@ -20,12 +20,14 @@ import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CACHE_PROCESS_MEMORY_BYTES, MAX_CACHE_ENTRIES, MAX_SPILL_BYTES } from '../limits.js';
-import type { PartMap, Verdict } from '../policy/types.js';
+import type { Verdict } from '../policy/types.js';
 import type { MemoryLease } from '../session/types.js';
+import type { PartMapSource } from './render/index.js';
 
 export interface Vetted {
   output: Buffer;
-  structure: PartMap;
+  /** The part map of `output`, or what builds it when an item first needs it (render/index.ts PartMapSource). */
+  structure: PartMapSource;
   verdict: Verdict;
 }
 
@@ -37,7 +39,7 @@ interface Entry {
   /** Forgotten instead of spilled when memory is short (the shared verdict store answers for it as well). */
   forgettable: boolean;
   size: number;
-  structure: PartMap;
+  structure: PartMapSource;
   verdict: Verdict;
 }
 

@@ -26,6 +26,7 @@
  */
 import type { ClamdEndpoint, ListenerConfig } from '../config/types.js';
 import { VERDICT_STORE_LIMITS } from '../limits.js';
+import { knownCrlfLength } from '../mime/eol.js';
 import { parsePartTree } from '../mime/partmap.js';
 import type { CompiledPolicy } from '../policy/engine.js';
 import type { EngineDeps, InspectResult, Verdict } from '../policy/types.js';
@@ -173,6 +174,9 @@ export class ContentVerdicts {
       sizeOut: raw.length,
       scanMs: 0,
     };
+    // only an output identical to its input is stored (shareable), and a clean output is the input's CRLF
+    // form: these bytes (same SHA-256 and size) have no bare LF, which the renderer need not scan for again
+    knownCrlfLength(raw, raw.length);
     const l = this.policy.limits;
     const structure = parsePartTree(raw, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize }).root;
     return { verdict, output: raw, structure, digest: () => Buffer.from(digest, 'hex') };

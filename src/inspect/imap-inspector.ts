@@ -19,7 +19,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, UID_LOOKUP_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
-import { hasBareLf, toCrlf } from '../mime/eol.js';
+import { hasBareLf, knownCrlfLength, toCrlf } from '../mime/eol.js';
 import { buildPartMap, mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
 import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
@@ -41,7 +41,7 @@ import type { PreparedLookup, RunLimits } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
-import { renderItem, renderItemParts } from './render/index.js';
+import { partMapOf, renderItem, renderItemParts } from './render/index.js';
 import type { SignatureSource } from './signatures.js';
 import { type RenderingMemo, StoredRenderings } from './stored-renderings.js';
 import { type LookupRange, lookupCommand, parseLookupAnswer } from './uid-lookup.js';
@@ -941,12 +941,13 @@ export class ImapInspector implements ImapInterceptor {
       digest: this.digestOf(raw),
     };
     if (v.verdict.quarantineId) sv.quarantineId = v.verdict.quarantineId;
-    const root = mimeNodeOf(v.structure);
+    const structure = partMapOf(v.structure);
+    const root = mimeNodeOf(structure);
     if (root && root.parent === undefined && root.section === '' && root.bodyEnd === v.output.length && !hasBareLf(v.output)) {
       try {
         sv.header = Buffer.from(v.output.subarray(0, root.bodyStart));
         const items: StoredVerdict['items'] = {};
-        for (const item of STORED_ITEMS) items[item.name as StoredItemName] = renderItem(v.output, v.structure, item);
+        for (const item of STORED_ITEMS) items[item.name as StoredItemName] = renderItem(v.output, structure, item);
         sv.items = items;
       } catch {
         // what cannot be rendered is not stored: a list sync of this message downloads it again
@@ -1994,7 +1995,6 @@ export class ImapInspector implements ImapInterceptor {
    */
   private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const k = uid !== null ? this.storeKey() : null;
-    const since = k ? this.storeClears() : null;
     if (k && uid !== null) {
       // asked of the store itself: another process may have stored it after this session read its index
       const stored = this.storeGet(uid);
@@ -2015,6 +2015,8 @@ export class ImapInspector implements ImapInterceptor {
         }
       }
     }
+    // read before the vet begins (not needed for an answer from the store): a verdict made across a clear is not stored
+    const since = k ? this.storeClears() : null;
     const v = await this.slots.run(() => this.runEngine(raw, uid));
     if (k && uid !== null && !('tempfail' in v)) {
       const now = this.storeKey();
@@ -2025,6 +2027,9 @@ export class ImapInspector implements ImapInterceptor {
 
   /** A message stored clean, the very bytes it was judged on: served as they are, without the engine. */
   private cleanFromStore(raw: Buffer, sv: StoredVerdict): Vetted {
+    // the stored verdict was made on these very bytes (same SHA-256), and a clean message's output is its
+    // input's CRLF form: the stored output size says whether the input has a bare LF, without a scan
+    knownCrlfLength(raw, sv.sizeOut);
     const output = hasBareLf(raw) ? toCrlf(raw) : raw;
     const l = this.deps.policy.limits;
     const verdict: Verdict = {
@@ -2036,7 +2041,13 @@ export class ImapInspector implements ImapInterceptor {
       sizeOut: sv.sizeOut,
       scanMs: 0,
     };
-    return { output, structure: buildPartMap(output, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize }), verdict };
+    // the part map is read when an item needs it (BODY[] does not): the engine's reading, with the policy's limits
+    let map: PartMap | undefined;
+    const structure = () => {
+      if (map === undefined) map = buildPartMap(output, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize });
+      return map;
+    };
+    return { output, structure, verdict };
   }
 
   /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */

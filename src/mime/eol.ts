@@ -11,11 +11,24 @@ const LF = 0x0a;
 const CRLF = Buffer.from('\r\n');
 
 /**
- * Buffers proven to have no LF without a CR before it (lineEnds found none): hasBareLf answers for
- * them without a scan. Only this module adds to it, only for a Buffer it has read in full; message
- * buffers are never written after they were received (a Buffer is held weakly, by identity).
+ * Buffers proven to have no LF without a CR before it: hasBareLf answers for them without a scan.
+ * Only this module adds to it: for a Buffer lineEnds or hasBareLf read in full, or one whose CRLF
+ * form's length a caller knows (knownCrlfLength); message buffers are never written after they were
+ * received (a Buffer is held weakly, by identity).
  */
 const knownCrlf = new WeakSet<Buffer>();
+
+/**
+ * Tells hasBareLf what a caller knows of `buf` without a scan: `crlfLength` is the length of
+ * toCrlf(buf), measured on these very bytes earlier (a verdict stored for bytes with the same SHA-256,
+ * whose clean output is the input's CRLF form). Every bare LF adds a CR, so equal lengths mean none.
+ * Otherwise nothing is recorded (hasBareLf scans). Returns whether `buf` is now known to have none.
+ */
+export function knownCrlfLength(buf: Buffer, crlfLength: number): boolean {
+  if (crlfLength !== buf.length) return knownCrlf.has(buf);
+  knownCrlf.add(buf);
+  return true;
+}
 
 export function hasBareLf(buf: Buffer): boolean {
   if (knownCrlf.has(buf)) return false;

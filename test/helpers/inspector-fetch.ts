@@ -87,11 +87,15 @@ export function selectedInspector(o: {
   cacheMemoryBytes?: number;
   /** The antivirus scanner (default none: not scanned). */
   scanner?: Scanner;
+  /** inspect.verdict_cache.by_content on (default off: testListener has no verdict_cache). */
+  byContent?: boolean;
 }): ImapInspector {
   const policy = loadPolicy('default', 'policies');
   const quarantine = new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
   const listener = testListener();
   if (o.cacheMemoryBytes !== undefined) listener.inspect = { ...listener.inspect, cacheMemoryBytes: o.cacheMemoryBytes };
+  if (o.byContent)
+    listener.inspect = { ...listener.inspect, verdictCache: { path: o.store.file, maxEntries: 1000, maxBytes: 1 << 24, byContent: { maxEntries: 1000 } } };
   const ins = new ImapInspector({
     listener,
     policy,

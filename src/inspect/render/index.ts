@@ -29,11 +29,31 @@ import { applyPartial, nulsTo80, sectionBytes } from './section.js';
 export { toCrlf } from '../../mime/eol.js';
 export { decodeBase64Strict, decodeQuotedPrintable } from './binary.js';
 
-interface Prepared {
-  msg: Buffer;
-  root: MimeNode;
+/**
+ * A part map, or a function that builds it when first asked (InspectResult.structure, or a message
+ * served from a stored verdict: src/inspect/cache.ts Vetted). The function is called at most once per
+ * prepared message, and only for an item that needs the tree (not BODY[], RFC822, RFC822.SIZE).
+ */
+export type PartMapSource = PartMap | (() => PartMap);
+
+/** The part map a PartMapSource gives (built now when it is a function). */
+export function partMapOf(src: PartMapSource): PartMap {
+  return typeof src === 'function' ? src() : src;
+}
+
+class Prepared {
+  private tree: MimeNode | undefined;
   /** The parts' sizes and lines, counted once for BODY and BODYSTRUCTURE (first use). */
   sizes?: BodySizes;
+  constructor(
+    readonly msg: Buffer,
+    private readonly read: () => MimeNode,
+  ) {}
+  /** The part tree (read on first use). */
+  get root(): MimeNode {
+    if (this.tree === undefined) this.tree = this.read();
+    return this.tree;
+  }
 }
 
 /** p's BodySizes; the served form has no bare LF (hasBareLf answers from its memo for a message read before). */
@@ -47,19 +67,22 @@ const prepared = new WeakMap<Buffer, Prepared>();
 /**
  * The message and part tree to serve from. The policy engine's output is already in CRLF form and
  * comes with the parse it was judged on, which is used as is; anything else (a foreign or stale map,
- * bare LFs) is read by the same parser after the LF -> CRLF conversion Dovecot applies.
+ * bare LFs) is read by the same parser after the LF -> CRLF conversion Dovecot applies. The tree is
+ * read when an item first needs it.
  */
-function prepare(msg: Buffer, map: PartMap | null): Prepared {
+function prepare(msg: Buffer, map: PartMapSource | null): Prepared {
   const cached = prepared.get(msg);
   if (cached) return cached;
   let p: Prepared;
   if (hasBareLf(msg)) {
     const norm = toCrlf(msg);
-    p = { msg: norm, root: mimeNodeOf(buildPartMap(norm))! };
+    p = new Prepared(norm, () => mimeNodeOf(buildPartMap(norm))!);
   } else {
-    const given = map ? mimeNodeOf(map) : undefined;
-    const usable = given && given.section === '' && given.bodyEnd === msg.length && given.parent === undefined;
-    p = { msg, root: usable ? given : mimeNodeOf(buildPartMap(msg))! };
+    p = new Prepared(msg, () => {
+      const given = map === null ? undefined : mimeNodeOf(partMapOf(map));
+      const usable = given && given.section === '' && given.bodyEnd === msg.length && given.parent === undefined;
+      return usable ? given : mimeNodeOf(buildPartMap(msg))!;
+    });
   }
   prepared.set(msg, p);
   return p;
@@ -84,7 +107,7 @@ function literalItem(name: string, data: Buffer, literal8 = false): Buffer[] {
  * and PosternError(E_MIME_MALFORMED, details.imapCode) where Dovecot fails the FETCH (BINARY on an
  * unknown Content-Transfer-Encoding or undecodable data).
  */
-export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer {
+export function renderItem(msg: Buffer, map: PartMapSource | null, item: FetchItem): Buffer {
   const parts = renderItemParts(msg, map, item);
   return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
@@ -94,36 +117,39 @@ export function renderItem(msg: Buffer, map: PartMap | null, item: FetchItem): B
  * content is served as it is (BODY[], BODY[n], RFC822...). Nothing of the message is copied here; the
  * response that carries the pieces copies them once (protocol/imap/fetch-response.ts buildFetchResponse).
  */
-export function renderItemParts(msg: Buffer, map: PartMap | null, item: FetchItem): Buffer[] {
+export function renderItemParts(msg: Buffer, map: PartMapSource | null, item: FetchItem): Buffer[] {
   const p = prepare(msg, map);
-  const { msg: m, root } = p;
+  const m = p.msg;
   const name = formatItemName(item);
   switch (item.name) {
     case 'RFC822':
       return literalItem(name, m);
     case 'RFC822.HEADER':
-      return literalItem(name, m.subarray(root.headerStart, root.bodyStart));
+      return literalItem(name, m.subarray(p.root.headerStart, p.root.bodyStart));
     case 'RFC822.TEXT':
-      return literalItem(name, m.subarray(root.bodyStart, root.bodyEnd));
+      return literalItem(name, m.subarray(p.root.bodyStart, p.root.bodyEnd));
     case 'RFC822.SIZE':
       return [Buffer.from(`${name} ${m.length}`)];
     case 'BODYSTRUCTURE':
-      return [Buffer.from(`${name} (${writeStructure(m, root, true, sizesOf(p))})`, 'latin1')];
+      return [Buffer.from(`${name} (${writeStructure(m, p.root, true, sizesOf(p))})`, 'latin1')];
     case 'ENVELOPE':
-      return [Buffer.from(`${name} (${writeEnvelope(root)})`, 'latin1')];
-    case 'BODY':
-      if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, root, false, sizesOf(p))})`, 'latin1')];
-      return literalItem(name, applyPartial(sectionBytes(m, root, item.section) ?? Buffer.alloc(0), item.partial));
+      return [Buffer.from(`${name} (${writeEnvelope(p.root)})`, 'latin1')];
+    case 'BODY': {
+      if (!item.section) return [Buffer.from(`${name} (${writeStructure(m, p.root, false, sizesOf(p))})`, 'latin1')];
+      // BODY[] is the whole message (sectionBytes' answer), without reading its parts
+      const whole = item.section.part.length === 0 && item.section.text === undefined;
+      return literalItem(name, applyPartial(whole ? m : (sectionBytes(m, p.root, item.section) ?? Buffer.alloc(0)), item.partial));
+    }
     case 'BINARY': {
-      const r = binarySection(m, root, item.section?.part ?? []);
+      const r = binarySection(m, p.root, item.section?.part ?? []);
       if (r === null) return literalItem(name, Buffer.alloc(0));
       const data = applyPartial(r.data, item.partial);
       return literalItem(name, data, r.binary);
     }
     case 'BINARY.SIZE': {
       // Dovecot sizes BINARY parts by converting the whole message once: any failure fails them all
-      binaryOf(m, root, true);
-      const r = binarySection(m, root, item.section?.part ?? []);
+      binaryOf(m, p.root, true);
+      const r = binarySection(m, p.root, item.section?.part ?? []);
       return [Buffer.from(`${name} ${r === null ? 0 : r.data.length}`)];
     }
     default:
