@@ -160,6 +160,7 @@ async function parallel(o) {
     loginFailures: 0,
     loginFailuresUnexplained: 0,
     loginFailureExamples: [],
+    internalExamples: [],
     stallClasses: {},
     minimizeRuns: 0,
     ms: Date.now() - t0,
@@ -178,6 +179,7 @@ async function parallel(o) {
     merged.errors.push(...r.errors);
     merged.stallExamples.push(...r.stallExamples);
     merged.loginFailureExamples.push(...r.loginFailureExamples);
+    merged.internalExamples.push(...(r.internalExamples ?? []));
     for (const [k, v] of Object.entries(r.stallsByMode)) merged.stallsByMode[k] = (merged.stallsByMode[k] ?? 0) + v;
     for (const [k, v] of Object.entries(r.byProto)) {
       const m = (merged.byProto[k] ??= { cases: 0, escapes: 0 });

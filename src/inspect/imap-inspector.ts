@@ -2129,11 +2129,14 @@ export class ImapInspector implements ImapInterceptor {
   /**
    * Renders the client's items from a verdict stored by an earlier session: the rendered RFC822.SIZE,
    * BODY, BODYSTRUCTURE and ENVELOPE of the sanitised message, and its header block for header
-   * sections. Only requests made of such items get here (allCached, headerOnly).
+   * sections. A request made of such items gets here (allCached, headerOnly); so may a response the
+   * server sent on its own during a FETCH answered from the session's cache, naming another stored
+   * message. null when an item is not of those (the message is then withheld, never guessed).
    */
-  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict, uid: number): Buffer[] {
+  private renderStored(state: CommandState, seq: number, serverItems: FetchResponseItem[], sv: StoredVerdict, uid: number): Buffer[] | null {
     // the stored block is a header only: read by the part tree's own header reader, without the rest of a parse
     let header: PartMap | null = null;
+    let missing = false;
     const made: Array<[string, Buffer]> = [];
     const out = this.renderWith(state, seq, serverItems, sv.status, (item) => {
       let r: Buffer;
@@ -2142,12 +2145,16 @@ export class ImapInspector implements ImapInterceptor {
         r = renderItem(sv.header!, header, item);
       } else {
         const stored = !item.section ? sv.items?.[item.name as StoredItemName] : undefined;
-        if (!stored) throw new PosternError(ErrorCodes.INTERNAL, `stored verdict cannot render ${formatItemName(item)}`);
+        if (!stored) {
+          missing = true;
+          return EMPTY;
+        }
         r = stored;
       }
       made.push([renderingKey(item), r]);
       return r;
     });
+    if (missing) return null;
     if (made.length > 0) this.keepRenderings(state, uid, sv.status, made);
     return out;
   }
@@ -2156,7 +2163,8 @@ export class ImapInspector implements ImapInterceptor {
    * The answer for `uid` from its stored verdict: from the memo of stored renderings when it holds
    * every item the answer renders (no store read), else read from the store (storeRead, storeGet) and
    * rendered by renderStored(), which keeps what it rendered. null: the store holds no verdict with
-   * metadata for it.
+   * metadata for it, or one that cannot render an item asked for (BODY[] of a response the server sent
+   * on its own).
    */
   private storedAnswer(state: CommandState, seq: number, serverItems: FetchResponseItem[], uid: number): Buffer[] | null {
     const kept = this.commandMemo(state)?.uids.get(uid);

@@ -247,6 +247,29 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(r.client).toBe('b1 NO [UNAVAILABLE] postern: could not scan UID 9; try again later\r\n');
   });
 
+  it("a response the server sends on its own, for another stored message, during a FETCH answered from the session's cache: withheld (NO), the session goes on", async () => {
+    // session-fuzz seed 15151 case 61411: the store cannot render BODY[], which ended the session with E_INTERNAL
+    const lines: string[] = [];
+    await fetch(newSession(lines), 'a1 UID FETCH 1:3 BODY.PEEK[]', ALL3);
+    const b = newSession(lines);
+    flagsSync(b);
+    const first = await fetch(b, 'b1 UID FETCH 1 BODY.PEEK[]', dovecot([[1, 1]]));
+    expect(first.client).toContain('body of message 1');
+    const header2 = 'From: Ann <ann@example.test>\r\nSubject: message 2\r\n\r\n';
+    const r = await fetch(b, 'b2 UID FETCH 1 BODY.PEEK[]', (upstream) => {
+      // served from the session's cache: the server is asked for the UID only
+      expect(upstream).toBe('b2 UID FETCH 1 (UID)\r\n');
+      return ['* 1 FETCH (UID 1)\r\n', `* 2 FETCH (UID 2 RFC822.HEADER {${header2.length}}\r\n${header2})\r\n`];
+    });
+    const m1 = MAILBOX[1]!;
+    expect(r.client).toBe(`* 1 FETCH (UID 1 BODY[] {${m1.length}}\r\n${m1})\r\nb2 NO [UNAVAILABLE] postern: could not scan UID 2; try again later\r\n`);
+    // the session goes on: the next FETCH is answered
+    const again = await fetch(b, 'b3 UID FETCH 1 BODY.PEEK[]', () => ['* 1 FETCH (UID 1)\r\n']);
+    expect(again.client).toContain('body of message 1');
+    expect(again.client).toMatch(/b3 OK /);
+    expect(inspected(lines)).toBe(3);
+  });
+
   it('a verdict evicted by another process after the session read its index: withheld once, then downloaded and vetted (alone: a split FETCH)', async () => {
     const [b] = await afterVetting(1);
     const first = await fetch(b, `b1 UID FETCH 1:3 ${LIST}`, ALL3);

@@ -74,6 +74,8 @@ export interface Report {
   stalls: number;
   loginFailures: number;
   loginFailuresUnexplained: number;
+  /** The first cases whose session ended on E_INTERNAL. */
+  internalExamples: string[];
   ms: number;
 }
 export interface CampaignOptions {

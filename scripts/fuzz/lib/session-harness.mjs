@@ -528,6 +528,8 @@ export async function runCampaign(env, opts) {
     loginFailures: 0,
     loginFailuresUnexplained: 0,
     loginFailureExamples: [],
+    /** Cases whose session ended on E_INTERNAL (postern's own invariant, not the input's fault): the first few. */
+    internalExamples: [],
     stallClasses: {},
     minimizeRuns: 0,
     ms: 0,
@@ -544,6 +546,7 @@ export async function runCampaign(env, opts) {
     const p = (report.byProto[kase.proto] ??= { cases: 0, escapes: 0 });
     p.cases++;
     report.ends[`${kase.proto} ${r.end}`] = (report.ends[`${kase.proto} ${r.end}`] ?? 0) + 1;
+    if (/E_INTERNAL/.test(r.end) && report.internalExamples.length < 5) report.internalExamples.push(kase.id);
     if (!r.loggedIn) {
       report.loginFailures++;
       if (report.loginFailureExamples.length < 3) report.loginFailureExamples.push(kase.id);
@@ -694,5 +697,6 @@ export function formatReport(report, opts = {}) {
         .join(', ')}; honest-upstream examples: ${report.stallExamples.join(', ') || '-'}`,
     );
   if (report.loginFailureExamples.length) lines.push(`  login did not complete in: ${report.loginFailureExamples.join(', ')}`);
+  if (report.internalExamples?.length) lines.push(`  ended on E_INTERNAL: ${report.internalExamples.join(', ')}`);
   return lines.join('\n');
 }
