@@ -10,7 +10,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Case, createEnv, type Env, formatReport, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
+import { type Case, createEnv, type Env, formatReport, generateCase, runCampaign, runCase, writeRepros } from '../../scripts/fuzz/lib/session-harness.mjs';
 import { createSessionFactory } from '../../src/inspect/factory.js';
 import { VerdictStore } from '../../src/inspect/verdict-store.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
@@ -85,6 +85,18 @@ describe('session fuzzer (in-process, real inspector)', () => {
     }
   });
 
+  it('store cases that ended on E_INTERNAL (seed 15151): a response the server sent on its own is withheld, the session goes on', async () => {
+    for (const index of [61411, 586600]) {
+      const r = await runCase(env, generateCase(15151, index, { proto: 'imap' }), { record: true });
+      expect(r.leak).toBeNull();
+      expect(r.errors).toEqual([]);
+      expect(r.end).not.toMatch(/E_INTERNAL/);
+      // 61411's server then completes the FETCH: its tagged answer is NO (586600's server closes first)
+      const withheld = r.transcript?.some(([d, text]) => d === 'postern>client' && /NO \[UNAVAILABLE\] postern: could not scan UID 1;/.test(text));
+      expect(withheld).toBe(index === 61411);
+    }
+  });
+
   it('saved escape transcripts (test/fixtures/session-escapes) no longer leak', async () => {
     if (!existsSync(ESCAPES_DIR)) return;
     const failures: string[] = [];
@@ -111,5 +123,7 @@ describe('session fuzzer (in-process, real inspector)', () => {
     expect(report.casesRun).toBeGreaterThan(300);
     expect(report.errors, text).toEqual([]);
     expect(report.escapes, text).toBe(0);
+    // E_INTERNAL is postern's own invariant failing, never a fair answer to hostile input
+    expect(report.internalExamples, text).toEqual([]);
   }, 120_000);
 });
