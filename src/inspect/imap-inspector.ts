@@ -20,7 +20,7 @@ import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, UID_LOOKUP_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { hasBareLf, knownCrlfLength, toCrlf } from '../mime/eol.js';
-import { buildPartMap, mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
+import { mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
 import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
 import { mailboxOf, type ParsedCommand } from '../protocol/imap/command.js';
@@ -941,7 +941,7 @@ export class ImapInspector implements ImapInterceptor {
       digest: this.digestOf(raw),
     };
     if (v.verdict.quarantineId) sv.quarantineId = v.verdict.quarantineId;
-    const structure = partMapOf(v.structure);
+    const structure = partMapOf(v.structure, v.output);
     const root = mimeNodeOf(structure);
     if (root && root.parent === undefined && root.section === '' && root.bodyEnd === v.output.length && !hasBareLf(v.output)) {
       try {
@@ -2042,12 +2042,7 @@ export class ImapInspector implements ImapInterceptor {
       scanMs: 0,
     };
     // the part map is read when an item needs it (BODY[] does not): the engine's reading, with the policy's limits
-    let map: PartMap | undefined;
-    const structure = () => {
-      if (map === undefined) map = buildPartMap(output, { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize });
-      return map;
-    };
-    return { output, structure, verdict };
+    return { output, structure: { later: { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize } }, verdict };
   }
 
   /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */

@@ -3,9 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CachePool, processCachePool, VettedCache } from '../../src/inspect/cache.js';
+import { renderItem } from '../../src/inspect/render/index.js';
 import { CACHE_PROCESS_MEMORY_BYTES } from '../../src/limits.js';
 import { buildPartMap } from '../../src/mime/partmap.js';
 import type { Verdict } from '../../src/policy/types.js';
+import { parseFetchItems } from '../../src/protocol/imap/fetch-items.js';
 import { MemoryBudget } from '../../src/relay/memory.js';
 
 const verdict: Verdict = { policy: 'p', status: 'clean', hits: [], viruses: [], sizeIn: 0, sizeOut: 0, scanMs: 0 };
@@ -35,6 +37,25 @@ describe('VettedCache', () => {
     for (const f of files) expect(statSync(path.join(dir, f)).mode & 0o777).toBe(0o600);
     cache.close();
     expect(existsSync(dir)).toBe(false);
+  });
+
+  it('an entry whose part tree is read later (PartMapSource `later`) renders from the bytes read back from its spill file', async () => {
+    const cache = new VettedCache(3000);
+    const mime = (i: number) =>
+      Buffer.from(
+        `Subject: ${i}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n${'x'.repeat(900)}\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>${i}</p>\r\n--B--\r\n`,
+      );
+    const msgs = [0, 1, 2, 3, 4].map(mime);
+    for (let i = 0; i < msgs.length; i++)
+      await cache.set(VettedCache.key('INBOX', 7, i), { output: msgs[i]!, structure: { later: { maxParts: 100 } }, verdict });
+    expect(cache.stats.spillBytes).toBeGreaterThan(0);
+    const items = parseFetchItems('(BODYSTRUCTURE BODY[2] ENVELOPE)').items;
+    for (let i = 0; i < msgs.length; i++) {
+      const v = (await cache.get(VettedCache.key('INBOX', 7, i)))!;
+      const fresh = Buffer.from(msgs[i]!);
+      for (const it of items) expect(renderItem(v.output, v.structure, it)).toEqual(renderItem(fresh, buildPartMap(fresh), it));
+    }
+    cache.close();
   });
 
   it('forgets a forgettable entry past its budget instead of spilling it; others still spill', async () => {

@@ -100,9 +100,16 @@ describe('a message served from its stored clean verdict', () => {
     await fetch(session(lines), 'UID FETCH 1:3 BODY.PEEK[]');
     expect(inspected(lines)).toBe(3);
     // a new session: every message from the store, each item rendered from the bytes the server sent
-    const got = await fetch(session(lines), RICH);
+    const b = session(lines);
+    const got = await fetch(b, RICH);
     expect(inspected(lines)).toBe(3);
     expect(got).toBe(expected);
+    // what the session's cache keeps of them names no bytes (only the limits to read the tree with): a
+    // spilled entry's memory is free, and the tree is read from the bytes read back
+    const entries = [...(b as unknown as { cache: { entries: Map<string, { structure: unknown }> } }).cache.entries.values()];
+    expect(entries).toHaveLength(3);
+    for (const e of entries)
+      expect(e.structure).toEqual({ later: { maxDepth: expect.any(Number), maxParts: expect.any(Number), maxHeaderSize: expect.any(Number) } });
   });
 
   it('a download of BODY[] first, the structure asked later in the same session: the same bytes as fresh', async () => {
@@ -162,29 +169,36 @@ describe('the renderer reads the part tree on first use', () => {
   const msg = Buffer.from(NESTED, 'latin1');
   const item = (s: string) => parseFetchItems(s).items[0]!;
 
-  it('BODY[], RFC822 and RFC822.SIZE never ask for it; BODYSTRUCTURE and sections ask once', () => {
+  it('BODY[], RFC822 and RFC822.SIZE never read it; BODYSTRUCTURE and sections read it once, with the limits given', () => {
     const m = Buffer.from(msg);
-    let calls = 0;
-    const source = () => {
-      calls++;
-      return buildPartMap(m);
+    let reads = 0;
+    const source = {
+      get later() {
+        reads++;
+        return { maxParts: 3 };
+      },
     };
     for (const i of ['BODY[]', 'BODY.PEEK[]<0.10>', 'RFC822', 'RFC822.SIZE']) renderItemParts(m, source, item(i));
-    expect(calls).toBe(0);
+    expect(reads).toBe(0);
     const eager = Buffer.from(msg);
-    const map = buildPartMap(eager);
+    // the same tree as the part map read with those limits (3 parts: the rest of the nested message is a leaf)
+    const map = buildPartMap(eager, { maxParts: 3 });
+    expect(Buffer.concat(renderItemParts(eager, map, item('BODYSTRUCTURE')))).not.toEqual(
+      Buffer.concat(renderItemParts(Buffer.from(msg), buildPartMap(Buffer.from(msg)), item('BODYSTRUCTURE'))),
+    );
     for (const i of ['BODYSTRUCTURE', 'BODY[1.2]', 'BODY[3.HEADER]', 'ENVELOPE', 'RFC822.HEADER', 'BINARY[2]']) {
       expect(Buffer.concat(renderItemParts(m, source, item(i)))).toEqual(Buffer.concat(renderItemParts(eager, map, item(i))));
     }
-    expect(calls).toBe(1);
+    expect(reads).toBe(1);
+    expect(partMapOf({ later: {} }, m)).toEqual(buildPartMap(m));
   });
 
-  it('a tree the source gives for other bytes is not used (the same parser reads the message)', () => {
+  it('a tree given for other bytes is not used (the same parser reads the message)', () => {
     const m = Buffer.from(msg);
     const other: PartMap = buildPartMap(Buffer.from(BARE_LF.replace(/\n/g, '\r\n')));
-    const got = Buffer.concat(renderItemParts(m, () => other, item('BODYSTRUCTURE')));
+    const got = Buffer.concat(renderItemParts(m, other, item('BODYSTRUCTURE')));
     const want = Buffer.concat(renderItemParts(Buffer.from(msg), buildPartMap(Buffer.from(msg)), item('BODYSTRUCTURE')));
     expect(got).toEqual(want);
-    expect(partMapOf(other)).toBe(other);
+    expect(partMapOf(other, m)).toBe(other);
   });
 });

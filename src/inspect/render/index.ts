@@ -17,7 +17,7 @@
  */
 import { ErrorCodes, PosternError } from '../../errors.js';
 import { hasBareLf, toCrlf } from '../../mime/eol.js';
-import { buildPartMap, type MimeNode, mimeNodeOf } from '../../mime/partmap.js';
+import { buildPartMap, type MimeNode, mimeNodeOf, type PartMapLimits } from '../../mime/partmap.js';
 import type { PartMap } from '../../policy/types.js';
 import { type FetchItem, formatItemName } from '../../protocol/imap/fetch-items.js';
 import { literalPrefix } from '../../protocol/imap/write.js';
@@ -30,15 +30,19 @@ export { toCrlf } from '../../mime/eol.js';
 export { decodeBase64Strict, decodeQuotedPrintable } from './binary.js';
 
 /**
- * A part map, or a function that builds it when first asked (InspectResult.structure, or a message
- * served from a stored verdict: src/inspect/cache.ts Vetted). The function is called at most once per
- * prepared message, and only for an item that needs the tree (not BODY[], RFC822, RFC822.SIZE).
+ * A part map, or how to read one from the message when an item first needs it: the limits the
+ * message's part tree is read with (a message served from a stored verdict, src/inspect/cache.ts
+ * Vetted). Read at most once per prepared message, and only for an item that needs the tree (not
+ * BODY[], RFC822, RFC822.SIZE). It names no bytes: a cache entry keeps it while its message is spilled.
  */
-export type PartMapSource = PartMap | (() => PartMap);
+export type PartMapSource = PartMap | PartMapLater;
+export interface PartMapLater {
+  readonly later: Partial<PartMapLimits>;
+}
 
-/** The part map a PartMapSource gives (built now when it is a function). */
-export function partMapOf(src: PartMapSource): PartMap {
-  return typeof src === 'function' ? src() : src;
+/** The part map of `msg` a PartMapSource gives (read now, with its limits, when it is a PartMapLater). */
+export function partMapOf(src: PartMapSource, msg: Buffer): PartMap {
+  return 'later' in src ? buildPartMap(msg, src.later) : src;
 }
 
 class Prepared {
@@ -76,10 +80,12 @@ function prepare(msg: Buffer, map: PartMapSource | null): Prepared {
   let p: Prepared;
   if (hasBareLf(msg)) {
     const norm = toCrlf(msg);
-    p = new Prepared(norm, () => mimeNodeOf(buildPartMap(norm))!);
+    p = new Prepared(norm, () => mimeNodeOf(buildPartMap(norm, map !== null && 'later' in map ? map.later : undefined))!);
+  } else if (map !== null && 'later' in map) {
+    p = new Prepared(msg, () => mimeNodeOf(buildPartMap(msg, map.later))!);
   } else {
     p = new Prepared(msg, () => {
-      const given = map === null ? undefined : mimeNodeOf(partMapOf(map));
+      const given = map === null ? undefined : mimeNodeOf(map);
       const usable = given && given.section === '' && given.bodyEnd === msg.length && given.parent === undefined;
       return usable ? given : mimeNodeOf(buildPartMap(msg))!;
     });
