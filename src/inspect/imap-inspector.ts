@@ -19,7 +19,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { MAX_CACHED_SET, MAX_VETS_IN_FLIGHT, UID_LOOKUP_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
-import { hasBareLf, knownCrlfLength, toCrlf } from '../mime/eol.js';
+import { crlfFormOf, hasBareLf } from '../mime/eol.js';
 import { mimeNodeOf, parseHeaderBlock } from '../mime/partmap.js';
 import { applyHeaderRules, type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps, PartMap, Verdict } from '../policy/types.js';
@@ -2029,8 +2029,7 @@ export class ImapInspector implements ImapInterceptor {
   private cleanFromStore(raw: Buffer, sv: StoredVerdict): Vetted {
     // the stored verdict was made on these very bytes (same SHA-256), and a clean message's output is its
     // input's CRLF form: the stored output size says whether the input has a bare LF, without a scan
-    knownCrlfLength(raw, sv.sizeOut);
-    const output = hasBareLf(raw) ? toCrlf(raw) : raw;
+    const output = crlfFormOf(raw, sv.sizeOut);
     const l = this.deps.policy.limits;
     const verdict: Verdict = {
       policy: this.deps.policy.name,

@@ -19,6 +19,7 @@ import type { ListenerConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
 import { POP3_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
+import { crlfFormOf } from '../mime/eol.js';
 import { type CompiledPolicy, inspectMessage } from '../policy/engine.js';
 import type { EngineDeps, Verdict } from '../policy/types.js';
 import { stuff, unstuff } from '../protocol/pop3/framer.js';
@@ -209,7 +210,8 @@ export class Pop3Inspector {
   private async sanitised(n: number, raw: Buffer, uidl: string | null): Promise<{ output: Buffer; verdict: Verdict } | { error: string }> {
     const sha = createHash('sha256').update(raw).digest('hex');
     const known = this.originals.get(n) === sha ? this.verdicts.get(n) : undefined;
-    if (known?.status === 'clean') return { output: raw, verdict: known };
+    // a clean message is served in the form it was judged in, its CRLF form (the size LIST reports for it)
+    if (known?.status === 'clean') return { output: crlfFormOf(raw, known.sizeOut), verdict: known };
     const cached = known ? this.outputs.get(n) : undefined;
     if (known && cached) return { output: cached, verdict: known };
     // vetted clean by an earlier session (same upstream, user, UIDL, policy and signatures) and these
@@ -228,7 +230,7 @@ export class Pop3Inspector {
       };
       this.verdicts.set(n, verdict);
       this.originals.set(n, sha);
-      return { output: raw, verdict };
+      return { output: crlfFormOf(raw, stored.sizeOut), verdict };
     }
     if (this.originals.has(n) && this.originals.get(n) !== sha) {
       // message n changed within the session: judge it afresh, and keep what DELE must know about both
@@ -375,7 +377,8 @@ export class Pop3Inspector {
       const lines = Number(cmd.args[1] ?? 0);
       return stuff(topOf(v.output, Number.isFinite(lines) && lines >= 0 ? lines : 0));
     }
-    return v.verdict.status === 'clean' ? body : stuff(v.output);
+    // a clean message without a bare LF goes out as the upstream sent it (already stuffed)
+    return v.verdict.status === 'clean' && v.output === raw ? body : stuff(v.output);
   }
 
   private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {

@@ -30,6 +30,15 @@ export function knownCrlfLength(buf: Buffer, crlfLength: number): boolean {
   return true;
 }
 
+/**
+ * toCrlf(buf), where `crlfLength` is that form's length measured on these very bytes earlier (see
+ * knownCrlfLength): `buf` itself without a scan when the lengths are equal. What a clean verdict's
+ * output is (the input's CRLF form), for bytes served again on the strength of that verdict.
+ */
+export function crlfFormOf(buf: Buffer, crlfLength: number): Buffer {
+  return knownCrlfLength(buf, crlfLength) ? buf : toCrlf(buf);
+}
+
 export function hasBareLf(buf: Buffer): boolean {
   if (knownCrlf.has(buf)) return false;
   for (let i = buf.indexOf(LF); i >= 0; i = buf.indexOf(LF, i + 1)) {
