@@ -3,7 +3,8 @@
  * with the real Pop3Inspector and the shared verdict store on a scripted host, exact bytes each way.
  * A message vetted in an earlier session is known by UIDL, so the session learns every UIDL (its own
  * `UIDL`, once) before it answers LIST; STAT's total comes from postern's own LIST sent right before
- * the STAT, and a total postern cannot compute exactly is never sent.
+ * the STAT, and a total postern cannot compute exactly is never sent. A clean message with bare LFs
+ * is delivered in its CRLF form, whose size LIST reports (fresh and from the store, TOP likewise).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -15,6 +16,7 @@ import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
+import { toCrlf } from '../../src/mime/eol.js';
 import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
 import { type Pop3Hooks, Pop3Session } from '../../src/session/pop3.js';
 import { ScriptedHost, testListener } from '../helpers/scripted-host.js';
@@ -237,5 +239,51 @@ describe('POP3 LIST/STAT without a verdict store', () => {
     expect(t.host.takeUpstream()).toBe('LIST 1\r\nSTAT\r\n');
     await t.upstream(`+OK 1 ${C} text\r\n+OK 1 ${C}\r\n`);
     expect(t.host.takeClient()).toBe(`+OK 1 ${C} text\r\n+OK 1 ${C}\r\n`);
+  });
+});
+
+/** A clean message with bare LFs (a server that does not convert them, or a hostile one): bare LFs in
+ * the header and the body, a dot-stuffed line, CRLF at the end. */
+const BARE = 'From: a@example.test\nTo: alice@example.test\nSubject: lf\n\nline one\n.dotted\nline two\r\n';
+const B = BARE.length;
+const CRLF_FORM = toCrlf(Buffer.from(BARE, 'latin1')).toString('latin1');
+
+/** The message a RETR answer to the client carries (unstuffed), and the size its status line gives. */
+function delivered(out: string): { body: string; said: number } {
+  const m = /^\+OK ([0-9]+) octets\r\n/.exec(out)!;
+  return { body: unstuff(Buffer.from(out.slice(m[0].length, -3), 'latin1')).toString('latin1'), said: Number(m[1]) };
+}
+
+describe('POP3: a clean message with bare LFs is served in the form it was judged in', () => {
+  it('RETR delivers its CRLF form and LIST reports that size, in the vetting session and in a later one from the store', async () => {
+    const a = await loggedIn(hooksFor());
+    await a.client('RETR 1\r\n');
+    expect(a.host.takeUpstream()).toBe('UIDL 1\r\nRETR 1\r\n');
+    await a.upstream(`+OK 1 u1\r\n${retrAnswer(BARE)}`);
+    const first = delivered(a.host.takeClient());
+    expect(first.body).toBe(CRLF_FORM);
+    await a.client('LIST 1\r\n');
+    await a.upstream(`+OK 1 ${B}\r\n`);
+    expect(a.host.takeClient()).toBe(`+OK 1 ${CRLF_FORM.length}\r\n`);
+
+    // a later session: the verdict comes from the store (by UIDL), the bytes are the same
+    const b = await loggedIn(hooksFor());
+    await b.client('LIST 1\r\n');
+    expect(b.host.takeUpstream()).toBe('UIDL 1\r\nLIST 1\r\n');
+    await b.upstream(`+OK 1 u1\r\n+OK 1 ${B}\r\n`);
+    expect(b.host.takeClient()).toBe(`+OK 1 ${CRLF_FORM.length}\r\n`);
+    await b.client('RETR 1\r\n');
+    expect(b.host.takeUpstream()).toBe('RETR 1\r\n');
+    await b.upstream(retrAnswer(BARE));
+    const again = delivered(b.host.takeClient());
+    expect(again.body).toBe(CRLF_FORM);
+    expect(again.said).toBe(CRLF_FORM.length);
+    // TOP is cut from the same form
+    await b.client('TOP 1 1\r\n');
+    // (the whole message is fetched to be vetted)
+    expect(b.host.takeUpstream()).toBe('RETR 1\r\n');
+    await b.upstream(retrAnswer(BARE));
+    const top = b.host.takeClient();
+    expect(top.replace(/^\+OK[^\r]*\r\n/, '')).toBe('From: a@example.test\r\nTo: alice@example.test\r\nSubject: lf\r\n\r\nline one\r\n.\r\n');
   });
 });
