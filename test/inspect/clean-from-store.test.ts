@@ -81,15 +81,23 @@ async function fetch(ins: ImapInspector, command: string, user = 'alice'): Promi
 
 const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
 
+/** Runs `fn` with a verdict store of its own, empty (a session there vets everything), removed after. */
+async function withEmptyStore<T>(fn: (s: VerdictStore) => Promise<T>): Promise<T> {
+  const d = mkdtempSync(path.join(os.tmpdir(), 'postern-clean-store-fresh-'));
+  const s = new VerdictStore(path.join(d, 'v.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
+  try {
+    return await fn(s);
+  } finally {
+    s.close();
+    rmSync(d, { recursive: true, force: true });
+  }
+}
+
 describe('a message served from its stored clean verdict', () => {
   it('renders every item as a fresh vet does, without running the engine (bare LFs included)', async () => {
     // what a session with nothing stored answers (the engine runs for each message)
-    const freshDir = mkdtempSync(path.join(os.tmpdir(), 'postern-clean-store-fresh-'));
-    const freshStore = new VerdictStore(path.join(freshDir, 'v.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
     const freshLines: string[] = [];
-    const expected = await fetch(session(freshLines, 'alice', freshStore), RICH);
-    freshStore.close();
-    rmSync(freshDir, { recursive: true, force: true });
+    const expected = await withEmptyStore((fresh) => fetch(session(freshLines, 'alice', fresh), RICH));
     expect(inspected(freshLines)).toBe(3);
     // the bare-LF messages are served in their CRLF form
     expect(expected).toContain(toCrlf(Buffer.from(BARE_LF)).toString('latin1'));
@@ -123,13 +131,11 @@ describe('a message served from its stored clean verdict', () => {
     const later = await fetch(s, 'UID FETCH 1:3 (BODYSTRUCTURE BODY.PEEK[1.2] BODY.PEEK[3.HEADER])');
     expect(inspected(lines)).toBe(3);
 
-    const freshDir = mkdtempSync(path.join(os.tmpdir(), 'postern-clean-store-fresh-'));
-    const freshStore = new VerdictStore(path.join(freshDir, 'v.sqlite'), { maxEntries: 1000, maxBytes: 1 << 24 });
-    const f = session([], 'alice', freshStore);
-    expect(await fetch(f, 'UID FETCH 1:3 BODY.PEEK[]')).toBe(whole);
-    expect(await fetch(f, 'UID FETCH 1:3 (BODYSTRUCTURE BODY.PEEK[1.2] BODY.PEEK[3.HEADER])')).toBe(later);
-    freshStore.close();
-    rmSync(freshDir, { recursive: true, force: true });
+    await withEmptyStore(async (fresh) => {
+      const f = session([], 'alice', fresh);
+      expect(await fetch(f, 'UID FETCH 1:3 BODY.PEEK[]')).toBe(whole);
+      expect(await fetch(f, 'UID FETCH 1:3 (BODYSTRUCTURE BODY.PEEK[1.2] BODY.PEEK[3.HEADER])')).toBe(later);
+    });
   });
 
   it("another user's session gets the same bytes from the content table (no engine run)", async () => {
