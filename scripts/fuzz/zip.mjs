@@ -21,8 +21,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 // zipfile, Info-ZIP unzip (-l, -p), bsdtar (-tf, -xOf) and 7-Zip (l -slt, x -so).
 //
 // Invariant: when any extractor lists a dangerous name (*.exe, *.js after Windows-style name
-// normalisation) or outputs dangerous bytes (the MZ header used here, EICAR), postern must not let the
-// attachment through unchanged. Every case is also checked against a "greedy" reader (every local
+// normalisation) or outputs dangerous bytes (the MZ header used here, EICAR; the EXE's header counts
+// except as a stored entry's data in a nested archive's raw bytes: dangerousOutput), postern must not
+// let the attachment through unchanged. Every case is also checked against a "greedy" reader (every local
 // and central header anywhere in the file, every stream it can inflate): postern-only cases need it.
 // Exit code 1 when an escape is found; escaping cases are written to --keep DIR (default: a temp dir).
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -479,6 +480,34 @@ export function dangerousBytes(b) {
   return b.includes(MZ_SIG) || b.includes(EICAR);
 }
 
+const LOC_SIG_BYTES = Buffer.from('PK\x03\x04', 'latin1');
+
+/**
+ * Dangerous bytes in what an extractor wrote out (members' contents, concatenated): EICAR anywhere,
+ * or the EXE's header anywhere except as the data of a stored entry right behind its own local
+ * header. Those are an archive's raw bytes inside an extracted member (a nested archive), and what
+ * matters of it is its entries: whether a reader finds them is asked of the nested archive itself
+ * (confirmWithExtractors extracts the members and asks again; postern opens nested archives).
+ * Counted as extracted, a stored nested archive that no reader opens (no end record) made its
+ * evil.exe look extracted (seed 22222, case 206712: a GIF with a local header inside, stored as
+ * inner.zip; python, unzip, bsdtar and 7-Zip all refuse to open it). PY applies the same rule.
+ */
+export function dangerousOutput(b) {
+  if (b.includes(EICAR)) return true;
+  for (let i = b.indexOf(MZ_SIG); i >= 0; i = b.indexOf(MZ_SIG, i + 1)) if (!storedEntryDataAt(b, i)) return true;
+  return false;
+}
+
+/** Whether offset i of b is where the data of a stored entry begins, right behind its local header. */
+function storedEntryDataAt(b, i) {
+  for (let j = i - 30; j >= 0 && j >= i - 30 - 2 * 65535; j--) {
+    j = b.lastIndexOf(LOC_SIG_BYTES, j);
+    if (j < 0) return false;
+    if (b.readUInt16LE(j + 8) === 0 && j + 30 + b.readUInt16LE(j + 26) + b.readUInt16LE(j + 28) === i) return true;
+  }
+  return false;
+}
+
 const SIG_LOC = 0x04034b50;
 const SIG_CEN = 0x02014b50;
 
@@ -608,9 +637,32 @@ function dangerousBytesEicar(buf, depth = 0) {
 
 // ------------------------------------------------------------------ extractors (batched)
 const PY = String.raw`
-import sys, zipfile, json
+import sys, zipfile, json, struct
 MZ = bytes.fromhex('4d5a900003000000')
 E = b'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
+LOC = b'PK\x03\x04'
+def stored_entry_data_at(b, i):
+    # dangerousOutput's rule: offset i is where a stored entry's data begins, right behind its local header
+    j = i - 30
+    while j >= 0 and j >= i - 30 - 2 * 65535:
+        j = b.rfind(LOC, 0, j + 4)
+        if j < 0:
+            return False
+        method, = struct.unpack_from('<H', b, j + 8)
+        n, x = struct.unpack_from('<HH', b, j + 26)
+        if method == 0 and j + 30 + n + x == i:
+            return True
+        j -= 1
+    return False
+def dangerous(b):
+    if E in b:
+        return True
+    i = b.find(MZ)
+    while i >= 0:
+        if not stored_entry_data_at(b, i):
+            return True
+        i = b.find(MZ, i + 1)
+    return False
 for path in sys.stdin.read().split('\n'):
     if not path:
         continue
@@ -630,7 +682,7 @@ for path in sys.stdin.read().split('\n'):
                             data += c
                 except Exception:
                     pass
-                if MZ in data or E in data:
+                if dangerous(data):
                     out['bytes'] = True
     except Exception as e:
         out['error'] = type(e).__name__
@@ -715,9 +767,9 @@ export async function runExtractors(files, { parallel = 2, timeoutMs = 120_000 }
     const read = (ext) => (existsSync(`${f}.${ext}`) ? readFileSync(`${f}.${ext}`) : Buffer.alloc(0));
     result[i] = {
       python: { names: p.names, bytes: p.bytes },
-      unzip: { names: parseUnzipList(read('unzip-l').toString('utf8')), bytes: dangerousBytes(read('unzip-x')) },
-      bsdtar: { names: read('bsdtar-l').toString('utf8').split('\n').filter(Boolean), bytes: dangerousBytes(read('bsdtar-x')) },
-      '7z': { names: parse7zList(read('7z-l').toString('utf8')), bytes: dangerousBytes(read('7z-x')) },
+      unzip: { names: parseUnzipList(read('unzip-l').toString('utf8')), bytes: dangerousOutput(read('unzip-x')) },
+      bsdtar: { names: read('bsdtar-l').toString('utf8').split('\n').filter(Boolean), bytes: dangerousOutput(read('bsdtar-x')) },
+      '7z': { names: parse7zList(read('7z-l').toString('utf8')), bytes: dangerousOutput(read('7z-x')) },
     };
   });
   return result;
