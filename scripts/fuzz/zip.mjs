@@ -21,9 +21,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 // zipfile, Info-ZIP unzip (-l, -p), bsdtar (-tf, -xOf) and 7-Zip (l -slt, x -so).
 //
 // Invariant: when any extractor lists a dangerous name (*.exe, *.js after Windows-style name
-// normalisation) or outputs dangerous bytes (the MZ header used here, EICAR; the EXE's header counts
-// except as a stored entry's data in a nested archive's raw bytes: dangerousOutput), postern must not
-// let the attachment through unchanged. Every case is also checked against a "greedy" reader (every local
+// normalisation) or outputs dangerous bytes (EICAR, or a member that begins with the MZ header used
+// here: dangerousOutput), postern must not let the attachment through unchanged. Every case is also checked against a "greedy" reader (every local
 // and central header anywhere in the file, every stream it can inflate): postern-only cases need it.
 // Exit code 1 when an escape is found; escaping cases are written to --keep DIR (default: a temp dir).
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
@@ -480,30 +479,25 @@ export function dangerousBytes(b) {
   return b.includes(MZ_SIG) || b.includes(EICAR);
 }
 
-const LOC_SIG_BYTES = Buffer.from('PK\x03\x04', 'latin1');
-
 /**
- * Dangerous bytes in what an extractor wrote out (members' contents, concatenated): EICAR anywhere,
- * or the EXE's header anywhere except as the data of a stored entry right behind its own local
- * header. Those are an archive's raw bytes inside an extracted member (a nested archive), and what
- * matters of it is its entries: whether a reader finds them is asked of the nested archive itself
- * (confirmWithExtractors extracts the members and asks again; postern opens nested archives).
- * Counted as extracted, a stored nested archive that no reader opens (no end record) made its
- * evil.exe look extracted (seed 22222, case 206712: a GIF with a local header inside, stored as
- * inner.zip; python, unzip, bsdtar and 7-Zip all refuse to open it). PY applies the same rule.
+ * Dangerous bytes in what an extractor wrote out: EICAR anywhere, or a member that begins with the
+ * EXE's header (an executable is one from its first byte; the header inside other bytes is not, and
+ * postern's hidden-executable search looks for complete headers, which this EXE lacks). Python
+ * reports per member (PY applies the same rule); unzip -p, bsdtar -xO and 7-Zip -so write the
+ * members one after another, so `sizes`, the member sizes the same extractor lists, give where each
+ * begins. When they do not add up to the output (a member cut short, a listing that did not parse,
+ * the output capped) the boundaries are unknown and the header anywhere counts. Counted anywhere
+ * regardless, the raw bytes of a stored nested archive that no reader opens made its evil.exe look
+ * extracted (seed 22222, case 206712: a GIF with a local header inside, stored as inner.zip; seed
+ * 23232, case 74124: a deflated inner.zip whose first local header signature was flipped).
  */
-export function dangerousOutput(b) {
-  if (b.includes(EICAR)) return true;
-  for (let i = b.indexOf(MZ_SIG); i >= 0; i = b.indexOf(MZ_SIG, i + 1)) if (!storedEntryDataAt(b, i)) return true;
-  return false;
-}
-
-/** Whether offset i of b is where the data of a stored entry begins, right behind its local header. */
-function storedEntryDataAt(b, i) {
-  for (let j = i - 30; j >= 0 && j >= i - 30 - 2 * 65535; j--) {
-    j = b.lastIndexOf(LOC_SIG_BYTES, j);
-    if (j < 0) return false;
-    if (b.readUInt16LE(j + 8) === 0 && j + 30 + b.readUInt16LE(j + 26) + b.readUInt16LE(j + 28) === i) return true;
+export function dangerousOutput(out, sizes) {
+  if (out.includes(EICAR)) return true;
+  if (sizes.reduce((a, n) => a + n, 0) !== out.length) return out.includes(MZ_SIG);
+  let at = 0;
+  for (const n of sizes) {
+    if (n >= MZ_SIG.length && out.subarray(at, at + MZ_SIG.length).equals(MZ_SIG)) return true;
+    at += n;
   }
   return false;
 }
@@ -637,32 +631,12 @@ function dangerousBytesEicar(buf, depth = 0) {
 
 // ------------------------------------------------------------------ extractors (batched)
 const PY = String.raw`
-import sys, zipfile, json, struct
+import sys, zipfile, json
 MZ = bytes.fromhex('4d5a900003000000')
 E = b'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
-LOC = b'PK\x03\x04'
-def stored_entry_data_at(b, i):
-    # dangerousOutput's rule: offset i is where a stored entry's data begins, right behind its local header
-    j = i - 30
-    while j >= 0 and j >= i - 30 - 2 * 65535:
-        j = b.rfind(LOC, 0, j + 4)
-        if j < 0:
-            return False
-        method, = struct.unpack_from('<H', b, j + 8)
-        n, x = struct.unpack_from('<HH', b, j + 26)
-        if method == 0 and j + 30 + n + x == i:
-            return True
-        j -= 1
-    return False
 def dangerous(b):
-    if E in b:
-        return True
-    i = b.find(MZ)
-    while i >= 0:
-        if not stored_entry_data_at(b, i):
-            return True
-        i = b.find(MZ, i + 1)
-    return False
+    # dangerousOutput's rule, per member: EICAR anywhere, or the member begins with the EXE's header
+    return E in b or b.startswith(MZ)
 for path in sys.stdin.read().split('\n'):
     if not path:
         continue
@@ -695,6 +669,7 @@ for f in "$@"; do
   unzip -l "$f" > "$f.unzip-l" 2>/dev/null < /dev/null
   unzip -p -P x "$f" 2>/dev/null < /dev/null | head -c 16777216 > "$f.unzip-x"
   bsdtar -tf "$f" > "$f.bsdtar-l" 2>/dev/null < /dev/null
+  bsdtar -tvf "$f" > "$f.bsdtar-lv" 2>/dev/null < /dev/null
   bsdtar --passphrase x -xOf "$f" 2>/dev/null < /dev/null | head -c 16777216 > "$f.bsdtar-x"
   7zz l -slt -px -- "$f" > "$f.7z-l" 2>/dev/null < /dev/null
   7zz x -so -px -- "$f" 2>/dev/null < /dev/null | head -c 16777216 > "$f.7z-x"
@@ -733,6 +708,40 @@ function parseUnzipList(text) {
   return names;
 }
 
+/** Member sizes in unzip -l's order (its Length column). */
+function unzipSizes(text) {
+  const sizes = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)\s+\S+\s+\S+\s{3}(.*)$/.exec(line);
+    if (m) sizes.push(Number(m[1]));
+  }
+  return sizes;
+}
+
+/** Member sizes in bsdtar -tv's order (the fifth column of its ls-style lines). */
+function bsdtarSizes(text) {
+  const sizes = [];
+  for (const line of text.split('\n')) {
+    const m = /^\S{10}\s+\d+\s+\S+\s+\S+\s+(\d+)\s/.exec(line);
+    if (m) sizes.push(Number(m[1]));
+  }
+  return sizes;
+}
+
+/** Member sizes in 7-Zip's order (Size of each entry block, folders included as 0). */
+function sevenZipSizes(text) {
+  const sizes = [];
+  for (const archive of text.split('\nListing archive: ').slice(1)) {
+    const entries = archive.split('\n----------\n').slice(1).join('\n');
+    for (const b of entries.split(/\n\n+/)) {
+      if (!/^Path = /m.test(b)) continue;
+      const m = /^Size = (\d*)$/m.exec(b);
+      sizes.push(m && m[1] !== '' ? Number(m[1]) : 0);
+    }
+  }
+  return sizes;
+}
+
 function parse7zList(text) {
   // per archive: its own block, a "----------" line, then one block per entry ("Folder = +" for directories)
   const names = [];
@@ -767,9 +776,12 @@ export async function runExtractors(files, { parallel = 2, timeoutMs = 120_000 }
     const read = (ext) => (existsSync(`${f}.${ext}`) ? readFileSync(`${f}.${ext}`) : Buffer.alloc(0));
     result[i] = {
       python: { names: p.names, bytes: p.bytes },
-      unzip: { names: parseUnzipList(read('unzip-l').toString('utf8')), bytes: dangerousOutput(read('unzip-x')) },
-      bsdtar: { names: read('bsdtar-l').toString('utf8').split('\n').filter(Boolean), bytes: dangerousOutput(read('bsdtar-x')) },
-      '7z': { names: parse7zList(read('7z-l').toString('utf8')), bytes: dangerousOutput(read('7z-x')) },
+      unzip: { names: parseUnzipList(read('unzip-l').toString('utf8')), bytes: dangerousOutput(read('unzip-x'), unzipSizes(read('unzip-l').toString('utf8'))) },
+      bsdtar: {
+        names: read('bsdtar-l').toString('utf8').split('\n').filter(Boolean),
+        bytes: dangerousOutput(read('bsdtar-x'), bsdtarSizes(read('bsdtar-lv').toString('utf8'))),
+      },
+      '7z': { names: parse7zList(read('7z-l').toString('utf8')), bytes: dangerousOutput(read('7z-x'), sevenZipSizes(read('7z-l').toString('utf8'))) },
     };
   });
   return result;
