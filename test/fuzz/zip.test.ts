@@ -96,8 +96,10 @@ describe('ZIP fuzzer oracle: dangerous bytes in what an extractor writes out', (
         ]),
         eicar: buildZip([{ name: 'a.txt', data: Buffer.concat([text, EICAR]), method: 8 }]),
       };
-      const paths = Object.keys(files).map((k) => join(dir, `${k}.zip`));
-      Object.values(files).forEach((b, i) => writeFileSync(paths[i]!, b as Buffer));
+      const paths = Object.entries(files).map(([k, b]) => {
+        writeFileSync(join(dir, `${k}.zip`), b as Buffer);
+        return join(dir, `${k}.zip`);
+      });
       const [gif, flip, plain, eicar] = await runExtractors(paths);
       for (const who of ['python', 'unzip', 'bsdtar', '7z']) {
         expect([who, gif[who].names, gif[who].bytes]).toEqual([who, ['inner.zip'], false]);
