@@ -30,6 +30,7 @@ export class Metrics {
   private readonly inspected: Counter<'listener' | 'protocol' | 'verdict'>;
   private readonly ruleHits: Counter<'listener' | 'rule' | 'action'>;
   private readonly contentHits: Counter<'listener' | 'protocol'>;
+  private readonly storeServed: Counter<'listener' | 'protocol'>;
   private readonly scanSeconds: Histogram<'engine' | 'outcome'>;
   readonly adminActions: Counter<'action'>;
   private readonly reloads: Counter<'result'>;
@@ -59,6 +60,12 @@ export class Metrics {
     this.contentHits = new Counter({
       name: 'postern_content_verdict_hits_total',
       help: 'Inspected messages answered by the content-hash verdict (exactly these bytes judged clean and unchanged before; no engine run, no scan); also counted in postern_messages_inspected_total as clean',
+      labelNames: ['listener', 'protocol'],
+      registers,
+    });
+    this.storeServed = new Counter({
+      name: 'postern_verdict_store_served_total',
+      help: 'Downloads served on a clean verdict an earlier session stored for exactly these bytes (message.served, from "store"): no engine run, no scan; not counted in postern_messages_inspected_total',
       labelNames: ['listener', 'protocol'],
       registers,
     });
@@ -205,6 +212,9 @@ export class Metrics {
     this.inspected.inc({ listener: l.name, protocol: l.protocol, verdict });
     if (cached === 'content') this.contentHits.inc({ listener: l.name, protocol: l.protocol });
     for (const r of rules) this.ruleHits.inc({ listener: l.name, rule: r.rule, action: r.action });
+  }
+  messageServedFromStore(l: ListenerConfig): void {
+    this.storeServed.inc({ listener: l.name, protocol: l.protocol });
   }
   scanned(engine: string, outcome: string, seconds: number): void {
     this.scanSeconds.observe({ engine, outcome }, seconds);

@@ -32,6 +32,8 @@ export const QUARANTINE_PURGE_INTERVAL_MS = 6 * 60 * 60 * 1000;
 export interface InspectMetrics {
   /** `cached`: the content-hash verdict answered (the line's `cached: "content"`). */
   messageInspected(listener: ListenerConfig, verdict: string, rules: readonly { rule: string; action: string }[], cached?: 'content'): void;
+  /** A download served on a verdict an earlier session stored (`message.served`, `from: "store"`): no engine run. */
+  messageServedFromStore(listener: ListenerConfig): void;
   scanned(engine: string, outcome: string, seconds: number): void;
   scannerHealth(engine: string, health: () => EndpointHealth[]): void;
 }
@@ -55,11 +57,12 @@ function timed<T extends object>(target: T, methods: string[], engine: string, m
   });
 }
 
-/** The inspectors' logger with `message.inspected` also counted (the inspectors stay unaware of metrics). */
+/** The inspectors' logger with `message.inspected` and `message.served` also counted (the inspectors stay unaware of metrics). */
 export function countingLog(log: Logger, listener: ListenerConfig, metrics: InspectMetrics): Logger {
   const tapped = Object.create(log) as Logger;
   tapped.info = ((obj: unknown, ...rest: unknown[]) => {
-    const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown; cached?: unknown } | null;
+    const o = obj as { event?: unknown; verdict?: unknown; rules?: unknown; cached?: unknown; from?: unknown } | null;
+    if (o && typeof o === 'object' && o.event === 'message.served' && o.from === 'store') metrics.messageServedFromStore(listener);
     if (o && typeof o === 'object' && o.event === 'message.inspected' && typeof o.verdict === 'string') {
       const rules = Array.isArray(o.rules)
         ? (o.rules as { rule?: unknown; action?: unknown }[]).map((r) => ({ rule: String(r.rule), action: String(r.action) }))

@@ -2000,7 +2000,23 @@ export class ImapInspector implements ImapInterceptor {
       const stored = this.storeGet(uid);
       if (stored) {
         const digest = this.digestOf(raw);
-        if (stored.digest === digest && stored.status === 'clean') return this.cleanFromStore(raw, stored);
+        if (stored.digest === digest && stored.status === 'clean') {
+          // the audit line of a download no engine judged now: which stored verdict let it through
+          this.deps.log.info(
+            {
+              event: 'message.served',
+              mailbox: this.mailbox,
+              uidValidity: this.uidValidity,
+              uid,
+              from: 'store',
+              bytes: raw.length,
+              bytesOut: stored.sizeOut,
+              verdict: 'clean',
+            },
+            'message served on its stored verdict',
+          );
+          return this.cleanFromStore(raw, stored);
+        }
         if (stored.digest !== digest) {
           this.deps.log.warn(
             { event: 'message.changed', uid, mailbox: this.mailbox },

@@ -105,6 +105,20 @@ describe('operations metrics', () => {
     expect(lines).toHaveLength(4);
   });
 
+  it('downloads served from the verdict store: counted from message.served lines with from: "store", not as inspections', async () => {
+    const m = new Metrics();
+    const { lines, base } = arrayLogger();
+    const log = countingLog(base, testListener({ name: 'pop3s', protocol: 'pop3' }), m);
+    log.info({ event: 'message.served', msgno: 1, from: 'store', bytes: 10, bytesOut: 10, verdict: 'clean' }, 'message served on its stored verdict');
+    log.info({ event: 'message.served', msgno: 2, from: 'store', bytes: 10, bytesOut: 10, verdict: 'clean' }, 'message served on its stored verdict');
+    log.info({ event: 'message.served', msgno: 3, from: 'elsewhere', verdict: 'clean' }, 'not from the store');
+    log.info({ event: 'message.inspected', msgno: 4, from: 'store', verdict: 'clean', rules: [] }, 'an inspection');
+    const text = await m.registry.metrics();
+    expect(sample(text, 'postern_verdict_store_served_total{listener="pop3s",protocol="pop3"}')).toBe(2);
+    expect(sample(text, 'postern_messages_inspected_total{listener="pop3s",protocol="pop3",verdict="clean"}')).toBe(1);
+    expect(lines).toHaveLength(4);
+  });
+
   it('collector passes by account and result, messages by outcome, from the collector.pass log lines', async () => {
     const m = new Metrics();
     const { lines, base } = arrayLogger();

@@ -192,6 +192,23 @@ describe('workers: 2', () => {
     expect(JSON.parse(ready.body)).toMatchObject({ ready: true, listeners: true });
   });
 
+  it('a message vetted in one worker is served in new sessions on its stored verdict: logged and counted, not inspected again', async () => {
+    // the messages of the first four sessions, fetched again in new sessions (either worker: the store is shared)
+    for (let i = 1; i <= 4; i++) await session(i);
+    const served = await waitFor(
+      () => {
+        const lines = logs().filter((l) => l.event === 'message.served');
+        return lines.length >= 4 ? lines : undefined;
+      },
+      { what: 'four message.served lines' },
+    );
+    expect(served.map((l) => [l.uid, l.from, l.verdict, l.mailbox]).sort()).toEqual([1, 2, 3, 4].map((u) => [u, 'store', 'clean', 'INBOX']));
+    for (const l of served) expect(first).toContain(l.pid);
+    const m = await getText('/metrics');
+    expect(metric(m.body, /^postern_verdict_store_served_total\{listener="imap",protocol="imap"\} /)).toBe(4);
+    expect(metric(m.body, /^postern_messages_inspected_total\{listener="imap",protocol="imap",verdict="clean"\} /)).toBe(12);
+  });
+
   it('a killed worker takes only its own sessions; the other goes on and the killed one is forked again', async () => {
     const [victim, survivor] = first as [number, number];
     const open = clients.filter((c) => !c.ended);

@@ -119,6 +119,20 @@ function evictFromStore(uid: number): void {
 }
 
 const inspected = (lines: string[]) => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
+/** The message.served lines (a download served on its stored verdict): the audit line and what the metric counts. */
+const served = (lines: string[]) =>
+  lines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((o) => o.event === 'message.served')
+    .map(({ uid, mailbox, uidValidity, from, verdict, bytes, bytesOut, level }) => ({
+      uid,
+      mailbox,
+      uidValidity,
+      from,
+      verdict,
+      level,
+      sizes: bytes === bytesOut && typeof bytes === 'number' && bytes > 0,
+    }));
 const LIST = '(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (Subject)])';
 
 describe('IMAP inspector and the shared verdict cache', () => {
@@ -139,10 +153,16 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(seqB1.upstream).toBe('b1 FETCH 1:3 (FLAGS UID BODY.PEEK[])\r\n');
     expect(seqB1.client.replace(/^b1 /m, 'a2 ')).toBe(seqA.client);
     expect(inspected(lines)).toBe(4); // the altered message only; the clean ones matched their stored digest
+    const line = { mailbox: 'INBOX', uidValidity: 7, from: 'store', verdict: 'clean', level: 30, sizes: true };
+    expect(served(lines)).toEqual([
+      { uid: 1, ...line },
+      { uid: 2, ...line },
+    ]);
     const seqB2 = await fetch(b, `b2 FETCH 1:* ${LIST}`, ALL3);
     expect(seqB2.upstream).toBe('b2 FETCH 1:* (FLAGS UID)\r\n');
     expect(seqB2.client.replace(/^b2 /m, 'a2 ')).toBe(seqA.client);
     expect(inspected(lines)).toBe(4);
+    expect(served(lines)).toHaveLength(2); // answered from the store's index: nothing downloaded
   });
 
   it('past the session cache budget a message stored clean is forgotten, not spilled: served again from the upstream after the digest check, without the engine', async () => {
@@ -169,6 +189,7 @@ describe('IMAP inspector and the shared verdict cache', () => {
     const again1 = await fetch(a, body(1), one(1));
     expect(again1.upstream).toBe('a1 UID FETCH 1 (UID BODY.PEEK[])\r\n');
     expect(first.client).toContain(again1.client.replace(/\r\na1 OK[^\r]*\r\n$/, ''));
+    expect(served(lines).map((o) => [o.uid, o.from])).toEqual([[1, 'store']]);
     // the altered message: from the spill file, its body not downloaded
     const again3 = await fetch(a, body(3), one(3));
     expect(again3.upstream).not.toContain('BODY');

@@ -64,6 +64,12 @@ function session(user = 'alice', policy = POLICY, quarantine: MemoryQuarantine =
 }
 
 const inspections = () => lines.filter((l) => l.includes('"event":"message.inspected"')).length;
+/** The message.served lines: a download served on its stored verdict (the audit line, and what the metric counts). */
+const served = () =>
+  lines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((o) => o.event === 'message.served')
+    .map(({ msgno, from, verdict, bytes, bytesOut, level }) => ({ msgno, from, verdict, bytes, bytesOut, level }));
 
 describe('POP3 with the shared verdict cache', () => {
   it('`postern verdicts clear` while a message is being vetted: its verdict is not stored, the next session vets it again', async () => {
@@ -97,11 +103,17 @@ describe('POP3 with the shared verdict cache', () => {
     expect(inspections()).toBe(2);
     expect(exe1).not.toContain('TVqQ');
 
+    expect(served()).toEqual([]);
+
     const s2 = session();
     expect(await s2.retr(1, 'u1', CLEAN)).toBe(clean1);
     expect(inspections()).toBe(2);
+    expect(served()).toEqual([{ msgno: 1, from: 'store', verdict: 'clean', bytes: CLEAN.length, bytesOut: clean1.length, level: 30 }]);
     expect(await s2.retr(2, 'u2', EXE)).toBe(exe1);
     expect(inspections()).toBe(3);
+    // a second RETR in the same session is this session's own: no second line
+    expect(await s2.retr(1, 'u1', CLEAN)).toBe(clean1);
+    expect(served()).toHaveLength(1);
   });
 
   it('LIST: the sanitised size of a message vetted in this or an earlier session, only for the original size it was judged on', async () => {
