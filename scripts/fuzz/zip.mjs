@@ -699,23 +699,14 @@ function run(cmd, args, { input, cwd, timeoutMs }) {
   });
 }
 
+/** unzip -l's entries in its order: name and Length. */
 function parseUnzipList(text) {
-  const names = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*\d+\s+\S+\s+\S+\s{3}(.*)$/.exec(line);
-    if (m) names.push(m[1]);
-  }
-  return names;
-}
-
-/** Member sizes in unzip -l's order (its Length column). */
-function unzipSizes(text) {
-  const sizes = [];
+  const entries = [];
   for (const line of text.split('\n')) {
     const m = /^\s*(\d+)\s+\S+\s+\S+\s{3}(.*)$/.exec(line);
-    if (m) sizes.push(Number(m[1]));
+    if (m) entries.push({ name: m[2], size: Number(m[1]) });
   }
-  return sizes;
+  return entries;
 }
 
 /** Member sizes in bsdtar -tv's order (the fifth column of its ls-style lines). */
@@ -728,31 +719,20 @@ function bsdtarSizes(text) {
   return sizes;
 }
 
-/** Member sizes in 7-Zip's order (Size of each entry block, folders included as 0). */
-function sevenZipSizes(text) {
-  const sizes = [];
-  for (const archive of text.split('\nListing archive: ').slice(1)) {
-    const entries = archive.split('\n----------\n').slice(1).join('\n');
-    for (const b of entries.split(/\n\n+/)) {
-      if (!/^Path = /m.test(b)) continue;
-      const m = /^Size = (\d*)$/m.exec(b);
-      sizes.push(m && m[1] !== '' ? Number(m[1]) : 0);
-    }
-  }
-  return sizes;
-}
-
+/** 7-Zip's entries in its order: name, Size (0 when none is given) and whether it is a folder. */
 function parse7zList(text) {
   // per archive: its own block, a "----------" line, then one block per entry ("Folder = +" for directories)
-  const names = [];
+  const entries = [];
   for (const archive of text.split('\nListing archive: ').slice(1)) {
-    const entries = archive.split('\n----------\n').slice(1).join('\n');
-    for (const b of entries.split(/\n\n+/)) {
+    const blocks = archive.split('\n----------\n').slice(1).join('\n');
+    for (const b of blocks.split(/\n\n+/)) {
       const p = /^Path = (.*)$/m.exec(b);
-      if (p && !/^Folder = \+$/m.test(b)) names.push(p[1]);
+      if (!p) continue;
+      const size = /^Size = (\d+)$/m.exec(b);
+      entries.push({ name: p[1], size: size ? Number(size[1]) : 0, folder: /^Folder = \+$/m.test(b) });
     }
   }
-  return names;
+  return entries;
 }
 
 /**
@@ -774,14 +754,28 @@ export async function runExtractors(files, { parallel = 2, timeoutMs = 120_000 }
       /* keep missing */
     }
     const read = (ext) => (existsSync(`${f}.${ext}`) ? readFileSync(`${f}.${ext}`) : Buffer.alloc(0));
+    const unzipList = parseUnzipList(read('unzip-l').toString('utf8'));
+    const sevenList = parse7zList(read('7z-l').toString('utf8'));
     result[i] = {
       python: { names: p.names, bytes: p.bytes },
-      unzip: { names: parseUnzipList(read('unzip-l').toString('utf8')), bytes: dangerousOutput(read('unzip-x'), unzipSizes(read('unzip-l').toString('utf8'))) },
+      unzip: {
+        names: unzipList.map((e) => e.name),
+        bytes: dangerousOutput(
+          read('unzip-x'),
+          unzipList.map((e) => e.size),
+        ),
+      },
       bsdtar: {
         names: read('bsdtar-l').toString('utf8').split('\n').filter(Boolean),
         bytes: dangerousOutput(read('bsdtar-x'), bsdtarSizes(read('bsdtar-lv').toString('utf8'))),
       },
-      '7z': { names: parse7zList(read('7z-l').toString('utf8')), bytes: dangerousOutput(read('7z-x'), sevenZipSizes(read('7z-l').toString('utf8'))) },
+      '7z': {
+        names: sevenList.filter((e) => !e.folder).map((e) => e.name),
+        bytes: dangerousOutput(
+          read('7z-x'),
+          sevenList.map((e) => e.size),
+        ),
+      },
     };
   });
   return result;
