@@ -22,8 +22,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 //
 // Invariant: when any extractor lists a dangerous name (*.exe, *.js after Windows-style name
 // normalisation) or outputs dangerous bytes (EICAR, or a member that begins with the MZ header used
-// here: dangerousOutput), postern must not let the attachment through unchanged. Every case is also checked against a "greedy" reader (every local
-// and central header anywhere in the file, every stream it can inflate): postern-only cases need it.
+// here: dangerousOutput), postern must not let the attachment through unchanged. Every case is also
+// checked against a "greedy" reader (every local and central header anywhere in the file, every
+// stream it can inflate): postern-only cases need it.
 // Exit code 1 when an escape is found; escaping cases are written to --keep DIR (default: a temp dir).
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { Rng } from './lib/prng.mjs';
@@ -486,10 +487,12 @@ export function dangerousBytes(b) {
  * reports per member (PY applies the same rule); unzip -p, bsdtar -xO and 7-Zip -so write the
  * members one after another, so `sizes`, the member sizes the same extractor lists, give where each
  * begins. When they do not add up to the output (a member cut short, a listing that did not parse,
- * the output capped) the boundaries are unknown and the header anywhere counts. Counted anywhere
- * regardless, the raw bytes of a stored nested archive that no reader opens made its evil.exe look
- * extracted (seed 22222, case 206712: a GIF with a local header inside, stored as inner.zip; seed
- * 23232, case 74124: a deflated inner.zip whose first local header signature was flipped).
+ * the output capped) the boundaries are unknown and the header anywhere counts. Listed sizes wrong by
+ * amounts that cancel out would misplace a boundary; Python's check, per member, does not depend on
+ * them. Counted anywhere regardless, the raw bytes of a stored nested archive that no reader opens
+ * made its evil.exe look extracted (seed 22222, case 206712: a GIF with a local header inside, stored
+ * as inner.zip; seed 23232, case 74124: a deflated inner.zip whose first local header signature was
+ * flipped).
  */
 export function dangerousOutput(out, sizes) {
   if (out.includes(EICAR)) return true;
