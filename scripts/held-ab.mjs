@@ -21,6 +21,8 @@
  *   node scripts/held-ab.mjs . '.#vc' '.#w2'                # verdict cache on; `workers: 2`
  *   node scripts/held-ab.mjs /tmp/base . --in-process --rounds 20
  *
+ * DIR#fresh: this candidate alone runs each measurement on a freshly started, warmed-up postern (as
+ * every candidate does with #vc), to set a fresh process against a warm one (`. '.#fresh'`).
  * DIR#vc (or --verdict-cache for all): the listener keeps the default verdict cache (as npm run bench
  * does); every measurement (each round and each --clients count) then runs on a freshly started
  * postern (all candidates, each warmed up on another mailbox), so nothing is served from the store and
@@ -81,8 +83,11 @@ const mainWantOf = (pid) =>
 async function startBuild(spec, upstreamPort, policyFile) {
   // DIR or DIR::--node-flag,--other-flag (the same build with other node flags as its own candidate);
   // a trailing `#vc`: this candidate keeps the verdict cache on (--verdict-cache for one candidate);
-  // `#w2`: postern with `workers: 2` (CPU summed over its processes)
+  // `#w2`: postern with `workers: 2` (CPU summed over its processes); `#fresh`: this candidate is
+  // started afresh (and warmed up) before every measurement, as every candidate is when one keeps the
+  // verdict cache, so a fresh process can be set against a warm one in the same rounds
   const vc = opts.verdictCache || /#vc\b/.test(spec);
+  const fresh = /#fresh\b/.test(spec);
   const workers = /#w(\d+)/.exec(spec)?.[1];
   const [dir, flags = ''] = spec.replace(/#.*$/, '').split('::');
   const buildRoot = resolve(dir);
@@ -111,7 +116,7 @@ async function startBuild(spec, upstreamPort, policyFile) {
     if (i > 300 || proc.exitCode !== null) throw new Error(`postern from ${buildRoot} did not start`);
     await sleep(100);
   }
-  return { name: `postern ${spec}`, port, proc, log, vc };
+  return { name: `postern ${spec}`, port, proc, log, vc, fresh };
 }
 
 async function fetchAll(ep, user = 'alice') {
@@ -189,7 +194,7 @@ async function main() {
         // the verdict cache is on (as in npm run bench): every measurement on a fresh postern, so nothing
         // is served from the store, not even what the measurement before it (another client count) stored
         // (every candidate, when one keeps the verdict cache: the same warm-up for all)
-        if (ep.proc && eps.some((e) => e.vc)) {
+        if (ep.proc && (ep.fresh || eps.some((e) => e.vc))) {
           await stopProc(ep.proc);
           Object.assign(ep, await startBuild(ep.spec, dovecot.ports.imap, policyFile));
           ep.threads0 = treeCpuByThread(ep.proc.pid);
@@ -223,7 +228,7 @@ async function main() {
     for (const ep of eps.slice(1)) console.log(`ratio ${ep.name} / direct, ${n} client(s): ${(median(rows.get(`bulk ${n}c MB/s|${ep.name}`)) / d).toFixed(3)}`);
   }
   for (const ep of eps.slice(1)) {
-    const over = eps.some((e) => e.vc) ? 'the last measurement (a fresh postern each)' : 'the rounds';
+    const over = ep.fresh || eps.some((e) => e.vc) ? 'the last measurement (a fresh postern each)' : 'the rounds';
     console.log(`${ep.name} CPU s by thread over ${over}: ${threadCpuSince(ep.proc.pid, ep.threads0)}`);
   }
   // a clean stop, so that --cpu-prof (POSTERN_BENCH_NODE_ARGS) writes its profile
