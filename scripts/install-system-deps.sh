@@ -21,6 +21,10 @@ checks=(
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"
+  # real mail clients run through postern (test/integration/real-clients.test.ts)
+  "mbsync:isync"
+  "getmail:getmail6"
+  "mpop:mpop"
   "haproxy:haproxy"
   "chromium:chromium"
   "rspamd:rspamd"

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 
-const BINARIES = ['dovecot', 'doveadm', 'clamd', 'rspamd', 'redis-server', 'haproxy', 'fetchmail', 'chromium', 'postfix'];
+const BINARIES = ['dovecot', 'doveadm', 'clamd', 'rspamd', 'redis-server', 'haproxy', 'fetchmail', 'mbsync', 'getmail', 'mpop', 'chromium', 'postfix'];
 const EXTRA_PATH = ['/usr/sbin', '/sbin', '/usr/local/sbin'];
 
 function onPath(bin: string): boolean {
