@@ -143,3 +143,35 @@ function longNamePieces(raw: string): string[] {
   }
   return out;
 }
+
+/**
+ * Extensions that a reader typing an `application/octet-stream` part by its file name reads as text
+ * (mailparser, through libmime's table of extensions; clients that open such an attachment by its
+ * extension): the extension decides, whatever the bytes. Lower case, without the dot.
+ */
+const TEXT_EXTENSIONS = new Set(
+  (
+    '323 3dml abc acgi aip asm asp bas c c++ cc conf cpp csh css csv curl cxx dcurl def dsc el etx f f77 f90 flx fly for g gv ' +
+    'h hh hlb htc htm html htmls htt htx ics idc jad jav java list log lst m mar mcurl n3 p par pas pl pm py rexx rt rtx s sct ' +
+    'scurl sdml sgm sgml shtml spc spot ssi stm t talk tcl tcsh tsv ttl txt uil uls uni unis uri uris uue vcf vcs wml wmls wsc zsh ' +
+    'text md markdown json xml ini cfg yaml yml'
+  ).split(' '),
+);
+/** Extensions such readers read as a mail message (message/rfc822): opened as a forwarded message, whatever the part's type. */
+const MESSAGE_EXTENSIONS = new Set(['eml', 'mht', 'mhtml', 'mime', 'nws']);
+
+/** The extension of one normalised name (after its last dot), lower case; '' when it has none. */
+function extensionOf(name: string): string {
+  const dot = name.lastIndexOf('.');
+  return dot < 0 ? '' : name.slice(dot + 1).toLowerCase();
+}
+
+/** True when some reading of the names (nameForms) has an extension a name-typing reader takes as text. */
+export function namedAsText(names: readonly string[]): boolean {
+  return nameForms(names).forms.some((n) => TEXT_EXTENSIONS.has(extensionOf(n)));
+}
+
+/** True when the (already normalised) name has an extension mail readers open as a message (.eml, .mht, ...). */
+export function isMessageName(name: string): boolean {
+  return MESSAGE_EXTENSIONS.has(extensionOf(normaliseFilename(name)));
+}

@@ -30,7 +30,7 @@ import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, find
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
 import { scanHtmlData } from '../../mime/html-data.js';
-import { nameForms } from '../../mime/names.js';
+import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
 import { endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
@@ -355,7 +355,7 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
   const { leaf } = j;
   const out: TextContents = { files: [], inner: [], largestMember: 0 };
   if ((leaf.cte === '7bit' || leaf.cte === '8bit') && leaf.body.indexOf(0) >= 0) malformed(j, `NUL bytes in ${leaf.cte} data`);
-  if (!isTextish(leaf.type) && leaf.cte !== 'x-uuencode') return out;
+  if (!isTextish(leaf.type) && !readAsText(leaf) && leaf.cte !== 'x-uuencode') return out;
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
   if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0)
     malformed(j, 'NUL bytes in decoded text');
@@ -577,11 +577,22 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
 }
 
 /** A file name mail clients open as a message (.eml, any case). */
+/** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
 function isEmlName(name: string): boolean {
-  return /\.eml$/i.test(name);
+  return isMessageName(name);
 }
 
 /** Parts a mail client shows as text and searches for uuencoded (yEnc, BinHex) files. */
 function isTextish(type: string): boolean {
   return type.startsWith('text/') || type === 'message/rfc822' || type === 'application/x-uuencode';
+}
+
+/**
+ * An untyped part (`application/octet-stream`) whose name says text (`eicar.txt`, `notes.log`):
+ * mailparser types such a part by its name, and a reader that shows it as text decodes the files
+ * embedded in it (MIME fuzz, seed 34344 case 198863: a uuencoded EICAR in `application/octet-stream;
+ * name="eicar.txt"` passed unvetted). Searched like a text part.
+ */
+function readAsText(leaf: Leaf): boolean {
+  return leaf.type === UNTYPED && namedAsText(leaf.names);
 }
