@@ -510,6 +510,13 @@ export const VERDICT_STORE_LIMITS = {
   defaultContentMaxEntries: 100_000,
   /** Stored metadata of one message (sanitised header block, rendered BODYSTRUCTURE/BODY/ENVELOPE); larger: only the verdict is stored (a list sync of it downloads and vets again). */
   maxEntryMetaBytes: 64 * 1024,
+  /**
+   * The sanitised content of a message the policy altered (changed or blocked) kept with its verdict,
+   * so a later download of the same original (a second device, a client that fetches everything again)
+   * is served without the engine and the scanners; larger: only the verdict is stored (such a download
+   * vets again). Counts against `max_bytes`.
+   */
+  maxAlteredContentBytes: 1024 * 1024,
   /** Rule hits and virus names kept per stored verdict (the summary; the log line of the vet has them all). */
   maxStoredHits: 20,
   /** The entry and byte bounds are checked on the first write and then every this many writes of a process (a store may exceed them by this many rows per process in between). */

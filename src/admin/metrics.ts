@@ -65,7 +65,7 @@ export class Metrics {
     });
     this.storeServed = new Counter({
       name: 'postern_verdict_store_served_total',
-      help: 'Downloads served on a clean verdict an earlier session stored for exactly these bytes (message.served, from "store"): no engine run, no scan; not counted in postern_messages_inspected_total',
+      help: 'Downloads served on a verdict an earlier session stored for exactly these bytes (message.served, from "store"; clean, or altered with its sanitised content stored): no engine run, no scan; not counted in postern_messages_inspected_total',
       labelNames: ['listener', 'protocol'],
       registers,
     });

@@ -39,6 +39,7 @@ import { literalBytes, uidSet } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
 import type { PreparedLookup, RunLimits } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
+import { isAltered, storedAlteredContent, verdictOfStored } from './altered-store.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import { partMapOf, renderItem, renderItemParts } from './render/index.js';
@@ -955,8 +956,10 @@ export class ImapInspector implements ImapInterceptor {
       }
     }
     try {
-      // cleared while this message was vetted: its verdict predates the clear and is not kept
-      if (!this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv, Date.now(), since)) return;
+      // cleared while this message was vetted: its verdict predates the clear and is not kept. An altered
+      // message keeps its sanitised content (up to the store's bound), served later for the same bytes
+      const content = isAltered(sv.status) && !v.verdict.quarantineFailed ? v.output : undefined;
+      if (!this.deps.shared!.store.put(k.scope, String(uid), k.basis, sv, Date.now(), since, content)) return;
       this.noteMailbox(k.scope);
       this.setIndexEntry(k, uid, !!sv.items, sv);
     } catch (err) {
@@ -1988,10 +1991,10 @@ export class ImapInspector implements ImapInterceptor {
 
   /**
    * Vets a message not in the session's cache. A verdict stored clean by an earlier session is used
-   * when the upstream's bytes have the stored digest (the bytes are then served as they are); a digest
-   * mismatch forgets the stored verdict and vets again. Altered messages are always vetted again (their
-   * sanitised content is not stored). A fresh verdict is stored when the signature version did not
-   * change while it was made.
+   * when the upstream's bytes have the stored digest (the bytes are then served as they are); so is
+   * one stored altered whose sanitised content was kept, while the original is still quarantined
+   * (altered-store.ts: that content is served); a digest mismatch forgets the stored verdict and vets
+   * again. A fresh verdict is stored when the signature version did not change while it was made.
    */
   private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
     const k = uid !== null ? this.storeKey() : null;
@@ -2016,6 +2019,28 @@ export class ImapInspector implements ImapInterceptor {
             'message served on its stored verdict',
           );
           return this.cleanFromStore(raw, stored);
+        }
+        if (stored.digest === digest && isAltered(stored.status)) {
+          const content = await storedAlteredContent(this.deps.shared!.store, this.deps.engine.quarantine, k, String(uid), stored, digest, (err) =>
+            this.storeFailed(err),
+          );
+          if (content !== null) {
+            this.deps.log.info(
+              {
+                event: 'message.served',
+                mailbox: this.mailbox,
+                uidValidity: this.uidValidity,
+                uid,
+                from: 'store',
+                bytes: raw.length,
+                bytesOut: content.length,
+                verdict: stored.status,
+                quarantineId: stored.quarantineId,
+              },
+              'message served on its stored verdict',
+            );
+            return this.alteredFromStore(content, stored);
+          }
         }
         if (stored.digest !== digest) {
           this.deps.log.warn(
@@ -2058,6 +2083,17 @@ export class ImapInspector implements ImapInterceptor {
     };
     // the part map is read when an item needs it (BODY[] does not): the engine's reading, with the policy's limits
     return { output, structure: { later: { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize } }, verdict };
+  }
+
+  /** A message stored altered, the very bytes it was judged on: its stored sanitised content, without the engine. */
+  private alteredFromStore(content: Buffer, sv: StoredVerdict): Vetted {
+    const l = this.deps.policy.limits;
+    // the engine's part map of an altered output is this reading of it (policy/engine.ts result())
+    return {
+      output: content,
+      structure: { later: { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize } },
+      verdict: verdictOfStored(this.deps.policy.name, sv),
+    };
   }
 
   /** The content-hash verdict table (src/inspect/content-verdict.ts), looked up on first use; null: not used. */

@@ -26,6 +26,7 @@ import { stuff, unstuff } from '../protocol/pop3/framer.js';
 import { ProtectedStore } from '../quarantine/protected.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import type { Pop3Hooks, Pop3PendingCommand } from '../session/pop3.js';
+import { isAltered, storedAlteredContent, verdictOfStored } from './altered-store.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import type { SharedVerdicts } from './imap-inspector.js';
 import { type StoredVerdict, scopeId, type VerdictBasis } from './verdict-store.js';
@@ -215,7 +216,8 @@ export class Pop3Inspector {
     const cached = known ? this.outputs.get(n) : undefined;
     if (known && cached) return { output: cached, verdict: known };
     // vetted clean by an earlier session (same upstream, user, UIDL, policy and signatures) and these
-    // are the very bytes it judged: served as they are. Altered messages are vetted again.
+    // are the very bytes it judged: served as they are. Altered ones: their stored sanitised content,
+    // while the original is still quarantined (altered-store.ts); else vetted again.
     const k = uidl !== null ? this.storeKey() : null;
     const stored = k && uidl !== null && !known ? this.storeGet(uidl) : null;
     if (stored && stored.status === 'clean' && stored.digest === sha && !this.originals.has(n)) {
@@ -236,6 +238,30 @@ export class Pop3Inspector {
         'message served on its stored verdict',
       );
       return { output: crlfFormOf(raw, stored.sizeOut), verdict };
+    }
+    if (k && uidl !== null && stored && isAltered(stored.status) && stored.digest === sha && !this.originals.has(n)) {
+      const content = await storedAlteredContent(this.deps.shared!.store, this.deps.engine.quarantine, k, uidl, stored, sha, (err) => this.storeFailed(err));
+      if (content !== null) {
+        const verdict = verdictOfStored(this.deps.policy.name, stored);
+        this.verdicts.set(n, verdict);
+        this.originals.set(n, sha);
+        this.deps.log.info(
+          {
+            event: 'message.served',
+            msgno: n,
+            from: 'store',
+            bytes: raw.length,
+            bytesOut: content.length,
+            verdict: stored.status,
+            quarantineId: stored.quarantineId,
+          },
+          'message served on its stored verdict',
+        );
+        // as after a vet: DELE stays refused for an altered message whose original was not quarantined
+        if (unprotected(verdict)) this.keep.add(n);
+        this.remember(n, content);
+        return { output: content, verdict };
+      }
     }
     if (this.originals.has(n) && this.originals.get(n) !== sha) {
       // message n changed within the session: judge it afresh, and keep what DELE must know about both
@@ -301,6 +327,8 @@ export class Pop3Inspector {
               },
               Date.now(),
               since,
+              // an altered message keeps its sanitised content (up to the store's bound), served later for the same bytes
+              isAltered(verdict.status) && !verdict.quarantineFailed ? r.output : undefined,
             );
           } catch (err) {
             this.storeFailed(err);

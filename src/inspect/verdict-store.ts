@@ -13,9 +13,12 @@
  * sanitised sizes, the SHA-256 of the original bytes, and — bounded by
  * VERDICT_STORE_LIMITS.maxEntryMetaBytes — the sanitised header block and the rendered
  * RFC822.SIZE / BODY / BODYSTRUCTURE / ENVELOPE items, enough to answer a list sync without a
- * download. Content is never stored: a full-content fetch of a message stored clean relays the
- * upstream bytes only after their digest matched the stored one (a mismatch is vetted again);
- * altered messages are vetted again for their content.
+ * download. A clean message's content is never stored: a full-content fetch of a message stored clean
+ * relays the upstream bytes only after their digest matched the stored one (a mismatch is vetted
+ * again). A message the policy altered (changed or blocked) keeps its sanitised content, up to
+ * VERDICT_STORE_LIMITS.maxAlteredContentBytes (`altered()`): a later download of the very bytes it was
+ * made from (the digest matched) is served that content without the engine; a larger one is vetted
+ * again. The original is in the quarantine, never here.
  *
  * Bounded: at most `maxEntries` rows and `maxBytes` of stored payload; past either, the least
  * recently used rows go first (the bound is checked every VERDICT_STORE_LIMITS.boundCheckEvery writes
@@ -249,6 +252,8 @@ export class VerdictStore {
     del: Database.Statement;
     count: Database.Statement;
     evict: Database.Statement;
+    evictBytes: Database.Statement;
+    altered: Database.Statement;
   };
 
   /** Opens (creating) the store at `file`: directory 0700, file 0600, WAL. Throws E_VERDICT_STORE. */
@@ -280,11 +285,16 @@ export class VerdictStore {
            full INTEGER NOT NULL,
            bytes INTEGER NOT NULL,
            used INTEGER NOT NULL,
+           content BLOB,
            UNIQUE (scope, item, policy, signatures)
          );
          CREATE INDEX IF NOT EXISTS verdicts_used ON verdicts(used);
          CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);`,
       );
+      // a store made before altered content was kept: the column is added (the last one, so reading the
+      // others never reads a stored message's pages); its rows hold none, and are vetted again once
+      const columns = this.db.prepare('PRAGMA table_info(verdicts)').all() as { name: string }[];
+      if (!columns.some((c) => c.name === 'content')) this.db.exec('ALTER TABLE verdicts ADD COLUMN content BLOB');
       for (const suffix of ['-wal', '-shm']) if (existsSync(file + suffix)) chmodSync(file + suffix, 0o600);
       this.stmts = {
         dataVersion: this.db.prepare('PRAGMA data_version').pluck(),
@@ -304,16 +314,30 @@ export class VerdictStore {
         clears: this.db.prepare(CLEARS).pluck(),
         // written only while no clear() happened since the caller read clears() (one statement: atomic)
         put: this.db.prepare(
-          `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used)
-           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE (${CLEARS}) = ?
+          `INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used, content)
+           SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE (${CLEARS}) = ?
            ON CONFLICT (scope, item, policy, signatures) DO UPDATE SET status = excluded.status, digest = excluded.digest,
              size_in = excluded.size_in, size_out = excluded.size_out, meta = excluded.meta, full = excluded.full,
-             bytes = excluded.bytes, used = excluded.used`,
+             bytes = excluded.bytes, used = excluded.used, content = excluded.content`,
         ),
+        // only for the very bytes the verdict was made from (the caller's digest), and only an altered verdict's
+        altered: this.db
+          .prepare(
+            `SELECT content FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ? AND digest = ?
+             AND status IN ('changed', 'blocked') AND content IS NOT NULL`,
+          )
+          .pluck(),
         touch: this.db.prepare('UPDATE verdicts SET used = ? WHERE id = ?'),
         del: this.db.prepare('DELETE FROM verdicts WHERE scope = ? AND item = ? AND policy = ? AND signatures = ?'),
         count: this.db.prepare('SELECT COUNT(*) AS n, TOTAL(bytes) AS bytes FROM verdicts'),
         evict: this.db.prepare('DELETE FROM verdicts WHERE id IN (SELECT id FROM verdicts ORDER BY used ASC, id ASC LIMIT ?)'),
+        // the least recently used rows whose bytes, counted in that order, reach the excess (rows differ
+        // in size: a stored altered message may be a thousand verdicts' worth)
+        evictBytes: this.db.prepare(
+          `DELETE FROM verdicts WHERE id IN (
+             SELECT id FROM (SELECT id, SUM(bytes) OVER (ORDER BY used ASC, id ASC ROWS UNBOUNDED PRECEDING) - bytes AS before FROM verdicts)
+             WHERE before < ?)`,
+        ),
       };
     } catch (err) {
       throw storeError('open', err);
@@ -510,12 +534,21 @@ export class VerdictStore {
   /**
    * Stores (replacing) a verdict, unless the store was cleared since `since` (a clears() value read
    * before the verdict was made; default: the count now, so nothing is refused). True when stored.
-   * Throws E_VERDICT_STORE.
+   * `content`: the sanitised message of an altered verdict (changed or blocked), exactly `v.sizeOut`
+   * bytes, kept when it is at most VERDICT_STORE_LIMITS.maxAlteredContentBytes (else, and for a clean
+   * verdict, nothing is kept: a row replaced without content loses what it had). Throws E_VERDICT_STORE.
    */
-  put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now(), since?: number): boolean {
+  put(scope: string, item: string, basis: VerdictBasis, v: StoredVerdict, now = Date.now(), since?: number, content?: Buffer): boolean {
     if (this.closed) return false;
     if (v.status === 'tempfail') return false; // never a verdict
     const { text: meta, full } = metaOf(v);
+    const kept =
+      content !== undefined &&
+      (v.status === 'changed' || v.status === 'blocked') &&
+      content.length === v.sizeOut &&
+      content.length <= VERDICT_STORE_LIMITS.maxAlteredContentBytes
+        ? content
+        : null;
     try {
       this.generation++;
       const at = since ?? this.clears();
@@ -530,8 +563,9 @@ export class VerdictStore {
         v.sizeOut,
         meta,
         full ? 1 : 0,
-        meta.length + 160,
+        meta.length + 160 + (kept?.length ?? 0),
         now,
+        kept,
         at,
       );
       if (r.changes === 0) return false;
@@ -539,6 +573,21 @@ export class VerdictStore {
       return true;
     } catch (err) {
       throw storeError('write', err);
+    }
+  }
+
+  /**
+   * The sanitised content stored with an altered verdict (put()'s `content`), when the verdict under
+   * this basis was made from bytes with this `digest` (SHA-256 hex of the upstream's bytes now);
+   * else null (none kept, another digest, a clean verdict, no row). Throws E_VERDICT_STORE.
+   */
+  altered(scope: string, item: string, basis: VerdictBasis, digest: string): Buffer | null {
+    if (this.closed) return null;
+    try {
+      const b = this.stmts.altered.get(scope, item, basis.policyHash, basis.signatures, digest) as Buffer | undefined;
+      return b ?? null;
+    } catch (err) {
+      throw storeError('read', err);
     }
   }
 
@@ -556,14 +605,18 @@ export class VerdictStore {
   /** Evicts the least recently used rows until the store is within maxEntries and maxBytes. */
   enforceBound(): void {
     const { n, bytes } = this.stmts.count.get() as { n: number; bytes: number };
-    let excess = Math.max(0, n - this.opts.maxEntries);
-    if (bytes > this.opts.maxBytes && n > 0) {
-      // rows are of similar size: drop the share that is over, and a little more (hysteresis)
-      excess = Math.max(excess, Math.ceil(n * (1 - (this.opts.maxBytes * 0.9) / bytes)));
-    }
+    const excess = Math.max(0, n - this.opts.maxEntries);
     if (excess > 0) {
       this.generation++;
       this.stmts.evict.run(excess);
+    }
+    if (bytes > this.opts.maxBytes && n > 0) {
+      // the least recently used rows, by their bytes, down to 90 % of the bound (hysteresis)
+      const left = (this.stmts.count.get() as { bytes: number }).bytes;
+      if (left > this.opts.maxBytes) {
+        this.generation++;
+        this.stmts.evictBytes.run(left - Math.floor(this.opts.maxBytes * 0.9));
+      }
     }
     // mailbox names whose scope has no verdict left (evicted, deleted) go too: at most one row per stored scope remains
     this.mailboxStmts().prune.run();

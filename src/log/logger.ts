@@ -108,7 +108,7 @@ export const LOG_EVENTS = {
   'message.inspected':
     'the policy judged one message (uid|msgno, mailbox, uidValidity, bytes, bytesOut, verdict, rules, viruses, quarantineId, quarantineFailed, ms)',
   'message.served':
-    'a download was served on a clean verdict an earlier session stored for exactly these bytes, without the engine (uid, mailbox, uidValidity | msgno, from "store", bytes, bytesOut, verdict)',
+    'a download was served on a verdict an earlier session stored for exactly these bytes, without the engine: clean (the bytes as they are) or changed/blocked (the stored sanitised content, its original still in quarantine) (uid, mailbox, uidValidity | msgno, from "store", bytes, bytesOut, verdict, quarantineId)',
   'message.changed':
     'the upstream served other bytes for the same message: a POP3 message number in one session (msgno), or an IMAP UID whose bytes no longer match the shared verdict cache (uid, mailbox; vetted again)',
   'inspect.uid_lookup':

@@ -130,4 +130,9 @@ export interface EngineDeps {
 export interface QuarantineStore {
   /** Stores the original; returns its id. Throws on failure (disk full, permissions). */
   put(original: Buffer, meta: Record<string, unknown>): Promise<string>;
+  /**
+   * Whether the quarantine still holds, under `id`, the original whose SHA-256 (hex) is `sha256`
+   * (not purged, removed or replaced). A store without it cannot tell: the caller treats that as no.
+   */
+  holds?(id: string, sha256: string): Promise<boolean>;
 }

@@ -124,6 +124,19 @@ export class FileQuarantineStore implements QuarantineStore {
     }
   }
 
+  /** Whether `id`'s record names this original (its SHA-256) and its file is there; false on any failure. */
+  async holds(id: string, sha256: string): Promise<boolean> {
+    if (!isValidQuarantineId(id)) return false;
+    try {
+      const record = await this.get(id);
+      if (!record || record.sha256 !== sha256) return false;
+      const st = await fs.stat(this.paths(id).eml);
+      return st.isFile() && st.size === record.size;
+    } catch {
+      return false;
+    }
+  }
+
   async read(id: string): Promise<Buffer> {
     const p = this.paths(id);
     try {

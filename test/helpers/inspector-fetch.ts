@@ -13,6 +13,7 @@ import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { policyHash, type VerdictStore } from '../../src/inspect/verdict-store.js';
 import { loadPolicy } from '../../src/policy/load.js';
+import type { QuarantineStore } from '../../src/policy/types.js';
 import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
@@ -89,9 +90,11 @@ export function selectedInspector(o: {
   scanner?: Scanner;
   /** inspect.verdict_cache.by_content on (default off: testListener has no verdict_cache). */
   byContent?: boolean;
+  /** The quarantine (default a FileQuarantineStore under `dir`/q). */
+  quarantine?: QuarantineStore;
 }): ImapInspector {
   const policy = loadPolicy('default', 'policies');
-  const quarantine = new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
+  const quarantine = o.quarantine ?? new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
   const listener = testListener();
   if (o.cacheMemoryBytes !== undefined) listener.inspect = { ...listener.inspect, cacheMemoryBytes: o.cacheMemoryBytes };
   if (o.byContent)

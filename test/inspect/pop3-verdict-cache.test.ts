@@ -1,7 +1,9 @@
 /**
  * POP3 and the verdict cache shared across sessions (issue 10): a later session (another inspector on
- * the same store file) reuses a clean verdict by UIDL only for the very same bytes, re-vets an altered
- * message, and knows the sanitised size of every vetted message for LIST. Real policy engine.
+ * the same store file) reuses a clean verdict by UIDL only for the very same bytes, serves an altered
+ * message its stored sanitised content while the quarantine holds the original (and re-vets it when
+ * the quarantine cannot say so), and knows the sanitised size of every vetted message for LIST.
+ * Real policy engine. (MemoryQuarantine has no `holds`: with it, an altered message is vetted again.)
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -12,7 +14,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ListenerConfig } from '../../src/config/types.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
-import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
+import { policyHash, sha256, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
 import { EXE, MemoryQuarantine, STRIP_EXE_POLICY } from '../helpers/strip-exe.js';
 import { policyFrom } from '../policy/helpers.js';
@@ -90,12 +92,12 @@ describe('POP3 with the shared verdict cache', () => {
     const s2 = session();
     await s2.retr(1, 'u2', EXE);
     await s2.retr(2, 'u1', CLEAN);
-    // s1 vetted both; s2 vets the altered one again (as every altered one is), the clean one comes from the store
+    // s1 vetted both; s2 vets the altered one again (its verdict was not stored), the clean one comes from the store
     expect(inspections()).toBe(3);
     command.close();
   });
 
-  it('a later session reuses the clean verdict (no inspection, same bytes) and re-vets the altered message', async () => {
+  it('a later session reuses the clean verdict (no inspection, same bytes) and re-vets the altered message (a quarantine that cannot say it holds the original)', async () => {
     const s1 = session();
     expect(s1.hooks.wantsUidl).toBe(true);
     const clean1 = await s1.retr(1, 'u1', CLEAN);
@@ -114,6 +116,37 @@ describe('POP3 with the shared verdict cache', () => {
     // a second RETR in the same session is this session's own: no second line
     expect(await s2.retr(1, 'u1', CLEAN)).toBe(clean1);
     expect(served()).toHaveLength(1);
+  });
+
+  it('a later session serves the altered message its stored content while the quarantine holds the original; vetted again once it does not', async () => {
+    /** A quarantine that remembers what it holds (by id, the SHA-256 of the original). */
+    class Holding extends MemoryQuarantine {
+      readonly held = new Map<string, string>();
+      override async put(original?: Buffer): Promise<string> {
+        const id = await super.put();
+        this.held.set(id, sha256(original!));
+        return id;
+      }
+      async holds(id: string, digest: string): Promise<boolean> {
+        return this.held.get(id) === digest;
+      }
+    }
+    const q = new Holding();
+    const s1 = session('alice', POLICY, q);
+    const exe1 = await s1.retr(2, 'u2', EXE);
+    expect(inspections()).toBe(1);
+    const s2 = session('alice', POLICY, q);
+    expect(await s2.retr(2, 'u2', EXE)).toBe(exe1);
+    expect(inspections()).toBe(1);
+    expect(served()).toEqual([{ msgno: 2, from: 'store', verdict: 'changed', bytes: EXE.length, bytesOut: exe1.length, level: 30 }]);
+    // TOP is answered from the same content
+    const top = await s2.hooks.onMultiline!({ name: 'TOP', args: ['2', '0'], multiline: true, uidl: 'u2' }, stuff(Buffer.from(EXE, 'latin1')));
+    expect(unstuff(top as Buffer).toString('latin1')).toBe(exe1.slice(0, exe1.indexOf('\r\n\r\n') + 4));
+    // the original gone from the quarantine: the next session vets it again, with the same output
+    q.held.clear();
+    const s3 = session('alice', POLICY, q);
+    expect(await s3.retr(2, 'u2', EXE)).toBe(exe1);
+    expect(inspections()).toBe(2);
   });
 
   it('LIST: the sanitised size of a message vetted in this or an earlier session, only for the original size it was judged on', async () => {

@@ -3,9 +3,10 @@
  * isolation, the bounds, several connections and a second process on one file, file modes.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { policyHash, type StoredVerdict, scopeId, sha256, type VerdictScope, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
@@ -195,6 +196,102 @@ describe('VerdictStore', () => {
     expect(() => new VerdictStore(path.join(dir, 'plain', 'verdicts.sqlite'), { maxEntries: 1, maxBytes: 1 })).toThrow(
       expect.objectContaining({ code: 'E_VERDICT_STORE' }),
     );
+  });
+});
+
+describe('VerdictStore: the sanitised content of an altered message', () => {
+  const ORIGINAL = Buffer.from('the original bytes');
+  const DIGEST = sha256(ORIGINAL);
+  const OUT = Buffer.alloc(1200, 0x61);
+  const altered = (extra: Partial<StoredVerdict> = {}) => verdict({ digest: DIGEST, sizeOut: OUT.length, ...extra });
+
+  it('is returned only for the digest it was made from, under the same key, and only for an altered verdict', () => {
+    const s = new VerdictStore(file, { maxEntries: 100, maxBytes: 1 << 24 });
+    const scope = scopeId(SCOPE);
+    s.put(scope, '1', BASIS, altered(), Date.now(), undefined, OUT);
+    s.put(scope, '2', BASIS, altered({ status: 'blocked' }), Date.now(), undefined, OUT);
+    expect(s.altered(scope, '1', BASIS, DIGEST)).toEqual(OUT);
+    expect(s.altered(scope, '2', BASIS, DIGEST)).toEqual(OUT);
+    // other bytes now under the same id, another id, scope, policy or signatures: nothing
+    expect(s.altered(scope, '1', BASIS, sha256(Buffer.from('other bytes')))).toBeNull();
+    expect(s.altered(scope, '3', BASIS, DIGEST)).toBeNull();
+    expect(s.altered(scopeId({ ...SCOPE, user: 'bob' }), '1', BASIS, DIGEST)).toBeNull();
+    expect(s.altered(scope, '1', { ...BASIS, policyHash: 'p2' }, DIGEST)).toBeNull();
+    expect(s.altered(scope, '1', { ...BASIS, signatures: 'clamd:ClamAV 1.0.7/27474' }, DIGEST)).toBeNull();
+    // what a clean verdict is given is not kept (its content is the upstream's)
+    s.put(scope, '4', BASIS, altered({ status: 'clean' }), Date.now(), undefined, OUT);
+    expect(s.altered(scope, '4', BASIS, DIGEST)).toBeNull();
+    // the row's bytes count the content
+    expect(s.stats.bytes).toBeGreaterThan(2 * OUT.length);
+    s.close();
+  });
+
+  it("is not kept when its length is not the verdict's sanitised size, or over maxAlteredContentBytes", () => {
+    const s = new VerdictStore(file, { maxEntries: 100, maxBytes: 1 << 26 });
+    const scope = scopeId(SCOPE);
+    s.put(scope, '1', BASIS, altered({ sizeOut: OUT.length + 1 }), Date.now(), undefined, OUT);
+    expect(s.altered(scope, '1', BASIS, DIGEST)).toBeNull();
+    expect(s.get(scope, '1', BASIS)).not.toBeNull();
+    const max = VERDICT_STORE_LIMITS.maxAlteredContentBytes;
+    const big = Buffer.alloc(max + 1, 0x62);
+    s.put(scope, '2', BASIS, altered({ sizeOut: big.length }), Date.now(), undefined, big);
+    expect(s.altered(scope, '2', BASIS, DIGEST)).toBeNull();
+    const fits = big.subarray(0, max);
+    s.put(scope, '3', BASIS, altered({ sizeOut: fits.length }), Date.now(), undefined, fits);
+    expect(s.altered(scope, '3', BASIS, DIGEST)).toEqual(fits);
+    s.close();
+  });
+
+  it('a verdict stored again without content loses the old content', () => {
+    const s = new VerdictStore(file, { maxEntries: 100, maxBytes: 1 << 24 });
+    const scope = scopeId(SCOPE);
+    s.put(scope, '1', BASIS, altered(), Date.now(), undefined, OUT);
+    s.put(scope, '1', BASIS, altered());
+    expect(s.altered(scope, '1', BASIS, DIGEST)).toBeNull();
+    s.close();
+  });
+
+  it("the byte bound evicts by each row's bytes: one large content makes room for itself, the newest kept", () => {
+    const s = new VerdictStore(file, { maxEntries: 1_000_000, maxBytes: 100_000 });
+    const scope = scopeId(SCOPE);
+    for (let i = 1; i <= 150; i++) s.put(scope, String(i), BASIS, verdict(), i);
+    const small = s.stats;
+    expect(small.bytes).toBeLessThan(100_000);
+    expect(small.bytes).toBeGreaterThan(60_000);
+    const big = Buffer.alloc(60_000, 0x63);
+    s.put(scope, 'big', BASIS, altered({ sizeOut: big.length }), 1_000, undefined, big);
+    s.enforceBound();
+    const after = s.stats;
+    // down to 90 % of the bound, by bytes: a count of rows "of similar size" would leave it over
+    expect(after.bytes).toBeLessThanOrEqual(90_000);
+    expect(after.bytes).toBeGreaterThan(80_000);
+    // the least recently used went first
+    expect(s.altered(scope, 'big', BASIS, DIGEST)).toEqual(big);
+    expect(s.get(scope, '150', BASIS)).not.toBeNull();
+    expect(s.get(scope, '1', BASIS)).toBeNull();
+    s.close();
+  });
+
+  it('a store written before content was kept opens, keeps its verdicts, and keeps content from then on', () => {
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const old = new Database(file);
+    old.exec(`CREATE TABLE verdicts (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, item TEXT NOT NULL, policy TEXT NOT NULL, signatures TEXT NOT NULL,
+      status TEXT NOT NULL, digest TEXT NOT NULL, size_in INTEGER NOT NULL, size_out INTEGER NOT NULL, meta TEXT NOT NULL, full INTEGER NOT NULL,
+      bytes INTEGER NOT NULL, used INTEGER NOT NULL, UNIQUE (scope, item, policy, signatures));
+      CREATE TABLE meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);`);
+    const scope = scopeId(SCOPE);
+    old
+      .prepare(
+        'INSERT INTO verdicts (scope, item, policy, signatures, status, digest, size_in, size_out, meta, full, bytes, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      )
+      .run(scope, '1', BASIS.policyHash, BASIS.signatures, 'changed', DIGEST, 10, OUT.length, '{"hits":[],"viruses":[]}', 0, 200, Date.now());
+    old.close();
+    const s = new VerdictStore(file, { maxEntries: 100, maxBytes: 1 << 24 });
+    expect(s.get(scope, '1', BASIS)!.status).toBe('changed');
+    expect(s.altered(scope, '1', BASIS, DIGEST)).toBeNull();
+    s.put(scope, '1', BASIS, altered(), Date.now(), undefined, OUT);
+    expect(s.altered(scope, '1', BASIS, DIGEST)).toEqual(OUT);
+    s.close();
   });
 });
 
