@@ -11,7 +11,7 @@
  */
 
 import { MAX_MIME_PARAMS, MAX_PART_FAULTS, MAX_PART_FILENAMES } from '../limits.js';
-import { bytesToText, decodeWords as decodeWordsUncached, percentBytes, percentDecoded, undecodableWordCharset } from './headers.js';
+import { bytesToText, decodeWords as decodeWordsUncached, hasLenientEncodedWord, percentBytes, percentDecoded, undecodableWordCharset } from './headers.js';
 import { type HeaderField, type MimeNode, type ParamReport, parseContentTypeValue, parseRfc2231Params, Rfc822Parser } from './partmap.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -215,6 +215,7 @@ export function contentInfo(node: MimeNode): ContentInfo {
     if (n === undefined || n === '') return;
     const cs = undecodableWordCharset(n);
     if (cs) fault(`a file name in an encoded word of charset ${cs.slice(0, 40)} that postern cannot decode`);
+    if (hasLenientEncodedWord(n)) fault('a file name in an encoded word with whitespace inside, which some readers decode');
     for (const v of [n, decodeWords(n)]) {
       if (!v || names.includes(v)) continue;
       // a name past the bound is not judged: the part is malformed instead

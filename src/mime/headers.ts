@@ -152,6 +152,26 @@ export function undecodableWordCharset(input: string): string | null {
   return null;
 }
 
+/**
+ * An encoded word with whitespace inside (`=? iso-8859-1?Q?invoice=2Ej=01s?=`): postern does not
+ * decode it (RFC 2047 allows none), but Python's email does, with a defect, and a charset it does not
+ * know decodes as ASCII (MIME fuzz, seed 34345 case 195878: `invoice.j\x01s`, a .js name to it).
+ * True when `input` has such a word, which a name must not (the part is then malformed).
+ */
+export function hasLenientEncodedWord(input: string): boolean {
+  if (!input.includes('=?')) return false;
+  const re = new RegExp(LENIENT_WORD.source, 'g');
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(input)) !== null) {
+    if (/\s/.test(m[0])) return true;
+    re.lastIndex = m.index + 2;
+  }
+  return false;
+}
+
+/** `=?charset?b|q?text?=` as lenient readers find it: whitespace allowed anywhere inside (bounded: a name's length). */
+const LENIENT_WORD = /=\?([^?]{0,200})\?([bBqQ])\?([^?]*)\?=/g;
+
 /** A header field value (as the MIME parser keeps it: continuation lines joined by '\n') unfolded and decoded. */
 export function decodedFieldValue(value: string): string {
   return decodeWords(bytesToText(value.replace(/\n/g, '').trim()));
