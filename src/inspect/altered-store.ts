@@ -13,6 +13,7 @@
  * quarantine holds that original (not purged by retention, not removed by an operator): otherwise
  * the engine runs and quarantines it again.
  */
+import type { Logger } from 'pino';
 import type { QuarantineStore, Verdict } from '../policy/types.js';
 import type { StoredVerdict, VerdictBasis, VerdictStore } from './verdict-store.js';
 
@@ -50,6 +51,26 @@ export async function storedAlteredContent(
     if (!(await quarantine.holds(sv.quarantineId, digest))) return null;
   }
   return content;
+}
+
+/**
+ * The audit line of a download no engine judged now (`message.served`): which stored verdict let it
+ * through. `where`: the message (IMAP mailbox, UIDVALIDITY, UID; POP3 msgno). The metric of served
+ * downloads counts these lines (src/inspect/factory.ts).
+ */
+export function logServed(log: Logger, where: Record<string, unknown>, bytes: number, bytesOut: number, sv: StoredVerdict): void {
+  log.info(
+    {
+      event: 'message.served',
+      ...where,
+      from: 'store',
+      bytes,
+      bytesOut,
+      verdict: sv.status,
+      ...(isAltered(sv.status) && sv.quarantineId !== undefined ? { quarantineId: sv.quarantineId } : {}),
+    },
+    'message served on its stored verdict',
+  );
 }
 
 /** The verdict a stored one stands for, as the engine's (no scan time: nothing was scanned now). */

@@ -39,7 +39,7 @@ import { literalBytes, uidSet } from '../protocol/imap/write.js';
 import type { ImapInterceptor, ImapSessionView, InterceptedCommand } from '../session/imap/index.js';
 import type { PreparedLookup, RunLimits } from '../session/imap/relay.js';
 import type { MemoryLease } from '../session/types.js';
-import { isAltered, storedAlteredContent, verdictOfStored } from './altered-store.js';
+import { isAltered, logServed, storedAlteredContent, verdictOfStored } from './altered-store.js';
 import { type Vetted, VettedCache } from './cache.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import { partMapOf, renderItem, renderItemParts } from './render/index.js';
@@ -2003,21 +2003,9 @@ export class ImapInspector implements ImapInterceptor {
       const stored = this.storeGet(uid);
       if (stored) {
         const digest = this.digestOf(raw);
+        const where = { mailbox: this.mailbox, uidValidity: this.uidValidity, uid };
         if (stored.digest === digest && stored.status === 'clean') {
-          // the audit line of a download no engine judged now: which stored verdict let it through
-          this.deps.log.info(
-            {
-              event: 'message.served',
-              mailbox: this.mailbox,
-              uidValidity: this.uidValidity,
-              uid,
-              from: 'store',
-              bytes: raw.length,
-              bytesOut: stored.sizeOut,
-              verdict: 'clean',
-            },
-            'message served on its stored verdict',
-          );
+          logServed(this.deps.log, where, raw.length, stored.sizeOut, stored);
           return this.cleanFromStore(raw, stored);
         }
         if (stored.digest === digest && isAltered(stored.status)) {
@@ -2025,20 +2013,7 @@ export class ImapInspector implements ImapInterceptor {
             this.storeFailed(err),
           );
           if (content !== null) {
-            this.deps.log.info(
-              {
-                event: 'message.served',
-                mailbox: this.mailbox,
-                uidValidity: this.uidValidity,
-                uid,
-                from: 'store',
-                bytes: raw.length,
-                bytesOut: content.length,
-                verdict: stored.status,
-                quarantineId: stored.quarantineId,
-              },
-              'message served on its stored verdict',
-            );
+            logServed(this.deps.log, where, raw.length, content.length, stored);
             return this.alteredFromStore(content, stored);
           }
         }
@@ -2072,17 +2047,12 @@ export class ImapInspector implements ImapInterceptor {
     // input's CRLF form: the stored output size says whether the input has a bare LF, without a scan
     const output = crlfFormOf(raw, sv.sizeOut);
     const l = this.deps.policy.limits;
-    const verdict: Verdict = {
-      policy: this.deps.policy.name,
-      status: 'clean',
-      hits: sv.hits.map((h) => ({ part: h.part ?? '', rule: h.rule, action: h.action as Verdict['hits'][number]['action'], reason: h.reason ?? '' })),
-      viruses: sv.viruses,
-      sizeIn: sv.sizeIn,
-      sizeOut: sv.sizeOut,
-      scanMs: 0,
-    };
     // the part map is read when an item needs it (BODY[] does not): the engine's reading, with the policy's limits
-    return { output, structure: { later: { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize } }, verdict };
+    return {
+      output,
+      structure: { later: { maxDepth: l.maxDepth, maxParts: l.maxParts, maxHeaderSize: l.maxHeaderSize } },
+      verdict: verdictOfStored(this.deps.policy.name, sv),
+    };
   }
 
   /** A message stored altered, the very bytes it was judged on: its stored sanitised content, without the engine. */

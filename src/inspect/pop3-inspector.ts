@@ -26,7 +26,7 @@ import { stuff, unstuff } from '../protocol/pop3/framer.js';
 import { ProtectedStore } from '../quarantine/protected.js';
 import { FileQuarantineStore } from '../quarantine/store.js';
 import type { Pop3Hooks, Pop3PendingCommand } from '../session/pop3.js';
-import { isAltered, storedAlteredContent, verdictOfStored } from './altered-store.js';
+import { isAltered, logServed, storedAlteredContent, verdictOfStored } from './altered-store.js';
 import { type ContentVerdicts, contentVerdictsFor } from './content-verdict.js';
 import type { SharedVerdicts } from './imap-inspector.js';
 import { type StoredVerdict, scopeId, type VerdictBasis } from './verdict-store.js';
@@ -221,22 +221,10 @@ export class Pop3Inspector {
     const k = uidl !== null ? this.storeKey() : null;
     const stored = k && uidl !== null && !known ? this.storeGet(uidl) : null;
     if (stored && stored.status === 'clean' && stored.digest === sha && !this.originals.has(n)) {
-      const verdict: Verdict = {
-        policy: this.deps.policy.name,
-        status: 'clean',
-        hits: stored.hits.map((h) => ({ part: h.part ?? '', rule: h.rule, action: h.action as Verdict['hits'][number]['action'], reason: h.reason ?? '' })),
-        viruses: stored.viruses,
-        sizeIn: stored.sizeIn,
-        sizeOut: stored.sizeOut,
-        scanMs: 0,
-      };
+      const verdict = verdictOfStored(this.deps.policy.name, stored);
       this.verdicts.set(n, verdict);
       this.originals.set(n, sha);
-      // the audit line of a download no engine judged now: which stored verdict let it through
-      this.deps.log.info(
-        { event: 'message.served', msgno: n, from: 'store', bytes: raw.length, bytesOut: stored.sizeOut, verdict: 'clean' },
-        'message served on its stored verdict',
-      );
+      logServed(this.deps.log, { msgno: n }, raw.length, stored.sizeOut, stored);
       return { output: crlfFormOf(raw, stored.sizeOut), verdict };
     }
     if (k && uidl !== null && stored && isAltered(stored.status) && stored.digest === sha && !this.originals.has(n)) {
@@ -245,18 +233,7 @@ export class Pop3Inspector {
         const verdict = verdictOfStored(this.deps.policy.name, stored);
         this.verdicts.set(n, verdict);
         this.originals.set(n, sha);
-        this.deps.log.info(
-          {
-            event: 'message.served',
-            msgno: n,
-            from: 'store',
-            bytes: raw.length,
-            bytesOut: content.length,
-            verdict: stored.status,
-            quarantineId: stored.quarantineId,
-          },
-          'message served on its stored verdict',
-        );
+        logServed(this.deps.log, { msgno: n }, raw.length, content.length, stored);
         // as after a vet: DELE stays refused for an altered message whose original was not quarantined
         if (unprotected(verdict)) this.keep.add(n);
         this.remember(n, content);

@@ -216,6 +216,27 @@ function maildir(name: string): string {
   return d;
 }
 
+/**
+ * fetchmail against postern's listener on `port`: `keep fetchall` (everything, every run), each message
+ * through an MDA into a file of HOME/out (emptied before each run), no Received line (`--invisible`).
+ * `run(n)` returns its verbose log (the protocol exchange and the sizes it announces).
+ */
+function fetchmail(homeName: string, protocol: 'IMAP' | 'POP3', port: number): { home: string; run: (n: number) => Promise<string> } {
+  const home = freshDir(homeName);
+  const rc = writePrivate(
+    path.join(home, '.fetchmailrc'),
+    `set no bouncemail\npoll 127.0.0.1 service ${port} protocol ${protocol} auth password\n` +
+      `  user "alice" there with password "alicepass" is "root" here\n  sslproto '' keep fetchall\n` +
+      `  mda "/bin/sh -c 'cat > $(mktemp ${home}/out/m.XXXXXXXX)'"\n`,
+  );
+  const run = (n: number) => {
+    freshDir(homeName, 'out');
+    const args = ['-f', rc, '--invisible', '-v', '--nodetach', '--pidfile', path.join(home, 'pid'), '--idfile', path.join(home, 'ids')];
+    return ok(`fetchmail ${protocol} run ${n}`, 'fetchmail', args, { HOME: home });
+  };
+  return { home, run };
+}
+
 beforeAll(async () => {
   [dovecot, clamd] = await Promise.all([startDovecot(), startClamd()]);
   for (const m of MESSAGES) await dovecot.deliver('alice', m);
@@ -260,22 +281,7 @@ describe('real clients through an inspecting postern', () => {
 
   it('fetchmail (IMAP, sequence-number fetches): each message vetted once; a second run vets nothing', async () => {
     const pc = await instance('fetchmail-imap', 'imap', 'fetchmail-imap.sqlite');
-    const home = freshDir('fetchmail-imap-home');
-    const rc = writePrivate(
-      path.join(home, '.fetchmailrc'),
-      `set no bouncemail\npoll 127.0.0.1 service ${pc.port} protocol IMAP auth password\n` +
-        `  user "alice" there with password "alicepass" is "root" here\n  sslproto '' keep fetchall\n` +
-        `  mda "/bin/sh -c 'cat > $(mktemp ${home}/out/m.XXXXXXXX)'"\n`,
-    );
-    const fm = (n: number) => {
-      freshDir('fetchmail-imap-home', 'out');
-      return ok(
-        `fetchmail run ${n}`,
-        'fetchmail',
-        ['-f', rc, '--invisible', '-v', '--nodetach', '--pidfile', path.join(home, 'pid'), '--idfile', path.join(home, 'ids')],
-        { HOME: home },
-      );
-    };
+    const { home, run: fm } = fetchmail('fetchmail-imap-home', 'IMAP', pc.port);
     const log1 = await fm(1);
     expect(log1).toMatch(/FETCH 1 RFC822\.SIZE|FETCH 1:\d+ RFC822\.SIZE/);
     expect(log1).toMatch(/FETCH \d+ BODY\.PEEK\[TEXT\]/);
@@ -353,24 +359,7 @@ describe('real clients through an inspecting postern', () => {
     });
 
     it('fetchmail (POP3): what it delivers is what postern serves; on the second run every LIST size is the delivered size', async () => {
-      const home = freshDir('fetchmail-pop3-home');
-      const rc = writePrivate(
-        path.join(home, '.fetchmailrc'),
-        `set no bouncemail\npoll 127.0.0.1 service ${pc.port} protocol POP3 auth password\n` +
-          `  user "alice" there with password "alicepass" is "root" here\n  sslproto '' keep fetchall\n` +
-          `  mda "/bin/sh -c 'cat > $(mktemp ${home}/out/m.XXXXXXXX)'"\n`,
-      );
-      const fm = (n: number) => {
-        freshDir('fetchmail-pop3-home', 'out');
-        return ok(
-          `fetchmail POP3 run ${n}`,
-          'fetchmail',
-          ['-f', rc, '--invisible', '-v', '--nodetach', '--pidfile', path.join(home, 'pid'), '--idfile', path.join(home, 'ids')],
-          {
-            HOME: home,
-          },
-        );
-      };
+      const { home, run: fm } = fetchmail('fetchmail-pop3-home', 'POP3', pc.port);
       await fm(1);
       expectServed(messagesIn(path.join(home, 'out')));
       expect(pc.inspected()).toBe(N);

@@ -21,26 +21,14 @@ import { b64, EXE, leaf, message, multipart } from '../../scripts/gen-fixtures.j
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
 import type { InspectResult } from '../../src/policy/types.js';
-import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import { binhex, uuencode, yenc } from '../mime/encoders.js';
-import { defaultPolicyAllParts as defaultPolicy, policyFromAllParts as policyFrom } from './helpers.js';
+import { defaultPolicyAllParts as defaultPolicy, EICAR, EicarScanner, policyFromAllParts as policyFrom } from './helpers.js';
 
 // part-scanning semantics with fake scanners: scan_parts all (helpers.ts allParts); auto is tested in stages-scan.test.ts and test/scanners/av-detection.test.ts
 
-const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 const TXT = Buffer.from('Quarterly figures attached.\n');
 const JS = Buffer.from('WScript.Echo(1)\n');
 const zip = (entries: object[], opts: object = {}): Buffer => buildZip(entries, opts);
-
-/** Flags EICAR in the bytes it is handed (a stored ZIP member shows it as it is). */
-class EicarScanner implements Scanner {
-  readonly name = 'eicar';
-  async scan(data: Buffer): Promise<ScanOutcome> {
-    if (data.includes(EICAR)) return { kind: 'infected', engine: 'fake', endpoint: 'mem', viruses: ['Eicar-Test-Signature'], ms: 0 };
-    return { kind: 'clean', engine: 'fake', endpoint: 'mem', ms: 0 };
-  }
-  async close() {}
-}
 
 // ------------------------------------------------------------------ carriers
 const CRLF = '\r\n';

@@ -2,9 +2,23 @@ import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { type CompiledPolicy, compilePolicyText, loadPolicy } from '../../src/policy/load.js';
+import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 
 export const POLICIES = resolve(__dirname, '../../policies');
 export const REAL = resolve(__dirname, '../fixtures/mail/real');
+
+/** The EICAR test string. */
+export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
+
+/** A scanner that flags EICAR in the bytes it is handed (a stored ZIP member, a decoded part, a uudecoded file). */
+export class EicarScanner implements Scanner {
+  readonly name = 'eicar';
+  async scan(data: Buffer): Promise<ScanOutcome> {
+    if (data.includes(EICAR)) return { kind: 'infected', engine: 'fake', endpoint: 'mem', viruses: ['Eicar-Test-Signature'], ms: 0 };
+    return { kind: 'clean', engine: 'fake', endpoint: 'mem', ms: 0 };
+  }
+  async close() {}
+}
 
 export function defaultPolicy(): CompiledPolicy {
   return loadPolicy('default', POLICIES);

@@ -16,22 +16,11 @@ import { EXE } from '../../scripts/gen-fixtures.js';
 import { namedAsText } from '../../src/mime/names.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import type { InspectResult } from '../../src/policy/types.js';
-import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
+import type { Scanner } from '../../src/scanners/types.js';
 import { uuencode } from '../mime/encoders.js';
-import { defaultPolicy } from './helpers.js';
+import { defaultPolicy, EICAR, EicarScanner } from './helpers.js';
 
 const CRLF = '\r\n';
-const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
-
-/** Flags EICAR in the bytes it is handed. */
-class EicarScanner implements Scanner {
-  readonly name = 'eicar';
-  async scan(data: Buffer): Promise<ScanOutcome> {
-    if (data.includes(EICAR)) return { kind: 'infected', engine: 'fake', endpoint: 'mem', viruses: ['Eicar-Test-Signature'], ms: 0 };
-    return { kind: 'clean', engine: 'fake', endpoint: 'mem', ms: 0 };
-  }
-  async close() {}
-}
 
 /** A message whose only part has this Content-Type (and Content-Disposition) and body. */
 function onePart(type: string, body: string, disposition?: string): Buffer {
