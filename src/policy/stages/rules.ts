@@ -228,9 +228,10 @@ function encodingRules(j: LeafJudgement, damage: EncodingCheck): void {
  * A message/* part that is a leaf here (sent base64 or quoted-printable, or a type the MIME
  * structure does not open, such as message/global) is shown by clients with its attachments:
  * look inside, and strip or block the whole part when anything in it is not allowed (it cannot be
- * rewritten inside its encoding). A part any of whose names ends in .eml is such a message too,
- * whatever its type: mail clients and mailparser open it as a forwarded message (what does not
- * parse as one is malformed). Returns the leaves inside (empty when not opened).
+ * rewritten inside its encoding). A part any of whose names ends in .eml (or .mht, .mhtml, .mime,
+ * .nws: isEmlName) is such a message too, whatever its type: mail clients and mailparser open it as
+ * a forwarded message (what does not parse as one is malformed). Returns the leaves inside (empty
+ * when not opened).
  */
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
   const { leaf } = j;
@@ -576,7 +577,6 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   return { inner, largestMember: contents.largestMember };
 }
 
-/** A file name mail clients open as a message (.eml, any case). */
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
 function isEmlName(name: string): boolean {
   return isMessageName(name);
