@@ -21,6 +21,7 @@
 
 import { MAX_EMBEDDED_BYTES, MAX_EMBEDDED_FILES, MAX_EMBEDDED_NESTING, MAX_EMBEDDED_TOTAL_BYTES } from '../limits.js';
 import { decodeBody } from './decode.js';
+import { normaliseFilename } from './names.js';
 
 /**
  * Decoded bytes the embedded decoders of one message may still allocate (uuencode, begin-base64,
@@ -200,11 +201,18 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
       const base64 = !!m[1];
       const mode = MODE.exec(m[2] ?? '');
       const name = (mode ? mode[2]! : m[2]!).trim();
-      if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(name)) {
+      // a name as readers keep it (Windows drops trailing dots: `evil.exe.` is evil.exe)
+      if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(normaliseFilename(name))) {
         const r = base64 ? decodeBase64Block(lines, i + 1, budget) : decodeUuBlock(lines, i + 1, budget);
         const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: damagedAt(i, r) };
         if (r.restarts?.length) f.restarts = r.restarts;
         if (!add(f, r)) return;
+        // readers disagree on a short line (zero-filled, or only what is there): both readings are judged
+        if (r.unfilled !== undefined) {
+          const alt = admit(r.unfilled.length, budget);
+          const g: EmbeddedFile = { kind: 'uuencode', name, data: alt ? Buffer.alloc(0) : r.unfilled, damaged: f.damaged };
+          if (!add(g, alt ? { ...r, refused: alt } : r)) return;
+        }
         i = r.next - 1;
         continue;
       }
@@ -258,6 +266,11 @@ interface Block {
   refused?: Refusal;
   /** base64: where the data resumes after padding (EmbeddedFile.restarts). */
   restarts?: number[];
+  /**
+   * uuencode with a short line (fewer characters than its length character says): the reading of
+   * decoders that take only the characters there (`data` is Python's, zero-filled). Judged too.
+   */
+  unfilled?: Buffer;
 }
 
 /**
@@ -284,11 +297,15 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
   const out = Buffer.alloc(size);
   let o = 0;
   let badChar = false;
+  // the other reading of short lines: only the groups of characters there (a partial last group
+  // zero-filled), as decoders that read the line and not its length character do
+  let unfilled: Buffer[] | null = null;
   for (let i = from; i < end; i++) {
     // indented blocks are taken by lenient decoders: the length character is never a space
     const l = lines[i]!.trim();
     if (l.length === 0) continue;
     const n = (l.charCodeAt(0) - 32) & 63;
+    const lineStart = o;
     // a character outside the uuencode alphabet (0x20-0x60) where data is read: Python's a2b_uu
     // refuses the line (its email module then returns the body undecoded), others mask it to 6 bits
     const dataEnd = Math.min(l.length, 1 + Math.ceil(n / 3) * 4);
@@ -309,8 +326,13 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
         got++;
       }
     }
+    const there = Math.min(n, Math.ceil((l.length - 1) / 4) * 3);
+    if (there < n && unfilled === null) unfilled = [out.subarray(0, lineStart)];
+    if (unfilled !== null) unfilled.push(out.subarray(lineStart, lineStart + there));
   }
-  return { data: out.subarray(0, o), damaged: damaged || badChar, next };
+  const r: Block = { data: out.subarray(0, o), damaged: damaged || badChar, next };
+  if (unfilled !== null) r.unfilled = Buffer.concat(unfilled);
+  return r;
 }
 
 /** `begin-base64` blocks (uuencode -m) end with a line of "====". */

@@ -1,0 +1,86 @@
+/**
+ * uuencode lines shorter than their length character says (MIME fuzz, seed 34350 case 256390: an
+ * escape). Python's binascii.a2b_uu zero-fills what is missing; decoders that read only the
+ * characters there (and mail clients built on them) do not, so the two readings of one block differ
+ * from the short line on: an EICAR string split by the zero bytes in one is whole in the other. Both
+ * readings are judged. Also (case 253424) `begin evil.exe.` without a mode is taken as a block: the
+ * name is read as readers keep it (trailing dots dropped).
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { newDecodeBudget, scanEmbedded } from '../../src/mime/embedded.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import { defaultPolicy, EICAR, EicarScanner } from '../policy/helpers.js';
+import { uuencode } from './encoders.js';
+
+const FIX = (n: string) => readFileSync(resolve(__dirname, '../fixtures/mime-escapes', n));
+const CRLF = '\r\n';
+const judge = (raw: Buffer) => inspectMessage(raw, defaultPolicy(), {}, { scanner: new EicarScanner() });
+
+/** A text message whose body is `body`. */
+const textMessage = (body: string) =>
+  Buffer.from(`From: a@example.test${CRLF}Subject: file${CRLF}Content-Type: text/plain${CRLF}${CRLF}${body}${CRLF}`, 'latin1');
+
+/** `text` uuencoded, then its first data line's length character raised by `more` (the line now reads as short). */
+function withShortFirstLine(data: Buffer, more: number): string {
+  const lines = uuencode(data, 'file.bin').split(CRLF);
+  const first = lines[1]!;
+  lines[1] = String.fromCharCode(first.charCodeAt(0) + more) + first.slice(1);
+  return lines.join(CRLF);
+}
+
+const scan = (text: string) => scanEmbedded(Buffer.from(text, 'latin1'), newDecodeBudget()).files;
+
+describe('uuencode with a short line: both readings are judged', () => {
+  // 30 bytes of text, then EICAR across the first line's end
+  const payload = Buffer.concat([Buffer.from('Testing, testing, one two ok\n\n'), EICAR, Buffer.from('\n')]);
+
+  it('the two readings: zero-filled (Python) and what is there; EICAR whole only in the second', () => {
+    const files = scan(withShortFirstLine(payload, 10));
+    expect(files).toHaveLength(2);
+    const filled = files[0]!;
+    const there = files[1]!;
+    expect(filled.data.includes(EICAR)).toBe(false);
+    expect(filled.data.subarray(45, 55)).toEqual(Buffer.alloc(10));
+    expect(there.data).toEqual(payload);
+  });
+
+  it('judged: the EICAR of the second reading is found', async () => {
+    const r = await judge(textMessage(withShortFirstLine(payload, 10)));
+    expect(r.verdict.viruses).toContain('Eicar-Test-Signature');
+    expect(r.verdict.status).not.toBe('clean');
+  });
+
+  it("the fuzzer's case", async () => {
+    const r = await judge(FIX('uu-short-line-eicar.eml'));
+    expect(r.verdict.viruses).toContain('Eicar-Test-Signature');
+  });
+
+  it('a block without a short line is read once', () => {
+    expect(scan(uuencode(payload, 'file.bin'))).toHaveLength(1);
+  });
+
+  it('a harmless block whose trailing spaces were stripped (short lines) stays clean', async () => {
+    // zero bytes at the end of a line encode as spaces, which a transport may strip
+    const data = Buffer.concat([Buffer.from('a'.repeat(40)), Buffer.alloc(5), Buffer.from('tail of the file\n')]);
+    const text = uuencode(data, 'notes.txt', '644').replace(/`/g, ' ');
+    const stripped = text
+      .split(CRLF)
+      .map((l) => l.replace(/ +$/, ''))
+      .join(CRLF);
+    expect(stripped).not.toBe(text);
+    const files = scan(stripped);
+    expect(files.length).toBe(2);
+    expect(files[0]!.data).toEqual(data);
+    const r = await judge(textMessage(stripped));
+    expect(r.verdict.status).toBe('clean');
+  });
+});
+
+describe('`begin name.` without a mode', () => {
+  it("the fuzzer's case: evil.exe. is taken as a block and judged", async () => {
+    const r = await judge(FIX('uu-begin-name-trailing-dot.eml'));
+    expect(r.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringMatching(/uuencode file evil\.exe\. in the text/));
+  });
+});
