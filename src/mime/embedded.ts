@@ -208,10 +208,9 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
         if (r.restarts?.length) f.restarts = r.restarts;
         if (!add(f, r)) return;
         // readers disagree on a short line (zero-filled, or only what is there): both readings are judged
-        if (r.unfilled !== undefined) {
-          const alt = admit(r.unfilled.length, budget);
-          const g: EmbeddedFile = { kind: 'uuencode', name, data: alt ? Buffer.alloc(0) : r.unfilled, damaged: f.damaged };
-          if (!add(g, alt ? { ...r, refused: alt } : r)) return;
+        if (r.unfilled !== undefined || r.unfilledRefused !== undefined) {
+          const g: EmbeddedFile = { kind: 'uuencode', name, data: r.unfilled ?? Buffer.alloc(0), damaged: f.damaged };
+          if (!add(g, { ...r, refused: r.unfilledRefused })) return;
         }
         i = r.next - 1;
         continue;
@@ -271,6 +270,8 @@ interface Block {
    * decoders that take only the characters there (`data` is Python's, zero-filled). Judged too.
    */
   unfilled?: Buffer;
+  /** A bound refused that second reading (it is not decoded). */
+  unfilledRefused?: Refusal;
 }
 
 /**
@@ -299,7 +300,10 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
   let badChar = false;
   // the other reading of short lines: only the groups of characters there (a partial last group
   // zero-filled), as decoders that read the line and not its length character do
-  let unfilled: Buffer[] | null = null;
+  // (into one buffer admitted like the first: never a view per line)
+  let unfilled: Buffer | null = null;
+  let u = 0;
+  let unfilledRefused: Refusal | undefined;
   for (let i = from; i < end; i++) {
     // indented blocks are taken by lenient decoders: the length character is never a space
     const l = lines[i]!.trim();
@@ -327,11 +331,18 @@ function decodeUuBlock(lines: string[], from: number, budget: DecodeBudget): Blo
       }
     }
     const there = Math.min(n, Math.ceil((l.length - 1) / 4) * 3);
-    if (there < n && unfilled === null) unfilled = [out.subarray(0, lineStart)];
-    if (unfilled !== null) unfilled.push(out.subarray(lineStart, lineStart + there));
+    if (there < n && unfilled === null && unfilledRefused === undefined) {
+      unfilledRefused = admit(size, budget);
+      if (unfilledRefused === undefined) {
+        unfilled = Buffer.alloc(size);
+        u = out.copy(unfilled, 0, 0, lineStart);
+      }
+    }
+    if (unfilled !== null) u += out.copy(unfilled, u, lineStart, lineStart + there);
   }
   const r: Block = { data: out.subarray(0, o), damaged: damaged || badChar, next };
-  if (unfilled !== null) r.unfilled = Buffer.concat(unfilled);
+  if (unfilled !== null) r.unfilled = unfilled.subarray(0, u);
+  if (unfilledRefused !== undefined) r.unfilledRefused = unfilledRefused;
   return r;
 }
 

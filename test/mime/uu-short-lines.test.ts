@@ -57,6 +57,20 @@ describe('uuencode with a short line: both readings are judged', () => {
     expect(r.verdict.viruses).toContain('Eicar-Test-Signature');
   });
 
+  it("the second reading is admitted to the message's decode budget like the first: past it, a limit (not decoded)", () => {
+    const text = withShortFirstLine(payload, 10);
+    const size = scan(text)[0]!.data.length;
+    // room for the first reading only
+    const r = scanEmbedded(Buffer.from(text, 'latin1'), newDecodeBudget(size + 10));
+    expect(r.files).toHaveLength(2);
+    expect(r.files[1]!.data.length).toBe(0);
+    expect(r.limit).toMatch(/uuencode file file\.bin/);
+    // room for both
+    const both = scanEmbedded(Buffer.from(text, 'latin1'), newDecodeBudget(2 * size));
+    expect(both.limit).toBeUndefined();
+    expect(both.files[1]!.data).toEqual(payload);
+  });
+
   it('a block without a short line is read once', () => {
     expect(scan(uuencode(payload, 'file.bin'))).toHaveLength(1);
   });
