@@ -57,10 +57,48 @@ export function detectType(head: Buffer): string | undefined {
   if (startsWith(head, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) return 'application/x-xz';
   if (ascii(head, 'MSCF')) return 'application/vnd.ms-cab-compressed';
   if (startsWith(head, [0x78, 0x9f, 0x3e, 0x22])) return 'application/ms-tnef';
+  if (startsWith(head, [0x28, 0xb5, 0x2f, 0xfd])) return 'application/zstd';
+  if (ascii(head, 'LZIP')) return 'application/x-lzip';
+  // compress (.Z): the flags byte's reserved bits are zero and its code width is 9 to 16 bits
+  if (startsWith(head, [0x1f, 0x9d]) && head.length > 2 && (head[2]! & 0x60) === 0 && (head[2]! & 0x1f) >= 9 && (head[2]! & 0x1f) <= 16)
+    return 'application/x-compress';
+  // ARJ: its main header's size (at 2, little-endian) is at most 2600 bytes
+  if (startsWith(head, [0x60, 0xea]) && head.length > 3 && head.readUInt16LE(2) > 0 && head.readUInt16LE(2) <= 2600) return 'application/x-arj';
+  if (head.length > 6 && ascii(head, '-l', 2) && head[6] === 0x2d && /^[hz][0-9a-z]$/.test(head.toString('latin1', 4, 6)))
+    return 'application/x-lzh-compressed';
+  if (ascii(head, '**ACE**', 7)) return 'application/x-ace-compressed';
+  if (ascii(head, '070701') || ascii(head, '070702') || ascii(head, '070707')) return 'application/x-cpio';
+  if (ascii(head, 'xar!')) return 'application/x-xar';
+  if (ascii(head, 'StuffIt') || ascii(head, 'SIT!')) return 'application/x-stuffit';
+  // POSIX and GNU tar: the magic at 257; a pre-POSIX tar has none, and readers take it by its header's checksum
+  if ((ascii(head, 'ustar', 257) && (head[262] === 0 || head[262] === 0x20)) || tarChecksumOk(head)) return 'application/x-tar';
   if (ascii(head, '{\\rtf')) return 'application/rtf';
   if (startsWith(head, [0x4c, 0x00, 0x00, 0x00, 0x01, 0x14, 0x02, 0x00])) return 'application/x-ms-shortcut';
   if (ascii(head, '\x00asm')) return 'application/wasm';
   return undefined;
+}
+
+/**
+ * A first 512-byte block that is a tar header by its checksum (bytes 148-155: octal digits, then NUL
+ * or space), computed with the checksum field as spaces, unsigned or signed (readers accept both); its
+ * name is not empty. How tar readers (GNU tar, bsdtar, Python's tarfile) recognise a header without
+ * the ustar magic.
+ */
+export function tarChecksumOk(b: Buffer): boolean {
+  if (b.length < 512 || b[0] === 0) return false;
+  const field = b.toString('latin1', 148, 156);
+  const m = /^ *([0-7]{1,7})[ \0]*$/.exec(field);
+  if (!m) return false;
+  const want = Number.parseInt(m[1]!, 8);
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < 512; i++) {
+    const v = i >= 148 && i < 156 ? 0x20 : b[i]!;
+    unsigned += v;
+    signed += v > 127 ? v - 256 : v;
+  }
+  // an all-space checksum field over an otherwise empty block sums to 256: not a header
+  return want !== 0 && (want === unsigned || want === signed) && unsigned !== 256;
 }
 
 /**
@@ -79,6 +117,9 @@ const EXECUTABLE_OR_ARCHIVE_TYPES = new Set([
   'application/x-bzip2',
   'application/x-xz',
   'application/vnd.ms-cab-compressed',
+  'application/zstd',
+  'application/x-lzip',
+  'application/x-compress',
 ]);
 
 /**

@@ -46,6 +46,8 @@ export interface CompiledPolicy {
     onLimit: ActionSpec;
     /** Damaged, ambiguous (extractors could read it differently) or not inspectable (zip64, methods). */
     onAmbiguous: ActionSpec;
+    /** An archive or container postern does not open (7z, RAR, tar, gzip, TNEF...: src/mime/unopened.ts). */
+    onUnsupported: ActionSpec;
   };
   headers: {
     strip: { name: GlobMatcher; value: RegExp | null; scope: 'top' | 'all' }[];
@@ -258,6 +260,8 @@ export function compilePolicy(y: PolicyYaml, name: string, file = ''): CompiledP
       onEncrypted: spec(y.archives?.on_encrypted, A('strip', true)),
       onLimit: spec(y.archives?.on_limit, A('strip')),
       onAmbiguous: spec(y.archives?.on_ambiguous, A('strip', true)),
+      // what postern cannot open is not delivered unvetted: stripped, the original kept for release
+      onUnsupported: spec(y.archives?.on_unsupported, A('strip', true)),
     },
     headers: {
       strip: [

@@ -132,6 +132,7 @@ export const policySchema = z.strictObject({
       on_encrypted: actionSpec.optional(),
       on_limit: actionSpec.optional(),
       on_ambiguous: actionSpec.optional(),
+      on_unsupported: actionSpec.optional(),
     })
     .optional(),
   headers: z

@@ -123,7 +123,8 @@ describe('no false alarm', () => {
 
   it('the real-world fixtures stay clean', async () => {
     for (const n of ['gmail-mixed.eml', 'thunderbird-mixed.eml', 'apple-mail-related.eml', 'tnef-winmail.eml', 'outlook-related-alternative.eml']) {
-      const r = await inspectMessage(readFileSync(join(REAL, n)), defaultPolicy(), {}, {});
+      // winmail.dat is stripped as an archive postern does not open (unopened-archives.test.ts); nothing else
+      const r = await inspectMessage(readFileSync(join(REAL, n)), policyFrom('archives: { on_unsupported: allow }'), {}, {});
       expect(r.verdict.hits, n).toEqual([]);
     }
   });

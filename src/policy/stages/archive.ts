@@ -23,6 +23,7 @@
  */
 import { ZIP_TYPE } from '../../mime/detect.js';
 import { nameForms } from '../../mime/names.js';
+import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
 import { containsZip, type InflateBudget, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
 import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
@@ -41,6 +42,8 @@ export interface ArchiveCandidate {
   data: () => Buffer;
   /** Cheap pre-check: may the decoded content end in a ZIP end record? (a part checks its tail streaming) */
   mayEndInZip: () => boolean;
+  /** Every name the file has (raw; read here as nameForms reads them): an archive's extension makes it one. */
+  names: readonly string[];
 }
 
 export interface ArchiveJudgement {
@@ -65,11 +68,37 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   let data: Buffer | undefined;
   let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
   if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
-  if (!isZip) return closed;
+  // a ZIP by its magic number opens as a ZIP in every reader that looks at the bytes, whatever its name
+  const unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
+  const unsupported = unopened ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, unopened, base.filename) : [];
+  if (!isZip) return { ...closed, findings: unsupported };
   const a = policy.archives;
   const rep = inspectZip(data ?? c.data(), { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio }, inflate);
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
-  return { opened: true, detected, ...judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix) };
+  const members = judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix);
+  return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember };
+}
+
+/** `archives.on_unsupported` for a file (or member) postern does not open; none when the policy allows it. */
+function unsupportedFinding(
+  policy: CompiledPolicy,
+  where: ArchiveFindingBase & Pick<Finding, 'detectedType' | 'archivePath'>,
+  prefix: string,
+  u: UnopenedArchive,
+  label: string | undefined,
+): Finding[] {
+  const spec = policy.archives.onUnsupported;
+  if (spec.action === 'allow') return [];
+  const what = label ? `${label.slice(0, 200)} is` : 'the file is';
+  return [
+    {
+      ...where,
+      rule: 'archives.on_unsupported',
+      action: spec.action,
+      reason: `${prefix}${what} a ${u.format} archive (by ${u.by}), which postern cannot open to inspect`,
+      spec,
+    },
+  ];
 }
 
 /** The archive rules on an inspected ZIP: limits, ambiguity, then every member in order. */
@@ -117,6 +146,8 @@ export function judgeMembers(
         spec: onAmbiguous,
       });
     }
+    const unopened = unopenedArchive(m.detectedType, '', m.detectedType === ZIP_TYPE ? [] : mforms.forms);
+    if (unopened) findings.push(...unsupportedFinding(policy, { ...member, detectedType: m.detectedType }, prefix, unopened, `archive member ${m.path}`));
     let fr: RuleDecision | undefined;
     for (const mname of mforms.forms) {
       const d = filenameDecision(policy, mname);

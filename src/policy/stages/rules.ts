@@ -152,6 +152,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
       mayEndInZip: () =>
         leaf.body.length >= 22 &&
         (leaf.plain?.tailHit !== undefined ? leaf.plain.tailHit : endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check))),
+      names: leaf.names,
     },
     policy,
     j.base,
@@ -509,7 +510,7 @@ function fileContents(
     emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
   );
   const archive = judgeArchive(
-    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22 },
+    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22, names },
     policy,
     base,
     prefix,
