@@ -942,6 +942,16 @@ export const COLLECTOR_LIMITS = {
   leaseMs: 10 * 60_000,
   /** Longest line (status line, listing line, IMAP response line) accepted from a remote server (E_LINE_TOO_LONG). */
   maxLineBytes: 64 * 1024,
+  /**
+   * IMAP: bytes of the untagged responses a remote server may send before the tagged answer to one
+   * command (they are kept until it comes). The listing is allowed this plus
+   * `listedResponseBytes` per message SELECT announced; a message fetch this plus max_message_size,
+   * literals included (literals for anything but the message count too). More fails the pass
+   * (E_BUFFER_LIMIT).
+   */
+  maxUntaggedBytes: 1024 * 1024,
+  /** IMAP: what the listing (`UID FETCH 1:* (UID RFC822.SIZE)`) may send per message SELECT announced, on top of maxUntaggedBytes. */
+  listedResponseBytes: 256,
   /** Messages in one remote mailbox listing (POP3 UIDL, IMAP folder). More: the pass fails (E_UPSTREAM_PROTOCOL). */
   maxListedMessages: 1_000_000,
   /** Longest POP3 UIDL accepted (RFC 1939 allows 70 characters). Longer, or other characters: the message is left alone. */

@@ -31,6 +31,7 @@ import {
   checkLoginText,
   connectAndStart,
   type DeleteResult,
+  loginRefusalText,
   plainResponse,
   protocolError,
   type RemoteFolder,
@@ -42,6 +43,9 @@ import {
 
 /** UIDs per STORE/EXPUNGE command (keeps command lines far below servers' 8-64 KiB line limits). */
 const UIDS_PER_COMMAND = 500;
+
+/** What holding one untagged response costs besides its bytes (its objects), counted against collect's bound. */
+const RESPONSE_OVERHEAD = 256;
 
 interface Response {
   head: ResponseHead;
@@ -135,15 +139,25 @@ export class ImapMailbox implements RemoteMailbox {
     }
   }
 
-  /** Sends a command; returns the untagged responses and the tagged completion. */
-  private async command(text: string, opts: { secret?: boolean } = {}): Promise<{ untagged: Response[]; done: ResponseHead }> {
+  /** Sends a command; returns the untagged responses and the tagged completion (at most maxBytes of the former, see collect). */
+  private async command(text: string, opts: { secret?: boolean; maxBytes?: number } = {}): Promise<{ untagged: Response[]; done: ResponseHead }> {
     const tag = `p${++this.tagNo}`;
     this.conn.write(`${tag} ${text}\r\n`);
-    return this.collect(tag, opts.secret ? 'the login' : text.split(' ')[0]!);
+    return this.collect(tag, opts.secret ? 'the login' : text.split(' ')[0]!, opts.maxBytes);
   }
 
-  private async collect(tag: string, what: string): Promise<{ untagged: Response[]; done: ResponseHead }> {
+  /**
+   * The untagged responses up to the tagged completion of `tag`. They are kept until it comes, so
+   * their bytes (each response's lines and literals, plus RESPONSE_OVERHEAD for what holding it costs)
+   * are bounded: past `maxBytes` the pass fails (E_BUFFER_LIMIT).
+   */
+  private async collect(
+    tag: string,
+    what: string,
+    maxBytes: number = COLLECTOR_LIMITS.maxUntaggedBytes,
+  ): Promise<{ untagged: Response[]; done: ResponseHead }> {
     const untagged: Response[] = [];
+    let held = 0;
     for (;;) {
       const r = await this.next();
       if (r.head.kind === 'tagged') {
@@ -155,6 +169,10 @@ export class ImapMailbox implements RemoteMailbox {
       if (r.head.keyword === 'BYE' && what !== 'LOGOUT')
         throw new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${this.account.host} said BYE: ${serverText(r.head.text)}`);
       this.noteCapability(r.head);
+      held += RESPONSE_OVERHEAD;
+      for (const p of r.parts) held += p.length;
+      if (held > maxBytes)
+        throw new PosternError(ErrorCodes.BUFFER_LIMIT, `${this.account.host} sent more than ${maxBytes} bytes of untagged responses before answering ${what}`);
       untagged.push(r);
     }
   }
@@ -201,7 +219,10 @@ export class ImapMailbox implements RemoteMailbox {
     const user = this.account.username;
     checkLoginText(user, password);
     const refused = (h: ResponseHead) =>
-      new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${h.keyword} ${serverText(h.text)}`);
+      new PosternError(
+        ErrorCodes.COLLECTOR_LOGIN,
+        `${this.account.host} refused the login of ${user}: ${h.keyword} ${loginRefusalText(h.text, user, password)}`,
+      );
     if (this.has('AUTH=PLAIN')) {
       const ir = plainResponse(user, password);
       const tag = `p${++this.tagNo}`;
@@ -244,7 +265,9 @@ export class ImapMailbox implements RemoteMailbox {
     if (exists > COLLECTOR_LIMITS.maxListedMessages) throw protocolError(`${folder} holds more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
     const messages: RemoteMessage[] = [];
     if (exists > 0) {
-      const r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)');
+      const r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)', {
+        maxBytes: COLLECTOR_LIMITS.maxUntaggedBytes + exists * (COLLECTOR_LIMITS.listedResponseBytes + RESPONSE_OVERHEAD),
+      });
       if (r.done.keyword !== 'OK') throw protocolError(`listing ${folder} refused: ${serverText(r.done.text)}`);
       const seen = new Set<number>();
       for (const u of r.untagged) {
@@ -270,14 +293,19 @@ export class ImapMailbox implements RemoteMailbox {
   async fetch(msg: RemoteMessage, admitted?: MemoryLease): Promise<Buffer | null> {
     // the literals of this response, summed, never pass the admission unadmitted: a `{N}` larger than
     // the listed RFC822.SIZE grows it before its bytes are read (or fails the pass, E_MEMORY_BUDGET)
+    // and they never pass max_message_size plus maxUntaggedBytes (a server sending literals of other
+    // messages, or many, would grow the admission without end while it is the gate's only holder)
+    const bound = this.account.maxMessageBytes + COLLECTOR_LIMITS.maxUntaggedBytes;
     let literals = 0;
     this.onLiteral = (size) => {
       literals += size;
+      if (literals > bound)
+        throw new PosternError(ErrorCodes.BUFFER_LIMIT, `${this.account.host} sent more than ${bound} bytes of literals answering UID FETCH ${msg.ref}`);
       growAdmission(admitted, literals, `UID ${msg.ref}`);
     };
     let r: { untagged: Response[]; done: ResponseHead };
     try {
-      r = await this.command(`UID FETCH ${msg.ref} (BODY.PEEK[])`);
+      r = await this.command(`UID FETCH ${msg.ref} (BODY.PEEK[])`, { maxBytes: bound });
     } finally {
       this.onLiteral = null;
     }

@@ -557,6 +557,14 @@ class Pass {
     const info = readHeader(raw);
     const where = { ...this.where(box, msg), bytes: raw.length, messageId: info.messageId || undefined };
     let row = known;
+    if (row && (row.size !== raw.length || row.sha256 !== info.sha256 || row.messageId !== info.messageId)) {
+      // Other bytes under an id whose row was made from a first fetch: the server served another
+      // message under it once (or ids traded places). The row's identity (digest, recipients) is not
+      // this message's; delivering these bytes under it would let the message that row describes be
+      // taken for delivered when it is fetched (findSame) and deleted unsent.
+      if (this.contentChanged(row, where) === 'held') return;
+      row = undefined;
+    }
     if (!row) {
       const now = this.d.now();
       if (isLoop(info, a)) {
@@ -610,6 +618,33 @@ class Pass {
       }
     }
     await this.deliver(box, msg, row, raw, info, where);
+  }
+
+  /**
+   * A known row whose message came back with other bytes. Nothing of it reached a recipient yet:
+   * the row is dropped and the message judged afresh (returns undefined). Some of it may have (a
+   * recipient delivered, failed, re-routed or unconfirmed; data in flight): the row is held, never
+   * deleted by postern, and the bytes are not delivered (returns 'held').
+   */
+  private contentChanged(row: MessageRow, where: Record<string, unknown>): 'rejudged' | 'held' {
+    const st = this.d.state;
+    const started = row.inflight !== null || st.recipients(row.id).some((r) => r.state !== 'pending' && r.state !== 'deferred');
+    const was = { bytes: row.size, messageId: row.messageId || undefined };
+    if (!started) {
+      st.remove(row.id);
+      this.log.warn(
+        { event: 'collector.message', ...where, action: 'rejudged', reason: 'content-changed', was },
+        'message came back with other bytes than at its first fetch, before any delivery: judged afresh',
+      );
+      return 'rejudged';
+    }
+    st.update(row.id, this.d.now(), { status: 'held', reason: 'content-changed', deletable: false });
+    this.s.held++;
+    this.log.warn(
+      { event: 'collector.message', ...where, action: 'held', reason: 'content-changed', was },
+      'message came back with other bytes than the ones partly delivered: not delivered, left on the server',
+    );
+    return 'held';
   }
 
   /** First sight of a message: its recipients, recorded with the row. Returns null when it is not delivered at all. */

@@ -26,6 +26,7 @@ import {
   checkLoginText,
   connectAndStart,
   type DeleteResult,
+  loginRefusalText,
   plainResponse,
   protocolError,
   type RemoteFolder,
@@ -114,7 +115,7 @@ export class Pop3Mailbox implements RemoteMailbox {
     const user = this.account.username;
     checkLoginText(user, password);
     const refused = (r: Pop3Response) =>
-      new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${serverText(r.text) || '-ERR'}`);
+      new PosternError(ErrorCodes.COLLECTOR_LOGIN, `${this.account.host} refused the login of ${user}: ${loginRefusalText(r.text, user, password) || '-ERR'}`);
     if ((caps.get('SASL') ?? []).includes('PLAIN')) {
       const ir = plainResponse(user, password);
       let r = await this.command(`AUTH PLAIN ${ir}`);

@@ -100,6 +100,23 @@ export function checkLoginText(user: string, password: string): void {
   if (/[\r\n\0]/.test(user) || /[\r\n\0]/.test(password)) throw new PosternError(ErrorCodes.COLLECTOR_LOGIN, 'user name or password contains CR, LF or NUL');
 }
 
+/**
+ * A server's refusal of a login, for an error (and so a log line): the server's text (serverText)
+ * with every form the login sent the password in removed first — a hostile or careless server may
+ * echo what it got (the password as sent, escaped for a quoted string, in the SASL PLAIN response,
+ * in base64), in any letter case.
+ */
+export function loginRefusalText(text: string, user: string, password: string, max = 200): string {
+  if (password === '') return serverText(text, max);
+  const forms = [plainResponse(user, password), Buffer.from(password, 'utf8').toString('base64'), password.replace(/["\\]/g, '\\$&'), password];
+  let t = text;
+  for (const f of forms) {
+    const re = new RegExp(f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi');
+    t = t.replace(re, '[password]');
+  }
+  return serverText(t, max);
+}
+
 /** The SASL PLAIN initial response (RFC 4616), base64: no authorization identity. */
 export function plainResponse(user: string, password: string): string {
   return Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');

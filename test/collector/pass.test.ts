@@ -272,6 +272,51 @@ describe('nothing twice', () => {
     expect(delivery.sent).toHaveLength(1);
   });
 
+  it('a message that comes back with other bytes under its id, nothing delivered yet: judged afresh, and the message its row described is not taken for collected', async () => {
+    // a hostile or broken server serves message 2's bytes under message 1's UIDL once, and that delivery is deferred
+    const u1 = server.add(message(1));
+    server.add(message(2));
+    const real1 = server.folder().messages[0]!.data;
+    server.folder().messages[0]!.data = Buffer.from(message(2));
+    delivery.down = 'connection refused';
+    expect(await runPass(acct(), deps())).toMatchObject({ delivered: 0, deleted: 0 });
+    // the server tells the truth again
+    server.folder().messages[0]!.data = real1;
+    delivery.down = null;
+    clock += 60 * 60_000;
+    await runPass(acct(), deps());
+    clock += 60 * 60_000;
+    await runPass(acct(), deps());
+    // both messages delivered (each once, under its own bytes) before anything is deleted
+    const copies = (id: string) => [...delivery.copies(id).values()].reduce((a, b) => a + b, 0);
+    expect([copies('<m1@test.example>'), copies('<m2@test.example>')]).toEqual([1, 1]);
+    expect(server.count()).toBe(0);
+    const rejudged = logs.lines().filter((l) => l.reason === 'content-changed');
+    expect(rejudged).toEqual([expect.objectContaining({ action: 'rejudged', was: expect.objectContaining({ messageId: '<m2@test.example>' }) })]);
+    expect(u1).toBe(1);
+  });
+
+  it('a message that comes back with other bytes after some recipient got it: held on the server, never deleted', async () => {
+    const two = (n: number) => message(n, { to: 'alice@example.com, bob@example.com' });
+    server.add(two(1));
+    delivery.answer = (a) => (a === 'bob@example.com' ? 'temp' : 'accepted');
+    expect(await runPass(catchAll(), deps())).toMatchObject({ deferred: 1 });
+    server.folder().messages[0]!.data = Buffer.from(two(7));
+    delivery.answer = () => 'accepted';
+    clock += 60 * 60_000;
+    expect(await runPass(catchAll(), deps())).toMatchObject({ delivered: 0, held: 1, deleted: 0 });
+    clock += 60 * 60_000;
+    expect(await runPass(catchAll(), deps())).toMatchObject({ delivered: 0, deleted: 0 });
+    expect(server.count()).toBe(1);
+    expect(delivery.sent.map((s) => s.to)).toEqual([['alice@example.com']]);
+    expect(
+      logs
+        .lines()
+        .filter((l) => l.reason === 'content-changed')
+        .map((l) => l.action),
+    ).toEqual(['held']);
+  });
+
   it('same Message-ID and size but other bytes (catch-all copies per recipient) are two messages', async () => {
     server.add(message(1, { extra: 'Delivered-To: alice@example.com' }));
     server.add(message(1, { extra: 'Delivered-To: carol@example.com' }));

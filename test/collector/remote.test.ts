@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImapMailbox } from '../../src/collector/imap.js';
 import { Pop3Mailbox } from '../../src/collector/pop3.js';
-import type { RemoteMailbox } from '../../src/collector/remote.js';
+import { loginRefusalText, plainResponse, type RemoteMailbox } from '../../src/collector/remote.js';
 import type { CollectorAccountConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { fakeImap, fakePop3, startScriptedServer } from '../harness/scripted-server.js';
@@ -234,5 +234,17 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe('loginRefusalText: a server that echoes the password gets it out of the error', () => {
+  it('removes it in every form the login sent it, in any letter case, before the text is cut', () => {
+    const pw = 'S3cret"pw';
+    const plain = plainResponse('u', pw);
+    const text = `auth failed for u/${pw} (${pw.toUpperCase()}) ${plain} ${Buffer.from(pw).toString('base64')} "S3cret\\"pw"`;
+    const out = loginRefusalText(text, 'u', pw);
+    expect(out).toBe('auth failed for u/[password] ([password]) [password] [password] "[password]"');
+    expect(loginRefusalText(`${'x'.repeat(195)}${pw}`, 'u', pw)).not.toContain('S3c');
+    expect(loginRefusalText('bad password', 'u', '')).toBe('bad password');
   });
 });
