@@ -98,3 +98,24 @@ describe('`begin name.` without a mode', () => {
     expect(r.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringMatching(/uuencode file evil\.exe\. in the text/));
   });
 });
+
+describe('a mode-less begin line whose first data line has characters outside the uuencode range', () => {
+  it("the fuzzer's case (seed 34353 case 268860): ` begin =20` and a masked `t` in an MZ line: judged, malformed and stripped", async () => {
+    const r = await judge(FIX('uu-modeless-begin-masked-char.eml'));
+    expect(r.verdict.status).toBe('blocked');
+    expect(r.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringMatching(/uuencode file =20 in the text: executable program/));
+  });
+
+  it('a few masked characters still make a data line; a line of prose does not', () => {
+    const line = uuencode(Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00\xb8 and some more bytes here, to fill', 'latin1'), 'x').split(
+      CRLF,
+    )[1]!;
+    // `3` (0x33) written as `s` (0x73): the same 6 bits to GNU uudecode's DEC (`(c - ' ') & 077`)
+    const masked = line.slice(0, 1) + String.fromCharCode(line.charCodeAt(1) + 64) + line.slice(2);
+    expect(masked[1]).toBe('s');
+    expect(scan(`begin${CRLF}${masked}${CRLF}end${CRLF}`)).toHaveLength(1);
+    // prose after a begin line: Apple Mail's forward header, an iCalendar event with a long time zone
+    expect(scan(`Begin forwarded message:${CRLF}${CRLF}From: John Smith <john.smith@example.com>${CRLF}`)).toEqual([]);
+    expect(scan(`BEGIN:VEVENT${CRLF}DTSTART;TZID=America/Los_Angeles:20240101T100000${CRLF}END:VEVENT${CRLF}`)).toEqual([]);
+  });
+});
