@@ -1,6 +1,6 @@
 /**
- * Archives and other containers of files that postern does not open. It opens ZIP (src/mime/zip.ts)
- * and judges every member; what it cannot open would be delivered unvetted: an `.exe` inside a `.7z`,
+ * Archives and other containers of files that postern does not open. It opens ZIP (src/mime/zip.ts),
+ * gzip and tar (src/mime/tar.ts) and judges every member; what it cannot open would be delivered unvetted: an `.exe` inside a `.7z`,
  * a `.rar` or a `.tar.gz` meets no file-name or type rule. So such a file is recognised here, by
  * every reading a reader could use to open it as an archive, and the policy's
  * `archives.on_unsupported` decides (src/policy/stages/archive.ts):
@@ -8,6 +8,8 @@
  * - its bytes: the magic number at offset 0 (detectType; a tar by its magic at 257 or its header's
  *   checksum);
  * - its declared type, when its bytes show none (a reader that goes by the type);
+ * - (gzip and tar, which postern opens when its bytes are one: src/mime/tar.ts) only its declared
+ *   type or its name, when the bytes are not one;
  * - any reading of its file name with an archive's extension (7-Zip and WinRAR find an archive's
  *   signature past other bytes; a file manager opens a file by its extension).
  *

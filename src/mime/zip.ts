@@ -21,6 +21,7 @@
 import { crc32, inflateRawSync } from 'node:zlib';
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EXEC_MAX_CANDIDATES } from '../limits.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
+import { GZIP_TYPE, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
 
 export interface ZipLimits {
   /** Entries across all nesting levels. */
@@ -53,6 +54,8 @@ export interface ZipMember {
    */
   hiddenExecutable?: ExecutableHit;
   size: number;
+  /** Its content is an archive postern opened (ZIP, tar, gzip): its members follow it in the report. */
+  opened?: boolean;
 }
 
 export interface ZipReport {
@@ -75,7 +78,7 @@ export interface InflateBudget {
   execCandidates?: number;
 }
 
-interface Budget {
+export interface Budget {
   /** Entries of this archive (nested ones included). */
   entries: number;
   /** The message's inflate counter. */
@@ -570,26 +573,74 @@ function walk(
       continue;
     }
     if (crc32(body) !== e.crc) fail(`${member.path}: CRC mismatch`);
-    const head = body.subarray(0, PREFIX);
-    let t = detectType(head);
-    if (e.name === 'mimetype' && e.method === 0) mimetype = head.toString('latin1');
+    if (e.name === 'mimetype' && e.method === 0) mimetype = body.toString('latin1', 0, Math.min(body.length, PREFIX));
     // the member is in memory whole (stored: a view of the archive; deflated: inflated above to check its CRC)
-    const hidden = hiddenExecutableIn(body, t, mediaName(e.candidates), budget, report, member.path);
-    if (hidden) member.hiddenExecutable = hidden;
-    if (t === ZIP_TYPE || containsZip(body)) {
-      if (depth >= limits.maxDepth) {
-        report.limit ??= `${member.path}: archive nesting deeper than ${limits.maxDepth}`;
-        member.detectedType = t ?? ZIP_TYPE;
-        continue;
-      }
-      const sub = walk(body, limits, depth + 1, `${member.path}/`, report, budget);
-      if (sub) t = refineZipType(sub.names, sub.mimetype);
-    }
-    member.detectedType = t;
+    memberContent(body, member, depth, limits, report, budget);
   }
   // An ambiguous archive is read by some extractor in another way: report what any of them could find
   if (ambiguous) scavenge(buf, prefix, report, budget, limits, new Set(entries.map((e) => e.localOffset)));
   return { names, mimetype };
+}
+
+/**
+ * What a member's content shows (a ZIP's, a tar's, a gzip's): its type, an executable hidden in it,
+ * and the archive it is (ZIP, tar, gzip), walked one level deeper. A gzip is a wrapper of one file,
+ * not a level of its own: a `.tar.gz` member opens as deep as a `.tar` one.
+ */
+function memberContent(body: Buffer, member: ZipMember, depth: number, limits: ZipLimits, report: ZipReport, budget: Budget): void {
+  let t = detectType(body.subarray(0, PREFIX));
+  const hidden = hiddenExecutableIn(body, t, mediaName(member.names), budget, report, member.path);
+  if (hidden) member.hiddenExecutable = hidden;
+  // the type at offset 0 decides; a ZIP found by its end record only where nothing else was
+  const kind = t === GZIP_TYPE ? 'gzip' : t === TAR_TYPE ? 'tar' : t === ZIP_TYPE || containsZip(body) ? 'zip' : undefined;
+  if (kind) {
+    const next = kind === 'gzip' ? depth : depth + 1;
+    if (next > limits.maxDepth) {
+      report.limit ??= `${member.path}: archive nesting deeper than ${limits.maxDepth}`;
+      member.detectedType = t ?? ZIP_TYPE;
+      return;
+    }
+    member.opened = true;
+    const sub = openArchive(kind, body, limits, next, `${member.path}/`, report, budget, member.names);
+    if (sub) t = refineZipType(sub.names, sub.mimetype);
+  }
+  member.detectedType = t;
+}
+
+/** Walks an archive of a kind postern opens, its members into `report`. A ZIP returns its names (refineZipType). */
+function openArchive(
+  kind: 'zip' | 'gzip' | 'tar',
+  buf: Buffer,
+  limits: ZipLimits,
+  depth: number,
+  prefix: string,
+  report: ZipReport,
+  budget: Budget,
+  names: readonly string[],
+): { names: string[]; mimetype?: string } | undefined {
+  const content: MemberContent = (body, member, d) => memberContent(body, member, d, limits, report, budget);
+  const ctx = { limits, report, budget, content, fail: (p: string, r: string) => bad(report, p, r) };
+  if (kind === 'zip') return walk(buf, limits, depth, prefix, report, budget);
+  if (kind === 'gzip') walkGzip(buf, depth, prefix, names, ctx);
+  else walkTar(buf, depth, prefix, ctx);
+  return undefined;
+}
+
+/**
+ * Inspects a gzip (a `.gz`, a `.tgz`) or a tar: the file postern opens besides ZIP (src/mime/tar.ts),
+ * its members judged as a ZIP's are. `names`: the file's names (a gzip's content is named after them
+ * when its header names nothing).
+ */
+export function inspectTarOrGzip(
+  kind: 'gzip' | 'tar',
+  data: Buffer,
+  limits: ZipLimits,
+  inflate: InflateBudget = { inflated: 0 },
+  names: readonly string[] = [],
+): ZipReport {
+  const report: ZipReport = { type: kind === 'gzip' ? GZIP_TYPE : TAR_TYPE, members: [] };
+  openArchive(kind, data, limits, 1, '', report, { entries: 0, shared: inflate }, names);
+  return report;
 }
 
 /**

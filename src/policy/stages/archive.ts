@@ -23,8 +23,9 @@
  */
 import { ZIP_TYPE } from '../../mime/detect.js';
 import { nameForms } from '../../mime/names.js';
+import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
-import { containsZip, type InflateBudget, inspectZip, type ZipReport } from '../../mime/zip.js';
+import { containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
 import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
 import { type Finding, SEVERITY } from './findings.js';
@@ -66,14 +67,21 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   const closed: ArchiveJudgement = { opened: false, detected: c.detected, findings: [], largestMember: 0 };
   if (!policy.archives.inspect) return closed;
   let data: Buffer | undefined;
+  const a = policy.archives;
+  const limits = { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio };
+  // a gzip or a tar by its bytes: opened (src/mime/tar.ts), whatever its name
+  const tarOrGzip = c.detected === GZIP_TYPE ? 'gzip' : c.detected === TAR_TYPE ? 'tar' : undefined;
+  if (tarOrGzip) {
+    const rep = inspectTarOrGzip(tarOrGzip, c.data(), limits, inflate, c.names);
+    return { opened: true, detected: c.detected, ...judgeMembers(rep, policy, { ...base, detectedType: c.detected }, prefix) };
+  }
   let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
   if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
   // a ZIP by its magic number opens as a ZIP in every reader that looks at the bytes, whatever its name
   const unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
   const unsupported = unopened ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, unopened, base.filename) : [];
   if (!isZip) return { ...closed, findings: unsupported };
-  const a = policy.archives;
-  const rep = inspectZip(data ?? c.data(), { maxDepth: a.maxDepth, maxEntries: a.maxEntries, maxTotalSize: a.maxTotalSize, maxRatio: a.maxRatio }, inflate);
+  const rep = inspectZip(data ?? c.data(), limits, inflate);
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
   const members = judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix);
   return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember };
@@ -146,7 +154,8 @@ export function judgeMembers(
         spec: onAmbiguous,
       });
     }
-    const unopened = unopenedArchive(m.detectedType, '', m.detectedType === ZIP_TYPE ? [] : mforms.forms);
+    // a member opened (ZIP, tar, gzip by its bytes) had its own members judged; its name does not make it another archive
+    const unopened = m.opened ? undefined : unopenedArchive(m.detectedType, '', m.detectedType === ZIP_TYPE ? [] : mforms.forms);
     if (unopened) findings.push(...unsupportedFinding(policy, { ...member, detectedType: m.detectedType }, prefix, unopened, `archive member ${m.path}`));
     let fr: RuleDecision | undefined;
     for (const mname of mforms.forms) {

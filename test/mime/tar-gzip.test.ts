@@ -1,0 +1,182 @@
+/**
+ * gzip and tar opened (src/mime/tar.ts) and judged as ZIPs are: archives made by GNU tar and gzip,
+ * and the layouts readers disagree on, which are ambiguous (archives.on_ambiguous).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EXE, leaf, makeZip, message, multipart, PDF } from '../../scripts/gen-fixtures.js';
+import { inspectTarOrGzip } from '../../src/mime/zip.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import { defaultPolicy } from '../policy/helpers.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'postern-tar-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const LIMITS = { maxDepth: 3, maxEntries: 100, maxTotalSize: 10 * 1024 * 1024, maxRatio: 200 };
+
+/** GNU tar over a directory of these files; returns the archive. */
+function tar(files: Record<string, Buffer | string>, args: string[] = []): Buffer {
+  const dir = mkdtempSync(join(tmp, 'src-'));
+  for (const [n, d] of Object.entries(files)) {
+    mkdirSync(join(dir, n, '..'), { recursive: true });
+    writeFileSync(join(dir, n), d);
+  }
+  const out = join(tmp, `${Math.random().toString(36).slice(2)}.tar`);
+  execFileSync('tar', ['-cf', out, ...args, ...Object.keys(files)], { cwd: dir, stdio: 'ignore' });
+  return readFileSync(out);
+}
+
+/** Sets a header's checksum field after an edit. */
+function fixChecksum(b: Buffer, at = 0): Buffer {
+  const h = b.subarray(at, at + 512);
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const v of h) sum += v;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return b;
+}
+
+const report = (kind: 'gzip' | 'tar', b: Buffer, names: string[] = []) => inspectTarOrGzip(kind, b, LIMITS, { inflated: 0 }, names);
+const paths = (r: ReturnType<typeof report>) => r.members.map((m) => m.path);
+
+describe('what GNU tar and gzip write: opened, every member judged', () => {
+  it.each([['ustar'], ['gnu'], ['pax'], ['v7']])('tar --format=%s', (format) => {
+    const r = report('tar', tar({ 'docs/readme.txt': 'hello\n', 'docs/evil.exe': EXE }, [`--format=${format}`]));
+    expect(r.malformed).toBeUndefined();
+    expect(paths(r)).toEqual(['docs/readme.txt', 'docs/evil.exe']);
+    expect(r.members[1]).toMatchObject({ name: 'evil.exe', detectedType: 'application/x-msdownload', size: EXE.length });
+  });
+
+  it('a long name (GNU L record, pax path): every reading judged', () => {
+    const long = `${'d'.repeat(120)}/evil.exe`;
+    for (const format of ['gnu', 'pax']) {
+      const r = report('tar', tar({ [long]: EXE }, [`--format=${format}`]));
+      expect(r.malformed, format).toBeUndefined();
+      expect(r.members.map((m) => m.name)).toEqual(['evil.exe']);
+      expect(r.members[0]!.names).toContain(long);
+    }
+  });
+
+  it('a tar.gz: the gzip holds the tar (named by the header or the file name), the tar its members', () => {
+    const tgz = gzipSync(tar({ 'evil.exe': EXE, 'a.pdf': PDF }));
+    const r = report('gzip', tgz, ['bundle.tgz']);
+    expect(r.malformed).toBeUndefined();
+    expect(paths(r)).toEqual(['bundle.tar', 'bundle.tar/evil.exe', 'bundle.tar/a.pdf']);
+    expect(r.members[0]).toMatchObject({ detectedType: 'application/x-tar', opened: true });
+    // gzip's own FNAME
+    const dir = mkdtempSync(join(tmp, 'gz-'));
+    writeFileSync(join(dir, 'setup.exe'), EXE);
+    execFileSync('gzip', ['-N', join(dir, 'setup.exe')]);
+    const named = report('gzip', readFileSync(join(dir, 'setup.exe.gz')), ['harmless.pdf.gz']);
+    expect(named.members[0]!.names).toEqual(['setup.exe', 'harmless.pdf']);
+  });
+
+  it('a ZIP in a tar.gz, a tar.gz in a ZIP: opened to the depth limit', () => {
+    const inner = makeZip([{ name: 'run.exe', data: EXE }]);
+    const r = report('gzip', gzipSync(tar({ 'x.zip': inner })), ['a.tar.gz']);
+    expect(paths(r)).toEqual(['a.tar', 'a.tar/x.zip', 'a.tar/x.zip/run.exe']);
+    const deep = report('gzip', gzipSync(tar({ 'x.zip': makeZip([{ name: 'y.zip', data: inner }]) })), ['a.tar.gz']);
+    expect(deep.limit).toMatch(/nesting deeper than 3/);
+  });
+});
+
+describe('what readers disagree on: ambiguous', () => {
+  const good = () => tar({ 'readme.txt': 'hello\n', 'evil.exe': EXE }, ['--format=ustar']);
+
+  it.each<[string, () => Buffer, RegExp]>([
+    ['data after the end-of-archive blocks', () => Buffer.concat([good(), Buffer.from('junk')]), /data after the end-of-archive/],
+    ['no end-of-archive block', () => good().subarray(0, 512 * 4), /no end-of-archive block/],
+    ['a member that runs past the end', () => good().subarray(0, 512 * 3 + 100), /runs past the end/],
+    [
+      'a bad header checksum',
+      () => {
+        const b = good();
+        b[512 * 2] ^= 1;
+        return b;
+      },
+      /bad checksum/,
+    ],
+    ['a device entry', () => fixChecksum(Buffer.from(good()).fill(0x33, 156, 157)), /entry type "3"/],
+    ['a global pax header', () => fixChecksum(Buffer.from(good()).fill(0x67, 156, 157)), /global pax header/],
+    ['a base-256 size', () => fixChecksum(Buffer.from(good()).fill(0x80, 124, 125)), /size is not an octal number/],
+    ['a ".." path', () => tar({ 'a/b.txt': 'x' }, ['--format=ustar', '--transform=s,^a,../a,', '-P']), /absolute path or "\.\."/],
+  ])('tar: %s', (_n, make, why) => {
+    expect(report('tar', make()).malformed).toMatch(why);
+  });
+
+  it('tar: a pax path other than the header name: both names are judged', () => {
+    const py = [
+      'import io, sys, tarfile',
+      'b = io.BytesIO()',
+      "t = tarfile.open(fileobj=b, mode='w', format=tarfile.PAX_FORMAT)",
+      "i = tarfile.TarInfo('readme.txt'); i.size = 4; i.pax_headers = {'path': 'evil.exe'}",
+      "t.addfile(i, io.BytesIO(b'MZ\\x90\\x00')); t.close()",
+      'sys.stdout.buffer.write(b.getvalue())',
+    ].join('\n');
+    const r = report('tar', execFileSync('python3', ['-c', py]));
+    expect(r.members[0]!.names).toEqual(['evil.exe', 'readme.txt']);
+  });
+
+  it.each<[string, () => Buffer, RegExp]>([
+    ['two members (gunzip joins them, others read the first)', () => Buffer.concat([gzipSync('a'), gzipSync(EXE)]), /data after the gzip member/],
+    ['appended data', () => Buffer.concat([gzipSync('a'), Buffer.from('PK')]), /data after the gzip member/],
+    [
+      'a CRC that does not match',
+      () => {
+        const g = gzipSync('hello');
+        g[g.length - 8] ^= 1;
+        return g;
+      },
+      /CRC mismatch/,
+    ],
+    ['truncated', () => gzipSync(EXE).subarray(0, 30), /unexpected end|truncated|no trailer/],
+    ['reserved flags', () => Buffer.from(gzipSync('a')).fill(0xe0, 3, 4), /reserved header flags/],
+  ])('gzip: %s', (_n, make, why) => {
+    expect(report('gzip', make(), ['x.gz']).malformed).toMatch(why);
+  });
+
+  it('gzip: a bomb stops at the message inflate budget (a limit, not a crash)', () => {
+    const bomb = gzipSync(Buffer.alloc(30 * 1024 * 1024));
+    const r = report('gzip', bomb, ['x.gz']);
+    expect(r.limit).toMatch(/inflate budget/);
+  });
+});
+
+describe('through the engine with the default policy', () => {
+  const withAttachment = (type: string, body: Buffer, filename: string) =>
+    message(multipart('mixed', 'u1', [leaf({ type: 'text/plain', body: 'see attached' }), leaf({ type, body, filename })]));
+
+  it('a .tar.gz with an .exe: the attachment is stripped, the member named', async () => {
+    const raw = withAttachment('application/gzip', gzipSync(tar({ 'setup.exe': EXE, 'notes.txt': 'x' })), 'files.tar.gz');
+    const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(r.verdict.hits.map((h) => [h.part, h.archivePath, h.rule])).toEqual([
+      ['2', 'files.tar/setup.exe', 'filenames.rules[0]'],
+      ['2', 'files.tar/setup.exe', 'content_types.rules[0]'],
+    ]);
+  });
+
+  it('a clean .tar.gz and a clean .tar pass byte for byte', async () => {
+    for (const [body, name] of [
+      [gzipSync(tar({ 'report.pdf': PDF, 'notes.txt': 'x' })), 'files.tgz'],
+      [tar({ 'report.pdf': PDF }), 'files.tar'],
+    ] as const) {
+      const raw = withAttachment('application/octet-stream', body, name);
+      const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+      expect(r.verdict.hits, name).toEqual([]);
+      expect(r.output).toBe(raw);
+    }
+  });
+
+  it('an ambiguous tar is stripped (archives.on_ambiguous); a tar.gz in a ZIP is opened', async () => {
+    const bad = Buffer.concat([tar({ 'a.txt': 'x' }), gzipSync(EXE)]);
+    const r = await inspectMessage(withAttachment('application/x-tar', bad, 'a.tar'), defaultPolicy(), {}, {});
+    expect(r.verdict.hits.map((h) => h.rule)).toEqual(['archives.on_ambiguous']);
+    const zip = makeZip([{ name: 'inner.tar.gz', data: gzipSync(tar({ 'evil.exe': EXE })) }]);
+    const z = await inspectMessage(withAttachment('application/zip', zip, 'a.zip'), defaultPolicy(), {}, {});
+    expect(z.verdict.hits.map((h) => [h.archivePath, h.rule])).toContainEqual(['inner.tar.gz/inner.tar/evil.exe', 'filenames.rules[0]']);
+  });
+});
