@@ -9,7 +9,9 @@
  * decode different bytes from the same text, which the policy treats as malformed.
  *
  * base64: whitespace is skipped; other characters outside the alphabet are skipped and are damage
- *   (`-` and `_` are ambiguous too: Node decodes them as URL-safe digits, others skip them); data
+ *   (`-` and `_` are ambiguous too: Node decodes them as URL-safe digits, others skip them; so is a
+ *   byte with the high bit set whose low seven bits are an alphabet character or '=': Node's 'ascii'
+ *   decoding, which mailparser's base64 decoder uses, masks the high bit, others skip it); data
  *   after padding is ambiguous (Node stops at the first '=', Python decodes on) and is decoded as a
  *   new group, so a payload hidden behind an early '=' is seen; a lone final character is dropped.
  * quoted-printable: soft line breaks removed, whitespace before a line break dropped, hard line
@@ -403,7 +405,9 @@ function* base64General(src: Buffer, chunkBytes: number, report: DecodeReport, f
           // whitespace
         } else {
           report.bad = true;
-          if (c === 45 || c === 95) report.ambiguous = true;
+          // '-' and '_': Node decodes them as URL-safe digits; a byte with the high bit set: Node's
+          // 'ascii' decoding (libbase64, so mailparser) masks it to the character below (0xEF is 'o')
+          if (c === 45 || c === 95 || (c >= 128 && maskedMeaningful(c & 0x7f))) report.ambiguous = true;
         }
       }
     }
@@ -413,6 +417,9 @@ function* base64General(src: Buffer, chunkBytes: number, report: DecodeReport, f
   w.flush();
   yield* w.ready.splice(0);
 }
+
+/** A character that means something to a base64 reader: the alphabet, '=', and the URL-safe '-' and '_'. */
+const maskedMeaningful = (c: number): boolean => B64[c]! >= 0 || c === 61 || c === 45 || c === 95;
 
 const isHex = (c: number): boolean => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102);
 const hexVal = (c: number): number => (c <= 57 ? c - 48 : (c | 0x20) - 87);

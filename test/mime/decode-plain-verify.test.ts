@@ -50,7 +50,9 @@ function reference(src: Buffer): { data: Buffer; bad: boolean; ambiguous: boolea
       padded = true;
     } else if (!' \t\r\n'.includes(ch)) {
       bad = true;
-      if (ch === '-' || ch === '_') ambiguous = true;
+      // '-'/'_' (URL-safe to Node) and a high byte that Node's 'ascii' decoding masks to a meaningful character
+      const masked = String.fromCharCode(byte & 0x7f);
+      if (ch === '-' || ch === '_' || (byte >= 128 && (ALPHA.includes(masked) || '=-_'.includes(masked)))) ambiguous = true;
     }
   }
   flush();
