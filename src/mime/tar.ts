@@ -208,7 +208,7 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
   const fail = (r: string) => ctx.fail(prefix, `tar: ${r}`);
   let off = 0;
   // what a pax header or GNU long name says of the next entry
-  let next: { names: string[]; size?: number } = { names: [] };
+  let next: { names: string[]; size?: number; pax?: boolean; long?: boolean } = { names: [] };
   while (off + BLOCK <= buf.length) {
     const h = buf.subarray(off, off + BLOCK);
     if (allZero(h)) {
@@ -229,6 +229,13 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
     if (dataEnd > buf.length) return fail(`entry at byte ${off} runs past the end of the archive`);
     const data = buf.subarray(dataStart, dataEnd);
     off = dataStart + Math.ceil(size / BLOCK) * BLOCK;
+    if (type === 'x' || type === 'L') {
+      // a second one of a kind for the same entry: readers keep the first or the last
+      if (type === 'x' ? next.pax : next.long)
+        return fail(`header at byte ${dataStart - BLOCK}: a second ${type === 'x' ? 'pax' : 'long name'} header for one entry`);
+      if (type === 'x') next.pax = true;
+      else next.long = true;
+    }
     if (type === 'x') {
       const pax = paxRecords(data);
       if (!pax) return fail(`pax header at byte ${dataStart - BLOCK}: malformed records`);
@@ -259,9 +266,9 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
     if (declared !== undefined && declared !== size) fail(`entry at byte ${dataStart - BLOCK}: pax size ${declared} differs from the header's ${size}`);
     const shown = names[0] ?? '';
     if (names.some(unsafePath)) fail(`${shown.slice(0, 200)}: absolute path or ".."`);
-    if (type === '5') continue; // a directory: no content (its name holds nothing to run)
     const path = prefix + shown.replace(/^\.\//, '');
     if (!countEntry(ctx, path)) return;
+    if (type === '5') continue; // a directory: no content (its name holds nothing to run)
     const member: ZipMember = { path, name: baseName(shown), names: names.map((n) => n), encrypted: false, size };
     ctx.report.members.push(member);
     if (type === '0' || type === '\0' || type === '7') ctx.content(data, member, depth);

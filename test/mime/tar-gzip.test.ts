@@ -138,6 +138,25 @@ describe('what readers disagree on: ambiguous', () => {
     expect(report('gzip', make(), ['x.gz']).malformed).toMatch(why);
   });
 
+  it('tar: directories count toward max_entries like files', () => {
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 60; i++) files[`d${i}/x.txt`] = 'x';
+    // 60 directories and 60 files: 120 entries, over the limit of 100 (files alone would be 60)
+    const r = report('tar', tar(files, ['--format=ustar', '--no-recursion', ...Object.keys(files).map((f) => f.split('/')[0]!)]));
+    expect(r.limit).toMatch(/more than 100 archive entries/);
+  });
+
+  it('tar: two pax headers or two long-name records for one entry are ambiguous (first or last?)', () => {
+    const one = tar({ [`${'d'.repeat(120)}/a.txt`]: 'x' }, ['--format=pax']);
+    // the pax header block and its data (one record block) repeated: x, x, entry
+    const twice = Buffer.concat([one.subarray(0, 1024), one]);
+    expect(report('tar', twice).malformed).toMatch(/a second pax header for one entry/);
+    const gnu = tar({ [`${'e'.repeat(120)}/evil.exe`]: EXE }, ['--format=gnu']);
+    expect(gnu.toString('latin1', 156, 157)).toBe('L');
+    const many = Buffer.concat([...Array.from({ length: 2000 }, () => gnu.subarray(0, 1024)), gnu]);
+    expect(report('tar', many).malformed).toMatch(/a second long name header for one entry/);
+  });
+
   it('gzip: a bomb stops at the message inflate budget (a limit, not a crash)', () => {
     const bomb = gzipSync(Buffer.alloc(30 * 1024 * 1024));
     const r = report('gzip', bomb, ['x.gz']);
