@@ -17,7 +17,9 @@
  * sparse files and bad records are ambiguous), GNU long names (`L`, `K`). Ambiguous: a global pax
  * header (`g`: readers apply it differently), every other entry type (devices, FIFOs, sparse,
  * multi-volume, volume labels), base-256 or malformed numbers, an unknown magic, `..` or absolute
- * paths, a member that runs past the end, no end-of-archive block, and anything but zeros after it.
+ * paths, a member that runs past the end, no end-of-archive block, anything but zeros after it, a
+ * second pax or long-name header for one entry, a link or directory with a size, and a file whose
+ * name ends in a slash with content (readers that take a size for 0 read a header inside it).
  *
  * Pure.
  */
@@ -268,11 +270,21 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
     if (names.some(unsafePath)) fail(`${shown.slice(0, 200)}: absolute path or ".."`);
     const path = prefix + shown.replace(/^\.\//, '');
     if (!countEntry(ctx, path)) return;
-    if (type === '5') continue; // a directory: no content (its name holds nothing to run)
+    if (type === '5') {
+      // a directory: no content (its name holds nothing to run). GNU tar, bsdtar, Python and 7-Zip
+      // take its size for 0 and read the next header where postern would skip `size` bytes
+      if (size !== 0) fail(`${shown.slice(0, 200)}: a directory with a size (readers read a header inside it)`);
+      continue;
+    }
     const member: ZipMember = { path, name: baseName(shown), names: names.map((n) => n), encrypted: false, size };
     ctx.report.members.push(member);
-    if (type === '0' || type === '\0' || type === '7') ctx.content(data, member, depth);
-    else if (type === '1' || type === '2') {
+    if (type === '0' || type === '\0' || type === '7') {
+      // a file whose name ends in a slash is a directory to bsdtar (and to Python for type NUL),
+      // which then read a header inside its data
+      if (size !== 0 && names.some((n) => /[\\/]$/.test(n)))
+        fail(`${shown.slice(0, 200)}: a file named like a directory, with content (readers read a header inside it)`);
+      ctx.content(data, member, depth);
+    } else if (type === '1' || type === '2') {
       if (size !== 0) fail(`${shown.slice(0, 200)}: a link with content`);
     } else fail(`${shown.slice(0, 200)}: entry type ${JSON.stringify(type)} (device, FIFO, sparse, volume...)`);
   }

@@ -138,6 +138,28 @@ describe('what readers disagree on: ambiguous', () => {
     expect(report('gzip', make(), ['x.gz']).malformed).toMatch(why);
   });
 
+  it.each([
+    ['a directory with a size', "'5'"],
+    ['a file (type NUL) named like a directory, with content', "'\\0'"],
+    ['a file (type 0) named like a directory, with content', "'0'"],
+  ])('tar: %s hides a header from postern that every reader or bsdtar reads: ambiguous', (_n, type) => {
+    // GNU tar, bsdtar, Python and 7-Zip read a directory's size as 0; bsdtar (and Python for type NUL)
+    // take a file whose name ends in "/" for a directory: the "data" is the next header, evil.exe
+    const py = [
+      'import sys, tarfile',
+      'def hdr(name, size, typ):',
+      '    i = tarfile.TarInfo(name); i.size = size; i.type = typ',
+      '    return i.tobuf(format=tarfile.USTAR_FORMAT)',
+      "exe = b'MZ\\x90\\x00' + b'A' * 100",
+      "inner = hdr('evil.exe', len(exe), tarfile.REGTYPE) + exe + bytes(512 - len(exe))",
+      `sys.stdout.buffer.write(hdr('docs/', len(inner), ${type}.encode()) + inner + bytes(1024))`,
+    ].join('\n');
+    const b = execFileSync('python3', ['-c', py]);
+    expect(execFileSync('bsdtar', ['-tf', '-'], { input: b }).toString()).toContain('evil.exe');
+    const r = report('tar', b);
+    expect(r.malformed).toMatch(/readers read a header inside it/);
+  });
+
   it('tar: directories count toward max_entries like files', () => {
     const files: Record<string, string> = {};
     for (let i = 0; i < 60; i++) files[`d${i}/x.txt`] = 'x';
