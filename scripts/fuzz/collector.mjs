@@ -17,37 +17,14 @@
 // --repro-dir DIR (one minimised JSON case per finding class), --dist DIR (compiled postern, default
 // dist/), --src (transpile the working tree's src/ privately instead), --rev REV (transpile src/ of a
 // git revision), --json. Exit status 1 when a case broke an invariant.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { namedCase, parseFuzzArgs, printUsage } from './lib/args.mjs';
 import { generateCase } from './lib/collector-gen.mjs';
 import { createEnv, formatReport, runCampaign, runCase } from './lib/collector-harness.mjs';
 import { loadCollectorDeps } from './lib/collector-load.mjs';
 import { repoRoot, transpileSources } from './lib/session-load.mjs';
 
-function parseArgs(argv) {
-  const o = { cases: 1_000_000, seed: 1, time: 600, start: 0 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--cases') o.cases = Number(v());
-    else if (a === '--seed') o.seed = Number(v());
-    else if (a === '--time') o.time = Number(v());
-    else if (a === '--start') o.start = Number(v());
-    else if (a === '--proto') o.proto = v();
-    else if (a === '--repro-dir') o.reproDir = v();
-    else if (a === '--dist') o.dist = v();
-    else if (a === '--src') o.src = true;
-    else if (a === '--rev') o.rev = v();
-    else if (a === '--replay') o.replay = v();
-    else if (a === '--case') o.case = v();
-    else if (a === '--print') o.print = true;
-    else if (a === '--json') o.json = true;
-    else if (a === '-h' || a === '--help') o.help = true;
-    else throw new Error(`unknown option ${a}`);
-  }
-  return o;
-}
+const parseArgs = (argv) => parseFuzzArgs(argv, { cases: 1_000_000, seed: 1, time: 600, start: 0 }, { '--src': ['src', 'flag'] });
 
 function printResult(kase, r) {
   console.log(JSON.stringify(kase));
@@ -68,13 +45,7 @@ function printResult(kase, r) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (o.help) {
-    console.log(
-      readFileSync(fileURLToPath(import.meta.url), 'utf8')
-        .split('\n')
-        .slice(1, 21)
-        .map((l) => l.replace(/^\/\/ ?/, ''))
-        .join('\n'),
-    );
+    printUsage(import.meta.url, 1, 21);
     return 0;
   }
   const build = o.src || o.rev ? await transpileSources(o.rev) : null;
@@ -83,14 +54,7 @@ async function main() {
     const env = createEnv(deps);
     try {
       if (o.replay || o.case) {
-        let kase;
-        if (o.replay) {
-          const j = JSON.parse(readFileSync(o.replay, 'utf8'));
-          kase = j.case ?? j;
-        } else {
-          const [seed, index, proto] = o.case.split(':');
-          kase = generateCase(Number(seed), Number(index), { proto: proto || o.proto });
-        }
+        const kase = namedCase(o, (seed, index, [proto]) => generateCase(seed, index, { proto: proto || o.proto }));
         const r = await runCase(env, kase, { record: true });
         printResult(kase, r);
         return r.findings.length ? 1 : 0;

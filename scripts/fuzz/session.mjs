@@ -17,36 +17,17 @@
 // the report as JSON). Exit status 1 when an escape or an
 // exception was found.
 import { fork } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { namedCase, parseFuzzArgs, printUsage } from './lib/args.mjs';
 import { createEnv, formatReport, generateCase, runCampaign, runCase, writeRepros } from './lib/session-harness.mjs';
 import { loadDeps, transpileSources } from './lib/session-load.mjs';
 
-function parseArgs(argv) {
-  const o = { cases: 1000, seed: 1, time: 21600, jobs: 1, start: 0 };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const v = () => argv[++i];
-    if (a === '--cases') o.cases = Number(v());
-    else if (a === '--seed') o.seed = Number(v());
-    else if (a === '--time') o.time = Number(v());
-    else if (a === '--proto') o.proto = v();
-    else if (a === '--mode') o.mode = v();
-    else if (a === '--repro-dir') o.reproDir = v();
-    else if (a === '--jobs') o.jobs = Number(v());
-    else if (a === '--start') o.start = Number(v());
-    else if (a === '--dist') o.dist = v();
-    else if (a === '--rev') o.rev = v();
-    else if (a === '--replay') o.replay = v();
-    else if (a === '--case') o.case = v();
-    else if (a === '--print') o.print = true;
-    else if (a === '--json') o.json = true;
-    else if (a === '--worker') o.worker = true;
-    else if (a === '-h' || a === '--help') o.help = true;
-    else throw new Error(`unknown option ${a}`);
-  }
-  return o;
-}
+const parseArgs = (argv) =>
+  parseFuzzArgs(
+    argv,
+    { cases: 1000, seed: 1, time: 21600, jobs: 1, start: 0 },
+    { '--mode': ['mode', 'string'], '--jobs': ['jobs', 'number'], '--worker': ['worker', 'flag'] },
+  );
 
 function printTranscript(r) {
   for (const [dir, text] of r.transcript) console.log(`${dir.padEnd(18)} ${JSON.stringify(text)}`);
@@ -58,13 +39,7 @@ function printTranscript(r) {
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   if (o.help) {
-    console.log(
-      readFileSync(fileURLToPath(import.meta.url), 'utf8')
-        .split('\n')
-        .slice(1, 17)
-        .map((l) => l.replace(/^\/\/ ?/, ''))
-        .join('\n'),
-    );
+    printUsage(import.meta.url, 1, 17);
     return 0;
   }
   if (o.jobs > 1 && !o.worker && !o.replay && !o.case) return parallel(o);
@@ -73,15 +48,8 @@ async function main() {
     const env = createEnv(await loadDeps(o.dist ?? build.dir));
     try {
       if (o.replay || o.case) {
-        let kase;
-        if (o.replay) {
-          const j = JSON.parse(readFileSync(o.replay, 'utf8'));
-          kase = j.case ?? j;
-        } else {
-          const [seed, index, proto, mode] = o.case.split(':');
-          const pick = (x, y) => (x && x !== '-' ? x : y);
-          kase = generateCase(Number(seed), Number(index), { proto: pick(proto, o.proto), mode: pick(mode, o.mode) });
-        }
+        const pick = (x, y) => (x && x !== '-' ? x : y);
+        const kase = namedCase(o, (seed, index, [proto, mode]) => generateCase(seed, index, { proto: pick(proto, o.proto), mode: pick(mode, o.mode) }));
         const r = await runCase(env, kase, { record: true });
         if (o.print || o.replay) {
           console.log(JSON.stringify(kase));

@@ -26,8 +26,10 @@ import { loadPolicy } from '../../src/policy/load.js';
 import { HoldGate } from '../../src/relay/memory.js';
 
 const SEED = 20261201;
-const CASES = 400;
-const TIME_MS = 18_000;
+// a fixed number of cases (about 15 s on an idle 2-core machine, 40 s under full load), so the
+// campaign is the same on every run; TIME_MS only stops a runaway
+const CASES = 100;
+const TIME_MS = 100_000;
 const ESCAPES_DIR = path.resolve('test/fixtures/collector-escapes');
 
 /**
@@ -216,7 +218,7 @@ describe('collector fuzzer: saved reproductions (test/fixtures/collector-escapes
 });
 
 describe('collector fuzzer: bounded campaign', () => {
-  it(`up to ${CASES} hostile-server cases from seed ${SEED}: no invariant broken (other than the known bugs)`, async () => {
+  it(`${CASES} hostile-server cases from seed ${SEED}: no invariant broken (other than the known bugs)`, async () => {
     const report = await runCampaign(env, { seed: SEED, cases: CASES, timeMs: TIME_MS, minimizeBudgetMs: 8_000, minimizeRuns: 20 });
     const text = formatReport(report);
     console.log(text);
@@ -227,11 +229,11 @@ describe('collector fuzzer: bounded campaign', () => {
       const written = writeRepros({ ...report, classes: Object.fromEntries(unknown) }, ESCAPES_DIR);
       console.log(`minimal reproductions written:\n  ${written.join('\n  ')}`);
     }
-    expect(report.casesRun).toBeGreaterThan(60);
+    expect(report.casesRun).toBe(CASES);
     expect(Object.keys(report.fired).length).toBeGreaterThan(20);
     expect(
       unknown.map(([name]) => name),
       text,
     ).toEqual([]);
-  }, 90_000);
+  }, 150_000);
 });

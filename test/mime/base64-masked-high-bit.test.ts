@@ -10,7 +10,7 @@ import { decodeBody, encodingDamage } from '../../src/mime/decode.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy, EICAR, EicarScanner } from '../policy/helpers.js';
 
-const b64 = Buffer.from(EICAR, 'latin1').toString('base64');
+const b64 = EICAR.toString('base64');
 
 function withByte(at: number, byte: number): Buffer {
   const b = Buffer.from(b64, 'latin1');

@@ -8,11 +8,12 @@
 // string or an MZ executable, plain, base64, quoted-printable or uuencoded in the text. The default
 // policy (with `scan_parts: all` and the fake EICAR scanner) must strip or block every dangerous one.
 import { Rng } from './prng.mjs';
+import { EICAR } from './session-common.mjs';
 
 // ------------------------------------------------------------------ payloads
 
-/** The EICAR test string, built from two halves so this file is not itself a scanner hit. */
-export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
+/** The EICAR test string (one definition for the in-process fuzzers). */
+export { EICAR };
 /** The head of the executable: what counts as "the MZ executable bytes" wherever it appears decoded. */
 export const EXE_HEAD = Buffer.from('MZ\x90\x00\x03\x00\x00\x00POSTERN-COLLECTOR-MZ', 'latin1');
 export const EXE = Buffer.concat([

@@ -73,7 +73,6 @@ export interface CampaignOptions {
   onProgress?: (r: Report) => void;
 }
 export const POLICIES_DIR: string;
-export function eicarScanner(): unknown;
 export function createEnv(deps: HarnessDeps): Env;
 export function runCase(env: Env, kase: Case, opts?: { record?: boolean }): Promise<CaseResult>;
 export function minimize(env: Env, kase: Case, want: string, budget?: number): Promise<{ kase: Case; runs: number }>;

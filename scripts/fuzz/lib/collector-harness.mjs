@@ -15,34 +15,15 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import pino from 'pino';
-import { EICAR, generateCase, makeMailbox, mutLabel } from './collector-gen.mjs';
+import { generateCase, makeMailbox, mutLabel } from './collector-gen.mjs';
 import { checkCase, PASS_TIME_BOUND_MS } from './collector-oracle.mjs';
 import { HostileServer } from './collector-server.mjs';
+import { eicarScanner } from './session-common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const POLICIES_DIR = path.join(here, '..', '..', '..', 'policies');
 /** The collector's hold bound in the cases (production: COLLECTOR_PROCESS_HOLD_BYTES). */
 const HOLD_BYTES = 2 << 20;
-
-/** The fake scanner: infected when the bytes it is handed contain EICAR (test/policy/helpers.ts EicarScanner). */
-export function eicarScanner() {
-  const verdict = (data) =>
-    data.includes(EICAR)
-      ? { kind: 'infected', engine: 'fuzz-eicar', endpoint: 'memory', viruses: ['Eicar-Test-Signature'], ms: 0 }
-      : { kind: 'clean', engine: 'fuzz-eicar', endpoint: 'memory', ms: 0 };
-  return {
-    name: 'fuzz-eicar',
-    async scan(data) {
-      return verdict(data);
-    },
-    async scanChunks(chunks) {
-      const all = [];
-      for await (const c of chunks) all.push(Buffer.from(c));
-      return verdict(Buffer.concat(all));
-    },
-    async close() {},
-  };
-}
 
 function gcFunction() {
   try {

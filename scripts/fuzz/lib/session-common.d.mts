@@ -12,3 +12,4 @@ export const EICAR_B64: Buffer;
 export const MESSAGES: Record<'clean' | 'exe' | 'eicarPart' | 'eicarB64' | 'eicarBody' | 'eicarHeader', Buffer>;
 export const HOSTILE_PAYLOADS: Record<string, Buffer>;
 export function findLeak(data: Buffer): Leak | null;
+export function eicarScanner(name?: string): import('../../../src/scanners/types.js').Scanner;

@@ -29,6 +29,29 @@ const CRLF = '\r\n';
 /** The EICAR test string, built from two halves so this file is not itself a scanner hit. */
 export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-' + 'STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
 
+/**
+ * The fake scanner of the in-process fuzzers: infected for any object containing EICAR (as
+ * test/policy/helpers.ts EicarScanner). `name`: the engine the verdicts name.
+ */
+export function eicarScanner(name = 'fuzz-eicar') {
+  const verdict = (data) =>
+    data.includes(EICAR)
+      ? { kind: 'infected', engine: name, endpoint: 'memory', viruses: ['Eicar-Test-Signature'], ms: 0 }
+      : { kind: 'clean', engine: name, endpoint: 'memory', ms: 0 };
+  return {
+    name,
+    async scan(data) {
+      return verdict(data);
+    },
+    async scanChunks(chunks) {
+      const all = [];
+      for await (const c of chunks) all.push(Buffer.from(c));
+      return verdict(Buffer.concat(all));
+    },
+    async close() {},
+  };
+}
+
 /** The executable inside evil.exe: the MZ marker named in issue 8 followed by DOS-stub-like filler. */
 export const MZ_MARKER = Buffer.from('MZ\x90\x00POSTERN-MZ-PROBE', 'latin1');
 export const EXE = Buffer.concat([

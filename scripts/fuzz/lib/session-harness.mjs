@@ -17,7 +17,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Rng } from './prng.mjs';
-import { asBuf, asText, EICAR, EXE_B64, findLeak, randomSplit } from './session-common.mjs';
+import { asBuf, asText, EXE_B64, eicarScanner, findLeak, randomSplit } from './session-common.mjs';
 import { ImapCaseGen } from './session-imap-gen.mjs';
 import { ImapUpstream } from './session-imap-server.mjs';
 import { Pop3CaseGen, Pop3Upstream } from './session-pop3.mjs';
@@ -25,24 +25,7 @@ import { Pop3CaseGen, Pop3Upstream } from './session-pop3.mjs';
 // ------------------------------------------------------------------ environment
 
 /** The fake scanner: "infected" for any object containing the EICAR string. */
-export function fakeScanner() {
-  const verdict = (data) =>
-    data.includes(EICAR)
-      ? { kind: 'infected', engine: 'fuzz-fake', endpoint: 'memory', viruses: ['Eicar-Test-Signature'], ms: 0 }
-      : { kind: 'clean', engine: 'fuzz-fake', endpoint: 'memory', ms: 0 };
-  return {
-    name: 'fuzz-fake',
-    async scan(data) {
-      return verdict(data);
-    },
-    async scanChunks(chunks) {
-      const all = [];
-      for await (const c of chunks) all.push(Buffer.from(c));
-      return verdict(Buffer.concat(all));
-    },
-    async close() {},
-  };
-}
+export const fakeScanner = () => eicarScanner('fuzz-fake');
 
 export function policyYaml(action) {
   return [
