@@ -5,7 +5,6 @@
 //
 // The code under test is injected (`deps`), so the same harness runs from vitest (the TypeScript
 // sources) and from the CLI (dist/, or a private transpiled copy of src/).
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import pino from 'pino';
+import { selfSignedCert } from '../../lib/servers.mjs';
 import { generateCase, makeMailbox, mutLabel } from './collector-gen.mjs';
 import { checkCase, PASS_TIME_BOUND_MS } from './collector-oracle.mjs';
 import { HostileServer } from './collector-server.mjs';
@@ -46,32 +46,9 @@ export function createEnv(deps) {
   let tlsContext = null;
   let caFile = null;
   try {
-    const key = path.join(dir, 'key.pem');
-    caFile = path.join(dir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-days',
-        '30',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout',
-        key,
-        '-out',
-        caFile,
-      ],
-      { stdio: 'ignore' },
-    );
-    tlsContext = tls.createSecureContext({ key: readFileSync(key), cert: readFileSync(caFile) });
+    const cert = selfSignedCert(dir);
+    caFile = cert.certFile;
+    tlsContext = tls.createSecureContext({ key: readFileSync(cert.keyFile), cert: cert.cert });
   } catch {
     tlsContext = null;
   }
