@@ -72,6 +72,11 @@ export function detectType(head: Buffer): string | undefined {
   if (ascii(head, 'StuffIt') || ascii(head, 'SIT!')) return 'application/x-stuffit';
   // POSIX and GNU tar: the magic at 257; a pre-POSIX tar has none, and readers take it by its header's checksum
   if ((ascii(head, 'ustar', 257) && (head[262] === 0 || head[262] === 0x20)) || tarChecksumOk(head)) return 'application/x-tar';
+  // OneNote: a section file starts with its file-format GUID {7B5C52E4-D88C-4DA7-AEB1-5378D02996D3}
+  if (startsWith(head, [0xe4, 0x52, 0x5c, 0x7b, 0x8c, 0xd8, 0xa7, 0x4d, 0xae, 0xb1, 0x53, 0x78, 0xd0, 0x29, 0x96, 0xd3])) return 'application/onenote';
+  // compiled HTML help (.chm, runs script) and WinHelp (.hlp)
+  if (ascii(head, 'ITSF') && startsWith(head, [0x03, 0x00, 0x00, 0x00], 4)) return 'application/vnd.ms-htmlhelp';
+  if (startsWith(head, [0x3f, 0x5f, 0x03, 0x00])) return 'application/winhlp';
   if (ascii(head, '{\\rtf')) return 'application/rtf';
   if (startsWith(head, [0x4c, 0x00, 0x00, 0x00, 0x01, 0x14, 0x02, 0x00])) return 'application/x-ms-shortcut';
   if (ascii(head, '\x00asm')) return 'application/wasm';

@@ -137,7 +137,7 @@ const CASES: RuleCase[] = [
   },
   {
     name: 'member with a double extension',
-    zip: () => zip([{ name: 'invoice.pdf.url', data: TXT }]),
+    zip: () => zip([{ name: 'invoice.pdf.app', data: TXT }]),
     want: { status: 'changed', rules: ['filenames.double_extension'], quarantine: true },
   },
   {
