@@ -1,5 +1,6 @@
 /**
- * Archives and other containers of files that postern does not open. It opens ZIP (src/mime/zip.ts),
+ * Archives and other containers of files that postern does not open (Outlook items and data files
+ * among them: a `.msg` carries its attachments inside). It opens ZIP (src/mime/zip.ts),
  * gzip and tar (src/mime/tar.ts) and judges every member; what it cannot open would be delivered unvetted: an `.exe` inside a `.7z`,
  * a `.rar` or a `.tar.gz` meets no file-name or type rule. So such a file is recognised here, by
  * every reading a reader could use to open it as an archive, and the policy's
@@ -50,6 +51,8 @@ const UNOPENED_TYPES = new Map<string, string>([
   ['application/x-iso9660-image', 'disk image'],
   ['application/x-apple-diskimage', 'disk image'],
   ['application/x-raw-disk-image', 'disk image'],
+  // an Outlook item carries its attachments inside (a compound file postern does not open)
+  ['application/vnd.ms-outlook', 'Outlook item (.msg)'],
 ]);
 
 /** Extensions (lower case, no dot) of those containers, and of split archives' volumes. */
@@ -76,6 +79,8 @@ const UNOPENED_EXTENSIONS = new Map<string, string>([
   ['wim', 'WIM'],
   ['tnef', 'TNEF (winmail.dat)'],
   ...['iso', 'img', 'dmg', 'vhd', 'vhdx'].map((e) => [e, 'disk image'] as const),
+  ...['msg', 'oft'].map((e) => [e, 'Outlook item (.msg)'] as const),
+  ...['pst', 'ost'].map((e) => [e, 'Outlook data file'] as const),
 ]);
 
 /** A volume of a split archive: `.001`, `.r00` (RAR's old volume names). */

@@ -118,9 +118,20 @@ describe('recognised by its declared type or its name', () => {
     ['Winmail.dat', 'TNEF (winmail.dat)'],
     ['photos.RAR', 'RAR'],
     ['disk.dmg', 'disk image'],
+    ['Fwd meeting.msg', 'Outlook item (.msg)'],
+    ['template.oft', 'Outlook item (.msg)'],
+    ['backup.pst', 'Outlook data file'],
   ])('%s: an archive by its name, whatever the bytes', async (name, format) => {
     const { unsupported } = await hitsOf(withAttachment('application/octet-stream', Buffer.alloc(300, 0x41), name));
-    expect(unsupported.map((h) => h.reason)).toEqual([expect.stringContaining(`a ${format} archive (by its name ${name})`)]);
+    expect(unsupported.map((h) => h.reason)).toEqual([
+      expect.stringContaining(`${/^[AEIOU]/.test(format) ? 'an' : 'a'} ${format} archive (by its name ${name})`),
+    ]);
+  });
+
+  it('an Outlook item (.msg) declared as one, whose bytes are a compound file: it carries its attachments inside', async () => {
+    const cfb = Buffer.concat([Buffer.from('d0cf11e0a1b11ae1', 'hex'), Buffer.alloc(600, 0)]);
+    const { unsupported } = await hitsOf(withAttachment('application/vnd.ms-outlook', cfb, 'Re meeting.msg'));
+    expect(unsupported.map((h) => h.reason)).toEqual([expect.stringContaining('an Outlook item (.msg) archive (by its name Re meeting.msg)')]);
   });
 
   it('every reading of the name counts (an encoded word, trailing dots, a second name)', async () => {

@@ -103,7 +103,7 @@ function unsupportedFinding(
       ...where,
       rule: 'archives.on_unsupported',
       action: spec.action,
-      reason: `${prefix}${what} a ${u.format} archive (by ${u.by}), which postern cannot open to inspect`,
+      reason: `${prefix}${what} ${/^[AEIOU]/.test(u.format) ? 'an' : 'a'} ${u.format} archive (by ${u.by}), which postern cannot open to inspect`,
       spec,
     },
   ];
