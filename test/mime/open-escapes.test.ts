@@ -134,7 +134,7 @@ describe('a part named *.eml is judged as a forwarded message', () => {
     expect(rules(r)).toEqual(['limits.on_malformed']);
   });
 
-  it('controls: a clean forwarded .eml stays clean; a .msg (OLE, not a message to clients) is not opened', async () => {
+  it('controls: a clean forwarded .eml stays clean; a .msg (OLE, not a MIME message) is not opened as one: it is an Outlook item postern cannot open (on_unsupported)', async () => {
     const clean = 'From: x@example.test\nSubject: inner\nContent-Type: text/plain\n\nhello there\n';
     const r = await inspectMessage(
       withPart('Content-Type: application/octet-stream; name="fwd.eml"\nContent-Transfer-Encoding: base64', b64(Buffer.from(clean))),
@@ -144,7 +144,7 @@ describe('a part named *.eml is judged as a forwarded message', () => {
     );
     expect(r.verdict.status).toBe('clean');
     const msg = await inspectMessage(withPart('Content-Type: text/plain; name="notes.msg"', 'just some text'), defaultPolicy(), {}, {});
-    expect(msg.verdict.status).toBe('clean');
+    expect(msg.verdict.hits.map((h) => h.rule)).toEqual(['archives.on_unsupported']);
   });
 });
 
