@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -27,6 +26,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 // stream it can inflate): postern-only cases need it.
 // Exit code 1 when an escape is found; escaping cases are written to --keep DIR (default: a temp dir).
 import { crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { bsdtarSizes, parse7zList, run } from './lib/extract.mjs';
 import { Rng } from './lib/prng.mjs';
 
 export const EICAR = Buffer.from('X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*', 'latin1');
@@ -679,61 +679,12 @@ for f in "$@"; do
 done
 `;
 
-function run(cmd, args, { input, cwd, timeoutMs }) {
-  return new Promise((resolve) => {
-    const p = spawn(cmd, args, { cwd, detached: true, stdio: ['pipe', 'pipe', 'ignore'] });
-    const out = [];
-    let timedOut = false;
-    const t = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-p.pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }, timeoutMs);
-    p.stdout.on('data', (c) => out.push(c));
-    p.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout: Buffer.concat(out), timedOut });
-    });
-    p.stdin.on('error', () => {});
-    p.stdin.end(input ?? '');
-  });
-}
-
 /** unzip -l's entries in its order: name and Length. */
 function parseUnzipList(text) {
   const entries = [];
   for (const line of text.split('\n')) {
     const m = /^\s*(\d+)\s+\S+\s+\S+\s{3}(.*)$/.exec(line);
     if (m) entries.push({ name: m[2], size: Number(m[1]) });
-  }
-  return entries;
-}
-
-/** Member sizes in bsdtar -tv's order (the fifth column of its ls-style lines). */
-function bsdtarSizes(text) {
-  const sizes = [];
-  for (const line of text.split('\n')) {
-    const m = /^\S{10}\s+\d+\s+\S+\s+\S+\s+(\d+)\s/.exec(line);
-    if (m) sizes.push(Number(m[1]));
-  }
-  return sizes;
-}
-
-/** 7-Zip's entries in its order: name, Size (0 when none is given) and whether it is a folder. */
-function parse7zList(text) {
-  // per archive: its own block, a "----------" line, then one block per entry ("Folder = +" for directories)
-  const entries = [];
-  for (const archive of text.split('\nListing archive: ').slice(1)) {
-    const blocks = archive.split('\n----------\n').slice(1).join('\n');
-    for (const b of blocks.split(/\n\n+/)) {
-      const p = /^Path = (.*)$/m.exec(b);
-      if (!p) continue;
-      const size = /^Size = (\d+)$/m.exec(b);
-      entries.push({ name: p[1], size: size ? Number(size[1]) : 0, folder: /^Folder = \+$/m.test(b) });
-    }
   }
   return entries;
 }

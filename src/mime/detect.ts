@@ -84,15 +84,16 @@ export function detectType(head: Buffer): string | undefined {
 }
 
 /**
- * A first 512-byte block that is a tar header by its checksum (bytes 148-155: octal digits, then NUL
- * or space), computed with the checksum field as spaces, unsigned or signed (readers accept both); its
- * name is not empty. How tar readers (GNU tar, bsdtar, Python's tarfile) recognise a header without
- * the ustar magic.
+ * A first 512-byte block that is a tar header by its checksum (bytes 148-155: up to eight octal
+ * digits, then NUL or space), computed with the checksum field as spaces, unsigned or signed (readers
+ * accept both). How tar readers (GNU tar, bsdtar, Python's tarfile, 7-Zip) recognise a header without
+ * the ustar magic; they read one with an empty name too (walkTar calls that ambiguous).
  */
 export function tarChecksumOk(b: Buffer): boolean {
-  if (b.length < 512 || b[0] === 0) return false;
+  if (b.length < 512) return false;
   const field = b.toString('latin1', 148, 156);
-  const m = /^ *([0-7]{1,7})[ \0]*$/.exec(field);
+  // up to 8 digits: readers parse a full field without a terminator
+  const m = /^ *([0-7]{1,8})[ \0]*$/.exec(field);
   if (!m) return false;
   const want = Number.parseInt(m[1]!, 8);
   let unsigned = 0;

@@ -23,7 +23,7 @@
  *
  * Pure.
  */
-import { crc32, inflateRawSync } from 'node:zlib';
+import { constants, crc32, inflateRawSync } from 'node:zlib';
 import { tarChecksumOk } from './detect.js';
 import type { Budget, ZipLimits, ZipMember, ZipReport } from './zip.js';
 
@@ -193,6 +193,8 @@ function paxRecords(data: Buffer): Map<string, Buffer> | undefined {
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) return undefined;
     const key = rec.toString('utf8', 0, eq);
+    // GNU tar skips white space before a keyword (` path` is its `path`), the others do not
+    if (key.trim() !== key || key === '') return undefined;
     if (out.has(key)) return undefined; // a key given twice: readers keep the first or the last
     out.set(key, rec.subarray(eq + 1));
     at += len;
@@ -260,6 +262,7 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
       continue;
     }
     const name = field(h, 0, 100);
+    if (name.length === 0 && next.names.length === 0) fail(`header at byte ${dataStart - BLOCK}: an empty name (GNU tar reads ".", Python "")`);
     const pre = posix ? field(h, 345, 500) : Buffer.alloc(0);
     const headerName = pre.length > 0 ? Buffer.concat([pre, Buffer.from('/'), name]) : name;
     const names = [...next.names, ...readings(headerName)].filter((n, i, all) => all.indexOf(n) === i);
@@ -291,3 +294,46 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
   if (off < buf.length) fail('a partial block at the end');
   fail('no end-of-archive block (truncated)');
 }
+
+// ------------------------------------------------------------------ a tar or gzip after other bytes
+
+/** Gzip headers past offset 0 that one search tries to inflate (beyond: not looked at). */
+const HIDDEN_GZIP_CANDIDATES = 64;
+
+/**
+ * A tar or gzip that starts after other bytes, in `buf` from offset 1 to `window`: 7-Zip finds a tar
+ * header (ustar magic, checksum) or a gzip header at any offset whatever the file's name, GNU tar
+ * skips blocks that are not headers and reads a tar from the next 512-byte boundary on. postern
+ * opens a tar or gzip only from its first byte, so such a file is ambiguous. A gzip header counts
+ * when a deflate stream that decodes follows it (three magic bytes alone are common in binary data).
+ */
+export function hiddenTarOrGzip(buf: Buffer, window: number): { kind: 'tar' | 'gzip'; at: number } | undefined {
+  const end = Math.min(buf.length, window);
+  for (let i = buf.indexOf('ustar', 258, 'latin1'); i >= 0 && i - 257 < end; i = buf.indexOf('ustar', i + 1, 'latin1')) {
+    const h = i - 257;
+    if ((buf[i + 5] === 0 || buf[i + 5] === 0x20) && tarChecksumOk(buf.subarray(h, h + BLOCK))) return { kind: 'tar', at: h };
+  }
+  for (let h = BLOCK; h + BLOCK <= buf.length && h < end; h += BLOCK) if (tarChecksumOk(buf.subarray(h, h + BLOCK))) return { kind: 'tar', at: h };
+  let tries = 0;
+  for (let i = buf.indexOf(GZIP_MAGIC, 1); i >= 0 && i < end && tries < HIDDEN_GZIP_CANDIDATES; i = buf.indexOf(GZIP_MAGIC, i + 1)) {
+    const flags = buf[i + 3];
+    if (flags === undefined || flags & 0xe0) continue;
+    tries++;
+    let at = i + 10;
+    if (flags & FEXTRA) at += 2 + (buf.readUInt16LE(Math.min(at, buf.length - 2)) || 0);
+    if (flags & FNAME) at = buf.indexOf(0, at) + 1;
+    if (flags & FCOMMENT && at > 0) at = buf.indexOf(0, at) + 1;
+    if (flags & FHCRC && at > 0) at += 2;
+    if (at <= 0 || at >= buf.length) continue;
+    try {
+      const out = inflateRawSync(buf.subarray(at, at + 4096), { maxOutputLength: 256, finishFlush: constants.Z_SYNC_FLUSH });
+      if (out.length > 0) return { kind: 'gzip', at: i };
+    } catch (e) {
+      // a stream that fills the 256 bytes decodes: a gzip
+      if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return { kind: 'gzip', at: i };
+    }
+  }
+  return undefined;
+}
+
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08]);

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXE, leaf, makeZip, message, multipart, PDF } from '../../scripts/gen-fixtures.js';
+import { detectType } from '../../src/mime/detect.js';
+import { hiddenTarOrGzip } from '../../src/mime/tar.js';
 import { inspectTarOrGzip } from '../../src/mime/zip.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy } from '../policy/helpers.js';
@@ -160,6 +162,37 @@ describe('what readers disagree on: ambiguous', () => {
     expect(r.malformed).toMatch(/readers read a header inside it/);
   });
 
+  it('tar: a pax keyword with white space around it is malformed (GNU tar trims it: " path" is its path)', () => {
+    const py = (key: string) =>
+      [
+        'import io, sys, tarfile',
+        'b = io.BytesIO()',
+        "t = tarfile.open(fileobj=b, mode='w', format=tarfile.PAX_FORMAT)",
+        `i = tarfile.TarInfo('a.txt'); i.size = 4; i.pax_headers = {${JSON.stringify(key)}: 'invoice.js'}`,
+        "t.addfile(i, io.BytesIO(b'abcd')); t.close()",
+        'sys.stdout.buffer.write(b.getvalue())',
+      ].join('\n');
+    const spaced = execFileSync('python3', ['-c', py(' path')]);
+    expect(execFileSync('tar', ['-tf', '-'], { input: spaced }).toString()).toBe('invoice.js\n');
+    expect(report('tar', spaced).malformed).toMatch(/pax header at byte 0: malformed records/);
+    // an unknown keyword without white space is no reading of the name, and no fault
+    expect(report('tar', execFileSync('python3', ['-c', py('comment')])).malformed).toBeUndefined();
+  });
+
+  it('tar without magic: a first header with an empty name, or an 8-digit checksum, is a tar (every reader reads one)', () => {
+    const v7 = tar({ 'evil.exe': EXE }, ['--format=v7']);
+    // the checksum written as 8 octal digits, no terminator
+    const eight = Buffer.from(v7);
+    const sum = Number.parseInt(eight.toString('latin1', 148, 156).replace(/[ \0]/g, ''), 8);
+    eight.write(sum.toString(8).padStart(8, '0'), 148, 'latin1');
+    expect(detectType(eight)).toBe('application/x-tar');
+    expect(paths(report('tar', eight))).toEqual(['evil.exe']);
+    // an empty first name (all four readers read the tar; GNU tar calls the entry ".")
+    const empty = Buffer.concat([fixChecksum(Buffer.from(v7.subarray(0, 512)).fill(0, 0, 100).fill(0x30, 124, 135)), v7]);
+    expect(detectType(empty)).toBe('application/x-tar');
+    expect(report('tar', empty).malformed).toMatch(/an empty name/);
+  });
+
   it('tar: directories count toward max_entries like files', () => {
     const files: Record<string, string> = {};
     for (let i = 0; i < 60; i++) files[`d${i}/x.txt`] = 'x';
@@ -183,6 +216,43 @@ describe('what readers disagree on: ambiguous', () => {
     const bomb = gzipSync(Buffer.alloc(30 * 1024 * 1024));
     const r = report('gzip', bomb, ['x.gz']);
     expect(r.limit).toMatch(/inflate budget/);
+  });
+});
+
+describe('a tar or gzip after other bytes (7-Zip finds one anywhere, GNU tar at the next block)', () => {
+  const exeTar = () => tar({ 'evil.exe': EXE });
+  const withAttachment = (type: string, body: Buffer, filename: string) =>
+    message(multipart('mixed', 'u1', [leaf({ type: 'text/plain', body: 'see attached' }), leaf({ type, body, filename })]));
+  it.each<[string, () => Buffer, string, number]>([
+    ['a tar behind a PDF head', () => Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(91, 0x20), exeTar()]), 'tar', 100],
+    ['a tar behind one block of text', () => Buffer.concat([Buffer.alloc(512, 0x61), tar({ 'evil.exe': EXE }, ['--format=v7'])]), 'tar', 512],
+    ['a gzip behind text', () => Buffer.concat([Buffer.from('hello '), gzipSync(EXE)]), 'gzip', 6],
+  ])('%s is found', (_n, make, kind, at) => {
+    expect(hiddenTarOrGzip(make(), 4096)).toEqual({ kind, at });
+  });
+
+  it('binary and text with the magic bytes but no archive behind them are not', () => {
+    const noise = Buffer.alloc(8192);
+    let x = 12345;
+    for (let i = 0; i < noise.length; i++) {
+      x = (x * 1103515245 + 12345) & 0x7fffffff;
+      noise[i] = x >> 16;
+    }
+    // gzip magic and flags followed by random bytes, "ustar" in text
+    for (let i = 100; i < 4000; i += 300) Buffer.from([0x1f, 0x8b, 0x08, 0x00]).copy(noise, i);
+    expect(hiddenTarOrGzip(noise, 4096)).toBeUndefined();
+    expect(hiddenTarOrGzip(Buffer.from(`${'x'.repeat(300)} the ustar format and tar -cf ${'y'.repeat(1000)}`), 4096)).toBeUndefined();
+  });
+
+  it('through the engine: stripped as ambiguous, as an attachment and as a ZIP member; a clean PDF passes', async () => {
+    const hidden = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(91, 0x20), exeTar()]);
+    const att = await inspectMessage(withAttachment('application/pdf', hidden, 'report.pdf'), defaultPolicy(), {}, {});
+    expect(att.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar starts at byte 100 inside the file'));
+    expect(att.verdict.status).toBe('changed');
+    const zipped = await inspectMessage(withAttachment('application/zip', makeZip([{ name: 'report.pdf', data: hidden }]), 'r.zip'), defaultPolicy(), {}, {});
+    expect(zipped.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar starts at byte 100 inside the member'));
+    const clean = await inspectMessage(withAttachment('application/pdf', PDF, 'report.pdf'), defaultPolicy(), {}, {});
+    expect(clean.verdict.status).toBe('clean');
   });
 });
 

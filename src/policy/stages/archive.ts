@@ -21,9 +21,10 @@
  * Pure: the findings are returned (the caller reports them after the file's own type and name
  * findings, and decides which entity a strip replaces through `base.target`).
  */
-import { ZIP_TYPE } from '../../mime/detect.js';
+import { EXEC_SNIFF_WINDOW_BYTES } from '../../limits.js';
+import { isExecutableOrArchiveType, ZIP_TYPE } from '../../mime/detect.js';
 import { nameForms } from '../../mime/names.js';
-import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
+import { GZIP_TYPE, hiddenTarOrGzip, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
 import { containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
@@ -45,6 +46,8 @@ export interface ArchiveCandidate {
   mayEndInZip: () => boolean;
   /** Every name the file has (raw; read here as nameForms reads them): an archive's extension makes it one. */
   names: readonly string[];
+  /** The decoded head (at least EXEC_SNIFF_WINDOW_BYTES when the file is that long): a tar or gzip after other bytes is searched there. */
+  head: () => Buffer;
 }
 
 export interface ArchiveJudgement {
@@ -80,11 +83,32 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   // a ZIP by its magic number opens as a ZIP in every reader that looks at the bytes, whatever its name
   const unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
   const unsupported = unopened ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, unopened, base.filename) : [];
-  if (!isZip) return { ...closed, findings: unsupported };
+  if (!isZip) return { ...closed, findings: [...unsupported, ...hiddenArchiveFinding(c, policy, base, prefix)] };
   const rep = inspectZip(data ?? c.data(), limits, inflate);
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
   const members = judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix);
   return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember };
+}
+
+/**
+ * `archives.on_ambiguous` for a file that is not an archive from its first byte but holds a tar or a
+ * gzip in its first EXEC_SNIFF_WINDOW_BYTES (src/mime/tar.ts hiddenTarOrGzip: 7-Zip and GNU tar find one there).
+ */
+function hiddenArchiveFinding(c: ArchiveCandidate, policy: CompiledPolicy, base: ArchiveFindingBase, prefix: string): Finding[] {
+  const spec = policy.archives.onAmbiguous;
+  if (spec.action === 'allow' || (c.detected && isExecutableOrArchiveType(c.detected))) return [];
+  const hidden = hiddenTarOrGzip(c.head(), EXEC_SNIFF_WINDOW_BYTES);
+  if (!hidden) return [];
+  return [
+    {
+      ...base,
+      detectedType: c.detected,
+      rule: 'archives.on_ambiguous',
+      action: spec.action,
+      reason: `${prefix}a ${hidden.kind} starts at byte ${hidden.at} inside the file (7-Zip and GNU tar find it there; postern opens one only from the first byte)`,
+      spec,
+    },
+  ];
 }
 
 /** `archives.on_unsupported` for a file (or member) postern does not open; none when the policy allows it. */

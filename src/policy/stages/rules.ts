@@ -153,6 +153,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
         leaf.body.length >= 22 &&
         (leaf.plain?.tailHit !== undefined ? leaf.plain.tailHit : endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check))),
       names: leaf.names,
+      head: () => head ?? Buffer.alloc(0),
     },
     policy,
     j.base,
@@ -510,7 +511,7 @@ function fileContents(
     emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
   );
   const archive = judgeArchive(
-    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22, names },
+    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22, names, head: () => f.data },
     policy,
     base,
     prefix,
