@@ -248,3 +248,11 @@ export async function selfSignedCert(dir: string, cn = 'localhost'): Promise<{ c
   ]);
   return { certFile, keyFile };
 }
+
+/**
+ * Dovecot's tagged texts carry timings, `(0.001 + 0.000 + 0.001 secs)` (a third figure when it
+ * waited for a lock): the only bytes that differ between two fetches of the same message.
+ */
+export function withoutTimings(text: string): string {
+  return text.replace(/\(\d+\.\d+ \+ \d+\.\d+(?: \+ \d+\.\d+)? secs\)/g, '(T secs)');
+}

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RELAY_WRITE_BATCH_BYTES, RELAY_WRITE_COPY_BYTES } from '../../src/limits.js';
 import { WriteBatch } from '../../src/relay/write-batch.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
+import { withoutTimings } from '../harness/util.js';
 import { type PosternHandle, startPostern } from '../helpers/postern.js';
 
 class Recorder extends Writable {
@@ -212,10 +213,8 @@ function readUntilTag(s: net.Socket, tag: string, timeoutMs = 60_000, slow = fal
   return readBytes(s, (tail) => needle.test(tail.toString('latin1')), slow, { timeoutMs, tailBytes: 300, what: `timeout waiting for ${tag}` });
 }
 
-/** Dovecot's tagged texts carry timings, `(0.001 + 0.000 + 0.001 secs)`: the only bytes that differ between two sessions. */
-function normalise(b: Buffer): string {
-  return b.toString('latin1').replace(/\(\d+\.\d+ \+ \d+\.\d+(?: \+ \d+\.\d+)? secs\)/g, '(T secs)');
-}
+/** Dovecot's timings removed (withoutTimings): the only bytes that differ between two sessions. */
+const normalise = (b: Buffer): string => withoutTimings(b.toString('latin1'));
 
 const LIST_SYNC = 'UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM TO SUBJECT MESSAGE-ID)])';
 
