@@ -80,36 +80,49 @@ function zstring(buf: Buffer, at: number): { value: Buffer; next: number } | und
   return end < 0 ? undefined : { value: buf.subarray(at, end), next: end + 1 };
 }
 
-/** Opens a gzip: its one member's content becomes one member of the report, judged at `depth`. */
-export function walkGzip(buf: Buffer, depth: number, prefix: string, outerNames: readonly string[], ctx: ArchiveContext): void {
-  const fail = (r: string) => ctx.fail(prefix, `gzip: ${r}`);
-  if (buf.length < 18 || buf[0] !== 0x1f || buf[1] !== 0x8b) return fail('no gzip header');
-  if (buf[2] !== 8) return fail(`compression method ${buf[2]} (only deflate)`);
-  const flags = buf[3]!;
-  if (flags & 0xe0) return fail('reserved header flags set');
-  let at = 10;
+/**
+ * The gzip header at `start` (magic already seen): where the deflate stream begins and the FNAME, or
+ * why it is not one a reader takes (`crcBad`: FHCRC does not match, a fault readers differ on).
+ */
+function gzipHeader(buf: Buffer, start: number): { end: number; fname?: Buffer; crcBad: boolean } | string {
+  if (buf[start + 2] !== 8) return `compression method ${buf[start + 2]} (only deflate)`;
+  const flags = buf[start + 3] ?? 0;
+  if (flags & 0xe0) return 'reserved header flags set';
+  let at = start + 10;
   if (flags & FEXTRA) {
-    if (at + 2 > buf.length) return fail('header runs past the end');
+    if (at + 2 > buf.length) return 'header runs past the end';
     at += 2 + buf.readUInt16LE(at);
   }
   let fname: Buffer | undefined;
   if (flags & FNAME) {
     const f = zstring(buf, at);
-    if (!f) return fail('file name not terminated');
+    if (!f) return 'file name not terminated';
     fname = f.value;
     at = f.next;
   }
   if (flags & FCOMMENT) {
     const c = zstring(buf, at);
-    if (!c) return fail('comment not terminated');
+    if (!c) return 'comment not terminated';
     at = c.next;
   }
+  let crcBad = false;
   if (flags & FHCRC) {
-    if (at + 2 > buf.length) return fail('header runs past the end');
-    if ((crc32(buf.subarray(0, at)) & 0xffff) !== buf.readUInt16LE(at)) fail('header CRC mismatch');
+    if (at + 2 > buf.length) return 'header runs past the end';
+    crcBad = (crc32(buf.subarray(start, at)) & 0xffff) !== buf.readUInt16LE(at);
     at += 2;
   }
-  if (at >= buf.length) return fail('header runs past the end');
+  if (at >= buf.length) return 'header runs past the end';
+  return { end: at, fname, crcBad };
+}
+
+/** Opens a gzip: its one member's content becomes one member of the report, judged at `depth`. */
+export function walkGzip(buf: Buffer, depth: number, prefix: string, outerNames: readonly string[], ctx: ArchiveContext): void {
+  const fail = (r: string) => ctx.fail(prefix, `gzip: ${r}`);
+  if (buf.length < 18 || buf[0] !== 0x1f || buf[1] !== 0x8b) return fail('no gzip header');
+  const head = gzipHeader(buf, 0);
+  if (typeof head === 'string') return fail(head);
+  if (head.crcBad) fail('header CRC mismatch');
+  const { end: at, fname } = head;
   // the names the content goes by: the header's, and the gzip's own without its suffix
   const names: string[] = fname && fname.length > 0 ? readings(fname) : [];
   for (const n of outerNames) {
@@ -316,17 +329,11 @@ export function hiddenTarOrGzip(buf: Buffer, window: number): { kind: 'tar' | 'g
   for (let h = BLOCK; h + BLOCK <= buf.length && h < end; h += BLOCK) if (tarChecksumOk(buf.subarray(h, h + BLOCK))) return { kind: 'tar', at: h };
   let tries = 0;
   for (let i = buf.indexOf(GZIP_MAGIC, 1); i >= 0 && i < end && tries < HIDDEN_GZIP_CANDIDATES; i = buf.indexOf(GZIP_MAGIC, i + 1)) {
-    const flags = buf[i + 3];
-    if (flags === undefined || flags & 0xe0) continue;
+    const head = gzipHeader(buf, i);
+    if (typeof head === 'string') continue;
     tries++;
-    let at = i + 10;
-    if (flags & FEXTRA) at += 2 + (buf.readUInt16LE(Math.min(at, buf.length - 2)) || 0);
-    if (flags & FNAME) at = buf.indexOf(0, at) + 1;
-    if (flags & FCOMMENT && at > 0) at = buf.indexOf(0, at) + 1;
-    if (flags & FHCRC && at > 0) at += 2;
-    if (at <= 0 || at >= buf.length) continue;
     try {
-      const out = inflateRawSync(buf.subarray(at, at + 4096), { maxOutputLength: 256, finishFlush: constants.Z_SYNC_FLUSH });
+      const out = inflateRawSync(buf.subarray(head.end, head.end + 4096), { maxOutputLength: 256, finishFlush: constants.Z_SYNC_FLUSH });
       if (out.length > 0) return { kind: 'gzip', at: i };
     } catch (e) {
       // a stream that fills the 256 bytes decodes: a gzip
