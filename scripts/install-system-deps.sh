@@ -18,6 +18,9 @@ checks=(
   "unzip:unzip"
   "bsdtar:libarchive-tools"
   "7zz:7zip"
+  # archives made by real tools for the hidden-archive tests (test/mime/hidden-archive.test.ts)
+  "zstd:zstd"
+  "cpio:cpio"
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"

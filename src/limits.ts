@@ -873,6 +873,27 @@ export const MAX_BASE64_RESTARTS = 16;
 export const EXEC_SNIFF_WINDOW_BYTES = 4096;
 
 /**
+ * Archives hidden behind other bytes (src/mime/hidden-archive.ts): how far into a file that is not
+ * an archive or an executable at offset 0 the start of one is looked for (a start at this offset is
+ * the last tried). 7-Zip searches this far (its kMaxCheckStartPosition) for the signature of any
+ * format it reads; a tar at a 512-byte boundary is looked for in the whole file (GNU tar skips to
+ * it from anywhere).
+ */
+export const HIDDEN_ARCHIVE_WINDOW_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Bytes past a candidate's start that its check may read: a gzip header with a 64 KiB extra field
+ * and the deflate stream behind it, an ISO 9660 descriptor at 32 KiB. A multiple of 512.
+ */
+export const HIDDEN_ARCHIVE_REACH_BYTES = 96 * 1024;
+
+/**
+ * Gzip headers (`1F 8B 08`) after offset 0 whose deflate stream one search tries to decode. One more
+ * counts as a hidden gzip (fail closed: the next could be the real one).
+ */
+export const HIDDEN_ARCHIVE_GZIP_CANDIDATES = 64;
+
+/**
  * Largest e_lfanew (the DOS header's offset of the `PE\0\0` header) taken as evidence of a PE away
  * from offset 0; linkers write 0x40-0x200. Also how far past a candidate `MZ` the search reads.
  */

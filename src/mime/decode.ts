@@ -155,6 +155,11 @@ function plainLayout(src: Buffer): PlainBase64 | null {
 /** Bytes `chars` alphabet characters decode to (a lone final character gives none). */
 const b64Bytes = (chars: number): number => Math.floor(chars / 4) * 3 + [0, 0, 1, 2][chars % 4]!;
 
+/** The decoded length of a plain base64 body (what plainBase64Pieces yields in all). */
+export function plainDecodedLength(plain: PlainBase64): number {
+  return b64Bytes(plain.chars);
+}
+
 /**
  * Decodes src[a..b), `chars` alphabet characters in plain lines (line breaks between them), with
  * Node into out at o: true when exactly b64Bytes(chars) bytes came out. Node skips any byte outside
@@ -310,28 +315,52 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
  * only until the next one is asked for. No chunk allocated per window, no layout pass. (A window's
  * string stays BASE64_WINDOW_BYTES: larger ones are large-object allocations, several times slower.) A window that does not verify (not for a verified
  * layout) hands the rest to the general decoder, as base64Chunks does, so the bytes are
- * decodeChunks' in every case.
+ * decodeChunks' in every case. `from`: the bytes from that decoded offset on (the windows before it
+ * are skipped undecoded).
  */
-export function* plainBase64Pieces(src: Buffer, plain: PlainBase64, pieceBytes = DECODE_PIECE_BYTES): Generator<Buffer> {
+export function* plainBase64Pieces(src: Buffer, plain: PlainBase64, pieceBytes = DECODE_PIECE_BYTES, from = 0): Generator<Buffer> {
   let scratch = Buffer.allocUnsafe(0);
-  // bytes in scratch, not yet yielded; bytes decoded before them
+  // bytes in scratch, not yet yielded; bytes decoded (or skipped) before them
   let o = 0;
   let total = 0;
+  // decoded bytes still to drop before the first yield: windows wholly before `from` are not decoded
+  let cut = from;
+  const out = (p: Buffer): Buffer | undefined => {
+    if (cut >= p.length) {
+      cut -= p.length;
+      return undefined;
+    }
+    const r = cut > 0 ? p.subarray(cut) : p;
+    cut = 0;
+    return r;
+  };
   for (const win of plainWindows(plain)) {
     const bytes = b64Bytes(win.chars);
+    if (o === 0 && cut >= bytes) {
+      cut -= bytes;
+      total += bytes;
+      continue;
+    }
     if (o > 0 && o + bytes > scratch.length) {
-      yield scratch.subarray(0, o);
+      const p = out(scratch.subarray(0, o));
+      if (p) yield p;
       total += o;
       o = 0;
     }
     if (scratch.length < o + bytes) scratch = Buffer.allocUnsafe(Math.max(bytes, Math.min(pieceBytes, b64Bytes(plain.chars))));
     if (!nodeDecode(src, win.from, win.to, win.chars, scratch, o)) {
-      if (o > 0) yield scratch.subarray(0, o);
-      return yield* base64General(src, DECODE_CHUNK_BYTES, { bad: false }, win.from, total + o);
+      const p = o > 0 ? out(scratch.subarray(0, o)) : undefined;
+      if (p) yield p;
+      for (const c of base64General(src, DECODE_CHUNK_BYTES, { bad: false }, win.from, total + o)) {
+        const q = out(c);
+        if (q) yield q;
+      }
+      return;
     }
     o += bytes;
   }
-  if (o > 0) yield scratch.subarray(0, o);
+  const p = o > 0 ? out(scratch.subarray(0, o)) : undefined;
+  if (p) yield p;
 }
 
 /** The general base64 decoder, from `from` (a group start) on; `outBase`: bytes decoded before `from` (restart offsets). */

@@ -250,8 +250,13 @@ export class ExecutableSearch {
   hit: ExecutableHit | undefined;
   private carry: Buffer = Buffer.alloc(0);
   /** Offset of carry[0] in the whole. */
-  private base = 0;
+  private base: number;
   private ended = false;
+
+  /** `base`: where the first piece starts in the whole (the starts before it were searched elsewhere). */
+  constructor(base = 0) {
+    this.base = base;
+  }
 
   /**
    * Takes the next piece (it may be reused by the caller afterwards: what is kept is copied). A piece

@@ -23,7 +23,7 @@
  *
  * Pure.
  */
-import { constants, crc32, inflateRawSync } from 'node:zlib';
+import { crc32, inflateRawSync } from 'node:zlib';
 import { tarChecksumOk } from './detect.js';
 import type { Budget, ZipLimits, ZipMember, ZipReport } from './zip.js';
 
@@ -84,7 +84,7 @@ function zstring(buf: Buffer, at: number): { value: Buffer; next: number } | und
  * The gzip header at `start` (magic already seen): where the deflate stream begins and the FNAME, or
  * why it is not one a reader takes (`crcBad`: FHCRC does not match, a fault readers differ on).
  */
-function gzipHeader(buf: Buffer, start: number): { end: number; fname?: Buffer; crcBad: boolean } | string {
+export function gzipHeader(buf: Buffer, start: number): { end: number; fname?: Buffer; crcBad: boolean } | string {
   if (buf[start + 2] !== 8) return `compression method ${buf[start + 2]} (only deflate)`;
   const flags = buf[start + 3] ?? 0;
   if (flags & 0xe0) return 'reserved header flags set';
@@ -307,40 +307,3 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
   if (off < buf.length) fail('a partial block at the end');
   fail('no end-of-archive block (truncated)');
 }
-
-// ------------------------------------------------------------------ a tar or gzip after other bytes
-
-/** Gzip headers past offset 0 that one search tries to inflate (beyond: not looked at). */
-const HIDDEN_GZIP_CANDIDATES = 64;
-
-/**
- * A tar or gzip that starts after other bytes, in `buf` from offset 1 to `window`: 7-Zip finds a tar
- * header (ustar magic, checksum) or a gzip header at any offset whatever the file's name, GNU tar
- * skips blocks that are not headers and reads a tar from the next 512-byte boundary on. postern
- * opens a tar or gzip only from its first byte, so such a file is ambiguous. A gzip header counts
- * when a deflate stream that decodes follows it (three magic bytes alone are common in binary data).
- */
-export function hiddenTarOrGzip(buf: Buffer, window: number): { kind: 'tar' | 'gzip'; at: number } | undefined {
-  const end = Math.min(buf.length, window);
-  for (let i = buf.indexOf('ustar', 258, 'latin1'); i >= 0 && i - 257 < end; i = buf.indexOf('ustar', i + 1, 'latin1')) {
-    const h = i - 257;
-    if ((buf[i + 5] === 0 || buf[i + 5] === 0x20) && tarChecksumOk(buf.subarray(h, h + BLOCK))) return { kind: 'tar', at: h };
-  }
-  for (let h = BLOCK; h + BLOCK <= buf.length && h < end; h += BLOCK) if (tarChecksumOk(buf.subarray(h, h + BLOCK))) return { kind: 'tar', at: h };
-  let tries = 0;
-  for (let i = buf.indexOf(GZIP_MAGIC, 1); i >= 0 && i < end && tries < HIDDEN_GZIP_CANDIDATES; i = buf.indexOf(GZIP_MAGIC, i + 1)) {
-    const head = gzipHeader(buf, i);
-    if (typeof head === 'string') continue;
-    tries++;
-    try {
-      const out = inflateRawSync(buf.subarray(head.end, head.end + 4096), { maxOutputLength: 256, finishFlush: constants.Z_SYNC_FLUSH });
-      if (out.length > 0) return { kind: 'gzip', at: i };
-    } catch (e) {
-      // a stream that fills the 256 bytes decodes: a gzip
-      if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return { kind: 'gzip', at: i };
-    }
-  }
-  return undefined;
-}
-
-const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08]);

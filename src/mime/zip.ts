@@ -21,7 +21,8 @@
 import { crc32, inflateRawSync } from 'node:zlib';
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EXEC_MAX_CANDIDATES } from '../limits.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
-import { GZIP_TYPE, hiddenTarOrGzip, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
+import { findHiddenArchive, hiddenArchiveReason } from './hidden-archive.js';
+import { GZIP_TYPE, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
 
 export interface ZipLimits {
   /** Entries across all nesting levels. */
@@ -594,9 +595,9 @@ function memberContent(body: Buffer, member: ZipMember, depth: number, limits: Z
   // the type at offset 0 decides; a ZIP found by its end record only where nothing else was
   const kind = t === GZIP_TYPE ? 'gzip' : t === TAR_TYPE ? 'tar' : t === ZIP_TYPE || containsZip(body) ? 'zip' : undefined;
   if (!kind && !(t && isExecutableOrArchiveType(t))) {
-    // a tar or gzip after other bytes: 7-Zip and GNU tar find it there (src/mime/tar.ts)
-    const h = hiddenTarOrGzip(body, EXEC_SNIFF_WINDOW_BYTES);
-    if (h) bad(report, `${member.path}: `, `a ${h.kind} starts at byte ${h.at} inside the member (7-Zip and GNU tar find it there)`);
+    // an archive after other bytes: 7-Zip and GNU tar find it there (src/mime/hidden-archive.ts)
+    const h = findHiddenArchive(body, t);
+    if (h) bad(report, `${member.path}: `, hiddenArchiveReason(h, 'member'));
   }
   if (kind) {
     const next = kind === 'gzip' ? depth : depth + 1;

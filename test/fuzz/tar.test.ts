@@ -10,7 +10,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { crc32, gzipSync } from 'node:zlib';
 import { beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildGzip, buildTar, EXE, runExtractors, runTarFuzz, tarHeader } from '../../scripts/fuzz/tar.mjs';
@@ -133,11 +133,23 @@ describe('tar fuzzer oracle', () => {
 });
 
 /**
- * The findings of the first campaign (2026-12-01, minimised; each was an escape: an extractor listed
+ * The findings of the campaigns (2026-12-01 and 12-02, minimised; each was an escape: an extractor listed
  * or extracted a dangerous member of an attachment postern passed unchanged), replayed through
  * postern and every extractor: each is now stripped.
  */
-describe("tar fuzzer: the first campaign's findings stay fixed", () => {
+/** A ZIP local header with its stored data and nothing after (no central directory, no end record). */
+function zipLocalOnly(name: string, data: Buffer): Buffer {
+  const h = Buffer.alloc(30);
+  h.writeUInt32LE(0x04034b50, 0);
+  h.writeUInt16LE(20, 4);
+  h.writeUInt32LE(crc32(data), 14);
+  h.writeUInt32LE(data.length, 18);
+  h.writeUInt32LE(data.length, 22);
+  h.writeUInt16LE(name.length, 26);
+  return Buffer.concat([h, Buffer.from(name, 'latin1'), data]);
+}
+
+describe("tar fuzzer: the campaigns' findings stay fixed", () => {
   const js = Buffer.from('var s = new ActiveXObject("WScript.Shell"); s.Run("calc");\n');
   const findings: Record<string, { buf: Buffer; filename: string }> = {
     // 1. a pax keyword with white space before it: GNU tar trims it (" path" is path, " size" is size)
@@ -174,6 +186,12 @@ describe("tar fuzzer: the first campaign's findings stay fixed", () => {
     },
     // 4. a magic-less tar whose checksum field is 8 digits
     checksum8Digits: { buf: buildTar([{ name: 'evil.exe', data: EXE, chk: 'nonul' }], { format: 'v7' }), filename: 'report.dat' },
+    // 5. (seed 9 case 3897) a tar header with a wrong checksum, then at byte 512 a ZIP with no
+    // central directory: 7-Zip opens the ZIP by its local header (src/mime/hidden-archive.ts)
+    zipLocalHeaderAfterBadTar: {
+      buf: Buffer.concat([tarHeader({ name: 'doc.pdf', size: 0, magic: 'none', chk: 'wrong' }), zipLocalOnly('evil.exe', EXE)]),
+      filename: 'report.dat',
+    },
   };
   const names = Object.keys(findings);
   let escaped: string[] = [];

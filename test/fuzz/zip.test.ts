@@ -110,13 +110,15 @@ describe('ZIP fuzzer oracle: dangerous bytes in what an extractor writes out', (
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    // the kept cases: the greedy reader's alarm, which no extractor confirms
-    for (const [seed, only] of [
-      [22222, 206712],
-      [23232, 74124],
+    // the kept cases: the greedy reader's alarm, which no extractor confirms. 22222 is now stripped
+    // all the same: its inner.zip is a GIF with a ZIP local header at byte 32, which 7-Zip opens
+    // there once the file has a name that is not an archive's (src/mime/hidden-archive.ts)
+    for (const [seed, only, passed] of [
+      [22222, 206712, 0],
+      [23232, 74124, 1],
     ]) {
       const { stats } = await runZipFuzz({ cases: 1, only, seed, deps: { inspectZip, inspectMessage, compilePolicyText } });
-      expect([seed, stats.passed, stats.greedyDanger, stats.greedyFalseAlarms, stats.postOnlyEscapes, stats.escapes]).toEqual([seed, 1, 1, 1, 0, 0]);
+      expect([seed, stats.passed, stats.greedyDanger, stats.greedyFalseAlarms, stats.postOnlyEscapes, stats.escapes]).toEqual([seed, passed, 1, passed, 0, 0]);
     }
   }, 120_000);
 });

@@ -10,7 +10,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXE, leaf, makeZip, message, multipart, PDF } from '../../scripts/gen-fixtures.js';
 import { detectType } from '../../src/mime/detect.js';
-import { hiddenTarOrGzip } from '../../src/mime/tar.js';
+import { findHiddenArchive } from '../../src/mime/hidden-archive.js';
 import { inspectTarOrGzip } from '../../src/mime/zip.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy } from '../policy/helpers.js';
@@ -228,7 +228,7 @@ describe('a tar or gzip after other bytes (7-Zip finds one anywhere, GNU tar at 
     ['a tar behind one block of text', () => Buffer.concat([Buffer.alloc(512, 0x61), tar({ 'evil.exe': EXE }, ['--format=v7'])]), 'tar', 512],
     ['a gzip behind text', () => Buffer.concat([Buffer.from('hello '), gzipSync(EXE)]), 'gzip', 6],
   ])('%s is found', (_n, make, kind, at) => {
-    expect(hiddenTarOrGzip(make(), 4096)).toEqual({ kind, at });
+    expect(findHiddenArchive(make())).toMatchObject({ format: kind, offset: at });
   });
 
   it('binary and text with the magic bytes but no archive behind them are not', () => {
@@ -240,17 +240,17 @@ describe('a tar or gzip after other bytes (7-Zip finds one anywhere, GNU tar at 
     }
     // gzip magic and flags followed by random bytes, "ustar" in text
     for (let i = 100; i < 4000; i += 300) Buffer.from([0x1f, 0x8b, 0x08, 0x00]).copy(noise, i);
-    expect(hiddenTarOrGzip(noise, 4096)).toBeUndefined();
-    expect(hiddenTarOrGzip(Buffer.from(`${'x'.repeat(300)} the ustar format and tar -cf ${'y'.repeat(1000)}`), 4096)).toBeUndefined();
+    expect(findHiddenArchive(noise)).toBeUndefined();
+    expect(findHiddenArchive(Buffer.from(`${'x'.repeat(300)} the ustar format and tar -cf ${'y'.repeat(1000)}`))).toBeUndefined();
   });
 
   it('through the engine: stripped as ambiguous, as an attachment and as a ZIP member; a clean PDF passes', async () => {
     const hidden = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(91, 0x20), exeTar()]);
     const att = await inspectMessage(withAttachment('application/pdf', hidden, 'report.pdf'), defaultPolicy(), {}, {});
-    expect(att.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar starts at byte 100 inside the file'));
+    expect(att.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar archive starts at byte 100 inside the file'));
     expect(att.verdict.status).toBe('changed');
     const zipped = await inspectMessage(withAttachment('application/zip', makeZip([{ name: 'report.pdf', data: hidden }]), 'r.zip'), defaultPolicy(), {}, {});
-    expect(zipped.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar starts at byte 100 inside the member'));
+    expect(zipped.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a tar archive starts at byte 100 inside the member'));
     const clean = await inspectMessage(withAttachment('application/pdf', PDF, 'report.pdf'), defaultPolicy(), {}, {});
     expect(clean.verdict.status).toBe('clean');
   });

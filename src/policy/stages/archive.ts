@@ -21,10 +21,10 @@
  * Pure: the findings are returned (the caller reports them after the file's own type and name
  * findings, and decides which entity a strip replaces through `base.target`).
  */
-import { EXEC_SNIFF_WINDOW_BYTES } from '../../limits.js';
 import { isExecutableOrArchiveType, ZIP_TYPE } from '../../mime/detect.js';
+import { type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
 import { nameForms } from '../../mime/names.js';
-import { GZIP_TYPE, hiddenTarOrGzip, TAR_TYPE } from '../../mime/tar.js';
+import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
 import { containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
@@ -46,8 +46,8 @@ export interface ArchiveCandidate {
   mayEndInZip: () => boolean;
   /** Every name the file has (raw; read here as nameForms reads them): an archive's extension makes it one. */
   names: readonly string[];
-  /** The decoded head (at least EXEC_SNIFF_WINDOW_BYTES when the file is that long): a tar or gzip after other bytes is searched there. */
-  head: () => Buffer;
+  /** An archive that starts after other bytes (src/mime/hidden-archive.ts; called at most once, only for a file not opened here). */
+  hiddenArchive: () => HiddenArchiveHit | undefined;
 }
 
 export interface ArchiveJudgement {
@@ -91,13 +91,13 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
 }
 
 /**
- * `archives.on_ambiguous` for a file that is not an archive from its first byte but holds a tar or a
- * gzip in its first EXEC_SNIFF_WINDOW_BYTES (src/mime/tar.ts hiddenTarOrGzip: 7-Zip and GNU tar find one there).
+ * `archives.on_ambiguous` for a file that is not an archive from its first byte but holds one further
+ * in: 7-Zip finds one in the first 8 MiB, GNU tar a tar at any 512-byte boundary (src/mime/hidden-archive.ts).
  */
 function hiddenArchiveFinding(c: ArchiveCandidate, policy: CompiledPolicy, base: ArchiveFindingBase, prefix: string): Finding[] {
   const spec = policy.archives.onAmbiguous;
   if (spec.action === 'allow' || (c.detected && isExecutableOrArchiveType(c.detected))) return [];
-  const hidden = hiddenTarOrGzip(c.head(), EXEC_SNIFF_WINDOW_BYTES);
+  const hidden = c.hiddenArchive();
   if (!hidden) return [];
   return [
     {
@@ -105,7 +105,7 @@ function hiddenArchiveFinding(c: ArchiveCandidate, policy: CompiledPolicy, base:
       detectedType: c.detected,
       rule: 'archives.on_ambiguous',
       action: spec.action,
-      reason: `${prefix}a ${hidden.kind} starts at byte ${hidden.at} inside the file (7-Zip and GNU tar find it there; postern opens one only from the first byte)`,
+      reason: `${prefix}${hiddenArchiveReason(hidden, 'file')}`,
       spec,
     },
   ];

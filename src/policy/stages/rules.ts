@@ -16,19 +16,11 @@
  */
 
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
-import {
-  decodeBody,
-  decodeChunks,
-  decodedTail,
-  decodePrefix,
-  type EncodingCheck,
-  encodingDamage,
-  isDecodedEncoding,
-  plainBase64Pieces,
-} from '../../mime/decode.js';
-import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, findExecutableInChunks, isExecutableOrArchiveType } from '../../mime/detect.js';
+import { decodeBody, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
+import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
 import { toCrlf } from '../../mime/eol.js';
+import { findHiddenArchive, type HiddenScan, scanHidden } from '../../mime/hidden-archive.js';
 import { scanHtmlData } from '../../mime/html-data.js';
 import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
@@ -143,6 +135,14 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   // one damage check per leaf; for plain base64 it also lets the ZIP pre-check decode only the tail
   const check = encodingDamage(leaf.body, leaf.cte, leaf.plain);
   encodingRules(j, check);
+  // executables and archives hidden behind other bytes: one pass over the content, when something
+  // asks (src/mime/hidden-archive.ts scanHidden); not in content that is one of them at offset 0
+  const at0 = j.detected;
+  const searched = head !== undefined && !(at0 && isExecutableOrArchiveType(at0));
+  const archives = policy.archives.inspect && policy.archives.onAmbiguous.action !== 'allow';
+  let scanned: HiddenScan | undefined;
+  const hidden = (): HiddenScan =>
+    (scanned ??= searched ? scanHidden(leaf.body, leaf.cte, leaf.plain, { execWhole: declaresMedia(leaf.type), archives, at0 }) : {});
   const archive = judgeArchive(
     {
       detected: j.detected,
@@ -153,7 +153,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
         leaf.body.length >= 22 &&
         (leaf.plain?.tailHit !== undefined ? leaf.plain.tailHit : endRecordIn(decodedTail(leaf.body, leaf.cte, ZIP_TAIL_BYTES, check))),
       names: leaf.names,
-      head: () => head ?? Buffer.alloc(0),
+      hiddenArchive: () => hidden().archive,
     },
     policy,
     j.base,
@@ -163,7 +163,8 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   j.detected = archive.detected;
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
-  if (head) hiddenExecutableRules(j, head);
+  const exec = hidden().exec;
+  if (exec) hiddenExecutableFinding(j.emit, policy, { ...j.base, detectedType: exec.type }, exec, leaf.type, '');
   filenameHits(policy, leaf.names, (fr, n) =>
     emit({
       ...j.base,
@@ -444,31 +445,6 @@ function declaresMedia(type: string): boolean {
   return /^(image|audio|video|text)\//.test(type);
 }
 
-/**
- * An executable hidden behind other bytes (seed 7171 case 2332: an image/jpeg part whose payload
- * is `=ZZ` and then a PE; readers and file carvers find it 3 bytes in, the magic number at 0 says
- * nothing). A complete executable header (src/mime/detect.ts findExecutable: a PE whose e_lfanew
- * leads to `PE\0\0` or with the linkers' DOS header, ELF, Mach-O) at any offset of the first
- * EXEC_SNIFF_WINDOW_BYTES of the decoded content, or anywhere in a part that declares an image,
- * audio, video or text type, is judged as that executable's type by the content-type rules (the
- * default policy strips it). Not searched: content that is an executable or an archive at offset 0.
- */
-function hiddenExecutableRules(j: LeafJudgement, head: Buffer): void {
-  const { leaf, policy } = j;
-  const at0 = detectType(head.subarray(0, 4096));
-  if (at0 && isExecutableOrArchiveType(at0)) return;
-  const media = declaresMedia(leaf.type);
-  let hit = findExecutable(head, 0, media ? head.length : EXEC_SNIFF_WINDOW_BYTES);
-  // `head` is all of it when shorter than asked for; otherwise a media part is searched whole, in chunks
-  if (!hit && media && head.length >= EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH) {
-    // verified plain base64 (the parse's layout, as decodePrefix and encodingDamage take it): decoded
-    // window by window into one reused buffer, the same bytes as decodeChunks without a chunk per window
-    const plain = leaf.cte === 'base64' ? leaf.plain : undefined;
-    hit = findExecutableInChunks(plain ? plainBase64Pieces(leaf.body, plain) : decodeChunks(leaf.body, leaf.cte));
-  }
-  if (hit) hiddenExecutableFinding(j.emit, policy, { ...j.base, detectedType: hit.type }, hit, leaf.type, '');
-}
-
 /** The same search in a decoded file embedded in text (already in memory); `whole`: search all of it. */
 function hiddenExecutableIn(data: Buffer, sniffed: string | undefined, whole: boolean): ExecutableHit | undefined {
   if (data.length === 0 || (sniffed && isExecutableOrArchiveType(sniffed))) return undefined;
@@ -511,7 +487,7 @@ function fileContents(
     emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
   );
   const archive = judgeArchive(
-    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22, names, head: () => f.data },
+    { detected: sniffed, declared, data: () => f.data, mayEndInZip: () => f.data.length >= 22, names, hiddenArchive: () => findHiddenArchive(f.data, sniffed) },
     policy,
     base,
     prefix,

@@ -1,0 +1,349 @@
+/**
+ * Archives hidden behind other bytes. postern opens an archive only from a file's first byte
+ * (detectType), but archivers look further:
+ * - 7-Zip, given a file it cannot open at offset 0 (a PDF, an image, unknown data), searches its
+ *   first 8 MiB (kMaxCheckStartPosition) for the signature of any format it reads and opens the
+ *   archive it finds there: a ZIP by a local header alone (no end record needed), 7z, RAR, xz,
+ *   bzip2, gzip, zstd, CAB, cpio, a tar by its ustar magic, and more;
+ * - GNU tar skips 512-byte blocks that are not tar headers ("Skipping to next header") and extracts
+ *   the members of a tar that starts at any 512-byte boundary of the file, however far in.
+ * A file that holds one is ambiguous (`archives.on_ambiguous`): a PDF with a 7z inside at byte
+ * 1,009 was clean to postern and `evil.exe` to 7-Zip (tar fuzz seed 9, case 3897: a ZIP local
+ * header at byte 512 of a broken tar).
+ *
+ * Each format counts by a signature and the few header fields that make it one (a CRC where the
+ * format has one near its start), so that random binary data does not match: 7 or more fixed bytes,
+ * or 4 plus fields that must hold. Formats with a weaker signature (compress's `.Z`: 3 bytes) are
+ * not searched. The search is pure: bytes in, the first hit out.
+ */
+
+import { crc32, inflateRawSync, constants as zc } from 'node:zlib';
+import { EXEC_SNIFF_WINDOW_BYTES, HIDDEN_ARCHIVE_GZIP_CANDIDATES, HIDDEN_ARCHIVE_REACH_BYTES, HIDDEN_ARCHIVE_WINDOW_BYTES } from '../limits.js';
+import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainDecodedLength } from './decode.js';
+import { EXEC_HEADER_REACH, type ExecutableHit, ExecutableSearch, findExecutable, tarChecksumOk } from './detect.js';
+import { gzipHeader } from './tar.js';
+
+/** An archive found after other bytes: its format (as a person names it), its start and who finds it there. */
+export interface HiddenArchiveHit {
+  format: string;
+  offset: number;
+  /** The readers that find it there. */
+  by: string;
+}
+
+const BLOCK = 512;
+
+function sig(s: string): Buffer {
+  return Buffer.from(s, 'latin1');
+}
+
+/** A signature to search for; `start` maps where it was found to where the archive starts; `ok` checks the header there. */
+interface Signature {
+  format: string;
+  needle: Buffer;
+  /** The archive's start from the needle's position (the ustar magic is at 257, an ISO's descriptor at 32 KiB). */
+  back: number;
+  ok: (b: Buffer, start: number) => boolean;
+}
+
+/** ZIP compression methods some extractor decodes (stored, shrink, reduce, implode, deflate, deflate64, bzip2, LZMA, zstd, xz, PPMd, AES...). */
+const ZIP_METHODS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 14, 18, 19, 20, 93, 94, 95, 96, 97, 98, 99]);
+
+function hex(b: Buffer, from: number, n: number): boolean {
+  if (b.length < from + n) return false;
+  for (let i = from; i < from + n; i++) {
+    const c = b[i]!;
+    if (!((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66))) return false;
+  }
+  return true;
+}
+
+function octal(b: Buffer, from: number, n: number): boolean {
+  if (b.length < from + n) return false;
+  for (let i = from; i < from + n; i++) if (b[i]! < 0x30 || b[i]! > 0x37) return false;
+  return true;
+}
+
+// Needles of 2 to 7 bytes: Node's indexOf finds those several times faster than longer ones (a
+// Boyer-Moore search); the bytes after the seventh are checked in `ok`.
+const SIGNATURES: Signature[] = [
+  {
+    // a local header: a method some extractor decodes, a name without NUL (7-Zip needs no end record)
+    format: 'ZIP',
+    needle: sig('PK\x03\x04'),
+    back: 0,
+    ok: (b, s) => {
+      if (b.length < s + 30) return false;
+      const nameLen = b.readUInt16LE(s + 26);
+      if (!ZIP_METHODS.has(b.readUInt16LE(s + 8)) || nameLen === 0) return false;
+      const name = b.subarray(s + 30, s + 30 + nameLen);
+      return name.indexOf(0) < 0;
+    },
+  },
+  { format: '7z', needle: sig('7z\xbc\xaf\x27\x1c'), back: 0, ok: () => true },
+  { format: 'RAR', needle: sig('Rar!\x1a\x07'), back: 0, ok: (b, s) => b[s + 6] === 0 || (b[s + 6] === 1 && b[s + 7] === 0) },
+  { format: 'xz', needle: sig('\xfd7zXZ\x00'), back: 0, ok: () => true },
+  {
+    // 'BZh', the block size, then a block's magic or the end of stream's
+    format: 'bzip2',
+    needle: sig('BZh'),
+    back: 0,
+    ok: (b, s) =>
+      b[s + 3]! >= 0x31 && b[s + 3]! <= 0x39 && (b.toString('latin1', s + 4, s + 10) === '1AY&SY' || b.toString('latin1', s + 4, s + 10) === '\x17rE8P\x90'),
+  },
+  { format: 'CAB', needle: sig('MSCF\0\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
+  // a frame header descriptor's reserved bit is zero
+  { format: 'zstd', needle: sig('\x28\xb5\x2f\xfd'), back: 0, ok: (b, s) => b.length > s + 4 && (b[s + 4]! & 0x08) === 0 },
+  { format: 'lzip', needle: sig('LZIP'), back: 0, ok: (b, s) => b[s + 4] === 0 || b[s + 4] === 1 },
+  { format: 'xar', needle: sig('xar!'), back: 0, ok: (b, s) => b.length >= s + 6 && b.readUInt16BE(s + 4) === 28 },
+  // newc (070701, 070702: hex fields) and odc (070707: octal fields)
+  {
+    format: 'cpio',
+    needle: sig('07070'),
+    back: 0,
+    ok: (b, s) => ((b[s + 5] === 0x31 || b[s + 5] === 0x32) && hex(b, s + 6, 16)) || (b[s + 5] === 0x37 && octal(b, s + 6, 12)),
+  },
+  {
+    // the basic header: its size (at most 2600) and its CRC-32 behind it
+    format: 'ARJ',
+    needle: sig('\x60\xea'),
+    back: 0,
+    ok: (b, s) => {
+      if (b.length < s + 4) return false;
+      const size = b.readUInt16LE(s + 2);
+      if (size === 0 || size > 2600 || b.length < s + 8 + size) return false;
+      return crc32(b.subarray(s + 4, s + 4 + size)) === b.readUInt32LE(s + 4 + size);
+    },
+  },
+  {
+    // '-lh5-' (or -lzs-...) at 2, a header level of 0 to 3 at 20
+    format: 'LZH',
+    needle: sig('-l'),
+    back: 2,
+    ok: (b, s) => b.length > s + 20 && b[s + 6] === 0x2d && /^[hz][0-9a-z]$/.test(b.toString('latin1', s + 4, s + 6)) && b[s + 20]! <= 3,
+  },
+  { format: 'ACE', needle: sig('**ACE**'), back: 7, ok: () => true },
+  { format: 'tar', needle: sig('ustar'), back: 257, ok: (b, s) => (b[s + 262] === 0 || b[s + 262] === 0x20) && tarChecksumOk(b.subarray(s, s + BLOCK)) },
+  { format: 'ISO 9660', needle: sig('\x01CD001\x01'), back: 0x8000, ok: () => true },
+  // an OLE compound file (MSI installers, old Office files): its byte-order mark
+  {
+    format: 'OLE compound (MSI)',
+    needle: sig('\xd0\xcf\x11\xe0\xa1\xb1\x1a'),
+    back: 0,
+    ok: (b, s) => b.length >= s + 30 && b[s + 7] === 0xe1 && b[s + 28] === 0xfe && b[s + 29] === 0xff,
+  },
+  { format: 'CHM', needle: sig('ITSF\x03\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
+  { format: 'WIM', needle: sig('MSWIM\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
+];
+
+const GZIP_MAGIC = sig('\x1f\x8b\x08');
+
+/**
+ * Types (detectType's, at offset 0) of containers 7-Zip opens from their first byte, listing their
+ * streams, so that it searches no further: an OLE compound file (old Office documents, whose
+ * embedded objects often hold a whole .xlsx, a ZIP) and compiled HTML help. GNU tar's block search
+ * still applies. (Executables and archives at offset 0 are not searched at all: the caller.)
+ */
+const OPENED_AT_ZERO_BY_7ZIP = new Set(['application/x-ole-storage', 'application/vnd.ms-htmlhelp']);
+
+/**
+ * A gzip at `s`: a header that parses, then a deflate stream that decodes (three magic bytes alone
+ * are common in binary data). A header that does not end inside `b` (a name or comment without its
+ * NUL, an extra field longer than the rest) cannot be checked here and counts: random data has NULs.
+ */
+function gzipAt(b: Buffer, s: number): boolean {
+  const head = gzipHeader(b, s);
+  if (typeof head === 'string') return head === 'header runs past the end' || head.endsWith('not terminated');
+  try {
+    const out = inflateRawSync(b.subarray(head.end, head.end + 4096), { maxOutputLength: 256, finishFlush: zc.Z_SYNC_FLUSH });
+    return out.length > 0;
+  } catch (e) {
+    // a stream that fills the 256 bytes decodes: a gzip
+    return (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
+  }
+}
+
+/** A tar header checksum field (bytes 148-155) holds only octal digits, spaces and NULs: the cheap test before the sum. */
+function checksumFieldPlausible(b: Buffer, s: number): boolean {
+  for (let i = s + 148; i < s + 156; i++) {
+    const c = b[i]!;
+    if (c !== 0x20 && c !== 0 && (c < 0x30 || c > 0x37)) return false;
+  }
+  return true;
+}
+
+/** A tar header at the 512-byte block `s` (GNU tar reads one there after blocks that are not headers). */
+export function tarBlockAt(b: Buffer, s: number): boolean {
+  return b.length >= s + BLOCK && checksumFieldPlausible(b, s) && tarChecksumOk(b.subarray(s, s + BLOCK));
+}
+
+/**
+ * The first archive in `b` that starts after offset 0 and at most at `window` (HIDDEN_ARCHIVE_WINDOW_BYTES:
+ * 7-Zip's search; not for a file 7-Zip opens at 0, by `at0`, its type there) or, for a tar at a 512-byte boundary, anywhere in `b` (GNU tar). A candidate's
+ * check reads at most HIDDEN_ARCHIVE_REACH_BYTES from its start. `b` is the whole file, or its first
+ * window + reach bytes (a multiple of 512), after which the caller's TarBlockSearch takes over.
+ */
+export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHIVE_WINDOW_BYTES): HiddenArchiveHit | undefined {
+  // a start at `window` itself is still tried (7-Zip's last); none when 7-Zip opens the file at 0
+  const end = at0 && OPENED_AT_ZERO_BY_7ZIP.has(at0) ? 0 : Math.min(window + 1, b.length);
+  // the signatures' search: what the window's candidates may read, not a long file's rest
+  const w = b.subarray(0, end + HIDDEN_ARCHIVE_REACH_BYTES);
+  let best: HiddenArchiveHit | undefined;
+  const take = (format: string, offset: number, by: string): void => {
+    if (!best || offset < best.offset) best = { format, offset, by };
+  };
+  for (const s of SIGNATURES) {
+    for (let i = w.indexOf(s.needle, 1 + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
+      const start = i - s.back;
+      if (start >= end || (best && start >= best.offset)) break;
+      if (s.ok(w.subarray(0, start + HIDDEN_ARCHIVE_REACH_BYTES), start)) {
+        take(s.format, start, '7-Zip');
+        break;
+      }
+    }
+  }
+  let tries = 0;
+  for (let i = w.indexOf(GZIP_MAGIC, 1); i >= 0 && i < end && !(best && i >= best.offset); i = w.indexOf(GZIP_MAGIC, i + 1)) {
+    if (++tries > HIDDEN_ARCHIVE_GZIP_CANDIDATES) {
+      // fail closed: more headers than are tried; the next one could be the real one
+      take(`gzip (more than ${HIDDEN_ARCHIVE_GZIP_CANDIDATES} gzip headers to check)`, i, '7-Zip');
+      break;
+    }
+    if (gzipAt(w.subarray(0, i + HIDDEN_ARCHIVE_REACH_BYTES), i)) {
+      take('gzip', i, '7-Zip');
+      break;
+    }
+  }
+  const alignedEnd = best ? best.offset : b.length;
+  for (let s = BLOCK; s + BLOCK <= b.length && s < alignedEnd; s += BLOCK) {
+    if (tarBlockAt(b, s)) {
+      // (with the ustar magic, the signature search above found it first, for 7-Zip)
+      take('tar', s, 'GNU tar');
+      break;
+    }
+  }
+  return best;
+}
+
+/**
+ * GNU tar's part of the search fed in pieces, for content longer than the window that is decoded
+ * piece by piece anyway: every 512-byte boundary at or after `from` (a multiple of 512) is checked
+ * for a tar header. Holds less than one block.
+ */
+export class TarBlockSearch {
+  hit: HiddenArchiveHit | undefined;
+  private carry = Buffer.alloc(0);
+  /** Offset of the next byte pushed, in the whole. */
+  private pos: number;
+
+  /** `from`: the first block boundary to check; `pos`: where the first piece pushed starts in the whole. */
+  constructor(
+    private readonly from: number,
+    pos = 0,
+  ) {
+    this.pos = pos;
+  }
+
+  /** Takes the next piece (the caller may reuse it afterwards), starting where the last one ended. */
+  push(chunk: Buffer): void {
+    if (this.hit || chunk.length === 0) return;
+    const at = this.pos;
+    this.pos += chunk.length;
+    if (this.pos <= this.from) return;
+    let buf = chunk;
+    let base = at;
+    if (this.carry.length > 0) {
+      buf = Buffer.concat([this.carry, chunk]);
+      base = at - this.carry.length;
+    }
+    // the first block boundary at or after max(from, base)
+    let s = Math.max(this.from, base);
+    s = Math.ceil(s / BLOCK) * BLOCK;
+    for (; s + BLOCK <= base + buf.length; s += BLOCK) {
+      if (tarBlockAt(buf, s - base)) {
+        this.hit = { format: 'tar', offset: s, by: 'GNU tar' };
+        return;
+      }
+    }
+    this.carry = s < base + buf.length ? Buffer.from(buf.subarray(s - base)) : Buffer.alloc(0);
+  }
+}
+
+/** What scanHidden finds in a part's decoded content. */
+export interface HiddenScan {
+  exec?: ExecutableHit;
+  archive?: HiddenArchiveHit;
+}
+
+/**
+ * One pass over a part body's decoded content, in bounded memory: its first `want` bytes gathered in
+ * one buffer (HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES when archives are looked for),
+ * the rest searched piece by piece. Finds a complete executable header at any offset of the first
+ * EXEC_SNIFF_WINDOW_BYTES, or of all of it with `execWhole` (findExecutable), and with `archives` an
+ * archive after offset 0 (findHiddenArchive on the prefix, TarBlockSearch beyond it; `at0`: the
+ * content's type at offset 0). The caller skips content that is an executable or an archive at offset 0.
+ */
+export function scanHidden(
+  body: Buffer,
+  cte: string,
+  plain: PlainBase64 | null | undefined,
+  opts: { execWhole: boolean; archives: boolean; at0?: string },
+): HiddenScan {
+  const want = opts.archives ? HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES : EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH;
+  const usePlain = cte === 'base64' && !!plain;
+  const pieces: Iterable<Buffer> = usePlain ? plainBase64Pieces(body, plain) : isDecodedEncoding(cte) ? decodeChunks(body, cte) : [body];
+  const it = pieces[Symbol.iterator]();
+  // the prefix: a view of an identity body, else gathered (plain pieces are views of a reused buffer)
+  let prefix: Buffer;
+  let rest: Buffer | undefined;
+  if (!isDecodedEncoding(cte)) {
+    prefix = body.subarray(0, want);
+    rest = body.length > want ? body.subarray(want) : undefined;
+  } else {
+    const known = usePlain ? plainDecodedLength(plain) : undefined;
+    const into = known !== undefined ? Buffer.allocUnsafe(Math.min(known, want)) : undefined;
+    const kept: Buffer[] = [];
+    let n = 0;
+    while (n < want) {
+      const r = it.next();
+      if (r.done) break;
+      const take = Math.min(r.value.length, want - n);
+      if (into) r.value.copy(into, n, 0, take);
+      else kept.push(r.value.subarray(0, take));
+      n += take;
+      if (take < r.value.length) {
+        rest = r.value.subarray(take);
+        break;
+      }
+    }
+    prefix = into ? into.subarray(0, n) : kept.length === 1 ? kept[0]! : Buffer.concat(kept, n);
+  }
+  // the prefix is all the content when shorter than asked for (when exactly as long, the rest is empty)
+  const whole = prefix.length < want;
+  const execEnd = !opts.execWhole ? EXEC_SNIFF_WINDOW_BYTES : whole ? prefix.length : prefix.length - EXEC_HEADER_REACH;
+  const r: HiddenScan = { exec: findExecutable(prefix, 0, execEnd) };
+  if (opts.archives) r.archive = findHiddenArchive(prefix, opts.at0);
+  if (whole) return r;
+  const exec = opts.execWhole && !r.exec ? new ExecutableSearch(execEnd) : undefined;
+  const tar = opts.archives && !r.archive ? new TarBlockSearch(prefix.length, prefix.length) : undefined;
+  if (!exec && !tar) return r;
+  exec?.push(prefix.subarray(execEnd));
+  const more = (p: Buffer): boolean => {
+    exec?.push(p);
+    tar?.push(p);
+    return (!exec || !!exec.hit) && (!tar || !!tar.hit);
+  };
+  let done = rest ? more(rest) : false;
+  if (isDecodedEncoding(cte)) {
+    for (let x = it.next(); !done && !x.done; x = it.next()) done = more(x.value);
+  }
+  if (exec) r.exec = exec.end();
+  if (tar) r.archive = tar.hit;
+  return r;
+}
+
+/** The reason a hidden archive gives (`what`: file, member). */
+export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE)/.test(h.format) ? 'an' : 'a';
+  return `${a} ${h.format} archive starts at byte ${h.offset} inside the ${what} (${h.by} ${h.by.includes(' and ') ? 'find' : 'finds'} it there; postern opens an archive only from the first byte)`;
+}

@@ -1,0 +1,364 @@
+/**
+ * Archives hidden behind other bytes (src/mime/hidden-archive.ts). 7-Zip searches the first 8 MiB of
+ * a file it cannot open at offset 0 for any archive signature and extracts what it finds; GNU tar
+ * extracts a tar from any 512-byte boundary. Real archives made by real tools (7zz, Python's
+ * zipfile/tarfile/lzma/bz2/gzip, zstd, cpio) are put behind a PDF head at offsets in and beyond the
+ * window; findHiddenArchive must find each at its offset, and 7-Zip (or GNU tar) is run on the same
+ * file to show that the reader finds it there (and does not beyond its window). scanHidden's
+ * one-pass search over an encoded part body must give findHiddenArchive's answer over the decoded
+ * bytes, for every encoding and split. Random data and text with the magic bytes must not match.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32, gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
+import { EXEC_SNIFF_WINDOW_BYTES, HIDDEN_ARCHIVE_GZIP_CANDIDATES, HIDDEN_ARCHIVE_REACH_BYTES, HIDDEN_ARCHIVE_WINDOW_BYTES } from '../../src/limits.js';
+import { plainBase64 } from '../../src/mime/decode.js';
+import { EXEC_HEADER_REACH, findExecutable } from '../../src/mime/detect.js';
+import { findHiddenArchive, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import { mulberry32 } from '../helpers/prng.js';
+import { defaultPolicy } from '../policy/helpers.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'postern-hidden-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const MiB = 1024 * 1024;
+const HEAD = Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n', 'latin1');
+
+/** A PDF head, filler (not any signature) up to `at`, then `archive`. */
+function behind(archive: Buffer, at: number): Buffer {
+  const fill = Buffer.alloc(at - HEAD.length, 0x78);
+  return Buffer.concat([HEAD, fill, archive]);
+}
+
+/** Archives of EXE named evil.exe, made by the real tools. */
+const made: Record<string, Buffer> = {};
+beforeAll(() => {
+  writeFileSync(join(tmp, 'evil.exe'), EXE);
+  const py = `
+import io, zipfile, tarfile, lzma, bz2, gzip, sys
+d = open(sys.argv[1] + '/evil.exe', 'rb').read()
+z = io.BytesIO()
+with zipfile.ZipFile(z, 'w') as f: f.writestr('evil.exe', d)
+# a ZIP without its central directory and end record: the local header alone
+zb = z.getvalue(); open(sys.argv[1] + '/local.zip', 'wb').write(zb[:zb.index(b'PK\\x01\\x02')])
+t = io.BytesIO()
+with tarfile.open(fileobj=t, mode='w', format=tarfile.USTAR_FORMAT) as f:
+    ti = tarfile.TarInfo('evil.exe'); ti.size = len(d); f.addfile(ti, io.BytesIO(d))
+open(sys.argv[1] + '/ustar.tar', 'wb').write(t.getvalue())
+v = bytearray(t.getvalue()); v[257:265] = b'\\0' * 8; v[148:156] = b' ' * 8
+v[148:156] = ('%06o\\0 ' % sum(v[:512])).encode(); open(sys.argv[1] + '/v7.tar', 'wb').write(bytes(v))
+open(sys.argv[1] + '/x.xz', 'wb').write(lzma.compress(d))
+open(sys.argv[1] + '/x.bz2', 'wb').write(bz2.compress(d))
+open(sys.argv[1] + '/x.gz', 'wb').write(gzip.compress(d))
+`;
+  execFileSync('python3', ['-c', py, tmp]);
+  execFileSync('7zz', ['a', '-bso0', '-bsp0', join(tmp, 'x.7z'), 'evil.exe'], { cwd: tmp });
+  execFileSync('zstd', ['-q', '-f', 'evil.exe', '-o', 'x.zst'], { cwd: tmp });
+  execFileSync('sh', ['-c', 'echo evil.exe | cpio -o -H newc > x.cpio 2>/dev/null'], { cwd: tmp });
+  for (const [k, f] of Object.entries({
+    ZIP: 'local.zip',
+    tar: 'ustar.tar',
+    v7: 'v7.tar',
+    xz: 'x.xz',
+    bzip2: 'x.bz2',
+    gzip: 'x.gz',
+    '7z': 'x.7z',
+    zstd: 'x.zst',
+    cpio: 'x.cpio',
+  }))
+    made[k] = readFileSync(join(tmp, f));
+});
+
+/** What 7-Zip lists for a file: the type and offset it opened, and the names. */
+function sevenZip(file: Buffer): { type?: string; offset?: number; text: string } {
+  const p = join(tmp, `f${Math.random().toString(36).slice(2)}.dat`);
+  writeFileSync(p, file);
+  let text: string;
+  try {
+    text = execFileSync('7zz', ['l', p], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    text = String((e as { stdout?: string }).stdout ?? '');
+  }
+  rmSync(p);
+  const type = /^Type = (.+)$/m.exec(text)?.[1];
+  const offset = /^Offset = (\d+)$/m.exec(text)?.[1];
+  return { type, offset: offset === undefined ? undefined : Number(offset), text };
+}
+
+describe('archives behind a PDF head: postern finds what 7-Zip opens', () => {
+  const FORMATS = ['ZIP', 'tar', 'xz', 'bzip2', 'gzip', '7z', 'zstd', 'cpio'];
+  const SEVEN: Record<string, string> = { ZIP: 'zip', tar: 'tar', xz: 'xz', bzip2: 'bzip2', gzip: 'gzip', '7z': '7z', zstd: 'zstd', cpio: 'Cpio' };
+  it.each(FORMATS.flatMap((f) => [1009, 70_001].map((at) => [f, at] as const)))('%s at byte %i', (format, at) => {
+    const file = behind(made[format]!, at);
+    expect(findHiddenArchive(file)).toMatchObject({ format, offset: at });
+    const z = sevenZip(file);
+    expect(z.type, z.text).toBe(SEVEN[format]);
+    expect(z.offset).toBe(at);
+  });
+
+  it('at the edge of the window: found just inside it, not beyond, as by 7-Zip', () => {
+    const inside = behind(made['7z']!, HIDDEN_ARCHIVE_WINDOW_BYTES);
+    expect(findHiddenArchive(inside)).toMatchObject({ format: '7z', offset: HIDDEN_ARCHIVE_WINDOW_BYTES });
+    // 7-Zip's kMaxCheckStartPosition (1 << 23) is the last start it tries
+    expect(sevenZip(inside).offset).toBe(HIDDEN_ARCHIVE_WINDOW_BYTES);
+    const beyond = behind(made['7z']!, HIDDEN_ARCHIVE_WINDOW_BYTES + 1);
+    expect(findHiddenArchive(beyond)).toBeUndefined();
+    expect(sevenZip(beyond).type).toBeUndefined();
+  });
+
+  it('a tar without magic at any 512-byte boundary (GNU tar skips to it; 7-Zip does not), however far in; not off a boundary', () => {
+    for (const at of [1024, 20 * MiB]) {
+      const file = behind(made.v7!, at);
+      expect(findHiddenArchive(file), `at ${at}`).toEqual({
+        format: 'tar',
+        offset: at,
+        by: 'GNU tar',
+      });
+      // 7-Zip reads a tar without its magic only from offset 0
+      if (at < HIDDEN_ARCHIVE_WINDOW_BYTES) expect(sevenZip(file).type).toBeUndefined();
+      const p = join(tmp, 'v7.pdf');
+      writeFileSync(p, file);
+      let listed = '';
+      try {
+        execFileSync('tar', ['-tf', p], { stdio: ['ignore', 'pipe', 'ignore'] });
+      } catch (e) {
+        listed = String((e as { stdout?: Buffer }).stdout);
+      }
+      expect(listed.trim()).toBe('evil.exe');
+    }
+    // off a boundary neither GNU tar nor 7-Zip reads a tar without its magic
+    const off = behind(made.v7!, 1000);
+    expect(findHiddenArchive(off)).toBeUndefined();
+    expect(sevenZip(off).type).toBeUndefined();
+  });
+});
+
+/** A minimal header of each format found by its signature alone (no tool here writes them). */
+function arj(): Buffer {
+  const basic = Buffer.alloc(40, 0x01);
+  const h = Buffer.alloc(4);
+  h.writeUInt16LE(0xea60, 0);
+  h.writeUInt16LE(basic.length, 2);
+  const c = Buffer.alloc(4);
+  c.writeUInt32LE(crc32(basic), 0);
+  return Buffer.concat([h, basic, c, Buffer.alloc(16)]);
+}
+
+describe('formats found by signature and header fields', () => {
+  const cases: [string, Buffer, Buffer][] = [
+    ['RAR', Buffer.from('Rar!\x1a\x07\x00\xcf\x90\x73\x00\x00', 'latin1'), Buffer.from('Rar!\x1a\x07\x05\x00', 'latin1')],
+    ['RAR', Buffer.from('Rar!\x1a\x07\x01\x00\x33\x92\xb5\xe5', 'latin1'), Buffer.from('Rar!\x1a\x07\x01\x01', 'latin1')],
+    ['CAB', Buffer.from('MSCF\0\0\0\0\x40\x00\x00\x00\0\0\0\0', 'latin1'), Buffer.from('MSCF\x01\0\0\0', 'latin1')],
+    ['ARJ', arj(), Buffer.concat([arj().subarray(0, 44), Buffer.from([0, 0, 0, 0])])],
+    [
+      'LZH',
+      Buffer.from('\x22\x00-lh5-\x10\x00\x00\x00\x20\x00\x00\x00\x00\x00\x00\x00\x20\x01\x08evil.exe', 'latin1'),
+      Buffer.from('\x22\x00-lh5-\x10\x00\x00\x00\x20\x00\x00\x00\x00\x00\x00\x00\x20\x09', 'latin1'),
+    ],
+    ['ACE', Buffer.from('\x00\x00\x00\x00\x00\x00\x00**ACE**', 'latin1'), Buffer.from('**ACE*', 'latin1')],
+    ['lzip', Buffer.from('LZIP\x01\x0c\x00\x00', 'latin1'), Buffer.from('LZIP\x02\x0c', 'latin1')],
+    ['xar', Buffer.from('xar!\x00\x1c\x00\x01', 'latin1'), Buffer.from('xar!\x00\x1d\x00\x01', 'latin1')],
+    [
+      'OLE compound (MSI)',
+      Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(20), Buffer.from([0xfe, 0xff])]),
+      Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(22)]),
+    ],
+    ['CHM', Buffer.from('ITSF\x03\x00\x00\x00', 'latin1'), Buffer.from('ITSF\x02\x00\x00\x00', 'latin1')],
+    ['WIM', Buffer.from('MSWIM\x00\x00\x00', 'latin1'), Buffer.from('MSWIM\x00\x00\x01', 'latin1')],
+  ];
+  it.each(cases)('%s', (format, good, bad) => {
+    expect(findHiddenArchive(behind(good, 3000))).toMatchObject({ format, offset: 3000 });
+    expect(findHiddenArchive(behind(bad, 3000))).toBeUndefined();
+  });
+
+  it('an ISO 9660 image: its volume descriptor 32 KiB in', () => {
+    const iso = Buffer.concat([Buffer.alloc(0x8000), Buffer.from('\x01CD001\x01', 'latin1'), Buffer.alloc(2041)]);
+    expect(findHiddenArchive(behind(iso, 5000))).toMatchObject({ format: 'ISO 9660', offset: 5000 });
+  });
+
+  it('a ZIP local header needs a method some extractor decodes and a name', () => {
+    const local = made.ZIP!;
+    const method = Buffer.from(local);
+    method.writeUInt16LE(0x1234, 8);
+    expect(findHiddenArchive(behind(method, 600))).toBeUndefined();
+    const noName = Buffer.from(local);
+    noName.writeUInt16LE(0, 26);
+    expect(findHiddenArchive(behind(noName, 600))).toBeUndefined();
+  });
+
+  it('the first archive is reported, whatever the format order', () => {
+    const two = Buffer.concat([behind(made.cpio!, 2000), Buffer.alloc(300), made['7z']!]);
+    expect(findHiddenArchive(two)).toMatchObject({ format: 'cpio', offset: 2000 });
+  });
+
+  it(`more than ${HIDDEN_ARCHIVE_GZIP_CANDIDATES} gzip headers to check count as a gzip (the next could be the real one)`, () => {
+    // each: a header, then a deflate block of the reserved type (does not decode)
+    const fake = Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3, 0x07, 0xff, 0xff, 0xff]);
+    const many = behind(Buffer.concat([...Array.from({ length: HIDDEN_ARCHIVE_GZIP_CANDIDATES }, () => fake), made.gzip!]), 100);
+    expect(findHiddenArchive(many)?.format).toMatch(/^gzip \(more than 64 gzip headers to check\)$/);
+    const few = behind(Buffer.concat([...Array.from({ length: 3 }, () => fake), made.gzip!]), 100);
+    expect(findHiddenArchive(few)).toMatchObject({ format: 'gzip', offset: 100 + 3 * fake.length });
+    expect(findHiddenArchive(behind(Buffer.concat(Array.from({ length: 3 }, () => fake)), 100))).toBeUndefined();
+  });
+});
+
+describe('containers 7-Zip opens from their first byte are not searched by its rule', () => {
+  it('an OLE compound file (an old .doc whose embedded object is an .xlsx: a ZIP) is not; a tar block in it is (GNU tar)', () => {
+    const ole = Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(20), Buffer.from([0xfe, 0xff]), Buffer.alloc(482)]);
+    const doc = Buffer.concat([ole, Buffer.alloc(1536), made.ZIP!, Buffer.alloc(2048 - made.ZIP!.length)]);
+    expect(findHiddenArchive(doc, 'application/x-ole-storage')).toBeUndefined();
+    expect(findHiddenArchive(doc)).toMatchObject({ format: 'ZIP', offset: 2048 });
+    const withTar = Buffer.concat([doc, made.v7!]);
+    expect(findHiddenArchive(withTar, 'application/x-ole-storage')).toEqual({ format: 'tar', offset: doc.length, by: 'GNU tar' });
+  });
+});
+
+describe('no archive where there is none', () => {
+  it('8 MiB of random bytes, text and a PDF with the signatures in words match nothing', () => {
+    const rnd = mulberry32(7);
+    const noise = Buffer.alloc(HIDDEN_ARCHIVE_WINDOW_BYTES);
+    for (let i = 0; i < noise.length; i += 4) noise.writeUInt32LE(Math.floor(rnd() * 2 ** 32), i);
+    expect(findHiddenArchive(noise)).toBeUndefined();
+    const words = Buffer.from(
+      `${'Rar! 7z xz BZh9 MSCF LZIP xar! 07070 -lh5 **ACE ustar CD001 ITSF MSWIM PK and the ustar format, tar -cf, ls -lh; '.repeat(2000)}`,
+      'latin1',
+    );
+    expect(findHiddenArchive(Buffer.concat([HEAD, words]))).toBeUndefined();
+    expect(findHiddenArchive(PDF)).toBeUndefined();
+  });
+});
+
+describe('scanHidden: one pass over the encoded body gives the decoded bytes an answer', () => {
+  /** base64 in lines of `width` (plain when 76 and CRLF; 0: ragged), or quoted-printable. */
+  const encode = (data: Buffer, cte: string, width = 76): Buffer => {
+    if (cte === 'base64') {
+      const s = data.toString('base64');
+      const lines: string[] = [];
+      // width 0: ragged lines (a first line of 40), which only the general decoder reads
+      const first = width === 0 ? 40 : width;
+      lines.push(s.slice(0, first));
+      for (let i = first; i < s.length; i += width || 76) lines.push(s.slice(i, i + (width || 76)));
+      return Buffer.from(`${lines.join('\r\n')}\r\n`, 'latin1');
+    }
+    if (cte === 'quoted-printable') {
+      let out = '';
+      let line = 0;
+      for (const c of data) {
+        const t = c >= 33 && c <= 126 && c !== 61 ? String.fromCharCode(c) : `=${c.toString(16).toUpperCase().padStart(2, '0')}`;
+        if (line + t.length > 75) {
+          out += '=\r\n';
+          line = 0;
+        }
+        out += t;
+        line += t.length;
+      }
+      return Buffer.from(out, 'latin1');
+    }
+    return data;
+  };
+  const offsets = [1009, HIDDEN_ARCHIVE_WINDOW_BYTES - 7, HIDDEN_ARCHIVE_WINDOW_BYTES + 512 * 300, 11 * MiB];
+  it.each(['base64', 'base64-0', 'quoted-printable', '8bit'])(
+    '%s',
+    (enc) => {
+      const [cte, w] = enc.split('-') as [string, string | undefined];
+      for (const at of offsets) {
+        for (const format of ['7z', 'v7']) {
+          const data = Buffer.concat([behind(made[format]!, at), Buffer.alloc(3000, 0x79)]);
+          const body = encode(data, cte, w ? Number(w) : 76);
+          const plain = cte === 'base64' ? plainBase64(body) : undefined;
+          if (cte === 'base64') expect(plain === null, enc).toBe(w !== undefined);
+          const want = findHiddenArchive(data);
+          const got = scanHidden(body, cte, plain, { execWhole: true, archives: true });
+          expect(got.archive, `${enc} ${format} at ${at}`).toEqual(want);
+          expect(got.exec).toBeUndefined();
+        }
+      }
+    },
+    120_000,
+  );
+
+  it('the executable search gives findExecutable over the decoded bytes, across the prefix and after it', () => {
+    const pe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(200, 0x41)]);
+    const want = HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES;
+    for (const at of [100, 5000, want - EXEC_HEADER_REACH - 1, want - 10, want + 3, 10 * MiB]) {
+      const data = Buffer.concat([Buffer.alloc(at, 0x79), pe, Buffer.alloc(5000, 0x79)]);
+      for (const cte of ['base64', 'quoted-printable']) {
+        const body = encode(data, cte);
+        const plain = cte === 'base64' ? plainBase64(body) : undefined;
+        for (const execWhole of [true, false]) {
+          for (const archives of [true, false]) {
+            const got = scanHidden(body, cte, plain, { execWhole, archives });
+            const expected = findExecutable(data, 0, execWhole ? data.length : EXEC_SNIFF_WINDOW_BYTES);
+            expect(got.exec, `${cte} at ${at} whole ${execWhole} archives ${archives}`).toEqual(expected);
+            expect(got.exec?.offset).toBe(execWhole || at < EXEC_SNIFF_WINDOW_BYTES ? at : undefined);
+          }
+        }
+      }
+    }
+  }, 120_000);
+
+  it('TarBlockSearch over any split finds the block findHiddenArchive finds', () => {
+    const data = behind(made.v7!, 512 * 37);
+    const want = { format: 'tar', offset: 512 * 37, by: 'GNU tar' };
+    for (const step of [1, 7, 512, 513, 4096]) {
+      const s = new TarBlockSearch(1024);
+      for (let i = 0; i < data.length; i += step) s.push(data.subarray(i, i + step));
+      expect(s.hit, `step ${step}`).toEqual(want);
+    }
+    const late = new TarBlockSearch(512 * 38);
+    late.push(data);
+    expect(late.hit).toBeUndefined();
+  });
+});
+
+describe('through the engine with the default policy', () => {
+  const withAttachment = (type: string, body: Buffer, filename: string) =>
+    message(multipart('mixed', 'u1', [leaf({ type: 'text/plain', body: 'see attached' }), leaf({ type, body, filename })]));
+
+  it('a PDF holding a 7z is stripped as ambiguous: as an attachment, as a ZIP member, in a tar', async () => {
+    const hidden = behind(made['7z']!, 1009);
+    const att = await inspectMessage(withAttachment('application/pdf', hidden, 'report.pdf'), defaultPolicy(), {}, {});
+    expect(att.verdict.status).toBe('changed');
+    expect(att.verdict.hits.map((h) => [h.rule, h.action, h.reason])).toEqual([
+      [
+        'archives.on_ambiguous',
+        'strip',
+        'a 7z archive starts at byte 1009 inside the file (7-Zip finds it there; postern opens an archive only from the first byte)',
+      ],
+    ]);
+    const zipped = await inspectMessage(withAttachment('application/zip', makeZip([{ name: 'report.pdf', data: hidden }]), 'r.zip'), defaultPolicy(), {}, {});
+    expect(zipped.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('report.pdf: a 7z archive starts at byte 1009 inside the member'));
+    const gz = await inspectMessage(withAttachment('application/gzip', gzipSync(hidden), 'report.pdf.gz'), defaultPolicy(), {}, {});
+    expect(gz.verdict.hits.map((h) => h.reason)).toContainEqual(expect.stringContaining('a 7z archive starts at byte 1009 inside the member'));
+  });
+
+  it('an image with a RAR behind it (copy /b photo.jpg + x.rar) and a text part holding an xz are stripped', async () => {
+    const jpeg = Buffer.concat([
+      Buffer.from([0xff, 0xd8, 0xff, 0xe0]),
+      Buffer.alloc(60_000, 0x55),
+      Buffer.from('Rar!\x1a\x07\x01\x00\x33\x92\xb5\xe5', 'latin1'),
+    ]);
+    const r = await inspectMessage(withAttachment('image/jpeg', jpeg, 'photo.jpg'), defaultPolicy(), {}, {});
+    expect(r.verdict.hits.map((h) => [h.rule, h.reason])).toEqual([
+      ['archives.on_ambiguous', 'a RAR archive starts at byte 60004 inside the file (7-Zip finds it there; postern opens an archive only from the first byte)'],
+    ]);
+    const txt = await inspectMessage(withAttachment('application/octet-stream', behind(made.xz!, 4500), 'notes.txt'), defaultPolicy(), {}, {});
+    expect(txt.verdict.hits.map((h) => h.reason)).toEqual([expect.stringContaining('an xz archive starts at byte 4500 inside the file')]);
+  });
+
+  it('a clean PDF, a clean PNG and a clean text attachment pass', async () => {
+    for (const [type, body, name] of [
+      ['application/pdf', PDF, 'report.pdf'],
+      ['image/png', PNG, 'chart.png'],
+      ['text/plain', Buffer.from('the ustar format; ls -lh; PK\x03\x04 in words\n'.repeat(500)), 'notes.txt'],
+    ] as const) {
+      const r = await inspectMessage(withAttachment(type, body, name), defaultPolicy(), {}, {});
+      expect(r.verdict.status, name).toBe('clean');
+    }
+  });
+});
