@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { BASE64_WINDOW_BYTES, EXEC_PE_MAX_HEADER_OFFSET } from '../../src/limits.js';
 import { decodeBody, decodeChunks, plainBase64, plainBase64Pieces } from '../../src/mime/decode.js';
 import { EXEC_HEADER_REACH, ExecutableSearch, findExecutable, findExecutableInChunks } from '../../src/mime/detect.js';
+import { qpEncode } from '../helpers/encode.js';
 import { pe } from '../helpers/executables.js';
 import { mulberry32 } from '../helpers/prng.js';
 
@@ -42,18 +43,7 @@ const wrap = (s: string, w: number): string => {
 };
 
 function qp(data: Buffer): Buffer {
-  let out = '';
-  let line = 0;
-  for (const c of data) {
-    const t = c >= 33 && c <= 126 && c !== 61 ? String.fromCharCode(c) : `=${c.toString(16).toUpperCase().padStart(2, '0')}`;
-    if (line + t.length > 75) {
-      out += '=\r\n';
-      line = 0;
-    }
-    out += t;
-    line += t.length;
-  }
-  return Buffer.from(`${out}\r\n`, 'latin1');
+  return Buffer.from(`${qpEncode(data)}\r\n`, 'latin1');
 }
 
 type Layout = 'plain' | 'non-plain' | 'qp' | '7bit';

@@ -20,6 +20,7 @@ import { plainBase64 } from '../../src/mime/decode.js';
 import { EXEC_HEADER_REACH, findExecutable } from '../../src/mime/detect.js';
 import { findHiddenArchive, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
 import { inspectMessage } from '../../src/policy/engine.js';
+import { qpEncode } from '../helpers/encode.js';
 import { mulberry32 } from '../helpers/prng.js';
 import { defaultPolicy } from '../policy/helpers.js';
 
@@ -245,20 +246,7 @@ describe('scanHidden: one pass over the encoded body gives the decoded bytes an 
       for (let i = first; i < s.length; i += width || 76) lines.push(s.slice(i, i + (width || 76)));
       return Buffer.from(`${lines.join('\r\n')}\r\n`, 'latin1');
     }
-    if (cte === 'quoted-printable') {
-      let out = '';
-      let line = 0;
-      for (const c of data) {
-        const t = c >= 33 && c <= 126 && c !== 61 ? String.fromCharCode(c) : `=${c.toString(16).toUpperCase().padStart(2, '0')}`;
-        if (line + t.length > 75) {
-          out += '=\r\n';
-          line = 0;
-        }
-        out += t;
-        line += t.length;
-      }
-      return Buffer.from(out, 'latin1');
-    }
+    if (cte === 'quoted-printable') return Buffer.from(qpEncode(data), 'latin1');
     return data;
   };
   const offsets = [1009, HIDDEN_ARCHIVE_WINDOW_BYTES - 7, HIDDEN_ARCHIVE_WINDOW_BYTES + 512 * 300, 11 * MiB];

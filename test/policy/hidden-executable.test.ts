@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import { EXEC_SNIFF_WINDOW_BYTES } from '../../src/limits.js';
 import { inspectMessage } from '../../src/policy/engine.js';
+import { qpEncode } from '../helpers/encode.js';
 import { pad, pe } from '../helpers/executables.js';
 import { defaultPolicy, policyFrom, REAL } from './helpers.js';
 
@@ -25,18 +26,7 @@ function withPart(type: string, body: Buffer, encoding: 'base64' | 'quoted-print
   return message(multipart('mixed', 'b1', [text, part]));
 }
 function qp(b: Buffer): string {
-  let s = '';
-  let line = 0;
-  for (const c of b) {
-    const t = c >= 33 && c <= 126 && c !== 61 ? String.fromCharCode(c) : `=${c.toString(16).toUpperCase().padStart(2, '0')}`;
-    if (line + t.length > 72) {
-      s += '=\r\n';
-      line = 0;
-    }
-    s += t;
-    line += t.length;
-  }
-  return s;
+  return qpEncode(b, 72);
 }
 const hits = async (raw: Buffer, policy = defaultPolicy()) => {
   const r = await inspectMessage(raw, policy, {}, {});
