@@ -894,6 +894,19 @@ export const HIDDEN_ARCHIVE_REACH_BYTES = 96 * 1024;
 export const HIDDEN_ARCHIVE_GZIP_CANDIDATES = 64;
 
 /**
+ * Signature positions the hidden-archive search looks at in one file, all formats together (each
+ * check reads a few bytes). One more counts as a hidden archive there (fail closed: a file made of
+ * `-l-l-l` or of repeated `PK\3\4` would otherwise cost a check every two bytes).
+ */
+export const HIDDEN_ARCHIVE_MAX_CANDIDATES = 256 * 1024;
+
+/**
+ * Candidate headers the hidden-archive search sums or CRCs in one file (a ustar header's 512 bytes,
+ * an ARJ header's up to 2,600). One more counts as a hidden archive there (fail closed).
+ */
+export const HIDDEN_ARCHIVE_MAX_HEADER_CHECKS = 4096;
+
+/**
  * Largest e_lfanew (the DOS header's offset of the `PE\0\0` header) taken as evidence of a PE away
  * from offset 0; linkers write 0x40-0x200. Also how far past a candidate `MZ` the search reads.
  */

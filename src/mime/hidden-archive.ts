@@ -18,7 +18,14 @@
  */
 
 import { crc32, inflateRawSync, constants as zc } from 'node:zlib';
-import { EXEC_SNIFF_WINDOW_BYTES, HIDDEN_ARCHIVE_GZIP_CANDIDATES, HIDDEN_ARCHIVE_REACH_BYTES, HIDDEN_ARCHIVE_WINDOW_BYTES } from '../limits.js';
+import {
+  EXEC_SNIFF_WINDOW_BYTES,
+  HIDDEN_ARCHIVE_GZIP_CANDIDATES,
+  HIDDEN_ARCHIVE_MAX_CANDIDATES,
+  HIDDEN_ARCHIVE_MAX_HEADER_CHECKS,
+  HIDDEN_ARCHIVE_REACH_BYTES,
+  HIDDEN_ARCHIVE_WINDOW_BYTES,
+} from '../limits.js';
 import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainDecodedLength } from './decode.js';
 import { EXEC_HEADER_REACH, type ExecutableHit, ExecutableSearch, findExecutable, tarChecksumOk } from './detect.js';
 import { gzipHeader } from './tar.js';
@@ -29,6 +36,8 @@ export interface HiddenArchiveHit {
   offset: number;
   /** The readers that find it there. */
   by: string;
+  /** Set when a budget ran out at `offset` (what was left unchecked): taken as an archive there, fail closed. */
+  over?: string;
 }
 
 const BLOCK = 512;
@@ -43,11 +52,24 @@ interface Signature {
   needle: Buffer;
   /** The archive's start from the needle's position (the ustar magic is at 257, an ISO's descriptor at 32 KiB). */
   back: number;
-  ok: (b: Buffer, start: number) => boolean;
+  /**
+   * The header at `start` checks out (reading fewer than 2,700 bytes from it). A check that sums or
+   * CRCs a header first calls `spend`, and fails when it says the budget is gone.
+   */
+  ok: (b: Buffer, start: number, spend: () => boolean) => boolean;
 }
 
 /** ZIP compression methods some extractor decodes (stored, shrink, reduce, implode, deflate, deflate64, bzip2, LZMA, zstd, xz, PPMd, AES...). */
 const ZIP_METHODS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12, 14, 18, 19, 20, 93, 94, 95, 96, 97, 98, 99]);
+
+const BZ_BLOCK = sig('1AY&SY');
+const BZ_END = sig('\x17rE8P\x90');
+
+function bytesAt(b: Buffer, at: number, what: Buffer): boolean {
+  if (b.length < at + what.length) return false;
+  for (let i = 0; i < what.length; i++) if (b[at + i] !== what[i]) return false;
+  return true;
+}
 
 function hex(b: Buffer, from: number, n: number): boolean {
   if (b.length < from + n) return false;
@@ -68,17 +90,11 @@ function octal(b: Buffer, from: number, n: number): boolean {
 // Boyer-Moore search); the bytes after the seventh are checked in `ok`.
 const SIGNATURES: Signature[] = [
   {
-    // a local header: a method some extractor decodes, a name without NUL (7-Zip needs no end record)
+    // a local header: a method some extractor decodes and a name (7-Zip needs no end record)
     format: 'ZIP',
     needle: sig('PK\x03\x04'),
     back: 0,
-    ok: (b, s) => {
-      if (b.length < s + 30) return false;
-      const nameLen = b.readUInt16LE(s + 26);
-      if (!ZIP_METHODS.has(b.readUInt16LE(s + 8)) || nameLen === 0) return false;
-      const name = b.subarray(s + 30, s + 30 + nameLen);
-      return name.indexOf(0) < 0;
-    },
+    ok: (b, s) => b.length >= s + 30 && ZIP_METHODS.has(b.readUInt16LE(s + 8)) && b.readUInt16LE(s + 26) > 0,
   },
   { format: '7z', needle: sig('7z\xbc\xaf\x27\x1c'), back: 0, ok: () => true },
   { format: 'RAR', needle: sig('Rar!\x1a\x07'), back: 0, ok: (b, s) => b[s + 6] === 0 || (b[s + 6] === 1 && b[s + 7] === 0) },
@@ -88,8 +104,7 @@ const SIGNATURES: Signature[] = [
     format: 'bzip2',
     needle: sig('BZh'),
     back: 0,
-    ok: (b, s) =>
-      b[s + 3]! >= 0x31 && b[s + 3]! <= 0x39 && (b.toString('latin1', s + 4, s + 10) === '1AY&SY' || b.toString('latin1', s + 4, s + 10) === '\x17rE8P\x90'),
+    ok: (b, s) => b[s + 3]! >= 0x31 && b[s + 3]! <= 0x39 && (bytesAt(b, s + 4, BZ_BLOCK) || bytesAt(b, s + 4, BZ_END)),
   },
   { format: 'CAB', needle: sig('MSCF\0\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
   // a frame header descriptor's reserved bit is zero
@@ -108,10 +123,10 @@ const SIGNATURES: Signature[] = [
     format: 'ARJ',
     needle: sig('\x60\xea'),
     back: 0,
-    ok: (b, s) => {
+    ok: (b, s, spend) => {
       if (b.length < s + 4) return false;
       const size = b.readUInt16LE(s + 2);
-      if (size === 0 || size > 2600 || b.length < s + 8 + size) return false;
+      if (size === 0 || size > 2600 || b.length < s + 8 + size || !spend()) return false;
       return crc32(b.subarray(s + 4, s + 4 + size)) === b.readUInt32LE(s + 4 + size);
     },
   },
@@ -120,10 +135,19 @@ const SIGNATURES: Signature[] = [
     format: 'LZH',
     needle: sig('-l'),
     back: 2,
-    ok: (b, s) => b.length > s + 20 && b[s + 6] === 0x2d && /^[hz][0-9a-z]$/.test(b.toString('latin1', s + 4, s + 6)) && b[s + 20]! <= 3,
+    ok: (b, s) => {
+      if (b.length <= s + 20 || b[s + 6] !== 0x2d || (b[s + 4] !== 0x68 && b[s + 4] !== 0x7a) || b[s + 20]! > 3) return false;
+      const c = b[s + 5]!;
+      return (c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x7a);
+    },
   },
   { format: 'ACE', needle: sig('**ACE**'), back: 7, ok: () => true },
-  { format: 'tar', needle: sig('ustar'), back: 257, ok: (b, s) => (b[s + 262] === 0 || b[s + 262] === 0x20) && tarChecksumOk(b.subarray(s, s + BLOCK)) },
+  {
+    format: 'tar',
+    needle: sig('ustar'),
+    back: 257,
+    ok: (b, s, spend) => (b[s + 262] === 0 || b[s + 262] === 0x20) && checksumFieldPlausible(b, s) && spend() && tarChecksumOk(b.subarray(s, s + BLOCK)),
+  },
   { format: 'ISO 9660', needle: sig('\x01CD001\x01'), back: 0x8000, ok: () => true },
   // an OLE compound file (MSI installers, old Office files): its byte-order mark
   {
@@ -189,16 +213,29 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   // the signatures' search: what the window's candidates may read, not a long file's rest
   const w = b.subarray(0, end + HIDDEN_ARCHIVE_REACH_BYTES);
   let best: HiddenArchiveHit | undefined;
-  const take = (format: string, offset: number, by: string): void => {
-    if (!best || offset < best.offset) best = { format, offset, by };
+  const take = (format: string, offset: number, by: string, over?: string): void => {
+    if (!best || offset < best.offset) best = over ? { format, offset, by, over } : { format, offset, by };
   };
-  for (const s of SIGNATURES) {
+  // bounded work (fail closed: a file built to exhaust a budget counts as holding an archive there)
+  let candidates = 0;
+  let headers = 0;
+  const spend = (): boolean => ++headers <= HIDDEN_ARCHIVE_MAX_HEADER_CHECKS;
+  search: for (const s of SIGNATURES) {
     for (let i = w.indexOf(s.needle, 1 + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
       const start = i - s.back;
       if (start >= end || (best && start >= best.offset)) break;
-      if (s.ok(w.subarray(0, start + HIDDEN_ARCHIVE_REACH_BYTES), start)) {
+      if (start < 1) continue;
+      if (++candidates > HIDDEN_ARCHIVE_MAX_CANDIDATES) {
+        take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`);
+        break search;
+      }
+      if (s.ok(w, start, spend)) {
         take(s.format, start, '7-Zip');
         break;
+      }
+      if (headers > HIDDEN_ARCHIVE_MAX_HEADER_CHECKS) {
+        take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} archive headers to check`);
+        break search;
       }
     }
   }
@@ -206,7 +243,7 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   for (let i = w.indexOf(GZIP_MAGIC, 1); i >= 0 && i < end && !(best && i >= best.offset); i = w.indexOf(GZIP_MAGIC, i + 1)) {
     if (++tries > HIDDEN_ARCHIVE_GZIP_CANDIDATES) {
       // fail closed: more headers than are tried; the next one could be the real one
-      take(`gzip (more than ${HIDDEN_ARCHIVE_GZIP_CANDIDATES} gzip headers to check)`, i, '7-Zip');
+      take('gzip', i, '7-Zip', `more than ${HIDDEN_ARCHIVE_GZIP_CANDIDATES} gzip headers to check`);
       break;
     }
     if (gzipAt(w.subarray(0, i + HIDDEN_ARCHIVE_REACH_BYTES), i)) {
@@ -344,6 +381,8 @@ export function scanHidden(
 
 /** The reason a hidden archive gives (`what`: file, member). */
 export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
-  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE)/.test(h.format) ? 'an' : 'a';
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive)/.test(h.format) ? 'an' : 'a';
+  if (h.over)
+    return `${h.over} in the ${what} (from byte ${h.offset}): taken as ${a} ${h.format} behind other bytes (${h.by} looks for one there; postern opens an archive only from the first byte)`;
   return `${a} ${h.format} archive starts at byte ${h.offset} inside the ${what} (${h.by} ${h.by.includes(' and ') ? 'find' : 'finds'} it there; postern opens an archive only from the first byte)`;
 }

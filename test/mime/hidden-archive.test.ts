@@ -15,10 +15,17 @@ import { join } from 'node:path';
 import { crc32, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
-import { EXEC_SNIFF_WINDOW_BYTES, HIDDEN_ARCHIVE_GZIP_CANDIDATES, HIDDEN_ARCHIVE_REACH_BYTES, HIDDEN_ARCHIVE_WINDOW_BYTES } from '../../src/limits.js';
+import {
+  EXEC_SNIFF_WINDOW_BYTES,
+  HIDDEN_ARCHIVE_GZIP_CANDIDATES,
+  HIDDEN_ARCHIVE_MAX_CANDIDATES,
+  HIDDEN_ARCHIVE_MAX_HEADER_CHECKS,
+  HIDDEN_ARCHIVE_REACH_BYTES,
+  HIDDEN_ARCHIVE_WINDOW_BYTES,
+} from '../../src/limits.js';
 import { plainBase64 } from '../../src/mime/decode.js';
 import { EXEC_HEADER_REACH, findExecutable } from '../../src/mime/detect.js';
-import { findHiddenArchive, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
+import { findHiddenArchive, hiddenArchiveReason, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { qpEncode } from '../helpers/encode.js';
 import { mulberry32 } from '../helpers/prng.js';
@@ -201,7 +208,7 @@ describe('formats found by signature and header fields', () => {
     // each: a header, then a deflate block of the reserved type (does not decode)
     const fake = Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3, 0x07, 0xff, 0xff, 0xff]);
     const many = behind(Buffer.concat([...Array.from({ length: HIDDEN_ARCHIVE_GZIP_CANDIDATES }, () => fake), made.gzip!]), 100);
-    expect(findHiddenArchive(many)?.format).toMatch(/^gzip \(more than 64 gzip headers to check\)$/);
+    expect(findHiddenArchive(many)).toEqual({ format: 'gzip', offset: 100 + 64 * fake.length, by: '7-Zip', over: 'more than 64 gzip headers to check' });
     const few = behind(Buffer.concat([...Array.from({ length: 3 }, () => fake), made.gzip!]), 100);
     expect(findHiddenArchive(few)).toMatchObject({ format: 'gzip', offset: 100 + 3 * fake.length });
     expect(findHiddenArchive(behind(Buffer.concat(Array.from({ length: 3 }, () => fake)), 100))).toBeUndefined();
@@ -216,6 +223,38 @@ describe('containers 7-Zip opens from their first byte are not searched by its r
     expect(findHiddenArchive(doc)).toMatchObject({ format: 'ZIP', offset: 2048 });
     const withTar = Buffer.concat([doc, made.v7!]);
     expect(findHiddenArchive(withTar, 'application/x-ole-storage')).toEqual({ format: 'tar', offset: doc.length, by: 'GNU tar' });
+  });
+});
+
+describe('bounded work: a file built to cost a check every few bytes counts as holding an archive', () => {
+  const rep = (unit: Buffer, n = 4 * MiB) => {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i += unit.length) unit.copy(b, i);
+    return Buffer.concat([HEAD, b]);
+  };
+  it(`more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} signature positions ('-l' over and over)`, () => {
+    const h = findHiddenArchive(rep(Buffer.from('-l')));
+    expect(h).toEqual({
+      format: 'archive',
+      offset: HEAD.length + 2 * HIDDEN_ARCHIVE_MAX_CANDIDATES - 2,
+      by: '7-Zip',
+      over: `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`,
+    });
+    expect(hiddenArchiveReason(h!, 'file')).toBe(
+      `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check in the file (from byte ${h!.offset}): taken as an archive behind other bytes (7-Zip looks for one there; postern opens an archive only from the first byte)`,
+    );
+  });
+  it(`more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} headers to sum or CRC (ARJ headers of 2,600 bytes that fail their CRC, every 12 bytes)`, () => {
+    const arjUnit = Buffer.alloc(12);
+    arjUnit.writeUInt16LE(0xea60, 0);
+    arjUnit.writeUInt16LE(2600, 2);
+    expect(findHiddenArchive(rep(arjUnit))).toMatchObject({
+      format: 'archive',
+      offset: HEAD.length + 12 * HIDDEN_ARCHIVE_MAX_HEADER_CHECKS,
+      over: `more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} archive headers to check`,
+    });
+    // under the budget, the same headers are looked at and are not archives
+    expect(findHiddenArchive(rep(arjUnit, 12 * 1000))).toBeUndefined();
   });
 });
 
