@@ -170,21 +170,47 @@ const GZIP_MAGIC = sig('\x1f\x8b\x08');
  */
 const OPENED_AT_ZERO_BY_7ZIP = new Set(['application/x-ole-storage', 'application/vnd.ms-htmlhelp']);
 
+/** What a reader writes of a damaged gzip before its fault counts from this many bytes on (a DOS header's size). */
+const GZIP_MIN_OUTPUT = 64;
+
 /**
- * A gzip at `s`: a header that parses, then a deflate stream that decodes (three magic bytes alone
- * are common in binary data). A header that does not end inside `b` (a name or comment without its
- * NUL, an extra field longer than the rest) cannot be checked here and counts: random data has NULs.
+ * Whether raw deflate `d` is one a reader writes something from: a stream with no fault in `d` that
+ * decodes to anything, or one that gives GZIP_MIN_OUTPUT bytes before its first fault (7-Zip writes
+ * what a damaged stream gave). A prefix decodes without a fault up to where the fault lies (the sync
+ * flush takes a cut for an end), so the longest such prefix is found by halving. Random bytes pass
+ * rarely (in 50,000 samples of 4 KiB: 0.35 % decode to a little without a fault, 0.03 % to 64 bytes).
+ */
+function deflateGivesOutput(d: Buffer): boolean {
+  const dec = (n: number): number => {
+    try {
+      return inflateRawSync(d.subarray(0, n), { maxOutputLength: GZIP_MIN_OUTPUT, finishFlush: zc.Z_SYNC_FLUSH }).length;
+    } catch (e) {
+      // the output filled: at least that much decodes
+      return (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? GZIP_MIN_OUTPUT : -1;
+    }
+  };
+  const whole = dec(d.length);
+  if (whole >= 0) return whole > 0;
+  let lo = 0;
+  let hi = d.length;
+  while (hi - lo > 1) {
+    const m = (lo + hi) >> 1;
+    if (dec(m) >= 0) lo = m;
+    else hi = m;
+  }
+  return dec(lo) >= GZIP_MIN_OUTPUT;
+}
+
+/**
+ * A gzip at `s`: a header that parses, then a deflate stream a reader writes something from
+ * (deflateGivesOutput; three magic bytes alone are common in binary data). A header that does not
+ * end inside `b` (a name or comment without its NUL, an extra field longer than the rest) cannot be
+ * checked here and counts: random data has NULs.
  */
 function gzipAt(b: Buffer, s: number): boolean {
   const head = gzipHeader(b, s);
   if (typeof head === 'string') return head === 'header runs past the end' || head.endsWith('not terminated');
-  try {
-    const out = inflateRawSync(b.subarray(head.end, head.end + 4096), { maxOutputLength: 256, finishFlush: zc.Z_SYNC_FLUSH });
-    return out.length > 0;
-  } catch (e) {
-    // a stream that fills the 256 bytes decodes: a gzip
-    return (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-  }
+  return deflateGivesOutput(b.subarray(head.end, head.end + 4096));
 }
 
 /** A tar header checksum field (bytes 148-155) holds only octal digits, spaces and NULs: the cheap test before the sum. */

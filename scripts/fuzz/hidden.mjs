@@ -1,0 +1,218 @@
+#!/usr/bin/env node
+// Differential fuzzer for archives behind other bytes (src/mime/hidden-archive.ts) against 7-Zip
+// and GNU tar, the readers that find one there.
+//
+//   npm run build && node scripts/fuzz/hidden.mjs [--cases N] [--seed S] [--time SECONDS] [--dist DIR] [--json]
+//   node scripts/fuzz/hidden.mjs --case SEED:INDEX --print    (one case: what it is, what each side says)
+//
+// Each case is a cover (a PDF head and text, a JPEG-like head and random bytes, random bytes, zeros)
+// with a real archive of evil.exe inside at a random offset (made once by 7zz, Python, zstd and
+// cpio: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip, zstd, cpio, ustar and magic-less
+// tar), its header mutated in half the cases (bytes of its first 64 changed, the archive cut short).
+// The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
+// an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
+// executable's header while findHiddenArchive finds nothing (and the cover itself holds no
+// executable). The other way round (postern finds an archive no extractor opens) is counted, not
+// failed: postern is allowed to be stricter.
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { namedCase, parseFuzzArgs, printUsage } from './lib/args.mjs';
+import { run } from './lib/extract.mjs';
+
+const EXE = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(300, 0x41)]);
+
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The archives of evil.exe, made once by the real tools into `dir`. */
+export async function makeArchives(dir) {
+  writeFileSync(join(dir, 'evil.exe'), EXE);
+  const py = `
+import io, zipfile, tarfile, lzma, bz2, gzip, sys
+d = open(sys.argv[1] + '/evil.exe', 'rb').read()
+z = io.BytesIO()
+with zipfile.ZipFile(z, 'w') as f: f.writestr('evil.exe', d)
+open(sys.argv[1] + '/a.zip', 'wb').write(z.getvalue())
+zb = z.getvalue(); open(sys.argv[1] + '/local.zip', 'wb').write(zb[:zb.index(b'PK\\x01\\x02')])
+t = io.BytesIO()
+with tarfile.open(fileobj=t, mode='w', format=tarfile.USTAR_FORMAT) as f:
+    ti = tarfile.TarInfo('evil.exe'); ti.size = len(d); f.addfile(ti, io.BytesIO(d))
+open(sys.argv[1] + '/ustar.tar', 'wb').write(t.getvalue())
+v = bytearray(t.getvalue()); v[257:265] = b'\\0' * 8; v[148:156] = b' ' * 8
+v[148:156] = ('%06o\\0 ' % sum(v[:512])).encode(); open(sys.argv[1] + '/v7.tar', 'wb').write(bytes(v))
+open(sys.argv[1] + '/x.xz', 'wb').write(lzma.compress(d))
+open(sys.argv[1] + '/x.bz2', 'wb').write(bz2.compress(d))
+open(sys.argv[1] + '/x.gz', 'wb').write(gzip.compress(d))
+`;
+  await run('python3', ['-c', py, dir], { timeoutMs: 30_000 });
+  await run('7zz', ['a', '-bso0', '-bsp0', join(dir, 'x.7z'), 'evil.exe'], { cwd: dir, timeoutMs: 30_000 });
+  await run('zstd', ['-q', '-f', 'evil.exe', '-o', 'x.zst'], { cwd: dir, timeoutMs: 30_000 });
+  await run('sh', ['-c', 'echo evil.exe | cpio -o -H newc > x.cpio 2>/dev/null'], { cwd: dir, timeoutMs: 30_000 });
+  const files = {
+    zip: 'a.zip',
+    local: 'local.zip',
+    ustar: 'ustar.tar',
+    v7: 'v7.tar',
+    xz: 'x.xz',
+    bzip2: 'x.bz2',
+    gzip: 'x.gz',
+    '7z': 'x.7z',
+    zstd: 'x.zst',
+    cpio: 'x.cpio',
+  };
+  return Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
+}
+
+/** Case `index` of `seed`: { kind, cover, offset, mutations, buf }. */
+export function generateCase(archives, seed, index) {
+  const r = mulberry32(seed * 1_000_003 + index);
+  const pick = (a) => a[Math.floor(r() * a.length)];
+  const kind = pick(Object.keys(archives));
+  const cover = pick(['pdf', 'jpeg', 'random', 'zeros']);
+  let offset = Math.floor(r() < 0.7 ? 1 + r() * 4096 : 1 + r() * 200_000);
+  if (kind === 'v7' && r() < 0.8) offset = Math.max(512, Math.round(offset / 512) * 512);
+  const head =
+    cover === 'pdf'
+      ? Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n', 'latin1')
+      : cover === 'jpeg'
+        ? Buffer.from([0xff, 0xd8, 0xff, 0xe0, 0, 16, 0x4a, 0x46, 0x49, 0x46, 0])
+        : Buffer.alloc(0);
+  const fill = Buffer.alloc(Math.max(0, offset - head.length));
+  if (cover === 'pdf') for (let i = 0; i < fill.length; i++) fill[i] = 0x61 + Math.floor(r() * 26);
+  else if (cover !== 'zeros') for (let i = 0; i < fill.length; i++) fill[i] = Math.floor(r() * 256);
+  let arc = Buffer.from(archives[kind]);
+  const mutations = [];
+  if (r() < 0.5) {
+    const n = 1 + Math.floor(r() * 3);
+    for (let k = 0; k < n; k++) {
+      const at = Math.floor(r() * Math.min(64, arc.length));
+      const v = r() < 0.5 ? Math.floor(r() * 256) : arc[at] ^ (1 << Math.floor(r() * 8));
+      mutations.push(`byte ${at}=${v}`);
+      arc[at] = v;
+    }
+  }
+  if (r() < 0.15) {
+    const keep = 30 + Math.floor(r() * Math.max(1, arc.length - 30));
+    mutations.push(`cut to ${keep}`);
+    arc = arc.subarray(0, keep);
+  }
+  const buf = Buffer.concat([head, fill, arc]).subarray(0, offset + arc.length);
+  return { kind, cover, offset, mutations, buf };
+}
+
+/**
+ * Files an extractor wrote under `dir` that start with the executable's DOS header and are at least
+ * its 64 bytes long (shorter is no PE: what 7-Zip writes of a damaged gzip can be a few bytes).
+ */
+function exeWritten(dir) {
+  let found = false;
+  // names as bytes: an extractor writes whatever bytes a mutated header names
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true, encoding: 'buffer' })) {
+      const p = Buffer.concat([d, Buffer.from('/'), e.name]);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && statSync(p).size >= 64 && readFileSync(p).subarray(0, 16).equals(EXE.subarray(0, 16))) found = true;
+    }
+  };
+  walk(Buffer.from(dir));
+  return found;
+}
+
+/** What 7-Zip and GNU tar extract from the case (a temporary directory each). */
+export async function extract(buf, work) {
+  const file = join(work, 'case.dat');
+  writeFileSync(file, buf);
+  const out = {};
+  for (const [who, args] of [
+    ['7z', (o) => ['x', '-y', '-bso0', '-bse0', '-bsp0', `-o${o}`, file]],
+    ['tar', (o) => ['-xf', file, '-C', o]],
+  ]) {
+    const o = mkdtempSync(join(work, `${who}-`));
+    await run(who === '7z' ? '7zz' : 'tar', args(o), { cwd: work, timeoutMs: 30_000 });
+    out[who] = exeWritten(o);
+    rmSync(o, { recursive: true, force: true });
+  }
+  rmSync(file);
+  return out;
+}
+
+/** A campaign: { stats, escapes } (an escape: { index, kase, by }). */
+export async function runHiddenFuzz({ cases, seed, timeMs = Number.POSITIVE_INFINITY, findHiddenArchive, findExecutable, log = () => {} }) {
+  const work = mkdtempSync(join(tmpdir(), 'postern-hiddenfuzz-'));
+  const stats = { cases: 0, found: 0, extracted: 0, escapes: 0, stricter: 0, coverExe: 0 };
+  const escapes = [];
+  try {
+    const archives = await makeArchives(work);
+    const t0 = Date.now();
+    for (let i = 0; i < cases && Date.now() - t0 < timeMs; i++) {
+      const kase = generateCase(archives, seed, i);
+      stats.cases++;
+      const hit = findHiddenArchive(kase.buf);
+      if (hit) stats.found++;
+      const ex = await extract(kase.buf, work);
+      const by = Object.keys(ex).filter((k) => ex[k]);
+      if (by.length) stats.extracted++;
+      if (by.length && !hit) {
+        // the cover's random bytes could hold an executable header of their own: not the archive's doing
+        if (findExecutable(kase.buf)) stats.coverExe++;
+        else {
+          stats.escapes++;
+          escapes.push({ index: i, kase, by });
+          log(
+            `escape: case ${seed}:${i} ${kase.kind} at ${kase.offset} in ${kase.cover} [${kase.mutations.join(', ')}]: ${by.join(', ')} extract the executable`,
+          );
+        }
+      }
+      if (hit && !by.length) stats.stricter++;
+      if ((i + 1) % 500 === 0) log(`progress: ${JSON.stringify(stats)}`);
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  return { stats, escapes };
+}
+
+async function main() {
+  const o = parseFuzzArgs(process.argv.slice(2), { cases: 2000, seed: 1, time: 0 });
+  if (o.help) return printUsage(import.meta.url, 1, 16);
+  const dist = resolve(o.dist ?? process.env.POSTERN_DIST ?? join(import.meta.dirname, '..', '..', 'dist'));
+  const { findHiddenArchive } = await import(join(dist, 'mime/hidden-archive.js'));
+  const { findExecutable } = await import(join(dist, 'mime/detect.js'));
+  if (o.case) {
+    const work = mkdtempSync(join(tmpdir(), 'postern-hiddenfuzz-'));
+    try {
+      const archives = await makeArchives(work);
+      const kase = namedCase(o, (seed, index) => generateCase(archives, seed, index));
+      const { buf, ...what } = kase;
+      console.log(JSON.stringify({ ...what, length: buf.length, postern: findHiddenArchive(buf) ?? null, extracted: await extract(buf, work) }));
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+    return;
+  }
+  const { stats, escapes } = await runHiddenFuzz({
+    cases: o.cases,
+    seed: o.seed,
+    timeMs: o.time > 0 ? o.time * 1000 : Number.POSITIVE_INFINITY,
+    findHiddenArchive,
+    findExecutable,
+    log: (l) => console.log(l),
+  });
+  console.log(
+    o.json
+      ? JSON.stringify(stats)
+      : `${stats.cases} cases: ${stats.escapes} escapes, ${stats.extracted} extracted by a reader, ${stats.found} found by postern, ${stats.stricter} found by postern only`,
+  );
+  process.exitCode = escapes.length ? 1 : 0;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main();
