@@ -228,10 +228,11 @@ export function tarBlockAt(b: Buffer, s: number): boolean {
 }
 
 /**
- * The first archive in `b` that starts after offset 0 and at most at `window` (HIDDEN_ARCHIVE_WINDOW_BYTES:
- * 7-Zip's search; not for a file 7-Zip opens at 0, by `at0`, its type there) or, for a tar at a 512-byte boundary, anywhere in `b` (GNU tar). A candidate's
- * check reads at most HIDDEN_ARCHIVE_REACH_BYTES from its start. `b` is the whole file, or its first
- * window + reach bytes (a multiple of 512), after which the caller's TarBlockSearch takes over.
+ * The first archive in `b` that starts after offset 0 and at most at `window`
+ * (HIDDEN_ARCHIVE_WINDOW_BYTES: 7-Zip's search; none for a file 7-Zip opens at 0, by `at0`, its type
+ * there) or, for a tar at a 512-byte boundary, anywhere in `b` (GNU tar). A candidate's check reads
+ * at most HIDDEN_ARCHIVE_REACH_BYTES from its start. `b` is the whole file, or its first window +
+ * reach bytes (a multiple of 512), after which the caller's TarBlockSearch takes over.
  */
 export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHIVE_WINDOW_BYTES): HiddenArchiveHit | undefined {
   // a start at `window` itself is still tried (7-Zip's last); none when 7-Zip opens the file at 0
@@ -250,7 +251,6 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
     for (let i = w.indexOf(s.needle, 1 + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
       const start = i - s.back;
       if (start >= end || (best && start >= best.offset)) break;
-      if (start < 1) continue;
       if (++candidates > HIDDEN_ARCHIVE_MAX_CANDIDATES) {
         take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`);
         break search;
