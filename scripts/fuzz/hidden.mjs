@@ -8,7 +8,8 @@
 // Each case is a cover (a PDF head and text, a JPEG-like head and random bytes, random bytes, zeros)
 // with a real archive of evil.exe inside at a random offset (made once by 7zz, Python, zstd and
 // cpio: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip, zstd, cpio, ustar and magic-less
-// tar), its header mutated in half the cases (bytes of its first 64 changed, the archive cut short).
+// tar, and an ISO 9660 image), its header mutated in half the cases (bytes of its first 64 changed,
+// the archive cut short).
 // The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
 // an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
 // executable's header while findHiddenArchive finds nothing (and the cover itself holds no
@@ -52,6 +53,23 @@ v[148:156] = ('%06o\\0 ' % sum(v[:512])).encode(); open(sys.argv[1] + '/v7.tar',
 open(sys.argv[1] + '/x.xz', 'wb').write(lzma.compress(d))
 open(sys.argv[1] + '/x.bz2', 'wb').write(bz2.compress(d))
 open(sys.argv[1] + '/x.gz', 'wb').write(gzip.compress(d))
+# a minimal ISO 9660 image: volume descriptor at sector 16, root directory, EVIL.EXE
+import struct
+S = 2048
+b16 = lambda v: struct.pack('<H', v) + struct.pack('>H', v)
+b32 = lambda v: struct.pack('<I', v) + struct.pack('>I', v)
+def rec(name, lba, size, flags):
+    n = len(name); l = 33 + n + (1 if n % 2 == 0 else 0)
+    r = bytes([l, 0]) + b32(lba) + b32(size) + bytes([126, 1, 1, 0, 0, 0, 0, flags, 0, 0]) + b16(1) + bytes([n]) + name
+    return r + b'\\0' * (l - len(r))
+def sector(*parts):
+    b = bytearray(S)
+    for at, p in parts: b[at:at + len(p)] = p
+    return bytes(b)
+pvd = sector((0, b'\\x01CD001\\x01'), (80, b32(22)), (120, b16(1)), (124, b16(1)), (128, b16(S)), (156, rec(b'\\0', 20, S, 2)), (881, b'\\x01'))
+term = sector((0, b'\\xffCD001\\x01'))
+root = sector((0, rec(b'\\0', 20, S, 2) + rec(b'\\1', 20, S, 2) + rec(b'EVIL.EXE;1', 21, len(d), 0)))
+open(sys.argv[1] + '/x.iso', 'wb').write(b'\\0' * 16 * S + pvd + term + b'\\0' * 2 * S + root + sector((0, d)))
 `;
   await run('python3', ['-c', py, dir], { timeoutMs: 30_000 });
   await run('7zz', ['a', '-bso0', '-bsp0', join(dir, 'x.7z'), 'evil.exe'], { cwd: dir, timeoutMs: 30_000 });
@@ -68,6 +86,7 @@ open(sys.argv[1] + '/x.gz', 'wb').write(gzip.compress(d))
     '7z': 'x.7z',
     zstd: 'x.zst',
     cpio: 'x.cpio',
+    iso: 'x.iso',
   };
   return Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
 }
@@ -183,7 +202,7 @@ export async function runHiddenFuzz({ cases, seed, timeMs = Number.POSITIVE_INFI
 
 async function main() {
   const o = parseFuzzArgs(process.argv.slice(2), { cases: 2000, seed: 1, time: 0 });
-  if (o.help) return printUsage(import.meta.url, 1, 16);
+  if (o.help) return printUsage(import.meta.url, 1, 17);
   const dist = resolve(o.dist ?? process.env.POSTERN_DIST ?? join(import.meta.dirname, '..', '..', 'dist'));
   const { findHiddenArchive } = await import(join(dist, 'mime/hidden-archive.js'));
   const { findExecutable } = await import(join(dist, 'mime/detect.js'));

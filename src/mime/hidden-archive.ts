@@ -53,6 +53,11 @@ interface Signature {
   /** The archive's start from the needle's position (the ustar magic is at 257, an ISO's descriptor at 32 KiB). */
   back: number;
   /**
+   * Also at offset 0: a disk image's signature lies 32 KiB in, past the 4 KiB detectType reads, so
+   * nothing else recognises one that fills the file (7-Zip opens an ISO named invoice.pdf).
+   */
+  atZero?: boolean;
+  /**
    * The header at `start` checks out (reading fewer than 2,700 bytes from it). A check that sums or
    * CRCs a header first calls `spend`, and fails when it says the budget is gone.
    */
@@ -148,7 +153,9 @@ const SIGNATURES: Signature[] = [
     back: 257,
     ok: (b, s, spend) => (b[s + 262] === 0 || b[s + 262] === 0x20) && checksumFieldPlausible(b, s) && spend() && tarChecksumOk(b.subarray(s, s + BLOCK)),
   },
-  { format: 'ISO 9660', needle: sig('\x01CD001\x01'), back: 0x8000, ok: () => true },
+  // disk images: the first volume descriptor at 32 KiB (ISO 9660; UDF's volume recognition sequence)
+  { format: 'ISO 9660', needle: sig('\x01CD001\x01'), back: 0x8000, atZero: true, ok: () => true },
+  { format: 'UDF', needle: sig('\x00BEA01\x01'), back: 0x8000, atZero: true, ok: () => true },
   // an OLE compound file (MSI installers, old Office files): its byte-order mark
   {
     format: 'OLE compound (MSI)',
@@ -248,7 +255,7 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   let headers = 0;
   const spend = (): boolean => ++headers <= HIDDEN_ARCHIVE_MAX_HEADER_CHECKS;
   search: for (const s of SIGNATURES) {
-    for (let i = w.indexOf(s.needle, 1 + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
+    for (let i = w.indexOf(s.needle, (s.atZero ? 0 : 1) + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
       const start = i - s.back;
       if (start >= end || (best && start >= best.offset)) break;
       if (++candidates > HIDDEN_ARCHIVE_MAX_CANDIDATES) {
@@ -407,7 +414,8 @@ export function scanHidden(
 
 /** The reason a hidden archive gives (`what`: file, member). */
 export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
-  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive)/.test(h.format) ? 'an' : 'a';
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF)/.test(h.format) ? 'an' : 'a';
+  if (h.offset === 0) return `the ${what} is ${a} ${h.format} image (its signature 32 KiB in: ${h.by} opens it whatever its name; postern cannot open one)`;
   if (h.over)
     return `${h.over} in the ${what} (from byte ${h.offset}): taken as ${a} ${h.format} behind other bytes (${h.by} looks for one there; postern opens an archive only from the first byte)`;
   return `${a} ${h.format} archive starts at byte ${h.offset} inside the ${what} (${h.by} ${h.by.includes(' and ') ? 'find' : 'finds'} it there; postern opens an archive only from the first byte)`;

@@ -157,6 +157,66 @@ function arj(): Buffer {
   return Buffer.concat([h, basic, c, Buffer.alloc(16)]);
 }
 
+/** A minimal ISO 9660 image holding EVIL.EXE (volume descriptor at sector 16, root directory, one file). */
+function iso(data: Buffer): Buffer {
+  const S = 2048;
+  const both16 = (v: number) => Buffer.from([v & 0xff, v >> 8, v >> 8, v & 0xff]);
+  const both32 = (v: number) => {
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(v, 0);
+    b.writeUInt32BE(v, 4);
+    return b;
+  };
+  const rec = (name: Buffer, lba: number, size: number, flags: number) => {
+    const len = 33 + name.length + (name.length % 2 === 0 ? 1 : 0);
+    const r = Buffer.concat([
+      Buffer.from([len, 0]),
+      both32(lba),
+      both32(size),
+      Buffer.from([126, 1, 1, 0, 0, 0, 0, flags, 0, 0]),
+      both16(1),
+      Buffer.from([name.length]),
+      name,
+    ]);
+    return Buffer.concat([r, Buffer.alloc(len - r.length)]);
+  };
+  const sector = (...parts: [number, Buffer][]) => {
+    const b = Buffer.alloc(S);
+    for (const [at, p] of parts) p.copy(b, at);
+    return b;
+  };
+  const pvd = sector(
+    [0, Buffer.from('\x01CD001\x01', 'latin1')],
+    [80, both32(22)],
+    [120, both16(1)],
+    [124, both16(1)],
+    [128, both16(S)],
+    [156, rec(Buffer.from([0]), 20, S, 2)],
+    [881, Buffer.from([1])],
+  );
+  const term = sector([0, Buffer.from('\xffCD001\x01', 'latin1')]);
+  const root = sector([
+    0,
+    Buffer.concat([rec(Buffer.from([0]), 20, S, 2), rec(Buffer.from([1]), 20, S, 2), rec(Buffer.from('EVIL.EXE;1'), 21, data.length, 0)]),
+  ]);
+  return Buffer.concat([Buffer.alloc(16 * S), pvd, term, Buffer.alloc(2 * S), root, sector([0, data])]);
+}
+
+describe('a disk image whose signature lies 32 KiB in', () => {
+  it('an ISO 9660 image named invoice.pdf, or behind a PDF head: 7-Zip opens both, postern finds both', () => {
+    const whole = iso(EXE);
+    expect(findHiddenArchive(whole)).toEqual({ format: 'ISO 9660', offset: 0, by: '7-Zip' });
+    expect(hiddenArchiveReason(findHiddenArchive(whole)!, 'file')).toBe(
+      'the file is an ISO 9660 image (its signature 32 KiB in: 7-Zip opens it whatever its name; postern cannot open one)',
+    );
+    expect(sevenZip(whole)).toMatchObject({ type: 'Iso' });
+    expect(sevenZip(whole).text).toContain('EVIL.EXE');
+    const behindPdf = behind(whole, 1000);
+    expect(findHiddenArchive(behindPdf)).toMatchObject({ format: 'ISO 9660', offset: 1000 });
+    expect(sevenZip(behindPdf)).toMatchObject({ type: 'Iso', offset: 1000 });
+  });
+});
+
 describe('formats found by signature and header fields', () => {
   const cases: [string, Buffer, Buffer][] = [
     ['RAR', Buffer.from('Rar!\x1a\x07\x00\xcf\x90\x73\x00\x00', 'latin1'), Buffer.from('Rar!\x1a\x07\x05\x00', 'latin1')],
@@ -184,9 +244,10 @@ describe('formats found by signature and header fields', () => {
     expect(findHiddenArchive(behind(bad, 3000))).toBeUndefined();
   });
 
-  it('an ISO 9660 image: its volume descriptor 32 KiB in', () => {
-    const iso = Buffer.concat([Buffer.alloc(0x8000), Buffer.from('\x01CD001\x01', 'latin1'), Buffer.alloc(2041)]);
-    expect(findHiddenArchive(behind(iso, 5000))).toMatchObject({ format: 'ISO 9660', offset: 5000 });
+  it('a UDF image: its volume recognition sequence 32 KiB in', () => {
+    const udf = Buffer.concat([Buffer.alloc(0x8000), Buffer.from('\x00BEA01\x01', 'latin1'), Buffer.alloc(2041)]);
+    expect(findHiddenArchive(behind(udf, 5000))).toMatchObject({ format: 'UDF', offset: 5000 });
+    expect(findHiddenArchive(udf)).toMatchObject({ format: 'UDF', offset: 0 });
   });
 
   it('a ZIP local header needs a method some extractor decodes and a name', () => {
@@ -376,6 +437,13 @@ describe('through the engine with the default policy', () => {
     ]);
     const txt = await inspectMessage(withAttachment('application/octet-stream', behind(made.xz!, 4500), 'notes.txt'), defaultPolicy(), {}, {});
     expect(txt.verdict.hits.map((h) => h.reason)).toEqual([expect.stringContaining('an xz archive starts at byte 4500 inside the file')]);
+  });
+
+  it('an ISO image sent as invoice.pdf (application/pdf) is stripped', async () => {
+    const r = await inspectMessage(withAttachment('application/pdf', iso(EXE), 'invoice.pdf'), defaultPolicy(), {}, {});
+    expect(r.verdict.hits.map((h) => [h.rule, h.action, h.reason])).toEqual([
+      ['archives.on_ambiguous', 'strip', 'the file is an ISO 9660 image (its signature 32 KiB in: 7-Zip opens it whatever its name; postern cannot open one)'],
+    ]);
   });
 
   it('a clean PDF, a clean PNG and a clean text attachment pass', async () => {
