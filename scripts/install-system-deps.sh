@@ -21,6 +21,7 @@ checks=(
   # archives made by real tools for the hidden-archive tests (test/mime/hidden-archive.test.ts)
   "zstd:zstd"
   "cpio:cpio"
+  "mkfs.ext2:e2fsprogs"
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"

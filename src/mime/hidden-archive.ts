@@ -169,6 +169,45 @@ const SIGNATURES: Signature[] = [
 
 const GZIP_MAGIC = sig('\x1f\x8b\x08');
 
+/** An MBR: the boot signature, four partition entries with a valid status, one in use. */
+function mbrAt0(b: Buffer): boolean {
+  if (b.length < 512 || b[510] !== 0x55 || b[511] !== 0xaa) return false;
+  let used = 0;
+  for (let e = 446; e < 510; e += 16) {
+    if (b[e] !== 0 && b[e] !== 0x80) return false;
+    if (b[e + 4] !== 0 && b.readUInt32LE(e + 8) > 0 && b.readUInt32LE(e + 12) > 0) used++;
+  }
+  return used > 0;
+}
+
+/**
+ * Containers 7-Zip opens from offset 0 whatever the file's name (an ext2 image or an ar archive sent
+ * as invoice.pdf opens in it), by signatures detectType does not read: packages, file systems, disk
+ * images. Checked at offset 0 only, whatever type the magic number there gave (a JPEG can be an MBR
+ * disk too).
+ */
+const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
+  { format: 'ar archive (.deb, .a)', ok: (b) => bytesAt(b, 0, sig('!<arch>\n')) },
+  { format: 'RPM package', ok: (b) => bytesAt(b, 0, sig('\xed\xab\xee\xdb')) },
+  { format: 'ext2/3/4 file system', ok: (b) => b.length >= 1104 && b.readUInt16LE(1080) === 0xef53 && b.readUInt32LE(1048) <= 6 && b.readUInt32LE(1100) <= 1 },
+  { format: 'HFS+ file system', ok: (b) => bytesAt(b, 1024, sig('H+\x00\x04')) || bytesAt(b, 1024, sig('HX\x00\x05')) },
+  { format: 'NTFS file system', ok: (b) => bytesAt(b, 3, sig('NTFS    ')) },
+  {
+    format: 'FAT file system',
+    ok: (b) => b.length >= 512 && b[510] === 0x55 && b[511] === 0xaa && (bytesAt(b, 54, sig('FAT')) || bytesAt(b, 82, sig('FAT32'))),
+  },
+  { format: 'GPT disk image', ok: (b) => bytesAt(b, 512, sig('EFI PART')) },
+  { format: 'MBR disk image', ok: mbrAt0 },
+  { format: 'VHD disk image', ok: (b) => bytesAt(b, 0, sig('conectix')) },
+  { format: 'VHDX disk image', ok: (b) => bytesAt(b, 0, sig('vhdxfile')) },
+  { format: 'VMDK disk image', ok: (b) => bytesAt(b, 0, sig('KDMV')) },
+  { format: 'QCOW disk image', ok: (b) => bytesAt(b, 0, sig('QFI\xfb')) },
+  { format: 'VDI disk image', ok: (b) => b.length >= 0x44 && b.readUInt32LE(0x40) === 0xbeda107f },
+  { format: 'SquashFS file system', ok: (b) => bytesAt(b, 0, sig('hsqs')) || bytesAt(b, 0, sig('sqsh')) },
+  { format: 'CramFS file system', ok: (b) => b.length >= 4 && b.readUInt32LE(0) === 0x28cd3d45 },
+  { format: 'WIM image', ok: (b) => bytesAt(b, 0, sig('MSWIM\0\0\0')) },
+];
+
 /**
  * Types (detectType's, at offset 0) of containers 7-Zip opens from their first byte, listing their
  * streams, so that it searches no further: an OLE compound file (old Office documents, whose
@@ -250,6 +289,10 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   const take = (format: string, offset: number, by: string, over?: string): void => {
     if (!best || offset < best.offset) best = over ? { format, offset, by, over } : { format, offset, by };
   };
+  if (end > 0) {
+    const z = AT_ZERO.find((c) => c.ok(b));
+    if (z) return { format: z.format, offset: 0, by: '7-Zip' };
+  }
   // bounded work (fail closed: a file built to exhaust a budget counts as holding an archive there)
   let candidates = 0;
   let headers = 0;
@@ -414,9 +457,12 @@ export function scanHidden(
 
 /** The reason a hidden archive gives (`what`: file, member). */
 export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
-  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF)/.test(h.format) ? 'an' : 'a';
-  if (h.offset === 0) return `the ${what} is ${a} ${h.format} image (its signature 32 KiB in: ${h.by} opens it whatever its name; postern cannot open one)`;
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF|ar |ext|HFS|NTFS|MBR|RPM)/.test(h.format) ? 'an' : 'a';
   if (h.over)
     return `${h.over} in the ${what} (from byte ${h.offset}): taken as ${a} ${h.format} behind other bytes (${h.by} looks for one there; postern opens an archive only from the first byte)`;
+  if (h.offset === 0) {
+    const image = /^(ISO 9660|UDF)$/.test(h.format) ? ' image' : '';
+    return `the ${what} is ${a} ${h.format}${image} (${h.by} opens it whatever its name; postern cannot open one)`;
+  }
   return `${a} ${h.format} archive starts at byte ${h.offset} inside the ${what} (${h.by} ${h.by.includes(' and ') ? 'find' : 'finds'} it there; postern opens an archive only from the first byte)`;
 }

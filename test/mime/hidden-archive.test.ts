@@ -207,13 +207,50 @@ describe('a disk image whose signature lies 32 KiB in', () => {
     const whole = iso(EXE);
     expect(findHiddenArchive(whole)).toEqual({ format: 'ISO 9660', offset: 0, by: '7-Zip' });
     expect(hiddenArchiveReason(findHiddenArchive(whole)!, 'file')).toBe(
-      'the file is an ISO 9660 image (its signature 32 KiB in: 7-Zip opens it whatever its name; postern cannot open one)',
+      'the file is an ISO 9660 image (7-Zip opens it whatever its name; postern cannot open one)',
     );
     expect(sevenZip(whole)).toMatchObject({ type: 'Iso' });
     expect(sevenZip(whole).text).toContain('EVIL.EXE');
     const behindPdf = behind(whole, 1000);
     expect(findHiddenArchive(behindPdf)).toMatchObject({ format: 'ISO 9660', offset: 1000 });
     expect(sevenZip(behindPdf)).toMatchObject({ type: 'Iso', offset: 1000 });
+  });
+});
+
+describe('containers 7-Zip opens at offset 0 whatever the name, by signatures the magic number check does not read', () => {
+  it('an ext2 image (mkfs.ext2) and an ar archive named invoice.pdf: 7-Zip lists evil.exe, postern finds them', () => {
+    const img = join(tmp, 'e2.img');
+    writeFileSync(img, Buffer.alloc(512 * 1024));
+    const src = mkdtempSync(join(tmp, 'e2src-'));
+    writeFileSync(join(src, 'evil.exe'), EXE);
+    execFileSync('mkfs.ext2', ['-q', '-F', '-d', src, img], { stdio: 'ignore' });
+    const ext = readFileSync(img);
+    const header = Buffer.from(
+      `${'evil.exe/'.padEnd(16)}${'0'.padEnd(12)}${'0'.padEnd(6)}${'0'.padEnd(6)}${'100644'.padEnd(8)}${String(EXE.length).padEnd(10)}\x60\n`,
+      'latin1',
+    );
+    const ar = Buffer.concat([Buffer.from('!<arch>\n'), header, EXE]);
+    for (const [file, format] of [
+      [ext, 'ext2/3/4 file system'],
+      [ar, 'ar archive (.deb, .a)'],
+    ] as const) {
+      expect(findHiddenArchive(file)).toEqual({ format, offset: 0, by: '7-Zip' });
+      expect(sevenZip(file).text, format).toContain('evil.exe');
+    }
+    expect(hiddenArchiveReason(findHiddenArchive(ar)!, 'file')).toBe(
+      'the file is an ar archive (.deb, .a) (7-Zip opens it whatever its name; postern cannot open one)',
+    );
+    // a JPEG that is an MBR disk too (a partition entry in use)
+    const mbr = Buffer.alloc(1024);
+    Buffer.from([0xff, 0xd8, 0xff, 0xe0]).copy(mbr, 0);
+    mbr[446 + 4] = 0x0c;
+    mbr.writeUInt32LE(1, 446 + 8);
+    mbr.writeUInt32LE(1, 446 + 12);
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    expect(findHiddenArchive(mbr)).toMatchObject({ format: 'MBR disk image', offset: 0 });
+    mbr[446] = 0x12;
+    expect(findHiddenArchive(mbr)).toBeUndefined();
   });
 });
 
@@ -442,7 +479,7 @@ describe('through the engine with the default policy', () => {
   it('an ISO image sent as invoice.pdf (application/pdf) is stripped', async () => {
     const r = await inspectMessage(withAttachment('application/pdf', iso(EXE), 'invoice.pdf'), defaultPolicy(), {}, {});
     expect(r.verdict.hits.map((h) => [h.rule, h.action, h.reason])).toEqual([
-      ['archives.on_ambiguous', 'strip', 'the file is an ISO 9660 image (its signature 32 KiB in: 7-Zip opens it whatever its name; postern cannot open one)'],
+      ['archives.on_ambiguous', 'strip', 'the file is an ISO 9660 image (7-Zip opens it whatever its name; postern cannot open one)'],
     ]);
   });
 
