@@ -26,7 +26,7 @@ import {
   HIDDEN_ARCHIVE_REACH_BYTES,
   HIDDEN_ARCHIVE_WINDOW_BYTES,
 } from '../limits.js';
-import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainDecodedLength } from './decode.js';
+import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainBase64Prefix } from './decode.js';
 import { EXEC_HEADER_REACH, type ExecutableHit, ExecutableSearch, findExecutable, tarChecksumOk } from './detect.js';
 import { gzipHeader } from './tar.js';
 
@@ -404,32 +404,32 @@ export function scanHidden(
 ): HiddenScan {
   const want = opts.archives ? HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES : EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH;
   const usePlain = cte === 'base64' && !!plain;
-  const pieces: Iterable<Buffer> = usePlain ? plainBase64Pieces(body, plain) : isDecodedEncoding(cte) ? decodeChunks(body, cte) : [body];
-  const it = pieces[Symbol.iterator]();
-  // the prefix: a view of an identity body, else gathered (plain pieces are views of a reused buffer)
+  // the prefix: a view of an identity body, decoded straight into one buffer for plain base64,
+  // gathered from the general decoder's fresh chunks otherwise
   let prefix: Buffer;
   let rest: Buffer | undefined;
+  let it: Iterator<Buffer> | undefined;
   if (!isDecodedEncoding(cte)) {
     prefix = body.subarray(0, want);
     rest = body.length > want ? body.subarray(want) : undefined;
+  } else if (usePlain) {
+    prefix = plainBase64Prefix(body, plain, want);
   } else {
-    const known = usePlain ? plainDecodedLength(plain) : undefined;
-    const into = known !== undefined ? Buffer.allocUnsafe(Math.min(known, want)) : undefined;
+    it = decodeChunks(body, cte)[Symbol.iterator]();
     const kept: Buffer[] = [];
     let n = 0;
     while (n < want) {
       const r = it.next();
       if (r.done) break;
       const take = Math.min(r.value.length, want - n);
-      if (into) r.value.copy(into, n, 0, take);
-      else kept.push(r.value.subarray(0, take));
+      kept.push(r.value.subarray(0, take));
       n += take;
       if (take < r.value.length) {
         rest = r.value.subarray(take);
         break;
       }
     }
-    prefix = into ? into.subarray(0, n) : kept.length === 1 ? kept[0]! : Buffer.concat(kept, n);
+    prefix = kept.length === 1 ? kept[0]! : Buffer.concat(kept, n);
   }
   // the prefix is all the content when shorter than asked for (when exactly as long, the rest is empty)
   const whole = prefix.length < want;
@@ -447,9 +447,9 @@ export function scanHidden(
     return (!exec || !!exec.hit) && (!tar || !!tar.hit);
   };
   let done = rest ? more(rest) : false;
-  if (isDecodedEncoding(cte)) {
-    for (let x = it.next(); !done && !x.done; x = it.next()) done = more(x.value);
-  }
+  // the rest: plain base64 from the prefix's end on (the windows before it are not decoded again)
+  if (usePlain) it = plainBase64Pieces(body, plain, undefined, prefix.length)[Symbol.iterator]();
+  if (it) for (let x = it.next(); !done && !x.done; x = it.next()) done = more(x.value);
   if (exec) r.exec = exec.end();
   if (tar) r.archive = tar.hit;
   return r;

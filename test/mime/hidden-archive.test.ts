@@ -16,6 +16,7 @@ import { crc32, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
+  BASE64_WINDOW_BYTES,
   EXEC_SNIFF_WINDOW_BYTES,
   HIDDEN_ARCHIVE_GZIP_CANDIDATES,
   HIDDEN_ARCHIVE_MAX_CANDIDATES,
@@ -23,7 +24,7 @@ import {
   HIDDEN_ARCHIVE_REACH_BYTES,
   HIDDEN_ARCHIVE_WINDOW_BYTES,
 } from '../../src/limits.js';
-import { plainBase64 } from '../../src/mime/decode.js';
+import { plainBase64, plainBase64Pieces, plainBase64Prefix } from '../../src/mime/decode.js';
 import { EXEC_HEADER_REACH, findExecutable } from '../../src/mime/detect.js';
 import { findHiddenArchive, hiddenArchiveReason, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
 import { inspectMessage } from '../../src/policy/engine.js';
@@ -426,6 +427,25 @@ describe('scanHidden: one pass over the encoded body gives the decoded bytes an 
       }
     }
   }, 120_000);
+
+  it('plainBase64Prefix and plainBase64Pieces from an offset give the decoded bytes (window edges, a last short group)', () => {
+    const rnd = mulberry32(11);
+    for (const len of [100, 101, 102, BASE64_WINDOW_BYTES, 3 * BASE64_WINDOW_BYTES + 7, 200_001]) {
+      const data = Buffer.alloc(len);
+      for (let i = 0; i < len; i++) data[i] = Math.floor(rnd() * 256);
+      const body = encode(data, 'base64');
+      const plain = plainBase64(body);
+      expect(plain, `${len}`).not.toBeNull();
+      for (const want of [0, 1, 4096, 49_152, 49_153, BASE64_WINDOW_BYTES, 150_000, len, len + 5]) {
+        expect(plainBase64Prefix(body, plain!, want).equals(data.subarray(0, want)), `${len} want ${want}`).toBe(true);
+        const from = Math.min(want, len);
+        expect(
+          Buffer.concat([...plainBase64Pieces(body, plain!, undefined, from)].map((p) => Buffer.from(p))).equals(data.subarray(from)),
+          `${len} from ${from}`,
+        ).toBe(true);
+      }
+    }
+  });
 
   it('TarBlockSearch over any split finds the block findHiddenArchive finds', () => {
     const data = behind(made.v7!, 512 * 37);
