@@ -20,19 +20,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { namedCase, parseFuzzArgs, printUsage } from './lib/args.mjs';
 import { run } from './lib/extract.mjs';
+import { Rng } from './lib/prng.mjs';
 
 const EXE = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(300, 0x41)]);
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The archives of evil.exe, made once by the real tools into `dir`. */
 export async function makeArchives(dir) {
@@ -93,7 +83,8 @@ open(sys.argv[1] + '/x.iso', 'wb').write(b'\\0' * 16 * S + pvd + term + b'\\0' *
 
 /** Case `index` of `seed`: { kind, cover, offset, mutations, buf }. */
 export function generateCase(archives, seed, index) {
-  const r = mulberry32(seed * 1_000_003 + index);
+  const rng = new Rng('hidden-fuzz', seed, index);
+  const r = () => rng.next();
   const pick = (a) => a[Math.floor(r() * a.length)];
   const kind = pick(Object.keys(archives));
   const cover = pick(['pdf', 'jpeg', 'random', 'zeros']);
