@@ -11,10 +11,14 @@
  * 1,009 was clean to postern and `evil.exe` to 7-Zip (tar fuzz seed 9, case 3897: a ZIP local
  * header at byte 512 of a broken tar).
  *
+ * Also whole files that 7-Zip opens at offset 0 whatever their name by a signature detectType does
+ * not read (an ISO 9660 image's lies 32 KiB in; packages, file systems and disk images: AT_ZERO).
+ *
  * Each format counts by a signature and the few header fields that make it one (a CRC where the
- * format has one near its start), so that random binary data does not match: 7 or more fixed bytes,
- * or 4 plus fields that must hold. Formats with a weaker signature (compress's `.Z`: 3 bytes) are
- * not searched. The search is pure: bytes in, the first hit out.
+ * format has one near its start), so that random binary data does not match: 6 or more fixed bytes,
+ * or fewer plus fields that must hold (an ARJ header's CRC, a ZIP method). Formats with a weaker
+ * signature (compress's `.Z`: 3 bytes) are not searched. The work is bounded, and a file built to
+ * exhaust a bound counts as holding an archive. Pure: bytes in, the first hit out.
  */
 
 import { crc32, inflateRawSync, constants as zc } from 'node:zlib';
@@ -46,7 +50,7 @@ function sig(s: string): Buffer {
   return Buffer.from(s, 'latin1');
 }
 
-/** A signature to search for; `start` maps where it was found to where the archive starts; `ok` checks the header there. */
+/** A signature to search for: `back` maps where it was found to where the archive starts, `ok` checks the header there. */
 interface Signature {
   format: string;
   needle: Buffer;
@@ -54,7 +58,8 @@ interface Signature {
   back: number;
   /**
    * Also at offset 0: a disk image's signature lies 32 KiB in, past the 4 KiB detectType reads, so
-   * nothing else recognises one that fills the file (7-Zip opens an ISO named invoice.pdf).
+   * nothing else recognises one that fills the file (7-Zip opens an ISO named invoice.pdf; AT_ZERO
+   * for the containers whose signatures are nearer the start).
    */
   atZero?: boolean;
   /**
