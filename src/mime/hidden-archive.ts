@@ -100,11 +100,12 @@ function octal(b: Buffer, from: number, n: number): boolean {
 // Boyer-Moore search); the bytes after the seventh are checked in `ok`.
 const SIGNATURES: Signature[] = [
   {
-    // a local header: a method some extractor decodes and a name (7-Zip needs no end record)
+    // a local header with a method some extractor decodes (7-Zip needs no end record; a member
+    // without a name it extracts under the file's own base name)
     format: 'ZIP',
     needle: sig('PK\x03\x04'),
     back: 0,
-    ok: (b, s) => b.length >= s + 30 && ZIP_METHODS.has(b.readUInt16LE(s + 8)) && b.readUInt16LE(s + 26) > 0,
+    ok: (b, s) => b.length >= s + 30 && ZIP_METHODS.has(b.readUInt16LE(s + 8)),
   },
   { format: '7z', needle: sig('7z\xbc\xaf\x27\x1c'), back: 0, ok: () => true },
   { format: 'RAR', needle: sig('Rar!\x1a\x07'), back: 0, ok: (b, s) => b[s + 6] === 0 || (b[s + 6] === 1 && b[s + 7] === 0) },

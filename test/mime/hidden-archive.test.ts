@@ -258,14 +258,19 @@ describe('formats found by signature and header fields', () => {
     expect(findHiddenArchive(udf)).toMatchObject({ format: 'UDF', offset: 0 });
   });
 
-  it('a ZIP local header needs a method some extractor decodes and a name', () => {
+  it('a ZIP local header needs a method some extractor decodes; a member without a name counts (7-Zip extracts it under the file base name)', () => {
     const local = made.ZIP!;
     const method = Buffer.from(local);
     method.writeUInt16LE(0x1234, 8);
     expect(findHiddenArchive(behind(method, 600))).toBeUndefined();
-    const noName = Buffer.from(local);
+    // the name's bytes left out: the header, then the data
+    const nameLen = local.readUInt16LE(26);
+    const noName = Buffer.concat([local.subarray(0, 30), local.subarray(30 + nameLen)]);
     noName.writeUInt16LE(0, 26);
-    expect(findHiddenArchive(behind(noName, 600))).toBeUndefined();
+    const file = behind(noName, 600);
+    expect(findHiddenArchive(file)).toEqual({ format: 'ZIP', offset: 600, by: '7-Zip' });
+    const z = sevenZip(file);
+    expect([z.type, z.offset]).toEqual(['zip', 600]);
   });
 
   it('the first archive is reported, whatever the format order', () => {
