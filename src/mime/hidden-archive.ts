@@ -121,7 +121,8 @@ const SIGNATURES: Signature[] = [
   // a frame header descriptor's reserved bit is zero
   { format: 'zstd', needle: sig('\x28\xb5\x2f\xfd'), back: 0, ok: (b, s) => b.length > s + 4 && (b[s + 4]! & 0x08) === 0 },
   { format: 'lzip', needle: sig('LZIP'), back: 0, ok: (b, s) => b[s + 4] === 0 || b[s + 4] === 1 },
-  { format: 'xar', needle: sig('xar!'), back: 0, ok: (b, s) => b.length >= s + 6 && b.readUInt16BE(s + 4) === 28 },
+  // a header of at least 28 bytes (64 with a named checksum algorithm), version 1
+  { format: 'xar', needle: sig('xar!'), back: 0, ok: (b, s) => b.length >= s + 8 && b.readUInt16BE(s + 4) >= 28 && b.readUInt16BE(s + 6) === 1 },
   // newc (070701, 070702: hex fields) and odc (070707: octal fields)
   {
     format: 'cpio',

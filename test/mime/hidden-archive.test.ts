@@ -238,7 +238,9 @@ describe('formats found by signature and header fields', () => {
     ],
     ['ACE', Buffer.from('\x00\x00\x00\x00\x00\x00\x00**ACE**', 'latin1'), Buffer.from('**ACE*', 'latin1')],
     ['lzip', Buffer.from('LZIP\x01\x0c\x00\x00', 'latin1'), Buffer.from('LZIP\x02\x0c', 'latin1')],
-    ['xar', Buffer.from('xar!\x00\x1c\x00\x01', 'latin1'), Buffer.from('xar!\x00\x1d\x00\x01', 'latin1')],
+    ['xar', Buffer.from('xar!\x00\x1c\x00\x01', 'latin1'), Buffer.from('xar!\x00\x1c\x00\x02', 'latin1')],
+    // a header with a named checksum algorithm is 64 bytes
+    ['xar', Buffer.from('xar!\x00\x40\x00\x01', 'latin1'), Buffer.from('xar!\x00\x1b\x00\x01', 'latin1')],
     [
       'OLE compound (MSI)',
       Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(20), Buffer.from([0xfe, 0xff])]),
