@@ -22,6 +22,7 @@ checks=(
   "zstd:zstd"
   "cpio:cpio"
   "mkfs.ext2:e2fsprogs"
+  "makensis:nsis"
   "/usr/lib/dovecot/lmtp:dovecot-lmtpd"
   "postfix:postfix"
   "fetchmail:fetchmail"

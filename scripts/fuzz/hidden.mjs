@@ -60,11 +60,38 @@ pvd = sector((0, b'\\x01CD001\\x01'), (80, b32(22)), (120, b16(1)), (124, b16(1)
 term = sector((0, b'\\xffCD001\\x01'))
 root = sector((0, rec(b'\\0', 20, S, 2) + rec(b'\\1', 20, S, 2) + rec(b'EVIL.EXE;1', 21, len(d), 0)))
 open(sys.argv[1] + '/x.iso', 'wb').write(b'\\0' * 16 * S + pvd + term + b'\\0' * 2 * S + root + sector((0, d)))
+# an Apple disk image: one zlib chunk (evil.exe, padded to a sector), its plist, the koly block at the end
+import zlib, base64
+sec = d + b'\\0' * (-len(d) % 512); n = len(sec) // 512; c = zlib.compress(sec)
+mish = b'mish' + struct.pack('>IQQQII', 1, 0, n, 0, 0, 0) + b'\\0' * 24 + struct.pack('>II', 0, 0) + b'\\0' * 128 + struct.pack('>I', 2)
+mish += struct.pack('>IIQQQQ', 0x80000005, 0, 0, n, 0, len(c)) + struct.pack('>IIQQQQ', 0xffffffff, 0, n, 0, len(c), 0)
+plist = ('<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>resource-fork</key><dict><key>blkx</key><array><dict>'
+  '<key>Attributes</key><string>0x0050</string><key>CFName</key><string>evil</string><key>Data</key><data>' + base64.b64encode(mish).decode() +
+  '</data><key>ID</key><string>0</string><key>Name</key><string>evil</string></dict></array></dict></dict></plist>').encode()
+koly = bytearray(512)
+struct.pack_into('>4sIII', koly, 0, b'koly', 4, 512, 1)
+struct.pack_into('>QQQQQ', koly, 16, 0, 0, len(c), 0, 0)
+struct.pack_into('>II', koly, 56, 1, 1)
+struct.pack_into('>QQ', koly, 216, len(c), len(plist))
+struct.pack_into('>IQ', koly, 488, 1, n)
+open(sys.argv[1] + '/x.dmg', 'wb').write(c + plist + bytes(koly))
+# an Android sparse image: its header, one raw chunk of 4 KiB blocks
+raw = d + b'\\0' * (-len(d) % 4096)
+open(sys.argv[1] + '/x.simg', 'wb').write(struct.pack('<IHHHHIIII', 0xED26FF3A, 1, 0, 28, 12, 4096, len(raw) // 4096, 1, 0) + struct.pack('<HHII', 0xCAC1, 0, len(raw) // 4096, 12 + len(raw)) + raw)
+# MS-DOS COMPRESS.EXE (SZDD), every byte a literal
+z = bytearray(b'SZDD\\x88\\xf0\\x27\\x33A_' + struct.pack('<I', len(d)))
+for i in range(0, len(d), 8): z.append((1 << len(d[i:i + 8])) - 1); z += d[i:i + 8]
+open(sys.argv[1] + '/x.ex_', 'wb').write(bytes(z))
 `;
   await run('python3', ['-c', py, dir], { timeoutMs: 30_000 });
   await run('7zz', ['a', '-bso0', '-bsp0', join(dir, 'x.7z'), 'evil.exe'], { cwd: dir, timeoutMs: 30_000 });
   await run('zstd', ['-q', '-f', 'evil.exe', '-o', 'x.zst'], { cwd: dir, timeoutMs: 30_000 });
   await run('sh', ['-c', 'echo evil.exe | cpio -o -H newc > x.cpio 2>/dev/null'], { cwd: dir, timeoutMs: 30_000 });
+  // an NSIS installer's data (its first header onward), LZMA inside: the stub before it is an .exe
+  writeFileSync(join(dir, 'x.nsi'), 'OutFile "setup.exe"\nSetCompressor /SOLID lzma\nSection\nSetOutPath $INSTDIR\nFile evil.exe\nSectionEnd\n');
+  await run('makensis', ['-V1', 'x.nsi'], { cwd: dir, timeoutMs: 60_000 });
+  const setup = readFileSync(join(dir, 'setup.exe'));
+  writeFileSync(join(dir, 'x.nsis'), setup.subarray(setup.indexOf(Buffer.from('\xef\xbe\xad\xdeNullsoftInst', 'latin1')) - 4));
   const files = {
     zip: 'a.zip',
     local: 'local.zip',
@@ -77,8 +104,14 @@ open(sys.argv[1] + '/x.iso', 'wb').write(b'\\0' * 16 * S + pvd + term + b'\\0' *
     zstd: 'x.zst',
     cpio: 'x.cpio',
     iso: 'x.iso',
+    dmg: 'x.dmg',
+    nsis: 'x.nsis',
+    sparse: 'x.simg',
   };
-  return Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
+  const made = Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
+  // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
+  Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
+  return made;
 }
 
 /** Case `index` of `seed`: { kind, cover, offset, mutations, buf }. */

@@ -96,6 +96,13 @@ function octal(b: Buffer, from: number, n: number): boolean {
   return true;
 }
 
+/** A format known by a 16-byte GUID `back` bytes after its start: the first 7 bytes searched, the rest checked. */
+function guidSignature(format: string, guid: string, back: number): Signature {
+  const g = sig(guid);
+  const rest = g.subarray(7);
+  return { format, needle: g.subarray(0, 7), back, atZero: true, ok: (b, s) => bytesAt(b, s + back + 7, rest) };
+}
+
 // Needles of 2 to 7 bytes: Node's indexOf finds those several times faster than longer ones (a
 // Boyer-Moore search); the bytes after the seventh are checked in `ok`.
 const SIGNATURES: Signature[] = [
@@ -172,6 +179,26 @@ const SIGNATURES: Signature[] = [
   },
   { format: 'CHM', needle: sig('ITSF\x03\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
   { format: 'WIM', needle: sig('MSWIM\0\0'), back: 0, ok: (b, s) => b[s + 7] === 0 },
+  // An Apple disk image's koly block (header size 512, any version; 7-Zip relocates the image from
+  // its offsets, and finds a koly block at the file's very end too: trailerArchive). Its chunks are
+  // zlib, bzip2, ADC, LZFSE or LZMA: a PDF head, a zlib'd evil.exe and a koly block open in 7-Zip.
+  { format: 'DMG', needle: sig('koly\0\0\0'), back: 0, atZero: true, ok: (b, s) => b.length >= s + 12 && b.readUInt32BE(s + 8) === 512 },
+  // an NSIS installer's data (its first header: flags, then this signature), LZMA, bzip2 or zlib inside
+  { format: 'NSIS installer', needle: sig('\xef\xbe\xad\xdeNul'), back: 4, atZero: true, ok: (b, s) => bytesAt(b, s + 11, sig('lsoftInst')) },
+  // Microsoft Help 2 and Microsoft Reader (.hxs, .lit): 7-Zip's CHM reader
+  { format: 'HXS/LIT', needle: sig('ITOLITL'), back: 0, atZero: true, ok: (b, s) => b[s + 7] === 0x53 },
+  // an Android sparse image (magic, major version 1): 7-Zip expands it and lists the image
+  { format: 'Android sparse image', needle: sig('\x3a\xff\x26\xed\x01\x00'), back: 0, atZero: true, ok: () => true },
+  // UEFI capsules (by their GUID at 0) and firmware volumes (by their file system GUID at 16): 7-Zip
+  // lists their files and decodes LZMA and Tiano sections
+  ...[
+    '\xbd\x86\x66\x3b\x76\x0d\x30\x40\xb7\x0e\xb5\x51\x9e\x2f\xc5\xa0',
+    '\x8b\xa6\x3c\x4a\x23\x77\xfb\x48\x80\x3d\x57\x8c\xc1\xfe\xc4\x4d',
+    '\xb9\x82\x91\x53\xb5\xab\x91\x43\xb6\x9a\xe3\xa9\x43\xf7\x2f\xcc',
+  ].map((g) => guidSignature('UEFI capsule', g, 0)),
+  ...['\xd9\x54\x93\x7a\x68\x04\x4a\x44\x81\xce\x0b\xf6\x17\xd8\x90\xdf', '\x78\xe5\x8c\x8c\x3d\x8a\x1c\x4f\x99\x35\x89\x61\x85\xc3\x2d\xd3'].map((g) =>
+    guidSignature('UEFI firmware volume', g, 16),
+  ),
 ];
 
 const GZIP_MAGIC = sig('\x1f\x8b\x08');
@@ -213,7 +240,63 @@ const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'SquashFS file system', ok: (b) => bytesAt(b, 0, sig('hsqs')) || bytesAt(b, 0, sig('sqsh')) },
   { format: 'CramFS file system', ok: (b) => b.length >= 4 && b.readUInt32LE(0) === 0x28cd3d45 },
   { format: 'WIM image', ok: (b) => bytesAt(b, 0, sig('MSWIM\0\0\0')) },
+  { format: 'APFS container', ok: (b) => bytesAt(b, 32, sig('NXSB')) },
+  // an Apple partition map: 'ER', a block size, a partition entry ('PM') in the next block
+  {
+    format: 'Apple partition map',
+    ok: (b) => b.length >= 4 && bytesAt(b, 0, sig('ER')) && [512, 1024, 2048, 4096].includes(b.readUInt16BE(2)) && bytesAt(b, b.readUInt16BE(2), sig('PM')),
+  },
+  { format: 'Android super image', ok: (b) => bytesAt(b, 4096, sig('gDla4\0\0\0')) },
+  // single compressed files, as `.Z` (detectType): MS-DOS COMPRESS.EXE (evil.ex_), PPMd, compressed Flash
+  { format: 'SZDD compressed file', ok: (b) => bytesAt(b, 0, sig('SZDD\x88\xf0\x27\x33')) },
+  { format: 'PPMd compressed file', ok: (b) => bytesAt(b, 0, sig('\x8f\xaf\xac\x84')) },
+  { format: 'compressed Flash (SWF)', ok: (b) => b.length >= 8 && (bytesAt(b, 0, sig('CWS')) || bytesAt(b, 0, sig('ZWS'))) && b[3]! > 0 && b[3]! < 64 },
+  // the other universal binary 7-Zip lists (CAFEBABE is detectType's executable)
+  { format: 'Mach-O universal binary', ok: (b) => bytesAt(b, 0, sig('\xb9\xfa\xf1\x0e')) },
 ];
+
+/**
+ * Containers 7-Zip opens by a block at the file's end, however long the file: an Apple disk image's
+ * koly block and a fixed VHD's footer (512 bytes; 511 in early ones). `tail` is the file's last 512
+ * bytes (all of it when shorter), `size` the file's length.
+ */
+export function trailerArchive(tail: Buffer, size: number): HiddenArchiveHit | undefined {
+  const t = tail.length > 512 ? tail.subarray(tail.length - 512) : tail;
+  if (t.length === 512 && bytesAt(t, 0, KOLY)) return { format: 'DMG', offset: size - 512, by: '7-Zip' };
+  for (const n of [512, 511]) if (t.length >= n && bytesAt(t, t.length - n, CONECTIX)) return { format: 'VHD disk image', offset: size - n, by: '7-Zip' };
+  return undefined;
+}
+
+const KOLY = sig('koly');
+const CONECTIX = sig('conectix');
+
+/** The last 512 bytes of content fed in pieces (for trailerArchive). */
+class TailKeep {
+  private buf = Buffer.alloc(512);
+  private n = 0;
+  size = 0;
+
+  constructor(first?: Buffer) {
+    if (first) this.push(first);
+  }
+
+  push(p: Buffer): void {
+    this.size += p.length;
+    if (p.length >= 512) {
+      p.copy(this.buf, 0, p.length - 512);
+      this.n = 512;
+      return;
+    }
+    const keep = Math.min(this.n, 512 - p.length);
+    this.buf.copy(this.buf, 0, this.n - keep, this.n);
+    p.copy(this.buf, keep);
+    this.n = keep + p.length;
+  }
+
+  tail(): Buffer {
+    return this.buf.subarray(0, this.n);
+  }
+}
 
 /**
  * Types (detectType's, at offset 0) of containers 7-Zip opens from their first byte, listing their
@@ -284,10 +367,11 @@ export function tarBlockAt(b: Buffer, s: number): boolean {
  * The first archive in `b` that starts after offset 0 and at most at `window`
  * (HIDDEN_ARCHIVE_WINDOW_BYTES: 7-Zip's search; none for a file 7-Zip opens at 0, by `at0`, its type
  * there) or, for a tar at a 512-byte boundary, anywhere in `b` (GNU tar). A candidate's check reads
- * at most HIDDEN_ARCHIVE_REACH_BYTES from its start. `b` is the whole file, or its first window +
- * reach bytes (a multiple of 512), after which the caller's TarBlockSearch takes over.
+ * at most HIDDEN_ARCHIVE_REACH_BYTES from its start. `b` is the whole file (`whole`: then a block at
+ * its end counts too, trailerArchive), or its first window + reach bytes (a multiple of 512), after
+ * which the caller's TarBlockSearch and trailerArchive take over.
  */
-export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHIVE_WINDOW_BYTES): HiddenArchiveHit | undefined {
+export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHIVE_WINDOW_BYTES, whole = true): HiddenArchiveHit | undefined {
   // a start at `window` itself is still tried (7-Zip's last); none when 7-Zip opens the file at 0
   const end = at0 && OPENED_AT_ZERO_BY_7ZIP.has(at0) ? 0 : Math.min(window + 1, b.length);
   // the signatures' search: what the window's candidates may read, not a long file's rest
@@ -333,6 +417,11 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
       take('gzip', i, '7-Zip');
       break;
     }
+  }
+  // a block at the very end (a DMG's koly block, a VHD footer), when `b` is the whole file
+  if (whole && end > 0) {
+    const t = trailerArchive(b.subarray(Math.max(0, b.length - 512)), b.length);
+    if (t) take(t.format, t.offset, t.by);
   }
   const alignedEnd = best ? best.offset : b.length;
   for (let s = BLOCK; s + BLOCK <= b.length && s < alignedEnd; s += BLOCK) {
@@ -442,15 +531,18 @@ export function scanHidden(
   const whole = prefix.length < want;
   const execEnd = !opts.execWhole ? EXEC_SNIFF_WINDOW_BYTES : whole ? prefix.length : prefix.length - EXEC_HEADER_REACH;
   const r: HiddenScan = { exec: findExecutable(prefix, 0, execEnd) };
-  if (opts.archives) r.archive = findHiddenArchive(prefix, opts.at0);
+  if (opts.archives) r.archive = findHiddenArchive(prefix, opts.at0, HIDDEN_ARCHIVE_WINDOW_BYTES, whole);
   if (whole) return r;
   const exec = opts.execWhole && !r.exec ? new ExecutableSearch(execEnd) : undefined;
   const tar = opts.archives && !r.archive ? new TarBlockSearch(prefix.length, prefix.length) : undefined;
+  // the file's last 512 bytes, for a block at its end (none when 7-Zip opens the file at 0)
+  const tail = tar && !(opts.at0 && OPENED_AT_ZERO_BY_7ZIP.has(opts.at0)) ? new TailKeep(prefix) : undefined;
   if (!exec && !tar) return r;
   exec?.push(prefix.subarray(execEnd));
   const more = (p: Buffer): boolean => {
     exec?.push(p);
     tar?.push(p);
+    tail?.push(p);
     return (!exec || !!exec.hit) && (!tar || !!tar.hit);
   };
   let done = rest ? more(rest) : false;
@@ -458,13 +550,13 @@ export function scanHidden(
   if (usePlain) it = plainBase64Pieces(body, plain, undefined, prefix.length)[Symbol.iterator]();
   if (it) for (let x = it.next(); !done && !x.done; x = it.next()) done = more(x.value);
   if (exec) r.exec = exec.end();
-  if (tar) r.archive = tar.hit;
+  if (tar) r.archive = tar.hit ?? (tail ? trailerArchive(tail.tail(), tail.size) : undefined);
   return r;
 }
 
 /** The reason a hidden archive gives (`what`: file, member). */
 export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
-  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF|ar |ext|HFS|NTFS|MBR|RPM)/.test(h.format) ? 'an' : 'a';
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF|ar |ext|HFS|NTFS|MBR|RPM|NSIS|HXS|Android|APFS|Apple|SZDD)/.test(h.format) ? 'an' : 'a';
   if (h.over)
     return `${h.over} in the ${what} (from byte ${h.offset}): taken as ${a} ${h.format} behind other bytes (${h.by} looks for one there; postern opens an archive only from the first byte)`;
   if (h.offset === 0) {

@@ -30,6 +30,8 @@ describe('hidden-archive differential fuzzer', () => {
       const pdf = Buffer.concat([Buffer.from('%PDF-1.4\n'), Buffer.alloc(1015, 0x61)]);
       expect(await extract(Buffer.concat([pdf, archives.v7]), work)).toEqual({ '7z': false, tar: true });
       expect(await extract(Buffer.concat([pdf, archives['7z']]), work)).toEqual({ '7z': true, tar: false });
+      // a disk image whose chunk is zlib: only its koly block and plist are in the clear
+      expect(await extract(Buffer.concat([pdf, archives.dmg]), work)).toEqual({ '7z': true, tar: false });
       expect(await extract(pdf, work)).toEqual({ '7z': false, tar: false });
     } finally {
       rmSync(work, { recursive: true, force: true });

@@ -9,10 +9,10 @@
  * bytes, for every encoding and split. Random data and text with the magic bytes must not match.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32, gzipSync } from 'node:zlib';
+import { crc32, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { makeArchives } from '../../scripts/fuzz/hidden.mjs';
@@ -50,7 +50,21 @@ function behind(archive: Buffer, at: number): Buffer {
 const made: Record<string, Buffer> = {};
 beforeAll(async () => {
   const a = await makeArchives(tmp);
-  Object.assign(made, { ZIP: a.local, tar: a.ustar, v7: a.v7, xz: a.xz, bzip2: a.bzip2, gzip: a.gzip, '7z': a['7z'], zstd: a.zstd, cpio: a.cpio });
+  Object.assign(made, {
+    ZIP: a.local,
+    tar: a.ustar,
+    v7: a.v7,
+    xz: a.xz,
+    bzip2: a.bzip2,
+    gzip: a.gzip,
+    '7z': a['7z'],
+    zstd: a.zstd,
+    cpio: a.cpio,
+    dmg: a.dmg,
+    nsis: a.nsis,
+    sparse: a.sparse,
+    szdd: a.szdd,
+  });
 }, 60_000);
 
 /** What 7-Zip lists for a file: the type and offset it opened, and the names. */
@@ -222,6 +236,179 @@ describe('containers 7-Zip opens at offset 0 whatever the name, by signatures th
     expect(findHiddenArchive(mbr)).toMatchObject({ format: 'MBR disk image', offset: 0 });
     mbr[446] = 0x12;
     expect(findHiddenArchive(mbr)).toBeUndefined();
+  });
+});
+
+/** `dmg` put at `at` with its koly block's data fork and plist offsets moved by `at` (absolute, as 7-Zip reads them when it opens the image from its end). */
+function relocatedDmg(dmg: Buffer, at: number): Buffer {
+  const file = behind(dmg, at);
+  const koly = file.length - 512;
+  for (const f of [24, 216]) file.writeBigUInt64BE(file.readBigUInt64BE(koly + f) + BigInt(at), koly + f);
+  return file;
+}
+
+/** What `7zz x` writes for a file: the names and whether one starts with evil.exe's bytes (makeArchives'). */
+function sevenZipExtracts(file: Buffer): { names: string[]; exe: boolean } {
+  const dir = mkdtempSync(join(tmp, 'x-'));
+  writeFileSync(join(dir, 'case.pdf'), file);
+  try {
+    execFileSync('7zz', ['x', '-y', '-oout', 'case.pdf'], { cwd: dir, stdio: 'ignore' });
+  } catch {
+    // a listing error still leaves what was written
+  }
+  let names: string[] = [];
+  try {
+    names = readdirSync(join(dir, 'out'));
+  } catch {
+    // nothing written
+  }
+  const evil = readFileSync(join(tmp, 'evil.exe'));
+  const exe = names.some((n) =>
+    readFileSync(join(dir, 'out', n))
+      .subarray(0, evil.length)
+      .equals(evil),
+  );
+  rmSync(dir, { recursive: true, force: true });
+  return { names, exe };
+}
+
+describe('containers 7-Zip opens by a block at the end, and formats whose payload is compressed (found 2026-12-02)', () => {
+  it('an Apple disk image (a zlib chunk of evil.exe) behind a PDF head: 7-Zip finds its koly block in the window and extracts evil.exe', () => {
+    for (const at of [1009, 70_001]) {
+      const file = behind(made.dmg!, at);
+      // the koly block is the image's last 512 bytes
+      expect(findHiddenArchive(file)).toEqual({ format: 'DMG', offset: file.length - 512, by: '7-Zip' });
+      expect(sevenZip(file).type).toBe('Dmg');
+      expect(sevenZipExtracts(file).exe, `at ${at}`).toBe(true);
+    }
+    expect(findHiddenArchive(made.dmg!)).toMatchObject({ format: 'DMG' });
+    // a koly block with another header size, not at the end, is not one (for 7-Zip either)
+    const bad = Buffer.from(made.dmg!);
+    bad.writeUInt32BE(1024, bad.length - 512 + 8);
+    const notAtEnd = Buffer.concat([behind(bad, 1009), Buffer.alloc(100, 0x79)]);
+    expect(findHiddenArchive(notAtEnd)).toBeUndefined();
+    expect(sevenZip(notAtEnd).type).toBeUndefined();
+    // at the very end, 'koly' alone counts
+    expect(findHiddenArchive(behind(bad, 1009))).toMatchObject({ format: 'DMG' });
+  });
+
+  it('a disk image past the window opens from its koly block at the very end (not with bytes after it); scanHidden finds it through every encoding', () => {
+    const at = HIDDEN_ARCHIVE_WINDOW_BYTES + 300_000;
+    const file = relocatedDmg(made.dmg!, at);
+    expect(findHiddenArchive(file)).toEqual({ format: 'DMG', offset: file.length - 512, by: '7-Zip' });
+    expect(sevenZip(file).type).toBe('Dmg');
+    expect(sevenZipExtracts(file).exe).toBe(true);
+    const after = Buffer.concat([file, Buffer.alloc(100, 0x79)]);
+    expect(findHiddenArchive(after)).toBeUndefined();
+    expect(sevenZip(after).type).toBeUndefined();
+    for (const cte of ['base64', 'quoted-printable', '8bit']) {
+      const body =
+        cte === 'base64'
+          ? Buffer.from(file.toString('base64').replace(/.{76}/g, '$&\r\n'), 'latin1')
+          : cte === 'quoted-printable'
+            ? Buffer.from(qpEncode(file), 'latin1')
+            : file;
+      const plain = cte === 'base64' ? plainBase64(body) : undefined;
+      expect(scanHidden(body, cte, plain, { execWhole: false, archives: true }).archive, cte).toEqual(findHiddenArchive(file));
+      // an OLE file or a CHM at 0: 7-Zip opens that, not the end
+      expect(scanHidden(body, cte, plain, { execWhole: false, archives: true, at0: 'application/x-ole-storage' }).archive, cte).toBeUndefined();
+    }
+  });
+
+  it('a fixed VHD (a raw disk, then its footer) named invoice.pdf: 7-Zip opens it as a VHD', () => {
+    const disk = Buffer.concat([HEAD, Buffer.alloc(2048 - HEAD.length, 0x78)]);
+    const footer = Buffer.alloc(512);
+    footer.write('conectix', 0, 'latin1');
+    footer.writeUInt32BE(2, 8);
+    footer.writeUInt32BE(0x10000, 12);
+    footer.writeBigUInt64BE(0xffffffffffffffffn, 16);
+    footer.writeBigUInt64BE(BigInt(disk.length), 40);
+    footer.writeBigUInt64BE(BigInt(disk.length), 48);
+    footer.writeUInt32BE(0x00100111, 56);
+    footer.writeUInt32BE(2, 60);
+    let sum = 0;
+    for (const x of footer) sum += x;
+    footer.writeUInt32BE(~sum >>> 0, 64);
+    const file = Buffer.concat([disk, footer]);
+    expect(findHiddenArchive(file)).toEqual({ format: 'VHD disk image', offset: 2048, by: '7-Zip' });
+    expect(sevenZip(file).type).toBe('VHD');
+    // the early 511-byte footer
+    expect(findHiddenArchive(file.subarray(0, file.length - 1))).toMatchObject({ format: 'VHD disk image', offset: 2048 });
+  });
+
+  it('NSIS installer data (LZMA) behind a PDF head or alone: 7-Zip extracts evil.exe', () => {
+    for (const [file, offset] of [
+      [behind(made.nsis!, 1009), 1009],
+      [made.nsis!, 0],
+    ] as const) {
+      expect(findHiddenArchive(file)).toEqual({ format: 'NSIS installer', offset, by: '7-Zip' });
+      expect(sevenZip(file).type).toBe('Nsis');
+      expect(sevenZipExtracts(file).names).toContain('evil.exe');
+    }
+    expect(hiddenArchiveReason(findHiddenArchive(made.nsis!)!, 'file')).toBe(
+      'the file is an NSIS installer (7-Zip opens it whatever its name; postern cannot open one)',
+    );
+  });
+
+  it('an Android sparse image behind a PDF head or alone: 7-Zip expands it', () => {
+    for (const [file, offset] of [
+      [behind(made.sparse!, 3001), 3001],
+      [made.sparse!, 0],
+    ] as const) {
+      expect(findHiddenArchive(file)).toEqual({ format: 'Android sparse image', offset, by: '7-Zip' });
+      expect(sevenZip(file).type).toBe('Sparse');
+    }
+  });
+
+  it('an SZDD file (evil.ex_) opens in 7-Zip at offset 0 only, and is found there only', () => {
+    expect(findHiddenArchive(made.szdd!)).toEqual({ format: 'SZDD compressed file', offset: 0, by: '7-Zip' });
+    expect(sevenZip(made.szdd!).type).toBe('MsLZ');
+    expect(sevenZipExtracts(made.szdd!).exe).toBe(true);
+    expect(sevenZip(behind(made.szdd!, 500)).type).toBeUndefined();
+    expect(findHiddenArchive(behind(made.szdd!, 500))).toBeUndefined();
+  });
+
+  it('compressed Flash at offset 0 (7-Zip decompresses it)', () => {
+    const swf = Buffer.concat([Buffer.from('FWS\x0a', 'latin1'), Buffer.alloc(4), EXE]);
+    swf.writeUInt32LE(swf.length, 4);
+    const cws = Buffer.concat([swf.subarray(0, 8), deflateSync(swf.subarray(8))]);
+    cws.write('C', 0, 'latin1');
+    expect(findHiddenArchive(cws)).toMatchObject({ format: 'compressed Flash (SWF)', offset: 0 });
+    expect(sevenZip(cws).type).toBe('SWFc');
+  });
+
+  // 7-Zip's signatures; no tool here makes these, so the header is written by hand
+  const guid = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
+  it.each([
+    ['HXS/LIT', Buffer.from('ITOLITLS\x01\0\0\0(\0\0\0', 'latin1'), Buffer.from('ITOLITLX', 'latin1')],
+    ['UEFI capsule', guid('bd86663b760d3040b70eb5519e2fc5a0'), guid('bd86663b760d3040b70eb5519e2fc5a1')],
+    ['UEFI capsule', guid('8ba63c4a2377fb48803d578cc1fec44d'), guid('8ba63c4a2377fb48803d578cc1fec44e')],
+    ['UEFI capsule', guid('b9829153b5ab9143b69ae3a943f72fcc'), guid('b9829153b5ab9143b69ae3a943f72fcd')],
+    [
+      'UEFI firmware volume',
+      Buffer.concat([Buffer.alloc(16), guid('d954937a68044a4481ce0bf617d890df')]),
+      Buffer.concat([Buffer.alloc(16), guid('d954937a68044a4481ce0bf617d890de')]),
+    ],
+    [
+      'UEFI firmware volume',
+      Buffer.concat([Buffer.alloc(16), guid('78e58c8c3d8a1c4f9935896185c32dd3')]),
+      Buffer.concat([Buffer.alloc(16), guid('78e58c8c3d8a1c4f9935896185c32dd4')]),
+    ],
+  ])('%s: behind a PDF head and at offset 0', (format, good, bad) => {
+    expect(findHiddenArchive(behind(good, 3000))).toMatchObject({ format, offset: 3000 });
+    expect(findHiddenArchive(good)).toMatchObject({ format, offset: 0 });
+    expect(findHiddenArchive(behind(bad, 3000))).toBeUndefined();
+  });
+
+  it.each([
+    ['APFS container', Buffer.concat([Buffer.alloc(32), Buffer.from('NXSB', 'latin1'), Buffer.alloc(100)])],
+    ['Apple partition map', Buffer.concat([Buffer.from('ER\x02\x00', 'latin1'), Buffer.alloc(508), Buffer.from('PM', 'latin1'), Buffer.alloc(510)])],
+    ['Android super image', Buffer.concat([Buffer.alloc(4096), Buffer.from('gDla4\0\0\0', 'latin1'), Buffer.alloc(100)])],
+    ['PPMd compressed file', Buffer.from('\x8f\xaf\xac\x84\x07\x00\x00\x00', 'latin1')],
+    ['Mach-O universal binary', Buffer.from('\xb9\xfa\xf1\x0e\x00\x00\x00\x01', 'latin1')],
+  ])('%s at offset 0 (7-Zip opens it whatever the name)', (format, file) => {
+    expect(findHiddenArchive(file)).toEqual({ format, offset: 0, by: '7-Zip' });
+    expect(findHiddenArchive(behind(file, 3000))).toBeUndefined();
   });
 });
 
@@ -471,6 +658,21 @@ describe('through the engine with the default policy', () => {
     ]);
     const txt = await inspectMessage(withAttachment('application/octet-stream', behind(made.xz!, 4500), 'notes.txt'), defaultPolicy(), {}, {});
     expect(txt.verdict.hits.map((h) => h.reason)).toEqual([expect.stringContaining('an xz archive starts at byte 4500 inside the file')]);
+  });
+
+  it('a PDF with an Apple disk image behind it (evil.exe zlib-compressed in it) and NSIS installer data sent as a .dat are stripped', async () => {
+    const dmg = await inspectMessage(withAttachment('application/pdf', behind(made.dmg!, 1009), 'report.pdf'), defaultPolicy(), {}, {});
+    expect(dmg.verdict.hits.map((h) => [h.rule, h.action, h.reason])).toEqual([
+      [
+        'archives.on_ambiguous',
+        'strip',
+        `a DMG archive starts at byte ${1009 + made.dmg!.length - 512} inside the file (7-Zip finds it there; postern opens an archive only from the first byte)`,
+      ],
+    ]);
+    const nsis = await inspectMessage(withAttachment('application/octet-stream', made.nsis!, 'data.dat'), defaultPolicy(), {}, {});
+    expect(nsis.verdict.hits.map((h) => [h.rule, h.reason])).toEqual([
+      ['archives.on_ambiguous', 'the file is an NSIS installer (7-Zip opens it whatever its name; postern cannot open one)'],
+    ]);
   });
 
   it('an ISO image sent as invoice.pdf (application/pdf) is stripped', async () => {
