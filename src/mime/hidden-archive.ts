@@ -12,7 +12,10 @@
  * header at byte 512 of a broken tar).
  *
  * Also whole files that 7-Zip opens at offset 0 whatever their name by a signature detectType does
- * not read (an ISO 9660 image's lies 32 KiB in; packages, file systems and disk images: AT_ZERO).
+ * not read (an ISO 9660 image's lies 32 KiB in; packages, file systems, disk images and single
+ * compressed files: AT_ZERO), and those it opens by a block at the file's very end however long the
+ * file (a DMG's koly block, a fixed VHD's footer: trailerArchive). A PDF with a zlib'd evil.exe and a
+ * koly block behind it was clean to postern and evil.exe to 7-Zip (2026-12-02).
  *
  * Each format counts by a signature and the few header fields that make it one (a CRC where the
  * format has one near its start), so that random binary data does not match: 6 or more fixed bytes,
