@@ -218,6 +218,21 @@ function mbrAt0(b: Buffer): boolean {
 }
 
 /**
+ * An Intel HEX record at offset 0: ':', a byte count, a 16-bit address, a record type, the data and a
+ * checksum, in hex digits of either case, the bytes summing to 0 (7-Zip takes no leading space and
+ * needs a valid first record; any record type counts here).
+ */
+function intelHexAt0(b: Buffer): boolean {
+  if (b.length < 11 || b[0] !== 0x3a || !hex(b, 1, 2)) return false;
+  const n = Number.parseInt(b.toString('latin1', 1, 3), 16);
+  const digits = 2 * (n + 5);
+  if (!hex(b, 1, digits)) return false;
+  let sum = 0;
+  for (let i = 1; i < 1 + digits; i += 2) sum += Number.parseInt(b.toString('latin1', i, i + 2), 16);
+  return (sum & 0xff) === 0;
+}
+
+/**
  * Containers 7-Zip opens from offset 0 whatever the file's name (an ext2 image or an ar archive sent
  * as invoice.pdf opens in it), by signatures detectType does not read: packages, file systems, disk
  * images. Checked at offset 0 only, whatever type the magic number there gave (a JPEG can be an MBR
@@ -254,6 +269,8 @@ const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'SZDD compressed file', ok: (b) => bytesAt(b, 0, sig('SZDD\x88\xf0\x27\x33')) },
   { format: 'PPMd compressed file', ok: (b) => bytesAt(b, 0, sig('\x8f\xaf\xac\x84')) },
   { format: 'compressed Flash (SWF)', ok: (b) => b.length >= 8 && (bytesAt(b, 0, sig('CWS')) || bytesAt(b, 0, sig('ZWS'))) && b[3]! > 0 && b[3]! < 64 },
+  // Intel HEX text: 7-Zip decodes a file whose first line is a record (any name; evil.exe.txt gives evil.exe)
+  { format: 'Intel HEX image', ok: intelHexAt0 },
   // the other universal binary 7-Zip lists (CAFEBABE is detectType's executable)
   { format: 'Mach-O universal binary', ok: (b) => bytesAt(b, 0, sig('\xb9\xfa\xf1\x0e')) },
 ];
@@ -559,7 +576,7 @@ export function scanHidden(
 
 /** The reason a hidden archive gives (`what`: file, member). */
 export function hiddenArchiveReason(h: HiddenArchiveHit, what: string): string {
-  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF|ar |ext|HFS|NTFS|MBR|RPM|NSIS|HXS|Android|APFS|Apple|SZDD)/.test(h.format) ? 'an' : 'a';
+  const a = /^(xz|lzip|ARJ|LZH|ACE|ISO|OLE|archive|UDF|ar |ext|HFS|NTFS|MBR|RPM|NSIS|HXS|Android|APFS|Apple|SZDD|Intel)/.test(h.format) ? 'an' : 'a';
   if (h.over)
     return `${h.over} in the ${what} (from byte ${h.offset}): taken as ${a} ${h.format} behind other bytes (${h.by} looks for one there; postern opens an archive only from the first byte)`;
   if (h.offset === 0) {

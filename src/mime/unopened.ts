@@ -62,7 +62,7 @@ const UNOPENED_EXTENSIONS = new Map<string, string>([
   ...['gz', 'tgz', 'gzip'].map((e) => [e, 'gzip'] as const),
   ...['bz2', 'bz', 'tbz', 'tbz2', 'tb2'].map((e) => [e, 'bzip2'] as const),
   ...['xz', 'txz'].map((e) => [e, 'xz'] as const),
-  ...['lzma', 'tlz'].map((e) => [e, 'lzma'] as const),
+  ...['lzma', 'tlz', 'lzma86'].map((e) => [e, 'lzma'] as const),
   ['lz', 'lzip'],
   ...['zst', 'tzst'].map((e) => [e, 'zstd'] as const),
   ...['z', 'taz'].map((e) => [e, 'compress (.Z)'] as const),
@@ -78,6 +78,8 @@ const UNOPENED_EXTENSIONS = new Map<string, string>([
   ['egg', 'ALZip'],
   ['wim', 'WIM'],
   ['tnef', 'TNEF (winmail.dat)'],
+  // text 7-Zip decodes by this name alone (evil.exe.b64 gives evil.exe)
+  ['b64', 'Base64'],
   ...['iso', 'img', 'dmg', 'vhd', 'vhdx'].map((e) => [e, 'disk image'] as const),
   ...['msg', 'oft'].map((e) => [e, 'Outlook item (.msg)'] as const),
   ...['pst', 'ost'].map((e) => [e, 'Outlook data file'] as const),

@@ -239,6 +239,18 @@ describe('containers 7-Zip opens at offset 0 whatever the name, by signatures th
   });
 });
 
+/** `data` as Intel HEX: data records of 16 bytes (type 00) and the end record, CRLF. */
+function intelHex(data: Buffer): Buffer {
+  const rec = (type: number, addr: number, bytes: Buffer): string => {
+    const all = [bytes.length, addr >> 8, addr & 0xff, type, ...bytes];
+    const sum = (256 - (all.reduce((a, x) => a + x, 0) & 0xff)) & 0xff;
+    return `:${[...all, sum].map((x) => x.toString(16).padStart(2, '0').toUpperCase()).join('')}\r\n`;
+  };
+  let out = '';
+  for (let i = 0; i < data.length; i += 16) out += rec(0, i, data.subarray(i, i + 16));
+  return Buffer.from(out + rec(1, 0, Buffer.alloc(0)), 'latin1');
+}
+
 /** `dmg` put at `at` with its koly block's data fork and plist offsets moved by `at` (absolute, as 7-Zip reads them when it opens the image from its end). */
 function relocatedDmg(dmg: Buffer, at: number): Buffer {
   const file = behind(dmg, at);
@@ -375,6 +387,31 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
     cws.write('C', 0, 'latin1');
     expect(findHiddenArchive(cws)).toMatchObject({ format: 'compressed Flash (SWF)', offset: 0 });
     expect(sevenZip(cws).type).toBe('SWFc');
+  });
+
+  it('Intel HEX text named evil.exe.txt: 7-Zip decodes it to evil.exe; postern finds it at offset 0 only, with a valid first record', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const ihex = intelHex(evil);
+    expect(findHiddenArchive(ihex)).toEqual({ format: 'Intel HEX image', offset: 0, by: '7-Zip' });
+    expect(hiddenArchiveReason(findHiddenArchive(ihex)!, 'file')).toBe(
+      'the file is an Intel HEX image (7-Zip opens it whatever its name; postern cannot open one)',
+    );
+    expect(findHiddenArchive(Buffer.from(ihex.toString('latin1').toLowerCase(), 'latin1'))).toMatchObject({ format: 'Intel HEX image' });
+    const dir = mkdtempSync(join(tmp, 'ihex-'));
+    writeFileSync(join(dir, 'evil.exe.txt'), ihex);
+    execFileSync('7zz', ['x', '-y', '-oout', 'evil.exe.txt'], { cwd: dir, stdio: 'ignore' });
+    expect(readFileSync(join(dir, 'out', 'evil.exe')).equals(evil)).toBe(true);
+    // a bad checksum, a leading newline: 7-Zip opens neither, and neither counts
+    const badSum = Buffer.from(ihex);
+    badSum[9] = badSum[9] === 0x30 ? 0x31 : 0x30;
+    for (const [what, file] of [
+      ['bad checksum', badSum],
+      ['leading newline', Buffer.concat([Buffer.from('\n'), ihex])],
+    ] as const) {
+      expect(findHiddenArchive(file), what).toBeUndefined();
+      expect(sevenZip(file).type, what).toBeUndefined();
+    }
+    expect(findHiddenArchive(Buffer.from(':10 is not a record\n'))).toBeUndefined();
   });
 
   // 7-Zip's signatures; no tool here makes these, so the header is written by hand
@@ -660,7 +697,7 @@ describe('through the engine with the default policy', () => {
     expect(txt.verdict.hits.map((h) => h.reason)).toEqual([expect.stringContaining('an xz archive starts at byte 4500 inside the file')]);
   });
 
-  it('a PDF with an Apple disk image behind it (evil.exe zlib-compressed in it) and NSIS installer data sent as a .dat are stripped', async () => {
+  it('a PDF with an Apple disk image behind it (evil.exe zlib-compressed in it), Intel HEX text and NSIS installer data sent as a .dat are stripped', async () => {
     const dmg = await inspectMessage(withAttachment('application/pdf', behind(made.dmg!, 1009), 'report.pdf'), defaultPolicy(), {}, {});
     expect(dmg.verdict.hits.map((h) => [h.rule, h.action, h.reason])).toEqual([
       [
@@ -668,6 +705,10 @@ describe('through the engine with the default policy', () => {
         'strip',
         `a DMG archive starts at byte ${1009 + made.dmg!.length - 512} inside the file (7-Zip finds it there; postern opens an archive only from the first byte)`,
       ],
+    ]);
+    const ihex = await inspectMessage(withAttachment('text/plain', intelHex(readFileSync(join(tmp, 'evil.exe'))), 'evil.exe.txt'), defaultPolicy(), {}, {});
+    expect(ihex.verdict.hits.map((h) => [h.rule, h.reason])).toEqual([
+      ['archives.on_ambiguous', 'the file is an Intel HEX image (7-Zip opens it whatever its name; postern cannot open one)'],
     ]);
     const nsis = await inspectMessage(withAttachment('application/octet-stream', made.nsis!, 'data.dat'), defaultPolicy(), {}, {});
     expect(nsis.verdict.hits.map((h) => [h.rule, h.reason])).toEqual([

@@ -121,11 +121,24 @@ describe('recognised by its declared type or its name', () => {
     ['Fwd meeting.msg', 'Outlook item (.msg)'],
     ['template.oft', 'Outlook item (.msg)'],
     ['backup.pst', 'Outlook data file'],
+    ['evil.exe.b64', 'Base64'],
+    ['data.lzma86', 'lzma'],
   ])('%s: an archive by its name, whatever the bytes', async (name, format) => {
     const { unsupported } = await hitsOf(withAttachment('application/octet-stream', Buffer.alloc(300, 0x41), name));
     expect(unsupported.map((h) => h.reason)).toEqual([
       expect.stringContaining(`${/^[AEIOU]/.test(format) ? 'an' : 'a'} ${format} archive (by its name ${name})`),
     ]);
+  });
+
+  it('base64 text named evil.exe.b64: 7-Zip decodes it by that name alone and writes evil.exe; postern strips it by the name', async () => {
+    const dir = mkdtempSync(join(tmp, 'b64-'));
+    writeFileSync(join(dir, 'evil.exe.b64'), `${EXE.toString('base64').replace(/.{76}/g, '$&\n')}\n`);
+    execFileSync('7zz', ['x', '-y', '-oout', 'evil.exe.b64'], { cwd: dir, stdio: 'ignore' });
+    expect(readFileSync(join(dir, 'out', 'evil.exe')).equals(EXE)).toBe(true);
+    const text = readFileSync(join(dir, 'evil.exe.b64'));
+    const { r, unsupported } = await hitsOf(withAttachment('text/plain', text, 'evil.exe.b64'));
+    expect(unsupported.map((h) => [h.action, h.reason])).toEqual([['strip', expect.stringContaining('a Base64 archive (by its name evil.exe.b64)')]]);
+    expect(r.verdict.status).toBe('changed');
   });
 
   it('an Outlook item (.msg) declared as one, whose bytes are a compound file: it carries its attachments inside', async () => {
