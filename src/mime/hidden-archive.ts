@@ -11,9 +11,10 @@
  * 1,009 was clean to postern and `evil.exe` to 7-Zip (tar fuzz seed 9, case 3897: a ZIP local
  * header at byte 512 of a broken tar).
  *
- * Also whole files that 7-Zip opens at offset 0 whatever their name by a signature detectType does
- * not read (an ISO 9660 image's lies 32 KiB in; packages, file systems, disk images and single
- * compressed files: AT_ZERO), and those it opens by a block at the file's very end however long the
+ * The search's formats count at offset 0 too, whatever detectType said there (an ISO 9660 image's
+ * signature lies 32 KiB in; file systems and disk images, which 7-Zip opens behind other bytes as at
+ * 0); so do the containers 7-Zip opens at offset 0 only (ar, packages, MBR disks, single compressed
+ * files: AT_ZERO), and those it opens by a block at the file's very end however long the
  * file (a DMG's koly block, a fixed VHD's footer: trailerArchive). A PDF with a zlib'd evil.exe and a
  * koly block behind it was clean to postern and evil.exe to 7-Zip (2026-12-02).
  *
@@ -192,6 +193,82 @@ const SIGNATURES: Signature[] = [
   { format: 'HXS/LIT', needle: sig('ITOLITL'), back: 0, atZero: true, ok: (b, s) => b[s + 7] === 0x53 },
   // an Android sparse image (magic, major version 1): 7-Zip expands it and lists the image
   { format: 'Android sparse image', needle: sig('\x3a\xff\x26\xed\x01\x00'), back: 0, atZero: true, ok: () => true },
+  // File systems and disk images: 7-Zip opens each behind a PDF head as at offset 0 (mkfs.ext2,
+  // mkfs.vfat, mkntfs, mksquashfs, mkfs.cramfs and qemu-img images at 1,010 and 8,192, 2026-12-02).
+  // SquashFS, CramFS, QCOW2, stream-optimised VMDK, NTFS, HFS+ and APFS compress what they hold.
+  {
+    // the superblock 1 KiB in: its magic, a block size of at most 64 KiB, revision 0 or 1
+    format: 'ext2/3/4 file system',
+    needle: sig('\x53\xef'),
+    back: 1080,
+    atZero: true,
+    ok: (b, s) => b.length >= s + 1104 && b.readUInt32LE(s + 1048) <= 6 && b.readUInt32LE(s + 1100) <= 1,
+  },
+  {
+    // a boot sector: a jump, a sector size, a cluster size, reserved sectors and FATs, the boot signature
+    format: 'FAT file system',
+    needle: sig('\x55\xaa'),
+    back: 510,
+    atZero: true,
+    ok: (b, s) => {
+      if (s < 0 || !((b[s] === 0xeb && b[s + 2] === 0x90) || b[s] === 0xe9)) return false;
+      const spc = b[s + 13]!;
+      return [512, 1024, 2048, 4096].includes(b.readUInt16LE(s + 11)) && spc > 0 && (spc & (spc - 1)) === 0 && b.readUInt16LE(s + 14) > 0 && b[s + 16]! > 0;
+    },
+  },
+  { format: 'NTFS file system', needle: sig('NTFS   '), back: 3, atZero: true, ok: (b, s) => b[s + 10] === 0x20 },
+  ...['H+\x00\x04', 'HX\x00\x05'].map(
+    (m): Signature => ({
+      // the volume header 1 KiB in, its block size a power of two from 512
+      format: 'HFS+ file system',
+      needle: sig(m),
+      back: 1024,
+      atZero: true,
+      ok: (b, s) => {
+        if (b.length < s + 1068) return false;
+        const bs = b.readUInt32BE(s + 1064);
+        return bs >= 512 && (bs & (bs - 1)) === 0;
+      },
+    }),
+  ),
+  {
+    format: 'APFS container',
+    needle: sig('NXSB'),
+    back: 32,
+    atZero: true,
+    ok: (b, s) => b.length >= s + 40 && [4096, 8192, 16384, 32768, 65536].includes(b.readUInt32LE(s + 36)),
+  },
+  ...['hsqs', 'sqsh', 'shsq', 'qshs'].map(
+    (m): Signature => ({
+      // a major version of 1 to 4, in either byte order
+      format: 'SquashFS file system',
+      needle: sig(m),
+      back: 0,
+      atZero: true,
+      ok: (b, s) =>
+        b.length >= s + 30 && ((b.readUInt16LE(s + 28) >= 1 && b.readUInt16LE(s + 28) <= 4) || (b.readUInt16BE(s + 28) >= 1 && b.readUInt16BE(s + 28) <= 4)),
+    }),
+  ),
+  { format: 'CramFS file system', needle: sig('Compres'), back: 16, atZero: true, ok: (b, s) => bytesAt(b, s + 23, sig('sed ROMFS')) },
+  { format: 'GPT disk image', needle: sig('EFI PAR'), back: 512, atZero: true, ok: (b, s) => b[s + 519] === 0x54 },
+  { format: 'VHD disk image', needle: sig('conecti'), back: 0, atZero: true, ok: (b, s) => b[s + 7] === 0x78 },
+  { format: 'VHDX disk image', needle: sig('vhdxfil'), back: 0, atZero: true, ok: (b, s) => b[s + 7] === 0x65 },
+  {
+    format: 'VMDK disk image',
+    needle: sig('KDMV'),
+    back: 0,
+    atZero: true,
+    ok: (b, s) => b.length >= s + 8 && b.readUInt32LE(s + 4) >= 1 && b.readUInt32LE(s + 4) <= 3,
+  },
+  {
+    format: 'QCOW disk image',
+    needle: sig('QFI\xfb'),
+    back: 0,
+    atZero: true,
+    ok: (b, s) => b.length >= s + 8 && b.readUInt32BE(s + 4) >= 1 && b.readUInt32BE(s + 4) <= 3,
+  },
+  // the signature at 64, a major version of 1
+  { format: 'VDI disk image', needle: sig('\x7f\x10\xda\xbe'), back: 0x40, atZero: true, ok: (b, s) => b.length >= s + 0x48 && b.readUInt16LE(s + 0x46) === 1 },
   // UEFI capsules (by their GUID at 0) and firmware volumes (by their file system GUID at 16): 7-Zip
   // lists their files and decodes LZMA and Tiano sections
   ...[
@@ -233,32 +310,21 @@ function intelHexAt0(b: Buffer): boolean {
 }
 
 /**
- * Containers 7-Zip opens from offset 0 whatever the file's name (an ext2 image or an ar archive sent
- * as invoice.pdf opens in it), by signatures detectType does not read: packages, file systems, disk
- * images. Checked at offset 0 only, whatever type the magic number there gave (a JPEG can be an MBR
+ * Containers 7-Zip opens from offset 0 whatever the file's name (an ar archive sent as invoice.pdf
+ * opens in it), by signatures detectType does not read, and not behind other bytes (an ar archive
+ * behind a PDF head does not open; the file systems and disk images that do are SIGNATURES with
+ * atZero). Checked at offset 0 only, whatever type the magic number there gave (a JPEG can be an MBR
  * disk too).
  */
 const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'ar archive (.deb, .a)', ok: (b) => bytesAt(b, 0, sig('!<arch>\n')) },
   { format: 'RPM package', ok: (b) => bytesAt(b, 0, sig('\xed\xab\xee\xdb')) },
-  { format: 'ext2/3/4 file system', ok: (b) => b.length >= 1104 && b.readUInt16LE(1080) === 0xef53 && b.readUInt32LE(1048) <= 6 && b.readUInt32LE(1100) <= 1 },
-  { format: 'HFS+ file system', ok: (b) => bytesAt(b, 1024, sig('H+\x00\x04')) || bytesAt(b, 1024, sig('HX\x00\x05')) },
-  { format: 'NTFS file system', ok: (b) => bytesAt(b, 3, sig('NTFS    ')) },
   {
     format: 'FAT file system',
     ok: (b) => b.length >= 512 && b[510] === 0x55 && b[511] === 0xaa && (bytesAt(b, 54, sig('FAT')) || bytesAt(b, 82, sig('FAT32'))),
   },
-  { format: 'GPT disk image', ok: (b) => bytesAt(b, 512, sig('EFI PART')) },
   { format: 'MBR disk image', ok: mbrAt0 },
-  { format: 'VHD disk image', ok: (b) => bytesAt(b, 0, sig('conectix')) },
-  { format: 'VHDX disk image', ok: (b) => bytesAt(b, 0, sig('vhdxfile')) },
-  { format: 'VMDK disk image', ok: (b) => bytesAt(b, 0, sig('KDMV')) },
-  { format: 'QCOW disk image', ok: (b) => bytesAt(b, 0, sig('QFI\xfb')) },
-  { format: 'VDI disk image', ok: (b) => b.length >= 0x44 && b.readUInt32LE(0x40) === 0xbeda107f },
-  { format: 'SquashFS file system', ok: (b) => bytesAt(b, 0, sig('hsqs')) || bytesAt(b, 0, sig('sqsh')) },
-  { format: 'CramFS file system', ok: (b) => b.length >= 4 && b.readUInt32LE(0) === 0x28cd3d45 },
   { format: 'WIM image', ok: (b) => bytesAt(b, 0, sig('MSWIM\0\0\0')) },
-  { format: 'APFS container', ok: (b) => bytesAt(b, 32, sig('NXSB')) },
   // an Apple partition map: 'ER', a block size, a partition entry ('PM') in the next block
   {
     format: 'Apple partition map',

@@ -431,6 +431,11 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
       Buffer.concat([Buffer.alloc(16), guid('78e58c8c3d8a1c4f9935896185c32dd3')]),
       Buffer.concat([Buffer.alloc(16), guid('78e58c8c3d8a1c4f9935896185c32dd4')]),
     ],
+    [
+      'APFS container',
+      Buffer.concat([Buffer.alloc(32), Buffer.from('NXSB\x00\x10\x00\x00', 'latin1'), Buffer.alloc(100)]),
+      Buffer.concat([Buffer.alloc(32), Buffer.from('NXSB\x00\x11\x00\x00', 'latin1'), Buffer.alloc(100)]),
+    ],
   ])('%s: behind a PDF head and at offset 0', (format, good, bad) => {
     expect(findHiddenArchive(behind(good, 3000))).toMatchObject({ format, offset: 3000 });
     expect(findHiddenArchive(good)).toMatchObject({ format, offset: 0 });
@@ -438,7 +443,6 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
   });
 
   it.each([
-    ['APFS container', Buffer.concat([Buffer.alloc(32), Buffer.from('NXSB', 'latin1'), Buffer.alloc(100)])],
     ['Apple partition map', Buffer.concat([Buffer.from('ER\x02\x00', 'latin1'), Buffer.alloc(508), Buffer.from('PM', 'latin1'), Buffer.alloc(510)])],
     ['Android super image', Buffer.concat([Buffer.alloc(4096), Buffer.from('gDla4\0\0\0', 'latin1'), Buffer.alloc(100)])],
     ['PPMd compressed file', Buffer.from('\x8f\xaf\xac\x84\x07\x00\x00\x00', 'latin1')],
@@ -446,6 +450,81 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
   ])('%s at offset 0 (7-Zip opens it whatever the name)', (format, file) => {
     expect(findHiddenArchive(file)).toEqual({ format, offset: 0, by: '7-Zip' });
     expect(findHiddenArchive(behind(file, 3000))).toBeUndefined();
+  });
+});
+
+describe('file systems and disk images behind a PDF head: 7-Zip opens each there as at offset 0 (found 2026-12-02)', () => {
+  /** Images made by the real tools, each holding evil.exe where the format holds files. */
+  const images: Record<string, Buffer> = {};
+  beforeAll(() => {
+    const dir = mkdtempSync(join(tmp, 'fs-'));
+    const src = join(dir, 'src');
+    execFileSync('mkdir', [src]);
+    writeFileSync(join(src, 'evil.exe'), readFileSync(join(tmp, 'evil.exe')));
+    const img = (name: string, size: number) => {
+      writeFileSync(join(dir, name), Buffer.alloc(size));
+      return join(dir, name);
+    };
+    execFileSync('mkfs.ext2', ['-q', '-F', '-d', src, img('e2.img', 512 * 1024)], { stdio: 'ignore' });
+    execFileSync('mkfs.vfat', [img('fat.img', 1024 * 1024)], { stdio: 'ignore' });
+    execFileSync('mkntfs', ['-q', '-F', img('ntfs.img', 2 * 1024 * 1024)], { stdio: 'ignore' });
+    execFileSync('mksquashfs', [src, join(dir, 'sq.img'), '-quiet', '-noappend'], { stdio: 'ignore' });
+    execFileSync('mkfs.cramfs', [src, join(dir, 'cr.img')], { stdio: 'ignore' });
+    for (const [fmt, opts] of [
+      ['qcow2', ['-c']],
+      ['vmdk', []],
+      ['vdi', []],
+      ['vhdx', []],
+      ['vpc', []],
+    ] as const)
+      execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', fmt, ...opts, join(dir, 'e2.img'), join(dir, `q.${fmt}`)], { stdio: 'ignore' });
+    for (const [k, f] of Object.entries({
+      ext2: 'e2.img',
+      fat: 'fat.img',
+      ntfs: 'ntfs.img',
+      squashfs: 'sq.img',
+      cramfs: 'cr.img',
+      qcow2: 'q.qcow2',
+      vmdk: 'q.vmdk',
+      vdi: 'q.vdi',
+      vhdx: 'q.vhdx',
+      vhd: 'q.vpc',
+    }))
+      images[k] = readFileSync(join(dir, f));
+  }, 120_000);
+
+  it.each([
+    ['ext2', 'ext2/3/4 file system', 'Ext'],
+    ['fat', 'FAT file system', 'FAT'],
+    ['ntfs', 'NTFS file system', 'NTFS'],
+    ['squashfs', 'SquashFS file system', 'SquashFS'],
+    ['cramfs', 'CramFS file system', 'CramFS'],
+    ['qcow2', 'QCOW disk image', 'QCOW'],
+    ['vmdk', 'VMDK disk image', 'VMDK'],
+    ['vdi', 'VDI disk image', 'VDI'],
+    ['vhdx', 'VHDX disk image', 'VHDX'],
+    ['vhd', 'VHD disk image', 'VHD'],
+  ])('%s: at 1,010 and 8,192 and alone', (key, format, seven) => {
+    const image = images[key]!;
+    expect(findHiddenArchive(image)).toEqual({ format, offset: 0, by: '7-Zip' });
+    for (const at of [1010, 8192]) {
+      const file = behind(image, at);
+      expect(findHiddenArchive(file), `${key} at ${at}`).toEqual({ format, offset: at, by: '7-Zip' });
+      expect([sevenZip(file).type, sevenZip(file).offset], `${key} at ${at}`).toEqual([seven, at]);
+    }
+  });
+
+  it('a SquashFS image (evil.exe gzip-compressed in it, no gzip header) behind a PDF head: 7-Zip extracts evil.exe', () => {
+    expect(sevenZipExtracts(behind(images.squashfs!, 1010)).exe).toBe(true);
+  });
+
+  it('a header that fails its fields is not one (an ext2 block size past 64 KiB, a FAT without its jump)', () => {
+    const ext = Buffer.from(images.ext2!);
+    ext.writeUInt32LE(7, 1048);
+    expect(findHiddenArchive(behind(ext, 1010))).toBeUndefined();
+    const fat = Buffer.from(images.fat!);
+    fat[0] = 0;
+    expect(findHiddenArchive(behind(fat, 1010))?.format).not.toBe('FAT file system');
   });
 });
 
