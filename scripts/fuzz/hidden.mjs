@@ -6,16 +6,18 @@
 //   node scripts/fuzz/hidden.mjs --case SEED:INDEX --print    (one case: what it is, what each side says)
 //
 // Each case is a cover (a PDF head and text, a JPEG-like head and random bytes, random bytes, zeros)
-// with a real archive of evil.exe inside at a random offset (made once by 7zz, Python, zstd and
-// cpio: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip, zstd, cpio, ustar and magic-less
-// tar, and an ISO 9660 image), its header mutated in half the cases (bytes of its first 64 changed,
+// with a real archive of evil.exe inside at a random offset (made once by 7zz, Python, zstd, cpio,
+// makensis, mkfs.ext2 and mksquashfs: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip,
+// zstd, cpio, ustar and magic-less tar, an ISO 9660 image, an Apple disk image with a zlib chunk,
+// NSIS installer data, an Android sparse image, FAT12, ext2 and SquashFS images), its header mutated
+// in half the cases (bytes of its first 64 changed,
 // the archive cut short).
 // The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
 // an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
 // executable's header while findHiddenArchive finds nothing (and the cover itself holds no
 // executable). The other way round (postern finds an archive no extractor opens) is counted, not
 // failed: postern is allowed to be stricter.
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { namedCase, parseFuzzArgs, printUsage } from './lib/args.mjs';
@@ -78,6 +80,14 @@ open(sys.argv[1] + '/x.dmg', 'wb').write(c + plist + bytes(koly))
 # an Android sparse image: its header, one raw chunk of 4 KiB blocks
 raw = d + b'\\0' * (-len(d) % 4096)
 open(sys.argv[1] + '/x.simg', 'wb').write(struct.pack('<IHHHHIIII', 0xED26FF3A, 1, 0, 28, 12, 4096, len(raw) // 4096, 1, 0) + struct.pack('<HHII', 0xCAC1, 0, len(raw) // 4096, 12 + len(raw)) + raw)
+# a FAT12 image of 64 sectors: boot sector, two FATs, the root directory, EVIL.EXE in cluster 2
+bs = bytearray(512)
+bs[0:3] = b'\\xeb\\x3c\\x90'; bs[3:11] = b'MSDOS5.0'
+struct.pack_into('<HBHBHHBHHHIIBBBI11s8s', bs, 11, 512, 1, 1, 2, 16, 64, 0xf8, 1, 32, 2, 0, 0, 0x80, 0, 0x29, 0x1234, b'NO NAME    ', b'FAT12   ')
+bs[510:512] = b'\\x55\\xaa'
+fat = (b'\\xf8\\xff\\xff\\xff\\x0f\\x00').ljust(512, b'\\0')
+root = (b'EVIL    EXE' + bytes([0x20]) + b'\\0' * 14 + struct.pack('<HI', 2, len(d))).ljust(512, b'\\0')
+open(sys.argv[1] + '/x.fat', 'wb').write((bytes(bs) + fat + fat + root + d.ljust(512, b'\\0')).ljust(64 * 512, b'\\0'))
 # MS-DOS COMPRESS.EXE (SZDD), every byte a literal
 z = bytearray(b'SZDD\\x88\\xf0\\x27\\x33A_' + struct.pack('<I', len(d)))
 for i in range(0, len(d), 8): z.append((1 << len(d[i:i + 8])) - 1); z += d[i:i + 8]
@@ -87,6 +97,12 @@ open(sys.argv[1] + '/x.ex_', 'wb').write(bytes(z))
   await run('7zz', ['a', '-bso0', '-bsp0', join(dir, 'x.7z'), 'evil.exe'], { cwd: dir, timeoutMs: 30_000 });
   await run('zstd', ['-q', '-f', 'evil.exe', '-o', 'x.zst'], { cwd: dir, timeoutMs: 30_000 });
   await run('sh', ['-c', 'echo evil.exe | cpio -o -H newc > x.cpio 2>/dev/null'], { cwd: dir, timeoutMs: 30_000 });
+  // file systems: ext2 (its files stored as they are) and SquashFS (gzip-compressed)
+  mkdirSync(join(dir, 'fs'), { recursive: true });
+  writeFileSync(join(dir, 'fs', 'evil.exe'), EXE);
+  writeFileSync(join(dir, 'x.ext2'), Buffer.alloc(256 * 1024));
+  await run('mkfs.ext2', ['-q', '-F', '-d', join(dir, 'fs'), join(dir, 'x.ext2')], { timeoutMs: 30_000 });
+  await run('mksquashfs', [join(dir, 'fs'), join(dir, 'x.sqfs'), '-quiet', '-noappend'], { timeoutMs: 30_000 });
   // an NSIS installer's data (its first header onward), LZMA inside: the stub before it is an .exe
   writeFileSync(join(dir, 'x.nsi'), 'OutFile "setup.exe"\nSetCompressor /SOLID lzma\nSection\nSetOutPath $INSTDIR\nFile evil.exe\nSectionEnd\n');
   await run('makensis', ['-V1', 'x.nsi'], { cwd: dir, timeoutMs: 60_000 });
@@ -107,6 +123,9 @@ open(sys.argv[1] + '/x.ex_', 'wb').write(bytes(z))
     dmg: 'x.dmg',
     nsis: 'x.nsis',
     sparse: 'x.simg',
+    fat: 'x.fat',
+    ext2: 'x.ext2',
+    squashfs: 'x.sqfs',
   };
   const made = Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)

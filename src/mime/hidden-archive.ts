@@ -34,6 +34,7 @@ import {
   HIDDEN_ARCHIVE_REACH_BYTES,
   HIDDEN_ARCHIVE_WINDOW_BYTES,
 } from '../limits.js';
+import { compoundOpens } from './compound.js';
 import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainBase64Prefix } from './decode.js';
 import { EXEC_HEADER_REACH, type ExecutableHit, ExecutableSearch, findExecutable, tarChecksumOk } from './detect.js';
 import { gzipHeader } from './tar.js';
@@ -385,12 +386,16 @@ class TailKeep {
 }
 
 /**
- * Types (detectType's, at offset 0) of containers 7-Zip opens from their first byte, listing their
- * streams, so that it searches no further: an OLE compound file (old Office documents, whose
- * embedded objects often hold a whole .xlsx, a ZIP) and compiled HTML help. GNU tar's block search
- * still applies. (Executables and archives at offset 0 are not searched at all: the caller.)
+ * Whether 7-Zip opens the file from its first byte as a container that lists its streams, and so
+ * searches no further: an OLE compound file (old Office documents, whose embedded objects often hold
+ * a whole .xlsx, a ZIP) that opens (compoundOpens: one that does not, 7-Zip searches past, and a
+ * broken header before a ZIP gave evil.exe). `at0` is detectType's type at offset 0. GNU tar's block
+ * search still applies. (Executables and archives at offset 0 are not searched at all: the caller.)
+ * Compiled HTML help is searched like anything else: nothing here checks that 7-Zip opens it.
  */
-const OPENED_AT_ZERO_BY_7ZIP = new Set(['application/x-ole-storage', 'application/vnd.ms-htmlhelp']);
+function openedAtZeroBy7Zip(b: Buffer, at0: string | undefined): boolean {
+  return at0 === 'application/x-ole-storage' && compoundOpens(b);
+}
 
 /** What a reader writes of a damaged gzip before its fault counts from this many bytes on (a DOS header's size). */
 const GZIP_MIN_OUTPUT = 64;
@@ -459,7 +464,7 @@ export function tarBlockAt(b: Buffer, s: number): boolean {
  */
 export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHIVE_WINDOW_BYTES, whole = true): HiddenArchiveHit | undefined {
   // a start at `window` itself is still tried (7-Zip's last); none when 7-Zip opens the file at 0
-  const end = at0 && OPENED_AT_ZERO_BY_7ZIP.has(at0) ? 0 : Math.min(window + 1, b.length);
+  const end = openedAtZeroBy7Zip(b, at0) ? 0 : Math.min(window + 1, b.length);
   // the signatures' search: what the window's candidates may read, not a long file's rest
   const w = b.subarray(0, end + HIDDEN_ARCHIVE_REACH_BYTES);
   let best: HiddenArchiveHit | undefined;
@@ -622,7 +627,7 @@ export function scanHidden(
   const exec = opts.execWhole && !r.exec ? new ExecutableSearch(execEnd) : undefined;
   const tar = opts.archives && !r.archive ? new TarBlockSearch(prefix.length, prefix.length) : undefined;
   // the file's last 512 bytes, for a block at its end (none when 7-Zip opens the file at 0)
-  const tail = tar && !(opts.at0 && OPENED_AT_ZERO_BY_7ZIP.has(opts.at0)) ? new TailKeep(prefix) : undefined;
+  const tail = tar && !openedAtZeroBy7Zip(prefix, opts.at0) ? new TailKeep(prefix) : undefined;
   if (!exec && !tar) return r;
   exec?.push(prefix.subarray(execEnd));
   const more = (p: Buffer): boolean => {

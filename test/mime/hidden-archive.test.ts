@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { crc32, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
+import { buildCompound } from '../../scripts/fuzz/compound.mjs';
+// @ts-expect-error plain ESM script without type declarations
 import { makeArchives } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
@@ -322,8 +324,10 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
             : file;
       const plain = cte === 'base64' ? plainBase64(body) : undefined;
       expect(scanHidden(body, cte, plain, { execWhole: false, archives: true }).archive, cte).toEqual(findHiddenArchive(file));
-      // an OLE file or a CHM at 0: 7-Zip opens that, not the end
-      expect(scanHidden(body, cte, plain, { execWhole: false, archives: true, at0: 'application/x-ole-storage' }).archive, cte).toBeUndefined();
+      // typed an OLE file at 0 by its magic, but not one that opens: 7-Zip goes on to the end too
+      expect(scanHidden(body, cte, plain, { execWhole: false, archives: true, at0: 'application/x-ole-storage' }).archive, cte).toEqual(
+        findHiddenArchive(file),
+      );
     }
   });
 
@@ -595,13 +599,26 @@ describe('formats found by signature and header fields', () => {
 });
 
 describe('containers 7-Zip opens from their first byte are not searched by its rule', () => {
-  it('an OLE compound file (an old .doc whose embedded object is an .xlsx: a ZIP) is not; a tar block in it is (GNU tar)', () => {
-    const ole = Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(20), Buffer.from([0xfe, 0xff]), Buffer.alloc(482)]);
-    const doc = Buffer.concat([ole, Buffer.alloc(1536), made.ZIP!, Buffer.alloc(2048 - made.ZIP!.length)]);
+  it('an OLE compound file that opens (an old .doc whose embedded object is an .xlsx: a ZIP) is not; a tar block in it is (GNU tar)', () => {
+    const doc = buildCompound({ major: 3, streams: [{ name: 'Package', data: Buffer.concat([made.ZIP!, Buffer.alloc(5000)]) }] });
+    expect(sevenZip(doc).type).toBe('Compound');
     expect(findHiddenArchive(doc, 'application/x-ole-storage')).toBeUndefined();
-    expect(findHiddenArchive(doc)).toMatchObject({ format: 'ZIP', offset: 2048 });
+    // the stream's first sector: after the header, the FAT and the directory
+    expect(findHiddenArchive(doc)).toMatchObject({ format: 'ZIP', offset: 1536 });
     const withTar = Buffer.concat([doc, made.v7!]);
     expect(findHiddenArchive(withTar, 'application/x-ole-storage')).toEqual({ format: 'tar', offset: doc.length, by: 'GNU tar' });
+  });
+
+  it('the OLE magic with a header that does not open is searched: 7-Zip searches on and lists the ZIP (found 2026-12-02)', () => {
+    const ole = Buffer.concat([Buffer.from('\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1', 'latin1'), Buffer.alloc(20), Buffer.from([0xfe, 0xff]), Buffer.alloc(482)]);
+    const doc = Buffer.concat([ole, Buffer.alloc(1536), made.ZIP!, Buffer.alloc(2048 - made.ZIP!.length)]);
+    expect([sevenZip(doc).type, sevenZip(doc).offset]).toEqual(['zip', 2048]);
+    expect(findHiddenArchive(doc, 'application/x-ole-storage')).toMatchObject({ format: 'ZIP', offset: 2048 });
+  });
+
+  it('compiled HTML help is searched like anything else', () => {
+    const chm = Buffer.concat([Buffer.from('ITSF\x03\x00\x00\x00', 'latin1'), Buffer.alloc(2040), made.ZIP!]);
+    expect(findHiddenArchive(chm, 'application/vnd.ms-htmlhelp')).toMatchObject({ format: 'ZIP', offset: 2048 });
   });
 });
 
