@@ -418,6 +418,55 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
     expect(findHiddenArchive(Buffer.from(':10 is not a record\n'))).toBeUndefined();
   });
 
+  it('a raw LZMA stream (Python lzma, FORMAT_ALONE) named evil.exe.pdf: 7-Zip writes evil.exe; postern finds it at offset 0 only', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const lz = Buffer.from(
+      execFileSync('python3', ['-c', 'import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), format=lzma.FORMAT_ALONE))'], {
+        input: evil,
+      }),
+    );
+    expect(findHiddenArchive(lz)).toEqual({ format: 'LZMA stream', offset: 0, by: '7-Zip' });
+    const dir = mkdtempSync(join(tmp, 'lzma-'));
+    writeFileSync(join(dir, 'evil.exe.pdf'), lz);
+    execFileSync('7zz', ['x', '-y', '-oout', 'evil.exe.pdf'], { cwd: dir, stdio: 'ignore' });
+    expect(readFileSync(join(dir, 'out', 'evil.exe')).equals(evil)).toBe(true);
+    // a dictionary size 7-Zip refuses, the range coder's first byte not 0: neither opens, neither counts
+    const dict = Buffer.from(lz);
+    dict.writeUInt32LE(12345, 1);
+    const coder = Buffer.from(lz);
+    coder[13] = 1;
+    for (const bad of [dict, coder]) {
+      expect(sevenZip(bad).type).toBeUndefined();
+      expect(findHiddenArchive(bad)).toBeUndefined();
+    }
+    expect(sevenZip(behind(lz, 100)).type).toBeUndefined();
+  });
+
+  it('a COFF object file with a section named evil.exe, sent as report.pdf: 7-Zip extracts evil.exe', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const head = Buffer.alloc(60);
+    head.writeUInt16LE(0x8664, 0);
+    head.writeUInt16LE(1, 2);
+    head.writeUInt32LE(60 + evil.length, 8);
+    head.write('evil.exe', 20, 'latin1');
+    head.writeUInt32LE(evil.length, 20 + 16);
+    head.writeUInt32LE(60, 20 + 20);
+    head.writeUInt32LE(0x40000040, 20 + 36);
+    const coff = Buffer.concat([head, evil, Buffer.from([4, 0, 0, 0])]);
+    expect(findHiddenArchive(coff)).toEqual({ format: 'COFF object file', offset: 0, by: '7-Zip' });
+    expect(sevenZipExtracts(coff).names).toEqual(['evil.exe']);
+    // a machine 7-Zip does not know, no section: neither opens, neither counts
+    for (const [at, v] of [
+      [0, 0x1234],
+      [2, 0],
+    ] as const) {
+      const bad = Buffer.from(coff);
+      bad.writeUInt16LE(v, at);
+      expect(sevenZip(bad).type).toBeUndefined();
+      expect(findHiddenArchive(bad)).toBeUndefined();
+    }
+  });
+
   // 7-Zip's signatures; no tool here makes these, so the header is written by hand
   const guid = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
   it.each([
