@@ -376,6 +376,11 @@ const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'LZMA stream', ok: lzmaAloneAt0 },
   // a COFF object file: 7-Zip lists its sections, and one named evil.exe extracts as evil.exe
   { format: 'COFF object file', ok: coffAt0 },
+  // a Terse Executable (UEFI's stripped PE): 'VZ', a machine, its sections' table in the file; likewise
+  {
+    format: 'TE image',
+    ok: (b) => b.length >= 40 && bytesAt(b, 0, sig('VZ')) && COFF_MACHINES.has(b.readUInt16LE(2)) && b[4]! > 0 && 40 + 40 * b[4]! <= b.length,
+  },
   // Intel HEX text: 7-Zip decodes a file whose first line is a record (any name; evil.exe.txt gives evil.exe)
   { format: 'Intel HEX image', ok: intelHexAt0 },
   // the other universal binary 7-Zip lists (CAFEBABE is detectType's executable)
