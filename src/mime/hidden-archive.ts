@@ -57,7 +57,7 @@ function sig(s: string): Buffer {
 }
 
 /** A signature to search for: `back` maps where it was found to where the archive starts, `ok` checks the header there. */
-interface Signature {
+export interface Signature {
   format: string;
   needle: Buffer;
   /** The archive's start from the needle's position (the ustar magic is at 257, an ISO's descriptor at 32 KiB). */
@@ -109,9 +109,9 @@ function guidSignature(format: string, guid: string, back: number): Signature {
   return { format, needle: g.subarray(0, 7), back, atZero: true, ok: (b, s) => bytesAt(b, s + back + 7, rest) };
 }
 
-// Needles of 2 to 7 bytes: Node's indexOf finds those several times faster than longer ones (a
-// Boyer-Moore search); the bytes after the seventh are checked in `ok`.
-const SIGNATURES: Signature[] = [
+// Needles: fixed bytes of each signature (2 to 7; SCAN finds them by one of their byte pairs), the
+// rest of the header checked in `ok`.
+export const SIGNATURES: readonly Signature[] = [
   {
     // a local header with a method some extractor decodes (7-Zip needs no end record; a member
     // without a name it extracts under the file's own base name)
@@ -283,6 +283,43 @@ const SIGNATURES: Signature[] = [
   ),
 ];
 
+/**
+ * The signatures by byte pair, for one pass over the window instead of one `indexOf` pass per
+ * signature (45 of them cost 29 ms per 8 MiB of random bytes here, 21 of text; the pass 13 and 12,
+ * whatever their number): each signature's needle is entered under its rarest pair (by `common`
+ * below), at `offset` in the needle. `maxShift` bounds how far before a pair a candidate can start
+ * (its offset plus the signature's `back`).
+ */
+const SCAN = (() => {
+  // how common a byte is in mail's attachments: NUL, 0xFF, white space and the commonest lower-case
+  // letters most; other lower case, then upper case, digits and punctuation; other bytes least
+  const common = (x: number): number =>
+    x === 0 || x === 0xff || x === 0x20 || x === 0x0a || x === 0x0d || 'etaoinshrdlu'.includes(String.fromCharCode(x))
+      ? 3
+      : x >= 0x61 && x <= 0x7a
+        ? 2
+        : x > 0x20 && x < 0x7f
+          ? 1
+          : 0;
+  const head = new Int16Array(65536).fill(-1);
+  const any = new Uint8Array(65536);
+  const next: number[] = [];
+  const offset: number[] = [];
+  let maxShift = 0;
+  SIGNATURES.forEach((s, k) => {
+    const nd = s.needle;
+    let o = 0;
+    for (let j = 1; j + 1 < nd.length; j++) if (common(nd[j]!) + common(nd[j + 1]!) < common(nd[o]!) + common(nd[o + 1]!)) o = j;
+    const key = nd[o]! | (nd[o + 1]! << 8);
+    next.push(head[key]!);
+    head[key] = k;
+    any[key] = 1;
+    offset.push(o);
+    maxShift = Math.max(maxShift, o + s.back);
+  });
+  return { head, any, next: Int16Array.from(next), offset: Int16Array.from(offset), maxShift };
+})();
+
 const GZIP_MAGIC = sig('\x1f\x8b\x08');
 
 /** An MBR: the boot signature, four partition entries with a valid status, one in use. */
@@ -302,13 +339,13 @@ function mbrAt0(b: Buffer): boolean {
  * anything (7-Zip also bounds the unpacked size; not checked here, the stricter reading).
  */
 function lzmaAloneAt0(b: Buffer): boolean {
-  if (b.length < 14 || b[0]! >= 225) return false;
-  const dict = b.readUInt32LE(1);
-  let ok = dict === 1 || dict === 0xffffffff;
-  for (let i = 0; i <= 30 && !ok; i++) ok = dict === 2 ** (i + 1) || dict === 3 * 2 ** i;
+  if (b.length < 14 || b[0]! >= 225 || !LZMA_DICT_SIZES.has(b.readUInt32LE(1))) return false;
   const empty = b.readUInt32LE(5) === 0 && b.readUInt32LE(9) === 0;
-  return ok && (empty || b[13] === 0);
+  return empty || b[13] === 0;
 }
+
+/** The dictionary sizes 7-Zip takes in an LZMA header: 1, 2^n and 3 * 2^n, all ones. */
+const LZMA_DICT_SIZES = new Set([1, 0xffffffff, ...Array.from({ length: 31 }, (_, i) => [2 ** (i + 1), 3 * 2 ** i]).flat()]);
 
 /** Machine types 7-Zip's COFF reader knows (and 0, which it takes too). */
 const COFF_MACHINES = new Set([
@@ -508,21 +545,30 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   let candidates = 0;
   let headers = 0;
   const spend = (): boolean => ++headers <= HIDDEN_ARCHIVE_MAX_HEADER_CHECKS;
-  search: for (const s of SIGNATURES) {
-    for (let i = w.indexOf(s.needle, (s.atZero ? 0 : 1) + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
-      const start = i - s.back;
-      if (start >= end || (best && start >= best.offset)) break;
+  // one pass over the window: each signature's rarest byte pair looked up in a table (SCAN); the
+  // candidates come in the order of their pairs, so the search ends once no later one can start
+  // before the first archive found
+  const n = w.length;
+  let prev = n > 0 ? w[0]! : 0;
+  scan: for (let i = 1; i < n; i++) {
+    const c = w[i]!;
+    const key = prev | (c << 8);
+    prev = c;
+    if (SCAN.any[key] === 0) continue;
+    if (best && i - 1 - SCAN.maxShift > best.offset) break;
+    for (let k = SCAN.head[key]!; k >= 0; k = SCAN.next[k]!) {
+      const s = SIGNATURES[k]!;
+      const at = i - 1 - SCAN.offset[k]!;
+      const start = at - s.back;
+      if (start < (s.atZero ? 0 : 1) || start >= end || (best && start >= best.offset) || !bytesAt(w, at, s.needle)) continue;
       if (++candidates > HIDDEN_ARCHIVE_MAX_CANDIDATES) {
         take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`);
-        break search;
+        break scan;
       }
-      if (s.ok(w, start, spend)) {
-        take(s.format, start, '7-Zip');
-        break;
-      }
-      if (headers > HIDDEN_ARCHIVE_MAX_HEADER_CHECKS) {
+      if (s.ok(w, start, spend)) take(s.format, start, '7-Zip');
+      else if (headers > HIDDEN_ARCHIVE_MAX_HEADER_CHECKS) {
         take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} archive headers to check`);
-        break search;
+        break scan;
       }
     }
   }

@@ -30,7 +30,7 @@ import {
 } from '../../src/limits.js';
 import { plainBase64, plainBase64Pieces, plainBase64Prefix } from '../../src/mime/decode.js';
 import { EXEC_HEADER_REACH, findExecutable } from '../../src/mime/detect.js';
-import { findHiddenArchive, hiddenArchiveReason, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
+import { findHiddenArchive, hiddenArchiveReason, SIGNATURES, scanHidden, TarBlockSearch } from '../../src/mime/hidden-archive.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { qpEncode } from '../helpers/encode.js';
 import { mulberry32 } from '../helpers/prng.js';
@@ -724,6 +724,54 @@ describe('bounded work: a file built to cost a check every few bytes counts as h
     });
     // under the budget, the same headers are looked at and are not archives
     expect(findHiddenArchive(rep(arjUnit, 12 * 1000))).toBeUndefined();
+  });
+});
+
+describe('the one pass over the window (SCAN) gives what a search per signature gives', () => {
+  /** The search as it was: each signature's needle by indexOf, its first header that checks out, the lowest start. */
+  const perSignature = (b: Buffer): { format: string; offset: number } | undefined => {
+    const end = Math.min(HIDDEN_ARCHIVE_WINDOW_BYTES + 1, b.length);
+    const w = b.subarray(0, end + HIDDEN_ARCHIVE_REACH_BYTES);
+    let best: { format: string; offset: number } | undefined;
+    for (const s of SIGNATURES) {
+      for (let i = w.indexOf(s.needle, (s.atZero ? 0 : 1) + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
+        const start = i - s.back;
+        if (start >= end || (best && start >= best.offset)) break;
+        if (s.ok(w, start, () => true)) {
+          best = { format: s.format, offset: start };
+          break;
+        }
+      }
+    }
+    return best;
+  };
+  it('3,000 covers with real archives and bare needles (whose headers mostly fail) planted at random offsets', () => {
+    const rnd = mulberry32(12);
+    const pick = <T>(a: readonly T[]): T => a[Math.floor(rnd() * a.length)]!;
+    const real = Object.values(made).filter((a) => a.length < 300_000);
+    let found = 0;
+    for (let k = 0; k < 3000; k++) {
+      const len = 1000 + Math.floor(rnd() * 120_000);
+      const b = Buffer.alloc(len);
+      const text = rnd() < 0.3;
+      for (let i = 0; i < len; i++) b[i] = text ? 0x61 + Math.floor(rnd() * 26) : Math.floor(rnd() * 256);
+      HEAD.copy(b, 0);
+      for (let m = Math.floor(rnd() * 5); m > 0; m--) {
+        const piece =
+          rnd() < 0.4 ? pick(real) : Buffer.concat([pick(SIGNATURES).needle, Buffer.from(Array.from({ length: 40 }, () => Math.floor(rnd() * 256)))]);
+        const at = 20 + Math.floor(rnd() * (len - 20));
+        piece.copy(b, at);
+      }
+      // no gzip magic, no block at the very end: the signatures alone decide
+      for (let i = b.indexOf(Buffer.from([0x1f, 0x8b, 0x08])); i >= 0; i = b.indexOf(Buffer.from([0x1f, 0x8b, 0x08]), i + 1)) b[i] = 0;
+      const file = Buffer.concat([b, Buffer.alloc(600, 0x78)]);
+      const want = perSignature(file);
+      const got = findHiddenArchive(file);
+      if (got?.by === 'GNU tar') continue;
+      expect(got && { format: got.format, offset: got.offset }, `case ${k}`).toEqual(want);
+      if (want) found++;
+    }
+    expect(found).toBeGreaterThan(500);
   });
 });
 
