@@ -196,8 +196,9 @@ export const SIGNATURES: readonly Signature[] = [
   // an Android sparse image (magic, major version 1): 7-Zip expands it and lists the image
   { format: 'Android sparse image', needle: sig('\x3a\xff\x26\xed\x01\x00'), back: 0, atZero: true, ok: () => true },
   // File systems and disk images: 7-Zip opens each behind a PDF head as at offset 0 (mkfs.ext2,
-  // mkfs.vfat, mkntfs, mksquashfs, mkfs.cramfs and qemu-img images at 1,010 and 8,192, 2026-12-02).
-  // SquashFS, CramFS, QCOW2, stream-optimised VMDK, NTFS, HFS+ and APFS compress what they hold.
+  // mkfs.vfat, mkntfs, mksquashfs, mkfs.cramfs and qemu-img images at 1,010 and 8,192, 2026-12-02;
+  // a stream-optimised VMDK only at 0). SquashFS, CramFS, QCOW2, NTFS, HFS+ and APFS can compress
+  // what they hold.
   {
     // the superblock 1 KiB in: its magic, a block size of at most 64 KiB, revision 0 or 1
     format: 'ext2/3/4 file system',
@@ -548,7 +549,8 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   // one pass over the window: each signature's rarest byte pair looked up in a table (SCAN); the
   // candidates come in the order of their pairs, so the search ends once no later one can start
   // before the first archive found
-  const n = w.length;
+  // (no pass when 7-Zip opens the file at 0: no candidate could start before `end`)
+  const n = end > 0 ? w.length : 0;
   let prev = n > 0 ? w[0]! : 0;
   scan: for (let i = 1; i < n; i++) {
     const c = w[i]!;
