@@ -88,7 +88,7 @@ export function compoundOpens(b: Buffer): boolean {
     return f === undefined ? -1 : b.readUInt32LE(at(f) + 4 * (i % per));
   };
 
-  /** The sectors of a chain of `next` from `start`, each claimed once; undefined when it leaves `limit` or meets a claimed one. */
+  /** The sectors of a chain of `next` from `start`, each taken once by `take`; undefined when `take` refuses one (past the file, claimed before, a mark). */
   const chain = (start: number, next: (i: number) => number, take: (i: number) => boolean): number[] | undefined => {
     const out: number[] = [];
     for (let s = start; s !== END; s = next(s)) {

@@ -51,7 +51,6 @@ function build(lengths: ArrayLike<number>, n: number): Code | undefined {
   for (let len = 1; len < 15; len++) offs[len + 1] = offs[len]! + count[len]!;
   const symbol = new Int16Array(n);
   for (let s = 0; s < n; s++) if (lengths[s] !== 0) symbol[offs[lengths[s]!]!++] = s;
-  count[0] = 0;
   return { count, symbol };
 }
 
@@ -105,7 +104,8 @@ export function inflateCount(d: Buffer, want: number): InflateCount {
     return NO_CODE;
   };
   const fault = (): InflateCount => ({ out, fault: true });
-  const ended = (): InflateCount => ({ out, fault: false });
+  // (a stored block or a match may go past `want`: the count stops there)
+  const ended = (): InflateCount => ({ out: Math.min(out, want), fault: false });
 
   for (;;) {
     const last = bits(1);

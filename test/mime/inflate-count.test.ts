@@ -213,13 +213,20 @@ describe("zlib's own streams", () => {
     }
   });
 
-  it('random bytes: the work stays bounded and the answers are what they are (no throw)', () => {
+  it('random bytes: no throw, and the count stops at `want`', () => {
     const rnd = mulberry32(6);
+    let reached = 0;
     for (let k = 0; k < 2000; k++) {
       const d = Buffer.alloc(1 + Math.floor(rnd() * 4096));
       for (let i = 0; i < d.length; i++) d[i] = Math.floor(rnd() * 256);
       const r = inflateCount(d, 64);
-      expect(r.out).toBeGreaterThanOrEqual(0);
+      expect(r.out).toBeLessThanOrEqual(64);
+      if (r.out >= 64) {
+        expect(r.fault).toBe(false);
+        reached++;
+      }
     }
+    // random deflate data sometimes gives 64 bytes (0.9 % of 4 KiB samples)
+    expect(reached).toBeGreaterThan(0);
   });
 });
