@@ -7,8 +7,9 @@
  * unknown type, a stream longer than its chain. Each of those, with a ZIP at byte 2048, gave
  * `evil.exe` to `7zz x` when named anything but `.doc` (2026-12-02). So every structure 7-Zip reads
  * is checked here, at least as strictly as 7-Zip does: the header's fields, the FAT through the
- * DIFAT, the directory's chain, every directory entry, the tree from the root, and the chain of every
- * stream in it (small ones through the mini FAT, in the root's mini stream). A sector claimed twice,
+ * DIFAT, the directory's chain, every directory entry, the tree from the root (every entry in use on
+ * it), and the chain of every stream in it (small ones through the mini FAT, in the root's mini
+ * stream), and that the FAT holds no chain besides those (2026-12-02). A sector claimed twice,
  * a chain that loops or leaves the file, or bytes that are not there (`b` is the file's first
  * HIDDEN_ARCHIVE_WINDOW_BYTES + reach when it is longer) make it not open: the search then runs, the
  * strict reading. The work is bounded by the file's sector count. Pure.
@@ -35,8 +36,16 @@ export function compoundOpens(b: Buffer): boolean {
   const ss = 2 ** shift;
   const per = ss / 4;
   // sector i lies at (i + 1) * ss; only whole sectors count
-  const nSec = Math.floor(b.length / ss) - 1;
-  if (nSec < 1) return false;
+  const inFile = Math.floor(b.length / ss) - 1;
+  if (inFile < 1) return false;
+
+  // the FAT's sectors: 109 in the header, the rest through the DIFAT's chain (a version 3 file has
+  // fewer than 2^15 of them: 7-Zip refused 32,768, 2026-12-02)
+  const numFat = b.readUInt32LE(44);
+  if (numFat === 0 || numFat > inFile || (major === 3 && numFat >= 2 ** 15)) return false;
+  // only the sectors the FAT maps count: 7-Zip refuses any sector past them, a FAT or DIFAT sector
+  // too (it refused a FAT sector at sector 129 of a file whose one FAT sector maps 128)
+  const nSec = Math.min(inFile, numFat * per);
   const at = (i: number): number => (i + 1) * ss;
   const used = new Uint8Array(nSec);
   const claim = (i: number): boolean => {
@@ -44,12 +53,9 @@ export function compoundOpens(b: Buffer): boolean {
     used[i] = 1;
     return true;
   };
-
-  // the FAT's sectors: 109 in the header, the rest through the DIFAT's chain
-  const numFat = b.readUInt32LE(44);
-  if (numFat === 0 || numFat > nSec) return false;
   // (the DIFAT's sector count exactly what the FAT needs, every slot past the FAT's free, its chain
-  // ended: 7-Zip refuses a header whose unused slots hold anything)
+  // ended, or free: 7-Zip refuses a header whose unused slots hold anything, and opens a last DIFAT
+  // sector whose next is free, as some AAF files have it)
   const fatSecs: number[] = [];
   for (let k = 0; k < 109; k++) {
     const v = b.readUInt32LE(76 + 4 * k);
@@ -68,7 +74,7 @@ export function compoundOpens(b: Buffer): boolean {
     }
     difat = b.readUInt32LE(at(difat) + 4 * (per - 1));
   }
-  if (difat !== END && !(numDifat === 0 && difat === NOSTREAM)) return false;
+  if (difat !== END && difat !== NOSTREAM) return false;
   for (const f of fatSecs) if (!claim(f)) return false;
   // every FAT entry a sector of the file, or free, an end, a FAT or a DIFAT sector's mark
   // (free for a sector past the file's end; a FAT sector's own entry marks it one, a DIFAT sector's
@@ -114,7 +120,9 @@ export function compoundOpens(b: Buffer): boolean {
     // (and a size's high half 0: version 3 files say so; 7-Zip reads all 64 bits, of unused entries too)
     if (!links || b[o + 67]! > 1 || b.readUInt32LE(o + 124) !== 0) return false;
     if (type === 0) {
+      // (and links nowhere: 7-Zip refused an unused entry whose left, right or child was 1 or 3; 0 it takes)
       if (start !== 0 && start !== END && start !== NOSTREAM) return false;
+      for (const l of [68, 72, 76]) if (b.readUInt32LE(o + l) !== NOSTREAM && b.readUInt32LE(o + l) !== 0) return false;
       continue;
     }
     // storage 1, stream 2, root 5 (and the root first, once)
@@ -129,10 +137,11 @@ export function compoundOpens(b: Buffer): boolean {
     if (type === 1 && (size !== 0 || (start !== 0 && start !== END && start !== NOSTREAM))) return false;
     if (type !== 1 && size === 0 && start !== END) return false;
   }
-  if (b[ent(0) + 66] !== 5) return false;
+  // the root has no siblings (7-Zip refused a root whose left or right was another entry)
+  const root = ent(0);
+  if (b[root + 66] !== 5 || b.readUInt32LE(root + 68) !== NOSTREAM || b.readUInt32LE(root + 72) !== NOSTREAM) return false;
 
   // the mini stream (the root's chain) and the mini FAT
-  const root = ent(0);
   const miniSize = b.readUInt32LE(root + 120);
   if (miniSize > 0) {
     const c = chain(b.readUInt32LE(root + 116), fat, claim);
@@ -140,10 +149,13 @@ export function compoundOpens(b: Buffer): boolean {
   }
   const miniFatSecs = chain(b.readUInt32LE(60), fat, claim);
   if (!miniFatSecs || miniFatSecs.length !== b.readUInt32LE(64)) return false;
+  // the mini FAT maps the whole mini stream (7-Zip refused a 17-sector mini stream, 136 mini sectors,
+  // with one mini FAT sector, 128)
   const nMini = Math.ceil(miniSize / MINI_SECTOR);
+  if (nMini > miniFatSecs.length * per) return false;
   const miniUsed = new Uint8Array(nMini);
   const claimMini = (i: number): boolean => {
-    if (i < 0 || i >= nMini || i >= miniFatSecs.length * per || miniUsed[i]) return false;
+    if (i < 0 || i >= nMini || miniUsed[i]) return false;
     miniUsed[i] = 1;
     return true;
   };
@@ -170,6 +182,14 @@ export function compoundOpens(b: Buffer): boolean {
     if (size === 0) continue;
     const c = size < MINI_CUTOFF ? chain(b.readUInt32LE(o + 116), miniFat, claimMini) : chain(b.readUInt32LE(o + 116), fat, claim);
     if (!c || c.length !== Math.ceil(size / (size < MINI_CUTOFF ? MINI_SECTOR : ss))) return false;
+  }
+  // every entry in use reached from the root (7-Zip refused a stream no sibling link led to)
+  for (let i = 1; i < nEnt; i++) if (b[ent(i) + 66] !== 0 && !seen[i]) return false;
+  // and every sector the FAT links on from or ends a chain at is in a chain read above: 7-Zip refuses
+  // a FAT that holds chains it does not follow (an end or a link in a free sector, 2026-12-02)
+  for (let i = 0; i < nSec; i++) {
+    const v = fat(i);
+    if (v !== NOSTREAM && v !== FATSECT && v !== DIFSECT && !used[i]) return false;
   }
   return true;
 }

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
-import { buildCompound, compoundBases, runCompoundFuzz, sevenZipType, smallZip } from '../../scripts/fuzz/compound.mjs';
+import { buildCompound, compoundBases, compoundDifatBases, compoundLayout, runCompoundFuzz, sevenZipType, smallZip } from '../../scripts/fuzz/compound.mjs';
 import { leaf, message, multipart } from '../../scripts/gen-fixtures.js';
 import { compoundOpens } from '../../src/mime/compound.js';
 import { findHiddenArchive } from '../../src/mime/hidden-archive.js';
@@ -40,6 +40,22 @@ describe('compound files that open', () => {
       expect(findHiddenArchive(b)?.format).toBe('ZIP');
     }
   });
+});
+
+describe('compound files with DIFAT sectors that open', () => {
+  it('more FAT sectors than the header lists (surplus ones, or a 7.5 MB file that needs 116; a DIFAT chain ended by a free slot): 7-Zip opens each, compoundOpens agrees', () => {
+    const huge = buildCompound({ major: 3, streams: [{ name: 'Package', data: Buffer.concat([BIG, Buffer.alloc(7_500_000)]) }] });
+    expect([huge.readUInt32LE(44), huge.readUInt32LE(72)]).toEqual([116, 1]);
+    // the DIFAT chain ended by a free slot rather than an end of chain (some AAF files, says 7-Zip)
+    const freeEnd = Buffer.from(compoundDifatBases()[2]);
+    const { at, difatIds } = compoundLayout(freeEnd);
+    freeEnd.writeUInt32LE(0xffffffff, at(difatIds[1]) + 508);
+    for (const b of [...compoundDifatBases(), huge, freeEnd] as Buffer[]) {
+      expect(seven(b)).toBe('Compound');
+      expect(compoundOpens(b)).toBe(true);
+      expect(findHiddenArchive(b, OLE)).toBeUndefined();
+    }
+  }, 30_000);
 });
 
 describe('compound files that do not open: 7-Zip searches on and lists the ZIP, and so does postern', () => {
@@ -121,6 +137,175 @@ describe('compound files that do not open: 7-Zip searches on and lists the ZIP, 
   });
 });
 
+describe('FAT, DIFAT and directory bookkeeping 7-Zip refuses (the DIFAT fuzzer, 2026-12-02): compoundOpens refuses it too', () => {
+  const END = 0xfffffffe;
+  const FREE = 0xffffffff;
+  /** Sets the FAT entry of sector `i` (the FAT's sectors as the header and DIFAT list them). */
+  const setFat = (b: Buffer, i: number, v: number) => {
+    const { at, per, fatIds } = compoundLayout(b);
+    b.writeUInt32LE(v, at(fatIds[Math.floor(i / per)]) + 4 * (i % per));
+  };
+  /** V3 with two free sectors at its end (sectors 13 and 14: the FAT, the directory, Package at 2..12). */
+  const free2 = (): Buffer => buildCompound({ major: 3, streams: [{ name: 'Package', data: BIG }], freeSectors: 2 });
+  const difat = (k: number): Buffer => Buffer.from(compoundDifatBases()[k]);
+  const ent = (i: number) => 2 * 512 + 128 * i;
+  const cases: [string, () => Buffer][] = [
+    // every sector the FAT links on from or ends a chain at must be in a chain (7-Zip: each sector
+    // linked to once, from a chain's sector or as its start, and a free one not at all)
+    [
+      'an end of chain in a free sector',
+      () => {
+        const b = free2();
+        setFat(b, 14, END);
+        return b;
+      },
+    ],
+    [
+      'a free sector linking to the directory',
+      () => {
+        const b = free2();
+        setFat(b, 14, 1);
+        return b;
+      },
+    ],
+    [
+      'a free sector linking to a stream sector',
+      () => {
+        const b = free2();
+        setFat(b, 13, 9);
+        return b;
+      },
+    ],
+    [
+      'a free sector linking to another free one',
+      () => {
+        const b = free2();
+        setFat(b, 14, 13);
+        return b;
+      },
+    ],
+    [
+      'a free sector linking to a FAT sector the DIFAT lists',
+      () => {
+        const b = difat(1);
+        setFat(b, 16, compoundLayout(b).fatIds[109]!);
+        return b;
+      },
+    ],
+    [
+      'a free sector linking to the DIFAT sector (version 4)',
+      () => {
+        const b = difat(4);
+        setFat(b, 6, compoundLayout(b).difatIds[0]!);
+        return b;
+      },
+    ],
+    // a FAT or DIFAT sector past the sectors the FAT maps (the file longer than that)
+    [
+      'the FAT sector at sector 129, its one FAT sector mapping 128',
+      () => {
+        const b = Buffer.alloc(512 * 131);
+        V3.copy(b);
+        V3.copy(b, 130 * 512, 512, 1024);
+        b.writeUInt32LE(129, 76);
+        b.writeUInt32LE(FREE, 130 * 512);
+        return b;
+      },
+    ],
+    [
+      'the DIFAT sector at sector 14,081, its 110 FAT sectors mapping 14,080',
+      () => {
+        const d = difat(0);
+        const b = Buffer.alloc(512 * 14_083);
+        d.copy(b);
+        d.copy(b, 14_082 * 512, 111 * 512, 112 * 512);
+        b.writeUInt32LE(14_081, 68);
+        setFat(b, 110, FREE);
+        return b;
+      },
+    ],
+    // the directory: every entry in use reached from the root, which has no siblings; unused ones link nowhere
+    [
+      'a stream no sibling link reaches',
+      () => {
+        const b = Buffer.from(compoundBases()[1]);
+        b.writeUInt32LE(3, ent(1) + 72);
+        return b;
+      },
+    ],
+    [
+      'a root with a right sibling',
+      () => {
+        const b = Buffer.from(compoundBases()[1]);
+        b.writeUInt32LE(2, ent(0) + 72);
+        return b;
+      },
+    ],
+    [
+      'a root with a left sibling',
+      () => {
+        const b = Buffer.from(compoundBases()[1]);
+        b.writeUInt32LE(3, ent(0) + 68);
+        return b;
+      },
+    ],
+    [
+      'an unused entry with a left sibling',
+      () => {
+        const b = Buffer.from(V3);
+        b.writeUInt32LE(1, ent(2) + 68);
+        return b;
+      },
+    ],
+    [
+      'an unused entry with a child',
+      () => {
+        const b = Buffer.from(V3);
+        b.writeUInt32LE(3, ent(2) + 76);
+        return b;
+      },
+    ],
+    [
+      'a mini stream of 17 sectors (136 mini sectors), one mini FAT sector (128)',
+      () => {
+        const b = buildCompound({
+          major: 3,
+          streams: [
+            { name: 'A', data: Buffer.alloc(100, 0x61) },
+            { name: 'Package', data: BIG },
+          ],
+          freeSectors: 16,
+        });
+        // the mini stream's one sector (3) linked on through the 16 free ones, the root's size to match
+        const first = b.length / 512 - 1 - 16;
+        setFat(b, 3, first);
+        for (let i = 0; i < 16; i++) setFat(b, first + i, i === 15 ? END : first + i + 1);
+        b.writeUInt32LE(17 * 512, ent(0) + 120);
+        return b;
+      },
+    ],
+  ];
+  it.each(cases)('%s', (_what, build) => {
+    const b = build();
+    expect(seven(b)).toBe('zip');
+    expect(compoundOpens(b)).toBe(false);
+    expect(findHiddenArchive(b, OLE)?.format).toBe('ZIP');
+  });
+
+  it('a version 3 file with 32,768 FAT sectors (16 MB; 7-Zip opens 32,767)', () => {
+    const b = buildCompound({ major: 3, streams: [{ name: 'Package', data: BIG }], fatSectors: 32_768 });
+    expect(seven(b)).not.toBe('Compound');
+    expect(compoundOpens(b)).toBe(false);
+  }, 30_000);
+
+  it('stricter than 7-Zip: a free sector linking to itself (7-Zip opens it, each sector linked to once; postern searches it)', () => {
+    const b = free2();
+    setFat(b, 14, 14);
+    expect(seven(b)).toBe('Compound');
+    expect(compoundOpens(b)).toBe(false);
+  });
+});
+
 describe('the differential fuzzer against 7-Zip (scripts/fuzz/compound.mjs)', () => {
   it('the oracle: with compoundOpens saying yes to everything, the changed files 7-Zip does not open are escapes', async () => {
     const { stats } = await runCompoundFuzz({ cases: 40, seed: 20261202, compoundOpens: () => true });
@@ -136,6 +321,22 @@ describe('the differential fuzzer against 7-Zip (scripts/fuzz/compound.mjs)', ()
     // both answers exercised
     expect(stats.opened).toBeGreaterThan(50);
     expect(stats.cases - stats.opened).toBeGreaterThan(50);
+  }, 120_000);
+});
+
+describe('the DIFAT fuzzer against 7-Zip (scripts/fuzz/compound.mjs --difat)', () => {
+  it('the oracle: with compoundOpens saying yes to everything, the changed files 7-Zip does not open are escapes', async () => {
+    const { stats } = await runCompoundFuzz({ cases: 40, seed: 20261202, difat: true, compoundOpens: () => true });
+    expect(stats.escapes).toBe(stats.cases - stats.opened);
+    expect(stats.escapes).toBeGreaterThan(20);
+  }, 60_000);
+
+  it('300 cases: 0 escapes', async () => {
+    const lines: string[] = [];
+    const { stats, escapes } = await runCompoundFuzz({ cases: 300, seed: 20261202, difat: true, compoundOpens, log: (l: string) => lines.push(l) });
+    console.log(JSON.stringify(stats));
+    expect(escapes, lines.join('\n')).toEqual([]);
+    expect(stats.opened).toBeGreaterThan(10);
   }, 120_000);
 });
 
