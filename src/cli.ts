@@ -24,7 +24,7 @@ import type { ListenerConfig, PosternConfig, ScannerConfig, SpamConfig } from '.
 import { ConfigError, formatIssue, formatPath, type LocatedIssue, locateInText } from './config/validate.js';
 import { type PolicyScanNeeds, policyWarnings } from './config/warnings.js';
 import { ErrorCodes, isPosternError } from './errors.js';
-import { tuneHeap } from './heap-tuning.js';
+import { raiseMallocThreshold, tuneHeap } from './heap-tuning.js';
 import * as sessionsModule from './inspect/factory.js';
 import { createLogger, flushLog, type Logger, logErr } from './log/logger.js';
 import * as policyModule from './policy/load.js';
@@ -290,15 +290,16 @@ export async function main(argv: string[], ioOverrides: Partial<CliIo> = {}): Pr
 // ---------- serve ----------
 
 async function serve(args: string[], io: CliIo): Promise<number> {
-  // V8's heap growing factor (src/heap-tuning.ts), before any traffic
+  // V8's heap growing factor and malloc's mmap threshold (src/heap-tuning.ts), before any traffic
   const heapGrowingPercent = tuneHeap();
-  const code = await serveProcess(args, io, heapGrowingPercent);
+  const mallocMmapThreshold = await raiseMallocThreshold();
+  const code = await serveProcess(args, io, heapGrowingPercent, mallocMmapThreshold);
   // a worker process (src/cluster/): the primary's IPC channel keeps it alive, so it leaves by itself
   if (isClusterWorker()) setTimeout(() => io.exit(code), 100).unref();
   return code;
 }
 
-async function serveProcess(args: string[], io: CliIo, heapGrowingPercent: number | null): Promise<number> {
+async function serveProcess(args: string[], io: CliIo, heapGrowingPercent: number | null, mallocMmapThreshold: number | null): Promise<number> {
   const { values } = usage(() => parseArgs({ args, options: configOpt, strict: true }));
   // `workers:` above 1 (src/cluster/): the primary forks and watches the workers (and runs the admin
   // listener); each worker serves here with its share of the process-wide limits
@@ -419,6 +420,7 @@ async function serveProcess(args: string[], io: CliIo, heapGrowingPercent: numbe
       config: config.file,
       listeners: config.listeners.map((l) => `${l.name} ${l.protocol} ${l.host}:${l.port} tls=${l.tls.mode}`),
       heapGrowingPercent,
+      mallocMmapThreshold,
     },
     'postern started',
   );
@@ -824,6 +826,7 @@ async function adminCmd(args: string[], io: CliIo): Promise<number> {
 
 async function collect(args: string[], io: CliIo): Promise<number> {
   tuneHeap();
+  await raiseMallocThreshold();
   const { rest, config: file } = extractGlobal(args);
   const config = loadConfig(file);
   // pass summaries go to stdout; log lines to the configured file, else to stderr

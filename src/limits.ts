@@ -312,6 +312,16 @@ export const RELAY_READ_PARKED = 2;
  */
 export const HEAP_GROWING_PERCENT = 200;
 
+/**
+ * The block `postern serve` and `postern collect` map and free once at their start, so that glibc's
+ * malloc raises its mmap threshold to this size (and its heap's trim threshold to twice it) for the
+ * rest of the process (src/heap-tuning.ts raiseMallocThreshold): held messages, decoded windows and
+ * archives up to this size then come from the heap, and reuse its pages, instead of a fresh mapping
+ * whose every page is faulted in (about 3 ms per MiB on the 2-core VM of docs/performance.md, "Fresh
+ * large buffers"). glibc raises it no higher than 32 MiB; the block's header must fit under that.
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 30 * 1024 * 1024;
+
 /** Session limits with the flow limits' defaults filled in (`holdTimeoutMs`: the listener's, from effectiveHoldTimeoutMs). */
 export function effectiveFlowLimits(
   limits: SessionLimits & Partial<FlowLimits>,
@@ -886,6 +896,14 @@ export const HIDDEN_ARCHIVE_WINDOW_BYTES = 8 * 1024 * 1024;
  * and the deflate stream behind it, an ISO 9660 descriptor at 32 KiB. A multiple of 512.
  */
 export const HIDDEN_ARCHIVE_REACH_BYTES = 96 * 1024;
+
+/**
+ * A plain base64 part whose decoded window for that search is at least this large is decoded into
+ * one buffer kept by the process (HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES, allocated
+ * at the first such part), not a fresh one: a fresh buffer of megabytes has every page faulted in
+ * (docs/performance.md, "Fresh large buffers"); a smaller one comes from malloc's free memory.
+ */
+export const HIDDEN_WINDOW_KEPT_FROM_BYTES = 1024 * 1024;
 
 /**
  * Gzip headers (`1F 8B 08`) after offset 0 whose deflate stream one search tries to decode. One more

@@ -86,6 +86,18 @@ class ChunkWriter {
     this.buf = Buffer.allocUnsafe(this.size);
     this.o = 0;
   }
+  /**
+   * The last bytes as a chunk, and no buffer after them: the writer takes no more (a byte put after
+   * this throws). decodeBody's one chunk is as large as the body, and flush would allocate a second.
+   */
+  end(): void {
+    if (this.o > 0) {
+      this.flushed += this.o;
+      this.ready.push(this.buf.subarray(0, this.o));
+      this.o = 0;
+    }
+    this.buf = undefined as unknown as Buffer;
+  }
   /** Decodes one window of plain base64 (plainWindows, nodeDecode). False (nothing kept) when it does not verify. */
   putBase64(src: Buffer, from: number, to: number, chars: number): boolean {
     const bytes = b64Bytes(chars);
@@ -159,10 +171,12 @@ const b64Bytes = (chars: number): number => Math.floor(chars / 4) * 3 + [0, 0, 1
  * The first `want` decoded bytes of a plain base64 body (all of them when fewer), decoded window by
  * window straight into one buffer: plainBase64Pieces' bytes without a piece copied (a copy of every
  * byte cost about as much as the decoding on a slow host). The same bytes in every case: a window
- * that does not verify hands over to plainBase64Pieces.
+ * that does not verify hands over to plainBase64Pieces. `into`: a buffer to decode into when it is
+ * large enough (the result is then a view of it).
  */
-export function plainBase64Prefix(src: Buffer, plain: PlainBase64, want: number): Buffer {
-  const out = Buffer.allocUnsafe(Math.min(b64Bytes(plain.chars), Math.max(0, want)));
+export function plainBase64Prefix(src: Buffer, plain: PlainBase64, want: number, into?: Buffer): Buffer {
+  const size = Math.min(b64Bytes(plain.chars), Math.max(0, want));
+  const out = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
   let o = 0;
   for (const win of plainWindows(plain)) {
     if (o >= out.length) break;
@@ -322,7 +336,7 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
   const w = new ChunkWriter(chunkBytes);
   for (const win of plainWindows(l)) {
     if (!w.putBase64(src, win.from, win.to, win.chars)) {
-      w.flush();
+      w.end();
       const base = w.total;
       yield* w.ready.splice(0);
       return yield* base64General(src, chunkBytes, report, win.from, base);
@@ -330,7 +344,7 @@ function* base64Chunks(src: Buffer, chunkBytes: number, report: DecodeReport): G
     yield* w.ready.splice(0);
   }
   if (l.chars % 4 === 1) report.bad = true;
-  w.flush();
+  w.end();
   yield* w.ready.splice(0);
 }
 
@@ -470,7 +484,7 @@ function* base64General(src: Buffer, chunkBytes: number, report: DecodeReport, f
     yield* w.ready.splice(0);
   }
   flushGroup();
-  w.flush();
+  w.end();
   yield* w.ready.splice(0);
 }
 
@@ -597,7 +611,7 @@ function* qpChunks(src: Buffer, chunkBytes: number, report: DecodeReport): Gener
     default:
     // text, or trailing whitespace at the end (dropped, as before a line break)
   }
-  w.flush();
+  w.end();
   yield* w.ready.splice(0);
 }
 

@@ -33,6 +33,7 @@ import {
   HIDDEN_ARCHIVE_MAX_HEADER_CHECKS,
   HIDDEN_ARCHIVE_REACH_BYTES,
   HIDDEN_ARCHIVE_WINDOW_BYTES,
+  HIDDEN_WINDOW_KEPT_FROM_BYTES,
 } from '../limits.js';
 import { compoundOpens } from './compound.js';
 import { decodeChunks, isDecodedEncoding, type PlainBase64, plainBase64Pieces, plainBase64Prefix } from './decode.js';
@@ -701,10 +702,37 @@ export function scanHidden(
   plain: PlainBase64 | null | undefined,
   opts: { execWhole: boolean; archives: boolean; at0?: string },
 ): HiddenScan {
+  const large = cte === 'base64' && !!plain && plain.chars >= (HIDDEN_WINDOW_KEPT_FROM_BYTES / 3) * 4;
+  if (!large || windowInUse) return scanHiddenInto(body, cte, plain, opts);
+  windowInUse = true;
+  try {
+    return scanHiddenInto(body, cte, plain, opts, (windowScratch ??= Buffer.allocUnsafe(HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES)));
+  } finally {
+    windowInUse = false;
+  }
+}
+
+/**
+ * The buffer a plain base64 window of HIDDEN_WINDOW_KEPT_FROM_BYTES or more (a smaller one comes from
+ * malloc's free memory) is decoded into, kept from one scanHidden to the next: a fresh buffer costs a
+ * page fault for every 4 KiB the decoder writes (docs/performance.md, "Fresh large buffers").
+ * scanHidden is synchronous and what it returns holds no view of it; `windowInUse` keeps a nested
+ * call off it.
+ */
+let windowScratch: Buffer | undefined;
+let windowInUse = false;
+
+function scanHiddenInto(
+  body: Buffer,
+  cte: string,
+  plain: PlainBase64 | null | undefined,
+  opts: { execWhole: boolean; archives: boolean; at0?: string },
+  scratch?: Buffer,
+): HiddenScan {
   const want = opts.archives ? HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES : EXEC_SNIFF_WINDOW_BYTES + EXEC_HEADER_REACH;
   const usePlain = cte === 'base64' && !!plain;
-  // the prefix: a view of an identity body, decoded straight into one buffer for plain base64,
-  // gathered from the general decoder's fresh chunks otherwise
+  // the prefix: a view of an identity body, decoded straight into one buffer for plain base64 (the
+  // kept one for a large window), gathered from the general decoder's fresh chunks otherwise
   let prefix: Buffer;
   let rest: Buffer | undefined;
   let it: Iterator<Buffer> | undefined;
@@ -712,7 +740,7 @@ export function scanHidden(
     prefix = body.subarray(0, want);
     rest = body.length > want ? body.subarray(want) : undefined;
   } else if (usePlain) {
-    prefix = plainBase64Prefix(body, plain, want);
+    prefix = plainBase64Prefix(body, plain, want, scratch);
   } else {
     it = decodeChunks(body, cte)[Symbol.iterator]();
     const kept: Buffer[] = [];

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli.js';
+import { mallocThresholdGiven } from '../../src/heap-tuning.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const tmp = mkdtempSync(path.join(tmpdir(), 'postern-pkg-'));
@@ -72,6 +73,14 @@ describe('packaging/postern.service', () => {
     expect(one('Service.ProtectHome')).toBe('yes');
     expect(one('Service.PrivateTmp')).toBe('yes');
     expect(one('Service.ExecStart')).toMatch(/postern\.js serve --config \/etc\/postern\/postern\.yaml$/);
+    // glibc malloc's thresholds (docs/performance.md, "Fresh large buffers"): postern keeps them
+    const env = Object.fromEntries(
+      one('Service.Environment')
+        .split(/\s+/)
+        .map((kv) => kv.split('=') as [string, string]),
+    );
+    expect(env).toEqual({ MALLOC_MMAP_THRESHOLD_: String(32 * 1024 * 1024), MALLOC_TRIM_THRESHOLD_: String(256 * 1024 * 1024) });
+    expect(mallocThresholdGiven(env)).toBe(true);
     expect(one('Service.KillSignal')).toBe('SIGTERM');
     // V8's JIT: MemoryDenyWriteExecute=yes would crash node
     expect(k.get('Service.MemoryDenyWriteExecute') ?? []).not.toContain('yes');

@@ -4,14 +4,16 @@
  * itself: a child node process runs the built module (`npm test` builds dist/ first), allocates
  * until V8 has recomputed its heap limit a few times, and `--trace-gc-verbose` prints each new limit
  * with the factor used ("[HeapController] Limit: old size: ... (3.0)").
+ * They also raise glibc malloc's mmap threshold (raiseMallocThreshold): read from the kernel's count
+ * of the child's page faults while it fills and frees buffers of growing sizes.
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { heapGrowingPercentGiven } from '../../src/heap-tuning.js';
-import { HEAP_GROWING_PERCENT } from '../../src/limits.js';
+import { heapGrowingPercentGiven, mallocThresholdGiven } from '../../src/heap-tuning.js';
+import { HEAP_GROWING_PERCENT, MALLOC_MMAP_THRESHOLD_BYTES } from '../../src/limits.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -74,5 +76,56 @@ describe('heap tuning', () => {
     expect(tuned).toBeNull();
     expect(factors.length).toBeGreaterThanOrEqual(2);
     expect(new Set(factors)).toEqual(new Set(['1.5']));
+  });
+
+  /**
+   * A child that maybe runs raiseMallocThreshold(), then fills and frees (a forced collection, a turn
+   * of the loop) buffers of 4, 5, ... 13 MiB: the minor page faults meanwhile, and what it returned.
+   */
+  async function childFaults(raise: boolean, env: NodeJS.ProcessEnv = {}): Promise<{ raised: number | null; pages: number }> {
+    const script = `
+      const { raiseMallocThreshold } = await import(${JSON.stringify(MODULE)});
+      const raised = ${raise} ? await raiseMallocThreshold() : null;
+      const before = process.resourceUsage().minorPageFault;
+      for (let mib = 4; mib <= 13; mib++) {
+        let b = Buffer.allocUnsafe(mib * 1024 * 1024);
+        b.fill(mib);
+        b = null;
+        globalThis.gc();
+        await new Promise((r) => setImmediate(r));
+      }
+      console.log(JSON.stringify({ raised, pages: process.resourceUsage().minorPageFault - before }));
+    `;
+    const { stdout } = await run(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { timeout: 60_000, env: { ...process.env, ...env } });
+    return JSON.parse(stdout.trim().split('\n').pop()!) as { raised: number | null; pages: number };
+  }
+  // 4 + 5 + ... + 13 MiB in 4 KiB pages: every buffer in fresh pages
+  const ALL_FRESH = (85 * 1024 * 1024) / 4096;
+  const glibc = typeof (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime === 'string';
+
+  it('recognises malloc thresholds set in the environment', () => {
+    expect(mallocThresholdGiven({})).toBe(false);
+    expect(mallocThresholdGiven({ MALLOC_MMAP_THRESHOLD_: '131072' })).toBe(true);
+    expect(mallocThresholdGiven({ MALLOC_TRIM_THRESHOLD_: '0' })).toBe(true);
+    expect(mallocThresholdGiven({ GLIBC_TUNABLES: 'glibc.malloc.check=0:glibc.malloc.trim_threshold=1048576' })).toBe(true);
+    expect(mallocThresholdGiven({ GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=1048576' })).toBe(true);
+    expect(mallocThresholdGiven({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2', MALLOC_ARENA_MAX: '2' })).toBe(false);
+  });
+
+  it.runIf(glibc)('after raiseMallocThreshold() buffers up to the threshold reuse freed pages; without it each is faulted in afresh', async () => {
+    expect(existsSync(MODULE), 'dist/ is missing: run npm run build (npm test does)').toBe(true);
+    const before = await childFaults(false);
+    const after = await childFaults(true);
+    expect(before.raised).toBeNull();
+    expect(before.pages).toBeGreaterThan(0.8 * ALL_FRESH);
+    expect(after.raised).toBe(MALLOC_MMAP_THRESHOLD_BYTES);
+    // the heap grows to the largest buffer (13 MiB), and its pages are used again
+    expect(after.pages).toBeLessThan(0.35 * ALL_FRESH);
+  });
+
+  it.runIf(glibc)("keeps the operator's malloc thresholds", async () => {
+    const given = await childFaults(true, { MALLOC_MMAP_THRESHOLD_: '131072' });
+    expect(given.raised).toBeNull();
+    expect(given.pages).toBeGreaterThan(0.8 * ALL_FRESH);
   });
 });

@@ -851,6 +851,29 @@ describe('scanHidden: one pass over the encoded body gives the decoded bytes an 
     120_000,
   );
 
+  it("a large plain base64 window decoded into the kept buffer: a later, shorter part sees none of an earlier one's bytes", () => {
+    const rnd = mulberry32(31);
+    const noise = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => Math.floor(rnd() * 256)));
+    // a 7z at 2.5 MiB of a 3 MiB file, then a 2 MiB file of the same noise without it, then the first again
+    const cover = noise(3 * MiB);
+    const withArchive = Buffer.concat([behind(made['7z']!, 2.5 * MiB), cover.subarray(0, 3 * MiB - 2.5 * MiB - made['7z']!.length)]);
+    const without = Buffer.concat([HEAD, cover.subarray(HEAD.length, 2 * MiB)]);
+    const opts = { execWhole: true, archives: true };
+    for (const [data, found] of [
+      [withArchive, true],
+      [without, false],
+      [withArchive, true],
+      [Buffer.concat([without, Buffer.alloc(0.6 * MiB, 0x20)]), false],
+    ] as const) {
+      const body = encode(data, 'base64');
+      const plain = plainBase64(body);
+      expect(plain).not.toBeNull();
+      const got = scanHidden(body, 'base64', plain, opts);
+      expect(got.archive).toEqual(findHiddenArchive(data));
+      expect(got.archive !== undefined).toBe(found);
+    }
+  });
+
   it('the executable search gives findExecutable over the decoded bytes, across the prefix and after it', () => {
     const pe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(200, 0x41)]);
     const want = HIDDEN_ARCHIVE_WINDOW_BYTES + HIDDEN_ARCHIVE_REACH_BYTES;
