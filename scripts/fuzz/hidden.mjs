@@ -9,14 +9,15 @@
 // with a real archive of evil.exe inside at a random offset (made once by 7zz, Python, zstd, cpio,
 // makensis, mkfs.ext2 and mksquashfs: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip,
 // zstd, cpio, ustar and magic-less tar, an ISO 9660 image, an Apple disk image with a zlib chunk,
-// NSIS installer data, an Android sparse image, FAT12, ext2 and SquashFS images), its header mutated
-// in half the cases (bytes of its first 64 changed,
-// the archive cut short).
+// NSIS installer data, an Android sparse image, FAT12, ext2 and SquashFS images; by hand: an Apple
+// partition map, an Android super image, a .deb, a .a and a raw LZMA stream right after it), its
+// header mutated in half the cases (bytes of its first 64 changed, the archive cut short).
 // The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
 // an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
 // executable's header while findHiddenArchive finds nothing (and the cover itself holds no
 // executable). The other way round (postern finds an archive no extractor opens) is counted, not
 // failed: postern is allowed to be stricter.
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -25,6 +26,111 @@ import { run } from './lib/extract.mjs';
 import { Rng } from './lib/prng.mjs';
 
 const EXE = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(300, 0x41)]);
+
+/**
+ * An Apple partition map (no tool here makes one; the layout 7-Zip's ApmHandler reads): the driver
+ * descriptor ('ER', the block size), the map's entries ('PM') from the next 512 bytes on (or from
+ * `bs` with `wide`), partitions named evil of type exe (7-Zip lists evil.exe) holding `data`, and
+ * readme of type txt (two partitions of unknown type: no main subfile for 7-Zip to open in turn).
+ */
+export function apmImage(data, bs = 512, wide = false) {
+  const parts = [
+    ['Apple', 'Apple_partition_map', null],
+    ['evil', 'exe', data],
+    ['readme', 'txt', Buffer.from('hello\n')],
+  ];
+  const unit = wide ? bs : 512;
+  const first = parts.length + 2;
+  const blocks = Math.ceil(data.length / unit);
+  const b = Buffer.alloc(Math.ceil(((first + parts.length + blocks) * unit) / bs) * bs);
+  b.write('ER', 0, 'latin1');
+  b.writeUInt16BE(bs, 2);
+  b.writeUInt32BE(b.length / bs, 4);
+  let next = first;
+  parts.forEach(([name, type, d], i) => {
+    const o = unit * (i + 1);
+    const n = d ? Math.ceil(d.length / unit) : parts.length;
+    const start = d ? next : 1;
+    if (d) next += n;
+    b.write('PM', o, 'latin1');
+    b.writeUInt32BE(parts.length, o + 4);
+    b.writeUInt32BE(start, o + 8);
+    b.writeUInt32BE(n, o + 12);
+    b.write(name, o + 16, 'latin1');
+    b.write(type, o + 48, 'latin1');
+    b.writeUInt32BE(0x33, o + 0x58);
+    if (d) d.copy(b, start * unit);
+  });
+  return b;
+}
+
+/**
+ * An Android super image (lpmake's layout, as 7-Zip's LpHandler reads it): 4 KiB reserved, the
+ * geometry twice (SHA-256 over it), the metadata header and its tables (SHA-256 each), one partition
+ * named `name` (7-Zip lists name.img) of one extent holding `data`.
+ */
+export function lpImage(data, name = 'evil.exe') {
+  const sha = (b) => createHash('sha256').update(b).digest();
+  const maxSize = 4096;
+  const geo = Buffer.alloc(52);
+  geo.write('gDla', 0, 'latin1');
+  geo.writeUInt32LE(52, 4);
+  geo.writeUInt32LE(maxSize, 40);
+  geo.writeUInt32LE(1, 44);
+  geo.writeUInt32LE(4096, 48);
+  sha(geo).copy(geo, 8);
+  const meta = 4096 + 2 * 4096 + 2 * maxSize;
+  const sectors = Math.ceil(data.length / 512);
+  const part = Buffer.alloc(52);
+  part.write(name, 0, 'latin1');
+  part.writeUInt32LE(1, 44);
+  const ext = Buffer.alloc(24);
+  ext.writeBigUInt64LE(BigInt(sectors), 0);
+  ext.writeBigUInt64LE(BigInt(meta / 512), 12);
+  const group = Buffer.alloc(48);
+  group.write('default', 0, 'latin1');
+  const dev = Buffer.alloc(64);
+  dev.writeBigUInt64LE(BigInt(meta / 512), 0);
+  dev.writeUInt32LE(4096, 8);
+  dev.writeBigUInt64LE(BigInt(meta + sectors * 512), 16);
+  dev.write('super', 24, 'latin1');
+  const tables = Buffer.concat([part, ext, group, dev]);
+  const h = Buffer.alloc(128);
+  h.writeUInt32LE(0x414c5030, 0);
+  h.writeUInt16LE(10, 4);
+  h.writeUInt32LE(128, 8);
+  h.writeUInt32LE(tables.length, 44);
+  sha(tables).copy(h, 48);
+  let off = 0;
+  for (const [at, t] of [
+    [80, part],
+    [92, ext],
+    [104, group],
+    [116, dev],
+  ]) {
+    h.writeUInt32LE(off, at);
+    h.writeUInt32LE(1, at + 4);
+    h.writeUInt32LE(t.length, at + 8);
+    off += t.length;
+  }
+  sha(h).copy(h, 12);
+  const img = Buffer.alloc(meta + sectors * 512);
+  geo.copy(img, 4096);
+  geo.copy(img, 8192);
+  Buffer.concat([h, tables]).copy(img, 12288);
+  data.copy(img, meta);
+  return img;
+}
+
+/** An ar archive of `members` ([name, data]: names padded to 16 bytes, as GNU ar writes them). */
+export function arArchive(members) {
+  const parts = [Buffer.from('!<arch>\n')];
+  for (const [name, d] of members) {
+    const h = `${name.padEnd(16)}${'0'.padEnd(12)}${'0'.padEnd(6)}${'0'.padEnd(6)}${'100644'.padEnd(8)}${String(d.length).padEnd(10)}\x60\n`;
+    parts.push(Buffer.from(h, 'latin1'), d, Buffer.alloc(d.length & 1, 0x0a));
+  }
+  return Buffer.concat(parts);
+}
 
 /** The archives of evil.exe, made once by the real tools into `dir`. */
 export async function makeArchives(dir) {
@@ -92,6 +198,7 @@ open(sys.argv[1] + '/x.fat', 'wb').write((bytes(bs) + fat + fat + root + d.ljust
 z = bytearray(b'SZDD\\x88\\xf0\\x27\\x33A_' + struct.pack('<I', len(d)))
 for i in range(0, len(d), 8): z.append((1 << len(d[i:i + 8])) - 1); z += d[i:i + 8]
 open(sys.argv[1] + '/x.ex_', 'wb').write(bytes(z))
+open(sys.argv[1] + '/x.lzma', 'wb').write(lzma.compress(d, format=lzma.FORMAT_ALONE))
 `;
   await run('python3', ['-c', py, dir], { timeoutMs: 30_000 });
   await run('7zz', ['a', '-bso0', '-bsp0', join(dir, 'x.7z'), 'evil.exe'], { cwd: dir, timeoutMs: 30_000 });
@@ -128,6 +235,16 @@ open(sys.argv[1] + '/x.ex_', 'wb').write(bytes(z))
     squashfs: 'x.sqfs',
   };
   const made = Object.fromEntries(Object.entries(files).map(([k, f]) => [k, readFileSync(join(dir, f))]));
+  // written here (no tool makes them): an Apple partition map and an Android super image holding
+  // evil.exe, a Debian package of evil.exe, and a .a with a raw LZMA stream of evil.exe right after
+  // it (7-Zip tries the formats it opens at a start only at the end of an ar it does not return)
+  made.apm = apmImage(EXE);
+  made.lp = lpImage(EXE);
+  made.deb = arArchive([
+    ['debian-binary', Buffer.from('2.0\n')],
+    ['evil.exe', EXE],
+  ]);
+  made.arlzma = Buffer.concat([arArchive([['hello.o/', Buffer.from('hello\n')]]), readFileSync(join(dir, 'x.lzma'))]);
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
   Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
   return made;

@@ -103,6 +103,14 @@ function octal(b: Buffer, from: number, n: number): boolean {
   return true;
 }
 
+/**
+ * An Apple partition map's driver descriptor at `s`, as 7-Zip's check takes one: 'ER', a block size
+ * of 512, 1024, 2048 or 4096 (big-endian), zero at 12.
+ */
+function apmDriverDescriptor(b: Buffer, s: number): boolean {
+  return b.length >= s + 16 && b[s] === 0x45 && b[s + 1] === 0x52 && [2, 4, 8, 16].includes(b[s + 2]!) && b[s + 3] === 0 && b.readUInt32LE(s + 12) === 0;
+}
+
 /** A format known by a 16-byte GUID `back` bytes after its start: the first 7 bytes searched, the rest checked. */
 function guidSignature(format: string, guid: string, back: number): Signature {
   const g = sig(guid);
@@ -283,6 +291,35 @@ export const SIGNATURES: readonly Signature[] = [
   ...['\xd9\x54\x93\x7a\x68\x04\x4a\x44\x81\xce\x0b\xf6\x17\xd8\x90\xdf', '\x78\xe5\x8c\x8c\x3d\x8a\x1c\x4f\x99\x35\x89\x61\x85\xc3\x2d\xd3'].map((g) =>
     guidSignature('UEFI firmware volume', g, 16),
   ),
+  // An Apple partition map: 7-Zip opens one behind a PDF head as at 0 and lists each partition as
+  // its name, a dot and its type ('evil' of type 'exe' extracts as evil.exe, its blocks as they are;
+  // 2026-12-02). Found by its first map entry ('PM', a zero pad) one block after the driver
+  // descriptor ('ER', a block size of 512 to 4096, a zero field at 12, as 7-Zip's check): at 512,
+  // or at the block size when that is larger (7-Zip reads a map of 512-byte entries in either case
+  // when one is at 512).
+  ...[512, 1024, 2048, 4096].map((back): Signature => ({ format: 'Apple partition map', needle: sig('PM\0\0'), back, atZero: true, ok: apmDriverDescriptor })),
+  // An Android super image (dynamic partitions): its geometry 4 KiB in, the magic and the struct size,
+  // a slot count and a metadata size 7-Zip takes (not its SHA-256). 7-Zip opens one behind a PDF head
+  // and lists its partitions as name.img (evil.exe.img, the PE's bytes as they are; 2026-12-02).
+  {
+    format: 'Android super image',
+    needle: sig('gDla4\0\0'),
+    back: 4096,
+    atZero: true,
+    ok: (b, s) => {
+      const g = s + 4096;
+      if (b.length < g + 52 || b[g + 7] !== 0) return false;
+      const max = b.readUInt32LE(g + 40);
+      const slots = b.readUInt32LE(g + 44);
+      return max > 0 && max % 512 === 0 && slots > 0 && slots < 2 ** 20;
+    },
+  },
+  // An ar archive with a member header after its magic: 7-Zip opens a Debian package (a first member
+  // named debian-binary) behind a PDF head and lists its members (evil.exe; 2026-12-02); another ar
+  // it opens there without returning it, and then tries the formats it reads at a start only right
+  // after it: a raw LZMA stream or a COFF object behind a .a behind a PDF head opens (evil.exe).
+  // Any ar counts (a long-name table or a BSD name can carry the package's first name).
+  { format: 'ar archive (.deb, .a)', needle: sig('!<arch>'), back: 0, ok: (b, s) => b[s + 7] === 0x0a && b[s + 66] === 0x60 && b[s + 67] === 0x0a },
 ];
 
 /**
@@ -418,10 +455,11 @@ function intelHexAt0(b: Buffer): boolean {
 
 /**
  * Containers 7-Zip opens from offset 0 whatever the file's name (an ar archive sent as invoice.pdf
- * opens in it), by signatures detectType does not read, and not behind other bytes (an ar archive
- * behind a PDF head does not open; the file systems and disk images that do are SIGNATURES with
- * atZero). Checked at offset 0 only, whatever type the magic number there gave (a JPEG can be an MBR
- * disk too).
+ * opens in it), by signatures detectType does not read, and not behind other bytes (an RPM, an MBR
+ * disk, SZDD, compressed Flash, a COFF object or a TE image behind a PDF head does not open, 2026-12-02;
+ * the file systems, disk images, partition maps and Debian packages that do are SIGNATURES, with
+ * atZero where they count at 0 too). Checked at offset 0 only, whatever type the magic number there
+ * gave (a JPEG can be an MBR disk too).
  */
 const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'ar archive (.deb, .a)', ok: (b) => bytesAt(b, 0, sig('!<arch>\n')) },

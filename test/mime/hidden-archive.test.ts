@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildCompound } from '../../scripts/fuzz/compound.mjs';
 // @ts-expect-error plain ESM script without type declarations
-import { makeArchives } from '../../scripts/fuzz/hidden.mjs';
+import { apmImage, arArchive, lpImage, makeArchives } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
   BASE64_WINDOW_BYTES,
@@ -66,6 +66,10 @@ beforeAll(async () => {
     nsis: a.nsis,
     sparse: a.sparse,
     szdd: a.szdd,
+    apm: a.apm,
+    lp: a.lp,
+    deb: a.deb,
+    arlzma: a.arlzma,
   });
 }, 60_000);
 
@@ -520,13 +524,152 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
   });
 
   it.each([
-    ['Apple partition map', Buffer.concat([Buffer.from('ER\x02\x00', 'latin1'), Buffer.alloc(508), Buffer.from('PM', 'latin1'), Buffer.alloc(510)])],
-    ['Android super image', Buffer.concat([Buffer.alloc(4096), Buffer.from('gDla4\0\0\0', 'latin1'), Buffer.alloc(100)])],
     ['PPMd compressed file', Buffer.from('\x8f\xaf\xac\x84\x07\x00\x00\x00', 'latin1')],
     ['Mach-O universal binary', Buffer.from('\xb9\xfa\xf1\x0e\x00\x00\x00\x01', 'latin1')],
   ])('%s at offset 0 (7-Zip opens it whatever the name)', (format, file) => {
     expect(findHiddenArchive(file)).toEqual({ format, offset: 0, by: '7-Zip' });
     expect(findHiddenArchive(behind(file, 3000))).toBeUndefined();
+  });
+});
+
+describe('partition maps and packages 7-Zip opens behind a PDF head, taken for offset 0 only before (found 2026-12-02)', () => {
+  const evil = (): Buffer => readFileSync(join(tmp, 'evil.exe'));
+  const AT = [1010, 3001, 4096, 65_536];
+
+  it.each(AT)('an Apple partition map at byte %i: 7-Zip lists the partition evil (type exe) as evil.exe and extracts the PE', (at) => {
+    const file = behind(apmImage(evil()), at);
+    expect(findHiddenArchive(file)).toEqual({ format: 'Apple partition map', offset: at, by: '7-Zip' });
+    const z = sevenZip(file);
+    expect(z).toMatchObject({ type: 'APM', offset: at });
+    expect(z.text).toMatch(/ evil\.exe$/m);
+    const x = sevenZipExtracts(file);
+    expect(x.names).toContain('evil.exe');
+    expect(x.exe).toBe(true);
+  });
+
+  it('an Apple partition map of 1, 2 and 4 KiB blocks (entries at the block size, or at 512): found behind a PDF head and at offset 0', () => {
+    for (const [bs, wide] of [
+      [1024, true],
+      [2048, true],
+      [4096, true],
+      [2048, false],
+      [4096, false],
+    ] as const) {
+      const img = apmImage(evil(), bs, wide);
+      const what = `${bs}, entries every ${wide ? bs : 512}`;
+      expect(sevenZip(behind(img, 777)), what).toMatchObject({ type: 'APM', offset: 777 });
+      expect(findHiddenArchive(behind(img, 777)), what).toMatchObject({ format: 'Apple partition map', offset: 777 });
+      // (the check at offset 0 alone looked for an entry at the block size only)
+      expect(sevenZip(img).type, what).toBe('APM');
+      expect(findHiddenArchive(img), what).toMatchObject({ format: 'Apple partition map', offset: 0 });
+    }
+    // a driver descriptor with a block size 7-Zip does not take, or without the zero field at 12: neither opens it
+    for (const [at, v] of [
+      [2, 3],
+      [12, 1],
+    ] as const) {
+      const bad = apmImage(evil());
+      bad[at] = v;
+      expect(sevenZip(behind(bad, 1010)).type, `byte ${at}`).toBeUndefined();
+      expect(findHiddenArchive(behind(bad, 1010)), `byte ${at}`).toBeUndefined();
+    }
+  });
+
+  it.each(AT)('an Android super image at byte %i: 7-Zip lists evil.exe.img, the PE as it is', (at) => {
+    const file = behind(lpImage(evil()), at);
+    expect(findHiddenArchive(file)).toEqual({ format: 'Android super image', offset: at, by: '7-Zip' });
+    const z = sevenZip(file);
+    expect(z).toMatchObject({ type: 'LP', offset: at });
+    expect(z.text).toContain('evil.exe.img');
+    expect(sevenZipExtracts(file)).toEqual({ names: ['evil.exe.img'], exe: true });
+    expect(findHiddenArchive(lpImage(evil()))).toMatchObject({ format: 'Android super image', offset: 0 });
+  });
+
+  it.each(AT)('a Debian package (ar, debian-binary first) at byte %i: 7-Zip lists and extracts evil.exe', (at) => {
+    const deb = arArchive([
+      ['debian-binary', Buffer.from('2.0\n')],
+      ['evil.exe', evil()],
+    ]);
+    const file = behind(deb, at);
+    expect(findHiddenArchive(file)).toEqual({ format: 'ar archive (.deb, .a)', offset: at, by: '7-Zip' });
+    expect(sevenZip(file)).toMatchObject({ type: 'Ar', offset: at });
+    expect(sevenZipExtracts(file)).toEqual({ names: ['evil.exe'], exe: true });
+  });
+
+  it('a .a behind a PDF head: 7-Zip does not return it, but opens a raw LZMA stream or a COFF object right after it (evil.exe); any ar counts', () => {
+    const lib = arArchive([['hello.o/', Buffer.from('hello\n')]]);
+    expect(sevenZip(behind(arArchive([['evil.exe/', evil()]]), 1010)).type).toBeUndefined();
+    for (const at of [1010, 3001]) {
+      const file = behind(made.arlzma!, at);
+      expect(findHiddenArchive(file)).toEqual({ format: 'ar archive (.deb, .a)', offset: at, by: '7-Zip' });
+      expect(sevenZip(file)).toMatchObject({ type: 'lzma', offset: at + lib.length });
+      expect(sevenZipExtracts(file).exe).toBe(true);
+    }
+    // a COFF object (a section named evil.exe) after it
+    const coff = Buffer.alloc(60 + evil().length);
+    coff.writeUInt16LE(0x14c, 0);
+    coff.writeUInt16LE(1, 2);
+    coff.writeUInt32LE(coff.length, 8);
+    coff.write('evil.exe', 20, 'latin1');
+    coff.writeUInt32LE(evil().length, 36);
+    coff.writeUInt32LE(60, 40);
+    evil().copy(coff, 60);
+    const file = behind(Buffer.concat([lib, coff]), 1010);
+    expect(sevenZip(behind(coff, 1010)).type).toBeUndefined();
+    expect(sevenZip(file)).toMatchObject({ type: 'COFF', offset: 1010 + lib.length });
+    expect(findHiddenArchive(file)).toMatchObject({ format: 'ar archive (.deb, .a)', offset: 1010 });
+    // at offset 0 the ar counts as before
+    expect(findHiddenArchive(lib)).toMatchObject({ format: 'ar archive (.deb, .a)', offset: 0 });
+  });
+
+  it('RPM, MBR, SZDD: 7-Zip opens none behind a PDF head (offset 0 only, as before)', () => {
+    const lead = Buffer.alloc(96);
+    lead.writeUInt32BE(0xedabeedb, 0);
+    lead[4] = 3;
+    // a header of one entry: the payload compressor, named txt (so 7-Zip opens no nested archive)
+    const hdr = Buffer.alloc(32);
+    hdr.writeUInt32BE(0x8eade801, 0);
+    hdr.writeUInt32BE(1, 8);
+    hdr.writeUInt32BE(4, 12);
+    hdr.writeUInt32BE(1125, 16);
+    hdr.writeUInt32BE(6, 20);
+    hdr.writeUInt32BE(1, 28);
+    const rpm = Buffer.concat([lead, hdr, Buffer.from('txt\0', 'latin1'), Buffer.from('hello\n'.repeat(40))]);
+    const mbr = Buffer.alloc(1024);
+    mbr[446] = 0x80;
+    mbr[450] = 0x83;
+    mbr.writeUInt32LE(1, 454);
+    mbr.writeUInt32LE(1, 458);
+    mbr[510] = 0x55;
+    mbr[511] = 0xaa;
+    for (const [what, file, type] of [
+      ['RPM', rpm, 'Rpm'],
+      ['MBR', mbr, 'MBR'],
+      ['SZDD', made.szdd!, 'MsLZ'],
+    ] as const) {
+      expect(sevenZip(file).type, what).toBe(type);
+      expect(findHiddenArchive(file), what).toMatchObject({ offset: 0 });
+      expect(sevenZip(behind(file, 1010)).type, what).toBeUndefined();
+      expect(findHiddenArchive(behind(file, 1010)), what).toBeUndefined();
+    }
+  });
+
+  it('the bare needles with headers that fail: a PDF and text with PM, !<arch> and the super geometry magic are clean', () => {
+    const pieces = [
+      // 'PM' entries without a driver descriptor 512 bytes before
+      Buffer.concat([Buffer.alloc(512, 0x20), Buffer.from('PM\0\0', 'latin1'), Buffer.alloc(600, 0x20)]),
+      Buffer.concat([Buffer.from('ER\x03\x00', 'latin1'), Buffer.alloc(508), Buffer.from('PM\0\0', 'latin1'), Buffer.alloc(600, 0x20)]),
+      // an ar magic with no member header behind it
+      Buffer.from(`!<arch>\n${'x'.repeat(100)}`, 'latin1'),
+      // the super geometry magic with no slot
+      Buffer.concat([Buffer.alloc(4096, 0x20), Buffer.from('gDla4\0\0\0', 'latin1'), Buffer.alloc(100)]),
+    ];
+    for (const p of pieces) {
+      expect(findHiddenArchive(behind(p, 2000))).toBeUndefined();
+      expect(sevenZip(behind(p, 2000)).type).toBeUndefined();
+    }
+    const words = Buffer.from(`PM and ER, PM\0 !<arch> gDla4 AM/PM ERROR ${'the !<arch> magic, ER PM '.repeat(3000)}`, 'latin1');
+    expect(findHiddenArchive(Buffer.concat([HEAD, words]))).toBeUndefined();
   });
 });
 
