@@ -10,6 +10,8 @@
  * - MB/s (wall) and the ratio to direct Dovecot;
  * - CPU us per MB, all threads of the process tree (/proc/PID/task/x/schedstat): moves less than wall
  *   time when other jobs share the cores;
+ * - minor page faults per MB of the process tree (/proc/PID/stat minflt): memory touched for the first
+ *   time, a count that the host's load does not move (docs/performance.md, "Fresh large buffers");
  * - main thread/wall, and main run+runq/wall: the share of the wall time the event loop was on a CPU or
  *   runnable waiting for one. Well under 1 means postern waited for an event (the upstream, a timer, a
  *   gate), not for a CPU: that is a wait to remove. (Summed over processes with `workers:`.)
@@ -69,6 +71,16 @@ const nodeArgs = (process.env.POSTERN_BENCH_NODE_ARGS ?? '').split(/\s+/).filter
 
 /** CPU seconds of the main threads (the event loops) of a process tree. */
 const mainCpuOf = (pid) => procTree(pid).reduce((s, p) => s + schedstat(p, p)[0], 0) / 1e9;
+/** Minor page faults of the process tree so far (/proc/PID/stat minflt: every thread of each process). */
+const faultsOf = (pid) =>
+  procTree(pid).reduce((s, p) => {
+    try {
+      const st = readFileSync(`/proc/${p}/stat`, 'latin1');
+      return s + Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[7]);
+    } catch {
+      return s;
+    }
+  }, 0);
 /**
  * Seconds the main threads were on a CPU or runnable and waiting for one (schedstat's first two
  * fields): over the wall time, the share of it postern wanted a CPU (summed over the processes with
@@ -203,6 +215,7 @@ async function main() {
         const cpu0 = ep.proc ? treeThreadCpuSeconds(ep.proc.pid) : 0;
         const main0 = ep.proc ? mainCpuOf(ep.proc.pid) : 0;
         const want0 = ep.proc ? mainWantOf(ep.proc.pid) : 0;
+        const faults0 = ep.proc ? faultsOf(ep.proc.pid) : 0;
         const r = await bulk(ep, n);
         for (const l of r.literals) if (ep.proc && fingerprint(l) !== firstPostern) throw new Error(`${ep.name}: bytes changed in round ${round}`);
         const mb = r.bytes / 1e6;
@@ -210,6 +223,7 @@ async function main() {
         if (ep.proc) {
           const cpu = treeThreadCpuSeconds(ep.proc.pid) - cpu0;
           record(`bulk ${n}c CPU us/MB|${ep.name}`, (cpu * 1e6) / mb);
+          record(`bulk ${n}c page faults/MB|${ep.name}`, (faultsOf(ep.proc.pid) - faults0) / mb);
           record(`bulk ${n}c CPU/wall|${ep.name}`, cpu / r.seconds);
           record(`bulk ${n}c main thread/wall|${ep.name}`, (mainCpuOf(ep.proc.pid) - main0) / r.seconds);
           record(`bulk ${n}c main run+runq/wall|${ep.name}`, (mainWantOf(ep.proc.pid) - want0) / r.seconds);
