@@ -10,8 +10,9 @@
 // makensis, mkfs.ext2 and mksquashfs: ZIP, ZIP without its central directory, 7z, xz, bzip2, gzip,
 // zstd, cpio, ustar and magic-less tar, an ISO 9660 image, an Apple disk image with a zlib chunk,
 // NSIS installer data, an Android sparse image, FAT12, ext2 and SquashFS images; by hand: an Apple
-// partition map, an Android super image, a .deb, a .a and a raw LZMA stream right after it), its
-// header mutated in half the cases (bytes of its first 64 changed, the archive cut short).
+// partition map, an Android super image, a .deb, a .a and a raw LZMA stream right after it, an ELF, a
+// PE and a Mach-O each with one right after it), its header mutated in half the cases (bytes of its
+// first 64 changed, the archive cut short).
 // The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
 // an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
 // executable's header while findHiddenArchive finds nothing (and the cover itself holds no
@@ -132,6 +133,83 @@ export function arArchive(members) {
   return Buffer.concat(parts);
 }
 
+/**
+ * Minimal executables 7-Zip opens (and, behind other bytes, does not return: it tries the formats it
+ * opens at a start only right at their end), `size` bytes long, their end where their headers say:
+ * an ELF (64-bit, one loadable segment of the whole file), a PE (one section, to the end) and a
+ * Mach-O (64-bit, one segment of the whole file).
+ */
+export function elfImage(size = 4096) {
+  const b = Buffer.alloc(size, 0x90);
+  b.fill(0, 0, 0x78);
+  b.write('\x7fELF\x02\x01\x01', 0, 'latin1');
+  b.writeUInt16LE(2, 16);
+  b.writeUInt16LE(62, 18);
+  b.writeUInt32LE(1, 20);
+  b.writeBigUInt64LE(0x40n, 0x20);
+  b.writeUInt16LE(0x40, 0x34);
+  b.writeUInt16LE(0x38, 0x36);
+  b.writeUInt16LE(1, 0x38);
+  b.writeUInt32LE(1, 0x40);
+  b.writeUInt32LE(5, 0x44);
+  b.writeBigUInt64LE(0x400000n, 0x50);
+  b.writeBigUInt64LE(BigInt(size), 0x60);
+  b.writeBigUInt64LE(BigInt(size), 0x68);
+  return b;
+}
+
+export function peImage(size = 4096) {
+  const b = Buffer.alloc(size, 0xcc);
+  b.fill(0, 0, 0x200);
+  b.write('MZ', 0, 'latin1');
+  b.writeUInt32LE(0x40, 0x3c);
+  b.write('PE\0\0', 0x40, 'latin1');
+  b.writeUInt16LE(0x14c, 0x44);
+  b.writeUInt16LE(1, 0x46);
+  b.writeUInt16LE(0xe0, 0x54);
+  b.writeUInt16LE(0x102, 0x56);
+  const o = 0x58;
+  b.writeUInt16LE(0x10b, o);
+  b.writeUInt32LE(0x1000, o + 16);
+  b.writeUInt32LE(0x400000, o + 28);
+  b.writeUInt32LE(0x1000, o + 32);
+  b.writeUInt32LE(0x200, o + 36);
+  b.writeUInt16LE(4, o + 40);
+  b.writeUInt16LE(4, o + 48);
+  b.writeUInt32LE(0x1000 + size, o + 56);
+  b.writeUInt32LE(0x200, o + 60);
+  b.writeUInt16LE(3, o + 68);
+  b.writeUInt32LE(16, o + 92);
+  const sec = o + 0xe0;
+  b.write('.text', sec, 'latin1');
+  b.writeUInt32LE(size - 0x200, sec + 8);
+  b.writeUInt32LE(0x1000, sec + 12);
+  b.writeUInt32LE(size - 0x200, sec + 16);
+  b.writeUInt32LE(0x200, sec + 20);
+  b.writeUInt32LE(0x60000020, sec + 36);
+  return b;
+}
+
+export function machoImage(size = 4096) {
+  const b = Buffer.alloc(size, 0x90);
+  b.fill(0, 0, 0x68);
+  b.writeUInt32LE(0xfeedfacf, 0);
+  b.writeUInt32LE(0x01000007, 4);
+  b.writeUInt32LE(3, 8);
+  b.writeUInt32LE(2, 12);
+  b.writeUInt32LE(1, 16);
+  b.writeUInt32LE(72, 20);
+  b.writeUInt32LE(0x19, 32);
+  b.writeUInt32LE(72, 36);
+  b.write('__TEXT', 40, 'latin1');
+  b.writeBigUInt64LE(0x100000000n, 56);
+  b.writeBigUInt64LE(BigInt(size), 64);
+  b.writeBigUInt64LE(BigInt(size), 80);
+  b.writeUInt32LE(5, 88);
+  b.writeUInt32LE(5, 92);
+  return b;
+}
+
 /** The archives of evil.exe, made once by the real tools into `dir`. */
 export async function makeArchives(dir) {
   writeFileSync(join(dir, 'evil.exe'), EXE);
@@ -245,6 +323,11 @@ open(sys.argv[1] + '/x.lzma', 'wb').write(lzma.compress(d, format=lzma.FORMAT_AL
     ['evil.exe', EXE],
   ]);
   made.arlzma = Buffer.concat([arArchive([['hello.o/', Buffer.from('hello\n')]]), readFileSync(join(dir, 'x.lzma'))]);
+  // an ELF, a PE and a Mach-O with a raw LZMA stream of evil.exe right at their end (7-Zip does not
+  // return the executable behind other bytes, and opens the LZMA stream at its end)
+  made.elflzma = Buffer.concat([elfImage(), readFileSync(join(dir, 'x.lzma'))]);
+  made.pelzma = Buffer.concat([peImage(), readFileSync(join(dir, 'x.lzma'))]);
+  made.macholzma = Buffer.concat([machoImage(), readFileSync(join(dir, 'x.lzma'))]);
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
   Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
   return made;

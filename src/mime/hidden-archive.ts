@@ -74,6 +74,12 @@ export interface Signature {
    * CRCs a header first calls `spend`, and fails when it says the budget is gone.
    */
   ok: (b: Buffer, start: number, spend: () => boolean) => boolean;
+  /**
+   * An executable 7-Zip opens there without returning it: the offsets from `start` where it ends (as
+   * 7-Zip computes them; several where its rule is uncertain), where 7-Zip then tries the formats it
+   * opens at a start only (AT_ZERO); undefined when 7-Zip would not open it. Its `ok` is never true.
+   */
+  ends?: (b: Buffer, start: number, spend: () => boolean) => number[] | undefined;
 }
 
 /** ZIP compression methods some extractor decodes (stored, shrink, reduce, implode, deflate, deflate64, bzip2, LZMA, zstd, xz, PPMd, AES...). */
@@ -320,6 +326,25 @@ export const SIGNATURES: readonly Signature[] = [
   // after it: a raw LZMA stream or a COFF object behind a .a behind a PDF head opens (evil.exe).
   // Any ar counts (a long-name table or a BSD name can carry the package's first name).
   { format: 'ar archive (.deb, .a)', needle: sig('!<arch>'), back: 0, ok: (b, s) => b[s + 7] === 0x0a && b[s + 66] === 0x60 && b[s + 67] === 0x0a },
+  // Executables 7-Zip opens behind other bytes without returning them, and then tries its start-only
+  // formats at their end (elfEnds, peEnds, machoEnds below): /bin/ls at byte 5,000 of a PDF and a raw
+  // LZMA stream of evil.exe right after it opened as lzma at the ELF's end (2026-12-02)
+  { format: 'an ELF executable', needle: sig('\x7fELF'), back: 0, ok: () => false, ends: (b, s, spend) => elfEnds(b, s, spend) },
+  { format: 'a PE executable', needle: sig('MZ'), back: 0, ok: () => false, ends: (b, s, spend) => (peHeaderAt(b, s) ? peEnds(b, s, spend) : undefined) },
+  {
+    format: 'a Mach-O executable',
+    needle: sig('\xfe\xed\xfa'),
+    back: 0,
+    ok: () => false,
+    ends: (b, s) => (b[s + 3] === 0xce || b[s + 3] === 0xcf ? machoEnds(b, s) : undefined),
+  },
+  {
+    format: 'a Mach-O executable',
+    needle: sig('\xfa\xed\xfe'),
+    back: 1,
+    ok: () => false,
+    ends: (b, s) => (b[s] === 0xce || b[s] === 0xcf ? machoEnds(b, s) : undefined),
+  },
 ];
 
 /**
@@ -330,8 +355,8 @@ export const SIGNATURES: readonly Signature[] = [
  * `common`), one of which starts at the window's parity wherever the needle is. Each entry is its
  * signature and its pair's offset in the needle; `hot` has a bit for every pair with an entry;
  * `maxShift` bounds how far before a pair a candidate can start (an entry's offset plus its
- * signature's `back`). The 2-byte needles (`short`) could start at either parity: each has an
- * `indexOf` pass of its own (about 0.1 ms per MiB).
+ * signature's `back`). The 2-byte needles (`short`: ARJ, LZH, ext, FAT, a PE's MZ) could start at
+ * either parity: each has an `indexOf` pass of its own (about 0.1 ms per MiB).
  */
 const SCAN = (() => {
   // how common a byte is in mail's attachments: NUL, 0xFF, white space and the commonest lower-case
@@ -592,6 +617,231 @@ export function tarBlockAt(b: Buffer, s: number): boolean {
 }
 
 /**
+ * Executables 7-Zip opens behind other bytes without returning them (ELF, PE, Mach-O: "pre-archive"
+ * formats, as an SFX stub is), after which it tries the formats it opens at a start only (AT_ZERO)
+ * right where the executable ends: a PDF head, /bin/ls at byte 5,000 and a raw LZMA stream of
+ * evil.exe right after it opened as lzma at the ELF's end (2026-12-02; likewise a PE and a Mach-O at
+ * 1,000, 5,000 and 70,000; one byte before or after the end, nothing; an end past the window's
+ * 8 MiB, nothing). The ends below are computed as 7-Zip's readers compute a file's physical size,
+ * offsets from the executable's start; `undefined` when 7-Zip would not open it there (a table it
+ * reads lies past `b`'s end: `b` holds all that a chain ending inside the window needs). A reader
+ * whose exact rule is uncertain gives every end it might compute (fail closed: each is checked).
+ * `spend` bounds the work (tables of thousands of entries), as for the signatures' checks.
+ */
+const U64 = (1n << 64n) - 1n;
+
+function elfEnds(b: Buffer, s: number, spend: () => boolean): number[] | undefined {
+  if (b.length < s + 64) return undefined;
+  const cls = b[s + 4];
+  const data = b[s + 5];
+  if ((cls !== 1 && cls !== 2) || (data !== 1 && data !== 2) || b[s + 6] !== 1) return undefined;
+  for (let i = 9; i < 16; i++) if (b[s + i] !== 0) return undefined;
+  const be = data === 2;
+  const m64 = cls === 2;
+  const u16 = (o: number): number => (be ? b.readUInt16BE(s + o) : b.readUInt16LE(s + o));
+  const u32 = (o: number): bigint => BigInt(be ? b.readUInt32BE(s + o) : b.readUInt32LE(s + o));
+  const u64 = (o: number): bigint => (be ? b.readBigUInt64BE(s + o) : b.readBigUInt64LE(s + o));
+  const word = (o: number): bigint => (m64 ? u64(o) : u32(o));
+  if (u32(0x14) !== 1n) return undefined;
+  const prog = m64 ? u64(0x20) : u32(0x1c);
+  const sect = m64 ? u64(0x28) : u32(0x20);
+  const p = m64 ? 0x30 : 0x24;
+  if (prog % (m64 ? 8n : 4n) !== 0n || sect % (m64 ? 8n : 4n) !== 0n) return undefined;
+  const headerSize = u16(p + 4);
+  if (headerSize !== (m64 ? 0x40 : 0x34)) return undefined;
+  const segSize = u16(p + 6);
+  const nSeg = u16(p + 8);
+  const secSize = u16(p + 10);
+  const nSec = u16(p + 12);
+  const namesIndex = u16(p + 14);
+  const hs = BigInt(headerSize);
+  if (prog < hs && (prog !== 0n || nSeg !== 0)) return undefined;
+  if (sect < hs && (sect !== 0n || nSec !== 0)) return undefined;
+  if (segSize === 0 ? nSeg !== 0 : segSize !== (m64 ? 0x38 : 0x20)) return undefined;
+  if (secSize === 0 ? nSec !== 0 : secSize !== (m64 ? 0x40 : 0x28)) return undefined;
+  const len = BigInt(b.length - s);
+  let total = hs;
+  const upd = (t: bigint): void => {
+    if (t > total) total = t;
+  };
+  // a table 7-Zip reads whole (it fails to open when the file ends first); every 4,096 entries cost a check
+  const table = (off: bigint, n: number, size: number): number | undefined => {
+    if (off > 1n << 60n || off + BigInt(n * size) > len) return undefined;
+    for (let k = 0; k < n; k += 4096) if (!spend()) return undefined;
+    upd(off + BigInt(n * size));
+    return s + Number(off);
+  };
+  if (nSeg) {
+    const t = table(prog, nSeg, segSize);
+    if (t === undefined) return undefined;
+    for (let i = 0; i < nSeg; i++) {
+      const e = t - s + i * segSize;
+      // (offset + size in file, wrapping as 7-Zip's 64-bit sum does)
+      upd(m64 ? (u64(e + 8) + u64(e + 0x20)) & U64 : u32(e + 4) + u32(e + 0x10));
+    }
+  }
+  let names: { off: bigint; size: bigint } | undefined;
+  if (nSec) {
+    const t = table(sect, nSec, secSize);
+    if (t === undefined) return undefined;
+    for (let i = 0; i < nSec; i++) {
+      const e = t - s + i * secSize;
+      const type = u32(e + 4);
+      const off = word(e + (m64 ? 0x18 : 0x10));
+      const vsize = word(e + (m64 ? 0x20 : 0x14));
+      const ent = word(e + (m64 ? 0x38 : 0x24));
+      if (ent >= 1n << 31n || (ent >= 1024n && ent >= vsize && vsize !== 0n)) return undefined;
+      const size = type === 8n ? 0n : vsize;
+      upd((off + size) & U64);
+      if (i === namesIndex) names = { off, size };
+    }
+  }
+  // the section names, read when sections are listed
+  if ((nSeg === 0 || nSec > 1) && names && names.size !== 0n && names.size < 1n << 31n && names.off < 1n << 63n && names.off + names.size > len)
+    return undefined;
+  return total <= BigInt(HIDDEN_ARCHIVE_WINDOW_BYTES) ? [Number(total)] : [];
+}
+
+function peEnds(b: Buffer, s: number, spend: () => boolean): number[] | undefined {
+  const len = b.length - s;
+  if (len < 0x40) return undefined;
+  const pe = b.readUInt32LE(s + 0x3c);
+  if (pe < 0x40 || pe > 0x1000 || len < pe + 24 || b.readUInt32LE(s + pe) !== 0x4550) return undefined;
+  const c = s + pe + 4;
+  const nSec = b.readUInt16LE(c + 2);
+  const symPtr = b.readUInt32LE(c + 8);
+  const nSym = b.readUInt32LE(c + 12);
+  const optSize = b.readUInt16LE(c + 16);
+  if (optSize < 96) return undefined;
+  const optStart = pe + 24;
+  const o = s + optStart;
+  let total = optStart + optSize + 40 * nSec;
+  if (len < total) return undefined;
+  for (let k = 0; k < nSec; k += 4096) if (!spend()) return undefined;
+  const magic = b.readUInt16LE(o);
+  if (magic !== 0x10b && magic !== 0x20b) return undefined;
+  if (magic === 0x20b && optSize < 112) return undefined;
+  const pos = magic === 0x20b ? 108 : 92;
+  const nDir = b.readUInt32LE(o + pos);
+  if (nDir > 1 << 13 || pos + 4 + 8 * nDir > optSize) return undefined;
+  const dir = (i: number): { va: number; size: number } =>
+    i < nDir ? { va: b.readUInt32LE(o + pos + 4 + 8 * i), size: b.readUInt32LE(o + pos + 8 + 8 * i) } : { va: 0, size: 0 };
+  const sections: { va: number; psize: number; pa: number }[] = [];
+  for (let i = 0; i < nSec; i++) {
+    const e = o + optSize + 40 * i;
+    const sec = { va: b.readUInt32LE(e + 12), psize: b.readUInt32LE(e + 16), pa: b.readUInt32LE(e + 20) };
+    sections.push(sec);
+    total = Math.max(total, (sec.pa + sec.psize) >>> 0);
+  }
+  // the debug directory's entries (at most 16), found in the section that holds it; an entry of
+  // size 0 may stop 7-Zip's loop (it does not step past one): both readings give an end
+  const dbg = dir(6);
+  const variants: number[][] = [[], []];
+  if (dbg.size !== 0) {
+    let n = Math.floor(dbg.size / 28);
+    if (n > 16) return undefined;
+    if (n * 28 !== dbg.size) n = Math.min(n, 1);
+    const h = sections.find((x) => x.va <= dbg.va && (dbg.va + dbg.size) >>> 0 <= (x.va + x.psize) >>> 0);
+    if (h) {
+      const at = h.pa + (dbg.va - h.va);
+      if (at + dbg.size > len) return undefined;
+      let stopped = false;
+      for (let i = 0; i < n; i++) {
+        const e = s + at + 28 * i;
+        const size = b.readUInt32LE(e + 16);
+        if (size === 0) {
+          stopped = true;
+          continue;
+        }
+        const t = (b.readUInt32LE(e + 24) + size) >>> 0;
+        variants[1]!.push(t);
+        if (!stopped) variants[0]!.push(t);
+      }
+    }
+  }
+  const cert = dir(4);
+  let sym = 0;
+  if (nSym > 0 && symPtr >= optStart) {
+    if (nSym >= 1 << 24) return undefined;
+    const at = symPtr + nSym * 18;
+    if (at + 4 > len) return undefined;
+    const size2 = b.readUInt32LE(s + at);
+    if (size2 >= 1 << 28) return undefined;
+    sym = (at + size2) >>> 0;
+  }
+  const ends = new Set<number>();
+  for (const debug of variants) {
+    let t = total;
+    let grew = false;
+    for (const d of debug)
+      if (d > t) {
+        t = d;
+        grew = true;
+      }
+    if (cert.size !== 0) t = Math.max(t, (cert.va + cert.size) >>> 0);
+    // after a debug entry that ends the file, 7-Zip takes in the zeros up to a 4 KiB or 512-byte boundary
+    if (grew && t % 4096 !== 0) {
+      const want = 4096 - (t % 4096);
+      const got = Math.max(0, Math.min(want, len - t));
+      let k = 0;
+      while (k < got && b[s + t + k] === 0) k++;
+      if (got < want && got < 100) t += got;
+      else if ((t + k) % 512 === 0 || got < want) t += k;
+    }
+    ends.add(Math.max(t, sym));
+  }
+  return [...ends].filter((e) => e <= HIDDEN_ARCHIVE_WINDOW_BYTES);
+}
+
+function machoEnds(b: Buffer, s: number): number[] | undefined {
+  // 7-Zip reads up to 256 KiB and wants 512 bytes
+  const avail = Math.min(b.length - s, 1 << 18);
+  if (avail < 512) return undefined;
+  const le = b[s] === 0xce || b[s] === 0xcf;
+  const m64 = b[s] === 0xcf || b[s + 3] === 0xcf;
+  const u32 = (o: number): number => (le ? b.readUInt32LE(s + o) : b.readUInt32BE(s + o));
+  const u64 = (o: number): bigint => (le ? b.readBigUInt64LE(s + o) : b.readBigUInt64BE(s + o));
+  const nCmd = u32(0x10);
+  const cmdsSize = u32(0x14);
+  if (cmdsSize > avail || cmdsSize > 1 << 24 || nCmd > 1 << 18) return undefined;
+  const head = m64 ? 0x20 : 0x1c;
+  // segments' file ranges (7-Zip's reading); sections' and the load commands' too (a newer reading, maybe)
+  let seg = BigInt(head);
+  let all = BigInt(head + cmdsSize);
+  let at = head;
+  const stop = head + Math.min(cmdsSize, avail - head);
+  for (let i = 0; i < Math.min(nCmd, 16) && at + 8 <= stop; i++) {
+    const cmd = u32(at);
+    const size = u32(at + 4);
+    if (size < 8 || at + size > stop) break;
+    if (cmd === 1 || cmd === 0x19) {
+      const w = cmd === 0x19;
+      if (size >= (w ? 0x48 : 0x38)) {
+        const t = w ? (u64(at + 0x28) + u64(at + 0x30)) & U64 : BigInt(u32(at + 0x20)) + BigInt(u32(at + 0x24));
+        if (t > seg) seg = t;
+        const ns = Math.min(u32(at + (w ? 0x40 : 0x30)), 256);
+        for (let k = 0, p = at + (w ? 0x48 : 0x38); k < ns && p + (w ? 0x50 : 0x44) <= at + size; k++, p += w ? 0x50 : 0x44) {
+          const flags = u32(p + (w ? 0x40 : 0x38));
+          if ((flags & 0xff) === 1 || (flags & 0xff) === 12) continue;
+          const t2 = BigInt(u32(p + (w ? 0x30 : 0x28))) + (w ? u64(p + 0x28) : BigInt(u32(p + 0x24)));
+          if (t2 > all) all = t2;
+        }
+      }
+    }
+    at += size;
+  }
+  if (seg > all) all = seg;
+  return [...new Set([seg, all])].filter((e) => e <= BigInt(HIDDEN_ARCHIVE_WINDOW_BYTES)).map(Number);
+}
+
+/** A PE header where an MZ header at `at` points (e_lfanew 0x40 to 0x1000), as 7-Zip looks first. */
+function peHeaderAt(w: Buffer, at: number): boolean {
+  if (w.length < at + 0x40) return false;
+  const pe = w.readUInt32LE(at + 0x3c);
+  return pe >= 0x40 && pe <= 0x1000 && w.length >= at + pe + 4 && w.readUInt32LE(at + pe) === 0x4550;
+}
+
+/**
  * The first archive in `b` that starts after offset 0 and at most at `window`
  * (HIDDEN_ARCHIVE_WINDOW_BYTES: 7-Zip's search; none for a file 7-Zip opens at 0, by `at0`, its type
  * there) or, for a tar at a 512-byte boundary, anywhere in `b` (GNU tar). A candidate's check reads
@@ -627,6 +877,15 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
       take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`);
       return false;
     }
+    const ends = s.ends?.(w, start, spend);
+    // an executable 7-Zip opens there (not returned), and a format it opens at a start only at its
+    // end (none past its window, however it got there)
+    for (const e of ends ?? []) {
+      if (start + e > window) continue;
+      const z = AT_ZERO.find((c) => c.ok(b.subarray(start + e)));
+      if (z) take(`${z.format} after ${s.format}`, start + e, '7-Zip');
+    }
+    if (ends) return true;
     if (s.ok(w, start, spend)) take(s.format, start, '7-Zip');
     else if (headers > HIDDEN_ARCHIVE_MAX_HEADER_CHECKS) {
       take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} archive headers to check`);

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildCompound } from '../../scripts/fuzz/compound.mjs';
 // @ts-expect-error plain ESM script without type declarations
-import { apmImage, arArchive, lpImage, makeArchives } from '../../scripts/fuzz/hidden.mjs';
+import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
   BASE64_WINDOW_BYTES,
@@ -670,6 +670,68 @@ describe('partition maps and packages 7-Zip opens behind a PDF head, taken for o
     }
     const words = Buffer.from(`PM and ER, PM\0 !<arch> gDla4 AM/PM ERROR ${'the !<arch> magic, ER PM '.repeat(3000)}`, 'latin1');
     expect(findHiddenArchive(Buffer.concat([HEAD, words]))).toBeUndefined();
+  });
+});
+
+describe('an executable behind a PDF head, a format 7-Zip opens at a start only right at its end (found 2026-12-02)', () => {
+  const EXES: [string, (size?: number) => Buffer][] = [
+    ['ELF', elfImage],
+    ['PE', peImage],
+    ['Mach-O', machoImage],
+  ];
+  const lzma = (): Buffer =>
+    execFileSync('python3', ['-c', 'import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), format=lzma.FORMAT_ALONE))'], {
+      input: readFileSync(join(tmp, 'evil.exe')),
+    });
+  it.each(EXES.flatMap(([n, f]) => [1000, 5000, 70_000].map((at) => [n, f, at] as const)))(
+    'an %s at byte %i, a raw LZMA stream of evil.exe right at its end: 7-Zip opens it there, postern finds it there',
+    (name, make, at) => {
+      const exe = make();
+      const file = behind(Buffer.concat([exe, lzma()]), at);
+      expect(sevenZip(file)).toMatchObject({ type: 'lzma', offset: at + exe.length });
+      expect(findHiddenArchive(file)).toEqual({
+        format: `LZMA stream after ${name === 'ELF' ? 'an' : 'a'} ${name} executable`,
+        offset: at + exe.length,
+        by: '7-Zip',
+      });
+      if (at === 5000) expect(sevenZipExtracts(file).exe).toBe(true);
+    },
+  );
+  it.each(EXES)('an %s: one byte short of its end or one byte past it, 7-Zip opens nothing, nor does postern find anything', (_name, make) => {
+    const exe = make();
+    for (const file of [behind(Buffer.concat([exe.subarray(0, exe.length - 1), lzma()]), 5000), behind(Buffer.concat([exe, Buffer.alloc(1), lzma()]), 5000)]) {
+      expect(sevenZip(file).type).toBeUndefined();
+      expect(findHiddenArchive(file)).toBeUndefined();
+    }
+  });
+  it('a COFF object (a section named evil.exe) right after an ELF: 7-Zip opens it, postern finds it', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const coff = Buffer.alloc(60 + evil.length);
+    coff.writeUInt16LE(0x14c, 0);
+    coff.writeUInt16LE(1, 2);
+    coff.writeUInt32LE(coff.length, 8);
+    coff.write('evil.exe', 20, 'latin1');
+    coff.writeUInt32LE(evil.length, 36);
+    coff.writeUInt32LE(60, 40);
+    evil.copy(coff, 60);
+    const file = behind(Buffer.concat([elfImage(), coff, Buffer.from([4, 0, 0, 0])]), 3000);
+    expect(sevenZip(file)).toMatchObject({ type: 'COFF', offset: 3000 + 4096 });
+    expect(findHiddenArchive(file)).toEqual({ format: 'COFF object file after an ELF executable', offset: 3000 + 4096, by: '7-Zip' });
+  });
+  it('an end past the window: 7-Zip tries nothing there, postern does not either', () => {
+    const exe = machoImage(HIDDEN_ARCHIVE_WINDOW_BYTES - 5000 + 1);
+    const file = behind(Buffer.concat([exe, lzma()]), 5000);
+    expect(sevenZip(file).type).toBeUndefined();
+    expect(findHiddenArchive(file)).toBeUndefined();
+    const inside = behind(Buffer.concat([machoImage(HIDDEN_ARCHIVE_WINDOW_BYTES - 5000), lzma()]), 5000);
+    expect(sevenZip(inside)).toMatchObject({ type: 'lzma', offset: HIDDEN_ARCHIVE_WINDOW_BYTES });
+    expect(findHiddenArchive(inside)).toMatchObject({ offset: HIDDEN_ARCHIVE_WINDOW_BYTES });
+  });
+  it('a PDF with executables inside and text after them: 7-Zip opens nothing, postern finds nothing', () => {
+    const tail = Buffer.from('\nendstream\nendobj\n%%EOF\n'.repeat(40), 'latin1');
+    const file = behind(Buffer.concat([elfImage(), tail, peImage(), tail, machoImage(), tail, readFileSync('/bin/ls'), tail]), 5000);
+    expect(sevenZip(file).type).toBeUndefined();
+    expect(findHiddenArchive(file)).toBeUndefined();
   });
 });
 
