@@ -80,6 +80,8 @@ export interface Signature {
    * opens at a start only (AT_ZERO); undefined when 7-Zip would not open it. Its `ok` is never true.
    */
   ends?: (b: Buffer, start: number, spend: () => boolean) => number[] | undefined;
+  /** Checked before a needle's hit counts as a candidate (a PE header where an MZ points): cheap, no budget. */
+  pre?: (b: Buffer, start: number) => boolean;
 }
 
 /** ZIP compression methods some extractor decodes (stored, shrink, reduce, implode, deflate, deflate64, bzip2, LZMA, zstd, xz, PPMd, AES...). */
@@ -330,20 +332,23 @@ export const SIGNATURES: readonly Signature[] = [
   // formats at their end (elfEnds, peEnds, machoEnds below): /bin/ls at byte 5,000 of a PDF and a raw
   // LZMA stream of evil.exe right after it opened as lzma at the ELF's end (2026-12-02)
   { format: 'an ELF executable', needle: sig('\x7fELF'), back: 0, ok: () => false, ends: (b, s, spend) => elfEnds(b, s, spend) },
-  { format: 'a PE executable', needle: sig('MZ'), back: 0, ok: () => false, ends: (b, s, spend) => (peHeaderAt(b, s) ? peEnds(b, s, spend) : undefined) },
+  // (an MZ counts as a candidate only with a PE header where it points: a file of MZs is no archive)
+  { format: 'a PE executable', needle: sig('MZ'), back: 0, ok: () => false, pre: peHeaderAt, ends: (b, s, spend) => peEnds(b, s, spend) },
   {
     format: 'a Mach-O executable',
     needle: sig('\xfe\xed\xfa'),
     back: 0,
     ok: () => false,
-    ends: (b, s) => (b[s + 3] === 0xce || b[s + 3] === 0xcf ? machoEnds(b, s) : undefined),
+    pre: (b, s) => b[s + 3] === 0xce || b[s + 3] === 0xcf,
+    ends: (b, s) => machoEnds(b, s),
   },
   {
     format: 'a Mach-O executable',
     needle: sig('\xfa\xed\xfe'),
     back: 1,
     ok: () => false,
-    ends: (b, s) => (b[s] === 0xce || b[s] === 0xcf ? machoEnds(b, s) : undefined),
+    pre: (b, s) => b[s] === 0xce || b[s] === 0xcf,
+    ends: (b, s) => machoEnds(b, s),
   },
 ];
 
@@ -872,7 +877,7 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
   const check = (k: number, at: number): boolean => {
     const s = SIGNATURES[k]!;
     const start = at - s.back;
-    if (start < (s.atZero ? 0 : 1) || start >= end || (best && start >= best.offset) || !bytesAt(w, at, s.needle)) return true;
+    if (start < (s.atZero ? 0 : 1) || start >= end || (best && start >= best.offset) || !bytesAt(w, at, s.needle) || (s.pre && !s.pre(w, start))) return true;
     if (++candidates > HIDDEN_ARCHIVE_MAX_CANDIDATES) {
       take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_CANDIDATES} archive signatures to check`);
       return false;

@@ -727,6 +727,11 @@ describe('an executable behind a PDF head, a format 7-Zip opens at a start only 
     expect(sevenZip(inside)).toMatchObject({ type: 'lzma', offset: HIDDEN_ARCHIVE_WINDOW_BYTES });
     expect(findHiddenArchive(inside)).toMatchObject({ offset: HIDDEN_ARCHIVE_WINDOW_BYTES });
   });
+  it('a file of MZs (no PE header where they point) spends no candidate: under the budget, nothing found', () => {
+    const mzs = Buffer.concat([HEAD, Buffer.from('MZ'.repeat(HIDDEN_ARCHIVE_MAX_CANDIDATES + 1), 'latin1')]);
+    expect(findHiddenArchive(mzs)).toBeUndefined();
+  });
+
   it('a PDF with executables inside and text after them: 7-Zip opens nothing, postern finds nothing', () => {
     const tail = Buffer.from('\nendstream\nendobj\n%%EOF\n'.repeat(40), 'latin1');
     const file = behind(Buffer.concat([elfImage(), tail, peImage(), tail, machoImage(), tail, readFileSync('/bin/ls'), tail]), 5000);
