@@ -33,7 +33,7 @@ export function tuneHeap(execArgv: readonly string[] = process.execArgv): number
 }
 
 /** True when the process runs on glibc (its malloc is the one raiseMallocThreshold talks to). */
-function onGlibc(): boolean {
+export function onGlibc(): boolean {
   const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
   return typeof report?.header?.glibcVersionRuntime === 'string';
 }

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { heapGrowingPercentGiven, mallocThresholdGiven } from '../../src/heap-tuning.js';
+import { heapGrowingPercentGiven, mallocThresholdGiven, onGlibc } from '../../src/heap-tuning.js';
 import { HEAP_GROWING_PERCENT, MALLOC_MMAP_THRESHOLD_BYTES } from '../../src/limits.js';
 
 const run = promisify(execFile);
@@ -101,7 +101,7 @@ describe('heap tuning', () => {
   }
   // 4 + 5 + ... + 13 MiB in 4 KiB pages: every buffer in fresh pages
   const ALL_FRESH = (85 * 1024 * 1024) / 4096;
-  const glibc = typeof (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header?.glibcVersionRuntime === 'string';
+  const glibc = onGlibc();
 
   it('recognises malloc thresholds set in the environment', () => {
     expect(mallocThresholdGiven({})).toBe(false);
