@@ -190,24 +190,44 @@ export function peImage(size = 4096) {
   return b;
 }
 
-export function machoImage(size = 4096) {
-  const b = Buffer.alloc(size, 0x90);
-  b.fill(0, 0, 0x68);
+export function machoImage(size = 4096, lead = 0, leadSize = 16) {
+  // `lead` load commands of `leadSize` bytes (an unknown command, 0xf0) before the one segment
+  const cmds = 72 + lead * leadSize;
+  const b = Buffer.alloc(Math.max(size, 32 + cmds), 0x90);
+  b.fill(0, 0, 32 + cmds);
   b.writeUInt32LE(0xfeedfacf, 0);
   b.writeUInt32LE(0x01000007, 4);
   b.writeUInt32LE(3, 8);
   b.writeUInt32LE(2, 12);
-  b.writeUInt32LE(1, 16);
-  b.writeUInt32LE(72, 20);
-  b.writeUInt32LE(0x19, 32);
-  b.writeUInt32LE(72, 36);
-  b.write('__TEXT', 40, 'latin1');
-  b.writeBigUInt64LE(0x100000000n, 56);
-  b.writeBigUInt64LE(BigInt(size), 64);
-  b.writeBigUInt64LE(BigInt(size), 80);
-  b.writeUInt32LE(5, 88);
-  b.writeUInt32LE(5, 92);
+  b.writeUInt32LE(1 + lead, 16);
+  b.writeUInt32LE(cmds, 20);
+  for (let i = 0, p = 32; i < lead; i++, p += leadSize) {
+    b.writeUInt32LE(0xf0, p);
+    b.writeUInt32LE(leadSize, p + 4);
+  }
+  const g = 32 + lead * leadSize;
+  b.writeUInt32LE(0x19, g);
+  b.writeUInt32LE(72, g + 4);
+  b.write('__TEXT', g + 8, 'latin1');
+  b.writeBigUInt64LE(0x100000000n, g + 24);
+  b.writeBigUInt64LE(BigInt(size), g + 32);
+  b.writeBigUInt64LE(BigInt(size), g + 48);
+  b.writeUInt32LE(5, g + 56);
+  b.writeUInt32LE(5, g + 60);
   return b;
+}
+
+/** A Mach-O universal binary (big-endian header) of one x86-64 slice holding `slice` at 4 KiB. */
+export function universalBinary(slice) {
+  const h = Buffer.alloc(4096);
+  h.writeUInt32BE(0xcafebabe, 0);
+  h.writeUInt32BE(1, 4);
+  h.writeUInt32BE(0x01000007, 8);
+  h.writeUInt32BE(3, 12);
+  h.writeUInt32BE(4096, 16);
+  h.writeUInt32BE(slice.length, 20);
+  h.writeUInt32BE(12, 24);
+  return Buffer.concat([h, slice]);
 }
 
 /** The archives of evil.exe, made once by the real tools into `dir`. */
@@ -328,6 +348,8 @@ open(sys.argv[1] + '/x.lzma', 'wb').write(lzma.compress(d, format=lzma.FORMAT_AL
   made.elflzma = Buffer.concat([elfImage(), readFileSync(join(dir, 'x.lzma'))]);
   made.pelzma = Buffer.concat([peImage(), readFileSync(join(dir, 'x.lzma'))]);
   made.macholzma = Buffer.concat([machoImage(), readFileSync(join(dir, 'x.lzma'))]);
+  made.macholead = Buffer.concat([machoImage(8192, 20), readFileSync(join(dir, 'x.lzma'))]);
+  made.mub = universalBinary(EXE);
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
   Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
   return made;

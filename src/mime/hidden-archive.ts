@@ -340,7 +340,7 @@ export const SIGNATURES: readonly Signature[] = [
     back: 0,
     ok: () => false,
     pre: (b, s) => b[s + 3] === 0xce || b[s + 3] === 0xcf,
-    ends: (b, s) => machoEnds(b, s),
+    ends: (b, s, spend) => machoEnds(b, s, spend),
   },
   {
     format: 'a Mach-O executable',
@@ -348,8 +348,12 @@ export const SIGNATURES: readonly Signature[] = [
     back: 1,
     ok: () => false,
     pre: (b, s) => b[s] === 0xce || b[s] === 0xcf,
-    ends: (b, s) => machoEnds(b, s),
+    ends: (b, s, spend) => machoEnds(b, s, spend),
   },
+  // A universal binary (either byte order): 7-Zip lists its slices behind a PDF head as at offset 0
+  // (case.x64 holding evil.exe, 2026-12-02); a Java class file's version is no count of 1 to 10
+  { format: 'Mach-O universal binary', needle: sig('\xca\xfe\xba\xbe\0\0\0'), back: 0, ok: (b, s) => universalAt(b, s, true) },
+  { format: 'Mach-O universal binary', needle: sig('\xb9\xfa\xf1\x0e'), back: 0, ok: (b, s) => universalAt(b, s, false) },
 ];
 
 /**
@@ -798,9 +802,9 @@ function peEnds(b: Buffer, s: number, spend: () => boolean): number[] | undefine
   return [...ends].filter((e) => e <= HIDDEN_ARCHIVE_WINDOW_BYTES);
 }
 
-function machoEnds(b: Buffer, s: number): number[] | undefined {
-  // 7-Zip reads up to 256 KiB and wants 512 bytes
-  const avail = Math.min(b.length - s, 1 << 18);
+function machoEnds(b: Buffer, s: number, spend: () => boolean): number[] | undefined {
+  // 7-Zip wants 512 bytes from the magic on
+  const avail = b.length - s;
   if (avail < 512) return undefined;
   const le = b[s] === 0xce || b[s] === 0xcf;
   const m64 = b[s] === 0xcf || b[s + 3] === 0xcf;
@@ -808,21 +812,26 @@ function machoEnds(b: Buffer, s: number): number[] | undefined {
   const u64 = (o: number): bigint => (le ? b.readBigUInt64LE(s + o) : b.readBigUInt64BE(s + o));
   const nCmd = u32(0x10);
   const cmdsSize = u32(0x14);
-  if (cmdsSize > avail || cmdsSize > 1 << 24 || nCmd > 1 << 18) return undefined;
+  if (nCmd === 0 || cmdsSize > 1 << 24 || nCmd > 1 << 21 || nCmd * 8 > cmdsSize) return undefined;
   const head = m64 ? 0x20 : 0x1c;
-  // segments' file ranges (7-Zip's reading); sections' and the load commands' too (a newer reading, maybe)
-  let seg = BigInt(head);
-  let all = BigInt(head + cmdsSize);
+  // 7-Zip reads every load command (16 MiB at most; none past the file's end): commands that run past
+  // `b` end past the window too, where 7-Zip tries nothing
+  if (head + cmdsSize > avail) return undefined;
+  // the file's end as 7-Zip reads it: the load commands' end or the furthest segment's file range,
+  // whichever is later; with the sections' file ranges too (another reading, checked as well)
+  let seg = BigInt(head + cmdsSize);
+  let all = seg;
   let at = head;
-  const stop = head + Math.min(cmdsSize, avail - head);
-  for (let i = 0; i < Math.min(nCmd, 16) && at + 8 <= stop; i++) {
+  const stop = head + cmdsSize;
+  for (let i = 0; i < nCmd && at + 8 <= stop; i++) {
+    if (i % 4096 === 4095 && !spend()) return undefined;
     const cmd = u32(at);
     const size = u32(at + 4);
     if (size < 8 || at + size > stop) break;
     if (cmd === 1 || cmd === 0x19) {
       const w = cmd === 0x19;
       if (size >= (w ? 0x48 : 0x38)) {
-        const t = w ? (u64(at + 0x28) + u64(at + 0x30)) & U64 : BigInt(u32(at + 0x20)) + BigInt(u32(at + 0x24));
+        const t = w ? u64(at + 0x28) + u64(at + 0x30) : BigInt(u32(at + 0x20)) + BigInt(u32(at + 0x24));
         if (t > seg) seg = t;
         const ns = Math.min(u32(at + (w ? 0x40 : 0x30)), 256);
         for (let k = 0, p = at + (w ? 0x48 : 0x38); k < ns && p + (w ? 0x50 : 0x44) <= at + size; k++, p += w ? 0x50 : 0x44) {
@@ -837,6 +846,23 @@ function machoEnds(b: Buffer, s: number): number[] | undefined {
   }
   if (seg > all) all = seg;
   return [...new Set([seg, all])].filter((e) => e <= BigInt(HIDDEN_ARCHIVE_WINDOW_BYTES)).map(Number);
+}
+
+/**
+ * A universal binary's header at `s` as 7-Zip's reader may take it: 1 to 10 slices (7zz 26.02 opens
+ * at most 6), each of a CPU type and subtype below 256 (apart from the 64-bit flags) and an alignment
+ * of at most 2^31. Where a slice may start is not checked: 7zz opened slices at offsets 0 and 20.
+ */
+function universalAt(b: Buffer, s: number, be: boolean): boolean {
+  if (b.length < s + 8) return false;
+  const u32 = (o: number): number => (be ? b.readUInt32BE(s + o) : b.readUInt32LE(s + o));
+  const n = u32(4);
+  if (n === 0 || n > 10 || b.length < s + 8 + 20 * n) return false;
+  for (let i = 0, p = 8; i < n; i++, p += 20) {
+    if (u32(p + 16) > 31) return false;
+    if ((u32(p) & ~0x01000000) >>> 0 >= 0x100 || (u32(p + 4) & 0x7fffffff) >= 0x100) return false;
+  }
+  return true;
 }
 
 /** A PE header where an MZ header at `at` points (e_lfanew 0x40 to 0x1000), as 7-Zip looks first. */

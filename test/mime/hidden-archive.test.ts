@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildCompound } from '../../scripts/fuzz/compound.mjs';
 // @ts-expect-error plain ESM script without type declarations
-import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage } from '../../scripts/fuzz/hidden.mjs';
+import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage, universalBinary } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
   BASE64_WINDOW_BYTES,
@@ -673,6 +673,53 @@ describe('partition maps and packages 7-Zip opens behind a PDF head, taken for o
   });
 });
 
+describe('a Mach-O universal binary behind a PDF head: 7-Zip lists its slices there (found 2026-12-02, evening)', () => {
+  const evil = (): Buffer => readFileSync(join(tmp, 'evil.exe'));
+  /** The same binary with a little-endian header (magic B9FAF10E). */
+  const littleEndian = (b: Buffer): Buffer => {
+    const c = Buffer.from(b);
+    for (let o = 4; o < 28; o += 4) c.writeUInt32LE(b.readUInt32BE(o), o);
+    Buffer.from([0xb9, 0xfa, 0xf1, 0x0e]).copy(c, 0);
+    return c;
+  };
+  it.each([
+    ['big-endian', () => universalBinary(evil())],
+    ['little-endian', () => littleEndian(universalBinary(evil()))],
+  ])('%s, at bytes 1,000 and 70,001: 7-Zip extracts evil.exe as case.x64; postern finds it', (_order, make) => {
+    for (const at of [1000, 70_001]) {
+      const file = behind(make(), at);
+      expect(sevenZip(file)).toMatchObject({ type: 'Mub', offset: at });
+      expect(findHiddenArchive(file)).toEqual({ format: 'Mach-O universal binary', offset: at, by: '7-Zip' });
+      if (at === 1000) expect(sevenZipExtracts(file)).toEqual({ names: ['case.x64'], exe: true });
+    }
+  });
+  it('a slice at offset 20, inside the header: 7-Zip still opens it, so postern still finds it', () => {
+    const b = universalBinary(evil());
+    b.writeUInt32BE(20, 16);
+    const file = behind(b, 3000);
+    expect(sevenZip(file)).toMatchObject({ type: 'Mub', offset: 3000 });
+    expect(findHiddenArchive(file)).toMatchObject({ format: 'Mach-O universal binary', offset: 3000 });
+  });
+  it.each([
+    ['11 slices', 4, 11],
+    ['an alignment of 2^32', 24, 32],
+    ['a CPU type of 256', 8, 0x100],
+    ['a CPU subtype of 256', 12, 0x100],
+  ])('with %s, 7-Zip does not open it; postern finds nothing', (_what, at, value) => {
+    const b = universalBinary(evil());
+    b.writeUInt32BE(value, at);
+    const file = behind(b, 3000);
+    expect(sevenZip(file).type).toBeUndefined();
+    expect(findHiddenArchive(file)).toBeUndefined();
+  });
+  it('a Java class file (CAFEBABE, then its version) behind a PDF head: no universal binary to either', () => {
+    const cls = Buffer.concat([Buffer.from([0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 0x34, 0, 0x10]), Buffer.alloc(400, 0x01)]);
+    const file = behind(cls, 3000);
+    expect(sevenZip(file).type).toBeUndefined();
+    expect(findHiddenArchive(file)).toBeUndefined();
+  });
+});
+
 describe('an executable behind a PDF head, a format 7-Zip opens at a start only right at its end (found 2026-12-02)', () => {
   const EXES: [string, (size?: number) => Buffer][] = [
     ['ELF', elfImage],
@@ -717,6 +764,25 @@ describe('an executable behind a PDF head, a format 7-Zip opens at a start only 
     const file = behind(Buffer.concat([elfImage(), coff, Buffer.from([4, 0, 0, 0])]), 3000);
     expect(sevenZip(file)).toMatchObject({ type: 'COFF', offset: 3000 + 4096 });
     expect(findHiddenArchive(file)).toEqual({ format: 'COFF object file after an ELF executable', offset: 3000 + 4096, by: '7-Zip' });
+  });
+  // 7-Zip walks every load command (up to 16 MiB of them) for the segments' file ranges; postern
+  // stopped after 16 commands and 256 KiB, and missed these ends (found 2026-12-02, evening)
+  it.each([
+    ['20 load commands before the segment', machoImage(8192, 20)],
+    ['5,000 load commands before the segment', machoImage(90_000, 5000)],
+    ['300 KiB of load commands', machoImage(400 * 1024, 1, 300 * 1024)],
+  ])('a Mach-O with %s, a raw LZMA stream of evil.exe at its segment end: 7-Zip opens it there, postern finds it', (_what, exe) => {
+    const file = behind(Buffer.concat([exe, lzma()]), 5000);
+    expect(sevenZip(file)).toMatchObject({ type: 'lzma', offset: 5000 + exe.length });
+    expect(findHiddenArchive(file)).toEqual({ format: 'LZMA stream after a Mach-O executable', offset: 5000 + exe.length, by: '7-Zip' });
+    expect(sevenZipExtracts(file).exe).toBe(true);
+  });
+  it('a Mach-O whose load commands run past the file: 7-Zip does not open it, so tries nothing at its segment end; postern neither', () => {
+    const exe = machoImage(8192, 20);
+    exe.writeUInt32LE(exe.readUInt32LE(20) + 16 * 1024, 20);
+    const file = behind(Buffer.concat([exe, lzma()]), 5000);
+    expect(sevenZip(file).type).toBeUndefined();
+    expect(findHiddenArchive(file)).toBeUndefined();
   });
   it('an end past the window: 7-Zip tries nothing there, postern does not either', () => {
     const exe = machoImage(HIDDEN_ARCHIVE_WINDOW_BYTES - 5000 + 1);
