@@ -217,6 +217,25 @@ export function machoImage(size = 4096, lead = 0, leadSize = 16) {
   return b;
 }
 
+/** A Terse Executable (x86-64, EFI application) of one section from its headers' end to `size`. */
+export function teImage(size = 4096) {
+  const b = Buffer.alloc(size, 0x90);
+  b.fill(0, 0, 80);
+  b.write('VZ', 0, 'latin1');
+  b.writeUInt16LE(0x8664, 2);
+  b[4] = 1;
+  b[5] = 10;
+  b.writeUInt16LE(0x200, 6);
+  b.write('.text', 40, 'latin1');
+  b.writeUInt32LE(size - 80, 48);
+  b.writeUInt32LE(0x1000, 52);
+  b.writeUInt32LE(size - 80, 56);
+  // the raw data pointer as in the PE it was stripped from: 80 in the file
+  b.writeUInt32LE(0x200 + 40, 60);
+  b.writeUInt32LE(0x60000020, 76);
+  return b;
+}
+
 /** A Mach-O universal binary (big-endian header) of one x86-64 slice holding `slice` at 4 KiB. */
 export function universalBinary(slice) {
   const h = Buffer.alloc(4096);
@@ -350,6 +369,7 @@ open(sys.argv[1] + '/x.lzma', 'wb').write(lzma.compress(d, format=lzma.FORMAT_AL
   made.macholzma = Buffer.concat([machoImage(), readFileSync(join(dir, 'x.lzma'))]);
   made.macholead = Buffer.concat([machoImage(8192, 20), readFileSync(join(dir, 'x.lzma'))]);
   made.mub = universalBinary(EXE);
+  made.telzma = Buffer.concat([teImage(), readFileSync(join(dir, 'x.lzma'))]);
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
   Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
   return made;

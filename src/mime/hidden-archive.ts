@@ -334,6 +334,9 @@ export const SIGNATURES: readonly Signature[] = [
   { format: 'an ELF executable', needle: sig('\x7fELF'), back: 0, ok: () => false, ends: (b, s, spend) => elfEnds(b, s, spend) },
   // (an MZ counts as a candidate only with a PE header where it points: a file of MZs is no archive)
   { format: 'a PE executable', needle: sig('MZ'), back: 0, ok: () => false, pre: peHeaderAt, ends: (b, s, spend) => peEnds(b, s, spend) },
+  // a Terse Executable (UEFI's stripped PE) is one too, at offset 0 as well: 'VZ', no section, and a
+  // raw LZMA stream at byte 40 opened as lzma there (2026-12-02, evening; behind a PDF head likewise)
+  { format: 'a TE executable', needle: sig('VZ'), back: 0, atZero: true, ok: () => false, pre: teHeaderAt, ends: (b, s) => teEnds(b, s) },
   {
     format: 'a Mach-O executable',
     needle: sig('\xfe\xed\xfa'),
@@ -453,8 +456,8 @@ const LZMA_DICT_SIZES = new Set([1, 0xffffffff, ...Array.from({ length: 31 }, (_
 
 /** Machine types 7-Zip's COFF reader knows (and 0, which it takes too). */
 const COFF_MACHINES = new Set([
-  0, 0x14c, 0x162, 0x166, 0x168, 0x169, 0x184, 0x1a2, 0x1a3, 0x1a4, 0x1a6, 0x1a8, 0x1c0, 0x1c2, 0x1c4, 0x1d3, 0x1f0, 0x1f1, 0x200, 0x266, 0x268, 0x284, 0x366,
-  0x466, 0x520, 0xcef, 0xebc, 0x5032, 0x5064, 0x5128, 0x6232, 0x6264, 0x8664, 0x9041, 0xa641, 0xaa64, 0xc0ee,
+  0, 0x14c, 0x14d, 0x162, 0x166, 0x168, 0x169, 0x184, 0x1a2, 0x1a3, 0x1a4, 0x1a6, 0x1a8, 0x1c0, 0x1c2, 0x1c4, 0x1d3, 0x1f0, 0x1f1, 0x1f2, 0x200, 0x266, 0x268,
+  0x284, 0x366, 0x466, 0x520, 0xcef, 0xebc, 0x5032, 0x5064, 0x5128, 0x6232, 0x6264, 0x8664, 0x9041, 0xa641, 0xa64e, 0xaa64, 0xc0ee,
 ]);
 
 /**
@@ -863,6 +866,42 @@ function universalAt(b: Buffer, s: number, be: boolean): boolean {
     if ((u32(p) & ~0x01000000) >>> 0 >= 0x100 || (u32(p + 4) & 0x7fffffff) >= 0x100) return false;
   }
   return true;
+}
+
+/** A PE subsystem 7-Zip names (a TE's header names one). */
+const PE_SUBSYSTEMS = new Set([0, 1, 2, 3, 5, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17]);
+
+/** A TE header at `s` as 7-Zip's reader checks it: a machine it knows (not 0), at most 32 sections, a subsystem it names, directory sizes below 2^28. */
+function teHeaderAt(b: Buffer, s: number): boolean {
+  const m = b.length >= s + 40 ? b.readUInt16LE(s + 2) : 0;
+  return (
+    m !== 0 && COFF_MACHINES.has(m) && b[s + 4]! <= 32 && PE_SUBSYSTEMS.has(b[s + 5]!) && b.readUInt32LE(s + 28) < 2 ** 28 && b.readUInt32LE(s + 36) < 2 ** 28
+  );
+}
+
+/**
+ * A TE image's end as 7-Zip computes it: its headers (40 bytes and 40 per section), or the furthest
+ * section's raw data, whose pointers count from the PE it was stripped from (minus the stripped size,
+ * plus 40); undefined when 7-Zip would not open it (a section table past `b`, a pointer before the
+ * headers' end, a pointer or size above 2^30).
+ */
+function teEnds(b: Buffer, s: number): number[] | undefined {
+  if (!teHeaderAt(b, s)) return undefined;
+  const n = b[s + 4]!;
+  const headers = 40 + 40 * n;
+  if (b.length < s + headers) return undefined;
+  const stripped = b.readUInt16LE(s + 6);
+  let total = headers;
+  for (let i = 0; i < n; i++) {
+    const e = s + 40 + 40 * i;
+    const psize = b.readUInt32LE(e + 16);
+    const raw = b.readUInt32LE(e + 20);
+    if (raw < stripped) return undefined;
+    const pa = raw - stripped + 40;
+    if (pa < headers || pa > 2 ** 30 || psize > 2 ** 30) return undefined;
+    total = Math.max(total, pa + psize);
+  }
+  return total <= HIDDEN_ARCHIVE_WINDOW_BYTES ? [total] : [];
 }
 
 /** A PE header where an MZ header at `at` points (e_lfanew 0x40 to 0x1000), as 7-Zip looks first. */

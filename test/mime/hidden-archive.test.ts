@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildCompound } from '../../scripts/fuzz/compound.mjs';
 // @ts-expect-error plain ESM script without type declarations
-import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage, universalBinary } from '../../scripts/fuzz/hidden.mjs';
+import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage, teImage, universalBinary } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
   BASE64_WINDOW_BYTES,
@@ -459,6 +459,13 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
     const coff = Buffer.concat([head, evil, Buffer.from([4, 0, 0, 0])]);
     expect(findHiddenArchive(coff)).toEqual({ format: 'COFF object file', offset: 0, by: '7-Zip' });
     expect(sevenZipExtracts(coff).names).toEqual(['evil.exe']);
+    // machines postern's list lacked until 2026-12-02 (i860, big-endian PowerPC, ARM64X): 7-Zip extracts evil.exe
+    for (const m of [0x14d, 0x1f2, 0xa64e]) {
+      const other = Buffer.from(coff);
+      other.writeUInt16LE(m, 0);
+      expect(findHiddenArchive(other)).toEqual({ format: 'COFF object file', offset: 0, by: '7-Zip' });
+      expect(sevenZipExtracts(other).names).toEqual(['evil.exe']);
+    }
     // a machine 7-Zip does not know, no section: neither opens, neither counts
     for (const [at, v] of [
       [0, 0x1234],
@@ -725,6 +732,7 @@ describe('an executable behind a PDF head, a format 7-Zip opens at a start only 
     ['ELF', elfImage],
     ['PE', peImage],
     ['Mach-O', machoImage],
+    ['TE', teImage],
   ];
   const lzma = (): Buffer =>
     execFileSync('python3', ['-c', 'import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), format=lzma.FORMAT_ALONE))'], {
@@ -764,6 +772,27 @@ describe('an executable behind a PDF head, a format 7-Zip opens at a start only 
     const file = behind(Buffer.concat([elfImage(), coff, Buffer.from([4, 0, 0, 0])]), 3000);
     expect(sevenZip(file)).toMatchObject({ type: 'COFF', offset: 3000 + 4096 });
     expect(findHiddenArchive(file)).toEqual({ format: 'COFF object file after an ELF executable', offset: 3000 + 4096, by: '7-Zip' });
+  });
+  it('a TE with no section at offset 0 (sent as report.pdf) or behind a PDF head, a raw LZMA stream right after its 40 bytes: 7-Zip opens it there', () => {
+    const te = teImage(4096).subarray(0, 40);
+    te[4] = 0;
+    const at0 = Buffer.concat([te, lzma()]);
+    expect(sevenZip(at0)).toMatchObject({ type: 'lzma', offset: 40 });
+    expect(findHiddenArchive(at0)).toEqual({ format: 'LZMA stream after a TE executable', offset: 40, by: '7-Zip' });
+    expect(sevenZipExtracts(at0).exe).toBe(true);
+    expect(findHiddenArchive(behind(at0, 5000))).toEqual({ format: 'LZMA stream after a TE executable', offset: 5040, by: '7-Zip' });
+    // a subsystem 7-Zip does not name, 33 sections, machine 0: 7-Zip opens no TE, so nothing at its end
+    for (const [at, v] of [
+      [5, 4],
+      [4, 33],
+      [2, 0],
+    ] as const) {
+      const bad = Buffer.from(at0);
+      if (at === 2) bad.writeUInt16LE(v, at);
+      else bad[at] = v;
+      expect(sevenZip(bad).type).toBeUndefined();
+      expect(findHiddenArchive(bad)).toBeUndefined();
+    }
   });
   // 7-Zip walks every load command (up to 16 MiB of them) for the segments' file ranges; postern
   // stopped after 16 commands and 256 KiB, and missed these ends (found 2026-12-02, evening)
