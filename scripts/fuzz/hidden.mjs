@@ -217,6 +217,24 @@ export function machoImage(size = 4096, lead = 0, leadSize = 16) {
   return b;
 }
 
+/** An old binary cpio (cpio -H bin) of one file `name` holding `data`, then its trailer; `be`: big-endian fields. */
+export function binaryCpio(name, data, be = false) {
+  const entry = (n, d, mode) => {
+    const h = Buffer.alloc(26);
+    const w = (v, o) => (be ? h.writeUInt16BE(v, o) : h.writeUInt16LE(v, o));
+    w(0o70707, 0);
+    w(1, 4);
+    w(mode, 6);
+    w(1, 12);
+    w(n.length + 1, 20);
+    w(d.length >>> 16, 22);
+    w(d.length & 0xffff, 24);
+    const nm = Buffer.concat([Buffer.from(n, 'latin1'), Buffer.alloc(n.length % 2 === 0 ? 2 : 1)]);
+    return Buffer.concat([h, nm, d, Buffer.alloc(d.length % 2)]);
+  };
+  return Buffer.concat([entry(name, data, 0o100644), entry('TRAILER!!!', Buffer.alloc(0), 0)]);
+}
+
 /** A Terse Executable (x86-64, EFI application) of one section from its headers' end to `size`. */
 export function teImage(size = 4096) {
   const b = Buffer.alloc(size, 0x90);
@@ -370,6 +388,8 @@ open(sys.argv[1] + '/x.lzma', 'wb').write(lzma.compress(d, format=lzma.FORMAT_AL
   made.macholead = Buffer.concat([machoImage(8192, 20), readFileSync(join(dir, 'x.lzma'))]);
   made.mub = universalBinary(EXE);
   made.telzma = Buffer.concat([teImage(), readFileSync(join(dir, 'x.lzma'))]);
+  made.cpiobin = binaryCpio('evil.exe', EXE);
+  made.cpiobinbe = binaryCpio('evil.exe', EXE, true);
   // opened by 7-Zip at offset 0 only (not a fuzz kind: makeArchives' callers take it by name)
   Object.defineProperty(made, 'szdd', { value: readFileSync(join(dir, 'x.ex_')), enumerable: false });
   return made;

@@ -160,6 +160,10 @@ export const SIGNATURES: readonly Signature[] = [
     back: 0,
     ok: (b, s) => ((b[s + 5] === 0x31 || b[s + 5] === 0x32) && hex(b, s + 6, 16)) || (b[s + 5] === 0x37 && octal(b, s + 6, 12)),
   },
+  // old binary cpio (cpio -H bin), either byte order: 7-Zip extracts evil.exe from one named report.pdf
+  // and behind a PDF head (2026-12-02, evening); its check: a name of 1 to 4,096 bytes with its NUL
+  { format: 'cpio (binary)', needle: sig('\xc7\x71'), back: 0, atZero: true, ok: (b, s) => binaryCpioAt(b, s, false) },
+  { format: 'cpio (binary)', needle: sig('\x71\xc7'), back: 0, atZero: true, ok: (b, s) => binaryCpioAt(b, s, true) },
   {
     // the basic header: its size (at most 2600) and its CRC-32 behind it
     format: 'ARJ',
@@ -498,7 +502,7 @@ function intelHexAt0(b: Buffer): boolean {
  * atZero where they count at 0 too). Checked at offset 0 only, whatever type the magic number there
  * gave (a JPEG can be an MBR disk too).
  */
-const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
+const AT_ZERO: { format: string; ok: (b: Buffer) => boolean; fileStartOnly?: boolean }[] = [
   { format: 'ar archive (.deb, .a)', ok: (b) => bytesAt(b, 0, sig('!<arch>\n')) },
   { format: 'RPM package', ok: (b) => bytesAt(b, 0, sig('\xed\xab\xee\xdb')) },
   {
@@ -519,6 +523,9 @@ const AT_ZERO: { format: string; ok: (b: Buffer) => boolean }[] = [
   { format: 'compressed Flash (SWF)', ok: (b) => b.length >= 8 && (bytesAt(b, 0, sig('CWS')) || bytesAt(b, 0, sig('ZWS'))) && b[3]! > 0 && b[3]! < 64 },
   // a raw LZMA stream (.lzma, no magic: 7-Zip reads it by its header; evil.exe.pdf gives evil.exe)
   { format: 'LZMA stream', ok: lzmaAloneAt0 },
+  // the same behind a filter byte (0, or 1 for x86 BCJ): 7-Zip's lzma86, opened at the file's start
+  // (report.pdf gave report holding evil.exe, 2026-12-02), but not at an executable's end
+  { format: 'LZMA86 stream', ok: (b) => (b[0] === 0 || b[0] === 1) && lzmaAloneAt0(b.subarray(1)), fileStartOnly: true },
   // a COFF object file: 7-Zip lists its sections, and one named evil.exe extracts as evil.exe
   { format: 'COFF object file', ok: coffAt0 },
   // a Terse Executable (UEFI's stripped PE): 'VZ', a machine, its sections' table in the file; likewise
@@ -851,6 +858,16 @@ function machoEnds(b: Buffer, s: number, spend: () => boolean): number[] | undef
   return [...new Set([seg, all])].filter((e) => e <= BigInt(HIDDEN_ARCHIVE_WINDOW_BYTES)).map(Number);
 }
 
+/** An old binary cpio header at `s` as 7-Zip's check reads one: a name size of 1 to 4,096, the name's NUL where that size puts it and none before (or the name running past `b`). */
+function binaryCpioAt(b: Buffer, s: number, be: boolean): boolean {
+  if (b.length < s + 26) return false;
+  const n = be ? b.readUInt16BE(s + 20) : b.readUInt16LE(s + 20);
+  if (n === 0 || n > 4096) return false;
+  const lim = s + 26 + n - 1;
+  if (lim < b.length && b[lim] !== 0) return false;
+  return b.subarray(s + 26, Math.min(lim, b.length)).indexOf(0) < 0;
+}
+
 /**
  * A universal binary's header at `s` as 7-Zip's reader may take it: 1 to 10 slices (7zz 26.02 opens
  * at most 6), each of a CPU type and subtype below 256 (apart from the 64-bit flags) and an alignment
@@ -952,7 +969,7 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
     // end (none past its window, however it got there)
     for (const e of ends ?? []) {
       if (start + e > window) continue;
-      const z = AT_ZERO.find((c) => c.ok(b.subarray(start + e)));
+      const z = AT_ZERO.find((c) => !c.fileStartOnly && c.ok(b.subarray(start + e)));
       if (z) take(`${z.format} after ${s.format}`, start + e, '7-Zip');
     }
     if (ends) return true;

@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM script without type declarations
 import { buildCompound } from '../../scripts/fuzz/compound.mjs';
 // @ts-expect-error plain ESM script without type declarations
-import { apmImage, arArchive, elfImage, lpImage, machoImage, makeArchives, peImage, teImage, universalBinary } from '../../scripts/fuzz/hidden.mjs';
+import { apmImage, arArchive, binaryCpio, elfImage, lpImage, machoImage, makeArchives, peImage, teImage, universalBinary } from '../../scripts/fuzz/hidden.mjs';
 import { EXE, leaf, makeZip, message, multipart, PDF, PNG } from '../../scripts/gen-fixtures.js';
 import {
   BASE64_WINDOW_BYTES,
@@ -446,6 +446,25 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
     expect(sevenZip(behind(lz, 100)).type).toBeUndefined();
   });
 
+  it('an lzma86 stream (a filter byte, then a raw LZMA stream) sent as report.pdf: 7-Zip extracts it; after an executable it does not open it', () => {
+    const lz = execFileSync('python3', ['-c', 'import lzma,sys; sys.stdout.buffer.write(lzma.compress(sys.stdin.buffer.read(), format=lzma.FORMAT_ALONE))'], {
+      input: readFileSync(join(tmp, 'evil.exe')),
+    });
+    for (const filter of [0, 1]) {
+      const l86 = Buffer.concat([Buffer.from([filter]), lz]);
+      expect(sevenZip(l86).type).toBe('lzma86');
+      expect(findHiddenArchive(l86)).toEqual({ format: 'LZMA86 stream', offset: 0, by: '7-Zip' });
+      expect(sevenZipExtracts(l86).names).toEqual(['case']);
+      const chained = Buffer.concat([teImage(), l86]);
+      expect(sevenZip(chained).type).toBeUndefined();
+      expect(findHiddenArchive(chained)).toEqual({ format: 'TE image', offset: 0, by: '7-Zip' });
+    }
+    // filter 2: neither
+    const bad = Buffer.concat([Buffer.from([2]), lz]);
+    expect(sevenZip(bad).type).toBeUndefined();
+    expect(findHiddenArchive(bad)).toBeUndefined();
+  });
+
   it('a COFF object file with a section named evil.exe, sent as report.pdf: 7-Zip extracts evil.exe', () => {
     const evil = readFileSync(join(tmp, 'evil.exe'));
     const head = Buffer.alloc(60);
@@ -677,6 +696,35 @@ describe('partition maps and packages 7-Zip opens behind a PDF head, taken for o
     }
     const words = Buffer.from(`PM and ER, PM\0 !<arch> gDla4 AM/PM ERROR ${'the !<arch> magic, ER PM '.repeat(3000)}`, 'latin1');
     expect(findHiddenArchive(Buffer.concat([HEAD, words]))).toBeUndefined();
+  });
+});
+
+describe('an old binary cpio, either byte order: 7-Zip extracts evil.exe from one named report.pdf and behind a PDF head (found 2026-12-02, evening)', () => {
+  it.each([
+    ['little-endian', false],
+    ['big-endian', true],
+  ])('%s', (_order, be) => {
+    const cpio = binaryCpio('evil.exe', readFileSync(join(tmp, 'evil.exe')), be);
+    for (const at of [0, 3001]) {
+      const file = at === 0 ? cpio : behind(cpio, at);
+      expect(sevenZip(file)).toMatchObject({ type: 'Cpio' });
+      expect(sevenZipExtracts(file)).toEqual({ names: ['evil.exe'], exe: true });
+      expect(findHiddenArchive(file)).toEqual({ format: 'cpio (binary)', offset: at, by: '7-Zip' });
+    }
+  });
+  it('a name size of 0, or a name without its NUL where its size puts it: 7-Zip opens neither, postern finds neither', () => {
+    // (without the trailer, itself a header either would find)
+    const whole = binaryCpio('evil.exe', readFileSync(join(tmp, 'evil.exe')));
+    const cpio = whole.subarray(0, whole.length - 38);
+    const noName = Buffer.from(cpio);
+    noName.writeUInt16LE(0, 20);
+    const longer = Buffer.from(cpio);
+    longer.writeUInt16LE(7, 20);
+    for (const bad of [noName, longer]) {
+      const file = behind(bad, 3001);
+      expect(sevenZip(file).type).toBeUndefined();
+      expect(findHiddenArchive(file)).toBeUndefined();
+    }
   });
 });
 
