@@ -42,6 +42,14 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const MiB = 1024 * 1024;
 const HEAD = Buffer.from('%PDF-1.4\n%\xe2\xe3\xcf\xd3\n', 'latin1');
 
+/** The same bytes in a buffer whose first byte lies at an odd address. */
+function oddAddress(b: Buffer): Buffer {
+  const c = Buffer.alloc(b.length + 2);
+  const at = 1 - (c.byteOffset & 1);
+  b.copy(c, at);
+  return c.subarray(at, at + b.length);
+}
+
 /** A PDF head, filler (not any signature) up to `at`, then `archive`. */
 function behind(archive: Buffer, at: number): Buffer {
   const fill = Buffer.alloc(at - HEAD.length, 0x78);
@@ -710,6 +718,7 @@ describe('an old binary cpio, either byte order: 7-Zip extracts evil.exe from on
       expect(sevenZip(file)).toMatchObject({ type: 'Cpio' });
       expect(sevenZipExtracts(file)).toEqual({ names: ['evil.exe'], exe: true });
       expect(findHiddenArchive(file)).toEqual({ format: 'cpio (binary)', offset: at, by: '7-Zip' });
+      expect(findHiddenArchive(oddAddress(file))).toEqual({ format: 'cpio (binary)', offset: at, by: '7-Zip' });
     }
   });
   it('a name size of 0, or a name without its NUL where its size puts it: 7-Zip opens neither, postern finds neither', () => {
@@ -827,6 +836,8 @@ describe('an executable behind a PDF head, a format 7-Zip opens at a start only 
     const at0 = Buffer.concat([te, lzma()]);
     expect(sevenZip(at0)).toMatchObject({ type: 'lzma', offset: 40 });
     expect(findHiddenArchive(at0)).toEqual({ format: 'LZMA stream after a TE executable', offset: 40, by: '7-Zip' });
+    // the same bytes at an odd address: its 'VZ' lies outside the window's 16-bit words
+    expect(findHiddenArchive(oddAddress(at0))).toEqual({ format: 'LZMA stream after a TE executable', offset: 40, by: '7-Zip' });
     expect(sevenZipExtracts(at0).exe).toBe(true);
     expect(findHiddenArchive(behind(at0, 5000))).toEqual({ format: 'LZMA stream after a TE executable', offset: 5040, by: '7-Zip' });
     // a subsystem 7-Zip does not name, 33 sections, machine 0: 7-Zip opens no TE, so nothing at its end
