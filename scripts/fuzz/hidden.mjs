@@ -11,7 +11,8 @@
 // zstd, cpio, ustar and magic-less tar, an ISO 9660 image, an Apple disk image with a zlib chunk,
 // NSIS installer data, an Android sparse image, FAT12, ext2 and SquashFS images; by hand: an Apple
 // partition map, an Android super image, a .deb, a .a and a raw LZMA stream right after it, an ELF, a
-// PE and a Mach-O each with one right after it), its header mutated in half the cases (bytes of its
+// PE, a Mach-O (also one with 20 load commands) and a TE each with one right after it, a Mach-O
+// universal binary, binary cpio of either byte order), its header mutated in half the cases (bytes of its
 // first 64 changed, the archive cut short).
 // The file goes to findHiddenArchive and, named case.dat, to `7zz x` and GNU `tar -x`. An escape:
 // an extractor writes a file of 64 bytes or more (a DOS header's size) that starts with the
