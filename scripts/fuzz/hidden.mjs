@@ -236,8 +236,8 @@ export function binaryCpio(name, data, be = false) {
   return Buffer.concat([entry(name, data, 0o100644), entry('TRAILER!!!', Buffer.alloc(0), 0)]);
 }
 
-/** A Terse Executable (x86-64, EFI application) of one section from its headers' end to `size`. */
-export function teImage(size = 4096) {
+/** A Terse Executable (x86-64, EFI application) of one section, `name`, from its headers' end to `size`. */
+export function teImage(size = 4096, name = '.text') {
   const b = Buffer.alloc(size, 0x90);
   b.fill(0, 0, 80);
   b.write('VZ', 0, 'latin1');
@@ -245,7 +245,7 @@ export function teImage(size = 4096) {
   b[4] = 1;
   b[5] = 10;
   b.writeUInt16LE(0x200, 6);
-  b.write('.text', 40, 'latin1');
+  b.write(name, 40, 'latin1');
   b.writeUInt32LE(size - 80, 48);
   b.writeUInt32LE(0x1000, 52);
   b.writeUInt32LE(size - 80, 56);

@@ -507,20 +507,9 @@ describe('containers 7-Zip opens by a block at the end, and formats whose payloa
 
   it('a Terse Executable with a section named evil.exe, sent as report.pdf: 7-Zip extracts evil.exe', () => {
     const evil = readFileSync(join(tmp, 'evil.exe'));
-    const head = Buffer.alloc(80);
-    head.write('VZ', 0, 'latin1');
-    head.writeUInt16LE(0x8664, 2);
-    head[4] = 1;
-    head[5] = 10;
-    head.writeUInt16LE(0x100, 6);
-    head.write('evil.exe', 40, 'latin1');
-    head.writeUInt32LE(evil.length, 40 + 8);
-    head.writeUInt32LE(0x1000, 40 + 12);
-    head.writeUInt32LE(evil.length, 40 + 16);
-    // a raw data pointer as in the PE it was stripped from: the file offset + the stripped size - 40
-    head.writeUInt32LE(80 + 0x100 - 40, 40 + 20);
-    head.writeUInt32LE(0x60000020, 40 + 36);
-    const te = Buffer.concat([head, evil]);
+    // one section named evil.exe, its data right after the headers
+    const te = teImage(80 + evil.length, 'evil.exe');
+    evil.copy(te, 80);
     expect(findHiddenArchive(te)).toEqual({ format: 'TE image', offset: 0, by: '7-Zip' });
     expect(sevenZipExtracts(te).names).toEqual(['evil.exe']);
     const bad = Buffer.from(te);
