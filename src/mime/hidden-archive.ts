@@ -70,10 +70,12 @@ export interface Signature {
    */
   atZero?: boolean;
   /**
-   * The header at `start` checks out (reading fewer than 2,700 bytes from it). A check that sums or
-   * CRCs a header first calls `spend`, and fails when it says the budget is gone.
+   * The header at `start` checks out (reading fewer than 2,700 bytes from it; a binary cpio also
+   * reads the record where its first record's size points). A check that sums or CRCs a header first
+   * calls `spend`, and fails when it says the budget is gone. `whole`: `b` is the whole file (else the
+   * file goes on past `b`, which holds at least the window and the reach).
    */
-  ok: (b: Buffer, start: number, spend: () => boolean) => boolean;
+  ok: (b: Buffer, start: number, spend: () => boolean, whole: boolean) => boolean;
   /**
    * An executable 7-Zip opens there without returning it: the offsets from `start` where it ends (as
    * 7-Zip computes them; several where its rule is uncertain), where 7-Zip then tries the formats it
@@ -161,9 +163,9 @@ export const SIGNATURES: readonly Signature[] = [
     ok: (b, s) => ((b[s + 5] === 0x31 || b[s + 5] === 0x32) && hex(b, s + 6, 16)) || (b[s + 5] === 0x37 && octal(b, s + 6, 12)),
   },
   // old binary cpio (cpio -H bin), either byte order: 7-Zip extracts evil.exe from one named report.pdf
-  // and behind a PDF head (2026-12-02, evening); its check: a name of 1 to 4,096 bytes with its NUL
-  { format: 'cpio (binary)', needle: sig('\xc7\x71'), back: 0, atZero: true, ok: (b, s) => binaryCpioAt(b, s, false) },
-  { format: 'cpio (binary)', needle: sig('\x71\xc7'), back: 0, atZero: true, ok: (b, s) => binaryCpioAt(b, s, true) },
+  // and behind a PDF head (2026-12-02, evening); its 2-byte magic is common, so 7-Zip wants two records
+  { format: 'cpio (binary)', needle: sig('\xc7\x71'), back: 0, atZero: true, ok: (b, s, _spend, whole) => binaryCpioAt(b, s, false, whole) },
+  { format: 'cpio (binary)', needle: sig('\x71\xc7'), back: 0, atZero: true, ok: (b, s, _spend, whole) => binaryCpioAt(b, s, true, whole) },
   {
     // the basic header: its size (at most 2600) and its CRC-32 behind it
     format: 'ARJ',
@@ -872,14 +874,41 @@ function machoEnds(b: Buffer, s: number, spend: () => boolean): number[] | undef
   return [...new Set([seg, all])].filter((e) => e <= BigInt(HIDDEN_ARCHIVE_WINDOW_BYTES)).map(Number);
 }
 
-/** An old binary cpio header at `s` as 7-Zip's check reads one: a name size of 1 to 4,096, the name's NUL where that size puts it and none before (or the name running past `b`). */
-function binaryCpioAt(b: Buffer, s: number, be: boolean): boolean {
-  if (b.length < s + 26) return false;
-  const n = be ? b.readUInt16BE(s + 20) : b.readUInt16LE(s + 20);
-  if (n === 0 || n > 4096) return false;
-  const lim = s + 26 + n - 1;
-  if (lim < b.length && b[lim] !== 0) return false;
-  return b.subarray(s + 26, Math.min(lim, b.length)).indexOf(0) < 0;
+/**
+ * One record of an old binary cpio at `at`: undefined when 7-Zip takes none there, 'past' when it runs
+ * past `b` (which does not end the file), else where the next record starts and whether this one is
+ * the trailer. 7-Zip's reading: a name of 1 to 4,096 bytes whose NUL ends it, a zero pad byte to an
+ * even length, no data for a directory or a FIFO, the data padded to an even length.
+ */
+function binaryCpioRecord(b: Buffer, at: number, be: boolean, whole: boolean): { next: number; trailer: boolean } | 'past' | undefined {
+  const past = whole ? undefined : 'past';
+  if (at + 26 > b.length) return past;
+  const u16 = (o: number): number => (be ? b.readUInt16BE(at + o) : b.readUInt16LE(at + o));
+  if (u16(0) !== 0o70707) return undefined;
+  const n = u16(20);
+  if (n === 0 || n > 4096) return undefined;
+  const head = 26 + n + (n & 1);
+  if (at + head > b.length) return past;
+  const name = b.subarray(at + 26, at + 26 + n - 1);
+  if (b[at + 26 + n - 1] !== 0 || name.indexOf(0) >= 0 || ((n & 1) === 1 && b[at + 26 + n] !== 0)) return undefined;
+  const type = u16(6) & 0xf000;
+  const size = u16(22) * 65536 + u16(24);
+  if ((type === 0x4000 || type === 0x1000) && size !== 0) return undefined;
+  return { next: at + head + size + (size & 1), trailer: name.equals(CPIO_TRAILER) };
+}
+
+const CPIO_TRAILER = sig('TRAILER!!!');
+
+/**
+ * An old binary cpio at `s` as 7-Zip opens one: a first record, and then the trailer or a second
+ * record of the same byte order (7-Zip refuses a binary cpio of one record that does not end at
+ * the trailer, as its magic is only 2 bytes); a record `b` cannot show counts.
+ */
+function binaryCpioAt(b: Buffer, s: number, be: boolean, whole: boolean): boolean {
+  const first = binaryCpioRecord(b, s, be, whole);
+  if (first === undefined) return false;
+  if (first === 'past' || first.trailer) return true;
+  return binaryCpioRecord(b, first.next, be, whole) !== undefined;
 }
 
 /**
@@ -987,7 +1016,8 @@ export function findHiddenArchive(b: Buffer, at0?: string, window = HIDDEN_ARCHI
       if (z) take(`${z.format} after ${s.format}`, start + e, '7-Zip');
     }
     if (ends) return true;
-    if (s.ok(w, start, spend)) take(s.format, start, '7-Zip');
+    // (the whole file when `b` is it: a binary cpio's second record may lie past the reach)
+    if (s.ok(whole ? b : w, start, spend, whole)) take(s.format, start, '7-Zip');
     else if (headers > HIDDEN_ARCHIVE_MAX_HEADER_CHECKS) {
       take('archive', start, '7-Zip', `more than ${HIDDEN_ARCHIVE_MAX_HEADER_CHECKS} archive headers to check`);
       return false;

@@ -710,6 +710,42 @@ describe('an old binary cpio, either byte order: 7-Zip extracts evil.exe from on
       expect(findHiddenArchive(oddAddress(file))).toEqual({ format: 'cpio (binary)', offset: at, by: '7-Zip' });
     }
   });
+  it('one record and no trailer: 7-Zip refuses it (a 2-byte magic wants two records), postern too; a second record, or the trailer, and both take it', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const whole = binaryCpio('evil.exe', evil);
+    const one = whole.subarray(0, whole.length - 38);
+    for (const tail of [Buffer.alloc(0), Buffer.alloc(300, 0x78)]) {
+      const file = Buffer.concat([behind(one, 3001), tail]);
+      expect(sevenZip(file).type).toBeUndefined();
+      expect(findHiddenArchive(file)).toBeUndefined();
+    }
+    // a second record (not the trailer), then nothing: 7-Zip lists both
+    const two = Buffer.concat([one, binaryCpio('b.txt', Buffer.from('hello\n')).subarray(0, 26 + 6 + 6)]);
+    expect(sevenZip(behind(two, 3001))).toMatchObject({ type: 'Cpio', offset: 3001 });
+    expect(sevenZipExtracts(behind(two, 3001)).exe).toBe(true);
+    expect(findHiddenArchive(behind(two, 3001))).toEqual({ format: 'cpio (binary)', offset: 3001, by: '7-Zip' });
+  });
+  it('a record whose data runs past the window: the next record lies where postern does not look, so it counts (7-Zip reads on and opens it)', () => {
+    const evil = readFileSync(join(tmp, 'evil.exe'));
+    const big = Buffer.concat([evil, Buffer.alloc(HIDDEN_ARCHIVE_WINDOW_BYTES + (1 << 20) - evil.length)]);
+    const file = behind(binaryCpio('evil.exe', big), 3001);
+    expect(sevenZip(file)).toMatchObject({ type: 'Cpio', offset: 3001 });
+    expect(findHiddenArchive(file)).toEqual({ format: 'cpio (binary)', offset: 3001, by: '7-Zip' });
+    // the same record cut where the file ends: 7-Zip refuses it, and postern, which sees the end, too
+    const cut = file.subarray(0, file.length - 38 - 1000);
+    expect(sevenZip(cut).type).toBeUndefined();
+    expect(findHiddenArchive(cut)).toBeUndefined();
+    // a part's content is searched in its first window and reach, the rest streamed: there the record
+    // past the reach cannot be seen and counts either way (fail closed)
+    for (const f of [file, cut]) {
+      const body = Buffer.from(f.toString('base64').replace(/.{76}/g, '$&\r\n'), 'latin1');
+      expect(scanHidden(body, 'base64', plainBase64(body), { execWhole: false, archives: true }).archive).toEqual({
+        format: 'cpio (binary)',
+        offset: 3001,
+        by: '7-Zip',
+      });
+    }
+  });
   it('a name size of 0, or a name without its NUL where its size puts it: 7-Zip opens neither, postern finds neither', () => {
     // (without the trailer, itself a header either would find)
     const whole = binaryCpio('evil.exe', readFileSync(join(tmp, 'evil.exe')));
@@ -1090,7 +1126,7 @@ describe('the one pass over the window (SCAN) gives what a search per signature 
       for (let i = w.indexOf(s.needle, (s.atZero ? 0 : 1) + s.back); i >= 0; i = w.indexOf(s.needle, i + 1)) {
         const start = i - s.back;
         if (start >= end || (best && start >= best.offset)) break;
-        if (s.ok(w, start, () => true)) {
+        if (s.ok(b, start, () => true, true)) {
           best = { format: s.format, offset: start };
           break;
         }
