@@ -395,8 +395,6 @@ const SCAN = (() => {
         : x > 0x20 && x < 0x7f
           ? 1
           : 0;
-  // a 16-bit word's value for two bytes in memory order, on this machine
-  const le = LITTLE_ENDIAN;
   const head = new Int16Array(65536).fill(-1);
   const hot = new Uint8Array(65536);
   const sigOf: number[] = [];
@@ -404,7 +402,8 @@ const SCAN = (() => {
   const next: number[] = [];
   const short: number[] = [];
   let maxShift = 0;
-  const word = (x: number, y: number): number => (le ? x | (y << 8) : (x << 8) | y);
+  // a 16-bit word's value for two bytes in memory order, on this machine
+  const word = (x: number, y: number): number => (LITTLE_ENDIAN ? x | (y << 8) : (x << 8) | y);
   // an entry: signature k's needle starts `at` bytes before a word whose value is `key`
   const add = (key: number, k: number, at: number): void => {
     next.push(head[key]!);
