@@ -187,7 +187,12 @@ function contentFields(node: MimeNode): Map<string, HeaderField[]> {
   return out;
 }
 
-const CONTENT_FIELD_NAMES = ['content-type', 'content-disposition', 'content-transfer-encoding', 'content-location'] as const;
+/**
+ * Content-Name and X-Sun-Data-Name: Thunderbird (libmime's MimeHeaders_get_name) names a part by
+ * the whole value of one of them when neither filename nor name is given.
+ */
+const LEGACY_NAME_FIELDS = ['content-name', 'x-sun-data-name'] as const;
+const CONTENT_FIELD_NAMES = ['content-type', 'content-disposition', 'content-transfer-encoding', 'content-location', ...LEGACY_NAME_FIELDS] as const;
 
 /** Unfolded value of a field (continuation line breaks removed, as every reader unfolds). */
 function unfold(v: string): string {
@@ -308,6 +313,9 @@ export function contentInfo(node: MimeNode): ContentInfo {
     addName(percentDecoded(seg, 'binary'));
   }
 
+  // the legacy name fields, whole values (RFC 2047 words decoded by addName), judged whatever else names the part
+  for (const key of LEGACY_NAME_FIELDS) for (const f of byName.get(key)!) addName(unfold(f.value).trim());
+
   // the names shown from filename, filename*, name and name* must agree
   const distinct = new Set(primary.map((n) => n.normalize('NFC').trim()).filter(Boolean));
   if (distinct.size > 1) fault('file name parameters disagree');
@@ -353,38 +361,65 @@ function pythonType(v: string): string {
 }
 
 /**
- * Python's email (compat32) parameter splitter: ';'-separated, quotes respected, comments not known.
- * At most MAX_MIME_PARAMS parameters are read; `overflow` says there were more (a fault).
+ * Python's email (compat32) parameter splitter, `email.message._parseparam`, on ';' + the value:
+ * ';'-separated, quotes respected, comments not known, names and values stripped of Python's
+ * whitespace (which includes \x1c-\x1f and \x85, unlike String.trim). The first item is the type,
+ * a parameter only when it holds '=' (`name=evil.exe` alone is a name to Python). At most
+ * MAX_MIME_PARAMS parameters are read; `overflow` says there were more (a fault).
+ *
+ * `_parseparam` ends an item at the first ';' after which the count of '"' minus the count of '\\"'
+ * since the item's start is odd no more, counting afresh from that start for every candidate ';'
+ * (quadratic: a 1 MB field of ';' inside an open quote took 17 s). The same ends are found here in
+ * one pass: `odd[p]` is that difference's parity over s[0..p), and the parity since a start `a` is
+ * odd[e] ^ odd[a]. (A '\\"' never straddles a start: the character before a start is a ';'.)
+ * Exported for tests.
  */
-function pythonParams(v: string): { params: Array<[string, string]>; overflow: boolean } {
+export function pythonParams(v: string): { params: Array<[string, string]>; overflow: boolean } {
   const out: Array<[string, string]> = [];
-  const semi = v.indexOf(';');
-  if (semi < 0) return { params: out, overflow: false };
-  let s = v.slice(semi);
-  let guard = 0;
-  while (s[0] === ';') {
-    if (guard++ >= MAX_MIME_PARAMS) return { params: out, overflow: true };
-    s = s.slice(1);
-    let end = s.indexOf(';');
-    while (end > 0 && (count(s, '"', end) - count(s, '\\"', end)) % 2 === 1) end = s.indexOf(';', end + 1);
+  const s = `;${v}`;
+  const odd = new Uint8Array(s.length + 1);
+  for (let p = 0, q = 0; p < s.length; p++) {
+    // a '"' counts once; one preceded by a backslash is also a '\\"', which takes it back
+    if (s.charCodeAt(p) === 34 && s.charCodeAt(p - 1) !== 92) q ^= 1;
+    odd[p + 1] = q;
+  }
+  let items = 0;
+  let a = 0;
+  while (s.charCodeAt(a) === 59) {
+    // the type, then at most MAX_MIME_PARAMS parameters
+    if (items++ > MAX_MIME_PARAMS) return { params: out, overflow: true };
+    a++;
+    let end = s.indexOf(';', a);
+    while (end > a && odd[end] !== odd[a]) end = s.indexOf(';', end + 1);
     if (end < 0) end = s.length;
-    const f = s.slice(0, end);
+    const f = s.slice(a, end);
     const eq = f.indexOf('=');
     if (eq >= 0) {
-      let val = f.slice(eq + 1).trim();
+      let val = pyStrip(f.slice(eq + 1));
       if (val.length >= 2 && val.startsWith('"') && val.endsWith('"')) val = val.slice(1, -1).replace(/\\\\/g, '\\').replace(/\\"/g, '"');
       else if (val.length >= 2 && val.startsWith('<') && val.endsWith('>')) val = val.slice(1, -1);
-      out.push([f.slice(0, eq).trim().toLowerCase(), val]);
+      out.push([pyStrip(f.slice(0, eq)).toLowerCase(), val]);
     }
-    s = s.slice(end);
+    a = end;
   }
   return { params: out, overflow: false };
 }
 
-function count(s: string, sub: string, end: number): number {
-  let n = 0;
-  for (let i = s.indexOf(sub); i >= 0 && i < end; i = s.indexOf(sub, i + sub.length)) n++;
-  return n;
+/** Python's str.strip(): the characters str.isspace() holds true for, at both ends (no regex: a long run of spaces inside would cost a scan per space). */
+function pyStrip(t: string): string {
+  let a = 0;
+  let b = t.length;
+  while (a < b && isPySpace(t.charCodeAt(a))) a++;
+  while (b > a && isPySpace(t.charCodeAt(b - 1))) b--;
+  return a === 0 && b === t.length ? t : t.slice(a, b);
+}
+
+function isPySpace(c: number): boolean {
+  if (c <= 0x20) return c === 0x20 || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f);
+  if (c < 0x85) return false;
+  return (
+    c === 0x85 || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000
+  );
 }
 
 /**

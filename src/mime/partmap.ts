@@ -756,7 +756,10 @@ class Builder {
           // readers that do not stop at the close delimiter take a later delimiter line as a new part
           if (epilogueFrom >= 0) {
             const stop = hit ? hit.lineStart : buf.length;
-            const again = buf.indexOf(Buffer.from(`\n--${boundary!}`, 'latin1'), Math.max(0, epilogueFrom - 1));
+            // searched up to `stop` only (a line starting there or later is not this epilogue's): a
+            // search to the end of the message for every closed multipart grew with their count
+            const line = Buffer.from(`\n--${boundary!}`, 'latin1');
+            const again = buf.subarray(0, Math.min(buf.length, stop + line.length - 1)).indexOf(line, Math.max(0, epilogueFrom - 1));
             if (again >= 0 && again < stop) this.fault(node, 'delimiter line after the close delimiter');
           }
           if (hit === null) {
