@@ -387,8 +387,10 @@ export class Pop3Inspector {
       const lines = Number(cmd.args[1] ?? 0);
       return stuff(topOf(v.output, Number.isFinite(lines) && lines >= 0 ? lines : 0));
     }
-    // a clean message without a bare LF goes out as the upstream sent it (already stuffed)
-    return v.verdict.status === 'clean' && v.output === raw ? body : stuff(v.output);
+    // always stuffed by postern, never the upstream's stuffing relayed: what the client reads is
+    // what was vetted even if a body's stuffing were not canonical (the framer refuses a body line
+    // with a single leading "."). Without a "." line this is the vetted buffer itself, no copy.
+    return stuff(v.output);
   }
 
   private async onDele(n: number, uidl: () => Promise<string | null>): Promise<string | null> {

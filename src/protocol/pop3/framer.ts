@@ -380,7 +380,15 @@ export class Pop3ResponseFramer extends BoundedFramer {
           const status = raw.subarray(0, end);
           return { kind, status, text: statusText(kind, status), body: raw.subarray(lf + 1, i + 1), stuffed, raw };
         }
-        // a body line beginning with "." (decided once: the scan resumes after this LF)
+        // a body line beginning with "." must be stuffed (RFC 1939: ".."). One that is not is read
+        // differently: JavaMail and K-9 end the body at LF "." CR, Python's poplib keeps the ".", and
+        // postern would drop it; the rest of the stream is then framed differently. (Decided once: the
+        // scan resumes after this LF.)
+        if (a !== DOT) {
+          throw new PosternError(ErrorCodes.PROTOCOL, 'a multi-line body line begins with a single "." (not dot-stuffed)', {
+            sample: this.peekAt(i + 1, 16),
+          });
+        }
         this.stuffedLines++;
       }
       from = i + 1;
@@ -392,6 +400,13 @@ export class Pop3ResponseFramer extends BoundedFramer {
     this.scanned = 0;
     this.stuffedLines = 0;
     return this.q.clear();
+  }
+
+  /** Up to `n` bytes from `at`, as JSON-safe text for an error's context. */
+  private peekAt(at: number, n: number): string {
+    let t = '';
+    for (let i = at; i < Math.min(this.q.length, at + n); i++) t += String.fromCharCode(this.q.at(i)!);
+    return t;
   }
 
   private peekText(n: number): string {

@@ -211,7 +211,7 @@ describe('Pop3CommandFramer.clear', () => {
   });
 });
 
-const RETR_BODY = 'From: a@example.test\r\nSubject: dots\r\n\r\n..leading dot\r\n..\r\n...\r\n.x\r\nend\r\n';
+const RETR_BODY = 'From: a@example.test\r\nSubject: dots\r\n\r\n..leading dot\r\n..\r\n...\r\n..x\r\nend\r\n';
 
 describe.each(chunkings)('Pop3ResponseFramer (%s)', (_name, size) => {
   it('frames pipelined single-line and multi-line responses exactly', () => {
@@ -251,10 +251,31 @@ describe.each(chunkings)('Pop3ResponseFramer (%s)', (_name, size) => {
   });
 
   it('accepts a bare-LF terminator but not a dot-stuffed line', () => {
-    const raw = '+OK\r\n..\r\n.a\n.\n';
+    const raw = '+OK\r\n..\r\n..a\n.\n';
     const rs = responses(B(raw), [true], size);
-    expect(rs[0]!.body!.toString()).toBe('..\r\n.a\n');
+    expect(rs[0]!.body!.toString()).toBe('..\r\n..a\n');
     expect(rs[0]!.raw.toString()).toBe(raw);
+  });
+
+  it('refuses a body line that begins with a single "." (E_PROTOCOL): readers end or unstuff it differently', () => {
+    // JavaMail and K-9 end the body at LF "." CR; poplib keeps a single "."; so the rest of the
+    // stream would be framed differently (an attacker's next message read as the next answer)
+    for (const line of ['.\rX+OK', '.x', '. ', '.\r\r', '.-', '.\t']) {
+      for (const at of ['first', 'later']) {
+        const body = at === 'first' ? `${line}\r\nhello\r\n` : `hello\r\n${line}\r\nbye\r\n`;
+        const raw = B(`+OK\r\n${body}.\r\n+OK next\r\n`);
+        expect(
+          codeOf(() => responses(raw, [true, false], size)),
+          JSON.stringify([line, at]),
+        ).toBe(ErrorCodes.PROTOCOL);
+      }
+    }
+    // the terminator's own prefixes only wait for more: "." then CR is decided by the next byte
+    const f = new Pop3ResponseFramer(LIMITS);
+    for (const c of chunks(B('+OK\r\nline\r\n.\r'), size)) f.push(c);
+    expect(f.next(true)).toBeNull();
+    f.push(B('X'));
+    expect(codeOf(() => f.next(true))).toBe(ErrorCodes.PROTOCOL);
   });
 
   it('holds a response back until its terminator is complete', () => {
