@@ -13,6 +13,8 @@ checks=(
   "clamd:clamav-daemon"
   "clamscan:clamav"
   "openssl:openssl"
+  # signed and compressed OpenPGP messages made by gpg (test/mime/sealed.test.ts)
+  "gpg:gpg"
   "curl:curl"
   "python3:python3"
   "unzip:unzip"

@@ -11,6 +11,7 @@
  */
 
 import { EXEC_PE_MAX_HEADER_OFFSET } from '../limits.js';
+import { sealedType } from './sealed.js';
 
 function startsWith(b: Buffer, sig: number[], at = 0): boolean {
   if (b.length < at + sig.length) return false;
@@ -80,7 +81,8 @@ export function detectType(head: Buffer): string | undefined {
   if (ascii(head, '{\\rtf')) return 'application/rtf';
   if (startsWith(head, [0x4c, 0x00, 0x00, 0x00, 0x01, 0x14, 0x02, 0x00])) return 'application/x-ms-shortcut';
   if (ascii(head, '\x00asm')) return 'application/wasm';
-  return undefined;
+  // CMS (S/MIME .p7m) and OpenPGP content readable without a key: postern does not open it
+  return sealedType(head);
 }
 
 /**

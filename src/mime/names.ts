@@ -68,6 +68,13 @@ export interface NameForms {
   problems: string[];
 }
 
+/**
+ * Suffixes of signed or encrypted files that the tools opening them drop from the name of what they
+ * save (Windows' .p7m readers, `openssl cms`, gpg, Kleopatra): `invoice.exe.p7m` is also read as
+ * `invoice.exe`. Not `.asc` or `.sig` (detached signatures, whose name says what they sign).
+ */
+const UNWRAPPED_SUFFIX = /\.(?:p7m|pgp|gpg)$/i;
+
 /** Every normalised reading of the given names, and whether a bound kept any from being judged whole. */
 export function nameForms(names: readonly string[]): NameForms {
   const forms: string[] = [];
@@ -80,6 +87,9 @@ export function nameForms(names: readonly string[]): NameForms {
     if (!n || forms.includes(n)) return;
     if (forms.length >= MAX_FILENAME_FORMS) return problem(`more than ${MAX_FILENAME_FORMS} readings of the file names`);
     forms.push(n);
+    // what a tool that unwraps a signed or encrypted file saves it as: invoice.exe.p7m, .pgp, .gpg
+    const wrapped = UNWRAPPED_SUFFIX.exec(n);
+    if (wrapped && wrapped.index > 0) add(n.slice(0, wrapped.index));
   };
   for (const raw of names) {
     if (raw.length <= MAX_FILENAME_LENGTH) readings(raw, add);

@@ -17,6 +17,7 @@
  * Pure.
  */
 import { nameForms } from './names.js';
+import { CMS_READABLE_TYPE, PGP_READABLE_TYPE } from './sealed.js';
 
 /** Types of the containers postern does not open, with the name an operator knows them by. */
 const UNOPENED_TYPES = new Map<string, string>([
@@ -53,6 +54,9 @@ const UNOPENED_TYPES = new Map<string, string>([
   ['application/x-raw-disk-image', 'disk image'],
   // an Outlook item carries its attachments inside (a compound file postern does not open)
   ['application/vnd.ms-outlook', 'Outlook item (.msg)'],
+  // readable without a key, by their bytes only (src/mime/sealed.ts): encrypted ones are not these
+  [CMS_READABLE_TYPE, 'CMS (S/MIME) signed or compressed data'],
+  [PGP_READABLE_TYPE, 'OpenPGP signed or compressed data'],
 ]);
 
 /** Extensions (lower case, no dot) of those containers, and of split archives' volumes. */
