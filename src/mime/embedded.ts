@@ -67,16 +67,18 @@ export function admit(size: number, b: DecodeBudget): Refusal | undefined {
 }
 
 export interface EmbeddedFile {
-  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex' | 'data-uri';
+  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex' | 'data-uri' | 'calendar';
   /** Name from the block's header line ('' when it has none; a data: URI: its tag's `download` attribute). */
   name: string;
+  /** Every name the file has when there can be more than one (a calendar attachment's file-name parameters); `name` is the first. */
+  names?: string[];
   /** Decoded content (empty when a bound refused it: see EmbeddedScan.limit). */
   data: Buffer;
   /** The block could not be decoded completely (no end line, bad characters, checksum). */
   damaged: boolean;
   /** Not decoded: past MAX_EMBEDDED_BYTES or the message's MAX_EMBEDDED_TOTAL_BYTES (EmbeddedScan.limit says so). */
   tooLarge?: boolean;
-  /** data: URI: the media type it declares (lower case; '' none or not a type/subtype). */
+  /** data: URI and calendar attachment: the media type it declares (lower case; '' none or not a type/subtype). */
   declaredType?: string;
   /**
    * begin-base64: offsets in `data` where the base64 text goes on after padding (some readers stop
@@ -99,7 +101,7 @@ const BINHEX = /\(This file must be converted with BinHex/i;
 
 /** Quick test before splitting lines: does the text contain anything that may start a block? */
 export function mayHaveEmbedded(text: Buffer): boolean {
-  return /begin|=ybegin|binhex/i.test(text.toString('latin1'));
+  return /begin|=ybegin|binhex|(?:^|[\r\n])[ \t]*(?:[A-Za-z0-9-]+\.)?attach[;:]/i.test(text.toString('latin1'));
 }
 
 /**
@@ -196,6 +198,21 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
   };
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
+    if (CAL_ATTACH.test(line)) {
+      const r = decodeCalendarAttach(lines, i, budget);
+      if (r) {
+        const f: EmbeddedFile = {
+          kind: 'calendar',
+          name: r.names[0] ?? '',
+          names: r.names,
+          data: r.data,
+          damaged: damagedAt(i, r),
+          declaredType: r.declaredType,
+        };
+        if (!add(f, r)) return;
+      }
+      continue;
+    }
     let m = BEGIN.exec(line);
     if (m) {
       const base64 = !!m[1];
@@ -387,6 +404,84 @@ function decodeYencBlock(lines: string[], from: number, budget: DecodeBudget): B
     }
   }
   return { data: out.subarray(0, o), damaged, next };
+}
+
+/**
+ * An iCalendar / vCalendar / vCard property that may carry a file inline (RFC 5545 3.8.1.1 ATTACH
+ * with VALUE=BINARY;ENCODING=BASE64; vCalendar 1.0 and vCard 2.1 / 3.0 ENCODING=BASE64, B or
+ * QUOTED-PRINTABLE), with an optional group prefix (`item1.ATTACH`). Outlook and Exchange import an
+ * ATTACH of a meeting request as a file attachment named by its X-FILENAME (attacker's review,
+ * 2026-12-03: `invoice.exe` inside a text/calendar part passed clean).
+ */
+const CAL_ATTACH = /^(?:[A-Za-z0-9-]+\.)?ATTACH[;:]/i;
+/** Parameters that name the attached file (X-FILENAME: Outlook; FILENAME, X-APPLE-FILENAME, X-ORACLE-FILENAME, X-LABEL). */
+const CAL_NAME_PARAM = /^(?:X-[A-Z0-9-]*FILENAME|FILENAME|X-LABEL|LABEL|NAME)$/;
+
+/**
+ * The calendar property starting at line `from` (unfolded: a following line that starts with a space
+ * or a tab continues it, its first character dropped), and the file it carries inline: null when it
+ * carries none (a URI). A value that is inline but not base64 or quoted-printable, or not clean
+ * base64, is damaged (readers decode it differently or not at all).
+ */
+function decodeCalendarAttach(lines: string[], from: number, budget: DecodeBudget): (Block & { names: string[]; declaredType: string }) | null {
+  let text = lines[from]!.trim();
+  let next = from + 1;
+  while (next < lines.length && /^[ \t]/.test(lines[next]!)) text += lines[next++]!.slice(1);
+  // name;param=value;param="quoted; value":value -- the value starts at the first ':' outside quotes
+  const params = new Map<string, string[]>();
+  let p = text.search(/[;:]/);
+  let valueAt = -1;
+  while (p >= 0 && p < text.length) {
+    if (text[p] === ':') {
+      valueAt = p + 1;
+      break;
+    }
+    // a parameter after ';'
+    let q = p + 1;
+    const eq = text.indexOf('=', q);
+    const key = (eq < 0 ? '' : text.slice(q, eq)).trim().toUpperCase();
+    q = eq < 0 ? text.length : eq + 1;
+    const values: string[] = [];
+    for (;;) {
+      if (text[q] === '"') {
+        const close = text.indexOf('"', q + 1);
+        if (close < 0) return { data: Buffer.alloc(0), damaged: true, next, names: [], declaredType: '' };
+        values.push(text.slice(q + 1, close));
+        q = close + 1;
+      } else {
+        const end = text.slice(q).search(/[;:,]/);
+        const stop = end < 0 ? text.length : q + end;
+        values.push(text.slice(q, stop));
+        q = stop;
+      }
+      if (text[q] !== ',') break;
+      q++;
+    }
+    if (key) params.set(key, [...(params.get(key) ?? []), ...values]);
+    p = q;
+  }
+  const upper = (k: string): string[] => (params.get(k) ?? []).map((v) => v.trim().toUpperCase());
+  const encoding = upper('ENCODING');
+  const binary = upper('VALUE').includes('BINARY');
+  if (encoding.length === 0 && !binary) return null;
+  const names: string[] = [];
+  for (const [k, vs] of params) if (CAL_NAME_PARAM.test(k)) for (const v of vs) if (v.trim() && !names.includes(v.trim())) names.push(v.trim());
+  const declaredType = (params.get('FMTTYPE')?.[0] ?? '').trim().toLowerCase();
+  const value = valueAt < 0 ? '' : text.slice(valueAt);
+  const enc = encoding[0] ?? '';
+  const out = { names, declaredType, next };
+  if (encoding.length > 1 || (enc !== 'BASE64' && enc !== 'B' && enc !== 'QUOTED-PRINTABLE')) return { ...out, data: Buffer.alloc(0), damaged: true };
+  const refused = admit(Math.ceil(value.length / 4) * 3 + value.length, budget);
+  if (refused) return { ...out, data: Buffer.alloc(0), damaged: true, refused };
+  if (enc === 'QUOTED-PRINTABLE') {
+    const d = decodeBody(Buffer.from(value, 'latin1'), 'quoted-printable');
+    return { ...out, data: d.data, damaged: d.bad };
+  }
+  const compact = value.replace(/[ \t]/g, '');
+  const d = decodeBody(Buffer.from(compact, 'latin1'), 'base64');
+  // only the alphabet and final padding: anything else is skipped by some decoders and not others
+  const clean = /^[A-Za-z0-9+/]*={0,2}$/.test(compact) && compact.length % 4 === 0;
+  return { ...out, data: d.data, damaged: !clean || d.bad };
 }
 
 const BINHEX_ALPHABET = '!"#$%&\'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr';

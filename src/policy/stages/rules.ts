@@ -359,7 +359,7 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
   const { leaf } = j;
   const out: TextContents = { files: [], inner: [], largestMember: 0 };
   if ((leaf.cte === '7bit' || leaf.cte === '8bit') && leaf.body.indexOf(0) >= 0) malformed(j, `NUL bytes in ${leaf.cte} data`);
-  if (!isTextish(leaf.type) && !readAsText(leaf) && leaf.cte !== 'x-uuencode') return out;
+  if (!isTextish(leaf.type) && !readAsText(leaf) && !isCalendar(leaf) && leaf.cte !== 'x-uuencode') return out;
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
   if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0)
     malformed(j, 'NUL bytes in decoded text');
@@ -525,7 +525,7 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   const { leaf, policy, emit } = j;
   const label = `${f.kind} file ${f.name || '(no name)'}`;
   const prefix = `${label} in the text: `;
-  const forms = nameForms([f.name]);
+  const forms = nameForms(f.names ?? [f.name]);
   const names = forms.forms;
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target };
   const malformedFile = (reason: string) => limitBlock(emit, base, policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
@@ -543,6 +543,11 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
   // its type, and (begin-base64 going on after padding) the type of what some readers see from there on: strictest wins
   let decidedOn = detected ?? UNTYPED;
   let td = typeDecision(policy, decidedOn);
+  // a calendar attachment declares its type (FMTTYPE): judged too, the stricter wins
+  if (f.kind === 'calendar' && f.declaredType) {
+    const d = typeDecision(policy, f.declaredType);
+    if (stricter(td.spec, d.spec) === d.spec && d.spec !== td.spec) [td, decidedOn] = [d, f.declaredType];
+  }
   for (const at of policy.detectTypes ? (f.restarts ?? []) : []) {
     const t = detectType(f.data.subarray(at, at + 4096));
     const d = t ? typeDecision(policy, t) : undefined;
@@ -558,6 +563,16 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
 function isEmlName(name: string): boolean {
   return isMessageName(name);
+}
+
+/**
+ * Calendars and contact cards that are not text/* (application/ics), or named so (invite.ics,
+ * .vcs, .vcf): Outlook imports the files their ATTACH properties carry inline (src/mime/embedded.ts).
+ */
+function isCalendar(leaf: Leaf): boolean {
+  return (
+    /^application\/(?:ics|x-ical|x-vcalendar|vcard|x-vcard)$/.test(leaf.type) || nameForms(leaf.names).forms.some((n) => /\.(?:ics|vcs|vcf|ical|ifb)$/i.test(n))
+  );
 }
 
 /** Parts a mail client shows as text and searches for uuencoded (yEnc, BinHex) files. */
