@@ -58,6 +58,24 @@ describe('real Dovecot responses pass the choke point', () => {
       await c.command('FETCH 1:* (BINARY.SIZE[1])'),
       await c.command('STORE 1 +FLAGS ($Label1 \\Flagged)'),
       await c.command('SEARCH ALL'),
+      // the responses whose exact grammar the screen checks (numbers, flags and atoms only)
+      await c.command('SEARCH RETURN (MIN MAX COUNT ALL) ALL'),
+      await c.command('UID SEARCH RETURN (ALL) 1:*'),
+      await c.command('SEARCH MODSEQ 1'),
+      await c.command('SORT (DATE) UTF-8 ALL'),
+      await c.command('UID SORT (REVERSE ARRIVAL) UTF-8 ALL'),
+      await c.command('THREAD REFERENCES UTF-8 ALL'),
+      await c.command('THREAD ORDEREDSUBJECT UTF-8 ALL'),
+      await c.command('STORE 1 +FLAGS.SILENT (\\Deleted)'),
+      await c.command('EXPUNGE'),
+      await c.command('ENABLE QRESYNC'),
+      await c.command('STORE 1 +FLAGS.SILENT (\\Deleted)'),
+      await c.command('EXPUNGE'),
+      await c.command('NOOP'),
+      await c.command('SELECT INBOX'),
+      await c.command('STORE 1 +FLAGS (\\Deleted)'),
+      await c.command('CLOSE'),
+      await c.command('SELECT INBOX (QRESYNC (1 1))'),
     ]);
     c.close();
     const all = responses(raw).filter((p) => p[0]![0] === 0x2a /* '*' */);
@@ -68,5 +86,8 @@ describe('real Dovecot responses pass the choke point', () => {
     expect(refused).toEqual([]);
     // the corpus really exercised the grammar: one FETCH per fixture with ENVELOPE and BODYSTRUCTURE
     expect(all.filter((p) => /BODYSTRUCTURE/.test(p.join(''))).length).toBe(FILES.length);
+    // and every response type with an exact grammar
+    const kinds = new Set(all.map((p) => parseResponseHead(p[0]!).keyword));
+    for (const k of ['EXISTS', 'RECENT', 'FLAGS', 'SEARCH', 'ESEARCH', 'SORT', 'THREAD', 'ENABLED', 'VANISHED', 'EXPUNGE']) expect(kinds, k).toContain(k);
   });
 });

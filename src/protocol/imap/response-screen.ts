@@ -134,7 +134,9 @@ function plainString(t: Tok | undefined): boolean {
 }
 
 const DATE_TIME = /^[ 0-9][0-9]-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-[0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}$/;
-const FLAG = /^(\\\*|\\?[!#$&'+\-.0-9:;<=>?@A-Z^_`a-z|}~[]+)$/;
+/** atom-char (RFC 3501): any CHAR but atom-specials ( ) { SP CTL % * " \\ ] */
+const ATOM_CHARS = '\\x21\\x23\\x24\\x26\\x27\\x2b-\\x5b\\x5e-\\x7a\\x7c-\\x7e';
+const FLAG = new RegExp(`^(\\\\\\*|\\\\?[${ATOM_CHARS}]+)$`);
 const OBJECTID = /^[A-Za-z0-9_-]{1,255}$/;
 
 /**
@@ -364,6 +366,35 @@ export function checkRelayedFetchItem(item: { name: string; raw: Buffer }): stri
   }
 }
 
+/**
+ * The exact grammar of the untagged responses made of numbers, flags and atoms (RFC 3501, 4731, 5256,
+ * 5161, 7162, 4466): one that does not match is refused, so no text rides on `* 3 EXISTS ...`,
+ * `* SEARCH ...` or `* FLAGS (...)` (attacker's review, 2026-12-03: EICAR relayed as `* SEARCH <EICAR>`).
+ * Status responses (OK, NO, BAD, BYE) keep their human-readable text; CAPABILITY is rebuilt by the session.
+ */
+const NZ = '[1-9][0-9]{0,9}';
+// a sequence set, a number or a range, as one flat run of its characters: no alternation that a
+// hostile line could make the matcher backtrack through (only digits, '*', ':' and ',' in it)
+const SIMPLE = '[0-9*:,]+';
+const FLAG_ATOM = `(?:\\\\?[${ATOM_CHARS}]+)`;
+const EXACT_GRAMMAR: Record<string, RegExp> = {
+  EXISTS: /^\* [0-9]{1,10} EXISTS\r?\n$/i,
+  RECENT: /^\* [0-9]{1,10} RECENT\r?\n$/i,
+  EXPUNGE: new RegExp(`^\\* ${NZ} EXPUNGE\\r?\\n$`, 'i'),
+  FLAGS: new RegExp(`^\\* FLAGS \\((?:${FLAG_ATOM}(?: ${FLAG_ATOM})*)?\\)\\r?\\n$`, 'i'),
+  SEARCH: new RegExp(`^\\* SEARCH(?: ${NZ})*(?: \\(MODSEQ [0-9]{1,20}\\))?\\r?\\n$`, 'i'),
+  SORT: new RegExp(`^\\* SORT(?: ${NZ})*(?: \\(MODSEQ [0-9]{1,20}\\))?\\r?\\n$`, 'i'),
+  // thread lists hold only numbers, spaces and parentheses
+  THREAD: /^\* THREAD[ 0-9()]*\r?\n$/i,
+  ENABLED: new RegExp(`^\\* ENABLED(?: [${ATOM_CHARS}]{1,64})*\\r?\\n$`, 'i'),
+  VANISHED: new RegExp(`^\\* VANISHED (?:\\(EARLIER\\) )?${SIMPLE}\\r?\\n$`, 'i'),
+  // search-correlator with the client's tag, then return data: a label and a number, a sequence set or a list of them
+  ESEARCH: new RegExp(
+    `^\\* ESEARCH(?: \\(TAG "[${ATOM_CHARS}]{1,100}"\\))?(?: UID)?(?: [A-Za-z][A-Za-z0-9-]{0,30} (?:${SIMPLE}|\\((?:${SIMPLE}(?: ${SIMPLE})*)?\\)))*\\r?\\n$`,
+    'i',
+  ),
+};
+
 /** Untagged responses whose grammar has no string that could carry message content, nor any literal. */
 const NO_LITERAL = new Set([
   'OK',
@@ -419,6 +450,8 @@ export function screenResponse(head: ResponseHead, parts: Buffer[]): ScreenResul
   }
   if (NO_LITERAL.has(kw)) {
     if (literals > 0) return { ok: false, reason: `${kw} response announces a literal` };
+    const grammar = EXACT_GRAMMAR[kw];
+    if (grammar && !grammar.test(parts[0]!.toString('latin1'))) return { ok: false, reason: `${kw} response of the wrong shape` };
     return { ok: true };
   }
   if (NAME_LITERALS.has(kw)) {

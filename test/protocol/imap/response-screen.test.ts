@@ -47,6 +47,18 @@ const PASS = [
   '* 2 FETCH (ENVELOPE (NIL {5}\r\nh\xe9llo NIL NIL NIL NIL NIL NIL NIL NIL))\r\n',
   '* 2 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 12 1 NIL NIL NIL NIL)("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 100 NIL ("attachment" ("filename" "a.bin")) NIL NIL) "mixed" ("boundary" "b1") NIL NIL NIL))\r\n',
   '* BYE Server shutting down\r\n',
+  // the exact grammars: numbers, flags, atoms
+  '* 0 RECENT\r\n',
+  '* SEARCH\r\n',
+  '* SEARCH 2 5 (MODSEQ 917162500)\r\n',
+  '* ESEARCH (TAG "P.1") UID ALL 1:3,5,7:*\r\n',
+  '* ESEARCH (TAG "a") COUNT 0\r\n',
+  '* SORT 2 3 1\r\n',
+  '* THREAD (2)(3 6 (4 23)(44 7 96))\r\n',
+  '* ENABLED CONDSTORE QRESYNC\r\n',
+  '* VANISHED (EARLIER) 300:310,405,411\r\n',
+  '* FLAGS (\\Seen $label/1 a,b Junk)\r\n',
+  '* FLAGS ()\r\n',
 ];
 
 const REFUSE: Array<[string, string]> = [
@@ -81,6 +93,19 @@ const REFUSE: Array<[string, string]> = [
   ['EXISTS with a literal', `* 3 EXISTS {${EICAR.length}}\r\n${EICAR}\r\n`],
   ['unknown response', `* XFOO {${EICAR.length}}\r\n${EICAR}\r\n`],
   ['unknown response, no literal', `* CONVERTED 1 ${EICAR}\r\n`],
+  // text riding on responses made of numbers, flags and atoms (attacker's review, 2026-12-03)
+  ['EXISTS with text after the number', `* 3 EXISTS ${EICAR}\r\n`],
+  ['EXPUNGE with text', '* 1 EXPUNGE x\r\n'],
+  ['SEARCH with text', `* SEARCH ${EICAR}\r\n`],
+  ['SEARCH with two spaces', '* SEARCH 1  2\r\n'],
+  ['ESEARCH with text', `* ESEARCH (TAG "a1") ${EICAR}\r\n`],
+  ['ESEARCH with a string in the tag', `* ESEARCH (TAG "${EICAR.replace(/[\\"]/g, '')}") COUNT 1\r\n`],
+  ['FLAGS with a non-atom', `* FLAGS (${EICAR})\r\n`],
+  ['FLAGS with \\*', '* FLAGS (\\Seen \\*)\r\n'],
+  ['THREAD with text', `* THREAD ${EICAR}\r\n`],
+  ['SORT with text', `* SORT 1 ${EICAR}\r\n`],
+  ['ENABLED with a non-atom', `* ENABLED ${EICAR}\r\n`],
+  ['VANISHED with text', `* VANISHED 1:2 ${EICAR}\r\n`],
   ['tagged with a literal', `a1 OK {${EICAR.length}}\r\n${EICAR}\r\n`],
   ['PREAUTH after login', '* PREAUTH hello\r\n'],
   ['STATUS with a literal attribute value', `* STATUS INBOX (MESSAGES {${EICAR.length}}\r\n${EICAR})\r\n`],
