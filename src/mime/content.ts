@@ -330,6 +330,9 @@ export function contentInfo(node: MimeNode): ContentInfo {
     if (i === 0) cte = known ?? 'unknown';
   }
   if (node.multipart && cte !== '7bit' && cte !== '8bit' && cte !== 'binary') fault('multipart with a Content-Transfer-Encoding');
+  // a message sent uuencoded: postern reads a uuencoded file in it, a reader that decodes the part
+  // (GMime, Evolution) the forwarded message with its attachments (attacker's review, 2026-12-03)
+  if (node.contentType.startsWith('message/') && cte === 'x-uuencode') fault('message with a uuencode Content-Transfer-Encoding');
 
   const info: ContentInfo = { type: node.contentType, otherTypes: [...new Set(otherTypes)], cte, disposition, names, faults };
   infoCache.set(node, info);
