@@ -190,16 +190,21 @@ export function pgpKind(b: Buffer, depth = 2, plainToo = false): 'readable' | 'e
   return p.tag === 5 || p.tag === 6 || p.tag === 7 || p.tag === 14 ? 'other' : undefined;
 }
 
-const ARMOUR = /^\uFEFF?[\t\n\r ]*-----BEGIN (PGP MESSAGE|PKCS7|CMS)-----[\t ]*\r?\n/;
+/** PEM and ASCII-armour labels of what sealedType reads (the text is latin1: a UTF-8 BOM is three characters). */
+const ARMOUR = /^(?:\xef\xbb\xbf)?[\t\n\r ]*-----BEGIN (PGP MESSAGE|PGP ARMORED FILE|PKCS7|PKCS #7 SIGNED DATA|CMS)-----[\t ]*\r?\n/;
 
 /** The binary start of a PEM or ASCII-armoured block at the head of `head` (headers skipped), or of bare base64 of CMS; null when it is neither. */
 function dearmoured(head: Buffer): { kind: 'pgp' | 'cms'; bytes: Buffer } | null {
+  // only text that starts (after a BOM and white space) with '-' or 'M' can be either: no string otherwise
+  let i = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
+  while (i < head.length && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0d || head[i] === 0x0a)) i++;
+  if (head[i] !== 0x2d && head[i] !== 0x4d) return null;
   const text = head.toString('latin1', 0, Math.min(head.length, 4096));
   const m = ARMOUR.exec(text);
   let body: string;
   let kind: 'pgp' | 'cms';
   if (m) {
-    kind = m[1] === 'PGP MESSAGE' ? 'pgp' : 'cms';
+    kind = m[1]!.startsWith('PGP') ? 'pgp' : 'cms';
     body = text.slice(m[0].length);
     // armour headers (Version:, Comment:) end at the first empty line; without any, the data follows at once
     const blank = /^(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n)*\r?\n/.exec(body);

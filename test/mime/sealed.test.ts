@@ -99,6 +99,8 @@ describe('CMS (openssl)', () => {
       expect(sealedType(Buffer.from(`-----BEGIN CMS-----\n${b64}\n-----END CMS-----\n`).subarray(0, 4096)), `${what} PEM`).toBe(want);
       expect(sealedType(Buffer.from(`-----BEGIN PKCS7-----\r\n${b64.replace(/\n/g, '\r\n')}`).subarray(0, 4096)), `${what} PKCS7 PEM`).toBe(want);
       expect(sealedType(Buffer.from(b64).subarray(0, 4096)), `${what} base64`).toBe(want);
+      // a UTF-8 BOM and white space before the armour, and the older PEM label
+      expect(sealedType(Buffer.from(`\ufeff\r\n -----BEGIN PKCS #7 SIGNED DATA-----\n${b64}`).subarray(0, 4096)), `${what} BOM`).toBe(want);
     }
   });
 
@@ -162,6 +164,10 @@ describe('OpenPGP (gpg)', () => {
       const armoured = gpg('--armor', '--set-filename', 'invoice.exe', '--output', '-', ...args, 'evil.exe');
       expect(sealedType(armoured.subarray(0, 4096)), `${what}, armoured`).toBe(arm ? PGP_READABLE_TYPE : undefined);
     }
+    // gpg --enarmor: any binary OpenPGP data under the ARMORED FILE label
+    const stored = gpg('--store', '--compress-algo', 'zlib', '--output', '-', 'evil.exe');
+    writeFileSync(join(dir, 'stored.gpg'), stored);
+    expect(sealedType(gpg('--enarmor', '--output', '-', 'stored.gpg').subarray(0, 4096))).toBe(PGP_READABLE_TYPE);
     expect(detectType(gpg('--export', 's@example.test').subarray(0, 4096))).toBeUndefined();
     expect(detectType(gpg('--export', '--armor', 's@example.test').subarray(0, 4096))).toBeUndefined();
     expect(detectType(gpg('--clearsign', '--output', '-', 'evil.exe').subarray(0, 4096))).toBeUndefined();
