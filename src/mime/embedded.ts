@@ -101,7 +101,10 @@ const BINHEX = /\(This file must be converted with BinHex/i;
 
 /** Quick test before splitting lines: does the text contain anything that may start a block? */
 export function mayHaveEmbedded(text: Buffer): boolean {
-  return /begin|=ybegin|binhex|(?:^|[\r\n])[ \t]*(?:[A-Za-z0-9-]+\.)?attach[;:]/i.test(text.toString('latin1'));
+  // (calendar lines unfolded first: RFC 5545 folds anywhere, inside a property's name too)
+  const s = text.toString('latin1');
+  if (/begin|=ybegin|binhex/i.test(s)) return true;
+  return /attach/i.test(s) && /(?:^|[\r\n])[ \t]*(?:[A-Za-z0-9-]+\.)?attach[;:]/i.test(s.replace(/\r?\n[ \t]/g, ''));
 }
 
 /**
@@ -198,19 +201,21 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
   };
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
-    if (CAL_ATTACH.test(line)) {
+    if (CAL_ATTACH.test(unfoldedStart(lines, i))) {
       const r = decodeCalendarAttach(lines, i, budget);
-      if (r) {
+      if (r.data) {
         const f: EmbeddedFile = {
           kind: 'calendar',
           name: r.names[0] ?? '',
           names: r.names,
           data: r.data,
-          damaged: damagedAt(i, r),
+          damaged: damagedAt(i, r as Block),
           declaredType: r.declaredType,
         };
-        if (!add(f, r)) return;
+        if (!add(f, r as Block)) return;
       }
+      // the property's continuation lines are its own: not read again as lines of their own
+      i = r.next - 1;
       continue;
     }
     let m = BEGIN.exec(line);
@@ -414,8 +419,21 @@ function decodeYencBlock(lines: string[], from: number, budget: DecodeBudget): B
  * 2026-12-03: `invoice.exe` inside a text/calendar part passed clean).
  */
 const CAL_ATTACH = /^(?:[A-Za-z0-9-]+\.)?ATTACH[;:]/i;
-/** Parameters that name the attached file (X-FILENAME: Outlook; FILENAME, X-APPLE-FILENAME, X-ORACLE-FILENAME, X-LABEL). */
-const CAL_NAME_PARAM = /^(?:X-[A-Z0-9-]*FILENAME|FILENAME|X-LABEL|LABEL|NAME)$/;
+/**
+ * Parameters that name the attached file: X-FILENAME (Outlook), FILENAME, X-APPLE-FILENAME,
+ * X-ORACLE-FILENAME, X-EVOLUTION-CALDAV-ATTACHMENT-NAME, X-LABEL: any whose name ends in NAME or LABEL.
+ */
+const CAL_NAME_PARAM = /(?:NAME|LABEL)$/;
+
+/** The first characters of the property starting at line `i`, unfolded (a fold may cut its name: `ATT` CRLF SP `ACH`). */
+function unfoldedStart(lines: string[], i: number): string {
+  let t = lines[i]!.trim();
+  for (let k = i + 1; t.length < 64 && k < lines.length && /^[ \t]/.test(lines[k]!); k++) t += lines[k]!.slice(1);
+  return t;
+}
+
+/** A calendar property read by decodeCalendarAttach: `data` null when it carries no file inline (a URI). */
+type CalendarAttach = Omit<Block, 'data'> & { data: Buffer | null; names: string[]; declaredType: string };
 
 /**
  * The calendar property starting at line `from` (unfolded: a following line that starts with a space
@@ -423,10 +441,11 @@ const CAL_NAME_PARAM = /^(?:X-[A-Z0-9-]*FILENAME|FILENAME|X-LABEL|LABEL|NAME)$/;
  * carries none (a URI). A value that is inline but not base64 or quoted-printable, or not clean
  * base64, is damaged (readers decode it differently or not at all).
  */
-function decodeCalendarAttach(lines: string[], from: number, budget: DecodeBudget): (Block & { names: string[]; declaredType: string }) | null {
-  let text = lines[from]!.trim();
+function decodeCalendarAttach(lines: string[], from: number, budget: DecodeBudget): CalendarAttach {
+  const pieces = [lines[from]!.trim()];
   let next = from + 1;
-  while (next < lines.length && /^[ \t]/.test(lines[next]!)) text += lines[next++]!.slice(1);
+  while (next < lines.length && /^[ \t]/.test(lines[next]!)) pieces.push(lines[next++]!.slice(1));
+  const text = pieces.join('');
   // name;param=value;param="quoted; value":value -- the value starts at the first ':' outside quotes
   const params = new Map<string, string[]>();
   let p = text.search(/[;:]/);
@@ -457,18 +476,36 @@ function decodeCalendarAttach(lines: string[], from: number, budget: DecodeBudge
       if (text[q] !== ',') break;
       q++;
     }
-    if (key) params.set(key, [...(params.get(key) ?? []), ...values]);
+    if (key) {
+      const had = params.get(key);
+      if (had) had.push(...values);
+      else params.set(key, values);
+    }
     p = q;
   }
   const upper = (k: string): string[] => (params.get(k) ?? []).map((v) => v.trim().toUpperCase());
   const encoding = upper('ENCODING');
   const binary = upper('VALUE').includes('BINARY');
-  if (encoding.length === 0 && !binary) return null;
+  if (encoding.length === 0 && !binary) return { data: null, damaged: false, next, names: [], declaredType: '' };
   const names: string[] = [];
-  for (const [k, vs] of params) if (CAL_NAME_PARAM.test(k)) for (const v of vs) if (v.trim() && !names.includes(v.trim())) names.push(v.trim());
+  // each name as written and with RFC 6868's escapes read (^' a quote, ^n a line break, ^^ a caret)
+  const addName = (v: string): void => {
+    const t = v.trim();
+    if (t && !names.includes(t) && names.length < 16) names.push(t);
+  };
+  for (const [k, vs] of params)
+    if (CAL_NAME_PARAM.test(k))
+      for (const v of vs) {
+        addName(v);
+        addName(v.replace(/\^(['n^])/g, (_, c: string) => (c === "'" ? '"' : c === 'n' ? '\n' : '^')));
+      }
   const declaredType = (params.get('FMTTYPE')?.[0] ?? '').trim().toLowerCase();
-  const value = valueAt < 0 ? '' : text.slice(valueAt);
+  let value = valueAt < 0 ? '' : text.slice(valueAt);
   const enc = encoding[0] ?? '';
+  // vCalendar 1.0 quoted-printable: a line ending in '=' goes on at the next line, unindented
+  if (enc === 'QUOTED-PRINTABLE') {
+    while (value.endsWith('=') && next < lines.length && value.length < MAX_EMBEDDED_BYTES) value += `\r\n${lines[next++]!}`;
+  }
   const out = { names, declaredType, next };
   if (encoding.length > 1 || (enc !== 'BASE64' && enc !== 'B' && enc !== 'QUOTED-PRINTABLE')) return { ...out, data: Buffer.alloc(0), damaged: true };
   const refused = admit(Math.ceil(value.length / 4) * 3 + value.length, budget);

@@ -52,10 +52,11 @@ function readTl(b: Buffer, pos: number): Tl | null {
   const l0 = b[pos + 1]!;
   if (l0 < 0x80) return { tag, len: l0, at: pos + 2 };
   if (l0 === 0x80) return (tag & 0x20) === 0x20 ? { tag, len: -1, at: pos + 2 } : null;
+  // long form: OpenSSL takes up to 8 length bytes, leading zeros included (a value past any buffer: cut short)
   const n = l0 & 0x7f;
-  if (n > 4 || pos + 2 + n > b.length) return null;
+  if (n > 8 || pos + 2 + n > b.length) return null;
   let len = 0;
-  for (let i = 0; i < n; i++) len = len * 256 + b[pos + 2 + i]!;
+  for (let i = 0; i < n; i++) len = Math.min(len * 256 + b[pos + 2 + i]!, Number.MAX_SAFE_INTEGER);
   return { tag, len, at: pos + 2 + n };
 }
 
@@ -109,42 +110,71 @@ export function cmsKind(b: Buffer): 'readable' | 'encrypted' | 'detached' | unde
   return b[after] === 0 && b[after + 1] === 0 ? 'detached' : 'readable';
 }
 
-/** OpenPGP packet tags: what starts an encrypted message, and what carries readable content. */
-const PGP_ENCRYPTED_TAGS = new Set([1, 3, 9, 18, 20]);
-const PGP_COMPRESSED = 8;
-const PGP_LITERAL = 11;
-const PGP_ONE_PASS = 4;
-const PGP_SIGNATURE = 2;
+/** OpenPGP packet tags. */
+const PGP = { PKESK: 1, SIGNATURE: 2, SKESK: 3, ONE_PASS: 4, COMPRESSED: 8, SED: 9, MARKER: 10, LITERAL: 11, TRUST: 12, SEIPD: 18, AEAD: 20 };
+/** Packets gpg reads past before the data: session keys, signatures, markers, trust. */
+const PGP_PREFIX = new Set([PGP.PKESK, PGP.SIGNATURE, PGP.SKESK, PGP.ONE_PASS, PGP.MARKER, PGP.TRUST]);
+const PGP_ENCRYPTED_DATA = new Set([PGP.SED, PGP.SEIPD, PGP.AEAD]);
+/** Key material, user ids and attributes: no content. */
+const PGP_KEYS = new Set([5, 6, 7, 13, 14, 17]);
 /** Literal data formats: binary, text, UTF-8, local, and the old '1' and MIME 'm'. */
 const LITERAL_FORMATS = new Set([0x62, 0x74, 0x75, 0x6c, 0x31, 0x6d]);
 
-/** An OpenPGP packet header at `pos`: its tag and where its body starts and ends (`end` -1: indefinite or partial). */
-function pgpPacket(b: Buffer, pos: number): { tag: number; at: number; end: number } | null {
+/**
+ * An OpenPGP packet at `pos`: its tag, its body as far as `b` holds it (the chunks of a partial body
+ * length joined), where the next packet starts (-1: past `b`, or the body runs to the end) and
+ * whether the body came in partial chunks (its bytes are not contiguous in the file). Null when the
+ * bytes are not a packet header.
+ */
+function pgpPacket(b: Buffer, pos: number): { tag: number; body: Buffer; next: number; split: boolean } | null {
   const h = b[pos];
   if (h === undefined || (h & 0x80) === 0) return null;
-  if (h & 0x40) {
-    const tag = h & 0x3f;
-    const l0 = b[pos + 1];
-    if (l0 === undefined) return null;
-    if (l0 < 192) return { tag, at: pos + 2, end: pos + 2 + l0 };
-    if (l0 < 224) return pos + 2 < b.length ? { tag, at: pos + 3, end: pos + 3 + ((l0 - 192) << 8) + b[pos + 2]! + 192 } : null;
-    if (l0 === 255) return pos + 5 < b.length ? { tag, at: pos + 6, end: pos + 6 + b.readUInt32BE(pos + 2) } : null;
-    return { tag, at: pos + 2, end: -1 };
+  if ((h & 0x40) === 0) {
+    const tag = (h >> 2) & 0x0f;
+    const lt = h & 3;
+    if (lt === 3) return { tag, body: b.subarray(pos + 1), next: -1, split: false };
+    const n = 1 << lt;
+    if (pos + 1 + n > b.length) return null;
+    const len = n === 1 ? b[pos + 1]! : n === 2 ? b.readUInt16BE(pos + 1) : b.readUInt32BE(pos + 1);
+    const at = pos + 1 + n;
+    return { tag, body: b.subarray(at, Math.min(b.length, at + len)), next: at + len <= b.length ? at + len : -1, split: false };
   }
-  const tag = (h >> 2) & 0x0f;
-  const lt = h & 3;
-  if (lt === 3) return { tag, at: pos + 1, end: -1 };
-  const n = 1 << lt;
-  if (pos + 1 + n > b.length) return null;
-  const len = n === 1 ? b[pos + 1]! : n === 2 ? b.readUInt16BE(pos + 1) : b.readUInt32BE(pos + 1);
-  return { tag, at: pos + 1 + n, end: pos + 1 + n + len };
+  const tag = h & 0x3f;
+  const chunks: Buffer[] = [];
+  let p = pos + 1;
+  let split = false;
+  // at most 64 partial chunks are joined from the head (each 1 byte or more)
+  for (let k = 0; k < 64; k++) {
+    const l0 = b[p];
+    if (l0 === undefined) return k === 0 ? null : { tag, body: Buffer.concat(chunks), next: -1, split };
+    let len: number;
+    let at: number;
+    let partial = false;
+    if (l0 < 192) [len, at] = [l0, p + 1];
+    else if (l0 < 224) {
+      if (p + 1 >= b.length) return k === 0 ? null : { tag, body: Buffer.concat(chunks), next: -1, split };
+      [len, at] = [((l0 - 192) << 8) + b[p + 1]! + 192, p + 2];
+    } else if (l0 === 255) {
+      if (p + 4 >= b.length) return k === 0 ? null : { tag, body: Buffer.concat(chunks), next: -1, split };
+      [len, at] = [b.readUInt32BE(p + 1), p + 5];
+    } else [len, at, partial] = [1 << (l0 & 0x1f), p + 1, true];
+    chunks.push(b.subarray(at, Math.min(b.length, at + len)));
+    if (!partial) {
+      const next = at + len <= b.length ? at + len : -1;
+      return { tag, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), next, split };
+    }
+    split = true;
+    p = at + len;
+    if (p >= b.length) break;
+  }
+  return { tag, body: Buffer.concat(chunks), next: -1, split };
 }
 
-/** Whether the bytes at `at` start a compressed-data body gpg reads (algorithm 0-3, the stream's start valid). */
-function compressedBody(b: Buffer, at: number): boolean {
-  const algo = b[at];
-  const data = b.subarray(at + 1);
-  if (algo === 0) return pgpKind(data, 1, true) === 'readable';
+/** Whether a compressed-data body is one gpg reads: algorithm 1-3 and the stream's start valid, or 0 with a packet inside. */
+function compressedReadable(body: Buffer, plainToo: boolean, depth: number): boolean {
+  const algo = body[0];
+  const data = body.subarray(1);
+  if (algo === 0) return depth > 0 && pgpKind(data, plainToo, depth - 1) === 'readable';
   if (algo === 3) return data.toString('latin1', 0, 3) === 'BZh';
   if (algo === 1 || algo === 2) {
     let d = data;
@@ -152,83 +182,131 @@ function compressedBody(b: Buffer, at: number): boolean {
       if (d.length < 2 || (d[0]! & 0x0f) !== 8 || ((d[0]! << 8) | d[1]!) % 31 !== 0) return false;
       d = d.subarray(2);
     }
-    const r = inflateCount(d, 1024);
-    return !r.fault && r.out > 0;
+    // no fault within 1,024 bytes of output (or the head's end: empty blocks write nothing)
+    return !inflateCount(d, 1024).fault;
   }
   return false;
 }
 
 /**
- * For an OpenPGP message: 'readable' (compressed data, and with `plainToo` also literal, one-pass
- * signed or uncompressed data, whose bytes stand in the file as they are; or a signature followed by
- * one of those), 'encrypted' (a session key or encrypted data first), 'other' (keys, a signature
- * alone, plain data without `plainToo`); undefined when `b` does not start like one.
+ * For an OpenPGP message, walking its first packets as gpg does (session keys, signatures, markers
+ * and trust packets first, then the data): 'readable' when the data is compressed, or literal with
+ * `plainToo` or in partial chunks (split by length headers); 'encrypted' when the data is encrypted;
+ * 'other' for key material, a signature alone, and literal data that stands in the file as it is
+ * (left to the other searches: an executable header is found where it stands; taking any literal
+ * packet by its first two bytes would also take about one unknown binary file in 2,000). Undefined
+ * when `b` does not start like one.
  *
- * Plain data in a binary file is left to the other searches (an executable header is found where it
- * stands); taking a literal packet by its first two bytes would also take about one unknown binary
- * file in 2,000. Armoured, nothing of it is plain (base64): sealedType passes `plainToo`.
+ * Past the first packet, what the walk cannot read (a packet gpg does not know, or the head's end
+ * before the data) counts as readable (fail closed) once the start is certainly OpenPGP: a marker
+ * packet, or two packets in a row that read and chain exactly. A single weak packet header followed
+ * by anything else is taken for random bytes (unknown binary files start like one that often).
  */
-export function pgpKind(b: Buffer, depth = 2, plainToo = false): 'readable' | 'encrypted' | 'other' | undefined {
-  const p = pgpPacket(b, 0);
-  if (!p || p.at >= b.length) return undefined;
-  if (PGP_ENCRYPTED_TAGS.has(p.tag)) return 'encrypted';
-  if (p.tag === PGP_COMPRESSED) {
-    if (b[p.at] === 0 && !plainToo) return pgpKind(b.subarray(p.at + 1), 1, false) === undefined ? undefined : 'other';
-    return compressedBody(b, p.at) ? 'readable' : undefined;
+export function pgpKind(b: Buffer, plainToo = false, depth = 2): 'readable' | 'encrypted' | 'other' | undefined {
+  let pos = 0;
+  let packets = 0;
+  let marker = false;
+  const unsure = (): 'readable' | undefined => (marker || packets >= 2 ? 'readable' : undefined);
+  for (let n = 0; n < 64; n++) {
+    const p = pgpPacket(b, pos);
+    if (!p || p.body.length === 0) return unsure();
+    if (PGP_PREFIX.has(p.tag)) {
+      const v = p.body[0]!;
+      const ok =
+        p.tag === PGP.MARKER
+          ? p.body.toString('latin1') === 'PGP'
+          : p.tag === PGP.TRUST
+            ? p.body.length <= 256
+            : p.tag === PGP.ONE_PASS
+              ? (v === 3 && p.body.length === 13) || v === 6
+              : p.tag === PGP.PKESK
+                ? v === 3 || v === 6
+                : p.tag === PGP.SKESK
+                  ? v === 4 || v === 5 || v === 6
+                  : v >= 3 && v <= 6;
+      if (!ok) return unsure();
+      // a trust packet's body is anything short: no evidence of OpenPGP by itself
+      if (p.tag !== PGP.TRUST) packets++;
+      if (p.tag === PGP.MARKER) marker = true;
+      // the head ends within or right after it: a signature alone is a detached signature
+      if (p.next < 0 || p.next >= b.length) return packets === 1 && p.tag === PGP.SIGNATURE ? 'other' : unsure();
+      pos = p.next;
+      continue;
+    }
+    if (PGP_ENCRYPTED_DATA.has(p.tag)) return 'encrypted';
+    if (p.tag === PGP.COMPRESSED) return compressedReadable(p.body, plainToo || p.split, depth) ? 'readable' : unsure();
+    if (p.tag === PGP.LITERAL) {
+      // format byte, name length, name, 4-byte date. gpg takes any format byte; but a literal packet
+      // is only read as one here when its format and name look like one (binary, text, UTF-8... and
+      // a printable name), unless the start is certainly OpenPGP: random bytes split into partial
+      // chunks would otherwise be one in 2,000
+      const nameLen = p.body[1];
+      if (nameLen === undefined || (p.next >= 0 && 2 + nameLen + 4 > p.body.length)) return unsure();
+      const name = p.body.subarray(2, 2 + nameLen);
+      const looks = LITERAL_FORMATS.has(p.body[0]!) && name.every((c) => c >= 0x20 && c !== 0x7f);
+      if (!looks && !plainToo && !marker && packets < 2) return undefined;
+      return plainToo || p.split ? 'readable' : 'other';
+    }
+    if (PGP_KEYS.has(p.tag)) return packets === 0 ? 'other' : unsure();
+    return unsure();
   }
-  if (p.tag === PGP_LITERAL) {
-    const n = b[p.at + 1];
-    const ok = LITERAL_FORMATS.has(b[p.at]!) && n !== undefined && (p.end < 0 || p.at + 2 + n + 4 <= p.end);
-    return ok ? (plainToo ? 'readable' : 'other') : undefined;
-  }
-  if (p.tag === PGP_ONE_PASS) return b[p.at] === 3 && (p.end < 0 || p.end - p.at === 13) ? (plainToo ? 'readable' : 'other') : undefined;
-  if (p.tag === PGP_SIGNATURE && p.end > 0 && depth > 0) {
-    if (b[p.at] !== 3 && b[p.at] !== 4 && b[p.at] !== 5) return undefined;
-    if (p.end >= b.length) return 'other';
-    return pgpKind(b.subarray(p.end), depth - 1, plainToo) === 'readable' ? 'readable' : 'other';
-  }
-  return p.tag === 5 || p.tag === 6 || p.tag === 7 || p.tag === 14 ? 'other' : undefined;
+  return 'readable';
 }
 
-/** PEM and ASCII-armour labels of what sealedType reads (the text is latin1: a UTF-8 BOM is three characters). */
-const ARMOUR = /^(?:\xef\xbb\xbf)?[\t\n\r ]*-----BEGIN (PGP MESSAGE|PGP ARMORED FILE|PKCS7|PKCS #7 SIGNED DATA|CMS)-----[\t ]*\r?\n/;
+/** The blocks of text armour (PEM, OpenPGP) in the head: the label and the binary start of each (up to 4). */
+function armouredBlocks(head: Buffer): Array<{ label: string; bytes: Buffer }> {
+  if (head.indexOf('-----BEGIN ') < 0) return [];
+  const text = head.toString('latin1', 0, Math.min(head.length, 4096));
+  const out: Array<{ label: string; bytes: Buffer }> = [];
+  const begin = /-----BEGIN ([^\r\n-]{1,64})-----[^\n]*\n/g;
+  for (let m = begin.exec(text); m && out.length < 4; m = begin.exec(text)) {
+    let body = text.slice(m.index + m[0].length);
+    // armour headers (Version:, Comment:...) and then a line that is blank or holds white space only
+    const headers = /^(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n)*(?:[\t\r ]*\n)?/.exec(body);
+    if (headers) body = body.slice(headers[0].length);
+    // the data lines, up to the END line, the armour checksum ('=' at a line start) or a line that
+    // is not base64: gpg skips a stray character with a warning, so a line may hold two of them
+    // (the first data line as long as armour writes one: a short line of prose is not taken for data)
+    let b64 = '';
+    for (const line of body.split('\n')) {
+      const t = line.trim();
+      if (t === '' || t.startsWith('-----') || t.startsWith('=')) break;
+      const clean = t.replace(/[^A-Za-z0-9+/=]/g, '');
+      if (t.length - clean.length > 2 || (b64 === '' && clean.length < 20)) break;
+      b64 += clean.replace(/=/g, '');
+    }
+    const bytes = Buffer.from(b64.slice(0, b64.length - (b64.length % 4)), 'base64');
+    if (bytes.length > 0) out.push({ label: m[1]!, bytes });
+  }
+  return out;
+}
 
-/** The binary start of a PEM or ASCII-armoured block at the head of `head` (headers skipped), or of bare base64 of CMS; null when it is neither. */
-function dearmoured(head: Buffer): { kind: 'pgp' | 'cms'; bytes: Buffer } | null {
-  // only text that starts (after a BOM and white space) with '-' or 'M' can be either: no string otherwise
+/** The binary start of bare base64 text whose first byte is 0x30 (a DER SEQUENCE: a .p7m sent as base64), or null. */
+function bareBase64(head: Buffer): Buffer | null {
   let i = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
   while (i < head.length && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0d || head[i] === 0x0a)) i++;
-  if (head[i] !== 0x2d && head[i] !== 0x4d) return null;
-  const text = head.toString('latin1', 0, Math.min(head.length, 4096));
-  const m = ARMOUR.exec(text);
-  let body: string;
-  let kind: 'pgp' | 'cms';
-  if (m) {
-    kind = m[1]!.startsWith('PGP') ? 'pgp' : 'cms';
-    body = text.slice(m[0].length);
-    // armour headers (Version:, Comment:) end at the first empty line; without any, the data follows at once
-    const blank = /^(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n)*\r?\n/.exec(body);
-    if (blank) body = body.slice(blank[0].length);
-  } else if (/^[\t\n\r ]*M[A-Z]/.test(text)) {
-    // bare base64 whose first byte is 0x30 (a DER SEQUENCE): a .p7m sent as base64 text
-    kind = 'cms';
-    body = text;
-  } else return null;
-  const b64 = /^[A-Za-z0-9+/\t\n\r ]*/.exec(body)![0].replace(/[\t\n\r ]/g, '');
-  const bytes = Buffer.from(b64.slice(0, b64.length - (b64.length % 4)), 'base64');
-  return bytes.length > 0 ? { kind, bytes } : null;
+  if (head[i] !== 0x4d /* M */) return null;
+  const text = head.toString('latin1', i, Math.min(head.length, 4096));
+  const b64 = /^[A-Za-z0-9+/\t\n\r ]*/.exec(text)![0].replace(/[\t\n\r ]/g, '');
+  return Buffer.from(b64.slice(0, b64.length - (b64.length % 4)), 'base64');
 }
 
 /**
  * The detected type of content that is CMS or OpenPGP readable without a key (CMS_READABLE_TYPE,
- * PGP_READABLE_TYPE), from its first bytes (`head`: up to 4 KiB); undefined otherwise.
+ * PGP_READABLE_TYPE), from its first bytes (`head`: up to 4 KiB); undefined otherwise. Binary, any
+ * armoured block in the head whatever its label and whatever text comes before it (OpenSSL's PEM
+ * reader skips lines before BEGIN and takes a CMS under other labels; gpg does not check the label),
+ * or bare base64 of CMS.
  */
 export function sealedType(head: Buffer): string | undefined {
   if (head.length < 2) return undefined;
   if (head[0] === 0x30 && cmsKind(head) === 'readable') return CMS_READABLE_TYPE;
   if (head[0]! & 0x80 && pgpKind(head) === 'readable') return PGP_READABLE_TYPE;
-  const a = dearmoured(head);
-  if (a?.kind === 'cms' && a.bytes[0] === 0x30 && cmsKind(a.bytes) === 'readable') return CMS_READABLE_TYPE;
-  if (a?.kind === 'pgp' && pgpKind(a.bytes, 2, true) === 'readable') return PGP_READABLE_TYPE;
+  for (const a of armouredBlocks(head)) {
+    if (a.bytes[0] === 0x30 && cmsKind(a.bytes) === 'readable') return CMS_READABLE_TYPE;
+    if (a.bytes[0]! & 0x80 && pgpKind(a.bytes, true) === 'readable') return PGP_READABLE_TYPE;
+  }
+  const bare = bareBase64(head);
+  if (bare && bare[0] === 0x30 && cmsKind(bare) === 'readable') return CMS_READABLE_TYPE;
   return undefined;
 }

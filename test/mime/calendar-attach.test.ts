@@ -116,4 +116,38 @@ describe('calendar attachments in the text', () => {
       expect(r.verdict.status, body.slice(0, 80)).toBe('clean');
     }
   });
+
+  it('folds anywhere (inside the name, before the ";"), other name parameters, RFC 6868 escapes, vCalendar soft breaks (attacker\'s review)', () => {
+    const b64 = EXE.toString('base64');
+    const cases: Array<[string, string[]]> = [
+      [`ATT\r\n ACH;ENCODING=BASE64;VALUE=BINARY;X-FILENAME=a.exe:${b64}`, ['a.exe']],
+      [`ATTACH\r\n\t;ENCODING=BASE64;VALUE=BINARY;X-FILENAME=b.exe:${b64}`, ['b.exe']],
+      [`ATTACH;ENCODING=BASE64;VALUE=BINARY;X-EVOLUTION-CALDAV-ATTACHMENT-NAME=c.js:${b64}`, ['c.js']],
+      [`ATTACH;ENCODING=BASE64;VALUE=BINARY;FILENAME=d^'.exe:${b64}`, ["d^'.exe", 'd".exe']],
+    ];
+    for (const [prop, names] of cases) {
+      const text = ['BEGIN:VCALENDAR', 'BEGIN:VEVENT', prop, 'END:VEVENT', 'END:VCALENDAR', ''].join('\r\n');
+      const files = findEmbedded(Buffer.from(text, 'latin1'));
+      expect(
+        files.map((f) => f.names),
+        prop.slice(0, 40),
+      ).toEqual([names]);
+      expect(files[0]!.data.equals(EXE)).toBe(true);
+    }
+    // vCalendar 1.0: quoted-printable lines end in '=' and go on unindented
+    const qp = [...EXE].map((c) => `=${c.toString(16).toUpperCase().padStart(2, '0')}`).join('');
+    const soft = qp.replace(/(.{72})/g, '$1=\r\n');
+    const vcs = `BEGIN:VCALENDAR\r\nVERSION:1.0\r\nBEGIN:VEVENT\r\nATTACH;ENCODING=QUOTED-PRINTABLE;X-FILENAME=e.exe:${soft}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n`;
+    const files = findEmbedded(Buffer.from(vcs, 'latin1'));
+    expect(files.length).toBe(1);
+    expect(files[0]!.damaged).toBe(false);
+    expect(files[0]!.data.equals(EXE)).toBe(true);
+  });
+
+  it('a property folded over 20,000 lines, each of them "ATTACH;X=1", is read once (was cubic: minutes)', () => {
+    const text = `BEGIN:VCALENDAR\r\nATTACH;X=1\r\n${' ATTACH;X=1\r\n'.repeat(20_000)}END:VCALENDAR\r\n`;
+    expect(findEmbedded(Buffer.from(text, 'latin1'))).toEqual([]);
+    const params = `BEGIN:VCALENDAR\r\nATTACH${';X=1'.repeat(40_000)}:x\r\nEND:VCALENDAR\r\n`;
+    expect(findEmbedded(Buffer.from(params, 'latin1'))).toEqual([]);
+  });
 });

@@ -7,7 +7,7 @@
  * signatures, certificates and keys do not.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -104,6 +104,19 @@ describe('CMS (openssl)', () => {
     }
   });
 
+  it("lengths with leading zero bytes, PEM after other text or under another label, as OpenSSL reads them (attacker's review)", () => {
+    const der = openssl('cms', '-sign', '-nodetach', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'evil.exe', '-binary', '-outform', 'DER');
+    expect(der[1]).toBe(0x82);
+    // the ContentInfo's length in 5 bytes, 3 of them zero (OpenSSL drops them)
+    const long = Buffer.concat([Buffer.from([0x30, 0x85, 0, 0, 0]), der.subarray(2, 4), der.subarray(4)]);
+    expect(cmsKind(long)).toBe('readable');
+    const b64 = der.toString('base64').replace(/.{64}/g, '$&\n');
+    for (const text of [`Signed document follows\n-----BEGIN PKCS7-----\n${b64}\n`, `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`])
+      expect(sealedType(Buffer.from(text).subarray(0, 4096)), text.slice(0, 30)).toBe(CMS_READABLE_TYPE);
+    // a real certificate under its label is no CMS content
+    expect(sealedType(readFileSync(join(dir, 'cert.pem')))).toBeUndefined();
+  });
+
   it('a structure cut short after the signed-data type counts as readable (fail closed)', () => {
     const der = openssl('cms', '-sign', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'evil.exe', '-binary', '-outform', 'DER');
     expect(cmsKind(der)).toBe('detached');
@@ -171,6 +184,47 @@ describe('OpenPGP (gpg)', () => {
     expect(detectType(gpg('--export', 's@example.test').subarray(0, 4096))).toBeUndefined();
     expect(detectType(gpg('--export', '--armor', 's@example.test').subarray(0, 4096))).toBeUndefined();
     expect(detectType(gpg('--clearsign', '--output', '-', 'evil.exe').subarray(0, 4096))).toBeUndefined();
+  });
+
+  it("what gpg reads past before the data, partial chunks, empty blocks, and armour as gpg reads it (attacker's review)", () => {
+    // gpg --store --compress-algo zip: an old-format compressed packet of indefinite length (0xA3), algorithm 1
+    const stored = gpg('--store', '--compress-algo', 'zip', '--set-filename', 'invoice.exe', '--output', '-', 'evil.exe');
+    expect(stored.subarray(0, 2)).toEqual(Buffer.from([0xa3, 0x01]));
+    const deflate = stored.subarray(2);
+    const keyid = Buffer.alloc(8, 0x11);
+    const prefixes: Array<[string, Buffer]> = [
+      ['a marker packet', Buffer.from([0xa8, 0x03, 0x50, 0x47, 0x50])],
+      ['a trust packet', Buffer.from([0xb0, 0x02, 0x00, 0x00])],
+      ['a one-pass signature', Buffer.concat([Buffer.from([0xc4, 0x0d, 0x03, 0x00, 0x08, 0x16]), keyid, Buffer.from([0x01])])],
+      ['a session key (data not encrypted)', Buffer.concat([Buffer.from([0xc1, 0x0b, 0x03]), keyid, Buffer.from([0x12, 0x00])])],
+      ['a symmetric session key', Buffer.from([0xc3, 0x04, 0x04, 0x09, 0x00, 0x00])],
+    ];
+    for (const [what, prefix] of prefixes) expect(sealedType(Buffer.concat([prefix, stored]).subarray(0, 4096)), what).toBe(PGP_READABLE_TYPE);
+    // new format, partial body lengths: a first chunk of 1 byte (the algorithm), then 2 bytes, then the rest
+    const body = Buffer.concat([Buffer.from([0x01]), deflate]);
+    const partial = Buffer.concat([
+      Buffer.from([0xc8, 0xe0]),
+      body.subarray(0, 1),
+      Buffer.from([0xe1]),
+      body.subarray(1, 3),
+      Buffer.from([0xff]),
+      Buffer.alloc(4),
+      body.subarray(3),
+    ]);
+    partial.writeUInt32BE(body.length - 3, partial.indexOf(0xff, 4) + 1);
+    expect(sealedType(partial.subarray(0, 4096)), 'partial chunks').toBe(PGP_READABLE_TYPE);
+    // 900 empty stored blocks first: no output within the head
+    const empties = Buffer.concat([Buffer.from([0xa3, 0x01]), Buffer.concat(Array.from({ length: 900 }, () => Buffer.from([0, 0, 0, 0xff, 0xff]))), deflate]);
+    expect(sealedType(empties.subarray(0, 4096)), 'empty blocks').toBe(PGP_READABLE_TYPE);
+    // armour: prose before it, another label, a blank line holding white space, a stray character
+    const b64 = stored.toString('base64').replace(/.{64}/g, '$&\n');
+    for (const text of [
+      `Here it is:\n\n-----BEGIN PGP MESSAGE-----\n\n${b64}\n-----END PGP MESSAGE-----\n`,
+      `-----BEGIN PGP SIGNATURE-----\n\n${b64}\n`,
+      `-----BEGIN PGP MESSAGE-----\nVersion: x\n \t\n${b64}\n`,
+      `-----BEGIN PGP MESSAGE-----\n\n.${b64}\n`,
+    ])
+      expect(sealedType(Buffer.from(text).subarray(0, 4096)), text.slice(0, 40)).toBe(PGP_READABLE_TYPE);
   });
 
   it('the engine strips invoice.exe.pgp (gpg --store) and keeps an encrypted .pgp', async () => {
