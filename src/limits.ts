@@ -1028,6 +1028,15 @@ export const COLLECTOR_PROCESS_HOLD_BYTES = 128 * 1024 * 1024;
 
 // ---------- admin listener (src/admin/, docs/admin.md) ----------
 
+/** The quarantine store (src/quarantine/store.ts). */
+export const QUARANTINE_LIMITS = {
+  /**
+   * Other mailboxes one original's record names (`context.also`) when the same bytes are quarantined
+   * again (a mass mailing); past it the record is left as it is (a release reaches those named).
+   */
+  maxAlsoContexts: 100,
+} as const;
+
 export const ADMIN_LIMITS = {
   /** Largest request body read (login form, release/delete forms); more is refused with 413 (E_ADMIN). */
   maxBodyBytes: 16 * 1024,
@@ -1047,6 +1056,10 @@ export const ADMIN_LIMITS = {
   releaseTimeoutMs: 60_000,
   /** A wrong token is answered after this delay (slows guessing; scrypt adds its own cost). */
   authFailureDelayMs: 500,
+  /** Addresses one release by SMTP sends the original to (the recipients and users it was quarantined for). */
+  maxReleaseRecipients: 50,
+  /** Token checks (scrypt, off the event loop) running at once; more are answered 503 (E_ADMIN) at once. */
+  maxConcurrentTokenChecks: 4,
 } as const;
 
 // ---------- edge: access rules, auto-block, rate limits, PROXY protocol (src/edge/, src/protocol/proxy/) ----------

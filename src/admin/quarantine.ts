@@ -18,6 +18,14 @@ export interface Entry {
   subject: string;
   date: string;
   user: string;
+  /**
+   * Whom the original was for, where the quarantine knows addresses: the collector's delivery
+   * recipients (`context.recipients`), of this record and of every other mailbox the same bytes were
+   * quarantined for (`context.also`: the store keeps one record per original).
+   */
+  recipients: string[];
+  /** The users of the other mailboxes the same bytes were quarantined for. */
+  alsoUsers: string[];
   verdict: string;
   rules: { rule: string; action: string; reason: string }[];
 }
@@ -93,6 +101,10 @@ export async function entry(store: FileQuarantineStore, record: QuarantineRecord
     subject: h.subject ?? '',
     date: h.date ?? '',
     user: str(ctx.user),
+    recipients: [ctx, ...alsoOf(ctx)].flatMap((c) => (Array.isArray(c.recipients) ? c.recipients.map(str) : [])).filter((r, i, a) => a.indexOf(r) === i),
+    alsoUsers: alsoOf(ctx)
+      .map((c) => str(c.user))
+      .filter((u) => u !== ''),
     verdict: str(record.status),
     rules: hits.map((x) => ({ rule: str(x.rule), action: str(x.action), reason: str(x.reason) })),
   };
@@ -117,14 +129,38 @@ export async function search(store: FileQuarantineStore, q: Search): Promise<{ e
 }
 
 /** The address a release goes to: the session's user when it is an address, else user@recipient_domain when configured. */
-export function releaseRecipient(e: Entry, recipientDomain?: string): string | null {
-  if (/^[^\s<>@,;"()[\]\\]+@[^\s<>@,;"()[\]\\]+$/.test(e.user)) return e.user;
-  if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(e.user)) return `${e.user}@${recipientDomain}`;
-  return null;
+/** The other mailboxes' contexts a record keeps (`context.also`), as objects. */
+function alsoOf(ctx: Record<string, unknown>): Record<string, unknown>[] {
+  return Array.isArray(ctx.also) ? ctx.also.filter((c): c is Record<string, unknown> => typeof c === 'object' && c !== null) : [];
+}
+
+const ADDRESS = /^[^\s<>@,;"()[\]\\]+@[^\s<>@,;"()[\]\\]+$/;
+
+/**
+ * The addresses a release sends the original to. Where the quarantine knows the delivery recipients
+ * (the collector's), those: the remote login is the mailbox the collector read, not who the mail was
+ * for (an attacker's review, 2026-12-03, saw bob's message released to alice, the collector account's
+ * login). Otherwise the user of each mailbox it was quarantined for, when it is an address, or a
+ * bare name with `recipient_domain`. Empty when none is known.
+ */
+export function releaseRecipients(e: Entry, recipientDomain?: string): string[] {
+  const out: string[] = [];
+  const add = (a: string): void => {
+    if (!out.includes(a) && out.length < ADMIN_LIMITS.maxReleaseRecipients) out.push(a);
+  };
+  if (e.recipients.length > 0) {
+    for (const r of e.recipients) if (ADDRESS.test(r)) add(r);
+    return out;
+  }
+  for (const user of [e.user, ...e.alsoUsers]) {
+    if (ADDRESS.test(user)) add(user);
+    else if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(user)) add(`${user}@${recipientDomain}`);
+  }
+  return out;
 }
 
 /** Sends the original unchanged to `to` through the configured relay. */
-export async function releaseBySmtp(cfg: AdminReleaseSmtpConfig, original: Buffer, to: string): Promise<string> {
+export async function releaseBySmtp(cfg: AdminReleaseSmtpConfig, original: Buffer, to: string[]): Promise<string> {
   // nodemailer is loaded here, on the first release (src/lazy-nodemailer.ts)
   const transport = nodemailer().createTransport({
     host: cfg.host,
@@ -138,8 +174,8 @@ export async function releaseBySmtp(cfg: AdminReleaseSmtpConfig, original: Buffe
     socketTimeout: ADMIN_LIMITS.releaseTimeoutMs,
   });
   try {
-    const info = await transport.sendMail({ envelope: { from: cfg.from, to: [to] }, raw: original });
-    if (info.rejected.length > 0) throw new PosternError(ErrorCodes.ADMIN, `relay refused ${to}`);
+    const info = await transport.sendMail({ envelope: { from: cfg.from, to }, raw: original });
+    if (info.rejected.length > 0) throw new PosternError(ErrorCodes.ADMIN, `relay refused ${info.rejected.join(', ')}`);
     return String(info.response ?? '');
   } catch (e) {
     if (e instanceof PosternError) throw e;

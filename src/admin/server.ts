@@ -32,8 +32,8 @@ import type { LeafMinter } from '../tls/leaf.js';
 import { caPage, mobileconfig } from './ca-page.js';
 import { CSP, CSS, type Html, html, JS, page } from './html.js';
 import type { Metrics } from './metrics.js';
-import { type Entry, entry, releaseBySmtp, releaseRecipient, type Search, search } from './quarantine.js';
-import { tokenId, verifyToken } from './token.js';
+import { type Entry, entry, releaseBySmtp, releaseRecipients, type Search, search } from './quarantine.js';
+import { tokenId, verifyTokenAsync } from './token.js';
 
 export interface AdminDeps {
   log: Logger;
@@ -152,8 +152,24 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       ),
     );
 
+  /**
+   * A token check off the event loop, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once: one more
+   * is answered 503 at once. (scryptSync on the event loop let anyone who reached the port stall the
+   * process about 30 ms per guess, with no credentials: attacker's review, 2026-12-03.)
+   */
+  let tokenChecks = 0;
+  const checkToken = async (token: string, hash: string): Promise<boolean> => {
+    if (tokenChecks >= ADMIN_LIMITS.maxConcurrentTokenChecks) throw new HttpError(503, 'too many token checks at once: try again');
+    tokenChecks++;
+    try {
+      return await verifyTokenAsync(token, hash);
+    } finally {
+      tokenChecks--;
+    }
+  };
+
   /** Who is asking (null: not authenticated). Bearer first; else the cookie session. */
-  const authenticate = (req: http.IncomingMessage): { who: string; session: LoginSession | null; bearer: boolean } | null => {
+  const authenticate = async (req: http.IncomingMessage): Promise<{ who: string; session: LoginSession | null; bearer: boolean } | null> => {
     if (!admin.tokenHash || !who) return null;
     const auth = req.headers.authorization;
     if (auth !== undefined) {
@@ -161,7 +177,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       if (!m) return null;
       const t = m[1]!;
       if (verifiedBearer !== null && safeEq(t, verifiedBearer)) return { who, session: null, bearer: true };
-      if (!verifyToken(t, admin.tokenHash)) return null;
+      if (!(await checkToken(t, admin.tokenHash))) return null;
       verifiedBearer = t;
       return { who, session: null, bearer: true };
     }
@@ -221,11 +237,11 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
   };
 
   const renderEntry = (e: Entry, s: LoginSession | null, message?: Html): string => {
-    const rcpt = releaseRecipient(e, admin.releaseSmtp?.recipientDomain);
+    const rcpts = releaseRecipients(e, admin.releaseSmtp?.recipientDomain);
     const id = e.record.id;
     const release = admin.releaseSmtp
-      ? rcpt
-        ? html`<form method="post" action="/quarantine/${id}/release" class="inline">${csrfField(s)}<button type="submit" id="release">Release to ${rcpt}</button></form>`
+      ? rcpts.length > 0
+        ? html`<form method="post" action="/quarantine/${id}/release" class="inline">${csrfField(s)}<button type="submit" id="release">Release to ${rcpts.join(', ')}</button></form>`
         : html`<p>No release by SMTP: the recipient is not known as an address (user "${e.user}").</p>`
       : html`<p>Release by SMTP is not configured (admin.release_smtp): download the original instead.</p>`;
     return page(
@@ -264,7 +280,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       return sendJson(res, ok ? 200 : 503, { ready: ok, listeners: r.listeners, policies: r.policies, scanners });
     }
     if (get && p === '/metrics') {
-      if (metricsNeedToken && !authenticate(req)?.bearer) {
+      if (metricsNeedToken && !(await authenticate(req))?.bearer) {
         await delay();
         return send(res, 401, 'token required\n', 'text/plain; charset=utf-8', { 'www-authenticate': 'Bearer realm="postern"' });
       }
@@ -299,7 +315,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       if (p === '/login' && method === 'POST') {
         const form = await readBody(req);
         const token = form.get('token') ?? '';
-        if (!verifyToken(token, admin.tokenHash)) {
+        if (!(await checkToken(token, admin.tokenHash))) {
           log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong admin token' } }, 'admin login failed');
           await delay();
           return loginPage(401, res, 'Wrong token.');
@@ -311,7 +327,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
         const cookie = `${COOKIE}=${sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.floor(ADMIN_LIMITS.sessionTtlMs / 1000)}${secureCookie ? '; Secure' : ''}`;
         return send(res, 303, '', 'text/plain', { location: '/quarantine', 'set-cookie': cookie });
       }
-      const a = authenticate(req);
+      const a = await authenticate(req);
       if (!a) {
         if (req.headers.authorization !== undefined)
           log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong bearer token' } }, 'admin bearer token refused');
@@ -370,19 +386,27 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
             page('Deleted', html`<p class="ok" id="result">Message ${id} deleted.</p><p><a href="/quarantine">Back to the quarantine</a></p>`),
           );
         }
-        const rcpt = releaseRecipient(e, admin.releaseSmtp?.recipientDomain);
+        const rcpts = releaseRecipients(e, admin.releaseSmtp?.recipientDomain);
         if (!admin.releaseSmtp) throw new HttpError(409, 'release by SMTP is not configured (admin.release_smtp): download the original');
-        if (!rcpt) throw new HttpError(409, 'the original recipient is not known as an address');
+        if (rcpts.length === 0) throw new HttpError(409, 'the original recipient is not known as an address');
         const data = await store.read(id);
         try {
-          const response = await releaseBySmtp(admin.releaseSmtp, data, rcpt);
-          audit('release', actor, remote, { id, to: rcpt, relay: `${admin.releaseSmtp.host}:${admin.releaseSmtp.port}`, response: response.slice(0, 200) });
+          const response = await releaseBySmtp(admin.releaseSmtp, data, rcpts);
+          audit('release', actor, remote, {
+            id,
+            to: rcpts.join(', '),
+            relay: `${admin.releaseSmtp.host}:${admin.releaseSmtp.port}`,
+            response: response.slice(0, 200),
+          });
         } catch (err) {
-          log.warn({ event: 'admin.action', action: 'release', who: actor, remote, id, to: rcpt, err: logErr(err, ErrorCodes.ADMIN) }, 'admin release failed');
+          log.warn(
+            { event: 'admin.action', action: 'release', who: actor, remote, id, to: rcpts.join(', '), err: logErr(err, ErrorCodes.ADMIN) },
+            'admin release failed',
+          );
           throw new HttpError(502, (err as Error).message);
         }
-        if (json || a.bearer) return sendJson(res, 200, { released: id, to: rcpt });
-        return sendHtml(res, 200, renderEntry(e, a.session, html`<p class="ok" id="result">Released to ${rcpt}.</p>`));
+        if (json || a.bearer) return sendJson(res, 200, { released: id, to: rcpts.join(', ') });
+        return sendHtml(res, 200, renderEntry(e, a.session, html`<p class="ok" id="result">Released to ${rcpts.join(', ')}.</p>`));
       }
     }
     throw new HttpError(get || method === 'POST' ? 404 : 405, get || method === 'POST' ? 'not found' : 'method not allowed');

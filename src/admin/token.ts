@@ -4,7 +4,7 @@
  * random tokens. Comparison is constant-time. The token id logged with every admin action is a
  * short hash of the configured hash, never of the token itself.
  */
-import { createHash, randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import { TOKEN_HASH_RE } from '../config/admin.js';
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
@@ -28,6 +28,22 @@ export function verifyToken(token: string, hash: string): boolean {
   }
   const want = Buffer.from(parts[2]!, 'hex');
   const got = scryptSync(token, Buffer.from(parts[1]!, 'hex'), SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p });
+  return timingSafeEqual(got, want);
+}
+
+/**
+ * verifyToken without blocking the event loop: scrypt (about 30 ms of CPU) runs on libuv's thread
+ * pool. An attacker's guesses then cost threads, which the admin server bounds
+ * (ADMIN_LIMITS.maxConcurrentTokenChecks), not the process's every other request.
+ */
+export async function verifyTokenAsync(token: string, hash: string): Promise<boolean> {
+  if (!TOKEN_HASH_RE.test(hash) || token.length === 0 || token.length > 1024) return false;
+  const parts = hash.split('$');
+  if (parts[0] === 'sha256') return verifyToken(token, hash);
+  const want = Buffer.from(parts[2]!, 'hex');
+  const got = await new Promise<Buffer>((ok, no) =>
+    scrypt(token, Buffer.from(parts[1]!, 'hex'), SCRYPT.keylen, { N: SCRYPT.N, r: SCRYPT.r, p: SCRYPT.p }, (e, k) => (e ? no(e) : ok(k))),
+  );
   return timingSafeEqual(got, want);
 }
 

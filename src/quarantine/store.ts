@@ -10,6 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { QUARANTINE_LIMITS } from '../limits.js';
 import type { QuarantineStore } from '../policy/types.js';
 
 export interface QuarantineRecord {
@@ -94,7 +95,10 @@ export class FileQuarantineStore implements QuarantineStore {
     try {
       await this.ensureDir();
       const existing = await this.get(id).catch(() => null);
-      if (existing && existing.sha256 === sha256) return id;
+      if (existing && existing.sha256 === sha256) {
+        await this.addContext(existing, meta.context);
+        return id;
+      }
       await this.writeAtomic(p.eml, original);
       const record: QuarantineRecord = {
         ...meta,
@@ -112,6 +116,29 @@ export class FileQuarantineStore implements QuarantineStore {
     } catch (e) {
       throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
     }
+  }
+
+  /**
+   * The same original quarantined again for another mailbox (a mass mailing: one record per original):
+   * that mailbox's user and recipients join the record's `context.also` (at most
+   * QUARANTINE_LIMITS.maxAlsoContexts), so a release reaches every mailbox it was withheld from, not
+   * the first one only. A context already there (the same user, listener and recipients) is not added.
+   */
+  private async addContext(existing: QuarantineRecord, context: unknown): Promise<void> {
+    if (typeof context !== 'object' || context === null || typeof existing.context !== 'object' || existing.context === null) return;
+    const pick = (c: Record<string, unknown>) => ({
+      user: c.user,
+      listener: c.listener,
+      ...(Array.isArray(c.recipients) ? { recipients: c.recipients } : {}),
+    });
+    const base = existing.context as Record<string, unknown>;
+    const also = Array.isArray(base.also) ? (base.also as Record<string, unknown>[]) : [];
+    const next = pick(context as Record<string, unknown>);
+    const key = JSON.stringify(next);
+    if (key === JSON.stringify(pick(base)) || also.some((c) => JSON.stringify(pick(c)) === key) || also.length >= QUARANTINE_LIMITS.maxAlsoContexts) return;
+    const record: QuarantineRecord = { ...existing, context: { ...base, also: [...also, next] } };
+    await this.writeAtomic(this.paths(existing.id).json, JSON.stringify(record, null, 2) + '\n');
+    await this.syncDir();
   }
 
   async get(id: string): Promise<QuarantineRecord | null> {

@@ -1,0 +1,139 @@
+/**
+ * Found in an attacker's review of the admin server and the collector (2026-12-03):
+ * - a message the collector quarantined was released to the collector account's remote login
+ *   (alice), not to the recipient it was collected for (bob): releases now go to the recipients the
+ *   quarantine knows, and the same original quarantined for several mailboxes (a mass mailing: one
+ *   record per original) names them all (`context.also`);
+ * - every guessed token ran scrypt on the event loop (about 30 ms each, no credentials needed): it
+ *   runs on the thread pool now, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Metrics } from '../../src/admin/metrics.js';
+import { entry, releaseRecipients } from '../../src/admin/quarantine.js';
+import { type RunningAdmin, startAdmin } from '../../src/admin/server.js';
+import { hashToken, verifyToken, verifyTokenAsync } from '../../src/admin/token.js';
+import type { PosternConfig } from '../../src/config/types.js';
+import { ADMIN_LIMITS, DEFAULT_SERVER_LIMITS, QUARANTINE_LIMITS } from '../../src/limits.js';
+import { createLogger } from '../../src/log/logger.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
+import { initCa } from '../../src/tls/ca.js';
+
+const TOKEN = 'correct horse battery staple 42';
+const HASH = hashToken(TOKEN);
+let tmp: string;
+let store: FileQuarantineStore;
+const running: RunningAdmin[] = [];
+
+beforeAll(() => {
+  tmp = mkdtempSync(path.join(os.tmpdir(), 'postern-release-'));
+  store = new FileQuarantineStore({ dir: path.join(tmp, 'q') });
+});
+
+afterAll(async () => {
+  await Promise.all(running.map((a) => a.close()));
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+const msg = (n: number) => Buffer.from(`From: a@example.net\r\nTo: list@example.org\r\nSubject: s${n}\r\n\r\nbody ${n}\r\n`);
+
+describe('whom a release goes to', () => {
+  it("the collector's recipients, not the remote login", async () => {
+    const id = await store.put(msg(1), {
+      policy: 'default',
+      status: 'changed',
+      context: { listener: 'collector:shop', account: 'shop', protocol: 'pop3', user: 'alice', recipients: ['bob@example.com'] },
+    });
+    const e = await entry(store, (await store.get(id))!);
+    expect(releaseRecipients(e, 'example.com')).toEqual(['bob@example.com']);
+  });
+
+  it('an inline session: the user, as an address or with recipient_domain; none otherwise', async () => {
+    const a = await entry(store, (await store.get(await store.put(msg(2), { context: { listener: 'imap', user: 'carol@example.org' } })))!);
+    expect(releaseRecipients(a)).toEqual(['carol@example.org']);
+    const b = await entry(store, (await store.get(await store.put(msg(3), { context: { listener: 'imap', user: 'dave' } })))!);
+    expect(releaseRecipients(b)).toEqual([]);
+    expect(releaseRecipients(b, 'example.org')).toEqual(['dave@example.org']);
+    // a recipient that is not a plain address is never used
+    const c = await entry(store, (await store.get(await store.put(msg(4), { context: { user: 'x', recipients: ['a@b>, evil@c', 'e@example.org'] } })))!);
+    expect(releaseRecipients(c)).toEqual(['e@example.org']);
+  });
+
+  it('the same original quarantined for several mailboxes names each of them once, up to the bound', async () => {
+    const original = msg(5);
+    const id = await store.put(original, { context: { listener: 'imap', user: 'u0@example.org' } });
+    for (let k = 1; k <= 3; k++) expect(await store.put(original, { context: { listener: 'imap', user: `u${k}@example.org` } })).toBe(id);
+    // the same mailbox again adds nothing
+    await store.put(original, { context: { listener: 'imap', user: 'u1@example.org' } });
+    const e = await entry(store, (await store.get(id))!);
+    expect(e.user).toBe('u0@example.org');
+    expect(e.alsoUsers).toEqual(['u1@example.org', 'u2@example.org', 'u3@example.org']);
+    expect(releaseRecipients(e)).toEqual(['u0@example.org', 'u1@example.org', 'u2@example.org', 'u3@example.org']);
+    // collector records: every recipient
+    const other = msg(6);
+    const cid = await store.put(other, { context: { listener: 'collector:a', user: 'acct', recipients: ['r1@example.com'] } });
+    await store.put(other, { context: { listener: 'collector:b', user: 'acct2', recipients: ['r2@example.com', 'r3@example.com'] } });
+    expect(releaseRecipients(await entry(store, (await store.get(cid))!))).toEqual(['r1@example.com', 'r2@example.com', 'r3@example.com']);
+    // bounded
+    const many = msg(7);
+    const mid = await store.put(many, { context: { user: 'm0@example.org' } });
+    for (let k = 1; k <= QUARANTINE_LIMITS.maxAlsoContexts + 5; k++) await store.put(many, { context: { user: `m${k}@example.org` } });
+    const me = await entry(store, (await store.get(mid))!);
+    expect(me.alsoUsers.length).toBe(QUARANTINE_LIMITS.maxAlsoContexts);
+    expect(releaseRecipients(me).length).toBe(ADMIN_LIMITS.maxReleaseRecipients);
+  });
+});
+
+describe('token checks off the event loop', () => {
+  it('verifyTokenAsync agrees with verifyToken', async () => {
+    for (const t of [TOKEN, `${TOKEN}x`, '', 'x'.repeat(2000)]) expect(await verifyTokenAsync(t, HASH)).toBe(verifyToken(t, HASH));
+  });
+
+  it('guesses past the bound are answered 503 at once, the event loop stays free, the right token still works', async () => {
+    const log = createLogger(
+      { level: 'fatal' },
+      new Writable({
+        write: (_c, _e, cb) => cb(),
+      }),
+    );
+    const config: PosternConfig = {
+      file: path.join(tmp, 'postern.yaml'),
+      ca: { dir: path.join(tmp, 'ca'), commonName: 'release test CA', organization: 'postern' },
+      log: { level: 'fatal' },
+      policiesDir: path.join(tmp, 'policies'),
+      quarantine: { dir: path.join(tmp, 'q'), retentionDays: 30 },
+      scanner: null,
+      limits: { ...DEFAULT_SERVER_LIMITS },
+      listeners: [],
+      admin: { host: '127.0.0.1', port: 0, tls: null, tokenHash: HASH, caPage: true, releaseSmtp: null },
+    };
+    const ca = initCa(config.ca);
+    const a = await startAdmin(config, { log, metrics: new Metrics(), ca, ready: () => ({ listeners: true, policies: true }) });
+    running.push(a);
+    const base = `http://127.0.0.1:${a.address().port}`;
+    // the event loop's longest stall while 24 wrong guesses arrive at once
+    let last = performance.now();
+    let worst = 0;
+    const tick = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 1);
+    const statuses = await Promise.all(
+      Array.from({ length: 24 }, (_, k) =>
+        fetch(`${base}/quarantine`, { headers: { authorization: `Bearer wrong-${k}`, accept: 'application/json' } }).then((r) => r.status),
+      ),
+    );
+    clearInterval(tick);
+    expect(statuses.every((s) => s === 401 || s === 503)).toBe(true);
+    expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 401).length).toBeGreaterThanOrEqual(ADMIN_LIMITS.maxConcurrentTokenChecks);
+    // reported, not asserted as a time: scrypt no longer runs on the loop (each check was about 30 ms)
+    console.log(`admin token checks: worst event-loop stall ${worst.toFixed(1)} ms during 24 guesses`);
+    const ok = await fetch(`${base}/quarantine`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json' } });
+    expect(ok.status).toBe(200);
+  });
+});
