@@ -359,7 +359,13 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       }
       const m = /^\/quarantine\/([^/]+)(?:\/(original|release|delete))?$/.exec(p);
       if (!m) throw new HttpError(404, 'not found');
-      const id = decodeURIComponent(m[1]!);
+      // quarantine ids are [a-z0-9-]: a broken percent escape is simply no id (404, not a 500)
+      let id: string;
+      try {
+        id = decodeURIComponent(m[1]!);
+      } catch {
+        throw new HttpError(404, 'not found');
+      }
       const action = m[2];
       if (!action && get) {
         const e = await getEntry(id);

@@ -135,5 +135,8 @@ describe('token checks off the event loop', () => {
     console.log(`admin token checks: worst event-loop stall ${worst.toFixed(1)} ms during 24 guesses`);
     const ok = await fetch(`${base}/quarantine`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json' } });
     expect(ok.status).toBe(200);
+    // a broken percent escape in an id is no id: 404, not a 500
+    const bad = await fetch(`${base}/quarantine/%E0%A4%A`, { headers: { authorization: `Bearer ${TOKEN}`, accept: 'application/json' } });
+    expect(bad.status).toBe(404);
   });
 });
