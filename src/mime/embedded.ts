@@ -224,7 +224,11 @@ function collect(text: Buffer, depth: number, scan: EmbeddedScan, budget: Decode
       const mode = MODE.exec(m[2] ?? '');
       const name = (mode ? mode[2]! : m[2]!).trim();
       // a name as readers keep it (Windows drops trailing dots: `evil.exe.` is evil.exe)
-      if (mode || looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64) || /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(normaliseFilename(name))) {
+      if (
+        mode ||
+        looksLikeBlockStart(nextNonEmpty(lines, i + 1), base64, /^[ \t]/.test(m[2] ?? '')) ||
+        /^\S+\.[A-Za-z0-9]{1,8}["']?$/.test(normaliseFilename(name))
+      ) {
         const r = base64 ? decodeBase64Block(lines, i + 1, budget) : decodeUuBlock(lines, i + 1, budget);
         const f: EmbeddedFile = { kind: base64 ? 'base64' : 'uuencode', name, data: r.data, damaged: damagedAt(i, r) };
         if (r.restarts?.length) f.restarts = r.restarts;
@@ -277,13 +281,19 @@ function nextNonEmpty(lines: string[], from: number): string | undefined {
  * 34353 case 268860: one flipped character hid an MZ block behind ` begin =20`); more than one in
  * eight does (text after `Begin forwarded message:`, a calendar line after `BEGIN:VEVENT`).
  */
-function looksLikeBlockStart(next: string | undefined, base64: boolean): boolean {
+function looksLikeBlockStart(next: string | undefined, base64: boolean, spaced: boolean): boolean {
   if (next === undefined) return false;
   if (base64) return /^[A-Za-z0-9+/=]{4,}$/.test(next.trim());
   const n = (next.charCodeAt(0) - 32) & 63;
   const want = 1 + Math.ceil(n / 3) * 4;
   const line = next.trimEnd() || next;
-  if (next.length === 0 || next.length < want - 1 || next.length > want + 2 || !/^[\x20-\x7e]+$/.test(line)) return false;
+  // after `begin` and white space (the uuencode form, not `BEGIN:VEVENT`), a longer line is a data
+  // line too: decoders take the characters its length character counts and ignore the rest (MIME
+  // fuzz seed 34362 case 16543: `=0D` after a first line hid an MZ block); prose is told apart by its
+  // lower-case letters below
+  if (next.length === 0 || next.length < want - 1 || (!spaced && next.length > want + 2) || !/^[\x20-\x7e]+$/.test(line)) return false;
+  // a separator line (`-----`, `=====` under `Begin forwarded message:`) is one character repeated
+  if (next.length > want + 2 && /^(.)\1*$/.test(line)) return false;
   let outside = 0;
   for (let i = 0; i < line.length; i++) if (line.charCodeAt(i) > 0x60) outside++;
   return outside * 8 <= line.length;

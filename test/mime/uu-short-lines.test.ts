@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { newDecodeBudget, scanEmbedded } from '../../src/mime/embedded.js';
+import { findEmbedded, newDecodeBudget, scanEmbedded } from '../../src/mime/embedded.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { defaultPolicy, EICAR, EicarScanner } from '../policy/helpers.js';
 import { uuencode } from './encoders.js';
@@ -117,5 +117,23 @@ describe('a mode-less begin line whose first data line has characters outside th
     // prose after a begin line: Apple Mail's forward header, an iCalendar event with a long time zone
     expect(scan(`Begin forwarded message:${CRLF}${CRLF}From: John Smith <john.smith@example.com>${CRLF}`)).toEqual([]);
     expect(scan(`BEGIN:VEVENT${CRLF}DTSTART;TZID=America/Los_Angeles:20240101T100000${CRLF}END:VEVENT${CRLF}`)).toEqual([]);
+  });
+});
+
+describe('a first data line longer than its length character says (MIME fuzz seed 34362 case 16543)', () => {
+  const data = "M35J0``,````$````__\\``+@```!03U-415).+4U:+5!23T)%(%1H:7,@<')O";
+
+  it('after `begin` and white space it starts a block: decoders ignore what follows the counted characters', () => {
+    for (const tail of ['=0D', 'xyz', ' ABC DEF']) {
+      const files = findEmbedded(Buffer.from(`begin  invoice.js=0D\r\n${data}${tail}\r\n`, 'latin1'));
+      expect(files.length, tail).toBe(1);
+      expect(files[0]!.data.subarray(0, 2).toString('latin1')).toBe('MZ');
+    }
+  });
+
+  it('not after `BEGIN:` (a calendar), nor when the line is a separator', () => {
+    expect(findEmbedded(Buffer.from(`BEGIN:VEVENT\r\n${data}=0D\r\nEND:VEVENT\r\n`, 'latin1'))).toEqual([]);
+    for (const sep of ['-', '=', '*', '_'])
+      expect(findEmbedded(Buffer.from(`Begin forwarded message:\r\n${sep.repeat(70)}\r\nFrom: a\r\n`, 'latin1')), sep).toEqual([]);
   });
 });
