@@ -465,11 +465,17 @@ function decodeCalendarAttach(lines: string[], from: number, budget: DecodeBudge
       valueAt = p + 1;
       break;
     }
-    // a parameter after ';'
+    // a parameter after ';'; one without '=' is a name alone (skipped, as lenient readers do: the
+    // parameters after it are read on)
     let q = p + 1;
-    const eq = text.indexOf('=', q);
-    const key = (eq < 0 ? '' : text.slice(q, eq)).trim().toUpperCase();
-    q = eq < 0 ? text.length : eq + 1;
+    const d = text.slice(q).search(/[=;:]/);
+    const at = d < 0 ? text.length : q + d;
+    const key = text.slice(q, at).trim().toUpperCase();
+    if (text[at] !== '=') {
+      p = at;
+      continue;
+    }
+    q = at + 1;
     const values: string[] = [];
     for (;;) {
       if (text[q] === '"') {

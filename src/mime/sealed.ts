@@ -11,8 +11,8 @@
  *
  * What stays as it was:
  * - encrypted content (CMS enveloped, authenticated-enveloped and encrypted data; OpenPGP messages
- *   that start with a session key or encrypted data): no gateway can read it, and the policy's type
- *   rules decide (the default allows `application/pkcs7-mime` and `application/pgp-encrypted`);
+ *   whose data packet is encrypted): no gateway can read it, and the policy's type rules decide (the
+ *   default allows `application/pkcs7-mime` and `application/pgp-encrypted`);
  * - detached signatures (`smime.p7s`, CMS signed data without encapsulated content; an OpenPGP
  *   signature packet alone) and certificate bundles: they carry no content.
  *
@@ -23,7 +23,7 @@ import { inflateCount } from './inflate-count.js';
 
 /** Detected type of CMS content that is readable without a key (signed with content, compressed, digested, data). */
 export const CMS_READABLE_TYPE = 'application/x-pkcs7-readable';
-/** Detected type of an OpenPGP message that is readable without a key (compressed, literal or one-pass signed data). */
+/** Detected type of an OpenPGP message that is readable without a key (compressed data; armoured or split, literal data too: pgpKind). */
 export const PGP_READABLE_TYPE = 'application/x-pgp-readable';
 
 // CMS content types: the DER value bytes of their OIDs

@@ -124,6 +124,8 @@ describe('calendar attachments in the text', () => {
       [`ATTACH\r\n\t;ENCODING=BASE64;VALUE=BINARY;X-FILENAME=b.exe:${b64}`, ['b.exe']],
       [`ATTACH;ENCODING=BASE64;VALUE=BINARY;X-EVOLUTION-CALDAV-ATTACHMENT-NAME=c.js:${b64}`, ['c.js']],
       [`ATTACH;ENCODING=BASE64;VALUE=BINARY;FILENAME=d^'.exe:${b64}`, ["d^'.exe", 'd".exe']],
+      // a parameter without '=' does not hide the ones after it
+      [`ATTACH;FOO;ENCODING=BASE64;VALUE=BINARY;X-FILENAME=f.exe:${b64}`, ['f.exe']],
     ];
     for (const [prop, names] of cases) {
       const text = ['BEGIN:VCALENDAR', 'BEGIN:VEVENT', prop, 'END:VEVENT', 'END:VCALENDAR', ''].join('\r\n');

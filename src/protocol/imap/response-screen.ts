@@ -390,7 +390,7 @@ const EXACT_GRAMMAR: Record<string, RegExp> = {
   VANISHED: new RegExp(`^\\* VANISHED (?:\\(EARLIER\\) )?${SIMPLE}\\r?\\n$`, 'i'),
   // search-correlator with the client's tag, then return data: a label and a number, a sequence set or a list of them
   ESEARCH: new RegExp(
-    `^\\* ESEARCH(?: \\(TAG "[${ATOM_CHARS}]{1,100}"\\))?(?: UID)?(?: [A-Za-z][A-Za-z0-9-]{0,30} (?:${SIMPLE}|\\((?:${SIMPLE}(?: ${SIMPLE})*)?\\)))*\\r?\\n$`,
+    `^\\* ESEARCH(?: \\(TAG "[${ATOM_CHARS}]+"\\))?(?: UID)?(?: [A-Za-z][A-Za-z0-9-]{0,30} (?:${SIMPLE}|\\((?:${SIMPLE}(?: ${SIMPLE})*)?\\)))*\\r?\\n$`,
     'i',
   ),
 };
