@@ -12,7 +12,7 @@ import { MAX_MIME_PARAMS } from '../../src/limits.js';
 import { contentInfo, pythonParams } from '../../src/mime/content.js';
 import { buildPartMap, mimeNodeOf } from '../../src/mime/partmap.js';
 import { inspectMessage } from '../../src/policy/engine.js';
-import { defaultPolicy } from '../policy/helpers.js';
+import { attachmentMessage, defaultPolicy } from '../policy/helpers.js';
 
 /** Python's parameters of each value: every item of _parseparam holding '=', split and unquoted as get_params does. */
 function pythonReading(values: string[]): Array<Array<[string, string]>> {
@@ -105,27 +105,9 @@ describe("Python's parameter splitter", () => {
 
 describe('Content-Name and X-Sun-Data-Name name a part (Thunderbird reads them)', () => {
   const part = (field: string) =>
-    Buffer.from(
-      [
-        'From: a@b',
-        'MIME-Version: 1.0',
-        'Content-Type: multipart/mixed; boundary=XX',
-        '',
-        '--XX',
-        'Content-Type: text/plain',
-        '',
-        'see attached',
-        '--XX',
-        'Content-Type: application/octet-stream',
-        'Content-Disposition: attachment',
-        field,
-        'Content-Transfer-Encoding: base64',
-        '',
-        Buffer.from('WScript.Echo("hi");\r\n').toString('base64'),
-        '--XX--',
-        '',
-      ].join('\r\n'),
-      'latin1',
+    attachmentMessage(
+      ['Content-Type: application/octet-stream', 'Content-Disposition: attachment', field, 'Content-Transfer-Encoding: base64'],
+      Buffer.from('WScript.Echo("hi");\r\n').toString('base64'),
     );
 
   for (const field of [

@@ -15,7 +15,7 @@ import { detectType } from '../../src/mime/detect.js';
 import { nameForms } from '../../src/mime/names.js';
 import { CMS_READABLE_TYPE, cmsKind, PGP_READABLE_TYPE, pgpKind, sealedType } from '../../src/mime/sealed.js';
 import { inspectMessage } from '../../src/policy/engine.js';
-import { defaultPolicy } from '../policy/helpers.js';
+import { attachmentMessage, defaultPolicy } from '../policy/helpers.js';
 
 let dir = '';
 const exe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(3000, 0x41)]);
@@ -30,28 +30,9 @@ const gpg = (...args: string[]): Buffer => run('gpg', ['--batch', '--yes', '--qu
 
 /** A message with `data` attached as `name` (base64). */
 function withAttachment(name: string, type: string, data: Buffer): Buffer {
-  return Buffer.from(
-    [
-      'From: a@example.test',
-      'To: b@example.test',
-      'Subject: x',
-      'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary=XX',
-      '',
-      '--XX',
-      'Content-Type: text/plain',
-      '',
-      'see attached',
-      '--XX',
-      `Content-Type: ${type}; name="${name}"`,
-      `Content-Disposition: attachment; filename="${name}"`,
-      'Content-Transfer-Encoding: base64',
-      '',
-      data.toString('base64').replace(/.{76}/g, '$&\r\n'),
-      '--XX--',
-      '',
-    ].join('\r\n'),
-    'latin1',
+  return attachmentMessage(
+    [`Content-Type: ${type}; name="${name}"`, `Content-Disposition: attachment; filename="${name}"`, 'Content-Transfer-Encoding: base64'],
+    data.toString('base64').replace(/.{76}/g, '$&\r\n'),
   );
 }
 

@@ -78,3 +78,31 @@ export function policyFromAllParts(yaml: string): CompiledPolicy {
   const p = policyFrom(yaml);
   return /scan_parts/.test(yaml) ? p : allParts(p);
 }
+
+/**
+ * A message with a text part ("see attached") and then one part of these header lines and this
+ * body, CRLF line ends (the shape the attacker's-review tests of 2026-12-03 attach their files in).
+ */
+export function attachmentMessage(partHeaders: string[], body: string): Buffer {
+  return Buffer.from(
+    [
+      'From: a@example.test',
+      'To: b@example.test',
+      'Subject: x',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary=XX',
+      '',
+      '--XX',
+      'Content-Type: text/plain',
+      '',
+      'see attached',
+      '--XX',
+      ...partHeaders,
+      '',
+      body,
+      '--XX--',
+      '',
+    ].join('\r\n'),
+    'latin1',
+  );
+}
