@@ -19,13 +19,11 @@ export interface Entry {
   date: string;
   user: string;
   /**
-   * Whom the original was for, where the quarantine knows addresses: the collector's delivery
-   * recipients (`context.recipients`), of this record and of every other mailbox the same bytes were
-   * quarantined for (`context.also`: the store keeps one record per original).
+   * Every mailbox the original was quarantined for: this record's context first, then each other
+   * mailbox the same bytes were quarantined for (`context.also`: the store keeps one record per
+   * original). `recipients`: the delivery recipients where the quarantine knows them (the collector's).
    */
-  recipients: string[];
-  /** The users of the other mailboxes the same bytes were quarantined for. */
-  alsoUsers: string[];
+  owners: Array<{ user: string; recipients: string[] }>;
   verdict: string;
   rules: { rule: string; action: string; reason: string }[];
 }
@@ -101,10 +99,7 @@ export async function entry(store: FileQuarantineStore, record: QuarantineRecord
     subject: h.subject ?? '',
     date: h.date ?? '',
     user: str(ctx.user),
-    recipients: [ctx, ...alsoOf(ctx)].flatMap((c) => (Array.isArray(c.recipients) ? c.recipients.map(str) : [])).filter((r, i, a) => a.indexOf(r) === i),
-    alsoUsers: alsoOf(ctx)
-      .map((c) => str(c.user))
-      .filter((u) => u !== ''),
+    owners: [ctx, ...alsoOf(ctx)].map((c) => ({ user: str(c.user), recipients: Array.isArray(c.recipients) ? c.recipients.map(str) : [] })),
     verdict: str(record.status),
     rules: hits.map((x) => ({ rule: str(x.rule), action: str(x.action), reason: str(x.reason) })),
   };
@@ -137,24 +132,22 @@ function alsoOf(ctx: Record<string, unknown>): Record<string, unknown>[] {
 const ADDRESS = /^[^\s<>@,;"()[\]\\]+@[^\s<>@,;"()[\]\\]+$/;
 
 /**
- * The addresses a release sends the original to. Where the quarantine knows the delivery recipients
- * (the collector's), those: the remote login is the mailbox the collector read, not who the mail was
- * for (an attacker's review, 2026-12-03, saw bob's message released to alice, the collector account's
- * login). Otherwise the user of each mailbox it was quarantined for, when it is an address, or a
- * bare name with `recipient_domain`. Empty when none is known.
+ * The addresses a release sends the original to, for each mailbox it was quarantined for: the
+ * delivery recipients where the quarantine knows them (the collector's: the remote login is the
+ * mailbox the collector read, not whom the mail was for; an attacker's review, 2026-12-03, saw bob's
+ * message released to alice, the collector account's login), else the user when it is an address,
+ * or a bare name with `recipient_domain`. Empty when none is known.
  */
 export function releaseRecipients(e: Entry, recipientDomain?: string): string[] {
   const out: string[] = [];
   const add = (a: string): void => {
     if (!out.includes(a) && out.length < ADMIN_LIMITS.maxReleaseRecipients) out.push(a);
   };
-  if (e.recipients.length > 0) {
-    for (const r of e.recipients) if (ADDRESS.test(r)) add(r);
-    return out;
-  }
-  for (const user of [e.user, ...e.alsoUsers]) {
-    if (ADDRESS.test(user)) add(user);
-    else if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(user)) add(`${user}@${recipientDomain}`);
+  for (const o of e.owners) {
+    if (o.recipients.length > 0) {
+      for (const r of o.recipients) if (ADDRESS.test(r)) add(r);
+    } else if (ADDRESS.test(o.user)) add(o.user);
+    else if (recipientDomain && /^[A-Za-z0-9._+-]{1,64}$/.test(o.user)) add(`${o.user}@${recipientDomain}`);
   }
   return out;
 }

@@ -70,19 +70,24 @@ describe('whom a release goes to', () => {
     await store.put(original, { context: { listener: 'imap', user: 'u1@example.org' } });
     const e = await entry(store, (await store.get(id))!);
     expect(e.user).toBe('u0@example.org');
-    expect(e.alsoUsers).toEqual(['u1@example.org', 'u2@example.org', 'u3@example.org']);
+    expect(e.owners.map((o) => o.user)).toEqual(['u0@example.org', 'u1@example.org', 'u2@example.org', 'u3@example.org']);
     expect(releaseRecipients(e)).toEqual(['u0@example.org', 'u1@example.org', 'u2@example.org', 'u3@example.org']);
     // collector records: every recipient
     const other = msg(6);
     const cid = await store.put(other, { context: { listener: 'collector:a', user: 'acct', recipients: ['r1@example.com'] } });
     await store.put(other, { context: { listener: 'collector:b', user: 'acct2', recipients: ['r2@example.com', 'r3@example.com'] } });
     expect(releaseRecipients(await entry(store, (await store.get(cid))!))).toEqual(['r1@example.com', 'r2@example.com', 'r3@example.com']);
+    // an inline session's user and a collector's recipients for the same original: both reached
+    const mixed = msg(8);
+    const xid = await store.put(mixed, { context: { listener: 'imap', user: 'carol@example.org' } });
+    await store.put(mixed, { context: { listener: 'collector:a', user: 'acct', recipients: ['bob@example.com'] } });
+    expect(releaseRecipients(await entry(store, (await store.get(xid))!))).toEqual(['carol@example.org', 'bob@example.com']);
     // bounded
     const many = msg(7);
     const mid = await store.put(many, { context: { user: 'm0@example.org' } });
     for (let k = 1; k <= QUARANTINE_LIMITS.maxAlsoContexts + 5; k++) await store.put(many, { context: { user: `m${k}@example.org` } });
     const me = await entry(store, (await store.get(mid))!);
-    expect(me.alsoUsers.length).toBe(QUARANTINE_LIMITS.maxAlsoContexts);
+    expect(me.owners.length).toBe(QUARANTINE_LIMITS.maxAlsoContexts + 1);
     expect(releaseRecipients(me).length).toBe(ADMIN_LIMITS.maxReleaseRecipients);
   });
 });
