@@ -96,7 +96,8 @@ export class FileQuarantineStore implements QuarantineStore {
       await this.ensureDir();
       const existing = await this.get(id).catch(() => null);
       if (existing && existing.sha256 === sha256) {
-        await this.addContext(existing, meta.context);
+        // the original is on disk already: naming one more mailbox may fail without failing the put
+        await this.addContext(existing, meta.context).catch(() => undefined);
         return id;
       }
       await this.writeAtomic(p.eml, original);
