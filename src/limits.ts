@@ -852,6 +852,13 @@ export const MAX_ZIP_NAME_PARTS = 256;
 export const MAX_ENCODED_MESSAGE_DEPTH = 5;
 
 /**
+ * CMS content in BER: OCTET STRING chunks nested inside one another (constructed inside constructed)
+ * that src/mime/sealed.ts openCms follows when joining the content. Deeper: not opened, so
+ * `archives.on_unsupported` (OpenSSL writes one level; no reader needs more).
+ */
+export const CMS_MAX_OCTET_NESTING = 4;
+
+/**
  * A thread header field (Subject, From, Message-ID...) a block notice repeats is at most this long
  * (bytes, whole field). A longer one is left out of the notice, never cut (no original content rides
  * along; the original is in quarantine).

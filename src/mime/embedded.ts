@@ -67,7 +67,8 @@ export function admit(size: number, b: DecodeBudget): Refusal | undefined {
 }
 
 export interface EmbeddedFile {
-  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex' | 'data-uri' | 'calendar';
+  /** Where it was found; `cms`: the content of CMS signed data (a `.p7m`) the archive rules opened (src/policy/stages/rules.ts sealedRules). */
+  kind: 'uuencode' | 'base64' | 'yenc' | 'binhex' | 'data-uri' | 'calendar' | 'cms';
   /** Name from the block's header line ('' when it has none; a data: URI: its tag's `download` attribute). */
   name: string;
   /** Every name the file has when there can be more than one (a calendar attachment's file-name parameters); `name` is the first. */

@@ -6,8 +6,10 @@
  * wraps `evil.exe` (found in an attacker's review, 2026-12-03: Thunderbird and Outlook unwrap the
  * first, `openssl cms -verify` and Windows' `.p7m` tools the second); `gpg --store` or `gpg --sign`
  * compress the file with its name inside. Such content is recognised here from its first bytes
- * (binary, or PEM / ASCII armour around it, or bare base64 of CMS), and `archives.on_unsupported`
- * decides, as for any container postern does not open (src/mime/unopened.ts).
+ * (binary, or PEM / ASCII armour around it, or bare base64 of CMS). CMS signed data and data in the
+ * forms every reader reads alike are opened (openCms) and their content judged by the rules
+ * (src/policy/stages/rules.ts sealedRules); everything else recognised here meets
+ * `archives.on_unsupported`, as any container postern does not open (src/mime/unopened.ts).
  *
  * What stays as it was:
  * - encrypted content (CMS enveloped, authenticated-enveloped and encrypted data; OpenPGP messages
@@ -19,6 +21,7 @@
  * A structure cut short by the head, or not as expected after a signed-data type, is taken as
  * carrying content (fail closed). Pure.
  */
+import { CMS_MAX_OCTET_NESTING } from '../limits.js';
 import { inflateCount } from './inflate-count.js';
 
 /** Detected type of CMS content that is readable without a key (signed with content, compressed, digested, data). */
@@ -309,4 +312,92 @@ export function sealedType(head: Buffer): string | undefined {
   const bare = bareBase64(head);
   if (bare && bare[0] === 0x30 && cmsKind(bare) === 'readable') return CMS_READABLE_TYPE;
   return undefined;
+}
+
+/** What openCms finds: the encapsulated content (what `openssl cms -verify -noverify` and Windows' .p7m readers write out), or why it is not opened. */
+export type CmsOpening = { content: Buffer; base64: boolean } | { fault: string };
+
+/**
+ * The content of CMS signed data (with its content inside) or CMS data, for the rules to judge as the
+ * file it is (src/policy/stages/rules.ts). Only the forms every reader reads alike are opened: the
+ * binary structure (DER or BER, the content in one OCTET STRING or in chunks) or bare base64 of it
+ * (a .p7m sent as text), ending exactly where the file ends. Anything else is a fault and stays an
+ * archive postern does not open (`archives.on_unsupported`): PEM (readers skip different text around
+ * it), data after the structure, a structure cut short or nested deeper than `skip` walks, compressed,
+ * digested or authenticated data. The content is never larger than the file. Pure.
+ */
+export function openCms(file: Buffer): CmsOpening {
+  let d = file;
+  let base64 = false;
+  if (file[0] !== 0x30) {
+    const text = file.toString('latin1', file[0] === 0xef && file[1] === 0xbb && file[2] === 0xbf ? 3 : 0);
+    const compact = text.replace(/[\t\n\r ]/g, '');
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(compact) || compact.length % 4 !== 0) return { fault: 'not binary CMS, nor bare base64 of it' };
+    d = Buffer.from(compact, 'base64');
+    base64 = true;
+    if (d[0] !== 0x30) return { fault: 'base64 text that does not hold a CMS structure' };
+  }
+  const ci = readTl(d, 0);
+  if (ci?.tag !== 0x30) return { fault: 'not a CMS ContentInfo' };
+  const end = skip(d, 0);
+  if (end < 0) return { fault: 'CMS structure cut short or nested deeper than postern reads' };
+  if (end !== d.length) return { fault: `${d.length - end} bytes after the CMS structure (readers differ on them)` };
+  const ct = readTl(d, ci.at);
+  if (ct?.tag !== 0x06 || ct.len < 0 || ct.at + ct.len > d.length) return { fault: 'no CMS content type' };
+  const type = d.toString('hex', ct.at, ct.at + ct.len);
+  const explicit = readTl(d, ct.at + ct.len);
+  if (explicit?.tag !== 0xa0) return { fault: 'CMS content missing' };
+  if (type === oid(PKCS7, 1)) return wrapped(d, explicit, base64);
+  if (type !== CMS_SIGNED) return { fault: 'CMS compressed, digested or authenticated data (not opened)' };
+  const sd = readTl(d, explicit.at);
+  if (sd?.tag !== 0x30) return { fault: 'CMS signed data that is not a SEQUENCE' };
+  const version = readTl(d, sd.at);
+  if (version?.tag !== 0x02 || version.len < 0) return { fault: 'CMS signed data without its version' };
+  const algs = version.at + version.len;
+  if (d[algs] !== 0x31) return { fault: 'CMS signed data without its digest algorithms' };
+  const eci = skip(d, algs);
+  const enc = eci < 0 ? null : readTl(d, eci);
+  if (enc?.tag !== 0x30) return { fault: 'CMS signed data without its encapsulated content info' };
+  const eType = readTl(d, enc.at);
+  if (eType?.tag !== 0x06 || eType.len < 0) return { fault: 'CMS encapsulated content without its type' };
+  const e0 = readTl(d, eType.at + eType.len);
+  if (e0?.tag !== 0xa0) return { fault: 'CMS signed data without content (a detached signature)' };
+  const opened = wrapped(d, e0, base64);
+  if ('fault' in opened) return opened;
+  // the encapsulated content info ends with its content: nothing a reader could take as a second one
+  const after = skip(d, eType.at + eType.len);
+  const ends = enc.len >= 0 ? enc.at + enc.len === after : d[after] === 0 && d[after + 1] === 0;
+  return ends ? opened : { fault: 'data after the CMS encapsulated content' };
+}
+
+/** The OCTET STRING inside an explicit [0] at `w` (exactly one), joined. */
+function wrapped(d: Buffer, w: Tl, base64: boolean): CmsOpening {
+  const o = readTl(d, w.at);
+  if (!o || (o.tag !== 0x04 && o.tag !== 0x24)) return { fault: 'CMS content that is not an OCTET STRING' };
+  const oEnd = skip(d, w.at);
+  if (oEnd < 0) return { fault: 'CMS content cut short' };
+  const wEnd = w.len >= 0 ? w.at + w.len : oEnd;
+  if (oEnd !== wEnd || (w.len < 0 && !(d[oEnd] === 0 && d[oEnd + 1] === 0))) return { fault: 'more than the content inside the CMS content field' };
+  if (o.tag === 0x04) return { content: d.subarray(o.at, o.at + o.len), base64 };
+  const out = Buffer.allocUnsafe(oEnd - o.at);
+  const n = joinOctets(d, w.at, out, 0, CMS_MAX_OCTET_NESTING);
+  return n < 0 ? { fault: 'CMS content in chunks that are not OCTET STRINGs, or nested too deep' } : { content: out.subarray(0, n), base64 };
+}
+
+/** Copies the bytes of the (constructed) OCTET STRING at `pos` into `out` from `n`; the new length, or -1 when it holds something else. */
+function joinOctets(d: Buffer, pos: number, out: Buffer, n: number, depth: number): number {
+  const t = readTl(d, pos);
+  if (!t) return -1;
+  if (t.tag === 0x04) return n + d.copy(out, n, t.at, t.at + t.len);
+  if (t.tag !== 0x24 || depth === 0) return -1;
+  const end = t.len >= 0 ? t.at + t.len : -1;
+  let p = t.at;
+  for (;;) {
+    if (end >= 0 ? p >= end : d[p] === 0 && d[p + 1] === 0) return end < 0 || p === end ? n : -1;
+    const next = skip(d, p);
+    if (next < 0 || (end >= 0 && next > end)) return -1;
+    n = joinOctets(d, p, out, n, depth - 1);
+    if (n < 0) return -1;
+    p = next;
+  }
 }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { detectType } from '../../src/mime/detect.js';
 import { nameForms } from '../../src/mime/names.js';
-import { CMS_READABLE_TYPE, cmsKind, PGP_READABLE_TYPE, pgpKind, sealedType } from '../../src/mime/sealed.js';
+import { CMS_READABLE_TYPE, cmsKind, openCms, PGP_READABLE_TYPE, pgpKind, sealedType } from '../../src/mime/sealed.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { attachmentMessage, defaultPolicy } from '../policy/helpers.js';
 
@@ -108,7 +108,7 @@ describe('CMS (openssl)', () => {
     expect(cmsKind(Buffer.from('3003020101', 'hex'))).toBeUndefined();
   });
 
-  it('the engine: an opaque-signed S/MIME message is blocked, invoice.exe.p7m stripped; clear-signed and encrypted mail pass', async () => {
+  it('the engine: an opaque-signed S/MIME message with an .exe inside is blocked, invoice.pdf.p7m holding one stripped; clear-signed and encrypted mail pass', async () => {
     const policy = defaultPolicy();
     const mail = Buffer.from(
       'From: a@example.test\r\nTo: b@example.test\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=YY\r\n\r\n--YY\r\nContent-Type: text/plain\r\n\r\nhi\r\n--YY\r\n' +
@@ -118,7 +118,10 @@ describe('CMS (openssl)', () => {
     const opaque = openssl('smime', '-sign', '-nodetach', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'inner.eml');
     const r1 = await inspectMessage(opaque, policy, {}, {});
     expect(r1.verdict.status).toBe('blocked');
-    expect(r1.verdict.hits.map((h) => h.rule)).toContain('archives.on_unsupported');
+    // opened (openCms): the attachment inside meets the type rules, read as the message clients show
+    expect(r1.verdict.hits.map((h) => h.rule)).toContain('content_types.rules[0]');
+    expect(r1.verdict.hits.map((h) => h.reason).join('\n')).toContain('signed (CMS) content read as a message');
+    expect(r1.verdict.hits.map((h) => h.rule)).not.toContain('archives.on_unsupported');
 
     const clear = openssl('smime', '-sign', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'inner.eml');
     const r2 = await inspectMessage(clear, policy, {}, {});
@@ -132,7 +135,107 @@ describe('CMS (openssl)', () => {
     const p7m = openssl('cms', '-sign', '-nodetach', '-stream', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'evil.exe', '-binary', '-outform', 'DER');
     const r4 = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', p7m), policy, {}, {});
     expect(r4.verdict.status).toBe('changed');
-    expect(r4.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toContain('2 archives.on_unsupported');
+    // binary content is not read as a message (no NUL-byte finding): the file reading finds the program
+    expect(r4.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toEqual(['2 content_types.rules[0]', '2 content_types.rules[0]']);
+    expect(r4.verdict.hits.map((h) => h.reason).join('\n')).toContain('signed file invoice.pdf inside it');
+  });
+});
+
+describe('CMS signed data is opened and its content judged (src/mime/sealed.ts openCms)', () => {
+  const sign = (file: string, ...more: string[]) =>
+    openssl('cms', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', file, '-outform', 'DER', ...more);
+  const invoice = Buffer.from('<?xml version="1.0" encoding="UTF-8"?>\n<p:FatturaElettronica versione="FPR12">\n<x>1</x>\n</p:FatturaElettronica>\n');
+
+  it('an Italian e-invoice (fattura.xml.p7m: DER, BER streamed, bare base64; any declared type) passes as it is', async () => {
+    writeFileSync(join(dir, 'fattura.xml'), invoice);
+    const policy = defaultPolicy();
+    const derForm = sign('fattura.xml');
+    const forms: Array<[string, Buffer]> = [
+      ['DER', derForm],
+      ['BER streamed', sign('fattura.xml', '-stream')],
+      ['bare base64', Buffer.from(derForm.toString('base64').replace(/.{64}/g, '$&\r\n'))],
+    ];
+    for (const [what, file] of forms) {
+      expect(openCms(file), what).toEqual({ content: invoice, base64: what === 'bare base64' });
+      for (const type of ['application/pkcs7-mime', 'application/octet-stream']) {
+        const r = await inspectMessage(withAttachment('IT01234567890_00001.xml.p7m', type, file), policy, {}, {});
+        expect(r.verdict.status, `${what} ${type}`).toBe('clean');
+        expect(r.verdict.hits, `${what} ${type}`).toEqual([]);
+      }
+    }
+    // a signed PDF (binary: NUL bytes) declared as S/MIME is judged as the file it is, not as text
+    writeFileSync(
+      join(dir, 'report.pdf'),
+      Buffer.concat([
+        Buffer.from('%PDF-1.4\n%\xe2\xe3\n1 0 obj\n<< /Length 4 >>\nstream\n'),
+        Buffer.from([0, 1, 0, 2]),
+        Buffer.from('\nendstream\nendobj\n%%EOF\n'),
+      ]),
+    );
+    const r = await inspectMessage(withAttachment('report.pdf.p7m', 'application/pkcs7-mime', sign('report.pdf')), policy, {}, {});
+    expect(r.verdict.hits).toEqual([]);
+  });
+
+  it('an opaque-signed S/MIME message with a PDF and text passes; the parts inside are judged', async () => {
+    const mail = Buffer.from(
+      'Content-Type: multipart/mixed; boundary=ZZ\r\n\r\n--ZZ\r\nContent-Type: text/plain\r\n\r\nsee the report\r\n--ZZ\r\n' +
+        'Content-Type: application/pdf; name="report.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcOkw7zDtsOfCg==\r\n--ZZ--\r\n',
+    );
+    writeFileSync(join(dir, 'ok.eml'), mail);
+    const signed = openssl('smime', '-sign', '-nodetach', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'ok.eml');
+    const r = await inspectMessage(signed, defaultPolicy(), {}, {});
+    expect(r.verdict.hits).toEqual([]);
+    expect(r.verdict.status).toBe('clean');
+  });
+
+  it('content that starts like a header block is also read as a message, whatever the carrier is declared as', async () => {
+    const entity = Buffer.from(
+      `Content-Type: application/octet-stream; name="tool.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${exe.toString('base64')}\r\n`,
+    );
+    writeFileSync(join(dir, 'entity.txt'), entity);
+    const r = await inspectMessage(withAttachment('notes.txt.p7m', 'application/octet-stream', sign('entity.txt')), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    // the file reading sees text; the message reading finds the program
+    expect(r.verdict.hits.map((h) => `${h.part} ${h.rule} ${h.reason}`)).toEqual([
+      '2 content_types.rules[0] signed (CMS) content read as a message: encoded forwarded message: executable program',
+    ]);
+  });
+
+  it('CMS inside CMS is opened too; nested past the depth bound it is a limit', async () => {
+    writeFileSync(join(dir, 'in.p7m'), sign('evil.exe'));
+    const twice = sign('in.p7m');
+    const r = await inspectMessage(withAttachment('double.p7m', 'application/octet-stream', twice), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(r.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toContain('2 content_types.rules[0]');
+    let deep: Buffer = invoice;
+    for (let i = 0; i < 7; i++) {
+      writeFileSync(join(dir, 'layer'), deep);
+      deep = sign('layer');
+    }
+    const r2 = await inspectMessage(withAttachment('deep.xml.p7m', 'application/octet-stream', deep), defaultPolicy(), {}, {});
+    expect(r2.verdict.hits.map((h) => h.rule)).toContain('limits.on_limit');
+    expect(r2.verdict.status).not.toBe('clean');
+  });
+
+  it('what is not opened stays on_unsupported: data after the structure, PEM, digested data, chunks that are not OCTET STRINGs', async () => {
+    writeFileSync(join(dir, 'fattura.xml'), invoice);
+    const der = sign('fattura.xml');
+    const b64 = der.toString('base64').replace(/.{64}/g, '$&\n');
+    const eoc = Buffer.from([0, 0]);
+    const notOctets = Buffer.concat([Buffer.from('3080' + '06092a864886f70d010701' + 'a0802480' + '0c0378797a', 'hex'), eoc, eoc, eoc]);
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['appended bytes', Buffer.concat([der, Buffer.from('MZ trailing')]), /bytes after the CMS structure/],
+      ['PEM', Buffer.from(`-----BEGIN PKCS7-----\n${b64}\n-----END PKCS7-----\n`), /not binary CMS/],
+      ['digested', openssl('cms', '-digest_create', '-in', 'fattura.xml', '-binary', '-outform', 'DER'), /compressed, digested or authenticated/],
+      ['UTF8String chunk', notOctets, /not OCTET STRINGs/],
+    ];
+    for (const [what, file, why] of cases) {
+      expect('fault' in openCms(file), what).toBe(true);
+      const r = await inspectMessage(withAttachment('fattura.xml.p7m', 'application/octet-stream', file), defaultPolicy(), {}, {});
+      expect(r.verdict.status, what).toBe('changed');
+      const hit = r.verdict.hits.find((h) => h.rule === 'archives.on_unsupported');
+      expect(hit?.reason, what).toMatch(why);
+    }
   });
 });
 

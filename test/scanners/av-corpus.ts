@@ -108,6 +108,37 @@ const att = (name: string, cte: string) => [
   `Content-Transfer-Encoding: ${cte}`,
 ];
 
+/** A DER element: `tag`, definite length, `body`. */
+function der(tag: number, ...body: Buffer[]): Buffer {
+  const b = Buffer.concat(body);
+  const len =
+    b.length < 0x80
+      ? Buffer.from([b.length])
+      : b.length < 0x10000
+        ? Buffer.from([0x82, b.length >> 8, b.length & 0xff])
+        : Buffer.from([0x83, b.length >> 16, (b.length >> 8) & 0xff, b.length & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), len, b]);
+}
+const OID_DATA = Buffer.from('06092a864886f70d010701', 'hex');
+const OID_SIGNED = Buffer.from('06092a864886f70d010702', 'hex');
+
+/**
+ * CMS signed data with `content` inside (what `openssl cms -sign -nodetach` writes, without
+ * certificates and signers: no reader needs them to unwrap it), DER.
+ */
+export function cmsSigned(content: Buffer): Buffer {
+  const encap = der(0x30, OID_DATA, der(0xa0, der(0x04, content)));
+  return der(0x30, OID_SIGNED, der(0xa0, der(0x30, Buffer.from('020101', 'hex'), Buffer.from('3100', 'hex'), encap, Buffer.from('3100', 'hex'))));
+}
+
+/** CMS data with `content` in BER: indefinite lengths, the content in `chunk`-byte OCTET STRINGs (its bytes not contiguous in the file). */
+export function cmsDataChunked(content: Buffer, chunk: number): Buffer {
+  const pieces: Buffer[] = [];
+  for (let i = 0; i < content.length; i += chunk) pieces.push(der(0x04, content.subarray(i, i + chunk)));
+  const eoc = Buffer.from([0, 0]);
+  return Buffer.concat([Buffer.from([0x30, 0x80]), OID_DATA, Buffer.from([0xa0, 0x80, 0x24, 0x80]), ...pieces, eoc, eoc, eoc]);
+}
+
 /** Every case for one payload (`p`, with a file name `n`). */
 export function avCorpus(p: Buffer, n: string): AvCase[] {
   const b64 = p.toString('base64');
@@ -150,6 +181,17 @@ export function avCorpus(p: Buffer, n: string): AvCase[] {
     withAttachment(att('outer.zip', 'base64'), wrap(zip([{ name: 'inner.zip', data: zip([{ name: n, data: p }]), store: true }]).toString('base64'), 76)),
   );
   const inner = withAttachment(att(n, 'base64'), wrap(b64, 76), 'inner');
+  // CMS: postern opens signed data and data (src/mime/sealed.ts openCms) and scans what is inside
+  add('CMS signed .p7m (DER)', 'plain', withAttachment(att(`${n}.p7m`, 'base64'), wrap(cmsSigned(p).toString('base64'), 76)));
+  add('CMS data, content in 3-byte BER chunks', 'plain', withAttachment(att(`${n}.p7m`, 'base64'), wrap(cmsDataChunked(p, 3).toString('base64'), 76)));
+  add(
+    'opaque-signed S/MIME message (smime.p7m)',
+    'plain',
+    withAttachment(
+      ['Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"', 'Content-Transfer-Encoding: base64'],
+      wrap(cmsSigned(inner).toString('base64'), 76),
+    ),
+  );
   add('forwarded message/rfc822 (MIME-parsed)', 'plain', withAttachment(['Content-Type: message/rfc822'], inner.toString('latin1')));
   add(
     'forwarded message/rfc822 sent base64',

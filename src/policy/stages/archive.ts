@@ -24,6 +24,7 @@
 import { isExecutableOrArchiveType, ZIP_TYPE } from '../../mime/detect.js';
 import { type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
 import { nameForms } from '../../mime/names.js';
+import { CMS_READABLE_TYPE, openCms } from '../../mime/sealed.js';
 import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
 import { containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
@@ -58,6 +59,11 @@ export interface ArchiveJudgement {
   findings: Finding[];
   /** Largest uncompressed member (0: none). */
   largestMember: number;
+  /**
+   * CMS signed data (or data) opened (src/mime/sealed.ts openCms): its content, which the caller
+   * judges as the file (and, where a reader takes it so, the message) it is. No on_unsupported then.
+   */
+  sealed?: Buffer;
 }
 
 const ZIP_DECLARED = /^application\/(x-)?zip(-compressed)?$/;
@@ -78,10 +84,23 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
     const rep = inspectTarOrGzip(tarOrGzip, c.data(), limits, inflate, c.names);
     return { opened: true, detected: c.detected, ...judgeMembers(rep, policy, { ...base, detectedType: c.detected }, prefix) };
   }
+  // CMS signed data with its content inside (a signed invoice.xml.p7m, an opaque-signed message): opened
+  // when it reads one way only; its names still meet on_unsupported (a name that says 7z stays one)
+  let cmsFault: string | undefined;
+  if (c.detected === CMS_READABLE_TYPE) {
+    const cms = openCms(c.data());
+    if ('fault' in cms) cmsFault = cms.fault;
+    else {
+      const byName = unopenedArchive(undefined, '', c.names);
+      const findings = byName ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, byName, base.filename) : [];
+      return { opened: true, detected: c.detected, findings, largestMember: 0, sealed: cms.content };
+    }
+  }
   let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
   if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
   // a ZIP by its magic number opens as a ZIP in every reader that looks at the bytes, whatever its name
-  const unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
+  let unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
+  if (unopened && cmsFault) unopened = { ...unopened, by: `${unopened.by}; ${cmsFault}` };
   const unsupported = unopened ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, unopened, base.filename) : [];
   if (!isZip) return { ...closed, findings: [...unsupported, ...hiddenArchiveFinding(c, policy, base, prefix)] };
   const rep = inspectZip(data ?? c.data(), limits, inflate);

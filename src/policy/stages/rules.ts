@@ -24,6 +24,7 @@ import { findHiddenArchive, type HiddenScan, scanHidden } from '../../mime/hidde
 import { scanHtmlData } from '../../mime/html-data.js';
 import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
+import { CMS_READABLE_TYPE } from '../../mime/sealed.js';
 import { endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
@@ -52,7 +53,8 @@ export interface LeafContents {
   /**
    * The part is base64 in the plain layout (src/mime/decode.ts plainBase64), undamaged: clamd's
    * own MIME parser decodes it to the same bytes as postern (docs/performance.md, antivirus), so
-   * under `scan_parts: auto` the raw message scan covers it. False for every other encoding or shape.
+   * under `scan_parts: auto` the raw message scan covers it. False for every other encoding or shape,
+   * and for a leaf inside CMS content postern opened (clamd does not open CMS: sealedRules).
    */
   plainBase64: boolean;
 }
@@ -161,6 +163,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     budget.inflate,
   );
   j.detected = archive.detected;
+  const sealed = archive.sealed ? sealedRules(j, archive.sealed, leaf.names, leaf.type, depth) : nothingInside();
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
   const exec = hidden().exec;
@@ -178,12 +181,12 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   );
   for (const f of archive.findings) emit(f);
   const text = textRules(j, depth);
-  const all = [...inner, ...text.inner];
+  const all = [...inner, ...text.inner, ...sealed.inner];
   return {
     leaf,
-    embedded: text.files,
+    embedded: [...text.files, ...sealed.files],
     inner: all,
-    largestMember: Math.max(archive.largestMember, text.largestMember, ...all.map((i) => i.largestMember)),
+    largestMember: Math.max(archive.largestMember, text.largestMember, sealed.largestMember, ...all.map((i) => i.largestMember)),
     plainBase64: leaf.cte === 'base64' && check.plain !== undefined && !check.bad && !check.ambiguous,
   };
 }
@@ -365,9 +368,10 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
     malformed(j, 'NUL bytes in decoded text');
   const scan = scanEmbedded(content, j.budget.embedded);
   if (scan.limit) fixedLimit(j, scan.limit);
-  out.files = scan.files;
+  out.files = [...scan.files];
   for (const f of scan.files) {
     const r = embeddedRules(j, f, depth);
+    out.files.push(...r.files);
     out.inner.push(...r.inner);
     out.largestMember = Math.max(out.largestMember, r.largestMember);
   }
@@ -378,6 +382,7 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
     out.files.push(...html.files);
     for (const f of html.files) {
       const r = dataUriRules(j, f, depth);
+      out.files.push(...r.files);
       out.inner.push(...r.inner);
       out.largestMember = Math.max(out.largestMember, r.largestMember);
     }
@@ -406,7 +411,7 @@ const TYPE_ALIASES: Record<string, string> = {
  * wins; and a detected type that differs from the declared one is malformed (an image that is
  * something else). A finding acts on the HTML part, as for embedded files.
  */
-function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner: LeafContents[]; largestMember: number } {
+function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): TextContents {
   const { leaf, policy, emit } = j;
   const declared = f.declaredType || 'text/plain';
   const label = `data: URI (${f.declaredType || 'no type'})${f.name ? ` named ${f.name.slice(0, 200)}` : ''}`;
@@ -415,7 +420,7 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: forms.forms[0] ?? leaf.names[0], target: leaf.target };
   const malformedFile = (reason: string) => limitBlock(emit, base, policy.limits.onMalformed, 'limits.on_malformed', `malformed: ${reason}`);
   // not decoded (a bound): the limit finding says so (textRules)
-  if (f.tooLarge) return { inner: [], largestMember: 0 };
+  if (f.tooLarge) return nothingInside();
   if (f.damaged) malformedFile(`${label} whose payload browsers refuse and other readers decode`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
@@ -437,7 +442,7 @@ function dataUriRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner
     const why = decidedOn === declared ? `declared type ${declared} not allowed` : `detected type ${decidedOn} (declared ${declared}) not allowed`;
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
-  return { inner, largestMember: contents.largestMember };
+  return { files: contents.files, inner, largestMember: contents.largestMember };
 }
 
 /** Declared types whose content is never an executable, searched whole: a header anywhere in them is a disguise. */
@@ -481,7 +486,7 @@ function fileContents(
   declared: string,
   opensAsMessage: boolean,
   depth: number,
-): { detected: string | undefined; inner: LeafContents[]; largestMember: number } {
+): TextContents & { detected: string | undefined } {
   const { policy, emit } = j;
   filenameHits(policy, names, (fr, n) =>
     emit({ ...base, filename: n, rule: fr.rule, action: fr.spec.action, reason: `${prefix}${fr.reason ?? `file name ${n} not allowed`}`, spec: fr.spec }),
@@ -494,8 +499,15 @@ function fileContents(
     j.budget.inflate,
   );
   for (const x of archive.findings) emit(x);
-  const inner = opensAsMessage ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget) : [];
-  return { detected: archive.detected, inner, largestMember: Math.max(archive.largestMember, ...inner.map((i) => i.largestMember)) };
+  const sealed = archive.sealed ? sealedRules(j, archive.sealed, names, declared, depth, prefix) : nothingInside();
+  const forwarded = opensAsMessage ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget) : [];
+  const inner = [...forwarded, ...sealed.inner];
+  return {
+    detected: archive.detected,
+    files: sealed.files,
+    inner,
+    largestMember: Math.max(archive.largestMember, sealed.largestMember, ...inner.map((i) => i.largestMember)),
+  };
 }
 
 /** The type a file without a declared type is judged as when its bytes show none (readers treat it as untyped data). */
@@ -521,10 +533,10 @@ const UNTYPED = 'application/octet-stream';
  * strict as the attachment path (the part that holds the file is removed) and never looser.
  * Returns the messages opened and the largest ZIP member.
  */
-function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inner: LeafContents[]; largestMember: number } {
+function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number, outer = ''): TextContents {
   const { leaf, policy, emit } = j;
-  const label = `${f.kind} file ${f.name || '(no name)'}`;
-  const prefix = `${label} in the text: `;
+  const label = f.kind === 'cms' ? `signed file ${f.name || '(no name)'} inside it` : `${f.kind} file ${f.name || '(no name)'}`;
+  const prefix = f.kind === 'cms' ? `${outer}${label}: ` : `${outer}${label} in the text: `;
   const forms = nameForms(f.names ?? [f.name]);
   const names = forms.forms;
   const base: ArchiveFindingBase = { part: leaf.section, declaredType: leaf.type, filename: names[0] ?? leaf.names[0], target: leaf.target };
@@ -557,7 +569,61 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number): { inne
     const why = decidedOn === UNTYPED && !detected ? `a file of no detected type (judged as ${UNTYPED}) not allowed` : `detected type ${decidedOn} not allowed`;
     emit({ ...base, detectedType: detected, rule: td.rule, action: td.spec.action, reason: `${prefix}${td.reason ?? why}`, spec: td.spec });
   }
-  return { inner, largestMember: contents.largestMember };
+  return { files: contents.files, inner, largestMember: contents.largestMember };
+}
+
+/** A leaf, and the leaves inside it, that the raw message's scan cannot cover (plainBase64 false). */
+function notInRaw(l: LeafContents): LeafContents {
+  return { ...l, plainBase64: false, inner: l.inner.map(notInRaw) };
+}
+
+/** What a carrier holds when nothing was opened (a new object each time: callers extend it). */
+const nothingInside = (): TextContents => ({ files: [], inner: [], largestMember: 0 });
+
+/**
+ * The start of content some MIME reader may take for a header block: a field name and its colon, a
+ * blank line, an mbox `From ` line; after a UTF-8 BOM or white space too (the parse then judges what
+ * is odd about it: src/mime/parse.ts).
+ */
+const HEADER_START = /^(?:\xef\xbb\xbf)?[ \t]*(?:[\x21-\x39\x3b-\x7e]+[ \t]*:|\r?\n|From )/;
+
+/**
+ * The content of CMS signed data the archive rules opened (`archive.sealed`: an `invoice.xml.p7m`,
+ * an opaque-signed S/MIME message), judged by every reading its readers have:
+ * - the file that Windows' .p7m readers and `openssl cms -verify` save, named as the carrier without
+ *   `.p7m`: judged as an embedded file (embeddedRules: names, type, archives, hidden executables,
+ *   CMS inside CMS), and scanned by the antivirus as one;
+ * - the message mail clients show (Thunderbird and Outlook unwrap `application/pkcs7-mime` and
+ *   `smime.p7m` and show the content as a MIME entity, attachments included): judged as a forwarded
+ *   message when the carrier is declared or named so, or when the content starts like a header
+ *   block (some reader may take it for one). Content that does not start so is read as a body without
+ *   header fields (text/plain), as those readers show it, unless it holds NUL bytes (a signed PDF: a
+ *   reader shows it as garbage text, and the file reading judges its bytes).
+ * A finding acts on the carrier (a signed file cannot be altered inside). Nested past
+ * MAX_ENCODED_MESSAGE_DEPTH: `limits.on_limit`.
+ */
+function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[], declared: string, depth: number, outer = ''): TextContents {
+  if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
+    fixedLimit(j, `${outer}CMS signed content nested more than ${MAX_ENCODED_MESSAGE_DEPTH} levels deep`);
+    return nothingInside();
+  }
+  const forms = nameForms(names).forms;
+  const unwrapped = forms.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
+  const file: EmbeddedFile = { kind: 'cms', name: unwrapped[0] ?? '', names: unwrapped, data: content, damaged: false };
+  const asFile = embeddedRules(j, file, depth + 1, outer);
+  const head = content.toString('latin1', 0, 512);
+  const smime = /^application\/(?:x-)?pkcs7-mime$/.test(declared) || forms.some((n) => n.toLowerCase() === 'smime.p7m');
+  const headers = HEADER_START.test(head);
+  let inner: LeafContents[] = [];
+  // binary content (NUL bytes) that does not start like a header block shows as garbage text: the file reading judges it
+  if (headers || (smime && content.indexOf(0) < 0)) {
+    const msg = toCrlf(headers ? content : Buffer.concat([Buffer.from('\r\n'), content]));
+    const base = { ...j.base, detectedType: CMS_READABLE_TYPE };
+    inner = judgeForwarded(msg, j.policy, j.emit, base, depth, `${outer}signed (CMS) content read as a message: `, j.budget);
+  }
+  // clamd's parser of the raw message does not open CMS: nothing inside is left to the raw scan
+  const all = [...asFile.inner, ...inner].map(notInRaw);
+  return { files: [file, ...asFile.files], inner: all, largestMember: Math.max(asFile.largestMember, ...all.map((i) => i.largestMember)) };
 }
 
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
