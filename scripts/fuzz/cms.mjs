@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 //
 // Generates CMS signed data (and plain CMS data) around a payload (evil.exe's MZ bytes, an EICAR
 // file, harmless text) with every BER knob a reader may meet: definite lengths in the shortest form
-// or with leading zero bytes, indefinite lengths on every constructed element, the content in one
+// or with leading zero bytes (up to 10), tags in the high-tag-number form, indefinite lengths on every constructed element, the content in one
 // OCTET STRING or in chunks (nested constructed OCTET STRINGs, definite or indefinite, empty
 // chunks), the certificates and signer of a real signature spliced in; then mutates it (a byte
 // flipped, cut short, bytes appended, a second eContent, the content under another string tag or
@@ -99,9 +99,16 @@ function berLength(n, zeros) {
 /** One element: `tag` and `body`; a constructed one may take the indefinite form. */
 function element(rng, tag, body, o) {
   const constructed = (tag & 0x20) !== 0;
-  if (constructed && rng.chance(o.indefinite)) return Buffer.concat([Buffer.from([tag, 0x80]), body, EOC]);
-  const zeros = rng.chance(o.longForm) ? rng.int(1, 2) : 0;
-  return Buffer.concat([Buffer.from([tag]), berLength(body.length, zeros), body]);
+  // the tag in the high-tag-number form (OpenSSL reads a low number written so)
+  const t = rng.chance(o.highTag) ? Buffer.from([(tag & 0xe0) | 0x1f, ...(rng.chance(0.3) ? [0x80] : []), tag & 0x1f]) : Buffer.from([tag]);
+  if (constructed && rng.chance(o.indefinite)) return Buffer.concat([t, Buffer.from([0x80]), body, EOC]);
+  const zeros = rng.chance(o.longForm)
+    ? rng.weighted([
+        [4, rng.int(1, 2)],
+        [1, rng.int(3, 10)],
+      ])
+    : 0;
+  return Buffer.concat([t, berLength(body.length, zeros), body]);
 }
 
 /** The content as an OCTET STRING: whole, or in chunks nested up to `depth` levels. */
@@ -135,7 +142,7 @@ export function generateCase(seed, i, pieces) {
     [3, 'txt'],
   ]);
   const payload = payloadName === 'exe' ? EXE : payloadName === 'eicar' ? Buffer.concat([Buffer.from('head '), EICAR, Buffer.from(' tail')]) : TXT;
-  const o = { indefinite: rng.pick([0, 0.3, 0.8]), longForm: rng.pick([0, 0.1, 0.4]) };
+  const o = { indefinite: rng.pick([0, 0.3, 0.8]), longForm: rng.pick([0, 0.1, 0.4]), highTag: rng.pick([0, 0, 0.05]) };
   const kind = rng.chance(0.85) ? 'signed' : 'data';
   const mutations = rng.chance(0.55) ? rng.shuffle(MUTATIONS).slice(0, rng.int(1, 2)) : [];
   const has = (m) => mutations.includes(m);

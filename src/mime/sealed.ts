@@ -49,18 +49,36 @@ interface Tl {
 
 function readTl(b: Buffer, pos: number): Tl | null {
   if (pos + 2 > b.length) return null;
-  const tag = b[pos]!;
-  // high tag numbers (0x1f) do not occur in the structures read here
-  if ((tag & 0x1f) === 0x1f) return null;
-  const l0 = b[pos + 1]!;
-  if (l0 < 0x80) return { tag, len: l0, at: pos + 2 };
-  if (l0 === 0x80) return (tag & 0x20) === 0x20 ? { tag, len: -1, at: pos + 2 } : null;
-  // long form: OpenSSL takes up to 8 length bytes, leading zeros included (a value past any buffer: cut short)
+  let tag = b[pos]!;
+  let p = pos + 1;
+  if ((tag & 0x1f) === 0x1f) {
+    // the high-tag-number form: OpenSSL reads a low tag number written so as that tag (attacker's
+    // review: `1f 06` for the content type's OID); higher numbers do not occur in the structures read here
+    let num = 0;
+    for (let c = 0x80; c & 0x80; ) {
+      c = b[p++] ?? -1;
+      if (c < 0 || num > 0xffff) return null;
+      num = num * 128 + (c & 0x7f);
+    }
+    if (num >= 0x1f) return null;
+    tag = (tag & 0xe0) | num;
+  }
+  const l0 = b[p];
+  if (l0 === undefined) return null;
+  if (l0 < 0x80) return { tag, len: l0, at: p + 1 };
+  if (l0 === 0x80) return (tag & 0x20) === 0x20 ? { tag, len: -1, at: p + 1 } : null;
+  // long form: OpenSSL skips leading zero bytes, however many (up to 126: the attacker's review wrote 9);
+  // a value past any buffer is cut short
   const n = l0 & 0x7f;
-  if (n > 8 || pos + 2 + n > b.length) return null;
+  if (p + 1 + n > b.length) return null;
   let len = 0;
-  for (let i = 0; i < n; i++) len = Math.min(len * 256 + b[pos + 2 + i]!, Number.MAX_SAFE_INTEGER);
-  return { tag, len, at: pos + 2 + n };
+  for (let i = 0; i < n; i++) len = Math.min(len * 256 + b[p + 1 + i]!, Number.MAX_SAFE_INTEGER);
+  return { tag, len, at: p + 1 + n };
+}
+
+/** Whether `b` starts with a SEQUENCE tag: 0x30, or the high-tag-number form of it that OpenSSL reads (`3f 10`, `3f 80 10`: the CMS fuzzer's case 77:1478). */
+function seqStart(b: Buffer): boolean {
+  return b[0] === 0x30 || (b[0] === 0x3f && readTl(b, 0)?.tag === 0x30);
 }
 
 /** The position after the element at `pos` (nested indefinite lengths walked, at most `depth` deep), or -1 when it does not end inside `b`. */
@@ -284,11 +302,12 @@ function armouredBlocks(head: Buffer): Array<{ label: string; bytes: Buffer }> {
   return out;
 }
 
-/** The binary start of bare base64 text whose first byte is 0x30 (a DER SEQUENCE: a .p7m sent as base64), or null. */
+/** The binary start of bare base64 text that starts a SEQUENCE (seqStart: a .p7m sent as base64), or null. */
 function bareBase64(head: Buffer): Buffer | null {
   let i = head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf ? 3 : 0;
   while (i < head.length && (head[i] === 0x20 || head[i] === 0x09 || head[i] === 0x0d || head[i] === 0x0a)) i++;
-  if (head[i] !== 0x4d /* M */) return null;
+  // 0x30 in base64 starts with M, 0x3f (the high-tag form) with P
+  if (head[i] !== 0x4d /* M */ && head[i] !== 0x50 /* P */) return null;
   const text = head.toString('latin1', i, Math.min(head.length, 4096));
   const b64 = /^[A-Za-z0-9+/\t\n\r ]*/.exec(text)![0].replace(/[\t\n\r ]/g, '');
   return Buffer.from(b64.slice(0, b64.length - (b64.length % 4)), 'base64');
@@ -303,14 +322,14 @@ function bareBase64(head: Buffer): Buffer | null {
  */
 export function sealedType(head: Buffer): string | undefined {
   if (head.length < 2) return undefined;
-  if (head[0] === 0x30 && cmsKind(head) === 'readable') return CMS_READABLE_TYPE;
+  if (seqStart(head) && cmsKind(head) === 'readable') return CMS_READABLE_TYPE;
   if (head[0]! & 0x80 && pgpKind(head) === 'readable') return PGP_READABLE_TYPE;
   for (const a of armouredBlocks(head)) {
-    if (a.bytes[0] === 0x30 && cmsKind(a.bytes) === 'readable') return CMS_READABLE_TYPE;
+    if (seqStart(a.bytes) && cmsKind(a.bytes) === 'readable') return CMS_READABLE_TYPE;
     if (a.bytes[0]! & 0x80 && pgpKind(a.bytes, true) === 'readable') return PGP_READABLE_TYPE;
   }
   const bare = bareBase64(head);
-  if (bare && bare[0] === 0x30 && cmsKind(bare) === 'readable') return CMS_READABLE_TYPE;
+  if (bare && seqStart(bare) && cmsKind(bare) === 'readable') return CMS_READABLE_TYPE;
   return undefined;
 }
 
@@ -329,13 +348,13 @@ export type CmsOpening = { content: Buffer; base64: boolean } | { fault: string 
 export function openCms(file: Buffer): CmsOpening {
   let d = file;
   let base64 = false;
-  if (file[0] !== 0x30) {
+  if (!seqStart(file)) {
     const text = file.toString('latin1', file[0] === 0xef && file[1] === 0xbb && file[2] === 0xbf ? 3 : 0);
     const compact = text.replace(/[\t\n\r ]/g, '');
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(compact) || compact.length % 4 !== 0) return { fault: 'not binary CMS, nor bare base64 of it' };
     d = Buffer.from(compact, 'base64');
     base64 = true;
-    if (d[0] !== 0x30) return { fault: 'base64 text that does not hold a CMS structure' };
+    if (!seqStart(d)) return { fault: 'base64 text that does not hold a CMS structure' };
   }
   const ci = readTl(d, 0);
   if (ci?.tag !== 0x30) return { fault: 'not a CMS ContentInfo' };

@@ -201,6 +201,52 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
     ]);
   });
 
+  it("content whose header block has Content-* fields after lines that are not fields is read as a message (attacker's review)", async () => {
+    // mailparser and Python's email skip `hello` or `: x` and show the attachment after it
+    for (const first of ['hello\r\n', ': x\r\n', ' x y\r\n', '>From x\r\n', '\ufeffhello\r\n']) {
+      const entity = Buffer.from(
+        `${first}Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n` +
+          `Content-Type: application/octet-stream; name="evil.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${exe.toString('base64')}\r\n--b--\r\n`,
+      );
+      writeFileSync(join(dir, 'entity.txt'), entity);
+      const der = sign('entity.txt');
+      const opaque = Buffer.from(
+        `From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\nContent-Transfer-Encoding: base64\r\n\r\n${der.toString('base64').replace(/.{76}/g, '$&\r\n')}\r\n`,
+      );
+      const r = await inspectMessage(opaque, defaultPolicy(), {}, {});
+      expect(r.verdict.status, JSON.stringify(first)).toBe('blocked');
+      expect(r.verdict.hits.map((h) => h.reason).join('\n'), JSON.stringify(first)).toContain('read as a message');
+      const r2 = await inspectMessage(withAttachment('report.p7m', 'application/octet-stream', der), defaultPolicy(), {}, {});
+      expect(r2.verdict.status, JSON.stringify(first)).not.toBe('clean');
+    }
+  });
+
+  it("a content type written with a long length, or it or the SEQUENCE in the high-tag form, as OpenSSL reads them, is CMS too (attacker's review)", async () => {
+    const der = sign('evil.exe');
+    expect(der.subarray(0, 6)).toEqual(Buffer.from([0x30, 0x82, der[2]!, der[3]!, 0x06, 0x09]));
+    const rewrap = (head: Buffer, rest: Buffer) => {
+      const body = Buffer.concat([head, rest]);
+      return Buffer.concat([Buffer.from([0x30, 0x82, body.length >> 8, body.length & 0xff]), body]);
+    };
+    const forms: Array<[string, Buffer]> = [
+      // the OID's length in 9 bytes, 8 of them zero
+      ['long length', rewrap(Buffer.from([0x06, 0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0x09]), der.subarray(6))],
+      // tag 6 in the high-tag-number form
+      ['high tag', rewrap(Buffer.from([0x1f, 0x06, 0x09]), der.subarray(6))],
+      // the ContentInfo's SEQUENCE so, padded too (the CMS fuzzer, seed 77 case 1478)
+      ['high-tag SEQUENCE', Buffer.concat([Buffer.from([0x3f, 0x10]), der.subarray(1)])],
+      ['padded high-tag SEQUENCE', Buffer.concat([Buffer.from([0x3f, 0x80, 0x10]), der.subarray(1)])],
+    ];
+    for (const [what, file] of forms) {
+      writeFileSync(join(dir, 'odd.p7m'), file);
+      expect(openssl('cms', '-verify', '-noverify', '-inform', 'DER', '-in', 'odd.p7m', '-binary'), what).toEqual(exe);
+      expect(cmsKind(file), what).toBe('readable');
+      expect(openCms(file), what).toEqual({ content: exe, base64: false });
+      const r = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', file), defaultPolicy(), {}, {});
+      expect(r.verdict.hits.map((h) => h.reason).join('\n'), what).toContain('signed file invoice.pdf inside it');
+    }
+  });
+
   it('CMS inside CMS is opened too; nested past the depth bound it is a limit', async () => {
     writeFileSync(join(dir, 'in.p7m'), sign('evil.exe'));
     const twice = sign('in.p7m');

@@ -581,11 +581,24 @@ function notInRaw(l: LeafContents): LeafContents {
 const nothingInside = (): TextContents => ({ files: [], inner: [], largestMember: 0 });
 
 /**
- * The start of content some MIME reader may take for a header block: a field name and its colon, a
- * blank line, an mbox `From ` line; after a UTF-8 BOM or white space too (the parse then judges what
- * is odd about it: src/mime/parse.ts).
+ * A line some MIME reader takes for a field that shapes the entity (`Content-*`, `MIME-Version`),
+ * wherever it stands in the header block: lenient readers (mailparser, Python's email, libmime)
+ * skip lines that are not fields, so `hello` or `: x` before `Content-Type:` hides nothing from them.
+ * After a UTF-8 BOM, white space, a lone CR too.
  */
-const HEADER_START = /^(?:\xef\xbb\xbf)?[ \t]*(?:[\x21-\x39\x3b-\x7e]+[ \t]*:|\r?\n|From )/;
+const SHAPING_FIELD = /(?:^(?:\xef\xbb\xbf)?|[\r\n])[ \t]*(?:content-|mime-version)/i;
+
+/**
+ * Whether some reader of `content` as a MIME entity sees fields that make it more than a text body:
+ * a shaping field before the first empty line (or anywhere, when there is none). Without one, every
+ * reader shows the whole as text/plain.
+ */
+function shapesEntity(content: Buffer): boolean {
+  const lf = content.indexOf('\n\n');
+  const crlf = content.indexOf('\n\r\n');
+  const end = Math.min(lf < 0 ? content.length : lf, crlf < 0 ? content.length : crlf);
+  return SHAPING_FIELD.test(content.toString('latin1', 0, end));
+}
 
 /**
  * The content of CMS signed data the archive rules opened (`archive.sealed`: an `invoice.xml.p7m`,
@@ -595,10 +608,12 @@ const HEADER_START = /^(?:\xef\xbb\xbf)?[ \t]*(?:[\x21-\x39\x3b-\x7e]+[ \t]*:|\r
  *   CMS inside CMS), and scanned by the antivirus as one;
  * - the message mail clients show (Thunderbird and Outlook unwrap `application/pkcs7-mime` and
  *   `smime.p7m` and show the content as a MIME entity, attachments included): judged as a forwarded
- *   message when the carrier is declared or named so, or when the content starts like a header
- *   block (some reader may take it for one). Content that does not start so is read as a body without
- *   header fields (text/plain), as those readers show it, unless it holds NUL bytes (a signed PDF: a
- *   reader shows it as garbage text, and the file reading judges its bytes).
+ *   message, parsed as it is, whenever a reader may see `Content-*` or `MIME-Version` fields in its
+ *   header block (shapesEntity: the parse then reports lines that are not fields as malformed),
+ *   whatever the carrier is declared as. Content without them, under a carrier declared or named
+ *   S/MIME, is read as a body without header fields (text/plain), as every reader shows it, unless it
+ *   holds NUL bytes (a signed PDF: shown as garbage text; the file reading judges its bytes). An XML
+ *   invoice (`<?xml ...`, `<p:FatturaElettronica ...`) is such content.
  * A finding acts on the carrier (a signed file cannot be altered inside). Nested past
  * MAX_ENCODED_MESSAGE_DEPTH: `limits.on_limit`.
  */
@@ -611,13 +626,12 @@ function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[]
   const unwrapped = forms.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
   const file: EmbeddedFile = { kind: 'cms', name: unwrapped[0] ?? '', names: unwrapped, data: content, damaged: false };
   const asFile = embeddedRules(j, file, depth + 1, outer);
-  const head = content.toString('latin1', 0, 512);
   const smime = /^application\/(?:x-)?pkcs7-mime$/.test(declared) || forms.some((n) => n.toLowerCase() === 'smime.p7m');
-  const headers = HEADER_START.test(head);
+  const shaped = shapesEntity(content);
   let inner: LeafContents[] = [];
-  // binary content (NUL bytes) that does not start like a header block shows as garbage text: the file reading judges it
-  if (headers || (smime && content.indexOf(0) < 0)) {
-    const msg = toCrlf(headers ? content : Buffer.concat([Buffer.from('\r\n'), content]));
+  // binary content (NUL bytes) without such fields shows as garbage text: the file reading judges it
+  if (shaped || (smime && content.indexOf(0) < 0)) {
+    const msg = toCrlf(shaped ? content : Buffer.concat([Buffer.from('\r\n'), content]));
     const base = { ...j.base, detectedType: CMS_READABLE_TYPE };
     inner = judgeForwarded(msg, j.policy, j.emit, base, depth, `${outer}signed (CMS) content read as a message: `, j.budget);
   }
