@@ -11,7 +11,8 @@ import { pathToFileURL } from 'node:url';
 //   (POSTERN_DIST=/other/dist uses a build elsewhere; --case I runs case I alone and prints it)
 //
 // Generates CMS signed data (and plain CMS data) around a payload (evil.exe's MZ bytes, an EICAR
-// file, harmless text) with every BER knob a reader may meet: definite lengths in the shortest form
+// file, harmless text, or a MIME entity with an executable attached, after lines that are not
+// fields or odd starts, in CRLF, LF or CR line ends, sent as an opaque-signed smime.p7m) with every BER knob a reader may meet: definite lengths in the shortest form
 // or with leading zero bytes (up to 10), tags in the high-tag-number form, indefinite lengths on every constructed element, the content in one
 // OCTET STRING or in chunks (nested constructed OCTET STRINGs, definite or indefinite, empty
 // chunks), the certificates and signer of a real signature spliced in; then mutates it (a byte
@@ -22,10 +23,12 @@ import { pathToFileURL } from 'node:url';
 // file as `report.p7m`, with the ZIP fuzzer's policy (*.exe and executables blocked) and a scanner
 // that, like clamd, finds EICAR only where its bytes stand together in an object it is given.
 //
-// Invariant: when OpenSSL writes out content that is dangerous (starts with the MZ header, or holds
-// EICAR), postern does not pass the message unchanged. Reported apart, not failing: openCms opened
+// Invariant: when OpenSSL writes out content that is dangerous (starts with the MZ header, holds
+// EICAR, or is an entity in which mailparser or Python's email shows an executable), postern does not pass the message unchanged. Reported apart, not failing: openCms opened
 // the file and read other content than OpenSSL wrote (`differs`; harmless unless it hides a payload,
 // which the invariant catches). Exit code 1 when an escape is found.
+import { EXE as MIME_EXE } from './lib/mime-gen.mjs';
+import { mailparserReader, PythonReader } from './lib/mime-readers.mjs';
 import { Rng } from './lib/prng.mjs';
 import { archiveMessage } from './tar.mjs';
 import { EICAR, EXE, FUZZ_POLICY } from './zip.mjs';
@@ -131,6 +134,41 @@ function octets(rng, data, depth, o) {
   return element(rng, 0x24, Buffer.concat(parts), o);
 }
 
+/** What may stand before an entity's header fields: nothing, lines that are not fields, odd starts. */
+const FIRST_LINES = [
+  '',
+  'hello\r\n',
+  ': x\r\n',
+  ' x y\r\n',
+  '\ufeff',
+  '>From x\r\n',
+  'From x@y Mon Jan  1 00:00:00 2024\r\n',
+  '\r\n',
+  'X A: b\r\n',
+  'Dear customer,\r\n',
+  '-----\r\n',
+  '<?xml version="1.0"?>\r\n',
+  'MIME-Version: 1.0\r\n',
+];
+
+/** A MIME entity (what an opaque-signed message signs) carrying the MIME fuzzer's executable, in some shape a reader may or may not take. */
+function mimeEntity(rng) {
+  const name = rng.pick(['evil.exe', 'report.pdf', 'a.bin']);
+  const b64 = MIME_EXE.toString('base64').replace(/.{76}/g, '$&\r\n');
+  const attachment = `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\nContent-Transfer-Encoding: base64\r\n\r\n${b64}\r\n`;
+  const body = rng.chance(0.6)
+    ? `Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n${attachment}--b--\r\n`
+    : attachment;
+  let text = rng.pick(FIRST_LINES) + (rng.chance(0.2) ? rng.pick(FIRST_LINES) : '') + body;
+  const eol = rng.weighted([
+    [6, '\r\n'],
+    [2, '\n'],
+    [1, '\r'],
+  ]);
+  if (eol !== '\r\n') text = text.replace(/\r\n/g, eol);
+  return Buffer.from(text, 'utf8');
+}
+
 const MUTATIONS = ['flip', 'cut', 'append', 'second-econtent', 'string-tag', 'implicit', 'content-type', 'extra-field', 'no-signers', 'pem-ish'];
 
 /** Case `i` of `seed`: { payload, kind, mutations, file }. */
@@ -140,8 +178,21 @@ export function generateCase(seed, i, pieces) {
     [5, 'exe'],
     [2, 'eicar'],
     [3, 'txt'],
+    [3, 'mime'],
   ]);
-  const payload = payloadName === 'exe' ? EXE : payloadName === 'eicar' ? Buffer.concat([Buffer.from('head '), EICAR, Buffer.from(' tail')]) : TXT;
+  const payload =
+    payloadName === 'exe'
+      ? EXE
+      : payloadName === 'eicar'
+        ? Buffer.concat([Buffer.from('head '), EICAR, Buffer.from(' tail')])
+        : payloadName === 'mime'
+          ? mimeEntity(rng)
+          : TXT;
+  // a signed entity travels as an opaque-signed message part (smime.p7m), or as a .p7m file
+  const carrier =
+    payloadName === 'mime' && rng.chance(0.7)
+      ? { name: 'smime.p7m', type: 'application/pkcs7-mime; smime-type=signed-data' }
+      : { name: 'report.p7m', type: 'application/octet-stream' };
   const o = { indefinite: rng.pick([0, 0.3, 0.8]), longForm: rng.pick([0, 0.1, 0.4]), highTag: rng.pick([0, 0, 0.05]) };
   const kind = rng.chance(0.85) ? 'signed' : 'data';
   const mutations = rng.chance(0.55) ? rng.shuffle(MUTATIONS).slice(0, rng.int(1, 2)) : [];
@@ -168,7 +219,7 @@ export function generateCase(seed, i, pieces) {
   if (has('cut')) file = file.subarray(0, rng.int(1, file.length - 1));
   if (has('append')) file = Buffer.concat([file, rng.chance(0.5) ? Buffer.alloc(rng.int(1, 4)) : rng.bytes(rng.int(1, 8))]);
   if (has('pem-ish')) file = Buffer.from(`${file.toString('base64').replace(/.{64}/g, '$&\r\n')}\r\n`);
-  return { payload: payloadName, kind, mutations, file };
+  return { payload: payloadName, kind, mutations, file, carrier };
 }
 
 /** What OpenSSL writes out of `file` (null when it refuses it). */
@@ -185,7 +236,15 @@ export function opensslContent(file, dir) {
 }
 
 const MZ = EXE.subarray(0, 8);
-const dangerous = (out) => out !== null && (out.subarray(0, MZ.length).equals(MZ) || out.includes(EICAR));
+/** OpenSSL's output is dangerous: the executable or EICAR as a file, or (a signed entity) an executable a MIME reader shows in it. */
+async function dangerous(out, payload, python) {
+  if (out === null) return false;
+  if (out.subarray(0, MZ.length).equals(MZ) || out.includes(EICAR)) return true;
+  if (payload !== 'mime') return false;
+  const mp = await mailparserReader(out, (await import('mailparser')).simpleParser);
+  const py = await python.read(out);
+  return mp.findings.length > 0 || py.findings.length > 0;
+}
 
 /** A scanner that, like clamd on CMS, finds EICAR only where its bytes stand together in what it is given. */
 function literalScanner() {
@@ -210,6 +269,7 @@ export async function runCmsFuzz({ cases, seed, start = 0, timeLimitMs = 600_000
   const stats = { cases: 0, opensslRead: 0, opensslDangerous: 0, opened: 0, flagged: 0, passed: 0, differs: 0, escapes: 0 };
   const escapes = [];
   const differs = [];
+  const python = new PythonReader();
   try {
     const pieces = signerPieces(dir);
     const policy = deps.compilePolicyText(FUZZ_POLICY, 'cms-fuzz.yaml');
@@ -219,7 +279,7 @@ export async function runCmsFuzz({ cases, seed, start = 0, timeLimitMs = 600_000
       stats.cases++;
       const out = opensslContent(c.file, dir);
       if (out !== null) stats.opensslRead++;
-      const bad = dangerous(out);
+      const bad = await dangerous(out, c.payload, python);
       if (bad) stats.opensslDangerous++;
       const mine = deps.openCms(c.file);
       if ('content' in mine) {
@@ -229,7 +289,7 @@ export async function runCmsFuzz({ cases, seed, start = 0, timeLimitMs = 600_000
           if (differs.length < 20) differs.push({ index: i, mutations: c.mutations, mine: mine.content.length, openssl: out.length });
         }
       }
-      const r = await deps.inspectMessage(archiveMessage(c.file, 'report.p7m', 'application/octet-stream').raw, policy, {}, { scanner });
+      const r = await deps.inspectMessage(archiveMessage(c.file, c.carrier.name, c.carrier.type).raw, policy, {}, { scanner });
       if (r.verdict.status === 'clean') stats.passed++;
       else stats.flagged++;
       if (bad && r.verdict.status === 'clean') {
@@ -239,6 +299,7 @@ export async function runCmsFuzz({ cases, seed, start = 0, timeLimitMs = 600_000
       }
     }
   } finally {
+    await python.close();
     rmSync(dir, { recursive: true, force: true });
   }
   return { stats, escapes, differs };
