@@ -859,6 +859,13 @@ export const MAX_ENCODED_MESSAGE_DEPTH = 5;
 export const CMS_MAX_OCTET_NESTING = 4;
 
 /**
+ * Armoured blocks (`-----BEGIN ...`) looked at anywhere in a file declared or named S/MIME or
+ * OpenPGP (src/mime/sealed.ts sealedTypeAnywhere). More: the file counts as CMS readable without a
+ * key, so `archives.on_unsupported` (fail closed).
+ */
+export const SEALED_MAX_ARMOUR_BLOCKS = 16;
+
+/**
  * A thread header field (Subject, From, Message-ID...) a block notice repeats is at most this long
  * (bytes, whole field). A longer one is left out of the notice, never cut (no original content rides
  * along; the original is in quarantine).

@@ -149,6 +149,10 @@ const FIRST_LINES = [
   '-----\r\n',
   '<?xml version="1.0"?>\r\n',
   'MIME-Version: 1.0\r\n',
+  '\v',
+  '\f',
+  '\u00a0',
+  'x\r\n\t',
 ];
 
 /** A MIME entity (what an opaque-signed message signs) carrying the MIME fuzzer's executable, in some shape a reader may or may not take. */

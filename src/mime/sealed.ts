@@ -21,7 +21,7 @@
  * A structure cut short by the head, or not as expected after a signed-data type, is taken as
  * carrying content (fail closed). Pure.
  */
-import { CMS_MAX_OCTET_NESTING } from '../limits.js';
+import { CMS_MAX_OCTET_NESTING, SEALED_MAX_ARMOUR_BLOCKS } from '../limits.js';
 import { inflateCount } from './inflate-count.js';
 
 /** Detected type of CMS content that is readable without a key (signed with content, compressed, digested, data). */
@@ -288,12 +288,14 @@ function armouredBlocks(head: Buffer): Array<{ label: string; bytes: Buffer }> {
     // the data lines, up to the END line, the armour checksum ('=' at a line start) or a line that
     // is not base64: gpg skips a stray character with a warning, so a line may hold two of them
     // (the first data line as long as armour writes one: a short line of prose is not taken for data)
+    // (under a label of CMS or OpenPGP itself short lines are data too: OpenSSL and gpg read them; attacker's review)
+    const known = /^(?:PGP |PKCS ?#?7|CMS)/.test(m[1]!);
     let b64 = '';
     for (const line of body.split('\n')) {
       const t = line.trim();
       if (t === '' || t.startsWith('-----') || t.startsWith('=')) break;
       const clean = t.replace(/[^A-Za-z0-9+/=]/g, '');
-      if (t.length - clean.length > 2 || (b64 === '' && clean.length < 20)) break;
+      if (t.length - clean.length > 2 || (b64 === '' && clean.length < 20 && !known)) break;
       b64 += clean.replace(/=/g, '');
     }
     const bytes = Buffer.from(b64.slice(0, b64.length - (b64.length % 4)), 'base64');
@@ -334,7 +336,14 @@ export function sealedType(head: Buffer): string | undefined {
 }
 
 /** What openCms finds: the encapsulated content (what `openssl cms -verify -noverify` and Windows' .p7m readers write out), or why it is not opened. */
-export type CmsOpening = { content: Buffer; base64: boolean } | { fault: string };
+export type CmsOpening =
+  | {
+      content: Buffer;
+      base64: boolean;
+      /** Binary CMS whose content is one OCTET STRING: where it stands in the file (the rest of the file is signature and certificates). */
+      region?: [number, number];
+    }
+  | { fault: string };
 
 /**
  * The content of CMS signed data (with its content inside) or CMS data, for the rules to judge as the
@@ -397,7 +406,7 @@ function wrapped(d: Buffer, w: Tl, base64: boolean): CmsOpening {
   if (oEnd < 0) return { fault: 'CMS content cut short' };
   const wEnd = w.len >= 0 ? w.at + w.len : oEnd;
   if (oEnd !== wEnd || (w.len < 0 && !(d[oEnd] === 0 && d[oEnd + 1] === 0))) return { fault: 'more than the content inside the CMS content field' };
-  if (o.tag === 0x04) return { content: d.subarray(o.at, o.at + o.len), base64 };
+  if (o.tag === 0x04) return { content: d.subarray(o.at, o.at + o.len), base64, ...(base64 ? {} : { region: [o.at, o.at + o.len] as [number, number] }) };
   const out = Buffer.allocUnsafe(oEnd - o.at);
   const n = joinOctets(d, w.at, out, 0, CMS_MAX_OCTET_NESTING);
   return n < 0 ? { fault: 'CMS content in chunks that are not OCTET STRINGs, or nested too deep' } : { content: out.subarray(0, n), base64 };
@@ -419,4 +428,21 @@ function joinOctets(d: Buffer, pos: number, out: Buffer, n: number, depth: numbe
     if (n < 0) return -1;
     p = next;
   }
+}
+
+/**
+ * sealedType for armour anywhere in `content`, not only in its head: OpenSSL's PEM reader and gpg
+ * skip any amount of text before the BEGIN line (attacker's review: 4 KiB of prose first). Looks at
+ * the first SEALED_MAX_ARMOUR_BLOCKS BEGIN lines; past them the content counts as CMS (fail closed).
+ * Called for carriers declared or named S/MIME or OpenPGP only (src/policy/stages/rules.ts).
+ */
+export function sealedTypeAnywhere(content: Buffer): string | undefined {
+  let at = content.indexOf('-----BEGIN ');
+  for (let n = 0; at >= 0; n++) {
+    if (n >= SEALED_MAX_ARMOUR_BLOCKS) return CMS_READABLE_TYPE;
+    const t = sealedType(content.subarray(at, at + 4096));
+    if (t) return t;
+    at = content.indexOf('-----BEGIN ', at + 11);
+  }
+  return undefined;
 }

@@ -16,6 +16,7 @@ import { nameForms } from '../../src/mime/names.js';
 import { CMS_READABLE_TYPE, cmsKind, openCms, PGP_READABLE_TYPE, pgpKind, sealedType } from '../../src/mime/sealed.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { attachmentMessage, defaultPolicy } from '../policy/helpers.js';
+import { zip } from '../scanners/samples.js';
 
 let dir = '';
 const exe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(3000, 0x41)]);
@@ -156,7 +157,7 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
       ['bare base64', Buffer.from(derForm.toString('base64').replace(/.{64}/g, '$&\r\n'))],
     ];
     for (const [what, file] of forms) {
-      expect(openCms(file), what).toEqual({ content: invoice, base64: what === 'bare base64' });
+      expect(openCms(file), what).toMatchObject({ content: invoice, base64: what === 'bare base64' });
       for (const type of ['application/pkcs7-mime', 'application/octet-stream']) {
         const r = await inspectMessage(withAttachment('IT01234567890_00001.xml.p7m', type, file), policy, {}, {});
         expect(r.verdict.status, `${what} ${type}`).toBe('clean');
@@ -241,10 +242,52 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
       writeFileSync(join(dir, 'odd.p7m'), file);
       expect(openssl('cms', '-verify', '-noverify', '-inform', 'DER', '-in', 'odd.p7m', '-binary'), what).toEqual(exe);
       expect(cmsKind(file), what).toBe('readable');
-      expect(openCms(file), what).toEqual({ content: exe, base64: false });
+      expect(openCms(file), what).toMatchObject({ content: exe, base64: false });
       const r = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', file), defaultPolicy(), {}, {});
       expect(r.verdict.hits.map((h) => h.reason).join('\n'), what).toContain('signed file invoice.pdf inside it');
     }
+  });
+
+  it('second review: field names after \\v, \\f or U+00A0 (mailparser trims them), PEM far in or in short lines, S/MIME text in a .p7m, a ZIP outside the signed content', async () => {
+    const policy = defaultPolicy();
+    const attached = `Content-Type: application/octet-stream; name="evil.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${exe.toString('base64')}\r\n`;
+    for (const lead of ['\v', '\f', '\xa0']) {
+      writeFileSync(join(dir, 'entity.txt'), Buffer.from(`${lead}${attached}`, 'latin1'));
+      const r = await inspectMessage(withAttachment('smime.p7m', 'application/pkcs7-mime', sign('entity.txt')), policy, {}, {});
+      expect(r.verdict.status, JSON.stringify(lead)).not.toBe('clean');
+    }
+    const der = sign('evil.exe');
+    const b64 = der.toString('base64');
+    // a first data line of `first` characters, then 64-character lines
+    const pem = (first: number) => `-----BEGIN PKCS7-----\n${b64.slice(0, first)}\n${b64.slice(first).replace(/.{64}/g, '$&\n')}\n-----END PKCS7-----\n`;
+    const files: Array<[string, Buffer]> = [
+      ['4,200 bytes of prose before the PEM', Buffer.from(`${'Signed invoice, see below.\n'.repeat(160)}${pem(64)}`)],
+      ['a first PEM line of 4 characters', Buffer.from(pem(4))],
+      // `openssl smime -sign -nodetach` writes this text form; `openssl smime -verify` reads it by default
+      ['S/MIME text', openssl('smime', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'evil.exe')],
+    ];
+    for (const [what, file] of files) {
+      writeFileSync(join(dir, 'odd.p7m'), file);
+      const inform = what === 'S/MIME text' ? 'SMIME' : 'PEM';
+      expect(openssl('cms', '-verify', '-noverify', '-binary', '-inform', inform, '-in', 'odd.p7m'), what).toEqual(exe);
+      const r = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', file), policy, {}, {});
+      expect(r.verdict.status, what).toBe('changed');
+    }
+    // a ZIP holding evil.exe as the last bytes of the structure (the signer's set): unzip opens the .p7m as that ZIP
+    const evilZip = zip([{ name: 'evil.exe', data: exe }]);
+    const set = Buffer.concat([Buffer.from([0x31, 0x82, evilZip.length >> 8, evilZip.length & 0xff]), evilZip]);
+    const sd = Buffer.concat([Buffer.from('020101', 'hex'), Buffer.from('3100', 'hex'), Buffer.from('300f06092a864886f70d010701a0020400', 'hex'), set]);
+    const seq = (tag: number, b: Buffer) => Buffer.concat([Buffer.from([tag, 0x82, b.length >> 8, b.length & 0xff]), b]);
+    const withZip = seq(0x30, Buffer.concat([Buffer.from('06092a864886f70d010702', 'hex'), seq(0xa0, seq(0x30, sd))]));
+    expect(openCms(withZip)).toMatchObject({ content: Buffer.alloc(0) });
+    const r = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', withZip), policy, {}, {});
+    expect(r.verdict.hits.map((h) => h.reason).join('\n')).toContain(
+      'a ZIP (its end record, as unzip finds it) in the CMS structure outside its signed content',
+    );
+    // a signed ZIP (DER): its content is the ZIP, judged once, and a harmless one passes
+    writeFileSync(join(dir, 'docs.zip'), zip([{ name: 'a.txt', data: Buffer.from('hello\n') }]));
+    const signedZip = await inspectMessage(withAttachment('docs.zip.p7m', 'application/pkcs7-mime', sign('docs.zip')), policy, {}, {});
+    expect(signedZip.verdict.hits).toEqual([]);
   });
 
   it('CMS inside CMS is opened too; nested past the depth bound it is a limit', async () => {

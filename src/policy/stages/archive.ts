@@ -22,7 +22,7 @@
  * findings, and decides which entity a strip replaces through `base.target`).
  */
 import { isExecutableOrArchiveType, ZIP_TYPE } from '../../mime/detect.js';
-import { type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
+import { findHiddenArchive, type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
 import { nameForms } from '../../mime/names.js';
 import { CMS_READABLE_TYPE, openCms } from '../../mime/sealed.js';
 import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
@@ -85,16 +85,20 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
     return { opened: true, detected: c.detected, ...judgeMembers(rep, policy, { ...base, detectedType: c.detected }, prefix) };
   }
   // CMS signed data with its content inside (a signed invoice.xml.p7m, an opaque-signed message): opened
-  // when it reads one way only; its names still meet on_unsupported (a name that says 7z stays one)
+  // when it reads one way only (the caller judges the content; sealedFileFindings the rest of its bytes)
   let cmsFault: string | undefined;
   if (c.detected === CMS_READABLE_TYPE) {
-    const cms = openCms(c.data());
+    const file = c.data();
+    const cms = openCms(file);
     if ('fault' in cms) cmsFault = cms.fault;
-    else {
-      const byName = unopenedArchive(undefined, '', c.names);
-      const findings = byName ? unsupportedFinding(policy, { ...base, detectedType: c.detected }, prefix, byName, base.filename) : [];
-      return { opened: true, detected: c.detected, findings, largestMember: 0, sealed: cms.content };
-    }
+    else
+      return {
+        opened: true,
+        detected: c.detected,
+        findings: sealedFileFindings(c, file, cms.region, policy, base, prefix),
+        largestMember: 0,
+        sealed: cms.content,
+      };
   }
   let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
   if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
@@ -107,6 +111,47 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
   const members = judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix);
   return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember };
+}
+
+/**
+ * What the bytes of opened CMS show besides its content: its names meet on_unsupported (a name that
+ * says 7z stays one), and an archive in the structure outside the content (a ZIP in an unsigned
+ * attribute ends the file, and unzip, bsdtar and Python open it there; 7-Zip finds others behind
+ * other bytes: attacker's review) is `archives.on_ambiguous`. The content itself is judged by the
+ * caller; where it stands whole in the file (`region`) it is blanked for this search, so a signed
+ * ZIP is not taken twice. Content in BER chunks is not blanked: an archive among them is ambiguous.
+ */
+function sealedFileFindings(
+  c: ArchiveCandidate,
+  file: Buffer,
+  region: [number, number] | undefined,
+  policy: CompiledPolicy,
+  base: ArchiveFindingBase,
+  prefix: string,
+): Finding[] {
+  const where = { ...base, detectedType: c.detected };
+  const byName = unopenedArchive(undefined, '', c.names);
+  const findings = byName ? unsupportedFinding(policy, where, prefix, byName, base.filename) : [];
+  const spec = policy.archives.onAmbiguous;
+  if (spec.action === 'allow') return findings;
+  let outside = file;
+  if (region) {
+    outside = Buffer.from(file);
+    outside.fill(0, region[0], region[1]);
+  }
+  const zip = containsZip(outside);
+  const hidden = zip ? undefined : findHiddenArchive(outside, undefined);
+  if (zip || hidden) {
+    const what = zip ? 'a ZIP (its end record, as unzip finds it)' : `${hidden!.format} (from byte ${hidden!.offset}, as ${hidden!.by} finds it)`;
+    findings.push({
+      ...where,
+      rule: 'archives.on_ambiguous',
+      action: spec.action,
+      reason: `${prefix}${what} in the CMS structure outside its signed content`,
+      spec,
+    });
+  }
+  return findings;
 }
 
 /**

@@ -24,7 +24,7 @@ import { findHiddenArchive, type HiddenScan, scanHidden } from '../../mime/hidde
 import { scanHtmlData } from '../../mime/html-data.js';
 import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
-import { CMS_READABLE_TYPE } from '../../mime/sealed.js';
+import { CMS_READABLE_TYPE, sealedTypeAnywhere } from '../../mime/sealed.js';
 import { endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
@@ -133,6 +133,8 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     decoded: () => decodeBody(leaf.body, leaf.cte).data,
     budget,
   };
+  // armour anywhere in a carrier declared or named S/MIME or OpenPGP (OpenSSL and gpg skip any text before it)
+  if (head && !j.detected && smimeCarrier(leaf.type, leaf.names)) j.detected = sealedTypeAnywhere(j.decoded());
   for (const p of leaf.nameProblems) malformed(j, p);
   // one damage check per leaf; for plain base64 it also lets the ZIP pre-check decode only the tail
   const check = encodingDamage(leaf.body, leaf.cte, leaf.plain);
@@ -241,8 +243,17 @@ function encodingRules(j: LeafJudgement, damage: EncodingCheck): void {
  */
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
   const { leaf } = j;
-  if (!(/^message\//.test(leaf.type) || leaf.names.some(isEmlName))) return [];
-  return judgeForwarded(toCrlf(j.decoded()), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
+  const eml = /^message\//.test(leaf.type) || leaf.names.some(isEmlName);
+  if (!eml && !smimeCarrier(leaf.type, leaf.names)) return [];
+  const content = j.decoded();
+  // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
+  if (!eml && (j.detected === CMS_READABLE_TYPE || !shapesEntity(content))) return [];
+  return judgeForwarded(toCrlf(content), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
+}
+
+/** A carrier declared or named S/MIME or OpenPGP: `openssl smime`, gpg and the .p7m tools read it. */
+function smimeCarrier(type: string, names: readonly string[]): boolean {
+  return /^application\/(?:x-)?(?:pkcs7-|pgp-)/.test(type) || nameForms(names).forms.some((n) => /\.(?:p7m|p7c|p7s|p7b|pem|gpg|pgp|asc)$/i.test(n));
 }
 
 /**
@@ -548,7 +559,8 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number, outer =
   else if (f.damaged && !f.tooLarge) malformedFile(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
-  const contents = fileContents(j, f, base, prefix, names, sniffed, '', names.some(isEmlName), depth);
+  const opensAsMessage = names.some(isEmlName) || (smimeCarrier('', names) && sniffed !== CMS_READABLE_TYPE && shapesEntity(f.data));
+  const contents = fileContents(j, f, base, prefix, names, sniffed, '', opensAsMessage, depth);
   const hidden = policy.detectTypes ? hiddenExecutableIn(f.data, sniffed, false) : undefined;
   if (hidden) hiddenExecutableFinding(emit, policy, { ...base, detectedType: hidden.type }, hidden, '', prefix);
   const { detected, inner } = contents;
@@ -584,9 +596,10 @@ const nothingInside = (): TextContents => ({ files: [], inner: [], largestMember
  * A line some MIME reader takes for a field that shapes the entity (`Content-*`, `MIME-Version`),
  * wherever it stands in the header block: lenient readers (mailparser, Python's email, libmime)
  * skip lines that are not fields, so `hello` or `: x` before `Content-Type:` hides nothing from them.
- * After a UTF-8 BOM, white space, a lone CR too.
+ * After any run of control, space or 8-bit bytes too (a UTF-8 BOM; mailparser trims the field name
+ * with JavaScript's trim(), which drops `\v`, `\f` and U+00A0: attacker's review), a lone CR too.
  */
-const SHAPING_FIELD = /(?:^(?:\xef\xbb\xbf)?|[\r\n])[ \t]*(?:content-|mime-version)/i;
+const SHAPING_FIELD = /(?:^|[\r\n])[\x00-\x20\x7f-\xff]*(?:content-|mime-version)/i;
 
 /**
  * Whether some reader of `content` as a MIME entity sees fields that make it more than a text body:
