@@ -861,9 +861,9 @@ export const CMS_MAX_OCTET_NESTING = 4;
 /**
  * Armoured blocks (`-----BEGIN ...`) looked at anywhere in a file declared or named S/MIME or
  * OpenPGP (src/mime/sealed.ts sealedTypeAnywhere). More: the file counts as CMS readable without a
- * key, so `archives.on_unsupported` (fail closed).
+ * key, so `archives.on_unsupported` (fail closed). A CA bundle holds about 150 certificates.
  */
-export const SEALED_MAX_ARMOUR_BLOCKS = 16;
+export const SEALED_MAX_ARMOUR_BLOCKS = 1000;
 
 /**
  * A thread header field (Subject, From, Message-ID...) a block notice repeats is at most this long

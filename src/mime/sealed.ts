@@ -288,8 +288,9 @@ function armouredBlocks(head: Buffer): Array<{ label: string; bytes: Buffer }> {
     // the data lines, up to the END line, the armour checksum ('=' at a line start) or a line that
     // is not base64: gpg skips a stray character with a warning, so a line may hold two of them
     // (the first data line as long as armour writes one: a short line of prose is not taken for data)
-    // (under a label of CMS or OpenPGP itself short lines are data too: OpenSSL and gpg read them; attacker's review)
-    const known = /^(?:PGP |PKCS ?#?7|CMS)/.test(m[1]!);
+    // (under a label of CMS or of an OpenPGP message short lines are data too: OpenSSL and gpg read
+    // them, attacker's review; not under PGP SIGNED MESSAGE, whose text follows: `regards,` is prose)
+    const known = /^(?:PGP MESSAGE|PGP ARMORED FILE|PKCS ?#?7|CMS)\b/.test(m[1]!);
     let b64 = '';
     for (const line of body.split('\n')) {
       const t = line.trim();
@@ -340,8 +341,11 @@ export type CmsOpening =
   | {
       content: Buffer;
       base64: boolean;
-      /** Binary CMS whose content is one OCTET STRING: where it stands in the file (the rest of the file is signature and certificates). */
-      region?: [number, number];
+      /**
+       * Binary CMS: the file with the content's bytes zeroed where they stand (one OCTET STRING, or
+       * each chunk), i.e. what is left of it besides the content (signature, certificates, headers).
+       */
+      outside?: () => Buffer;
     }
   | { fault: string };
 
@@ -406,17 +410,29 @@ function wrapped(d: Buffer, w: Tl, base64: boolean): CmsOpening {
   if (oEnd < 0) return { fault: 'CMS content cut short' };
   const wEnd = w.len >= 0 ? w.at + w.len : oEnd;
   if (oEnd !== wEnd || (w.len < 0 && !(d[oEnd] === 0 && d[oEnd + 1] === 0))) return { fault: 'more than the content inside the CMS content field' };
-  if (o.tag === 0x04) return { content: d.subarray(o.at, o.at + o.len), base64, ...(base64 ? {} : { region: [o.at, o.at + o.len] as [number, number] }) };
+  const outside = (): Buffer => {
+    const z = Buffer.from(d);
+    joinOctets(d, w.at, null, 0, CMS_MAX_OCTET_NESTING, z);
+    return z;
+  };
+  const more = base64 ? {} : { outside };
+  if (o.tag === 0x04) return { content: d.subarray(o.at, o.at + o.len), base64, ...more };
   const out = Buffer.allocUnsafe(oEnd - o.at);
   const n = joinOctets(d, w.at, out, 0, CMS_MAX_OCTET_NESTING);
-  return n < 0 ? { fault: 'CMS content in chunks that are not OCTET STRINGs, or nested too deep' } : { content: out.subarray(0, n), base64 };
+  return n < 0 ? { fault: 'CMS content in chunks that are not OCTET STRINGs, or nested too deep' } : { content: out.subarray(0, n), base64, ...more };
 }
 
-/** Copies the bytes of the (constructed) OCTET STRING at `pos` into `out` from `n`; the new length, or -1 when it holds something else. */
-function joinOctets(d: Buffer, pos: number, out: Buffer, n: number, depth: number): number {
+/**
+ * Copies the bytes of the (constructed) OCTET STRING at `pos` into `out` from `n`; the new length,
+ * or -1 when it holds something else. `zero`: also zero them where they stand in that copy of `d`.
+ */
+function joinOctets(d: Buffer, pos: number, out: Buffer | null, n: number, depth: number, zero?: Buffer): number {
   const t = readTl(d, pos);
   if (!t) return -1;
-  if (t.tag === 0x04) return n + d.copy(out, n, t.at, t.at + t.len);
+  if (t.tag === 0x04) {
+    zero?.fill(0, t.at, t.at + t.len);
+    return n + (out ? d.copy(out, n, t.at, t.at + t.len) : t.len);
+  }
   if (t.tag !== 0x24 || depth === 0) return -1;
   const end = t.len >= 0 ? t.at + t.len : -1;
   let p = t.at;
@@ -424,7 +440,7 @@ function joinOctets(d: Buffer, pos: number, out: Buffer, n: number, depth: numbe
     if (end >= 0 ? p >= end : d[p] === 0 && d[p + 1] === 0) return end < 0 || p === end ? n : -1;
     const next = skip(d, p);
     if (next < 0 || (end >= 0 && next > end)) return -1;
-    n = joinOctets(d, p, out, n, depth - 1);
+    n = joinOctets(d, p, out, n, depth - 1, zero);
     if (n < 0) return -1;
     p = next;
   }

@@ -290,6 +290,42 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
     expect(signedZip.verdict.hits).toEqual([]);
   });
 
+  it('legitimate signed files pass (third review: false positives)', async () => {
+    const policy = defaultPolicy();
+    const cases: Array<[string, Buffer, string[]]> = [
+      // fields that do not shape an entity, or lines that are not fields, before the first blank line
+      ['page.html.p7m', Buffer.from('<html><style>\n  div { content-visibility: auto; }\n</style>\n<body>hi</body></html>\n'), []],
+      ['list.csv.p7m', Buffer.from('Content-ID;Name;Amount\n1;a;2\n'), []],
+      ['notes.txt.p7m', Buffer.from('Policy\nContent-sharing policy applies\n'), []],
+      // gzip and tar are opened by postern: their names do not make the signed file unsupported
+      ['backup.tar.gz.p7m', zip([]).subarray(0, 0), ['gzip']],
+      // a forwarded message, signed
+      ['documento.eml.p7m', Buffer.from('From: a@example.test\r\nSubject: hi\r\n\r\nhello\r\n'), []],
+      // a ZIP signed in BER chunks (openssl cms -stream): the chunks are blanked for the search around it
+      ['docs.zip.p7m', zip([{ name: 'a.txt', data: Buffer.from('hello\n'.repeat(300)) }]), ['stream']],
+    ];
+    for (const [name, data, how] of cases) {
+      let content = data;
+      if (how.includes('gzip')) {
+        writeFileSync(join(dir, 'a.txt'), 'hello\n');
+        run('tar', ['czf', 'backup.tar.gz', 'a.txt']);
+        content = readFileSync(join(dir, 'backup.tar.gz'));
+      }
+      writeFileSync(join(dir, 'doc'), content);
+      const file = how.includes('stream') ? sign('doc', '-stream') : sign('doc');
+      const r = await inspectMessage(withAttachment(name, 'application/pkcs7-mime', file), policy, {}, {});
+      expect(r.verdict.hits, name).toEqual([]);
+    }
+    // inline PGP clear-signed text whose first line is short (not armour data), and a bundle of 17 certificates
+    writeFileSync(join(dir, 'note.txt'), 'regards,\nAlice\n');
+    const clear = gpg('--clearsign', '--output', '-', 'note.txt');
+    const r1 = await inspectMessage(withAttachment('NOTES.txt.asc', 'text/plain', clear), policy, {}, {});
+    expect(r1.verdict.hits).toEqual([]);
+    const bundle = Buffer.concat(Array.from({ length: 17 }, () => readFileSync(join(dir, 'cert.pem'))));
+    const r2 = await inspectMessage(withAttachment('ca-bundle.pem', 'application/x-pem-file', bundle), policy, {}, {});
+    expect(r2.verdict.hits).toEqual([]);
+  });
+
   it('CMS inside CMS is opened too; nested past the depth bound it is a limit', async () => {
     writeFileSync(join(dir, 'in.p7m'), sign('evil.exe'));
     const twice = sign('in.p7m');

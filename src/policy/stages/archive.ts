@@ -95,7 +95,7 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
       return {
         opened: true,
         detected: c.detected,
-        findings: sealedFileFindings(c, file, cms.region, policy, base, prefix),
+        findings: sealedFileFindings(cms.outside, policy, base, prefix),
         largestMember: 0,
         sealed: cms.content,
       };
@@ -114,44 +114,31 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
 }
 
 /**
- * What the bytes of opened CMS show besides its content: its names meet on_unsupported (a name that
- * says 7z stays one), and an archive in the structure outside the content (a ZIP in an unsigned
- * attribute ends the file, and unzip, bsdtar and Python open it there; 7-Zip finds others behind
- * other bytes: attacker's review) is `archives.on_ambiguous`. The content itself is judged by the
- * caller; where it stands whole in the file (`region`) it is blanked for this search, so a signed
- * ZIP is not taken twice. Content in BER chunks is not blanked: an archive among them is ambiguous.
+ * What the bytes of opened CMS show besides its content: an archive in the structure outside the
+ * content (a ZIP in an unsigned attribute ends the file, and unzip, bsdtar and Python open it there;
+ * 7-Zip finds others behind other bytes: attacker's review) is `archives.on_ambiguous`. The content
+ * is blanked for this search (`outside`: one OCTET STRING or each chunk of it), so a signed ZIP is
+ * not taken twice; the caller judges the content, its names (`backup.tar.gz` of
+ * `backup.tar.gz.p7m`) included. Bare base64 CMS has no such bytes.
  */
-function sealedFileFindings(
-  c: ArchiveCandidate,
-  file: Buffer,
-  region: [number, number] | undefined,
-  policy: CompiledPolicy,
-  base: ArchiveFindingBase,
-  prefix: string,
-): Finding[] {
-  const where = { ...base, detectedType: c.detected };
-  const byName = unopenedArchive(undefined, '', c.names);
-  const findings = byName ? unsupportedFinding(policy, where, prefix, byName, base.filename) : [];
+function sealedFileFindings(outsideOf: (() => Buffer) | undefined, policy: CompiledPolicy, base: ArchiveFindingBase, prefix: string): Finding[] {
   const spec = policy.archives.onAmbiguous;
-  if (spec.action === 'allow') return findings;
-  let outside = file;
-  if (region) {
-    outside = Buffer.from(file);
-    outside.fill(0, region[0], region[1]);
-  }
+  if (spec.action === 'allow' || !outsideOf) return [];
+  const outside = outsideOf();
   const zip = containsZip(outside);
   const hidden = zip ? undefined : findHiddenArchive(outside, undefined);
-  if (zip || hidden) {
-    const what = zip ? 'a ZIP (its end record, as unzip finds it)' : `${hidden!.format} (from byte ${hidden!.offset}, as ${hidden!.by} finds it)`;
-    findings.push({
-      ...where,
+  if (!zip && !hidden) return [];
+  const what = zip ? 'a ZIP (its end record, as unzip finds it)' : `${hidden!.format} (from byte ${hidden!.offset}, as ${hidden!.by} finds it)`;
+  return [
+    {
+      ...base,
+      detectedType: CMS_READABLE_TYPE,
       rule: 'archives.on_ambiguous',
       action: spec.action,
       reason: `${prefix}${what} in the CMS structure outside its signed content`,
       spec,
-    });
-  }
-  return findings;
+    },
+  ];
 }
 
 /**

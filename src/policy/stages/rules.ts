@@ -243,7 +243,8 @@ function encodingRules(j: LeafJudgement, damage: EncodingCheck): void {
  */
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
   const { leaf } = j;
-  const eml = /^message\//.test(leaf.type) || leaf.names.some(isEmlName);
+  // `documento.eml.p7m` is read as documento.eml once opened (sealedRules), not as DER here
+  const eml = /^message\//.test(leaf.type) || (j.detected !== CMS_READABLE_TYPE && leaf.names.some(isEmlName));
   if (!eml && !smimeCarrier(leaf.type, leaf.names)) return [];
   const content = j.decoded();
   // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
@@ -593,24 +594,44 @@ function notInRaw(l: LeafContents): LeafContents {
 const nothingInside = (): TextContents => ({ files: [], inner: [], largestMember: 0 });
 
 /**
- * A line some MIME reader takes for a field that shapes the entity (`Content-*`, `MIME-Version`),
- * wherever it stands in the header block: lenient readers (mailparser, Python's email, libmime)
- * skip lines that are not fields, so `hello` or `: x` before `Content-Type:` hides nothing from them.
- * After any run of control, space or 8-bit bytes too (a UTF-8 BOM; mailparser trims the field name
- * with JavaScript's trim(), which drops `\v`, `\f` and U+00A0: attacker's review), a lone CR too.
+ * The fields that make a MIME entity more than a text body: its type, its transfer encoding, and a
+ * disposition (which can name a text `evil.exe`).
  */
-const SHAPING_FIELD = /(?:^|[\r\n])[\x00-\x20\x7f-\xff]*(?:content-|mime-version)/i;
+const SHAPING_FIELDS = ['content-type', 'content-transfer-encoding', 'content-disposition'];
+
+/** Bytes a reader may drop around a field name: controls, space, 8-bit bytes (CR and LF end the line). */
+const trimmed = (c: number): boolean => (c <= 0x20 && c !== 0x0a && c !== 0x0d) || c >= 0x7f;
 
 /**
- * Whether some reader of `content` as a MIME entity sees fields that make it more than a text body:
- * a shaping field before the first empty line (or anywhere, when there is none). Without one, every
- * reader shows the whole as text/plain.
+ * Whether some reader of `content` as a MIME entity sees a field that shapes it (SHAPING_FIELDS)
+ * in its header block, i.e. before the first empty line (or anywhere, when there is none): a line
+ * whose name is one of them once the bytes around it are dropped, then a colon. Lenient readers
+ * (mailparser, Python's email, libmime) skip lines that are not fields, so `hello` or `: x` before
+ * `Content-Type:` hides nothing from them, and mailparser trims the name with JavaScript's trim(),
+ * which drops `\v`, `\f` and U+00A0 (attacker's review). Without such a line every reader shows the
+ * whole as text/plain, whatever other fields it sees (`content-visibility:` in a signed HTML file).
+ * One pass over the lines (a regex across line ends was quadratic in a run of CRs: review).
  */
 function shapesEntity(content: Buffer): boolean {
   const lf = content.indexOf('\n\n');
   const crlf = content.indexOf('\n\r\n');
   const end = Math.min(lf < 0 ? content.length : lf, crlf < 0 ? content.length : crlf);
-  return SHAPING_FIELD.test(content.toString('latin1', 0, end));
+  for (let i = 0; i < end; ) {
+    let p = i;
+    while (p < end && trimmed(content[p]!)) p++;
+    let e = p;
+    while (e < end && content[e] !== 0x0a && content[e] !== 0x0d && content[e] !== 0x3a /* : */) e++;
+    if (content[e] === 0x3a && e > p) {
+      let q = e;
+      while (q > p && trimmed(content[q - 1]!)) q--;
+      if (SHAPING_FIELDS.includes(content.toString('latin1', p, q).toLowerCase())) return true;
+    }
+    // on to the next line
+    let n = e;
+    while (n < end && content[n] !== 0x0a && content[n] !== 0x0d) n++;
+    i = n + 1;
+  }
+  return false;
 }
 
 /**
@@ -621,8 +642,9 @@ function shapesEntity(content: Buffer): boolean {
  *   CMS inside CMS), and scanned by the antivirus as one;
  * - the message mail clients show (Thunderbird and Outlook unwrap `application/pkcs7-mime` and
  *   `smime.p7m` and show the content as a MIME entity, attachments included): judged as a forwarded
- *   message, parsed as it is, whenever a reader may see `Content-*` or `MIME-Version` fields in its
- *   header block (shapesEntity: the parse then reports lines that are not fields as malformed),
+ *   message, parsed as it is, whenever a reader may see `Content-Type`, `Content-Transfer-Encoding`
+ *   or `Content-Disposition` in its header block (shapesEntity: the parse then reports lines that
+ *   are not fields as malformed),
  *   whatever the carrier is declared as. Content without them, under a carrier declared or named
  *   S/MIME, is read as a body without header fields (text/plain), as every reader shows it, unless it
  *   holds NUL bytes (a signed PDF: shown as garbage text; the file reading judges its bytes). An XML
