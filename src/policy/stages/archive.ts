@@ -88,8 +88,8 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   // when it reads one way only (the caller judges the content; sealedFileFindings the rest of its bytes)
   let cmsFault: string | undefined;
   if (c.detected === CMS_READABLE_TYPE) {
-    const file = c.data();
-    const cms = openCms(file);
+    data = c.data();
+    const cms = openCms(data);
     if ('fault' in cms) cmsFault = cms.fault;
     else
       return {
@@ -101,7 +101,7 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
       };
   }
   let isZip = c.detected === ZIP_TYPE || (!c.detected && ZIP_DECLARED.test(c.declared));
-  if (!isZip && c.mayEndInZip()) isZip = containsZip((data = c.data()));
+  if (!isZip && c.mayEndInZip()) isZip = containsZip((data ??= c.data()));
   // a ZIP by its magic number opens as a ZIP in every reader that looks at the bytes, whatever its name
   let unopened = unopenedArchive(c.detected, c.declared, c.detected === ZIP_TYPE ? [] : c.names);
   if (unopened && cmsFault) unopened = { ...unopened, by: `${unopened.by}; ${cmsFault}` };

@@ -116,6 +116,8 @@ interface LeafJudgement {
   decoded: () => Buffer;
   /** The message's decode and inflate budget. */
   budget: MessageBudget;
+  /** Declared or named S/MIME or OpenPGP (smimeCarrier). */
+  smime: boolean;
 }
 
 /** The rules of one leaf, in the order their findings are reported. */
@@ -132,9 +134,10 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     otherTypes: [...leaf.otherTypes],
     decoded: () => decodeBody(leaf.body, leaf.cte).data,
     budget,
+    smime: smimeCarrier(leaf.type, leaf.names),
   };
   // armour anywhere in a carrier declared or named S/MIME or OpenPGP (OpenSSL and gpg skip any text before it)
-  if (head && !j.detected && smimeCarrier(leaf.type, leaf.names)) j.detected = sealedTypeAnywhere(j.decoded());
+  if (head && !j.detected && j.smime) j.detected = sealedTypeAnywhere(j.decoded());
   for (const p of leaf.nameProblems) malformed(j, p);
   // one damage check per leaf; for plain base64 it also lets the ZIP pre-check decode only the tail
   const check = encodingDamage(leaf.body, leaf.cte, leaf.plain);
@@ -245,7 +248,7 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
   const { leaf } = j;
   // `documento.eml.p7m` is read as documento.eml once opened (sealedRules), not as DER here
   const eml = /^message\//.test(leaf.type) || (j.detected !== CMS_READABLE_TYPE && leaf.names.some(isEmlName));
-  if (!eml && !smimeCarrier(leaf.type, leaf.names)) return [];
+  if (!eml && !j.smime) return [];
   const content = j.decoded();
   // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
   if (!eml && (j.detected === CMS_READABLE_TYPE || !shapesEntity(content))) return [];
