@@ -181,6 +181,14 @@ export function namedAsText(names: readonly string[]): boolean {
   return nameForms(names).forms.some((n) => TEXT_EXTENSIONS.has(extensionOf(n)));
 }
 
+/** Extensions of S/MIME and OpenPGP files (`openssl smime`, gpg and the .p7m tools read them). */
+const SEALED_EXTENSIONS = new Set(['p7m', 'p7c', 'p7s', 'p7b', 'pem', 'gpg', 'pgp', 'asc']);
+
+/** True when the name has an extension of an S/MIME or OpenPGP file (.p7m, .pem, .gpg, .asc, ...). */
+export function isSealedName(name: string): boolean {
+  return SEALED_EXTENSIONS.has(extensionOf(normaliseFilename(name)));
+}
+
 /** True when the (already normalised) name has an extension mail readers open as a message (.eml, .mht, ...). */
 export function isMessageName(name: string): boolean {
   return MESSAGE_EXTENSIONS.has(extensionOf(normaliseFilename(name)));

@@ -22,6 +22,8 @@ import { crc32, inflateRawSync } from 'node:zlib';
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EXEC_MAX_CANDIDATES } from '../limits.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
 import { findHiddenArchive, hiddenArchiveReason } from './hidden-archive.js';
+import { isMessageName, isSealedName, nameForms } from './names.js';
+import { CMS_READABLE_TYPE, openCms, sealedTypeAnywhere } from './sealed.js';
 import { GZIP_TYPE, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
 
 export interface ZipLimits {
@@ -55,8 +57,33 @@ export interface ZipMember {
    */
   hiddenExecutable?: ExecutableHit;
   size: number;
-  /** Its content is an archive postern opened (ZIP, tar, gzip): its members follow it in the report. */
+  /** Its content is an archive postern opened (ZIP, tar, gzip, CMS signed data): its members follow it in the report. */
   opened?: boolean;
+  /** Why a member detected as CMS was not opened (openCms's fault): said in its on_unsupported finding. */
+  unopenedWhy?: string;
+}
+
+/**
+ * A member's content the rules read further (src/policy/stages/rules.ts), as they read the same file
+ * attached to the message:
+ * - `message`: a member named as a message (`.eml`, `.mht`...: isMessageName). A mail client opens
+ *   it from the extracted archive and shows its attachments, so it is judged as a forwarded message;
+ * - `smime`: a member named as an S/MIME or OpenPGP file (`.p7m`, `.pem`, `.asc`...) that is not
+ *   CMS by its bytes: read as a message where it is S/MIME text (a MIME entity's shaping fields);
+ * - `cms`: the content of CMS signed data postern opened (`fattura.xml.p7m` in a ZIP). Its own
+ *   member follows the CMS one in the report (judged by name and type like any member); the rules
+ *   add it to what the antivirus scans (clamd does not open CMS) and read it as a message where a
+ *   reader may (a MIME entity's shaping fields; `smime.p7m`: S/MIME text).
+ */
+export interface ArchiveContent {
+  kind: 'message' | 'smime' | 'cms';
+  /** The member's path (for CMS: the path of the content's member, `invoices.zip/a.xml.p7m/a.xml`). */
+  path: string;
+  names: string[];
+  /** A view of the archive or of what was inflated for it (bounded by the inflate budget), or the joined CMS content. */
+  data: Buffer;
+  /** CMS: the signed member is named `smime.p7m` (mail clients show its content as a message). */
+  smime?: boolean;
 }
 
 export interface ZipReport {
@@ -70,6 +97,8 @@ export interface ZipReport {
    * a feature postern does not inspect (zip64, compression methods other than stored/deflate).
    */
   malformed?: string;
+  /** Members the rules read further (ArchiveContent); at most one per entry. */
+  contents?: ArchiveContent[];
 }
 
 /** Bytes inflated so far: one per message, shared by every archive inspected for it. */
@@ -499,6 +528,9 @@ function walk(
   for (const e of byOffset) {
     const o = e.localOffset;
     if (o !== expect) fail(o < expect ? `${e.name}: overlaps the previous member` : `${e.name}: data between records`);
+    // bytes already taken by a member are not examined again: N directory entries on one stored
+    // member would cost N times its size (a 3 MB message held 5,000 of them: review, 2026-12-03)
+    const overlaps = o < expect;
     if (o < 0 || o + LOC_LEN > cdStart || buf.readUInt32LE(o) !== SIG_LOC) {
       fail(`${e.name}: bad local header`);
       continue;
@@ -546,8 +578,9 @@ function walk(
       else if (dd(end)) end += 12;
       else fail(`${e.name}: data descriptor missing or disagrees with the central directory`);
     }
-    e.dataStart = dataStart;
-    expect = end;
+    if (overlaps) report.limit ??= `${e.name}: overlaps another member (bytes already examined are not examined again)`;
+    else e.dataStart = dataStart;
+    expect = Math.max(expect, end);
   }
   if (expect !== cdStart && byOffset.length > 0)
     fail(expect < cdStart ? 'data between the last member and the central directory' : 'last member overlaps the central directory');
@@ -590,8 +623,21 @@ function walk(
  */
 function memberContent(body: Buffer, member: ZipMember, depth: number, limits: ZipLimits, report: ZipReport, budget: Budget): void {
   let t = detectType(body.subarray(0, PREFIX));
+  const forms = nameForms(member.names).forms;
+  const sealedName = forms.some(isSealedName);
+  // armour anywhere in a file named S/MIME or OpenPGP (OpenSSL and gpg skip any text before it), as for an attachment
+  if (!t && sealedName) t = sealedTypeAnywhere(body);
   const hidden = hiddenExecutableIn(body, t, mediaName(member.names), budget, report, member.path);
   if (hidden) member.hiddenExecutable = hidden;
+  if (t === CMS_READABLE_TYPE) {
+    member.detectedType = t;
+    sealedMember(body, member, forms, depth, limits, report, budget);
+    return;
+  }
+  // a message extracted from the archive opens in the mail client, attachments and all; a file named
+  // S/MIME may be S/MIME text (a MIME entity: `openssl smime` reads it so; the rules look)
+  const read = forms.some(isMessageName) ? 'message' : sealedName ? 'smime' : undefined;
+  if (read) (report.contents ??= []).push({ kind: read, path: member.path, names: member.names, data: body });
   // the type at offset 0 decides; a ZIP found by its end record only where nothing else was
   const kind = t === GZIP_TYPE ? 'gzip' : t === TAR_TYPE ? 'tar' : t === ZIP_TYPE || containsZip(body) ? 'zip' : undefined;
   if (!kind && !(t && isExecutableOrArchiveType(t))) {
@@ -611,6 +657,50 @@ function memberContent(body: Buffer, member: ZipMember, depth: number, limits: Z
     if (sub) t = refineZipType(sub.names, sub.mimetype);
   }
   member.detectedType = t;
+}
+
+/**
+ * A member that is CMS signed data (or data): opened as the archive stage opens an attached one
+ * (src/mime/sealed.ts openCms; what does not open stays a CMS member, `archives.on_unsupported`, with
+ * the reason). An archive in the structure outside the signed content is ambiguous (unzip, bsdtar
+ * and 7-Zip find it there: src/policy/stages/archive.ts sealedFileFindings). The content becomes a
+ * member of its own, named as the member without `.p7m`, one level deeper (CMS inside CMS is
+ * bounded by `archives.max_depth` and the entry budget), and is handed to the rules (ArchiveContent).
+ */
+function sealedMember(body: Buffer, member: ZipMember, forms: readonly string[], depth: number, limits: ZipLimits, report: ZipReport, budget: Budget): void {
+  const cms = openCms(body);
+  if ('fault' in cms) {
+    member.unopenedWhy = cms.fault;
+    return;
+  }
+  const outside = cms.outside?.();
+  if (outside) {
+    const where = 'in the CMS structure outside its signed content';
+    if (containsZip(outside)) bad(report, `${member.path}: `, `a ZIP (its end record, as unzip finds it) ${where}`);
+    else {
+      const hidden = findHiddenArchive(outside, undefined);
+      if (hidden) bad(report, `${member.path}: `, `${hidden.format} (from byte ${hidden.offset}, as ${hidden.by} finds it) ${where}`);
+    }
+  }
+  const next = depth + 1;
+  if (next > limits.maxDepth) {
+    report.limit ??= `${member.path}: signed (CMS) content nested deeper than ${limits.maxDepth}`;
+    return;
+  }
+  if (++budget.entries > limits.maxEntries) {
+    report.limit ??= `${member.path}: more than ${limits.maxEntries} archive entries`;
+    return;
+  }
+  // named as the .p7m tools name what they save: every reading of the member's name, without `.p7m`
+  const names = forms.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
+  const shown = names[0] ?? '(signed content)';
+  const name = shown.split(/[\\/]/).pop() ?? shown;
+  const inner: ZipMember = { path: `${member.path}/${name}`, name, names: names.length ? names : [shown], encrypted: false, size: cms.content.length };
+  member.opened = true;
+  report.members.push(inner);
+  const smime = forms.some((n) => /(?:^|[\\/])smime\.p7m$/i.test(n));
+  (report.contents ??= []).push({ kind: 'cms', path: inner.path, names: inner.names, data: cms.content, smime });
+  memberContent(cms.content, inner, next, limits, report, budget);
 }
 
 /** Walks an archive of a kind postern opens, its members into `report`. A ZIP returns its names (refineZipType). */

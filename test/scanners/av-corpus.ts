@@ -192,6 +192,13 @@ export function avCorpus(p: Buffer, n: string): AvCase[] {
       wrap(cmsSigned(inner).toString('base64'), 76),
     ),
   );
+  // inside a ZIP: the CMS content and the attachments of a .eml member (src/mime/zip.ts ArchiveContent)
+  add(
+    'CMS data in 3-byte BER chunks, inside a ZIP',
+    'plain',
+    withAttachment(att('signed.zip', 'base64'), wrap(zip([{ name: `${n}.p7m`, data: cmsDataChunked(p, 3) }]).toString('base64'), 76)),
+  );
+  add('a .eml inside a ZIP', 'plain', withAttachment(att('mail.zip', 'base64'), wrap(zip([{ name: 'fwd.eml', data: inner }]).toString('base64'), 76)));
   add('forwarded message/rfc822 (MIME-parsed)', 'plain', withAttachment(['Content-Type: message/rfc822'], inner.toString('latin1')));
   add(
     'forwarded message/rfc822 sent base64',

@@ -27,7 +27,7 @@ import { nameForms } from '../../mime/names.js';
 import { CMS_READABLE_TYPE, openCms } from '../../mime/sealed.js';
 import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
-import { containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
+import { type ArchiveContent, containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
 import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
 import { type Finding, SEVERITY } from './findings.js';
@@ -59,6 +59,8 @@ export interface ArchiveJudgement {
   findings: Finding[];
   /** Largest uncompressed member (0: none). */
   largestMember: number;
+  /** Members the rules read further: messages, and CMS content opened inside the archive (src/mime/zip.ts ArchiveContent). */
+  inside?: ArchiveContent[];
   /**
    * CMS signed data (or data) opened (src/mime/sealed.ts openCms): its content, which the caller
    * judges as the file (and, where a reader takes it so, the message) it is. No on_unsupported then.
@@ -82,7 +84,7 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   const tarOrGzip = c.detected === GZIP_TYPE ? 'gzip' : c.detected === TAR_TYPE ? 'tar' : undefined;
   if (tarOrGzip) {
     const rep = inspectTarOrGzip(tarOrGzip, c.data(), limits, inflate, c.names);
-    return { opened: true, detected: c.detected, ...judgeMembers(rep, policy, { ...base, detectedType: c.detected }, prefix) };
+    return { opened: true, detected: c.detected, ...judgeMembers(rep, policy, { ...base, detectedType: c.detected }, prefix), inside: rep.contents };
   }
   // CMS signed data with its content inside (a signed invoice.xml.p7m, an opaque-signed message): opened
   // when it reads one way only (the caller judges the content; sealedFileFindings the rest of its bytes)
@@ -110,7 +112,7 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
   const rep = inspectZip(data ?? c.data(), limits, inflate);
   const detected = c.detected === ZIP_TYPE ? rep.type : c.detected;
   const members = judgeMembers(rep, policy, { ...base, detectedType: detected }, prefix);
-  return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember };
+  return { opened: true, detected, findings: [...unsupported, ...members.findings], largestMember: members.largestMember, inside: rep.contents };
 }
 
 /**
@@ -230,7 +232,8 @@ export function judgeMembers(
       });
     }
     // a member opened (ZIP, tar, gzip by its bytes) had its own members judged; its name does not make it another archive
-    const unopened = m.opened ? undefined : unopenedArchive(m.detectedType, '', m.detectedType === ZIP_TYPE ? [] : mforms.forms);
+    let unopened = m.opened ? undefined : unopenedArchive(m.detectedType, '', m.detectedType === ZIP_TYPE ? [] : mforms.forms);
+    if (unopened && m.unopenedWhy) unopened = { ...unopened, by: `${unopened.by}; ${m.unopenedWhy}` };
     if (unopened) findings.push(...unsupportedFinding(policy, { ...member, detectedType: m.detectedType }, prefix, unopened, `archive member ${m.path}`));
     let fr: RuleDecision | undefined;
     for (const mname of mforms.forms) {

@@ -25,7 +25,7 @@ import { scanHtmlData } from '../../mime/html-data.js';
 import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
 import { CMS_READABLE_TYPE, sealedTypeAnywhere } from '../../mime/sealed.js';
-import { endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
+import { type ArchiveContent, endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
 import { filenameHits, typeDecision } from './decisions.js';
@@ -169,6 +169,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   );
   j.detected = archive.detected;
   const sealed = archive.sealed ? sealedRules(j, archive.sealed, leaf.names, leaf.type, depth) : nothingInside();
+  const packed = archiveContentRules(j, archive.inside, j.base, '', depth);
   const inner = forwardedMessageRules(j, depth);
   typeRules(j);
   const exec = hidden().exec;
@@ -186,12 +187,12 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
   );
   for (const f of archive.findings) emit(f);
   const text = textRules(j, depth);
-  const all = [...inner, ...text.inner, ...sealed.inner];
+  const all = [...inner, ...text.inner, ...sealed.inner, ...packed.inner];
   return {
     leaf,
-    embedded: [...text.files, ...sealed.files],
+    embedded: [...text.files, ...sealed.files, ...packed.files],
     inner: all,
-    largestMember: Math.max(archive.largestMember, text.largestMember, sealed.largestMember, ...all.map((i) => i.largestMember)),
+    largestMember: Math.max(archive.largestMember, text.largestMember, sealed.largestMember, packed.largestMember, ...all.map((i) => i.largestMember)),
     plainBase64: leaf.cte === 'base64' && check.plain !== undefined && !check.bad && !check.ambiguous,
   };
 }
@@ -515,13 +516,14 @@ function fileContents(
   );
   for (const x of archive.findings) emit(x);
   const sealed = archive.sealed ? sealedRules(j, archive.sealed, names, declared, depth, prefix) : nothingInside();
+  const packed = archiveContentRules(j, archive.inside, base, prefix, depth);
   const forwarded = opensAsMessage ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget) : [];
-  const inner = [...forwarded, ...sealed.inner];
+  const inner = [...forwarded, ...sealed.inner, ...packed.inner];
   return {
     detected: archive.detected,
-    files: sealed.files,
+    files: [...sealed.files, ...packed.files],
     inner,
-    largestMember: Math.max(archive.largestMember, sealed.largestMember, ...inner.map((i) => i.largestMember)),
+    largestMember: Math.max(archive.largestMember, sealed.largestMember, packed.largestMember, ...inner.map((i) => i.largestMember)),
   };
 }
 
@@ -676,6 +678,63 @@ function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[]
   // clamd's parser of the raw message does not open CMS: nothing inside is left to the raw scan
   const all = [...asFile.inner, ...inner].map(notInRaw);
   return { files: [file, ...asFile.files], inner: all, largestMember: Math.max(asFile.largestMember, ...all.map((i) => i.largestMember)) };
+}
+
+/**
+ * What the archive rules hand on from inside an archive (src/mime/zip.ts ArchiveContent), read as the
+ * same file attached to the message is read:
+ * - a member named as a message (`.eml`): a mail client opens it from the extracted archive and
+ *   shows its attachments, so it is judged as a forwarded message (a finding strips or blocks the
+ *   whole archive; what does not parse as a message is malformed, as for an attached `.eml`);
+ * - a member named S/MIME (`.p7m`) that is S/MIME text, as `openssl smime` reads it: a message
+ *   when a shaping field is in its header block (forwardedMessageRules for an attachment);
+ * - the content of CMS signed data opened inside the archive: scanned by the antivirus as a `cms`
+ *   file (its names, type and archives were judged as a member), and read as a message where a
+ *   reader may (sealedRules: a shaping field in its header block; under `smime.p7m`, text).
+ * Nothing inside is left to the raw message's scan (notInRaw). Depth is bounded as for every
+ * forwarded message (MAX_ENCODED_MESSAGE_DEPTH); the bytes by the message's inflate budget.
+ */
+function archiveContentRules(
+  j: LeafJudgement,
+  inside: readonly ArchiveContent[] | undefined,
+  base: ArchiveFindingBase,
+  prefix: string,
+  depth: number,
+): TextContents {
+  const out = nothingInside();
+  for (const c of inside ?? []) {
+    const at = `${prefix}archive member ${c.path.slice(0, 200)}: `;
+    const where = { ...base, archivePath: c.path };
+    let msg: Buffer | undefined;
+    let what = at;
+    if (c.kind === 'message') msg = toCrlf(c.data);
+    else if (c.kind === 'smime') {
+      if (!shapesEntity(c.data)) continue;
+      msg = toCrlf(c.data);
+      what = `${at}S/MIME text read as a message: `;
+    } else {
+      out.files.push({ kind: 'cms', name: c.names[0] ?? '', names: c.names, data: c.data, damaged: false });
+      // a content named as a message is its own `message` entry (the member that follows)
+      const shaped = !nameForms(c.names).forms.some(isEmlName) && shapesEntity(c.data);
+      if (shaped || (c.smime && c.data.indexOf(0) < 0)) {
+        msg = toCrlf(shaped ? c.data : Buffer.concat([Buffer.from('\r\n'), c.data]));
+        what = `${at}signed (CMS) content read as a message: `;
+      }
+    }
+    if (!msg) continue;
+    const inner = judgeForwarded(
+      msg,
+      j.policy,
+      j.emit,
+      { ...where, detectedType: c.kind === 'cms' ? CMS_READABLE_TYPE : undefined },
+      depth,
+      what,
+      j.budget,
+    ).map(notInRaw);
+    out.inner.push(...inner);
+    out.largestMember = Math.max(out.largestMember, ...inner.map((i) => i.largestMember));
+  }
+  return out;
 }
 
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */

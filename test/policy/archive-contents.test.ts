@@ -1,0 +1,280 @@
+/**
+ * What an archive member is read as beyond its name and type (src/mime/zip.ts ArchiveContent,
+ * src/policy/stages/rules.ts archiveContentRules): a `.eml` member is the message a mail client
+ * opens from the extracted archive, attachments and all; a CMS member (`fattura.xml.p7m` in a ZIP)
+ * is opened as an attached one is; a `.p7m` member in S/MIME text is read as the message
+ * `openssl smime` reads. Before (2026-12-03): a ZIP or .tar.gz holding fwd.eml with evil.exe
+ * attached passed the default policy clean, and every signed invoice in a ZIP was stripped
+ * unopened. Signing is done by the real `openssl cms` / `openssl smime`, tar by GNU tar.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32, gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inspectZip } from '../../src/mime/zip.js';
+import { inspectMessage } from '../../src/policy/engine.js';
+import { Findings } from '../../src/policy/stages/findings.js';
+import { parseMessage } from '../../src/policy/stages/parse.js';
+import { applyRules } from '../../src/policy/stages/rules.js';
+import { planAntivirus } from '../../src/policy/stages/scan.js';
+import { zip } from '../scanners/samples.js';
+import { attachmentMessage, defaultPolicy } from './helpers.js';
+
+let dir = '';
+const exe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(3000, 0x41)]);
+const invoice = Buffer.from('<?xml version="1.0" encoding="UTF-8"?>\n<p:FatturaElettronica versione="FPR12">\n<x>1</x>\n</p:FatturaElettronica>\n');
+
+function openssl(...args: string[]): Buffer {
+  const r = spawnSync('openssl', args, { cwd: dir, timeout: 60_000, maxBuffer: 16 << 20 });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr?.toString()}`);
+  return r.stdout;
+}
+/** `openssl cms -sign -nodetach` of `data` (DER unless `form` says otherwise). */
+function sign(data: Buffer, form = 'DER', ...more: string[]): Buffer {
+  writeFileSync(join(dir, 'in.bin'), data);
+  return openssl('cms', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'in.bin', '-outform', form, ...more);
+}
+/** GNU tar of these files, gzipped. */
+function tgz(files: Record<string, Buffer>): Buffer {
+  const src = mkdtempSync(join(dir, 'tar-'));
+  for (const [n, d] of Object.entries(files)) writeFileSync(join(src, n), d);
+  return gzipSync(execFileSync('tar', ['-cf', '-', ...Object.keys(files)], { cwd: src }));
+}
+/** A message with `data` attached as `name` (base64). */
+function withAttachment(name: string, data: Buffer, type = 'application/octet-stream'): Buffer {
+  return attachmentMessage(
+    [`Content-Type: ${type}; name="${name}"`, `Content-Disposition: attachment; filename="${name}"`, 'Content-Transfer-Encoding: base64'],
+    data.toString('base64').replace(/.{76}/g, '$&\r\n'),
+  );
+}
+/** A message (CRLF) with text and `file` attached as `name`. */
+function mail(file: Buffer, name: string): Buffer {
+  return Buffer.from(
+    'From: a@example.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=ZZ\r\n\r\n' +
+      '--ZZ\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--ZZ\r\n' +
+      `Content-Type: application/octet-stream; name="${name}"\r\nContent-Disposition: attachment; filename="${name}"\r\n` +
+      `Content-Transfer-Encoding: base64\r\n\r\n${file.toString('base64').replace(/.{76}/g, '$&\r\n')}\r\n--ZZ--\r\n`,
+  );
+}
+const evilMail = () => mail(exe, 'evil.exe');
+const cleanMail = () => mail(Buffer.from('%PDF-1.4\n%%EOF\n'), 'report.pdf');
+
+const hitsOf = (r: Awaited<ReturnType<typeof inspectMessage>>) => r.verdict.hits.map((h) => `${h.rule} [${h.archivePath ?? ''}] ${h.reason}`);
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'postern-archive-contents-'));
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=sender');
+}, 60_000);
+
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('a message inside an archive is judged as the message a mail client opens', () => {
+  it('fwd.eml with evil.exe attached, in a ZIP (stored, deflated), a ZIP in a ZIP and a .tar.gz: the archive is stripped', async () => {
+    const policy = defaultPolicy();
+    const carriers: Array<[string, string, Buffer]> = [
+      ['deflated ZIP', 'mail.zip', zip([{ name: 'fwd.eml', data: evilMail() }])],
+      ['stored ZIP', 'mail.zip', zip([{ name: 'Fwd: invoice.EML', data: evilMail(), store: true }])],
+      ['ZIP in a ZIP', 'outer.zip', zip([{ name: 'inner.zip', data: zip([{ name: 'fwd.mht', data: evilMail() }]) }])],
+      ['tar.gz', 'mail.tar.gz', tgz({ 'fwd.eml': evilMail() })],
+    ];
+    for (const [what, name, file] of carriers) {
+      const r = await inspectMessage(withAttachment(name, file), policy, {}, {});
+      expect(r.verdict.status, what).toBe('changed');
+      expect(hitsOf(r).join('\n'), what).toMatch(
+        /^content_types\.rules\[0\] \[.*\] archive member .*(fwd\.eml|EML|fwd\.mht): encoded forwarded message: executable program/m,
+      );
+      expect(
+        r.verdict.hits.every((h) => h.part === '2' && h.action === 'strip'),
+        what,
+      ).toBe(true);
+    }
+  });
+
+  it('a clean .eml in a ZIP passes as it is; one that does not parse as a message is malformed, as an attached .eml is', async () => {
+    const policy = defaultPolicy();
+    const ok = await inspectMessage(withAttachment('mail.zip', zip([{ name: 'fwd.eml', data: cleanMail() }])), policy, {}, {});
+    expect(ok.verdict.hits).toEqual([]);
+    expect(ok.verdict.status).toBe('clean');
+    // two boundaries that disagree with what the body uses: a reader could see another structure
+    const broken = Buffer.from('Content-Type: multipart/mixed; boundary=A\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--A\r\n\r\nx\r\n--A--\r\n');
+    const r = await inspectMessage(withAttachment('mail.zip', zip([{ name: 'fwd.eml', data: broken }])), policy, {}, {});
+    expect(r.verdict.status).not.toBe('clean');
+    expect(hitsOf(r).join('\n')).toMatch(/limits\.on_malformed \[.*\] archive member fwd\.eml: encoded forwarded message: malformed/);
+  });
+
+  it('the parts of a .eml in a ZIP go to the antivirus decoded (clamd alone is not counted on)', () => {
+    const policy = defaultPolicy();
+    const parsed = parseMessage(withAttachment('mail.zip', zip([{ name: 'fwd.eml', data: cleanMail() }])), policy.limits);
+    const contents = applyRules(parsed, policy, new Findings().add);
+    const labels = planAntivirus(parsed, contents, policy.antivirus).map((j) => j.label);
+    expect(labels).toContain('part 2 (forwarded part 2)');
+  });
+
+  it('directory entries that all point at one stored .eml: its bytes are examined once, and the rest is archives.on_limit', async () => {
+    const body = cleanMail();
+    const name = Buffer.from('fwd.eml');
+    const crc = crc32(body);
+    const loc = Buffer.alloc(30);
+    loc.writeUInt32LE(0x04034b50, 0);
+    loc.writeUInt16LE(10, 4);
+    loc.writeUInt32LE(crc, 14);
+    loc.writeUInt32LE(body.length, 18);
+    loc.writeUInt32LE(body.length, 22);
+    loc.writeUInt16LE(name.length, 26);
+    const local = Buffer.concat([loc, name, body]);
+    const n = 200;
+    const cen = Buffer.alloc(46);
+    cen.writeUInt32LE(0x02014b50, 0);
+    cen.writeUInt16LE(20, 4);
+    cen.writeUInt16LE(10, 6);
+    cen.writeUInt32LE(crc, 16);
+    cen.writeUInt32LE(body.length, 20);
+    cen.writeUInt32LE(body.length, 24);
+    cen.writeUInt16LE(name.length, 28);
+    const dir = Buffer.concat(Array.from({ length: n }, () => Buffer.concat([cen, name])));
+    const end = Buffer.alloc(22);
+    end.writeUInt32LE(0x06054b50, 0);
+    end.writeUInt16LE(n, 8);
+    end.writeUInt16LE(n, 10);
+    end.writeUInt32LE(dir.length, 12);
+    end.writeUInt32LE(local.length, 16);
+    const file = Buffer.concat([local, dir, end]);
+    const rep = inspectZip(file, { maxDepth: 3, maxEntries: 10000, maxTotalSize: 1 << 24, maxRatio: 200 });
+    expect(rep.members).toHaveLength(n);
+    expect(rep.contents).toHaveLength(1);
+    expect(rep.limit).toBe('fwd.eml: overlaps another member (bytes already examined are not examined again)');
+    const r = await inspectMessage(withAttachment('o.zip', file), defaultPolicy(), {}, {});
+    expect(r.verdict.hits.map((h) => h.rule)).toEqual(['archives.on_limit', 'archives.on_ambiguous']);
+  });
+
+  it('messages nested in archives in messages stop at the depth bound', async () => {
+    let m = evilMail();
+    for (let i = 0; i < 12; i++) m = mail(zip([{ name: `level${i}.eml`, data: m }]), `level${i}.zip`);
+    const r = await inspectMessage(m, defaultPolicy(), {}, {});
+    expect(r.verdict.status).not.toBe('clean');
+    expect(r.verdict.hits.map((h) => h.rule)).toContain('limits.max_depth');
+  });
+});
+
+describe('CMS signed data inside an archive is opened', () => {
+  it('a ZIP of signed e-invoices (DER, BER streamed, bare base64) passes as it is', async () => {
+    const der = sign(invoice);
+    const file = zip([
+      { name: 'IT01234567890_00001.xml.p7m', data: der },
+      { name: 'IT01234567890_00002.xml.p7m', data: sign(invoice, 'DER', '-stream') },
+      { name: 'IT01234567890_00003.xml.p7m', data: Buffer.from(der.toString('base64').replace(/.{64}/g, '$&\r\n')) },
+      { name: 'IT01234567890_00004.xml.p7m', data: sign(invoice, 'SMIME') },
+    ]);
+    const r = await inspectMessage(withAttachment('fatture.zip', file), defaultPolicy(), {}, {});
+    expect(r.verdict.hits).toEqual([]);
+    expect(r.verdict.status).toBe('clean');
+    const rep = inspectZip(file, { maxDepth: 3, maxEntries: 100, maxTotalSize: 1 << 24, maxRatio: 200 });
+    expect(rep.members.map((m) => `${m.path} ${m.opened ?? false}`)).toEqual([
+      'IT01234567890_00001.xml.p7m true',
+      'IT01234567890_00001.xml.p7m/IT01234567890_00001.xml false',
+      'IT01234567890_00002.xml.p7m true',
+      'IT01234567890_00002.xml.p7m/IT01234567890_00002.xml false',
+      'IT01234567890_00003.xml.p7m true',
+      'IT01234567890_00003.xml.p7m/IT01234567890_00003.xml false',
+      'IT01234567890_00004.xml.p7m false',
+    ]);
+    expect(rep.contents?.map((c) => `${c.kind} ${c.path}`)).toEqual([
+      'cms IT01234567890_00001.xml.p7m/IT01234567890_00001.xml',
+      'cms IT01234567890_00002.xml.p7m/IT01234567890_00002.xml',
+      'cms IT01234567890_00003.xml.p7m/IT01234567890_00003.xml',
+      'smime IT01234567890_00004.xml.p7m',
+    ]);
+    expect(rep.contents?.[0]?.data).toEqual(invoice);
+  });
+
+  it('what is inside the signed data meets the rules: a program (by name, by bytes), a ZIP with one, a message with one, S/MIME text with one', async () => {
+    const policy = defaultPolicy();
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['tool.exe.p7m', zip([{ name: 'tool.exe.p7m', data: sign(exe) }]), /^content_types\.rules\[0\] \[tool\.exe\.p7m\/tool\.exe\] executable program$/m],
+      [
+        'no telling name',
+        zip([{ name: 'data.bin', data: sign(exe, 'DER', '-stream') }]),
+        /^content_types\.rules\[0\] \[data\.bin\/\(signed content\)\] executable program$/m,
+      ],
+      ['a signed ZIP', zip([{ name: 'b.zip.p7m', data: sign(zip([{ name: 'x.exe', data: exe }])) }]), /b\.zip\.p7m\/b\.zip\/x\.exe/],
+      [
+        'a signed .eml',
+        zip([{ name: 'fwd.eml.p7m', data: sign(evilMail()) }]),
+        /archive member fwd\.eml\.p7m\/fwd\.eml: encoded forwarded message: executable/,
+      ],
+      ['a signed entity', zip([{ name: 'doc.p7m', data: sign(evilMail()) }]), /doc\.p7m\/doc: signed \(CMS\) content read as a message: .*executable/],
+      ['S/MIME text', zip([{ name: 'a.xml.p7m', data: sign(evilMail(), 'SMIME') }]), /archive member a\.xml\.p7m: S\/MIME text read as a message: /],
+      ['in a .tar.gz', tgz({ 'tool.exe.p7m': sign(exe) }), /\[\(gzip content\)\/tool\.exe\.p7m\/tool\.exe\] executable program/],
+    ];
+    for (const [what, file, hit] of cases) {
+      const r = await inspectMessage(withAttachment('files.zip', file), policy, {}, {});
+      expect(r.verdict.status, what).toBe('changed');
+      expect(hitsOf(r).join('\n'), what).toMatch(hit);
+    }
+  });
+
+  it('smime.p7m in a ZIP: content without fields is read as a text body, so a uuencoded program in it is found', async () => {
+    let uu = 'begin 644 evil.exe\r\n';
+    for (let i = 0; i < exe.length; i += 45) {
+      const c = exe.subarray(i, i + 45);
+      let line = String.fromCharCode(32 + c.length);
+      for (let k = 0; k < c.length; k += 3) {
+        const [a = 0, b = 0, d = 0] = [c[k], c[k + 1], c[k + 2]];
+        for (const v of [a >> 2, ((a & 3) << 4) | (b >> 4), ((b & 15) << 2) | (d >> 6), d & 63]) line += String.fromCharCode(v === 0 ? 96 : 32 + v);
+      }
+      uu += `${line}\r\n`;
+    }
+    uu += '`\r\nend\r\n';
+    const content = Buffer.from(`Please run the attached tool.\r\n\r\n${uu}`);
+    const r = await inspectMessage(withAttachment('files.zip', zip([{ name: 'smime.p7m', data: sign(content) }])), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(hitsOf(r).join('\n')).toMatch(/signed \(CMS\) content read as a message: encoded forwarded message: uuencode file evil\.exe in the text/);
+    // the same content under another name is the file the .p7m tools save: a text file, judged as one
+    const plain = await inspectMessage(withAttachment('files.zip', zip([{ name: 'notes.txt.p7m', data: sign(content) }])), defaultPolicy(), {}, {});
+    expect(plain.verdict.hits).toEqual([]);
+  });
+
+  it('the content goes to the antivirus as a cms file; what does not open stays on_unsupported, with why', async () => {
+    const policy = defaultPolicy();
+    const parsed = parseMessage(withAttachment('f.zip', zip([{ name: 'a.xml.p7m', data: sign(invoice) }])), policy.limits);
+    const contents = applyRules(parsed, policy, new Findings().add);
+    const jobs = planAntivirus(parsed, contents, policy.antivirus).filter((j) => j.role === 'embedded');
+    expect(jobs.map((j) => `${j.label}: ${j.what}`)).toEqual(['part 2 cms file: cms file a.xml']);
+    expect(jobs[0]?.object.kind === 'bytes' && jobs[0].object.data()).toEqual(invoice);
+    const b64 = sign(invoice).toString('base64').replace(/.{64}/g, '$&\n');
+    const unopened: Array<[string, Buffer, RegExp]> = [
+      ['PEM', Buffer.from(`-----BEGIN PKCS7-----\n${b64}\n-----END PKCS7-----\n`), /not binary CMS/],
+      ['appended bytes', Buffer.concat([sign(invoice), Buffer.from('MZ')]), /bytes after the CMS structure/],
+      ['digested', openssl('cms', '-digest_create', '-in', 'in.bin', '-binary', '-outform', 'DER'), /compressed, digested or authenticated/],
+    ];
+    for (const [what, file, why] of unopened) {
+      const r = await inspectMessage(withAttachment('f.zip', zip([{ name: 'a.xml.p7m', data: file }])), policy, {}, {});
+      expect(r.verdict.status, what).toBe('changed');
+      const hit = r.verdict.hits.find((h) => h.rule === 'archives.on_unsupported');
+      expect(hit?.reason, what).toMatch(/archive member a\.xml\.p7m is a CMS/);
+      expect(hit?.reason, what).toMatch(why);
+    }
+  });
+
+  it('a ZIP in the structure outside the signed content is ambiguous; CMS nested in CMS stops at archives.max_depth', async () => {
+    const policy = defaultPolicy();
+    const evilZip = zip([{ name: 'evil.exe', data: exe }]);
+    const set = Buffer.concat([Buffer.from([0x31, 0x82, evilZip.length >> 8, evilZip.length & 0xff]), evilZip]);
+    const sd = Buffer.concat([Buffer.from('020101', 'hex'), Buffer.from('3100', 'hex'), Buffer.from('300f06092a864886f70d010701a0020400', 'hex'), set]);
+    const seq = (tag: number, b: Buffer) => Buffer.concat([Buffer.from([tag, 0x82, b.length >> 8, b.length & 0xff]), b]);
+    const withZip = seq(0x30, Buffer.concat([Buffer.from('06092a864886f70d010702', 'hex'), seq(0xa0, seq(0x30, sd))]));
+    const r = await inspectMessage(withAttachment('f.zip', zip([{ name: 'a.pdf.p7m', data: withZip }])), policy, {}, {});
+    expect(hitsOf(r).join('\n')).toContain('a.pdf.p7m: a ZIP (its end record, as unzip finds it) in the CMS structure outside its signed content');
+    let deep: Buffer = invoice;
+    for (let i = 0; i < 4; i++) deep = sign(deep);
+    const d = await inspectMessage(withAttachment('f.zip', zip([{ name: 'a.xml.p7m', data: deep }])), policy, {}, {});
+    expect(hitsOf(d).join('\n')).toMatch(/archives\.on_limit .*signed \(CMS\) content nested deeper than/);
+    // within the bound it opens: two levels in a ZIP
+    const two = await inspectMessage(withAttachment('f.zip', zip([{ name: 'a.xml.p7m', data: sign(sign(invoice)) }])), policy, {}, {});
+    expect(two.verdict.hits).toEqual([]);
+  });
+});
