@@ -168,7 +168,9 @@ const TEXT_EXTENSIONS = new Set(
   ).split(' '),
 );
 /** Extensions such readers read as a mail message (message/rfc822): opened as a forwarded message, whatever the part's type. */
-const MESSAGE_EXTENSIONS = new Set(['eml', 'mht', 'mhtml', 'mime', 'nws']);
+// `.emlx`: Apple Mail's file (a line with the message's length, the message, a property list),
+// which Mail opens on a double click
+const MESSAGE_EXTENSIONS = new Set(['eml', 'emlx', 'mht', 'mhtml', 'mime', 'nws']);
 
 /** The extension of one normalised name (after its last dot), lower case; '' when it has none. */
 function extensionOf(name: string): string {

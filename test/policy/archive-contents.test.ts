@@ -80,12 +80,13 @@ describe('a message inside an archive is judged as the message a mail client ope
       ['stored ZIP', 'mail.zip', zip([{ name: 'Fwd: invoice.EML', data: evilMail(), store: true }])],
       ['ZIP in a ZIP', 'outer.zip', zip([{ name: 'inner.zip', data: zip([{ name: 'fwd.mht', data: evilMail() }]) }])],
       ['tar.gz', 'mail.tar.gz', tgz({ 'fwd.eml': evilMail() })],
+      ['Apple Mail export', 'mail.zip', zip([{ name: 'Messages/12.emlx', data: Buffer.concat([Buffer.from(`${evilMail().length}\n`), evilMail()]) }])],
     ];
     for (const [what, name, file] of carriers) {
       const r = await inspectMessage(withAttachment(name, file), policy, {}, {});
       expect(r.verdict.status, what).toBe('changed');
       expect(hitsOf(r).join('\n'), what).toMatch(
-        /^content_types\.rules\[0\] \[.*\] archive member .*(fwd\.eml|EML|fwd\.mht): encoded forwarded message: executable program/m,
+        /^content_types\.rules\[0\] \[.*\] archive member .*(fwd\.eml|EML|fwd\.mht|12\.emlx): encoded forwarded message: executable program/m,
       );
       expect(
         r.verdict.hits.every((h) => h.part === '2' && h.action === 'strip'),

@@ -120,6 +120,18 @@ describe('a part named as a mail message (.mht, .mhtml, .mime, .nws) is opened l
     ]);
   });
 
+  it("fwd.emlx (Apple Mail's file: a length line, the message, a property list): the executable inside is found; a clean one passes", async () => {
+    const plist = '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>flags</key><integer>8590195713</integer></dict></plist>\n';
+    const emlx = (m: string) => `${Buffer.byteLength(m)}        \n${m}${plist}`;
+    const r = await judge(onePart('application/octet-stream; name="12.emlx"', emlx(inner)), null);
+    expect(r.verdict.hits.map((h) => [h.rule, h.reason, h.filename])).toEqual([
+      ['content_types.rules[0]', 'encoded forwarded message: executable program', 'evil.exe'],
+    ]);
+    const clean = ['From: b@example.test', 'Subject: hi', '', 'just text', ''].join(CRLF);
+    const ok = await judge(onePart('application/octet-stream; name="12.emlx"', emlx(clean)), null);
+    expect(ok.verdict.hits).toEqual([]);
+  });
+
   it('fwd.bin: not opened (no reader takes it for a message)', async () => {
     const r = await judge(onePart('application/octet-stream; name="fwd.bin"', inner), null);
     expect(r.verdict.hits).toEqual([]);

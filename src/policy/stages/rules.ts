@@ -253,7 +253,7 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
   const content = j.decoded();
   // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
   if (!eml && (j.detected === CMS_READABLE_TYPE || !shapesEntity(content))) return [];
-  return judgeForwarded(toCrlf(content), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
+  return judgeForwarded(toCrlf(messageBytes(content, leaf.names)), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
 }
 
 /** A carrier declared or named S/MIME or OpenPGP: `openssl smime`, gpg and the .p7m tools read it. */
@@ -517,7 +517,9 @@ function fileContents(
   for (const x of archive.findings) emit(x);
   const sealed = archive.sealed ? sealedRules(j, archive.sealed, names, declared, depth, prefix) : nothingInside();
   const packed = archiveContentRules(j, archive.inside, base, prefix, depth);
-  const forwarded = opensAsMessage ? judgeForwarded(toCrlf(f.data), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget) : [];
+  const forwarded = opensAsMessage
+    ? judgeForwarded(toCrlf(messageBytes(f.data, names)), policy, emit, { ...base, detectedType: archive.detected }, depth, prefix, j.budget)
+    : [];
   const inner = [...forwarded, ...sealed.inner, ...packed.inner];
   return {
     detected: archive.detected,
@@ -707,7 +709,7 @@ function archiveContentRules(
     const where = { ...base, archivePath: c.path };
     let msg: Buffer | undefined;
     let what = at;
-    if (c.kind === 'message') msg = toCrlf(c.data);
+    if (c.kind === 'message') msg = toCrlf(messageBytes(c.data, c.names));
     else if (c.kind === 'smime') {
       if (!shapesEntity(c.data)) continue;
       msg = toCrlf(c.data);
@@ -735,6 +737,16 @@ function archiveContentRules(
     out.largestMember = Math.max(out.largestMember, ...inner.map((i) => i.largestMember));
   }
   return out;
+}
+
+/**
+ * The message a file named as one holds: Apple Mail's `.emlx` starts with a line giving the
+ * message's length, which Mail reads past (what follows the message, its property list, is parsed
+ * with it: more than Mail shows, never less). Other files are the message.
+ */
+function messageBytes(data: Buffer, names: readonly string[]): Buffer {
+  const m = /^[ \t]*\d{1,12}[ \t]*\r?\n/.exec(data.toString('latin1', 0, Math.min(data.length, 64)));
+  return m && nameForms(names).forms.some((n) => /\.emlx$/i.test(n)) ? data.subarray(m[0].length) : data;
 }
 
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
