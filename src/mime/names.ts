@@ -75,8 +75,11 @@ export interface NameForms {
  */
 const UNWRAPPED_SUFFIX = /\.(?:p7m|pgp|gpg)$/i;
 
-/** Every normalised reading of the given names, and whether a bound kept any from being judged whole. */
-export function nameForms(names: readonly string[]): NameForms {
+/**
+ * Every normalised reading of the given names, and whether a bound kept any from being judged whole.
+ * `unwrap` false: without the readings UNWRAPPED_SUFFIX adds (the names the file has itself).
+ */
+export function nameForms(names: readonly string[], unwrap = true): NameForms {
   const forms: string[] = [];
   const problems: string[] = [];
   const problem = (p: string): void => {
@@ -89,7 +92,7 @@ export function nameForms(names: readonly string[]): NameForms {
     forms.push(n);
     // what a tool that unwraps a signed or encrypted file saves it as: invoice.exe.p7m, .pgp, .gpg
     const wrapped = UNWRAPPED_SUFFIX.exec(n);
-    if (wrapped && wrapped.index > 0) add(n.slice(0, wrapped.index));
+    if (unwrap && wrapped && wrapped.index > 0) add(n.slice(0, wrapped.index));
   };
   for (const raw of names) {
     if (raw.length <= MAX_FILENAME_LENGTH) readings(raw, add);

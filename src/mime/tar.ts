@@ -115,6 +115,18 @@ export function gzipHeader(buf: Buffer, start: number): { end: number; fname?: B
   return { end: at, fname, crcBad };
 }
 
+/**
+ * The name a gzip's content is saved under, from the gzip's own name (GNU gunzip ignores the header's
+ * name unless told; 7-Zip uses it when there is one): gunzip drops `.gz`, `-gz`, `.z`, `-z`, `_z`
+ * (and `.Z`), and makes `.tgz` and `.taz` a `.tar`; 7-Zip also drops `.gzip` and makes `.tpz` one.
+ * `fwd.eml-gz` is `fwd.eml` (attacker's review, 2026-12-03: only `.gz` and `.tgz` were read).
+ */
+export function gunzippedName(n: string): string | undefined {
+  if (/.\.t[agp]z$/i.test(n)) return `${n.slice(0, -4)}.tar`;
+  const m = /.(\.gz|\.gzip|-gz|_gz|\.z|-z|_z)$/i.exec(n);
+  return m ? n.slice(0, m.index + 1) : undefined;
+}
+
 /** Opens a gzip: its one member's content becomes one member of the report, judged at `depth`. */
 export function walkGzip(buf: Buffer, depth: number, prefix: string, outerNames: readonly string[], ctx: ArchiveContext): void {
   const fail = (r: string) => ctx.fail(prefix, `gzip: ${r}`);
@@ -126,7 +138,7 @@ export function walkGzip(buf: Buffer, depth: number, prefix: string, outerNames:
   // the names the content goes by: the header's, and the gzip's own without its suffix
   const names: string[] = fname && fname.length > 0 ? readings(fname) : [];
   for (const n of outerNames) {
-    const inner = /\.tgz$/i.test(n) ? n.replace(/\.tgz$/i, '.tar') : /\.gz$/i.test(n) ? n.slice(0, -3) : undefined;
+    const inner = gunzippedName(n);
     if (inner && !names.includes(inner)) names.push(inner);
   }
   const shown = names[0] ?? '(gzip content)';
@@ -220,12 +232,31 @@ function unsafePath(p: string): boolean {
   return /^[\\/]/.test(p) || /^[A-Za-z]:/.test(p) || p.split(/[\\/]/).includes('..');
 }
 
-/** Opens a tar: every entry's names, and every regular file's content judged at `depth`. */
+/** A link entry of a tar: its member, its kind, every reading of its target. */
+interface TarLink {
+  member: ZipMember;
+  hard: boolean;
+  targets: string[];
+  at: string;
+}
+
+/**
+ * Opens a tar: every entry's names, every regular file's content judged at `depth`, then every
+ * link's as its target's (readLinks), however the walk ended.
+ */
 export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: ArchiveContext): void {
+  // the regular files by path (their content), and the links to read as their targets once all are known
+  const files = new Map<string, Buffer>();
+  const links: TarLink[] = [];
+  walkTarEntries(buf, depth, prefix, ctx, files, links);
+  readLinks(links, files, depth, prefix, ctx);
+}
+
+function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: ArchiveContext, files: Map<string, Buffer>, links: TarLink[]): void {
   const fail = (r: string) => ctx.fail(prefix, `tar: ${r}`);
   let off = 0;
   // what a pax header or GNU long name says of the next entry
-  let next: { names: string[]; size?: number; pax?: boolean; long?: boolean } = { names: [] };
+  let next: { names: string[]; size?: number; pax?: boolean; long?: boolean; link?: string[] } = { names: [] };
   while (off + BLOCK <= buf.length) {
     const h = buf.subarray(off, off + BLOCK);
     if (allZero(h)) {
@@ -258,6 +289,7 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
       if (!pax) return fail(`pax header at byte ${dataStart - BLOCK}: malformed records`);
       for (const [k, v] of pax) {
         if (k === 'path') next.names.push(...readings(v));
+        else if (k === 'linkpath') next.link = [...(next.link ?? []), ...readings(v)];
         else if (k === 'size') {
           if (!/^[0-9]{1,15}$/.test(v.toString('latin1'))) return fail('pax size is not a number');
           next.size = Number(v.toString('latin1'));
@@ -269,7 +301,10 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
       next.names.push(...readings(field(data, 0, data.length)));
       continue;
     }
-    if (type === 'K') continue;
+    if (type === 'K') {
+      next.link = [...(next.link ?? []), ...readings(field(data, 0, data.length))];
+      continue;
+    }
     if (type === 'g') {
       fail('global pax header (readers apply it differently)');
       continue;
@@ -280,6 +315,7 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
     const headerName = pre.length > 0 ? Buffer.concat([pre, Buffer.from('/'), name]) : name;
     const names = [...next.names, ...readings(headerName)].filter((n, i, all) => all.indexOf(n) === i);
     const declared = next.size;
+    const linkNames = [...(next.link ?? []), ...readings(field(h, 157, 257))].filter((n, i, all) => all.indexOf(n) === i);
     next = { names: [] };
     if (declared !== undefined && declared !== size) fail(`entry at byte ${dataStart - BLOCK}: pax size ${declared} differs from the header's ${size}`);
     const shown = names[0] ?? '';
@@ -299,11 +335,63 @@ export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: Archive
       // which then read a header inside its data
       if (size !== 0 && names.some((n) => /[\\/]$/.test(n)))
         fail(`${shown.slice(0, 200)}: a file named like a directory, with content (readers read a header inside it)`);
+      for (const n of names) files.set(normalPath(n), data);
       ctx.content(data, member, depth);
     } else if (type === '1' || type === '2') {
       if (size !== 0) fail(`${shown.slice(0, 200)}: a link with content`);
+      links.push({ member, hard: type === '1', targets: linkNames, at: shown });
     } else fail(`${shown.slice(0, 200)}: entry type ${JSON.stringify(type)} (device, FIFO, sparse, volume...)`);
   }
   if (off < buf.length) fail('a partial block at the end');
   fail('no end-of-archive block (truncated)');
+}
+
+/** A member path as extractors resolve it: `./` and empty parts dropped, `.` parts skipped. */
+function normalPath(p: string): string {
+  return p
+    .split(/[\\/]/)
+    .filter((s) => s !== '' && s !== '.')
+    .join('/');
+}
+
+/**
+ * Links (hard and symbolic) extract as their target's content under their own names: `fwd.eml`
+ * linked to `notes.txt` opens in a mail client (attacker's review, 2026-12-03). Each is read as a
+ * member with that content (its type, hidden executables, a message by its name), the bytes counted
+ * against the inflate budget (10,000 links to one file must not cost 10,000 times it). A hard link's
+ * target is a path in the archive; a symbolic link's is relative to its own directory, followed
+ * through other links (at most 8). A target outside the archive (absolute, `..`) is ambiguous:
+ * what extracts there is not in the archive. One that names nothing in it (a directory, a missing
+ * file) holds nothing postern could judge, and extracts nothing of the archive's.
+ */
+function readLinks(links: readonly TarLink[], files: ReadonlyMap<string, Buffer>, depth: number, prefix: string, ctx: ArchiveContext): void {
+  const byPath = new Map(links.map((l) => [normalPath(l.member.names[0] ?? ''), l]));
+  for (const link of links) {
+    let data: Buffer | undefined;
+    for (const target of link.targets) {
+      if (unsafePath(target)) {
+        ctx.fail(prefix, `tar: ${link.at.slice(0, 200)}: a link to a path outside the archive`);
+        continue;
+      }
+      let cur = { hard: link.hard, from: link.member.names[0] ?? '', to: target };
+      for (let hop = 0; hop < 8 && !data; hop++) {
+        const dir = cur.from.split(/[\\/]/).slice(0, -1).join('/');
+        const path = normalPath(cur.hard ? cur.to : `${dir}/${cur.to}`);
+        data = files.get(path);
+        const via = byPath.get(path);
+        if (data || !via || via.targets.length === 0) break;
+        cur = { hard: via.hard, from: via.member.names[0] ?? '', to: via.targets[0]! };
+      }
+      if (data) break;
+    }
+    if (!data) continue;
+    const { limits, budget } = ctx;
+    if (budget.shared.inflated + data.length > limits.maxTotalSize) {
+      ctx.report.limit ??= `${link.member.path}: a link whose target is read past the message's inflate budget of ${limits.maxTotalSize} bytes`;
+      return;
+    }
+    budget.shared.inflated += data.length;
+    link.member.size = data.length;
+    ctx.content(data, link.member, depth);
+  }
 }

@@ -54,6 +54,8 @@ const UNOPENED_TYPES = new Map<string, string>([
   ['application/x-raw-disk-image', 'disk image'],
   // an Outlook item carries its attachments inside (a compound file postern does not open)
   ['application/vnd.ms-outlook', 'Outlook item (.msg)'],
+  // a mailbox: messages one after another, split by `From ` lines or by Content-Length (readers differ)
+  ['application/mbox', 'mailbox (mbox)'],
   // readable without a key, by their bytes only (src/mime/sealed.ts): encrypted ones are not these
   [CMS_READABLE_TYPE, 'CMS (S/MIME) signed or compressed data'],
   [PGP_READABLE_TYPE, 'OpenPGP signed or compressed data'],
@@ -87,6 +89,7 @@ const UNOPENED_EXTENSIONS = new Map<string, string>([
   ...['iso', 'img', 'dmg', 'vhd', 'vhdx'].map((e) => [e, 'disk image'] as const),
   ...['msg', 'oft'].map((e) => [e, 'Outlook item (.msg)'] as const),
   ...['pst', 'ost'].map((e) => [e, 'Outlook data file'] as const),
+  ...['mbox', 'mbx'].map((e) => [e, 'mailbox (mbox)'] as const),
 ]);
 
 /** A volume of a split archive: `.001`, `.r00` (RAR's old volume names). */

@@ -624,6 +624,8 @@ function walk(
 function memberContent(body: Buffer, member: ZipMember, depth: number, limits: ZipLimits, report: ZipReport, budget: Budget): void {
   let t = detectType(body.subarray(0, PREFIX));
   const forms = nameForms(member.names).forms;
+  // named as a message by its own name (not `x.eml.p7m` unwrapped): a mail client opens it whatever its bytes
+  const message = nameForms(member.names, false).forms.some(isMessageName);
   const sealedName = forms.some(isSealedName);
   // armour anywhere in a file named S/MIME or OpenPGP (OpenSSL and gpg skip any text before it), as for an attachment
   if (!t && sealedName) t = sealedTypeAnywhere(body);
@@ -631,12 +633,13 @@ function memberContent(body: Buffer, member: ZipMember, depth: number, limits: Z
   if (hidden) member.hiddenExecutable = hidden;
   if (t === CMS_READABLE_TYPE) {
     member.detectedType = t;
+    if (message) (report.contents ??= []).push({ kind: 'message', path: member.path, names: member.names, data: body });
     sealedMember(body, member, forms, depth, limits, report, budget);
     return;
   }
   // a message extracted from the archive opens in the mail client, attachments and all; a file named
   // S/MIME may be S/MIME text (a MIME entity: `openssl smime` reads it so; the rules look)
-  const read = forms.some(isMessageName) ? 'message' : sealedName ? 'smime' : undefined;
+  const read = message || forms.some(isMessageName) ? 'message' : sealedName ? 'smime' : undefined;
   if (read) (report.contents ??= []).push({ kind: read, path: member.path, names: member.names, data: body });
   // the type at offset 0 decides; a ZIP found by its end record only where nothing else was
   const kind = t === GZIP_TYPE ? 'gzip' : t === TAR_TYPE ? 'tar' : t === ZIP_TYPE || containsZip(body) ? 'zip' : undefined;
@@ -795,6 +798,11 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
     if (seen.has(path) && !detectedType && !hidden) continue;
     seen.add(path);
     const member: ZipMember = { path, name: name.split(/[\\/]/).pop() ?? name, names: candidates, encrypted: (flags & 1) === 1 || method === 99, size };
+    // what the rules would read further (a message, CMS: memberContent) is not read from a header
+    // found this way (its extent is a guess): a limit, whatever on_ambiguous says (attacker's review)
+    const forms = nameForms(candidates).forms;
+    if (detectedType === CMS_READABLE_TYPE || forms.some(isMessageName) || forms.some(isSealedName))
+      report.limit ??= `${path}: a message or signed file found outside the archive's directory is not read`;
     if (detectedType) member.detectedType = detectedType;
     if (hidden) member.hiddenExecutable = hidden;
     report.members.push(member);

@@ -8,20 +8,22 @@
  * unopened. Signing is done by the real `openssl cms` / `openssl smime`, tar by GNU tar.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeZip } from '../../scripts/gen-fixtures.js';
-import { inspectZip } from '../../src/mime/zip.js';
+import { gunzippedName } from '../../src/mime/tar.js';
+import { inspectTarOrGzip, inspectZip } from '../../src/mime/zip.js';
 import { inspectMessage } from '../../src/policy/engine.js';
+import { compilePolicyText } from '../../src/policy/load.js';
 import { Findings } from '../../src/policy/stages/findings.js';
 import { parseMessage } from '../../src/policy/stages/parse.js';
 import { applyRules } from '../../src/policy/stages/rules.js';
 import { planAntivirus } from '../../src/policy/stages/scan.js';
 import { zip } from '../scanners/samples.js';
-import { attachmentMessage, defaultPolicy } from './helpers.js';
+import { attachmentMessage, defaultPolicy, POLICIES } from './helpers.js';
 
 let dir = '';
 const exe = Buffer.concat([Buffer.from('MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00', 'latin1'), Buffer.alloc(3000, 0x41)]);
@@ -261,5 +263,129 @@ describe('CMS signed data inside an archive is opened', () => {
     // within the bound it opens: two levels in a ZIP
     const two = await inspectMessage(withAttachment('f.zip', zip([{ name: 'a.xml.p7m', data: sign(sign(invoice)) }])), policy, {}, {});
     expect(two.verdict.hits).toEqual([]);
+  });
+});
+
+/** The default policy's YAML with `edit` applied (one replacement that must match). */
+function defaultWith(from: string, to: string) {
+  const yaml = readFileSync(join(POLICIES, 'default.yaml'), 'utf8');
+  expect(yaml).toContain(from);
+  return compilePolicyText(yaml.replace(from, to), '/virtual/default-edited.yaml');
+}
+
+/** A DER element. */
+function tl(tag: number, body: Buffer): Buffer {
+  const n = body.length;
+  const len = n < 128 ? Buffer.from([n]) : n < 256 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), len, body]);
+}
+
+describe("the attacker's review of archive contents (2026-12-03)", () => {
+  it('the parts of opened messages are bounded per message: a ZIP of many-part .eml files ends in limits.on_limit, the rest not parsed', async () => {
+    const many = Buffer.from(`Content-Type: multipart/mixed; boundary=X\r\n\r\n${'--X\r\n\r\nx\r\n'.repeat(990)}--X--\r\n`);
+    const file = zip(Array.from({ length: 40 }, (_, i) => ({ name: `m${String(i).padStart(3, '0')}.eml`, data: many })));
+    const r = await inspectMessage(withAttachment('mail.zip', file), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('blocked');
+    const limits = r.verdict.hits.filter((h) => h.rule === 'limits.on_limit');
+    // 10 messages of 990 parts fit in MAX_OPENED_MESSAGE_LEAVES; the 11th goes over, and the 29 after it are not parsed
+    expect(limits).toHaveLength(30);
+    expect(limits[0]?.reason).toBe(
+      'archive member m010.eml: encoded forwarded message: not inspected in full: more than 10000 parts in the messages opened inside this one',
+    );
+  });
+
+  it('tar links extract as their target: a hard link and a symbolic link named .eml are read as the message; a link out of the archive is ambiguous', async () => {
+    const src = mkdtempSync(join(dir, 'links-'));
+    writeFileSync(join(src, 'notes.txt'), evilMail());
+    execFileSync('ln', ['notes.txt', 'fwd.eml'], { cwd: src });
+    execFileSync('ln', ['-s', 'notes.txt', 'link.eml'], { cwd: src });
+    execFileSync('ln', ['-s', 'link.eml', 'chain.mht'], { cwd: src });
+    const tar = execFileSync('tar', ['-cf', '-', 'notes.txt', 'fwd.eml', 'link.eml', 'chain.mht'], { cwd: src });
+    const r = await inspectMessage(withAttachment('mail.tar', tar), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(hitsOf(r).filter((h) => h.startsWith('content_types'))).toEqual(
+      ['fwd.eml', 'link.eml', 'chain.mht'].map((n) => `content_types.rules[0] [evil.exe] archive member ${n}: encoded forwarded message: executable program`),
+    );
+    const out = mkdtempSync(join(dir, 'links-out-'));
+    execFileSync('ln', ['-s', '/etc/hostname', 'host.eml'], { cwd: out });
+    const r2 = await inspectMessage(withAttachment('m.tar', execFileSync('tar', ['-cf', '-', 'host.eml'], { cwd: out })), defaultPolicy(), {}, {});
+    expect(hitsOf(r2).join('\n')).toContain('tar: host.eml: a link to a path outside the archive');
+    // 50 links to one file: its bytes are counted once per link against the inflate budget
+    const big = mkdtempSync(join(dir, 'links-many-'));
+    writeFileSync(join(big, 'data.bin'), Buffer.alloc(100_000, 0x41));
+    const names = Array.from({ length: 50 }, (_, i) => `l${i}.bin`);
+    for (const n of names) execFileSync('ln', ['data.bin', n], { cwd: big });
+    const rep = inspectTarOrGzip('tar', execFileSync('tar', ['-cf', '-', 'data.bin', ...names], { cwd: big }), {
+      maxDepth: 3,
+      maxEntries: 1000,
+      maxTotalSize: 2_000_000,
+      maxRatio: 200,
+    });
+    expect(rep.limit).toMatch(/^l20\.bin: a link whose target is read past the message's inflate budget/);
+  });
+
+  it('a gzip is named by every suffix gunzip and 7-Zip drop: fwd.eml-gz, .z, _z, .Z, -z, .gzip hold fwd.eml', async () => {
+    expect(
+      ['a.tgz', 'a.taz', 'a.tpz', 'a.tar.gz', 'f.eml-gz', 'f.eml.z', 'f.eml_z', 'f.eml.Z', 'f.eml-z', 'f.eml.gzip', 'f.eml_gz', 'x', '.gz'].map(gunzippedName),
+    ).toEqual(['a.tar', 'a.tar', 'a.tar', 'a.tar', 'f.eml', 'f.eml', 'f.eml', 'f.eml', 'f.eml', 'f.eml', 'f.eml', undefined, undefined]);
+    for (const name of ['fwd.eml-gz', 'fwd.eml.z', 'fwd.eml_z']) {
+      // no name in the gzip header: the content is named after the gzip alone
+      const r = await inspectMessage(withAttachment('files.zip', zip([{ name, data: gzipSync(evilMail()) }])), defaultPolicy(), {}, {});
+      expect(r.verdict.status, name).toBe('changed');
+      expect(hitsOf(r).join('\n'), name).toContain(`archive member ${name}/fwd.eml: encoded forwarded message: executable program`);
+    }
+  });
+
+  it('a file named .eml is read as a message even when its bytes are CMS (a polyglot); documento.eml.p7m only once opened', async () => {
+    const blob = Buffer.concat([Buffer.from('\r\n'), evilMail()]);
+    const oidSigned = Buffer.from('06092a864886f70d010702', 'hex');
+    const oidData = Buffer.from('06092a864886f70d010701', 'hex');
+    const eci = tl(0x30, Buffer.concat([oidData, tl(0xa0, tl(0x04, Buffer.from('hello')))]));
+    const sd = tl(0x30, Buffer.concat([tl(0x02, Buffer.from([1])), tl(0x31, Buffer.alloc(0)), eci, tl(0xa0, blob), tl(0x31, Buffer.alloc(0))]));
+    const poly = tl(0x30, Buffer.concat([oidSigned, tl(0xa0, sd)]));
+    for (const [what, raw] of [
+      ['attached', withAttachment('fwd.eml', poly)],
+      ['in a ZIP', withAttachment('m.zip', zip([{ name: 'fwd.eml', data: poly }]))],
+    ] as const) {
+      const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+      expect(r.verdict.status, what).toBe('blocked');
+      expect(hitsOf(r).join('\n'), what).toMatch(/limits\.on_malformed .*encoded forwarded message: malformed/);
+    }
+    writeFileSync(join(dir, 'doc.eml'), cleanMail());
+    const signed = openssl('smime', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'doc.eml', '-outform', 'DER');
+    for (const raw of [withAttachment('documento.eml.p7m', signed), withAttachment('m.zip', zip([{ name: 'documento.eml.p7m', data: signed }]))]) {
+      const ok = await inspectMessage(raw, defaultPolicy(), {}, {});
+      expect(ok.verdict.hits).toEqual([]);
+    }
+  });
+
+  it('with on_ambiguous allowed, a message or signed file found outside the ZIP directory is a limit, not judged by its name alone', async () => {
+    const listed = zip([{ name: 'readme.txt', data: Buffer.from('hello\n'), store: true }]);
+    const hidden = zip([{ name: 'fwd.eml', data: evilMail(), store: true }]);
+    // the hidden archive's records first, then the listed one's (its directory names readme.txt only)
+    const cdAt = hidden.readUInt32LE(hidden.length - 6);
+    const file = Buffer.concat([hidden.subarray(0, cdAt), listed]);
+    const end = file.length - 22;
+    file.writeUInt32LE(file.readUInt32LE(end + 16) + cdAt, end + 16);
+    file.writeUInt32LE(file.readUInt32LE(file.length - 22 - 46 - 10 + 42) + cdAt, file.length - 22 - 46 - 10 + 42);
+    const policy = defaultWith('on_ambiguous: { action: strip, quarantine: true }', 'on_ambiguous: allow');
+    const r = await inspectMessage(withAttachment('a.zip', file), policy, {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(hitsOf(r).join('\n')).toContain('fwd.eml: a message or signed file found outside the archive');
+  });
+
+  it('an mbox is a container postern does not open (on_unsupported); the bytes read as messages count against the inflate budget', async () => {
+    const mbox = Buffer.concat([Buffer.from('From a@example.test Thu Dec  3 10:00:00 2026\n'), evilMail()]);
+    const r = await inspectMessage(withAttachment('m.zip', zip([{ name: 'Inbox.mbox', data: mbox }])), defaultPolicy(), {}, {});
+    expect(hitsOf(r).join('\n')).toContain('archive member Inbox.mbox is a mailbox (mbox) archive (by its name Inbox.mbox)');
+    // room for inflating the three members and reading one and a half of them
+    const n = cleanMail().length;
+    const budget = Math.floor(4.5 * n);
+    const small = defaultWith('max_total_size: 100MB', `max_total_size: ${budget}`);
+    const three = zip(['a.eml', 'b.eml', 'c.eml'].map((name) => ({ name, data: cleanMail() })));
+    const r2 = await inspectMessage(withAttachment('m.zip', three), small, {}, {});
+    expect(hitsOf(r2)).toEqual([
+      `archives.on_limit [b.eml] archive member b.eml: not read as a message: the inflate budget of ${budget} bytes for the message (all its archives) is used up`,
+    ]);
   });
 });

@@ -15,7 +15,8 @@
  * Header stripping is a rule too; it is applied where the bytes are written (header-rules.ts).
  */
 
-import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH } from '../../limits.js';
+import { EXEC_SNIFF_WINDOW_BYTES, MAX_BASE64_RESTARTS, MAX_ENCODED_MESSAGE_DEPTH, MAX_OPENED_MESSAGE_LEAVES } from '../../limits.js';
+import { contentInfo } from '../../mime/content.js';
 import { decodeBody, decodedTail, decodePrefix, type EncodingCheck, encodingDamage, isDecodedEncoding } from '../../mime/decode.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType } from '../../mime/detect.js';
 import { type DecodeBudget, type EmbeddedFile, newDecodeBudget, scanEmbedded } from '../../mime/embedded.js';
@@ -59,14 +60,26 @@ export interface LeafContents {
   plainBase64: boolean;
 }
 
-/** What the decoders of one message may still spend: the embedded files' decoded bytes, the archives' inflated bytes. */
+/**
+ * What the decoders of one message may still spend: the embedded files' decoded bytes, the archives'
+ * inflated bytes (and the bytes of the messages read from archives), the parts of opened messages.
+ */
 export interface MessageBudget {
   embedded: DecodeBudget;
   inflate: InflateBudget;
+  /** Leaves of messages opened inside this one judged so far (MAX_OPENED_MESSAGE_LEAVES). */
+  openedLeaves: number;
 }
 
 export function newMessageBudget(): MessageBudget {
-  return { embedded: newDecodeBudget(), inflate: { inflated: 0 } };
+  return { embedded: newDecodeBudget(), inflate: { inflated: 0 }, openedLeaves: 0 };
+}
+
+/** The largest ZIP member of these contents (a loop: a spread of 100,000 would overflow the stack). */
+function largestOf(n: number, inner: readonly LeafContents[]): number {
+  let m = n;
+  for (const i of inner) if (i.largestMember > m) m = i.largestMember;
+  return m;
 }
 
 /**
@@ -192,7 +205,7 @@ export function evaluateLeaf(leaf: Leaf, policy: CompiledPolicy, emit: Emit, dep
     leaf,
     embedded: [...text.files, ...sealed.files, ...packed.files],
     inner: all,
-    largestMember: Math.max(archive.largestMember, text.largestMember, sealed.largestMember, packed.largestMember, ...all.map((i) => i.largestMember)),
+    largestMember: largestOf(Math.max(archive.largestMember, text.largestMember, sealed.largestMember, packed.largestMember), all),
     plainBase64: leaf.cte === 'base64' && check.plain !== undefined && !check.bad && !check.ambiguous,
   };
 }
@@ -247,8 +260,12 @@ function encodingRules(j: LeafJudgement, damage: EncodingCheck): void {
  */
 function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] {
   const { leaf } = j;
-  // `documento.eml.p7m` is read as documento.eml once opened (sealedRules), not as DER here
-  const eml = /^message\//.test(leaf.type) || (j.detected !== CMS_READABLE_TYPE && leaf.names.some(isEmlName));
+  // a part named `.eml` opens in a mail client whatever its bytes (CMS too: a polyglot's text is
+  // read by lenient parsers, attacker's review); `documento.eml.p7m` is read as documento.eml once
+  // opened (sealedRules), not as DER here
+  const eml =
+    /^message\//.test(leaf.type) ||
+    (leaf.names.some(isEmlName) && (j.detected !== CMS_READABLE_TYPE || nameForms(contentInfo(leaf.node).names, false).forms.some(isEmlName)));
   if (!eml && !j.smime) return [];
   const content = j.decoded();
   // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
@@ -287,6 +304,15 @@ function judgeForwarded(
       reason: 'encoded forwarded messages nested too deep',
       spec: blockOn(policy.limits.onLimit),
     });
+  } else if (budget.openedLeaves >= MAX_OPENED_MESSAGE_LEAVES) {
+    // the budget is spent: not parsed at all (a ZIP of thousands of many-part .eml files)
+    innerEmit({
+      part: base.part,
+      rule: 'limits.on_limit',
+      action: 'block',
+      reason: `not inspected in full: more than ${MAX_OPENED_MESSAGE_LEAVES} parts in the messages opened inside this one`,
+      spec: blockOn(policy.limits.onLimit),
+    });
   } else if (msg.length > policy.limits.maxMessageSize) {
     // (a part never decodes to more than the message; a file embedded in text can: BinHex runs)
     innerEmit({
@@ -311,7 +337,16 @@ function judgeForwarded(
     }
     const leaves: Leaf[] = [];
     forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
-    inner = leaves.map((l) => evaluateLeaf(l, policy, innerEmit, depth + 1, budget));
+    budget.openedLeaves += leaves.length;
+    if (budget.openedLeaves > MAX_OPENED_MESSAGE_LEAVES)
+      innerEmit({
+        part: base.part,
+        rule: 'limits.on_limit',
+        action: 'block',
+        reason: `not inspected in full: more than ${MAX_OPENED_MESSAGE_LEAVES} parts in the messages opened inside this one`,
+        spec: blockOn(policy.limits.onLimit),
+      });
+    else inner = leaves.map((l) => evaluateLeaf(l, policy, innerEmit, depth + 1, budget));
   }
   const worst = found.reduce<Finding | undefined>((w, f) => (!w || SEVERITY[f.spec.action] > SEVERITY[w.spec.action] ? f : w), undefined);
   if (worst && worst.spec.action !== 'allow') {
@@ -525,7 +560,7 @@ function fileContents(
     detected: archive.detected,
     files: [...sealed.files, ...packed.files],
     inner,
-    largestMember: Math.max(archive.largestMember, sealed.largestMember, packed.largestMember, ...inner.map((i) => i.largestMember)),
+    largestMember: largestOf(Math.max(archive.largestMember, sealed.largestMember, packed.largestMember), inner),
   };
 }
 
@@ -567,7 +602,10 @@ function embeddedRules(j: LeafJudgement, f: EmbeddedFile, depth: number, outer =
   else if (f.damaged && !f.tooLarge) malformedFile(`${label} that is damaged (readers decode it differently)`);
   for (const p of forms.problems) malformedFile(`${label}: ${p}`);
   const sniffed = policy.detectTypes && f.data.length > 0 ? detectType(f.data.subarray(0, 4096)) : undefined;
-  const opensAsMessage = names.some(isEmlName) || (smimeCarrier('', names) && sniffed !== CMS_READABLE_TYPE && shapesEntity(f.data));
+  // named `.eml` itself: a message whatever its bytes; `x.eml.p7m` as x.eml only once opened (sealedRules)
+  const opensAsMessage =
+    nameForms(f.names ?? [f.name], false).forms.some(isEmlName) ||
+    (sniffed !== CMS_READABLE_TYPE && (names.some(isEmlName) || (smimeCarrier('', names) && shapesEntity(f.data))));
   const contents = fileContents(j, f, base, prefix, names, sniffed, '', opensAsMessage, depth);
   const hidden = policy.detectTypes ? hiddenExecutableIn(f.data, sniffed, false) : undefined;
   if (hidden) hiddenExecutableFinding(emit, policy, { ...base, detectedType: hidden.type }, hidden, '', prefix);
@@ -679,7 +717,7 @@ function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[]
   }
   // clamd's parser of the raw message does not open CMS: nothing inside is left to the raw scan
   const all = [...asFile.inner, ...inner].map(notInRaw);
-  return { files: [file, ...asFile.files], inner: all, largestMember: Math.max(asFile.largestMember, ...all.map((i) => i.largestMember)) };
+  return { files: [file, ...asFile.files], inner: all, largestMember: largestOf(asFile.largestMember, all) };
 }
 
 /**
@@ -724,6 +762,21 @@ function archiveContentRules(
       }
     }
     if (!msg) continue;
+    // the bytes read as messages count against the message's inflate budget: a member read as a
+    // message may also be walked as an archive, and that archive hold such members (attacker's review)
+    const a = j.policy.archives;
+    j.budget.inflate.inflated += msg.length;
+    if (j.budget.inflate.inflated > a.maxTotalSize) {
+      if (a.onLimit.action !== 'allow')
+        j.emit({
+          ...where,
+          rule: 'archives.on_limit',
+          action: a.onLimit.action,
+          reason: `${at}not read as a message: the inflate budget of ${a.maxTotalSize} bytes for the message (all its archives) is used up`,
+          spec: a.onLimit,
+        });
+      break;
+    }
     const inner = judgeForwarded(
       msg,
       j.policy,
@@ -734,7 +787,7 @@ function archiveContentRules(
       j.budget,
     ).map(notInRaw);
     out.inner.push(...inner);
-    out.largestMember = Math.max(out.largestMember, ...inner.map((i) => i.largestMember));
+    out.largestMember = largestOf(out.largestMember, inner);
   }
   return out;
 }
