@@ -842,6 +842,12 @@ export const MAX_MATCHED_HEADER_VALUE = 64 * 1024;
 /** ZIP: longest member name (bytes). Longer: the archive is ambiguous (`archives.on_ambiguous`); extractors and file systems cut or refuse such names differently. */
 export const MAX_ZIP_NAME_BYTES = 4096;
 
+/**
+ * tar: links followed from one link to the file it extracts as (Linux follows 40 symbolic links).
+ * More, or a loop: `archives.on_ambiguous`.
+ */
+export const MAX_LINK_HOPS = 40;
+
 /** ZIP: most path components of a member name. More: `archives.on_ambiguous`. */
 export const MAX_ZIP_NAME_PARTS = 256;
 

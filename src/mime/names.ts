@@ -173,7 +173,16 @@ const TEXT_EXTENSIONS = new Set(
 /** Extensions such readers read as a mail message (message/rfc822): opened as a forwarded message, whatever the part's type. */
 // `.emlx`: Apple Mail's file (a line with the message's length, the message, a property list),
 // which Mail opens on a double click
-const MESSAGE_EXTENSIONS = new Set(['eml', 'emlx', 'mht', 'mhtml', 'mime', 'nws']);
+// (`.mim`, `.mme`: MIME files WinZip opens, attachments and all)
+const MESSAGE_EXTENSIONS = new Set(['eml', 'emlx', 'mht', 'mhtml', 'mime', 'mim', 'mme', 'nws']);
+
+/** Extensions of text files that decoders open for the file encoded in them (WinZip: uuencode, XXencode, BinHex). */
+const ENCODED_TEXT_EXTENSIONS = new Set(['uue', 'uu', 'xxe', 'hqx', 'bhx']);
+
+/** True when the name has an extension of a text file decoders open for the file encoded in it (.uue, .xxe, .hqx). */
+export function isEncodedTextName(name: string): boolean {
+  return ENCODED_TEXT_EXTENSIONS.has(extensionOf(normaliseFilename(name)));
+}
 
 /** The extension of one normalised name (after its last dot), lower case; '' when it has none. */
 function extensionOf(name: string): string {

@@ -24,6 +24,7 @@
  * Pure.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
+import { MAX_LINK_HOPS, MAX_ZIP_NAME_BYTES } from '../limits.js';
 import { tarChecksumOk } from './detect.js';
 import type { Budget, ZipLimits, ZipMember, ZipReport } from './zip.js';
 
@@ -140,6 +141,11 @@ export function walkGzip(buf: Buffer, depth: number, prefix: string, outerNames:
   for (const n of outerNames) {
     const inner = gunzippedName(n);
     if (inner && !names.includes(inner)) names.push(inner);
+    // 7-Zip names the content of a gzip without a header name after the gzip, whatever its last
+    // extension (`fwd.eml.bin` gives fwd.eml: second review)
+    const dot = n.lastIndexOf('.');
+    const bare = dot > 0 && !/[\\/]/.test(n.slice(dot)) ? n.slice(0, dot) : undefined;
+    if (bare && !names.includes(bare)) names.push(bare);
   }
   const shown = names[0] ?? '(gzip content)';
   const path = prefix + baseName(shown);
@@ -232,27 +238,32 @@ function unsafePath(p: string): boolean {
   return /^[\\/]/.test(p) || /^[A-Za-z]:/.test(p) || p.split(/[\\/]/).includes('..');
 }
 
-/** A link entry of a tar: its member, its kind, every reading of its target. */
-interface TarLink {
-  member: ZipMember;
-  hard: boolean;
-  targets: string[];
-  at: string;
+/** One entry of a tar as the tree check and the link reading see it (directories, files, links). */
+interface TarEntry {
+  kind: 'dir' | 'file' | 'link';
+  /** Every reading of its path. */
+  names: string[];
+  /** Files: the content. */
+  data?: Buffer;
+  /** Files and links: its member in the report. */
+  member?: ZipMember;
+  /** Links: a hard link (else symbolic), every reading of its target. */
+  hard?: boolean;
+  targets?: string[];
 }
 
 /**
- * Opens a tar: every entry's names, every regular file's content judged at `depth`, then every
- * link's as its target's (readLinks), however the walk ended.
+ * Opens a tar: every entry's names, every regular file's content judged at `depth`, then the tree
+ * its paths make (collisions, paths under symbolic links) and every link read as its target's
+ * content (tarTree), however the walk ended.
  */
 export function walkTar(buf: Buffer, depth: number, prefix: string, ctx: ArchiveContext): void {
-  // the regular files by path (their content), and the links to read as their targets once all are known
-  const files = new Map<string, Buffer>();
-  const links: TarLink[] = [];
-  walkTarEntries(buf, depth, prefix, ctx, files, links);
-  readLinks(links, files, depth, prefix, ctx);
+  const entries: TarEntry[] = [];
+  walkTarEntries(buf, depth, prefix, ctx, entries);
+  tarTree(entries, depth, prefix, ctx);
 }
 
-function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: ArchiveContext, files: Map<string, Buffer>, links: TarLink[]): void {
+function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: ArchiveContext, entries: TarEntry[]): void {
   const fail = (r: string) => ctx.fail(prefix, `tar: ${r}`);
   let off = 0;
   // what a pax header or GNU long name says of the next entry
@@ -326,6 +337,7 @@ function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: Archive
       // a directory: no content (its name holds nothing to run). GNU tar, bsdtar, Python and 7-Zip
       // take its size for 0 and read the next header where postern would skip `size` bytes
       if (size !== 0) fail(`${shown.slice(0, 200)}: a directory with a size (readers read a header inside it)`);
+      entries.push({ kind: 'dir', names });
       continue;
     }
     const member: ZipMember = { path, name: baseName(shown), names: names.map((n) => n), encrypted: false, size };
@@ -335,63 +347,162 @@ function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: Archive
       // which then read a header inside its data
       if (size !== 0 && names.some((n) => /[\\/]$/.test(n)))
         fail(`${shown.slice(0, 200)}: a file named like a directory, with content (readers read a header inside it)`);
-      for (const n of names) files.set(normalPath(n), data);
+      entries.push({ kind: 'file', names, data, member });
       ctx.content(data, member, depth);
     } else if (type === '1' || type === '2') {
       if (size !== 0) fail(`${shown.slice(0, 200)}: a link with content`);
-      links.push({ member, hard: type === '1', targets: linkNames, at: shown });
+      entries.push({ kind: 'link', names, member, hard: type === '1', targets: linkNames });
     } else fail(`${shown.slice(0, 200)}: entry type ${JSON.stringify(type)} (device, FIFO, sparse, volume...)`);
   }
   if (off < buf.length) fail('a partial block at the end');
   fail('no end-of-archive block (truncated)');
 }
 
-/** A member path as extractors resolve it: `./` and empty parts dropped, `.` parts skipped. */
-function normalPath(p: string): string {
+/** The components of a path as a case-insensitive, normalising file system keys them (`\\` a separator, as on Windows). */
+function keyParts(p: string): string[] {
   return p
-    .split(/[\\/]/)
-    .filter((s) => s !== '' && s !== '.')
-    .join('/');
+    .replace(/\\/g, '/')
+    .normalize('NFKC')
+    .toLowerCase()
+    .split('/')
+    .filter((c) => c !== '' && c !== '.')
+    .map((c) => c.replace(/[. ]+$/, ''));
 }
 
 /**
- * Links (hard and symbolic) extract as their target's content under their own names: `fwd.eml`
- * linked to `notes.txt` opens in a mail client (attacker's review, 2026-12-03). Each is read as a
- * member with that content (its type, hidden executables, a message by its name), the bytes counted
- * against the inflate budget (10,000 links to one file must not cost 10,000 times it). A hard link's
- * target is a path in the archive; a symbolic link's is relative to its own directory, followed
- * through other links (at most 8). A target outside the archive (absolute, `..`) is ambiguous:
- * what extracts there is not in the archive. One that names nothing in it (a directory, a missing
- * file) holds nothing postern could judge, and extracts nothing of the archive's.
+ * The tree a tar's paths make, checked as the ZIP walk checks its names (src/mime/zip.ts), and its
+ * links read (attacker's reviews, 2026-12-03):
+ * - `on_ambiguous`: two entries on one path (also after case folding, NFKC, `\\` as a separator,
+ *   trailing dots and spaces: the extractors differ on which one a link or a reader gets), a file
+ *   used as a directory, a path under a symbolic link of the archive (`d -> real` then `d/x`,
+ *   `fwd.eml -> d/notes.txt`: extractors follow or refuse it differently), a link out of the
+ *   archive (absolute, or `..` past its root), a name over MAX_ZIP_NAME_BYTES, a chain of more than
+ *   MAX_LINK_HOPS links or a loop;
+ * - every link (hard or symbolic) extracts as its target's content under its own name, so it is
+ *   judged as a member holding that content (`fwd.eml` linked to `notes.txt` is read as a message):
+ *   a hard link's target is a path of the archive, a symbolic link's relative to its directory,
+ *   followed through other links; every version of a target taken twice is judged. Each link's bytes
+ *   count against the inflate budget (10,000 links to one file must not cost 10,000 times it).
+ *   A target that names nothing in the archive extracts nothing of it.
+ * Paths are keyed once each; a link is resolved once (memoised), so the cost is linear in the entries.
  */
-function readLinks(links: readonly TarLink[], files: ReadonlyMap<string, Buffer>, depth: number, prefix: string, ctx: ArchiveContext): void {
-  const byPath = new Map(links.map((l) => [normalPath(l.member.names[0] ?? ''), l]));
-  for (const link of links) {
-    let data: Buffer | undefined;
-    for (const target of link.targets) {
-      if (unsafePath(target)) {
-        ctx.fail(prefix, `tar: ${link.at.slice(0, 200)}: a link to a path outside the archive`);
+function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ctx: ArchiveContext): void {
+  const fail = (r: string) => ctx.fail(prefix, `tar: ${r}`);
+  const ids = new Map<string, number>();
+  const child = (parent: number, part: string, create: boolean): number | undefined => {
+    const k = `${parent}/${part}`;
+    let id = ids.get(k);
+    if (id === undefined && create) ids.set(k, (id = ids.size + 1));
+    return id;
+  };
+  const atNode = new Map<number, TarEntry[]>();
+  const dirs = new Set<number>();
+  const symlinks = new Set<number>();
+  const paths = new Map<TarEntry, number[][]>();
+  for (const e of entries) {
+    const list: number[][] = [];
+    for (const n of e.names) {
+      if (Buffer.byteLength(n) > MAX_ZIP_NAME_BYTES) {
+        fail(`a name longer than ${MAX_ZIP_NAME_BYTES} bytes`);
         continue;
       }
-      let cur = { hard: link.hard, from: link.member.names[0] ?? '', to: target };
-      for (let hop = 0; hop < 8 && !data; hop++) {
-        const dir = cur.from.split(/[\\/]/).slice(0, -1).join('/');
-        const path = normalPath(cur.hard ? cur.to : `${dir}/${cur.to}`);
-        data = files.get(path);
-        const via = byPath.get(path);
-        if (data || !via || via.targets.length === 0) break;
-        cur = { hard: via.hard, from: via.member.names[0] ?? '', to: via.targets[0]! };
+      const parts = keyParts(n);
+      if (parts.length === 0) continue;
+      const nodes: number[] = [];
+      let id = 0;
+      for (const part of parts) nodes.push((id = child(id, part, true)!));
+      list.push(nodes);
+    }
+    paths.set(e, list);
+    for (const nodes of list) {
+      const last = nodes[nodes.length - 1]!;
+      for (const d of nodes.slice(0, -1)) dirs.add(d);
+      if (e.kind === 'dir') dirs.add(last);
+      else {
+        const here = atNode.get(last) ?? [];
+        if (!here.includes(e)) here.push(e);
+        atNode.set(last, here);
+        if (e.kind === 'link' && !e.hard) symlinks.add(last);
       }
-      if (data) break;
     }
-    if (!data) continue;
-    const { limits, budget } = ctx;
-    if (budget.shared.inflated + data.length > limits.maxTotalSize) {
-      ctx.report.limit ??= `${link.member.path}: a link whose target is read past the message's inflate budget of ${limits.maxTotalSize} bytes`;
-      return;
+  }
+  for (const [node, here] of atNode) {
+    const name = (here[0]!.names[0] ?? '').slice(0, 200);
+    if (here.length > 1) fail(`${name}: two entries on one path (also after case folding or with \\ for /)`);
+    if (dirs.has(node)) fail(`${name}: a file of the same name is used as a directory`);
+  }
+  for (const [e, list] of paths)
+    if (list.some((nodes) => nodes.slice(0, -1).some((d) => symlinks.has(d))))
+      fail(`${(e.names[0] ?? '').slice(0, 200)}: a path under a symbolic link of the archive`);
+
+  // what each link extracts as: the contents of the files its chain ends in (memoised; null: in progress)
+  const memo = new Map<TarEntry, Buffer[] | null>();
+  const resolve = (link: TarEntry, hops: number): Buffer[] => {
+    const known = memo.get(link);
+    if (known) return known;
+    const at = (link.names[0] ?? '').slice(0, 200);
+    if (known === null || hops > MAX_LINK_HOPS) {
+      fail(`${at}: a chain of more than ${MAX_LINK_HOPS} links, or a loop`);
+      return [];
     }
-    budget.shared.inflated += data.length;
-    link.member.size = data.length;
-    ctx.content(data, link.member, depth);
+    memo.set(link, null);
+    const out: Buffer[] = [];
+    const from = paths.get(link)?.[0] ?? [];
+    for (const target of link.targets ?? []) {
+      if (/^[\\/]/.test(target) || /^[A-Za-z]:/.test(target)) {
+        fail(`${at}: a link to a path outside the archive`);
+        continue;
+      }
+      // a symbolic link is relative to its directory; `..` goes up, never past the archive's root
+      const stack = link.hard ? [] : from.slice(0, -1);
+      let outside = false;
+      let through = false;
+      let node: number | undefined = 0;
+      for (const raw of target.replace(/\\/g, '/').split('/')) {
+        if (raw === '' || raw === '.') continue;
+        // a component that is a symbolic link of the archive, with more after it: readers differ
+        if (stack.length > 0 && symlinks.has(stack[stack.length - 1]!)) through = true;
+        if (raw === '..') {
+          if (stack.length === 0) outside = true;
+          else stack.pop();
+          continue;
+        }
+        const key = keyParts(raw)[0];
+        if (key === undefined) continue;
+        node = child(stack.length ? stack[stack.length - 1]! : 0, key, false);
+        if (node === undefined) break;
+        stack.push(node);
+      }
+      if (outside) {
+        fail(`${at}: a link to a path outside the archive`);
+        continue;
+      }
+      if (through) {
+        fail(`${at}: a link through a symbolic link of the archive`);
+        continue;
+      }
+      if (node === undefined || stack.length === 0) continue; // names nothing in the archive
+      for (const t of atNode.get(stack[stack.length - 1]!) ?? []) {
+        if (t.kind === 'file' && t.data) out.push(t.data);
+        else if (t.kind === 'link' && t !== link) out.push(...resolve(t, hops + 1));
+      }
+    }
+    const unique = [...new Set(out)];
+    memo.set(link, unique);
+    return unique;
+  };
+  const { limits, budget } = ctx;
+  for (const e of entries) {
+    if (e.kind !== 'link' || !e.member) continue;
+    // every version of the target (two at most: the archive is ambiguous already when there are more)
+    for (const data of resolve(e, 0).slice(0, 2)) {
+      if (budget.shared.inflated + data.length > limits.maxTotalSize) {
+        ctx.report.limit ??= `${e.member.path}: a link whose target is read past the message's inflate budget of ${limits.maxTotalSize} bytes`;
+        return;
+      }
+      budget.shared.inflated += data.length;
+      e.member.size = data.length;
+      ctx.content(data, e.member, depth);
+    }
   }
 }

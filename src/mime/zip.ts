@@ -22,7 +22,7 @@ import { crc32, inflateRawSync } from 'node:zlib';
 import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EXEC_MAX_CANDIDATES } from '../limits.js';
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
 import { findHiddenArchive, hiddenArchiveReason } from './hidden-archive.js';
-import { isMessageName, isSealedName, nameForms } from './names.js';
+import { isEncodedTextName, isMessageName, isSealedName, nameForms } from './names.js';
 import { CMS_READABLE_TYPE, openCms, sealedTypeAnywhere } from './sealed.js';
 import { GZIP_TYPE, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
 
@@ -70,13 +70,15 @@ export interface ZipMember {
  *   it from the extracted archive and shows its attachments, so it is judged as a forwarded message;
  * - `smime`: a member named as an S/MIME or OpenPGP file (`.p7m`, `.pem`, `.asc`...) that is not
  *   CMS by its bytes: read as a message where it is S/MIME text (a MIME entity's shaping fields);
+ * - `text`: a member named as encoded text (`.uue`, `.xxe`, `.hqx`: isEncodedTextName), which
+ *   WinZip opens for the file in it: searched for embedded files as a text part is;
  * - `cms`: the content of CMS signed data postern opened (`fattura.xml.p7m` in a ZIP). Its own
  *   member follows the CMS one in the report (judged by name and type like any member); the rules
  *   add it to what the antivirus scans (clamd does not open CMS) and read it as a message where a
  *   reader may (a MIME entity's shaping fields; `smime.p7m`: S/MIME text).
  */
 export interface ArchiveContent {
-  kind: 'message' | 'smime' | 'cms';
+  kind: 'message' | 'smime' | 'cms' | 'text';
   /** The member's path (for CMS: the path of the content's member, `invoices.zip/a.xml.p7m/a.xml`). */
   path: string;
   names: string[];
@@ -639,7 +641,7 @@ function memberContent(body: Buffer, member: ZipMember, depth: number, limits: Z
   }
   // a message extracted from the archive opens in the mail client, attachments and all; a file named
   // S/MIME may be S/MIME text (a MIME entity: `openssl smime` reads it so; the rules look)
-  const read = message || forms.some(isMessageName) ? 'message' : sealedName ? 'smime' : undefined;
+  const read = message || forms.some(isMessageName) ? 'message' : sealedName ? 'smime' : forms.some(isEncodedTextName) ? 'text' : undefined;
   if (read) (report.contents ??= []).push({ kind: read, path: member.path, names: member.names, data: body });
   // the type at offset 0 decides; a ZIP found by its end record only where nothing else was
   const kind = t === GZIP_TYPE ? 'gzip' : t === TAR_TYPE ? 'tar' : t === ZIP_TYPE || containsZip(body) ? 'zip' : undefined;

@@ -64,6 +64,21 @@ function mail(file: Buffer, name: string): Buffer {
 const evilMail = () => mail(exe, 'evil.exe');
 const cleanMail = () => mail(Buffer.from('%PDF-1.4\n%%EOF\n'), 'report.pdf');
 
+/** uuencode of `data` as `begin 644 NAME` ... `end`, CRLF lines. */
+function uuencode(name: string, data: Buffer): string {
+  let uu = `begin 644 ${name}\r\n`;
+  for (let i = 0; i < data.length; i += 45) {
+    const c = data.subarray(i, i + 45);
+    let line = String.fromCharCode(32 + c.length);
+    for (let k = 0; k < c.length; k += 3) {
+      const [a = 0, b = 0, d = 0] = [c[k], c[k + 1], c[k + 2]];
+      for (const v of [a >> 2, ((a & 3) << 4) | (b >> 4), ((b & 15) << 2) | (d >> 6), d & 63]) line += String.fromCharCode(v === 0 ? 96 : 32 + v);
+    }
+    uu += `${line}\r\n`;
+  }
+  return `${uu}\`\r\nend\r\n`;
+}
+
 const hitsOf = (r: Awaited<ReturnType<typeof inspectMessage>>) => r.verdict.hits.map((h) => `${h.rule} [${h.archivePath ?? ''}] ${h.reason}`);
 
 beforeAll(() => {
@@ -195,7 +210,7 @@ describe('CMS signed data inside an archive is opened', () => {
       ],
       ['a signed entity', zip([{ name: 'doc.p7m', data: sign(evilMail()) }]), /doc\.p7m\/doc: signed \(CMS\) content read as a message: .*executable/],
       ['S/MIME text', zip([{ name: 'a.xml.p7m', data: sign(evilMail(), 'SMIME') }]), /archive member a\.xml\.p7m: S\/MIME text read as a message: /],
-      ['in a .tar.gz', tgz({ 'tool.exe.p7m': sign(exe) }), /\[\(gzip content\)\/tool\.exe\.p7m\/tool\.exe\] executable program/],
+      ['in a .tar.gz', tgz({ 'tool.exe.p7m': sign(exe) }), /\[files\/tool\.exe\.p7m\/tool\.exe\] executable program/],
     ];
     for (const [what, file, hit] of cases) {
       const r = await inspectMessage(withAttachment('files.zip', file), policy, {}, {});
@@ -205,17 +220,7 @@ describe('CMS signed data inside an archive is opened', () => {
   });
 
   it('smime.p7m in a ZIP: content without fields is read as a text body, so a uuencoded program in it is found', async () => {
-    let uu = 'begin 644 evil.exe\r\n';
-    for (let i = 0; i < exe.length; i += 45) {
-      const c = exe.subarray(i, i + 45);
-      let line = String.fromCharCode(32 + c.length);
-      for (let k = 0; k < c.length; k += 3) {
-        const [a = 0, b = 0, d = 0] = [c[k], c[k + 1], c[k + 2]];
-        for (const v of [a >> 2, ((a & 3) << 4) | (b >> 4), ((b & 15) << 2) | (d >> 6), d & 63]) line += String.fromCharCode(v === 0 ? 96 : 32 + v);
-      }
-      uu += `${line}\r\n`;
-    }
-    uu += '`\r\nend\r\n';
+    const uu = uuencode('evil.exe', exe);
     const content = Buffer.from(`Please run the attached tool.\r\n\r\n${uu}`);
     const r = await inspectMessage(withAttachment('files.zip', zip([{ name: 'smime.p7m', data: sign(content) }])), defaultPolicy(), {}, {});
     expect(r.verdict.status).toBe('changed');
@@ -387,5 +392,149 @@ describe("the attacker's review of archive contents (2026-12-03)", () => {
     expect(hitsOf(r2)).toEqual([
       `archives.on_limit [b.eml] archive member b.eml: not read as a message: the inflate budget of ${budget} bytes for the message (all its archives) is used up`,
     ]);
+  });
+});
+
+/** A tar built by Python's tarfile from (name, kind, data or link target) rows, in this order. */
+function pyTar(rows: Array<[string, 'file' | 'sym' | 'hard' | 'dir', string | Buffer]>): Buffer {
+  const script = [
+    'import io, sys, tarfile, json, base64',
+    'rows = json.loads(sys.stdin.read())',
+    'out = io.BytesIO()',
+    'with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as t:',
+    '    for name, kind, value in rows:',
+    '        i = tarfile.TarInfo(name)',
+    '        if kind == "file":',
+    '            data = base64.b64decode(value); i.size = len(data); t.addfile(i, io.BytesIO(data))',
+    '        elif kind == "dir":',
+    '            i.type = tarfile.DIRTYPE; t.addfile(i)',
+    '        else:',
+    '            i.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE; i.linkname = value; t.addfile(i)',
+    'sys.stdout.buffer.write(out.getvalue())',
+  ].join('\n');
+  const input = JSON.stringify(rows.map(([n, k, v]) => [n, k, k === 'file' ? Buffer.from(v).toString('base64') : v]));
+  return execFileSync('python3', ['-c', script], { input });
+}
+
+describe("the second attacker's review: tar links as the extractors resolve them, names 7-Zip gives, .emlx, encoded text (2026-12-03)", () => {
+  const verdict = async (file: Buffer, name = 'files.tar') => inspectMessage(withAttachment(name, file), defaultPolicy(), {}, {});
+
+  it('links: a chain of 10, a relative ../ link inside the archive, every version of a target taken twice; through or out of a symbolic link is ambiguous', async () => {
+    const chain: Array<[string, 'sym', string]> = Array.from({ length: 10 }, (_, i) => [`l${i}`, 'sym', i === 9 ? 'notes.txt' : `l${i + 1}`]);
+    const r1 = await verdict(pyTar([['notes.txt', 'file', evilMail()], ...chain, ['fwd.eml', 'sym', 'l0']]));
+    expect(hitsOf(r1)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+    const loop = await verdict(
+      pyTar([
+        ['a.eml', 'sym', 'b.eml'],
+        ['b.eml', 'sym', 'a.eml'],
+      ]),
+    );
+    expect(hitsOf(loop).join('\n')).toContain('a chain of more than 40 links, or a loop');
+    // sub/link.txt -> ../notes.txt is notes.txt, inside the archive (ordinary in source tarballs)
+    const rel = await verdict(
+      pyTar([
+        ['notes.txt', 'file', 'hello\n'],
+        ['sub', 'dir', ''],
+        ['sub/link.txt', 'sym', '../notes.txt'],
+      ]),
+    );
+    expect(rel.verdict.hits).toEqual([]);
+    const rel2 = await verdict(
+      pyTar([
+        ['notes.txt', 'file', evilMail()],
+        ['sub', 'dir', ''],
+        ['sub/fwd.eml', 'sym', '../notes.txt'],
+      ]),
+    );
+    expect(hitsOf(rel2)).toContain('content_types.rules[0] [evil.exe] archive member sub/fwd.eml: encoded forwarded message: executable program');
+    // notes.txt twice (GNU tar and bsdtar link fwd.eml to the first, Python and 7-Zip to the last)
+    const dup = await verdict(
+      pyTar([
+        ['notes.txt', 'file', evilMail()],
+        ['fwd.eml', 'hard', 'notes.txt'],
+        ['notes.txt', 'file', 'hello\n'],
+      ]),
+    );
+    expect(hitsOf(dup).join('\n')).toContain('two entries on one path');
+    expect(hitsOf(dup)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+    for (const [what, rows] of [
+      [
+        'a backslash',
+        [
+          ['a/b.txt', 'file', evilMail()],
+          ['a\\b.txt', 'file', 'x'],
+          ['fwd.eml', 'sym', 'a/b.txt'],
+        ],
+      ],
+      [
+        'case',
+        [
+          ['Notes.txt', 'file', 'x'],
+          ['notes.txt', 'file', 'y'],
+        ],
+      ],
+    ] as const) {
+      const r = await verdict(pyTar(rows as unknown as Array<[string, 'file' | 'sym', string]>));
+      expect(hitsOf(r).join('\n'), what).toContain('two entries on one path (also after case folding or with \\ for /)');
+    }
+    const through = await verdict(
+      pyTar([
+        ['real/notes.txt', 'file', evilMail()],
+        ['d', 'sym', 'real'],
+        ['fwd.eml', 'sym', 'd/notes.txt'],
+      ]),
+    );
+    expect(hitsOf(through).join('\n')).toContain('fwd.eml: a link through a symbolic link of the archive');
+    const under = await verdict(
+      pyTar([
+        ['d', 'sym', '/etc'],
+        ['d/cron.daily', 'file', 'x'],
+      ]),
+    );
+    // (the first of its two reasons is kept: `d` is also a file used as a directory)
+    expect(hitsOf(under).join('\n')).toMatch(/on_ambiguous .*tar: d: a file of the same name is used as a directory/);
+    const dot = await verdict(
+      pyTar([
+        ['notes.txt', 'file', evilMail()],
+        ['d', 'sym', '.'],
+        ['fwd.eml', 'sym', 'd/notes.txt'],
+      ]),
+    );
+    expect(hitsOf(dot).join('\n')).toContain('fwd.eml: a link through a symbolic link of the archive');
+  });
+
+  it('names over 4,096 bytes are ambiguous and cost nothing more (1,500 links named ./ 3,000 times)', async () => {
+    const long = `${'./'.repeat(3000)}x`;
+    const rows: Array<[string, 'file' | 'sym', string]> = [[long, 'sym', 'x']];
+    for (let i = 0; i < 1500; i++) rows.push([`l${i}`, 'sym', 'x']);
+    const rep = inspectTarOrGzip('tar', pyTar(rows), { maxDepth: 3, maxEntries: 10000, maxTotalSize: 1 << 24, maxRatio: 200 });
+    expect(rep.malformed).toBe('archive: tar: a name longer than 4096 bytes');
+  });
+
+  it('a gzip without a name in its header is also named as 7-Zip names it: fwd.eml.bin holds fwd.eml', async () => {
+    const r = await verdict(gzipSync(evilMail()), 'fwd.eml.bin');
+    expect(hitsOf(r)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+  });
+
+  it('.emlx: Mail reads the length the first line gives, so a base64 body before the property list passes; a tail that is not one is read too', async () => {
+    const html = Buffer.from(
+      `From: a@example.test\nSubject: hi\nMIME-Version: 1.0\nContent-Type: text/html\nContent-Transfer-Encoding: base64\n\n${Buffer.from('<p>hello</p>'.repeat(20)).toString('base64').replace(/.{76}/g, '$&\n')}\n`,
+    );
+    const plist = '<?xml version="1.0" encoding="UTF-8"?>\n<plist version="1.0"><dict><key>flags</key><integer>8590195713</integer></dict></plist>\n';
+    const ok = await verdict(Buffer.concat([Buffer.from(`${html.length}        \n`), html, Buffer.from(plist)]), '12.emlx');
+    expect(ok.verdict.hits).toEqual([]);
+    // a length that stops before an attachment that is not a property list: the whole rest is read
+    const evil = evilMail();
+    const cut = evil.indexOf('Content-Type: application/octet-stream');
+    const r = await verdict(Buffer.concat([Buffer.from(`${cut}\n`), evil]), '13.emlx');
+    expect(hitsOf(r)).toContain('content_types.rules[0] [evil.exe] encoded forwarded message: executable program');
+  });
+
+  it('encoded text in an archive (x.uue, WinZip opens it) is searched for files; a .mim is a message', async () => {
+    const uu = Buffer.from(uuencode('evil.exe', exe));
+    const r = await verdict(zip([{ name: 'x.uue', data: uu }]), 'files.zip');
+    expect(hitsOf(r)).toContain('content_types.rules[0] [] archive member x.uue: uuencode file evil.exe in the text: executable program');
+    const m = await verdict(zip([{ name: 'fwd.mim', data: evilMail() }]), 'files.zip');
+    expect(hitsOf(m)).toContain('content_types.rules[0] [evil.exe] archive member fwd.mim: encoded forwarded message: executable program');
   });
 });

@@ -726,6 +726,7 @@ function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[]
  * - a member named as a message (`.eml`): a mail client opens it from the extracted archive and
  *   shows its attachments, so it is judged as a forwarded message (a finding strips or blocks the
  *   whole archive; what does not parse as a message is malformed, as for an attached `.eml`);
+ * - a member named as encoded text (`.uue`, `.xxe`, `.hqx`): the files in it, as in a text part;
  * - a member named S/MIME (`.p7m`) that is S/MIME text, as `openssl smime` reads it: a message
  *   when a shaping field is in its header block (forwardedMessageRules for an attachment);
  * - the content of CMS signed data opened inside the archive: scanned by the antivirus as a `cms`
@@ -748,7 +749,19 @@ function archiveContentRules(
     let msg: Buffer | undefined;
     let what = at;
     if (c.kind === 'message') msg = toCrlf(messageBytes(c.data, c.names));
-    else if (c.kind === 'smime') {
+    else if (c.kind === 'text') {
+      // the files uuencoded (XXencoded, BinHex) in it, judged as those in a text part are
+      const scan = scanEmbedded(c.data, j.budget.embedded);
+      if (scan.limit) fixedLimit(j, `${at}${scan.limit}`);
+      out.files.push(...scan.files);
+      for (const f of scan.files) {
+        const r = embeddedRules(j, f, depth, at);
+        out.files.push(...r.files);
+        out.inner.push(...r.inner);
+        out.largestMember = Math.max(out.largestMember, r.largestMember);
+      }
+      continue;
+    } else if (c.kind === 'smime') {
       if (!shapesEntity(c.data)) continue;
       msg = toCrlf(c.data);
       what = `${at}S/MIME text read as a message: `;
@@ -794,12 +807,19 @@ function archiveContentRules(
 
 /**
  * The message a file named as one holds: Apple Mail's `.emlx` starts with a line giving the
- * message's length, which Mail reads past (what follows the message, its property list, is parsed
- * with it: more than Mail shows, never less). Other files are the message.
+ * message's length in bytes, and Mail reads that many (its property list follows: parsed with the
+ * message, it made a base64 body damaged, second review). A length past the end: the rest. Other
+ * files are the message.
  */
 function messageBytes(data: Buffer, names: readonly string[]): Buffer {
-  const m = /^[ \t]*\d{1,12}[ \t]*\r?\n/.exec(data.toString('latin1', 0, Math.min(data.length, 64)));
-  return m && nameForms(names).forms.some((n) => /\.emlx$/i.test(n)) ? data.subarray(m[0].length) : data;
+  const m = /^[ \t]*(\d{1,12})[ \t]*\r?\n/.exec(data.toString('latin1', 0, Math.min(data.length, 64)));
+  if (!m || !nameForms(names).forms.some((n) => /\.emlx$/i.test(n))) return data;
+  const start = m[0].length;
+  const end = start + Number(m[1]);
+  // what follows the length must be the property list (or nothing): otherwise a reader that does not
+  // count may show more, so the whole rest is the message (the wider reading)
+  const rest = data.toString('latin1', Math.min(end, data.length), Math.min(end + 64, data.length));
+  return end <= data.length && /^\s*(?:<\?xml|<!DOCTYPE plist|<plist|$)/.test(rest) ? data.subarray(start, end) : data.subarray(start);
 }
 
 /** A name mail readers open as a message: `.eml`, and the names libmime types message/rfc822 (`.mht`, `.mhtml`, `.mime`, `.nws`). */
