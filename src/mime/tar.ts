@@ -26,6 +26,7 @@
 import { crc32, inflateRawSync } from 'node:zlib';
 import { MAX_LINK_HOPS, MAX_ZIP_NAME_BYTES } from '../limits.js';
 import { tarChecksumOk } from './detect.js';
+import { isEncodedTextName, isMessageName, isSealedName, nameForms } from './names.js';
 import type { Budget, ZipLimits, ZipMember, ZipReport } from './zip.js';
 
 export const GZIP_TYPE = 'application/gzip';
@@ -389,16 +390,21 @@ function keyParts(p: string): string[] {
 function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ctx: ArchiveContext): void {
   const fail = (r: string) => ctx.fail(prefix, `tar: ${r}`);
   const ids = new Map<string, number>();
+  const parents = new Map<number, number>();
   const child = (parent: number, part: string, create: boolean): number | undefined => {
     const k = `${parent}/${part}`;
     let id = ids.get(k);
-    if (id === undefined && create) ids.set(k, (id = ids.size + 1));
+    if (id === undefined && create) {
+      ids.set(k, (id = ids.size + 1));
+      parents.set(id, parent);
+    }
     return id;
   };
   const atNode = new Map<number, TarEntry[]>();
   const dirs = new Set<number>();
   const symlinks = new Set<number>();
   const paths = new Map<TarEntry, number[][]>();
+  const selfLinks = new Set<TarEntry>();
   for (const e of entries) {
     const list: number[][] = [];
     for (const n of e.names) {
@@ -418,6 +424,8 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
       const last = nodes[nodes.length - 1]!;
       for (const d of nodes.slice(0, -1)) dirs.add(d);
       if (e.kind === 'dir') dirs.add(last);
+      // a hard link to its own path (GNU tar writes one for a file named twice on its command line) is that file
+      else if (e.kind === 'link' && e.hard && e.targets?.some((t) => keyParts(t).join('/') === keyParts(e.names[0] ?? '').join('/'))) selfLinks.add(e);
       else {
         const here = atNode.get(last) ?? [];
         if (!here.includes(e)) here.push(e);
@@ -428,66 +436,109 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
   }
   for (const [node, here] of atNode) {
     const name = (here[0]!.names[0] ?? '').slice(0, 200);
-    if (here.length > 1) fail(`${name}: two entries on one path (also after case folding or with \\ for /)`);
+    // one path taken twice the same way (`tar cf x.tar proj proj/src` writes proj/src's files twice) is no ambiguity
+    const same = here.every((e) =>
+      e.kind === 'file'
+        ? here[0]!.kind === 'file' && here[0]!.data!.equals(e.data!)
+        : here[0]!.kind === 'link' && e.hard === here[0]!.hard && e.targets?.[0] === here[0]!.targets?.[0],
+    );
+    if (here.length > 1 && !same) fail(`${name}: two entries on one path (also after case folding or with \\ for /)`);
     if (dirs.has(node)) fail(`${name}: a file of the same name is used as a directory`);
   }
   for (const [e, list] of paths)
     if (list.some((nodes) => nodes.slice(0, -1).some((d) => symlinks.has(d))))
       fail(`${(e.names[0] ?? '').slice(0, 200)}: a path under a symbolic link of the archive`);
 
-  // what each link extracts as: the contents of the files its chain ends in (memoised; null: in progress)
+  // where a path leads, following the archive's symbolic links in its directories as the file system
+  // does (`m/g -> cur/f` with `cur -> v1`), `..` after them too; each symbolic link followed once (memoised)
+  type Walk = { node: number } | { none: true } | { out: true } | { bad: string };
+  const parentOf = (node: number): number => parents.get(node) ?? 0;
+  const symlinkAt = (node: number): TarEntry | undefined => atNode.get(node)?.find((e) => e.kind === 'link' && !e.hard);
+  const hardAt = (node: number): boolean => (atNode.get(node) ?? []).some((e) => e.kind === 'link' && e.hard);
+  const followed = new Map<number, Walk | null>();
+  const chain = { bad: `a chain of more than ${MAX_LINK_HOPS} links, or a loop` };
+  const follow = (node: number, level: number): Walk => {
+    const known = followed.get(node);
+    if (known) return known;
+    if (known === null || level > MAX_LINK_HOPS) return chain;
+    followed.set(node, null);
+    const r = walk(parentOf(node), symlinkAt(node)?.targets?.[0] ?? '', level + 1);
+    followed.set(node, r);
+    return r;
+  };
+  const walk = (from: number, target: string, level: number): Walk => {
+    if (/^[\\/]/.test(target) || /^[A-Za-z]:/.test(target)) return { out: true };
+    if (target === '') return { none: true };
+    let cur = from;
+    for (const raw of target.replace(/\\/g, '/').split('/')) {
+      if (raw === '' || raw === '.') continue;
+      // going on from a symbolic link of the archive: from where it leads
+      for (let n = 0; symlinks.has(cur); n++) {
+        const r = n > MAX_LINK_HOPS ? chain : follow(cur, level);
+        if (!('node' in r)) return r;
+        cur = r.node;
+      }
+      // a hard link's path is a file's, or the symbolic link's it names: readers differ (third review)
+      if (hardAt(cur)) return { bad: 'a path through a hard link' };
+      if (raw === '..') {
+        if (cur === 0) return { out: true };
+        cur = parentOf(cur);
+        continue;
+      }
+      const key = keyParts(raw)[0];
+      if (key === undefined) continue;
+      const next = child(cur, key, false);
+      if (next === undefined) return { none: true };
+      cur = next;
+    }
+    return { node: cur };
+  };
+  // links whose content postern would read further (a message, S/MIME, encoded text): one pointing out
+  // of the archive is not judged, so it is ambiguous; another holds nothing of the archive's
+  const readFurther = (e: TarEntry): boolean => {
+    const forms = nameForms(e.names).forms;
+    return forms.some((n) => isMessageName(n) || isSealedName(n) || isEncodedTextName(n));
+  };
+
+  // what each link extracts as: the contents of the files its chain ends in, two at most (memoised; null: in progress)
   const memo = new Map<TarEntry, Buffer[] | null>();
   const resolve = (link: TarEntry, hops: number): Buffer[] => {
     const known = memo.get(link);
     if (known) return known;
+    if (selfLinks.has(link)) return [];
     const at = (link.names[0] ?? '').slice(0, 200);
     if (known === null || hops > MAX_LINK_HOPS) {
-      fail(`${at}: a chain of more than ${MAX_LINK_HOPS} links, or a loop`);
+      fail(`${at}: ${chain.bad}`);
       return [];
     }
     memo.set(link, null);
-    const out: Buffer[] = [];
-    const from = paths.get(link)?.[0] ?? [];
+    const out = new Set<Buffer>();
+    const own = paths.get(link)?.[0];
     for (const target of link.targets ?? []) {
-      if (/^[\\/]/.test(target) || /^[A-Za-z]:/.test(target)) {
-        fail(`${at}: a link to a path outside the archive`);
+      if (out.size >= 2) break;
+      // a hard link names a member: GNU tar never writes `..` or an absolute path there, and readers resolve them differently
+      if (link.hard && (/^[\\/]/.test(target) || target.replace(/\\/g, '/').split('/').includes('..'))) {
+        fail(`${at}: a hard link to an absolute path or through ..`);
         continue;
       }
-      // a symbolic link is relative to its directory; `..` goes up, never past the archive's root
-      const stack = link.hard ? [] : from.slice(0, -1);
-      let outside = false;
-      let through = false;
-      let node: number | undefined = 0;
-      for (const raw of target.replace(/\\/g, '/').split('/')) {
-        if (raw === '' || raw === '.') continue;
-        // a component that is a symbolic link of the archive, with more after it: readers differ
-        if (stack.length > 0 && symlinks.has(stack[stack.length - 1]!)) through = true;
-        if (raw === '..') {
-          if (stack.length === 0) outside = true;
-          else stack.pop();
-          continue;
+      // a symbolic link is relative to its directory
+      const r = walk(link.hard || !own ? 0 : parentOf(own[own.length - 1]!), target, 0);
+      if ('bad' in r) fail(`${at}: ${r.bad}`);
+      else if ('out' in r) {
+        if (readFurther(link)) fail(`${at}: a link to a path outside the archive`);
+      } else if ('node' in r) {
+        for (const t of atNode.get(r.node) ?? []) {
+          if (t.kind === 'file' && t.data) out.add(t.data);
+          else if (t.kind === 'link' && t !== link) {
+            // a hard link to a symbolic link is one more symbolic link, read from the hard link's own directory (third review)
+            if (link.hard && !t.hard) fail(`${at}: a hard link to a symbolic link`);
+            else for (const d of resolve(t, hops + 1)) out.add(d);
+          }
+          if (out.size >= 2) break;
         }
-        const key = keyParts(raw)[0];
-        if (key === undefined) continue;
-        node = child(stack.length ? stack[stack.length - 1]! : 0, key, false);
-        if (node === undefined) break;
-        stack.push(node);
-      }
-      if (outside) {
-        fail(`${at}: a link to a path outside the archive`);
-        continue;
-      }
-      if (through) {
-        fail(`${at}: a link through a symbolic link of the archive`);
-        continue;
-      }
-      if (node === undefined || stack.length === 0) continue; // names nothing in the archive
-      for (const t of atNode.get(stack[stack.length - 1]!) ?? []) {
-        if (t.kind === 'file' && t.data) out.push(t.data);
-        else if (t.kind === 'link' && t !== link) out.push(...resolve(t, hops + 1));
       }
     }
-    const unique = [...new Set(out)];
+    const unique = [...out].slice(0, 2);
     memo.set(link, unique);
     return unique;
   };
@@ -495,7 +546,7 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
   for (const e of entries) {
     if (e.kind !== 'link' || !e.member) continue;
     // every version of the target (two at most: the archive is ambiguous already when there are more)
-    for (const data of resolve(e, 0).slice(0, 2)) {
+    for (const data of resolve(e, 0)) {
       if (budget.shared.inflated + data.length > limits.maxTotalSize) {
         ctx.report.limit ??= `${e.member.path}: a link whose target is read past the message's inflate budget of ${limits.maxTotalSize} bytes`;
         return;

@@ -419,7 +419,7 @@ function pyTar(rows: Array<[string, 'file' | 'sym' | 'hard' | 'dir', string | Bu
 describe("the second attacker's review: tar links as the extractors resolve them, names 7-Zip gives, .emlx, encoded text (2026-12-03)", () => {
   const verdict = async (file: Buffer, name = 'files.tar') => inspectMessage(withAttachment(name, file), defaultPolicy(), {}, {});
 
-  it('links: a chain of 10, a relative ../ link inside the archive, every version of a target taken twice; through or out of a symbolic link is ambiguous', async () => {
+  it('links: a chain of 10, ../ inside the archive, through symbolic links to directories, every version of a target; hard links to links, out of the archive', async () => {
     const chain: Array<[string, 'sym', string]> = Array.from({ length: 10 }, (_, i) => [`l${i}`, 'sym', i === 9 ? 'notes.txt' : `l${i + 1}`]);
     const r1 = await verdict(pyTar([['notes.txt', 'file', evilMail()], ...chain, ['fwd.eml', 'sym', 'l0']]));
     expect(hitsOf(r1)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
@@ -484,7 +484,16 @@ describe("the second attacker's review: tar links as the extractors resolve them
         ['fwd.eml', 'sym', 'd/notes.txt'],
       ]),
     );
-    expect(hitsOf(through).join('\n')).toContain('fwd.eml: a link through a symbolic link of the archive');
+    // through a symbolic link to a directory, as the file system follows it (`cur -> v1` and `g -> cur/f` is common)
+    expect(hitsOf(through)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+    const versioned = await verdict(
+      pyTar([
+        ['m/v1/f', 'file', 'x'],
+        ['m/cur', 'sym', 'v1/'],
+        ['m/g', 'sym', 'cur/f'],
+      ]),
+    );
+    expect(versioned.verdict.hits).toEqual([]);
     const under = await verdict(
       pyTar([
         ['d', 'sym', '/etc'],
@@ -500,7 +509,46 @@ describe("the second attacker's review: tar links as the extractors resolve them
         ['fwd.eml', 'sym', 'd/notes.txt'],
       ]),
     );
-    expect(hitsOf(dot).join('\n')).toContain('fwd.eml: a link through a symbolic link of the archive');
+    expect(hitsOf(dot)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+    // third review: a hard link to a symbolic link is one more symbolic link, read from the hard link's directory; `..` in a hard link
+    const hardToSym = await verdict(
+      pyTar([
+        ['notes.txt', 'file', evilMail()],
+        ['d/notes.txt', 'file', 'x'],
+        ['d/lnk', 'sym', 'notes.txt'],
+        ['fwd.eml', 'hard', 'd/lnk'],
+      ]),
+    );
+    expect(hitsOf(hardToSym).join('\n')).toContain('fwd.eml: a hard link to a symbolic link');
+    const hardDots = await verdict(
+      pyTar([
+        ['notes.txt', 'file', evilMail()],
+        ['d/sub', 'dir', ''],
+        ['d/notes.txt', 'file', 'x'],
+        ['fwd.eml', 'hard', 'd/sub/../notes.txt'],
+      ]),
+    );
+    expect(hitsOf(hardDots).join('\n')).toContain('fwd.eml: a hard link to an absolute path or through ..');
+    // a link out of the archive holds nothing of it (a header in a subdirectory's tarball); named to be read further, it is ambiguous
+    const outside = await verdict(pyTar([['lib/foo.h', 'sym', '../../include/foo.h']]));
+    expect(outside.verdict.hits).toEqual([]);
+    const outsideEml = await verdict(pyTar([['lib/fwd.eml', 'sym', '../../mail/evil.eml']]));
+    expect(hitsOf(outsideEml).join('\n')).toContain('lib/fwd.eml: a link to a path outside the archive');
+    // a file named twice on GNU tar's command line (the second a hard link to itself), a path taken twice alike: one file
+    const src = mkdtempSync(join(dir, 'twice-'));
+    execFileSync('mkdir', ['-p', 'proj/src'], { cwd: src });
+    writeFileSync(join(src, 'proj/src/foo.c'), 'int x;\n');
+    expect((await verdict(execFileSync('tar', ['-cf', '-', 'proj', 'proj/src'], { cwd: src }))).verdict.hits).toEqual([]);
+    expect(
+      (
+        await verdict(
+          pyTar([
+            ['a.txt', 'file', 'same'],
+            ['a.txt', 'file', 'same'],
+          ]),
+        )
+      ).verdict.hits,
+    ).toEqual([]);
   });
 
   it('names over 4,096 bytes are ambiguous and cost nothing more (1,500 links named ./ 3,000 times)', async () => {
