@@ -296,6 +296,14 @@ function judgeForwarded(
   const innerEmit: Emit = (f) => found.push(f);
   const blockOn = (spec: ActionSpec): ActionSpec => ({ ...spec, action: 'block' });
   let inner: LeafContents[] = [];
+  const leavesSpent = () =>
+    innerEmit({
+      part: base.part,
+      rule: 'limits.on_limit',
+      action: 'block',
+      reason: `not inspected in full: more than ${MAX_OPENED_MESSAGE_LEAVES} parts in the messages opened inside this one`,
+      spec: blockOn(policy.limits.onLimit),
+    });
   if (depth >= MAX_ENCODED_MESSAGE_DEPTH) {
     innerEmit({
       part: base.part,
@@ -306,13 +314,7 @@ function judgeForwarded(
     });
   } else if (budget.openedLeaves >= MAX_OPENED_MESSAGE_LEAVES) {
     // the budget is spent: not parsed at all (a ZIP of thousands of many-part .eml files)
-    innerEmit({
-      part: base.part,
-      rule: 'limits.on_limit',
-      action: 'block',
-      reason: `not inspected in full: more than ${MAX_OPENED_MESSAGE_LEAVES} parts in the messages opened inside this one`,
-      spec: blockOn(policy.limits.onLimit),
-    });
+    leavesSpent();
   } else if (msg.length > policy.limits.maxMessageSize) {
     // (a part never decodes to more than the message; a file embedded in text can: BinHex runs)
     innerEmit({
@@ -338,14 +340,7 @@ function judgeForwarded(
     const leaves: Leaf[] = [];
     forEachLeaf(tree.root, (n) => leaves.push(makeLeaf(msg, n)));
     budget.openedLeaves += leaves.length;
-    if (budget.openedLeaves > MAX_OPENED_MESSAGE_LEAVES)
-      innerEmit({
-        part: base.part,
-        rule: 'limits.on_limit',
-        action: 'block',
-        reason: `not inspected in full: more than ${MAX_OPENED_MESSAGE_LEAVES} parts in the messages opened inside this one`,
-        spec: blockOn(policy.limits.onLimit),
-      });
+    if (budget.openedLeaves > MAX_OPENED_MESSAGE_LEAVES) leavesSpent();
     else inner = leaves.map((l) => evaluateLeaf(l, policy, innerEmit, depth + 1, budget));
   }
   const worst = found.reduce<Finding | undefined>((w, f) => (!w || SEVERITY[f.spec.action] > SEVERITY[w.spec.action] ? f : w), undefined);
