@@ -848,6 +848,12 @@ export const MAX_ZIP_NAME_BYTES = 4096;
  */
 export const MAX_LINK_HOPS = 40;
 
+/**
+ * tar: path components walked in all to resolve one archive's links (each a map look-up; chains are
+ * memoised, so an ordinary tarball takes a few per link). More: `archives.on_ambiguous`.
+ */
+export const MAX_LINK_WALK_STEPS = 1_000_000;
+
 /** ZIP: most path components of a member name. More: `archives.on_ambiguous`. */
 export const MAX_ZIP_NAME_PARTS = 256;
 

@@ -24,7 +24,7 @@
  * Pure.
  */
 import { crc32, inflateRawSync } from 'node:zlib';
-import { MAX_LINK_HOPS, MAX_ZIP_NAME_BYTES } from '../limits.js';
+import { MAX_LINK_HOPS, MAX_LINK_WALK_STEPS, MAX_ZIP_NAME_BYTES } from '../limits.js';
 import { tarChecksumOk } from './detect.js';
 import { isEncodedTextName, isMessageName, isSealedName, nameForms } from './names.js';
 import type { Budget, ZipLimits, ZipMember, ZipReport } from './zip.js';
@@ -301,8 +301,10 @@ function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: Archive
       if (!pax) return fail(`pax header at byte ${dataStart - BLOCK}: malformed records`);
       for (const [k, v] of pax) {
         if (k === 'path') next.names.push(...readings(v));
-        else if (k === 'linkpath') next.link = [...(next.link ?? []), ...readings(v)];
-        else if (k === 'size') {
+        else if (k === 'linkpath') {
+          if (next.link) return fail(`header at byte ${dataStart - BLOCK}: a pax linkpath and a long link name for one entry (readers keep one or the other)`);
+          next.link = readings(v);
+        } else if (k === 'size') {
           if (!/^[0-9]{1,15}$/.test(v.toString('latin1'))) return fail('pax size is not a number');
           next.size = Number(v.toString('latin1'));
         } else if (k.startsWith('GNU.sparse')) return fail('sparse file');
@@ -314,7 +316,9 @@ function walkTarEntries(buf: Buffer, depth: number, prefix: string, ctx: Archive
       continue;
     }
     if (type === 'K') {
-      next.link = [...(next.link ?? []), ...readings(field(data, 0, data.length))];
+      // a second long link name, or one beside a pax linkpath: GNU tar keeps one, bsdtar and Python another (fourth review)
+      if (next.link) return fail(`header at byte ${dataStart - BLOCK}: a second link name for one entry (readers keep the first or the last)`);
+      next.link = readings(field(data, 0, data.length));
       continue;
     }
     if (type === 'g') {
@@ -368,6 +372,12 @@ function keyParts(p: string): string[] {
     .split('/')
     .filter((c) => c !== '' && c !== '.')
     .map((c) => c.replace(/[. ]+$/, ''));
+}
+
+/** A hard link every reading of whose target is one of its own names (`./` aside): GNU tar's second copy of one file. */
+function isSelfLink(e: TarEntry): boolean {
+  const own = new Set(e.names.map((n) => n.replace(/^(?:\.\/)+/, '')));
+  return (e.targets ?? []).length > 0 && (e.targets ?? []).every((t) => own.has(t.replace(/^(?:\.\/)+/, '')));
 }
 
 /**
@@ -425,7 +435,7 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
       for (const d of nodes.slice(0, -1)) dirs.add(d);
       if (e.kind === 'dir') dirs.add(last);
       // a hard link to its own path (GNU tar writes one for a file named twice on its command line) is that file
-      else if (e.kind === 'link' && e.hard && e.targets?.some((t) => keyParts(t).join('/') === keyParts(e.names[0] ?? '').join('/'))) selfLinks.add(e);
+      else if (e.kind === 'link' && e.hard && isSelfLink(e)) selfLinks.add(e);
       else {
         const here = atNode.get(last) ?? [];
         if (!here.includes(e)) here.push(e);
@@ -457,20 +467,36 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
   const hardAt = (node: number): boolean => (atNode.get(node) ?? []).some((e) => e.kind === 'link' && e.hard);
   const followed = new Map<number, Walk | null>();
   const chain = { bad: `a chain of more than ${MAX_LINK_HOPS} links, or a loop` };
+  // path components walked in all (a budget: each is a map look-up; memoised chains keep it linear)
+  let steps = 0;
+  /** Where a symbolic link of the archive finally leads (through further links: memoised, so a chain is walked once). */
   const follow = (node: number, level: number): Walk => {
     const known = followed.get(node);
     if (known) return known;
     if (known === null || level > MAX_LINK_HOPS) return chain;
     followed.set(node, null);
-    const r = walk(parentOf(node), symlinkAt(node)?.targets?.[0] ?? '', level + 1);
-    followed.set(node, r);
-    return r;
+    let r: Walk | undefined;
+    // every reading of its target must lead to one place (fourth review: readers take different ones)
+    const readings = symlinkAt(node)?.targets ?? [];
+    for (const t of readings.length > 0 ? readings : ['']) {
+      let w = walk(parentOf(node), t, level + 1);
+      if ('node' in w && symlinks.has(w.node)) w = follow(w.node, level + 1);
+      if (r && JSON.stringify(r) !== JSON.stringify(w)) {
+        r = { bad: 'a symbolic link whose readings lead to different places' };
+        break;
+      }
+      r = w;
+    }
+    followed.set(node, r!);
+    return r!;
   };
   const walk = (from: number, target: string, level: number): Walk => {
     if (/^[\\/]/.test(target) || /^[A-Za-z]:/.test(target)) return { out: true };
     if (target === '') return { none: true };
+    if (Buffer.byteLength(target) > MAX_ZIP_NAME_BYTES) return { bad: `a link target longer than ${MAX_ZIP_NAME_BYTES} bytes` };
     let cur = from;
     for (const raw of target.replace(/\\/g, '/').split('/')) {
+      if (++steps > MAX_LINK_WALK_STEPS) return { bad: `more than ${MAX_LINK_WALK_STEPS} path steps to resolve its links` };
       if (raw === '' || raw === '.') continue;
       // going on from a symbolic link of the archive: from where it leads
       for (let n = 0; symlinks.has(cur); n++) {
@@ -500,22 +526,26 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
     return forms.some((n) => isMessageName(n) || isSealedName(n) || isEncodedTextName(n));
   };
 
-  // what each link extracts as: the contents of the files its chain ends in, two at most (memoised; null: in progress)
-  const memo = new Map<TarEntry, Buffer[] | null>();
-  const resolve = (link: TarEntry, hops: number): Buffer[] => {
+  // what each link extracts as: the distinct contents of the files its chain ends in, and whether
+  // it leads out of the archive (memoised; null: in progress). More than two contents: ambiguous.
+  type Resolved = { data: Buffer[]; out: boolean };
+  const memo = new Map<TarEntry, Resolved | null>();
+  const resolve = (link: TarEntry, hops: number): Resolved => {
     const known = memo.get(link);
     if (known) return known;
-    if (selfLinks.has(link)) return [];
+    if (selfLinks.has(link)) return { data: [], out: false };
     const at = (link.names[0] ?? '').slice(0, 200);
     if (known === null || hops > MAX_LINK_HOPS) {
       fail(`${at}: ${chain.bad}`);
-      return [];
+      return { data: [], out: false };
     }
     memo.set(link, null);
-    const out = new Set<Buffer>();
+    const res: Resolved = { data: [], out: false };
+    const add = (d: Buffer) => {
+      if (!res.data.some((x) => x.equals(d))) res.data.push(d);
+    };
     const own = paths.get(link)?.[0];
     for (const target of link.targets ?? []) {
-      if (out.size >= 2) break;
       // a hard link names a member: GNU tar never writes `..` or an absolute path there, and readers resolve them differently
       if (link.hard && (/^[\\/]/.test(target) || target.replace(/\\/g, '/').split('/').includes('..'))) {
         fail(`${at}: a hard link to an absolute path or through ..`);
@@ -524,29 +554,37 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
       // a symbolic link is relative to its directory
       const r = walk(link.hard || !own ? 0 : parentOf(own[own.length - 1]!), target, 0);
       if ('bad' in r) fail(`${at}: ${r.bad}`);
-      else if ('out' in r) {
-        if (readFurther(link)) fail(`${at}: a link to a path outside the archive`);
-      } else if ('node' in r) {
+      else if ('out' in r) res.out = true;
+      else if ('node' in r) {
         for (const t of atNode.get(r.node) ?? []) {
-          if (t.kind === 'file' && t.data) out.add(t.data);
+          if (t.kind === 'file' && t.data) add(t.data);
           else if (t.kind === 'link' && t !== link) {
             // a hard link to a symbolic link is one more symbolic link, read from the hard link's own directory (third review)
             if (link.hard && !t.hard) fail(`${at}: a hard link to a symbolic link`);
-            else for (const d of resolve(t, hops + 1)) out.add(d);
+            else {
+              const sub = resolve(t, hops + 1);
+              for (const d of sub.data) add(d);
+              res.out ||= sub.out;
+            }
           }
-          if (out.size >= 2) break;
         }
       }
+      if (res.data.length > 2) {
+        fail(`${at}: a link to more than two different contents`);
+        res.data.length = 2;
+        break;
+      }
     }
-    const unique = [...out].slice(0, 2);
-    memo.set(link, unique);
-    return unique;
+    // a chain out of the archive, from a link whose content postern would read further (directly or through others: fourth review)
+    if (res.out && readFurther(link)) fail(`${at}: a link to a path outside the archive`);
+    memo.set(link, res);
+    return res;
   };
   const { limits, budget } = ctx;
   for (const e of entries) {
     if (e.kind !== 'link' || !e.member) continue;
     // every version of the target (two at most: the archive is ambiguous already when there are more)
-    for (const data of resolve(e, 0)) {
+    for (const data of resolve(e, 0).data) {
       if (budget.shared.inflated + data.length > limits.maxTotalSize) {
         ctx.report.limit ??= `${e.member.path}: a link whose target is read past the message's inflate budget of ${limits.maxTotalSize} bytes`;
         return;

@@ -586,3 +586,66 @@ describe("the second attacker's review: tar links as the extractors resolve them
     expect(hitsOf(m)).toContain('content_types.rules[0] [evil.exe] archive member fwd.mim: encoded forwarded message: executable program');
   });
 });
+
+/** One raw tar entry (GNU magic), its content padded to 512 bytes: for headers no tar writer makes. */
+function rawEntry(name: string, type: string, data: Buffer = Buffer.alloc(0), link = ''): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 'latin1');
+  h.write('0000644\0', 100, 'latin1');
+  h.write('0000000\0', 108, 'latin1');
+  h.write('0000000\0', 116, 'latin1');
+  h.write(`${data.length.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  h.write('00000000000\0', 136, 'latin1');
+  h.write(type, 156, 'latin1');
+  h.write(link, 157, 'latin1');
+  h.write('ustar  \0', 257, 'latin1');
+  h.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return Buffer.concat([h, data, Buffer.alloc((512 - (data.length % 512)) % 512)]);
+}
+const rawTar = (...entries: Buffer[]) => Buffer.concat([...entries, Buffer.alloc(1024)]);
+const longLink = (target: string) => rawEntry('././@LongLink', 'K', Buffer.from(`${target}\0`));
+function paxEntry(records: Array<[string, string]>): Buffer {
+  let body = '';
+  for (const [k, v] of records) {
+    const r = ` ${k}=${v}\n`;
+    let n = r.length + 1;
+    while (String(n).length + r.length !== n) n++;
+    body += `${n}${r}`;
+  }
+  return rawEntry('PaxHeader', 'x', Buffer.from(body));
+}
+
+describe("the fourth attacker's review: link names readers keep differently, chains out of the archive, long targets (2026-12-03)", () => {
+  const verdict = async (file: Buffer) => inspectMessage(withAttachment('files.tar', file), defaultPolicy(), {}, {});
+
+  it('a hard link whose header names itself but whose long link name names another file is read as that file', async () => {
+    const r = await verdict(rawTar(rawEntry('notes.txt', '0', evilMail()), longLink('notes.txt'), rawEntry('fwd.eml', '1', Buffer.alloc(0), 'fwd.eml')));
+    expect(hitsOf(r)).toContain('content_types.rules[0] [evil.exe] archive member fwd.eml: encoded forwarded message: executable program');
+  });
+
+  it('two long link names, or one and a pax linkpath, for one entry are ambiguous', async () => {
+    const two = await verdict(
+      rawTar(rawEntry('notes.txt', '0', evilMail()), longLink('a.txt'), longLink('notes.txt'), rawEntry('fwd.eml', '1', Buffer.alloc(0), 'a.txt')),
+    );
+    expect(hitsOf(two).join('\n')).toContain('a second link name for one entry (readers keep the first or the last)');
+    const mixed = await verdict(
+      rawTar(
+        rawEntry('notes.txt', '0', evilMail()),
+        longLink('a.txt'),
+        paxEntry([['linkpath', 'notes.txt']]),
+        rawEntry('fwd.eml', '2', Buffer.alloc(0), 'a.txt'),
+      ),
+    );
+    expect(hitsOf(mixed).join('\n')).toContain('a pax linkpath and a long link name for one entry');
+  });
+
+  it('a chain that leads out of the archive, from a link named to be read further, is ambiguous; a link target over 4,096 bytes too', async () => {
+    const r = await verdict(rawTar(rawEntry('notes.txt', '2', Buffer.alloc(0), '../outside.eml'), rawEntry('fwd.eml', '2', Buffer.alloc(0), 'notes.txt')));
+    expect(hitsOf(r).join('\n')).toContain('fwd.eml: a link to a path outside the archive');
+    const long = await verdict(rawTar(rawEntry('x', '0', Buffer.from('x')), longLink(`${'b/'.repeat(3000)}x`), rawEntry('y.txt', '2', Buffer.alloc(0), 'x')));
+    expect(hitsOf(long).join('\n')).toContain('y.txt: a link target longer than 4096 bytes');
+  });
+});
