@@ -752,7 +752,8 @@ function archiveContentRules(
       for (const f of scan.files) {
         const r = embeddedRules(j, f, depth, at);
         out.files.push(...r.files);
-        out.inner.push(...r.inner);
+        // (a message uuencoded in an archive member: nothing in it is left to the raw message's scan)
+        out.inner.push(...r.inner.map(notInRaw));
         out.largestMember = Math.max(out.largestMember, r.largestMember);
       }
       continue;
