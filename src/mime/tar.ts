@@ -475,20 +475,13 @@ function tarTree(entries: readonly TarEntry[], depth: number, prefix: string, ct
     if (known) return known;
     if (known === null || level > MAX_LINK_HOPS) return chain;
     followed.set(node, null);
-    let r: Walk | undefined;
-    // every reading of its target must lead to one place (fourth review: readers take different ones)
-    const readings = symlinkAt(node)?.targets ?? [];
-    for (const t of readings.length > 0 ? readings : ['']) {
-      let w = walk(parentOf(node), t, level + 1);
-      if ('node' in w && symlinks.has(w.node)) w = follow(w.node, level + 1);
-      if (r && JSON.stringify(r) !== JSON.stringify(w)) {
-        r = { bad: 'a symbolic link whose readings lead to different places' };
-        break;
-      }
-      r = w;
-    }
-    followed.set(node, r!);
-    return r!;
+    // its target as extractors take it: the pax or long link name first, UTF-8 first (two link names for
+    // one entry are ambiguous already; the other readings of one name are of the same bytes, and the
+    // entries carry the same readings: fourth review's differing readings are caught in walkTarEntries)
+    let r = walk(parentOf(node), symlinkAt(node)?.targets?.[0] ?? '', level + 1);
+    if ('node' in r && symlinks.has(r.node)) r = follow(r.node, level + 1);
+    followed.set(node, r);
+    return r;
   };
   const walk = (from: number, target: string, level: number): Walk => {
     if (/^[\\/]/.test(target) || /^[A-Za-z]:/.test(target)) return { out: true };

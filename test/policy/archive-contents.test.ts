@@ -494,6 +494,15 @@ describe("the second attacker's review: tar links as the extractors resolve them
       ]),
     );
     expect(versioned.verdict.hits).toEqual([]);
+    // a non-ASCII directory name (read as UTF-8 and as latin1, entries and targets alike)
+    const accents = await verdict(
+      pyTar([
+        ['données/f', 'file', 'x'],
+        ['cur', 'sym', 'données'],
+        ['g', 'sym', 'cur/f'],
+      ]),
+    );
+    expect(accents.verdict.hits).toEqual([]);
     const under = await verdict(
       pyTar([
         ['d', 'sym', '/etc'],
