@@ -336,6 +336,11 @@ export function sealedType(head: Buffer): string | undefined {
   return undefined;
 }
 
+/** The names a `.p7m`'s content is saved under by the tools that open it: each name ending in `.p7m`, without it. */
+export function p7mUnwrapped(names: readonly string[]): string[] {
+  return names.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
+}
+
 /** What openCms finds: the encapsulated content (what `openssl cms -verify -noverify` and Windows' .p7m readers write out), or why it is not opened. */
 export type CmsOpening =
   | {

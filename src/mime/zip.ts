@@ -23,7 +23,7 @@ import { EXEC_SNIFF_WINDOW_BYTES, MAX_ZIP_NAME_BYTES, MAX_ZIP_NAME_PARTS, ZIP_EX
 import { detectType, EXEC_HEADER_REACH, type ExecutableHit, findExecutable, isExecutableOrArchiveType, refineZipType, ZIP_TYPE } from './detect.js';
 import { findHiddenArchive, hiddenArchiveReason } from './hidden-archive.js';
 import { isEncodedTextName, isMessageName, isSealedName, nameForms } from './names.js';
-import { CMS_READABLE_TYPE, openCms, sealedTypeAnywhere } from './sealed.js';
+import { CMS_READABLE_TYPE, openCms, p7mUnwrapped, sealedTypeAnywhere } from './sealed.js';
 import { GZIP_TYPE, type MemberContent, TAR_TYPE, walkGzip, walkTar } from './tar.js';
 
 export interface ZipLimits {
@@ -665,6 +665,18 @@ function memberContent(body: Buffer, member: ZipMember, depth: number, limits: Z
 }
 
 /**
+ * An archive in the bytes of opened CMS outside its content (`outside`: the file with the content
+ * blanked, src/mime/sealed.ts openCms): a ZIP by its end record (unzip, bsdtar and Python open the
+ * `.p7m` as that ZIP) or one behind other bytes (7-Zip). The reason, or undefined when there is none.
+ */
+export function archiveOutsideCms(outside: Buffer): string | undefined {
+  const where = 'in the CMS structure outside its signed content';
+  if (containsZip(outside)) return `a ZIP (its end record, as unzip finds it) ${where}`;
+  const hidden = findHiddenArchive(outside, undefined);
+  return hidden ? `${hidden.format} (from byte ${hidden.offset}, as ${hidden.by} finds it) ${where}` : undefined;
+}
+
+/**
  * A member that is CMS signed data (or data): opened as the archive stage opens an attached one
  * (src/mime/sealed.ts openCms; what does not open stays a CMS member, `archives.on_unsupported`, with
  * the reason). An archive in the structure outside the signed content is ambiguous (unzip, bsdtar
@@ -678,15 +690,8 @@ function sealedMember(body: Buffer, member: ZipMember, forms: readonly string[],
     member.unopenedWhy = cms.fault;
     return;
   }
-  const outside = cms.outside?.();
-  if (outside) {
-    const where = 'in the CMS structure outside its signed content';
-    if (containsZip(outside)) bad(report, `${member.path}: `, `a ZIP (its end record, as unzip finds it) ${where}`);
-    else {
-      const hidden = findHiddenArchive(outside, undefined);
-      if (hidden) bad(report, `${member.path}: `, `${hidden.format} (from byte ${hidden.offset}, as ${hidden.by} finds it) ${where}`);
-    }
-  }
+  const outside = cms.outside ? archiveOutsideCms(cms.outside()) : undefined;
+  if (outside) bad(report, `${member.path}: `, outside);
   const next = depth + 1;
   if (next > limits.maxDepth) {
     report.limit ??= `${member.path}: signed (CMS) content nested deeper than ${limits.maxDepth}`;
@@ -697,7 +702,7 @@ function sealedMember(body: Buffer, member: ZipMember, forms: readonly string[],
     return;
   }
   // named as the .p7m tools name what they save: every reading of the member's name, without `.p7m`
-  const names = forms.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
+  const names = p7mUnwrapped(forms);
   const shown = names[0] ?? '(signed content)';
   const name = shown.split(/[\\/]/).pop() ?? shown;
   const inner: ZipMember = { path: `${member.path}/${name}`, name, names: names.length ? names : [shown], encrypted: false, size: cms.content.length };

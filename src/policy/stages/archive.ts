@@ -22,12 +22,12 @@
  * findings, and decides which entity a strip replaces through `base.target`).
  */
 import { isExecutableOrArchiveType, ZIP_TYPE } from '../../mime/detect.js';
-import { findHiddenArchive, type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
+import { type HiddenArchiveHit, hiddenArchiveReason } from '../../mime/hidden-archive.js';
 import { nameForms } from '../../mime/names.js';
 import { CMS_READABLE_TYPE, openCms } from '../../mime/sealed.js';
 import { GZIP_TYPE, TAR_TYPE } from '../../mime/tar.js';
 import { type UnopenedArchive, unopenedArchive } from '../../mime/unopened.js';
-import { type ArchiveContent, containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
+import { type ArchiveContent, archiveOutsideCms, containsZip, type InflateBudget, inspectTarOrGzip, inspectZip, type ZipReport } from '../../mime/zip.js';
 import type { CompiledPolicy } from '../load.js';
 import { filenameDecision, type RuleDecision, typeDecision } from './decisions.js';
 import { type Finding, SEVERITY } from './findings.js';
@@ -126,18 +126,15 @@ export function judgeArchive(c: ArchiveCandidate, policy: CompiledPolicy, base: 
 function sealedFileFindings(outsideOf: (() => Buffer) | undefined, policy: CompiledPolicy, base: ArchiveFindingBase, prefix: string): Finding[] {
   const spec = policy.archives.onAmbiguous;
   if (spec.action === 'allow' || !outsideOf) return [];
-  const outside = outsideOf();
-  const zip = containsZip(outside);
-  const hidden = zip ? undefined : findHiddenArchive(outside, undefined);
-  if (!zip && !hidden) return [];
-  const what = zip ? 'a ZIP (its end record, as unzip finds it)' : `${hidden!.format} (from byte ${hidden!.offset}, as ${hidden!.by} finds it)`;
+  const what = archiveOutsideCms(outsideOf());
+  if (!what) return [];
   return [
     {
       ...base,
       detectedType: CMS_READABLE_TYPE,
       rule: 'archives.on_ambiguous',
       action: spec.action,
-      reason: `${prefix}${what} in the CMS structure outside its signed content`,
+      reason: `${prefix}${what}`,
       spec,
     },
   ];

@@ -25,7 +25,7 @@ import { findHiddenArchive, type HiddenScan, scanHidden } from '../../mime/hidde
 import { scanHtmlData } from '../../mime/html-data.js';
 import { isMessageName, namedAsText, nameForms } from '../../mime/names.js';
 import { forEachLeaf, parseMime } from '../../mime/parse.js';
-import { CMS_READABLE_TYPE, sealedTypeAnywhere } from '../../mime/sealed.js';
+import { CMS_READABLE_TYPE, p7mUnwrapped, sealedTypeAnywhere } from '../../mime/sealed.js';
 import { type ArchiveContent, endRecordIn, type InflateBudget, ZIP_TAIL_BYTES } from '../../mime/zip.js';
 import type { ActionSpec, CompiledPolicy } from '../load.js';
 import { type ArchiveFindingBase, judgeArchive } from './archive.js';
@@ -412,15 +412,10 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
   const content = leaf.cte === 'x-uuencode' ? leaf.body : j.decoded();
   if (leaf.type.startsWith('text/') && (isDecodedEncoding(leaf.cte) || leaf.cte === 'binary') && content.indexOf(0) >= 0)
     malformed(j, 'NUL bytes in decoded text');
-  const scan = scanEmbedded(content, j.budget.embedded);
-  if (scan.limit) fixedLimit(j, scan.limit);
-  out.files = [...scan.files];
-  for (const f of scan.files) {
-    const r = embeddedRules(j, f, depth);
-    out.files.push(...r.files);
-    out.inner.push(...r.inner);
-    out.largestMember = Math.max(out.largestMember, r.largestMember);
-  }
+  const found = embeddedScanRules(j, content, depth, '');
+  out.files = found.files;
+  out.inner = found.inner;
+  out.largestMember = found.largestMember;
   if (isHtml(leaf.type)) {
     const html = scanHtmlData(content, j.budget.embedded);
     for (const a of html.ambiguous) malformed(j, `HTML that readers read differently: ${a}`);
@@ -432,6 +427,24 @@ function textRules(j: LeafJudgement, depth: number): TextContents {
       out.inner.push(...r.inner);
       out.largestMember = Math.max(out.largestMember, r.largestMember);
     }
+  }
+  return out;
+}
+
+/**
+ * The files embedded in `content` (uuencode, begin-base64, yEnc, BinHex: src/mime/embedded.ts), each
+ * judged by embeddedRules on the leaf `j` (`outer` starts their reasons), within the message's decode
+ * budget: the files (the found ones and those inside them), the messages opened, the largest ZIP member.
+ */
+function embeddedScanRules(j: LeafJudgement, content: Buffer, depth: number, outer: string): TextContents {
+  const scan = scanEmbedded(content, j.budget.embedded);
+  if (scan.limit) fixedLimit(j, `${outer}${scan.limit}`);
+  const out: TextContents = { files: [...scan.files], inner: [], largestMember: 0 };
+  for (const f of scan.files) {
+    const r = embeddedRules(j, f, depth, outer);
+    out.files.push(...r.files);
+    out.inner.push(...r.inner);
+    out.largestMember = Math.max(out.largestMember, r.largestMember);
   }
   return out;
 }
@@ -698,7 +711,7 @@ function sealedRules(j: LeafJudgement, content: Buffer, names: readonly string[]
     return nothingInside();
   }
   const forms = nameForms(names).forms;
-  const unwrapped = forms.flatMap((n) => (/.\.p7m$/i.test(n) ? [n.slice(0, -4)] : []));
+  const unwrapped = p7mUnwrapped(forms);
   const file: EmbeddedFile = { kind: 'cms', name: unwrapped[0] ?? '', names: unwrapped, data: content, damaged: false };
   const asFile = embeddedRules(j, file, depth + 1, outer);
   const smime = /^application\/(?:x-)?pkcs7-mime$/.test(declared) || forms.some((n) => n.toLowerCase() === 'smime.p7m');
@@ -746,16 +759,11 @@ function archiveContentRules(
     if (c.kind === 'message') msg = toCrlf(messageBytes(c.data, c.names));
     else if (c.kind === 'text') {
       // the files uuencoded (XXencoded, BinHex) in it, judged as those in a text part are
-      const scan = scanEmbedded(c.data, j.budget.embedded);
-      if (scan.limit) fixedLimit(j, `${at}${scan.limit}`);
-      out.files.push(...scan.files);
-      for (const f of scan.files) {
-        const r = embeddedRules(j, f, depth, at);
-        out.files.push(...r.files);
-        // (a message uuencoded in an archive member: nothing in it is left to the raw message's scan)
-        out.inner.push(...r.inner.map(notInRaw));
-        out.largestMember = Math.max(out.largestMember, r.largestMember);
-      }
+      const found = embeddedScanRules(j, c.data, depth, at);
+      out.files.push(...found.files);
+      // (a message uuencoded in an archive member: nothing in it is left to the raw message's scan)
+      out.inner.push(...found.inner.map(notInRaw));
+      out.largestMember = Math.max(out.largestMember, found.largestMember);
       continue;
     } else if (c.kind === 'smime') {
       if (!shapesEntity(c.data)) continue;
