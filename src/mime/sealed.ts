@@ -358,9 +358,9 @@ export type CmsOpening =
  * The content of CMS signed data (with its content inside) or CMS data, for the rules to judge as the
  * file it is (src/policy/stages/rules.ts). Only the forms every reader reads alike are opened: the
  * binary structure (DER or BER, the content in one OCTET STRING or in chunks) or bare base64 of it
- * (a .p7m sent as text), ending exactly where the file ends. Anything else is a fault and stays an
- * archive postern does not open (`archives.on_unsupported`): PEM (readers skip different text around
- * it), data after the structure, a structure cut short or nested deeper than `skip` walks, compressed,
+ * (a .p7m sent as text) or PEM in its plain form (pemBase64), ending exactly where the file ends.
+ * Anything else is a fault and stays an archive postern does not open (`archives.on_unsupported`):
+ * PEM with text around it or armour headers (readers skip different text), data after the structure, a structure cut short or nested deeper than `skip` walks, compressed,
  * digested or authenticated data. The content is never larger than the file. Pure.
  */
 export function openCms(file: Buffer): CmsOpening {
@@ -368,7 +368,9 @@ export function openCms(file: Buffer): CmsOpening {
   let base64 = false;
   if (!seqStart(file)) {
     const text = file.toString('latin1', file[0] === 0xef && file[1] === 0xbb && file[2] === 0xbf ? 3 : 0);
-    const compact = text.replace(/[\t\n\r ]/g, '');
+    const pem = text.includes('-----BEGIN ') ? pemBase64(text) : undefined;
+    if (typeof pem === 'object') return pem;
+    const compact = pem ?? text.replace(/[\t\n\r ]/g, '');
     if (!/^[A-Za-z0-9+/]+={0,2}$/.test(compact) || compact.length % 4 !== 0) return { fault: 'not binary CMS, nor bare base64 of it' };
     d = Buffer.from(compact, 'base64');
     base64 = true;
@@ -405,6 +407,38 @@ export function openCms(file: Buffer): CmsOpening {
   const after = skip(d, eType.at + eType.len);
   const ends = enc.len >= 0 ? enc.at + enc.len === after : d[after] === 0 && d[after + 1] === 0;
   return ends ? opened : { fault: 'data after the CMS encapsulated content' };
+}
+
+/** PEM labels a CMS file is written under: OpenSSL's (`CMS`; `PKCS7`, which its CMS reader takes too) and the older `PKCS #7 SIGNED DATA`. */
+const PEM_CMS_LABELS = new Set(['CMS', 'PKCS7', 'PKCS #7 SIGNED DATA']);
+
+/**
+ * The base64 of a PEM file in the one form every reader reads alike (`text`: the file without its
+ * BOM), or why it is not: white space, one BEGIN line under a CMS label, no armour headers, data
+ * lines of 4 to 76 base64 characters with padding only on the last, the END line under the same
+ * label, white space. OpenSSL's PEM reader skips text before BEGIN and after END and takes headers
+ * and blank lines in ways other readers do not; such files stay unopened (`archives.on_unsupported`).
+ */
+function pemBase64(text: string): string | { fault: string } {
+  const odd = { fault: 'PEM in a form readers differ on (text around it, armour headers, blank or odd lines)' };
+  const space = (c: number): boolean => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
+  let from = 0;
+  let to = text.length;
+  while (from < to && space(text.charCodeAt(from))) from++;
+  while (to > from && space(text.charCodeAt(to - 1))) to--;
+  const lines = text.slice(from, to).split('\n');
+  const begin = /^-----BEGIN ([A-Z0-9 #]{1,32})-----\r?$/.exec(lines[0] ?? '');
+  const end = /^-----END ([A-Z0-9 #]{1,32})-----$/.exec(lines[lines.length - 1] ?? '');
+  if (!begin || !end || lines.length < 3) return odd;
+  if (begin[1] !== end[1] || !PEM_CMS_LABELS.has(begin[1]!)) return { fault: `PEM labelled ${begin[1]} … ${end[1]} (not a CMS label)` };
+  let b64 = '';
+  for (let i = 1; i < lines.length - 1; i++) {
+    const line = lines[i]!.endsWith('\r') ? lines[i]!.slice(0, -1) : lines[i]!;
+    const last = i === lines.length - 2;
+    if (line.length < (last ? 2 : 4) || line.length > 76 || !(last ? /^[A-Za-z0-9+/]+={0,2}$/ : /^[A-Za-z0-9+/]+$/).test(line)) return odd;
+    b64 += line;
+  }
+  return b64;
 }
 
 /** The OCTET STRING inside an explicit [0] at `w` (exactly one), joined. */

@@ -147,17 +147,23 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
     openssl('cms', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', file, '-outform', 'DER', ...more);
   const invoice = Buffer.from('<?xml version="1.0" encoding="UTF-8"?>\n<p:FatturaElettronica versione="FPR12">\n<x>1</x>\n</p:FatturaElettronica>\n');
 
-  it('an Italian e-invoice (fattura.xml.p7m: DER, BER streamed, bare base64; any declared type) passes as it is', async () => {
+  it('an Italian e-invoice (fattura.xml.p7m: DER, BER streamed, bare base64, PEM; any declared type) passes as it is', async () => {
     writeFileSync(join(dir, 'fattura.xml'), invoice);
     const policy = defaultPolicy();
     const derForm = sign('fattura.xml');
+    const pem = (label: string, eol: string) =>
+      Buffer.from(`-----BEGIN ${label}-----${eol}${derForm.toString('base64').replace(/.{64}/g, `$&${eol}`)}${eol}-----END ${label}-----${eol}`);
     const forms: Array<[string, Buffer]> = [
       ['DER', derForm],
       ['BER streamed', sign('fattura.xml', '-stream')],
       ['bare base64', Buffer.from(derForm.toString('base64').replace(/.{64}/g, '$&\r\n'))],
+      // PEM as openssl writes it, and by hand: CRLF lines, the older labels, a BOM and white space around it
+      ['PEM (openssl)', sign('fattura.xml', '-outform', 'PEM')],
+      ['PEM, CRLF, PKCS7', pem('PKCS7', '\r\n')],
+      ['PEM, PKCS #7 SIGNED DATA', Buffer.concat([Buffer.from('\xef\xbb\xbf\n ', 'latin1'), pem('PKCS #7 SIGNED DATA', '\n'), Buffer.from('\n\n')])],
     ];
     for (const [what, file] of forms) {
-      expect(openCms(file), what).toMatchObject({ content: invoice, base64: what === 'bare base64' });
+      expect(openCms(file), what).toMatchObject({ content: invoice, base64: what !== 'DER' && what !== 'BER streamed' });
       for (const type of ['application/pkcs7-mime', 'application/octet-stream']) {
         const r = await inspectMessage(withAttachment('IT01234567890_00001.xml.p7m', type, file), policy, {}, {});
         expect(r.verdict.status, `${what} ${type}`).toBe('clean');
@@ -342,15 +348,41 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
     expect(r2.verdict.status).not.toBe('clean');
   });
 
-  it('what is not opened stays on_unsupported: data after the structure, PEM, digested data, chunks that are not OCTET STRINGs', async () => {
+  it('PEM holding evil.exe is opened and judged, not merely on_unsupported', async () => {
+    const pemExe = openssl('cms', '-sign', '-nodetach', '-binary', '-signer', 'cert.pem', '-inkey', 'key.pem', '-in', 'evil.exe', '-outform', 'PEM');
+    expect(pemExe.toString('latin1')).toMatch(/^-----BEGIN CMS-----\n/);
+    expect(openCms(pemExe)).toMatchObject({ content: exe, base64: true });
+    const r = await inspectMessage(withAttachment('invoice.pdf.p7m', 'application/pkcs7-mime', pemExe), defaultPolicy(), {}, {});
+    expect(r.verdict.status).toBe('changed');
+    expect(r.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toContain('2 content_types.rules[0]');
+    expect(r.verdict.hits.map((h) => h.reason).join('\n')).toContain('signed file invoice.pdf inside it');
+    expect(r.verdict.hits.map((h) => h.rule)).not.toContain('archives.on_unsupported');
+  });
+
+  it('what is not opened stays on_unsupported: data after the structure, PEM in forms readers differ on, digested data, chunks that are not OCTET STRINGs', async () => {
     writeFileSync(join(dir, 'fattura.xml'), invoice);
     const der = sign('fattura.xml');
     const b64 = der.toString('base64').replace(/.{64}/g, '$&\n');
     const eoc = Buffer.from([0, 0]);
     const notOctets = Buffer.concat([Buffer.from('3080' + '06092a864886f70d010701' + 'a0802480' + '0c0378797a', 'hex'), eoc, eoc, eoc]);
+    const pem = (body: string, label = 'PKCS7', end = label) => Buffer.from(`-----BEGIN ${label}-----\n${body}\n-----END ${end}-----\n`);
+    const oneLine = der.toString('base64');
     const cases: Array<[string, Buffer, RegExp]> = [
       ['appended bytes', Buffer.concat([der, Buffer.from('MZ trailing')]), /bytes after the CMS structure/],
-      ['PEM', Buffer.from(`-----BEGIN PKCS7-----\n${b64}\n-----END PKCS7-----\n`), /not binary CMS/],
+      // OpenSSL skips text around the armour and reads headers; other readers do not
+      ['PEM after text', Buffer.concat([Buffer.from('Invoice attached.\n'), pem(b64)]), /PEM in a form readers differ on/],
+      ['PEM with text after it', Buffer.concat([pem(b64), Buffer.from('MZ\n')]), /PEM in a form readers differ on/],
+      ['PEM with an armour header', pem(`Proc-Type: 4,ENC\n\n${b64}`), /PEM in a form readers differ on/],
+      ['PEM with a blank line', pem(b64.replace('\n', '\n\n')), /PEM in a form readers differ on/],
+      ['PEM with a space in a line', pem(b64.replace('\n', ' \n')), /PEM in a form readers differ on/],
+      [
+        'PEM with a line of 80',
+        pem(`${oneLine.slice(0, 80)}\n${oneLine.slice(80).replace(/.{64}/g, '$&\n')}`.replace(/\n$/, '')),
+        /PEM in a form readers differ on/,
+      ],
+      ['PEM with padding inside', pem(b64.replace('\n', '\nQQ==\n')), /PEM in a form readers differ on/],
+      ['PEM under another label', pem(b64, 'CERTIFICATE'), /PEM labelled CERTIFICATE/],
+      ['PEM ending under another label', pem(b64, 'PKCS7', 'CMS'), /PEM labelled PKCS7 … CMS/],
       ['digested', openssl('cms', '-digest_create', '-in', 'fattura.xml', '-binary', '-outform', 'DER'), /compressed, digested or authenticated/],
       ['UTF8String chunk', notOctets, /not OCTET STRINGs/],
     ];

@@ -163,13 +163,14 @@ describe('a message inside an archive is judged as the message a mail client ope
 });
 
 describe('CMS signed data inside an archive is opened', () => {
-  it('a ZIP of signed e-invoices (DER, BER streamed, bare base64) passes as it is', async () => {
+  it('a ZIP of signed e-invoices (DER, BER streamed, bare base64, PEM) passes as it is', async () => {
     const der = sign(invoice);
     const file = zip([
       { name: 'IT01234567890_00001.xml.p7m', data: der },
       { name: 'IT01234567890_00002.xml.p7m', data: sign(invoice, 'DER', '-stream') },
       { name: 'IT01234567890_00003.xml.p7m', data: Buffer.from(der.toString('base64').replace(/.{64}/g, '$&\r\n')) },
       { name: 'IT01234567890_00004.xml.p7m', data: sign(invoice, 'SMIME') },
+      { name: 'IT01234567890_00005.xml.p7m', data: sign(invoice, 'PEM') },
     ]);
     const r = await inspectMessage(withAttachment('fatture.zip', file), defaultPolicy(), {}, {});
     expect(r.verdict.hits).toEqual([]);
@@ -183,12 +184,15 @@ describe('CMS signed data inside an archive is opened', () => {
       'IT01234567890_00003.xml.p7m true',
       'IT01234567890_00003.xml.p7m/IT01234567890_00003.xml false',
       'IT01234567890_00004.xml.p7m false',
+      'IT01234567890_00005.xml.p7m true',
+      'IT01234567890_00005.xml.p7m/IT01234567890_00005.xml false',
     ]);
     expect(rep.contents?.map((c) => `${c.kind} ${c.path}`)).toEqual([
       'cms IT01234567890_00001.xml.p7m/IT01234567890_00001.xml',
       'cms IT01234567890_00002.xml.p7m/IT01234567890_00002.xml',
       'cms IT01234567890_00003.xml.p7m/IT01234567890_00003.xml',
       'smime IT01234567890_00004.xml.p7m',
+      'cms IT01234567890_00005.xml.p7m/IT01234567890_00005.xml',
     ]);
     expect(rep.contents?.[0]?.data).toEqual(invoice);
   });
@@ -211,6 +215,7 @@ describe('CMS signed data inside an archive is opened', () => {
       ['a signed entity', zip([{ name: 'doc.p7m', data: sign(evilMail()) }]), /doc\.p7m\/doc: signed \(CMS\) content read as a message: .*executable/],
       ['S/MIME text', zip([{ name: 'a.xml.p7m', data: sign(evilMail(), 'SMIME') }]), /archive member a\.xml\.p7m: S\/MIME text read as a message: /],
       ['in a .tar.gz', tgz({ 'tool.exe.p7m': sign(exe) }), /\[files\/tool\.exe\.p7m\/tool\.exe\] executable program/],
+      ['PEM', zip([{ name: 'a.xml.p7m', data: sign(exe, 'PEM') }]), /^content_types\.rules\[0\] \[a\.xml\.p7m\/a\.xml\] executable program$/m],
     ];
     for (const [what, file, hit] of cases) {
       const r = await inspectMessage(withAttachment('files.zip', file), policy, {}, {});
@@ -239,7 +244,7 @@ describe('CMS signed data inside an archive is opened', () => {
     expect(jobs[0]?.object.kind === 'bytes' && jobs[0].object.data()).toEqual(invoice);
     const b64 = sign(invoice).toString('base64').replace(/.{64}/g, '$&\n');
     const unopened: Array<[string, Buffer, RegExp]> = [
-      ['PEM', Buffer.from(`-----BEGIN PKCS7-----\n${b64}\n-----END PKCS7-----\n`), /not binary CMS/],
+      ['PEM after text', Buffer.from(`Signed invoice\n-----BEGIN PKCS7-----\n${b64}\n-----END PKCS7-----\n`), /PEM in a form readers differ on/],
       ['appended bytes', Buffer.concat([sign(invoice), Buffer.from('MZ')]), /bytes after the CMS structure/],
       ['digested', openssl('cms', '-digest_create', '-in', 'in.bin', '-binary', '-outform', 'DER'), /compressed, digested or authenticated/],
     ];
