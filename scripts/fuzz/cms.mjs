@@ -173,7 +173,7 @@ function mimeEntity(rng) {
   return Buffer.from(text, 'utf8');
 }
 
-const MUTATIONS = ['flip', 'cut', 'append', 'second-econtent', 'string-tag', 'implicit', 'content-type', 'extra-field', 'no-signers', 'pem-ish'];
+const MUTATIONS = ['flip', 'cut', 'append', 'second-econtent', 'string-tag', 'implicit', 'content-type', 'extra-field', 'no-signers', 'pem-ish', 'pem'];
 
 /** Case `i` of `seed`: { payload, kind, mutations, file }. */
 export function generateCase(seed, i, pieces) {
@@ -223,19 +223,38 @@ export function generateCase(seed, i, pieces) {
   if (has('cut')) file = file.subarray(0, rng.int(1, file.length - 1));
   if (has('append')) file = Buffer.concat([file, rng.chance(0.5) ? Buffer.alloc(rng.int(1, 4)) : rng.bytes(rng.int(1, 8))]);
   if (has('pem-ish')) file = Buffer.from(`${file.toString('base64').replace(/.{64}/g, '$&\r\n')}\r\n`);
+  else if (has('pem')) file = pemArmour(rng, file);
   return { payload: payloadName, kind, mutations, file, carrier };
 }
 
-/** What OpenSSL writes out of `file` (null when it refuses it). */
+/** `file` in PEM armour, plain (as openssl writes it) or with what readers take differently: text around it, headers, blank or long lines, padding inside, other labels. */
+function pemArmour(rng, file) {
+  const eol = rng.pick(['\n', '\r\n']);
+  const label = rng.pick(['CMS', 'CMS', 'PKCS7', 'PKCS #7 SIGNED DATA', 'CERTIFICATE', 'PGP MESSAGE']);
+  const endLabel = rng.chance(0.9) ? label : rng.pick(['CMS', 'PKCS7']);
+  let lines = file.toString('base64').match(new RegExp(`.{1,${rng.pick([64, 64, 76, 80, 4])}}`, 'g')) ?? [];
+  const odd = rng.pick(['none', 'none', 'none', 'before', 'after', 'header', 'blank', 'space', 'pad', 'lead']);
+  if (odd === 'header') lines = ['Proc-Type: 4,ENC', '', ...lines];
+  if (odd === 'blank' && lines.length > 1) lines.splice(1, 0, '');
+  if (odd === 'space' && lines.length > 1) lines[1] = ` ${lines[1]}`;
+  if (odd === 'pad' && lines.length > 1) lines.splice(1, 0, 'QQ==');
+  const body = [`-----BEGIN ${label}-----`, ...lines, `-----END ${endLabel}-----`].join(eol) + eol;
+  const pre = odd === 'before' ? `Invoice attached.${eol}` : odd === 'lead' ? rng.pick(['\ufeff', ' \n', '\t']) : '';
+  const post = odd === 'after' ? rng.pick(['MZ', 'trailing text', EXE.toString('latin1')]) : '';
+  return Buffer.from(pre + body + post, 'latin1');
+}
+
+/** What OpenSSL writes out of `file` (null when it refuses it): DER, or PEM when the file holds armour. */
 export function opensslContent(file, dir) {
   const path = join(dir, 'case.p7m');
   writeFileSync(path, file);
-  const signed = spawnSync('openssl', ['cms', '-verify', '-noverify', '-nosigs', '-inform', 'DER', '-binary', '-in', path], {
+  const inform = file.includes('-----BEGIN ') ? 'PEM' : 'DER';
+  const signed = spawnSync('openssl', ['cms', '-verify', '-noverify', '-nosigs', '-inform', inform, '-binary', '-in', path], {
     timeout: 30_000,
     maxBuffer: 64 << 20,
   });
   if (signed.status === 0) return signed.stdout;
-  const data = spawnSync('openssl', ['cms', '-data_out', '-inform', 'DER', '-in', path], { timeout: 30_000, maxBuffer: 64 << 20 });
+  const data = spawnSync('openssl', ['cms', '-data_out', '-inform', inform, '-in', path], { timeout: 30_000, maxBuffer: 64 << 20 });
   return data.status === 0 ? data.stdout : null;
 }
 

@@ -288,9 +288,11 @@ function armouredBlocks(head: Buffer): Array<{ label: string; bytes: Buffer }> {
     // the data lines, up to the END line, the armour checksum ('=' at a line start) or a line that
     // is not base64: gpg skips a stray character with a warning, so a line may hold two of them
     // (the first data line as long as armour writes one: a short line of prose is not taken for data)
-    // (under a label of CMS or of an OpenPGP message short lines are data too: OpenSSL and gpg read
-    // them, attacker's review; not under PGP SIGNED MESSAGE, whose text follows: `regards,` is prose)
-    const known = /^(?:PGP MESSAGE|PGP ARMORED FILE|PKCS ?#?7|CMS)\b/.test(m[1]!);
+    // (under a label OpenSSL reads CMS under, or any OpenPGP label, short lines are data too: OpenSSL
+    // and gpg read them, attacker's review; OpenSSL 3 reads CMS under CERTIFICATE, gpg a message
+    // under PGP SIGNATURE or PGP PUBLIC KEY BLOCK, the CMS fuzzer; not under PGP SIGNED MESSAGE,
+    // whose text follows: `regards,` is prose)
+    const known = /^(?:PGP (?!SIGNED MESSAGE)|PKCS ?#?7|CMS\b|CERTIFICATE\b)/.test(m[1]!);
     let b64 = '';
     for (const line of body.split('\n')) {
       const t = line.trim();
@@ -409,8 +411,8 @@ export function openCms(file: Buffer): CmsOpening {
   return ends ? opened : { fault: 'data after the CMS encapsulated content' };
 }
 
-/** PEM labels a CMS file is written under: OpenSSL's (`CMS`; `PKCS7`, which its CMS reader takes too) and the older `PKCS #7 SIGNED DATA`. */
-const PEM_CMS_LABELS = new Set(['CMS', 'PKCS7', 'PKCS #7 SIGNED DATA']);
+/** PEM labels a CMS file is read under: OpenSSL's (`CMS`; `PKCS7` and `CERTIFICATE`, which OpenSSL 3's CMS reader takes too) and the older `PKCS #7 SIGNED DATA`. */
+const PEM_CMS_LABELS = new Set(['CMS', 'PKCS7', 'PKCS #7 SIGNED DATA', 'CERTIFICATE']);
 
 /**
  * The base64 of a PEM file in the one form every reader reads alike (`text`: the file without its

@@ -357,6 +357,18 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
     expect(r.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toContain('2 content_types.rules[0]');
     expect(r.verdict.hits.map((h) => h.reason).join('\n')).toContain('signed file invoice.pdf inside it');
     expect(r.verdict.hits.map((h) => h.rule)).not.toContain('archives.on_unsupported');
+    // under CERTIFICATE (OpenSSL 3 reads CMS there) in lines of 4: detected and opened (the CMS fuzzer, seed 20261210, case 2923)
+    const b64 = pemExe
+      .toString('latin1')
+      .split('\n')
+      .filter((l) => !l.startsWith('-----'))
+      .join('');
+    const short = Buffer.from(`-----BEGIN CERTIFICATE-----\n${b64.replace(/.{4}/g, '$&\n').replace(/\n$/, '')}\n-----END CERTIFICATE-----\n`);
+    writeFileSync(join(dir, 'short.pem'), short);
+    expect(openssl('cms', '-verify', '-noverify', '-nosigs', '-inform', 'PEM', '-binary', '-in', 'short.pem')).toEqual(exe);
+    expect(sealedType(short.subarray(0, 4096))).toBe(CMS_READABLE_TYPE);
+    const r2 = await inspectMessage(withAttachment('cert.pem', 'application/octet-stream', short), defaultPolicy(), {}, {});
+    expect(r2.verdict.hits.map((h) => `${h.part} ${h.rule}`)).toContain('2 content_types.rules[0]');
   });
 
   it('what is not opened stays on_unsupported: data after the structure, PEM in forms readers differ on, digested data, chunks that are not OCTET STRINGs', async () => {
@@ -381,7 +393,7 @@ describe('CMS signed data is opened and its content judged (src/mime/sealed.ts o
         /PEM in a form readers differ on/,
       ],
       ['PEM with padding inside', pem(b64.replace('\n', '\nQQ==\n')), /PEM in a form readers differ on/],
-      ['PEM under another label', pem(b64, 'CERTIFICATE'), /PEM labelled CERTIFICATE/],
+      ['PEM under another label', pem(b64, 'X509 CRL'), /PEM labelled X509 CRL/],
       ['PEM ending under another label', pem(b64, 'PKCS7', 'CMS'), /PEM labelled PKCS7 … CMS/],
       ['digested', openssl('cms', '-digest_create', '-in', 'fattura.xml', '-binary', '-outform', 'DER'), /compressed, digested or authenticated/],
       ['UTF8String chunk', notOctets, /not OCTET STRINGs/],
@@ -477,6 +489,20 @@ describe('OpenPGP (gpg)', () => {
     const enc = gpg('--encrypt', '--recipient', 's@example.test', '--trust-model', 'always', '--output', '-', 'evil.exe');
     const r2 = await inspectMessage(withAttachment('report.pgp', 'application/octet-stream', enc), policy, {}, {});
     expect(r2.verdict.status).toBe('clean');
+    // armoured under another OpenPGP label in lines of 4: gpg reads it (the CMS fuzzer's finding, 2026-12-03)
+    const armoured = gpg('--store', '--armor', '--output', '-', 'evil.exe').toString('latin1');
+    const data = armoured.slice(armoured.indexOf('\n\n') + 2, armoured.search(/\n=/)).replace(/\n/g, '');
+    const sum = /\n(=[^\n]+)\n/.exec(armoured)![1];
+    for (const label of ['PGP PUBLIC KEY BLOCK', 'PGP SIGNATURE']) {
+      const key = Buffer.from(`-----BEGIN ${label}-----\n\n${data.replace(/.{4}/g, '$&\n')}\n${sum}\n-----END ${label}-----\n`.replace('\n\n\n', '\n\n'));
+      writeFileSync(join(dir, 'key.asc'), key);
+      expect(gpg('--decrypt', '--output', '-', 'key.asc'), label).toEqual(exe);
+      const r3 = await inspectMessage(withAttachment('key.asc', 'application/pgp-keys', key), policy, {}, {});
+      expect(
+        r3.verdict.hits.map((h) => `${h.part} ${h.rule}`),
+        label,
+      ).toContain('2 archives.on_unsupported');
+    }
   });
 
   it('binary that merely starts like a packet is not taken for one', () => {
