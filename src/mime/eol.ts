@@ -62,6 +62,8 @@ export interface LineEnds {
   bareCr: boolean;
   /** A CR not followed by LF but by "--" (a reader that ends lines at CR may see a delimiter there). */
   crBeforeDashes: boolean;
+  /** A CR not followed by LF but by a "." line (a reader that ends lines at CR may see the end of a POP3 answer there). */
+  crBeforeDot: boolean;
 }
 
 /**
@@ -70,7 +72,7 @@ export interface LineEnds {
  * holds what CrlfSpan says. Records a buffer without a bare LF for hasBareLf.
  */
 export function lineEnds(buf: Buffer, spans: readonly CrlfSpan[] = []): LineEnds {
-  const res: LineEnds = { bareLf: false, bareCr: false, crBeforeDashes: false };
+  const res: LineEnds = { bareLf: false, bareCr: false, crBeforeDashes: false, crBeforeDot: false };
   const lfKnown = knownCrlf.has(buf);
   let from = 0;
   for (let k = 0; k <= spans.length; k++) {
@@ -82,14 +84,14 @@ export function lineEnds(buf: Buffer, spans: readonly CrlfSpan[] = []): LineEnds
           res.bareLf = true;
           break;
         }
-    if (!res.crBeforeDashes)
+    if (!res.crBeforeDashes || !res.crBeforeDot)
       for (let i = buf.indexOf(CR, from); i >= 0 && i < to; i = buf.indexOf(CR, i + 1)) {
         if (buf[i + 1] === LF) continue;
         res.bareCr = true;
-        if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) {
-          res.crBeforeDashes = true;
-          break;
-        }
+        if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) res.crBeforeDashes = true;
+        const after = buf[i + 2];
+        if (buf[i + 1] === 0x2e && (after === undefined || after === CR || after === LF)) res.crBeforeDot = true;
+        if (res.crBeforeDashes && res.crBeforeDot) break;
       }
     if (k < spans.length) {
       from = spans[k]![1];

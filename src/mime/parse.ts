@@ -90,6 +90,9 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput, plain?: PlainLay
   res.bareCr = ends.bareCr;
   res.bareLf = ends.bareLf;
   if (ends.crBeforeDashes) add('', 'CR without LF in front of a line that may be a boundary delimiter');
+  // and one in front of a "." line lets such a reader see the end of a POP3 answer (RETR) there, and
+  // the rest of the message as the next answer
+  if (ends.crBeforeDot) add('', 'CR without LF in front of a "." line (the end of a POP3 answer to a reader that ends lines at CR)');
   return res;
 }
 

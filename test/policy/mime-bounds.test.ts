@@ -304,6 +304,20 @@ describe('findings and hits (MAX_PART_FAULTS, MAX_MESSAGE_FINDINGS, MAX_LISTED_H
     expect(r.verdict.hits.map((h) => h.reason)).toContain('malformed: CR without LF in front of a line that may be a boundary delimiter');
   });
 
+  it('a bare CR before a "." line is malformed: a reader that ends lines at CR sees the end of a POP3 answer there (third review)', async () => {
+    for (const text of ['line1\r.\r\nline2', 'line1\r.\rline2', 'line1\r.\nline2', 'line1\r.']) {
+      const r = await inspectMessage(withParts([`Content-Type: text/plain\r\n\r\n${text}`]), defaultPolicy(), {}, {});
+      expect(r.verdict.hits.map((h) => h.reason), JSON.stringify(text)).toContain(
+        'malformed: CR without LF in front of a "." line (the end of a POP3 answer to a reader that ends lines at CR)',
+      );
+    }
+    // a CR before ".." or ".x" is no end to any reader
+    for (const text of ['line1\r..\r\nline2', 'line1\r.x\r\n']) {
+      const r = await inspectMessage(withParts([`Content-Type: text/plain\r\n\r\n${text}`]), defaultPolicy(), {}, {});
+      expect(r.verdict.hits.map((h) => h.reason).join('\n'), JSON.stringify(text)).not.toContain('in front of a "." line');
+    }
+  });
+
   const scripts = (n: number) =>
     withParts(Array.from({ length: n }, (_, i) => `Content-Type: application/octet-stream; name="evil${i}.js"\r\n\r\nWScript part ${i}`));
 

@@ -88,14 +88,16 @@ function naiveLineEnds(buf: Buffer) {
   let bareLf = false;
   let bareCr = false;
   let crBeforeDashes = false;
+  let crBeforeDot = false;
   for (let i = 0; i < buf.length; i++) {
     if (buf[i] === 10 && (i === 0 || buf[i - 1] !== 13)) bareLf = true;
     if (buf[i] === 13 && buf[i + 1] !== 10) {
       bareCr = true;
       if (buf[i + 1] === 0x2d && buf[i + 2] === 0x2d) crBeforeDashes = true;
+      if (buf[i + 1] === 0x2e && [undefined, 10, 13].includes(buf[i + 2])) crBeforeDot = true;
     }
   }
-  return { bareLf, bareCr, crBeforeDashes };
+  return { bareLf, bareCr, crBeforeDashes, crBeforeDot };
 }
 
 const PAYLOAD = Buffer.from(Array.from({ length: 6001 }, (_, i) => (i * 131 + 7) & 0xff));

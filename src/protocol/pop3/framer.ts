@@ -372,6 +372,16 @@ export class Pop3ResponseFramer extends BoundedFramer {
           return null;
         }
         const termLen = a === LF ? 2 : a === CR && this.q.at(i + 3) === LF ? 3 : 0;
+        // only CRLF "." CRLF ends a body: a "." line after a bare LF, or one ended by a bare LF, is an
+        // end to readers that split lines at LF (poplib) and body text to readers that look for
+        // CRLF "." CRLF; what follows would be framed as the next answer by one and not the other
+        // (collector review: a message holding LF "." LF got the next message deleted undelivered
+        // behind a lax server)
+        if (termLen && (termLen === 2 || this.q.at(i - 1) !== CR)) {
+          throw new PosternError(ErrorCodes.PROTOCOL, 'a multi-line body ends at a "." line with a bare LF (not CRLF "." CRLF)', {
+            sample: this.peekAt(Math.max(lf + 1, i - 8), 16),
+          });
+        }
         if (termLen) {
           this.scanned = 0;
           const stuffed = this.stuffedLines;

@@ -250,10 +250,17 @@ describe.each(chunkings)('Pop3ResponseFramer (%s)', (_name, size) => {
     ]);
   });
 
-  it('accepts a bare-LF terminator but not a dot-stuffed line', () => {
-    const raw = '+OK\r\n..\r\n..a\n.\n';
+  it('refuses a terminator with a bare LF (E_PROTOCOL): LF "." LF ends a body for poplib, not for a reader of CRLF "." CRLF', () => {
+    // the collector's review: behind a server that does not stuff after a bare LF, a message holding
+    // LF "." LF and a forged answer after it got the next message deleted undelivered
+    for (const body of ['..\r\n..a\n.\n', 'a\n.\r\n', 'a\r\n.\n', '.\n', '\n.\r\n']) {
+      const raw = B(`+OK\r\n${body}+OK forged\r\nMZ\r\n.\r\n`);
+      expect(codeOf(() => responses(raw, [true, true], size)), JSON.stringify(body)).toBe(ErrorCodes.PROTOCOL);
+    }
+    // a bare LF elsewhere in the body is body text; the terminator is CRLF "." CRLF
+    const raw = '+OK\r\n..\r\n..a\nb\r\n.\r\n';
     const rs = responses(B(raw), [true], size);
-    expect(rs[0]!.body!.toString()).toBe('..\r\n..a\n');
+    expect(rs[0]!.body!.toString()).toBe('..\r\n..a\nb\r\n');
     expect(rs[0]!.raw.toString()).toBe(raw);
   });
 
