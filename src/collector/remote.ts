@@ -107,14 +107,76 @@ export function checkLoginText(user: string, password: string): void {
  * in base64), in any letter case.
  */
 export function loginRefusalText(text: string, user: string, password: string, max = 200): string {
-  if (password === '') return serverText(text, max);
-  const forms = [plainResponse(user, password), Buffer.from(password, 'utf8').toString('base64'), password.replace(/["\\]/g, '\\$&'), password];
+  return serverText(withoutPassword(text, user, password), max);
+}
+
+/**
+ * `text` with every form a login sends the password in replaced by `[password]` (loginRefusalText):
+ * as sent, escaped for a quoted string, in the SASL PLAIN response, in base64, and each of those as
+ * serverText shows it (a non-ASCII password's bytes as `?`), in any letter case.
+ */
+export function withoutPassword(text: string, user: string, password: string): string {
+  if (password === '') return text;
+  const sent = [plainResponse(user, password), Buffer.from(password, 'utf8').toString('base64'), password.replace(/["\\]/g, '\\$&'), password];
+  const forms = new Set([
+    ...sent,
+    ...sent.map((f) =>
+      Buffer.from(f, 'utf8')
+        .toString('latin1')
+        .replace(/[^\x20-\x7e]/g, '?'),
+    ),
+  ]);
   let t = text;
-  for (const f of forms) {
+  // the longest first: the password inside its PLAIN response or base64 is taken whole
+  for (const f of [...forms].sort((a, b) => b.length - a.length)) {
     const re = new RegExp(f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi');
     t = t.replace(re, '[password]');
   }
-  return serverText(t, max);
+  return t;
+}
+
+/**
+ * The mailbox with the password taken out of every error it throws (withoutPassword): a server may
+ * echo the login in any answer, a BYE, an unexpected tag, a later -ERR (collector review: a BYE to
+ * LOGIN, a tagged answer under the password as its tag, a -ERR to UIDL quoting PASS), and the error
+ * goes to the log and the state's pass record. `opening`: the open itself (greeting, TLS, login).
+ */
+export async function secretSafe(opening: Promise<RemoteMailbox>, user: string, password: string): Promise<RemoteMailbox> {
+  const scrub = (e: unknown): unknown => {
+    if (e instanceof Error) {
+      e.message = withoutPassword(e.message, user, password);
+      if (e.stack) e.stack = withoutPassword(e.stack, user, password);
+      if (e instanceof PosternError)
+        for (const [k, v] of Object.entries(e.details)) if (typeof v === 'string') e.details[k] = withoutPassword(v, user, password);
+    }
+    return e;
+  };
+  let box: RemoteMailbox;
+  try {
+    box = await opening;
+  } catch (e) {
+    throw scrub(e);
+  }
+  const guard =
+    <A extends unknown[], R>(f: (...a: A) => Promise<R>) =>
+    async (...a: A): Promise<R> => {
+      try {
+        return await f(...a);
+      } catch (e) {
+        throw scrub(e);
+      }
+    };
+  return {
+    protocol: box.protocol,
+    get capabilities() {
+      return box.capabilities;
+    },
+    open: guard((folder: string) => box.open(folder)),
+    fetch: guard((msg: RemoteMessage, admitted?: MemoryLease) => box.fetch(msg, admitted)),
+    delete: guard((msgs: RemoteMessage[]) => box.delete(msgs)),
+    close: guard(() => box.close()),
+    abort: () => box.abort(),
+  };
 }
 
 /** The SASL PLAIN initial response (RFC 4616), base64: no authorization identity. */

@@ -33,7 +33,7 @@ import { ImapMailbox } from './imap.js';
 import { type CrashPoint, crashHookFromEnv, type PassDeps, type PassSummary, type ResolveRecipients, runPass, type SpamQuarantine } from './pass.js';
 import { Pop3Mailbox } from './pop3.js';
 import { resolveRecipients } from './recipients.js';
-import type { RemoteMailbox } from './remote.js';
+import { type RemoteMailbox, secretSafe } from './remote.js';
 import { CollectorScheduler, nodeTimers, type TimerHost } from './scheduler.js';
 import { CollectorState, passCounts, processAlive } from './state.js';
 
@@ -58,7 +58,7 @@ export function readSecret(s: SecretSource, env: NodeJS.ProcessEnv = process.env
 
 export function openRemote(account: CollectorAccountConfig): Promise<RemoteMailbox> {
   const password = readSecret(account.password);
-  return account.protocol === 'pop3' ? Pop3Mailbox.open(account, password) : ImapMailbox.open(account, password);
+  return secretSafe(account.protocol === 'pop3' ? Pop3Mailbox.open(account, password) : ImapMailbox.open(account, password), account.username, password);
 }
 
 export interface CollectorOptions {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImapMailbox } from '../../src/collector/imap.js';
 import { Pop3Mailbox } from '../../src/collector/pop3.js';
 import { loginRefusalText, plainResponse, type RemoteMailbox } from '../../src/collector/remote.js';
+import { openRemote } from '../../src/collector/service.js';
 import type { CollectorAccountConfig, UpstreamTlsMode } from '../../src/config/types.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
 import { fakeImap, fakePop3, startScriptedServer } from '../harness/scripted-server.js';
@@ -231,6 +232,64 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
       expect(f).toMatchObject({ uidvalidity: 5, messages: [{ ref: 7, uid: '7', size: 100 }] });
       await expect(box2.fetch(f.messages[0]!)).rejects.toMatchObject({ code: 'E_COLLECTOR_MESSAGE_TOO_LARGE' });
       box2.abort();
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('openRemote: no error of the mailbox carries the password, whatever answer echoes it (collector review)', () => {
+  const pw = 'S3cret\u00e4pw';
+  const withPw = (port: number, protocol: 'pop3' | 'imap') =>
+    account(dovecot, { protocol, tlsMode: 'none', port, timeoutMs: 1500, password: { kind: 'inline', value: pw } });
+  const b64 = Buffer.from(pw).toString('base64');
+
+  it('IMAP: a BYE to AUTHENTICATE or LOGIN, a tagged answer under the password as its tag', async () => {
+    const cases: Array<[string, string, (cmd: { tag: string; line: string }) => string]> = [
+      ['IMAP4rev1 AUTH=PLAIN SASL-IR', 'BYE to AUTHENTICATE', (c) => `* BYE bad credentials ${c.line.split(' ')[3]} (${pw.toUpperCase()})\r\n`],
+      ['IMAP4rev1', 'BYE to LOGIN', (c) => `* BYE rejected: ${c.line}\r\n`],
+      ['IMAP4rev1', 'the password as the tag', () => `${pw} NO no\r\n`],
+    ];
+    for (const [caps, what, answer] of cases) {
+      const s = await fakeImap({
+        capabilities: caps,
+        onCommand(cmd, conn) {
+          if (cmd.name !== 'LOGIN' && cmd.name !== 'AUTHENTICATE') return false;
+          conn.write(answer(cmd));
+          return true;
+        },
+      });
+      try {
+        const err = await openRemote(withPw(s.port, 'imap')).then(
+          () => null,
+          (e: Error) => e,
+        );
+        expect(err, what).toBeInstanceOf(Error);
+        expect(`${err!.message} ${err!.stack}`, what).not.toMatch(/S3cret|U3Nj/i);
+        expect(`${err!.message}`, what).not.toContain(b64);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
+  it('POP3: a -ERR to UIDL after the login that quotes PASS', async () => {
+    const s = await fakePop3({
+      onCommand(line, conn) {
+        if (line === 'UIDL') conn.write(`-ERR session of PASS ${pw} expired\r\n`);
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await openRemote(withPw(s.port, 'pop3'));
+      const err = await box.open('').then(
+        () => null,
+        (e: Error) => e,
+      );
+      box.abort();
+      expect(err?.message).toMatch(/does not support UIDL \(session of PASS \[password\] expired\)/);
+      expect(err?.stack).not.toContain('S3cret');
     } finally {
       await s.close();
     }
