@@ -62,6 +62,8 @@ export const ErrorCodes = {
   PIPELINE_LIMIT: 'E_PIPELINE_LIMIT',
   /** POP3: more commands before login than any client needs (e.g. CAPA in a loop). */
   TOO_MANY_COMMANDS: 'E_TOO_MANY_COMMANDS',
+  /** IMAP: MAX_FAILED_UPSTREAM_ATTEMPTS upstream attempts of one connection failed before the credentials went: BYE. */
+  TOO_MANY_UPSTREAM_FAILURES: 'E_TOO_MANY_UPSTREAM_FAILURES',
   /** The client's unread output passed `client_output_hard_bytes` (it sends but does not read). */
   CLIENT_OUTPUT_LIMIT: 'E_CLIENT_OUTPUT_LIMIT',
   /** The client had more than `client_output_soft_bytes` unread and took no byte for `client_stall_timeout_ms`. */

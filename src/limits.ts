@@ -413,6 +413,15 @@ export const MAX_METADATA_MAILBOX_NAME = 1000;
 export const PREAUTH_MAX_LITERAL = 16 * 1024;
 
 /**
+ * IMAP, before login: upstream attempts of one connection that fail before the credentials are sent
+ * (the host cannot be resolved, reached or secured, says BYE or is no IMAP server; each answered `NO
+ * [UNAVAILABLE] upstream unavailable`). The one that reaches this ends the session with BYE
+ * (E_TOO_MANY_UPSTREAM_FAILURES): on a login-routed listener a client must not probe host after host
+ * through postern on one connection. POP3 ends the session at the first such failure.
+ */
+export const MAX_FAILED_UPSTREAM_ATTEMPTS = 3;
+
+/**
  * IMAP: client bytes queued for the upstream behind a synchronizing literal the upstream has not
  * accepted yet. Above this postern stops reading the client until the upstream answers (no error);
  * the queue itself may never pass max_buffered_bytes (E_BUFFER_LIMIT).
@@ -1030,6 +1039,14 @@ export const COLLECTOR_LIMITS = {
   /** Longest line (status line, listing line, IMAP response line) accepted from a remote server (E_LINE_TOO_LONG). */
   maxLineBytes: 64 * 1024,
   /**
+   * The answer to one command may take `timeout_ms` plus a second for every this many bytes of it
+   * that came (a 64 MiB message: 4.5 hours at the least); slower fails the pass (E_COLLECTOR_TIMEOUT),
+   * so a server that trickles cannot hold a slot of `collector.concurrency` for ever.
+   */
+  minAnswerBytesPerSecond: 4096,
+  /** A message whose answer could not be read (E_PROTOCOL: a POP3 body readers may end elsewhere) is held, left on the server, and fetched again after this long. */
+  unreadableRetryMs: 24 * 60 * 60_000,
+  /**
    * IMAP: bytes of the untagged responses a remote server may send before the tagged answer to one
    * command (they are kept until it comes). The listing is allowed this plus
    * `listedResponseBytes` per message SELECT announced; a message fetch this plus max_message_size,
@@ -1041,7 +1058,7 @@ export const COLLECTOR_LIMITS = {
   listedResponseBytes: 256,
   /** Messages in one remote mailbox listing (POP3 UIDL, IMAP folder). More: the pass fails (E_UPSTREAM_PROTOCOL). */
   maxListedMessages: 1_000_000,
-  /** Longest POP3 UIDL accepted (RFC 1939 allows 70 characters). Longer, or other characters: the message is left alone. */
+  /** Longest POP3 UIDL accepted (RFC 1939 allows 70 characters). Longer, or other characters: the listing is refused and the pass fails (E_UPSTREAM_PROTOCOL). */
   maxUidlChars: 70,
   /** State rows of messages gone from the server are kept this many days, so a message that comes back (UIDVALIDITY change, UIDL change) is recognised and not delivered twice. */
   stateRetentionDays: 90,
@@ -1095,6 +1112,18 @@ export const ADMIN_LIMITS = {
   maxReleaseRecipients: 50,
   /** Token checks (scrypt, off the event loop) running at once; more are answered 503 (E_ADMIN) at once. */
   maxConcurrentTokenChecks: 4,
+  /**
+   * Token checks in flight per client address (an IPv6 address by its /64): one; a wrong token keeps
+   * its address's check in flight through authFailureDelayMs. One more from that address is answered
+   * 429 at once, so one address cannot hold every slot of maxConcurrentTokenChecks.
+   */
+  maxTokenChecksPerAddress: 1,
+  /** Client addresses with a token check in flight at once; one more address is answered 503 (E_ADMIN). */
+  maxTokenCheckAddresses: 1024,
+  /** `postern_quarantine_entries` is counted from the directory at most this often (scrapes in between get the last count). */
+  quarantineCountTtlMs: 5_000,
+  /** Entries of `admin.allowed_hosts` (E_CONFIG past it). */
+  maxAllowedHosts: 64,
 } as const;
 
 // ---------- edge: access rules, auto-block, rate limits, PROXY protocol (src/edge/, src/protocol/proxy/) ----------

@@ -14,11 +14,27 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ListenerConfig } from '../config/types.js';
 import type { BlockEntry } from '../edge/autoblock.js';
 import type { EdgeStateHealth } from '../edge/state.js';
+import { ADMIN_LIMITS } from '../limits.js';
+import { isValidQuarantineId } from '../quarantine/store.js';
 import type { EndpointHealth } from '../scanners/endpoints.js';
 
 export interface ScannerHealthSource {
   engine: string;
   health(): EndpointHealth[];
+}
+
+/**
+ * Quarantine records in `dir`: `<id>.json` with a valid quarantine id only, as the store lists them
+ * (not `_pop3-protected.json`, src/quarantine/protected.ts, nor temp files); 0 when it cannot be read.
+ */
+async function countQuarantine(dir: string): Promise<number> {
+  let n = 0;
+  try {
+    for (const f of await fs.readdir(dir)) if (f.endsWith('.json') && isValidQuarantineId(f.slice(0, -5))) n++;
+  } catch {
+    n = 0;
+  }
+  return n;
 }
 
 export class Metrics {
@@ -41,7 +57,8 @@ export class Metrics {
   private readonly collectorPasses: Counter<'account' | 'result'>;
   private readonly collectorMessages: Counter<'account' | 'outcome'>;
 
-  constructor(opts: { quarantineDir?: string } = {}) {
+  /** `now` (milliseconds) is for tests of the quarantine count's cache. */
+  constructor(opts: { quarantineDir?: string; now?: () => number } = {}) {
     const registers = [this.registry];
     this.sessionsOpen = new Gauge({ name: 'postern_sessions_open', help: 'Client sessions open now', labelNames: ['listener', 'protocol'], registers });
     this.sessionsTotal = new Counter({ name: 'postern_sessions_total', help: 'Client sessions admitted', labelNames: ['listener', 'protocol'], registers });
@@ -179,18 +196,23 @@ export class Metrics {
     });
     const dir = opts.quarantineDir;
     if (dir !== undefined) {
+      // the directory is listed at most once per ADMIN_LIMITS.quarantineCountTtlMs, however often (and
+      // by whom: /metrics is open on a loopback bind) it is scraped; concurrent scrapes share one listing
+      const now = opts.now ?? Date.now;
+      let counted: { n: number; at: number } | null = null;
+      let listing: Promise<number> | null = null;
       new Gauge({
         name: 'postern_quarantine_entries',
         help: 'Originals in the quarantine directory now',
         registers,
         async collect() {
-          let n = 0;
-          try {
-            for (const f of await fs.readdir(dir)) if (f.endsWith('.json')) n++;
-          } catch {
-            n = 0;
+          if (counted === null || now() - counted.at >= ADMIN_LIMITS.quarantineCountTtlMs) {
+            listing ??= countQuarantine(dir).finally(() => {
+              listing = null;
+            });
+            counted = { n: await listing, at: now() };
           }
-          this.set(n);
+          this.set(counted.n);
         },
       });
     }

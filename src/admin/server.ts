@@ -14,8 +14,12 @@
  * and a same-origin Origin when the browser sends one) or `Authorization: Bearer TOKEN`. Without a
  * configured token_hash the quarantine pages are off. Every admin action is logged (`admin.action`)
  * with who did it: the token id and the remote address.
+ *
+ * Every request must name this listener in its Host header (hostAllowed; 421 otherwise): a web page
+ * whose name an attacker rebinds to 127.0.0.1 (DNS rebinding) reaches a loopback bind under its own
+ * name, and read /metrics, /readyz and the CA page as its own (attacker's review, 2026-12-03).
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -23,6 +27,7 @@ import type net from 'node:net';
 import type { Logger } from 'pino';
 import type { AdminConfig } from '../config/admin.js';
 import type { PosternConfig } from '../config/types.js';
+import { canonicalIp, formatIp, parseIp } from '../edge/ip.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { ADMIN_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
@@ -68,6 +73,50 @@ const COOKIE = 'postern_admin';
 function isLoopback(addr: string): boolean {
   const a = addr.toLowerCase().replace(/^::ffff:/, '');
   return a === 'localhost' || a === '::1' || a.startsWith('127.');
+}
+
+/**
+ * The name in a Host header value (`name`, `name:port`, `[v6]`, `[v6]:port`), lowercase without a
+ * trailing dot, an IP address in its canonical form; null when it is none of these.
+ */
+export function hostHeaderName(value: string): string | null {
+  const m = /^(?:\[([0-9A-Fa-f:.]{2,45})\]|([^\s:[\]]{1,253}))(?::\d{1,5})?$/.exec(value);
+  if (!m) return null;
+  if (m[1] !== undefined) return parseIp(m[1]) ? canonicalIp(m[1]) : null;
+  const name = m[2]!.toLowerCase().replace(/\.$/, '');
+  return parseIp(name) ? canonicalIp(name) : name;
+}
+
+/** A host name or address from the config as hostHeaderName gives it. */
+function configuredName(h: string): string {
+  return parseIp(h) ? canonicalIp(h) : h.toLowerCase().replace(/\.$/, '');
+}
+
+/** The DNS names of the certificate in `file` (its subjectAltName), lowercase; none when it cannot be read. */
+function certNames(file: string | undefined): string[] {
+  if (file === undefined) return [];
+  try {
+    const san = new X509Certificate(readFileSync(file)).subjectAltName ?? '';
+    return san
+      .split(', ')
+      .filter((e) => e.startsWith('DNS:'))
+      .map((e) => e.slice(4).toLowerCase().replace(/\.$/, ''));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Whose token checks count together: the client's address, an IPv6 client by its /64 (one host
+ * usually has the whole /64, and would otherwise count as many).
+ */
+function checkerKey(remote: string): string {
+  const a = parseIp(remote);
+  if (!a) return remote;
+  if (a.family === 4) return formatIp(a);
+  const bytes = Uint8Array.from(a.bytes);
+  bytes.fill(0, 8);
+  return `${formatIp({ family: 6, bytes })}/64`;
 }
 
 function safeEq(a: string, b: string): boolean {
@@ -116,6 +165,31 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
   const who = admin.tokenHash ? tokenId(admin.tokenHash) : null;
   const secureCookie = admin.tls !== null;
   const metricsNeedToken = !isLoopback(admin.host);
+  /**
+   * Host names this listener answers to. The port is not compared: a rebinding page brings its own
+   * name (the port is always the one its connection reached), and a port forward (docker -p) keeps its
+   * name. With TLS a rebinding page fails the certificate check before any request; the certificate's
+   * own names are allowed. A request without Host (HTTP/1.0) comes from no browser: let through.
+   */
+  const namesAllowed = new Set<string>(['localhost', '127.0.0.1', '::1', ...(admin.allowedHosts ?? []).map(configuredName)]);
+  const bindName = configuredName(admin.host);
+  // a wildcard bind is no name: such a listener is reached by one of its addresses (below) or a name
+  if (bindName !== '0.0.0.0' && bindName !== '::') namesAllowed.add(bindName);
+  if (admin.tls?.kind === 'ca') namesAllowed.add(configuredName(admin.tls.hostname ?? 'localhost'));
+  if (admin.tls?.kind === 'files') for (const n of certNames(admin.tls.certFile)) namesAllowed.add(n);
+  const wildcards = [...namesAllowed].filter((n) => n.startsWith('*.')).map((n) => n.slice(1));
+  const hostAllowed = (req: http.IncomingMessage): boolean => {
+    const value = req.headers.host;
+    if (value === undefined) return true;
+    const name = hostHeaderName(value);
+    if (name === null) return false;
+    if (namesAllowed.has(name)) return true;
+    // the address the connection reached, as an IP literal (a wildcard bind reached by its address)
+    const local = req.socket.localAddress;
+    if (local !== undefined && parseIp(name) && canonicalIp(local) === name) return true;
+    // a wildcard certificate name (`*.example.org`) covers one label
+    return wildcards.some((w) => name.endsWith(w) && !name.slice(0, -w.length).includes('.') && name.length > w.length);
+  };
   // a verified bearer token is remembered (as itself, compared in constant time) so scrypt runs once
   let verifiedBearer: string | null = null;
 
@@ -156,28 +230,55 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
    * A token check off the event loop, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once: one more
    * is answered 503 at once. (scryptSync on the event loop let anyone who reached the port stall the
    * process about 30 ms per guess, with no credentials: attacker's review, 2026-12-03.)
+   *
+   * Per client address (checkerKey) at most ADMIN_LIMITS.maxTokenChecksPerAddress at once, one more
+   * answered 429 at once; a wrong token's failure delay is served while its address's check still
+   * counts, after its shared slot is free. With the delay outside every slot one address kept all the
+   * shared slots busy and the real admin got 503 (attacker's review, 2026-12-03); now one address makes a
+   * guess per delay at most, and holds a shared slot only while scrypt runs.
    */
   let tokenChecks = 0;
-  const checkToken = async (token: string, hash: string): Promise<boolean> => {
+  const checksByAddress = new Map<string, number>();
+  const checkToken = async (token: string, hash: string, remote: string): Promise<boolean> => {
+    const key = checkerKey(remote);
+    const mine = checksByAddress.get(key) ?? 0;
+    if (mine >= ADMIN_LIMITS.maxTokenChecksPerAddress) throw new HttpError(429, 'a token check from this address is still running: try again in a moment');
+    if (mine === 0 && checksByAddress.size >= ADMIN_LIMITS.maxTokenCheckAddresses) throw new HttpError(503, 'too many token checks at once: try again');
     if (tokenChecks >= ADMIN_LIMITS.maxConcurrentTokenChecks) throw new HttpError(503, 'too many token checks at once: try again');
-    tokenChecks++;
+    checksByAddress.set(key, mine + 1);
     try {
-      return await verifyTokenAsync(token, hash);
+      let ok: boolean;
+      tokenChecks++;
+      try {
+        ok = await verifyTokenAsync(token, hash);
+      } finally {
+        tokenChecks--;
+      }
+      if (!ok) await delay();
+      return ok;
     } finally {
-      tokenChecks--;
+      const left = (checksByAddress.get(key) ?? 1) - 1;
+      if (left > 0) checksByAddress.set(key, left);
+      else checksByAddress.delete(key);
     }
   };
 
-  /** Who is asking (null: not authenticated). Bearer first; else the cookie session. */
-  const authenticate = async (req: http.IncomingMessage): Promise<{ who: string; session: LoginSession | null; bearer: boolean } | null> => {
+  /**
+   * Who is asking (null: not authenticated). Bearer first; else the cookie session. A refused bearer
+   * token is answered after the failure delay (served by checkToken when it ran a check).
+   */
+  const authenticate = async (req: http.IncomingMessage, remote: string): Promise<{ who: string; session: LoginSession | null; bearer: boolean } | null> => {
     if (!admin.tokenHash || !who) return null;
     const auth = req.headers.authorization;
     if (auth !== undefined) {
       const m = /^Bearer ([\x20-\x7e]{1,1024})$/.exec(auth);
-      if (!m) return null;
+      if (!m) {
+        await delay();
+        return null;
+      }
       const t = m[1]!;
       if (verifiedBearer !== null && safeEq(t, verifiedBearer)) return { who, session: null, bearer: true };
-      if (!(await checkToken(t, admin.tokenHash))) return null;
+      if (!(await checkToken(t, admin.tokenHash, remote))) return null;
       verifiedBearer = t;
       return { who, session: null, bearer: true };
     }
@@ -270,6 +371,7 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
     const method = req.method ?? 'GET';
     const json = url.searchParams.get('format') === 'json';
     const get = method === 'GET' || method === 'HEAD';
+    if (!hostAllowed(req)) throw new HttpError(421, 'this admin listener is not reached by that name (admin.allowed_hosts)');
 
     if (get && p === '/healthz') return send(res, 200, 'ok\n', 'text/plain; charset=utf-8');
     if (get && p === '/readyz') {
@@ -280,8 +382,8 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       return sendJson(res, ok ? 200 : 503, { ready: ok, listeners: r.listeners, policies: r.policies, scanners });
     }
     if (get && p === '/metrics') {
-      if (metricsNeedToken && !(await authenticate(req))?.bearer) {
-        await delay();
+      if (metricsNeedToken && !(await authenticate(req, remote))?.bearer) {
+        await delay(req.headers.authorization === undefined);
         return send(res, 401, 'token required\n', 'text/plain; charset=utf-8', { 'www-authenticate': 'Bearer realm="postern"' });
       }
       return send(res, 200, deps.workers ? await deps.workers.metrics() : await deps.metrics.registry.metrics(), deps.metrics.registry.contentType);
@@ -315,9 +417,9 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
       if (p === '/login' && method === 'POST') {
         const form = await readBody(req);
         const token = form.get('token') ?? '';
-        if (!(await checkToken(token, admin.tokenHash))) {
+        // a wrong token is answered after the failure delay (checkToken serves it)
+        if (!(await checkToken(token, admin.tokenHash, remote))) {
           log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong admin token' } }, 'admin login failed');
-          await delay();
           return loginPage(401, res, 'Wrong token.');
         }
         const sid = randomBytes(32).toString('base64url');
@@ -327,11 +429,10 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
         const cookie = `${COOKIE}=${sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${Math.floor(ADMIN_LIMITS.sessionTtlMs / 1000)}${secureCookie ? '; Secure' : ''}`;
         return send(res, 303, '', 'text/plain', { location: '/quarantine', 'set-cookie': cookie });
       }
-      const a = await authenticate(req);
+      const a = await authenticate(req, remote);
       if (!a) {
         if (req.headers.authorization !== undefined)
           log.warn({ event: 'admin.auth_failed', remote, err: { code: ErrorCodes.ADMIN, message: 'wrong bearer token' } }, 'admin bearer token refused');
-        await delay(req.headers.authorization !== undefined);
         if (json || req.headers.authorization !== undefined) return sendJson(res, 401, { error: 'token required' });
         return loginPage(401, res);
       }

@@ -12,6 +12,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { UpstreamTlsConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { COLLECTOR_LIMITS } from '../limits.js';
 import { upstreamTlsOptions } from '../tls/contexts.js';
 
 function socketError(e: Error & { code?: string }, what: string): PosternError {
@@ -32,6 +33,9 @@ export class RemoteConn {
   private waiter: (() => void) | null = null;
   /** Bytes read from the server. */
   bytesIn = 0;
+  /** Since the last command was written (or the connection opened): the time read() waited for data, and the bytes that came. */
+  private waited = 0;
+  private answered = 0;
 
   private constructor(
     socket: net.Socket,
@@ -45,6 +49,7 @@ export class RemoteConn {
   private attach(s: net.Socket): void {
     s.on('data', (d: Buffer) => {
       this.bytesIn += d.length;
+      this.answered += d.length;
       this.chunks.push(d);
       this.wake();
     });
@@ -132,25 +137,50 @@ export class RemoteConn {
 
   write(data: string | Buffer): void {
     if (this.ended) throw this.ended;
+    this.waited = 0;
+    this.answered = 0;
     this.socket.write(data);
   }
 
-  /** The next chunk from the server; throws when the connection ended or nothing came for timeoutMs. */
+  /**
+   * How much longer read() may wait for the answer to the last command: timeoutMs, plus a second for
+   * every COLLECTOR_LIMITS.minAnswerBytesPerSecond bytes that came, less what it waited already (a
+   * server trickling a byte at a time kept one pass, and so a slot of collector.concurrency, for
+   * ever: collector review). Only waiting counts: time the pass spends elsewhere (delivering the
+   * message before, while the next one is fetched) is not the server's.
+   */
+  private answerTimeLeft(): number {
+    return this.timeoutMs + (this.answered / COLLECTOR_LIMITS.minAnswerBytesPerSecond) * 1000 - this.waited;
+  }
+
+  /** The next chunk from the server; throws when the connection ended, nothing came for timeoutMs, or the answer came slower than answerTimeLeft allows. */
   async read(): Promise<Buffer> {
     for (;;) {
       const c = this.chunks.shift();
       if (c) return c;
       if (this.ended) throw this.ended;
+      const left = this.answerTimeLeft();
+      if (left <= 0) {
+        throw new PosternError(
+          ErrorCodes.COLLECTOR_TIMEOUT,
+          `${this.host} answered ${this.answered} bytes in ${Math.round(this.waited)} ms of waiting (at least ${COLLECTOR_LIMITS.minAnswerBytesPerSecond} bytes a second after ${this.timeoutMs} ms)`,
+        );
+      }
+      const wait = Math.min(this.timeoutMs, left);
+      const from = performance.now();
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => {
           this.waiter = null;
-          reject(new PosternError(ErrorCodes.COLLECTOR_TIMEOUT, `${this.host} sent nothing for ${this.timeoutMs} ms`));
-        }, this.timeoutMs);
+          if (wait < this.timeoutMs)
+            resolve(); // the answer's time is up: said above
+          else reject(new PosternError(ErrorCodes.COLLECTOR_TIMEOUT, `${this.host} sent nothing for ${this.timeoutMs} ms`));
+        }, wait);
         this.waiter = () => {
           clearTimeout(timer);
           resolve();
         };
       });
+      this.waited += performance.now() - from;
     }
   }
 

@@ -140,10 +140,13 @@ export class ImapMailbox implements RemoteMailbox {
   }
 
   /** Sends a command; returns the untagged responses and the tagged completion (at most maxBytes of the former, see collect). */
-  private async command(text: string, opts: { secret?: boolean; maxBytes?: number } = {}): Promise<{ untagged: Response[]; done: ResponseHead }> {
+  private async command(
+    text: string,
+    opts: { secret?: boolean; maxBytes?: number; take?: (r: Response) => boolean } = {},
+  ): Promise<{ untagged: Response[]; done: ResponseHead }> {
     const tag = `p${++this.tagNo}`;
     this.conn.write(`${tag} ${text}\r\n`);
-    return this.collect(tag, opts.secret ? 'the login' : text.split(' ')[0]!, opts.maxBytes);
+    return this.collect(tag, opts.secret ? 'the login' : text.split(' ')[0]!, opts.maxBytes, opts.take);
   }
 
   /**
@@ -155,9 +158,16 @@ export class ImapMailbox implements RemoteMailbox {
     tag: string,
     what: string,
     maxBytes: number = COLLECTOR_LIMITS.maxUntaggedBytes,
+    take?: (r: Response) => boolean,
   ): Promise<{ untagged: Response[]; done: ResponseHead }> {
     const untagged: Response[] = [];
+    let seen = 0;
     let held = 0;
+    // `take`: responses it consumes as they come are not kept; they count against maxBytes, the
+    // ones kept against maxUntaggedBytes as well (collector review: a listing allowed
+    // maxUntaggedBytes plus 256 bytes per message SELECT announced, kept whole: a server announcing
+    // 1,000,000 messages and sending 64 KiB OK lines grew one pass past 1 GB)
+    const keepBound = take ? Math.min(maxBytes, COLLECTOR_LIMITS.maxUntaggedBytes) : maxBytes;
     for (;;) {
       const r = await this.next();
       if (r.head.kind === 'tagged') {
@@ -169,10 +179,18 @@ export class ImapMailbox implements RemoteMailbox {
       if (r.head.keyword === 'BYE' && what !== 'LOGOUT')
         throw new PosternError(ErrorCodes.UPSTREAM_CLOSED, `${this.account.host} said BYE: ${serverText(r.head.text)}`);
       this.noteCapability(r.head);
-      held += RESPONSE_OVERHEAD;
-      for (const p of r.parts) held += p.length;
-      if (held > maxBytes)
+      let size = RESPONSE_OVERHEAD;
+      for (const p of r.parts) size += p.length;
+      seen += size;
+      if (seen > maxBytes)
         throw new PosternError(ErrorCodes.BUFFER_LIMIT, `${this.account.host} sent more than ${maxBytes} bytes of untagged responses before answering ${what}`);
+      if (take?.(r)) continue;
+      held += size;
+      if (held > keepBound)
+        throw new PosternError(
+          ErrorCodes.BUFFER_LIMIT,
+          `${this.account.host} sent more than ${keepBound} bytes of untagged responses before answering ${what}`,
+        );
       untagged.push(r);
     }
   }
@@ -265,26 +283,29 @@ export class ImapMailbox implements RemoteMailbox {
     if (exists > COLLECTOR_LIMITS.maxListedMessages) throw protocolError(`${folder} holds more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
     const messages: RemoteMessage[] = [];
     if (exists > 0) {
-      const r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)', {
-        maxBytes: COLLECTOR_LIMITS.maxUntaggedBytes + exists * (COLLECTOR_LIMITS.listedResponseBytes + RESPONSE_OVERHEAD),
-      });
-      if (r.done.keyword !== 'OK') throw protocolError(`listing ${folder} refused: ${serverText(r.done.text)}`);
       const seen = new Set<number>();
-      for (const u of r.untagged) {
-        if (u.head.keyword !== 'FETCH') continue;
+      // each FETCH is read as it comes (only its UID and size are kept)
+      const take = (u: Response): boolean => {
+        if (u.head.keyword !== 'FETCH') return false;
         const f = parseFetchResponse(u.parts);
         const uid = f.items.find((i) => i.name === 'UID')?.atom;
         const size = f.items.find((i) => i.name === 'RFC822.SIZE')?.atom;
-        if (uid === undefined && size === undefined) continue; // an unsolicited FLAGS update
+        if (uid === undefined && size === undefined) return true; // an unsolicited FLAGS update
         if (!uid || !/^[1-9]\d{0,9}$/.test(uid) || !size || !/^\d{1,15}$/.test(size))
           throw protocolError(`listing ${folder}: a FETCH without a valid UID and RFC822.SIZE`);
         const n = Number(uid);
-        if (seen.has(n)) continue;
+        if (seen.has(n)) return true;
         seen.add(n);
         messages.push({ ref: n, uid: uid, size: Number(size) });
         if (messages.length > COLLECTOR_LIMITS.maxListedMessages)
           throw protocolError(`${folder} lists more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
-      }
+        return true;
+      };
+      const r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)', {
+        maxBytes: COLLECTOR_LIMITS.maxUntaggedBytes + exists * (COLLECTOR_LIMITS.listedResponseBytes + RESPONSE_OVERHEAD),
+        take,
+      });
+      if (r.done.keyword !== 'OK') throw protocolError(`listing ${folder} refused: ${serverText(r.done.text)}`);
       messages.sort((a, b) => a.ref - b.ref);
     }
     return { folder, uidvalidity, messages, ambiguous: [] };

@@ -399,7 +399,12 @@ class Pass {
     const candidates = box.messages.filter((m) => {
       const r = rows.get(m.uid);
       if (!r) return true;
-      if (r.status === 'held' && r.reason === 'oversize') return m.size <= a.maxMessageBytes;
+      // a message held as oversize by the size it turned out to have (more than it was listed with:
+      // the listing's size alone re-admitted it, and its fetch failed the pass, every pass: collector
+      // review) comes back once max_message_size grows past it; one whose answer could not be read
+      // (E_PROTOCOL: a POP3 body a reader may end elsewhere) is fetched again a day later
+      if (r.status === 'held' && r.reason === 'oversize') return Math.max(m.size, r.size) <= a.maxMessageBytes;
+      if (r.status === 'held' && r.reason === 'unreadable') return r.firstSeen + COLLECTOR_LIMITS.unreadableRetryMs <= now;
       return r.status === 'pending' && r.nextAttempt <= now;
     });
     // The next message to fetch is fetched while the current one is inspected and delivered (one
@@ -430,7 +435,7 @@ class Pass {
           this.oversize(box, msg, row);
           continue;
         }
-        if (row && row.status === 'held' && row.reason === 'oversize') st.remove(row.id);
+        if (row && row.status === 'held' && (row.reason === 'oversize' || row.reason === 'unreadable')) st.remove(row.id);
         this.attempts++;
         let job: FetchJob;
         if (ahead.next?.msg === msg) {
@@ -491,12 +496,13 @@ class Pass {
     };
   }
 
-  private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined): void {
+  /** `size`: what it is known to be (more than listed when its fetch found it so). */
+  private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined, size = msg.size): void {
     if (row) return; // recorded and logged once
     const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
     this.d.state.insert(
       key,
-      { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false },
+      { firstSeen: this.d.now(), size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false },
       [],
       this.d.now(),
     );
@@ -512,6 +518,27 @@ class Pass {
         err: { code: ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, message: `larger than max_message_size (${this.a.maxMessageBytes} bytes)` },
       },
       'message larger than max_message_size: not fetched, left on the server',
+    );
+  }
+
+  /**
+   * A message whose answer the framer refused (E_PROTOCOL: for POP3 its own bytes can do that, a "."
+   * line after a bare LF that readers end the body at or not): held, left on the server, fetched
+   * again after COLLECTOR_LIMITS.unreadableRetryMs. The pass fails as before (the connection's
+   * framing is lost); the next one goes on with the other messages instead of failing on it again.
+   */
+  private unreadable(box: RemoteFolder, msg: RemoteMessage, e: PosternError): void {
+    const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
+    this.d.state.insert(
+      key,
+      { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'unreadable', deletable: false },
+      [],
+      this.d.now(),
+    );
+    this.s.held++;
+    this.log.warn(
+      { event: 'collector.message', ...this.where(box, msg), bytes: msg.size, action: 'held', reason: 'unreadable', err: { code: e.code, message: e.message } },
+      'message whose answer cannot be read unambiguously: left on the server, tried again later',
     );
   }
 
@@ -537,7 +564,9 @@ class Pass {
       got = await fetched;
     } catch (e) {
       if (this.lost) throw this.lost;
-      if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known) this.oversize(box, msg, undefined);
+      if (e instanceof PosternError && e.code === ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE && !known)
+        this.oversize(box, msg, undefined, Math.max(msg.size, a.maxMessageBytes + 1));
+      if (e instanceof PosternError && e.code === ErrorCodes.PROTOCOL && !known) this.unreadable(box, msg, e);
       throw e;
     }
     // lost while it was fetched (or waited): nothing of it is recorded, it is the new holder's

@@ -370,6 +370,9 @@ function localVerdict(local: string, domain: string): Verdict {
   if (/[^\x20-\x7e]/.test(local)) return { ok: false, why: 'non-ASCII or control character in the local part' };
   if (/[%!@]/.test(local)) return { ok: false, why: 'routing character in the local part' };
   if (/["\\]/.test(local)) return { ok: false, why: 'quote or backslash in the local part' };
+  // legal quoted, but the SMTP client refuses the whole envelope for it (EENVELOPE: every recipient
+  // of the message deferred for days, then the postmaster's: collector review)
+  if (/[<>]/.test(local)) return { ok: false, why: 'angle bracket in the local part' };
   if (local.length > 64) return { ok: false, why: 'local part longer than 64 octets' };
   const out = (DOT_ATOM_TEXT.test(local) ? local : `"${local}"`) + '@' + domain;
   if (out.length > 254) return { ok: false, why: 'address longer than 254 octets' };

@@ -89,9 +89,10 @@ async function fsyncPath(p: string): Promise<void> {
 }
 
 /**
- * The engine's quarantine as the spam action `quarantine` uses it: FileQuarantineStore writes with
- * rename but no fsync; before a quarantined message may be deleted upstream, its record (`<id>.eml`,
- * `<id>.json`) and the directory entry are synced. Another store kind is trusted to be durable on put.
+ * The engine's quarantine as the spam action `quarantine` uses it: before a quarantined message may
+ * be deleted upstream, its record (`<id>.eml`, `<id>.json`) and the directory entry are synced once
+ * more (FileQuarantineStore syncs each file before its rename; this also covers a record that was
+ * already there, put by an earlier message). Another store kind is trusted to be durable on put.
  */
 export function spamQuarantine(store: QuarantineStore): SpamQuarantine {
   return {

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
+import { ADMIN_LIMITS } from '../limits.js';
 import { isValidHost } from './hosts.js';
 
 export const DEFAULT_ADMIN_HOST = '127.0.0.1';
@@ -43,6 +44,11 @@ export interface AdminConfig {
   tokenHash: string | null;
   caPage: boolean;
   releaseSmtp: AdminReleaseSmtpConfig | null;
+  /**
+   * Names (lowercase) or IP addresses the `Host` header may carry besides the built-in ones (loopback,
+   * the bind address, the TLS names: src/admin/server.ts hostAllowed). Absent: none.
+   */
+  allowedHosts?: string[];
 }
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
@@ -69,6 +75,8 @@ export const adminSchema = z.strictObject({
     .optional(),
   token_hash: z.string().regex(TOKEN_HASH_RE, 'expected "scrypt$<32 hex>$<64 hex>" or "sha256$<64 hex>" (make one with: postern admin hash-token)').optional(),
   ca_page: z.boolean().optional(),
+  /** Names the admin pages are reached by besides loopback, the bind address and the TLS names (DNS rebinding: other Host values are refused). */
+  allowed_hosts: z.array(host).max(ADMIN_LIMITS.maxAllowedHosts, `at most ${ADMIN_LIMITS.maxAllowedHosts} names (ADMIN_LIMITS.maxAllowedHosts)`).optional(),
   release_smtp: z
     .strictObject({
       host,
@@ -132,6 +140,7 @@ export function normaliseAdmin(raw: RawAdmin, baseDir: string): AdminConfig {
         : { kind: 'files', certFile: path.resolve(baseDir, t.cert_file!), keyFile: path.resolve(baseDir, t.key_file!) },
     tokenHash: raw.token_hash ?? null,
     caPage: raw.ca_page ?? true,
+    ...(raw.allowed_hosts !== undefined ? { allowedHosts: raw.allowed_hosts.map((h) => h.toLowerCase().replace(/\.$/, '')) } : {}),
     releaseSmtp: r
       ? {
           host: r.host,

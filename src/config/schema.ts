@@ -384,6 +384,14 @@ function crossCheck(raw: RawConfig, ctx: Ctx, baseDir: string): void {
           at('upstream', 'allow_any_host'),
           `allow_any_host is only allowed on a listener bound to a loopback address (127.0.0.0/8, ::1, localhost), not ${bindHost}: it would make postern an open relay; list the reachable hosts in "allow"`,
         );
+      } else if (u.allow_any_host === true && l.proxy_protocol !== undefined) {
+        // a loopback bind fronted by a load balancer takes connections from anywhere the balancer does:
+        // the loopback address no longer says that only local users reach the listener
+        issue(
+          ctx,
+          at('upstream', 'allow_any_host'),
+          'allow_any_host is not allowed on a listener with proxy_protocol: the load balancer in front would make postern an open relay; list the reachable hosts in "allow"',
+        );
       }
     }
 

@@ -123,11 +123,17 @@ export class EdgeGuard {
     return { kind: d.action, decision: d, block: d.rule?.autoBlock ? this.imposeRuleBlock(key, now) : null };
   }
 
-  /** The login named its upstream host: the `to` rules. */
-  onLogin(listener: ListenerConfig, address: string, host: string, now: number): { decision: AccessDecision; block: BlockEntry | null } {
+  /** The login named its upstream host (resolved to `addresses`, when it was): the `to` rules. */
+  onLogin(
+    listener: ListenerConfig,
+    address: string,
+    host: string,
+    now: number,
+    addresses: readonly string[] = [],
+  ): { decision: AccessDecision; block: BlockEntry | null } {
     const key = canonicalIp(address);
     const ip: IpAddress | null = parseIp(key);
-    const d = decideLogin(this.rules(listener), ip, host, now);
+    const d = decideLogin(this.rules(listener), ip, host, now, addresses);
     return { decision: d, block: d.action !== 'allow' && d.rule?.autoBlock ? this.imposeRuleBlock(key, now) : null };
   }
 

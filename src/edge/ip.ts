@@ -205,3 +205,18 @@ export function anyContains(list: readonly Cidr[], a: IpAddress | null): boolean
   for (const c of list) if (cidrContains(c, a)) return true;
   return false;
 }
+
+/**
+ * `0.0.0.0/8` ("this network") or `::`: no remote host has one. A connect to it reaches this machine
+ * (Linux reads `0.0.0.0` and `::` as the local host), so a routed login may never name one.
+ */
+export function isUnspecifiedIp(a: IpAddress): boolean {
+  if (a.family === 4) return a.bytes[0] === 0;
+  return a.bytes.every((b) => b === 0);
+}
+
+/** `127.0.0.0/8` or `::1`: this machine whatever its interfaces. */
+export function isLoopbackIp(a: IpAddress): boolean {
+  if (a.family === 4) return a.bytes[0] === 127;
+  return a.bytes.every((b, i) => b === (i === 15 ? 1 : 0));
+}

@@ -7,7 +7,8 @@
  * - at connect (`decideConnect`) the host is not known. A rule without `to` that matches decides. A
  *   matching `allow` rule with `to` defers the decision to the login (the client may be going there);
  *   a `deny`/`reset` rule with `to` is passed over (the client may be going elsewhere).
- * - at login (`decideLogin`) the whole list is walked in order with the host known.
+ * - at login (`decideLogin`) the whole list is walked in order with the host known, and once for each
+ *   address it resolved to (a CIDR matches an address literal or a resolved address).
  * So a connection is refused at connect only when every login it could make would be refused.
  */
 import { anyContains, type Cidr, cidrContains, type IpAddress, parseIp } from './ip.js';
@@ -58,11 +59,14 @@ export function parseHostPattern(text: string, parseCidrFn: (t: string) => Cidr 
   return { name: lower, text };
 }
 
-export function hostMatches(p: HostPattern, host: string): boolean {
+/**
+ * A name pattern matches the host the login named; a CIDR matches an address literal, or `address`:
+ * one the host resolved to (the relay resolves a routed host once and connects to what was judged).
+ */
+export function hostMatches(p: HostPattern, host: string, address: IpAddress | null = null): boolean {
   if (p.cidr) {
-    // CIDRs match address literals only: postern does not resolve names to judge a rule
     const a = parseIp(host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);
-    return a ? cidrContains(p.cidr, a) : false;
+    return (a !== null && cidrContains(p.cidr, a)) || (address !== null && cidrContains(p.cidr, address));
   }
   const h = host.toLowerCase().replace(/\.$/, '');
   if (p.wildcard) return h.endsWith(`.${p.name}`);
@@ -84,11 +88,35 @@ export function decideConnect(rules: readonly AccessRule[], client: IpAddress | 
   return DEFAULT_ALLOW;
 }
 
-export function decideLogin(rules: readonly AccessRule[], client: IpAddress | null, host: string, nowMs: number): AccessDecision {
+/**
+ * The list walked for the host and, when it was resolved, for each of its `addresses` in turn: the
+ * connection may reach any of them, so the first that is refused refuses the login (an allow needs
+ * every address allowed). An address that does not parse is refused (fail closed).
+ */
+export function decideLogin(
+  rules: readonly AccessRule[],
+  client: IpAddress | null,
+  host: string,
+  nowMs: number,
+  addresses: readonly string[] = [],
+): AccessDecision {
+  if (addresses.length === 0) return decideLoginAt(rules, client, host, null, nowMs);
+  let allowed: AccessDecision | null = null;
+  for (const text of addresses) {
+    const address = parseIp(text);
+    if (!address) return { action: 'deny', rule: null };
+    const d = decideLoginAt(rules, client, host, address, nowMs);
+    if (d.action !== 'allow') return d;
+    allowed ??= d;
+  }
+  return allowed ?? DEFAULT_ALLOW;
+}
+
+function decideLoginAt(rules: readonly AccessRule[], client: IpAddress | null, host: string, address: IpAddress | null, nowMs: number): AccessDecision {
   for (const r of rules) {
     if (!fromMatches(r, client)) continue;
     if (r.schedule && !scheduleMatches(r.schedule, nowMs)) continue;
-    if (r.to !== null && !r.to.some((p) => hostMatches(p, host))) continue;
+    if (r.to !== null && !r.to.some((p) => hostMatches(p, host, address))) continue;
     return { action: r.action, rule: r };
   }
   return DEFAULT_ALLOW;

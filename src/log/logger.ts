@@ -294,6 +294,18 @@ export interface RedactOptions {
 const IMAP_LINE = /^(\S+) (\S+)(?: (\S+))?(.*)$/s;
 // Commands whose arguments are (or may be) credentials: everything after the command is masked.
 const IMAP_SECRET = new Set(['LOGIN', 'AUTHENTICATE']);
+/**
+ * SASL mechanism names shown after AUTHENTICATE / AUTH; any other first argument is masked. Whatever
+ * stands there is the client's: `AUTHENTICATE <base64>` (the mechanism left out) put the initial
+ * response where the mechanism goes, and it was logged (attacker's review, 2026-12-03).
+ */
+const SASL_MECHANISMS =
+  /^(?:PLAIN|LOGIN|XOAUTH2?|OAUTHBEARER|CRAM-MD5|DIGEST-MD5|EXTERNAL|ANONYMOUS|GSSAPI|GS2-KRB5(?:-PLUS)?|NTLM|SCRAM-SHA-(?:1|224|256|384|512)(?:-PLUS)?)$/i;
+
+/** The mechanism as the client wrote it when it is a known one, else the mask. */
+function mechanism(word: string): string {
+  return SASL_MECHANISMS.test(word) ? word : REDACTED;
+}
 const POP3_COMMANDS = new Set([
   'USER',
   'PASS',
@@ -333,10 +345,11 @@ export function printableLine(line: string | Buffer, maxLength = MAX_LOGGED_LINE
 /**
  * Returns a loggable version of one protocol line sent by a client (server lines pass through
  * unchanged when they look like responses). Masks:
- * - IMAP: every argument of LOGIN; AUTHENTICATE's mechanism is kept, its initial response masked;
- *   any line that is not `tag SP command ...` (SASL continuation answers, post-literal remainders).
- * - POP3: PASS, APOP and AUTH arguments after the mechanism; any line whose first word is not a
- *   POP3 command (SASL continuation answers).
+ * - IMAP: every argument of LOGIN; AUTHENTICATE's mechanism is kept when it is a known one
+ *   (SASL_MECHANISMS), its initial response masked; any line that is not `tag SP command ...` (SASL
+ *   continuation answers, post-literal remainders).
+ * - POP3: PASS, APOP and AUTH arguments after the mechanism, and the mechanism itself unless known;
+ *   any line whose first word is not a POP3 command (SASL continuation answers).
  */
 export function redactLine(line: string | Buffer, protocol: 'imap' | 'pop3', opts: RedactOptions = {}): string {
   const max = opts.maxLength ?? MAX_LOGGED_LINE;
@@ -354,7 +367,10 @@ function redactImap(text: string): string {
   if (!m) return REDACTED;
   const [, tag, word, sub, rest] = m;
   const upper = word!.toUpperCase();
-  if (upper === 'AUTHENTICATE' && sub !== undefined) return `${tag} ${word} ${sub}${rest ? ` ${REDACTED}` : ''}`;
+  if (upper === 'AUTHENTICATE' && sub !== undefined) {
+    const mech = mechanism(sub);
+    return `${tag} ${word} ${mech}${rest && mech !== REDACTED ? ` ${REDACTED}` : ''}`;
+  }
   if (IMAP_SECRET.has(upper)) return `${tag} ${word} ${REDACTED}`;
   return text;
 }
@@ -373,8 +389,9 @@ function redactPop3(text: string): string {
     return `${m[1]} ${user} ${REDACTED}`;
   }
   if (cmd === 'AUTH') {
-    const [mech, ...ir] = args.split(' ');
-    return ir.length > 0 ? `${m[1]} ${mech} ${REDACTED}` : text;
+    const [word, ...ir] = args.split(' ');
+    const mech = mechanism(word!);
+    return ir.length > 0 && mech !== REDACTED ? `${m[1]} ${mech} ${REDACTED}` : `${m[1]} ${mech}`;
   }
   return text;
 }

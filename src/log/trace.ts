@@ -11,13 +11,18 @@
  * What is never logged:
  * - credentials: lines go through redactLine (LOGIN arguments, AUTHENTICATE/AUTH initial responses,
  *   PASS, APOP); every client line after AUTHENTICATE/AUTH until the server's final answer is a SASL
- *   answer and is masked whole; the rest of a masked command after a literal stays masked;
- * - IMAP literal contents (`{n}`, `{n+}`, `~{n}`: a LOGIN user or password, an APPENDed or FETCHed
- *   message): only `proto.data` with the size;
+ *   answer and is masked whole; the rest of a masked command after a literal stays masked; and every
+ *   IMAP client line after a LOGIN or AUTHENTICATE until its tagged completion is masked whole, however
+ *   the trace read the lines in between (a second line of defence: a literal the trace missed once
+ *   logged a LOGIN's password as a line of its own, attacker's review 2026-12-03);
+ * - IMAP literal contents (`{n}`, `{n+}`, `{n-}`, `~{n}`: a LOGIN user or password, an APPENDed or
+ *   FETCHed message): only `proto.data` with the size. The announcement is read by the framer's own
+ *   parser (parseLiteralTail), so the trace takes as literal exactly what the relay does;
  * - POP3 message data (RETR, TOP) and the lines of LIST/UIDL: only `proto.data` with bytes and lines.
  *   A server line outside a multi-line answer that is not a status (`+OK`, `-ERR`, `+ `) is masked.
  */
 import type { Logger } from 'pino';
+import { parseLiteralTail } from '../protocol/imap/framer.js';
 import { logErr, printableLine, REDACTED, redactLine } from './logger.js';
 
 export type TraceDir = 'client>postern' | 'postern>upstream' | 'upstream>postern' | 'postern>client';
@@ -28,8 +33,29 @@ export const TRACE_LINE_CHARS = 200;
 export const TRACE_HEAD_BYTES = 256;
 /** Bytes kept of a line's end, to see a literal announcement `{n}` after a long line. */
 const TAIL_BYTES = 32;
+/** A kept tail of only digits before `}`, `+}` or `-}`: an announcement longer than the tail (see literalAtEnd). */
+const DIGITS_TO_BRACE = /^[0-9]+[+-]?\}\r?\n$/;
 
-const LITERAL_AT_END = /~?\{(\d{1,16})(\+)?\}\r?\n$/;
+/**
+ * The literal a line's kept tail announces, read by the framer's parser (src/protocol/imap/framer.ts):
+ * a second pattern here once missed `{n-}` (LITERAL-), which the framer accepts, and the literal and
+ * the rest of a LOGIN were logged as a line of their own. An announcement with more digits than the
+ * tail keeps is far over any literal limit (the framer reads more than 15 digits as
+ * Number.MAX_SAFE_INTEGER and refuses it), but bytes after it may already be here: it is a literal
+ * without end, so nothing more of that direction is logged until a reset.
+ */
+function literalAtEnd(tail: Buffer): { size: number; sync: boolean } | null {
+  const lit = parseLiteralTail(tail);
+  if (lit) return { size: lit.size, sync: !lit.nonSync };
+  if (tail.length === TAIL_BYTES && DIGITS_TO_BRACE.test(tail.toString('latin1'))) return { size: Number.MAX_SAFE_INTEGER, sync: false };
+  return null;
+}
+
+/** Whether the server line `first` completes the command tagged `tag` ('': a tag the trace could not read, completed by any tagged line). */
+function completes(first: string, tag: string): boolean {
+  if (tag === '' || tag === '*' || tag === '+') return !first.startsWith('*') && !first.startsWith('+');
+  return first.startsWith(`${tag} `);
+}
 /** POP3 commands answered with a multi-line response after `+OK`; true: its lines may be shown. */
 const POP3_MULTILINE = new Map<string, boolean>([
   ['CAPA', true],
@@ -57,6 +83,11 @@ class Direction {
   tag: string | null = null;
   /** Command side: lines are SASL answers until the other side's final answer. */
   sasl = false;
+  /**
+   * IMAP command side: the tag of a LOGIN or AUTHENTICATE not yet completed ('' when its tag could not
+   * be read), or null. Every line until the other side completes it is masked whole.
+   */
+  cred: string | null = null;
   /** POP3 command side: for each command sent and not answered, whether its answer is multi-line (null: single line). */
   expect: Array<boolean | null> = [];
   /** POP3 response side: inside a multi-line answer. */
@@ -73,10 +104,11 @@ class Direction {
   }
 
   /** The line just ended: its kept head, its last bytes, its length without and with the line end. */
-  takeLine(): { head: Buffer; tail: string; len: number; raw: number } {
-    const tail = this.tail.toString('latin1');
-    const eol = tail.endsWith('\r\n') ? 2 : tail.endsWith('\n') ? 1 : 0;
-    const r = { head: Buffer.from(this.head.subarray(0, this.headLen)), tail, len: this.len - eol, raw: this.len };
+  takeLine(): { head: Buffer; tail: Buffer; len: number; raw: number } {
+    const tail = this.tail;
+    const n = tail.length;
+    const eol = n >= 2 && tail[n - 2] === 0x0d && tail[n - 1] === 0x0a ? 2 : n >= 1 && tail[n - 1] === 0x0a ? 1 : 0;
+    const r = { head: Buffer.from(this.head.subarray(0, this.headLen)), tail: Buffer.from(tail), len: this.len - eol, raw: this.len };
     this.headLen = 0;
     this.tail = Buffer.alloc(0);
     this.len = 0;
@@ -93,6 +125,7 @@ class Direction {
     this.literalSize = 0;
     this.tag = null;
     this.sasl = false;
+    this.cred = null;
     this.expect = [];
     this.data = null;
   }
@@ -182,15 +215,15 @@ export class ProtocolTrace {
       return;
     }
     // IMAP: a literal announced at the end of the line follows it
-    const lit = LITERAL_AT_END.exec(tail);
+    const lit = literalAtEnd(tail);
     const cont = st.cont;
     if (commandSide) this.imapCommand(st, head, len, cont);
     else this.imapResponse(st, head, len, cont);
     if (lit) {
       st.cont = true;
-      st.literal = Number(lit[1]);
+      st.literal = lit.size;
       st.literalSize = st.literal;
-      st.literalSync = lit[2] === undefined;
+      st.literalSync = lit.sync;
       if (st.literal === 0) this.emitData(st.dir, 0);
     } else {
       st.cont = false;
@@ -201,20 +234,28 @@ export class ProtocolTrace {
 
   private imapCommand(st: Direction, head: Buffer, len: number, cont: boolean): void {
     if (cont) {
-      const text = st.secret || st.sasl ? REDACTED : printableLine(head, TRACE_LINE_CHARS, false);
+      const text = st.secret || st.sasl || st.cred !== null ? REDACTED : printableLine(head, TRACE_LINE_CHARS, false);
       if (len > 0) this.emitLine(st.dir, text, len, true);
       return;
     }
-    if (st.sasl) {
+    const m = /^(\S+) (\S+)/.exec(head.toString('latin1'));
+    st.tag = m ? m[1]! : null;
+    if (st.sasl || st.cred !== null) {
       st.secret = true;
       this.emitLine(st.dir, REDACTED, len);
       return;
     }
-    const text = redactLine(head, 'imap', { maxLength: TRACE_LINE_CHARS, lengthNote: false });
+    let text = redactLine(head, 'imap', { maxLength: TRACE_LINE_CHARS, lengthNote: false });
     st.secret = text.includes(REDACTED);
-    const m = /^(\S+) (\S+)/.exec(head.toString('latin1'));
-    st.tag = m ? m[1]! : null;
-    if (m && m[2]!.toUpperCase() === 'AUTHENTICATE') st.sasl = true;
+    // a command word the kept head cuts off (after a tag of some 250 bytes) may be LOGIN: not known harmless
+    const cut = head.length >= TRACE_HEAD_BYTES && (m === null || m[0].length >= head.length);
+    const word = m && !cut ? m[2]!.toUpperCase() : '';
+    if (cut || word === 'LOGIN' || word === 'AUTHENTICATE') {
+      st.cred = m ? m[1]! : '';
+      st.secret = true;
+      if (cut) text = REDACTED;
+    }
+    if (word === 'AUTHENTICATE') st.sasl = true;
     this.emitLine(st.dir, text, len);
   }
 
@@ -225,6 +266,7 @@ export class ProtocolTrace {
       return;
     }
     const first = head.toString('latin1');
+    if (cmd.cred !== null && completes(first, cmd.cred)) cmd.cred = null;
     if (!first.startsWith('+')) {
       cmd.sasl = false;
       // a synchronizing literal answered with a tagged response instead of `+`: it will not be sent

@@ -4,11 +4,18 @@
  * crash never leaves a half-written original under a valid id; each file and the directory are synced
  * before put() resolves, so what a caller acts on (a DELE allowed, a message altered) survives a power
  * loss too. Storing the same original twice under
- * the same id is a no-op (the relay vets the same message again in every session).
+ * the same id is a no-op (the relay vets the same message again in every session) once both files
+ * are there; a record whose original is gone gets it written again, and a record of another original
+ * under the same id is never overwritten (put() throws: the caller reports quarantineFailed).
+ *
+ * put() and remove() of one id run one after the other in this process (serialised), and remove()
+ * deletes the record before the original: a record on disk always has its original beside it, or is
+ * on its way out (attacker's review, 2026-12-03: an admin delete racing a put, or a remove() stopped
+ * between its two deletions, left a record without its original, and put() said "stored").
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { QUARANTINE_LIMITS } from '../limits.js';
 import type { QuarantineStore } from '../policy/types.js';
@@ -38,6 +45,27 @@ const ID_RE = /^[a-z0-9][a-z0-9-]{7,63}$/;
 
 export function isValidQuarantineId(id: string): boolean {
   return ID_RE.test(id);
+}
+
+/**
+ * The tail of the operations on each original (directory and id) in this process: the next put() or
+ * remove() of it starts when they end. Process-wide, not per store: the admin server and the
+ * inspection factory each make a store on the same directory. An entry is removed when its last
+ * operation ends, so the map holds at most the operations running or waiting.
+ */
+const idQueues = new Map<string, Promise<void>>();
+
+function serialised<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const run = (idQueues.get(key) ?? Promise.resolve()).then(fn);
+  const tail = run.then(
+    () => undefined,
+    () => undefined,
+  );
+  idQueues.set(key, tail);
+  void tail.then(() => {
+    if (idQueues.get(key) === tail) idQueues.delete(key);
+  });
+  return run;
 }
 
 export class FileQuarantineStore implements QuarantineStore {
@@ -88,57 +116,68 @@ export class FileQuarantineStore implements QuarantineStore {
     }
   }
 
+  /** Runs `fn` after every put() and remove() of `id` in this process called before it. */
+  private serialised<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    return serialised(`${resolve(this.dir)}\0${id}`, fn);
+  }
+
   async put(original: Buffer, meta: Record<string, unknown>): Promise<string> {
     const sha256 = createHash('sha256').update(original).digest('hex');
     const id = typeof meta.id === 'string' && isValidQuarantineId(meta.id) ? meta.id : sha256.slice(0, 24);
     const p = this.paths(id);
-    try {
-      await this.ensureDir();
-      const existing = await this.get(id).catch(() => null);
-      if (existing && existing.sha256 === sha256) {
-        // the original is on disk already: naming one more mailbox may fail without failing the put
-        await this.addContext(existing, meta.context).catch(() => undefined);
+    return this.serialised(id, async () => {
+      try {
+        await this.ensureDir();
+        // a record that cannot be read may be another original's: it is not overwritten (get throws)
+        const existing = await this.get(id);
+        if (existing && existing.sha256 !== sha256) {
+          throw new Error(`record ${id} holds another original (SHA-256 ${String(existing.sha256).slice(0, 16)}…): not overwritten`);
+        }
+        if (existing && (await this.emlIntact(p.eml, existing.size))) {
+          // both files are on disk already: naming one more mailbox may fail without failing the put
+          const next = withContext(existing, meta.context);
+          if (next) await this.writeRecord(next).catch(() => undefined);
+          return id;
+        }
+        // a record without its original (or with a short one) is not "stored": the original is written
+        // again, then the record (a concurrent remove() in another process may have taken it meanwhile)
+        await this.writeAtomic(p.eml, original);
+        const record: QuarantineRecord = existing
+          ? (withContext(existing, meta.context) ?? existing)
+          : {
+              ...meta,
+              id,
+              time: typeof meta.time === 'string' ? meta.time : this.now().toISOString(),
+              policy: String(meta.policy ?? ''),
+              sha256,
+              size: original.length,
+            };
+        await this.writeAtomic(p.json, JSON.stringify(record, null, 2) + '\n');
+        // "the original is quarantined first": only once it is on disk may a message be altered, withheld
+        // or deleted upstream on the strength of it
+        await this.syncDir();
+        // serialised only within this process: a remove() in another one (the admin server of a
+        // cluster's primary) may have deleted what was just written; then it is not stored
+        if (!(await this.holds(id, sha256))) throw new Error('the original was removed while it was stored');
         return id;
+      } catch (e) {
+        throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
       }
-      await this.writeAtomic(p.eml, original);
-      const record: QuarantineRecord = {
-        ...meta,
-        id,
-        time: typeof meta.time === 'string' ? meta.time : this.now().toISOString(),
-        policy: String(meta.policy ?? ''),
-        sha256,
-        size: original.length,
-      };
-      await this.writeAtomic(p.json, JSON.stringify(record, null, 2) + '\n');
-      // "the original is quarantined first": only once it is on disk may a message be altered, withheld
-      // or deleted upstream on the strength of it
-      await this.syncDir();
-      return id;
-    } catch (e) {
-      throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
+    });
+  }
+
+  /** Whether the original at `eml` is a file of the recorded size (false on any failure). */
+  private async emlIntact(eml: string, size: unknown): Promise<boolean> {
+    try {
+      const st = await fs.stat(eml);
+      return st.isFile() && st.size === size;
+    } catch {
+      return false;
     }
   }
 
-  /**
-   * The same original quarantined again for another mailbox (a mass mailing: one record per original):
-   * that mailbox's user and recipients join the record's `context.also` (at most
-   * QUARANTINE_LIMITS.maxAlsoContexts), so a release reaches every mailbox it was withheld from, not
-   * the first one only. A context already there (the same user, listener and recipients) is not added.
-   */
-  private async addContext(existing: QuarantineRecord, context: unknown): Promise<void> {
-    if (typeof context !== 'object' || context === null || typeof existing.context !== 'object' || existing.context === null) return;
-    const pick = (c: Record<string, unknown>) => ({
-      user: c.user,
-      listener: c.listener,
-      ...(Array.isArray(c.recipients) ? { recipients: c.recipients } : {}),
-    });
-    const base = existing.context as Record<string, unknown>;
-    const also = Array.isArray(base.also) ? (base.also as Record<string, unknown>[]) : [];
-    const next = pick(context as Record<string, unknown>);
-    const key = JSON.stringify(next);
-    if (key === JSON.stringify(pick(base)) || also.some((c) => JSON.stringify(pick(c)) === key) || also.length >= QUARANTINE_LIMITS.maxAlsoContexts) return;
-    const record: QuarantineRecord = { ...existing, context: { ...base, also: [...also, next] } };
-    await this.writeAtomic(this.paths(existing.id).json, JSON.stringify(record, null, 2) + '\n');
+  private async writeRecord(record: QuarantineRecord): Promise<void> {
+    await this.writeAtomic(this.paths(record.id).json, JSON.stringify(record, null, 2) + '\n');
     await this.syncDir();
   }
 
@@ -158,8 +197,7 @@ export class FileQuarantineStore implements QuarantineStore {
     try {
       const record = await this.get(id);
       if (!record || record.sha256 !== sha256) return false;
-      const st = await fs.stat(this.paths(id).eml);
-      return st.isFile() && st.size === record.size;
+      return await this.emlIntact(this.paths(id).eml, record.size);
     } catch {
       return false;
     }
@@ -209,10 +247,17 @@ export class FileQuarantineStore implements QuarantineStore {
     return rec;
   }
 
+  /**
+   * The record first, then the original: stopped in between, what is left is an original without a
+   * record (not listed, written again by the next put of it), never a record that says an original is
+   * stored when it is not.
+   */
   async remove(id: string): Promise<void> {
     const p = this.paths(id);
-    await fs.rm(p.eml, { force: true });
-    await fs.rm(p.json, { force: true });
+    await this.serialised(id, async () => {
+      await fs.rm(p.json, { force: true });
+      await fs.rm(p.eml, { force: true });
+    });
   }
 
   /** Removes records stored more than `days` days ago; returns their ids. */
@@ -232,4 +277,26 @@ export class FileQuarantineStore implements QuarantineStore {
   purgeExpired(): Promise<string[]> {
     return this.purge(this.retentionDays);
   }
+}
+
+/**
+ * The same original quarantined again for another mailbox (a mass mailing: one record per original):
+ * `existing` with that mailbox's user and recipients in its `context.also` (at most
+ * QUARANTINE_LIMITS.maxAlsoContexts), so a release reaches every mailbox it was withheld from, not the
+ * first one only; null when there is nothing to add (a context already there: the same user, listener
+ * and recipients).
+ */
+function withContext(existing: QuarantineRecord, context: unknown): QuarantineRecord | null {
+  if (typeof context !== 'object' || context === null || typeof existing.context !== 'object' || existing.context === null) return null;
+  const pick = (c: Record<string, unknown>) => ({
+    user: c.user,
+    listener: c.listener,
+    ...(Array.isArray(c.recipients) ? { recipients: c.recipients } : {}),
+  });
+  const base = existing.context as Record<string, unknown>;
+  const also = Array.isArray(base.also) ? (base.also as Record<string, unknown>[]) : [];
+  const next = pick(context as Record<string, unknown>);
+  const key = JSON.stringify(next);
+  if (key === JSON.stringify(pick(base)) || also.some((c) => JSON.stringify(pick(c)) === key) || also.length >= QUARANTINE_LIMITS.maxAlsoContexts) return null;
+  return { ...existing, context: { ...base, also: [...also, next] } };
 }

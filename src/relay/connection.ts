@@ -21,10 +21,13 @@
  *   gauge; sessions lease further bytes with reserveMemory().
  */
 
+import type dns from 'node:dns';
+import { lookup as dnsLookup } from 'node:dns';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../config/types.js';
+import { formatIp, isUnspecifiedIp, parseIp } from '../edge/ip.js';
 import { type ErrorCode, ErrorCodes, PosternError } from '../errors.js';
 import {
   CLIENT_CLOSE_GRACE_MS,
@@ -51,9 +54,15 @@ export interface ConnectionDeps {
   onClose(conn: Connection, reason: CloseReason): void;
   /**
    * The edge's `to` rules (src/edge/rules.ts), asked before each upstream connection with the host the
-   * login named; deny ends the session with the protocol's refusal, reset with a TCP RST. Absent: allow.
+   * login named and, on a login-routed listener, every address it resolved to (empty: not resolved);
+   * deny ends the session with the protocol's refusal, reset with a TCP RST. Absent: allow.
    */
-  checkLogin?: (host: string) => 'allow' | 'deny' | 'reset';
+  checkLogin?: (host: string, addresses: readonly string[]) => 'allow' | 'deny' | 'reset';
+  /**
+   * Whether `address` (canonical text, src/edge/ip.ts formatIp) and `port` reach one of this process's
+   * listening sockets: a routed login there is refused (it would route itself again). Absent: none.
+   */
+  isOwnListener?: (address: string, port: number) => boolean;
   /** The session reported a refused login (SessionHost.loginFailed): the relay feeds auto-block. */
   onLoginFailed?: (info: LoginFailure) => void;
   /** A PROXY protocol listener and a peer not trusted to send a header: one in the first bytes ends the connection. */
@@ -73,6 +82,22 @@ export interface ConnectionDeps {
 }
 
 type Sock = net.Socket | tls.TLSSocket;
+
+/** Connection.upstreamAttempt: `live` until it ended; `abandon` ends it without a report (the session is being ended otherwise). */
+interface UpstreamAttempt {
+  fail(err: PosternError): void;
+  succeed(): boolean;
+  abandon(): void;
+  live(): boolean;
+}
+
+/** A socket's lookup that answers with the addresses already resolved and checked, never asking the resolver again. */
+function checkedLookup(checked: readonly dns.LookupAddress[]): net.LookupFunction {
+  return (_host, options, callback) => {
+    if (options.all) callback(null, [...checked]);
+    else callback(null, checked[0]!.address, checked[0]!.family);
+  };
+}
 
 /** How many bytes written to `sock` and not yet taken by the kernel make it backed up (RELAY_WRITE_PAUSE_BYTES, _TLS). */
 function writePauseBytes(sock: Sock): number {
@@ -768,35 +793,94 @@ export class Connection implements SessionHost, OAuthHostInfo {
 
   /** Reports session.onUpstreamConnected / onUpstreamConnectFailed, unless the session moved on first. */
   connectUpstream(target: UpstreamTarget): void {
-    const verdict = this.deps.checkLogin?.(target.host) ?? 'allow';
-    if (verdict !== 'allow') {
-      // reported after the session's own call returns, as every host event is
-      const message = `postern: access denied (${ErrorCodes.ACCESS_DENIED})`;
-      this.closeOverride = { kind: verdict === 'reset' ? 'error' : 'shutdown', code: ErrorCodes.ACCESS_DENIED, message };
-      queueMicrotask(() => {
-        if (this.closed) return;
-        if (verdict === 'reset') {
-          this.resetClient();
-          this.session.onClientEnd();
-        } else this.session.shutdown('access denied');
-        if (!this.closed) this.close(this.closeOverride!);
-      });
-      return;
-    }
+    const routed = this.listener.upstream.kind === 'login-routed';
+    // a configured upstream is judged by its name (`to` rules are for login-routed listeners)
+    if (!routed && !this.admitUpstream(target.host, [])) return;
     this.disconnectUpstream();
     this.trace?.reset('upstream');
     this.lastTarget = target;
     const gen = ++this.upstreamGen;
-    const limits = this.listener.limits;
-    const upTls = this.listener.upstream.tls;
-    let sock: Sock;
+    let sock: Sock | undefined;
+    // one deadline for the whole attempt: the name's resolution (routed), the connect, an implicit TLS handshake
     const attempt = this.upstreamAttempt(
       gen,
       () => sock,
-      limits.connectTimeoutMs,
+      this.listener.limits.connectTimeoutMs,
       () => new PosternError(ErrorCodes.CONNECT_TIMEOUT, `connect to ${target.host}:${target.port} timed out`),
       (err) => this.session.onUpstreamConnectFailed?.(err),
     );
+    if (!routed) {
+      sock = this.openUpstream(target, gen, attempt, null);
+      return;
+    }
+    // A host the client named is resolved once, here: the `to` rules and the own-listener check judge
+    // every address it has, and the socket connects to those addresses only (the name stays for SNI and
+    // the certificate check), so neither a second answer (DNS rebinding) nor the resolver's reading of
+    // a name differs from what was checked.
+    dnsLookup(target.host, { all: true, verbatim: true }, (err, found) => {
+      if (!attempt.live()) return;
+      if (gen !== this.upstreamGen || this.closed) return attempt.abandon();
+      if (err || found.length === 0) {
+        const why = err?.code ?? 'no address';
+        return attempt.fail(new PosternError(ErrorCodes.UPSTREAM_REFUSED, `cannot resolve ${target.host}: ${why}`, { errno: err?.code }));
+      }
+      const refusal = this.routedTargetProblem(target, found);
+      if (refusal) return attempt.fail(refusal);
+      const addresses = found.map((a) => a.address);
+      if (!this.admitUpstream(target.host, addresses)) return attempt.abandon();
+      sock = this.openUpstream(target, gen, attempt, found);
+    });
+  }
+
+  /**
+   * A routed target postern must not connect to, whatever the rules say: an unspecified address
+   * (`0.0.0.0`, `::`: this host) or one of postern's own listeners (the login would be routed again at
+   * every hop, `u@h@h@h...`, until the sessions per address run out).
+   */
+  private routedTargetProblem(target: UpstreamTarget, found: readonly dns.LookupAddress[]): PosternError | null {
+    for (const a of found) {
+      const ip = parseIp(a.address);
+      if (!ip || isUnspecifiedIp(ip)) {
+        return new PosternError(ErrorCodes.ROUTE_DENIED, `${target.host} resolves to ${a.address}, not an address postern connects to`);
+      }
+      if (this.deps.isOwnListener?.(formatIp(ip), target.port)) {
+        return new PosternError(
+          ErrorCodes.ROUTE_DENIED,
+          `${target.host}:${target.port} (${a.address}) is a postern listener: the login would be routed to itself`,
+        );
+      }
+    }
+    return null;
+  }
+
+  /**
+   * The edge's `to` rules for the upstream host (and the addresses it resolved to). false: refused; the
+   * session is ended (the protocol's refusal or a RST) after the caller's event returns.
+   */
+  private admitUpstream(host: string, addresses: readonly string[]): boolean {
+    const verdict = this.deps.checkLogin?.(host, addresses) ?? 'allow';
+    if (verdict === 'allow') return true;
+    // reported after the session's own call returns, as every host event is
+    const message = `postern: access denied (${ErrorCodes.ACCESS_DENIED})`;
+    this.closeOverride = { kind: verdict === 'reset' ? 'error' : 'shutdown', code: ErrorCodes.ACCESS_DENIED, message };
+    queueMicrotask(() => {
+      if (this.closed) return;
+      if (verdict === 'reset') {
+        this.resetClient();
+        this.session.onClientEnd();
+      } else this.session.shutdown('access denied');
+      if (!this.closed) this.close(this.closeOverride!);
+    });
+    return false;
+  }
+
+  /**
+   * Opens the upstream socket. `checked`: the addresses a routed host resolved to, the only ones the
+   * socket may connect to (node's lookup is replaced by them); null: node resolves a configured host.
+   */
+  private openUpstream(target: UpstreamTarget, gen: number, attempt: UpstreamAttempt, checked: readonly dns.LookupAddress[] | null): Sock {
+    const upTls = this.listener.upstream.tls;
+    let sock: Sock;
     const onReady = () => {
       if (!attempt.succeed()) return;
       this.bindUpstream(sock, gen);
@@ -804,16 +888,18 @@ export class Connection implements SessionHost, OAuthHostInfo {
       this.armGreetingTimer(gen);
       this.session.onUpstreamConnected?.();
     };
+    const lookup: Partial<net.TcpNetConnectOpts> = checked ? { lookup: checkedLookup(checked) } : {};
     // a pure relay's plain upstream (never STARTTLS): reads sized by what arrives (src/relay/read-buffer.ts)
     this.upstreamSizedReads = !target.implicitTls && this.listener.policy === null && upTls.mode === 'none';
     if (target.implicitTls) {
-      sock = tls.connect({ host: target.host, port: target.port, ...upstreamTlsOptions(upTls, target.host) }, onReady);
+      sock = tls.connect({ host: target.host, port: target.port, ...lookup, ...upstreamTlsOptions(upTls, target.host) }, onReady);
     } else if (this.upstreamSizedReads) {
       const sizer = new ReadSizer();
       sock = net.connect(
         {
           host: target.host,
           port: target.port,
+          ...lookup,
           onread: {
             buffer: () => sizer.next(),
             callback: (n: number) => {
@@ -832,12 +918,15 @@ export class Connection implements SessionHost, OAuthHostInfo {
         onReady,
       );
     } else {
-      sock = net.connect({ host: target.host, port: target.port }, onReady);
+      sock = net.connect({ host: target.host, port: target.port, ...lookup }, onReady);
     }
     sock.on('error', (err: NodeJS.ErrnoException) => {
+      // OpenSSL's own errors (ERR_SSL_WRONG_VERSION_NUMBER: a plain service on a TLS port) are TLS
+      // failures too: the upstream-TLS alarm counts E_UPSTREAM_TLS
       const tlsFailure =
         target.implicitTls &&
         (err.code?.startsWith('ERR_TLS') ||
+          err.code?.startsWith('ERR_SSL_') ||
           /certificate|self.signed|verify|handshake|alert/i.test(err.message) ||
           err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' ||
           err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' ||
@@ -852,6 +941,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
       );
     });
     this.upstream = sock;
+    return sock;
   }
 
   /**
@@ -859,21 +949,22 @@ export class Connection implements SessionHost, OAuthHostInfo {
    * timeout (timeoutMs) or its success. `fail` destroys the socket and reports the error unless a newer
    * upstream or the close made the attempt stale; `succeed` says whether the caller goes on (false when
    * the attempt already ended, or is stale: then the socket is destroyed) and drops its error listeners.
+   * The socket may not exist yet (a routed host is being resolved): then there is nothing to destroy.
    */
   private upstreamAttempt(
     gen: number,
-    sock: () => Sock,
+    sock: () => Sock | undefined,
     timeoutMs: number,
     timeoutError: () => PosternError,
     report: (err: PosternError) => void,
-  ): { fail: (err: PosternError) => void; succeed: () => boolean } {
+  ): UpstreamAttempt {
     const current = () => gen === this.upstreamGen && !this.closed;
     let settled = false;
     const fail = (err: PosternError) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      sock().destroy();
+      sock()?.destroy();
       if (current()) report(err);
     };
     const timer = setTimeout(() => fail(timeoutError()), timeoutMs);
@@ -881,14 +972,21 @@ export class Connection implements SessionHost, OAuthHostInfo {
       if (settled) return false;
       settled = true;
       clearTimeout(timer);
-      if (!current()) {
-        sock().destroy();
+      const s = sock();
+      if (!current() || !s) {
+        s?.destroy();
         return false;
       }
-      sock().removeAllListeners('error');
+      s.removeAllListeners('error');
       return true;
     };
-    return { fail, succeed };
+    const abandon = () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock()?.destroy();
+    };
+    return { fail, succeed, abandon, live: () => !settled };
   }
 
   /** The upstream must say something (its greeting) within greetingTimeoutMs of connecting. */

@@ -5,6 +5,7 @@
 
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import os from 'node:os';
 import tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
@@ -25,6 +26,7 @@ import { serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { Connection } from './connection.js';
 import { MemoryBudget } from './memory.js';
+import { type BoundAddress, reachesOwnListener } from './own-listener.js';
 
 export interface ServerDeps {
   log: Logger;
@@ -261,6 +263,20 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     return n;
   });
 
+  /** Whether address:port reaches a socket this process listens on (a routed login there would loop). */
+  const isOwnListener = (address: string, port: number): boolean => {
+    const target = parseIp(address);
+    if (!target) return false;
+    const listening: BoundAddress[] = [];
+    for (const b of bound.values()) {
+      const a = b.server.address();
+      if (a && typeof a !== 'string') listening.push({ address: a.address, port: a.port });
+    }
+    if (!listening.some((l) => l.port === port)) return false;
+    const interfaces = Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+    return reachesOwnListener(target, port, listening, interfaces);
+  };
+
   const admit = (listener: ListenerConfig, socket: net.Socket | tls.TLSSocket, clientTls: boolean, edgeAdm?: EdgeAdmission) => {
     const raw = socket instanceof tls.TLSSocket ? ((socket as tls.TLSSocket & { _parent?: net.Socket })._parent ?? socket) : socket;
     const adm = edgeAdm ?? admissions.get(raw);
@@ -322,24 +338,30 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     deps.metrics?.sessionOpened(listener);
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
-      // a login the upstream refused counts for auto_block.login_failures
+      // a login the upstream refused counts for auto_block.login_failures; so does, on a login-routed
+      // listener, an upstream that could not be reached or secured: there the client picks the host,
+      // and each attempt is a probe of a host it chose (a static upstream's outage is nobody's fault)
       onLoginFailed: (info) => {
-        if (info.reason === 'upstream') counted(edge?.noteLoginFailure(addr, Date.now()));
+        if (info.reason === 'upstream' || (info.reason === 'unavailable' && listener.upstream.kind === 'login-routed'))
+          counted(edge?.noteLoginFailure(addr, Date.now()));
       },
       rejectProxyHeader: adm?.rejectProxyHeader ?? false,
+      isOwnListener,
       checkLogin:
         edge?.checksLogins(listener) === true
-          ? (host: string) => {
-              const v = edge!.onLogin(listener, addr, host, Date.now());
+          ? (host: string, addresses: readonly string[]) => {
+              const v = edge!.onLogin(listener, addr, host, Date.now(), addresses);
               counted(v.block);
               const rule = v.decision.rule?.id ?? null;
-              slog.debug({ event: 'edge.access', phase: 'login', host, action: v.decision.action, rule }, 'access rule decision');
+              const resolved = addresses.length > 0 ? { addresses } : {};
+              slog.debug({ event: 'edge.access', phase: 'login', host, ...resolved, action: v.decision.action, rule }, 'access rule decision');
               if (v.decision.action !== 'allow')
                 slog.info(
                   {
                     event: 'edge.denied',
                     phase: 'login',
                     host,
+                    ...resolved,
                     action: v.decision.action,
                     rule,
                     err: { code: ErrorCodes.ACCESS_DENIED, message: `access rule ${rule ?? ''} refuses this upstream` },

@@ -800,8 +800,7 @@ export class Pop3Session implements Session {
   onUpstreamConnectFailed(e: Error): void {
     if (this.state === 'closed' || this.up !== 'connecting') return;
     this.creds = null;
-    this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_REFUSED), message: errMessage(e) } }, 'upstream connect failed');
-    this.abort(codeOf(e, ErrorCodes.UPSTREAM_REFUSED), `upstream unavailable: ${errMessage(e)}`);
+    this.abort(codeOf(e, ErrorCodes.UPSTREAM_REFUSED), errMessage(e));
   }
 
   private sendCredentials(): void {
@@ -933,10 +932,6 @@ export class Pop3Session implements Session {
         const caps = r.kind === 'ok' && r.body ? capaNames(r.body) : [];
         if (!caps.includes('STLS')) {
           // Never fall back to plaintext: the credentials would cross the network in clear.
-          this.host.log.warn(
-            { event: 'login.failed', err: { code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' } },
-            'upstream does not offer STLS',
-          );
           return this.abort(ErrorCodes.UPSTREAM_NO_STARTTLS, 'upstream does not offer STLS');
         }
         this.up = 'stls';
@@ -978,8 +973,7 @@ export class Pop3Session implements Session {
 
   onUpstreamTlsFailed(e: Error): void {
     if (this.state === 'closed' || this.up !== 'tls') return;
-    this.host.log.warn({ event: 'login.failed', err: { code: codeOf(e, ErrorCodes.UPSTREAM_TLS), message: errMessage(e) } }, 'upstream TLS failed');
-    // the host's error already says what failed ("upstream TLS failed: ..."), as IMAP relays it
+    // the host's error says what failed ("upstream TLS failed: ..."): logged, never told the client
     this.abort(codeOf(e, ErrorCodes.UPSTREAM_TLS), errMessage(e));
   }
 
@@ -1482,7 +1476,22 @@ export class Pop3Session implements Session {
   /** Upstream trouble: tell the client with -ERR [SYS/TEMP] and end the session. */
   private abort(code: ErrorCode, reason: string, kind: CloseReason['kind'] = 'error'): void {
     if (this.state === 'closed') return;
+    if (!this.authenticated) return this.unavailable(code, reason, kind);
     this.toClient(`-ERR [SYS/TEMP] ${oneLine(reason)}`);
+    this.end({ kind, code, message: reason });
+  }
+
+  /**
+   * Upstream trouble before a login succeeded (connect, resolution, TLS, greeting, STLS, a protocol
+   * fault): the client gets `upstream unavailable` and nothing else. Refused, no such host, timed out,
+   * not POP3, the upstream's greeting text or its certificate's names would tell an unauthenticated
+   * client what lies behind postern; the reason is logged. The host hears of it (auto-block counts it
+   * on a login-routed listener).
+   */
+  private unavailable(code: ErrorCode, reason: string, kind: CloseReason['kind']): void {
+    this.host.log.warn({ event: 'login.failed', upstream: this.upstreamName || undefined, err: { code, message: reason } }, 'upstream login phase failed');
+    this.host.loginFailed({ reason: 'unavailable', upstream: this.upstreamName || null });
+    this.toClient('-ERR [SYS/TEMP] upstream unavailable');
     this.end({ kind, code, message: reason });
   }
 

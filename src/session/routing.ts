@@ -2,9 +2,9 @@
  * Login routing (the REDDOXX model): the client logs in as `login@upstream-host`, split at the LAST `@`.
  * `me@gmx.de@pop3.gmx.de` is user `me@gmx.de` at `pop3.gmx.de`. Pure functions, shared by IMAP and POP3.
  */
-import { isIP } from 'node:net';
 import { hostMatches } from '../config/hosts.js';
 import type { LoginRoutedUpstream, UpstreamConfig } from '../config/types.js';
+import { parseIp } from '../edge/ip.js';
 import type { UpstreamTarget } from './types.js';
 
 export interface RoutedLogin {
@@ -14,14 +14,24 @@ export interface RoutedLogin {
 
 const HOST_RE = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
-/** Splits `login@host` at the last `@`; null when there is no usable host part. */
+/** A last label the resolver reads as (part of) an IPv4 address: decimal, or 0x-hex (WHATWG URL "ends in a number"). */
+const NUMERIC_LABEL = /^(?:[0-9]+|0x[0-9a-f]*)$/i;
+
+/**
+ * Splits `login@host` at the last `@`; null when there is no usable host part. An address literal
+ * must be a strict one (src/edge/ip.ts: dotted-quad IPv4, RFC 4291 IPv6, no zone id): the resolver
+ * behind net.connect reads `127.1`, `2130706433`, `0x7f000001`, `017700000001` and `0` as addresses
+ * too, which neither the allowlist nor a `to` CIDR would recognise as the address they are. So a
+ * name whose last label is a number is refused, as a URL parser refuses it.
+ */
 export function parseRoutedLogin(login: string): RoutedLogin | null {
   const at = login.lastIndexOf('@');
   if (at <= 0 || at === login.length - 1) return null;
   const user = login.slice(0, at);
   let host = login.slice(at + 1).toLowerCase();
   if (host.startsWith('[') && host.endsWith(']')) host = host.slice(1, -1);
-  if (!isIP(host) && !HOST_RE.test(host)) return null;
+  if (parseIp(host)) return { user, host };
+  if (!HOST_RE.test(host) || NUMERIC_LABEL.test(host.slice(host.lastIndexOf('.') + 1))) return null;
   return { user, host };
 }
 

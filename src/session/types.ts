@@ -40,11 +40,15 @@ export interface MemoryLease {
 }
 
 /** Why a login was refused: the `reason` of the session's `login.refused` log line. */
-export type LoginFailureReason = 'upstream' | 'denied' | 'syntax' | 'malformed' | 'limit';
+export type LoginFailureReason = 'upstream' | 'unavailable' | 'denied' | 'syntax' | 'malformed' | 'limit';
 
 /** What SessionHost.loginFailed is told: never the login name or a credential. */
 export interface LoginFailure {
-  /** upstream: the upstream refused the credentials; denied/syntax: login routing; malformed/limit: the SASL exchange. */
+  /**
+   * upstream: the upstream refused the credentials; unavailable: the upstream could not be reached,
+   * secured or spoken to before the credentials went (the client was told only `upstream unavailable`);
+   * denied/syntax: login routing; malformed/limit: the SASL exchange.
+   */
   reason: LoginFailureReason;
   /** The upstream the login was routed to, when it got that far. */
   upstream: string | null;
@@ -84,8 +88,8 @@ export interface SessionHost extends OAuthHostInfo {
   setUser(user: string, upstream: string): void;
   /**
    * A login was refused (a notification: the session has already answered the client and logged
-   * `login.refused`; nothing comes back). The relay counts `upstream` refusals for
-   * `auto_block.login_failures` (src/relay/server.ts).
+   * `login.refused` or `login.failed`; nothing comes back). The relay counts `upstream` refusals, and
+   * on login-routed listeners `unavailable` upstreams, for `auto_block.login_failures` (src/relay/server.ts).
    */
   loginFailed(info: LoginFailure): void;
   /** End the session (after flushing anything already sent). */

@@ -4,6 +4,8 @@
  * the config (off by default, non-loopback refused without TLS and token).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,10 +17,12 @@ import type { AdminConfig } from '../../src/config/admin.js';
 import { parseConfigText } from '../../src/config/load.js';
 import type { PosternConfig } from '../../src/config/types.js';
 import { ConfigError } from '../../src/config/validate.js';
-import { DEFAULT_SERVER_LIMITS } from '../../src/limits.js';
+import { ADMIN_LIMITS, DEFAULT_SERVER_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { type CertAuthority, initCa } from '../../src/tls/ca.js';
+import { LeafMinter } from '../../src/tls/leaf.js';
+import { runOk } from '../harness/util.js';
 
 const TOKEN = 'correct horse battery staple 42';
 const HASH = hashToken(TOKEN);
@@ -136,6 +140,13 @@ describe('admin config section', () => {
       path.join(tmp, 'c.yaml'),
     );
     expect(ok.admin?.tls).toEqual({ kind: 'ca', hostname: 'admin.example' });
+  });
+  it('allowed_hosts: host names or addresses, lowercase, at most ADMIN_LIMITS.maxAllowedHosts', () => {
+    const c = parseConfigText(`${base}admin:\n  allowed_hosts: [Admin.Example.org., "::1", 192.0.2.7]\n`, path.join(tmp, 'h.yaml'));
+    expect(c.admin?.allowedHosts).toEqual(['admin.example.org', '::1', '192.0.2.7']);
+    expect(() => parseConfigText(`${base}admin:\n  allowed_hosts: ["evil.example:80"]\n`, path.join(tmp, 'h.yaml'))).toThrow(/allowed_hosts/);
+    const many = Array.from({ length: ADMIN_LIMITS.maxAllowedHosts + 1 }, (_, i) => `h${i}.example.org`).join(', ');
+    expect(() => parseConfigText(`${base}admin:\n  allowed_hosts: [${many}]\n`, path.join(tmp, 'h.yaml'))).toThrow(/ADMIN_LIMITS\.maxAllowedHosts/);
   });
   it('refuses a malformed token_hash', () => {
     expect(() => parseConfigText(`${base}admin:\n  token_hash: "secret"\n`, path.join(tmp, 'd.yaml'))).toThrow(/token_hash.*postern admin hash-token/s);
@@ -264,6 +275,111 @@ describe('admin listener', () => {
     // an oversized body
     const big = await fetch(`${base}/login`, { method: 'POST', body: new URLSearchParams({ token: 'x'.repeat(20000) }) });
     expect(big.status).toBe(413);
+  });
+
+  // attacker's review (2026-12-03): no Host check, so a page whose name an attacker rebinds to 127.0.0.1
+  // (DNS rebinding) read /metrics, /readyz and the CA page of the default loopback bind
+  it('a Host header that does not name the listener is answered 421 (DNS rebinding); loopback, the bind address, allowed_hosts pass', async () => {
+    const base = await start({ allowedHosts: ['admin.example.org', '2001:db8::7'] });
+    const port = Number(new URL(base).port);
+    const get = (p: string, host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        http
+          .get({ host: '127.0.0.1', port, path: p, headers: { host } }, (r) => {
+            let body = '';
+            r.on('data', (c) => (body += c));
+            r.on('end', () => resolve({ status: r.statusCode!, body }));
+          })
+          .on('error', reject);
+      });
+    for (const p of ['/metrics', '/readyz', '/ca', '/ca.pem', '/', '/healthz', '/login', '/quarantine']) {
+      for (const host of [
+        `rebind.attacker.example:${port}`,
+        'attacker.example',
+        `127.0.0.1.attacker.example:${port}`,
+        'localhost.attacker.example',
+        '[::2]',
+        'a b',
+      ]) {
+        const r = await get(p, host);
+        expect({ p, host, status: r.status }).toEqual({ p, host, status: 421 });
+        expect(r.body).not.toContain('postern_sessions_total');
+        expect(r.body).not.toContain('BEGIN CERTIFICATE');
+      }
+    }
+    for (const host of [
+      `127.0.0.1:${port}`,
+      `localhost:${port}`,
+      'LOCALHOST.',
+      `[::1]:${port}`,
+      '127.0.0.1',
+      'admin.example.org:443',
+      'Admin.Example.Org',
+      '[2001:db8:0::7]:8443',
+    ]) {
+      expect({ host, status: (await get('/metrics', host)).status }).toEqual({ host, status: 200 });
+    }
+    // the admin pages' own links and forms are relative: they keep the name the page was reached by
+    const home = await get('/', `localhost:${port}`);
+    expect(home.status).toBe(200);
+    expect(home.body).not.toMatch(/(?:href|action)="(?!\/)/);
+  });
+
+  it("with TLS the certificate's names are allowed (tls.ca hostname, the DNS names of cert_file)", async () => {
+    const minter = new LeafMinter(ca);
+    const get = (port: number, host: string) =>
+      new Promise<number>((resolve, reject) => {
+        https
+          .get({ host: '127.0.0.1', port, path: '/healthz', headers: { host }, rejectUnauthorized: false }, (r) => {
+            r.resume();
+            resolve(r.statusCode!);
+          })
+          .on('error', reject);
+      });
+    const log = createLogger({ level: 'fatal' }, new Writable({ write: (_c, _e, cb) => cb() }));
+    const withCa = await startAdmin(config({ tls: { kind: 'ca', hostname: 'mail-admin.example.net' } }), {
+      log,
+      metrics: new Metrics(),
+      ca,
+      minter,
+      ready: () => ({ listeners: true, policies: true }),
+    });
+    running.push(withCa);
+    expect(await get(withCa.address().port, 'mail-admin.example.net:9143')).toBe(200);
+    expect(await get(withCa.address().port, 'other.example.net')).toBe(421);
+    // an operator's certificate with a wildcard name (openssl: postern's CA mints no wildcards)
+    await runOk('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=admin.example.com',
+      '-addext',
+      'subjectAltName=DNS:admin.example.com,DNS:*.ops.example.com',
+      '-keyout',
+      path.join(tmp, 'admin.key'),
+      '-out',
+      path.join(tmp, 'admin.crt'),
+    ]);
+    const withFiles = await startAdmin(config({ tls: { kind: 'files', certFile: path.join(tmp, 'admin.crt'), keyFile: path.join(tmp, 'admin.key') } }), {
+      log,
+      metrics: new Metrics(),
+      ca,
+      ready: () => ({ listeners: true, policies: true }),
+    });
+    running.push(withFiles);
+    const port = withFiles.address().port;
+    expect(await get(port, 'admin.example.com')).toBe(200);
+    expect(await get(port, 'pg.ops.example.com')).toBe(200);
+    expect(await get(port, 'a.pg.ops.example.com')).toBe(421);
+    expect(await get(port, 'ops.example.com')).toBe(421);
+    expect(await get(port, 'evil.example')).toBe(421);
   });
 
   it('the CA page: PEM, DER, mobileconfig, fingerprint; switchable off', async () => {

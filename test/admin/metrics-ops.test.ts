@@ -3,11 +3,17 @@
  * collector's passes (counted from its `collector.pass` log lines by countingCollectorLog), and one
  * scanner health source per engine across reloads. Read back through the registry's text format.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { countingCollectorLog, Metrics } from '../../src/admin/metrics.js';
 import { countingLog } from '../../src/inspect/factory.js';
+import { ADMIN_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
+import { PROTECTED_FILE_NAME } from '../../src/quarantine/protected.js';
+import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { testListener } from '../helpers/scripted-host.js';
 
 function sample(body: string, prefix: string): number | undefined {
@@ -31,6 +37,32 @@ function arrayLogger() {
 }
 
 describe('operations metrics', () => {
+  // attacker's review (2026-12-03): every `*.json` of the directory was counted (the POP3 protected list
+  // among them), and the directory was listed on every scrape
+  it('quarantine entries: records with a valid id only, listed at most every ADMIN_LIMITS.quarantineCountTtlMs', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'postern-qcount-'));
+    try {
+      const store = new FileQuarantineStore({ dir });
+      await store.put(Buffer.from('Subject: a\r\n\r\na\r\n'), { policy: 'default' });
+      await store.put(Buffer.from('Subject: b\r\n\r\nb\r\n'), { policy: 'default' });
+      writeFileSync(path.join(dir, PROTECTED_FILE_NAME), '{"entries":[]}\n');
+      writeFileSync(path.join(dir, 'README.json'), '{}');
+      writeFileSync(path.join(dir, 'abcdef0123456789.json.1a2b3c.tmp'), '{}');
+      let now = 1_000_000;
+      const m = new Metrics({ quarantineDir: dir, now: () => now });
+      const entries = async () => sample(await m.registry.metrics(), 'postern_quarantine_entries');
+      expect(await entries()).toBe(2);
+      await store.put(Buffer.from('Subject: c\r\n\r\nc\r\n'), { policy: 'default' });
+      // within the interval: the last count, the directory is not listed again
+      now += ADMIN_LIMITS.quarantineCountTtlMs - 1;
+      expect(await entries()).toBe(2);
+      now += 1;
+      expect(await entries()).toBe(3);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('config reloads: both results from 0, the last success time moves only on success', async () => {
     const m = new Metrics();
     let text = await m.registry.metrics();

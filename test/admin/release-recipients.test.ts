@@ -8,6 +8,7 @@
  *   runs on the thread pool now, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -20,7 +21,6 @@ import type { PosternConfig } from '../../src/config/types.js';
 import { ADMIN_LIMITS, DEFAULT_SERVER_LIMITS, QUARANTINE_LIMITS } from '../../src/limits.js';
 import { createLogger } from '../../src/log/logger.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
-import { initCa } from '../../src/tls/ca.js';
 
 const TOKEN = 'correct horse battery staple 42';
 const HASH = hashToken(TOKEN);
@@ -92,34 +92,86 @@ describe('whom a release goes to', () => {
   });
 });
 
+/** One request from the loopback address `from` (127.0.0.0/8 is all local on Linux): its status. */
+function requestFrom(
+  base: string,
+  from: string,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<number> {
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { host: u.hostname, port: Number(u.port), path, method: opts.method ?? 'GET', headers: opts.headers, localAddress: from, agent: false },
+      (r) => {
+        r.resume();
+        r.on('end', () => resolve(r.statusCode!));
+      },
+    );
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+async function startTokenAdmin(): Promise<string> {
+  const log = createLogger(
+    { level: 'fatal' },
+    new Writable({
+      write: (_c, _e, cb) => cb(),
+    }),
+  );
+  const config: PosternConfig = {
+    file: path.join(tmp, 'postern.yaml'),
+    ca: { dir: path.join(tmp, 'ca'), commonName: 'release test CA', organization: 'postern' },
+    log: { level: 'fatal' },
+    policiesDir: path.join(tmp, 'policies'),
+    quarantine: { dir: path.join(tmp, 'q'), retentionDays: 30 },
+    scanner: null,
+    limits: { ...DEFAULT_SERVER_LIMITS },
+    listeners: [],
+    admin: { host: '127.0.0.1', port: 0, tls: null, tokenHash: HASH, caPage: true, releaseSmtp: null },
+  };
+  const a = await startAdmin(config, { log, metrics: new Metrics(), ca: null, ready: () => ({ listeners: true, policies: true }) });
+  running.push(a);
+  return `http://127.0.0.1:${a.address().port}`;
+}
+
 describe('token checks off the event loop', () => {
   it('verifyTokenAsync agrees with verifyToken', async () => {
     for (const t of [TOKEN, `${TOKEN}x`, '', 'x'.repeat(2000)]) expect(await verifyTokenAsync(t, HASH)).toBe(verifyToken(t, HASH));
   });
 
+  // attacker's review (2026-12-03): the failure delay ran after the shared slot was freed, so one address
+  // kept every slot busy and the real admin's login (and a first bearer use on /metrics) got 503
+  it('one address cannot lock the admin out: one check in flight per address (the failure delay included), 429 past it', async () => {
+    const base = await startTokenAdmin();
+    const form = (token: string) => ({
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ token }).toString(),
+    });
+    const attacker: number[] = [];
+    const until = Date.now() + 1_600;
+    const flood = Array.from({ length: 8 }, async () => {
+      while (Date.now() < until) attacker.push(await requestFrom(base, '127.0.0.2', '/login', form('wrong guess')));
+    });
+    const admin: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 300));
+      admin.push(await requestFrom(base, '127.0.0.3', '/login', form(TOKEN)));
+    }
+    await Promise.all(flood);
+    expect(admin).toEqual([303, 303, 303, 303]);
+    expect(new Set(attacker)).toEqual(new Set([401, 429]));
+    // one guess per failure delay at most (plus the one in flight when the flood began)
+    expect(attacker.filter((s) => s === 401).length).toBeLessThanOrEqual(Math.ceil(1_600 / ADMIN_LIMITS.authFailureDelayMs) + 1);
+    // a bearer token from yet another address: checked as before
+    expect(await requestFrom(base, '127.0.0.4', '/quarantine?format=json', { headers: { authorization: `Bearer ${TOKEN}` } })).toBe(200);
+  });
+
   it('guesses past the bound are answered 503 at once, the event loop stays free, the right token still works', async () => {
-    const log = createLogger(
-      { level: 'fatal' },
-      new Writable({
-        write: (_c, _e, cb) => cb(),
-      }),
-    );
-    const config: PosternConfig = {
-      file: path.join(tmp, 'postern.yaml'),
-      ca: { dir: path.join(tmp, 'ca'), commonName: 'release test CA', organization: 'postern' },
-      log: { level: 'fatal' },
-      policiesDir: path.join(tmp, 'policies'),
-      quarantine: { dir: path.join(tmp, 'q'), retentionDays: 30 },
-      scanner: null,
-      limits: { ...DEFAULT_SERVER_LIMITS },
-      listeners: [],
-      admin: { host: '127.0.0.1', port: 0, tls: null, tokenHash: HASH, caPage: true, releaseSmtp: null },
-    };
-    const ca = initCa(config.ca);
-    const a = await startAdmin(config, { log, metrics: new Metrics(), ca, ready: () => ({ listeners: true, policies: true }) });
-    running.push(a);
-    const base = `http://127.0.0.1:${a.address().port}`;
-    // the event loop's longest stall while 24 wrong guesses arrive at once
+    const base = await startTokenAdmin();
+    // the event loop's longest stall while 24 wrong guesses from 24 addresses arrive at once
     let last = performance.now();
     let worst = 0;
     const tick = setInterval(() => {
@@ -129,7 +181,7 @@ describe('token checks off the event loop', () => {
     }, 1);
     const statuses = await Promise.all(
       Array.from({ length: 24 }, (_, k) =>
-        fetch(`${base}/quarantine`, { headers: { authorization: `Bearer wrong-${k}`, accept: 'application/json' } }).then((r) => r.status),
+        requestFrom(base, `127.0.0.${10 + k}`, '/quarantine', { headers: { authorization: `Bearer wrong-${k}`, accept: 'application/json' } }),
       ),
     );
     clearInterval(tick);

@@ -162,6 +162,38 @@ describe('user mode', () => {
     expect(await runPass(acct(), deps())).toMatchObject({ fetched: 1, delivered: 1, deleted: 1 });
     expect(server.count()).toBe(0);
   });
+
+  it('a message listed within max_message_size that turns out larger is held by what it is: later passes go on without it (collector review)', async () => {
+    for (let i = 1; i <= 3; i++) server.add(message(i));
+    server.failFetch = (uid) => uid === 2 && new PosternError(ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, 'message 2 is 5000 bytes, over max_message_size (4096)');
+    const a = acct({ maxMessageBytes: 4096 });
+    expect(await runPass(a, deps())).toMatchObject({ result: 'error', fetched: 1, delivered: 1, held: 1 });
+    // before: the listed size re-admitted it, and every pass failed on it again (message 3 never came)
+    expect(await runPass(a, deps())).toMatchObject({ result: 'ok', fetched: 1, delivered: 1, held: 0 });
+    expect(await runPass(a, deps())).toMatchObject({ result: 'ok', fetched: 0 });
+    expect(logs.lines().filter((l) => l.reason === 'oversize')).toHaveLength(1);
+    // a larger limit takes it
+    server.failFetch = null;
+    expect(await runPass(acct({ maxMessageBytes: 8192 }), deps())).toMatchObject({ result: 'ok', fetched: 1, delivered: 1 });
+    expect(delivery.sent).toHaveLength(3);
+  });
+
+  it('a message whose answer cannot be read (E_PROTOCOL) is held and left on the server; the next pass goes on, a day later it is tried again (collector review)', async () => {
+    for (let i = 1; i <= 3; i++) server.add(message(i));
+    server.failFetch = (uid) => uid === 1 && new PosternError(ErrorCodes.PROTOCOL, 'a multi-line body ends at a "." line with a bare LF (not CRLF "." CRLF)');
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'error', fetched: 0, held: 1, deleted: 0 });
+    expect(logs.lines().filter((l) => l.reason === 'unreadable')).toHaveLength(1);
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', fetched: 2, delivered: 2 });
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', fetched: 0 });
+    expect(server.count()).toBe(1); // left on the server
+    clock += DAY - 1;
+    expect(await runPass(acct(), deps())).toMatchObject({ fetched: 0 });
+    clock += 1;
+    server.failFetch = null;
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', fetched: 1, delivered: 1, deleted: 1 });
+    expect(server.count()).toBe(0);
+    expect(delivery.sent).toHaveLength(3);
+  });
 });
 
 describe('per-recipient results', () => {

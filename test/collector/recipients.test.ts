@@ -325,6 +325,12 @@ describe('hostile headers', () => {
     ]);
   });
 
+  it('a quoted local part with an angle bracket is refused: the SMTP client refuses the whole envelope for it (collector review)', () => {
+    const r = resolve(['To: "a>b"@example.com, bob@example.com', 'Cc: "<x"@example.com']);
+    expect(r.recipients).toEqual(['bob@example.com']);
+    expect(r.ignored).toEqual(['To: "a>b@example.com": angle bracket in the local part', 'Cc: "<x@example.com": angle bracket in the local part']);
+  });
+
   it('8-bit text that is not UTF-8 makes the field malformed', () => {
     const r = resolveRecipients(Buffer.from('To: b\xe9a@example.com\r\nCc: ok@example.com\r\n\r\n', 'latin1'), BASE);
     expect(r.recipients).toEqual(['ok@example.com']);

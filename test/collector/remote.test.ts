@@ -203,6 +203,97 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
     }
   });
 
+  it('a server that trickles its answer a byte at a time: E_COLLECTOR_TIMEOUT once it is slower than minAnswerBytesPerSecond allows (collector review)', async () => {
+    const timers: NodeJS.Timeout[] = [];
+    const s = await startScriptedServer({
+      onConnect(conn) {
+        // a byte every 200 ms: each read comes well within timeout_ms, the greeting never ends
+        timers.push(setInterval(() => conn.write('x'), 200));
+      },
+    });
+    try {
+      const t0 = Date.now();
+      await expect(Pop3Mailbox.open(scripted(s.port, 'pop3', 'none'), 'pw')).rejects.toMatchObject({
+        code: 'E_COLLECTOR_TIMEOUT',
+        message: expect.stringMatching(/bytes in \d+ ms of waiting/),
+      });
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
+      expect(Date.now() - t0).toBeLessThan(4000);
+    } finally {
+      for (const t of timers) clearInterval(t);
+      await s.close();
+    }
+  });
+
+  it('POP3: a RETR body that ends at a "." line after a bare LF is E_PROTOCOL (the pass holds that message)', async () => {
+    const s = await fakePop3({
+      onCommand(line, conn) {
+        if (line === 'UIDL') conn.write('+OK\r\n1 a\r\n2 b\r\n.\r\n');
+        else if (line === 'LIST') conn.write('+OK\r\n1 60\r\n2 60\r\n.\r\n');
+        else if (line === 'RETR 1') conn.write('+OK\r\nSubject: one\r\n\r\nhi\n.\n+OK\r\nSubject: FORGED\r\n\r\n.\r\n');
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await Pop3Mailbox.open(scripted(s.port, 'pop3', 'none'), 'pw');
+      const f = await box.open('');
+      await expect(box.fetch(f.messages[0]!)).rejects.toMatchObject({ code: 'E_PROTOCOL' });
+      box.abort();
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('IMAP: the listing keeps only UIDs and sizes; other untagged answers are bounded by maxUntaggedBytes whatever EXISTS said (collector review)', async () => {
+    let junk = 0;
+    const s = await fakeImap({
+      onCommand(cmd, conn) {
+        if (cmd.name === 'SELECT') conn.write(`* 1000000 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n${cmd.tag} OK [READ-WRITE] done\r\n`);
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH') {
+          // 3 MiB of OK lines (64 KiB each), then a tagged OK: before, all of it was kept (up to 257 MiB here)
+          const line = `* OK ${'j'.repeat(65_000)}\r\n`;
+          for (let i = 0; i < 48; i++) {
+            conn.write(line);
+            junk += line.length;
+          }
+          conn.write(`* 1 FETCH (UID 7 RFC822.SIZE 100)\r\n${cmd.tag} OK done\r\n`);
+        } else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await ImapMailbox.open(scripted(s.port, 'imap', 'none'), 'pw');
+      await expect(box.open('INBOX')).rejects.toMatchObject({ code: 'E_BUFFER_LIMIT', message: expect.stringMatching(/more than 1048576 bytes of untagged/) });
+      box.abort();
+      expect(junk).toBeGreaterThan(3_000_000);
+    } finally {
+      await s.close();
+    }
+    // a large listing of FETCH lines alone is read whole (they are not kept): 20,000 messages, 0.9 MB
+    const n = 20_000;
+    const big = await fakeImap({
+      onCommand(cmd, conn) {
+        if (cmd.name === 'SELECT') conn.write(`* ${n} EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n${cmd.tag} OK [READ-WRITE] done\r\n`);
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH')
+          conn.write(
+            `${Array.from({ length: n }, (_, i) => `* ${i + 1} FETCH (UID ${i + 1} RFC822.SIZE ${1000 + i} FLAGS (\\Seen \\Answered $Junk))\r\n`).join('')}${cmd.tag} OK done\r\n`,
+          );
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await ImapMailbox.open(scripted(big.port, 'imap', 'none'), 'pw');
+      const f = await box.open('INBOX');
+      expect(f.messages).toHaveLength(n);
+      expect(f.messages[n - 1]).toEqual({ ref: n, uid: String(n), size: 1000 + n - 1 });
+      box.abort();
+    } finally {
+      await big.close();
+    }
+  });
+
   it('IMAP: PREAUTH is refused; a missing UIDVALIDITY fails the listing; a literal over max_message_size is E_COLLECTOR_MESSAGE_TOO_LARGE', async () => {
     const pre = await fakeImap({ greeting: '* PREAUTH [CAPABILITY IMAP4rev1] welcome\r\n' });
     try {

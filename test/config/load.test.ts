@@ -154,6 +154,21 @@ const invalid: { name: string; text: string; expect: Expected[] }[] = [
     expect: [[8, 23, 'listeners[0].upstream.allow_any_host', /only allowed on a listener bound to a loopback address.*open relay/]],
   },
   {
+    name: 'allow_any_host on a loopback listener behind a load balancer (proxy_protocol: an open relay all the same)',
+    text: yaml`
+      listeners:
+        - protocol: imap
+          host: 127.0.0.1
+          port: 1993
+          tls: { mode: implicit }
+          proxy_protocol: { trusted: [127.0.0.1/32] }
+          upstream:
+            kind: login-routed
+            allow_any_host: true
+    `,
+    expect: [[9, 23, 'listeners[0].upstream.allow_any_host', /not allowed on a listener with proxy_protocol.*open relay/]],
+  },
+  {
     name: 'allow "*" (on any listener, loopback included: allow_any_host is the only way to allow every host)',
     text: yaml`
       listeners:

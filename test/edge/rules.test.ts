@@ -52,6 +52,23 @@ describe('access rules', () => {
     expect(decideLogin(denyFirst, ip('1.1.1.1'), 'evil.example', NOW).action).toBe('reset');
   });
 
+  it('to CIDRs judge each address a routed host resolved to: any refused address refuses, a name rule first still decides', () => {
+    const rules = [rule({ to: [h('mail.partner.example')], action: 'allow' }), rule({ to: [h('127.0.0.0/8'), h('::1')], action: 'deny' })];
+    // a name (or an address literal in another form) resolving to loopback is the loopback address
+    expect(decideLogin(rules, ip('1.1.1.1'), 'evil.example', NOW, ['127.0.0.1']).action).toBe('deny');
+    expect(decideLogin(rules, ip('1.1.1.1'), 'evil.example', NOW, ['192.0.2.7', '::1']).rule?.id).toBe(rules[1]!.id);
+    expect(decideLogin(rules, ip('1.1.1.1'), 'evil.example', NOW, ['::ffff:127.0.0.1']).action).toBe('deny');
+    expect(decideLogin(rules, ip('1.1.1.1'), 'evil.example', NOW, ['192.0.2.7']).action).toBe('allow');
+    // first match wins per address: the name allowed before the CIDR rule is allowed wherever it points
+    expect(decideLogin(rules, ip('1.1.1.1'), 'mail.partner.example', NOW, ['127.0.0.1']).action).toBe('allow');
+    // an allow CIDR then deny-all: every address must be allowed
+    const only = [rule({ to: [h('192.0.2.0/24')], action: 'allow' }), rule({ action: 'deny' })];
+    expect(decideLogin(only, ip('1.1.1.1'), 'mx.example', NOW, ['192.0.2.1', '192.0.2.2']).action).toBe('allow');
+    expect(decideLogin(only, ip('1.1.1.1'), 'mx.example', NOW, ['192.0.2.1', '198.51.100.1']).action).toBe('deny');
+    // an address that does not parse strictly is refused (fail closed)
+    expect(decideLogin(only, ip('1.1.1.1'), 'mx.example', NOW, ['127.1']).action).toBe('deny');
+  });
+
   it('host patterns: names, wildcards and CIDRs (address literals only)', () => {
     expect(hostMatches(h('10.0.0.0/8'), '10.2.3.4')).toBe(true);
     expect(hostMatches(h('10.0.0.0/8'), 'ten.example')).toBe(false);

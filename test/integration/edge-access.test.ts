@@ -1,16 +1,18 @@
 /**
  * Access control at the edge over real sockets, IPv4 and IPv6 loopback, against a real Dovecot:
  * deny (the protocol's refusal), reset (RST, no byte), schedules, `to` rules at login, the listener
- * rate limit, auto-block after N failed logins and on an auto_block rule (reset before TLS), and the
- * shared block list changed by `postern block` while serve runs.
+ * rate limit, auto-block after N failed logins and on an auto_block rule (reset before TLS), the
+ * shared block list changed by `postern block` while serve runs, and routed logins: a host judged by
+ * the addresses it resolves to, no loop into postern itself, no probing host after host.
  */
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { blockCommand } from '../../src/edge/command.js';
 import { type EdgePostern, probe, startEdgePostern } from '../edge/harness.js';
 import { type Dovecot, startDovecot } from '../harness/dovecot.js';
-import { waitFor } from '../harness/util.js';
+import { freePorts, waitFor } from '../harness/util.js';
 
 let dovecot: Dovecot;
 let p: EdgePostern;
@@ -279,4 +281,122 @@ listeners:
     await overlong();
     expect(q.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.61', strikes: 2, ms: 2000 });
   });
+});
+
+describe('routed logins over real sockets: one resolution, judged and connected to; no loop into postern; no probing', () => {
+  let r: EdgePostern;
+  let loopback: net.Server;
+  /** Connections the loopback service behind the `to` deny rules was reached by. */
+  let reached = 0;
+  let selfPort: number;
+  beforeAll(async () => {
+    loopback = net.createServer((s) => {
+      reached++;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => loopback.listen(0, '127.0.0.1', resolve));
+    const servicePort = (loopback.address() as net.AddressInfo).port;
+    const [self, closed] = await freePorts(2);
+    selfPort = self!;
+    r = await startEdgePostern(`
+auto_block:
+  login_failures: { count: 3, within_ms: 60000 }
+  duration_ms: 60000
+listeners:
+  - name: guarded
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${servicePort}, tls: { mode: none }, allow_any_host: true }
+    access:
+      - to: [127.0.0.0/8, "::1/128"]
+        action: deny
+  - name: guarded-pop3
+    protocol: pop3
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${servicePort}, tls: { mode: none }, allow_any_host: true }
+    access:
+      - to: [127.0.0.0/8, "::1/128"]
+        action: deny
+  - name: self
+    protocol: imap
+    host: 127.0.0.1
+    port: ${selfPort}
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${selfPort}, tls: { mode: none }, allow_any_host: true }
+  - name: scan
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${closed}, tls: { mode: none }, allow_any_host: true }
+`);
+  });
+  afterAll(async () => {
+    await r?.close();
+    await new Promise((resolve) => loopback?.close(resolve));
+  });
+
+  it('IPv4 in forms other than the dotted quad (127.1, 2130706433, 0x7f000001, 017700000001, 0) is a routing syntax error, nothing connected', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const forms = ['127.1', '2130706433', '0x7f000001', '017700000001', '0', '127.0.0.01', 'mail.0x7f'];
+    const send = forms.map((h, i) => `a${i} LOGIN "victim@${h}" pw\r\n`).join('');
+    const res = await probe({ host: '127.0.0.1', port: r.port('guarded'), send, until: new RegExp(`^a${forms.length - 1} `, 'm'), ms: 8000 });
+    const answers = res.data
+      .toString()
+      .split('\r\n')
+      .filter((l) => /^a\d /.test(l));
+    expect(answers).toEqual(forms.map((_h, i) => `a${i} NO [AUTHENTICATIONFAILED] postern: log in as user@mail-server (login routing)`));
+    expect(reached).toBe(0);
+  });
+
+  it('a name is judged by the addresses it resolves to: localhost meets the loopback deny (IMAP and POP3), nothing connected', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const imap = await probe({ host: '127.0.0.1', port: r.port('guarded'), send: 'a LOGIN victim@localhost pw\r\n', ms: 8000 });
+    expect(imap.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE \[UNAVAILABLE\] access denied\r\n$/);
+    const pop3 = await probe({ host: '127.0.0.1', port: r.port('guarded-pop3'), send: 'USER victim@localhost\r\nPASS pw\r\n', ms: 8000 });
+    expect(pop3.data.toString()).toMatch(/^\+OK [^\r]*\r\n\+OK\r\n-ERR \[SYS\/TEMP\] access denied\r\n$/);
+    expect(reached).toBe(0);
+    const denied = r.events('edge.denied').filter((e) => e.phase === 'login' && e.host === 'localhost');
+    expect(denied).toHaveLength(2);
+    expect(denied[0]!.addresses).toEqual(expect.arrayContaining([expect.stringMatching(/^(127\.0\.0\.1|::1)$/)]));
+  });
+
+  it('a routed login to postern itself is refused at the first hop (u@127.0.0.1@127.0.0.1@...): one session, not a chain', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const opened = () => r.events('session.open').filter((e) => e.listener === 'self').length;
+    const before = opened();
+    const login = `u${'@127.0.0.1'.repeat(20)}`;
+    const res = await probe({ host: '127.0.0.1', port: r.port('self'), send: `a LOGIN "${login}" pw\r\n`, until: /^a /m, ms: 8000 });
+    expect(res.data.toString()).toMatch(/^\* OK [^\r]*\r\na NO \[UNAVAILABLE\] upstream unavailable\r\n$/);
+    expect(opened() - before).toBe(1);
+    const failed = r.events('login.failed').filter((e) => e.listener === 'self');
+    expect(failed.at(-1)).toMatchObject({ err: { code: 'E_ROUTE_DENIED', message: expect.stringMatching(/is a postern listener/) } });
+    // by name too: localhost resolves to the listener's address
+    const byName = await probe({ host: '127.0.0.1', port: r.port('self'), send: 'a LOGIN u@localhost@localhost pw\r\n', until: /^a /m, ms: 8000 });
+    expect(byName.data.toString()).toMatch(/\r\na NO \[UNAVAILABLE\] upstream unavailable\r\n$/);
+    expect(opened() - before).toBe(2);
+  });
+
+  it('an unauthenticated client cannot probe host after host: the same answer for every failure, BYE after MAX_FAILED_UPSTREAM_ATTEMPTS, then auto-blocked', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const send = ['127.0.0.1', 'nonexistent.invalid', '127.0.0.2', '127.0.0.3'].map((h, i) => `a${i} LOGIN victim@${h} pw\r\n`).join('');
+    const res = await probe({ host: '127.0.0.1', localAddress: '127.0.0.70', port: r.port('scan'), send, ms: 25_000 });
+    expect(res.data.toString()).toMatch(
+      /^\* OK [^\r]*\r\na0 NO \[UNAVAILABLE\] upstream unavailable\r\na1 NO \[UNAVAILABLE\] upstream unavailable\r\na2 NO \[UNAVAILABLE\] upstream unavailable\r\n\* BYE \[UNAVAILABLE\] postern: too many failed upstream attempts\r\n$/,
+    );
+    expect(res.end).toBe('fin');
+    // each failure is a failed login for auto_block on a login-routed listener
+    expect(r.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.70', reason: 'login_failures' });
+    expect(await probe({ host: '127.0.0.1', localAddress: '127.0.0.70', port: r.port('scan') })).toEqual({ data: Buffer.alloc(0), end: 'reset' });
+    // the reasons are in the log only
+    const reasons = r
+      .events('login.failed')
+      .filter((e) => e.listener === 'scan')
+      .map((e) => (e.err as { message: string }).message);
+    expect(reasons.join('\n')).toMatch(/ECONNREFUSED[\s\S]*cannot resolve nonexistent\.invalid/);
+  }, 40_000);
 });

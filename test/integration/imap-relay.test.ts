@@ -228,7 +228,7 @@ describe('TLS trust', () => {
     for (const name of ['verify-no-ca', 'starttls-no-ca']) {
       const c = await RawImap.connect({ port: postern.port(name) });
       const r = (await c.command('LOGIN alice alicepass')).toString();
-      expect(r).toMatch(/^t1 NO \[UNAVAILABLE\] postern: upstream TLS failed: .*\(E_UPSTREAM_TLS\)\r\n/);
+      expect(r).toMatch(/^t1 NO \[UNAVAILABLE\] upstream unavailable\r\n/);
       c.close();
     }
     expect(postern.logs()).toMatch(/"err":\{"code":"E_UPSTREAM_TLS"/);

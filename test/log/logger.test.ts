@@ -101,6 +101,30 @@ describe('redactLine', () => {
   ];
   it.each(pop3)('pop3 %j', (line, want) => expect(redactLine(line, 'pop3')).toBe(want));
 
+  // attacker's review (2026-12-03): the first word after AUTHENTICATE / AUTH was shown as the mechanism,
+  // whatever it was; a client that leaves the mechanism out puts its credentials there
+  it('AUTHENTICATE / AUTH: the mechanism is shown only when it is a known one; a SASL blob in its place is masked', () => {
+    const blob = Buffer.from('\0alice\0alicepass').toString('base64');
+    expect(redactLine(`a1 AUTHENTICATE ${blob}`, 'imap')).toBe(`a1 AUTHENTICATE ${REDACTED}`);
+    expect(redactLine(`a1 AUTHENTICATE ${blob} x`, 'imap')).toBe(`a1 AUTHENTICATE ${REDACTED}`);
+    expect(redactLine(`AUTH ${blob}`, 'pop3')).toBe(`AUTH ${REDACTED}`);
+    expect(redactLine(`auth ${blob} =`, 'pop3')).toBe(`auth ${REDACTED}`);
+    expect(redactLine('a1 AUTHENTICATE alicepass', 'imap')).toBe(`a1 AUTHENTICATE ${REDACTED}`);
+    expect(redactLine('AUTH alicepass', 'pop3')).toBe(`AUTH ${REDACTED}`);
+    for (const mech of ['PLAIN', 'login', 'XOAUTH2', 'OAUTHBEARER', 'CRAM-MD5', 'EXTERNAL', 'SCRAM-SHA-256', 'SCRAM-SHA-1-PLUS', 'GSSAPI', 'ANONYMOUS']) {
+      expect(redactLine(`a1 AUTHENTICATE ${mech}`, 'imap')).toBe(`a1 AUTHENTICATE ${mech}`);
+      expect(redactLine(`a1 AUTHENTICATE ${mech} ${blob}`, 'imap')).toBe(`a1 AUTHENTICATE ${mech} ${REDACTED}`);
+      expect(redactLine(`AUTH ${mech}`, 'pop3')).toBe(`AUTH ${mech}`);
+      expect(redactLine(`AUTH ${mech} ${blob}`, 'pop3')).toBe(`AUTH ${mech} ${REDACTED}`);
+    }
+    const t = trace('imap', [C(`a1 AUTHENTICATE ${blob}\r\n`), S('a1 NO [CANNOT] Unsupported authentication mechanism\r\n')]);
+    expect(t.text).not.toContain(blob);
+    expect(shown(t.lines, 'client>postern')).toEqual([`a1 AUTHENTICATE ${REDACTED}`]);
+    const p = trace('pop3', [C(`AUTH ${blob}\r\n`), S('-ERR unknown\r\n')]);
+    expect(p.text).not.toContain(blob);
+    expect(shown(p.lines, 'client>postern')).toEqual([`AUTH ${REDACTED}`]);
+  });
+
   it('masks continuation lines when the caller knows it is inside a SASL exchange', () => {
     expect(redactLine('a3 SELECT INBOX', 'imap', { saslContinuation: true })).toBe(REDACTED);
     expect(redactLine('RETR 1', 'pop3', { saslContinuation: true })).toBe(REDACTED);
@@ -476,6 +500,59 @@ describe('protocol trace', () => {
     ]);
     expect(shown(lines, 'postern>upstream')).toEqual(['USER me', `PASS ${REDACTED}`, 'RETR 1']);
     expect(shown(lines, 'upstream>postern')).toEqual(['+OK Dovecot ready.', '+OK', '+OK Logged in.', `+OK ${msg.length} octets`, `<${stuffed}/5>`, REDACTED]);
+  });
+
+  // attacker's review (2026-12-03): the trace read literal announcements with a pattern of its own that
+  // knew `{n}` and `{n+}` but not `{n-}` (LITERAL-, RFC 7888), which the framer accepts: the literal and
+  // the rest of the LOGIN (`alice "password"`) were logged as a new line, in clear
+  it('IMAP: {n-} literals are read as the framer reads them; every line after LOGIN/AUTHENTICATE until its completion is masked', () => {
+    const plain = b64(`\0me@example.com\0${password}`);
+    const { lines, text } = trace('imap', [
+      C(`a1 LOGIN {14-}\r\nme@example.com "${password}"\r\n`),
+      S('a1 NO no\r\n'),
+      C(`a2 LOGIN {14-}\r\nme@example.com {14-}\r\n${password}\r\n`),
+      S('a2 NO no\r\n'),
+      C(`a3 SELECT {5-}\r\nINBOX\r\n`),
+      S('a3 OK selected\r\n'),
+      // pipelined after a LOGIN: masked until the LOGIN's tagged completion, whatever the trace makes of them
+      C(`a4 LOGIN me@example.com ${password}\r\na5 SELECT "${password}"\r\n`),
+      S('* CAPABILITY IMAP4rev1\r\na4 OK logged in\r\n'),
+      C('a6 SELECT INBOX\r\n'),
+      S('a5 OK\r\na6 OK\r\n'),
+      C(`a7 AUTHENTICATE PLAIN\r\n`),
+      S('+ \r\n'),
+      C(`${plain}\r\na8 NOOP ${password}\r\n`),
+      S('a7 OK\r\na8 OK\r\n'),
+      // a command word the kept head cuts off may be LOGIN: masked, with the rest of its command
+      C(`${'t'.repeat(252)} LOGIN {14+}\r\nme@example.com "${password}"\r\n`),
+      S(`${'t'.repeat(252)} NO no\r\n`),
+      C('a9 NOOP\r\n'),
+      // more digits than the kept tail holds: a literal without end (the framer refuses it), nothing more shown
+      C(`b1 NOOP {${'0'.repeat(40)}14}\r\n"${password}"\r\nb2 NOOP\r\n`),
+    ]);
+    expectNoSecret(text, [plain]);
+    expect(shown(lines, 'client>postern')).toEqual([
+      `a1 LOGIN ${REDACTED}`,
+      '<14>',
+      `…${REDACTED}`,
+      `a2 LOGIN ${REDACTED}`,
+      '<14>',
+      `…${REDACTED}`,
+      '<14>',
+      'a3 SELECT {5-}',
+      '<5>',
+      `a4 LOGIN ${REDACTED}`,
+      REDACTED,
+      'a6 SELECT INBOX',
+      'a7 AUTHENTICATE PLAIN',
+      REDACTED,
+      REDACTED,
+      REDACTED,
+      '<14>',
+      `…${REDACTED}`,
+      'a9 NOOP',
+      `b1 NOOP {${'0'.repeat(40)}14}`,
+    ]);
   });
 
   it('stays bounded: a 200 kB line keeps 200 characters and its length; a reset drops a partial line', () => {

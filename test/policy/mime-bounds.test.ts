@@ -307,9 +307,10 @@ describe('findings and hits (MAX_PART_FAULTS, MAX_MESSAGE_FINDINGS, MAX_LISTED_H
   it('a bare CR before a "." line is malformed: a reader that ends lines at CR sees the end of a POP3 answer there (third review)', async () => {
     for (const text of ['line1\r.\r\nline2', 'line1\r.\rline2', 'line1\r.\nline2', 'line1\r.']) {
       const r = await inspectMessage(withParts([`Content-Type: text/plain\r\n\r\n${text}`]), defaultPolicy(), {}, {});
-      expect(r.verdict.hits.map((h) => h.reason), JSON.stringify(text)).toContain(
-        'malformed: CR without LF in front of a "." line (the end of a POP3 answer to a reader that ends lines at CR)',
-      );
+      expect(
+        r.verdict.hits.map((h) => h.reason),
+        JSON.stringify(text),
+      ).toContain('malformed: CR without LF in front of a "." line (the end of a POP3 answer to a reader that ends lines at CR)');
     }
     // a CR before ".." or ".x" is no end to any reader
     for (const text of ['line1\r..\r\nline2', 'line1\r.x\r\n']) {

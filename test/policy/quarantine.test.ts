@@ -1,7 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fsp, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { quarantineCommand } from '../../src/commands/quarantine.js';
 import { PosternError } from '../../src/errors.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
@@ -49,6 +50,89 @@ describe('FileQuarantineStore', () => {
     await s.put(Buffer.from('new'), {});
     expect(await s.purgeExpired()).toHaveLength(1);
     expect((await s.list()).map((r) => r.size)).toEqual([3]);
+  });
+});
+
+// Found in an attacker's review (2026-12-03): put() took a record with the same SHA-256 as "stored"
+// without looking for its original, so a record left without one (a remove() stopped between its two
+// deletions, or an admin delete racing the put) made the engine say "quarantined" when it was not.
+describe('FileQuarantineStore: a record is never "stored" without its original', () => {
+  const raw = Buffer.from('From: a@example.net\r\nTo: bob@example.org\r\nSubject: invoice\r\n\r\nbody\r\n');
+  const sha = createHash('sha256').update(raw).digest('hex');
+  const meta = (user: string) => ({ id: 'rec0123456789abcdef', policy: 'default', status: 'changed', context: { user, listener: 'pop3' } });
+
+  it('a record whose original is gone gets it written again; the record keeps its first context and names the new mailbox', async () => {
+    const dir = tmp();
+    const s = new FileQuarantineStore({ dir });
+    const id = await s.put(raw, meta('alice'));
+    rmSync(join(dir, `${id}.eml`));
+    expect(await s.holds(id, sha)).toBe(false);
+    expect(await s.put(raw, meta('bob'))).toBe(id);
+    expect(await s.holds(id, sha)).toBe(true);
+    expect(readFileSync(join(dir, `${id}.eml`))).toEqual(raw);
+    expect((await s.get(id))!.context).toEqual({ user: 'alice', listener: 'pop3', also: [{ user: 'bob', listener: 'pop3' }] });
+    // a truncated original is not the original either
+    writeFileSync(join(dir, `${id}.eml`), raw.subarray(0, 10));
+    await s.put(raw, meta('carol'));
+    expect(readFileSync(join(dir, `${id}.eml`))).toEqual(raw);
+  });
+
+  it('remove() deletes the record before the original: stopped in between, no record is left without its original', async () => {
+    const dir = tmp();
+    const s = new FileQuarantineStore({ dir });
+    const id = await s.put(raw, meta('alice'));
+    const realRm = fsp.rm.bind(fsp);
+    let calls = 0;
+    const spy = vi.spyOn(fsp, 'rm').mockImplementation(async (...args: Parameters<typeof fsp.rm>) => {
+      if (++calls === 2) throw Object.assign(new Error('EIO: stopped'), { code: 'EIO' });
+      return realRm(...args);
+    });
+    try {
+      await expect(s.remove(id)).rejects.toThrow(/stopped/);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(existsSync(join(dir, `${id}.json`))).toBe(false);
+    expect(existsSync(join(dir, `${id}.eml`))).toBe(true);
+    expect(await s.list()).toEqual([]);
+    // the next put of it stores it whole
+    expect(await s.put(raw, meta('bob'))).toBe(id);
+    expect(await s.holds(id, sha)).toBe(true);
+  });
+
+  it('a record of another original under the same id is not overwritten: put() throws (the engine reports quarantineFailed)', async () => {
+    const dir = tmp();
+    const s = new FileQuarantineStore({ dir });
+    const id = await s.put(raw, meta('alice'));
+    const other = Buffer.from('Subject: other\r\n\r\nnot the same\r\n');
+    await expect(s.put(other, meta('mallory'))).rejects.toMatchObject({ code: 'E_QUARANTINE', message: expect.stringMatching(/another original/) });
+    expect(readFileSync(join(dir, `${id}.eml`))).toEqual(raw);
+    expect((await s.get(id))!.sha256).toBe(sha);
+    // a record that cannot be read may be another original's too: not overwritten
+    writeFileSync(join(dir, `${id}.json`), '{ not json');
+    await expect(s.put(raw, meta('bob'))).rejects.toMatchObject({ code: 'E_QUARANTINE' });
+    expect(readFileSync(join(dir, `${id}.json`), 'utf8')).toBe('{ not json');
+  });
+
+  it('an admin delete racing a put of the same original (another store on the same directory): put either stores it or fails', async () => {
+    for (let i = 0; i < 40; i++) {
+      const dir = tmp();
+      const engine = new FileQuarantineStore({ dir });
+      const admin = new FileQuarantineStore({ dir });
+      const id = await engine.put(raw, meta('alice'));
+      const [, put] = await Promise.all([
+        admin.remove(id),
+        engine.put(raw, meta(`bob${i}`)).then(
+          () => 'stored',
+          (e: Error) => e.message,
+        ),
+      ]);
+      // the delete was asked first: a put that says "stored" must leave the original on disk
+      if (put === 'stored') expect(await engine.holds(id, sha)).toBe(true);
+      // and never a record without its original
+      if (existsSync(join(dir, `${id}.json`))) expect(existsSync(join(dir, `${id}.eml`))).toBe(true);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

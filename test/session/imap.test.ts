@@ -175,16 +175,58 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     expect(t.host.takeUpstream()).toBe('P.1 AUTHENTICATE PLAIN ' + Buffer.from('\0me@gmx.de\0pw').toString('base64') + '\r\n');
   });
 
-  it('an unreachable upstream gives a tagged NO [UNAVAILABLE] and the session stays usable', async () => {
+  it('an unreachable upstream gives a tagged NO [UNAVAILABLE] and the session stays usable; the reason only in the log', async () => {
     const t = setup();
     t.host.takeClient();
     const { PosternError } = await import('../../src/errors.js');
     t.host.connectError = new PosternError('E_UPSTREAM_REFUSED', 'cannot connect to upstream.test:143: ECONNREFUSED');
     t.client('a LOGIN alice pw\r\nb NOOP\r\n');
-    expect(t.host.takeClient()).toBe(
-      'a NO [UNAVAILABLE] postern: cannot connect to upstream.test:143: ECONNREFUSED (E_UPSTREAM_REFUSED)\r\nb OK NOOP completed\r\n',
-    );
+    expect(t.host.takeClient()).toBe('a NO [UNAVAILABLE] upstream unavailable\r\nb OK NOOP completed\r\n');
     expect(t.host.closed).toBeNull();
+    expect(t.host.logLines.join('')).toContain('cannot connect to upstream.test:143: ECONNREFUSED');
+    expect(t.host.loginFailures).toEqual([{ reason: 'unavailable', upstream: 'upstream.test:143' }]);
+  });
+
+  it("routed: the upstream's BYE greeting and a certificate's names never reach the client, only the log", async () => {
+    const t = setup({
+      upstream: { kind: 'login-routed', port: 993, allow: [], allowAnyHost: true, tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    t.host.takeClient();
+    t.client('a LOGIN victim@10.1.2.3 pw\r\n');
+    t.upstream('* BYE internal-db-7.corp.example MySQL 8.0.36 secret banner\r\n');
+    expect(t.host.takeClient()).toBe('a NO [UNAVAILABLE] upstream unavailable\r\n');
+    expect(t.host.logLines.join('')).toContain('internal-db-7.corp.example MySQL 8.0.36 secret banner');
+    const { PosternError } = await import('../../src/errors.js');
+    t.host.connectError = new PosternError(
+      'E_UPSTREAM_TLS',
+      'upstream TLS failed: upstream certificate is for DNS:db.corp.example, DNS:vault.corp.example, not 10.1.2.4',
+    );
+    t.client('b LOGIN victim@10.1.2.4 pw\r\n');
+    const text = t.host.takeClient();
+    expect(text).toBe('b NO [UNAVAILABLE] upstream unavailable\r\n* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream\r\n');
+    expect(text).not.toContain('corp.example');
+    expect(t.host.logLines.join('')).toContain('DNS:vault.corp.example');
+  });
+
+  it('failed upstream attempts are capped per connection (MAX_FAILED_UPSTREAM_ATTEMPTS): then BYE, each one reported', async () => {
+    const { MAX_FAILED_UPSTREAM_ATTEMPTS } = await import('../../src/limits.js');
+    const { PosternError } = await import('../../src/errors.js');
+    const t = setup({
+      upstream: { kind: 'login-routed', port: 143, allow: [], allowAnyHost: true, tls: { mode: 'none', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    t.host.takeClient();
+    t.host.connectError = new PosternError('E_UPSTREAM_REFUSED', 'cannot connect: ECONNREFUSED');
+    for (let i = 1; i < MAX_FAILED_UPSTREAM_ATTEMPTS; i++) {
+      t.client(`a${i} LOGIN victim@10.0.0.${i} pw\r\n`);
+      expect(t.host.takeClient()).toBe(`a${i} NO [UNAVAILABLE] upstream unavailable\r\n`);
+      expect(t.host.closed).toBeNull();
+    }
+    t.client('z LOGIN victim@10.0.0.99 pw\r\ny LOGIN victim@10.0.0.100 pw\r\n');
+    expect(t.host.takeClient()).toBe('z NO [UNAVAILABLE] upstream unavailable\r\n* BYE [UNAVAILABLE] postern: too many failed upstream attempts\r\n');
+    expect(t.host.closed?.code).toBe('E_TOO_MANY_UPSTREAM_FAILURES');
+    expect(t.host.connects).toHaveLength(MAX_FAILED_UPSTREAM_ATTEMPTS);
+    // each attempt is reported to the host (the relay counts them for auto-block on a routed listener)
+    expect(t.host.loginFailures.map((f) => f.reason)).toEqual(new Array(MAX_FAILED_UPSTREAM_ATTEMPTS).fill('unavailable'));
   });
 });
 
@@ -218,9 +260,9 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n');
     expect(t.host.takeUpstream()).toBe('');
     expect(t.host.takeClient()).toBe(
-      'a NO [UNAVAILABLE] postern: upstream does not offer STARTTLS but TLS is required (E_UPSTREAM_NO_STARTTLS)\r\n' +
-        '* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream\r\n',
+      'a NO [UNAVAILABLE] upstream unavailable\r\n* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream\r\n',
     );
+    expect(t.host.logLines.join('')).toContain('upstream does not offer STARTTLS but TLS is required');
     expect(t.host.closed?.code).toBe('E_UPSTREAM_NO_STARTTLS');
   });
 
@@ -230,8 +272,9 @@ describe('ImapSession upstream STARTTLS hygiene', () => {
     t.client('a LOGIN alice secret\r\n');
     t.upstream('* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n');
     expect(t.host.takeUpstream()).toBe('');
-    expect(t.host.takeClient()).toContain('(E_UPSTREAM_PREAUTH)');
+    expect(t.host.takeClient()).toContain('a NO [UNAVAILABLE] upstream unavailable\r\n* BYE');
     expect(t.host.closed?.code).toBe('E_UPSTREAM_PREAUTH');
+    expect(t.host.logLines.join('')).toContain('"code":"E_UPSTREAM_PREAUTH"');
   });
 });
 

@@ -58,6 +58,28 @@ describe('SessionHost.loginFailed', () => {
     expect(t.host.events.join('\n')).not.toContain('login');
   });
 
+  // attacker's review (2026-12-03): IMAP logged `user` with login.refused at info, POP3 never did
+  it('IMAP: the login.refused line of an upstream refusal names no login (a password typed into the user field)', () => {
+    const secret = 'Tr0ub4dor-typed-in-user-field';
+    const t = imap();
+    t.client(`a LOGIN ${secret} x\r\n`);
+    t.upstream(UP_GREETING);
+    t.host.takeUpstream();
+    t.upstream('P.1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
+    expect(t.host.takeClient()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n');
+    const lines = t.host.logLines
+      .join('')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const refused = lines.filter((l) => l.event === 'login.refused');
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ level: 'info', reason: 'upstream', upstream: 'upstream.test:143', result: 'NO' });
+    expect(refused[0]).not.toHaveProperty('user');
+    // nothing the session logged, at any level, carries it
+    expect(t.host.logLines.join('')).not.toContain(secret);
+  });
+
   it('IMAP: a successful login reports nothing', () => {
     const t = imap();
     t.client('a LOGIN alice pw\r\n');

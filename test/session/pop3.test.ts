@@ -301,7 +301,7 @@ describe('Pop3Session: login', () => {
     await upstream('+OK ready\r\n');
     await upstream(capa);
     expect(host.upstreamText).toBe('CAPA\r\n');
-    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream does not offer STLS\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
     expect(host.closed).toEqual({ kind: 'error', code: ErrorCodes.UPSTREAM_NO_STARTTLS, message: 'upstream does not offer STLS' });
   });
 
@@ -321,12 +321,24 @@ describe('Pop3Session: login', () => {
     expect(host.upstreamText).toBe('USER alice\r\n');
   });
 
-  it('maps a connect failure to -ERR [SYS/TEMP] with the reason', async () => {
+  it('maps a connect failure to -ERR [SYS/TEMP] upstream unavailable: the reason only in the log, reported to the host', async () => {
     const { host, client } = setup({ connectError: new PosternError(ErrorCodes.UPSTREAM_REFUSED, 'connect ECONNREFUSED 127.0.0.1:110') });
     host.takeClient();
     await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
-    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable: connect ECONNREFUSED 127.0.0.1:110\r\n');
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
     expect(host.closed?.code).toBe(ErrorCodes.UPSTREAM_REFUSED);
+    expect(host.logLines.join('')).toContain('connect ECONNREFUSED 127.0.0.1:110');
+    expect(host.loginFailures).toEqual([{ reason: 'unavailable', upstream: `${ROUTED_HOST}:110` }]);
+  });
+
+  it("a failed upstream TLS handshake: the certificate's names stay in the log", async () => {
+    const why = 'upstream TLS failed: upstream certificate is for DNS:db.corp.example, DNS:vault.corp.example, not 10.1.2.4';
+    const { host, client } = setup({ upstreamTls: 'implicit', connectError: new PosternError(ErrorCodes.UPSTREAM_TLS, why) });
+    host.takeClient();
+    await client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
+    expect(host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
+    expect(host.closed?.code).toBe(ErrorCodes.UPSTREAM_TLS);
+    expect(host.logLines.join('')).toContain('DNS:vault.corp.example');
   });
 
   it('ends with E_GREETING_TIMEOUT when the upstream stays silent, and on a bad greeting', async () => {
@@ -334,15 +346,17 @@ describe('Pop3Session: login', () => {
     a.host.takeClient();
     await a.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
     a.s.onTimeout('greeting');
-    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting timed out\r\n');
+    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
     expect(a.host.closed).toMatchObject({ kind: 'timeout', code: ErrorCodes.GREETING_TIMEOUT });
 
     const b = setup();
     b.host.takeClient();
     await b.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
-    await b.upstream('-ERR go away\r\n');
-    expect(b.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting: go away\r\n');
+    // the upstream's greeting text is not relayed (a routed client would learn what answers there)
+    await b.upstream('-ERR SSH-2.0-OpenSSH_9.6 internal-bastion\r\n');
+    expect(b.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
     expect(b.host.closed?.code).toBe(ErrorCodes.UPSTREAM_PROTOCOL);
+    expect(b.host.logLines.join('')).toContain('upstream greeting: SSH-2.0-OpenSSH_9.6 internal-bastion');
     expect(b.host.upstreamText).toBe('');
   });
 
@@ -946,7 +960,7 @@ describe('Pop3Session: on an inspecting listener no upstream byte is relayed as 
     a.host.takeClient();
     await a.client(`USER alice@${ROUTED_HOST}\r\nPASS pw\r\n`);
     await a.upstream(`-ERR [SYS/TEMP] ${EICAR_TEXT}\r\n`);
-    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream greeting: [SYS/TEMP] refused\r\n');
+    expect(a.host.takeClient()).toBe('+OK\r\n-ERR [SYS/TEMP] upstream unavailable\r\n');
 
     const b = setup({}, inspecting());
     b.host.takeClient();

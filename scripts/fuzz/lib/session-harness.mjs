@@ -179,6 +179,8 @@ class FuzzHost {
     this.connected = false;
   }
   setUser() {}
+  // SessionHost.loginFailed: a notification (the relay feeds auto-block); nothing to count here
+  loginFailed() {}
   close(reason) {
     if (!this.closed) this.closed = reason;
   }

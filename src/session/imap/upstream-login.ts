@@ -3,9 +3,10 @@
  * connect (host event), read the upstream's greeting, upstream STARTTLS before any credential leaves
  * (host event), re-learn the capabilities, replay the login (AUTHENTICATE PLAIN, else LOGIN) or relay
  * an OAuth2 login, and hand over to the relay. Every upstream answer must come within
- * greeting_timeout_ms (the host's `handshake` timer). A failed attempt answers the client's tag with NO;
- * PREAUTH, a missing or failed upstream TLS end the session instead (no downgrade). A refused login
- * closes the upstream: the client may retry.
+ * greeting_timeout_ms (the host's `handshake` timer). A failed attempt answers the client's tag with `NO
+ * [UNAVAILABLE] upstream unavailable` (the reason only in the log); PREAUTH, a missing or failed upstream
+ * TLS, or the MAX_FAILED_UPSTREAM_ATTEMPTS-th failure end the session instead (no downgrade; no probing
+ * host after host). A refused login closes the upstream: the client may retry.
  *
  * OAuth2 (XOAUTH2, OAUTHBEARER; step `oauth`): the upstream must advertise `AUTH=<mech>` after TLS (else
  * `NO [CANNOT]`, E_UPSTREAM_NO_MECHANISM). With SASL-IR `AUTHENTICATE <mech> <payload>`, else the command
@@ -17,6 +18,7 @@
  * after a challenge, or a second challenge, is E_UPSTREAM_PROTOCOL.
  */
 import { ErrorCodes, isPosternError, PosternError } from '../../errors.js';
+import { MAX_FAILED_UPSTREAM_ATTEMPTS } from '../../limits.js';
 import { type Frame, MessageAssembler } from '../../protocol/imap/framer.js';
 import { parseResponseHead, type ResponseHead, splitCapabilities } from '../../protocol/imap/parse.js';
 import { quoteOrLiteral } from '../../protocol/imap/write.js';
@@ -60,6 +62,8 @@ function refuseNul(core: SessionCore, tag: string): void {
 export class UpstreamLogin {
   /** Upstream responses are read whole during the login (bounded: a few lines). */
   private readonly assembler: MessageAssembler;
+  /** Attempts of this connection that failed before the credentials went (MAX_FAILED_UPSTREAM_ATTEMPTS). */
+  private failures = 0;
 
   constructor(private readonly core: SessionCore) {
     this.assembler = new MessageAssembler(core.host.listener.limits.maxLineLength * 4);
@@ -458,10 +462,8 @@ export class UpstreamLogin {
     const core = this.core;
     const { tag } = login;
     if (head.keyword !== 'OK') {
-      core.host.log.info(
-        { event: 'login.refused', reason: 'upstream', user: login.user, upstream: login.upstreamName, result: head.keyword },
-        'login failed upstream',
-      );
+      // never the login (as POP3): a password typed into the user field would end up in the log at info
+      core.host.log.info({ event: 'login.refused', reason: 'upstream', upstream: login.upstreamName, result: head.keyword }, 'login failed upstream');
       core.host.loginFailed({ reason: 'upstream', upstream: login.upstreamName });
       core.host.disconnectUpstream();
       core.state = { kind: 'preauth' };
@@ -496,11 +498,27 @@ export class UpstreamLogin {
     core.host.log.warn({ event: 'login.failed', upstream: login.upstreamName, err: { code: e.code, message: e.message } }, 'upstream login phase failed');
     core.host.disconnectUpstream();
     core.state = { kind: 'preauth' };
+    core.host.loginFailed({ reason: 'unavailable', upstream: login.upstreamName });
     const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
-    core.out.send(`${login.tag} NO [${respCode}] postern: ${e.message} (${e.code})${CRLF}`);
+    // The reason stays in the log: refused, no such host, timed out, not IMAP, the upstream's BYE text
+    // or its certificate's names would tell an unauthenticated client what lies behind postern. [CANNOT]
+    // comes from an IMAP server that answered, for the client's own mechanism.
+    if (respCode === 'CANNOT') core.out.send(`${login.tag} NO [CANNOT] postern: ${e.message} (${e.code})${CRLF}`);
+    else core.out.send(`${login.tag} NO [UNAVAILABLE] upstream unavailable${CRLF}`);
     if (fatal) {
       core.out.send(`* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream${CRLF}`);
       core.finish({ kind: 'error', code: e.code, message: e.message });
+      return;
+    }
+    if (++this.failures >= MAX_FAILED_UPSTREAM_ATTEMPTS) {
+      // one connection must not probe host after host (each attempt also counts for auto-block)
+      const message = `${this.failures} upstream attempts failed`;
+      core.host.log.warn(
+        { event: 'command.limit', err: { code: ErrorCodes.TOO_MANY_UPSTREAM_FAILURES, message }, limit: MAX_FAILED_UPSTREAM_ATTEMPTS },
+        'too many failed upstream attempts',
+      );
+      core.out.send(`* BYE [UNAVAILABLE] postern: too many failed upstream attempts${CRLF}`);
+      core.finish({ kind: 'error', code: ErrorCodes.TOO_MANY_UPSTREAM_FAILURES, message });
       return;
     }
     core.resumeClient('login');

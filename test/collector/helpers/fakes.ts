@@ -17,7 +17,7 @@ export class FakeServer {
   sessions = 0;
   fetches: string[] = [];
   /** Throws from fetch when it returns true (a reset in the middle of RETR). */
-  failFetch: ((uid: number) => boolean) | null = null;
+  failFetch: ((uid: number) => boolean | Error) | null = null;
   /** POP3: deletions take effect at close(); IMAP: at once. */
   constructor(readonly protocol: 'pop3' | 'imap' = 'pop3') {}
 
@@ -113,7 +113,9 @@ class FakeSession implements RemoteMailbox {
   async fetch(msg: RemoteMessage): Promise<Buffer | null> {
     const m = this.find(msg);
     if (!m) return null;
-    if (this.server.failFetch?.(m.uid)) throw Object.assign(new Error('connection reset in the middle of RETR'), { code: 'E_UPSTREAM_CLOSED' });
+    const fail = this.server.failFetch?.(m.uid);
+    if (fail instanceof Error) throw fail;
+    if (fail) throw Object.assign(new Error('connection reset in the middle of RETR'), { code: 'E_UPSTREAM_CLOSED' });
     this.server.fetches.push(msg.uid);
     return m.data;
   }

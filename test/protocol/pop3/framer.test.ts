@@ -255,7 +255,10 @@ describe.each(chunkings)('Pop3ResponseFramer (%s)', (_name, size) => {
     // LF "." LF and a forged answer after it got the next message deleted undelivered
     for (const body of ['..\r\n..a\n.\n', 'a\n.\r\n', 'a\r\n.\n', '.\n', '\n.\r\n']) {
       const raw = B(`+OK\r\n${body}+OK forged\r\nMZ\r\n.\r\n`);
-      expect(codeOf(() => responses(raw, [true, true], size)), JSON.stringify(body)).toBe(ErrorCodes.PROTOCOL);
+      expect(
+        codeOf(() => responses(raw, [true, true], size)),
+        JSON.stringify(body),
+      ).toBe(ErrorCodes.PROTOCOL);
     }
     // a bare LF elsewhere in the body is body text; the terminator is CRLF "." CRLF
     const raw = '+OK\r\n..\r\n..a\nb\r\n.\r\n';
