@@ -414,10 +414,11 @@ export const PREAUTH_MAX_LITERAL = 16 * 1024;
 
 /**
  * IMAP, before login: upstream attempts of one connection that fail before the credentials are sent
- * (the host cannot be resolved, reached or secured, says BYE or is no IMAP server; each answered `NO
- * [UNAVAILABLE] upstream unavailable`). The one that reaches this ends the session with BYE
- * (E_TOO_MANY_UPSTREAM_FAILURES): on a login-routed listener a client must not probe host after host
- * through postern on one connection. POP3 ends the session at the first such failure.
+ * (the host cannot be resolved, reached or secured, says BYE or is no IMAP server, or an access rule
+ * refuses a routed host; each answered `NO [UNAVAILABLE] upstream unavailable`). The one that reaches
+ * this ends the session with BYE (E_TOO_MANY_UPSTREAM_FAILURES): on a login-routed listener a client
+ * must not probe host after host through postern on one connection. POP3 ends the session at the
+ * first such failure.
  */
 export const MAX_FAILED_UPSTREAM_ATTEMPTS = 3;
 
@@ -882,6 +883,13 @@ export const MAX_ENCODED_MESSAGE_DEPTH = 5;
 export const MAX_OPENED_MESSAGE_LEAVES = 10_000;
 
 /**
+ * RFC 5322's bound on a line of a message, CRLF not counted. A longer line that ends in "." is
+ * malformed (src/mime/eol.ts longDotLine): a reader with a fixed line buffer reads it in pieces and
+ * takes a last piece of "." for the end of a POP3 answer (fetchmail: pieces of 8,191 bytes).
+ */
+export const MAX_LINE_OCTETS = 998;
+
+/**
  * CMS content in BER: OCTET STRING chunks nested inside one another (constructed inside constructed)
  * that src/mime/sealed.ts openCms follows when joining the content. Deeper: not opened, so
  * `archives.on_unsupported` (OpenSSL writes one level; no reader needs more).
@@ -1044,6 +1052,8 @@ export const COLLECTOR_LIMITS = {
    * so a server that trickles cannot hold a slot of `collector.concurrency` for ever.
    */
   minAnswerBytesPerSecond: 4096,
+  /** A pass starts no fetch after it has run this long; the messages left are the next pass's backlog (the answer in progress is bounded by minAnswerBytesPerSecond). */
+  maxPassMs: 60 * 60_000,
   /** A message whose answer could not be read (E_PROTOCOL: a POP3 body readers may end elsewhere) is held, left on the server, and fetched again after this long. */
   unreadableRetryMs: 24 * 60 * 60_000,
   /**
@@ -1106,19 +1116,22 @@ export const ADMIN_LIMITS = {
   requestTimeoutMs: 30_000,
   /** Deadline of one release by SMTP (connect to the end of DATA). */
   releaseTimeoutMs: 60_000,
-  /** A wrong token is answered after this delay (slows guessing; scrypt adds its own cost). */
+  /** A wrong token is answered after this delay (slows guessing; scrypt adds its own cost). The check's slot is free during it. */
   authFailureDelayMs: 500,
   /** Addresses one release by SMTP sends the original to (the recipients and users it was quarantined for). */
   maxReleaseRecipients: 50,
-  /** Token checks (scrypt, off the event loop) running at once; more are answered 503 (E_ADMIN) at once. */
+  /** Token checks (scrypt, off the event loop) running at once; more wait their turn (maxTokenCheckAddresses). */
   maxConcurrentTokenChecks: 4,
   /**
-   * Token checks in flight per client address (an IPv6 address by its /64): one; a wrong token keeps
-   * its address's check in flight through authFailureDelayMs. One more from that address is answered
-   * 429 at once, so one address cannot hold every slot of maxConcurrentTokenChecks.
+   * Token checks hashing at once per client address (an IPv6 address by its /64): one. One more from
+   * that address waits for it; one more than that is answered 429 at once.
    */
   maxTokenChecksPerAddress: 1,
-  /** Client addresses with a token check in flight at once; one more address is answered 503 (E_ADMIN). */
+  /**
+   * Client addresses with a token check waiting for a slot (one each); one more address is answered 503
+   * (E_ADMIN). The waiting checks start round-robin across addresses, so one waits for at most this
+   * many ÷ maxConcurrentTokenChecks hashes.
+   */
   maxTokenCheckAddresses: 1024,
   /** `postern_quarantine_entries` is counted from the directory at most this often (scrapes in between get the last count). */
   quarantineCountTtlMs: 5_000,
@@ -1133,6 +1146,12 @@ export const EDGE_LIMITS = {
   defaultMaxTrackedAddresses: 65_536,
   /** Block list entries loaded from the shared store (the longest-lasting first). */
   maxBlockEntries: 100_000,
+  /**
+   * Distinct upstream hosts remembered per client address that a login-routed login failed to reach
+   * (src/edge/autoblock.ts UnavailableHosts): only the first failure per host within the
+   * login_failures window counts for auto-block. An address past this many hosts counts every failure.
+   */
+  maxUnavailableHostsPerAddress: 8,
   /**
    * A running serve re-reads the shared block list this often (only when it changed) where it cannot
    * watch the file (src/edge/block-watch.ts); the Redis state checks its block list's version this

@@ -227,40 +227,56 @@ export function createAdminHandler(config: PosternConfig, admin: AdminConfig, de
     );
 
   /**
-   * A token check off the event loop, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once: one more
-   * is answered 503 at once. (scryptSync on the event loop let anyone who reached the port stall the
-   * process about 30 ms per guess, with no credentials: attacker's review, 2026-12-03.)
+   * A token check off the event loop, at most ADMIN_LIMITS.maxConcurrentTokenChecks at once. (scryptSync
+   * on the event loop let anyone who reached the port stall the process about 30 ms per guess, with no
+   * credentials: attacker's review, 2026-12-03.)
    *
-   * Per client address (checkerKey) at most ADMIN_LIMITS.maxTokenChecksPerAddress at once, one more
-   * answered 429 at once; a wrong token's failure delay is served while its address's check still
-   * counts, after its shared slot is free. With the delay outside every slot one address kept all the
-   * shared slots busy and the real admin got 503 (attacker's review, 2026-12-03); now one address makes a
-   * guess per delay at most, and holds a shared slot only while scrypt runs.
+   * A check that cannot start waits its turn instead of being refused: refused requests came back at
+   * once and won every freed slot, so many addresses spinning wrong guesses (or one address guessing
+   * twice a second, its failure delay counted as in flight) kept the real admin at 503 or 429 for as
+   * long as they liked (second attacker's review, 2026-12-03). Per client address (checkerKey) one
+   * check hashes at a time (ADMIN_LIMITS.maxTokenChecksPerAddress) and one more waits; one more than
+   * that is answered 429. At most ADMIN_LIMITS.maxTokenCheckAddresses addresses wait; one more is
+   * answered 503. The waiting checks start in the order they came, one per address, skipping an address
+   * whose check is still hashing: round-robin across addresses, so a check waits for at most
+   * (addresses waiting ÷ slots) hashes however fast the others retry. A wrong token's failure delay is
+   * served to its response after its slot and its address are free again.
    */
   let tokenChecks = 0;
-  const checksByAddress = new Map<string, number>();
+  const hashingByAddress = new Map<string, number>();
+  /** The waiting checks by address, each with its start; a Map keeps them in the order they came. */
+  const waiting = new Map<string, () => void>();
+  const startWaiting = () => {
+    for (const [key, start] of waiting) {
+      if (tokenChecks >= ADMIN_LIMITS.maxConcurrentTokenChecks) return;
+      const mine = hashingByAddress.get(key) ?? 0;
+      if (mine >= ADMIN_LIMITS.maxTokenChecksPerAddress) continue;
+      waiting.delete(key);
+      tokenChecks++;
+      hashingByAddress.set(key, mine + 1);
+      start();
+    }
+  };
   const checkToken = async (token: string, hash: string, remote: string): Promise<boolean> => {
     const key = checkerKey(remote);
-    const mine = checksByAddress.get(key) ?? 0;
-    if (mine >= ADMIN_LIMITS.maxTokenChecksPerAddress) throw new HttpError(429, 'a token check from this address is still running: try again in a moment');
-    if (mine === 0 && checksByAddress.size >= ADMIN_LIMITS.maxTokenCheckAddresses) throw new HttpError(503, 'too many token checks at once: try again');
-    if (tokenChecks >= ADMIN_LIMITS.maxConcurrentTokenChecks) throw new HttpError(503, 'too many token checks at once: try again');
-    checksByAddress.set(key, mine + 1);
+    if (waiting.has(key)) throw new HttpError(429, 'a token check from this address is already waiting: try again in a moment');
+    if (waiting.size >= ADMIN_LIMITS.maxTokenCheckAddresses) throw new HttpError(503, 'too many token checks waiting: try again');
+    await new Promise<void>((start) => {
+      waiting.set(key, start);
+      startWaiting();
+    });
+    let ok: boolean;
     try {
-      let ok: boolean;
-      tokenChecks++;
-      try {
-        ok = await verifyTokenAsync(token, hash);
-      } finally {
-        tokenChecks--;
-      }
-      if (!ok) await delay();
-      return ok;
+      ok = await verifyTokenAsync(token, hash);
     } finally {
-      const left = (checksByAddress.get(key) ?? 1) - 1;
-      if (left > 0) checksByAddress.set(key, left);
-      else checksByAddress.delete(key);
+      tokenChecks--;
+      const left = (hashingByAddress.get(key) ?? 1) - 1;
+      if (left > 0) hashingByAddress.set(key, left);
+      else hashingByAddress.delete(key);
+      startWaiting();
     }
+    if (!ok) await delay();
+    return ok;
   };
 
   /**

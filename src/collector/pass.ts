@@ -187,12 +187,23 @@ class Pass {
   private readonly halt = new AbortController();
   /** Messages fetched (or tried) in this pass, over all folders: max_messages_per_pass. */
   private attempts = 0;
+  /** When the pass started (PassDeps.now): no fetch starts after COLLECTOR_LIMITS.maxPassMs. */
+  private startedAt = 0;
 
   constructor(
     private readonly a: CollectorAccountConfig,
     private readonly d: PassDeps,
   ) {
     this.s = emptySummary(a.name);
+  }
+
+  /**
+   * The pass has run COLLECTOR_LIMITS.maxPassMs: it starts no more fetches (the rest is the next
+   * pass's backlog), so a server slow within each answer's bound (minAnswerBytesPerSecond) cannot
+   * keep a slot of collector.concurrency for days over max_messages_per_pass messages (second review).
+   */
+  private overtime(): boolean {
+    return this.d.now() - this.startedAt > COLLECTOR_LIMITS.maxPassMs;
   }
 
   private crash(p: CrashPoint): void {
@@ -205,6 +216,7 @@ class Pass {
 
   async run(): Promise<PassSummary> {
     const t0 = this.d.now();
+    this.startedAt = t0;
     const st = this.d.state;
     if (!st.acquireLease(this.a.name, this.token, t0)) {
       this.s.result = 'busy';
@@ -426,7 +438,7 @@ class Pass {
       for (let i = 0; i < candidates.length; i++) {
         const msg = candidates[i]!;
         if (this.lost) throw this.lost;
-        if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) {
+        if (this.stopped || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass || this.overtime()) {
           if (!rows.has(msg.uid)) this.s.backlog++;
           continue;
         }
@@ -449,7 +461,7 @@ class Pass {
         try {
           await this.message(box, msg, row && row.status !== 'held' ? row : undefined, job.raw, () => {
             // the fetch of this message is done: start the next one's
-            if (this.stopped || this.lost || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass) return;
+            if (this.stopped || this.lost || this.d.signal?.aborted || this.attempts >= a.maxMessagesPerPass || this.overtime()) return;
             let j = i + 1;
             while (j < candidates.length && candidates[j]!.size > a.maxMessageBytes) j++;
             const next = candidates[j];

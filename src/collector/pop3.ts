@@ -64,12 +64,31 @@ export class Pop3Mailbox implements RemoteMailbox {
     );
   }
 
-  private async response(multiline: boolean): Promise<Pop3Response> {
+  /** `unchecked`: the answer to STLS, after which bytes are dropped (plaintext anyone on the path could inject) rather than refused. */
+  private async response(multiline: boolean, unchecked = false): Promise<Pop3Response> {
     for (;;) {
       const r = this.framer.next(multiline);
-      if (r) return r;
+      if (r) return unchecked ? r : this.alone(r);
       this.framer.push(await this.conn.read());
     }
+  }
+
+  /**
+   * `r`, when nothing came after it: postern sends one command at a time, so bytes after an answer
+   * mean it was framed short (a server that does not stuff a "." line of the message: the rest of it
+   * would be read as the next answers, a forged message as the next one and that one deleted
+   * undelivered: second review) or the server is out of step. E_PROTOCOL: the pass fails, nothing is
+   * deleted, and a RETR's message is held (src/collector/pass.ts unreadable). Bytes that arrive only
+   * later are read as the next answer, which must then parse as one.
+   */
+  private alone(r: Pop3Response): Pop3Response {
+    if (this.framer.buffered > 0) {
+      throw new PosternError(
+        ErrorCodes.PROTOCOL,
+        `${this.account.host} sent ${this.framer.buffered} bytes after its answer (framed short, or out of step): postern sends one command at a time`,
+      );
+    }
+    return r;
   }
 
   private async command(line: string, multiline = false): Promise<Pop3Response> {
@@ -83,7 +102,8 @@ export class Pop3Mailbox implements RemoteMailbox {
     let caps = await this.capa();
     if (this.account.tls.mode === 'starttls') {
       if (!caps.has('STLS')) throw new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, `${this.account.host} does not offer STLS`);
-      const r = await this.command('STLS');
+      this.conn.write('STLS\r\n');
+      const r = await this.response(false, true);
       if (r.kind !== 'ok') throw new PosternError(ErrorCodes.UPSTREAM_NO_STARTTLS, `${this.account.host} refused STLS: ${serverText(r.text)}`);
       this.framer.clear();
       await this.conn.upgrade(this.account.tls);
@@ -212,7 +232,7 @@ export class Pop3Mailbox implements RemoteMailbox {
       const r = this.framer.next(true);
       if (r) {
         grow(r.body?.length ?? 0);
-        return r;
+        return this.alone(r);
       }
       if (!reserved && this.framer.peekStatus()?.kind === 'ok') {
         reserved = true;

@@ -128,10 +128,19 @@ export function withoutPassword(text: string, user: string, password: string): s
   ]);
   let t = text;
   // the longest first: the password inside its PLAIN response or base64 is taken whole
-  for (const f of [...forms].sort((a, b) => b.length - a.length)) {
+  const sorted = [...forms].sort((a, b) => b.length - a.length);
+  for (const f of sorted) {
     const re = new RegExp(f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'), 'gi');
     t = t.replace(re, '[password]');
   }
+  // and a form serverText cut short (`Tr0ub4dor&3-horse-ba...`: a text cut at 200 characters, a tag
+  // at 20, before it reached here: second review): 4 characters of it or more, right before the cut
+  if (!t.includes('...')) return t;
+  for (const f of sorted)
+    for (let k = f.length - 1; k >= 4; k--) {
+      const re = new RegExp(`${f.slice(0, k).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.\\.\\.`, 'gi');
+      t = t.replace(re, '[password]...');
+    }
   return t;
 }
 

@@ -6,6 +6,7 @@
  * starts over. Allowlisted CIDRs are never auto-blocked (a manual block still applies to them). Every
  * table is bounded (`max_tracked_addresses`, least recently seen forgotten first).
  */
+import { createHmac, randomBytes } from 'node:crypto';
 import { anyContains, type Cidr, parseIp } from './ip.js';
 
 export interface Threshold {
@@ -101,6 +102,47 @@ export class AutoBlocker {
     this.strikes.set(address, { n, at: now });
     const duration = Math.min(this.config.maxDurationMs, this.config.durationMs * 2 ** Math.min(n - 1, 40));
     return { address, until: now + duration, reason, strikes: n };
+  }
+}
+
+/**
+ * The upstream hosts each client address failed to reach through a login-routed listener, so that
+ * auto_block.login_failures counts probing and not an outage: a failure counts the first time within
+ * `withinMs` (the login_failures window) that the address fails on that host, not again while it is
+ * remembered. An honest client retrying its one provider during an outage (or many clients behind one
+ * NAT address retrying theirs) counts once per host per window; a client probing host after host
+ * counts every host. Bounded: `maxAddresses` addresses (LRU: a forgotten address counts its hosts
+ * again, which only counts more), `perAddress` hosts each, kept as 48-bit keyed hashes (a name is up
+ * to 253 characters); an address past `perAddress` distinct hosts within the window counts every
+ * failure (it is probing: fail closed).
+ */
+export class UnavailableHosts {
+  private readonly table: Lru<{ host: number; at: number }[]>;
+  private readonly key: Buffer;
+
+  constructor(
+    private readonly withinMs: number,
+    maxAddresses: number,
+    private readonly perAddress: number,
+    key: Buffer = randomBytes(16),
+  ) {
+    this.table = new Lru(maxAddresses);
+    this.key = key;
+  }
+
+  /** Whether this failure of `address` to reach `host` counts (see the class). */
+  counts(address: string, host: string, now: number): boolean {
+    let seen = this.table.get(address);
+    if (!seen) {
+      seen = [];
+      this.table.set(address, seen);
+    }
+    for (let i = seen.length - 1; i >= 0; i--) if (now - seen[i]!.at >= this.withinMs) seen.splice(i, 1);
+    const h = createHmac('sha256', this.key).update(host.toLowerCase()).digest().readUIntBE(0, 6);
+    if (seen.some((s) => s.host === h)) return false;
+    // the first failure's time is kept: a host still failing a window later counts again, once
+    if (seen.length < this.perAddress) seen.push({ host: h, at: now });
+    return true;
   }
 }
 

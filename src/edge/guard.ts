@@ -6,7 +6,8 @@
  */
 import type { ListenerConfig, PosternConfig } from '../config/types.js';
 import { ErrorCodes } from '../errors.js';
-import type { BlockEntry, BlockTable } from './autoblock.js';
+import { EDGE_LIMITS } from '../limits.js';
+import { type BlockEntry, type BlockTable, UnavailableHosts } from './autoblock.js';
 import type { BlockStore } from './block-store.js';
 import { canonicalIp, type IpAddress, parseIp } from './ip.js';
 import { type AccessDecision, type AccessRule, decideConnect, decideLogin } from './rules.js';
@@ -36,6 +37,8 @@ export class EdgeGuard {
   readonly state: EdgeState;
   private readonly autoBlockOn: boolean;
   private readonly global: AccessRule[];
+  /** Hosts each address failed to reach on a login-routed listener (noteUnavailable); this process's only. */
+  private readonly unavailable: UnavailableHosts | null;
 
   /**
    * `store`: the SQLite block store (or null) for the in-process state, or an EdgeState built by the
@@ -50,6 +53,8 @@ export class EdgeGuard {
     const edge = config.edge;
     this.global = edge?.access ?? [];
     this.autoBlockOn = edge?.autoBlock?.enabled === true;
+    const lf = this.autoBlockOn ? edge!.autoBlock!.loginFailures : null;
+    this.unavailable = lf ? new UnavailableHosts(lf.withinMs, edge!.autoBlock!.maxTrackedAddresses, EDGE_LIMITS.maxUnavailableHostsPerAddress) : null;
     if (isEdgeState(store)) {
       // a state that outlives its guards (the Redis one; a reload builds a new guard on it): the new
       // config's auto-block and rate settings, the blocks in force kept
@@ -153,6 +158,19 @@ export class EdgeGuard {
     const e = this.state.noteFailure(canonicalIp(address), 'login_failure', now);
     if (e) this.logBlock(e, now);
     return e;
+  }
+
+  /**
+   * A login-routed login whose upstream could not be resolved, reached or secured, or that a `to` rule
+   * refused, before the credentials went (`host`: the upstream the login named). It counts as a login
+   * failure (noteLoginFailure) only the first time within the login_failures window that this address
+   * fails on that host: probing host after host is counted, an outage of one host once (UnavailableHosts).
+   * A failure without a host counts (fail closed).
+   */
+  noteUnavailable(address: string, host: string | null, now: number): BlockEntry | null {
+    if (!this.autoBlockOn || !this.unavailable) return null;
+    if (host !== null && !this.unavailable.counts(canonicalIp(address), host, now)) return null;
+    return this.noteLoginFailure(address, now);
   }
 
   /** A session ended: a protocol-error code counts for auto_block.protocol_errors (same contract as noteLoginFailure). */

@@ -200,6 +200,39 @@ export function cidrContains(c: Cidr, a: IpAddress): boolean {
   return (c.bytes[full]! & mask) === (a.bytes[full]! & mask);
 }
 
+/**
+ * The IPv4 address an IPv6 address embeds where a translating network (NAT64, 6to4, SIIT) delivers it
+ * to that IPv4 host; null for any other address. Read: `64:ff9b::/96` (RFC 6052 well-known prefix, the
+ * last 32 bits), `2002::/16` (6to4: bits 16-47), `::ffff:0:0/96` (SIIT IPv4-translated: the last 32
+ * bits) and `::/96` (IPv4-compatible, deprecated: the last 32 bits; not `::` and `::1`). Not read:
+ * the local-use prefix `64:ff9b:1::/48` (RFC 8215) and any network-specific NAT64 prefix, where the
+ * operator's prefix length decides which bits are the IPv4 address, and Teredo (`2001::/32`): a `to`
+ * list names those prefixes as IPv6 CIDRs (docs/configuration.md). `::ffff:a.b.c.d` is IPv4 already.
+ */
+export function embeddedIpv4(a: IpAddress): IpAddress | null {
+  if (a.family !== 6) return null;
+  const b = a.bytes;
+  const zero = (from: number, to: number) => b.subarray(from, to).every((x) => x === 0);
+  const last32 = (): IpAddress => ({ family: 4, bytes: b.slice(12, 16) });
+  if (b[0] === 0x00 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b && zero(4, 12)) return last32();
+  if (b[0] === 0x20 && b[1] === 0x02) return { family: 4, bytes: b.slice(2, 6) };
+  if (zero(0, 8) && b[8] === 0xff && b[9] === 0xff && zero(10, 12)) return last32();
+  if (zero(0, 12) && !(zero(12, 15) && b[15]! <= 1)) return last32();
+  return null;
+}
+
+/**
+ * cidrContains for a `to` rule: also an IPv4 network against the IPv4 address an IPv6 address embeds
+ * (embeddedIpv4), so `10.0.0.0/8` covers `64:ff9b::a00:5` and `2002:a00:5::1` as it covers
+ * `::ffff:10.0.0.5`: a translating network takes each of them to 10.0.0.5.
+ */
+export function cidrReaches(c: Cidr, a: IpAddress): boolean {
+  if (cidrContains(c, a)) return true;
+  if (c.family !== 4) return false;
+  const v4 = embeddedIpv4(a);
+  return v4 !== null && cidrContains(c, v4);
+}
+
 export function anyContains(list: readonly Cidr[], a: IpAddress | null): boolean {
   if (!a) return false;
   for (const c of list) if (cidrContains(c, a)) return true;

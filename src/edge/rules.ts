@@ -11,7 +11,7 @@
  *   address it resolved to (a CIDR matches an address literal or a resolved address).
  * So a connection is refused at connect only when every login it could make would be refused.
  */
-import { anyContains, type Cidr, cidrContains, type IpAddress, parseIp } from './ip.js';
+import { anyContains, type Cidr, cidrReaches, type IpAddress, parseIp } from './ip.js';
 import { type Schedule, scheduleMatches } from './schedule.js';
 
 export type AccessAction = 'allow' | 'deny' | 'reset';
@@ -62,11 +62,13 @@ export function parseHostPattern(text: string, parseCidrFn: (t: string) => Cidr 
 /**
  * A name pattern matches the host the login named; a CIDR matches an address literal, or `address`:
  * one the host resolved to (the relay resolves a routed host once and connects to what was judged).
+ * An IPv4 CIDR also matches the IPv6 forms a NAT64, 6to4 or SIIT network delivers to an address in
+ * it (src/edge/ip.ts cidrReaches): `10.0.0.0/8` denies `64:ff9b::a00:5` as it denies `10.0.0.5`.
  */
 export function hostMatches(p: HostPattern, host: string, address: IpAddress | null = null): boolean {
   if (p.cidr) {
     const a = parseIp(host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host);
-    return (a !== null && cidrContains(p.cidr, a)) || (address !== null && cidrContains(p.cidr, address));
+    return (a !== null && cidrReaches(p.cidr, a)) || (address !== null && cidrReaches(p.cidr, address));
   }
   const h = host.toLowerCase().replace(/\.$/, '');
   if (p.wildcard) return h.endsWith(`.${p.name}`);

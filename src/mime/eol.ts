@@ -5,6 +5,7 @@
  * of the structure. A CR without LF is read differently (a line end for Python, Thunderbird and
  * mailparser, not for Dovecot): it is not normalised away but reported (src/mime/parse.ts).
  */
+import { MAX_LINE_OCTETS } from '../limits.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -64,7 +65,15 @@ export interface LineEnds {
   crBeforeDashes: boolean;
   /** A CR not followed by LF but by a "." line (a reader that ends lines at CR may see the end of a POP3 answer there). */
   crBeforeDot: boolean;
+  /**
+   * A line longer than MAX_LINE_OCTETS (src/limits.ts: RFC 5322's 998) that ends in "." (a reader with a fixed line
+   * buffer reads it in pieces, and takes a last piece of "." for the end of a POP3 answer).
+   */
+  longDotLine: boolean;
 }
+
+const DOT_CRLF = Buffer.from('.\r\n');
+const DOT_LF = Buffer.from('.\n');
 
 /**
  * The line-end facts of `buf` (every LF and CR outside `spans` is looked at; the neighbours of one
@@ -72,7 +81,7 @@ export interface LineEnds {
  * holds what CrlfSpan says. Records a buffer without a bare LF for hasBareLf.
  */
 export function lineEnds(buf: Buffer, spans: readonly CrlfSpan[] = []): LineEnds {
-  const res: LineEnds = { bareLf: false, bareCr: false, crBeforeDashes: false, crBeforeDot: false };
+  const res: LineEnds = { bareLf: false, bareCr: false, crBeforeDashes: false, crBeforeDot: false, longDotLine: false };
   const lfKnown = knownCrlf.has(buf);
   let from = 0;
   for (let k = 0; k <= spans.length; k++) {
@@ -93,11 +102,20 @@ export function lineEnds(buf: Buffer, spans: readonly CrlfSpan[] = []): LineEnds
         if (buf[i + 1] === 0x2e && (after === undefined || after === CR || after === LF)) res.crBeforeDot = true;
         if (res.crBeforeDashes && res.crBeforeDot) break;
       }
+    // each "." before a line end: the line's start is the LF before it (a backward search over that line
+    // only, so every byte is looked at once at most)
+    if (!res.longDotLine)
+      for (const end of [DOT_CRLF, DOT_LF])
+        for (let i = buf.indexOf(end, from); i >= 0 && i < to && !res.longDotLine; i = buf.indexOf(end, i + 1))
+          if (i - buf.lastIndexOf(LF, i - 1) > MAX_LINE_OCTETS) res.longDotLine = true;
     if (k < spans.length) {
       from = spans[k]![1];
       if (from < to) throw new RangeError('line-end span ends before it starts');
     }
   }
+  // a last line without its line end: served with one
+  const last = buf.length - 1;
+  if (!res.longDotLine && buf[last] === 0x2e && last - buf.lastIndexOf(LF, last - 1) > MAX_LINE_OCTETS) res.longDotLine = true;
   if (!res.bareLf) knownCrlf.add(buf);
   return res;
 }

@@ -7,7 +7,7 @@
  * reported, never thrown.
  */
 
-import { MAX_MESSAGE_FINDINGS } from '../limits.js';
+import { MAX_LINE_OCTETS, MAX_MESSAGE_FINDINGS } from '../limits.js';
 import { contentInfo } from './content.js';
 import { type PlainBase64, plainBase64 } from './decode.js';
 import { findEmbedded, newDecodeBudget } from './embedded.js';
@@ -93,6 +93,15 @@ export function parseMime(buf: Buffer, limits: MimeLimitsInput, plain?: PlainLay
   // and one in front of a "." line lets such a reader see the end of a POP3 answer (RETR) there, and
   // the rest of the message as the next answer
   if (ends.crBeforeDot) add('', 'CR without LF in front of a "." line (the end of a POP3 answer to a reader that ends lines at CR)');
+  // fetchmail reads a line in pieces of 8,191 bytes and takes a piece of "." for the end of the answer:
+  // the rest of the message was read as the server's next answers, a forged message with evil.exe
+  // among them (second review of the POP3 framing); readers' buffers differ, so any line past RFC
+  // 5322's bound that ends in "." is malformed
+  if (ends.longDotLine)
+    add(
+      '',
+      `a line longer than ${MAX_LINE_OCTETS} octets that ends in "." (a reader with a fixed line buffer takes its last piece for the end of a POP3 answer)`,
+    );
   return res;
 }
 

@@ -428,19 +428,33 @@ function pemBase64(text: string): string | { fault: string } {
   let to = text.length;
   while (from < to && space(text.charCodeAt(from))) from++;
   while (to > from && space(text.charCodeAt(to - 1))) to--;
-  const lines = text.slice(from, to).split('\n');
-  const begin = /^-----BEGIN ([A-Z0-9 #]{1,32})-----\r?$/.exec(lines[0] ?? '');
-  const end = /^-----END ([A-Z0-9 #]{1,32})-----$/.exec(lines[lines.length - 1] ?? '');
-  if (!begin || !end || lines.length < 3) return odd;
-  if (begin[1] !== end[1] || !PEM_CMS_LABELS.has(begin[1]!)) return { fault: `PEM labelled ${begin[1]} … ${end[1]} (not a CMS label)` };
-  let b64 = '';
-  for (let i = 1; i < lines.length - 1; i++) {
-    const line = lines[i]!.endsWith('\r') ? lines[i]!.slice(0, -1) : lines[i]!;
-    const last = i === lines.length - 2;
-    if (line.length < (last ? 2 : 4) || line.length > 76 || !(last ? /^[A-Za-z0-9+/]+={0,2}$/ : /^[A-Za-z0-9+/]+$/).test(line)) return odd;
-    b64 += line;
+  // line by line, stopping at the first that is not as it must be (a split of the whole file first
+  // took 520 MB for a 40 MB one: second review)
+  const lineAt = (at: number): { line: string; next: number } => {
+    const lf = text.indexOf('\n', at);
+    const stop = lf < 0 || lf > to ? to : lf;
+    return { line: text.slice(at, stop > at && text.charCodeAt(stop - 1) === 0x0d ? stop - 1 : stop), next: stop + 1 };
+  };
+  const first = lineAt(from);
+  const begin = /^-----BEGIN ([A-Z0-9 #]{1,32})-----$/.exec(first.line);
+  if (!begin) return odd;
+  const data: string[] = [];
+  let padded = false;
+  for (let at = first.next; at < to; ) {
+    const { line, next } = lineAt(at);
+    if (line.startsWith('-----END ')) {
+      const end = /^-----END ([A-Z0-9 #]{1,32})-----$/.exec(line);
+      if (!end || next <= to || data.length === 0) return odd;
+      if (begin[1] !== end[1] || !PEM_CMS_LABELS.has(begin[1]!)) return { fault: `PEM labelled ${begin[1]} … ${end[1]} (not a CMS label)` };
+      return data.join('');
+    }
+    // data lines of 4 to 76 characters (the last at least 2), padding on the last one only
+    if (padded || line.length < 2 || line.length > 76 || !/^[A-Za-z0-9+/]+={0,2}$/.test(line)) return odd;
+    padded = line.endsWith('=') || line.length < 4;
+    data.push(line);
+    at = next;
   }
-  return b64;
+  return odd;
 }
 
 /** The OCTET STRING inside an explicit [0] at `w` (exactly one), joined. */

@@ -3,15 +3,20 @@
  * record per message, in a 0700 directory. Writes go to a temp file and are renamed into place, so a
  * crash never leaves a half-written original under a valid id; each file and the directory are synced
  * before put() resolves, so what a caller acts on (a DELE allowed, a message altered) survives a power
- * loss too. Storing the same original twice under
- * the same id is a no-op (the relay vets the same message again in every session) once both files
- * are there; a record whose original is gone gets it written again, and a record of another original
- * under the same id is never overwritten (put() throws: the caller reports quarantineFailed).
+ * loss too. Storing the same original again under the same id (the relay vets the same message again
+ * in every session) keeps its record and names the new mailbox in it; a record whose original is gone
+ * (or short) gets it written again, and a record of another original under the same id is never
+ * overwritten (put() throws: the caller reports quarantineFailed).
  *
  * put() and remove() of one id run one after the other in this process (serialised), and remove()
  * deletes the record before the original: a record on disk always has its original beside it, or is
  * on its way out (attacker's review, 2026-12-03: an admin delete racing a put, or a remove() stopped
- * between its two deletions, left a record without its original, and put() said "stored").
+ * between its two deletions, left a record without its original, and put() said "stored"). Another
+ * process (a worker's retention purge, the collector's, `postern quarantine`, the admin server of a
+ * cluster's primary) is not serialised with this one: every put() ends by looking for both files, and
+ * fails when they are not there, taking back the record it wrote (second attacker's review,
+ * 2026-12-03: the "already stored" path did not look, and a remove landing in between left the caller
+ * altering mail whose original was gone).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
@@ -133,15 +138,12 @@ export class FileQuarantineStore implements QuarantineStore {
         if (existing && existing.sha256 !== sha256) {
           throw new Error(`record ${id} holds another original (SHA-256 ${String(existing.sha256).slice(0, 16)}…): not overwritten`);
         }
-        if (existing && (await this.emlIntact(p.eml, existing.size))) {
-          // both files are on disk already: naming one more mailbox may fail without failing the put
-          const next = withContext(existing, meta.context);
-          if (next) await this.writeRecord(next).catch(() => undefined);
-          return id;
-        }
-        // a record without its original (or with a short one) is not "stored": the original is written
-        // again, then the record (a concurrent remove() in another process may have taken it meanwhile)
-        await this.writeAtomic(p.eml, original);
+        // one path whether it was stored before or not: the original is written (again, when a record
+        // names it but it is not there whole; an original without a record is not trusted), then the
+        // record (naming the new mailbox), then both are looked for once they are durable. What was on
+        // disk when looked at first may be gone by now: a remove() in another process is not serialised
+        // with this one.
+        if (!existing || !(await this.emlIntact(p.eml, original.length))) await this.writeAtomic(p.eml, original);
         const record: QuarantineRecord = existing
           ? (withContext(existing, meta.context) ?? existing)
           : {
@@ -156,9 +158,10 @@ export class FileQuarantineStore implements QuarantineStore {
         // "the original is quarantined first": only once it is on disk may a message be altered, withheld
         // or deleted upstream on the strength of it
         await this.syncDir();
-        // serialised only within this process: a remove() in another one (the admin server of a
-        // cluster's primary) may have deleted what was just written; then it is not stored
-        if (!(await this.holds(id, sha256))) throw new Error('the original was removed while it was stored');
+        if (!(await this.holds(id, sha256))) {
+          await this.dropOrphan(id, sha256);
+          throw new Error('the original was removed while it was stored');
+        }
         return id;
       } catch (e) {
         throw new PosternError(ErrorCodes.QUARANTINE, `cannot store original in quarantine: ${(e as Error).message}`, { id });
@@ -176,9 +179,18 @@ export class FileQuarantineStore implements QuarantineStore {
     }
   }
 
-  private async writeRecord(record: QuarantineRecord): Promise<void> {
-    await this.writeAtomic(this.paths(record.id).json, JSON.stringify(record, null, 2) + '\n');
-    await this.syncDir();
+  /**
+   * Removes `id`'s record when it names this original (a put() of it wrote it) and the original is not
+   * beside it: a record without its original would be listed as stored. Best effort: put() fails anyway.
+   */
+  private async dropOrphan(id: string, sha256: string): Promise<void> {
+    const p = this.paths(id);
+    try {
+      const record = await this.get(id);
+      if (record?.sha256 === sha256 && !(await this.emlIntact(p.eml, record.size))) await fs.rm(p.json, { force: true });
+    } catch {
+      // left as it is: holds() says it is not stored, and the next put() of it writes the original again
+    }
   }
 
   async get(id: string): Promise<QuarantineRecord | null> {

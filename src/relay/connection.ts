@@ -55,7 +55,9 @@ export interface ConnectionDeps {
   /**
    * The edge's `to` rules (src/edge/rules.ts), asked before each upstream connection with the host the
    * login named and, on a login-routed listener, every address it resolved to (empty: not resolved);
-   * deny ends the session with the protocol's refusal, reset with a TCP RST. Absent: allow.
+   * reset ends the session with a TCP RST; deny with the protocol's refusal, or on a login-routed
+   * listener fails the attempt as an unreachable upstream would (onUpstreamConnectFailed,
+   * E_ACCESS_DENIED). Absent: allow.
    */
   checkLogin?: (host: string, addresses: readonly string[]) => 'allow' | 'deny' | 'reset';
   /**
@@ -795,7 +797,7 @@ export class Connection implements SessionHost, OAuthHostInfo {
   connectUpstream(target: UpstreamTarget): void {
     const routed = this.listener.upstream.kind === 'login-routed';
     // a configured upstream is judged by its name (`to` rules are for login-routed listeners)
-    if (!routed && !this.admitUpstream(target.host, [])) return;
+    if (!routed && !this.admitUpstream(target.host)) return;
     this.disconnectUpstream();
     this.trace?.reset('upstream');
     this.lastTarget = target;
@@ -827,7 +829,16 @@ export class Connection implements SessionHost, OAuthHostInfo {
       const refusal = this.routedTargetProblem(target, found);
       if (refusal) return attempt.fail(refusal);
       const addresses = found.map((a) => a.address);
-      if (!this.admitUpstream(target.host, addresses)) return attempt.abandon();
+      const verdict = this.deps.checkLogin?.(target.host, addresses) ?? 'allow';
+      // A `deny` is answered as any failed attempt (the session's `upstream unavailable`, its
+      // per-connection cap, auto-block): a refusal of its own would tell an unauthenticated client
+      // which names resolve into the denied ranges, and cost it nothing. The rule is in the log only
+      // (edge.denied, the session's login.failed). A `reset` is the operator's choice of a RST.
+      if (verdict === 'deny') return attempt.fail(new PosternError(ErrorCodes.ACCESS_DENIED, `an access rule refuses ${target.host}`));
+      if (verdict === 'reset') {
+        this.refuseUpstream('reset');
+        return attempt.abandon();
+      }
       sock = this.openUpstream(target, gen, attempt, found);
     });
   }
@@ -854,12 +865,18 @@ export class Connection implements SessionHost, OAuthHostInfo {
   }
 
   /**
-   * The edge's `to` rules for the upstream host (and the addresses it resolved to). false: refused; the
-   * session is ended (the protocol's refusal or a RST) after the caller's event returns.
+   * The edge's `to` rules for a configured upstream host. false: refused; the session is ended (the
+   * protocol's refusal or a RST) after the caller's event returns.
    */
-  private admitUpstream(host: string, addresses: readonly string[]): boolean {
-    const verdict = this.deps.checkLogin?.(host, addresses) ?? 'allow';
+  private admitUpstream(host: string): boolean {
+    const verdict = this.deps.checkLogin?.(host, []) ?? 'allow';
     if (verdict === 'allow') return true;
+    this.refuseUpstream(verdict);
+    return false;
+  }
+
+  /** Ends the session for a `to` rule: the protocol's refusal (`deny`) or a RST (`reset`). */
+  private refuseUpstream(verdict: 'deny' | 'reset'): void {
     // reported after the session's own call returns, as every host event is
     const message = `postern: access denied (${ErrorCodes.ACCESS_DENIED})`;
     this.closeOverride = { kind: verdict === 'reset' ? 'error' : 'shutdown', code: ErrorCodes.ACCESS_DENIED, message };
@@ -871,7 +888,6 @@ export class Connection implements SessionHost, OAuthHostInfo {
       } else this.session.shutdown('access denied');
       if (!this.closed) this.close(this.closeOverride!);
     });
-    return false;
   }
 
   /**

@@ -338,12 +338,14 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     deps.metrics?.sessionOpened(listener);
     const conn = new Connection(listener, socket, clientTls, addr, slog, {
       minter: deps.minter,
-      // a login the upstream refused counts for auto_block.login_failures; so does, on a login-routed
-      // listener, an upstream that could not be reached or secured: there the client picks the host,
-      // and each attempt is a probe of a host it chose (a static upstream's outage is nobody's fault)
+      // a login the upstream refused counts for auto_block.login_failures. On a login-routed listener
+      // an upstream that could not be reached or secured (or a `to` rule refused) counts the first
+      // time this address fails on that host within the window: there the client picks the host, and
+      // host after host is a probe, but the same host again is a user retrying through an outage (and
+      // behind a NAT address, many users). A static upstream's outage is nobody's fault.
       onLoginFailed: (info) => {
-        if (info.reason === 'upstream' || (info.reason === 'unavailable' && listener.upstream.kind === 'login-routed'))
-          counted(edge?.noteLoginFailure(addr, Date.now()));
+        if (info.reason === 'upstream') counted(edge?.noteLoginFailure(addr, Date.now()));
+        else if (info.reason === 'unavailable' && listener.upstream.kind === 'login-routed') counted(edge?.noteUnavailable(addr, info.upstream, Date.now()));
       },
       rejectProxyHeader: adm?.rejectProxyHeader ?? false,
       isOwnListener,

@@ -46,7 +46,8 @@ export type LoginFailureReason = 'upstream' | 'unavailable' | 'denied' | 'syntax
 export interface LoginFailure {
   /**
    * upstream: the upstream refused the credentials; unavailable: the upstream could not be reached,
-   * secured or spoken to before the credentials went (the client was told only `upstream unavailable`);
+   * secured or spoken to before the credentials went, or (login-routed) an access rule refused it (the
+   * client was told only `upstream unavailable`);
    * denied/syntax: login routing; malformed/limit: the SASL exchange.
    */
   reason: LoginFailureReason;
@@ -89,7 +90,8 @@ export interface SessionHost extends OAuthHostInfo {
   /**
    * A login was refused (a notification: the session has already answered the client and logged
    * `login.refused` or `login.failed`; nothing comes back). The relay counts `upstream` refusals, and
-   * on login-routed listeners `unavailable` upstreams, for `auto_block.login_failures` (src/relay/server.ts).
+   * on login-routed listeners the first `unavailable` per upstream within the window (probing, not an
+   * outage), for `auto_block.login_failures` (src/relay/server.ts, src/edge/guard.ts noteUnavailable).
    */
   loginFailed(info: LoginFailure): void;
   /** End the session (after flushing anything already sent). */

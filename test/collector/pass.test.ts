@@ -139,6 +139,20 @@ describe('user mode', () => {
     expect(server.count()).toBe(0);
   });
 
+  it("a pass starts no fetch after COLLECTOR_LIMITS.maxPassMs: the rest is the next pass's backlog (second review)", async () => {
+    for (let i = 1; i <= 4; i++) server.add(message(i));
+    // each fetch takes 25 minutes of the clock
+    server.failFetch = () => {
+      clock += 25 * 60_000;
+      return false;
+    };
+    // 1 and 2 by 50 minutes, 3 prefetched by 75 (past the hour) and dropped unused
+    expect(await runPass(acct(), deps())).toMatchObject({ result: 'ok', fetched: 2, delivered: 2, backlog: 2 });
+    server.failFetch = null;
+    expect(await runPass(acct(), deps())).toMatchObject({ fetched: 2, delivered: 2, backlog: 0 });
+    expect(delivery.sent).toHaveLength(4);
+  });
+
   it('max_messages_per_pass counts over all IMAP folders of the pass', async () => {
     server = new FakeServer('imap');
     for (let i = 1; i <= 3; i++) server.add(message(i), 'INBOX');

@@ -245,6 +245,27 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
     }
   });
 
+  it('POP3: bytes after an answer (a server that does not stuff a "." line of the message) are E_PROTOCOL, before any forged answer is read (second review)', async () => {
+    const s = await fakePop3({
+      onCommand(line, conn) {
+        if (line === 'UIDL') conn.write('+OK\r\n1 a\r\n2 b\r\n.\r\n');
+        else if (line === 'LIST') conn.write('+OK\r\n1 60\r\n2 60\r\n.\r\n');
+        else if (line === 'RETR 1') conn.write('+OK\r\nSubject: one\r\n\r\nhi\r\n.\r\n+OK\r\nSubject: FORGED\r\n\r\n.\r\n+OK\r\n+OK\r\n\r\n.\r\n');
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await Pop3Mailbox.open(scripted(s.port, 'pop3', 'none'), 'pw');
+      const f = await box.open('');
+      await expect(box.fetch(f.messages[0]!)).rejects.toMatchObject({ code: 'E_PROTOCOL', message: expect.stringMatching(/bytes after its answer/) });
+      box.abort();
+      expect(s.lines.map((l) => l.line)).not.toContain('RETR 2');
+    } finally {
+      await s.close();
+    }
+  });
+
   it('IMAP: the listing keeps only UIDs and sizes; other untagged answers are bounded by maxUntaggedBytes whatever EXISTS said (collector review)', async () => {
     let junk = 0;
     const s = await fakeImap({
@@ -361,6 +382,31 @@ describe('openRemote: no error of the mailbox carries the password, whatever ans
       } finally {
         await s.close();
       }
+    }
+  });
+
+  it('a password the error text cut short (at 200 characters, or a tag at 20) is taken out too (second review)', async () => {
+    const long = 'Tr0ub4dor&3-horse-battery-staple';
+    const s = await fakePop3({
+      onCommand(line, conn) {
+        if (line === 'UIDL') conn.write(`-ERR ${'x'.repeat(179)} ${long} expired\r\n`);
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await openRemote(
+        account(dovecot, { protocol: 'pop3', tlsMode: 'none', port: s.port, timeoutMs: 1500, password: { kind: 'inline', value: long } }),
+      );
+      const err = await box.open('').then(
+        () => null,
+        (e: Error) => e,
+      );
+      box.abort();
+      expect(err?.message).toMatch(/\[password\]\.\.\./);
+      expect(err?.message).not.toMatch(/Tr0u/);
+    } finally {
+      await s.close();
     }
   });
 

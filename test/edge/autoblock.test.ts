@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { AutoBlocker, BlockTable, parseDuration } from '../../src/edge/autoblock.js';
+import { AutoBlocker, BlockTable, parseDuration, UnavailableHosts } from '../../src/edge/autoblock.js';
 import { isCidr, parseCidr } from '../../src/edge/ip.js';
 
 const allow = parseCidr('192.0.2.0/24');
@@ -38,6 +38,22 @@ describe('auto-block', () => {
     const a = new AutoBlocker(cfg);
     expect(a.ruleHit('192.0.2.7', 0)).toBeNull();
     for (let i = 0; i < 10; i++) expect(a.note('192.0.2.7', 'login_failure', i)).toBeNull();
+  });
+
+  it('unreachable routed hosts: each host counts once per address and window, host after host counts each, a full list counts all', () => {
+    const u = new UnavailableHosts(60_000, 2, 3);
+    // one provider down: a client (or a NAT address full of them) retrying it counts once per window
+    expect([0, 1000, 30_000, 59_999].map((t) => u.counts('1.1.1.1', 'imap.provider.example:993', t))).toEqual([true, false, false, false]);
+    expect(u.counts('1.1.1.1', 'IMAP.Provider.example:993', 59_999)).toBe(false);
+    expect(u.counts('1.1.1.1', 'imap.provider.example:993', 60_000)).toBe(true); // a window later, once again
+    // another address is counted on its own
+    expect(u.counts('2.2.2.2', 'imap.provider.example:993', 60_001)).toBe(true);
+    // probing: every new host counts; past perAddress (3) hosts every new one counts (fail closed)
+    const probed = ['a:143', 'b:143', 'a:143', 'c:143', 'd:143', 'd:143', 'a:143'].map((h) => u.counts('3.3.3.3', h, 70_000));
+    expect(probed).toEqual([true, true, false, true, true, true, false]);
+    // bounded addresses (LRU, 2): a forgotten address counts its host again (more, never less)
+    u.counts('4.4.4.4', 'x:143', 70_002);
+    expect(u.counts('1.1.1.1', 'imap.provider.example:993', 70_003)).toBe(true);
   });
 
   it('the block table answers until the end', () => {

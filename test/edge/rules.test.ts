@@ -69,6 +69,40 @@ describe('access rules', () => {
     expect(decideLogin(only, ip('1.1.1.1'), 'mx.example', NOW, ['127.1']).action).toBe('deny');
   });
 
+  it('an IPv4 CIDR also matches the IPv6 forms a translating network delivers to it (NAT64 64:ff9b::/96, 6to4, IPv4-compatible, SIIT)', () => {
+    const rules = [rule({ to: [h('10.0.0.0/8'), h('169.254.0.0/16'), h('::1')], action: 'deny' })];
+    const login = (address: string) => decideLogin(rules, ip('1.1.1.1'), 'name.example', NOW, [address]).action;
+    for (const embeds of ['64:ff9b::a00:5', '64:ff9b::10.0.0.5', '2002:a00:5::1', '2002:a00:5:ffff::', '::a00:5', '::ffff:0:a00:5', '64:ff9b::a9fe:a9fe'])
+      expect([embeds, login(embeds)]).toEqual([embeds, 'deny']);
+    // the same IPv4 outside the range, or other IPv6 addresses, are not
+    for (const other of [
+      '64:ff9b::b00:5',
+      '2002:b00:5::1',
+      '::b00:5',
+      '::ffff:0:b00:5',
+      '64:ff9b:0:1::a00:5',
+      '2001:db8::a00:5',
+      'fd00::a00:5',
+      '2003:a00:5::1',
+    ])
+      expect([other, login(other)]).toEqual([other, 'allow']);
+    // the local-use prefix (RFC 8215) is not read: where its IPv4 sits depends on the operator's prefix length
+    expect(login('64:ff9b:1::a00:5')).toBe('allow');
+    // :: and ::1 are not IPv4-compatible addresses (0.0.0.0, 0.0.0.1)
+    const zero = [rule({ to: [h('0.0.0.0/8')], action: 'deny' })];
+    expect(decideLogin(zero, ip('1.1.1.1'), 'n.example', NOW, ['::1']).action).toBe('allow');
+    expect(decideLogin(zero, ip('1.1.1.1'), 'n.example', NOW, ['::2']).action).toBe('deny');
+    // address literals in the login too, and an allow CIDR reads them the same way (the address reached)
+    expect(hostMatches(h('10.0.0.0/8'), '[64:ff9b::a00:5]')).toBe(true);
+    expect(hostMatches(h('10.0.0.0/8'), '2002:a00:5::1')).toBe(true);
+    expect(
+      decideLogin([rule({ to: [h('192.0.2.0/24')], action: 'allow' }), rule({ action: 'deny' })], ip('1.1.1.1'), 'mx', NOW, ['64:ff9b::c000:201']).action,
+    ).toBe('allow');
+    // an IPv6 CIDR is matched as written: 64:ff9b::/96 names the NAT64 addresses, not the IPv4 ones
+    expect(hostMatches(h('64:ff9b::/96'), '10.0.0.5')).toBe(false);
+    expect(hostMatches(h('64:ff9b::/96'), '64:ff9b::a00:5')).toBe(true);
+  });
+
   it('host patterns: names, wildcards and CIDRs (address literals only)', () => {
     expect(hostMatches(h('10.0.0.0/8'), '10.2.3.4')).toBe(true);
     expect(hostMatches(h('10.0.0.0/8'), 'ten.example')).toBe(false);

@@ -3,7 +3,8 @@
  * deny (the protocol's refusal), reset (RST, no byte), schedules, `to` rules at login, the listener
  * rate limit, auto-block after N failed logins and on an auto_block rule (reset before TLS), the
  * shared block list changed by `postern block` while serve runs, and routed logins: a host judged by
- * the addresses it resolves to, no loop into postern itself, no probing host after host.
+ * the addresses it resolves to, no loop into postern itself, no probing host after host (a `to` denial,
+ * a TLS failure and a closed port answered alike), an outage of one host not counted as probing.
  */
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -145,7 +146,7 @@ describe('access rules over real sockets', () => {
     expect(outside.data.toString()).toMatch(/^\* OK /);
   });
 
-  it('to rules at login: allowed host logs in; a denied host gets * BYE before any connection; reset sends a RST', async () => {
+  it('to rules at login: allowed host logs in; a denied host gets the NO of an unreachable one, before any connection; reset sends a RST', async () => {
     const logins = () => dovecot.log().match(/Login: user=<alice>/g)?.length ?? 0;
     const loginsBefore = logins();
     const ok = await probe({ host: '127.0.0.1', port: p.port('routed'), send: 'a LOGIN alice@localhost alicepass\r\n', until: /^a OK/m, ms: 8000 });
@@ -155,9 +156,9 @@ describe('access rules over real sockets', () => {
     await waitFor(() => logins() > loginsBefore, { what: "Dovecot's log line of the allowed login" });
     const loginsAfterOk = logins();
     const before = dovecot.log().length;
-    const denied = await probe({ host: '127.0.0.1', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\n' });
-    expect(denied.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE \[UNAVAILABLE\] access denied\r\n$/);
-    expect(denied.end).toBe('fin');
+    const denied = await probe({ host: '127.0.0.1', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\nb NOOP\r\n', until: /^b /m });
+    expect(denied.data.toString()).toMatch(/^\* OK [^\r]*\r\na NO \[UNAVAILABLE\] upstream unavailable\r\nb OK NOOP completed\r\n$/);
+    expect(denied.end).toBe('open');
     const reset = await probe({ host: '127.0.0.1', localAddress: '127.0.0.5', port: p.port('routed'), send: 'a LOGIN alice@127.0.0.1 alicepass\r\n' });
     expect(reset.end).toBe('reset');
     expect(reset.data.toString()).toMatch(/^\* OK [^\r]*\r\n$/); // the greeting, then nothing
@@ -286,6 +287,8 @@ listeners:
 describe('routed logins over real sockets: one resolution, judged and connected to; no loop into postern; no probing', () => {
   let r: EdgePostern;
   let loopback: net.Server;
+  /** An IMAP server without TLS or STARTTLS, on 127.0.0.1 only (127.0.0.2 on its port is closed). */
+  let plain: net.Server;
   /** Connections the loopback service behind the `to` deny rules was reached by. */
   let reached = 0;
   let selfPort: number;
@@ -296,6 +299,12 @@ describe('routed logins over real sockets: one resolution, judged and connected 
     });
     await new Promise<void>((resolve) => loopback.listen(0, '127.0.0.1', resolve));
     const servicePort = (loopback.address() as net.AddressInfo).port;
+    plain = net.createServer((s) => {
+      s.resume(); // read to the end: a socket never read never sees its peer close (close() would wait for it)
+      s.end('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain internal imap\r\n');
+    });
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
+    const plainPort = (plain.address() as net.AddressInfo).port;
     const [self, closed] = await freePorts(2);
     selfPort = self!;
     r = await startEdgePostern(`
@@ -333,11 +342,24 @@ listeners:
     port: 0
     tls: { mode: none }
     upstream: { kind: login-routed, port: ${closed}, tls: { mode: none }, allow_any_host: true }
+  - name: scan-tls
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${plainPort}, tls: { mode: implicit }, allow_any_host: true }
+  - name: scan-starttls
+    protocol: imap
+    host: 127.0.0.1
+    port: 0
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${plainPort}, tls: { mode: starttls }, allow_any_host: true }
 `);
   });
   afterAll(async () => {
     await r?.close();
     await new Promise((resolve) => loopback?.close(resolve));
+    await new Promise((resolve) => plain?.close(resolve));
   });
 
   it('IPv4 in forms other than the dotted quad (127.1, 2130706433, 0x7f000001, 017700000001, 0) is a routing syntax error, nothing connected', async () => {
@@ -353,13 +375,25 @@ listeners:
     expect(reached).toBe(0);
   });
 
-  it('a name is judged by the addresses it resolves to: localhost meets the loopback deny (IMAP and POP3), nothing connected', async () => {
+  it('a name is judged by the addresses it resolves to: localhost meets the loopback deny (IMAP and POP3), nothing connected, answered as a name that does not exist', async () => {
     onTestFailed(() => console.log(r.logs()));
-    const imap = await probe({ host: '127.0.0.1', port: r.port('guarded'), send: 'a LOGIN victim@localhost pw\r\n', ms: 8000 });
-    expect(imap.data.toString()).toMatch(/^\* OK [^\r]*\r\n\* BYE \[UNAVAILABLE\] access denied\r\n$/);
-    const pop3 = await probe({ host: '127.0.0.1', port: r.port('guarded-pop3'), send: 'USER victim@localhost\r\nPASS pw\r\n', ms: 8000 });
-    expect(pop3.data.toString()).toMatch(/^\+OK [^\r]*\r\n\+OK\r\n-ERR \[SYS\/TEMP\] access denied\r\n$/);
+    const local = '127.0.0.71';
+    const imap = (host: string) =>
+      probe({ host: '127.0.0.1', localAddress: local, port: r.port('guarded'), send: `a LOGIN victim@${host} pw\r\n`, until: /^a /m, ms: 8000 });
+    const pop3 = async (host: string) =>
+      probe({ host: '127.0.0.1', localAddress: local, port: r.port('guarded-pop3'), send: `USER victim@${host}\r\nPASS pw\r\n`, ms: 8000 });
+    // the rule's refusal and "no such name" are the same bytes: the client cannot map the internal names
+    const [deniedImap, unknownImap] = [await imap('localhost'), await imap('nonexistent.invalid')];
+    expect(deniedImap.data.toString()).toMatch(/^\* OK [^\r]*\r\na NO \[UNAVAILABLE\] upstream unavailable\r\n$/);
+    expect(deniedImap).toEqual(unknownImap);
+    const [deniedPop3, unknownPop3] = [await pop3('localhost'), await pop3('nonexistent.invalid')];
+    expect(deniedPop3.data.toString()).toMatch(/^\+OK [^\r]*\r\n\+OK\r\n-ERR \[SYS\/TEMP\] upstream unavailable\r\n$/);
+    expect(deniedPop3).toEqual(unknownPop3);
     expect(reached).toBe(0);
+    // the rule is in the log
+    expect(
+      r.events('login.failed').filter((e) => e.client?.toString().startsWith(`${local}:`) && (e.err as { code: string }).code === 'E_ACCESS_DENIED'),
+    ).toHaveLength(2);
     const denied = r.events('edge.denied').filter((e) => e.phase === 'login' && e.host === 'localhost');
     expect(denied).toHaveLength(2);
     expect(denied[0]!.addresses).toEqual(expect.arrayContaining([expect.stringMatching(/^(127\.0\.0\.1|::1)$/)]));
@@ -398,5 +432,51 @@ listeners:
       .filter((e) => e.listener === 'scan')
       .map((e) => (e.err as { message: string }).message);
     expect(reasons.join('\n')).toMatch(/ECONNREFUSED[\s\S]*cannot resolve nonexistent\.invalid/);
+  }, 40_000);
+
+  it('a `to` denial counts as a failed attempt: the per-connection cap, then auto-blocked', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const send = ['localhost', '127.0.0.2', '127.0.0.3', '127.0.0.4'].map((h, i) => `a${i} LOGIN victim@${h} pw\r\n`).join('');
+    const res = await probe({ host: '127.0.0.1', localAddress: '127.0.0.72', port: r.port('guarded'), send, ms: 8000 });
+    expect(res.data.toString()).toMatch(
+      /^\* OK [^\r]*\r\na0 NO \[UNAVAILABLE\] upstream unavailable\r\na1 NO \[UNAVAILABLE\] upstream unavailable\r\na2 NO \[UNAVAILABLE\] upstream unavailable\r\n\* BYE \[UNAVAILABLE\] postern: too many failed upstream attempts\r\n$/,
+    );
+    expect(r.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.72', reason: 'login_failures' });
+    expect(await probe({ host: '127.0.0.1', localAddress: '127.0.0.72', port: r.port('guarded') })).toEqual({ data: Buffer.alloc(0), end: 'reset' });
+    expect(reached).toBe(0);
+  });
+
+  it('a plain service on a TLS or STARTTLS upstream port is answered as a closed one: NO, no BYE of its own', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    for (const listener of ['scan-tls', 'scan-starttls']) {
+      // 127.0.0.1: the plain IMAP server; 127.0.0.2: nothing listens there
+      const send = 'a0 LOGIN victim@127.0.0.1 pw\r\na1 LOGIN victim@127.0.0.2 pw\r\nb NOOP\r\n';
+      const res = await probe({ host: '127.0.0.1', localAddress: '127.0.0.73', port: r.port(listener), send, until: /^b /m, ms: 8000 });
+      expect([listener, res.data.toString()]).toEqual([
+        listener,
+        expect.stringMatching(
+          /^\* OK [^\r]*\r\na0 NO \[UNAVAILABLE\] upstream unavailable\r\na1 NO \[UNAVAILABLE\] upstream unavailable\r\nb OK NOOP completed\r\n$/,
+        ),
+      ]);
+    }
+    const codes = r
+      .events('login.failed')
+      .filter((e) => e.client?.toString().startsWith('127.0.0.73:'))
+      .map((e) => (e.err as { code: string }).code);
+    expect(codes).toEqual(['E_UPSTREAM_TLS', 'E_UPSTREAM_REFUSED', 'E_UPSTREAM_NO_STARTTLS', 'E_UPSTREAM_REFUSED']);
+  });
+
+  it('auto-block counts probing, not an outage: one unreachable host retried on many connections is counted once', async () => {
+    onTestFailed(() => console.log(r.logs()));
+    const login = (host: string) =>
+      probe({ host: '127.0.0.1', localAddress: '127.0.0.74', port: r.port('scan'), send: `a LOGIN honest@${host} pw\r\n`, until: /^a /m, ms: 8000 });
+    // a mail client retrying its provider, down (nothing on the port): five connections, count is 3
+    for (let i = 0; i < 5; i++) expect((await login('127.0.0.9')).data.toString()).toMatch(/\r\na NO \[UNAVAILABLE\] upstream unavailable\r\n$/);
+    expect(r.events('edge.auto_block').filter((e) => e.client === '127.0.0.74')).toEqual([]);
+    // host after host is still counted: two more hosts make three
+    await login('127.0.0.10');
+    await login('127.0.0.11');
+    expect(r.events('edge.auto_block').at(-1)).toMatchObject({ client: '127.0.0.74', reason: 'login_failures' });
+    expect(await probe({ host: '127.0.0.1', localAddress: '127.0.0.74', port: r.port('scan') })).toEqual({ data: Buffer.alloc(0), end: 'reset' });
   }, 40_000);
 });

@@ -319,6 +319,26 @@ describe('findings and hits (MAX_PART_FAULTS, MAX_MESSAGE_FINDINGS, MAX_LISTED_H
     }
   });
 
+  it('a line over 998 octets that ends in "." is malformed: fetchmail reads lines in pieces of 8,191 bytes and takes a last piece of "." for the end (second review)', async () => {
+    const reason =
+      'malformed: a line longer than 998 octets that ends in "." (a reader with a fixed line buffer takes its last piece for the end of a POP3 answer)';
+    const cases: Array<[string, string, boolean]> = [
+      ['8,191 bytes then "."', `${'A'.repeat(8191)}.\r\nmore\r\n`, true],
+      ['999 octets ending in "."', `${'A'.repeat(998)}.\r\n`, true],
+      ['a bare LF after it', `${'A'.repeat(998)}.\nx`, true],
+      ['the last line of the part', `x\r\n${'A'.repeat(1200)}.`, true],
+      ['998 octets ending in "."', `${'A'.repeat(997)}.\r\n`, false],
+      ['a long line ending in ". "', `${'A'.repeat(2000)}. \r\n`, false],
+      ['a long line with "." inside', `${'A'.repeat(1000)}.${'B'.repeat(10)}\r\n`, false],
+    ];
+    for (const [what, text, bad] of cases) {
+      const r = await inspectMessage(withParts([`Content-Type: text/plain\r\n\r\n${text}`]), defaultPolicy(), {}, {});
+      const reasons = r.verdict.hits.map((h) => h.reason);
+      if (bad) expect(reasons, what).toContain(reason);
+      else expect(reasons, what).not.toContain(reason);
+    }
+  });
+
   const scripts = (n: number) =>
     withParts(Array.from({ length: n }, (_, i) => `Content-Type: application/octet-stream; name="evil${i}.js"\r\n\r\nWScript part ${i}`));
 

@@ -97,7 +97,17 @@ function naiveLineEnds(buf: Buffer) {
       if (buf[i + 1] === 0x2e && [undefined, 10, 13].includes(buf[i + 2])) crBeforeDot = true;
     }
   }
-  return { bareLf, bareCr, crBeforeDashes, crBeforeDot };
+  // a line of more than 998 octets ending in "." (before its line end, or at the end of the buffer)
+  let longDotLine = false;
+  let start = 0;
+  for (let i = 0; i <= buf.length; i++) {
+    if (i === buf.length || buf[i] === 10) {
+      const end = i > start && buf[i - 1] === 13 && i < buf.length ? i - 1 : i;
+      if (end - start > 998 && buf[end - 1] === 0x2e) longDotLine = true;
+      start = i + 1;
+    }
+  }
+  return { bareLf, bareCr, crBeforeDashes, crBeforeDot, longDotLine };
 }
 
 const PAYLOAD = Buffer.from(Array.from({ length: 6001 }, (_, i) => (i * 131 + 7) & 0xff));
@@ -167,7 +177,9 @@ describe('lineEnds (CR/LF scan that skips proven CRLF spans)', () => {
       const spans: CrlfSpan[] = [];
       for (let k = Math.floor(r() * 6); k >= 0; k--) {
         // free bytes (anything, CR and LF likely)
-        for (let n = Math.floor(r() * 12); n > 0; n--) parts.push([13, 10, 45, 65, 0][Math.floor(r() * 5)]!);
+        for (let n = Math.floor(r() * 12); n > 0; n--) parts.push([13, 10, 45, 65, 0, 46][Math.floor(r() * 6)]!);
+        // now and then a run near RFC 5322's line bound (998), so a long line may end in "."
+        if (r() < 0.2) for (let n = 990 + Math.floor(r() * 12); n > 0; n--) parts.push(66);
         // a span: letters with CRLF pairs inside it only
         const start = parts.length;
         for (let n = 1 + Math.floor(r() * 10); n > 0; n--) parts.push(...(r() < 0.3 ? [13, 10] : [65 + Math.floor(r() * 26)]));

@@ -136,6 +136,81 @@ describe('FileQuarantineStore: a record is never "stored" without its original',
   });
 });
 
+// Found in a second attacker's review (2026-12-03): put() of an original already stored returned after
+// looking at its file, without the final look the fresh path made; a remove() in another process (a
+// worker's retention purge, the collector's, `postern quarantine`, a cluster primary's admin) landing in
+// between left put() saying "stored" with the original gone, and the caller altered or deleted the mail
+// upstream. A fresh put that failed its final look left its record behind, listed as stored.
+describe('FileQuarantineStore: a remove() in another process', () => {
+  const raw = Buffer.from('From: a@example.com\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n');
+  const sha = createHash('sha256').update(raw).digest('hex');
+  const meta = (user: string) => ({ id: 'proc0123456789abcdef', policy: 'p', context: { user, listener: 'imap' } });
+
+  it('landing after put() found the original already stored: put() fails and leaves no record without its original', async () => {
+    const dir = tmp();
+    const s = new FileQuarantineStore({ dir });
+    const id = await s.put(raw, meta('alice'));
+    const realStat = fsp.stat.bind(fsp);
+    let armed = true;
+    const spy = vi.spyOn(fsp, 'stat').mockImplementation(async (...args: Parameters<typeof fsp.stat>) => {
+      const r = await realStat(...args);
+      if (armed && String(args[0]).endsWith(`${id}.eml`)) {
+        armed = false;
+        // the other process's remove(id): the record, then the original
+        rmSync(join(dir, `${id}.json`), { force: true });
+        rmSync(join(dir, `${id}.eml`), { force: true });
+      }
+      return r;
+    });
+    try {
+      await expect(s.put(raw, meta('bob'))).rejects.toMatchObject({ code: 'E_QUARANTINE', message: expect.stringMatching(/removed while it was stored/) });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(armed).toBe(false);
+    expect(existsSync(join(dir, `${id}.json`))).toBe(false);
+    expect(await s.list()).toEqual([]);
+    // the next put stores it whole again
+    expect(await s.put(raw, meta('carol'))).toBe(id);
+    expect(await s.holds(id, sha)).toBe(true);
+  });
+
+  it('landing while a fresh put() is written: put() fails and takes back the record it wrote, not another one', async () => {
+    const dir = tmp();
+    const s = new FileQuarantineStore({ dir });
+    const id = meta('alice').id;
+    const realOpen = fsp.open.bind(fsp);
+    let onSync: (() => void) | null = null;
+    // the directory is opened only to sync it, after both files are renamed into place
+    const spy = vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      if (onSync && args[0] === dir) {
+        onSync();
+        onSync = null;
+      }
+      return realOpen(...args);
+    });
+    try {
+      // the other process's remove() of an earlier record of it: its record went before this put wrote
+      // the new one, its original goes now
+      onSync = () => rmSync(join(dir, `${id}.eml`), { force: true });
+      await expect(s.put(raw, meta('alice'))).rejects.toMatchObject({ code: 'E_QUARANTINE' });
+      expect(onSync).toBeNull();
+      expect(existsSync(join(dir, `${id}.json`))).toBe(false);
+      expect(await s.list()).toEqual([]);
+      // a record of another original put there meanwhile is not this put's to take back
+      const other = { id, time: '2024-01-01T00:00:00.000Z', policy: 'p', sha256: 'f'.repeat(64), size: 3 };
+      onSync = () => {
+        writeFileSync(join(dir, `${id}.json`), JSON.stringify(other));
+        rmSync(join(dir, `${id}.eml`), { force: true });
+      };
+      await expect(s.put(raw, meta('alice'))).rejects.toMatchObject({ code: 'E_QUARANTINE' });
+      expect((await s.get(id))!.sha256).toBe(other.sha256);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});
+
 describe('postern quarantine', () => {
   it('list, show, release, purge', async () => {
     const dir = tmp();

@@ -203,7 +203,9 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     );
     t.client('b LOGIN victim@10.1.2.4 pw\r\n');
     const text = t.host.takeClient();
-    expect(text).toBe('b NO [UNAVAILABLE] upstream unavailable\r\n* BYE [UNAVAILABLE] postern: refusing to continue without a secure upstream\r\n');
+    // no BYE of its own on a routed listener: a TLS failure looks like a closed port (below)
+    expect(text).toBe('b NO [UNAVAILABLE] upstream unavailable\r\n');
+    expect(t.host.closed).toBeNull();
     expect(text).not.toContain('corp.example');
     expect(t.host.logLines.join('')).toContain('DNS:vault.corp.example');
   });
@@ -227,6 +229,72 @@ describe('ImapSession pre-authentication (postern answers itself)', () => {
     expect(t.host.connects).toHaveLength(MAX_FAILED_UPSTREAM_ATTEMPTS);
     // each attempt is reported to the host (the relay counts them for auto-block on a routed listener)
     expect(t.host.loginFailures.map((f) => f.reason)).toEqual(new Array(MAX_FAILED_UPSTREAM_ATTEMPTS).fill('unavailable'));
+  });
+});
+
+describe('ImapSession routed login: every failure before the credentials looks the same', () => {
+  const routedStarttls = {
+    kind: 'login-routed' as const,
+    port: 143,
+    allow: [],
+    allowAnyHost: true,
+    tls: { mode: 'starttls' as const, verify: true, minVersion: 'TLSv1.2' as const },
+  };
+
+  it('no STARTTLS, PREAUTH and a failed upstream TLS are answered as a closed port: NO, the session stays, the per-connection cap', async () => {
+    const { PosternError } = await import('../../src/errors.js');
+    const { MAX_FAILED_UPSTREAM_ATTEMPTS } = await import('../../src/limits.js');
+    expect(MAX_FAILED_UPSTREAM_ATTEMPTS).toBe(3);
+    // what a closed port gets
+    const closed = setup({ upstream: routedStarttls });
+    closed.host.takeClient();
+    closed.host.connectError = new PosternError('E_UPSTREAM_REFUSED', 'cannot connect to 10.0.0.9:143: ECONNREFUSED');
+    closed.client('a LOGIN victim@10.0.0.9 pw\r\n');
+    const closedAnswer = closed.host.takeClient();
+    expect(closedAnswer).toBe('a NO [UNAVAILABLE] upstream unavailable\r\n');
+
+    const t = setup({ upstream: routedStarttls });
+    t.host.takeClient();
+    // a plain IMAP server without STARTTLS
+    t.client('a LOGIN victim@10.0.0.1 pw\r\n');
+    t.upstream('* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] internal plain imap\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe(closedAnswer);
+    expect(t.host.closed).toBeNull();
+    // a PREAUTH greeting
+    t.client('a LOGIN victim@10.0.0.2 pw\r\n');
+    t.upstream('* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] welcome\r\n');
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe(closedAnswer);
+    expect(t.host.closed).toBeNull();
+    // STARTTLS offered, the handshake fails: no credential sent; the third failure reaches the cap
+    t.host.completions = 'manual';
+    t.client('a LOGIN victim@10.0.0.3 pw\r\n');
+    t.host.complete('connect');
+    t.upstream('* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n');
+    const starttls = t.host.takeUpstream();
+    expect(starttls).toMatch(/^P\.\d+ STARTTLS\r\n$/);
+    t.upstream(`${starttls.split(' ')[0]} OK Begin TLS\r\n`);
+    t.host.failPending('upstream-tls', new PosternError('E_UPSTREAM_TLS', 'upstream TLS failed: ERR_SSL_WRONG_VERSION_NUMBER'));
+    expect(t.host.takeUpstream()).toBe('');
+    expect(t.host.takeClient()).toBe(`${closedAnswer}* BYE [UNAVAILABLE] postern: too many failed upstream attempts\r\n`);
+    expect(t.host.closed?.code).toBe('E_TOO_MANY_UPSTREAM_FAILURES');
+    expect(t.host.loginFailures.map((f) => f.upstream)).toEqual(['10.0.0.1:143', '10.0.0.2:143', '10.0.0.3:143']);
+    // the reasons are in the log
+    const log = t.host.logLines.join('');
+    for (const code of ['E_UPSTREAM_NO_STARTTLS', 'E_UPSTREAM_PREAUTH', 'E_UPSTREAM_TLS']) expect(log).toContain(`"code":"${code}"`);
+  });
+
+  it('an implicit-TLS routed upstream that fails TLS (a plain service on the port) gets the same NO and the session stays', async () => {
+    const { PosternError } = await import('../../src/errors.js');
+    const t = setup({
+      upstream: { ...routedStarttls, port: 993, tls: { mode: 'implicit', verify: true, minVersion: 'TLSv1.2' } },
+    });
+    t.host.takeClient();
+    t.host.connectError = new PosternError('E_UPSTREAM_TLS', 'upstream TLS failed: ERR_SSL_WRONG_VERSION_NUMBER');
+    t.client('a LOGIN victim@10.0.0.5 pw\r\nb NOOP\r\n');
+    expect(t.host.takeClient()).toBe('a NO [UNAVAILABLE] upstream unavailable\r\nb OK NOOP completed\r\n');
+    expect(t.host.closed).toBeNull();
   });
 });
 

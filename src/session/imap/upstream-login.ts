@@ -4,9 +4,10 @@
  * (host event), re-learn the capabilities, replay the login (AUTHENTICATE PLAIN, else LOGIN) or relay
  * an OAuth2 login, and hand over to the relay. Every upstream answer must come within
  * greeting_timeout_ms (the host's `handshake` timer). A failed attempt answers the client's tag with `NO
- * [UNAVAILABLE] upstream unavailable` (the reason only in the log); PREAUTH, a missing or failed upstream
- * TLS, or the MAX_FAILED_UPSTREAM_ATTEMPTS-th failure end the session instead (no downgrade; no probing
- * host after host). A refused login closes the upstream: the client may retry.
+ * [UNAVAILABLE] upstream unavailable` (the reason only in the log; an access rule's refusal of a routed
+ * host too); the MAX_FAILED_UPSTREAM_ATTEMPTS-th failure ends the session (no probing host after host),
+ * and on a configured upstream so do PREAUTH and a missing or failed upstream TLS (no downgrade). A
+ * refused login closes the upstream: the client may retry.
  *
  * OAuth2 (XOAUTH2, OAUTHBEARER; step `oauth`): the upstream must advertise `AUTH=<mech>` after TLS (else
  * `NO [CANNOT]`, E_UPSTREAM_NO_MECHANISM). With SASL-IR `AUTHENTICATE <mech> <payload>`, else the command
@@ -489,7 +490,8 @@ export class UpstreamLogin {
 
   /**
    * The attempt failed before the upstream judged the credentials: tagged NO (`[UNAVAILABLE]`, or
-   * `respCode`); the session ends when the upstream cannot be secured.
+   * `respCode`); the session ends at MAX_FAILED_UPSTREAM_ATTEMPTS, or when a configured upstream cannot
+   * be secured.
    */
   private failed(login: LoginAttempt, err: unknown, respCode: 'UNAVAILABLE' | 'CANNOT' = 'UNAVAILABLE'): void {
     const core = this.core;
@@ -499,7 +501,13 @@ export class UpstreamLogin {
     core.host.disconnectUpstream();
     core.state = { kind: 'preauth' };
     core.host.loginFailed({ reason: 'unavailable', upstream: login.upstreamName });
-    const fatal = e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS;
+    // A configured upstream that cannot be secured ends the session: it is the same server at every
+    // retry. On a login-routed listener every failure before the credentials go is answered alike
+    // (NO, then the per-connection cap): a BYE for TLS, STARTTLS or PREAUTH only would tell a client
+    // probing hosts "something that is not an IMAP-over-TLS server listens there" apart from "closed".
+    // Nothing is downgraded by the retry: each attempt demands TLS again before any credential goes.
+    const routed = core.host.listener.upstream.kind === 'login-routed';
+    const fatal = !routed && (e.code === ErrorCodes.UPSTREAM_PREAUTH || e.code === ErrorCodes.UPSTREAM_NO_STARTTLS || e.code === ErrorCodes.UPSTREAM_TLS);
     // The reason stays in the log: refused, no such host, timed out, not IMAP, the upstream's BYE text
     // or its certificate's names would tell an unauthenticated client what lies behind postern. [CANNOT]
     // comes from an IMAP server that answered, for the client's own mechanism.
