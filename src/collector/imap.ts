@@ -301,10 +301,21 @@ export class ImapMailbox implements RemoteMailbox {
           throw protocolError(`${folder} lists more than ${COLLECTOR_LIMITS.maxListedMessages} messages`);
         return true;
       };
-      const r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)', {
-        maxBytes: COLLECTOR_LIMITS.maxUntaggedBytes + exists * (COLLECTOR_LIMITS.listedResponseBytes + RESPONSE_OVERHEAD),
-        take,
-      });
+      // the listing has no use for literals: one larger than a line is refused before its bytes are
+      // read (they would be held whole, up to max_message_size, outside the message admission: second review)
+      this.onLiteral = (size) => {
+        if (size > COLLECTOR_LIMITS.maxLineBytes)
+          throw new PosternError(ErrorCodes.BUFFER_LIMIT, `${this.account.host} announced a literal of ${size} bytes in the listing of ${folder}`);
+      };
+      let r: { untagged: Response[]; done: ResponseHead };
+      try {
+        r = await this.command('UID FETCH 1:* (UID RFC822.SIZE)', {
+          maxBytes: COLLECTOR_LIMITS.maxUntaggedBytes + exists * (COLLECTOR_LIMITS.listedResponseBytes + RESPONSE_OVERHEAD),
+          take,
+        });
+      } finally {
+        this.onLiteral = null;
+      }
       if (r.done.keyword !== 'OK') throw protocolError(`listing ${folder} refused: ${serverText(r.done.text)}`);
       messages.sort((a, b) => a.ref - b.ref);
     }

@@ -291,6 +291,26 @@ describe('hostile or broken remote servers (scripted): fail closed', () => {
     } finally {
       await s.close();
     }
+    // a literal in the listing is refused before its bytes are held (it was held whole, up to max_message_size)
+    const lit = await fakeImap({
+      onCommand(cmd, conn) {
+        if (cmd.name === 'SELECT') conn.write(`* 1 EXISTS\r\n* OK [UIDVALIDITY 5] ok\r\n${cmd.tag} OK [READ-WRITE] done\r\n`);
+        else if (cmd.name === 'UID' && cmd.sub === 'FETCH')
+          conn.write(`* 1 FETCH (UID 7 RFC822.SIZE 100 X-JUNK {200000}\r\n${'j'.repeat(200_000)})\r\n${cmd.tag} OK done\r\n`);
+        else return false;
+        return true;
+      },
+    });
+    try {
+      const box = await ImapMailbox.open(scripted(lit.port, 'imap', 'none'), 'pw');
+      await expect(box.open('INBOX')).rejects.toMatchObject({
+        code: 'E_BUFFER_LIMIT',
+        message: expect.stringMatching(/announced a literal of 200000 bytes in the listing/),
+      });
+      box.abort();
+    } finally {
+      await lit.close();
+    }
     // a large listing of FETCH lines alone is read whole (they are not kept): 20,000 messages, 0.9 MB
     const n = 20_000;
     const big = await fakeImap({
