@@ -22,7 +22,7 @@ import { createLogger } from '../../src/log/logger.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import { type CertAuthority, initCa } from '../../src/tls/ca.js';
 import { LeafMinter } from '../../src/tls/leaf.js';
-import { runOk } from '../harness/util.js';
+import { selfSignedCert } from '../harness/util.js';
 
 const TOKEN = 'correct horse battery staple 42';
 const HASH = hashToken(TOKEN);
@@ -348,26 +348,8 @@ describe('admin listener', () => {
     expect(await get(withCa.address().port, 'mail-admin.example.net:9143')).toBe(200);
     expect(await get(withCa.address().port, 'other.example.net')).toBe(421);
     // an operator's certificate with a wildcard name (openssl: postern's CA mints no wildcards)
-    await runOk('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=admin.example.com',
-      '-addext',
-      'subjectAltName=DNS:admin.example.com,DNS:*.ops.example.com',
-      '-keyout',
-      path.join(tmp, 'admin.key'),
-      '-out',
-      path.join(tmp, 'admin.crt'),
-    ]);
-    const withFiles = await startAdmin(config({ tls: { kind: 'files', certFile: path.join(tmp, 'admin.crt'), keyFile: path.join(tmp, 'admin.key') } }), {
+    const own = await selfSignedCert(tmp, 'admin.example.com', { san: 'DNS:admin.example.com,DNS:*.ops.example.com', name: 'admin' });
+    const withFiles = await startAdmin(config({ tls: { kind: 'files', certFile: own.certFile, keyFile: own.keyFile } }), {
       log,
       metrics: new Metrics(),
       ca,

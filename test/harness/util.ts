@@ -224,9 +224,13 @@ export async function connectionRecorder(): Promise<{ port: number; count(): num
  * Writes a self-signed EC certificate for CN localhost (SAN DNS:localhost, IP:127.0.0.1) as cert.pem and
  * key.pem in `dir`; returns their paths.
  */
-export async function selfSignedCert(dir: string, cn = 'localhost'): Promise<{ certFile: string; keyFile: string }> {
-  const certFile = path.join(dir, 'cert.pem');
-  const keyFile = path.join(dir, 'key.pem');
+export async function selfSignedCert(
+  dir: string,
+  cn = 'localhost',
+  opts: { san?: string; name?: string } = {},
+): Promise<{ certFile: string; keyFile: string }> {
+  const certFile = path.join(dir, `${opts.name ?? 'cert'}.pem`);
+  const keyFile = path.join(dir, `${opts.name ? `${opts.name}-key` : 'key'}.pem`);
   await runOk('openssl', [
     'req',
     '-x509',
@@ -240,7 +244,7 @@ export async function selfSignedCert(dir: string, cn = 'localhost'): Promise<{ c
     '-subj',
     `/CN=${cn}`,
     '-addext',
-    'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    `subjectAltName=${opts.san ?? 'DNS:localhost,IP:127.0.0.1'}`,
     '-keyout',
     keyFile,
     '-out',
