@@ -511,21 +511,12 @@ class Pass {
   /** `size`: what it is known to be (more than listed when its fetch found it so). */
   private oversize(box: RemoteFolder, msg: RemoteMessage, row: MessageRow | undefined, size = msg.size): void {
     if (row) return; // recorded and logged once
-    const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
-    this.d.state.insert(
-      key,
-      { firstSeen: this.d.now(), size, messageId: '', sha256: '', status: 'held', reason: 'oversize', deletable: false },
-      [],
-      this.d.now(),
-    );
-    this.s.held++;
-    this.log.warn(
+    this.hold(
+      box,
+      msg,
+      'oversize',
+      size,
       {
-        event: 'collector.message',
-        ...this.where(box, msg),
-        bytes: msg.size,
-        action: 'held',
-        reason: 'oversize',
         limit: this.a.maxMessageBytes,
         err: { code: ErrorCodes.COLLECTOR_MESSAGE_TOO_LARGE, message: `larger than max_message_size (${this.a.maxMessageBytes} bytes)` },
       },
@@ -540,18 +531,23 @@ class Pass {
    * framing is lost); the next one goes on with the other messages instead of failing on it again.
    */
   private unreadable(box: RemoteFolder, msg: RemoteMessage, e: PosternError): void {
-    const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
-    this.d.state.insert(
-      key,
-      { firstSeen: this.d.now(), size: msg.size, messageId: '', sha256: '', status: 'held', reason: 'unreadable', deletable: false },
-      [],
-      this.d.now(),
-    );
-    this.s.held++;
-    this.log.warn(
-      { event: 'collector.message', ...this.where(box, msg), bytes: msg.size, action: 'held', reason: 'unreadable', err: { code: e.code, message: e.message } },
+    this.hold(
+      box,
+      msg,
+      'unreadable',
+      msg.size,
+      { err: { code: e.code, message: e.message } },
       'message whose answer cannot be read unambiguously: left on the server, tried again later',
     );
+  }
+
+  /** Records the message as held for `reason` (never deletable: it stays on the server) and logs it with `fields`. */
+  private hold(box: RemoteFolder, msg: RemoteMessage, reason: 'oversize' | 'unreadable', size: number, fields: Record<string, unknown>, text: string): void {
+    const key = { account: this.a.name, folder: box.folder, uidvalidity: box.uidvalidity, uid: msg.uid };
+    const now = this.d.now();
+    this.d.state.insert(key, { firstSeen: now, size, messageId: '', sha256: '', status: 'held', reason, deletable: false }, [], now);
+    this.s.held++;
+    this.log.warn({ event: 'collector.message', ...this.where(box, msg), bytes: msg.size, action: 'held', reason, ...fields }, text);
   }
 
   private where(box: RemoteFolder, msg: RemoteMessage): Record<string, unknown> {

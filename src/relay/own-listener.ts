@@ -3,7 +3,7 @@
  * the bound addresses and the machine's interface addresses). A login-routed listener whose upstream
  * port is a postern port would otherwise route `u@h@h@h...` back into itself at every hop.
  */
-import { formatIp, type IpAddress, isLoopbackIp, isUnspecifiedIp, parseIp } from '../edge/ip.js';
+import { canonicalIp, formatIp, type IpAddress, isLoopbackIp, isUnspecifiedIp, parseIp } from '../edge/ip.js';
 
 export interface BoundAddress {
   /** As net.Server.address() reports it (`0.0.0.0`, `::`, `127.0.0.1`, `::ffff:10.0.0.1`). */
@@ -18,7 +18,7 @@ export interface BoundAddress {
  */
 export function reachesOwnListener(target: IpAddress, port: number, bound: readonly BoundAddress[], interfaces: readonly string[]): boolean {
   const text = formatIp(target);
-  const local = () => isLoopbackIp(target) || isUnspecifiedIp(target) || interfaces.some((i) => canonical(i) === text);
+  const local = () => isLoopbackIp(target) || isUnspecifiedIp(target) || interfaces.some((i) => canonicalIp(i.replace(/%.*$/, '')) === text); // a link-local address without its zone
   for (const b of bound) {
     if (b.port !== port) continue;
     const at = parseIp(b.address);
@@ -28,9 +28,4 @@ export function reachesOwnListener(target: IpAddress, port: number, bound: reado
     } else if (formatIp(at) === text) return true;
   }
   return false;
-}
-
-function canonical(text: string): string | null {
-  const a = parseIp(text.replace(/%.*$/, ''));
-  return a ? formatIp(a) : null;
 }

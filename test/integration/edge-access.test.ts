@@ -307,53 +307,30 @@ describe('routed logins over real sockets: one resolution, judged and connected 
     const plainPort = (plain.address() as net.AddressInfo).port;
     const [self, closed] = await freePorts(2);
     selfPort = self!;
+    // login-routed listeners on 127.0.0.1, all alike but for these
+    const routed = (name: string, protocol: string, upstreamPort: number, upstreamTls: string, extra = '', port: number | string = 0) => `
+  - name: ${name}
+    protocol: ${protocol}
+    host: 127.0.0.1
+    port: ${port}
+    tls: { mode: none }
+    upstream: { kind: login-routed, port: ${upstreamPort}, tls: { mode: ${upstreamTls} }, allow_any_host: true }${extra}`;
+    const denyLoopback = `
+    access:
+      - to: [127.0.0.0/8, "::1/128"]
+        action: deny`;
     r = await startEdgePostern(`
 auto_block:
   login_failures: { count: 3, within_ms: 60000 }
   duration_ms: 60000
-listeners:
-  - name: guarded
-    protocol: imap
-    host: 127.0.0.1
-    port: 0
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${servicePort}, tls: { mode: none }, allow_any_host: true }
-    access:
-      - to: [127.0.0.0/8, "::1/128"]
-        action: deny
-  - name: guarded-pop3
-    protocol: pop3
-    host: 127.0.0.1
-    port: 0
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${servicePort}, tls: { mode: none }, allow_any_host: true }
-    access:
-      - to: [127.0.0.0/8, "::1/128"]
-        action: deny
-  - name: self
-    protocol: imap
-    host: 127.0.0.1
-    port: ${selfPort}
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${selfPort}, tls: { mode: none }, allow_any_host: true }
-  - name: scan
-    protocol: imap
-    host: 127.0.0.1
-    port: 0
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${closed}, tls: { mode: none }, allow_any_host: true }
-  - name: scan-tls
-    protocol: imap
-    host: 127.0.0.1
-    port: 0
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${plainPort}, tls: { mode: implicit }, allow_any_host: true }
-  - name: scan-starttls
-    protocol: imap
-    host: 127.0.0.1
-    port: 0
-    tls: { mode: none }
-    upstream: { kind: login-routed, port: ${plainPort}, tls: { mode: starttls }, allow_any_host: true }
+listeners:${routed('guarded', 'imap', servicePort, 'none', denyLoopback)}${routed('guarded-pop3', 'pop3', servicePort, 'none', denyLoopback)}${routed(
+      'self',
+      'imap',
+      selfPort,
+      'none',
+      '',
+      selfPort,
+    )}${routed('scan', 'imap', closed!, 'none')}${routed('scan-tls', 'imap', plainPort, 'implicit')}${routed('scan-starttls', 'imap', plainPort, 'starttls')}
 `);
   });
   afterAll(async () => {
