@@ -805,11 +805,14 @@ function scavenge(buf: Buffer, prefix: string, report: ZipReport, budget: Budget
     if (seen.has(path) && !detectedType && !hidden) continue;
     seen.add(path);
     const member: ZipMember = { path, name: name.split(/[\\/]/).pop() ?? name, names: candidates, encrypted: (flags & 1) === 1 || method === 99, size };
-    // what the rules would read further (a message, CMS: memberContent) is not read from a header
-    // found this way (its extent is a guess): a limit, whatever on_ambiguous says (attacker's review)
+    // what the rules would read further (a message, CMS, an archive: memberContent) is not read from
+    // a header found this way (its extent is a guess): a limit, whatever on_ambiguous says (attacker's
+    // reviews; a deflated ZIP in it showed only its type, its members unseen)
     const forms = nameForms(candidates).forms;
     if (detectedType === CMS_READABLE_TYPE || forms.some(isMessageName) || forms.some(isSealedName))
       report.limit ??= `${path}: a message or signed file found outside the archive's directory is not read`;
+    else if (detectedType === ZIP_TYPE || detectedType === GZIP_TYPE || detectedType === TAR_TYPE)
+      report.limit ??= `${path}: an archive found outside the archive's directory is not opened`;
     if (detectedType) member.detectedType = detectedType;
     if (hidden) member.hiddenExecutable = hidden;
     report.members.push(member);

@@ -131,6 +131,18 @@ describe('an ambiguous archive: what a scanning reader finds', () => {
     expect(rep.malformed).toBeDefined();
     expect(rep.members.some((m) => m.hiddenExecutable?.format === 'PE')).toBe(true);
   });
+
+  for (const method of [0, 8] as const)
+    it(`an archive found only by its local header (${method === 0 ? 'stored' : 'deflated'}) is a limit: its members are not read from a guessed extent`, () => {
+      const hiddenZip = makeZip([{ name: 'inner.zip', data: makeZip([{ name: 'evil.exe', data: pe() }]), method }]);
+      // another archive's local record (no directory, no end record) before an ordinary archive
+      const local = hiddenZip.subarray(0, hiddenZip.indexOf(Buffer.from([0x50, 0x4b, 1, 2])));
+      const rep = inspectZip(Buffer.concat([local, makeZip([{ name: 'a.txt', data: Buffer.from('hello') }])]), LIMITS);
+      expect(rep.malformed).toBe('archive: data before the end record, or archive with prepended data');
+      expect(rep.limit).toBe("inner.zip: an archive found outside the archive's directory is not opened");
+      expect(rep.members.find((m) => m.path === 'inner.zip')).toMatchObject({ detectedType: 'application/zip' });
+      expect(rep.members.find((m) => m.path === 'inner.zip')?.opened).toBeUndefined();
+    });
 });
 
 describe('ZIP_EXEC_MAX_CANDIDATES: the cost of a member of repeated magic numbers is bounded', () => {
