@@ -1058,6 +1058,21 @@ describe('formats found by signature and header fields', () => {
     expect(findHiddenArchive(few)).toMatchObject({ format: 'gzip', offset: 100 + 3 * fake.length });
     expect(findHiddenArchive(behind(Buffer.concat(Array.from({ length: 3 }, () => fake)), 100))).toBeUndefined();
   });
+
+  it('a named gzip whose damaged stream gives a few bytes: 7-Zip lists the name and writes them (tar fuzzer, seed 20261211 case 983)', () => {
+    // a header named invoice.js, then fixed-Huffman deflate giving `MZ\x90` before a fault
+    const stream = Buffer.from('f38d9a80c0ccc0c0e0384c0000f0bd1507d0000000', 'hex');
+    const gz = (flags: number, name: string) =>
+      Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, flags, 0, 0, 0, 0, 0, 3]), Buffer.from(name ? `${name}\0` : '', 'latin1'), stream]);
+    const named = behind(gz(0x08, 'invoice.js'), 100);
+    const z = sevenZip(named);
+    expect([z.type, z.offset]).toEqual(['gzip', 100]);
+    expect(z.text).toContain('invoice.js');
+    expect(findHiddenArchive(named)).toEqual({ format: 'gzip', offset: 100, by: '7-Zip' });
+    // without a name with an extension, a few bytes before the fault are what random deflate gives
+    expect(findHiddenArchive(behind(gz(0, ''), 100))).toBeUndefined();
+    expect(findHiddenArchive(behind(gz(0x08, 'invoice'), 100))).toBeUndefined();
+  });
 });
 
 describe('containers 7-Zip opens from their first byte are not searched by its rule', () => {
