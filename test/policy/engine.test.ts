@@ -475,4 +475,45 @@ describe('encoded forwarded messages', () => {
     expect(r.verdict.status).toBe('clean');
     expect(r.output).toBe(raw);
   });
+
+  // Dovecot and Python read a message/* part's body undecoded: a soft line break ("hi=") joins the
+  // inner boundary line to the text in the decoded reading only (attacker's review of the render path);
+  // the attachments are base64 without padding (an "=" there is quoted-printable too)
+  const unpadded = (b: Buffer) => b64(b.subarray(0, b.length - (b.length % 3)));
+  const softBreak = (type: string, text = 'hi=') =>
+    Buffer.from(
+      'From: a@example.test\r\nSubject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="out"\r\n\r\n' +
+        `--out\r\nContent-Type: text/plain\r\n\r\nsee forwarded\r\n--out\r\nContent-Type: ${type}\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n` +
+        'From: x@example.test\r\nSubject: inner\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="in"\r\n\r\n' +
+        `--in\r\nContent-Type: text/plain\r\n\r\n${text}\r\n--in\r\nContent-Type: application/x-msdownload; name="a.exe"\r\n` +
+        `Content-Disposition: attachment; filename="a.exe"\r\nContent-Transfer-Encoding: base64\r\n\r\n${unpadded(EXE)}\r\n--in--\r\n--out--\r\n`,
+      'latin1',
+    );
+
+  for (const type of ['message/rfc822', 'message/global'])
+    it(`${type} in quoted-printable: a part only the undecoded reading has strips the forwarded part`, async () => {
+      const raw = softBreak(type);
+      // what Python's email finds in it: a.exe
+      expect(pythonParts(raw).some((p) => p.filename === 'a.exe')).toBe(true);
+      const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+      expect(r.verdict.status).toBe('changed');
+      const hit = r.verdict.hits.find((h) => h.part === '2');
+      expect(hit?.action).toBe('strip');
+      expect(hit?.reason).toMatch(/^read undecoded \(as Dovecot and Python read it\), encoded forwarded message: /);
+      expect(pythonParts(r.output).some((p) => p.filename === 'a.exe' || p.type === 'application/x-msdownload')).toBe(false);
+    });
+
+  it('quoted-printable whose readings agree but for escapes in the text is judged once: clean, byte-identical', async () => {
+    const raw = Buffer.from(
+      softBreak('message/rfc822', 'a=3Db, a long line soft=\r\n broken')
+        .toString('latin1')
+        .replace(/application\/x-msdownload; name="a.exe"/, 'application/pdf; name="doc.pdf"')
+        .replace('filename="a.exe"', 'filename="doc.pdf"')
+        .replace(unpadded(EXE), unpadded(PDF)),
+      'latin1',
+    );
+    const r = await inspectMessage(raw, defaultPolicy(), {}, {});
+    expect(r.verdict.hits).toEqual([]);
+    expect(r.output).toBe(raw);
+  });
 });

@@ -270,7 +270,20 @@ function forwardedMessageRules(j: LeafJudgement, depth: number): LeafContents[] 
   const content = j.decoded();
   // an S/MIME file in OpenSSL's text form (the default input of `openssl smime -verify`): a MIME entity
   if (!eml && (j.detected === CMS_READABLE_TYPE || !shapesEntity(content))) return [];
-  return judgeForwarded(toCrlf(messageBytes(content, leaf.names)), j.policy, j.emit, { ...j.base, detectedType: j.detected }, depth, '', j.budget);
+  const base = { ...j.base, detectedType: j.detected };
+  const inner = judgeForwarded(toCrlf(messageBytes(content, leaf.names)), j.policy, j.emit, base, depth, '', j.budget);
+  // Dovecot (the BODYSTRUCTURE, and so every section postern serves of it) and Python's email read
+  // a message/* part's body as the message it is without decoding it: a quoted-printable soft line
+  // break that joined a boundary line to the text before it hid a.exe from the decoded reading
+  // (attacker's review of the render path). The strictest reading decides: both are judged.
+  if (!isDecodedEncoding(leaf.cte) || ![leaf.type, ...leaf.otherTypes].some((t) => t.startsWith('message/')) || content.equals(leaf.body)) return inner;
+  const raw = toCrlf(leaf.body);
+  // no reader finds a field (and so any structure) in a header block without a colon, as in plain
+  // base64 text: what makes it malformed (a first line that is not a field) changes no reading
+  const blank = raw.indexOf('\r\n\r\n');
+  const fields = raw.subarray(0, blank < 0 ? raw.length : blank).includes(0x3a);
+  const undecoded = judgeForwarded(raw, j.policy, j.emit, base, depth, 'read undecoded (as Dovecot and Python read it), ', j.budget, fields);
+  return fields ? [...inner, ...undecoded] : inner;
 }
 
 /** A carrier declared or named S/MIME or OpenPGP: `openssl smime`, gpg and the .p7m tools read it. */
@@ -291,6 +304,7 @@ function judgeForwarded(
   depth: number,
   prefix: string,
   budget: MessageBudget,
+  malformedCounts = true,
 ): LeafContents[] {
   const found: Finding[] = [];
   const innerEmit: Emit = (f) => found.push(f);
@@ -328,7 +342,7 @@ function judgeForwarded(
     const tree = parseMime(msg, policy.limits);
     if (tree.limit) innerEmit({ part: base.part, rule: tree.limit.rule, action: 'block', reason: tree.limit.reason, spec: blockOn(policy.limits.onLimit) });
     for (const m of tree.malformed) {
-      if (policy.limits.onMalformed.action !== 'allow')
+      if (malformedCounts && policy.limits.onMalformed.action !== 'allow')
         innerEmit({
           part: base.part,
           rule: 'limits.on_malformed',
