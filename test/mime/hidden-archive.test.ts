@@ -696,6 +696,34 @@ describe('partition maps and packages 7-Zip opens behind a PDF head, taken for o
   });
 });
 
+describe('an ASCII cpio (newc, crc, odc): its whole header is digits, as 7-Zip takes it', () => {
+  // the header's size, and the record's: the name a.txt and its NUL, then hello and its LF (newc and
+  // crc pad both to 4 bytes)
+  it.each([
+    ['newc', 110, 124],
+    ['crc', 110, 124],
+    ['odc', 76, 88],
+  ])('%s: found behind a PDF head; a header with one other character is not a record (7-Zip opens the next one)', (format, headerSize, recordSize) => {
+    const dir = mkdtempSync(join(tmp, 'cpio-'));
+    writeFileSync(join(dir, 'a.txt'), 'hello\n');
+    const cpio = execFileSync('sh', ['-c', `echo a.txt | cpio -o -H ${format} 2>/dev/null`], { cwd: dir });
+    expect(sevenZip(behind(cpio, 1000))).toMatchObject({ type: 'Cpio', offset: 1000 });
+    expect(findHiddenArchive(behind(cpio, 1000))).toEqual({ format: 'cpio', offset: 1000, by: '7-Zip' });
+    // the last digit of the first header's last field
+    const bad = Buffer.from(cpio);
+    bad[headerSize - 1] = 0x67; // 'g'
+    const next = 1000 + recordSize;
+    expect(sevenZip(behind(bad, 1000))).toMatchObject({ type: 'Cpio', offset: next });
+    expect(findHiddenArchive(behind(bad, 1000))).toEqual({ format: 'cpio', offset: next, by: '7-Zip' });
+  });
+
+  it("text with 070702 and hex digits after it (the recovery id of postern's own notice, MIME fuzzer seed 34372) is no cpio", () => {
+    const text = behind(Buffer.from('Recovery id: 0070702fddc41dc1b2f25182\nIf you need the original, ask.\n'.repeat(3), 'latin1'), 300);
+    expect(sevenZip(text).type).toBeUndefined();
+    expect(findHiddenArchive(text)).toBeUndefined();
+  });
+});
+
 describe('an old binary cpio, either byte order: 7-Zip extracts evil.exe from one named report.pdf and behind a PDF head (found 2026-12-02, evening)', () => {
   it.each([
     ['little-endian', false],
