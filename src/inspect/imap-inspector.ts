@@ -520,6 +520,13 @@ const DIGEST_AS_ARRIVING_FROM = 16 * 1024;
 /** Messages hashed for the verdict store: as they arrived (MessageAssembler) or afterwards (tests and benchmarks; not configuration). */
 export const messageDigestStats = { asArriving: 0, after: 0 };
 
+/** The mailbox selected when a FETCH response arrived, and the count of mailbox changes then (ImapInspector.mailboxEpoch). */
+interface MailboxAt {
+  epoch: number;
+  mailbox: string | null;
+  uidValidity: number | null;
+}
+
 export class ImapInspector implements ImapInterceptor {
   private mailbox: string | null = null;
   private uidValidity: number | null = null;
@@ -615,6 +622,17 @@ export class ImapInspector implements ImapInterceptor {
       if (head.keyword === 'EXISTS' && head.number !== undefined) this.selectingExists = head.number;
       return;
     }
+    // another UIDVALIDITY for the selected mailbox (no SELECT asked for it): its UIDs name other
+    // messages now; nothing more is kept or served by the old scope, nor by a new one postern did not see begin
+    if (head.code && this.mailbox !== null) {
+      const m = /^UIDVALIDITY (\d+)/i.exec(head.code);
+      if (m && Number(m[1]) !== this.uidValidity) {
+        this.selectMailbox(null, null);
+        this.resetUids(null);
+        this.selectedBy = null;
+        return;
+      }
+    }
     this.trackMailbox(head, parts ?? null);
   }
 
@@ -625,8 +643,7 @@ export class ImapInspector implements ImapInterceptor {
     if (box === undefined) return;
     this.pendingSelect.delete(tag);
     if (head.keyword === 'OK') {
-      this.mailbox = box;
-      this.uidValidity = this.selectingUidValidity;
+      this.selectMailbox(box, this.selectingUidValidity);
       const n = this.selectingExists;
       this.resetUids(n !== null && n <= VERDICT_STORE_LIMITS.maxIdsPerMailbox ? new Array<number>(n).fill(0) : null);
       this.aheadArmed = true;
@@ -634,6 +651,24 @@ export class ImapInspector implements ImapInterceptor {
     }
     this.selectingUidValidity = null;
     this.selectingExists = null;
+  }
+
+  /**
+   * Sets the selected mailbox; every change counts in `mailboxEpoch`. A message vetted after a change
+   * (its vet waited in the process gate while a pipelined SELECT completed) is vetted for the mailbox it
+   * came from and kept in no cache (vet): filed under the new one, it was served as another message.
+   */
+  private selectMailbox(box: string | null, uidValidity: number | null): void {
+    this.mailbox = box;
+    this.uidValidity = uidValidity;
+    this.mailboxEpoch++;
+  }
+
+  private mailboxEpoch = 0;
+
+  /** Where a FETCH response arrived: the selected mailbox then (MailboxAt). */
+  private mailboxAt(): MailboxAt {
+    return { epoch: this.mailboxEpoch, mailbox: this.mailbox, uidValidity: this.uidValidity };
   }
 
   private resetUids(uids: number[] | null): void {
@@ -1231,8 +1266,7 @@ export class ImapInspector implements ImapInterceptor {
         // The old mailbox is deselected as soon as SELECT starts (RFC 9051 6.3.2); the new one is taken
         // from the grammar's parse (quoted, atom or literal alike) and becomes current only on the
         // server's tagged OK, with the UIDVALIDITY the server reported for it.
-        this.mailbox = null;
-        this.uidValidity = null;
+        this.selectMailbox(null, null);
         this.resetUids(null);
         this.failedLookups = 0;
         this.selectedBy = null;
@@ -1243,8 +1277,7 @@ export class ImapInspector implements ImapInterceptor {
       }
       case 'CLOSE':
       case 'UNSELECT':
-        this.mailbox = null;
-        this.uidValidity = null;
+        this.selectMailbox(null, null);
         this.resetUids(null);
         this.selectedBy = null;
         return null;
@@ -1914,7 +1947,8 @@ export class ImapInspector implements ImapInterceptor {
     if (!body || body.literal === undefined) return this.bodiless(state, resp, uid);
     const literal = body.literal;
     // vet and render inside the process-wide bound on message bytes in work (inspect/vet-gate.ts)
-    return this.renderVetted(state, resp, () => this.vet(literal, uid), uid !== null ? `UID ${uid}` : `message ${resp.seq}`, literal.length);
+    const at = this.mailboxAt();
+    return this.renderVetted(state, resp, () => this.vet(literal, uid, at), uid !== null ? `UID ${uid}` : `message ${resp.seq}`, literal.length);
   }
 
   /**
@@ -1964,15 +1998,19 @@ export class ImapInspector implements ImapInterceptor {
     return this.cache.get(VettedCache.key(this.mailbox, this.uidValidity, uid));
   }
 
-  private async vet(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
-    const key = uid !== null && this.mailbox !== null && this.uidValidity !== null ? VettedCache.key(this.mailbox, this.uidValidity, uid) : null;
+  private async vet(raw: Buffer, uid: number | null, at: MailboxAt): Promise<Vetted | { tempfail: string }> {
+    // the mailbox changed since the message arrived: no cache is keyed by the mailbox selected now
+    const key =
+      uid !== null && at.epoch === this.mailboxEpoch && this.mailbox !== null && this.uidValidity !== null
+        ? VettedCache.key(this.mailbox, this.uidValidity, uid)
+        : null;
     if (key) {
       const hit = await this.cache.get(key);
       if (hit) return hit;
       const inflight = this.inflightVets.get(key);
       if (inflight) return inflight;
     }
-    const work = this.vetFresh(raw, uid);
+    const work = this.vetFresh(raw, uid, at);
     if (key) this.inflightVets.set(key, work);
     try {
       const v = await work;
@@ -1996,8 +2034,8 @@ export class ImapInspector implements ImapInterceptor {
    * (altered-store.ts: that content is served); a digest mismatch forgets the stored verdict and vets
    * again. A fresh verdict is stored when the signature version did not change while it was made.
    */
-  private async vetFresh(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
-    const k = uid !== null ? this.storeKey() : null;
+  private async vetFresh(raw: Buffer, uid: number | null, at: MailboxAt): Promise<Vetted | { tempfail: string }> {
+    const k = uid !== null && at.epoch === this.mailboxEpoch ? this.storeKey() : null;
     if (k && uid !== null) {
       // asked of the store itself: another process may have stored it after this session read its index
       const stored = this.storeGet(uid);
@@ -2033,8 +2071,8 @@ export class ImapInspector implements ImapInterceptor {
     }
     // read before the vet begins (not needed for an answer from the store): a verdict made across a clear is not stored
     const since = k ? this.storeClears() : null;
-    const v = await this.slots.run(() => this.runEngine(raw, uid));
-    if (k && uid !== null && !('tempfail' in v)) {
+    const v = await this.slots.run(() => this.runEngine(raw, uid, at));
+    if (k && uid !== null && !('tempfail' in v) && at.epoch === this.mailboxEpoch) {
       const now = this.storeKey();
       if (now && now.scope === k.scope && now.basis.signatures === k.basis.signatures && since !== null) this.storePut(uid, k, raw, v, since);
     }
@@ -2090,14 +2128,14 @@ export class ImapInspector implements ImapInterceptor {
     return this.contentMemo;
   }
 
-  private async runEngine(raw: Buffer, uid: number | null): Promise<Vetted | { tempfail: string }> {
+  private async runEngine(raw: Buffer, uid: number | null, at: MailboxAt): Promise<Vetted | { tempfail: string }> {
     const l = this.deps.listener;
     const ctx = {
       listener: l.name,
       protocol: 'imap' as const,
       user: this.user ?? undefined,
-      mailbox: this.mailbox ?? undefined,
-      uidValidity: this.uidValidity ?? undefined,
+      mailbox: at.mailbox ?? undefined,
+      uidValidity: at.uidValidity ?? undefined,
       uid: uid ?? undefined,
     };
     try {
@@ -2111,8 +2149,8 @@ export class ImapInspector implements ImapInterceptor {
       this.deps.log.info(
         {
           event: 'message.inspected',
-          mailbox: this.mailbox,
-          uidValidity: this.uidValidity,
+          mailbox: at.mailbox,
+          uidValidity: at.uidValidity,
           uid,
           ...(fromContentCache ? { cached: 'content' } : {}),
           bytes: v.sizeIn,

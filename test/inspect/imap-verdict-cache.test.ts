@@ -512,6 +512,27 @@ describe('IMAP inspector and the shared verdict cache', () => {
     expect(after.upstream).toBe('a3 FETCH 1 (FLAGS UID BODY.PEEK[])\r\n');
   });
 
+  it('another UIDVALIDITY announced for the selected mailbox (no SELECT): its UIDs name other messages, nothing is served from the caches (reviewer hardening)', async () => {
+    const lines: string[] = [];
+    const a = newSession(lines);
+    await fetch(a, 'a1 UID FETCH 1 BODY.PEEK[]', dovecot([[1, 1]]));
+    // served from the session's cache while the UIDVALIDITY stands
+    const cached = await fetch(a, 'a2 UID FETCH 1 BODY.PEEK[]', (upstream) => {
+      expect(upstream).toBe('a2 UID FETCH 1 (UID)\r\n');
+      return ['* 1 FETCH (UID 1)\r\n'];
+    });
+    expect(cached.client).toContain('body of message 1');
+    const changed = Buffer.from('* OK [UIDVALIDITY 8] the mailbox was recreated\r\n');
+    a.observeUntagged(parseResponseHead(changed), [changed]);
+    // downloaded and vetted again (the message under UID 1 is another now)
+    const after = await fetch(a, 'a3 UID FETCH 1 BODY.PEEK[]', (upstream) => {
+      expect(upstream).toBe('a3 UID FETCH 1 (UID BODY.PEEK[])\r\n');
+      return [`* 1 FETCH (UID 1 BODY[] {${MAILBOX[2]!.length}}\r\n${MAILBOX[2]})\r\n`];
+    });
+    expect(after.client).toContain('body of message 2');
+    expect(inspected(lines)).toBe(2);
+  });
+
   it('another user of the same upstream, mailbox and UIDVALIDITY gets nothing from the store', async () => {
     const lines: string[] = [];
     const a = newSession(lines);
