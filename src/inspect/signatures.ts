@@ -2,10 +2,15 @@
  * The scanners' signature version, part of the verdict cache's key (src/inspect/verdict-store.ts):
  * new signatures re-vet every message. clamd answers `zVERSION\0` with
  * `ClamAV 1.0.7/27473/Sat Nov 28 09:32:04 2026\0` (engine / signature database version / its date).
- * The versions of every endpoint that answered are joined (sorted), so a fleet in the middle of an
- * update keys verdicts by the set it has. Asked at start and every
- * VERDICT_STORE_LIMITS.signatureRefreshMs; until an answer came, current() is null and the store is
- * not used (neither read nor written).
+ * Asked at start and every VERDICT_STORE_LIMITS.signatureRefreshMs. The last version each configured
+ * endpoint answered is remembered; the key is the set of those versions (distinct, sorted, joined),
+ * one per endpoint the scanner may send a message to, so a fleet in the middle of an update keys
+ * verdicts by the set it has and a verdict is reused only while the whole fleet is unchanged. Until
+ * every endpoint has answered once, current() is null and the store is not used (neither read nor
+ * written): an endpoint that was restarting or busy at the refresh still gets scans (round-robin),
+ * and its old signatures' "clean" must not be stored under the others' newer version. An endpoint
+ * that stops answering keeps its last version (its scans fail meanwhile; if it comes back changed,
+ * the next refresh changes the key).
  */
 import net from 'node:net';
 import type { ClamdEndpoint } from '../config/types.js';
@@ -62,9 +67,14 @@ export function fixedSignatures(v: string): SignatureSource {
   return { current: () => v, close: () => {} };
 }
 
-/** Polls clamd's VERSION on every endpoint; the store is usable once one answered. */
+/** Polls clamd's VERSION on every endpoint; the store is usable once every endpoint answered. */
 export class ClamdSignatures implements SignatureSource {
   private value: string | null = null;
+  /** The last version each endpoint answered (by its index in `endpoints`); undefined: never answered. */
+  private readonly versions: (string | undefined)[];
+  /** Per endpoint, the refresh its remembered version came from: an older refresh that ends later does not overwrite it. */
+  private readonly from: number[];
+  private refreshes = 0;
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
   readonly ready: Promise<void>;
@@ -73,17 +83,30 @@ export class ClamdSignatures implements SignatureSource {
     private readonly endpoints: readonly ClamdEndpoint[],
     refreshMs: number = VERDICT_STORE_LIMITS.signatureRefreshMs,
   ) {
+    this.versions = endpoints.map(() => undefined);
+    this.from = endpoints.map(() => 0);
     this.ready = this.refresh();
     this.timer = setInterval(() => void this.refresh(), refreshMs);
     this.timer.unref();
   }
 
   async refresh(): Promise<void> {
+    const n = ++this.refreshes;
     const answers = await Promise.all(this.endpoints.map((ep) => clamdVersion(ep)));
     if (this.closed) return;
-    const known = [...new Set(answers.filter((a): a is string => a !== null))].sort();
-    // no endpoint answered: keep the last known version (the scan itself will tempfail if clamd is gone)
-    if (known.length > 0) this.value = `clamd:${known.join('|')}`;
+    answers.forEach((a, i) => {
+      // no answer: the endpoint keeps its last known version (its scans tempfail while it is gone)
+      if (a !== null && n > this.from[i]!) {
+        this.versions[i] = a;
+        this.from[i] = n;
+      }
+    });
+    // fail closed: an endpoint never heard from may scan with any signatures, so nothing is keyed
+    if (this.endpoints.length === 0 || this.versions.some((v) => v === undefined)) {
+      this.value = null;
+      return;
+    }
+    this.value = `clamd:${[...new Set(this.versions as string[])].sort().join('|')}`;
   }
 
   current(): string | null {

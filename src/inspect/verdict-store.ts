@@ -1,7 +1,10 @@
 /**
  * The verdict cache shared across sessions and processes (issue 10): a SQLite file (better-sqlite3,
  * WAL, busy_timeout, mode 0600, directory 0700) beside the other state files, so a reconnecting
- * client, a second worker process or a restarted postern does not vet a message again.
+ * client, a second worker process or a restarted postern does not vet a message again. The file is
+ * created 0600 before SQLite opens it (its -wal and -shm take its mode): it is never readable by
+ * anyone else, not even for a moment. A directory others may write to is refused (they could replace
+ * the file); one postern did not create that others may read is used with a warning (never chmod'ed).
  *
  * Keying (it can never serve one user's mail to another, and a policy change or new signatures
  * re-vet): a *scope* — SHA-256 of protocol, upstream `host:port`, the authenticated user, mailbox and
@@ -26,7 +29,7 @@
  * message is vetted as without a store) — never as a hit.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, fstatSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -85,6 +88,11 @@ export interface StoredVerdict {
 export interface VerdictStoreOptions {
   maxEntries: number;
   maxBytes: number;
+  /**
+   * Told what is unsafe but usable about the file's place (a directory others may read, a file others
+   * may read); default: process.emitWarning with code E_VERDICT_STORE (stderr, the journal).
+   */
+  onWarning?: (message: string) => void;
 }
 
 interface Row {
@@ -141,6 +149,47 @@ export function sha256(data: Buffer): string {
 /** A content key is the whole SHA-256 (64 lower-case hex digits): a truncated or malformed one is refused, never looked up. */
 function checkDigest(digest: string): void {
   if (!/^[0-9a-f]{64}$/.test(digest)) throw new PosternError(ErrorCodes.VERDICT_STORE, 'content verdict key is not a whole SHA-256');
+}
+
+function defaultWarning(message: string): void {
+  process.emitWarning(message, { code: ErrorCodes.VERDICT_STORE });
+}
+
+/**
+ * Makes the store's directory (0700) and file (0600, created before SQLite opens it: SQLite would
+ * create it with the umask's mode, 0644, and a chmod after leaves a moment another local user can open
+ * it and keep the descriptor; -wal and -shm get the file's mode from SQLite). Refuses (throws) a
+ * directory that group or others may write to, or one another user owns (either could replace the
+ * file or plant their own); warns about an existing directory, not made here, that group or others
+ * may read or search, and about an existing file that group or others may access. Returns `file`.
+ */
+function prepareFile(file: string, warn: (message: string) => void): string {
+  const dir = path.dirname(file);
+  const made = mkdirSync(dir, { recursive: true, mode: 0o700 }) !== undefined;
+  const d = statSync(dir);
+  const uid = process.getuid?.();
+  if ((d.mode & 0o022) !== 0) throw new Error(`directory ${dir} is writable by group or others (mode ${(d.mode & 0o7777).toString(8)}); make it 0700`);
+  if (uid !== undefined && uid !== 0 && d.uid !== uid && d.uid !== 0)
+    throw new Error(`directory ${dir} belongs to another user (uid ${d.uid}); give it to the user postern runs as`);
+  if (!made && (d.mode & 0o055) !== 0)
+    warn(`verdict cache directory ${dir} is accessible to group or others (mode ${(d.mode & 0o777).toString(8)}); 0700 is recommended`);
+  let fd: number;
+  try {
+    fd = openSync(file, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // made by an earlier run or another process (which made it 0600 the same way)
+    const f = statSync(file);
+    if ((f.mode & 0o077) !== 0) warn(`verdict cache file ${file} is accessible to group or others (mode ${(f.mode & 0o777).toString(8)}); 0600 is recommended`);
+    return file;
+  }
+  try {
+    // the mode given to open() passed through the umask: only bits can have gone, but make it exact
+    if ((fstatSync(fd).mode & 0o777) !== 0o600) fchmodSync(fd, 0o600);
+  } finally {
+    closeSync(fd);
+  }
+  return file;
 }
 
 function storeError(op: string, err: unknown): PosternError {
@@ -256,16 +305,16 @@ export class VerdictStore {
     altered: Database.Statement;
   };
 
-  /** Opens (creating) the store at `file`: directory 0700, file 0600, WAL. Throws E_VERDICT_STORE. */
+  /**
+   * Opens (creating) the store at `file`: directory 0700, file 0600 from its creation on, WAL. Throws
+   * E_VERDICT_STORE, also for a directory group or others may write to (prepareFile).
+   */
   constructor(
     readonly file: string,
     private readonly opts: VerdictStoreOptions,
   ) {
     try {
-      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-      const created = !existsSync(file);
-      this.db = new Database(file);
-      if (created) chmodSync(file, 0o600);
+      this.db = new Database(prepareFile(file, opts.onWarning ?? defaultWarning));
       this.db.pragma(`busy_timeout = ${VERDICT_STORE_LIMITS.busyTimeoutMs}`);
       this.db.pragma('journal_mode = WAL');
       // a lost last write costs one more vet, never a wrong answer: NORMAL is enough under WAL
