@@ -83,7 +83,7 @@ function startFlight(flights: Map<string, Promise<void>>, key: string): () => vo
 export function shareable(raw: Buffer, r: InspectResult): boolean {
   const v = r.verdict;
   if (v.status !== 'clean') return false;
-  if (v.hits.length > 0 || v.viruses.length > 0 || v.quarantineId || v.quarantineFailed || v.spam) return false;
+  if (v.hits.length > 0 || v.viruses.length > 0 || v.quarantineId || v.quarantineFailed || v.spam || v.transient) return false;
   return r.output === raw || (r.output.length === raw.length && r.output.equals(raw));
 }
 

@@ -968,6 +968,8 @@ export class ImapInspector implements ImapInterceptor {
 
   /** Stores a fresh verdict, unless the store was cleared since `since` (read before the vet began). */
   private storePut(uid: number, k: { scope: string; basis: VerdictBasis }, raw: Buffer, v: Vetted, since: number): void {
+    // made with a failed scanner (on_error block or allow) or by the engine's failure: the next vet scans again
+    if (v.verdict.transient) return;
     const sv: StoredVerdict = {
       status: v.verdict.status,
       hits: v.verdict.hits.map((h) => ({ rule: h.rule, action: h.action, part: h.part, reason: h.reason })),
@@ -2017,7 +2019,7 @@ export class ImapInspector implements ImapInterceptor {
       // kept for later fetches; rendering does not wait for a spill to disk (the entry is usable at once).
       // A message the shared store now holds clean is forgotten rather than spilled: a later fetch
       // serves it from the upstream's bytes after the store's digest check, as in a new session
-      if (key && !('tempfail' in v))
+      if (key && !('tempfail' in v) && !v.verdict.transient)
         this.cache.set(key, v, { forgettable: uid !== null && v.verdict.status === 'clean' && this.storedClean(uid) }).catch(() => {
           // set() handles a full disk or a missing spill dir itself (the entry is forgotten); nothing else rejects
         });

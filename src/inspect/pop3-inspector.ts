@@ -285,7 +285,8 @@ export class Pop3Inspector {
       }
       this.verdicts.set(n, verdict);
       this.originals.set(n, sha);
-      if (k && uidl !== null && since !== null) {
+      // a verdict made with a failed scanner (on_error block or allow) is not kept: the next vet scans again
+      if (k && uidl !== null && since !== null && !verdict.transient) {
         const now = this.storeKey();
         if (now && now.basis.signatures === k.basis.signatures) {
           try {

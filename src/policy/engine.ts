@@ -50,7 +50,16 @@ import { performance } from 'node:perf_hooks';
 import { buildPartMap, parsePartTree } from '../mime/partmap.js';
 import { encodeDenyBody, renderTemplate } from './deny.js';
 import type { CompiledPolicy } from './load.js';
-import { classifyAntivirus, dirtyOutputFinding, notScanned, outputIsClean, outputNeedsScan, type ScanFindings, stopsScanning } from './stages/classify-scan.js';
+import {
+  classifyAntivirus,
+  dirtyOutputFinding,
+  notScanned,
+  outputIsClean,
+  outputNeedsScan,
+  outputScanFailed,
+  type ScanFindings,
+  stopsScanning,
+} from './stages/classify-scan.js';
 import { classifySpam, notChecked, type SpamFindings } from './stages/classify-spam.js';
 import { decide } from './stages/decide.js';
 import { Findings, publicHit } from './stages/findings.js';
@@ -125,13 +134,16 @@ async function inspect(raw: Buffer, policy: CompiledPolicy, ctx: InspectContext,
   }
 
   const decision = decide(findings, scan, policy, spam);
+  let transient = scan.errored;
   const done = (status: Verdict['status'], output: Buffer, stored?: Stored) =>
-    result(parsed, policy, findings, scan, spam, status, output, t0, recovery, stored);
+    result(parsed, policy, findings, scan, spam, status, output, t0, recovery, stored, transient);
   if (decision === 'tempfail') return done('tempfail', raw);
 
   let { status, output } = rewriteMessage(parsed, decision, findings, [...scan.tags, ...spam.tags], recovery, policy, spam.subjectPrefix);
-  if (scanner && outputNeedsScan(status, scan.viruses) && !outputIsClean(await scanOutput(scanner, output, policy.antivirus.maxSize))) {
-    // still infected, or not scannable: a notice without message content
+  const outputScan = scanner && outputNeedsScan(status, scan.viruses) ? await scanOutput(scanner, output, policy.antivirus.maxSize) : undefined;
+  if (outputScan && !outputIsClean(outputScan)) {
+    // still infected, or not scannable: a notice without message content (made by a failed scan: transient)
+    if (outputScanFailed(outputScan)) transient = true;
     if (status !== 'blocked') findings.add(dirtyOutputFinding(scan.viruses, policy));
     status = 'blocked';
     output = blockNotice(parsed, findings, recovery, policy, true);
@@ -153,6 +165,7 @@ function result(
   t0: number,
   recovery: Recovery,
   stored?: Stored,
+  transient = false,
 ): InspectResult {
   const verdict: Verdict = {
     policy: policy.name,
@@ -166,6 +179,7 @@ function result(
   if (spam.verdict) verdict.spam = spam.verdict;
   if (stored?.quarantineId) verdict.quarantineId = stored.quarantineId;
   if (stored?.quarantineFailed) verdict.quarantineFailed = true;
+  if (transient) verdict.transient = true;
   const limits = { maxDepth: policy.limits.maxDepth, maxParts: policy.limits.maxParts, maxHeaderSize: policy.limits.maxHeaderSize };
   const structure = p.tree && output === p.msg ? p.tree.root : parsePartTree(output, limits).root;
   return { verdict, output, structure, digest: () => recovery.digest() };
@@ -196,6 +210,7 @@ function failClosed(raw: Buffer, policy: CompiledPolicy, e: unknown): InspectRes
     sizeOut: output.length,
     scanMs: 0,
     quarantineFailed: true,
+    transient: true,
   };
   const recovery = new Recovery(raw, policy.name);
   return { verdict, output, structure: buildPartMap(output), digest: () => recovery.digest() };

@@ -62,6 +62,12 @@ export interface Verdict {
   scanMs: number;
   /** What the spam check said and what the policy's spam section made of it (absent: not checked). */
   spam?: SpamVerdict;
+  /**
+   * Made with a scanner that failed (an error under `antivirus.on_error` block or allow, the output's
+   * scan included: a scanner down, busy, or closed with the session) or by the engine's own failure:
+   * true of this run only, so no verdict cache keeps it (the next vet scans again).
+   */
+  transient?: true;
 }
 
 /**

@@ -24,11 +24,13 @@ export interface ScanFindings {
   tags: string[];
   /** The message could not be vetted (on_error tempfail). */
   tempfail: boolean;
+  /** A scanner answered with an error (whatever on_error made of it): the verdict is transient. */
+  errored: boolean;
 }
 
 /** The classification when nothing was scanned. */
 export function notScanned(): ScanFindings {
-  return { viruses: [], tags: [], tempfail: false };
+  return { viruses: [], tags: [], tempfail: false, errored: false };
 }
 
 /** Nothing more is scanned after this answer: an error under on_error tempfail. */
@@ -46,6 +48,7 @@ export function classifyAntivirus(records: readonly ScanRecord[], contents: read
     } else if (!out.tags.some((t) => t.includes('oversize'))) out.tags.push(`${av.tagHeader}: unscanned; reason=oversize; policy=${policy.name}`);
   };
   const onError = (part: string, o: Extract<ScanOutcome, { kind: 'error' }>) => {
+    out.errored = true;
     if (av.onError === 'tempfail') out.tempfail = true;
     else if (av.onError === 'block') {
       emit({
@@ -138,6 +141,11 @@ export function outputNeedsScan(status: Verdict['status'], viruses: readonly str
 /** Only a clean answer lets the output go out; infected, error, not scannable: a sterile notice instead. */
 export function outputIsClean(r: ScanResult): boolean {
   return r.kind === 'answered' && r.outcome.kind === 'clean';
+}
+
+/** An output scan that did not answer for the bytes (a scanner error): what it made blocked is transient. */
+export function outputScanFailed(r: ScanResult): boolean {
+  return r.kind === 'answered' && r.outcome.kind === 'error';
 }
 
 /** The finding for a changed message whose output still carries a virus (or could not be scanned): block. */
