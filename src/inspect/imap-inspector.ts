@@ -536,6 +536,8 @@ export class ImapInspector implements ImapInterceptor {
   private readonly inflightVets = new Map<string, Promise<Vetted | { tempfail: string }>>();
   /** ENVELOPE and top-level header fetches download and vet the message (inspect.vet_on_envelope). */
   private readonly vetOnEnvelope: boolean;
+  /** ENVELOPE downloads and vets the message: vet_on_envelope, or header rules that touch an envelope field (envelopeRuled). */
+  private readonly vetsEnvelope: boolean;
   /** The logged-in user (the spam check's recipient when it is an address). */
   private user: string | null = null;
   /** The upstream `host:port` (part of the shared store's key). */
@@ -583,6 +585,7 @@ export class ImapInspector implements ImapInterceptor {
     this.digestLiteralsFrom = deps.shared ? DIGEST_AS_ARRIVING_FROM : undefined;
     this.cache = new VettedCache(deps.listener.inspect.cacheMemoryBytes, deps.reserve ? { reserve: deps.reserve } : {});
     this.vetOnEnvelope = resolveVetOnEnvelope(deps.listener.inspect.vetOnEnvelope, deps.policy, deps.engine);
+    this.vetsEnvelope = this.vetOnEnvelope || envelopeRuled(deps.policy);
   }
 
   close(): void {
@@ -598,7 +601,7 @@ export class ImapInspector implements ImapInterceptor {
    */
   screenFetch(parts: Buffer[]): string | null {
     const vetMeta = this.deps.listener.inspect.vetOnMetadata;
-    if (!vetMeta && !this.vetOnEnvelope) return null;
+    if (!vetMeta && !this.vetsEnvelope) return null;
     // a flag update (the common case: a relayed FLAGS sync) names none of them: no second parse (item
     // names are never inside a literal, so the text parts, even indexes, hold them all)
     let named = false;
@@ -608,7 +611,7 @@ export class ImapInspector implements ImapInterceptor {
       const n = it.name;
       if (vetMeta && (n === 'RFC822.SIZE' || n === 'BODY' || n === 'BODYSTRUCTURE' || n.startsWith('BINARY.SIZE[')))
         return `FETCH item ${n} nobody asked for (postern vets its value)`;
-      if (this.vetOnEnvelope && n === 'ENVELOPE') return 'FETCH item ENVELOPE nobody asked for (postern vets its value)';
+      if (this.vetsEnvelope && n === 'ENVELOPE') return 'FETCH item ENVELOPE nobody asked for (postern vets its value)';
     }
     return null;
   }
@@ -1075,7 +1078,7 @@ export class ImapInspector implements ImapInterceptor {
     const hasEnvelope = items.some(isEnvelope);
     const needContent =
       classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (this.vetOnEnvelope && c === 'header')) ||
-      (this.vetOnEnvelope && hasEnvelope);
+      (this.vetsEnvelope && hasEnvelope);
     const hasHeader = classes.some((c) => c === 'header');
     // what only a download can answer (a body section) gains nothing from the map; plain metadata needs no body
     if (!this.storeAnswers(items) || !(needContent || hasHeader || hasEnvelope)) return null;
@@ -1308,7 +1311,11 @@ export class ImapInspector implements ImapInterceptor {
     const classes = parsed.items.map((i) => itemInfo(i).cls);
     const hasEnvelope = parsed.items.some(isEnvelope);
     // vet_on_envelope: what a message list is built from (ENVELOPE, the header) shows the vetted message
-    const needContent = classes.some((c) => c === 'content' || (vetMeta && c === 'content-metadata') || (vetEnv && c === 'header')) || (vetEnv && hasEnvelope);
+    // a partial header section is not ruled from the server's bytes (`eply-To:` of a cut field name
+    // matches no rule: attacker's review): it comes from the vetted message (or a stored verdict, above)
+    const needContent =
+      classes.some((c, i) => c === 'content' || (vetMeta && c === 'content-metadata') || (c === 'header' && (vetEnv || !!parsed.items[i]!.partial))) ||
+      (this.vetsEnvelope && hasEnvelope);
     const hasHeader = classes.some((c) => c === 'header');
     // ENVELOPE alone is relayed as the server sends it until something was vetted in the session;
     // then it is served from the vetted message for those (the header-only path below)
@@ -2381,6 +2388,21 @@ function isEnvelope(item: FetchItem): boolean {
 export function resolveVetOnEnvelope(setting: boolean | 'auto' | undefined, policy: CompiledPolicy, engine: EngineDeps): boolean {
   if (typeof setting === 'boolean') return setting;
   return policy.spam.enabled && !!engine.spamScanner;
+}
+
+/** The header fields an ENVELOPE is made of (RFC 9051 7.5.2). */
+const ENVELOPE_FIELDS = ['Date', 'Subject', 'From', 'Sender', 'Reply-To', 'To', 'Cc', 'Bcc', 'In-Reply-To', 'Message-ID'];
+
+/**
+ * Whether the policy's header rules can change an ENVELOPE: a strip rule whose name matches one of its
+ * fields, or an added field of those names. The server's ENVELOPE is then not relayed: it would show a
+ * stripped Reply-To (attacker's review of the render path); the message is vetted, as with
+ * vet_on_envelope, and the ENVELOPE rendered from the sanitised header.
+ */
+export function envelopeRuled(policy: CompiledPolicy): boolean {
+  return ENVELOPE_FIELDS.some(
+    (f) => policy.headers.strip.some((r) => r.name.test(f)) || policy.headers.add.some((a) => a.name.toLowerCase() === f.toLowerCase()),
+  );
 }
 
 /** Ends the session (BYE, E_UNVETTED_RESPONSE) when a server item postern would relay as written is not plain metadata. */
