@@ -25,8 +25,6 @@ import type {
 /** Envelope header fields providers add, most trusted first (the default of `envelope_headers`). */
 export const DEFAULT_ENVELOPE_HEADERS = ['Delivered-To', 'X-Original-To', 'X-Envelope-To', 'Envelope-To', 'X-RCPT-TO'];
 export const DEFAULT_STATE_DIR = 'var/collector';
-/** Default `collector.content_verdicts.path`: the listeners' verdict cache file (schema.ts DEFAULT_VERDICT_CACHE_FILE), so both share content verdicts. */
-export const DEFAULT_CONTENT_VERDICTS_FILE = 'var/state/verdicts.sqlite';
 export const DEFAULT_LMTP_PORT = 24;
 export const DEFAULT_SMTP_PORT = 25;
 /** Account `spam:` defaults: deliver what the policy produced (tagged or not), to the folder Junk by detail address. */
@@ -383,7 +381,11 @@ function normaliseAccount(a: RawAccount, baseDir: string): CollectorAccountConfi
   return out;
 }
 
-export function normaliseCollector(raw: RawCollector, baseDir: string): CollectorConfig {
+/**
+ * `verdictFile`: the default `content_verdicts.path`, the listeners' default verdict cache file
+ * (schema.ts VERDICT_CACHE_FILE_NAME in the state directory), so both share content verdicts.
+ */
+export function normaliseCollector(raw: RawCollector, baseDir: string, verdictFile: string): CollectorConfig {
   const d = raw.delivery;
   const delivery: CollectorDeliveryConfig = {
     protocol: d.protocol,
@@ -402,18 +404,18 @@ export function normaliseCollector(raw: RawCollector, baseDir: string): Collecto
   return {
     stateDir: path.resolve(baseDir, raw.state_dir ?? DEFAULT_STATE_DIR),
     concurrency: raw.concurrency ?? COLLECTOR_LIMITS.defaultConcurrency,
-    contentVerdicts: contentVerdictsConfig(raw.content_verdicts, baseDir),
+    contentVerdicts: contentVerdictsConfig(raw.content_verdicts, baseDir, verdictFile),
     delivery,
     accounts: raw.accounts.map((a) => normaliseAccount(a, baseDir)),
   };
 }
 
 /** `collector.content_verdicts`: on by default (src/inspect/content-verdict.ts); `false` or `enabled: false` = off. */
-function contentVerdictsConfig(raw: RawCollector['content_verdicts'], baseDir: string): CollectorConfig['contentVerdicts'] {
+function contentVerdictsConfig(raw: RawCollector['content_verdicts'], baseDir: string, defaultFile: string): CollectorConfig['contentVerdicts'] {
   if (raw === false || (typeof raw === 'object' && raw.enabled === false)) return null;
   const o = typeof raw === 'object' ? raw : {};
   return {
-    path: path.resolve(baseDir, o.path ?? DEFAULT_CONTENT_VERDICTS_FILE),
+    path: o.path !== undefined ? path.resolve(baseDir, o.path) : defaultFile,
     maxEntries: o.max_entries ?? VERDICT_STORE_LIMITS.defaultContentMaxEntries,
   };
 }

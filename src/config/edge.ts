@@ -14,6 +14,17 @@ import { DAY_NAMES, type DayName, isValidTimeZone, parseHhmm, type Schedule } fr
 import { EDGE_LIMITS } from '../limits.js';
 import { millisField } from '../units.js';
 
+/**
+ * Default `block_list_file`, relative to the config file's directory. Its directory is the state
+ * directory: postern.pid, and the verdict cache's default file (stateFile).
+ */
+export const DEFAULT_BLOCK_LIST_FILE = 'var/state/blocks.sqlite';
+
+/** A state file's default place: beside `block_list_file` (the state directory). */
+export function stateFile(raw: { block_list_file?: string }, baseDir: string, name: string): string {
+  return path.join(path.dirname(path.resolve(baseDir, raw.block_list_file ?? DEFAULT_BLOCK_LIST_FILE)), name);
+}
+
 export interface ProxyProtocolConfig {
   trusted: Cidr[];
   /** A trusted peer must send a header (default true); false: a trusted peer may also connect directly. */
@@ -296,7 +307,7 @@ export function normaliseEdge(
           maxTrackedAddresses: ab.max_tracked_addresses ?? EDGE_LIMITS.defaultMaxTrackedAddresses,
         }
       : null,
-    blockListFile: path.resolve(baseDir, raw.block_list_file ?? 'var/state/blocks.sqlite'),
+    blockListFile: path.resolve(baseDir, raw.block_list_file ?? DEFAULT_BLOCK_LIST_FILE),
     rateLimit: { perClient: pc ? { perSecond: pc.per_second, burst: pc.burst } : null, maxTrackedAddresses: max },
     state: normaliseState(raw.state, baseDir),
   };

@@ -35,6 +35,7 @@ import {
   normaliseEdge,
   normaliseListenerEdge,
   proxyProtocolSchema,
+  stateFile,
   stateSchema,
 } from './edge.js';
 import { allowPatternProblem, isValidHost } from './hosts.js';
@@ -476,12 +477,15 @@ function upstreamTls(raw: z.output<typeof upstreamTlsSchema> | undefined, baseDi
   return t;
 }
 
-/** `inspect.verdict_cache`: on by default (DEFAULT_VERDICT_CACHE_FILE beside the other state files); `false` or `enabled: false` = off. */
-function verdictCacheConfig(raw: z.output<typeof inspectSchema>['verdict_cache'], baseDir: string): VerdictCacheConfig | null {
+/**
+ * `inspect.verdict_cache`: on by default, `defaultFile` (VERDICT_CACHE_FILE_NAME in the state
+ * directory, beside `block_list_file`); `false` or `enabled: false` = off.
+ */
+function verdictCacheConfig(raw: z.output<typeof inspectSchema>['verdict_cache'], baseDir: string, defaultFile: string): VerdictCacheConfig | null {
   if (raw === false || (typeof raw === 'object' && raw.enabled === false)) return null;
   const o = typeof raw === 'object' ? raw : {};
   return {
-    path: path.resolve(baseDir, o.path ?? DEFAULT_VERDICT_CACHE_FILE),
+    path: o.path !== undefined ? path.resolve(baseDir, o.path) : defaultFile,
     maxEntries: o.max_entries ?? VERDICT_STORE_LIMITS.defaultMaxEntries,
     maxBytes: o.max_bytes ?? VERDICT_STORE_LIMITS.defaultMaxBytes,
     // the content-hash verdict (src/inspect/content-verdict.ts): on with the cache unless `by_content: false`
@@ -489,10 +493,14 @@ function verdictCacheConfig(raw: z.output<typeof inspectSchema>['verdict_cache']
   };
 }
 
-/** Default `inspect.verdict_cache.path`, relative to the config file's directory. */
-export const DEFAULT_VERDICT_CACHE_FILE = 'var/state/verdicts.sqlite';
+/**
+ * The file name of the default `inspect.verdict_cache.path` (and `collector.content_verdicts.path`),
+ * in the state directory, the directory of `block_list_file` (default var/state/ beside the config):
+ * where a packaged postern may write, as for the block list and postern.pid.
+ */
+export const VERDICT_CACHE_FILE_NAME = 'verdicts.sqlite';
 
-function normaliseListener(l: RawListener, baseDir: string, limitDefaults: SessionLimits): ListenerConfig {
+function normaliseListener(l: RawListener, baseDir: string, limitDefaults: SessionLimits, verdictFile: string): ListenerConfig {
   const tlsRaw = l.tls;
   const tls: ListenerConfig['tls'] = {
     mode: tlsRaw.mode as ClientTlsMode,
@@ -525,7 +533,7 @@ function normaliseListener(l: RawListener, baseDir: string, limitDefaults: Sessi
       vetOnEnvelope: l.inspect?.vet_on_envelope ?? 'auto',
       cacheMemoryBytes: l.inspect?.cache_memory_bytes ?? DEFAULT_INSPECT.cacheMemoryBytes,
       keepaliveMs: l.inspect?.keepalive_ms ?? DEFAULT_INSPECT.keepaliveMs,
-      verdictCache: verdictCacheConfig(l.inspect?.verdict_cache, baseDir),
+      verdictCache: verdictCacheConfig(l.inspect?.verdict_cache, baseDir, verdictFile),
     },
     edge: normaliseListenerEdge(l, listenerName(l)),
   };
@@ -554,6 +562,8 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     ...defined({ memoryBudgetBytes: gl.memory_budget_bytes }),
   };
   const sessionDefaults = sessionLimits(DEFAULT_SESSION_LIMITS, gl);
+  // the verdict cache's default file: in the state directory (beside block_list_file)
+  const verdictFile = stateFile(raw, baseDir, VERDICT_CACHE_FILE_NAME);
 
   let scanner: ScannerConfig | null = null;
   if (raw.scanner && raw.scanner !== 'none') {
@@ -610,8 +620,8 @@ function normalise(raw: RawConfig, file: string, baseDir: string): PosternConfig
     spam,
     limits,
     ...(raw.workers !== undefined ? { workers: raw.workers } : {}),
-    listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults), scanner, spam)),
-    ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir) } : {}),
+    listeners: (raw.listeners ?? []).map((l) => withSpamHold(normaliseListener(l, baseDir, sessionDefaults, verdictFile), scanner, spam)),
+    ...(raw.collector ? { collector: normaliseCollector(raw.collector, baseDir, verdictFile) } : {}),
     ...(raw.admin ? { admin: normaliseAdmin(raw.admin, baseDir) } : {}),
     ...(raw.alarms ? { alarms: normaliseAlarms(raw.alarms, baseDir) } : {}),
     edge: normaliseEdge(raw, baseDir),

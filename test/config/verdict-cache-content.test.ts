@@ -2,11 +2,10 @@
  * `inspect.verdict_cache.by_content` / `by_content_max_entries` (src/config/schema.ts): the switch
  * of the content-hash verdict (src/inspect/content-verdict.ts), on by default with the verdict cache.
  */
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DEFAULT_CONTENT_VERDICTS_FILE } from '../../src/config/collector.js';
 import { parseConfigText } from '../../src/config/load.js';
-import { DEFAULT_VERDICT_CACHE_FILE } from '../../src/config/schema.js';
 import { VERDICT_STORE_LIMITS } from '../../src/limits.js';
 import { tempDir } from './helpers.js';
 
@@ -29,8 +28,23 @@ describe('inspect.verdict_cache.by_content', () => {
     expect(cacheOf(withInspect('    inspect: { verdict_cache: false }\n'))).toBeNull();
   });
 
-  it("the collector's content verdicts default to the listeners' verdict cache file (both share what was judged)", () => {
-    expect(DEFAULT_CONTENT_VERDICTS_FILE).toBe(DEFAULT_VERDICT_CACHE_FILE);
+  it("the default file is in the state directory (beside block_list_file), the collector's content verdicts too (both share what was judged); a path given is the config's", () => {
+    const collector =
+      'collector:\n  delivery: { protocol: lmtp, host: mail.local }\n  accounts:\n    - { name: a, protocol: pop3, host: pop.example.test, username: u, password_file: pw, mode: user, recipient: u@example.test }\n';
+    writeFileSync(path.join(tmp.dir, 'pw'), 'secret\n', { mode: 0o600 });
+    const files = (text: string) => {
+      const c = parseConfigText(text, path.join(tmp.dir, 'p.yaml'));
+      return [c.listeners[0]!.inspect.verdictCache!.path, c.collector!.contentVerdicts!.path];
+    };
+    // the packaged unit writes only under /var/lib/postern: the default followed /etc/postern before
+    expect(files(withInspect('') + collector)).toEqual([path.join(tmp.dir, 'var/state/verdicts.sqlite'), path.join(tmp.dir, 'var/state/verdicts.sqlite')]);
+    expect(files(`block_list_file: /var/lib/postern/state/blocks.sqlite\n${withInspect('')}${collector}`)).toEqual([
+      '/var/lib/postern/state/verdicts.sqlite',
+      '/var/lib/postern/state/verdicts.sqlite',
+    ]);
+    expect(
+      files(`block_list_file: /var/lib/postern/state/blocks.sqlite\n${withInspect('    inspect: { verdict_cache: { path: v/c.sqlite } }\n')}${collector}`),
+    ).toEqual([path.join(tmp.dir, 'v/c.sqlite'), '/var/lib/postern/state/verdicts.sqlite']);
   });
 
   it('refuses a bound below 1 or a non-boolean switch', () => {
