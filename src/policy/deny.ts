@@ -9,19 +9,73 @@ export type TemplateVars = Partial<
   Record<'reason' | 'filename' | 'type' | 'virus' | 'action' | 'policy' | 'rule' | 'message_id' | 'subject' | 'sender' | 'recovery' | 'part', string>
 >;
 
-/** Values come from the (hostile) message: no control characters, no line breaks, bounded length. */
-export function cleanVar(v: string | undefined): string {
-  if (v === undefined || v === '') return '-';
-  // eslint-disable-next-line no-control-regex
-  let s = v.replace(/[\x00-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
-  if (s.length > MAX_TEMPLATE_VALUE) s = s.slice(0, MAX_TEMPLATE_VALUE) + '...';
-  return s || '-';
+/**
+ * Variables whose value is (or can quote) text of the message: the sender wrote it, so the notice
+ * shows it in double quotes and it cannot read as postern's own words. {reason} quotes archive
+ * member names. {type} is a MIME token (no spaces), the others are postern's or a scanner's.
+ */
+const QUOTED_VARS: ReadonlySet<string> = new Set(['filename', 'subject', 'sender', 'message_id', 'reason']);
+
+/** Code points of {filename}'s end kept when it is cut, so the reader still sees the extension. */
+const FILENAME_TAIL = 40;
+
+/** Invisible and reordering characters: format (bidi controls, zero-width, U+FEFF, U+2060-U+2064...) and lone surrogates. */
+const INVISIBLE = /[\p{Cf}\p{Bidi_Control}\p{Cs}]/gu;
+/** Controls and line/paragraph separators (CR, LF, U+0085, U+2028, U+2029...): one space per run. */
+const BREAKS = /[\p{Cc}\p{Zl}\p{Zp}]+/gu;
+/**
+ * A space-separated word a mail client could turn into a link: a URI scheme followed by more text
+ * (`https://`, `mailto:x`, `file:`, `data:`, `javascript:`, any `scheme:`), a `www.` or `ftp.` host,
+ * or a dotted host followed by a path (`evil.example/r`).
+ */
+const LINKABLE = /[a-z][a-z0-9+.-]*:\S|(?<![a-z0-9-])(?:www\d*|ftp)\.|[\p{L}\p{N}-]+(?:\.[\p{L}\p{N}-]+)+\//iu;
+/** Double quotes and their look-alikes: escaped inside a quoted value so none can close it. */
+const QUOTES = /[\\"\u02BA\u02DD\u201C-\u201F\u2033\u2036\u275D\u275E\u2E42\u301D-\u301F\uFF02]/gu;
+
+/**
+ * Defangs every word that could become a link: each `.` becomes `[.]` and each `:` but one ending the
+ * word becomes `[:]` (`https://evil.example/r` reads `https[:]//evil[.]example/r`). Words are split at ASCII spaces
+ * only, so no other space can hide a part of a link from this.
+ */
+export function defang(s: string): string {
+  return s.replace(/[^ ]+/g, (w) => (LINKABLE.test(w) ? w.replace(/\.|:(?!$)/g, '[$&]') : w));
 }
 
+/**
+ * Values come from the (hostile) message: no control, format, bidi or line-separator characters,
+ * no linkable URL, bounded length (MAX_TEMPLATE_VALUE code points, cut on a code point boundary and
+ * marked `...`; {filename} keeps its end so the extension stays visible). `quote`: the value is
+ * put in double quotes, `\` and double quotes inside it escaped with `\`; `wrap`: the quotes are
+ * added (a template that writes `"{subject}"` has them already).
+ */
+export function cleanVar(v: string | undefined, opts: { quote?: boolean; wrap?: boolean; tail?: number } = {}): string {
+  if (v === undefined || v === '') return '-';
+  const s = v.replace(INVISIBLE, '').replace(BREAKS, ' ').trim();
+  if (s === '') return '-';
+  const cps = Array.from(s);
+  const tail = Math.min(opts.tail ?? 0, MAX_TEMPLATE_VALUE);
+  const kept =
+    cps.length > MAX_TEMPLATE_VALUE
+      ? `${cps.slice(0, MAX_TEMPLATE_VALUE - tail).join('')}...${cps.slice(cps.length - tail, tail > 0 ? undefined : 0).join('')}`
+      : s;
+  // defanged after the cut, so no cut (nor its `...`) can leave a linkable word behind
+  const out = defang(kept);
+  if (!opts.quote) return out;
+  const q = out.replace(QUOTES, '\\$&');
+  return opts.wrap === false ? q : `"${q}"`;
+}
+
+/**
+ * Fills `{name}` with the cleaned value. Values the sender wrote are shown quoted (see QUOTED_VARS),
+ * so operator-written templates need no change; a template's own `"{name}"` is not quoted twice.
+ */
 export function renderTemplate(tpl: string, vars: TemplateVars): string {
-  return tpl.replace(/\{([a-z_]+)\}/g, (all, name: string) =>
-    Object.hasOwn(vars, name) ? cleanVar(vars[name as keyof TemplateVars]) : all === '{}' ? all : cleanVar(undefined),
-  );
+  return tpl.replace(/\{([a-z_]+)\}/g, (all, name: string, at: number) => {
+    if (!Object.hasOwn(vars, name)) return all === '{}' ? all : cleanVar(undefined);
+    const quote = QUOTED_VARS.has(name);
+    const wrap = !(tpl[at - 1] === '"' && tpl[at + all.length] === '"');
+    return cleanVar(vars[name as keyof TemplateVars], { quote, wrap, tail: name === 'filename' ? FILENAME_TAIL : 0 });
+  });
 }
 
 /**

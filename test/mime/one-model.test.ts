@@ -412,10 +412,12 @@ describe('a notice never delivers what the scanner found', () => {
     expect(r.output.toString('latin1')).toContain('Subject: [postern] message blocked');
   });
 
-  it('EICAR as the name of a uuencoded file: the name is not quoted in the notice', async () => {
+  it('EICAR as the name of a uuencoded file: the notice never repeats the signature', async () => {
     const msg = withPart('Content-Type: text/plain', uuencode(EXE, `${EICAR.toString('latin1')}.exe`));
     const r = await inspectMessage(msg, defaultPolicy(), {}, { scanner: scanner() });
-    expect(r.verdict.status).toBe('blocked');
+    // the notice quotes the name with its `\` escaped (src/policy/deny.ts), so it no longer carries the
+    // signature and only the part is stripped; a name that did would make the output scan block it
+    expect(r.verdict.status).toBe('changed');
     noEicar(r.output);
   });
 

@@ -195,7 +195,7 @@ deny_messages:
     ]);
     for (const h of ['From: Alice Example <alice@example.test>', 'References: <o@x> <p@x>', 'Message-ID: <fixture-1@example.test>']) expect(head).toContain(h);
     expect(body).toBe(
-      `Blocked cat.jpg (image/jpeg (detected application/x-msdownload)) from Alice Example <alice@example.test>: detected type application/x-msdownload (declared image/jpeg) not allowed. Rule content_types.rules[0], policy strict, action block, id <fixture-1@example.test>, subject Test message, virus -, recovery ${recoveryId(raw, 'strict')}\r\n`,
+      `Blocked "cat.jpg" (image/jpeg (detected application/x-msdownload)) from "Alice Example <alice@example.test>": "detected type application/x-msdownload (declared image/jpeg) not allowed". Rule content_types.rules[0], policy strict, action block, id "<fixture-1@example.test>", subject "Test message", virus -, recovery ${recoveryId(raw, 'strict')}\r\n`,
     );
     const mp = await mailparserAttachments(r.output);
     expect(mp.attachments).toEqual([]);
@@ -215,7 +215,7 @@ deny_messages: { strip: "--zz\\n--zz--\\nRemoved {filename} ☠" }
     const py = pythonParts(r.output);
     expect(py.map((x) => x.type)).toEqual(['multipart/mixed', 'text/plain', 'text/plain']);
     const mp = await mailparserAttachments(r.output);
-    expect(mp.parsed.text).toContain('Removed évil.exe ☠');
+    expect(mp.parsed.text).toContain('Removed "évil.exe" ☠');
   });
 });
 
