@@ -111,6 +111,14 @@ export const POP3_LIMITS = {
    */
   maxProtectedOriginals: 10_000,
   /**
+   * How long a change of the protected-originals file waits for the lock other processes (workers)
+   * hold for theirs (`_pop3-protected.json.lock`, proper-lockfile): past it E_PROTECTED_STORE (the
+   * altered message is withheld, a lift is tried again next time).
+   */
+  protectedLockWaitMs: 5_000,
+  /** A lock older than this (its holder died; a holder refreshes it) is taken over. */
+  protectedLockStaleMs: 10_000,
+  /**
    * Longest user name stored as is in a protected-originals entry; a longer one is stored as
    * `sha256:<hex>` of its lower-case form (keeps entries small; no error).
    */

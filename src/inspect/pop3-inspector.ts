@@ -327,7 +327,7 @@ export class Pop3Inspector {
    * Records (or lifts) the protection of message n before it is handed out. Returns an error text
    * when the message must be withheld: altered, original not quarantined, and no record written.
    */
-  private async guard(n: number, uidl: string | null, raw: Buffer, verdict: Verdict): Promise<string | null> {
+  private async guard(n: number, uidl: string | null, raw: Buffer, verdict: Verdict, lifts: boolean): Promise<string | null> {
     if (this.guarded.has(n)) return null;
     const who = this.who;
     const store = this.store;
@@ -361,6 +361,9 @@ export class Pop3Inspector {
       }
       this.deps.log.warn({ event: 'message.protected', msgno: n, uidl, reason: entry.reason }, 'original not quarantined: message protected from DELE');
     } else if (store && who) {
+      // a TOP hands out the header only: the client has no whole copy, so nothing is lifted for it
+      // (attacker's review: a TOP under a policy that now passes the bytes lifted it, and DELE went through)
+      if (!lifts) return null;
       // Delivered unaltered, or its original is in quarantine now: an earlier protection may be lifted.
       try {
         if (await store.hasAny(who.upstream, who.user)) {
@@ -382,7 +385,7 @@ export class Pop3Inspector {
     const raw = unstuff(body);
     const v = await this.sanitised(n, raw, cmd.uidl ?? null);
     if ('error' in v) return v;
-    const refusal = await this.guard(n, cmd.uidl ?? null, raw, v.verdict);
+    const refusal = await this.guard(n, cmd.uidl ?? null, raw, v.verdict, cmd.name === 'RETR');
     if (refusal !== null) return { error: refusal };
     if (cmd.name === 'TOP') {
       const lines = Number(cmd.args[1] ?? 0);

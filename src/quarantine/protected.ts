@@ -12,6 +12,12 @@
  * `127.0.0.1`) or another spelling of the user must not get round the protection; at worst a message
  * elsewhere with the same user name and UIDL is kept too. Lifting is exact (same upstream and user).
  *
+ * Every change is a read-modify-write under a lock shared by all processes (`<file>.lock`, a
+ * directory made by proper-lockfile): with `workers` above 1, two workers recording at once each
+ * wrote what they had read plus their own entry, and one protection was lost while its caller had
+ * been told it was recorded (attacker's review of the POP3 inspector). Reads need no lock: every
+ * write is a rename.
+ *
  * Fail closed: a file that cannot be read or parsed makes every check answer 'unknown' (the caller
  * refuses DELE) and every change fail (the caller withholds the altered message); the file is never
  * overwritten then, so an operator can look at it. The file is re-read whenever it changed on disk, so
@@ -20,6 +26,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import lockfile from 'proper-lockfile';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { POP3_LIMITS } from '../limits.js';
 
@@ -125,6 +132,31 @@ export class ProtectedStore {
     return p;
   }
 
+  /**
+   * Runs `op` (a read-modify-write: sync(), then write()) holding the lock every process takes for a
+   * change; the file is read again under it. Throws E_PROTECTED_STORE when the lock cannot be had
+   * within POP3_LIMITS.protectedLockWaitMs.
+   */
+  private async locked<T>(op: () => Promise<T>): Promise<T> {
+    let release: () => Promise<void>;
+    try {
+      await fs.mkdir(dirname(this.file), { recursive: true, mode: 0o700 });
+      release = await lockfile.lock(this.file, {
+        realpath: false,
+        lockfilePath: `${this.file}.lock`,
+        stale: POP3_LIMITS.protectedLockStaleMs,
+        retries: { retries: Math.ceil(POP3_LIMITS.protectedLockWaitMs / 50), factor: 1, minTimeout: 20, maxTimeout: 50, randomize: true },
+      });
+    } catch (e) {
+      throw this.unavailable(`cannot lock for a change: ${(e as Error).message}`);
+    }
+    try {
+      return await op();
+    } finally {
+      await release().catch(() => undefined);
+    }
+  }
+
   /** Brings `entries` up to date with the file. Throws E_PROTECTED_STORE when it cannot be read or parsed. */
   private async sync(): Promise<ProtectedEntry[]> {
     let sig: string;
@@ -228,35 +260,40 @@ export class ProtectedStore {
   protect(entry: Omit<ProtectedEntry, 'time'> & { time?: string }): Promise<void> {
     const e: ProtectedEntry = { ...entry, user: userKey(entry.user), time: entry.time ?? this.now().toISOString() };
     if (!validEntry(e)) return Promise.reject(new PosternError(ErrorCodes.PROTECTED_STORE, 'invalid protected-originals entry', { upstream: entry.upstream }));
-    return this.serial(async () => {
-      const entries = await this.sync();
-      if (entries.some((x) => x.upstream === e.upstream && sameUser(x.user, e.user) && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256))) return;
-      if (entries.length >= this.maxEntries) {
-        throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, {
-          file: this.file,
-          max: this.maxEntries,
-        });
-      }
-      await this.write([...entries, e]);
-    });
+    return this.serial(() =>
+      this.locked(async () => {
+        const entries = await this.sync();
+        if (entries.some((x) => x.upstream === e.upstream && sameUser(x.user, e.user) && x.uidl === e.uidl && (x.uidl !== null || x.sha256 === e.sha256)))
+          return;
+        if (entries.length >= this.maxEntries) {
+          throw new PosternError(ErrorCodes.PROTECTED_STORE, `protected-originals file ${this.file} is full (${this.maxEntries} entries)`, {
+            file: this.file,
+            max: this.maxEntries,
+          });
+        }
+        await this.write([...entries, e]);
+      }),
+    );
   }
 
   /**
    * Lifts the protection of a message that is now safe to delete (its original was quarantined, or it
-   * was delivered unaltered): the entry with this UIDL, and entries without a UIDL whose original has
-   * this SHA-256. Returns how many entries were removed; throws E_PROTECTED_STORE when the file is unusable.
+   * was delivered unaltered): the entries of these very bytes (this SHA-256) recorded with this UIDL or
+   * without one. Not by UIDL alone: a server that gives two messages one UIDL (Dovecot's `%m`, a UIDL
+   * reused) made a clean message lift an altered one's protection (attacker's review). Returns how
+   * many entries were removed; throws E_PROTECTED_STORE when the file is unusable.
    */
   lift(upstream: string, user: string, uidl: string | null, sha256: string): Promise<number> {
     const u = userKey(user);
-    return this.serial(async () => {
-      const entries = await this.sync();
-      const keep = entries.filter(
-        (e) => !(e.upstream === upstream && sameUser(e.user, u) && ((uidl !== null && e.uidl === uidl) || (e.uidl === null && e.sha256 === sha256))),
-      );
-      if (keep.length === entries.length) return 0;
-      await this.write(keep);
-      return entries.length - keep.length;
-    });
+    return this.serial(() =>
+      this.locked(async () => {
+        const entries = await this.sync();
+        const keep = entries.filter((e) => !(e.upstream === upstream && sameUser(e.user, u) && e.sha256 === sha256 && (e.uidl === null || e.uidl === uidl)));
+        if (keep.length === entries.length) return 0;
+        await this.write(keep);
+        return entries.length - keep.length;
+      }),
+    );
   }
 
   /** Every entry (for tests and operators). Throws E_PROTECTED_STORE when the file is unusable. */

@@ -74,7 +74,7 @@ describe('ProtectedStore', () => {
     expect(onDisk).toMatchObject({ version: 1, entries: [expect.objectContaining({ upstream: 'mail.example.test:110', user: 'alice', uidl: 'uid-1' })] });
   });
 
-  it('keyed by upstream, user and UIDL; protect is idempotent; lift removes by UIDL', async () => {
+  it('keyed by upstream, user and UIDL; protect is idempotent; lift removes by UIDL and the original’s hash', async () => {
     const s = new ProtectedStore({ file: path.join(freshDir(), PROTECTED_FILE_NAME), maxEntries: 10 });
     await s.protect(entry());
     await s.protect(entry());
@@ -91,7 +91,11 @@ describe('ProtectedStore', () => {
     // the user has protected messages and this one's UIDL is unknown: cannot tell
     expect(await s.check('mail.example.test:110', 'alice', null)).toBe('unknown');
     expect(await s.lift('mail.example.test:110', 'alice', 'uid-2', SHA('two'))).toBe(0);
-    expect(await s.lift('mail.example.test:110', 'alice', 'uid-1', SHA('whatever'))).toBe(1);
+    // other bytes under the same UIDL (a server giving two messages one UIDL, or reusing one): the
+    // protection of the altered original stays (attacker's review of the POP3 inspector)
+    expect(await s.lift('mail.example.test:110', 'alice', 'uid-1', SHA('whatever'))).toBe(0);
+    expect(await s.check('mail.example.test:110', 'alice', 'uid-1')).toBe('protected');
+    expect(await s.lift('mail.example.test:110', 'alice', 'uid-1', SHA('one'))).toBe(1);
     expect(await s.check('mail.example.test:110', 'alice', 'uid-1')).toBe('free');
     expect(await s.hasAny('mail.example.test:110', 'alice')).toBe(false);
   });
