@@ -508,11 +508,16 @@ export class CollectorState {
         gone_at: number | null;
       }[];
       const gone = this.db.prepare('UPDATE messages SET gone_at = ? WHERE id = ?');
-      const back = this.db.prepare('UPDATE messages SET gone_at = NULL WHERE id = ?');
+      // A row whose id is listed again after it was gone is not brought back: a server that reuses
+      // ids (a POP3 UIDL given to a new message) had the new message taken for the delivered one and
+      // deleted unsent (attacker's review). Its id is set aside (`<uid>\0gone<row id>`, never listed),
+      // so the message is fetched as new: the same message is recognised by its Message-ID, size and
+      // digest (findSame: its state carries over), another one is collected.
+      const aside = this.db.prepare('UPDATE messages SET uid = ? WHERE id = ?');
       for (const r of rows) {
         const present = r.uidvalidity === uidvalidity && uids.has(r.uid);
         if (!present && r.gone_at === null) gone.run(now, r.id);
-        else if (present && r.gone_at !== null) back.run(r.id);
+        else if (present && r.gone_at !== null) aside.run(`${r.uid}\u0000gone${r.id}`, r.id);
       }
       this.db
         .prepare('DELETE FROM messages WHERE account = ? AND gone_at IS NOT NULL AND gone_at < ?')
