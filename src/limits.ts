@@ -259,6 +259,25 @@ export const DEFAULT_MEMORY_BUDGET_BYTES = 1024 * 1024 * 1024;
 export const SESSION_BASE_MEMORY_BYTES = 64 * 1024;
 
 /**
+ * Implicit-TLS listeners (src/relay/server.ts): connections whose TLS handshake has not finished yet.
+ * They are not sessions (max_sessions and max_sessions_per_client count a connection once its
+ * handshake is done), so they are bounded here, at accept time, before any TLS work: each also
+ * reserves SESSION_BASE_MEMORY_BYTES of the memory budget until its handshake ends either way.
+ */
+export const TLS_HANDSHAKE_LIMITS = {
+  /** A client's TLS handshake must be done this soon after it began (after the PROXY header, if any: that has its own deadline); then the connection is closed (E_PROTOCOL). */
+  timeoutMs: 10_000,
+  /** Connections from one client address still in their TLS handshake; one more is reset at once (E_MAX_SESSIONS_PER_CLIENT). */
+  maxPerClient: 20,
+  /** Connections of all implicit-TLS listeners still in their TLS handshake (or their PROXY header); one more is reset at once (E_MAX_SESSIONS). */
+  maxPending: 1000,
+  /** Failed client handshakes logged at warn per listener and logWindowMs; the rest are only counted (`suppressed` in the next line). Timeouts are logged at debug. */
+  maxLoggedFailures: 20,
+  /** The window of maxLoggedFailures, and of the refused-handshake lines (one per window). */
+  logWindowMs: 10_000,
+} as const;
+
+/**
  * Client input is handed to the session in slices of at most this many bytes, and the unread output
  * is checked between slices: one 64 KiB read of `a CAPABILITY` lines cannot produce 700 KB of
  * replies past the soft bound before reading stops.
@@ -1243,4 +1262,12 @@ export const WORKER_LIMITS = {
   ipcTimeoutMs: 2_000,
   /** On SIGTERM workers get limits.shutdown_grace_ms plus this to exit on their own; then SIGKILL. */
   stopMarginMs: 5_000,
+} as const;
+
+/** The lock held while a CA is checked for, generated and written (src/tls/ca.ts, `<ca.dir>/ca.lock`). */
+export const CA_LOCK_LIMITS = {
+  /** A lock not refreshed for this long is taken over (its holder crashed); key generation takes 0.2-1.2 s. */
+  staleMs: 30_000,
+  /** How long a start waits for another process's lock before it gives up (E_CA; more than the stale time). */
+  waitMs: 60_000,
 } as const;

@@ -16,13 +16,21 @@ import { EdgeGuard } from '../edge/guard.js';
 import { anyContains, canonicalIp, parseIp } from '../edge/ip.js';
 import type { EdgeStateHealth } from '../edge/state.js';
 import { ErrorCodes } from '../errors.js';
-import { CLIENT_CLOSE_GRACE_MS, DEFAULT_MEMORY_BUDGET_BYTES, EDGE_LIMITS, effectiveHoldTimeoutMs, PROXY_LIMITS, SESSION_BASE_MEMORY_BYTES } from '../limits.js';
+import {
+  CLIENT_CLOSE_GRACE_MS,
+  DEFAULT_MEMORY_BUDGET_BYTES,
+  EDGE_LIMITS,
+  effectiveHoldTimeoutMs,
+  PROXY_LIMITS,
+  SESSION_BASE_MEMORY_BYTES,
+  TLS_HANDSHAKE_LIMITS,
+} from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { looksLikeProxy, type ProxyHeader, ProxyHeaderParser } from '../protocol/proxy/parser.js';
 import type { OAuthMechanism } from '../session/oauth.js';
-import type { Session, SessionHost } from '../session/types.js';
+import type { MemoryLease, Session, SessionHost } from '../session/types.js';
 import { tlsFailureHint, tlsFailureReason } from '../tls/alert.js';
-import { serverTlsOptions } from '../tls/contexts.js';
+import { renewedDefaultCredentials, serverTlsOptions } from '../tls/contexts.js';
 import type { LeafMinter } from '../tls/leaf.js';
 import { Connection } from './connection.js';
 import { MemoryBudget } from './memory.js';
@@ -45,6 +53,54 @@ export interface ServerDeps {
   upstreamOAuth?: (listener: ListenerConfig) => ReadonlySet<OAuthMechanism> | null;
   /** Session counters (src/admin/metrics.ts); absent: none kept. */
   metrics?: RelayMetrics;
+  /** Tests: other TLS_HANDSHAKE_LIMITS (a shorter timeout, smaller bounds); absent: the fixed ones. */
+  tlsHandshakeLimits?: Partial<TlsHandshakeLimits>;
+}
+
+/** The bounds of implicit-TLS handshakes in progress (TLS_HANDSHAKE_LIMITS). */
+export type TlsHandshakeLimits = { -readonly [K in keyof typeof TLS_HANDSHAKE_LIMITS]: number };
+
+/**
+ * Log lines a flood would repeat: at most `max` per window of `windowMs`; the rest are only counted,
+ * and the next line logged says how many were left out.
+ */
+class LogWindow {
+  private start = 0;
+  private lines = 0;
+  private dropped = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly windowMs: number,
+  ) {}
+
+  /** null: leave this line out; else how many were left out since the last line logged. */
+  take(now = Date.now()): number | null {
+    if (now - this.start >= this.windowMs) {
+      this.start = now;
+      this.lines = 0;
+    }
+    if (this.lines >= this.max) {
+      this.dropped++;
+      return null;
+    }
+    this.lines++;
+    const d = this.dropped;
+    this.dropped = 0;
+    return d;
+  }
+}
+
+/** An implicit-TLS connection whose handshake has not ended: its memory reservation and client address (once known). */
+interface Handshake {
+  lease: MemoryLease;
+  client: string | null;
+}
+
+/** The raw socket under a TLS socket a tls.Server made of it. */
+function rawOf(sock: tls.TLSSocket): net.Socket | null {
+  const raw = (sock as tls.TLSSocket & { _parent?: unknown })._parent;
+  return raw instanceof net.Socket ? raw : null;
 }
 
 /** What the relay tells a metrics sink: a session admitted, a session ended with its client connection's wire bytes. */
@@ -263,6 +319,67 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     return n;
   });
 
+  // Implicit-TLS connections before their handshake is done are no sessions yet (admit() counts them
+  // once it is): bounded here, in total at accept and per client address once it is known (after a
+  // PROXY header), each holding SESSION_BASE_MEMORY_BYTES of the budget until the handshake ends
+  // (done, failed, timed out or closed). Beyond a bound the connection is reset before any TLS work.
+  const hsLimits: TlsHandshakeLimits = { ...TLS_HANDSHAKE_LIMITS, ...deps.tlsHandshakeLimits };
+  const handshaking = new Map<net.Socket, Handshake>();
+  const handshakingPerClient = new Map<string, number>();
+  const handshakeRefusedLog = new LogWindow(1, hsLimits.logWindowMs);
+  /** The raw connection's handshake is over (whichever way): its count and reservation are returned. */
+  const handshakeEnded = (raw: net.Socket): void => {
+    const h = handshaking.get(raw);
+    if (!h) return;
+    handshaking.delete(raw);
+    h.lease.release();
+    if (h.client === null) return;
+    const n = (handshakingPerClient.get(h.client) ?? 1) - 1;
+    if (n <= 0) handshakingPerClient.delete(h.client);
+    else handshakingPerClient.set(h.client, n);
+  };
+  /** Resets a connection a handshake bound refused; one line per window however many there are. */
+  const refuseHandshake = (raw: net.Socket, where: Record<string, unknown>, code: string, message: string, extra: Record<string, unknown>): void => {
+    handshakeEnded(raw);
+    resetSocket(raw);
+    const dropped = handshakeRefusedLog.take();
+    if (dropped !== null)
+      log.warn(
+        { event: 'session.refused', phase: 'tls_handshake', ...where, err: { code, message }, ...extra, ...(dropped > 0 ? { suppressed: dropped } : {}) },
+        `connection reset: ${message}`,
+      );
+  };
+  /** At accept on an implicit-TLS listener: counted in (true), or reset when the bound or the memory budget is reached. */
+  const handshakeBegins = (raw: net.Socket, where: Record<string, unknown>): boolean => {
+    if (handshaking.size >= hsLimits.maxPending) {
+      refuseHandshake(raw, where, ErrorCodes.MAX_SESSIONS, 'too many TLS handshakes in progress', { limit: hsLimits.maxPending });
+      return false;
+    }
+    const lease = memory.tryReserve(SESSION_BASE_MEMORY_BYTES);
+    if (!lease) {
+      refuseHandshake(raw, where, ErrorCodes.MEMORY_BUDGET, 'memory budget exhausted', { used: memory.used, limit: memory.limitBytes });
+      return false;
+    }
+    handshaking.set(raw, { lease, client: null });
+    raw.once('close', () => handshakeEnded(raw));
+    return true;
+  };
+  /** Once the client's address is known: the per-address bound (true: counted in). */
+  const handshakeFrom = (raw: net.Socket, client: string, where: Record<string, unknown>): boolean => {
+    const h = handshaking.get(raw);
+    if (!h) return !raw.destroyed;
+    const n = handshakingPerClient.get(client) ?? 0;
+    if (n >= hsLimits.maxPerClient) {
+      refuseHandshake(raw, where, ErrorCodes.MAX_SESSIONS_PER_CLIENT, 'too many TLS handshakes in progress from this address', {
+        limit: hsLimits.maxPerClient,
+      });
+      return false;
+    }
+    handshakingPerClient.set(client, n + 1);
+    h.client = client;
+    return true;
+  };
+
   /** Whether address:port reaches a socket this process listens on (a routed login there would loop). */
   const isOwnListener = (address: string, port: number): boolean => {
     const target = parseIp(address);
@@ -414,6 +531,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     const peerPort = raw.remotePort ?? 0;
     const pp = listener.edge?.proxyProtocol ?? null;
     const where = { listener: listener.name, protocol: listener.protocol, peer: `${peer}:${peerPort}` };
+    if (tlsServer && !handshakeBegins(raw, where)) return;
     const proxyFail = (reason: string) => {
       log.warn(
         { event: 'edge.proxy_refused', ...where, err: { code: ErrorCodes.PROXY_PROTOCOL, message: reason } },
@@ -424,6 +542,8 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     const handOn = (adm: EdgeAdmission) => {
       if (raw.destroyed) return;
       if (tlsServer) {
+        if (!handshakeFrom(raw, adm.address, { ...where, client: `${adm.address}:${adm.port}` })) return;
+        renewDefault.get(tlsServer)?.();
         admissions.set(raw, adm);
         tlsServer.emit('connection', raw);
       } else {
@@ -532,31 +652,70 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
   };
 
   const peerOf = new WeakMap<net.Socket, string>();
+  /** Per TLS server: brings its own certificate (what a client without SNI gets) up to the renewed default. */
+  const renewDefault = new WeakMap<tls.Server, () => void>();
+  const renewFailedLog = new LogWindow(1, hsLimits.logWindowMs);
   /**
    * The TLS server of an implicit-TLS listener: it never listens itself, onRaw hands it each raw
    * connection it lets through. Built anew on every reload (a renewed certificate file is read then).
    */
   const makeTlsServer = (listener: ListenerConfig, opts: tls.TlsOptions): tls.Server => {
-    const tlsServer = tls.createServer(opts, (sock) => admit(listener, sock, true));
+    const tlsServer = tls.createServer({ ...opts, handshakeTimeout: hsLimits.timeoutMs }, (sock) => {
+      const raw = rawOf(sock);
+      if (raw) handshakeEnded(raw);
+      admit(listener, sock, true);
+    });
+    // a minted default certificate is renewed by the minter before it expires; the SNI callback asks it
+    // at every handshake, a client without SNI gets the server's own credentials: swapped in here
+    let served = opts.cert;
+    renewDefault.set(tlsServer, () => {
+      try {
+        const next = renewedDefaultCredentials(listener, deps.minter, served);
+        if (!next) return;
+        tlsServer.setSecureContext({ ...opts, ...next });
+        served = next.cert;
+        log.info({ event: 'listener.certificate_renewed', listener: listener.name }, 'default certificate renewed');
+      } catch (err) {
+        if (renewFailedLog.take() !== null)
+          log.error(
+            { event: 'listener.certificate_renew_failed', listener: listener.name, err: logErr(err, ErrorCodes.CA) },
+            'renewing the default certificate failed: the current one is served',
+          );
+      }
+    });
     // the failed TLS socket has lost its peer address by the time tlsClientError fires: noted from the raw socket
     // (behind a PROXY header: the client the header named, as onRaw admitted it)
     tlsServer.on('connection', (raw: net.Socket) => {
       const adm = admissions.get(raw);
       peerOf.set(raw, adm ? `${adm.address}:${adm.port}` : `${raw.remoteAddress ?? 'unknown'}:${raw.remotePort ?? 0}`);
     });
+    const failureLog = new LogWindow(hsLimits.maxLoggedFailures, hsLimits.logWindowMs);
     tlsServer.on('tlsClientError', (err, sock) => {
-      // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate)
+      // with a listener here Node leaves the socket open (a handshake timeout included): closed here
+      const raw = rawOf(sock);
+      const fields = {
+        event: 'client.tls_failed',
+        listener: listener.name,
+        protocol: listener.protocol,
+        client: clientOfTls(sock, peerOf),
+        starttls: false,
+      };
+      sock.destroy();
+      if (raw) handshakeEnded(raw);
       const reason = tlsFailureReason(err);
+      if ((err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
+        log.debug(
+          { ...fields, reason, timeoutMs: hsLimits.timeoutMs, err: logErr(err, ErrorCodes.PROTOCOL) },
+          'client TLS handshake timed out: connection closed',
+        );
+        return;
+      }
+      // at warn: a client that does not trust the CA shows up here (alert unknown ca / bad certificate);
+      // a flood of failures gives maxLoggedFailures lines per window
+      const dropped = failureLog.take();
+      if (dropped === null) return;
       log.warn(
-        {
-          event: 'client.tls_failed',
-          listener: listener.name,
-          protocol: listener.protocol,
-          client: clientOfTls(sock, peerOf),
-          starttls: false,
-          reason,
-          err: logErr(err, ErrorCodes.PROTOCOL),
-        },
+        { ...fields, reason, err: logErr(err, ErrorCodes.PROTOCOL), ...(dropped > 0 ? { suppressed: dropped } : {}) },
         `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
       );
     });
@@ -733,6 +892,8 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
     },
     async close(graceMs = config.limits.shutdownGraceMs) {
       accepting = false;
+      // connections still in their TLS handshake have no session to finish
+      for (const raw of [...handshaking.keys()]) raw.destroy();
       // server.close() only calls back once every connection is gone, so don't wait on it here
       const closed = Promise.all([...bound.values()].map((b) => new Promise<void>((r) => b.server.close(() => r()))));
       const deadline = Date.now() + graceMs;
@@ -753,7 +914,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
 /** The block list in force in this process (the edge state's local view), for the metrics. */
 /** `address:port` of a client TLS socket, from the raw socket under it when the TLS socket has lost it. */
 function clientOfTls(sock: tls.TLSSocket, peerOf: WeakMap<net.Socket, string>): string {
-  const raw = (sock as tls.TLSSocket & { _parent?: unknown })._parent;
-  const noted = raw instanceof net.Socket ? peerOf.get(raw) : undefined;
+  const raw = rawOf(sock);
+  const noted = raw ? peerOf.get(raw) : undefined;
   return noted ?? `${sock.remoteAddress ?? 'unknown'}:${sock.remotePort ?? 0}`;
 }

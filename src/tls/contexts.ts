@@ -63,6 +63,11 @@ export interface ServerTlsHooks {
  * clients that send a stray SNI but check the listener's own name (e.g. connected through an alias
  * listed in `tls.names` with a different SNI) still work. Includes `secureContext` (used by
  * TLSSocket) as well as key/cert (used by tls.Server).
+ *
+ * The SNI callback asks the minter for the default certificate at every handshake (cached, re-minted
+ * before it expires), so a long-running listener never serves an expired one to a client sending SNI.
+ * A client without SNI gets the tls.Server's own key/cert (Node calls SNICallback only for a name):
+ * keep those current with renewedDefaultCredentials.
  */
 export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | null, hooks: ServerTlsHooks = {}): TlsOptions {
   const minVersion = listener.tls.minVersion;
@@ -70,11 +75,12 @@ export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | 
   if (!minter) throw new PosternError(ErrorCodes.CA, `listener ${listener.name}: no certificate configured and no CA to mint one`);
   const defaultNames = defaultCertNames(listener, (n) => minter.permits(n));
   const [defaultName, ...extra] = defaultNames;
+  const defaultContext = (): SecureContext => minter.secureContext(defaultName!, { minVersion, extraNames: extra });
   let defaultLeaf: MintedLeaf;
-  let defaultContext: SecureContext;
+  let context: SecureContext;
   try {
     defaultLeaf = minter.leaf(defaultName!, extra);
-    defaultContext = minter.secureContext(defaultName!, { minVersion, extraNames: extra });
+    context = defaultContext();
   } catch (e) {
     throw new PosternError(ErrorCodes.CA, `listener ${listener.name}: ${(e as Error).message}`);
   }
@@ -82,7 +88,7 @@ export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | 
     ...profileOptions(minVersion),
     key: defaultLeaf.keyPem,
     cert: defaultLeaf.chainPem,
-    secureContext: defaultContext,
+    secureContext: context,
     SNICallback(servername: string, cb: (err: Error | null, ctx?: SecureContext) => void): void {
       const name = normaliseCertName(servername);
       const disposition = name === null ? 'unserved' : sniDisposition(listener, defaultNames, name);
@@ -95,9 +101,35 @@ export function serverTlsOptions(listener: ListenerConfig, minter: LeafMinter | 
         }
       }
       if (disposition !== 'default') hooks.onUnservedName?.(servername);
-      cb(null, defaultContext);
+      let ctx: SecureContext;
+      try {
+        ctx = defaultContext();
+      } catch (e) {
+        cb(e as Error);
+        return;
+      }
+      cb(null, ctx);
     },
   };
+}
+
+/**
+ * The key and certificate chain a tls.Server built from serverTlsOptions(listener, minter) must hold
+ * now to give a client without SNI the listener's current default certificate, or null while
+ * `servedCert` (the chain it holds) is still that one. The minter re-mints the default leaf before it
+ * expires; the server's own credentials are then swapped in with tls.Server#setSecureContext (the
+ * relay asks before each connection it hands the server). Null with an operator certificate: its files
+ * are read again on reload.
+ */
+export function renewedDefaultCredentials(
+  listener: ListenerConfig,
+  minter: LeafMinter | null,
+  servedCert: TlsOptions['cert'],
+): { key: string; cert: string } | null {
+  if ((listener.tls.certFile && listener.tls.keyFile) || !minter) return null;
+  const [defaultName, ...extra] = defaultCertNames(listener, (n) => minter.permits(n));
+  const leaf = minter.leaf(defaultName!, extra);
+  return leaf.chainPem === servedCert ? null : { key: leaf.keyPem, cert: leaf.chainPem };
 }
 
 // Operator cert/key per listener, re-read only when a file changes (the relay asks per STARTTLS).
@@ -149,25 +181,41 @@ function systemCaBundle(): string | null {
   return systemBundle;
 }
 
-// Parsing a few hundred root certificates takes tens of ms: build each trust set once.
-const upstreamContexts = new Map<string, SecureContext>();
+// Parsing a few hundred root certificates takes tens of ms: build each trust set once, and again
+// only when `caFile` changed (another file at the path, or the file rewritten: a reload after a CA
+// was removed from it must stop trusting that CA). One entry per minVersion and path. A file that
+// cannot be read or parsed for a moment (being rewritten) keeps the trust set last built from it
+// and is tried again at the next connection; one that was never read fails (E_CONFIG).
+const upstreamContexts = new Map<string, { stamp: string; ctx: SecureContext }>();
 
 function upstreamContext(tls: UpstreamTlsConfig): SecureContext {
   const key = `${tls.minVersion}\0${tls.caFile ?? ''}`;
-  let ctx = upstreamContexts.get(key);
-  if (ctx) return ctx;
+  const hit = upstreamContexts.get(key);
+  let stamp = '';
+  let extra: string | null = null;
+  if (tls.caFile) {
+    try {
+      const st = statSync(tls.caFile);
+      stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+      if (hit && hit.stamp === stamp) return hit.ctx;
+      extra = readFileSync(tls.caFile, 'utf8');
+    } catch (e) {
+      if (hit) return hit.ctx;
+      throw new PosternError(ErrorCodes.CONFIG, `cannot read upstream CA file ${tls.caFile}: ${(e as Error).message}`);
+    }
+  } else if (hit) return hit.ctx;
   const ca: string[] = [...rootCertificates];
   const sys = systemCaBundle();
   if (sys) ca.push(sys);
-  if (tls.caFile) {
-    try {
-      ca.push(readFileSync(tls.caFile, 'utf8'));
-    } catch (e) {
-      throw new PosternError(ErrorCodes.CONFIG, `cannot read upstream CA file ${tls.caFile}: ${(e as Error).message}`);
-    }
+  if (extra !== null) ca.push(extra);
+  let ctx: SecureContext;
+  try {
+    ctx = createSecureContext({ ...profileOptions(tls.minVersion, 'client'), ca });
+  } catch (e) {
+    if (hit) return hit.ctx;
+    throw new PosternError(ErrorCodes.CONFIG, `cannot use upstream CA file ${tls.caFile}: ${(e as Error).message}`);
   }
-  ctx = createSecureContext({ ...profileOptions(tls.minVersion), ca });
-  upstreamContexts.set(key, ctx);
+  upstreamContexts.set(key, { stamp, ctx });
   return ctx;
 }
 

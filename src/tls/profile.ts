@@ -13,7 +13,11 @@
  * - Signature algorithms: no SHA-1 and no MD5 (OpenSSL already refuses them at its default security
  *   level in TLS 1.2; listed here so it does not depend on how Node or the system OpenSSL is built).
  * - Cipher order: the client's (Mozilla: every suite is good, let the client pick what is fast for it).
+ * - Server side (listeners): no renegotiation (SSL_OP_NO_RENEGOTIATION). TLS 1.3 has none; a TLS 1.2
+ *   client's renegotiation request is refused (a `no_renegotiation` alert), so a client cannot make
+ *   postern redo handshakes on one connection (each costs a private-key operation).
  */
+import { constants } from 'node:crypto';
 import type { SecureContextOptions } from 'node:tls';
 
 export const TLS12_CIPHERS = [
@@ -46,11 +50,16 @@ export const SIGALGS = [
   'rsa_pkcs1_sha512',
 ].join(':');
 
+/** OpenSSL options of the server side (listeners): no client-initiated renegotiation. */
+export const SERVER_SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION;
+
 /**
  * Options for tls.createSecureContext on either side. Node splits `ciphers` itself: `TLS_*` names
- * set the TLS 1.3 suites, the others the TLS 1.2 list.
+ * set the TLS 1.3 suites, the others the TLS 1.2 list. `side` is the side postern plays: `server`
+ * (the default: listeners, minted leaves) adds SERVER_SECURE_OPTIONS; `client` (upstream connections)
+ * leaves OpenSSL's options as they are.
  */
-export function profileOptions(minVersion: 'TLSv1.2' | 'TLSv1.3'): SecureContextOptions {
+export function profileOptions(minVersion: 'TLSv1.2' | 'TLSv1.3', side: 'server' | 'client' = 'server'): SecureContextOptions {
   return {
     minVersion,
     maxVersion: 'TLSv1.3',
@@ -58,5 +67,6 @@ export function profileOptions(minVersion: 'TLSv1.2' | 'TLSv1.3'): SecureContext
     ecdhCurve: ECDH_CURVES,
     sigalgs: SIGALGS,
     honorCipherOrder: false,
+    ...(side === 'server' ? { secureOptions: SERVER_SECURE_OPTIONS } : {}),
   };
 }
