@@ -13,12 +13,18 @@
  *
  * Up to `concurrency` connections are kept open and reused; a reused connection the server closed
  * meanwhile is replaced once, before any byte of the message was sent.
+ *
+ * AUTH never goes out in clear: with `auth`, STARTTLS is required whatever `starttls` says, except
+ * `starttls: none` to a loopback host (the config check refuses it for any other host, and so does the
+ * constructor). A server whose EHLO lacks STARTTLS (or an attacker who stripped it) fails the
+ * connection before any credential is sent: the delivery fails, the message stays upstream.
  */
 
 import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { loopbackDeliveryHost } from '../config/collector.js';
 import type { CollectorDeliveryConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { smtpConnectionClass } from '../lazy-nodemailer.js';
@@ -93,11 +99,20 @@ export class SmtpDelivery implements Delivery {
   private waiters: (() => void)[] = [];
   private closed = false;
   private readonly tlsOptions: ReturnType<typeof upstreamTlsOptions> | undefined;
+  /** STARTTLS must succeed before anything else: `required`, or `auth` over anything but `none`. */
+  private readonly requireTls: boolean;
 
   constructor(
     private readonly cfg: CollectorDeliveryConfig,
     private readonly secret: SecretReader,
   ) {
+    if (cfg.auth && cfg.starttls === 'none' && !loopbackDeliveryHost(cfg.host)) {
+      throw new PosternError(
+        ErrorCodes.COLLECTOR_DELIVERY,
+        `collector.delivery: auth with starttls "none" would send the password in clear to ${cfg.host}; use starttls "required" (plaintext AUTH only to a loopback host)`,
+      );
+    }
+    this.requireTls = cfg.starttls === 'required' || (cfg.auth !== undefined && cfg.starttls !== 'none');
     this.tlsOptions =
       cfg.starttls === 'none'
         ? undefined
@@ -132,7 +147,7 @@ export class SmtpDelivery implements Delivery {
       lmtp: c.protocol === 'lmtp',
       secure: false,
       ignoreTLS: c.starttls === 'none',
-      requireTLS: c.starttls === 'required',
+      requireTLS: this.requireTls,
       opportunisticTLS: false,
       name: c.helo,
       connectionTimeout: c.timeoutMs,
@@ -149,7 +164,11 @@ export class SmtpDelivery implements Delivery {
         if (settled) return;
         settled = true;
         conn.close();
-        reject(this.failure(err, 'connect'));
+        if (err.code === 'ETLS' && c.auth) {
+          reject(this.failure(err, 'STARTTLS', '; delivery.auth is sent only over TLS, so nothing was sent'));
+          return;
+        }
+        reject(this.failure(err, err.code === 'ETLS' ? 'STARTTLS' : 'connect'));
       };
       conn.once('error', early);
       conn.connect((err) => {
@@ -162,6 +181,11 @@ export class SmtpDelivery implements Delivery {
           settled = true;
           conn.off('error', early);
           resolve(conn);
+          return;
+        }
+        // belt and braces: requireTLS above already failed a connection without STARTTLS
+        if (!conn.secure && !(c.starttls === 'none' && loopbackDeliveryHost(c.host))) {
+          early(Object.assign(new Error('the connection is not encrypted (no STARTTLS)'), { code: 'ETLS' }));
           return;
         }
         let pass: string;
@@ -188,11 +212,11 @@ export class SmtpDelivery implements Delivery {
     });
   }
 
-  private failure(err: NodemailerError, stage: string): PosternError {
+  private failure(err: NodemailerError, stage: string, note = ''): PosternError {
     const reply = err.response ? `: ${bounded(err.response)}` : '';
     return new PosternError(
       ErrorCodes.COLLECTOR_DELIVERY,
-      `${this.cfg.protocol} ${this.cfg.host}:${this.cfg.port} ${stage} failed (${err.code ?? 'error'})${reply || `: ${bounded(err.message)}`}`,
+      `${this.cfg.protocol} ${this.cfg.host}:${this.cfg.port} ${stage} failed (${err.code ?? 'error'})${reply || `: ${bounded(err.message)}`}${note}`,
     );
   }
 

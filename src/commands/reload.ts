@@ -5,8 +5,16 @@
  * and removes it when it stops. The outcome is in serve's log (`config.reloaded` /
  * `config.reload_failed`); the caller checks the config first (src/cli.ts), so a broken file is
  * reported here and nothing is signalled.
+ *
+ * A pid file left by a serve that did not stop cleanly (SIGKILL, OOM, power loss) may name a pid that
+ * an unrelated process has by now: reload signals only a process whose command line is a postern
+ * serve (isPosternServeArgv: node running bin/postern.js or dist/cli.js with `serve`, or scripts/start.mjs) and
+ * refuses any other. The temp file of writePidFile has an unpredictable name and is created with
+ * O_EXCL (never through a planted file or symlink); a state directory postern creates is 0700.
  */
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, fchmodSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { PosternConfig } from '../config/types.js';
 
@@ -19,12 +27,78 @@ export function pidFilePath(config: PosternConfig): string | null {
   return f ? path.join(path.dirname(f), PID_FILE_NAME) : null;
 }
 
-/** Writes `pid\n` (0644) atomically (temp file + rename). Throws on failure. */
+/**
+ * Writes `pid\n` (0644) atomically: a new temp file (random name, O_EXCL: an existing file or symlink
+ * there fails it instead of being followed), then rename. The state directory, when missing, is
+ * created 0700 (as the block list does, src/edge/block-store.ts). Throws on failure.
+ */
 export function writePidFile(file: string, pid = process.pid): void {
-  mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${pid}.tmp`;
-  writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
-  renameSync(tmp, file);
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const tmp = `${file}.${pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(tmp, 'wx', 0o644);
+  try {
+    try {
+      writeSync(fd, `${pid}\n`);
+      fchmodSync(fd, 0o644); // readable whatever the umask
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, file);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // renamed or gone
+    }
+    throw e;
+  }
+}
+
+/** The basename of node's binary as it shows in argv[0]: node, nodejs, node20, node.exe. */
+const NODE_BINARY = /^node(js)?[0-9.]*(\.exe)?$/i;
+/** postern's entry points: bin/postern.js, an npm bin link `postern`, dist/cli.js (or src/cli.ts under a loader). */
+const POSTERN_ENTRY = /^(postern(\.[cm]?js)?|cli\.[cm]?[jt]s)$/;
+
+/**
+ * True when `argv` (a process's command line) is a postern serve: node running postern's entry
+ * point followed by `serve` (`node /opt/postern/bin/postern.js serve --config ...`, as
+ * packaging/postern.service and the container start it), or scripts/start.mjs (`npm start`).
+ */
+export function isPosternServeArgv(argv: readonly string[]): boolean {
+  if (argv.length < 2) return false;
+  const base = (a: string) => a.slice(a.lastIndexOf('/') + 1);
+  if (!NODE_BINARY.test(base(argv[0]!)) && base(argv[0]!) !== base(process.execPath)) return false;
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (/(^|\/)scripts\/start\.mjs$/.test(a)) return true;
+    if (POSTERN_ENTRY.test(base(a))) return argv.slice(i + 1).includes('serve');
+  }
+  return false;
+}
+
+/**
+ * The command line of a live process: /proc/<pid>/cmdline on Linux (`ps -o args=` elsewhere, split
+ * at spaces); null when it cannot be read (another user's process under hidepid, a zombie, gone).
+ */
+export function processArgv(pid: number): string[] | null {
+  if (process.platform === 'linux') {
+    let raw: Buffer;
+    try {
+      raw = readFileSync(`/proc/${pid}/cmdline`);
+    } catch {
+      return null;
+    }
+    if (raw.length === 0) return null;
+    const args = raw.toString('utf8').split('\0');
+    if (args.at(-1) === '') args.pop();
+    return args;
+  }
+  try {
+    const out = execFileSync('ps', ['-o', 'args=', '-p', String(pid)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 }).trim();
+    return out ? out.split(/\s+/) : null;
+  } catch {
+    return null;
+  }
 }
 
 /** The pid in a pid file; null when absent or not a pid. */
@@ -56,6 +130,8 @@ export interface ReloadIo {
   stderr(s: string): void;
   /** process.kill (tests replace it). */
   kill?: (pid: number, signal: NodeJS.Signals | 0) => void;
+  /** processArgv (tests replace it). */
+  argv?: (pid: number) => string[] | null;
 }
 
 /** Signals the serve named by the pid file. Exit code: 0 signalled, 1 no running serve found. */
@@ -79,6 +155,24 @@ export function reloadCommand(config: PosternConfig, io: ReloadIo): number {
       io.stderr(`postern: the pid file ${file} names pid ${pid}, which is not running (a stale file)\n`);
       return 1;
     }
+  }
+  // a stale file's pid may belong to an unrelated process by now: signal only a postern serve
+  const argv = (io.argv ?? processArgv)(pid);
+  if (argv === null) {
+    io.stderr(
+      `postern: the pid file ${file} names pid ${pid}, whose command line cannot be read, so it cannot be checked to be postern serve: nothing signalled; send SIGHUP to serve yourself\n`,
+    );
+    return 1;
+  }
+  if (!isPosternServeArgv(argv)) {
+    const shown = argv
+      .join(' ')
+      .replace(/[^\x20-\x7e]/g, '?')
+      .slice(0, 200);
+    io.stderr(
+      `postern: the pid file ${file} names pid ${pid}, which is not postern serve (it runs: ${shown}): a stale file; nothing signalled (remove ${file}, or send SIGHUP to serve yourself)\n`,
+    );
+    return 1;
   }
   try {
     kill(pid, 'SIGHUP');

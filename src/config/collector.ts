@@ -4,6 +4,7 @@
  * src/config/schema.ts plugs these into the main schema, so every problem is located like the rest
  * (file:line:column and key path).
  */
+import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
@@ -238,6 +239,20 @@ function mailboxNames(a: RawAccount): string[] {
   return names;
 }
 
+/**
+ * A delivery host to which AUTH may go out without TLS (`starttls: none`): 127.0.0.0/8, ::1 (also
+ * IPv4-mapped) and `localhost`, as schema.ts isLoopbackHost (not imported: schema.ts imports this file).
+ */
+export function loopbackDeliveryHost(host: string): boolean {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h.startsWith('::ffff:')) h = h.slice(7);
+  if (isIP(h) === 4) return h.split('.')[0] === '127';
+  if (isIP(h) === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
+  return false;
+}
+
 /** The cross-key rules of the section; `at` prefixes each path with `collector`. */
 export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue): void {
   const at = (...p: (string | number)[]) => ['collector', ...p];
@@ -251,6 +266,14 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
   if (dca) issue(at('delivery', 'ca_file'), `CA file ${dca}`);
   if (d.starttls === 'none' && (d.ca_file !== undefined || d.verify !== undefined || d.servername !== undefined)) {
     issue(at('delivery', 'starttls'), 'verify/ca_file/servername given but starttls is "none"');
+  }
+  // AUTH never goes out in clear (src/collector/delivery.ts): with auth, STARTTLS is required unless
+  // starttls is "none", which is only accepted to a loopback server (a local MTA on 127.0.0.1 / ::1)
+  if (d.auth && d.starttls === 'none' && !loopbackDeliveryHost(d.host)) {
+    issue(
+      at('delivery', 'starttls'),
+      `auth with starttls "none" would send the password in clear to ${d.host}: use starttls "required" (plaintext AUTH is accepted only to a loopback host)`,
+    );
   }
 
   const names = new Map<string, number>();
@@ -391,7 +414,9 @@ export function normaliseCollector(raw: RawCollector, baseDir: string, verdictFi
     protocol: d.protocol,
     host: d.host,
     port: d.port ?? (d.protocol === 'lmtp' ? DEFAULT_LMTP_PORT : DEFAULT_SMTP_PORT),
-    starttls: d.starttls ?? 'optional',
+    // with auth, the default is `required`: the credentials never go out in clear (an explicit
+    // `optional` with auth behaves as `required`, see src/collector/delivery.ts)
+    starttls: d.starttls ?? (d.auth ? 'required' : 'optional'),
     verify: d.verify ?? true,
     helo: d.helo ?? (osHostname() || 'localhost'),
     concurrency: d.concurrency ?? COLLECTOR_LIMITS.defaultDeliveryConcurrency,

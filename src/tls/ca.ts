@@ -7,13 +7,29 @@
  */
 
 import { createPrivateKey, generateKeyPairSync, type KeyObject, X509Certificate } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  constants as fsConstants,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  type Stats,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import lockfile from 'proper-lockfile';
 import { constraintsFromEntries, describeNameConstraints, type NameConstraints, sameConstraints } from '../config/name-constraints.js';
 import type { CaConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { CA_LOCK_LIMITS } from '../limits.js';
 import { logErr } from '../log/logger.js';
 import { buildCertificate, type IssuerInfo, issuerInfoFromCert, nameConstraintsExtension, readNameConstraints } from './x509.js';
 
@@ -22,6 +38,11 @@ export const CA_KEY_FILE = 'ca.key';
 export const CA_VALIDITY_YEARS = 10;
 /** Mode of a CA directory postern creates: ca.crt must be readable by the users who import it. */
 export const CA_DIR_MODE = 0o755;
+/**
+ * The cross-process lock (proper-lockfile: a directory, created atomically) held while a CA is checked
+ * for, generated and written: two processes starting on an empty ca.dir create one CA, not two.
+ */
+export const CA_LOCK_FILE = 'ca.lock';
 
 export class CertAuthority {
   readonly certPem: string;
@@ -135,8 +156,61 @@ function writeFileAtomic(file: string, data: string, mode: number): void {
   }
 }
 
+/** Creates cfg.dir (0755, see initCa) when missing; an existing directory is the operator's and is left alone. */
+function ensureCaDir(cfg: CaConfig): void {
+  const createdDir = !existsSync(cfg.dir);
+  mkdirSync(cfg.dir, { recursive: true, mode: CA_DIR_MODE });
+  if (createdDir) chmodSync(cfg.dir, CA_DIR_MODE);
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Runs `fn` holding the CA lock (CA_LOCK_FILE in cfg.dir, created first), waiting for another
+ * process's lock up to CA_LOCK_LIMITS.waitMs. Synchronous (serve opens the CA before anything runs): the
+ * lock is released before the event loop could refresh it, so `fn` must stay well under the stale time.
+ */
+function withCaLock<T>(cfg: CaConfig, fn: () => T): T {
+  ensureCaDir(cfg);
+  const lockPath = path.join(cfg.dir, CA_LOCK_FILE);
+  const deadline = Date.now() + CA_LOCK_LIMITS.waitMs;
+  let release: () => void;
+  for (;;) {
+    try {
+      release = lockfile.lockSync(cfg.dir, { lockfilePath: lockPath, stale: CA_LOCK_LIMITS.staleMs, realpath: false });
+      break;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ELOCKED') throw caError(`cannot lock ${lockPath} to create the CA: ${(e as Error).message}`, { file: lockPath });
+      if (Date.now() >= deadline) {
+        throw caError(
+          `another process holds ${lockPath} (creating the CA) for more than ${CA_LOCK_LIMITS.waitMs / 1000} s; if no postern is running, remove it (rmdir ${lockPath})`,
+          { file: lockPath },
+        );
+      }
+      sleepSync(50 + Math.floor(Math.random() * 50));
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    try {
+      release();
+    } catch {
+      /* already released or taken over: the CA files are written either way */
+    }
+  }
+}
+
 /** Creates a new CA in cfg.dir. Refuses to replace an existing ca.crt / ca.key unless `force`. */
 export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAuthority {
+  return withCaLock(cfg, () => createCa(cfg, opts));
+}
+
+/** initCa's work, under the lock. */
+function createCa(cfg: CaConfig, opts: { force?: boolean }): CertAuthority {
   const files = caPaths(cfg);
   if (!opts.force) {
     const existing = [files.certFile, files.keyFile].filter((f) => existsSync(f));
@@ -146,12 +220,9 @@ export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAutho
       });
     }
   }
-  // 0755: ca.crt (0644) is the file users import, so the directory must be searchable by them;
-  // only ca.key is private (0600). A directory created here is chmod'ed (the umask may have removed
-  // bits); an existing one is the operator's and is left alone.
-  const createdDir = !existsSync(cfg.dir);
-  mkdirSync(cfg.dir, { recursive: true, mode: CA_DIR_MODE });
-  if (createdDir) chmodSync(cfg.dir, CA_DIR_MODE);
+  // the directory (withCaLock, ensureCaDir) is 0755: ca.crt (0644) is the file users import, so the
+  // directory must be searchable by them; only ca.key is private (0600). A directory created there
+  // is chmod'ed (the umask may have removed bits); an existing one is the operator's and is left alone.
 
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const now = Date.now();
@@ -189,26 +260,54 @@ export function initCa(cfg: CaConfig, opts: { force?: boolean } = {}): CertAutho
   return new CertAuthority(built.pem, keyPem, files);
 }
 
-/** Loads the CA from cfg.dir; PosternError E_CA when missing or unusable. */
+/**
+ * Why the CA key file `keyFile` (its fstat) must not be used, or null: any permission for group or
+ * others (it signs certificates every client trusts), not a regular file, or owned by another user
+ * than the process (`euid`; undefined where there are no uids) unless the process runs as root.
+ */
+export function caKeyFileProblem(keyFile: string, st: Pick<Stats, 'mode' | 'uid' | 'isFile'>, euid: number | undefined): string | null {
+  if (!st.isFile()) return `${keyFile} is not a regular file`;
+  const mode = st.mode & 0o777;
+  if (mode & 0o077) {
+    return `${keyFile} has mode ${mode.toString(8).padStart(4, '0')}: the CA key must not be readable or writable by group or others; run \`chmod 600 ${keyFile}\``;
+  }
+  if (euid !== undefined && euid !== 0 && st.uid !== euid) {
+    return `${keyFile} is owned by uid ${st.uid}, not by the user postern runs as (uid ${euid}); run \`chown ${euid} ${keyFile}\` (as root)`;
+  }
+  return null;
+}
+
+/** Loads the CA from cfg.dir; PosternError E_CA when missing or unusable, or when ca.key is open to group/others or another user's. */
 export function loadCa(cfg: CaConfig): CertAuthority {
   const files = caPaths(cfg);
-  const read = (f: string, what: string): string => {
+  const read = (f: string, what: string, check?: (fd: number) => void): string => {
+    let fd: number;
     try {
-      return readFileSync(f, 'utf8');
+      // O_NONBLOCK: a FIFO planted as ca.key fails the regular-file check instead of blocking the open
+      fd = openSync(f, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw caError(code === 'ENOENT' ? `no CA ${what} at ${f}: run \`postern ca init\`` : `cannot read CA ${what} ${f}: ${(e as Error).message}`, {
         file: f,
       });
     }
+    try {
+      check?.(fd);
+      return readFileSync(fd, 'utf8');
+    } catch (e) {
+      if (e instanceof PosternError) throw e;
+      throw caError(`cannot read CA ${what} ${f}: ${(e as Error).message}`, { file: f });
+    } finally {
+      closeSync(fd);
+    }
   };
   const certPem = read(files.certFile, 'certificate');
-  const keyPem = read(files.keyFile, 'key');
+  // checked on the descriptor that is read: no window between the check and the read
+  const keyPem = read(files.keyFile, 'key', (fd) => {
+    const problem = caKeyFileProblem(files.keyFile, fstatSync(fd), process.geteuid?.());
+    if (problem) throw caError(problem, { file: files.keyFile });
+  });
   const warnings: string[] = [];
-  const mode = statSync(files.keyFile).mode & 0o777;
-  if (mode & 0o077) {
-    warnings.push(`${files.keyFile} has mode ${mode.toString(8).padStart(4, '0')}; it should be 0600 (chmod 600 ${files.keyFile})`);
-  }
   const ca = new CertAuthority(certPem, keyPem, files, warnings);
   const wanted = cfg.nameConstraints?.length ? constraintsFromEntries(cfg.nameConstraints) : null;
   if (!sameConstraints(wanted, ca.nameConstraints)) {
@@ -219,7 +318,6 @@ export function loadCa(cfg: CaConfig): CertAuthority {
   return ca;
 }
 
-/** Loads the CA, creating it when neither file exists. A half-present CA (one file missing) is an error, never overwritten. */
 /**
  * loadOrCreateCa with its log lines (`ca.ready`, each `ca.warning`; `ca.failed` at fatal before the
  * error is rethrown): what serve and the cluster primary both do at start.
@@ -249,15 +347,25 @@ export function openCa(cfg: CaConfig, log: Logger): CertAuthority {
   }
 }
 
+/**
+ * Loads the CA, creating it when neither file exists. A half-present CA (one file missing) is an
+ * error, never overwritten. Creation happens under the CA lock (withCaLock) and the files are looked
+ * for again once it is held: of several processes starting at once on an empty ca.dir, one creates
+ * the CA and the others load that one.
+ */
 export function loadOrCreateCa(cfg: CaConfig): { ca: CertAuthority; created: boolean } {
   const files = caPaths(cfg);
-  const haveCert = existsSync(files.certFile);
-  const haveKey = existsSync(files.keyFile);
-  if (!haveCert && !haveKey) return { ca: initCa(cfg), created: true };
-  if (haveCert !== haveKey) {
-    throw caError(
-      `incomplete CA in ${cfg.dir}: ${haveCert ? files.keyFile : files.certFile} is missing; restore it or run \`postern ca init --force\` to create a new CA`,
-    );
-  }
-  return { ca: loadCa(cfg), created: false };
+  // both present: nothing to create, no lock needed (a read-only ca.dir works)
+  if (existsSync(files.certFile) && existsSync(files.keyFile)) return { ca: loadCa(cfg), created: false };
+  return withCaLock(cfg, () => {
+    const haveCert = existsSync(files.certFile);
+    const haveKey = existsSync(files.keyFile);
+    if (!haveCert && !haveKey) return { ca: createCa(cfg, {}), created: true };
+    if (haveCert !== haveKey) {
+      throw caError(
+        `incomplete CA in ${cfg.dir}: ${haveCert ? files.keyFile : files.certFile} is missing; restore it or run \`postern ca init --force\` to create a new CA`,
+      );
+    }
+    return { ca: loadCa(cfg), created: false };
+  });
 }

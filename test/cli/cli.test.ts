@@ -131,7 +131,7 @@ describe('check', () => {
     const { file, dir } = configFile();
     execFileSync('mkdir', ['-p', path.join(dir, 'certs')]);
     writeFileSync(path.join(dir, 'certs', 'ca.crt'), 'garbage');
-    writeFileSync(path.join(dir, 'certs', 'ca.key'), 'garbage');
+    writeFileSync(path.join(dir, 'certs', 'ca.key'), 'garbage', { mode: 0o600 }); // a looser key is refused for its mode first
     const r = await run(['check', '--config', file]);
     expect(r.code).toBe(1);
     expect(r.err).toMatch(/^CA: .*ca\.crt: not a PEM certificate/m);
