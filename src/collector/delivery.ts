@@ -24,7 +24,7 @@ import { isAscii } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
-import { loopbackDeliveryHost } from '../config/collector.js';
+import { isLoopbackHost } from '../config/hosts.js';
 import type { CollectorDeliveryConfig } from '../config/types.js';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { smtpConnectionClass } from '../lazy-nodemailer.js';
@@ -106,7 +106,7 @@ export class SmtpDelivery implements Delivery {
     private readonly cfg: CollectorDeliveryConfig,
     private readonly secret: SecretReader,
   ) {
-    if (cfg.auth && cfg.starttls === 'none' && !loopbackDeliveryHost(cfg.host)) {
+    if (cfg.auth && cfg.starttls === 'none' && !isLoopbackHost(cfg.host)) {
       throw new PosternError(
         ErrorCodes.COLLECTOR_DELIVERY,
         `collector.delivery: auth with starttls "none" would send the password in clear to ${cfg.host}; use starttls "required" (plaintext AUTH only to a loopback host)`,
@@ -184,7 +184,7 @@ export class SmtpDelivery implements Delivery {
           return;
         }
         // belt and braces: requireTLS above already failed a connection without STARTTLS
-        if (!conn.secure && !(c.starttls === 'none' && loopbackDeliveryHost(c.host))) {
+        if (!conn.secure && !(c.starttls === 'none' && isLoopbackHost(c.host))) {
           early(Object.assign(new Error('the connection is not encrypted (no STARTTLS)'), { code: 'ETLS' }));
           return;
         }

@@ -4,13 +4,12 @@
  * src/config/schema.ts plugs these into the main schema, so every problem is located like the rest
  * (file:line:column and key path).
  */
-import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { COLLECTOR_LIMITS, VERDICT_STORE_LIMITS } from '../limits.js';
 import { millisField, sizeField } from '../units.js';
-import { fileProblem, isValidHost } from './hosts.js';
+import { fileProblem, isLoopbackHost, isValidHost } from './hosts.js';
 import type {
   CollectorAccountConfig,
   CollectorConfig,
@@ -239,20 +238,6 @@ function mailboxNames(a: RawAccount): string[] {
   return names;
 }
 
-/**
- * A delivery host to which AUTH may go out without TLS (`starttls: none`): 127.0.0.0/8, ::1 (also
- * IPv4-mapped) and `localhost`, as schema.ts isLoopbackHost (not imported: schema.ts imports this file).
- */
-export function loopbackDeliveryHost(host: string): boolean {
-  let h = host.trim().toLowerCase();
-  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  if (h.startsWith('::ffff:')) h = h.slice(7);
-  if (isIP(h) === 4) return h.split('.')[0] === '127';
-  if (isIP(h) === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
-  return false;
-}
-
 /** The cross-key rules of the section; `at` prefixes each path with `collector`. */
 export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue): void {
   const at = (...p: (string | number)[]) => ['collector', ...p];
@@ -269,7 +254,7 @@ export function checkCollector(raw: RawCollector, baseDir: string, issue: Issue)
   }
   // AUTH never goes out in clear (src/collector/delivery.ts): with auth, STARTTLS is required unless
   // starttls is "none", which is only accepted to a loopback server (a local MTA on 127.0.0.1 / ::1)
-  if (d.auth && d.starttls === 'none' && !loopbackDeliveryHost(d.host)) {
+  if (d.auth && d.starttls === 'none' && !isLoopbackHost(d.host)) {
     issue(
       at('delivery', 'starttls'),
       `auth with starttls "none" would send the password in clear to ${d.host}: use starttls "required" (plaintext AUTH is accepted only to a loopback host)`,

@@ -84,3 +84,14 @@ export function fileProblem(baseDir: string, file: string | undefined): string |
   }
   return `${abs} does not exist or is not a file`;
 }
+
+/** 127.0.0.0/8, ::1 (also IPv4-mapped loopback) and `localhost`. */
+export function isLoopbackHost(host: string): boolean {
+  let h = host.trim().toLowerCase();
+  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h.startsWith('::ffff:')) h = h.slice(7);
+  if (isIP(h) === 4) return h.split('.')[0] === '127';
+  if (isIP(h) === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
+  return false;
+}

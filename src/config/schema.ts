@@ -5,7 +5,6 @@
  * that parseYamlWithSchema can point each problem at its file, line, column and key path.
  */
 import { statSync } from 'node:fs';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import { z } from 'zod';
 import {
@@ -38,7 +37,7 @@ import {
   stateFile,
   stateSchema,
 } from './edge.js';
-import { allowPatternProblem, isValidHost } from './hosts.js';
+import { allowPatternProblem, isLoopbackHost, isValidHost } from './hosts.js';
 import { constraintsFromEntries, constraintsPermit, nameConstraintProblem } from './name-constraints.js';
 import type {
   ClientTlsMode,
@@ -75,17 +74,6 @@ export const DEFAULT_LISTENER_HOSTNAME = 'localhost';
 export function defaultUpstreamPort(protocol: Protocol, mode: UpstreamTlsMode): number {
   if (protocol === 'imap') return mode === 'implicit' ? 993 : 143;
   return mode === 'implicit' ? 995 : 110;
-}
-
-/** 127.0.0.0/8, ::1 (also IPv4-mapped loopback) and `localhost`. */
-export function isLoopbackHost(host: string): boolean {
-  let h = host.trim().toLowerCase();
-  if (h.startsWith('[') && h.endsWith(']')) h = h.slice(1, -1);
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
-  if (h.startsWith('::ffff:')) h = h.slice(7);
-  if (isIP(h) === 4) return h.split('.')[0] === '127';
-  if (isIP(h) === 6) return /^(0{0,4}:){2,7}0{0,3}1$/.test(h) || h === '::1';
-  return false;
 }
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);

@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { isLoopbackHost } from '../../src/config/hosts.js';
 import { DEFAULT_CONFIG_FILE, loadConfig, parseConfigText } from '../../src/config/load.js';
-import { isLoopbackHost } from '../../src/config/schema.js';
 import { ConfigError, type LocatedIssue } from '../../src/config/validate.js';
 import { DEFAULT_SERVER_LIMITS, DEFAULT_SESSION_LIMITS } from '../../src/limits.js';
 import { tempDir, writeYaml, yaml } from './helpers.js';
