@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { policyHash, type VerdictStore } from '../../src/inspect/verdict-store.js';
-import { loadPolicy } from '../../src/policy/load.js';
+import { type CompiledPolicy, loadPolicy } from '../../src/policy/load.js';
 import type { QuarantineStore } from '../../src/policy/types.js';
 import type { ParsedCommand } from '../../src/protocol/imap/command.js';
 import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
@@ -79,7 +79,8 @@ function uidsOf(set: string): Set<number> {
  */
 export function selectedInspector(o: {
   dir: string;
-  store: VerdictStore;
+  /** The shared verdict store (null: none). */
+  store: VerdictStore | null;
   view: ImapSessionView;
   exists: number;
   log: Logger;
@@ -92,19 +93,23 @@ export function selectedInspector(o: {
   byContent?: boolean;
   /** The quarantine (default a FileQuarantineStore under `dir`/q). */
   quarantine?: QuarantineStore;
+  /** The listener's policy (default `default`). */
+  policy?: CompiledPolicy;
+  /** The scanners' signature version keying the store (default ''). */
+  signatures?: string;
 }): ImapInspector {
-  const policy = loadPolicy('default', 'policies');
+  const policy = o.policy ?? loadPolicy('default', 'policies');
   const quarantine = o.quarantine ?? new FileQuarantineStore({ dir: path.join(o.dir, 'q'), retentionDays: 0 });
   const listener = testListener();
   if (o.cacheMemoryBytes !== undefined) listener.inspect = { ...listener.inspect, cacheMemoryBytes: o.cacheMemoryBytes };
-  if (o.byContent)
+  if (o.byContent && o.store)
     listener.inspect = { ...listener.inspect, verdictCache: { path: o.store.file, maxEntries: 1000, maxBytes: 1 << 24, byContent: { maxEntries: 1000 } } };
   const ins = new ImapInspector({
     listener,
     policy,
     engine: { scanner: o.scanner ?? null, quarantine },
     log: o.log,
-    shared: { store: o.store, policyHash: policyHash(policy), signatures: fixedSignatures('') },
+    shared: o.store ? { store: o.store, policyHash: policyHash(policy), signatures: fixedSignatures(o.signatures ?? '') } : null,
   });
   const sel = Buffer.from('s1 SELECT INBOX\r\n');
   const parsed: ParsedCommand = { tag: 's1', name: 'SELECT', verb: 'SELECT', args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }] };

@@ -10,13 +10,10 @@ import os from 'node:os';
 import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { envelopeRuled, ImapInspector } from '../../src/inspect/imap-inspector.js';
+import { envelopeRuled, type ImapInspector } from '../../src/inspect/imap-inspector.js';
 import type { CompiledPolicy } from '../../src/policy/load.js';
-import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
-import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
-import { driveFetch } from '../helpers/inspector-fetch.js';
-import { testListener } from '../helpers/scripted-host.js';
+import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
 import { defaultPolicy, policyFrom } from '../policy/helpers.js';
 
 const VIEW = { user: 'alice', upstreamName: 'imap.example.test:143', upstreamCapabilities: new Set<string>() } as ImapSessionView;
@@ -29,24 +26,8 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-function session(policy: CompiledPolicy): ImapInspector {
-  const ins = new ImapInspector({
-    listener: testListener(),
-    policy,
-    engine: { scanner: null, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
-    log: pino({ level: 'silent' }),
-  });
-  const sel = Buffer.from('s1 SELECT INBOX\r\n');
-  ins.intercept(parseCommandHead(sel)!, sel, VIEW, {
-    tag: 's1',
-    name: 'SELECT',
-    verb: 'SELECT',
-    args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }],
-  });
-  for (const l of ['* 1 EXISTS\r\n', '* OK [UIDVALIDITY 7] ok\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
-  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK done\r\n')));
-  return ins;
-}
+const session = (policy: CompiledPolicy): ImapInspector =>
+  selectedInspector({ dir, store: null, view: VIEW, exists: 1, log: pino({ level: 'silent' }), policy });
 
 /** The server: the whole message when a body is asked for, else the ENVELOPE or section it would send. */
 const server = (upstream: string): Buffer[][] => {

@@ -11,20 +11,17 @@ import path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ListenerConfig } from '../../src/config/types.js';
-import { ImapInspector } from '../../src/inspect/imap-inspector.js';
 import { Pop3Inspector } from '../../src/inspect/pop3-inspector.js';
 import { fixedSignatures } from '../../src/inspect/signatures.js';
 import { policyHash, VerdictStore } from '../../src/inspect/verdict-store.js';
 import { inspectMessage } from '../../src/policy/engine.js';
 import { type CompiledPolicy, compilePolicyText } from '../../src/policy/load.js';
-import { parseCommandHead, parseResponseHead } from '../../src/protocol/imap/parse.js';
 import { stuff, unstuff } from '../../src/protocol/pop3/framer.js';
 import { PROTECTED_FILE_NAME, ProtectedStore } from '../../src/quarantine/protected.js';
 import { FileQuarantineStore } from '../../src/quarantine/store.js';
 import type { Scanner, ScanOutcome } from '../../src/scanners/types.js';
 import type { ImapSessionView } from '../../src/session/imap/index.js';
-import { driveFetch } from '../helpers/inspector-fetch.js';
-import { testListener } from '../helpers/scripted-host.js';
+import { driveFetch, selectedInspector } from '../helpers/inspector-fetch.js';
 
 const VIRUS = 'From: a@example.test\r\nTo: alice@example.test\r\nSubject: hi\r\n\r\nX5O-FAKE-VIRUS-BODY\r\n';
 const VIEW = { user: 'alice', upstreamName: 'imap.example.test:143', upstreamCapabilities: new Set<string>() } as ImapSessionView;
@@ -80,25 +77,8 @@ describe('the engine marks a verdict made with a failed scan', () => {
     });
 });
 
-function imapSession(policy: CompiledPolicy, scanner: Scanner) {
-  const ins = new ImapInspector({
-    listener: testListener(),
-    policy,
-    engine: { scanner, quarantine: new FileQuarantineStore({ dir: path.join(dir, 'q'), retentionDays: 0 }) },
-    log: pino({ level: 'silent' }),
-    shared: { store, policyHash: policyHash(policy), signatures: fixedSignatures('clamd:ClamAV 1.4.6/27500') },
-  });
-  const sel = Buffer.from('s1 SELECT INBOX\r\n');
-  ins.intercept(parseCommandHead(sel)!, sel, VIEW, {
-    tag: 's1',
-    name: 'SELECT',
-    verb: 'SELECT',
-    args: [{ t: 'string', form: 'atom', v: Buffer.from('INBOX') }],
-  });
-  for (const l of ['* 1 EXISTS\r\n', '* OK [UIDVALIDITY 7] ok\r\n']) ins.observeUntagged(parseResponseHead(Buffer.from(l)), [Buffer.from(l)]);
-  ins.observeTagged('s1', 'SELECT', parseResponseHead(Buffer.from('s1 OK done\r\n')));
-  return ins;
-}
+const imapSession = (policy: CompiledPolicy, scanner: Scanner) =>
+  selectedInspector({ dir, store, view: VIEW, exists: 1, log: pino({ level: 'silent' }), policy, scanner, signatures: 'clamd:ClamAV 1.4.6/27500' });
 
 const body = () => [[Buffer.from(`* 1 FETCH (UID 1 BODY[] {${VIRUS.length}}\r\n`), Buffer.from(VIRUS), Buffer.from(')\r\n')]];
 
