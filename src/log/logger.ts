@@ -50,6 +50,8 @@ export const LOG_EVENTS = {
   'ca.failed': 'the CA could not be loaded or created (err)',
   'listener.start': 'a listener is accepting connections (listener, protocol, host, port, tlsMode, upstreamKind)',
   'listener.error': 'a listening socket failed (listener, err)',
+  'listener.certificate_renewed': "a listener's default certificate was minted anew before it expired and is served from now on (listener)",
+  'listener.certificate_renew_failed': "renewing a listener's default certificate failed: the current one is served (listener, err)",
   'listener.stop': 'a reload closed a listener: no new connections, its open sessions finish (listener, protocol, reason)',
   'config.reloaded':
     'SIGHUP / postern reload put the re-read config and policies in force (file, added, removed, changed, rebound, unchanged, edge, restartNeeded, ms)',

@@ -694,7 +694,6 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       // with a listener here Node leaves the socket open (a handshake timeout included): closed here
       const raw = rawOf(sock);
       const fields = {
-        event: 'client.tls_failed',
         listener: listener.name,
         protocol: listener.protocol,
         client: clientOfTls(sock, peerOf),
@@ -705,7 +704,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       const reason = tlsFailureReason(err);
       if ((err as NodeJS.ErrnoException).code === 'ERR_TLS_HANDSHAKE_TIMEOUT') {
         log.debug(
-          { ...fields, reason, timeoutMs: hsLimits.timeoutMs, err: logErr(err, ErrorCodes.PROTOCOL) },
+          { event: 'client.tls_failed', ...fields, reason, timeoutMs: hsLimits.timeoutMs, err: logErr(err, ErrorCodes.PROTOCOL) },
           'client TLS handshake timed out: connection closed',
         );
         return;
@@ -715,7 +714,7 @@ export async function startServer(config: PosternConfig, deps: ServerDeps & Edge
       const dropped = failureLog.take();
       if (dropped === null) return;
       log.warn(
-        { ...fields, reason, err: logErr(err, ErrorCodes.PROTOCOL), ...(dropped > 0 ? { suppressed: dropped } : {}) },
+        { event: 'client.tls_failed', ...fields, reason, err: logErr(err, ErrorCodes.PROTOCOL), ...(dropped > 0 ? { suppressed: dropped } : {}) },
         `client TLS handshake failed: ${reason}${tlsFailureHint(reason)}`,
       );
     });
